@@ -1,0 +1,279 @@
+/**
+ * The typed model of a checkpoint: what dump collects, what the image
+ * stores (as JSON in a cryo note) and what restore compiles. `show --json`
+ * and `readImage()` return exactly these types.
+ *
+ * Addresses and other 64-bit quantities are hex strings ("0x7ffd...") so
+ * the model survives JSON unchanged.
+ *
+ * @module
+ */
+
+/** A 64-bit value as a `0x`-prefixed hex string. */
+export type Hex = string;
+
+/** Version of the image format; bumped on any incompatible change. */
+export const IMAGE_FORMAT_VERSION = 1;
+
+/** The manifest.json of an image directory. */
+export interface Manifest {
+  /** Always "cryo-image". */
+  kind: "cryo-image";
+  /** {@link IMAGE_FORMAT_VERSION} at dump time. */
+  formatVersion: number;
+  /** cryo version that wrote it. */
+  toolVersion: string;
+  /** ISO time of the dump. */
+  createdAt: string;
+  /** Kernel and CPU facts that restore checks. */
+  host: HostFacts;
+  /** Pid of the root of the dumped tree. */
+  rootPid: number;
+  /** Every process of the tree, parents before children. */
+  processes: ManifestProcess[];
+  /** Dump statistics. */
+  stats: DumpStats;
+}
+
+/** One process entry of the manifest. */
+export interface ManifestProcess {
+  pid: number;
+  ppid: number;
+  /** Image file name relative to the directory, e.g. "1234.elf". */
+  file: string;
+  /** Size of the image file in bytes. */
+  size: number;
+  /** SHA-256 of the image file, hex. */
+  sha256: string;
+  threads: number[];
+  comm: string;
+}
+
+/** Facts about the dumping host that a restore must match. */
+export interface HostFacts {
+  /** `uname -r`. */
+  kernelRelease: string;
+  /** Hostname (informative). */
+  hostname: string;
+  /** The vvar/vdso mappings: name and size, in address order. */
+  vdso: { name: string; size: number }[];
+  /** SHA-256 of the [vdso] bytes. */
+  vdsoSha256: string;
+  /** XCR0 feature mask used by XSAVE areas in this image (hex). */
+  xfeatures: Hex;
+  /** XSAVE area size in bytes. */
+  xsaveSize: number;
+  /** Page size. */
+  pageSize: number;
+}
+
+/** Totals reported by a dump. */
+export interface DumpStats {
+  processes: number;
+  threads: number;
+  mappings: number;
+  /** Bytes of page data written. */
+  pagesBytes: number;
+  /** Total image bytes. */
+  imageBytes: number;
+  /** Seconds the tree was frozen. */
+  freezeSeconds: number;
+  /** Seconds the whole dump took. */
+  dumpSeconds: number;
+}
+
+/** Everything cryo knows about one process. */
+export interface ProcessImage {
+  pid: number;
+  ppid: number;
+  pgid: number;
+  sid: number;
+  comm: string;
+  exe: FileIdentity | null;
+  cwd: string;
+  root: string;
+  umask: number;
+  personality: number;
+  cmdline: string[];
+  creds: Credentials;
+  mm: MmFields;
+  /** Raw auxv as pairs [type, value] (hex values). */
+  auxv: [number, Hex][];
+  rlimits: Rlimit[];
+  mappings: Mapping[];
+  threads: ThreadState[];
+  /** Signal dispositions 1..64 (index 0 = signal 1). */
+  sigactions: SigAction[];
+  /** Signals pending for the whole process. */
+  sharedPending: SigInfoRecord[];
+  itimers: { real: ITimer; virtual: ITimer; prof: ITimer };
+  fds: FdInfo[];
+  /** Child pids (processes of the tree). */
+  children: number[];
+  /** Start of the bootstrap range reserved for the restore stub. */
+  bootstrap: { start: Hex; size: number };
+  /** Things left out of the image on purpose (policy include/exclude). */
+  excluded: { what: string; reason: string }[];
+}
+
+/** Identity of a file, to detect changes between dump and restore. */
+export interface FileIdentity {
+  path: string;
+  dev: number;
+  ino: number;
+  size: number;
+  mtimeMs: number;
+}
+
+/** Real, effective, saved and fs uids/gids plus supplementary groups. */
+export interface Credentials {
+  uid: [number, number, number, number];
+  gid: [number, number, number, number];
+  groups: number[];
+  capEff: Hex;
+}
+
+/** The mm fields of /proc/<pid>/stat, as PR_SET_MM_MAP wants them. */
+export interface MmFields {
+  startCode: Hex;
+  endCode: Hex;
+  startData: Hex;
+  endData: Hex;
+  startBrk: Hex;
+  brk: Hex;
+  startStack: Hex;
+  argStart: Hex;
+  argEnd: Hex;
+  envStart: Hex;
+  envEnd: Hex;
+}
+
+/** One resource limit (RLIM_INFINITY = "inf"). */
+export interface Rlimit {
+  resource: number;
+  name: string;
+  soft: number | "inf";
+  hard: number | "inf";
+}
+
+/** How a mapping is backed. */
+export type MappingKind =
+  | "anon" // private anonymous (incl. heap, stack)
+  | "anon-shared" // MAP_SHARED|MAP_ANONYMOUS (or /dev/zero shared)
+  | "file-private"
+  | "file-shared"
+  | "vdso" // [vdso], [vvar], [vvar_vclock]
+  | "vsyscall";
+
+/** One virtual memory area and where its saved pages are in the image. */
+export interface Mapping {
+  start: Hex;
+  end: Hex;
+  /** "rwxp" style as in /proc/<pid>/maps. */
+  perms: string;
+  /** File offset of the mapping (for file mappings). */
+  offset: Hex;
+  kind: MappingKind;
+  /** Pathname column of maps ("[heap]", "/usr/lib/...", "" ...). */
+  name: string;
+  /** Backing file identity for file mappings. */
+  file?: FileIdentity;
+  /** smaps VmFlags, e.g. ["rd","wr","mr","mw","me","ac","gd"]. */
+  vmFlags: string[];
+  /** Runs of saved pages: [address, length, offset into the image file]. */
+  pages: PageRun[];
+}
+
+/** A contiguous run of saved pages. */
+export interface PageRun {
+  /** Virtual address of the first page. */
+  addr: Hex;
+  /** Length in bytes (page multiple). */
+  length: number;
+  /** Offset of the data in the image file (page aligned). */
+  fileOffset: number;
+}
+
+/** State of one thread. */
+export interface ThreadState {
+  tid: number;
+  comm: string;
+  /** user_regs_struct fields by name (hex). */
+  regs: Record<string, Hex>;
+  /** XSAVE area, base64 (standard NT_X86_XSTATE layout). */
+  xsave: string;
+  /** Blocked signals mask (hex). */
+  sigmask: Hex;
+  /** Signals pending for this thread only. */
+  pending: SigInfoRecord[];
+  sigaltstack: { sp: Hex; flags: number; size: number };
+  /** rseq registration, or null. */
+  rseq: { addr: Hex; len: number; sig: Hex; flags: number } | null;
+  robustList: { head: Hex; len: number };
+  clearChildTid: Hex;
+  /** True when the thread was stopped inside a syscall that must restart. */
+  syscall: { nr: number; restart: "none" | "restart" | "eintr" };
+}
+
+/** A pending signal with its raw siginfo (base64, 128 bytes). */
+export interface SigInfoRecord {
+  signo: number;
+  code: number;
+  raw: string;
+}
+
+/** A kernel sigaction. */
+export interface SigAction {
+  handler: Hex;
+  flags: Hex;
+  restorer: Hex;
+  mask: Hex;
+}
+
+/** An interval timer value (microseconds). */
+export interface ITimer {
+  intervalUs: number;
+  valueUs: number;
+}
+
+/** What an fd refers to. */
+export type FdKind =
+  | "file"
+  | "directory"
+  | "chardev"
+  | "blockdev"
+  | "pipe"
+  | "fifo"
+  | "socket"
+  | "eventfd"
+  | "epoll"
+  | "timerfd"
+  | "signalfd"
+  | "inotify"
+  | "fanotify"
+  | "pidfd"
+  | "memfd"
+  | "tty"
+  | "anon"
+  | "unknown";
+
+/** One open file descriptor. */
+export interface FdInfo {
+  fd: number;
+  kind: FdKind;
+  /** readlink of /proc/<pid>/fd/<fd>. */
+  target: string;
+  /** open flags from fdinfo (octal in /proc, number here), without O_CLOEXEC. */
+  flags: number;
+  cloexec: boolean;
+  pos: number;
+  mntId: number;
+  /** File identity for regular files and dirs. */
+  file?: FileIdentity;
+  /** Per-kind extras from fdinfo (eventfd-count, tfd, inotify wd, ...). */
+  extra: Record<string, string>;
+  /** Restore hint: how restore re-creates it ("open", "inherit:stdin", ...). */
+  restore: string;
+  /** Index of another fd (same open file description) this one duplicates. */
+  sameAs?: number;
+}

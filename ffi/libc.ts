@@ -1,0 +1,154 @@
+/**
+ * The one binding to libc: `Deno.dlopen` of the C library, a generic
+ * `syscall()`, errno capture and typed errors.
+ *
+ * Every call here is synchronous and runs on the calling JS thread; ptrace
+ * and wait calls must stay on the main thread (the tracer is a thread).
+ *
+ * @module
+ */
+
+import { errnoName } from "./errno.ts";
+import { syscallName } from "./sysno.ts";
+
+const symbols = {
+  syscall: {
+    parameters: ["i64", "i64", "i64", "i64", "i64", "i64", "i64"],
+    result: "i64",
+  },
+  __errno_location: { parameters: [], result: "pointer" },
+  posix_spawn: {
+    parameters: ["buffer", "buffer", "pointer", "pointer", "buffer", "buffer"],
+    result: "i32",
+  },
+  posix_spawn_file_actions_init: { parameters: ["buffer"], result: "i32" },
+  posix_spawn_file_actions_destroy: { parameters: ["buffer"], result: "i32" },
+  posix_spawn_file_actions_adddup2: { parameters: ["buffer", "i32", "i32"], result: "i32" },
+  posix_spawn_file_actions_addclose: { parameters: ["buffer", "i32"], result: "i32" },
+  posix_spawn_file_actions_addopen: {
+    parameters: ["buffer", "i32", "buffer", "i32", "u32"],
+    result: "i32",
+  },
+  posix_spawnattr_init: { parameters: ["buffer"], result: "i32" },
+  posix_spawnattr_destroy: { parameters: ["buffer"], result: "i32" },
+  posix_spawnattr_setflags: { parameters: ["buffer", "i16"], result: "i32" },
+  posix_spawnattr_setsigmask: { parameters: ["buffer", "buffer"], result: "i32" },
+  posix_spawnattr_setsigdefault: { parameters: ["buffer", "buffer"], result: "i32" },
+  posix_spawnattr_setpgroup: { parameters: ["buffer", "i32"], result: "i32" },
+  getpid: { parameters: [], result: "i32" },
+} as const;
+
+let lib: Deno.DynamicLibrary<typeof symbols> | undefined;
+
+/** The lazily opened libc handle. */
+export function libc(): Deno.DynamicLibrary<typeof symbols>["symbols"] {
+  lib ??= Deno.dlopen("libc.so.6", symbols);
+  return lib.symbols;
+}
+
+/** Reads the calling thread's errno (call immediately after the failing call). */
+export function errno(): number {
+  const p = libc().__errno_location();
+  return new Deno.UnsafePointerView(p!).getInt32(0);
+}
+
+/** A failed system call or libc call, with its arguments and errno name. */
+export class SyscallError extends Error {
+  /** The call that failed, e.g. `ptrace(PTRACE_SEIZE)`. */
+  readonly call: string;
+  /** Arguments as passed (numbers or descriptions). */
+  readonly args: readonly unknown[];
+  /** The errno value. */
+  readonly errno: number;
+  /** The symbolic errno name, e.g. `ESRCH`. */
+  readonly code: string;
+
+  constructor(call: string, args: readonly unknown[], err: number) {
+    const shown = args.map((a) => typeof a === "bigint" ? `0x${a.toString(16)}` : String(a));
+    super(`${call}(${shown.join(", ")}) failed: ${errnoName(err)}`);
+    this.name = "SyscallError";
+    this.call = call;
+    this.args = args;
+    this.errno = err;
+    this.code = errnoName(err);
+  }
+}
+
+/** A system call argument: an integer, bigint, pointer or a buffer (passed by address). */
+export type SysArg = number | bigint | Deno.PointerValue | BufferSource;
+
+/** Converts a syscall argument into a 64-bit integer. */
+export function argValue(a: SysArg | undefined): bigint {
+  if (a === undefined || a === null) return 0n;
+  if (typeof a === "number") return BigInt(a);
+  if (typeof a === "bigint") return a;
+  if (ArrayBuffer.isView(a) || a instanceof ArrayBuffer) {
+    return BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(a as BufferSource)));
+  }
+  return BigInt(Deno.UnsafePointer.value(a as Deno.PointerObject));
+}
+
+/** Raw syscall: returns the result, or `-errno` on failure (never throws). */
+export function rawSyscall(nr: number, ...args: SysArg[]): bigint {
+  const v = args.map(argValue);
+  while (v.length < 6) v.push(0n);
+  const r = BigInt(libc().syscall(BigInt(nr), v[0], v[1], v[2], v[3], v[4], v[5]));
+  if (r === -1n) return -BigInt(errno());
+  return r;
+}
+
+/**
+ * Runs a system call and throws a {@link SyscallError} naming it on failure.
+ * Returns the result as a bigint (addresses do not fit in a number).
+ */
+export function syscall(nr: number, ...args: SysArg[]): bigint {
+  const r = rawSyscall(nr, ...args);
+  if (r < 0n && r > -4096n) {
+    throw new SyscallError(syscallName(nr), args.map(describeArg), Number(-r));
+  }
+  return r;
+}
+
+/** Like {@link syscall} but returns a JS number (for fds, pids, sizes). */
+export function syscallNum(nr: number, ...args: SysArg[]): number {
+  return Number(syscall(nr, ...args));
+}
+
+function describeArg(a: SysArg): unknown {
+  if (typeof a === "number" || typeof a === "bigint") return a;
+  if (a === null || a === undefined) return 0;
+  if (ArrayBuffer.isView(a)) return `<buf ${a.byteLength}>`;
+  if (a instanceof ArrayBuffer) return `<buf ${a.byteLength}>`;
+  return "<ptr>";
+}
+
+/** NUL-terminated UTF-8 encoding of a string, for passing to the kernel. */
+export function cstr(s: string): Uint8Array<ArrayBuffer> {
+  const enc = new TextEncoder().encode(s);
+  const out = new Uint8Array(enc.length + 1);
+  out.set(enc);
+  return out;
+}
+
+/** Address of a buffer as a bigint. */
+export function addressOf(buf: BufferSource): bigint {
+  return BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buf)));
+}
+
+/** An array of pointers to C strings (NULL-terminated), kept alive with its strings. */
+export class CStringArray {
+  /** The `char *[]` buffer. */
+  readonly pointers: BigUint64Array<ArrayBuffer>;
+  readonly #strings: Uint8Array[];
+
+  constructor(items: readonly string[]) {
+    this.#strings = items.map(cstr);
+    this.pointers = new BigUint64Array(items.length + 1);
+    this.#strings.forEach((s, i) => this.pointers[i] = addressOf(s as Uint8Array<ArrayBuffer>));
+  }
+}
+
+/** This (Deno) process's pid. */
+export function selfPid(): number {
+  return libc().getpid();
+}

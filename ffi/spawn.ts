@@ -1,0 +1,85 @@
+/**
+ * posix_spawn through libc, so that the spawned process is invisible to
+ * Deno's own child reaper (which would steal ptrace wait events).
+ *
+ * @module
+ */
+
+import { cstr, CStringArray, errno, libc, SyscallError } from "./libc.ts";
+
+/** A file action applied in the child before exec. */
+export type FileAction =
+  | { kind: "dup2"; fd: number; newFd: number }
+  | { kind: "close"; fd: number }
+  | { kind: "open"; fd: number; path: string; flags: number; mode?: number };
+
+/** Options for {@link posixSpawn}. */
+export interface SpawnOptions {
+  /** Environment as `KEY=value` strings; defaults to this process's env. */
+  env?: string[];
+  /** Operations on fds in the child (applied in order). */
+  fileActions?: FileAction[];
+  /** Put the child in its own process group. */
+  newProcessGroup?: boolean;
+  /** Reset all signal dispositions and the mask in the child (default true). */
+  resetSignals?: boolean;
+}
+
+const POSIX_SPAWN_SETPGROUP = 0x02;
+const POSIX_SPAWN_SETSIGDEF = 0x04;
+const POSIX_SPAWN_SETSIGMASK = 0x08;
+
+/** Spawns `path` with `argv` and returns its pid. Throws {@link SyscallError}. */
+export function posixSpawn(path: string, argv: readonly string[], opts: SpawnOptions = {}): number {
+  const c = libc();
+  const pidBuf = new Int32Array(1);
+  const actions = new Uint8Array(256);
+  const attr = new Uint8Array(512);
+  c.posix_spawn_file_actions_init(actions);
+  c.posix_spawnattr_init(attr);
+  const keep: Uint8Array[] = [];
+  try {
+    for (const a of opts.fileActions ?? []) {
+      let r = 0;
+      if (a.kind === "dup2") r = c.posix_spawn_file_actions_adddup2(actions, a.fd, a.newFd);
+      else if (a.kind === "close") r = c.posix_spawn_file_actions_addclose(actions, a.fd);
+      else {
+        const p = cstr(a.path);
+        keep.push(p);
+        r = c.posix_spawn_file_actions_addopen(actions, a.fd, p, a.flags, a.mode ?? 0o644);
+      }
+      if (r !== 0) throw new SyscallError("posix_spawn_file_actions", [a.kind], r);
+    }
+    let flags = 0;
+    if (opts.resetSignals !== false) {
+      flags |= POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK;
+      const all = new BigUint64Array(16).fill(0xffffffffffffffffn);
+      const none = new BigUint64Array(16);
+      c.posix_spawnattr_setsigdefault(attr, all);
+      c.posix_spawnattr_setsigmask(attr, none);
+    }
+    if (opts.newProcessGroup) {
+      flags |= POSIX_SPAWN_SETPGROUP;
+      c.posix_spawnattr_setpgroup(attr, 0);
+    }
+    c.posix_spawnattr_setflags(attr, flags);
+    const argvArr = new CStringArray(argv);
+    const envArr = new CStringArray(
+      opts.env ?? Object.entries(Deno.env.toObject()).map(([k, v]) => `${k}=${v}`),
+    );
+    const r = c.posix_spawn(
+      pidBuf,
+      cstr(path),
+      Deno.UnsafePointer.of(actions),
+      Deno.UnsafePointer.of(attr),
+      argvArr.pointers,
+      envArr.pointers,
+    );
+    if (r !== 0) throw new SyscallError("posix_spawn", [path], r);
+    void errno;
+    return pidBuf[0];
+  } finally {
+    c.posix_spawn_file_actions_destroy(actions);
+    c.posix_spawnattr_destroy(attr);
+  }
+}

@@ -1,0 +1,164 @@
+/**
+ * Test helpers: compile C targets from tests/targets/ (cached by content
+ * hash), start them with posix_spawn (invisible to Deno's reaper), read
+ * their reports and always clean up by pid.
+ *
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+import { posixSpawn } from "../../ffi/spawn.ts";
+import { rawSyscall } from "../../ffi/libc.ts";
+import { SYS } from "../../ffi/sysno.ts";
+import { waitPid, type WaitStatus, WNOHANG } from "../../ffi/wait.ts";
+
+const root = new URL("../../", import.meta.url).pathname;
+const cacheDir = `${root}tests/.cache`;
+
+/** Compiles tests/targets/<name>.c once per content hash; returns the binary path. */
+export async function buildTarget(name: string, extraFlags: string[] = []): Promise<string> {
+  const src = `${root}tests/targets/${name}.c`;
+  const text = await Deno.readTextFile(src);
+  const hash = createHash("sha256").update(text).update(extraFlags.join(" ")).digest("hex")
+    .slice(0, 16);
+  const out = `${cacheDir}/${name}-${hash}`;
+  try {
+    await Deno.stat(out);
+    return out;
+  } catch { /* build it */ }
+  await Deno.mkdir(cacheDir, { recursive: true });
+  const tmp = `${out}.tmp${Deno.pid}`;
+  const r = await new Deno.Command("cc", {
+    args: ["-O1", "-g", "-pthread", "-o", tmp, src, ...extraFlags],
+  }).output();
+  if (!r.success) throw new Error(`cc ${name}.c failed:\n${new TextDecoder().decode(r.stderr)}`);
+  await Deno.rename(tmp, out);
+  return out;
+}
+
+let subreaper = false;
+/** Makes this test process a child subreaper, so orphans of restored trees come back to us. */
+export function becomeSubreaper(): void {
+  if (subreaper) return;
+  rawSyscall(SYS.prctl, 36, /* PR_SET_CHILD_SUBREAPER */ 1, 0, 0, 0);
+  subreaper = true;
+}
+
+/** A running test target. */
+export class Target {
+  /** The pid the kernel gave it. */
+  readonly pid: number;
+  /** File receiving its stdout and stderr. */
+  readonly outputPath: string;
+  #status: WaitStatus | undefined;
+
+  constructor(pid: number, outputPath: string) {
+    this.pid = pid;
+    this.outputPath = outputPath;
+  }
+
+  /** What it printed so far. */
+  output(): string {
+    try {
+      return Deno.readTextFileSync(this.outputPath);
+    } catch {
+      return "";
+    }
+  }
+
+  /** Waits until its output matches `re` (or throws after `timeoutMs`). */
+  async waitFor(re: RegExp, timeoutMs = 10000): Promise<RegExpMatchArray> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const m = this.output().match(re);
+      if (m) return m;
+      if (Date.now() > deadline) {
+        throw new Error(
+          `target ${this.pid}: timed out waiting for ${re}; output:\n${this.output()}`,
+        );
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  /** Polls for exit without blocking; returns the status once it has exited. */
+  poll(): WaitStatus | undefined {
+    if (this.#status) return this.#status;
+    const st = waitPid(this.pid, WNOHANG);
+    if (st.kind === "exited" || st.kind === "signaled") this.#status = st;
+    return this.#status;
+  }
+
+  /** Waits for exit (polling, so the event loop keeps running). */
+  async wait(timeoutMs = 20000): Promise<WaitStatus> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const st = this.poll();
+      if (st) return st;
+      if (Date.now() > deadline) throw new Error(`target ${this.pid} did not exit`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  /** Sends a signal if it has not been reaped yet. */
+  signal(sig: number): void {
+    if (!this.#status) rawSyscall(SYS.kill, this.pid, sig);
+  }
+
+  /** Kills (SIGKILL) and reaps it; safe to call twice. */
+  async kill(): Promise<void> {
+    if (this.poll()) return;
+    this.signal(9);
+    await this.wait(5000).catch(() => {});
+  }
+}
+
+/** Registry of everything started in this test process, cleaned by {@link cleanupTargets}. */
+const started = new Set<Target>();
+
+/** Starts a compiled target (or any program) with output captured to a temp file. */
+export async function startTarget(
+  nameOrPath: string,
+  args: string[] = [],
+  opts: { cwd?: string; stdin?: string } = {},
+): Promise<Target> {
+  becomeSubreaper();
+  const path = nameOrPath.startsWith("/") ? nameOrPath : await buildTarget(nameOrPath);
+  const outputPath = await Deno.makeTempFile({ prefix: "cryo-target-" });
+  const argv = [path, ...args];
+  const fileActions = [
+    { kind: "open" as const, fd: 0, path: opts.stdin ?? "/dev/null", flags: 0 },
+    { kind: "open" as const, fd: 1, path: outputPath, flags: 0o1 | 0o2000 },
+    { kind: "dup2" as const, fd: 1, newFd: 2 },
+  ];
+  let spawnPath = path;
+  let spawnArgv = argv;
+  if (opts.cwd) {
+    spawnPath = "/bin/sh";
+    spawnArgv = ["sh", "-c", 'cd "$0" && exec "$@"', opts.cwd, ...argv];
+  }
+  const pid = posixSpawn(spawnPath, spawnArgv, { fileActions });
+  const t = new Target(pid, outputPath);
+  started.add(t);
+  return t;
+}
+
+/** Kills and reaps every target this process started. */
+export async function cleanupTargets(): Promise<void> {
+  for (const t of started) await t.kill();
+  started.clear();
+}
+
+/**
+ * Runs `fn` with cleanup of all started targets afterwards, pass or fail.
+ * Use as the body of a Deno.test.
+ */
+export function withTargets(fn: () => Promise<void>): () => Promise<void> {
+  return async () => {
+    try {
+      await fn();
+    } finally {
+      await cleanupTargets();
+    }
+  };
+}
