@@ -70,6 +70,8 @@ export const SYS = {
   tgkill: 234,
   mremap: 25,
   openat: 257,
+  dup3: 292,
+  kcmp: 312,
   set_robust_list: 273,
   get_robust_list: 274,
   rt_tgsigqueueinfo: 297,

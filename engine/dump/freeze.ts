@@ -1,0 +1,127 @@
+/**
+ * Freezing a process tree: PTRACE_SEIZE + PTRACE_INTERRUPT on every thread
+ * of every process, repeated until no new thread or child appears.
+ *
+ * @module
+ */
+
+import { detach, interrupt, seize, waitStop } from "../../ffi/ptrace.ts";
+import { SyscallError } from "../../ffi/libc.ts";
+import { TargetError } from "../errors.ts";
+
+/** A frozen tree: every thread of every process is in a ptrace stop. */
+export interface FrozenTree {
+  /** Root pid. */
+  root: number;
+  /** Processes in tree order (parents first) with their children. */
+  processes: { pid: number; children: number[]; threads: number[] }[];
+  /** When the first thread was stopped (performance.now()). */
+  frozenAt: number;
+}
+
+function listTids(pid: number): number[] {
+  try {
+    return [...Deno.readDirSync(`/proc/${pid}/task`)].map((e) => Number(e.name)).sort((a, b) =>
+      a - b
+    );
+  } catch {
+    return [];
+  }
+}
+
+function listChildren(pid: number): number[] {
+  const out = new Set<number>();
+  for (const tid of listTids(pid)) {
+    try {
+      const text = Deno.readTextFileSync(`/proc/${pid}/task/${tid}/children`).trim();
+      for (const c of text.split(/\s+/).filter(Boolean)) out.add(Number(c));
+    } catch { /* thread gone */ }
+  }
+  return [...out].sort((a, b) => a - b);
+}
+
+function seizeOne(tid: number): void {
+  try {
+    seize(tid, 0);
+    interrupt(tid);
+  } catch (e) {
+    if (e instanceof SyscallError && e.code === "EPERM") {
+      const tracer = tracerOf(tid);
+      if (tracer) {
+        throw new TargetError(`process ${tid} is already traced by pid ${tracer}`);
+      }
+      throw new TargetError(`no permission to trace process ${tid} (needs CAP_SYS_PTRACE)`);
+    }
+    if (e instanceof SyscallError && e.code === "ESRCH") return;
+    throw e;
+  }
+  waitStop(tid);
+}
+
+function tracerOf(tid: number): number {
+  try {
+    const m = Deno.readTextFileSync(`/proc/${tid}/status`).match(/^TracerPid:\s+(\d+)/m);
+    return m ? Number(m[1]) : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * Stops every thread of `root` and its descendants. On failure, everything
+ * already seized is detached again (left running untouched) and the error
+ * is rethrown.
+ */
+export function freezeTree(root: number): FrozenTree {
+  const seized: number[] = [];
+  const seizedSet = new Set<number>();
+  let frozenAt = 0;
+  try {
+    for (let round = 0;; round++) {
+      if (round > 100) {
+        throw new TargetError(`process tree of ${root} keeps changing; cannot freeze`);
+      }
+      let added = 0;
+      const processes: FrozenTree["processes"] = [];
+      const queue = [root];
+      while (queue.length) {
+        const pid = queue.shift()!;
+        const threads = listTids(pid);
+        if (threads.length === 0) {
+          if (pid === root) throw new TargetError(`process ${root} vanished while being frozen`);
+          continue;
+        }
+        for (const tid of threads) {
+          if (seizedSet.has(tid)) continue;
+          seizeOne(tid);
+          if (!frozenAt) frozenAt = performance.now();
+          seized.push(tid);
+          seizedSet.add(tid);
+          added++;
+        }
+        const children = listChildren(pid);
+        processes.push({ pid, children, threads: listTids(pid) });
+        queue.push(...children);
+      }
+      if (added === 0) return { root, processes, frozenAt };
+    }
+  } catch (e) {
+    for (const tid of seized) {
+      try {
+        detach(tid);
+      } catch { /* already gone */ }
+    }
+    throw e;
+  }
+}
+
+/** Resumes every thread of a frozen tree (PTRACE_DETACH), ignoring vanished ones. */
+export function thawTree(tree: FrozenTree): void {
+  for (const p of tree.processes) {
+    for (const tid of p.threads) {
+      try {
+        detach(tid);
+      } catch { /* gone */ }
+    }
+  }
+}

@@ -1,0 +1,120 @@
+/**
+ * State that only the process itself can report, read by injecting
+ * syscalls into its stopped threads: signal actions, interval timers,
+ * per-thread sigaltstack and clear_child_tid.
+ *
+ * A scratch page is mapped in the target for the results and unmapped
+ * again before the memory is read, so it never appears in the image.
+ *
+ * @module
+ */
+
+import { findSyscallInstruction, injectSyscall } from "../../ffi/inject.ts";
+import { processVmReadFully } from "../../ffi/process_vm.ts";
+import { itimerval, kernelSigaction, stackT } from "../../ffi/structs.ts";
+import { SYS } from "../../ffi/sysno.ts";
+import { errnoName } from "../../ffi/errno.ts";
+import type { ITimer, SigAction } from "../model.ts";
+import { CryoError } from "../errors.ts";
+
+const hex = (v: bigint) => `0x${v.toString(16)}`;
+
+/** Per-thread results of {@link queryInjectedState}. */
+export interface InjectedThreadState {
+  sigaltstack: { sp: string; flags: number; size: number };
+  clearChildTid: string;
+}
+
+/** Process-wide results of {@link queryInjectedState}. */
+export interface InjectedState {
+  sigactions: SigAction[];
+  itimers: { real: ITimer; virtual: ITimer; prof: ITimer };
+  threads: Map<number, InjectedThreadState>;
+}
+
+/** Opens an injection session on a stopped process (scratch page + syscall site). */
+class Session {
+  readonly pid: number;
+  readonly site: bigint;
+  scratch = 0n;
+  constructor(pid: number) {
+    this.pid = pid;
+    this.site = findSyscallInstruction(pid);
+  }
+
+  call(tid: number, nr: number, ...args: (number | bigint)[]): bigint {
+    return injectSyscall(tid, this.site, nr, ...args);
+  }
+
+  check(tid: number, what: string, nr: number, ...args: (number | bigint)[]): bigint {
+    const r = this.call(tid, nr, ...args);
+    if (r < 0n) {
+      throw new CryoError(
+        `process ${this.pid}: ${what} in the target failed: ${errnoName(Number(-r))}`,
+      );
+    }
+    return r;
+  }
+
+  read(offset: number, length: number): Uint8Array {
+    const buf = new Uint8Array(length);
+    processVmReadFully(this.pid, this.scratch + BigInt(offset), buf);
+    return buf;
+  }
+}
+
+function timer(bytes: Uint8Array): ITimer {
+  const t = itimerval.decode(bytes);
+  return {
+    intervalUs: Number(t.intervalSec) * 1e6 + Number(t.intervalUsec),
+    valueUs: Number(t.valueSec) * 1e6 + Number(t.valueUsec),
+  };
+}
+
+/** Reads sigactions, itimers, and each thread's sigaltstack and clear_child_tid. */
+export function queryInjectedState(pid: number, tids: readonly number[]): InjectedState {
+  const s = new Session(pid);
+  const main = pid;
+  s.scratch = s.check(main, "mmap(scratch)", SYS.mmap, 0, 4096, 3, 0x22, -1, 0);
+  try {
+    const sigactions: SigAction[] = [];
+    for (let sig = 1; sig <= 64; sig++) {
+      const r = s.call(main, SYS.rt_sigaction, sig, 0, s.scratch, 8);
+      if (r < 0n) {
+        // 32 and 33 are reserved by glibc but valid for the kernel; EINVAL means no such signal.
+        sigactions.push({ handler: "0x0", flags: "0x0", restorer: "0x0", mask: "0x0" });
+        continue;
+      }
+      const a = kernelSigaction.decode(s.read(0, kernelSigaction.size));
+      sigactions.push({
+        handler: hex(a.handler),
+        flags: hex(a.flags),
+        restorer: hex(a.restorer),
+        mask: hex(a.mask),
+      });
+    }
+    const timers: ITimer[] = [];
+    for (const which of [0, 1, 2]) {
+      s.check(main, "getitimer", SYS.getitimer, which, s.scratch);
+      timers.push(timer(s.read(0, itimerval.size)));
+    }
+    const threads = new Map<number, InjectedThreadState>();
+    for (const tid of tids) {
+      s.check(tid, "sigaltstack", SYS.sigaltstack, 0, s.scratch);
+      const st = stackT.decode(s.read(0, stackT.size));
+      s.check(tid, "prctl(PR_GET_TID_ADDRESS)", SYS.prctl, 40, s.scratch + 64n);
+      const tidAddr = new DataView(s.read(64, 8).buffer).getBigUint64(0, true);
+      threads.set(tid, {
+        sigaltstack: { sp: hex(st.sp), flags: st.flags, size: Number(st.size) },
+        clearChildTid: hex(tidAddr),
+      });
+    }
+    return {
+      sigactions,
+      itimers: { real: timers[0], virtual: timers[1], prof: timers[2] },
+      threads,
+    };
+  } finally {
+    s.call(main, SYS.munmap, s.scratch, 4096);
+  }
+}

@@ -1,0 +1,313 @@
+/**
+ * Checkpointing a process tree into an image directory.
+ *
+ * ```ts
+ * import { checkpoint } from "./mod.ts";
+ * const result = await checkpoint(1234, { dir: "/tmp/ck", leaveRunning: true });
+ * console.log(result.stats.pagesBytes);
+ * ```
+ *
+ * The tree is frozen, each process is collected and its pages streamed
+ * into `<pid>.elf`, `manifest.json` is written, everything is fsync'd and
+ * the directory renamed into place; only then is the tree killed (default)
+ * or resumed (`leaveRunning`). Any failure resumes the tree untouched and
+ * removes the partial directory.
+ *
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+import { basename, dirname, resolve } from "node:path";
+import { rawSyscall } from "../../ffi/libc.ts";
+import { SYS } from "../../ffi/sysno.ts";
+import { __WALL, waitPid } from "../../ffi/wait.ts";
+import { processVmReadFully } from "../../ffi/process_vm.ts";
+import { xsaveSize } from "../../ffi/ptrace.ts";
+import { xsaveXcr0 } from "../../ffi/structs.ts";
+import { decodeBase64 } from "../base64.ts";
+import {
+  type DumpStats,
+  type HostFacts,
+  IMAGE_FORMAT_VERSION,
+  type Manifest,
+  type ProcessImage,
+} from "../model.ts";
+import { TargetError } from "../errors.ts";
+import { ImageWriter } from "../image/writer.ts";
+import { BootstrapBuilder, messageProgram } from "../restore/stub.ts";
+import { ANON_PRESENT_OR_SWAPPED, openPagemap, PRESENT_OR_SWAPPED } from "../proc/pagemap.ts";
+import { readStatus } from "../proc/status.ts";
+import { readStat } from "../proc/stat.ts";
+import { readFds } from "../proc/fds.ts";
+import { freezeTree, type FrozenTree, thawTree } from "./freeze.ts";
+import { collectProcess, sharedTargets } from "./process.ts";
+import { MemoryStreamer } from "./memory.ts";
+import { bootstrapSizeFor, chooseBootstrap, pagePolicy } from "./vmas.ts";
+import { TOOL_VERSION } from "../version.ts";
+
+/** Progress events of a dump. */
+export type DumpEvent =
+  | { type: "frozen"; processes: number; threads: number }
+  | { type: "process"; pid: number; mappings: number; bytesToSave: number }
+  | { type: "pages"; pid: number; bytes: number; totalBytes: number }
+  | { type: "written"; pid: number; path: string; size: number }
+  | { type: "done"; stats: DumpStats };
+
+/** Options of {@link checkpoint}. */
+export interface CheckpointOptions {
+  /** Directory to create (must not exist, or be empty). */
+  dir: string;
+  /** Resume the tree after the dump instead of killing it. */
+  leaveRunning?: boolean;
+  /** Progress callback (the engine never prints). */
+  onEvent?: (e: DumpEvent) => void;
+}
+
+/** What a checkpoint produced. */
+export interface CheckpointResult {
+  /** Absolute path of the image directory. */
+  dir: string;
+  manifest: Manifest;
+  stats: DumpStats;
+}
+
+function checkTarget(pid: number): void {
+  if (!Number.isInteger(pid) || pid <= 0) throw new TargetError(`invalid pid ${pid}`);
+  let status;
+  try {
+    status = readStatus(pid);
+  } catch {
+    throw new TargetError(`no process with pid ${pid}`);
+  }
+  if (status.tgid !== pid) {
+    throw new TargetError(`${pid} is a thread of process ${status.tgid}; dump the process`);
+  }
+  // cryo itself and its ancestors cannot be frozen by cryo.
+  for (let p = Deno.pid; p > 1;) {
+    if (p === pid) {
+      throw new TargetError(
+        p === Deno.pid ? `pid ${pid} is cryo itself` : `pid ${pid} is an ancestor of cryo`,
+      );
+    }
+    try {
+      p = readStat(p).ppid;
+    } catch {
+      break;
+    }
+  }
+  const stat = readStat(pid);
+  if ((stat.flags & 0x00200000) !== 0 || status.kthread) {
+    throw new TargetError(`pid ${pid} is a kernel thread`);
+  }
+  if (stat.state === "Z" || stat.state === "X") throw new TargetError(`pid ${pid} is a zombie`);
+  if (status.tracerPid !== 0) {
+    throw new TargetError(`process ${pid} is already traced by pid ${status.tracerPid}`);
+  }
+  if (pid === 1) throw new TargetError("pid 1 (init) cannot be checkpointed");
+}
+
+async function prepareDir(dir: string): Promise<string> {
+  const abs = resolve(dir);
+  try {
+    const st = await Deno.stat(abs);
+    if (!st.isDirectory) throw new TargetError(`${dir} exists and is not a directory`);
+    for await (const _ of Deno.readDir(abs)) {
+      throw new TargetError(`directory ${dir} already exists and is not empty`);
+    }
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  try {
+    await Deno.stat(dirname(abs));
+  } catch {
+    throw new TargetError(`parent directory of ${dir} does not exist`);
+  }
+  const tmp = `${dirname(abs)}/.${basename(abs)}.cryo-partial-${Deno.pid}`;
+  await Deno.remove(tmp, { recursive: true }).catch(() => {});
+  await Deno.mkdir(tmp);
+  return tmp;
+}
+
+function hostFacts(pid: number, image: ProcessImage): HostFacts {
+  const vdso = image.mappings.filter((m) => m.kind === "vdso").map((m) => ({
+    name: m.name,
+    size: Number(BigInt(m.end) - BigInt(m.start)),
+  }));
+  const code = image.mappings.find((m) => m.name === "[vdso]");
+  let vdsoSha256 = "";
+  if (code) {
+    const buf = new Uint8Array(Number(BigInt(code.end) - BigInt(code.start)));
+    processVmReadFully(pid, BigInt(code.start), buf);
+    vdsoSha256 = createHash("sha256").update(buf).digest("hex");
+  }
+  const xsave = decodeBase64(image.threads[0].xsave);
+  return {
+    kernelRelease: Deno.osRelease(),
+    hostname: Deno.hostname(),
+    vdso,
+    vdsoSha256,
+    xfeatures: `0x${xsaveXcr0(xsave).toString(16)}`,
+    xsaveSize: xsaveSize(pid),
+    pageSize: 4096,
+  };
+}
+
+async function fsyncDir(path: string): Promise<void> {
+  const f = await Deno.open(path, { read: true });
+  try {
+    await f.sync();
+  } finally {
+    f.close();
+  }
+}
+
+/** Kills a frozen tree (children first) and collects the exit reports. */
+function killTree(tree: FrozenTree): void {
+  for (const p of [...tree.processes].reverse()) rawSyscall(SYS.kill, p.pid, 9);
+  for (const p of [...tree.processes].reverse()) {
+    for (const tid of p.threads) {
+      for (;;) {
+        let st;
+        try {
+          st = waitPid(tid, __WALL);
+        } catch {
+          break; // ECHILD: already reported
+        }
+        if (st.kind === "exited" || st.kind === "signaled") break;
+      }
+    }
+  }
+}
+
+/** Checkpoints process `pid` and its descendants into `opts.dir`. */
+export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<CheckpointResult> {
+  checkTarget(pid);
+  const t0 = performance.now();
+  const tmp = await prepareDir(opts.dir);
+  const finalDir = resolve(opts.dir);
+  let tree: FrozenTree | undefined;
+  let writers: ImageWriter[] = [];
+  try {
+    tree = freezeTree(pid);
+    const threadCount = tree.processes.reduce((n, p) => n + p.threads.length, 0);
+    opts.onEvent?.({ type: "frozen", processes: tree.processes.length, threads: threadCount });
+    const fdLists = tree.processes.map((p) => readFds(p.pid));
+    const treeTargets = sharedTargets(fdLists);
+    const images: ProcessImage[] = [];
+    const entries: Manifest["processes"] = [];
+    let pagesBytes = 0;
+    let imageBytes = 0;
+    let mappingCount = 0;
+    for (const [i, p] of tree.processes.entries()) {
+      const collected = collectProcess(p.pid, p.threads, p.children, fdLists[i], treeTargets);
+      const size = bootstrapSizeFor(
+        collected.vmas.length,
+        collected.image.fds.length,
+        collected.image.threads.length,
+      );
+      const start = chooseBootstrap(collected.vmas, size);
+      const image: ProcessImage = {
+        ...collected.image,
+        bootstrap: { start: `0x${start.toString(16)}`, size },
+      };
+      const boot = new BootstrapBuilder(start);
+      const standalone = messageProgram(
+        boot.program(),
+        `this is a cryo checkpoint image of process ${p.pid} (${image.comm}); restore it with:\n` +
+          `  deno run -A cli.ts restore ${finalDir}\n`,
+        1,
+      );
+      const blob = boot.finish({ restore: standalone });
+      const path = `${tmp}/${p.pid}.elf`;
+      const writer = await ImageWriter.create(path, {
+        bootstrapStart: start,
+        bootstrapSize: size,
+        blob: blob.blob,
+        entry: blob.entryStandalone,
+      });
+      writers.push(writer);
+      const streamer = new MemoryStreamer(p.pid, {
+        position: () => writer.reservePages(0),
+        write: (bytes) => writer.writePagesAt(writer.reservePages(bytes.length), bytes),
+      });
+      using pagemap = openPagemap(p.pid);
+      const plan = collected.vmas.map((v, k) => {
+        const policy = pagePolicy(image.mappings[k].kind);
+        if (policy === "none") return [];
+        const match = policy === "all-present" ? PRESENT_OR_SWAPPED : ANON_PRESENT_OR_SWAPPED;
+        return pagemap.runs(v.start, v.end, match).map(([addr, length]) => ({ addr, length }));
+      });
+      const total = plan.reduce((n, runs) => n + runs.reduce((m, r) => m + r.length, 0), 0);
+      opts.onEvent?.({
+        type: "process",
+        pid: p.pid,
+        mappings: collected.vmas.length,
+        bytesToSave: total,
+      });
+      let done = 0;
+      for (const [k, v] of collected.vmas.entries()) {
+        if (plan[k].length === 0) continue;
+        image.mappings[k].pages = await streamer.saveRuns(v, plan[k], (n) => {
+          done += n;
+          opts.onEvent?.({ type: "pages", pid: p.pid, bytes: done, totalBytes: total });
+        });
+      }
+      await streamer.finish();
+      const summary = await writer.finish(image);
+      writers = writers.filter((w) => w !== writer);
+      opts.onEvent?.({ type: "written", pid: p.pid, path: summary.path, size: summary.size });
+      pagesBytes += summary.pagesBytes;
+      imageBytes += summary.size;
+      mappingCount += image.mappings.length;
+      images.push(image);
+      entries.push({
+        pid: p.pid,
+        ppid: image.ppid,
+        file: `${p.pid}.elf`,
+        size: summary.size,
+        sha256: summary.sha256,
+        threads: image.threads.map((t) => t.tid),
+        comm: image.comm,
+      });
+    }
+    const frozenFor = (performance.now() - tree.frozenAt) / 1000;
+    const stats: DumpStats = {
+      processes: images.length,
+      threads: threadCount,
+      mappings: mappingCount,
+      pagesBytes,
+      imageBytes,
+      freezeSeconds: frozenFor,
+      dumpSeconds: (performance.now() - t0) / 1000,
+    };
+    const manifest: Manifest = {
+      kind: "cryo-image",
+      formatVersion: IMAGE_FORMAT_VERSION,
+      toolVersion: TOOL_VERSION,
+      createdAt: new Date().toISOString(),
+      host: hostFacts(pid, images[0]),
+      rootPid: pid,
+      processes: entries,
+      stats,
+    };
+    const manifestFile = await Deno.open(`${tmp}/manifest.json`, { write: true, createNew: true });
+    await manifestFile.write(new TextEncoder().encode(JSON.stringify(manifest, null, 2) + "\n"));
+    await manifestFile.sync();
+    manifestFile.close();
+    await fsyncDir(tmp);
+    await Deno.remove(finalDir).catch(() => {}); // an empty directory given by the user
+    await Deno.rename(tmp, finalDir);
+    await fsyncDir(dirname(finalDir));
+    if (opts.leaveRunning) thawTree(tree);
+    else killTree(tree);
+    stats.freezeSeconds = (performance.now() - tree.frozenAt) / 1000;
+    stats.dumpSeconds = (performance.now() - t0) / 1000;
+    opts.onEvent?.({ type: "done", stats });
+    return { dir: finalDir, manifest, stats };
+  } catch (e) {
+    for (const w of writers) await w.abort().catch(() => {});
+    if (tree) thawTree(tree);
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+    throw e;
+  }
+}

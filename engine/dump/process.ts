@@ -1,0 +1,225 @@
+/**
+ * Collecting the description of one frozen process (everything but its
+ * page data) from /proc, ptrace and injected syscalls.
+ *
+ * @module
+ */
+
+import { rawSyscall } from "../../ffi/libc.ts";
+import { SYS } from "../../ffi/sysno.ts";
+import { findSyscallInstruction, injectSyscall } from "../../ffi/inject.ts";
+import type { FdInfo, ProcessImage } from "../model.ts";
+import { UnsupportedError } from "../errors.ts";
+import { mmFieldsOf, readStat } from "../proc/stat.ts";
+import { readStatus } from "../proc/status.ts";
+import { auxvToModel, readAuxv } from "../proc/auxv.ts";
+import { type ProcFd, readFds } from "../proc/fds.ts";
+import { readMapFileIdentity, readMaps } from "../proc/maps.ts";
+import { mergeSmaps, readSmaps } from "../proc/smaps.ts";
+import { fileIdentityOf, readProcBytes, readProcLink, readProcText } from "../proc/io.ts";
+import { queryInjectedState } from "./injected.ts";
+import { collectThread, sharedPending } from "./threads.ts";
+import { classifyVma, type Vma } from "./vmas.ts";
+
+const hex = (v: bigint) => `0x${v.toString(16)}`;
+
+/** The description of a process before its pages are saved. */
+export interface CollectedProcess {
+  image: Omit<ProcessImage, "bootstrap">;
+  vmas: Vma[];
+}
+
+const RLIMIT_NAMES = [
+  "Max cpu time",
+  "Max file size",
+  "Max data size",
+  "Max stack size",
+  "Max core file size",
+  "Max resident set",
+  "Max processes",
+  "Max open files",
+  "Max locked memory",
+  "Max address space",
+  "Max file locks",
+  "Max pending signals",
+  "Max msgqueue size",
+  "Max nice priority",
+  "Max realtime priority",
+  "Max realtime timeout",
+];
+
+function readRlimits(pid: number): ProcessImage["rlimits"] {
+  const text = readProcText(pid, "limits");
+  return RLIMIT_NAMES.map((name, resource) => {
+    const line = text.split("\n").find((l) => l.startsWith(name));
+    const cols = line ? line.slice(26).trim().split(/\s+/) : ["unlimited", "unlimited"];
+    const v = (s: string) => s === "unlimited" ? "inf" as const : Number(s);
+    return { resource, name, soft: v(cols[0]), hard: v(cols[1]) };
+  });
+}
+
+function splitNul(bytes: Uint8Array): string[] {
+  const text = new TextDecoder().decode(bytes);
+  const parts = text.split("\0");
+  if (parts.at(-1) === "") parts.pop();
+  return parts;
+}
+
+/** Whether two fds of `pid` share one open file description (kcmp KCMP_FILE). */
+function sameFile(pid: number, a: number, b: number): boolean {
+  return rawSyscall(SYS.kcmp, pid, pid, 0, /* KCMP_FILE */ a, b) === 0n;
+}
+
+function toFdInfo(pid: number, f: ProcFd, treePipes: Set<string>): FdInfo {
+  const flags = f.info.flags ?? 0;
+  const O_CLOEXEC = 0o2000000;
+  let restore = "open";
+  let kind = f.kind;
+  if (f.deleted && (kind === "file" || kind === "directory")) kind = "unknown";
+  if (kind === "tty") restore = "inherit";
+  else if (kind === "pipe" || kind === "socket" || kind === "fifo") {
+    restore = treePipes.has(f.target) ? "tree" : "inherit";
+  } else if (kind === "chardev" && f.target.startsWith("/dev/pts/")) restore = "inherit";
+  const extra: Record<string, string> = {};
+  for (const [k, v] of Object.entries(f.info.extra ?? {})) {
+    extra[k] = Array.isArray(v) ? v.join("\n") : String(v);
+  }
+  return {
+    fd: f.fd,
+    kind,
+    target: f.target,
+    flags: flags & ~O_CLOEXEC,
+    cloexec: (flags & O_CLOEXEC) !== 0,
+    pos: Number(f.info.pos ?? 0),
+    mntId: Number(f.info.mntId ?? 0),
+    ...(f.file ? { file: f.file } : {}),
+    extra,
+    restore,
+  };
+}
+
+/** fd targets (pipe:[ino], socket:[ino]) that appear more than once in the tree. */
+export function sharedTargets(fdLists: ProcFd[][]): Set<string> {
+  const count = new Map<string, number>();
+  for (const list of fdLists) {
+    for (const f of list) {
+      if (f.kind === "pipe" || f.kind === "socket") {
+        count.set(f.target, (count.get(f.target) ?? 0) + 1);
+      }
+    }
+  }
+  return new Set([...count].filter(([, n]) => n > 1).map(([t]) => t));
+}
+
+/** Collects one frozen process. `fds` were read beforehand (tree-wide pipe analysis). */
+export function collectProcess(
+  pid: number,
+  tids: number[],
+  children: number[],
+  fds: ProcFd[],
+  treeTargets: Set<string>,
+): CollectedProcess {
+  const stat = readStat(pid);
+  const status = readStatus(pid);
+  const injected = queryInjectedState(pid, tids);
+  const site = findSyscallInstruction(pid);
+  const brk = injectSyscall(pid, site, SYS.brk, 0);
+  const maps = mergeSmaps(readMaps(pid), readSmaps(pid), pid);
+  const vmas: Vma[] = maps.map((m) => ({
+    start: m.start,
+    end: m.end,
+    perms: m.perms,
+    offset: m.offset,
+    dev: m.dev,
+    inode: m.inode,
+    path: m.path,
+    vmFlags: m.vmFlags,
+  }));
+  const unsupported: string[] = [];
+  const mappings = maps.map((m, i) => {
+    const kind = classifyVma(vmas[i]);
+    const file = kind === "file-private" || kind === "file-shared"
+      ? readMapFileIdentity(pid, m) ?? undefined
+      : undefined;
+    if (m.deleted && (kind === "file-private" || kind === "file-shared")) {
+      unsupported.push(`mapping ${hex(m.start)}-${hex(m.end)} of deleted file ${m.path}`);
+    }
+    return {
+      start: hex(m.start),
+      end: hex(m.end),
+      perms: m.perms,
+      offset: hex(m.offset),
+      kind,
+      name: m.path,
+      ...(file ? { file } : {}),
+      vmFlags: m.vmFlags,
+      pages: [],
+    };
+  });
+
+  const fdInfos = fds.map((f) => toFdInfo(pid, f, treeTargets));
+  for (let i = 0; i < fdInfos.length; i++) {
+    for (let j = 0; j < i; j++) {
+      if (fdInfos[j].sameAs !== undefined) continue;
+      if (
+        fds[j].stat.ino === fds[i].stat.ino && fds[j].stat.dev === fds[i].stat.dev &&
+        sameFile(pid, fds[j].fd, fds[i].fd)
+      ) {
+        fdInfos[i].sameAs = fds[j].fd;
+        break;
+      }
+    }
+    if (fdInfos[i].kind === "unknown") {
+      unsupported.push(`fd ${fdInfos[i].fd} (${fdInfos[i].target})`);
+    }
+  }
+  if (unsupported.length) {
+    throw new UnsupportedError(`process ${pid} uses resources cryo cannot save`, unsupported);
+  }
+
+  let exe: ProcessImage["exe"] = null;
+  try {
+    const path = readProcLink(pid, "exe");
+    exe = fileIdentityOf(path.replace(/ \(deleted\)$/, ""), Deno.statSync(`/proc/${pid}/exe`));
+  } catch { /* kernel thread or unreadable */ }
+
+  const threads = tids.map((tid) => collectThread(pid, tid, injected.threads.get(tid)!));
+  // The main thread first.
+  threads.sort((a, b) => (a.tid === pid ? -1 : b.tid === pid ? 1 : a.tid - b.tid));
+
+  return {
+    vmas,
+    image: {
+      pid,
+      ppid: stat.ppid,
+      pgid: stat.pgrp,
+      sid: stat.session,
+      comm: stat.comm,
+      exe,
+      cwd: readProcLink(pid, "cwd"),
+      root: readProcLink(pid, "root"),
+      umask: status.umask ?? 0o022,
+      personality: parseInt(readProcText(pid, "personality").trim(), 16),
+      cmdline: splitNul(readProcBytes(pid, "cmdline")),
+      creds: {
+        uid: status.uid,
+        gid: status.gid,
+        groups: status.groups,
+        capEff: hex(status.capEff),
+      },
+      mm: mmFieldsOf(stat, BigInt.asUintN(64, brk)),
+      auxv: auxvToModel(readAuxv(pid)),
+      rlimits: readRlimits(pid),
+      mappings,
+      threads,
+      sigactions: injected.sigactions,
+      sharedPending: sharedPending(pid),
+      itimers: injected.itimers,
+      fds: fdInfos,
+      children,
+      excluded: [],
+    },
+  };
+}
+
+export { readFds };

@@ -1,0 +1,89 @@
+/**
+ * Per-thread state read through ptrace while the thread is stopped:
+ * registers, XSAVE area, signal mask, private pending signals, rseq,
+ * robust futex list, and whether it sits in an interrupted syscall.
+ *
+ * @module
+ */
+
+import { getRegs, getRseqConfig, getSigmask, getXstate, peekSiginfo } from "../../ffi/ptrace.ts";
+import { regsToHex, signed, type UserRegs } from "../../ffi/regs.ts";
+import { decodeSiginfo } from "../../ffi/structs.ts";
+import { rawSyscall } from "../../ffi/libc.ts";
+import { SYS } from "../../ffi/sysno.ts";
+import { Errno } from "../../ffi/errno.ts";
+import { encodeBase64 } from "../base64.ts";
+import type { SigInfoRecord, ThreadState } from "../model.ts";
+import type { InjectedThreadState } from "./injected.ts";
+
+const hex = (v: bigint) => `0x${v.toString(16)}`;
+
+/** Converts raw siginfo buffers into model records. */
+export function siginfoRecords(raw: Uint8Array[]): SigInfoRecord[] {
+  return raw.map((b) => {
+    const h = decodeSiginfo(b);
+    return { signo: h.signo, code: h.code, raw: encodeBase64(b) };
+  });
+}
+
+/** How an interrupted syscall must come back after restore. */
+export function restartKind(regs: UserRegs): ThreadState["syscall"] {
+  const nr = Number(signed(regs.orig_rax));
+  if (nr < 0) return { nr: -1, restart: "none" };
+  const rax = Number(signed(regs.rax));
+  switch (-rax) {
+    case Errno.ERESTARTSYS:
+    case Errno.ERESTARTNOINTR:
+    case Errno.ERESTARTNOHAND:
+    case Errno.ERESTART_RESTARTBLOCK:
+      return { nr, restart: "restart" };
+    default:
+      return { nr, restart: "none" };
+  }
+}
+
+function robustList(tid: number): { head: string; len: number } {
+  const head = new BigUint64Array(1);
+  const len = new BigUint64Array(1);
+  const r = rawSyscall(SYS.get_robust_list, tid, head, len);
+  if (r < 0n) return { head: "0x0", len: 0 };
+  return { head: hex(head[0]), len: Number(len[0]) };
+}
+
+function comm(pid: number, tid: number): string {
+  try {
+    return Deno.readTextFileSync(`/proc/${pid}/task/${tid}/comm`).trimEnd();
+  } catch {
+    return "";
+  }
+}
+
+/** Collects the state of stopped thread `tid` of process `pid`. */
+export function collectThread(
+  pid: number,
+  tid: number,
+  injected: InjectedThreadState,
+): ThreadState {
+  const regs = getRegs(tid);
+  const rseq = getRseqConfig(tid);
+  return {
+    tid,
+    comm: comm(pid, tid),
+    regs: regsToHex(regs),
+    xsave: encodeBase64(getXstate(tid)),
+    sigmask: hex(getSigmask(tid)),
+    pending: siginfoRecords(peekSiginfo(tid, false)),
+    sigaltstack: injected.sigaltstack,
+    rseq: rseq.addr === 0n
+      ? null
+      : { addr: hex(rseq.addr), len: rseq.len, sig: hex(BigInt(rseq.sig)), flags: rseq.flags },
+    robustList: robustList(tid),
+    clearChildTid: injected.clearChildTid,
+    syscall: restartKind(regs),
+  };
+}
+
+/** Signals pending for the whole process (read through any of its threads). */
+export function sharedPending(tid: number): SigInfoRecord[] {
+  return siginfoRecords(peekSiginfo(tid, true));
+}

@@ -1,0 +1,82 @@
+/**
+ * Classifying a process's mappings for the image: what kind each is and
+ * which of its pages must be saved, and choosing the bootstrap range.
+ *
+ * @module
+ */
+
+import type { MappingKind } from "../model.ts";
+
+/** A mapping as the dumper sees it (from maps + smaps). */
+export interface Vma {
+  start: bigint;
+  end: bigint;
+  perms: string;
+  offset: bigint;
+  /** "maj:min" of the backing file. */
+  dev: string;
+  inode: number;
+  path: string;
+  vmFlags: string[];
+}
+
+const VDSO_NAMES = new Set(["[vdso]", "[vvar]", "[vvar_vclock]"]);
+
+/** The kind of a mapping. */
+export function classifyVma(v: Vma): MappingKind {
+  if (VDSO_NAMES.has(v.path)) return "vdso";
+  if (v.path === "[vsyscall]") return "vsyscall";
+  const shared = v.perms[3] === "s";
+  const fileBacked = v.inode !== 0 && !v.path.startsWith("/SYSV") && v.path !== "/dev/zero" &&
+    !v.path.startsWith("/memfd:");
+  if (!fileBacked) return shared ? "anon-shared" : "anon";
+  return shared ? "file-shared" : "file-private";
+}
+
+/** Which pagemap entries of a mapping hold data that must go into the image. */
+export type PagePolicy = "none" | "anon-present" | "all-present";
+
+/**
+ * Page selection per kind: private mappings keep their anonymous (COW'd or
+ * never file-backed) pages, shared anonymous memory keeps every resident or
+ * swapped page, file-shared mappings keep nothing (the file has the data).
+ */
+export function pagePolicy(kind: MappingKind): PagePolicy {
+  switch (kind) {
+    case "anon":
+    case "file-private":
+      return "anon-present";
+    case "anon-shared":
+      return "all-present";
+    default:
+      return "none";
+  }
+}
+
+const MiB = 1n << 20n;
+
+/**
+ * Picks a bootstrap range of `size` bytes that overlaps no mapping, at or
+ * above 1 TiB, with a 16 MiB margin on each side, 2 MiB aligned.
+ */
+export function chooseBootstrap(vmas: readonly Vma[], size: number): bigint {
+  const margin = 16n * MiB;
+  const len = (BigInt(size) + 2n * MiB - 1n) & ~(2n * MiB - 1n);
+  const sorted = [...vmas].filter((v) => v.path !== "[vsyscall]").sort((a, b) =>
+    a.start < b.start ? -1 : 1
+  );
+  let candidate = 1n << 40n;
+  for (const v of sorted) {
+    if (v.end + margin <= candidate) continue;
+    if (candidate + len + margin <= v.start) return candidate;
+    candidate = (v.end + margin + 2n * MiB - 1n) & ~(2n * MiB - 1n);
+  }
+  if (candidate + len < 0x7ff000000000n) return candidate;
+  throw new Error("no free address range for the restore bootstrap");
+}
+
+/** Bytes to reserve for the restore stub and program of a process. */
+export function bootstrapSizeFor(mappings: number, fds: number, threads: number): number {
+  const bytes = (1 << 20) + mappings * 1024 + fds * 1024 + threads * 4096;
+  return Math.ceil(bytes / (1 << 20)) * (1 << 20);
+}

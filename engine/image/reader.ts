@@ -1,0 +1,358 @@
+/**
+ * Reader and validator of `<pid>.elf` checkpoint images.
+ *
+ * {@link readImageFile} reads only the headers and the notes (never the
+ * page data), checks everything a restore relies on and throws
+ * {@link ImageFormatError} with a one-line reason for anything corrupt,
+ * truncated or of another format version. Page data is read on demand with
+ * {@link readPageRun}.
+ *
+ * @module
+ */
+
+import { IMAGE_FORMAT_VERSION, type PageRun, type ProcessImage } from "../model.ts";
+import {
+  decodeEhdr,
+  decodeNotes,
+  decodePhdr,
+  decodeShdr,
+  EHDR_SIZE,
+  EM_X86_64,
+  ET_EXEC,
+  EV_CURRENT,
+  PAGE_SIZE,
+  PHDR_SIZE,
+  type ProgramHeader,
+  PT_LOAD,
+  PT_NOTE,
+  type SectionHeader,
+  SHDR_SIZE,
+  stringAt,
+} from "./elf.ts";
+import { ImageFormatError } from "./errors.ts";
+import {
+  hexToBigInt,
+  noteTypeName,
+  NT_CRYO_PROCESS,
+  NT_CRYO_VERSION,
+  NT_PRSTATUS,
+  OWNER_CORE,
+  OWNER_CRYO,
+  PRSTATUS_SIZE,
+} from "./notes.ts";
+
+/** One note of an image, decoded from the PT_NOTE segment. */
+export interface ImageNote {
+  /** Owner name ("CORE", "LINUX", "CRYO"). */
+  owner: string;
+  /** n_type. */
+  type: number;
+  /** Symbolic type ("NT_PRSTATUS", "NT_CRYO_PROCESS", or hex). */
+  name: string;
+  /** File offset of the note header. */
+  offset: number;
+  /** File offset of the descriptor. */
+  descOffset: number;
+  /** Descriptor size in bytes. */
+  size: number;
+  /** Descriptor bytes. */
+  desc: Uint8Array;
+}
+
+/** A section of an image, by name. */
+export interface ImageSection {
+  name: string;
+  type: number;
+  flags: number;
+  addr: bigint;
+  offset: number;
+  size: number;
+}
+
+/** Everything {@link readImageFile} learns from an image without reading its page data. */
+export interface ImageInfo {
+  /** Path that was read. */
+  path: string;
+  /** File size in bytes. */
+  size: number;
+  /** The process description (CRYO note 1). */
+  process: ProcessImage;
+  /** CRYO note 2. */
+  formatVersion: number;
+  /** e_entry: the restore stub's standalone entry. */
+  entry: bigint;
+  /** The PT_LOAD of the bootstrap blob. */
+  bootstrap: { vaddr: bigint; offset: number; filesz: number; memsz: number };
+  /** The page-data region (.cryo.pages). */
+  pagesSection: { offset: number; size: number };
+  /** Every section but the null one, in header order. */
+  sections: ImageSection[];
+  /** Every note of the PT_NOTE segment, in file order. */
+  notes: ImageNote[];
+}
+
+async function readExact(file: Deno.FsFile, offset: number, length: number): Promise<Uint8Array> {
+  const buf = new Uint8Array(length);
+  await file.seek(offset, Deno.SeekMode.Start);
+  let done = 0;
+  while (done < length) {
+    const n = await file.read(buf.subarray(done));
+    if (n === null) break;
+    done += n;
+  }
+  return done === length ? buf : buf.subarray(0, done);
+}
+
+function readExactSync(file: Deno.FsFile, offset: number, length: number): Uint8Array {
+  const buf = new Uint8Array(length);
+  file.seekSync(offset, Deno.SeekMode.Start);
+  let done = 0;
+  while (done < length) {
+    const n = file.readSync(buf.subarray(done));
+    if (n === null) break;
+    done += n;
+  }
+  return done === length ? buf : buf.subarray(0, done);
+}
+
+/**
+ * Reads and validates an image's headers and notes. Throws
+ * {@link ImageFormatError} when the file is not a cryo image of this format
+ * version, is truncated, or has inconsistent contents.
+ */
+export async function readImageFile(path: string): Promise<ImageInfo> {
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(path, { read: true });
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new ImageFormatError(path, "no such file");
+    throw e;
+  }
+  try {
+    const size = (await file.stat()).size;
+    const fail = (reason: string): never => {
+      throw new ImageFormatError(path, reason);
+    };
+    const within = (what: string, offset: number, length: number) => {
+      if (offset + length > size) {
+        fail(`${what} [${offset}, +${length}) beyond end of file (${size} bytes): truncated?`);
+      }
+    };
+
+    const eh = decodeEhdr(await readExact(file, 0, EHDR_SIZE), path);
+    if (eh.ident[6] !== EV_CURRENT || eh.version !== EV_CURRENT) fail("unknown ELF version");
+    if (eh.type !== ET_EXEC) fail(`not a cryo image (e_type=${eh.type}, expected ET_EXEC)`);
+    if (eh.machine !== EM_X86_64) fail(`not x86-64 (e_machine=${eh.machine})`);
+    if (eh.ehsize !== EHDR_SIZE || eh.phentsize !== PHDR_SIZE) fail("unexpected header sizes");
+    if (eh.phnum === 0) fail("no program headers");
+    within("program header table", eh.phoff, eh.phnum * PHDR_SIZE);
+    const phBytes = await readExact(file, eh.phoff, eh.phnum * PHDR_SIZE);
+    const phdrs: ProgramHeader[] = [];
+    for (let i = 0; i < eh.phnum; i++) {
+      phdrs.push(decodePhdr(phBytes.subarray(i * PHDR_SIZE, (i + 1) * PHDR_SIZE), path));
+    }
+    const loads = phdrs.filter((p) => p.type === PT_LOAD);
+    const noteSegs = phdrs.filter((p) => p.type === PT_NOTE);
+    if (loads.length !== 1) fail(`expected 1 PT_LOAD (bootstrap), found ${loads.length}`);
+    if (noteSegs.length !== 1) fail(`expected 1 PT_NOTE, found ${noteSegs.length}`);
+    const load = loads[0];
+    within("bootstrap segment", load.offset, load.filesz);
+    if (load.filesz > load.memsz) fail("bootstrap segment p_filesz > p_memsz");
+    if (load.vaddr % BigInt(PAGE_SIZE) !== 0n || load.offset % PAGE_SIZE !== 0) {
+      fail("bootstrap segment not page aligned");
+    }
+    if (eh.entry < load.vaddr || eh.entry >= load.vaddr + BigInt(load.memsz)) {
+      fail(`entry 0x${eh.entry.toString(16)} outside the bootstrap segment`);
+    }
+
+    if (eh.shnum === 0) fail("no section headers");
+    if (eh.shentsize !== SHDR_SIZE) fail(`unexpected section header size ${eh.shentsize}`);
+    within("section header table", eh.shoff, eh.shnum * SHDR_SIZE);
+    const shBytes = await readExact(file, eh.shoff, eh.shnum * SHDR_SIZE);
+    const shdrs: SectionHeader[] = [];
+    for (let i = 0; i < eh.shnum; i++) {
+      shdrs.push(decodeShdr(shBytes.subarray(i * SHDR_SIZE, (i + 1) * SHDR_SIZE), path));
+    }
+    if (eh.shstrndx === 0 || eh.shstrndx >= eh.shnum) fail(`bad e_shstrndx ${eh.shstrndx}`);
+    const strSec = shdrs[eh.shstrndx];
+    within("section name table", strSec.offset, strSec.size);
+    const strtab = await readExact(file, strSec.offset, strSec.size);
+    const sections: ImageSection[] = shdrs.slice(1).map((s, i) => {
+      const name = stringAt(strtab, s.name);
+      if (name === undefined) fail(`section ${i + 1} has a bad name offset`);
+      within(`section ${name}`, s.offset, s.size);
+      return {
+        name: name!,
+        type: s.type,
+        flags: s.flags,
+        addr: s.addr,
+        offset: s.offset,
+        size: s.size,
+      };
+    });
+    const byName = (n: string): ImageSection => {
+      const s = sections.find((x) => x.name === n);
+      return s ?? fail(`missing section ${n}`);
+    };
+    const pages = byName(".cryo.pages");
+    byName(".note.core");
+    byName(".note.cryo");
+
+    const noteSeg = noteSegs[0];
+    within("notes segment", noteSeg.offset, noteSeg.filesz);
+    const area = await readExact(file, noteSeg.offset, noteSeg.filesz);
+    const notes: ImageNote[] = decodeNotes(area, path).map((n) => ({
+      owner: n.owner,
+      type: n.type,
+      name: noteTypeName(n.owner, n.type),
+      offset: noteSeg.offset + n.offset,
+      descOffset: noteSeg.offset + n.descOffset,
+      size: n.desc.length,
+      desc: n.desc,
+    }));
+
+    const cryo = (type: number): ImageNote => {
+      const found = notes.filter((n) => n.owner === OWNER_CRYO && n.type === type);
+      if (found.length !== 1) {
+        fail(`expected one CRYO ${noteTypeName(OWNER_CRYO, type)} note, found ${found.length}`);
+      }
+      return found[0];
+    };
+    const versionNote = cryo(NT_CRYO_VERSION);
+    if (versionNote.size !== 4) fail(`NT_CRYO_VERSION has ${versionNote.size} bytes, expected 4`);
+    const formatVersion = new DataView(
+      versionNote.desc.buffer,
+      versionNote.desc.byteOffset,
+      4,
+    ).getUint32(0, true);
+    if (formatVersion !== IMAGE_FORMAT_VERSION) {
+      fail(
+        `image format version ${formatVersion}, this cryo reads version ${IMAGE_FORMAT_VERSION}`,
+      );
+    }
+    const processNote = cryo(NT_CRYO_PROCESS);
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(processNote.desc));
+    } catch (e) {
+      fail(`NT_CRYO_PROCESS is not valid UTF-8 JSON (${(e as Error).message})`);
+    }
+    const shapeError = processImageShapeError(parsed);
+    if (shapeError) fail(`NT_CRYO_PROCESS: ${shapeError}`);
+    const proc = parsed as ProcessImage;
+
+    for (const m of proc.mappings) {
+      const start = hexToBigInt(m.start);
+      const end = hexToBigInt(m.end);
+      for (const r of m.pages) {
+        const addr = hexToBigInt(r.addr);
+        const where = `page run ${r.addr}+${r.length} of mapping ${m.start}-${m.end}`;
+        if (addr < start || addr + BigInt(r.length) > end) {
+          fail(`${where} lies outside its mapping`);
+        }
+        if (r.fileOffset % PAGE_SIZE !== 0 || r.length % PAGE_SIZE !== 0) {
+          fail(`${where} is not page aligned`);
+        }
+        if (r.fileOffset < pages.offset || r.fileOffset + r.length > pages.offset + pages.size) {
+          fail(`${where} at file offset ${r.fileOffset} lies outside .cryo.pages`);
+        }
+        if (r.fileOffset + r.length > size) fail(`${where} lies beyond end of file: truncated?`);
+      }
+    }
+
+    const prstatus = notes.filter((n) => n.owner === OWNER_CORE && n.type === NT_PRSTATUS);
+    if (prstatus.some((n) => n.size !== PRSTATUS_SIZE)) fail("NT_PRSTATUS note of the wrong size");
+    if (prstatus.length !== proc.threads.length) {
+      fail(`${prstatus.length} NT_PRSTATUS notes for ${proc.threads.length} threads`);
+    }
+
+    return {
+      path,
+      size,
+      process: proc,
+      formatVersion,
+      entry: eh.entry,
+      bootstrap: { vaddr: load.vaddr, offset: load.offset, filesz: load.filesz, memsz: load.memsz },
+      pagesSection: { offset: pages.offset, size: pages.size },
+      sections,
+      notes,
+    };
+  } finally {
+    file.close();
+  }
+}
+
+const isHex = (x: unknown): boolean => typeof x === "string" && /^0x[0-9a-fA-F]+$/.test(x);
+const isInt = (x: unknown): boolean => Number.isSafeInteger(x);
+const isObj = (x: unknown): x is Record<string, unknown> =>
+  typeof x === "object" && x !== null && !Array.isArray(x);
+
+/**
+ * Checks the parts of a ProcessImage that readers and restore rely on
+ * (ids, mappings with page runs, threads with registers, bootstrap);
+ * returns a reason, or undefined when the shape is fine.
+ */
+export function processImageShapeError(x: unknown): string | undefined {
+  if (!isObj(x)) return "not an object";
+  for (const k of ["pid", "ppid", "pgid", "sid"]) if (!isInt(x[k])) return `${k} is not an integer`;
+  if (typeof x.comm !== "string") return "comm is not a string";
+  if (!Array.isArray(x.cmdline)) return "cmdline is not an array";
+  if (!isObj(x.creds) || !Array.isArray(x.creds.uid) || !Array.isArray(x.creds.gid)) {
+    return "creds missing";
+  }
+  if (!Array.isArray(x.auxv)) return "auxv is not an array";
+  if (!isObj(x.bootstrap) || !isHex(x.bootstrap.start) || !isInt(x.bootstrap.size)) {
+    return "bootstrap missing";
+  }
+  if (!Array.isArray(x.mappings)) return "mappings is not an array";
+  for (const [i, m] of x.mappings.entries()) {
+    if (!isObj(m) || !isHex(m.start) || !isHex(m.end) || !isHex(m.offset)) {
+      return `mapping ${i} lacks start/end/offset`;
+    }
+    if (typeof m.perms !== "string" || typeof m.name !== "string" || typeof m.kind !== "string") {
+      return `mapping ${i} lacks perms/name/kind`;
+    }
+    if (!Array.isArray(m.pages)) return `mapping ${i} has no pages array`;
+    for (const r of m.pages) {
+      if (!isObj(r) || !isHex(r.addr) || !isInt(r.length) || !isInt(r.fileOffset)) {
+        return `mapping ${i} has a malformed page run`;
+      }
+    }
+  }
+  if (!Array.isArray(x.threads) || x.threads.length === 0) return "no threads";
+  for (const [i, t] of x.threads.entries()) {
+    if (!isObj(t) || !isInt(t.tid) || !isObj(t.regs) || typeof t.xsave !== "string") {
+      return `thread ${i} lacks tid/regs/xsave`;
+    }
+  }
+  return undefined;
+}
+
+/** Reads the saved bytes of one page run (use for small runs; large ones stream). */
+export async function readPageRun(file: Deno.FsFile | string, run: PageRun): Promise<Uint8Array> {
+  const f = typeof file === "string" ? await Deno.open(file, { read: true }) : file;
+  try {
+    const bytes = await readExact(f, run.fileOffset, run.length);
+    if (bytes.length !== run.length) {
+      throw new ImageFormatError(
+        typeof file === "string" ? file : "",
+        `page run ${run.addr} at ${run.fileOffset}+${run.length} beyond end of file`,
+      );
+    }
+    return bytes;
+  } finally {
+    if (typeof file === "string") f.close();
+  }
+}
+
+/** Synchronous {@link readPageRun} on an open file. */
+export function readPageRunSync(file: Deno.FsFile, run: PageRun): Uint8Array {
+  const bytes = readExactSync(file, run.fileOffset, run.length);
+  if (bytes.length !== run.length) {
+    throw new ImageFormatError(
+      "",
+      `page run ${run.addr} at ${run.fileOffset}+${run.length} beyond end of file`,
+    );
+  }
+  return bytes;
+}

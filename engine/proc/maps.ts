@@ -1,0 +1,106 @@
+/**
+ * Reader of /proc/<pid>/maps: one record per virtual memory area, in
+ * address order.
+ *
+ * @module
+ */
+
+import type { FileIdentity } from "../model.ts";
+import { assertAlive, ProcEntryNotFoundError, ProcFormatError } from "./errors.ts";
+import { fileIdentityOf, procPath, procRead, readProcText } from "./io.ts";
+
+/** One line of /proc/<pid>/maps. */
+export interface MapEntry {
+  /** First address of the area. */
+  start: bigint;
+  /** Address just past the area. */
+  end: bigint;
+  /** Four characters: r/-, w/-, x/-, p (private) or s (shared). */
+  perms: string;
+  /** File offset of `start` (0 for anonymous areas). */
+  offset: bigint;
+  /** Device of the backing file as "major:minor" in hex, e.g. "fe:00". */
+  dev: string;
+  /** Inode of the backing file, 0 if none. */
+  inode: number;
+  /**
+   * Pathname column as printed: "/usr/lib/...", "[heap]", "[stack]",
+   * "[vdso]", "[anon:name]", "" for anonymous memory. A deleted file keeps
+   * its " (deleted)" suffix here; see {@link MapEntry.deleted}. The kernel
+   * escapes a newline in a name as "\012" and nothing else.
+   */
+  path: string;
+  /** True when the path ends in " (deleted)" (the backing file was unlinked). */
+  deleted: boolean;
+}
+
+const MAPS_LINE =
+  /^([0-9a-f]+)-([0-9a-f]+) ([r-][w-][x-][ps]) ([0-9a-f]+) ([0-9a-f]+:[0-9a-f]+) (\d+) *(.*)$/;
+const DELETED = " (deleted)";
+
+/** Parses one maps line; returns null if it is not one. */
+export function parseMapsLine(line: string): MapEntry | null {
+  const m = MAPS_LINE.exec(line);
+  if (!m) return null;
+  const path = m[7];
+  return {
+    start: BigInt(`0x${m[1]}`),
+    end: BigInt(`0x${m[2]}`),
+    perms: m[3],
+    offset: BigInt(`0x${m[4]}`),
+    dev: m[5],
+    inode: Number(m[6]),
+    path,
+    deleted: path.endsWith(DELETED),
+  };
+}
+
+/** Parses the whole text of a maps file (throws ProcFormatError on a bad line). */
+export function parseMaps(text: string, pid = 0, path = "maps"): MapEntry[] {
+  const out: MapEntry[] = [];
+  for (const line of text.split("\n")) {
+    if (line === "") continue;
+    const e = parseMapsLine(line);
+    if (!e) throw new ProcFormatError(pid, path, `bad maps line ${JSON.stringify(line)}`);
+    out.push(e);
+  }
+  return out;
+}
+
+/**
+ * Reads /proc/<pid>/maps (or a thread's). Throws ProcessGoneError for a
+ * process that is gone or a zombie; a kernel thread gives [].
+ */
+export function readMaps(pid: number, tid?: number): MapEntry[] {
+  const text = readProcText(pid, "maps", tid);
+  if (text === "") assertAlive(pid, procPath(pid, "maps", tid));
+  return parseMaps(text, pid, procPath(pid, "maps", tid));
+}
+
+/** The path of a mapping without its " (deleted)" suffix. */
+export function mappingFilePath(entry: MapEntry): string {
+  return entry.deleted ? entry.path.slice(0, -DELETED.length) : entry.path;
+}
+
+/** True for areas backed by a file (a path starting with "/" and an inode). */
+export function isFileBacked(entry: MapEntry): boolean {
+  return entry.inode !== 0 && entry.path.startsWith("/");
+}
+
+/**
+ * Identity (dev, ino, size, mtime) of the file behind a mapping, from
+ * /proc/<pid>/map_files/<start>-<end> (works for deleted files too).
+ * Returns null for anonymous areas or when the kernel has no map_files
+ * entry for it.
+ */
+export function readMapFileIdentity(pid: number, entry: MapEntry): FileIdentity | null {
+  if (!isFileBacked(entry)) return null;
+  const path = procPath(pid, `map_files/${entry.start.toString(16)}-${entry.end.toString(16)}`);
+  try {
+    const info = procRead(pid, path, () => Deno.statSync(path));
+    return fileIdentityOf(mappingFilePath(entry), info);
+  } catch (err) {
+    if (err instanceof ProcEntryNotFoundError) return null;
+    throw err;
+  }
+}

@@ -1,0 +1,515 @@
+/**
+ * The restore compiler: turns a process description into the restore
+ * program its image runs (a straight list of syscalls for the stub), plus
+ * the per-thread steps the engine performs by injection at the end.
+ *
+ * Every decision is made here, in TypeScript; the stub only executes.
+ * Order of the program:
+ *
+ * 1. block all signals (nothing may run a handler during the restore);
+ * 2. fork the children (clone3 with set_tid), each exec'ing its own image;
+ * 3. open the image itself, re-create every mapping (anonymous pages pread
+ *    straight from the image file, file mappings mapped from their files),
+ *    set final protections and madvise flags;
+ * 4. PR_SET_MM_MAP (code/data/brk/stack/arg/env bounds, auxv, exe);
+ * 5. rlimits, fds (via temporaries above every target number), cwd,
+ *    umask, personality, session/group, signal actions, comm;
+ * 6. the main thread's rseq, robust list, clear_child_tid, sigaltstack;
+ * 7. the other threads (clone3 with set_tid; they stop at birth, the
+ *    engine sets their registers);
+ * 8. pending signals, interval timers; END.
+ *
+ * @module
+ */
+
+import { SYS } from "../../ffi/sysno.ts";
+import {
+  CLONE,
+  cloneArgs,
+  itimerval,
+  kernelSigaction,
+  prctlMmMap,
+  RLIM_INFINITY,
+  rlimit,
+  stackT,
+} from "../../ffi/structs.ts";
+import { decodeBase64 } from "../base64.ts";
+import type { FdInfo, Mapping, ProcessImage } from "../model.ts";
+import { UnsupportedError } from "../errors.ts";
+import { type Bootstrap, BootstrapBuilder, messageProgram } from "./stub.ts";
+import { type ProgramBuilder, slot } from "./program.ts";
+
+/** Slot numbers used by compiled programs. */
+export const SLOTS = {
+  image: 0,
+  file: 1,
+  exe: 2,
+  scratch: 3,
+  stdio0: 4,
+  stdio1: 5,
+  stdio2: 6,
+  /** Slots 8.. hold fd temporaries by restore order. */
+  fdBase: 8,
+} as const;
+
+/** Where a restored fd comes from, decided before anything runs. */
+export type FdSource =
+  | { kind: "open"; path: string; flags: number }
+  | { kind: "inherit"; from: number }
+  | { kind: "same"; as: number };
+
+/** Options of {@link compileProcess}. */
+export interface CompileOptions {
+  /** Absolute path of this process's image file. */
+  imagePath: string;
+  /** Absolute image paths of the children (pid -> path). */
+  childImages: Map<number, string>;
+  /** User overrides: fd number -> "path" or "fd:N" (the restorer's own fd N). */
+  inheritFds?: Map<number, string>;
+  /** Text of the standalone message. */
+  standaloneMessage?: string;
+}
+
+/** A compiled process: its bootstrap blob and what the engine does afterwards. */
+export interface CompiledProcess {
+  bootstrap: Bootstrap;
+  /** How each fd is re-created (for `show`). */
+  fds: { fd: number; source: FdSource }[];
+  /** Address of a `syscall; int3` gadget inside the bootstrap. */
+  syscallGadget: bigint;
+  /** Where the vdso/vvar mappings are parked while being moved. */
+  vdsoScratch: bigint;
+}
+
+const PROT = (perms: string) =>
+  (perms[0] === "r" ? 1 : 0) | (perms[1] === "w" ? 2 : 0) | (perms[2] === "x" ? 4 : 0);
+const MAP_SHARED = 0x01;
+const MAP_PRIVATE = 0x02;
+const MAP_FIXED = 0x10;
+const MAP_ANONYMOUS = 0x20;
+const MAP_GROWSDOWN = 0x100;
+const O_ACCMODE = 3;
+const O_CLOEXEC = 0o2000000;
+const O_DIRECTORY = 0o200000;
+const O_CREAT_TRUNC_EXCL = 0o100 | 0o1000 | 0o200;
+const PR_SET_NAME = 15;
+const PR_SET_MM = 35;
+const PR_SET_MM_MAP = 14;
+const F_DUPFD_CLOEXEC = 1030;
+const SIG_SETMASK = 2;
+
+const MADVISE_FOR_FLAG: Record<string, number> = {
+  dd: 16, // MADV_DONTDUMP
+  dc: 10, // MADV_DONTFORK
+  wf: 18, // MADV_WIPEONFORK
+  hg: 14, // MADV_HUGEPAGE
+  nh: 15, // MADV_NOHUGEPAGE
+  mg: 12, // MADV_MERGEABLE
+};
+
+/** Size of the scratch area kept at the end of the bootstrap for moving the vdso. */
+export const VDSO_SCRATCH_BYTES = 1 << 20;
+
+/** Decides how each fd of `proc` is re-created; throws UnsupportedError listing the rest. */
+export function planFds(
+  proc: ProcessImage,
+  inheritFds?: Map<number, string>,
+): { fd: number; source: FdSource }[] {
+  const out: { fd: number; source: FdSource }[] = [];
+  const problems: string[] = [];
+  for (const f of proc.fds) {
+    const user = inheritFds?.get(f.fd);
+    if (user !== undefined) {
+      out.push({
+        fd: f.fd,
+        source: user.startsWith("fd:")
+          ? { kind: "inherit", from: Number(user.slice(3)) }
+          : { kind: "open", path: user, flags: f.flags & ~O_CREAT_TRUNC_EXCL },
+      });
+      continue;
+    }
+    if (f.sameAs !== undefined) {
+      out.push({ fd: f.fd, source: { kind: "same", as: f.sameAs } });
+      continue;
+    }
+    const src = defaultSource(f);
+    if (typeof src === "string") problems.push(`fd ${f.fd} (${f.kind} ${f.target}): ${src}`);
+    else out.push({ fd: f.fd, source: src });
+  }
+  if (problems.length) {
+    throw new UnsupportedError(`process ${proc.pid} cannot be restored`, problems);
+  }
+  return out;
+}
+
+function defaultSource(f: FdInfo): FdSource | string {
+  const stdioFor = f.fd <= 2 ? f.fd : (f.flags & O_ACCMODE) === 0 ? 0 : 1;
+  switch (f.kind) {
+    case "file":
+    case "chardev":
+      if (f.kind === "chardev" && f.restore.startsWith("inherit")) {
+        return { kind: "inherit", from: stdioFor };
+      }
+      return { kind: "open", path: f.target, flags: f.flags & ~O_CREAT_TRUNC_EXCL };
+    case "directory":
+      return { kind: "open", path: f.target, flags: (f.flags & ~O_CREAT_TRUNC_EXCL) | O_DIRECTORY };
+    case "tty":
+      return { kind: "inherit", from: stdioFor };
+    case "pipe":
+    case "fifo":
+    case "socket":
+      if (f.restore.startsWith("inherit")) return { kind: "inherit", from: stdioFor };
+      return `${f.kind} inside the process tree is not supported yet (use --inherit-fd ${f.fd}=PATH)`;
+    default:
+      return `${f.kind} is not supported yet (use --inherit-fd ${f.fd}=PATH)`;
+  }
+}
+
+function hexBig(h: string): bigint {
+  return BigInt(h);
+}
+
+/** Compiles `proc` into its bootstrap blob (stub, standalone message and restore program). */
+export function compileProcess(proc: ProcessImage, opts: CompileOptions): CompiledProcess {
+  const fds = planFds(proc, opts.inheritFds);
+  const base = hexBig(proc.bootstrap.start);
+  const boot = new BootstrapBuilder(base);
+  const standalone = messageProgram(
+    boot.program(),
+    opts.standaloneMessage ??
+      `this is a cryo checkpoint image of process ${proc.pid} (${proc.comm}); restore it with:\n` +
+        `  deno run -A cli.ts restore <image-dir>\n`,
+    1,
+  );
+  const p = boot.program();
+  const gadget = p.data(new Uint8Array([0x0f, 0x05, 0xcc, 0xcc]), 16);
+  emitProgram(p, proc, opts, fds, boot.slotsAddress);
+  const restore = p.build();
+  const bootstrap = boot.finish({ restore, standalone });
+  const limit = base + BigInt(proc.bootstrap.size) - BigInt(VDSO_SCRATCH_BYTES);
+  if (base + BigInt(bootstrap.blob.length) > limit) {
+    throw new UnsupportedError(`process ${proc.pid}`, [
+      `restore program (${bootstrap.blob.length} bytes) does not fit the reserved bootstrap range`,
+    ]);
+  }
+  return { bootstrap, fds, syscallGadget: gadget, vdsoScratch: limit };
+}
+
+function emitProgram(
+  p: ProgramBuilder,
+  proc: ProcessImage,
+  opts: CompileOptions,
+  fds: { fd: number; source: FdSource }[],
+  slotsAddress: bigint,
+): void {
+  const allSignals = p.u64s([0xffffffffffffffffn]);
+  p.op(SYS.rt_sigprocmask, [SIG_SETMASK, allSignals, 0, 8], { comment: "block all signals" });
+
+  // Children first: they exec their own image and leave this memory behind.
+  for (const child of proc.children) {
+    const path = opts.childImages.get(child);
+    if (!path) throw new Error(`no image for child ${child} of ${proc.pid}`);
+    const tidArr = p.u64s([child]);
+    const args = p.data(
+      cloneArgs.encode({
+        flags: 0n,
+        pidfd: 0n,
+        childTid: 0n,
+        parentTid: 0n,
+        exitSignal: 17n,
+        stack: 0n,
+        stackSize: 0n,
+        tls: 0n,
+        setTid: tidArr,
+        setTidSize: 1n,
+        cgroup: 0n,
+      }),
+    );
+    p.op(SYS.clone3, [args, cloneArgs.size], {
+      jumpIfZeroTo: `child-${child}`,
+      comment: `fork child ${child}`,
+    });
+  }
+
+  emitMemory(p, proc, opts);
+  emitMm(p, proc, slotsAddress);
+  emitRlimits(p, proc);
+  emitFds(p, fds);
+  emitProcessState(p, proc);
+  emitMainThread(p, proc);
+  emitThreads(p, proc);
+  emitSignalsAndTimers(p, proc);
+  p.end("restore complete: the engine takes over");
+
+  for (const child of proc.children) {
+    const path = opts.childImages.get(child)!;
+    p.label(`child-${child}`);
+    const pathAddr = p.cstring(path);
+    const argv = p.u64s([pathAddr, 0]);
+    const envp = p.u64s([0]);
+    p.op(SYS.execve, [pathAddr, argv, envp], { comment: `child ${child} execs its image` });
+    p.end();
+  }
+  p.label("thread-park");
+  p.end("new thread parks here; the engine sets its registers");
+}
+
+function emitMemory(p: ProgramBuilder, proc: ProcessImage, opts: CompileOptions): void {
+  p.op(SYS.open, [p.cstring(opts.imagePath), O_CLOEXEC, 0], {
+    store: SLOTS.image,
+    comment: "the image itself, source of page data",
+  });
+  let openPath: string | undefined;
+  for (const m of proc.mappings) {
+    if (m.kind === "vdso" || m.kind === "vsyscall") continue;
+    const start = hexBig(m.start);
+    const len = hexBig(m.end) - start;
+    const prot = PROT(m.perms);
+    const needsWrite = m.pages.length > 0 && (prot & 2) === 0;
+    const mapProt = needsWrite ? prot | 2 : prot;
+    const growsDown = m.vmFlags.includes("gd") ? MAP_GROWSDOWN : 0;
+    if (m.kind === "anon" || m.kind === "anon-shared") {
+      const flags = (m.kind === "anon" ? MAP_PRIVATE : MAP_SHARED) | MAP_FIXED | MAP_ANONYMOUS |
+        growsDown;
+      p.op(SYS.mmap, [start, len, mapProt, flags, -1, 0], { comment: mappingLabel(m) });
+    } else {
+      const path = m.file?.path ?? m.name;
+      if (openPath !== path) {
+        if (openPath !== undefined) p.op(SYS.close, [slot(SLOTS.file)]);
+        const shared = m.kind === "file-shared";
+        const oflags = (shared && m.perms[1] === "w" ? 2 : 0) | O_CLOEXEC;
+        p.op(SYS.open, [p.cstring(path), oflags, 0], { store: SLOTS.file });
+        openPath = path;
+      }
+      const flags = (m.kind === "file-shared" ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED | growsDown;
+      p.op(SYS.mmap, [start, len, mapProt, flags, slot(SLOTS.file), hexBig(m.offset)], {
+        comment: mappingLabel(m),
+      });
+    }
+    for (const run of m.pages) {
+      p.op(SYS.pread64, [slot(SLOTS.image), hexBig(run.addr), run.length, run.fileOffset]);
+    }
+    if (needsWrite) p.op(SYS.mprotect, [start, len, prot]);
+    for (const f of m.vmFlags) {
+      const advice = MADVISE_FOR_FLAG[f];
+      if (advice !== undefined) p.op(SYS.madvise, [start, len, advice], { allowFail: true });
+    }
+  }
+  if (openPath !== undefined) p.op(SYS.close, [slot(SLOTS.file)]);
+  p.op(SYS.close, [slot(SLOTS.image)]);
+}
+
+function mappingLabel(m: Mapping): string {
+  return `${m.start}-${m.end} ${m.perms} ${m.kind}${m.name ? " " + m.name : ""}`;
+}
+
+function emitMm(p: ProgramBuilder, proc: ProcessImage, slotsAddress: bigint): void {
+  const auxvWords: bigint[] = [];
+  for (const [k, v] of proc.auxv) auxvWords.push(BigInt(k), hexBig(v));
+  if (auxvWords.length === 0 || auxvWords[auxvWords.length - 2] !== 0n) auxvWords.push(0n, 0n);
+  const auxv = p.u64s(auxvWords);
+  if (proc.exe) {
+    p.op(SYS.open, [p.cstring(proc.exe.path), O_CLOEXEC, 0], {
+      store: SLOTS.exe,
+      comment: "new /proc/self/exe",
+    });
+  }
+  const mm = proc.mm;
+  const map = prctlMmMap.encode({
+    startCode: hexBig(mm.startCode),
+    endCode: hexBig(mm.endCode),
+    startData: hexBig(mm.startData),
+    endData: hexBig(mm.endData),
+    startBrk: hexBig(mm.startBrk),
+    brk: hexBig(mm.brk),
+    startStack: hexBig(mm.startStack),
+    argStart: hexBig(mm.argStart),
+    argEnd: hexBig(mm.argEnd),
+    envStart: hexBig(mm.envStart),
+    envEnd: hexBig(mm.envEnd),
+    auxv,
+    auxvSize: auxvWords.length * 8,
+    exeFd: 0xffffffff,
+  });
+  const mapAddr = p.data(map);
+  if (proc.exe) {
+    // exe_fd (u32 at +100) is only known at run time: copy the low 4 bytes of its slot.
+    p.copy(mapAddr + 100n, slotsAddress + BigInt(SLOTS.exe * 8), 4, { comment: "exe_fd" });
+  }
+  p.op(SYS.prctl, [PR_SET_MM, PR_SET_MM_MAP, mapAddr, prctlMmMap.size, 0], {
+    comment: "mm bounds, auxv, exe",
+  });
+  if (proc.exe) p.op(SYS.close, [slot(SLOTS.exe)]);
+}
+
+function emitRlimits(p: ProgramBuilder, proc: ProcessImage): void {
+  for (const r of proc.rlimits) {
+    const v = rlimit.encode({
+      cur: r.soft === "inf" ? RLIM_INFINITY : BigInt(r.soft),
+      max: r.hard === "inf" ? RLIM_INFINITY : BigInt(r.hard),
+    });
+    p.op(SYS.prlimit64, [0, r.resource, p.data(v), 0], { allowFail: true, comment: r.name });
+  }
+}
+
+function emitFds(p: ProgramBuilder, fds: { fd: number; source: FdSource }[]): void {
+  if (fds.length === 0) {
+    p.op(SYS.close_range, [0, 0xffffffff, 0]);
+    return;
+  }
+  const high = Math.max(...fds.map((f) => f.fd)) + 1;
+  const stdioSlots = [SLOTS.stdio0, SLOTS.stdio1, SLOTS.stdio2];
+  const needStdio = new Set<number>();
+  for (const f of fds) if (f.source.kind === "inherit") needStdio.add(f.source.from);
+  for (const n of needStdio) {
+    if (n > 2) {
+      throw new UnsupportedError("--inherit-fd", [
+        `fd:${n}: only the restorer's fds 0, 1 and 2 can be inherited`,
+      ]);
+    }
+    p.op(SYS.fcntl, [n, F_DUPFD_CLOEXEC, high], {
+      store: stdioSlots[n],
+      comment: `keep the restorer's fd ${n}`,
+    });
+  }
+  const tempSlot = new Map<number, number>();
+  let next = SLOTS.fdBase;
+  for (const f of fds) {
+    if (f.source.kind !== "open") continue;
+    if (next >= 64) {
+      throw new UnsupportedError("restore", [
+        "more than 56 distinct open files in one process are not supported yet",
+      ]);
+    }
+    p.op(SYS.open, [p.cstring(f.source.path), f.source.flags | O_CLOEXEC, 0], {
+      store: SLOTS.scratch,
+      comment: `fd ${f.fd}`,
+    });
+    p.op(SYS.fcntl, [slot(SLOTS.scratch), F_DUPFD_CLOEXEC, high], { store: next });
+    p.op(SYS.close, [slot(SLOTS.scratch)]);
+    tempSlot.set(f.fd, next++);
+  }
+  p.op(SYS.close_range, [0, high - 1, 0], { comment: "drop everything inherited" });
+  const byFd = new Map(fds.map((f) => [f.fd, f]));
+  const sourceSlot = (fd: number): number => {
+    const f = byFd.get(fd)!;
+    if (f.source.kind === "open") return tempSlot.get(fd)!;
+    if (f.source.kind === "inherit") return stdioSlots[f.source.from];
+    return sourceSlot(f.source.as);
+  };
+  for (const f of fds) {
+    p.op(SYS.dup3, [slot(sourceSlot(f.fd)), f.fd, 0], { comment: describeSource(f) });
+  }
+  p.op(SYS.close_range, [high, 0xffffffff, 0]);
+}
+
+function describeSource(f: { fd: number; source: FdSource }): string {
+  const s = f.source;
+  if (s.kind === "open") return `fd ${f.fd} = ${s.path}`;
+  if (s.kind === "inherit") return `fd ${f.fd} = the restorer's fd ${s.from}`;
+  return `fd ${f.fd} shares fd ${s.as}`;
+}
+
+function emitProcessState(p: ProgramBuilder, proc: ProcessImage): void {
+  for (const f of proc.fds) {
+    if (f.sameAs !== undefined) continue;
+    if ((f.kind === "file" || f.kind === "directory") && f.pos > 0) {
+      p.op(SYS.lseek, [f.fd, f.pos, 0], { comment: `fd ${f.fd} position` });
+    }
+  }
+  for (const f of proc.fds) {
+    if (f.cloexec) p.op(SYS.fcntl, [f.fd, 2, /* F_SETFD */ 1], { comment: `fd ${f.fd} CLOEXEC` });
+  }
+  p.op(SYS.chdir, [p.cstring(proc.cwd)]);
+  p.op(SYS.umask, [proc.umask]);
+  p.op(SYS.personality, [proc.personality], { allowFail: true });
+  if (proc.sid === proc.pid) p.op(SYS.setsid, [], { allowFail: true, comment: "session leader" });
+  else if (proc.pgid === proc.pid) p.op(SYS.setpgid, [0, 0], { comment: "group leader" });
+  proc.sigactions.forEach((a, i) => {
+    const sig = i + 1;
+    if (sig === 9 || sig === 19) return;
+    if (BigInt(a.handler) === 0n && BigInt(a.flags) === 0n && BigInt(a.mask) === 0n) return;
+    const act = kernelSigaction.encode({
+      handler: hexBig(a.handler),
+      flags: hexBig(a.flags),
+      restorer: hexBig(a.restorer),
+      mask: hexBig(a.mask),
+    });
+    p.op(SYS.rt_sigaction, [sig, p.data(act), 0, 8], { comment: `signal ${sig}` });
+  });
+  p.op(SYS.prctl, [PR_SET_NAME, p.cstring(proc.threads[0]?.comm ?? proc.comm), 0, 0, 0]);
+}
+
+function emitMainThread(p: ProgramBuilder, proc: ProcessImage): void {
+  const t = proc.threads.find((x) => x.tid === proc.pid) ?? proc.threads[0];
+  p.op(SYS.set_tid_address, [hexBig(t.clearChildTid)]);
+  if (BigInt(t.robustList.head) !== 0n) {
+    p.op(SYS.set_robust_list, [hexBig(t.robustList.head), t.robustList.len]);
+  }
+  if (t.rseq) {
+    p.op(SYS.rseq, [hexBig(t.rseq.addr), t.rseq.len, 0, hexBig(t.rseq.sig)], { comment: "rseq" });
+  }
+  if (BigInt(t.sigaltstack.sp) !== 0n || t.sigaltstack.flags !== 2 /* SS_DISABLE */) {
+    const ss = stackT.encode({
+      sp: hexBig(t.sigaltstack.sp),
+      flags: t.sigaltstack.flags & ~1, /* SS_ONSTACK is not settable */
+      size: BigInt(t.sigaltstack.size),
+    });
+    p.op(SYS.sigaltstack, [p.data(ss), 0], { comment: "sigaltstack" });
+  }
+}
+
+function emitThreads(p: ProgramBuilder, proc: ProcessImage): void {
+  for (const t of proc.threads) {
+    if (t.tid === proc.pid) continue;
+    const tidArr = p.u64s([t.tid]);
+    const clear = hexBig(t.clearChildTid);
+    const flags = CLONE.VM | CLONE.FS | CLONE.FILES | CLONE.SIGHAND | CLONE.THREAD |
+      CLONE.SYSVSEM | (clear !== 0n ? CLONE.CHILD_CLEARTID : 0n);
+    const args = p.data(cloneArgs.encode({
+      flags,
+      pidfd: 0n,
+      childTid: clear,
+      parentTid: 0n,
+      exitSignal: 0n,
+      stack: 0n,
+      stackSize: 0n,
+      tls: 0n,
+      setTid: tidArr,
+      setTidSize: 1n,
+      cgroup: 0n,
+    }));
+    p.op(SYS.clone3, [args, cloneArgs.size], {
+      jumpIfZeroTo: "thread-park",
+      comment: `thread ${t.tid}`,
+    });
+  }
+}
+
+function emitSignalsAndTimers(p: ProgramBuilder, proc: ProcessImage): void {
+  for (const s of proc.sharedPending) {
+    p.op(SYS.rt_sigqueueinfo, [proc.pid, s.signo, p.data(decodeBase64(s.raw))], {
+      comment: `pending signal ${s.signo} (process)`,
+    });
+  }
+  for (const t of proc.threads) {
+    for (const s of t.pending) {
+      p.op(SYS.rt_tgsigqueueinfo, [proc.pid, t.tid, s.signo, p.data(decodeBase64(s.raw))], {
+        comment: `pending signal ${s.signo} (thread ${t.tid})`,
+      });
+    }
+  }
+  const timers = [proc.itimers.real, proc.itimers.virtual, proc.itimers.prof];
+  timers.forEach((t, which) => {
+    if (t.valueUs === 0 && t.intervalUs === 0) return;
+    const v = itimerval.encode({
+      intervalSec: BigInt(Math.floor(t.intervalUs / 1e6)),
+      intervalUsec: BigInt(t.intervalUs % 1e6),
+      valueSec: BigInt(Math.floor(t.valueUs / 1e6)),
+      valueUsec: BigInt(Math.max(t.valueUs % 1e6, t.valueUs === 0 ? 0 : 1)),
+    });
+    p.op(SYS.setitimer, [which, p.data(v), 0], {
+      comment: ["ITIMER_REAL", "ITIMER_VIRTUAL", "ITIMER_PROF"][which],
+    });
+  });
+}

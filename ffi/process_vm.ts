@@ -1,0 +1,52 @@
+/**
+ * process_vm_readv / process_vm_writev: copy memory between cryo and a
+ * target process without stopping it or going through ptrace.
+ *
+ * @module
+ */
+
+import { addressOf, rawSyscall, SyscallError } from "./libc.ts";
+import { SYS } from "./sysno.ts";
+
+function transfer(nr: number, name: string, pid: number, addr: bigint, buf: Uint8Array): number {
+  const iov = new BigUint64Array(4);
+  iov[0] = addressOf(buf as Uint8Array<ArrayBuffer>);
+  iov[1] = BigInt(buf.length);
+  iov[2] = addr;
+  iov[3] = BigInt(buf.length);
+  const local = iov.subarray(0, 2);
+  const remote = iov.subarray(2, 4);
+  const r = rawSyscall(nr, pid, local, 1, remote, 1, 0);
+  if (r < 0n) throw new SyscallError(name, [pid, addr, buf.length], Number(-r));
+  return Number(r);
+}
+
+/** Reads `buf.length` bytes at `addr` of process `pid`; returns bytes read (may be short). */
+export function processVmRead(pid: number, addr: bigint, buf: Uint8Array): number {
+  return transfer(SYS.process_vm_readv, "process_vm_readv", pid, addr, buf);
+}
+
+/** Writes `buf` at `addr` of process `pid`; returns bytes written (may be short). */
+export function processVmWrite(pid: number, addr: bigint, buf: Uint8Array): number {
+  return transfer(SYS.process_vm_writev, "process_vm_writev", pid, addr, buf);
+}
+
+/** Reads exactly `buf.length` bytes or throws. */
+export function processVmReadFully(pid: number, addr: bigint, buf: Uint8Array): void {
+  let done = 0;
+  while (done < buf.length) {
+    const n = processVmRead(pid, addr + BigInt(done), buf.subarray(done));
+    if (n <= 0) throw new SyscallError("process_vm_readv", [pid, addr, buf.length], 14);
+    done += n;
+  }
+}
+
+/** Writes all of `buf` or throws. */
+export function processVmWriteFully(pid: number, addr: bigint, buf: Uint8Array): void {
+  let done = 0;
+  while (done < buf.length) {
+    const n = processVmWrite(pid, addr + BigInt(done), buf.subarray(done));
+    if (n <= 0) throw new SyscallError("process_vm_writev", [pid, addr, buf.length], 14);
+    done += n;
+  }
+}

@@ -1,0 +1,274 @@
+/**
+ * Byte-exact codecs for the kernel structs cryo passes to and reads from
+ * the kernel (x86-64 layouts). Each codec is a {@link Struct}: a list of
+ * little-endian fields with `size`, `encode(value)` and `decode(bytes)`.
+ *
+ * @module
+ */
+
+type FieldType = "u64" | "i64" | "u32" | "i32" | "pad32";
+
+/** A fixed-layout struct codec. */
+export interface Struct<T> {
+  /** Size in bytes. */
+  readonly size: number;
+  /** Encodes a value into a new buffer of `size` bytes. */
+  encode(value: T): Uint8Array<ArrayBuffer>;
+  /** Decodes `size` bytes at the start of `bytes`. */
+  decode(bytes: Uint8Array): T;
+}
+
+function defineStruct<T extends Record<string, bigint | number>>(
+  fields: [keyof T & string, FieldType][],
+): Struct<T> {
+  const widths = { u64: 8, i64: 8, u32: 4, i32: 4, pad32: 4 };
+  const offsets: number[] = [];
+  let size = 0;
+  for (const [, t] of fields) {
+    offsets.push(size);
+    size += widths[t];
+  }
+  return {
+    size,
+    encode(value: T) {
+      const out = new Uint8Array(size);
+      const dv = new DataView(out.buffer);
+      fields.forEach(([name, t], i) => {
+        const v = value[name] ?? 0;
+        const o = offsets[i];
+        if (t === "u64") dv.setBigUint64(o, BigInt.asUintN(64, BigInt(v)), true);
+        else if (t === "i64") dv.setBigInt64(o, BigInt.asIntN(64, BigInt(v)), true);
+        else if (t === "u32") dv.setUint32(o, Number(v), true);
+        else if (t === "i32") dv.setInt32(o, Number(v), true);
+      });
+      return out;
+    },
+    decode(bytes: Uint8Array) {
+      const dv = new DataView(bytes.buffer, bytes.byteOffset, size);
+      const out: Record<string, bigint | number> = {};
+      fields.forEach(([name, t], i) => {
+        const o = offsets[i];
+        if (t === "u64") out[name] = dv.getBigUint64(o, true);
+        else if (t === "i64") out[name] = dv.getBigInt64(o, true);
+        else if (t === "u32") out[name] = dv.getUint32(o, true);
+        else if (t === "i32") out[name] = dv.getInt32(o, true);
+      });
+      return out as T;
+    },
+  };
+}
+
+/** Kernel `struct sigaction` as rt_sigaction(2) takes it (sigset of 8 bytes). */
+export interface KernelSigaction extends Record<string, bigint> {
+  handler: bigint;
+  flags: bigint;
+  restorer: bigint;
+  mask: bigint;
+}
+/** Codec for {@link KernelSigaction} (32 bytes). */
+export const kernelSigaction: Struct<KernelSigaction> = defineStruct<KernelSigaction>([
+  ["handler", "u64"],
+  ["flags", "u64"],
+  ["restorer", "u64"],
+  ["mask", "u64"],
+]);
+
+/** `stack_t` for sigaltstack(2). */
+export interface StackT extends Record<string, bigint | number> {
+  sp: bigint;
+  flags: number;
+  size: bigint;
+}
+/** Codec for {@link StackT} (24 bytes). */
+export const stackT: Struct<StackT> = defineStruct<StackT>([
+  ["sp", "u64"],
+  ["flags", "i32"],
+  ["_pad", "pad32"],
+  ["size", "u64"],
+]);
+
+/** `struct itimerval` (seconds and microseconds). */
+export interface Itimerval extends Record<string, bigint> {
+  intervalSec: bigint;
+  intervalUsec: bigint;
+  valueSec: bigint;
+  valueUsec: bigint;
+}
+/** Codec for {@link Itimerval} (32 bytes). */
+export const itimerval: Struct<Itimerval> = defineStruct<Itimerval>([
+  ["intervalSec", "i64"],
+  ["intervalUsec", "i64"],
+  ["valueSec", "i64"],
+  ["valueUsec", "i64"],
+]);
+
+/** `struct rlimit` (RLIM_INFINITY = 2^64-1). */
+export interface RlimitStruct extends Record<string, bigint> {
+  cur: bigint;
+  max: bigint;
+}
+/** Codec for {@link RlimitStruct} (16 bytes). */
+export const rlimit: Struct<RlimitStruct> = defineStruct<RlimitStruct>([
+  ["cur", "u64"],
+  ["max", "u64"],
+]);
+
+/** RLIM_INFINITY. */
+export const RLIM_INFINITY = 0xffffffffffffffffn;
+
+/** `struct prctl_mm_map` for prctl(PR_SET_MM, PR_SET_MM_MAP). */
+export interface PrctlMmMap extends Record<string, bigint | number> {
+  startCode: bigint;
+  endCode: bigint;
+  startData: bigint;
+  endData: bigint;
+  startBrk: bigint;
+  brk: bigint;
+  startStack: bigint;
+  argStart: bigint;
+  argEnd: bigint;
+  envStart: bigint;
+  envEnd: bigint;
+  auxv: bigint;
+  auxvSize: number;
+  exeFd: number;
+}
+/** Codec for {@link PrctlMmMap} (104 bytes). */
+export const prctlMmMap: Struct<PrctlMmMap> = defineStruct<PrctlMmMap>([
+  ["startCode", "u64"],
+  ["endCode", "u64"],
+  ["startData", "u64"],
+  ["endData", "u64"],
+  ["startBrk", "u64"],
+  ["brk", "u64"],
+  ["startStack", "u64"],
+  ["argStart", "u64"],
+  ["argEnd", "u64"],
+  ["envStart", "u64"],
+  ["envEnd", "u64"],
+  ["auxv", "u64"],
+  ["auxvSize", "u32"],
+  ["exeFd", "u32"],
+]);
+
+/** `struct clone_args` for clone3(2) (version 2, with set_tid and cgroup). */
+export interface CloneArgs extends Record<string, bigint> {
+  flags: bigint;
+  pidfd: bigint;
+  childTid: bigint;
+  parentTid: bigint;
+  exitSignal: bigint;
+  stack: bigint;
+  stackSize: bigint;
+  tls: bigint;
+  setTid: bigint;
+  setTidSize: bigint;
+  cgroup: bigint;
+}
+/** Codec for {@link CloneArgs} (88 bytes). */
+export const cloneArgs: Struct<CloneArgs> = defineStruct<CloneArgs>([
+  ["flags", "u64"],
+  ["pidfd", "u64"],
+  ["childTid", "u64"],
+  ["parentTid", "u64"],
+  ["exitSignal", "u64"],
+  ["stack", "u64"],
+  ["stackSize", "u64"],
+  ["tls", "u64"],
+  ["setTid", "u64"],
+  ["setTidSize", "u64"],
+  ["cgroup", "u64"],
+]);
+
+/** Clone flags used by cryo. */
+export const CLONE = {
+  VM: 0x100n,
+  FS: 0x200n,
+  FILES: 0x400n,
+  SIGHAND: 0x800n,
+  PARENT: 0x8000n,
+  THREAD: 0x10000n,
+  SYSVSEM: 0x40000n,
+  SETTLS: 0x80000n,
+  PARENT_SETTID: 0x100000n,
+  CHILD_CLEARTID: 0x200000n,
+  CHILD_SETTID: 0x1000000n,
+} as const;
+
+/** `struct rseq` registration as reported by PTRACE_GET_RSEQ_CONFIGURATION. */
+export interface RseqConfiguration extends Record<string, bigint | number> {
+  addr: bigint;
+  len: number;
+  sig: number;
+  flags: number;
+}
+/** Codec for {@link RseqConfiguration} (24 bytes). */
+export const rseqConfiguration: Struct<RseqConfiguration> = defineStruct<RseqConfiguration>([
+  ["addr", "u64"],
+  ["len", "u32"],
+  ["sig", "u32"],
+  ["flags", "u32"],
+  ["_pad", "pad32"],
+]);
+
+/** The first fields of `siginfo_t` (the full struct is 128 bytes). */
+export interface SiginfoHead {
+  signo: number;
+  errno: number;
+  code: number;
+  /** si_pid (for kill/sigqueue/SIGCHLD) */
+  pid: number;
+  /** si_uid */
+  uid: number;
+}
+
+/** Size of siginfo_t. */
+export const SIGINFO_BYTES = 128;
+
+/** Decodes the common head of a siginfo_t. */
+export function decodeSiginfo(bytes: Uint8Array): SiginfoHead {
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, SIGINFO_BYTES);
+  return {
+    signo: dv.getInt32(0, true),
+    errno: dv.getInt32(4, true),
+    code: dv.getInt32(8, true),
+    pid: dv.getInt32(16, true),
+    uid: dv.getUint32(20, true),
+  };
+}
+
+/** Encodes a siginfo_t with the given head (rest zero). */
+export function encodeSiginfo(head: SiginfoHead): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(SIGINFO_BYTES);
+  const dv = new DataView(out.buffer);
+  dv.setInt32(0, head.signo, true);
+  dv.setInt32(4, head.errno, true);
+  dv.setInt32(8, head.code, true);
+  dv.setInt32(16, head.pid, true);
+  dv.setUint32(20, head.uid, true);
+  return out;
+}
+
+/** The XSAVE header (at byte 512 of the XSAVE area). */
+export interface XsaveHeader {
+  /** Which state components are present (XSTATE_BV). */
+  xstateBv: bigint;
+  /** Compaction bits (XCOMP_BV); 0 for the standard format ptrace uses. */
+  xcompBv: bigint;
+}
+
+/** Decodes the XSAVE header of an XSAVE area. */
+export function decodeXsaveHeader(area: Uint8Array): XsaveHeader {
+  const dv = new DataView(area.buffer, area.byteOffset + 512, 64);
+  return { xstateBv: dv.getBigUint64(0, true), xcompBv: dv.getBigUint64(8, true) };
+}
+
+/**
+ * The XCR0 feature mask of an XSAVE area read through ptrace: the kernel
+ * stores it in the first 8 software-reserved bytes (offset 464), as gdb
+ * expects.
+ */
+export function xsaveXcr0(area: Uint8Array): bigint {
+  const dv = new DataView(area.buffer, area.byteOffset + 464, 8);
+  return dv.getBigUint64(0, true);
+}
