@@ -58,14 +58,22 @@ export function injectSyscall(
   setSigmask(tid, ALL_SIGNALS);
   setRegs(tid, regs);
   try {
-    singleStep(tid);
-    const st = waitStop(tid);
-    if (st.signal !== 5) {
-      throw new InjectionError(
-        `thread ${tid}: injected syscall ${nr} stopped with signal ${st.signal} instead of SIGTRAP`,
-      );
+    let after = saved;
+    // From a stop inside a syscall (e.g. PTRACE_EVENT_EXEC) the first step
+    // only completes that syscall (which stores its own return value in rax)
+    // and reports at once: load the registers again and step once more.
+    for (let attempt = 0; attempt < 2; attempt++) {
+      if (attempt > 0) setRegs(tid, regs);
+      singleStep(tid);
+      const st = waitStop(tid);
+      if (st.signal !== 5) {
+        throw new InjectionError(
+          `thread ${tid}: injected syscall ${nr} stopped with signal ${st.signal} instead of SIGTRAP`,
+        );
+      }
+      after = getRegs(tid);
+      if (after.rip !== syscallAddr) break;
     }
-    const after = getRegs(tid);
     if (after.rip !== syscallAddr + 2n) {
       throw new InjectionError(
         `thread ${tid}: injected syscall ${nr} ended at rip 0x${after.rip.toString(16)}`,

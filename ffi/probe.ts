@@ -38,8 +38,12 @@ export function pidfdOpen(pid: number, flags = 0): RawResult {
   return rawSyscall(SYS.pidfd_open, pid, flags);
 }
 
-const PR_SET_MM = 35;
-const PR_SET_MM_MAP_SIZE = 14;
+/** prctl option PR_SET_MM. */
+export const PR_SET_MM = 35;
+/** PR_SET_MM sub-option: replace all mm fields at once from a `struct prctl_mm_map`. */
+export const PR_SET_MM_MAP = 14;
+/** PR_SET_MM sub-option: ask for the size of `struct prctl_mm_map`. */
+export const PR_SET_MM_MAP_SIZE = 15;
 
 /**
  * prctl(PR_SET_MM, PR_SET_MM_MAP_SIZE): the size of `struct prctl_mm_map`
@@ -183,6 +187,18 @@ export interface PagemapScanQuery {
 export type PagemapScanResult =
   | { error: 0n; regions: PageRegion[]; walkEnd: bigint }
   | { error: RawResult; regions: []; walkEnd: 0n };
+
+/** Opens /proc/<pid>/pagemap, runs {@link pagemapScan} on it and closes it. */
+export function pagemapScanPid(pid: number, q: PagemapScanQuery): PagemapScanResult {
+  const O_RDONLY_CLOEXEC = 0o2000000;
+  const fd = rawSyscall(SYS.open, cstr(`/proc/${pid}/pagemap`), O_RDONLY_CLOEXEC);
+  if (fd < 0n) return { error: fd, regions: [], walkEnd: 0n };
+  try {
+    return pagemapScan(Number(fd), q);
+  } finally {
+    closeFd(fd);
+  }
+}
 
 /** Runs the PAGEMAP_SCAN ioctl on an open /proc/<pid>/pagemap fd. */
 export function pagemapScan(fd: number, q: PagemapScanQuery): PagemapScanResult {

@@ -52,11 +52,26 @@ export function decodeWaitStatus(pid: number, status: number): WaitStatus {
   return { kind: "signaled", pid, signal: status & 0x7f, core: (status & 0x80) !== 0 };
 }
 
+const parked = new Map<number, WaitStatus>();
+
+/**
+ * Records the exit status of a child that a `waitPid(-1)` loop consumed on
+ * behalf of someone else; a later `waitPid(pid)` for it returns it.
+ */
+export function parkStatus(st: WaitStatus & { pid: number }): void {
+  parked.set(st.pid, st);
+}
+
 /**
  * wait4(pid, flags) with EINTR retried; returns the decoded status, or
  * `{kind:"none"}` with WNOHANG when nothing is ready.
  */
 export function waitPid(pid: number, flags = __WALL): WaitStatus {
+  const saved = pid > 0 ? parked.get(pid) : undefined;
+  if (saved) {
+    parked.delete(pid);
+    return saved;
+  }
   const status = new Int32Array(1);
   for (;;) {
     const r = rawSyscall(SYS.wait4, pid, status, flags, 0);

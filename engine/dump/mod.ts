@@ -20,7 +20,7 @@ import { createHash } from "node:crypto";
 import { basename, dirname, resolve } from "node:path";
 import { rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
-import { __WALL, waitPid } from "../../ffi/wait.ts";
+import { __WALL, parkStatus, waitPid } from "../../ffi/wait.ts";
 import { processVmReadFully } from "../../ffi/process_vm.ts";
 import { xsaveSize } from "../../ffi/ptrace.ts";
 import { xsaveXcr0 } from "../../ffi/structs.ts";
@@ -173,7 +173,11 @@ function killTree(tree: FrozenTree): void {
         } catch {
           break; // ECHILD: already reported
         }
-        if (st.kind === "exited" || st.kind === "signaled") break;
+        if (st.kind === "exited" || st.kind === "signaled") {
+          // If cryo is also the parent, this reaped it: keep the status for its owner.
+          if (tid === p.pid) parkStatus(st);
+          break;
+        }
       }
     }
   }

@@ -7,11 +7,15 @@
  * are left out), then the memory of each segment at page-aligned offsets.
  * Unsaved anonymous memory stays a hole in a sparse file; unsaved parts of
  * file mappings are filled from the backing file when it is still there and
- * unchanged; mappings with nothing saved get p_filesz = 0.
+ * unchanged; mappings with nothing saved get p_filesz = 0, except [vdso]
+ * when the image directory's manifest shows the dump ran on this very
+ * kernel (same vDSO SHA-256): then our own vDSO bytes are written, so gdb
+ * can unwind through it.
  *
  * @module
  */
 
+import { createHash } from "node:crypto";
 import type { Mapping } from "../model.ts";
 import {
   alignUp,
@@ -53,6 +57,8 @@ export interface CoreSummary {
   fileBytes: number;
   /** Backing files that are gone or changed since the dump (their parts are zero). */
   unavailableFiles: string[];
+  /** True when [vdso] was filled from this host's identical vDSO. */
+  vdsoFilled: boolean;
 }
 
 /** True for mappings that get a PT_LOAD in an exported core. */
@@ -70,6 +76,7 @@ export function permsToFlags(perms: string): number {
 export async function exportCore(imagePath: string, outPath: string): Promise<CoreSummary> {
   const info = await readImageFile(imagePath);
   const proc = info.process;
+  const vdso = await sameKernelVdso(imagePath);
   const notes = encodeNotes(coreNoteSpecs(proc));
   const mappings = [...proc.mappings].filter(isCoreMapping).sort((a, b) =>
     hexToBigInt(a.start) < hexToBigInt(b.start) ? -1 : 1
@@ -94,7 +101,8 @@ export async function exportCore(imagePath: string, outPath: string): Promise<Co
   for (const m of mappings) {
     const start = hexToBigInt(m.start);
     const size = Number(hexToBigInt(m.end) - start);
-    const saved = m.pages.length > 0;
+    const vdsoFill = m.name === "[vdso]" && m.pages.length === 0 && vdso?.length === size;
+    const saved = m.pages.length > 0 || vdsoFill;
     phdrs.push({
       type: PT_LOAD,
       flags: permsToFlags(m.perms),
@@ -150,6 +158,7 @@ export async function exportCore(imagePath: string, outPath: string): Promise<Co
     savedBytes: 0,
     fileBytes: 0,
     unavailableFiles: [],
+    vdsoFilled: false,
   };
   const out = await Deno.open(partial, { write: true, create: true, truncate: true });
   const image = await Deno.open(imagePath, { read: true });
@@ -158,6 +167,11 @@ export async function exportCore(imagePath: string, outPath: string): Promise<Co
     await writeAt(out, notesOff, notes);
     const buf = new Uint8Array(8 << 20);
     for (const { mapping, offset } of placed) {
+      if (mapping.name === "[vdso]" && mapping.pages.length === 0 && vdso) {
+        await writeAt(out, offset, vdso);
+        summary.vdsoFilled = true;
+        continue;
+      }
       const start = hexToBigInt(mapping.start);
       for (const run of mapping.pages) {
         const at = offset + Number(hexToBigInt(run.addr) - start);
@@ -267,4 +281,37 @@ async function writeAt(file: Deno.FsFile, offset: number, bytes: Uint8Array): Pr
   await file.seek(offset, Deno.SeekMode.Start);
   let done = 0;
   while (done < bytes.length) done += await file.write(bytes.subarray(done));
+}
+
+/**
+ * This process's own [vdso] bytes, when `<image dir>/manifest.json` records
+ * the same vDSO SHA-256 (dump taken on this kernel); otherwise undefined.
+ */
+async function sameKernelVdso(imagePath: string): Promise<Uint8Array | undefined> {
+  const dir = imagePath.includes("/") ? imagePath.slice(0, imagePath.lastIndexOf("/")) : ".";
+  let want: unknown;
+  try {
+    want = JSON.parse(await Deno.readTextFile(`${dir}/manifest.json`))?.host?.vdsoSha256;
+  } catch {
+    return undefined;
+  }
+  if (typeof want !== "string" || want === "") return undefined;
+  try {
+    const line = (await Deno.readTextFile("/proc/self/maps")).split("\n")
+      .find((l) => l.endsWith(" [vdso]"));
+    if (!line) return undefined;
+    const [start, end] = line.split(" ")[0].split("-").map((x) => BigInt(`0x${x}`));
+    const bytes = new Uint8Array(Number(end - start));
+    using mem = await Deno.open("/proc/self/mem", { read: true });
+    await mem.seek(start, Deno.SeekMode.Start);
+    let done = 0;
+    while (done < bytes.length) {
+      const n = await mem.read(bytes.subarray(done));
+      if (n === null) return undefined;
+      done += n;
+    }
+    return createHash("sha256").update(bytes).digest("hex") === want ? bytes : undefined;
+  } catch {
+    return undefined;
+  }
 }

@@ -244,6 +244,15 @@ export async function readImageFile(path: string): Promise<ImageInfo> {
     for (const m of proc.mappings) {
       const start = hexToBigInt(m.start);
       const end = hexToBigInt(m.end);
+      const sorted = [...m.pages].sort((a, b) =>
+        hexToBigInt(a.addr) < hexToBigInt(b.addr) ? -1 : 1
+      );
+      for (let i = 1; i < sorted.length; i++) {
+        const prev = sorted[i - 1];
+        if (hexToBigInt(prev.addr) + BigInt(prev.length) > hexToBigInt(sorted[i].addr)) {
+          fail(`page runs ${prev.addr} and ${sorted[i].addr} of mapping ${m.start} overlap`);
+        }
+      }
       for (const r of m.pages) {
         const addr = hexToBigInt(r.addr);
         const where = `page run ${r.addr}+${r.length} of mapping ${m.start}-${m.end}`;

@@ -1,0 +1,32 @@
+/**
+ * `cryo export-core <dir> --pid <pid> --out <file>`: write a standard core
+ * file of one process of an image.
+ *
+ * @module
+ */
+
+// deno-lint-ignore no-import-prefix -- versioned npm: specifiers keep the CLI importable by URL
+import type { Command } from "npm:@commander-js/extra-typings@15.1.0";
+import { notAvailable } from "./errors.ts";
+import { positiveInt } from "./format.ts";
+
+/** Registers `export-core` on the program. */
+export function register(program: Command): void {
+  program
+    .command("export-core")
+    .description("write a core file (ELF ET_CORE) of one process of an image, for gdb")
+    .argument("<dir>", "image directory written by cryo dump")
+    .requiredOption("--pid <pid>", "which process of the image", positiveInt("pid"))
+    .requiredOption("--out <file>", "core file to write")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  cryo export-core /var/lib/cryo/app-1 --pid 1234 --out app.core
+  gdb /usr/bin/app app.core`,
+    )
+    .action((_dir, _opts) => {
+      // The engine call goes here: exportCore(dir, pid, out).
+      notAvailable("export-core");
+    });
+}

@@ -1,0 +1,103 @@
+/**
+ * Presentation helpers shared by the commands: plain-text tables, human
+ * sizes and durations, JSON output (bigints as hex), argument parsers.
+ *
+ * @module
+ */
+
+// deno-lint-ignore no-import-prefix -- versioned npm: specifiers keep the CLI importable by URL
+import { InvalidArgumentError } from "npm:@commander-js/extra-typings@15.1.0";
+// deno-lint-ignore no-import-prefix -- versioned npm: specifiers keep the CLI importable by URL
+import Table from "npm:cli-table3@0.6.5";
+
+/** Options of {@link renderTable}. */
+export interface TableOptions {
+  /** Column widths (characters, borders included); omitted columns fit their content. */
+  widths?: (number | null)[];
+}
+
+/**
+ * Renders rows as a boxed text table with a header row, without colours.
+ * Long cells wrap (at word boundaries) when a width is given for their column.
+ */
+export function renderTable(
+  head: readonly string[],
+  rows: readonly (readonly string[])[],
+  opts: TableOptions = {},
+): string {
+  const table = new Table({
+    head: [...head],
+    style: { head: [], border: [] },
+    ...(opts.widths ? { colWidths: opts.widths, wordWrap: true } : {}),
+  });
+  for (const r of rows) table.push([...r]);
+  return table.toString();
+}
+
+/** Width of the terminal on stdout, or `undefined` when stdout is not a terminal. */
+export function terminalColumns(): number | undefined {
+  if (!Deno.stdout.isTerminal()) return undefined;
+  try {
+    return Deno.consoleSize().columns;
+  } catch {
+    return undefined;
+  }
+}
+
+const UNITS = ["B", "KiB", "MiB", "GiB", "TiB"];
+
+/** A byte count for people: `512 B`, `4 KiB`, `1.5 MiB`, `12.3 GiB`. */
+export function humanBytes(bytes: number | bigint): string {
+  let v = Number(bytes);
+  let u = 0;
+  while (Math.abs(v) >= 1024 && u < UNITS.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  if (u === 0) return `${v} B`;
+  const digits = Math.abs(v) >= 100 || Number.isInteger(v) ? 0 : 1;
+  return `${v.toFixed(digits)} ${UNITS[u]}`;
+}
+
+/** A duration in seconds for people: `850 µs`, `12 ms`, `2.4 s`, `3 min 5 s`, `2 h 4 min`. */
+export function humanDuration(seconds: number): string {
+  if (seconds < 0.001) return `${Math.round(seconds * 1e6)} µs`;
+  if (seconds < 1) return `${Math.round(seconds * 1000)} ms`;
+  if (seconds < 60) return `${seconds.toFixed(seconds < 10 ? 1 : 0)} s`;
+  const total = Math.round(seconds);
+  if (total < 3600) return `${Math.floor(total / 60)} min ${total % 60} s`;
+  return `${Math.floor(total / 3600)} h ${Math.floor((total % 3600) / 60)} min`;
+}
+
+/** A throughput for people, e.g. `1.2 GiB/s`. */
+export function humanRate(bytes: number, seconds: number): string {
+  return seconds > 0 ? `${humanBytes(Math.round(bytes / seconds))}/s` : "-";
+}
+
+/** JSON text of `value` (2-space indent); bigints become `0x` hex strings. */
+export function toJson(value: unknown): string {
+  return JSON.stringify(
+    value,
+    (_k, v) => typeof v === "bigint" ? `0x${v.toString(16)}` : v,
+    2,
+  );
+}
+
+/** Prints `value` as JSON on stdout. */
+export function printJson(value: unknown): void {
+  console.log(toJson(value));
+}
+
+/**
+ * An argument parser for commander accepting a positive integer (a pid);
+ * anything else is a usage error naming `what`.
+ */
+export function positiveInt(what: string): (text: string) => number {
+  return (text: string) => {
+    const n = Number(text);
+    if (!/^[0-9]+$/.test(text) || !Number.isSafeInteger(n) || n <= 0) {
+      throw new InvalidArgumentError(`${what} must be a positive integer, got '${text}'`);
+    }
+    return n;
+  };
+}

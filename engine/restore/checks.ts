@@ -1,0 +1,133 @@
+/**
+ * Pre-flight checks of a restore, run before any process is created:
+ * pids free, backing files unchanged, same kernel vdso, privileges.
+ *
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+import type { FileIdentity, Manifest, ProcessImage } from "../model.ts";
+import { RestoreError } from "../errors.ts";
+
+function describeHolder(pid: number): string | undefined {
+  try {
+    const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+    const name = status.match(/^Name:\s+(.*)$/m)?.[1] ?? "?";
+    const state = status.match(/^State:\s+(\S)/m)?.[1] ?? "?";
+    const tgid = Number(status.match(/^Tgid:\s+(\d+)/m)?.[1] ?? pid);
+    const ppid = status.match(/^PPid:\s+(\d+)/m)?.[1] ?? "?";
+    if (state === "Z") {
+      return `pid ${pid} is held by a zombie (${name}) that its parent ${ppid} has not reaped`;
+    }
+    return tgid === pid
+      ? `pid ${pid} is in use by ${name}`
+      : `pid ${pid} is in use by a thread of process ${tgid} (${name})`;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Throws if any pid or tid of the image is taken, naming it and its holder. */
+export function checkPidsFree(processes: readonly ProcessImage[]): void {
+  for (const p of processes) {
+    for (const id of [p.pid, ...p.threads.map((t) => t.tid)]) {
+      let exists = true;
+      try {
+        Deno.statSync(`/proc/${id}`);
+      } catch {
+        exists = false;
+      }
+      if (exists) {
+        throw new RestoreError(`cannot restore: ${describeHolder(id) ?? `pid ${id} is in use`}`);
+      }
+    }
+  }
+}
+
+/** Throws if a file differs from its recorded identity (or is gone). */
+export function checkFileIdentity(what: string, f: FileIdentity): void {
+  let st: Deno.FileInfo;
+  try {
+    st = Deno.statSync(f.path);
+  } catch {
+    throw new RestoreError(`cannot restore: ${what} ${f.path} is missing`);
+  }
+  const mtime = st.mtime?.getTime() ?? 0;
+  if (st.ino !== f.ino || st.dev !== f.dev || st.size !== f.size || mtime !== f.mtimeMs) {
+    throw new RestoreError(`cannot restore: ${what} ${f.path} changed since the dump`);
+  }
+}
+
+/** Checks every backing file and executable of the processes. */
+export function checkFiles(processes: readonly ProcessImage[]): void {
+  for (const p of processes) {
+    if (p.exe) checkFileIdentity(`executable of ${p.pid}`, p.exe);
+    const seen = new Set<string>();
+    for (const m of p.mappings) {
+      if (!m.file || seen.has(m.file.path)) continue;
+      seen.add(m.file.path);
+      checkFileIdentity(`file mapped by ${p.pid}`, m.file);
+    }
+  }
+}
+
+/** The vvar/vdso layout and vdso hash of this (the restoring) process. */
+export function currentVdso(): { layout: { name: string; size: number }[]; sha256: string } {
+  const lines = Deno.readTextFileSync("/proc/self/maps").split("\n");
+  const layout: { name: string; size: number }[] = [];
+  let sha256 = "";
+  for (const l of lines) {
+    const m = l.match(/^([0-9a-f]+)-([0-9a-f]+) .* (\[vvar\]|\[vvar_vclock\]|\[vdso\])$/);
+    if (!m) continue;
+    const start = BigInt(`0x${m[1]}`);
+    const size = Number(BigInt(`0x${m[2]}`) - start);
+    layout.push({ name: m[3], size });
+    if (m[3] === "[vdso]") {
+      const f = Deno.openSync("/proc/self/mem", { read: true });
+      try {
+        const buf = new Uint8Array(size);
+        f.seekSync(start, Deno.SeekMode.Start);
+        let done = 0;
+        while (done < size) {
+          const n = f.readSync(buf.subarray(done));
+          if (!n) break;
+          done += n;
+        }
+        sha256 = createHash("sha256").update(buf).digest("hex");
+      } finally {
+        f.close();
+      }
+    }
+  }
+  return { layout, sha256 };
+}
+
+/** Refuses a restore on a kernel whose vdso differs from the dumped one. */
+export function checkVdso(manifest: Manifest): void {
+  const cur = currentVdso();
+  const want = manifest.host.vdso.map((v) => `${v.name}:${v.size}`).join(" ");
+  const have = cur.layout.map((v) => `${v.name}:${v.size}`).join(" ");
+  if (want !== have) {
+    throw new RestoreError(
+      `cannot restore: this kernel's vdso layout (${have}) differs from the dumped one (${want})`,
+    );
+  }
+  if (manifest.host.vdsoSha256 && manifest.host.vdsoSha256 !== cur.sha256) {
+    throw new RestoreError(
+      `cannot restore: this kernel's vdso differs from the dumped one (kernel ${Deno.osRelease()}, image from ${manifest.host.kernelRelease})`,
+    );
+  }
+}
+
+/** Refuses early when the privileges for same-pid restore are missing. */
+export function checkPrivileges(): void {
+  const status = Deno.readTextFileSync("/proc/self/status");
+  const cap = BigInt(`0x${status.match(/^CapEff:\s+([0-9a-f]+)/m)?.[1] ?? "0"}`);
+  const has = (bit: number) => (cap >> BigInt(bit)) & 1n;
+  if (!has(19)) throw new RestoreError("cannot restore: needs CAP_SYS_PTRACE (run as root)");
+  if (!has(21) && !has(40)) {
+    throw new RestoreError(
+      "cannot restore: restoring the original pids needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN",
+    );
+  }
+}

@@ -1,0 +1,81 @@
+/**
+ * The launcher: a tiny executable emitted from TypeScript that stops
+ * itself (so the engine can seize it before it does anything), then
+ * clone3()s the root of the tree with its original pid as a sibling of
+ * itself (CLONE_PARENT: the restored root becomes cryo's child) and exits.
+ * The root child execs the root image.
+ *
+ * @module
+ */
+
+import { SYS } from "../../ffi/sysno.ts";
+import { CLONE, cloneArgs } from "../../ffi/structs.ts";
+import { posixSpawn } from "../../ffi/spawn.ts";
+import { type Bootstrap, BootstrapBuilder } from "./stub.ts";
+import { buildExecutable } from "./launcher_elf.ts";
+
+const LAUNCHER_BASE = 0x200000000n;
+
+/** A spawned launcher process, stopped by its own SIGSTOP. */
+export interface Launcher {
+  pid: number;
+  /** Temporary executable file (removed by {@link removeLauncher}). */
+  path: string;
+}
+
+/** Writes the launcher executable for `rootPid` / `rootImage`; returns its path and program. */
+export function writeLauncher(
+  rootPid: number,
+  rootImage: string,
+): { path: string; bootstrap: Bootstrap } {
+  const boot = new BootstrapBuilder(LAUNCHER_BASE);
+  const p = boot.program();
+  p.op(SYS.getpid, [], { store: 1 });
+  p.op(SYS.kill, [{ slot: 1 }, 19 /* SIGSTOP */], { comment: "wait for the tracer" });
+  const tid = p.u64s([rootPid]);
+  const args = p.data(cloneArgs.encode({
+    flags: CLONE.PARENT,
+    pidfd: 0n,
+    childTid: 0n,
+    parentTid: 0n,
+    // With CLONE_PARENT the exit signal is the launcher's own (SIGCHLD); clone3 wants 0 here.
+    exitSignal: 0n,
+    stack: 0n,
+    stackSize: 0n,
+    tls: 0n,
+    setTid: tid,
+    setTidSize: 1n,
+    cgroup: 0n,
+  }));
+  p.op(SYS.clone3, [args, cloneArgs.size], { jumpIfZeroTo: "root", comment: `root ${rootPid}` });
+  p.op(SYS.exit_group, [0]);
+  p.end();
+  p.label("root");
+  const path = p.cstring(rootImage);
+  p.op(SYS.execve, [path, p.u64s([path, 0]), p.u64s([0])]);
+  p.end();
+  const built = p.build();
+  const bootstrap = boot.finish({ restore: built });
+  const exe = buildExecutable({
+    base: LAUNCHER_BASE,
+    blob: bootstrap.blob,
+    entry: bootstrap.entryRestore,
+  });
+  const file = Deno.makeTempFileSync({ prefix: "cryo-launcher-" });
+  Deno.writeFileSync(file, exe, { mode: 0o700 });
+  Deno.chmodSync(file, 0o700);
+  return { path: file, bootstrap };
+}
+
+/** Spawns the launcher with cryo's stdio; it stops itself at once. */
+export function spawnLauncher(path: string): Launcher {
+  const pid = posixSpawn(path, ["cryo-launcher"], { env: [] });
+  return { pid, path };
+}
+
+/** Removes the launcher file. */
+export function removeLauncher(l: { path: string }): void {
+  try {
+    Deno.removeSync(l.path);
+  } catch { /* already gone */ }
+}

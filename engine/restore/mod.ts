@@ -1,0 +1,137 @@
+/**
+ * Restoring a checkpoint: verify the image directory, compile every
+ * process, check that nothing is in the way, then run the restore session.
+ *
+ * ```ts
+ * import { restore } from "./mod.ts";
+ * const tree = await restore("/tmp/ck");
+ * console.log(tree.rootPid, await tree.exited);
+ * ```
+ *
+ * @module
+ */
+
+import { resolve } from "node:path";
+import { rawSyscall } from "../../ffi/libc.ts";
+import { SYS } from "../../ffi/sysno.ts";
+import { waitPid, type WaitStatus, WNOHANG } from "../../ffi/wait.ts";
+import type { Manifest, ProcessImage } from "../model.ts";
+import { IMAGE_FORMAT_VERSION } from "../model.ts";
+import { RestoreError } from "../errors.ts";
+import { verifyImageDir } from "../image/manifest.ts";
+import { compileProcess } from "./compile.ts";
+import { checkFiles, checkPidsFree, checkPrivileges, checkVdso } from "./checks.ts";
+import { type RestoreEvent, RestoreSession, type RestoreUnit } from "./session.ts";
+
+/** Options of {@link restore}. */
+export interface RestoreOptions {
+  /** fd number -> replacement: a path, or "fd:N" for the restorer's own fd N (0..2). */
+  inheritFds?: Map<number, string>;
+  /** Verify every image's SHA-256 against the manifest (default true). */
+  verifyChecksums?: boolean;
+  /** Progress callback. */
+  onEvent?: (e: RestoreEvent) => void;
+}
+
+/** How a restored root ended. */
+export type ExitStatus = { code: number; signal?: undefined } | {
+  code?: undefined;
+  signal: number;
+};
+
+/** A handle on a restored tree. */
+export interface RestoredTree {
+  /** Pid of the restored root (the original pid). */
+  rootPid: number;
+  /** Every restored pid. */
+  pids: number[];
+  /** Seconds from start to all tasks running. */
+  seconds: number;
+  /** Resolves when the root exits (cryo is its parent and reaps it). */
+  exited: Promise<ExitStatus>;
+  /** Sends a signal to the root. */
+  kill(signal?: number): void;
+}
+
+/** Everything restore needs, loaded and checked (no process created yet). */
+export interface RestorePlan {
+  manifest: Manifest;
+  units: RestoreUnit[];
+}
+
+/** Loads, verifies and compiles an image directory without creating anything. */
+export async function planRestore(dir: string, opts: RestoreOptions = {}): Promise<RestorePlan> {
+  const abs = resolve(dir);
+  const { manifest, images } = await verifyImageDir(abs, { checksums: opts.verifyChecksums });
+  if (manifest.formatVersion !== IMAGE_FORMAT_VERSION) {
+    throw new RestoreError(
+      `cannot restore: image format version ${manifest.formatVersion}, this cryo reads ${IMAGE_FORMAT_VERSION}`,
+    );
+  }
+  const byPid = new Map<number, ProcessImage>(images.map((i) => [i.process.pid, i.process]));
+  const pathOf = (pid: number) => `${abs}/${manifest.processes.find((p) => p.pid === pid)!.file}`;
+  const units: RestoreUnit[] = manifest.processes.map((entry) => {
+    const image = byPid.get(entry.pid)!;
+    const childImages = new Map(image.children.map((c) => [c, pathOf(c)]));
+    return {
+      image,
+      path: pathOf(entry.pid),
+      compiled: compileProcess(image, {
+        imagePath: pathOf(entry.pid),
+        childImages,
+        inheritFds: entry.pid === manifest.rootPid ? opts.inheritFds : undefined,
+      }),
+    };
+  });
+  return { manifest, units };
+}
+
+function becomeSubreaper(): void {
+  rawSyscall(SYS.prctl, 36, /* PR_SET_CHILD_SUBREAPER */ 1, 0, 0, 0);
+}
+
+/** Polls for the root's exit without blocking the event loop. */
+function watchExit(pid: number): Promise<ExitStatus> {
+  return new Promise((resolveExit) => {
+    const tick = () => {
+      let st: WaitStatus;
+      try {
+        st = waitPid(pid, WNOHANG);
+      } catch {
+        resolveExit({ signal: 9 });
+        return;
+      }
+      if (st.kind === "exited") resolveExit({ code: st.code });
+      else if (st.kind === "signaled") resolveExit({ signal: st.signal });
+      else setTimeout(tick, 10);
+    };
+    tick();
+  });
+}
+
+/** Restores the checkpoint in `dir` with its original pids; resolves once every task runs. */
+export async function restore(dir: string, opts: RestoreOptions = {}): Promise<RestoredTree> {
+  const t0 = performance.now();
+  const plan = await planRestore(dir, opts);
+  checkPrivileges();
+  checkVdso(plan.manifest);
+  const processes = plan.units.map((u) => u.image);
+  checkFiles(processes);
+  checkPidsFree(processes);
+  becomeSubreaper();
+  const pids = new RestoreSession(plan.units, opts.onEvent).run();
+  const rootPid = plan.manifest.rootPid;
+  let exited: Promise<ExitStatus> | undefined;
+  return {
+    rootPid,
+    pids,
+    seconds: (performance.now() - t0) / 1000,
+    get exited() {
+      exited ??= watchExit(rootPid);
+      return exited;
+    },
+    kill(signal = 15) {
+      rawSyscall(SYS.kill, rootPid, signal);
+    },
+  };
+}

@@ -1,0 +1,452 @@
+/**
+ * The restore session: drives every task of the tree from birth to the
+ * moment they all run again.
+ *
+ * All tasks are traced (PTRACE_O_TRACEFORK|TRACECLONE|TRACEEXEC|EXITKILL)
+ * from the launcher on, so nothing escapes the engine:
+ *
+ * - at each image's exec stop the engine prepares the process (replaces
+ *   the file-backed bootstrap with anonymous memory holding the freshly
+ *   compiled program, moves the kernel's vvar/vdso to the dumped
+ *   addresses, unmaps what the kernel set up for the exec) and starts the
+ *   stub at its restore entry;
+ * - child processes born from the program are let run (they exec their own
+ *   image); threads are parked in their birth stop;
+ * - when every process reached the program's END, the engine sets each
+ *   thread's registers, XSAVE state and signal mask, performs the
+ *   per-thread injections, unmaps the bootstrap, and detaches all tasks at
+ *   once.
+ *
+ * Any failure kills every task created so far.
+ *
+ * @module
+ */
+
+import { rawSyscall } from "../../ffi/libc.ts";
+import { SYS } from "../../ffi/sysno.ts";
+import { __WALL, parkStatus, PTRACE_EVENT, waitPid, WNOHANG, WUNTRACED } from "../../ffi/wait.ts";
+import {
+  cont,
+  detach,
+  getEventMsg,
+  getRegs,
+  getXstate,
+  PTRACE_O,
+  seize,
+  setRegs,
+  setSigmask,
+  setXstate,
+  waitStop,
+} from "../../ffi/ptrace.ts";
+import { findSyscallInstruction, injectSyscall } from "../../ffi/inject.ts";
+import { processVmWriteFully } from "../../ffi/process_vm.ts";
+import { regsFromHex } from "../../ffi/regs.ts";
+import { decodeXsaveHeader, stackT, xsaveXcr0 } from "../../ffi/structs.ts";
+import { errnoName } from "../../ffi/errno.ts";
+import { decodeBase64 } from "../base64.ts";
+import type { ProcessImage } from "../model.ts";
+import { RestoreError } from "../errors.ts";
+import { describeFailure } from "./program.ts";
+import type { CompiledProcess } from "./compile.ts";
+import type { Bootstrap } from "./stub.ts";
+import { removeLauncher, spawnLauncher, writeLauncher } from "./launcher.ts";
+
+/** One process to restore: its description, image path and compiled program. */
+export interface RestoreUnit {
+  image: ProcessImage;
+  path: string;
+  compiled: CompiledProcess;
+}
+
+/** Progress events of a restore. */
+export type RestoreEvent =
+  | { type: "launched"; launcher: number }
+  | { type: "exec"; pid: number }
+  | { type: "program-done"; pid: number }
+  | { type: "running"; pids: number[] };
+
+const PROT_RWX = 7;
+const MAP_PRIVATE_FIXED_ANON = 0x02 | 0x10 | 0x20;
+const MREMAP_MAYMOVE_FIXED = 1 | 2;
+const SIGTRAP = 5;
+const SIGSTOP = 19;
+
+function mapsOf(pid: number): { start: bigint; end: bigint; name: string }[] {
+  return Deno.readTextFileSync(`/proc/${pid}/maps`).split("\n").filter(Boolean).map((l) => {
+    const [range] = l.split(" ");
+    const [s, e] = range.split("-").map((x) => BigInt(`0x${x}`));
+    return { start: s, end: e, name: l.split(/\s+/).slice(5).join(" ") };
+  });
+}
+
+function tgidOf(tid: number): number {
+  const m = Deno.readTextFileSync(`/proc/${tid}/status`).match(/^Tgid:\s+(\d+)/m);
+  return m ? Number(m[1]) : tid;
+}
+
+function check(what: string, r: bigint): bigint {
+  if (r < 0n) throw new RestoreError(`${what} failed: ${errnoName(Number(-r))}`);
+  return r;
+}
+
+/** Restores the tree of `units` (root first). Returns when every task runs. */
+export class RestoreSession {
+  readonly #units = new Map<number, RestoreUnit>();
+  readonly #rootPid: number;
+  readonly #onEvent?: (e: RestoreEvent) => void;
+  /** Every tid created so far (for cleanup). */
+  readonly #tasks = new Set<number>();
+  readonly #done = new Set<number>();
+  readonly #parked = new Set<number>();
+  readonly #expectedThreads = new Map<number, number>();
+  #launcher: { pid: number; path: string } | undefined;
+  #launcherExited = false;
+  #launcherBoot: Bootstrap | undefined;
+
+  constructor(units: RestoreUnit[], onEvent?: (e: RestoreEvent) => void) {
+    for (const u of units) {
+      this.#units.set(u.image.pid, u);
+      for (const t of u.image.threads) {
+        if (t.tid !== u.image.pid) this.#expectedThreads.set(t.tid, u.image.pid);
+      }
+    }
+    this.#rootPid = units[0].image.pid;
+    this.#onEvent = onEvent;
+  }
+
+  /** Runs the whole restore; on failure kills everything it created and throws. */
+  run(): number[] {
+    try {
+      this.#launch();
+      this.#drive();
+      this.#finalize();
+      return [...this.#units.keys()];
+    } catch (e) {
+      this.#killAll();
+      throw e;
+    } finally {
+      if (this.#launcher) removeLauncher(this.#launcher);
+    }
+  }
+
+  #launch(): void {
+    const root = this.#units.get(this.#rootPid)!;
+    const { path, bootstrap } = writeLauncher(this.#rootPid, root.path);
+    const launcher = spawnLauncher(path);
+    this.#launcher = launcher;
+    this.#launcherBoot = bootstrap;
+    this.#tasks.add(launcher.pid);
+    const st = waitPid(launcher.pid, WUNTRACED);
+    if (st.kind !== "stopped") {
+      throw new RestoreError(`launcher ${launcher.pid} did not start (${st.kind})`);
+    }
+    seize(
+      launcher.pid,
+      PTRACE_O.TRACEFORK | PTRACE_O.TRACECLONE | PTRACE_O.TRACEEXEC | PTRACE_O.EXITKILL,
+    );
+    waitStop(launcher.pid);
+    this.#checkXsave(launcher.pid);
+    cont(launcher.pid, 0);
+    this.#onEvent?.({ type: "launched", launcher: launcher.pid });
+  }
+
+  /** Refuses images whose threads use XSAVE features this CPU/kernel lacks. */
+  #checkXsave(tid: number): void {
+    const have = xsaveXcr0(getXstate(tid));
+    for (const u of this.#units.values()) {
+      for (const t of u.image.threads) {
+        const used = decodeXsaveHeader(decodeBase64(t.xsave)).xstateBv;
+        if ((used & ~have) !== 0n) {
+          throw new RestoreError(
+            `cannot restore: thread ${t.tid} uses XSAVE features 0x${
+              used.toString(16)
+            } but this CPU offers 0x${have.toString(16)}`,
+          );
+        }
+      }
+    }
+  }
+
+  #allDone(): boolean {
+    return this.#done.size === this.#units.size &&
+      this.#parked.size === this.#expectedThreads.size && this.#launcherExited;
+  }
+
+  #drive(): void {
+    while (!this.#allDone()) {
+      const st = waitPid(-1, __WALL);
+      if (st.kind === "none" || st.kind === "continued") continue;
+      const tid = st.pid;
+      if (st.kind === "exited" || st.kind === "signaled") {
+        if (!this.#tasks.has(tid)) {
+          parkStatus(st); // someone else's child: keep its status for them
+          continue;
+        }
+        this.#tasks.delete(tid);
+        if (tid === this.#launcher?.pid) {
+          this.#launcherExited = true;
+          if (st.kind !== "exited" || st.code !== 0) {
+            throw new RestoreError(
+              `launcher failed (${
+                st.kind === "exited" ? `exit ${st.code}` : `signal ${st.signal}`
+              }): could not create pid ${this.#rootPid}`,
+            );
+          }
+          continue;
+        }
+        const how = st.kind === "exited"
+          ? `exited with ${st.code}`
+          : `was killed by signal ${st.signal}`;
+        throw new RestoreError(`restore failed: task ${tid} ${how} during the restore`);
+      }
+      this.#tasks.add(tid);
+      if (st.event === PTRACE_EVENT.EXEC) {
+        this.#prepareExec(tid);
+        continue;
+      }
+      if (
+        st.event === PTRACE_EVENT.FORK || st.event === PTRACE_EVENT.CLONE ||
+        st.event === PTRACE_EVENT.VFORK
+      ) {
+        this.#tasks.add(Number(getEventMsg(tid)));
+        cont(tid, 0);
+        continue;
+      }
+      if (st.event === PTRACE_EVENT.STOP) {
+        this.#birthStop(tid);
+        continue;
+      }
+      if (st.signal === SIGTRAP) {
+        this.#trap(tid);
+        continue;
+      }
+      // Any other signal: deliver it (all are blocked once the program starts).
+      cont(tid, st.signal === SIGSTOP ? 0 : st.signal);
+    }
+  }
+
+  #birthStop(tid: number): void {
+    if (tid === this.#launcher?.pid) {
+      cont(tid, 0);
+      return;
+    }
+    const owner = this.#expectedThreads.get(tid);
+    if (owner !== undefined) {
+      this.#parked.add(tid);
+      return; // stays stopped until finalize
+    }
+    if (this.#units.has(tid)) {
+      cont(tid, 0); // a process: it goes on to exec its image
+      return;
+    }
+    const tgid = tgidOf(tid);
+    throw new RestoreError(`unexpected task ${tid} (process ${tgid}) appeared during the restore`);
+  }
+
+  #trap(tid: number): void {
+    const unit = this.#units.get(tid);
+    const regs = getRegs(tid);
+    if (tid === this.#launcher?.pid && this.#launcherBoot) {
+      const b = this.#launcherBoot;
+      const why = regs.rip === b.failRip
+        ? describeFailure(b.restore.ops, b.restore.opsAddress, regs.rbx, regs.rax)
+        : `trap at 0x${regs.rip.toString(16)}`;
+      throw new RestoreError(`cannot create process ${this.#rootPid}: launcher ${why}`);
+    }
+    if (!unit) throw new RestoreError(`unexpected trap in task ${tid}`);
+    const boot = unit.compiled.bootstrap;
+    if (regs.rip === boot.doneRip) {
+      this.#done.add(tid);
+      this.#onEvent?.({ type: "program-done", pid: tid });
+      return;
+    }
+    if (regs.rip === boot.failRip) {
+      const why = describeFailure(boot.restore.ops, boot.restore.opsAddress, regs.rbx, regs.rax);
+      const i = Number((regs.rbx - boot.restore.opsAddress) / 64n);
+      const comment = boot.restore.ops[i]?.comment;
+      if (Deno.env.get("CRYO_DEBUG")) {
+        console.error(Deno.readTextFileSync(`/proc/${tid}/maps`));
+      }
+      throw new RestoreError(
+        `restore of process ${tid} failed: ${why}${comment ? ` [${comment}]` : ""}`,
+      );
+    }
+    throw new RestoreError(`process ${tid}: unexpected SIGTRAP at 0x${regs.rip.toString(16)}`);
+  }
+
+  /** At the exec stop of an image: set up the bootstrap and the vdso, then run the program. */
+  #prepareExec(pid: number): void {
+    const unit = this.#units.get(pid);
+    if (!unit) throw new RestoreError(`unexpected exec in task ${pid}`);
+    this.#onEvent?.({ type: "exec", pid });
+    const { compiled, image } = unit;
+    const boot = compiled.bootstrap;
+    const base = boot.base;
+    const size = BigInt(image.bootstrap.size);
+    // 1. Anonymous bootstrap with the fresh program (the image file must not stay mapped).
+    const site = findSyscallInstruction(pid);
+    check(
+      "mmap(bootstrap)",
+      injectSyscall(pid, site, SYS.mmap, base, size, PROT_RWX, MAP_PRIVATE_FIXED_ANON, -1, 0),
+    );
+    processVmWriteFully(pid, base, boot.blob);
+    const gadget = compiled.syscallGadget;
+    // 2. vvar/vdso to the dumped addresses, through a scratch area in the bootstrap.
+    const fresh = mapsOf(pid);
+    const wanted = image.mappings.filter((m) => m.kind === "vdso");
+    let scratch = compiled.vdsoScratch;
+    const parked: { at: bigint; len: bigint; to: bigint; name: string }[] = [];
+    for (const w of wanted) {
+      const cur = fresh.find((m) => m.name === w.name);
+      const len = BigInt(w.end) - BigInt(w.start);
+      if (!cur || cur.end - cur.start !== len) {
+        throw new RestoreError(`cannot restore: ${w.name} of this kernel differs from the dump`);
+      }
+      check(
+        `mremap(${w.name})`,
+        injectSyscall(pid, gadget, SYS.mremap, cur.start, len, len, MREMAP_MAYMOVE_FIXED, scratch),
+      );
+      parked.push({ at: scratch, len, to: BigInt(w.start), name: w.name });
+      scratch += len;
+    }
+    for (const p of parked) {
+      check(
+        `mremap(${p.name})`,
+        injectSyscall(pid, gadget, SYS.mremap, p.at, p.len, p.len, MREMAP_MAYMOVE_FIXED, p.to),
+      );
+    }
+    // 3. Unmap whatever else the kernel set up for the exec (its stack, ...).
+    const keep = (m: { start: bigint; end: bigint; name: string }) =>
+      m.name === "[vsyscall]" || (m.start >= base && m.end <= base + size) ||
+      wanted.some((w) => BigInt(w.start) === m.start);
+    for (const m of mapsOf(pid)) {
+      if (keep(m)) continue;
+      check(
+        `munmap(${m.name || "anon"})`,
+        injectSyscall(pid, gadget, SYS.munmap, m.start, m.end - m.start),
+      );
+    }
+    // 4. Run the restore program.
+    const regs = getRegs(pid);
+    regs.rip = boot.entryRestore;
+    regs.orig_rax = 0xffffffffffffffffn;
+    setRegs(pid, regs);
+    cont(pid, 0);
+  }
+
+  #finalize(): void {
+    for (const unit of this.#units.values()) {
+      const { image, compiled } = unit;
+      const pid = image.pid;
+      const gadget = compiled.syscallGadget;
+      const scratch = compiled.vdsoScratch - 4096n;
+      for (const t of image.threads) {
+        if (t.tid !== pid) {
+          // Per-thread state that only the thread itself can set.
+          if (BigInt(t.robustList.head) !== 0n) {
+            check(
+              `set_robust_list(${t.tid})`,
+              injectSyscall(
+                t.tid,
+                gadget,
+                SYS.set_robust_list,
+                BigInt(t.robustList.head),
+                t.robustList.len,
+              ),
+            );
+          }
+          if (t.rseq) {
+            check(
+              `rseq(${t.tid})`,
+              injectSyscall(
+                t.tid,
+                gadget,
+                SYS.rseq,
+                BigInt(t.rseq.addr),
+                t.rseq.len,
+                0,
+                BigInt(t.rseq.sig),
+              ),
+            );
+          }
+          if (BigInt(t.sigaltstack.sp) !== 0n || t.sigaltstack.flags !== 2) {
+            processVmWriteFully(
+              pid,
+              scratch,
+              stackT.encode({
+                sp: BigInt(t.sigaltstack.sp),
+                flags: t.sigaltstack.flags & ~1,
+                size: BigInt(t.sigaltstack.size),
+              }),
+            );
+            check(
+              `sigaltstack(${t.tid})`,
+              injectSyscall(t.tid, gadget, SYS.sigaltstack, scratch, 0),
+            );
+          }
+          const name = new TextEncoder().encode(t.comm.slice(0, 15) + "\0");
+          processVmWriteFully(pid, scratch + 64n, name);
+          injectSyscall(t.tid, gadget, SYS.prctl, 15, /* PR_SET_NAME */ scratch + 64n);
+        }
+      }
+      // Unmap the bootstrap through a syscall instruction outside it.
+      const size = BigInt(image.bootstrap.size);
+      const outside = findSyscallInstruction(pid, {
+        start: compiled.bootstrap.base,
+        end: compiled.bootstrap.base + size,
+      });
+      check(
+        "munmap(bootstrap)",
+        injectSyscall(pid, outside, SYS.munmap, compiled.bootstrap.base, size),
+      );
+      for (const t of image.threads) {
+        const regs = regsFromHex(t.regs);
+        if (t.syscall.restart === "restart") {
+          // Re-issue the interrupted syscall, as the kernel would have restarted it.
+          regs.rax = regs.orig_rax;
+          regs.rip -= 2n;
+        }
+        regs.orig_rax = 0xffffffffffffffffn;
+        setXstate(t.tid, decodeBase64(t.xsave));
+        setRegs(t.tid, regs);
+        setSigmask(t.tid, BigInt(t.sigmask));
+      }
+    }
+    // Everyone is ready: let them all go.
+    for (const unit of this.#units.values()) {
+      for (const t of unit.image.threads) detach(t.tid, 0);
+    }
+    this.#onEvent?.({ type: "running", pids: [...this.#units.keys()] });
+  }
+
+  #killAll(): void {
+    const pids = new Set<number>([...this.#tasks]);
+    for (const id of pids) rawSyscall(SYS.kill, id, 9);
+    const deadline = Date.now() + 5000;
+    while (pids.size && Date.now() < deadline) {
+      let progressed = false;
+      for (const id of [...pids]) {
+        let st;
+        try {
+          st = waitPid(id, __WALL | WNOHANG);
+        } catch {
+          pids.delete(id);
+          continue;
+        }
+        if (st.kind === "exited" || st.kind === "signaled") {
+          pids.delete(id);
+          progressed = true;
+        }
+      }
+      if (!progressed) {
+        // Reap anything that was reparented to us (cryo is a subreaper during restore).
+        try {
+          const st = waitPid(-1, __WALL | WNOHANG);
+          if (st.kind !== "none") continue;
+        } catch { /* no children */ }
+        const t = Date.now() + 5;
+        while (Date.now() < t) { /* brief spin; wait4 has no timeout */ }
+      }
+    }
+  }
+}
