@@ -41,7 +41,7 @@ export function renderCheckReport(report: CheckReport, columns?: number): string
   ]);
   let widths: (number | null)[] | undefined;
   if (columns !== undefined && columns >= 80) {
-    const rest = columns - 26 - 10 - 1; // feature and status columns, plus the outer border
+    const rest = columns - 26 - 10 - 5; // feature and status columns, and 5 borders
     widths = [26, 10, Math.floor(rest * 0.6), rest - Math.floor(rest * 0.6)];
   }
   const missing = report.rows.filter((r) => r.required && !r.ok).map((r) => r.feature);

@@ -12,7 +12,7 @@ import Table from "npm:cli-table3@0.6.5";
 
 /** Options of {@link renderTable}. */
 export interface TableOptions {
-  /** Column widths (characters, borders included); omitted columns fit their content. */
+  /** Column widths (characters, padding included, borders not); null columns fit their content. */
   widths?: (number | null)[];
 }
 
@@ -28,6 +28,8 @@ export function renderTable(
   const table = new Table({
     head: [...head],
     style: { head: [], border: [] },
+    // No rule between body rows: one line per row unless a cell wraps.
+    chars: { "mid": "", "left-mid": "", "mid-mid": "", "right-mid": "" },
     ...(opts.widths ? { colWidths: opts.widths, wordWrap: true } : {}),
   });
   for (const r of rows) table.push([...r]);

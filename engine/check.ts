@@ -509,8 +509,8 @@ function probeNsLastPid(caps: ReadonlySet<string>): Outcome {
     return fail(`cannot open ${path} for writing: ${message(e)}`);
   }
   return caps.has("CAP_CHECKPOINT_RESTORE") || caps.has("CAP_SYS_ADMIN")
-    ? pass(`${path} opens for writing and a write is permitted (capability held)`)
-    : fail(`${path} opens, but a write needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN`);
+    ? pass("opens for writing, and writes are permitted (capability held)")
+    : fail("opens for writing, but writes need CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN");
 }
 
 /** Privileges cryo looks at: what each enables and what is lost without it. */
@@ -654,7 +654,7 @@ export function checkHost(): CheckReport {
         p.cap,
         false,
         p.enables,
-        caps.has(p.cap) ? pass("in the effective set") : fail("not in the effective set"),
+        caps.has(p.cap) ? pass("held (effective)") : fail("not held"),
       )
     ),
   ];

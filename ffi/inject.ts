@@ -4,8 +4,9 @@
  * The thread's registers are saved, rip is pointed at a `syscall`
  * instruction found in the target's executable memory, the arguments are
  * loaded, the thread single-steps over that one instruction, the result is
- * read from rax and every register is put back exactly. All signals are
- * blocked for the duration so that nothing else can run in the target.
+ * read from rax and every register is put back exactly. All signals but
+ * SIGTRAP are blocked for the duration so that nothing else can run in the
+ * target (a SIGTRAP handler of the target is kept: see ALL_BUT_SIGTRAP).
  * `orig_rax` is set to -1 on the injected frame so the kernel never applies
  * syscall-restart logic to it, while the saved frame (possibly stopped
  * inside an interrupted syscall) keeps its own restart semantics.
@@ -25,7 +26,13 @@ export class InjectionError extends Error {
   }
 }
 
-const ALL_SIGNALS = 0xffffffffffffffffn;
+/**
+ * Every signal but SIGTRAP. The single step is reported with a forced
+ * SIGTRAP; if SIGTRAP were blocked the kernel would reset the target's
+ * SIGTRAP handler to SIG_DFL. Left unblocked, the trap just stops the
+ * thread for us and is discarded when we resume it.
+ */
+const ALL_BUT_SIGTRAP = 0xffffffffffffffffn & ~(1n << 4n);
 
 /**
  * Runs syscall `nr` with up to six arguments in stopped thread `tid`, using
@@ -55,7 +62,7 @@ export function injectSyscall(
     r9: a[5],
     eflags: saved.eflags & ~0x100n,
   };
-  setSigmask(tid, ALL_SIGNALS);
+  setSigmask(tid, ALL_BUT_SIGTRAP);
   setRegs(tid, regs);
   try {
     let after = saved;

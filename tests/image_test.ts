@@ -8,6 +8,8 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { IMAGE_FORMAT_VERSION, type Manifest, type ProcessImage } from "../engine/model.ts";
+import { checkpoint } from "../engine/dump/mod.ts";
+import { startTarget, withTargets } from "./helpers/targets.ts";
 import {
   bytesToBase64,
   decodeAuxv,
@@ -25,6 +27,7 @@ import {
   USER_REGS_FIELDS,
   verifyImageDir,
   writeManifest,
+  xsaveInStandardLayout,
 } from "../engine/image/mod.ts";
 
 const PAGE = 4096;
@@ -636,3 +639,143 @@ Deno.test("export-core: an ET_CORE that readelf names and gdb loads", () =>
       /LOAD\s+0x[0-9a-f]+ 0x0*7ffff7fc1000 0x0+ 0x0+ 0x0*2000 R E 0x1000/,
     );
   }));
+
+Deno.test("xsaveInStandardLayout moves a packed (AMD) AVX-512 area to gdb's offsets", () => {
+  const packed = new Uint8Array(2432);
+  const v = new DataView(packed.buffer);
+  v.setBigUint64(464, 0xe7n, true);
+  packed.fill(0xaa, 576, 832); // AVX
+  packed.fill(0xbb, 832, 896); // opmask
+  packed.fill(0xcc, 896, 1408); // ZMM_Hi256
+  packed.fill(0xdd, 1408, 2432); // Hi16_ZMM
+  const std = xsaveInStandardLayout(packed);
+  assert.equal(std.length, 2688);
+  assert.deepEqual(std.subarray(0, 576), packed.subarray(0, 576));
+  assert.ok(std.subarray(576, 832).every((b) => b === 0xaa));
+  assert.ok(std.subarray(832, 1088).every((b) => b === 0), "MPX gap");
+  assert.ok(std.subarray(1088, 1152).every((b) => b === 0xbb));
+  assert.ok(std.subarray(1152, 1664).every((b) => b === 0xcc));
+  assert.ok(std.subarray(1664, 2688).every((b) => b === 0xdd));
+  assert.equal(xsaveInStandardLayout(std), std, "already standard");
+  const avx = fakeXsave(1);
+  assert.equal(xsaveInStandardLayout(avx), avx, "AVX-only areas are the same everywhere");
+});
+
+/** A three-thread target: main joins, one thread spins, one sleeps with known k3/zmm16. */
+const THREADS_C = String.raw`
+#include <pthread.h>
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+volatile unsigned long counter;
+__attribute__((noinline)) void *worker_spin(void *arg) { for (;;) counter++; return arg; }
+__attribute__((noinline)) void *worker_sleep(void *arg) {
+  static unsigned int pattern[16];
+  for (int i = 0; i < 16; i++) pattern[i] = 0x11110000u + i;
+  if (__builtin_cpu_supports("avx512f")) {
+    __asm__ volatile("vmovdqu32 %0, %%zmm16" : : "m"(pattern));
+    __asm__ volatile("kmovw %0, %%k3" : : "r"(0x5a5a));
+  }
+  struct timespec ts = {1000, 0};
+  for (;;) nanosleep(&ts, NULL);
+  return arg;
+}
+__attribute__((noinline)) void main_waits(pthread_t t) { pthread_join(t, NULL); }
+int main(void) {
+  pthread_t a, b;
+  pthread_create(&a, NULL, worker_spin, NULL);
+  pthread_create(&b, NULL, worker_sleep, NULL);
+  usleep(100000);
+  printf("ready pid=%d\n", getpid());
+  fflush(stdout);
+  main_waits(a);
+  return 0;
+}
+`;
+
+/** Per LWP: the function of every frame, and the other lines (values printed by `p`). */
+function gdbThreads(out: string): Map<number, { frames: string[]; values: string[] }> {
+  const threads = new Map<number, { frames: string[]; values: string[] }>();
+  let current: { frames: string[]; values: string[] } | undefined;
+  for (const line of out.split("\n")) {
+    const head = line.match(/^Thread \d+ \(.*LWP (\d+)/);
+    if (head) {
+      const lwp = Number(head[1]);
+      current = threads.get(lwp) ?? { frames: [], values: [] };
+      threads.set(lwp, current);
+      continue;
+    }
+    const frame = line.match(/^#\d+\s+(?:0x[0-9a-f]+ in )?([\w.@]+) \(/);
+    if (frame && current) current.frames.push(frame[1]);
+    const value = line.match(/^\$\d+ = (.*)$/);
+    if (value && current) current.values.push(value[1]);
+  }
+  return threads;
+}
+
+const GDB_COMMANDS = [
+  "-ex",
+  "thread apply all bt",
+  "-ex",
+  "thread apply all p/x $k3",
+  "-ex",
+  "thread apply all p/x $zmm16.v16_int32",
+];
+
+Deno.test(
+  "export-core of a dumped process: gdb prints the same backtraces as on the live process",
+  withTargets(async () => {
+    await withTempDir(async (dir) => {
+      await Deno.writeTextFile(`${dir}/threads.c`, THREADS_C);
+      const cc = await run("cc", [
+        "-O1",
+        "-g",
+        "-pthread",
+        "-o",
+        `${dir}/threads`,
+        `${dir}/threads.c`,
+      ]);
+      assert.equal(cc.code, 0, cc.err);
+      const exe = `${dir}/threads`;
+      const target = await startTarget(exe);
+      await target.waitFor(/ready pid=/);
+
+      const live = await run("gdb", ["-nx", "-batch", "-p", String(target.pid), ...GDB_COMMANDS]);
+      assert.equal(live.code, 0, live.err);
+      const liveThreads = gdbThreads(live.out);
+      assert.equal(liveThreads.size, 3, live.out);
+
+      const result = await checkpoint(target.pid, { dir: `${dir}/ck`, leaveRunning: true });
+      const core = `${dir}/core`;
+      const summary = await exportCore(`${result.dir}/${target.pid}.elf`, core);
+      assert.deepEqual(summary.unavailableFiles, []);
+      assert.match(await readelf("-h", core), /Type:\s+CORE/);
+
+      const dead = await run("gdb", ["-nx", "-batch", ...GDB_COMMANDS, exe, core]);
+      assert.equal(dead.code, 0, dead.err);
+      const warnings = dead.err.split("\n").filter((l) =>
+        l.trim() !== "" && !/No such file or directory/.test(l)
+      );
+      assert.deepEqual(warnings, [], "gdb loads the core without a warning");
+      assert.match(dead.out, /Program terminated with signal SIGSTOP/);
+      const coreThreads = gdbThreads(dead.out);
+
+      assert.deepEqual([...coreThreads.keys()].sort(), [...liveThreads.keys()].sort());
+      for (const [lwp, t] of liveThreads) {
+        assert.deepEqual(coreThreads.get(lwp)!.frames, t.frames, `frames of LWP ${lwp}`);
+      }
+      const all = [...liveThreads.values()].map((t) => t.frames.join(" "));
+      assert.ok(all.some((f) => f.includes("worker_spin")), all.join("\n"));
+      assert.ok(all.some((f) => f.includes("worker_sleep")));
+      assert.ok(all.some((f) => f.includes("main_waits main")));
+
+      // vector state of the sleeping thread (meaningful on AVX-512 machines)
+      const [sleeper] = [...liveThreads].find(([, t]) => t.frames.includes("worker_sleep"))!;
+      const liveValues = liveThreads.get(sleeper)!.values;
+      if (liveValues[0] === "0x5a5a") {
+        assert.match(liveValues[1], /0x11110000, 0x11110001/);
+        assert.deepEqual(coreThreads.get(sleeper)!.values, liveValues, "k3 and zmm16 match");
+      }
+    });
+  }),
+);

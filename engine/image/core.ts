@@ -4,7 +4,8 @@
  *
  * Layout: Ehdr, program headers (PT_NOTE first, then one PT_LOAD per
  * mapping in address order), the standard core notes (cryo's own notes
- * are left out), then the memory of each segment at page-aligned offsets.
+ * are left out; XSAVE areas in the standard layout gdb expects), then the
+ * memory of each segment at page-aligned offsets.
  * Unsaved anonymous memory stays a hole in a sparse file; unsaved parts of
  * file mappings are filled from the backing file when it is still there and
  * unchanged; mappings with nothing saved get p_filesz = 0, except [vdso]
@@ -77,7 +78,7 @@ export async function exportCore(imagePath: string, outPath: string): Promise<Co
   const info = await readImageFile(imagePath);
   const proc = info.process;
   const vdso = await sameKernelVdso(imagePath);
-  const notes = encodeNotes(coreNoteSpecs(proc));
+  const notes = encodeNotes(coreNoteSpecs(proc, { standardXsave: true }));
   const mappings = [...proc.mappings].filter(isCoreMapping).sort((a, b) =>
     hexToBigInt(a.start) < hexToBigInt(b.start) ? -1 : 1
   );

@@ -434,6 +434,54 @@ export function fileNoteEntries(proc: ProcessImage): FileNoteEntry[] {
   }));
 }
 
+/** User XSAVE components gdb knows: [index, size, offset in the standard (Intel) layout]. */
+const XSAVE_COMPONENTS: readonly (readonly [number, number, number])[] = [
+  [2, 256, 576], // AVX (YMM_Hi128)
+  [3, 64, 960], // MPX BNDREGS
+  [4, 64, 1024], // MPX BNDCSR
+  [5, 64, 1088], // AVX-512 opmask
+  [6, 512, 1152], // AVX-512 ZMM_Hi256
+  [7, 1024, 1664], // AVX-512 Hi16_ZMM
+  [9, 8, 2688], // PKRU
+];
+
+/** Offset of the XCR0 copy in the XSAVE area's software-reserved bytes. */
+export const XSAVE_XCR0_OFFSET = 464;
+
+/**
+ * Returns the XSAVE area in the Intel standard layout that gdb (up to 13)
+ * assumes. Some CPUs (AMD Zen 4) place the AVX-512 components right after
+ * AVX, without the MPX gap, so the kernel's area is shorter (2432 instead
+ * of 2688 bytes) and gdb rejects it as "too small". Such a packed area is
+ * moved component by component to the Intel offsets; an area already in
+ * that layout, or with components this function does not know (AMX ...),
+ * is returned unchanged.
+ */
+export function xsaveInStandardLayout(xsave: Uint8Array): Uint8Array {
+  if (xsave.length < 576) return xsave;
+  const xcr0 = view(xsave).getBigUint64(XSAVE_XCR0_OFFSET, true);
+  const comps = XSAVE_COMPONENTS.filter(([i]) => (xcr0 & (1n << BigInt(i))) !== 0n);
+  const known = comps.reduce((m, [i]) => m | (1n << BigInt(i)), 3n);
+  if ((xcr0 & ~known) !== 0n) return xsave;
+  const standardSize = Math.max(576, ...comps.map(([, size, off]) => off + size));
+  if (xsave.length >= standardSize) return xsave;
+  if (xsave.length !== 576 + comps.reduce((n, [, size]) => n + size, 0)) return xsave;
+  const out = new Uint8Array(standardSize);
+  out.set(xsave.subarray(0, 576));
+  let from = 576;
+  for (const [, size, to] of comps) {
+    out.set(xsave.subarray(from, from + size), to);
+    from += size;
+  }
+  return out;
+}
+
+/** Options of {@link coreNoteSpecs}. */
+export interface CoreNoteOptions {
+  /** Write NT_X86_XSTATE in the standard layout gdb expects ({@link xsaveInStandardLayout}). */
+  standardXsave?: boolean;
+}
+
 /** A note before encoding. */
 export interface NoteSpec {
   owner: string;
@@ -454,7 +502,7 @@ function pendingMask(signos: readonly { signo: number }[]): bigint {
  * other thread NT_PRSTATUS, NT_PRFPREG, NT_X86_XSTATE. The main thread
  * (tid == pid) comes first so gdb makes it the current thread.
  */
-export function coreNoteSpecs(proc: ProcessImage): NoteSpec[] {
+export function coreNoteSpecs(proc: ProcessImage, opts: CoreNoteOptions = {}): NoteSpec[] {
   const threads = [...proc.threads].sort((a, b) =>
     (a.tid === proc.pid ? 0 : 1) - (b.tid === proc.pid ? 0 : 1)
   );
@@ -499,7 +547,11 @@ export function coreNoteSpecs(proc: ProcessImage): NoteSpec[] {
     }
     if (xsave.length >= FPREGS_SIZE) {
       notes.push({ owner: OWNER_CORE, type: NT_PRFPREG, desc: xsave.slice(0, FPREGS_SIZE) });
-      notes.push({ owner: OWNER_LINUX, type: NT_X86_XSTATE, desc: xsave });
+      notes.push({
+        owner: OWNER_LINUX,
+        type: NT_X86_XSTATE,
+        desc: opts.standardXsave ? xsaveInStandardLayout(xsave) : xsave,
+      });
     }
   });
   return notes;

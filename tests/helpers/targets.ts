@@ -36,6 +36,15 @@ export async function buildTarget(name: string, extraFlags: string[] = []): Prom
   return out;
 }
 
+function existsProc(pid: number): boolean {
+  try {
+    Deno.statSync(`/proc/${pid}`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 let subreaper = false;
 /** Makes this test process a child subreaper, so orphans of restored trees come back to us. */
 export function becomeSubreaper(): void {
@@ -81,11 +90,31 @@ export class Target {
     }
   }
 
+  /**
+   * After the target was checkpointed (and killed) and then restored with
+   * the same pid as a child of this process: forget the old exit so that
+   * wait()/kill() apply to the restored process.
+   */
+  resetAfterRestore(): void {
+    this.poll();
+    this.#status = undefined;
+  }
+
   /** Polls for exit without blocking; returns the status once it has exited. */
   poll(): WaitStatus | undefined {
     if (this.#status) return this.#status;
-    const st = waitPid(this.pid, WNOHANG);
-    if (st.kind === "exited" || st.kind === "signaled") this.#status = st;
+    let st: WaitStatus;
+    try {
+      st = waitPid(this.pid, WNOHANG);
+    } catch {
+      // ECHILD: not (or no longer) our child; treat as gone.
+      this.#status = { kind: "signaled", pid: this.pid, signal: 9, core: false };
+      return this.#status;
+    }
+    if (st.kind === "exited" || st.kind === "signaled") {
+      this.#status = st;
+      this.#reapedByUs = true;
+    }
     return this.#status;
   }
 
@@ -105,16 +134,30 @@ export class Target {
     if (!this.#status) rawSyscall(SYS.kill, this.pid, sig);
   }
 
-  /** Kills (SIGKILL) and reaps it; safe to call twice. */
+  /** Kills (SIGKILL) and reaps it (or waits for it to vanish if it is not our child). */
   async kill(): Promise<void> {
-    if (this.poll()) return;
-    this.signal(9);
+    if (this.#status && this.#status.kind !== "signaled") return;
+    if (this.#status) {
+      // Reaped by us (or not our child): still kill a leftover with that pid that we created.
+      if (!this.#reapedByUs && existsProc(this.pid)) rawSyscall(SYS.kill, this.pid, 9);
+      return;
+    }
+    rawSyscall(SYS.kill, this.pid, 9);
     await this.wait(5000).catch(() => {});
   }
+
+  #reapedByUs = false;
 }
 
 /** Registry of everything started in this test process, cleaned by {@link cleanupTargets}. */
 const started = new Set<Target>();
+
+/** Registers a process this test created indirectly (e.g. a restored one) for cleanup. */
+export function adoptPid(pid: number, outputPath = ""): Target {
+  const t = new Target(pid, outputPath);
+  started.add(t);
+  return t;
+}
 
 /** Starts a compiled target (or any program) with output captured to a temp file. */
 export async function startTarget(

@@ -1,0 +1,27 @@
+/**
+ * cryo: checkpoint running Linux processes into executable ELF images and
+ * restore them, from TypeScript on Deno.
+ *
+ * This module is the public API. It imports only relative, `node:` and
+ * versioned `npm:` specifiers, so it can be imported by URL from a project
+ * without any configuration:
+ *
+ * ```ts
+ * import { checkHost, VERSION } from "https://example.org/cryo/mod.ts";
+ * const report = checkHost();
+ * if (!report.ready) console.log(report.rows.filter((r) => r.required && !r.ok));
+ * ```
+ *
+ * Running it needs `--allow-all` (FFI, /proc, subprocesses) and root or
+ * the capabilities `checkHost()` reports.
+ *
+ * @module
+ */
+
+import config from "./deno.json" with { type: "json" };
+
+/** cryo's version (the `version` of its deno.json). */
+export const VERSION: string = config.version;
+
+export * from "./engine/model.ts";
+export { capabilityNames, checkHost, type CheckReport, type CheckRow } from "./engine/check.ts";
