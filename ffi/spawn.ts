@@ -23,6 +23,12 @@ export interface SpawnOptions {
   newProcessGroup?: boolean;
   /** Reset all signal dispositions and the mask in the child (default true). */
   resetSignals?: boolean;
+  /**
+   * Close every fd from this number up in the child, after the file actions
+   * (default 3: only stdin, stdout and stderr are passed; Deno keeps some
+   * fds without O_CLOEXEC that must not leak). `null` keeps them all.
+   */
+  closeFrom?: number | null;
 }
 
 const POSIX_SPAWN_SETPGROUP = 0x02;
@@ -49,6 +55,13 @@ export function posixSpawn(path: string, argv: readonly string[], opts: SpawnOpt
         r = c.posix_spawn_file_actions_addopen(actions, a.fd, p, a.flags, a.mode ?? 0o644);
       }
       if (r !== 0) throw new SyscallError("posix_spawn_file_actions", [a.kind], r);
+    }
+    const closeFrom = opts.closeFrom === undefined ? 3 : opts.closeFrom;
+    if (closeFrom !== null) {
+      const r = c.posix_spawn_file_actions_addclosefrom_np(actions, closeFrom);
+      if (r !== 0) {
+        throw new SyscallError("posix_spawn_file_actions_addclosefrom_np", [closeFrom], r);
+      }
     }
     let flags = 0;
     if (opts.resetSignals !== false) {

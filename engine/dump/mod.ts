@@ -161,10 +161,16 @@ async function fsyncDir(path: string): Promise<void> {
   }
 }
 
-/** Kills a frozen tree (children first) and collects the exit reports. */
+/**
+ * Kills a frozen tree, parents first: each process dies while its children
+ * still live, so they are re-parented (to a subreaper such as cryo's own
+ * caller, or init) instead of being left as zombies that hold their pids.
+ * The exit reports are collected (as tracer); the root's status is kept
+ * for its parent if cryo reaped it.
+ */
 function killTree(tree: FrozenTree): void {
-  for (const p of [...tree.processes].reverse()) rawSyscall(SYS.kill, p.pid, 9);
-  for (const p of [...tree.processes].reverse()) {
+  for (const p of tree.processes) {
+    rawSyscall(SYS.kill, p.pid, 9);
     for (const tid of p.threads) {
       for (;;) {
         let st;
@@ -174,8 +180,7 @@ function killTree(tree: FrozenTree): void {
           break; // ECHILD: already reported
         }
         if (st.kind === "exited" || st.kind === "signaled") {
-          // If cryo is also the parent, this reaped it: keep the status for its owner.
-          if (tid === p.pid) parkStatus(st);
+          if (tid === tree.root) parkStatus(st);
           break;
         }
       }

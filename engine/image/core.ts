@@ -40,6 +40,8 @@ import {
 } from "./elf.ts";
 import { coreNoteSpecs, encodeNotes, hexToBigInt, isFileMapping } from "./notes.ts";
 import { readImageFile } from "./reader.ts";
+import { readManifest } from "./manifest.ts";
+import { ImageFormatError } from "./errors.ts";
 
 /** Mapping names that never become PT_LOAD segments (not readable memory). */
 const SKIPPED_NAMES = new Set(["[vvar]", "[vvar_vclock]", "[vsyscall]"]);
@@ -195,6 +197,25 @@ export async function exportCore(imagePath: string, outPath: string): Promise<Co
   image.close();
   await Deno.rename(partial, outPath);
   return summary;
+}
+
+/**
+ * {@link exportCore} for process `pid` of the image directory `dir` (the
+ * file name comes from the manifest). Throws {@link ImageFormatError} when
+ * the image has no such process.
+ */
+export async function exportCoreFromDir(
+  dir: string,
+  pid: number,
+  outPath: string,
+): Promise<CoreSummary> {
+  const manifest = await readManifest(dir);
+  const entry = manifest.processes.find((p) => p.pid === pid);
+  if (!entry) {
+    const pids = manifest.processes.map((p) => p.pid).join(", ");
+    throw new ImageFormatError(dir, `no process ${pid} in this image (it has ${pids})`);
+  }
+  return await exportCore(`${dir}/${entry.file}`, outPath);
 }
 
 /** The parts of [start, end) not covered by the mapping's saved runs, as [addr, length] pairs. */

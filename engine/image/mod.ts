@@ -30,6 +30,7 @@ export {
 export {
   type CoreSummary,
   exportCore,
+  exportCoreFromDir,
   isCoreMapping,
   permsToFlags,
   unsavedRanges,
