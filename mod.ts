@@ -18,10 +18,6 @@
  * @module
  */
 
-import config from "./deno.json" with { type: "json" };
-
-/** cryo's version (the `version` of its deno.json). */
-export const VERSION: string = config.version;
-
+export { TOOL_VERSION as VERSION } from "./engine/version.ts";
 export * from "./engine/model.ts";
 export { capabilityNames, checkHost, type CheckReport, type CheckRow } from "./engine/check.ts";

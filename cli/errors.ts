@@ -6,7 +6,6 @@
  * @module
  */
 
-// deno-lint-ignore no-import-prefix -- versioned npm: specifiers keep the CLI importable by URL
 import { CommanderError } from "npm:@commander-js/extra-typings@15.1.0";
 import { SyscallError } from "../ffi/libc.ts";
 

@@ -5,9 +5,7 @@
  * @module
  */
 
-// deno-lint-ignore no-import-prefix -- versioned npm: specifiers keep the CLI importable by URL
 import { InvalidArgumentError } from "npm:@commander-js/extra-typings@15.1.0";
-// deno-lint-ignore no-import-prefix -- versioned npm: specifiers keep the CLI importable by URL
 import Table from "npm:cli-table3@0.6.5";
 
 /** Options of {@link renderTable}. */

@@ -6,9 +6,7 @@
  * @module
  */
 
-// deno-lint-ignore no-import-prefix -- versioned npm: specifiers keep the CLI importable by URL
 import { Command, CommanderError } from "npm:@commander-js/extra-typings@15.1.0";
-import config from "../deno.json" with { type: "json" };
 import { register as registerCheck } from "./check.ts";
 import { register as registerDump } from "./dump.ts";
 import { debugRequested, EXIT_USAGE, reportError } from "./errors.ts";
@@ -16,9 +14,7 @@ import { register as registerExportCore } from "./export_core.ts";
 import { register as registerRestore } from "./restore.ts";
 import { register as registerRun } from "./run.ts";
 import { register as registerShow } from "./show.ts";
-
-/** cryo's version (from deno.json). */
-export const VERSION: string = config.version;
+import { TOOL_VERSION } from "../engine/version.ts";
 
 /** The command modules, in the order `--help` lists them. */
 const COMMANDS: readonly ((program: Command) => void)[] = [
@@ -46,7 +42,7 @@ export function buildProgram(): Command {
   program
     .name("cryo")
     .description("Checkpoint running Linux processes into executable ELF images and restore them.")
-    .version(VERSION, "-V, --version", "print cryo's version")
+    .version(TOOL_VERSION, "-V, --version", "print cryo's version")
     .option("--debug", "print stack traces with errors (also CRYO_DEBUG=1)")
     .helpCommand(false)
     .exitOverride()

@@ -4,7 +4,6 @@
  * @module
  */
 
-// deno-lint-ignore no-import-prefix -- versioned npm: specifiers keep the CLI importable by URL
 import type { Command } from "npm:@commander-js/extra-typings@15.1.0";
 import { notAvailable } from "./errors.ts";
 
@@ -17,7 +16,7 @@ export function register(program: Command): void {
     .option("--detach", "return once the tree runs, instead of waiting for it to exit")
     .option(
       "--inherit-fd <spec...>",
-      "give a restored fd an fd of cryo instead of reopening it: <restored-fd>=<cryo-fd>",
+      "replace a restored fd instead of reopening it: <fd>=<path>, or <fd>=fd:<n> for cryo's own fd 0-2",
     )
     .option("--json", "print the restore result as JSON")
     .addHelpText(
@@ -29,7 +28,7 @@ Without --detach, cryo waits for the restored tree and reaps it.
 
 Examples:
   cryo restore /var/lib/cryo/app-1
-  cryo restore /tmp/snap --detach --inherit-fd 1=1 2=2`,
+  cryo restore /tmp/snap --detach --inherit-fd 1=fd:1 2=/tmp/app.log`,
     )
     .action((_dir, _opts) => {
       // The engine call goes here: restore(dir, { detach, inheritFds }), then present the result.

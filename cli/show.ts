@@ -4,7 +4,6 @@
  * @module
  */
 
-// deno-lint-ignore no-import-prefix -- versioned npm: specifiers keep the CLI importable by URL
 import type { Command } from "npm:@commander-js/extra-typings@15.1.0";
 import { notAvailable } from "./errors.ts";
 

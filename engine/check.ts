@@ -13,7 +13,7 @@
 
 import { errnoName } from "../ffi/errno.ts";
 import { findSyscallInstruction, injectSyscall } from "../ffi/inject.ts";
-import { rawSyscall } from "../ffi/libc.ts";
+import { addressOf, rawSyscall } from "../ffi/libc.ts";
 import {
   clone3SetTidInUse,
   closeFd,
@@ -340,25 +340,57 @@ function probeVdsoMove(pid: number, site: bigint, special: readonly MapEntry[]):
 /** Kills and reaps a child we started, by pid. */
 function killAndReap(pid: number): void {
   rawSyscall(SYS.kill, pid, 9);
-  for (;;) {
-    const st = waitPid(pid, __WALL);
-    if (st.kind === "exited" || st.kind === "signaled" || st.kind === "none") return;
+  try {
+    for (;;) {
+      const st = waitPid(pid, __WALL);
+      if (st.kind === "exited" || st.kind === "signaled" || st.kind === "none") return;
+    }
+  } catch {
+    // ECHILD: already reaped; nothing is left of it.
   }
 }
 
+/** The same outcome for every tracee probe. */
+function traceeOutcomes(o: Outcome): TraceeOutcomes {
+  return { ptrace: o, processVm: o, injection: o, mmMap: o, vdsoMove: o };
+}
+
+/** The probes that run inside the seized, stopped tracee (all but ptrace itself). */
+function probeStoppedTracee(pid: number, mmMapSize: bigint): Omit<TraceeOutcomes, "ptrace"> {
+  const maps = readMaps(pid);
+  const special = specialMappingsOf(maps);
+  const processVm = probeProcessVm(pid, maps);
+  const skipped = fail("not tried: syscall injection failed");
+  let site: bigint;
+  try {
+    // Not a syscall instruction inside the vdso that probeVdsoMove moves away.
+    const exclude = special.length
+      ? { start: special[0].start, end: special[special.length - 1].end }
+      : undefined;
+    site = findSyscallInstruction(pid, exclude);
+  } catch (e) {
+    return { processVm, injection: fail(message(e)), mmMap: skipped, vdsoMove: skipped };
+  }
+  const injection = probeInjection(pid, site);
+  if (!injection.ok) return { processVm, injection, mmMap: skipped, vdsoMove: skipped };
+  return {
+    processVm,
+    injection,
+    mmMap: probeMmMap(pid, site, mmMapSize),
+    vdsoMove: probeVdsoMove(pid, site, special),
+  };
+}
+
+/**
+ * Starts `/bin/sleep`, seizes and interrupts it, runs the tracee probes,
+ * detaches, and always kills and reaps it.
+ */
 function probeTracee(mmMapSize: bigint): TraceeOutcomes {
-  const all = (o: Outcome): TraceeOutcomes => ({
-    ptrace: o,
-    processVm: o,
-    injection: o,
-    mmMap: o,
-    vdsoMove: o,
-  });
   let pid: number;
   try {
     pid = posixSpawn("/bin/sleep", ["sleep", "30"]);
   } catch (e) {
-    return all(fail(`cannot start /bin/sleep as a test process: ${message(e)}`));
+    return traceeOutcomes(fail(`cannot start /bin/sleep as a test process: ${message(e)}`));
   }
   try {
     let rip: bigint;
@@ -368,36 +400,24 @@ function probeTracee(mmMapSize: bigint): TraceeOutcomes {
       waitStop(pid);
       rip = getRegs(pid).rip;
     } catch (e) {
-      return { ...all(fail("not tried: ptrace failed")), ptrace: fail(message(e)) };
+      return { ...traceeOutcomes(fail("not tried: ptrace failed")), ptrace: fail(message(e)) };
     }
-    const maps = readMaps(pid);
-    const special = specialMappingsOf(maps);
-    const processVm = probeProcessVm(pid, maps);
-    let injection: Outcome;
-    let mmMap: Outcome;
-    let vdsoMove: Outcome;
+    let inside: Omit<TraceeOutcomes, "ptrace">;
     try {
-      // Injection must not use a syscall instruction inside the vdso we move.
-      const exclude = special.length
-        ? { start: special[0].start, end: special[special.length - 1].end }
-        : undefined;
-      const site = findSyscallInstruction(pid, exclude);
-      injection = probeInjection(pid, site);
-      const skipped = fail("not tried: syscall injection failed");
-      mmMap = injection.ok ? probeMmMap(pid, site, mmMapSize) : skipped;
-      vdsoMove = injection.ok ? probeVdsoMove(pid, site, special) : skipped;
+      inside = probeStoppedTracee(pid, mmMapSize);
     } catch (e) {
-      injection = fail(message(e));
-      mmMap = vdsoMove = fail("not tried: syscall injection failed");
+      const o = fail(`probing stopped pid ${pid}: ${message(e)}`);
+      inside = { processVm: o, injection: o, mmMap: o, vdsoMove: o };
     }
-    let ptrace: Outcome;
     try {
       detach(pid);
-      ptrace = pass(`seized, interrupted (rip ${hex(rip)}), read registers, detached pid ${pid}`);
     } catch (e) {
-      ptrace = fail(`detach: ${message(e)}`);
+      return { ...inside, ptrace: fail(`detach: ${message(e)}`) };
     }
-    return { ptrace, processVm, injection, mmMap, vdsoMove };
+    const ptrace = pass(
+      `seized, interrupted (rip ${hex(rip)}), read registers, detached pid ${pid}`,
+    );
+    return { ...inside, ptrace };
   } finally {
     killAndReap(pid);
   }
@@ -448,7 +468,7 @@ function probePagemapScan(): Outcome {
   const pages = 4n;
   const buf = new Uint8Array(Number(PAGE * (pages + 1n)));
   buf.fill(1);
-  const addr = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buf)));
+  const addr = addressOf(buf);
   const start = (addr + PAGE - 1n) & ~(PAGE - 1n);
   const end = start + pages * PAGE;
   const r = pagemapScanPid(Deno.pid, {
@@ -588,12 +608,9 @@ export function checkHost(): CheckReport {
 
   const mmSize = prctlMmMapSize();
   const mmSizeOk = mmSize === BigInt(prctlMmMap.size);
-  const tracee: TraceeOutcomes = linuxX64 ? probeTracee(mmSize) : Object.fromEntries(
-    ["ptrace", "processVm", "injection", "mmMap", "vdsoMove"].map((k) => [
-      k,
-      fail("not tried: not Linux x86-64"),
-    ]),
-  ) as unknown as TraceeOutcomes;
+  const tracee = linuxX64
+    ? probeTracee(mmSize)
+    : traceeOutcomes(fail("not tried: not Linux x86-64"));
   const mmMap = mmSizeOk ? tracee.mmMap : fail(
     mmSize < 0n
       ? `prctl(PR_SET_MM, PR_SET_MM_MAP_SIZE): ${errText(mmSize)}`

@@ -86,10 +86,17 @@ export function injectSyscall(
         `thread ${tid}: injected syscall ${nr} ended at rip 0x${after.rip.toString(16)}`,
       );
     }
-    return signed(after.rax);
-  } finally {
+    const result = signed(after.rax);
     setRegs(tid, saved);
     setSigmask(tid, savedMask);
+    return result;
+  } catch (e) {
+    // Put the thread back if it is still there; report the original failure.
+    try {
+      setRegs(tid, saved);
+      setSigmask(tid, savedMask);
+    } catch { /* gone or running: nothing to restore */ }
+    throw e;
   }
 }
 

@@ -24,9 +24,10 @@ export interface SpawnOptions {
   /** Reset all signal dispositions and the mask in the child (default true). */
   resetSignals?: boolean;
   /**
-   * Close every fd from this number up in the child, after the file actions
-   * (default 3: only stdin, stdout and stderr are passed; Deno keeps some
-   * fds without O_CLOEXEC that must not leak). `null` keeps them all.
+   * Close every inherited fd from this number up in the child, before the
+   * file actions run (default 3: only stdin, stdout and stderr are passed
+   * on; Deno keeps some fds without O_CLOEXEC that must not leak). `null`
+   * keeps them all.
    */
   closeFrom?: number | null;
 }
@@ -45,6 +46,13 @@ export function posixSpawn(path: string, argv: readonly string[], opts: SpawnOpt
   c.posix_spawnattr_init(attr);
   const keep: Uint8Array[] = [];
   try {
+    const closeFrom = opts.closeFrom === undefined ? 3 : opts.closeFrom;
+    if (closeFrom !== null) {
+      const r = c.posix_spawn_file_actions_addclosefrom_np(actions, closeFrom);
+      if (r !== 0) {
+        throw new SyscallError("posix_spawn_file_actions_addclosefrom_np", [closeFrom], r);
+      }
+    }
     for (const a of opts.fileActions ?? []) {
       let r = 0;
       if (a.kind === "dup2") r = c.posix_spawn_file_actions_adddup2(actions, a.fd, a.newFd);
@@ -55,13 +63,6 @@ export function posixSpawn(path: string, argv: readonly string[], opts: SpawnOpt
         r = c.posix_spawn_file_actions_addopen(actions, a.fd, p, a.flags, a.mode ?? 0o644);
       }
       if (r !== 0) throw new SyscallError("posix_spawn_file_actions", [a.kind], r);
-    }
-    const closeFrom = opts.closeFrom === undefined ? 3 : opts.closeFrom;
-    if (closeFrom !== null) {
-      const r = c.posix_spawn_file_actions_addclosefrom_np(actions, closeFrom);
-      if (r !== 0) {
-        throw new SyscallError("posix_spawn_file_actions_addclosefrom_np", [closeFrom], r);
-      }
     }
     let flags = 0;
     if (opts.resetSignals !== false) {

@@ -31,6 +31,8 @@ export const SYS = {
   setitimer: 38,
   getpid: 39,
   socket: 41,
+  setsockopt: 54,
+  getsockopt: 55,
   clone: 56,
   fork: 57,
   vfork: 58,

@@ -62,12 +62,18 @@ export function parkStatus(st: WaitStatus & { pid: number }): void {
   parked.set(st.pid, st);
 }
 
+/** Drops a parked status (its pid is about to be reused, e.g. by a restore). */
+export function forgetParkedStatus(pid: number): void {
+  parked.delete(pid);
+}
+
 /**
  * wait4(pid, flags) with EINTR retried; returns the decoded status, or
  * `{kind:"none"}` with WNOHANG when nothing is ready.
  */
 export function waitPid(pid: number, flags = __WALL): WaitStatus {
-  const saved = pid > 0 ? parked.get(pid) : undefined;
+  // Parked statuses answer only plain waits, never a tracer's __WALL waits.
+  const saved = pid > 0 && (flags & __WALL) === 0 ? parked.get(pid) : undefined;
   if (saved) {
     parked.delete(pid);
     return saved;

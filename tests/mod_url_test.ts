@@ -73,7 +73,7 @@ console.log(JSON.stringify({
     assert.equal(typeof got.formatVersion, "number");
     assert.equal(got.ready, true);
     assert.ok(got.features.includes("clone3 set_tid"));
-    for (const p of ["/mod.ts", "/deno.json", "/engine/check.ts", "/ffi/libc.ts"]) {
+    for (const p of ["/mod.ts", "/engine/version.ts", "/engine/check.ts", "/ffi/libc.ts"]) {
       assert.ok(served.has(p), `${p} was not fetched over HTTP`);
     }
 

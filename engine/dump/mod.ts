@@ -33,7 +33,8 @@ import {
   type ProcessImage,
 } from "../model.ts";
 import { TargetError } from "../errors.ts";
-import { ImageWriter } from "../image/writer.ts";
+import { ImageWriter, sha256File } from "../image/writer.ts";
+import { writeManifest } from "../image/manifest.ts";
 import { BootstrapBuilder, messageProgram } from "../restore/stub.ts";
 import { ANON_PRESENT_OR_SWAPPED, openPagemap, PRESENT_OR_SWAPPED } from "../proc/pagemap.ts";
 import { readStatus } from "../proc/status.ts";
@@ -262,7 +263,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         });
       }
       await streamer.finish();
-      const summary = await writer.finish(image);
+      const summary = await writer.finish(image, { checksum: false });
       writers = writers.filter((w) => w !== writer);
       opts.onEvent?.({ type: "written", pid: p.pid, path: summary.path, size: summary.size });
       pagesBytes += summary.pagesBytes;
@@ -279,43 +280,52 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         comm: image.comm,
       });
     }
-    const frozenFor = (performance.now() - tree.frozenAt) / 1000;
+    const host = hostFacts(pid, images[0]);
+    let thawed = false;
+    let freezeSeconds = 0;
+    if (opts.leaveRunning) {
+      // Everything is on disk (not yet checksummed): the tree need not wait.
+      thawTree(tree);
+      thawed = true;
+      freezeSeconds = (performance.now() - tree.frozenAt) / 1000;
+    }
+    for (const e of entries) e.sha256 = await sha256File(`${tmp}/${e.file}`);
     const stats: DumpStats = {
       processes: images.length,
       threads: threadCount,
       mappings: mappingCount,
       pagesBytes,
       imageBytes,
-      freezeSeconds: frozenFor,
-      dumpSeconds: (performance.now() - t0) / 1000,
+      freezeSeconds,
+      dumpSeconds: 0,
     };
     const manifest: Manifest = {
       kind: "cryo-image",
       formatVersion: IMAGE_FORMAT_VERSION,
       toolVersion: TOOL_VERSION,
       createdAt: new Date().toISOString(),
-      host: hostFacts(pid, images[0]),
+      host,
       rootPid: pid,
       processes: entries,
       stats,
     };
-    const manifestFile = await Deno.open(`${tmp}/manifest.json`, { write: true, createNew: true });
-    await manifestFile.write(new TextEncoder().encode(JSON.stringify(manifest, null, 2) + "\n"));
-    await manifestFile.sync();
-    manifestFile.close();
+    stats.dumpSeconds = (performance.now() - t0) / 1000;
+    if (!thawed) stats.freezeSeconds = (performance.now() - tree.frozenAt) / 1000;
+    await writeManifest(tmp, manifest);
     await fsyncDir(tmp);
     await Deno.remove(finalDir).catch(() => {}); // an empty directory given by the user
     await Deno.rename(tmp, finalDir);
     await fsyncDir(dirname(finalDir));
-    if (opts.leaveRunning) thawTree(tree);
-    else killTree(tree);
-    stats.freezeSeconds = (performance.now() - tree.frozenAt) / 1000;
-    stats.dumpSeconds = (performance.now() - t0) / 1000;
+    if (!thawed) {
+      killTree(tree);
+      thawed = true;
+    }
+    tree = undefined;
     opts.onEvent?.({ type: "done", stats });
     return { dir: finalDir, manifest, stats };
   } catch (e) {
     for (const w of writers) await w.abort().catch(() => {});
-    if (tree) thawTree(tree);
+    if (tree) thawTree(tree); // detaching an already resumed task is a harmless ESRCH
     await Deno.remove(tmp, { recursive: true }).catch(() => {});
     throw e;
   }

@@ -70,16 +70,17 @@ function sameFile(pid: number, a: number, b: number): boolean {
   return rawSyscall(SYS.kcmp, pid, pid, 0, /* KCMP_FILE */ a, b) === 0n;
 }
 
-function toFdInfo(pid: number, f: ProcFd, treePipes: Set<string>): FdInfo {
+function toFdInfo(f: ProcFd, treePipes: Set<string>): FdInfo {
   const flags = f.info.flags ?? 0;
   const O_CLOEXEC = 0o2000000;
   let restore = "open";
   let kind = f.kind;
   if (f.deleted && (kind === "file" || kind === "directory")) kind = "unknown";
   if (kind === "tty") restore = "inherit";
-  else if (kind === "pipe" || kind === "socket" || kind === "fifo") {
+  else if (kind === "pipe" || kind === "fifo") {
     restore = treePipes.has(f.target) ? "tree" : "inherit";
-  } else if (kind === "chardev" && f.target.startsWith("/dev/pts/")) restore = "inherit";
+  } else if (kind === "socket") restore = f.fd <= 2 ? "inherit" : "socket";
+  else if (kind === "chardev" && f.target.startsWith("/dev/pts/")) restore = "inherit";
   const extra: Record<string, string> = {};
   for (const [k, v] of Object.entries(f.info.extra ?? {})) {
     extra[k] = Array.isArray(v) ? v.join("\n") : String(v);
@@ -98,17 +99,24 @@ function toFdInfo(pid: number, f: ProcFd, treePipes: Set<string>): FdInfo {
   };
 }
 
-/** fd targets (pipe:[ino], socket:[ino]) that appear more than once in the tree. */
+/**
+ * Pipes whose two ends are both held inside the tree (pipe:[ino] open for
+ * reading somewhere and for writing somewhere). A pipe with only one end in
+ * the tree leads outside: restore re-attaches it to the restorer's stdio.
+ */
 export function sharedTargets(fdLists: ProcFd[][]): Set<string> {
-  const count = new Map<string, number>();
+  const ends = new Map<string, Set<number>>();
   for (const list of fdLists) {
     for (const f of list) {
-      if (f.kind === "pipe" || f.kind === "socket") {
-        count.set(f.target, (count.get(f.target) ?? 0) + 1);
-      }
+      if (f.kind !== "pipe" && f.kind !== "fifo") continue;
+      const mode = (f.info.flags ?? 0) & 3;
+      if (!ends.has(f.target)) ends.set(f.target, new Set());
+      ends.get(f.target)!.add(mode === 2 ? 3 : mode === 0 ? 1 : 2);
     }
   }
-  return new Set([...count].filter(([, n]) => n > 1).map(([t]) => t));
+  return new Set(
+    [...ends].filter(([, m]) => [...m].reduce((a, b) => a | b, 0) === 3).map(([t]) => t),
+  );
 }
 
 /** Collects one frozen process. `fds` were read beforehand (tree-wide pipe analysis). */
@@ -157,7 +165,7 @@ export function collectProcess(
     };
   });
 
-  const fdInfos = fds.map((f) => toFdInfo(pid, f, treeTargets));
+  const fdInfos = fds.map((f) => toFdInfo(f, treeTargets));
   for (let i = 0; i < fdInfos.length; i++) {
     for (let j = 0; j < i; j++) {
       if (fdInfos[j].sameAs !== undefined) continue;

@@ -11,6 +11,8 @@
  * @module
  */
 
+import { ERRNO_NAMES } from "../../ffi/errno.ts";
+
 /** Base class of every error raised by the /proc readers. */
 export class ProcError extends Error {
   /** The process the read was about. */
@@ -104,7 +106,10 @@ function errorCode(err: unknown): string | undefined {
   if (err instanceof Deno.errors.NotFound) return "ENOENT";
   if (err instanceof Deno.errors.PermissionDenied) return "EACCES";
   const code = (err as { code?: unknown })?.code;
-  return typeof code === "string" ? code : undefined;
+  if (typeof code === "string") return code;
+  // Deno leaves `code` unset for some errnos (ESRCH): fall back to "(os error N)".
+  const m = /\(os error (\d+)\)/.exec(String((err as { message?: unknown })?.message ?? ""));
+  return m ? ERRNO_NAMES[Number(m[1])] : undefined;
 }
 
 /**
@@ -126,6 +131,9 @@ export function translateProcError(
     return new ProcEntryNotFoundError(pid, path, options);
   }
   if (code === "EACCES" || code === "EPERM") return new ProcPermissionError(pid, path, options);
+  // Other errors from a process that died meanwhile (mountinfo of a zombie is EINVAL).
+  const state = liveness(pid);
+  if (state !== "alive") return new ProcessGoneError(pid, path, state === "zombie", options);
   const what = tid === undefined ? `process ${pid}` : `thread ${tid} of process ${pid}`;
   return new ProcError(pid, path, `reading ${path} (${what}) failed: ${String(err)}`, options);
 }

@@ -6,13 +6,15 @@
  */
 
 import type { FdKind, FileIdentity } from "../model.ts";
-import { ProcEntryNotFoundError } from "./errors.ts";
+import { assertAlive, ProcEntryNotFoundError } from "./errors.ts";
 import { type FdInfoRecord, readFdInfo } from "./fdinfo.ts";
-import { fileIdentityOf, readProcLink, readProcNumericDir, statProc } from "./io.ts";
+import { fileIdentityOf, procPath, readProcLink, readProcNumericDir, statProc } from "./io.ts";
 
-/** Open fd numbers of a process, ascending. */
+/** Open fd numbers of a process, ascending (ProcessGoneError for a zombie). */
 export function listFds(pid: number): number[] {
-  return readProcNumericDir(pid, "fd");
+  const fds = readProcNumericDir(pid, "fd");
+  if (fds.length === 0) assertAlive(pid, procPath(pid, "fd"));
+  return fds;
 }
 
 /** readlink of /proc/<pid>/fd/<fd>: a path, "pipe:[ino]", "anon_inode:[eventfd]", ... */

@@ -14,7 +14,7 @@
 import { resolve } from "node:path";
 import { rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
-import { waitPid, type WaitStatus, WNOHANG } from "../../ffi/wait.ts";
+import { forgetParkedStatus, waitPid, type WaitStatus, WNOHANG } from "../../ffi/wait.ts";
 import type { Manifest, ProcessImage } from "../model.ts";
 import { IMAGE_FORMAT_VERSION } from "../model.ts";
 import { RestoreError } from "../errors.ts";
@@ -119,6 +119,7 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
   checkFiles(processes);
   checkPidsFree(processes);
   becomeSubreaper();
+  for (const p of processes) forgetParkedStatus(p.pid);
   const pids = new RestoreSession(plan.units, opts.onEvent).run();
   const rootPid = plan.manifest.rootPid;
   let exited: Promise<ExitStatus> | undefined;

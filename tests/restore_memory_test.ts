@@ -1,0 +1,106 @@
+/**
+ * Round trip of a process's memory: tests/targets/rt_memory.c sets up heap
+ * chunks, a 256 MiB anonymous region, a sparse 1 GiB reservation, private
+ * and shared file mappings, guard pages, brk memory and a 2000-frame deep
+ * stack; it is dumped, killed and restored with the same pid, then checks
+ * everything itself after the trigger file appears.
+ */
+
+import assert from "node:assert/strict";
+import { readImageFile } from "../engine/image/reader.ts";
+import { dumpKillRestore, removeImageDir } from "./helpers/roundtrip.ts";
+import { startTarget, type Target, withTargets } from "./helpers/targets.ts";
+
+const MiB = 1 << 20;
+
+/** The checks rt_memory.c reports, in the order it prints them. */
+const MEMORY_CHECKS = [
+  "maps",
+  "exe",
+  "cmdline",
+  "environ",
+  "auxv",
+  "mm-fields",
+  "brk-content",
+  "brk-end",
+  "brk-grows",
+  "brk-shrinks",
+  "heap",
+  "heap-usable",
+  "anon-256m",
+  "sparse-touched",
+  "sparse-untouched-zero",
+  "sparse-writable",
+  "private-file-modified",
+  "private-file-clean",
+  "private-file-unchanged",
+  "shared-file-before",
+  "shared-file-writes-through",
+  "shared-file-sees-writes",
+  "guard-maps",
+  "guard-segv",
+  "guard-neighbours",
+  "readonly-anon",
+  "deep-stack",
+];
+
+/** Asserts that every expected check line says ok and the target printed PASS and exited 0. */
+function assertChecksPassed(t: Target, names: string[], code: number | undefined): void {
+  const out = t.output();
+  const failed = out.split("\n").filter((l) => /^check \S+ FAIL/.test(l) || l === "FAIL");
+  assert.deepEqual(failed, [], `target reported failures:\n${out}`);
+  for (const name of names) {
+    assert.match(out, new RegExp(`^check ${name} ok$`, "m"), `no "check ${name} ok" in:\n${out}`);
+  }
+  assert.match(out, /^PASS$/m, out);
+  assert.equal(code, 0, out);
+}
+
+Deno.test(
+  "memory survives dump, kill and restore (heap, 256 MiB, sparse, file maps, guards, brk, stack)",
+  withTargets(async () => {
+    const work = await Deno.makeTempDir({ prefix: "cryo-rt-memory-" });
+    const trigger = `${work}/go`;
+    let dir: string | undefined;
+    try {
+      const t = await startTarget("rt_memory", [trigger, work]);
+      const ready = await t.waitFor(
+        /^ready pid=(\d+) sparse=0x([0-9a-f]+) sparse_len=(\d+) sparse_touched=(\d+) stack=(\d+)$/m,
+        20000,
+      );
+      const pid = t.pid;
+      assert.equal(Number(ready[1]), pid);
+      const sparseStart = BigInt(`0x${ready[2]}`);
+      const touched = Number(ready[4]);
+      assert.ok(Number(ready[5]) > 512 * 1024, `stack only ${ready[5]} bytes deep`);
+
+      const rt = await dumpKillRestore(t);
+      dir = rt.dir;
+      assert.equal(rt.tree.rootPid, pid, "restored with another pid");
+      assert.deepEqual(rt.tree.pids, [pid]);
+
+      // Only touched memory is saved: about 256 MiB + heap, never the 1 GiB reservation.
+      const pagesBytes = rt.dump.stats.pagesBytes;
+      assert.ok(pagesBytes >= 256 * MiB, `pagesBytes ${pagesBytes} < 256 MiB`);
+      assert.ok(pagesBytes < 320 * MiB, `pagesBytes ${pagesBytes} is far more than touched`);
+      const image = await readImageFile(`${rt.dir}/${pid}.elf`);
+      const sparse = image.process.mappings.find((m) =>
+        BigInt(m.start) <= sparseStart && sparseStart < BigInt(m.end)
+      );
+      assert.ok(sparse, "the sparse reservation is not in the image");
+      const saved = sparse.pages.reduce((n, r) => n + r.length, 0);
+      assert.ok(saved >= touched * 4096, `sparse mapping: only ${saved} bytes saved`);
+      // Transparent huge pages may round each touched page up to 2 MiB.
+      assert.ok(saved <= touched * 2 * MiB, `sparse mapping: ${saved} bytes saved`);
+
+      await Deno.writeTextFile(trigger, "");
+      const st = await t.wait(20000);
+      assertChecksPassed(t, MEMORY_CHECKS, st.kind === "exited" ? st.code : undefined);
+      const exact = t.output().match(/^info maps-exact (yes|no)/m)?.[1];
+      if (exact !== "yes") console.log("note: /proc/self/maps equal only after merging neighbours");
+    } finally {
+      if (dir) await removeImageDir(dir);
+      await Deno.remove(work, { recursive: true }).catch(() => {});
+    }
+  }),
+);
