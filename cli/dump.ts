@@ -5,8 +5,9 @@
  */
 
 import type { Command } from "npm:@commander-js/extra-typings@15.1.0";
-import { notAvailable } from "./errors.ts";
-import { positiveInt } from "./format.ts";
+import { checkpoint, type DumpEvent } from "../engine/dump/mod.ts";
+import { humanBytes, humanDuration, humanRate, positiveInt, printJson } from "./format.ts";
+import { Progress } from "./progress.ts";
 
 /** Registers `dump` on the program. */
 export function register(program: Command): void {
@@ -28,8 +29,29 @@ Examples:
   cryo dump 1234 --dir /var/lib/cryo/app-1
   cryo dump 1234 --dir /tmp/snap --leave-running --json`,
     )
-    .action((_pid, _opts) => {
-      // The engine call goes here: dump(pid, { dir, leaveRunning }), then present its stats.
-      notAvailable("dump");
+    .action(async (pid, opts) => {
+      const progress = new Progress("dumping");
+      const onEvent = (e: DumpEvent) => {
+        if (e.type === "pages") progress.update(e.bytes, e.totalBytes);
+      };
+      let result;
+      try {
+        result = await checkpoint(pid, { dir: opts.dir, leaveRunning: opts.leaveRunning, onEvent });
+      } finally {
+        progress.stop();
+      }
+      const s = result.stats;
+      if (opts.json) {
+        printJson({ dir: result.dir, rootPid: pid, leftRunning: !!opts.leaveRunning, ...s });
+        return;
+      }
+      console.log(
+        `dumped ${s.processes} process${s.processes === 1 ? "" : "es"}, ${s.threads} thread${
+          s.threads === 1 ? "" : "s"
+        }, ${s.mappings} mappings: ${humanBytes(s.pagesBytes)} of pages ` +
+          `(image ${humanBytes(s.imageBytes)}) in ${humanDuration(s.dumpSeconds)}, ` +
+          `${humanRate(s.pagesBytes, s.dumpSeconds)}, frozen ${humanDuration(s.freezeSeconds)}` +
+          ` -> ${result.dir}${opts.leaveRunning ? " (left running)" : ""}`,
+      );
     });
 }

@@ -6,8 +6,8 @@
  */
 
 import type { Command } from "npm:@commander-js/extra-typings@15.1.0";
-import { notAvailable } from "./errors.ts";
-import { positiveInt } from "./format.ts";
+import { exportCoreFromDir } from "../engine/image/core.ts";
+import { humanBytes, positiveInt } from "./format.ts";
 
 /** Registers `export-core` on the program. */
 export function register(program: Command): void {
@@ -24,8 +24,14 @@ Examples:
   cryo export-core /var/lib/cryo/app-1 --pid 1234 --out app.core
   gdb /usr/bin/app app.core`,
     )
-    .action((_dir, _opts) => {
-      // The engine call goes here: exportCore(dir, pid, out).
-      notAvailable("export-core");
+    .action(async (dir, opts) => {
+      const s = await exportCoreFromDir(dir, opts.pid, opts.out);
+      console.log(
+        `wrote ${s.path}: ${s.loads} segments, ${humanBytes(s.savedBytes)} from the image, ` +
+          `${humanBytes(s.fileBytes)} from mapped files`,
+      );
+      for (const f of s.unavailableFiles) {
+        console.error(`cryo: note: ${f} is gone or changed; its pages are zero in the core`);
+      }
     });
 }

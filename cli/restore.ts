@@ -4,8 +4,31 @@
  * @module
  */
 
+import { InvalidArgumentError } from "npm:@commander-js/extra-typings@15.1.0";
 import type { Command } from "npm:@commander-js/extra-typings@15.1.0";
-import { notAvailable } from "./errors.ts";
+import { restore } from "../engine/restore/mod.ts";
+import { humanDuration, printJson } from "./format.ts";
+
+/** Parses `--inherit-fd` specs (`<fd>=<path>` or `<fd>=fd:<n>`) into a map. */
+export function parseInheritFds(specs: readonly string[] = []): Map<number, string> {
+  const out = new Map<number, string>();
+  for (const spec of specs) {
+    const m = spec.match(/^(\d+)=(.+)$/);
+    if (!m) {
+      throw new InvalidArgumentError(`--inherit-fd ${spec}: expected <fd>=<path> or <fd>=fd:<n>`);
+    }
+    if (m[2].startsWith("fd:") && !/^fd:[0-2]$/.test(m[2])) {
+      throw new InvalidArgumentError(
+        `--inherit-fd ${spec}: only cryo's fds 0, 1 and 2 can be passed`,
+      );
+    }
+    out.set(Number(m[1]), m[2]);
+  }
+  return out;
+}
+
+const FORWARDED: Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
+const SIGNAL_NUMBERS: Record<string, number> = { SIGINT: 2, SIGTERM: 15, SIGHUP: 1 };
 
 /** Registers `restore` on the program. */
 export function register(program: Command): void {
@@ -18,20 +41,55 @@ export function register(program: Command): void {
       "--inherit-fd <spec...>",
       "replace a restored fd instead of reopening it: <fd>=<path>, or <fd>=fd:<n> for cryo's own fd 0-2",
     )
+    .option("--no-verify", "skip the SHA-256 check of the images")
     .option("--json", "print the restore result as JSON")
     .addHelpText(
       "after",
       `
 The processes come back with their original pids (clone3 set_tid); a pid
 that is in use makes the restore fail with the process that holds it.
-Without --detach, cryo waits for the restored tree and reaps it.
+Without --detach, cryo stays the restored root's parent, forwards SIGINT,
+SIGTERM and SIGHUP to it, and exits with its exit status.
+Fds that led to a terminal, or to a pipe or socket outside the tree, are
+re-attached to cryo's own stdin/stdout/stderr ("cryo show" says which).
 
 Examples:
   cryo restore /var/lib/cryo/app-1
   cryo restore /tmp/snap --detach --inherit-fd 1=fd:1 2=/tmp/app.log`,
     )
-    .action((_dir, _opts) => {
-      // The engine call goes here: restore(dir, { detach, inheritFds }), then present the result.
-      notAvailable("restore");
+    .action(async (dir, opts) => {
+      const tree = await restore(dir, {
+        inheritFds: parseInheritFds(opts.inheritFd),
+        verifyChecksums: opts.verify,
+      });
+      const summary = {
+        rootPid: tree.rootPid,
+        pids: tree.pids,
+        seconds: tree.seconds,
+        detached: !!opts.detach,
+      };
+      if (opts.detach) {
+        if (opts.json) printJson(summary);
+        else console.log(tree.rootPid);
+        return;
+      }
+      if (opts.json) printJson(summary);
+      else {
+        console.error(
+          `cryo: restored ${tree.pids.length} process${tree.pids.length === 1 ? "" : "es"} ` +
+            `(root pid ${tree.rootPid}) in ${humanDuration(tree.seconds)}; waiting for it to exit`,
+        );
+      }
+      const handlers = FORWARDED.map((sig) => {
+        const h = () => tree.kill(SIGNAL_NUMBERS[sig]);
+        Deno.addSignalListener(sig, h);
+        return [sig, h] as const;
+      });
+      try {
+        const status = await tree.exited;
+        Deno.exitCode = status.signal !== undefined ? 128 + status.signal : status.code;
+      } finally {
+        for (const [sig, h] of handlers) Deno.removeSignalListener(sig, h);
+      }
     });
 }

@@ -5,7 +5,143 @@
  */
 
 import type { Command } from "npm:@commander-js/extra-typings@15.1.0";
-import { notAvailable } from "./errors.ts";
+import { readImage } from "../engine/inspect.ts";
+import { restorePlan } from "../engine/restore/plan.ts";
+import { planFds } from "../engine/restore/compile.ts";
+import type { Mapping, ProcessImage } from "../engine/model.ts";
+import { humanBytes, printJson, renderTable } from "./format.ts";
+
+const SIGNAL_NAMES = [
+  "",
+  "HUP",
+  "INT",
+  "QUIT",
+  "ILL",
+  "TRAP",
+  "ABRT",
+  "BUS",
+  "FPE",
+  "KILL",
+  "USR1",
+  "SEGV",
+  "USR2",
+  "PIPE",
+  "ALRM",
+  "TERM",
+  "STKFLT",
+  "CHLD",
+  "CONT",
+  "STOP",
+  "TSTP",
+  "TTIN",
+  "TTOU",
+  "URG",
+  "XCPU",
+  "XFSZ",
+  "VTALRM",
+  "PROF",
+  "WINCH",
+  "IO",
+  "PWR",
+  "SYS",
+];
+
+function signalName(n: number): string {
+  return SIGNAL_NAMES[n] ? `SIG${SIGNAL_NAMES[n]}` : `SIGRT${n - 32}`;
+}
+
+function maskNames(mask: string): string {
+  const m = BigInt(mask);
+  const names: string[] = [];
+  for (let i = 1; i <= 64; i++) if ((m >> BigInt(i - 1)) & 1n) names.push(signalName(i));
+  return names.length ? names.join(" ") : "-";
+}
+
+function saved(m: Mapping): number {
+  return m.pages.reduce((n, r) => n + r.length, 0);
+}
+
+function describeProcess(p: ProcessImage): string {
+  const out: string[] = [];
+  out.push(`process ${p.pid} (${p.comm})  parent ${p.ppid}  pgid ${p.pgid}  sid ${p.sid}`);
+  out.push(`  exe ${p.exe?.path ?? "-"}`);
+  out.push(`  cmdline ${p.cmdline.map((a) => JSON.stringify(a)).join(" ")}`);
+  out.push(`  cwd ${p.cwd}  root ${p.root}  umask ${p.umask.toString(8).padStart(4, "0")}`);
+  out.push("");
+  out.push(renderTable(
+    ["tid", "comm", "rip", "rsp", "fs_base", "in syscall", "blocked"],
+    p.threads.map((t) => [
+      String(t.tid),
+      t.comm,
+      t.regs.rip,
+      t.regs.rsp,
+      t.regs.fs_base,
+      t.syscall.nr >= 0
+        ? `${t.syscall.nr}${t.syscall.restart === "restart" ? " (restarts)" : ""}`
+        : "-",
+      maskNames(t.sigmask),
+    ]),
+  ));
+  out.push(renderTable(
+    ["range", "perms", "kind", "file / name", "saved"],
+    p.mappings.map((m) => [
+      `${m.start}-${m.end}`,
+      m.perms,
+      m.kind,
+      m.name,
+      saved(m) ? humanBytes(saved(m)) : "-",
+    ]),
+  ));
+  let fdPlan: Map<number, string>;
+  try {
+    fdPlan = new Map(
+      planFds(p).map(({ fd, source }) => [
+        fd,
+        source.kind === "open"
+          ? "reopened"
+          : source.kind === "inherit"
+          ? `re-attached to restorer's ${["stdin", "stdout", "stderr"][source.from]}`
+          : `shares fd ${source.as}`,
+      ]),
+    );
+  } catch {
+    fdPlan = new Map(
+      p.fds.map((f) => [f.fd, f.kind === "unknown" ? "unsupported" : "see restore"]),
+    );
+  }
+  out.push(renderTable(
+    ["fd", "kind", "target", "flags", "pos", "on restore"],
+    p.fds.map((f) => [
+      String(f.fd),
+      f.kind,
+      f.target,
+      `0${f.flags.toString(8)}${f.cloexec ? " cloexec" : ""}`,
+      String(f.pos),
+      fdPlan.get(f.fd) ?? (f.restore === "tree" ? "not supported yet" : f.restore),
+    ]),
+  ));
+  const handled = p.sigactions.map((a, i) => ({ a, sig: i + 1 })).filter(({ a }) =>
+    BigInt(a.handler) !== 0n
+  );
+  out.push(
+    `  signal handlers: ${
+      handled.map(({ a, sig }) =>
+        `${signalName(sig)}=${BigInt(a.handler) === 1n ? "ignore" : a.handler}`
+      ).join(" ") || "-"
+    }`,
+  );
+  out.push(
+    `  pending (process): ${p.sharedPending.map((s) => signalName(s.signo)).join(" ") || "-"}`,
+  );
+  const timers = Object.entries(p.itimers).filter(([, t]) => t.valueUs || t.intervalUs);
+  out.push(
+    `  itimers: ${
+      timers.map(([k, t]) => `${k} value ${t.valueUs}us interval ${t.intervalUs}us`).join("; ") ||
+      "-"
+    }`,
+  );
+  return out.join("\n");
+}
 
 /** Registers `show` on the program. */
 export function register(program: Command): void {
@@ -20,11 +156,52 @@ export function register(program: Command): void {
       `
 Examples:
   cryo show /var/lib/cryo/app-1
-  cryo show /var/lib/cryo/app-1/1234.elf --plan
+  cryo show /var/lib/cryo/app-1 --plan
   cryo show /var/lib/cryo/app-1 --json`,
     )
-    .action((_image, _opts) => {
-      // The engine call goes here: readImage(image), then present it (or its plan).
-      notAvailable("show");
+    .action(async (image, opts) => {
+      if (opts.plan) {
+        const plans = await restorePlan(image);
+        if (opts.json) return printJson(plans);
+        for (const p of plans) {
+          console.log(`# process ${p.pid} (${p.comm})`);
+          console.log("## engine, at the exec stop of the image");
+          for (const l of p.prologue) console.log(`   ${l}`);
+          console.log("## restore program (run by the stub)");
+          for (const l of p.program) console.log(`   ${l}`);
+          console.log("## engine, when every program has finished");
+          for (const l of p.finalize) console.log(`   ${l}`);
+          console.log("## fds");
+          for (const l of p.fds) console.log(`   ${l}`);
+          console.log("");
+        }
+        return;
+      }
+      const model = await readImage(image);
+      if (opts.json) return printJson(model);
+      if (model.manifest) {
+        const m = model.manifest;
+        console.log(
+          `image ${model.path}: ${m.processes.length} process(es), format ${m.formatVersion}, ` +
+            `cryo ${m.toolVersion}, ${m.createdAt}, kernel ${m.host.kernelRelease}`,
+        );
+        const children = new Map<number, number[]>();
+        for (const p of model.processes) {
+          children.set(p.pid, p.children);
+        }
+        const tree = (pid: number, depth: number): void => {
+          const p = model.processes.find((x) => x.pid === pid);
+          console.log(
+            `${"  ".repeat(depth)}${pid} ${p?.comm ?? "?"} (${p?.threads.length ?? 0} threads)`,
+          );
+          for (const c of children.get(pid) ?? []) tree(c, depth + 1);
+        };
+        tree(m.rootPid, 0);
+        console.log("");
+      }
+      for (const p of model.processes) {
+        console.log(describeProcess(p));
+        console.log("");
+      }
     });
 }

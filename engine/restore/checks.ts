@@ -131,3 +131,34 @@ export function checkPrivileges(): void {
     );
   }
 }
+
+/** Files that restored fds reopen must exist (and be the same file, by device and inode). */
+export function checkFdFiles(
+  units: readonly {
+    image: ProcessImage;
+    compiled: { fds: { fd: number; source: { kind: string; path?: string } }[] };
+  }[],
+): void {
+  for (const { image, compiled } of units) {
+    for (const { fd, source } of compiled.fds) {
+      if (source.kind !== "open" || !source.path) continue;
+      let st: Deno.FileInfo;
+      try {
+        st = Deno.statSync(source.path);
+      } catch {
+        throw new RestoreError(
+          `cannot restore: fd ${fd} of process ${image.pid} was ${source.path}, which is missing (use --inherit-fd ${fd}=PATH)`,
+        );
+      }
+      const info = image.fds.find((f) => f.fd === fd);
+      if (
+        info?.file && info.file.path === source.path && info.kind === "file" &&
+        (st.ino !== info.file.ino || st.dev !== info.file.dev)
+      ) {
+        throw new RestoreError(
+          `cannot restore: fd ${fd} of process ${image.pid}: ${source.path} was replaced by another file since the dump`,
+        );
+      }
+    }
+  }
+}

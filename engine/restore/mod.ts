@@ -20,7 +20,7 @@ import { IMAGE_FORMAT_VERSION } from "../model.ts";
 import { RestoreError } from "../errors.ts";
 import { verifyImageDir } from "../image/manifest.ts";
 import { compileProcess } from "./compile.ts";
-import { checkFiles, checkPidsFree, checkPrivileges, checkVdso } from "./checks.ts";
+import { checkFdFiles, checkFiles, checkPidsFree, checkPrivileges, checkVdso } from "./checks.ts";
 import { type RestoreEvent, RestoreSession, type RestoreUnit } from "./session.ts";
 
 /** Options of {@link restore}. */
@@ -117,6 +117,7 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
   checkVdso(plan.manifest);
   const processes = plan.units.map((u) => u.image);
   checkFiles(processes);
+  checkFdFiles(plan.units);
   checkPidsFree(processes);
   becomeSubreaper();
   for (const p of processes) forgetParkedStatus(p.pid);

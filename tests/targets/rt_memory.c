@@ -127,6 +127,20 @@ static uint8_t *guarded;
 static uint8_t *reserved; /* 16 pages PROT_NONE */
 static uint8_t *readonly; /* 2 pages of data, r-- */
 
+#define SHARED_ANON_BYTES (64 * 1024)
+static uint8_t *shared_anon;
+
+/* Regions with madvise flags that show in smaps VmFlags. */
+static const struct {
+  int advice;
+  const char *flag;
+} advised_kinds[] = {{MADV_DONTFORK, "dc"}, {MADV_WIPEONFORK, "wf"}, {MADV_DONTDUMP, "dd"}};
+#define NADVISED 3
+static uint8_t *advised[NADVISED];
+
+static char ro_shared_path[4096];
+static uint8_t *ro_shared; /* r--s view of a file opened O_RDWR */
+
 static uint8_t *brk_start, *brk_end;
 #define BRK_BYTES (1 * MiB)
 
@@ -205,6 +219,26 @@ static void setup(const char *work) {
   if (readonly == MAP_FAILED) die("mmap readonly");
   fill(readonly, 2 * PAGE, 700);
   if (mprotect(readonly, 2 * PAGE, PROT_READ)) die("mprotect readonly");
+
+  shared_anon = mmap(NULL, SHARED_ANON_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                     -1, 0);
+  if (shared_anon == MAP_FAILED) die("mmap shared anon");
+  fill(shared_anon, SHARED_ANON_BYTES, 900);
+
+  for (int i = 0; i < NADVISED; i++) {
+    advised[i] = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (advised[i] == MAP_FAILED) die("mmap advised");
+    fill(advised[i], 2 * PAGE, 950 + i);
+    if (madvise(advised[i], 2 * PAGE, advised_kinds[i].advice)) die("madvise");
+  }
+
+  snprintf(ro_shared_path, sizeof ro_shared_path, "%s/ro-shared.dat", work);
+  make_file(ro_shared_path, 2, 980);
+  fd = open(ro_shared_path, O_RDWR);
+  if (fd < 0) die("open ro-shared");
+  ro_shared = mmap(NULL, 2 * PAGE, PROT_READ, MAP_SHARED, fd, 0);
+  if (ro_shared == MAP_FAILED) die("mmap ro-shared");
+  close(fd);
 
   brk_start = sbrk(0);
   if (sbrk(BRK_BYTES) == (void *)-1) die("sbrk");
@@ -470,6 +504,72 @@ static void check_file_mappings(void) {
   close(fd);
 }
 
+/* VmFlags of the smaps entry starting at addr ("" if none). */
+static const char *vmflags_at(void *addr) {
+  static char text[512 * 1024];
+  static char flags[256];
+  flags[0] = 0;
+  if (read_file("/proc/self/smaps", text, sizeof text) <= 0) return flags;
+  char head[32];
+  snprintf(head, sizeof head, "%lx-", (unsigned long)addr);
+  for (char *line = text; line && *line;) {
+    char *next = strchr(line, '\n');
+    if (next) *next++ = 0;
+    if (!strncmp(line, head, strlen(head))) {
+      for (char *l = next; l && *l;) {
+        char *n2 = strchr(l, '\n');
+        if (n2) *n2++ = 0;
+        if (!strncmp(l, "VmFlags:", 8)) {
+          snprintf(flags, sizeof flags, "%s", l + 8);
+          return flags;
+        }
+        l = n2;
+      }
+    }
+    line = next;
+  }
+  return flags;
+}
+
+static int has_flag(const char *flags, const char *flag) {
+  char want[8];
+  snprintf(want, sizeof want, " %s", flag);
+  const char *p = strstr(flags, want);
+  return p && (p[3] == ' ' || p[3] == 0);
+}
+
+static void check_more_memory(void) {
+  long at = verify(shared_anon, SHARED_ANON_BYTES, 900);
+  check("anon-shared", at < 0 && !strcmp(perms_at(shared_anon), "rw-s"), "perms %s, differs at %ld",
+        perms_at(shared_anon), at);
+
+  int ok = 1;
+  char detail[512] = "";
+  for (int i = 0; i < NADVISED; i++) {
+    const char *flags = vmflags_at(advised[i]);
+    if (!has_flag(flags, advised_kinds[i].flag) || verify(advised[i], 2 * PAGE, 950 + i) >= 0) {
+      ok = 0;
+      snprintf(detail + strlen(detail), sizeof detail - strlen(detail), "[%s missing:%s] ",
+               advised_kinds[i].flag, flags);
+    }
+  }
+  check("madvise-flags", ok, "%s", detail);
+
+  /* The file was opened O_RDWR: the read-only shared view may become writable. */
+  static const char msg[] = "made-writable";
+  int prot = mprotect(ro_shared, 2 * PAGE, PROT_READ | PROT_WRITE);
+  int err = errno;
+  char buf[32] = {0};
+  if (prot == 0) {
+    memcpy(ro_shared + PAGE + 3, msg, sizeof msg);
+    int fd = open(ro_shared_path, O_RDONLY);
+    if (pread(fd, buf, sizeof msg, PAGE + 3) != (ssize_t)sizeof msg) buf[0] = 0;
+    close(fd);
+  }
+  check("shared-file-mprotect", prot == 0 && !strcmp(buf, msg), "mprotect: %s, file has \"%s\"",
+        prot ? strerror(err) : "ok", buf);
+}
+
 static void check_guards(void) {
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
@@ -543,6 +643,7 @@ static void at_bottom(void) {
   check_memory();
   check_file_mappings();
   check_guards();
+  check_more_memory();
 }
 
 __attribute__((noinline)) static int recurse(int depth) {
