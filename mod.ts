@@ -21,3 +21,21 @@
 export { TOOL_VERSION as VERSION } from "./engine/version.ts";
 export * from "./engine/model.ts";
 export { capabilityNames, checkHost, type CheckReport, type CheckRow } from "./engine/check.ts";
+export {
+  checkpoint,
+  type CheckpointOptions,
+  type CheckpointResult,
+  type DumpEvent,
+} from "./engine/dump/mod.ts";
+export {
+  type ExitStatus,
+  restore,
+  type RestoredTree,
+  type RestoreOptions,
+} from "./engine/restore/mod.ts";
+export type { RestoreEvent } from "./engine/restore/session.ts";
+export { type ImageModel, readImage } from "./engine/inspect.ts";
+export { type ProcessPlan, restorePlan } from "./engine/restore/plan.ts";
+export { exportCoreFromDir as exportCore } from "./engine/image/core.ts";
+export { CryoError, RestoreError, TargetError, UnsupportedError } from "./engine/errors.ts";
+export { ImageFormatError } from "./engine/image/errors.ts";

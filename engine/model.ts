@@ -182,6 +182,8 @@ export interface Mapping {
   vmFlags: string[];
   /** Runs of saved pages: [address, length, offset into the image file]. */
   pages: PageRun[];
+  /** Left out by a policy: restored empty (zero-filled or as the file has it). */
+  excluded?: boolean;
 }
 
 /** A contiguous run of saved pages. */
@@ -276,4 +278,6 @@ export interface FdInfo {
   restore: string;
   /** Index of another fd (same open file description) this one duplicates. */
   sameAs?: number;
+  /** Left out by a policy: restored closed. */
+  excluded?: boolean;
 }

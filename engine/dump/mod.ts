@@ -27,12 +27,14 @@ import { xsaveXcr0 } from "../../ffi/structs.ts";
 import { decodeBase64 } from "../base64.ts";
 import {
   type DumpStats,
+  type FdInfo,
   type HostFacts,
   IMAGE_FORMAT_VERSION,
   type Manifest,
+  type Mapping,
   type ProcessImage,
 } from "../model.ts";
-import { TargetError } from "../errors.ts";
+import { TargetError, UnsupportedError } from "../errors.ts";
 import { ImageWriter, sha256File } from "../image/writer.ts";
 import { writeManifest } from "../image/manifest.ts";
 import { BootstrapBuilder, messageProgram } from "../restore/stub.ts";
@@ -62,6 +64,15 @@ export interface CheckpointOptions {
   leaveRunning?: boolean;
   /** Progress callback (the engine never prints). */
   onEvent?: (e: DumpEvent) => void;
+  /**
+   * Predicates choosing what to leave out (return false to exclude). An
+   * excluded mapping is restored empty (zero-filled, or as its file has
+   * it); an excluded fd is restored closed. Both are recorded in the image.
+   */
+  include?: {
+    mapping?: (m: Mapping, process: ProcessImage) => boolean;
+    fd?: (f: FdInfo, process: ProcessImage) => boolean;
+  };
 }
 
 /** What a checkpoint produced. */
@@ -189,6 +200,31 @@ function killTree(tree: FrozenTree): void {
   }
 }
 
+function applyIncludes(image: ProcessImage, include: CheckpointOptions["include"]): void {
+  if (include?.mapping) {
+    for (const m of image.mappings) {
+      if (m.kind === "vdso" || m.kind === "vsyscall") continue;
+      if (!include.mapping(m, image)) {
+        m.excluded = true;
+        image.excluded.push({ what: `mapping ${m.start}-${m.end} ${m.name}`, reason: "policy" });
+      }
+    }
+  }
+  if (include?.fd) {
+    for (const f of image.fds) {
+      if (!include.fd(f, image)) {
+        f.excluded = true;
+        image.excluded.push({ what: `fd ${f.fd} ${f.target}`, reason: "policy" });
+      }
+    }
+    // A kept fd cannot share the description of an excluded one.
+    for (const f of image.fds) {
+      const base = image.fds.find((x) => x.fd === f.sameAs);
+      if (base?.excluded && !f.excluded) delete f.sameAs;
+    }
+  }
+}
+
 /** Checkpoints process `pid` and its descendants into `opts.dir`. */
 export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<CheckpointResult> {
   checkTarget(pid);
@@ -218,8 +254,17 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       const start = chooseBootstrap(collected.vmas, size);
       const image: ProcessImage = {
         ...collected.image,
+        excluded: [],
         bootstrap: { start: `0x${start.toString(16)}`, size },
       };
+      applyIncludes(image, opts.include);
+      const unknownFds = image.fds.filter((f) => f.kind === "unknown" && !f.excluded);
+      if (unknownFds.length) {
+        throw new UnsupportedError(
+          `process ${p.pid} uses resources cryo cannot save`,
+          unknownFds.map((f) => `fd ${f.fd} (${f.target})`),
+        );
+      }
       const boot = new BootstrapBuilder(start);
       const standalone = messageProgram(
         boot.program(),
@@ -242,7 +287,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       });
       using pagemap = openPagemap(p.pid);
       const plan = collected.vmas.map((v, k) => {
-        const policy = pagePolicy(image.mappings[k].kind);
+        const policy = image.mappings[k].excluded ? "none" : pagePolicy(image.mappings[k].kind);
         if (policy === "none") return [];
         const match = policy === "all-present" ? PRESENT_OR_SWAPPED : ANON_PRESENT_OR_SWAPPED;
         return pagemap.runs(v.start, v.end, match).map(([addr, length]) => ({ addr, length }));

@@ -177,9 +177,6 @@ export function collectProcess(
         break;
       }
     }
-    if (fdInfos[i].kind === "unknown") {
-      unsupported.push(`fd ${fdInfos[i].fd} (${fdInfos[i].target})`);
-    }
   }
   if (unsupported.length) {
     throw new UnsupportedError(`process ${pid} uses resources cryo cannot save`, unsupported);

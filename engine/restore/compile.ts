@@ -119,6 +119,7 @@ export function planFds(
   const problems: string[] = [];
   for (const f of proc.fds) {
     const user = inheritFds?.get(f.fd);
+    if (f.excluded && user === undefined) continue;
     if (user !== undefined) {
       out.push({
         fd: f.fd,
@@ -412,13 +413,15 @@ function describeSource(f: { fd: number; source: FdSource }): string {
 
 function emitProcessState(p: ProgramBuilder, proc: ProcessImage): void {
   for (const f of proc.fds) {
-    if (f.sameAs !== undefined) continue;
+    if (f.sameAs !== undefined || f.excluded) continue;
     if ((f.kind === "file" || f.kind === "directory") && f.pos > 0) {
       p.op(SYS.lseek, [f.fd, f.pos, 0], { comment: `fd ${f.fd} position` });
     }
   }
   for (const f of proc.fds) {
-    if (f.cloexec) p.op(SYS.fcntl, [f.fd, 2, /* F_SETFD */ 1], { comment: `fd ${f.fd} CLOEXEC` });
+    if (f.cloexec && !f.excluded) {
+      p.op(SYS.fcntl, [f.fd, 2, /* F_SETFD */ 1], { comment: `fd ${f.fd} CLOEXEC` });
+    }
   }
   p.op(SYS.chdir, [p.cstring(proc.cwd)]);
   p.op(SYS.umask, [proc.umask]);

@@ -3,7 +3,8 @@
  * trigger file argv[1] exists, then verifies everything itself and prints
  * one "check <name> ok|FAIL <detail>" line per item, then PASS or FAIL.
  *
- * usage: rt_memory <trigger-path> <work-dir>
+ * usage: rt_memory <trigger-path> <work-dir> [anon-shared]
+ *   anon-shared: also check a MAP_SHARED|MAP_ANONYMOUS region.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -128,7 +129,7 @@ static uint8_t *reserved; /* 16 pages PROT_NONE */
 static uint8_t *readonly; /* 2 pages of data, r-- */
 
 #define SHARED_ANON_BYTES (64 * 1024)
-static uint8_t *shared_anon;
+static uint8_t *shared_anon; /* only with the "anon-shared" option */
 
 /* Regions with madvise flags that show in smaps VmFlags. */
 static const struct {
@@ -168,7 +169,7 @@ static void make_file(const char *path, int pages, int seed) {
   close(fd);
 }
 
-static void setup(const char *work) {
+static void setup(const char *work, int with_shared_anon) {
   for (size_t i = 0; i < NHEAP; i++) {
     heap[i] = malloc(heap_sizes[i]);
     if (!heap[i]) die("malloc");
@@ -220,10 +221,12 @@ static void setup(const char *work) {
   fill(readonly, 2 * PAGE, 700);
   if (mprotect(readonly, 2 * PAGE, PROT_READ)) die("mprotect readonly");
 
-  shared_anon = mmap(NULL, SHARED_ANON_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
-                     -1, 0);
-  if (shared_anon == MAP_FAILED) die("mmap shared anon");
-  fill(shared_anon, SHARED_ANON_BYTES, 900);
+  if (with_shared_anon) {
+    shared_anon = mmap(NULL, SHARED_ANON_BYTES, PROT_READ | PROT_WRITE,
+                       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (shared_anon == MAP_FAILED) die("mmap shared anon");
+    fill(shared_anon, SHARED_ANON_BYTES, 900);
+  }
 
   for (int i = 0; i < NADVISED; i++) {
     advised[i] = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -539,9 +542,11 @@ static int has_flag(const char *flags, const char *flag) {
 }
 
 static void check_more_memory(void) {
-  long at = verify(shared_anon, SHARED_ANON_BYTES, 900);
-  check("anon-shared", at < 0 && !strcmp(perms_at(shared_anon), "rw-s"), "perms %s, differs at %ld",
-        perms_at(shared_anon), at);
+  if (shared_anon) {
+    long at = verify(shared_anon, SHARED_ANON_BYTES, 900);
+    check("anon-shared", at < 0 && !strcmp(perms_at(shared_anon), "rw-s"),
+          "perms %s, differs at %ld", perms_at(shared_anon), at);
+  }
 
   int ok = 1;
   char detail[512] = "";
@@ -664,13 +669,13 @@ __attribute__((noinline)) static int recurse(int depth) {
 
 int main(int argc, char **argv) {
   if (argc < 3) {
-    fprintf(stderr, "usage: %s <trigger> <work-dir>\n", argv[0]);
+    fprintf(stderr, "usage: %s <trigger> <work-dir> [anon-shared]\n", argv[0]);
     return 2;
   }
   trigger = argv[1];
   printf("start pid=%d\n", getpid()); /* stdio allocates its buffer now, not at "ready" */
   fflush(stdout);
-  setup(argv[2]);
+  setup(argv[2], argc > 3 && !strcmp(argv[3], "anon-shared"));
   int frames = recurse(0);
   check("deep-stack", frames == DEPTH && bad_frames == 0, "%d frames, %d bad, first bad at depth %d",
         frames, bad_frames, first_bad_frame);
