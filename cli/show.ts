@@ -7,7 +7,7 @@
 import type { Command } from "npm:@commander-js/extra-typings@15.1.0";
 import { readImage } from "../engine/inspect.ts";
 import { restorePlan } from "../engine/restore/plan.ts";
-import { planFds } from "../engine/restore/compile.ts";
+import { describeSource, planFds } from "../engine/fds/mod.ts";
 import type { Mapping, ProcessImage } from "../engine/model.ts";
 import { humanBytes, printJson, renderTable } from "./format.ts";
 
@@ -95,14 +95,7 @@ function describeProcess(p: ProcessImage): string {
   let fdPlan: Map<number, string>;
   try {
     fdPlan = new Map(
-      planFds(p).map(({ fd, source }) => [
-        fd,
-        source.kind === "open"
-          ? "reopened"
-          : source.kind === "inherit"
-          ? `re-attached to restorer's ${["stdin", "stdout", "stderr"][source.from]}`
-          : `shares fd ${source.as}`,
-      ]),
+      planFds(p).map((f) => [f.fd, describeSource(f).replace(/^fd \d+ = /, "")]),
     );
   } catch {
     fdPlan = new Map(

@@ -41,6 +41,7 @@ const MEMORY_CHECKS = [
   "guard-segv",
   "guard-neighbours",
   "readonly-anon",
+  "madvise-flags",
   "deep-stack",
 ];
 
@@ -56,51 +57,130 @@ function assertChecksPassed(t: Target, names: string[], code: number | undefined
   assert.equal(code, 0, out);
 }
 
+/** VmFlags of every mapping of `pid`, by "start-end perms". */
+function vmFlags(pid: number): Map<string, string> {
+  const out = new Map<string, string>();
+  let range = "";
+  for (const line of Deno.readTextFileSync(`/proc/${pid}/smaps`).split("\n")) {
+    const head = line.match(/^([0-9a-f]+-[0-9a-f]+) (\S+)/);
+    if (head) range = `${head[1]} ${head[2]}`;
+    const flags = line.match(/^VmFlags:\s*(.*?)\s*$/);
+    if (flags) out.set(range, flags[1]);
+  }
+  return out;
+}
+
+/** What {@link memoryRoundTrip} saw. */
+interface MemoryRun {
+  /** VmFlags by mapping, just before the dump and right after the restore. */
+  flagsBefore: Map<string, string>;
+  flagsAfter: Map<string, string>;
+  /** Whether /proc/self/maps after the restore was byte-for-byte the one before. */
+  mapsExact: boolean;
+}
+
+/**
+ * Starts rt_memory with `options`, dumps, kills and restores it, checks
+ * the image's page data sizes, triggers it and asserts that it reports
+ * every check of {@link MEMORY_CHECKS} plus `extraChecks` ok.
+ */
+async function memoryRoundTrip(options: string[], extraChecks: string[]): Promise<MemoryRun> {
+  const work = await Deno.makeTempDir({ prefix: "cryo-rt-memory-" });
+  const trigger = `${work}/go`;
+  let dir: string | undefined;
+  try {
+    const t = await startTarget("rt_memory", [trigger, work, ...options]);
+    const ready = await t.waitFor(
+      /^ready pid=(\d+) sparse=0x([0-9a-f]+) sparse_len=(\d+) sparse_touched=(\d+) stack=(\d+)$/m,
+      20000,
+    );
+    const pid = t.pid;
+    assert.equal(Number(ready[1]), pid);
+    const sparseStart = BigInt(`0x${ready[2]}`);
+    const touched = Number(ready[4]);
+    assert.ok(Number(ready[5]) > 512 * 1024, `stack only ${ready[5]} bytes deep`);
+    const flagsBefore = vmFlags(pid);
+
+    const rt = await dumpKillRestore(t);
+    dir = rt.dir;
+    assert.equal(rt.tree.rootPid, pid, "restored with another pid");
+    assert.deepEqual(rt.tree.pids, [pid]);
+    const flagsAfter = vmFlags(pid);
+
+    // Only touched memory is saved: about 256 MiB + heap, never the 1 GiB reservation.
+    const pagesBytes = rt.dump.stats.pagesBytes;
+    assert.ok(pagesBytes >= 256 * MiB, `pagesBytes ${pagesBytes} < 256 MiB`);
+    assert.ok(pagesBytes < 320 * MiB, `pagesBytes ${pagesBytes} is far more than touched`);
+    const image = await readImageFile(`${rt.dir}/${pid}.elf`);
+    const sparse = image.process.mappings.find((m) =>
+      BigInt(m.start) <= sparseStart && sparseStart < BigInt(m.end)
+    );
+    assert.ok(sparse, "the sparse reservation is not in the image");
+    const saved = sparse.pages.reduce((n, r) => n + r.length, 0);
+    assert.ok(saved >= touched * 4096, `sparse mapping: only ${saved} bytes saved`);
+    // Transparent huge pages may round each touched page up to 2 MiB.
+    assert.ok(saved <= touched * 2 * MiB, `sparse mapping: ${saved} bytes saved`);
+
+    await Deno.writeTextFile(trigger, "");
+    const st = await t.wait(20000);
+    assertChecksPassed(t, [...MEMORY_CHECKS, ...extraChecks], exitCode(st));
+    const mapsExact = t.output().match(/^info maps-exact (yes|no)/m)?.[1] === "yes";
+    return { flagsBefore, flagsAfter, mapsExact };
+  } finally {
+    if (dir) await removeImageDir(dir);
+    await Deno.remove(work, { recursive: true }).catch(() => {});
+  }
+}
+
+function exitCode(st: { kind: string; code?: number }): number | undefined {
+  return st.kind === "exited" ? st.code : undefined;
+}
+
 Deno.test(
   "memory survives dump, kill and restore (heap, 256 MiB, sparse, file maps, guards, brk, stack)",
   withTargets(async () => {
-    const work = await Deno.makeTempDir({ prefix: "cryo-rt-memory-" });
-    const trigger = `${work}/go`;
-    let dir: string | undefined;
-    try {
-      const t = await startTarget("rt_memory", [trigger, work]);
-      const ready = await t.waitFor(
-        /^ready pid=(\d+) sparse=0x([0-9a-f]+) sparse_len=(\d+) sparse_touched=(\d+) stack=(\d+)$/m,
-        20000,
-      );
-      const pid = t.pid;
-      assert.equal(Number(ready[1]), pid);
-      const sparseStart = BigInt(`0x${ready[2]}`);
-      const touched = Number(ready[4]);
-      assert.ok(Number(ready[5]) > 512 * 1024, `stack only ${ready[5]} bytes deep`);
-
-      const rt = await dumpKillRestore(t);
-      dir = rt.dir;
-      assert.equal(rt.tree.rootPid, pid, "restored with another pid");
-      assert.deepEqual(rt.tree.pids, [pid]);
-
-      // Only touched memory is saved: about 256 MiB + heap, never the 1 GiB reservation.
-      const pagesBytes = rt.dump.stats.pagesBytes;
-      assert.ok(pagesBytes >= 256 * MiB, `pagesBytes ${pagesBytes} < 256 MiB`);
-      assert.ok(pagesBytes < 320 * MiB, `pagesBytes ${pagesBytes} is far more than touched`);
-      const image = await readImageFile(`${rt.dir}/${pid}.elf`);
-      const sparse = image.process.mappings.find((m) =>
-        BigInt(m.start) <= sparseStart && sparseStart < BigInt(m.end)
-      );
-      assert.ok(sparse, "the sparse reservation is not in the image");
-      const saved = sparse.pages.reduce((n, r) => n + r.length, 0);
-      assert.ok(saved >= touched * 4096, `sparse mapping: only ${saved} bytes saved`);
-      // Transparent huge pages may round each touched page up to 2 MiB.
-      assert.ok(saved <= touched * 2 * MiB, `sparse mapping: ${saved} bytes saved`);
-
-      await Deno.writeTextFile(trigger, "");
-      const st = await t.wait(20000);
-      assertChecksPassed(t, MEMORY_CHECKS, st.kind === "exited" ? st.code : undefined);
-      const exact = t.output().match(/^info maps-exact (yes|no)/m)?.[1];
-      if (exact !== "yes") console.log("note: /proc/self/maps equal only after merging neighbours");
-    } finally {
-      if (dir) await removeImageDir(dir);
-      await Deno.remove(work, { recursive: true }).catch(() => {});
-    }
+    const run = await memoryRoundTrip([], []);
+    if (!run.mapsExact) console.log("note: /proc/self/maps equal only after merging neighbours");
   }),
 );
+
+Deno.test({
+  name: "shared anonymous memory survives a round trip",
+  // Engine bug: a MAP_SHARED|MAP_ANONYMOUS area shows in maps as
+  // "/dev/zero (deleted)"; classifyVma (engine/dump/vmas.ts) only knows
+  // "/dev/zero", so the dump calls it a deleted file and refuses it.
+  ignore: true,
+  fn: withTargets(async () => {
+    await memoryRoundTrip(["anon-shared"], ["anon-shared"]);
+  }),
+});
+
+Deno.test({
+  name: "a read-only shared mapping of a file opened O_RDWR can still be made writable",
+  // Engine bug: emitMemory (engine/restore/compile.ts) opens the file of a
+  // file-shared mapping O_RDONLY unless the mapping is writable now, so the
+  // restored r--s mapping loses VM_MAYWRITE ("mw") and mprotect(PROT_WRITE) fails.
+  ignore: true,
+  fn: withTargets(async () => {
+    await memoryRoundTrip(["ro-shared-rdwr"], ["shared-file-mprotect"]);
+  }),
+});
+
+Deno.test({
+  name: "mappings keep their VmFlags and /proc/self/maps is exactly the same",
+  // Engine bug: emitMemory (engine/restore/compile.ts) drops MAP_NORESERVE
+  // ("nr": the 1 GiB reservation gets accounted and merges with its
+  // neighbour) and maps PROT_NONE areas that were accounted ("ac", e.g.
+  // guard pages made by mprotect) without the accounting.
+  ignore: true,
+  fn: withTargets(async () => {
+    const run = await memoryRoundTrip([], []);
+    const diffs: string[] = [];
+    for (const [range, flags] of run.flagsBefore) {
+      const after = run.flagsAfter.get(range);
+      if (after !== flags) diffs.push(`${range}: "${flags}" -> "${after ?? "(no such mapping)"}"`);
+    }
+    assert.deepEqual(diffs, []);
+    assert.ok(run.mapsExact, "/proc/self/maps differs (mappings merged)");
+  }),
+});

@@ -15,6 +15,8 @@ import { restore } from "../engine/restore/mod.ts";
 import { RestoreError } from "../engine/errors.ts";
 import { ImageFormatError } from "../engine/image/errors.ts";
 import { readImageFile } from "../engine/image/reader.ts";
+import { rawSyscall } from "../ffi/libc.ts";
+import { SYS } from "../ffi/sysno.ts";
 import { dumpKillRestore, removeImageDir, tempImageDir } from "./helpers/roundtrip.ts";
 import { startTarget, type Target, withTargets } from "./helpers/targets.ts";
 
@@ -77,18 +79,15 @@ function exitCode(st: { kind: string; code?: number }): number | undefined {
   return st.kind === "exited" ? st.code : undefined;
 }
 
-/** Pids whose parent is this test process (live or zombie). */
+/**
+ * Children of the calling thread (live or zombie). `deno test --parallel`
+ * runs test files as threads of one process: only this thread's children
+ * can come from this test's restores.
+ */
 function childPids(): number[] {
-  const out: number[] = [];
-  for (const e of Deno.readDirSync("/proc")) {
-    if (!/^\d+$/.test(e.name)) continue;
-    try {
-      const stat = Deno.readTextFileSync(`/proc/${e.name}/stat`);
-      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-      if (ppid === Deno.pid) out.push(Number(e.name));
-    } catch { /* gone */ }
-  }
-  return out.sort((a, b) => a - b);
+  const tid = Number(rawSyscall(SYS.gettid));
+  const text = Deno.readTextFileSync(`/proc/self/task/${tid}/children`).trim();
+  return text === "" ? [] : text.split(/\s+/).map(Number).sort((a, b) => a - b);
 }
 
 /** SHA-256 of every file of an image directory, by name. */
@@ -282,6 +281,7 @@ Deno.test(
     const dir = await tempImageDir();
     try {
       await checkpoint(t.pid, { dir, leaveRunning: true });
+      assert.ok(childPids().includes(t.pid), "childPids() does not see the target");
       await assertRestoreRefused(
         dir,
         RestoreError,

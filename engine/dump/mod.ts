@@ -43,7 +43,7 @@ import { readStatus } from "../proc/status.ts";
 import { readStat } from "../proc/stat.ts";
 import { readFds } from "../proc/fds.ts";
 import { freezeTree, type FrozenTree, thawTree } from "./freeze.ts";
-import { collectProcess, sharedTargets } from "./process.ts";
+import { collectProcess, pipeTopology } from "./process.ts";
 import { MemoryStreamer } from "./memory.ts";
 import { bootstrapSizeFor, chooseBootstrap, pagePolicy } from "./vmas.ts";
 import { TOOL_VERSION } from "../version.ts";
@@ -183,7 +183,9 @@ async function fsyncDir(path: string): Promise<void> {
 function killTree(tree: FrozenTree): void {
   for (const p of tree.processes) {
     rawSyscall(SYS.kill, p.pid, 9);
-    for (const tid of p.threads) {
+    // Other threads first: a traced group leader is reported only after them.
+    const order = [...p.threads.filter((t) => t !== p.pid), p.pid];
+    for (const tid of order) {
       for (;;) {
         let st;
         try {
@@ -238,14 +240,14 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     const threadCount = tree.processes.reduce((n, p) => n + p.threads.length, 0);
     opts.onEvent?.({ type: "frozen", processes: tree.processes.length, threads: threadCount });
     const fdLists = tree.processes.map((p) => readFds(p.pid));
-    const treeTargets = sharedTargets(fdLists);
+    const topology = pipeTopology(tree.processes.map((p, i) => ({ pid: p.pid, fds: fdLists[i] })));
     const images: ProcessImage[] = [];
     const entries: Manifest["processes"] = [];
     let pagesBytes = 0;
     let imageBytes = 0;
     let mappingCount = 0;
     for (const [i, p] of tree.processes.entries()) {
-      const collected = collectProcess(p.pid, p.threads, p.children, fdLists[i], treeTargets);
+      const collected = collectProcess(p.pid, p.threads, p.children, fdLists[i], topology);
       const size = bootstrapSizeFor(
         collected.vmas.length,
         collected.image.fds.length,

@@ -20,6 +20,7 @@ import { fileIdentityOf, readProcBytes, readProcLink, readProcText } from "../pr
 import { queryInjectedState } from "./injected.ts";
 import { collectThread, sharedPending } from "./threads.ts";
 import { classifyVma, type Vma } from "./vmas.ts";
+import { collectPipe } from "../fds/pipe.ts";
 
 const hex = (v: bigint) => `0x${v.toString(16)}`;
 
@@ -70,21 +71,21 @@ function sameFile(pid: number, a: number, b: number): boolean {
   return rawSyscall(SYS.kcmp, pid, pid, 0, /* KCMP_FILE */ a, b) === 0n;
 }
 
-function toFdInfo(f: ProcFd, treePipes: Set<string>): FdInfo {
+function toFdInfo(pid: number, f: ProcFd, topology: PipeTopology): FdInfo {
   const flags = f.info.flags ?? 0;
   const O_CLOEXEC = 0o2000000;
   let restore = "open";
   let kind = f.kind;
   if (f.deleted && (kind === "file" || kind === "directory")) kind = "unknown";
   if (kind === "tty") restore = "inherit";
-  else if (kind === "pipe" || kind === "fifo") {
-    restore = treePipes.has(f.target) ? "tree" : "inherit";
-  } else if (kind === "socket") restore = f.fd <= 2 ? "inherit" : "socket";
+  else if (kind === "pipe" || kind === "fifo") restore = pipeRestore(f.target, topology);
+  else if (kind === "socket") restore = f.fd <= 2 ? "inherit" : "socket";
   else if (kind === "chardev" && f.target.startsWith("/dev/pts/")) restore = "inherit";
   const extra: Record<string, string> = {};
   for (const [k, v] of Object.entries(f.info.extra ?? {})) {
     extra[k] = Array.isArray(v) ? v.join("\n") : String(v);
   }
+  if (restore === "process") Object.assign(extra, collectPipe(pid, f.fd, flags));
   return {
     fd: f.fd,
     kind,
@@ -99,24 +100,37 @@ function toFdInfo(f: ProcFd, treePipes: Set<string>): FdInfo {
   };
 }
 
+/** Who holds the ends of each pipe of the tree. */
+export type PipeTopology = Map<string, { modes: number; pids: Set<number> }>;
+
 /**
- * Pipes whose two ends are both held inside the tree (pipe:[ino] open for
- * reading somewhere and for writing somewhere). A pipe with only one end in
- * the tree leads outside: restore re-attaches it to the restorer's stdio.
+ * Maps each pipe (pipe:[ino]) to the access modes its fds have in the tree
+ * (bit 1 read, bit 2 write) and the processes holding it.
  */
-export function sharedTargets(fdLists: ProcFd[][]): Set<string> {
-  const ends = new Map<string, Set<number>>();
-  for (const list of fdLists) {
-    for (const f of list) {
+export function pipeTopology(fdLists: { pid: number; fds: ProcFd[] }[]): PipeTopology {
+  const out: PipeTopology = new Map();
+  for (const { pid, fds } of fdLists) {
+    for (const f of fds) {
       if (f.kind !== "pipe" && f.kind !== "fifo") continue;
       const mode = (f.info.flags ?? 0) & 3;
-      if (!ends.has(f.target)) ends.set(f.target, new Set());
-      ends.get(f.target)!.add(mode === 2 ? 3 : mode === 0 ? 1 : 2);
+      const entry = out.get(f.target) ?? { modes: 0, pids: new Set<number>() };
+      entry.modes |= mode === 2 ? 3 : mode === 0 ? 1 : 2;
+      entry.pids.add(pid);
+      out.set(f.target, entry);
     }
   }
-  return new Set(
-    [...ends].filter(([, m]) => [...m].reduce((a, b) => a | b, 0) === 3).map(([t]) => t),
-  );
+  return out;
+}
+
+/**
+ * How a pipe end comes back: "process" (both ends in this one process:
+ * re-created), "tree" (ends in several processes of the tree: not yet
+ * supported), "inherit" (it leads out of the tree: the restorer's stdio).
+ */
+function pipeRestore(target: string, topology: PipeTopology): string {
+  const t = topology.get(target);
+  if (!t || t.modes !== 3) return "inherit";
+  return t.pids.size === 1 ? "process" : "tree";
 }
 
 /** Collects one frozen process. `fds` were read beforehand (tree-wide pipe analysis). */
@@ -125,7 +139,7 @@ export function collectProcess(
   tids: number[],
   children: number[],
   fds: ProcFd[],
-  treeTargets: Set<string>,
+  topology: PipeTopology,
 ): CollectedProcess {
   const stat = readStat(pid);
   const status = readStatus(pid);
@@ -165,7 +179,7 @@ export function collectProcess(
     };
   });
 
-  const fdInfos = fds.map((f) => toFdInfo(f, treeTargets));
+  const fdInfos = fds.map((f) => toFdInfo(pid, f, topology));
   for (let i = 0; i < fdInfos.length; i++) {
     for (let j = 0; j < i; j++) {
       if (fdInfos[j].sameAs !== undefined) continue;

@@ -34,7 +34,8 @@ import {
   stackT,
 } from "../../ffi/structs.ts";
 import { decodeBase64 } from "../base64.ts";
-import type { FdInfo, Mapping, ProcessImage } from "../model.ts";
+import type { Mapping, ProcessImage } from "../model.ts";
+import { emitCloexec, emitFds, planFds, type PlannedFd } from "../fds/mod.ts";
 import { UnsupportedError } from "../errors.ts";
 import { type Bootstrap, BootstrapBuilder, messageProgram } from "./stub.ts";
 import { type ProgramBuilder, slot } from "./program.ts";
@@ -52,12 +53,6 @@ export const SLOTS = {
   fdBase: 8,
 } as const;
 
-/** Where a restored fd comes from, decided before anything runs. */
-export type FdSource =
-  | { kind: "open"; path: string; flags: number }
-  | { kind: "inherit"; from: number }
-  | { kind: "same"; as: number };
-
 /** Options of {@link compileProcess}. */
 export interface CompileOptions {
   /** Absolute path of this process's image file. */
@@ -74,7 +69,7 @@ export interface CompileOptions {
 export interface CompiledProcess {
   bootstrap: Bootstrap;
   /** How each fd is re-created (for `show`). */
-  fds: { fd: number; source: FdSource }[];
+  fds: PlannedFd[];
   /** Address of a `syscall; int3` gadget inside the bootstrap. */
   syscallGadget: bigint;
   /** Where the vdso/vvar mappings are parked while being moved. */
@@ -88,14 +83,10 @@ const MAP_PRIVATE = 0x02;
 const MAP_FIXED = 0x10;
 const MAP_ANONYMOUS = 0x20;
 const MAP_GROWSDOWN = 0x100;
-const O_ACCMODE = 3;
 const O_CLOEXEC = 0o2000000;
-const O_DIRECTORY = 0o200000;
-const O_CREAT_TRUNC_EXCL = 0o100 | 0o1000 | 0o200;
 const PR_SET_NAME = 15;
 const PR_SET_MM = 35;
 const PR_SET_MM_MAP = 14;
-const F_DUPFD_CLOEXEC = 1030;
 const SIG_SETMASK = 2;
 
 const MADVISE_FOR_FLAG: Record<string, number> = {
@@ -109,62 +100,6 @@ const MADVISE_FOR_FLAG: Record<string, number> = {
 
 /** Size of the scratch area kept at the end of the bootstrap for moving the vdso. */
 export const VDSO_SCRATCH_BYTES = 1 << 20;
-
-/** Decides how each fd of `proc` is re-created; throws UnsupportedError listing the rest. */
-export function planFds(
-  proc: ProcessImage,
-  inheritFds?: Map<number, string>,
-): { fd: number; source: FdSource }[] {
-  const out: { fd: number; source: FdSource }[] = [];
-  const problems: string[] = [];
-  for (const f of proc.fds) {
-    const user = inheritFds?.get(f.fd);
-    if (f.excluded && user === undefined) continue;
-    if (user !== undefined) {
-      out.push({
-        fd: f.fd,
-        source: user.startsWith("fd:")
-          ? { kind: "inherit", from: Number(user.slice(3)) }
-          : { kind: "open", path: user, flags: f.flags & ~O_CREAT_TRUNC_EXCL },
-      });
-      continue;
-    }
-    if (f.sameAs !== undefined) {
-      out.push({ fd: f.fd, source: { kind: "same", as: f.sameAs } });
-      continue;
-    }
-    const src = defaultSource(f);
-    if (typeof src === "string") problems.push(`fd ${f.fd} (${f.kind} ${f.target}): ${src}`);
-    else out.push({ fd: f.fd, source: src });
-  }
-  if (problems.length) {
-    throw new UnsupportedError(`process ${proc.pid} cannot be restored`, problems);
-  }
-  return out;
-}
-
-function defaultSource(f: FdInfo): FdSource | string {
-  const stdioFor = f.fd <= 2 ? f.fd : (f.flags & O_ACCMODE) === 0 ? 0 : 1;
-  switch (f.kind) {
-    case "file":
-    case "chardev":
-      if (f.kind === "chardev" && f.restore.startsWith("inherit")) {
-        return { kind: "inherit", from: stdioFor };
-      }
-      return { kind: "open", path: f.target, flags: f.flags & ~O_CREAT_TRUNC_EXCL };
-    case "directory":
-      return { kind: "open", path: f.target, flags: (f.flags & ~O_CREAT_TRUNC_EXCL) | O_DIRECTORY };
-    case "tty":
-      return { kind: "inherit", from: stdioFor };
-    case "pipe":
-    case "fifo":
-    case "socket":
-      if (f.restore.startsWith("inherit")) return { kind: "inherit", from: stdioFor };
-      return `${f.kind} inside the process tree is not supported yet (use --inherit-fd ${f.fd}=PATH)`;
-    default:
-      return `${f.kind} is not supported yet (use --inherit-fd ${f.fd}=PATH)`;
-  }
-}
 
 function hexBig(h: string): bigint {
   return BigInt(h);
@@ -200,7 +135,7 @@ function emitProgram(
   p: ProgramBuilder,
   proc: ProcessImage,
   opts: CompileOptions,
-  fds: { fd: number; source: FdSource }[],
+  fds: PlannedFd[],
   slotsAddress: bigint,
 ): void {
   const allSignals = p.u64s([0xffffffffffffffffn]);
@@ -235,8 +170,8 @@ function emitProgram(
   emitMemory(p, proc, opts);
   emitMm(p, proc, slotsAddress);
   emitRlimits(p, proc);
-  emitFds(p, fds);
-  emitProcessState(p, proc);
+  emitFds(p, fds, slotsAddress, SLOTS.scratch);
+  emitProcessState(p, proc, fds);
   emitMainThread(p, proc);
   emitThreads(p, proc);
   emitSignalsAndTimers(p, proc);
@@ -353,76 +288,15 @@ function emitRlimits(p: ProgramBuilder, proc: ProcessImage): void {
   }
 }
 
-function emitFds(p: ProgramBuilder, fds: { fd: number; source: FdSource }[]): void {
-  if (fds.length === 0) {
-    p.op(SYS.close_range, [0, 0xffffffff, 0]);
-    return;
-  }
-  const high = Math.max(...fds.map((f) => f.fd)) + 1;
-  const stdioSlots = [SLOTS.stdio0, SLOTS.stdio1, SLOTS.stdio2];
-  const needStdio = new Set<number>();
-  for (const f of fds) if (f.source.kind === "inherit") needStdio.add(f.source.from);
-  for (const n of needStdio) {
-    if (n > 2) {
-      throw new UnsupportedError("--inherit-fd", [
-        `fd:${n}: only the restorer's fds 0, 1 and 2 can be inherited`,
-      ]);
-    }
-    p.op(SYS.fcntl, [n, F_DUPFD_CLOEXEC, high], {
-      store: stdioSlots[n],
-      comment: `keep the restorer's fd ${n}`,
-    });
-  }
-  const tempSlot = new Map<number, number>();
-  let next = SLOTS.fdBase;
-  for (const f of fds) {
-    if (f.source.kind !== "open") continue;
-    if (next >= 64) {
-      throw new UnsupportedError("restore", [
-        "more than 56 distinct open files in one process are not supported yet",
-      ]);
-    }
-    p.op(SYS.open, [p.cstring(f.source.path), f.source.flags | O_CLOEXEC, 0], {
-      store: SLOTS.scratch,
-      comment: `fd ${f.fd}`,
-    });
-    p.op(SYS.fcntl, [slot(SLOTS.scratch), F_DUPFD_CLOEXEC, high], { store: next });
-    p.op(SYS.close, [slot(SLOTS.scratch)]);
-    tempSlot.set(f.fd, next++);
-  }
-  p.op(SYS.close_range, [0, high - 1, 0], { comment: "drop everything inherited" });
-  const byFd = new Map(fds.map((f) => [f.fd, f]));
-  const sourceSlot = (fd: number): number => {
-    const f = byFd.get(fd)!;
-    if (f.source.kind === "open") return tempSlot.get(fd)!;
-    if (f.source.kind === "inherit") return stdioSlots[f.source.from];
-    return sourceSlot(f.source.as);
-  };
-  for (const f of fds) {
-    p.op(SYS.dup3, [slot(sourceSlot(f.fd)), f.fd, 0], { comment: describeSource(f) });
-  }
-  p.op(SYS.close_range, [high, 0xffffffff, 0]);
-}
-
-function describeSource(f: { fd: number; source: FdSource }): string {
-  const s = f.source;
-  if (s.kind === "open") return `fd ${f.fd} = ${s.path}`;
-  if (s.kind === "inherit") return `fd ${f.fd} = the restorer's fd ${s.from}`;
-  return `fd ${f.fd} shares fd ${s.as}`;
-}
-
-function emitProcessState(p: ProgramBuilder, proc: ProcessImage): void {
+function emitProcessState(p: ProgramBuilder, proc: ProcessImage, fds: PlannedFd[]): void {
   for (const f of proc.fds) {
-    if (f.sameAs !== undefined || f.excluded) continue;
-    if ((f.kind === "file" || f.kind === "directory") && f.pos > 0) {
+    const planned = fds.find((x) => x.fd === f.fd);
+    const reopened = planned?.source.kind === "open" && planned.source.path === f.target;
+    if (reopened && (f.kind === "file" || f.kind === "directory") && f.pos > 0) {
       p.op(SYS.lseek, [f.fd, f.pos, 0], { comment: `fd ${f.fd} position` });
     }
   }
-  for (const f of proc.fds) {
-    if (f.cloexec && !f.excluded) {
-      p.op(SYS.fcntl, [f.fd, 2, /* F_SETFD */ 1], { comment: `fd ${f.fd} CLOEXEC` });
-    }
-  }
+  emitCloexec(p, proc, fds);
   p.op(SYS.chdir, [p.cstring(proc.cwd)]);
   p.op(SYS.umask, [proc.umask]);
   p.op(SYS.personality, [proc.personality], { allowFail: true });

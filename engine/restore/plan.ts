@@ -8,6 +8,7 @@
 
 import { formatOp, programStringReader } from "./program.ts";
 import { planRestore, type RestoreOptions } from "./mod.ts";
+import { describeSource } from "../fds/mod.ts";
 
 /** The plan of one process. */
 export interface ProcessPlan {
@@ -62,15 +63,7 @@ export async function restorePlan(dir: string, opts: RestoreOptions = {}): Promi
       );
     }
     finalize.push("PTRACE_DETACH every thread of the tree at once");
-    const fds = compiled.fds.map(({ fd, source }) =>
-      source.kind === "open"
-        ? `fd ${fd}: open ${source.path}`
-        : source.kind === "inherit"
-        ? `fd ${fd}: the restorer's ${
-          ["stdin", "stdout", "stderr"][source.from] ?? `fd ${source.from}`
-        }`
-        : `fd ${fd}: shares fd ${source.as}`
-    );
+    const fds = compiled.fds.map(describeSource);
     return { pid: image.pid, comm: image.comm, prologue, program, finalize, fds };
   });
 }

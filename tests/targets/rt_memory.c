@@ -3,8 +3,10 @@
  * trigger file argv[1] exists, then verifies everything itself and prints
  * one "check <name> ok|FAIL <detail>" line per item, then PASS or FAIL.
  *
- * usage: rt_memory <trigger-path> <work-dir> [anon-shared]
- *   anon-shared: also check a MAP_SHARED|MAP_ANONYMOUS region.
+ * usage: rt_memory <trigger-path> <work-dir> [option...]
+ *   anon-shared: also check a MAP_SHARED|MAP_ANONYMOUS region;
+ *   ro-shared-rdwr: also check that a read-only MAP_SHARED view of a file
+ *     opened O_RDWR can be made writable (mprotect) after the restore.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -140,7 +142,7 @@ static const struct {
 static uint8_t *advised[NADVISED];
 
 static char ro_shared_path[4096];
-static uint8_t *ro_shared; /* r--s view of a file opened O_RDWR */
+static uint8_t *ro_shared; /* r--s view of a file opened O_RDWR (option ro-shared-rdwr) */
 
 static uint8_t *brk_start, *brk_end;
 #define BRK_BYTES (1 * MiB)
@@ -169,7 +171,7 @@ static void make_file(const char *path, int pages, int seed) {
   close(fd);
 }
 
-static void setup(const char *work, int with_shared_anon) {
+static void setup(const char *work, int with_shared_anon, int with_ro_shared) {
   for (size_t i = 0; i < NHEAP; i++) {
     heap[i] = malloc(heap_sizes[i]);
     if (!heap[i]) die("malloc");
@@ -235,13 +237,15 @@ static void setup(const char *work, int with_shared_anon) {
     if (madvise(advised[i], 2 * PAGE, advised_kinds[i].advice)) die("madvise");
   }
 
-  snprintf(ro_shared_path, sizeof ro_shared_path, "%s/ro-shared.dat", work);
-  make_file(ro_shared_path, 2, 980);
-  fd = open(ro_shared_path, O_RDWR);
-  if (fd < 0) die("open ro-shared");
-  ro_shared = mmap(NULL, 2 * PAGE, PROT_READ, MAP_SHARED, fd, 0);
-  if (ro_shared == MAP_FAILED) die("mmap ro-shared");
-  close(fd);
+  if (with_ro_shared) {
+    snprintf(ro_shared_path, sizeof ro_shared_path, "%s/ro-shared.dat", work);
+    make_file(ro_shared_path, 2, 980);
+    fd = open(ro_shared_path, O_RDWR);
+    if (fd < 0) die("open ro-shared");
+    ro_shared = mmap(NULL, 2 * PAGE, PROT_READ, MAP_SHARED, fd, 0);
+    if (ro_shared == MAP_FAILED) die("mmap ro-shared");
+    close(fd);
+  }
 
   brk_start = sbrk(0);
   if (sbrk(BRK_BYTES) == (void *)-1) die("sbrk");
@@ -560,6 +564,7 @@ static void check_more_memory(void) {
   }
   check("madvise-flags", ok, "%s", detail);
 
+  if (!ro_shared) return;
   /* The file was opened O_RDWR: the read-only shared view may become writable. */
   static const char msg[] = "made-writable";
   int prot = mprotect(ro_shared, 2 * PAGE, PROT_READ | PROT_WRITE);
@@ -669,13 +674,22 @@ __attribute__((noinline)) static int recurse(int depth) {
 
 int main(int argc, char **argv) {
   if (argc < 3) {
-    fprintf(stderr, "usage: %s <trigger> <work-dir> [anon-shared]\n", argv[0]);
+    fprintf(stderr, "usage: %s <trigger> <work-dir> [option...]\n", argv[0]);
     return 2;
   }
   trigger = argv[1];
   printf("start pid=%d\n", getpid()); /* stdio allocates its buffer now, not at "ready" */
   fflush(stdout);
-  setup(argv[2], argc > 3 && !strcmp(argv[3], "anon-shared"));
+  int with_shared_anon = 0, with_ro_shared = 0;
+  for (int i = 3; i < argc; i++) {
+    if (!strcmp(argv[i], "anon-shared")) with_shared_anon = 1;
+    else if (!strcmp(argv[i], "ro-shared-rdwr")) with_ro_shared = 1;
+    else {
+      fprintf(stderr, "unknown option %s\n", argv[i]);
+      return 2;
+    }
+  }
+  setup(argv[2], with_shared_anon, with_ro_shared);
   int frames = recurse(0);
   check("deep-stack", frames == DEPTH && bad_frames == 0, "%d frames, %d bad, first bad at depth %d",
         frames, bad_frames, first_bad_frame);

@@ -1,0 +1,268 @@
+/**
+ * Fds of a restored process: the per-kind plan (which module re-creates
+ * each fd, or why it cannot) and the emission of the restore ops.
+ *
+ * Emission works in three phases so that no fd number is ever clobbered:
+ *
+ * 1. every fd is created (opened, pipe2, eventfd2, ...) and moved to a
+ *    temporary number above the highest restored fd (the restorer's own
+ *    stdio fds that are to be inherited are kept the same way), and
+ *    everything below is closed;
+ * 2. each temporary is dup3()'d to its final number;
+ * 3. the temporaries are closed, then state that needs final numbers is
+ *    added (epoll watches) and status flags set.
+ *
+ * Temporaries are allocated in order from `high` with F_DUPFD_CLOEXEC, so
+ * their numbers are known when the program is compiled.
+ *
+ * @module
+ */
+
+import { SYS } from "../../ffi/sysno.ts";
+import { UnsupportedError } from "../errors.ts";
+import type { FdInfo, ProcessImage } from "../model.ts";
+import { type ProgramBuilder, slot } from "../restore/program.ts";
+import { decodeBase64 } from "../base64.ts";
+import { planEventfd, planSignalfd, planTimerfd } from "./anon.ts";
+import { planEpoll } from "./epoll.ts";
+import { planPipe } from "./pipe.ts";
+import { planRegular, replacementFlags } from "./regular.ts";
+import { type FdSource, O_CLOEXEC, O_NONBLOCK, type PlannedFd, SETFL_MASK } from "./types.ts";
+
+export type { FdSource, PlannedFd } from "./types.ts";
+
+const O_ACCMODE = 3;
+const F_DUPFD_CLOEXEC = 1030;
+const F_SETFD = 2;
+const F_SETFL = 4;
+const F_SETPIPE_SZ = 1031;
+const EPOLL_CTL_ADD = 1;
+const EFD_SEMAPHORE = 1;
+
+function stdioFor(f: FdInfo): number {
+  return f.fd <= 2 ? f.fd : (f.flags & O_ACCMODE) === 0 ? 0 : 1;
+}
+
+function planOne(f: FdInfo, proc: ProcessImage): FdSource | string {
+  switch (f.kind) {
+    case "file":
+    case "directory":
+      return planRegular(f);
+    case "chardev":
+      return f.restore === "inherit" ? { kind: "inherit", from: stdioFor(f) } : planRegular(f);
+    case "tty":
+      return { kind: "inherit", from: stdioFor(f) };
+    case "pipe":
+    case "fifo":
+      return planPipe(f, stdioFor(f));
+    case "socket":
+      return f.restore === "inherit"
+        ? { kind: "inherit", from: stdioFor(f) }
+        : "sockets are not supported yet";
+    case "eventfd":
+      return planEventfd(f);
+    case "timerfd":
+      return planTimerfd(f);
+    case "signalfd":
+      return planSignalfd(f);
+    case "epoll":
+      return planEpoll(f, proc.fds);
+    default:
+      return `${f.kind} is not supported yet`;
+  }
+}
+
+/** Decides how each fd of `proc` is re-created; throws UnsupportedError listing the rest. */
+export function planFds(proc: ProcessImage, inheritFds?: Map<number, string>): PlannedFd[] {
+  const out: PlannedFd[] = [];
+  const problems: string[] = [];
+  for (const f of proc.fds) {
+    const user = inheritFds?.get(f.fd);
+    if (user !== undefined) {
+      out.push({
+        fd: f.fd,
+        source: user.startsWith("fd:")
+          ? { kind: "inherit", from: Number(user.slice(3)) }
+          : { kind: "open", path: user, flags: replacementFlags(f) },
+      });
+      continue;
+    }
+    if (f.excluded) continue;
+    if (f.sameAs !== undefined) {
+      out.push({ fd: f.fd, source: { kind: "same", as: f.sameAs } });
+      continue;
+    }
+    const src = planOne(f, proc);
+    if (typeof src === "string") {
+      problems.push(`fd ${f.fd} (${f.target}): ${src} (use --inherit-fd ${f.fd}=PATH)`);
+    } else out.push({ fd: f.fd, source: src });
+  }
+  if (problems.length) {
+    throw new UnsupportedError(`process ${proc.pid} cannot be restored`, problems);
+  }
+  return out;
+}
+
+/** Human description of where an fd comes from (plans, comments). */
+export function describeSource(f: PlannedFd): string {
+  const s = f.source;
+  switch (s.kind) {
+    case "open":
+      return `fd ${f.fd} = ${s.path}`;
+    case "inherit":
+      return `fd ${f.fd} = the restorer's ${
+        ["stdin", "stdout", "stderr"][s.from] ?? `fd ${s.from}`
+      }`;
+    case "same":
+      return `fd ${f.fd} shares fd ${s.as}`;
+    case "pipe":
+      return `fd ${f.fd} = ${s.end} end of ${s.id}${s.data ? " (with its buffered bytes)" : ""}`;
+    default:
+      return `fd ${f.fd} = new ${s.kind}`;
+  }
+}
+
+/** Emits the ops re-creating `fds` (see the module doc for the phases). */
+export function emitFds(
+  p: ProgramBuilder,
+  fds: PlannedFd[],
+  slotsAddress: bigint,
+  scratchSlot: number,
+): void {
+  if (fds.length === 0) {
+    p.op(SYS.close_range, [0, 0xffffffff, 0], { comment: "the process had no fds" });
+    return;
+  }
+  const high = Math.max(3, ...fds.map((f) => f.fd + 1));
+  let next = high;
+  const temp = new Map<string, number>();
+  p.op(SYS.close_range, [high, 0xffffffff, 0], { comment: "fds from here up are temporaries" });
+  const stdio = [
+    ...new Set(fds.flatMap((f) => f.source.kind === "inherit" ? [f.source.from] : [])),
+  ];
+  for (const n of stdio.sort()) {
+    if (n > 2) {
+      throw new UnsupportedError("--inherit-fd", [`fd:${n}: only the restorer's fds 0, 1 and 2`]);
+    }
+    p.op(SYS.fcntl, [n, F_DUPFD_CLOEXEC, high], {
+      comment: `keep the restorer's fd ${n} as ${next}`,
+    });
+    temp.set(`stdio:${n}`, next++);
+  }
+  p.op(SYS.close_range, [0, high - 1, 0], { comment: "nothing below the temporaries stays open" });
+  const keep = (key: string, comment: string): number => {
+    p.op(SYS.fcntl, [slot(scratchSlot), F_DUPFD_CLOEXEC, high], {
+      comment: `${comment} as ${next}`,
+    });
+    p.op(SYS.close, [slot(scratchSlot)]);
+    temp.set(key, next);
+    return next++;
+  };
+  const scratchAddr = slotsAddress + BigInt(scratchSlot * 8);
+  const nonblock = (flags: number) => flags & O_NONBLOCK;
+  for (const f of fds) {
+    const s = f.source;
+    const what = `fd ${f.fd}`;
+    switch (s.kind) {
+      case "open":
+        p.op(SYS.open, [p.cstring(s.path), s.flags | O_CLOEXEC, 0], { store: scratchSlot });
+        keep(`fd:${f.fd}`, `${what} ${s.path}`);
+        break;
+      case "pipe": {
+        if (temp.has(`pipe:${s.id}:read`)) break;
+        const pair = p.reserve(8);
+        p.op(SYS.pipe2, [pair, O_CLOEXEC], { comment: `${s.id}` });
+        p.copy(scratchAddr, pair, 4);
+        const r = keep(`pipe:${s.id}:read`, `read end of ${s.id}`);
+        p.copy(scratchAddr, pair + 4n, 4);
+        const w = keep(`pipe:${s.id}:write`, `write end of ${s.id}`);
+        const ends = fds.filter((x) => x.source.kind === "pipe" && x.source.id === s.id);
+        const withData = ends.map((x) => x.source).find((x) =>
+          x.kind === "pipe" && (x.data || x.size)
+        );
+        if (withData?.kind === "pipe") {
+          if (withData.size && withData.size !== 65536) {
+            p.op(SYS.fcntl, [w, F_SETPIPE_SZ, withData.size], { allowFail: true });
+          }
+          const bytes = withData.data ? decodeBase64(withData.data) : new Uint8Array();
+          if (bytes.length) {
+            p.op(SYS.write, [w, p.data(bytes, 1), bytes.length], {
+              comment: `${bytes.length} bytes back into ${s.id}`,
+            });
+          }
+        }
+        void r;
+        break;
+      }
+      case "eventfd":
+        p.op(SYS.eventfd2, [0, O_CLOEXEC | nonblock(s.flags) | (s.semaphore ? EFD_SEMAPHORE : 0)], {
+          store: scratchSlot,
+        });
+        if (BigInt(s.count) !== 0n) {
+          p.op(SYS.write, [slot(scratchSlot), p.u64s([BigInt(s.count)]), 8], {
+            comment: `eventfd count ${s.count}`,
+          });
+        }
+        keep(`fd:${f.fd}`, `${what} eventfd`);
+        break;
+      case "timerfd": {
+        p.op(SYS.timerfd_create, [s.clockid, O_CLOEXEC | nonblock(s.flags)], {
+          store: scratchSlot,
+        });
+        if (s.value[0] || s.value[1]) {
+          const spec = p.u64s([s.interval[0], s.interval[1], s.value[0], Math.max(s.value[1], 1)]);
+          p.op(SYS.timerfd_settime, [slot(scratchSlot), 0, spec, 0], { comment: "remaining time" });
+        }
+        keep(`fd:${f.fd}`, `${what} timerfd`);
+        break;
+      }
+      case "signalfd":
+        p.op(SYS.signalfd4, [-1, p.u64s([BigInt(s.mask)]), 8, O_CLOEXEC | nonblock(s.flags)], {
+          store: scratchSlot,
+        });
+        keep(`fd:${f.fd}`, `${what} signalfd`);
+        break;
+      case "epoll":
+        p.op(SYS.epoll_create1, [O_CLOEXEC], { store: scratchSlot });
+        keep(`fd:${f.fd}`, `${what} epoll`);
+        break;
+    }
+  }
+  const byFd = new Map(fds.map((f) => [f.fd, f]));
+  const tempOf = (f: PlannedFd): number => {
+    const s = f.source;
+    if (s.kind === "inherit") return temp.get(`stdio:${s.from}`)!;
+    if (s.kind === "same") return tempOf(byFd.get(s.as)!);
+    if (s.kind === "pipe") return temp.get(`pipe:${s.id}:${s.end}`)!;
+    return temp.get(`fd:${f.fd}`)!;
+  };
+  for (const f of fds) p.op(SYS.dup3, [tempOf(f), f.fd, 0], { comment: describeSource(f) });
+  p.op(SYS.close_range, [high, 0xffffffff, 0], { comment: "drop the temporaries" });
+  for (const f of fds) {
+    const s = f.source;
+    if (s.kind === "pipe" && (s.flags & SETFL_MASK) !== 0) {
+      p.op(SYS.fcntl, [f.fd, F_SETFL, s.flags & SETFL_MASK], { comment: `fd ${f.fd} flags` });
+    }
+    if (s.kind === "epoll") {
+      for (const t of s.targets) {
+        const ev = new Uint8Array(12);
+        const dv = new DataView(ev.buffer);
+        dv.setUint32(0, t.events, true);
+        dv.setBigUint64(4, BigInt(t.data), true);
+        p.op(SYS.epoll_ctl, [f.fd, EPOLL_CTL_ADD, t.fd, p.data(ev, 4)], {
+          comment: `epoll ${f.fd} watches fd ${t.fd}`,
+        });
+      }
+    }
+  }
+}
+
+/** Ops setting CLOEXEC on the fds that had it (dup3 above cleared it). */
+export function emitCloexec(p: ProgramBuilder, proc: ProcessImage, fds: PlannedFd[]): void {
+  const restored = new Set(fds.map((f) => f.fd));
+  for (const f of proc.fds) {
+    if (f.cloexec && restored.has(f.fd)) {
+      p.op(SYS.fcntl, [f.fd, F_SETFD, 1], { comment: `fd ${f.fd} CLOEXEC` });
+    }
+  }
+}

@@ -1,0 +1,44 @@
+/**
+ * Pipes. A pipe with both ends in one process is re-created with pipe2()
+ * and refilled with the bytes that were in it (read at dump time with
+ * tee(), which copies without consuming). A pipe with one end leading out
+ * of the tree is re-attached to the restorer's stdio. Pipes shared between
+ * processes of the tree are not supported yet.
+ *
+ * @module
+ */
+
+import { peekPipe } from "../../ffi/pipe.ts";
+import { encodeBase64 } from "../base64.ts";
+import type { FdInfo } from "../model.ts";
+import type { FdSource } from "./types.ts";
+
+const O_ACCMODE = 3;
+
+/** Dump-time extras of a pipe end held by `pid`: buffered bytes and buffer size. */
+export function collectPipe(pid: number, fd: number, flags: number): Record<string, string> {
+  if ((flags & O_ACCMODE) !== 0) return {};
+  try {
+    const { data, size } = peekPipe(pid, fd);
+    return { "pipe-data": encodeBase64(data), "pipe-size": String(size) };
+  } catch {
+    return {};
+  }
+}
+
+/** Restore plan of a pipe end. */
+export function planPipe(f: FdInfo, stdioFor: number): FdSource | string {
+  if (f.restore === "inherit") return { kind: "inherit", from: stdioFor };
+  if (f.restore !== "process") {
+    return "a pipe shared between processes of the tree is not supported yet";
+  }
+  const end = (f.flags & O_ACCMODE) === 0 ? "read" : "write";
+  return {
+    kind: "pipe",
+    id: f.target,
+    end,
+    flags: f.flags,
+    ...(f.extra["pipe-data"] ? { data: f.extra["pipe-data"] } : {}),
+    ...(f.extra["pipe-size"] ? { size: Number(f.extra["pipe-size"]) } : {}),
+  };
+}

@@ -1,0 +1,60 @@
+/**
+ * Types shared by the per-kind fd modules: how a restored fd is re-created
+ * ({@link FdSource}) and the context a kind emits its restore ops into.
+ *
+ * @module
+ */
+
+import type { FdInfo, ProcessImage } from "../model.ts";
+import type { ProgramBuilder } from "../restore/program.ts";
+
+/** How one fd of a restored process is re-created. */
+export type FdSource =
+  | { kind: "open"; path: string; flags: number }
+  | { kind: "inherit"; from: number }
+  | { kind: "same"; as: number }
+  | { kind: "pipe"; id: string; end: "read" | "write"; flags: number; data?: string; size?: number }
+  | { kind: "eventfd"; count: string; semaphore: boolean; flags: number }
+  | {
+    kind: "timerfd";
+    clockid: number;
+    flags: number;
+    value: [number, number];
+    interval: [number, number];
+  }
+  | { kind: "signalfd"; mask: string; flags: number }
+  | { kind: "epoll"; flags: number; targets: { fd: number; events: number; data: string }[] };
+
+/** A planned fd: its number and source. */
+export interface PlannedFd {
+  fd: number;
+  source: FdSource;
+}
+
+/** Where restore ops go while the fds of one process are re-created. */
+export interface FdEmitContext {
+  /** The program being built. */
+  p: ProgramBuilder;
+  /** Slot holding a freshly created fd (number below `high`). */
+  scratchSlot: number;
+  /** Address of the slots array (for COPY into slots). */
+  slotsAddress: bigint;
+  /**
+   * Moves the fd in the scratch slot to the next temporary number (>= the
+   * highest restored fd + 1), closes the original and returns that number.
+   */
+  keepScratch(comment: string): number;
+}
+
+/** One fd kind: how to describe it at dump time and re-create it at restore. */
+export interface FdKindModule {
+  /** Restore plan for `f`, or the reason it cannot be restored. */
+  plan(f: FdInfo, proc: ProcessImage): FdSource | string;
+}
+
+/** Open-file status flags that F_SETFL can change. */
+export const SETFL_MASK = 0o2000 | 0o4000 | 0o20000 | 0o40000 | 0o1000000; // APPEND NONBLOCK ASYNC DIRECT NOATIME
+/** O_NONBLOCK. */
+export const O_NONBLOCK = 0o4000;
+/** O_CLOEXEC. */
+export const O_CLOEXEC = 0o2000000;

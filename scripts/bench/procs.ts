@@ -1,0 +1,142 @@
+/**
+ * The processes of a benchmark run: spawned with posix_spawn (invisible to
+ * Deno's reaper), waited for by pid with their resource usage (wait4
+ * rusage: peak RSS, CPU time), and always killed and reaped by pid at the
+ * end. The bench is a child subreaper, so a restored process that its
+ * restorer left behind (`restore --detach`) becomes the bench's child.
+ *
+ * @module
+ */
+
+import { posixSpawn } from "../../ffi/spawn.ts";
+import { rawSyscall } from "../../ffi/libc.ts";
+import { SYS } from "../../ffi/sysno.ts";
+import { decodeWaitStatus, type WaitStatus } from "../../ffi/wait.ts";
+
+const WNOHANG = 1;
+const ECHILD = 10n;
+const EINTR = 4n;
+
+/** How a waited-for child ended and what it used. */
+export interface ChildResult {
+  status: WaitStatus;
+  /** Seconds from spawn to reap (poll granularity: 1 ms). */
+  wallSeconds: number;
+  /** Peak resident set size of the child (and the children it reaped), bytes. */
+  maxRssBytes: number;
+  userSeconds: number;
+  systemSeconds: number;
+}
+
+/** A spawned process whose stdout and stderr go to files. */
+export interface Child {
+  pid: number;
+  /** performance.now() at spawn. */
+  spawnedAt: number;
+  /** Wall clock (ms since the epoch, fractional) at spawn. */
+  spawnedAtEpochMs: number;
+  stdoutPath: string;
+  stderrPath: string;
+}
+
+const live = new Set<number>();
+
+/** Makes the bench a child subreaper (PR_SET_CHILD_SUBREAPER). */
+export function becomeSubreaper(): void {
+  const r = rawSyscall(SYS.prctl, 36, 1, 0, 0, 0);
+  if (r < 0n) throw new Error(`prctl(PR_SET_CHILD_SUBREAPER) failed: ${r}`);
+}
+
+/** Wall clock in ms since the epoch with sub-ms precision. */
+export function epochMs(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+/** Spawns `argv` (argv[0] is the path) with stdin /dev/null and output to the given files. */
+export function spawnChild(argv: string[], stdoutPath: string, stderrPath = stdoutPath): Child {
+  const O_WRONLY_CREAT_APPEND = 0o1 | 0o100 | 0o2000;
+  const fileActions = [
+    { kind: "open" as const, fd: 0, path: "/dev/null", flags: 0 },
+    { kind: "open" as const, fd: 1, path: stdoutPath, flags: O_WRONLY_CREAT_APPEND },
+    stderrPath === stdoutPath
+      ? { kind: "dup2" as const, fd: 1, newFd: 2 }
+      : { kind: "open" as const, fd: 2, path: stderrPath, flags: O_WRONLY_CREAT_APPEND },
+  ];
+  const spawnedAtEpochMs = epochMs();
+  const spawnedAt = performance.now();
+  const pid = posixSpawn(argv[0], argv, { fileActions });
+  live.add(pid);
+  return { pid, spawnedAt, spawnedAtEpochMs, stdoutPath, stderrPath };
+}
+
+/** Registers a pid the bench now owns (a restored process re-parented to it). */
+export function adopt(pid: number): void {
+  live.add(pid);
+}
+
+/** wait4(pid, WNOHANG) with rusage; undefined while it runs. */
+function tryReap(pid: number): { status: WaitStatus; usage: BigInt64Array } | undefined {
+  const status = new Int32Array(1);
+  const usage = new BigInt64Array(18); // struct rusage: 144 bytes
+  for (;;) {
+    const r = rawSyscall(SYS.wait4, pid, status, WNOHANG, usage);
+    if (r === -EINTR) continue;
+    if (r === -ECHILD) {
+      live.delete(pid);
+      throw new Error(`process ${pid} is not a child of the bench`);
+    }
+    if (r < 0n) throw new Error(`wait4(${pid}) failed: ${r}`);
+    if (r === 0n) return undefined;
+    const st = decodeWaitStatus(pid, status[0]);
+    if (st.kind === "exited" || st.kind === "signaled") {
+      live.delete(pid);
+      return { status: st, usage };
+    }
+  }
+}
+
+/** Polls until `child` exits (killing it after `timeoutMs`); returns its status and usage. */
+export async function waitChild(child: Child, timeoutMs = 600_000): Promise<ChildResult> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const done = tryReap(child.pid);
+    if (done) {
+      const tv = (i: number) => Number(done.usage[i]) + Number(done.usage[i + 1]) / 1e6;
+      return {
+        status: done.status,
+        wallSeconds: (performance.now() - child.spawnedAt) / 1000,
+        maxRssBytes: Number(done.usage[4]) * 1024,
+        userSeconds: tv(0),
+        systemSeconds: tv(2),
+      };
+    }
+    if (performance.now() > deadline) {
+      rawSyscall(SYS.kill, child.pid, 9);
+      throw new Error(`process ${child.pid} (${child.stdoutPath}) timed out`);
+    }
+    await new Promise((r) => setTimeout(r, 1));
+  }
+}
+
+/** Sends SIGKILL to `pid` and reaps it (it must be the bench's child). */
+export async function killAndReap(pid: number, timeoutMs = 10_000): Promise<void> {
+  rawSyscall(SYS.kill, pid, 9);
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    let done;
+    try {
+      done = tryReap(pid);
+    } catch {
+      return; // not our child (already reaped)
+    }
+    if (done) return;
+    if (performance.now() > deadline) throw new Error(`process ${pid} did not die`);
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
+
+/** Kills and reaps every process the bench started or adopted that is still there. */
+export async function cleanupProcesses(): Promise<void> {
+  for (const pid of [...live]) await killAndReap(pid, 5000).catch(() => {});
+  live.clear();
+}
