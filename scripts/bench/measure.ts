@@ -70,7 +70,11 @@ export function baselineDump(
 }
 
 /** Baseline restore: `file` pread into fresh anonymous memory. */
-export function baselineRestore(file: string, bytes: number, logPath: string): Promise<BaselineRun> {
+export function baselineRestore(
+  file: string,
+  bytes: number,
+  logPath: string,
+): Promise<BaselineRun> {
   return runBaseline(["restore", file, String(bytes)], logPath);
 }
 

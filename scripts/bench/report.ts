@@ -74,14 +74,14 @@ export function summarize(
 ): WorkloadResult {
   const pages = median(reps.map((r) => r.cryoDump.stats.pagesBytes));
   const rate = (bytes: number, s: number) => bytes / s;
-  const dumpRates = reps.map((r) => rate(r.cryoDump.stats.pagesBytes, r.cryoDump.stats.dumpSeconds));
+  const dumpRates = reps.map((r) =>
+    rate(r.cryoDump.stats.pagesBytes, r.cryoDump.stats.dumpSeconds)
+  );
   const restoreRates = reps.map((r) => rate(r.cryoDump.stats.pagesBytes, r.cryoRestore.seconds));
   const blDump = reps.map((r) => rate(r.baselineDump.bytes, r.baselineDump.seconds));
   const blRestore = reps.map((r) => rate(r.baselineRestore.bytes, r.baselineRestore.seconds));
   const nv = reps.filter((r) => r.cryoRestoreNoVerify && r.baselineRestore2);
-  const nvRates = nv.map((r) =>
-    rate(r.cryoDump.stats.pagesBytes, r.cryoRestoreNoVerify!.seconds)
-  );
+  const nvRates = nv.map((r) => rate(r.cryoDump.stats.pagesBytes, r.cryoRestoreNoVerify!.seconds));
   const nvBl = nv.map((r) => rate(r.baselineRestore2!.bytes, r.baselineRestore2!.seconds));
   const observed = reps.map((r) => r.cryoDump.observedFreezeSeconds).filter((x) =>
     x !== null
@@ -138,7 +138,9 @@ const mib = (x: number) => (x / MiB).toFixed(x < 10 * MiB ? 2 : 0);
 /** Renders rows as an aligned text table (first row is the header). */
 export function textTable(rows: string[][]): string {
   const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
-  return rows.map((r) => r.map((cell, c) => c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c])).join("  "))
+  return rows.map((r) =>
+    r.map((cell, c) => c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c])).join("  ")
+  )
     .join("\n");
 }
 
