@@ -27,8 +27,11 @@ export function classifyVma(v: Vma): MappingKind {
   if (VDSO_NAMES.has(v.path)) return "vdso";
   if (v.path === "[vsyscall]") return "vsyscall";
   const shared = v.perms[3] === "s";
-  const fileBacked = v.inode !== 0 && !v.path.startsWith("/SYSV") && v.path !== "/dev/zero" &&
-    !v.path.startsWith("/memfd:");
+  // Shared anonymous memory is shmem: maps shows it as "/dev/zero (deleted)"
+  // (or "/SYSV..." for System V segments) with an inode.
+  const path = v.path.replace(/ \(deleted\)$/, "");
+  const fileBacked = v.inode !== 0 && !path.startsWith("/SYSV") && path !== "/dev/zero" &&
+    !path.startsWith("/memfd:");
   if (!fileBacked) return shared ? "anon-shared" : "anon";
   return shared ? "file-shared" : "file-private";
 }

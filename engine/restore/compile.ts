@@ -169,8 +169,9 @@ function emitProgram(
 
   emitMemory(p, proc, opts);
   emitMm(p, proc, slotsAddress);
-  emitRlimits(p, proc);
+  emitNofileForFds(p, proc);
   emitFds(p, fds, slotsAddress, SLOTS.scratch);
+  emitRlimits(p, proc);
   emitProcessState(p, proc, fds);
   emitMainThread(p, proc);
   emitThreads(p, proc);
@@ -213,7 +214,9 @@ function emitMemory(p: ProgramBuilder, proc: ProcessImage, opts: CompileOptions)
       if (openPath !== path) {
         if (openPath !== undefined) p.op(SYS.close, [slot(SLOTS.file)]);
         const shared = m.kind === "file-shared";
-        const oflags = (shared && m.perms[1] === "w" ? 2 : 0) | O_CLOEXEC;
+        // A shared mapping that may become writable (VM_MAYWRITE, "mw") needs the file read-write.
+        const oflags = (shared && (m.perms[1] === "w" || m.vmFlags.includes("mw")) ? 2 : 0) |
+          O_CLOEXEC;
         p.op(SYS.open, [p.cstring(path), oflags, 0], { store: SLOTS.file });
         openPath = path;
       }
@@ -276,6 +279,20 @@ function emitMm(p: ProgramBuilder, proc: ProcessImage, slotsAddress: bigint): vo
     comment: "mm bounds, auxv, exe",
   });
   if (proc.exe) p.op(SYS.close, [slot(SLOTS.exe)]);
+}
+
+/**
+ * Lets the fd phase use numbers up to the process's hard RLIMIT_NOFILE (its
+ * temporaries sit above the highest fd); the real limits come after.
+ */
+function emitNofileForFds(p: ProgramBuilder, proc: ProcessImage): void {
+  const nofile = proc.rlimits.find((r) => r.resource === 7);
+  if (!nofile) return;
+  const hard = nofile.hard === "inf" ? RLIM_INFINITY : BigInt(nofile.hard);
+  p.op(SYS.prlimit64, [0, 7, p.data(rlimit.encode({ cur: hard, max: hard })), 0], {
+    allowFail: true,
+    comment: "NOFILE soft = hard while fds are placed",
+  });
 }
 
 function emitRlimits(p: ProgramBuilder, proc: ProcessImage): void {

@@ -1,0 +1,102 @@
+/**
+ * Round trips of real programs that print a counter: a python3 loop, a
+ * /bin/sh loop (a process tree: the shell and its `sleep` child) and a
+ * Node.js setInterval. Each is dumped, killed and restored with the same
+ * pid; its output must go on from the last number printed before the dump
+ * (no restart from 1, nothing lost, nothing repeated).
+ */
+
+import assert from "node:assert/strict";
+import { dumpKillRestore, removeImageDir } from "./helpers/roundtrip.ts";
+import { startTarget, type Target, withTargets } from "./helpers/targets.ts";
+
+/** The integers a counter program printed, one per line (a partial last line is ignored). */
+function counterLines(t: Target): number[] {
+  const out = t.output();
+  const complete = out.endsWith("\n") ? out : out.slice(0, out.lastIndexOf("\n") + 1);
+  return complete.split("\n").filter((l) => l !== "").map((l) => {
+    assert.match(l, /^\d+$/, `unexpected output line ${JSON.stringify(l)} in:\n${out}`);
+    return Number(l);
+  });
+}
+
+/** Waits until the counter printed at least `n`. */
+async function waitForCount(t: Target, n: number, timeoutMs = 10000): Promise<number[]> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const lines = counterLines(t);
+    if (lines.length && lines[lines.length - 1] >= n) return lines;
+    if (Date.now() > deadline) {
+      throw new Error(`counter of ${t.pid} did not reach ${n}; output:\n${t.output()}`);
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** Asserts `lines` is exactly 1, 2, ..., last. */
+function assertConsecutive(lines: number[], what: string): void {
+  const expected = lines.map((_, i) => i + 1);
+  assert.deepEqual(lines, expected, `${what}: the counter did not go on from where it stopped`);
+}
+
+/** Runs a counter program, dumps it after `before` lines, restores it and watches it count on. */
+async function roundTripCounter(
+  path: string,
+  args: string[],
+  opts: { before: number; after: number; treeSize?: number },
+): Promise<void> {
+  let dir: string | undefined;
+  try {
+    const t = await startTarget(path, args);
+    await waitForCount(t, opts.before);
+    const pid = t.pid;
+
+    const rt = await dumpKillRestore(t);
+    dir = rt.dir;
+    assert.equal(rt.tree.rootPid, pid, "restored with another pid");
+    if (opts.treeSize !== undefined) {
+      assert.ok(rt.tree.pids.length <= opts.treeSize, `restored pids ${rt.tree.pids}`);
+    }
+    const stopped = counterLines(t);
+    const last = stopped[stopped.length - 1];
+    assertConsecutive(stopped, "before the dump");
+
+    const lines = await waitForCount(t, last + opts.after);
+    assertConsecutive(lines, "after the restore");
+    assert.equal(t.poll(), undefined, `restored process exited:\n${t.output()}`);
+    const cmdline = Deno.readTextFileSync(`/proc/${pid}/cmdline`).split("\0");
+    assert.deepEqual(cmdline.slice(1, 1 + args.length), args, "another process has that pid");
+  } finally {
+    if (dir) await removeImageDir(dir);
+  }
+}
+
+Deno.test(
+  "a python3 counter loop goes on counting after dump, kill and restore",
+  withTargets(() =>
+    roundTripCounter("/usr/bin/python3", [
+      "-c",
+      "import sys, time\ni = 0\nwhile True:\n  i += 1\n  print(i, flush=True)\n  time.sleep(0.05)",
+    ], { before: 5, after: 5 })
+  ),
+);
+
+Deno.test(
+  "a /bin/sh counter loop (shell + sleep child: a process tree) goes on counting after dump, kill and restore",
+  withTargets(() =>
+    roundTripCounter("/bin/sh", [
+      "-c",
+      "i=0; while :; do i=$((i+1)); echo $i; sleep 0.2; done",
+    ], { before: 3, after: 3, treeSize: 2 })
+  ),
+);
+
+Deno.test(
+  "a Node.js setInterval counter goes on counting after dump, kill and restore",
+  withTargets(() =>
+    roundTripCounter("/usr/bin/node", [
+      "-e",
+      "let i = 0; setInterval(() => { i += 1; process.stdout.write(i + '\\n'); }, 50);",
+    ], { before: 5, after: 5 })
+  ),
+);
