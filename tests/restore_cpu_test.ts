@@ -83,7 +83,11 @@ async function roundTripRegisters(args: string[]): Promise<void> {
       }`,
     );
     const eflags = BigInt(main.regs.eflags);
-    assert.equal(eflags & (EFLAGS_DF | EFLAGS_AC), EFLAGS_DF | EFLAGS_AC, `eflags ${main.regs.eflags}`);
+    assert.equal(
+      eflags & (EFLAGS_DF | EFLAGS_AC),
+      EFLAGS_DF | EFLAGS_AC,
+      `eflags ${main.regs.eflags}`,
+    );
 
     await sleep(200); // many iterations of re-checking after the restore
     assert.equal(t.poll(), undefined, `restored target died early:\n${t.output()}`);

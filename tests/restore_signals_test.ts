@@ -73,7 +73,10 @@ Deno.test(
       assert.equal(proc.itimers.real.intervalUs, 50000);
       assert.equal(proc.itimers.virtual.intervalUs, 7_000_000);
       const main = proc.threads.find((x) => x.tid === pid)!;
-      assert.ok(main.pending.some((s) => s.signo === SIGUSR2), "SIGUSR2 not pending for the thread");
+      assert.ok(
+        main.pending.some((s) => s.signo === SIGUSR2),
+        "SIGUSR2 not pending for the thread",
+      );
       assert.ok(proc.sharedPending.some((s) => s.signo === SIGWINCH), "SIGWINCH not pending");
       assert.equal(main.sigaltstack.sp, `0x${ready[2]}`);
 

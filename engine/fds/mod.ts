@@ -27,6 +27,7 @@ import { planEventfd, planSignalfd, planTimerfd } from "./anon.ts";
 import { planEpoll } from "./epoll.ts";
 import { planPipe } from "./pipe.ts";
 import { planRegular, replacementFlags } from "./regular.ts";
+import type { SharedPipe } from "./shared_pipes.ts";
 import { type FdSource, O_CLOEXEC, O_NONBLOCK, type PlannedFd, SETFL_MASK } from "./types.ts";
 
 export type { FdSource, PlannedFd } from "./types.ts";
@@ -43,7 +44,7 @@ function stdioFor(f: FdInfo): number {
   return f.fd <= 2 ? f.fd : (f.flags & O_ACCMODE) === 0 ? 0 : 1;
 }
 
-function planOne(f: FdInfo, proc: ProcessImage): FdSource | string {
+function planOne(f: FdInfo, proc: ProcessImage, shared?: readonly SharedPipe[]): FdSource | string {
   switch (f.kind) {
     case "file":
     case "directory":
@@ -54,7 +55,7 @@ function planOne(f: FdInfo, proc: ProcessImage): FdSource | string {
       return { kind: "inherit", from: stdioFor(f) };
     case "pipe":
     case "fifo":
-      return planPipe(f, stdioFor(f));
+      return planPipe(f, stdioFor(f), shared);
     case "socket":
       return f.restore === "inherit"
         ? { kind: "inherit", from: stdioFor(f) }
@@ -72,8 +73,15 @@ function planOne(f: FdInfo, proc: ProcessImage): FdSource | string {
   }
 }
 
-/** Decides how each fd of `proc` is re-created; throws UnsupportedError listing the rest. */
-export function planFds(proc: ProcessImage, inheritFds?: Map<number, string>): PlannedFd[] {
+/**
+ * Decides how each fd of `proc` is re-created; throws UnsupportedError
+ * listing the rest. `shared` are the tree's shared pipes (transfer fds).
+ */
+export function planFds(
+  proc: ProcessImage,
+  inheritFds?: Map<number, string>,
+  shared?: readonly SharedPipe[],
+): PlannedFd[] {
   const out: PlannedFd[] = [];
   const problems: string[] = [];
   for (const f of proc.fds) {
@@ -92,7 +100,7 @@ export function planFds(proc: ProcessImage, inheritFds?: Map<number, string>): P
       out.push({ fd: f.fd, source: { kind: "same", as: f.sameAs } });
       continue;
     }
-    const src = planOne(f, proc);
+    const src = planOne(f, proc, shared);
     if (typeof src === "string") {
       problems.push(`fd ${f.fd} (${f.target}): ${src} (use --inherit-fd ${f.fd}=PATH)`);
     } else out.push({ fd: f.fd, source: src });
@@ -133,20 +141,20 @@ export function emitFds(
     p.op(SYS.close_range, [0, 0xffffffff, 0], { comment: "the process had no fds" });
     return;
   }
-  const high = Math.max(3, ...fds.map((f) => f.fd + 1));
+  const high = Math.max(
+    3,
+    ...fds.map((f) => f.fd + 1),
+    ...fds.map((f) => f.source.kind === "inherit" ? f.source.from + 1 : 0),
+  );
   let next = high;
   const temp = new Map<string, number>();
   p.op(SYS.close_range, [high, 0xffffffff, 0], { comment: "fds from here up are temporaries" });
   const stdio = [
     ...new Set(fds.flatMap((f) => f.source.kind === "inherit" ? [f.source.from] : [])),
   ];
-  for (const n of stdio.sort()) {
-    if (n > 2) {
-      throw new UnsupportedError("--inherit-fd", [`fd:${n}: only the restorer's fds 0, 1 and 2`]);
-    }
-    p.op(SYS.fcntl, [n, F_DUPFD_CLOEXEC, high], {
-      comment: `keep the restorer's fd ${n} as ${next}`,
-    });
+  for (const n of stdio.sort((a, b) => a - b)) {
+    const what = n <= 2 ? `the restorer's fd ${n}` : `inherited fd ${n}`;
+    p.op(SYS.fcntl, [n, F_DUPFD_CLOEXEC, high], { comment: `keep ${what} as ${next}` });
     temp.set(`stdio:${n}`, next++);
   }
   p.op(SYS.close_range, [0, high - 1, 0], { comment: "nothing below the temporaries stays open" });
@@ -240,9 +248,12 @@ export function emitFds(
   p.op(SYS.close_range, [high, 0xffffffff, 0], { comment: "drop the temporaries" });
   for (const f of fds) {
     const s = f.source;
-    if (s.kind === "pipe" && (s.flags & SETFL_MASK) !== 0) {
-      p.op(SYS.fcntl, [f.fd, F_SETFL, s.flags & SETFL_MASK], { comment: `fd ${f.fd} flags` });
-    }
+    const setfl = s.kind === "pipe"
+      ? s.flags & SETFL_MASK
+      : s.kind === "inherit"
+      ? s.setfl ?? 0
+      : 0;
+    if (setfl !== 0) p.op(SYS.fcntl, [f.fd, F_SETFL, setfl], { comment: `fd ${f.fd} flags` });
     if (s.kind === "epoll") {
       for (const t of s.targets) {
         const ev = new Uint8Array(12);

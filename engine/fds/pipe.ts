@@ -11,7 +11,7 @@
 import { peekPipe } from "../../ffi/pipe.ts";
 import { encodeBase64 } from "../base64.ts";
 import type { FdInfo } from "../model.ts";
-import type { FdSource } from "./types.ts";
+import { type FdSource, SETFL_MASK } from "./types.ts";
 
 const O_ACCMODE = 3;
 
@@ -26,12 +26,23 @@ export function collectPipe(pid: number, fd: number, flags: number): Record<stri
   }
 }
 
-/** Restore plan of a pipe end. */
-export function planPipe(f: FdInfo, stdioFor: number): FdSource | string {
+/**
+ * Restore plan of a pipe end. `shared` gives the transfer fd numbers of
+ * pipes shared between processes of the tree (see shared_pipes.ts).
+ */
+export function planPipe(
+  f: FdInfo,
+  stdioFor: number,
+  shared?: readonly { id: string; readFd: number; writeFd: number }[],
+): FdSource | string {
   if (f.restore === "inherit") return { kind: "inherit", from: stdioFor };
-  if (f.restore !== "process") {
-    return "a pipe shared between processes of the tree is not supported yet";
+  if (f.restore === "tree") {
+    const s = shared?.find((x) => x.id === f.target);
+    if (!s) return "a pipe shared with another process of the tree that is not restored";
+    const from = (f.flags & O_ACCMODE) === 0 ? s.readFd : s.writeFd;
+    return { kind: "inherit", from, setfl: f.flags & SETFL_MASK };
   }
+  if (f.restore !== "process") return `a pipe end of unknown kind "${f.restore}"`;
   const end = (f.flags & O_ACCMODE) === 0 ? "read" : "write";
   return {
     kind: "pipe",

@@ -11,7 +11,7 @@ import type { ProgramBuilder } from "../restore/program.ts";
 /** How one fd of a restored process is re-created. */
 export type FdSource =
   | { kind: "open"; path: string; flags: number }
-  | { kind: "inherit"; from: number }
+  | { kind: "inherit"; from: number; setfl?: number }
   | { kind: "same"; as: number }
   | { kind: "pipe"; id: string; end: "read" | "write"; flags: number; data?: string; size?: number }
   | { kind: "eventfd"; count: string; semaphore: boolean; flags: number }

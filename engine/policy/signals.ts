@@ -39,7 +39,9 @@ export const STOP_SIGNALS = ["SIGINT", "SIGTERM"] as const;
 /** The number of a signal given by name (`"SIGUSR1"`, `"USR1"`) or number; throws on unknown names. */
 export function signalNumber(sig: string | number): number {
   if (typeof sig === "number") {
-    if (!Number.isInteger(sig) || sig < 1 || sig > 64) throw new RangeError(`invalid signal ${sig}`);
+    if (!Number.isInteger(sig) || sig < 1 || sig > 64) {
+      throw new RangeError(`invalid signal ${sig}`);
+    }
     return sig;
   }
   const name = sig.toUpperCase().startsWith("SIG") ? sig.toUpperCase() : `SIG${sig.toUpperCase()}`;

@@ -36,6 +36,7 @@ import {
 import { decodeBase64 } from "../base64.ts";
 import type { Mapping, ProcessImage } from "../model.ts";
 import { emitCloexec, emitFds, planFds, type PlannedFd } from "../fds/mod.ts";
+import { emitSharedPipeCreation, type SharedPipe } from "../fds/shared_pipes.ts";
 import { UnsupportedError } from "../errors.ts";
 import { type Bootstrap, BootstrapBuilder, messageProgram } from "./stub.ts";
 import { type ProgramBuilder, slot } from "./program.ts";
@@ -61,6 +62,8 @@ export interface CompileOptions {
   childImages: Map<number, string>;
   /** User overrides: fd number -> "path" or "fd:N" (the restorer's own fd N). */
   inheritFds?: Map<number, string>;
+  /** Pipes shared between processes of the tree (see engine/fds/shared_pipes.ts). */
+  sharedPipes?: SharedPipe[];
   /** Text of the standalone message. */
   standaloneMessage?: string;
 }
@@ -107,7 +110,7 @@ function hexBig(h: string): bigint {
 
 /** Compiles `proc` into its bootstrap blob (stub, standalone message and restore program). */
 export function compileProcess(proc: ProcessImage, opts: CompileOptions): CompiledProcess {
-  const fds = planFds(proc, opts.inheritFds);
+  const fds = planFds(proc, opts.inheritFds, opts.sharedPipes);
   const base = hexBig(proc.bootstrap.start);
   const boot = new BootstrapBuilder(base);
   const standalone = messageProgram(
@@ -140,6 +143,7 @@ function emitProgram(
 ): void {
   const allSignals = p.u64s([0xffffffffffffffffn]);
   p.op(SYS.rt_sigprocmask, [SIG_SETMASK, allSignals, 0, 8], { comment: "block all signals" });
+  emitSharedPipeCreation(p, opts.sharedPipes ?? [], proc.pid, SLOTS.scratch, slotsAddress);
 
   // Children first: they exec their own image and leave this memory behind.
   for (const child of proc.children) {

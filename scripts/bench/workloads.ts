@@ -160,8 +160,8 @@ export function gapsOf(w: RunningWorkload): Gap[] {
 export async function verifyWorkload(w: RunningWorkload, timeoutMs = 60_000): Promise<void> {
   const from = outputOf(w).length;
   rawSyscall(SYS.kill, w.child.pid, 10 /* SIGUSR1 */);
-  const m = await waitForOutput(w, /^verify (ok|FAIL.*)$/m, from, timeoutMs);
-  if (m[1] !== "ok") throw new Error(`${w.spec.name}: memory check after restore: ${m[1]}`);
+  const m = await waitForOutput(w, /^verify (ok|FAIL)(.*)$/m, from, timeoutMs);
+  if (m[1] !== "ok") throw new Error(`${w.spec.name}: memory check after restore: ${m[0]}`);
 }
 
 /** RssAnon of a process, bytes (0 if unreadable). */

@@ -10,7 +10,8 @@
  * the robust list), starts a fresh thread, and prints one
  * "check <name> ok|FAIL <detail>" line per item, then PASS or FAIL.
  *
- * usage: rt_threads <trigger-path>
+ * usage: rt_threads <trigger-path> [nopending]
+ *   nopending: no signal is left pending for the spinning thread.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -99,6 +100,7 @@ static pthread_mutex_t round_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t round_cv = PTHREAD_COND_INITIALIZER;
 static int round_count;
 
+static int with_pending = 1; /* a SIGUSR2 is left pending for the spinning thread */
 static volatile pid_t usr2_tid; /* which thread ran the SIGUSR2 handler */
 static void on_usr2(int sig) {
   (void)sig;
@@ -247,7 +249,7 @@ static void *worker_main(void *arg) {
     sigemptyset(&one);
     sigaddset(&one, SIGUSR2);
     pthread_sigmask(SIG_UNBLOCK, &one, NULL); /* the handler runs here, in this thread */
-    w->extra_ok = pending && usr2_tid == w->tid;
+    w->extra_ok = with_pending ? pending && usr2_tid == w->tid : !pending && usr2_tid == 0;
     snprintf(w->extra, sizeof w->extra, "SIGUSR2 pending %d, handled by tid %d", pending,
              (int)usr2_tid);
     pthread_sigmask(SIG_BLOCK, &one, NULL);
@@ -311,6 +313,7 @@ int main(int argc, char **argv) {
     return 2;
   }
   pid_t pid = getpid();
+  with_pending = !(argc > 2 && strcmp(argv[2], "nopending") == 0);
   tls_value = 0x7100000000005555ULL;
   uint64_t *main_tls = &tls_value;
   set_mask(-1);
@@ -335,7 +338,7 @@ int main(int argc, char **argv) {
   while (started < NWORKERS) pthread_cond_wait(&start_cv, &start_lock);
   pthread_mutex_unlock(&start_lock);
   /* A signal pending for the spinning thread only. */
-  syscall(SYS_tgkill, pid, workers[K_SPIN].tid, SIGUSR2);
+  if (with_pending) syscall(SYS_tgkill, pid, workers[K_SPIN].tid, SIGUSR2);
 
   int tasks_before[16], tasks_after[16];
   int nb = list_tasks(tasks_before, 16);
