@@ -43,8 +43,11 @@ export interface ManifestProcess {
   file: string;
   /** Size of the image file in bytes. */
   size: number;
-  /** SHA-256 of the image file, hex. */
-  sha256: string;
+  /**
+   * Checksum of the whole image file, "crc32:<8 hex digits>" (CRC-32 as in
+   * zlib; it guards against corruption and truncation, not tampering).
+   */
+  checksum: string;
   threads: number[];
   comm: string;
 }

@@ -56,6 +56,8 @@ const { values: opts } = parseArgs({
     "no-verify-runs": { type: "string", default: "true" },
     "deno-flag": { type: "string", multiple: true, default: [] },
     keep: { type: "boolean", default: false },
+    "cryo-first": { type: "boolean", default: false },
+    alternate: { type: "boolean", default: false },
   },
 });
 const reps = Number(opts.reps);

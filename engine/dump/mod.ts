@@ -35,7 +35,7 @@ import {
   type ProcessImage,
 } from "../model.ts";
 import { TargetError, UnsupportedError } from "../errors.ts";
-import { ImageWriter, sha256File } from "../image/writer.ts";
+import { checksumFile, ImageWriter } from "../image/writer.ts";
 import { writeManifest } from "../image/manifest.ts";
 import { BootstrapBuilder, messageProgram } from "../restore/stub.ts";
 import { ANON_PRESENT_OR_SWAPPED, openPagemap, PRESENT_OR_SWAPPED } from "../proc/pagemap.ts";
@@ -322,7 +322,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         ppid: image.ppid,
         file: `${p.pid}.elf`,
         size: summary.size,
-        sha256: summary.sha256,
+        checksum: summary.checksum,
         threads: image.threads.map((t) => t.tid),
         comm: image.comm,
       });
@@ -336,7 +336,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       thawed = true;
       freezeSeconds = (performance.now() - tree.frozenAt) / 1000;
     }
-    for (const e of entries) e.sha256 = await sha256File(`${tmp}/${e.file}`);
+    for (const e of entries) e.checksum = await checksumFile(`${tmp}/${e.file}`);
     const stats: DumpStats = {
       processes: images.length,
       threads: threadCount,

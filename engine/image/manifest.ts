@@ -8,7 +8,7 @@
 import { IMAGE_FORMAT_VERSION, type Manifest } from "../model.ts";
 import { ImageFormatError } from "./errors.ts";
 import { type ImageInfo, readImageFile } from "./reader.ts";
-import { sha256File } from "./writer.ts";
+import { checksumFile } from "./writer.ts";
 
 /** File name of the manifest inside an image directory. */
 export const MANIFEST_FILE = "manifest.json";
@@ -37,7 +37,7 @@ export function manifestShapeError(x: unknown): string | undefined {
     if (typeof p.file !== "string" || p.file === "" || p.file.includes("/") || p.file === "..") {
       return `process ${i} has a bad file name`;
     }
-    if (typeof p.sha256 !== "string") return `process ${i} lacks sha256`;
+    if (typeof p.checksum !== "string") return `process ${i} lacks checksum`;
   }
   if (!x.processes.some((p) => isObj(p) && p.pid === x.rootPid)) {
     return `root pid ${x.rootPid} is not among the processes`;
@@ -122,9 +122,11 @@ export async function verifyImageDir(
     if (size !== p.size) {
       throw new ImageFormatError(path, `size ${size} differs from the manifest's ${p.size}`);
     }
-    if (opts.checksums !== false && p.sha256 !== "") {
-      const sum = await sha256File(path);
-      if (sum !== p.sha256) throw new ImageFormatError(path, "SHA-256 differs from the manifest");
+    if (opts.checksums !== false && p.checksum !== "") {
+      const sum = await checksumFile(path);
+      if (sum !== p.checksum) {
+        throw new ImageFormatError(path, `checksum ${sum} differs from the manifest's ${p.checksum}`);
+      }
     }
     const info = await readImageFile(path);
     if (info.process.pid !== p.pid) {

@@ -16,7 +16,7 @@ export {
   type ImageSummary,
   ImageWriter,
   type ImageWriterOptions,
-  sha256File,
+  checksumFile,
 } from "./writer.ts";
 export {
   type ImageInfo,

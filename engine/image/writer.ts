@@ -20,7 +20,7 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
+import * as zlib from "node:zlib";
 import type { ProcessImage } from "../model.ts";
 import {
   alignUp,
@@ -77,7 +77,7 @@ export interface ImageWriterOptions {
 
 /** Options of {@link ImageWriter.finish}. */
 export interface FinishOptions {
-  /** Compute the SHA-256 of the finished file (default true; reads the file back). */
+  /** Compute the checksum of the finished file (default true; reads the file back). */
   checksum?: boolean;
 }
 
@@ -87,8 +87,8 @@ export interface ImageSummary {
   path: string;
   /** Size in bytes. */
   size: number;
-  /** SHA-256 of the file, hex ("" when not computed). */
-  sha256: string;
+  /** {@link checksumFile} of the file ("" when not computed). */
+  checksum: string;
   /** Bytes of the page-data region (.cryo.pages). */
   pagesBytes: number;
 }
@@ -338,10 +338,10 @@ export class ImageWriter {
     this.file.close();
     this.#closed = true;
     const size = shoff + shdrs.length;
-    const sha256 = opts.checksum === false ? "" : await sha256File(this.partialPath);
+    const checksum = opts.checksum === false ? "" : await checksumFile(this.partialPath);
     await Deno.rename(this.partialPath, this.path);
     await syncDirectoryOf(this.path);
-    return { path: this.path, size, sha256, pagesBytes: pagesEnd - this.pagesStart };
+    return { path: this.path, size, checksum, pagesBytes: pagesEnd - this.pagesStart };
   }
 
   #validate(proc: ProcessImage): void {
@@ -394,17 +394,22 @@ function section(
   return { name, type, flags, addr, offset, size, link: 0, info: 0, addralign, entsize: 0 };
 }
 
-/** SHA-256 of a file's contents, hex (reads it in 8 MiB chunks). */
-export async function sha256File(path: string): Promise<string> {
-  const hash = createHash("sha256");
+/**
+ * The checksum of a file as the manifest records it: "crc32:<8 hex
+ * digits>", CRC-32 (zlib's, hardware accelerated) over every byte, read
+ * in 16 MiB chunks. Fast enough (~tens of GB/s plus the read) to check
+ * multi-GiB images on every restore.
+ */
+export async function checksumFile(path: string): Promise<string> {
   using f = await Deno.open(path, { read: true });
-  const buf = new Uint8Array(8 << 20);
+  const buf = new Uint8Array(16 << 20);
+  let crc = 0;
   for (;;) {
     const n = await f.read(buf);
     if (n === null) break;
-    hash.update(buf.subarray(0, n));
+    crc = zlib.crc32(buf.subarray(0, n), crc);
   }
-  return hash.digest("hex");
+  return `crc32:${(crc >>> 0).toString(16).padStart(8, "0")}`;
 }
 
 async function syncDirectoryOf(path: string): Promise<void> {

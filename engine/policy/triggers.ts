@@ -22,7 +22,7 @@ export interface TriggerOptions {
 /** The timer and signal listeners of one policy run. */
 export class Triggers {
   readonly #opts: TriggerOptions;
-  #timer: number | undefined;
+  #timer: ReturnType<typeof setTimeout> | undefined;
   #nextAt: number | undefined;
   #listeners: [Deno.Signal, () => void][] = [];
 
