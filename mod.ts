@@ -39,3 +39,4 @@ export { type ProcessPlan, restorePlan } from "./engine/restore/plan.ts";
 export { exportCoreFromDir as exportCore } from "./engine/image/core.ts";
 export { CryoError, RestoreError, TargetError, UnsupportedError } from "./engine/errors.ts";
 export { ImageFormatError } from "./engine/image/errors.ts";
+export * from "./engine/policy/mod.ts";

@@ -4,7 +4,8 @@
  * Builds the workloads (scripts/bench/*.c, python3), and for each one, for
  * every repetition, alternates the raw C baselines with cryo (baseline
  * dump, cryo dump --leave-running, baseline restore, kill the workload,
- * cryo restore; and again with --no-verify), each cryo operation in its own
+ * cryo restore; and again with --no-verify; every other repetition with
+ * cryo first), each cryo operation in its own
  * `deno run -A cli.ts ...` process so its peak RSS is cryo's own. Prints
  * the table, the baselines and the target checks; `--out` writes JSON.
  *
@@ -12,7 +13,7 @@
  * --out <file>, --reps <n> (default 3), --only <name[,name]>,
  * --no-verify-runs=false (skip the --no-verify restores),
  * --deno-flag <flag> (passed to each cryo process, e.g. --v8-flags=--perf-basic-prof),
- * --keep (keep the work directory with all logs).
+ * --keep (keep the work directory with all logs), --fixed-order (baseline always first).
  *
  * @module
  */
@@ -56,14 +57,29 @@ const { values: opts } = parseArgs({
     "no-verify-runs": { type: "string", default: "true" },
     "deno-flag": { type: "string", multiple: true, default: [] },
     keep: { type: "boolean", default: false },
-    "cryo-first": { type: "boolean", default: false },
-    alternate: { type: "boolean", default: false },
+    "fixed-order": { type: "boolean", default: false },
   },
 });
 const reps = Number(opts.reps);
 const runtime: CryoRuntime = { denoFlags: opts["deno-flag"] ?? [] };
 const noVerifyRuns = opts["no-verify-runs"] !== "false";
 const log = (s: string) => console.error(`bench: ${s}`);
+
+/** Runs two measurements one after the other (never concurrently); resolves both results. */
+async function inOrder<A, B>(a: () => Promise<A>, b: () => Promise<B>): Promise<[A, B]> {
+  const ra = await a();
+  const rb = await b();
+  return [ra, rb];
+}
+
+/** The 1-minute load average (other work on the machine makes every figure noisier). */
+function loadAverage(): number {
+  try {
+    return Number(Deno.readTextFileSync("/proc/loadavg").split(" ")[0]);
+  } catch {
+    return -1;
+  }
+}
 
 async function removeQuietly(path: string): Promise<void> {
   await Deno.remove(path, { recursive: true }).catch(() => {});
@@ -83,44 +99,61 @@ async function runWorkload(spec: WorkloadSpec, workDir: string): Promise<Workloa
       const blFile = `${base}.baseline.bin`;
       const imgDir = `${base}.image`;
       try {
+        // Alternate which of the two goes first, so neither always meets the warmer memory.
+        const cryoFirst = !opts["fixed-order"] && i % 2 === 1;
         const rangesBytes = writeRanges(w.child.pid, `${base}.ranges`);
-        const bd = await baselineDump(w.child.pid, `${base}.ranges`, blFile, `${base}.bl-dump.log`);
-        if (bd.bytes !== rangesBytes) {
-          throw new Error(`baseline read ${bd.bytes} of ${rangesBytes}`);
-        }
-        const cd = await cryoDump(w, imgDir, `${base}.dump`, runtime);
-        const br = await baselineRestore(blFile, bd.bytes, `${base}.bl-restore.log`);
-        await killAndReap(w.child.pid);
-        const cr = await cryoRestore(w, imgDir, true, `${base}.restore`, runtime);
+        const dumpBaseline = async () => {
+          const r = await baselineDump(
+            w.child.pid,
+            `${base}.ranges`,
+            blFile,
+            `${base}.bl-dump.log`,
+          );
+          if (r.bytes !== rangesBytes) {
+            throw new Error(`baseline read ${r.bytes} of ${rangesBytes}`);
+          }
+          return r;
+        };
+        const dumpCryo = () => cryoDump(w, imgDir, `${base}.dump`, runtime);
+        const [bd, cd] = cryoFirst
+          ? await inOrder(dumpCryo, dumpBaseline).then(([c, b]) => [b, c] as const)
+          : await inOrder(dumpBaseline, dumpCryo);
+        const restorePair = (verify: boolean, label: string) => {
+          const baseline = () => baselineRestore(blFile, bd.bytes, `${base}.bl-${label}.log`);
+          const cryo = async () => {
+            await killAndReap(w.child.pid);
+            return await cryoRestore(w, imgDir, verify, `${base}.${label}`, runtime);
+          };
+          return cryoFirst
+            ? inOrder(cryo, baseline).then(([c, b]) => [b, c] as const)
+            : inOrder(baseline, cryo);
+        };
+        const [br, cr] = await restorePair(true, "restore");
         const rep: Repetition = {
           baselineDump: bd,
           cryoDump: cd,
           baselineRestore: br,
           cryoRestore: cr,
+          cryoFirst,
+          loadAverage: loadAverage(),
         };
         if (noVerifyRuns) {
-          rep.baselineRestore2 = await baselineRestore(blFile, bd.bytes, `${base}.bl-restore2.log`);
-          await killAndReap(w.child.pid);
-          rep.cryoRestoreNoVerify = await cryoRestore(
-            w,
-            imgDir,
-            false,
-            `${base}.restore-nv`,
-            runtime,
-          );
+          [rep.baselineRestore2, rep.cryoRestoreNoVerify] = await restorePair(false, "restore-nv");
         }
         results.push(rep);
         log(
-          `${spec.name} #${i + 1}: dump ${cd.stats.dumpSeconds.toFixed(3)} s ` +
-            `(baseline ${bd.seconds.toFixed(3)} s), freeze ${
-              cd.stats.freezeSeconds.toFixed(3)
-            } s, ` +
+          `${spec.name} #${i + 1}${cryoFirst ? " (cryo first)" : ""}: dump ${
+            cd.stats.dumpSeconds.toFixed(3)
+          } s (baseline ${bd.seconds.toFixed(3)} s), freeze ${
+            cd.stats.freezeSeconds.toFixed(3)
+          } s, ` +
             `restore ${cr.seconds.toFixed(3)} s (baseline ${br.seconds.toFixed(3)} s)` +
             (rep.cryoRestoreNoVerify
               ? `, no-verify ${rep.cryoRestoreNoVerify.seconds.toFixed(3)} s (baseline ${
                 rep.baselineRestore2!.seconds.toFixed(3)
               } s)`
-              : ""),
+              : "") +
+            `, load ${rep.loadAverage}`,
         );
       } finally {
         await removeQuietly(blFile);
@@ -161,6 +194,8 @@ async function main(): Promise<number> {
   };
   Deno.addSignalListener("SIGINT", onSignal);
   Deno.addSignalListener("SIGTERM", onSignal);
+  const loadAtStart = loadAverage();
+  if (loadAtStart > 0.5) log(`load average ${loadAtStart}: other work on this machine adds noise`);
   const t0 = performance.now();
   const results: WorkloadResult[] = [];
   const failures: { name: string; error: string }[] = [];
@@ -193,6 +228,8 @@ async function main(): Promise<number> {
   if (opts.out) {
     const doc = {
       date: new Date().toISOString(),
+      loadAverageAtStart: loadAtStart,
+      loadAverageAtEnd: loadAverage(),
       quick: opts.quick,
       repetitions: reps,
       seconds,

@@ -79,7 +79,7 @@ function assertOneLineFailure(r: Run, re: RegExp, what: string): void {
   const lines = r.stderr.split("\n").filter(Boolean);
   assert.equal(lines.length, 1, `${what}: not one line:\n${r.stderr}`);
   assert.match(lines[0], /^cryo: /, what);
-  assert.match(lines[0], re, what);
+  assert.match(lines[0], re, `${what}: ${lines[0]}`);
 }
 
 /** Asserts that an error thrown by checkpoint() has a one-line message matching `re`. */

@@ -144,27 +144,17 @@ Deno.test(
   }),
 );
 
-Deno.test({
-  name: "shared anonymous memory survives a round trip",
-  // Engine bug: a MAP_SHARED|MAP_ANONYMOUS area shows in maps as
-  // "/dev/zero (deleted)"; classifyVma (engine/dump/vmas.ts) only knows
-  // "/dev/zero", so the dump calls it a deleted file and refuses it.
-  ignore: true,
-  fn: withTargets(async () => {
-    await memoryRoundTrip(["anon-shared"], ["anon-shared"]);
+Deno.test(
+  "shared anonymous memory, and a read-only shared view of an O_RDWR file, survive",
+  withTargets(async () => {
+    // "/dev/zero (deleted)" in maps is shared anonymous memory, not a deleted file;
+    // an r--s mapping of a file opened O_RDWR keeps VM_MAYWRITE, so mprotect(PROT_WRITE) works.
+    await memoryRoundTrip(["anon-shared", "ro-shared-rdwr"], [
+      "anon-shared",
+      "shared-file-mprotect",
+    ]);
   }),
-});
-
-Deno.test({
-  name: "a read-only shared mapping of a file opened O_RDWR can still be made writable",
-  // Engine bug: emitMemory (engine/restore/compile.ts) opens the file of a
-  // file-shared mapping O_RDONLY unless the mapping is writable now, so the
-  // restored r--s mapping loses VM_MAYWRITE ("mw") and mprotect(PROT_WRITE) fails.
-  ignore: true,
-  fn: withTargets(async () => {
-    await memoryRoundTrip(["ro-shared-rdwr"], ["shared-file-mprotect"]);
-  }),
-});
+);
 
 Deno.test({
   name: "mappings keep their VmFlags and /proc/self/maps is exactly the same",

@@ -155,12 +155,10 @@ Deno.test(
   }),
 );
 
-Deno.test({
-  name: "an fd numbered above the soft RLIMIT_NOFILE survives a round trip",
-  // Engine bug: compile.ts emits the rlimits before the fds, so with a lowered
-  // RLIMIT_NOFILE the program's fcntl(F_DUPFD_CLOEXEC, high) fails with EINVAL.
-  ignore: true,
-  fn: withTargets(async () => {
+Deno.test(
+  "an fd numbered above the soft RLIMIT_NOFILE survives a round trip",
+  // The restore program must place the fds before it lowers RLIMIT_NOFILE.
+  withTargets(async () => {
     const { t, trigger, work } = await startMisc(["highfd"]);
     let dir: string | undefined;
     try {
@@ -173,7 +171,7 @@ Deno.test({
       await Deno.remove(work, { recursive: true }).catch(() => {});
     }
   }),
-});
+);
 
 Deno.test(
   "one image restores twice, each restored process running to completion",
@@ -347,7 +345,11 @@ Deno.test(
         await f.seek(run.fileOffset + 100, Deno.SeekMode.Start);
         await f.write(b);
       });
-      await assertRestoreRefused(corrupt, ImageFormatError, /checksum crc32:[0-9a-f]+ differs from the manifest/);
+      await assertRestoreRefused(
+        corrupt,
+        ImageFormatError,
+        /checksum crc32:[0-9a-f]+ differs from the manifest/,
+      );
 
       // Truncated to half its size.
       const half = Math.floor(info.size / 2);

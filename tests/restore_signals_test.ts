@@ -118,12 +118,6 @@ Deno.test(
 
 Deno.test({
   name: "an expired interval timer whose SIGALRM is still pending survives dump, kill and restore",
-  // BUG(engine/restore/compile.ts emitSignalsAndTimers): ITIMER_REAL is only re-armed by the
-  // kernel when its pending SIGALRM is dequeued; until then getitimer reports value 0 with the
-  // interval set. Restore calls setitimer with value 0, which DISARMS the timer (and clears the
-  // interval), so it never fires again. Fix: when valueUs is 0 and intervalUs is not, set the
-  // value to 1 us (the extra SIGALRM merges with the restored pending one).
-  ignore: true,
   fn: withTargets(async () => {
     await roundTripSignals("alarm-pending");
   }),

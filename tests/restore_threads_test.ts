@@ -108,10 +108,5 @@ Deno.test(
 
 Deno.test({
   name: "a signal pending for one thread only (tgkill) survives dump, kill and restore",
-  // BUG(engine/restore/compile.ts emitSignalsAndTimers): a signal pending for a thread other
-  // than the main one (here SIGUSR2 from tgkill, si_code SI_TKILL) is queued by the main thread
-  // with rt_tgsigqueueinfo, which the kernel refuses with EPERM unless the caller IS the target
-  // thread. Fix: queue those from each thread by injection in session.ts #finalize.
-  ignore: true,
   fn: withTargets(() => roundTripThreads(true)),
 });

@@ -125,7 +125,10 @@ export async function verifyImageDir(
     if (opts.checksums !== false && p.checksum !== "") {
       const sum = await checksumFile(path);
       if (sum !== p.checksum) {
-        throw new ImageFormatError(path, `checksum ${sum} differs from the manifest's ${p.checksum}`);
+        throw new ImageFormatError(
+          path,
+          `checksum ${sum} differs from the manifest's ${p.checksum}`,
+        );
       }
     }
     const info = await readImageFile(path);

@@ -11,12 +11,12 @@ export * from "./elf.ts";
 export * from "./notes.ts";
 export {
   BOOTSTRAP_FILE_OFFSET,
+  checksumFile,
   type FinishOptions,
   IMAGE_SECTIONS,
   type ImageSummary,
   ImageWriter,
   type ImageWriterOptions,
-  checksumFile,
 } from "./writer.ts";
 export {
   type ImageInfo,

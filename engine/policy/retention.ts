@@ -132,6 +132,11 @@ export class CheckpointStore {
     await Deno.rename(tmp, `${this.root}/${LATEST}`);
   }
 
+  /** Removes the `latest` symlink (nothing left to continue from); the checkpoints stay. */
+  async clearLatest(): Promise<void> {
+    await Deno.remove(`${this.root}/${LATEST}`).catch(() => {});
+  }
+
   /**
    * Removes the oldest complete checkpoints so that `keep` remain; the one
    * `latest` points at is never removed. Returns the removed names.

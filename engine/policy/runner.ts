@@ -24,8 +24,14 @@ import { readStat } from "../proc/stat.ts";
 import type { Manifest } from "../model.ts";
 import { TargetError } from "../errors.ts";
 import type { PolicyEvent, RunOutcome, RunState, RunStatus } from "./events.ts";
-import { callHook, type HookDetails, type HookName, hookContext, type HookOutcome } from "./hooks.ts";
-import { CheckpointStore, type CheckpointRecord } from "./retention.ts";
+import {
+  callHook,
+  hookContext,
+  type HookDetails,
+  type HookName,
+  type HookOutcome,
+} from "./hooks.ts";
+import { type CheckpointRecord, CheckpointStore } from "./retention.ts";
 import { definePolicy, isPolicy, type Policy, type PolicySpec } from "./schema.ts";
 import {
   describeExit,
@@ -152,13 +158,15 @@ class PolicyRunner {
     try {
       rawSyscall(SYS.prctl, PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
       this.#store = await CheckpointStore.open(this.policy.dir);
+      // Listen before the target starts: a trigger signal must never find the default action.
+      this.#triggers.start();
       await this.#start();
     } catch (e) {
       this.#finishRun();
       throw e;
     }
     this.#state = "running";
-    this.#triggers.start();
+    this.#triggers.rearm();
     let outcome: RunOutcome;
     try {
       outcome = await this.#loop();
@@ -362,7 +370,11 @@ class PolicyRunner {
     this.#triggers.pause();
     this.#emit({ type: "target-exited", pid, exit, abnormal });
     const end = () => this.#outcome("exited", exit, exitCodeOf(exit));
-    if (!abnormal) return end();
+    if (!abnormal) {
+      // Finished: with resume, the next run must start afresh, not continue this one.
+      if (this.policy.resume) await this.#store!.clearLatest();
+      return end();
+    }
     const action = await this.#decide(exit);
     if (action === "stop") return end();
     for (;;) {
@@ -433,7 +445,11 @@ class PolicyRunner {
     info: { attempt: number; exit?: TargetExit },
   ): Promise<{ ok: true } | { ok: false; error: unknown }> {
     this.#state = "restoring";
-    const extra = { checkpoint: from, attempt: info.attempt, ...(info.exit ? { exit: info.exit } : {}) };
+    const extra = {
+      checkpoint: from,
+      attempt: info.attempt,
+      ...(info.exit ? { exit: info.exit } : {}),
+    };
     const before = await this.#hook("beforeRestore", extra);
     if (!before.ok) {
       this.#emit({ type: "restore-failed", attempt: info.attempt, error: before.error });
@@ -508,26 +524,35 @@ async function readPidFile(path: string): Promise<number> {
 
 /**
  * Before a restore: processes of the dead tree that are still around as
- * our children (orphans re-parented to this subreaper, or zombies) hold
- * pids the restore needs. Those — and only those: our children with the
- * pid and name of a process of the image — are killed and reaped.
+ * our children hold pids the restore needs — orphans re-parented to this
+ * subreaper, either with a pid of the image, or still in the process group
+ * (or session) of one (a pid used as a group id cannot be given to a new
+ * process). Those, and only those of our children, are killed and reaped.
  */
 async function clearLeftovers(dir: string): Promise<void> {
   const manifest = JSON.parse(await Deno.readTextFile(`${dir}/manifest.json`)) as Manifest;
-  for (const p of manifest.processes) {
+  const pids = new Map(manifest.processes.map((p) => [p.pid, p.comm]));
+  const leftovers: number[] = [];
+  for (const entry of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
     let stat;
     try {
-      stat = readStat(p.pid);
+      stat = readStat(Number(entry.name));
     } catch {
       continue;
     }
-    if (stat.ppid !== Deno.pid || stat.comm !== p.comm) continue;
-    rawSyscall(SYS.kill, p.pid, 9);
-    const deadline = Date.now() + 5000;
+    if (stat.ppid !== Deno.pid) continue;
+    if (pids.get(stat.pid) === stat.comm || pids.has(stat.pgrp) || pids.has(stat.session)) {
+      leftovers.push(stat.pid);
+    }
+  }
+  for (const pid of leftovers) rawSyscall(SYS.kill, pid, 9);
+  const deadline = Date.now() + 5000;
+  for (const pid of leftovers) {
     while (Date.now() < deadline) {
       let st;
       try {
-        st = waitPid(p.pid, WNOHANG);
+        st = waitPid(pid, WNOHANG);
       } catch {
         break;
       }

@@ -323,7 +323,7 @@ const BACKOFF_SHAPE = {
 
 const SIGNALS_EXPECTED = `expected one of ${
   TRIGGER_SIGNALS.map((s) => `"${s}"`).join(", ")
-}, or an array of them (SIGINT and SIGTERM stop the runner)`;
+}, or an array of them (SIGINT and SIGTERM stop the runner; SIGUSR1 starts Deno's inspector)`;
 
 const isTriggerSignal = (v: unknown) =>
   typeof v === "string" && (TRIGGER_SIGNALS as readonly string[]).includes(v);

@@ -20,10 +20,13 @@ export const SIGNAL_NUMBERS: Readonly<Record<string, number>> = {
   SIGWINCH: 28,
 };
 
-/** Signals a policy may use as checkpoint triggers (`onSignal`); SIGINT and SIGTERM stop the runner. */
+/**
+ * Signals a policy may use as checkpoint triggers (`onSignal`). SIGINT and
+ * SIGTERM stop the runner; SIGUSR1 is not offered because Deno (2.9.2 and
+ * later) starts its inspector on 127.0.0.1:9229 when it receives SIGUSR1.
+ */
 export const TRIGGER_SIGNALS = [
   "SIGHUP",
-  "SIGUSR1",
   "SIGUSR2",
   "SIGQUIT",
   "SIGWINCH",

@@ -201,11 +201,25 @@ export class TargetProcess {
   }
 
   /**
-   * Ends it: SIGTERM, then SIGKILL after `graceMs`; resolves with how it
-   * ended (reaped when it is our child).
+   * Sends `sig` to its whole process group when it leads one that we
+   * created (a started or restored target), else to the process alone.
+   */
+  signalTree(sig: number): void {
+    if (this.poll()) return;
+    let leader = false;
+    try {
+      leader = this.ownChild && readStat(this.pid).pgrp === this.pid;
+    } catch { /* gone */ }
+    rawSyscall(SYS.kill, leader ? -this.pid : this.pid, sig);
+  }
+
+  /**
+   * Ends it (and its process group, see {@link signalTree}): SIGTERM, then
+   * SIGKILL after `graceMs`; resolves with how it ended (reaped when it is
+   * our child).
    */
   async terminate(graceMs: number): Promise<TargetExit> {
-    this.signal(15);
+    this.signalTree(15);
     const deadline = Date.now() + graceMs;
     let killed = false;
     for (;;) {
@@ -213,7 +227,7 @@ export class TargetProcess {
       if (exit) return exit;
       if (!this.ownChild && !processExists(this.pid)) return { unknown: true };
       if (!killed && Date.now() >= deadline) {
-        this.signal(9);
+        this.signalTree(9);
         killed = true;
       }
       await new Promise((r) => setTimeout(r, 20));

@@ -390,7 +390,10 @@ function emitSignalsAndTimers(p: ProgramBuilder, proc: ProcessImage): void {
       comment: `pending signal ${s.signo} (process)`,
     });
   }
-  for (const t of proc.threads) {
+  // Only the main thread's own queue here: the kernel accepts SI_USER/SI_TKILL
+  // codes only from the target thread itself, so the engine queues the other
+  // threads' signals by injection into each of them (session.ts).
+  for (const t of proc.threads.filter((x) => x.tid === proc.pid)) {
     for (const s of t.pending) {
       p.op(SYS.rt_tgsigqueueinfo, [proc.pid, t.tid, s.signo, p.data(decodeBase64(s.raw))], {
         comment: `pending signal ${s.signo} (thread ${t.tid})`,
@@ -400,11 +403,15 @@ function emitSignalsAndTimers(p: ProgramBuilder, proc: ProcessImage): void {
   const timers = [proc.itimers.real, proc.itimers.virtual, proc.itimers.prof];
   timers.forEach((t, which) => {
     if (t.valueUs === 0 && t.intervalUs === 0) return;
+    // An expired timer whose signal is still pending reads as value 0 with
+    // its interval; setitimer with value 0 would disarm it: fire it at once
+    // instead (the new signal merges with the restored pending one).
+    const valueUs = t.valueUs === 0 ? 1 : t.valueUs;
     const v = itimerval.encode({
       intervalSec: BigInt(Math.floor(t.intervalUs / 1e6)),
       intervalUsec: BigInt(t.intervalUs % 1e6),
-      valueSec: BigInt(Math.floor(t.valueUs / 1e6)),
-      valueUsec: BigInt(Math.max(t.valueUs % 1e6, t.valueUs === 0 ? 0 : 1)),
+      valueSec: BigInt(Math.floor(valueUs / 1e6)),
+      valueUsec: BigInt(valueUs % 1e6),
     });
     p.op(SYS.setitimer, [which, p.data(v), 0], {
       comment: ["ITIMER_REAL", "ITIMER_VIRTUAL", "ITIMER_PROF"][which],

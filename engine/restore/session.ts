@@ -384,6 +384,21 @@ export class RestoreSession {
               injectSyscall(t.tid, gadget, SYS.sigaltstack, scratch, 0),
             );
           }
+          for (const sig of t.pending) {
+            processVmWriteFully(pid, scratch + 128n, decodeBase64(sig.raw));
+            check(
+              `rt_tgsigqueueinfo(${t.tid}, ${sig.signo})`,
+              injectSyscall(
+                t.tid,
+                gadget,
+                SYS.rt_tgsigqueueinfo,
+                pid,
+                t.tid,
+                sig.signo,
+                scratch + 128n,
+              ),
+            );
+          }
           const name = new TextEncoder().encode(t.comm.slice(0, 15) + "\0");
           processVmWriteFully(pid, scratch + 64n, name);
           injectSyscall(t.tid, gadget, SYS.prctl, 15, /* PR_SET_NAME */ scratch + 64n);

@@ -18,6 +18,10 @@ export interface Repetition {
   cryoRestore: CryoRestoreRun;
   baselineRestore2?: BaselineRun;
   cryoRestoreNoVerify?: CryoRestoreRun;
+  /** This repetition ran cryo before the baseline. */
+  cryoFirst: boolean;
+  /** 1-minute load average after the repetition. */
+  loadAverage: number;
 }
 
 /** The figures of one workload (medians over repetitions; ratios are medians of per-pair ratios). */

@@ -295,6 +295,11 @@ static int normalize(struct vma *v, int n) {
   return m;
 }
 
+/* Shared anonymous memory: a fresh shmem object after a restore, so a new inode. */
+static int is_shmem(const struct vma *v) {
+  return !strcmp(v->path, "/dev/zero (deleted)");
+}
+
 static struct vma vb[2048], va[2048];
 
 static void check_maps(void) {
@@ -312,8 +317,8 @@ static void check_maps(void) {
   int i = 0;
   for (; i < nb && i < na; i++) {
     if (vb[i].start != va[i].start || vb[i].end != va[i].end || strcmp(vb[i].perms, va[i].perms) ||
-        vb[i].offset != va[i].offset || strcmp(vb[i].dev, va[i].dev) || vb[i].inode != va[i].inode ||
-        strcmp(vb[i].path, va[i].path))
+        vb[i].offset != va[i].offset || strcmp(vb[i].dev, va[i].dev) ||
+        (vb[i].inode != va[i].inode && !is_shmem(&vb[i])) || strcmp(vb[i].path, va[i].path))
       break;
   }
   if (i == nb && i == na) {

@@ -1,0 +1,665 @@
+/**
+ * Tests of policies against real processes: validation errors, the
+ * example policies, the runner through `cli.ts run` (a computation killed
+ * with SIGKILL and restored, `onSignal`, stop on SIGTERM, the exit status
+ * after restores run out) and through the library (retention, hooks and
+ * their contexts, stop with a final checkpoint then resume), and mod.ts
+ * imported by URL running a real checkpoint.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { extname, normalize } from "node:path";
+import {
+  definePolicy,
+  type HookContext,
+  parseDuration,
+  PolicyError,
+  type PolicyEvent,
+  runPolicy,
+} from "../mod.ts";
+import { isPolicy } from "../engine/policy/schema.ts";
+import { rawSyscall } from "../ffi/libc.ts";
+import { SYS } from "../ffi/sysno.ts";
+import {
+  adoptPid,
+  becomeSubreaper,
+  buildTarget,
+  startTarget,
+  withTargets,
+} from "./helpers/targets.ts";
+
+const root = normalize(new URL("../", import.meta.url).pathname);
+const cli = `${root}cli.ts`;
+const modUrl = new URL("../mod.ts", import.meta.url).href;
+
+function alive(pid: number): boolean {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    return !/^\d+ \(.*\) [ZX] /.test(stat);
+  } catch {
+    return false;
+  }
+}
+
+async function until(what: string, cond: () => boolean, timeoutMs = 20000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** Writes `export default definePolicy(<spec>)` into `dir`/name and returns its path. */
+async function writePolicy(dir: string, spec: string, name = "policy.ts"): Promise<string> {
+  const path = `${dir}/${name}`;
+  await Deno.writeTextFile(
+    path,
+    `import { definePolicy } from ${JSON.stringify(modUrl)};\n` +
+      `export default definePolicy(${spec});\n`,
+  );
+  return path;
+}
+
+/** `deno run -A cli.ts ...` as a child, its stderr collected line by line. */
+class Runner {
+  readonly child: Deno.ChildProcess;
+  readonly lines: string[] = [];
+  stdout = "";
+  readonly #reading: Promise<void>[];
+
+  constructor(args: string[]) {
+    this.child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", cli, ...args],
+      cwd: root,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1", CRYO_DEBUG: "0" },
+    }).spawn();
+    this.#reading = [
+      this.#read(this.child.stderr, (text) => {
+        this.lines.push(...text.split("\n").filter(Boolean));
+      }),
+      this.#read(this.child.stdout, (text) => this.stdout += text),
+    ];
+  }
+
+  async #read(stream: ReadableStream<Uint8Array>, sink: (text: string) => void): Promise<void> {
+    let pending = "";
+    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+      pending += chunk;
+      const cut = pending.lastIndexOf("\n");
+      if (cut >= 0) {
+        sink(pending.slice(0, cut + 1));
+        pending = pending.slice(cut + 1);
+      }
+    }
+    if (pending) sink(pending);
+  }
+
+  /** Waits for a stderr line matching `re` at index `from` or later; returns the match and index. */
+  async waitLine(
+    re: RegExp,
+    from = 0,
+    timeoutMs = 30000,
+  ): Promise<{ match: RegExpMatchArray; index: number }> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      for (let i = from; i < this.lines.length; i++) {
+        const match = this.lines[i].match(re);
+        if (match) return { match, index: i };
+      }
+      if (Date.now() > deadline) {
+        throw new Error(`no line matching ${re}; stderr:\n${this.lines.join("\n")}`);
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  signal(sig: Deno.Signal): void {
+    this.child.kill(sig);
+  }
+
+  /** Waits for the runner to exit (SIGKILL after `timeoutMs`). */
+  async finish(timeoutMs = 40000): Promise<{ code: number; stderr: string; stdout: string }> {
+    const timer = setTimeout(() => this.kill(), timeoutMs);
+    const status = await this.child.status;
+    clearTimeout(timer);
+    await Promise.all(this.#reading);
+    return { code: status.code, stderr: this.lines.join("\n"), stdout: this.stdout };
+  }
+
+  kill(): void {
+    try {
+      this.child.kill("SIGKILL");
+    } catch { /* already gone */ }
+  }
+}
+
+/** Runs `cli.ts` to completion. */
+async function cryo(args: string[]): Promise<{ code: number; stderr: string; stdout: string }> {
+  const runner = new Runner(args);
+  return await runner.finish();
+}
+
+Deno.test("policy: durations", () => {
+  assert.equal(parseDuration("30s"), 30000);
+  assert.equal(parseDuration("1m30s"), 90000);
+  assert.equal(parseDuration("1h 2m"), 3720000);
+  assert.equal(parseDuration("500ms"), 500);
+  assert.equal(parseDuration("1.5s"), 1500);
+  assert.equal(parseDuration(250), 250);
+  for (const bad of ["", "soon", "30", "5 parsecs", "1s garbage", "-1s"]) {
+    assert.throws(() => parseDuration(bad), /expected a duration/, bad);
+  }
+  assert.throws(() => parseDuration(-5), /expected a duration/);
+});
+
+Deno.test("policy: validation errors name the field and what was expected", async () => {
+  const good = { target: { command: ["true"] }, dir: "/tmp/x" };
+  const cases: [unknown, RegExp[]][] = [
+    [{ ...good, evry: "1s" }, [/evry: unknown field — did you mean "every"\?/]],
+    [{ ...good, every: "soon" }, [/every: expected a duration such as "30s".*, got "soon"/]],
+    [{ ...good, keep: 0 }, [/keep: expected .*an integer >= 1\), got 0/]],
+    [{ dir: "/tmp/x" }, [/target: expected \{ command: \[\.\.\.\] \}, \{ pid \} or \{ pidFile \}/]],
+    [{ ...good, target: { cmd: ["x"] } }, [
+      /target\.cmd: unknown field/,
+      /target: expected one of/,
+    ]],
+    [{ ...good, target: { command: [] } }, [/target\.command: expected at least the program/]],
+    [{ ...good, target: { pid: 1, pidFile: "/x" } }, [/target: expected only one of/]],
+    [{ ...good, target: { pid: 12, cwd: "/" } }, [/target\.cwd: only applies to a target/]],
+    [{ ...good, onExit: "explode" }, [/onExit: expected "restore", "stop" or a function/]],
+    [{ ...good, onSignal: "SIGINT" }, [/onSignal: expected one of "SIGHUP"/]],
+    [{ ...good, onSignal: "SIGUSR1" }, [/SIGUSR1 starts Deno's inspector/]],
+    [{ ...good, hooks: { afterDmp: () => {} } }, [/hooks\.afterDmp: .*"afterDump"/]],
+    [{ ...good, hooks: { beforeDump: 42 } }, [/hooks\.beforeDump: expected a function/]],
+    [{ ...good, backoff: { initial: "1s", factor: 0.5 } }, [
+      /backoff\.factor: expected a number >= 1/,
+    ]],
+    [{ ...good, exclude: { mapping: true } }, [/exclude\.mapping: expected a function/]],
+    [{ ...good, leaveRunning: "yes" }, [/leaveRunning: expected true or false, got "yes"/]],
+    [42, [/expected a policy object/]],
+  ];
+  for (const [spec, patterns] of cases) {
+    let error: unknown;
+    try {
+      definePolicy(spec as never);
+    } catch (e) {
+      error = e;
+    }
+    assert.ok(error instanceof PolicyError, `accepted: ${JSON.stringify(spec)}`);
+    for (const re of patterns) assert.match(error.message, re);
+  }
+  // Several problems are all reported, each with its field.
+  try {
+    definePolicy({ target: { command: ["x"] }, dir: "", keep: -1, every: 0 } as never);
+    assert.fail("accepted");
+  } catch (e) {
+    assert.ok(e instanceof PolicyError);
+    assert.deepEqual(e.issues.map((i) => i.field).sort(), ["dir", "every", "keep"]);
+  }
+  // Defaults are filled in.
+  const p = definePolicy(good);
+  assert.ok(isPolicy(p));
+  assert.equal(p.keep, 3);
+  assert.equal(p.leaveRunning, true);
+  assert.equal(p.onExit, "stop");
+  assert.equal(p.onStop, "kill");
+  assert.equal(definePolicy({ target: { pid: 5 }, dir: "d" }).onStop, "leave");
+
+  // The CLI reports a bad policy in one line naming the field, exit code 1.
+  const dir = await Deno.makeTempDir({ prefix: "cryo-policy-" });
+  try {
+    const bad = await writePolicy(
+      dir,
+      `{ target: { command: ["true"] }, dir: "${dir}/ck", every: "soon", kep: 2 }`,
+    );
+    await Deno.writeTextFile(`${dir}/nodefault.ts`, "export const policy = 1;\n");
+    await Deno.writeTextFile(
+      `${dir}/plain.ts`,
+      `export default { target: { command: ["true"] }, dir: "${dir}/ck", onStop: "nap" };\n`,
+    );
+    const [r1, r2, r3] = await Promise.all([
+      cryo(["run", bad]),
+      cryo(["run", `${dir}/nodefault.ts`]),
+      cryo(["run", `${dir}/plain.ts`]),
+    ]);
+    assert.equal(r1.code, 1, r1.stderr);
+    assert.equal(r1.stderr.trim().split("\n").length, 1, r1.stderr);
+    assert.match(
+      r1.stderr,
+      /^cryo: policy .*policy\.ts: invalid policy: every: expected a duration/,
+    );
+    assert.match(r1.stderr, /kep: unknown field — did you mean "keep"\?/);
+    assert.equal(r2.code, 1);
+    assert.match(r2.stderr, /has no default export \(expected: export default definePolicy/);
+    assert.equal(r3.code, 1);
+    assert.match(r3.stderr, /onStop: expected "kill", "leave" or "checkpoint", got "nap"/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("policy: the example policies in scripts/ are valid", async () => {
+  const examples = [...Deno.readDirSync(`${root}scripts`)]
+    .filter((e) => /^policy-.*\.ts$/.test(e.name)).map((e) => e.name).sort();
+  assert.ok(examples.length >= 3, `only ${examples}`);
+  for (const name of examples) {
+    const mod = await import(`../scripts/${name}`);
+    assert.ok(isPolicy(mod.default), `${name}: default export is not a policy`);
+  }
+  const r = await cryo(["run", "--dry-run", `${root}scripts/policy-batch.ts`]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^policy +batch$/m);
+  assert.match(r.stdout, /^on exit +restore \(at most 5 restores/m);
+});
+
+Deno.test(
+  "policy: a computation killed with SIGKILL twice is restored by `cryo run` and prints the uninterrupted result",
+  withTargets(async () => {
+    becomeSubreaper();
+    const bin = await buildTarget("policy_chain");
+    const steps = "160000000";
+    const reference = await startTarget(bin, [steps]); // runs alongside, uninterrupted
+    const dir = await Deno.makeTempDir({ prefix: "cryo-policy-" });
+    const policy = await writePolicy(
+      dir,
+      `{
+        target: { command: [${JSON.stringify(bin)}, "${steps}"] },
+        dir: "${dir}/ck",
+        every: "200ms",
+        keep: 2,
+        onExit: "restore",
+        maxRestores: 3,
+        backoff: "50ms",
+      }`,
+    );
+    const runner = new Runner(["run", policy]);
+    try {
+      const pid = Number((await runner.waitLine(/started pid (\d+)/)).match[1]);
+      adoptPid(pid);
+      let from = 0;
+      for (let kill = 1; kill <= 2; kill++) {
+        from = (await runner.waitLine(/checkpoint \S+ done \(interval\)/, from)).index;
+        rawSyscall(SYS.kill, pid, 9);
+        const restored = await runner.waitLine(/restored pid (\d+) from/, from);
+        assert.equal(Number(restored.match[1]), pid);
+        from = restored.index;
+      }
+      const r = await runner.finish();
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(
+        r.stderr,
+        /target pid \d+ killed by SIGKILL[^]*target pid \d+ killed by SIGKILL/,
+      );
+      assert.match(r.stderr, /finished: target exited with code 0 \(\d+ checkpoints, 2 restores/);
+      await reference.wait(60000);
+      const expected = reference.output().match(/result=\w+ steps=\d+/)?.[0];
+      assert.ok(expected, reference.output());
+      assert.deepEqual(r.stdout.match(/result=\w+ steps=\d+/g), [expected]);
+      // keep: 2 held throughout; latest points at the newest.
+      const names = [...Deno.readDirSync(`${dir}/ck`)].map((e) => e.name).sort();
+      assert.equal(names.length, 3, names.join(" "));
+      assert.equal(Deno.readLinkSync(`${dir}/ck/latest`), names[1]);
+    } finally {
+      runner.kill();
+      await runner.finish().catch(() => {});
+      await Deno.remove(dir, { recursive: true });
+    }
+  }),
+);
+
+Deno.test(
+  "policy: onSignal checkpoints when the runner gets the signal; SIGTERM stops it and kills the target",
+  withTargets(async () => {
+    becomeSubreaper();
+    const bin = await buildTarget("policy_service");
+    const dir = await Deno.makeTempDir({ prefix: "cryo-policy-" });
+    const out = `${dir}/service.out`;
+    const policy = await writePolicy(
+      dir,
+      `{
+        name: "svc",
+        target: { command: [${JSON.stringify(bin)}], stdout: "${out}" },
+        dir: "${dir}/ck",
+        onSignal: ["SIGUSR2", "SIGHUP"],
+        onStop: "kill",
+      }`,
+    );
+    const runner = new Runner(["run", policy]);
+    try {
+      const pid = Number((await runner.waitLine(/svc: started pid (\d+)/)).match[1]);
+      adoptPid(pid);
+      runner.signal("SIGUSR2");
+      const first = await runner.waitLine(/checkpoint (\S+) done \(signal SIGUSR2\)/);
+      runner.signal("SIGHUP");
+      const second = await runner.waitLine(/checkpoint (\S+) done \(signal SIGHUP\)/, first.index);
+      assert.ok(alive(pid), "the target runs on after the checkpoints");
+      runner.signal("SIGTERM");
+      const r = await runner.finish();
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stderr, /stopping \(SIGTERM\): ending the target/);
+      assert.ok(!alive(pid), "the target was ended");
+      assert.match(await Deno.readTextFile(out), /terminated at tick \d+\n$/);
+      const names = [...Deno.readDirSync(`${dir}/ck`)].map((e) => e.name).sort();
+      assert.deepEqual(names, [first.match[1], second.match[1], "latest"]);
+      assert.equal(Deno.readLinkSync(`${dir}/ck/latest`), second.match[1]);
+    } finally {
+      runner.kill();
+      await runner.finish().catch(() => {});
+      await Deno.remove(dir, { recursive: true });
+    }
+  }),
+);
+
+Deno.test(
+  "policy: when restores run out, `cryo run` exits with the target's status",
+  withTargets(async () => {
+    becomeSubreaper();
+    const bin = await buildTarget("policy_service");
+    const dir = await Deno.makeTempDir({ prefix: "cryo-policy-" });
+    // Exits with code 3 at tick 25; restored once from a checkpoint before that, it exits 3 again.
+    const policy = await writePolicy(
+      dir,
+      `{
+        target: { command: [${JSON.stringify(bin)}, "25", "3"], stdout: "${dir}/out" },
+        dir: "${dir}/ck",
+        every: "100ms",
+        onExit: "restore",
+        maxRestores: 1,
+        backoff: "10ms",
+      }`,
+    );
+    const runner = new Runner(["run", policy]);
+    try {
+      const pid = Number((await runner.waitLine(/started pid (\d+)/)).match[1]);
+      adoptPid(pid);
+      const r = await runner.finish();
+      assert.equal(r.code, 3, r.stderr);
+      assert.match(
+        r.stderr,
+        /target pid \d+ exited with code 3[^]*restored pid[^]*exited with code 3/,
+      );
+      assert.match(r.stderr, /giving up: the target exited with code 3 and all 1 restores/);
+      assert.match(r.stderr, /exit code 3\)$/);
+    } finally {
+      runner.kill();
+      await runner.finish().catch(() => {});
+      await Deno.remove(dir, { recursive: true });
+    }
+  }),
+);
+
+Deno.test(
+  "policy: keep 2 retains only the two newest complete checkpoints",
+  withTargets(async () => {
+    const bin = await buildTarget("policy_service");
+    const dir = await Deno.makeTempDir({ prefix: "cryo-policy-" });
+    const events: PolicyEvent[] = [];
+    const run = runPolicy({
+      target: { command: [bin], stdout: `${dir}/out` },
+      dir: `${dir}/ck`,
+      every: "50ms",
+      keep: 2,
+    }, { onEvent: (e) => events.push(e) });
+    try {
+      await until("a started target", () => run.status().pid !== undefined);
+      adoptPid(run.status().pid!);
+      await until("5 checkpoints", () => run.status().checkpoints >= 5);
+      const outcome = await run.stop();
+      assert.equal(outcome.reason, "stopped");
+      const done = events.flatMap((e) => e.type === "checkpoint-done" ? [e.checkpoint.name] : []);
+      const pruned = events.flatMap((e) => e.type === "pruned" ? e.names : []);
+      assert.equal(done.length, outcome.checkpoints);
+      assert.deepEqual(done, [...done].sort(), "names sort by time");
+      assert.deepEqual(
+        pruned,
+        done.slice(0, -2),
+        "all but the two newest were removed, oldest first",
+      );
+      const entries = [...Deno.readDirSync(`${dir}/ck`)].map((e) => e.name).sort();
+      assert.deepEqual(entries, [...done.slice(-2), "latest"]);
+      assert.equal(Deno.readLinkSync(`${dir}/ck/latest`), done.at(-1));
+      // A checkpoint is removed only after a newer one is complete.
+      let complete = 0;
+      for (const e of events) {
+        if (e.type === "checkpoint-done") complete++;
+        if (e.type === "pruned") assert.ok(complete - e.names.length >= 2);
+      }
+    } finally {
+      await run.stop().catch(() => {});
+      await Deno.remove(dir, { recursive: true });
+    }
+  }),
+);
+
+Deno.test(
+  "policy: hooks are called in order with the right context",
+  withTargets(async () => {
+    const bin = await buildTarget("policy_service");
+    const dir = await Deno.makeTempDir({ prefix: "cryo-policy-" });
+    const out = `${dir}/out`;
+    const calls: { hook: string; ctx: HookContext }[] = [];
+    const listings: string[] = [];
+    const events: PolicyEvent[] = [];
+    const record = (ctx: HookContext) => calls.push({ hook: ctx.hook, ctx });
+    const run = runPolicy({
+      name: "hooked",
+      target: { command: [bin], stdout: out },
+      dir: `${dir}/ck`,
+      keep: 5,
+      onExit: "restore",
+      backoff: "10ms",
+      hooks: {
+        beforeDump: (ctx) => {
+          record(ctx);
+          if (ctx.counts.checkpoints === 2) throw new Error("no third checkpoint");
+        },
+        afterDump: async (ctx) => {
+          record(ctx);
+          listings.push((await ctx.run(["ls", ctx.checkpoint!.dir])).stdout);
+          ctx.log.info(`saved ${ctx.checkpoint!.name}`);
+        },
+        beforeRestore: async (ctx) => {
+          record(ctx);
+          await new Promise((r) => setTimeout(r, 5)); // hooks may be async
+        },
+        afterRestore: (ctx) => {
+          record(ctx);
+          ctx.signal("SIGUSR2");
+        },
+        onError: record,
+      },
+    }, { onEvent: (e) => events.push(e) });
+    try {
+      const first = await run.checkpoint();
+      const pid = run.status().pid!;
+      adoptPid(pid);
+      const second = await run.checkpoint();
+      await assert.rejects(run.checkpoint(), /no third checkpoint/);
+      rawSyscall(SYS.kill, pid, 9);
+      await until("the restore", () => events.some((e) => e.type === "restored"));
+      await until("SIGUSR2 reaching the restored target", () => {
+        try {
+          return /usr2 at tick/.test(Deno.readTextFileSync(out));
+        } catch {
+          return false;
+        }
+      });
+      const outcome = await run.stop();
+      assert.equal(outcome.reason, "stopped");
+      assert.equal(outcome.checkpoints, 2);
+      assert.equal(outcome.restores, 1);
+
+      assert.deepEqual(calls.map((c) => c.hook), [
+        "beforeDump",
+        "afterDump",
+        "beforeDump",
+        "afterDump",
+        "beforeDump",
+        "onError",
+        "beforeRestore",
+        "afterRestore",
+      ]);
+      for (const { ctx } of calls) {
+        assert.equal(ctx.pid, pid);
+        assert.equal(ctx.policy, "hooked");
+        assert.equal(ctx.dir, `${dir}/ck`);
+      }
+      const [bd1, ad1, bd2, ad2, bd3, err, br, ar] = calls.map((c) => c.ctx);
+      assert.equal(bd1.reason, "api");
+      assert.deepEqual(bd1.counts, { checkpoints: 0, restores: 0 });
+      assert.equal(ad1.checkpoint?.name, first?.name);
+      assert.equal(ad1.checkpoint?.pid, pid);
+      assert.deepEqual(ad1.counts, { checkpoints: 1, restores: 0 });
+      assert.equal(bd2.latest?.name, first?.name);
+      assert.equal(ad2.checkpoint?.name, second?.name);
+      assert.equal(bd3.counts.checkpoints, 2);
+      assert.equal(err.during, "beforeDump");
+      assert.match(String(err.error), /no third checkpoint/);
+      assert.deepEqual(br.exit, { signal: 9 });
+      assert.equal(br.attempt, 1);
+      assert.equal(br.checkpoint?.name, second?.name);
+      assert.equal(ar.checkpoint?.name, second?.name);
+      assert.deepEqual(ar.counts, { checkpoints: 2, restores: 1 });
+      for (const l of listings) assert.match(l, new RegExp(`^${pid}\\.elf\\nmanifest\\.json\\n$`));
+      const logs = events.flatMap((e) => e.type === "log" ? [e.message] : []);
+      assert.deepEqual(logs, [`saved ${first?.name}`, `saved ${second?.name}`]);
+      assert.ok(events.some((e) => e.type === "hook-failed" && e.hook === "beforeDump"));
+    } finally {
+      await run.stop().catch(() => {});
+      await Deno.remove(dir, { recursive: true });
+    }
+  }),
+);
+
+Deno.test(
+  "policy: onStop checkpoint saves and ends the target; resume continues it with the same pid",
+  withTargets(async () => {
+    const bin = await buildTarget("policy_service");
+    const dir = await Deno.makeTempDir({ prefix: "cryo-policy-" });
+    const out = `${dir}/out`;
+    const spec = {
+      target: { command: [bin], stdout: out },
+      dir: `${dir}/ck`,
+      onStop: "checkpoint" as const,
+      resume: true,
+    };
+    const run1 = runPolicy(spec);
+    let run2: ReturnType<typeof runPolicy> | undefined;
+    try {
+      await until("a started target", () => run1.status().pid !== undefined);
+      const pid = run1.status().pid!;
+      adoptPid(pid);
+      await until("tick 5", () => /tick 5\n/.test(Deno.readTextFileSync(out)));
+      const o1 = await run1.stop();
+      assert.equal(o1.reason, "stopped");
+      assert.equal(o1.exitCode, 0);
+      assert.equal(o1.last?.reason, "stop");
+      assert.ok(!alive(pid), "the final checkpoint ended the target");
+      const lastTick = Number(Deno.readTextFileSync(out).match(/tick (\d+)\n$/)![1]);
+
+      const events: PolicyEvent[] = [];
+      const resumed = runPolicy(spec, { onEvent: (e) => events.push(e) });
+      run2 = resumed;
+      await until("the resumed target", () => resumed.status().pid !== undefined);
+      assert.equal(resumed.status().pid, pid);
+      assert.ok(events.some((e) => e.type === "started" && e.how === "resumed"));
+      await until(
+        `tick ${lastTick + 3}`,
+        () => Deno.readTextFileSync(out).includes(`tick ${lastTick + 3}\n`),
+      );
+      const text = Deno.readTextFileSync(out);
+      assert.equal(text.match(/ready pid/g)?.length, 1, "it continued, it did not start again");
+      await resumed.stop();
+    } finally {
+      await run1.stop().catch(() => {});
+      await run2?.stop().catch(() => {});
+      await Deno.remove(dir, { recursive: true });
+    }
+  }),
+);
+
+const TYPES: Record<string, string> = {
+  ".ts": "application/typescript; charset=utf-8",
+  ".json": "application/json; charset=utf-8",
+};
+
+Deno.test(
+  "policy: mod.ts imported by URL from a directory without deno.json runs a real checkpoint",
+  withTargets(async () => {
+    const served = new Set<string>();
+    const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
+      const urlPath = decodeURIComponent(new URL(req.url).pathname);
+      served.add(urlPath);
+      const path = normalize(`${root}${urlPath}`);
+      if (!path.startsWith(root)) return new Response("outside", { status: 403 });
+      try {
+        const type = TYPES[extname(path)] ?? "application/octet-stream";
+        return new Response(await Deno.readFile(path), { headers: { "content-type": type } });
+      } catch {
+        return new Response("not found", { status: 404 });
+      }
+    });
+    const dir = await Deno.makeTempDir({ prefix: "cryo-policy-url-" });
+    const target = await startTarget("policy_service");
+    try {
+      await target.waitFor(/tick 2\n/);
+      await Deno.writeTextFile(
+        `${dir}/use_cryo.ts`,
+        `import * as cryo from "http://127.0.0.1:${server.addr.port}/mod.ts";
+const pid = Number(Deno.args[0]);
+let invalid = "";
+try {
+  cryo.definePolicy({ target: { pid }, dir: "ck", evry: "1s" });
+} catch (e) {
+  invalid = e instanceof cryo.PolicyError ? e.message : "wrong error";
+}
+const run = cryo.runPolicy(cryo.definePolicy({ target: { pid }, dir: "ck", keep: 1 }));
+const record = await run.checkpoint();
+const outcome = await run.stop();
+const model = await cryo.readImage(record.dir);
+const direct = await cryo.checkpoint(pid, { dir: "direct", leaveRunning: true });
+console.log(JSON.stringify({
+  invalid,
+  name: record.name,
+  pagesBytes: record.stats.pagesBytes,
+  outcome: outcome.reason,
+  exitCode: outcome.exitCode,
+  comm: model.processes[0].comm,
+  directPid: direct.manifest.rootPid,
+}));
+`,
+      );
+      const cmd = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", "use_cryo.ts", String(target.pid)],
+        cwd: dir,
+        stdin: "null",
+        env: { NO_COLOR: "1" },
+      }).output();
+      const stderr = new TextDecoder().decode(cmd.stderr);
+      assert.equal(cmd.code, 0, stderr);
+      const got = JSON.parse(new TextDecoder().decode(cmd.stdout).trim().split("\n").at(-1)!);
+      assert.match(got.invalid, /evry: unknown field — did you mean "every"\?/);
+      assert.equal(got.outcome, "stopped");
+      assert.equal(got.exitCode, 0);
+      assert.match(got.comm, /^policy_service/); // comm: 15 characters of the file name
+      assert.equal(got.directPid, target.pid);
+      assert.ok(got.pagesBytes > 0);
+      assert.ok(Deno.statSync(`${dir}/ck/${got.name}/manifest.json`).isFile);
+      assert.equal(Deno.readLinkSync(`${dir}/ck/latest`), got.name);
+      // onStop defaults to "leave" for a pid target: it still runs and ticks on.
+      const ticks = target.output().match(/tick \d+/g)!.length;
+      await target.waitFor(new RegExp(`tick ${ticks + 2}\\n`));
+      for (const p of ["/mod.ts", "/engine/policy/runner.ts", "/engine/policy/schema.ts"]) {
+        assert.ok(served.has(p), `${p} was not fetched over HTTP`);
+      }
+    } finally {
+      await server.shutdown();
+      await Deno.remove(dir, { recursive: true });
+    }
+  }),
+);
