@@ -446,15 +446,16 @@ Deno.test(
           assertSameBytes(bytes, readProcMem(pid, a, count * PAGE), `${name} page ${first}: mem`);
         }
       };
-      const filled = (v: (page: number) => number) => (a: bigint, length: number) => {
+      // Page i of the sparse region holds the byte 0x30 + i.
+      const sparseContent = (a: bigint, length: number) => {
         const out = new Uint8Array(length);
         for (let i = 0; i < length; i += PAGE) {
-          out.fill(v(Number(a - regions.sparse) / PAGE + i / PAGE), i, i + PAGE);
+          out.fill(0x30 + Number(a - regions.sparse) / PAGE + i / PAGE, i, i + PAGE);
         }
         return out;
       };
       await expectRegion("pattern", 16, [[0, 16]], patternBytes);
-      await expectRegion("sparse", 64, [[3, 1], [10, 2], [40, 1]], filled((pg) => 0x30 + pg));
+      await expectRegion("sparse", 64, [[3, 1], [10, 2], [40, 1]], sparseContent);
       await expectRegion("ro", 4, [[0, 4]], (_a, n) => new Uint8Array(n).fill(0xab));
       await expectRegion("none", 2, [[0, 2]], (_a, n) => new Uint8Array(n).fill(0xcd));
       await expectRegion(

@@ -12,6 +12,7 @@ import { checkpoint } from "../engine/dump/mod.ts";
 import { startTarget, withTargets } from "./helpers/targets.ts";
 import {
   bytesToBase64,
+  checksumFile,
   decodeAuxv,
   decodeFileNote,
   decodePrpsinfo,
@@ -23,7 +24,6 @@ import {
   type ImageWriterOptions,
   readImageFile,
   readPageRun,
-  checksumFile,
   unsavedRanges,
   USER_REGS_FIELDS,
   verifyImageDir,

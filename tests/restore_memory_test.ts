@@ -158,11 +158,6 @@ Deno.test(
 
 Deno.test({
   name: "mappings keep their VmFlags and /proc/self/maps is exactly the same",
-  // Engine bug: emitMemory (engine/restore/compile.ts) drops MAP_NORESERVE
-  // ("nr": the 1 GiB reservation gets accounted and merges with its
-  // neighbour) and maps PROT_NONE areas that were accounted ("ac", e.g.
-  // guard pages made by mprotect) without the accounting.
-  ignore: true,
   fn: withTargets(async () => {
     const run = await memoryRoundTrip([], []);
     const diffs: string[] = [];

@@ -51,6 +51,11 @@ export function tryParseDuration(value: unknown): number | undefined {
 /**
  * Milliseconds of a duration; throws a `RangeError` that says what was
  * expected when `value` is not one.
+ *
+ * ```ts
+ * parseDuration("1m30s"); // 90000
+ * parseDuration("soon"); // throws RangeError: expected a duration such as "30s", ...
+ * ```
  */
 export function parseDuration(value: Duration): number {
   const ms = tryParseDuration(value);

@@ -41,15 +41,16 @@ export {
 } from "./schema.ts";
 export { type PolicyRun, RunEndedError, type RunOptions, runPolicy } from "./runner.ts";
 export type { PolicyEvent, RunOutcome, RunState, RunStatus } from "./events.ts";
-export type {
-  CommandResult,
-  Hook,
-  HookContext,
-  HookName,
-  LogLevel,
-  PolicyLogger,
+export {
+  type CommandResult,
+  type Hook,
+  HOOK_NAMES,
+  type HookContext,
+  type HookName,
+  type LogLevel,
+  type PolicyLogger,
 } from "./hooks.ts";
 export { type CheckpointRecord, CheckpointStore, LATEST } from "./retention.ts";
 export { type Duration, parseDuration } from "./duration.ts";
-export { describeExit, exitCodeOf, type TargetExit } from "./target.ts";
+export { type CommandLaunch, describeExit, exitCodeOf, type TargetExit } from "./target.ts";
 export { TRIGGER_SIGNALS, type TriggerSignal } from "./signals.ts";

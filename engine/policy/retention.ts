@@ -37,7 +37,13 @@ export interface CheckpointRecord {
   leftRunning?: boolean;
 }
 
-/** Name of the symlink pointing at the newest complete checkpoint. */
+/**
+ * Name of the symlink pointing at the newest complete checkpoint.
+ *
+ * ```ts
+ * const tree = await restore(`/var/lib/cryo/batch/${LATEST}`);
+ * ```
+ */
 export const LATEST = "latest";
 
 const NAME = /^(\d{8}T\d{6}\.\d{3}Z)-(\d{4,})$/;
@@ -67,7 +73,14 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-/** The checkpoints of one policy, in one directory. */
+/**
+ * The checkpoints of one policy, in one directory.
+ *
+ * ```ts
+ * const store = await CheckpointStore.open("/var/lib/cryo/batch");
+ * console.log(await store.list(), await store.latest());
+ * ```
+ */
 export class CheckpointStore {
   /** Absolute path of the store's directory. */
   readonly root: string;

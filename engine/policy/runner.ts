@@ -81,7 +81,15 @@ interface Request {
 
 const PR_SET_CHILD_SUBREAPER = 36;
 
-/** Thrown at pending requests when the run ends before serving them. */
+/**
+ * Thrown at pending requests when the run ends before serving them.
+ *
+ * ```ts
+ * await run.checkpoint().catch((e) => {
+ *   if (!(e instanceof RunEndedError)) throw e;
+ * });
+ * ```
+ */
 export class RunEndedError extends Error {
   constructor() {
     super("the policy run ended");

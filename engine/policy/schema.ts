@@ -208,10 +208,21 @@ export interface PolicyIssue {
   message: string;
 }
 
-/** A policy that does not validate; the message lists every problem with its field. */
+/**
+ * A policy that does not validate; the message lists every problem with its field.
+ *
+ * ```ts
+ * try {
+ *   definePolicy({ target: { command: ["./sim"] }, dir: "/tmp/ck", evry: "1s" } as never);
+ * } catch (e) {
+ *   if (e instanceof PolicyError) console.log(e.issues); // [{ field: "evry", message: "unknown field — did you mean \"every\"? ..." }]
+ * }
+ * ```
+ */
 export class PolicyError extends CryoError {
   /** The problems, one per field. */
   readonly issues: PolicyIssue[];
+  /** Makes the error from the problems found. */
   constructor(issues: PolicyIssue[]) {
     super(
       `invalid policy: ${
@@ -504,7 +515,14 @@ function backoffOf(spec: PolicySpec["backoff"]): Policy["backoff"] {
   return { initialMs: ms, maxMs: ms, factor: 1 };
 }
 
-/** Whether `value` is a policy validated by {@link definePolicy}. */
+/**
+ * Whether `value` is a policy validated by {@link definePolicy}.
+ *
+ * ```ts
+ * const mod = await import("./my-policy.ts");
+ * const policy = isPolicy(mod.default) ? mod.default : definePolicy(mod.default);
+ * ```
+ */
 export function isPolicy(value: unknown): value is Policy {
   return typeof value === "object" && value !== null &&
     (value as { kind?: unknown }).kind === "cryo-policy" && Object.isFrozen(value);

@@ -21,7 +21,8 @@ export const SIGNAL_NUMBERS: Readonly<Record<string, number>> = {
 };
 
 /**
- * Signals a policy may use as checkpoint triggers (`onSignal`). SIGINT and
+ * Signals a policy may use as checkpoint triggers (`onSignal`), e.g.
+ * `onSignal: ["SIGUSR2", "SIGHUP"]`. SIGINT and
  * SIGTERM stop the runner; SIGUSR1 is not offered because Deno (2.9.2 and
  * later) starts its inspector on 127.0.0.1:9229 when it receives SIGUSR1.
  */

@@ -24,11 +24,17 @@ export type TargetExit =
 
 /** A command for cryo to start (see `PolicySpec.target`). */
 export interface CommandLaunch {
+  /** The program and its arguments. */
   command: readonly string[];
+  /** Working directory. */
   cwd?: string;
+  /** Variables added to the runner's environment. */
   env?: Readonly<Record<string, string>>;
+  /** File for stdin (default /dev/null). */
   stdin?: string;
+  /** File for stdout (default: the runner's). */
   stdout?: string;
+  /** File for stderr (default: the runner's). */
   stderr?: string;
 }
 
@@ -37,14 +43,27 @@ export function isAbnormalExit(exit: TargetExit): boolean {
   return exit.code !== 0;
 }
 
-/** The exit code a supervisor passes on for `exit`: the code, 128 + signal, or 1 when unknown. */
+/**
+ * The exit code a supervisor passes on for `exit`: the code, 128 + signal, or 1 when unknown.
+ *
+ * ```ts
+ * exitCodeOf({ signal: 9 }); // 137
+ * ```
+ */
 export function exitCodeOf(exit: TargetExit): number {
   if (exit.code !== undefined) return exit.code;
   if (exit.signal !== undefined) return 128 + exit.signal;
   return 1;
 }
 
-/** `exited with code 3`, `killed by SIGKILL`, `ended (status unknown)`. */
+/**
+ * How a target ended, for people.
+ *
+ * ```ts
+ * describeExit({ code: 3 }); // "exited with code 3"
+ * describeExit({ signal: 9 }); // "killed by SIGKILL"
+ * ```
+ */
 export function describeExit(exit: TargetExit): string {
   if (exit.code !== undefined) return `exited with code ${exit.code}`;
   if (exit.signal !== undefined) return `killed by ${signalName(exit.signal)}`;

@@ -86,6 +86,7 @@ const MAP_PRIVATE = 0x02;
 const MAP_FIXED = 0x10;
 const MAP_ANONYMOUS = 0x20;
 const MAP_GROWSDOWN = 0x100;
+const MAP_NORESERVE = 0x4000;
 const O_CLOEXEC = 0o2000000;
 const PR_SET_NAME = 15;
 const PR_SET_MM = 35;
@@ -201,14 +202,20 @@ function emitMemory(p: ProgramBuilder, proc: ProcessImage, opts: CompileOptions)
     comment: "the image itself, source of page data",
   });
   let openPath: string | undefined;
+  const zeroByte = p.reserve(8);
   for (const m of proc.mappings) {
     if (m.kind === "vdso" || m.kind === "vsyscall") continue;
     const start = hexBig(m.start);
     const len = hexBig(m.end) - start;
     const prot = PROT(m.perms);
-    const needsWrite = m.pages.length > 0 && (prot & 2) === 0;
+    // Mapped writable first (then mprotect'ed) when pages must be written in,
+    // or when a private mapping was accounted ("ac": it had been writable),
+    // so the kernel keeps its commit accounting as before.
+    const accounted = m.vmFlags.includes("ac") && m.perms[3] === "p" && (prot & 2) === 0;
+    const needsWrite = (m.pages.length > 0 || accounted) && (prot & 2) === 0;
     const mapProt = needsWrite ? prot | 2 : prot;
-    const growsDown = m.vmFlags.includes("gd") ? MAP_GROWSDOWN : 0;
+    const growsDown = (m.vmFlags.includes("gd") ? MAP_GROWSDOWN : 0) |
+      (m.vmFlags.includes("nr") ? MAP_NORESERVE : 0);
     if (m.kind === "anon" || m.kind === "anon-shared") {
       const flags = (m.kind === "anon" ? MAP_PRIVATE : MAP_SHARED) | MAP_FIXED | MAP_ANONYMOUS |
         growsDown;
@@ -228,6 +235,12 @@ function emitMemory(p: ProgramBuilder, proc: ProcessImage, opts: CompileOptions)
       p.op(SYS.mmap, [start, len, mapProt, flags, slot(SLOTS.file), hexBig(m.offset)], {
         comment: mappingLabel(m),
       });
+    }
+    if (accounted && m.pages.length === 0 && m.kind === "anon") {
+      // The kernel drops VM_ACCOUNT when write is removed from a never-faulted
+      // anonymous area: fault one page in (and drop it again) first.
+      p.copy(start, zeroByte, 1, { comment: "give the area an anon_vma" });
+      p.op(SYS.madvise, [start, 4096, 4 /* MADV_DONTNEED */]);
     }
     for (const run of m.pages) {
       p.op(SYS.pread64, [slot(SLOTS.image), hexBig(run.addr), run.length, run.fileOffset]);
