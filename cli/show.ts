@@ -185,7 +185,9 @@ Examples:
         const tree = (pid: number, depth: number): void => {
           const p = model.processes.find((x) => x.pid === pid);
           console.log(
-            `${"  ".repeat(depth)}${pid} ${p?.comm ?? "?"} (${p?.threads.length ?? 0} threads)`,
+            `${"  ".repeat(depth)}${pid} ${p?.comm ?? "?"} (${p?.threads.length ?? 0} thread${
+              p?.threads.length === 1 ? "" : "s"
+            })`,
           );
           for (const c of children.get(pid) ?? []) tree(c, depth + 1);
         };

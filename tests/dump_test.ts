@@ -702,18 +702,9 @@ Deno.test(
 const diedMessage = (pid: number) =>
   new RegExp(`process ${pid}\\b.*\\b(died|killed|vanished|gone|exited)\\b`);
 
-// BUG (engine/dump/memory.ts, MemoryStreamer.saveRuns): when reading the
-// target's memory fails because it died, the previous chunk's write is
-// still in flight and never awaited; checkpoint() aborts the writer (closes
-// the file) and that write rejects with BadResource as an unhandled
-// rejection, which kills the Deno process (the CLI prints a stack trace and
-// leaves `.image.cryo-partial-<pid>` behind). The error itself reads
-// "No such process (os error 3): open '/proc/<pid>/mem'", not that the
-// process died. Unignore both tests once fixed.
 Deno.test({
   name:
     "errors: the target dies mid-dump (library, SIGKILL at the first pages event): one line, no directory",
-  ignore: true,
   fn: withTargets(async () => {
     const parent = await freshParent();
     try {
@@ -748,7 +739,6 @@ Deno.test({
 Deno.test({
   name:
     "errors: the target dies mid-dump (CLI, SIGKILL while 256 MiB stream): one line, exit 1, no directory",
-  ignore: true,
   fn: withTargets(async () => {
     const parent = await freshParent();
     try {

@@ -394,6 +394,63 @@ Deno.test(
 );
 
 Deno.test(
+  "policy: a { pid } target that is not the runner's child is watched through /proc and restored",
+  withTargets(async () => {
+    becomeSubreaper();
+    const target = await startTarget("policy_service"); // our child, not the runner's
+    const dir = await Deno.makeTempDir({ prefix: "cryo-policy-" });
+    const pidFile = `${dir}/service.pid`;
+    await Deno.writeTextFile(pidFile, `${target.pid}\n`);
+    const policy = await writePolicy(
+      dir,
+      `{ target: { pidFile: "${pidFile}" }, dir: "${dir}/ck", onExit: "restore", backoff: "20ms" }`,
+    );
+    const runner = new Runner(["run", policy]);
+    try {
+      await target.waitFor(/tick 1\n/);
+      await runner.waitLine(new RegExp(`attached to pid ${target.pid}`));
+      runner.signal("SIGTERM"); // nothing to checkpoint yet: no restore possible
+      const r0 = await runner.finish();
+      assert.equal(r0.code, 0, r0.stderr);
+      assert.match(r0.stderr, /stopping \(SIGTERM\): leaving the target running/);
+      assert.ok(alive(target.pid), "onStop defaults to leave for a pid target");
+
+      const policy2 = await writePolicy(
+        dir,
+        `{ target: { pid: ${target.pid} }, dir: "${dir}/ck", every: "100ms", onExit: "restore", backoff: "20ms" }`,
+        "policy2.ts",
+      );
+      const runner2 = new Runner(["run", policy2]);
+      try {
+        await runner2.waitLine(/checkpoint \S+ done/);
+        rawSyscall(SYS.kill, target.pid, 9);
+        assert.deepEqual(await target.wait(), {
+          kind: "signaled",
+          pid: target.pid,
+          signal: 9,
+          core: false,
+        });
+        const restored = await runner2.waitLine(/restored pid (\d+)/);
+        assert.equal(Number(restored.match[1]), target.pid);
+        assert.ok(alive(target.pid));
+        runner2.signal("SIGTERM");
+        const r = await runner2.finish();
+        assert.equal(r.code, 0, r.stderr);
+        assert.match(r.stderr, new RegExp(`target pid ${target.pid} (killed by SIGKILL|ended)`));
+      } finally {
+        runner2.kill();
+        await runner2.finish().catch(() => {});
+        adoptPid(target.pid); // the restored target, re-parented to this subreaper
+      }
+    } finally {
+      runner.kill();
+      await runner.finish().catch(() => {});
+      await Deno.remove(dir, { recursive: true });
+    }
+  }),
+);
+
+Deno.test(
   "policy: keep 2 retains only the two newest complete checkpoints",
   withTargets(async () => {
     const bin = await buildTarget("policy_service");

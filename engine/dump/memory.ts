@@ -67,7 +67,14 @@ export class MemoryStreamer {
         const n = Math.min(CHUNK_BYTES, run.length - done);
         const buf = this.#buffers[this.#next].subarray(0, n);
         this.#next ^= 1;
-        this.#read(run.addr + BigInt(done), buf, readable);
+        try {
+          this.#read(run.addr + BigInt(done), buf, readable);
+        } catch (e) {
+          // Never leave a write in flight behind a failure.
+          await this.#pending?.catch(() => {});
+          this.#pending = undefined;
+          throw e;
+        }
         await this.#pending;
         this.#pending = this.#sink.write(buf);
         this.#offset += n;
@@ -113,6 +120,14 @@ export class MemoryStreamer {
       }
       done += n;
     }
+  }
+
+  /** Waits for any write in flight, ignoring its outcome (error paths). */
+  async abort(): Promise<void> {
+    await this.#pending?.catch(() => {});
+    this.#pending = undefined;
+    this.#memFile?.close();
+    this.#memFile = undefined;
   }
 
   /** Waits for the last write and releases resources. */

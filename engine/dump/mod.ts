@@ -35,6 +35,8 @@ import {
   type ProcessImage,
 } from "../model.ts";
 import { TargetError, UnsupportedError } from "../errors.ts";
+import { SyscallError } from "../../ffi/libc.ts";
+import { TraceeGoneError } from "../../ffi/ptrace.ts";
 import { checksumFile, ImageWriter } from "../image/writer.ts";
 import { writeManifest } from "../image/manifest.ts";
 import { BootstrapBuilder, messageProgram } from "../restore/stub.ts";
@@ -227,6 +229,32 @@ function applyIncludes(image: ProcessImage, include: CheckpointOptions["include"
   }
 }
 
+/**
+ * Processes of a frozen tree that died (gone, zombie, or being killed).
+ * When the error says a process vanished (ESRCH), gives the kernel a moment
+ * to finish the exit before looking.
+ */
+async function goneProcesses(tree: FrozenTree, error: unknown): Promise<number[]> {
+  const vanished = error instanceof TraceeGoneError ||
+    (error instanceof SyscallError && error.code === "ESRCH") ||
+    (error instanceof Error && /os error 3\b|ESRCH/.test(error.message));
+  for (let i = 0; i < (vanished ? 50 : 1); i++) {
+    const gone = tree.processes.map((p) => p.pid).filter((pid) => {
+      try {
+        const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+        const killPending = (BigInt(`0x${status.match(/^ShdPnd:\s+([0-9a-f]+)/m)?.[1] ?? "0"}`) &
+          0x100n) !== 0n;
+        return /^State:\s+[ZX]/m.test(status) || killPending;
+      } catch {
+        return true;
+      }
+    });
+    if (gone.length || !vanished) return gone;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return vanished ? [tree.root] : [];
+}
+
 /** Checkpoints process `pid` and its descendants into `opts.dir`. */
 export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<CheckpointResult> {
   checkTarget(pid);
@@ -234,6 +262,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
   const tmp = await prepareDir(opts.dir);
   const finalDir = resolve(opts.dir);
   let tree: FrozenTree | undefined;
+  const streamers: MemoryStreamer[] = [];
   let writers: ImageWriter[] = [];
   try {
     tree = freezeTree(pid);
@@ -242,6 +271,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     const fdLists = tree.processes.map((p) => readFds(p.pid));
     const topology = pipeTopology(tree.processes.map((p, i) => ({ pid: p.pid, fds: fdLists[i] })));
     const images: ProcessImage[] = [];
+    const pending: { writer: ImageWriter; image: ProcessImage }[] = [];
     const entries: Manifest["processes"] = [];
     let pagesBytes = 0;
     let imageBytes = 0;
@@ -287,6 +317,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         position: () => writer.reservePages(0),
         write: (bytes) => writer.writePagesAt(writer.reservePages(bytes.length), bytes),
       });
+      streamers.push(streamer);
       using pagemap = openPagemap(p.pid);
       const plan = collected.vmas.map((v, k) => {
         const policy = image.mappings[k].excluded ? "none" : pagePolicy(image.mappings[k].kind);
@@ -310,31 +341,35 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         });
       }
       await streamer.finish();
-      const summary = await writer.finish(image, { checksum: false });
-      writers = writers.filter((w) => w !== writer);
-      opts.onEvent?.({ type: "written", pid: p.pid, path: summary.path, size: summary.size });
-      pagesBytes += summary.pagesBytes;
-      imageBytes += summary.size;
-      mappingCount += image.mappings.length;
+      pending.push({ writer, image });
       images.push(image);
-      entries.push({
-        pid: p.pid,
-        ppid: image.ppid,
-        file: `${p.pid}.elf`,
-        size: summary.size,
-        checksum: summary.checksum,
-        threads: image.threads.map((t) => t.tid),
-        comm: image.comm,
-      });
     }
     const host = hostFacts(pid, images[0]);
     let thawed = false;
     let freezeSeconds = 0;
     if (opts.leaveRunning) {
-      // Everything is on disk (not yet checksummed): the tree need not wait.
+      // Every page is copied: the tree need not wait for the images to be
+      // completed, synced and checksummed.
       thawTree(tree);
       thawed = true;
       freezeSeconds = (performance.now() - tree.frozenAt) / 1000;
+    }
+    for (const { writer, image } of pending) {
+      const summary = await writer.finish(image, { checksum: false });
+      writers = writers.filter((w) => w !== writer);
+      opts.onEvent?.({ type: "written", pid: image.pid, path: summary.path, size: summary.size });
+      pagesBytes += summary.pagesBytes;
+      imageBytes += summary.size;
+      mappingCount += image.mappings.length;
+      entries.push({
+        pid: image.pid,
+        ppid: image.ppid,
+        file: `${image.pid}.elf`,
+        size: summary.size,
+        checksum: summary.checksum,
+        threads: image.threads.map((t) => t.tid),
+        comm: image.comm,
+      });
     }
     for (const e of entries) e.checksum = await checksumFile(`${tmp}/${e.file}`);
     const stats: DumpStats = {
@@ -371,9 +406,16 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     opts.onEvent?.({ type: "done", stats });
     return { dir: finalDir, manifest, stats };
   } catch (e) {
+    for (const s of streamers) await s.abort();
     for (const w of writers) await w.abort().catch(() => {});
+    const gone = tree ? await goneProcesses(tree, e) : [];
     if (tree) thawTree(tree); // detaching an already resumed task is a harmless ESRCH
     await Deno.remove(tmp, { recursive: true }).catch(() => {});
+    if (gone.length && !(e instanceof TargetError || e instanceof UnsupportedError)) {
+      throw new TargetError(
+        `process ${gone.join(", ")} died while being checkpointed; nothing was written`,
+      );
+    }
     throw e;
   }
 }

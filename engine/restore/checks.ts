@@ -27,6 +27,24 @@ function describeHolder(pid: number): string | undefined {
   }
 }
 
+/**
+ * A live process whose process group or session id is one of `ids` (such an
+ * id cannot be given to a new process either).
+ */
+function groupHolder(ids: Set<number>): { id: number; pid: number; what: string } | undefined {
+  for (const e of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(e.name)) continue;
+    try {
+      const stat = Deno.readTextFileSync(`/proc/${e.name}/stat`);
+      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      const [pgrp, session] = [Number(f[2]), Number(f[3])];
+      if (ids.has(pgrp)) return { id: pgrp, pid: Number(e.name), what: "process group" };
+      if (ids.has(session)) return { id: session, pid: Number(e.name), what: "session" };
+    } catch { /* gone meanwhile */ }
+  }
+  return undefined;
+}
+
 /** Throws if any pid or tid of the image is taken, naming it and its holder. */
 export function checkPidsFree(processes: readonly ProcessImage[]): void {
   for (const p of processes) {
@@ -41,6 +59,12 @@ export function checkPidsFree(processes: readonly ProcessImage[]): void {
         throw new RestoreError(`cannot restore: ${describeHolder(id) ?? `pid ${id} is in use`}`);
       }
     }
+  }
+  const holder = groupHolder(new Set(processes.map((p) => p.pid)));
+  if (holder) {
+    throw new RestoreError(
+      `cannot restore: pid ${holder.id} is still in use as the ${holder.what} id of process ${holder.pid}`,
+    );
   }
 }
 

@@ -457,7 +457,12 @@ export class RestoreSession {
         // Reap anything that was reparented to us (cryo is a subreaper during restore).
         try {
           const st = waitPid(-1, __WALL | WNOHANG);
-          if (st.kind !== "none") continue;
+          if (st.kind !== "none") {
+            if ((st.kind === "exited" || st.kind === "signaled") && !this.#tasks.has(st.pid)) {
+              parkStatus(st); // not ours: keep it for its owner
+            }
+            continue;
+          }
         } catch { /* no children */ }
         const t = Date.now() + 5;
         while (Date.now() < t) { /* brief spin; wait4 has no timeout */ }
