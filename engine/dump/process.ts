@@ -5,6 +5,8 @@
  * @module
  */
 
+import { readCmdline } from "../proc/misc.ts";
+import { readLimits } from "../proc/limits.ts";
 import { rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { findSyscallInstruction, injectSyscall } from "../../ffi/inject.ts";
@@ -16,7 +18,7 @@ import { auxvToModel, readAuxv } from "../proc/auxv.ts";
 import { type ProcFd, readFds } from "../proc/fds.ts";
 import { readMapFileIdentity, readMaps } from "../proc/maps.ts";
 import { mergeSmaps, readSmaps } from "../proc/smaps.ts";
-import { fileIdentityOf, readProcBytes, readProcLink, readProcText } from "../proc/io.ts";
+import { fileIdentityOf, readProcLink, readProcText } from "../proc/io.ts";
 import { queryInjectedState } from "./injected.ts";
 import { collectThread, sharedPending } from "./threads.ts";
 import { classifyVma, type Vma } from "./vmas.ts";
@@ -28,42 +30,6 @@ const hex = (v: bigint) => `0x${v.toString(16)}`;
 export interface CollectedProcess {
   image: Omit<ProcessImage, "bootstrap">;
   vmas: Vma[];
-}
-
-const RLIMIT_NAMES = [
-  "Max cpu time",
-  "Max file size",
-  "Max data size",
-  "Max stack size",
-  "Max core file size",
-  "Max resident set",
-  "Max processes",
-  "Max open files",
-  "Max locked memory",
-  "Max address space",
-  "Max file locks",
-  "Max pending signals",
-  "Max msgqueue size",
-  "Max nice priority",
-  "Max realtime priority",
-  "Max realtime timeout",
-];
-
-function readRlimits(pid: number): ProcessImage["rlimits"] {
-  const text = readProcText(pid, "limits");
-  return RLIMIT_NAMES.map((name, resource) => {
-    const line = text.split("\n").find((l) => l.startsWith(name));
-    const cols = line ? line.slice(26).trim().split(/\s+/) : ["unlimited", "unlimited"];
-    const v = (s: string) => s === "unlimited" ? "inf" as const : Number(s);
-    return { resource, name, soft: v(cols[0]), hard: v(cols[1]) };
-  });
-}
-
-function splitNul(bytes: Uint8Array): string[] {
-  const text = new TextDecoder().decode(bytes);
-  const parts = text.split("\0");
-  if (parts.at(-1) === "") parts.pop();
-  return parts;
 }
 
 /** Whether two fds of `pid` share one open file description (kcmp KCMP_FILE). */
@@ -219,7 +185,7 @@ export function collectProcess(
       root: readProcLink(pid, "root"),
       umask: status.umask ?? 0o022,
       personality: parseInt(readProcText(pid, "personality").trim(), 16),
-      cmdline: splitNul(readProcBytes(pid, "cmdline")),
+      cmdline: readCmdline(pid),
       creds: {
         uid: status.uid,
         gid: status.gid,
@@ -228,7 +194,7 @@ export function collectProcess(
       },
       mm: mmFieldsOf(stat, BigInt.asUintN(64, brk)),
       auxv: auxvToModel(readAuxv(pid)),
-      rlimits: readRlimits(pid),
+      rlimits: readLimits(pid),
       mappings,
       threads,
       sigactions: injected.sigactions,

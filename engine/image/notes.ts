@@ -10,6 +10,7 @@
  * @module
  */
 
+import { USER_REGS_FIELDS } from "../../ffi/regs.ts";
 import { type Hex, IMAGE_FORMAT_VERSION, type Mapping, type ProcessImage } from "../model.ts";
 import { concatBytes, encodeNote, PAGE_SIZE } from "./elf.ts";
 import { ImageFormatError } from "./errors.ts";
@@ -59,35 +60,7 @@ export const SIGSTOP = 19;
  * user_regs_struct field names in kernel order; also the order of
  * elf_gregset_t (pr_reg) and the keys of {@link ThreadState.regs}.
  */
-export const USER_REGS_FIELDS = [
-  "r15",
-  "r14",
-  "r13",
-  "r12",
-  "rbp",
-  "rbx",
-  "r11",
-  "r10",
-  "r9",
-  "r8",
-  "rax",
-  "rcx",
-  "rdx",
-  "rsi",
-  "rdi",
-  "orig_rax",
-  "rip",
-  "cs",
-  "eflags",
-  "rsp",
-  "ss",
-  "fs_base",
-  "gs_base",
-  "ds",
-  "es",
-  "fs",
-  "gs",
-] as const;
+export { USER_REGS_FIELDS };
 
 /** Human name of a note type for an owner, as readelf prints it for core files. */
 export function noteTypeName(owner: string, type: number): string {
