@@ -10,10 +10,13 @@
  * the table, the baselines and the target checks; `--out` writes JSON.
  *
  * Options: --quick (64 and 512 MiB, small python heap; < 3 min on 2 cores),
- * --out <file>, --reps <n> (default 3), --only <name[,name]>,
+ * --out <file>, --reps <n> (default 3), --warmup-reps <n> (default 1: run first,
+ * not counted; the first contact with fresh memory is the slowest), --only <name[,name]>,
  * --no-verify-runs=false (skip the --no-verify restores),
  * --deno-flag <flag> (passed to each cryo process, e.g. --v8-flags=--perf-basic-prof),
- * --keep (keep the work directory with all logs), --fixed-order (baseline always first).
+ * --keep (keep the work directory with all logs), --fixed-order (baseline always first),
+ * --no-warm (skip freeing recently used memory before each measurement; see
+ * `baseline warm` in scripts/bench/baseline.c).
  *
  * @module
  */
@@ -34,6 +37,7 @@ import {
   cryoDump,
   cryoRestore,
   type CryoRuntime,
+  warmMemory,
   writeRanges,
 } from "./bench/measure.ts";
 import {
@@ -53,16 +57,20 @@ const { values: opts } = parseArgs({
     quick: { type: "boolean", default: false },
     out: { type: "string" },
     reps: { type: "string", default: "3" },
+    "warmup-reps": { type: "string", default: "1" },
     only: { type: "string" },
     "no-verify-runs": { type: "string", default: "true" },
     "deno-flag": { type: "string", multiple: true, default: [] },
     keep: { type: "boolean", default: false },
     "fixed-order": { type: "boolean", default: false },
+    "no-warm": { type: "boolean", default: false },
   },
 });
 const reps = Number(opts.reps);
+const warmupReps = Number(opts["warmup-reps"]);
 const runtime: CryoRuntime = { denoFlags: opts["deno-flag"] ?? [] };
 const noVerifyRuns = opts["no-verify-runs"] !== "false";
+const warm = !opts["no-warm"];
 const log = (s: string) => console.error(`bench: ${s}`);
 
 /** Runs two measurements one after the other (never concurrently); resolves both results. */
@@ -93,16 +101,24 @@ async function runWorkload(spec: WorkloadSpec, workDir: string): Promise<Workloa
     `${spec.name}: ready in ${((performance.now() - t0) / 1000).toFixed(1)} s (pid ${w.child.pid})`,
   );
   const results: Repetition[] = [];
+  let verifyError: string | undefined;
   try {
-    for (let i = 0; i < reps; i++) {
+    // Repetitions below 0 are warm-ups: measured and logged, not counted.
+    for (let i = -warmupReps; i < reps; i++) {
       const base = `${workDir}/${spec.name}-${i}`;
       const blFile = `${base}.baseline.bin`;
       const imgDir = `${base}.image`;
       try {
         // Alternate which of the two goes first, so neither always meets the warmer memory.
-        const cryoFirst = !opts["fixed-order"] && i % 2 === 1;
+        const cryoFirst = !opts["fixed-order"] && Math.abs(i % 2) === 1;
         const rangesBytes = writeRanges(w.child.pid, `${base}.ranges`);
-        const dumpBaseline = async () => {
+        // Every measured operation starts right after the same amount of memory was freed.
+        const warmBytes = Math.round(rangesBytes * 1.1) + (256 << 20);
+        const warmed = <T>(fn: () => Promise<T>) => async () => {
+          if (warm) await warmMemory(warmBytes, `${base}.warm.log`);
+          return await fn();
+        };
+        const dumpBaseline = warmed(async () => {
           const r = await baselineDump(
             w.child.pid,
             `${base}.ranges`,
@@ -113,16 +129,20 @@ async function runWorkload(spec: WorkloadSpec, workDir: string): Promise<Workloa
             throw new Error(`baseline read ${r.bytes} of ${rangesBytes}`);
           }
           return r;
-        };
-        const dumpCryo = () => cryoDump(w, imgDir, `${base}.dump`, runtime);
+        });
+        const dumpCryo = warmed(() => cryoDump(w, imgDir, `${base}.dump`, runtime));
         const [bd, cd] = cryoFirst
           ? await inOrder(dumpCryo, dumpBaseline).then(([c, b]) => [b, c] as const)
           : await inOrder(dumpBaseline, dumpCryo);
         const restorePair = (verify: boolean, label: string) => {
-          const baseline = () => baselineRestore(blFile, bd.bytes, `${base}.bl-${label}.log`);
+          const baseline = warmed(() =>
+            baselineRestore(blFile, bd.bytes, `${base}.bl-${label}.log`)
+          );
           const cryo = async () => {
             await killAndReap(w.child.pid);
-            return await cryoRestore(w, imgDir, verify, `${base}.${label}`, runtime);
+            return await warmed(() =>
+              cryoRestore(w, imgDir, verify, `${base}.${label}`, runtime)
+            )();
           };
           return cryoFirst
             ? inOrder(cryo, baseline).then(([c, b]) => [b, c] as const)
@@ -140,13 +160,13 @@ async function runWorkload(spec: WorkloadSpec, workDir: string): Promise<Workloa
         if (noVerifyRuns) {
           [rep.baselineRestore2, rep.cryoRestoreNoVerify] = await restorePair(false, "restore-nv");
         }
-        results.push(rep);
+        if (i >= 0) results.push(rep);
         log(
-          `${spec.name} #${i + 1}${cryoFirst ? " (cryo first)" : ""}: dump ${
-            cd.stats.dumpSeconds.toFixed(3)
-          } s (baseline ${bd.seconds.toFixed(3)} s), freeze ${
-            cd.stats.freezeSeconds.toFixed(3)
-          } s, ` +
+          `${spec.name} ${i < 0 ? "warm-up" : `#${i + 1}`}${
+            cryoFirst ? " (cryo first)" : ""
+          }: dump ${cd.stats.dumpSeconds.toFixed(3)} s (baseline ${
+            bd.seconds.toFixed(3)
+          } s), freeze ${cd.stats.freezeSeconds.toFixed(3)} s, ` +
             `restore ${cr.seconds.toFixed(3)} s (baseline ${br.seconds.toFixed(3)} s)` +
             (rep.cryoRestoreNoVerify
               ? `, no-verify ${rep.cryoRestoreNoVerify.seconds.toFixed(3)} s (baseline ${
@@ -160,11 +180,16 @@ async function runWorkload(spec: WorkloadSpec, workDir: string): Promise<Workloa
         await removeQuietly(imgDir);
       }
     }
-    await verifyWorkload(w);
+    try {
+      await verifyWorkload(w);
+    } catch (e) {
+      verifyError = (e as Error).message;
+      log(`${spec.name}: ${verifyError}`);
+    }
   } finally {
     await killAndReap(w.child.pid).catch(() => {});
   }
-  return summarize(spec.name, spec.description, touched, results);
+  return { ...summarize(spec.name, spec.description, touched, results), verifyError };
 }
 
 function markdownTable(rows: string[][]): string {
@@ -203,7 +228,9 @@ async function main(): Promise<number> {
     for (const spec of specs) {
       if (interrupted) break;
       try {
-        results.push(await runWorkload(spec, workDir));
+        const r = await runWorkload(spec, workDir);
+        results.push(r);
+        if (r.verifyError) failures.push({ name: spec.name, error: r.verifyError });
       } catch (e) {
         failures.push({ name: spec.name, error: String((e as Error)?.stack ?? e) });
         log(`${spec.name} FAILED: ${(e as Error)?.message ?? e}`);
@@ -232,6 +259,7 @@ async function main(): Promise<number> {
       loadAverageAtEnd: loadAverage(),
       quick: opts.quick,
       repetitions: reps,
+      warmupRepetitions: warmupReps,
       seconds,
       host: {
         kernel: Deno.osRelease(),

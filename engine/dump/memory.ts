@@ -1,45 +1,44 @@
 /**
  * Streaming a process's memory into the image: for each mapping, the runs
- * of pages worth saving (from pagemap), read with process_vm_readv (or
- * /proc/<pid>/mem for unreadable mappings) in large chunks, written to the
- * image while the next chunk is read, so reading and writing overlap on
- * two cores and cryo's own memory stays at two chunk buffers.
+ * of pages worth saving (from pagemap) are read with process_vm_readv (or
+ * /proc/<pid>/mem for unreadable mappings) into one buffer, packed one after
+ * the other — many small runs make one write — and the buffer is written
+ * whenever it is full. Page data is laid out in the image in exactly that
+ * order, so the writes are sequential.
+ *
+ * Measured on these machines, plain synchronous writes of large buffers are
+ * as fast as overlapping them with the next read, and packing small runs
+ * removes the per-run cost that dominated processes with many mappings.
+ * cryo's own memory stays at one buffer.
  *
  * @module
  */
 
+import * as zlib from "node:zlib";
 import { processVmRead } from "../../ffi/process_vm.ts";
 import type { PageRun } from "../model.ts";
-import type { PagePolicy, Vma } from "./vmas.ts";
+import type { Vma } from "./vmas.ts";
 
-/** Size of one read/write chunk. */
-export const CHUNK_BYTES = 8 << 20;
+/** Size of the page buffer (one write at most). */
+export const CHUNK_BYTES = 16 << 20;
 
-/** Destination of page data: sequential writes at increasing file offsets. */
+/** Destination of page data: sequential synchronous writes at increasing file offsets. */
 export interface PageSink {
   /** File offset the next write lands at (page aligned). */
   position(): number;
-  /** Appends bytes. */
-  write(bytes: Uint8Array): Promise<void>;
+  /** Appends bytes (a page multiple). */
+  write(bytes: Uint8Array): void;
 }
 
-/** Finds runs [addr, length] of pages of a range satisfying the policy. */
-export type RunFinder = (
-  pid: number,
-  start: bigint,
-  end: bigint,
-  policy: PagePolicy,
-) => { addr: bigint; length: number }[];
-
-/** Streams chosen pages of `vmas` to the sink; returns the page runs per mapping. */
+/** Streams chosen pages of mappings to a sink, packing runs into one buffer. */
 export class MemoryStreamer {
   readonly #pid: number;
   readonly #sink: PageSink;
-  readonly #buffers = [new Uint8Array(CHUNK_BYTES), new Uint8Array(CHUNK_BYTES)];
-  #next = 0;
-  #pending: Promise<void> | undefined;
+  readonly #buffer = new Uint8Array(CHUNK_BYTES);
+  #fill = 0;
   #memFile: Deno.FsFile | undefined;
   #offset: number;
+  #crc = 0;
   /** Bytes of page data written so far. */
   bytes = 0;
 
@@ -49,12 +48,17 @@ export class MemoryStreamer {
     this.#offset = sink.position();
   }
 
+  /** CRC-32 (zlib) of every byte handed to the sink so far, in file order. */
+  get crc32(): number {
+    return this.#crc >>> 0;
+  }
+
   /** Saves the given runs of one mapping, returning their PageRun records. */
-  async saveRuns(
+  saveRuns(
     vma: Vma,
     runs: { addr: bigint; length: number }[],
     onBytes?: (n: number) => void,
-  ): Promise<PageRun[]> {
+  ): PageRun[] {
     const out: PageRun[] = [];
     const readable = vma.perms[0] === "r";
     for (const run of runs) {
@@ -64,26 +68,29 @@ export class MemoryStreamer {
         fileOffset: this.#offset,
       });
       for (let done = 0; done < run.length;) {
-        const n = Math.min(CHUNK_BYTES, run.length - done);
-        const buf = this.#buffers[this.#next].subarray(0, n);
-        this.#next ^= 1;
-        try {
-          this.#read(run.addr + BigInt(done), buf, readable);
-        } catch (e) {
-          // Never leave a write in flight behind a failure.
-          await this.#pending?.catch(() => {});
-          this.#pending = undefined;
-          throw e;
-        }
-        await this.#pending;
-        this.#pending = this.#sink.write(buf);
+        const n = Math.min(CHUNK_BYTES - this.#fill, run.length - done);
+        this.#read(
+          run.addr + BigInt(done),
+          this.#buffer.subarray(this.#fill, this.#fill + n),
+          readable,
+        );
+        this.#fill += n;
         this.#offset += n;
         done += n;
         this.bytes += n;
+        if (this.#fill === CHUNK_BYTES) this.#flush();
         onBytes?.(n);
       }
     }
     return out;
+  }
+
+  #flush(): void {
+    if (this.#fill === 0) return;
+    const data = this.#buffer.subarray(0, this.#fill);
+    this.#crc = zlib.crc32(data, this.#crc);
+    this.#sink.write(data);
+    this.#fill = 0;
   }
 
   #read(addr: bigint, buf: Uint8Array, readable: boolean): void {
@@ -122,18 +129,16 @@ export class MemoryStreamer {
     }
   }
 
-  /** Waits for any write in flight, ignoring its outcome (error paths). */
-  async abort(): Promise<void> {
-    await this.#pending?.catch(() => {});
-    this.#pending = undefined;
+  /** Releases resources without writing what is buffered (error paths). */
+  abort(): void {
+    this.#fill = 0;
     this.#memFile?.close();
     this.#memFile = undefined;
   }
 
-  /** Waits for the last write and releases resources. */
-  async finish(): Promise<void> {
-    await this.#pending;
-    this.#pending = undefined;
+  /** Writes what is buffered and releases resources. */
+  finish(): void {
+    this.#flush();
     this.#memFile?.close();
     this.#memFile = undefined;
   }

@@ -315,7 +315,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       writers.push(writer);
       const streamer = new MemoryStreamer(p.pid, {
         position: () => writer.reservePages(0),
-        write: (bytes) => writer.writePagesAt(writer.reservePages(bytes.length), bytes),
+        write: (bytes) => writer.writePagesAtSync(writer.reservePages(bytes.length), bytes),
       });
       streamers.push(streamer);
       using pagemap = openPagemap(p.pid);
@@ -335,12 +335,12 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       let done = 0;
       for (const [k, v] of collected.vmas.entries()) {
         if (plan[k].length === 0) continue;
-        image.mappings[k].pages = await streamer.saveRuns(v, plan[k], (n) => {
+        image.mappings[k].pages = streamer.saveRuns(v, plan[k], (n) => {
           done += n;
           opts.onEvent?.({ type: "pages", pid: p.pid, bytes: done, totalBytes: total });
         });
       }
-      await streamer.finish();
+      streamer.finish();
       pending.push({ writer, image });
       images.push(image);
     }
@@ -406,7 +406,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     opts.onEvent?.({ type: "done", stats });
     return { dir: finalDir, manifest, stats };
   } catch (e) {
-    for (const s of streamers) await s.abort();
+    for (const s of streamers) s.abort();
     for (const w of writers) await w.abort().catch(() => {});
     const gone = tree ? await goneProcesses(tree, e) : [];
     if (tree) thawTree(tree); // detaching an already resumed task is a harmless ESRCH

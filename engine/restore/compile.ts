@@ -86,6 +86,9 @@ const MAP_PRIVATE = 0x02;
 const MAP_FIXED = 0x10;
 const MAP_ANONYMOUS = 0x20;
 const MAP_GROWSDOWN = 0x100;
+const PREAD_MAX = 1 << 30;
+const POPULATE_MIN = 64 << 10;
+const MADV_POPULATE_WRITE = 23;
 const MAP_NORESERVE = 0x4000;
 const O_CLOEXEC = 0o2000000;
 const PR_SET_NAME = 15;
@@ -243,7 +246,16 @@ function emitMemory(p: ProgramBuilder, proc: ProcessImage, opts: CompileOptions)
       p.op(SYS.madvise, [start, 4096, 4 /* MADV_DONTNEED */]);
     }
     for (const run of m.pages) {
-      p.op(SYS.pread64, [slot(SLOTS.image), hexBig(run.addr), run.length, run.fileOffset]);
+      // One pread moves at most 0x7ffff000 bytes: split large runs.
+      for (let done = 0; done < run.length; done += PREAD_MAX) {
+        const n = Math.min(PREAD_MAX, run.length - done);
+        const addr = hexBig(run.addr) + BigInt(done);
+        if (n >= POPULATE_MIN) {
+          // Faulting the pages in up front is cheaper than one fault per page under pread.
+          p.op(SYS.madvise, [addr, n, MADV_POPULATE_WRITE], { allowFail: true });
+        }
+        p.op(SYS.pread64, [slot(SLOTS.image), addr, n, run.fileOffset + done]);
+      }
     }
     if (needsWrite) p.op(SYS.mprotect, [start, len, prot]);
     for (const f of m.vmFlags) {

@@ -16,6 +16,13 @@
  *     populate = MADV_POPULATE_WRITE (fault everything in one call),
  *     hugepage = MADV_HUGEPAGE (transparent huge pages where aligned).
  *
+ *   baseline warm <bytes>
+ *     touches <bytes> of fresh anonymous memory and exits. Run right
+ *     before a measurement, it leaves that much recently used free memory
+ *     behind: on these VMs (free page reporting) memory freed more than
+ *     ~1 s ago is handed back to the host and is 2-4x slower to use again,
+ *     so without this the order of two measurements decides their speed.
+ *
  * Each prints "seconds <s> bytes <n>" on stdout.
  */
 #define _GNU_SOURCE
@@ -134,13 +141,23 @@ static int restore(const char *path, size_t bytes, const char *variant) {
   return 0;
 }
 
+static int warm(size_t bytes) {
+  double t0 = now();
+  uint8_t *mem = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mem == MAP_FAILED) die("mmap");
+  for (size_t off = 0; off < bytes; off += 4096) mem[off] = 1;
+  printf("seconds %.6f bytes %zu\n", now() - t0, bytes);
+  return 0;
+}
+
 int main(int argc, char **argv) {
+  if (argc == 3 && strcmp(argv[1], "warm") == 0) return warm(strtoull(argv[2], NULL, 10));
   if ((argc == 5 || argc == 6) && strcmp(argv[1], "dump") == 0) {
     return dump(atoi(argv[2]), argv[3], argv[4], argc == 6 ? argv[5] : "write");
   }
   if ((argc == 4 || argc == 5) && strcmp(argv[1], "restore") == 0) {
     return restore(argv[2], strtoull(argv[3], NULL, 10), argc == 5 ? argv[4] : "plain");
   }
-  fprintf(stderr, "usage: baseline dump <pid> <ranges> <out> [variant] | baseline restore <file> <bytes> [variant]\n");
+  fprintf(stderr, "usage: baseline dump <pid> <ranges> <out> [variant] | restore <file> <bytes> [variant] | warm <bytes>\n");
   return 2;
 }

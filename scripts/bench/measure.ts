@@ -59,6 +59,15 @@ async function runBaseline(args: string[], logPath: string): Promise<BaselineRun
   return { seconds: Number(m[1]), bytes: Number(m[2]) };
 }
 
+/**
+ * Touches and frees `bytes` of memory right before a measurement, so that
+ * the measured operation finds recently used free memory whatever ran
+ * before it (see `baseline warm` in baseline.c).
+ */
+export async function warmMemory(bytes: number, logPath: string): Promise<void> {
+  await runBaseline(["warm", String(bytes)], logPath);
+}
+
 /** Baseline dump: the ranges of `pid` read with process_vm_readv and written to `out`. */
 export function baselineDump(
   pid: number,

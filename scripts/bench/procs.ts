@@ -118,8 +118,23 @@ export async function waitChild(child: Child, timeoutMs = 600_000): Promise<Chil
   }
 }
 
-/** Sends SIGKILL to `pid` and reaps it (it must be the bench's child). */
+/** True when `pid` exists and is a child of the bench (never signal anyone else's process). */
+function isOurChild(pid: number): boolean {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+    return ppid === Deno.pid;
+  } catch {
+    return false;
+  }
+}
+
+/** Sends SIGKILL to `pid` and reaps it, if it is the bench's child; otherwise only forgets it. */
 export async function killAndReap(pid: number, timeoutMs = 10_000): Promise<void> {
+  if (!isOurChild(pid)) {
+    live.delete(pid);
+    return;
+  }
   rawSyscall(SYS.kill, pid, 9);
   const deadline = performance.now() + timeoutMs;
   for (;;) {

@@ -50,6 +50,8 @@ export interface WorkloadResult {
   cryoRestorePeakRssBytes: number;
   baseline: BaselineFigures;
   repetitions: Repetition[];
+  /** Set when the workload's own memory check failed after the last restore. */
+  verifyError?: string;
 }
 
 /** Baseline figures of one workload's size. */
@@ -169,7 +171,7 @@ export function resultRows(results: WorkloadResult[]): string[][] {
   ]];
   for (const r of results) {
     rows.push([
-      r.name,
+      r.verifyError ? `${r.name} (RESTORED WRONG)` : r.name,
       mib(r.touchedBytes),
       mib(r.imageBytes),
       r.imageOverTouched.toFixed(3),
