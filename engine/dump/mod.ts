@@ -37,7 +37,8 @@ import {
 import { TargetError, UnsupportedError } from "../errors.ts";
 import { SyscallError } from "../../ffi/libc.ts";
 import { TraceeGoneError } from "../../ffi/ptrace.ts";
-import { checksumFile, ImageWriter } from "../image/writer.ts";
+import { ImageWriter } from "../image/writer.ts";
+import { checksumAround } from "../image/checksum.ts";
 import { writeManifest } from "../image/manifest.ts";
 import { BootstrapBuilder, messageProgram } from "../restore/stub.ts";
 import { ANON_PRESENT_OR_SWAPPED, openPagemap, PRESENT_OR_SWAPPED } from "../proc/pagemap.ts";
@@ -271,7 +272,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     const fdLists = tree.processes.map((p) => readFds(p.pid));
     const topology = pipeTopology(tree.processes.map((p, i) => ({ pid: p.pid, fds: fdLists[i] })));
     const images: ProcessImage[] = [];
-    const pending: { writer: ImageWriter; image: ProcessImage }[] = [];
+    const pending: { writer: ImageWriter; image: ProcessImage; streamer: MemoryStreamer }[] = [];
     const entries: Manifest["processes"] = [];
     let pagesBytes = 0;
     let imageBytes = 0;
@@ -341,7 +342,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         });
       }
       streamer.finish();
-      pending.push({ writer, image });
+      pending.push({ writer, image, streamer });
       images.push(image);
     }
     const host = hostFacts(pid, images[0]);
@@ -354,8 +355,15 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       thawed = true;
       freezeSeconds = (performance.now() - tree.frozenAt) / 1000;
     }
-    for (const { writer, image } of pending) {
+    for (const { writer, image, streamer } of pending) {
       const summary = await writer.finish(image, { checksum: false });
+      // The page data's CRC was computed while streaming: read only the rest.
+      const checksum = await checksumAround(
+        summary.path,
+        writer.pagesStart,
+        writer.pagesStart + summary.pagesBytes,
+        streamer.crc32,
+      );
       writers = writers.filter((w) => w !== writer);
       opts.onEvent?.({ type: "written", pid: image.pid, path: summary.path, size: summary.size });
       pagesBytes += summary.pagesBytes;
@@ -366,12 +374,11 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         ppid: image.ppid,
         file: `${image.pid}.elf`,
         size: summary.size,
-        checksum: summary.checksum,
+        checksum,
         threads: image.threads.map((t) => t.tid),
         comm: image.comm,
       });
     }
-    for (const e of entries) e.checksum = await checksumFile(`${tmp}/${e.file}`);
     const stats: DumpStats = {
       processes: images.length,
       threads: threadCount,

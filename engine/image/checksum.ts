@@ -1,0 +1,85 @@
+/**
+ * The image checksum (CRC-32 as zlib computes it) and a way to get it
+ * without reading page data back: the dumper computes the CRC of the page
+ * data while streaming it, and {@link checksumAround} reads only the parts
+ * before and after it and combines the three CRCs.
+ *
+ * @module
+ */
+
+import * as zlib from "node:zlib";
+
+const POLY = 0xedb88320;
+
+function gf2Times(mat: Uint32Array, vec: number): number {
+  let sum = 0;
+  for (let i = 0; vec !== 0; i++, vec >>>= 1) if (vec & 1) sum ^= mat[i];
+  return sum >>> 0;
+}
+
+function gf2Square(square: Uint32Array, mat: Uint32Array): void {
+  for (let n = 0; n < 32; n++) square[n] = gf2Times(mat, mat[n]);
+}
+
+/**
+ * CRC-32 of the concatenation A‖B from crc(A), crc(B) and B's length (the
+ * zlib crc32_combine algorithm: apply len2 zero bytes to crc1 by repeated
+ * squaring of the one-zero-bit operator in GF(2)).
+ */
+export function crc32Combine(crc1: number, crc2: number, len2: number): number {
+  if (len2 <= 0) return crc1 >>> 0;
+  const even = new Uint32Array(32);
+  const odd = new Uint32Array(32);
+  odd[0] = POLY;
+  for (let n = 1, row = 1; n < 32; n++, row <<= 1) odd[n] = row >>> 0;
+  gf2Square(even, odd); // two zero bits
+  gf2Square(odd, even); // four zero bits
+  let c = crc1 >>> 0;
+  let len = len2;
+  do {
+    gf2Square(even, odd);
+    if (len % 2) c = gf2Times(even, c);
+    len = Math.floor(len / 2);
+    if (len === 0) break;
+    gf2Square(odd, even);
+    if (len % 2) c = gf2Times(odd, c);
+    len = Math.floor(len / 2);
+  } while (len !== 0);
+  return (c ^ crc2) >>> 0;
+}
+
+/** Formats a CRC the way manifests record it: "crc32:<8 hex digits>". */
+export function formatChecksum(crc: number): string {
+  return `crc32:${(crc >>> 0).toString(16).padStart(8, "0")}`;
+}
+
+async function crcOfRange(f: Deno.FsFile, start: number, end: number): Promise<number> {
+  const buf = new Uint8Array(Math.min(16 << 20, Math.max(end - start, 1)));
+  let crc = 0;
+  await f.seek(start, Deno.SeekMode.Start);
+  for (let pos = start; pos < end;) {
+    const n = await f.read(buf.subarray(0, Math.min(buf.length, end - pos)));
+    if (n === null) throw new Error(`unexpected end of file at ${pos}`);
+    crc = zlib.crc32(buf.subarray(0, n), crc);
+    pos += n;
+  }
+  return crc >>> 0;
+}
+
+/**
+ * The checksum of a file whose bytes [pagesStart, pagesEnd) have CRC
+ * `pagesCrc` (already known): reads only the rest of the file.
+ */
+export async function checksumAround(
+  path: string,
+  pagesStart: number,
+  pagesEnd: number,
+  pagesCrc: number,
+): Promise<string> {
+  using f = await Deno.open(path, { read: true });
+  const size = (await f.stat()).size;
+  const head = await crcOfRange(f, 0, pagesStart);
+  const tail = await crcOfRange(f, pagesEnd, size);
+  const withPages = crc32Combine(head, pagesCrc, pagesEnd - pagesStart);
+  return formatChecksum(crc32Combine(withPages, tail, size - pagesEnd));
+}
