@@ -18,6 +18,7 @@ import { forgetParkedStatus, waitPid, type WaitStatus, WNOHANG } from "../../ffi
 import type { Manifest, ProcessImage } from "../model.ts";
 import { IMAGE_FORMAT_VERSION } from "../model.ts";
 import { RestoreError } from "../errors.ts";
+import { ImageFormatError } from "../image/errors.ts";
 import { verifyImageDir } from "../image/manifest.ts";
 import { compileProcess } from "./compile.ts";
 import { planSharedPipes } from "../fds/shared_pipes.ts";
@@ -112,10 +113,43 @@ function watchExit(pid: number): Promise<ExitStatus> {
   });
 }
 
+/** Checks every image's checksum on a worker thread; resolves to the first problem, if any. */
+function verifyInWorker(plan: RestorePlan): Promise<Error | undefined> {
+  const worker = new Worker(new URL("./verify_worker.ts", import.meta.url), { type: "module" });
+  const files = plan.manifest.processes.map((p) => ({
+    path: plan.units.find((u) => u.image.pid === p.pid)!.path,
+    checksum: p.checksum,
+  }));
+  return new Promise<Error | undefined>((resolve) => {
+    worker.onmessage = (e) => {
+      worker.terminate();
+      const d = e.data as { bad?: { path: string; got: string; want: string }; error?: string };
+      if (d.bad) {
+        resolve(
+          new ImageFormatError(
+            d.bad.path,
+            `checksum ${d.bad.got} differs from the manifest's ${d.bad.want}`,
+          ),
+        );
+      } else if (d.error) resolve(new RestoreError(`cannot verify the image: ${d.error}`));
+      else resolve(undefined);
+    };
+    worker.onerror = (e) => {
+      e.preventDefault();
+      worker.terminate();
+      resolve(new RestoreError(`cannot verify the image: ${e.message}`));
+    };
+    worker.postMessage({ files });
+  });
+}
+
 /** Restores the checkpoint in `dir` with its original pids; resolves once every task runs. */
 export async function restore(dir: string, opts: RestoreOptions = {}): Promise<RestoredTree> {
   const t0 = performance.now();
-  const plan = await planRestore(dir, opts);
+  // Structure and sizes are checked now; checksums on a worker thread while
+  // the stubs already read the images (nothing runs before both are done).
+  const verify = opts.verifyChecksums ?? true;
+  const plan = await planRestore(dir, { ...opts, verifyChecksums: false });
   checkPrivileges();
   checkVdso(plan.manifest);
   const processes = plan.units.map((u) => u.image);
@@ -124,7 +158,25 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
   checkPidsFree(processes);
   becomeSubreaper();
   for (const p of processes) forgetParkedStatus(p.pid);
-  const pids = new RestoreSession(plan.units, opts.onEvent).run();
+  const verification = verify ? verifyInWorker(plan) : Promise.resolve(undefined);
+  const session = new RestoreSession(plan.units, opts.onEvent);
+  try {
+    session.prepare();
+  } catch (e) {
+    await verification.catch(() => {});
+    throw e;
+  }
+  let problem: Error | undefined;
+  try {
+    problem = await verification;
+  } catch (e) {
+    problem = e as Error;
+  }
+  if (problem) {
+    session.abort();
+    throw problem;
+  }
+  const pids = session.release();
   const rootPid = plan.manifest.rootPid;
   let exited: Promise<ExitStatus> | undefined;
   return {

@@ -116,17 +116,41 @@ export class RestoreSession {
 
   /** Runs the whole restore; on failure kills everything it created and throws. */
   run(): number[] {
+    this.prepare();
+    return this.release();
+  }
+
+  /**
+   * Creates every task and runs every restore program, up to the point
+   * where all tasks wait, stopped, for {@link release} (or {@link abort}).
+   * On failure kills everything it created and throws.
+   */
+  prepare(): void {
     try {
       this.#launch();
       this.#drive();
-      this.#finalize();
-      return [...this.#units.keys()];
     } catch (e) {
       this.#killAll();
       throw e;
     } finally {
       if (this.#launcher) removeLauncher(this.#launcher);
     }
+  }
+
+  /** Sets the final state of every thread and lets the whole tree run. */
+  release(): number[] {
+    try {
+      this.#finalize();
+      return [...this.#units.keys()];
+    } catch (e) {
+      this.#killAll();
+      throw e;
+    }
+  }
+
+  /** Kills every task created (nothing ran yet). */
+  abort(): void {
+    this.#killAll();
   }
 
   #launch(): void {
