@@ -149,7 +149,14 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
   // Structure and sizes are checked now; checksums on a worker thread while
   // the stubs already read the images (nothing runs before both are done).
   const verify = opts.verifyChecksums ?? true;
-  const plan = await planRestore(dir, { ...opts, verifyChecksums: false });
+  let plan: RestorePlan;
+  try {
+    plan = await planRestore(dir, { ...opts, verifyChecksums: false });
+  } catch (e) {
+    // A damaged image: say so by its checksum when that is what differs.
+    if (verify && e instanceof ImageFormatError) await verifyImageDir(resolve(dir));
+    throw e;
+  }
   checkPrivileges();
   checkVdso(plan.manifest);
   const processes = plan.units.map((u) => u.image);
