@@ -10,28 +10,8 @@ import assert from "node:assert/strict";
 import { describeError, EXIT_FAILURE, EXIT_USAGE, reportError } from "../cli/errors.ts";
 import { humanBytes, humanDuration, positiveInt, renderTable, toJson } from "../cli/format.ts";
 import { SyscallError } from "../ffi/libc.ts";
-
-const root = new URL("../", import.meta.url).pathname;
-const cli = `${root}cli.ts`;
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs `deno run -A cli.ts ...args`, under `wrapper` (a command and its arguments) if given. */
-async function cryo(args: string[], wrapper: string[] = []): Promise<Run> {
-  const argv = [...wrapper, Deno.execPath(), "run", "-A", cli, ...args];
-  const out = await new Deno.Command(argv[0], {
-    args: argv.slice(1),
-    cwd: root,
-    stdin: "null",
-    env: { NO_COLOR: "1", CRYO_DEBUG: "0" },
-  }).output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-}
+import { assertOneLineError, runCli } from "./helpers/commands.ts";
+import { pathExists } from "./helpers/fs.ts";
 
 /** The names in the "Commands:" section of a help text. */
 function commandsOf(help: string): string[] {
@@ -40,7 +20,7 @@ function commandsOf(help: string): string[] {
 }
 
 Deno.test("cli: --help lists every command and exits 0", async () => {
-  const r = await cryo(["--help"]);
+  const r = await runCli(["--help"]);
   assert.equal(r.code, 0, r.stderr);
   assert.deepEqual(commandsOf(r.stdout), [
     "check",
@@ -62,7 +42,7 @@ Deno.test("cli: each command's --help shows its options", async () => {
     "export-core": ["<dir>", "--pid <pid>", "--out <file>"],
     run: ["<policy>"],
   };
-  const runs = await Promise.all(Object.keys(expect).map((c) => cryo([c, "--help"])));
+  const runs = await Promise.all(Object.keys(expect).map((c) => runCli([c, "--help"])));
   Object.entries(expect).forEach(([command, options], i) => {
     assert.equal(runs[i].code, 0, `${command}: ${runs[i].stderr}`);
     assert.match(runs[i].stdout, new RegExp(`^Usage: cryo ${command}`));
@@ -78,25 +58,18 @@ Deno.test("cli: usage errors are one line on stderr and exit 2", async () => {
     [["dump", "12abc", "--dir", "/tmp/x"], /^cryo: .*pid must be a positive integer/],
     [["check", "--bogus"], /^cryo: unknown option '--bogus'$/],
   ];
-  const runs = await Promise.all(cases.map(([args]) => cryo(args)));
-  cases.forEach(([args, re], i) => {
-    const r = runs[i];
-    assert.equal(r.code, 2, `${args.join(" ")}: exit ${r.code}, stderr ${r.stderr}`);
-    const lines = r.stderr.split("\n").filter(Boolean);
-    assert.equal(lines.length, 1, `${args.join(" ")}: ${r.stderr}`);
-    assert.match(lines[0], re);
-    assert.equal(r.stdout, "");
-  });
+  const runs = await Promise.all(cases.map(([args]) => runCli(args)));
+  cases.forEach(([args, re], i) => assertOneLineError(runs[i], 2, re, args.join(" ")));
 });
 
 Deno.test("cli: no command prints help on stderr and exits 2", async () => {
-  const r = await cryo([]);
+  const r = await runCli([]);
   assert.equal(r.code, 2);
   assert.deepEqual(commandsOf(r.stderr).length, 6);
 });
 
 Deno.test("cli: check --json prints the report and exits 0 here", async () => {
-  const r = await cryo(["check", "--json"]);
+  const r = await runCli(["check", "--json"]);
   assert.equal(r.code, 0, r.stderr);
   const report = JSON.parse(r.stdout);
   assert.equal(report.ready, true);
@@ -108,7 +81,7 @@ Deno.test("cli: check --json prints the report and exits 0 here", async () => {
 });
 
 Deno.test("cli: check prints a table and the host's limits", async () => {
-  const r = await cryo(["check"]);
+  const r = await runCli(["check"]);
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /│ feature\s+│ status\s+│ detail\s+│ enables\s+│/);
   assert.match(r.stdout, /│ ptrace seize\/interrupt \* +│ ok /);
@@ -117,18 +90,11 @@ Deno.test("cli: check prints a table and the host's limits", async () => {
 
 Deno.test({
   name: "cli: check without CAP_SYS_ADMIN/CAP_CHECKPOINT_RESTORE fails on clone3 set_tid",
-  ignore: !(() => {
-    try {
-      return Deno.statSync("/usr/bin/setpriv").isFile;
-    } catch {
-      return false;
-    }
-  })(),
+  ignore: !pathExists("/usr/bin/setpriv"),
   fn: async () => {
-    const r = await cryo(["check", "--json"], [
-      "/usr/bin/setpriv",
-      "--bounding-set=-sys_admin,-checkpoint_restore",
-    ]);
+    const r = await runCli(["check", "--json"], {
+      wrapper: ["/usr/bin/setpriv", "--bounding-set=-sys_admin,-checkpoint_restore"],
+    });
     assert.equal(r.code, EXIT_FAILURE, r.stderr);
     assert.equal(r.stderr, "cryo: required features missing: clone3 set_tid\n");
     const report = JSON.parse(r.stdout);

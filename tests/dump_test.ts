@@ -41,46 +41,19 @@ import { regsToHex } from "../ffi/regs.ts";
 import { rawSyscall } from "../ffi/libc.ts";
 import { SYS } from "../ffi/sysno.ts";
 import { encodeBase64 } from "../engine/base64.ts";
+import { assertChecksPassed } from "./helpers/checks.ts";
+import { assertOneLineError, runCli } from "./helpers/commands.ts";
+import { pathExists, tempDir } from "./helpers/fs.ts";
+import { freePid, ppidOf, statusField, tasksOf } from "./helpers/proc.ts";
+import { SIGKILL, SIGUSR1 } from "./helpers/signals.ts";
 import { startTarget, type Target, withTargets } from "./helpers/targets.ts";
+import { sleep, waitUntil } from "./helpers/wait.ts";
 
-const root = new URL("../", import.meta.url).pathname;
-const cli = `${root}cli.ts`;
 const PAGE = 4096;
-const SIGKILL = 9;
-const SIGUSR1 = 10;
 const ERESTART_RESTARTBLOCK = 516n;
 const SYS_RESTART_SYSCALL = 219n;
 
 // ------------------------------------------------------------------ helpers
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs `deno run -A cli.ts ...args` (under `wrapper`, a command and its arguments, if given). */
-async function cryo(args: string[], wrapper: string[] = [], env: Record<string, string> = {}) {
-  const argv = [...wrapper, Deno.execPath(), "run", "-A", cli, ...args];
-  const out = await new Deno.Command(argv[0], {
-    args: argv.slice(1),
-    cwd: root,
-    stdin: "null",
-    env: { NO_COLOR: "1", CRYO_DEBUG: "0", ...env },
-  }).output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) } as Run;
-}
-
-/** Asserts a failed CLI run: exit 1, nothing on stdout, one line `cryo: ...` matching `re`. */
-function assertOneLineFailure(r: Run, re: RegExp, what: string): void {
-  assert.equal(r.code, 1, `${what}: exit ${r.code}, stderr: ${r.stderr}`);
-  assert.equal(r.stdout, "", `${what}: stdout`);
-  const lines = r.stderr.split("\n").filter(Boolean);
-  assert.equal(lines.length, 1, `${what}: not one line:\n${r.stderr}`);
-  assert.match(lines[0], /^cryo: /, what);
-  assert.match(lines[0], re, `${what}: ${lines[0]}`);
-}
 
 /** Asserts that an error thrown by checkpoint() has a one-line message matching `re`. */
 async function assertRejectsOneLine(p: Promise<unknown>, re: RegExp, what: string) {
@@ -92,31 +65,18 @@ async function assertRejectsOneLine(p: Promise<unknown>, re: RegExp, what: strin
   });
 }
 
-/** A fresh empty parent directory for an image (the image goes to `<parent>/image`). */
-async function freshParent(mode?: number): Promise<string> {
-  const parent = await Deno.makeTempDir({ prefix: "cryo-dump-test-" });
-  if (mode !== undefined) await Deno.chmod(parent, mode);
-  return parent;
+/**
+ * A fresh empty parent directory for an image (the image goes to
+ * `<parent>/image`), removed after the test by `withTargets`.
+ */
+function freshParent(): Promise<string> {
+  return tempDir("cryo-dump-test-");
 }
 
 /** Asserts that `dir` holds nothing but `expected` (no image, no partial temp dir). */
 function assertDirHolds(dir: string, expected: string[], what: string): void {
   const names = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
   assert.deepEqual(names, [...expected].sort(), `${what}: left behind in ${dir}`);
-}
-
-function tasksOf(pid: number): number[] {
-  return [...Deno.readDirSync(`/proc/${pid}/task`)].map((e) => Number(e.name)).sort((a, b) =>
-    a - b
-  );
-}
-
-/** Field `name` of /proc/<pid>/task/<tid>/status. */
-function statusField(pid: number, tid: number, name: string): string {
-  const text = Deno.readTextFileSync(`/proc/${pid}/task/${tid}/status`);
-  const m = text.match(new RegExp(`^${name}:\\s*(.*)$`, "m"));
-  assert.ok(m, `no ${name} in status of ${tid}`);
-  return m[1];
 }
 
 /**
@@ -126,11 +86,11 @@ function statusField(pid: number, tid: number, name: string): string {
 function assertTracers(pid: number, tracerOf: (tid: number) => number, what: string): void {
   for (const tid of tasksOf(pid)) {
     assert.equal(
-      Number(statusField(pid, tid, "TracerPid")),
+      Number(statusField(pid, "TracerPid", tid)),
       tracerOf(tid),
       `${what}: tracer of ${tid}`,
     );
-    assert.doesNotMatch(statusField(pid, tid, "State"), /^t/, `${what}: ${tid} stopped`);
+    assert.doesNotMatch(statusField(pid, "State", tid), /^t/, `${what}: ${tid} stopped`);
   }
 }
 
@@ -142,12 +102,22 @@ function assertNotHeld(pid: number, what: string): void {
 /** Sends SIGUSR1 (the self-check trigger of the dump_* targets) and expects PASS and exit 0. */
 async function assertSelfCheckPasses(t: Target, what: string): Promise<void> {
   t.signal(SIGUSR1);
-  const st = await t.wait(15000);
-  const out = t.output();
-  const failed = out.split("\n").filter((l) => /FAIL/.test(l));
-  assert.deepEqual(failed, [], `${what}: target reported failures:\n${out}`);
-  assert.match(out, /^PASS$/m, `${what}:\n${out}`);
-  assert.deepEqual(st.kind === "exited" ? st.code : st, 0, `${what}: exit status`);
+  assertChecksPassed(t, [], await t.wait(15000), { what });
+}
+
+/**
+ * Asserts what a refused dump must leave: nothing in `parent` but `left`,
+ * and the target running, traced by nobody, passing its self-check.
+ */
+async function assertRefusedCleanly(
+  t: Target,
+  parent: string,
+  left: string[],
+  what: string,
+): Promise<void> {
+  assertDirHolds(parent, left, `after the ${what}`);
+  assertNotHeld(t.pid, what);
+  await assertSelfCheckPasses(t, `after the ${what}`);
 }
 
 interface MapsLine {
@@ -284,14 +254,6 @@ function snapshotThreads(pid: number): Map<number, ThreadSnapshot> {
   return out;
 }
 
-async function waitUntil(cond: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
 /** A 3-page file of random bytes for dump_threads to map privately. */
 async function threePageFile(dir: string): Promise<string> {
   const path = `${dir}/three-pages`;
@@ -319,11 +281,11 @@ async function startThreads(work: string): Promise<ThreadsReady> {
   const tids = m[2].split(",").map(Number).sort((a, b) => a - b);
   // Every blocked worker is in its syscall once the kernel says it sleeps.
   await waitUntil(
-    () =>
-      tasksOf(t.pid).filter((tid) => statusField(t.pid, tid, "State").startsWith("S")).length >= 5,
     "threads parked",
+    () =>
+      tasksOf(t.pid).filter((tid) => statusField(t.pid, "State", tid).startsWith("S")).length >= 5,
   );
-  await new Promise((r) => setTimeout(r, 50));
+  await sleep(50);
   return { t, tids, regions, file };
 }
 
@@ -333,144 +295,140 @@ Deno.test(
   "multi-threaded target dumped with leaveRunning: the image matches /proc, ptrace and memory; the target runs on",
   withTargets(async () => {
     const work = await freshParent();
-    try {
-      const { t, tids, regions, file } = await startThreads(work);
-      const pid = t.pid;
+    const { t, tids, regions, file } = await startThreads(work);
+    const pid = t.pid;
 
-      // Independent view of the process, before the dump.
-      const mapsBefore = procMaps(pid);
-      assert.deepEqual(tasksOf(pid), tids);
-      const comms = new Map(tids.map((tid) => [
-        tid,
-        Deno.readTextFileSync(`/proc/${pid}/task/${tid}/comm`).trim(),
-      ]));
-      const snap = snapshotThreads(pid);
-      assertNotHeld(pid, "after our own snapshot");
-      await new Promise((r) => setTimeout(r, 50)); // the interrupted syscalls restart
+    // Independent view of the process, before the dump.
+    const mapsBefore = procMaps(pid);
+    assert.deepEqual(tasksOf(pid), tids);
+    const comms = new Map(tids.map((tid) => [
+      tid,
+      Deno.readTextFileSync(`/proc/${pid}/task/${tid}/comm`).trim(),
+    ]));
+    const snap = snapshotThreads(pid);
+    assertNotHeld(pid, "after our own snapshot");
+    await sleep(50); // the interrupted syscalls restart
 
-      const events: DumpEvent["type"][] = [];
-      const result = await checkpoint(pid, {
-        dir: `${work}/image`,
-        leaveRunning: true,
-        onEvent: (e) => events.push(e.type),
-      });
-      assertNotHeld(pid, "after the dump");
-      assert.equal(result.dir, `${work}/image`);
-      assert.deepEqual(
-        [...new Set(events)],
-        ["frozen", "process", "pages", "written", "done"],
-        "event order",
-      );
-      assert.equal(result.stats.processes, 1);
-      assert.equal(result.stats.threads, 6);
-      assert.deepEqual(result.manifest.processes.map((p) => p.pid), [pid]);
-      assert.deepEqual(result.manifest.processes[0].threads.sort((a, b) => a - b), tids);
-      assertDirHolds(work, ["image", "three-pages"], "temp dir renamed into place");
-      assertDirHolds(result.dir, ["manifest.json", `${pid}.elf`], "image directory");
+    const events: DumpEvent["type"][] = [];
+    const result = await checkpoint(pid, {
+      dir: `${work}/image`,
+      leaveRunning: true,
+      onEvent: (e) => events.push(e.type),
+    });
+    assertNotHeld(pid, "after the dump");
+    assert.equal(result.dir, `${work}/image`);
+    assert.deepEqual(
+      [...new Set(events)],
+      ["frozen", "process", "pages", "written", "done"],
+      "event order",
+    );
+    assert.equal(result.stats.processes, 1);
+    assert.equal(result.stats.threads, 6);
+    assert.deepEqual(result.manifest.processes.map((p) => p.pid), [pid]);
+    assert.deepEqual(result.manifest.processes[0].threads.sort((a, b) => a - b), tids);
+    assertDirHolds(work, ["image", "three-pages"], "temp dir renamed into place");
+    assertDirHolds(result.dir, ["manifest.json", `${pid}.elf`], "image directory");
 
-      const model = await readImage(result.dir, { verifyChecksums: true });
-      assert.equal(model.processes.length, 1);
-      const p = model.processes[0];
-      const elf = `${result.dir}/${pid}.elf`;
+    const model = await readImage(result.dir, { verifyChecksums: true });
+    assert.equal(model.processes.length, 1);
+    const p = model.processes[0];
+    const elf = `${result.dir}/${pid}.elf`;
 
-      // Process facts.
-      assert.equal(p.pid, pid);
-      assert.equal(p.ppid, Deno.pid);
-      assert.equal(p.comm, Deno.readTextFileSync(`/proc/${pid}/comm`).trim());
-      const cmdline = Deno.readTextFileSync(`/proc/${pid}/cmdline`).split("\0").slice(0, -1);
-      assert.deepEqual(p.cmdline, cmdline);
-      assert.equal(cmdline[1], file);
-      assert.equal(p.exe?.path, Deno.readLinkSync(`/proc/${pid}/exe`));
-      assert.equal(p.cwd, Deno.readLinkSync(`/proc/${pid}/cwd`));
-      assert.equal(p.creds.uid[0], 0);
+    // Process facts.
+    assert.equal(p.pid, pid);
+    assert.equal(p.ppid, Deno.pid);
+    assert.equal(p.comm, Deno.readTextFileSync(`/proc/${pid}/comm`).trim());
+    const cmdline = Deno.readTextFileSync(`/proc/${pid}/cmdline`).split("\0").slice(0, -1);
+    assert.deepEqual(p.cmdline, cmdline);
+    assert.equal(cmdline[1], file);
+    assert.equal(p.exe?.path, Deno.readLinkSync(`/proc/${pid}/exe`));
+    assert.equal(p.cwd, Deno.readLinkSync(`/proc/${pid}/cwd`));
+    assert.equal(p.creds.uid[0], 0);
 
-      // Mappings: every range, perms and name of /proc/<pid>/maps, in order.
-      const ours = p.mappings.map((m) => ({
-        start: m.start,
-        end: m.end,
-        perms: m.perms,
-        name: m.name,
-      }));
-      assert.deepEqual(ours, mapsBefore);
-      const fileStat = Deno.statSync(file);
-      const fileMap = mappingAt(p.mappings, regions.file, 3 * PAGE);
-      assert.equal(fileMap.kind, "file-private");
-      assert.equal(fileMap.file?.path, file);
-      assert.equal(fileMap.file?.ino, fileStat.ino);
-      assert.equal(fileMap.file?.size, 3 * PAGE);
-      assert.equal(mappingAt(p.mappings, regions.shared, 4 * PAGE).kind, "anon-shared");
-      assert.ok(p.mappings.some((m) => m.name === "[vdso]" && m.kind === "vdso"));
+    // Mappings: every range, perms and name of /proc/<pid>/maps, in order.
+    const ours = p.mappings.map((m) => ({
+      start: m.start,
+      end: m.end,
+      perms: m.perms,
+      name: m.name,
+    }));
+    assert.deepEqual(ours, mapsBefore);
+    const fileStat = Deno.statSync(file);
+    const fileMap = mappingAt(p.mappings, regions.file, 3 * PAGE);
+    assert.equal(fileMap.kind, "file-private");
+    assert.equal(fileMap.file?.path, file);
+    assert.equal(fileMap.file?.ino, fileStat.ino);
+    assert.equal(fileMap.file?.size, 3 * PAGE);
+    assert.equal(mappingAt(p.mappings, regions.shared, 4 * PAGE).kind, "anon-shared");
+    assert.ok(p.mappings.some((m) => m.name === "[vdso]" && m.kind === "vdso"));
 
-      // Threads: ids, names and the registers we read ourselves while they were stopped.
-      assert.deepEqual(p.threads.map((x) => x.tid).sort((a, b) => a - b), tids);
-      assert.equal(p.threads[0].tid, pid, "main thread first");
-      for (const th of p.threads) {
-        assert.equal(th.comm, comms.get(th.tid), `comm of ${th.tid}`);
-        const mine = snap.get(th.tid)!;
-        assert.equal(BigInt(th.sigmask), mine.sigmask, `sigmask of ${th.comm}`);
-        if (th.comm === "w-spin") {
-          // Runs between the two stops: only what it never changes.
-          for (const r of ["fs_base", "gs_base", "cs", "ss", "ds", "es", "fs", "gs"]) {
-            assert.equal(th.regs[r], mine.regs[r], `${r} of ${th.comm}`);
-          }
-          continue;
+    // Threads: ids, names and the registers we read ourselves while they were stopped.
+    assert.deepEqual(p.threads.map((x) => x.tid).sort((a, b) => a - b), tids);
+    assert.equal(p.threads[0].tid, pid, "main thread first");
+    for (const th of p.threads) {
+      assert.equal(th.comm, comms.get(th.tid), `comm of ${th.tid}`);
+      const mine = snap.get(th.tid)!;
+      assert.equal(BigInt(th.sigmask), mine.sigmask, `sigmask of ${th.comm}`);
+      if (th.comm === "w-spin") {
+        // Runs between the two stops: only what it never changes.
+        for (const r of ["fs_base", "gs_base", "cs", "ss", "ds", "es", "fs", "gs"]) {
+          assert.equal(th.regs[r], mine.regs[r], `${r} of ${th.comm}`);
         }
-        const theirs = { ...th.regs };
-        const expected = { ...mine.regs };
-        if (BigInt.asIntN(64, BigInt(expected.rax)) === -ERESTART_RESTARTBLOCK) {
-          // Our stop turned the syscall (nanosleep, poll) into restart_syscall.
-          assert.equal(BigInt(theirs.orig_rax), SYS_RESTART_SYSCALL, `${th.comm}: restart_syscall`);
-          delete theirs.orig_rax;
-          delete expected.orig_rax;
-        }
-        assert.deepEqual(theirs, expected, `registers of ${th.comm} (${th.tid})`);
-        assert.notEqual(th.syscall.nr, -1, `${th.comm} is in a syscall`);
-        assert.equal(th.syscall.restart, "restart", `${th.comm}'s syscall restarts`);
-        assert.equal(th.xsave, mine.xsave, `XSAVE area of ${th.comm}`);
+        continue;
       }
-
-      // Pages: exactly the touched pages, holding the target's data and equal to /proc/<pid>/mem.
-      const expectRegion = async (
-        name: string,
-        pages: number,
-        saved: [number, number][],
-        content: (addr: bigint, length: number) => Uint8Array,
-      ) => {
-        const addr = regions[name];
-        const m = mappingAt(p.mappings, addr, pages * PAGE);
-        assert.deepEqual(savedPagesIn(m, addr, pages * PAGE), saved, `saved pages of ${name}`);
-        for (const [first, count] of saved) {
-          const a = addr + BigInt(first * PAGE);
-          const bytes = await savedBytes(elf, m, a, count * PAGE);
-          assertSameBytes(bytes, content(a, count * PAGE), `${name} page ${first}: image`);
-          assertSameBytes(bytes, readProcMem(pid, a, count * PAGE), `${name} page ${first}: mem`);
-        }
-      };
-      // Page i of the sparse region holds the byte 0x30 + i.
-      const sparseContent = (a: bigint, length: number) => {
-        const out = new Uint8Array(length);
-        for (let i = 0; i < length; i += PAGE) {
-          out.fill(0x30 + Number(a - regions.sparse) / PAGE + i / PAGE, i, i + PAGE);
-        }
-        return out;
-      };
-      await expectRegion("pattern", 16, [[0, 16]], patternBytes);
-      await expectRegion("sparse", 64, [[3, 1], [10, 2], [40, 1]], sparseContent);
-      await expectRegion("ro", 4, [[0, 4]], (_a, n) => new Uint8Array(n).fill(0xab));
-      await expectRegion("none", 2, [[0, 2]], (_a, n) => new Uint8Array(n).fill(0xcd));
-      await expectRegion(
-        "shared",
-        4,
-        [[0, 1], [2, 1]],
-        (a, n) => new Uint8Array(n).fill(a === regions.shared ? 0x50 : 0x52),
-      );
-      await expectRegion("file", 3, [[1, 1]], (_a, n) => new Uint8Array(n).fill(0xc1));
-
-      // The target was left running: it checks itself (no EINTR, sleep length, memory).
-      await assertSelfCheckPasses(t, "after leaveRunning dump");
-    } finally {
-      await Deno.remove(work, { recursive: true }).catch(() => {});
+      const theirs = { ...th.regs };
+      const expected = { ...mine.regs };
+      if (BigInt.asIntN(64, BigInt(expected.rax)) === -ERESTART_RESTARTBLOCK) {
+        // Our stop turned the syscall (nanosleep, poll) into restart_syscall.
+        assert.equal(BigInt(theirs.orig_rax), SYS_RESTART_SYSCALL, `${th.comm}: restart_syscall`);
+        delete theirs.orig_rax;
+        delete expected.orig_rax;
+      }
+      assert.deepEqual(theirs, expected, `registers of ${th.comm} (${th.tid})`);
+      assert.notEqual(th.syscall.nr, -1, `${th.comm} is in a syscall`);
+      assert.equal(th.syscall.restart, "restart", `${th.comm}'s syscall restarts`);
+      assert.equal(th.xsave, mine.xsave, `XSAVE area of ${th.comm}`);
     }
+
+    // Pages: exactly the touched pages, holding the target's data and equal to /proc/<pid>/mem.
+    const expectRegion = async (
+      name: string,
+      pages: number,
+      saved: [number, number][],
+      content: (addr: bigint, length: number) => Uint8Array,
+    ) => {
+      const addr = regions[name];
+      const m = mappingAt(p.mappings, addr, pages * PAGE);
+      assert.deepEqual(savedPagesIn(m, addr, pages * PAGE), saved, `saved pages of ${name}`);
+      for (const [first, count] of saved) {
+        const a = addr + BigInt(first * PAGE);
+        const bytes = await savedBytes(elf, m, a, count * PAGE);
+        assertSameBytes(bytes, content(a, count * PAGE), `${name} page ${first}: image`);
+        assertSameBytes(bytes, readProcMem(pid, a, count * PAGE), `${name} page ${first}: mem`);
+      }
+    };
+    // Page i of the sparse region holds the byte 0x30 + i.
+    const sparseContent = (a: bigint, length: number) => {
+      const out = new Uint8Array(length);
+      for (let i = 0; i < length; i += PAGE) {
+        out.fill(0x30 + Number(a - regions.sparse) / PAGE + i / PAGE, i, i + PAGE);
+      }
+      return out;
+    };
+    await expectRegion("pattern", 16, [[0, 16]], patternBytes);
+    await expectRegion("sparse", 64, [[3, 1], [10, 2], [40, 1]], sparseContent);
+    await expectRegion("ro", 4, [[0, 4]], (_a, n) => new Uint8Array(n).fill(0xab));
+    await expectRegion("none", 2, [[0, 2]], (_a, n) => new Uint8Array(n).fill(0xcd));
+    await expectRegion(
+      "shared",
+      4,
+      [[0, 1], [2, 1]],
+      (a, n) => new Uint8Array(n).fill(a === regions.shared ? 0x50 : 0x52),
+    );
+    await expectRegion("file", 3, [[1, 1]], (_a, n) => new Uint8Array(n).fill(0xc1));
+
+    // The target was left running: it checks itself (no EINTR, sleep length, memory).
+    await assertSelfCheckPasses(t, "after leaveRunning dump");
   }),
 );
 
@@ -478,80 +436,64 @@ Deno.test(
   "a 1 GiB sparse mapping with six touched pages gives an image of roughly the touched size",
   withTargets(async () => {
     const work = await freshParent();
-    try {
-      const t = await startTarget("dump_memory", ["1024", "sparse"]);
-      const m = await t.waitFor(/^ready pid=\d+ addr=(0x[0-9a-f]+) touched=(\d+)$/m);
-      const addr = BigInt(m[1]);
-      assert.equal(Number(m[2]), 6);
-      const result = await checkpoint(t.pid, { dir: `${work}/image`, leaveRunning: true });
-      const elf = `${result.dir}/${t.pid}.elf`;
-      const p = (await readImage(result.dir)).processes[0];
-      const region = mappingAt(p.mappings, addr, 1 << 30);
-      const pages = (1 << 30) / PAGE;
-      assert.deepEqual(savedPagesIn(region, addr, 1 << 30), [
-        [0, 3],
-        [1000, 1],
-        [pages / 2, 1],
-        [pages - 1, 1],
-      ]);
-      for (const pg of [0, 1, 2, 1000, pages / 2, pages - 1]) {
-        const a = addr + BigInt(pg * PAGE);
-        const bytes = await savedBytes(elf, region, a, PAGE);
-        assertSameBytes(bytes, new Uint8Array(PAGE).fill((pg + 1) & 0xff), `page ${pg}`);
-      }
-      const st = await Deno.stat(elf);
-      assert.ok(result.stats.pagesBytes < 2 << 20, `pages saved: ${result.stats.pagesBytes}`);
-      assert.ok(st.size < 4 << 20, `image of ${st.size} bytes for 24 KiB touched`);
-      assert.ok((st.blocks ?? 0) * 512 < 4 << 20, `image occupies ${(st.blocks ?? 0) * 512}`);
-      assert.equal(result.stats.imageBytes, st.size);
-      await assertSelfCheckPasses(t, "sparse target after the dump");
-    } finally {
-      await Deno.remove(work, { recursive: true }).catch(() => {});
+    const t = await startTarget("dump_memory", ["1024", "sparse"]);
+    const m = await t.waitFor(/^ready pid=\d+ addr=(0x[0-9a-f]+) touched=(\d+)$/m);
+    const addr = BigInt(m[1]);
+    assert.equal(Number(m[2]), 6);
+    const result = await checkpoint(t.pid, { dir: `${work}/image`, leaveRunning: true });
+    const elf = `${result.dir}/${t.pid}.elf`;
+    const p = (await readImage(result.dir)).processes[0];
+    const region = mappingAt(p.mappings, addr, 1 << 30);
+    const pages = (1 << 30) / PAGE;
+    assert.deepEqual(savedPagesIn(region, addr, 1 << 30), [
+      [0, 3],
+      [1000, 1],
+      [pages / 2, 1],
+      [pages - 1, 1],
+    ]);
+    for (const pg of [0, 1, 2, 1000, pages / 2, pages - 1]) {
+      const a = addr + BigInt(pg * PAGE);
+      const bytes = await savedBytes(elf, region, a, PAGE);
+      assertSameBytes(bytes, new Uint8Array(PAGE).fill((pg + 1) & 0xff), `page ${pg}`);
     }
+    const st = await Deno.stat(elf);
+    assert.ok(result.stats.pagesBytes < 2 << 20, `pages saved: ${result.stats.pagesBytes}`);
+    assert.ok(st.size < 4 << 20, `image of ${st.size} bytes for 24 KiB touched`);
+    assert.ok((st.blocks ?? 0) * 512 < 4 << 20, `image occupies ${(st.blocks ?? 0) * 512}`);
+    assert.equal(result.stats.imageBytes, st.size);
+    await assertSelfCheckPasses(t, "sparse target after the dump");
   }),
 );
 
-Deno.test("errors: unknown pid, kernel thread, ancestor of cryo (CLI): one line, exit 1, nothing written", async () => {
-  const parent = await freshParent();
-  try {
-    const pidMax = Number(Deno.readTextFileSync("/proc/sys/kernel/pid_max").trim());
-    let unknown = pidMax - 1;
-    while (existsPath(`/proc/${unknown}`)) unknown--;
+Deno.test(
+  "errors: unknown pid, kernel thread, ancestor of cryo (CLI): one line, exit 1, nothing written",
+  withTargets(async () => {
+    const parent = await freshParent();
+    const unknown = freePid();
     const dir = `${parent}/image`;
     const [none, kthread, ancestor] = await Promise.all([
-      cryo(["dump", String(unknown), "--dir", dir]),
-      cryo(["dump", "2", "--dir", dir]),
-      cryo(["dump", String(Deno.pid), "--dir", dir]), // the test runs the CLI: an ancestor
+      runCli(["dump", String(unknown), "--dir", dir]),
+      runCli(["dump", "2", "--dir", dir]),
+      runCli(["dump", String(Deno.pid), "--dir", dir]), // the test runs the CLI: an ancestor
     ]);
-    assertOneLineFailure(none, new RegExp(`no process with pid ${unknown}$`), "unknown pid");
-    assertOneLineFailure(kthread, /pid 2 is a kernel thread$/, "kernel thread");
-    assertOneLineFailure(
+    assertOneLineError(none, 1, new RegExp(`no process with pid ${unknown}$`), "unknown pid");
+    assertOneLineError(kthread, 1, /pid 2 is a kernel thread$/, "kernel thread");
+    assertOneLineError(
       ancestor,
+      1,
       new RegExp(`pid ${Deno.pid} is an ancestor of cryo$`),
       "ancestor",
     );
     assertDirHolds(parent, [], "after the failed dumps");
-  } finally {
-    await Deno.remove(parent, { recursive: true });
-  }
-});
+  }),
+);
 
-function existsPath(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-Deno.test("errors: cryo itself and its ancestors (library): TargetError, nothing written", async () => {
-  const parent = await freshParent();
-  try {
+Deno.test(
+  "errors: cryo itself and its ancestors (library): TargetError, nothing written",
+  withTargets(async () => {
+    const parent = await freshParent();
     const dir = `${parent}/image`;
-    const ppid = Number(
-      Deno.readTextFileSync(`/proc/${Deno.pid}/stat`).split(")").at(-1)!.trim().split(" ")[1],
-    );
+    const ppid = ppidOf(Deno.pid);
     const cases: [number, RegExp][] = [
       [Deno.pid, new RegExp(`^pid ${Deno.pid} is cryo itself$`)],
       [ppid, new RegExp(`^pid ${ppid} is an ancestor of cryo$`)],
@@ -565,27 +507,21 @@ Deno.test("errors: cryo itself and its ancestors (library): TargetError, nothing
       });
       assertDirHolds(parent, [], `after dumping pid ${pid}`);
     }
-  } finally {
-    await Deno.remove(parent, { recursive: true });
-  }
-});
+  }),
+);
 
 Deno.test(
   "errors: a zombie (CLI): one line, exit 1, nothing written, still a zombie",
   withTargets(async () => {
     const parent = await freshParent();
-    try {
-      const t = await startTarget("/bin/true");
-      await waitUntil(() => statusField(t.pid, t.pid, "State").startsWith("Z"), "zombie");
-      const r = await cryo(["dump", String(t.pid), "--dir", `${parent}/image`]);
-      assertOneLineFailure(r, new RegExp(`pid ${t.pid} is a zombie$`), "zombie");
-      assertDirHolds(parent, [], "after the failed dump");
-      assert.match(statusField(t.pid, t.pid, "State"), /^Z/, "still an unreaped zombie");
-      const st = await t.wait();
-      assert.deepEqual(st, { kind: "exited", pid: t.pid, code: 0 });
-    } finally {
-      await Deno.remove(parent, { recursive: true });
-    }
+    const t = await startTarget("/bin/true");
+    await waitUntil("zombie", () => statusField(t.pid, "State").startsWith("Z"));
+    const r = await runCli(["dump", String(t.pid), "--dir", `${parent}/image`]);
+    assertOneLineError(r, 1, new RegExp(`pid ${t.pid} is a zombie$`), "zombie");
+    assertDirHolds(parent, [], "after the failed dump");
+    assert.match(statusField(t.pid, "State"), /^Z/, "still an unreaped zombie");
+    const st = await t.wait();
+    assert.deepEqual(st, { kind: "exited", pid: t.pid, code: 0 });
   }),
 );
 
@@ -593,51 +529,49 @@ Deno.test(
   "errors: traced by another tracer, the process or one of its threads (CLI): the message names the tracer",
   withTargets(async () => {
     const parent = await freshParent();
-    try {
-      const { t, tids } = await startThreads(parent);
-      const dir = `${parent}/image`;
+    const { t, tids } = await startThreads(parent);
+    const dir = `${parent}/image`;
 
-      // The main thread is traced: refused before anything is stopped.
-      const tracer1 = await startTarget("dump_tracer", [String(t.pid)]);
-      await tracer1.waitFor(/^tracing /m);
-      const r1 = await cryo(["dump", String(t.pid), "--dir", dir]);
-      assertOneLineFailure(
-        r1,
-        new RegExp(`process ${t.pid} is already traced by pid ${tracer1.pid}$`),
-        "traced process",
-      );
-      assertDirHolds(parent, ["three-pages"], "after the first failed dump");
-      assertTracers(t.pid, (tid) => tid === t.pid ? tracer1.pid : 0, "traced process");
-      await tracer1.kill();
-      await waitUntil(() => Number(statusField(t.pid, t.pid, "TracerPid")) === 0, "untraced");
+    // The main thread is traced: refused before anything is stopped.
+    const tracer1 = await startTarget("dump_tracer", [String(t.pid)]);
+    await tracer1.waitFor(/^tracing /m);
+    const r1 = await runCli(["dump", String(t.pid), "--dir", dir]);
+    assertOneLineError(
+      r1,
+      1,
+      new RegExp(`process ${t.pid} is already traced by pid ${tracer1.pid}$`),
+      "traced process",
+    );
+    assertDirHolds(parent, ["three-pages"], "after the first failed dump");
+    assertTracers(t.pid, (tid) => tid === t.pid ? tracer1.pid : 0, "traced process");
+    await tracer1.kill();
+    await waitUntil("untraced", () => Number(statusField(t.pid, "TracerPid")) === 0);
 
-      // A worker thread is traced: found while freezing; what was stopped is let go.
-      const worker = tids[3];
-      const tracer2 = await startTarget("dump_tracer", [String(worker)]);
-      await tracer2.waitFor(/^tracing /m);
-      const r2 = await cryo(["dump", String(t.pid), "--dir", dir]);
-      assertOneLineFailure(
-        r2,
-        new RegExp(`process ${worker} is already traced by pid ${tracer2.pid}$`),
-        "traced thread",
-      );
-      assertDirHolds(parent, ["three-pages"], "after the second failed dump");
-      assertTracers(t.pid, (tid) => tid === worker ? tracer2.pid : 0, "traced thread");
-      await tracer2.kill();
-      await waitUntil(() => Number(statusField(t.pid, worker, "TracerPid")) === 0, "untraced");
-      await assertSelfCheckPasses(t, "after two refused dumps");
-    } finally {
-      await Deno.remove(parent, { recursive: true });
-    }
+    // A worker thread is traced: found while freezing; what was stopped is let go.
+    const worker = tids[3];
+    const tracer2 = await startTarget("dump_tracer", [String(worker)]);
+    await tracer2.waitFor(/^tracing /m);
+    const r2 = await runCli(["dump", String(t.pid), "--dir", dir]);
+    assertOneLineError(
+      r2,
+      1,
+      new RegExp(`process ${worker} is already traced by pid ${tracer2.pid}$`),
+      "traced thread",
+    );
+    assertDirHolds(parent, ["three-pages"], "after the second failed dump");
+    assertTracers(t.pid, (tid) => tid === worker ? tracer2.pid : 0, "traced thread");
+    await tracer2.kill();
+    await waitUntil("untraced", () => Number(statusField(t.pid, "TracerPid", worker)) === 0);
+    await assertSelfCheckPasses(t, "after two refused dumps");
   }),
 );
 
-/** A DENO_DIR that uid 65534 can use: a copy of this one's npm cache. */
+/** A DENO_DIR that uid 65534 can use: a copy of this one's npm cache (removed after the test). */
 async function denoDirForNobody(): Promise<string> {
   const home = Deno.env.get("HOME") ?? "/root";
   const current = Deno.env.get("DENO_DIR") ??
     `${Deno.env.get("XDG_CACHE_HOME") ?? `${home}/.cache`}/deno`;
-  const dir = await Deno.makeTempDir({ prefix: "cryo-denodir-" });
+  const dir = await tempDir("cryo-denodir-");
   const cp = await new Deno.Command("cp", { args: ["-r", `${current}/npm`, dir] }).output();
   assert.ok(cp.success, new TextDecoder().decode(cp.stderr));
   const chown = await new Deno.Command("chown", { args: ["-R", "65534:65534", dir] }).output();
@@ -648,24 +582,17 @@ async function denoDirForNobody(): Promise<string> {
 Deno.test(
   "errors: no permission (CLI as uid 65534 on a root process): one line naming permission",
   withTargets(async () => {
-    const parent = await freshParent(0o777);
+    const parent = await freshParent();
+    await Deno.chmod(parent, 0o777);
     const denoDir = await denoDirForNobody();
-    try {
-      const { t } = await startThreads(parent);
-      const r = await cryo(
-        ["dump", String(t.pid), "--dir", `${parent}/image`],
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"],
-        { DENO_DIR: denoDir },
-      );
-      assertOneLineFailure(r, /permission/i, "no permission");
-      assert.match(r.stderr, new RegExp(`\\b${t.pid}\\b`), "names the process");
-      assertDirHolds(parent, ["three-pages"], "after the failed dump");
-      assertNotHeld(t.pid, "no permission");
-      await assertSelfCheckPasses(t, "after a refused dump");
-    } finally {
-      await Deno.remove(parent, { recursive: true });
-      await Deno.remove(denoDir, { recursive: true });
-    }
+    const { t } = await startThreads(parent);
+    const r = await runCli(["dump", String(t.pid), "--dir", `${parent}/image`], {
+      wrapper: ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"],
+      env: { DENO_DIR: denoDir },
+    });
+    assertOneLineError(r, 1, /permission/i, "no permission");
+    assert.match(r.stderr, new RegExp(`\\b${t.pid}\\b`), "names the process");
+    await assertRefusedCleanly(t, parent, ["three-pages"], "dump without permission");
   }),
 );
 
@@ -673,28 +600,25 @@ Deno.test(
   "errors: an fd cryo cannot describe (deleted file) is listed; nothing written; the target runs on",
   withTargets(async () => {
     const parent = await freshParent();
-    try {
-      const input = `${parent}/input`;
-      await Deno.writeTextFile(input, "x");
-      const t = await startTarget("/bin/sleep", ["30"], { stdin: input });
-      await waitUntil(() => existsPath(`/proc/${t.pid}/fd/0`), "sleep started");
-      await waitUntil(
-        () => Deno.readLinkSync(`/proc/${t.pid}/exe`).endsWith("sleep"),
-        "sleep exec'd",
-      );
-      await Deno.remove(input);
-      const r = await cryo(["dump", String(t.pid), "--dir", `${parent}/image`]);
-      assertOneLineFailure(
-        r,
-        new RegExp(`process ${t.pid} .*cannot save: fd 0 \\(${input} \\(deleted\\)\\)`),
-        "deleted file",
-      );
-      assertDirHolds(parent, [], "after the failed dump");
-      assertNotHeld(t.pid, "unsupported fd");
-      assert.equal(t.poll(), undefined, "still running");
-    } finally {
-      await Deno.remove(parent, { recursive: true });
-    }
+    const input = `${parent}/input`;
+    await Deno.writeTextFile(input, "x");
+    const t = await startTarget("/bin/sleep", ["30"], { stdin: input });
+    await waitUntil("sleep started", () => pathExists(`/proc/${t.pid}/fd/0`));
+    await waitUntil(
+      "sleep exec'd",
+      () => Deno.readLinkSync(`/proc/${t.pid}/exe`).endsWith("sleep"),
+    );
+    await Deno.remove(input);
+    const r = await runCli(["dump", String(t.pid), "--dir", `${parent}/image`]);
+    assertOneLineError(
+      r,
+      1,
+      new RegExp(`process ${t.pid} .*cannot save: fd 0 \\(${input} \\(deleted\\)\\)`),
+      "deleted file",
+    );
+    assertDirHolds(parent, [], "after the failed dump");
+    assertNotHeld(t.pid, "unsupported fd");
+    assert.equal(t.poll(), undefined, "still running");
   }),
 );
 
@@ -707,32 +631,28 @@ Deno.test({
     "errors: the target dies mid-dump (library, SIGKILL at the first pages event): one line, no directory",
   fn: withTargets(async () => {
     const parent = await freshParent();
-    try {
-      const t = await startTarget("dump_memory", ["64", "all"]);
-      await t.waitFor(/^ready /m);
-      let killed = false;
-      await assertRejectsOneLine(
-        checkpoint(t.pid, {
-          dir: `${parent}/image`,
-          leaveRunning: true,
-          onEvent: (e) => {
-            if (e.type === "pages" && !killed) {
-              killed = true;
-              rawSyscall(SYS.kill, t.pid, SIGKILL);
-            }
-          },
-        }),
-        diedMessage(t.pid),
-        "target killed mid-dump",
-      );
-      assert.ok(killed, "the pages event came");
-      await new Promise((r) => setTimeout(r, 200)); // any write still in flight surfaces
-      assertDirHolds(parent, [], "after the failed dump");
-      const st = await t.wait(5000);
-      assert.equal(st.kind === "signaled" ? st.signal : st, SIGKILL);
-    } finally {
-      await Deno.remove(parent, { recursive: true });
-    }
+    const t = await startTarget("dump_memory", ["64", "all"]);
+    await t.waitFor(/^ready /m);
+    let killed = false;
+    await assertRejectsOneLine(
+      checkpoint(t.pid, {
+        dir: `${parent}/image`,
+        leaveRunning: true,
+        onEvent: (e) => {
+          if (e.type === "pages" && !killed) {
+            killed = true;
+            rawSyscall(SYS.kill, t.pid, SIGKILL);
+          }
+        },
+      }),
+      diedMessage(t.pid),
+      "target killed mid-dump",
+    );
+    assert.ok(killed, "the pages event came");
+    await sleep(200); // any write still in flight surfaces
+    assertDirHolds(parent, [], "after the failed dump");
+    const st = await t.wait(5000);
+    assert.equal(st.kind === "signaled" ? st.signal : st, SIGKILL);
   }),
 });
 
@@ -741,33 +661,29 @@ Deno.test({
     "errors: the target dies mid-dump (CLI, SIGKILL while 256 MiB stream): one line, exit 1, no directory",
   fn: withTargets(async () => {
     const parent = await freshParent();
-    try {
-      const t = await startTarget("dump_memory", ["256", "all"]);
-      await t.waitFor(/^ready /m, 20000);
-      const run = cryo(["dump", String(t.pid), "--dir", `${parent}/image`]);
-      // Kill it once the partial image holds 32 MiB of pages.
-      await waitUntil(
-        () => {
-          for (const d of Deno.readDirSync(parent)) {
-            if (!d.name.includes("cryo-partial")) continue;
-            for (const f of Deno.readDirSync(`${parent}/${d.name}`)) {
-              if (Deno.statSync(`${parent}/${d.name}/${f.name}`).size > 32 << 20) return true;
-            }
+    const t = await startTarget("dump_memory", ["256", "all"]);
+    await t.waitFor(/^ready /m, 20000);
+    const run = runCli(["dump", String(t.pid), "--dir", `${parent}/image`]);
+    // Kill it once the partial image holds 32 MiB of pages.
+    await waitUntil(
+      "the dump streaming",
+      () => {
+        for (const d of Deno.readDirSync(parent)) {
+          if (!d.name.includes("cryo-partial")) continue;
+          for (const f of Deno.readDirSync(`${parent}/${d.name}`)) {
+            if (Deno.statSync(`${parent}/${d.name}/${f.name}`).size > 32 << 20) return true;
           }
-          return false;
-        },
-        "the dump streaming",
-        20000,
-      );
-      rawSyscall(SYS.kill, t.pid, SIGKILL);
-      const r = await run;
-      assertOneLineFailure(r, diedMessage(t.pid), "target killed mid-dump");
-      assertDirHolds(parent, [], "after the failed dump");
-      const st = await t.wait(5000);
-      assert.equal(st.kind === "signaled" ? st.signal : st, SIGKILL);
-    } finally {
-      await Deno.remove(parent, { recursive: true });
-    }
+        }
+        return false;
+      },
+      20000,
+    );
+    rawSyscall(SYS.kill, t.pid, SIGKILL);
+    const r = await run;
+    assertOneLineError(r, 1, diedMessage(t.pid), "target killed mid-dump");
+    assertDirHolds(parent, [], "after the failed dump");
+    const st = await t.wait(5000);
+    assert.equal(st.kind === "signaled" ? st.signal : st, SIGKILL);
   }),
 });
 
@@ -775,28 +691,27 @@ Deno.test(
   "errors: the directory exists and is not empty, or is a file (CLI): nothing touched",
   withTargets(async () => {
     const parent = await freshParent();
-    try {
-      const t = await startTarget("dump_memory", ["4", "all"]);
-      await t.waitFor(/^ready /m);
-      const full = `${parent}/full`;
-      await Deno.mkdir(full);
-      await Deno.writeTextFile(`${full}/keep.txt`, "precious");
-      await Deno.writeTextFile(`${parent}/afile`, "file");
-      const [r1, r2] = await Promise.all([
-        cryo(["dump", String(t.pid), "--dir", full]),
-        cryo(["dump", String(t.pid), "--dir", `${parent}/afile`]),
-      ]);
-      assertOneLineFailure(r1, /already exists and is not empty$/, "non-empty directory");
-      assertOneLineFailure(r2, /exists and is not a directory$/, "a file");
-      assertDirHolds(parent, ["afile", "full"], "after the failed dumps");
-      assertDirHolds(full, ["keep.txt"], "the existing directory");
-      assert.equal(await Deno.readTextFile(`${full}/keep.txt`), "precious");
-      assert.equal(await Deno.readTextFile(`${parent}/afile`), "file");
-      assertNotHeld(t.pid, "non-empty directory");
-      await assertSelfCheckPasses(t, "after refused dumps");
-    } finally {
-      await Deno.remove(parent, { recursive: true });
-    }
+    const t = await startTarget("dump_memory", ["4", "all"]);
+    await t.waitFor(/^ready /m);
+    const full = `${parent}/full`;
+    await Deno.mkdir(full);
+    await Deno.writeTextFile(`${full}/keep.txt`, "precious");
+    await Deno.writeTextFile(`${parent}/afile`, "file");
+    const [r1, r2] = await Promise.all([
+      runCli(["dump", String(t.pid), "--dir", full]),
+      runCli(["dump", String(t.pid), "--dir", `${parent}/afile`]),
+    ]);
+    assertOneLineError(r1, 1, /already exists and is not empty$/, "non-empty directory");
+    assertOneLineError(r2, 1, /exists and is not a directory$/, "a file");
+    assertDirHolds(full, ["keep.txt"], "the existing directory");
+    assert.equal(await Deno.readTextFile(`${full}/keep.txt`), "precious");
+    assert.equal(await Deno.readTextFile(`${parent}/afile`), "file");
+    await assertRefusedCleanly(
+      t,
+      parent,
+      ["afile", "full"],
+      "dumps into a non-empty dir or a file",
+    );
   }),
 );
 
@@ -811,14 +726,11 @@ Deno.test(
     try {
       const t = await startTarget("dump_memory", ["8", "all"]);
       await t.waitFor(/^ready /m);
-      const r = await cryo(["dump", String(t.pid), "--dir", `${mnt}/image`]);
-      assertOneLineFailure(r, /no space left on device/i, "disk full");
-      assertDirHolds(mnt, [], "after the failed dump");
-      assertNotHeld(t.pid, "disk full");
-      await assertSelfCheckPasses(t, "after a dump that ran out of space");
+      const r = await runCli(["dump", String(t.pid), "--dir", `${mnt}/image`]);
+      assertOneLineError(r, 1, /no space left on device/i, "disk full");
+      await assertRefusedCleanly(t, mnt, [], "dump that ran out of space");
     } finally {
       await new Deno.Command("umount", { args: [mnt] }).output();
-      await Deno.remove(mnt, { recursive: true });
     }
   }),
 );

@@ -88,16 +88,22 @@ import {
   type Struct,
   xsaveXcr0,
 } from "../ffi/structs.ts";
+import { factBigInt, targetFacts } from "./helpers/checks.ts";
+import { tempDir } from "./helpers/fs.ts";
+import { freePid, statusField } from "./helpers/proc.ts";
+import {
+  SIGCONT,
+  SIGKILL,
+  SIGQUIT,
+  SIGSTOP,
+  SIGTERM,
+  SIGTRAP,
+  SIGUSR1,
+  SIGUSR2,
+} from "./helpers/signals.ts";
 import { buildTarget, startTarget, type Target, withTargets } from "./helpers/targets.ts";
+import { sleep } from "./helpers/wait.ts";
 
-const SIGTRAP = 5;
-const SIGUSR1 = 10;
-const SIGKILL = 9;
-const SIGUSR2 = 12;
-const SIGTERM = 15;
-const SIGCONT = 18;
-const SIGSTOP = 19;
-const SIGQUIT = 3;
 const SA_SIGINFO = 0x4n;
 const SA_ONSTACK = 0x08000000n;
 const SA_RESTART = 0x10000000n;
@@ -115,34 +121,38 @@ const FPU_CONTROL_WORD = 0x027f;
 
 const sigBit = (sig: number) => 1n << BigInt(sig - 1);
 
-/** Parses the `key=value` lines a target printed. */
-function report(t: Target): Map<string, string> {
-  const out = new Map<string, string>();
-  for (const line of t.output().split("\n")) {
-    const m = line.match(/^(\w+)=(\S+)$/);
-    if (m) out.set(m[1], m[2]);
-  }
-  return out;
+/** Facts of the state target (`key=value` lines). */
+type Facts = Record<string, string>;
+
+/**
+ * Starts ffi_target in state mode (expecting `poke` in poke_target after
+ * the test), waits until it is ready and returns it with its facts.
+ */
+async function startStateTarget(poke: bigint): Promise<{ t: Target; r: Facts; pid: number }> {
+  const t = await startTarget("ffi_target", ["state", poke.toString(16)]);
+  await t.waitFor(/^ready$/m);
+  const r = targetFacts(t);
+  assert.equal(Number(factBigInt(r, "pid")), t.pid);
+  return { t, r, pid: t.pid };
 }
 
-/** A reported value as a bigint (accepts `0x` hex and decimal). */
-function num(r: Map<string, string>, key: string): bigint {
-  const v = r.get(key);
-  if (v === undefined) throw new Error(`target did not report ${key}`);
-  return BigInt(v);
+/** Seizes `pid` (killed should this process die), interrupts it and waits for the stop. */
+function freeze(pid: number): ReturnType<typeof waitStop> {
+  seize(pid, PTRACE_O.EXITKILL);
+  interrupt(pid);
+  return waitStop(pid);
 }
 
-/** A pid that no process currently has. */
-function freePid(): number {
-  const max = Number(Deno.readTextFileSync("/proc/sys/kernel/pid_max").trim());
-  for (let pid = max - 1; pid > 300; pid--) {
-    try {
-      Deno.statSync(`/proc/${pid}`);
-    } catch {
-      return pid;
-    }
-  }
-  throw new Error("no free pid");
+/** Decodes a `codec` struct read from `pid`'s memory at `addr`. */
+function readStruct<T>(pid: number, codec: Struct<T>, addr: bigint): T {
+  const bytes = new Uint8Array(codec.size);
+  processVmReadFully(pid, addr, bytes);
+  return codec.decode(bytes);
+}
+
+/** Maps a read-write anonymous scratch page in `pid` by injection (through `sc`). */
+function mapScratchPage(pid: number, sc: bigint): bigint {
+  return injectSyscall(pid, sc, SYS.mmap, 0, PAGE, 3, 0x22, -1, 0);
 }
 
 /** Mappings of a process as address ranges. */
@@ -167,12 +177,15 @@ async function selfCheckFailures(t: Target, tolerated: string[] = []): Promise<s
     .filter((c) => !tolerated.includes(c));
 }
 
+/** Detaches from the state target, ends its spin (SIGUSR2) and returns its failed self-checks. */
+function releaseStateTarget(t: Target): Promise<string[]> {
+  detach(t.pid);
+  syscall(SYS.kill, t.pid, SIGUSR2);
+  return selfCheckFailures(t);
+}
+
 /** The self-check that an injection must not break: the target's SIGTRAP handler. */
 const TRAP_CHECK = "trap_action";
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
 
 // ---------------------------------------------------------------------------
 // libc
@@ -398,35 +411,31 @@ Deno.test(
   "posixSpawn: open, dup2 and close file actions are applied in order",
   withTargets(async () => {
     const bin = await buildTarget("ffi_target");
-    const dir = await Deno.makeTempDir({ prefix: "cryo-ffi-" });
-    try {
-      await Deno.writeTextFile(`${dir}/in`, "from stdin\n");
-      const t = await startTarget(bin, ["fds"], { stdin: `${dir}/in` });
-      assert.deepEqual(await t.wait(), { kind: "exited", pid: t.pid, code: 0 });
-      assert.equal(t.output(), "from stdin\nfd5=closed fd6=closed\n");
+    const dir = await tempDir("cryo-ffi-");
+    await Deno.writeTextFile(`${dir}/in`, "from stdin\n");
+    const t = await startTarget(bin, ["fds"], { stdin: `${dir}/in` });
+    assert.deepEqual(await t.wait(), { kind: "exited", pid: t.pid, code: 0 });
+    assert.equal(t.output(), "from stdin\nfd5=closed fd6=closed\n");
 
-      // Direct use: fd 5 opened, duplicated to 6, then closed; stdout to a new file.
-      const pid = posixSpawn(bin, ["ffi_target", "fds"], {
-        fileActions: [
-          { kind: "open", fd: 0, path: `${dir}/in`, flags: 0 },
-          { kind: "open", fd: 1, path: `${dir}/out`, flags: 0o1 | 0o100 | 0o1000, mode: 0o600 },
-          { kind: "dup2", fd: 1, newFd: 2 },
-          { kind: "open", fd: 5, path: "/dev/null", flags: 0 },
-          { kind: "dup2", fd: 5, newFd: 6 },
-          { kind: "close", fd: 5 },
-        ],
-      });
-      assert.deepEqual(waitPid(pid, 0), { kind: "exited", pid, code: 0 });
-      assert.equal(await Deno.readTextFile(`${dir}/out`), "from stdin\nfd5=closed fd6=open\n");
-      assert.equal((await Deno.stat(`${dir}/out`)).mode! & 0o777, 0o600);
+    // Direct use: fd 5 opened, duplicated to 6, then closed; stdout to a new file.
+    const pid = posixSpawn(bin, ["ffi_target", "fds"], {
+      fileActions: [
+        { kind: "open", fd: 0, path: `${dir}/in`, flags: 0 },
+        { kind: "open", fd: 1, path: `${dir}/out`, flags: 0o1 | 0o100 | 0o1000, mode: 0o600 },
+        { kind: "dup2", fd: 1, newFd: 2 },
+        { kind: "open", fd: 5, path: "/dev/null", flags: 0 },
+        { kind: "dup2", fd: 5, newFd: 6 },
+        { kind: "close", fd: 5 },
+      ],
+    });
+    assert.deepEqual(waitPid(pid, 0), { kind: "exited", pid, code: 0 });
+    assert.equal(await Deno.readTextFile(`${dir}/out`), "from stdin\nfd5=closed fd6=open\n");
+    assert.equal((await Deno.stat(`${dir}/out`)).mode! & 0o777, 0o600);
 
-      assert.throws(
-        () => posixSpawn(`${dir}/missing`, ["missing"]),
-        (e) => e instanceof SyscallError && e.code === "ENOENT" && e.call === "posix_spawn",
-      );
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
+    assert.throws(
+      () => posixSpawn(`${dir}/missing`, ["missing"]),
+      (e) => e instanceof SyscallError && e.code === "ENOENT" && e.call === "posix_spawn",
+    );
   }),
 );
 
@@ -483,7 +492,7 @@ Deno.test(
     st = waitStop(pid);
     assert.deepEqual([st.signal, st.event, st.groupStop], [SIGSTOP, PTRACE_EVENT.STOP, true]);
     assert.equal(
-      Deno.readTextFileSync(`/proc/${pid}/status`).match(/^State:\s+(\w)/m)?.[1],
+      statusField(pid, "State")[0],
       "t",
       "traced stop",
     );
@@ -515,22 +524,16 @@ Deno.test(
 Deno.test(
   "ptrace: freeze, inspect, inject, modify and detach a live target that then checks itself",
   withTargets(async () => {
-    const t = await startTarget("ffi_target", ["state", POKE_VALUE.toString(16)]);
-    await t.waitFor(/^ready$/m);
-    const r = report(t);
-    const pid = t.pid;
-    assert.equal(Number(num(r, "pid")), pid);
-    const spinStart = num(r, "spin_start");
-    const spinEnd = num(r, "spin_end");
+    const { t, r, pid } = await startStateTarget(POKE_VALUE);
+    const spinStart = factBigInt(r, "spin_start");
+    const spinEnd = factBigInt(r, "spin_end");
     assert.ok(spinEnd > spinStart);
 
     // Pending blocked SIGUSR1: one in the process-wide queue, one for the thread.
     syscall(SYS.kill, pid, SIGUSR1);
     syscall(SYS.tgkill, pid, pid, SIGUSR1);
 
-    seize(pid, PTRACE_O.EXITKILL);
-    interrupt(pid);
-    const st = waitStop(pid);
+    const st = freeze(pid);
     assert.equal(st.pid, pid);
     assert.equal(st.signal, SIGTRAP);
     assert.equal(st.event, PTRACE_EVENT.STOP);
@@ -577,7 +580,7 @@ Deno.test(
 
     // Signal mask and pending signals.
     assert.equal(getSigmask(pid), sigBit(SIGUSR1));
-    assert.equal(getSigmask(pid), num(r, "sigmask"));
+    assert.equal(getSigmask(pid), factBigInt(r, "sigmask"));
     const shared = peekSiginfo(pid, true).map(decodeSiginfo);
     const priv = peekSiginfo(pid, false).map(decodeSiginfo);
     assert.deepEqual(shared, [{ signo: SIGUSR1, errno: 0, code: SI_USER, pid: Deno.pid, uid: 0 }]);
@@ -585,14 +588,14 @@ Deno.test(
 
     // rseq: glibc registered the area in the thread's TCB.
     const rseq = getRseqConfig(pid);
-    assert.equal(rseq.addr, num(r, "rseq_addr"));
+    assert.equal(rseq.addr, factBigInt(r, "rseq_addr"));
     assert.ok(rseq.len >= 32, `rseq len ${rseq.len}`);
     assert.equal(rseq.sig, RSEQ_SIG);
     assert.equal(rseq.flags, 0);
     assert.ok(isMapped(pid, rseq.addr));
 
     // peek/poke one word; the target checks the value after detach.
-    const pokeAddr = num(r, "poke_addr");
+    const pokeAddr = factBigInt(r, "poke_addr");
     assert.equal(peekData(pid, pokeAddr), 0xa5a5a5a5a5a5a5a5n);
     pokeData(pid, pokeAddr, POKE_VALUE);
     assert.equal(peekData(pid, pokeAddr), POKE_VALUE);
@@ -605,8 +608,8 @@ Deno.test(
     );
 
     // process_vm_readv/writev on the target's buffer (crossing a page boundary).
-    const bufAddr = num(r, "buf_addr");
-    const bufSize = Number(num(r, "buf_size"));
+    const bufAddr = factBigInt(r, "buf_addr");
+    const bufSize = Number(factBigInt(r, "buf_size"));
     const all = new Uint8Array(bufSize);
     assert.equal(processVmRead(pid, bufAddr, all), bufSize);
     all.forEach((v, i) => {
@@ -665,10 +668,7 @@ Deno.test(
       (e) => e instanceof InjectionError,
     );
 
-    detach(pid);
-    syscall(SYS.kill, pid, SIGUSR2);
-    // trap_action is tolerated until the injection bug below is fixed.
-    assert.deepEqual(await selfCheckFailures(t), [], t.output());
+    assert.deepEqual(await releaseStateTarget(t), [], t.output());
     assert.deepEqual(await t.wait(), { kind: "exited", pid, code: 0 });
   }),
 );
@@ -676,29 +676,20 @@ Deno.test(
 Deno.test(
   "inject: read the target's sigaction, altstack, itimer and rlimit into an injected scratch page",
   withTargets(async () => {
-    const t = await startTarget("ffi_target", ["state", POKE_VALUE.toString(16)]);
-    await t.waitFor(/^ready$/m);
-    const r = report(t);
-    const pid = t.pid;
-    seize(pid, PTRACE_O.EXITKILL);
-    interrupt(pid);
-    waitStop(pid);
+    const { t, r, pid } = await startStateTarget(POKE_VALUE);
+    freeze(pid);
     const regsBefore = getRegs(pid);
     const sc = findSyscallInstruction(pid);
 
-    const page = injectSyscall(pid, sc, SYS.mmap, 0, PAGE, 3, 0x22, -1, 0);
+    const page = mapScratchPage(pid, sc);
     assert.ok(page > 0n && page % BigInt(PAGE) === 0n, `mmap returned ${page}`);
     assert.ok(mappings(pid).some((m) => m.start === page), "scratch page is mapped");
 
-    const read = <T>(codec: Struct<T>, addr: bigint) => {
-      const bytes = new Uint8Array(codec.size);
-      processVmReadFully(pid, addr, bytes);
-      return codec.decode(bytes);
-    };
+    const read = <T>(codec: Struct<T>, addr: bigint) => readStruct(pid, codec, addr);
 
     assert.equal(injectSyscall(pid, sc, SYS.rt_sigaction, SIGUSR2, 0, page, 8), 0n);
     const act = read(kernelSigaction, page);
-    assert.equal(act.handler, num(r, "usr2_handler"));
+    assert.equal(act.handler, factBigInt(r, "usr2_handler"));
     const want = SA_SIGINFO | SA_RESTART | SA_ONSTACK | SA_RESTORER;
     assert.equal(act.flags & want, want, `flags 0x${act.flags.toString(16)}`);
     assert.ok(isMapped(pid, act.restorer), "glibc's restorer is in the target");
@@ -706,9 +697,9 @@ Deno.test(
 
     assert.equal(injectSyscall(pid, sc, SYS.sigaltstack, 0, page + 64n), 0n);
     assert.deepEqual(read(stackT, page + 64n), {
-      sp: num(r, "altstack"),
+      sp: factBigInt(r, "altstack"),
       flags: 0,
-      size: num(r, "altstack_size"),
+      size: factBigInt(r, "altstack_size"),
     });
 
     assert.equal(injectSyscall(pid, sc, SYS.getitimer, 0, page + 128n), 0n);
@@ -728,14 +719,8 @@ Deno.test(
     assert.throws(() => processVmRead(pid, page, new Uint8Array(8)), SyscallError);
 
     assert.deepEqual(getRegs(pid), regsBefore);
-    detach(pid);
-    syscall(SYS.kill, pid, SIGUSR2);
     // Nothing was poked, written or sent here; everything else must hold.
-    assert.deepEqual(
-      await selfCheckFailures(t),
-      ["poke", "buffer", "usr1_pending"],
-      t.output(),
-    );
+    assert.deepEqual(await releaseStateTarget(t), ["poke", "buffer", "usr1_pending"], t.output());
     assert.deepEqual(await t.wait(), { kind: "exited", pid, code: 0 });
   }),
 );
@@ -746,23 +731,15 @@ Deno.test(
 Deno.test({
   name: "inject: injection leaves the target's SIGTRAP handler in place",
   fn: withTargets(async () => {
-    const t = await startTarget("ffi_target", ["state", "0"]);
-    await t.waitFor(/^ready$/m);
-    const r = report(t);
-    const pid = t.pid;
-    seize(pid, PTRACE_O.EXITKILL);
-    interrupt(pid);
-    waitStop(pid);
+    const { t, r, pid } = await startStateTarget(0n);
+    freeze(pid);
     const sc = findSyscallInstruction(pid);
-    const page = injectSyscall(pid, sc, SYS.mmap, 0, PAGE, 3, 0x22, -1, 0);
+    const page = mapScratchPage(pid, sc);
     assert.equal(injectSyscall(pid, sc, SYS.rt_sigaction, SIGTRAP, 0, page, 8), 0n);
-    const bytes = new Uint8Array(kernelSigaction.size);
-    processVmReadFully(pid, page, bytes);
-    assert.equal(kernelSigaction.decode(bytes).handler, num(r, "trap_handler"));
+    const handler = readStruct(pid, kernelSigaction, page).handler;
+    assert.equal(handler, factBigInt(r, "trap_handler"));
     injectSyscall(pid, sc, SYS.munmap, page, PAGE);
-    detach(pid);
-    syscall(SYS.kill, pid, SIGUSR2);
-    assert.ok(!(await selfCheckFailures(t)).includes(TRAP_CHECK), t.output());
+    assert.ok(!(await releaseStateTarget(t)).includes(TRAP_CHECK), t.output());
   }),
 });
 
@@ -773,9 +750,7 @@ Deno.test(
     await t.waitFor(/^ready$/m);
     const pid = t.pid;
     await sleep(250);
-    seize(pid, PTRACE_O.EXITKILL);
-    interrupt(pid);
-    waitStop(pid);
+    freeze(pid);
     const regs = getRegs(pid);
     assert.equal(regs.orig_rax, BigInt(SYS.clock_nanosleep), "stopped in clock_nanosleep");
     assert.equal(signed(regs.rax), -ERESTART_RESTARTBLOCK);

@@ -9,6 +9,8 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { IMAGE_FORMAT_VERSION, type Manifest, type ProcessImage } from "../engine/model.ts";
 import { checkpoint } from "../engine/dump/mod.ts";
+import { readelf, runCommand } from "./helpers/commands.ts";
+import { withTempDir } from "./helpers/fs.ts";
 import { startTarget, withTargets } from "./helpers/targets.ts";
 import {
   bytesToBase64,
@@ -34,6 +36,8 @@ import {
 const PAGE = 4096;
 const BOOT = 0x10000000n;
 const PID = 4242;
+/** Prefix of the temporary directories of these tests. */
+const TMP = "cryo-image-test-";
 
 /** A blob whose entry does exit(42), padded with int3. */
 function exitBlob(): Uint8Array {
@@ -227,32 +231,6 @@ async function writeSynthetic(dir: string): Promise<ProcessImage> {
   return proc;
 }
 
-async function run(
-  cmd: string,
-  args: string[],
-): Promise<{ code: number; out: string; err: string }> {
-  const r = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
-  const dec = new TextDecoder();
-  return { code: r.code, out: dec.decode(r.stdout), err: dec.decode(r.stderr) };
-}
-
-/** Runs readelf with `flags`, asserting it exits 0 and prints nothing on stderr. */
-async function readelf(flags: string, path: string): Promise<string> {
-  const r = await run("readelf", ["-W", flags, path]);
-  assert.equal(r.err, "", `readelf ${flags} warned:\n${r.err}`);
-  assert.equal(r.code, 0);
-  return r.out;
-}
-
-async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "cryo-image-test-" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
 /** The manifest of a directory holding only the synthetic image at `path`. */
 async function syntheticManifest(path: string, vdsoSha256 = ""): Promise<Manifest> {
   return {
@@ -304,7 +282,7 @@ async function ownVdsoSha256(): Promise<string> {
 }
 
 Deno.test("round trip: the reader returns what the writer wrote", () =>
-  withTempDir(async (dir) => {
+  withTempDir(TMP, async (dir) => {
     const proc = await writeSynthetic(dir);
     const path = `${dir}/${PID}.elf`;
     await assert.rejects(Deno.stat(`${path}.partial`), Deno.errors.NotFound);
@@ -382,20 +360,20 @@ Deno.test("round trip: the reader returns what the writer wrote", () =>
   }));
 
 Deno.test("readelf reads an image without a warning, like a table of contents", () =>
-  withTempDir(async (dir) => {
+  withTempDir(TMP, async (dir) => {
     await writeSynthetic(dir);
     const path = `${dir}/${PID}.elf`;
-    await readelf("-a", path);
-    const h = await readelf("-h", path);
+    await readelf(["-a"], path);
+    const h = await readelf(["-h"], path);
     assert.match(h, /Type:\s+EXEC \(Executable file\)/);
     assert.match(h, /Machine:\s+Advanced Micro Devices X86-64/);
     assert.match(h, /Entry point address:\s+0x10000000/);
-    const s = await readelf("-S", path);
+    const s = await readelf(["-S"], path);
     for (const name of [".cryo.stub", ".cryo.pages", ".note.core", ".note.cryo", ".shstrtab"]) {
       assert.match(s, new RegExp(`\\] \\${name}\\s`), `section ${name} listed`);
     }
     assert.match(s, /\.cryo\.stub\s+PROGBITS\s+0*10000000\s+0*1000\s+0*1000\s+00\s+WAX/);
-    const l = await readelf("-l", path);
+    const l = await readelf(["-l"], path);
     assert.match(l, /LOAD\s+0x0*1000 0x0*10000000 0x0*10000000 0x0*1000 0x0*10000 RWE 0x1000/);
     assert.match(l, /NOTE\s/);
     assert.match(l, /GNU_STACK\s.*RW\s/);
@@ -404,7 +382,7 @@ Deno.test("readelf reads an image without a warning, like a table of contents", 
     // readelf names CORE note types only in ET_CORE files; in an ET_EXEC it
     // lists them by owner and size, so check owners, counts and sizes here
     // and the names on the exported core below.
-    const n = await readelf("-n", path);
+    const n = await readelf(["-n"], path);
     assert.match(n, /Displaying notes found in: \.note\.core/);
     assert.match(n, /Displaying notes found in: \.note\.cryo/);
     assert.equal(n.match(/^\s+CORE\s+0x00000150\s/gm)?.length, 2, "two NT_PRSTATUS (336 bytes)");
@@ -413,7 +391,7 @@ Deno.test("readelf reads an image without a warning, like a table of contents", 
   }));
 
 Deno.test("the kernel execs an image: the bootstrap segment runs at its address", () =>
-  withTempDir(async (dir) => {
+  withTempDir(TMP, async (dir) => {
     await writeSynthetic(dir);
     const r = await new Deno.Command(`${dir}/${PID}.elf`, { stdout: "null", stderr: "null" })
       .output();
@@ -421,7 +399,7 @@ Deno.test("the kernel execs an image: the bootstrap segment runs at its address"
   }));
 
 Deno.test("writer refuses writes outside reserved page data and inconsistent processes", () =>
-  withTempDir(async (dir) => {
+  withTempDir(TMP, async (dir) => {
     const path = `${dir}/1.elf`;
     await assert.rejects(
       ImageWriter.create(path, { ...writerOptions(), bootstrapStart: BOOT + 1n }),
@@ -465,77 +443,70 @@ async function expectCorrupt(
 }
 
 Deno.test("corrupt and truncated images are rejected with a one-line reason", () =>
-  withTempDir(async (dir) => {
+  withTempDir(TMP, async (dir) => {
     await writeSynthetic(dir);
     const info = await readImageFile(`${dir}/${PID}.elf`);
     const noteOf = (name: string) => info.notes.find((n) => n.name === name)!;
-    const le32 = (b: Uint8Array, off: number, v: number) =>
-      new DataView(b.buffer, b.byteOffset).setUint32(off, v, true);
+    /** Damage: the byte at `offset` becomes `value`. */
+    const setByte = (offset: number, value: number) => (b: Uint8Array) => {
+      b[offset] = value;
+      return b;
+    };
+    /** Damage: the little-endian 32-bit word at `offset` becomes `value`. */
+    const setWord = (offset: number, value: number) => (b: Uint8Array) => {
+      new DataView(b.buffer, b.byteOffset).setUint32(offset, value, true);
+      return b;
+    };
+    /** Damage: `from` becomes `to` (same length) in the NT_CRYO_PROCESS JSON. */
+    const editProcessJson = (from: string, to: string) => (b: Uint8Array) => {
+      const json = noteOf("NT_CRYO_PROCESS");
+      const text = new TextDecoder().decode(json.desc).replace(from, to);
+      b.set(new TextEncoder().encode(text), json.descOffset);
+      return b;
+    };
 
     await expectCorrupt(dir, "empty", () => new Uint8Array(0), /too short/);
-    await expectCorrupt(dir, "magic", (b) => {
-      b[1] = 0x46;
-      return b;
-    }, /bad magic/);
-    await expectCorrupt(dir, "class", (b) => {
-      b[4] = 1;
-      return b;
-    }, /not ELF64/);
-    await expectCorrupt(dir, "endian", (b) => {
-      b[5] = 2;
-      return b;
-    }, /little-endian/);
-    await expectCorrupt(dir, "machine", (b) => {
-      b[18] = 3;
-      return b;
-    }, /x86-64/);
-    await expectCorrupt(dir, "type", (b) => {
-      b[16] = 4;
-      return b;
-    }, /ET_EXEC/);
+    await expectCorrupt(dir, "magic", setByte(1, 0x46), /bad magic/);
+    await expectCorrupt(dir, "class", setByte(4, 1), /not ELF64/);
+    await expectCorrupt(dir, "endian", setByte(5, 2), /little-endian/);
+    await expectCorrupt(dir, "machine", setByte(18, 3), /x86-64/);
+    await expectCorrupt(dir, "type", setByte(16, 4), /ET_EXEC/);
     await expectCorrupt(dir, "half", (b) => b.subarray(0, b.length >> 1), /truncated/);
     await expectCorrupt(dir, "tail", (b) => b.subarray(0, b.length - 1), /truncated/);
     await expectCorrupt(dir, "pages-cut", (b) => b.subarray(0, 0x3000), /truncated/);
-    await expectCorrupt(dir, "version", (b) => {
-      le32(b, noteOf("NT_CRYO_VERSION").descOffset, 99);
-      return b;
-    }, new RegExp(`version 99, this cryo reads version ${IMAGE_FORMAT_VERSION}`));
-    await expectCorrupt(dir, "garbage-note", (b) => {
-      le32(b, noteOf("NT_SIGINFO").offset, 0x7fffffff); // namesz
-      return b;
-    }, /runs past the notes area/);
-    await expectCorrupt(dir, "json", (b) => {
-      b[noteOf("NT_CRYO_PROCESS").descOffset] = 0x5b; // "[" instead of "{"
-      return b;
-    }, /NT_CRYO_PROCESS/);
-    await expectCorrupt(dir, "no-version", (b) => {
-      le32(b, noteOf("NT_CRYO_VERSION").offset + 8, 77); // n_type
-      return b;
-    }, /expected one CRYO NT_CRYO_VERSION note, found 0/);
-    await expectCorrupt(dir, "run-outside", (b) => {
-      // "fileOffset":8192 -> "fileOffset":9192 (same length, not page aligned)
-      const json = noteOf("NT_CRYO_PROCESS");
-      const text = new TextDecoder().decode(json.desc).replace(
-        '"fileOffset":8192',
-        '"fileOffset":9192',
-      );
-      b.set(new TextEncoder().encode(text), json.descOffset);
-      return b;
-    }, /page run 0x7f0000000000\+4096 .* not page aligned/);
-    await expectCorrupt(dir, "overlap", (b) => {
-      const json = noteOf("NT_CRYO_PROCESS");
-      const text = new TextDecoder().decode(json.desc).replace(
-        '"addr":"0x7f0000002000"',
-        '"addr":"0x7f0000000000"',
-      );
-      b.set(new TextEncoder().encode(text), json.descOffset);
-      return b;
-    }, /page runs 0x7f0000000000 and 0x7f0000000000 of mapping 0x7f0000000000 overlap/);
+    const version = noteOf("NT_CRYO_VERSION");
+    await expectCorrupt(
+      dir,
+      "version",
+      setWord(version.descOffset, 99),
+      new RegExp(`version 99, this cryo reads version ${IMAGE_FORMAT_VERSION}`),
+    );
+    const namesz = noteOf("NT_SIGINFO").offset;
+    const pastNotes = /runs past the notes area/;
+    await expectCorrupt(dir, "garbage-note", setWord(namesz, 0x7fffffff), pastNotes);
+    const json = noteOf("NT_CRYO_PROCESS").descOffset;
+    await expectCorrupt(dir, "json", setByte(json, 0x5b), /NT_CRYO_PROCESS/); // "[" for "{"
+    const nType = version.offset + 8;
+    const noVersion = /expected one CRYO NT_CRYO_VERSION note, found 0/;
+    await expectCorrupt(dir, "no-version", setWord(nType, 77), noVersion);
+    // 8192 -> 9192: same length, not page aligned.
+    await expectCorrupt(
+      dir,
+      "run-outside",
+      editProcessJson('"fileOffset":8192', '"fileOffset":9192'),
+      /page run 0x7f0000000000\+4096 .* not page aligned/,
+    );
+    await expectCorrupt(
+      dir,
+      "overlap",
+      editProcessJson('"addr":"0x7f0000002000"', '"addr":"0x7f0000000000"'),
+      /page runs 0x7f0000000000 and 0x7f0000000000 of mapping 0x7f0000000000 overlap/,
+    );
     await assert.rejects(readImageFile(`${dir}/missing.elf`), ImageFormatError);
   }));
 
 Deno.test("manifest: written atomically, verified against sizes and checksums", () =>
-  withTempDir(async (dir) => {
+  withTempDir(TMP, async (dir) => {
     await writeSynthetic(dir);
     const path = `${dir}/${PID}.elf`;
     const manifest = await syntheticManifest(path);
@@ -561,7 +532,7 @@ Deno.test("unsavedRanges: the complement of the saved runs", () => {
 });
 
 Deno.test("export-core: an ET_CORE that readelf names and gdb loads", () =>
-  withTempDir(async (dir) => {
+  withTempDir(TMP, async (dir) => {
     await writeSynthetic(dir);
     const core = `${dir}/core`;
     await writeManifest(dir, await syntheticManifest(`${dir}/${PID}.elf`, await ownVdsoSha256()));
@@ -572,9 +543,9 @@ Deno.test("export-core: an ET_CORE that readelf names and gdb loads", () =>
     assert.equal(summary.fileBytes, 2 * PAGE, "two unsaved exe pages filled from the file");
     assert.deepEqual(summary.unavailableFiles, []);
 
-    await readelf("-a", core);
-    assert.match(await readelf("-h", core), /Type:\s+CORE \(Core file\)/);
-    const n = await readelf("-n", core);
+    await readelf(["-a"], core);
+    assert.match(await readelf(["-h"], core), /Type:\s+CORE \(Core file\)/);
+    const n = await readelf(["-n"], core);
     for (
       const t of [
         "NT_PRSTATUS",
@@ -587,7 +558,7 @@ Deno.test("export-core: an ET_CORE that readelf names and gdb loads", () =>
       ]
     ) assert.match(n, new RegExp(`\\s${t} \\(`), `readelf -n names ${t}`);
     assert.doesNotMatch(n, /CRYO/);
-    const l = await readelf("-l", core);
+    const l = await readelf(["-l"], core);
     assert.match(l, /LOAD\s+0x[0-9a-f]+ 0x0*400000 0x0+ 0x0*3000 0x0*3000 RW {2}0x1000/);
     assert.match(l, /LOAD\s+0x[0-9a-f]+ 0x0*7f2000000000 0x0+ 0x0+ 0x0*1000 R {3}0x1000/);
     assert.match(l, /LOAD\s+0x[0-9a-f]+ 0x0*7ffff7fc1000 0x0+ 0x0*2000 0x0*2000 R E 0x1000/);
@@ -598,7 +569,8 @@ Deno.test("export-core: an ET_CORE that readelf names and gdb loads", () =>
     assert.ok(st.size > 64 << 20, "the 64 MiB mapping is in the file");
     assert.ok((st.blocks ?? 0) * 512 < 4 << 20, "but as a hole");
 
-    const r = await run("gdb", [
+    const r = await runCommand([
+      "gdb",
       "-nx",
       "-batch",
       "-ex",
@@ -620,23 +592,23 @@ Deno.test("export-core: an ET_CORE that readelf names and gdb loads", () =>
       "-c",
       core,
     ]);
-    assert.equal(r.code, 0, r.err);
-    assert.match(r.out, new RegExp(`rip\\s+0x${regsFor(PID).rip.slice(2)}`));
-    assert.match(r.out, new RegExp(`\\* 1\\s+LWP ${PID}\\s`));
-    assert.match(r.out, new RegExp(`2\\s+LWP ${PID + 1}\\s`));
-    assert.match(r.out, /0x400000:\s+0x7f\s+0x45\s+0x4c\s+0x46/, "exe page 0 from the file");
-    assert.match(r.out, /0x401ffe:\s+0xe4\s+0xe4/, "saved exe page");
-    assert.match(r.out, /0x7f0000002ffe:\s+0xb2\s+0xb2/);
-    assert.match(r.out, /0x7f0000001000:\s+0x00\s+0x00/, "unsaved anon is zero");
-    assert.match(r.out, /0x7f1003fff000:\s+0xc3\s+0xc3/);
-    assert.match(r.out, /0x7ffff7fc1000:\s+0x7f\s+0x45\s+0x4c\s+0x46/, "[vdso] from this host");
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, new RegExp(`rip\\s+0x${regsFor(PID).rip.slice(2)}`));
+    assert.match(r.stdout, new RegExp(`\\* 1\\s+LWP ${PID}\\s`));
+    assert.match(r.stdout, new RegExp(`2\\s+LWP ${PID + 1}\\s`));
+    assert.match(r.stdout, /0x400000:\s+0x7f\s+0x45\s+0x4c\s+0x46/, "exe page 0 from the file");
+    assert.match(r.stdout, /0x401ffe:\s+0xe4\s+0xe4/, "saved exe page");
+    assert.match(r.stdout, /0x7f0000002ffe:\s+0xb2\s+0xb2/);
+    assert.match(r.stdout, /0x7f0000001000:\s+0x00\s+0x00/, "unsaved anon is zero");
+    assert.match(r.stdout, /0x7f1003fff000:\s+0xc3\s+0xc3/);
+    assert.match(r.stdout, /0x7ffff7fc1000:\s+0x7f\s+0x45\s+0x4c\s+0x46/, "[vdso] from this host");
 
     // without a matching manifest, [vdso] has no contents
     await Deno.remove(`${dir}/manifest.json`);
     const bare = await exportCore(`${dir}/${PID}.elf`, core);
     assert.equal(bare.vdsoFilled, false);
     assert.match(
-      await readelf("-l", core),
+      await readelf(["-l"], core),
       /LOAD\s+0x[0-9a-f]+ 0x0*7ffff7fc1000 0x0+ 0x0+ 0x0*2000 R E 0x1000/,
     );
   }));
@@ -726,9 +698,10 @@ const GDB_COMMANDS = [
 Deno.test(
   "export-core of a dumped process: gdb prints the same backtraces as on the live process",
   withTargets(async () => {
-    await withTempDir(async (dir) => {
+    await withTempDir(TMP, async (dir) => {
       await Deno.writeTextFile(`${dir}/threads.c`, THREADS_C);
-      const cc = await run("cc", [
+      const cc = await runCommand([
+        "cc",
         "-O1",
         "-g",
         "-pthread",
@@ -736,31 +709,38 @@ Deno.test(
         `${dir}/threads`,
         `${dir}/threads.c`,
       ]);
-      assert.equal(cc.code, 0, cc.err);
+      assert.equal(cc.code, 0, cc.stderr);
       const exe = `${dir}/threads`;
       const target = await startTarget(exe);
       await target.waitFor(/ready pid=/);
 
-      const live = await run("gdb", ["-nx", "-batch", "-p", String(target.pid), ...GDB_COMMANDS]);
-      assert.equal(live.code, 0, live.err);
-      const liveThreads = gdbThreads(live.out);
-      assert.equal(liveThreads.size, 3, live.out);
+      const live = await runCommand([
+        "gdb",
+        "-nx",
+        "-batch",
+        "-p",
+        String(target.pid),
+        ...GDB_COMMANDS,
+      ]);
+      assert.equal(live.code, 0, live.stderr);
+      const liveThreads = gdbThreads(live.stdout);
+      assert.equal(liveThreads.size, 3, live.stdout);
 
       const result = await checkpoint(target.pid, { dir: `${dir}/ck`, leaveRunning: true });
       const core = `${dir}/core`;
       await assert.rejects(exportCoreFromDir(result.dir, 1, core), /no process 1 in this image/);
       const summary = await exportCoreFromDir(result.dir, target.pid, core);
       assert.deepEqual(summary.unavailableFiles, []);
-      assert.match(await readelf("-h", core), /Type:\s+CORE/);
+      assert.match(await readelf(["-h"], core), /Type:\s+CORE/);
 
-      const dead = await run("gdb", ["-nx", "-batch", ...GDB_COMMANDS, exe, core]);
-      assert.equal(dead.code, 0, dead.err);
-      const warnings = dead.err.split("\n").filter((l) =>
+      const dead = await runCommand(["gdb", "-nx", "-batch", ...GDB_COMMANDS, exe, core]);
+      assert.equal(dead.code, 0, dead.stderr);
+      const warnings = dead.stderr.split("\n").filter((l) =>
         l.trim() !== "" && !/No such file or directory/.test(l)
       );
       assert.deepEqual(warnings, [], "gdb loads the core without a warning");
-      assert.match(dead.out, /Program terminated with signal SIGSTOP/);
-      const coreThreads = gdbThreads(dead.out);
+      assert.match(dead.stdout, /Program terminated with signal SIGSTOP/);
+      const coreThreads = gdbThreads(dead.stdout);
 
       assert.deepEqual([...coreThreads.keys()].sort(), [...liveThreads.keys()].sort());
       for (const [lwp, t] of liveThreads) {

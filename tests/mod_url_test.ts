@@ -7,52 +7,16 @@
  */
 
 import assert from "node:assert/strict";
-import { extname, normalize } from "node:path";
+import { repoRoot, runDeno } from "./helpers/commands.ts";
+import { withTempDir } from "./helpers/fs.ts";
+import { serveRepository } from "./helpers/serve.ts";
 
-const root = normalize(new URL("../", import.meta.url).pathname);
-const version = JSON.parse(Deno.readTextFileSync(`${root}deno.json`)).version as string;
-
-const TYPES: Record<string, string> = {
-  ".ts": "application/typescript; charset=utf-8",
-  ".js": "application/javascript; charset=utf-8",
-  ".json": "application/json; charset=utf-8",
-};
-
-/** Paths the server was asked for. */
-const served = new Set<string>();
-
-/** Serves files under the repository root, read-only, on an ephemeral loopback port. */
-function serveRepository(): Deno.HttpServer<Deno.NetAddr> {
-  return Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
-    const urlPath = decodeURIComponent(new URL(req.url).pathname);
-    served.add(urlPath);
-    const path = normalize(`${root}${urlPath}`);
-    if (!path.startsWith(root)) return new Response("outside the repository", { status: 403 });
-    try {
-      const body = await Deno.readFile(path);
-      const type = TYPES[extname(path)] ?? "application/octet-stream";
-      return new Response(body, { headers: { "content-type": type } });
-    } catch {
-      return new Response("not found", { status: 404 });
-    }
-  });
-}
-
-async function denoRun(cwd: string, args: string[]) {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", ...args],
-    cwd,
-    stdin: "null",
-    env: { NO_COLOR: "1" },
-  }).output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-}
+const version = JSON.parse(Deno.readTextFileSync(`${repoRoot}deno.json`)).version as string;
 
 Deno.test("mod.ts imported by URL from a directory without deno.json", async () => {
-  const server = serveRepository();
-  const dir = await Deno.makeTempDir({ prefix: "cryo-url-" });
-  try {
+  const served = new Set<string>();
+  await using server = serveRepository(served);
+  await withTempDir("cryo-url-", async (dir) => {
     const base = `http://127.0.0.1:${server.addr.port}`;
     await Deno.writeTextFile(
       `${dir}/use_cryo.ts`,
@@ -66,7 +30,9 @@ console.log(JSON.stringify({
 }));
 `,
     );
-    const r = await denoRun(dir, ["use_cryo.ts"]);
+    // Deno caches by origin and ports get reused: fetch from this server again.
+    const reload = `--reload=${base}`;
+    const r = await runDeno(dir, [reload, "use_cryo.ts"]);
     assert.equal(r.code, 0, r.stderr);
     const got = JSON.parse(r.stdout.trim().split("\n").at(-1)!);
     assert.equal(got.version, version);
@@ -78,15 +44,12 @@ console.log(JSON.stringify({
     }
 
     // The CLI's npm: dependencies resolve by URL too.
-    const help = await denoRun(dir, [`${base}/cli.ts`, "--help"]);
+    const help = await runDeno(dir, [reload, `${base}/cli.ts`, "--help"]);
     assert.equal(help.code, 0, help.stderr);
     assert.match(help.stdout, /^Usage: cryo /);
     assert.match(help.stdout, /export-core/);
     assert.ok(served.has("/cli/program.ts"));
-    const ver = await denoRun(dir, [`${base}/cli.ts`, "--version"]);
+    const ver = await runDeno(dir, [`${base}/cli.ts`, "--version"]);
     assert.equal(ver.stdout.trim(), version);
-  } finally {
-    await server.shutdown();
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });

@@ -10,18 +10,22 @@
  */
 
 import assert from "node:assert/strict";
-import { extname, normalize } from "node:path";
 import {
   definePolicy,
   type HookContext,
   parseDuration,
   PolicyError,
   type PolicyEvent,
+  type PolicyRun,
   runPolicy,
 } from "../mod.ts";
 import { isPolicy } from "../engine/policy/schema.ts";
 import { rawSyscall } from "../ffi/libc.ts";
 import { SYS } from "../ffi/sysno.ts";
+import { cliCommand, repoRoot as root, runCli, runDeno } from "./helpers/commands.ts";
+import { tempDir, withTempDir } from "./helpers/fs.ts";
+import { isAlive } from "./helpers/proc.ts";
+import { serveRepository } from "./helpers/serve.ts";
 import {
   adoptPid,
   becomeSubreaper,
@@ -29,26 +33,13 @@ import {
   startTarget,
   withTargets,
 } from "./helpers/targets.ts";
+import { sleep, waitUntil } from "./helpers/wait.ts";
 
-const root = normalize(new URL("../", import.meta.url).pathname);
-const cli = `${root}cli.ts`;
 const modUrl = new URL("../mod.ts", import.meta.url).href;
 
-function alive(pid: number): boolean {
-  try {
-    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    return !/^\d+ \(.*\) [ZX] /.test(stat);
-  } catch {
-    return false;
-  }
-}
-
-async function until(what: string, cond: () => boolean, timeoutMs = 20000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
+/** Waits (up to 20 s) until `cond` holds. */
+function until(what: string, cond: () => boolean): Promise<void> {
+  return waitUntil(what, cond, 20000);
 }
 
 /** Writes `export default definePolicy(<spec>)` into `dir`/name and returns its path. */
@@ -62,6 +53,29 @@ async function writePolicy(dir: string, spec: string, name = "policy.ts"): Promi
   return path;
 }
 
+/** runPolicy(), with the run stopped (errors ignored) when its `await using` scope ends. */
+function scopedRun(...args: Parameters<typeof runPolicy>): PolicyRun & AsyncDisposable {
+  const run = runPolicy(...args);
+  return Object.assign(run, {
+    [Symbol.asyncDispose]: async () => {
+      await run.stop().catch(() => {});
+    },
+  });
+}
+
+/** Waits until `run` has started its target; registers the target for cleanup, returns its pid. */
+async function startedTarget(run: PolicyRun): Promise<number> {
+  await until("a started target", () => run.status().pid !== undefined);
+  const pid = run.status().pid!;
+  adoptPid(pid);
+  return pid;
+}
+
+/** The names in `<dir>/ck` (the policies' checkpoint directory), sorted. */
+function checkpointDirEntries(dir: string): string[] {
+  return [...Deno.readDirSync(`${dir}/ck`)].map((e) => e.name).sort();
+}
+
 /** `deno run -A cli.ts ...` as a child, its stderr collected line by line. */
 class Runner {
   readonly child: Deno.ChildProcess;
@@ -70,14 +84,7 @@ class Runner {
   readonly #reading: Promise<void>[];
 
   constructor(args: string[]) {
-    this.child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", cli, ...args],
-      cwd: root,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-      env: { NO_COLOR: "1", CRYO_DEBUG: "0" },
-    }).spawn();
+    this.child = cliCommand(args).spawn();
     this.#reading = [
       this.#read(this.child.stderr, (text) => {
         this.lines.push(...text.split("\n").filter(Boolean));
@@ -114,8 +121,19 @@ class Runner {
       if (Date.now() > deadline) {
         throw new Error(`no line matching ${re}; stderr:\n${this.lines.join("\n")}`);
       }
-      await new Promise((r) => setTimeout(r, 20));
+      await sleep(20);
     }
+  }
+
+  /**
+   * Waits for the line saying the runner started the target (matching
+   * `re`, whose first group is the pid), registers that pid for cleanup
+   * and returns it.
+   */
+  async startedPid(re = /started pid (\d+)/): Promise<number> {
+    const pid = Number((await this.waitLine(re)).match[1]);
+    adoptPid(pid);
+    return pid;
   }
 
   signal(sig: Deno.Signal): void {
@@ -136,12 +154,12 @@ class Runner {
       this.child.kill("SIGKILL");
     } catch { /* already gone */ }
   }
-}
 
-/** Runs `cli.ts` to completion. */
-async function cryo(args: string[]): Promise<{ code: number; stderr: string; stdout: string }> {
-  const runner = new Runner(args);
-  return await runner.finish();
+  /** For `await using`: kills the runner if it still runs and waits for it. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.kill();
+    await this.finish().catch(() => {});
+  }
 }
 
 Deno.test("policy: durations", () => {
@@ -211,8 +229,7 @@ Deno.test("policy: validation errors name the field and what was expected", asyn
   assert.equal(definePolicy({ target: { pid: 5 }, dir: "d" }).onStop, "leave");
 
   // The CLI reports a bad policy in one line naming the field, exit code 1.
-  const dir = await Deno.makeTempDir({ prefix: "cryo-policy-" });
-  try {
+  await withTempDir("cryo-policy-", async (dir) => {
     const bad = await writePolicy(
       dir,
       `{ target: { command: ["true"] }, dir: "${dir}/ck", every: "soon", kep: 2 }`,
@@ -223,9 +240,9 @@ Deno.test("policy: validation errors name the field and what was expected", asyn
       `export default { target: { command: ["true"] }, dir: "${dir}/ck", onStop: "nap" };\n`,
     );
     const [r1, r2, r3] = await Promise.all([
-      cryo(["run", bad]),
-      cryo(["run", `${dir}/nodefault.ts`]),
-      cryo(["run", `${dir}/plain.ts`]),
+      runCli(["run", bad]),
+      runCli(["run", `${dir}/nodefault.ts`]),
+      runCli(["run", `${dir}/plain.ts`]),
     ]);
     assert.equal(r1.code, 1, r1.stderr);
     assert.equal(r1.stderr.trim().split("\n").length, 1, r1.stderr);
@@ -238,9 +255,7 @@ Deno.test("policy: validation errors name the field and what was expected", asyn
     assert.match(r2.stderr, /has no default export \(expected: export default definePolicy/);
     assert.equal(r3.code, 1);
     assert.match(r3.stderr, /onStop: expected "kill", "leave" or "checkpoint", got "nap"/);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("policy: the example policies in scripts/ are valid", async () => {
@@ -251,7 +266,7 @@ Deno.test("policy: the example policies in scripts/ are valid", async () => {
     const mod = await import(`../scripts/${name}`);
     assert.ok(isPolicy(mod.default), `${name}: default export is not a policy`);
   }
-  const r = await cryo(["run", "--dry-run", `${root}scripts/policy-batch.ts`]);
+  const r = await runCli(["run", "--dry-run", `${root}scripts/policy-batch.ts`]);
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /^policy +batch$/m);
   assert.match(r.stdout, /^on exit +restore \(at most 5 restores/m);
@@ -264,7 +279,7 @@ Deno.test(
     const bin = await buildTarget("policy_chain");
     const steps = "160000000";
     const reference = await startTarget(bin, [steps]); // runs alongside, uninterrupted
-    const dir = await Deno.makeTempDir({ prefix: "cryo-policy-" });
+    const dir = await tempDir("cryo-policy-");
     const policy = await writePolicy(
       dir,
       `{
@@ -277,38 +292,31 @@ Deno.test(
         backoff: "50ms",
       }`,
     );
-    const runner = new Runner(["run", policy]);
-    try {
-      const pid = Number((await runner.waitLine(/started pid (\d+)/)).match[1]);
-      adoptPid(pid);
-      let from = 0;
-      for (let kill = 1; kill <= 2; kill++) {
-        from = (await runner.waitLine(/checkpoint \S+ done \(interval\)/, from)).index;
-        rawSyscall(SYS.kill, pid, 9);
-        const restored = await runner.waitLine(/restored pid (\d+) from/, from);
-        assert.equal(Number(restored.match[1]), pid);
-        from = restored.index;
-      }
-      const r = await runner.finish();
-      assert.equal(r.code, 0, r.stderr);
-      assert.match(
-        r.stderr,
-        /target pid \d+ killed by SIGKILL[^]*target pid \d+ killed by SIGKILL/,
-      );
-      assert.match(r.stderr, /finished: target exited with code 0 \(\d+ checkpoints, 2 restores/);
-      await reference.wait(60000);
-      const expected = reference.output().match(/result=\w+ steps=\d+/)?.[0];
-      assert.ok(expected, reference.output());
-      assert.deepEqual(r.stdout.match(/result=\w+ steps=\d+/g), [expected]);
-      // keep: 2 held throughout; latest points at the newest.
-      const names = [...Deno.readDirSync(`${dir}/ck`)].map((e) => e.name).sort();
-      assert.equal(names.length, 3, names.join(" "));
-      assert.equal(Deno.readLinkSync(`${dir}/ck/latest`), names[1]);
-    } finally {
-      runner.kill();
-      await runner.finish().catch(() => {});
-      await Deno.remove(dir, { recursive: true });
+    await using runner = new Runner(["run", policy]);
+    const pid = await runner.startedPid();
+    let from = 0;
+    for (let kill = 1; kill <= 2; kill++) {
+      from = (await runner.waitLine(/checkpoint \S+ done \(interval\)/, from)).index;
+      rawSyscall(SYS.kill, pid, 9);
+      const restored = await runner.waitLine(/restored pid (\d+) from/, from);
+      assert.equal(Number(restored.match[1]), pid);
+      from = restored.index;
     }
+    const r = await runner.finish();
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(
+      r.stderr,
+      /target pid \d+ killed by SIGKILL[^]*target pid \d+ killed by SIGKILL/,
+    );
+    assert.match(r.stderr, /finished: target exited with code 0 \(\d+ checkpoints, 2 restores/);
+    await reference.wait(60000);
+    const expected = reference.output().match(/result=\w+ steps=\d+/)?.[0];
+    assert.ok(expected, reference.output());
+    assert.deepEqual(r.stdout.match(/result=\w+ steps=\d+/g), [expected]);
+    // keep: 2 held throughout; latest points at the newest.
+    const names = checkpointDirEntries(dir);
+    assert.equal(names.length, 3, names.join(" "));
+    assert.equal(Deno.readLinkSync(`${dir}/ck/latest`), names[1]);
   }),
 );
 
@@ -317,7 +325,7 @@ Deno.test(
   withTargets(async () => {
     becomeSubreaper();
     const bin = await buildTarget("policy_service");
-    const dir = await Deno.makeTempDir({ prefix: "cryo-policy-" });
+    const dir = await tempDir("cryo-policy-");
     const out = `${dir}/service.out`;
     const policy = await writePolicy(
       dir,
@@ -329,29 +337,22 @@ Deno.test(
         onStop: "kill",
       }`,
     );
-    const runner = new Runner(["run", policy]);
-    try {
-      const pid = Number((await runner.waitLine(/svc: started pid (\d+)/)).match[1]);
-      adoptPid(pid);
-      runner.signal("SIGUSR2");
-      const first = await runner.waitLine(/checkpoint (\S+) done \(signal SIGUSR2\)/);
-      runner.signal("SIGHUP");
-      const second = await runner.waitLine(/checkpoint (\S+) done \(signal SIGHUP\)/, first.index);
-      assert.ok(alive(pid), "the target runs on after the checkpoints");
-      runner.signal("SIGTERM");
-      const r = await runner.finish();
-      assert.equal(r.code, 0, r.stderr);
-      assert.match(r.stderr, /stopping \(SIGTERM\): ending the target/);
-      assert.ok(!alive(pid), "the target was ended");
-      assert.match(await Deno.readTextFile(out), /terminated at tick \d+\n$/);
-      const names = [...Deno.readDirSync(`${dir}/ck`)].map((e) => e.name).sort();
-      assert.deepEqual(names, [first.match[1], second.match[1], "latest"]);
-      assert.equal(Deno.readLinkSync(`${dir}/ck/latest`), second.match[1]);
-    } finally {
-      runner.kill();
-      await runner.finish().catch(() => {});
-      await Deno.remove(dir, { recursive: true });
-    }
+    await using runner = new Runner(["run", policy]);
+    const pid = await runner.startedPid(/svc: started pid (\d+)/);
+    runner.signal("SIGUSR2");
+    const first = await runner.waitLine(/checkpoint (\S+) done \(signal SIGUSR2\)/);
+    runner.signal("SIGHUP");
+    const second = await runner.waitLine(/checkpoint (\S+) done \(signal SIGHUP\)/, first.index);
+    assert.ok(isAlive(pid), "the target runs on after the checkpoints");
+    runner.signal("SIGTERM");
+    const r = await runner.finish();
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /stopping \(SIGTERM\): ending the target/);
+    assert.ok(!isAlive(pid), "the target was ended");
+    assert.match(await Deno.readTextFile(out), /terminated at tick \d+\n$/);
+    const names = checkpointDirEntries(dir);
+    assert.deepEqual(names, [first.match[1], second.match[1], "latest"]);
+    assert.equal(Deno.readLinkSync(`${dir}/ck/latest`), second.match[1]);
   }),
 );
 
@@ -360,7 +361,7 @@ Deno.test(
   withTargets(async () => {
     becomeSubreaper();
     const bin = await buildTarget("policy_service");
-    const dir = await Deno.makeTempDir({ prefix: "cryo-policy-" });
+    const dir = await tempDir("cryo-policy-");
     // Exits with code 3 at tick 25; restored once from a checkpoint before that, it exits 3 again.
     const policy = await writePolicy(
       dir,
@@ -373,23 +374,16 @@ Deno.test(
         backoff: "10ms",
       }`,
     );
-    const runner = new Runner(["run", policy]);
-    try {
-      const pid = Number((await runner.waitLine(/started pid (\d+)/)).match[1]);
-      adoptPid(pid);
-      const r = await runner.finish();
-      assert.equal(r.code, 3, r.stderr);
-      assert.match(
-        r.stderr,
-        /target pid \d+ exited with code 3[^]*restored pid[^]*exited with code 3/,
-      );
-      assert.match(r.stderr, /giving up: the target exited with code 3 and all 1 restores/);
-      assert.match(r.stderr, /exit code 3\)$/);
-    } finally {
-      runner.kill();
-      await runner.finish().catch(() => {});
-      await Deno.remove(dir, { recursive: true });
-    }
+    await using runner = new Runner(["run", policy]);
+    await runner.startedPid();
+    const r = await runner.finish();
+    assert.equal(r.code, 3, r.stderr);
+    assert.match(
+      r.stderr,
+      /target pid \d+ exited with code 3[^]*restored pid[^]*exited with code 3/,
+    );
+    assert.match(r.stderr, /giving up: the target exited with code 3 and all 1 restores/);
+    assert.match(r.stderr, /exit code 3\)$/);
   }),
 );
 
@@ -398,54 +392,46 @@ Deno.test(
   withTargets(async () => {
     becomeSubreaper();
     const target = await startTarget("policy_service"); // our child, not the runner's
-    const dir = await Deno.makeTempDir({ prefix: "cryo-policy-" });
+    const dir = await tempDir("cryo-policy-");
     const pidFile = `${dir}/service.pid`;
     await Deno.writeTextFile(pidFile, `${target.pid}\n`);
     const policy = await writePolicy(
       dir,
       `{ target: { pidFile: "${pidFile}" }, dir: "${dir}/ck", onExit: "restore", backoff: "20ms" }`,
     );
-    const runner = new Runner(["run", policy]);
-    try {
-      await target.waitFor(/tick 1\n/);
-      await runner.waitLine(new RegExp(`attached to pid ${target.pid}`));
-      runner.signal("SIGTERM"); // nothing to checkpoint yet: no restore possible
-      const r0 = await runner.finish();
-      assert.equal(r0.code, 0, r0.stderr);
-      assert.match(r0.stderr, /stopping \(SIGTERM\): leaving the target running/);
-      assert.ok(alive(target.pid), "onStop defaults to leave for a pid target");
+    await using runner = new Runner(["run", policy]);
+    await target.waitFor(/tick 1\n/);
+    await runner.waitLine(new RegExp(`attached to pid ${target.pid}`));
+    runner.signal("SIGTERM"); // nothing to checkpoint yet: no restore possible
+    const r0 = await runner.finish();
+    assert.equal(r0.code, 0, r0.stderr);
+    assert.match(r0.stderr, /stopping \(SIGTERM\): leaving the target running/);
+    assert.ok(isAlive(target.pid), "onStop defaults to leave for a pid target");
 
-      const policy2 = await writePolicy(
-        dir,
-        `{ target: { pid: ${target.pid} }, dir: "${dir}/ck", every: "100ms", onExit: "restore", backoff: "20ms" }`,
-        "policy2.ts",
-      );
-      const runner2 = new Runner(["run", policy2]);
-      try {
-        await runner2.waitLine(/checkpoint \S+ done/);
-        rawSyscall(SYS.kill, target.pid, 9);
-        assert.deepEqual(await target.wait(), {
-          kind: "signaled",
-          pid: target.pid,
-          signal: 9,
-          core: false,
-        });
-        const restored = await runner2.waitLine(/restored pid (\d+)/);
-        assert.equal(Number(restored.match[1]), target.pid);
-        assert.ok(alive(target.pid));
-        runner2.signal("SIGTERM");
-        const r = await runner2.finish();
-        assert.equal(r.code, 0, r.stderr);
-        assert.match(r.stderr, new RegExp(`target pid ${target.pid} (killed by SIGKILL|ended)`));
-      } finally {
-        runner2.kill();
-        await runner2.finish().catch(() => {});
-        adoptPid(target.pid); // the restored target, re-parented to this subreaper
-      }
+    const policy2 = await writePolicy(
+      dir,
+      `{ target: { pid: ${target.pid} }, dir: "${dir}/ck", every: "100ms", onExit: "restore", backoff: "20ms" }`,
+      "policy2.ts",
+    );
+    try {
+      await using runner2 = new Runner(["run", policy2]);
+      await runner2.waitLine(/checkpoint \S+ done/);
+      rawSyscall(SYS.kill, target.pid, 9);
+      assert.deepEqual(await target.wait(), {
+        kind: "signaled",
+        pid: target.pid,
+        signal: 9,
+        core: false,
+      });
+      const restored = await runner2.waitLine(/restored pid (\d+)/);
+      assert.equal(Number(restored.match[1]), target.pid);
+      assert.ok(isAlive(target.pid));
+      runner2.signal("SIGTERM");
+      const r = await runner2.finish();
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stderr, new RegExp(`target pid ${target.pid} (killed by SIGKILL|ended)`));
     } finally {
-      runner.kill();
-      await runner.finish().catch(() => {});
-      await Deno.remove(dir, { recursive: true });
+      adoptPid(target.pid); // the restored target, re-parented to this subreaper
     }
   }),
 );
@@ -454,41 +440,35 @@ Deno.test(
   "policy: keep 2 retains only the two newest complete checkpoints",
   withTargets(async () => {
     const bin = await buildTarget("policy_service");
-    const dir = await Deno.makeTempDir({ prefix: "cryo-policy-" });
+    const dir = await tempDir("cryo-policy-");
     const events: PolicyEvent[] = [];
-    const run = runPolicy({
+    await using run = scopedRun({
       target: { command: [bin], stdout: `${dir}/out` },
       dir: `${dir}/ck`,
       every: "50ms",
       keep: 2,
     }, { onEvent: (e) => events.push(e) });
-    try {
-      await until("a started target", () => run.status().pid !== undefined);
-      adoptPid(run.status().pid!);
-      await until("5 checkpoints", () => run.status().checkpoints >= 5);
-      const outcome = await run.stop();
-      assert.equal(outcome.reason, "stopped");
-      const done = events.flatMap((e) => e.type === "checkpoint-done" ? [e.checkpoint.name] : []);
-      const pruned = events.flatMap((e) => e.type === "pruned" ? e.names : []);
-      assert.equal(done.length, outcome.checkpoints);
-      assert.deepEqual(done, [...done].sort(), "names sort by time");
-      assert.deepEqual(
-        pruned,
-        done.slice(0, -2),
-        "all but the two newest were removed, oldest first",
-      );
-      const entries = [...Deno.readDirSync(`${dir}/ck`)].map((e) => e.name).sort();
-      assert.deepEqual(entries, [...done.slice(-2), "latest"]);
-      assert.equal(Deno.readLinkSync(`${dir}/ck/latest`), done.at(-1));
-      // A checkpoint is removed only after a newer one is complete.
-      let complete = 0;
-      for (const e of events) {
-        if (e.type === "checkpoint-done") complete++;
-        if (e.type === "pruned") assert.ok(complete - e.names.length >= 2);
-      }
-    } finally {
-      await run.stop().catch(() => {});
-      await Deno.remove(dir, { recursive: true });
+    await startedTarget(run);
+    await until("5 checkpoints", () => run.status().checkpoints >= 5);
+    const outcome = await run.stop();
+    assert.equal(outcome.reason, "stopped");
+    const done = events.flatMap((e) => e.type === "checkpoint-done" ? [e.checkpoint.name] : []);
+    const pruned = events.flatMap((e) => e.type === "pruned" ? e.names : []);
+    assert.equal(done.length, outcome.checkpoints);
+    assert.deepEqual(done, [...done].sort(), "names sort by time");
+    assert.deepEqual(
+      pruned,
+      done.slice(0, -2),
+      "all but the two newest were removed, oldest first",
+    );
+    const entries = checkpointDirEntries(dir);
+    assert.deepEqual(entries, [...done.slice(-2), "latest"]);
+    assert.equal(Deno.readLinkSync(`${dir}/ck/latest`), done.at(-1));
+    // A checkpoint is removed only after a newer one is complete.
+    let complete = 0;
+    for (const e of events) {
+      if (e.type === "checkpoint-done") complete++;
+      if (e.type === "pruned") assert.ok(complete - e.names.length >= 2);
     }
   }),
 );
@@ -497,13 +477,13 @@ Deno.test(
   "policy: hooks are called in order with the right context",
   withTargets(async () => {
     const bin = await buildTarget("policy_service");
-    const dir = await Deno.makeTempDir({ prefix: "cryo-policy-" });
+    const dir = await tempDir("cryo-policy-");
     const out = `${dir}/out`;
     const calls: { hook: string; ctx: HookContext }[] = [];
     const listings: string[] = [];
     const events: PolicyEvent[] = [];
     const record = (ctx: HookContext) => calls.push({ hook: ctx.hook, ctx });
-    const run = runPolicy({
+    await using run = scopedRun({
       name: "hooked",
       target: { command: [bin], stdout: out },
       dir: `${dir}/ck`,
@@ -531,65 +511,60 @@ Deno.test(
         onError: record,
       },
     }, { onEvent: (e) => events.push(e) });
-    try {
-      const first = await run.checkpoint();
-      const pid = run.status().pid!;
-      adoptPid(pid);
-      const second = await run.checkpoint();
-      await assert.rejects(run.checkpoint(), /no third checkpoint/);
-      rawSyscall(SYS.kill, pid, 9);
-      await until("the restore", () => events.some((e) => e.type === "restored"));
-      await until("SIGUSR2 reaching the restored target", () => {
-        try {
-          return /usr2 at tick/.test(Deno.readTextFileSync(out));
-        } catch {
-          return false;
-        }
-      });
-      const outcome = await run.stop();
-      assert.equal(outcome.reason, "stopped");
-      assert.equal(outcome.checkpoints, 2);
-      assert.equal(outcome.restores, 1);
-
-      assert.deepEqual(calls.map((c) => c.hook), [
-        "beforeDump",
-        "afterDump",
-        "beforeDump",
-        "afterDump",
-        "beforeDump",
-        "onError",
-        "beforeRestore",
-        "afterRestore",
-      ]);
-      for (const { ctx } of calls) {
-        assert.equal(ctx.pid, pid);
-        assert.equal(ctx.policy, "hooked");
-        assert.equal(ctx.dir, `${dir}/ck`);
+    const first = await run.checkpoint();
+    const pid = run.status().pid!;
+    adoptPid(pid);
+    const second = await run.checkpoint();
+    await assert.rejects(run.checkpoint(), /no third checkpoint/);
+    rawSyscall(SYS.kill, pid, 9);
+    await until("the restore", () => events.some((e) => e.type === "restored"));
+    await until("SIGUSR2 reaching the restored target", () => {
+      try {
+        return /usr2 at tick/.test(Deno.readTextFileSync(out));
+      } catch {
+        return false;
       }
-      const [bd1, ad1, bd2, ad2, bd3, err, br, ar] = calls.map((c) => c.ctx);
-      assert.equal(bd1.reason, "api");
-      assert.deepEqual(bd1.counts, { checkpoints: 0, restores: 0 });
-      assert.equal(ad1.checkpoint?.name, first?.name);
-      assert.equal(ad1.checkpoint?.pid, pid);
-      assert.deepEqual(ad1.counts, { checkpoints: 1, restores: 0 });
-      assert.equal(bd2.latest?.name, first?.name);
-      assert.equal(ad2.checkpoint?.name, second?.name);
-      assert.equal(bd3.counts.checkpoints, 2);
-      assert.equal(err.during, "beforeDump");
-      assert.match(String(err.error), /no third checkpoint/);
-      assert.deepEqual(br.exit, { signal: 9 });
-      assert.equal(br.attempt, 1);
-      assert.equal(br.checkpoint?.name, second?.name);
-      assert.equal(ar.checkpoint?.name, second?.name);
-      assert.deepEqual(ar.counts, { checkpoints: 2, restores: 1 });
-      for (const l of listings) assert.match(l, new RegExp(`^${pid}\\.elf\\nmanifest\\.json\\n$`));
-      const logs = events.flatMap((e) => e.type === "log" ? [e.message] : []);
-      assert.deepEqual(logs, [`saved ${first?.name}`, `saved ${second?.name}`]);
-      assert.ok(events.some((e) => e.type === "hook-failed" && e.hook === "beforeDump"));
-    } finally {
-      await run.stop().catch(() => {});
-      await Deno.remove(dir, { recursive: true });
+    });
+    const outcome = await run.stop();
+    assert.equal(outcome.reason, "stopped");
+    assert.equal(outcome.checkpoints, 2);
+    assert.equal(outcome.restores, 1);
+
+    assert.deepEqual(calls.map((c) => c.hook), [
+      "beforeDump",
+      "afterDump",
+      "beforeDump",
+      "afterDump",
+      "beforeDump",
+      "onError",
+      "beforeRestore",
+      "afterRestore",
+    ]);
+    for (const { ctx } of calls) {
+      assert.equal(ctx.pid, pid);
+      assert.equal(ctx.policy, "hooked");
+      assert.equal(ctx.dir, `${dir}/ck`);
     }
+    const [bd1, ad1, bd2, ad2, bd3, err, br, ar] = calls.map((c) => c.ctx);
+    assert.equal(bd1.reason, "api");
+    assert.deepEqual(bd1.counts, { checkpoints: 0, restores: 0 });
+    assert.equal(ad1.checkpoint?.name, first?.name);
+    assert.equal(ad1.checkpoint?.pid, pid);
+    assert.deepEqual(ad1.counts, { checkpoints: 1, restores: 0 });
+    assert.equal(bd2.latest?.name, first?.name);
+    assert.equal(ad2.checkpoint?.name, second?.name);
+    assert.equal(bd3.counts.checkpoints, 2);
+    assert.equal(err.during, "beforeDump");
+    assert.match(String(err.error), /no third checkpoint/);
+    assert.deepEqual(br.exit, { signal: 9 });
+    assert.equal(br.attempt, 1);
+    assert.equal(br.checkpoint?.name, second?.name);
+    assert.equal(ar.checkpoint?.name, second?.name);
+    assert.deepEqual(ar.counts, { checkpoints: 2, restores: 1 });
+    for (const l of listings) assert.match(l, new RegExp(`^${pid}\\.elf\\nmanifest\\.json\\n$`));
+    const logs = events.flatMap((e) => e.type === "log" ? [e.message] : []);
+    assert.deepEqual(logs, [`saved ${first?.name}`, `saved ${second?.name}`]);
+    assert.ok(events.some((e) => e.type === "hook-failed" && e.hook === "beforeDump"));
   }),
 );
 
@@ -597,7 +572,7 @@ Deno.test(
   "policy: onStop checkpoint saves and ends the target; resume continues it with the same pid",
   withTargets(async () => {
     const bin = await buildTarget("policy_service");
-    const dir = await Deno.makeTempDir({ prefix: "cryo-policy-" });
+    const dir = await tempDir("cryo-policy-");
     const out = `${dir}/out`;
     const spec = {
       target: { command: [bin], stdout: out },
@@ -605,69 +580,42 @@ Deno.test(
       onStop: "checkpoint" as const,
       resume: true,
     };
-    const run1 = runPolicy(spec);
-    let run2: ReturnType<typeof runPolicy> | undefined;
-    try {
-      await until("a started target", () => run1.status().pid !== undefined);
-      const pid = run1.status().pid!;
-      adoptPid(pid);
-      await until("tick 5", () => /tick 5\n/.test(Deno.readTextFileSync(out)));
-      const o1 = await run1.stop();
-      assert.equal(o1.reason, "stopped");
-      assert.equal(o1.exitCode, 0);
-      assert.equal(o1.last?.reason, "stop");
-      assert.ok(!alive(pid), "the final checkpoint ended the target");
-      const lastTick = Number(Deno.readTextFileSync(out).match(/tick (\d+)\n$/)![1]);
+    await using run1 = scopedRun(spec);
+    const pid = await startedTarget(run1);
+    await until("tick 5", () => /tick 5\n/.test(Deno.readTextFileSync(out)));
+    const o1 = await run1.stop();
+    assert.equal(o1.reason, "stopped");
+    assert.equal(o1.exitCode, 0);
+    assert.equal(o1.last?.reason, "stop");
+    assert.ok(!isAlive(pid), "the final checkpoint ended the target");
+    const lastTick = Number(Deno.readTextFileSync(out).match(/tick (\d+)\n$/)![1]);
 
-      const events: PolicyEvent[] = [];
-      const resumed = runPolicy(spec, { onEvent: (e) => events.push(e) });
-      run2 = resumed;
-      await until("the resumed target", () => resumed.status().pid !== undefined);
-      assert.equal(resumed.status().pid, pid);
-      assert.ok(events.some((e) => e.type === "started" && e.how === "resumed"));
-      await until(
-        `tick ${lastTick + 3}`,
-        () => Deno.readTextFileSync(out).includes(`tick ${lastTick + 3}\n`),
-      );
-      const text = Deno.readTextFileSync(out);
-      assert.equal(text.match(/ready pid/g)?.length, 1, "it continued, it did not start again");
-      await resumed.stop();
-    } finally {
-      await run1.stop().catch(() => {});
-      await run2?.stop().catch(() => {});
-      await Deno.remove(dir, { recursive: true });
-    }
+    const events: PolicyEvent[] = [];
+    await using resumed = scopedRun(spec, { onEvent: (e) => events.push(e) });
+    await until("the resumed target", () => resumed.status().pid !== undefined);
+    assert.equal(resumed.status().pid, pid);
+    assert.ok(events.some((e) => e.type === "started" && e.how === "resumed"));
+    await until(
+      `tick ${lastTick + 3}`,
+      () => Deno.readTextFileSync(out).includes(`tick ${lastTick + 3}\n`),
+    );
+    const text = Deno.readTextFileSync(out);
+    assert.equal(text.match(/ready pid/g)?.length, 1, "it continued, it did not start again");
+    await resumed.stop();
   }),
 );
-
-const TYPES: Record<string, string> = {
-  ".ts": "application/typescript; charset=utf-8",
-  ".json": "application/json; charset=utf-8",
-};
 
 Deno.test(
   "policy: mod.ts imported by URL from a directory without deno.json runs a real checkpoint",
   withTargets(async () => {
     const served = new Set<string>();
-    const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
-      const urlPath = decodeURIComponent(new URL(req.url).pathname);
-      served.add(urlPath);
-      const path = normalize(`${root}${urlPath}`);
-      if (!path.startsWith(root)) return new Response("outside", { status: 403 });
-      try {
-        const type = TYPES[extname(path)] ?? "application/octet-stream";
-        return new Response(await Deno.readFile(path), { headers: { "content-type": type } });
-      } catch {
-        return new Response("not found", { status: 404 });
-      }
-    });
-    const dir = await Deno.makeTempDir({ prefix: "cryo-policy-url-" });
+    await using server = serveRepository(served);
+    const dir = await tempDir("cryo-policy-url-");
     const target = await startTarget("policy_service");
-    try {
-      await target.waitFor(/tick 2\n/);
-      await Deno.writeTextFile(
-        `${dir}/use_cryo.ts`,
-        `import * as cryo from "http://127.0.0.1:${server.addr.port}/mod.ts";
+    await target.waitFor(/tick 2\n/);
+    await Deno.writeTextFile(
+      `${dir}/use_cryo.ts`,
+      `import * as cryo from "http://127.0.0.1:${server.addr.port}/mod.ts";
 const pid = Number(Deno.args[0]);
 let invalid = "";
 try {
@@ -690,33 +638,25 @@ console.log(JSON.stringify({
   directPid: direct.manifest.rootPid,
 }));
 `,
-      );
-      const cmd = await new Deno.Command(Deno.execPath(), {
-        args: ["run", "-A", "use_cryo.ts", String(target.pid)],
-        cwd: dir,
-        stdin: "null",
-        env: { NO_COLOR: "1" },
-      }).output();
-      const stderr = new TextDecoder().decode(cmd.stderr);
-      assert.equal(cmd.code, 0, stderr);
-      const got = JSON.parse(new TextDecoder().decode(cmd.stdout).trim().split("\n").at(-1)!);
-      assert.match(got.invalid, /evry: unknown field — did you mean "every"\?/);
-      assert.equal(got.outcome, "stopped");
-      assert.equal(got.exitCode, 0);
-      assert.match(got.comm, /^policy_service/); // comm: 15 characters of the file name
-      assert.equal(got.directPid, target.pid);
-      assert.ok(got.pagesBytes > 0);
-      assert.ok(Deno.statSync(`${dir}/ck/${got.name}/manifest.json`).isFile);
-      assert.equal(Deno.readLinkSync(`${dir}/ck/latest`), got.name);
-      // onStop defaults to "leave" for a pid target: it still runs and ticks on.
-      const ticks = target.output().match(/tick \d+/g)!.length;
-      await target.waitFor(new RegExp(`tick ${ticks + 2}\\n`));
-      for (const p of ["/mod.ts", "/engine/policy/runner.ts", "/engine/policy/schema.ts"]) {
-        assert.ok(served.has(p), `${p} was not fetched over HTTP`);
-      }
-    } finally {
-      await server.shutdown();
-      await Deno.remove(dir, { recursive: true });
+    );
+    // Deno caches by origin and ports get reused: fetch from this server again.
+    const reload = `--reload=http://127.0.0.1:${server.addr.port}`;
+    const r = await runDeno(dir, [reload, "use_cryo.ts", String(target.pid)]);
+    assert.equal(r.code, 0, r.stderr);
+    const got = JSON.parse(r.stdout.trim().split("\n").at(-1)!);
+    assert.match(got.invalid, /evry: unknown field — did you mean "every"\?/);
+    assert.equal(got.outcome, "stopped");
+    assert.equal(got.exitCode, 0);
+    assert.match(got.comm, /^policy_service/); // comm: 15 characters of the file name
+    assert.equal(got.directPid, target.pid);
+    assert.ok(got.pagesBytes > 0);
+    assert.ok(Deno.statSync(`${dir}/ck/${got.name}/manifest.json`).isFile);
+    assert.equal(Deno.readLinkSync(`${dir}/ck/latest`), got.name);
+    // onStop defaults to "leave" for a pid target: it still runs and ticks on.
+    const ticks = target.output().match(/tick \d+/g)!.length;
+    await target.waitFor(new RegExp(`tick ${ticks + 2}\\n`));
+    for (const p of ["/mod.ts", "/engine/policy/runner.ts", "/engine/policy/schema.ts"]) {
+      assert.ok(served.has(p), `${p} was not fetched over HTTP`);
     }
   }),
 );

@@ -4,7 +4,10 @@
  */
 
 import assert from "node:assert/strict";
+import { factBigInt, factNumber, targetFacts } from "./helpers/checks.ts";
+import { freePid } from "./helpers/proc.ts";
 import { startTarget, type Target, withTargets } from "./helpers/targets.ts";
+import { waitUntil } from "./helpers/wait.ts";
 import { rawSyscall } from "../ffi/libc.ts";
 import { SYS } from "../ffi/sysno.ts";
 import {
@@ -81,30 +84,8 @@ function assertThrows<E extends Error>(
   throw new assert.AssertionError({ message: `expected ${type.name}, nothing was thrown` });
 }
 
-function factsOf(t: Target): Facts {
-  const out: Facts = {};
-  for (const line of t.output().split("\n")) {
-    const eq = line.indexOf("=");
-    if (eq > 0) out[line.slice(0, eq)] = line.slice(eq + 1);
-  }
-  return out;
-}
-
-const num = (f: Facts, k: string) => {
-  assert(f[k] !== undefined, `target did not report ${k}`);
-  return Number(f[k]);
-};
-const addr = (f: Facts, k: string) => {
-  assert(f[k] !== undefined, `target did not report ${k}`);
-  return BigInt(f[k]);
-};
-
-async function waitGone(pid: number, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (liveness(pid) !== "gone") {
-    if (Date.now() > deadline) throw new Error(`pid ${pid} did not go away`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
+function waitGone(pid: number): Promise<void> {
+  return waitUntil(`pid ${pid} to go away`, () => liveness(pid) === "gone", 5000);
 }
 
 /** Starts procinfo and returns it with its facts; `cleanup` kills its descendants and files. */
@@ -112,7 +93,7 @@ async function startProcinfo(): Promise<{ t: Target; f: Facts; cleanup: () => Pr
   const t = await startTarget("procinfo");
   await t.waitFor(/^ready$/m);
   await t.waitFor(/^grandchild=\d+$/m);
-  const f = factsOf(t);
+  const f = targetFacts(t);
   assert(f.error === undefined, `procinfo failed: ${f.error}`);
   const cleanup = async () => {
     // Both ignore SIGCHLD, so the kernel reaps each as soon as it dies.
@@ -132,19 +113,6 @@ async function startProcinfo(): Promise<{ t: Target; f: Facts; cleanup: () => Pr
   return { t, f, cleanup };
 }
 
-/** A pid with no /proc entry, found by scanning upward from near pid_max. */
-function unusedPid(): number {
-  const max = Number(Deno.readTextFileSync("/proc/sys/kernel/pid_max").trim());
-  for (let pid = Math.floor(max * 0.9); pid < max; pid++) {
-    try {
-      Deno.statSync(`/proc/${pid}`);
-    } catch {
-      return pid;
-    }
-  }
-  throw new Error("no free pid found");
-}
-
 Deno.test(
   "proc readers match what procinfo reports about itself",
   async (t) => {
@@ -156,27 +124,27 @@ Deno.test(
           const st = readStat(pid);
           assertEquals(st.pid, pid);
           assertEquals(st.comm, "x) (y z)");
-          assertEquals(st.ppid, num(f, "ppid"));
-          assertEquals(st.pgrp, num(f, "pgrp"));
-          assertEquals(st.session, num(f, "sid"));
+          assertEquals(st.ppid, factNumber(f, "ppid"));
+          assertEquals(st.pgrp, factNumber(f, "pgrp"));
+          assertEquals(st.session, factNumber(f, "sid"));
           assertEquals(st.numThreads, 2);
           assert("SR".includes(st.state), `state ${st.state}`);
           assert(st.starttime > 0);
-          const main = addr(f, "main_addr");
+          const main = factBigInt(f, "main_addr");
           assert(st.startCode <= main && main < st.endCode, "main() inside start_code..end_code");
-          assert(addr(f, "stack_addr") < st.startStack, "a local lies below start_stack");
-          const argv0 = addr(f, "argv0_addr");
+          assert(factBigInt(f, "stack_addr") < st.startStack, "a local lies below start_stack");
+          const argv0 = factBigInt(f, "argv0_addr");
           assert(st.argStart <= argv0 && argv0 < st.argEnd, "argv[0] inside arg_start..arg_end");
-          const env0 = addr(f, "env0_addr");
+          const env0 = factBigInt(f, "env0_addr");
           assert(st.envStart <= env0 && env0 < st.envEnd, "environ[0] inside env_start..env_end");
           assert(st.startData > 0n && st.startData <= st.endData);
-          assert(st.startBrk > 0n && st.startBrk <= addr(f, "brk"));
+          assert(st.startBrk > 0n && st.startBrk <= factBigInt(f, "brk"));
           assertEquals(st.exitCode, 0);
-          const mm = mmFieldsOf(st, addr(f, "brk"));
-          assertEquals(BigInt(mm.brk), addr(f, "brk"));
+          const mm = mmFieldsOf(st, factBigInt(f, "brk"));
+          assertEquals(BigInt(mm.brk), factBigInt(f, "brk"));
           assertEquals(BigInt(mm.startStack), st.startStack);
-          const th = readStat(pid, num(f, "thread_tid"));
-          assertEquals(th.pid, num(f, "thread_tid"));
+          const th = readStat(pid, factNumber(f, "thread_tid"));
+          assertEquals(th.pid, factNumber(f, "thread_tid"));
           assertEquals(th.comm, "procinfo-work");
         });
 
@@ -186,7 +154,7 @@ Deno.test(
           assertEquals(s.umask, 0o027);
           assertEquals(s.tgid, pid);
           assertEquals(s.pid, pid);
-          assertEquals(s.ppid, num(f, "ppid"));
+          assertEquals(s.ppid, factNumber(f, "ppid"));
           assertEquals(s.tracerPid, 0);
           assertEquals(s.uid, [0, 0, 0, 0]);
           assertEquals(s.gid, [0, 0, 0, 0]);
@@ -205,8 +173,8 @@ Deno.test(
           assertEquals(s.seccomp, 0);
           assert(s.kthread === null || s.kthread === false);
           assertEquals(isKernelThread(pid), false);
-          const th = readStatus(pid, num(f, "thread_tid"));
-          assertEquals(th.pid, num(f, "thread_tid"));
+          const th = readStatus(pid, factNumber(f, "thread_tid"));
+          assertEquals(th.pid, factNumber(f, "thread_tid"));
           assertEquals(th.tgid, pid);
         });
 
@@ -222,32 +190,32 @@ Deno.test(
           const env = readEnviron(pid);
           assert(env.length > 0 && env.every((e) => e.includes("=")), "environ entries");
           assertEquals(readComm(pid), "x) (y z)");
-          assertEquals(readComm(pid, num(f, "thread_tid")), "procinfo-work");
+          assertEquals(readComm(pid, factNumber(f, "thread_tid")), "procinfo-work");
           assertEquals(readPersonality(pid), Number(f.personality));
           assert(readTimerslackNs(pid) > 0);
         });
 
         await t.step("auxv", () => {
           const aux = readAuxv(pid);
-          assertEquals(auxvValue(aux, AT.PAGESZ), addr(f, "at_pagesz"));
-          assertEquals(auxvValue(aux, AT.ENTRY), addr(f, "at_entry"));
-          assertEquals(auxvValue(aux, AT.PHDR), addr(f, "at_phdr"));
-          assertEquals(auxvValue(aux, AT.RANDOM), addr(f, "at_random"));
+          assertEquals(auxvValue(aux, AT.PAGESZ), factBigInt(f, "at_pagesz"));
+          assertEquals(auxvValue(aux, AT.ENTRY), factBigInt(f, "at_entry"));
+          assertEquals(auxvValue(aux, AT.PHDR), factBigInt(f, "at_phdr"));
+          assertEquals(auxvValue(aux, AT.RANDOM), factBigInt(f, "at_random"));
           assert(aux.every(([type]) => type !== AT.NULL));
         });
 
         await t.step("maps and smaps", () => {
           const maps = readMaps(pid);
           const find = (a: bigint) => maps.find((m) => m.start <= a && a < m.end);
-          const pattern = find(addr(f, "pattern_addr"))!;
+          const pattern = find(factBigInt(f, "pattern_addr"))!;
           assert(pattern, "pattern region mapped");
           assertEquals(pattern.perms, "rw-p");
           assertEquals(pattern.inode, 0);
           assertEquals(pattern.path, "");
-          const res = find(addr(f, "reserve_addr"))!;
-          assertEquals(res.start, addr(f, "reserve_addr"));
-          assertEquals(res.end - res.start, addr(f, "reserve_len"));
-          const fm = find(addr(f, "filemap_addr"))!;
+          const res = find(factBigInt(f, "reserve_addr"))!;
+          assertEquals(res.start, factBigInt(f, "reserve_addr"));
+          assertEquals(res.end - res.start, factBigInt(f, "reserve_len"));
+          const fm = find(factBigInt(f, "filemap_addr"))!;
           assertEquals(fm.path, f.filemap_path);
           assertEquals(fm.perms, "rw-p");
           assertEquals(fm.offset, 0n);
@@ -279,7 +247,7 @@ Deno.test(
         });
 
         await t.step("pagemap: bulk read, bits and runs", () => {
-          const pat = addr(f, "pattern_addr");
+          const pat = factBigInt(f, "pattern_addr");
           const e = readPagemap(pid, pat, pat + 4n * BigInt(PAGE_SIZE));
           // Soft-dirty bits exist only with CONFIG_MEM_SOFT_DIRTY (VmFlags "sd").
           const softDirty = readSmaps(pid).some((s) => s.vmFlags.includes("sd"));
@@ -293,10 +261,10 @@ Deno.test(
           }
           assertEquals(e.address(3), pat + 3n * BigInt(PAGE_SIZE));
 
-          const res = addr(f, "reserve_addr");
-          const len = addr(f, "reserve_len");
-          const touched = addr(f, "touched_addr");
-          const untouched = addr(f, "untouched_addr");
+          const res = factBigInt(f, "reserve_addr");
+          const len = factBigInt(f, "reserve_len");
+          const touched = factBigInt(f, "touched_addr");
+          const untouched = factBigInt(f, "untouched_addr");
           const one = readPagemap(pid, untouched, untouched + 1n);
           assertEquals(one.length, 1);
           assert(!one.present(0) && !one.swapped(0));
@@ -323,7 +291,7 @@ Deno.test(
           ]);
 
           // Private file mapping: page 0 is a file page, page 1 was COW'd.
-          const fm = addr(f, "filemap_addr");
+          const fm = factBigInt(f, "filemap_addr");
           const fe = reader.read(fm, fm + 2n * BigInt(PAGE_SIZE));
           assert(fe.present(0) && fe.fileOrSharedAnon(0), "read file page");
           assert(fe.present(1) && !fe.fileOrSharedAnon(1), "COW'd page is anonymous");
@@ -337,15 +305,15 @@ Deno.test(
         });
 
         await t.step("tasks and children", () => {
-          assertEquals(listTids(pid), [pid, num(f, "thread_tid")].sort((a, b) => a - b));
-          assertEquals(readTaskChildren(pid, pid), [num(f, "child")]);
-          assertEquals(readTaskChildren(pid, num(f, "thread_tid")), []);
-          assertEquals(readChildren(pid), [num(f, "child")]);
+          assertEquals(listTids(pid), [pid, factNumber(f, "thread_tid")].sort((a, b) => a - b));
+          assertEquals(readTaskChildren(pid, pid), [factNumber(f, "child")]);
+          assertEquals(readTaskChildren(pid, factNumber(f, "thread_tid")), []);
+          assertEquals(readChildren(pid), [factNumber(f, "child")]);
           const tree = listDescendants(pid);
           assertEquals([...tree.entries()], [
-            [pid, [num(f, "child")]],
-            [num(f, "child"), [num(f, "grandchild")]],
-            [num(f, "grandchild"), []],
+            [pid, [factNumber(f, "child")]],
+            [factNumber(f, "child"), [factNumber(f, "grandchild")]],
+            [factNumber(f, "grandchild"), []],
           ]);
         });
 
@@ -353,14 +321,14 @@ Deno.test(
           const fds = readFds(pid);
           assertEquals(fds.map((d) => d.fd), listFds(pid));
           const by = (k: string) => {
-            const d = fds.find((x) => x.fd === num(f, k));
+            const d = fds.find((x) => x.fd === factNumber(f, k));
             assert(d, `fd ${k} listed`);
             return d;
           };
 
           const file = by("file_fd");
           assertEquals([file.kind, file.target, file.deleted], ["file", f.file_path, false]);
-          assertEquals(file.info.pos, num(f, "file_pos"));
+          assertEquals(file.info.pos, factNumber(f, "file_pos"));
           assertEquals(file.info.flags & 3, 2); // O_RDWR
           assertEquals(file.info.cloexec, false);
           const st = Deno.statSync(f.file_path);
@@ -391,14 +359,14 @@ Deno.test(
           const pw = by("pipe_w");
           assertEquals([pr.kind, pw.kind], ["pipe", "pipe"]);
           assertEquals(pr.target, `pipe:[${f.pipe_ino}]`);
-          assertEquals(pr.stat.ino, num(f, "pipe_ino"));
+          assertEquals(pr.stat.ino, factNumber(f, "pipe_ino"));
           assertEquals([pr.info.flags & 3, pw.info.flags & 3], [0, 1]);
 
           const ep = by("epoll_fd");
           assertEquals(ep.kind, "epoll");
           const targets = epollTargets(ep.info);
           assertEquals(targets.length, 1);
-          assertEquals(targets[0].tfd, num(f, "eventfd_fd"));
+          assertEquals(targets[0].tfd, factNumber(f, "eventfd_fd"));
           assertEquals(targets[0].data, BigInt(f.epoll_data));
           assertEquals(targets[0].events & 1, 1); // EPOLLIN
           assert(Array.isArray(ep.info.extra.tfd), "tfd kept as an array");
@@ -418,7 +386,7 @@ Deno.test(
           assertEquals(ino.kind, "inotify");
           const watches = inotifyWatches(ino.info);
           assertEquals(watches.map((w) => [w.wd, w.ino, w.mask]), [
-            [num(f, "inotify_wd"), Deno.statSync("/tmp").ino, 0x100],
+            [factNumber(f, "inotify_wd"), Deno.statSync("/tmp").ino, 0x100],
           ]);
           assertEquals(extraList(ino.info, "inotify").length, 1);
 
@@ -433,17 +401,17 @@ Deno.test(
           assertEquals(by("socket_fd").kind, "socket");
           const nul = by("null_fd");
           assertEquals([nul.kind, nul.target], ["chardev", "/dev/null"]);
-          if (num(f, "ptmx_fd") >= 0) {
+          if (factNumber(f, "ptmx_fd") >= 0) {
             const ptmx = by("ptmx_fd");
             assertEquals(ptmx.kind, "tty");
             assert(ptmx.info.extra["tty-index"] !== undefined, "tty-index in extra");
           }
           const fifo = by("fifo_fd");
           assertEquals([fifo.kind, fifo.deleted], ["fifo", false]);
-          if (num(f, "fanotify_fd") >= 0) assertEquals(by("fanotify_fd").kind, "fanotify");
+          if (factNumber(f, "fanotify_fd") >= 0) assertEquals(by("fanotify_fd").kind, "fanotify");
 
-          assertEquals(readFdInfo(pid, num(f, "file_fd")).pos, 1234);
-          assertEquals(readFd(pid, num(f, "dir_fd")).kind, "directory");
+          assertEquals(readFdInfo(pid, factNumber(f, "file_fd")).pos, 1234);
+          assertEquals(readFd(pid, factNumber(f, "dir_fd")).kind, "directory");
           assertThrows(() => readFd(pid, 9999), ProcEntryNotFoundError);
         });
 
@@ -478,7 +446,7 @@ Deno.test(
 );
 
 Deno.test("ProcessGoneError for a pid that does not exist", () => {
-  const pid = unusedPid();
+  const pid = freePid();
   for (
     const read of [
       () => readStat(pid),
@@ -510,11 +478,7 @@ Deno.test(
     const t = await startTarget("procinfo", ["exit"]);
     await t.waitFor(/^exiting pid=\d+$/m);
     // Not reaped yet: wait for the zombie (stat stays readable and says Z).
-    const deadline = Date.now() + 5000;
-    while (readStat(t.pid).state !== "Z") {
-      assert(Date.now() < deadline, "target did not become a zombie");
-      await new Promise((r) => setTimeout(r, 10));
-    }
+    await waitUntil("the target to become a zombie", () => readStat(t.pid).state === "Z", 5000);
     assertEquals(readStat(t.pid).exitCode, 3 << 8);
     assertEquals(liveness(t.pid), "zombie");
     for (

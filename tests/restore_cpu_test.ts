@@ -10,10 +10,12 @@
 
 import assert from "node:assert/strict";
 import { readImageFile } from "../engine/image/reader.ts";
-import { dumpKillRestore, removeImageDir } from "./helpers/roundtrip.ts";
-import { startTarget, type Target, withTargets } from "./helpers/targets.ts";
+import { assertChecksPassed } from "./helpers/checks.ts";
+import { dumpKillRestore } from "./helpers/roundtrip.ts";
+import { SIGUSR1 } from "./helpers/signals.ts";
+import { startTarget, withTargets } from "./helpers/targets.ts";
+import { sleep } from "./helpers/wait.ts";
 
-const SIGUSR1 = 10;
 const EFLAGS_DF = 0x400n;
 const EFLAGS_AC = 0x40000n;
 
@@ -37,67 +39,46 @@ const CPU_CHECKS = [
 /** Checks rt_regs.c reports only when it uses AVX-512. */
 const AVX512_CHECKS = ["zmm-upper", "zmm16-31", "opmask"];
 
-/** Asserts that every expected check line says ok and the target printed PASS and exited 0. */
-function assertChecksPassed(t: Target, names: string[], code: number | undefined): void {
-  const out = t.output();
-  const failed = out.split("\n").filter((l) => /^check \S+ FAIL/.test(l) || l === "FAIL");
-  assert.deepEqual(failed, [], `target reported failures:\n${out}`);
-  for (const name of names) {
-    assert.match(out, new RegExp(`^check ${name} ok$`, "m"), `no "check ${name} ok" in:\n${out}`);
-  }
-  assert.match(out, /^PASS$/m, out);
-  assert.equal(code, 0, out);
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 /** Dumps rt_regs inside its checking loop, restores it, stops the loop and checks its report. */
 async function roundTripRegisters(args: string[]): Promise<void> {
-  let dir: string | undefined;
-  try {
-    const t = await startTarget("rt_regs", args);
-    const ready = await t.waitFor(
-      /^ready pid=(\d+) loop=0x([0-9a-f]+)-0x([0-9a-f]+) avx512=(yes|no) fsgsbase=(yes|no)$/m,
-    );
-    const pid = t.pid;
-    assert.equal(Number(ready[1]), pid);
-    const loopStart = BigInt(`0x${ready[2]}`);
-    const loopEnd = BigInt(`0x${ready[3]}`);
-    const avx512 = ready[4] === "yes";
-    await sleep(200); // let it settle in the loop
+  const t = await startTarget("rt_regs", args);
+  const ready = await t.waitFor(
+    /^ready pid=(\d+) loop=0x([0-9a-f]+)-0x([0-9a-f]+) avx512=(yes|no) fsgsbase=(yes|no)$/m,
+  );
+  const pid = t.pid;
+  assert.equal(Number(ready[1]), pid);
+  const loopStart = BigInt(`0x${ready[2]}`);
+  const loopEnd = BigInt(`0x${ready[3]}`);
+  const avx512 = ready[4] === "yes";
+  await sleep(200); // let it settle in the loop
 
-    const rt = await dumpKillRestore(t);
-    dir = rt.dir;
-    assert.equal(rt.tree.rootPid, pid, "restored with another pid");
-    assert.deepEqual(rt.tree.pids, [pid]);
+  const rt = await dumpKillRestore(t);
+  assert.deepEqual(rt.tree.pids, [pid]);
 
-    // The dump must have caught the thread inside the checking loop, with DF and AC set.
-    const image = await readImageFile(`${rt.dir}/${pid}.elf`);
-    const main = image.process.threads.find((x) => x.tid === pid);
-    assert.ok(main, "no main thread in the image");
-    const rip = BigInt(main.regs.rip);
-    assert.ok(
-      rip >= loopStart && rip <= loopEnd,
-      `dumped rip 0x${rip.toString(16)} is outside the loop 0x${loopStart.toString(16)}-0x${
-        loopEnd.toString(16)
-      }`,
-    );
-    const eflags = BigInt(main.regs.eflags);
-    assert.equal(
-      eflags & (EFLAGS_DF | EFLAGS_AC),
-      EFLAGS_DF | EFLAGS_AC,
-      `eflags ${main.regs.eflags}`,
-    );
+  // The dump must have caught the thread inside the checking loop, with DF and AC set.
+  const image = await readImageFile(`${rt.dir}/${pid}.elf`);
+  const main = image.process.threads.find((x) => x.tid === pid);
+  assert.ok(main, "no main thread in the image");
+  const rip = BigInt(main.regs.rip);
+  assert.ok(
+    rip >= loopStart && rip <= loopEnd,
+    `dumped rip 0x${rip.toString(16)} is outside the loop 0x${loopStart.toString(16)}-0x${
+      loopEnd.toString(16)
+    }`,
+  );
+  const eflags = BigInt(main.regs.eflags);
+  assert.equal(
+    eflags & (EFLAGS_DF | EFLAGS_AC),
+    EFLAGS_DF | EFLAGS_AC,
+    `eflags ${main.regs.eflags}`,
+  );
 
-    await sleep(200); // many iterations of re-checking after the restore
-    assert.equal(t.poll(), undefined, `restored target died early:\n${t.output()}`);
-    t.signal(SIGUSR1);
-    const st = await t.wait(10000);
-    const names = avx512 ? [...CPU_CHECKS, ...AVX512_CHECKS] : CPU_CHECKS;
-    assertChecksPassed(t, names, st.kind === "exited" ? st.code : undefined);
-  } finally {
-    if (dir) await removeImageDir(dir);
-  }
+  await sleep(200); // many iterations of re-checking after the restore
+  assert.equal(t.poll(), undefined, `restored target died early:\n${t.output()}`);
+  t.signal(SIGUSR1);
+  const st = await t.wait(10000);
+  const names = avx512 ? [...CPU_CHECKS, ...AVX512_CHECKS] : CPU_CHECKS;
+  assertChecksPassed(t, names, st);
 }
 
 Deno.test(

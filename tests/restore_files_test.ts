@@ -7,8 +7,9 @@
  */
 
 import assert from "node:assert/strict";
-import { dumpKillRestore, removeImageDir } from "./helpers/roundtrip.ts";
-import { startTarget, type Target, withTargets } from "./helpers/targets.ts";
+import { assertChecksPassed } from "./helpers/checks.ts";
+import { dumpKillRestore, startTriggered } from "./helpers/roundtrip.ts";
+import { withTargets } from "./helpers/targets.ts";
 
 /** The checks rt_files.c reports. */
 const FILE_CHECKS = [
@@ -36,44 +37,21 @@ const FILE_CHECKS = [
   "high-fd",
 ];
 
-/** Asserts that every expected check line says ok and the target printed PASS and exited 0. */
-function assertChecksPassed(t: Target, names: string[], code: number | undefined): void {
-  const out = t.output();
-  const failed = out.split("\n").filter((l) => /^check \S+ FAIL/.test(l) || l === "FAIL");
-  assert.deepEqual(failed, [], `target reported failures:\n${out}`);
-  for (const name of names) {
-    assert.match(out, new RegExp(`^check ${name} ok$`, "m"), `no "check ${name} ok" in:\n${out}`);
-  }
-  assert.match(out, /^PASS$/m, out);
-  assert.equal(code, 0, out);
-}
+/** The line rt_files prints with its open fds once they are all set up. */
+const READY = /^ready pid=(\d+) fds=(.*)$/m;
 
 Deno.test(
   "file descriptors survive dump, kill and restore (offsets, dup, flags, dirs, devices)",
   withTargets(async () => {
-    const work = await Deno.makeTempDir({ prefix: "cryo-rt-files-" });
-    const trigger = `${work}/go`;
-    let dir: string | undefined;
-    try {
-      const t = await startTarget("rt_files", [trigger, work]);
-      const ready = await t.waitFor(/^ready pid=(\d+) fds=(.*)$/m);
-      const pid = t.pid;
-      assert.equal(Number(ready[1]), pid);
+    const { t, trigger, ready } = await startTriggered("rt_files", READY, { passWork: true });
+    const pid = t.pid;
+    await dumpKillRestore(t);
+    // The fds seen from outside are the same numbers as before the dump.
+    const fds = [...Deno.readDirSync(`/proc/${pid}/fd`)].map((e) => Number(e.name))
+      .sort((a, b) => a - b);
+    assert.equal(fds.join(" ") + " ", ready[2]);
 
-      const rt = await dumpKillRestore(t);
-      dir = rt.dir;
-      assert.equal(rt.tree.rootPid, pid, "restored with another pid");
-      // The fds seen from outside are the same numbers as before the dump.
-      const fds = [...Deno.readDirSync(`/proc/${pid}/fd`)].map((e) => Number(e.name))
-        .sort((a, b) => a - b);
-      assert.equal(fds.join(" ") + " ", ready[2]);
-
-      await Deno.writeTextFile(trigger, "");
-      const st = await t.wait();
-      assertChecksPassed(t, FILE_CHECKS, st.kind === "exited" ? st.code : undefined);
-    } finally {
-      if (dir) await removeImageDir(dir);
-      await Deno.remove(work, { recursive: true }).catch(() => {});
-    }
+    await Deno.writeTextFile(trigger, "");
+    assertChecksPassed(t, FILE_CHECKS, await t.wait());
   }),
 );

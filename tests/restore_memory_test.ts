@@ -8,8 +8,9 @@
 
 import assert from "node:assert/strict";
 import { readImageFile } from "../engine/image/reader.ts";
-import { dumpKillRestore, removeImageDir } from "./helpers/roundtrip.ts";
-import { startTarget, type Target, withTargets } from "./helpers/targets.ts";
+import { assertChecksPassed } from "./helpers/checks.ts";
+import { dumpKillRestore, startTriggered } from "./helpers/roundtrip.ts";
+import { withTargets } from "./helpers/targets.ts";
 
 const MiB = 1 << 20;
 
@@ -45,17 +46,9 @@ const MEMORY_CHECKS = [
   "deep-stack",
 ];
 
-/** Asserts that every expected check line says ok and the target printed PASS and exited 0. */
-function assertChecksPassed(t: Target, names: string[], code: number | undefined): void {
-  const out = t.output();
-  const failed = out.split("\n").filter((l) => /^check \S+ FAIL/.test(l) || l === "FAIL");
-  assert.deepEqual(failed, [], `target reported failures:\n${out}`);
-  for (const name of names) {
-    assert.match(out, new RegExp(`^check ${name} ok$`, "m"), `no "check ${name} ok" in:\n${out}`);
-  }
-  assert.match(out, /^PASS$/m, out);
-  assert.equal(code, 0, out);
-}
+/** The line rt_memory prints at the bottom of its deep recursion. */
+const READY =
+  /^ready pid=(\d+) sparse=0x([0-9a-f]+) sparse_len=(\d+) sparse_touched=(\d+) stack=(\d+)$/m;
 
 /** VmFlags of every mapping of `pid`, by "start-end perms". */
 function vmFlags(pid: number): Map<string, string> {
@@ -85,55 +78,39 @@ interface MemoryRun {
  * every check of {@link MEMORY_CHECKS} plus `extraChecks` ok.
  */
 async function memoryRoundTrip(options: string[], extraChecks: string[]): Promise<MemoryRun> {
-  const work = await Deno.makeTempDir({ prefix: "cryo-rt-memory-" });
-  const trigger = `${work}/go`;
-  let dir: string | undefined;
-  try {
-    const t = await startTarget("rt_memory", [trigger, work, ...options]);
-    const ready = await t.waitFor(
-      /^ready pid=(\d+) sparse=0x([0-9a-f]+) sparse_len=(\d+) sparse_touched=(\d+) stack=(\d+)$/m,
-      20000,
-    );
-    const pid = t.pid;
-    assert.equal(Number(ready[1]), pid);
-    const sparseStart = BigInt(`0x${ready[2]}`);
-    const touched = Number(ready[4]);
-    assert.ok(Number(ready[5]) > 512 * 1024, `stack only ${ready[5]} bytes deep`);
-    const flagsBefore = vmFlags(pid);
+  const { t, trigger, ready } = await startTriggered("rt_memory", READY, {
+    passWork: true,
+    extra: options,
+    timeoutMs: 20000,
+  });
+  const pid = t.pid;
+  const sparseStart = BigInt(`0x${ready[2]}`);
+  const touched = Number(ready[4]);
+  assert.ok(Number(ready[5]) > 512 * 1024, `stack only ${ready[5]} bytes deep`);
+  const flagsBefore = vmFlags(pid);
 
-    const rt = await dumpKillRestore(t);
-    dir = rt.dir;
-    assert.equal(rt.tree.rootPid, pid, "restored with another pid");
-    assert.deepEqual(rt.tree.pids, [pid]);
-    const flagsAfter = vmFlags(pid);
+  const rt = await dumpKillRestore(t);
+  assert.deepEqual(rt.tree.pids, [pid]);
+  const flagsAfter = vmFlags(pid);
 
-    // Only touched memory is saved: about 256 MiB + heap, never the 1 GiB reservation.
-    const pagesBytes = rt.dump.stats.pagesBytes;
-    assert.ok(pagesBytes >= 256 * MiB, `pagesBytes ${pagesBytes} < 256 MiB`);
-    assert.ok(pagesBytes < 320 * MiB, `pagesBytes ${pagesBytes} is far more than touched`);
-    const image = await readImageFile(`${rt.dir}/${pid}.elf`);
-    const sparse = image.process.mappings.find((m) =>
-      BigInt(m.start) <= sparseStart && sparseStart < BigInt(m.end)
-    );
-    assert.ok(sparse, "the sparse reservation is not in the image");
-    const saved = sparse.pages.reduce((n, r) => n + r.length, 0);
-    assert.ok(saved >= touched * 4096, `sparse mapping: only ${saved} bytes saved`);
-    // Transparent huge pages may round each touched page up to 2 MiB.
-    assert.ok(saved <= touched * 2 * MiB, `sparse mapping: ${saved} bytes saved`);
+  // Only touched memory is saved: about 256 MiB + heap, never the 1 GiB reservation.
+  const pagesBytes = rt.dump.stats.pagesBytes;
+  assert.ok(pagesBytes >= 256 * MiB, `pagesBytes ${pagesBytes} < 256 MiB`);
+  assert.ok(pagesBytes < 320 * MiB, `pagesBytes ${pagesBytes} is far more than touched`);
+  const image = await readImageFile(`${rt.dir}/${pid}.elf`);
+  const sparse = image.process.mappings.find((m) =>
+    BigInt(m.start) <= sparseStart && sparseStart < BigInt(m.end)
+  );
+  assert.ok(sparse, "the sparse reservation is not in the image");
+  const saved = sparse.pages.reduce((n, r) => n + r.length, 0);
+  assert.ok(saved >= touched * 4096, `sparse mapping: only ${saved} bytes saved`);
+  // Transparent huge pages may round each touched page up to 2 MiB.
+  assert.ok(saved <= touched * 2 * MiB, `sparse mapping: ${saved} bytes saved`);
 
-    await Deno.writeTextFile(trigger, "");
-    const st = await t.wait(20000);
-    assertChecksPassed(t, [...MEMORY_CHECKS, ...extraChecks], exitCode(st));
-    const mapsExact = t.output().match(/^info maps-exact (yes|no)/m)?.[1] === "yes";
-    return { flagsBefore, flagsAfter, mapsExact };
-  } finally {
-    if (dir) await removeImageDir(dir);
-    await Deno.remove(work, { recursive: true }).catch(() => {});
-  }
-}
-
-function exitCode(st: { kind: string; code?: number }): number | undefined {
-  return st.kind === "exited" ? st.code : undefined;
+  await Deno.writeTextFile(trigger, "");
+  assertChecksPassed(t, [...MEMORY_CHECKS, ...extraChecks], await t.wait(20000));
+  const mapsExact = t.output().match(/^info maps-exact (yes|no)/m)?.[1] === "yes";
+  return { flagsBefore, flagsAfter, mapsExact };
 }
 
 Deno.test(

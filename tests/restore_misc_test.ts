@@ -17,8 +17,16 @@ import { ImageFormatError } from "../engine/image/errors.ts";
 import { readImageFile } from "../engine/image/reader.ts";
 import { rawSyscall } from "../ffi/libc.ts";
 import { SYS } from "../ffi/sysno.ts";
-import { dumpKillRestore, removeImageDir, tempImageDir } from "./helpers/roundtrip.ts";
-import { startTarget, type Target, withTargets } from "./helpers/targets.ts";
+import { assertChecksPassed } from "./helpers/checks.ts";
+import { statusField } from "./helpers/proc.ts";
+import {
+  dumpKillRestore,
+  startTriggered,
+  tempImageDir,
+  type TriggeredTarget,
+} from "./helpers/roundtrip.ts";
+import { withTargets } from "./helpers/targets.ts";
+import { sleep } from "./helpers/wait.ts";
 
 /** The checks rt_misc.c reports (without the highfd mode). */
 const MISC_CHECKS = [
@@ -45,38 +53,6 @@ const READY = /^ready pid=(\d+) ppid=(\d+) mapped=(.*)$/m;
 function sinceReady(out: string, n = 1): string {
   const parts = out.split(/^(?=ready pid=)/m);
   return parts.slice(n).join("");
-}
-
-/**
- * Asserts that the `run`-th report of the target (counting PASS/FAIL
- * lines) has every expected check ok and ends in PASS, and that it exited 0.
- */
-function assertChecksPassed(
-  t: Target,
-  names: string[],
-  code: number | undefined,
-  run = 1,
-): void {
-  const out = t.output();
-  const reports = out.split(/^(?:PASS|FAIL)$/m);
-  assert.ok(reports.length > run, `report ${run} missing in:\n${out}`);
-  const report = reports[run - 1];
-  const failed = report.split("\n").filter((l) => /^check \S+ FAIL/.test(l));
-  assert.deepEqual(failed, [], `target reported failures:\n${out}`);
-  for (const name of names) {
-    assert.match(
-      report,
-      new RegExp(`^check ${name} ok$`, "m"),
-      `no "check ${name} ok" in:\n${out}`,
-    );
-  }
-  const verdicts = out.match(/^(PASS|FAIL)$/gm) ?? [];
-  assert.equal(verdicts[run - 1], "PASS", out);
-  assert.equal(code, 0, out);
-}
-
-function exitCode(st: { kind: string; code?: number }): number | undefined {
-  return st.kind === "exited" ? st.code : undefined;
 }
 
 /**
@@ -121,37 +97,44 @@ async function assertRestoreRefused(
   assert.deepEqual(await dirHashes(dir), hashes, "the refused restore changed the image");
 }
 
-/** Starts rt_misc in a fresh work dir; returns the target, its trigger and work dir. */
-async function startMisc(
-  extra: string[] = [],
-): Promise<{ t: Target; trigger: string; work: string; ready: RegExpMatchArray }> {
-  const work = await Deno.makeTempDir({ prefix: "cryo-rt-misc-" });
-  const trigger = `${work}/go`;
-  const t = await startTarget("rt_misc", [trigger, work, ...extra]);
-  const ready = await t.waitFor(READY);
-  assert.equal(Number(ready[1]), t.pid);
-  return { t, trigger, work, ready };
+/** Starts rt_misc (with `extra` arguments) in a fresh work dir and waits until it is ready. */
+function startMisc(extra: string[] = []): Promise<TriggeredTarget> {
+  return startTriggered("rt_misc", READY, { passWork: true, extra });
+}
+
+/**
+ * Creates the trigger file of `m` and asserts that its `run`-th report
+ * passes every check of `names`.
+ */
+async function triggerAndPass(m: TriggeredTarget, run = 1, names = MISC_CHECKS): Promise<void> {
+  await Deno.writeTextFile(m.trigger, "");
+  assertChecksPassed(m.t, names, await m.t.wait(), { run });
+}
+
+/**
+ * Restores the image `dir` of `m` (again; a trigger file left by an
+ * earlier run is removed first), checks it comes back with the same pid,
+ * then triggers it and asserts that its `run`-th report passes.
+ */
+async function restoreAndPass(m: TriggeredTarget, dir: string, run = 1): Promise<void> {
+  await Deno.remove(m.trigger).catch((e) => {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  });
+  const tree = await restore(dir);
+  m.t.resetAfterRestore();
+  assert.equal(tree.rootPid, m.t.pid);
+  await triggerAndPass(m, run);
 }
 
 Deno.test(
   "process attributes survive dump, kill and restore (rlimits, umask, cwd, comm, personality)",
   withTargets(async () => {
-    const { t, trigger, work } = await startMisc();
-    let dir: string | undefined;
-    try {
-      const pid = t.pid;
-      const rt = await dumpKillRestore(t);
-      dir = rt.dir;
-      assert.equal(rt.tree.rootPid, pid);
-      await Deno.writeTextFile(trigger, "");
-      assertChecksPassed(t, MISC_CHECKS, exitCode(await t.wait()));
-      // The restored process is a child of the restoring process.
-      const ppid = Number(sinceReady(t.output()).match(/^info ppid=(\d+)/m)?.[1]);
-      assert.equal(ppid, Deno.pid, `parent after restore is ${ppid}, restorer is ${Deno.pid}`);
-    } finally {
-      if (dir) await removeImageDir(dir);
-      await Deno.remove(work, { recursive: true }).catch(() => {});
-    }
+    const misc = await startMisc();
+    await dumpKillRestore(misc.t);
+    await triggerAndPass(misc);
+    // The restored process is a child of the restoring process.
+    const ppid = Number(sinceReady(misc.t.output()).match(/^info ppid=(\d+)/m)?.[1]);
+    assert.equal(ppid, Deno.pid, `parent after restore is ${ppid}, restorer is ${Deno.pid}`);
   }),
 );
 
@@ -159,143 +142,81 @@ Deno.test(
   "an fd numbered above the soft RLIMIT_NOFILE survives a round trip",
   // The restore program must place the fds before it lowers RLIMIT_NOFILE.
   withTargets(async () => {
-    const { t, trigger, work } = await startMisc(["highfd"]);
-    let dir: string | undefined;
-    try {
-      const rt = await dumpKillRestore(t);
-      dir = rt.dir;
-      await Deno.writeTextFile(trigger, "");
-      assertChecksPassed(t, [...MISC_CHECKS, "fd-above-nofile"], exitCode(await t.wait()));
-    } finally {
-      if (dir) await removeImageDir(dir);
-      await Deno.remove(work, { recursive: true }).catch(() => {});
-    }
+    const misc = await startMisc(["highfd"]);
+    await dumpKillRestore(misc.t);
+    await triggerAndPass(misc, 1, [...MISC_CHECKS, "fd-above-nofile"]);
   }),
 );
 
 Deno.test(
   "one image restores twice, each restored process running to completion",
   withTargets(async () => {
-    const { t, trigger, work } = await startMisc();
-    let dir: string | undefined;
-    try {
-      const pid = t.pid;
-      const rt = await dumpKillRestore(t);
-      dir = rt.dir;
-      await Deno.writeTextFile(trigger, "");
-      assertChecksPassed(t, MISC_CHECKS, exitCode(await t.wait()), 1);
-      await Deno.remove(trigger);
-
-      const again = await restore(dir);
-      t.resetAfterRestore();
-      assert.equal(again.rootPid, pid);
-      await Deno.writeTextFile(trigger, "");
-      assertChecksPassed(t, MISC_CHECKS, exitCode(await t.wait()), 2);
-    } finally {
-      if (dir) await removeImageDir(dir);
-      await Deno.remove(work, { recursive: true }).catch(() => {});
-    }
+    const misc = await startMisc();
+    const { dir } = await dumpKillRestore(misc.t);
+    await triggerAndPass(misc, 1);
+    await restoreAndPass(misc, dir, 2);
   }),
 );
 
 Deno.test(
   "a restored process can be checkpointed and restored again (C/R/C/R)",
   withTargets(async () => {
-    const { t, trigger, work } = await startMisc();
-    const files = await Deno.makeTempDir({ prefix: "cryo-rt-files-" });
-    const filesTrigger = `${files}/go`;
+    const misc = await startMisc();
+    const files = await startTriggered("rt_files", /^ready pid=(\d+)/m, { passWork: true });
     const dirs: string[] = [];
-    try {
-      const f = await startTarget("rt_files", [filesTrigger, files]);
-      await f.waitFor(/^ready pid=/m);
-      for (const target of [t, f]) {
-        const pid = target.pid;
-        for (let round = 0; round < 2; round++) {
-          const rt = await dumpKillRestore(target);
-          dirs.push(rt.dir);
-          assert.equal(rt.tree.rootPid, pid, `round ${round + 1}`);
-        }
+    for (const { t } of [misc, files]) {
+      for (let round = 0; round < 2; round++) {
+        const rt = await dumpKillRestore(t);
+        dirs.push(rt.dir);
+        assert.equal(rt.tree.rootPid, t.pid, `round ${round + 1}`);
       }
-      // The second image was taken from a restored process: no bootstrap left in it.
-      const second = await readImageFile(`${dirs[1]}/${t.pid}.elf`);
-      const first = await readImageFile(`${dirs[0]}/${t.pid}.elf`);
-      const layout = (i: typeof first) =>
-        i.process.mappings.map((m) => `${m.start}-${m.end} ${m.perms} ${m.name}`);
-      assert.deepEqual(layout(second), layout(first));
-
-      await Deno.writeTextFile(trigger, "");
-      await Deno.writeTextFile(filesTrigger, "");
-      assertChecksPassed(t, MISC_CHECKS, exitCode(await t.wait()));
-      assertChecksPassed(f, ["fd-set", "dup-shared", "append-writes"], exitCode(await f.wait()));
-    } finally {
-      for (const d of dirs) await removeImageDir(d);
-      await Deno.remove(work, { recursive: true }).catch(() => {});
-      await Deno.remove(files, { recursive: true }).catch(() => {});
     }
+    // The second image was taken from a restored process: no bootstrap left in it.
+    const second = await readImageFile(`${dirs[1]}/${misc.t.pid}.elf`);
+    const first = await readImageFile(`${dirs[0]}/${misc.t.pid}.elf`);
+    const layout = (i: typeof first) =>
+      i.process.mappings.map((m) => `${m.start}-${m.end} ${m.perms} ${m.name}`);
+    assert.deepEqual(layout(second), layout(first));
+
+    await Deno.writeTextFile(misc.trigger, "");
+    await triggerAndPass(files, 1, ["fd-set", "dup-shared", "append-writes"]);
+    assertChecksPassed(misc.t, MISC_CHECKS, await misc.t.wait());
   }),
 );
-
-function procState(pid: number): { state: string; tracer: number } {
-  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
-  return {
-    state: status.match(/^State:\s+(\S)/m)?.[1] ?? "?",
-    tracer: Number(status.match(/^TracerPid:\s+(\d+)/m)?.[1] ?? -1),
-  };
-}
 
 Deno.test(
   "leaveRunning: the target goes on undisturbed, and its image restores after it is gone",
   withTargets(async () => {
-    const { t, trigger, work } = await startMisc();
+    const misc = await startMisc();
+    const pid = misc.t.pid;
     const dir = await tempImageDir();
-    try {
-      const pid = t.pid;
-      await checkpoint(pid, { dir, leaveRunning: true });
-      assert.equal(t.poll(), undefined, "the target died");
-      await new Promise((r) => setTimeout(r, 100));
-      const s = procState(pid);
-      assert.equal(s.tracer, 0, "still traced after the dump");
-      assert.match(s.state, /^[SR]$/, `state ${s.state} after the dump`);
-      await Deno.writeTextFile(trigger, "");
-      assertChecksPassed(t, MISC_CHECKS, exitCode(await t.wait()), 1);
-
-      await Deno.remove(trigger);
-      const rt = await restore(dir);
-      t.resetAfterRestore();
-      assert.equal(rt.rootPid, pid);
-      await Deno.writeTextFile(trigger, "");
-      assertChecksPassed(t, MISC_CHECKS, exitCode(await t.wait()), 2);
-    } finally {
-      await removeImageDir(dir);
-      await Deno.remove(work, { recursive: true }).catch(() => {});
-    }
+    await checkpoint(pid, { dir, leaveRunning: true });
+    assert.equal(misc.t.poll(), undefined, "the target died");
+    await sleep(100);
+    assert.equal(Number(statusField(pid, "TracerPid")), 0, "still traced after the dump");
+    const state = statusField(pid, "State");
+    assert.match(state, /^[SR] /, `state ${state} after the dump`);
+    await triggerAndPass(misc, 1);
+    await restoreAndPass(misc, dir, 2);
   }),
 );
 
 Deno.test(
   "restore refuses a pid that is in use, creating nothing",
   withTargets(async () => {
-    const { t, trigger, work } = await startMisc();
+    const misc = await startMisc();
     const dir = await tempImageDir();
-    try {
-      await checkpoint(t.pid, { dir, leaveRunning: true });
-      assert.ok(childPids().includes(t.pid), "childPids() does not see the target");
-      await assertRestoreRefused(
-        dir,
-        RestoreError,
-        new RegExp(`^cannot restore: pid ${t.pid} is in use by rt-misc-name$`),
-      );
-      assert.equal(t.poll(), undefined, "the running original died");
-      // Once the original is gone, the same image restores.
-      await t.kill();
-      await restore(dir);
-      t.resetAfterRestore();
-      await Deno.writeTextFile(trigger, "");
-      assertChecksPassed(t, MISC_CHECKS, exitCode(await t.wait()));
-    } finally {
-      await removeImageDir(dir);
-      await Deno.remove(work, { recursive: true }).catch(() => {});
-    }
+    await checkpoint(misc.t.pid, { dir, leaveRunning: true });
+    assert.ok(childPids().includes(misc.t.pid), "childPids() does not see the target");
+    await assertRestoreRefused(
+      dir,
+      RestoreError,
+      new RegExp(`^cannot restore: pid ${misc.t.pid} is in use by rt-misc-name$`),
+    );
+    assert.equal(misc.t.poll(), undefined, "the running original died");
+    // Once the original is gone, the same image restores.
+    await misc.t.kill();
+    await restoreAndPass(misc, dir);
   }),
 );
 
@@ -312,13 +233,11 @@ async function copyImage(dir: string): Promise<string> {
 Deno.test(
   "restore refuses corrupt, truncated and incompatible images, creating nothing",
   withTargets(async () => {
-    const { t, trigger, work } = await startMisc();
-    const pid = t.pid;
+    const misc = await startMisc();
+    const pid = misc.t.pid;
     const dir = await tempImageDir();
-    const copies: string[] = [];
     const variant = async (edit: (copy: string) => Promise<void>) => {
       const copy = await copyImage(dir);
-      copies.push(copy);
       await edit(copy);
       return copy;
     };
@@ -328,109 +247,92 @@ Deno.test(
       change(m);
       await Deno.writeTextFile(`${d}/manifest.json`, JSON.stringify(m, null, 2));
     };
-    try {
-      await checkpoint(pid, { dir });
-      await t.wait();
-      const info = await readImageFile(elf(dir));
-      const run = info.process.mappings.flatMap((m) => m.pages)[0];
-      assert.ok(run, "the image has no page data");
+    await checkpoint(pid, { dir });
+    await misc.t.wait();
+    const info = await readImageFile(elf(dir));
+    const run = info.process.mappings.flatMap((m) => m.pages)[0];
+    assert.ok(run, "the image has no page data");
 
-      // One byte of page data flipped: the checksum catches it.
-      const corrupt = await variant(async (d) => {
-        using f = await Deno.open(elf(d), { read: true, write: true });
-        const b = new Uint8Array(1);
-        await f.seek(run.fileOffset + 100, Deno.SeekMode.Start);
-        await f.read(b);
-        b[0] ^= 0x40;
-        await f.seek(run.fileOffset + 100, Deno.SeekMode.Start);
-        await f.write(b);
+    // One byte of page data flipped: the checksum catches it.
+    const corrupt = await variant(async (d) => {
+      using f = await Deno.open(elf(d), { read: true, write: true });
+      const b = new Uint8Array(1);
+      await f.seek(run.fileOffset + 100, Deno.SeekMode.Start);
+      await f.read(b);
+      b[0] ^= 0x40;
+      await f.seek(run.fileOffset + 100, Deno.SeekMode.Start);
+      await f.write(b);
+    });
+    await assertRestoreRefused(
+      corrupt,
+      ImageFormatError,
+      /checksum crc32:[0-9a-f]+ differs from the manifest/,
+    );
+
+    // Truncated to half its size.
+    const half = Math.floor(info.size / 2);
+    const truncated = await variant((d) => Deno.truncate(elf(d), half));
+    await assertRestoreRefused(truncated, ImageFormatError, /size \d+ differs from the manifest/);
+
+    // Truncated, with a manifest edited to match (no checksum): the reader catches it.
+    const cut = await variant(async (d) => {
+      await Deno.truncate(elf(d), half);
+      await editManifest(d, (m) => {
+        const p = (m.processes as { size: number; checksum: string }[])[0];
+        p.size = half;
+        p.checksum = "";
       });
-      await assertRestoreRefused(
-        corrupt,
-        ImageFormatError,
-        /checksum crc32:[0-9a-f]+ differs from the manifest/,
-      );
+    });
+    await assertRestoreRefused(cut, ImageFormatError, /truncated|beyond end of file/);
 
-      // Truncated to half its size.
-      const half = Math.floor(info.size / 2);
-      const truncated = await variant((d) => Deno.truncate(elf(d), half));
-      await assertRestoreRefused(truncated, ImageFormatError, /size \d+ differs from the manifest/);
+    // Another format version.
+    const version = await variant((d) => editManifest(d, (m) => m.formatVersion = 99));
+    await assertRestoreRefused(version, ImageFormatError, /image format version 99/);
 
-      // Truncated, with a manifest edited to match (no checksum): the reader catches it.
-      const cut = await variant(async (d) => {
-        await Deno.truncate(elf(d), half);
-        await editManifest(d, (m) => {
-          const p = (m.processes as { size: number; checksum: string }[])[0];
-          p.size = half;
-          p.checksum = "";
-        });
-      });
-      await assertRestoreRefused(cut, ImageFormatError, /truncated|beyond end of file/);
+    // No manifest, or no image file.
+    const noManifest = await variant((d) => Deno.remove(`${d}/manifest.json`));
+    await assertRestoreRefused(noManifest, ImageFormatError, /no manifest\.json/);
+    const noElf = await variant((d) => Deno.remove(elf(d)));
+    await assertRestoreRefused(noElf, ImageFormatError, /missing/);
 
-      // Another format version.
-      const version = await variant((d) => editManifest(d, (m) => m.formatVersion = 99));
-      await assertRestoreRefused(version, ImageFormatError, /image format version 99/);
-
-      // No manifest, or no image file.
-      const noManifest = await variant((d) => Deno.remove(`${d}/manifest.json`));
-      await assertRestoreRefused(noManifest, ImageFormatError, /no manifest\.json/);
-      const noElf = await variant((d) => Deno.remove(elf(d)));
-      await assertRestoreRefused(noElf, ImageFormatError, /missing/);
-
-      // The pristine image still restores.
-      await restore(dir);
-      t.resetAfterRestore();
-      await Deno.writeTextFile(trigger, "");
-      assertChecksPassed(t, MISC_CHECKS, exitCode(await t.wait()));
-    } finally {
-      for (const c of copies) await removeImageDir(c);
-      await removeImageDir(dir);
-      await Deno.remove(work, { recursive: true }).catch(() => {});
-    }
+    // The pristine image still restores.
+    await restoreAndPass(misc, dir);
   }),
 );
 
 Deno.test(
   "restore refuses a backing file that is missing or changed since the dump",
   withTargets(async () => {
-    const { t, trigger, work, ready } = await startMisc();
-    const mapped = ready[3];
+    const misc = await startMisc();
+    const mapped = misc.ready[3];
     const dir = await tempImageDir();
-    try {
-      await checkpoint(t.pid, { dir });
-      await t.wait();
-      const original = await Deno.readFile(mapped);
-      const st = await Deno.stat(mapped);
+    await checkpoint(misc.t.pid, { dir });
+    await misc.t.wait();
+    const original = await Deno.readFile(mapped);
+    const st = await Deno.stat(mapped);
 
-      await Deno.rename(mapped, `${mapped}.away`);
-      await assertRestoreRefused(
-        dir,
-        RestoreError,
-        new RegExp(`^cannot restore: file mapped by ${t.pid} ${mapped} is missing$`),
-      );
-      await Deno.rename(`${mapped}.away`, mapped);
+    await Deno.rename(mapped, `${mapped}.away`);
+    await assertRestoreRefused(
+      dir,
+      RestoreError,
+      new RegExp(`^cannot restore: file mapped by ${misc.t.pid} ${mapped} is missing$`),
+    );
+    await Deno.rename(`${mapped}.away`, mapped);
 
-      // Same inode and size, other content (and so another mtime).
-      const changed = original.slice();
-      changed[10] ^= 0xff;
-      await new Promise((r) => setTimeout(r, 20));
-      await Deno.writeFile(mapped, changed);
-      await assertRestoreRefused(
-        dir,
-        RestoreError,
-        new RegExp(`^cannot restore: file mapped by ${t.pid} ${mapped} changed since the dump$`),
-      );
+    // Same inode and size, other content (and so another mtime).
+    const changed = original.slice();
+    changed[10] ^= 0xff;
+    await sleep(20);
+    await Deno.writeFile(mapped, changed);
+    await assertRestoreRefused(
+      dir,
+      RestoreError,
+      new RegExp(`^cannot restore: file mapped by ${misc.t.pid} ${mapped} changed since the dump$`),
+    );
 
-      // Put the file back as it was (content and mtime): the image restores.
-      await Deno.writeFile(mapped, original);
-      await Deno.utime(mapped, st.atime!, st.mtime!);
-      await restore(dir);
-      t.resetAfterRestore();
-      await Deno.writeTextFile(trigger, "");
-      assertChecksPassed(t, MISC_CHECKS, exitCode(await t.wait()));
-    } finally {
-      await removeImageDir(dir);
-      await Deno.remove(work, { recursive: true }).catch(() => {});
-    }
+    // Put the file back as it was (content and mtime): the image restores.
+    await Deno.writeFile(mapped, original);
+    await Deno.utime(mapped, st.atime!, st.mtime!);
+    await restoreAndPass(misc, dir);
   }),
 );

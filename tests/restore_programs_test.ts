@@ -7,8 +7,10 @@
  */
 
 import assert from "node:assert/strict";
-import { dumpKillRestore, removeImageDir } from "./helpers/roundtrip.ts";
+import { ppidOf } from "./helpers/proc.ts";
+import { dumpKillRestore } from "./helpers/roundtrip.ts";
 import { startTarget, type Target, withTargets } from "./helpers/targets.ts";
+import { sleep } from "./helpers/wait.ts";
 
 /** The integers a counter program printed, one per line (a partial last line is ignored). */
 function counterLines(t: Target): number[] {
@@ -29,7 +31,7 @@ async function waitForCount(t: Target, n: number, timeoutMs = 10000): Promise<nu
     if (Date.now() > deadline) {
       throw new Error(`counter of ${t.pid} did not reach ${n}; output:\n${t.output()}`);
     }
-    await new Promise((r) => setTimeout(r, 20));
+    await sleep(20);
   }
 }
 
@@ -49,54 +51,51 @@ async function roundTripCounter(
   args: string[],
   opts: { before: number; after: number; tree?: boolean },
 ): Promise<boolean> {
-  let dir: string | undefined;
-  try {
-    const t = await startTarget(path, args);
-    await waitForCount(t, opts.before);
-    const pid = t.pid;
+  const t = await startTarget(path, args);
+  await waitForCount(t, opts.before);
+  const pid = t.pid;
 
-    const rt = await dumpKillRestore(t);
-    dir = rt.dir;
-    assert.equal(rt.tree.rootPid, pid, "restored with another pid");
-    assert.equal(rt.tree.pids.length, rt.dump.stats.processes);
-    if (opts.tree) {
-      if (rt.tree.pids.length < 2) {
-        await t.kill(); // caught between two children: try again
-        return false;
-      }
-      assert.equal(rt.tree.pids.length, 2, `restored pids ${rt.tree.pids}`);
-      const child = rt.tree.pids.find((p) => p !== pid)!;
-      try {
-        const stat = Deno.readTextFileSync(`/proc/${child}/stat`);
-        const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-        assert.equal(ppid, pid, `restored child ${child} has parent ${ppid}`);
-      } catch (e) {
-        if (!(e instanceof Deno.errors.NotFound)) throw e; // the child already finished
-      }
+  const rt = await dumpKillRestore(t);
+  assert.equal(rt.tree.pids.length, rt.dump.stats.processes);
+  if (opts.tree) {
+    if (rt.tree.pids.length < 2) {
+      await t.kill(); // caught between two children: try again
+      return false;
     }
-    const stopped = counterLines(t);
-    const last = stopped[stopped.length - 1];
-    assertConsecutive(stopped, "before the dump");
-
-    const lines = await waitForCount(t, last + opts.after);
-    assertConsecutive(lines, "after the restore");
-    assert.equal(t.poll(), undefined, `restored process exited:\n${t.output()}`);
-    const cmdline = Deno.readTextFileSync(`/proc/${pid}/cmdline`).split("\0");
-    assert.deepEqual(cmdline.slice(1, 1 + args.length), args, "another process has that pid");
-    return true;
-  } finally {
-    if (dir) await removeImageDir(dir);
+    assert.equal(rt.tree.pids.length, 2, `restored pids ${rt.tree.pids}`);
+    const child = rt.tree.pids.find((p) => p !== pid)!;
+    try {
+      const ppid = ppidOf(child);
+      assert.equal(ppid, pid, `restored child ${child} has parent ${ppid}`);
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e; // the child already finished
+    }
   }
+  const stopped = counterLines(t);
+  const last = stopped[stopped.length - 1];
+  assertConsecutive(stopped, "before the dump");
+
+  const lines = await waitForCount(t, last + opts.after);
+  assertConsecutive(lines, "after the restore");
+  assert.equal(t.poll(), undefined, `restored process exited:\n${t.output()}`);
+  const cmdline = Deno.readTextFileSync(`/proc/${pid}/cmdline`).split("\0");
+  assert.deepEqual(cmdline.slice(1, 1 + args.length), args, "another process has that pid");
+  return true;
+}
+
+/** A test that a counter program runs on from where it was dumped (5 numbers before, 5 after). */
+function countsOn(program: string, args: string[]): () => Promise<void> {
+  return withTargets(async () => {
+    await roundTripCounter(program, args, { before: 5, after: 5 });
+  });
 }
 
 Deno.test(
   "a python3 counter loop goes on counting after dump, kill and restore",
-  withTargets(async () => {
-    await roundTripCounter("/usr/bin/python3", [
-      "-c",
-      "import sys, time\ni = 0\nwhile True:\n  i += 1\n  print(i, flush=True)\n  time.sleep(0.05)",
-    ], { before: 5, after: 5 });
-  }),
+  countsOn("/usr/bin/python3", [
+    "-c",
+    "import sys, time\ni = 0\nwhile True:\n  i += 1\n  print(i, flush=True)\n  time.sleep(0.05)",
+  ]),
 );
 
 Deno.test(
@@ -112,10 +111,8 @@ Deno.test(
 
 Deno.test(
   "a Node.js setInterval counter goes on counting after dump, kill and restore",
-  withTargets(async () => {
-    await roundTripCounter("/usr/bin/node", [
-      "-e",
-      "let i = 0; setInterval(() => { i += 1; process.stdout.write(i + '\\n'); }, 50);",
-    ], { before: 5, after: 5 });
-  }),
+  countsOn("/usr/bin/node", [
+    "-e",
+    "let i = 0; setInterval(() => { i += 1; process.stdout.write(i + '\\n'); }, 50);",
+  ]),
 );

@@ -9,8 +9,10 @@
 
 import assert from "node:assert/strict";
 import { readImageFile } from "../engine/image/reader.ts";
-import { dumpKillRestore, removeImageDir } from "./helpers/roundtrip.ts";
-import { startTarget, type Target, withTargets } from "./helpers/targets.ts";
+import { assertChecksPassed } from "./helpers/checks.ts";
+import { dumpKillRestore, startTriggered } from "./helpers/roundtrip.ts";
+import { SIGALRM, SIGUSR2, SIGWINCH } from "./helpers/signals.ts";
+import { withTargets } from "./helpers/targets.ts";
 
 /** The checks rt_signals.c reports, in the order it prints them. */
 const SIGNAL_CHECKS = [
@@ -35,23 +37,6 @@ const SIGNAL_CHECKS = [
   "resethand",
 ];
 
-const SIGUSR2 = 12;
-const SIGWINCH = 28;
-
-/** Asserts that every expected check line says ok and the target printed PASS and exited 0. */
-function assertChecksPassed(t: Target, names: string[], code: number | undefined): void {
-  const out = t.output();
-  const failed = out.split("\n").filter((l) => /^check \S+ FAIL/.test(l) || l === "FAIL");
-  assert.deepEqual(failed, [], `target reported failures:\n${out}`);
-  for (const name of names) {
-    assert.match(out, new RegExp(`^check ${name} ok$`, "m"), `no "check ${name} ok" in:\n${out}`);
-  }
-  assert.match(out, /^PASS$/m, out);
-  assert.equal(code, 0, out);
-}
-
-const SIGALRM = 14;
-
 /**
  * Dumps rt_signals, restores it and checks its report. Returns false
  * (after killing the restored target) when `avoidExpiredTimer` is set and
@@ -61,48 +46,39 @@ async function roundTripSignals(
   mode: "running-timer" | "alarm-pending",
   avoidExpiredTimer = false,
 ): Promise<boolean> {
-  const work = await Deno.makeTempDir({ prefix: "cryo-rt-signals-" });
-  const trigger = `${work}/go`;
-  let dir: string | undefined;
-  try {
-    const args = mode === "alarm-pending" ? [trigger, "alarm-pending"] : [trigger];
-    const t = await startTarget("rt_signals", args);
-    const ready = await t.waitFor(/^ready pid=(\d+) altstack=0x([0-9a-f]+) alarms=(\d+)$/m);
-    const pid = t.pid;
-    assert.equal(Number(ready[1]), pid);
-    if (mode === "running-timer") {
-      assert.ok(Number(ready[3]) >= 1, "the interval timer did not fire before the dump");
-    }
-
-    const rt = await dumpKillRestore(t);
-    dir = rt.dir;
-    assert.equal(rt.tree.rootPid, pid, "restored with another pid");
-    assert.deepEqual(rt.tree.pids, [pid]);
-
-    // The image itself: the timers, the thread's private SIGUSR2, the process's SIGWINCH.
-    const proc = (await readImageFile(`${rt.dir}/${pid}.elf`)).process;
-    assert.equal(proc.itimers.real.intervalUs, 50000);
-    assert.equal(proc.itimers.virtual.intervalUs, 7_000_000);
-    const main = proc.threads.find((x) => x.tid === pid)!;
-    assert.ok(main.pending.some((s) => s.signo === SIGUSR2), "SIGUSR2 not pending for the thread");
-    assert.ok(proc.sharedPending.some((s) => s.signo === SIGWINCH), "SIGWINCH not pending");
-    assert.equal(main.sigaltstack.sp, `0x${ready[2]}`);
-    if (mode === "alarm-pending") {
-      assert.equal(proc.itimers.real.valueUs, 0, "the timer should wait for its SIGALRM");
-      assert.ok(proc.sharedPending.some((s) => s.signo === SIGALRM), "SIGALRM not pending");
-    } else if (avoidExpiredTimer && proc.itimers.real.valueUs === 0) {
-      await t.kill(); // the "alarm-pending" case by chance: that one has its own test
-      return false;
-    }
-
-    await Deno.writeTextFile(trigger, "");
-    const st = await t.wait(15000);
-    assertChecksPassed(t, SIGNAL_CHECKS, st.kind === "exited" ? st.code : undefined);
-    return true;
-  } finally {
-    if (dir) await removeImageDir(dir);
-    await Deno.remove(work, { recursive: true }).catch(() => {});
+  const { t, trigger, ready } = await startTriggered(
+    "rt_signals",
+    /^ready pid=(\d+) altstack=0x([0-9a-f]+) alarms=(\d+)$/m,
+    { extra: mode === "alarm-pending" ? ["alarm-pending"] : [] },
+  );
+  const pid = t.pid;
+  if (mode === "running-timer") {
+    assert.ok(Number(ready[3]) >= 1, "the interval timer did not fire before the dump");
   }
+
+  const rt = await dumpKillRestore(t);
+  assert.deepEqual(rt.tree.pids, [pid]);
+
+  // The image itself: the timers, the thread's private SIGUSR2, the process's SIGWINCH.
+  const proc = (await readImageFile(`${rt.dir}/${pid}.elf`)).process;
+  assert.equal(proc.itimers.real.intervalUs, 50000);
+  assert.equal(proc.itimers.virtual.intervalUs, 7_000_000);
+  const main = proc.threads.find((x) => x.tid === pid)!;
+  assert.ok(main.pending.some((s) => s.signo === SIGUSR2), "SIGUSR2 not pending for the thread");
+  assert.ok(proc.sharedPending.some((s) => s.signo === SIGWINCH), "SIGWINCH not pending");
+  assert.equal(main.sigaltstack.sp, `0x${ready[2]}`);
+  if (mode === "alarm-pending") {
+    assert.equal(proc.itimers.real.valueUs, 0, "the timer should wait for its SIGALRM");
+    assert.ok(proc.sharedPending.some((s) => s.signo === SIGALRM), "SIGALRM not pending");
+  } else if (avoidExpiredTimer && proc.itimers.real.valueUs === 0) {
+    await t.kill(); // the "alarm-pending" case by chance: that one has its own test
+    return false;
+  }
+
+  await Deno.writeTextFile(trigger, "");
+  const st = await t.wait(15000);
+  assertChecksPassed(t, SIGNAL_CHECKS, st);
+  return true;
 }
 
 Deno.test(

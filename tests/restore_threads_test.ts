@@ -11,8 +11,12 @@
 
 import assert from "node:assert/strict";
 import { readImageFile } from "../engine/image/reader.ts";
-import { dumpKillRestore, removeImageDir } from "./helpers/roundtrip.ts";
-import { startTarget, type Target, withTargets } from "./helpers/targets.ts";
+import { assertChecksPassed } from "./helpers/checks.ts";
+import { tasksOf } from "./helpers/proc.ts";
+import { dumpKillRestore, startTriggered } from "./helpers/roundtrip.ts";
+import { SIGUSR2 } from "./helpers/signals.ts";
+import { withTargets } from "./helpers/targets.ts";
+import { sleep } from "./helpers/wait.ts";
 
 const KINDS = ["sleep", "condwait", "futex", "spin", "sigwait"];
 
@@ -35,70 +39,41 @@ const THREAD_CHECKS = [
   "new-thread",
 ];
 
-const SIGUSR2 = 12;
-
-/** Asserts that every expected check line says ok and the target printed PASS and exited 0. */
-function assertChecksPassed(t: Target, names: string[], code: number | undefined): void {
-  const out = t.output();
-  const failed = out.split("\n").filter((l) => /^check \S+ FAIL/.test(l) || l === "FAIL");
-  assert.deepEqual(failed, [], `target reported failures:\n${out}`);
-  for (const name of names) {
-    assert.match(out, new RegExp(`^check ${name} ok$`, "m"), `no "check ${name} ok" in:\n${out}`);
-  }
-  assert.match(out, /^PASS$/m, out);
-  assert.equal(code, 0, out);
-}
-
-function tasksOf(pid: number): number[] {
-  return [...Deno.readDirSync(`/proc/${pid}/task`)].map((e) => Number(e.name)).sort((a, b) =>
-    a - b
-  );
-}
+/** The line rt_threads prints once every thread is parked. */
+const READY = /^ready pid=(\d+) tids=([\d,]+)$/m;
 
 /** Dumps rt_threads with its threads parked, restores it, and checks every thread's report. */
 async function roundTripThreads(withPending: boolean): Promise<void> {
-  const work = await Deno.makeTempDir({ prefix: "cryo-rt-threads-" });
-  const trigger = `${work}/go`;
-  let dir: string | undefined;
-  try {
-    const t = await startTarget("rt_threads", withPending ? [trigger] : [trigger, "nopending"]);
-    const ready = await t.waitFor(/^ready pid=(\d+) tids=([\d,]+)$/m);
-    const pid = t.pid;
-    assert.equal(Number(ready[1]), pid);
-    const tids = ready[2].split(",").map(Number);
-    assert.equal(tids.length, 6);
-    assert.deepEqual(tasksOf(pid), tids);
-    await new Promise((r) => setTimeout(r, 200)); // everyone settles in its wait
+  const extra = withPending ? [] : ["nopending"];
+  const { t, trigger, ready } = await startTriggered("rt_threads", READY, { extra });
+  const pid = t.pid;
+  const tids = ready[2].split(",").map(Number);
+  assert.equal(tids.length, 6);
+  assert.deepEqual(tasksOf(pid), tids);
+  await sleep(200); // everyone settles in its wait
 
-    const rt = await dumpKillRestore(t);
-    dir = rt.dir;
-    assert.equal(rt.tree.rootPid, pid, "restored with another pid");
-    assert.deepEqual(rt.tree.pids, [pid]);
-    assert.equal(rt.dump.stats.threads, 6);
-    assert.deepEqual(tasksOf(pid), tids, "restored with other thread ids");
+  const rt = await dumpKillRestore(t);
+  assert.deepEqual(rt.tree.pids, [pid]);
+  assert.equal(rt.dump.stats.threads, 6);
+  assert.deepEqual(tasksOf(pid), tids, "restored with other thread ids");
 
-    const proc = (await readImageFile(`${rt.dir}/${pid}.elf`)).process;
-    assert.deepEqual(proc.threads.map((x) => x.tid).sort((a, b) => a - b), tids);
-    const spinner = proc.threads.find((x) => x.comm === "w3-spin");
-    assert.ok(spinner, `no w3-spin thread in ${proc.threads.map((x) => x.comm)}`);
-    assert.equal(
-      spinner.pending.some((s) => s.signo === SIGUSR2),
-      withPending,
-      "SIGUSR2 pending for w3",
-    );
-    assert.ok(!proc.sharedPending.some((s) => s.signo === SIGUSR2), "SIGUSR2 pending for all");
-    for (const th of proc.threads) {
-      assert.notEqual(BigInt(th.clearChildTid), 0n, `thread ${th.tid}: no clear_child_tid`);
-      assert.notEqual(BigInt(th.robustList.head), 0n, `thread ${th.tid}: no robust list`);
-    }
-
-    await Deno.writeTextFile(trigger, "");
-    const st = await t.wait(20000);
-    assertChecksPassed(t, THREAD_CHECKS, st.kind === "exited" ? st.code : undefined);
-  } finally {
-    if (dir) await removeImageDir(dir);
-    await Deno.remove(work, { recursive: true }).catch(() => {});
+  const proc = (await readImageFile(`${rt.dir}/${pid}.elf`)).process;
+  assert.deepEqual(proc.threads.map((x) => x.tid).sort((a, b) => a - b), tids);
+  const spinner = proc.threads.find((x) => x.comm === "w3-spin");
+  assert.ok(spinner, `no w3-spin thread in ${proc.threads.map((x) => x.comm)}`);
+  assert.equal(
+    spinner.pending.some((s) => s.signo === SIGUSR2),
+    withPending,
+    "SIGUSR2 pending for w3",
+  );
+  assert.ok(!proc.sharedPending.some((s) => s.signo === SIGUSR2), "SIGUSR2 pending for all");
+  for (const th of proc.threads) {
+    assert.notEqual(BigInt(th.clearChildTid), 0n, `thread ${th.tid}: no clear_child_tid`);
+    assert.notEqual(BigInt(th.robustList.head), 0n, `thread ${th.tid}: no robust list`);
   }
+
+  await Deno.writeTextFile(trigger, "");
+  assertChecksPassed(t, THREAD_CHECKS, await t.wait(20000));
 }
 
 Deno.test(

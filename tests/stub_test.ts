@@ -33,6 +33,8 @@ import { posixSpawn } from "../ffi/spawn.ts";
 import { rawSyscall } from "../ffi/libc.ts";
 import { cont, getRegs, setRegs, TraceeGoneError, waitStop } from "../ffi/ptrace.ts";
 import { waitPid, WNOHANG } from "../ffi/wait.ts";
+import { readelf, runCommand } from "./helpers/commands.ts";
+import { withTempDir } from "./helpers/fs.ts";
 
 const BASE = 0x10000000n;
 
@@ -60,10 +62,10 @@ async function objdump(code: Uint8Array, intel = true): Promise<Map<number, stri
       ...(intel ? ["-M", "intel"] : []),
       file,
     ];
-    const r = await new Deno.Command("objdump", { args }).output();
-    assert(r.success, new TextDecoder().decode(r.stderr));
+    const r = await runCommand(["objdump", ...args]);
+    assert(r.code === 0, r.stderr);
     const out = new Map<number, string>();
-    for (const line of new TextDecoder().decode(r.stdout).split("\n")) {
+    for (const line of r.stdout.split("\n")) {
       const m = line.match(/^\s*([0-9a-f]+):\t[0-9a-f ]+\t(.*)$/);
       if (m) out.set(parseInt(m[1], 16), m[2].replace(/\s+/g, " ").trim());
     }
@@ -118,6 +120,20 @@ function image(fill: (p: ProgramBuilder) => void): Bootstrap {
 function writeStr(p: ProgramBuilder, fd: number, s: string): void {
   const bytes = new TextEncoder().encode(s);
   p.op(SYS.write, [fd, p.data(bytes, 1), bytes.length]);
+}
+
+/**
+ * Runs the one-program image `fill` builds, untraced, and asserts its
+ * stdout and either its exit code or the signal that ended it.
+ */
+async function assertRuns(
+  fill: (p: ProgramBuilder) => void,
+  expected: { stdout: string; code: number } | { stdout: string; signal: Deno.Signal },
+): Promise<void> {
+  const r = await run(image(fill));
+  assertEquals(r.stdout, expected.stdout);
+  if ("code" in expected) assertEquals(r.code, expected.code);
+  else assertEquals(r.signal, expected.signal);
 }
 
 // ---------------------------------------------------------------------------
@@ -438,23 +454,18 @@ Deno.test("program: formatProgram resolves strings from the data area", () => {
 // The stub, run for real
 
 Deno.test("stub e2e: hello and exit code", async () => {
-  const r = await run(image((p) => {
+  await assertRuns((p) => {
     writeStr(p, 1, "hello from stub\n");
     p.op(SYS.exit_group, [7]);
     p.end();
-  }));
-  assertEquals(r.stdout, "hello from stub\n");
-  assertEquals(r.code, 7);
+  }, { stdout: "hello from stub\n", code: 7 });
 });
 
 Deno.test("stub e2e: ELF headers read cleanly", async () => {
   const boot = image((p) => p.end());
   const path = await writeExecutable(boot, boot.entryRestore);
   try {
-    const r = await new Deno.Command("readelf", { args: ["-W", "-h", "-l", path] }).output();
-    const out = new TextDecoder().decode(r.stdout);
-    assert(r.success);
-    assertEquals(new TextDecoder().decode(r.stderr), "");
+    const out = await readelf(["-h", "-l"], path); // exits 0, nothing on stderr
     assertMatch(out, /Type:\s+EXEC/);
     assertMatch(out, /Machine:\s+Advanced Micro Devices X86-64/);
     assertMatch(out, new RegExp(`Entry point address:\\s+0x${boot.entryRestore.toString(16)}`));
@@ -467,33 +478,28 @@ Deno.test("stub e2e: ELF headers read cleanly", async () => {
 });
 
 Deno.test("stub e2e: a failing op stops at FAIL (SIGTRAP when untraced)", async () => {
-  const r = await run(image((p) => {
+  await assertRuns((p) => {
     writeStr(p, 1, "before\n");
     p.op(SYS.close, [12345]);
     writeStr(p, 1, "after\n");
     p.op(SYS.exit_group, [0]);
     p.end();
-  }));
-  assertEquals(r.stdout, "before\n");
-  assertEquals(r.signal, "SIGTRAP");
+  }, { stdout: "before\n", signal: "SIGTRAP" });
 });
 
 Deno.test("stub e2e: END stops at DONE (SIGTRAP when untraced)", async () => {
-  const r = await run(image((p) => {
+  await assertRuns((p) => {
     writeStr(p, 1, "x");
     p.end();
-  }));
-  assertEquals(r.stdout, "x");
-  assertEquals(r.signal, "SIGTRAP");
+  }, { stdout: "x", signal: "SIGTRAP" });
 });
 
-Deno.test("stub e2e: slots carry results into later args", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "cryo-stub-" });
-  try {
+Deno.test("stub e2e: slots carry results into later args", () =>
+  withTempDir("cryo-stub-", async (dir) => {
     const file = `${dir}/content`;
     const content = "slot test content, read then written\n";
     await Deno.writeTextFile(file, content);
-    const r = await run(image((p) => {
+    await assertRuns((p) => {
       const buf = p.reserve(256);
       p.op(SYS.open, [p.cstring(file), 0, 0], { store: 0 });
       p.op(SYS.read, [slot(0), buf, 256], { store: 1 });
@@ -501,16 +507,11 @@ Deno.test("stub e2e: slots carry results into later args", async () => {
       p.op(SYS.close, [slot(0)]);
       p.op(SYS.exit_group, [slot(2)]);
       p.end();
-    }));
-    assertEquals(r.stdout, content);
-    assertEquals(r.code, content.length);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+    }, { stdout: content, code: content.length });
+  }));
 
 Deno.test("stub e2e: COPY with literal and slot addresses", async () => {
-  const r = await run(image((p) => {
+  await assertRuns((p) => {
     const src = p.data(new TextEncoder().encode("copied bytes\n"), 1);
     const dst = p.reserve(16);
     p.copy(dst, src, 13);
@@ -521,9 +522,7 @@ Deno.test("stub e2e: COPY with literal and slot addresses", async () => {
     p.op(SYS.write, [1, slot(7), 7]);
     p.op(SYS.exit_group, [slot(8)]); // COPY's result is 0
     p.end();
-  }));
-  assertEquals(r.stdout, "copied bytes\ncopied ");
-  assertEquals(r.code, 0);
+  }, { stdout: "copied bytes\ncopied ", code: 0 });
 });
 
 Deno.test("stub e2e: ALLOW_FAIL goes on and stores -errno", async () => {
@@ -541,7 +540,7 @@ Deno.test("stub e2e: ALLOW_FAIL goes on and stores -errno", async () => {
 });
 
 Deno.test("stub e2e: JUMP_IF_ZERO jumps on 0 only", async () => {
-  const r = await run(image((p) => {
+  await assertRuns((p) => {
     p.op(SYS.getpid, [], { jumpIfZeroTo: "wrong" }); // non-zero: falls through
     p.op(SYS.open, [p.cstring("/dev/null"), 0, 0], { store: 0 });
     p.op(SYS.close, [slot(0)], { jumpIfZeroTo: "jumped" }); // 0: jumps
@@ -554,13 +553,11 @@ Deno.test("stub e2e: JUMP_IF_ZERO jumps on 0 only", async () => {
     writeStr(p, 1, "jumped\n");
     p.op(SYS.exit_group, [0]);
     p.end();
-  }));
-  assertEquals(r.stdout, "jumped\n");
-  assertEquals(r.code, 0);
+  }, { stdout: "jumped\n", code: 0 });
 });
 
 Deno.test("stub e2e: clone3 child takes the JUMP_IF_ZERO branch and execs", async () => {
-  const r = await run(image((p) => {
+  await assertRuns((p) => {
     // struct clone_args (CLONE_ARGS_SIZE_VER0 = 64): flags=0, exit_signal=SIGCHLD.
     const args = p.u64s([0, 0, 0, 0, 17, 0, 0, 0]);
     const echo = p.cstring("/bin/echo");
@@ -573,9 +570,7 @@ Deno.test("stub e2e: clone3 child takes the JUMP_IF_ZERO branch and execs", asyn
     p.label("child");
     p.op(SYS.execve, [echo, argv, 0]);
     p.end();
-  }));
-  assertEquals(r.stdout, "child exec'd\nparent done\n");
-  assertEquals(r.code, 0);
+  }, { stdout: "child exec'd\nparent done\n", code: 0 });
 });
 
 Deno.test("stub e2e: the standalone entry runs its own program", async () => {

@@ -4,24 +4,24 @@
  * @module
  */
 
+import assert from "node:assert/strict";
 import { checkpoint, type CheckpointResult } from "../../engine/dump/mod.ts";
 import { restore, type RestoredTree, type RestoreOptions } from "../../engine/restore/mod.ts";
-import { adoptPid, type Target } from "./targets.ts";
+import { tempDir } from "./fs.ts";
+import { adoptPid, startTarget, type Target } from "./targets.ts";
 
-/** A fresh temporary path for an image directory (not created). */
+/**
+ * A fresh temporary path for an image directory (not created), inside a
+ * directory made by `tempDir()`: `withTargets` removes it after the test.
+ */
 export async function tempImageDir(): Promise<string> {
-  const parent = await Deno.makeTempDir({ prefix: "cryo-test-" });
-  return `${parent}/image`;
-}
-
-/** Removes an image directory made by {@link tempImageDir}. */
-export async function removeImageDir(dir: string): Promise<void> {
-  await Deno.remove(dir.replace(/\/image$/, ""), { recursive: true }).catch(() => {});
+  return `${await tempDir("cryo-test-")}/image`;
 }
 
 /**
  * Dumps `t` (killing it), waits until it is gone, restores it from the
- * image, and points `t` at the restored process (same pid).
+ * image, asserts that it came back with the same pid, and points `t` at
+ * the restored process.
  */
 export async function dumpKillRestore(
   t: Target,
@@ -33,5 +33,37 @@ export async function dumpKillRestore(
   const tree = await restore(dir, opts);
   t.resetAfterRestore();
   for (const pid of tree.pids) if (pid !== t.pid) adoptPid(pid);
+  assert.equal(tree.rootPid, t.pid, "restored with another pid");
   return { dir, dump, tree };
+}
+
+/** A round-trip target started by {@link startTriggered}. */
+export interface TriggeredTarget {
+  /** The running target. */
+  t: Target;
+  /** Its work directory (made by `tempDir()`). */
+  work: string;
+  /** The trigger file (`<work>/go`, not created yet). */
+  trigger: string;
+  /** The match of its ready line. */
+  ready: RegExpMatchArray;
+}
+
+/**
+ * Starts tests/targets/<name>.c with the arguments `<work>/go` (the
+ * trigger file it waits for), `<work>` if `passWork`, then `extra`; waits
+ * for its ready line matching `ready`, whose first group must be its pid.
+ */
+export async function startTriggered(
+  name: string,
+  ready: RegExp,
+  opts: { passWork?: boolean; extra?: string[]; timeoutMs?: number } = {},
+): Promise<TriggeredTarget> {
+  const work = await tempDir(`cryo-${name.replaceAll("_", "-")}-`);
+  const trigger = `${work}/go`;
+  const args = [trigger, ...(opts.passWork ? [work] : []), ...(opts.extra ?? [])];
+  const t = await startTarget(name, args);
+  const m = await t.waitFor(ready, opts.timeoutMs);
+  assert.equal(Number(m[1]), t.pid, "the pid in the ready line");
+  return { t, work, trigger, ready: m };
 }

@@ -11,16 +11,26 @@ import { posixSpawn } from "../../ffi/spawn.ts";
 import { rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { waitPid, type WaitStatus, WNOHANG } from "../../ffi/wait.ts";
+import { pathExists, removeTempDirs } from "./fs.ts";
 
 const root = new URL("../../", import.meta.url).pathname;
 const cacheDir = `${root}tests/.cache`;
+const targetsDir = `${root}tests/targets`;
+/** The header every target may include; part of every target's cache key. */
+const commonHeader = `${targetsDir}/common.h`;
 
-/** Compiles tests/targets/<name>.c once per content hash; returns the binary path. */
+/**
+ * Compiles tests/targets/<name>.c once per content hash (of the source,
+ * tests/targets/common.h and the flags); returns the binary path.
+ */
 export async function buildTarget(name: string, extraFlags: string[] = []): Promise<string> {
-  const src = `${root}tests/targets/${name}.c`;
-  const text = await Deno.readTextFile(src);
-  const hash = createHash("sha256").update(text).update(extraFlags.join(" ")).digest("hex")
-    .slice(0, 16);
+  const src = `${targetsDir}/${name}.c`;
+  const [text, header] = await Promise.all([
+    Deno.readTextFile(src),
+    Deno.readTextFile(commonHeader),
+  ]);
+  const hash = createHash("sha256").update(text).update("\0").update(header).update("\0")
+    .update(extraFlags.join(" ")).digest("hex").slice(0, 16);
   const out = `${cacheDir}/${name}-${hash}`;
   try {
     await Deno.stat(out);
@@ -29,20 +39,11 @@ export async function buildTarget(name: string, extraFlags: string[] = []): Prom
   await Deno.mkdir(cacheDir, { recursive: true });
   const tmp = `${out}.tmp${Deno.pid}`;
   const r = await new Deno.Command("cc", {
-    args: ["-O1", "-g", "-pthread", "-o", tmp, src, ...extraFlags],
+    args: ["-O1", "-g", "-pthread", `-I${targetsDir}`, "-o", tmp, src, ...extraFlags],
   }).output();
   if (!r.success) throw new Error(`cc ${name}.c failed:\n${new TextDecoder().decode(r.stderr)}`);
   await Deno.rename(tmp, out);
   return out;
-}
-
-function existsProc(pid: number): boolean {
-  try {
-    Deno.statSync(`/proc/${pid}`);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 let subreaper = false;
@@ -139,7 +140,7 @@ export class Target {
     if (this.#status && this.#status.kind !== "signaled") return;
     if (this.#status) {
       // Reaped by us (or not our child): still kill a leftover with that pid that we created.
-      if (!this.#reapedByUs && existsProc(this.pid)) rawSyscall(SYS.kill, this.pid, 9);
+      if (!this.#reapedByUs && pathExists(`/proc/${this.pid}`)) rawSyscall(SYS.kill, this.pid, 9);
       return;
     }
     rawSyscall(SYS.kill, this.pid, 9);
@@ -193,7 +194,8 @@ export async function cleanupTargets(): Promise<void> {
 }
 
 /**
- * Runs `fn` with cleanup of all started targets afterwards, pass or fail.
+ * Runs `fn` with cleanup afterwards, pass or fail: kills all started
+ * targets, then removes every directory made with `tempDir()` (fs.ts).
  * Use as the body of a Deno.test.
  */
 export function withTargets(fn: () => Promise<void>): () => Promise<void> {
@@ -202,6 +204,7 @@ export function withTargets(fn: () => Promise<void>): () => Promise<void> {
       await fn();
     } finally {
       await cleanupTargets();
+      await removeTempDirs();
     }
   };
 }

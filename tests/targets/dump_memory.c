@@ -20,15 +20,11 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "common.h"
+
 #define PAGE 4096
 #define K 0x9e3779b97f4a7c15ull
 #define SEED 0x5eed5eed12345678ull
-
-static volatile sig_atomic_t go;
-static void on_usr1(int sig) {
-  (void)sig;
-  go = 1;
-}
 
 static int is_touched(size_t page, size_t pages) {
   return page == 0 || page == 1 || page == 2 || page == 1000 || page == pages / 2 ||
@@ -36,10 +32,7 @@ static int is_touched(size_t page, size_t pages) {
 }
 
 int main(int argc, char **argv) {
-  if (argc < 3) {
-    fprintf(stderr, "usage: dump_memory <MiB> all|sparse\n");
-    return 2;
-  }
+  need_args(argc, 2, "dump_memory <MiB> all|sparse");
   size_t size = (size_t)atol(argv[1]) << 20;
   size_t pages = size / PAGE;
   int all = strcmp(argv[2], "all") == 0;
@@ -63,14 +56,10 @@ int main(int argc, char **argv) {
       }
     }
   }
-  sigset_t usr1, old;
-  sigemptyset(&usr1);
-  sigaddset(&usr1, SIGUSR1);
-  sigprocmask(SIG_BLOCK, &usr1, &old);
-  signal(SIGUSR1, on_usr1);
-  printf("ready pid=%d addr=%p touched=%zu\n", getpid(), (void *)region, touched);
-  fflush(stdout);
-  while (!go) sigsuspend(&old);
+  sigset_t old;
+  arm_usr1(&old);
+  print_ready("pid=%d addr=%p touched=%zu", getpid(), (void *)region, touched);
+  wait_usr1(&old);
 
   size_t bad = 0;
   if (all) {

@@ -28,7 +28,6 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,35 +37,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common.h"
+
 #define PAGE 4096
 #define K 0x9e3779b97f4a7c15ull
 #define SEED 0x5eed5eed12345678ull
 #define SLEEP_SECONDS 2
-
-static int failures;
-
-static void check(const char *name, int ok, const char *fmt, ...) {
-  if (ok) {
-    printf("check %s ok\n", name);
-  } else {
-    va_list ap;
-    printf("check %s FAIL ", name);
-    va_start(ap, fmt);
-    vprintf(fmt, ap);
-    va_end(ap);
-    printf("\n");
-    failures++;
-  }
-  fflush(stdout);
-}
-
-static void die(const char *what) {
-  printf("setup failed: %s: %s\nFAIL\n", what, strerror(errno));
-  fflush(stdout);
-  exit(2);
-}
-
-static pid_t gettid_raw(void) { return (pid_t)syscall(SYS_gettid); }
 
 static double now(void) {
   struct timespec ts;
@@ -176,7 +152,6 @@ static uint32_t futex_word;
 static volatile int spin_go;
 static volatile uint64_t spin_count;
 static pthread_barrier_t started;
-static volatile sig_atomic_t go;
 
 static void *worker_main(void *arg) {
   struct worker *w = arg;
@@ -236,23 +211,12 @@ static void *worker_main(void *arg) {
   return NULL;
 }
 
-static void on_usr1(int sig) {
-  (void)sig;
-  go = 1;
-}
-
 int main(int argc, char **argv) {
-  if (argc < 2) {
-    fprintf(stderr, "usage: dump_threads <file-of-3-pages>\n");
-    return 2;
-  }
+  need_args(argc, 1, "dump_threads <file-of-3-pages>");
   fill_regions(argv[1]);
   if (pipe(read_pipe) != 0 || pipe(poll_pipe) != 0) die("pipe");
-  sigset_t usr1, old;
-  sigemptyset(&usr1);
-  sigaddset(&usr1, SIGUSR1);
-  sigprocmask(SIG_BLOCK, &usr1, &old);
-  signal(SIGUSR1, on_usr1);
+  sigset_t old;
+  arm_usr1(&old); /* before the workers start: they inherit the blocked SIGUSR1 */
   tls_value = 0x7777;
   pthread_barrier_init(&started, NULL, NWORKERS + 1);
   for (int i = 0; i < NWORKERS; i++) {
@@ -260,14 +224,12 @@ int main(int argc, char **argv) {
   }
   pthread_barrier_wait(&started);
   pid_t main_tid = gettid_raw();
-  printf("ready pid=%d tids=%d,%d,%d,%d,%d,%d pattern=%p sparse=%p ro=%p none=%p shared=%p "
-         "file=%p\n",
-         getpid(), main_tid, workers[0].tid, workers[1].tid, workers[2].tid, workers[3].tid,
-         workers[4].tid, (void *)pattern, (void *)sparse, (void *)ro, (void *)none,
-         (void *)shared_mem, (void *)file_map);
-  fflush(stdout);
+  print_ready("pid=%d tids=%d,%d,%d,%d,%d,%d pattern=%p sparse=%p ro=%p none=%p shared=%p file=%p",
+              getpid(), main_tid, workers[0].tid, workers[1].tid, workers[2].tid, workers[3].tid,
+              workers[4].tid, (void *)pattern, (void *)sparse, (void *)ro, (void *)none,
+              (void *)shared_mem, (void *)file_map);
 
-  while (!go) sigsuspend(&old);
+  wait_usr1(&old);
 
   check("main-tid", gettid_raw() == main_tid && main_tid == getpid(), "tid %d", gettid_raw());
   check("main-tls", tls_value == 0x7777, "tls %llx", (unsigned long long)tls_value);
@@ -291,7 +253,5 @@ int main(int argc, char **argv) {
     check(name, strcmp(w->name_after, names[i]) == 0, "'%s'", w->name_after);
   }
   check_regions();
-  printf(failures ? "FAIL\n" : "PASS\n");
-  fflush(stdout);
-  return failures ? 1 : 0;
+  return verdict();
 }

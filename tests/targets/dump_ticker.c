@@ -14,6 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common.h"
+
 static volatile sig_atomic_t got_term;
 static void on_term(int sig) {
   (void)sig;
@@ -21,16 +23,12 @@ static void on_term(int sig) {
 }
 
 int main(int argc, char **argv) {
-  if (argc < 2) {
-    fprintf(stderr, "usage: dump_ticker <dir>\n");
-    return 2;
-  }
+  need_args(argc, 1, "dump_ticker <dir>");
   char ping[4096], exitp[4096];
   snprintf(ping, sizeof ping, "%s/ping", argv[1]);
   snprintf(exitp, sizeof exitp, "%s/exit", argv[1]);
   signal(SIGTERM, on_term);
-  printf("ready pid=%d\n", getpid());
-  fflush(stdout);
+  print_ready("pid=%d", getpid());
   for (unsigned long ticks = 0;; ticks++) {
     if (got_term) {
       printf("got SIGTERM\n");

@@ -13,11 +13,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "common.h"
+
 int main(int argc, char **argv) {
-  if (argc < 2) {
-    fprintf(stderr, "usage: dump_tracer <tid>\n");
-    return 2;
-  }
+  need_args(argc, 1, "dump_tracer <tid>");
   pid_t tid = atoi(argv[1]);
   if (ptrace(PTRACE_SEIZE, tid, 0, 0) != 0) {
     printf("seize failed: %s\n", strerror(errno));

@@ -8,7 +8,6 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,40 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static int failures;
-
-static void check(const char *name, int ok, const char *fmt, ...) {
-  if (ok) {
-    printf("check %s ok\n", name);
-  } else {
-    va_list ap;
-    printf("check %s FAIL ", name);
-    va_start(ap, fmt);
-    vprintf(fmt, ap);
-    va_end(ap);
-    printf("\n");
-    failures++;
-  }
-  fflush(stdout);
-}
-
-static void die(const char *what) {
-  printf("setup failed: %s: %s\nFAIL\n", what, strerror(errno));
-  fflush(stdout);
-  exit(2);
-}
-
-static void wait_trigger(const char *path) {
-  struct timespec ts = {0, 20 * 1000 * 1000};
-  for (int i = 0; access(path, F_OK) != 0; i++) {
-    if (i > 6000) {
-      printf("timed out waiting for %s\nFAIL\n", path);
-      fflush(stdout);
-      exit(3);
-    }
-    nanosleep(&ts, NULL);
-  }
-}
+#include "common.h"
 
 static char work[2048];
 static char path_buf[8][2600];
@@ -226,19 +192,13 @@ static void checks(void) {
 }
 
 int main(int argc, char **argv) {
-  if (argc < 3) {
-    fprintf(stderr, "usage: %s <trigger> <work-dir>\n", argv[0]);
-    return 2;
-  }
+  need_args(argc, 2, "rt_files <trigger> <work-dir>");
   if (!realpath(argv[2], work)) die("realpath");
   printf("start pid=%d\n", getpid());
   fflush(stdout);
   setup();
-  printf("ready pid=%d fds=%s\n", getpid(), open_before);
-  fflush(stdout);
+  print_ready("pid=%d fds=%s", getpid(), open_before);
   wait_trigger(argv[1]);
   checks();
-  printf(failures ? "FAIL\n" : "PASS\n");
-  fflush(stdout);
-  return failures ? 1 : 0;
+  return verdict();
 }

@@ -13,7 +13,6 @@
 #include <fcntl.h>
 #include <setjmp.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,43 +21,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common.h"
+
 #define PAGE 4096UL
 #define MiB (1024UL * 1024UL)
-
-static int failures;
-
-static void check(const char *name, int ok, const char *fmt, ...) {
-  if (ok) {
-    printf("check %s ok\n", name);
-  } else {
-    va_list ap;
-    printf("check %s FAIL ", name);
-    va_start(ap, fmt);
-    vprintf(fmt, ap);
-    va_end(ap);
-    printf("\n");
-    failures++;
-  }
-  fflush(stdout);
-}
-
-static void die(const char *what) {
-  printf("setup failed: %s: %s\nFAIL\n", what, strerror(errno));
-  fflush(stdout);
-  exit(2);
-}
-
-static void wait_trigger(const char *path) {
-  struct timespec ts = {0, 20 * 1000 * 1000};
-  for (int i = 0; access(path, F_OK) != 0; i++) {
-    if (i > 6000) {
-      printf("timed out waiting for %s\nFAIL\n", path);
-      fflush(stdout);
-      exit(3);
-    }
-    nanosleep(&ts, NULL);
-  }
-}
 
 /* The byte expected at index j of a buffer filled with `seed`. */
 static inline uint8_t pat(size_t j, unsigned seed) {
@@ -647,10 +613,9 @@ __attribute__((noinline)) static void verify_frame(const uint8_t *buf, int depth
 
 static void at_bottom(void) {
   snapshot();
-  printf("ready pid=%d sparse=%p sparse_len=%lu sparse_touched=%zu stack=%lu\n", getpid(),
-         (void *)sparse, (unsigned long)SPARSE_BYTES, NSPARSE,
-         (unsigned long)(shallowest_frame - deepest_frame));
-  fflush(stdout);
+  print_ready("pid=%d sparse=%p sparse_len=%lu sparse_touched=%zu stack=%lu", getpid(),
+              (void *)sparse, (unsigned long)SPARSE_BYTES, NSPARSE,
+              (unsigned long)(shallowest_frame - deepest_frame));
   wait_trigger(trigger);
   check_maps(); /* first: nothing below may change the mappings before this */
   check_identity();
@@ -678,10 +643,7 @@ __attribute__((noinline)) static int recurse(int depth) {
 }
 
 int main(int argc, char **argv) {
-  if (argc < 3) {
-    fprintf(stderr, "usage: %s <trigger> <work-dir> [option...]\n", argv[0]);
-    return 2;
-  }
+  need_args(argc, 2, "rt_memory <trigger> <work-dir> [option...]");
   trigger = argv[1];
   printf("start pid=%d\n", getpid()); /* stdio allocates its buffer now, not at "ready" */
   fflush(stdout);
@@ -698,7 +660,5 @@ int main(int argc, char **argv) {
   int frames = recurse(0);
   check("deep-stack", frames == DEPTH && bad_frames == 0, "%d frames, %d bad, first bad at depth %d",
         frames, bad_frames, first_bad_frame);
-  printf(failures ? "FAIL\n" : "PASS\n");
-  fflush(stdout);
-  return failures ? 1 : 0;
+  return verdict();
 }

@@ -11,7 +11,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,43 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static int failures;
-
-static void check(const char *name, int ok, const char *fmt, ...) {
-  if (ok) {
-    printf("check %s ok\n", name);
-  } else {
-    va_list ap;
-    printf("check %s FAIL ", name);
-    va_start(ap, fmt);
-    vprintf(fmt, ap);
-    va_end(ap);
-    printf("\n");
-    failures++;
-  }
-  fflush(stdout);
-}
-
-static void die(const char *what) {
-  printf("setup failed: %s: %s\nFAIL\n", what, strerror(errno));
-  fflush(stdout);
-  exit(2);
-}
-
-static int eintr_count, wait_rounds;
-
-/* Polls for the trigger; nanosleep must never come back early (no handlers are installed). */
-static void wait_trigger(const char *path) {
-  struct timespec ts = {0, 20 * 1000 * 1000};
-  for (wait_rounds = 0; access(path, F_OK) != 0; wait_rounds++) {
-    if (wait_rounds > 6000) {
-      printf("timed out waiting for %s\nFAIL\n", path);
-      fflush(stdout);
-      exit(3);
-    }
-    if (nanosleep(&ts, NULL) != 0 && errno == EINTR) eintr_count++;
-  }
-}
+#include "common.h"
 
 #define NLIMITS RLIM_NLIMITS
 static struct rlimit limits_before[NLIMITS];
@@ -203,7 +166,8 @@ static void checks(void) {
   for (int s = 1; s < 65 && !first_pending; s++)
     if (sigismember(&pending, s)) first_pending = s;
   check("no-pending-signals", first_pending == 0, "signal %d is pending", first_pending);
-  check("no-eintr", eintr_count == 0, "nanosleep returned EINTR %d times", eintr_count);
+  /* No handlers are installed: nanosleep in wait_trigger() must never come back early. */
+  check("no-eintr", trigger_eintr == 0, "nanosleep returned EINTR %d times", trigger_eintr);
   long tp = tracer_pid();
   check("not-traced", tp == 0, "TracerPid %ld", tp);
 
@@ -217,14 +181,11 @@ static void checks(void) {
     ok = fstat(high_fd, &st) == 0 && S_ISCHR(st.st_mode);
     check("fd-above-nofile", ok, "fd %d (soft RLIMIT_NOFILE %d) is gone", high_fd, HIGH_FD_LIMIT);
   }
-  printf("info ppid=%d waited=%d\n", getppid(), wait_rounds);
+  printf("info ppid=%d waited=%d\n", getppid(), trigger_rounds);
 }
 
 int main(int argc, char **argv) {
-  if (argc < 3) {
-    fprintf(stderr, "usage: %s <trigger> <work-dir> [highfd]\n", argv[0]);
-    return 2;
-  }
+  need_args(argc, 2, "rt_misc <trigger> <work-dir> [highfd]");
   if (!realpath(argv[2], work)) die("realpath");
   static char trigger[4096];
   if (argv[1][0] == '/') snprintf(trigger, sizeof trigger, "%s", argv[1]);
@@ -232,11 +193,8 @@ int main(int argc, char **argv) {
   printf("start pid=%d\n", getpid());
   fflush(stdout);
   setup(argc > 3 && !strcmp(argv[3], "highfd"));
-  printf("ready pid=%d ppid=%d mapped=%s\n", getpid(), getppid(), mapped_path);
-  fflush(stdout);
+  print_ready("pid=%d ppid=%d mapped=%s", getpid(), getppid(), mapped_path);
   wait_trigger(trigger); /* absolute: the cwd changed */
   checks();
-  printf(failures ? "FAIL\n" : "PASS\n");
-  fflush(stdout);
-  return failures ? 1 : 0;
+  return verdict();
 }

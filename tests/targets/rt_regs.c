@@ -16,7 +16,6 @@
 #define _GNU_SOURCE
 #include <asm/prctl.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -25,6 +24,8 @@
 #include <sys/auxv.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+#include "common.h"
 
 /* ------------------------------------------------------ context layout */
 /* One 64-byte aligned block shared with the assembly loop (rdi points at it). */
@@ -83,7 +84,6 @@ static uint8_t ctx[CTX_SIZE] __attribute__((aligned(64)));
 #define Q(off) (*(uint64_t *)(ctx + (off)))
 
 static volatile int stop_flag;
-static int failures;
 
 /* ------------------------------------------------------- the asm loop */
 /* void regs_spin(uint8_t *ctx, volatile int *flag) */
@@ -303,21 +303,6 @@ __asm__(
 
 /* -------------------------------------------------------------- checks */
 
-static void check(const char *name, int ok, const char *fmt, ...) {
-  if (ok) {
-    printf("check %s ok\n", name);
-  } else {
-    va_list ap;
-    printf("check %s FAIL ", name);
-    va_start(ap, fmt);
-    vprintf(fmt, ap);
-    va_end(ap);
-    printf("\n");
-    failures++;
-  }
-  fflush(stdout);
-}
-
 static void on_usr1(int sig) {
   (void)sig;
   stop_flag = 1;
@@ -392,9 +377,8 @@ int main(int argc, char **argv) {
   sigemptyset(&sa.sa_mask);
   sigaction(SIGUSR1, &sa, NULL);
 
-  printf("ready pid=%d loop=%p-%p avx512=%s fsgsbase=%s\n", getpid(), (void *)regs_loop,
-         (void *)regs_loop_end, have512 ? "yes" : "no", havefsgs ? "yes" : "no");
-  fflush(stdout);
+  print_ready("pid=%d loop=%p-%p avx512=%s fsgsbase=%s", getpid(), (void *)regs_loop,
+              (void *)regs_loop_end, have512 ? "yes" : "no", havefsgs ? "yes" : "no");
 
   regs_spin(ctx, &stop_flag);
 
@@ -450,7 +434,5 @@ int main(int argc, char **argv) {
   check("mask-words", m == 0 && m2 == 0, "mask %016lx mask2 %016lx", (unsigned long)m,
         (unsigned long)m2);
 
-  printf("%s\n", failures ? "FAIL" : "PASS");
-  fflush(stdout);
-  return failures ? 1 : 0;
+  return verdict();
 }

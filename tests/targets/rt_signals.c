@@ -16,7 +16,6 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,46 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static int failures;
-
-static void check(const char *name, int ok, const char *fmt, ...) {
-  if (ok) {
-    printf("check %s ok\n", name);
-  } else {
-    va_list ap;
-    printf("check %s FAIL ", name);
-    va_start(ap, fmt);
-    vprintf(fmt, ap);
-    va_end(ap);
-    printf("\n");
-    failures++;
-  }
-  fflush(stdout);
-}
-
-static void die(const char *what) {
-  printf("setup failed: %s: %s\nFAIL\n", what, strerror(errno));
-  fflush(stdout);
-  exit(2);
-}
-
-static void wait_trigger(const char *path) {
-  struct timespec ts = {0, 20 * 1000 * 1000};
-  for (int i = 0; access(path, F_OK) != 0; i++) {
-    if (i > 6000) {
-      printf("timed out waiting for %s\nFAIL\n", path);
-      fflush(stdout);
-      exit(3);
-    }
-    nanosleep(&ts, NULL); /* SIGALRM interrupts it: just poll again */
-  }
-}
-
-static void sleep_ms(long ms) {
-  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-  }
-}
+#include "common.h"
 
 /* The kernel's struct sigaction (rt_sigaction with an 8-byte mask). */
 struct ksigaction {
@@ -155,10 +115,7 @@ static int find_log(int sig, int nth) {
 /* ---------------------------------------------------------------- main */
 
 int main(int argc, char **argv) {
-  if (argc < 2) {
-    fprintf(stderr, "usage: rt_signals <trigger> [alarm-pending]\n");
-    return 2;
-  }
+  need_args(argc, 1, "rt_signals <trigger> [alarm-pending]");
   pid_t pid = getpid();
   int alarm_blocked = argc > 2 && strcmp(argv[2], "alarm-pending") == 0;
   int rt2 = SIGRTMIN + 2, rt3 = SIGRTMIN + 3;
@@ -216,8 +173,7 @@ int main(int argc, char **argv) {
   sigaltstack(NULL, &ss_before);
 
   sleep_ms(120); /* a few alarms before the dump */
-  printf("ready pid=%d altstack=%p alarms=%d\n", pid, (void *)altstack, (int)alarms);
-  fflush(stdout);
+  print_ready("pid=%d altstack=%p alarms=%d", pid, (void *)altstack, (int)alarms);
   wait_trigger(argv[1]);
   int alarms_at_trigger = alarms;
 
@@ -340,7 +296,5 @@ int main(int argc, char **argv) {
 
   struct itimerval off = {{0, 0}, {0, 0}};
   setitimer(ITIMER_REAL, &off, NULL);
-  printf("%s\n", failures ? "FAIL" : "PASS");
-  fflush(stdout);
-  return failures ? 1 : 0;
+  return verdict();
 }

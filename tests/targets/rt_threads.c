@@ -19,7 +19,6 @@
 #include <linux/futex.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,36 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static int failures;
-
-static void check(const char *name, int ok, const char *fmt, ...) {
-  if (ok) {
-    printf("check %s ok\n", name);
-  } else {
-    va_list ap;
-    printf("check %s FAIL ", name);
-    va_start(ap, fmt);
-    vprintf(fmt, ap);
-    va_end(ap);
-    printf("\n");
-    failures++;
-  }
-  fflush(stdout);
-}
-
-static void die(const char *what, int err) {
-  printf("setup failed: %s: %s\nFAIL\n", what, strerror(err));
-  fflush(stdout);
-  exit(2);
-}
-
-static void sleep_ms(long ms) {
-  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-  }
-}
-
-static pid_t gettid_raw(void) { return (pid_t)syscall(SYS_gettid); }
+#include "common.h"
 
 /* ----------------------------------------------------------- the state */
 
@@ -129,7 +99,7 @@ static void set_mask(int idx) {
   if (idx == K_SPIN) sigaddset(&s, SIGUSR2);
   if (idx < 0) sigaddset(&s, SIGUSR1);
   int e = pthread_sigmask(SIG_SETMASK, &s, NULL);
-  if (e) die("pthread_sigmask", e);
+  if (e) die_err("pthread_sigmask", e);
 }
 
 /* rseq still registered for this thread: registering the same area again says EBUSY. */
@@ -205,7 +175,7 @@ static void *worker_main(void *arg) {
   switch (w->idx) {
   case K_SLEEP: {
     int e = pthread_mutex_lock(&robust);
-    if (e) die("lock robust", e);
+    if (e) die_err("lock robust", e);
     announce(w);
     while (!phase) sleep_ms(20);
     self_check(w, tls_for(w->idx));
@@ -215,7 +185,7 @@ static void *worker_main(void *arg) {
   }
   case K_COND: {
     stack_t ss = {.ss_sp = cond_altstack, .ss_size = ALTSTACK_SIZE, .ss_flags = 0};
-    if (sigaltstack(&ss, NULL) != 0) die("sigaltstack", errno);
+    if (sigaltstack(&ss, NULL) != 0) die("sigaltstack");
     announce(w);
     pthread_mutex_lock(&wake_lock);
     while (!phase) pthread_cond_wait(&wake_cv, &wake_lock);
@@ -308,10 +278,7 @@ static void *fresh_thread(void *arg) {
 }
 
 int main(int argc, char **argv) {
-  if (argc < 2) {
-    fprintf(stderr, "usage: rt_threads <trigger>\n");
-    return 2;
-  }
+  need_args(argc, 1, "rt_threads <trigger> [nopending]");
   pid_t pid = getpid();
   with_pending = !(argc > 2 && strcmp(argv[2], "nopending") == 0);
   tls_value = 0x7100000000005555ULL;
@@ -332,7 +299,7 @@ int main(int argc, char **argv) {
   for (int i = 0; i < NWORKERS; i++) {
     workers[i].idx = i;
     int e = pthread_create(&workers[i].th, NULL, worker_main, &workers[i]);
-    if (e) die("pthread_create", e);
+    if (e) die_err("pthread_create", e);
   }
   pthread_mutex_lock(&start_lock);
   while (started < NWORKERS) pthread_cond_wait(&start_cv, &start_lock);
@@ -345,18 +312,8 @@ int main(int argc, char **argv) {
   char tb[256], ta[256];
   format_tasks(tb, sizeof tb, tasks_before, nb);
   sleep_ms(50);
-  printf("ready pid=%d tids=%s\n", pid, tb);
-  fflush(stdout);
-
-  struct timespec ts = {0, 20 * 1000 * 1000};
-  for (int i = 0; access(argv[1], F_OK) != 0; i++) {
-    if (i > 6000) {
-      printf("timed out waiting for %s\nFAIL\n", argv[1]);
-      fflush(stdout);
-      exit(3);
-    }
-    nanosleep(&ts, NULL);
-  }
+  print_ready("pid=%d tids=%s", pid, tb);
+  wait_trigger(argv[1]);
 
   /* The main thread's own state. */
   check("main-tid", gettid_raw() == pid && getpid() == pid, "gettid %d getpid %d, was %d",
@@ -440,7 +397,5 @@ int main(int argc, char **argv) {
   if (e == 0) e = pthread_join(th, &ret);
   check("new-thread", e == 0 && (intptr_t)ret > 0 && (intptr_t)ret != pid, "%s", strerror(e));
 
-  printf("%s\n", failures ? "FAIL" : "PASS");
-  fflush(stdout);
-  return failures ? 1 : 0;
+  return verdict();
 }
