@@ -190,6 +190,9 @@ export async function startTarget(
 /** Kills and reaps every target this process started. */
 export async function cleanupTargets(): Promise<void> {
   for (const t of started) await t.kill();
+  for (const t of started) {
+    if (t.outputPath.includes("/cryo-target-")) await Deno.remove(t.outputPath).catch(() => {});
+  }
   started.clear();
 }
 
