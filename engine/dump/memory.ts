@@ -6,10 +6,9 @@
  * whenever it is full. Page data is laid out in the image in exactly that
  * order, so the writes are sequential.
  *
- * Measured on these machines, plain synchronous writes of large buffers are
- * as fast as overlapping them with the next read, and packing small runs
- * removes the per-run cost that dominated processes with many mappings.
- * cryo's own memory stays at one buffer.
+ * Packing small runs removes the per-run cost that dominated processes with
+ * many mappings. Large dumps write from a worker thread while the next
+ * buffer is read (page_writer.ts). cryo's own memory stays at two buffers.
  *
  * @module
  */
@@ -18,23 +17,17 @@ import * as zlib from "node:zlib";
 import { processVmRead } from "../../ffi/process_vm.ts";
 import type { PageRun } from "../model.ts";
 import type { Vma } from "./vmas.ts";
+import type { PageWriter } from "./page_writer.ts";
 
-/** Size of the page buffer (one write at most). */
+/** Size of one page buffer (one write at most). */
 export const CHUNK_BYTES = 16 << 20;
 
-/** Destination of page data: sequential synchronous writes at increasing file offsets. */
-export interface PageSink {
-  /** File offset the next write lands at (page aligned). */
-  position(): number;
-  /** Appends bytes (a page multiple). */
-  write(bytes: Uint8Array): void;
-}
-
-/** Streams chosen pages of mappings to a sink, packing runs into one buffer. */
+/** Streams chosen pages of mappings to a page writer, packing runs into its buffers. */
 export class MemoryStreamer {
   readonly #pid: number;
-  readonly #sink: PageSink;
-  readonly #buffer = new Uint8Array(CHUNK_BYTES);
+  readonly #out: PageWriter;
+  readonly #reserve: (length: number) => number;
+  #buffer: Uint8Array | undefined;
   #fill = 0;
   #memFile: Deno.FsFile | undefined;
   #offset: number;
@@ -42,13 +35,18 @@ export class MemoryStreamer {
   /** Bytes of page data written so far. */
   bytes = 0;
 
-  constructor(pid: number, sink: PageSink) {
+  /**
+   * `reserve(length)` reserves the next `length` bytes of the image's page
+   * region and returns their file offset (sequential).
+   */
+  constructor(pid: number, out: PageWriter, reserve: (length: number) => number) {
     this.#pid = pid;
-    this.#sink = sink;
-    this.#offset = sink.position();
+    this.#out = out;
+    this.#reserve = reserve;
+    this.#offset = reserve(0);
   }
 
-  /** CRC-32 (zlib) of every byte handed to the sink so far, in file order. */
+  /** CRC-32 (zlib) of every byte written so far, in file order. */
   get crc32(): number {
     return this.#crc >>> 0;
   }
@@ -68,7 +66,8 @@ export class MemoryStreamer {
         fileOffset: this.#offset,
       });
       for (let done = 0; done < run.length;) {
-        const n = Math.min(CHUNK_BYTES - this.#fill, run.length - done);
+        this.#buffer ??= this.#out.acquire();
+        const n = Math.min(this.#out.size - this.#fill, run.length - done);
         this.#read(
           run.addr + BigInt(done),
           this.#buffer.subarray(this.#fill, this.#fill + n),
@@ -78,7 +77,7 @@ export class MemoryStreamer {
         this.#offset += n;
         done += n;
         this.bytes += n;
-        if (this.#fill === CHUNK_BYTES) this.#flush();
+        if (this.#fill === this.#out.size) this.#flush();
         onBytes?.(n);
       }
     }
@@ -86,10 +85,10 @@ export class MemoryStreamer {
   }
 
   #flush(): void {
-    if (this.#fill === 0) return;
-    const data = this.#buffer.subarray(0, this.#fill);
-    this.#crc = zlib.crc32(data, this.#crc);
-    this.#sink.write(data);
+    if (!this.#buffer || this.#fill === 0) return;
+    this.#crc = zlib.crc32(this.#buffer.subarray(0, this.#fill), this.#crc);
+    this.#out.submit(this.#fill, this.#reserve(this.#fill));
+    this.#buffer = undefined;
     this.#fill = 0;
   }
 
@@ -129,17 +128,19 @@ export class MemoryStreamer {
     }
   }
 
-  /** Releases resources without writing what is buffered (error paths). */
-  abort(): void {
+  /** Stops without writing what is buffered (error paths). */
+  async abort(): Promise<void> {
     this.#fill = 0;
     this.#memFile?.close();
     this.#memFile = undefined;
+    await this.#out.abort();
   }
 
-  /** Writes what is buffered and releases resources. */
-  finish(): void {
+  /** Writes what is buffered, waits until every write is done, releases resources. */
+  async finish(): Promise<void> {
     this.#flush();
     this.#memFile?.close();
     this.#memFile = undefined;
+    await this.#out.close();
   }
 }

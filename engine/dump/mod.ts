@@ -47,9 +47,13 @@ import { readStat } from "../proc/stat.ts";
 import { readFds } from "../proc/fds.ts";
 import { freezeTree, type FrozenTree, thawTree } from "./freeze.ts";
 import { collectProcess, pipeTopology } from "./process.ts";
-import { MemoryStreamer } from "./memory.ts";
+import { CHUNK_BYTES, MemoryStreamer } from "./memory.ts";
+import { SyncPageWriter, ThreadedPageWriter } from "./page_writer.ts";
 import { bootstrapSizeFor, chooseBootstrap, pagePolicy } from "./vmas.ts";
 import { TOOL_VERSION } from "../version.ts";
+
+/** Dumps with at least this much page data write from a worker thread. */
+const THREADED_WRITE_BYTES = 64 << 20;
 
 /** Progress events of a dump. */
 export type DumpEvent =
@@ -314,11 +318,6 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         entry: blob.entryStandalone,
       });
       writers.push(writer);
-      const streamer = new MemoryStreamer(p.pid, {
-        position: () => writer.reservePages(0),
-        write: (bytes) => writer.writePagesAtSync(writer.reservePages(bytes.length), bytes),
-      });
-      streamers.push(streamer);
       using pagemap = openPagemap(p.pid);
       const plan = collected.vmas.map((v, k) => {
         const policy = image.mappings[k].excluded ? "none" : pagePolicy(image.mappings[k].kind);
@@ -327,6 +326,12 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         return pagemap.runs(v.start, v.end, match).map(([addr, length]) => ({ addr, length }));
       });
       const total = plan.reduce((n, runs) => n + runs.reduce((m, r) => m + r.length, 0), 0);
+      // Large dumps overlap reading and writing on two threads.
+      const out = total >= THREADED_WRITE_BYTES
+        ? new ThreadedPageWriter(CHUNK_BYTES, writer.partialPath)
+        : new SyncPageWriter(CHUNK_BYTES, (off, bytes) => writer.writePagesAtSync(off, bytes));
+      const streamer = new MemoryStreamer(p.pid, out, (n) => writer.reservePages(n));
+      streamers.push(streamer);
       opts.onEvent?.({
         type: "process",
         pid: p.pid,
@@ -341,7 +346,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
           opts.onEvent?.({ type: "pages", pid: p.pid, bytes: done, totalBytes: total });
         });
       }
-      streamer.finish();
+      await streamer.finish();
       pending.push({ writer, image, streamer });
       images.push(image);
     }
@@ -413,7 +418,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     opts.onEvent?.({ type: "done", stats });
     return { dir: finalDir, manifest, stats };
   } catch (e) {
-    for (const s of streamers) s.abort();
+    for (const s of streamers) await s.abort();
     for (const w of writers) await w.abort().catch(() => {});
     const gone = tree ? await goneProcesses(tree, e) : [];
     if (tree) thawTree(tree); // detaching an already resumed task is a harmless ESRCH

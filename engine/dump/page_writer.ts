@@ -1,0 +1,129 @@
+/**
+ * Where streamed page data goes. Two implementations of one interface:
+ *
+ * - {@link SyncPageWriter}: one buffer, written synchronously when full
+ *   (small dumps: no thread to start);
+ * - {@link ThreadedPageWriter}: two buffers in shared memory and a worker
+ *   thread that writes one while the main thread reads the target's memory
+ *   into the other, so reading and writing overlap on two cores.
+ *
+ * Both write page data sequentially from the image's page region.
+ *
+ * @module
+ */
+
+import { CTRL, SLOT_EMPTY, SLOT_FULL, SLOTS } from "./page_writer_layout.ts";
+
+/** A buffer to fill, then hand back with {@link PageWriter.submit}. */
+export interface PageWriter {
+  /** A free buffer of {@link PageWriter.size} bytes (waits for one if needed). */
+  acquire(): Uint8Array;
+  /** Writes the first `length` bytes of the buffer last acquired at `offset`. */
+  submit(length: number, offset: number): void;
+  /** Buffer size. */
+  readonly size: number;
+  /** Waits until everything is written; throws if a write failed. */
+  close(): Promise<void>;
+  /** Stops without caring about what is pending (error paths). */
+  abort(): Promise<void>;
+}
+
+/** Synchronous writes from one buffer. */
+export class SyncPageWriter implements PageWriter {
+  readonly size: number;
+  readonly #buffer: Uint8Array;
+  readonly #write: (offset: number, bytes: Uint8Array) => void;
+
+  constructor(size: number, write: (offset: number, bytes: Uint8Array) => void) {
+    this.size = size;
+    this.#buffer = new Uint8Array(size);
+    this.#write = write;
+  }
+
+  acquire(): Uint8Array {
+    return this.#buffer;
+  }
+
+  submit(length: number, offset: number): void {
+    this.#write(offset, this.#buffer.subarray(0, length));
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  abort(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+/** Writes on a worker thread from shared buffers. */
+export class ThreadedPageWriter implements PageWriter {
+  readonly size: number;
+  readonly #data: SharedArrayBuffer;
+  readonly #state: Int32Array;
+  readonly #meta: Float64Array;
+  readonly #worker: Worker;
+  readonly #closed: Promise<string | undefined>;
+  #slot = -1;
+
+  constructor(size: number, path: string) {
+    this.size = size;
+    this.#data = new SharedArrayBuffer(size * SLOTS);
+    const ctrl = new SharedArrayBuffer(4 * (SLOTS + 2));
+    const meta = new SharedArrayBuffer(8 * 2 * SLOTS);
+    this.#state = new Int32Array(ctrl);
+    this.#meta = new Float64Array(meta);
+    this.#worker = new Worker(new URL("./page_writer_worker.ts", import.meta.url), {
+      type: "module",
+    });
+    let error: string | undefined;
+    this.#closed = new Promise((resolve) => {
+      this.#worker.onmessage = (e) => {
+        if (e.data.error) error = e.data.error;
+        if (e.data.closed) resolve(error);
+      };
+      this.#worker.onerror = (e) => {
+        e.preventDefault();
+        resolve(e.message);
+      };
+    });
+    this.#worker.postMessage({ data: this.#data, ctrl, meta, slots: SLOTS, path });
+  }
+
+  #failed(): boolean {
+    return Atomics.load(this.#state, CTRL.failed) !== 0;
+  }
+
+  acquire(): Uint8Array {
+    this.#slot = (this.#slot + 1) % SLOTS;
+    while (Atomics.load(this.#state, this.#slot) !== SLOT_EMPTY) {
+      Atomics.wait(this.#state, this.#slot, SLOT_FULL, 1000);
+    }
+    if (this.#failed()) throw new Error("writing the image failed");
+    return new Uint8Array(this.#data, this.#slot * this.size, this.size);
+  }
+
+  submit(length: number, offset: number): void {
+    this.#meta[this.#slot * 2] = length;
+    this.#meta[this.#slot * 2 + 1] = offset;
+    Atomics.store(this.#state, this.#slot, SLOT_FULL);
+    Atomics.notify(this.#state, this.#slot);
+  }
+
+  async close(): Promise<void> {
+    const buf = this.acquire(); // waits for the slot to be free
+    void buf;
+    this.#meta[this.#slot * 2] = -1;
+    Atomics.store(this.#state, this.#slot, SLOT_FULL);
+    Atomics.notify(this.#state, this.#slot);
+    const error = await this.#closed;
+    this.#worker.terminate();
+    if (error) throw new Error(`writing the image failed: ${error}`);
+  }
+
+  async abort(): Promise<void> {
+    this.#worker.terminate();
+    await Promise.resolve();
+  }
+}
