@@ -53,7 +53,7 @@ import { bootstrapSizeFor, chooseBootstrap, pagePolicy } from "./vmas.ts";
 import { TOOL_VERSION } from "../version.ts";
 
 /** Dumps with at least this much page data write from a worker thread. */
-const THREADED_WRITE_BYTES = 64 << 20;
+const THREADED_WRITE_BYTES = 256 << 20;
 
 /** Progress events of a dump. */
 export type DumpEvent =
