@@ -597,6 +597,26 @@ Deno.test(
 );
 
 Deno.test(
+  "errors: restore without privileges (CLI as uid 65534): one line, exit 1, nothing created",
+  withTargets(async () => {
+    const parent = await freshParent();
+    await Deno.chmod(parent, 0o777);
+    const denoDir = await denoDirForNobody();
+    const t = await startTarget("/bin/sleep", ["30"]);
+    const dir = `${parent}/image`;
+    await checkpoint(t.pid, { dir });
+    await t.wait();
+    await new Deno.Command("chmod", { args: ["-R", "a+rX", parent] }).output();
+    const r = await runCli(["restore", dir], {
+      wrapper: ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"],
+      env: { DENO_DIR: denoDir },
+    });
+    assertOneLineError(r, 1, /cannot restore: needs CAP_SYS_PTRACE/, "restore without privileges");
+    assert.ok(!pathExists(`/proc/${t.pid}`), "nothing was created with the dumped pid");
+  }),
+);
+
+Deno.test(
   "errors: an fd cryo cannot describe (deleted file) is listed; nothing written; the target runs on",
   withTargets(async () => {
     const parent = await freshParent();
