@@ -5,7 +5,7 @@
  * @module
  */
 
-import { cstr, CStringArray, errno, libc, SyscallError } from "./libc.ts";
+import { cstr, CStringArray, libc, SyscallError } from "./libc.ts";
 
 /** A file action applied in the child before exec. */
 export type FileAction =
@@ -90,7 +90,6 @@ export function posixSpawn(path: string, argv: readonly string[], opts: SpawnOpt
       envArr.pointers,
     );
     if (r !== 0) throw new SyscallError("posix_spawn", [path], r);
-    void errno;
     return pidBuf[0];
   } finally {
     c.posix_spawn_file_actions_destroy(actions);

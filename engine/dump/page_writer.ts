@@ -112,8 +112,7 @@ export class ThreadedPageWriter implements PageWriter {
   }
 
   async close(): Promise<void> {
-    const buf = this.acquire(); // waits for the slot to be free
-    void buf;
+    this.acquire(); // waits for the next slot to be free
     this.#meta[this.#slot * 2] = -1;
     Atomics.store(this.#state, this.#slot, SLOT_FULL);
     Atomics.notify(this.#state, this.#slot);

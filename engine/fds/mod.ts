@@ -181,7 +181,7 @@ export function emitFds(
         const pair = p.reserve(8);
         p.op(SYS.pipe2, [pair, O_CLOEXEC], { comment: `${s.id}` });
         p.copy(scratchAddr, pair, 4);
-        const r = keep(`pipe:${s.id}:read`, `read end of ${s.id}`);
+        keep(`pipe:${s.id}:read`, `read end of ${s.id}`);
         p.copy(scratchAddr, pair + 4n, 4);
         const w = keep(`pipe:${s.id}:write`, `write end of ${s.id}`);
         const ends = fds.filter((x) => x.source.kind === "pipe" && x.source.id === s.id);
@@ -199,7 +199,6 @@ export function emitFds(
             });
           }
         }
-        void r;
         break;
       }
       case "eventfd":

@@ -288,9 +288,6 @@ export class RestoreSession {
       const why = describeFailure(boot.restore.ops, boot.restore.opsAddress, regs.rbx, regs.rax);
       const i = Number((regs.rbx - boot.restore.opsAddress) / 64n);
       const comment = boot.restore.ops[i]?.comment;
-      if (Deno.env.get("CRYO_DEBUG")) {
-        console.error(Deno.readTextFileSync(`/proc/${tid}/maps`));
-      }
       throw new RestoreError(
         `restore of process ${tid} failed: ${why}${comment ? ` [${comment}]` : ""}`,
       );
