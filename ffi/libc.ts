@@ -76,7 +76,12 @@ export class SyscallError extends Error {
 }
 
 /** A system call argument: an integer, bigint, pointer or a buffer (passed by address). */
-export type SysArg = number | bigint | Deno.PointerValue | BufferSource;
+export type SysArg =
+  | number
+  | bigint
+  | Deno.PointerValue
+  | BufferSource
+  | ArrayBufferView<ArrayBufferLike>;
 
 /** Converts a syscall argument into a 64-bit integer. */
 export function argValue(a: SysArg | undefined): bigint {

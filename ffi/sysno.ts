@@ -75,6 +75,7 @@ export const SYS = {
   dup3: 292,
   pipe2: 293,
   tee: 276,
+  sync_file_range: 277,
   eventfd2: 290,
   epoll_create1: 291,
   epoll_ctl: 233,
