@@ -6,19 +6,13 @@
  */
 
 import type { MappingKind } from "../model.ts";
+import type { MappingRecord } from "../proc/smaps.ts";
 
-/** A mapping as the dumper sees it (from maps + smaps). */
-export interface Vma {
-  start: bigint;
-  end: bigint;
-  perms: string;
-  offset: bigint;
-  /** "maj:min" of the backing file. */
-  dev: string;
-  inode: number;
-  path: string;
-  vmFlags: string[];
-}
+/** A mapping as the dumper sees it: the maps line plus smaps VmFlags. */
+export type Vma = Pick<
+  MappingRecord,
+  "start" | "end" | "perms" | "offset" | "dev" | "inode" | "path" | "vmFlags"
+>;
 
 const VDSO_NAMES = new Set(["[vdso]", "[vvar]", "[vvar_vclock]"]);
 

@@ -25,6 +25,7 @@
 import { SYS } from "../../ffi/sysno.ts";
 import {
   CLONE,
+  type CloneArgs,
   cloneArgs,
   itimerval,
   kernelSigaction,
@@ -153,22 +154,7 @@ function emitProgram(
   for (const child of proc.children) {
     const path = opts.childImages.get(child);
     if (!path) throw new Error(`no image for child ${child} of ${proc.pid}`);
-    const tidArr = p.u64s([child]);
-    const args = p.data(
-      cloneArgs.encode({
-        flags: 0n,
-        pidfd: 0n,
-        childTid: 0n,
-        parentTid: 0n,
-        exitSignal: 17n,
-        stack: 0n,
-        stackSize: 0n,
-        tls: 0n,
-        setTid: tidArr,
-        setTidSize: 1n,
-        cgroup: 0n,
-      }),
-    );
+    const args = cloneWithTid(p, child, { exitSignal: 17n });
     p.op(SYS.clone3, [args, cloneArgs.size], {
       jumpIfZeroTo: `child-${child}`,
       comment: `fork child ${child}`,
@@ -385,28 +371,33 @@ function emitMainThread(p: ProgramBuilder, proc: ProcessImage): void {
 function emitThreads(p: ProgramBuilder, proc: ProcessImage): void {
   for (const t of proc.threads) {
     if (t.tid === proc.pid) continue;
-    const tidArr = p.u64s([t.tid]);
     const clear = hexBig(t.clearChildTid);
     const flags = CLONE.VM | CLONE.FS | CLONE.FILES | CLONE.SIGHAND | CLONE.THREAD |
       CLONE.SYSVSEM | (clear !== 0n ? CLONE.CHILD_CLEARTID : 0n);
-    const args = p.data(cloneArgs.encode({
-      flags,
-      pidfd: 0n,
-      childTid: clear,
-      parentTid: 0n,
-      exitSignal: 0n,
-      stack: 0n,
-      stackSize: 0n,
-      tls: 0n,
-      setTid: tidArr,
-      setTidSize: 1n,
-      cgroup: 0n,
-    }));
+    const args = cloneWithTid(p, t.tid, { flags, childTid: clear });
     p.op(SYS.clone3, [args, cloneArgs.size], {
       jumpIfZeroTo: "thread-park",
       comment: `thread ${t.tid}`,
     });
   }
+}
+
+/** clone_args asking for `tid` (set_tid), in the program's data; returns their address. */
+function cloneWithTid(p: ProgramBuilder, tid: number, fields: Partial<CloneArgs>): bigint {
+  return p.data(cloneArgs.encode({
+    flags: 0n,
+    pidfd: 0n,
+    childTid: 0n,
+    parentTid: 0n,
+    exitSignal: 0n,
+    stack: 0n,
+    stackSize: 0n,
+    tls: 0n,
+    cgroup: 0n,
+    ...fields,
+    setTid: p.u64s([tid]),
+    setTidSize: 1n,
+  }));
 }
 
 function emitSignalsAndTimers(p: ProgramBuilder, proc: ProcessImage): void {
