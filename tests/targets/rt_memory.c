@@ -268,6 +268,21 @@ static int is_shmem(const struct vma *v) {
 
 static struct vma vb[2048], va[2048];
 
+/* Index of the first entry that differs (nb == na == result when none does). */
+static int first_difference(struct vma *b, int nb, struct vma *a, int na) {
+  int i = 0;
+  for (; i < nb && i < na; i++) {
+    /* The stack may grow down between the snapshot and the dump (or after the restore). */
+    int stack_grew = !strcmp(b[i].path, "[stack]") && !strcmp(a[i].path, "[stack]") &&
+                     a[i].start <= b[i].start && b[i].start - a[i].start <= 16 * 4096;
+    if ((b[i].start != a[i].start && !stack_grew) || b[i].end != a[i].end ||
+        strcmp(b[i].perms, a[i].perms) || b[i].offset != a[i].offset || strcmp(b[i].dev, a[i].dev) ||
+        (b[i].inode != a[i].inode && !is_shmem(&b[i])) || strcmp(b[i].path, a[i].path))
+      break;
+  }
+  return i;
+}
+
 static void check_maps(void) {
   static char before[sizeof maps_before], after[sizeof maps_after];
   long n = read_file("/proc/self/maps", maps_after, sizeof maps_after);
@@ -275,22 +290,14 @@ static void check_maps(void) {
     check("maps", 0, "cannot read /proc/self/maps after restore");
     return;
   }
-  int exact = strcmp(maps_before, maps_after) == 0;
   strcpy(before, maps_before);
   strcpy(after, maps_after);
-  int nb = normalize(vb, parse_maps(before, vb, 2048));
-  int na = normalize(va, parse_maps(after, va, 2048));
-  int i = 0;
-  for (; i < nb && i < na; i++) {
-    /* The stack may grow down between the snapshot and the dump (or after the restore). */
-    int stack_grew = !strcmp(vb[i].path, "[stack]") && !strcmp(va[i].path, "[stack]") &&
-                     va[i].start <= vb[i].start && vb[i].start - va[i].start <= 16 * 4096;
-    if ((vb[i].start != va[i].start && !stack_grew) || vb[i].end != va[i].end ||
-        strcmp(vb[i].perms, va[i].perms) ||
-        vb[i].offset != va[i].offset || strcmp(vb[i].dev, va[i].dev) ||
-        (vb[i].inode != va[i].inode && !is_shmem(&vb[i])) || strcmp(vb[i].path, va[i].path))
-      break;
-  }
+  int rb = parse_maps(before, vb, 2048);
+  int ra = parse_maps(after, va, 2048);
+  int exact = rb == ra && first_difference(vb, rb, va, ra) == rb;
+  int nb = normalize(vb, rb);
+  int na = normalize(va, ra);
+  int i = first_difference(vb, nb, va, na);
   if (i == nb && i == na) {
     check("maps", 1, "");
   } else {
