@@ -103,7 +103,11 @@ export class RestoreSession {
   #launcherExited = false;
   #launcherBoot: Bootstrap | undefined;
 
-  constructor(units: RestoreUnit[], onEvent?: (e: RestoreEvent) => void) {
+  readonly #timeoutMs: number;
+
+  /** `timeoutMs` bounds the time until every restore program has finished. */
+  constructor(units: RestoreUnit[], onEvent?: (e: RestoreEvent) => void, timeoutMs = 120_000) {
+    this.#timeoutMs = timeoutMs;
     for (const u of units) {
       this.#units.set(u.image.pid, u);
       for (const t of u.image.threads) {
@@ -197,9 +201,23 @@ export class RestoreSession {
   }
 
   #drive(): void {
+    // A stub that never reaches its end must not hang cryo: poll with a deadline.
+    const deadline = performance.now() + this.#timeoutMs;
+    const pause = new Int32Array(new SharedArrayBuffer(4));
     while (!this.#allDone()) {
-      const st = waitPid(-1, __WALL);
-      if (st.kind === "none" || st.kind === "continued") continue;
+      const st = waitPid(-1, __WALL | WNOHANG);
+      if (st.kind === "none") {
+        if (performance.now() > deadline) {
+          throw new RestoreError(
+            `restore did not finish within ${this.#timeoutMs / 1000} s (processes done: ${
+              [...this.#done].join(", ") || "none"
+            })`,
+          );
+        }
+        Atomics.wait(pause, 0, 0, 1); // 1 ms
+        continue;
+      }
+      if (st.kind === "continued") continue;
       const tid = st.pid;
       if (st.kind === "exited" || st.kind === "signaled") {
         if (!this.#tasks.has(tid)) {
