@@ -5,7 +5,8 @@
  * @module
  */
 
-import { detach, interrupt, seize, waitStop } from "../../ffi/ptrace.ts";
+import { detach, interrupt, seize, TraceeGoneError } from "../../ffi/ptrace.ts";
+import { __WALL, waitPid, WNOHANG } from "../../ffi/wait.ts";
 import { SyscallError } from "../../ffi/libc.ts";
 import { TargetError } from "../errors.ts";
 
@@ -55,7 +56,30 @@ function seizeOne(tid: number): void {
     if (e instanceof SyscallError && e.code === "ESRCH") return;
     throw e;
   }
-  waitStop(tid);
+  awaitStop(tid);
+}
+
+/** How long a thread may take to stop after PTRACE_INTERRUPT. */
+const STOP_TIMEOUT_MS = 10_000;
+
+/**
+ * Waits (polling, with a deadline) until `tid` reports its stop; a thread
+ * stuck in uninterruptible sleep gives a clear error instead of a hang.
+ */
+function awaitStop(tid: number): void {
+  const deadline = performance.now() + STOP_TIMEOUT_MS;
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  for (;;) {
+    const st = waitPid(tid, __WALL | WNOHANG);
+    if (st.kind === "stopped") return;
+    if (st.kind === "exited" || st.kind === "signaled") throw new TraceeGoneError(tid, st);
+    if (performance.now() > deadline) {
+      throw new TargetError(
+        `thread ${tid} did not stop within ${STOP_TIMEOUT_MS / 1000} s (uninterruptible sleep?)`,
+      );
+    }
+    Atomics.wait(pause, 0, 0, 1);
+  }
 }
 
 function tracerOf(tid: number): number {
