@@ -51,7 +51,10 @@ function toFdInfo(pid: number, f: ProcFd, topology: PipeTopology): FdInfo {
   for (const [k, v] of Object.entries(f.info.extra ?? {})) {
     extra[k] = Array.isArray(v) ? v.join("\n") : String(v);
   }
-  if (restore === "process") Object.assign(extra, collectPipe(pid, f.fd, flags));
+  // Bytes buffered in a pipe that comes back (alone or shared in the tree) are kept.
+  if (restore === "process" || restore === "tree") {
+    Object.assign(extra, collectPipe(pid, f.fd, flags));
+  }
   return {
     fd: f.fd,
     kind,
