@@ -5,6 +5,7 @@
  * @module
  */
 
+import { listTids, readChildren } from "../proc/tasks.ts";
 import { detach, interrupt, seize, TraceeGoneError } from "../../ffi/ptrace.ts";
 import { __WALL, waitPid, WNOHANG } from "../../ffi/wait.ts";
 import { SyscallError } from "../../ffi/libc.ts";
@@ -20,25 +21,22 @@ export interface FrozenTree {
   frozenAt: number;
 }
 
-function listTids(pid: number): number[] {
+/** Threads of `pid`, or none when it is gone (the walk goes on without it). */
+function threadsOf(pid: number): number[] {
   try {
-    return [...Deno.readDirSync(`/proc/${pid}/task`)].map((e) => Number(e.name)).sort((a, b) =>
-      a - b
-    );
+    return listTids(pid);
   } catch {
     return [];
   }
 }
 
-function listChildren(pid: number): number[] {
-  const out = new Set<number>();
-  for (const tid of listTids(pid)) {
-    try {
-      const text = Deno.readTextFileSync(`/proc/${pid}/task/${tid}/children`).trim();
-      for (const c of text.split(/\s+/).filter(Boolean)) out.add(Number(c));
-    } catch { /* thread gone */ }
+/** Children of `pid`, or none when it is gone. */
+function childrenOf(pid: number): number[] {
+  try {
+    return readChildren(pid);
+  } catch {
+    return [];
   }
-  return [...out].sort((a, b) => a - b);
 }
 
 function seizeOne(tid: number): void {
@@ -110,7 +108,7 @@ export function freezeTree(root: number): FrozenTree {
       const queue = [root];
       while (queue.length) {
         const pid = queue.shift()!;
-        const threads = listTids(pid);
+        const threads = threadsOf(pid);
         if (threads.length === 0) {
           if (pid === root) throw new TargetError(`process ${root} vanished while being frozen`);
           continue;
@@ -123,8 +121,8 @@ export function freezeTree(root: number): FrozenTree {
           seizedSet.add(tid);
           added++;
         }
-        const children = listChildren(pid);
-        processes.push({ pid, children, threads: listTids(pid) });
+        const children = childrenOf(pid);
+        processes.push({ pid, children, threads: threadsOf(pid) });
         queue.push(...children);
       }
       if (added === 0) return { root, processes, frozenAt };

@@ -16,12 +16,11 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
+import { vdsoFacts } from "../vdso.ts";
 import { basename, dirname, resolve } from "node:path";
 import { rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { __WALL, parkStatus, waitPid } from "../../ffi/wait.ts";
-import { processVmReadFully } from "../../ffi/process_vm.ts";
 import { xsaveSize } from "../../ffi/ptrace.ts";
 import { xsaveXcr0 } from "../../ffi/structs.ts";
 import { decodeBase64 } from "../base64.ts";
@@ -148,17 +147,7 @@ async function prepareDir(dir: string): Promise<string> {
 }
 
 function hostFacts(pid: number, image: ProcessImage): HostFacts {
-  const vdso = image.mappings.filter((m) => m.kind === "vdso").map((m) => ({
-    name: m.name,
-    size: Number(BigInt(m.end) - BigInt(m.start)),
-  }));
-  const code = image.mappings.find((m) => m.name === "[vdso]");
-  let vdsoSha256 = "";
-  if (code) {
-    const buf = new Uint8Array(Number(BigInt(code.end) - BigInt(code.start)));
-    processVmReadFully(pid, BigInt(code.start), buf);
-    vdsoSha256 = createHash("sha256").update(buf).digest("hex");
-  }
+  const { layout: vdso, sha256: vdsoSha256 } = vdsoFacts(pid);
   const xsave = decodeBase64(image.threads[0].xsave);
   return {
     kernelRelease: Deno.osRelease(),

@@ -5,17 +5,15 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
+import { vdsoFacts } from "../vdso.ts";
+import { readStatus } from "../proc/status.ts";
+import { readStat } from "../proc/stat.ts";
 import type { FileIdentity, Manifest, ProcessImage } from "../model.ts";
 import { RestoreError } from "../errors.ts";
 
 function describeHolder(pid: number): string | undefined {
   try {
-    const status = Deno.readTextFileSync(`/proc/${pid}/status`);
-    const name = status.match(/^Name:\s+(.*)$/m)?.[1] ?? "?";
-    const state = status.match(/^State:\s+(\S)/m)?.[1] ?? "?";
-    const tgid = Number(status.match(/^Tgid:\s+(\d+)/m)?.[1] ?? pid);
-    const ppid = status.match(/^PPid:\s+(\d+)/m)?.[1] ?? "?";
+    const { name, state, tgid, ppid } = readStatus(pid);
     if (state === "Z") {
       return `pid ${pid} is held by a zombie (${name}) that its parent ${ppid} has not reaped`;
     }
@@ -35,9 +33,7 @@ function groupHolder(ids: Set<number>): { id: number; pid: number; what: string 
   for (const e of Deno.readDirSync("/proc")) {
     if (!/^\d+$/.test(e.name)) continue;
     try {
-      const stat = Deno.readTextFileSync(`/proc/${e.name}/stat`);
-      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      const [pgrp, session] = [Number(f[2]), Number(f[3])];
+      const { pgrp, session } = readStat(Number(e.name));
       if (ids.has(pgrp)) return { id: pgrp, pid: Number(e.name), what: "process group" };
       if (ids.has(session)) return { id: session, pid: Number(e.name), what: "session" };
     } catch { /* gone meanwhile */ }
@@ -95,40 +91,9 @@ export function checkFiles(processes: readonly ProcessImage[]): void {
   }
 }
 
-/** The vvar/vdso layout and vdso hash of this (the restoring) process. */
-export function currentVdso(): { layout: { name: string; size: number }[]; sha256: string } {
-  const lines = Deno.readTextFileSync("/proc/self/maps").split("\n");
-  const layout: { name: string; size: number }[] = [];
-  let sha256 = "";
-  for (const l of lines) {
-    const m = l.match(/^([0-9a-f]+)-([0-9a-f]+) .* (\[vvar\]|\[vvar_vclock\]|\[vdso\])$/);
-    if (!m) continue;
-    const start = BigInt(`0x${m[1]}`);
-    const size = Number(BigInt(`0x${m[2]}`) - start);
-    layout.push({ name: m[3], size });
-    if (m[3] === "[vdso]") {
-      const f = Deno.openSync("/proc/self/mem", { read: true });
-      try {
-        const buf = new Uint8Array(size);
-        f.seekSync(start, Deno.SeekMode.Start);
-        let done = 0;
-        while (done < size) {
-          const n = f.readSync(buf.subarray(done));
-          if (!n) break;
-          done += n;
-        }
-        sha256 = createHash("sha256").update(buf).digest("hex");
-      } finally {
-        f.close();
-      }
-    }
-  }
-  return { layout, sha256 };
-}
-
 /** Refuses a restore on a kernel whose vdso differs from the dumped one. */
 export function checkVdso(manifest: Manifest): void {
-  const cur = currentVdso();
+  const cur = vdsoFacts(Deno.pid);
   const want = manifest.host.vdso.map((v) => `${v.name}:${v.size}`).join(" ");
   const have = cur.layout.map((v) => `${v.name}:${v.size}`).join(" ");
   if (want !== have) {

@@ -383,7 +383,7 @@ function emitThreads(p: ProgramBuilder, proc: ProcessImage): void {
 }
 
 /** clone_args asking for `tid` (set_tid), in the program's data; returns their address. */
-function cloneWithTid(p: ProgramBuilder, tid: number, fields: Partial<CloneArgs>): bigint {
+export function cloneWithTid(p: ProgramBuilder, tid: number, fields: Partial<CloneArgs>): bigint {
   return p.data(cloneArgs.encode({
     flags: 0n,
     pidfd: 0n,

@@ -10,6 +10,7 @@
 
 import { SYS } from "../../ffi/sysno.ts";
 import { CLONE, cloneArgs } from "../../ffi/structs.ts";
+import { cloneWithTid } from "./compile.ts";
 import { posixSpawn } from "../../ffi/spawn.ts";
 import { type Bootstrap, BootstrapBuilder } from "./stub.ts";
 import { buildExecutable } from "./launcher_elf.ts";
@@ -32,21 +33,8 @@ export function writeLauncher(
   const p = boot.program();
   p.op(SYS.getpid, [], { store: 1 });
   p.op(SYS.kill, [{ slot: 1 }, 19 /* SIGSTOP */], { comment: "wait for the tracer" });
-  const tid = p.u64s([rootPid]);
-  const args = p.data(cloneArgs.encode({
-    flags: CLONE.PARENT,
-    pidfd: 0n,
-    childTid: 0n,
-    parentTid: 0n,
-    // With CLONE_PARENT the exit signal is the launcher's own (SIGCHLD); clone3 wants 0 here.
-    exitSignal: 0n,
-    stack: 0n,
-    stackSize: 0n,
-    tls: 0n,
-    setTid: tid,
-    setTidSize: 1n,
-    cgroup: 0n,
-  }));
+  // With CLONE_PARENT the exit signal is the launcher's own (SIGCHLD); clone3 wants 0 here.
+  const args = cloneWithTid(p, rootPid, { flags: CLONE.PARENT });
   p.op(SYS.clone3, [args, cloneArgs.size], { jumpIfZeroTo: "root", comment: `root ${rootPid}` });
   p.op(SYS.exit_group, [0]);
   p.end();

@@ -22,6 +22,8 @@
  * @module
  */
 
+import { readMaps } from "../proc/maps.ts";
+import { readStatus } from "../proc/status.ts";
 import { rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { __WALL, parkStatus, PTRACE_EVENT, waitPid, WNOHANG, WUNTRACED } from "../../ffi/wait.ts";
@@ -71,17 +73,9 @@ const MREMAP_MAYMOVE_FIXED = 1 | 2;
 const SIGTRAP = 5;
 const SIGSTOP = 19;
 
+/** The mappings of `pid` with the names restore cares about. */
 function mapsOf(pid: number): { start: bigint; end: bigint; name: string }[] {
-  return Deno.readTextFileSync(`/proc/${pid}/maps`).split("\n").filter(Boolean).map((l) => {
-    const [range] = l.split(" ");
-    const [s, e] = range.split("-").map((x) => BigInt(`0x${x}`));
-    return { start: s, end: e, name: l.split(/\s+/).slice(5).join(" ") };
-  });
-}
-
-function tgidOf(tid: number): number {
-  const m = Deno.readTextFileSync(`/proc/${tid}/status`).match(/^Tgid:\s+(\d+)/m);
-  return m ? Number(m[1]) : tid;
+  return readMaps(pid).map((m) => ({ start: m.start, end: m.end, name: m.path }));
 }
 
 function check(what: string, r: bigint): bigint {
@@ -281,7 +275,7 @@ export class RestoreSession {
       cont(tid, 0); // a process: it goes on to exec its image
       return;
     }
-    const tgid = tgidOf(tid);
+    const tgid = readStatus(tid).tgid;
     throw new RestoreError(`unexpected task ${tid} (process ${tgid}) appeared during the restore`);
   }
 

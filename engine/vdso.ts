@@ -1,0 +1,29 @@
+/**
+ * The kernel's vvar/vdso layout of a process and a hash of its [vdso]
+ * code: recorded by dump (of the target), compared by restore (of cryo
+ * itself), since a restored process keeps the dumped vdso addresses and
+ * the code must be the same.
+ *
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+import { processVmReadFully } from "../ffi/process_vm.ts";
+import { readMaps } from "./proc/maps.ts";
+
+const NAMES = new Set(["[vvar]", "[vvar_vclock]", "[vdso]"]);
+
+/** vvar/vdso mappings of `pid` (names and sizes, in address order) and SHA-256 of [vdso]. */
+export function vdsoFacts(
+  pid: number,
+): { layout: { name: string; size: number }[]; sha256: string } {
+  const maps = readMaps(pid).filter((m) => NAMES.has(m.path));
+  const code = maps.find((m) => m.path === "[vdso]");
+  let sha256 = "";
+  if (code) {
+    const buf = new Uint8Array(Number(code.end - code.start));
+    processVmReadFully(pid, code.start, buf);
+    sha256 = createHash("sha256").update(buf).digest("hex");
+  }
+  return { layout: maps.map((m) => ({ name: m.path, size: Number(m.end - m.start) })), sha256 };
+}
