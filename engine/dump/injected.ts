@@ -1,7 +1,7 @@
 /**
  * State that only the process itself can report, read by injecting
- * syscalls into its stopped threads: signal actions, interval timers,
- * per-thread sigaltstack and clear_child_tid.
+ * syscalls into its stopped threads: signal actions, interval timers, the
+ * program break, per-thread sigaltstack and clear_child_tid.
  *
  * A scratch page is mapped in the target for the results and unmapped
  * again before the memory is read, so it never appears in the image.
@@ -27,6 +27,8 @@ export interface InjectedThreadState {
 
 /** Process-wide results of {@link queryInjectedState}. */
 export interface InjectedState {
+  /** The current program break (brk(0)); /proc only shows where the heap starts. */
+  brk: bigint;
   sigactions: SigAction[];
   itimers: { real: ITimer; virtual: ITimer; prof: ITimer };
   threads: Map<number, InjectedThreadState>;
@@ -110,6 +112,7 @@ export function queryInjectedState(pid: number, tids: readonly number[]): Inject
       });
     }
     return {
+      brk: BigInt.asUintN(64, s.call(main, SYS.brk, 0)),
       sigactions,
       itimers: { real: timers[0], virtual: timers[1], prof: timers[2] },
       threads,

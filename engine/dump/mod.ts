@@ -235,10 +235,9 @@ async function goneProcesses(tree: FrozenTree, error: unknown): Promise<number[]
   for (let i = 0; i < (vanished ? 50 : 1); i++) {
     const gone = tree.processes.map((p) => p.pid).filter((pid) => {
       try {
-        const status = Deno.readTextFileSync(`/proc/${pid}/status`);
-        const killPending = (BigInt(`0x${status.match(/^ShdPnd:\s+([0-9a-f]+)/m)?.[1] ?? "0"}`) &
-          0x100n) !== 0n;
-        return /^State:\s+[ZX]/m.test(status) || killPending;
+        const status = readStatus(pid);
+        const killPending = (status.shdPnd & (1n << 8n)) !== 0n; // SIGKILL queued: dying
+        return status.state === "Z" || status.state === "X" || killPending;
       } catch {
         return true;
       }

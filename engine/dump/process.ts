@@ -9,7 +9,6 @@ import { readCmdline } from "../proc/misc.ts";
 import { readLimits } from "../proc/limits.ts";
 import { rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
-import { findSyscallInstruction, injectSyscall } from "../../ffi/inject.ts";
 import type { FdInfo, ProcessImage } from "../model.ts";
 import { UnsupportedError } from "../errors.ts";
 import { mmFieldsOf, readStat } from "../proc/stat.ts";
@@ -113,8 +112,6 @@ export function collectProcess(
   const stat = readStat(pid);
   const status = readStatus(pid);
   const injected = queryInjectedState(pid, tids);
-  const site = findSyscallInstruction(pid);
-  const brk = injectSyscall(pid, site, SYS.brk, 0);
   const maps = mergeSmaps(readMaps(pid), readSmaps(pid), pid);
   const vmas: Vma[] = maps.map((m) => ({
     start: m.start,
@@ -195,7 +192,7 @@ export function collectProcess(
         groups: status.groups,
         capEff: hex(status.capEff),
       },
-      mm: mmFieldsOf(stat, BigInt.asUintN(64, brk)),
+      mm: mmFieldsOf(stat, injected.brk),
       auxv: auxvToModel(readAuxv(pid)),
       rlimits: readLimits(pid),
       mappings,
