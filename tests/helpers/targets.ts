@@ -6,7 +6,7 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
+import { compileCached } from "../../scripts/cc.ts";
 import { posixSpawn } from "../../ffi/spawn.ts";
 import { rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
@@ -14,7 +14,6 @@ import { waitPid, type WaitStatus, WNOHANG } from "../../ffi/wait.ts";
 import { pathExists, removeTempDirs } from "./fs.ts";
 
 const root = new URL("../../", import.meta.url).pathname;
-const cacheDir = `${root}tests/.cache`;
 const targetsDir = `${root}tests/targets`;
 /** The header every target may include; part of every target's cache key. */
 const commonHeader = `${targetsDir}/common.h`;
@@ -23,27 +22,13 @@ const commonHeader = `${targetsDir}/common.h`;
  * Compiles tests/targets/<name>.c once per content hash (of the source,
  * tests/targets/common.h and the flags); returns the binary path.
  */
-export async function buildTarget(name: string, extraFlags: string[] = []): Promise<string> {
-  const src = `${targetsDir}/${name}.c`;
-  const [text, header] = await Promise.all([
-    Deno.readTextFile(src),
-    Deno.readTextFile(commonHeader),
-  ]);
-  const hash = createHash("sha256").update(text).update("\0").update(header).update("\0")
-    .update(extraFlags.join(" ")).digest("hex").slice(0, 16);
-  const out = `${cacheDir}/${name}-${hash}`;
-  try {
-    await Deno.stat(out);
-    return out;
-  } catch { /* build it */ }
-  await Deno.mkdir(cacheDir, { recursive: true });
-  const tmp = `${out}.tmp${Deno.pid}`;
-  const r = await new Deno.Command("cc", {
-    args: ["-O1", "-g", "-pthread", `-I${targetsDir}`, "-o", tmp, src, ...extraFlags],
-  }).output();
-  if (!r.success) throw new Error(`cc ${name}.c failed:\n${new TextDecoder().decode(r.stderr)}`);
-  await Deno.rename(tmp, out);
-  return out;
+export function buildTarget(name: string, extraFlags: string[] = []): Promise<string> {
+  return compileCached(
+    `${targetsDir}/${name}.c`,
+    ["-O1", "-g", "-pthread", `-I${targetsDir}`, ...extraFlags],
+    name,
+    [commonHeader],
+  );
 }
 
 let subreaper = false;
