@@ -19,7 +19,7 @@ import {
   readProgramHeader,
   slot,
   sysno,
-} from "../engine/restore/program.ts";
+} from "../engine/program/builder.ts";
 import {
   type Bootstrap,
   BootstrapBuilder,

@@ -34,6 +34,8 @@ import {
   type ProcessImage,
 } from "../model.ts";
 import { TargetError, UnsupportedError } from "../errors.ts";
+import { Refusals } from "../support.ts";
+import { compileTree } from "../restore/restorable.ts";
 import { SyscallError } from "../../ffi/libc.ts";
 import { TraceeGoneError } from "../../ffi/ptrace.ts";
 import { ImageWriter } from "../image/writer.ts";
@@ -79,6 +81,11 @@ export interface CheckpointOptions {
     mapping?: (m: Mapping, process: ProcessImage) => boolean;
     fd?: (f: FdInfo, process: ProcessImage) => boolean;
   };
+  /**
+   * Opt-ins for state that depends on the world outside the tree, by their
+   * CLI names ("tcp-established", "ext-unix-sk", "shell-job"); see engine/support.ts.
+   */
+  optIns?: string[];
 }
 
 /** What a checkpoint produced. */
@@ -269,8 +276,18 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     let pagesBytes = 0;
     let imageBytes = 0;
     let mappingCount = 0;
-    for (const [i, p] of tree.processes.entries()) {
-      const collected = collectProcess(p.pid, p.threads, p.children, fdLists[i], topology);
+    // Describe every process first, and decide while the tree is frozen that
+    // it can be restored: nothing is written or killed for a tree that could not come back.
+    const refusals = new Refusals(opts.optIns);
+    const described = tree.processes.map((p, i) => {
+      const collected = collectProcess(
+        p.pid,
+        p.threads,
+        p.children,
+        fdLists[i],
+        topology,
+        refusals,
+      );
       const size = bootstrapSizeFor(
         collected.vmas.length,
         collected.image.fds.length,
@@ -283,13 +300,13 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         bootstrap: { start: `0x${start.toString(16)}`, size },
       };
       applyIncludes(image, opts.include);
-      const unknownFds = image.fds.filter((f) => f.kind === "unknown" && !f.excluded);
-      if (unknownFds.length) {
-        throw new UnsupportedError(
-          `process ${p.pid} uses resources cryo cannot save`,
-          unknownFds.map((f) => `fd ${f.fd} (${f.target})`),
-        );
-      }
+      return { p, collected, image, start, size };
+    });
+    compileTree(described.map((d) => d.image), {
+      pathOf: (pid) => `${finalDir}/${pid}.elf`,
+      rootPid: pid,
+    }, refusals);
+    for (const { p, collected, image, start, size } of described) {
       const boot = new BootstrapBuilder(start);
       const standalone = messageProgram(
         boot.program(),

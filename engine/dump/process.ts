@@ -10,7 +10,7 @@ import { readLimits } from "../proc/limits.ts";
 import { rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import type { FdInfo, ProcessImage } from "../model.ts";
-import { UnsupportedError } from "../errors.ts";
+import type { Refusals } from "../support.ts";
 import { mmFieldsOf, readStat } from "../proc/stat.ts";
 import { readStatus } from "../proc/status.ts";
 import { auxvToModel, readAuxv } from "../proc/auxv.ts";
@@ -108,6 +108,7 @@ export function collectProcess(
   children: number[],
   fds: ProcFd[],
   topology: PipeTopology,
+  refusals: Refusals,
 ): CollectedProcess {
   const stat = readStat(pid);
   const status = readStatus(pid);
@@ -123,14 +124,16 @@ export function collectProcess(
     path: m.path,
     vmFlags: m.vmFlags,
   }));
-  const unsupported: string[] = [];
   const mappings = maps.map((m, i) => {
     const kind = classifyVma(vmas[i]);
     const file = kind === "file-private" || kind === "file-shared"
       ? readMapFileIdentity(pid, m) ?? undefined
       : undefined;
     if (m.deleted && (kind === "file-private" || kind === "file-shared")) {
-      unsupported.push(`mapping ${hex(m.start)}-${hex(m.end)} of deleted file ${m.path}`);
+      refusals.use(
+        "memory.deleted",
+        `process ${pid} mapping ${hex(m.start)}-${hex(m.end)} (${m.path})`,
+      );
     }
     return {
       start: hex(m.start),
@@ -157,9 +160,6 @@ export function collectProcess(
         break;
       }
     }
-  }
-  if (unsupported.length) {
-    throw new UnsupportedError(`process ${pid} uses resources cryo cannot save`, unsupported);
   }
 
   let exe: ProcessImage["exe"] = null;

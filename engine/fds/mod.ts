@@ -20,8 +20,9 @@
 
 import { SYS } from "../../ffi/sysno.ts";
 import { UnsupportedError } from "../errors.ts";
+import { type SupportId, supportOf } from "../support.ts";
 import type { FdInfo, ProcessImage } from "../model.ts";
-import { type ProgramBuilder, slot } from "../restore/program.ts";
+import { type ProgramBuilder, slot } from "../program/builder.ts";
 import { decodeBase64 } from "../base64.ts";
 import { planEventfd, planSignalfd, planTimerfd } from "./anon.ts";
 import { planEpoll } from "./epoll.ts";
@@ -59,7 +60,7 @@ function planOne(f: FdInfo, proc: ProcessImage, shared?: readonly SharedPipe[]):
     case "socket":
       return f.restore === "inherit"
         ? { kind: "inherit", from: stdioFor(f) }
-        : "sockets are not supported yet";
+        : refusedBecause("socket.other");
     case "eventfd":
       return planEventfd(f);
     case "timerfd":
@@ -69,8 +70,27 @@ function planOne(f: FdInfo, proc: ProcessImage, shared?: readonly SharedPipe[]):
     case "epoll":
       return planEpoll(f, proc.fds);
     default:
-      return `${f.kind} is not supported yet`;
+      return refusedBecause(refusedKind(f));
   }
+}
+
+/** The table row that refuses an fd no module re-creates. */
+function refusedKind(f: FdInfo): SupportId {
+  const anon = f.target.replace(/^anon_inode:\[?([^\]]*)\]?$/, "$1");
+  if (f.kind === "inotify") return "fd.inotify";
+  if (f.kind === "fanotify") return "fd.fanotify";
+  if (f.kind === "pidfd") return "fd.pidfd";
+  if (f.kind === "memfd") return "fd.memfd";
+  if (anon === "io_uring") return "fd.io_uring";
+  if (anon.startsWith("perf_event")) return "fd.perf";
+  if (anon.startsWith("bpf")) return "fd.bpf";
+  if (f.target.endsWith(" (deleted)")) return "fd.deleted";
+  return "fd.anon-other";
+}
+
+function refusedBecause(id: SupportId): string {
+  const row = supportOf(id);
+  return `${row.what}: ${row.note ?? "not supported"}`;
 }
 
 /**

@@ -14,7 +14,7 @@
 import { SYS } from "../../ffi/sysno.ts";
 import { decodeBase64 } from "../base64.ts";
 import type { ProcessImage } from "../model.ts";
-import type { ProgramBuilder } from "../restore/program.ts";
+import type { ProgramBuilder } from "../program/builder.ts";
 
 /** One pipe shared inside the tree. */
 export interface SharedPipe {

@@ -6,7 +6,7 @@
  */
 
 import type { FdInfo, ProcessImage } from "../model.ts";
-import type { ProgramBuilder } from "../restore/program.ts";
+import type { ProgramBuilder } from "../program/builder.ts";
 
 /** How one fd of a restored process is re-created. */
 export type FdSource =

@@ -40,7 +40,7 @@ import { emitCloexec, emitFds, planFds, type PlannedFd } from "../fds/mod.ts";
 import { emitSharedPipeCreation, type SharedPipe } from "../fds/shared_pipes.ts";
 import { UnsupportedError } from "../errors.ts";
 import { type Bootstrap, BootstrapBuilder, messageProgram } from "./stub.ts";
-import { type ProgramBuilder, slot } from "./program.ts";
+import { type ProgramBuilder, slot } from "../program/builder.ts";
 
 /** Slot numbers used by compiled programs. */
 export const SLOTS = {

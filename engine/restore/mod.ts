@@ -20,8 +20,7 @@ import { IMAGE_FORMAT_VERSION } from "../model.ts";
 import { RestoreError } from "../errors.ts";
 import { ImageFormatError } from "../image/errors.ts";
 import { verifyImageDir } from "../image/manifest.ts";
-import { compileProcess } from "./compile.ts";
-import { planSharedPipes } from "../fds/shared_pipes.ts";
+import { compileTree } from "./restorable.ts";
 import { checkFdFiles, checkFiles, checkPidsFree, checkPrivileges, checkVdso } from "./checks.ts";
 import { type RestoreEvent, RestoreSession, type RestoreUnit } from "./session.ts";
 
@@ -72,21 +71,16 @@ export async function planRestore(dir: string, opts: RestoreOptions = {}): Promi
   }
   const byPid = new Map<number, ProcessImage>(images.map((i) => [i.process.pid, i.process]));
   const pathOf = (pid: number) => `${abs}/${manifest.processes.find((p) => p.pid === pid)!.file}`;
-  const sharedPipes = planSharedPipes(images.map((i) => i.process));
-  const units: RestoreUnit[] = manifest.processes.map((entry) => {
-    const image = byPid.get(entry.pid)!;
-    const childImages = new Map(image.children.map((c) => [c, pathOf(c)]));
-    return {
-      image,
-      path: pathOf(entry.pid),
-      compiled: compileProcess(image, {
-        imagePath: pathOf(entry.pid),
-        childImages,
-        inheritFds: entry.pid === manifest.rootPid ? opts.inheritFds : undefined,
-        sharedPipes,
-      }),
-    };
+  const compiled = compileTree(images.map((i) => i.process), {
+    pathOf,
+    rootPid: manifest.rootPid,
+    inheritFds: opts.inheritFds,
   });
+  const units: RestoreUnit[] = manifest.processes.map((entry) => ({
+    image: byPid.get(entry.pid)!,
+    path: pathOf(entry.pid),
+    compiled: compiled.get(entry.pid)!,
+  }));
   return { manifest, units };
 }
 

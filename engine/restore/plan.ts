@@ -6,7 +6,7 @@
  * @module
  */
 
-import { formatOp, programStringReader } from "./program.ts";
+import { formatOp, programStringReader } from "../program/builder.ts";
 import { planRestore, type RestoreOptions } from "./mod.ts";
 import { describeSource } from "../fds/mod.ts";
 

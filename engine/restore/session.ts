@@ -48,7 +48,7 @@ import { errnoName } from "../../ffi/errno.ts";
 import { decodeBase64 } from "../base64.ts";
 import type { ProcessImage } from "../model.ts";
 import { RestoreError } from "../errors.ts";
-import { describeFailure } from "./program.ts";
+import { describeFailure } from "../program/builder.ts";
 import type { CompiledProcess } from "./compile.ts";
 import type { Bootstrap } from "./stub.ts";
 import { removeLauncher, spawnLauncher, writeLauncher } from "./launcher.ts";

@@ -54,7 +54,7 @@ import {
   OP_SIZE,
   ProgramBuilder,
   SLOT_COUNT,
-} from "./program.ts";
+} from "../program/builder.ts";
 import { SYS } from "../../ffi/sysno.ts";
 
 /** Addresses the stub code is built for. */

@@ -1,0 +1,141 @@
+/**
+ * The restorability table: for every resource kind and every piece of task
+ * state, whether cryo saves and restores it, needs an opt-in for it, or
+ * refuses it. Dump consults it while the tree is frozen (before anything is
+ * killed), restore consults it first; docs/ARCHITECTURE.md shows the same
+ * table (tests/support_test.ts keeps the two equal).
+ *
+ * Collectors report what a process uses with {@link Refusals.use}; whatever
+ * is neither saved nor opted into becomes one line of the refusal.
+ *
+ * @module
+ */
+
+import { UnsupportedError } from "./errors.ts";
+
+/** How cryo handles one kind of state. */
+export type Support = "saved" | "opt-in" | "refused";
+
+/** One row of the table. */
+export interface SupportRow {
+  /** Stable identifier used by the collectors. */
+  id: string;
+  /** Where it belongs: task state, memory, an fd kind, a socket kind. */
+  area: "task" | "memory" | "fd" | "socket";
+  /** What it is, for people. */
+  what: string;
+  support: Support;
+  /** The opt-in (CLI flag name without dashes) for "opt-in" rows. */
+  optIn?: string;
+  /** Why it is refused, or what the opt-in does. */
+  note?: string;
+}
+
+/** The table itself, grouped by area. */
+// deno-fmt-ignore
+export const SUPPORT_TABLE = [
+  // Task state.
+  { id: "task.tree", area: "task", what: "process tree, pids and tids, sessions and groups", support: "saved" },
+  { id: "task.regs", area: "task", what: "registers, XSAVE state, fs/gs base", support: "saved" },
+  { id: "task.threads", area: "task", what: "threads, TLS, clear_child_tid, robust lists, rseq", support: "saved" },
+  { id: "task.signals", area: "task", what: "signal actions, masks, pending signals, sigaltstack", support: "saved" },
+  { id: "task.itimers", area: "task", what: "interval timers (setitimer)", support: "saved" },
+  { id: "task.rlimits", area: "task", what: "resource limits", support: "saved" },
+  { id: "task.misc", area: "task", what: "umask, cwd, comm, personality", support: "saved" },
+  { id: "task.zombie", area: "task", what: "zombie processes in the tree", support: "refused", note: "not restored yet" },
+  // Memory.
+  { id: "memory.anon", area: "memory", what: "private and shared anonymous memory", support: "saved" },
+  { id: "memory.file", area: "memory", what: "file mappings (private copies-on-write saved)", support: "saved" },
+  { id: "memory.deleted", area: "memory", what: "mappings of deleted files", support: "refused", note: "not saved yet" },
+  // Fds.
+  { id: "fd.file", area: "fd", what: "regular files, directories, devices", support: "saved" },
+  { id: "fd.deleted", area: "fd", what: "files deleted while open", support: "refused", note: "not saved yet" },
+  { id: "fd.tty", area: "fd", what: "terminals leading out of the tree", support: "saved", note: "re-attached to the restorer's stdio" },
+  { id: "fd.pipe", area: "fd", what: "pipes (in a process, shared by the tree, leading out)", support: "saved" },
+  { id: "fd.eventfd", area: "fd", what: "eventfd", support: "saved" },
+  { id: "fd.timerfd", area: "fd", what: "timerfd", support: "saved" },
+  { id: "fd.signalfd", area: "fd", what: "signalfd", support: "saved" },
+  { id: "fd.epoll", area: "fd", what: "epoll", support: "saved" },
+  { id: "fd.inotify", area: "fd", what: "inotify", support: "refused", note: "not saved yet" },
+  { id: "fd.fanotify", area: "fd", what: "fanotify", support: "refused", note: "needs a global view of the filesystem" },
+  { id: "fd.pidfd", area: "fd", what: "pidfd", support: "refused", note: "not saved yet" },
+  { id: "fd.memfd", area: "fd", what: "memfd", support: "refused", note: "not saved yet" },
+  { id: "fd.io_uring", area: "fd", what: "io_uring", support: "refused", note: "its rings and in-flight requests live in the kernel" },
+  { id: "fd.perf", area: "fd", what: "perf events", support: "refused", note: "counters cannot be re-created as they were" },
+  { id: "fd.bpf", area: "fd", what: "bpf maps and programs", support: "refused", note: "kernel objects cryo cannot re-create" },
+  { id: "fd.anon-other", area: "fd", what: "other anonymous inodes", support: "refused", note: "unknown kind" },
+  // Sockets.
+  { id: "socket.stdio", area: "socket", what: "sockets on fds 0-2 leading out of the tree", support: "saved", note: "re-attached to the restorer's stdio" },
+  { id: "socket.other", area: "socket", what: "other sockets", support: "refused", note: "not saved yet" },
+] as const satisfies readonly SupportRow[];
+
+/** The identifier of a row of {@link SUPPORT_TABLE}. */
+export type SupportId = typeof SUPPORT_TABLE[number]["id"];
+
+const BY_ID = new Map<string, SupportRow>(SUPPORT_TABLE.map((r) => [r.id, r]));
+
+/** The row of `id`. */
+export function supportOf(id: SupportId): SupportRow {
+  return BY_ID.get(id)!;
+}
+
+/**
+ * Collects, for one tree, every use of something not restorable. `optIns`
+ * are the opt-ins given on the command line (e.g. "tcp-established").
+ */
+export class Refusals {
+  readonly #optIns: ReadonlySet<string>;
+  readonly #problems: string[] = [];
+  readonly #usedOptIns = new Set<string>();
+
+  constructor(optIns: Iterable<string> = []) {
+    this.#optIns = new Set(optIns);
+  }
+
+  /**
+   * Records that `where` (e.g. "process 12 fd 4 (socket:[99])") uses `id`.
+   * Returns true when it will be restored (saved, or an opt-in given).
+   */
+  use(id: SupportId, where: string, detail?: string): boolean {
+    const row = supportOf(id);
+    if (row.support === "saved") return true;
+    if (row.support === "opt-in" && row.optIn && this.#optIns.has(row.optIn)) {
+      this.#usedOptIns.add(row.optIn);
+      return true;
+    }
+    const why = row.support === "opt-in"
+      ? `needs --${row.optIn}${row.note ? ` (${row.note})` : ""}`
+      : `${row.what}: ${detail ?? row.note ?? "not supported"}`;
+    this.#problems.push(`${where}: ${why}`);
+    return false;
+  }
+
+  /** Adds a problem found outside the table (e.g. by a kind's planner). */
+  add(line: string): void {
+    this.#problems.push(line);
+  }
+
+  /** The opt-ins that were needed and given. */
+  get usedOptIns(): string[] {
+    return [...this.#usedOptIns].sort();
+  }
+
+  /** Every problem line so far. */
+  get problems(): readonly string[] {
+    return this.#problems;
+  }
+
+  /** Throws an UnsupportedError listing every problem, if there is any. */
+  throwIfAny(what: string): void {
+    if (this.#problems.length) throw new UnsupportedError(what, [...this.#problems]);
+  }
+}
+
+/** The table as Markdown (docs/ARCHITECTURE.md embeds exactly this). */
+export function supportTableMarkdown(): string {
+  const rows = SUPPORT_TABLE.map((r: SupportRow) => {
+    const support = r.support === "opt-in" ? `opt-in (\`--${r.optIn}\`)` : r.support;
+    return `| ${r.area} | ${r.what} | ${support} | ${r.note ?? ""} |`;
+  });
+  return ["| area | what | support | note |", "| --- | --- | --- | --- |", ...rows].join("\n");
+}

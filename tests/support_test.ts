@@ -1,0 +1,52 @@
+/**
+ * The restorability table (engine/support.ts): docs/ARCHITECTURE.md shows
+ * it as it is, and a dump of a tree holding something the table refuses
+ * fails while the tree is frozen, writes nothing and leaves the tree
+ * running exactly as before.
+ */
+
+import assert from "node:assert/strict";
+import { checkpoint } from "../engine/dump/mod.ts";
+import { UnsupportedError } from "../engine/errors.ts";
+import { supportTableMarkdown } from "../engine/support.ts";
+import { pathExists } from "./helpers/fs.ts";
+import { statusField } from "./helpers/proc.ts";
+import { tempImageDir } from "./helpers/roundtrip.ts";
+import { SIGUSR1 } from "./helpers/signals.ts";
+import { startTarget, withTargets } from "./helpers/targets.ts";
+
+/** The cells of a Markdown table, whatever its column padding. */
+function tableCells(markdown: string): string[][] {
+  return markdown.trim().split("\n").map((line) =>
+    line.split("|").map((c) => c.trim().replace(/^-+$/, "-"))
+  );
+}
+
+Deno.test("support: docs/ARCHITECTURE.md shows the restorability table as the code has it", async () => {
+  const doc = await Deno.readTextFile(new URL("../docs/ARCHITECTURE.md", import.meta.url));
+  const m = doc.match(/<!-- support-table -->\n([\s\S]*?)\n<!-- \/support-table -->/);
+  assert.ok(m, "docs/ARCHITECTURE.md has no <!-- support-table --> section");
+  assert.deepEqual(tableCells(m[1]), tableCells(supportTableMarkdown()));
+});
+
+for (const kind of ["socket", "inotify", "io_uring"]) {
+  Deno.test(
+    `support: a dump refused for ${kind} leaves no image and the tree running untouched`,
+    withTargets(async () => {
+      const t = await startTarget("refused_kinds", [kind]);
+      const [, fd] = (await t.waitFor(/^ready pid=\d+ fd=(\d+)$/m)).slice(0, 2);
+      const dir = await tempImageDir();
+      await assert.rejects(
+        () => checkpoint(t.pid, { dir }),
+        (e: unknown) => e instanceof UnsupportedError && new RegExp(`fd ${fd} `).test(e.message),
+      );
+      assert.equal(pathExists(dir), false, "an image directory was left behind");
+      assert.equal(statusField(t.pid, "TracerPid"), "0");
+      assert.match(statusField(t.pid, "State"), /^S/);
+      t.signal(SIGUSR1);
+      const st = await t.wait();
+      assert.equal(st.kind, "exited", t.output());
+      assert.match(t.output(), /^PASS$/m, t.output());
+    }),
+  );
+}
