@@ -10,7 +10,7 @@
  */
 
 import { findSyscallInstruction, injectSyscall } from "../../ffi/inject.ts";
-import { processVmReadFully } from "../../ffi/process_vm.ts";
+import { processVmReadFully, processVmWriteFully } from "../../ffi/process_vm.ts";
 import { itimerval, kernelSigaction, stackT } from "../../ffi/structs.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { errnoName } from "../../ffi/errno.ts";
@@ -34,20 +34,32 @@ export interface InjectedState {
   threads: Map<number, InjectedThreadState>;
 }
 
-/** Opens an injection session on a stopped process (scratch page + syscall site). */
-class Session {
+/** Size of the scratch area mapped in the target for injected syscalls' results. */
+export const SCRATCH_BYTES = 4096;
+
+/**
+ * An injection session on a stopped process: a syscall site and a scratch
+ * page mapped in the target (results are read back from it). Open it with
+ * {@link withInjection}, which unmaps the page again whatever happens.
+ */
+export class InjectionSession {
+  /** The process. */
   readonly pid: number;
+  /** Address of a `syscall` instruction in the target. */
   readonly site: bigint;
+  /** Address of the scratch page in the target. */
   scratch = 0n;
   constructor(pid: number) {
     this.pid = pid;
     this.site = findSyscallInstruction(pid);
   }
 
+  /** Runs syscall `nr` in thread `tid`; returns the raw result (-errno on failure). */
   call(tid: number, nr: number, ...args: (number | bigint)[]): bigint {
     return injectSyscall(tid, this.site, nr, ...args);
   }
 
+  /** Like {@link call}, but throws a CryoError naming `what` on failure. */
   check(tid: number, what: string, nr: number, ...args: (number | bigint)[]): bigint {
     const r = this.call(tid, nr, ...args);
     if (r < 0n) {
@@ -58,10 +70,30 @@ class Session {
     return r;
   }
 
+  /** Reads `length` bytes of the scratch page from `offset`. */
   read(offset: number, length: number): Uint8Array {
     const buf = new Uint8Array(length);
     processVmReadFully(this.pid, this.scratch + BigInt(offset), buf);
     return buf;
+  }
+
+  /** Writes `bytes` into the scratch page at `offset` (arguments for a syscall). */
+  write(offset: number, bytes: Uint8Array): void {
+    processVmWriteFully(this.pid, this.scratch + BigInt(offset), bytes);
+  }
+}
+
+/**
+ * Opens an injection session on the stopped process `pid`, runs `fn`, and
+ * unmaps the scratch page again (also when `fn` throws).
+ */
+export function withInjection<T>(pid: number, fn: (s: InjectionSession) => T): T {
+  const s = new InjectionSession(pid);
+  s.scratch = s.check(pid, "mmap(scratch)", SYS.mmap, 0, SCRATCH_BYTES, 3, 0x22, -1, 0);
+  try {
+    return fn(s);
+  } finally {
+    s.call(pid, SYS.munmap, s.scratch, SCRATCH_BYTES);
   }
 }
 
@@ -74,50 +106,44 @@ function timer(bytes: Uint8Array): ITimer {
 }
 
 /** Reads sigactions, itimers, and each thread's sigaltstack and clear_child_tid. */
-export function queryInjectedState(pid: number, tids: readonly number[]): InjectedState {
-  const s = new Session(pid);
-  const main = pid;
-  s.scratch = s.check(main, "mmap(scratch)", SYS.mmap, 0, 4096, 3, 0x22, -1, 0);
-  try {
-    const sigactions: SigAction[] = [];
-    for (let sig = 1; sig <= 64; sig++) {
-      const r = s.call(main, SYS.rt_sigaction, sig, 0, s.scratch, 8);
-      if (r < 0n) {
-        // 32 and 33 are reserved by glibc but valid for the kernel; EINVAL means no such signal.
-        sigactions.push({ handler: "0x0", flags: "0x0", restorer: "0x0", mask: "0x0" });
-        continue;
-      }
-      const a = kernelSigaction.decode(s.read(0, kernelSigaction.size));
-      sigactions.push({
-        handler: hex(a.handler),
-        flags: hex(a.flags),
-        restorer: hex(a.restorer),
-        mask: hex(a.mask),
-      });
+export function queryInjectedState(s: InjectionSession, tids: readonly number[]): InjectedState {
+  const main = s.pid;
+  const sigactions: SigAction[] = [];
+  for (let sig = 1; sig <= 64; sig++) {
+    const r = s.call(main, SYS.rt_sigaction, sig, 0, s.scratch, 8);
+    if (r < 0n) {
+      // 32 and 33 are reserved by glibc but valid for the kernel; EINVAL means no such signal.
+      sigactions.push({ handler: "0x0", flags: "0x0", restorer: "0x0", mask: "0x0" });
+      continue;
     }
-    const timers: ITimer[] = [];
-    for (const which of [0, 1, 2]) {
-      s.check(main, "getitimer", SYS.getitimer, which, s.scratch);
-      timers.push(timer(s.read(0, itimerval.size)));
-    }
-    const threads = new Map<number, InjectedThreadState>();
-    for (const tid of tids) {
-      s.check(tid, "sigaltstack", SYS.sigaltstack, 0, s.scratch);
-      const st = stackT.decode(s.read(0, stackT.size));
-      s.check(tid, "prctl(PR_GET_TID_ADDRESS)", SYS.prctl, 40, s.scratch + 64n);
-      const tidAddr = new DataView(s.read(64, 8).buffer).getBigUint64(0, true);
-      threads.set(tid, {
-        sigaltstack: { sp: hex(st.sp), flags: st.flags, size: Number(st.size) },
-        clearChildTid: hex(tidAddr),
-      });
-    }
-    return {
-      brk: BigInt.asUintN(64, s.call(main, SYS.brk, 0)),
-      sigactions,
-      itimers: { real: timers[0], virtual: timers[1], prof: timers[2] },
-      threads,
-    };
-  } finally {
-    s.call(main, SYS.munmap, s.scratch, 4096);
+    const a = kernelSigaction.decode(s.read(0, kernelSigaction.size));
+    sigactions.push({
+      handler: hex(a.handler),
+      flags: hex(a.flags),
+      restorer: hex(a.restorer),
+      mask: hex(a.mask),
+    });
   }
+  const timers: ITimer[] = [];
+  for (const which of [0, 1, 2]) {
+    s.check(main, "getitimer", SYS.getitimer, which, s.scratch);
+    timers.push(timer(s.read(0, itimerval.size)));
+  }
+  const threads = new Map<number, InjectedThreadState>();
+  for (const tid of tids) {
+    s.check(tid, "sigaltstack", SYS.sigaltstack, 0, s.scratch);
+    const st = stackT.decode(s.read(0, stackT.size));
+    s.check(tid, "prctl(PR_GET_TID_ADDRESS)", SYS.prctl, 40, s.scratch + 64n);
+    const tidAddr = new DataView(s.read(64, 8).buffer).getBigUint64(0, true);
+    threads.set(tid, {
+      sigaltstack: { sp: hex(st.sp), flags: st.flags, size: Number(st.size) },
+      clearChildTid: hex(tidAddr),
+    });
+  }
+  return {
+    brk: BigInt.asUintN(64, s.call(main, SYS.brk, 0)),
+    sigactions,
+    itimers: { real: timers[0], virtual: timers[1], prof: timers[2] },
+    threads,
+  };
 }

@@ -18,7 +18,7 @@ import { type ProcFd, readFds } from "../proc/fds.ts";
 import { readMapFileIdentity, readMaps } from "../proc/maps.ts";
 import { mergeSmaps, readSmaps } from "../proc/smaps.ts";
 import { fileIdentityOf, readProcLink, readProcText } from "../proc/io.ts";
-import { queryInjectedState } from "./injected.ts";
+import { queryInjectedState, withInjection } from "./injected.ts";
 import { collectThread, sharedPending } from "./threads.ts";
 import { classifyVma, type Vma } from "./vmas.ts";
 import { collectPipe } from "../fds/pipe.ts";
@@ -112,7 +112,8 @@ export function collectProcess(
 ): CollectedProcess {
   const stat = readStat(pid);
   const status = readStatus(pid);
-  const injected = queryInjectedState(pid, tids);
+  // Everything read by injected syscalls, in one session (one scratch page).
+  const injected = withInjection(pid, (s) => queryInjectedState(s, tids));
   const maps = mergeSmaps(readMaps(pid), readSmaps(pid), pid);
   const vmas: Vma[] = maps.map((m) => ({
     start: m.start,
