@@ -3,22 +3,41 @@
  *
  * The thread's registers are saved, rip is pointed at a `syscall`
  * instruction found in the target's executable memory, the arguments are
- * loaded, the thread single-steps over that one instruction, the result is
- * read from rax and every register is put back exactly. All signals but
- * SIGTRAP are blocked for the duration so that nothing else can run in the
- * target (a SIGTRAP handler of the target is kept: see ALL_BUT_SIGTRAP).
- * `orig_rax` is set to -1 on the injected frame so the kernel never applies
- * syscall-restart logic to it, while the saved frame (possibly stopped
- * inside an interrupted syscall) keeps its own restart semantics.
+ * loaded and the thread is resumed with PTRACE_SYSCALL up to the exit of
+ * that syscall; the result is read from rax. Every signal is blocked for
+ * the duration (no forced SIGTRAP is involved: syscall stops are ptrace
+ * notifications, not signals, so a target's SIGTRAP handler, mask and
+ * pending SIGTRAP are left alone). The thread is then moved to a
+ * PTRACE_INTERRUPT stop (so the kernel's syscall-restart logic applies to
+ * the saved frame when it resumes, as it would have from the original
+ * stop) and every register and the mask are put back exactly.
+ *
+ * `orig_rax` is -1 on the injected frame so the kernel never applies
+ * restart logic to it. What only SIGSTOP (unblockable) can do while the
+ * thread runs is tolerated: a group stop is passed through, and a SIGSTOP
+ * dequeued by the thread is taken and queued again to its process
+ * afterwards (its siginfo cannot be observed by the target), never lost.
  *
  * @module
  */
 
 import { processVmRead } from "./process_vm.ts";
-import { getRegs, getSigmask, setRegs, setSigmask, singleStep, waitStop } from "./ptrace.ts";
+import { rawSyscall } from "./libc.ts";
+import { SYS } from "./sysno.ts";
+import { PTRACE_EVENT } from "./wait.ts";
+import {
+  cont,
+  getRegs,
+  getSigmask,
+  interrupt,
+  resumeToSyscall,
+  setRegs,
+  setSigmask,
+  waitStop,
+} from "./ptrace.ts";
 import { signed, type UserRegs } from "./regs.ts";
 
-/** An injected syscall did not come back to the expected single-step stop. */
+/** An injected syscall did not come back as expected. */
 export class InjectionError extends Error {
   constructor(message: string) {
     super(message);
@@ -26,13 +45,10 @@ export class InjectionError extends Error {
   }
 }
 
-/**
- * Every signal but SIGTRAP. The single step is reported with a forced
- * SIGTRAP; if SIGTRAP were blocked the kernel would reset the target's
- * SIGTRAP handler to SIG_DFL. Left unblocked, the trap just stops the
- * thread for us and is discarded when we resume it.
- */
-const ALL_BUT_SIGTRAP = 0xffffffffffffffffn & ~(1n << 4n);
+const ALL_SIGNALS = 0xffffffffffffffffn;
+const SIGTRAP = 5;
+/** Stops tolerated while one syscall is injected (group stops, stolen SIGSTOPs, ...). */
+const MAX_STOPS = 64;
 
 /**
  * Runs syscall `nr` with up to six arguments in stopped thread `tid`, using
@@ -62,31 +78,12 @@ export function injectSyscall(
     r9: a[5],
     eflags: saved.eflags & ~0x100n,
   };
-  setSigmask(tid, ALL_BUT_SIGTRAP);
+  const stolen: number[] = [];
+  setSigmask(tid, ALL_SIGNALS);
   setRegs(tid, regs);
   try {
-    let after = saved;
-    // From a stop inside a syscall (e.g. PTRACE_EVENT_EXEC) the first step
-    // only completes that syscall (which stores its own return value in rax)
-    // and reports at once: load the registers again and step once more.
-    for (let attempt = 0; attempt < 2; attempt++) {
-      if (attempt > 0) setRegs(tid, regs);
-      singleStep(tid);
-      const st = waitStop(tid);
-      if (st.signal !== 5) {
-        throw new InjectionError(
-          `thread ${tid}: injected syscall ${nr} stopped with signal ${st.signal} instead of SIGTRAP`,
-        );
-      }
-      after = getRegs(tid);
-      if (after.rip !== syscallAddr) break;
-    }
-    if (after.rip !== syscallAddr + 2n) {
-      throw new InjectionError(
-        `thread ${tid}: injected syscall ${nr} ended at rip 0x${after.rip.toString(16)}`,
-      );
-    }
-    const result = signed(after.rax);
+    const result = runToExit(tid, nr, regs, stolen);
+    parkInInterruptStop(tid, stolen);
     setRegs(tid, saved);
     setSigmask(tid, savedMask);
     return result;
@@ -97,7 +94,64 @@ export function injectSyscall(
       setSigmask(tid, savedMask);
     } catch { /* gone or running: nothing to restore */ }
     throw e;
+  } finally {
+    // A SIGSTOP the thread dequeued meanwhile goes back to its process.
+    for (const sig of stolen) rawSyscall(SYS.kill, tid, sig);
   }
+}
+
+/** Resumes `tid` with PTRACE_SYSCALL until the exit stop of the injected syscall; returns rax. */
+function runToExit(tid: number, nr: number, regs: UserRegs, stolen: number[]): bigint {
+  let entered = false;
+  for (let i = 0; i < MAX_STOPS; i++) {
+    resumeToSyscall(tid, 0);
+    const st = waitStop(tid);
+    if (st.event === 0 && st.signal === SIGTRAP) {
+      // A syscall stop (SIGTRAP itself is blocked: it cannot be a signal).
+      // Entry and exit stops look alike: the injected syscall's entry is
+      // the first one just past the instruction with orig_rax = nr, its exit the next.
+      const after = getRegs(tid);
+      const ours = after.rip === regs.rip + 2n && after.orig_rax === BigInt(nr);
+      if (entered) {
+        if (!ours) {
+          throw new InjectionError(
+            `thread ${tid}: injected syscall ${nr} ended at rip 0x${after.rip.toString(16)}`,
+          );
+        }
+        return signed(after.rax);
+      }
+      if (ours) {
+        entered = true;
+        continue;
+      }
+      // The exit of the syscall the thread was stopped in (e.g. at an exec
+      // stop): it stored its own result; load the injected frame again.
+      setRegs(tid, regs);
+      continue;
+    }
+    if (st.event === 0) {
+      stolen.push(st.signal); // a signal-delivery-stop: only SIGSTOP gets through the mask
+      continue;
+    }
+    // PTRACE_EVENT_STOP (a group stop, an interrupt): go on.
+  }
+  throw new InjectionError(`thread ${tid}: injected syscall ${nr} did not complete`);
+}
+
+/**
+ * From the injected syscall's exit stop, moves `tid` to a PTRACE_INTERRUPT
+ * stop (inside signal handling, where the original stop was), without
+ * letting it run any user code.
+ */
+function parkInInterruptStop(tid: number, stolen: number[]): void {
+  interrupt(tid);
+  for (let i = 0; i < MAX_STOPS; i++) {
+    cont(tid, 0);
+    const st = waitStop(tid);
+    if (st.event === PTRACE_EVENT.STOP) return;
+    if (st.event === 0 && st.signal !== SIGTRAP) stolen.push(st.signal);
+  }
+  throw new InjectionError(`thread ${tid}: did not stop again after an injected syscall`);
 }
 
 /**
