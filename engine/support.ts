@@ -42,7 +42,12 @@ export const SUPPORT_TABLE = [
   { id: "task.itimers", area: "task", what: "interval timers (setitimer)", support: "saved" },
   { id: "task.rlimits", area: "task", what: "resource limits", support: "saved" },
   { id: "task.misc", area: "task", what: "umask, cwd, comm, personality", support: "saved" },
-  { id: "task.zombie", area: "task", what: "zombie processes in the tree", support: "refused", note: "not restored yet" },
+  { id: "task.zombie", area: "task", what: "zombie children (pid, exit status, group), reaped by their parent", support: "saved", note: "their CPU times are not kept" },
+  { id: "task.zombie-unusual", area: "task", what: "zombies that dumped core, left their parent's group, or whose parent ignores SIGCHLD", support: "refused", note: "cannot be re-created as they were" },
+  { id: "task.stopped", area: "task", what: "stopped processes (group stop), pending SIGSTOP", support: "saved", note: "restored stopped by the same signal" },
+  { id: "task.stopped-handled", area: "task", what: "processes stopped by a signal they now catch or block", support: "refused", note: "the stop could not be re-created with its signal" },
+  { id: "task.leader-exited", area: "task", what: "processes whose main thread exited before the others", support: "refused", note: "a zombie main thread cannot be re-created" },
+  { id: "task.vfork", area: "task", what: "parents waiting in vfork() for their child", support: "refused", note: "the child runs on the parent's memory, which cryo cannot share again" },
   // Memory.
   { id: "memory.anon", area: "memory", what: "private and shared anonymous memory", support: "saved" },
   { id: "memory.file", area: "memory", what: "file mappings (private copies-on-write saved)", support: "saved" },

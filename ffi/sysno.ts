@@ -96,6 +96,14 @@ export const SYS = {
   pidfd_open: 434,
   clone3: 435,
   close_range: 436,
+  rt_sigtimedwait: 128,
+  waitid: 247,
+  poll: 7,
+  select: 23,
+  ppoll: 271,
+  pselect6: 270,
+  epoll_wait: 232,
+  epoll_pwait: 281,
 } as const;
 
 /** Name of a syscall by number, for plan printing and error messages. */

@@ -52,6 +52,8 @@ import { CHUNK_BYTES, MemoryStreamer } from "./memory.ts";
 import { SyncPageWriter, ThreadedPageWriter } from "./page_writer.ts";
 import { bootstrapSizeFor, chooseBootstrap, pagePolicy } from "./vmas.ts";
 import { TOOL_VERSION } from "../version.ts";
+import { collectTaskState } from "../task/mod.ts";
+import { reapOrphanedZombies } from "../task/zombies.ts";
 
 /** Dumps with at least this much page data write from a worker thread. */
 const THREADED_WRITE_BYTES = 256 << 20;
@@ -202,6 +204,7 @@ function killTree(tree: FrozenTree): void {
         }
       }
     }
+    reapOrphanedZombies(p.zombies ?? []);
   }
 }
 
@@ -296,6 +299,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       const start = chooseBootstrap(collected.vmas, size);
       const image: ProcessImage = {
         ...collected.image,
+        ...collectTaskState(p, collected.image, tree!, refusals),
         excluded: [],
         bootstrap: { start: `0x${start.toString(16)}`, size },
       };

