@@ -13,6 +13,10 @@ import { assertChecksPassed } from "./helpers/checks.ts";
 import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
 import { becomeSubreaper, withTargets } from "./helpers/targets.ts";
 import { pathExists } from "./helpers/fs.ts";
+import { statusField } from "./helpers/proc.ts";
+
+const SIGSTOP = 19;
+const SIGTSTP = 20;
 
 // Orphaned zombies of a killed tree come back to this process, which reaps them.
 becomeSubreaper();
@@ -42,6 +46,36 @@ Deno.test(
       "reap-exit-0",
       "live-child",
       "no-other-child",
+    ], await t.wait());
+  }),
+);
+
+Deno.test(
+  "stopped children come back stopped, each stop reported to the parent exactly once",
+  withTargets(async () => {
+    const { t, trigger, ready } = await startTriggered(
+      "rt_stopped",
+      /^ready pid=(\d+) children=(\d+),(\d+)$/m,
+    );
+    const [a, b] = [Number(ready[2]), Number(ready[3])];
+    const rt = await dumpKillRestore(t);
+    const image = async (pid: number) => (await readImageFile(`${rt.dir}/${pid}.elf`)).process;
+    assert.deepEqual((await image(a)).stopped, { signal: SIGSTOP, reported: true });
+    assert.deepEqual((await image(b)).stopped, { signal: SIGTSTP, reported: false });
+    assert.equal((await image(t.pid)).stopped, undefined);
+    for (const pid of [a, b]) assert.match(statusField(pid, "State"), /^T /);
+    await Deno.writeTextFile(trigger, "");
+    assertChecksPassed(t, [
+      "stopped-a",
+      "stopped-b",
+      "no-sigchld",
+      "a-reported-once",
+      "b-report-tstp",
+      "b-reported-once",
+      "a-continued",
+      "b-continued",
+      "a-exit",
+      "b-exit",
     ], await t.wait());
   }),
 );

@@ -9,10 +9,10 @@
  *
  * Restore: the tree is released with the stopped processes first: each is
  * sent its stop signal while all its threads are still held (so none runs
- * an instruction), then let go; once it is stopped, a parent that had
- * collected the report has the new one taken for it (waitid WSTOPPED and
- * the SIGCHLD, by injection into the still-held parent), so it does not see
- * the same stop twice. A SIGSTOP pending at the dump is sent the same way
+ * an instruction), then let go; once it is stopped, its parent (still
+ * held) has the SIGCHLD this caused taken for it (it had it before the
+ * dump) and, if it had already collected the stop report, the new report
+ * too (waitid WSTOPPED), so it does not see the same stop twice. A SIGSTOP pending at the dump is sent the same way
  * (the parent then learns about the stop, as it would have). Then every
  * other task is let go.
  *
@@ -103,9 +103,9 @@ export function releaseTree(images: readonly ProcessImage[], detach: (tid: numbe
   const byPid = new Map(images.map((i) => [i.pid, i]));
   for (const image of stopping) {
     const parent = byPid.get(image.ppid);
-    if (!image.stopped?.reported || !parent) continue;
+    if (!image.stopped || !parent) continue;
     awaitStopped(image.pid);
-    takeStopReport(parent, image.pid);
+    takeStopReport(parent, image.pid, image.stopped.reported);
   }
   for (const image of images) {
     if (stopping.includes(image)) continue;
@@ -126,22 +126,25 @@ function awaitStopped(pid: number): void {
 }
 
 /**
- * Takes, in the held `parent`, the report of its child `pid`'s new stop
- * (waitid WSTOPPED) and the SIGCHLD it caused, unless one was pending at
- * the dump; by injection, in a scratch page mapped for it and unmapped.
+ * Takes, in the held `parent`, the SIGCHLD its child `pid`'s new stop
+ * caused (unless one was pending at the dump) and, when the parent had
+ * already collected it, the stop report (waitid WSTOPPED); by injection, in
+ * a scratch page mapped for it and unmapped again.
  */
-function takeStopReport(parent: ProcessImage, pid: number): void {
+function takeStopReport(parent: ProcessImage, pid: number, reported: boolean): void {
   const tid = parent.pid;
   const site = findSyscallInstruction(tid);
   const scratch = injectSyscall(tid, site, SYS.mmap, 0, 4096, 3, 0x22, -1, 0);
   if (scratch < 0n) throw new RestoreError(`process ${tid}: mmap(scratch) failed`);
   try {
     processVmWriteFully(tid, scratch, new Uint8Array(256));
-    const r = injectSyscall(tid, site, SYS.waitid, P_PID, pid, scratch, WSTOPPED | WNOHANG, 0);
-    const info = new Uint8Array(4);
-    processVmReadFully(tid, scratch + 16n, info);
-    if (r < 0n || new DataView(info.buffer).getInt32(0, true) !== pid) {
-      throw new RestoreError(`process ${tid}: the new stop report of ${pid} was not there`);
+    if (reported) {
+      const r = injectSyscall(tid, site, SYS.waitid, P_PID, pid, scratch, WSTOPPED | WNOHANG, 0);
+      const info = new Uint8Array(4);
+      processVmReadFully(tid, scratch + 16n, info);
+      if (r < 0n || new DataView(info.buffer).getInt32(0, true) !== pid) {
+        throw new RestoreError(`process ${tid}: the new stop report of ${pid} was not there`);
+      }
     }
     if (!parent.sharedPending.some((s) => s.signo === SIGCHLD)) {
       processVmWriteFully(
