@@ -14,6 +14,7 @@ import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtr
 import { becomeSubreaper, withTargets } from "./helpers/targets.ts";
 import { pathExists } from "./helpers/fs.ts";
 import { statusField } from "./helpers/proc.ts";
+import { sleep } from "./helpers/wait.ts";
 
 const SIGSTOP = 19;
 const SIGTSTP = 20;
@@ -77,6 +78,36 @@ Deno.test(
       "a-exit",
       "b-exit",
     ], await t.wait());
+  }),
+);
+
+Deno.test(
+  "threads blocked in futex waits, nanosleep and pthread_join wake as before after a restore",
+  withTargets(async () => {
+    const { t, trigger, ready } = await startTriggered(
+      "rt_futex",
+      /^ready pid=(\d+) start=(\d+)$/m,
+    );
+    const start = Number(ready[2]);
+    await sleep(1500); // a good part of the 3 s timeouts is used up before the dump
+    const dumpedAt = Date.now();
+    await dumpKillRestore(t);
+    const away = Date.now() - dumpedAt;
+    await Deno.writeTextFile(trigger, "");
+    assertChecksPassed(t, [
+      "wait-woken",
+      "rel-timeout",
+      "abs-timeout",
+      "sleep-done",
+      "join-value",
+    ], await t.wait(15000));
+    // An absolute deadline is kept; a nanosleep goes on for what remained.
+    const woke = (name: string) =>
+      Number(t.output().match(new RegExp(`^woke ${name} at=(\\d+)$`, "m"))?.[1]);
+    for (const name of ["abs", "sleep"]) {
+      const late = woke(name) - (start + 3000) - away;
+      assert.ok(late < 700, `${name} woke ${late} ms late (restore took ${away} ms)`);
+    }
   }),
 );
 

@@ -54,6 +54,7 @@ import type { Bootstrap } from "./stub.ts";
 import { removeLauncher, spawnLauncher, writeLauncher } from "./launcher.ts";
 import { zombiePids } from "../task/zombies.ts";
 import { releaseTree } from "../task/stopped.ts";
+import { reissueInterrupted } from "../task/syscalls.ts";
 
 /** One process to restore: its description, image path and compiled program. */
 export interface RestoreUnit {
@@ -456,11 +457,7 @@ export class RestoreSession {
       );
       for (const t of image.threads) {
         const regs = regsFromHex(t.regs);
-        if (t.syscall.restart === "restart") {
-          // Re-issue the interrupted syscall, as the kernel would have restarted it.
-          regs.rax = regs.orig_rax;
-          regs.rip -= 2n;
-        }
+        reissueInterrupted(t, regs); // see engine/task/syscalls.ts
         regs.orig_rax = 0xffffffffffffffffn;
         setXstate(t.tid, decodeBase64(t.xsave));
         setRegs(t.tid, regs);
