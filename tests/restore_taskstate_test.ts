@@ -11,13 +11,17 @@ import { UnsupportedError } from "../engine/errors.ts";
 import { readImageFile } from "../engine/image/reader.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
-import { becomeSubreaper, withTargets } from "./helpers/targets.ts";
+import { becomeSubreaper, startTarget, withTargets } from "./helpers/targets.ts";
+import { restore } from "../engine/restore/mod.ts";
+import { rawSyscall } from "../ffi/libc.ts";
+import { SYS } from "../ffi/sysno.ts";
 import { pathExists } from "./helpers/fs.ts";
 import { statusField } from "./helpers/proc.ts";
-import { sleep } from "./helpers/wait.ts";
+import { sleep, waitUntil } from "./helpers/wait.ts";
 
 const SIGSTOP = 19;
 const SIGTSTP = 20;
+const SIGCONT = 18;
 
 // Orphaned zombies of a killed tree come back to this process, which reaps them.
 becomeSubreaper();
@@ -111,4 +115,51 @@ Deno.test(
   }),
 );
 
-void checkpoint, UnsupportedError, tempImageDir, pathExists;
+/** The checks rt_pending.c reports. */
+const PENDING_CHECKS = ["main-pending", "main-delivered", "worker-pending", "worker-delivered"];
+const PENDING_READY = /^ready pid=(\d+) worker=(\d+)$/m;
+
+Deno.test(
+  "pending SIGTSTP, SIGTTIN, SIGTRAP and SIGUSR1, per thread and per process, survive a round trip",
+  withTargets(async () => {
+    const { t, trigger, ready } = await startTriggered("rt_pending", PENDING_READY);
+    const worker = Number(ready[2]);
+    const rt = await dumpKillRestore(t);
+    const proc = (await readImageFile(`${rt.dir}/${t.pid}.elf`)).process;
+    const signos = (list: { signo: number }[]) => list.map((s) => s.signo).sort((a, b) => a - b);
+    assert.deepEqual(signos(proc.threads.find((x) => x.tid === t.pid)!.pending), [5, 20]);
+    assert.deepEqual(signos(proc.threads.find((x) => x.tid === worker)!.pending), [5, 10]);
+    assert.deepEqual(signos(proc.sharedPending), [21]);
+    await Deno.writeTextFile(trigger, "");
+    assertChecksPassed(t, PENDING_CHECKS, await t.wait());
+  }),
+);
+
+Deno.test(
+  "SIGSTOPs arriving all through a dump are never lost: the process comes back stopped",
+  withTargets(async () => {
+    const { t, trigger } = await startTriggered("rt_pending", PENDING_READY, {
+      extra: ["after-sigcont"],
+    });
+    const stopper = await startTarget("rt_pending", ["stopper", String(t.pid)]);
+    await sleep(50);
+    const dir = await tempImageDir();
+    await checkpoint(t.pid, { dir }); // injections meet SIGSTOPs and group stops
+    await stopper.wait(); // it ends once the target is a zombie
+    assert.match(stopper.output(), /^stopper sent=[1-9]\d*$/m);
+    await t.wait();
+    const tree = await restore(dir);
+    t.resetAfterRestore();
+    assert.deepEqual(tree.pids, [t.pid]);
+    const proc = (await readImageFile(`${dir}/${t.pid}.elf`)).process;
+    const stopPending = [...proc.sharedPending, ...proc.threads.flatMap((x) => x.pending)]
+      .some((s) => s.signo === SIGSTOP);
+    assert.ok(proc.stopped || stopPending, "neither stopped nor SIGSTOP pending in the image");
+    await waitUntil("the restored process to stop", () => /^T /.test(statusField(t.pid, "State")));
+    rawSyscall(SYS.kill, t.pid, SIGCONT);
+    await Deno.writeTextFile(trigger, "");
+    assertChecksPassed(t, PENDING_CHECKS, await t.wait());
+  }),
+);
+
+void UnsupportedError, pathExists;

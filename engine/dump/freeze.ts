@@ -145,7 +145,7 @@ export function freezeTree(root: number): FrozenTree {
         for (const tid of threads) {
           if (seizedSet.has(tid)) continue;
           const stopSignal = seizeOne(tid);
-          if (stopSignal !== undefined && tid === pid) groupStops.set(pid, stopSignal);
+          if (stopSignal !== undefined && !groupStops.has(pid)) groupStops.set(pid, stopSignal);
           if (!frozenAt) frozenAt = performance.now();
           seized.push(tid);
           seizedSet.add(tid);

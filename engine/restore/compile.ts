@@ -42,6 +42,7 @@ import { UnsupportedError } from "../errors.ts";
 import { type Bootstrap, BootstrapBuilder, messageProgram } from "./stub.ts";
 import { type ProgramBuilder, slot } from "../program/builder.ts";
 import { emitZombieBranches, emitZombies } from "../task/zombies.ts";
+import { SIGTRAP } from "../task/sigtrap.ts";
 
 /** Slot numbers used by compiled programs. */
 export const SLOTS = {
@@ -339,7 +340,7 @@ function emitProcessState(p: ProgramBuilder, proc: ProcessImage, fds: PlannedFd[
   else if (proc.pgid === proc.pid) p.op(SYS.setpgid, [0, 0], { comment: "group leader" });
   proc.sigactions.forEach((a, i) => {
     const sig = i + 1;
-    if (sig === 9 || sig === 19) return;
+    if (sig === 9 || sig === 19 || sig === SIGTRAP) return; // SIGTRAP: engine/task/sigtrap.ts
     if (BigInt(a.handler) === 0n && BigInt(a.flags) === 0n && BigInt(a.mask) === 0n) return;
     const act = kernelSigaction.encode({
       handler: hexBig(a.handler),
@@ -404,8 +405,9 @@ export function cloneWithTid(p: ProgramBuilder, tid: number, fields: Partial<Clo
 }
 
 function emitSignalsAndTimers(p: ProgramBuilder, proc: ProcessImage): void {
-  // A pending SIGSTOP is sent when the tree is released (engine/task/stopped.ts).
-  for (const s of proc.sharedPending.filter((x) => x.signo !== 19)) {
+  // A pending SIGSTOP is sent when the tree is released (engine/task/stopped.ts),
+  // a pending SIGTRAP queued after the program's end (engine/task/sigtrap.ts).
+  for (const s of proc.sharedPending.filter((x) => x.signo !== 19 && x.signo !== SIGTRAP)) {
     p.op(SYS.rt_sigqueueinfo, [proc.pid, s.signo, p.data(decodeBase64(s.raw))], {
       comment: `pending signal ${s.signo} (process)`,
     });
@@ -414,7 +416,7 @@ function emitSignalsAndTimers(p: ProgramBuilder, proc: ProcessImage): void {
   // codes only from the target thread itself, so the engine queues the other
   // threads' signals by injection into each of them (session.ts).
   for (const t of proc.threads.filter((x) => x.tid === proc.pid)) {
-    for (const s of t.pending.filter((x) => x.signo !== 19)) {
+    for (const s of t.pending.filter((x) => x.signo !== 19 && x.signo !== SIGTRAP)) {
       p.op(SYS.rt_tgsigqueueinfo, [proc.pid, t.tid, s.signo, p.data(decodeBase64(s.raw))], {
         comment: `pending signal ${s.signo} (thread ${t.tid})`,
       });

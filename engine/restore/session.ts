@@ -55,6 +55,7 @@ import { removeLauncher, spawnLauncher, writeLauncher } from "./launcher.ts";
 import { zombiePids } from "../task/zombies.ts";
 import { releaseTree } from "../task/stopped.ts";
 import { reissueInterrupted } from "../task/syscalls.ts";
+import { restoreSigtrap } from "../task/sigtrap.ts";
 
 /** One process to restore: its description, image path and compiled program. */
 export interface RestoreUnit {
@@ -445,6 +446,7 @@ export class RestoreSession {
           injectSyscall(t.tid, gadget, SYS.prctl, 15, /* PR_SET_NAME */ scratch + 64n);
         }
       }
+      restoreSigtrap(image, gadget, scratch);
       // Unmap the bootstrap through a syscall instruction outside it.
       const size = BigInt(image.bootstrap.size);
       const outside = findSyscallInstruction(pid, {
