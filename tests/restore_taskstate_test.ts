@@ -162,4 +162,81 @@ Deno.test(
   }),
 );
 
-void UnsupportedError, pathExists;
+/** Asserts that dumping `pid` is refused with an UnsupportedError matching `line`, writing nothing. */
+async function assertDumpRefused(pid: number, line: RegExp): Promise<void> {
+  const dir = await tempImageDir();
+  await assert.rejects(checkpoint(pid, { dir }), (e: unknown) => {
+    assert.ok(e instanceof UnsupportedError, `expected UnsupportedError, got ${e}`);
+    assert.match((e as Error).message, line);
+    return true;
+  });
+  assert.ok(!pathExists(dir), "a refused dump left an image");
+}
+
+Deno.test(
+  "zombies of a parent that now ignores SIGCHLD are refused by name; the tree goes on untouched",
+  withTargets(async () => {
+    const { t, trigger, ready } = await startTriggered(
+      "rt_zombie",
+      /^ready pid=(\d+) zombies=([\d,]+) live=(\d+)$/m,
+      { extra: ["ignore-sigchld"] },
+    );
+    const zombies = ready[2].split(",").map(Number);
+    await assertDumpRefused(
+      t.pid,
+      new RegExp(
+        `process ${t.pid} zombie child ${
+          zombies[0]
+        } \\(rt_zombie[^)]*\\): .*its parent now ignores SIGCHLD`,
+      ),
+    );
+    await Deno.writeTextFile(trigger, "");
+    assertChecksPassed(t, ["zombie-state"], await t.wait());
+  }),
+);
+
+Deno.test(
+  "a parent waiting in vfork is refused by name, and goes on untouched",
+  withTargets(async () => {
+    const t = await startTarget("rt_vfork", ["vfork"]);
+    const m = await t.waitFor(/^ready pid=(\d+) child=(\d+)$/m);
+    const child = Number(m[2]);
+    assert.equal(Number(m[1]), t.pid);
+    await assertDumpRefused(
+      t.pid,
+      new RegExp(
+        `process ${t.pid}: parents waiting in vfork\\(\\) for their child: its child ${child} runs on its memory`,
+      ),
+    );
+    for (const pid of [t.pid, child]) assert.equal(statusField(pid, "TracerPid"), "0");
+    rawSyscall(SYS.kill, child, 9);
+    const st = await t.wait();
+    assert.deepEqual(st, { kind: "exited", pid: t.pid, code: 0 });
+    assert.match(t.output(), /^parent resumed$/m);
+  }),
+);
+
+Deno.test(
+  "a process whose main thread exited before its other thread is refused by name, and goes on",
+  withTargets(async () => {
+    const t = await startTarget("rt_vfork", ["leader-exit"]);
+    const m = await t.waitFor(/^ready pid=(\d+) worker=(\d+)$/m);
+    const worker = Number(m[2]);
+    await waitUntil("the main thread to exit", () => /^Z /.test(statusField(t.pid, "State")));
+    await assertDumpRefused(
+      t.pid,
+      new RegExp(`process ${t.pid}: processes whose main thread exited before the others`),
+    );
+    assert.equal(
+      Number(
+        Deno.readTextFileSync(`/proc/${t.pid}/task/${worker}/status`)
+          .match(/^TracerPid:\s+(\d+)/m)?.[1],
+      ),
+      0,
+    );
+    rawSyscall(SYS.kill, t.pid, 10); // SIGUSR1
+    const st = await t.wait();
+    assert.deepEqual(st, { kind: "exited", pid: t.pid, code: 0 });
+    assert.match(t.output(), /^worker done$/m);
+  }),
+);

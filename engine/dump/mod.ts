@@ -54,6 +54,8 @@ import { bootstrapSizeFor, chooseBootstrap, pagePolicy } from "./vmas.ts";
 import { TOOL_VERSION } from "../version.ts";
 import { collectTaskState } from "../task/mod.ts";
 import { reapOrphanedZombies } from "../task/zombies.ts";
+import { refuseZombieLeader } from "../task/refusals.ts";
+import { listTids } from "../proc/tasks.ts";
 
 /** Dumps with at least this much page data write from a worker thread. */
 const THREADED_WRITE_BYTES = 256 << 20;
@@ -126,6 +128,7 @@ function checkTarget(pid: number): void {
   if ((stat.flags & 0x00200000) !== 0 || status.kthread) {
     throw new TargetError(`pid ${pid} is a kernel thread`);
   }
+  refuseZombieLeader(pid, listTids(pid)); // a zombie main thread with live threads
   if (stat.state === "Z" || stat.state === "X") throw new TargetError(`pid ${pid} is a zombie`);
   if (status.tracerPid !== 0) {
     throw new TargetError(`process ${pid} is already traced by pid ${status.tracerPid}`);

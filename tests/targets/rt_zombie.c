@@ -4,7 +4,11 @@
  * parent writes to a pipe and then exits with 7 — and does not reap the
  * first three. A SIGCHLD handler counts the signals. Once the three are
  * zombies it prints "ready pid=<pid> zombies=<a>,<b>,<c> live=<d>" and
- * waits for the trigger file (usage: rt_zombie <trigger>).
+ * waits for the trigger file (usage: rt_zombie <trigger> [ignore-sigchld]).
+ *
+ * With "ignore-sigchld" it sets SIGCHLD to SIG_IGN before the ready line
+ * (a dump must refuse its zombies) and after the trigger only checks that
+ * the zombies are still there.
  *
  * After the restore it checks: each zombie is still a zombie child of this
  * process with the same pid, raw exit status (/proc stat field 52) and
@@ -56,7 +60,8 @@ static void wait_zombie(pid_t pid) {
 }
 
 int main(int argc, char **argv) {
-  need_args(argc, 1, "rt_zombie <trigger>");
+  need_args(argc, 1, "rt_zombie <trigger> [ignore-sigchld]");
+  int ignore = argc > 2 && strcmp(argv[2], "ignore-sigchld") == 0;
   const char *trigger = argv[1];
   struct sigaction sa = {0};
   sa.sa_handler = on_chld;
@@ -99,6 +104,7 @@ int main(int argc, char **argv) {
   }
   sleep_ms(50); /* every SIGCHLD handled */
   int chld_before = sigchld_count;
+  if (ignore) signal(SIGCHLD, SIG_IGN);
   print_ready("pid=%d zombies=%d,%d,%d live=%d", getpid(), z[0], z[1], z[2], live);
   printf("info status=%d,%d,%d pgrp=%d,%d,%d\n", expect_status[0], expect_status[1],
          expect_status[2], expect_pgrp[0], expect_pgrp[1], expect_pgrp[2]);
@@ -124,6 +130,10 @@ int main(int argc, char **argv) {
     if (pgrp != expect_pgrp[i]) ok_pgrp = 0;
   }
   check("zombie-state", ok_state, "%s", detail);
+  if (ignore) {
+    if (write(go[1], "x", 1) != 1) die("write");
+    return verdict();
+  }
   check("zombie-exit-code", ok_code, "exit_code differs");
   check("zombie-pgrp", ok_pgrp, "process group differs");
   check("no-sigchld", sigchld_count == chld_before, "%d SIGCHLD after the restore",
