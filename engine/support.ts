@@ -39,6 +39,7 @@ export const SUPPORT_TABLE = [
   { id: "task.regs", area: "task", what: "registers, XSAVE state, fs/gs base", support: "saved" },
   { id: "task.threads", area: "task", what: "threads, TLS, clear_child_tid, robust lists, rseq", support: "saved" },
   { id: "task.signals", area: "task", what: "signal actions, masks, pending signals, sigaltstack", support: "saved" },
+  { id: "task.syscalls", area: "task", what: "syscalls interrupted by the freeze (waits, sleeps, futexes)", support: "saved", note: "re-issued; a relative futex or poll timeout starts again in full" },
   { id: "task.itimers", area: "task", what: "interval timers (setitimer)", support: "saved" },
   { id: "task.rlimits", area: "task", what: "resource limits", support: "saved" },
   { id: "task.misc", area: "task", what: "umask, cwd, comm, personality", support: "saved" },

@@ -18,6 +18,8 @@ import { SYS } from "../ffi/sysno.ts";
 import { pathExists } from "./helpers/fs.ts";
 import { statusField } from "./helpers/proc.ts";
 import { sleep, waitUntil } from "./helpers/wait.ts";
+import { collectGroupStop } from "../engine/task/stopped.ts";
+import { Refusals } from "../engine/support.ts";
 
 const SIGSTOP = 19;
 const SIGTSTP = 20;
@@ -63,6 +65,12 @@ Deno.test(
       /^ready pid=(\d+) children=(\d+),(\d+)$/m,
     );
     const [a, b] = [Number(ready[2]), Number(ready[3])];
+    // A dump that leaves the tree running leaves the children stopped, untraced.
+    await checkpoint(t.pid, { dir: await tempImageDir(), leaveRunning: true });
+    for (const pid of [a, b]) {
+      await waitUntil(`${pid} untraced`, () => statusField(pid, "TracerPid") === "0");
+      assert.match(statusField(pid, "State"), /^T /);
+    }
     const rt = await dumpKillRestore(t);
     const image = async (pid: number) => (await readImageFile(`${rt.dir}/${pid}.elf`)).process;
     assert.deepEqual((await image(a)).stopped, { signal: SIGSTOP, reported: true });
@@ -240,3 +248,34 @@ Deno.test(
     assert.match(t.output(), /^worker done$/m);
   }),
 );
+
+Deno.test("a process stopped by a signal it now catches or blocks is refused by name", () => {
+  // Not reachable by a running program (a stopped process changes nothing),
+  // but a process sharing its signal actions with another (CLONE_SIGHAND) could.
+  const sigactions = Array.from({ length: 64 }, () => ({
+    handler: "0x0",
+    flags: "0x0",
+    restorer: "0x0",
+    mask: "0x0",
+  }));
+  const image = (handler: string, sigmask: string) =>
+    ({
+      pid: 4242,
+      ppid: 1,
+      sigactions: sigactions.map((a, i) => i === SIGTSTP - 1 ? { ...a, handler } : a),
+      threads: [{ tid: 4242, sigmask }],
+    }) as unknown as Parameters<typeof collectGroupStop>[0];
+  const refusals = new Refusals();
+  assert.deepEqual(collectGroupStop(image("0x0", "0x0"), SIGTSTP, false, refusals), {
+    signal: SIGTSTP,
+    reported: false,
+  });
+  assert.deepEqual(refusals.problems, []);
+  collectGroupStop(image("0x401000", "0x0"), SIGTSTP, false, refusals);
+  collectGroupStop(image("0x0", `0x${(1n << 19n).toString(16)}`), SIGTSTP, false, refusals);
+  collectGroupStop(image("0x401000", "0xffffffffffffffff"), SIGSTOP, false, refusals);
+  assert.deepEqual(refusals.problems, [
+    "process 4242 (stopped by signal 20): processes stopped by a signal they now catch or block: it now catches it",
+    "process 4242 (stopped by signal 20): processes stopped by a signal they now catch or block: it now blocks it",
+  ]);
+});
