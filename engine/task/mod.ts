@@ -23,7 +23,11 @@ export function collectTaskState(
   refusals: Refusals,
 ): Pick<ProcessImage, "zombies" | "stopped"> {
   const out: Pick<ProcessImage, "zombies" | "stopped"> = {};
-  if (frozen.zombies?.length) out.zombies = collectZombies(image, frozen.zombies, refusals);
+  if (frozen.zombies?.length) {
+    const joinsGroupLater = image.pgid !== image.pid &&
+      tree.processes.some((p) => p.pid === image.pgid);
+    out.zombies = collectZombies(image, frozen.zombies, refusals, joinsGroupLater);
+  }
   if (frozen.groupStop !== undefined) {
     const parentFrozen = tree.processes.some((p) => p.pid === image.ppid);
     out.stopped = collectGroupStop(image, frozen.groupStop, parentFrozen, refusals);

@@ -58,11 +58,14 @@ export function splitZombies(children: number[]): { live: number[]; zombies: num
 /**
  * Describes the zombie children `pids` of `parent`; reports each to
  * `refusals` (a zombie that cannot come back as it was is refused by name).
+ * `joinsGroupLater`: the parent's group is led by another process of the
+ * tree, which the parent joins only when the restore finalizes.
  */
 export function collectZombies(
   parent: Omit<ProcessImage, "bootstrap">,
   pids: readonly number[],
   refusals: Refusals,
+  joinsGroupLater = false,
 ): ZombieChild[] {
   const out: ZombieChild[] = [];
   for (const pid of pids) {
@@ -81,7 +84,9 @@ export function collectZombies(
       exitSignal: stat.exitSignal,
     };
     const where = `process ${parent.pid} zombie child ${pid} (${z.comm})`;
-    const problem = zombieProblem(parent, z);
+    const problem = joinsGroupLater && z.pgid === parent.pgid
+      ? `it is in process group ${z.pgid}, which its parent joins only after it exits`
+      : zombieProblem(parent, z);
     if (problem) refusals.use("task.zombie-unusual", where, problem);
     else refusals.use("task.zombie", where);
     out.push(z);
