@@ -57,7 +57,7 @@ export function checkPidsFree(processes: readonly ProcessImage[]): void {
       }
     }
   }
-  const holder = groupHolder(new Set(processes.map((p) => p.pid)));
+  const holder = groupHolder(new Set([...processes.map((p) => p.pid), ...zombiePids(processes)]));
   if (holder) {
     throw new RestoreError(
       `cannot restore: pid ${holder.id} is still in use as the ${holder.what} id of process ${holder.pid}`,

@@ -36,6 +36,7 @@ const SIG_UNBLOCK = 1;
 const P_PID = 1;
 const WEXITED = 4;
 const WNOWAIT = 0x01000000;
+const WALL = 0x40000000; // also a child whose exit signal is not SIGCHLD
 const PR_SET_DUMPABLE = 4;
 const SA_NOCLDWAIT = 2n;
 
@@ -130,7 +131,7 @@ export function emitZombies(p: ProgramBuilder, proc: ProcessImage): void {
   const info = p.reserve(128);
   const noWait = p.data(new Uint8Array(16)); // a zero timeout
   for (const z of zombies) {
-    p.op(SYS.waitid, [P_PID, z.pid, info, WEXITED | WNOWAIT, 0], {
+    p.op(SYS.waitid, [P_PID, z.pid, info, WEXITED | WNOWAIT | WALL, 0], {
       comment: `zombie ${z.pid} exited (not reaped)`,
     });
     if (z.exitSignal === 0) continue;
