@@ -58,16 +58,16 @@ Deno.test(
 );
 
 Deno.test(
-  "stopped children come back stopped, each stop reported to the parent exactly once",
+  "stopped children and grandchildren come back stopped, each stop reported to the parent once",
   withTargets(async () => {
     const { t, trigger, ready } = await startTriggered(
       "rt_stopped",
-      /^ready pid=(\d+) children=(\d+),(\d+)$/m,
+      /^ready pid=(\d+) children=(\d+),(\d+) grandchild=(\d+)$/m,
     );
-    const [a, b] = [Number(ready[2]), Number(ready[3])];
+    const [a, b, g] = [Number(ready[2]), Number(ready[3]), Number(ready[4])];
     // A dump that leaves the tree running leaves the children stopped, untraced.
     await checkpoint(t.pid, { dir: await tempImageDir(), leaveRunning: true });
-    for (const pid of [a, b]) {
+    for (const pid of [a, b, g]) {
       await waitUntil(`${pid} untraced`, () => statusField(pid, "TracerPid") === "0");
       assert.match(statusField(pid, "State"), /^T /);
     }
@@ -75,8 +75,9 @@ Deno.test(
     const image = async (pid: number) => (await readImageFile(`${rt.dir}/${pid}.elf`)).process;
     assert.deepEqual((await image(a)).stopped, { signal: SIGSTOP, reported: true });
     assert.deepEqual((await image(b)).stopped, { signal: SIGTSTP, reported: false });
+    assert.deepEqual((await image(g)).stopped, { signal: SIGSTOP, reported: true });
     assert.equal((await image(t.pid)).stopped, undefined);
-    for (const pid of [a, b]) assert.match(statusField(pid, "State"), /^T /);
+    for (const pid of [a, b, g]) assert.match(statusField(pid, "State"), /^T /);
     await Deno.writeTextFile(trigger, "");
     assertChecksPassed(t, [
       "stopped-a",

@@ -51,12 +51,14 @@ export function collectGroupStop(
 ): GroupStop {
   const where = `process ${image.pid} (stopped by signal ${signal})`;
   const action = image.sigactions[signal - 1];
-  const caught = signal !== SIGSTOP && BigInt(action?.handler ?? "0x0") !== 0n;
+  const handler = BigInt(action?.handler ?? "0x0");
+  const caught = signal !== SIGSTOP && handler !== 0n;
   const bit = 1n << BigInt(signal - 1);
   const blocked = signal !== SIGSTOP &&
     image.threads.every((t) => (BigInt(t.sigmask) & bit) !== 0n);
   if (caught || blocked) {
-    refusals.use("task.stopped-handled", where, `it now ${caught ? "catches" : "blocks"} it`);
+    const how = !caught ? "blocks" : handler === 1n ? "ignores" : "catches";
+    refusals.use("task.stopped-handled", where, `it now ${how} it`);
   } else {
     refusals.use("task.stopped", where);
   }
@@ -96,16 +98,16 @@ function stopPending(image: ProcessImage): boolean {
  */
 export function releaseTree(images: readonly ProcessImage[], detach: (tid: number) => void): void {
   const stopping = images.filter((i) => i.stopped || stopPending(i));
-  for (const image of stopping) {
+  const byPid = new Map(images.map((i) => [i.pid, i]));
+  // Children before parents (images come parents first): a parent is still
+  // held while its child's new stop is taken for it.
+  for (const image of [...stopping].reverse()) {
     rawSyscall(SYS.kill, image.pid, image.stopped?.signal ?? SIGSTOP);
     for (const t of image.threads) detach(t.tid);
-  }
-  const byPid = new Map(images.map((i) => [i.pid, i]));
-  for (const image of stopping) {
+    if (!image.stopped) continue;
+    awaitStopped(image.pid, image.stopped.signal);
     const parent = byPid.get(image.ppid);
-    if (!image.stopped || !parent) continue;
-    awaitStopped(image.pid);
-    takeStopReport(parent, image.pid, image.stopped.reported);
+    if (parent) takeStopReport(parent, image.pid, image.stopped.reported);
   }
   for (const image of images) {
     if (stopping.includes(image)) continue;
@@ -113,13 +115,19 @@ export function releaseTree(images: readonly ProcessImage[], detach: (tid: numbe
   }
 }
 
-/** Waits (polling, with a deadline) until `pid` is in a group stop. */
-function awaitStopped(pid: number): void {
+/**
+ * Waits (polling, with a deadline) until `pid` is in a group stop; the
+ * kernel discards SIGTSTP, SIGTTIN and SIGTTOU in an orphaned process group.
+ */
+function awaitStopped(pid: number, signal: number): void {
   const deadline = performance.now() + STOP_TIMEOUT_MS;
   const pause = new Int32Array(new SharedArrayBuffer(4));
   while (readStat(pid).state !== "T") {
     if (performance.now() > deadline) {
-      throw new RestoreError(`restored process ${pid} did not stop again`);
+      throw new RestoreError(
+        `restored process ${pid} did not stop again with signal ${signal}` +
+          (signal === SIGSTOP ? "" : " (is its process group orphaned now?)"),
+      );
     }
     Atomics.wait(pause, 0, 0, 1);
   }

@@ -1,14 +1,18 @@
 /* Round-trip target for stopped processes: forks two children, each its
- * own process group leader. The first stops itself with SIGSTOP and the
- * parent collects that stop (waitpid WUNTRACED); the second stops itself
- * with SIGTSTP and the parent leaves that report uncollected. A SIGCHLD
- * handler counts the signals. Prints "ready pid=<pid> children=<a>,<b>"
- * and waits for the trigger file (usage: rt_stopped <trigger>).
+ * own process group leader. The first forks a grandchild that stops itself
+ * with SIGSTOP, collects that stop (waitpid WUNTRACED), then stops itself
+ * with SIGSTOP, and the parent collects that stop too; the second stops
+ * itself with SIGTSTP and the parent leaves that report uncollected. A
+ * SIGCHLD handler counts the signals. Prints
+ * "ready pid=<pid> children=<a>,<b> grandchild=<g>" and waits for the
+ * trigger file (usage: rt_stopped <trigger>).
  *
  * After the restore it checks: both children are stopped (state T); no
  * SIGCHLD arrived meanwhile; the first child's stop is not reported again
  * and the second's is, with SIGTSTP; after SIGCONT both report being
- * continued, run on and exit with 5 and 6.
+ * continued, run on and exit with 5 and 6 — the first only once it found
+ * its grandchild stopped with its stop not reported again, continued it
+ * and reaped it (exit 8); otherwise it exits with 50 + the failed step.
  */
 #include "common.h"
 
@@ -38,14 +42,42 @@ static void wait_state(pid_t pid, char want) {
   if (state_of(pid) != want) die_err("child did not stop", ETIMEDOUT);
 }
 
-static pid_t stopped_child(int sig, int code) {
+static pid_t grandchild;
+static int grandchild_pipe[2];
+
+/* The first child's part: a stopped grandchild whose stop it collected. */
+static void make_grandchild(void) {
+  grandchild = fork();
+  if (grandchild == 0) {
+    raise(SIGSTOP);
+    _exit(8);
+  }
+  int st;
+  if (waitpid(grandchild, &st, WUNTRACED) != grandchild || !WIFSTOPPED(st)) _exit(60);
+  if (write(grandchild_pipe[1], &grandchild, sizeof grandchild) != sizeof grandchild) _exit(61);
+}
+
+/* The first child's checks after it is continued; returns its exit code. */
+static int check_grandchild(int code) {
+  int st = 0;
+  if (state_of(grandchild) != 'T') return 51;
+  if (waitpid(grandchild, &st, WUNTRACED | WNOHANG) != 0) return 52;
+  kill(grandchild, SIGCONT);
+  if (waitpid(grandchild, &st, 0) != grandchild || !WIFEXITED(st) || WEXITSTATUS(st) != 8) {
+    return 53;
+  }
+  return code;
+}
+
+static pid_t stopped_child(int sig, int code, int with_grandchild) {
   pid_t c = fork();
   if (c == 0) {
     setpgid(0, 0);
     signal(sig, SIG_DFL);
+    if (with_grandchild) make_grandchild();
     raise(sig);
     sleep_ms(300); /* after SIGCONT: the parent collects "continued" first */
-    _exit(code);
+    _exit(with_grandchild ? check_grandchild(code) : code);
   }
   if (c < 0) die("fork");
   setpgid(c, c);
@@ -60,14 +92,17 @@ int main(int argc, char **argv) {
   sa.sa_flags = SA_RESTART;
   sigaction(SIGCHLD, &sa, NULL);
 
-  pid_t a = stopped_child(SIGSTOP, 5);
+  if (pipe(grandchild_pipe) != 0) die("pipe");
+  pid_t a = stopped_child(SIGSTOP, 5, 1);
+  pid_t g = 0;
+  if (read(grandchild_pipe[0], &g, sizeof g) != sizeof g) die("read");
   int st = 0;
   if (waitpid(a, &st, WUNTRACED) != a || !WIFSTOPPED(st)) die_err("waitpid(a)", ECHILD);
-  pid_t b = stopped_child(SIGTSTP, 6);
+  pid_t b = stopped_child(SIGTSTP, 6, 0);
   wait_state(b, 'T');
   sleep_ms(50); /* every SIGCHLD handled */
   int chld_before = sigchld_count;
-  print_ready("pid=%d children=%d,%d", getpid(), a, b);
+  print_ready("pid=%d children=%d,%d grandchild=%d", getpid(), a, b, g);
 
   wait_trigger(trigger);
 
