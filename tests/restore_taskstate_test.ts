@@ -217,6 +217,13 @@ Deno.test(
         `process ${t.pid}: parents waiting in vfork\\(\\) for their child: its child ${child} runs on its memory`,
       ),
     );
+    // The child alone is refused too: it runs on its parent's memory.
+    await assertDumpRefused(
+      child,
+      new RegExp(
+        `process ${child}: .*: it runs on the memory of its parent ${t.pid} \\(vfork child\\)`,
+      ),
+    );
     for (const pid of [t.pid, child]) assert.equal(statusField(pid, "TracerPid"), "0");
     rawSyscall(SYS.kill, child, 9);
     const st = await t.wait();

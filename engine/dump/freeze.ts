@@ -11,7 +11,11 @@ import { __WALL, waitPid, type WaitStatus, WNOHANG } from "../../ffi/wait.ts";
 import { SyscallError } from "../../ffi/libc.ts";
 import { TargetError } from "../errors.ts";
 import { splitZombies } from "../task/zombies.ts";
-import { refuseSharedMemoryChildren, refuseZombieLeader } from "../task/refusals.ts";
+import {
+  refuseSharedMemoryChildren,
+  refuseVforkChild,
+  refuseZombieLeader,
+} from "../task/refusals.ts";
 
 /** A frozen tree: every thread of every process is in a ptrace stop. */
 export interface FrozenTree {
@@ -125,6 +129,7 @@ export function freezeTree(root: number): FrozenTree {
   const seizedSet = new Set<number>();
   const groupStops = new Map<number, number>();
   let frozenAt = 0;
+  refuseVforkChild(root);
   try {
     for (let round = 0;; round++) {
       if (round > 100) {

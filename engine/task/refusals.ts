@@ -1,8 +1,9 @@
 /**
  * Task states refused while the tree is being frozen, before the task
  * concerned is seized (seizing it would fail or hang): a parent waiting in
- * vfork() (its child runs on the parent's memory) and a process whose main
- * thread exited while others run on (a zombie thread cannot be traced).
+ * vfork() (its child runs on the parent's memory), a vfork child dumped
+ * without that parent, and a process whose main thread exited while
+ * others run on (a zombie thread cannot be traced).
  * Each refusal is one line worded by its row of engine/support.ts.
  *
  * @module
@@ -23,6 +24,24 @@ export function refuseSharedMemoryChildren(pid: number, children: readonly numbe
       refusals.use("task.vfork", `process ${pid}`, `its child ${child} runs on its memory (vfork)`);
     }
   }
+  refusals.throwIfAny("the tree cannot be checkpointed");
+}
+
+/** Throws when `root` runs on its parent's memory (a vfork child whose parent waits for it). */
+export function refuseVforkChild(root: number): void {
+  let ppid;
+  try {
+    ppid = readStat(root).ppid;
+  } catch {
+    return;
+  }
+  if (ppid <= 0 || rawSyscall(SYS.kcmp, root, ppid, KCMP_VM, 0, 0) !== 0n) return;
+  const refusals = new Refusals();
+  refusals.use(
+    "task.vfork",
+    `process ${root}`,
+    `it runs on the memory of its parent ${ppid} (vfork child)`,
+  );
   refusals.throwIfAny("the tree cannot be checkpointed");
 }
 
