@@ -106,8 +106,9 @@ function runToExit(tid: number, nr: number, regs: UserRegs, stolen: number[]): b
   for (let i = 0; i < MAX_STOPS; i++) {
     resumeToSyscall(tid, 0);
     const st = waitStop(tid);
-    if (st.event === 0 && st.signal === SIGTRAP) {
-      // A syscall stop (SIGTRAP itself is blocked: it cannot be a signal).
+    if (st.event === 0 && (st.signal & 0x7f) === SIGTRAP) {
+      // A syscall stop (SIGTRAP itself is blocked: it cannot be a signal;
+      // with PTRACE_O_TRACESYSGOOD the stop reads SIGTRAP | 0x80).
       // Entry and exit stops look alike: the injected syscall's entry is
       // the first one just past the instruction with orig_rax = nr, its exit the next.
       const after = getRegs(tid);
@@ -149,7 +150,7 @@ function parkInInterruptStop(tid: number, stolen: number[]): void {
     cont(tid, 0);
     const st = waitStop(tid);
     if (st.event === PTRACE_EVENT.STOP) return;
-    if (st.event === 0 && st.signal !== SIGTRAP) stolen.push(st.signal);
+    if (st.event === 0 && (st.signal & 0x7f) !== SIGTRAP) stolen.push(st.signal);
   }
   throw new InjectionError(`thread ${tid}: did not stop again after an injected syscall`);
 }

@@ -52,7 +52,7 @@ import { CHUNK_BYTES, MemoryStreamer } from "./memory.ts";
 import { SyncPageWriter, ThreadedPageWriter } from "./page_writer.ts";
 import { bootstrapSizeFor, chooseBootstrap, pagePolicy } from "./vmas.ts";
 import { TOOL_VERSION } from "../version.ts";
-import { collectTaskState } from "../task/mod.ts";
+import { collectLifecycle } from "../task/lifecycle.ts";
 import { reapOrphanedZombies } from "../task/zombies.ts";
 import { refuseZombieLeader } from "../task/refusals.ts";
 import { listTids } from "../proc/tasks.ts";
@@ -302,7 +302,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       const start = chooseBootstrap(collected.vmas, size);
       const image: ProcessImage = {
         ...collected.image,
-        ...collectTaskState(p, collected.image, tree!, refusals),
+        ...collectLifecycle(p, collected.image, tree!, refusals),
         excluded: [],
         bootstrap: { start: `0x${start.toString(16)}`, size },
       };

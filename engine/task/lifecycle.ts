@@ -1,7 +1,8 @@
 /**
- * Task states beyond a running process's registers and signals: zombie
- * children (zombies.ts), group stops and pending SIGSTOPs (stopped.ts),
- * and the states refused while freezing (refusals.ts).
+ * Where a process stands in its life, beyond running: zombie children
+ * (zombies.ts), group stops and pending SIGSTOPs (stopped.ts); the states
+ * refused while freezing are in refusals.ts, SIGTRAP at restore in
+ * sigtrap.ts, interrupted syscalls in syscalls.ts.
  *
  * @module
  */
@@ -13,10 +14,10 @@ import { collectZombies } from "./zombies.ts";
 import { collectGroupStop } from "./stopped.ts";
 
 /**
- * The task-state fields of the image of frozen process `frozen` of `tree`
+ * The lifecycle fields of the image of frozen process `frozen` of `tree`
  * (zombie children, group stop), reporting their uses to `refusals`.
  */
-export function collectTaskState(
+export function collectLifecycle(
   frozen: FrozenTree["processes"][number],
   image: Omit<ProcessImage, "bootstrap">,
   tree: FrozenTree,
