@@ -35,6 +35,8 @@ export interface Manifest {
   stats: DumpStats;
   /** Opt-ins the tree needed at dump time ("shell-job", ...); restore needs them too. */
   optIns?: string[];
+  /** Deleted files and memfds of the tree, saved by content. */
+  ghosts?: GhostFile[];
 }
 
 /** One process entry of the manifest. */
@@ -194,6 +196,8 @@ export interface Mapping {
   pages: PageRun[];
   /** Left out by a policy: restored empty (zero-filled or as the file has it). */
   excluded?: boolean;
+  /** A deleted file or memfd saved by content: the id of its {@link GhostFile}. */
+  ghost?: string;
 }
 
 /** A contiguous run of saved pages. */
@@ -290,4 +294,35 @@ export interface FdInfo {
   sameAs?: number;
   /** Left out by a policy: restored closed. */
   excluded?: boolean;
+  /** A deleted file or memfd saved by content: the id of its {@link GhostFile}. */
+  ghost?: string;
+}
+
+/**
+ * A file that has no name to reopen at restore: a file deleted while open
+ * or mapped (or made with O_TMPFILE), or a memfd. Its content is saved in
+ * the image directory; restore re-creates it unlinked (in the original
+ * directory with O_TMPFILE, or with memfd_create) and every fd and mapping
+ * of the tree that used it shares the new one.
+ */
+export interface GhostFile {
+  /** "<dev>:<ino>" of the original inode. */
+  id: string;
+  kind: "memfd" | "deleted";
+  /** The memfd's name, or the deleted file's path. */
+  name: string;
+  /** Size in bytes (holes included). */
+  size: number;
+  /** st_mode permission bits, owner. */
+  mode: number;
+  uid: number;
+  gid: number;
+  /** memfd seals (F_SEAL_*). */
+  seals: number;
+  /** Data extents [offset, length]; the rest are holes. */
+  extents: [number, number][];
+  /** File in the image directory holding the extents' bytes, one after the other. */
+  file: string;
+  /** CRC-32 of that file, "crc32:<hex>". */
+  checksum: string;
 }

@@ -20,7 +20,7 @@ import { mergeSmaps, readSmaps } from "../proc/smaps.ts";
 import { fileIdentityOf, readProcLink, readProcText } from "../proc/io.ts";
 import { queryInjectedState, withInjection } from "./injected.ts";
 import { collectThread, sharedPending } from "./threads.ts";
-import { classifyVma, type Vma } from "./vmas.ts";
+import { classifyVma, refusedMapping, type Vma } from "./vmas.ts";
 import { collectPipe } from "../fds/pipe.ts";
 import { collectTty } from "../fds/tty.ts";
 
@@ -42,7 +42,7 @@ function toFdInfo(pid: number, f: ProcFd, topology: PipeTopology): FdInfo {
   const O_CLOEXEC = 0o2000000;
   let restore = "open";
   let kind = f.kind;
-  if (f.deleted && (kind === "file" || kind === "directory")) kind = "unknown";
+  if (f.deleted && kind === "directory") kind = "unknown";
   if (kind === "tty") restore = "inherit";
   else if (kind === "pipe" || kind === "fifo") restore = pipeRestore(f.target, topology);
   else if (kind === "socket") restore = f.fd <= 2 ? "inherit" : "socket";
@@ -134,11 +134,10 @@ export function collectProcess(
     const file = kind === "file-private" || kind === "file-shared"
       ? readMapFileIdentity(pid, m) ?? undefined
       : undefined;
-    if (m.deleted && (kind === "file-private" || kind === "file-shared")) {
-      refusals.use(
-        "memory.deleted",
-        `process ${pid} mapping ${hex(m.start)}-${hex(m.end)} (${m.path})`,
-      );
+    // Deleted files and memfds are saved by content (engine/fds/ghost.ts).
+    const refused = refusedMapping(vmas[i]);
+    if (refused) {
+      refusals.use(refused, `process ${pid} mapping ${hex(m.start)}-${hex(m.end)} (${m.path})`);
     }
     return {
       start: hex(m.start),

@@ -10,7 +10,8 @@ import type { ProgramBuilder } from "../program/builder.ts";
 
 /** How one fd of a restored process is re-created. */
 export type FdSource =
-  | { kind: "open"; path: string; flags: number }
+  /** `via`: the path reopens this transfer fd (/proc/self/fd/<via>), which must stay open until then. */
+  | { kind: "open"; path: string; flags: number; via?: number }
   | { kind: "inherit"; from: number; setfl?: number }
   | { kind: "same"; as: number }
   | { kind: "pipe"; id: string; end: "read" | "write"; flags: number; data?: string; size?: number }
