@@ -96,6 +96,9 @@ export const SYS = {
   pidfd_open: 434,
   clone3: 435,
   close_range: 436,
+  timer_getoverrun: 225,
+  timer_delete: 226,
+  timerfd_gettime: 287,
 } as const;
 
 /** Name of a syscall by number, for plan printing and error messages. */
