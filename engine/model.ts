@@ -33,6 +33,8 @@ export interface Manifest {
   processes: ManifestProcess[];
   /** Dump statistics. */
   stats: DumpStats;
+  /** Opt-ins the tree needed at dump time ("shell-job", ...); restore needs them too. */
+  optIns?: string[];
 }
 
 /** One process entry of the manifest. */
@@ -119,6 +121,11 @@ export interface ProcessImage {
   excluded: { what: string; reason: string }[];
   /** POSIX timers (timer_create), by id; absent in images of processes without any. */
   posixTimers?: PosixTimer[];
+  /**
+   * Controlling terminal (tty_nr of /proc/<pid>/stat, 0 for none) and the
+   * foreground process group of that terminal (tpgid; -1 for none).
+   */
+  ctty?: { ttyNr: number; fgPgrp: number };
 }
 
 /** Identity of a file, to detect changes between dump and restore. */
