@@ -17,6 +17,10 @@ import { pathExists } from "./helpers/fs.ts";
 import { statusField } from "./helpers/proc.ts";
 import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
 import { withTargets } from "./helpers/targets.ts";
+import { decodeCpuClock, parseTimers, SIGEV } from "../engine/proc/timers.ts";
+import { takeTimerSignals } from "../engine/task/timers.ts";
+import { encodeBase64 } from "../engine/base64.ts";
+import type { PosixTimer, SigInfoRecord } from "../engine/model.ts";
 
 const READY = /^ready pid=(\d+) tid2=(\d+) alarm=(\d) ids=(-?\d+),(-?\d+),(-?\d+)$/m;
 
@@ -49,6 +53,74 @@ const TIMER_CHECKS = [
   "timerfd-expired-ticks",
   "itimer",
 ];
+
+Deno.test("timers: /proc/<pid>/timers blocks and CPU clock ids decode", () => {
+  const text = [
+    "ID: 7",
+    "signal: 35/0000000000001234",
+    "notify: signal/tid.4242",
+    "ClockID: 0",
+    "ID: 2",
+    "signal: 14/0000000000000002",
+    "notify: none/pid.4000",
+    "ClockID: -6",
+    "ID: 3",
+    "signal: 32/00007f0000001000",
+    "notify: thread/pid.4000",
+    "ClockID: -33946",
+    "",
+  ].join("\n");
+  assert.deepEqual(parseTimers(text), [
+    { id: 2, signo: 14, value: 2n, notify: SIGEV.NONE, target: 4000, clockid: -6 },
+    {
+      id: 3,
+      signo: 32,
+      value: 0x7f0000001000n,
+      notify: SIGEV.THREAD,
+      target: 4000,
+      clockid: -33946,
+    },
+    { id: 7, signo: 35, value: 0x1234n, notify: SIGEV.THREAD_ID, target: 4242, clockid: 0 },
+  ]);
+  assert.deepEqual(parseTimers(""), []);
+  assert.throws(() => parseTimers("ID: 1\nsignal: x\n"), /unreadable timer/);
+  // CLOCK_PROCESS_CPUTIME_ID and CLOCK_THREAD_CPUTIME_ID as the kernel stores them (pid 0 = creator).
+  assert.deepEqual(decodeCpuClock(-6), { pid: 0, thread: false, which: 2 });
+  assert.deepEqual(decodeCpuClock(-2), { pid: 0, thread: true, which: 2 });
+  // pthread_getcpuclockid of tid 4243: (~4243 << 3) | 4 | 2.
+  assert.deepEqual(decodeCpuClock((~4243 << 3) | 6), { pid: 4243, thread: true, which: 2 });
+  assert.equal(decodeCpuClock(1), undefined);
+});
+
+Deno.test("timers: a pending SI_TIMER signal moves into its timer, other signals stay", () => {
+  const siginfo = (signo: number, code: number, timerId: number): SigInfoRecord => {
+    const raw = new Uint8Array(128);
+    const dv = new DataView(raw.buffer);
+    dv.setInt32(0, signo, true);
+    dv.setInt32(8, code, true);
+    dv.setInt32(16, timerId, true);
+    return { signo, code, raw: encodeBase64(raw) };
+  };
+  const timer = (id: number, signo: number): PosixTimer => ({
+    id,
+    clockid: 1,
+    notify: 0,
+    signo,
+    sigevValue: "0x0",
+    tid: 0,
+    value: [1, 0],
+    interval: [0, 0],
+    signalPending: false,
+  });
+  const timers = [timer(4, 35), timer(5, 36)];
+  const shared = [siginfo(35, -2, 4), siginfo(35, -1, 4), siginfo(35, -2, 9)];
+  const thread = [siginfo(36, -2, 5), siginfo(36, -2, 5)];
+  takeTimerSignals(timers, [shared, thread]);
+  assert.deepEqual(timers.map((t) => t.signalPending), [true, true]);
+  // sigqueue'd (-1) and unknown-timer signals stay; a timer queues one signal at most.
+  assert.deepEqual(shared.map((s) => s.code), [-1, -2]);
+  assert.equal(thread.length, 1);
+});
 
 Deno.test(
   "timers: POSIX timers (same ids, clocks, notifications, pending signals), timerfds and an itimer survive",
@@ -93,6 +165,20 @@ Deno.test(
 
     await Deno.writeTextFile(m.trigger, "");
     assertChecksPassed(m.t, [...TIMER_CHECKS], await m.t.wait());
+  }),
+);
+
+Deno.test(
+  "timers: a timer on the thread CPU clock of a single-threaded process survives",
+  withTargets(async () => {
+    const m = await startTriggered("rt_timers", READY, { extra: ["single"] });
+    await dumpKillRestore(m.t);
+    await Deno.writeTextFile(m.trigger, "");
+    assertChecksPassed(
+      m.t,
+      ["proc-timers-same", "timer-own-thread-clock", "timer-counts-this-thread"],
+      await m.t.wait(),
+    );
   }),
 );
 

@@ -6,7 +6,9 @@
  * itself: one "check <name> ok|FAIL <detail>" line per item, then PASS or
  * FAIL.
  *
- * usage: rt_timers <trigger-path> [threadcpu|overrun]
+ * usage: rt_timers <trigger-path> [threadcpu|overrun|single]
+ *   single:    a single-threaded process with a timer on its (main) thread's
+ *              CPU clock, checked after a restore;
  *   threadcpu: also a timer on the creating thread's CPU clock, made by a
  *              second thread (cryo must refuse it: the thread is unknown);
  *   overrun:   also a periodic timer whose last signal overran (cryo must
@@ -403,9 +405,39 @@ static void check_itimer(void) {
         it.it_interval.tv_sec, it.it_interval.tv_usec);
 }
 
+/* Mode "single": one thread, one timer on CLOCK_THREAD_CPUTIME_ID. */
+static int single(const char *trigger) {
+  int id = tcreate(CLOCK_THREAD_CPUTIME_ID, SIGEV_SIGNAL, SIG_CPU, 0x5e1f, 0);
+  if (id < 0 || tset(id, 30 * NS_PER_S, 2 * NS_PER_S)) die("thread clock timer");
+  read_text("/proc/self/timers", timers_before, sizeof timers_before);
+  print_ready("pid=%d tid2=0 alarm=0 ids=%d,0,0", getpid(), id);
+  wait_trigger(trigger);
+  char now[8192];
+  read_text("/proc/self/timers", now, sizeof now);
+  check("proc-timers-same", strcmp(now, timers_before) == 0, "before:\n%s\nafter:\n%s", timers_before,
+        now);
+  struct itimerspec its;
+  int r = tget(id, &its);
+  check("timer-own-thread-clock",
+        r == 0 && ns(its.it_interval) == 2 * NS_PER_S && ns(its.it_value) > 0 &&
+            ns(its.it_value) <= 30 * NS_PER_S,
+        "value %lld interval %lld", ns(its.it_value), ns(its.it_interval));
+  /* It runs on this thread's CPU time: burn 30 ms, the time left shrinks. */
+  long long before = ns(its.it_value);
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
+  do clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1);
+  while (ns(t1) - ns(t0) < 30 * MS);
+  tget(id, &its);
+  check("timer-counts-this-thread", before - ns(its.it_value) >= 30 * MS, "%lld ns less",
+        before - ns(its.it_value));
+  return verdict();
+}
+
 int main(int argc, char **argv) {
-  need_args(argc, 1, "rt_timers <trigger-path> [threadcpu|overrun]");
+  need_args(argc, 1, "rt_timers <trigger-path> [threadcpu|overrun|single]");
   const char *mode = argc > 2 ? argv[2] : "";
+  if (strcmp(mode, "single") == 0) return single(argv[1]);
   setup(mode);
   print_ready("pid=%d tid2=%d alarm=%d ids=%d,%d,%d", getpid(), second_tid, alarm_ok, ids[T_MONO],
               ids[T_THREAD], threadcpu_id);
