@@ -190,6 +190,16 @@ function timeText([sec, nsec]: [number, number]): string {
   return `${sec}.${String(nsec).padStart(9, "0")}s`;
 }
 
+/** One line about a timer (for `show`): id, clock, notification, value, times. */
+export function describePosixTimer(t: PosixTimer): string {
+  const times = t.value[0] || t.value[1]
+    ? `${timeText(t.value)} left, interval ${timeText(t.interval)}`
+    : "disarmed";
+  return `${t.id}: ${clockName(t.clockid)}, ${notifyText(t)}, value ${t.sigevValue}, ${times}${
+    t.signalPending ? ", signal pending" : ""
+  }`;
+}
+
 /**
  * Emits the ops re-creating the POSIX timers of `proc` with their ids
  * (after the threads exist: a timer may name one).
