@@ -121,6 +121,8 @@ export interface ProcessImage {
   bootstrap: { start: Hex; size: number };
   /** Things left out of the image on purpose (policy include/exclude). */
   excluded: { what: string; reason: string }[];
+  /** POSIX timers (timer_create), by id; absent in images of processes without any. */
+  posixTimers?: PosixTimer[];
   /**
    * Controlling terminal (tty_nr of /proc/<pid>/stat, 0 for none) and the
    * foreground process group of that terminal (tpgid; -1 for none).
@@ -325,4 +327,34 @@ export interface GhostFile {
   file: string;
   /** CRC-32 of that file, "crc32:<hex>". */
   checksum: string;
+}
+
+/**
+ * A POSIX timer (timer_create). Times are (seconds, nanoseconds) as
+ * timer_gettime reports them: the time left until the next expiry is kept,
+ * the time the image spends on disk does not count.
+ */
+export interface PosixTimer {
+  /** Timer id (restored as the same id). */
+  id: number;
+  /** Clock id as the kernel stores it (CPU-time clocks encode a pid or tid, 0 = the creator). */
+  clockid: number;
+  /** sigev_notify: SIGEV_SIGNAL 0, SIGEV_NONE 1, SIGEV_THREAD 2, | SIGEV_THREAD_ID 4. */
+  notify: number;
+  /** Signal number sent on expiry. */
+  signo: number;
+  /** sigev_value (hex). */
+  sigevValue: Hex;
+  /** Thread the signal goes to (SIGEV_THREAD_ID), else 0. */
+  tid: number;
+  /** Time left until the next expiry; (0, 0) = disarmed. */
+  value: [number, number];
+  /** Reload interval; (0, 0) = one-shot. */
+  interval: [number, number];
+  /**
+   * Its signal was queued and not yet delivered: the record is taken out of
+   * the pending signals, and restore lets the timer expire again at once so
+   * that the kernel queues its own signal.
+   */
+  signalPending: boolean;
 }

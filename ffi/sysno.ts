@@ -101,6 +101,9 @@ export const SYS = {
   pidfd_getfd: 438,
   clone3: 435,
   close_range: 436,
+  timer_getoverrun: 225,
+  timer_delete: 226,
+  timerfd_gettime: 287,
 } as const;
 
 /** Name of a syscall by number, for plan printing and error messages. */

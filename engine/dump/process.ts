@@ -22,6 +22,7 @@ import { queryInjectedState, withInjection } from "./injected.ts";
 import { collectThread, sharedPending } from "./threads.ts";
 import { classifyVma, refusedMapping, type Vma } from "./vmas.ts";
 import { collectPipe } from "../fds/pipe.ts";
+import { collectTimers, takeTimerSignals } from "../task/timers.ts";
 import { collectTty } from "../fds/tty.ts";
 
 const hex = (v: bigint) => `0x${v.toString(16)}`;
@@ -117,7 +118,10 @@ export function collectProcess(
   const stat = readStat(pid);
   const status = readStatus(pid);
   // Everything read by injected syscalls, in one session (one scratch page).
-  const injected = withInjection(pid, (s) => queryInjectedState(s, tids));
+  const { injected, posixTimers } = withInjection(pid, (s) => ({
+    injected: queryInjectedState(s, tids),
+    posixTimers: collectTimers(s, tids, fds, refusals),
+  }));
   const maps = mergeSmaps(readMaps(pid), readSmaps(pid), pid);
   const vmas: Vma[] = maps.map((m) => ({
     start: m.start,
@@ -175,6 +179,8 @@ export function collectProcess(
   const threads = tids.map((tid) => collectThread(pid, tid, injected.threads.get(tid)!));
   // The main thread first.
   threads.sort((a, b) => (a.tid === pid ? -1 : b.tid === pid ? 1 : a.tid - b.tid));
+  const shared = sharedPending(pid);
+  takeTimerSignals(posixTimers, [shared, ...threads.map((t) => t.pending)]);
 
   return {
     vmas,
@@ -202,11 +208,12 @@ export function collectProcess(
       mappings,
       threads,
       sigactions: injected.sigactions,
-      sharedPending: sharedPending(pid),
+      sharedPending: shared,
       itimers: injected.itimers,
       fds: fdInfos,
       children,
       excluded: [],
+      ...(posixTimers.length ? { posixTimers } : {}),
       ctty: { ttyNr: stat.ttyNr, fgPgrp: stat.tpgid },
     },
   };

@@ -24,7 +24,7 @@ import { type SupportId, supportOf } from "../support.ts";
 import type { FdInfo, ProcessImage } from "../model.ts";
 import { type ProgramBuilder, slot } from "../program/builder.ts";
 import { decodeBase64 } from "../base64.ts";
-import { planEventfd, planSignalfd, planTimerfd } from "./anon.ts";
+import { emitTimerfd, planEventfd, planSignalfd, planTimerfd } from "./anon.ts";
 import { planEpoll } from "./epoll.ts";
 import { planPipe } from "./pipe.ts";
 import { planRegular, replacementFlags } from "./regular.ts";
@@ -259,17 +259,10 @@ export function emitFds(
         }
         keep(`fd:${f.fd}`, `${what} eventfd`);
         break;
-      case "timerfd": {
-        p.op(SYS.timerfd_create, [s.clockid, O_CLOEXEC | nonblock(s.flags)], {
-          store: scratchSlot,
-        });
-        if (s.value[0] || s.value[1]) {
-          const spec = p.u64s([s.interval[0], s.interval[1], s.value[0], Math.max(s.value[1], 1)]);
-          p.op(SYS.timerfd_settime, [slot(scratchSlot), 0, spec, 0], { comment: "remaining time" });
-        }
+      case "timerfd":
+        emitTimerfd(p, s, scratchSlot);
         keep(`fd:${f.fd}`, `${what} timerfd`);
         break;
-      }
       case "signalfd":
         p.op(SYS.signalfd4, [-1, p.u64s([BigInt(s.mask)]), 8, O_CLOEXEC | nonblock(s.flags)], {
           store: scratchSlot,

@@ -22,6 +22,10 @@ export type FdSource =
     flags: number;
     value: [number, number];
     interval: [number, number];
+    /** Expirations not yet read (decimal); absent in plans of older images. */
+    ticks?: string;
+    /** timerfd_settime flags (TFD_TIMER_ABSTIME 1, TFD_TIMER_CANCEL_ON_SET 2). */
+    settimeFlags?: number;
   }
   | { kind: "signalfd"; mask: string; flags: number }
   | { kind: "epoll"; flags: number; targets: { fd: number; events: number; data: string }[] };

@@ -17,7 +17,7 @@
  * 6. the main thread's rseq, robust list, clear_child_tid, sigaltstack;
  * 7. the other threads (clone3 with set_tid; they stop at birth, the
  *    engine sets their registers);
- * 8. pending signals, interval timers; END.
+ * 8. pending signals, interval timers, POSIX timers; END.
  *
  * @module
  */
@@ -43,6 +43,7 @@ import { ghostPath, type PlannedGhosts } from "../fds/ghost.ts";
 import { UnsupportedError } from "../errors.ts";
 import { type Bootstrap, BootstrapBuilder, messageProgram } from "./stub.ts";
 import { type ProgramBuilder, slot } from "../program/builder.ts";
+import { emitPosixTimers } from "../task/timers.ts";
 
 /** Slot numbers used by compiled programs. */
 export const SLOTS = {
@@ -182,6 +183,7 @@ function emitProgram(
   emitMainThread(p, proc);
   emitThreads(p, proc);
   emitSignalsAndTimers(p, proc);
+  emitPosixTimers(p, proc);
   p.end("restore complete: the engine takes over");
 
   for (const child of proc.children) {
