@@ -96,6 +96,16 @@ export const SYS = {
   pidfd_open: 434,
   clone3: 435,
   close_range: 436,
+  getpriority: 140,
+  setpriority: 141,
+  sched_setaffinity: 203,
+  sched_getaffinity: 204,
+  ioprio_set: 251,
+  ioprio_get: 252,
+  sched_setattr: 314,
+  sched_getattr: 315,
+  seccomp: 317,
+  membarrier: 324,
 } as const;
 
 /** Name of a syscall by number, for plan printing and error messages. */

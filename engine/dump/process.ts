@@ -22,6 +22,7 @@ import { queryInjectedState, withInjection } from "./injected.ts";
 import { collectThread, sharedPending } from "./threads.ts";
 import { classifyVma, type Vma } from "./vmas.ts";
 import { collectPipe } from "../fds/pipe.ts";
+import { collectTaskState, prepareTaskCollection, queryTaskState } from "../task/mod.ts";
 
 const hex = (v: bigint) => `0x${v.toString(16)}`;
 
@@ -112,8 +113,13 @@ export function collectProcess(
 ): CollectedProcess {
   const stat = readStat(pid);
   const status = readStatus(pid);
+  prepareTaskCollection(pid, tids);
   // Everything read by injected syscalls, in one session (one scratch page).
-  const injected = withInjection(pid, (s) => queryInjectedState(s, tids));
+  const injected = withInjection(pid, (s) => ({
+    ...queryInjectedState(s, tids),
+    task: queryTaskState(s, tids),
+  }));
+  const task = collectTaskState(pid, tids, injected.task, refusals);
   const maps = mergeSmaps(readMaps(pid), readSmaps(pid), pid);
   const vmas: Vma[] = maps.map((m) => ({
     start: m.start,
@@ -169,7 +175,10 @@ export function collectProcess(
     exe = fileIdentityOf(path.replace(/ \(deleted\)$/, ""), Deno.statSync(`/proc/${pid}/exe`));
   } catch { /* kernel thread or unreadable */ }
 
-  const threads = tids.map((tid) => collectThread(pid, tid, injected.threads.get(tid)!));
+  const threads = tids.map((tid) => ({
+    ...collectThread(pid, tid, injected.threads.get(tid)!),
+    ...task.threads.get(tid),
+  }));
   // The main thread first.
   threads.sort((a, b) => (a.tid === pid ? -1 : b.tid === pid ? 1 : a.tid - b.tid));
 
@@ -204,6 +213,7 @@ export function collectProcess(
       fds: fdInfos,
       children,
       excluded: [],
+      attrs: task.attrs,
     },
   };
 }

@@ -41,6 +41,7 @@ import { emitSharedPipeCreation, type SharedPipe } from "../fds/shared_pipes.ts"
 import { UnsupportedError } from "../errors.ts";
 import { type Bootstrap, BootstrapBuilder, messageProgram } from "./stub.ts";
 import { type ProgramBuilder, slot } from "../program/builder.ts";
+import { emitTaskState } from "../task/mod.ts";
 
 /** Slot numbers used by compiled programs. */
 export const SLOTS = {
@@ -170,6 +171,7 @@ function emitProgram(
   emitMainThread(p, proc);
   emitThreads(p, proc);
   emitSignalsAndTimers(p, proc);
+  emitTaskState(p, proc);
   p.end("restore complete: the engine takes over");
 
   for (const child of proc.children) {

@@ -23,6 +23,7 @@ import { verifyImageDir } from "../image/manifest.ts";
 import { compileTree } from "./restorable.ts";
 import { checkFdFiles, checkFiles, checkPidsFree, checkPrivileges, checkVdso } from "./checks.ts";
 import { type RestoreEvent, RestoreSession, type RestoreUnit } from "./session.ts";
+import { checkLoginIds } from "../task/mod.ts";
 
 /** Options of {@link restore}. */
 export interface RestoreOptions {
@@ -157,6 +158,7 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
   checkFiles(processes);
   checkFdFiles(plan.units);
   checkPidsFree(processes);
+  checkLoginIds(processes);
   becomeSubreaper();
   for (const p of processes) forgetParkedStatus(p.pid);
   const verification = verify ? verifyInWorker(plan) : Promise.resolve(undefined);

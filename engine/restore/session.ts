@@ -52,6 +52,7 @@ import { describeFailure } from "../program/builder.ts";
 import type { CompiledProcess } from "./compile.ts";
 import type { Bootstrap } from "./stub.ts";
 import { removeLauncher, spawnLauncher, writeLauncher } from "./launcher.ts";
+import { restoreTaskState } from "../task/mod.ts";
 
 /** One process to restore: its description, image path and compiled program. */
 export interface RestoreUnit {
@@ -72,6 +73,9 @@ const MAP_PRIVATE_FIXED_ANON = 0x02 | 0x10 | 0x20;
 const MREMAP_MAYMOVE_FIXED = 1 | 2;
 const SIGTRAP = 5;
 const SIGSTOP = 19;
+/** The PTRACE_O_* options every restored task is traced with. */
+const TRACE_OPTIONS = PTRACE_O.TRACEFORK | PTRACE_O.TRACECLONE | PTRACE_O.TRACEEXEC |
+  PTRACE_O.EXITKILL;
 
 /** The mappings of `pid` with the names restore cares about. */
 function mapsOf(pid: number): { start: bigint; end: bigint; name: string }[] {
@@ -162,10 +166,7 @@ export class RestoreSession {
     if (st.kind !== "stopped") {
       throw new RestoreError(`launcher ${launcher.pid} did not start (${st.kind})`);
     }
-    seize(
-      launcher.pid,
-      PTRACE_O.TRACEFORK | PTRACE_O.TRACECLONE | PTRACE_O.TRACEEXEC | PTRACE_O.EXITKILL,
-    );
+    seize(launcher.pid, TRACE_OPTIONS);
     waitStop(launcher.pid);
     this.#checkXsave(launcher.pid);
     cont(launcher.pid, 0);
@@ -437,6 +438,11 @@ export class RestoreSession {
           injectSyscall(t.tid, gadget, SYS.prctl, 15, /* PR_SET_NAME */ scratch + 64n);
         }
       }
+      // Scheduling and process attributes, then seccomp last (engine/task/mod.ts).
+      restoreTaskState(image, {
+        call: (tid, nr, ...args) => injectSyscall(tid, gadget, nr, ...args),
+        write: (addr, bytes) => processVmWriteFully(pid, addr, bytes),
+      }, TRACE_OPTIONS);
       // Unmap the bootstrap through a syscall instruction outside it.
       const size = BigInt(image.bootstrap.size);
       const outside = findSyscallInstruction(pid, {

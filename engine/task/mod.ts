@@ -1,0 +1,104 @@
+/**
+ * Task state beyond memory, fds and signals: scheduling (sched.ts),
+ * process and thread attributes (attrs.ts) and seccomp (seccomp.ts).
+ * These entry points are what the dump collector, the restore compiler and
+ * the restore session call, one line each.
+ *
+ * Where each piece is restored:
+ * - restore program (main thread, before END): child subreaper, THP
+ *   disable, membarrier registrations;
+ * - engine finalize, before the bootstrap is unmapped and before detach:
+ *   scheduling of every thread (from cryo), oom_score_adj (from cryo),
+ *   no_new_privs, pdeathsig and dumpable (injected), then seccomp
+ *   (injected, last; suspended until detach);
+ * - restore pre-flight: login uid and session id must equal the restorer's.
+ *
+ * @module
+ */
+
+import type { ProcessImage, ThreadState } from "../model.ts";
+import type { InjectionSession } from "../dump/injected.ts";
+import type { ProgramBuilder } from "../program/builder.ts";
+import type { Refusals } from "../support.ts";
+import { UnsupportedError } from "../errors.ts";
+import {
+  collectProcessAttrs,
+  collectThreadAttrs,
+  emitProcessAttrs,
+  type InjectedAttrs,
+  type ProcessAttrs,
+  queryAttrs,
+  restoreAttrs,
+} from "./attrs.ts";
+import { collectSched, restoreSched } from "./sched.ts";
+import { collectSeccomp, restoreSeccomp, suspendSeccomp, type TaskInjector } from "./seccomp.ts";
+
+export { checkLoginIds } from "./attrs.ts";
+export type { TaskInjector } from "./seccomp.ts";
+
+/** The task state of one process: process-wide and per thread. */
+export interface CollectedTaskState {
+  attrs: ProcessAttrs;
+  threads: Map<number, Pick<ThreadState, "sched" | "attrs" | "seccomp">>;
+}
+
+/**
+ * Before anything is injected into frozen process `pid`: suspends seccomp
+ * in its threads that have it (cryo's injected syscalls must not be filtered).
+ */
+export function prepareTaskCollection(pid: number, tids: readonly number[]): void {
+  suspendSeccomp(pid, tids);
+}
+
+/** The injected part of the collection (run inside the process's injection session). */
+export function queryTaskState(s: InjectionSession, tids: readonly number[]): InjectedAttrs {
+  return queryAttrs(s, tids);
+}
+
+/** Collects the task state of frozen process `pid`; reports what cannot come back. */
+export function collectTaskState(
+  pid: number,
+  tids: readonly number[],
+  injected: InjectedAttrs,
+  refusals: Refusals,
+): CollectedTaskState {
+  const threads: CollectedTaskState["threads"] = new Map();
+  for (const tid of tids) {
+    threads.set(tid, {
+      sched: collectSched(tid),
+      attrs: collectThreadAttrs(pid, tid, injected),
+      seccomp: collectSeccomp(pid, tid, refusals),
+    });
+  }
+  return { attrs: collectProcessAttrs(pid, injected, refusals), threads };
+}
+
+/**
+ * Emits the restore-program ops of the task state (process-wide attributes);
+ * refuses an image that does not record the task state.
+ */
+export function emitTaskState(p: ProgramBuilder, proc: ProcessImage): void {
+  const missing = !proc.attrs || proc.threads.some((t) => !t.sched || !t.attrs || !t.seccomp);
+  if (missing) {
+    throw new UnsupportedError(`process ${proc.pid}`, [
+      "the image does not record scheduling and process attributes (written by an older cryo)",
+    ]);
+  }
+  emitProcessAttrs(p, proc.attrs!);
+}
+
+/**
+ * Engine finalize of one restored process, every thread stopped: scheduling
+ * (from cryo), oom_score_adj, no_new_privs, pdeathsig, dumpable, then
+ * seccomp last. `traceOptions` are the PTRACE_O_* options the tasks were
+ * seized with.
+ */
+export function restoreTaskState(
+  image: ProcessImage,
+  inj: TaskInjector,
+  traceOptions: number,
+): void {
+  for (const t of image.threads) restoreSched(image.pid, t.tid, t.sched!);
+  restoreAttrs(image, inj);
+  restoreSeccomp(image.pid, image.threads.map((t) => [t.tid, t.seccomp!]), inj, traceOptions);
+}
