@@ -32,7 +32,7 @@ export function setTraceOptions(tid: number, options: number): void {
 }
 
 /**
- * The `index`-th filter of `tid` (0 = the most recently installed) as raw
+ * The `index`-th filter of `tid` (0 = the first installed, the oldest) as raw
  * sock_filter bytes, or undefined past the last one (ENOENT).
  */
 export function seccompFilter(tid: number, index: number): Uint8Array | undefined {

@@ -113,7 +113,7 @@ function readSeccomp(pid: number, tid: number): SeccompState {
       const prog = seccompFilter(tid, index);
       if (!prog) break;
       const flags = Number(seccompFilterFlags(tid, index)) & SECCOMP_FILTER_FLAG_LOG;
-      filters.unshift({ flags, prog: encodeBase64(prog) });
+      filters.push({ flags, prog: encodeBase64(prog) });
     }
   }
   return { mode, filters };
@@ -196,7 +196,7 @@ export function restoreSeccomp(
       now.filters.every((f, i) => sameFilter(f, want.filters[i]));
     if (!same) {
       throw new RestoreError(
-        `cannot restore seccomp of thread ${tid} of process ${pid}: mode ${now.mode} with ${now.filters.length} filters after restore, the image has mode ${want.mode} with ${want.filters.length}`,
+        `cannot restore seccomp of thread ${tid} of process ${pid}: mode ${now.mode} with ${now.filters.length} filters after restore differs from the image's mode ${want.mode} with ${want.filters.length}`,
       );
     }
   }
