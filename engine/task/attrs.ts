@@ -92,9 +92,16 @@ export function queryAttrs(s: InjectionSession, tids: readonly number[]): Inject
     thpDisable: Number(
       s.check(main, "prctl(PR_GET_THP_DISABLE)", SYS.prctl, PR_GET_THP_DISABLE, 0, 0, 0, 0),
     ),
-    membarrier: Number(s.call(main, SYS.membarrier, MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0)),
+    membarrier: membarrierRegistrations(
+      s.call(main, SYS.membarrier, MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0),
+    ),
     pdeathsig,
   };
+}
+
+/** A kernel without membarrier (ENOSYS) has no registrations; other errors mean it cannot tell. */
+function membarrierRegistrations(r: bigint): number {
+  return r === -38n /* ENOSYS */ ? 0 : Number(r);
 }
 
 function procNumber(pid: number, name: string): number {

@@ -14,6 +14,7 @@
  * @module
  */
 
+import { SyscallError } from "../../ffi/libc.ts";
 import {
   PTRACE_O_SUSPEND_SECCOMP,
   seccompFilter,
@@ -25,7 +26,7 @@ import { SYS } from "../../ffi/sysno.ts";
 import { errnoName } from "../../ffi/errno.ts";
 import { decodeBase64, encodeBase64 } from "../base64.ts";
 import { readStatus } from "../proc/status.ts";
-import { RestoreError } from "../errors.ts";
+import { CryoError, RestoreError } from "../errors.ts";
 import type { Refusals } from "../support.ts";
 
 /** One installed seccomp filter. */
@@ -72,7 +73,20 @@ export function seccompMode(pid: number, tid: number): number {
  */
 export function suspendSeccomp(pid: number, tids: readonly number[], options = 0): void {
   for (const tid of tids) {
-    if (seccompMode(pid, tid) !== 0) setTraceOptions(tid, options | PTRACE_O_SUSPEND_SECCOMP);
+    if (seccompMode(pid, tid) !== 0) suspend(pid, tid, options);
+  }
+}
+
+/** PTRACE_O_SUSPEND_SECCOMP on `tid`, with a clear error when cryo may not. */
+function suspend(pid: number, tid: number, options: number): void {
+  try {
+    setTraceOptions(tid, options | PTRACE_O_SUSPEND_SECCOMP);
+  } catch (e) {
+    if (!(e instanceof SyscallError)) throw e;
+    throw new CryoError(
+      `process ${pid} thread ${tid} uses seccomp, which cryo cannot suspend while it works ` +
+        `(PTRACE_O_SUSPEND_SECCOMP: ${e.code}; cryo needs CAP_SYS_ADMIN and no seccomp of its own)`,
+    );
   }
 }
 
@@ -149,7 +163,7 @@ export function restoreSeccomp(
 ): void {
   const used = threads.filter(([, s]) => s.mode !== 0);
   if (used.length === 0) return;
-  for (const [tid] of threads) setTraceOptions(tid, options | PTRACE_O_SUSPEND_SECCOMP);
+  for (const [tid] of threads) suspend(pid, tid, options);
   const fail = (tid: number, what: string, r: bigint): never => {
     throw new RestoreError(
       `cannot restore seccomp of thread ${tid} of process ${pid}: ${what} failed: ${
