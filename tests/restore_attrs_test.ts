@@ -51,6 +51,17 @@ Deno.test(
 );
 
 Deno.test(
+  "a seccomp filter shared by all threads is shared again after restore (TSYNC reaches them all)",
+  withTargets(async () => {
+    const a = await startTriggered("rt_attrs", READY, { extra: ["tsync"] });
+    await dumpKillRestore(a.t);
+    await Deno.writeTextFile(a.trigger, "");
+    const shared = CHECKS.filter((c) => !c.startsWith("strict-"));
+    assertChecksPassed(a.t, [...shared, "tsync-shared"], await a.t.wait());
+  }),
+);
+
+Deno.test(
   "dump refuses a seccomp filter with a user-space listener; the target runs on untouched",
   withTargets(async () => {
     const a = await startTriggered("rt_attrs", READY, { extra: ["notify"] });

@@ -7,10 +7,13 @@
  * exists, then checks every value again and prints one
  * "check <name> ok|FAIL <detail>" line per item, then PASS or FAIL.
  *
- * usage: rt_attrs <trigger-path> [loginuid|notify]
+ * usage: rt_attrs <trigger-path> [loginuid|notify|tsync]
  *   loginuid: also set its own login uid (so it differs from the restorer's);
  *   notify: thread "attr-extra" also has a filter handing acct() to a
- *           user-space listener (SECCOMP_RET_USER_NOTIF; the listener fd stays open).
+ *           user-space listener (SECCOMP_RET_USER_NOTIF; the listener fd stays open);
+ *   tsync: no strict thread and no filter of "attr-extra"'s own: both threads share
+ *          one filter, so after the checks a filter added with
+ *          SECCOMP_FILTER_FLAG_TSYNC must reach both ("tsync-shared").
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -74,7 +77,7 @@ static long status_field(pid_t tid, const char *name) {
   return p ? strtol(p + strlen(key), NULL, 10) : -1;
 }
 
-static int notify_mode;
+static int notify_mode, tsync_mode;
 
 /* Installs a filter returning `action` for syscall nr; returns what seccomp() returned. */
 static long install_action(int nr, unsigned action, unsigned flags) {
@@ -119,13 +122,18 @@ static void *extra_main(void *arg) {
   extra_tid = gettid_raw();
   prctl(PR_SET_NAME, "attr-extra", 0, 0, 0);
   if (prctl(PR_SET_PDEATHSIG, SIGWINCH, 0, 0, 0)) die("PR_SET_PDEATHSIG thread");
-  install_filter(FILTERED_ONE, 78, 0);
+  if (!tsync_mode) install_filter(FILTERED_ONE, 78, 0);
   if (notify_mode) install_action(SYS_acct, SECCOMP_RET_USER_NOTIF, SECCOMP_FILTER_FLAG_NEW_LISTENER);
   observe(&before[1]);
   pthread_barrier_wait(&ready_barrier);
   pthread_barrier_wait(&go_barrier);
   observe(&after[1]);
   pthread_barrier_wait(&done_barrier);
+  if (tsync_mode) { /* once more, after main added a TSYNC filter */
+    pthread_barrier_wait(&go_barrier);
+    observe(&after[1]);
+    pthread_barrier_wait(&done_barrier);
+  }
   return NULL;
 }
 
@@ -146,11 +154,12 @@ static void *strict_main(void *arg) {
 int main(int argc, char **argv) {
   need_args(argc, 1, "rt_attrs <trigger> [loginuid|notify]");
   notify_mode = argc > 2 && !strcmp(argv[2], "notify");
+  tsync_mode = argc > 2 && !strcmp(argv[2], "tsync");
   prctl(PR_SET_NAME, "rt-attrs", 0, 0, 0);
   /* Strict mode cannot follow filters: this thread starts before any filter. */
   pthread_t extra, strict;
   if (pipe(strict_in) || pipe(strict_out)) die("pipe");
-  if (pthread_create(&strict, NULL, strict_main, NULL)) die("pthread_create");
+  if (!tsync_mode && pthread_create(&strict, NULL, strict_main, NULL)) die("pthread_create");
   if (argc > 2 && !strcmp(argv[2], "loginuid") && write_text("/proc/self/loginuid", "4242"))
     die("write loginuid");
   char text[16];
@@ -173,8 +182,10 @@ int main(int argc, char **argv) {
   if (pthread_create(&extra, NULL, extra_main, NULL)) die("pthread_create");
   observe(&before[0]);
   pthread_barrier_wait(&ready_barrier);
-  while (status_field(strict_tid, "Seccomp") != 1) sleep_ms(5);
-  pthread_setname_np(strict, "attr-strict");
+  if (!tsync_mode) {
+    while (status_field(strict_tid, "Seccomp") != 1) sleep_ms(5);
+    pthread_setname_np(strict, "attr-strict");
+  }
   print_ready("pid=%d", getpid());
   wait_trigger(argv[1]);
   pthread_barrier_wait(&go_barrier);
@@ -200,7 +211,8 @@ int main(int argc, char **argv) {
         sessionid_before);
 
   const char *who[2] = {"main", "extra"};
-  const int pdeath[2] = {SIGUSR2, SIGWINCH}, filters[2] = {1, 2 + notify_mode}, one[2] = {0, 78};
+  const int pdeath[2] = {SIGUSR2, SIGWINCH}, filters[2] = {1, tsync_mode ? 1 : 2 + notify_mode};
+  const int one[2] = {0, tsync_mode ? 0 : 78};
   const char *comm[2] = {"rt-attrs", "attr-extra"};
   for (int i = 0; i < 2; i++) {
     const struct thread_seen *b = &before[i], *a = &after[i];
@@ -221,6 +233,18 @@ int main(int argc, char **argv) {
     snprintf(name, sizeof name, "%s-comm", who[i]);
     check(name, !strcmp(a->comm, comm[i]) && !strcmp(b->comm, comm[i]), "\"%s\", was \"%s\"",
           a->comm, b->comm);
+  }
+  if (tsync_mode) {
+    /* Both threads share the restored filter: a TSYNC filter reaches the other thread too. */
+    errno = 0;
+    long r = install_action(FILTERED_ONE, SECCOMP_RET_ERRNO | 79, SECCOMP_FILTER_FLAG_TSYNC);
+    pthread_barrier_wait(&go_barrier);
+    pthread_barrier_wait(&done_barrier);
+    check("tsync-shared", r == 0 && after[1].errno_one == 79 && after[1].filters == 2,
+          "seccomp(TSYNC) %ld, the other thread's getpgid errno %d with %d filters", r,
+          after[1].errno_one, after[1].filters);
+    pthread_join(extra, NULL);
+    return verdict();
   }
   long mode = status_field(strict_tid, "Seccomp");
   check("strict-mode", mode == 1, "Seccomp %ld", mode);
