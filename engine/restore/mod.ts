@@ -25,7 +25,7 @@ import { Refusals } from "../support.ts";
 import type { PlannedPty } from "../fds/tty.ts";
 import { checkFdFiles, checkFiles, checkPidsFree, checkPrivileges, checkVdso } from "./checks.ts";
 import { type RestoreEvent, RestoreSession, type RestoreUnit } from "./session.ts";
-import { checkLoginIds } from "../task/mod.ts";
+import { checkTaskState } from "../task/mod.ts";
 
 /** Options of {@link restore}. */
 export interface RestoreOptions {
@@ -164,7 +164,7 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
   checkFiles(processes);
   checkFdFiles(plan.units);
   checkPidsFree(processes);
-  checkLoginIds(processes);
+  checkTaskState(processes);
   becomeSubreaper();
   for (const p of processes) forgetParkedStatus(p.pid);
   const verification = verify ? verifyInWorker(plan) : Promise.resolve(undefined);

@@ -11,7 +11,8 @@
  *   scheduling of every thread (from cryo), oom_score_adj (from cryo),
  *   no_new_privs, pdeathsig and dumpable (injected), then seccomp
  *   (injected, last; suspended until detach);
- * - restore pre-flight: login uid and session id must equal the restorer's.
+ * - restore pre-flight: login uid and session id must equal the restorer's;
+ *   scheduling this host cannot give is refused before anything is created.
  *
  * @module
  */
@@ -22,6 +23,7 @@ import type { ProgramBuilder } from "../program/builder.ts";
 import type { Refusals } from "../support.ts";
 import { UnsupportedError } from "../errors.ts";
 import {
+  checkLoginIds,
   collectProcessAttrs,
   collectThreadAttrs,
   emitProcessAttrs,
@@ -30,10 +32,9 @@ import {
   queryAttrs,
   restoreAttrs,
 } from "./attrs.ts";
-import { collectSched, restoreSched } from "./sched.ts";
+import { checkSchedulable, collectSched, restoreSched } from "./sched.ts";
 import { collectSeccomp, restoreSeccomp, suspendSeccomp, type TaskInjector } from "./seccomp.ts";
 
-export { checkLoginIds } from "./attrs.ts";
 export type { TaskInjector } from "./seccomp.ts";
 
 /** The task state of one process: process-wide and per thread. */
@@ -101,4 +102,14 @@ export function restoreTaskState(
   for (const t of image.threads) restoreSched(image.pid, t.tid, t.sched!);
   restoreAttrs(image, inj);
   restoreSeccomp(image.pid, image.threads.map((t) => [t.tid, t.seccomp!]), inj, traceOptions);
+}
+
+/**
+ * Restore pre-flight, before anything is created: login ids equal to the
+ * restorer's, and scheduling this host can give (CPUs, CAP_SYS_NICE, RT
+ * runtime).
+ */
+export function checkTaskState(processes: readonly ProcessImage[]): void {
+  checkLoginIds(processes);
+  checkSchedulable(processes);
 }

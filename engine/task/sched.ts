@@ -176,3 +176,84 @@ export function restoreSched(pid: number, tid: number, want: ThreadSched): void 
     throw new RestoreError(`cannot restore the scheduling of ${where}: ${diff.join("; ")}`);
   }
 }
+
+const CAP_SYS_NICE = 23n;
+
+/** Whether this (cryo's) process has CAP_SYS_NICE in its effective set. */
+function haveSysNice(): boolean {
+  const m = Deno.readTextFileSync("/proc/self/status").match(/^CapEff:\s+([0-9a-f]+)/m);
+  return ((BigInt(`0x${m?.[1] ?? "0"}`) >> CAP_SYS_NICE) & 1n) === 1n;
+}
+
+/** The CPUs of a list such as "0-3,8" (/sys/devices/system/cpu/online). */
+function parseCpuList(text: string): Set<number> {
+  const out = new Set<number>();
+  for (const part of text.trim().split(",").filter((p) => p !== "")) {
+    const [a, b] = part.split("-").map(Number);
+    for (let c = a; c <= (b ?? a); c++) out.add(c);
+  }
+  return out;
+}
+
+/** rt_runtime_us of cryo's own cgroup (v1 cpu controller), or undefined where there is none. */
+function rtRuntimeOfOwnCgroup(): number | undefined {
+  try {
+    const line = Deno.readTextFileSync("/proc/self/cgroup").split("\n")
+      .find((l) => /^\d+:([^:]*,)?cpu(,[^:]*)?:/.test(l));
+    if (!line) return undefined;
+    const path = line.slice(line.indexOf(":", line.indexOf(":") + 1) + 1);
+    const text = Deno.readTextFileSync(`/sys/fs/cgroup/cpu${path}/cpu.rt_runtime_us`);
+    return Number(text.trim());
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Restore pre-flight: refuses, naming the first thread, scheduling this
+ * host cannot give (CPUs it does not have online; RT or deadline policies,
+ * negative nice or real-time I/O class without CAP_SYS_NICE; RT policies in
+ * a cgroup without RT runtime). What only the kernel can judge (deadline
+ * admission, cpusets) fails at finalize, also naming the thread.
+ */
+export function checkSchedulable(
+  processes: readonly { pid: number; threads: { tid: number; sched?: ThreadSched }[] }[],
+): void {
+  let online: Set<number> | undefined;
+  try {
+    online = parseCpuList(Deno.readTextFileSync("/sys/devices/system/cpu/online"));
+  } catch { /* no sysfs: the kernel judges at finalize */ }
+  const nice = haveSysNice();
+  const rtRuntime = rtRuntimeOfOwnCgroup();
+  for (const p of processes) {
+    for (const t of p.threads) {
+      const s = t.sched;
+      if (!s) continue;
+      const where = `thread ${t.tid} of process ${p.pid}`;
+      const missing = online ? s.cpus.filter((c) => !online.has(c)) : [];
+      if (missing.length && missing.length === s.cpus.length) {
+        throw new RestoreError(
+          `cannot restore: ${where} may only run on CPUs ${s.cpus.join(",")}, ` +
+            "which this host does not have online",
+        );
+      }
+      const rt = s.policy === 1 || s.policy === 2 || s.policy === 6;
+      const privileged = rt || s.nice < 0 || s.ioprio >> 13 === 1;
+      if (privileged && !nice) {
+        const what = rt
+          ? describeSched(s)
+          : s.nice < 0
+          ? `nice ${s.nice}`
+          : "the real-time I/O class";
+        throw new RestoreError(`cannot restore: ${where} has ${what}, which needs CAP_SYS_NICE`);
+      }
+      if ((s.policy === 1 || s.policy === 2) && rtRuntime === 0) {
+        throw new RestoreError(
+          `cannot restore: ${where} has ${
+            describeSched(s)
+          }, but the restorer's cgroup has no real-time runtime (cpu.rt_runtime_us 0)`,
+        );
+      }
+    }
+  }
+}
