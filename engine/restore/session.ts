@@ -55,7 +55,7 @@ import type { Bootstrap } from "./stub.ts";
 import { removeLauncher, spawnLauncher, writeLauncher } from "./launcher.ts";
 import { foregroundGroupOf, type PlannedPty } from "../fds/tty.ts";
 import { ProvidedPtys } from "./provided.ts";
-import { restoreTaskState } from "../task/mod.ts";
+import { restoreTaskState, restoreTaskStateAfterCredentials } from "../task/mod.ts";
 
 /** One process to restore: its description, image path and compiled program. */
 export interface RestoreUnit {
@@ -459,11 +459,15 @@ export class RestoreSession {
       }
       this.#joinGroup(image, gadget);
       this.#setForegroundGroup(image, gadget, scratch);
-      // Scheduling and process attributes, then seccomp last (engine/task/mod.ts).
-      restoreTaskState(image, {
-        call: (tid, nr, ...args) => injectSyscall(tid, gadget, nr, ...args),
-        write: (addr, bytes) => processVmWriteFully(pid, addr, bytes),
-      }, TRACE_OPTIONS);
+      // Scheduling, process attributes and seccomp (engine/task/mod.ts); credentials
+      // restored here by injection would go between the two calls.
+      const taskInjector = {
+        call: (tid: number, nr: number, ...args: (number | bigint)[]) =>
+          injectSyscall(tid, gadget, nr, ...args),
+        write: (addr: bigint, bytes: Uint8Array) => processVmWriteFully(pid, addr, bytes),
+      };
+      restoreTaskState(image, taskInjector, TRACE_OPTIONS);
+      restoreTaskStateAfterCredentials(image, taskInjector);
       // Unmap the bootstrap through a syscall instruction outside it.
       const size = BigInt(image.bootstrap.size);
       const outside = findSyscallInstruction(pid, {

@@ -162,13 +162,22 @@ export function emitProcessAttrs(p: ProgramBuilder, a: ProcessAttrs): void {
   }
 }
 
+/** Runs prctl in thread `tid` by injection; throws a RestoreError naming it on failure. */
+function prctlIn(inj: TaskInjector, pid: number, tid: number, what: string, ...args: number[]) {
+  const r = inj.call(tid, SYS.prctl, ...args);
+  if (r < 0n) {
+    throw new RestoreError(
+      `cannot restore thread ${tid} of process ${pid}: ${what} failed: ${errnoName(Number(-r))}`,
+    );
+  }
+}
+
 /**
- * Sets oom_score_adj (from cryo), then per thread no_new_privs and the
- * parent-death signal, and the dumpable flag (by injection). A later change
- * of euid, egid, fsuid or fsgid resets pdeathsig and dumpable in the
- * kernel, so credentials must be restored before this step.
+ * Sets oom_score_adj (from cryo, read back) and each thread's no_new_privs
+ * (by injection): what must be in place before credentials are dropped
+ * and before seccomp filters are installed.
  */
-export function restoreAttrs(image: ProcessImage, inj: TaskInjector): void {
+export function restoreAttrsBeforeCredentials(image: ProcessImage, inj: TaskInjector): void {
   const pid = image.pid;
   const a = image.attrs!;
   try {
@@ -184,20 +193,26 @@ export function restoreAttrs(image: ProcessImage, inj: TaskInjector): void {
       `cannot restore oom_score_adj of process ${pid}: it is ${now}, the image has ${a.oomScoreAdj}`,
     );
   }
-  const call = (tid: number, what: string, ...args: (number | bigint)[]) => {
-    const r = inj.call(tid, SYS.prctl, ...args);
-    if (r < 0n) {
-      throw new RestoreError(
-        `cannot restore thread ${tid} of process ${pid}: ${what} failed: ${errnoName(Number(-r))}`,
-      );
-    }
-  };
   for (const t of image.threads) {
-    const ta = t.attrs!;
-    if (ta.noNewPrivs) call(t.tid, "prctl(PR_SET_NO_NEW_PRIVS)", PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
-    call(t.tid, `prctl(PR_SET_PDEATHSIG, ${ta.pdeathsig})`, PR_SET_PDEATHSIG, ta.pdeathsig);
+    if (t.attrs!.noNewPrivs) {
+      prctlIn(inj, pid, t.tid, "prctl(PR_SET_NO_NEW_PRIVS)", PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    }
   }
-  call(pid, `prctl(PR_SET_DUMPABLE, ${a.dumpable})`, PR_SET_DUMPABLE, a.dumpable);
+}
+
+/**
+ * Sets each thread's parent-death signal and the process's dumpable flag
+ * (by injection). The kernel resets both when euid, egid, fsuid or fsgid
+ * change, so this comes after credentials are restored.
+ */
+export function restoreAttrsAfterCredentials(image: ProcessImage, inj: TaskInjector): void {
+  const pid = image.pid;
+  for (const t of image.threads) {
+    const sig = t.attrs!.pdeathsig;
+    prctlIn(inj, pid, t.tid, `prctl(PR_SET_PDEATHSIG, ${sig})`, PR_SET_PDEATHSIG, sig);
+  }
+  const dumpable = image.attrs!.dumpable;
+  prctlIn(inj, pid, pid, `prctl(PR_SET_DUMPABLE, ${dumpable})`, PR_SET_DUMPABLE, dumpable);
 }
 
 /**

@@ -7,10 +7,12 @@
  * Where each piece is restored:
  * - restore program (main thread, before END): child subreaper, THP
  *   disable, membarrier registrations;
- * - engine finalize, before the bootstrap is unmapped and before detach:
+ * - engine finalize, before the bootstrap is unmapped and before detach,
+ *   {@link restoreTaskState} then {@link restoreTaskStateAfterCredentials}
+ *   (credentials restored by injection belong between the two):
  *   scheduling of every thread (from cryo), oom_score_adj (from cryo),
- *   no_new_privs, pdeathsig and dumpable (injected), then seccomp
- *   (injected, last; suspended until detach);
+ *   no_new_privs, seccomp (injected; suspended until detach), then
+ *   pdeathsig and dumpable (injected; a credential change resets them);
  * - restore pre-flight: login uid and session id must equal the restorer's;
  *   scheduling this host cannot give is refused before anything is created.
  *
@@ -30,7 +32,8 @@ import {
   type InjectedAttrs,
   type ProcessAttrs,
   queryAttrs,
-  restoreAttrs,
+  restoreAttrsAfterCredentials,
+  restoreAttrsBeforeCredentials,
 } from "./attrs.ts";
 import { checkSchedulable, collectSched, restoreSched } from "./sched.ts";
 import { collectSeccomp, restoreSeccomp, suspendSeccomp, type TaskInjector } from "./seccomp.ts";
@@ -89,10 +92,11 @@ export function emitTaskState(p: ProgramBuilder, proc: ProcessImage): void {
 }
 
 /**
- * Engine finalize of one restored process, every thread stopped: scheduling
- * (from cryo), oom_score_adj, no_new_privs, pdeathsig, dumpable, then
- * seccomp last. `traceOptions` are the PTRACE_O_* options the tasks were
- * seized with.
+ * Engine finalize of one restored process, every thread stopped, before
+ * credentials are restored: scheduling (from cryo), oom_score_adj,
+ * no_new_privs, then seccomp (installing a filter may need privileges the
+ * credentials drop; it stays suspended until detach). `traceOptions` are
+ * the PTRACE_O_* options the tasks were seized with.
  */
 export function restoreTaskState(
   image: ProcessImage,
@@ -100,8 +104,17 @@ export function restoreTaskState(
   traceOptions: number,
 ): void {
   for (const t of image.threads) restoreSched(image.pid, t.tid, t.sched!);
-  restoreAttrs(image, inj);
+  restoreAttrsBeforeCredentials(image, inj);
   restoreSeccomp(image.pid, image.threads.map((t) => [t.tid, t.seccomp!]), inj, traceOptions);
+}
+
+/**
+ * Engine finalize of one restored process, after credentials are restored
+ * (a change of euid, egid, fsuid or fsgid resets these): each thread's
+ * parent-death signal and the dumpable flag.
+ */
+export function restoreTaskStateAfterCredentials(image: ProcessImage, inj: TaskInjector): void {
+  restoreAttrsAfterCredentials(image, inj);
 }
 
 /**
