@@ -24,6 +24,7 @@ import { classifyVma, refusedMapping, type Vma } from "./vmas.ts";
 import { collectPipe } from "../fds/pipe.ts";
 import { collectTimers, takeTimerSignals } from "../task/timers.ts";
 import { collectTty } from "../fds/tty.ts";
+import { collectTaskState, prepareTaskCollection, queryTaskState } from "../task/mod.ts";
 
 const hex = (v: bigint) => `0x${v.toString(16)}`;
 
@@ -117,11 +118,13 @@ export function collectProcess(
 ): CollectedProcess {
   const stat = readStat(pid);
   const status = readStatus(pid);
+  prepareTaskCollection(pid, tids);
   // Everything read by injected syscalls, in one session (one scratch page).
   const { injected, posixTimers } = withInjection(pid, (s) => ({
-    injected: queryInjectedState(s, tids),
+    injected: { ...queryInjectedState(s, tids), task: queryTaskState(s, tids) },
     posixTimers: collectTimers(s, tids, fds, refusals),
   }));
+  const task = collectTaskState(pid, tids, injected.task, refusals);
   const maps = mergeSmaps(readMaps(pid), readSmaps(pid), pid);
   const vmas: Vma[] = maps.map((m) => ({
     start: m.start,
@@ -176,7 +179,10 @@ export function collectProcess(
     exe = fileIdentityOf(path.replace(/ \(deleted\)$/, ""), Deno.statSync(`/proc/${pid}/exe`));
   } catch { /* kernel thread or unreadable */ }
 
-  const threads = tids.map((tid) => collectThread(pid, tid, injected.threads.get(tid)!));
+  const threads = tids.map((tid) => ({
+    ...collectThread(pid, tid, injected.threads.get(tid)!),
+    ...task.threads.get(tid),
+  }));
   // The main thread first.
   threads.sort((a, b) => (a.tid === pid ? -1 : b.tid === pid ? 1 : a.tid - b.tid));
   const shared = sharedPending(pid);
@@ -215,6 +221,7 @@ export function collectProcess(
       excluded: [],
       ...(posixTimers.length ? { posixTimers } : {}),
       ctty: { ttyNr: stat.ttyNr, fgPgrp: stat.tpgid },
+      attrs: task.attrs,
     },
   };
 }

@@ -27,6 +27,7 @@ import type { PlannedPty } from "../fds/tty.ts";
 import type { PlannedGhosts } from "../fds/ghost.ts";
 import { checkFdFiles, checkFiles, checkPidsFree, checkPrivileges, checkVdso } from "./checks.ts";
 import { type RestoreEvent, RestoreSession, type RestoreUnit } from "./session.ts";
+import { checkTaskState } from "../task/mod.ts";
 
 /** Options of {@link restore}. */
 export interface RestoreOptions {
@@ -170,6 +171,7 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
   checkFiles(processes);
   checkFdFiles(plan.units);
   checkPidsFree(processes);
+  checkTaskState(processes);
   becomeSubreaper();
   for (const p of processes) forgetParkedStatus(p.pid);
   const verification = verify ? verifyInWorker(plan) : Promise.resolve(undefined);
