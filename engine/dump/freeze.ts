@@ -64,7 +64,10 @@ function seizeOne(tid: number): number | undefined {
       if (tracer) {
         throw new TargetError(`process ${tid} is already traced by pid ${tracer}`);
       }
-      if (exiting(tid)) throw new TargetError(`process ${tid} is exiting`);
+      if (exiting(tid)) {
+        if (!isThreadGroupLeader(tid)) return; // a thread on its way out: gone next round
+        throw new TargetError(`process ${tid} is exiting`);
+      }
       throw new TargetError(`no permission to trace process ${tid} (needs CAP_SYS_PTRACE)`);
     }
     if (e instanceof SyscallError && e.code === "ESRCH") return;
@@ -72,6 +75,16 @@ function seizeOne(tid: number): number | undefined {
   }
   const st = awaitStop(tid);
   return st.groupStop ? st.signal : undefined;
+}
+
+/** Whether `tid` is the main thread of its process (or cannot be read any more). */
+function isThreadGroupLeader(tid: number): boolean {
+  try {
+    const tgid = Deno.readTextFileSync(`/proc/${tid}/status`).match(/^Tgid:\s+(\d+)/m)?.[1];
+    return Number(tgid) === tid;
+  } catch {
+    return false;
+  }
 }
 
 /** Whether `tid` is exiting or exited (a zombie, or SIGKILL pending): it cannot be seized. */
