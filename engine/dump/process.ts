@@ -24,6 +24,7 @@ import { classifyVma, refusedMapping, type Vma } from "./vmas.ts";
 import { collectPipe } from "../fds/pipe.ts";
 import { collectTimers, takeTimerSignals } from "../task/timers.ts";
 import { collectTty } from "../fds/tty.ts";
+import { checkNamespaces, collectCgroups } from "../task/placement.ts";
 import { collectTaskState, prepareTaskCollection, queryTaskState } from "../task/mod.ts";
 
 const hex = (v: bigint) => `0x${v.toString(16)}`;
@@ -116,6 +117,7 @@ export function collectProcess(
   topology: PipeTopology,
   refusals: Refusals,
 ): CollectedProcess {
+  checkNamespaces(pid, refusals);
   const stat = readStat(pid);
   const status = readStatus(pid);
   prepareTaskCollection(pid, tids);
@@ -221,6 +223,7 @@ export function collectProcess(
       excluded: [],
       ...(posixTimers.length ? { posixTimers } : {}),
       ctty: { ttyNr: stat.ttyNr, fgPgrp: stat.tpgid },
+      cgroups: collectCgroups(pid),
       attrs: task.attrs,
     },
   };

@@ -56,6 +56,7 @@ import { removeLauncher, spawnLauncher, writeLauncher } from "./launcher.ts";
 import { foregroundGroupOf } from "../fds/tty.ts";
 import type { ProvidedFds } from "./provided.ts";
 import { restoreTaskState, restoreTaskStateAfterCredentials } from "../task/mod.ts";
+import { restoreCgroups } from "../task/placement.ts";
 import { zombiePids } from "../task/zombies.ts";
 import { releaseTree } from "../task/stopped.ts";
 import { reissueInterrupted } from "../task/syscalls.ts";
@@ -468,6 +469,7 @@ export class RestoreSession {
         }
       }
       this.#joinGroup(image, gadget);
+      restoreCgroups(image);
       this.#setForegroundGroup(image, gadget, scratch);
       restoreSigtrap(image, gadget, scratch);
       // Scheduling, process attributes and seccomp (engine/task/mod.ts); credentials
