@@ -112,12 +112,13 @@ Deno.test(
       "rel-timeout",
       "abs-timeout",
       "sleep-done",
+      "rawsleep-done",
       "join-value",
     ], await t.wait(15000));
     // An absolute deadline is kept; a nanosleep goes on for what remained.
     const woke = (name: string) =>
       Number(t.output().match(new RegExp(`^woke ${name} at=(\\d+)$`, "m"))?.[1]);
-    for (const name of ["abs", "sleep"]) {
+    for (const name of ["abs", "sleep", "rawsleep"]) {
       const late = woke(name) - (start + 3000) - away;
       assert.ok(late < 700, `${name} woke ${late} ms late (restore took ${away} ms)`);
     }

@@ -4,7 +4,8 @@
  *   rel       FUTEX_WAIT with a relative 3 s timeout, never woken;
  *   abs       FUTEX_WAIT_BITSET with an absolute CLOCK_MONOTONIC deadline
  *             3 s after the start, never woken;
- *   sleep     nanosleep(3 s) with a remaining-time pointer;
+ *   sleep     nanosleep(3 s) with a remaining-time pointer (glibc: clock_nanosleep);
+ *   rawsleep  the nanosleep syscall itself, 3 s, with a remaining-time pointer;
  *   exiter    waits (futex) until the main thread lets it exit;
  *   joiner    blocked in pthread_join(exiter).
  * Prints "ready pid=<pid> start=<realtime ms>" once all are blocked, waits
@@ -29,7 +30,7 @@ struct result {
   long long at_ms;
   int eintr;
 };
-static struct result r_wait, r_rel, r_abs, r_sleep, r_join;
+static struct result r_wait, r_rel, r_abs, r_sleep, r_raw, r_join;
 
 static long long now_ms(clockid_t clock) {
   struct timespec ts;
@@ -83,6 +84,14 @@ static void *t_sleep(void *arg) {
   return NULL;
 }
 
+static void *t_rawsleep(void *arg) {
+  (void)arg;
+  struct timespec req = {3, 0}, rem = {0, 0};
+  long ret = syscall(SYS_nanosleep, &req, &rem);
+  finish(&r_raw, ret);
+  return NULL;
+}
+
 static void *t_exiter(void *arg) {
   (void)arg;
   while (__atomic_load_n(&w_exit, __ATOMIC_SEQ_CST) == 0) futex(&w_exit, FUTEX_WAIT_PRIVATE, 0, NULL, 0);
@@ -112,7 +121,7 @@ static void wait_sleeping(pid_t tid) {
   }
 }
 
-static pid_t tids[6];
+static pid_t tids[7];
 static volatile int started;
 struct spawn {
   void *(*fn)(void *);
@@ -132,15 +141,15 @@ int main(int argc, char **argv) {
   const char *trigger = argv[1];
   clock_gettime(CLOCK_MONOTONIC, &start_mono);
   start_ms = now_ms(CLOCK_REALTIME);
-  pthread_t th[6];
-  static struct spawn spawns[6];
-  void *(*fns[6])(void *) = {t_wait, t_rel, t_abs, t_sleep, t_exiter, t_joiner};
-  for (int i = 0; i < 6; i++) {
+  pthread_t th[7];
+  static struct spawn spawns[7];
+  void *(*fns[7])(void *) = {t_wait, t_rel, t_abs, t_sleep, t_exiter, t_joiner, t_rawsleep};
+  for (int i = 0; i < 7; i++) {
     spawns[i] = (struct spawn){fns[i], i == 5 ? (void *)&th[4] : NULL, i};
     if (pthread_create(&th[i], NULL, trampoline, &spawns[i]) != 0) die("pthread_create");
   }
-  while (__atomic_load_n(&started, __ATOMIC_SEQ_CST) < 6) sleep_ms(1);
-  for (int i = 0; i < 6; i++) wait_sleeping(tids[i]);
+  while (__atomic_load_n(&started, __ATOMIC_SEQ_CST) < 7) sleep_ms(1);
+  for (int i = 0; i < 7; i++) wait_sleeping(tids[i]);
   print_ready("pid=%d start=%lld", getpid(), start_ms);
 
   wait_trigger(trigger);
@@ -148,7 +157,7 @@ int main(int argc, char **argv) {
   futex(&w_wait, FUTEX_WAKE_PRIVATE, 1, NULL, 0);
   __atomic_store_n(&w_exit, 1, __ATOMIC_SEQ_CST);
   futex(&w_exit, FUTEX_WAKE_PRIVATE, 1, NULL, 0);
-  for (int i = 0; i < 6; i++) {
+  for (int i = 0; i < 7; i++) {
     if (i == 4) continue; /* joined by the joiner */
     pthread_join(th[i], NULL);
   }
@@ -161,8 +170,10 @@ int main(int argc, char **argv) {
         "ret=%ld err=%d after %lld ms", r_abs.ret, r_abs.err, r_abs.at_ms - start_ms);
   check("sleep-done", r_sleep.ret == 0 && r_sleep.at_ms - start_ms >= 2990,
         "ret=%ld err=%d after %lld ms", r_sleep.ret, r_sleep.err, r_sleep.at_ms - start_ms);
+  check("rawsleep-done", r_raw.ret == 0 && r_raw.at_ms - start_ms >= 2990,
+        "ret=%ld err=%d after %lld ms", r_raw.ret, r_raw.err, r_raw.at_ms - start_ms);
   check("join-value", r_join.ret == 0x5a, "ret=%ld", r_join.ret);
-  printf("woke abs at=%lld\nwoke sleep at=%lld\nwoke rel at=%lld\n", r_abs.at_ms, r_sleep.at_ms,
-         r_rel.at_ms);
+  printf("woke abs at=%lld\nwoke sleep at=%lld\nwoke rawsleep at=%lld\nwoke rel at=%lld\n",
+         r_abs.at_ms, r_sleep.at_ms, r_raw.at_ms, r_rel.at_ms);
   return verdict();
 }
