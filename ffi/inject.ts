@@ -3,20 +3,28 @@
  *
  * The thread's registers are saved, rip is pointed at a `syscall`
  * instruction found in the target's executable memory, the arguments are
- * loaded and the thread is resumed with PTRACE_SYSCALL up to the exit of
- * that syscall; the result is read from rax. Every signal is blocked for
- * the duration (no forced SIGTRAP is involved: syscall stops are ptrace
- * notifications, not signals, so a target's SIGTRAP handler, mask and
- * pending SIGTRAP are left alone). The thread is then moved to a
- * PTRACE_INTERRUPT stop (so the kernel's syscall-restart logic applies to
- * the saved frame when it resumes, as it would have from the original
- * stop) and every register and the mask are put back exactly.
+ * loaded, the thread runs that one instruction and the result is read
+ * from rax; every register and the signal mask are then put back exactly.
+ * Two ways, both ending in a stop inside the kernel's signal handling
+ * (where the original stop was, so the syscall-restart logic applies to
+ * the saved frame when it resumes, and pending signals are found):
+ *
+ * - usually a single step (one stop), with every signal but SIGTRAP
+ *   blocked: the step is reported as a forced SIGTRAP, which must stay
+ *   unblocked or the kernel would reset the target's SIGTRAP action;
+ * - when SIGTRAP is pending (for the thread or the process) or ignored by
+ *   the target — a step would take the pending one, or reset SIG_IGN — or
+ *   the injected syscall itself sends SIGTRAP, sets its action or sets the
+ *   mask: PTRACE_SYSCALL up to the syscall's exit with every signal blocked (its
+ *   stops are ptrace notifications, not signals), then a PTRACE_INTERRUPT
+ *   stop: three stops.
  *
  * `orig_rax` is -1 on the injected frame so the kernel never applies
- * restart logic to it. What only SIGSTOP (unblockable) can do while the
- * thread runs is tolerated: a group stop is passed through, and a SIGSTOP
- * dequeued by the thread is taken and queued again to its process
- * afterwards (its siginfo cannot be observed by the target), never lost.
+ * restart logic to it. What an unblocked signal can do while the thread
+ * runs is tolerated: a group stop is passed through, and a SIGSTOP (or a
+ * SIGTRAP sent meanwhile) dequeued by the thread is taken and sent again
+ * to it afterwards (from cryo: a SIGSTOP's sender cannot be observed),
+ * never lost.
  *
  * @module
  */
@@ -28,11 +36,13 @@ import { PTRACE_EVENT } from "./wait.ts";
 import {
   cont,
   getRegs,
+  getSiginfo,
   getSigmask,
   interrupt,
   resumeToSyscall,
   setRegs,
   setSigmask,
+  singleStep,
   waitStop,
 } from "./ptrace.ts";
 import { signed, type UserRegs } from "./regs.ts";
@@ -47,6 +57,12 @@ export class InjectionError extends Error {
 
 const ALL_SIGNALS = 0xffffffffffffffffn;
 const SIGTRAP = 5;
+const SIGTRAP_BIT = 1n << BigInt(SIGTRAP - 1);
+/**
+ * Every signal but SIGTRAP (the single step's forced SIGTRAP must find it
+ * unblocked, or the kernel resets the target's SIGTRAP action to SIG_DFL).
+ */
+const ALL_BUT_SIGTRAP = ALL_SIGNALS & ~SIGTRAP_BIT;
 /** Stops tolerated while one syscall is injected (group stops, stolen SIGSTOPs, ...). */
 const MAX_STOPS = 64;
 
@@ -79,11 +95,17 @@ export function injectSyscall(
     eflags: saved.eflags & ~0x100n,
   };
   const stolen: number[] = [];
-  setSigmask(tid, ALL_SIGNALS);
+  const step = !touchesSigtrap(nr, a) && !sigtrapInPlay(tid);
+  setSigmask(tid, step ? ALL_BUT_SIGTRAP : ALL_SIGNALS);
   setRegs(tid, regs);
   try {
-    const result = runToExit(tid, nr, regs, stolen);
-    parkInInterruptStop(tid, stolen);
+    let result: bigint;
+    if (step) {
+      result = stepOver(tid, nr, regs, stolen);
+    } else {
+      result = runToExit(tid, nr, regs, stolen);
+      parkInInterruptStop(tid, stolen);
+    }
     setRegs(tid, saved);
     setSigmask(tid, savedMask);
     return result;
@@ -95,9 +117,97 @@ export function injectSyscall(
     } catch { /* gone or running: nothing to restore */ }
     throw e;
   } finally {
-    // A SIGSTOP the thread dequeued meanwhile goes back to its process.
-    for (const sig of stolen) rawSyscall(SYS.kill, tid, sig);
+    // A SIGSTOP the thread dequeued meanwhile goes back to its process, a SIGTRAP to it.
+    for (const sig of stolen) {
+      if (sig === SIGTRAP) rawSyscall(SYS.tgkill, tgidOf(tid), tid, sig);
+      else rawSyscall(SYS.kill, tid, sig);
+    }
   }
+}
+
+/**
+ * Whether SIGTRAP is pending for thread `tid` or its process, or ignored
+ * (/proc/<tid>/status SigPnd, ShdPnd, SigIgn): then a single step cannot be used.
+ */
+function sigtrapInPlay(tid: number): boolean {
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(`/proc/${tid}/status`);
+  } catch {
+    return true;
+  }
+  for (const field of ["SigPnd", "ShdPnd", "SigIgn"]) {
+    const m = text.match(new RegExp(`^${field}:\\s+([0-9a-f]+)`, "m"));
+    if (!m || (BigInt(`0x${m[1]}`) & SIGTRAP_BIT) !== 0n) return true;
+  }
+  return false;
+}
+
+/**
+ * Whether injected syscall `nr` (arguments `a`) changes what a single
+ * step's SIGTRAP would meet: sends SIGTRAP, sets its action, or sets the mask.
+ */
+function touchesSigtrap(nr: number, a: readonly bigint[]): boolean {
+  const trap = BigInt(SIGTRAP);
+  switch (nr) {
+    case SYS.kill:
+    case SYS.tkill:
+    case SYS.rt_sigqueueinfo:
+      return a[1] === trap;
+    case SYS.tgkill:
+    case SYS.rt_tgsigqueueinfo:
+      return a[2] === trap;
+    case SYS.rt_sigaction:
+      return a[0] === trap && a[1] !== 0n;
+    case SYS.rt_sigprocmask:
+      return a[1] !== 0n;
+    default:
+      return false;
+  }
+}
+
+/** The process of thread `tid`. */
+function tgidOf(tid: number): number {
+  try {
+    const m = Deno.readTextFileSync(`/proc/${tid}/status`).match(/^Tgid:\s+(\d+)/m);
+    return m ? Number(m[1]) : tid;
+  } catch {
+    return tid;
+  }
+}
+
+/** si_code of the signal `tid` is stopped for (> 0: sent by the kernel, like a step trap). */
+function stopSignalCode(tid: number): number {
+  return new DataView(getSiginfo(tid).buffer).getInt32(8, true);
+}
+
+/** Single-steps `tid` over the injected syscall; returns rax. */
+function stepOver(tid: number, nr: number, regs: UserRegs, stolen: number[]): bigint {
+  for (let i = 0; i < MAX_STOPS; i++) {
+    singleStep(tid);
+    const st = waitStop(tid);
+    if (st.event === 0 && st.signal === SIGTRAP && stopSignalCode(tid) > 0) {
+      const after = getRegs(tid);
+      if (after.rip === regs.rip) {
+        // From a stop inside a syscall (e.g. an exec stop) the first step only
+        // completes that syscall (which stores its own result in rax): again.
+        setRegs(tid, regs);
+        continue;
+      }
+      if (after.rip !== regs.rip + 2n) {
+        throw new InjectionError(
+          `thread ${tid}: injected syscall ${nr} ended at rip 0x${after.rip.toString(16)}`,
+        );
+      }
+      return signed(after.rax);
+    }
+    if (st.event === 0) {
+      stolen.push(st.signal); // a SIGSTOP, or a SIGTRAP someone sent: not ours to take
+      continue;
+    }
+    // PTRACE_EVENT_STOP (a group stop, an interrupt): go on.
+  }
+  throw new InjectionError(`thread ${tid}: injected syscall ${nr} did not complete`);
 }
 
 /** Resumes `tid` with PTRACE_SYSCALL until the exit stop of the injected syscall; returns rax. */

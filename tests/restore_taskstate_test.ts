@@ -288,3 +288,22 @@ Deno.test("a process stopped by a signal it now catches or blocks is refused by 
     "process 4242 (stopped by signal 20): processes stopped by a signal they now catch or block: it now blocks it",
   ]);
 });
+
+Deno.test(
+  "an ignored SIGTRAP stays ignored through a dump (leaving it running) and a restore",
+  withTargets(async () => {
+    // Ignored dispositions survive exec: sleep starts with SIGTRAP ignored.
+    const t = await startTarget("/bin/sh", ["-c", "trap '' TRAP; exec sleep 30"]);
+    await waitUntil(
+      "sleep exec'd",
+      () => Deno.readLinkSync(`/proc/${t.pid}/exe`).endsWith("sleep"),
+    );
+    const ignored = () => (BigInt(`0x${statusField(t.pid, "SigIgn")}`) & (1n << 4n)) !== 0n;
+    assert.ok(ignored(), "SIGTRAP not ignored to begin with");
+    await checkpoint(t.pid, { dir: await tempImageDir(), leaveRunning: true });
+    await waitUntil("untraced", () => statusField(t.pid, "TracerPid") === "0");
+    assert.ok(ignored(), "the dump's injected syscalls reset the ignored SIGTRAP");
+    await dumpKillRestore(t);
+    assert.ok(ignored(), "SIGTRAP not ignored after the restore");
+  }),
+);
