@@ -117,6 +117,12 @@ export interface ProcessImage {
   bootstrap: { start: Hex; size: number };
   /** Things left out of the image on purpose (policy include/exclude). */
   excluded: { what: string; reason: string }[];
+  /**
+   * prctl(PR_GET_DUMPABLE): 0, 1 or 2. The kernel resets it when
+   * credentials change, so restore sets it after every thread's credentials.
+   * Absent in images written before credentials were restored.
+   */
+  dumpable?: number;
 }
 
 /** Identity of a file, to detect changes between dump and restore. */
@@ -218,6 +224,40 @@ export interface ThreadState {
   clearChildTid: Hex;
   /** True when the thread was stopped inside a syscall that must restart. */
   syscall: { nr: number; restart: "none" | "restart" | "eintr" };
+  /**
+   * This thread's credentials (the kernel keeps them per thread). Absent in
+   * images written before credentials were restored: such images are refused.
+   */
+  creds?: ThreadCredentials;
+}
+
+/**
+ * One thread's credentials: ids from /proc/<pid>/task/<tid>/status, the
+ * securebits and keep-caps flag read by prctl injected into the thread.
+ */
+export interface ThreadCredentials {
+  /** Real, effective, saved set and filesystem uid. */
+  uid: [number, number, number, number];
+  /** Real, effective, saved set and filesystem gid. */
+  gid: [number, number, number, number];
+  /** Supplementary groups (sorted, as the kernel keeps them). */
+  groups: number[];
+  /** Inheritable capabilities (hex mask, bit n = capability n). */
+  capInh: Hex;
+  /** Permitted capabilities. */
+  capPrm: Hex;
+  /** Effective capabilities. */
+  capEff: Hex;
+  /** Capability bounding set. */
+  capBnd: Hex;
+  /** Ambient capabilities. */
+  capAmb: Hex;
+  /** prctl(PR_GET_SECUREBITS), including the keep-caps bit (SECBIT_KEEP_CAPS) and lock bits. */
+  securebits: number;
+  /** prctl(PR_GET_KEEPCAPS). */
+  keepCaps: boolean;
+  /** The no_new_privs bit. */
+  noNewPrivs: boolean;
 }
 
 /** A pending signal with its raw siginfo (base64, 128 bytes). */

@@ -42,6 +42,8 @@ export const SUPPORT_TABLE = [
   { id: "task.itimers", area: "task", what: "interval timers (setitimer)", support: "saved" },
   { id: "task.rlimits", area: "task", what: "resource limits", support: "saved" },
   { id: "task.misc", area: "task", what: "umask, cwd, comm, personality", support: "saved" },
+  { id: "task.creds", area: "task", what: "credentials per thread: uids, gids, groups", support: "saved", note: "restored last" },
+  { id: "task.caps", area: "task", what: "capabilities, securebits, no_new_privs, dumpable", support: "saved", note: "the restorer must hold every capability used" },
   { id: "task.zombie", area: "task", what: "zombie processes in the tree", support: "refused", note: "not restored yet" },
   // Memory.
   { id: "memory.anon", area: "memory", what: "private and shared anonymous memory", support: "saved" },

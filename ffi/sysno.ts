@@ -96,6 +96,13 @@ export const SYS = {
   pidfd_open: 434,
   clone3: 435,
   close_range: 436,
+  setgroups: 116,
+  setresuid: 117,
+  setresgid: 119,
+  setfsuid: 122,
+  setfsgid: 123,
+  capget: 125,
+  capset: 126,
 } as const;
 
 /** Name of a syscall by number, for plan printing and error messages. */

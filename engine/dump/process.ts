@@ -22,6 +22,7 @@ import { queryInjectedState, withInjection } from "./injected.ts";
 import { collectThread, sharedPending } from "./threads.ts";
 import { classifyVma, type Vma } from "./vmas.ts";
 import { collectPipe } from "../fds/pipe.ts";
+import { collectCreds } from "../task/creds.ts";
 
 const hex = (v: bigint) => `0x${v.toString(16)}`;
 
@@ -113,7 +114,11 @@ export function collectProcess(
   const stat = readStat(pid);
   const status = readStatus(pid);
   // Everything read by injected syscalls, in one session (one scratch page).
-  const injected = withInjection(pid, (s) => queryInjectedState(s, tids));
+  const [injected, credentials] = withInjection(pid, (s) =>
+    [
+      queryInjectedState(s, tids),
+      collectCreds(s, tids),
+    ] as const);
   const maps = mergeSmaps(readMaps(pid), readSmaps(pid), pid);
   const vmas: Vma[] = maps.map((m) => ({
     start: m.start,
@@ -172,6 +177,9 @@ export function collectProcess(
   const threads = tids.map((tid) => collectThread(pid, tid, injected.threads.get(tid)!));
   // The main thread first.
   threads.sort((a, b) => (a.tid === pid ? -1 : b.tid === pid ? 1 : a.tid - b.tid));
+  for (const t of threads) t.creds = credentials.threads.get(t.tid);
+  refusals.use("task.creds", `process ${pid}`);
+  refusals.use("task.caps", `process ${pid}`);
 
   return {
     vmas,
@@ -204,6 +212,7 @@ export function collectProcess(
       fds: fdInfos,
       children,
       excluded: [],
+      dumpable: credentials.dumpable,
     },
   };
 }

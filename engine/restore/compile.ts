@@ -19,6 +19,9 @@
  *    engine sets their registers);
  * 8. pending signals, interval timers; END.
  *
+ * After the END: each thread's credentials section and the process's, run
+ * by the engine last of all (engine/task/creds.ts).
+ *
  * @module
  */
 
@@ -41,6 +44,7 @@ import { emitSharedPipeCreation, type SharedPipe } from "../fds/shared_pipes.ts"
 import { UnsupportedError } from "../errors.ts";
 import { type Bootstrap, BootstrapBuilder, messageProgram } from "./stub.ts";
 import { type ProgramBuilder, slot } from "../program/builder.ts";
+import { type CredsSections, emitCredsSections } from "../task/creds.ts";
 
 /** Slot numbers used by compiled programs. */
 export const SLOTS = {
@@ -78,6 +82,8 @@ export interface CompiledProcess {
   syscallGadget: bigint;
   /** Where the vdso/vvar mappings are parked while being moved. */
   vdsoScratch: bigint;
+  /** The credentials sections the engine runs last, per thread (engine/task/creds.ts). */
+  creds: CredsSections;
 }
 
 const PROT = (perms: string) =>
@@ -128,6 +134,7 @@ export function compileProcess(proc: ProcessImage, opts: CompileOptions): Compil
   const p = boot.program();
   const gadget = p.data(new Uint8Array([0x0f, 0x05, 0xcc, 0xcc]), 16);
   emitProgram(p, proc, opts, fds, boot.slotsAddress);
+  const creds = emitCredsSections(p, proc);
   const restore = p.build();
   const bootstrap = boot.finish({ restore, standalone });
   const limit = base + BigInt(proc.bootstrap.size) - BigInt(VDSO_SCRATCH_BYTES);
@@ -136,7 +143,7 @@ export function compileProcess(proc: ProcessImage, opts: CompileOptions): Compil
       `restore program (${bootstrap.blob.length} bytes) does not fit the reserved bootstrap range`,
     ]);
   }
-  return { bootstrap, fds, syscallGadget: gadget, vdsoScratch: limit };
+  return { bootstrap, fds, syscallGadget: gadget, vdsoScratch: limit, creds };
 }
 
 function emitProgram(

@@ -21,7 +21,14 @@ import { RestoreError } from "../errors.ts";
 import { ImageFormatError } from "../image/errors.ts";
 import { verifyImageDir } from "../image/manifest.ts";
 import { compileTree } from "./restorable.ts";
-import { checkFdFiles, checkFiles, checkPidsFree, checkPrivileges, checkVdso } from "./checks.ts";
+import {
+  checkCredentials,
+  checkFdFiles,
+  checkFiles,
+  checkPidsFree,
+  checkPrivileges,
+  checkVdso,
+} from "./checks.ts";
 import { type RestoreEvent, RestoreSession, type RestoreUnit } from "./session.ts";
 
 /** Options of {@link restore}. */
@@ -157,6 +164,7 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
   checkFiles(processes);
   checkFdFiles(plan.units);
   checkPidsFree(processes);
+  checkCredentials(processes);
   becomeSubreaper();
   for (const p of processes) forgetParkedStatus(p.pid);
   const verification = verify ? verifyInWorker(plan) : Promise.resolve(undefined);

@@ -52,6 +52,7 @@ import { describeFailure } from "../program/builder.ts";
 import type { CompiledProcess } from "./compile.ts";
 import type { Bootstrap } from "./stub.ts";
 import { removeLauncher, spawnLauncher, writeLauncher } from "./launcher.ts";
+import { restoreCreds } from "../task/creds_restore.ts";
 
 /** One process to restore: its description, image path and compiled program. */
 export interface RestoreUnit {
@@ -437,6 +438,8 @@ export class RestoreSession {
           injectSyscall(t.tid, gadget, SYS.prctl, 15, /* PR_SET_NAME */ scratch + 64n);
         }
       }
+      // Credentials last: everything before may need the restorer's privileges.
+      restoreCreds(image, compiled);
       // Unmap the bootstrap through a syscall instruction outside it.
       const size = BigInt(image.bootstrap.size);
       const outside = findSyscallInstruction(pid, {
