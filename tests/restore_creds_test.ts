@@ -13,7 +13,7 @@ import { checkpoint } from "../engine/dump/mod.ts";
 import { planRestore, restore } from "../engine/restore/mod.ts";
 import { RestoreSession } from "../engine/restore/session.ts";
 import { compileTree } from "../engine/restore/restorable.ts";
-import { RestoreError } from "../engine/errors.ts";
+import { RestoreError, UnsupportedError } from "../engine/errors.ts";
 import { readImageFile } from "../engine/image/reader.ts";
 import type { ProcessImage, ThreadCredentials } from "../engine/model.ts";
 import { credsDifferences, credsProblems } from "../engine/task/creds_check.ts";
@@ -197,6 +197,31 @@ Deno.test(
       new RegExp(
         `^restored credentials of process ${pid} thread ${pid} differ from the image: groups \\[.*\\], recorded \\[4242\\]$`,
       ),
+    );
+  }),
+);
+
+Deno.test(
+  "an image without recorded credentials (older cryo) is refused before anything is created",
+  withTargets(async () => {
+    const c = await startTriggered("rt_creds", READY, { extra: ["threads"] });
+    const dir = await tempImageDir();
+    await checkpoint(c.t.pid, { dir });
+    await c.t.wait();
+    const plan = await planRestore(dir);
+    const images = plan.units.map((u) => u.image);
+    for (const t of images[0].threads.slice(1)) delete t.creds;
+    const others = images[0].threads.slice(1).map((t) => t.tid).join(", ");
+    assert.throws(
+      () => compileTree(images, { pathOf: () => "/nonexistent", rootPid: c.t.pid }),
+      (e: unknown) => {
+        assert.ok(e instanceof UnsupportedError, String(e));
+        assert.equal(
+          e.message,
+          `the tree cannot be restored: process ${c.t.pid} threads ${others}: no credentials recorded (image written by an older cryo)`,
+        );
+        return true;
+      },
     );
   }),
 );

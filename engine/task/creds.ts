@@ -172,10 +172,10 @@ export function emitCredsSections(
 ): CredsSections {
   const missing = proc.threads.filter((t) => !t.creds).map((t) => t.tid);
   if (missing.length || proc.dumpable === undefined) {
+    const who = missing.length ? missing : [proc.pid];
     throw new UnsupportedError(`process ${proc.pid}`, [
-      `no credentials recorded for thread${missing.length > 1 ? "s" : ""} ${
-        (missing.length ? missing : [proc.pid]).join(", ")
-      } (image written by an older cryo)`,
+      `thread${who.length > 1 ? "s" : ""} ${who.join(", ")}: no credentials recorded ` +
+      `(image written by an older cryo)`,
     ]);
   }
   const header = p.data(capUserHeader.encode({ version: LINUX_CAPABILITY_VERSION_3, pid: 0 }));
