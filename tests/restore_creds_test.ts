@@ -152,9 +152,9 @@ async function failingRestore(
       pathOf: (pid) => plan.units.find((u) => u.image.pid === pid)!.path,
       rootPid: plan.manifest.rootPid,
     });
-    for (const u of plan.units) u.compiled = compiled.get(u.image.pid)!;
+    for (const u of plan.units) u.compiled = compiled.processes.get(u.image.pid)!;
   }
-  const session = new RestoreSession(plan.units);
+  const session = new RestoreSession(plan.units, undefined, undefined, plan.ptys);
   let error: unknown;
   try {
     session.run();
