@@ -48,15 +48,25 @@ function threadChecks(who: string): string[] {
   ].map((f) => `${who}-${f}`);
 }
 
-/** Starts rt_creds in `mode`, dumps, kills and restores it, triggers it and asserts its report. */
-async function roundTrip(mode: string, who = ["main"]): Promise<ProcessImage> {
+/**
+ * Starts rt_creds in `mode`, dumps, kills and restores it, triggers it and
+ * asserts its report; returns the image of process `which` (default: the root).
+ */
+async function roundTrip(
+  mode: string,
+  who = ["main"],
+  which: (root: ProcessImage) => number = (root) => root.pid,
+): Promise<ProcessImage> {
   const c = await startTriggered("rt_creds", READY, { extra: [mode] });
   const { dir } = await dumpKillRestore(c.t);
   await Deno.writeTextFile(c.trigger, "");
-  assertChecksPassed(c.t, [...who.flatMap(threadChecks), "dumpable"], await c.t.wait(), {
+  const extra = who.includes("child") ? ["child-dumpable", "child-exit"] : [];
+  assertChecksPassed(c.t, [...who.flatMap(threadChecks), "dumpable", ...extra], await c.t.wait(), {
     what: `rt_creds ${mode}`,
   });
-  return (await readImageFile(`${dir}/${c.t.pid}.elf`)).process;
+  const root = (await readImageFile(`${dir}/${c.t.pid}.elf`)).process;
+  const pid = which(root);
+  return pid === root.pid ? root : (await readImageFile(`${dir}/${pid}.elf`)).process;
 }
 
 const main = (p: ProcessImage) => p.threads.find((t) => t.tid === p.pid)!.creds!;
@@ -102,6 +112,17 @@ Deno.test(
     const c = main(await roundTrip("fsids"));
     assert.deepEqual(c.uid, [1001, 1002, 1003, 1003]);
     assert.deepEqual(c.gid, [2001, 2002, 2003, 2005]);
+  }),
+);
+
+Deno.test(
+  "a tree whose child switched credentials while its parent stayed root: each gets its own",
+  withTargets(async () => {
+    const child = await roundTrip("tree", ["main", "child"], (root) => {
+      assert.deepEqual(main(root).uid, [0, 0, 0, 0]);
+      return root.children[0];
+    });
+    assert.deepEqual(main(child).uid, [1001, 1002, 0, 1002]);
   }),
 );
 

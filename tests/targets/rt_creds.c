@@ -8,14 +8,17 @@
  * the main thread prints one "check <thread>-<field> ok|FAIL" line per
  * field and thread, then PASS or FAIL.
  *
- * usage: rt_creds <trigger-path> switched|ambient|threads|fsids
+ * usage: rt_creds <trigger-path> switched|ambient|threads|fsids|tree
  *   switched: groups, setresgid(1001,1002,1003), keep-caps, setresuid(1001,
  *             1002,0), some capabilities kept (capset), dumpable set back to 1;
  *   ambient:  keep-caps, uids 1000, inheritable and ambient capabilities,
  *             bounding set drops, locked securebits, no_new_privs;
  *   threads:  the main thread and two others with different ids, groups,
  *             capabilities, keep-caps and no_new_privs (raw syscalls);
- *   fsids:    fs uid and fs gid other than the effective ones.
+ *   fsids:    fs uid and fs gid other than the effective ones;
+ *   tree:     a child process takes the "switched" credentials, the parent
+ *             stays root; the child prints its checks as "child-..." and
+ *             exits with its verdict, which the parent checks.
  */
 #define _GNU_SOURCE
 #include <linux/capability.h>
@@ -24,6 +27,7 @@
 #include <stdint.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include "common.h"
 
@@ -218,6 +222,43 @@ static void setup_threads(void) {
   must(syscall(SYS_setresuid, 0, 1500, 0), "setresuid");
 }
 
+/* ------------------------------------------------------------ tree */
+
+/* The child of "tree" mode: switched credentials, then the same checks as a main thread. */
+static void tree_child(const char *trigger, int done_fd) {
+  setup_switched();
+  struct creds before, after;
+  record(&before);
+  int dumpable = prctl(PR_GET_DUMPABLE);
+  if (write(done_fd, "x", 1) != 1) die("write");
+  close(done_fd);
+  wait_trigger(trigger);
+  record(&after);
+  compare("child", &before, &after);
+  check("child-dumpable", prctl(PR_GET_DUMPABLE) == dumpable, "before %d after %d", dumpable,
+        prctl(PR_GET_DUMPABLE));
+  exit(failures ? 1 : 0);
+}
+
+static pid_t child;
+
+/* Starts the child of "tree" mode and waits until it has recorded its credentials. */
+static void setup_tree(const char *trigger) {
+  int fds[2];
+  if (pipe(fds) != 0) die("pipe");
+  fflush(stdout);
+  child = fork();
+  if (child < 0) die("fork");
+  if (child == 0) {
+    close(fds[0]);
+    tree_child(trigger, fds[1]);
+  }
+  close(fds[1]);
+  char c;
+  if (read(fds[0], &c, 1) != 1) die("read from the child");
+  close(fds[0]);
+}
+
 /* ------------------------------------------------------------ main */
 
 int main(int argc, char **argv) {
@@ -232,6 +273,7 @@ int main(int argc, char **argv) {
   else if (strcmp(mode, "ambient") == 0) setup_ambient();
   else if (strcmp(mode, "threads") == 0) setup_threads();
   else if (strcmp(mode, "fsids") == 0) setup_fsids();
+  else if (strcmp(mode, "tree") == 0) setup_tree(argv[1]);
   else {
     fprintf(stderr, "unknown mode %s\n", mode);
     return 2;
@@ -255,6 +297,12 @@ int main(int argc, char **argv) {
       snprintf(who, sizeof who, "t%d", i + 1);
       compare(who, &thread_before[i], &thread_after[i]);
     }
+  }
+  if (child > 0) {
+    int status = 0;
+    pid_t w = waitpid(child, &status, 0);
+    check("child-exit", w == child && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+          "waitpid %d status %#x", (int)w, status);
   }
   return verdict();
 }
