@@ -265,6 +265,13 @@ export interface ThreadCredentials {
   keepCaps: boolean;
   /** The no_new_privs bit. */
   noNewPrivs: boolean;
+  /**
+   * Audit login uid and session id (/proc/<pid>/task/<tid>/loginuid and
+   * sessionid; 4294967295 = unset), null without audit support. The kernel
+   * gives a new session id whenever the login uid is set, so restore needs
+   * a restorer with the same ones (the restored tasks inherit them).
+   */
+  audit: { loginuid: number; sessionid: number } | null;
 }
 
 /** A pending signal with its raw siginfo (base64, 128 bytes). */

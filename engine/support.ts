@@ -44,6 +44,7 @@ export const SUPPORT_TABLE = [
   { id: "task.misc", area: "task", what: "umask, cwd, comm, personality", support: "saved" },
   { id: "task.creds", area: "task", what: "credentials per thread: uids, gids, groups", support: "saved", note: "restored last" },
   { id: "task.caps", area: "task", what: "capabilities, securebits, no_new_privs, dumpable", support: "saved", note: "the restorer must hold every capability used" },
+  { id: "task.audit", area: "task", what: "audit login uid and session id", support: "saved", note: "inherited: the restorer's must be the same (a session id cannot be chosen)" },
   { id: "task.zombie", area: "task", what: "zombie processes in the tree", support: "refused", note: "not restored yet" },
   // Memory.
   { id: "memory.anon", area: "memory", what: "private and shared anonymous memory", support: "saved" },

@@ -184,6 +184,7 @@ export function collectProcess(
   for (const t of threads) t.creds = credentials.threads.get(t.tid);
   refusals.use("task.creds", `process ${pid}`);
   refusals.use("task.caps", `process ${pid}`);
+  refusals.use("task.audit", `process ${pid}`);
 
   return {
     vmas,

@@ -10,7 +10,8 @@ import { readStatus } from "../proc/status.ts";
 import { readStat } from "../proc/stat.ts";
 import type { FileIdentity, Manifest, ProcessImage } from "../model.ts";
 import { RestoreError } from "../errors.ts";
-import { credsProblems } from "../task/creds_check.ts";
+import { credsProblems, type Restorer } from "../task/creds_check.ts";
+import { readAudit } from "../task/creds.ts";
 
 function describeHolder(pid: number): string | undefined {
   try {
@@ -156,20 +157,23 @@ export function checkFdFiles(
 }
 
 /**
- * Capabilities the restored tasks start with: they are exec'd as root by
- * the launcher, so they get this process's bounding set (less what it
- * does not hold itself).
+ * What the restored tasks start with: they are exec'd as root by the
+ * launcher, so they get this process's bounding set (less what it does not
+ * hold itself), and inherit its audit login uid and session id.
  */
-export function restorerCapabilities(): bigint {
+export function restorerCredentials(): Restorer {
   const st = readStatus(Deno.pid);
-  return st.capBnd & st.capPrm;
+  return { caps: st.capBnd & st.capPrm, audit: readAudit(Deno.pid) };
 }
 
-/** Refuses credentials the restored tasks could not be given (capabilities this restorer lacks). */
+/**
+ * Refuses credentials the restored tasks could not be given (capabilities
+ * this restorer lacks, another audit login session).
+ */
 export function checkCredentials(
   processes: readonly ProcessImage[],
-  available = restorerCapabilities(),
+  restorer = restorerCredentials(),
 ): void {
-  const problems = credsProblems(processes, available);
+  const problems = credsProblems(processes, restorer);
   if (problems.length) throw new RestoreError(`cannot restore: ${problems.join("; ")}`);
 }

@@ -39,6 +39,7 @@ import { capUserData, capUserHeader, LINUX_CAPABILITY_VERSION_3 } from "../../ff
 import type { ProcessImage, ThreadCredentials } from "../model.ts";
 import type { InjectionSession } from "../dump/injected.ts";
 import { readStatus } from "../proc/status.ts";
+import { readProcText } from "../proc/io.ts";
 import { UnsupportedError } from "../errors.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
 
@@ -123,7 +124,21 @@ export function readThreadCreds(
     securebits,
     keepCaps,
     noNewPrivs: st.noNewPrivs,
+    audit: readAudit(pid, tid),
   };
+}
+
+/** The audit login uid and session id of a task (null when the kernel has no audit). */
+export function readAudit(pid: number, tid?: number): ThreadCredentials["audit"] {
+  try {
+    return {
+      loginuid: Number(readProcText(pid, "loginuid", tid).trim()),
+      sessionid: Number(readProcText(pid, "sessionid", tid).trim()),
+    };
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return null;
+    throw e;
+  }
 }
 
 /** What {@link collectCreds} returns. */
