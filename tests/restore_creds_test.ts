@@ -228,7 +228,7 @@ Deno.test(
     assert.match(
       error.message,
       new RegExp(
-        `^cannot restore the credentials of process ${pid} \\(thread ${pid}\\): op #\\d+ \\(prctl\\) failed: EPERM \\[thread ${pid} credentials: securebits 0x40000010\\]$`,
+        `^cannot restore the credentials of process ${pid} \\(thread ${pid}\\): op #\\d+ \\(prctl\\) failed: EPERM \\[credentials: securebits 0x40000010\\]$`,
       ),
     );
   }),
@@ -293,14 +293,19 @@ const CREDS: ThreadCredentials = {
 Deno.test("credentials sections: one per thread after the program's END, privileges dropped in order", () => {
   const proc = {
     pid: 10,
-    threads: [{ tid: 10, creds: CREDS }, { tid: 11, creds: { ...CREDS, noNewPrivs: false } }],
+    threads: [
+      { tid: 10, creds: CREDS },
+      { tid: 11, creds: { ...CREDS, noNewPrivs: false } },
+      { tid: 12, creds: { ...CREDS } },
+    ],
     dumpable: 1,
   } as unknown as ProcessImage;
   const p = new ProgramBuilder(0x10000n);
   p.end("main program");
   const sections = emitCredsSections(p, proc, 40);
   const built = p.build();
-  assert.deepEqual(sections.threads.map((s) => s.tid), [10, 11]);
+  assert.deepEqual(sections.threads.map((s) => s.tid), [10, 11, 12]);
+  assert.equal(sections.threads[2].op, sections.threads[0].op, "equal credentials share a section");
   const names = (from: number) => {
     const out: string[] = [];
     for (let i = from; built.ops[i].nr !== 0xffffffff; i++) {

@@ -177,7 +177,7 @@ export interface CredsSections {
 /**
  * Appends the credential sections of `proc` to the program (after its END:
  * the main program never reaches them; the engine points each thread at
- * its own). `lastCap` is this kernel's highest capability number: every
+ * its own; threads with equal credentials share one). `lastCap` is this kernel's highest capability number: every
  * capability up to it that the recorded bounding set lacks is dropped.
  */
 export function emitCredsSections(
@@ -194,10 +194,17 @@ export function emitCredsSections(
     ]);
   }
   const header = p.data(capUserHeader.encode({ version: LINUX_CAPABILITY_VERSION_3, pid: 0 }));
-  const threads = proc.threads.map((t) => ({
-    tid: t.tid,
-    op: emitThreadCreds(p, t.tid, t.creds!, header, lastCap),
-  }));
+  // Threads with equal credentials (the usual case) share one section.
+  const sections = new Map<string, number>();
+  const threads = proc.threads.map((t) => {
+    const key = JSON.stringify(t.creds);
+    let op = sections.get(key);
+    if (op === undefined) {
+      op = emitThreadCreds(p, t.tid, t.creds!, header, lastCap);
+      sections.set(key, op);
+    }
+    return { tid: t.tid, op };
+  });
   const process = p.opCount;
   if (proc.dumpable === 0 || proc.dumpable === 1) {
     p.op(SYS.prctl, [PR.SET_DUMPABLE, proc.dumpable, 0, 0, 0], {
@@ -216,7 +223,7 @@ function emitThreadCreds(
   lastCap: number,
 ): number {
   const first = p.opCount;
-  const say = (what: string) => ({ comment: `thread ${tid} credentials: ${what}` });
+  const say = (what: string) => ({ comment: `credentials: ${what}` });
   const [ruid, euid, suid, fsuid] = c.uid;
   const [rgid, egid, sgid, fsgid] = c.gid;
   const inh = BigInt(c.capInh);
@@ -259,6 +266,6 @@ function emitThreadCreds(
   const final = capUserData.encode({ effective: eff, permitted: prm, inheritable: inh });
   p.op(SYS.capset, [header, p.data(final)], say(`capabilities eff ${hex(eff)} prm ${hex(prm)}`));
   if (c.noNewPrivs) p.op(SYS.prctl, [PR.SET_NO_NEW_PRIVS, 1, 0, 0, 0], say("no_new_privs"));
-  p.end(`thread ${tid} credentials restored`);
+  p.end(`credentials restored (first used by thread ${tid})`);
   return first;
 }
