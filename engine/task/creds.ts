@@ -177,8 +177,9 @@ export interface CredsSections {
 /**
  * Appends the credential sections of `proc` to the program (after its END:
  * the main program never reaches them; the engine points each thread at
- * its own; threads with equal credentials share one). `lastCap` is this kernel's highest capability number: every
- * capability up to it that the recorded bounding set lacks is dropped.
+ * its own; threads with equal credentials share one). `lastCap` is this
+ * kernel's highest capability number: every capability up to it that the
+ * recorded bounding set lacks is dropped.
  */
 export function emitCredsSections(
   p: ProgramBuilder,
@@ -235,7 +236,7 @@ function emitThreadCreds(
   const groups = new Uint8Array(Math.max(4, c.groups.length * 4));
   const gv = new DataView(groups.buffer);
   c.groups.forEach((g, i) => gv.setUint32(i * 4, g, true));
-  p.op(SYS.setgroups, [c.groups.length, p.data(groups, 4)], say(`groups [${c.groups.join(" ")}]`));
+  p.op(SYS.setgroups, [c.groups.length, p.data(groups, 4)], say(`groups [${shortList(c.groups)}]`));
   p.op(SYS.setresgid, [rgid, egid, sgid], say(`gids ${rgid} ${egid} ${sgid}`));
   if (fsgid !== egid) p.op(SYS.setfsgid, [fsgid], say(`fsgid ${fsgid}`));
 
@@ -268,4 +269,9 @@ function emitThreadCreds(
   if (c.noNewPrivs) p.op(SYS.prctl, [PR.SET_NO_NEW_PRIVS, 1, 0, 0, 0], say("no_new_privs"));
   p.end(`credentials restored (first used by thread ${tid})`);
   return first;
+}
+
+function shortList(values: readonly number[]): string {
+  const head = values.slice(0, 8).join(" ");
+  return values.length > 8 ? `${head} ... (${values.length})` : head;
 }
