@@ -12,6 +12,7 @@ import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { planRestore, restore } from "../engine/restore/mod.ts";
 import { RestoreSession } from "../engine/restore/session.ts";
+import { ProvidedFds } from "../engine/restore/provided.ts";
 import { compileTree } from "../engine/restore/restorable.ts";
 import { RestoreError, UnsupportedError } from "../engine/errors.ts";
 import { readImageFile } from "../engine/image/reader.ts";
@@ -203,7 +204,8 @@ async function failingRestore(
     });
     for (const u of plan.units) u.compiled = compiled.processes.get(u.image.pid)!;
   }
-  const session = new RestoreSession(plan.units, undefined, undefined, plan.ptys);
+  const provided = await ProvidedFds.open(plan.ptys, plan.ghosts, plan.dir);
+  const session = new RestoreSession(plan.units, undefined, undefined, provided);
   let error: unknown;
   try {
     session.run();

@@ -53,8 +53,8 @@ import { describeFailure } from "../program/builder.ts";
 import type { CompiledProcess } from "./compile.ts";
 import type { Bootstrap } from "./stub.ts";
 import { removeLauncher, spawnLauncher, writeLauncher } from "./launcher.ts";
-import { foregroundGroupOf, type PlannedPty } from "../fds/tty.ts";
-import { ProvidedPtys } from "./provided.ts";
+import { foregroundGroupOf } from "../fds/tty.ts";
+import type { ProvidedFds } from "./provided.ts";
 import { restoreCreds } from "../task/creds_restore.ts";
 
 /** One process to restore: its description, image path and compiled program. */
@@ -103,21 +103,22 @@ export class RestoreSession {
 
   readonly #timeoutMs: number;
 
-  /** Pty masters cryo opened for the tree (closed once the tree runs or the restore fails). */
-  readonly #ptys: ProvidedPtys;
+  /** Fds cryo made for the tree (closed once the tree runs or the restore fails). */
+  readonly #provided: ProvidedFds | undefined;
 
   /**
    * `timeoutMs` bounds the time until every restore program has finished;
-   * `ptys` are the tree's pseudo-terminals, whose masters the engine opens.
+   * `provided` are the fds the engine made for the tree (pty masters, ghost
+   * files), handed over through the launcher; the session closes them.
    */
   constructor(
     units: RestoreUnit[],
     onEvent?: (e: RestoreEvent) => void,
     timeoutMs = 120_000,
-    ptys: readonly PlannedPty[] = [],
+    provided?: ProvidedFds,
   ) {
     this.#timeoutMs = timeoutMs;
-    this.#ptys = new ProvidedPtys(ptys);
+    this.#provided = provided;
     for (const u of units) {
       this.#units.set(u.image.pid, u);
       for (const t of u.image.threads) {
@@ -145,7 +146,7 @@ export class RestoreSession {
       this.#drive();
     } catch (e) {
       this.#killAll();
-      this.#ptys.close();
+      this.#provided?.close();
       throw e;
     } finally {
       if (this.#launcher) removeLauncher(this.#launcher);
@@ -161,20 +162,20 @@ export class RestoreSession {
       this.#killAll();
       throw e;
     } finally {
-      this.#ptys.close();
+      this.#provided?.close();
     }
   }
 
   /** Kills every task created (nothing ran yet). */
   abort(): void {
     this.#killAll();
-    this.#ptys.close();
+    this.#provided?.close();
   }
 
   #launch(): void {
     const root = this.#units.get(this.#rootPid)!;
     const { path, bootstrap } = writeLauncher(this.#rootPid, root.path);
-    const launcher = spawnLauncher(path, this.#ptys.open());
+    const launcher = spawnLauncher(path, this.#provided?.fds);
     this.#launcher = launcher;
     this.#launcherBoot = bootstrap;
     this.#tasks.add(launcher.pid);
@@ -518,7 +519,7 @@ export class RestoreSession {
    * are still blocked, so no SIGTTOU).
    */
   #setForegroundGroup(image: ProcessImage, gadget: bigint, scratch: bigint): void {
-    const fg = foregroundGroupOf(image, this.#ptys.planned);
+    const fg = foregroundGroupOf(image, this.#provided?.ptys ?? []);
     if (!fg) return;
     const pid = image.pid;
     processVmWriteFully(pid, scratch, new TextEncoder().encode(fg.path + "\0"));
