@@ -64,7 +64,11 @@ async function roundTrip(
   let dir = "";
   for (let i = 0; i < rounds; i++) ({ dir } = await dumpKillRestore(c.t));
   await Deno.writeTextFile(c.trigger, "");
-  const extra = who.includes("child") ? ["child-dumpable", "child-exit"] : [];
+  const extra = who.includes("child")
+    ? ["child-dumpable", "child-exit", "pipe-owner", "child-pipe-owner"]
+    : mode === "switched"
+    ? ["pipe-owner"]
+    : [];
   assertChecksPassed(c.t, [...who.flatMap(threadChecks), "dumpable", ...extra], await c.t.wait(), {
     what: `rt_creds ${mode}`,
   });
@@ -76,7 +80,7 @@ async function roundTrip(
 const main = (p: ProcessImage) => p.threads.find((t) => t.tid === p.pid)!.creds!;
 
 Deno.test(
-  "switched uids/gids, groups, keep-caps and kept capabilities survive a round trip",
+  "switched uids/gids, groups, keep-caps, kept capabilities and a pipe's owner survive a round trip",
   withTargets(async () => {
     const p = await roundTrip("switched");
     const c = main(p);
@@ -120,7 +124,7 @@ Deno.test(
 );
 
 Deno.test(
-  "a tree whose child switched credentials while its parent stayed root: each gets its own",
+  "a tree whose child switched credentials while its parent stayed root: each gets its own; a shared pipe keeps its owner",
   withTargets(async () => {
     const child = await roundTrip("tree", ["main", "child"], (root) => {
       assert.deepEqual(main(root).uid, [0, 0, 0, 0]);

@@ -31,6 +31,7 @@ import { planRegular, replacementFlags } from "./regular.ts";
 import { type PlannedPty, planTty } from "./tty.ts";
 import { ghostOpenFlags, ghostPath, type PlannedGhosts } from "./ghost.ts";
 import type { SharedPipe } from "./shared_pipes.ts";
+import { emitAsOwner } from "../task/creds.ts";
 import { type FdSource, O_CLOEXEC, O_NONBLOCK, type PlannedFd, SETFL_MASK } from "./types.ts";
 
 export type { FdSource, PlannedFd } from "./types.ts";
@@ -226,7 +227,7 @@ export function emitFds(
       case "pipe": {
         if (temp.has(`pipe:${s.id}:read`)) break;
         const pair = p.reserve(8);
-        p.op(SYS.pipe2, [pair, O_CLOEXEC], { comment: `${s.id}` });
+        emitAsOwner(p, s.owner, () => p.op(SYS.pipe2, [pair, O_CLOEXEC], { comment: `${s.id}` }));
         p.copy(scratchAddr, pair, 4);
         keep(`pipe:${s.id}:read`, `read end of ${s.id}`);
         p.copy(scratchAddr, pair + 4n, 4);

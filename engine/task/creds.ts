@@ -275,3 +275,29 @@ function shortList(values: readonly number[]): string {
   const head = values.slice(0, 8).join(" ");
   return values.length > 8 ? `${head} ... (${values.length})` : head;
 }
+
+/** "uid:gid" of a kernel object a process holds, when it is not root's (e.g. `pipe-owner`). */
+export function ownerOf(st: { uid: number | null; gid: number | null }): string | undefined {
+  const uid = st.uid ?? 0;
+  const gid = st.gid ?? 0;
+  return uid === 0 && gid === 0 ? undefined : `${uid}:${gid}`;
+}
+
+/**
+ * Emits `emit` (ops creating an object the kernel gives the creator's fs
+ * ids, such as a pipe) with the fs uid and gid set to `owner` ("uid:gid"),
+ * and back to root's afterwards: the restored tasks are still root then,
+ * their own credentials come last. Nothing is added without an owner.
+ */
+export function emitAsOwner(p: ProgramBuilder, owner: string | undefined, emit: () => void): void {
+  if (!owner) {
+    emit();
+    return;
+  }
+  const [uid, gid] = owner.split(":").map(Number);
+  p.op(SYS.setfsgid, [gid], { comment: `created with fs gid ${gid}` });
+  p.op(SYS.setfsuid, [uid], { comment: `created with fs uid ${uid}` });
+  emit();
+  p.op(SYS.setfsuid, [0]);
+  p.op(SYS.setfsgid, [0]);
+}

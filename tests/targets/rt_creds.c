@@ -10,15 +10,17 @@
  *
  * usage: rt_creds <trigger-path> switched|ambient|threads|fsids|tree
  *   switched: groups, setresgid(1001,1002,1003), keep-caps, setresuid(1001,
- *             1002,0), some capabilities kept (capset), dumpable set back to 1;
+ *             1002,0), some capabilities kept (capset), dumpable set back to 1,
+ *             then a pipe (owned by the fs ids 1002:1002);
  *   ambient:  keep-caps, uids 1000, inheritable and ambient capabilities,
  *             bounding set drops, locked securebits, no_new_privs;
  *   threads:  the main thread and two others with different ids, groups,
  *             capabilities, keep-caps and no_new_privs (raw syscalls);
  *   fsids:    fs uid and fs gid other than the effective ones;
  *   tree:     a child process takes the "switched" credentials, the parent
- *             stays root; the child prints its checks as "child-..." and
- *             exits with its verdict, which the parent checks.
+ *             stays root; a pipe owned by 1500:1600 is shared by both; the
+ *             child prints its checks as "child-..." and exits with its
+ *             verdict, which the parent checks.
  */
 #define _GNU_SOURCE
 #include <linux/capability.h>
@@ -121,6 +123,32 @@ static void compare(const char *who, const struct creds *before, const struct cr
         after->keepcaps);
 }
 
+/* ------------------------------------------------------------ a pipe's owner */
+
+/* A pipe made with the fs ids of its creator (switched and tree modes), -1 when none. */
+static int owned_pipe = -1;
+static struct stat owned_before;
+
+/* Makes the pipe `owned_pipe` (read end; the write end is `*write_end`) and records its owner. */
+static void make_owned_pipe(int *write_end) {
+  int p[2];
+  if (pipe(p) != 0) die("pipe");
+  owned_pipe = p[0];
+  *write_end = p[1];
+  if (fstat(owned_pipe, &owned_before) != 0) die("fstat pipe");
+}
+
+/* Checks that the pipe still has the owner it had before the dump. */
+static void check_owned_pipe(const char *name) {
+  if (owned_pipe < 0) return;
+  struct stat st;
+  /* (Its inode number is the kernel's choice: a re-created pipe has another.) */
+  int ok = fstat(owned_pipe, &st) == 0 && S_ISFIFO(st.st_mode) &&
+           st.st_uid == owned_before.st_uid && st.st_gid == owned_before.st_gid;
+  check(name, ok, "before %u:%u after %u:%u", owned_before.st_uid, owned_before.st_gid,
+        st.st_uid, st.st_gid);
+}
+
 /* ------------------------------------------------------------ the setups */
 
 static void must(long r, const char *what) {
@@ -146,6 +174,8 @@ static void setup_switched(void) {
   uint64_t keep = BIT(CAP_KILL) | BIT(CAP_NET_BIND_SERVICE);
   set_caps(keep, keep | BIT(CAP_SYS_NICE), BIT(CAP_NET_BIND_SERVICE));
   must(prctl(PR_SET_DUMPABLE, 1, 0, 0, 0), "PR_SET_DUMPABLE");
+  int w;
+  make_owned_pipe(&w); /* owned by the fs ids 1002:1002, both ends kept */
 }
 
 static void setup_ambient(void) {
@@ -233,6 +263,7 @@ static void tree_child(const char *trigger, int done_fd) {
   if (write(done_fd, "x", 1) != 1) die("write");
   close(done_fd);
   wait_trigger(trigger);
+  check_owned_pipe("child-pipe-owner");
   record(&after);
   compare("child", &before, &after);
   check("child-dumpable", prctl(PR_GET_DUMPABLE) == dumpable, "before %d after %d", dumpable,
@@ -246,14 +277,25 @@ static pid_t child;
 static void setup_tree(const char *trigger) {
   int fds[2];
   if (pipe(fds) != 0) die("pipe");
+  /* A pipe shared by parent (write end) and child (read end), owned by 1500:1600. */
+  int w;
+  syscall(SYS_setfsgid, 1600);
+  syscall(SYS_setfsuid, 1500);
+  make_owned_pipe(&w);
+  syscall(SYS_setfsuid, 0);
+  syscall(SYS_setfsgid, 0);
   fflush(stdout);
   child = fork();
   if (child < 0) die("fork");
   if (child == 0) {
     close(fds[0]);
+    close(w);
     tree_child(trigger, fds[1]);
   }
   close(fds[1]);
+  int r = owned_pipe;
+  owned_pipe = w; /* the parent checks the write end, the child the read end */
+  close(r);
   char c;
   if (read(fds[0], &c, 1) != 1) die("read from the child");
   close(fds[0]);
@@ -288,6 +330,7 @@ int main(int argc, char **argv) {
   record(&after);
   phase = 1;
   compare("main", &before, &after);
+  check_owned_pipe("pipe-owner");
   check("dumpable", prctl(PR_GET_DUMPABLE) == dumpable, "before %d after %d", dumpable,
         prctl(PR_GET_DUMPABLE));
   if (strcmp(mode, "threads") == 0) {
