@@ -24,6 +24,8 @@ import { classifyVma, refusedMapping, type Vma } from "./vmas.ts";
 import { collectPipe } from "../fds/pipe.ts";
 import { collectTimers, takeTimerSignals } from "../task/timers.ts";
 import { collectTty } from "../fds/tty.ts";
+import { checkNamespaces, collectCgroups } from "../task/placement.ts";
+import { collectTaskState, prepareTaskCollection, queryTaskState } from "../task/mod.ts";
 import { collectCreds } from "../task/creds.ts";
 
 const hex = (v: bigint) => `0x${v.toString(16)}`;
@@ -116,14 +118,17 @@ export function collectProcess(
   topology: PipeTopology,
   refusals: Refusals,
 ): CollectedProcess {
+  checkNamespaces(pid, refusals);
   const stat = readStat(pid);
   const status = readStatus(pid);
+  prepareTaskCollection(pid, tids);
   // Everything read by injected syscalls, in one session (one scratch page).
   const { injected, posixTimers, credentials } = withInjection(pid, (s) => ({
-    injected: queryInjectedState(s, tids),
+    injected: { ...queryInjectedState(s, tids), task: queryTaskState(s, tids) },
     posixTimers: collectTimers(s, tids, fds, refusals),
     credentials: collectCreds(s, tids),
   }));
+  const task = collectTaskState(pid, tids, injected.task, refusals);
   const maps = mergeSmaps(readMaps(pid), readSmaps(pid), pid);
   const vmas: Vma[] = maps.map((m) => ({
     start: m.start,
@@ -178,7 +183,10 @@ export function collectProcess(
     exe = fileIdentityOf(path.replace(/ \(deleted\)$/, ""), Deno.statSync(`/proc/${pid}/exe`));
   } catch { /* kernel thread or unreadable */ }
 
-  const threads = tids.map((tid) => collectThread(pid, tid, injected.threads.get(tid)!));
+  const threads = tids.map((tid) => ({
+    ...collectThread(pid, tid, injected.threads.get(tid)!),
+    ...task.threads.get(tid),
+  }));
   // The main thread first.
   threads.sort((a, b) => (a.tid === pid ? -1 : b.tid === pid ? 1 : a.tid - b.tid));
   const shared = sharedPending(pid);
@@ -186,7 +194,6 @@ export function collectProcess(
   for (const t of threads) t.creds = credentials.threads.get(t.tid);
   refusals.use("task.creds", `process ${pid}`);
   refusals.use("task.caps", `process ${pid}`);
-  refusals.use("task.audit", `process ${pid}`);
 
   return {
     vmas,
@@ -221,7 +228,8 @@ export function collectProcess(
       excluded: [],
       ...(posixTimers.length ? { posixTimers } : {}),
       ctty: { ttyNr: stat.ttyNr, fgPgrp: stat.tpgid },
-      dumpable: credentials.dumpable,
+      cgroups: collectCgroups(pid),
+      attrs: task.attrs,
     },
   };
 }

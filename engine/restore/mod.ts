@@ -22,6 +22,7 @@ import { ImageFormatError } from "../image/errors.ts";
 import { verifyImageDir } from "../image/manifest.ts";
 import { compileTree } from "./restorable.ts";
 import { ProvidedFds } from "./provided.ts";
+import { checkCgroups } from "../task/placement.ts";
 import { Refusals } from "../support.ts";
 import type { PlannedPty } from "../fds/tty.ts";
 import type { PlannedGhosts } from "../fds/ghost.ts";
@@ -34,6 +35,7 @@ import {
   checkVdso,
 } from "./checks.ts";
 import { type RestoreEvent, RestoreSession, type RestoreUnit } from "./session.ts";
+import { checkTaskState } from "../task/mod.ts";
 
 /** Options of {@link restore}. */
 export interface RestoreOptions {
@@ -176,7 +178,9 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
   const processes = plan.units.map((u) => u.image);
   checkFiles(processes);
   checkFdFiles(plan.units);
+  checkCgroups(processes);
   checkPidsFree(processes);
+  checkTaskState(processes);
   checkCredentials(processes);
   becomeSubreaper();
   for (const p of processes) forgetParkedStatus(p.pid);

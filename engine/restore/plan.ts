@@ -15,7 +15,7 @@ import type { CredsSections } from "../task/creds.ts";
 function credsPlan(c: CredsSections): string[] {
   return [
     ...c.threads.map((s) => `thread ${s.tid}: credentials, program from op #${s.op} (last)`),
-    `dumpable: program from op #${c.process}; every thread's credentials read back and compared`,
+    "every thread's credentials read back and compared with the image",
   ];
 }
 

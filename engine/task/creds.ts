@@ -6,7 +6,7 @@
  * calling thread), so every thread is recorded from its own
  * /proc/<pid>/task/<tid>/status (uids, gids, groups, the five capability
  * sets, no_new_privs) and from prctl injected into it (securebits,
- * keep-caps); dumpable is per process.
+ * keep-caps).
  *
  * Restore re-creates them **last**: the restored tasks start as root with
  * the restorer's capabilities, and everything else (mappings, PR_SET_MM,
@@ -28,8 +28,8 @@
  *    drops, no privilege needed);
  * 7. no_new_privs (cannot be unset: last).
  *
- * Then the main thread sets the process's dumpable flag, which the kernel
- * resets whenever a thread's euid/egid/fsuid/fsgid change.
+ * What a credential change resets (pdeathsig, dumpable) is set afterwards
+ * (engine/task/mod.ts, restoreTaskStateAfterCredentials).
  *
  * @module
  */
@@ -39,14 +39,11 @@ import { capUserData, capUserHeader, LINUX_CAPABILITY_VERSION_3 } from "../../ff
 import type { ProcessImage, ThreadCredentials } from "../model.ts";
 import type { InjectionSession } from "../dump/injected.ts";
 import { readStatus } from "../proc/status.ts";
-import { readProcText } from "../proc/io.ts";
 import { UnsupportedError } from "../errors.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
 
 /** prctl options used here. */
 export const PR = {
-  GET_DUMPABLE: 3,
-  SET_DUMPABLE: 4,
   GET_KEEPCAPS: 7,
   CAPBSET_DROP: 24,
   GET_SECUREBITS: 27,
@@ -124,29 +121,13 @@ export function readThreadCreds(
     securebits,
     keepCaps,
     noNewPrivs: st.noNewPrivs,
-    audit: readAudit(pid, tid),
   };
-}
-
-/** The audit login uid and session id of a task (null when the kernel has no audit). */
-export function readAudit(pid: number, tid?: number): ThreadCredentials["audit"] {
-  try {
-    return {
-      loginuid: Number(readProcText(pid, "loginuid", tid).trim()),
-      sessionid: Number(readProcText(pid, "sessionid", tid).trim()),
-    };
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return null;
-    throw e;
-  }
 }
 
 /** What {@link collectCreds} returns. */
 export interface CollectedCreds {
   /** Each thread's credentials by tid. */
   threads: Map<number, ThreadCredentials>;
-  /** The process's dumpable flag. */
-  dumpable: number;
 }
 
 /**
@@ -162,16 +143,13 @@ export function collectCreds(s: InjectionSession, tids: readonly number[]): Coll
     const keepCaps = s.check(tid, "prctl(PR_GET_KEEPCAPS)", SYS.prctl, PR.GET_KEEPCAPS) !== 0n;
     threads.set(tid, readThreadCreds(s.pid, tid, securebits, keepCaps));
   }
-  const dumpable = Number(s.check(s.pid, "prctl(PR_GET_DUMPABLE)", SYS.prctl, PR.GET_DUMPABLE));
-  return { threads, dumpable };
+  return { threads };
 }
 
 /** Where the credential sections of a compiled restore program start (op indexes). */
 export interface CredsSections {
-  /** One section per thread, main thread first, in the order the engine runs them. */
+  /** One section per thread (threads with equal credentials share one), main thread first. */
   threads: { tid: number; op: number }[];
-  /** The process-wide section (dumpable) the main thread runs after every thread's. */
-  process: number;
 }
 
 /**
@@ -187,8 +165,8 @@ export function emitCredsSections(
   lastCap: number = capLastCap(),
 ): CredsSections {
   const missing = proc.threads.filter((t) => !t.creds).map((t) => t.tid);
-  if (missing.length || proc.dumpable === undefined) {
-    const who = missing.length ? missing : [proc.pid];
+  if (missing.length) {
+    const who = missing;
     throw new UnsupportedError(`process ${proc.pid}`, [
       `thread${who.length > 1 ? "s" : ""} ${who.join(", ")}: no credentials recorded ` +
       `(image written by an older cryo)`,
@@ -206,14 +184,7 @@ export function emitCredsSections(
     }
     return { tid: t.tid, op };
   });
-  const process = p.opCount;
-  if (proc.dumpable === 0 || proc.dumpable === 1) {
-    p.op(SYS.prctl, [PR.SET_DUMPABLE, proc.dumpable, 0, 0, 0], {
-      comment: `dumpable ${proc.dumpable} (after every thread's credentials)`,
-    });
-  }
-  p.end(`credentials of process ${proc.pid} restored`);
-  return { threads, process };
+  return { threads };
 }
 
 function emitThreadCreds(

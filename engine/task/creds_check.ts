@@ -10,20 +10,12 @@
 import type { ProcessImage, ThreadCredentials } from "../model.ts";
 import { capNames, RESTORE_CAPS } from "./creds.ts";
 
-/** What a restorer gives the tasks it creates: capabilities, audit login uid and session. */
-export interface Restorer {
-  /** The capabilities the restored tasks start with. */
-  caps: bigint;
-  /** Its audit login uid and session id (inherited by the restored tasks), null without audit. */
-  audit: ThreadCredentials["audit"];
-}
-
 /**
- * Why the credentials of `processes` cannot be re-created by `restorer`
- * (one line per problem; empty when they can).
+ * Why the credentials of `processes` cannot be re-created by a restorer
+ * whose restored tasks start with the capabilities `available` (one line
+ * per problem; empty when they can).
  */
-export function credsProblems(processes: readonly ProcessImage[], restorer: Restorer): string[] {
-  const available = restorer.caps;
+export function credsProblems(processes: readonly ProcessImage[], available: bigint): string[] {
   const out: string[] = [];
   const tools = RESTORE_CAPS & ~available;
   if (tools !== 0n) {
@@ -40,13 +32,6 @@ export function credsProblems(processes: readonly ProcessImage[], restorer: Rest
         out.push(
           `process ${p.pid} thread ${t.tid} holds ${capNames(lacking)} (in its capability sets ` +
             `or bounding set), which this restorer does not have`,
-        );
-      }
-      if (c.audit && restorer.audit && JSON.stringify(c.audit) !== JSON.stringify(restorer.audit)) {
-        out.push(
-          `process ${p.pid} thread ${t.tid} has audit ${showAudit(c.audit)}, this restorer ` +
-            `${showAudit(restorer.audit)} (a session id cannot be chosen: restore from the same ` +
-            `login session)`,
         );
       }
     }
@@ -74,15 +59,9 @@ export function credsDifferences(want: ThreadCredentials, have: ThreadCredential
   field("securebits", want.securebits, have.securebits, (v) => hexOf(BigInt(v as number)));
   field("keep-caps", want.keepCaps, have.keepCaps);
   field("no_new_privs", want.noNewPrivs, have.noNewPrivs);
-  field("audit", want.audit, have.audit, showAudit);
   return out;
 }
 
 function hexOf(v: unknown): string {
   return `0x${(v as bigint).toString(16)}`;
-}
-
-function showAudit(v: unknown): string {
-  const a = v as ThreadCredentials["audit"];
-  return a ? `login uid ${a.loginuid} session ${a.sessionid}` : "none";
 }

@@ -3,8 +3,7 @@
  * process is restored (its program ran, the engine's per-thread injections
  * are done), every thread runs its own credentials section of the restore
  * program (see creds.ts), all threads at once (each changes only its own
- * credentials); then the main thread runs the process-wide one (dumpable,
- * which any thread's credential change resets). Every thread's credentials
+ * credentials). Every thread's credentials
  * are then read back (status file; securebits by a prctl run in each
  * thread) and compared with the record: a difference, or a step the
  * kernel refused, fails the restore with one line; it never goes on with
@@ -134,9 +133,8 @@ export function restoreCreds(image: ProcessImage, compiled: CompiledCreds): void
     compiled.creds.threads.map(({ tid, op }) => sectionRun(tid, boot, op)),
     (tid) => fail(`thread ${tid}`),
   );
-  runAll([sectionRun(pid, boot, compiled.creds.process)], () => fail("dumpable flag"));
 
-  // Read back: securebits in every thread, then dumpable.
+  // Read back: securebits by a prctl in every thread, the rest from the status files.
   const readFail = (tid: number) => `cannot read back the credentials of thread ${tid}`;
   const bits = runAll(
     image.threads.map((t) => prctlRun(t.tid, gadget, PR.GET_SECUREBITS)),
@@ -154,13 +152,4 @@ export function restoreCreds(image: ProcessImage, compiled: CompiledCreds): void
       );
     }
   });
-  const [main] = runAll([prctlRun(pid, gadget, PR.GET_DUMPABLE)], readFail);
-  const dumpable = Number(main.rax);
-  if (dumpable !== image.dumpable) {
-    throw new RestoreError(
-      `restored process ${pid} is ${
-        dumpable ? "" : "not "
-      }dumpable (${dumpable}), recorded ${image.dumpable}`,
-    );
-  }
 }
