@@ -24,6 +24,7 @@ import { classifyVma, refusedMapping, type Vma } from "./vmas.ts";
 import { collectPipe } from "../fds/pipe.ts";
 import { collectTimers, takeTimerSignals } from "../task/timers.ts";
 import { collectTty } from "../fds/tty.ts";
+import { collectInotify } from "../fds/inotify.ts";
 import { collectTaskState, prepareTaskCollection, queryTaskState } from "../task/mod.ts";
 
 const hex = (v: bigint) => `0x${v.toString(16)}`;
@@ -172,6 +173,7 @@ export function collectProcess(
       }
     }
   }
+  collectInotify(pid, fds, fdInfos, refusals);
 
   let exe: ProcessImage["exe"] = null;
   try {

@@ -31,6 +31,8 @@ import { planRegular, replacementFlags } from "./regular.ts";
 import { type PlannedPty, planTty } from "./tty.ts";
 import { ghostOpenFlags, ghostPath, type PlannedGhosts } from "./ghost.ts";
 import type { SharedPipe } from "./shared_pipes.ts";
+import { emitInotify, planInotify } from "./inotify.ts";
+import { emitPidfd, planPidfd } from "./pidfd.ts";
 import { type FdSource, O_CLOEXEC, O_NONBLOCK, type PlannedFd, SETFL_MASK } from "./types.ts";
 
 export type { FdSource, PlannedFd } from "./types.ts";
@@ -81,6 +83,10 @@ function planOne(
       return planSignalfd(f);
     case "epoll":
       return planEpoll(f, proc.fds);
+    case "inotify":
+      return planInotify(f);
+    case "pidfd":
+      return planPidfd(f);
     default:
       return refusedBecause(refusedKind(f));
   }
@@ -95,6 +101,7 @@ function refusedKind(f: FdInfo): SupportId {
   if (anon === "io_uring") return "fd.io_uring";
   if (anon.startsWith("perf_event")) return "fd.perf";
   if (anon.startsWith("bpf")) return "fd.bpf";
+  if (anon === "userfaultfd") return "fd.userfaultfd";
   if (f.target.endsWith(" (deleted)")) return "fd.deleted";
   return "fd.anon-other";
 }
@@ -272,6 +279,14 @@ export function emitFds(
       case "epoll":
         p.op(SYS.epoll_create1, [O_CLOEXEC], { store: scratchSlot });
         keep(`fd:${f.fd}`, `${what} epoll`);
+        break;
+      case "inotify":
+        emitInotify(p, s, scratchSlot);
+        keep(`fd:${f.fd}`, `${what} inotify`);
+        break;
+      case "pidfd":
+        emitPidfd(p, s, scratchSlot);
+        keep(`fd:${f.fd}`, `${what} pidfd`);
         break;
     }
   }

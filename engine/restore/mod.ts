@@ -26,6 +26,7 @@ import { Refusals } from "../support.ts";
 import type { PlannedPty } from "../fds/tty.ts";
 import type { PlannedGhosts } from "../fds/ghost.ts";
 import { checkFdFiles, checkFiles, checkPidsFree, checkPrivileges, checkVdso } from "./checks.ts";
+import { checkInotifyPaths } from "../fds/inotify.ts";
 import { type RestoreEvent, RestoreSession, type RestoreUnit } from "./session.ts";
 import { checkTaskState } from "../task/mod.ts";
 
@@ -170,6 +171,7 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
   const processes = plan.units.map((u) => u.image);
   checkFiles(processes);
   checkFdFiles(plan.units);
+  checkInotifyPaths(processes);
   checkPidsFree(processes);
   checkTaskState(processes);
   becomeSubreaper();
