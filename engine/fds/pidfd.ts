@@ -18,7 +18,7 @@
 
 import { SYS } from "../../ffi/sysno.ts";
 import type { FdInfo, ProcessImage } from "../model.ts";
-import { type ProgramBuilder } from "../program/builder.ts";
+import type { ProgramBuilder } from "../program/builder.ts";
 import { type Refusals, type SupportId, supportOf } from "../support.ts";
 import { type FdSource, O_NONBLOCK } from "./types.ts";
 
