@@ -26,14 +26,20 @@ Deno.test(
     await Deno.writeTextFile(trigger, "");
     assertChecksPassed(
       t,
-      ["child-pidfd", "self-pidfd", "flags", "child-running", "send-signal", "waitid"],
+      ["child-pidfd", "self-pidfd", "flags", "child-running", "send-signal", "poll", "waitid"],
       await t.wait(),
     );
   }),
 );
 
 /** A minimal process image: pid, ppid, children, threads and pidfds (fd -> pid named). */
-function proc(pid: number, ppid: number, children: number[], pidfds: number[], tids: number[] = []) {
+function proc(
+  pid: number,
+  ppid: number,
+  children: number[],
+  pidfds: number[],
+  tids: number[] = [],
+) {
   const fds: FdInfo[] = pidfds.map((target, i) => ({
     fd: 3 + i,
     kind: "pidfd",

@@ -7,9 +7,11 @@
  * (open_by_handle_at, O_PATH so the watched inode sees no open event)
  * against a mount of that filesystem from the process's mountinfo, then
  * reading the link of the fd; the path must name the same inode again
- * (lstat). The kernel wants a real open fd of that mount (not O_PATH): a
- * mount point whose directory the process watches for open events is not
- * used, so the dump queues nothing in the process's instances. A watch whose inode has no path (deleted, or its filesystem
+ * (lstat). The kernel wants a real open fd of that filesystem (not
+ * O_PATH), and opening a directory is an open event: a mount point, or
+ * else a directory above the process's cwd or open files, that neither the
+ * process watches for open events (nor its parent) is used, so the dump
+ * queues nothing in the process's own instances. A watch whose inode has no path (deleted, or its filesystem
  * cannot decode file handles) is refused, and so are events queued in the
  * instance (FIONREAD on a copy of the fd): they cannot be put back.
  *
@@ -29,6 +31,8 @@
 import { devMajor, devMinor, type ProcFd } from "../proc/fds.ts";
 import { type InotifyWatch, inotifyWatches } from "../proc/fdinfo.ts";
 import { type MountInfo, readMountInfo } from "../proc/mountinfo.ts";
+import { readProcLink } from "../proc/io.ts";
+import { dirname } from "node:path";
 import { closeFd, openByHandle, openDirFd } from "../../ffi/fhandle.ts";
 import { withTargetFd } from "../../ffi/pidfd.ts";
 import { unreadBytes } from "../../ffi/tty.ts";
@@ -64,6 +68,7 @@ const IN_MASK_CREATE = 0x10000000;
 const F_SETFL = 4;
 const EVENT_BYTES = 16;
 const DELETED = " (deleted)";
+const ESTALE = 116;
 
 /** Numbers the restore program must take and give back to reach every wd of `wds`. */
 export function wdFillers(wds: readonly number[]): number {
@@ -81,16 +86,70 @@ function inodeKey(major: number, minor: number, ino: number): string {
   return `${major}:${minor}:${ino}`;
 }
 
+/** A directory opened to decode file handles of its filesystem. */
+interface DecodeDir {
+  path: string;
+  /** Why it cannot be used (opening it would queue an event the process watches for). */
+  unusable?: string;
+}
+
+function statKey(path: string): string | undefined {
+  try {
+    const st = Deno.statSync(path);
+    return inodeKey(devMajor(st.dev), devMinor(st.dev), st.ino ?? 0);
+  } catch {
+    return undefined;
+  }
+}
+
 /**
- * Finds the path of a watched inode from its file handle, or says why not.
- * The mount point opened to decode the handle must not be in `watchedOpen`
- * (inodes the process watches for open or close events, which opening it
- * would queue).
+ * Directories of device `major:minor` to decode handles against: its
+ * mount points (whole-filesystem ones first), then the directories above
+ * `known` paths of the process. Opening a directory is an open event on it
+ * and, below a mount point, on its parent: a directory is unusable when
+ * either is in `watchedOpen`.
+ */
+function decodeDirs(
+  major: number,
+  minor: number,
+  mounts: readonly MountInfo[],
+  known: readonly string[],
+  watchedOpen: ReadonlySet<string>,
+): DecodeDir[] {
+  const out: DecodeDir[] = [];
+  const seen = new Set<string>();
+  const onDevice = (key: string | undefined) => key?.startsWith(`${major}:${minor}:`) === true;
+  const mountPoints = mounts.filter((m) => m.major === major && m.minor === minor)
+    .sort((a, b) => (a.root === "/" ? 0 : 1) - (b.root === "/" ? 0 : 1))
+    .map((m) => m.mountPoint);
+  for (const path of mountPoints) {
+    const key = statKey(path);
+    if (!onDevice(key) || seen.has(path)) continue;
+    seen.add(path);
+    out.push(watchedOpen.has(key!) ? { path, unusable: path } : { path });
+  }
+  for (const p of known) {
+    for (let dir = dirname(p); !seen.has(dir); dir = dirname(dir)) {
+      seen.add(dir);
+      const key = statKey(dir);
+      if (onDevice(key)) {
+        const parent = statKey(dirname(dir));
+        const bad = watchedOpen.has(key!) || (parent !== undefined && watchedOpen.has(parent));
+        out.push(bad ? { path: dir, unusable: dir } : { path: dir });
+      }
+      if (dir === "/") break;
+    }
+  }
+  return out;
+}
+
+/**
+ * Finds the path of a watched inode from its file handle, or says why not
+ * (the handle is decoded against the first usable {@link decodeDirs}).
  */
 function resolveWatch(
   w: InotifyWatch,
-  mounts: readonly MountInfo[],
-  watchedOpen: ReadonlySet<string>,
+  dirs: (major: number, minor: number) => DecodeDir[],
 ): InotifyWatchImage | string {
   const what = `watch ${w.wd} (inode ${w.ino})`;
   const hex = w.fields["f_handle"];
@@ -100,26 +159,21 @@ function resolveWatch(
   // fdinfo prints the kernel's dev_t (major << 20 | minor).
   const major = w.sdev >>> 20;
   const minor = w.sdev & 0xfffff;
-  const candidates = mounts.filter((m) => m.major === major && m.minor === minor)
-    .sort((a, b) => (a.root === "/" ? 0 : 1) - (b.root === "/" ? 0 : 1));
-  let why = `no mount of device ${major}:${minor} is visible`;
-  for (const m of candidates) {
-    let root: Deno.FileInfo;
-    try {
-      root = Deno.statSync(m.mountPoint);
-    } catch {
+  let why = `no directory of device ${major}:${minor} is visible`;
+  for (const d of dirs(major, minor)) {
+    if (d.unusable) {
+      why =
+        `opening ${d.unusable} to decode its file handle would queue an event the process watches for`;
       continue;
     }
-    if (watchedOpen.has(inodeKey(major, minor, root.ino ?? 0))) {
-      why = `opening ${m.mountPoint} would queue an event the process watches for`;
-      continue;
-    }
-    const mfd = openDirFd(m.mountPoint);
+    const mfd = openDirFd(d.path);
     if (mfd < 0) continue;
     const fd = openByHandle(mfd, type, handle);
     closeFd(mfd);
     if (fd < 0) {
-      why = `its file handle does not open (${errnoName(-fd)})`;
+      why = -fd === ESTALE
+        ? "its filesystem cannot open file handles, or the inode is gone"
+        : `its file handle does not open (${errnoName(-fd)})`;
       continue;
     }
     let path: string;
@@ -156,7 +210,7 @@ export function collectInotify(
   fdInfos: FdInfo[],
   refusals: Refusals,
 ): void {
-  let mounts: MountInfo[] | undefined;
+  let dirCache: Map<string, DecodeDir[]> | undefined;
   const watchedOpen = new Set<string>();
   for (const [i, f] of fdInfos.entries()) {
     if (f.kind !== "inotify") continue;
@@ -167,10 +221,22 @@ export function collectInotify(
   for (const [i, f] of fdInfos.entries()) {
     if (f.kind !== "inotify" || f.sameAs !== undefined) continue;
     const where = `process ${pid} fd ${f.fd} (${f.target})`;
-    mounts ??= readMountInfo(pid);
+    dirCache ??= new Map();
+    const cache = dirCache;
+    const dirs = (major: number, minor: number) => {
+      const key = `${major}:${minor}`;
+      if (!cache.has(key)) {
+        const known = [
+          `${readProcLink(pid, "cwd")}/.`,
+          ...fdInfos.flatMap((x) => x.file ? [x.file.path] : []),
+        ];
+        cache.set(key, decodeDirs(major, minor, readMountInfo(pid), known, watchedOpen));
+      }
+      return cache.get(key)!;
+    };
     const watches: InotifyWatchImage[] = [];
     for (const w of inotifyWatches(procFds[i].info)) {
-      const r = resolveWatch(w, mounts, watchedOpen);
+      const r = resolveWatch(w, dirs);
       if (typeof r === "string") refusals.use("fd.inotify-unresolved", where, r);
       else watches.push(r);
     }

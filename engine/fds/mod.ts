@@ -165,6 +165,10 @@ export function describeSource(f: PlannedFd): string {
       return `fd ${f.fd} shares fd ${s.as}`;
     case "pipe":
       return `fd ${f.fd} = ${s.end} end of ${s.id}${s.data ? " (with its buffered bytes)" : ""}`;
+    case "inotify":
+      return `fd ${f.fd} = new inotify with watches ${s.watches.map((w) => w.wd).join(", ")}`;
+    case "pidfd":
+      return `fd ${f.fd} = pidfd of ${s.pid}`;
     default:
       return `fd ${f.fd} = new ${s.kind}`;
   }

@@ -2,13 +2,14 @@
  * (non-blocking) and one of itself; the child holds a pidfd of its parent.
  * After restore the child checks its parent's pidfd, then waits for
  * SIGUSR2; the parent checks its pidfds name the same processes with the
- * same flags, sends SIGUSR2 through the child's pidfd and reaps the child
- * with waitid(P_PIDFD).
+ * same flags, sends SIGUSR2 through the child's pidfd, polls the pidfd
+ * until the child has exited and reaps it with waitid(P_PIDFD).
  *
  * usage: rt_pidfd <trigger>
  */
 #include "common.h"
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/wait.h>
 
 #ifndef P_PIDFD
@@ -68,6 +69,10 @@ int main(int argc, char **argv) {
   check("child-running", r == 0 && si.si_pid == 0, "waitid %d pid %d", r, si.si_pid);
   r = (int)syscall(SYS_pidfd_send_signal, cfd, SIGUSR2, NULL, 0);
   check("send-signal", r == 0, "errno %d", errno);
+  /* The pidfd is non-blocking: wait until it says the child exited (POLLIN). */
+  struct pollfd pfd = {cfd, POLLIN, 0};
+  int polled = poll(&pfd, 1, 5000);
+  check("poll", polled == 1 && (pfd.revents & POLLIN), "poll %d revents %x", polled, pfd.revents);
   memset(&si, 0, sizeof si);
   r = waitid(P_PIDFD, cfd, &si, WEXITED);
   check("waitid", r == 0 && si.si_pid == child && si.si_code == CLD_EXITED && si.si_status == 42,
