@@ -4,19 +4,37 @@
  * its watch numbers (two watches removed before the dump) and holds a
  * second, blocking instance; after restore it checks its watch lines in
  * fdinfo read the same, nothing is queued, the flags came back, and new
- * events carry the original watch numbers and names. The image keeps each
- * watch's path, and the compiled program reaches the numbers 2 and 3 by
- * taking and giving them back.
+ * events carry the original watch numbers and names (the program reached
+ * watch 4 by taking and giving back 2 and 3). The same checks pass in a
+ * process a dump left running (the dump queued nothing), and a restore
+ * whose watched file is gone fails in the pre-flight.
  */
 
 import assert from "node:assert/strict";
 import { readImage } from "../engine/inspect.ts";
 import { wdFillers } from "../engine/fds/inotify.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
-import { dumpKillRestore, startTriggered } from "./helpers/roundtrip.ts";
+import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
+import { checkpoint } from "../engine/dump/mod.ts";
+import { restore } from "../engine/restore/mod.ts";
+import { RestoreError } from "../engine/errors.ts";
 import { withTargets } from "./helpers/targets.ts";
+import { isAlive } from "./helpers/proc.ts";
 
 const READY = /^ready pid=(\d+) fd=(\d+)$/m;
+
+/** What rt_inotify checks after the trigger. */
+const CHECKS = [
+  "watch-lines",
+  "blocking-watch-lines",
+  "nothing-queued",
+  "flags",
+  "blocking-flags",
+  "dir-event",
+  "file-event",
+  "next-wd",
+  "blocking-event",
+];
 
 Deno.test("inotify: numbers to take and give back before each watch", () => {
   assert.equal(wdFillers([]), 0);
@@ -40,20 +58,36 @@ Deno.test(
       [[1, `${work}/watched`], [4, `${work}/file.txt`]],
     );
     await Deno.writeTextFile(trigger, "");
-    assertChecksPassed(
-      t,
-      [
-        "watch-lines",
-        "blocking-watch-lines",
-        "nothing-queued",
-        "flags",
-        "blocking-flags",
-        "dir-event",
-        "file-event",
-        "next-wd",
-        "blocking-event",
-      ],
-      await t.wait(),
+    assertChecksPassed(t, CHECKS, await t.wait());
+  }),
+);
+
+Deno.test(
+  "inotify: a dump that leaves the process running queues nothing in its instances",
+  withTargets(async () => {
+    const { t, trigger } = await startTriggered("rt_inotify", READY, { passWork: true });
+    await checkpoint(t.pid, { dir: await tempImageDir(), leaveRunning: true });
+    await Deno.writeTextFile(trigger, "");
+    assertChecksPassed(t, CHECKS, await t.wait());
+  }),
+);
+
+Deno.test(
+  "inotify: a restore whose watched file is gone fails before creating anything",
+  withTargets(async () => {
+    const { t, work } = await startTriggered("rt_inotify", READY, { passWork: true });
+    const dir = await tempImageDir();
+    await checkpoint(t.pid, { dir });
+    await t.wait();
+    await Deno.remove(`${work}/file.txt`);
+    await assert.rejects(
+      () => restore(dir),
+      (e: unknown) =>
+        e instanceof RestoreError &&
+        /fd \d+ of process \d+ watched .*file\.txt \(inotify watch 4\), which is missing/.test(
+          e.message,
+        ),
     );
+    assert.equal(isAlive(t.pid), false, "a process was created");
   }),
 );
