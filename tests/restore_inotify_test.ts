@@ -5,7 +5,8 @@
  * second, blocking instance; after restore it checks its watch lines in
  * fdinfo read the same, nothing is queued, the flags came back, and new
  * events carry the original watch numbers and names (the program reached
- * watch 4 by taking and giving back 2 and 3). The same checks pass in a
+ * watch 4 by taking and giving back 2 and 3; another run has a gap of 502
+ * numbers). The same checks pass in a
  * process a dump left running (the dump queued nothing), and a restore
  * whose watched file is gone fails in the pre-flight.
  */
@@ -57,6 +58,22 @@ Deno.test(
       f?.inotify?.map((w) => [w.wd, w.path]),
       [[1, `${work}/watched`], [4, `${work}/file.txt`]],
     );
+    await Deno.writeTextFile(trigger, "");
+    assertChecksPassed(t, CHECKS, await t.wait());
+  }),
+);
+
+Deno.test(
+  "inotify: a watch 500 numbers past the one below it keeps its number",
+  withTargets(async () => {
+    const { t, trigger, ready } = await startTriggered("rt_inotify", READY, {
+      passWork: true,
+      extra: ["500"],
+    });
+    const { dir } = await dumpKillRestore(t);
+    const image = await readImage(dir);
+    const f = image.processes[0].fds.find((x) => x.fd === Number(ready[2]));
+    assert.deepEqual(f?.inotify?.map((w) => w.wd), [1, 504]);
     await Deno.writeTextFile(trigger, "");
     assertChecksPassed(t, CHECKS, await t.wait());
   }),

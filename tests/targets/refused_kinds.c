@@ -1,6 +1,7 @@
 /* Holds one resource cryo refuses (argv[1]: "socket" for a socketpair,
  * "inotify-queued" for an inotify instance with an event not yet read,
  * "inotify-deleted" for a watch on a file deleted while open,
+ * "inotify-gap" for a watch numbered 2101 (the ones below given back),
  * "pidfd-outside" for a pidfd of its parent (outside the tree),
  * "pidfd-dead" for a pidfd of a reaped child, "io_uring", "userfaultfd",
  * "perf" (a software perf event), "fanotify", "bpf" (an array map)),
@@ -34,6 +35,16 @@ int main(int argc, char **argv) {
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) die("socketpair");
     if (write(sv[0], "x", 1) != 1) die("write");
     fd = sv[1];
+  } else if (is(kind, "inotify-gap")) {
+    need_args(argc, 2, "refused_kinds inotify-gap <work dir>");
+    fd = inotify_init1(IN_NONBLOCK);
+    char drain[4096];
+    for (int i = 0; i < 2100; i++) {
+      if (inotify_rm_watch(fd, inotify_add_watch(fd, argv[2], IN_ATTRIB))) die("gap watch");
+      while (read(fd, drain, sizeof drain) > 0) {
+      }
+    }
+    if (inotify_add_watch(fd, argv[2], IN_CREATE) != 2101) die("inotify_add_watch");
   } else if (is(kind, "inotify-queued") || is(kind, "inotify-deleted")) {
     need_args(argc, 2, "refused_kinds inotify-* <work dir>");
     snprintf(path, sizeof path, "%s/entry", argv[2]);

@@ -6,7 +6,10 @@
  * that creating a file in the watched directory and writing the watched
  * file give events with the original watch numbers and the right name.
  *
- * usage: rt_inotify <trigger> <work>
+ * With <gap>, that many more numbers are taken and given back before the
+ * file's watch (a larger gap).
+ *
+ * usage: rt_inotify <trigger> <work> [gap]
  */
 #include "common.h"
 #include <fcntl.h>
@@ -50,7 +53,8 @@ static int wait_event(int fd, uint32_t mask, struct inotify_event *ev, char *nam
 }
 
 int main(int argc, char **argv) {
-  need_args(argc, 2, "rt_inotify <trigger> <work>");
+  need_args(argc, 2, "rt_inotify <trigger> <work> [gap]");
+  int gap = argc > 3 ? atoi(argv[3]) : 0;
   char dir[512], file[512], gap1[512], gap2[512], created[600];
   snprintf(dir, sizeof dir, "%s/watched", argv[2]);
   snprintf(file, sizeof file, "%s/file.txt", argv[2]);
@@ -67,12 +71,17 @@ int main(int argc, char **argv) {
   int wd_dir = inotify_add_watch(in, dir, IN_CREATE | IN_DELETE | IN_OPEN);
   int wd_gap1 = inotify_add_watch(in, gap1, IN_ATTRIB);
   int wd_gap2 = inotify_add_watch(in, gap2, IN_ATTRIB);
-  int wd_file = inotify_add_watch(in, file, IN_MODIFY | IN_OPEN | IN_EXCL_UNLINK);
-  if (wd_dir != 1 || wd_gap1 != 2 || wd_gap2 != 3 || wd_file != 4) die("watch numbers");
-  if (inotify_rm_watch(in, wd_gap1) || inotify_rm_watch(in, wd_gap2)) die("rm_watch");
   char drain[4096];
+  for (int i = 0; i < gap; i++) {
+    if (inotify_rm_watch(in, inotify_add_watch(in, file, IN_ATTRIB))) die("gap watch");
+    while (read(in, drain, sizeof drain) > 0) {
+    }
+  }
+  int wd_file = inotify_add_watch(in, file, IN_MODIFY | IN_OPEN | IN_EXCL_UNLINK);
+  if (wd_dir != 1 || wd_gap1 != 2 || wd_gap2 != 3 || wd_file != 4 + gap) die("watch numbers");
+  if (inotify_rm_watch(in, wd_gap1) || inotify_rm_watch(in, wd_gap2)) die("rm_watch");
   while (read(in, drain, sizeof drain) > 0) {
-  } /* the two IN_IGNORED events */
+  } /* the IN_IGNORED events */
 
   int blocking = inotify_init1(0);
   if (blocking < 0) die("inotify_init1 blocking");
@@ -116,7 +125,7 @@ int main(int argc, char **argv) {
   check("file-event", got && ev.wd == wd_file && name[0] == 0, "got %d wd %d", got,
         got ? ev.wd : 0);
   int next = inotify_add_watch(in, argv[2], IN_ATTRIB);
-  check("next-wd", next == 5, "new watch got %d", next);
+  check("next-wd", next == wd_file + 1, "new watch got %d", next);
 
   unlink(created);
   got = wait_event(blocking, IN_DELETE, &ev, name);
