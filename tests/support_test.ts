@@ -35,6 +35,8 @@ const REFUSED: Record<string, RegExp> = {
   "inotify-queued": /inotify events not yet read: \d+ bytes/,
   "inotify-deleted": /inotify watches on an inode without a path.*entry was deleted/,
   "inotify-gap": /inotify watch descriptors more than 2048 numbers.*: 2100 unused watch numbers/,
+  "inotify-shared": /inotify instances shared by several processes.*: shared with process \d+ fd/,
+  "pidfd-shared": /pidfds shared by several processes.*: shared with process \d+ fd/,
   "pidfd-outside": /pidfds of processes outside the tree: pid \d+ is not in the tree/,
   "pidfd-dead": /pidfds of processes that have exited/,
   io_uring: /io_uring/,

@@ -2,6 +2,8 @@
  * "inotify-queued" for an inotify instance with an event not yet read,
  * "inotify-deleted" for a watch on a file deleted while open,
  * "inotify-gap" for a watch numbered 2101 (the ones below given back),
+ * "inotify-shared" and "pidfd-shared" for an instance, or a pidfd of
+ * itself, that a child it forked holds too,
  * "pidfd-outside" for a pidfd of its parent (outside the tree),
  * "pidfd-dead" for a pidfd of a reaped child, "io_uring", "userfaultfd",
  * "perf" (a software perf event), "fanotify", "bpf" (an array map)),
@@ -30,6 +32,7 @@ int main(int argc, char **argv) {
   const char *kind = argv[1];
   char path[600] = "";
   int fd = -1, keep = -1;
+  pid_t child = -1;
   if (is(kind, "socket")) {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) die("socketpair");
@@ -59,6 +62,14 @@ int main(int argc, char **argv) {
       if (unlink(path) != 0) die("unlink");
     }
     if (keep < 0) die("open");
+  } else if (is(kind, "inotify-shared") || is(kind, "pidfd-shared")) {
+    fd = is(kind, "pidfd-shared") ? (int)syscall(SYS_pidfd_open, getpid(), 0) : inotify_init1(0);
+    if (fd < 0) die(kind);
+    child = fork();
+    if (child == 0) {
+      pause();
+      _exit(0);
+    }
   } else if (is(kind, "pidfd-outside")) {
     fd = (int)syscall(SYS_pidfd_open, getppid(), 0);
   } else if (is(kind, "pidfd-dead")) {
@@ -115,5 +126,9 @@ int main(int argc, char **argv) {
     unlink(path);
   }
   check("fd-open", fcntl(fd, 1 /* F_GETFD */) >= 0, "errno %d", errno);
+  if (child > 0) {
+    kill(child, SIGKILL);
+    waitpid(child, NULL, 0);
+  }
   return verdict();
 }
