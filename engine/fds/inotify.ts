@@ -89,8 +89,8 @@ function inodeKey(major: number, minor: number, ino: number): string {
 /** A directory opened to decode file handles of its filesystem. */
 interface DecodeDir {
   path: string;
-  /** Why it cannot be used (opening it would queue an event the process watches for). */
-  unusable?: string;
+  /** Opening it would queue an event the process watches for. */
+  unusable?: boolean;
 }
 
 function statKey(path: string): string | undefined {
@@ -126,7 +126,7 @@ function decodeDirs(
     const key = statKey(path);
     if (!onDevice(key) || seen.has(path)) continue;
     seen.add(path);
-    out.push(watchedOpen.has(key!) ? { path, unusable: path } : { path });
+    out.push({ path, unusable: watchedOpen.has(key!) });
   }
   for (const p of known) {
     for (let dir = dirname(p); !seen.has(dir); dir = dirname(dir)) {
@@ -135,7 +135,7 @@ function decodeDirs(
       if (onDevice(key)) {
         const parent = statKey(dirname(dir));
         const bad = watchedOpen.has(key!) || (parent !== undefined && watchedOpen.has(parent));
-        out.push(bad ? { path: dir, unusable: dir } : { path: dir });
+        out.push({ path: dir, unusable: bad });
       }
       if (dir === "/") break;
     }
@@ -163,7 +163,7 @@ function resolveWatch(
   for (const d of dirs(major, minor)) {
     if (d.unusable) {
       why =
-        `opening ${d.unusable} to decode its file handle would queue an event the process watches for`;
+        `opening ${d.path} to decode its file handle would queue an event the process watches for`;
       continue;
     }
     const mfd = openDirFd(d.path);
