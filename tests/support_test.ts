@@ -14,6 +14,7 @@ import { statusField } from "./helpers/proc.ts";
 import { tempImageDir } from "./helpers/roundtrip.ts";
 import { SIGUSR1 } from "./helpers/signals.ts";
 import { startTarget, withTargets } from "./helpers/targets.ts";
+import { waitUntil } from "./helpers/wait.ts";
 
 /** The cells of a Markdown table, whatever its column padding. */
 function tableCells(markdown: string): string[][] {
@@ -62,7 +63,8 @@ for (const [kind, line] of Object.entries(REFUSED)) {
       );
       assert.equal(pathExists(dir), false, "an image directory was left behind");
       assert.equal(statusField(t.pid, "TracerPid"), "0");
-      assert.match(statusField(t.pid, "State"), /^S/);
+      // Just detached, it may still be on its way back into sigsuspend.
+      await waitUntil("the target to sleep again", () => /^S/.test(statusField(t.pid, "State")));
       t.signal(SIGUSR1);
       const st = await t.wait();
       assert.equal(st.kind, "exited", t.output());
