@@ -13,7 +13,8 @@
 
 import assert from "node:assert/strict";
 import { readImage } from "../engine/inspect.ts";
-import { wdFillers } from "../engine/fds/inotify.ts";
+import { planInotify, wdFillers } from "../engine/fds/inotify.ts";
+import type { FdInfo } from "../engine/model.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
 import { checkpoint } from "../engine/dump/mod.ts";
@@ -42,6 +43,20 @@ Deno.test("inotify: numbers to take and give back before each watch", () => {
   assert.equal(wdFillers([1, 2, 3]), 0);
   assert.equal(wdFillers([4, 1]), 2);
   assert.equal(wdFillers([3, 7]), 5);
+});
+
+Deno.test("inotify: a watch list an image cannot have is refused by the planner", () => {
+  const fd = (inotify: unknown) =>
+    ({ fd: 3, kind: "inotify", flags: 0, extra: {}, inotify }) as unknown as FdInfo;
+  const w = (wd: number, path = "/tmp") => ({ wd, mask: 0x100, path, dev: 1, ino: 2 });
+  assert.equal(typeof planInotify(fd([w(1), w(4)])), "object");
+  assert.match(String(planInotify(fd(undefined))), /not recorded/);
+  assert.match(String(planInotify(fd([w(4), w(1)]))), /out of order/);
+  assert.match(String(planInotify(fd([w(2), w(2)]))), /out of order/);
+  assert.match(String(planInotify(fd([w(0)]))), /out of range/);
+  assert.match(String(planInotify(fd([w(1, "relative")]))), /bad path/);
+  assert.match(String(planInotify(fd([{ ...w(1), mask: -1 }]))), /bad mask/);
+  assert.match(String(planInotify(fd([w(1), w(3000)]))), /more than 2048 numbers/);
 });
 
 Deno.test(

@@ -256,9 +256,30 @@ export function collectInotify(
   }
 }
 
+/** What is wrong with an image's watch list (untrusted input), or undefined. */
+function watchesProblem(watches: unknown): string | undefined {
+  if (!Array.isArray(watches)) return "inotify watches not recorded in the image";
+  let last = 0;
+  for (const w of watches as Partial<InotifyWatchImage>[]) {
+    const wd = w?.wd;
+    if (!Number.isSafeInteger(wd) || wd! <= last || wd! > 0x7fffffff) {
+      return `inotify watch numbers out of order or out of range (${wd})`;
+    }
+    if (!Number.isSafeInteger(w.mask) || w.mask! < 0 || w.mask! > 0xffffffff) {
+      return `inotify watch ${wd} has a bad mask`;
+    }
+    if (typeof w.path !== "string" || !w.path.startsWith("/") || w.path.includes("\0")) {
+      return `inotify watch ${wd} has a bad path`;
+    }
+    last = wd!;
+  }
+  return undefined;
+}
+
 /** Restore plan of an inotify fd. */
 export function planInotify(f: FdInfo): FdSource | string {
-  if (!f.inotify) return "inotify watches not recorded in the image";
+  const problem = watchesProblem(f.inotify);
+  if (problem || !f.inotify) return problem ?? "inotify watches not recorded in the image";
   const fillers = wdFillers(f.inotify.map((w) => w.wd));
   if (fillers > MAX_WD_FILLERS) {
     const row = supportOf("fd.inotify-wd-gap");
