@@ -283,4 +283,69 @@ export interface FdInfo {
   sameAs?: number;
   /** Left out by a policy: restored closed. */
   excluded?: boolean;
+  /** An IPv4/IPv6 TCP or UDP socket: its state (engine/fds/tcp.ts, udp.ts). */
+  inet?: InetSocket;
+}
+
+/** An IPv4 or IPv6 socket address. */
+export interface SockAddr {
+  address: string;
+  port: number;
+  flowinfo?: number;
+  scopeId?: number;
+}
+
+/** One socket option as read with getsockopt and put back with setsockopt. */
+export interface SockOption {
+  level: number;
+  name: number;
+  /** For people: "SO_REUSEADDR", "TCP_NODELAY", ... */
+  label: string;
+  /** An int option's value. */
+  int?: number;
+  /** Any other option's bytes, base64. */
+  bytes?: string;
+}
+
+/** A TCP or UDP socket (IPv4 or IPv6). */
+export interface InetSocket {
+  family: "ipv4" | "ipv6";
+  proto: "tcp" | "udp";
+  /** TCP: listen, established or closed (never connected); UDP: closed. */
+  state: "listen" | "established" | "closed";
+  /** Bound address, or null for an unbound socket. */
+  local: SockAddr | null;
+  /** Connected peer, or null. */
+  peer: SockAddr | null;
+  /** Options put back after the socket is re-created. */
+  options: SockOption[];
+  /** SO_SNDBUF / SO_RCVBUF as getsockopt reports them, when not the kernel default. */
+  buffers?: { snd?: number; rcv?: number };
+  /** listen() backlog. */
+  backlog?: number;
+  /** An established connection's state, read in TCP repair mode. */
+  tcp?: TcpConnection;
+}
+
+/** An established TCP connection as TCP repair mode reads and writes it. */
+export interface TcpConnection {
+  /** Whether the peer socket belongs to the tree (else it needed the opt-in). */
+  peerInTree: boolean;
+  /** write_seq: after the last byte queued for sending. */
+  sndSeq: number;
+  /** rcv_nxt: the next byte expected from the peer. */
+  rcvSeq: number;
+  /** Send queue (sent-unacknowledged, then unsent), base64. */
+  sendQueue: string;
+  /** Unsent bytes at the end of the send queue. */
+  unsent: number;
+  /** Receive queue (received, not read by the process), base64. */
+  recvQueue: string;
+  mss: number;
+  wscale: { snd: number; rcv: number } | null;
+  sack: boolean;
+  timestamps: boolean;
+  /** TCP timestamp clock of the connection. */
+  timestamp: number;
+  window: { sndWl1: number; sndWnd: number; maxWindow: number; rcvWnd: number; rcvWup: number };
 }

@@ -272,3 +272,21 @@ export function xsaveXcr0(area: Uint8Array): bigint {
   const dv = new DataView(area.buffer, area.byteOffset + 464, 8);
   return dv.getBigUint64(0, true);
 }
+
+/** `struct tcp_repair_window` (TCP_REPAIR_WINDOW). */
+export interface TcpRepairWindowStruct extends Record<string, number> {
+  sndWl1: number;
+  sndWnd: number;
+  maxWindow: number;
+  rcvWnd: number;
+  rcvWup: number;
+}
+
+/** Codec of {@link TcpRepairWindowStruct} (five u32). */
+export const tcpRepairWindow: Struct<TcpRepairWindowStruct> = defineStruct<TcpRepairWindowStruct>([
+  ["sndWl1", "u32"],
+  ["sndWnd", "u32"],
+  ["maxWindow", "u32"],
+  ["rcvWnd", "u32"],
+  ["rcvWup", "u32"],
+]);

@@ -96,6 +96,15 @@ export const SYS = {
   pidfd_open: 434,
   clone3: 435,
   close_range: 436,
+  // Sockets.
+  sendto: 44,
+  recvfrom: 45,
+  connect: 42,
+  bind: 49,
+  listen: 50,
+  getsockname: 51,
+  getpeername: 52,
+  pidfd_getfd: 438,
 } as const;
 
 /** Name of a syscall by number, for plan printing and error messages. */

@@ -52,6 +52,8 @@ import { CHUNK_BYTES, MemoryStreamer } from "./memory.ts";
 import { SyncPageWriter, ThreadedPageWriter } from "./page_writer.ts";
 import { bootstrapSizeFor, chooseBootstrap, pagePolicy } from "./vmas.ts";
 import { TOOL_VERSION } from "../version.ts";
+import { InetSocketSession } from "../fds/inet_session.ts";
+import { inetQueueBytes } from "../fds/inet_plan.ts";
 
 /** Dumps with at least this much page data write from a worker thread. */
 const THREADED_WRITE_BYTES = 256 << 20;
@@ -264,6 +266,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
   let tree: FrozenTree | undefined;
   const streamers: MemoryStreamer[] = [];
   let writers: ImageWriter[] = [];
+  // TCP/UDP sockets; established connections stay in repair mode until the outcome is known.
+  const sockets = new InetSocketSession();
   try {
     tree = freezeTree(pid);
     const threadCount = tree.processes.reduce((n, p) => n + p.threads.length, 0);
@@ -287,11 +291,13 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         fdLists[i],
         topology,
         refusals,
+        sockets,
       );
       const size = bootstrapSizeFor(
         collected.vmas.length,
         collected.image.fds.length,
         collected.image.threads.length,
+        inetQueueBytes(collected.image.fds),
       );
       const start = chooseBootstrap(collected.vmas, size);
       const image: ProcessImage = {
@@ -302,6 +308,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       applyIncludes(image, opts.include);
       return { p, collected, image, start, size };
     });
+    sockets.finish(refusals);
     compileTree(described.map((d) => d.image), {
       pathOf: (pid) => `${finalDir}/${pid}.elf`,
       rootPid: pid,
@@ -361,6 +368,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     if (opts.leaveRunning) {
       // Every page is copied: the tree need not wait for the images to be
       // completed, synced and checksummed.
+      sockets.checkUnchanged();
+      sockets.releaseRunning();
       thawTree(tree);
       thawed = true;
       freezeSeconds = (performance.now() - tree.frozenAt) / 1000;
@@ -410,6 +419,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     };
     stats.dumpSeconds = (performance.now() - t0) / 1000;
     if (!thawed) stats.freezeSeconds = (performance.now() - tree.frozenAt) / 1000;
+    if (!thawed) sockets.checkUnchanged();
     await writeManifest(tmp, manifest);
     await fsyncDir(tmp);
     await Deno.remove(finalDir).catch(() => {}); // an empty directory given by the user
@@ -417,6 +427,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     await fsyncDir(dirname(finalDir));
     if (!thawed) {
       killTree(tree);
+      sockets.releaseAfterKill(); // closed in repair mode: the peers see nothing
       thawed = true;
     }
     tree = undefined;
@@ -426,6 +437,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     for (const s of streamers) await s.abort();
     for (const w of writers) await w.abort().catch(() => {});
     const gone = tree ? await goneProcesses(tree, e) : [];
+    sockets.releaseRunning();
     if (tree) thawTree(tree); // detaching an already resumed task is a harmless ESRCH
     await Deno.remove(tmp, { recursive: true }).catch(() => {});
     if (gone.length && !(e instanceof TargetError || e instanceof UnsupportedError)) {

@@ -22,6 +22,7 @@ import { queryInjectedState, withInjection } from "./injected.ts";
 import { collectThread, sharedPending } from "./threads.ts";
 import { classifyVma, type Vma } from "./vmas.ts";
 import { collectPipe } from "../fds/pipe.ts";
+import type { InetSocketSession } from "../fds/inet_session.ts";
 
 const hex = (v: bigint) => `0x${v.toString(16)}`;
 
@@ -109,6 +110,8 @@ export function collectProcess(
   fds: ProcFd[],
   topology: PipeTopology,
   refusals: Refusals,
+  /** Reads the TCP/UDP sockets (and keeps connections in repair mode, see inet_session.ts). */
+  sockets?: InetSocketSession,
 ): CollectedProcess {
   const stat = readStat(pid);
   const status = readStatus(pid);
@@ -162,6 +165,8 @@ export function collectProcess(
       }
     }
   }
+
+  sockets?.collect(pid, fdInfos);
 
   let exe: ProcessImage["exe"] = null;
   try {

@@ -26,6 +26,7 @@ import { type ProgramBuilder, slot } from "../program/builder.ts";
 import { decodeBase64 } from "../base64.ts";
 import { planEventfd, planSignalfd, planTimerfd } from "./anon.ts";
 import { planEpoll } from "./epoll.ts";
+import { creationOrder, emitInet, planInet } from "./inet_plan.ts";
 import { planPipe } from "./pipe.ts";
 import { planRegular, replacementFlags } from "./regular.ts";
 import type { SharedPipe } from "./shared_pipes.ts";
@@ -60,7 +61,7 @@ function planOne(f: FdInfo, proc: ProcessImage, shared?: readonly SharedPipe[]):
     case "socket":
       return f.restore === "inherit"
         ? { kind: "inherit", from: stdioFor(f) }
-        : refusedBecause("socket.other");
+        : planInet(f) ?? refusedBecause("socket.other");
     case "eventfd":
       return planEventfd(f);
     case "timerfd":
@@ -188,7 +189,7 @@ export function emitFds(
   };
   const scratchAddr = slotsAddress + BigInt(scratchSlot * 8);
   const nonblock = (flags: number) => flags & O_NONBLOCK;
-  for (const f of fds) {
+  for (const f of creationOrder(fds)) {
     const s = f.source;
     const what = `fd ${f.fd}`;
     switch (s.kind) {
@@ -253,6 +254,10 @@ export function emitFds(
         p.op(SYS.epoll_create1, [O_CLOEXEC], { store: scratchSlot });
         keep(`fd:${f.fd}`, `${what} epoll`);
         break;
+      case "inet":
+        emitInet(p, scratchSlot, s.socket, what);
+        keep(`fd:${f.fd}`, `${what} ${s.socket.proto} socket`);
+        break;
     }
   }
   const byFd = new Map(fds.map((f) => [f.fd, f]));
@@ -267,7 +272,7 @@ export function emitFds(
   p.op(SYS.close_range, [high, 0xffffffff, 0], { comment: "drop the temporaries" });
   for (const f of fds) {
     const s = f.source;
-    const setfl = s.kind === "pipe"
+    const setfl = s.kind === "pipe" || s.kind === "inet"
       ? s.flags & SETFL_MASK
       : s.kind === "inherit"
       ? s.setfl ?? 0

@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { FdInfo, ProcessImage } from "../model.ts";
+import type { FdInfo, InetSocket, ProcessImage } from "../model.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
 
 /** How one fd of a restored process is re-created. */
@@ -23,7 +23,8 @@ export type FdSource =
     interval: [number, number];
   }
   | { kind: "signalfd"; mask: string; flags: number }
-  | { kind: "epoll"; flags: number; targets: { fd: number; events: number; data: string }[] };
+  | { kind: "epoll"; flags: number; targets: { fd: number; events: number; data: string }[] }
+  | { kind: "inet"; socket: InetSocket; flags: number };
 
 /** A planned fd: its number and source. */
 export interface PlannedFd {

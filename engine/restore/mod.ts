@@ -21,6 +21,8 @@ import { RestoreError } from "../errors.ts";
 import { ImageFormatError } from "../image/errors.ts";
 import { verifyImageDir } from "../image/manifest.ts";
 import { compileTree } from "./restorable.ts";
+import { Refusals } from "../support.ts";
+import { reportInetUses } from "../fds/inet_plan.ts";
 import { checkFdFiles, checkFiles, checkPidsFree, checkPrivileges, checkVdso } from "./checks.ts";
 import { type RestoreEvent, RestoreSession, type RestoreUnit } from "./session.ts";
 
@@ -32,6 +34,11 @@ export interface RestoreOptions {
   verifyChecksums?: boolean;
   /** Progress callback. */
   onEvent?: (e: RestoreEvent) => void;
+  /**
+   * Opt-ins for state that depends on the world outside the tree, by their
+   * CLI names ("tcp-established", ...); see engine/support.ts.
+   */
+  optIns?: string[];
 }
 
 /** How a restored root ended. */
@@ -71,11 +78,13 @@ export async function planRestore(dir: string, opts: RestoreOptions = {}): Promi
   }
   const byPid = new Map<number, ProcessImage>(images.map((i) => [i.process.pid, i.process]));
   const pathOf = (pid: number) => `${abs}/${manifest.processes.find((p) => p.pid === pid)!.file}`;
+  const refusals = new Refusals(opts.optIns);
+  reportInetUses(images.map((i) => i.process), refusals);
   const compiled = compileTree(images.map((i) => i.process), {
     pathOf,
     rootPid: manifest.rootPid,
     inheritFds: opts.inheritFds,
-  });
+  }, refusals);
   const units: RestoreUnit[] = manifest.processes.map((entry) => ({
     image: byPid.get(entry.pid)!,
     path: pathOf(entry.pid),

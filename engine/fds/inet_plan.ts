@@ -1,0 +1,96 @@
+/**
+ * Restore side of TCP and UDP sockets: the plan of one socket fd (or why it
+ * cannot come back), the order sockets are created in, and the dispatch to
+ * tcp.ts / udp.ts for their ops.
+ *
+ * @module
+ */
+
+import type { FdInfo, InetSocket, ProcessImage } from "../model.ts";
+import { type Refusals, SUPPORT_TABLE } from "../support.ts";
+import { CryoError } from "../errors.ts";
+import type { ProgramBuilder } from "../program/builder.ts";
+import type { FdSource, PlannedFd } from "./types.ts";
+import { formatAddr, REFUSED_PREFIX } from "./inet.ts";
+import { emitTcp, finishTcp } from "./tcp.ts";
+import { emitUdp } from "./udp.ts";
+
+/**
+ * Restore plan of a TCP/UDP socket: its source, the reason it cannot be
+ * restored, or undefined when it is not one (another module's socket).
+ */
+export function planInet(f: FdInfo): FdSource | string | undefined {
+  if (f.restore.startsWith(REFUSED_PREFIX)) {
+    const id = f.restore.slice(REFUSED_PREFIX.length);
+    const row = SUPPORT_TABLE.find((r) => r.id === id);
+    const why = f.extra["refused"] ?? (row && "note" in row ? row.note : undefined);
+    return `${row?.what ?? id}: ${why ?? "not supported"}`;
+  }
+  if (f.inet) return { kind: "inet", socket: f.inet, flags: f.flags };
+  return undefined;
+}
+
+/** Emits the ops re-creating a planned TCP/UDP socket into `fdSlot`. */
+export function emitInet(p: ProgramBuilder, fdSlot: number, s: InetSocket, label: string): void {
+  if (s.proto === "tcp") emitTcp(p, fdSlot, s, label);
+  else emitUdp(p, fdSlot, s, label);
+}
+
+/**
+ * The order fds are created in: established TCP connections last, so that
+ * a listener binds its port before the connections it accepted (which take
+ * the same port in repair mode) exist again.
+ */
+export function creationOrder(fds: PlannedFd[]): PlannedFd[] {
+  const late = (f: PlannedFd) =>
+    f.source.kind === "inet" && f.source.socket.state === "established";
+  return [...fds.filter((f) => !late(f)), ...fds.filter(late)];
+}
+
+/** Bytes of queued data an image's restore program will carry for `fds`. */
+export function inetQueueBytes(fds: FdInfo[]): number {
+  let n = 0;
+  for (const f of fds) {
+    const t = f.inet?.tcp;
+    if (t) n += Math.ceil((t.sendQueue.length + t.recvQueue.length) * 3 / 4);
+  }
+  return n;
+}
+
+/**
+ * Restore-time uses of the table: an established connection to a peer
+ * outside the tree needs its opt-in again ("tcp-established").
+ */
+export function reportInetUses(images: readonly ProcessImage[], refusals: Refusals): void {
+  for (const image of images) {
+    for (const f of image.fds) {
+      const s = f.inet;
+      if (f.excluded || !s?.tcp || s.tcp.peerInTree) continue;
+      refusals.use(
+        "socket.tcp-established",
+        `process ${image.pid} fd ${f.fd} (tcp ${formatAddr(s.local)} -> ${formatAddr(s.peer)})`,
+      );
+    }
+  }
+}
+
+/**
+ * After every restore program ran (all processes of the tree exist, every
+ * socket is re-created): ends repair mode of each restored connection
+ * (see finishTcp). Throws naming the connection when that fails.
+ */
+export function finishInetSockets(images: readonly ProcessImage[]): void {
+  for (const image of images) {
+    for (const f of image.fds) {
+      if (f.excluded || f.sameAs !== undefined || !f.inet?.tcp) continue;
+      try {
+        finishTcp(image.pid, f.fd, f.inet);
+      } catch (e) {
+        throw new CryoError(
+          `process ${image.pid} fd ${f.fd} (tcp ${formatAddr(f.inet.local)} -> ` +
+            `${formatAddr(f.inet.peer)}): ending repair mode failed: ${(e as Error).message}`,
+        );
+      }
+    }
+  }
+}

@@ -1,0 +1,159 @@
+/**
+ * TCP and UDP sockets across dump, kill and restore (tests/targets/rt_tcp.c):
+ * IPv4 and IPv6 listeners that accept new clients afterwards, a connection
+ * inside the process with unsent bytes in its send queue and unread bytes
+ * in its receive queue (TCP repair mode), a connection to this test process
+ * (outside the tree: the opt-in "tcp-established") that carries on, and UDP
+ * sockets. Also the refusals: an outside connection without the opt-in, a
+ * queued datagram and a connection waiting in a listener's accept queue —
+ * each dump fails naming the socket and the target goes on untouched (its
+ * connections out of repair mode), as it does after a `leaveRunning` dump.
+ */
+
+import assert from "node:assert/strict";
+import { checkpoint } from "../engine/dump/mod.ts";
+import { restore } from "../engine/restore/mod.ts";
+import { UnsupportedError } from "../engine/errors.ts";
+import { assertChecksPassed } from "./helpers/checks.ts";
+import { statusField } from "./helpers/proc.ts";
+import {
+  dumpKillRestore,
+  startTriggered,
+  tempImageDir,
+  type TriggeredTarget,
+} from "./helpers/roundtrip.ts";
+import { withTargets } from "./helpers/targets.ts";
+
+const READY = /^ready pid=(\d+) port4=(\d+) port6=(\d+)$/m;
+const TCP_OPT_IN = ["tcp-established"];
+
+const CHECKS = [
+  "unsent-before",
+  "listen4-addr",
+  "listen4-opts",
+  "listen6-addr",
+  "listen6-opts",
+  "inner-addrs",
+  "inner-opts",
+  "inner-recv-queue",
+  "inner-send-queue",
+  "inner-after",
+  "outside-addrs",
+  "outside-recv-queue",
+  "outside-reply",
+  "outside-second",
+  "listen4-accepts",
+  "listen6-accepts",
+  "udp-addrs",
+  "udp-works",
+];
+
+/** The target with this test's connection to it: its greeting read, our bytes unread there. */
+interface Setup {
+  rt: TriggeredTarget;
+  conn: Deno.TcpConn;
+  port4: number;
+}
+
+async function readText(conn: Deno.Conn, n: number): Promise<string> {
+  const buf = new Uint8Array(n);
+  let got = 0;
+  while (got < n) {
+    const r = await conn.read(buf.subarray(got));
+    if (r === null) break;
+    got += r;
+  }
+  return new TextDecoder().decode(buf.subarray(0, got));
+}
+
+async function start(extra: string[] = []): Promise<Setup> {
+  const rt = await startTriggered("rt_tcp", READY, { extra });
+  const port4 = Number(rt.ready[2]);
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: port4 });
+  await conn.write(new TextEncoder().encode("hello-from-test"));
+  assert.equal(await readText(conn, 17), "hello-from-target");
+  await rt.t.waitFor(/^armed /m);
+  return { rt, conn, port4 };
+}
+
+/** Lets the target run its checks; answers on the outside connection as it expects. */
+async function finish(s: Setup, names = CHECKS): Promise<void> {
+  await Deno.writeTextFile(s.rt.trigger, "");
+  assert.equal(await readText(s.conn, 11), "reply-after", s.rt.t.output());
+  await s.conn.write(new TextEncoder().encode("second"));
+  const status = await s.rt.t.wait();
+  s.conn.close();
+  assertChecksPassed(s.rt.t, names, status);
+}
+
+/** Asserts the target is alive and no longer traced after a dump that left it running. */
+function assertUntouched(s: Setup): void {
+  assert.equal(s.rt.t.poll(), undefined, "the target died");
+  assert.equal(Number(statusField(s.rt.t.pid, "TracerPid")), 0, "still traced");
+}
+
+Deno.test(
+  "TCP listeners, connections (inside and to the outside) and UDP sockets survive a round trip",
+  withTargets(async () => {
+    const s = await start();
+    const { dump } = await dumpKillRestore(s.rt.t, { optIns: TCP_OPT_IN }, { optIns: TCP_OPT_IN });
+    assert.ok(dump.stats.processes === 1);
+    await finish(s);
+  }),
+);
+
+Deno.test(
+  "an outside TCP connection needs --tcp-established: dump and restore refuse it by name",
+  withTargets(async () => {
+    const s = await start();
+    const dir = await tempImageDir();
+    await assert.rejects(
+      () => checkpoint(s.rt.t.pid, { dir }),
+      (e: Error) => {
+        assert.ok(e instanceof UnsupportedError, String(e));
+        const line = e.items.find((l) => l.includes("needs --tcp-established"));
+        assert.ok(line, e.message);
+        assert.match(
+          line,
+          new RegExp(`fd \\d+ \\(tcp 127\\.0\\.0\\.1:${s.port4} -> 127\\.0\\.0\\.1:\\d+\\)`),
+        );
+        assert.equal(e.items.length, 1, e.message);
+        return true;
+      },
+    );
+    assertUntouched(s);
+    // A leaveRunning dump with the opt-in: the image needs it again at restore.
+    await checkpoint(s.rt.t.pid, { dir, leaveRunning: true, optIns: TCP_OPT_IN });
+    assertUntouched(s);
+    await assert.rejects(() => restore(dir), /needs --tcp-established/);
+    // Both dumps left the connections out of repair mode: everything works.
+    await finish(s);
+  }),
+);
+
+Deno.test(
+  "a queued datagram and a connection not yet accepted are refused by name",
+  withTargets(async () => {
+    const s = await start(["refuse"]);
+    const waiting = await Deno.connect({ hostname: "127.0.0.1", port: s.port4 });
+    try {
+      const dir = await tempImageDir();
+      await assert.rejects(
+        () => checkpoint(s.rt.t.pid, { dir, optIns: TCP_OPT_IN }),
+        (e: Error) => {
+          assert.ok(e instanceof UnsupportedError, String(e));
+          assert.match(e.message, /UDP datagrams waiting to be read: on 127\.0\.0\.1:\d+/);
+          assert.match(
+            e.message,
+            new RegExp(`not accepted yet: 1 connection\\(s\\) on 127\\.0\\.0\\.1:${s.port4}`),
+          );
+          return true;
+        },
+      );
+      assertUntouched(s);
+      await finish(s, ["refuse-drain-udp", "refuse-drain-accept", ...CHECKS]);
+    } finally {
+      waiting.close();
+    }
+  }),
+);
