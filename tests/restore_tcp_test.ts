@@ -5,7 +5,8 @@
  * in its receive queue (TCP repair mode), a connection to this test process
  * (outside the tree: the opt-in "tcp-established") that carries on, and UDP
  * sockets. Also the refusals: an outside connection without the opt-in, a
- * queued datagram and a connection waiting in a listener's accept queue —
+ * queued datagram, a connection waiting in a listener's accept queue, one
+ * in CLOSE_WAIT, a netlink socket and a socket shared with a child —
  * each dump fails naming the socket and the target goes on untouched (its
  * connections out of repair mode), as it does after a `leaveRunning` dump.
  */
@@ -132,7 +133,7 @@ Deno.test(
 );
 
 Deno.test(
-  "a queued datagram and a connection not yet accepted are refused by name",
+  "a queued datagram, an unaccepted or closing connection, netlink and shared sockets are refused by name",
   withTargets(async () => {
     const s = await start(["refuse"]);
     const waiting = await Deno.connect({ hostname: "127.0.0.1", port: s.port4 });
@@ -145,13 +146,21 @@ Deno.test(
           assert.match(e.message, /UDP datagrams waiting to be read: on 127\.0\.0\.1:\d+/);
           assert.match(
             e.message,
-            new RegExp(`not accepted yet: 1 connection\\(s\\) on 127\\.0\\.0\\.1:${s.port4}`),
+            new RegExp(`not accepted yet: 1 waiting on 127\\.0\\.0\\.1:${s.port4}`),
           );
+          const closing = Number(s.rt.t.output().match(/^closewait=(\d+)/m)?.[1]);
+          assert.match(
+            e.message,
+            new RegExp(`connecting or closing .*: close_wait \\(127\\.0\\.0\\.1:${closing}\\)`),
+          );
+          assert.match(e.message, /fd \d+ \(socket:\[\d+\]\): netlink sockets: not saved yet/);
+          const shared = e.items.filter((l) => l.includes("sockets shared by several processes"));
+          assert.equal(shared.length, 2, e.message); // the parent's fd and the child's
           return true;
         },
       );
       assertUntouched(s);
-      await finish(s, ["refuse-drain-udp", "refuse-drain-accept", ...CHECKS]);
+      await finish(s, ["refuse-drain-udp", "refuse-drain-accept", "refuse-child", ...CHECKS]);
     } finally {
       waiting.close();
     }

@@ -207,7 +207,7 @@ export function emitBuffers(p: ProgramBuilder, fdSlot: number, b: InetSocket["bu
 }
 
 /** The saved SO_REUSEADDR value (0 when not recorded). */
-export function reuseaddrOf(s: InetSocket): number {
+export function reuseaddrOf(s: Pick<InetSocket, "options">): number {
   return s.options.find((o) => o.level === SOL.SOCKET && o.name === SO.REUSEADDR)?.int ?? 0;
 }
 

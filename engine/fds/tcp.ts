@@ -82,7 +82,7 @@ export function collectTcp(copy: number, family: InetSocket["family"]): Collecte
       if (info.unacked > 0) {
         return {
           refused: "socket.tcp-accept-queue",
-          detail: `${info.unacked} connection(s) on ${formatAddr(local)} not accepted yet`,
+          detail: `${info.unacked} waiting on ${formatAddr(local)}`,
         };
       }
       return { inet: { ...base, state: "listen", peer: null, backlog: info.sacked } };
@@ -91,7 +91,15 @@ export function collectTcp(copy: number, family: InetSocket["family"]): Collecte
     case TCP_STATE.ESTABLISHED: {
       const peer = sockAddrOf(peerName(copy));
       setRepair(copy, true);
-      const c = readRepairedConnection(copy);
+      let c;
+      try {
+        c = readRepairedConnection(copy);
+      } catch (e) {
+        // The tree goes on: leave the socket as it was.
+        setRepair(copy, false);
+        setsockoptInt(copy, SOL.SOCKET, SO.REUSEADDR, reuseaddrOf(base));
+        throw e;
+      }
       return {
         repairCopy: true,
         inet: {

@@ -15,8 +15,11 @@
  * everything is as it was and still works (new clients are accepted, the
  * queued bytes arrive, the outside connection answers).
  *
- * With "refuse": additionally a datagram waits in U1 and the test makes a
- * second connection that is never accepted; after the trigger both are
+ * With "refuse": additionally a datagram waits in U1, the test makes a
+ * second connection that is never accepted, a connection whose peer closed
+ * sits in CLOSE_WAIT, a bound NETLINK_ROUTE socket is open, and a child
+ * process shares a third UDP socket; prints "closewait=<port>
+ * shared=<port>". After the trigger the datagram and the connection are
  * drained first.
  */
 #define _GNU_SOURCE
@@ -29,7 +32,10 @@
 #include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
 #include <linux/sockios.h>
+#include <sys/wait.h>
 
 #define BULK (256 * 1024)
 
@@ -193,6 +199,32 @@ int main(int argc, char **argv) {
   if (connect(u2, (struct sockaddr *)&a4, sizeof a4) != 0) die("connect u2");
   if (refuse && send(u2, "queued", 6, 0) != 6) die("send queued");
 
+  pid_t child = -1;
+  if (refuse) {
+    /* A connection whose peer has closed: CLOSE_WAIT. */
+    int x = sock(AF_INET, SOCK_STREAM);
+    a4.sin_port = htons(port4);
+    if (connect(x, (struct sockaddr *)&a4, sizeof a4) != 0) die("connect x");
+    int y = accept(l4, NULL, NULL);
+    if (y < 0) die("accept y");
+    close(x);
+    /* A bound route netlink socket. */
+    int nl = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
+    struct sockaddr_nl snl = {.nl_family = AF_NETLINK, .nl_groups = RTMGRP_LINK};
+    if (nl < 0 || bind(nl, (struct sockaddr *)&snl, sizeof snl) != 0) die("netlink");
+    /* A UDP socket shared with a child. */
+    int u3 = sock(AF_INET, SOCK_DGRAM);
+    a4.sin_port = 0;
+    if (bind(u3, (struct sockaddr *)&a4, sizeof a4) != 0) die("bind u3");
+    child = fork();
+    if (child == 0) {
+      for (int fd = 3; fd < 64; fd++)
+        if (fd != u3) close(fd);
+      wait_trigger(argv[1]);
+      _exit(0);
+    }
+    printf("closewait=%d shared=%d\n", port_of(y), port_of(u3));
+  }
   print_ready("pid=%d port4=%d port6=%d", getpid(), port4, port6);
   int o = accept(l4, NULL, NULL);
   if (o < 0) die("accept o");
@@ -221,6 +253,9 @@ int main(int argc, char **argv) {
     int extra = accept(l4, NULL, NULL);
     check("refuse-drain-accept", extra >= 0, "errno %d", errno);
     if (extra >= 0) close(extra);
+    int st = -1;
+    check("refuse-child", waitpid(child, &st, 0) == child && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+          "status %d", st);
   }
 
   check("unsent-before", unsent > 0 && written > 0, "written %zu unsent %d", written, unsent);
