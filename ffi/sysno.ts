@@ -94,6 +94,7 @@ export const SYS = {
   userfaultfd: 323,
   rseq: 334,
   pidfd_open: 434,
+  pidfd_getfd: 438,
   clone3: 435,
   close_range: 436,
   // Sockets.
@@ -104,7 +105,6 @@ export const SYS = {
   listen: 50,
   getsockname: 51,
   getpeername: 52,
-  pidfd_getfd: 438,
 } as const;
 
 /** Name of a syscall by number, for plan printing and error messages. */

@@ -29,6 +29,7 @@ import { planEpoll } from "./epoll.ts";
 import { creationOrder, emitInet, planInet } from "./inet_plan.ts";
 import { planPipe } from "./pipe.ts";
 import { planRegular, replacementFlags } from "./regular.ts";
+import { type PlannedPty, planTty } from "./tty.ts";
 import type { SharedPipe } from "./shared_pipes.ts";
 import { type FdSource, O_CLOEXEC, O_NONBLOCK, type PlannedFd, SETFL_MASK } from "./types.ts";
 
@@ -46,7 +47,12 @@ function stdioFor(f: FdInfo): number {
   return f.fd <= 2 ? f.fd : (f.flags & O_ACCMODE) === 0 ? 0 : 1;
 }
 
-function planOne(f: FdInfo, proc: ProcessImage, shared?: readonly SharedPipe[]): FdSource | string {
+function planOne(
+  f: FdInfo,
+  proc: ProcessImage,
+  shared?: readonly SharedPipe[],
+  ptys: readonly PlannedPty[] = [],
+): FdSource | string {
   switch (f.kind) {
     case "file":
     case "directory":
@@ -54,7 +60,7 @@ function planOne(f: FdInfo, proc: ProcessImage, shared?: readonly SharedPipe[]):
     case "chardev":
       return f.restore === "inherit" ? { kind: "inherit", from: stdioFor(f) } : planRegular(f);
     case "tty":
-      return { kind: "inherit", from: stdioFor(f) };
+      return planTty(f, stdioFor(f), ptys);
     case "pipe":
     case "fifo":
       return planPipe(f, stdioFor(f), shared);
@@ -102,6 +108,7 @@ export function planFds(
   proc: ProcessImage,
   inheritFds?: Map<number, string>,
   shared?: readonly SharedPipe[],
+  ptys?: readonly PlannedPty[],
 ): PlannedFd[] {
   const out: PlannedFd[] = [];
   const problems: string[] = [];
@@ -121,7 +128,7 @@ export function planFds(
       out.push({ fd: f.fd, source: { kind: "same", as: f.sameAs } });
       continue;
     }
-    const src = planOne(f, proc, shared);
+    const src = planOne(f, proc, shared, ptys);
     if (typeof src === "string") {
       problems.push(`fd ${f.fd} (${f.target}): ${src} (use --inherit-fd ${f.fd}=PATH)`);
     } else out.push({ fd: f.fd, source: src });

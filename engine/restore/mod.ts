@@ -23,6 +23,7 @@ import { verifyImageDir } from "../image/manifest.ts";
 import { compileTree } from "./restorable.ts";
 import { Refusals } from "../support.ts";
 import { reportInetUses } from "../fds/inet_plan.ts";
+import type { PlannedPty } from "../fds/tty.ts";
 import { checkFdFiles, checkFiles, checkPidsFree, checkPrivileges, checkVdso } from "./checks.ts";
 import { type RestoreEvent, RestoreSession, type RestoreUnit } from "./session.ts";
 
@@ -34,10 +35,7 @@ export interface RestoreOptions {
   verifyChecksums?: boolean;
   /** Progress callback. */
   onEvent?: (e: RestoreEvent) => void;
-  /**
-   * Opt-ins for state that depends on the world outside the tree, by their
-   * CLI names ("tcp-established", ...); see engine/support.ts.
-   */
+  /** Opt-ins given for state outside the tree ("shell-job", ...; see engine/support.ts). */
   optIns?: string[];
 }
 
@@ -65,6 +63,8 @@ export interface RestoredTree {
 export interface RestorePlan {
   manifest: Manifest;
   units: RestoreUnit[];
+  /** Pseudo-terminals the engine opens and hands to the tree (engine/fds/tty.ts). */
+  ptys: PlannedPty[];
 }
 
 /** Loads, verifies and compiles an image directory without creating anything. */
@@ -88,9 +88,9 @@ export async function planRestore(dir: string, opts: RestoreOptions = {}): Promi
   const units: RestoreUnit[] = manifest.processes.map((entry) => ({
     image: byPid.get(entry.pid)!,
     path: pathOf(entry.pid),
-    compiled: compiled.get(entry.pid)!,
+    compiled: compiled.processes.get(entry.pid)!,
   }));
-  return { manifest, units };
+  return { manifest, units, ptys: compiled.ptys };
 }
 
 function becomeSubreaper(): void {
@@ -169,7 +169,7 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
   becomeSubreaper();
   for (const p of processes) forgetParkedStatus(p.pid);
   const verification = verify ? verifyInWorker(plan) : Promise.resolve(undefined);
-  const session = new RestoreSession(plan.units, opts.onEvent);
+  const session = new RestoreSession(plan.units, opts.onEvent, undefined, plan.ptys);
   try {
     session.prepare();
   } catch (e) {

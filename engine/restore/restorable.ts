@@ -11,7 +11,8 @@
 import type { ProcessImage } from "../model.ts";
 import { UnsupportedError } from "../errors.ts";
 import { Refusals } from "../support.ts";
-import { planSharedPipes } from "../fds/shared_pipes.ts";
+import { planSharedPipes, type SharedPipe } from "../fds/shared_pipes.ts";
+import { checkTtys, type PlannedPty, planPtys } from "../fds/tty.ts";
 import { type CompiledProcess, compileProcess } from "./compile.ts";
 
 /** Where each image of the tree lives (or would live) and the user's fd overrides. */
@@ -24,6 +25,14 @@ export interface TreeCompileOptions {
   inheritFds?: Map<number, string>;
 }
 
+/** Every process of a tree compiled, and what the engine itself provides to the tree. */
+export interface CompiledTree {
+  /** Compiled processes by pid. */
+  processes: Map<number, CompiledProcess>;
+  /** Pseudo-terminals whose masters the engine opens and hands to the tree. */
+  ptys: PlannedPty[];
+}
+
 /**
  * Compiles every process of a tree; throws one UnsupportedError naming
  * every resource of every process that cannot be restored.
@@ -32,8 +41,11 @@ export function compileTree(
   images: readonly ProcessImage[],
   opts: TreeCompileOptions,
   refusals = new Refusals(),
-): Map<number, CompiledProcess> {
+): CompiledTree {
   const sharedPipes = planSharedPipes([...images]);
+  // Pty masters come from the engine at transfer fds above every other fd.
+  const ptys = planPtys(images, firstFreeFd(images, sharedPipes));
+  checkTtys(images, refusals);
   const out = new Map<number, CompiledProcess>();
   for (const image of images) {
     try {
@@ -44,6 +56,7 @@ export function compileTree(
           childImages: new Map(image.children.map((c) => [c, opts.pathOf(c)])),
           inheritFds: image.pid === opts.rootPid ? opts.inheritFds : undefined,
           sharedPipes,
+          ptys,
         }),
       );
     } catch (e) {
@@ -52,5 +65,13 @@ export function compileTree(
     }
   }
   refusals.throwIfAny("the tree cannot be restored");
-  return out;
+  return { processes: out, ptys };
+}
+
+/** The lowest fd number above every fd of the tree and every shared-pipe transfer fd. */
+function firstFreeFd(images: readonly ProcessImage[], shared: readonly SharedPipe[]): number {
+  let max = 2;
+  for (const p of images) for (const f of p.fds) max = Math.max(max, f.fd);
+  for (const s of shared) max = Math.max(max, s.readFd, s.writeFd);
+  return max + 1;
 }
