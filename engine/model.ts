@@ -292,6 +292,8 @@ export interface FdInfo {
   excluded?: boolean;
   /** An IPv4/IPv6 TCP or UDP socket: its state (engine/fds/tcp.ts, udp.ts). */
   inet?: InetSocket;
+  /** A netlink socket: its state (engine/fds/netlink.ts). */
+  netlink?: NetlinkSocket;
 }
 
 /** An IPv4 or IPv6 socket address. */
@@ -355,4 +357,22 @@ export interface TcpConnection {
   /** TCP timestamp clock of the connection. */
   timestamp: number;
   window: { sndWl1: number; sndWnd: number; maxWindow: number; rcvWnd: number; rcvWup: number };
+}
+
+/** A netlink socket (NETLINK_ROUTE) with nothing queued. */
+export interface NetlinkSocket {
+  /** Netlink protocol (0 = NETLINK_ROUTE). */
+  protocol: number;
+  /** SOCK_RAW or SOCK_DGRAM (the same for netlink). */
+  type: number;
+  /** Bound port id (0: not bound). */
+  portid: number;
+  /** Every multicast group joined (1-based numbers). */
+  groups: number[];
+  /** Connected destination (port id, group), or null. */
+  peer: { portid: number; groups: number } | null;
+  /** SOL_NETLINK and SOL_SOCKET options that differ from a fresh socket's. */
+  options: SockOption[];
+  /** SO_SNDBUF / SO_RCVBUF when not the kernel default. */
+  buffers?: { snd?: number; rcv?: number };
 }

@@ -289,3 +289,56 @@ export function writeAll(fd: number, bytes: Uint8Array, what: string): void {
     done += Number(r);
   }
 }
+
+/** SOL_NETLINK and its options cryo uses. */
+export const NETLINK = {
+  SOL: 270,
+  ADD_MEMBERSHIP: 1,
+  PKTINFO: 3,
+  BROADCAST_ERROR: 4,
+  NO_ENOBUFS: 5,
+  LISTEN_ALL_NSID: 8,
+  LIST_MEMBERSHIPS: 9,
+  CAP_ACK: 10,
+  EXT_ACK: 11,
+  GET_STRICT_CHK: 12,
+} as const;
+
+/** A `struct sockaddr_nl`: port id and the bitmap of groups 1..32. */
+export interface NetlinkAddr {
+  portid: number;
+  groups: number;
+}
+
+/** Decodes a sockaddr_nl (null for another family). */
+export function decodeNetlinkAddr(b: Uint8Array | null): NetlinkAddr | null {
+  if (!b || b.length < 12) return null;
+  const dv = new DataView(b.buffer, b.byteOffset, 12);
+  if (dv.getUint16(0, true) !== AF.NETLINK) return null;
+  return { portid: dv.getUint32(4, true), groups: dv.getUint32(8, true) };
+}
+
+/** Encodes a sockaddr_nl. */
+export function encodeNetlinkAddr(a: NetlinkAddr): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(12);
+  const dv = new DataView(out.buffer);
+  dv.setUint16(0, AF.NETLINK, true);
+  dv.setUint32(4, a.portid >>> 0, true);
+  dv.setUint32(8, a.groups >>> 0, true);
+  return out;
+}
+
+/** Every multicast group (1-based) netlink socket `fd` belongs to (NETLINK_LIST_MEMBERSHIPS). */
+export function netlinkMemberships(fd: number): number[] {
+  const b = getsockoptBytes(fd, NETLINK.SOL, NETLINK.LIST_MEMBERSHIPS, 128);
+  if (typeof b === "number") {
+    throw new SyscallError("getsockopt(NETLINK_LIST_MEMBERSHIPS)", [fd], -b);
+  }
+  const out: number[] = [];
+  const dv = new DataView(b.buffer, b.byteOffset, b.length);
+  for (let w = 0; w + 4 <= b.length; w += 4) {
+    const word = dv.getUint32(w, true);
+    for (let bit = 0; bit < 32; bit++) if (word & (1 << bit)) out.push(w * 8 + bit + 1);
+  }
+  return out;
+}

@@ -4,9 +4,9 @@
  * inside the process with unsent bytes in its send queue and unread bytes
  * in its receive queue (TCP repair mode), a connection to this test process
  * (outside the tree: the opt-in "tcp-established") that carries on, and UDP
- * sockets. Also the refusals: an outside connection without the opt-in, a
+ * sockets and a route netlink socket. Also the refusals: an outside connection without the opt-in, a
  * queued datagram, a connection waiting in a listener's accept queue, one
- * in CLOSE_WAIT, a netlink socket and a socket shared with a child —
+ * in CLOSE_WAIT, a netlink reply waiting to be read and a socket shared with a child —
  * each dump fails naming the socket and the target goes on untouched (its
  * connections out of repair mode), as it does after a `leaveRunning` dump.
  */
@@ -47,6 +47,10 @@ const CHECKS = [
   "listen6-accepts",
   "udp-addrs",
   "udp-works",
+  "netlink-addr",
+  "netlink-groups",
+  "netlink-ext-ack",
+  "netlink-works",
 ];
 
 /** The target with this test's connection to it: its greeting read, our bytes unread there. */
@@ -133,7 +137,7 @@ Deno.test(
 );
 
 Deno.test(
-  "a queued datagram, an unaccepted or closing connection, netlink and shared sockets are refused by name",
+  "a queued datagram or netlink reply, an unaccepted or closing connection and a shared socket are refused by name",
   withTargets(async () => {
     const s = await start(["refuse"]);
     const waiting = await Deno.connect({ hostname: "127.0.0.1", port: s.port4 });
@@ -153,14 +157,23 @@ Deno.test(
             e.message,
             new RegExp(`connecting or closing .*: close_wait \\(127\\.0\\.0\\.1:${closing}\\)`),
           );
-          assert.match(e.message, /fd \d+ \(socket:\[\d+\]\): netlink sockets: not saved yet/);
+          assert.match(
+            e.message,
+            /fd \d+ \(socket:\[\d+\]\): netlink messages waiting to be read, or a dump in progress: \d+ bytes queued/,
+          );
           const shared = e.items.filter((l) => l.includes("sockets shared by several processes"));
           assert.equal(shared.length, 2, e.message); // the parent's fd and the child's
           return true;
         },
       );
       assertUntouched(s);
-      await finish(s, ["refuse-drain-udp", "refuse-drain-accept", "refuse-child", ...CHECKS]);
+      await finish(s, [
+        "refuse-drain-udp",
+        "refuse-drain-accept",
+        "refuse-drain-netlink",
+        "refuse-child",
+        ...CHECKS,
+      ]);
     } finally {
       waiting.close();
     }

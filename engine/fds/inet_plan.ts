@@ -1,7 +1,7 @@
 /**
- * Restore side of TCP and UDP sockets: the plan of one socket fd (or why it
- * cannot come back), the order sockets are created in, and the dispatch to
- * tcp.ts / udp.ts for their ops.
+ * Restore side of TCP, UDP and netlink sockets: the plan of one socket fd
+ * (or why it cannot come back), the order sockets are created in, the
+ * dispatch to tcp.ts / udp.ts for their ops, and the end of repair mode.
  *
  * @module
  */
@@ -16,8 +16,9 @@ import { emitTcp, finishTcp } from "./tcp.ts";
 import { emitUdp } from "./udp.ts";
 
 /**
- * Restore plan of a TCP/UDP socket: its source, the reason it cannot be
- * restored, or undefined when it is not one (another module's socket).
+ * Restore plan of a socket cryo read at dump (TCP, UDP, netlink route): its
+ * source, the reason it cannot be restored, or undefined when it is none
+ * of those (another module's socket).
  */
 export function planInet(f: FdInfo): FdSource | string | undefined {
   if (f.restore.startsWith(REFUSED_PREFIX)) {
@@ -27,6 +28,7 @@ export function planInet(f: FdInfo): FdSource | string | undefined {
     return `${row?.what ?? id}: ${why ?? "not supported"}`;
   }
   if (f.inet) return { kind: "inet", socket: f.inet, flags: f.flags };
+  if (f.netlink) return { kind: "netlink", socket: f.netlink, flags: f.flags };
   return undefined;
 }
 

@@ -36,6 +36,8 @@ import type { Refusals, SupportId } from "../support.ts";
 import { type Collected, formatAddr, IPPROTO_TCP, IPPROTO_UDP, REFUSED_PREFIX } from "./inet.ts";
 import { collectTcp } from "./tcp.ts";
 import { collectUdp } from "./udp.ts";
+import { collectNetlink } from "./netlink.ts";
+import { type NetlinkRow, readNetlinkTable } from "../proc/netlink.ts";
 
 /** How one socket was read: its fd record, where, and the copy kept in repair mode. */
 interface Entry {
@@ -59,6 +61,17 @@ export class InetSocketSession {
   readonly #entries: Entry[] = [];
   /** Socket inode -> the processes holding it. */
   readonly #holders = new Map<string, Set<number>>();
+  readonly #netlinks: Entry[] = [];
+  readonly #netlinkTables = new Map<number, Map<number, NetlinkRow>>();
+
+  #netlinkRow(pid: number, target: string): NetlinkRow | undefined {
+    let table = this.#netlinkTables.get(pid);
+    if (!table) {
+      table = readNetlinkTable(pid);
+      this.#netlinkTables.set(pid, table);
+    }
+    return table.get(Number(target.match(/\[(\d+)\]/)?.[1]));
+  }
 
   /**
    * Reads every socket fd of process `pid` (skipping duplicates of an fd
@@ -84,7 +97,15 @@ export class InetSocketSession {
       const domain = getsockoptInt(copy, SOL.SOCKET, SO.DOMAIN);
       const type = getsockoptInt(copy, SOL.SOCKET, SO.TYPE);
       const protocol = getsockoptInt(copy, SOL.SOCKET, SO.PROTOCOL);
-      if (domain === AF.NETLINK) return this.#refuse(f, "socket.netlink");
+      if (domain === AF.NETLINK) {
+        const row = this.#netlinkRow(pid, f.target);
+        const got = collectNetlink(copy, type ?? 0, protocol ?? 0, row);
+        if ("refused" in got) return this.#refuse(f, got.refused, got.detail);
+        f.netlink = got.netlink;
+        f.restore = "netlink";
+        this.#netlinks.push({ pid, fd: f, where });
+        return;
+      }
       if (domain !== AF.INET && domain !== AF.INET6) return; // another module's kind
       const family = domain === AF.INET ? "ipv4" : "ipv6";
       let got: Collected;
@@ -134,6 +155,12 @@ export class InetSocketSession {
     for (const e of this.#entries) {
       const s = e.fd.inet!;
       if (s.tcp && s.local && s.peer) ends.add(`${canonical(s.local)}|${canonical(s.peer)}`);
+    }
+    for (const e of this.#netlinks) {
+      if ((this.#holders.get(e.fd.target)?.size ?? 0) > 1) {
+        this.#refuse(e.fd, "socket.inet-shared");
+        delete e.fd.netlink;
+      } else refusals.use("socket.netlink-route", e.where);
     }
     for (const e of this.#entries) {
       const s = e.fd.inet!;

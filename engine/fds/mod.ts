@@ -27,6 +27,7 @@ import { decodeBase64 } from "../base64.ts";
 import { planEventfd, planSignalfd, planTimerfd } from "./anon.ts";
 import { planEpoll } from "./epoll.ts";
 import { creationOrder, emitInet, planInet } from "./inet_plan.ts";
+import { emitNetlink } from "./netlink.ts";
 import { planPipe } from "./pipe.ts";
 import { planRegular, replacementFlags } from "./regular.ts";
 import { type PlannedPty, planTty } from "./tty.ts";
@@ -265,6 +266,10 @@ export function emitFds(
         emitInet(p, scratchSlot, s.socket, what);
         keep(`fd:${f.fd}`, `${what} ${s.socket.proto} socket`);
         break;
+      case "netlink":
+        emitNetlink(p, scratchSlot, s.socket, what);
+        keep(`fd:${f.fd}`, `${what} netlink socket`);
+        break;
     }
   }
   const byFd = new Map(fds.map((f) => [f.fd, f]));
@@ -279,7 +284,7 @@ export function emitFds(
   p.op(SYS.close_range, [high, 0xffffffff, 0], { comment: "drop the temporaries" });
   for (const f of fds) {
     const s = f.source;
-    const setfl = s.kind === "pipe" || s.kind === "inet"
+    const setfl = s.kind === "pipe" || s.kind === "inet" || s.kind === "netlink"
       ? s.flags & SETFL_MASK
       : s.kind === "inherit"
       ? s.setfl ?? 0

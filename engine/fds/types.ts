@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { FdInfo, InetSocket, ProcessImage } from "../model.ts";
+import type { FdInfo, InetSocket, NetlinkSocket, ProcessImage } from "../model.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
 
 /** How one fd of a restored process is re-created. */
@@ -24,7 +24,8 @@ export type FdSource =
   }
   | { kind: "signalfd"; mask: string; flags: number }
   | { kind: "epoll"; flags: number; targets: { fd: number; events: number; data: string }[] }
-  | { kind: "inet"; socket: InetSocket; flags: number };
+  | { kind: "inet"; socket: InetSocket; flags: number }
+  | { kind: "netlink"; socket: NetlinkSocket; flags: number };
 
 /** A planned fd: its number and source. */
 export interface PlannedFd {

@@ -8,7 +8,8 @@
  * where C has unsent bytes in its send queue (A's receive buffer is full,
  * A has not read) and C has unread bytes from A; a connection from the
  * test (outside) accepted as O, with the test's bytes unread in O; UDP
- * sockets U1 (bound) and U2 (bound, connected to U1).
+ * sockets U1 (bound) and U2 (bound, connected to U1); a NETLINK_ROUTE
+ * socket bound to groups RTMGRP_LINK and 33, with NETLINK_EXT_ACK.
  *
  * Prints "ready pid=<pid> port4=<p> port6=<p>", accepts the test's
  * connection, prints "armed", waits for the trigger file, then checks that
@@ -17,10 +18,10 @@
  *
  * With "refuse": additionally a datagram waits in U1, the test makes a
  * second connection that is never accepted, a connection whose peer closed
- * sits in CLOSE_WAIT, a bound NETLINK_ROUTE socket is open, and a child
+ * sits in CLOSE_WAIT, a route netlink socket has a reply waiting, and a child
  * process shares a third UDP socket; prints "closewait=<port>
- * shared=<port>". After the trigger the datagram and the connection are
- * drained first.
+ * shared=<port>". After the trigger the datagram, the connection and the
+ * netlink reply are drained first.
  */
 #define _GNU_SOURCE
 #include "common.h"
@@ -122,6 +123,35 @@ static int expect(int fd, const char *text) {
 }
 
 /* Connects a new client to the listener on (family, port), accepts it, and exchanges a byte. */
+/* Sends an RTM_GETLINK dump request on netlink socket fd. */
+static int request_links(int fd) {
+  struct {
+    struct nlmsghdr h;
+    struct rtgenmsg g;
+  } req = {.h = {.nlmsg_len = sizeof req, .nlmsg_type = RTM_GETLINK,
+                 .nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP, .nlmsg_seq = 1},
+           .g = {.rtgen_family = AF_UNSPEC}};
+  struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
+  return sendto(fd, &req, sizeof req, 0, (struct sockaddr *)&kernel, sizeof kernel) == sizeof req;
+}
+
+/* Reads a whole RTM_GETLINK dump; returns how many links it listed (-1 on error). */
+static int read_links(int fd) {
+  static char buf[65536];
+  int links = 0;
+  for (;;) {
+    struct pollfd p = {fd, POLLIN, 0};
+    if (poll(&p, 1, 5000) <= 0) return -1;
+    ssize_t n = recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) return -1;
+    for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, (size_t)n); h = NLMSG_NEXT(h, n)) {
+      if (h->nlmsg_type == NLMSG_DONE) return links;
+      if (h->nlmsg_type == NLMSG_ERROR) return -1;
+      if (h->nlmsg_type == RTM_NEWLINK) links++;
+    }
+  }
+}
+
 static int new_client_works(int listener, int family, int port) {
   int c = sock(family, SOCK_STREAM);
   int ok;
@@ -199,7 +229,21 @@ int main(int argc, char **argv) {
   if (connect(u2, (struct sockaddr *)&a4, sizeof a4) != 0) die("connect u2");
   if (refuse && send(u2, "queued", 6, 0) != 6) die("send queued");
 
+  /* A route netlink socket: groups 1 (RTMGRP_LINK) by bind, 33 by membership, extended acks. */
+  int nl = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
+  struct sockaddr_nl snl = {.nl_family = AF_NETLINK, .nl_groups = RTMGRP_LINK};
+  if (nl < 0 || bind(nl, (struct sockaddr *)&snl, sizeof snl) != 0) die("netlink");
+  setint(nl, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, 33, "NETLINK_ADD_MEMBERSHIP");
+  setint(nl, SOL_NETLINK, NETLINK_EXT_ACK, 1, "NETLINK_EXT_ACK");
+  struct sockaddr_nl nl_before;
+  socklen_t nl_len = sizeof nl_before;
+  getsockname(nl, (struct sockaddr *)&nl_before, &nl_len);
+  uint32_t groups_before[4] = {0};
+  socklen_t glen = sizeof groups_before;
+  getsockopt(nl, SOL_NETLINK, NETLINK_LIST_MEMBERSHIPS, groups_before, &glen);
+
   pid_t child = -1;
+  int nl_pending = -1;
   if (refuse) {
     /* A connection whose peer has closed: CLOSE_WAIT. */
     int x = sock(AF_INET, SOCK_STREAM);
@@ -208,10 +252,9 @@ int main(int argc, char **argv) {
     int y = accept(l4, NULL, NULL);
     if (y < 0) die("accept y");
     close(x);
-    /* A bound route netlink socket. */
-    int nl = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
-    struct sockaddr_nl snl = {.nl_family = AF_NETLINK, .nl_groups = RTMGRP_LINK};
-    if (nl < 0 || bind(nl, (struct sockaddr *)&snl, sizeof snl) != 0) die("netlink");
+    /* A route netlink socket with a reply waiting. */
+    nl_pending = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
+    if (nl_pending < 0 || !request_links(nl_pending)) die("netlink request");
     /* A UDP socket shared with a child. */
     int u3 = sock(AF_INET, SOCK_DGRAM);
     a4.sin_port = 0;
@@ -253,6 +296,7 @@ int main(int argc, char **argv) {
     int extra = accept(l4, NULL, NULL);
     check("refuse-drain-accept", extra >= 0, "errno %d", errno);
     if (extra >= 0) close(extra);
+    check("refuse-drain-netlink", read_links(nl_pending) > 0, "");
     int st = -1;
     check("refuse-child", waitpid(child, &st, 0) == child && WIFEXITED(st) && WEXITSTATUS(st) == 0,
           "status %d", st);
@@ -302,5 +346,22 @@ int main(int argc, char **argv) {
             sendto(u1, "back", 4, 0, (struct sockaddr *)&from, flen) == 4 &&
             recv(u2, d, sizeof d, 0) == 4,
         "");
+  struct sockaddr_nl nl_now;
+  nl_len = sizeof nl_now;
+  getsockname(nl, (struct sockaddr *)&nl_now, &nl_len);
+  uint32_t groups_now[4] = {0};
+  glen = sizeof groups_now;
+  getsockopt(nl, SOL_NETLINK, NETLINK_LIST_MEMBERSHIPS, groups_now, &glen);
+  check("netlink-addr",
+        nl_now.nl_pid == nl_before.nl_pid && nl_now.nl_groups == nl_before.nl_groups &&
+            nl_before.nl_groups == RTMGRP_LINK,
+        "port id %u groups %x, before %u %x", nl_now.nl_pid, nl_now.nl_groups, nl_before.nl_pid,
+        nl_before.nl_groups);
+  check("netlink-groups",
+        memcmp(groups_now, groups_before, sizeof groups_now) == 0 && (groups_now[1] & 1),
+        "%x %x, before %x %x", groups_now[0], groups_now[1], groups_before[0], groups_before[1]);
+  check("netlink-ext-ack", getint(nl, SOL_NETLINK, NETLINK_EXT_ACK) == 1, "");
+  int links = request_links(nl) ? read_links(nl) : -1;
+  check("netlink-works", links > 0, "links %d", links);
   return verdict();
 }
