@@ -39,6 +39,7 @@ const CHECKS = [
   "inner-recv-queue",
   "inner-send-queue",
   "inner-after",
+  "v6-conn",
   "outside-addrs",
   "outside-recv-queue",
   "outside-reply",

@@ -96,3 +96,21 @@ export function finishInetSockets(images: readonly ProcessImage[]): void {
     }
   }
 }
+
+/** What {@link finishInetSockets} does for `image`, for `show --plan`. */
+export function finishInetPlan(image: ProcessImage): string[] {
+  return image.fds.filter((f) => !f.excluded && f.sameAs === undefined && f.inet?.tcp).map((f) => {
+    const t = f.inet!.tcp!;
+    return `fd ${f.fd}: TCP_REPAIR off through a pidfd_getfd copy, SO_REUSEADDR as saved` +
+      (t.unsent ? `, then ${t.unsent} never-sent bytes written` : "");
+  });
+}
+
+/** A socket source for people: "tcp listen 127.0.0.1:80", "netlink route, port id 12". */
+export function describeSocket(s: Extract<FdSource, { kind: "inet" | "netlink" }>): string {
+  if (s.kind === "netlink") return `netlink route socket, port id ${s.socket.portid}`;
+  const k = s.socket;
+  const peer = k.peer ? ` -> ${formatAddr(k.peer)}` : "";
+  const what = k.proto === "udp" ? "udp" : `tcp ${k.state}`;
+  return `${what} ${formatAddr(k.local)}${peer}${k.tcp ? " (repair mode)" : ""}`;
+}

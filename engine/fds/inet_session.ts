@@ -91,6 +91,15 @@ export class InetSocketSession {
 
   #collectOne(pid: number, f: FdInfo): void {
     const where = `process ${pid} fd ${f.fd} (${f.target})`;
+    try {
+      this.#read(pid, f, where);
+    } catch (e) {
+      if (e instanceof CryoError) throw e;
+      throw new CryoError(`${where}: reading the socket failed: ${(e as Error).message}`);
+    }
+  }
+
+  #read(pid: number, f: FdInfo, where: string): void {
     const copy = pidfdGetfd(pid, f.fd);
     let keep = false;
     try {

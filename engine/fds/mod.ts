@@ -26,7 +26,7 @@ import { type ProgramBuilder, slot } from "../program/builder.ts";
 import { decodeBase64 } from "../base64.ts";
 import { planEventfd, planSignalfd, planTimerfd } from "./anon.ts";
 import { planEpoll } from "./epoll.ts";
-import { creationOrder, emitInet, planInet } from "./inet_plan.ts";
+import { creationOrder, describeSocket, emitInet, planInet } from "./inet_plan.ts";
 import { emitNetlink } from "./netlink.ts";
 import { planPipe } from "./pipe.ts";
 import { planRegular, replacementFlags } from "./regular.ts";
@@ -154,6 +154,9 @@ export function describeSource(f: PlannedFd): string {
       return `fd ${f.fd} shares fd ${s.as}`;
     case "pipe":
       return `fd ${f.fd} = ${s.end} end of ${s.id}${s.data ? " (with its buffered bytes)" : ""}`;
+    case "inet":
+    case "netlink":
+      return `fd ${f.fd} = ${describeSocket(s)}`;
     default:
       return `fd ${f.fd} = new ${s.kind}`;
   }

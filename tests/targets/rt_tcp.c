@@ -6,7 +6,8 @@
  * accepted sockets, backlog 7) and an IPv6 listener (v6only, SO_REUSEPORT,
  * backlog 5); a connection inside the process (client C -> accepted A)
  * where C has unsent bytes in its send queue (A's receive buffer is full,
- * A has not read) and C has unread bytes from A; a connection from the
+ * A has not read) and C has unread bytes from A; an IPv6 connection inside
+ * the process with unread bytes both ways; a connection from the
  * test (outside) accepted as O, with the test's bytes unread in O; UDP
  * sockets U1 (bound) and U2 (bound, connected to U1); a NETLINK_ROUTE
  * socket bound to groups RTMGRP_LINK and 33, with NETLINK_EXT_ACK.
@@ -220,6 +221,14 @@ int main(int argc, char **argv) {
   int unsent = 0;
   ioctl(c, SIOCOUTQNSD, &unsent);
 
+  /* An IPv6 connection inside the process, with bytes waiting in both directions. */
+  int c6 = sock(AF_INET6, SOCK_STREAM);
+  a6.sin6_port = htons(port6);
+  if (connect(c6, (struct sockaddr *)&a6, sizeof a6) != 0) die("connect c6");
+  int s6 = accept(l6, NULL, NULL);
+  if (s6 < 0) die("accept s6");
+  if (write(c6, "six-up", 6) != 6 || write(s6, "six-down", 8) != 8) die("write v6");
+
   /* UDP. */
   int u1 = sock(AF_INET, SOCK_DGRAM), u2 = sock(AF_INET, SOCK_DGRAM);
   a4.sin_port = 0;
@@ -279,7 +288,9 @@ int main(int argc, char **argv) {
     if (inq >= 15) break;
     sleep_ms(10);
   }
-  struct addrs ad_l4, ad_l6, ad_c, ad_a, ad_o, ad_u1, ad_u2;
+  struct addrs ad_l4, ad_l6, ad_c, ad_a, ad_o, ad_u1, ad_u2, ad_c6, ad_s6;
+  addrs_of(c6, &ad_c6);
+  addrs_of(s6, &ad_s6);
   addrs_of(l4, &ad_l4);
   addrs_of(l6, &ad_l6);
   addrs_of(c, &ad_c);
@@ -328,6 +339,9 @@ int main(int argc, char **argv) {
   check("inner-send-queue", n == written && bad == 0, "got %zu of %zu, %zu wrong", n, written, bad);
   check("inner-after", write_all(c, "more", 4) == 0 && expect(a, "more") &&
                            write(a, "back", 4) == 4 && expect(c, "back"), "");
+  check("v6-conn", same_addrs(c6, &ad_c6) && same_addrs(s6, &ad_s6) && expect(s6, "six-up") &&
+                       expect(c6, "six-down") && write(c6, "again", 5) == 5 && expect(s6, "again"),
+        "");
   check("outside-addrs", same_addrs(o, &ad_o), "");
   check("outside-recv-queue", expect(o, "hello-from-test"), "");
   check("outside-reply", write(o, "reply-after", 11) == 11, "");
