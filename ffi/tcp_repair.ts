@@ -17,7 +17,7 @@ import {
   setsockoptInt,
   SOL,
   unsentBytes,
-} from "./socket.ts";
+} from "./net.ts";
 import { SyscallError } from "./libc.ts";
 
 /** SOL_TCP option numbers. */

@@ -20,7 +20,7 @@ import {
   SOCK,
   sockName,
   SOL,
-} from "../../ffi/socket.ts";
+} from "../../ffi/net.ts";
 import { TCP } from "../../ffi/tcp_repair.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { CryoError } from "../errors.ts";

@@ -28,7 +28,7 @@ import {
   SO,
   SOCK,
   SOL,
-} from "../../ffi/socket.ts";
+} from "../../ffi/net.ts";
 import { receiveSequence, setRepair } from "../../ffi/tcp_repair.ts";
 import { CryoError } from "../errors.ts";
 import type { FdInfo, SockAddr } from "../model.ts";

@@ -20,8 +20,8 @@ import {
   newSocket,
   peerName,
   sockName,
-} from "../../ffi/socket.ts";
-import { AF } from "../../ffi/socket.ts";
+} from "../../ffi/net.ts";
+import { AF } from "../../ffi/net.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { CryoError } from "../errors.ts";
 import type { NetlinkSocket, SockOption } from "../model.ts";

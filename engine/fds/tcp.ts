@@ -13,7 +13,7 @@
  * @module
  */
 
-import { SO, SOCK, SOL } from "../../ffi/socket.ts";
+import { SO, SOCK, SOL } from "../../ffi/net.ts";
 import {
   encodeRepairOptions,
   readRepairedConnection,
@@ -26,14 +26,7 @@ import {
 } from "../../ffi/tcp_repair.ts";
 import { tcpRepairWindow } from "../../ffi/structs.ts";
 import { SYS } from "../../ffi/sysno.ts";
-import {
-  closeFd,
-  peerName,
-  pidfdGetfd,
-  setsockoptInt,
-  sockName,
-  writeAll,
-} from "../../ffi/socket.ts";
+import { closeFd, peerName, pidfdGetfd, setsockoptInt, sockName, writeAll } from "../../ffi/net.ts";
 import { decodeBase64, encodeBase64 } from "../base64.ts";
 import type { InetSocket } from "../model.ts";
 import { type ProgramBuilder, slot } from "../program/builder.ts";

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { closeFd, datagramQueued, peerName, SO, SOCK, sockName, SOL } from "../../ffi/socket.ts";
+import { closeFd, datagramQueued, peerName, SO, SOCK, sockName, SOL } from "../../ffi/net.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import type { InetSocket } from "../model.ts";
 import type { ProgramBuilder } from "../program/builder.ts";

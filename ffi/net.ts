@@ -1,5 +1,5 @@
 /**
- * Sockets seen from cryo: a copy of another process's socket fd
+ * TCP, UDP and netlink sockets seen from cryo: a copy of another process's socket fd
  * (pidfd_getfd), socket options, addresses (sockaddr_in / sockaddr_in6
  * codecs), queue sizes and peeking at queued bytes.
  *
