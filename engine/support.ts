@@ -76,6 +76,7 @@ export const SUPPORT_TABLE = [
   { id: "socket.tcp-established", area: "socket", what: "established TCP connections to peers outside the tree", support: "opt-in", optIn: "tcp-established", note: "the peer must not send while the tree is down" },
   { id: "socket.tcp-accept-queue", area: "socket", what: "listening TCP sockets with connections not accepted yet", support: "refused", note: "those connections cannot be carried over" },
   { id: "socket.tcp-other", area: "socket", what: "TCP sockets connecting or closing (SYN_SENT, FIN_WAIT, CLOSE_WAIT, ...)", support: "refused", note: "not saved yet" },
+  { id: "socket.tcp-urgent", area: "socket", what: "TCP urgent (out-of-band) data not read yet", support: "refused", note: "not saved yet" },
   { id: "socket.udp", area: "socket", what: "UDP sockets (bound, connected)", support: "saved" },
   { id: "socket.udp-queued", area: "socket", what: "UDP datagrams waiting to be read", support: "refused", note: "their senders' addresses cannot be re-created" },
   { id: "socket.inet-shared", area: "socket", what: "TCP, UDP and netlink sockets shared by several processes", support: "refused", note: "not saved yet" },

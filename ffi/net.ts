@@ -36,6 +36,7 @@ export const SO = {
   DOMAIN: 39,
 } as const;
 
+const MSG_OOB = 1;
 const MSG_PEEK = 2;
 const MSG_DONTWAIT = 0x40;
 const MSG_TRUNC = 0x20;
@@ -341,4 +342,15 @@ export function netlinkMemberships(fd: number): number[] {
     for (let bit = 0; bit < 32; bit++) if (word & (1 << bit)) out.push(w * 8 + bit + 1);
   }
   return out;
+}
+
+/**
+ * Whether TCP socket `fd` has urgent (out-of-band) data pending: a peek
+ * with MSG_OOB fails with EINVAL only when there is none (or it is read
+ * inline, SO_OOBINLINE).
+ */
+export function urgentPending(fd: number): boolean {
+  const buf = new Uint8Array(1);
+  const r = rawSyscall(SYS.recvfrom, fd, buf, 1, MSG_OOB | MSG_PEEK | MSG_DONTWAIT, 0, 0);
+  return r !== -22n;
 }

@@ -6,7 +6,7 @@
  * (outside the tree: the opt-in "tcp-established") that carries on, and UDP
  * sockets and a route netlink socket. Also the refusals: an outside connection without the opt-in, a
  * queued datagram, a connection waiting in a listener's accept queue, one
- * in CLOSE_WAIT, a netlink reply waiting to be read and a socket shared with a child —
+ * in CLOSE_WAIT, one shut down for reading, urgent data, a netlink reply waiting to be read and a socket shared with a child —
  * each dump fails naming the socket and the target goes on untouched (its
  * connections out of repair mode), as it does after a `leaveRunning` dump.
  */
@@ -161,6 +161,21 @@ Deno.test(
           assert.match(
             e.message,
             /fd \d+ \(socket:\[\d+\]\): netlink messages waiting to be read, or a dump in progress: \d+ bytes queued/,
+          );
+          const facts = s.rt.t.output();
+          const shutrd = Number(facts.match(/shutrd=(\d+)/)?.[1]);
+          const urgent = Number(facts.match(/urgent=(\d+)/)?.[1]);
+          assert.match(
+            e.message,
+            new RegExp(
+              `closing .*: 127\\.0\\.0\\.1:${s.port4} -> 127\\.0\\.0\\.1:${shutrd} shut down for reading`,
+            ),
+          );
+          assert.match(
+            e.message,
+            new RegExp(
+              `urgent \\(out-of-band\\) data not read yet: 127\\.0\\.0\\.1:${s.port4} -> 127\\.0\\.0\\.1:${urgent}`,
+            ),
           );
           const shared = e.items.filter((l) => l.includes("sockets shared by several processes"));
           assert.equal(shared.length, 2, e.message); // the parent's fd and the child's

@@ -29,7 +29,8 @@ import {
   SOCK,
   SOL,
 } from "../../ffi/net.ts";
-import { receiveSequence, setRepair } from "../../ffi/tcp_repair.ts";
+import { receiveSequence, setRepair, TCP_STATE } from "../../ffi/tcp_repair.ts";
+import { tcpShutdownStates } from "../../ffi/inet_diag.ts";
 import { CryoError } from "../errors.ts";
 import type { FdInfo, SockAddr } from "../model.ts";
 import type { Refusals, SupportId } from "../support.ts";
@@ -62,6 +63,17 @@ export class InetSocketSession {
   /** Socket inode -> the processes holding it. */
   readonly #holders = new Map<string, Set<number>>();
   readonly #netlinks: Entry[] = [];
+  /** Address family -> (inode -> sk_shutdown) of established TCP sockets, read once. */
+  readonly #shutdowns = new Map<number, Map<number, number>>();
+
+  #shutdownOf(family: number, target: string): number | undefined {
+    let table = this.#shutdowns.get(family);
+    if (!table) {
+      table = tcpShutdownStates(family, 1 << TCP_STATE.ESTABLISHED);
+      this.#shutdowns.set(family, table);
+    }
+    return table.get(Number(target.match(/\[(\d+)\]/)?.[1]));
+  }
   readonly #netlinkTables = new Map<number, Map<number, NetlinkRow>>();
 
   #netlinkRow(pid: number, target: string): NetlinkRow | undefined {
@@ -119,7 +131,7 @@ export class InetSocketSession {
       const family = domain === AF.INET ? "ipv4" : "ipv6";
       let got: Collected;
       if (type === SOCK.STREAM && protocol === IPPROTO_TCP) {
-        got = collectTcp(copy, family);
+        got = collectTcp(copy, family, () => this.#shutdownOf(domain, f.target));
       } else if (type === SOCK.DGRAM && protocol === IPPROTO_UDP) {
         got = collectUdp(copy, family);
       } else {

@@ -13,7 +13,6 @@
  * @module
  */
 
-import { SO, SOCK, SOL } from "../../ffi/net.ts";
 import {
   encodeRepairOptions,
   readRepairedConnection,
@@ -26,7 +25,18 @@ import {
 } from "../../ffi/tcp_repair.ts";
 import { tcpRepairWindow } from "../../ffi/structs.ts";
 import { SYS } from "../../ffi/sysno.ts";
-import { closeFd, peerName, pidfdGetfd, setsockoptInt, sockName, writeAll } from "../../ffi/net.ts";
+import {
+  closeFd,
+  peerName,
+  pidfdGetfd,
+  setsockoptInt,
+  SO,
+  SOCK,
+  sockName,
+  SOL,
+  urgentPending,
+  writeAll,
+} from "../../ffi/net.ts";
 import { decodeBase64, encodeBase64 } from "../base64.ts";
 import type { InetSocket } from "../model.ts";
 import { type ProgramBuilder, slot } from "../program/builder.ts";
@@ -58,7 +68,12 @@ const WRITE_CHUNK = 64 << 10;
  * connection is left in repair mode (`repairCopy`: the caller keeps the
  * copy and decides when repair mode ends).
  */
-export function collectTcp(copy: number, family: InetSocket["family"]): Collected {
+export function collectTcp(
+  copy: number,
+  family: InetSocket["family"],
+  /** Its sk_shutdown as sock_diag reports it (for an established connection). */
+  shutdownOf: () => number | undefined,
+): Collected {
   const info = tcpInfo(copy);
   const fresh = freshSocket(familyNumber(family), SOCK.STREAM, IPPROTO_TCP);
   let options, buffers;
@@ -83,6 +98,16 @@ export function collectTcp(copy: number, family: InetSocket["family"]): Collecte
       return { inet: { ...base, state: "closed", peer: null } };
     case TCP_STATE.ESTABLISHED: {
       const peer = sockAddrOf(peerName(copy));
+      const where = `${formatAddr(local)} -> ${formatAddr(peer)}`;
+      const shutdown = shutdownOf();
+      if (shutdown === undefined) {
+        return { refused: "socket.tcp-other", detail: `${where} not found by sock_diag` };
+      }
+      if (shutdown !== 0) {
+        const how = ["", "for reading", "for writing", "both ways"][shutdown & 3];
+        return { refused: "socket.tcp-other", detail: `${where} shut down ${how}` };
+      }
+      if (urgentPending(copy)) return { refused: "socket.tcp-urgent", detail: where };
       setRepair(copy, true);
       let c;
       try {

@@ -19,10 +19,12 @@
  *
  * With "refuse": additionally a datagram waits in U1, the test makes a
  * second connection that is never accepted, a connection whose peer closed
- * sits in CLOSE_WAIT, a route netlink socket has a reply waiting, and a child
- * process shares a third UDP socket; prints "closewait=<port>
- * shared=<port>". After the trigger the datagram, the connection and the
- * netlink reply are drained first.
+ * sits in CLOSE_WAIT, one is shut down for reading, one has urgent data
+ * unread, a route netlink socket has a reply waiting, and a child process
+ * shares a third UDP socket; prints "closewait=<port> shared=<port>" and
+ * "shutrd=<port> urgent=<port>" (the client ends' ports). After the
+ * trigger the datagram, the connection, the netlink reply and the urgent
+ * byte are drained first.
  */
 #define _GNU_SOURCE
 #include "common.h"
@@ -252,7 +254,7 @@ int main(int argc, char **argv) {
   getsockopt(nl, SOL_NETLINK, NETLINK_LIST_MEMBERSHIPS, groups_before, &glen);
 
   pid_t child = -1;
-  int nl_pending = -1;
+  int nl_pending = -1, urgent = -1;
   if (refuse) {
     /* A connection whose peer has closed: CLOSE_WAIT. */
     int x = sock(AF_INET, SOCK_STREAM);
@@ -261,6 +263,16 @@ int main(int argc, char **argv) {
     int y = accept(l4, NULL, NULL);
     if (y < 0) die("accept y");
     close(x);
+    /* A connection shut down for reading, and one with urgent data unread. */
+    int sr_c = sock(AF_INET, SOCK_STREAM);
+    if (connect(sr_c, (struct sockaddr *)&a4, sizeof a4) != 0) die("connect sr");
+    int sr_a = accept(l4, NULL, NULL);
+    if (sr_a < 0 || shutdown(sr_a, SHUT_RD) != 0) die("shutdown");
+    int ur_c = sock(AF_INET, SOCK_STREAM);
+    if (connect(ur_c, (struct sockaddr *)&a4, sizeof a4) != 0) die("connect ur");
+    urgent = accept(l4, NULL, NULL);
+    if (urgent < 0 || send(ur_c, "!", 1, MSG_OOB) != 1) die("send MSG_OOB");
+    printf("shutrd=%d urgent=%d\n", port_of(sr_c), port_of(ur_c));
     /* A route netlink socket with a reply waiting. */
     nl_pending = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
     if (nl_pending < 0 || !request_links(nl_pending)) die("netlink request");
@@ -308,6 +320,8 @@ int main(int argc, char **argv) {
     check("refuse-drain-accept", extra >= 0, "errno %d", errno);
     if (extra >= 0) close(extra);
     check("refuse-drain-netlink", read_links(nl_pending) > 0, "");
+    char oob = 0;
+    check("refuse-drain-urgent", recv(urgent, &oob, 1, MSG_OOB) == 1 && oob == '!', "");
     int st = -1;
     check("refuse-child", waitpid(child, &st, 0) == child && WIFEXITED(st) && WEXITSTATUS(st) == 0,
           "status %d", st);
