@@ -7,8 +7,7 @@
  *   next response, new clients are served (needs unix socketpairs, which
  *   Deno's runtime holds: ignored while the support table refuses them);
  * - a Python `ThreadingHTTPServer` (keep-alive, one thread per
- *   connection): the same, without unix sockets (skipped without
- *   /usr/bin/python3);
+ *   connection): the same, without unix sockets (skipped without python3);
  * - redis-server: SET before, GET after on the same RESP connection, and a
  *   new client (skipped without redis-server).
  */
@@ -29,11 +28,12 @@ function freePort(): number {
   return port;
 }
 
-/** The first executable of `candidates`, or undefined. */
-function findProgram(...candidates: string[]): string | undefined {
-  for (const path of candidates) {
+/** The first of `candidates` that exists, else `name` found in PATH, else undefined. */
+function findProgram(name: string, ...candidates: string[]): string | undefined {
+  const path = (Deno.env.get("PATH") ?? "").split(":").filter(Boolean).map((d) => `${d}/${name}`);
+  for (const p of [...candidates, ...path]) {
     try {
-      if (Deno.statSync(path).isFile) return path;
+      if (Deno.statSync(p).isFile) return p;
     } catch { /* not there */ }
   }
   return undefined;
@@ -136,7 +136,7 @@ Deno.serve({ hostname: "127.0.0.1", port: Number(Deno.args[0]), onListen() {} },
   }),
 });
 
-const python = findProgram("/usr/bin/python3");
+const python = findProgram("python3", "/usr/bin/python3");
 
 Deno.test({
   name:
@@ -171,7 +171,7 @@ ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
   }),
 });
 
-const redis = findProgram("/usr/bin/redis-server", "/usr/local/bin/redis-server");
+const redis = findProgram("redis-server", "/usr/bin/redis-server");
 if (!redis) {
   console.error(
     "restore_servers_test: redis-server not found (apt-get install -y redis-server); skipping",
