@@ -125,13 +125,17 @@ Deno.serve({ hostname: "127.0.0.1", port: Number(Deno.args[0]), onListen() {} },
 `,
     );
     const port = freePort();
-    const t = await startTarget(
+    // Its own DENO_DIR: the cache files it maps (sqlite -shm) must not change before the restore,
+    // and this test's own Deno writes to the shared ones.
+    const t = await startTarget("/usr/bin/env", [
+      `DENO_DIR=${work}/deno-dir`,
       Deno.execPath(),
-      ["run", "-A", "--no-config", script, String(port)],
-      {
-        cwd: work,
-      },
-    );
+      "run",
+      "-A",
+      "--no-config",
+      script,
+      String(port),
+    ], { cwd: work });
     await httpRoundTrip(t, port);
   }),
 });

@@ -131,7 +131,7 @@ Deno.test(
     // A leaveRunning dump with the opt-in: the image needs it again at restore.
     await checkpoint(s.rt.t.pid, { dir, leaveRunning: true, optIns: TCP_OPT_IN });
     assertUntouched(s);
-    await assert.rejects(() => restore(dir), /needs --tcp-established/);
+    await assert.rejects(() => restore(dir), /tcp-established/);
     // Both dumps left the connections out of repair mode: everything works.
     await finish(s);
   }),
