@@ -1,9 +1,9 @@
 /**
- * IPv4/IPv6 sockets at dump time: the per-tree session that reads each
- * TCP or UDP socket through a copy of its fd (pidfd_getfd), decides which
- * established connections have their peer inside the tree, and keeps
- * established connections in TCP repair mode until the dump's outcome is
- * known.
+ * IPv4/IPv6 and netlink sockets at dump time: the per-tree session that
+ * reads each TCP, UDP or netlink socket through a copy of its fd
+ * (pidfd_getfd), decides which established connections have their peer
+ * inside the tree, and keeps established connections in TCP repair mode
+ * until the dump's outcome is known.
  *
  * Repair mode is a property of the socket, so switching the copy into it
  * switches the target's socket. The session's end decides what happens:
@@ -57,7 +57,7 @@ function canonical(a: SockAddr): string {
   return `${hi >> 8}.${hi & 0xff}.${lo >> 8}.${lo & 0xff}:${a.port}`;
 }
 
-/** Dump-time handling of every IPv4/IPv6 socket of a frozen tree. */
+/** Dump-time handling of every IPv4/IPv6 and netlink socket of a frozen tree. */
 export class InetSocketSession {
   readonly #entries: Entry[] = [];
   /** Socket inode -> the processes holding it. */
@@ -65,6 +65,8 @@ export class InetSocketSession {
   readonly #netlinks: Entry[] = [];
   /** Address family -> (inode -> sk_shutdown) of established TCP sockets, read once. */
   readonly #shutdowns = new Map<number, Map<number, number>>();
+  /** Pid -> its /proc/<pid>/net/netlink, by inode, read once. */
+  readonly #netlinkTables = new Map<number, Map<number, NetlinkRow>>();
 
   #shutdownOf(family: number, target: string): number | undefined {
     let table = this.#shutdowns.get(family);
@@ -74,7 +76,6 @@ export class InetSocketSession {
     }
     return table.get(Number(target.match(/\[(\d+)\]/)?.[1]));
   }
-  readonly #netlinkTables = new Map<number, Map<number, NetlinkRow>>();
 
   #netlinkRow(pid: number, target: string): NetlinkRow | undefined {
     let table = this.#netlinkTables.get(pid);
@@ -87,8 +88,8 @@ export class InetSocketSession {
 
   /**
    * Reads every socket fd of process `pid` (skipping duplicates of an fd
-   * already read): fills `inet` of TCP and UDP sockets and marks what is
-   * refused (`restore` = "inet-refused:<row id>", with the reason in `extra`).
+   * already read): fills `inet` of TCP and UDP sockets and `netlink` of
+   * route netlink sockets, and marks what is refused (`restore` = "inet-refused:<row id>", with the reason in `extra`).
    */
   collect(pid: number, fds: FdInfo[]): void {
     for (const f of fds) {

@@ -5,10 +5,11 @@
  * mode and gives its sequence numbers, both queues (peeked), the options
  * negotiated at the handshake, its timestamp clock and window; at restore a
  * new socket in repair mode is bound to the same address, given the same
- * sequence numbers and queues, "connected" without a handshake, given its
- * options and window, and leaves repair mode (which sends one ACK-carrying
- * window probe to the peer). Bytes that were never sent are written after
- * that, as ordinary data.
+ * sequence numbers and queues, "connected" without a handshake and given
+ * its options and window by the restore program; it leaves repair mode
+ * (which sends one window probe to the peer) in {@link finishTcp}, run by
+ * the engine once every socket of the tree exists. Bytes that were never
+ * sent are written after that, as ordinary data.
  *
  * @module
  */
