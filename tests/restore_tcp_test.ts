@@ -197,3 +197,28 @@ Deno.test(
     }
   }),
 );
+
+Deno.test(
+  "an outside connection left out by an include predicate needs no opt-in and is closed, not frozen",
+  withTargets(async () => {
+    const s = await start();
+    const outsideFd = Number(s.rt.t.output().match(/outside_fd=(\d+)/)?.[1]);
+    const dir = await tempImageDir();
+    const dump = await checkpoint(s.rt.t.pid, {
+      dir,
+      include: { fd: (f) => f.fd !== outsideFd },
+    });
+    assert.deepEqual(dump.manifest.processes.length, 1);
+    await s.rt.t.wait();
+    // Not kept in repair mode: the kill closed it like any socket (our bytes were unread: RST).
+    let timer = 0;
+    const silent = new Promise<string>((r) => timer = setTimeout(() => r("silent"), 3000));
+    const end = await Promise.race([
+      s.conn.read(new Uint8Array(16)).then((n) => `read ${n}`, (e) => e.name),
+      silent,
+    ]);
+    clearTimeout(timer);
+    assert.match(end, /^(ConnectionReset|read null)$/, end);
+    s.conn.close();
+  }),
+);

@@ -186,6 +186,11 @@ export class InetSocketSession {
     }
     for (const e of this.#entries) {
       const s = e.fd.inet!;
+      if (e.fd.excluded) {
+        // Left out by a policy: the process closes it like any fd when it dies.
+        this.#endRepair(e);
+        continue;
+      }
       if ((this.#holders.get(e.fd.target)?.size ?? 0) > 1) {
         this.#refuse(e.fd, "socket.inet-shared");
         delete e.fd.inet;
@@ -228,15 +233,17 @@ export class InetSocketSession {
 
   /** The tree goes on: switch repair mode off again and put SO_REUSEADDR back. */
   releaseRunning(): void {
-    for (const e of this.#entries) {
-      if (!e.repair) continue;
-      const fd = e.repair.copy;
-      try {
-        setRepair(fd, false);
-        setsockoptInt(fd, SOL.SOCKET, SO.REUSEADDR, e.repair.reuseaddr);
-      } catch { /* the socket is gone with its process */ }
-      closeFd(fd);
-      delete e.repair;
-    }
+    for (const e of this.#entries) this.#endRepair(e);
+  }
+
+  #endRepair(e: Entry): void {
+    if (!e.repair) return;
+    const fd = e.repair.copy;
+    try {
+      setRepair(fd, false);
+      setsockoptInt(fd, SOL.SOCKET, SO.REUSEADDR, e.repair.reuseaddr);
+    } catch { /* the socket is gone with its process */ }
+    closeFd(fd);
+    delete e.repair;
   }
 }

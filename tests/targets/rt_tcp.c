@@ -310,7 +310,7 @@ int main(int argc, char **argv) {
   addrs_of(o, &ad_o);
   addrs_of(u1, &ad_u1);
   addrs_of(u2, &ad_u2);
-  printf("armed written=%zu unsent=%d\n", written, unsent);
+  printf("armed written=%zu unsent=%d outside_fd=%d\n", written, unsent, o);
   wait_trigger(argv[1]);
 
   if (refuse) {
