@@ -211,7 +211,7 @@ Deno.test(
     assert.deepEqual(dump.manifest.processes.length, 1);
     await s.rt.t.wait();
     // Not kept in repair mode: the kill closed it like any socket (our bytes were unread: RST).
-    let timer = 0;
+    let timer: ReturnType<typeof setTimeout> | undefined;
     const silent = new Promise<string>((r) => timer = setTimeout(() => r("silent"), 3000));
     const end = await Promise.race([
       s.conn.read(new Uint8Array(16)).then((n) => `read ${n}`, (e) => e.name),
