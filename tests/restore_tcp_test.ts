@@ -40,6 +40,7 @@ const CHECKS = [
   "inner-send-queue",
   "inner-after",
   "v6-conn",
+  "cross-process",
   "outside-addrs",
   "outside-recv-queue",
   "outside-reply",
@@ -208,7 +209,7 @@ Deno.test(
       dir,
       include: { fd: (f) => f.fd !== outsideFd },
     });
-    assert.deepEqual(dump.manifest.processes.length, 1);
+    assert.equal(dump.manifest.processes.length, 2); // the target and its child
     await s.rt.t.wait();
     // Not kept in repair mode: the kill closed it like any socket (our bytes were unread: RST).
     let timer: ReturnType<typeof setTimeout> | undefined;

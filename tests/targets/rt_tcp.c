@@ -7,7 +7,8 @@
  * backlog 5); a connection inside the process (client C -> accepted A)
  * where C has unsent bytes in its send queue (A's receive buffer is full,
  * A has not read) and C has unread bytes from A; an IPv6 connection inside
- * the process with unread bytes both ways; a connection from the
+ * the process with unread bytes both ways; a connection to a child
+ * process, unread bytes both ways; a connection from the
  * test (outside) accepted as O, with the test's bytes unread in O; UDP
  * sockets U1 (bound) and U2 (bound, connected to U1); a NETLINK_ROUTE
  * socket bound to groups RTMGRP_LINK and 33, with NETLINK_EXT_ACK.
@@ -253,6 +254,23 @@ int main(int argc, char **argv) {
   socklen_t glen = sizeof groups_before;
   getsockopt(nl, SOL_NETLINK, NETLINK_LIST_MEMBERSHIPS, groups_before, &glen);
 
+  /* A connection between this process and a child (each holding one end):
+   * bytes wait, unread, in both directions. */
+  pid_t peer_child = fork();
+  if (peer_child < 0) die("fork");
+  if (peer_child == 0) {
+    for (int fd = 3; fd < 64; fd++) close(fd);
+    int k = sock(AF_INET, SOCK_STREAM);
+    a4.sin_port = htons(port4);
+    if (connect(k, (struct sockaddr *)&a4, sizeof a4) != 0) _exit(10);
+    if (write(k, "from-child", 10) != 10) _exit(11);
+    wait_trigger(argv[1]);
+    int ok = expect(k, "to-child") && expect(k, "parent-after") && write(k, "child-after", 11) == 11;
+    _exit(ok ? 0 : 12);
+  }
+  int kp = accept(l4, NULL, NULL);
+  if (kp < 0 || write(kp, "to-child", 8) != 8) die("child connection");
+
   pid_t child = -1;
   int nl_pending = -1, urgent = -1;
   if (refuse) {
@@ -356,6 +374,12 @@ int main(int argc, char **argv) {
   check("v6-conn", same_addrs(c6, &ad_c6) && same_addrs(s6, &ad_s6) && expect(s6, "six-up") &&
                        expect(c6, "six-down") && write(c6, "again", 5) == 5 && expect(s6, "again"),
         "");
+  int cst = -1;
+  int cross = expect(kp, "from-child") && write(kp, "parent-after", 12) == 12 &&
+              expect(kp, "child-after");
+  check("cross-process", cross && waitpid(peer_child, &cst, 0) == peer_child && WIFEXITED(cst) &&
+                             WEXITSTATUS(cst) == 0,
+        "exchange %d, child status 0x%x", cross, cst);
   check("outside-addrs", same_addrs(o, &ad_o), "");
   check("outside-recv-queue", expect(o, "hello-from-test"), "");
   check("outside-reply", write(o, "reply-after", 11) == 11, "");
