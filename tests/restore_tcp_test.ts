@@ -23,7 +23,8 @@ import {
   tempImageDir,
   type TriggeredTarget,
 } from "./helpers/roundtrip.ts";
-import { withTargets } from "./helpers/targets.ts";
+import { adoptPid, withTargets } from "./helpers/targets.ts";
+import { pathExists } from "./helpers/fs.ts";
 
 const READY = /^ready pid=(\d+) port4=(\d+) port6=(\d+)$/m;
 const TCP_OPT_IN = ["tcp-established"];
@@ -221,5 +222,31 @@ Deno.test(
     clearTimeout(timer);
     assert.match(end, /^(ConnectionReset|read null)$/, end);
     s.conn.close();
+  }),
+);
+
+Deno.test(
+  "a restore whose listening port is taken fails before creating anything, naming the socket",
+  withTargets(async () => {
+    const s = await start();
+    const dir = await tempImageDir();
+    await checkpoint(s.rt.t.pid, { dir, optIns: TCP_OPT_IN });
+    await s.rt.t.wait();
+    const squatter = Deno.listen({ hostname: "127.0.0.1", port: s.port4 });
+    try {
+      await assert.rejects(
+        () => restore(dir, { optIns: TCP_OPT_IN }),
+        new RegExp(
+          `fd \\d+ \\(tcp listen 127\\.0\\.0\\.1:${s.port4}\\): its address is in use \\(EADDRINUSE\\)`,
+        ),
+      );
+      assert.equal(pathExists(`/proc/${s.rt.t.pid}`), false, "a process was created");
+    } finally {
+      squatter.close();
+    }
+    const tree = await restore(dir, { optIns: TCP_OPT_IN });
+    s.rt.t.resetAfterRestore();
+    for (const pid of tree.pids) if (pid !== s.rt.t.pid) adoptPid(pid);
+    await finish(s);
   }),
 );

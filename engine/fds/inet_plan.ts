@@ -8,10 +8,14 @@
 
 import type { FdInfo, InetSocket, ProcessImage } from "../model.ts";
 import { type Refusals, SUPPORT_TABLE } from "../support.ts";
-import { CryoError } from "../errors.ts";
+import { CryoError, RestoreError } from "../errors.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
 import type { FdSource, PlannedFd } from "./types.ts";
-import { formatAddr, REFUSED_PREFIX } from "./inet.ts";
+import { familyNumber, formatAddr, REFUSED_PREFIX, reuseaddrOf, V6ONLY } from "./inet.ts";
+import { closeFd, encodeInetAddr, newSocket, setsockoptInt, SO, SOCK, SOL } from "../../ffi/net.ts";
+import { rawSyscall } from "../../ffi/libc.ts";
+import { SYS } from "../../ffi/sysno.ts";
+import { errnoName } from "../../ffi/errno.ts";
 import { emitTcp, finishTcp } from "./tcp.ts";
 import { emitUdp } from "./udp.ts";
 
@@ -113,4 +117,50 @@ export function describeSocket(s: Extract<FdSource, { kind: "inet" | "netlink" }
   const peer = k.peer ? ` -> ${formatAddr(k.peer)}` : "";
   const what = k.proto === "udp" ? "udp" : `tcp ${k.state}`;
   return `${what} ${formatAddr(k.local)}${peer}${k.tcp ? " (repair mode)" : ""}`;
+}
+
+/**
+ * Restore pre-flight: every listener and bound UDP or unconnected TCP
+ * socket of the images can bind its address again (a probe socket with the
+ * same family, SO_REUSEADDR as restore sets it around bind, SO_REUSEPORT
+ * and IPV6_V6ONLY as saved, is bound and closed). Established connections
+ * are not probed: repair mode binds next to anything. Throws a RestoreError
+ * naming the socket and the address in use.
+ */
+export function checkInetPorts(images: readonly ProcessImage[]): void {
+  for (const image of images) {
+    for (const f of image.fds) {
+      const s = f.inet;
+      if (f.excluded || f.sameAs !== undefined || !s?.local || s.tcp) continue;
+      const err = probeBind(s);
+      if (err) {
+        throw new RestoreError(
+          `cannot restore: process ${image.pid} fd ${f.fd} (${s.proto} ${s.state} ` +
+            `${formatAddr(s.local)}): its address is in use (${err})`,
+        );
+      }
+    }
+  }
+}
+
+function probeBind(s: InetSocket): string | undefined {
+  const fd = newSocket(familyNumber(s.family), s.proto === "tcp" ? SOCK.STREAM : SOCK.DGRAM);
+  if (fd < 0) return undefined; // the restore itself will say what is wrong
+  try {
+    const saved = (level: number, name: number) =>
+      s.options.find((o) => o.level === level && o.name === name)?.int;
+    const reuse = s.proto === "tcp" ? 1 : reuseaddrOf(s);
+    setsockoptInt(fd, SOL.SOCKET, SO.REUSEADDR, reuse);
+    const reusePort = saved(SOL.SOCKET, SO.REUSEPORT);
+    if (reusePort) setsockoptInt(fd, SOL.SOCKET, SO.REUSEPORT, reusePort);
+    const v6only = saved(SOL.IPV6, V6ONLY.name);
+    if (s.family === "ipv6" && v6only !== undefined) {
+      setsockoptInt(fd, SOL.IPV6, V6ONLY.name, v6only);
+    }
+    const addr = encodeInetAddr(familyNumber(s.family), s.local!);
+    const r = rawSyscall(SYS.bind, fd, addr, addr.length);
+    return r < 0n ? errnoName(Number(-r)) : undefined;
+  } finally {
+    closeFd(fd);
+  }
 }

@@ -24,7 +24,7 @@ import { compileTree } from "./restorable.ts";
 import { ProvidedFds } from "./provided.ts";
 import { checkCgroups } from "../task/placement.ts";
 import { Refusals } from "../support.ts";
-import { reportInetUses } from "../fds/inet_plan.ts";
+import { checkInetPorts, reportInetUses } from "../fds/inet_plan.ts";
 import type { PlannedPty } from "../fds/tty.ts";
 import type { PlannedGhosts } from "../fds/ghost.ts";
 import { checkFdFiles, checkFiles, checkPidsFree, checkPrivileges, checkVdso } from "./checks.ts";
@@ -177,6 +177,7 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
   checkCgroups(processes);
   checkPidsFree(processes);
   checkTaskState(processes);
+  checkInetPorts(processes);
   becomeSubreaper();
   for (const p of processes) forgetParkedStatus(p.pid);
   const verification = verify ? verifyInWorker(plan) : Promise.resolve(undefined);
