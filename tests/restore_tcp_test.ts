@@ -250,3 +250,37 @@ Deno.test(
     await finish(s);
   }),
 );
+
+Deno.test(
+  "data arriving from the peer after its connection was read fails the dump instead of being lost",
+  withTargets(async () => {
+    const s = await start();
+    const dir = await tempImageDir();
+    // The peer keeps sending while the dump runs (the dump awaits its writes; timers fire).
+    const bytes = new TextEncoder().encode("x");
+    const timer = setInterval(() => s.conn.write(bytes).catch(() => {}), 1);
+    let error: Error | undefined;
+    try {
+      await checkpoint(s.rt.t.pid, { dir, optIns: TCP_OPT_IN });
+    } catch (e) {
+      error = e as Error;
+    } finally {
+      clearInterval(timer);
+    }
+    assert.ok(error, "the dump succeeded although the peer sent data during it");
+    assert.equal(pathExists(dir), false, "an image was left behind");
+    if (/while the tree was being checkpointed/.test(error.message)) {
+      assertUntouched(s); // resumed, out of repair mode
+    } else {
+      assert.match(
+        error.message,
+        /data arrived after it was saved, while the tree was being killed/,
+      );
+    }
+    assert.match(
+      error.message,
+      new RegExp(`\\(tcp 127\\.0\\.0\\.1:${s.port4} -> 127\\.0\\.0\\.1:\\d+\\)`),
+    );
+    s.conn.close();
+  }),
+);

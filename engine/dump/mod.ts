@@ -33,7 +33,7 @@ import {
   type Mapping,
   type ProcessImage,
 } from "../model.ts";
-import { TargetError, UnsupportedError } from "../errors.ts";
+import { CryoError, TargetError, UnsupportedError } from "../errors.ts";
 import { Refusals } from "../support.ts";
 import { compileTree } from "../restore/restorable.ts";
 import { collectGhosts } from "../fds/ghost.ts";
@@ -432,8 +432,17 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     await fsyncDir(dirname(finalDir));
     if (!thawed) {
       killTree(tree);
-      sockets.releaseAfterKill(); // closed in repair mode: the peers see nothing
       thawed = true;
+      tree = undefined;
+      // Connections are closed in repair mode: the peers see nothing.
+      const late = sockets.releaseAfterKill();
+      if (late.length) {
+        await Deno.remove(finalDir, { recursive: true }).catch(() => {});
+        throw new CryoError(
+          `${late.join("; ")}: data arrived after it was saved, while the tree was being killed; ` +
+            `the image is removed and these connections were reset`,
+        );
+      }
     }
     tree = undefined;
     opts.onEvent?.({ type: "done", stats });

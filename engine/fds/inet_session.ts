@@ -223,12 +223,27 @@ export class InetSocketSession {
     }
   }
 
-  /** The tree was killed: close the copies in repair mode (nothing is sent to the peers). */
-  releaseAfterKill(): void {
+  /**
+   * The tree was killed: close the copies in repair mode (nothing is sent to
+   * the peers). A connection that received data after it was read (the
+   * kernel acknowledged bytes the image does not have) is instead taken out
+   * of repair mode first, so that closing it resets the peer; these are
+   * returned, and the caller must not keep the image.
+   */
+  releaseAfterKill(): string[] {
+    const late: string[] = [];
     for (const e of this.#entries) {
-      if (e.repair) closeFd(e.repair.copy);
+      if (!e.repair) continue;
+      const t = e.fd.inet?.tcp;
+      if (t && receiveSequence(e.repair.copy) !== t.rcvSeq) {
+        late.push(InetSocketSession.describe(e.pid, e.fd));
+        this.#endRepair(e);
+        continue;
+      }
+      closeFd(e.repair.copy);
       delete e.repair;
     }
+    return late;
   }
 
   /** The tree goes on: switch repair mode off again and put SO_REUSEADDR back. */
