@@ -80,14 +80,17 @@ export interface TcpInfo {
   unacked: number;
   /** For a listener: the backlog given to listen(). */
   sacked: number;
+  /** Segments sent and received (both 0 for a socket that never tried to connect). */
+  segsOut: number;
+  segsIn: number;
 }
 
 /** TCPI_OPT_* bits. */
 export const TCPI_OPT = { TIMESTAMPS: 1, SACK: 2, WSCALE: 4 } as const;
 
-/** Reads TCP_INFO (the first 32 bytes are enough). */
+/** Reads TCP_INFO (the first 144 bytes: up to tcpi_segs_in). */
 export function tcpInfo(fd: number): TcpInfo {
-  const b = getsockoptBytes(fd, SOL.TCP, TCP.INFO, 104);
+  const b = getsockoptBytes(fd, SOL.TCP, TCP.INFO, 144);
   if (typeof b === "number") throw new SyscallError("getsockopt(TCP_INFO)", [fd], -b);
   const dv = new DataView(b.buffer, b.byteOffset, b.length);
   return {
@@ -97,6 +100,8 @@ export function tcpInfo(fd: number): TcpInfo {
     rcvWscale: b[6] >> 4,
     unacked: dv.getUint32(24, true),
     sacked: dv.getUint32(28, true),
+    segsOut: b.length >= 144 ? dv.getUint32(136, true) : 0,
+    segsIn: b.length >= 144 ? dv.getUint32(140, true) : 0,
   };
 }
 

@@ -48,6 +48,7 @@ const CHECKS = [
   "outside-second",
   "listen4-accepts",
   "listen6-accepts",
+  "tcp-unconnected",
   "udp-addrs",
   "udp-works",
   "netlink-addr",
@@ -179,6 +180,13 @@ Deno.test(
             e.message,
             new RegExp(
               `urgent \\(out-of-band\\) data not read yet: 127\\.0\\.0\\.1:${s.port4} -> 127\\.0\\.0\\.1:${urgent}`,
+            ),
+          );
+          const failed = Number(facts.match(/failedconnect=(\d+)/)?.[1]);
+          assert.match(
+            e.message,
+            new RegExp(
+              `closed after a connection or a failed connect \\(127\\.0\\.0\\.1:${failed}\\)`,
             ),
           );
           const shared = e.items.filter((l) => l.includes("sockets shared by several processes"));

@@ -96,6 +96,14 @@ export function collectTcp(
       }
       return { inet: { ...base, state: "listen", peer: null, backlog: info.sacked } };
     case TCP_STATE.CLOSE:
+      // A socket whose connection ended (or whose connect failed) may hold an
+      // error for the process to read; only one that never tried is re-created.
+      if (info.segsOut || info.segsIn) {
+        return {
+          refused: "socket.tcp-other",
+          detail: `closed after a connection or a failed connect (${formatAddr(local)})`,
+        };
+      }
       return { inet: { ...base, state: "closed", peer: null } };
     case TCP_STATE.ESTABLISHED: {
       const peer = sockAddrOf(peerName(copy));

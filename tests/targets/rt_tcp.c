@@ -8,7 +8,8 @@
  * where C has unsent bytes in its send queue (A's receive buffer is full,
  * A has not read) and C has unread bytes from A; an IPv6 connection inside
  * the process with unread bytes both ways; a connection to a child
- * process, unread bytes both ways; a connection from the
+ * process, unread bytes both ways; a TCP socket bound but never connected
+ * and an unbound one; a connection from the
  * test (outside) accepted as O, with the test's bytes unread in O; UDP
  * sockets U1 (bound) and U2 (bound, connected to U1); a NETLINK_ROUTE
  * socket bound to groups RTMGRP_LINK and 33, with NETLINK_EXT_ACK.
@@ -20,7 +21,8 @@
  *
  * With "refuse": additionally a datagram waits in U1, the test makes a
  * second connection that is never accepted, a connection whose peer closed
- * sits in CLOSE_WAIT, one is shut down for reading, one has urgent data
+ * sits in CLOSE_WAIT, one is shut down for reading, one has urgent data,
+ * a non-blocking connect() failed on another,
  * unread, a route netlink socket has a reply waiting, and a child process
  * shares a third UDP socket; prints "closewait=<port> shared=<port>" and
  * "shutrd=<port> urgent=<port>" (the client ends' ports). After the
@@ -232,6 +234,11 @@ int main(int argc, char **argv) {
   if (s6 < 0) die("accept s6");
   if (write(c6, "six-up", 6) != 6 || write(s6, "six-down", 8) != 8) die("write v6");
 
+  /* TCP sockets never connected: one bound, one not. */
+  int tb = sock(AF_INET, SOCK_STREAM), tu = sock(AF_INET6, SOCK_STREAM);
+  a4.sin_port = 0;
+  if (bind(tb, (struct sockaddr *)&a4, sizeof a4) != 0) die("bind tb");
+
   /* UDP. */
   int u1 = sock(AF_INET, SOCK_DGRAM), u2 = sock(AF_INET, SOCK_DGRAM);
   a4.sin_port = 0;
@@ -291,6 +298,14 @@ int main(int argc, char **argv) {
     urgent = accept(l4, NULL, NULL);
     if (urgent < 0 || send(ur_c, "!", 1, MSG_OOB) != 1) die("send MSG_OOB");
     printf("shutrd=%d urgent=%d\n", port_of(sr_c), port_of(ur_c));
+    /* A non-blocking connect() that failed: the socket holds ECONNREFUSED unread. */
+    int refused = sock(AF_INET, SOCK_STREAM);
+    fcntl(refused, F_SETFL, O_NONBLOCK);
+    struct sockaddr_in nowhere = a4;
+    nowhere.sin_port = htons(port_of(u1)); /* a UDP port: no TCP listener there */
+    if (connect(refused, (struct sockaddr *)&nowhere, sizeof nowhere) == 0) die("connect nowhere");
+    sleep_ms(50);
+    printf("failedconnect=%d\n", port_of(refused));
     /* A route netlink socket with a reply waiting. */
     nl_pending = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
     if (nl_pending < 0 || !request_links(nl_pending)) die("netlink request");
@@ -318,7 +333,9 @@ int main(int argc, char **argv) {
     if (inq >= 15) break;
     sleep_ms(10);
   }
-  struct addrs ad_l4, ad_l6, ad_c, ad_a, ad_o, ad_u1, ad_u2, ad_c6, ad_s6;
+  struct addrs ad_l4, ad_l6, ad_c, ad_a, ad_o, ad_u1, ad_u2, ad_c6, ad_s6, ad_tb, ad_tu;
+  addrs_of(tb, &ad_tb);
+  addrs_of(tu, &ad_tu);
   addrs_of(c6, &ad_c6);
   addrs_of(s6, &ad_s6);
   addrs_of(l4, &ad_l4);
@@ -386,6 +403,11 @@ int main(int argc, char **argv) {
   check("outside-second", expect(o, "second"), "");
   check("listen4-accepts", new_client_works(l4, AF_INET, port4), "");
   check("listen6-accepts", new_client_works(l6, AF_INET6, port6), "");
+  check("tcp-unconnected",
+        same_addrs(tb, &ad_tb) && same_addrs(tu, &ad_tu) && port_of(tb) != 0 && port_of(tu) == 0 &&
+            getint(tb, SOL_SOCKET, SO_ACCEPTCONN) == 0 && listen(tb, 1) == 0 &&
+            new_client_works(tb, AF_INET, port_of(tb)),
+        "");
   check("udp-addrs", same_addrs(u1, &ad_u1) && same_addrs(u2, &ad_u2), "");
   struct sockaddr_storage from;
   socklen_t flen = sizeof from;
