@@ -1,8 +1,8 @@
 /**
  * Codecs of ffi/net.ts and ffi/tcp_repair.ts against byte layouts the
  * kernel uses: sockaddr_in, sockaddr_in6 (zero compression, v4-mapped,
- * scope id), sockaddr_nl and the tcp_repair_opt list; and addresses read
- * back from real sockets.
+ * scope id), sockaddr_nl and the tcp_repair_opt list; addresses read
+ * back from real sockets; the check of socket records read from an image.
  */
 
 import assert from "node:assert/strict";
@@ -18,6 +18,8 @@ import {
   sockName,
 } from "../ffi/net.ts";
 import { encodeRepairOptions } from "../ffi/tcp_repair.ts";
+import { socketRecordProblem } from "../engine/fds/inet_schema.ts";
+import type { FdInfo, InetSocket } from "../engine/model.ts";
 import { rawSyscall } from "../ffi/libc.ts";
 import { SYS } from "../ffi/sysno.ts";
 
@@ -79,4 +81,59 @@ Deno.test("net: sockaddr_nl and the TCP_REPAIR_OPTIONS list", () => {
   const dv = new DataView(opts.buffer);
   const pairs = [0, 1, 2, 3].map((i) => [dv.getUint32(i * 8, true), dv.getUint32(i * 8 + 4, true)]);
   assert.deepEqual(pairs, [[2, 1460], [3, 7 | (9 << 16)], [4, 0], [8, 0]]);
+});
+
+Deno.test("net: damaged socket records in an image are refused naming the field", () => {
+  const base: FdInfo = {
+    fd: 3,
+    kind: "socket",
+    target: "socket:[1]",
+    flags: 2,
+    cloexec: false,
+    pos: 0,
+    mntId: 0,
+    extra: {},
+    restore: "tcp",
+  };
+  const listener: InetSocket = {
+    family: "ipv6",
+    proto: "tcp",
+    state: "listen",
+    local: { address: "::1", port: 80 },
+    peer: null,
+    options: [{ level: 1, name: 2, label: "SO_REUSEADDR", int: 1 }],
+    backlog: 5,
+  };
+  assert.equal(socketRecordProblem({ ...base, inet: listener }), undefined);
+  const cases: [InetSocket, RegExp][] = [
+    [{ ...listener, local: { address: "::1:::2", port: 80 } }, /inet\.local\.address: not an ipv6/],
+    [{ ...listener, local: { address: "::1", port: 70000 } }, /inet\.local\.port/],
+    [{ ...listener, state: "established" }, /established connection needs tcp/],
+    [{ ...listener, proto: "udp" }, /UDP socket is never listening/],
+    [
+      {
+        ...listener,
+        state: "established",
+        peer: { address: "::1", port: 1 },
+        tcp: {
+          peerInTree: true,
+          sndSeq: 1,
+          rcvSeq: 1,
+          sendQueue: "AAAA",
+          unsent: 4,
+          recvQueue: "",
+          mss: 1460,
+          wscale: null,
+          sack: false,
+          timestamps: false,
+          timestamp: 0,
+          window: { sndWl1: 0, sndWnd: 0, maxWindow: 0, rcvWnd: 0, rcvWup: 0 },
+        },
+      },
+      /inet\.tcp\.unsent: more unsent bytes/,
+    ],
+  ];
+  for (const [inet, re] of cases) {
+    assert.match(socketRecordProblem({ ...base, inet }) ?? "accepted", re);
+  }
 });

@@ -11,6 +11,7 @@ import { type Refusals, SUPPORT_TABLE } from "../support.ts";
 import { CryoError, RestoreError } from "../errors.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
 import type { FdSource, PlannedFd } from "./types.ts";
+import { socketRecordProblem } from "./inet_schema.ts";
 import { familyNumber, formatAddr, REFUSED_PREFIX, reuseaddrOf, V6ONLY } from "./inet.ts";
 import { closeFd, encodeInetAddr, newSocket, setsockoptInt, SO, SOCK, SOL } from "../../ffi/net.ts";
 import { rawSyscall } from "../../ffi/libc.ts";
@@ -31,6 +32,8 @@ export function planInet(f: FdInfo): FdSource | string | undefined {
     const why = f.extra["refused"] ?? (row && "note" in row ? row.note : undefined);
     return `${row?.what ?? id}: ${why ?? "not supported"}`;
   }
+  const problem = socketRecordProblem(f);
+  if (problem) return problem;
   if (f.inet) return { kind: "inet", socket: f.inet, flags: f.flags };
   if (f.netlink) return { kind: "netlink", socket: f.netlink, flags: f.flags };
   return undefined;
