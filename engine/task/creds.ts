@@ -11,9 +11,11 @@
  * Restore re-creates them **last**: the restored tasks start as root with
  * the restorer's capabilities, and everything else (mappings, PR_SET_MM,
  * fds, rlimits, threads, signals, timers, the engine's per-thread
- * injections) is done with those privileges first. Each thread then runs
- * its own section of the restore program (the engine points it there, see
- * creds_restore.ts), raw syscalls only, in this order:
+ * injections, scheduling and seccomp of engine/task/mod.ts) is done with
+ * those privileges first. Then every thread runs its own section of the
+ * restore program, all at once (the engine points each there, see
+ * creds_restore.ts; threads with equal credentials share a section), raw
+ * syscalls only, in this order:
  *
  * 1. setgroups, setresgid, setfsgid (CAP_SETGID);
  * 2. capset: the recorded inheritable set, permitted and effective = the
@@ -29,7 +31,9 @@
  * 7. no_new_privs (cannot be unset: last).
  *
  * What a credential change resets (pdeathsig, dumpable) is set afterwards
- * (engine/task/mod.ts, restoreTaskStateAfterCredentials).
+ * (engine/task/mod.ts, restoreTaskStateAfterCredentials). Objects the
+ * kernel gives their creator's fs ids (pipes) are created with their
+ * recorded owner by {@link emitAsOwner}, since the tasks are root then.
  *
  * @module
  */
