@@ -33,10 +33,11 @@ import {
   type Mapping,
   type ProcessImage,
 } from "../model.ts";
-import { TargetError, UnsupportedError } from "../errors.ts";
+import { CryoError, TargetError, UnsupportedError } from "../errors.ts";
 import { Refusals } from "../support.ts";
 import { compileTree } from "../restore/restorable.ts";
 import { collectGhosts } from "../fds/ghost.ts";
+import { refuseSharedAcrossTree } from "../fds/shared_anon.ts";
 import { SyscallError } from "../../ffi/libc.ts";
 import { TraceeGoneError } from "../../ffi/ptrace.ts";
 import { ImageWriter } from "../image/writer.ts";
@@ -53,6 +54,8 @@ import { CHUNK_BYTES, MemoryStreamer } from "./memory.ts";
 import { SyncPageWriter, ThreadedPageWriter } from "./page_writer.ts";
 import { bootstrapSizeFor, chooseBootstrap, pagePolicy } from "./vmas.ts";
 import { TOOL_VERSION } from "../version.ts";
+import { InetSocketSession } from "../fds/inet_session.ts";
+import { inetQueueBytes } from "../fds/inet_plan.ts";
 import { collectLifecycle } from "../task/lifecycle.ts";
 import { reapOrphanedZombies } from "../task/zombies.ts";
 import { refuseZombieLeader } from "../task/refusals.ts";
@@ -271,6 +274,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
   let tree: FrozenTree | undefined;
   const streamers: MemoryStreamer[] = [];
   let writers: ImageWriter[] = [];
+  // TCP/UDP sockets; established connections stay in repair mode until the outcome is known.
+  const sockets = new InetSocketSession();
   try {
     tree = freezeTree(pid);
     const threadCount = tree.processes.reduce((n, p) => n + p.threads.length, 0);
@@ -294,11 +299,13 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         fdLists[i],
         topology,
         refusals,
+        sockets,
       );
       const size = bootstrapSizeFor(
         collected.vmas.length,
         collected.image.fds.length,
         collected.image.threads.length,
+        inetQueueBytes(collected.image.fds),
       );
       const start = chooseBootstrap(collected.vmas, size);
       const image: ProcessImage = {
@@ -310,6 +317,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       applyIncludes(image, opts.include);
       return { p, collected, image, start, size };
     });
+    refuseSharedAcrossTree(described.map((d) => d.image), refusals);
+    sockets.finish(refusals);
     const ghosts = await collectGhosts(described.map((d) => d.image), tmp, refusals);
     compileTree(described.map((d) => d.image), {
       pathOf: (pid) => `${finalDir}/${pid}.elf`,
@@ -371,6 +380,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     if (opts.leaveRunning) {
       // Every page is copied: the tree need not wait for the images to be
       // completed, synced and checksummed.
+      sockets.checkUnchanged();
+      sockets.releaseRunning();
       thawTree(tree);
       thawed = true;
       freezeSeconds = (performance.now() - tree.frozenAt) / 1000;
@@ -422,6 +433,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     };
     stats.dumpSeconds = (performance.now() - t0) / 1000;
     if (!thawed) stats.freezeSeconds = (performance.now() - tree.frozenAt) / 1000;
+    if (!thawed) sockets.checkUnchanged();
     await writeManifest(tmp, manifest);
     await fsyncDir(tmp);
     await Deno.remove(finalDir).catch(() => {}); // an empty directory given by the user
@@ -430,6 +442,16 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     if (!thawed) {
       killTree(tree);
       thawed = true;
+      tree = undefined;
+      // Connections are closed in repair mode: the peers see nothing.
+      const late = sockets.releaseAfterKill();
+      if (late.length) {
+        await Deno.remove(finalDir, { recursive: true }).catch(() => {});
+        throw new CryoError(
+          `${late.join("; ")}: data arrived after it was saved, while the tree was being killed; ` +
+            `the image is removed and these connections were reset`,
+        );
+      }
     }
     tree = undefined;
     opts.onEvent?.({ type: "done", stats });
@@ -438,6 +460,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     for (const s of streamers) await s.abort();
     for (const w of writers) await w.abort().catch(() => {});
     const gone = tree ? await goneProcesses(tree, e) : [];
+    sockets.releaseRunning();
     if (tree) thawTree(tree); // detaching an already resumed task is a harmless ESRCH
     await Deno.remove(tmp, { recursive: true }).catch(() => {});
     if (gone.length && !(e instanceof TargetError || e instanceof UnsupportedError)) {

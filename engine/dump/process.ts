@@ -22,10 +22,13 @@ import { queryInjectedState, withInjection } from "./injected.ts";
 import { collectThread, sharedPending } from "./threads.ts";
 import { classifyVma, refusedMapping, type Vma } from "./vmas.ts";
 import { collectPipe } from "../fds/pipe.ts";
+import type { InetSocketSession } from "../fds/inet_session.ts";
 import { collectTimers, takeTimerSignals } from "../task/timers.ts";
 import { collectTty } from "../fds/tty.ts";
+import { collectInotify } from "../fds/inotify.ts";
 import { checkNamespaces, collectCgroups } from "../task/placement.ts";
 import { collectTaskState, prepareTaskCollection, queryTaskState } from "../task/mod.ts";
+import { collectCreds } from "../task/creds.ts";
 
 const hex = (v: bigint) => `0x${v.toString(16)}`;
 
@@ -116,15 +119,18 @@ export function collectProcess(
   fds: ProcFd[],
   topology: PipeTopology,
   refusals: Refusals,
+  /** Reads the TCP/UDP sockets (and keeps connections in repair mode, see inet_session.ts). */
+  sockets?: InetSocketSession,
 ): CollectedProcess {
   checkNamespaces(pid, refusals);
   const stat = readStat(pid);
   const status = readStatus(pid);
   prepareTaskCollection(pid, tids);
   // Everything read by injected syscalls, in one session (one scratch page).
-  const { injected, posixTimers } = withInjection(pid, (s) => ({
+  const { injected, posixTimers, credentials } = withInjection(pid, (s) => ({
     injected: { ...queryInjectedState(s, tids), task: queryTaskState(s, tids) },
     posixTimers: collectTimers(s, tids, fds, refusals),
+    credentials: collectCreds(s, tids),
   }));
   const task = collectTaskState(pid, tids, injected.task, refusals);
   const maps = mergeSmaps(readMaps(pid), readSmaps(pid), pid);
@@ -174,6 +180,9 @@ export function collectProcess(
       }
     }
   }
+  collectInotify(pid, fds, fdInfos, refusals);
+
+  sockets?.collect(pid, fdInfos);
 
   let exe: ProcessImage["exe"] = null;
   try {
@@ -189,6 +198,9 @@ export function collectProcess(
   threads.sort((a, b) => (a.tid === pid ? -1 : b.tid === pid ? 1 : a.tid - b.tid));
   const shared = sharedPending(pid);
   takeTimerSignals(posixTimers, [shared, ...threads.map((t) => t.pending)]);
+  for (const t of threads) t.creds = credentials.threads.get(t.tid);
+  refusals.use("task.creds", `process ${pid}`);
+  refusals.use("task.caps", `process ${pid}`);
 
   return {
     vmas,

@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { FdInfo, ProcessImage } from "../model.ts";
+import type { FdInfo, InetSocket, NetlinkSocket, ProcessImage } from "../model.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
 
 /** How one fd of a restored process is re-created. */
@@ -14,7 +14,16 @@ export type FdSource =
   | { kind: "open"; path: string; flags: number; via?: number }
   | { kind: "inherit"; from: number; setfl?: number }
   | { kind: "same"; as: number }
-  | { kind: "pipe"; id: string; end: "read" | "write"; flags: number; data?: string; size?: number }
+  | {
+    kind: "pipe";
+    id: string;
+    end: "read" | "write";
+    flags: number;
+    data?: string;
+    size?: number;
+    /** "uid:gid" the pipe is created with, when not root's. */
+    owner?: string;
+  }
   | { kind: "eventfd"; count: string; semaphore: boolean; flags: number }
   | {
     kind: "timerfd";
@@ -28,7 +37,13 @@ export type FdSource =
     settimeFlags?: number;
   }
   | { kind: "signalfd"; mask: string; flags: number }
-  | { kind: "epoll"; flags: number; targets: { fd: number; events: number; data: string }[] };
+  | { kind: "epoll"; flags: number; targets: { fd: number; events: number; data: string }[] }
+  /** An inotify instance and its watches, by wd (engine/fds/inotify.ts). */
+  | { kind: "inotify"; flags: number; watches: { wd: number; mask: number; path: string }[] }
+  /** A pidfd of process (or thread) `pid` of the tree (engine/fds/pidfd.ts). */
+  | { kind: "pidfd"; pid: number; flags: number }
+  | { kind: "inet"; socket: InetSocket; flags: number }
+  | { kind: "netlink"; socket: NetlinkSocket; flags: number };
 
 /** A planned fd: its number and source. */
 export interface PlannedFd {
