@@ -450,7 +450,7 @@ export class RestoreSession {
               injectSyscall(t.tid, gadget, SYS.sigaltstack, scratch, 0),
             );
           }
-          for (const sig of t.pending.filter((x) => x.signo !== SIGSTOP)) {
+          for (const sig of t.pending.filter((x) => x.signo !== SIGSTOP && x.signo !== SIGTRAP)) {
             processVmWriteFully(pid, scratch + 128n, decodeBase64(sig.raw));
             check(
               `rt_tgsigqueueinfo(${t.tid}, ${sig.signo})`,
@@ -473,7 +473,6 @@ export class RestoreSession {
       this.#joinGroup(image, gadget);
       restoreCgroups(image);
       this.#setForegroundGroup(image, gadget, scratch);
-      restoreSigtrap(image, gadget, scratch);
       // Scheduling, process attributes and seccomp (engine/task/mod.ts), then the
       // credentials (last of what needs the restorer's privileges), then what a
       // credential change resets (pdeathsig, dumpable).
@@ -485,6 +484,8 @@ export class RestoreSession {
       restoreTaskState(image, taskInjector, TRACE_OPTIONS);
       restoreCreds(image, compiled);
       restoreTaskStateAfterCredentials(image, taskInjector);
+      // After the last int3 of any program section: engine/task/sigtrap.ts.
+      restoreSigtrap(image, gadget, scratch);
       // Unmap the bootstrap through a syscall instruction outside it.
       const size = BigInt(image.bootstrap.size);
       const outside = findSyscallInstruction(pid, {

@@ -1,14 +1,15 @@
 /**
- * SIGTRAP state at restore. The restore program ends on an `int3` (the
- * engine's DONE stop), which the kernel reports as a forced SIGTRAP: with
- * SIGTRAP blocked, as it is during the program, that resets the SIGTRAP
- * action to SIG_DFL, and a pending SIGTRAP would be taken as the trap
- * itself. So the program leaves SIGTRAP alone (engine/restore/compile.ts)
- * and the engine sets its action and queues the pending SIGTRAPs of the
- * main thread and of the process afterwards, by injection into the main
- * thread (the other threads' pending signals are queued by injection
- * anyway). Injected syscalls block SIGTRAP and force no signal, so nothing
- * takes them again.
+ * SIGTRAP state at restore. The restore program and its per-thread
+ * sections (credentials) end on an `int3` (the engine's DONE stops), which
+ * the kernel reports as a forced SIGTRAP: with SIGTRAP blocked, as it is
+ * during the program, that resets the SIGTRAP action to SIG_DFL, and a
+ * pending SIGTRAP would be taken as the trap itself. So the program leaves
+ * SIGTRAP alone (engine/restore/compile.ts) and the engine, after the last
+ * section, sets its action and queues every pending SIGTRAP (of each
+ * thread, by injection into that thread; of the process, by injection into
+ * the main thread: only a task itself may queue a SIGTRAP with a sender's
+ * si_code). Injections that queue SIGTRAP or set its action run without a
+ * single step (ffi/inject.ts), so nothing takes them again.
  *
  * @module
  */
@@ -31,8 +32,8 @@ function check(what: string, r: bigint): void {
 
 /**
  * Sets the SIGTRAP action of `image` and queues its pending SIGTRAPs, by
- * injection into its main thread at the `syscall` instruction `site`,
- * using 512 bytes of writable `scratch` memory in the process.
+ * injection at the `syscall` instruction `site`, using 512 bytes of
+ * writable `scratch` memory in the process.
  */
 export function restoreSigtrap(image: ProcessImage, site: bigint, scratch: bigint): void {
   const pid = image.pid;
@@ -54,13 +55,14 @@ export function restoreSigtrap(image: ProcessImage, site: bigint, scratch: bigin
     );
   }
   const info = scratch + 256n;
-  const main = image.threads.find((t) => t.tid === pid);
-  for (const s of main?.pending.filter((x) => x.signo === SIGTRAP) ?? []) {
-    processVmWriteFully(pid, info, decodeBase64(s.raw));
-    check(
-      `rt_tgsigqueueinfo(${pid}, SIGTRAP)`,
-      injectSyscall(pid, site, SYS.rt_tgsigqueueinfo, pid, pid, SIGTRAP, info),
-    );
+  for (const t of image.threads) {
+    for (const s of t.pending.filter((x) => x.signo === SIGTRAP)) {
+      processVmWriteFully(pid, info, decodeBase64(s.raw));
+      check(
+        `rt_tgsigqueueinfo(${t.tid}, SIGTRAP)`,
+        injectSyscall(t.tid, site, SYS.rt_tgsigqueueinfo, pid, t.tid, SIGTRAP, info),
+      );
+    }
   }
   for (const s of image.sharedPending.filter((x) => x.signo === SIGTRAP)) {
     processVmWriteFully(pid, info, decodeBase64(s.raw));
