@@ -160,6 +160,8 @@ export interface ZombieChild {
   waitStatus: number;
   /** The signal its parent gets when it exits (normally SIGCHLD). */
   exitSignal: number;
+  /** Its uids and gids (real, effective, saved, fs) and supplementary groups. */
+  creds?: { uid: number[]; gid: number[]; groups: number[] };
 }
 
 /** A group stop in effect at the dump. */

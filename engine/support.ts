@@ -59,7 +59,7 @@ export const SUPPORT_TABLE = [
   { id: "task.counters", area: "task", what: "start time, CPU time, I/O and page-fault counters", support: "not-applicable", note: "kernel accounting; it starts afresh" },
   { id: "task.creds", area: "task", what: "credentials per thread: uids, gids, groups", support: "saved", note: "restored last" },
   { id: "task.caps", area: "task", what: "capabilities (all five sets), securebits, keep-caps", support: "saved", note: "the restorer must hold every capability used" },
-  { id: "task.zombie", area: "task", what: "zombie children (pid, exit status, group), reaped by their parent", support: "saved", note: "their CPU times are not kept" },
+  { id: "task.zombie", area: "task", what: "zombie children (pid, exit status, group, uids and gids), reaped by their parent", support: "saved", note: "their capabilities are those of their ids" },
   { id: "task.zombie-unusual", area: "task", what: "zombies that dumped core, left their parent's group, or whose parent ignores SIGCHLD", support: "refused", note: "cannot be re-created as they were" },
   { id: "task.stopped", area: "task", what: "stopped processes (group stop), pending SIGSTOP", support: "saved", note: "restored stopped by the same signal" },
   { id: "task.stopped-handled", area: "task", what: "processes stopped by a signal they now catch or block", support: "refused", note: "the stop could not be re-created with its signal" },

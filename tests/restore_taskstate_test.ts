@@ -47,6 +47,7 @@ Deno.test(
       "zombie-state",
       "zombie-exit-code",
       "zombie-pgrp",
+      "zombie-ids",
       "no-sigchld",
       "reap-exit-42",
       "reap-sigterm",

@@ -154,6 +154,11 @@ export const processImageSchema = z.looseObject({
     comm: z.string(),
     waitStatus: int.min(0).max(0xffff),
     exitSignal: int.min(0).max(64),
+    creds: z.looseObject({
+      uid: z.array(nat).length(4),
+      gid: z.array(nat).length(4),
+      groups: z.array(nat).max(65536),
+    }).optional(),
   })).optional(),
   stopped: z.looseObject({
     signal: z.union([z.literal(19), z.literal(20), z.literal(21), z.literal(22)]),

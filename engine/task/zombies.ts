@@ -9,8 +9,9 @@
  *
  * Restore: the parent's program forks each zombie again (clone3 with
  * `set_tid`, its exit signal) once the parent's group, session and signal
- * actions are back; the child takes its group or session, then exits with
- * the recorded status (exit_group, or kill by the recorded signal with its
+ * actions are back; the child takes its group or session and its uids,
+ * gids and groups (not its capabilities: those of its new ids), then exits
+ * with the recorded status (exit_group, or kill by the recorded signal with its
  * default action and no core dump). The parent waits (waitid WNOWAIT, so
  * nothing is reaped) until the zombie is there for it — the restore
  * session, which traces every task, only collects the tracer's copy of the
@@ -27,6 +28,7 @@ import type { Refusals } from "../support.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
 import { listTids } from "../proc/tasks.ts";
 import { readStat } from "../proc/stat.ts";
+import { readStatus } from "../proc/status.ts";
 import { cloneWithTid } from "../restore/compile.ts";
 import { __WALL, waitPid, WNOHANG } from "../../ffi/wait.ts";
 
@@ -76,6 +78,7 @@ export function collectZombies(
     } catch {
       continue; // reaped meanwhile by its (frozen) parent: impossible, or gone with it
     }
+    const status = readStatus(pid);
     const z: ZombieChild = {
       pid,
       pgid: stat.pgrp,
@@ -83,6 +86,7 @@ export function collectZombies(
       comm: stat.comm,
       waitStatus: stat.exitCode,
       exitSignal: stat.exitSignal,
+      creds: { uid: [...status.uid], gid: [...status.gid], groups: [...status.groups] },
     };
     const where = `process ${parent.pid} zombie child ${pid} (${z.comm})`;
     const problem = joinsGroupLater && z.pgid === parent.pgid
@@ -149,6 +153,7 @@ export function emitZombieBranches(p: ProgramBuilder, proc: ProcessImage): void 
     p.label(label(z));
     if (z.sid === z.pid) p.op(SYS.setsid, [], { comment: "session leader" });
     else if (z.pgid === z.pid) p.op(SYS.setpgid, [0, 0], { comment: "group leader" });
+    if (z.creds) emitZombieCreds(p, z.creds);
     const sig = z.waitStatus & 0x7f;
     if (sig === 0) {
       p.op(SYS.exit_group, [(z.waitStatus >> 8) & 0xff], { comment: `zombie ${z.pid} exits` });
@@ -163,6 +168,19 @@ export function emitZombieBranches(p: ProgramBuilder, proc: ProcessImage): void 
     }
     p.end("a zombie child that did not die");
   }
+}
+
+/**
+ * The zombie's ids, set while it is still root (the restore runs as root):
+ * groups and gids first, then uids; fs ids last (setres* reset them).
+ */
+function emitZombieCreds(p: ProgramBuilder, c: NonNullable<ZombieChild["creds"]>): void {
+  const groups = p.data(new Uint8Array(new Uint32Array(c.groups).buffer), 8);
+  p.op(SYS.setgroups, [c.groups.length, groups], { comment: "its groups" });
+  p.op(SYS.setresgid, [c.gid[0], c.gid[1], c.gid[2]]);
+  p.op(SYS.setresuid, [c.uid[0], c.uid[1], c.uid[2]]);
+  p.op(SYS.setfsgid, [c.gid[3]], { allowFail: true });
+  p.op(SYS.setfsuid, [c.uid[3]], { allowFail: true });
 }
 
 /** Every zombie pid of a tree (the restore must find them free and expect their exits). */

@@ -12,11 +12,12 @@
  *
  * After the restore it checks: each zombie is still a zombie child of this
  * process with the same pid, raw exit status (/proc stat field 52) and
- * process group; no SIGCHLD arrived meanwhile; waitpid reaps each with its
+ * process group, the first with nobody's uids and gids (65534); no SIGCHLD arrived meanwhile; waitpid reaps each with its
  * recorded status; the live child exits with 7; then no child is left.
  */
 #include "common.h"
 
+#include <grp.h>
 #include <sys/wait.h>
 
 static volatile sig_atomic_t sigchld_count;
@@ -24,6 +25,24 @@ static volatile sig_atomic_t sigchld_count;
 static void on_chld(int sig) {
   (void)sig;
   sigchld_count++;
+}
+
+/* The "Uid:" or "Gid:" line of /proc/<pid>/status, tabs as spaces ("" if unreadable). */
+static void status_line(pid_t pid, const char *key, char *out, size_t size) {
+  char path[64], line[256];
+  snprintf(path, sizeof path, "/proc/%d/status", pid);
+  out[0] = 0;
+  FILE *f = fopen(path, "r");
+  if (!f) return;
+  while (fgets(line, sizeof line, f)) {
+    if (strncmp(line, key, strlen(key)) != 0) continue;
+    for (char *c = line; *c; c++) {
+      if (*c == '\t' || *c == '\n') *c = ' ';
+    }
+    snprintf(out, size, "%s", line);
+    break;
+  }
+  fclose(f);
 }
 
 /* Fields of /proc/<pid>/stat after the comm: state (3), ppid (4), pgrp (5), exit_code (52). */
@@ -72,7 +91,14 @@ int main(int argc, char **argv) {
   int expect_status[3];
   int expect_pgrp[3];
   z[0] = fork();
-  if (z[0] == 0) _exit(42);
+  if (z[0] == 0) {
+    /* nobody's ids, kept by the zombie */
+    if (setgroups(0, NULL) != 0 || setresgid(65534, 65534, 65534) != 0 ||
+        setresuid(65534, 65534, 65534) != 0) {
+      _exit(99);
+    }
+    _exit(42);
+  }
   z[1] = fork();
   if (z[1] == 0) {
     signal(SIGTERM, SIG_DFL);
@@ -136,6 +162,13 @@ int main(int argc, char **argv) {
   }
   check("zombie-exit-code", ok_code, "exit_code differs");
   check("zombie-pgrp", ok_pgrp, "process group differs");
+  char uid_line[256], gid_line[256];
+  status_line(z[0], "Uid:", uid_line, sizeof uid_line);
+  status_line(z[0], "Gid:", gid_line, sizeof gid_line);
+  check("zombie-ids",
+        strcmp(uid_line, "Uid: 65534 65534 65534 65534 ") == 0 &&
+            strcmp(gid_line, "Gid: 65534 65534 65534 65534 ") == 0,
+        "[%s] [%s]", uid_line, gid_line);
   check("no-sigchld", sigchld_count == chld_before, "%d SIGCHLD after the restore",
         sigchld_count - chld_before);
 
