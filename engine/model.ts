@@ -117,6 +117,11 @@ export interface ProcessImage {
   bootstrap: { start: Hex; size: number };
   /** Things left out of the image on purpose (policy include/exclude). */
   excluded: { what: string; reason: string }[];
+  /**
+   * Process-wide memory settings, absent when none: mlockall(MCL_FUTURE)
+   * ("onfault" with MCL_ONFAULT), KSM merge-any, PR_SET_THP_DISABLE.
+   */
+  memoryFlags?: { mlockFuture?: "locked" | "onfault"; ksmMergeAny?: true; thpDisabled?: true };
 }
 
 /** Identity of a file, to detect changes between dump and restore. */
@@ -187,6 +192,8 @@ export interface Mapping {
   pages: PageRun[];
   /** Left out by a policy: restored empty (zero-filled or as the file has it). */
   excluded?: boolean;
+  /** Guard regions (MADV_GUARD_INSTALL, pagemap bit 58) inside the mapping. */
+  guards?: { addr: Hex; length: number }[];
 }
 
 /** A contiguous run of saved pages. */

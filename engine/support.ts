@@ -46,6 +46,8 @@ export const SUPPORT_TABLE = [
   // Memory.
   { id: "memory.anon", area: "memory", what: "private and shared anonymous memory", support: "saved" },
   { id: "memory.file", area: "memory", what: "file mappings (private copies-on-write saved)", support: "saved" },
+  { id: "memory.flags", area: "memory", what: "madvise and mlock flags, mlockall, guard regions, KSM merge-any, THP disable", support: "saved" },
+  { id: "memory.vmflags", area: "memory", what: "hugetlb, userfaultfd, sealed, shadow-stack and droppable mappings", support: "refused", note: "not re-created yet" },
   { id: "memory.deleted", area: "memory", what: "mappings of deleted files", support: "refused", note: "not saved yet" },
   // Fds.
   { id: "fd.file", area: "fd", what: "regular files, directories, devices", support: "saved" },

@@ -96,6 +96,8 @@ export const SYS = {
   pidfd_open: 434,
   clone3: 435,
   close_range: 436,
+  mlockall: 151,
+  mlock2: 325,
 } as const;
 
 /** Name of a syscall by number, for plan printing and error messages. */

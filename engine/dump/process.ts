@@ -22,6 +22,7 @@ import { queryInjectedState, withInjection } from "./injected.ts";
 import { collectThread, sharedPending } from "./threads.ts";
 import { classifyVma, type Vma } from "./vmas.ts";
 import { collectPipe } from "../fds/pipe.ts";
+import { collectMemoryDetails, probeMlockFuture } from "../memory/flags.ts";
 
 const hex = (v: bigint) => `0x${v.toString(16)}`;
 
@@ -113,7 +114,10 @@ export function collectProcess(
   const stat = readStat(pid);
   const status = readStatus(pid);
   // Everything read by injected syscalls, in one session (one scratch page).
-  const injected = withInjection(pid, (s) => queryInjectedState(s, tids));
+  const injected = withInjection(pid, (s) => ({
+    ...queryInjectedState(s, tids),
+    mlockFuture: probeMlockFuture(s),
+  }));
   const maps = mergeSmaps(readMaps(pid), readSmaps(pid), pid);
   const vmas: Vma[] = maps.map((m) => ({
     start: m.start,
@@ -148,6 +152,8 @@ export function collectProcess(
       pages: [],
     };
   });
+
+  const memoryFlags = collectMemoryDetails(pid, mappings, injected.mlockFuture, refusals);
 
   const fdInfos = fds.map((f) => toFdInfo(pid, f, topology));
   for (let i = 0; i < fdInfos.length; i++) {
@@ -204,6 +210,7 @@ export function collectProcess(
       fds: fdInfos,
       children,
       excluded: [],
+      ...(Object.keys(memoryFlags).length ? { memoryFlags } : {}),
     },
   };
 }

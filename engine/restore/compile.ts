@@ -41,6 +41,7 @@ import { emitSharedPipeCreation, type SharedPipe } from "../fds/shared_pipes.ts"
 import { UnsupportedError } from "../errors.ts";
 import { type Bootstrap, BootstrapBuilder, messageProgram } from "./stub.ts";
 import { type ProgramBuilder, slot } from "../program/builder.ts";
+import { emitMemoryFlagsAfter, emitMemoryFlagsBefore, emitVmFlags } from "../memory/flags.ts";
 
 /** Slot numbers used by compiled programs. */
 export const SLOTS = {
@@ -97,15 +98,6 @@ const PR_SET_MM = 35;
 const PR_SET_MM_MAP = 14;
 const SIG_SETMASK = 2;
 
-const MADVISE_FOR_FLAG: Record<string, number> = {
-  dd: 16, // MADV_DONTDUMP
-  dc: 10, // MADV_DONTFORK
-  wf: 18, // MADV_WIPEONFORK
-  hg: 14, // MADV_HUGEPAGE
-  nh: 15, // MADV_NOHUGEPAGE
-  mg: 12, // MADV_MERGEABLE
-};
-
 /** Size of the scratch area kept at the end of the bootstrap for moving the vdso. */
 export const VDSO_SCRATCH_BYTES = 1 << 20;
 
@@ -161,7 +153,9 @@ function emitProgram(
     });
   }
 
+  emitMemoryFlagsBefore(p, proc);
   emitMemory(p, proc, opts);
+  emitMemoryFlagsAfter(p, proc);
   emitMm(p, proc, slotsAddress);
   emitNofileForFds(p, proc);
   emitFds(p, fds, slotsAddress, SLOTS.scratch);
@@ -244,10 +238,7 @@ function emitMemory(p: ProgramBuilder, proc: ProcessImage, opts: CompileOptions)
       }
     }
     if (needsWrite) p.op(SYS.mprotect, [start, len, prot]);
-    for (const f of m.vmFlags) {
-      const advice = MADVISE_FOR_FLAG[f];
-      if (advice !== undefined) p.op(SYS.madvise, [start, len, advice], { allowFail: true });
-    }
+    emitVmFlags(p, m);
   }
   if (openPath !== undefined) p.op(SYS.close, [slot(SLOTS.file)]);
   p.op(SYS.close, [slot(SLOTS.image)]);
