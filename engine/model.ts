@@ -122,6 +122,12 @@ export interface ProcessImage {
    * ("onfault" with MCL_ONFAULT), KSM merge-any, PR_SET_THP_DISABLE.
    */
   memoryFlags?: { mlockFuture?: "locked" | "onfault"; ksmMergeAny?: true; thpDisabled?: true };
+  /**
+   * Restored by inheritance: the parent forks it once the parent's memory
+   * is in, and it keeps the mappings marked `inherited` instead of exec'ing
+   * its image (it shared pages or shared anonymous memory with the parent).
+   */
+  inheritsMemory?: true;
 }
 
 /** Identity of a file, to detect changes between dump and restore. */
@@ -194,6 +200,14 @@ export interface Mapping {
   excluded?: boolean;
   /** Guard regions (MADV_GUARD_INSTALL, pagemap bit 58) inside the mapping. */
   guards?: { addr: Hex; length: number }[];
+  /**
+   * Kept from the parent's copy (same range, backing and flags): `pages`
+   * are only the pages that differ from the parent's, `discard` the pages
+   * the parent has and this process has not (dropped with MADV_DONTNEED).
+   */
+  inherited?: true;
+  /** Pages to drop from an inherited mapping. */
+  discard?: { addr: Hex; length: number }[];
 }
 
 /** A contiguous run of saved pages. */

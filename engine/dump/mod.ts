@@ -52,6 +52,7 @@ import { CHUNK_BYTES, MemoryStreamer } from "./memory.ts";
 import { SyncPageWriter, ThreadedPageWriter } from "./page_writer.ts";
 import { bootstrapSizeFor, chooseBootstrap, pagePolicy } from "./vmas.ts";
 import { TOOL_VERSION } from "../version.ts";
+import { planInheritance } from "../memory/inherit.ts";
 
 /** Dumps with at least this much page data write from a worker thread. */
 const THREADED_WRITE_BYTES = 256 << 20;
@@ -302,11 +303,17 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       applyIncludes(image, opts.include);
       return { p, collected, image, start, size };
     });
+    // Memory a child shares with its parent is stored once, in the parent's image.
+    const inheritance = planInheritance(
+      described.map((d) => ({ image: d.image, vmas: d.collected.vmas })),
+      refusals,
+    );
     compileTree(described.map((d) => d.image), {
       pathOf: (pid) => `${finalDir}/${pid}.elf`,
       rootPid: pid,
     }, refusals);
-    for (const { p, collected, image, start, size } of described) {
+    for (const { p, collected, image, size } of described) {
+      const start = BigInt(image.bootstrap.start); // planInheritance may have moved it
       const boot = new BootstrapBuilder(start);
       const standalone = messageProgram(
         boot.program(),
@@ -325,6 +332,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       writers.push(writer);
       using pagemap = openPagemap(p.pid);
       const plan = collected.vmas.map((v, k) => {
+        const inherited = inheritance.runs(p.pid, k);
+        if (inherited) return inherited;
         const policy = image.mappings[k].excluded ? "none" : pagePolicy(image.mappings[k].kind);
         if (policy === "none") return [];
         const match = policy === "all-present" ? PRESENT_OR_SWAPPED : ANON_PRESENT_OR_SWAPPED;

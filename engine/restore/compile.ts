@@ -42,6 +42,14 @@ import { UnsupportedError } from "../errors.ts";
 import { type Bootstrap, BootstrapBuilder, messageProgram } from "./stub.ts";
 import { type ProgramBuilder, slot } from "../program/builder.ts";
 import { emitMemoryFlagsAfter, emitMemoryFlagsBefore, emitVmFlags } from "../memory/flags.ts";
+import {
+  emitDropInherited,
+  emitInheritedMapping,
+  emitInheritForks,
+  emitInheritLabels,
+  inheritedFrom,
+  inheritingChildren,
+} from "../memory/inherit_restore.ts";
 
 /** Slot numbers used by compiled programs. */
 export const SLOTS = {
@@ -68,6 +76,8 @@ export interface CompileOptions {
   sharedPipes?: SharedPipe[];
   /** Text of the standalone message. */
   standaloneMessage?: string;
+  /** Every image of the tree by pid (for memory inherited across fork). */
+  images?: ReadonlyMap<number, ProcessImage>;
 }
 
 /** A compiled process: its bootstrap blob and what the engine does afterwards. */
@@ -143,7 +153,9 @@ function emitProgram(
   emitSharedPipeCreation(p, opts.sharedPipes ?? [], proc.pid, SLOTS.scratch, slotsAddress);
 
   // Children first: they exec their own image and leave this memory behind.
-  for (const child of proc.children) {
+  const inheriting = inheritingChildren(proc, opts.images);
+  const execChildren = proc.children.filter((c) => !inheriting.includes(c));
+  for (const child of execChildren) {
     const path = opts.childImages.get(child);
     if (!path) throw new Error(`no image for child ${child} of ${proc.pid}`);
     const args = cloneWithTid(p, child, { exitSignal: 17n });
@@ -156,6 +168,7 @@ function emitProgram(
   emitMemoryFlagsBefore(p, proc);
   emitMemory(p, proc, opts);
   emitMemoryFlagsAfter(p, proc);
+  emitInheritForks(p, inheriting);
   emitMm(p, proc, slotsAddress);
   emitNofileForFds(p, proc);
   emitFds(p, fds, slotsAddress, SLOTS.scratch);
@@ -166,7 +179,8 @@ function emitProgram(
   emitSignalsAndTimers(p, proc);
   p.end("restore complete: the engine takes over");
 
-  for (const child of proc.children) {
+  emitInheritLabels(p, inheriting);
+  for (const child of execChildren) {
     const path = opts.childImages.get(child)!;
     p.label(`child-${child}`);
     const pathAddr = p.cstring(path);
@@ -186,8 +200,14 @@ function emitMemory(p: ProgramBuilder, proc: ProcessImage, opts: CompileOptions)
   });
   let openPath: string | undefined;
   const zeroByte = p.reserve(8);
+  const parent = inheritedFrom(proc, opts.images);
+  if (parent) emitDropInherited(p, proc, parent);
   for (const m of proc.mappings) {
     if (m.kind === "vdso" || m.kind === "vsyscall") continue;
+    if (m.inherited) {
+      emitInheritedMapping(p, m, SLOTS.image);
+      continue;
+    }
     const start = hexBig(m.start);
     const len = hexBig(m.end) - start;
     const prot = PROT(m.perms);

@@ -34,6 +34,7 @@ export function compileTree(
   refusals = new Refusals(),
 ): Map<number, CompiledProcess> {
   const sharedPipes = planSharedPipes([...images]);
+  const byPid = new Map(images.map((i) => [i.pid, i]));
   const out = new Map<number, CompiledProcess>();
   for (const image of images) {
     try {
@@ -44,6 +45,7 @@ export function compileTree(
           childImages: new Map(image.children.map((c) => [c, opts.pathOf(c)])),
           inheritFds: image.pid === opts.rootPid ? opts.inheritFds : undefined,
           sharedPipes,
+          images: byPid,
         }),
       );
     } catch (e) {

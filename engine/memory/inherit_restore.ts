@@ -1,0 +1,143 @@
+/**
+ * Restoring memory by inheritance (see inherit.ts for the dump side).
+ *
+ * The parent forks each inheriting child (clone3 with set_tid) once its own
+ * mappings are in, with their pages and flags. The engine catches the
+ * child at its birth stop, maps the child's own bootstrap into it and
+ * starts the child's program there (engine/restore/inherit_session.ts);
+ * nothing is exec'ed, so the child keeps the inherited address space. Its
+ * program then unmaps what it inherited but does not have (the parent's
+ * bootstrap, every parent mapping it does not keep), writes into each kept
+ * mapping only the pages that differ and drops the ones it lacks, maps its
+ * other mappings as a fresh process would, and goes on with its own state.
+ *
+ * @module
+ */
+
+import { SYS } from "../../ffi/sysno.ts";
+import { cloneArgs } from "../../ffi/structs.ts";
+import type { Mapping, ProcessImage } from "../model.ts";
+import { type ProgramBuilder, slot } from "../program/builder.ts";
+import { cloneWithTid } from "../restore/compile.ts";
+import { emitVmFlags } from "./flags.ts";
+
+const MADV_DONTNEED = 4;
+const PREAD_MAX = 1 << 30;
+const PR_SET_THP_DISABLE = 41;
+const PR_SET_MEMORY_MERGE = 67;
+
+/** The children of `proc` restored by inheritance. */
+export function inheritingChildren(
+  proc: ProcessImage,
+  images: ReadonlyMap<number, ProcessImage> | undefined,
+): number[] {
+  return proc.children.filter((c) => images?.get(c)?.inheritsMemory === true);
+}
+
+/** The parent whose memory `proc` inherits, or undefined. */
+export function inheritedFrom(
+  proc: ProcessImage,
+  images: ReadonlyMap<number, ProcessImage> | undefined,
+): ProcessImage | undefined {
+  if (!proc.inheritsMemory) return undefined;
+  const parent = images?.get(proc.ppid);
+  if (!parent) throw new Error(`process ${proc.pid} inherits memory but its parent is missing`);
+  return parent;
+}
+
+/**
+ * In an inheriting child, before its own mappings: sets the process-wide
+ * memory settings a fork passed on, unmaps the parent's bootstrap and
+ * every parent mapping it does not keep.
+ */
+export function emitDropInherited(
+  p: ProgramBuilder,
+  proc: ProcessImage,
+  parent: ProcessImage,
+): void {
+  emitInheritedProcessFlags(p, proc);
+  p.op(SYS.munmap, [BigInt(parent.bootstrap.start), parent.bootstrap.size], {
+    comment: "the parent's bootstrap",
+  });
+  const kept = new Set(proc.mappings.filter((m) => m.inherited).map((m) => m.start));
+  for (const m of parent.mappings) {
+    if (m.kind === "vdso" || m.kind === "vsyscall" || kept.has(m.start)) continue;
+    const start = BigInt(m.start);
+    p.op(SYS.munmap, [start, BigInt(m.end) - start], {
+      comment: `inherited ${m.start}-${m.end} ${m.name}, not this process's`,
+    });
+  }
+}
+
+/**
+ * A mapping kept from the parent: drop the pages the child lacks, write the
+ * pages that differ (read from the image in `imageSlot`), set its flags.
+ */
+export function emitInheritedMapping(p: ProgramBuilder, m: Mapping, imageSlot: number): void {
+  const start = BigInt(m.start);
+  const len = BigInt(m.end) - start;
+  for (const d of m.discard ?? []) {
+    p.op(SYS.madvise, [BigInt(d.addr), d.length, MADV_DONTNEED], {
+      comment: "page the parent has and this process has not",
+    });
+  }
+  const writable = m.perms[1] === "w";
+  if (m.pages.length && !writable) p.op(SYS.mprotect, [start, len, protOf(m.perms) | 2]);
+  for (const run of m.pages) {
+    for (let done = 0; done < run.length; done += PREAD_MAX) {
+      const n = Math.min(PREAD_MAX, run.length - done);
+      p.op(SYS.pread64, [
+        slot(imageSlot),
+        BigInt(run.addr) + BigInt(done),
+        n,
+        run.fileOffset + done,
+      ], {
+        comment: `pages of ${m.start}-${m.end} that differ from the parent's`,
+      });
+    }
+  }
+  if (m.pages.length && !writable) p.op(SYS.mprotect, [start, len, protOf(m.perms)]);
+  emitVmFlags(p, m);
+}
+
+function protOf(perms: string): number {
+  return (perms[0] === "r" ? 1 : 0) | (perms[1] === "w" ? 2 : 0) | (perms[2] === "x" ? 4 : 0);
+}
+
+/**
+ * Process-wide memory settings a fork passes on (THP disable, KSM
+ * merge-any): an inheriting child sets both to its own values.
+ */
+function emitInheritedProcessFlags(p: ProgramBuilder, proc: ProcessImage): void {
+  if (!proc.inheritsMemory) return;
+  const f = proc.memoryFlags ?? {};
+  p.op(SYS.prctl, [PR_SET_THP_DISABLE, f.thpDisabled ? 1 : 0, 0, 0, 0], {
+    comment: "THP disable as this process had it",
+  });
+  if (!f.ksmMergeAny) {
+    // Clearing fails only on a kernel without KSM, where nothing was inherited.
+    p.op(SYS.prctl, [PR_SET_MEMORY_MERGE, 0, 0, 0, 0], {
+      allowFail: true,
+      comment: "no KSM merge-any",
+    });
+  }
+}
+
+/** In a parent, once its memory is in: forks the children that inherit it. */
+export function emitInheritForks(p: ProgramBuilder, children: readonly number[]): void {
+  for (const child of children) {
+    const args = cloneWithTid(p, child, { exitSignal: 17n });
+    p.op(SYS.clone3, [args, cloneArgs.size], {
+      jumpIfZeroTo: `inherit-${child}`,
+      comment: `fork child ${child}, which inherits this memory`,
+    });
+  }
+}
+
+/** Where the forked children would continue: the engine redirects them at birth. */
+export function emitInheritLabels(p: ProgramBuilder, children: readonly number[]): void {
+  for (const child of children) {
+    p.label(`inherit-${child}`);
+    p.end(`child ${child}: the engine starts its own program at its birth stop`);
+  }
+}
