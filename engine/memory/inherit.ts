@@ -27,7 +27,7 @@
 import type { Mapping, ProcessImage } from "../model.ts";
 import type { Refusals } from "../support.ts";
 import { chooseBootstrap, type Vma } from "../dump/vmas.ts";
-import { openPagemap, PagemapEntries, type PagemapReader, PM } from "../proc/pagemap.ts";
+import { openPagemap, type PagemapEntries, type PagemapReader, PM } from "../proc/pagemap.ts";
 import { NOT_INHERITED_FLAGS } from "./flags.ts";
 
 /** One described process of the frozen tree. */
