@@ -13,7 +13,7 @@
 export type Hex = string;
 
 /** Version of the image format; bumped on any incompatible change. */
-export const IMAGE_FORMAT_VERSION = 1;
+export const IMAGE_FORMAT_VERSION = 2;
 
 /** The manifest.json of an image directory. */
 export interface Manifest {

@@ -312,8 +312,10 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       pathOf: (pid) => `${finalDir}/${pid}.elf`,
       rootPid: pid,
     }, refusals);
-    for (const { p, collected, image, size } of described) {
-      const start = BigInt(image.bootstrap.start); // planInheritance may have moved it
+    for (const { p, collected, image } of described) {
+      // planInheritance may have moved (and grown) the bootstrap.
+      const start = BigInt(image.bootstrap.start);
+      const size = image.bootstrap.size;
       const boot = new BootstrapBuilder(start);
       const standalone = messageProgram(
         boot.program(),

@@ -26,7 +26,7 @@
 
 import type { Mapping, ProcessImage } from "../model.ts";
 import type { Refusals } from "../support.ts";
-import { chooseBootstrap, type Vma } from "../dump/vmas.ts";
+import { bootstrapSizeFor, chooseBootstrap, type Vma } from "../dump/vmas.ts";
 import { openPagemap, type PagemapEntries, type PagemapReader, PM } from "../proc/pagemap.ts";
 import { NOT_INHERITED_FLAGS } from "./flags.ts";
 
@@ -209,11 +209,14 @@ function moveBootstrap(child: InheritanceInput, parent: InheritanceInput): void 
     path: "",
     vmFlags: [],
   };
-  const start = chooseBootstrap(
-    [...child.vmas, ...parent.vmas, parentBoot],
-    child.image.bootstrap.size,
+  // Its program also unmaps what it inherited and does not keep: room for the parent's mappings too.
+  const size = bootstrapSizeFor(
+    child.image.mappings.length + parent.image.mappings.length,
+    child.image.fds.length,
+    child.image.threads.length,
   );
-  child.image.bootstrap = { ...child.image.bootstrap, start: `0x${start.toString(16)}` };
+  const start = chooseBootstrap([...child.vmas, ...parent.vmas, parentBoot], size);
+  child.image.bootstrap = { start: `0x${start.toString(16)}`, size };
 }
 
 /**

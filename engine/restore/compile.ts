@@ -10,7 +10,10 @@
  * 2. fork the children (clone3 with set_tid), each exec'ing its own image;
  * 3. open the image itself, re-create every mapping (anonymous pages pread
  *    straight from the image file, file mappings mapped from their files),
- *    set final protections and madvise flags;
+ *    set final protections and madvise flags, then guard regions, locks
+ *    and process-wide memory settings (engine/memory/flags.ts); fork the
+ *    children that inherit this memory (engine/memory/inherit_restore.ts:
+ *    such a child, instead of the steps above, fixes up what it inherited);
  * 4. PR_SET_MM_MAP (code/data/brk/stack/arg/env bounds, auxv, exe);
  * 5. rlimits, fds (via temporaries above every target number), cwd,
  *    umask, personality, session/group, signal actions, comm;
