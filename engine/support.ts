@@ -50,6 +50,7 @@ export const SUPPORT_TABLE = [
   { id: "memory.vmflags", area: "memory", what: "hugetlb, userfaultfd, sealed, shadow-stack and droppable mappings", support: "refused", note: "not re-created yet" },
   { id: "memory.cow", area: "memory", what: "pages shared copy-on-write across fork, shared anonymous memory inherited across fork", support: "saved", note: "stored once, inherited by the child at restore" },
   { id: "memory.anon-shared-tree", area: "memory", what: "shared anonymous memory shared other than by inheritance at the same address", support: "refused", note: "not restored yet" },
+  { id: "memory.shared-mm", area: "memory", what: "processes sharing one address space (clone with CLONE_VM, vfork)", support: "refused", note: "not restored yet" },
   { id: "memory.deleted", area: "memory", what: "mappings of deleted files", support: "refused", note: "not saved yet" },
   // Fds.
   { id: "fd.file", area: "fd", what: "regular files, directories, devices", support: "saved" },

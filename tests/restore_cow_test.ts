@@ -80,8 +80,16 @@ Deno.test(
     const both = pss(t.pid) + pss(child);
     assert.ok(both < pages * PAGE * 1.5, `Pss of both ${both} bytes: the region is not shared`);
 
+    // Checkpointed again, the restored pair still shares: the child's image stays small.
+    const again = await tempImageDir();
+    await checkpoint(t.pid, { dir: again, leaveRunning: true });
+    const childAgain = await savedBytes(`${again}/${child}.elf`);
+    assert.ok(childAgain < 2 * MiB, `second dump: child image holds ${childAgain} bytes`);
+
     await Deno.writeTextFile(trigger, "");
     assertChecksPassed(t, [
+      "maps",
+      "child-maps",
       "region",
       "heap",
       "kept",
@@ -143,5 +151,31 @@ Deno.test(
     assert.ok(!pathExists(dir), "a refused dump left its directory");
     await Deno.writeTextFile(trigger, "");
     assertChecksPassed(t, ["before", "child-sees-parent", "child"], await t.wait(20000));
+  }),
+);
+
+Deno.test(
+  "a child sharing its parent's whole address space (CLONE_VM) is refused at dump",
+  withTargets(async () => {
+    const { t, trigger, ready } = await startTriggered("rt_cow", COW_READY, {
+      passWork: true,
+      extra: ["clonevm"],
+    });
+    const dir = await tempImageDir();
+    await assert.rejects(
+      () => checkpoint(t.pid, { dir }),
+      (e: unknown) => {
+        assert.ok(e instanceof UnsupportedError, String(e));
+        assert.deepEqual(e.items, [
+          `process ${
+            ready[2]
+          }: processes sharing one address space (clone with CLONE_VM, vfork): shares its address space with its parent ${t.pid}`,
+        ]);
+        return true;
+      },
+    );
+    assert.ok(!pathExists(dir), "a refused dump left its directory");
+    await Deno.writeTextFile(trigger, "");
+    assertChecksPassed(t, ["child"], await t.wait(20000));
   }),
 );

@@ -29,6 +29,8 @@ import type { Refusals } from "../support.ts";
 import { bootstrapSizeFor, chooseBootstrap, type Vma } from "../dump/vmas.ts";
 import { openPagemap, type PagemapEntries, type PagemapReader, PM } from "../proc/pagemap.ts";
 import { NOT_INHERITED_FLAGS } from "./flags.ts";
+import { rawSyscall } from "../../ffi/libc.ts";
+import { SYS } from "../../ffi/sysno.ts";
 
 /** One described process of the frozen tree. */
 export interface InheritanceInput {
@@ -121,6 +123,11 @@ function comparePages(
   return { shared, runs, discard };
 }
 
+/** Whether two processes share one mm (kcmp KCMP_VM). */
+function sameMm(a: number, b: number): boolean {
+  return rawSyscall(SYS.kcmp, a, b, 1, /* KCMP_VM */ 0, 0) === 0n;
+}
+
 function depthOf(pid: number, parentOf: Map<number, number>): number {
   let d = 0;
   for (let p = parentOf.get(pid); p !== undefined; p = parentOf.get(p)) d++;
@@ -154,7 +161,16 @@ export function planInheritance(
   for (const child of order) {
     const ppid = parentOf.get(child.image.pid);
     const parent = ppid === undefined ? undefined : byPid.get(ppid);
-    if (!parent || vdsoLayout(parent.image) !== vdsoLayout(child.image)) continue;
+    if (!parent) continue;
+    if (sameMm(parent.image.pid, child.image.pid)) {
+      refusals.use(
+        "memory.shared-mm",
+        `process ${child.image.pid}`,
+        `shares its address space with its parent ${parent.image.pid}`,
+      );
+      continue;
+    }
+    if (vdsoLayout(parent.image) !== vdsoLayout(child.image)) continue;
     const parentAt = new Map(parent.image.mappings.map((m, j) => [m.start, j]));
     const kept = new Map<number, { runs: PageSpan[]; discard: PageSpan[] }>();
     using cr = openPagemap(child.image.pid);

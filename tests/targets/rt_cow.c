@@ -9,7 +9,9 @@
  *   - the private file mapping: page 0 COW'd before the fork (shared
  *     anonymous page), page 1 written by the child only.
  *
- * usage: rt_cow <trigger-file> <work-dir>
+ * usage: rt_cow <trigger-file> <work-dir> [clonevm]
+ * ("clonevm": instead, a child made with clone(CLONE_VM) shares the whole
+ * address space, which the dump must refuse.)
  * Prints "ready pid=P child=C region=0x... pages=N file=0x..." once both are
  * set up, waits for the trigger file; then both check their memory, the
  * child exits with its failure count and the parent reports it.
@@ -18,6 +20,7 @@
 #include "common.h"
 #include <fcntl.h>
 #include <stdint.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 
@@ -25,6 +28,21 @@
 #define PAGES 8192UL
 
 static char *region, *heap, *own, *gone, *filemap;
+static char maps_before[32768], maps_after[32768];
+
+/* /proc/self/maps without the [stack] line (the stack may grow meanwhile). */
+static void maps_text(char *out, size_t cap) {
+  FILE *f = fopen("/proc/self/maps", "r");
+  char line[512];
+  size_t n = 0;
+  out[0] = 0;
+  while (f && fgets(line, sizeof line, f)) {
+    if (strstr(line, "[stack]")) continue;
+    n += snprintf(out + n, cap - n, "%s", line);
+    if (n >= cap) die_err("maps too long", E2BIG);
+  }
+  if (f) fclose(f);
+}
 
 /* The byte at offset `i` of page `p` as the parent first wrote it. */
 static char pattern(size_t p, size_t i) { return (char)(p * 7 + i / 512 + 1); }
@@ -39,6 +57,9 @@ static int page_is(const char *base, size_t p, char (*f)(size_t, size_t), char p
 static char zero(size_t p, size_t i) { (void)p; (void)i; return 0; }
 
 static int child_checks(void) {
+  maps_text(maps_after, sizeof maps_after);
+  check("child-maps", strcmp(maps_before, maps_after) == 0, "before:\n%safter:\n%s", maps_before,
+        maps_after);
   int ok = 1;
   for (size_t p = 0; p < PAGES && ok; p++) {
     if (p < 10) ok = page_is(region, p, pattern, 100);
@@ -61,6 +82,9 @@ static int child_checks(void) {
 }
 
 static int parent_checks(void) {
+  maps_text(maps_after, sizeof maps_after);
+  check("maps", strcmp(maps_before, maps_after) == 0, "before:\n%safter:\n%s", maps_before,
+        maps_after);
   int ok = 1;
   for (size_t p = 0; p < PAGES && ok; p++) ok = page_is(region, p, pattern, p >= 20 && p < 30 ? 50 : 0);
   check("region", ok, "");
@@ -72,8 +96,32 @@ static int parent_checks(void) {
   return failures;
 }
 
+static const char *trigger_path;
+
+/* A process sharing the whole address space (clone with CLONE_VM, no thread). */
+static int vm_child(void *arg) {
+  (void)arg;
+  wait_trigger(trigger_path);
+  return 0;
+}
+
+/* "clonevm" mode: the dump must refuse a process that shares its parent's mm. */
+static int clonevm_main(void) {
+  static char stack[256 * 1024];
+  pid_t child = clone(vm_child, stack + sizeof stack, CLONE_VM | SIGCHLD, NULL);
+  if (child < 0) die("clone");
+  print_ready("pid=%d child=%d region=0x0 pages=0 file=0x0", getpid(), child);
+  wait_trigger(trigger_path);
+  int st = 0;
+  if (waitpid(child, &st, 0) != child) die("waitpid");
+  check("child", WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %d", st);
+  return verdict();
+}
+
 int main(int argc, char **argv) {
-  need_args(argc, 2, "rt_cow <trigger-file> <work-dir>");
+  need_args(argc, 2, "rt_cow <trigger-file> <work-dir> [clonevm]");
+  trigger_path = argv[1];
+  if (argc > 3 && strcmp(argv[3], "clonevm") == 0) return clonevm_main();
   region = mmap(NULL, PAGES * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   gone = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (region == MAP_FAILED || gone == MAP_FAILED) die("mmap");
@@ -112,6 +160,7 @@ int main(int argc, char **argv) {
     own[PAGE] = 'C';
     if (munmap(gone, 2 * PAGE)) die("munmap");
     filemap[PAGE] = 'c';
+    maps_text(maps_before, sizeof maps_before);
     if (write(up[1], "k", 1) != 1) die("write");
     close(up[1]);
     wait_trigger(argv[1]);
@@ -124,6 +173,7 @@ int main(int argc, char **argv) {
   for (size_t p = 20; p < 30; p++) {
     for (size_t i = 0; i < PAGE; i += 512) region[p * PAGE + i] = (char)(pattern(p, i) + 50);
   }
+  maps_text(maps_before, sizeof maps_before);
   print_ready("pid=%d child=%d region=%p pages=%lu file=%p", getpid(), child, (void *)region, PAGES,
               (void *)filemap);
   wait_trigger(argv[1]);
