@@ -3,13 +3,16 @@
  * mlock2(MLOCK_ONFAULT), madvise flags, mprotect splits, MAP_GROWSDOWN,
  * guard regions, mlockall(MCL_FUTURE[|MCL_ONFAULT]), PR_SET_THP_DISABLE,
  * PR_SET_MEMORY_MERGE; the target compares its maps lines and VmFlags
- * itself. A sealed mapping is refused at dump, naming the mapping, and the
+ * itself, and none of the ops setting them may fail silently. A sealed mapping is refused at dump, naming the mapping, and the
  * target runs on untouched.
  */
 
 import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { UnsupportedError } from "../engine/errors.ts";
+import { readImageFile } from "../engine/image/reader.ts";
+import { compileProcess } from "../engine/restore/compile.ts";
+import { SYS } from "../ffi/sysno.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { pathExists } from "./helpers/fs.ts";
 import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
@@ -29,10 +32,26 @@ const CHECKS = [
   "mlock-future",
 ];
 
+/**
+ * Every op restoring a flag of the image in `path` may not fail: a flag
+ * that cannot be set fails the restore instead of being lost.
+ */
+async function assertFlagOpsMustSucceed(path: string): Promise<void> {
+  const { process } = await readImageFile(path);
+  const { bootstrap } = compileProcess(process, { imagePath: path, childImages: new Map() });
+  const flagOps = bootstrap.restore.ops.filter((op) =>
+    (op.nr === SYS.madvise && op.args[2] !== 23n /* MADV_POPULATE_WRITE: a speed-up */) ||
+    op.nr === SYS.mlock2 || op.nr === SYS.mlockall
+  );
+  assert.ok(flagOps.length >= 10, `only ${flagOps.length} flag ops`);
+  for (const op of flagOps) assert.ok(!op.allowFail, `${op.comment} may fail silently`);
+}
+
 async function roundTrip(modes: string[]): Promise<void> {
   const { t, trigger } = await startTriggered("rt_memflags", READY, { extra: modes });
-  const { dump } = await dumpKillRestore(t);
+  const { dump, dir } = await dumpKillRestore(t);
   assert.ok(dump.stats.processes === 1);
+  await assertFlagOpsMustSucceed(`${dir}/${t.pid}.elf`);
   await Deno.writeTextFile(trigger, "");
   assertChecksPassed(t, CHECKS, await t.wait(15000), { what: `rt_memflags ${modes.join(" ")}` });
 }

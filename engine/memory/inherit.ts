@@ -11,10 +11,11 @@
  * inherit_restore.ts). Its image stores only the pages that differ from the
  * parent's; the shared ones are stored once, in the parent's image.
  *
- * A mapping of the child is kept ("inherited") when the parent has one
- * with the same range, protection, backing and flags that a fork passes on,
- * and they share at least one page frame (private memory) or the shmem
- * object (shared memory). Same page frame while the tree is frozen means
+ * A mapping of the child is kept ("inherited") when a mapping of the parent
+ * covers its range with the same backing, file offset and the flags a fork
+ * passes on (its protection and locks the child sets itself), and they
+ * share at least one page frame (private memory) or the shmem object
+ * (shared memory). Same page frame while the tree is frozen means
  * same content, so this never depends on how the sharing came about.
  *
  * Shared anonymous memory held by several processes that do not all
@@ -77,20 +78,49 @@ function samePage(a: PagemapEntries, b: PagemapEntries, i: number): boolean {
   return loA === b.lo(i) && hiA === (b.words[2 * i + 1] & 0x7fffff);
 }
 
+/** Flags that follow from the protection (mprotect sets them) or that a fork drops. */
+const FREE_FLAGS = new Set(["rd", "wr", "ex", ...NOT_INHERITED_FLAGS]);
+
 function flagsForFork(m: Mapping): string {
-  return m.vmFlags.filter((f) => !NOT_INHERITED_FLAGS.has(f)).join(" ");
+  return m.vmFlags.filter((f) => !FREE_FLAGS.has(f)).join(" ");
 }
 
-/** Whether a fork gives the child exactly `parent`'s mapping where it has `child`. */
-function sameMapping(parent: Mapping, pv: Vma, child: Mapping, cv: Vma): boolean {
-  return parent.start === child.start && parent.end === child.end &&
-    parent.perms === child.perms && parent.offset === child.offset &&
+/** The guard ranges of `m` inside [start, end), as text. */
+function guardsIn(m: Mapping, start: bigint, end: bigint): string {
+  return (m.guards ?? []).filter((g) => BigInt(g.addr) >= start && BigInt(g.addr) < end)
+    .map((g) => `${g.addr}+${g.length}`).join();
+}
+
+/**
+ * Whether a fork gives the child, where it has `child`, a piece of the
+ * parent's mapping `parent` that only needs its protection (and locks)
+ * set: the piece covers the child's range, with the same backing, file
+ * offset, sharing and flags.
+ */
+function inheritable(parent: Mapping, pv: Vma, child: Mapping, cv: Vma): boolean {
+  const ps = BigInt(parent.start), cs = BigInt(child.start);
+  return ps <= cs && BigInt(child.end) <= BigInt(parent.end) &&
+    // maps shows no offset for private anonymous memory (0 for every piece).
+    (parent.kind === "anon" || pv.offset + (cs - ps) === cv.offset) &&
+    parent.perms[3] === child.perms[3] &&
     parent.kind === child.kind && parent.name === child.name &&
     pv.dev === cv.dev && pv.inode === cv.inode &&
     !parent.excluded && !child.excluded &&
     !parent.vmFlags.includes("dc") && !parent.vmFlags.includes("wf") &&
     flagsForFork(parent) === flagsForFork(child) &&
-    JSON.stringify(parent.guards ?? []) === JSON.stringify(child.guards ?? []);
+    guardsIn(parent, cs, BigInt(child.end)) === guardsIn(child, cs, BigInt(child.end));
+}
+
+/** Index of the parent mapping containing `addr` (mappings sorted by address), or -1. */
+function containing(mappings: readonly Mapping[], addr: bigint): number {
+  let lo = 0, hi = mappings.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    if (BigInt(mappings[mid].end) <= addr) lo = mid + 1;
+    else if (BigInt(mappings[mid].start) > addr) hi = mid - 1;
+    else return mid;
+  }
+  return -1;
 }
 
 /** Appends page i (at `start`) to the runs, merging with the last run. */
@@ -171,16 +201,14 @@ export function planInheritance(
       continue;
     }
     if (vdsoLayout(parent.image) !== vdsoLayout(child.image)) continue;
-    const parentAt = new Map(parent.image.mappings.map((m, j) => [m.start, j]));
     const kept = new Map<number, { runs: PageSpan[]; discard: PageSpan[] }>();
     using cr = openPagemap(child.image.pid);
     using pr = openPagemap(parent.image.pid);
     child.image.mappings.forEach((m, k) => {
       if (m.kind !== "anon" && m.kind !== "anon-shared" && m.kind !== "file-private") return;
-      const j = parentAt.get(m.start);
-      if (j === undefined) return;
-      const pm = parent.image.mappings[j];
-      if (!sameMapping(pm, parent.vmas[j], m, child.vmas[k])) return;
+      const j = containing(parent.image.mappings, BigInt(m.start));
+      if (j < 0) return;
+      if (!inheritable(parent.image.mappings[j], parent.vmas[j], m, child.vmas[k])) return;
       if (m.kind === "anon-shared") {
         kept.set(k, { runs: [], discard: [] });
         return;

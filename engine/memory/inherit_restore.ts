@@ -59,19 +59,35 @@ export function emitDropInherited(
   p.op(SYS.munmap, [BigInt(parent.bootstrap.start), parent.bootstrap.size], {
     comment: "the parent's bootstrap",
   });
-  const kept = new Set(proc.mappings.filter((m) => m.inherited).map((m) => m.start));
+  // Every part of a parent mapping that no kept mapping covers goes.
+  const kept = proc.mappings.filter((m) => m.inherited)
+    .map((m) => ({ start: BigInt(m.start), end: BigInt(m.end) }));
+  let k = 0;
   for (const m of parent.mappings) {
-    if (m.kind === "vdso" || m.kind === "vsyscall" || kept.has(m.start)) continue;
-    const start = BigInt(m.start);
-    p.op(SYS.munmap, [start, BigInt(m.end) - start], {
-      comment: `inherited ${m.start}-${m.end} ${m.name}, not this process's`,
-    });
+    if (m.kind === "vdso" || m.kind === "vsyscall") continue;
+    let at = BigInt(m.start);
+    const end = BigInt(m.end);
+    while (k < kept.length && kept[k].end <= at) k++;
+    for (let i = k; i < kept.length && kept[i].start < end; i++) {
+      if (kept[i].start > at) unmap(p, at, kept[i].start, m);
+      if (kept[i].end > at) at = kept[i].end;
+    }
+    if (at < end) unmap(p, at, end, m);
   }
+}
+
+function unmap(p: ProgramBuilder, start: bigint, end: bigint, m: Mapping): void {
+  p.op(SYS.munmap, [start, end - start], {
+    comment: `inherited 0x${start.toString(16)}-0x${end.toString(16)} of ${
+      m.name || "anon"
+    }, not kept`,
+  });
 }
 
 /**
  * A mapping kept from the parent: drop the pages the child lacks, write the
- * pages that differ (read from the image in `imageSlot`), set its flags.
+ * pages that differ (read from the image in `imageSlot`), set its
+ * protection and flags.
  */
 export function emitInheritedMapping(p: ProgramBuilder, m: Mapping, imageSlot: number): void {
   const start = BigInt(m.start);
@@ -82,7 +98,8 @@ export function emitInheritedMapping(p: ProgramBuilder, m: Mapping, imageSlot: n
     });
   }
   const writable = m.perms[1] === "w";
-  if (m.pages.length && !writable) p.op(SYS.mprotect, [start, len, protOf(m.perms) | 2]);
+  // The inherited piece has the parent's protection until this sets the child's.
+  if (m.pages.length) p.op(SYS.mprotect, [start, len, protOf(m.perms) | 2]);
   for (const run of m.pages) {
     for (let done = 0; done < run.length; done += PREAD_MAX) {
       const n = Math.min(PREAD_MAX, run.length - done);
@@ -96,7 +113,7 @@ export function emitInheritedMapping(p: ProgramBuilder, m: Mapping, imageSlot: n
       });
     }
   }
-  if (m.pages.length && !writable) p.op(SYS.mprotect, [start, len, protOf(m.perms)]);
+  if (!m.pages.length || !writable) p.op(SYS.mprotect, [start, len, protOf(m.perms)]);
   emitVmFlags(p, m);
 }
 

@@ -5,6 +5,7 @@
  *   - pages 10-19: dropped by the child (MADV_DONTNEED: zero in the child);
  *   - pages 20-29: written by the parent after the fork;
  *   - the rest (and the heap buffer): untouched by both, so still shared;
+ *     the child locks 4 pages of it and makes the last 4 read-only;
  *   - the child maps a region of its own and unmaps one the parent keeps;
  *   - the private file mapping: page 0 COW'd before the fork (shared
  *     anonymous page), page 1 written by the child only.
@@ -160,6 +161,9 @@ int main(int argc, char **argv) {
     own[PAGE] = 'C';
     if (munmap(gone, 2 * PAGE)) die("munmap");
     filemap[PAGE] = 'c';
+    /* Split the child's copy of the region: a locked piece and a read-only end. */
+    if (mlock(region + (PAGES - 8) * PAGE, 4 * PAGE)) die("mlock");
+    if (mprotect(region + (PAGES - 4) * PAGE, 4 * PAGE, PROT_READ)) die("mprotect");
     maps_text(maps_before, sizeof maps_before);
     if (write(up[1], "k", 1) != 1) die("write");
     close(up[1]);
