@@ -36,6 +36,7 @@ import {
 import { TargetError, UnsupportedError } from "../errors.ts";
 import { Refusals } from "../support.ts";
 import { compileTree } from "../restore/restorable.ts";
+import { collectGhosts } from "../fds/ghost.ts";
 import { SyscallError } from "../../ffi/libc.ts";
 import { TraceeGoneError } from "../../ffi/ptrace.ts";
 import { ImageWriter } from "../image/writer.ts";
@@ -303,6 +304,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       applyIncludes(image, opts.include);
       return { p, collected, image, start, size };
     });
+    const ghosts = await collectGhosts(described.map((d) => d.image), tmp, refusals);
     // Memory a child shares with its parent is stored once, in the parent's image.
     const inheritance = planInheritance(
       described.map((d) => ({ image: d.image, vmas: d.collected.vmas })),
@@ -311,6 +313,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     compileTree(described.map((d) => d.image), {
       pathOf: (pid) => `${finalDir}/${pid}.elf`,
       rootPid: pid,
+      ghosts,
     }, refusals);
     for (const { p, collected, image } of described) {
       // planInheritance may have moved (and grown) the bootstrap.
@@ -418,6 +421,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       rootPid: pid,
       processes: entries,
       stats,
+      ...(refusals.usedOptIns.length ? { optIns: refusals.usedOptIns } : {}),
+      ...(ghosts.length ? { ghosts } : {}),
     };
     stats.dumpSeconds = (performance.now() - t0) / 1000;
     if (!thawed) stats.freezeSeconds = (performance.now() - tree.frozenAt) / 1000;

@@ -2,8 +2,9 @@
  * Memory details beyond the pages: each mapping's madvise and mlock flags
  * (VmFlags), MADV_GUARD_INSTALL guard regions, and the process-wide memory
  * settings /proc does not show per mapping: mlockall(MCL_FUTURE) (found by
- * the flags the injection's scratch page got when it was mapped), KSM
- * merge-any (PR_SET_MEMORY_MERGE) and PR_SET_THP_DISABLE.
+ * the flags the injection's scratch page got when it was mapped) and KSM
+ * merge-any (PR_SET_MEMORY_MERGE). THP disable is a process attribute
+ * (engine/task/attrs.ts).
  *
  * Dump: {@link collectMemoryDetails} records them and refuses mappings with
  * flags cryo does not re-create. Restore: {@link emitVmFlags} per mapping,
@@ -19,7 +20,6 @@ import type { Refusals } from "../support.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
 import type { InjectionSession } from "../dump/injected.ts";
 import { readSmaps } from "../proc/smaps.ts";
-import { readStatus } from "../proc/status.ts";
 import { openPagemap, PM } from "../proc/pagemap.ts";
 
 /** VmFlags that mmap itself (perms, backing, mmap flags) or the kernel sets. */
@@ -67,7 +67,6 @@ const MADV_GUARD_INSTALL = 102;
 const MLOCK_ONFAULT = 1;
 const MCL_FUTURE = 2;
 const MCL_ONFAULT = 4;
-const PR_SET_THP_DISABLE = 41;
 const PR_SET_MEMORY_MERGE = 67;
 
 /** Process-wide memory settings (ProcessImage.memoryFlags). */
@@ -85,10 +84,9 @@ export function probeMlockFuture(s: InjectionSession): MemoryProcessFlags["mlock
   return scratch.vmFlags.includes("lf") ? "onfault" : "locked";
 }
 
-/** The KSM merge-any and THP-disable settings of `pid`. */
+/** The KSM merge-any setting of `pid`. */
 function readProcessFlags(pid: number): Omit<MemoryProcessFlags, "mlockFuture"> {
   const out: Omit<MemoryProcessFlags, "mlockFuture"> = {};
-  if (readStatus(pid).fields["THP_enabled"] === "0") out.thpDisabled = true;
   try {
     const ksm = Deno.readTextFileSync(`/proc/${pid}/ksm_stat`);
     if (/^ksm_merge_any:\s*yes$/m.test(ksm)) out.ksmMergeAny = true;
@@ -165,13 +163,6 @@ function emitGuardsAndLocks(p: ProgramBuilder, mappings: readonly Mapping[]): vo
       comment: onFault ? "mlock2(MLOCK_ONFAULT)" : "mlock",
     });
     if (none) p.op(SYS.mprotect, [start, len, 0]);
-  }
-}
-
-/** Restore: process-wide settings that must precede the mappings (THP disable). */
-export function emitMemoryFlagsBefore(p: ProgramBuilder, proc: ProcessImage): void {
-  if (proc.memoryFlags?.thpDisabled) {
-    p.op(SYS.prctl, [PR_SET_THP_DISABLE, 1, 0, 0, 0], { comment: "PR_SET_THP_DISABLE" });
   }
 }
 

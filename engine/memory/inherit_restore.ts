@@ -23,7 +23,6 @@ import { emitVmFlags } from "./flags.ts";
 
 const MADV_DONTNEED = 4;
 const PREAD_MAX = 1 << 30;
-const PR_SET_THP_DISABLE = 41;
 const PR_SET_MEMORY_MERGE = 67;
 
 /** The children of `proc` restored by inheritance. */
@@ -122,22 +121,17 @@ function protOf(perms: string): number {
 }
 
 /**
- * Process-wide memory settings a fork passes on (THP disable, KSM
- * merge-any): an inheriting child sets both to its own values.
+ * KSM merge-any is passed on by fork: an inheriting child without it
+ * clears it. (THP disable, also passed on, is set explicitly by
+ * engine/task/attrs.ts in every process.)
  */
 function emitInheritedProcessFlags(p: ProgramBuilder, proc: ProcessImage): void {
-  if (!proc.inheritsMemory) return;
-  const f = proc.memoryFlags ?? {};
-  p.op(SYS.prctl, [PR_SET_THP_DISABLE, f.thpDisabled ? 1 : 0, 0, 0, 0], {
-    comment: "THP disable as this process had it",
+  if (!proc.inheritsMemory || proc.memoryFlags?.ksmMergeAny) return;
+  // Clearing fails only on a kernel without KSM, where nothing was inherited.
+  p.op(SYS.prctl, [PR_SET_MEMORY_MERGE, 0, 0, 0, 0], {
+    allowFail: true,
+    comment: "no KSM merge-any",
   });
-  if (!f.ksmMergeAny) {
-    // Clearing fails only on a kernel without KSM, where nothing was inherited.
-    p.op(SYS.prctl, [PR_SET_MEMORY_MERGE, 0, 0, 0, 0], {
-      allowFail: true,
-      comment: "no KSM merge-any",
-    });
-  }
 }
 
 /** In a parent, once its memory is in: forks the children that inherit it. */
