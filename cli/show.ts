@@ -90,7 +90,7 @@ function describeProcess(p: ProcessImage): string {
       m.perms,
       m.kind,
       m.name,
-      saved(m) ? humanBytes(saved(m)) : "-",
+      (saved(m) ? humanBytes(saved(m)) : "-") + (m.inherited ? " + parent's" : ""),
     ]),
   ));
   let fdPlan: Map<number, string>;

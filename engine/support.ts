@@ -61,7 +61,7 @@ export const SUPPORT_TABLE = [
   { id: "memory.sysv-shm", area: "memory", what: "System V shared memory segments", support: "refused", note: "their ids and keys cannot be re-created" },
   { id: "memory.aio", area: "memory", what: "AIO rings (io_setup)", support: "refused", note: "in-flight requests live in the kernel" },
   { id: "memory.deleted-special", area: "memory", what: "mappings of deleted device or special files", support: "refused", note: "they cannot be re-created unlinked" },
-  { id: "memory.flags", area: "memory", what: "madvise and mlock flags, mlockall, guard regions, KSM merge-any, THP disable", support: "saved" },
+  { id: "memory.flags", area: "memory", what: "madvise and mlock flags, mlockall, guard regions, KSM merge-any", support: "saved" },
   { id: "memory.vmflags", area: "memory", what: "hugetlb, userfaultfd, sealed, shadow-stack and droppable mappings", support: "refused", note: "not re-created yet" },
   { id: "memory.cow", area: "memory", what: "pages shared copy-on-write across fork, shared anonymous memory inherited across fork", support: "saved", note: "stored once, inherited by the child at restore" },
   { id: "memory.anon-shared-tree", area: "memory", what: "shared anonymous memory shared other than by inheritance at the same address", support: "refused", note: "not restored yet" },
