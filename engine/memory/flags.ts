@@ -1,8 +1,8 @@
 /**
  * Memory details beyond the pages: each mapping's madvise and mlock flags
  * (VmFlags), MADV_GUARD_INSTALL guard regions, and the process-wide memory
- * settings /proc does not show per mapping: mlockall(MCL_FUTURE) (found by
- * the flags the injection's scratch page got when it was mapped) and KSM
+ * settings /proc does not show per mapping: mlockall(MCL_FUTURE) (found
+ * with a probe page mapped by injection) and KSM
  * merge-any (PR_SET_MEMORY_MERGE). THP disable is a process attribute
  * (engine/task/attrs.ts).
  *
@@ -19,8 +19,14 @@ import type { Mapping, ProcessImage } from "../model.ts";
 import type { Refusals } from "../support.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
 import type { InjectionSession } from "../dump/injected.ts";
-import { readSmaps } from "../proc/smaps.ts";
-import { openPagemap, PM } from "../proc/pagemap.ts";
+import { readStatus } from "../proc/status.ts";
+import {
+  openPagemap,
+  PAGE_SIZE as PAGE,
+  type PagemapReader,
+  PM,
+  readPagemap,
+} from "../proc/pagemap.ts";
 
 /** VmFlags that mmap itself (perms, backing, mmap flags) or the kernel sets. */
 const FROM_MMAP = new Set([
@@ -72,16 +78,26 @@ const PR_SET_MEMORY_MERGE = 67;
 /** Process-wide memory settings (ProcessImage.memoryFlags). */
 export type MemoryProcessFlags = NonNullable<ProcessImage["memoryFlags"]>;
 
+/** VmLck of `pid` in kB. */
+function lockedKb(pid: number): number {
+  return parseInt(readStatus(pid).fields["VmLck"] ?? "0", 10);
+}
+
 /**
- * mlockall(MCL_FUTURE) leaves no trace in /proc but in the flags of later
- * mappings: the injection's scratch page (mapped just now) shows "lo", and
- * "lf" with MCL_ONFAULT. Call inside the injection session.
+ * mlockall(MCL_FUTURE) leaves no trace in /proc but on later mappings: a
+ * probe page mapped by injection is locked (VmLck grows) and, without
+ * MCL_ONFAULT, populated at once (present in pagemap). Call inside the
+ * injection session; the probe page is unmapped again.
  */
 export function probeMlockFuture(s: InjectionSession): MemoryProcessFlags["mlockFuture"] {
-  const scratch = readSmaps(s.pid).find((e) => e.start === s.scratch);
-  if (!scratch) throw new Error(`process ${s.pid}: the injection's scratch page is not in smaps`);
-  if (!scratch.vmFlags.includes("lo")) return undefined;
-  return scratch.vmFlags.includes("lf") ? "onfault" : "locked";
+  const before = lockedKb(s.pid);
+  const probe = s.check(s.pid, "mmap(probe)", SYS.mmap, 0, PAGE, 1, /* PROT_READ */ 0x22, -1, 0);
+  try {
+    if (lockedKb(s.pid) === before) return undefined;
+    return readPagemap(s.pid, probe, probe + BigInt(PAGE)).present(0) ? "locked" : "onfault";
+  } finally {
+    s.call(s.pid, SYS.munmap, probe, PAGE);
+  }
 }
 
 /** The KSM merge-any setting of `pid`. */
@@ -104,27 +120,50 @@ export function collectMemoryDetails(
   mlockFuture: MemoryProcessFlags["mlockFuture"],
   refusals: Refusals,
 ): MemoryProcessFlags {
-  using pagemap = openPagemap(pid);
-  for (const m of mappings) {
-    if (m.kind === "vdso" || m.kind === "vsyscall") continue;
-    const odd = m.vmFlags.filter((f) =>
-      !FROM_MMAP.has(f) && MADVISE_FOR_FLAG[f] === undefined && !LOCK_FLAGS.has(f)
-    );
-    if (odd.length) {
-      refusals.use(
-        "memory.vmflags",
-        `process ${pid} mapping ${m.start}-${m.end} (${m.name || "anonymous"})`,
-        `VmFlags ${odd.join(" ")} not re-created`,
-      );
+  let pagemap: PagemapReader | undefined;
+  try {
+    for (const m of mappings) {
+      collectMappingDetails(pid, m, refusals, () => pagemap ??= openPagemap(pid));
     }
-    const guards = pagemap.runs(BigInt(m.start), BigInt(m.end), { all: PM.GUARD });
-    if (guards.length) {
-      m.guards = guards.map(([a, l]) => ({ addr: `0x${a.toString(16)}`, length: l }));
-    }
+  } finally {
+    pagemap?.close();
   }
   const flags: MemoryProcessFlags = { ...readProcessFlags(pid) };
   if (mlockFuture) flags.mlockFuture = mlockFuture;
   return flags;
+}
+
+/** Whether this kernel marks areas with guard regions "gu" in VmFlags (6.18 on). */
+const KERNEL_SHOWS_GUARDS = (() => {
+  const [major, minor] = Deno.osRelease().split(/[.-]/).map(Number);
+  return major > 6 || (major === 6 && minor >= 18);
+})();
+
+/** Refuses what cryo cannot re-create of one mapping and records its guard regions. */
+function collectMappingDetails(
+  pid: number,
+  m: Mapping,
+  refusals: Refusals,
+  pagemap: () => PagemapReader,
+): void {
+  if (m.kind === "vdso" || m.kind === "vsyscall") return;
+  const odd = m.vmFlags.filter((f) =>
+    !FROM_MMAP.has(f) && MADVISE_FOR_FLAG[f] === undefined && !LOCK_FLAGS.has(f)
+  );
+  if (odd.length) {
+    refusals.use(
+      "memory.vmflags",
+      `process ${pid} mapping ${m.start}-${m.end} (${m.name || "anonymous"})`,
+      `VmFlags ${odd.join(" ")} not re-created`,
+    );
+  }
+  // Guard regions show as VmFlag "gu" (VM_MAYBE_GUARD, kernel 6.18): only those
+  // areas are scanned; older kernels get every area scanned.
+  if (!m.vmFlags.includes("gu") && KERNEL_SHOWS_GUARDS) return;
+  const guards = pagemap().runs(BigInt(m.start), BigInt(m.end), { all: PM.GUARD });
+  if (guards.length) {
+    m.guards = guards.map(([a, l]) => ({ addr: `0x${a.toString(16)}`, length: l }));
+  }
 }
 
 /** Restore: the madvise flags of a mapping, once its pages are in. */
