@@ -49,7 +49,9 @@ Examples:
         `dumped ${s.processes} process${s.processes === 1 ? "" : "es"}, ${s.threads} thread${
           s.threads === 1 ? "" : "s"
         }, ${s.mappings} mappings: ${humanBytes(s.pagesBytes)} of pages ` +
-          `(image ${humanBytes(s.imageBytes)}) in ${humanDuration(s.dumpSeconds)}, ` +
+          `(image ${humanBytes(s.imageBytes)}${
+            s.sharedBytes ? `, ${humanBytes(s.sharedBytes)} shared with parents stored once` : ""
+          }) in ${humanDuration(s.dumpSeconds)}, ` +
           `${humanRate(s.pagesBytes, s.dumpSeconds)}, frozen ${humanDuration(s.freezeSeconds)}` +
           ` -> ${result.dir}${opts.leaveRunning ? " (left running)" : ""}`,
       );

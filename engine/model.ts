@@ -91,6 +91,11 @@ export interface DumpStats {
   freezeSeconds: number;
   /** Seconds the whole dump took. */
   dumpSeconds: number;
+  /**
+   * Bytes of pages children share with their parents (copy-on-write since a
+   * fork), stored once in the parent's image; absent when none.
+   */
+  sharedBytes?: number;
 }
 
 /** Everything cryo knows about one process. */

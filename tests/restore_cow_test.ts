@@ -62,8 +62,10 @@ Deno.test(
     const untouched = pages - 30 - 8;
     assert.equal(sameFrames(t.pid, child, region + 30n * 4096n, untouched), untouched);
 
-    const { dir, tree } = await dumpKillRestore(t);
+    const { dir, tree, dump } = await dumpKillRestore(t);
     assert.deepEqual([...tree.pids].sort(), [t.pid, child].sort());
+    const shared = dump.stats.sharedBytes ?? 0;
+    assert.ok(shared >= untouched * PAGE, `the dump reports ${shared} bytes shared`);
     const parentBytes = await savedBytes(`${dir}/${t.pid}.elf`);
     const childBytes = await savedBytes(`${dir}/${child}.elf`);
     assert.ok(parentBytes >= pages * PAGE, `parent image holds only ${parentBytes} bytes`);

@@ -411,6 +411,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       imageBytes,
       freezeSeconds,
       dumpSeconds: 0,
+      ...(inheritance.sharedBytes ? { sharedBytes: inheritance.sharedBytes } : {}),
     };
     const manifest: Manifest = {
       kind: "cryo-image",
