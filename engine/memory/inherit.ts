@@ -173,8 +173,8 @@ function vdsoLayout(image: ProcessImage): string {
  * inherits from its parent; marks them in the images (`inheritsMemory`,
  * `inherited`, `discard`), moves each inheriting child's bootstrap clear
  * of its parent's address space, and refuses shared anonymous memory that
- * inheritance cannot keep shared. Parents must come before their children
- * in `procs` or not; the order is worked out here.
+ * inheritance cannot keep shared and processes sharing one address space.
+ * `procs` may come in any order.
  */
 export function planInheritance(
   procs: readonly InheritanceInput[],
