@@ -114,6 +114,18 @@ export const SYS = {
   sched_getattr: 315,
   seccomp: 317,
   membarrier: 324,
+  inotify_add_watch: 254,
+  inotify_rm_watch: 255,
+  inotify_init1: 294,
+  open_by_handle_at: 304,
+  // Sockets.
+  sendto: 44,
+  recvfrom: 45,
+  connect: 42,
+  bind: 49,
+  listen: 50,
+  getsockname: 51,
+  getpeername: 52,
   mlockall: 151,
   mlock2: 325,
 } as const;

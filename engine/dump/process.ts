@@ -22,8 +22,11 @@ import { queryInjectedState, withInjection } from "./injected.ts";
 import { collectThread, sharedPending } from "./threads.ts";
 import { classifyVma, refusedMapping, type Vma } from "./vmas.ts";
 import { collectPipe } from "../fds/pipe.ts";
+import type { InetSocketSession } from "../fds/inet_session.ts";
 import { collectTimers, takeTimerSignals } from "../task/timers.ts";
 import { collectTty } from "../fds/tty.ts";
+import { collectInotify } from "../fds/inotify.ts";
+import { checkNamespaces, collectCgroups } from "../task/placement.ts";
 import { collectTaskState, prepareTaskCollection, queryTaskState } from "../task/mod.ts";
 import { collectMemoryDetails, probeMlockFuture } from "../memory/flags.ts";
 
@@ -116,7 +119,10 @@ export function collectProcess(
   fds: ProcFd[],
   topology: PipeTopology,
   refusals: Refusals,
+  /** Reads the TCP/UDP sockets (and keeps connections in repair mode, see inet_session.ts). */
+  sockets?: InetSocketSession,
 ): CollectedProcess {
+  checkNamespaces(pid, refusals);
   const stat = readStat(pid);
   const status = readStatus(pid);
   prepareTaskCollection(pid, tids);
@@ -179,6 +185,9 @@ export function collectProcess(
       }
     }
   }
+  collectInotify(pid, fds, fdInfos, refusals);
+
+  sockets?.collect(pid, fdInfos);
 
   let exe: ProcessImage["exe"] = null;
   try {
@@ -228,6 +237,7 @@ export function collectProcess(
       excluded: [],
       ...(posixTimers.length ? { posixTimers } : {}),
       ctty: { ttyNr: stat.ttyNr, fgPgrp: stat.tpgid },
+      cgroups: collectCgroups(pid),
       attrs: task.attrs,
       ...(Object.keys(memoryFlags).length ? { memoryFlags } : {}),
     },

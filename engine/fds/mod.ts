@@ -26,11 +26,15 @@ import { type ProgramBuilder, slot } from "../program/builder.ts";
 import { decodeBase64 } from "../base64.ts";
 import { emitTimerfd, planEventfd, planSignalfd, planTimerfd } from "./anon.ts";
 import { planEpoll } from "./epoll.ts";
+import { creationOrder, describeSocket, emitInet, planInet } from "./inet_plan.ts";
+import { emitNetlink } from "./netlink.ts";
 import { planPipe } from "./pipe.ts";
 import { planRegular, replacementFlags } from "./regular.ts";
 import { type PlannedPty, planTty } from "./tty.ts";
 import { ghostOpenFlags, ghostPath, type PlannedGhosts } from "./ghost.ts";
 import type { SharedPipe } from "./shared_pipes.ts";
+import { emitInotify, planInotify } from "./inotify.ts";
+import { emitPidfd, planPidfd } from "./pidfd.ts";
 import { type FdSource, O_CLOEXEC, O_NONBLOCK, type PlannedFd, SETFL_MASK } from "./types.ts";
 
 export type { FdSource, PlannedFd } from "./types.ts";
@@ -72,7 +76,7 @@ function planOne(
     case "socket":
       return f.restore === "inherit"
         ? { kind: "inherit", from: stdioFor(f) }
-        : refusedBecause("socket.other");
+        : planInet(f) ?? refusedBecause("socket.other");
     case "eventfd":
       return planEventfd(f);
     case "timerfd":
@@ -81,6 +85,10 @@ function planOne(
       return planSignalfd(f);
     case "epoll":
       return planEpoll(f, proc.fds);
+    case "inotify":
+      return planInotify(f);
+    case "pidfd":
+      return planPidfd(f);
     default:
       return refusedBecause(refusedKind(f));
   }
@@ -95,6 +103,7 @@ function refusedKind(f: FdInfo): SupportId {
   if (anon === "io_uring") return "fd.io_uring";
   if (anon.startsWith("perf_event")) return "fd.perf";
   if (anon.startsWith("bpf")) return "fd.bpf";
+  if (anon === "userfaultfd") return "fd.userfaultfd";
   if (f.target.endsWith(" (deleted)")) return "fd.deleted";
   return "fd.anon-other";
 }
@@ -158,6 +167,13 @@ export function describeSource(f: PlannedFd): string {
       return `fd ${f.fd} shares fd ${s.as}`;
     case "pipe":
       return `fd ${f.fd} = ${s.end} end of ${s.id}${s.data ? " (with its buffered bytes)" : ""}`;
+    case "inotify":
+      return `fd ${f.fd} = new inotify with watches ${s.watches.map((w) => w.wd).join(", ")}`;
+    case "pidfd":
+      return `fd ${f.fd} = pidfd of ${s.pid}`;
+    case "inet":
+    case "netlink":
+      return `fd ${f.fd} = ${describeSocket(s)}`;
     default:
       return `fd ${f.fd} = new ${s.kind}`;
   }
@@ -212,7 +228,7 @@ export function emitFds(
   };
   const scratchAddr = slotsAddress + BigInt(scratchSlot * 8);
   const nonblock = (flags: number) => flags & O_NONBLOCK;
-  for (const f of fds) {
+  for (const f of creationOrder(fds)) {
     const s = f.source;
     const what = `fd ${f.fd}`;
     switch (s.kind) {
@@ -273,6 +289,22 @@ export function emitFds(
         p.op(SYS.epoll_create1, [O_CLOEXEC], { store: scratchSlot });
         keep(`fd:${f.fd}`, `${what} epoll`);
         break;
+      case "inotify":
+        emitInotify(p, s, scratchSlot);
+        keep(`fd:${f.fd}`, `${what} inotify`);
+        break;
+      case "pidfd":
+        emitPidfd(p, s, scratchSlot);
+        keep(`fd:${f.fd}`, `${what} pidfd`);
+        break;
+      case "inet":
+        emitInet(p, scratchSlot, s.socket, what);
+        keep(`fd:${f.fd}`, `${what} ${s.socket.proto} socket`);
+        break;
+      case "netlink":
+        emitNetlink(p, scratchSlot, s.socket, what);
+        keep(`fd:${f.fd}`, `${what} netlink socket`);
+        break;
     }
   }
   const byFd = new Map(fds.map((f) => [f.fd, f]));
@@ -287,7 +319,7 @@ export function emitFds(
   p.op(SYS.close_range, [high, 0xffffffff, 0], { comment: "drop the temporaries" });
   for (const f of fds) {
     const s = f.source;
-    const setfl = s.kind === "pipe"
+    const setfl = s.kind === "pipe" || s.kind === "inet" || s.kind === "netlink"
       ? s.flags & SETFL_MASK
       : s.kind === "inherit"
       ? s.setfl ?? 0

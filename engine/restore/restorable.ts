@@ -14,6 +14,7 @@ import { UnsupportedError } from "../errors.ts";
 import { Refusals } from "../support.ts";
 import { planSharedPipes, type SharedPipe } from "../fds/shared_pipes.ts";
 import { checkTtys, type PlannedPty, planPtys } from "../fds/tty.ts";
+import { checkPidfds } from "../fds/pidfd.ts";
 import { type CompiledProcess, compileProcess } from "./compile.ts";
 
 /** Where each image of the tree lives (or would live) and the user's fd overrides. */
@@ -52,6 +53,7 @@ export function compileTree(
   const ptys = planPtys(images, firstFreeFd(images, sharedPipes));
   const ghosts = planGhosts(opts.ghosts ?? [], firstFreeFd(images, sharedPipes) + ptys.length);
   checkTtys(images, refusals);
+  checkPidfds(images, refusals);
   const byPid = new Map(images.map((i) => [i.pid, i]));
   const out = new Map<number, CompiledProcess>();
   for (const image of images) {

@@ -22,6 +22,7 @@
  * @module
  */
 
+import { finishInetSockets } from "../fds/inet_plan.ts";
 import { readMaps } from "../proc/maps.ts";
 import { readStatus } from "../proc/status.ts";
 import { readStat } from "../proc/stat.ts";
@@ -56,6 +57,7 @@ import { removeLauncher, spawnLauncher, writeLauncher } from "./launcher.ts";
 import { foregroundGroupOf } from "../fds/tty.ts";
 import type { ProvidedFds } from "./provided.ts";
 import { restoreTaskState, restoreTaskStateAfterCredentials } from "../task/mod.ts";
+import { restoreCgroups } from "../task/placement.ts";
 import { startInheritedChild } from "./inherit_session.ts";
 
 /** One process to restore: its description, image path and compiled program. */
@@ -466,6 +468,7 @@ export class RestoreSession {
         }
       }
       this.#joinGroup(image, gadget);
+      restoreCgroups(image);
       this.#setForegroundGroup(image, gadget, scratch);
       // Scheduling, process attributes and seccomp (engine/task/mod.ts); credentials
       // restored here by injection would go between the two calls.
@@ -499,6 +502,8 @@ export class RestoreSession {
         setSigmask(t.tid, BigInt(t.sigmask));
       }
     }
+    // TCP connections leave repair mode once every socket of the tree exists.
+    finishInetSockets([...this.#units.values()].map((u) => u.image));
     // Everyone is ready: let them all go.
     for (const unit of this.#units.values()) {
       for (const t of unit.image.threads) detach(t.tid, 0);
