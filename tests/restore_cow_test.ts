@@ -8,7 +8,10 @@
  * - tests/targets/rt_shmem.c: MAP_SHARED|MAP_ANONYMOUS memory created
  *   before the forks stays one object for parent, child and grandchild:
  *   each sees the others' writes after the restore. Moved to another
- *   address in the child, it is refused at dump (the tree runs on).
+ *   address in the child, it is refused at dump (the tree runs on), as is
+ *   a child sharing the whole address space (CLONE_VM);
+ * - a python3 process and the child it forked come back the same way and
+ *   count on, their data intact.
  */
 
 import assert from "node:assert/strict";
@@ -19,7 +22,8 @@ import { readPagemap } from "../engine/proc/pagemap.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { pathExists } from "./helpers/fs.ts";
 import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
-import { withTargets } from "./helpers/targets.ts";
+import { startTarget, withTargets } from "./helpers/targets.ts";
+import { waitUntil } from "./helpers/wait.ts";
 
 const MiB = 1 << 20;
 const PAGE = 4096;
@@ -192,5 +196,58 @@ Deno.test(
     assert.ok(!pathExists(dir), "a refused dump left its directory");
     await Deno.writeTextFile(trigger, "");
     assertChecksPassed(t, ["child"], await t.wait(20000));
+  }),
+);
+
+/** A python3 parent that builds a list, forks, and both print "<who> <n> <sum>" lines. */
+const PY_FORK = `
+import os, sys, time
+data = [i * i for i in range(200000)]
+who = "c" if os.fork() == 0 else "p"
+n = 0
+while True:
+    n += 1
+    print(who, n, sum(data[::997]), flush=True)
+    time.sleep(0.05)
+`;
+
+/** The counters printed by `who` ("p" or "c"), checking each line's sum. */
+function pyCounts(out: string, who: string): number[] {
+  const lines = out.split("\n").filter((l) => l.startsWith(`${who} `));
+  return lines.map((l) => {
+    const [, n, sum] = l.split(" ");
+    assert.equal(sum, "2670603980300", `bad sum in ${JSON.stringify(l)}`);
+    return Number(n);
+  });
+}
+
+Deno.test(
+  "a python3 process and its forked child: the child is restored by inheritance and both count on",
+  withTargets(async () => {
+    const t = await startTarget("/usr/bin/python3", ["-c", PY_FORK]);
+    await waitUntil(
+      "both count",
+      () => pyCounts(t.output(), "c").length >= 3 && pyCounts(t.output(), "p").length >= 3,
+    );
+    const { dir, tree, dump } = await dumpKillRestore(t);
+    assert.equal(tree.pids.length, 2);
+    const child = tree.pids.find((p) => p !== t.pid)!;
+    const childImage = (await readImageFile(`${dir}/${child}.elf`)).process;
+    assert.equal(childImage.inheritsMemory, true);
+    const parentBytes = await savedBytes(`${dir}/${t.pid}.elf`);
+    const childBytes = await savedBytes(`${dir}/${child}.elf`);
+    assert.ok(childBytes * 3 < parentBytes, `child ${childBytes} bytes, parent ${parentBytes}`);
+    assert.ok((dump.stats.sharedBytes ?? 0) > 0);
+    const at = { p: pyCounts(t.output(), "p").length, c: pyCounts(t.output(), "c").length };
+    await waitUntil(
+      "both count on",
+      () =>
+        pyCounts(t.output(), "p").length >= at.p + 3 &&
+        pyCounts(t.output(), "c").length >= at.c + 3,
+    );
+    for (const who of ["p", "c"]) {
+      const counts = pyCounts(t.output(), who);
+      assert.deepEqual(counts, counts.map((_, i) => i + 1), `${who}: not consecutive`);
+    }
   }),
 );
