@@ -126,6 +126,13 @@ export const SYS = {
   listen: 50,
   getsockname: 51,
   getpeername: 52,
+  setgroups: 116,
+  setresuid: 117,
+  setresgid: 119,
+  setfsuid: 122,
+  setfsgid: 123,
+  capget: 125,
+  capset: 126,
   mlockall: 151,
   mlock2: 325,
 } as const;
