@@ -96,6 +96,9 @@ export const SYS = {
   pidfd_open: 434,
   clone3: 435,
   close_range: 436,
+  poll: 7,
+  sched_yield: 24,
+  flock: 73,
 } as const;
 
 /** Name of a syscall by number, for plan printing and error messages. */

@@ -22,6 +22,7 @@ import { queryInjectedState, withInjection } from "./injected.ts";
 import { collectThread, sharedPending } from "./threads.ts";
 import { classifyVma, type Vma } from "./vmas.ts";
 import { collectPipe } from "../fds/pipe.ts";
+import { queryFdOwners } from "../fds/owner.ts";
 
 const hex = (v: bigint) => `0x${v.toString(16)}`;
 
@@ -51,7 +52,7 @@ function toFdInfo(pid: number, f: ProcFd, topology: PipeTopology): FdInfo {
     extra[k] = Array.isArray(v) ? v.join("\n") : String(v);
   }
   // Bytes buffered in a pipe that comes back (alone or shared in the tree) are kept.
-  if (restore === "process" || restore === "tree") {
+  if (restore === "process" || restore === "tree" || kind === "fifo") {
     Object.assign(extra, collectPipe(pid, f.fd, flags));
   }
   return {
@@ -113,7 +114,10 @@ export function collectProcess(
   const stat = readStat(pid);
   const status = readStatus(pid);
   // Everything read by injected syscalls, in one session (one scratch page).
-  const injected = withInjection(pid, (s) => queryInjectedState(s, tids));
+  const [injected, owners] = withInjection(
+    pid,
+    (s) => [queryInjectedState(s, tids), queryFdOwners(s, fds.map((f) => f.fd))] as const,
+  );
   const maps = mergeSmaps(readMaps(pid), readSmaps(pid), pid);
   const vmas: Vma[] = maps.map((m) => ({
     start: m.start,
@@ -150,6 +154,7 @@ export function collectProcess(
   });
 
   const fdInfos = fds.map((f) => toFdInfo(pid, f, topology));
+  for (const f of fdInfos) if (owners.has(f.fd)) f.owner = owners.get(f.fd);
   for (let i = 0; i < fdInfos.length; i++) {
     for (let j = 0; j < i; j++) {
       if (fdInfos[j].sameAs !== undefined) continue;

@@ -26,13 +26,22 @@ function pair(text: string | undefined): [number, number] | undefined {
   return m ? [Number(m[1]), Number(m[2])] : undefined;
 }
 
-/** timerfd: clock, `it_value` (remaining) and `it_interval`, as (seconds, nanoseconds). */
+/**
+ * timerfd: clock, `it_value` (remaining) and `it_interval`, as (seconds,
+ * nanoseconds), and the expirations not read yet (`ticks`). A periodic
+ * timer that expired and was not read since shows no remaining time (the
+ * kernel re-arms it on read): it is re-armed one interval ahead.
+ */
 export function planTimerfd(f: FdInfo): FdSource | string {
-  const value = pair(f.extra["it_value"]);
+  let value = pair(f.extra["it_value"]);
   const interval = pair(f.extra["it_interval"]);
   const clockid = Number(f.extra["clockid"]);
-  if (!value || !interval || Number.isNaN(clockid)) return "timerfd without readable state";
-  return { kind: "timerfd", clockid, flags: f.flags, value, interval };
+  const ticks = Number(f.extra["ticks"] ?? "0");
+  if (!value || !interval || Number.isNaN(clockid) || Number.isNaN(ticks)) {
+    return "timerfd without readable state";
+  }
+  if (value[0] === 0 && value[1] === 0 && (interval[0] || interval[1])) value = interval;
+  return { kind: "timerfd", clockid, flags: f.flags, value, interval, ticks };
 }
 
 /** signalfd: `sigmask` (hex). */

@@ -36,8 +36,10 @@ import {
 } from "../../ffi/structs.ts";
 import { decodeBase64 } from "../base64.ts";
 import type { Mapping, ProcessImage } from "../model.ts";
-import { emitCloexec, emitFds, planFds, type PlannedFd } from "../fds/mod.ts";
-import { emitSharedPipeCreation, type SharedPipe } from "../fds/shared_pipes.ts";
+import { emitCloexec, emitFds, planFds, type PlannedFd, type SharedPlan } from "../fds/mod.ts";
+import { emitSharedCreation } from "../fds/shared.ts";
+import { emitPosixLocks } from "../fds/locks.ts";
+import { emitFdOwners } from "../fds/owner.ts";
 import { UnsupportedError } from "../errors.ts";
 import { type Bootstrap, BootstrapBuilder, messageProgram } from "./stub.ts";
 import { type ProgramBuilder, slot } from "../program/builder.ts";
@@ -63,8 +65,8 @@ export interface CompileOptions {
   childImages: Map<number, string>;
   /** User overrides: fd number -> "path" or "fd:N" (the restorer's own fd N). */
   inheritFds?: Map<number, string>;
-  /** Pipes shared between processes of the tree (see engine/fds/shared_pipes.ts). */
-  sharedPipes?: SharedPipe[];
+  /** Descriptions and pipes shared between processes of the tree (see engine/fds/shared.ts). */
+  shared?: SharedPlan;
   /** Text of the standalone message. */
   standaloneMessage?: string;
 }
@@ -115,7 +117,7 @@ function hexBig(h: string): bigint {
 
 /** Compiles `proc` into its bootstrap blob (stub, standalone message and restore program). */
 export function compileProcess(proc: ProcessImage, opts: CompileOptions): CompiledProcess {
-  const fds = planFds(proc, opts.inheritFds, opts.sharedPipes);
+  const fds = planFds(proc, opts.inheritFds, opts.shared);
   const base = hexBig(proc.bootstrap.start);
   const boot = new BootstrapBuilder(base);
   const standalone = messageProgram(
@@ -148,7 +150,7 @@ function emitProgram(
 ): void {
   const allSignals = p.u64s([0xffffffffffffffffn]);
   p.op(SYS.rt_sigprocmask, [SIG_SETMASK, allSignals, 0, 8], { comment: "block all signals" });
-  emitSharedPipeCreation(p, opts.sharedPipes ?? [], proc.pid, SLOTS.scratch, slotsAddress);
+  emitSharedCreation(p, opts.shared, proc.pid, SLOTS.scratch, slotsAddress);
 
   // Children first: they exec their own image and leave this memory behind.
   for (const child of proc.children) {
@@ -170,6 +172,8 @@ function emitProgram(
   emitMainThread(p, proc);
   emitThreads(p, proc);
   emitSignalsAndTimers(p, proc);
+  emitPosixLocks(p, proc, fds);
+  emitFdOwners(p, proc, fds);
   p.end("restore complete: the engine takes over");
 
   for (const child of proc.children) {
@@ -321,15 +325,9 @@ function emitRlimits(p: ProgramBuilder, proc: ProcessImage): void {
 }
 
 function emitProcessState(p: ProgramBuilder, proc: ProcessImage, fds: PlannedFd[]): void {
-  for (const f of proc.fds) {
-    const planned = fds.find((x) => x.fd === f.fd);
-    const reopened = planned?.source.kind === "open" && planned.source.path === f.target;
-    if (reopened && (f.kind === "file" || f.kind === "directory") && f.pos > 0) {
-      p.op(SYS.lseek, [f.fd, f.pos, 0], { comment: `fd ${f.fd} position` });
-    }
-  }
   emitCloexec(p, proc, fds);
   p.op(SYS.chdir, [p.cstring(proc.cwd)]);
+  if (proc.root !== "/") p.op(SYS.chroot, [p.cstring(proc.root)], { comment: "root directory" });
   p.op(SYS.umask, [proc.umask]);
   p.op(SYS.personality, [proc.personality], { allowFail: true });
   if (proc.sid === proc.pid) p.op(SYS.setsid, [], { allowFail: true, comment: "session leader" });

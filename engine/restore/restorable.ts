@@ -11,7 +11,7 @@
 import type { ProcessImage } from "../model.ts";
 import { UnsupportedError } from "../errors.ts";
 import { Refusals } from "../support.ts";
-import { planSharedPipes } from "../fds/shared_pipes.ts";
+import { planSharedObjects } from "../fds/mod.ts";
 import { type CompiledProcess, compileProcess } from "./compile.ts";
 
 /** Where each image of the tree lives (or would live) and the user's fd overrides. */
@@ -33,7 +33,8 @@ export function compileTree(
   opts: TreeCompileOptions,
   refusals = new Refusals(),
 ): Map<number, CompiledProcess> {
-  const sharedPipes = planSharedPipes([...images]);
+  const shared = planSharedObjects(images);
+  for (const line of shared.problems) refusals.add(line);
   const out = new Map<number, CompiledProcess>();
   for (const image of images) {
     try {
@@ -43,7 +44,7 @@ export function compileTree(
           imagePath: opts.pathOf(image.pid),
           childImages: new Map(image.children.map((c) => [c, opts.pathOf(c)])),
           inheritFds: image.pid === opts.rootPid ? opts.inheritFds : undefined,
-          sharedPipes,
+          shared,
         }),
       );
     } catch (e) {
