@@ -4,15 +4,21 @@
  * process, shared with a child, leading out of the tree), a regular file,
  * an eventfd and an epoll shared by parent and child after fork (kcmp
  * across the pids, the shared offset), fd owner / signal / O_ASYNC, paths
- * through a symlink. And what is refused by name: fd tables shared by
- * processes (CLONE_FILES), a deleted cwd, a directory fd whose directory
- * was removed.
+ * through a symlink; FIFOs (tests/targets/rt_fifo.c). And what is refused
+ * by name (tests/targets/refused_fds.c): fd tables shared by processes
+ * (CLONE_FILES), a deleted cwd, a directory fd whose directory was removed,
+ * a lease, a FIFO whose path was removed.
  */
 
 import assert from "node:assert/strict";
+import { checkpoint } from "../engine/dump/mod.ts";
+import { UnsupportedError } from "../engine/errors.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
-import { dumpKillRestore, startTriggered } from "./helpers/roundtrip.ts";
-import { adoptPid, withTargets } from "./helpers/targets.ts";
+import { pathExists, tempDir } from "./helpers/fs.ts";
+import { statusField } from "./helpers/proc.ts";
+import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
+import { SIGUSR1 } from "./helpers/signals.ts";
+import { adoptPid, startTarget, type Target, withTargets } from "./helpers/targets.ts";
 
 const READY = /^ready pid=(\d+) child=(\d+) outside=(\d+)$/m;
 
@@ -45,3 +51,72 @@ Deno.test(
     ], await t.wait());
   }),
 );
+
+const FIFO_READY = /^ready pid=(\d+) child=(\d+) fd=(\d+)$/m;
+
+Deno.test(
+  "FIFOs opened by path keep their flags, paths and buffered bytes, also shared with a child",
+  withTargets(async () => {
+    const { t, trigger } = await startTriggered("rt_fifo", FIFO_READY, { passWork: true });
+    const { tree } = await dumpKillRestore(t);
+    assert.equal(tree.pids.length, 2, "the child is restored too");
+    await Deno.writeTextFile(trigger, "");
+    assertChecksPassed(
+      t,
+      ["fifo-flags", "fifo-path", "fifo-bytes", "fifo-works", "fifo-shared", "child"],
+      await t.wait(),
+    );
+  }),
+);
+
+/**
+ * A dump of `t` must be refused with a line matching `line`, write nothing,
+ * and leave `t` running untouched (it checks itself after SIGUSR1).
+ */
+async function assertRefused(t: Target, line: RegExp, checks: string[]): Promise<void> {
+  const dir = await tempImageDir();
+  await assert.rejects(
+    () => checkpoint(t.pid, { dir }),
+    (e: unknown) => e instanceof UnsupportedError && line.test(e.message),
+  );
+  assert.equal(pathExists(dir), false, "an image directory was left behind");
+  assert.equal(statusField(t.pid, "TracerPid"), "0");
+  t.signal(SIGUSR1);
+  assertChecksPassed(t, checks, await t.wait());
+}
+
+Deno.test(
+  "a FIFO whose path was removed is refused by name",
+  withTargets(async () => {
+    const { t, ready } = await startTriggered("rt_fifo", FIFO_READY, {
+      passWork: true,
+      extra: ["deleted"],
+    });
+    await assertRefused(
+      t,
+      new RegExp(`fd ${ready[3]} \\(.*f1 \\(deleted\\)\\): named pipes whose path was removed`),
+      ["untouched"],
+    );
+  }),
+);
+
+for (
+  const [mode, line, checks] of [
+    ["clone-files", /processes \d+ and \d+ share one fd table: fd table shared/, ["shared-table"]],
+    ["cwd-deleted", /process \d+ cwd \(.*gone \(deleted\)\): cwd or root directory deleted/, [
+      "cwd",
+    ]],
+    ["dir-deleted", /fd \d+ \(.*gonedir \(deleted\)\): files deleted while open/, ["fd-open"]],
+    ["lease", /fd \d+ \(.*leased\): file leases and delegations: .*LEASE/, ["lease"]],
+  ] as const
+) {
+  Deno.test(
+    `refused by name: ${mode}`,
+    withTargets(async () => {
+      const work = await tempDir("cryo-refused-fds-");
+      const t = await startTarget("refused_fds", [work, mode]);
+      await t.waitFor(/^ready pid=\d+ fd=-?\d+$/m);
+      await assertRefused(t, line, [...checks]);
+    }),
+  );
+}

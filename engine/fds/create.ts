@@ -74,7 +74,7 @@ export function emitCreate(cx: CreateContext, f: PlannedFd, batch: readonly Plan
       break;
     }
     case "fifo": {
-      const helperKey = `fifo:${s.id}:helper`;
+      const helperKey = `${s.id}:helper`;
       if (!cx.has(helperKey)) {
         // Opening read-write never blocks and keeps the FIFO open while its
         // descriptions are opened (each O_NONBLOCK; the exact flags come later).

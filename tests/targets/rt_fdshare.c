@@ -29,6 +29,7 @@
 
 #define SHARED_FILE_FD 40
 #define CHILD_FILE_FD 41
+/* The child goes on after the restore once <trigger>.child exists. */
 
 static int kcmp_file(pid_t a, int fa, pid_t b, int fb) {
   return (int)syscall(SYS_kcmp, a, b, KCMP_FILE, fa, fb);
@@ -116,8 +117,8 @@ int main(int argc, char **argv) {
     int child_flags = flags_of(b[1]);
     if (dup2(SHARED_FILE_FD, CHILD_FILE_FD) < 0) _exit(11);
     close(SHARED_FILE_FD);
-    wait_trigger(trigger);
-    /* After the restore: the parent checks kcmp; we move the shared offset. */
+    wait_trigger(go2);
+    /* After the restore and the parent's kcmp checks: move the shared offset. */
     int ok = flags_of(b[1]) == child_flags;
     char two[2];
     ok = ok && read(CHILD_FILE_FD, two, 2) == 2 && two[0] == '4';
@@ -147,6 +148,9 @@ int main(int argc, char **argv) {
 
   struct epoll_event got;
   check("epoll-watch", epoll_wait(ep, &got, 1, 0) == 1 && got.data.u64 == 0xfeed, "no event");
+  int go = open(go2, O_WRONLY | O_CREAT, 0644); /* now the child may go on */
+  if (go < 0) die("go2");
+  close(go);
 
   struct pollfd pfd = {b[0], POLLIN, 0};
   poll(&pfd, 1, 5000);

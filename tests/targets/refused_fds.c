@@ -1,0 +1,87 @@
+/* Holds one piece of fd or fs state cryo refuses by name, prints
+ * "ready pid=<pid> fd=<fd>", and waits for SIGUSR1; then checks that it ran
+ * on untouched (a refused dump must not disturb it).
+ *
+ *   clone-files  a child made with clone(CLONE_FILES) shares the fd table
+ *                (after SIGUSR1: an fd the child opens is visible here)
+ *   cwd-deleted  the cwd was removed
+ *   dir-deleted  a directory fd whose directory was removed
+ *   lease        a read lease (F_SETLEASE) on a file
+ *
+ * usage: refused_fds <workdir> clone-files|cwd-deleted|dir-deleted|lease
+ */
+#define _GNU_SOURCE
+#include "common.h"
+#include <fcntl.h>
+#include <sched.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#define CHILD_FD 77
+static char child_stack[64 * 1024] __attribute__((aligned(16)));
+static const char *work;
+
+static int sharer(void *arg) {
+  (void)arg;
+  sigset_t all;
+  sigfillset(&all);
+  sigprocmask(SIG_BLOCK, &all, NULL);
+  int go;
+  sigset_t usr2;
+  sigemptyset(&usr2);
+  sigaddset(&usr2, SIGUSR2);
+  sigwait(&usr2, &go); /* the parent asks for an fd after the refused dump */
+  int fd = open("/dev/null", O_RDONLY);
+  if (fd < 0 || dup2(fd, CHILD_FD) != CHILD_FD) _exit(1);
+  for (;;) pause();
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  need_args(argc, 2, "refused_fds <workdir> clone-files|cwd-deleted|dir-deleted|lease");
+  work = argv[1];
+  const char *mode = argv[2];
+  char path[512];
+  int fd = -1;
+  pid_t child = 0;
+  if (!strcmp(mode, "clone-files")) {
+    child = clone(sharer, child_stack + sizeof child_stack, CLONE_FILES | SIGCHLD, NULL);
+    if (child < 0) die("clone");
+  } else if (!strcmp(mode, "cwd-deleted")) {
+    snprintf(path, sizeof path, "%s/gone", work);
+    if (mkdir(path, 0755) != 0 || chdir(path) != 0 || rmdir(path) != 0) die("cwd");
+  } else if (!strcmp(mode, "dir-deleted")) {
+    snprintf(path, sizeof path, "%s/gonedir", work);
+    if (mkdir(path, 0755) != 0) die("mkdir");
+    fd = open(path, O_RDONLY | O_DIRECTORY);
+    if (fd < 0 || rmdir(path) != 0) die("dir");
+  } else if (!strcmp(mode, "lease")) {
+    snprintf(path, sizeof path, "%s/leased", work);
+    int w = open(path, O_WRONLY | O_CREAT, 0600);
+    if (w < 0) die("create");
+    close(w);
+    fd = open(path, O_RDONLY);
+    if (fd < 0 || fcntl(fd, F_SETLEASE, F_RDLCK) != 0) die("lease");
+  } else {
+    die_err(mode, EINVAL);
+  }
+  sigset_t old;
+  arm_usr1(&old);
+  print_ready("pid=%d fd=%d", getpid(), fd);
+  wait_usr1(&old);
+  if (child) {
+    kill(child, SIGUSR2);
+    for (int i = 0; i < 250 && fcntl(CHILD_FD, F_GETFD) < 0; i++) sleep_ms(20);
+    check("shared-table", fcntl(CHILD_FD, F_GETFD) >= 0, "fd %d not visible", CHILD_FD);
+    kill(child, SIGKILL);
+    waitpid(child, NULL, __WALL);
+  } else if (!strcmp(mode, "cwd-deleted")) {
+    struct stat st;
+    check("cwd", stat(".", &st) == 0 && st.st_nlink == 0, "nlink %lu", (unsigned long)st.st_nlink);
+  } else if (!strcmp(mode, "lease")) {
+    check("lease", fcntl(fd, F_GETLEASE) == F_RDLCK, "lease %d", fcntl(fd, F_GETLEASE));
+  } else {
+    check("fd-open", fcntl(fd, F_GETFD) >= 0, "errno %d", errno);
+  }
+  return verdict();
+}
