@@ -57,6 +57,8 @@ export const SUPPORT_TABLE = [
   { id: "fd.deleted", area: "fd", what: "files deleted while open", support: "refused", note: "not saved yet" },
   { id: "fd.tty", area: "fd", what: "terminals leading out of the tree", support: "saved", note: "re-attached to the restorer's stdio" },
   { id: "fd.pipe", area: "fd", what: "pipes (in a process, shared by the tree, leading out)", support: "saved" },
+  { id: "fd.pipe-reopened", area: "fd", what: "a pipe end open through several descriptions (reopened through /proc)", support: "refused", note: "not saved yet" },
+  { id: "fd.epoll-split", area: "fd", what: "a shared epoll watching fds that no one holder has", support: "refused", note: "its watches cannot be re-added" },
   { id: "fd.fifo", area: "fd", what: "named pipes (FIFOs) with their buffered bytes", support: "saved" },
   { id: "fd.fifo-deleted", area: "fd", what: "named pipes whose path was removed", support: "refused", note: "not saved yet" },
   { id: "fd.shared", area: "fd", what: "open file descriptions shared by processes of the tree", support: "saved", note: "re-created once by the holders' common ancestor" },

@@ -108,6 +108,9 @@ for (
     ]],
     ["dir-deleted", /fd \d+ \(.*gonedir \(deleted\)\): files deleted while open/, ["fd-open"]],
     ["lease", /fd \d+ \(.*leased\): file leases and delegations: .*LEASE/, ["lease"]],
+    ["pipe-reopen", /fd \d+ \(pipe:\[\d+\]\): a pipe end open through several descriptions/, [
+      "fd-open",
+    ]],
   ] as const
 ) {
   Deno.test(
@@ -120,3 +123,13 @@ for (
     }),
   );
 }
+
+Deno.test(
+  "a process chroot()ed into a directory keeps its root and cwd",
+  withTargets(async () => {
+    const { t, work } = await startTriggered("rt_chroot", /^ready pid=(\d+)$/m, { passWork: true });
+    await dumpKillRestore(t);
+    await Deno.writeTextFile(`${work}/jail/go`, "");
+    assertChecksPassed(t, ["root", "cwd"], await t.wait());
+  }),
+);

@@ -21,6 +21,8 @@ export function planEventfd(f: FdInfo): FdSource | string {
   };
 }
 
+const TFD_TIMER_CANCEL_ON_SET = 2;
+
 function pair(text: string | undefined): [number, number] | undefined {
   const m = text?.match(/\((\d+),\s*(\d+)\)/);
   return m ? [Number(m[1]), Number(m[2])] : undefined;
@@ -39,6 +41,9 @@ export function planTimerfd(f: FdInfo): FdSource | string {
   const ticks = Number(f.extra["ticks"] ?? "0");
   if (!value || !interval || Number.isNaN(clockid) || Number.isNaN(ticks)) {
     return "timerfd without readable state";
+  }
+  if ((parseInt(f.extra["settime flags"] ?? "0", 8) & TFD_TIMER_CANCEL_ON_SET) !== 0) {
+    return "timerfd armed with TFD_TIMER_CANCEL_ON_SET: not saved yet";
   }
   if (value[0] === 0 && value[1] === 0 && (interval[0] || interval[1])) value = interval;
   return { kind: "timerfd", clockid, flags: f.flags, value, interval, ticks };

@@ -135,7 +135,7 @@ export function emitCreate(cx: CreateContext, f: PlannedFd, batch: readonly Plan
 }
 
 function fillPipe(p: ProgramBuilder, w: number, id: string, data?: string, size?: number): void {
-  if (size && size !== 65536) p.op(SYS.fcntl, [w, F_SETPIPE_SZ, size], { allowFail: true });
+  if (size && size !== 65536) p.op(SYS.fcntl, [w, F_SETPIPE_SZ, size], { comment: "pipe size" });
   const bytes = data ? decodeBase64(data) : new Uint8Array();
   if (bytes.length) {
     p.op(SYS.write, [w, p.data(bytes, 1), bytes.length], {
@@ -150,7 +150,7 @@ function fillPipe(p: ProgramBuilder, w: number, id: string, data?: string, size?
  * bytes) alive since the dump.
  */
 function fillFifo(p: ProgramBuilder, h: number, path: string, data?: string, size?: number) {
-  if (size && size !== 65536) p.op(SYS.fcntl, [h, F_SETPIPE_SZ, size], { allowFail: true });
+  if (size && size !== 65536) p.op(SYS.fcntl, [h, F_SETPIPE_SZ, size], { comment: "FIFO size" });
   const bytes = data ? decodeBase64(data) : new Uint8Array();
   if (!bytes.length) return;
   const pfd = new Uint8Array(8);

@@ -30,6 +30,7 @@
 
 import { SYS } from "../../ffi/sysno.ts";
 import type { FdInfo, ProcessImage } from "../model.ts";
+import { type SupportId, supportOf } from "../support.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
 import { type CreateContext, createKey, emitCreate } from "./create.ts";
 import { fifoId } from "./fifo.ts";
@@ -67,6 +68,11 @@ interface Holder {
 }
 
 const O_ACCMODE = 3;
+
+function refused(id: SupportId): string {
+  const row = supportOf(id);
+  return `${row.what}: ${row.note}`;
+}
 
 /** The object `f` belongs to, when it can be shared by processes; undefined otherwise. */
 function groupKey(f: FdInfo): string | undefined {
@@ -117,7 +123,7 @@ export function planShared(images: readonly ProcessImage[], plan: KindPlanner): 
         if (ends.length > 1) {
           const h = ends[1][0];
           problems.push(
-            `process ${h.proc.pid} fd ${h.f.fd} (${h.f.target}): a pipe end open through two descriptions (reopened through /proc) is not supported`,
+            `process ${h.proc.pid} fd ${h.f.fd} (${h.f.target}): ${refused("fd.pipe-reopened")}`,
           );
         }
       }
@@ -161,7 +167,9 @@ export function planShared(images: readonly ProcessImage[], plan: KindPlanner): 
         );
         if (!watcher) {
           problems.push(
-            `process ${base.proc.pid} fd ${base.f.fd} (${base.f.target}): a shared epoll watching fds no single holder has is not supported`,
+            `process ${base.proc.pid} fd ${base.f.fd} (${base.f.target}): ${
+              refused("fd.epoll-split")
+            }`,
           );
         }
       }

@@ -7,8 +7,9 @@
  *   cwd-deleted  the cwd was removed
  *   dir-deleted  a directory fd whose directory was removed
  *   lease        a read lease (F_SETLEASE) on a file
+ *   pipe-reopen  a pipe's read end opened again through /proc/self/fd
  *
- * usage: refused_fds <workdir> clone-files|cwd-deleted|dir-deleted|lease
+ * usage: refused_fds <workdir> clone-files|cwd-deleted|dir-deleted|lease|pipe-reopen
  */
 #define _GNU_SOURCE
 #include "common.h"
@@ -38,7 +39,7 @@ static int sharer(void *arg) {
 }
 
 int main(int argc, char **argv) {
-  need_args(argc, 2, "refused_fds <workdir> clone-files|cwd-deleted|dir-deleted|lease");
+  need_args(argc, 2, "refused_fds <workdir> clone-files|cwd-deleted|dir-deleted|lease|pipe-reopen");
   work = argv[1];
   const char *mode = argv[2];
   char path[512];
@@ -62,6 +63,12 @@ int main(int argc, char **argv) {
     close(w);
     fd = open(path, O_RDONLY);
     if (fd < 0 || fcntl(fd, F_SETLEASE, F_RDLCK) != 0) die("lease");
+  } else if (!strcmp(mode, "pipe-reopen")) {
+    int p[2];
+    if (pipe(p) != 0) die("pipe");
+    snprintf(path, sizeof path, "/proc/self/fd/%d", p[0]);
+    fd = open(path, O_RDONLY | O_NONBLOCK);
+    if (fd < 0) die("reopen");
   } else {
     die_err(mode, EINVAL);
   }
