@@ -33,6 +33,8 @@ export interface Manifest {
   processes: ManifestProcess[];
   /** Dump statistics. */
   stats: DumpStats;
+  /** Opt-ins the tree needed at dump time ("shell-job", ...); restore needs them too. */
+  optIns?: string[];
 }
 
 /** One process entry of the manifest. */
@@ -117,6 +119,11 @@ export interface ProcessImage {
   bootstrap: { start: Hex; size: number };
   /** Things left out of the image on purpose (policy include/exclude). */
   excluded: { what: string; reason: string }[];
+  /**
+   * Controlling terminal (tty_nr of /proc/<pid>/stat, 0 for none) and the
+   * foreground process group of that terminal (tpgid; -1 for none).
+   */
+  ctty?: { ttyNr: number; fgPgrp: number };
 }
 
 /** Identity of a file, to detect changes between dump and restore. */

@@ -21,7 +21,7 @@ export interface SupportRow {
   /** Stable identifier used by the collectors. */
   id: string;
   /** Where it belongs: task state, memory, an fd kind, a socket kind. */
-  area: "task" | "memory" | "fd" | "socket";
+  area: "task" | "memory" | "fd" | "tty" | "socket";
   /** What it is, for people. */
   what: string;
   support: Support;
@@ -55,7 +55,6 @@ export const SUPPORT_TABLE = [
   // Fds.
   { id: "fd.file", area: "fd", what: "regular files, directories, devices", support: "saved" },
   { id: "fd.deleted", area: "fd", what: "files deleted while open", support: "refused", note: "not saved yet" },
-  { id: "fd.tty", area: "fd", what: "terminals leading out of the tree", support: "saved", note: "re-attached to the restorer's stdio" },
   { id: "fd.pipe", area: "fd", what: "pipes (in a process, shared by the tree, leading out)", support: "saved" },
   { id: "fd.pipe-reopened", area: "fd", what: "a pipe end open through several descriptions (reopened through /proc)", support: "refused", note: "not saved yet" },
   { id: "fd.epoll-split", area: "fd", what: "a shared epoll watching fds that no one holder has", support: "refused", note: "its watches cannot be re-added" },
@@ -77,6 +76,11 @@ export const SUPPORT_TABLE = [
   { id: "fd.perf", area: "fd", what: "perf events", support: "refused", note: "counters cannot be re-created as they were" },
   { id: "fd.bpf", area: "fd", what: "bpf maps and programs", support: "refused", note: "kernel objects cryo cannot re-create" },
   { id: "fd.anon-other", area: "fd", what: "other anonymous inodes", support: "refused", note: "unknown kind" },
+  // Terminals.
+  { id: "tty.pty", area: "tty", what: "pseudo-terminals whose master is in the tree (same index, termios, window size, packet mode, lock, controlling terminal, foreground group)", support: "saved" },
+  { id: "tty.pty-queued", area: "tty", what: "bytes waiting in a pseudo-terminal of the tree", support: "refused", note: "they cannot be put back without passing the line discipline again; retry when the terminal is idle" },
+  { id: "tty.external", area: "tty", what: "terminals outside the tree (the user's terminal, a pty whose master is outside)", support: "opt-in", optIn: "shell-job", note: "restore attaches them to the restorer's stdin/stdout/stderr" },
+  { id: "tty.external-ctty", area: "tty", what: "a session leader whose controlling terminal is outside the tree", support: "refused", note: "its session could not get that terminal back" },
   // Sockets.
   { id: "socket.stdio", area: "socket", what: "sockets on fds 0-2 leading out of the tree", support: "saved", note: "re-attached to the restorer's stdio" },
   { id: "socket.other", area: "socket", what: "other sockets", support: "refused", note: "not saved yet" },

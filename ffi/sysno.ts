@@ -94,6 +94,7 @@ export const SYS = {
   userfaultfd: 323,
   rseq: 334,
   pidfd_open: 434,
+  pidfd_getfd: 438,
   clone3: 435,
   close_range: 436,
   poll: 7,

@@ -633,7 +633,7 @@ Deno.test(
     assertOneLineError(
       r,
       1,
-      new RegExp(`process ${t.pid} .*cannot save: fd 0 \\(${input} \\(deleted\\)\\)`),
+      new RegExp(`process ${t.pid} fd 0 \\(${input} \\(deleted\\)\\): files deleted while open`),
       "deleted file",
     );
     assertDirHolds(parent, [], "after the failed dump");

@@ -414,6 +414,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       rootPid: pid,
       processes: entries,
       stats,
+      ...(refusals.usedOptIns.length ? { optIns: refusals.usedOptIns } : {}),
     };
     stats.dumpSeconds = (performance.now() - t0) / 1000;
     if (!thawed) stats.freezeSeconds = (performance.now() - tree.frozenAt) / 1000;

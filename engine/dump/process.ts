@@ -14,7 +14,7 @@ import type { Refusals } from "../support.ts";
 import { mmFieldsOf, readStat } from "../proc/stat.ts";
 import { readStatus } from "../proc/status.ts";
 import { auxvToModel, readAuxv } from "../proc/auxv.ts";
-import { type ProcFd, readFds } from "../proc/fds.ts";
+import { devMajor, devMinor, type ProcFd, readFds } from "../proc/fds.ts";
 import { readMapFileIdentity, readMaps } from "../proc/maps.ts";
 import { mergeSmaps, readSmaps } from "../proc/smaps.ts";
 import { fileIdentityOf, readProcLink, readProcText } from "../proc/io.ts";
@@ -23,6 +23,7 @@ import { collectThread, sharedPending } from "./threads.ts";
 import { classifyVma, type Vma } from "./vmas.ts";
 import { collectPipe } from "../fds/pipe.ts";
 import { queryFdOwners } from "../fds/owner.ts";
+import { collectTty } from "../fds/tty.ts";
 
 const hex = (v: bigint) => `0x${v.toString(16)}`;
 
@@ -54,6 +55,9 @@ function toFdInfo(pid: number, f: ProcFd, topology: PipeTopology): FdInfo {
   // Bytes buffered in a pipe that comes back (alone or shared in the tree) are kept.
   if (restore === "process" || restore === "tree" || kind === "fifo") {
     Object.assign(extra, collectPipe(pid, f.fd, flags));
+  }
+  if (kind === "tty") {
+    Object.assign(extra, collectTty(pid, f.fd, devMajor(f.stat.rdev), devMinor(f.stat.rdev)));
   }
   return {
     fd: f.fd,
@@ -209,6 +213,7 @@ export function collectProcess(
       fds: fdInfos,
       children,
       excluded: [],
+      ctty: { ttyNr: stat.ttyNr, fgPgrp: stat.tpgid },
     },
   };
 }

@@ -31,6 +31,7 @@ import { planPipe } from "./pipe.ts";
 import { planRegular, replacementFlags } from "./regular.ts";
 import { planShared, type SharedPlan } from "./shared.ts";
 import { descriptionState, emitDescriptionState } from "./state.ts";
+import { type PlannedPty, planTty } from "./tty.ts";
 import type { FdSource, PlannedFd } from "./types.ts";
 
 export type { FdSource, PlannedFd } from "./types.ts";
@@ -46,7 +47,11 @@ function stdioFor(f: FdInfo): number {
   return f.fd <= 2 ? f.fd : (f.flags & O_ACCMODE) === 0 ? 0 : 1;
 }
 
-function planOne(f: FdInfo, proc: ProcessImage): FdSource | string {
+function planOne(
+  f: FdInfo,
+  proc: ProcessImage,
+  ptys: readonly PlannedPty[] = [],
+): FdSource | string {
   switch (f.kind) {
     case "file":
     case "directory":
@@ -54,7 +59,7 @@ function planOne(f: FdInfo, proc: ProcessImage): FdSource | string {
     case "chardev":
       return f.restore === "inherit" ? { kind: "inherit", from: stdioFor(f) } : planRegular(f);
     case "tty":
-      return { kind: "inherit", from: stdioFor(f) };
+      return planTty(f, stdioFor(f), ptys);
     case "pipe":
       return planPipe(f, stdioFor(f));
     case "fifo":
@@ -97,10 +102,15 @@ function refusedBecause(id: SupportId): string {
 
 /**
  * Finds the open file descriptions and pipes shared between processes of
- * the tree (see shared.ts), planned with the fd kinds of this module.
+ * the tree (see shared.ts), planned with the fd kinds of this module; their
+ * transfer fds go above those of the tree's ptys.
  */
-export function planSharedObjects(images: readonly ProcessImage[]): SharedPlan {
-  return planShared(images, planOne);
+export function planSharedObjects(
+  images: readonly ProcessImage[],
+  ptys: readonly PlannedPty[] = [],
+): SharedPlan {
+  const above = Math.max(0, ...ptys.map((p) => p.transferFd + 1));
+  return planShared(images, (f, proc) => planOne(f, proc, ptys), above);
 }
 
 /**
@@ -112,6 +122,7 @@ export function planFds(
   proc: ProcessImage,
   inheritFds?: Map<number, string>,
   shared?: SharedPlan,
+  ptys?: readonly PlannedPty[],
 ): PlannedFd[] {
   const out: PlannedFd[] = [];
   const problems: string[] = [];
@@ -136,7 +147,7 @@ export function planFds(
       out.push({ fd: f.fd, source: transfer });
       continue;
     }
-    const src = planOne(f, proc);
+    const src = planOne(f, proc, ptys);
     if (typeof src === "string") {
       problems.push(`fd ${f.fd} (${f.target}): ${src} (use --inherit-fd ${f.fd}=PATH)`);
       continue;

@@ -93,9 +93,14 @@ function ancestors(pid: number, parent: Map<number, number>): number[] {
 
 /**
  * Finds the objects shared between processes of the tree, who creates each
- * and at which transfer numbers. `plan` gives each description's source.
+ * and at which transfer numbers (from `firstTransferFd` on, at least).
+ * `plan` gives each description's source.
  */
-export function planShared(images: readonly ProcessImage[], plan: KindPlanner): SharedPlan {
+export function planShared(
+  images: readonly ProcessImage[],
+  plan: KindPlanner,
+  firstTransferFd = 0,
+): SharedPlan {
   const parent = new Map<number, number>();
   for (const p of images) for (const c of p.children) parent.set(c, p.pid);
   const groups = new Map<string, Map<string, Holder[]>>();
@@ -137,7 +142,7 @@ export function planShared(images: readonly ProcessImage[], plan: KindPlanner): 
   // Above every fd of the tree and above any number a creator's own
   // creation syscalls can return meanwhile (0-2, the transfers, a helper
   // and a pipe pair), so a dup3 never targets itself or a live fd.
-  let next = Math.max(maxFd + 1, 3 + transferCount + 4);
+  let next = Math.max(maxFd + 1, 3 + transferCount + 4, firstTransferFd);
   const objects: SharedObject[] = [];
   const holders = new Map<number, Map<number, FdSource>>();
   for (const [key, descs] of shared) {

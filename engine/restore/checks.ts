@@ -131,6 +131,9 @@ export function checkFdFiles(
   for (const { image, compiled } of units) {
     for (const { fd, source } of compiled.fds) {
       if (source.kind !== "open" || !source.path) continue;
+      const info = image.fds.find((f) => f.fd === fd);
+      // A pty slave of the tree appears once the engine has opened its master.
+      if (info?.extra["tty-role"] === "slave") continue;
       let st: Deno.FileInfo;
       try {
         st = Deno.statSync(source.path);
@@ -139,7 +142,6 @@ export function checkFdFiles(
           `cannot restore: fd ${fd} of process ${image.pid} was ${source.path}, which is missing (use --inherit-fd ${fd}=PATH)`,
         );
       }
-      const info = image.fds.find((f) => f.fd === fd);
       if (
         info?.file && info.file.path === source.path && info.kind === "file" &&
         (st.ino !== info.file.ino || st.dev !== info.file.dev)

@@ -40,6 +40,7 @@ import { emitCloexec, emitFds, planFds, type PlannedFd, type SharedPlan } from "
 import { emitSharedCreation } from "../fds/shared.ts";
 import { emitPosixLocks } from "../fds/locks.ts";
 import { emitFdOwners } from "../fds/owner.ts";
+import { emitControllingTty, type PlannedPty } from "../fds/tty.ts";
 import { UnsupportedError } from "../errors.ts";
 import { type Bootstrap, BootstrapBuilder, messageProgram } from "./stub.ts";
 import { type ProgramBuilder, slot } from "../program/builder.ts";
@@ -67,6 +68,8 @@ export interface CompileOptions {
   inheritFds?: Map<number, string>;
   /** Descriptions and pipes shared between processes of the tree (see engine/fds/shared.ts). */
   shared?: SharedPlan;
+  /** Pseudo-terminals of the tree, whose masters the engine hands over (engine/fds/tty.ts). */
+  ptys?: PlannedPty[];
   /** Text of the standalone message. */
   standaloneMessage?: string;
 }
@@ -117,7 +120,7 @@ function hexBig(h: string): bigint {
 
 /** Compiles `proc` into its bootstrap blob (stub, standalone message and restore program). */
 export function compileProcess(proc: ProcessImage, opts: CompileOptions): CompiledProcess {
-  const fds = planFds(proc, opts.inheritFds, opts.shared);
+  const fds = planFds(proc, opts.inheritFds, opts.shared, opts.ptys);
   const base = hexBig(proc.bootstrap.start);
   const boot = new BootstrapBuilder(base);
   const standalone = messageProgram(
@@ -150,6 +153,12 @@ function emitProgram(
 ): void {
   const allSignals = p.u64s([0xffffffffffffffffn]);
   p.op(SYS.rt_sigprocmask, [SIG_SETMASK, allSignals, 0, 8], { comment: "block all signals" });
+  // Session and group first, so the children forked below are born into them
+  // (with the controlling terminal of the session).
+  if (proc.sid === proc.pid) {
+    p.op(SYS.setsid, [], { comment: "session leader" });
+    emitControllingTty(p, proc, opts.ptys ?? [], SLOTS.scratch);
+  } else if (proc.pgid === proc.pid) p.op(SYS.setpgid, [0, 0], { comment: "group leader" });
   emitSharedCreation(p, opts.shared, proc.pid, SLOTS.scratch, slotsAddress);
 
   // Children first: they exec their own image and leave this memory behind.
@@ -330,8 +339,6 @@ function emitProcessState(p: ProgramBuilder, proc: ProcessImage, fds: PlannedFd[
   if (proc.root !== "/") p.op(SYS.chroot, [p.cstring(proc.root)], { comment: "root directory" });
   p.op(SYS.umask, [proc.umask]);
   p.op(SYS.personality, [proc.personality], { allowFail: true });
-  if (proc.sid === proc.pid) p.op(SYS.setsid, [], { allowFail: true, comment: "session leader" });
-  else if (proc.pgid === proc.pid) p.op(SYS.setpgid, [0, 0], { comment: "group leader" });
   proc.sigactions.forEach((a, i) => {
     const sig = i + 1;
     if (sig === 9 || sig === 19) return;

@@ -21,6 +21,8 @@ import { RestoreError } from "../errors.ts";
 import { ImageFormatError } from "../image/errors.ts";
 import { verifyImageDir } from "../image/manifest.ts";
 import { compileTree } from "./restorable.ts";
+import { Refusals } from "../support.ts";
+import type { PlannedPty } from "../fds/tty.ts";
 import { checkFdFiles, checkFiles, checkPidsFree, checkPrivileges, checkVdso } from "./checks.ts";
 import { type RestoreEvent, RestoreSession, type RestoreUnit } from "./session.ts";
 
@@ -32,6 +34,8 @@ export interface RestoreOptions {
   verifyChecksums?: boolean;
   /** Progress callback. */
   onEvent?: (e: RestoreEvent) => void;
+  /** Opt-ins given for state outside the tree ("shell-job", ...; see engine/support.ts). */
+  optIns?: string[];
 }
 
 /** How a restored root ended. */
@@ -58,6 +62,8 @@ export interface RestoredTree {
 export interface RestorePlan {
   manifest: Manifest;
   units: RestoreUnit[];
+  /** Pseudo-terminals the engine opens and hands to the tree (engine/fds/tty.ts). */
+  ptys: PlannedPty[];
 }
 
 /** Loads, verifies and compiles an image directory without creating anything. */
@@ -75,13 +81,13 @@ export async function planRestore(dir: string, opts: RestoreOptions = {}): Promi
     pathOf,
     rootPid: manifest.rootPid,
     inheritFds: opts.inheritFds,
-  });
+  }, new Refusals(opts.optIns));
   const units: RestoreUnit[] = manifest.processes.map((entry) => ({
     image: byPid.get(entry.pid)!,
     path: pathOf(entry.pid),
-    compiled: compiled.get(entry.pid)!,
+    compiled: compiled.processes.get(entry.pid)!,
   }));
-  return { manifest, units };
+  return { manifest, units, ptys: compiled.ptys };
 }
 
 function becomeSubreaper(): void {
@@ -160,7 +166,7 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
   becomeSubreaper();
   for (const p of processes) forgetParkedStatus(p.pid);
   const verification = verify ? verifyInWorker(plan) : Promise.resolve(undefined);
-  const session = new RestoreSession(plan.units, opts.onEvent);
+  const session = new RestoreSession(plan.units, opts.onEvent, undefined, plan.ptys);
   try {
     session.prepare();
   } catch (e) {

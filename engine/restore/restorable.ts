@@ -12,6 +12,7 @@ import type { ProcessImage } from "../model.ts";
 import { UnsupportedError } from "../errors.ts";
 import { Refusals } from "../support.ts";
 import { planSharedObjects } from "../fds/mod.ts";
+import { checkTtys, type PlannedPty, planPtys } from "../fds/tty.ts";
 import { type CompiledProcess, compileProcess } from "./compile.ts";
 
 /** Where each image of the tree lives (or would live) and the user's fd overrides. */
@@ -24,6 +25,14 @@ export interface TreeCompileOptions {
   inheritFds?: Map<number, string>;
 }
 
+/** Every process of a tree compiled, and what the engine itself provides to the tree. */
+export interface CompiledTree {
+  /** Compiled processes by pid. */
+  processes: Map<number, CompiledProcess>;
+  /** Pseudo-terminals whose masters the engine opens and hands to the tree. */
+  ptys: PlannedPty[];
+}
+
 /**
  * Compiles every process of a tree; throws one UnsupportedError naming
  * every resource of every process that cannot be restored.
@@ -32,8 +41,12 @@ export function compileTree(
   images: readonly ProcessImage[],
   opts: TreeCompileOptions,
   refusals = new Refusals(),
-): Map<number, CompiledProcess> {
-  const shared = planSharedObjects(images);
+): CompiledTree {
+  // Pty masters come from the engine at transfer fds above every fd of the
+  // tree; descriptions shared in the tree get theirs above those.
+  const ptys = planPtys(images, firstFreeFd(images));
+  checkTtys(images, refusals);
+  const shared = planSharedObjects(images, ptys);
   for (const line of shared.problems) refusals.add(line);
   const out = new Map<number, CompiledProcess>();
   for (const image of images) {
@@ -45,6 +58,7 @@ export function compileTree(
           childImages: new Map(image.children.map((c) => [c, opts.pathOf(c)])),
           inheritFds: image.pid === opts.rootPid ? opts.inheritFds : undefined,
           shared,
+          ptys,
         }),
       );
     } catch (e) {
@@ -53,5 +67,12 @@ export function compileTree(
     }
   }
   refusals.throwIfAny("the tree cannot be restored");
-  return out;
+  return { processes: out, ptys };
+}
+
+/** The lowest fd number above every fd of the tree. */
+function firstFreeFd(images: readonly ProcessImage[]): number {
+  let max = 2;
+  for (const p of images) for (const f of p.fds) max = Math.max(max, f.fd);
+  return max + 1;
 }
