@@ -1,7 +1,8 @@
 /**
  * Round trips of fd flags and of open file descriptions shared across the
  * tree (tests/targets/rt_fdshare.c): pipe flags exactly as before (in a
- * process, shared with a child, leading out of the tree), a regular file,
+ * process, shared with a child, leading out of the tree to a non-blocking
+ * restorer stdin), a regular file,
  * an eventfd and an epoll shared by parent and child after fork (kcmp
  * across the pids, the shared offset), fd owner / signal / O_ASYNC, paths
  * through a symlink; FIFOs (tests/targets/rt_fifo.c). And what is refused
@@ -19,16 +20,48 @@ import { statusField } from "./helpers/proc.ts";
 import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
 import { SIGUSR1 } from "./helpers/signals.ts";
 import { adoptPid, startTarget, type Target, withTargets } from "./helpers/targets.ts";
+import { rawSyscall } from "../ffi/libc.ts";
+import { SYS } from "../ffi/sysno.ts";
 
 const READY = /^ready pid=(\d+) child=(\d+) outside=(\d+)$/m;
+
+const O_NONBLOCK = 0o4000;
+const O_CLOEXEC = 0o2000000;
+const F_DUPFD_CLOEXEC = 1030;
+const F_GETFL = 3;
+
+/**
+ * Runs `fn` with this process's stdin replaced by the read end of a new
+ * O_NONBLOCK pipe (what a restore attaches a pipe leading out of the tree
+ * to); returns the pipe's status flags afterwards.
+ */
+async function withNonblockingStdin(fn: () => Promise<void>): Promise<number> {
+  const pair = new Int32Array(2);
+  assert.equal(rawSyscall(SYS.pipe2, pair, O_NONBLOCK | O_CLOEXEC), 0n);
+  const saved = Number(rawSyscall(SYS.fcntl, 0, F_DUPFD_CLOEXEC, 10));
+  assert.ok(saved >= 0);
+  try {
+    assert.equal(rawSyscall(SYS.dup3, pair[0], 0, 0), 0n);
+    await fn();
+    return Number(rawSyscall(SYS.fcntl, pair[0], F_GETFL));
+  } finally {
+    rawSyscall(SYS.dup3, saved, 0, 0);
+    for (const fd of [saved, pair[0], pair[1]]) rawSyscall(SYS.close, fd);
+  }
+}
 
 Deno.test(
   "fd flags, shared open file descriptions, owners and symlinked paths survive",
   withTargets(async () => {
     const { t, trigger, ready } = await startTriggered("rt_fdshare", READY, { passWork: true });
     adoptPid(Number(ready[3])); // the process holding the pipe's other end, outside the tree
-    const { tree } = await dumpKillRestore(t);
-    assert.equal(tree.pids.length, 2, "the child is restored too");
+    // The pipe leading out of the tree comes back as the restorer's stdin,
+    // here a non-blocking pipe: the target's end must still be blocking.
+    let pids = 0;
+    const flags = await withNonblockingStdin(async () => {
+      pids = (await dumpKillRestore(t)).tree.pids.length;
+    });
+    assert.equal(pids, 2, "the child is restored too");
     await Deno.writeTextFile(trigger, "");
     assertChecksPassed(t, [
       "pipe-flags-in-process",
@@ -49,6 +82,11 @@ Deno.test(
       "symlinked-file",
       "symlinked-cwd",
     ], await t.wait());
+    assert.equal(
+      flags & O_NONBLOCK,
+      0,
+      "the restorer's pipe shares the target's (blocking) description",
+    );
   }),
 );
 
