@@ -171,3 +171,25 @@ Deno.test(
     assertChecksPassed(t, ["root", "cwd"], await t.wait());
   }),
 );
+
+Deno.test(
+  "descriptions shared by siblings and cousins come from their common ancestor, which keeps no transfer fd",
+  withTargets(async () => {
+    const { t, trigger, ready } = await startTriggered(
+      "rt_fdsiblings",
+      /^ready pid=(\d+) c1=(\d+) c2=(\d+) g1=(\d+) e=\d+ f=\d+$/m,
+      { passWork: true },
+    );
+    const { tree } = await dumpKillRestore(t);
+    assert.deepEqual(
+      [...tree.pids].sort((a, b) => a - b),
+      [t.pid, ...ready.slice(2, 5).map(Number)].sort((a, b) => a - b),
+    );
+    await Deno.writeTextFile(trigger, "");
+    assertChecksPassed(
+      t,
+      ["cousins-share-eventfd", "siblings-share-file", "no-transfer-fds", "children"],
+      await t.wait(),
+    );
+  }),
+);
