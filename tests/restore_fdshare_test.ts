@@ -149,6 +149,9 @@ for (
     ["pipe-reopen", /fd \d+ \(pipe:\[\d+\]\): a pipe end open through several descriptions/, [
       "fd-open",
     ]],
+    ["lock-mapped", /process \d+: FLOCK WRITE lock on .*mapped: file locks no fd shows/, [
+      "still-locked",
+    ]],
   ] as const
 ) {
   Deno.test(

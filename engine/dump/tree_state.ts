@@ -1,7 +1,8 @@
 /**
  * Dump-time checks of state that processes of the tree share with each
  * other or that has no path any more: fd tables, fs info or memory shared
- * by processes (not threads), a deleted cwd or root, and file leases.
+ * by processes (not threads), a deleted cwd or root, file leases, and locks
+ * /proc/locks shows for the tree that no fd of it carries.
  * Each is refused by name through the restorability table.
  *
  * @module
@@ -12,6 +13,8 @@ import { SYS } from "../../ffi/sysno.ts";
 import type { ProcessImage } from "../model.ts";
 import type { Refusals, SupportId } from "../support.ts";
 import { locksOf } from "../fds/locks.ts";
+import { devMajor, devMinor } from "../proc/fds.ts";
+import { lockFileId, parseLockLine, readLocks } from "../proc/locks.ts";
 
 const KCMP_VM = 1;
 const KCMP_FILES = 2;
@@ -50,5 +53,40 @@ export function checkProcessPaths(image: ProcessImage, refusals: Refusals): void
         refusals.use("fd.lease", `process ${image.pid} fd ${f.fd} (${f.target})`, l.text);
       }
     }
+  }
+}
+
+/**
+ * Refuses locks of the tree that no fd shows (/proc/locks against the fds'
+ * "lock:" lines): a flock or OFD lock held through a description only a
+ * memory mapping keeps open, a POSIX lock cryo could not attribute.
+ */
+export function checkUnattachedLocks(images: readonly ProcessImage[], refusals: Refusals): void {
+  const pids = new Set(images.map((p) => p.pid));
+  const key = (l: { class: string; type: string; file: string; start: string; end: string }) =>
+    `${l.class} ${l.type} ${l.file} ${l.start} ${l.end}`;
+  const shown = new Set<string>();
+  const files = new Map<string, string>(); // lock file id -> a path of the tree
+  for (const p of images) {
+    for (const f of p.fds) {
+      for (const line of (f.extra["lock"] ?? "").split("\n")) {
+        const l = parseLockLine(line);
+        if (l) shown.add(key(l));
+      }
+    }
+    for (const x of [...p.fds.map((f) => f.file), ...p.mappings.map((m) => m.file)]) {
+      if (x) files.set(lockFileId(devMajor(x.dev), devMinor(x.dev), x.ino), x.path);
+    }
+  }
+  for (const l of readLocks()) {
+    const path = files.get(l.file);
+    const ours = pids.has(l.pid) || (l.class === "OFDLCK" && path !== undefined);
+    if (!ours || shown.has(key(l))) continue;
+    refusals.use(
+      "fd.lock-unattached",
+      `${l.pid > 0 ? `process ${l.pid}` : "the tree"}: ${l.class} ${l.type} lock on ${
+        path ?? l.file
+      }`,
+    );
   }
 }

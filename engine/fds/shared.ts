@@ -76,7 +76,7 @@ function refused(id: SupportId): string {
 
 /** The object `f` belongs to, when it can be shared by processes; undefined otherwise. */
 function groupKey(f: FdInfo): string | undefined {
-  if (f.kind === "pipe") return f.restore === "inherit" ? undefined : `pipe:${f.target}`;
+  if (f.kind === "pipe") return f.restore === "inherit" ? undefined : f.target;
   if (f.kind === "fifo") return fifoId(f);
   return f.description ? `desc:${f.description}` : undefined;
 }

@@ -8,13 +8,16 @@
  *   dir-deleted  a directory fd whose directory was removed
  *   lease        a read lease (F_SETLEASE) on a file
  *   pipe-reopen  a pipe's read end opened again through /proc/self/fd
+ *   lock-mapped  a flock held through a description only a mapping keeps
  *
- * usage: refused_fds <workdir> clone-files|cwd-deleted|dir-deleted|lease|pipe-reopen
+ * usage: refused_fds <workdir> clone-files|cwd-deleted|dir-deleted|lease|pipe-reopen|lock-mapped
  */
 #define _GNU_SOURCE
 #include "common.h"
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -39,7 +42,7 @@ static int sharer(void *arg) {
 }
 
 int main(int argc, char **argv) {
-  need_args(argc, 2, "refused_fds <workdir> clone-files|cwd-deleted|dir-deleted|lease|pipe-reopen");
+  need_args(argc, 2, "refused_fds <workdir> clone-files|cwd-deleted|dir-deleted|lease|pipe-reopen|lock-mapped");
   work = argv[1];
   const char *mode = argv[2];
   char path[512];
@@ -69,6 +72,13 @@ int main(int argc, char **argv) {
     snprintf(path, sizeof path, "/proc/self/fd/%d", p[0]);
     fd = open(path, O_RDONLY | O_NONBLOCK);
     if (fd < 0) die("reopen");
+  } else if (!strcmp(mode, "lock-mapped")) {
+    snprintf(path, sizeof path, "%s/mapped", work);
+    int m = open(path, O_RDWR | O_CREAT, 0600);
+    if (m < 0 || ftruncate(m, 4096) != 0) die("mapped");
+    if (mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, m, 0) == MAP_FAILED) die("mmap");
+    if (flock(m, LOCK_EX) != 0) die("flock");
+    close(m);
   } else {
     die_err(mode, EINVAL);
   }
@@ -85,6 +95,9 @@ int main(int argc, char **argv) {
   } else if (!strcmp(mode, "cwd-deleted")) {
     struct stat st;
     check("cwd", stat(".", &st) == 0 && st.st_nlink == 0, "nlink %lu", (unsigned long)st.st_nlink);
+  } else if (!strcmp(mode, "lock-mapped")) {
+    int other = open(path, O_RDONLY);
+    check("still-locked", flock(other, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK, "errno %d", errno);
   } else if (!strcmp(mode, "lease")) {
     check("lease", fcntl(fd, F_GETLEASE) == F_RDLCK, "lease %d", fcntl(fd, F_GETLEASE));
   } else {

@@ -55,24 +55,30 @@ int main(int argc, char **argv) {
 
   int out[2]; /* leads out of the tree: its write end goes to a process that leaves it */
   if (pipe2(out, 0) != 0) die("pipe out");
-  int hold[2];
+  int hold[2]; /* mid tells the outside holder's pid once it is set */
   if (pipe(hold) != 0) die("pipe hold");
   pid_t mid = fork();
   if (mid == 0) {
+    int rdy[2];
+    close(hold[0]);
+    if (pipe(rdy) != 0) _exit(1);
     pid_t outside = fork();
-    if (outside == 0) {
-      close(hold[0]);
-      if (write(hold[1], "", 1) != 1) _exit(1);
-      for (;;) pause(); /* keeps out[1] open; the test kills it */
+    if (outside == 0) { /* keeps only out[1] open; the test kills it */
+      for (int fd = 3; fd < 1024; fd++)
+        if (fd != out[1] && fd != rdy[1]) close(fd);
+      if (write(rdy[1], "", 1) != 1) _exit(1);
+      close(rdy[1]);
+      for (;;) pause();
     }
-    if (write(hold[1], &outside, sizeof outside) != sizeof outside) _exit(1);
+    close(rdy[1]);
+    char c;
+    if (read(rdy[0], &c, 1) != 1 || write(hold[1], &outside, sizeof outside) != sizeof outside) _exit(1);
     _exit(0);
   }
   close(out[1]);
   close(hold[1]);
   pid_t outside = 0;
-  char c;
-  if (read(hold[0], &outside, sizeof outside) != sizeof outside || read(hold[0], &c, 1) != 1) die("outside");
+  if (read(hold[0], &outside, sizeof outside) != sizeof outside) die("outside");
   close(hold[0]);
   waitpid(mid, NULL, 0);
   int out_flags = flags_of(out[0]);
@@ -117,6 +123,7 @@ int main(int argc, char **argv) {
     int child_flags = flags_of(b[1]);
     if (dup2(SHARED_FILE_FD, CHILD_FILE_FD) < 0) _exit(11);
     close(SHARED_FILE_FD);
+    if (write(b[1], "s", 1) != 1) _exit(13); /* set up */
     wait_trigger(go2);
     /* After the restore and the parent's kcmp checks: move the shared offset. */
     int ok = flags_of(b[1]) == child_flags;
@@ -129,6 +136,8 @@ int main(int argc, char **argv) {
   }
   close(b[1]);
   int b_flags = flags_of(b[0]);
+  char setup = 0;
+  if (read(b[0], &setup, 1) != 1 || setup != 's') die("child setup");
 
   print_ready("pid=%d child=%d outside=%d", getpid(), child, outside);
   wait_trigger(trigger);
