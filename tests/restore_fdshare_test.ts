@@ -13,7 +13,8 @@
 
 import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
-import { UnsupportedError } from "../engine/errors.ts";
+import { RestoreError, UnsupportedError } from "../engine/errors.ts";
+import { restore } from "../engine/restore/mod.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { pathExists, tempDir } from "./helpers/fs.ts";
 import { statusField } from "./helpers/proc.ts";
@@ -194,5 +195,29 @@ Deno.test(
       ["cousins-share-eventfd", "siblings-share-file", "no-transfer-fds", "children"],
       await t.wait(),
     );
+  }),
+);
+
+Deno.test(
+  "a restore whose shared file is missing is refused before anything is created",
+  withTargets(async () => {
+    const { t, work, ready } = await startTriggered(
+      "rt_fdsiblings",
+      /^ready pid=(\d+) c1=(\d+) c2=(\d+) g1=(\d+) e=\d+ f=\d+$/m,
+      { passWork: true },
+    );
+    const pids = [t.pid, ...ready.slice(2, 5).map(Number)];
+    for (const pid of pids.slice(1)) adoptPid(pid);
+    const dir = await tempImageDir();
+    await checkpoint(t.pid, { dir });
+    await t.wait();
+    await Deno.remove(`${work}/f`);
+    await assert.rejects(
+      () => restore(dir),
+      (e: unknown) =>
+        e instanceof RestoreError &&
+        /fd \d+ of process \d+ was .*\/f, which is missing/.test(e.message),
+    );
+    for (const pid of pids) assert.equal(pathExists(`/proc/${pid}`), false, `pid ${pid} exists`);
   }),
 );

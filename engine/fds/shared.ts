@@ -45,6 +45,8 @@ export interface SharedObject {
   creator: number;
   /** Its descriptions, each planned at its transfer fd number. */
   members: PlannedFd[];
+  /** For each member, its first holder (whose fd it was planned from). */
+  origins: { pid: number; fd: number }[];
   /** Extra transfer numbers used while creating it (a FIFO's helper), closed afterwards. */
   helpers: { key: string; fd: number }[];
 }
@@ -149,7 +151,7 @@ export function planShared(
     const pids = [...new Set([...descs.values()].flat().map((h) => h.proc.pid))];
     const chains = pids.map((pid) => ancestors(pid, parent));
     const creator = chains[0].find((a) => chains.every((c) => c.includes(a)))!;
-    const obj: SharedObject = { key, creator, members: [], helpers: [] };
+    const obj: SharedObject = { key, creator, members: [], origins: [], helpers: [] };
     if (key.startsWith("fifo:")) obj.helpers.push({ key: `${key}:helper`, fd: next++ });
     for (const hs of descs.values()) {
       const base = hs[0];
@@ -163,6 +165,7 @@ export function planShared(
       const asyncFlags = state && (state.setfl & O_ASYNC) ? state.setfl : undefined;
       if (state && asyncFlags) state.setfl &= ~O_ASYNC;
       obj.members.push({ fd, source, ...(state ? { state } : {}) });
+      obj.origins.push({ pid: base.proc.pid, fd: base.f.fd });
       let watcher: Holder | undefined;
       if (source.kind === "epoll" && source.targets.length) {
         // Watches are (file, fd number) pairs: one holder that has every

@@ -83,6 +83,8 @@ export interface CompiledProcess {
   syscallGadget: bigint;
   /** Where the vdso/vvar mappings are parked while being moved. */
   vdsoScratch: bigint;
+  /** Descriptions this process creates for the tree: each with the fd of its first holder. */
+  sharedCreated?: { pid: number; fd: number; source: PlannedFd["source"] }[];
 }
 
 const PROT = (perms: string) =>
@@ -141,7 +143,10 @@ export function compileProcess(proc: ProcessImage, opts: CompileOptions): Compil
       `restore program (${bootstrap.blob.length} bytes) does not fit the reserved bootstrap range`,
     ]);
   }
-  return { bootstrap, fds, syscallGadget: gadget, vdsoScratch: limit };
+  const sharedCreated = opts.shared?.objects.filter((o) => o.creator === proc.pid).flatMap((o) =>
+    o.members.map((m, i) => ({ ...o.origins[i], source: m.source }))
+  );
+  return { bootstrap, fds, syscallGadget: gadget, vdsoScratch: limit, sharedCreated };
 }
 
 function emitProgram(
