@@ -10,6 +10,7 @@ import { restorePlan } from "../engine/restore/plan.ts";
 import { describeSource, planFds } from "../engine/fds/mod.ts";
 import type { Mapping, ProcessImage } from "../engine/model.ts";
 import { humanBytes, printJson, renderTable } from "./format.ts";
+import { describePosixTimer } from "../engine/task/timers.ts";
 
 const SIGNAL_NAMES = [
   "",
@@ -133,6 +134,9 @@ function describeProcess(p: ProcessImage): string {
       "-"
     }`,
   );
+  const posix = p.posixTimers ?? [];
+  out.push(`  POSIX timers: ${posix.length ? "" : "-"}`.trimEnd());
+  for (const t of posix) out.push(`    ${describePosixTimer(t)}`);
   return out.join("\n");
 }
 

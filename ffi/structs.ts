@@ -302,3 +302,85 @@ export interface FOwnerEx extends Record<string, number> {
 }
 /** Codec for {@link FOwnerEx}. */
 export const fOwnerEx: Struct<FOwnerEx> = defineStruct<FOwnerEx>([["type", "i32"], ["pid", "i32"]]);
+/** `struct itimerspec` (seconds and nanoseconds; interval first). */
+export interface Itimerspec extends Record<string, bigint> {
+  intervalSec: bigint;
+  intervalNsec: bigint;
+  valueSec: bigint;
+  valueNsec: bigint;
+}
+/** Codec for {@link Itimerspec} (32 bytes). */
+export const itimerspec: Struct<Itimerspec> = defineStruct<Itimerspec>([
+  ["intervalSec", "i64"],
+  ["intervalNsec", "i64"],
+  ["valueSec", "i64"],
+  ["valueNsec", "i64"],
+]);
+
+/** The fields of `struct sigevent` timer_create reads (x86-64, 64 bytes in all). */
+export interface Sigevent extends Record<string, bigint | number> {
+  /** sigev_value (the union's pointer view). */
+  value: bigint;
+  signo: number;
+  notify: number;
+  /** sigev_notify_thread_id, for SIGEV_THREAD_ID. */
+  tid: number;
+}
+/** Codec for {@link Sigevent} (64 bytes; the rest of the union is zero). */
+export const sigevent: Struct<Sigevent> = defineStruct<Sigevent>([
+  ["value", "u64"],
+  ["signo", "i32"],
+  ["notify", "i32"],
+  ["tid", "i32"],
+  ...Array.from({ length: 11 }, () => ["_pad", "pad32"] as [string, "pad32"]),
+]);
+
+/** `struct sched_attr` of sched_getattr(2) / sched_setattr(2) (SCHED_ATTR_SIZE_VER1). */
+export interface SchedAttr extends Record<string, bigint | number> {
+  size: number;
+  policy: number;
+  flags: bigint;
+  nice: number;
+  priority: number;
+  runtime: bigint;
+  deadline: bigint;
+  period: bigint;
+  utilMin: number;
+  utilMax: number;
+}
+/** Codec for {@link SchedAttr} (56 bytes). */
+export const schedAttr: Struct<SchedAttr> = defineStruct<SchedAttr>([
+  ["size", "u32"],
+  ["policy", "u32"],
+  ["flags", "u64"],
+  ["nice", "i32"],
+  ["priority", "u32"],
+  ["runtime", "u64"],
+  ["deadline", "u64"],
+  ["period", "u64"],
+  ["utilMin", "u32"],
+  ["utilMax", "u32"],
+]);
+
+/** `struct seccomp_metadata` of PTRACE_SECCOMP_GET_METADATA. */
+export interface SeccompMetadata extends Record<string, bigint> {
+  filterOff: bigint;
+  flags: bigint;
+}
+/** Codec for {@link SeccompMetadata} (16 bytes). */
+export const seccompMetadata: Struct<SeccompMetadata> = defineStruct<SeccompMetadata>([
+  ["filterOff", "u64"],
+  ["flags", "u64"],
+]);
+
+/** `struct sock_fprog` (a classic BPF program: length and pointer to its instructions). */
+export interface SockFprog extends Record<string, bigint | number> {
+  len: number;
+  filter: bigint;
+}
+/** Codec for {@link SockFprog} (16 bytes: u16 length padded to 8). */
+export const sockFprog: Struct<SockFprog> = defineStruct<SockFprog>([
+  ["len", "u32"],
+  ["_pad", "pad32"],
+  ["filter", "u64"],
+]);

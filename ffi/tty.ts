@@ -84,7 +84,10 @@ export function unreadBytes(fd: number): number {
 }
 
 /** Sets termios, window size and packet mode of the pty whose master is `fd`. */
-export function applyPtyState(fd: number, s: Omit<PtyState, "index" | "masterUnread">): void {
+export function applyPtyState(
+  fd: number,
+  s: Pick<PtyState, "termios" | "winsize" | "packet">,
+): void {
   syscall(SYS.ioctl, fd, TTY_IOCTL.TCSETS2, s.termios);
   syscall(SYS.ioctl, fd, TTY_IOCTL.TIOCSWINSZ, s.winsize);
   syscall(SYS.ioctl, fd, TTY_IOCTL.TIOCPKT, new Int32Array([s.packet ? 1 : 0]));

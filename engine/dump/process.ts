@@ -20,10 +20,12 @@ import { mergeSmaps, readSmaps } from "../proc/smaps.ts";
 import { fileIdentityOf, readProcLink, readProcText } from "../proc/io.ts";
 import { queryInjectedState, withInjection } from "./injected.ts";
 import { collectThread, sharedPending } from "./threads.ts";
-import { classifyVma, type Vma } from "./vmas.ts";
+import { classifyVma, refusedMapping, type Vma } from "./vmas.ts";
 import { collectPipe } from "../fds/pipe.ts";
 import { queryFdOwners } from "../fds/owner.ts";
+import { collectTimers, takeTimerSignals } from "../task/timers.ts";
 import { collectTty } from "../fds/tty.ts";
+import { collectTaskState, prepareTaskCollection, queryTaskState } from "../task/mod.ts";
 
 const hex = (v: bigint) => `0x${v.toString(16)}`;
 
@@ -43,7 +45,7 @@ function toFdInfo(pid: number, f: ProcFd, topology: PipeTopology): FdInfo {
   const O_CLOEXEC = 0o2000000;
   let restore = "open";
   let kind = f.kind;
-  if (f.deleted && (kind === "file" || kind === "directory")) kind = "unknown";
+  if (f.deleted && kind === "directory") kind = "unknown";
   if (kind === "tty") restore = "inherit";
   else if (kind === "pipe" || kind === "fifo") restore = pipeRestore(f.target, topology);
   else if (kind === "socket") restore = f.fd <= 2 ? "inherit" : "socket";
@@ -117,11 +119,14 @@ export function collectProcess(
 ): CollectedProcess {
   const stat = readStat(pid);
   const status = readStatus(pid);
+  prepareTaskCollection(pid, tids);
   // Everything read by injected syscalls, in one session (one scratch page).
-  const [injected, owners] = withInjection(
-    pid,
-    (s) => [queryInjectedState(s, tids), queryFdOwners(s, fds.map((f) => f.fd))] as const,
-  );
+  const { injected, posixTimers, owners } = withInjection(pid, (s) => ({
+    injected: { ...queryInjectedState(s, tids), task: queryTaskState(s, tids) },
+    posixTimers: collectTimers(s, tids, fds, refusals),
+    owners: queryFdOwners(s, fds.map((f) => f.fd)),
+  }));
+  const task = collectTaskState(pid, tids, injected.task, refusals);
   const maps = mergeSmaps(readMaps(pid), readSmaps(pid), pid);
   const vmas: Vma[] = maps.map((m) => ({
     start: m.start,
@@ -138,11 +143,10 @@ export function collectProcess(
     const file = kind === "file-private" || kind === "file-shared"
       ? readMapFileIdentity(pid, m) ?? undefined
       : undefined;
-    if (m.deleted && (kind === "file-private" || kind === "file-shared")) {
-      refusals.use(
-        "memory.deleted",
-        `process ${pid} mapping ${hex(m.start)}-${hex(m.end)} (${m.path})`,
-      );
+    // Deleted files and memfds are saved by content (engine/fds/ghost.ts).
+    const refused = refusedMapping(vmas[i]);
+    if (refused) {
+      refusals.use(refused, `process ${pid} mapping ${hex(m.start)}-${hex(m.end)} (${m.path})`);
     }
     return {
       start: hex(m.start),
@@ -178,9 +182,14 @@ export function collectProcess(
     exe = fileIdentityOf(path.replace(/ \(deleted\)$/, ""), Deno.statSync(`/proc/${pid}/exe`));
   } catch { /* kernel thread or unreadable */ }
 
-  const threads = tids.map((tid) => collectThread(pid, tid, injected.threads.get(tid)!));
+  const threads = tids.map((tid) => ({
+    ...collectThread(pid, tid, injected.threads.get(tid)!),
+    ...task.threads.get(tid),
+  }));
   // The main thread first.
   threads.sort((a, b) => (a.tid === pid ? -1 : b.tid === pid ? 1 : a.tid - b.tid));
+  const shared = sharedPending(pid);
+  takeTimerSignals(posixTimers, [shared, ...threads.map((t) => t.pending)]);
 
   return {
     vmas,
@@ -208,12 +217,14 @@ export function collectProcess(
       mappings,
       threads,
       sigactions: injected.sigactions,
-      sharedPending: sharedPending(pid),
+      sharedPending: shared,
       itimers: injected.itimers,
       fds: fdInfos,
       children,
       excluded: [],
+      ...(posixTimers.length ? { posixTimers } : {}),
       ctty: { ttyNr: stat.ttyNr, fgPgrp: stat.tpgid },
+      attrs: task.attrs,
     },
   };
 }

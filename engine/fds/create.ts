@@ -12,13 +12,13 @@
 import { SYS } from "../../ffi/sysno.ts";
 import { decodeBase64 } from "../base64.ts";
 import { type ProgramBuilder, slot } from "../program/builder.ts";
+import { emitTimerfd } from "./anon.ts";
 import { O_CLOEXEC, O_NONBLOCK, type PlannedFd } from "./types.ts";
 
 const O_RDWR = 2;
 const F_SETPIPE_SZ = 1031;
 const EFD_SEMAPHORE = 1;
 const POLLIN = 1;
-const TFD_IOC_SET_TICKS = 0x40085400;
 
 /** Where creation ops go and where created fds are kept. */
 export interface CreateContext {
@@ -35,6 +35,8 @@ export interface CreateContext {
   keep(key: string, comment: string): number;
   /** Whether something was kept under `key` already. */
   has(key: string): boolean;
+  /** The number fd `fd` given to the process (a transfer fd) has by now. */
+  current(fd: number): number;
 }
 
 /** The key the description of `f` is kept under after {@link emitCreate}. */
@@ -55,10 +57,13 @@ export function emitCreate(cx: CreateContext, f: PlannedFd, batch: readonly Plan
   const what = `fd ${f.fd}`;
   const nonblock = (flags: number) => flags & O_NONBLOCK;
   switch (s.kind) {
-    case "open":
-      p.op(SYS.open, [p.cstring(s.path), s.flags | O_CLOEXEC, 0], { store: scratchSlot });
+    case "open": {
+      // A transfer fd reopened through /proc/self/fd (ghost files) may have moved.
+      const path = s.via !== undefined ? `/proc/self/fd/${cx.current(s.via)}` : s.path;
+      p.op(SYS.open, [p.cstring(path), s.flags | O_CLOEXEC, 0], { store: scratchSlot });
       cx.keep(`fd:${f.fd}`, `${what} ${s.path}`);
       break;
+    }
     case "pipe": {
       if (cx.has(`pipe:${s.id}:read`) || cx.has(`pipe:${s.id}:write`)) break;
       const pair = p.reserve(8);
@@ -105,22 +110,10 @@ export function emitCreate(cx: CreateContext, f: PlannedFd, batch: readonly Plan
       }
       cx.keep(`fd:${f.fd}`, `${what} eventfd`);
       break;
-    case "timerfd": {
-      p.op(SYS.timerfd_create, [s.clockid, O_CLOEXEC | nonblock(s.flags)], {
-        store: scratchSlot,
-      });
-      if (s.value[0] || s.value[1]) {
-        const spec = p.u64s([s.interval[0], s.interval[1], s.value[0], Math.max(s.value[1], 1)]);
-        p.op(SYS.timerfd_settime, [slot(scratchSlot), 0, spec, 0], { comment: "remaining time" });
-      }
-      if (s.ticks) {
-        p.op(SYS.ioctl, [slot(scratchSlot), TFD_IOC_SET_TICKS, p.u64s([s.ticks])], {
-          comment: `${s.ticks} expirations not read yet`,
-        });
-      }
+    case "timerfd":
+      emitTimerfd(p, s, scratchSlot);
       cx.keep(`fd:${f.fd}`, `${what} timerfd`);
       break;
-    }
     case "signalfd":
       p.op(SYS.signalfd4, [-1, p.u64s([BigInt(s.mask)]), 8, O_CLOEXEC | nonblock(s.flags)], {
         store: scratchSlot,

@@ -32,6 +32,7 @@ import { planRegular, replacementFlags } from "./regular.ts";
 import { planShared, type SharedPlan } from "./shared.ts";
 import { descriptionState, emitDescriptionState } from "./state.ts";
 import { type PlannedPty, planTty } from "./tty.ts";
+import { ghostOpenFlags, ghostPath, type PlannedGhosts } from "./ghost.ts";
 import type { FdSource, PlannedFd } from "./types.ts";
 
 export type { FdSource, PlannedFd } from "./types.ts";
@@ -51,7 +52,12 @@ function planOne(
   f: FdInfo,
   proc: ProcessImage,
   ptys: readonly PlannedPty[] = [],
+  ghosts: PlannedGhosts = new Map(),
 ): FdSource | string {
+  if (f.ghost !== undefined) {
+    const { path, transferFd } = ghostPath(ghosts, f.ghost);
+    return { kind: "open", path, flags: ghostOpenFlags(f), via: transferFd };
+  }
   switch (f.kind) {
     case "file":
     case "directory":
@@ -87,7 +93,6 @@ function refusedKind(f: FdInfo): SupportId {
   if (f.kind === "inotify") return "fd.inotify";
   if (f.kind === "fanotify") return "fd.fanotify";
   if (f.kind === "pidfd") return "fd.pidfd";
-  if (f.kind === "memfd") return "fd.memfd";
   if (anon === "io_uring") return "fd.io_uring";
   if (anon.startsWith("perf_event")) return "fd.perf";
   if (anon.startsWith("bpf")) return "fd.bpf";
@@ -103,14 +108,19 @@ function refusedBecause(id: SupportId): string {
 /**
  * Finds the open file descriptions and pipes shared between processes of
  * the tree (see shared.ts), planned with the fd kinds of this module; their
- * transfer fds go above those of the tree's ptys.
+ * transfer fds go above those of the tree's ptys and ghost files.
  */
 export function planSharedObjects(
   images: readonly ProcessImage[],
   ptys: readonly PlannedPty[] = [],
+  ghosts: PlannedGhosts = new Map(),
 ): SharedPlan {
-  const above = Math.max(0, ...ptys.map((p) => p.transferFd + 1));
-  return planShared(images, (f, proc) => planOne(f, proc, ptys), above);
+  const above = Math.max(
+    0,
+    ...ptys.map((p) => p.transferFd + 1),
+    ...[...ghosts.values()].map((g) => g.transferFd + 1),
+  );
+  return planShared(images, (f, proc) => planOne(f, proc, ptys, ghosts), above);
 }
 
 /**
@@ -123,6 +133,7 @@ export function planFds(
   inheritFds?: Map<number, string>,
   shared?: SharedPlan,
   ptys?: readonly PlannedPty[],
+  ghosts?: PlannedGhosts,
 ): PlannedFd[] {
   const out: PlannedFd[] = [];
   const problems: string[] = [];
@@ -147,7 +158,7 @@ export function planFds(
       out.push({ fd: f.fd, source: transfer });
       continue;
     }
-    const src = planOne(f, proc, ptys);
+    const src = planOne(f, proc, ptys, ghosts);
     if (typeof src === "string") {
       problems.push(`fd ${f.fd} (${f.target}): ${src} (use --inherit-fd ${f.fd}=PATH)`);
       continue;
@@ -190,6 +201,12 @@ function takenFrom(f: PlannedFd): number | undefined {
   return s.kind === "inherit" || s.kind === "transfer" ? s.from : undefined;
 }
 
+/** An fd the fd phase keeps while it creates: one taken from, or one reopened through /proc. */
+function keptFrom(f: PlannedFd): number | undefined {
+  const s = f.source;
+  return s.kind === "open" && s.via !== undefined ? s.via : takenFrom(f);
+}
+
 /** Emits the ops re-creating `fds` (see the module doc for the phases). */
 export function emitFds(
   p: ProgramBuilder,
@@ -204,12 +221,12 @@ export function emitFds(
   const high = Math.max(
     3,
     ...fds.map((f) => f.fd + 1),
-    ...fds.map((f) => (takenFrom(f) ?? -1) + 1),
+    ...fds.map((f) => (keptFrom(f) ?? -1) + 1),
   );
   let next = high;
   const temp = new Map<string, number>();
   p.op(SYS.close_range, [high, 0xffffffff, 0], { comment: "fds from here up are temporaries" });
-  const stdio = [...new Set(fds.flatMap((f) => takenFrom(f) ?? []))];
+  const stdio = [...new Set(fds.flatMap((f) => keptFrom(f) ?? []))];
   for (const n of stdio.sort((a, b) => a - b)) {
     const what = n <= 2 ? `the restorer's fd ${n}` : `inherited fd ${n}`;
     p.op(SYS.fcntl, [n, F_DUPFD_CLOEXEC, high], { comment: `keep ${what} as ${next}` });
@@ -229,6 +246,7 @@ export function emitFds(
       return next++;
     },
     has: (key) => temp.has(key),
+    current: (fd) => temp.get(`stdio:${fd}`) ?? fd,
   };
   for (const f of fds) emitCreate(cx, f, fds);
   const byFd = new Map(fds.map((f) => [f.fd, f]));

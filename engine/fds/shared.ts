@@ -234,6 +234,7 @@ export function emitSharedCreation(
         return fd;
       },
       has: (key) => kept.has(key),
+      current: (fd) => fd,
     };
     for (const m of obj.members) emitCreate(cx, m, obj.members);
     for (const m of obj.members) if (m.state) emitDescriptionState(p, m.fd, m.state);

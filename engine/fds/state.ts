@@ -21,7 +21,9 @@ const F_SETFL = 4;
 export function descriptionState(f: FdInfo, source: FdSource): DescriptionState | undefined {
   if (source.kind === "same" || source.kind === "transfer") return undefined;
   const state: DescriptionState = { setfl: f.flags & SETFL_MASK };
-  if (source.kind === "open" && (f.kind === "file" || f.kind === "directory") && f.pos > 0) {
+  const seekable = f.kind === "file" || f.kind === "directory" || f.kind === "memfd" ||
+    f.ghost !== undefined;
+  if (source.kind === "open" && seekable && f.pos > 0) {
     state.pos = f.pos;
   }
   const locks = descriptionLocks(f);

@@ -22,3 +22,4 @@ export * from "./limits.ts";
 export * from "./misc.ts";
 export * from "./mountinfo.ts";
 export * from "./locks.ts";
+export * from "./timers.ts";

@@ -84,7 +84,7 @@ export function checkFiles(processes: readonly ProcessImage[]): void {
     if (p.exe) checkFileIdentity(`executable of ${p.pid}`, p.exe);
     const seen = new Set<string>();
     for (const m of p.mappings) {
-      if (!m.file || seen.has(m.file.path)) continue;
+      if (!m.file || m.ghost !== undefined || seen.has(m.file.path)) continue;
       seen.add(m.file.path);
       checkFileIdentity(`file mapped by ${p.pid}`, m.file);
     }
@@ -143,6 +143,8 @@ export function checkFdFiles(
     const info = image.fds.find((f) => f.fd === fd);
     // A pty slave of the tree appears once the engine has opened its master.
     if (info?.extra["tty-role"] === "slave") continue;
+    // Deleted files and memfds are re-created by the engine from the image.
+    if (info?.ghost !== undefined) continue;
     let st: Deno.FileInfo;
     try {
       st = Deno.statSync(source.path);

@@ -17,7 +17,7 @@
  * 6. the main thread's rseq, robust list, clear_child_tid, sigaltstack;
  * 7. the other threads (clone3 with set_tid; they stop at birth, the
  *    engine sets their registers);
- * 8. pending signals, interval timers; END.
+ * 8. pending signals, interval timers, POSIX timers; END.
  *
  * @module
  */
@@ -41,9 +41,12 @@ import { emitSharedCreation } from "../fds/shared.ts";
 import { emitPosixLocks } from "../fds/locks.ts";
 import { emitFdOwners } from "../fds/owner.ts";
 import { emitControllingTty, type PlannedPty } from "../fds/tty.ts";
+import { ghostPath, type PlannedGhosts } from "../fds/ghost.ts";
 import { UnsupportedError } from "../errors.ts";
 import { type Bootstrap, BootstrapBuilder, messageProgram } from "./stub.ts";
 import { type ProgramBuilder, slot } from "../program/builder.ts";
+import { emitPosixTimers } from "../task/timers.ts";
+import { emitTaskState } from "../task/mod.ts";
 
 /** Slot numbers used by compiled programs. */
 export const SLOTS = {
@@ -70,6 +73,8 @@ export interface CompileOptions {
   shared?: SharedPlan;
   /** Pseudo-terminals of the tree, whose masters the engine hands over (engine/fds/tty.ts). */
   ptys?: PlannedPty[];
+  /** Deleted files and memfds, which the engine re-creates and hands over (engine/fds/ghost.ts). */
+  ghosts?: PlannedGhosts;
   /** Text of the standalone message. */
   standaloneMessage?: string;
 }
@@ -122,7 +127,7 @@ function hexBig(h: string): bigint {
 
 /** Compiles `proc` into its bootstrap blob (stub, standalone message and restore program). */
 export function compileProcess(proc: ProcessImage, opts: CompileOptions): CompiledProcess {
-  const fds = planFds(proc, opts.inheritFds, opts.shared, opts.ptys);
+  const fds = planFds(proc, opts.inheritFds, opts.shared, opts.ptys, opts.ghosts);
   const base = hexBig(proc.bootstrap.start);
   const boot = new BootstrapBuilder(base);
   const standalone = messageProgram(
@@ -188,6 +193,8 @@ function emitProgram(
   emitSignalsAndTimers(p, proc);
   emitPosixLocks(p, proc, fds);
   emitFdOwners(p, proc, fds);
+  emitPosixTimers(p, proc);
+  emitTaskState(p, proc);
   p.end("restore complete: the engine takes over");
 
   for (const child of proc.children) {
@@ -228,15 +235,18 @@ function emitMemory(p: ProgramBuilder, proc: ProcessImage, opts: CompileOptions)
         growsDown;
       p.op(SYS.mmap, [start, len, mapProt, flags, -1, 0], { comment: mappingLabel(m) });
     } else {
-      const path = m.file?.path ?? m.name;
-      if (openPath !== path) {
+      const path = m.ghost !== undefined
+        ? ghostPath(opts.ghosts ?? new Map(), m.ghost).path
+        : m.file?.path ?? m.name;
+      const shared = m.kind === "file-shared";
+      // A shared mapping that may become writable (VM_MAYWRITE, "mw") needs the file read-write.
+      const oflags = (shared && (m.perms[1] === "w" || m.vmFlags.includes("mw")) ? 2 : 0) |
+        O_CLOEXEC;
+      const opened = `${oflags} ${path}`;
+      if (openPath !== opened) {
         if (openPath !== undefined) p.op(SYS.close, [slot(SLOTS.file)]);
-        const shared = m.kind === "file-shared";
-        // A shared mapping that may become writable (VM_MAYWRITE, "mw") needs the file read-write.
-        const oflags = (shared && (m.perms[1] === "w" || m.vmFlags.includes("mw")) ? 2 : 0) |
-          O_CLOEXEC;
         p.op(SYS.open, [p.cstring(path), oflags, 0], { store: SLOTS.file });
-        openPath = path;
+        openPath = opened;
       }
       const flags = (m.kind === "file-shared" ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED | growsDown;
       p.op(SYS.mmap, [start, len, mapProt, flags, slot(SLOTS.file), hexBig(m.offset)], {

@@ -8,7 +8,8 @@
  * @module
  */
 
-import type { ProcessImage } from "../model.ts";
+import type { GhostFile, ProcessImage } from "../model.ts";
+import { planGhosts, type PlannedGhosts } from "../fds/ghost.ts";
 import { UnsupportedError } from "../errors.ts";
 import { Refusals } from "../support.ts";
 import { planSharedObjects } from "../fds/mod.ts";
@@ -23,6 +24,8 @@ export interface TreeCompileOptions {
   rootPid: number;
   /** `--inherit-fd` overrides of the root. */
   inheritFds?: Map<number, string>;
+  /** The tree's ghost files (deleted files and memfds saved by content). */
+  ghosts?: readonly GhostFile[];
 }
 
 /** Every process of a tree compiled, and what the engine itself provides to the tree. */
@@ -31,6 +34,8 @@ export interface CompiledTree {
   processes: Map<number, CompiledProcess>;
   /** Pseudo-terminals whose masters the engine opens and hands to the tree. */
   ptys: PlannedPty[];
+  /** Deleted files and memfds the engine re-creates and hands to the tree. */
+  ghosts: PlannedGhosts;
 }
 
 /**
@@ -42,11 +47,12 @@ export function compileTree(
   opts: TreeCompileOptions,
   refusals = new Refusals(),
 ): CompiledTree {
-  // Pty masters come from the engine at transfer fds above every fd of the
-  // tree; descriptions shared in the tree get theirs above those.
+  // Pty masters and ghost files come from the engine at transfer fds above
+  // every fd of the tree; descriptions shared in the tree get theirs above those.
   const ptys = planPtys(images, firstFreeFd(images));
+  const ghosts = planGhosts(opts.ghosts ?? [], firstFreeFd(images) + ptys.length);
   checkTtys(images, refusals);
-  const shared = planSharedObjects(images, ptys);
+  const shared = planSharedObjects(images, ptys, ghosts);
   for (const line of shared.problems) refusals.add(line);
   const out = new Map<number, CompiledProcess>();
   for (const image of images) {
@@ -59,6 +65,7 @@ export function compileTree(
           inheritFds: image.pid === opts.rootPid ? opts.inheritFds : undefined,
           shared,
           ptys,
+          ghosts,
         }),
       );
     } catch (e) {
@@ -67,7 +74,7 @@ export function compileTree(
     }
   }
   refusals.throwIfAny("the tree cannot be restored");
-  return { processes: out, ptys };
+  return { processes: out, ptys, ghosts };
 }
 
 /** The lowest fd number above every fd of the tree. */

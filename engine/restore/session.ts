@@ -53,8 +53,9 @@ import { describeFailure } from "../program/builder.ts";
 import type { CompiledProcess } from "./compile.ts";
 import type { Bootstrap } from "./stub.ts";
 import { removeLauncher, spawnLauncher, writeLauncher } from "./launcher.ts";
-import { foregroundGroupOf, type PlannedPty } from "../fds/tty.ts";
-import { ProvidedPtys } from "./provided.ts";
+import { foregroundGroupOf } from "../fds/tty.ts";
+import type { ProvidedFds } from "./provided.ts";
+import { restoreTaskState, restoreTaskStateAfterCredentials } from "../task/mod.ts";
 
 /** One process to restore: its description, image path and compiled program. */
 export interface RestoreUnit {
@@ -75,6 +76,9 @@ const MAP_PRIVATE_FIXED_ANON = 0x02 | 0x10 | 0x20;
 const MREMAP_MAYMOVE_FIXED = 1 | 2;
 const SIGTRAP = 5;
 const SIGSTOP = 19;
+/** The PTRACE_O_* options every restored task is traced with. */
+const TRACE_OPTIONS = PTRACE_O.TRACEFORK | PTRACE_O.TRACECLONE | PTRACE_O.TRACEEXEC |
+  PTRACE_O.EXITKILL;
 
 /** The mappings of `pid` with the names restore cares about. */
 function mapsOf(pid: number): { start: bigint; end: bigint; name: string }[] {
@@ -102,21 +106,22 @@ export class RestoreSession {
 
   readonly #timeoutMs: number;
 
-  /** Pty masters cryo opened for the tree (closed once the tree runs or the restore fails). */
-  readonly #ptys: ProvidedPtys;
+  /** Fds cryo made for the tree (closed once the tree runs or the restore fails). */
+  readonly #provided: ProvidedFds | undefined;
 
   /**
    * `timeoutMs` bounds the time until every restore program has finished;
-   * `ptys` are the tree's pseudo-terminals, whose masters the engine opens.
+   * `provided` are the fds the engine made for the tree (pty masters, ghost
+   * files), handed over through the launcher; the session closes them.
    */
   constructor(
     units: RestoreUnit[],
     onEvent?: (e: RestoreEvent) => void,
     timeoutMs = 120_000,
-    ptys: readonly PlannedPty[] = [],
+    provided?: ProvidedFds,
   ) {
     this.#timeoutMs = timeoutMs;
-    this.#ptys = new ProvidedPtys(ptys);
+    this.#provided = provided;
     for (const u of units) {
       this.#units.set(u.image.pid, u);
       for (const t of u.image.threads) {
@@ -144,7 +149,7 @@ export class RestoreSession {
       this.#drive();
     } catch (e) {
       this.#killAll();
-      this.#ptys.close();
+      this.#provided?.close();
       throw e;
     } finally {
       if (this.#launcher) removeLauncher(this.#launcher);
@@ -160,20 +165,20 @@ export class RestoreSession {
       this.#killAll();
       throw e;
     } finally {
-      this.#ptys.close();
+      this.#provided?.close();
     }
   }
 
   /** Kills every task created (nothing ran yet). */
   abort(): void {
     this.#killAll();
-    this.#ptys.close();
+    this.#provided?.close();
   }
 
   #launch(): void {
     const root = this.#units.get(this.#rootPid)!;
     const { path, bootstrap } = writeLauncher(this.#rootPid, root.path);
-    const launcher = spawnLauncher(path, this.#ptys.open());
+    const launcher = spawnLauncher(path, this.#provided?.fds);
     this.#launcher = launcher;
     this.#launcherBoot = bootstrap;
     this.#tasks.add(launcher.pid);
@@ -181,10 +186,7 @@ export class RestoreSession {
     if (st.kind !== "stopped") {
       throw new RestoreError(`launcher ${launcher.pid} did not start (${st.kind})`);
     }
-    seize(
-      launcher.pid,
-      PTRACE_O.TRACEFORK | PTRACE_O.TRACECLONE | PTRACE_O.TRACEEXEC | PTRACE_O.EXITKILL,
-    );
+    seize(launcher.pid, TRACE_OPTIONS);
     waitStop(launcher.pid);
     this.#checkXsave(launcher.pid);
     cont(launcher.pid, 0);
@@ -458,6 +460,15 @@ export class RestoreSession {
       }
       this.#joinGroup(image, gadget);
       this.#setForegroundGroup(image, gadget, scratch);
+      // Scheduling, process attributes and seccomp (engine/task/mod.ts); credentials
+      // restored here by injection would go between the two calls.
+      const taskInjector = {
+        call: (tid: number, nr: number, ...args: (number | bigint)[]) =>
+          injectSyscall(tid, gadget, nr, ...args),
+        write: (addr: bigint, bytes: Uint8Array) => processVmWriteFully(pid, addr, bytes),
+      };
+      restoreTaskState(image, taskInjector, TRACE_OPTIONS);
+      restoreTaskStateAfterCredentials(image, taskInjector);
       // Unmap the bootstrap through a syscall instruction outside it.
       const size = BigInt(image.bootstrap.size);
       const outside = findSyscallInstruction(pid, {
@@ -515,7 +526,7 @@ export class RestoreSession {
    * are still blocked, so no SIGTTOU).
    */
   #setForegroundGroup(image: ProcessImage, gadget: bigint, scratch: bigint): void {
-    const fg = foregroundGroupOf(image, this.#ptys.planned);
+    const fg = foregroundGroupOf(image, this.#provided?.ptys ?? []);
     if (!fg) return;
     const pid = image.pid;
     processVmWriteFully(pid, scratch, new TextEncoder().encode(fg.path + "\0"));
