@@ -145,7 +145,7 @@ for (
     ["cwd-deleted", /process \d+ cwd \(.*gone \(deleted\)\): cwd or root directory deleted/, [
       "cwd",
     ]],
-    ["dir-deleted", /fd \d+ \(.*gonedir \(deleted\)\): files deleted while open/, ["fd-open"]],
+    ["dir-deleted", /fd \d+ \(.*gonedir \(deleted\)\): deleted directories/, ["fd-open"]],
     ["lease", /fd \d+ \(.*leased\): file leases and delegations: .*LEASE/, ["lease"]],
     ["pipe-reopen", /fd \d+ \(pipe:\[\d+\]\): a pipe end open through several descriptions/, [
       "fd-open",
