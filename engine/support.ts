@@ -77,6 +77,7 @@ export const SUPPORT_TABLE = [
   { id: "fd.fifo-deleted", area: "fd", what: "named pipes whose path was removed", support: "refused", note: "not saved yet" },
   { id: "fd.shared", area: "fd", what: "open file descriptions shared by processes of the tree", support: "saved", note: "re-created once by the holders' common ancestor" },
   { id: "fd.flags", area: "fd", what: "status flags, owner and signal (O_ASYNC, F_SETOWN_EX, F_SETSIG)", support: "saved" },
+  { id: "fd.owner-outside", area: "fd", what: "fd owners outside the tree (F_SETOWN to another process)", support: "refused", note: "restore could not make them own it again" },
   { id: "fd.lock", area: "fd", what: "file locks (flock, POSIX record locks, OFD locks)", support: "saved" },
   { id: "fd.lock-unattached", area: "fd", what: "file locks no fd shows (held through a memory mapping only)", support: "refused", note: "not saved yet" },
   { id: "fd.lease", area: "fd", what: "file leases and delegations", support: "refused", note: "not saved yet" },

@@ -153,6 +153,13 @@ for (
     ["lock-mapped", /process \d+: FLOCK WRITE lock on .*mapped: file locks no fd shows/, [
       "still-locked",
     ]],
+    [
+      "owner-outside",
+      /fd \d+ \(\/dev\/null\): fd owners outside the tree .*: owned by process \d+/,
+      [
+        "owner",
+      ],
+    ],
   ] as const
 ) {
   Deno.test(

@@ -50,7 +50,12 @@ import { readFds } from "../proc/fds.ts";
 import { freezeTree, type FrozenTree, thawTree } from "./freeze.ts";
 import { collectProcess, pipeTopology } from "./process.ts";
 import { markSharedDescriptions } from "../fds/descriptions.ts";
-import { checkProcessPaths, checkSharedTables, checkUnattachedLocks } from "./tree_state.ts";
+import {
+  checkFdOwners,
+  checkProcessPaths,
+  checkSharedTables,
+  checkUnattachedLocks,
+} from "./tree_state.ts";
 import { CHUNK_BYTES, MemoryStreamer } from "./memory.ts";
 import { SyncPageWriter, ThreadedPageWriter } from "./page_writer.ts";
 import { bootstrapSizeFor, chooseBootstrap, pagePolicy } from "./vmas.ts";
@@ -311,6 +316,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     checkSharedTables(described.map((d) => d.p.pid), refusals);
     for (const d of described) checkProcessPaths(d.image, refusals);
     checkUnattachedLocks(described.map((d) => d.image), refusals);
+    checkFdOwners(described.map((d) => d.image), refusals);
     const ghosts = await collectGhosts(described.map((d) => d.image), tmp, refusals);
     compileTree(described.map((d) => d.image), {
       pathOf: (pid) => `${finalDir}/${pid}.elf`,

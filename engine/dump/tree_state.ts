@@ -57,6 +57,29 @@ export function checkProcessPaths(image: ProcessImage, refusals: Refusals): void
 }
 
 /**
+ * Refuses fd owners (F_SETOWN) that are not a process, thread or process
+ * group of the tree: restore could not make them own the fd again.
+ */
+export function checkFdOwners(images: readonly ProcessImage[], refusals: Refusals): void {
+  const tids = new Set(images.flatMap((p) => [p.pid, ...p.threads.map((t) => t.tid)]));
+  const groups = new Set(images.map((p) => p.pgid));
+  for (const p of images) {
+    for (const f of p.fds) {
+      if (!f.owner || f.owner.pid === 0 || f.excluded) continue;
+      const known = f.owner.type === 2 ? groups.has(f.owner.pid) : tids.has(f.owner.pid);
+      if (!known) {
+        const what = ["thread", "process", "process group"][f.owner.type] ?? "owner";
+        refusals.use(
+          "fd.owner-outside",
+          `process ${p.pid} fd ${f.fd} (${f.target})`,
+          `owned by ${what} ${f.owner.pid}, which is not in the tree`,
+        );
+      }
+    }
+  }
+}
+
+/**
  * Refuses locks of the tree that no fd shows (/proc/locks against the fds'
  * "lock:" lines): a flock or OFD lock held through a description only a
  * memory mapping keeps open, a POSIX lock cryo could not attribute.

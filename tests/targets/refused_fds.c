@@ -9,8 +9,9 @@
  *   lease        a read lease (F_SETLEASE) on a file
  *   pipe-reopen  a pipe's read end opened again through /proc/self/fd
  *   lock-mapped  a flock held through a description only a mapping keeps
+ *   owner-outside  an fd owned (F_SETOWN) by the parent, outside the tree
  *
- * usage: refused_fds <workdir> clone-files|cwd-deleted|dir-deleted|lease|pipe-reopen|lock-mapped
+ * usage: refused_fds <workdir> clone-files|cwd-deleted|dir-deleted|lease|pipe-reopen|lock-mapped|owner-outside
  */
 #define _GNU_SOURCE
 #include "common.h"
@@ -42,7 +43,7 @@ static int sharer(void *arg) {
 }
 
 int main(int argc, char **argv) {
-  need_args(argc, 2, "refused_fds <workdir> clone-files|cwd-deleted|dir-deleted|lease|pipe-reopen|lock-mapped");
+  need_args(argc, 2, "refused_fds <workdir> clone-files|cwd-deleted|dir-deleted|lease|pipe-reopen|lock-mapped|owner-outside");
   work = argv[1];
   const char *mode = argv[2];
   char path[512];
@@ -72,6 +73,9 @@ int main(int argc, char **argv) {
     snprintf(path, sizeof path, "/proc/self/fd/%d", p[0]);
     fd = open(path, O_RDONLY | O_NONBLOCK);
     if (fd < 0) die("reopen");
+  } else if (!strcmp(mode, "owner-outside")) {
+    fd = open("/dev/null", O_RDONLY);
+    if (fd < 0 || fcntl(fd, F_SETOWN, getppid()) != 0) die("owner");
   } else if (!strcmp(mode, "lock-mapped")) {
     snprintf(path, sizeof path, "%s/mapped", work);
     int m = open(path, O_RDWR | O_CREAT, 0600);
@@ -95,6 +99,8 @@ int main(int argc, char **argv) {
   } else if (!strcmp(mode, "cwd-deleted")) {
     struct stat st;
     check("cwd", stat(".", &st) == 0 && st.st_nlink == 0, "nlink %lu", (unsigned long)st.st_nlink);
+  } else if (!strcmp(mode, "owner-outside")) {
+    check("owner", fcntl(fd, F_GETOWN) == getppid(), "owner %d", fcntl(fd, F_GETOWN));
   } else if (!strcmp(mode, "lock-mapped")) {
     int other = open(path, O_RDONLY);
     check("still-locked", flock(other, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK, "errno %d", errno);
