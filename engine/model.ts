@@ -132,6 +132,8 @@ export interface ProcessImage {
    * foreground process group of that terminal (tpgid; -1 for none).
    */
   ctty?: { ttyNr: number; fgPgrp: number };
+  /** Lines of /proc/<pid>/cgroup ("<id>:<controllers>:<path>"); restore moves it back there. */
+  cgroups?: string[];
   /** oom_score_adj, dumpable, subreaper, THP disable, membarrier, login ids (engine/task/). */
   attrs?: ProcessAttrs;
 }

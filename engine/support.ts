@@ -14,7 +14,7 @@
 import { UnsupportedError } from "./errors.ts";
 
 /** How cryo handles one kind of state. */
-export type Support = "saved" | "opt-in" | "refused";
+export type Support = "saved" | "opt-in" | "refused" | "not-applicable";
 
 /** One row of the table. */
 export interface SupportRow {
@@ -53,6 +53,9 @@ export const SUPPORT_TABLE = [
   { id: "task.dumpable-root", area: "task", what: "dumpable 2 (suid_dumpable after a set-id exec)", support: "refused", note: "prctl cannot set it" },
   { id: "task.membarrier-unknown", area: "task", what: "membarrier registrations before Linux 6.3", support: "refused", note: "cannot be read" },
   { id: "task.seccomp-notify", area: "task", what: "seccomp filters handing syscalls to a user-space listener", support: "refused", note: "the listener's fd cannot be re-connected" },
+  { id: "task.namespaces", area: "task", what: "namespaces other than cryo's own (mnt, pid, net, ipc, uts, user, cgroup, time)", support: "refused", note: "not re-created yet" },
+  { id: "task.cgroups", area: "task", what: "control group membership (every hierarchy)", support: "saved", note: "restore moves each process back; the cgroups must exist" },
+  { id: "task.counters", area: "task", what: "start time, CPU time, I/O and page-fault counters", support: "not-applicable", note: "kernel accounting; it starts afresh" },
   { id: "task.zombie", area: "task", what: "zombie processes in the tree", support: "refused", note: "not restored yet" },
   { id: "task.root", area: "task", what: "root directory (chroot)", support: "saved" },
   { id: "task.cwd-deleted", area: "task", what: "cwd or root directory deleted", support: "refused", note: "it has no path to enter again" },
@@ -131,7 +134,7 @@ export class Refusals {
    */
   use(id: SupportId, where: string, detail?: string): boolean {
     const row = supportOf(id);
-    if (row.support === "saved") return true;
+    if (row.support === "saved" || row.support === "not-applicable") return true;
     if (row.support === "opt-in" && row.optIn && this.#optIns.has(row.optIn)) {
       this.#usedOptIns.add(row.optIn);
       return true;

@@ -25,6 +25,7 @@ import { collectPipe } from "../fds/pipe.ts";
 import { queryFdOwners } from "../fds/owner.ts";
 import { collectTimers, takeTimerSignals } from "../task/timers.ts";
 import { collectTty } from "../fds/tty.ts";
+import { checkNamespaces, collectCgroups } from "../task/placement.ts";
 import { collectTaskState, prepareTaskCollection, queryTaskState } from "../task/mod.ts";
 
 const hex = (v: bigint) => `0x${v.toString(16)}`;
@@ -117,6 +118,7 @@ export function collectProcess(
   topology: PipeTopology,
   refusals: Refusals,
 ): CollectedProcess {
+  checkNamespaces(pid, refusals);
   const stat = readStat(pid);
   const status = readStatus(pid);
   prepareTaskCollection(pid, tids);
@@ -224,6 +226,7 @@ export function collectProcess(
       excluded: [],
       ...(posixTimers.length ? { posixTimers } : {}),
       ctty: { ttyNr: stat.ttyNr, fgPgrp: stat.tpgid },
+      cgroups: collectCgroups(pid),
       attrs: task.attrs,
     },
   };

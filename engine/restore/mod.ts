@@ -22,6 +22,7 @@ import { ImageFormatError } from "../image/errors.ts";
 import { verifyImageDir } from "../image/manifest.ts";
 import { compileTree } from "./restorable.ts";
 import { ProvidedFds } from "./provided.ts";
+import { checkCgroups } from "../task/placement.ts";
 import { Refusals } from "../support.ts";
 import type { PlannedPty } from "../fds/tty.ts";
 import type { PlannedGhosts } from "../fds/ghost.ts";
@@ -170,6 +171,7 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
   const processes = plan.units.map((u) => u.image);
   checkFiles(processes);
   checkFdFiles(plan.units);
+  checkCgroups(processes);
   checkPidsFree(processes);
   checkTaskState(processes);
   becomeSubreaper();

@@ -56,6 +56,7 @@ import { removeLauncher, spawnLauncher, writeLauncher } from "./launcher.ts";
 import { foregroundGroupOf } from "../fds/tty.ts";
 import type { ProvidedFds } from "./provided.ts";
 import { restoreTaskState, restoreTaskStateAfterCredentials } from "../task/mod.ts";
+import { restoreCgroups } from "../task/placement.ts";
 
 /** One process to restore: its description, image path and compiled program. */
 export interface RestoreUnit {
@@ -459,6 +460,7 @@ export class RestoreSession {
         }
       }
       this.#joinGroup(image, gadget);
+      restoreCgroups(image);
       this.#setForegroundGroup(image, gadget, scratch);
       // Scheduling, process attributes and seccomp (engine/task/mod.ts); credentials
       // restored here by injection would go between the two calls.
