@@ -12,7 +12,7 @@ import type { ProgramBuilder } from "../program/builder.ts";
 export type FdSource =
   /** `via`: the path reopens this transfer fd (/proc/self/fd/<via>), which must stay open until then. */
   | { kind: "open"; path: string; flags: number; via?: number }
-  | { kind: "inherit"; from: number; setfl?: number }
+  | { kind: "inherit"; from: number }
   | { kind: "same"; as: number }
   | { kind: "pipe"; id: string; end: "read" | "write"; flags: number; data?: string; size?: number }
   | { kind: "eventfd"; count: string; semaphore: boolean; flags: number }
