@@ -123,11 +123,11 @@ export function collectProcess(
   const status = readStatus(pid);
   prepareTaskCollection(pid, tids);
   // Everything read by injected syscalls, in one session (one scratch page).
-  const { injected, posixTimers, owners } = withInjection(pid, (s) => ({
+  const { injected, posixTimers } = withInjection(pid, (s) => ({
     injected: { ...queryInjectedState(s, tids), task: queryTaskState(s, tids) },
     posixTimers: collectTimers(s, tids, fds, refusals),
-    owners: queryFdOwners(s, fds.map((f) => f.fd)),
   }));
+  const owners = queryFdOwners(pid, fds.map((f) => f.fd));
   const task = collectTaskState(pid, tids, injected.task, refusals);
   const maps = mergeSmaps(readMaps(pid), readSmaps(pid), pid);
   const vmas: Vma[] = maps.map((m) => ({

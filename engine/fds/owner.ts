@@ -1,38 +1,34 @@
 /**
  * The owner of an open file description (F_SETOWN / F_SETOWN_EX: which
  * process, thread or group gets SIGIO/SIGURG) and the signal sent instead
- * of SIGIO (F_SETSIG). /proc does not show them: the dump asks the frozen
- * process with injected fcntl() calls; the restored process sets them again
- * at the end of its program, once every process and thread of it exists.
+ * of SIGIO (F_SETSIG). /proc does not show them: the dump asks fcntl() on a
+ * copy of each fd taken with pidfd_getfd (the same open file description,
+ * so nothing is injected); the restored process sets them again at the end
+ * of its program, once every process and thread of it exists.
  *
  * @module
  */
 
 import { SYS } from "../../ffi/sysno.ts";
 import { fOwnerEx } from "../../ffi/structs.ts";
-import type { InjectionSession } from "../dump/injected.ts";
+import { fdOwnerOf } from "../../ffi/fcntl.ts";
+import { withTargetFd } from "../../ffi/pidfd.ts";
 import type { FdInfo, ProcessImage } from "../model.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
 import type { PlannedFd } from "./types.ts";
 
 const F_SETSIG = 10;
-const F_GETSIG = 11;
 const F_SETOWN_EX = 15;
-const F_GETOWN_EX = 16;
 
-/** Reads the owner and signal of every fd in `fds` (not duplicates) that has one. */
+/** Reads the owner and signal of every fd in `fds` of the frozen process `pid` that has one. */
 export function queryFdOwners(
-  s: InjectionSession,
+  pid: number,
   fds: readonly number[],
 ): Map<number, NonNullable<FdInfo["owner"]>> {
   const out = new Map<number, NonNullable<FdInfo["owner"]>>();
   for (const fd of fds) {
-    if (s.call(s.pid, SYS.fcntl, fd, F_GETOWN_EX, s.scratch) < 0n) continue;
-    const owner = fOwnerEx.decode(s.read(0, fOwnerEx.size));
-    const sig = s.call(s.pid, SYS.fcntl, fd, F_GETSIG);
-    if (owner.pid !== 0 || sig > 0n) {
-      out.set(fd, { type: owner.type, pid: owner.pid, sig: Number(sig) });
-    }
+    const o = withTargetFd(pid, fd, fdOwnerOf);
+    if (o.pid !== 0 || o.sig > 0) out.set(fd, o);
   }
   return out;
 }
