@@ -7,8 +7,6 @@
 
 import { readCmdline } from "../proc/misc.ts";
 import { readLimits } from "../proc/limits.ts";
-import { rawSyscall } from "../../ffi/libc.ts";
-import { SYS } from "../../ffi/sysno.ts";
 import type { FdInfo, ProcessImage } from "../model.ts";
 import type { Refusals } from "../support.ts";
 import { mmFieldsOf, readStat } from "../proc/stat.ts";
@@ -23,6 +21,7 @@ import { collectThread, sharedPending } from "./threads.ts";
 import { classifyVma, refusedMapping, type Vma } from "./vmas.ts";
 import { collectPipe } from "../fds/pipe.ts";
 import { queryFdOwners } from "../fds/owner.ts";
+import { markDuplicates } from "../fds/descriptions.ts";
 import { collectTimers, takeTimerSignals } from "../task/timers.ts";
 import { collectTty } from "../fds/tty.ts";
 import { checkNamespaces, collectCgroups } from "../task/placement.ts";
@@ -34,11 +33,6 @@ const hex = (v: bigint) => `0x${v.toString(16)}`;
 export interface CollectedProcess {
   image: Omit<ProcessImage, "bootstrap">;
   vmas: Vma[];
-}
-
-/** Whether two fds of `pid` share one open file description (kcmp KCMP_FILE). */
-function sameFile(pid: number, a: number, b: number): boolean {
-  return rawSyscall(SYS.kcmp, pid, pid, 0, /* KCMP_FILE */ a, b) === 0n;
 }
 
 function toFdInfo(pid: number, f: ProcFd, topology: PipeTopology): FdInfo {
@@ -165,18 +159,7 @@ export function collectProcess(
 
   const fdInfos = fds.map((f) => toFdInfo(pid, f, topology));
   for (const f of fdInfos) if (owners.has(f.fd)) f.owner = owners.get(f.fd);
-  for (let i = 0; i < fdInfos.length; i++) {
-    for (let j = 0; j < i; j++) {
-      if (fdInfos[j].sameAs !== undefined) continue;
-      if (
-        fds[j].stat.ino === fds[i].stat.ino && fds[j].stat.dev === fds[i].stat.dev &&
-        sameFile(pid, fds[j].fd, fds[i].fd)
-      ) {
-        fdInfos[i].sameAs = fds[j].fd;
-        break;
-      }
-    }
-  }
+  markDuplicates(pid, fdInfos, fds);
 
   let exe: ProcessImage["exe"] = null;
   try {
