@@ -12,6 +12,7 @@
 import type { ProcessAttrs, ThreadAttrs } from "./task/attrs.ts";
 import type { ThreadSched } from "./task/sched.ts";
 import type { SeccompState } from "./task/seccomp.ts";
+import type { InotifyWatchImage } from "./fds/inotify.ts";
 
 /** A 64-bit value as a `0x`-prefixed hex string. */
 export type Hex = string;
@@ -319,6 +320,8 @@ export interface FdInfo {
   owner?: { type: number; pid: number; sig: number };
   /** A deleted file or memfd saved by content: the id of its {@link GhostFile}. */
   ghost?: string;
+  /** inotify watches, by wd, with the paths found at dump (engine/fds/inotify.ts). */
+  inotify?: InotifyWatchImage[];
 }
 
 /**

@@ -37,6 +37,7 @@ import { TargetError, UnsupportedError } from "../errors.ts";
 import { Refusals } from "../support.ts";
 import { compileTree } from "../restore/restorable.ts";
 import { collectGhosts } from "../fds/ghost.ts";
+import { refuseSharedAcrossTree } from "../fds/shared_anon.ts";
 import { SyscallError } from "../../ffi/libc.ts";
 import { TraceeGoneError } from "../../ffi/ptrace.ts";
 import { ImageWriter } from "../image/writer.ts";
@@ -317,6 +318,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     for (const d of described) checkProcessPaths(d.image, refusals);
     checkUnattachedLocks(described.map((d) => d.image), refusals);
     checkFdOwners(described.map((d) => d.image), refusals);
+    refuseSharedAcrossTree(described.map((d) => d.image), refusals);
     const ghosts = await collectGhosts(described.map((d) => d.image), tmp, refusals);
     compileTree(described.map((d) => d.image), {
       pathOf: (pid) => `${finalDir}/${pid}.elf`,

@@ -24,6 +24,7 @@ import { queryFdOwners } from "../fds/owner.ts";
 import { markDuplicates } from "../fds/descriptions.ts";
 import { collectTimers, takeTimerSignals } from "../task/timers.ts";
 import { collectTty } from "../fds/tty.ts";
+import { collectInotify } from "../fds/inotify.ts";
 import { checkNamespaces, collectCgroups } from "../task/placement.ts";
 import { collectTaskState, prepareTaskCollection, queryTaskState } from "../task/mod.ts";
 
@@ -160,6 +161,7 @@ export function collectProcess(
   const fdInfos = fds.map((f) => toFdInfo(pid, f, topology));
   for (const f of fdInfos) if (owners.has(f.fd)) f.owner = owners.get(f.fd);
   markDuplicates(pid, fdInfos, fds);
+  collectInotify(pid, fds, fdInfos, refusals);
 
   let exe: ProcessImage["exe"] = null;
   try {

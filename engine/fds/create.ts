@@ -13,6 +13,8 @@ import { SYS } from "../../ffi/sysno.ts";
 import { decodeBase64 } from "../base64.ts";
 import { type ProgramBuilder, slot } from "../program/builder.ts";
 import { emitTimerfd } from "./anon.ts";
+import { emitInotify } from "./inotify.ts";
+import { emitPidfd } from "./pidfd.ts";
 import { O_CLOEXEC, O_NONBLOCK, type PlannedFd } from "./types.ts";
 
 const O_RDWR = 2;
@@ -123,6 +125,14 @@ export function emitCreate(cx: CreateContext, f: PlannedFd, batch: readonly Plan
     case "epoll":
       p.op(SYS.epoll_create1, [O_CLOEXEC], { store: scratchSlot });
       cx.keep(`fd:${f.fd}`, `${what} epoll`);
+      break;
+    case "inotify":
+      emitInotify(p, s, scratchSlot);
+      cx.keep(`fd:${f.fd}`, `${what} inotify`);
+      break;
+    case "pidfd":
+      emitPidfd(p, s, scratchSlot);
+      cx.keep(`fd:${f.fd}`, `${what} pidfd`);
       break;
   }
 }

@@ -33,6 +33,8 @@ import { planShared, type SharedPlan } from "./shared.ts";
 import { descriptionState, emitDescriptionState } from "./state.ts";
 import { type PlannedPty, planTty } from "./tty.ts";
 import { ghostOpenFlags, ghostPath, type PlannedGhosts } from "./ghost.ts";
+import { planInotify } from "./inotify.ts";
+import { planPidfd } from "./pidfd.ts";
 import type { FdSource, PlannedFd } from "./types.ts";
 
 export type { FdSource, PlannedFd } from "./types.ts";
@@ -82,6 +84,10 @@ function planOne(
       return planSignalfd(f);
     case "epoll":
       return planEpoll(f, proc.fds);
+    case "inotify":
+      return planInotify(f);
+    case "pidfd":
+      return planPidfd(f);
     default:
       return refusedBecause(refusedKind(f));
   }
@@ -96,6 +102,7 @@ function refusedKind(f: FdInfo): SupportId {
   if (anon === "io_uring") return "fd.io_uring";
   if (anon.startsWith("perf_event")) return "fd.perf";
   if (anon.startsWith("bpf")) return "fd.bpf";
+  if (anon === "userfaultfd") return "fd.userfaultfd";
   if (f.target.endsWith(" (deleted)")) return "fd.deleted";
   return "fd.anon-other";
 }
@@ -190,6 +197,10 @@ export function describeSource(f: PlannedFd): string {
       return `fd ${f.fd} = FIFO ${s.path}${s.data ? " (with its buffered bytes)" : ""}`;
     case "transfer":
       return `fd ${f.fd} = ${s.key}, shared in the tree (from fd ${s.from})`;
+    case "inotify":
+      return `fd ${f.fd} = new inotify with watches ${s.watches.map((w) => w.wd).join(", ")}`;
+    case "pidfd":
+      return `fd ${f.fd} = pidfd of ${s.pid}`;
     default:
       return `fd ${f.fd} = new ${s.kind}`;
   }

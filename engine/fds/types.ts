@@ -44,7 +44,11 @@ export type FdSource =
      * sets it through its own number.
      */
     setfl?: number;
-  };
+  }
+  /** An inotify instance and its watches, by wd (engine/fds/inotify.ts). */
+  | { kind: "inotify"; flags: number; watches: { wd: number; mask: number; path: string }[] }
+  /** A pidfd of process (or thread) `pid` of the tree (engine/fds/pidfd.ts). */
+  | { kind: "pidfd"; pid: number; flags: number };
 
 /** A planned fd: its number and source. */
 export interface PlannedFd {

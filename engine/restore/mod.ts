@@ -28,6 +28,7 @@ import { Refusals } from "../support.ts";
 import type { PlannedPty } from "../fds/tty.ts";
 import type { PlannedGhosts } from "../fds/ghost.ts";
 import { checkFdFiles, checkFiles, checkPidsFree, checkPrivileges, checkVdso } from "./checks.ts";
+import { checkInotifyPaths } from "../fds/inotify.ts";
 import { type RestoreEvent, RestoreSession, type RestoreUnit } from "./session.ts";
 import { checkTaskState } from "../task/mod.ts";
 
@@ -166,6 +167,7 @@ export function preflight(plan: RestorePlan): void {
   const processes = plan.units.map((u) => u.image);
   checkFiles(processes);
   checkFdFiles(plan.units);
+  checkInotifyPaths(processes);
   checkCgroups(processes);
   checkPidsFree(processes);
   checkTaskState(processes);

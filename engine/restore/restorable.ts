@@ -14,6 +14,7 @@ import { UnsupportedError } from "../errors.ts";
 import { Refusals } from "../support.ts";
 import { planSharedObjects } from "../fds/mod.ts";
 import { checkTtys, type PlannedPty, planPtys } from "../fds/tty.ts";
+import { checkPidfds } from "../fds/pidfd.ts";
 import { type CompiledProcess, compileProcess } from "./compile.ts";
 
 /** Where each image of the tree lives (or would live) and the user's fd overrides. */
@@ -54,6 +55,7 @@ export function compileTree(
   checkTtys(images, refusals);
   const shared = planSharedObjects(images, ptys, ghosts);
   for (const line of shared.problems) refusals.add(line);
+  checkPidfds(images, refusals);
   const out = new Map<number, CompiledProcess>();
   for (const image of images) {
     try {
