@@ -43,6 +43,7 @@ export function register(program: Command): void {
     )
     .option("--no-verify", "skip the SHA-256 check of the images")
     .option("--json", "print the restore result as JSON")
+    .option("--tcp-established", "restore TCP connections to peers outside the tree")
     .addHelpText(
       "after",
       `
@@ -61,6 +62,7 @@ Examples:
       const tree = await restore(dir, {
         inheritFds: parseInheritFds(opts.inheritFd),
         verifyChecksums: opts.verify,
+        optIns: opts.tcpEstablished ? ["tcp-established"] : [],
       });
       const summary = {
         rootPid: tree.rootPid,

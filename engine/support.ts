@@ -111,6 +111,20 @@ export const SUPPORT_TABLE = [
   { id: "tty.external-ctty", area: "tty", what: "a session leader whose controlling terminal is outside the tree", support: "refused", note: "its session could not get that terminal back" },
   // Sockets.
   { id: "socket.stdio", area: "socket", what: "sockets on fds 0-2 leading out of the tree", support: "saved", note: "re-attached to the restorer's stdio" },
+  { id: "socket.tcp-listen", area: "socket", what: "listening TCP sockets (IPv4, IPv6)", support: "saved" },
+  { id: "socket.tcp-closed", area: "socket", what: "TCP sockets never connected (bound or not)", support: "saved" },
+  { id: "socket.tcp-tree", area: "socket", what: "established TCP connections inside the tree", support: "saved", note: "TCP repair mode" },
+  { id: "socket.tcp-established", area: "socket", what: "established TCP connections to peers outside the tree", support: "opt-in", optIn: "tcp-established", note: "the peer must not send while the tree is down" },
+  { id: "socket.tcp-accept-queue", area: "socket", what: "listening TCP sockets with connections not accepted yet", support: "refused", note: "those connections cannot be carried over" },
+  { id: "socket.tcp-other", area: "socket", what: "TCP sockets connecting or closing (SYN_SENT, FIN_WAIT, CLOSE_WAIT, ...)", support: "refused", note: "not saved yet" },
+  { id: "socket.tcp-urgent", area: "socket", what: "TCP urgent (out-of-band) data not read yet", support: "refused", note: "not saved yet" },
+  { id: "socket.udp", area: "socket", what: "UDP sockets (bound, connected)", support: "saved" },
+  { id: "socket.udp-queued", area: "socket", what: "UDP datagrams waiting to be read", support: "refused", note: "their senders' addresses cannot be re-created" },
+  { id: "socket.inet-shared", area: "socket", what: "TCP, UDP and netlink sockets shared by several processes", support: "refused", note: "not saved yet" },
+  { id: "socket.inet-other", area: "socket", what: "other IPv4/IPv6 sockets (raw, SCTP, ...)", support: "refused", note: "not saved yet" },
+  { id: "socket.netlink-route", area: "socket", what: "netlink route sockets (NETLINK_ROUTE)", support: "saved" },
+  { id: "socket.netlink-queued", area: "socket", what: "netlink messages waiting to be read, or a dump in progress", support: "refused", note: "the kernel's replies cannot be queued again" },
+  { id: "socket.netlink", area: "socket", what: "other netlink sockets (generic, audit, uevent, ...)", support: "refused", note: "not saved yet" },
   { id: "socket.other", area: "socket", what: "other sockets", support: "refused", note: "not saved yet" },
 ] as const satisfies readonly SupportRow[];
 

@@ -121,6 +121,14 @@ export const SYS = {
   inotify_rm_watch: 255,
   inotify_init1: 294,
   open_by_handle_at: 304,
+  // Sockets.
+  sendto: 44,
+  recvfrom: 45,
+  connect: 42,
+  bind: 49,
+  listen: 50,
+  getsockname: 51,
+  getpeername: 52,
 } as const;
 
 /** Name of a syscall by number, for plan printing and error messages. */

@@ -22,6 +22,7 @@ import { classifyVma, refusedMapping, type Vma } from "./vmas.ts";
 import { collectPipe } from "../fds/pipe.ts";
 import { queryFdOwners } from "../fds/owner.ts";
 import { markDuplicates } from "../fds/descriptions.ts";
+import type { InetSocketSession } from "../fds/inet_session.ts";
 import { collectTimers, takeTimerSignals } from "../task/timers.ts";
 import { collectTty } from "../fds/tty.ts";
 import { collectInotify } from "../fds/inotify.ts";
@@ -112,6 +113,8 @@ export function collectProcess(
   fds: ProcFd[],
   topology: PipeTopology,
   refusals: Refusals,
+  /** Reads the TCP/UDP sockets (and keeps connections in repair mode, see inet_session.ts). */
+  sockets?: InetSocketSession,
 ): CollectedProcess {
   checkNamespaces(pid, refusals);
   const stat = readStat(pid);
@@ -162,6 +165,8 @@ export function collectProcess(
   for (const f of fdInfos) if (owners.has(f.fd)) f.owner = owners.get(f.fd);
   markDuplicates(pid, fdInfos, fds);
   collectInotify(pid, fds, fdInfos, refusals);
+
+  sockets?.collect(pid, fdInfos);
 
   let exe: ProcessImage["exe"] = null;
   try {

@@ -15,6 +15,8 @@ import { type ProgramBuilder, slot } from "../program/builder.ts";
 import { emitTimerfd } from "./anon.ts";
 import { emitInotify } from "./inotify.ts";
 import { emitPidfd } from "./pidfd.ts";
+import { emitInet } from "./inet_plan.ts";
+import { emitNetlink } from "./netlink.ts";
 import { O_CLOEXEC, O_NONBLOCK, type PlannedFd } from "./types.ts";
 
 const O_RDWR = 2;
@@ -133,6 +135,14 @@ export function emitCreate(cx: CreateContext, f: PlannedFd, batch: readonly Plan
     case "pidfd":
       emitPidfd(p, s, scratchSlot);
       cx.keep(`fd:${f.fd}`, `${what} pidfd`);
+      break;
+    case "inet":
+      emitInet(p, scratchSlot, s.socket, what);
+      cx.keep(`fd:${f.fd}`, `${what} ${s.socket.proto} socket`);
+      break;
+    case "netlink":
+      emitNetlink(p, scratchSlot, s.socket, what);
+      cx.keep(`fd:${f.fd}`, `${what} netlink socket`);
       break;
   }
 }

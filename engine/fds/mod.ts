@@ -27,6 +27,7 @@ import { planEventfd, planSignalfd, planTimerfd } from "./anon.ts";
 import { type CreateContext, createKey, emitCreate } from "./create.ts";
 import { planEpoll } from "./epoll.ts";
 import { planFifo } from "./fifo.ts";
+import { creationOrder, describeSocket, planInet } from "./inet_plan.ts";
 import { planPipe } from "./pipe.ts";
 import { planRegular, replacementFlags } from "./regular.ts";
 import { planShared, type SharedPlan } from "./shared.ts";
@@ -75,7 +76,7 @@ function planOne(
     case "socket":
       return f.restore === "inherit"
         ? { kind: "inherit", from: stdioFor(f) }
-        : refusedBecause("socket.other");
+        : planInet(f) ?? refusedBecause("socket.other");
     case "eventfd":
       return planEventfd(f);
     case "timerfd":
@@ -201,6 +202,9 @@ export function describeSource(f: PlannedFd): string {
       return `fd ${f.fd} = new inotify with watches ${s.watches.map((w) => w.wd).join(", ")}`;
     case "pidfd":
       return `fd ${f.fd} = pidfd of ${s.pid}`;
+    case "inet":
+    case "netlink":
+      return `fd ${f.fd} = ${describeSocket(s)}`;
     default:
       return `fd ${f.fd} = new ${s.kind}`;
   }
@@ -259,7 +263,7 @@ export function emitFds(
     has: (key) => temp.has(key),
     current: (fd) => temp.get(`stdio:${fd}`) ?? fd,
   };
-  for (const f of fds) emitCreate(cx, f, fds);
+  for (const f of creationOrder(fds)) emitCreate(cx, f, fds);
   const byFd = new Map(fds.map((f) => [f.fd, f]));
   const tempOf = (f: PlannedFd): number => {
     const from = takenFrom(f);

@@ -71,6 +71,14 @@ interface Holder {
 
 const O_ACCMODE = 3;
 
+/**
+ * Sources each holder still makes for itself: the restorer's stdio, and
+ * sockets (TCP connections in repair mode must be created after the
+ * listener of their port, in whichever process that is: that order across
+ * the tree is not expressed here yet).
+ */
+const PER_HOLDER: ReadonlySet<FdSource["kind"]> = new Set(["inherit", "inet", "netlink"]);
+
 function refused(id: SupportId): string {
   const row = supportOf(id);
   return `${row.what}: ${row.note}`;
@@ -157,8 +165,8 @@ export function planShared(
       const base = hs[0];
       const source = plan(base.f, base.proc);
       // A refused description is named by its holders' own plans; one taken
-      // from the restorer's stdio is taken so by each holder.
-      if (typeof source === "string" || source.kind === "inherit") continue;
+      // from the restorer's stdio is taken so by each holder; see PER_HOLDER.
+      if (typeof source === "string" || PER_HOLDER.has(source.kind)) continue;
       const fd = next++;
       const state = descriptionState(base.f, source);
       // O_ASYNC is set by the first holder, through its own fd number.

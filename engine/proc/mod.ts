@@ -22,4 +22,5 @@ export * from "./limits.ts";
 export * from "./misc.ts";
 export * from "./mountinfo.ts";
 export * from "./locks.ts";
+export * from "./netlink.ts";
 export * from "./timers.ts";
