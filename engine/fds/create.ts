@@ -13,6 +13,7 @@ import { SYS } from "../../ffi/sysno.ts";
 import { decodeBase64 } from "../base64.ts";
 import { type ProgramBuilder, slot } from "../program/builder.ts";
 import { emitTimerfd } from "./anon.ts";
+import { emitAsOwner } from "../task/creds.ts";
 import { emitInotify } from "./inotify.ts";
 import { emitPidfd } from "./pidfd.ts";
 import { emitInet } from "./inet_plan.ts";
@@ -71,7 +72,8 @@ export function emitCreate(cx: CreateContext, f: PlannedFd, batch: readonly Plan
     case "pipe": {
       if (cx.has(`pipe:${s.id}:read`) || cx.has(`pipe:${s.id}:write`)) break;
       const pair = p.reserve(8);
-      p.op(SYS.pipe2, [pair, O_CLOEXEC], { comment: `${s.id}` });
+      // Created with the pipe owner's fs ids (the inode keeps them), see task/creds.ts.
+      emitAsOwner(p, s.owner, () => p.op(SYS.pipe2, [pair, O_CLOEXEC], { comment: `${s.id}` }));
       p.copy(cx.scratchAddr, pair, 4);
       cx.keep(`pipe:${s.id}:read`, `read end of ${s.id}`);
       p.copy(cx.scratchAddr, pair + 4n, 4);
