@@ -186,9 +186,9 @@ Deno.test(
       (e: unknown) => {
         assert.ok(e instanceof UnsupportedError, String(e));
         assert.deepEqual(e.items, [
-          `process ${
+          `processes ${t.pid} and ${
             ready[2]
-          }: processes sharing one address space (clone with CLONE_VM, vfork): shares its address space with its parent ${t.pid}`,
+          } share one address space: memory shared by processes (CLONE_VM without CLONE_THREAD, vfork): not restored yet`,
         ]);
         return true;
       },

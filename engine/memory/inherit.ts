@@ -173,7 +173,7 @@ function vdsoLayout(image: ProcessImage): string {
  * inherits from its parent; marks them in the images (`inheritsMemory`,
  * `inherited`, `discard`), moves each inheriting child's bootstrap clear
  * of its parent's address space, and refuses shared anonymous memory that
- * inheritance cannot keep shared and processes sharing one address space.
+ * inheritance cannot keep shared.
  * `procs` may come in any order.
  */
 export function planInheritance(
@@ -192,14 +192,8 @@ export function planInheritance(
     const ppid = parentOf.get(child.image.pid);
     const parent = ppid === undefined ? undefined : byPid.get(ppid);
     if (!parent) continue;
-    if (sameMm(parent.image.pid, child.image.pid)) {
-      refusals.use(
-        "memory.shared-mm",
-        `process ${child.image.pid}`,
-        `shares its address space with its parent ${parent.image.pid}`,
-      );
-      continue;
-    }
+    // One address space for both (CLONE_VM): refused as task.shared-vm (dump/tree_state.ts).
+    if (sameMm(parent.image.pid, child.image.pid)) continue;
     if (vdsoLayout(parent.image) !== vdsoLayout(child.image)) continue;
     const kept = new Map<number, { runs: PageSpan[]; discard: PageSpan[] }>();
     using cr = openPagemap(child.image.pid);
