@@ -178,6 +178,11 @@ Examples:
           `image ${model.path}: ${m.processes.length} process(es), format ${m.formatVersion}, ` +
             `cryo ${m.toolVersion}, ${m.createdAt}, kernel ${m.host.kernelRelease}`,
         );
+        if (m.optIns?.length) {
+          console.log(
+            `opt-ins: ${m.optIns.map((o) => `--${o}`).join(" ")} (restore needs them too)`,
+          );
+        }
         const children = new Map<number, number[]>();
         for (const p of model.processes) {
           children.set(p.pid, p.children);

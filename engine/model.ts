@@ -33,6 +33,11 @@ export interface Manifest {
   processes: ManifestProcess[];
   /** Dump statistics. */
   stats: DumpStats;
+  /**
+   * Opt-ins the image needed (CLI names without dashes, e.g. "ext-unix-sk");
+   * a restore without them is refused.
+   */
+  optIns?: string[];
 }
 
 /** One process entry of the manifest. */
@@ -283,4 +288,73 @@ export interface FdInfo {
   sameAs?: number;
   /** Left out by a policy: restored closed. */
   excluded?: boolean;
+  /** Socket state (kind "socket", except sockets leading out on 0-2). */
+  socket?: SocketImage;
+}
+
+/** A socket option to set again at restore (see engine/fds/socket_common.ts). */
+export interface SocketOption {
+  /** Its name, e.g. "SO_RCVTIMEO". */
+  name: string;
+  /** setsockopt level and option number. */
+  level: number;
+  optname: number;
+  /** The option value as getsockopt returned it (base64). */
+  value: string;
+}
+
+/** One message of a receive queue (a datagram, or a stream's bytes). */
+export interface QueuedMessage {
+  /** Its bytes (base64). */
+  data: string;
+  /** Pid of the sender's credentials, when the kernel reported it. */
+  credPid?: number;
+  /** Sender's address (sun_path bytes, base64) of a datagram from a bound socket. */
+  from?: string;
+}
+
+/** State of a socket (all families). */
+export interface SocketImage {
+  /** AF_UNIX 1, AF_INET 2, AF_INET6 10, ... */
+  family: number;
+  /** SOCK_STREAM 1, SOCK_DGRAM 2, SOCK_SEQPACKET 5. */
+  type: number;
+  protocol: number;
+  /** Options that differ from a fresh socket's, plus SO_SNDBUF and SO_RCVBUF. */
+  options: SocketOption[];
+  /** Unix-domain state (family 1). */
+  unix?: UnixSocketImage;
+}
+
+/** State of a unix socket, from sock_diag, getsockopt and a peek at its queue. */
+export interface UnixSocketImage {
+  /** Socket inode (identifies it across the tree). */
+  ino: number;
+  /** 1 connected, 7 unconnected, 10 listening. */
+  state: number;
+  /** Bound address: sun_path bytes (base64); absent when unbound. */
+  name?: string;
+  /** Path-bound sockets: the directory to bind relative names in, and the socket file. */
+  file?: {
+    /** Absolute directory the (possibly relative) name is looked up from. */
+    dir: string;
+    /** Mode and owner of the socket file; absent when the file was gone at dump. */
+    mode?: number;
+    uid?: number;
+    gid?: number;
+  };
+  /** Inode of the peer (connected sockets). */
+  peer?: number;
+  /** The peer's bound address (base64): where an outside peer is reconnected. */
+  peerName?: string;
+  /** Listeners: backlog and the inodes of connections not accepted yet, in order. */
+  listen?: { backlog: number; pending: number[] };
+  /** sk_shutdown: bit 0 receive side, bit 1 send side. */
+  shutdown: number;
+  /** Pid of SO_PEERCRED (who connected, or made the pair). */
+  peerCredPid?: number;
+  /** The receive queue (each datagram, or a stream's bytes as one message). */
+  queue: QueuedMessage[];
+  /** The peer was closed by its last holder (its end of the connection is gone). */
+  peerClosed?: boolean;
 }

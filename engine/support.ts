@@ -43,6 +43,7 @@ export const SUPPORT_TABLE = [
   { id: "task.rlimits", area: "task", what: "resource limits", support: "saved" },
   { id: "task.misc", area: "task", what: "umask, cwd, comm, personality", support: "saved" },
   { id: "task.zombie", area: "task", what: "zombie processes in the tree", support: "refused", note: "not restored yet" },
+  { id: "task.shell-job", area: "task", what: "a job of a shell outside the tree (session, group, terminal)", support: "opt-in", optIn: "shell-job", note: "re-attached to the restorer's session and terminal" },
   // Memory.
   { id: "memory.anon", area: "memory", what: "private and shared anonymous memory", support: "saved" },
   { id: "memory.file", area: "memory", what: "file mappings (private copies-on-write saved)", support: "saved" },
@@ -66,6 +67,12 @@ export const SUPPORT_TABLE = [
   { id: "fd.anon-other", area: "fd", what: "other anonymous inodes", support: "refused", note: "unknown kind" },
   // Sockets.
   { id: "socket.stdio", area: "socket", what: "sockets on fds 0-2 leading out of the tree", support: "saved", note: "re-attached to the restorer's stdio" },
+  { id: "socket.unix", area: "socket", what: "unix sockets in the tree: pairs, listeners, pending and accepted connections, queued data, shutdown, options", support: "saved" },
+  { id: "socket.unix-external", area: "socket", what: "unix sockets connected to a peer outside the tree", support: "opt-in", optIn: "ext-unix-sk", note: "reconnected to the peer's address at restore (a datagram socket stays unconnected if nothing is bound there)" },
+  { id: "socket.unix-scm", area: "socket", what: "unix sockets with file descriptors in flight (SCM_RIGHTS)", support: "refused", note: "not saved yet" },
+  { id: "socket.unix-pending-data", area: "socket", what: "bytes sent on unix connections not accepted yet", support: "refused", note: "they can only be read by accepting the connection" },
+  { id: "socket.unix-other", area: "socket", what: "unix sockets in a state cryo cannot re-create exactly", support: "refused", note: "see the detail" },
+  { id: "socket.tcp-established", area: "socket", what: "established TCP connections", support: "opt-in", optIn: "tcp-established", note: "restored in TCP repair mode; the peer must still have the connection" },
   { id: "socket.other", area: "socket", what: "other sockets", support: "refused", note: "not saved yet" },
 ] as const satisfies readonly SupportRow[];
 

@@ -96,6 +96,23 @@ export const SYS = {
   pidfd_open: 434,
   clone3: 435,
   close_range: 436,
+  // Sockets (unix sockets: engine/fds/unix.ts).
+  connect: 42,
+  sendto: 44,
+  recvfrom: 45,
+  sendmsg: 46,
+  recvmsg: 47,
+  shutdown: 48,
+  bind: 49,
+  listen: 50,
+  getsockname: 51,
+  getpeername: 52,
+  socketpair: 53,
+  unlink: 87,
+  chmod: 90,
+  lchown: 94,
+  accept4: 288,
+  pidfd_getfd: 438,
 } as const;
 
 /** Name of a syscall by number, for plan printing and error messages. */

@@ -52,6 +52,7 @@ import { CHUNK_BYTES, MemoryStreamer } from "./memory.ts";
 import { SyncPageWriter, ThreadedPageWriter } from "./page_writer.ts";
 import { bootstrapSizeFor, chooseBootstrap, pagePolicy } from "./vmas.ts";
 import { TOOL_VERSION } from "../version.ts";
+import { fdQueueBytes } from "../fds/socket_common.ts";
 
 /** Dumps with at least this much page data write from a worker thread. */
 const THREADED_WRITE_BYTES = 256 << 20;
@@ -279,19 +280,18 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     // Describe every process first, and decide while the tree is frozen that
     // it can be restored: nothing is written or killed for a tree that could not come back.
     const refusals = new Refusals(opts.optIns);
+    const collectedAll = tree.processes.map((p, i) =>
+      collectProcess(p.pid, p.threads, p.children, fdLists[i], topology, refusals)
+    );
+    // Queued socket bytes are sent again by whichever process creates the socket.
+    const socketData = collectedAll.reduce((n, c) => n + fdQueueBytes(c.image.fds), 0);
     const described = tree.processes.map((p, i) => {
-      const collected = collectProcess(
-        p.pid,
-        p.threads,
-        p.children,
-        fdLists[i],
-        topology,
-        refusals,
-      );
+      const collected = collectedAll[i];
       const size = bootstrapSizeFor(
         collected.vmas.length,
         collected.image.fds.length,
         collected.image.threads.length,
+        socketData,
       );
       const start = chooseBootstrap(collected.vmas, size);
       const image: ProcessImage = {
@@ -407,6 +407,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       rootPid: pid,
       processes: entries,
       stats,
+      ...(refusals.usedOptIns.length ? { optIns: refusals.usedOptIns } : {}),
     };
     stats.dumpSeconds = (performance.now() - t0) / 1000;
     if (!thawed) stats.freezeSeconds = (performance.now() - tree.frozenAt) / 1000;

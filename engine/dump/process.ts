@@ -22,6 +22,7 @@ import { queryInjectedState, withInjection } from "./injected.ts";
 import { collectThread, sharedPending } from "./threads.ts";
 import { classifyVma, type Vma } from "./vmas.ts";
 import { collectPipe } from "../fds/pipe.ts";
+import { collectUnixSockets } from "../fds/unix.ts";
 
 const hex = (v: bigint) => `0x${v.toString(16)}`;
 
@@ -162,6 +163,8 @@ export function collectProcess(
       }
     }
   }
+
+  collectUnixSockets(pid, fdInfos, refusals);
 
   let exe: ProcessImage["exe"] = null;
   try {

@@ -72,8 +72,16 @@ export function chooseBootstrap(vmas: readonly Vma[], size: number): bigint {
   throw new Error("no free address range for the restore bootstrap");
 }
 
-/** Bytes to reserve for the restore stub and program of a process. */
-export function bootstrapSizeFor(mappings: number, fds: number, threads: number): number {
-  const bytes = (1 << 20) + mappings * 1024 + fds * 1024 + threads * 4096;
+/**
+ * Bytes to reserve for the restore stub and program of a process;
+ * `dataBytes` is data its program writes back (queued socket bytes).
+ */
+export function bootstrapSizeFor(
+  mappings: number,
+  fds: number,
+  threads: number,
+  dataBytes = 0,
+): number {
+  const bytes = (1 << 20) + mappings * 1024 + fds * 1024 + threads * 4096 + dataBytes;
   return Math.ceil(bytes / (1 << 20)) * (1 << 20);
 }

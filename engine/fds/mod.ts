@@ -29,6 +29,7 @@ import { planEpoll } from "./epoll.ts";
 import { planPipe } from "./pipe.ts";
 import { planRegular, replacementFlags } from "./regular.ts";
 import type { SharedPipe } from "./shared_pipes.ts";
+import { planUnixFd, type UnixTreePlan } from "./unix.ts";
 import { type FdSource, O_CLOEXEC, O_NONBLOCK, type PlannedFd, SETFL_MASK } from "./types.ts";
 
 export type { FdSource, PlannedFd } from "./types.ts";
@@ -45,7 +46,12 @@ function stdioFor(f: FdInfo): number {
   return f.fd <= 2 ? f.fd : (f.flags & O_ACCMODE) === 0 ? 0 : 1;
 }
 
-function planOne(f: FdInfo, proc: ProcessImage, shared?: readonly SharedPipe[]): FdSource | string {
+function planOne(
+  f: FdInfo,
+  proc: ProcessImage,
+  shared?: readonly SharedPipe[],
+  unix?: UnixTreePlan,
+): FdSource | string | null {
   switch (f.kind) {
     case "file":
     case "directory":
@@ -60,6 +66,8 @@ function planOne(f: FdInfo, proc: ProcessImage, shared?: readonly SharedPipe[]):
     case "socket":
       return f.restore === "inherit"
         ? { kind: "inherit", from: stdioFor(f) }
+        : f.socket?.unix
+        ? planUnixFd(f, unix)
         : refusedBecause("socket.other");
     case "eventfd":
       return planEventfd(f);
@@ -95,12 +103,14 @@ function refusedBecause(id: SupportId): string {
 
 /**
  * Decides how each fd of `proc` is re-created; throws UnsupportedError
- * listing the rest. `shared` are the tree's shared pipes (transfer fds).
+ * listing the rest. `shared` are the tree's shared pipes (transfer fds),
+ * `unix` its unix sockets (sockets it refused are left out here).
  */
 export function planFds(
   proc: ProcessImage,
   inheritFds?: Map<number, string>,
   shared?: readonly SharedPipe[],
+  unix?: UnixTreePlan,
 ): PlannedFd[] {
   const out: PlannedFd[] = [];
   const problems: string[] = [];
@@ -120,7 +130,8 @@ export function planFds(
       out.push({ fd: f.fd, source: { kind: "same", as: f.sameAs } });
       continue;
     }
-    const src = planOne(f, proc, shared);
+    const src = planOne(f, proc, shared, unix);
+    if (src === null) continue; // refused by the tree's plan, which named it
     if (typeof src === "string") {
       problems.push(`fd ${f.fd} (${f.target}): ${src} (use --inherit-fd ${f.fd}=PATH)`);
     } else out.push({ fd: f.fd, source: src });

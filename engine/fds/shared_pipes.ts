@@ -15,6 +15,7 @@ import { SYS } from "../../ffi/sysno.ts";
 import { decodeBase64 } from "../base64.ts";
 import type { ProcessImage } from "../model.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
+import { creatorOf, transferBase, treeParents } from "./transfer.ts";
 
 /** One pipe shared inside the tree. */
 export interface SharedPipe {
@@ -30,21 +31,12 @@ export interface SharedPipe {
   size?: number;
 }
 
-function ancestors(pid: number, parent: Map<number, number>): number[] {
-  const out = [pid];
-  for (let p = parent.get(pid); p !== undefined; p = parent.get(p)) out.push(p);
-  return out;
-}
-
 /** Finds the pipes shared between processes of the tree and who creates each. */
 export function planSharedPipes(processes: readonly ProcessImage[]): SharedPipe[] {
-  const parent = new Map<number, number>();
-  for (const p of processes) for (const c of p.children) parent.set(c, p.pid);
+  const parent = treeParents(processes);
   const holders = new Map<string, { pids: Set<number>; data?: string; size?: number }>();
-  let maxFd = 2;
   for (const p of processes) {
     for (const f of p.fds) {
-      maxFd = Math.max(maxFd, f.fd);
       if ((f.kind !== "pipe" && f.kind !== "fifo") || f.restore !== "tree" || f.excluded) continue;
       const h = holders.get(f.target) ?? { pids: new Set<number>() };
       h.pids.add(p.pid);
@@ -56,10 +48,9 @@ export function planSharedPipes(processes: readonly ProcessImage[]): SharedPipe[
   const out: SharedPipe[] = [];
   // Above every fd of the tree, and above what pipe2() can return while the
   // creators make them (0-2 plus two per pipe), so a dup3 never targets itself.
-  let next = Math.max(maxFd + 1, 3 + 2 * holders.size + 1);
+  let next = transferBase(processes, 2 * holders.size);
   for (const [id, h] of holders) {
-    const chains = [...h.pids].map((pid) => ancestors(pid, parent));
-    const creator = chains[0].find((a) => chains.every((c) => c.includes(a)))!;
+    const creator = creatorOf(h.pids, parent);
     out.push({ id, creator, readFd: next, writeFd: next + 1, data: h.data, size: h.size });
     next += 2;
   }

@@ -38,6 +38,7 @@ import { decodeBase64 } from "../base64.ts";
 import type { Mapping, ProcessImage } from "../model.ts";
 import { emitCloexec, emitFds, planFds, type PlannedFd } from "../fds/mod.ts";
 import { emitSharedPipeCreation, type SharedPipe } from "../fds/shared_pipes.ts";
+import { emitUnixCreation, type UnixTreePlan } from "../fds/unix.ts";
 import { UnsupportedError } from "../errors.ts";
 import { type Bootstrap, BootstrapBuilder, messageProgram } from "./stub.ts";
 import { type ProgramBuilder, slot } from "../program/builder.ts";
@@ -67,6 +68,8 @@ export interface CompileOptions {
   sharedPipes?: SharedPipe[];
   /** Text of the standalone message. */
   standaloneMessage?: string;
+  /** Unix sockets of the tree (see engine/fds/unix.ts). */
+  unixSockets?: UnixTreePlan;
 }
 
 /** A compiled process: its bootstrap blob and what the engine does afterwards. */
@@ -115,7 +118,7 @@ function hexBig(h: string): bigint {
 
 /** Compiles `proc` into its bootstrap blob (stub, standalone message and restore program). */
 export function compileProcess(proc: ProcessImage, opts: CompileOptions): CompiledProcess {
-  const fds = planFds(proc, opts.inheritFds, opts.sharedPipes);
+  const fds = planFds(proc, opts.inheritFds, opts.sharedPipes, opts.unixSockets);
   const base = hexBig(proc.bootstrap.start);
   const boot = new BootstrapBuilder(base);
   const standalone = messageProgram(
@@ -149,6 +152,7 @@ function emitProgram(
   const allSignals = p.u64s([0xffffffffffffffffn]);
   p.op(SYS.rt_sigprocmask, [SIG_SETMASK, allSignals, 0, 8], { comment: "block all signals" });
   emitSharedPipeCreation(p, opts.sharedPipes ?? [], proc.pid, SLOTS.scratch, slotsAddress);
+  emitUnixCreation(p, opts.unixSockets, proc.pid, SLOTS.scratch, slotsAddress);
 
   // Children first: they exec their own image and leave this memory behind.
   for (const child of proc.children) {

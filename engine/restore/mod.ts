@@ -21,6 +21,7 @@ import { RestoreError } from "../errors.ts";
 import { ImageFormatError } from "../image/errors.ts";
 import { verifyImageDir } from "../image/manifest.ts";
 import { compileTree } from "./restorable.ts";
+import { Refusals } from "../support.ts";
 import { checkFdFiles, checkFiles, checkPidsFree, checkPrivileges, checkVdso } from "./checks.ts";
 import { type RestoreEvent, RestoreSession, type RestoreUnit } from "./session.ts";
 
@@ -32,6 +33,12 @@ export interface RestoreOptions {
   verifyChecksums?: boolean;
   /** Progress callback. */
   onEvent?: (e: RestoreEvent) => void;
+  /**
+   * Opt-ins given on the command line (CLI names: "ext-unix-sk",
+   * "tcp-established", "shell-job"); an image that needed one at dump
+   * time is refused without it.
+   */
+  optIns?: string[];
 }
 
 /** How a restored root ended. */
@@ -69,13 +76,21 @@ export async function planRestore(dir: string, opts: RestoreOptions = {}): Promi
       `cannot restore: image format version ${manifest.formatVersion}, this cryo reads ${IMAGE_FORMAT_VERSION}`,
     );
   }
+  const missing = (manifest.optIns ?? []).filter((o) => !(opts.optIns ?? []).includes(o));
+  if (missing.length) {
+    throw new RestoreError(
+      `cannot restore: the image was dumped with ${
+        missing.map((o) => `--${o}`).join(", ")
+      }; restore needs the same option`,
+    );
+  }
   const byPid = new Map<number, ProcessImage>(images.map((i) => [i.process.pid, i.process]));
   const pathOf = (pid: number) => `${abs}/${manifest.processes.find((p) => p.pid === pid)!.file}`;
   const compiled = compileTree(images.map((i) => i.process), {
     pathOf,
     rootPid: manifest.rootPid,
     inheritFds: opts.inheritFds,
-  });
+  }, new Refusals(opts.optIns));
   const units: RestoreUnit[] = manifest.processes.map((entry) => ({
     image: byPid.get(entry.pid)!,
     path: pathOf(entry.pid),

@@ -12,6 +12,7 @@ import type { ProcessImage } from "../model.ts";
 import { UnsupportedError } from "../errors.ts";
 import { Refusals } from "../support.ts";
 import { planSharedPipes } from "../fds/shared_pipes.ts";
+import { planUnixSockets } from "../fds/unix.ts";
 import { type CompiledProcess, compileProcess } from "./compile.ts";
 
 /** Where each image of the tree lives (or would live) and the user's fd overrides. */
@@ -34,6 +35,11 @@ export function compileTree(
   refusals = new Refusals(),
 ): Map<number, CompiledProcess> {
   const sharedPipes = planSharedPipes([...images]);
+  const unixSockets = planUnixSockets(
+    images,
+    Math.max(0, ...sharedPipes.map((s) => s.writeFd + 1)),
+    refusals,
+  );
   const out = new Map<number, CompiledProcess>();
   for (const image of images) {
     try {
@@ -44,6 +50,7 @@ export function compileTree(
           childImages: new Map(image.children.map((c) => [c, opts.pathOf(c)])),
           inheritFds: image.pid === opts.rootPid ? opts.inheritFds : undefined,
           sharedPipes,
+          unixSockets,
         }),
       );
     } catch (e) {

@@ -1,0 +1,189 @@
+/**
+ * Looking at another process's socket from cryo: a copy of its fd taken
+ * with pidfd_getfd (the same open file description, so options read from
+ * it are the target's), getsockopt, and a non-destructive read of the
+ * receive queue (MSG_PEEK with SO_PEEK_OFF, control messages decoded).
+ *
+ * @module
+ */
+
+import { rawSyscall } from "./libc.ts";
+import { SYS } from "./sysno.ts";
+import { errnoName } from "./errno.ts";
+
+/** SOL_SOCKET. */
+export const SOL_SOCKET = 1;
+const SO_PASSCRED = 16;
+const SO_PEEK_OFF = 42;
+const MSG_PEEK = 0x2;
+const MSG_TRUNC = 0x20;
+const MSG_CTRUNC = 0x8;
+const MSG_DONTWAIT = 0x40;
+const SCM_RIGHTS = 1;
+const SCM_CREDENTIALS = 2;
+const EAGAIN = 11;
+
+/** Errors of the socket helpers, naming the call. */
+export class SocketError extends Error {}
+
+/**
+ * A copy of fd `fd` of process `pid` in this process (pidfd_getfd); close
+ * it with `close`. Throws a SocketError naming the call on failure.
+ */
+export function copyTargetFd(pid: number, fd: number): { fd: number; close(): void } {
+  const pidfd = Number(rawSyscall(SYS.pidfd_open, pid, 0));
+  if (pidfd < 0) throw new SocketError(`pidfd_open(${pid}): ${errnoName(-pidfd)}`);
+  try {
+    const copy = Number(rawSyscall(SYS.pidfd_getfd, pidfd, fd, 0));
+    if (copy < 0) throw new SocketError(`pidfd_getfd(${pid}, ${fd}): ${errnoName(-copy)}`);
+    return { fd: copy, close: () => void rawSyscall(SYS.close, copy) };
+  } finally {
+    rawSyscall(SYS.close, pidfd);
+  }
+}
+
+/** getsockopt returning the option's bytes (up to `size`), or undefined if it fails. */
+export function getSockOptBytes(
+  fd: number,
+  level: number,
+  name: number,
+  size: number,
+): Uint8Array | undefined {
+  const buf = new Uint8Array(size);
+  const len = new Uint32Array([size]);
+  const r = rawSyscall(SYS.getsockopt, fd, level, name, buf, len);
+  return r < 0n ? undefined : buf.subarray(0, len[0]);
+}
+
+/** getsockopt of an int option, or undefined if it fails. */
+export function getSockOptInt(fd: number, level: number, name: number): number | undefined {
+  const b = getSockOptBytes(fd, level, name, 4);
+  return b && b.length === 4 ? new DataView(b.buffer, b.byteOffset).getInt32(0, true) : undefined;
+}
+
+/** setsockopt of an int option; returns 0 or -errno. */
+export function setSockOptInt(fd: number, level: number, name: number, value: number): number {
+  const b = new Int32Array([value]);
+  return Number(rawSyscall(SYS.setsockopt, fd, level, name, b, 4));
+}
+
+/** A fresh socket in this process (for default option values); close it after use. */
+export function freshSocket(family: number, type: number): number {
+  return Number(rawSyscall(SYS.socket, family, type | 0o2000000, 0));
+}
+
+/** Closes an fd of this process. */
+export function closeFd(fd: number): void {
+  rawSyscall(SYS.close, fd);
+}
+
+/** One message (or, for a stream, one chunk) seen in a receive queue. */
+export interface PeekedMessage {
+  /** Its bytes. */
+  data: Uint8Array;
+  /** Sender's address (sun_path bytes; empty when unnamed). */
+  from: Uint8Array;
+  /** Pid of SCM_CREDENTIALS (the sender at send time). */
+  credPid?: number;
+  /** Fds passed with it (SCM_RIGHTS) or a truncated control part. */
+  rights: boolean;
+}
+
+/**
+ * Reads the receive queue of socket `fd` without consuming it: SO_PEEK_OFF
+ * is set to 0 and each MSG_PEEK read moves it on; SO_PASSCRED is on while
+ * peeking so each message names its sender. Both options are put back as
+ * they were. `stream` joins everything into one message; otherwise each
+ * datagram is one message. Fds passed in a message are closed again here.
+ */
+export function peekQueue(fd: number, stream: boolean, maxMessages = 1 << 20): PeekedMessage[] {
+  const oldPeek = getSockOptInt(fd, SOL_SOCKET, SO_PEEK_OFF) ?? -1;
+  const oldCred = getSockOptInt(fd, SOL_SOCKET, SO_PASSCRED) ?? 0;
+  const set = setSockOptInt(fd, SOL_SOCKET, SO_PEEK_OFF, 0);
+  if (set < 0) throw new SocketError(`setsockopt(SO_PEEK_OFF): ${errnoName(-set)}`);
+  setSockOptInt(fd, SOL_SOCKET, SO_PASSCRED, 1);
+  const out: PeekedMessage[] = [];
+  try {
+    let bufSize = 256 << 10;
+    let data = new Uint8Array(bufSize);
+    const name = new Uint8Array(112);
+    const control = new Uint8Array(4096);
+    const iov = new BigUint64Array(2);
+    const msg = new BigUint64Array(7); // struct msghdr
+    const ptr = (b: Uint8Array | BigUint64Array) =>
+      BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(b as Uint8Array<ArrayBuffer>)));
+    while (out.length < maxMessages) {
+      iov[0] = ptr(data);
+      iov[1] = BigInt(data.length);
+      msg[0] = ptr(name);
+      msg[1] = BigInt(name.length);
+      msg[2] = ptr(iov);
+      msg[3] = 1n;
+      msg[4] = ptr(control);
+      msg[5] = BigInt(control.length);
+      msg[6] = 0n;
+      const flags = MSG_PEEK | MSG_DONTWAIT | (stream ? 0 : MSG_TRUNC);
+      const r = Number(rawSyscall(SYS.recvmsg, fd, msg, flags));
+      if (r === -EAGAIN) break;
+      if (r < 0) throw new SocketError(`recvmsg(MSG_PEEK): ${errnoName(-r)}`);
+      if (!stream && r > data.length) {
+        // A datagram larger than the buffer: peek it again, whole.
+        setSockOptInt(fd, SOL_SOCKET, SO_PEEK_OFF, out.reduce((n, m) => n + m.data.length, 0));
+        bufSize = r;
+        data = new Uint8Array(bufSize);
+        continue;
+      }
+      if (stream && r === 0) break; // end of stream
+      const nameLen = Number(msg[1]);
+      const msgFlags = Number(BigInt.asUintN(32, msg[6]));
+      const m: PeekedMessage = {
+        data: data.slice(0, r),
+        from: name.slice(2, Math.max(2, nameLen)),
+        rights: (msgFlags & MSG_CTRUNC) !== 0,
+      };
+      parseControl(control.subarray(0, Number(msg[5])), m);
+      out.push(m);
+      if (!stream && r === 0 && out.length > 1 && out[out.length - 2].data.length === 0) {
+        // Zero-length datagrams do not move the peek offset: refuse rather than loop.
+        m.rights = true;
+        break;
+      }
+    }
+  } finally {
+    setSockOptInt(fd, SOL_SOCKET, SO_PEEK_OFF, oldPeek);
+    setSockOptInt(fd, SOL_SOCKET, SO_PASSCRED, oldCred);
+  }
+  if (!stream) return out;
+  const total = out.reduce((n, m) => n + m.data.length, 0);
+  if (out.length <= 1) return out;
+  const joined = new Uint8Array(total);
+  let o = 0;
+  for (const m of out) {
+    joined.set(m.data, o);
+    o += m.data.length;
+  }
+  return [{
+    data: joined,
+    from: out[0].from,
+    credPid: out[0].credPid,
+    rights: out.some((m) => m.rights),
+  }];
+}
+
+/** Decodes the control messages of one peek into `m` (closing passed fds). */
+function parseControl(c: Uint8Array, m: PeekedMessage): void {
+  const dv = new DataView(c.buffer, c.byteOffset, c.byteLength);
+  for (let o = 0; o + 16 <= c.length;) {
+    const len = Number(dv.getBigUint64(o, true));
+    const level = dv.getInt32(o + 8, true);
+    const type = dv.getInt32(o + 12, true);
+    if (len < 16) break;
+    if (level === SOL_SOCKET && type === SCM_RIGHTS) {
+      m.rights = true;
+      for (let i = o + 16; i + 4 <= o + len; i += 4) rawSyscall(SYS.close, dv.getInt32(i, true));
+    } else if (level === SOL_SOCKET && type === SCM_CREDENTIALS && len >= 28) {
+      m.credPid = dv.getInt32(o + 16, true);
+    }
+    o += (len + 7) & ~7;
+  }
+}
