@@ -49,6 +49,7 @@ const SOCK_DGRAM = 2;
 const SOCK_CLOEXEC = 0o2000000;
 const SO_TYPE = 3;
 const SO_PEERCRED = 17;
+const SO_PASSCRED = 16;
 const SO_PROTOCOL = 38;
 const SO_DOMAIN = 39;
 const TCP_ESTABLISHED = 1;
@@ -117,10 +118,12 @@ export function collectUnixSockets(pid: number, fds: FdInfo[], refusals: Refusal
         if (!peer) u.peerClosed = true;
         else if (peer.name) u.peerName = encodeBase64(peer.name);
       } else if (d.state === TCP_ESTABLISHED) {
-        // Connected to a socket still waiting in a listener's queue (it has no inode).
+        // No peer inode: the peer waits in a listener's queue (it has no inode
+        // yet), or it was closed (its inode is gone).
         const listener = [...diag.values()].find((l) => l.icons?.includes(ino));
-        if (listener?.name) u.peerName = encodeBase64(listener.name);
-        if ((d.rqlen?.wqueue ?? 0) > 0) {
+        if (!listener) u.peerClosed = true;
+        else if (listener.name) u.peerName = encodeBase64(listener.name);
+        if (listener && (d.rqlen?.wqueue ?? 0) > 0) {
           refusals.use(
             "socket.unix-pending-data",
             where,
@@ -303,7 +306,7 @@ export function planUnixSockets(
         } else s.role = "pair";
       } else if (u.peer === undefined && pendingOf.has(s.ino)) {
         s.role = "pending";
-      } else if (u.peerClosed) {
+      } else if (u.peerClosed && s.s.type !== SOCK_DGRAM) {
         s.role = "peer-closed";
         if (u.name) refuse(s, "socket.unix-other", "a bound connection whose peer was closed");
       } else if (!refuse(s, "socket.unix-external")) {
@@ -365,12 +368,9 @@ export function planUnixSockets(
         );
         continue;
       }
-      const passcred = s.s.options.some((o) =>
-        (o.name === "SO_PASSCRED" || o.name === "SO_PASSPIDFD") &&
-        decodeBase64(o.value).some((b) => b !== 0)
-      );
-      const foreign = s.u.queue.find((m) => m.credPid !== undefined && m.credPid !== creator);
-      if (passcred && foreign) {
+      // Credentials recorded with a message are those of its sender.
+      const foreign = s.u.queue.find((m) => m.credPid && m.credPid !== creator);
+      if (foreign) {
         refuse(
           s,
           "socket.unix-other",
@@ -466,6 +466,24 @@ function emitGroup(
     });
   };
 
+  // Messages that carried credentials are sent again while the receiver asks
+  // for them (SO_PASSCRED), the others while it does not, as at dump time.
+  const passcred = new Map<number, boolean>();
+  const credsFor = (s: Sock, m: { credPid?: number }) => {
+    const want = !!m.credPid;
+    if ((passcred.get(s.fd!) ?? false) === want) return;
+    passcred.set(s.fd!, want);
+    p.op(SYS.setsockopt, [
+      s.fd!,
+      SOL_SOCKET,
+      SO_PASSCRED,
+      p.data(new Uint8Array([+want, 0, 0, 0]), 4),
+      4,
+    ], {
+      comment: `${label(s)}: SO_PASSCRED ${+want} while its queue is refilled`,
+    });
+  };
+
   // 1. Bound sockets, listeners, lone sockets.
   for (const s of members) {
     if (s.role !== "plain" && s.role !== "listener" && s.role !== "dgram-connect") continue;
@@ -535,6 +553,7 @@ function emitGroup(
     if (s.s.type !== SOCK_DGRAM || s.u.queue.length === 0) continue;
     let tmp: number | undefined;
     for (const m of s.u.queue) {
+      credsFor(s, m);
       const sender = m.from ? byName.get(m.from) : undefined;
       if (sender || (!m.from && s.role === "pair")) {
         const from = sender ?? byIno.get(s.u.peer!)!;
@@ -562,7 +581,10 @@ function emitGroup(
     const from = closedPeers.get(s.ino) ?? byIno.get(s.u.peer!)?.fd;
     if (from === undefined) continue;
     emitRefillBuffer(p, from, `the peer of ${label(s)}`);
-    emitRefill(p, from, s.u.queue, label(s));
+    for (const m of s.u.queue) {
+      credsFor(s, m);
+      emitRefill(p, from, [m], label(s));
+    }
   }
   for (const [ino, fd] of closedPeers) {
     p.op(SYS.close, [fd], { comment: `the peer of socket:[${ino}] was closed` });
