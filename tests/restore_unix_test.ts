@@ -5,18 +5,73 @@
  * and pending connections, a datagram receiver with named and unnamed
  * senders, a pair whose peer closed, a pair shared with a child. Then what
  * must be refused (fds in flight, bytes on a pending connection, a peer
- * outside the tree without --ext-unix-sk) and the --ext-unix-sk round trip
- * through the library and the CLI; then real programs: `deno run` with a
- * timer, a Worker and its internal socketpairs, and `python3 -c` with a
- * socketpair, a listener and a client.
+ * outside the tree without --ext-unix-sk), the --ext-unix-sk round trip
+ * through the library and the CLI (manifest, `show`, restore without the
+ * flag refused); then real programs: `deno run` with a timer, a Worker and
+ * its internal socketpairs, and `python3 -c` with a socketpair, a listener
+ * and a client.
  */
 
 import assert from "node:assert/strict";
+import { checkpoint } from "../engine/dump/mod.ts";
+import { restore } from "../engine/restore/mod.ts";
+import { UnsupportedError } from "../engine/errors.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
-import { dumpKillRestore, startTriggered } from "./helpers/roundtrip.ts";
-import { withTargets } from "./helpers/targets.ts";
+import { assertCliOk, assertOneLineError, runCli } from "./helpers/commands.ts";
+import { tempDir } from "./helpers/fs.ts";
+import {
+  dumpKillRestore,
+  startTriggered,
+  tempImageDir,
+  type TriggeredTarget,
+} from "./helpers/roundtrip.ts";
+import { adoptPid, startTarget, type Target, withTargets } from "./helpers/targets.ts";
+import { sleep } from "./helpers/wait.ts";
 
-const READY = /^ready pid=(\d+) child=(\d+)$/m;
+const READY = /^ready pid=(\d+)/m;
+
+/** The checks rt_unix.c reports in its round-trip mode. */
+const CHECKS = [
+  "stream-bytes",
+  "stream-eof",
+  "stream-shut-wr",
+  "stream-other-way",
+  "stream-open-way",
+  "dgram-1",
+  "dgram-2",
+  "dgram-3",
+  "dgram-empty",
+  "dgram-again",
+  "seq-peek-off",
+  "seq-1",
+  "seq-2",
+  "seq-nonblock",
+  "opt-sndbuf",
+  "opt-rcvbuf",
+  "opt-passcred",
+  "opt-keepalive",
+  "opt-reuseaddr",
+  "opt-rcvtimeo",
+  "opt-sndtimeo",
+  "opt-default",
+  "conn-to-server",
+  "conn-to-client",
+  "conn-names",
+  "listener-file",
+  "listener-backlog-pending",
+  "pending-accepted",
+  "pending-talks",
+  "pending-only-one",
+  "listener-new",
+  "abstract-pending",
+  "dgram-named-sender",
+  "dgram-anon-sender",
+  "dgram-client",
+  "half-bytes",
+  "half-eof",
+  "child",
+  "shared-pair",
+];
 
 Deno.test(
   "unix sockets: pairs, queues, shutdown, options, listeners, pending and accepted connections",
@@ -25,6 +80,268 @@ Deno.test(
     const { tree } = await dumpKillRestore(t);
     assert.equal(tree.pids.length, 2, "the child is restored too");
     await Deno.writeTextFile(trigger, "");
-    assertChecksPassed(t, [], await t.wait());
+    assertChecksPassed(t, CHECKS, await t.wait());
+  }),
+);
+
+/**
+ * Asserts that dumping `m` fails with one line per problem matching
+ * `line`, writes nothing, and leaves the target running untouched (it then
+ * passes its own `check`).
+ */
+async function assertDumpRefused(
+  m: TriggeredTarget,
+  line: RegExp,
+  check: string,
+  optIns: string[] = [],
+): Promise<void> {
+  const dir = await tempImageDir();
+  await assert.rejects(checkpoint(m.t.pid, { dir, optIns }), (e: unknown) => {
+    assert.ok(e instanceof UnsupportedError, `expected UnsupportedError, got ${e}`);
+    assert.match((e as Error).message, line);
+    return true;
+  });
+  await assert.rejects(Deno.stat(dir), Deno.errors.NotFound, "no image is left");
+  assert.equal(m.t.poll(), undefined, "the target still runs");
+  await Deno.writeTextFile(m.trigger, "");
+  assertChecksPassed(m.t, [check], await m.t.wait());
+}
+
+Deno.test(
+  "an fd in flight (SCM_RIGHTS) in a unix socket's queue is refused by name",
+  withTargets(async () => {
+    const m = await startTriggered("rt_unix", READY, { passWork: true, extra: ["scm"] });
+    await assertDumpRefused(
+      m,
+      /fd \d+ \(socket:\[\d+\]\): unix sockets with file descriptors in flight.*SCM_RIGHTS/,
+      "scm-still-queued",
+    );
+  }),
+);
+
+Deno.test(
+  "bytes sent on a unix connection not accepted yet are refused by name",
+  withTargets(async () => {
+    const m = await startTriggered("rt_unix", READY, { passWork: true, extra: ["pending-data"] });
+    await assertDumpRefused(
+      m,
+      /fd \d+ \(socket:\[\d+\]\): bytes sent on unix connections not accepted yet/,
+      "pending-data-intact",
+    );
+  }),
+);
+
+/** A unix listener of this (test) process, outside any dumped tree. */
+async function outsideListener(): Promise<{ path: string; listener: Deno.UnixListener }> {
+  const path = `${await tempDir("cryo-ext-unix-")}/outside.sock`;
+  return { path, listener: Deno.listen({ transport: "unix", path }) };
+}
+
+/** Reads from `conn` until `n` bytes came (or the end). */
+async function readN(conn: Deno.Conn, n: number): Promise<string> {
+  const buf = new Uint8Array(n);
+  let got = 0;
+  while (got < n) {
+    const r = await conn.read(buf.subarray(got));
+    if (r === null) break;
+    got += r;
+  }
+  return new TextDecoder().decode(buf.subarray(0, got));
+}
+
+/** After restore: the target reconnected to `listener`; it sends "after", gets "reply". */
+async function talkAfterRestore(m: TriggeredTarget, listener: Deno.UnixListener): Promise<void> {
+  const conn = await listener.accept();
+  await Deno.writeTextFile(m.trigger, "");
+  assert.equal(await readN(conn, 5), "after");
+  await conn.write(new TextEncoder().encode("reply"));
+  assertChecksPassed(m.t, ["external-send", "external-reply"], await m.t.wait());
+  conn.close();
+}
+
+Deno.test(
+  "--ext-unix-sk: refused without it; with it recorded in the manifest, required at restore, reconnected",
+  withTargets(async () => {
+    const { path, listener } = await outsideListener();
+    try {
+      const m = await startTriggered("rt_unix", READY, {
+        passWork: true,
+        extra: ["external", path],
+      });
+      const first = await listener.accept();
+      const dir = await tempImageDir();
+      await assert.rejects(checkpoint(m.t.pid, { dir }), /needs --ext-unix-sk/);
+      assert.equal(m.t.poll(), undefined, "the target still runs");
+      const dump = await checkpoint(m.t.pid, { dir, optIns: ["ext-unix-sk"] });
+      assert.deepEqual(dump.manifest.optIns, ["ext-unix-sk"]);
+      await m.t.wait();
+      first.close();
+      await assert.rejects(restore(dir), /dumped with --ext-unix-sk/);
+      const tree = await restore(dir, { optIns: ["ext-unix-sk"] });
+      m.t.resetAfterRestore();
+      assert.equal(tree.rootPid, m.t.pid);
+      await talkAfterRestore(m, listener);
+    } finally {
+      listener.close();
+    }
+  }),
+);
+
+Deno.test(
+  "cli: dump and restore take --ext-unix-sk, show lists it, restore without it names it",
+  withTargets(async () => {
+    const { path, listener } = await outsideListener();
+    try {
+      const m = await startTriggered("rt_unix", READY, {
+        passWork: true,
+        extra: ["external", path],
+      });
+      const first = await listener.accept();
+      const dir = await tempImageDir();
+      const pid = String(m.t.pid);
+      assertOneLineError(
+        await runCli(["dump", pid, "--dir", dir]),
+        1,
+        /socket:\[\d+\]\): needs --ext-unix-sk/,
+        "dump without the opt-in",
+      );
+      assertCliOk(await runCli(["dump", pid, "--dir", dir, "--ext-unix-sk"]), "dump");
+      await m.t.wait();
+      first.close();
+      const show = await runCli(["show", dir]);
+      assertCliOk(show, "show");
+      assert.match(show.stdout, /^opt-ins: --ext-unix-sk/m);
+      assertOneLineError(
+        await runCli(["restore", dir, "--detach"]),
+        1,
+        /dumped with --ext-unix-sk; restore needs the same option/,
+        "restore without the opt-in",
+      );
+      const r = await runCli(["restore", dir, "--detach", "--ext-unix-sk"]);
+      assertCliOk(r, "restore --ext-unix-sk");
+      assert.equal(r.stdout.trim(), pid);
+      // The restored root was re-parented to this test process (a subreaper).
+      m.t.resetAfterRestore();
+      await talkAfterRestore(m, listener);
+    } finally {
+      listener.close();
+    }
+  }),
+);
+
+/** The numbers of the lines of a progress file (one number first on each line). */
+async function progress(file: string): Promise<number[]> {
+  const text = await Deno.readTextFile(file).catch(() => "");
+  return text.split("\n").filter(Boolean).map((l) => Number(l.split(" ")[0]));
+}
+
+/** Waits until the progress file has at least `n` lines. */
+async function waitProgress(t: Target, file: string, n: number, timeoutMs = 20000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while ((await progress(file)).length < n) {
+    if (Date.now() > deadline || t.poll()) {
+      throw new Error(
+        `no progress in ${file}: ${await Deno.readTextFile(file).catch(() => "")}\n${t.output()}`,
+      );
+    }
+    await sleep(50);
+  }
+}
+
+/** Asserts the progress lines are 1, 2, 3, ... without a gap or a repeat. */
+function assertContiguous(lines: number[]): void {
+  assert.deepEqual(lines, lines.map((_, i) => i + 1), `progress: ${lines.join(" ")}`);
+}
+
+/**
+ * Dumps (killing) a program writing progress lines to `file`, checks it
+ * stopped, restores it and checks it goes on from where it was.
+ */
+async function progressRoundTrip(t: Target, file: string): Promise<void> {
+  await waitProgress(t, file, 5);
+  const { tree } = await dumpKillRestore(t);
+  const before = await progress(file);
+  assertContiguous(before);
+  await waitProgress(t, file, before.length + 10);
+  assertContiguous(await progress(file));
+  assert.equal(t.poll(), undefined, `the restored program runs on:\n${t.output()}`);
+  for (const pid of tree.pids) if (pid !== t.pid) adoptPid(pid);
+}
+
+const DENO_PROGRAM = `
+const file = Deno.args[0];
+let n = 0;
+let fromWorker = 0;
+const w = new Worker(
+  "data:text/javascript,let k = 0; setInterval(() => postMessage(++k), 20);",
+  { type: "module" },
+);
+w.onmessage = (e) => { fromWorker = e.data; };
+setInterval(() => {
+  n++;
+  Deno.writeTextFileSync(file, n + " " + fromWorker + "\\n", { append: true });
+}, 50);
+`;
+
+Deno.test(
+  "deno run with a timer, a Worker and its socketpairs checkpoints and goes on where it was",
+  withTargets(async () => {
+    const work = await tempDir("cryo-deno-prog-");
+    const file = `${work}/progress`;
+    await Deno.writeTextFile(`${work}/prog.js`, DENO_PROGRAM);
+    // Its own DENO_DIR: files this program maps must not change before the restore.
+    const t = await startTarget("/usr/bin/env", [
+      `DENO_DIR=${work}/deno-dir`,
+      "NO_COLOR=1",
+      Deno.execPath(),
+      "run",
+      "--allow-write",
+      "--allow-read",
+      `${work}/prog.js`,
+      file,
+    ]);
+    await progressRoundTrip(t, file);
+    // The worker's count went on too (it is not restarted from 0).
+    const workerCounts = (await Deno.readTextFile(file)).split("\n").filter(Boolean).map((l) =>
+      Number(l.split(" ")[1])
+    );
+    const last = workerCounts.at(-1)!;
+    assert.ok(last > workerCounts[4], `worker counts: ${workerCounts.join(" ")}`);
+    for (let i = 1; i < workerCounts.length; i++) {
+      assert.ok(workerCounts[i] >= workerCounts[i - 1], `worker counts: ${workerCounts.join(" ")}`);
+    }
+  }),
+);
+
+const PYTHON_PROGRAM = `
+import socket, sys, time
+out, work = sys.argv[1], sys.argv[2]
+a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+l = socket.socket(socket.AF_UNIX)
+l.bind(work + "/py.sock")
+l.listen(4)
+c = socket.socket(socket.AF_UNIX)
+c.connect(work + "/py.sock")
+s, _ = l.accept()
+n = 1
+a.send(b"1")
+while True:
+    a.send(b"%d" % (n + 1))
+    got = b.recv(64)
+    c.send(got + b"\\n")
+    line = s.recv(64)
+    with open(out, "a") as f:
+        f.write(line.decode())
+    n += 1
+    time.sleep(0.03)
+`;
+
+Deno.test(
+  "python3 -c with a socketpair, a listener and a client checkpoints and goes on where it was",
+  withTargets(async () => {
+    const work = await tempDir("cryo-python-prog-");
+    const file = `${work}/progress`;
+    const t = await startTarget("/usr/bin/python3", ["-c", PYTHON_PROGRAM, file, work]);
+    await progressRoundTrip(t, file);
   }),
 );
