@@ -16,6 +16,7 @@ import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { restore } from "../engine/restore/mod.ts";
 import { UnsupportedError } from "../engine/errors.ts";
+import { readImage } from "../engine/inspect.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { assertCliOk, assertOneLineError, runCli } from "./helpers/commands.ts";
 import { tempDir } from "./helpers/fs.ts";
@@ -254,18 +255,31 @@ function assertContiguous(lines: number[]): void {
 }
 
 /**
- * Dumps (killing) a program writing progress lines to `file`, checks it
- * stopped, restores it and checks it goes on from where it was.
+ * Dumps (killing) a program writing progress lines to `file`, checks that
+ * it held unix sockets and stopped, restores it and checks it goes on from
+ * where it was: the lines go on 1, 2, 3, ... after those written before.
  */
 async function progressRoundTrip(t: Target, file: string): Promise<void> {
   await waitProgress(t, file, 5);
-  const { tree } = await dumpKillRestore(t);
+  const dir = await tempImageDir();
+  await checkpoint(t.pid, { dir });
+  await t.wait();
+  const image = await readImage(dir);
+  const unix = image.processes.flatMap((p) => p.fds).filter((f) => f.socket?.unix);
+  assert.ok(unix.length >= 2, "the image has its unix sockets");
   const before = await progress(file);
   assertContiguous(before);
-  await waitProgress(t, file, before.length + 10);
-  assertContiguous(await progress(file));
-  assert.equal(t.poll(), undefined, `the restored program runs on:\n${t.output()}`);
+  await sleep(200);
+  assert.deepEqual(await progress(file), before, "nothing runs between dump and restore");
+  const tree = await restore(dir);
+  t.resetAfterRestore();
   for (const pid of tree.pids) if (pid !== t.pid) adoptPid(pid);
+  assert.equal(tree.rootPid, t.pid);
+  await waitProgress(t, file, before.length + 10);
+  const after = await progress(file);
+  assertContiguous(after);
+  assert.deepEqual(after.slice(0, before.length), before);
+  assert.equal(t.poll(), undefined, `the restored program runs on:\n${t.output()}`);
 }
 
 const DENO_PROGRAM = `

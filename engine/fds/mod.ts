@@ -247,7 +247,8 @@ export function emitFds(
         p.op(SYS.timerfd_create, [s.clockid, O_CLOEXEC | nonblock(s.flags)], {
           store: scratchSlot,
         });
-        if (s.value[0] || s.value[1]) {
+        // An expired periodic timer shows 0 remaining (it re-arms on read): it fires at once.
+        if (s.value[0] || s.value[1] || s.interval[0] || s.interval[1]) {
           const spec = p.u64s([s.interval[0], s.interval[1], s.value[0], Math.max(s.value[1], 1)]);
           p.op(SYS.timerfd_settime, [slot(scratchSlot), 0, spec, 0], { comment: "remaining time" });
         }
