@@ -357,4 +357,9 @@ export interface UnixSocketImage {
   queue: QueuedMessage[];
   /** The peer was closed by its last holder (its end of the connection is gone). */
   peerClosed?: boolean;
+  /**
+   * What the dump saw that cannot be restored (a row id of engine/support.ts
+   * and a detail); the tree plan refuses the socket with it.
+   */
+  refused?: { id: string; detail: string };
 }

@@ -15,6 +15,7 @@ import { errnoName } from "./errno.ts";
 export const SOL_SOCKET = 1;
 const SO_PASSCRED = 16;
 const SO_PEEK_OFF = 42;
+const MSG_OOB = 0x1;
 const MSG_PEEK = 0x2;
 const MSG_TRUNC = 0x20;
 const MSG_CTRUNC = 0x8;
@@ -65,6 +66,15 @@ export function getSockOptInt(fd: number, level: number, name: number): number |
 export function setSockOptInt(fd: number, level: number, name: number, value: number): number {
   const b = new Int32Array([value]);
   return Number(rawSyscall(SYS.setsockopt, fd, level, name, b, 4));
+}
+
+/**
+ * Whether stream socket `fd` holds urgent data (MSG_OOB) not read yet,
+ * found with a MSG_OOB|MSG_PEEK read, which consumes nothing.
+ */
+export function hasUrgentData(fd: number): boolean {
+  const b = new Uint8Array(1);
+  return rawSyscall(SYS.recvfrom, fd, b, 1, MSG_OOB | MSG_PEEK | MSG_DONTWAIT, 0, 0) >= 0n;
 }
 
 /** A fresh socket in this process (for default option values); close it after use. */

@@ -132,6 +132,18 @@ Deno.test(
   }),
 );
 
+Deno.test(
+  "urgent (MSG_OOB) data in a unix stream socket is refused by name",
+  withTargets(async () => {
+    const m = await startTriggered("rt_unix", READY, { passWork: true, extra: ["oob"] });
+    await assertDumpRefused(
+      m,
+      /fd \d+ \(socket:\[\d+\]\): unix sockets in a state cryo cannot re-create exactly: urgent \(MSG_OOB\) data/,
+      "oob-still-queued",
+    );
+  }),
+);
+
 /** A unix listener of this (test) process, outside any dumped tree. */
 async function outsideListener(): Promise<{ path: string; listener: Deno.UnixListener }> {
   const path = `${await tempDir("cryo-ext-unix-")}/outside.sock`;

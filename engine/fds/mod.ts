@@ -64,10 +64,10 @@ function planOne(
     case "fifo":
       return planPipe(f, stdioFor(f), shared);
     case "socket":
-      return f.restore === "inherit"
-        ? { kind: "inherit", from: stdioFor(f) }
-        : f.socket?.unix
+      return f.socket?.unix
         ? planUnixFd(f, unix)
+        : f.restore === "inherit"
+        ? { kind: "inherit", from: stdioFor(f) }
         : refusedBecause("socket.other");
     case "eventfd":
       return planEventfd(f);

@@ -27,7 +27,13 @@
 
 import { SYS } from "../../ffi/sysno.ts";
 import { dumpUnixSockets, type UnixDiag } from "../../ffi/sock_diag.ts";
-import { copyTargetFd, getSockOptBytes, getSockOptInt, SOL_SOCKET } from "../../ffi/socket.ts";
+import {
+  copyTargetFd,
+  getSockOptBytes,
+  getSockOptInt,
+  hasUrgentData,
+  SOL_SOCKET,
+} from "../../ffi/socket.ts";
 import { decodeBase64, encodeBase64 } from "../base64.ts";
 import type { FdInfo, ProcessImage, SocketImage, UnixSocketImage } from "../model.ts";
 import type { Refusals, SupportId } from "../support.ts";
@@ -77,15 +83,19 @@ function isPathName(name: string | undefined): boolean {
 }
 
 /**
- * Adds the socket state to every unix socket fd of frozen process `pid`
- * (fds leading out on 0-2 are left to be re-attached to stdio); what the
- * dump alone can see is not restorable (fds in flight, bytes on a pending
- * connection, a replaced socket file) is reported to `refusals`.
+ * Adds the socket state to every unix socket fd of frozen process `pid`,
+ * those on fds 0-2 too (the tree plan decides whether they lead out of the
+ * tree, to be re-attached to stdio, or are re-created). What only the dump
+ * can see and that cannot be restored (fds in flight, bytes on a pending
+ * connection, a replaced socket file, urgent data) is recorded in the
+ * socket's `refused` for the tree plan to refuse; a socket sock_diag does
+ * not know is reported to `refusals` at once.
  */
 export function collectUnixSockets(pid: number, fds: FdInfo[], refusals: Refusals): void {
   let diag: Map<number, UnixDiag> | undefined;
   for (const f of fds) {
-    if (f.kind !== "socket" || f.restore === "inherit" || f.sameAs !== undefined) continue;
+    if (f.kind !== "socket" || f.sameAs !== undefined) continue;
+    const stdio = f.restore === "inherit";
     const ino = inodeOf(f.target);
     if (ino === undefined) continue;
     const where = `process ${pid} fd ${f.fd} (${f.target})`;
@@ -98,15 +108,16 @@ export function collectUnixSockets(pid: number, fds: FdInfo[], refusals: Refusal
       diag ??= dumpUnixSockets();
       const d = diag.get(ino);
       if (!d) {
-        refusals.use("socket.unix-other", where, "sock_diag does not know it");
+        if (!stdio) refusals.use("socket.unix-other", where, "sock_diag does not know it");
         continue;
       }
       const u: UnixSocketImage = { ino, state: d.state, shutdown: d.shutdown, queue: [] };
+      const refuse = (id: SupportId, detail: string) => u.refused ??= { id, detail };
       if (d.name) {
         u.name = encodeBase64(d.name);
         if (isPathName(u.name)) {
           const file = socketFile(pid, d, u.name);
-          if (typeof file === "string") refusals.use("socket.unix-other", where, file);
+          if (typeof file === "string") refuse("socket.unix-other", file);
           else u.file = file;
         }
       }
@@ -124,9 +135,8 @@ export function collectUnixSockets(pid: number, fds: FdInfo[], refusals: Refusal
         if (!listener) u.peerClosed = true;
         else if (listener.name) u.peerName = encodeBase64(listener.name);
         if (listener && (d.rqlen?.wqueue ?? 0) > 0) {
-          refusals.use(
+          refuse(
             "socket.unix-pending-data",
-            where,
             `${d.rqlen!.wqueue} bytes of buffers sent to ${unixNameText(u.peerName)}`,
           );
         }
@@ -137,7 +147,14 @@ export function collectUnixSockets(pid: number, fds: FdInfo[], refusals: Refusal
       if (d.state !== TCP_LISTEN) {
         const q = collectQueue(copy.fd, type === SOCK_STREAM);
         u.queue = q.queue;
-        if (q.problem) refusals.use("socket.unix-scm", where, q.problem);
+        if (q.problem) refuse("socket.unix-scm", q.problem);
+        const read = q.queue.reduce((n, m) => n + decodeBase64(m.data).length, 0);
+        if (type === SOCK_STREAM && hasUrgentData(copy.fd)) {
+          refuse("socket.unix-other", "urgent (MSG_OOB) data in its receive queue");
+        } else if (type !== SOCK_DGRAM && !q.problem && read !== (d.rqlen?.rqueue ?? read)) {
+          const total = d.rqlen!.rqueue;
+          refuse("socket.unix-other", `${read} of the ${total} bytes of its queue could be read`);
+        }
       }
       const socket: SocketImage = {
         family,
@@ -220,10 +237,17 @@ export function planUnixSockets(
   refusals: Refusals,
 ): UnixTreePlan {
   const byIno = new Map<number, Sock>();
+  // A socket on fds 0-2 is re-created only when its peer is in the tree too;
+  // otherwise it leads out, and is re-attached to the restorer's stdio.
+  const held = new Set<number>();
+  for (const p of processes) {
+    for (const f of p.fds) if (f.socket?.unix && !f.excluded) held.add(f.socket.unix.ino);
+  }
   for (const p of processes) {
     for (const f of p.fds) {
       const u = f.socket?.unix;
       if (!u || f.excluded) continue;
+      if (f.restore === "inherit" && (u.peer === undefined || !held.has(u.peer))) continue;
       const s = byIno.get(u.ino) ?? {
         ino: u.ino,
         s: f.socket!,
@@ -274,6 +298,10 @@ export function planUnixSockets(
 
   for (const s of socks) {
     const u = s.u;
+    if (u.refused) {
+      refuse(s, u.refused.id as SupportId, u.refused.detail);
+      continue;
+    }
     if (!TYPE_NAMES[s.s.type]) {
       refuse(s, "socket.unix-other", `a unix socket of type ${s.s.type}`);
       continue;
@@ -620,6 +648,9 @@ export function planUnixFd(f: FdInfo, plan: UnixTreePlan | undefined): FdSource 
   const u = f.socket?.unix;
   if (!u || !plan) return "a socket cryo has no state for";
   if (plan.refused.has(u.ino)) return null;
+  if (f.restore === "inherit" && !plan.transfer.has(u.ino)) {
+    return { kind: "inherit", from: f.fd }; // leads out of the tree: the restorer's stdio
+  }
   const from = plan.transfer.get(u.ino);
   if (from === undefined) return "a unix socket the tree plan does not create";
   return { kind: "inherit", from, setfl: f.flags & SETFL_MASK };

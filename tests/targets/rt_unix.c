@@ -7,7 +7,8 @@
  * - a path-bound datagram receiver with datagrams from a bound sender and from
  *   an unnamed sender that is closed since, and a client connected to it;
  * - a stream socketpair whose peer was closed after writing into it;
- * - a socketpair shared with a child process (the child checks its end);
+ * - a socketpair shared with a child process (its end is the child's stdin;
+ *   the child checks it);
  * - options: SO_SNDBUF, SO_RCVBUF, SO_PASSCRED, SO_RCVTIMEO, SO_SNDTIMEO,
  *   SO_KEEPALIVE, SO_REUSEADDR, SO_PEEK_OFF, and O_NONBLOCK on one fd.
  * After the trigger it checks every one of them works as before.
@@ -15,9 +16,10 @@
  * Modes that a dump must refuse (the target then checks it still runs):
  *   scm          an fd in flight (SCM_RIGHTS) in a socketpair's queue
  *   pending-data bytes sent on a connection not accepted yet
+ *   oob          urgent (MSG_OOB) data in a stream socket's queue
  *   external P   a stream socket connected to the listener at path P (outside)
  *
- * usage: rt_unix <trigger> <workdir> [scm|pending-data|external <path>]
+ * usage: rt_unix <trigger> <workdir> [scm|pending-data|oob|external <path>]
  */
 #define _GNU_SOURCE
 #include "common.h"
@@ -67,7 +69,7 @@ static int expect_msg(int fd, const char *want, size_t len) {
 #define PATTERN_LEN 100000
 
 int main(int argc, char **argv) {
-  need_args(argc, 2, "rt_unix <trigger> <workdir> [scm|pending-data|external <path>]");
+  need_args(argc, 2, "rt_unix <trigger> <workdir> [scm|pending-data|oob|external <path>]");
   const char *mode = argc > 3 ? argv[3] : "";
   signal(SIGPIPE, SIG_IGN);
   char path[256], dpath[256], spath[256];
@@ -94,6 +96,16 @@ int main(int argc, char **argv) {
     wait_trigger(argv[1]);
     char got = 0;
     check("scm-still-queued", recv(sp[1], &got, 1, MSG_DONTWAIT) == 1 && got == 'x', "");
+    return verdict();
+  }
+  if (!strcmp(mode, "oob")) {
+    int sp[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) != 0) die("socketpair");
+    if (send(sp[0], "ab", 2, 0) != 2 || send(sp[0], "!", 1, MSG_OOB) != 1) die("send oob");
+    print_ready("pid=%d", getpid());
+    wait_trigger(argv[1]);
+    char oob = 0;
+    check("oob-still-queued", recv(sp[1], &oob, 1, MSG_OOB | MSG_DONTWAIT) == 1 && oob == '!', "");
     return verdict();
   }
   if (!strcmp(mode, "pending-data")) {
@@ -207,9 +219,12 @@ int main(int argc, char **argv) {
   if (send(sh[0], "to the child", 12, 0) != 12) die("send");
   pid_t child = fork();
   if (child == 0) {
+    /* Its end is its stdin: a socket on 0-2 whose peer is in the tree is re-created. */
     close(sh[0]);
+    if (dup2(sh[1], 0) != 0) _exit(2);
+    close(sh[1]);
     wait_trigger(argv[1]);
-    int ok = expect_msg(sh[1], "to the child", 12) && send(sh[1], "to the parent", 13, 0) == 13;
+    int ok = expect_msg(0, "to the child", 12) && send(0, "to the parent", 13, 0) == 13;
     _exit(ok ? 0 : 1);
   }
   close(sh[1]);
