@@ -68,6 +68,14 @@ const CHECKS = [
   "dgram-named-sender",
   "dgram-anon-sender",
   "dgram-client",
+  "orphan-names",
+  "orphan-peer-name",
+  "orphan-bytes",
+  "orphan-talks",
+  "orphan-refused",
+  "relative-name",
+  "relative-file",
+  "relative-send",
   "half-bytes",
   "half-eof",
   "child",
@@ -141,6 +149,24 @@ Deno.test(
       /fd \d+ \(socket:\[\d+\]\): unix sockets in a state cryo cannot re-create exactly: urgent \(MSG_OOB\) data/,
       "oob-still-queued",
     );
+  }),
+);
+
+Deno.test(
+  "a connection from outside the tree waiting on a listener of the tree is refused by name",
+  withTargets(async () => {
+    const m = await startTriggered("rt_unix", READY, { passWork: true, extra: ["listen"] });
+    const conn = await Deno.connect({ transport: "unix", path: `${m.work}/listen.sock` });
+    try {
+      await conn.write(new TextEncoder().encode("waiting"));
+      await assertDumpRefused(
+        m,
+        /fd \d+ \(socket:\[\d+\]\): unix sockets in a state cryo cannot re-create exactly: 1 connection\(s\) from outside the tree wait/,
+        "outside-pending-intact",
+      );
+    } finally {
+      conn.close();
+    }
   }),
 );
 

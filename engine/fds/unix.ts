@@ -82,6 +82,10 @@ function isPathName(name: string | undefined): boolean {
   return !!name && decodeBase64(name)[0] !== 0;
 }
 
+function isAbstract(name: string | undefined): boolean {
+  return !!name && decodeBase64(name)[0] === 0;
+}
+
 /**
  * Adds the socket state to every unix socket fd of frozen process `pid`,
  * those on fds 0-2 too (the tree plan decides whether they lead out of the
@@ -329,14 +333,17 @@ export function planUnixSockets(
           s.role = "accepted";
           union(s.ino, listenerByName.get(u.name!)!.ino);
         } else if (isAccepted(peer)) s.role = "client";
-        else if (u.name || peer.u.name) {
-          refuse(s, "socket.unix-other", "a bound connection whose listener is no longer open");
-        } else s.role = "pair";
+        else if (isAbstract(u.name) || isAbstract(peer.u.name)) {
+          // A name that only lives in the kernel: binding it again would take it.
+          refuse(s, "socket.unix-other", "an abstract-named connection whose listener is closed");
+        } else s.role = "pair"; // path names (an accepted end whose listener is closed) are bound again
       } else if (u.peer === undefined && pendingOf.has(s.ino)) {
         s.role = "pending";
       } else if (u.peerClosed && s.s.type !== SOCK_DGRAM) {
         s.role = "peer-closed";
-        if (u.name) refuse(s, "socket.unix-other", "a bound connection whose peer was closed");
+        if (isAbstract(u.name)) {
+          refuse(s, "socket.unix-other", "an abstract-named connection whose peer was closed");
+        }
       } else if (!refuse(s, "socket.unix-external")) {
         if (!u.peerName) {
           refuse(s, "socket.unix-other", "the accepted end of a connection from outside the tree");
@@ -542,6 +549,9 @@ function emitGroup(
       otherFd,
       other ? `${label(other)} at ${otherFd}` : `its closed peer, for now at ${otherFd}`,
     );
+    // Bound ends of a connection whose listener is gone (a path name, bound again).
+    if (s.u.name) bind(s);
+    if (other?.u.name) bind(other);
     pairDone.add(s.ino);
     if (other) pairDone.add(other.ino);
   }

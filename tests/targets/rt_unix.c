@@ -17,9 +17,10 @@
  *   scm          an fd in flight (SCM_RIGHTS) in a socketpair's queue
  *   pending-data bytes sent on a connection not accepted yet
  *   oob          urgent (MSG_OOB) data in a stream socket's queue
+ *   listen       a listener (<workdir>/listen.sock) the test connects to from outside
  *   external P   a stream socket connected to the listener at path P (outside)
  *
- * usage: rt_unix <trigger> <workdir> [scm|pending-data|oob|external <path>]
+ * usage: rt_unix <trigger> <workdir> [scm|pending-data|oob|listen|external <path>]
  */
 #define _GNU_SOURCE
 #include "common.h"
@@ -69,7 +70,7 @@ static int expect_msg(int fd, const char *want, size_t len) {
 #define PATTERN_LEN 100000
 
 int main(int argc, char **argv) {
-  need_args(argc, 2, "rt_unix <trigger> <workdir> [scm|pending-data|oob|external <path>]");
+  need_args(argc, 2, "rt_unix <trigger> <workdir> [scm|pending-data|oob|listen|external <path>]");
   const char *mode = argc > 3 ? argv[3] : "";
   signal(SIGPIPE, SIG_IGN);
   char path[256], dpath[256], spath[256];
@@ -106,6 +107,17 @@ int main(int argc, char **argv) {
     wait_trigger(argv[1]);
     char oob = 0;
     check("oob-still-queued", recv(sp[1], &oob, 1, MSG_OOB | MSG_DONTWAIT) == 1 && oob == '!', "");
+    return verdict();
+  }
+  if (!strcmp(mode, "listen")) {
+    struct sockaddr_un a;
+    socklen_t al = mkaddr(&a, path, 0);
+    int l = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (bind(l, (void *)&a, al) || listen(l, 4)) die("listen");
+    print_ready("pid=%d", getpid());
+    wait_trigger(argv[1]);
+    int s = accept(l, NULL, NULL);
+    check("outside-pending-intact", s >= 0 && expect_msg(s, "waiting", 7), "");
     return verdict();
   }
   if (!strcmp(mode, "pending-data")) {
@@ -207,6 +219,22 @@ int main(int argc, char **argv) {
   close(tmp);
   if (connect(dcli, (void *)&da, dal)) die("connect dgram");
 
+  /* A connection whose listener is closed since (its accepted end keeps the
+   * listener's name), and a datagram socket bound to a name relative to the cwd. */
+  char opath[256];
+  snprintf(opath, sizeof opath, "%s/orphan.sock", argv[2]);
+  struct sockaddr_un oa, ra;
+  socklen_t oal = mkaddr(&oa, opath, 0), ral = mkaddr(&ra, "rel.sock", 0);
+  int olst = socket(AF_UNIX, SOCK_STREAM, 0), ocli = socket(AF_UNIX, SOCK_STREAM, 0);
+  if (bind(olst, (void *)&oa, oal) || listen(olst, 1) || connect(ocli, (void *)&oa, oal)) die("orphan");
+  int oacc = accept(olst, NULL, NULL);
+  if (oacc < 0) die("accept orphan");
+  close(olst);
+  if (send(ocli, "orphaned", 8, 0) != 8) die("send orphan");
+  if (chdir(argv[2]) != 0) die("chdir");
+  int rel = socket(AF_UNIX, SOCK_DGRAM, 0);
+  if (bind(rel, (void *)&ra, ral) != 0) die("bind relative");
+
   /* A stream pair whose peer wrote, then closed. */
   int half[2];
   if (socketpair(AF_UNIX, SOCK_STREAM, 0, half)) die("socketpair half");
@@ -307,6 +335,23 @@ int main(int argc, char **argv) {
   check("dgram-anon-sender", n == 4 && !memcmp(db, "anon", 4), "%zd", n);
   check("dgram-client", send(dcli, "via connect", 11, 0) == 11 && expect_msg(drecv, "via connect", 11),
         "");
+
+  gl = sizeof got_a;
+  check("orphan-names", getsockname(oacc, (void *)&got_a, &gl) == 0 && gl == oal &&
+                            !strcmp(got_a.sun_path, opath), "len %u", gl);
+  gl = sizeof got_a;
+  check("orphan-peer-name", getpeername(ocli, (void *)&got_a, &gl) == 0 && gl == oal &&
+                                !strcmp(got_a.sun_path, opath), "len %u", gl);
+  check("orphan-bytes", expect_msg(oacc, "orphaned", 8), "");
+  check("orphan-talks", send(oacc, "back", 4, 0) == 4 && expect_msg(ocli, "back", 4), "");
+  check("orphan-refused", connect(socket(AF_UNIX, SOCK_STREAM, 0), (void *)&oa, oal) < 0 &&
+                              errno == ECONNREFUSED, "%s", strerror(errno));
+  gl = sizeof got_a;
+  check("relative-name", getsockname(rel, (void *)&got_a, &gl) == 0 && gl == ral &&
+                             !strcmp(got_a.sun_path, "rel.sock"), "len %u '%s'", gl, got_a.sun_path);
+  check("relative-file", access(argv[2], F_OK) == 0 && faccessat(AT_FDCWD, "rel.sock", F_OK, 0) == 0, "");
+  check("relative-send", sendto(dsend, "rel", 3, 0, (void *)&ra, ral) == 3 && expect_msg(rel, "rel", 3),
+        "%s", strerror(errno));
 
   check("half-bytes", expect_msg(half[0], "last words", 10), "");
   check("half-eof", recv(half[0], got, 1, MSG_DONTWAIT) == 0, "");
