@@ -8,6 +8,7 @@ import type { Command } from "npm:@commander-js/extra-typings@15.1.0";
 import { readImage } from "../engine/inspect.ts";
 import { restorePlan } from "../engine/restore/plan.ts";
 import { describeSource, planFds } from "../engine/fds/mod.ts";
+import { describeUnixSocket } from "../engine/fds/unix.ts";
 import type { Mapping, ProcessImage } from "../engine/model.ts";
 import { humanBytes, printJson, renderTable } from "./format.ts";
 
@@ -99,7 +100,10 @@ function describeProcess(p: ProcessImage): string {
     );
   } catch {
     fdPlan = new Map(
-      p.fds.map((f) => [f.fd, f.kind === "unknown" ? "unsupported" : "see restore"]),
+      p.fds.map((f) => [
+        f.fd,
+        f.kind === "unknown" ? "unsupported" : f.socket?.unix ? "re-created" : "see restore",
+      ]),
     );
   }
   out.push(renderTable(
@@ -107,7 +111,7 @@ function describeProcess(p: ProcessImage): string {
     p.fds.map((f) => [
       String(f.fd),
       f.kind,
-      f.target,
+      f.socket?.unix ? `${f.target} ${describeUnixSocket(f.socket.unix, f.socket.type)}` : f.target,
       `0${f.flags.toString(8)}${f.cloexec ? " cloexec" : ""}`,
       String(f.pos),
       fdPlan.get(f.fd) ?? (f.restore === "tree" ? "not supported yet" : f.restore),

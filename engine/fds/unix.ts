@@ -78,6 +78,24 @@ export function unixNameText(name: string | undefined): string {
   return new TextDecoder().decode(end < 0 ? b : b.subarray(0, end));
 }
 
+/** One line about a unix socket for `show`: type, state, name, peer, queue, shutdown. */
+export function describeUnixSocket(u: UnixSocketImage, type: number): string {
+  const parts = [`unix ${TYPE_NAMES[type] ?? `type ${type}`}`];
+  if (u.listen) {
+    parts.push(`listening (backlog ${u.listen.backlog}, ${u.listen.pending.length} pending)`);
+  }
+  if (u.name) parts.push(`name ${unixNameText(u.name)}`);
+  if (u.peer) parts.push(`peer socket:[${u.peer}]${u.peerClosed ? " (closed)" : ""}`);
+  else if (u.peerName) parts.push(`peer ${unixNameText(u.peerName)}`);
+  else if (u.peerClosed) parts.push("peer closed");
+  if (u.queue.length) {
+    const bytes = u.queue.reduce((n, m) => n + decodeBase64(m.data).length, 0);
+    parts.push(`${u.queue.length} message(s), ${bytes} bytes queued`);
+  }
+  if (u.shutdown) parts.push(`shutdown ${["", "rd", "wr", "rdwr"][u.shutdown & 3]}`);
+  return parts.join(", ");
+}
+
 function isPathName(name: string | undefined): boolean {
   return !!name && decodeBase64(name)[0] !== 0;
 }
