@@ -262,9 +262,15 @@ export function planUnixSockets(
   // A socket on fds 0-2 is re-created only when its peer is in the tree too;
   // otherwise it leads out, and is re-attached to the restorer's stdio.
   const held = new Set<number>();
+  const excluded = new Set<number>();
   for (const p of processes) {
-    for (const f of p.fds) if (f.socket?.unix && !f.excluded) held.add(f.socket.unix.ino);
+    for (const f of p.fds) {
+      if (f.socket?.unix) (f.excluded ? excluded : held).add(f.socket.unix.ino);
+    }
   }
+  // A peer a policy left out is restored closed: as if it had been closed.
+  const peerGone = (u: UnixSocketImage) =>
+    !!u.peerClosed || (u.peer !== undefined && excluded.has(u.peer) && !held.has(u.peer));
   for (const p of processes) {
     for (const f of p.fds) {
       const u = f.socket?.unix;
@@ -357,7 +363,7 @@ export function planUnixSockets(
         } else s.role = "pair"; // path names (an accepted end whose listener is closed) are bound again
       } else if (u.peer === undefined && pendingOf.has(s.ino)) {
         s.role = "pending";
-      } else if (u.peerClosed && s.s.type !== SOCK_DGRAM) {
+      } else if (peerGone(u) && s.s.type !== SOCK_DGRAM) {
         s.role = "peer-closed";
         if (isAbstract(u.name)) {
           refuse(s, "socket.unix-other", "an abstract-named connection whose peer was closed");
@@ -376,7 +382,7 @@ export function planUnixSockets(
         if (peer.u.peer === s.ino && !u.name && !peer.u.name) s.role = "pair";
         else if (peer.u.name) s.role = "dgram-connect";
         else refuse(s, "socket.unix-other", "a datagram socket connected to an unnamed socket");
-      } else if (u.peerClosed) {
+      } else if (peerGone(u)) {
         refuse(s, "socket.unix-other", "a datagram socket connected to a socket that was closed");
       } else if (!refuse(s, "socket.unix-external")) s.role = "external";
       // Datagrams come back from their senders.
