@@ -11,6 +11,7 @@ import { describeSource, planFds } from "../engine/fds/mod.ts";
 import { describeUnixSocket } from "../engine/fds/unix.ts";
 import type { Mapping, ProcessImage } from "../engine/model.ts";
 import { humanBytes, printJson, renderTable } from "./format.ts";
+import { describePosixTimer } from "../engine/task/timers.ts";
 
 const SIGNAL_NAMES = [
   "",
@@ -137,6 +138,9 @@ function describeProcess(p: ProcessImage): string {
       "-"
     }`,
   );
+  const posix = p.posixTimers ?? [];
+  out.push(`  POSIX timers: ${posix.length ? "" : "-"}`.trimEnd());
+  for (const t of posix) out.push(`    ${describePosixTimer(t)}`);
   return out.join("\n");
 }
 

@@ -25,6 +25,8 @@ import {
   PR_SET_MM_MAP,
   prctlMmMapSize,
   tcpRepairProbe,
+  timerfdSetTicksProbe,
+  timerRestoreIdsProbe,
   UFFD_API,
   UFFD_FEATURE,
   userfaultfdApi,
@@ -496,6 +498,20 @@ function probeFdCall(call: string, r: bigint): Outcome {
   return pass(`${call} returned fd ${r}`);
 }
 
+function probeTimerRestoreIds(): Outcome {
+  const r = timerRestoreIdsProbe();
+  return r < 0n
+    ? fail(`prctl(PR_TIMER_CREATE_RESTORE_IDS_GET): ${errText(r)}`)
+    : pass(`prctl(PR_TIMER_CREATE_RESTORE_IDS_GET) returned ${r}`);
+}
+
+function probeTimerfdTicks(): Outcome {
+  const r = timerfdSetTicksProbe();
+  return r < 0n
+    ? fail(`timerfd_create/ioctl(TFD_IOC_SET_TICKS): ${errText(r)}`)
+    : pass("set the ticks of a new timerfd");
+}
+
 function probeTcpRepair(): Outcome {
   const r = tcpRepairProbe();
   if (r.error === 0n) return pass("setsockopt(TCP_REPAIR, 1) accepted on a TCP socket");
@@ -659,6 +675,18 @@ export function checkHost(): CheckReport {
       probeFdCall("pidfd_open", pidfdOpen(Deno.pid)),
     ),
     row("TCP repair", false, "checkpointing TCP connections", probeTcpRepair()),
+    row(
+      "PR_TIMER_CREATE_RESTORE_IDS",
+      false,
+      "restoring POSIX timers with their ids",
+      probeTimerRestoreIds(),
+    ),
+    row(
+      "TFD_IOC_SET_TICKS",
+      false,
+      "restoring a timerfd's unread expirations",
+      probeTimerfdTicks(),
+    ),
     row("Yama ptrace_scope", false, "attaching to non-descendants", probeYama(caps)),
     row(
       "ns_last_pid writable",

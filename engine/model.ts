@@ -33,11 +33,10 @@ export interface Manifest {
   processes: ManifestProcess[];
   /** Dump statistics. */
   stats: DumpStats;
-  /**
-   * Opt-ins the image needed (CLI names without dashes, e.g. "ext-unix-sk");
-   * a restore without them is refused.
-   */
+  /** Opt-ins the tree needed at dump time ("shell-job", ...); restore needs them too. */
   optIns?: string[];
+  /** Deleted files and memfds of the tree, saved by content. */
+  ghosts?: GhostFile[];
 }
 
 /** One process entry of the manifest. */
@@ -122,6 +121,13 @@ export interface ProcessImage {
   bootstrap: { start: Hex; size: number };
   /** Things left out of the image on purpose (policy include/exclude). */
   excluded: { what: string; reason: string }[];
+  /** POSIX timers (timer_create), by id; absent in images of processes without any. */
+  posixTimers?: PosixTimer[];
+  /**
+   * Controlling terminal (tty_nr of /proc/<pid>/stat, 0 for none) and the
+   * foreground process group of that terminal (tpgid; -1 for none).
+   */
+  ctty?: { ttyNr: number; fgPgrp: number };
 }
 
 /** Identity of a file, to detect changes between dump and restore. */
@@ -192,6 +198,8 @@ export interface Mapping {
   pages: PageRun[];
   /** Left out by a policy: restored empty (zero-filled or as the file has it). */
   excluded?: boolean;
+  /** A deleted file or memfd saved by content: the id of its {@link GhostFile}. */
+  ghost?: string;
 }
 
 /** A contiguous run of saved pages. */
@@ -288,8 +296,69 @@ export interface FdInfo {
   sameAs?: number;
   /** Left out by a policy: restored closed. */
   excluded?: boolean;
+  /** A deleted file or memfd saved by content: the id of its {@link GhostFile}. */
+  ghost?: string;
   /** Socket state (kind "socket", except sockets leading out on 0-2). */
   socket?: SocketImage;
+}
+
+/**
+ * A file that has no name to reopen at restore: a file deleted while open
+ * or mapped (or made with O_TMPFILE), or a memfd. Its content is saved in
+ * the image directory; restore re-creates it unlinked (in the original
+ * directory with O_TMPFILE, or with memfd_create) and every fd and mapping
+ * of the tree that used it shares the new one.
+ */
+export interface GhostFile {
+  /** "<dev>:<ino>" of the original inode. */
+  id: string;
+  kind: "memfd" | "deleted";
+  /** The memfd's name, or the deleted file's path. */
+  name: string;
+  /** Size in bytes (holes included). */
+  size: number;
+  /** st_mode permission bits, owner. */
+  mode: number;
+  uid: number;
+  gid: number;
+  /** memfd seals (F_SEAL_*). */
+  seals: number;
+  /** Data extents [offset, length]; the rest are holes. */
+  extents: [number, number][];
+  /** File in the image directory holding the extents' bytes, one after the other. */
+  file: string;
+  /** CRC-32 of that file, "crc32:<hex>". */
+  checksum: string;
+}
+
+/**
+ * A POSIX timer (timer_create). Times are (seconds, nanoseconds) as
+ * timer_gettime reports them: the time left until the next expiry is kept,
+ * the time the image spends on disk does not count.
+ */
+export interface PosixTimer {
+  /** Timer id (restored as the same id). */
+  id: number;
+  /** Clock id as the kernel stores it (CPU-time clocks encode a pid or tid, 0 = the creator). */
+  clockid: number;
+  /** sigev_notify: SIGEV_SIGNAL 0, SIGEV_NONE 1, SIGEV_THREAD 2, | SIGEV_THREAD_ID 4. */
+  notify: number;
+  /** Signal number sent on expiry. */
+  signo: number;
+  /** sigev_value (hex). */
+  sigevValue: Hex;
+  /** Thread the signal goes to (SIGEV_THREAD_ID), else 0. */
+  tid: number;
+  /** Time left until the next expiry; (0, 0) = disarmed. */
+  value: [number, number];
+  /** Reload interval; (0, 0) = one-shot. */
+  interval: [number, number];
+  /**
+   * Its signal was queued and not yet delivered: the record is taken out of
+   * the pending signals, and restore lets the timer expire again at once so
+   * that the kernel queues its own signal.
+   */
+  signalPending: boolean;
 }
 
 /** A socket option to set again at restore (see engine/fds/socket_common.ts). */

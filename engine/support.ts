@@ -21,7 +21,7 @@ export interface SupportRow {
   /** Stable identifier used by the collectors. */
   id: string;
   /** Where it belongs: task state, memory, an fd kind, a socket kind. */
-  area: "task" | "memory" | "fd" | "socket";
+  area: "task" | "memory" | "fd" | "tty" | "socket";
   /** What it is, for people. */
   what: string;
   support: Support;
@@ -40,31 +40,40 @@ export const SUPPORT_TABLE = [
   { id: "task.threads", area: "task", what: "threads, TLS, clear_child_tid, robust lists, rseq", support: "saved" },
   { id: "task.signals", area: "task", what: "signal actions, masks, pending signals, sigaltstack", support: "saved" },
   { id: "task.itimers", area: "task", what: "interval timers (setitimer)", support: "saved" },
+  { id: "task.posix-timers", area: "task", what: "POSIX timers: ids, clocks, notification, signal and value, time left, interval", support: "saved", note: "time stops while in the image; a pending timer signal is re-queued by the timer" },
+  { id: "task.posix-timer-overrun", area: "task", what: "POSIX timer overrun counts (timer_getoverrun) above zero", support: "refused", note: "the kernel has no call that sets them" },
+  { id: "task.posix-timer-unnamed", area: "task", what: "POSIX timers tied to a thread or process cryo cannot name", support: "refused", note: "the creator's thread CPU clock in a multi-threaded process, another process's CPU clock, an exited target thread" },
   { id: "task.rlimits", area: "task", what: "resource limits", support: "saved" },
   { id: "task.misc", area: "task", what: "umask, cwd, comm, personality", support: "saved" },
   { id: "task.zombie", area: "task", what: "zombie processes in the tree", support: "refused", note: "not restored yet" },
-  { id: "task.shell-job", area: "task", what: "a job of a shell outside the tree (session, group, terminal)", support: "opt-in", optIn: "shell-job", note: "re-attached to the restorer's session and terminal" },
   // Memory.
   { id: "memory.anon", area: "memory", what: "private and shared anonymous memory", support: "saved" },
   { id: "memory.file", area: "memory", what: "file mappings (private copies-on-write saved)", support: "saved" },
-  { id: "memory.deleted", area: "memory", what: "mappings of deleted files", support: "refused", note: "not saved yet" },
+  { id: "memory.ghost", area: "memory", what: "mappings of deleted files and memfds (content saved in the image)", support: "saved" },
+  { id: "memory.sysv-shm", area: "memory", what: "System V shared memory segments", support: "refused", note: "their ids and keys cannot be re-created" },
+  { id: "memory.aio", area: "memory", what: "AIO rings (io_setup)", support: "refused", note: "in-flight requests live in the kernel" },
+  { id: "memory.deleted-special", area: "memory", what: "mappings of deleted device or special files", support: "refused", note: "they cannot be re-created unlinked" },
   // Fds.
   { id: "fd.file", area: "fd", what: "regular files, directories, devices", support: "saved" },
-  { id: "fd.deleted", area: "fd", what: "files deleted while open", support: "refused", note: "not saved yet" },
-  { id: "fd.tty", area: "fd", what: "terminals leading out of the tree", support: "saved", note: "re-attached to the restorer's stdio" },
+  { id: "fd.ghost", area: "fd", what: "files deleted while open, O_TMPFILE files, memfds (content, holes, size, mode, owner, seals; restored unlinked)", support: "saved" },
+  { id: "fd.deleted", area: "fd", what: "deleted directories and special files", support: "refused", note: "they cannot be re-created unlinked" },
   { id: "fd.pipe", area: "fd", what: "pipes (in a process, shared by the tree, leading out)", support: "saved" },
   { id: "fd.eventfd", area: "fd", what: "eventfd", support: "saved" },
-  { id: "fd.timerfd", area: "fd", what: "timerfd", support: "saved" },
+  { id: "fd.timerfd", area: "fd", what: "timerfd", support: "saved", note: "pending expirations kept; time stops while in the image" },
   { id: "fd.signalfd", area: "fd", what: "signalfd", support: "saved" },
   { id: "fd.epoll", area: "fd", what: "epoll", support: "saved" },
   { id: "fd.inotify", area: "fd", what: "inotify", support: "refused", note: "not saved yet" },
   { id: "fd.fanotify", area: "fd", what: "fanotify", support: "refused", note: "needs a global view of the filesystem" },
   { id: "fd.pidfd", area: "fd", what: "pidfd", support: "refused", note: "not saved yet" },
-  { id: "fd.memfd", area: "fd", what: "memfd", support: "refused", note: "not saved yet" },
   { id: "fd.io_uring", area: "fd", what: "io_uring", support: "refused", note: "its rings and in-flight requests live in the kernel" },
   { id: "fd.perf", area: "fd", what: "perf events", support: "refused", note: "counters cannot be re-created as they were" },
   { id: "fd.bpf", area: "fd", what: "bpf maps and programs", support: "refused", note: "kernel objects cryo cannot re-create" },
   { id: "fd.anon-other", area: "fd", what: "other anonymous inodes", support: "refused", note: "unknown kind" },
+  // Terminals.
+  { id: "tty.pty", area: "tty", what: "pseudo-terminals whose master is in the tree (same index, termios, window size, packet mode, lock, controlling terminal, foreground group)", support: "saved" },
+  { id: "tty.pty-queued", area: "tty", what: "bytes waiting in a pseudo-terminal of the tree", support: "refused", note: "they cannot be put back without passing the line discipline again; retry when the terminal is idle" },
+  { id: "tty.external", area: "tty", what: "terminals outside the tree (the user's terminal, a pty whose master is outside)", support: "opt-in", optIn: "shell-job", note: "restore attaches them to the restorer's stdin/stdout/stderr" },
+  { id: "tty.external-ctty", area: "tty", what: "a session leader whose controlling terminal is outside the tree", support: "refused", note: "its session could not get that terminal back" },
   // Sockets.
   { id: "socket.stdio", area: "socket", what: "sockets on fds 0-2 leading out of the tree", support: "saved", note: "re-attached to the restorer's stdio" },
   { id: "socket.unix", area: "socket", what: "unix sockets in the tree: pairs, listeners, pending and accepted connections, queued data, shutdown, options", support: "saved" },

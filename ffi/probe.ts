@@ -258,3 +258,34 @@ export function tcpRepairProbe(): TcpRepairResult {
     closeFd(fd);
   }
 }
+
+/** prctl(PR_TIMER_CREATE_RESTORE_IDS): timer_create takes the timer id it is given. */
+export const PR_TIMER_CREATE_RESTORE_IDS = 77;
+/** Arguments of {@link PR_TIMER_CREATE_RESTORE_IDS}. */
+export const TIMER_RESTORE_IDS = { OFF: 0, ON: 1, GET: 2 } as const;
+
+/**
+ * Asks whether timer_create may be given the ids of restored timers
+ * (PR_TIMER_CREATE_RESTORE_IDS_GET, Linux 6.14+): 0 or 1, or `-errno`.
+ */
+export function timerRestoreIdsProbe(): RawResult {
+  return rawSyscall(SYS.prctl, PR_TIMER_CREATE_RESTORE_IDS, TIMER_RESTORE_IDS.GET, 0, 0, 0);
+}
+
+/** ioctl TFD_IOC_SET_TICKS (_IOW('T', 0, u64)): sets a timerfd's pending expirations. */
+export const TFD_IOC_SET_TICKS = 0x40085400;
+
+/**
+ * Creates a disarmed timerfd, sets its pending expirations with
+ * TFD_IOC_SET_TICKS (needs CONFIG_CHECKPOINT_RESTORE) and closes it:
+ * 0, or `-errno` of the failing call.
+ */
+export function timerfdSetTicksProbe(): RawResult {
+  const fd = rawSyscall(SYS.timerfd_create, 1, /* CLOCK_MONOTONIC */ 0o2000000 /* TFD_CLOEXEC */);
+  if (fd < 0n) return fd;
+  try {
+    return rawSyscall(SYS.ioctl, fd, TFD_IOC_SET_TICKS, new BigUint64Array([1n]));
+  } finally {
+    closeFd(fd);
+  }
+}

@@ -1,8 +1,8 @@
 /**
- * Looking at another process's socket from cryo: a copy of its fd taken
- * with pidfd_getfd (the same open file description, so options read from
- * it are the target's), getsockopt, and a non-destructive read of the
- * receive queue (MSG_PEEK with SO_PEEK_OFF, control messages decoded).
+ * Looking at another process's socket from cryo, through a copy of its fd
+ * (ffi/pidfd.ts: the same open file description, so options read from it
+ * are the target's): getsockopt, urgent data, and a non-destructive read of
+ * the receive queue (MSG_PEEK with SO_PEEK_OFF, control messages decoded).
  *
  * @module
  */
@@ -26,22 +26,6 @@ const EAGAIN = 11;
 
 /** Errors of the socket helpers, naming the call. */
 export class SocketError extends Error {}
-
-/**
- * A copy of fd `fd` of process `pid` in this process (pidfd_getfd); close
- * it with `close`. Throws a SocketError naming the call on failure.
- */
-export function copyTargetFd(pid: number, fd: number): { fd: number; close(): void } {
-  const pidfd = Number(rawSyscall(SYS.pidfd_open, pid, 0));
-  if (pidfd < 0) throw new SocketError(`pidfd_open(${pid}): ${errnoName(-pidfd)}`);
-  try {
-    const copy = Number(rawSyscall(SYS.pidfd_getfd, pidfd, fd, 0));
-    if (copy < 0) throw new SocketError(`pidfd_getfd(${pid}, ${fd}): ${errnoName(-copy)}`);
-    return { fd: copy, close: () => void rawSyscall(SYS.close, copy) };
-  } finally {
-    rawSyscall(SYS.close, pidfd);
-  }
-}
 
 /** getsockopt returning the option's bytes (up to `size`), or undefined if it fails. */
 export function getSockOptBytes(

@@ -272,3 +272,36 @@ export function xsaveXcr0(area: Uint8Array): bigint {
   const dv = new DataView(area.buffer, area.byteOffset + 464, 8);
   return dv.getBigUint64(0, true);
 }
+
+/** `struct itimerspec` (seconds and nanoseconds; interval first). */
+export interface Itimerspec extends Record<string, bigint> {
+  intervalSec: bigint;
+  intervalNsec: bigint;
+  valueSec: bigint;
+  valueNsec: bigint;
+}
+/** Codec for {@link Itimerspec} (32 bytes). */
+export const itimerspec: Struct<Itimerspec> = defineStruct<Itimerspec>([
+  ["intervalSec", "i64"],
+  ["intervalNsec", "i64"],
+  ["valueSec", "i64"],
+  ["valueNsec", "i64"],
+]);
+
+/** The fields of `struct sigevent` timer_create reads (x86-64, 64 bytes in all). */
+export interface Sigevent extends Record<string, bigint | number> {
+  /** sigev_value (the union's pointer view). */
+  value: bigint;
+  signo: number;
+  notify: number;
+  /** sigev_notify_thread_id, for SIGEV_THREAD_ID. */
+  tid: number;
+}
+/** Codec for {@link Sigevent} (64 bytes; the rest of the union is zero). */
+export const sigevent: Struct<Sigevent> = defineStruct<Sigevent>([
+  ["value", "u64"],
+  ["signo", "i32"],
+  ["notify", "i32"],
+  ["tid", "i32"],
+  ...Array.from({ length: 11 }, () => ["_pad", "pad32"] as [string, "pad32"]),
+]);

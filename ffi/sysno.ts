@@ -41,6 +41,10 @@ export const SYS = {
   wait4: 61,
   kill: 62,
   fcntl: 72,
+  ftruncate: 77,
+  unlink: 87,
+  fchmod: 91,
+  fchown: 93,
   fsync: 74,
   chdir: 80,
   fchdir: 81,
@@ -94,8 +98,12 @@ export const SYS = {
   userfaultfd: 323,
   rseq: 334,
   pidfd_open: 434,
+  pidfd_getfd: 438,
   clone3: 435,
   close_range: 436,
+  timer_getoverrun: 225,
+  timer_delete: 226,
+  timerfd_gettime: 287,
   // Sockets (unix sockets: engine/fds/unix.ts).
   connect: 42,
   sendto: 44,
@@ -108,11 +116,9 @@ export const SYS = {
   getsockname: 51,
   getpeername: 52,
   socketpair: 53,
-  unlink: 87,
   chmod: 90,
   lchown: 94,
   accept4: 288,
-  pidfd_getfd: 438,
 } as const;
 
 /** Name of a syscall by number, for plan printing and error messages. */

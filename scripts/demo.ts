@@ -47,7 +47,8 @@ console.log(`    counter pid ${pid}`);
 let shown = await follow((n) => n >= 4, 0);
 
 say(`checkpointing pid ${pid} and its children into ${dir} (cryo dump ${pid} --dir demo-images)`);
-const dump = await checkpoint(pid, { dir });
+// Its stderr is this terminal: the shell-job opt-in lets cryo save that (and restore onto ours).
+const dump = await checkpoint(pid, { dir, optIns: ["shell-job"] });
 const s = dump.stats;
 console.log(
   `    ${s.processes} processes, ${s.threads} threads, ${s.mappings} mappings, ` +
@@ -70,7 +71,7 @@ await sleep(1000);
 console.log(`    (one second later, nothing counts: ${lines().length} lines so far)`);
 
 say(`restoring from ${dir} (cryo restore demo-images)`);
-const tree = await restore(dir);
+const tree = await restore(dir, { optIns: ["shell-job"] });
 console.log(
   `    restored pids ${tree.pids.join(", ")} in ${(tree.seconds * 1000).toFixed(0)} ms ` +
     `(root pid ${tree.rootPid} ${tree.rootPid === pid ? "is the original pid" : "DIFFERS"})`,

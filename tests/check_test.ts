@@ -71,6 +71,8 @@ Deno.test("check: rows are complete and self-describing", () => {
       "memfd_create",
       "pidfd_open",
       "TCP repair",
+      "PR_TIMER_CREATE_RESTORE_IDS",
+      "TFD_IOC_SET_TICKS",
       "Yama ptrace_scope",
       "ns_last_pid writable",
       "CAP_SYS_PTRACE",
@@ -78,6 +80,14 @@ Deno.test("check: rows are complete and self-describing", () => {
       "CAP_SYS_RESOURCE",
     ]
   ) rowOf(report(), f);
+});
+
+Deno.test("check: the timer restore features of this kernel (6.18) are found", () => {
+  // PR_TIMER_CREATE_RESTORE_IDS is in Linux 6.14+, TFD_IOC_SET_TICKS with CHECKPOINT_RESTORE.
+  for (const f of ["PR_TIMER_CREATE_RESTORE_IDS", "TFD_IOC_SET_TICKS"]) {
+    const row = rowOf(report(), f);
+    assert.ok(row.ok, `${f}: ${row.detail}`);
+  }
 });
 
 Deno.test("check: vdso layout matches /proc/self/maps", () => {

@@ -617,11 +617,11 @@ Deno.test(
 );
 
 Deno.test(
-  "errors: an fd cryo cannot describe (deleted file) is listed; nothing written; the target runs on",
+  "errors: an fd cryo cannot restore (a removed directory) is listed; nothing written; the target runs on",
   withTargets(async () => {
     const parent = await freshParent();
     const input = `${parent}/input`;
-    await Deno.writeTextFile(input, "x");
+    await Deno.mkdir(input);
     const t = await startTarget("/bin/sleep", ["30"], { stdin: input });
     await waitUntil("sleep started", () => pathExists(`/proc/${t.pid}/fd/0`));
     await waitUntil(
@@ -633,8 +633,8 @@ Deno.test(
     assertOneLineError(
       r,
       1,
-      new RegExp(`process ${t.pid} .*cannot save: fd 0 \\(${input} \\(deleted\\)\\)`),
-      "deleted file",
+      new RegExp(`process ${t.pid} fd 0 \\(${input} \\(deleted\\)\\): deleted directories`),
+      "removed directory",
     );
     assertDirHolds(parent, [], "after the failed dump");
     assertNotHeld(t.pid, "unsupported fd");

@@ -20,7 +20,7 @@ import { startTarget, withTargets } from "./helpers/targets.ts";
 Deno.test("opt-ins: every flag has a table row and every opt-in row has a flag", () => {
   const rows = (SUPPORT_TABLE as readonly SupportRow[]).filter((r) => r.support === "opt-in");
   assert.deepEqual(rows.map((r) => r.optIn).sort(), [...OPT_IN_FLAGS].sort());
-  for (const id of ["socket.unix-external", "socket.tcp-established", "task.shell-job"]) {
+  for (const id of ["socket.unix-external", "socket.tcp-established", "tty.external"]) {
     assert.ok(rows.some((r) => r.id === id), `row ${id}`);
   }
 });
@@ -28,12 +28,12 @@ Deno.test("opt-ins: every flag has a table row and every opt-in row has a flag",
 Deno.test("opt-ins: a use is refused naming the flag without it, allowed and recorded with it", () => {
   const without = new Refusals();
   assert.equal(without.use("socket.tcp-established", "process 1 fd 3"), false);
-  assert.equal(without.use("task.shell-job", "process 1"), false);
+  assert.equal(without.use("tty.external", "process 1"), false);
   assert.match(without.problems[0], /^process 1 fd 3: needs --tcp-established/);
   assert.match(without.problems[1], /^process 1: needs --shell-job/);
   const given = new Refusals(["tcp-established", "shell-job", "ext-unix-sk"]);
   assert.equal(given.use("socket.tcp-established", "process 1 fd 3"), true);
-  assert.equal(given.use("task.shell-job", "process 1"), true);
+  assert.equal(given.use("tty.external", "process 1"), true);
   assert.deepEqual(given.problems, []);
   assert.deepEqual(given.usedOptIns, ["shell-job", "tcp-established"], "only those used");
 });

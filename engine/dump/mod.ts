@@ -36,6 +36,7 @@ import {
 import { TargetError, UnsupportedError } from "../errors.ts";
 import { Refusals } from "../support.ts";
 import { compileTree } from "../restore/restorable.ts";
+import { collectGhosts } from "../fds/ghost.ts";
 import { SyscallError } from "../../ffi/libc.ts";
 import { TraceeGoneError } from "../../ffi/ptrace.ts";
 import { ImageWriter } from "../image/writer.ts";
@@ -302,9 +303,11 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       applyIncludes(image, opts.include);
       return { p, collected, image, start, size };
     });
+    const ghosts = await collectGhosts(described.map((d) => d.image), tmp, refusals);
     compileTree(described.map((d) => d.image), {
       pathOf: (pid) => `${finalDir}/${pid}.elf`,
       rootPid: pid,
+      ghosts,
     }, refusals);
     for (const { p, collected, image, start, size } of described) {
       const boot = new BootstrapBuilder(start);
@@ -408,6 +411,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       processes: entries,
       stats,
       ...(refusals.usedOptIns.length ? { optIns: refusals.usedOptIns } : {}),
+      ...(ghosts.length ? { ghosts } : {}),
     };
     stats.dumpSeconds = (performance.now() - t0) / 1000;
     if (!thawed) stats.freezeSeconds = (performance.now() - tree.frozenAt) / 1000;

@@ -14,15 +14,17 @@ import type { Refusals } from "../support.ts";
 import { mmFieldsOf, readStat } from "../proc/stat.ts";
 import { readStatus } from "../proc/status.ts";
 import { auxvToModel, readAuxv } from "../proc/auxv.ts";
-import { type ProcFd, readFds } from "../proc/fds.ts";
+import { devMajor, devMinor, type ProcFd, readFds } from "../proc/fds.ts";
 import { readMapFileIdentity, readMaps } from "../proc/maps.ts";
 import { mergeSmaps, readSmaps } from "../proc/smaps.ts";
 import { fileIdentityOf, readProcLink, readProcText } from "../proc/io.ts";
 import { queryInjectedState, withInjection } from "./injected.ts";
 import { collectThread, sharedPending } from "./threads.ts";
-import { classifyVma, type Vma } from "./vmas.ts";
+import { classifyVma, refusedMapping, type Vma } from "./vmas.ts";
 import { collectPipe } from "../fds/pipe.ts";
 import { collectUnixSockets } from "../fds/unix.ts";
+import { collectTimers, takeTimerSignals } from "../task/timers.ts";
+import { collectTty } from "../fds/tty.ts";
 
 const hex = (v: bigint) => `0x${v.toString(16)}`;
 
@@ -42,7 +44,7 @@ function toFdInfo(pid: number, f: ProcFd, topology: PipeTopology): FdInfo {
   const O_CLOEXEC = 0o2000000;
   let restore = "open";
   let kind = f.kind;
-  if (f.deleted && (kind === "file" || kind === "directory")) kind = "unknown";
+  if (f.deleted && kind === "directory") kind = "unknown";
   if (kind === "tty") restore = "inherit";
   else if (kind === "pipe" || kind === "fifo") restore = pipeRestore(f.target, topology);
   else if (kind === "socket") restore = f.fd <= 2 ? "inherit" : "socket";
@@ -54,6 +56,9 @@ function toFdInfo(pid: number, f: ProcFd, topology: PipeTopology): FdInfo {
   // Bytes buffered in a pipe that comes back (alone or shared in the tree) are kept.
   if (restore === "process" || restore === "tree") {
     Object.assign(extra, collectPipe(pid, f.fd, flags));
+  }
+  if (kind === "tty") {
+    Object.assign(extra, collectTty(pid, f.fd, devMajor(f.stat.rdev), devMinor(f.stat.rdev)));
   }
   return {
     fd: f.fd,
@@ -114,7 +119,10 @@ export function collectProcess(
   const stat = readStat(pid);
   const status = readStatus(pid);
   // Everything read by injected syscalls, in one session (one scratch page).
-  const injected = withInjection(pid, (s) => queryInjectedState(s, tids));
+  const { injected, posixTimers } = withInjection(pid, (s) => ({
+    injected: queryInjectedState(s, tids),
+    posixTimers: collectTimers(s, tids, fds, refusals),
+  }));
   const maps = mergeSmaps(readMaps(pid), readSmaps(pid), pid);
   const vmas: Vma[] = maps.map((m) => ({
     start: m.start,
@@ -131,11 +139,10 @@ export function collectProcess(
     const file = kind === "file-private" || kind === "file-shared"
       ? readMapFileIdentity(pid, m) ?? undefined
       : undefined;
-    if (m.deleted && (kind === "file-private" || kind === "file-shared")) {
-      refusals.use(
-        "memory.deleted",
-        `process ${pid} mapping ${hex(m.start)}-${hex(m.end)} (${m.path})`,
-      );
+    // Deleted files and memfds are saved by content (engine/fds/ghost.ts).
+    const refused = refusedMapping(vmas[i]);
+    if (refused) {
+      refusals.use(refused, `process ${pid} mapping ${hex(m.start)}-${hex(m.end)} (${m.path})`);
     }
     return {
       start: hex(m.start),
@@ -175,6 +182,8 @@ export function collectProcess(
   const threads = tids.map((tid) => collectThread(pid, tid, injected.threads.get(tid)!));
   // The main thread first.
   threads.sort((a, b) => (a.tid === pid ? -1 : b.tid === pid ? 1 : a.tid - b.tid));
+  const shared = sharedPending(pid);
+  takeTimerSignals(posixTimers, [shared, ...threads.map((t) => t.pending)]);
 
   return {
     vmas,
@@ -202,11 +211,13 @@ export function collectProcess(
       mappings,
       threads,
       sigactions: injected.sigactions,
-      sharedPending: sharedPending(pid),
+      sharedPending: shared,
       itimers: injected.itimers,
       fds: fdInfos,
       children,
       excluded: [],
+      ...(posixTimers.length ? { posixTimers } : {}),
+      ctty: { ttyNr: stat.ttyNr, fgPgrp: stat.tpgid },
     },
   };
 }

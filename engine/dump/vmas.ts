@@ -6,6 +6,7 @@
  */
 
 import type { MappingKind } from "../model.ts";
+import type { SupportId } from "../support.ts";
 import type { MappingRecord } from "../proc/smaps.ts";
 
 /** A mapping as the dumper sees it: the maps line plus smaps VmFlags. */
@@ -24,10 +25,16 @@ export function classifyVma(v: Vma): MappingKind {
   // Shared anonymous memory is shmem: maps shows it as "/dev/zero (deleted)"
   // (or "/SYSV..." for System V segments) with an inode.
   const path = v.path.replace(/ \(deleted\)$/, "");
-  const fileBacked = v.inode !== 0 && !path.startsWith("/SYSV") && path !== "/dev/zero" &&
-    !path.startsWith("/memfd:");
+  const fileBacked = v.inode !== 0 && !path.startsWith("/SYSV") && path !== "/dev/zero";
   if (!fileBacked) return shared ? "anon-shared" : "anon";
   return shared ? "file-shared" : "file-private";
+}
+
+/** The restorability-table row refusing a mapping, or null when it can be saved. */
+export function refusedMapping(v: Vma): SupportId | null {
+  if (v.path.startsWith("/SYSV")) return "memory.sysv-shm";
+  if (v.path.startsWith("/[aio]")) return "memory.aio";
+  return null;
 }
 
 /** Which pagemap entries of a mapping hold data that must go into the image. */

@@ -24,10 +24,12 @@ import { type SupportId, supportOf } from "../support.ts";
 import type { FdInfo, ProcessImage } from "../model.ts";
 import { type ProgramBuilder, slot } from "../program/builder.ts";
 import { decodeBase64 } from "../base64.ts";
-import { planEventfd, planSignalfd, planTimerfd } from "./anon.ts";
+import { emitTimerfd, planEventfd, planSignalfd, planTimerfd } from "./anon.ts";
 import { planEpoll } from "./epoll.ts";
 import { planPipe } from "./pipe.ts";
 import { planRegular, replacementFlags } from "./regular.ts";
+import { type PlannedPty, planTty } from "./tty.ts";
+import { ghostOpenFlags, ghostPath, type PlannedGhosts } from "./ghost.ts";
 import type { SharedPipe } from "./shared_pipes.ts";
 import { planUnixFd, type UnixTreePlan } from "./unix.ts";
 import { type FdSource, O_CLOEXEC, O_NONBLOCK, type PlannedFd, SETFL_MASK } from "./types.ts";
@@ -50,8 +52,14 @@ function planOne(
   f: FdInfo,
   proc: ProcessImage,
   shared?: readonly SharedPipe[],
+  ptys: readonly PlannedPty[] = [],
+  ghosts: PlannedGhosts = new Map(),
   unix?: UnixTreePlan,
 ): FdSource | string | null {
+  if (f.ghost !== undefined) {
+    const { path, transferFd } = ghostPath(ghosts, f.ghost);
+    return { kind: "open", path, flags: ghostOpenFlags(f), via: transferFd };
+  }
   switch (f.kind) {
     case "file":
     case "directory":
@@ -59,7 +67,7 @@ function planOne(
     case "chardev":
       return f.restore === "inherit" ? { kind: "inherit", from: stdioFor(f) } : planRegular(f);
     case "tty":
-      return { kind: "inherit", from: stdioFor(f) };
+      return planTty(f, stdioFor(f), ptys);
     case "pipe":
     case "fifo":
       return planPipe(f, stdioFor(f), shared);
@@ -88,7 +96,6 @@ function refusedKind(f: FdInfo): SupportId {
   if (f.kind === "inotify") return "fd.inotify";
   if (f.kind === "fanotify") return "fd.fanotify";
   if (f.kind === "pidfd") return "fd.pidfd";
-  if (f.kind === "memfd") return "fd.memfd";
   if (anon === "io_uring") return "fd.io_uring";
   if (anon.startsWith("perf_event")) return "fd.perf";
   if (anon.startsWith("bpf")) return "fd.bpf";
@@ -110,6 +117,8 @@ export function planFds(
   proc: ProcessImage,
   inheritFds?: Map<number, string>,
   shared?: readonly SharedPipe[],
+  ptys?: readonly PlannedPty[],
+  ghosts?: PlannedGhosts,
   unix?: UnixTreePlan,
 ): PlannedFd[] {
   const out: PlannedFd[] = [];
@@ -130,7 +139,7 @@ export function planFds(
       out.push({ fd: f.fd, source: { kind: "same", as: f.sameAs } });
       continue;
     }
-    const src = planOne(f, proc, shared, unix);
+    const src = planOne(f, proc, shared, ptys, ghosts, unix);
     if (src === null) continue; // refused by the tree's plan, which named it
     if (typeof src === "string") {
       problems.push(`fd ${f.fd} (${f.target}): ${src} (use --inherit-fd ${f.fd}=PATH)`);
@@ -176,12 +185,23 @@ export function emitFds(
     3,
     ...fds.map((f) => f.fd + 1),
     ...fds.map((f) => f.source.kind === "inherit" ? f.source.from + 1 : 0),
+    ...fds.map((f) =>
+      f.source.kind === "open" && f.source.via !== undefined ? f.source.via + 1 : 0
+    ),
   );
   let next = high;
   const temp = new Map<string, number>();
   p.op(SYS.close_range, [high, 0xffffffff, 0], { comment: "fds from here up are temporaries" });
   const stdio = [
-    ...new Set(fds.flatMap((f) => f.source.kind === "inherit" ? [f.source.from] : [])),
+    ...new Set(
+      fds.flatMap((f) =>
+        f.source.kind === "inherit"
+          ? [f.source.from]
+          : f.source.kind === "open" && f.source.via !== undefined
+          ? [f.source.via]
+          : []
+      ),
+    ),
   ];
   for (const n of stdio.sort((a, b) => a - b)) {
     const what = n <= 2 ? `the restorer's fd ${n}` : `inherited fd ${n}`;
@@ -203,10 +223,13 @@ export function emitFds(
     const s = f.source;
     const what = `fd ${f.fd}`;
     switch (s.kind) {
-      case "open":
-        p.op(SYS.open, [p.cstring(s.path), s.flags | O_CLOEXEC, 0], { store: scratchSlot });
+      case "open": {
+        // A transfer fd reopened through /proc/self/fd lives at its temporary number by now.
+        const path = s.via !== undefined ? `/proc/self/fd/${temp.get(`stdio:${s.via}`)}` : s.path;
+        p.op(SYS.open, [p.cstring(path), s.flags | O_CLOEXEC, 0], { store: scratchSlot });
         keep(`fd:${f.fd}`, `${what} ${s.path}`);
         break;
+      }
       case "pipe": {
         if (temp.has(`pipe:${s.id}:read`)) break;
         const pair = p.reserve(8);
@@ -243,18 +266,10 @@ export function emitFds(
         }
         keep(`fd:${f.fd}`, `${what} eventfd`);
         break;
-      case "timerfd": {
-        p.op(SYS.timerfd_create, [s.clockid, O_CLOEXEC | nonblock(s.flags)], {
-          store: scratchSlot,
-        });
-        // An expired periodic timer shows 0 remaining (it re-arms on read): it fires at once.
-        if (s.value[0] || s.value[1] || s.interval[0] || s.interval[1]) {
-          const spec = p.u64s([s.interval[0], s.interval[1], s.value[0], Math.max(s.value[1], 1)]);
-          p.op(SYS.timerfd_settime, [slot(scratchSlot), 0, spec, 0], { comment: "remaining time" });
-        }
+      case "timerfd":
+        emitTimerfd(p, s, scratchSlot);
         keep(`fd:${f.fd}`, `${what} timerfd`);
         break;
-      }
       case "signalfd":
         p.op(SYS.signalfd4, [-1, p.u64s([BigInt(s.mask)]), 8, O_CLOEXEC | nonblock(s.flags)], {
           store: scratchSlot,

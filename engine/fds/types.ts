@@ -10,7 +10,8 @@ import type { ProgramBuilder } from "../program/builder.ts";
 
 /** How one fd of a restored process is re-created. */
 export type FdSource =
-  | { kind: "open"; path: string; flags: number }
+  /** `via`: the path reopens this transfer fd (/proc/self/fd/<via>), which must stay open until then. */
+  | { kind: "open"; path: string; flags: number; via?: number }
   | { kind: "inherit"; from: number; setfl?: number }
   | { kind: "same"; as: number }
   | { kind: "pipe"; id: string; end: "read" | "write"; flags: number; data?: string; size?: number }
@@ -21,6 +22,10 @@ export type FdSource =
     flags: number;
     value: [number, number];
     interval: [number, number];
+    /** Expirations not yet read (decimal); absent in plans of older images. */
+    ticks?: string;
+    /** timerfd_settime flags (TFD_TIMER_ABSTIME 1, TFD_TIMER_CANCEL_ON_SET 2). */
+    settimeFlags?: number;
   }
   | { kind: "signalfd"; mask: string; flags: number }
   | { kind: "epoll"; flags: number; targets: { fd: number; events: number; data: string }[] };

@@ -27,13 +27,8 @@
 
 import { SYS } from "../../ffi/sysno.ts";
 import { dumpUnixSockets, type UnixDiag } from "../../ffi/sock_diag.ts";
-import {
-  copyTargetFd,
-  getSockOptBytes,
-  getSockOptInt,
-  hasUrgentData,
-  SOL_SOCKET,
-} from "../../ffi/socket.ts";
+import { withTargetFd } from "../../ffi/pidfd.ts";
+import { getSockOptBytes, getSockOptInt, hasUrgentData, SOL_SOCKET } from "../../ffi/socket.ts";
 import { decodeBase64, encodeBase64 } from "../base64.ts";
 import type { FdInfo, ProcessImage, SocketImage, UnixSocketImage } from "../model.ts";
 import type { Refusals, SupportId } from "../support.ts";
@@ -115,81 +110,95 @@ function isAbstract(name: string | undefined): boolean {
  */
 export function collectUnixSockets(pid: number, fds: FdInfo[], refusals: Refusals): void {
   let diag: Map<number, UnixDiag> | undefined;
+  const diagOf = () => diag ??= dumpUnixSockets();
   for (const f of fds) {
     if (f.kind !== "socket" || f.sameAs !== undefined) continue;
-    const stdio = f.restore === "inherit";
     const ino = inodeOf(f.target);
     if (ino === undefined) continue;
+    const socket = withTargetFd(
+      pid,
+      f.fd,
+      (copy) => collectOne(pid, f, ino, copy, diagOf, refusals),
+    );
+    if (socket) f.socket = socket;
+  }
+}
+
+/** The state of unix socket `f` (inode `ino`) from its copy `copy`; undefined for other families. */
+function collectOne(
+  pid: number,
+  f: FdInfo,
+  ino: number,
+  copy: number,
+  diagOf: () => Map<number, UnixDiag>,
+  refusals: Refusals,
+): SocketImage | undefined {
+  const family = getSockOptInt(copy, SOL_SOCKET, SO_DOMAIN) ?? -1;
+  if (family !== AF_UNIX) return undefined; // another family's module describes it
+  const type = getSockOptInt(copy, SOL_SOCKET, SO_TYPE) ?? 0;
+  const protocol = getSockOptInt(copy, SOL_SOCKET, SO_PROTOCOL) ?? 0;
+  const diag = diagOf();
+  const d = diag.get(ino);
+  if (!d) {
+    // A socket on 0-2 leading out stays what it was: re-attached to stdio.
     const where = `process ${pid} fd ${f.fd} (${f.target})`;
-    const copy = copyTargetFd(pid, f.fd);
-    try {
-      const family = getSockOptInt(copy.fd, SOL_SOCKET, SO_DOMAIN) ?? -1;
-      if (family !== AF_UNIX) continue; // another family's module describes it
-      const type = getSockOptInt(copy.fd, SOL_SOCKET, SO_TYPE) ?? 0;
-      const protocol = getSockOptInt(copy.fd, SOL_SOCKET, SO_PROTOCOL) ?? 0;
-      diag ??= dumpUnixSockets();
-      const d = diag.get(ino);
-      if (!d) {
-        if (!stdio) refusals.use("socket.unix-other", where, "sock_diag does not know it");
-        continue;
-      }
-      const u: UnixSocketImage = { ino, state: d.state, shutdown: d.shutdown, queue: [] };
-      const refuse = (id: SupportId, detail: string) => u.refused ??= { id, detail };
-      if (d.name) {
-        u.name = encodeBase64(d.name);
-        if (isPathName(u.name)) {
-          const file = socketFile(pid, d, u.name);
-          if (typeof file === "string") refuse("socket.unix-other", file);
-          else u.file = file;
-        }
-      }
-      if (d.state === TCP_LISTEN) {
-        u.listen = { backlog: d.rqlen?.wqueue ?? 0, pending: d.icons ?? [] };
-      } else if (d.peer) {
-        u.peer = d.peer;
-        const peer = diag.get(d.peer);
-        if (!peer) u.peerClosed = true;
-        else if (peer.name) u.peerName = encodeBase64(peer.name);
-      } else if (d.state === TCP_ESTABLISHED) {
-        // No peer inode: the peer waits in a listener's queue (it has no inode
-        // yet), or it was closed (its inode is gone).
-        const listener = [...diag.values()].find((l) => l.icons?.includes(ino));
-        if (!listener) u.peerClosed = true;
-        else if (listener.name) u.peerName = encodeBase64(listener.name);
-        if (listener && (d.rqlen?.wqueue ?? 0) > 0) {
-          refuse(
-            "socket.unix-pending-data",
-            `${d.rqlen!.wqueue} bytes of buffers sent to ${unixNameText(u.peerName)}`,
-          );
-        }
-      }
-      const cred = getSockOptBytes(copy.fd, SOL_SOCKET, SO_PEERCRED, 12);
-      const credPid = cred ? new DataView(cred.buffer, cred.byteOffset).getInt32(0, true) : 0;
-      if (credPid > 0) u.peerCredPid = credPid;
-      if (d.state !== TCP_LISTEN) {
-        const q = collectQueue(copy.fd, type === SOCK_STREAM);
-        u.queue = q.queue;
-        if (q.problem) refuse("socket.unix-scm", q.problem);
-        const read = q.queue.reduce((n, m) => n + decodeBase64(m.data).length, 0);
-        if (type === SOCK_STREAM && hasUrgentData(copy.fd)) {
-          refuse("socket.unix-other", "urgent (MSG_OOB) data in its receive queue");
-        } else if (type !== SOCK_DGRAM && !q.problem && read !== (d.rqlen?.rqueue ?? read)) {
-          const total = d.rqlen!.rqueue;
-          refuse("socket.unix-other", `${read} of the ${total} bytes of its queue could be read`);
-        }
-      }
-      const socket: SocketImage = {
-        family,
-        type,
-        protocol,
-        options: collectSocketOptions(copy.fd, family, type),
-        unix: u,
-      };
-      f.socket = socket;
-    } finally {
-      copy.close();
+    if (f.restore !== "inherit") {
+      refusals.use("socket.unix-other", where, "sock_diag does not know it");
+    }
+    return undefined;
+  }
+  const u: UnixSocketImage = { ino, state: d.state, shutdown: d.shutdown, queue: [] };
+  const refuse = (id: SupportId, detail: string) => u.refused ??= { id, detail };
+  if (d.name) {
+    u.name = encodeBase64(d.name);
+    if (isPathName(u.name)) {
+      const file = socketFile(pid, d, u.name);
+      if (typeof file === "string") refuse("socket.unix-other", file);
+      else u.file = file;
     }
   }
+  if (d.state === TCP_LISTEN) {
+    u.listen = { backlog: d.rqlen?.wqueue ?? 0, pending: d.icons ?? [] };
+  } else if (d.peer) {
+    u.peer = d.peer;
+    const peer = diag.get(d.peer);
+    if (!peer) u.peerClosed = true;
+    else if (peer.name) u.peerName = encodeBase64(peer.name);
+  } else if (d.state === TCP_ESTABLISHED) {
+    // No peer inode: the peer waits in a listener's queue (it has no inode
+    // yet), or it was closed (its inode is gone).
+    const listener = [...diag.values()].find((l) => l.icons?.includes(ino));
+    if (!listener) u.peerClosed = true;
+    else if (listener.name) u.peerName = encodeBase64(listener.name);
+    if (listener && (d.rqlen?.wqueue ?? 0) > 0) {
+      refuse(
+        "socket.unix-pending-data",
+        `${d.rqlen!.wqueue} bytes of buffers sent to ${unixNameText(u.peerName)}`,
+      );
+    }
+  }
+  const cred = getSockOptBytes(copy, SOL_SOCKET, SO_PEERCRED, 12);
+  const credPid = cred ? new DataView(cred.buffer, cred.byteOffset).getInt32(0, true) : 0;
+  if (credPid > 0) u.peerCredPid = credPid;
+  if (d.state !== TCP_LISTEN) {
+    const q = collectQueue(copy, type === SOCK_STREAM);
+    u.queue = q.queue;
+    if (q.problem) refuse("socket.unix-scm", q.problem);
+    const read = q.queue.reduce((n, m) => n + decodeBase64(m.data).length, 0);
+    if (type === SOCK_STREAM && hasUrgentData(copy)) {
+      refuse("socket.unix-other", "urgent (MSG_OOB) data in its receive queue");
+    } else if (type !== SOCK_DGRAM && !q.problem && read !== (d.rqlen?.rqueue ?? read)) {
+      const total = d.rqlen!.rqueue;
+      refuse("socket.unix-other", `${read} of the ${total} bytes of its queue could be read`);
+    }
+  }
+  return {
+    family,
+    type,
+    protocol,
+    options: collectSocketOptions(copy, family, type),
+    unix: u,
+  };
 }
 
 /** Where a path-bound socket's file is, with its mode and owner; or why it cannot be re-created. */

@@ -407,15 +407,19 @@ export function fileNoteEntries(proc: ProcessImage): FileNoteEntry[] {
   }));
 }
 
-/** User XSAVE components gdb knows: [index, size, offset in the standard (Intel) layout]. */
-const XSAVE_COMPONENTS: readonly (readonly [number, number, number])[] = [
-  [2, 256, 576], // AVX (YMM_Hi128)
-  [3, 64, 960], // MPX BNDREGS
-  [4, 64, 1024], // MPX BNDCSR
-  [5, 64, 1088], // AVX-512 opmask
-  [6, 512, 1152], // AVX-512 ZMM_Hi256
-  [7, 1024, 1664], // AVX-512 Hi16_ZMM
-  [9, 8, 2688], // PKRU
+/**
+ * User XSAVE components gdb knows: [index, size, offset in the standard
+ * (Intel) layout, offset in the layout of AMD CPUs, which have no MPX
+ * components and put everything after AVX 256 bytes lower].
+ */
+const XSAVE_COMPONENTS: readonly (readonly [number, number, number, number | null])[] = [
+  [2, 256, 576, 576], // AVX (YMM_Hi128)
+  [3, 64, 960, null], // MPX BNDREGS
+  [4, 64, 1024, null], // MPX BNDCSR
+  [5, 64, 1088, 832], // AVX-512 opmask
+  [6, 512, 1152, 896], // AVX-512 ZMM_Hi256
+  [7, 1024, 1664, 1408], // AVX-512 Hi16_ZMM
+  [9, 8, 2688, 2432], // PKRU
 ];
 
 /** Offset of the XCR0 copy in the XSAVE area's software-reserved bytes. */
@@ -423,12 +427,12 @@ export const XSAVE_XCR0_OFFSET = 464;
 
 /**
  * Returns the XSAVE area in the Intel standard layout that gdb (up to 13)
- * assumes. Some CPUs (AMD Zen 4) place the AVX-512 components right after
- * AVX, without the MPX gap, so the kernel's area is shorter (2432 instead
- * of 2688 bytes) and gdb rejects it as "too small". Such a packed area is
- * moved component by component to the Intel offsets; an area already in
- * that layout, or with components this function does not know (AMX ...),
- * is returned unchanged.
+ * assumes. AMD CPUs place the AVX-512 and PKRU components 256 bytes lower
+ * (no MPX), so the kernel's area is shorter (2440 instead of 2696 bytes
+ * with PKRU) and gdb rejects it as "too small". Such an area is moved
+ * component by component to the Intel offsets; an area already in that
+ * layout, or with components this function does not know (AMX ...), is
+ * returned unchanged.
  */
 export function xsaveInStandardLayout(xsave: Uint8Array): Uint8Array {
   if (xsave.length < 576) return xsave;
@@ -438,14 +442,12 @@ export function xsaveInStandardLayout(xsave: Uint8Array): Uint8Array {
   if ((xcr0 & ~known) !== 0n) return xsave;
   const standardSize = Math.max(576, ...comps.map(([, size, off]) => off + size));
   if (xsave.length >= standardSize) return xsave;
-  if (xsave.length !== 576 + comps.reduce((n, [, size]) => n + size, 0)) return xsave;
+  if (comps.some(([, , , amd]) => amd === null)) return xsave;
+  const amdSize = Math.max(576, ...comps.map(([, size, , amd]) => amd! + size));
+  if (xsave.length !== amdSize) return xsave;
   const out = new Uint8Array(standardSize);
   out.set(xsave.subarray(0, 576));
-  let from = 576;
-  for (const [, size, to] of comps) {
-    out.set(xsave.subarray(from, from + size), to);
-    from += size;
-  }
+  for (const [, size, to, from] of comps) out.set(xsave.subarray(from!, from! + size), to);
   return out;
 }
 

@@ -302,6 +302,14 @@ class PolicyRunner {
    * Takes one checkpoint. Returns the run's outcome when the checkpoint
    * ended the target (`leaveRunning` false), otherwise undefined.
    */
+  /**
+   * A command the runner starts shares the runner's terminal, and is
+   * restored by the runner onto that terminal again: the shell-job opt-in.
+   */
+  #optIns(): string[] {
+    return this.policy.target.kind === "command" ? ["shell-job"] : [];
+  }
+
   async #checkpoint(req: Request, leaveRunning: boolean): Promise<RunOutcome | undefined> {
     const target = this.#target!;
     const store = this.#store!;
@@ -331,6 +339,7 @@ class PolicyRunner {
           dir: store.path(name),
           leaveRunning,
           include: this.policy.select,
+          optIns: this.#optIns(),
           onEvent: (event) => this.#emit({ type: "checkpoint-progress", event }),
         });
         record = {
@@ -465,7 +474,10 @@ class PolicyRunner {
     }
     try {
       await clearLeftovers(from.dir);
-      const tree = await restore(from.dir, { verifyChecksums: this.policy.verifyChecksums });
+      const tree = await restore(from.dir, {
+        verifyChecksums: this.policy.verifyChecksums,
+        optIns: this.#optIns(),
+      });
       this.#target = TargetProcess.adopt(tree.rootPid);
       this.#emit({
         type: "restored",

@@ -21,3 +21,4 @@ export * from "./pagemap.ts";
 export * from "./limits.ts";
 export * from "./misc.ts";
 export * from "./mountinfo.ts";
+export * from "./timers.ts";

@@ -84,7 +84,7 @@ export function checkFiles(processes: readonly ProcessImage[]): void {
     if (p.exe) checkFileIdentity(`executable of ${p.pid}`, p.exe);
     const seen = new Set<string>();
     for (const m of p.mappings) {
-      if (!m.file || seen.has(m.file.path)) continue;
+      if (!m.file || m.ghost !== undefined || seen.has(m.file.path)) continue;
       seen.add(m.file.path);
       checkFileIdentity(`file mapped by ${p.pid}`, m.file);
     }
@@ -131,6 +131,11 @@ export function checkFdFiles(
   for (const { image, compiled } of units) {
     for (const { fd, source } of compiled.fds) {
       if (source.kind !== "open" || !source.path) continue;
+      const info = image.fds.find((f) => f.fd === fd);
+      // A pty slave of the tree appears once the engine has opened its master.
+      if (info?.extra["tty-role"] === "slave") continue;
+      // Deleted files and memfds are re-created by the engine from the image.
+      if (info?.ghost !== undefined) continue;
       let st: Deno.FileInfo;
       try {
         st = Deno.statSync(source.path);
@@ -139,7 +144,6 @@ export function checkFdFiles(
           `cannot restore: fd ${fd} of process ${image.pid} was ${source.path}, which is missing (use --inherit-fd ${fd}=PATH)`,
         );
       }
-      const info = image.fds.find((f) => f.fd === fd);
       if (
         info?.file && info.file.path === source.path && info.kind === "file" &&
         (st.ino !== info.file.ino || st.dev !== info.file.dev)

@@ -17,7 +17,7 @@
  * 6. the main thread's rseq, robust list, clear_child_tid, sigaltstack;
  * 7. the other threads (clone3 with set_tid; they stop at birth, the
  *    engine sets their registers);
- * 8. pending signals, interval timers; END.
+ * 8. pending signals, interval timers, POSIX timers; END.
  *
  * @module
  */
@@ -39,9 +39,12 @@ import type { Mapping, ProcessImage } from "../model.ts";
 import { emitCloexec, emitFds, planFds, type PlannedFd } from "../fds/mod.ts";
 import { emitSharedPipeCreation, type SharedPipe } from "../fds/shared_pipes.ts";
 import { emitUnixCreation, type UnixTreePlan } from "../fds/unix.ts";
+import { emitControllingTty, type PlannedPty } from "../fds/tty.ts";
+import { ghostPath, type PlannedGhosts } from "../fds/ghost.ts";
 import { UnsupportedError } from "../errors.ts";
 import { type Bootstrap, BootstrapBuilder, messageProgram } from "./stub.ts";
 import { type ProgramBuilder, slot } from "../program/builder.ts";
+import { emitPosixTimers } from "../task/timers.ts";
 
 /** Slot numbers used by compiled programs. */
 export const SLOTS = {
@@ -66,6 +69,10 @@ export interface CompileOptions {
   inheritFds?: Map<number, string>;
   /** Pipes shared between processes of the tree (see engine/fds/shared_pipes.ts). */
   sharedPipes?: SharedPipe[];
+  /** Pseudo-terminals of the tree, whose masters the engine hands over (engine/fds/tty.ts). */
+  ptys?: PlannedPty[];
+  /** Deleted files and memfds, which the engine re-creates and hands over (engine/fds/ghost.ts). */
+  ghosts?: PlannedGhosts;
   /** Text of the standalone message. */
   standaloneMessage?: string;
   /** Unix sockets of the tree (see engine/fds/unix.ts). */
@@ -118,7 +125,14 @@ function hexBig(h: string): bigint {
 
 /** Compiles `proc` into its bootstrap blob (stub, standalone message and restore program). */
 export function compileProcess(proc: ProcessImage, opts: CompileOptions): CompiledProcess {
-  const fds = planFds(proc, opts.inheritFds, opts.sharedPipes, opts.unixSockets);
+  const fds = planFds(
+    proc,
+    opts.inheritFds,
+    opts.sharedPipes,
+    opts.ptys,
+    opts.ghosts,
+    opts.unixSockets,
+  );
   const base = hexBig(proc.bootstrap.start);
   const boot = new BootstrapBuilder(base);
   const standalone = messageProgram(
@@ -151,6 +165,12 @@ function emitProgram(
 ): void {
   const allSignals = p.u64s([0xffffffffffffffffn]);
   p.op(SYS.rt_sigprocmask, [SIG_SETMASK, allSignals, 0, 8], { comment: "block all signals" });
+  // Session and group first, so the children forked below are born into them
+  // (with the controlling terminal of the session).
+  if (proc.sid === proc.pid) {
+    p.op(SYS.setsid, [], { comment: "session leader" });
+    emitControllingTty(p, proc, opts.ptys ?? [], SLOTS.scratch);
+  } else if (proc.pgid === proc.pid) p.op(SYS.setpgid, [0, 0], { comment: "group leader" });
   emitSharedPipeCreation(p, opts.sharedPipes ?? [], proc.pid, SLOTS.scratch, slotsAddress);
   emitUnixCreation(p, opts.unixSockets, proc.pid, SLOTS.scratch, slotsAddress);
 
@@ -174,6 +194,7 @@ function emitProgram(
   emitMainThread(p, proc);
   emitThreads(p, proc);
   emitSignalsAndTimers(p, proc);
+  emitPosixTimers(p, proc);
   p.end("restore complete: the engine takes over");
 
   for (const child of proc.children) {
@@ -214,15 +235,18 @@ function emitMemory(p: ProgramBuilder, proc: ProcessImage, opts: CompileOptions)
         growsDown;
       p.op(SYS.mmap, [start, len, mapProt, flags, -1, 0], { comment: mappingLabel(m) });
     } else {
-      const path = m.file?.path ?? m.name;
-      if (openPath !== path) {
+      const path = m.ghost !== undefined
+        ? ghostPath(opts.ghosts ?? new Map(), m.ghost).path
+        : m.file?.path ?? m.name;
+      const shared = m.kind === "file-shared";
+      // A shared mapping that may become writable (VM_MAYWRITE, "mw") needs the file read-write.
+      const oflags = (shared && (m.perms[1] === "w" || m.vmFlags.includes("mw")) ? 2 : 0) |
+        O_CLOEXEC;
+      const opened = `${oflags} ${path}`;
+      if (openPath !== opened) {
         if (openPath !== undefined) p.op(SYS.close, [slot(SLOTS.file)]);
-        const shared = m.kind === "file-shared";
-        // A shared mapping that may become writable (VM_MAYWRITE, "mw") needs the file read-write.
-        const oflags = (shared && (m.perms[1] === "w" || m.vmFlags.includes("mw")) ? 2 : 0) |
-          O_CLOEXEC;
         p.op(SYS.open, [p.cstring(path), oflags, 0], { store: SLOTS.file });
-        openPath = path;
+        openPath = opened;
       }
       const flags = (m.kind === "file-shared" ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED | growsDown;
       p.op(SYS.mmap, [start, len, mapProt, flags, slot(SLOTS.file), hexBig(m.offset)], {
@@ -327,8 +351,11 @@ function emitRlimits(p: ProgramBuilder, proc: ProcessImage): void {
 function emitProcessState(p: ProgramBuilder, proc: ProcessImage, fds: PlannedFd[]): void {
   for (const f of proc.fds) {
     const planned = fds.find((x) => x.fd === f.fd);
-    const reopened = planned?.source.kind === "open" && planned.source.path === f.target;
-    if (reopened && (f.kind === "file" || f.kind === "directory") && f.pos > 0) {
+    const reopened = planned?.source.kind === "open" &&
+      (planned.source.path === f.target || f.ghost !== undefined);
+    if (
+      reopened && (f.kind === "file" || f.kind === "directory" || f.kind === "memfd") && f.pos > 0
+    ) {
       p.op(SYS.lseek, [f.fd, f.pos, 0], { comment: `fd ${f.fd} position` });
     }
   }
@@ -336,8 +363,6 @@ function emitProcessState(p: ProgramBuilder, proc: ProcessImage, fds: PlannedFd[
   p.op(SYS.chdir, [p.cstring(proc.cwd)]);
   p.op(SYS.umask, [proc.umask]);
   p.op(SYS.personality, [proc.personality], { allowFail: true });
-  if (proc.sid === proc.pid) p.op(SYS.setsid, [], { allowFail: true, comment: "session leader" });
-  else if (proc.pgid === proc.pid) p.op(SYS.setpgid, [0, 0], { comment: "group leader" });
   proc.sigactions.forEach((a, i) => {
     const sig = i + 1;
     if (sig === 9 || sig === 19) return;

@@ -55,9 +55,31 @@ export function writeLauncher(
   return { path: file, bootstrap };
 }
 
-/** Spawns the launcher with cryo's stdio; it stops itself at once. */
-export function spawnLauncher(path: string): Launcher {
-  const pid = posixSpawn(path, ["cryo-launcher"], { env: [] });
+/**
+ * Spawns the launcher with cryo's stdio, and `provided` fds of cryo
+ * (transfer fd number -> cryo's fd, every cryo fd above every transfer
+ * number) at their transfer numbers, which the tree inherits. Nothing else
+ * of cryo's is passed on. The launcher stops itself at once.
+ */
+export function spawnLauncher(
+  path: string,
+  provided: ReadonlyMap<number, number> = new Map(),
+): Launcher {
+  if (provided.size === 0) {
+    return { pid: posixSpawn(path, ["cryo-launcher"], { env: [] }), path };
+  }
+  const own = [...Deno.readDirSync("/proc/self/fd")].map((e) => Number(e.name));
+  const pid = posixSpawn(path, ["cryo-launcher"], {
+    env: [],
+    closeFrom: null,
+    fileActions: [
+      ...[...provided].map(([to, from]) => ({ kind: "dup2" as const, fd: from, newFd: to })),
+      ...own.filter((fd) => fd >= 3 && !provided.has(fd)).map((fd) => ({
+        kind: "close" as const,
+        fd,
+      })),
+    ],
+  });
   return { pid, path };
 }
 

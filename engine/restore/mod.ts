@@ -21,7 +21,10 @@ import { RestoreError } from "../errors.ts";
 import { ImageFormatError } from "../image/errors.ts";
 import { verifyImageDir } from "../image/manifest.ts";
 import { compileTree } from "./restorable.ts";
+import { ProvidedFds } from "./provided.ts";
 import { Refusals } from "../support.ts";
+import type { PlannedPty } from "../fds/tty.ts";
+import type { PlannedGhosts } from "../fds/ghost.ts";
 import { checkFdFiles, checkFiles, checkPidsFree, checkPrivileges, checkVdso } from "./checks.ts";
 import { type RestoreEvent, RestoreSession, type RestoreUnit } from "./session.ts";
 
@@ -65,6 +68,12 @@ export interface RestoredTree {
 export interface RestorePlan {
   manifest: Manifest;
   units: RestoreUnit[];
+  /** Pseudo-terminals the engine opens and hands to the tree (engine/fds/tty.ts). */
+  ptys: PlannedPty[];
+  /** Deleted files and memfds the engine re-creates and hands to the tree (engine/fds/ghost.ts). */
+  ghosts: PlannedGhosts;
+  /** The image directory (absolute). */
+  dir: string;
 }
 
 /** Loads, verifies and compiles an image directory without creating anything. */
@@ -90,13 +99,14 @@ export async function planRestore(dir: string, opts: RestoreOptions = {}): Promi
     pathOf,
     rootPid: manifest.rootPid,
     inheritFds: opts.inheritFds,
+    ghosts: manifest.ghosts,
   }, new Refusals(opts.optIns));
   const units: RestoreUnit[] = manifest.processes.map((entry) => ({
     image: byPid.get(entry.pid)!,
     path: pathOf(entry.pid),
-    compiled: compiled.get(entry.pid)!,
+    compiled: compiled.processes.get(entry.pid)!,
   }));
-  return { manifest, units };
+  return { manifest, units, ptys: compiled.ptys, ghosts: compiled.ghosts, dir: abs };
 }
 
 function becomeSubreaper(): void {
@@ -175,7 +185,8 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
   becomeSubreaper();
   for (const p of processes) forgetParkedStatus(p.pid);
   const verification = verify ? verifyInWorker(plan) : Promise.resolve(undefined);
-  const session = new RestoreSession(plan.units, opts.onEvent);
+  const provided = await ProvidedFds.open(plan.ptys, plan.ghosts, plan.dir);
+  const session = new RestoreSession(plan.units, opts.onEvent, undefined, provided);
   try {
     session.prepare();
   } catch (e) {

@@ -8,10 +8,12 @@
  * @module
  */
 
-import type { ProcessImage } from "../model.ts";
+import type { GhostFile, ProcessImage } from "../model.ts";
+import { planGhosts, type PlannedGhosts } from "../fds/ghost.ts";
 import { UnsupportedError } from "../errors.ts";
 import { Refusals } from "../support.ts";
-import { planSharedPipes } from "../fds/shared_pipes.ts";
+import { planSharedPipes, type SharedPipe } from "../fds/shared_pipes.ts";
+import { checkTtys, type PlannedPty, planPtys } from "../fds/tty.ts";
 import { planUnixSockets } from "../fds/unix.ts";
 import { type CompiledProcess, compileProcess } from "./compile.ts";
 
@@ -23,6 +25,18 @@ export interface TreeCompileOptions {
   rootPid: number;
   /** `--inherit-fd` overrides of the root. */
   inheritFds?: Map<number, string>;
+  /** The tree's ghost files (deleted files and memfds saved by content). */
+  ghosts?: readonly GhostFile[];
+}
+
+/** Every process of a tree compiled, and what the engine itself provides to the tree. */
+export interface CompiledTree {
+  /** Compiled processes by pid. */
+  processes: Map<number, CompiledProcess>;
+  /** Pseudo-terminals whose masters the engine opens and hands to the tree. */
+  ptys: PlannedPty[];
+  /** Deleted files and memfds the engine re-creates and hands to the tree. */
+  ghosts: PlannedGhosts;
 }
 
 /**
@@ -33,11 +47,15 @@ export function compileTree(
   images: readonly ProcessImage[],
   opts: TreeCompileOptions,
   refusals = new Refusals(),
-): Map<number, CompiledProcess> {
+): CompiledTree {
   const sharedPipes = planSharedPipes([...images]);
+  // Pty masters come from the engine at transfer fds above every other fd.
+  const ptys = planPtys(images, firstFreeFd(images, sharedPipes));
+  const ghosts = planGhosts(opts.ghosts ?? [], firstFreeFd(images, sharedPipes) + ptys.length);
+  checkTtys(images, refusals);
   const unixSockets = planUnixSockets(
     images,
-    Math.max(0, ...sharedPipes.map((s) => s.writeFd + 1)),
+    firstFreeFd(images, sharedPipes) + ptys.length + ghosts.size,
     refusals,
   );
   const out = new Map<number, CompiledProcess>();
@@ -50,6 +68,8 @@ export function compileTree(
           childImages: new Map(image.children.map((c) => [c, opts.pathOf(c)])),
           inheritFds: image.pid === opts.rootPid ? opts.inheritFds : undefined,
           sharedPipes,
+          ptys,
+          ghosts,
           unixSockets,
         }),
       );
@@ -59,5 +79,13 @@ export function compileTree(
     }
   }
   refusals.throwIfAny("the tree cannot be restored");
-  return out;
+  return { processes: out, ptys, ghosts };
+}
+
+/** The lowest fd number above every fd of the tree and every shared-pipe transfer fd. */
+function firstFreeFd(images: readonly ProcessImage[], shared: readonly SharedPipe[]): number {
+  let max = 2;
+  for (const p of images) for (const f of p.fds) max = Math.max(max, f.fd);
+  for (const s of shared) max = Math.max(max, s.readFd, s.writeFd);
+  return max + 1;
 }

@@ -24,6 +24,7 @@
 
 import { readMaps } from "../proc/maps.ts";
 import { readStatus } from "../proc/status.ts";
+import { readStat } from "../proc/stat.ts";
 import { rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { __WALL, parkStatus, PTRACE_EVENT, waitPid, WNOHANG, WUNTRACED } from "../../ffi/wait.ts";
@@ -52,6 +53,8 @@ import { describeFailure } from "../program/builder.ts";
 import type { CompiledProcess } from "./compile.ts";
 import type { Bootstrap } from "./stub.ts";
 import { removeLauncher, spawnLauncher, writeLauncher } from "./launcher.ts";
+import { foregroundGroupOf } from "../fds/tty.ts";
+import type { ProvidedFds } from "./provided.ts";
 
 /** One process to restore: its description, image path and compiled program. */
 export interface RestoreUnit {
@@ -99,9 +102,22 @@ export class RestoreSession {
 
   readonly #timeoutMs: number;
 
-  /** `timeoutMs` bounds the time until every restore program has finished. */
-  constructor(units: RestoreUnit[], onEvent?: (e: RestoreEvent) => void, timeoutMs = 120_000) {
+  /** Fds cryo made for the tree (closed once the tree runs or the restore fails). */
+  readonly #provided: ProvidedFds | undefined;
+
+  /**
+   * `timeoutMs` bounds the time until every restore program has finished;
+   * `provided` are the fds the engine made for the tree (pty masters, ghost
+   * files), handed over through the launcher; the session closes them.
+   */
+  constructor(
+    units: RestoreUnit[],
+    onEvent?: (e: RestoreEvent) => void,
+    timeoutMs = 120_000,
+    provided?: ProvidedFds,
+  ) {
     this.#timeoutMs = timeoutMs;
+    this.#provided = provided;
     for (const u of units) {
       this.#units.set(u.image.pid, u);
       for (const t of u.image.threads) {
@@ -129,6 +145,7 @@ export class RestoreSession {
       this.#drive();
     } catch (e) {
       this.#killAll();
+      this.#provided?.close();
       throw e;
     } finally {
       if (this.#launcher) removeLauncher(this.#launcher);
@@ -143,18 +160,21 @@ export class RestoreSession {
     } catch (e) {
       this.#killAll();
       throw e;
+    } finally {
+      this.#provided?.close();
     }
   }
 
   /** Kills every task created (nothing ran yet). */
   abort(): void {
     this.#killAll();
+    this.#provided?.close();
   }
 
   #launch(): void {
     const root = this.#units.get(this.#rootPid)!;
     const { path, bootstrap } = writeLauncher(this.#rootPid, root.path);
-    const launcher = spawnLauncher(path);
+    const launcher = spawnLauncher(path, this.#provided?.fds);
     this.#launcher = launcher;
     this.#launcherBoot = bootstrap;
     this.#tasks.add(launcher.pid);
@@ -437,6 +457,8 @@ export class RestoreSession {
           injectSyscall(t.tid, gadget, SYS.prctl, 15, /* PR_SET_NAME */ scratch + 64n);
         }
       }
+      this.#joinGroup(image, gadget);
+      this.#setForegroundGroup(image, gadget, scratch);
       // Unmap the bootstrap through a syscall instruction outside it.
       const size = BigInt(image.bootstrap.size);
       const outside = findSyscallInstruction(pid, {
@@ -465,6 +487,52 @@ export class RestoreSession {
       for (const t of unit.image.threads) detach(t.tid, 0);
     }
     this.#onEvent?.({ type: "running", pids: [...this.#units.keys()] });
+  }
+
+  /**
+   * A process whose group is led by another process of the tree (a
+   * pipeline of a job-control shell) joins it now that every group exists;
+   * the session, made by the program, is checked.
+   */
+  #joinGroup(image: ProcessImage, gadget: bigint): void {
+    const pid = image.pid;
+    const now = readStat(pid);
+    if (this.#units.has(image.pgid) && now.pgrp !== image.pgid) {
+      check(
+        `setpgid(0, ${image.pgid}) in ${pid}`,
+        injectSyscall(pid, gadget, SYS.setpgid, 0, image.pgid),
+      );
+    }
+    if (this.#units.has(image.sid) && now.session !== image.sid) {
+      throw new RestoreError(
+        `restore of process ${pid} failed: it is in session ${now.session}, not ${image.sid}`,
+      );
+    }
+  }
+
+  /**
+   * A session leader whose controlling terminal is a pty of the tree gives
+   * it its foreground group back (every group exists by now; all signals
+   * are still blocked, so no SIGTTOU).
+   */
+  #setForegroundGroup(image: ProcessImage, gadget: bigint, scratch: bigint): void {
+    const fg = foregroundGroupOf(image, this.#provided?.ptys ?? []);
+    if (!fg) return;
+    const pid = image.pid;
+    processVmWriteFully(pid, scratch, new TextEncoder().encode(fg.path + "\0"));
+    processVmWriteFully(pid, scratch + 64n, new Uint8Array(new Int32Array([fg.pgrp]).buffer));
+    const fd = check(
+      `open(${fg.path}) in ${pid}`,
+      injectSyscall(pid, gadget, SYS.open, scratch, 0o2 | 0o400 | 0o2000000, 0),
+    );
+    try {
+      check(
+        `tcsetpgrp(${fg.path}, ${fg.pgrp}) in ${pid}`,
+        injectSyscall(pid, gadget, SYS.ioctl, fd, 0x5410, /* TIOCSPGRP */ scratch + 64n),
+      );
+    } finally {
+      injectSyscall(pid, gadget, SYS.close, fd);
+    }
   }
 
   #killAll(): void {

@@ -1,0 +1,242 @@
+/**
+ * Ghost files: files with no name to reopen at restore — deleted while
+ * open or mapped, made with O_TMPFILE, or memfds (also /dev/shm files that
+ * were removed). Their content is saved in the image directory (data
+ * extents only: holes stay holes, the size is exact) with mode, owner and
+ * memfd seals.
+ *
+ * At restore the engine itself re-creates each one, unlinked — a memfd
+ * with the same name, or an O_TMPFILE file in the original directory — and
+ * hands it to the tree through the launcher at a transfer fd number
+ * (engine/restore/provided.ts). Every fd reopens it through
+ * `/proc/self/fd/<transfer>` with its own flags and offset, and every
+ * mapping maps it from there, so writes through one are seen by the others
+ * as before.
+ *
+ * @module
+ */
+
+import { basename, dirname } from "node:path";
+import * as zlib from "node:zlib";
+import { rawSyscall, syscallNum } from "../../ffi/libc.ts";
+import { SYS } from "../../ffi/sysno.ts";
+import {
+  addSeals,
+  chownChmodFd,
+  createUnlinked,
+  dataExtents,
+  getSeals,
+  memfdCreate,
+  openTmpfile,
+  truncateFd,
+} from "../../ffi/files.ts";
+import type { FdInfo, GhostFile, ProcessImage } from "../model.ts";
+import { formatChecksum } from "../image/checksum.ts";
+import { RestoreError } from "../errors.ts";
+import type { Refusals, SupportId } from "../support.ts";
+
+const DELETED = " (deleted)";
+const O_RDONLY = 0;
+const O_CLOEXEC = 0o2000000;
+const O_CREAT = 0o100;
+const O_EXCL = 0o200;
+const O_TRUNC = 0o1000;
+const O_TMPFILE = 0o20200000;
+const S_IFMT = 0o170000;
+const S_IFREG = 0o100000;
+const CHUNK = 16 << 20;
+
+/** The ghost-file name of a fd target or mapping path, or null when it has a name to reopen. */
+function ghostKind(path: string): GhostFile["kind"] | null {
+  if (path.startsWith("/memfd:")) return "memfd";
+  return path.endsWith(DELETED) ? "deleted" : null;
+}
+
+function ghostName(path: string, kind: GhostFile["kind"]): string {
+  const p = path.endsWith(DELETED) ? path.slice(0, -DELETED.length) : path;
+  return kind === "memfd" ? p.slice("/memfd:".length) : p;
+}
+
+function preadFully(fd: number, buf: Uint8Array, offset: number): void {
+  for (let done = 0; done < buf.length;) {
+    const n = Number(
+      rawSyscall(SYS.pread64, fd, buf.subarray(done), buf.length - done, offset + done),
+    );
+    if (n <= 0) throw new Error(`short read of a ghost file at ${offset + done}`);
+    done += n;
+  }
+}
+
+/**
+ * Dump: finds the deleted files and memfds used by fds (regular files
+ * only) and file mappings of the tree, writes each one's content into
+ * `dir` (the image directory being written) and marks the fds and
+ * mappings with its id. What cannot be saved is reported to `refusals`.
+ */
+export async function collectGhosts(
+  images: readonly ProcessImage[],
+  dir: string,
+  refusals: Refusals,
+): Promise<GhostFile[]> {
+  const ghosts = new Map<string, GhostFile>();
+  const save = async (
+    source: string,
+    path: string,
+    where: string,
+    notRegular: SupportId,
+  ): Promise<string | null> => {
+    const kind = ghostKind(path)!;
+    const st = Deno.statSync(source);
+    if (((st.mode ?? 0) & S_IFMT) !== S_IFREG) {
+      refusals.use(notRegular, where);
+      return null;
+    }
+    const id = `${st.dev}:${st.ino}`;
+    if (ghosts.has(id)) return id;
+    const fd = syscallNum(SYS.open, new TextEncoder().encode(source + "\0"), O_RDONLY | O_CLOEXEC);
+    try {
+      const extents = dataExtents(fd, st.size);
+      const file = `ghost-${st.dev}-${st.ino}.data`;
+      using out = await Deno.open(`${dir}/${file}`, { write: true, createNew: true, mode: 0o600 });
+      let crc = 0;
+      for (const [offset, length] of extents) {
+        for (let done = 0; done < length; done += CHUNK) {
+          const buf = new Uint8Array(Math.min(CHUNK, length - done));
+          preadFully(fd, buf, offset + done);
+          crc = zlib.crc32(buf, crc);
+          for (let w = 0; w < buf.length;) w += await out.write(buf.subarray(w));
+        }
+      }
+      ghosts.set(id, {
+        id,
+        kind,
+        name: ghostName(path, kind),
+        size: st.size,
+        mode: (st.mode ?? 0) & 0o7777,
+        uid: st.uid ?? 0,
+        gid: st.gid ?? 0,
+        seals: kind === "memfd" ? getSeals(fd) : 0,
+        extents,
+        file,
+        checksum: formatChecksum(crc),
+      });
+      return id;
+    } finally {
+      rawSyscall(SYS.close, fd);
+    }
+  };
+  for (const p of images) {
+    for (const f of p.fds) {
+      if (f.excluded || (f.kind !== "memfd" && f.kind !== "file") || !ghostKind(f.target)) continue;
+      const where = `process ${p.pid} fd ${f.fd} (${f.target})`;
+      const id = await save(`/proc/${p.pid}/fd/${f.fd}`, f.target, where, "fd.deleted");
+      if (id) {
+        f.ghost = id;
+        refusals.use("fd.ghost", `process ${p.pid} fd ${f.fd}`);
+      }
+    }
+    for (const m of p.mappings) {
+      if (m.excluded || (m.kind !== "file-private" && m.kind !== "file-shared")) continue;
+      if (!ghostKind(m.name)) continue;
+      const range = `${BigInt(m.start).toString(16)}-${BigInt(m.end).toString(16)}`;
+      const where = `process ${p.pid} mapping ${m.start}-${m.end} (${m.name})`;
+      const id = await save(
+        `/proc/${p.pid}/map_files/${range}`,
+        m.name,
+        where,
+        "memory.deleted-special",
+      );
+      if (id) {
+        m.ghost = id;
+        refusals.use("memory.ghost", where);
+      }
+    }
+  }
+  return [...ghosts.values()];
+}
+
+/** Ghost files with the transfer fd number each is handed to the tree at. */
+export type PlannedGhosts = Map<string, { ghost: GhostFile; transferFd: number }>;
+
+/** Assigns transfer fd numbers from `firstTransferFd` on. */
+export function planGhosts(ghosts: readonly GhostFile[], firstTransferFd: number): PlannedGhosts {
+  return new Map(ghosts.map((g, i) => [g.id, { ghost: g, transferFd: firstTransferFd + i }]));
+}
+
+/**
+ * Flags an fd of a ghost file is reopened with: its access mode and status
+ * flags, without creation flags or O_TMPFILE (which includes O_DIRECTORY).
+ */
+export function ghostOpenFlags(f: FdInfo): number {
+  return f.flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_TMPFILE);
+}
+
+/** The path a restored process reopens ghost `id` by, and the transfer fd it names. */
+export function ghostPath(
+  planned: PlannedGhosts,
+  id: string,
+): { path: string; transferFd: number } {
+  const g = planned.get(id);
+  if (!g) throw new RestoreError(`cannot restore: the image lists no ghost file ${id}`);
+  return { path: `/proc/self/fd/${g.transferFd}`, transferFd: g.transferFd };
+}
+
+/**
+ * Restore (in cryo): re-creates ghost `g` from the image directory `dir`
+ * and returns its fd (close-on-exec). The content's checksum is verified
+ * on the way; a missing original directory or a damaged file is a
+ * RestoreError.
+ */
+export async function createGhost(g: GhostFile, dir: string): Promise<number> {
+  let fd: number;
+  if (g.kind === "memfd") fd = memfdCreate(g.name);
+  else {
+    try {
+      // A named file gets its name back while its path is free (an O_TMPFILE one never had one).
+      const named = !/^#\d+$/.test(basename(g.name));
+      fd = (named ? createUnlinked(g.name, g.mode) : null) ?? openTmpfile(dirname(g.name), g.mode);
+    } catch (e) {
+      throw new RestoreError(
+        `cannot restore: deleted file ${g.name} cannot be re-created in ${dirname(g.name)}: ${
+          (e as Error).message
+        }`,
+      );
+    }
+  }
+  try {
+    using src = await Deno.open(`${dir}/${g.file}`, { read: true });
+    let crc = 0;
+    for (const [offset, length] of g.extents) {
+      for (let done = 0; done < length; done += CHUNK) {
+        const buf = new Uint8Array(Math.min(CHUNK, length - done));
+        for (let r = 0; r < buf.length;) {
+          const n = await src.read(buf.subarray(r));
+          if (n === null) throw new RestoreError(`cannot restore: ${g.file} is truncated`);
+          r += n;
+        }
+        crc = zlib.crc32(buf, crc);
+        for (let w = 0; w < buf.length;) {
+          const n = Number(
+            rawSyscall(SYS.pwrite64, fd, buf.subarray(w), buf.length - w, offset + done + w),
+          );
+          if (n <= 0) throw new RestoreError(`cannot restore: writing ghost file ${g.name} failed`);
+          w += n;
+        }
+      }
+    }
+    if (formatChecksum(crc) !== g.checksum) {
+      throw new RestoreError(
+        `cannot restore: ${g.file}: checksum ${
+          formatChecksum(crc)
+        } differs from the manifest's ${g.checksum}`,
+      );
+    }
+    truncateFd(fd, g.size);
+    chownChmodFd(fd, g.uid, g.gid, g.mode);
+    addSeals(fd, g.seals);
+    return fd;
+  } catch (e) {
+    rawSyscall(SYS.close, fd);
+    throw e;
+  }
+}

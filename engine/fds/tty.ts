@@ -1,0 +1,233 @@
+/**
+ * Terminals. A pseudo-terminal whose master is held inside the tree (tmux,
+ * screen, `script`, expect) is re-created with the same index (/dev/pts/N),
+ * termios, window size, packet mode and lock; its slave is reopened by path;
+ * a session whose controlling terminal it was gets it back, with the same
+ * foreground process group. Any other terminal (the user's own, a pty whose
+ * master is outside the tree) is outside the tree: it needs the opt-in
+ * `--shell-job`, and restore attaches such fds to the restorer's stdio.
+ *
+ * Dump reads a pty's state through a copy of its master (pidfd_getfd): on
+ * a master, the termios and window-size ioctls act on the slave. Restore
+ * opens the masters in cryo itself, where it can ask for an index (by
+ * holding the lower ones open meanwhile), and hands them to the tree at
+ * fixed "transfer" fd numbers through the launcher, like an inherited fd;
+ * each holder takes its master from there in its own fd phase.
+ *
+ * @module
+ */
+
+import { withTargetFd } from "../../ffi/pidfd.ts";
+import { readPtyState, unreadBytes } from "../../ffi/tty.ts";
+import { SYS } from "../../ffi/sysno.ts";
+import { decodeBase64, encodeBase64 } from "../base64.ts";
+import type { FdInfo, ProcessImage } from "../model.ts";
+import type { ProgramBuilder } from "../program/builder.ts";
+import type { Refusals } from "../support.ts";
+import type { FdSource } from "./types.ts";
+
+/** Major and minor of /dev/ptmx. */
+const PTMX = { major: 5, minor: 2 };
+/** Majors of Unix98 pty slaves (/dev/pts/N). */
+const PTS_MAJOR_FIRST = 136;
+const PTS_MAJOR_LAST = 143;
+const O_RDWR = 2;
+const O_NOCTTY = 0o400;
+const O_CLOEXEC = 0o2000000;
+const TIOCSCTTY = 0x540e;
+
+/** What a terminal fd is, from its device number. */
+export type TtyRole =
+  | { role: "master"; index?: number }
+  | { role: "slave"; index: number }
+  | { role: "terminal" };
+
+/** Classifies a terminal by its device numbers. */
+export function ttyRole(major: number, minor: number): TtyRole {
+  if (major === PTMX.major && minor === PTMX.minor) return { role: "master" };
+  if (major >= PTS_MAJOR_FIRST && major <= PTS_MAJOR_LAST) {
+    return { role: "slave", index: (major - PTS_MAJOR_FIRST) * 256 + minor };
+  }
+  return { role: "terminal" };
+}
+
+/** The pty index of a controlling terminal given as /proc/<pid>/stat tty_nr, or null. */
+export function ptyIndexOfTtyNr(ttyNr: number): number | null {
+  if (ttyNr === 0) return null;
+  const major = (ttyNr >> 8) & 0xfff;
+  const minor = (ttyNr & 0xff) | ((ttyNr >> 12) & 0xfff00);
+  const r = ttyRole(major, minor);
+  return r.role === "slave" ? r.index : null;
+}
+
+/**
+ * Dump: the fdinfo extras of terminal fd `fd` of the frozen process `pid`
+ * (device `major:minor`). Bytes waiting in a pty (typed but not read, or
+ * written but not read by the master) cannot be put back unchanged: they
+ * are counted, and {@link checkTtys} refuses them.
+ */
+export function collectTty(
+  pid: number,
+  fd: number,
+  major: number,
+  minor: number,
+): Record<string, string> {
+  const role = ttyRole(major, minor);
+  if (role.role === "terminal") return { "tty-role": "terminal" };
+  return withTargetFd(pid, fd, (copy): Record<string, string> => {
+    if (role.role === "slave") {
+      return {
+        "tty-role": "slave",
+        "pty-index": String(role.index),
+        "pty-unread": String(unreadBytes(copy)),
+      };
+    }
+    const s = readPtyState(copy);
+    return {
+      "tty-role": "master",
+      "pty-index": String(s.index),
+      "pty-termios": encodeBase64(s.termios),
+      "pty-winsize": encodeBase64(s.winsize),
+      "pty-packet": s.packet ? "1" : "0",
+      "pty-locked": s.locked ? "1" : "0",
+      "pty-exclusive": s.exclusive ? "1" : "0",
+      "pty-unread": String(s.masterUnread),
+    };
+  });
+}
+
+/** A pseudo-terminal of the tree, re-created by the engine before the launch. */
+export interface PlannedPty {
+  /** N of /dev/pts/N. */
+  index: number;
+  /** The fd number the master is handed to the tree at. */
+  transferFd: number;
+  /** struct termios2 and struct winsize (base64), packet mode, lock, exclusive mode. */
+  termios: string;
+  winsize: string;
+  packet: boolean;
+  locked: boolean;
+  exclusive: boolean;
+}
+
+/** The pty index of a terminal fd, or undefined for other fds. */
+function indexOf(f: FdInfo): number | undefined {
+  return f.kind === "tty" && f.extra["pty-index"] !== undefined
+    ? Number(f.extra["pty-index"])
+    : undefined;
+}
+
+/**
+ * The ptys whose master is held inside the tree, each with a transfer fd
+ * number from `firstTransferFd` on.
+ */
+export function planPtys(images: readonly ProcessImage[], firstTransferFd: number): PlannedPty[] {
+  const out = new Map<number, PlannedPty>();
+  for (const p of images) {
+    for (const f of p.fds) {
+      if (f.excluded || f.extra["tty-role"] !== "master") continue;
+      const index = indexOf(f)!;
+      if (out.has(index)) continue;
+      out.set(index, {
+        index,
+        transferFd: firstTransferFd + out.size,
+        termios: f.extra["pty-termios"],
+        winsize: f.extra["pty-winsize"],
+        packet: f.extra["pty-packet"] === "1",
+        locked: f.extra["pty-locked"] === "1",
+        exclusive: f.extra["pty-exclusive"] === "1",
+      });
+    }
+  }
+  return [...out.values()];
+}
+
+/**
+ * Reports every terminal of the tree to the restorability table: ptys of
+ * the tree are saved (unless bytes wait in them), other terminals and
+ * controlling terminals outside the tree need `--shell-job`.
+ */
+export function checkTtys(images: readonly ProcessImage[], refusals: Refusals): void {
+  const inTree = new Set(planPtys(images, 0).map((p) => p.index));
+  for (const p of images) {
+    for (const f of p.fds) {
+      if (f.kind !== "tty" || f.excluded) continue;
+      const where = `process ${p.pid} fd ${f.fd} (${f.target})`;
+      const index = indexOf(f);
+      const role = f.extra["tty-role"];
+      if (role === undefined) continue; // an image from before terminals were described
+      if (index !== undefined && inTree.has(index)) {
+        const unread = Number(f.extra["pty-unread"] ?? 0);
+        refusals.use("tty.pty", where);
+        if (unread > 0) refusals.use("tty.pty-queued", where, `${unread} bytes wait in it`);
+      } else {
+        refusals.use("tty.external", where);
+      }
+    }
+    const ctty = p.ctty;
+    if (ctty && ctty.ttyNr !== 0 && p.sid === p.pid) {
+      const index = ptyIndexOfTtyNr(ctty.ttyNr);
+      if (index === null || !inTree.has(index)) {
+        refusals.use(
+          "tty.external-ctty",
+          `process ${p.pid} (session leader)`,
+          "its controlling terminal is outside the tree",
+        );
+      }
+    }
+  }
+}
+
+/** Restore plan of a terminal fd. */
+export function planTty(
+  f: FdInfo,
+  stdio: number,
+  ptys: readonly PlannedPty[],
+): FdSource | string {
+  const index = indexOf(f);
+  const pty = index === undefined ? undefined : ptys.find((p) => p.index === index);
+  if (!pty) return { kind: "inherit", from: stdio };
+  if (f.extra["tty-role"] === "master") return { kind: "inherit", from: pty.transferFd };
+  return { kind: "open", path: `/dev/pts/${pty.index}`, flags: (f.flags & ~O_CLOEXEC) | O_NOCTTY };
+}
+
+/**
+ * Ops at the start of a session leader's program (after setsid, before it
+ * forks): take back the controlling terminal if it is a pty of the tree,
+ * so the children inherit it.
+ */
+export function emitControllingTty(
+  p: ProgramBuilder,
+  proc: ProcessImage,
+  ptys: readonly PlannedPty[],
+  scratchSlot: number,
+): void {
+  if (proc.sid !== proc.pid || !proc.ctty) return;
+  const index = ptyIndexOfTtyNr(proc.ctty.ttyNr);
+  if (index === null || !ptys.some((x) => x.index === index)) return;
+  p.op(SYS.open, [p.cstring(`/dev/pts/${index}`), O_RDWR | O_NOCTTY | O_CLOEXEC, 0], {
+    store: scratchSlot,
+    comment: `controlling terminal /dev/pts/${index}`,
+  });
+  p.op(SYS.ioctl, [{ slot: scratchSlot }, TIOCSCTTY, 0], { comment: "TIOCSCTTY" });
+  p.op(SYS.close, [{ slot: scratchSlot }]);
+}
+
+/**
+ * The terminal whose foreground process group the engine sets (by
+ * injection into the session leader, once every group exists), or null.
+ */
+export function foregroundGroupOf(
+  proc: ProcessImage,
+  ptys: readonly PlannedPty[],
+): { path: string; pgrp: number } | null {
+  if (proc.sid !== proc.pid || !proc.ctty || proc.ctty.fgPgrp <= 0) return null;
+  const index = ptyIndexOfTtyNr(proc.ctty.ttyNr);
+  if (index === null || !ptys.some((x) => x.index === index)) return null;
+  return { path: `/dev/pts/${index}`, pgrp: proc.ctty.fgPgrp };
+}
+
+/** The raw termios2 and winsize of a planned pty. */
+export function ptyStateBytes(p: PlannedPty): { termios: Uint8Array; winsize: Uint8Array } {
+  return { termios: decodeBase64(p.termios), winsize: decodeBase64(p.winsize) };
+}

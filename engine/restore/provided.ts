@@ -1,0 +1,95 @@
+/**
+ * Objects the engine creates itself and hands to the restored tree through
+ * the launcher, at fixed transfer fd numbers above every fd of the tree:
+ * pseudo-terminal masters, which only cryo can open with a chosen index
+ * (engine/fds/tty.ts), and deleted files and memfds, re-created from their
+ * saved content (engine/fds/ghost.ts).
+ *
+ * @module
+ */
+
+import { rawSyscall, syscallNum } from "../../ffi/libc.ts";
+import { SYS } from "../../ffi/sysno.ts";
+import { applyPtyState, openPtyMaster, setPtyLock } from "../../ffi/tty.ts";
+import { type PlannedPty, ptyStateBytes } from "../fds/tty.ts";
+import { createGhost, type PlannedGhosts } from "../fds/ghost.ts";
+import { RestoreError } from "../errors.ts";
+
+const F_DUPFD_CLOEXEC = 1030;
+const TIOCEXCL = 0x540c;
+
+/** The fds cryo provides to one restored tree. */
+export class ProvidedFds {
+  /** The tree's ptys as planned. */
+  readonly ptys: readonly PlannedPty[];
+  /** Transfer fd number -> cryo's fd (every cryo fd above every transfer number). */
+  readonly fds = new Map<number, number>();
+
+  private constructor(ptys: readonly PlannedPty[]) {
+    this.ptys = ptys;
+  }
+
+  /**
+   * Opens every pty master with its index and state and re-creates every
+   * ghost file of `dir`. Throws a RestoreError (having closed what it
+   * opened) naming a pty index in use on this host or a ghost file that
+   * cannot be re-created.
+   */
+  static async open(
+    ptys: readonly PlannedPty[],
+    ghosts: PlannedGhosts,
+    dir: string,
+  ): Promise<ProvidedFds> {
+    const out = new ProvidedFds(ptys);
+    const transfer = [
+      ...ptys.map((p) => p.transferFd),
+      ...[...ghosts.values()].map((g) => g.transferFd),
+    ];
+    if (transfer.length === 0) return out;
+    const above = Math.max(...transfer) + 1;
+    const keep = (transferFd: number, fd: number) => {
+      try {
+        out.fds.set(transferFd, syscallNum(SYS.fcntl, fd, F_DUPFD_CLOEXEC, above));
+      } finally {
+        rawSyscall(SYS.close, fd);
+      }
+    };
+    try {
+      for (const p of ptys) {
+        const fd = openPtyMaster(p.index);
+        if (fd === null) {
+          throw new RestoreError(`cannot restore: /dev/pts/${p.index} is in use on this host`);
+        }
+        try {
+          applyPtyState(fd, { ...ptyStateBytes(p), packet: p.packet });
+          if (p.exclusive) rawSyscall(SYS.ioctl, fd, TIOCEXCL, 0);
+        } catch (e) {
+          rawSyscall(SYS.close, fd);
+          throw e;
+        }
+        keep(p.transferFd, fd);
+      }
+      for (const { ghost, transferFd } of ghosts.values()) {
+        keep(transferFd, await createGhost(ghost, dir));
+      }
+    } catch (e) {
+      out.close();
+      throw e;
+    }
+    return out;
+  }
+
+  /** Re-locks the ptys that were locked, and closes cryo's copies (the tree holds its own). */
+  close(): void {
+    for (const p of this.ptys) {
+      const fd = this.fds.get(p.transferFd);
+      if (fd !== undefined && p.locked) {
+        try {
+          setPtyLock(fd, true);
+        } catch { /* the tree is gone */ }
+      }
+    }
+    for (const fd of this.fds.values()) rawSyscall(SYS.close, fd);
+    this.fds.clear();
+  }
+}

@@ -1,0 +1,89 @@
+/**
+ * File operations cryo needs beyond Deno's own: memfd_create with seals,
+ * O_TMPFILE files, and the data extents of a sparse file (SEEK_DATA /
+ * SEEK_HOLE), all on raw fds.
+ *
+ * @module
+ */
+
+import { cstr, rawSyscall, syscall, syscallNum } from "./libc.ts";
+import { SYS } from "./sysno.ts";
+
+const O_RDWR = 2;
+const O_CLOEXEC = 0o2000000;
+const O_TMPFILE = 0o20200000;
+const MFD_CLOEXEC = 1;
+const MFD_ALLOW_SEALING = 2;
+const F_ADD_SEALS = 1033;
+const F_GET_SEALS = 1034;
+const SEEK_DATA = 3;
+const SEEK_HOLE = 4;
+const ENXIO = 6;
+
+/** F_SEAL_* bits. */
+export const SEALS = { SEAL: 1, SHRINK: 2, GROW: 4, WRITE: 8, FUTURE_WRITE: 16, EXEC: 32 } as const;
+
+/** A new memfd (close-on-exec, sealable) named `name`. */
+export function memfdCreate(name: string): number {
+  return syscallNum(SYS.memfd_create, cstr(name), MFD_CLOEXEC | MFD_ALLOW_SEALING);
+}
+
+/** The seals of a memfd (F_SEAL_SEAL alone for one made without MFD_ALLOW_SEALING). */
+export function getSeals(fd: number): number {
+  const r = rawSyscall(SYS.fcntl, fd, F_GET_SEALS);
+  return r < 0n ? 0 : Number(r);
+}
+
+/** Adds seals to a memfd. */
+export function addSeals(fd: number, seals: number): void {
+  if (seals !== 0) syscall(SYS.fcntl, fd, F_ADD_SEALS, seals);
+}
+
+/** An unnamed regular file (O_TMPFILE) in directory `dir`, read-write, close-on-exec. */
+export function openTmpfile(dir: string, mode: number): number {
+  return syscallNum(SYS.open, cstr(dir), O_TMPFILE | O_RDWR | O_CLOEXEC, mode);
+}
+
+/**
+ * A new file at `path` (which must not exist), read-write and close-on-exec,
+ * unlinked at once: its /proc link then reads "<path> (deleted)". Returns
+ * null when `path` exists.
+ */
+export function createUnlinked(path: string, mode: number): number | null {
+  const O_CREAT_EXCL = 0o100 | 0o200;
+  const fd = rawSyscall(SYS.open, cstr(path), O_CREAT_EXCL | O_RDWR | O_CLOEXEC, mode);
+  if (fd === -17n /* EEXIST */) return null;
+  if (fd < 0n) syscall(SYS.open, cstr(path), O_CREAT_EXCL | O_RDWR | O_CLOEXEC, mode); // throws
+  syscall(SYS.unlink, cstr(path));
+  return Number(fd);
+}
+
+/** Sets the size of an open file. */
+export function truncateFd(fd: number, size: number): void {
+  syscall(SYS.ftruncate, fd, size);
+}
+
+/** Sets owner and mode of an open file. */
+export function chownChmodFd(fd: number, uid: number, gid: number, mode: number): void {
+  syscall(SYS.fchown, fd, uid, gid);
+  syscall(SYS.fchmod, fd, mode & 0o7777);
+}
+
+/**
+ * The data extents [offset, length] of the open file `fd` of `size` bytes:
+ * holes are left out (a file system without SEEK_DATA gives one extent).
+ */
+export function dataExtents(fd: number, size: number): [number, number][] {
+  const out: [number, number][] = [];
+  let pos = 0;
+  while (pos < size) {
+    const data = rawSyscall(SYS.lseek, fd, pos, SEEK_DATA);
+    if (data === -BigInt(ENXIO)) break; // only a hole from here on
+    if (data < 0n) return size > 0 ? [[0, size]] : [];
+    const hole = rawSyscall(SYS.lseek, fd, data, SEEK_HOLE);
+    const end = hole < 0n ? size : Math.min(Number(hole), size);
+    if (end > Number(data)) out.push([Number(data), end - Number(data)]);
+    pos = end;
+  }
+  return out;
+}
