@@ -71,10 +71,13 @@ Deno.test(
     await Deno.writeTextFile(path, JSON.stringify(manifest));
     await assert.rejects(restore(dir, { optIns: ["tcp-established"] }), (e: unknown) => {
       assert.ok(e instanceof RestoreError, `${e}`);
-      assert.match((e as Error).message, /dumped with --shell-job; restore needs/);
+      assert.match((e as Error).message, /the image needs --shell-job \(its dump needed it\)/);
       return true;
     });
-    await assert.rejects(restore(dir), /dumped with --shell-job, --tcp-established;/);
+    await assert.rejects(
+      restore(dir),
+      /the image needs --shell-job, --tcp-established \(its dump needed them\)/,
+    );
     const tree = await restore(dir, { optIns: ["shell-job", "tcp-established"] });
     t.resetAfterRestore();
     assert.equal(tree.rootPid, t.pid);

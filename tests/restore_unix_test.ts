@@ -215,7 +215,7 @@ Deno.test(
       assert.deepEqual(dump.manifest.optIns, ["ext-unix-sk"]);
       await m.t.wait();
       first.close();
-      await assert.rejects(restore(dir), /dumped with --ext-unix-sk/);
+      await assert.rejects(restore(dir), /the image needs --ext-unix-sk \(its dump needed it\)/);
       const tree = await restore(dir, { optIns: ["ext-unix-sk"] });
       m.t.resetAfterRestore();
       assert.equal(tree.rootPid, m.t.pid);
@@ -253,7 +253,7 @@ Deno.test(
       assertOneLineError(
         await runCli(["restore", dir, "--detach"]),
         1,
-        /dumped with --ext-unix-sk; restore needs the same option/,
+        /the image needs --ext-unix-sk \(its dump needed it\); give the same to restore/,
         "restore without the opt-in",
       );
       const r = await runCli(["restore", dir, "--detach", "--ext-unix-sk"]);

@@ -88,9 +88,9 @@ export async function planRestore(dir: string, opts: RestoreOptions = {}): Promi
   const missing = (manifest.optIns ?? []).filter((o) => !(opts.optIns ?? []).includes(o));
   if (missing.length) {
     throw new RestoreError(
-      `cannot restore: the image was dumped with ${
+      `cannot restore: the image needs ${
         missing.map((o) => `--${o}`).join(", ")
-      }; restore needs the same option`,
+      } (its dump needed ${missing.length === 1 ? "it" : "them"}); give the same to restore`,
     );
   }
   const byPid = new Map<number, ProcessImage>(images.map((i) => [i.process.pid, i.process]));
