@@ -170,6 +170,35 @@ Deno.test(
   }),
 );
 
+Deno.test(
+  "restore is refused while a live socket holds the path of a listener of the image",
+  withTargets(async () => {
+    const m = await startTriggered("rt_unix", READY, { passWork: true, extra: ["listen"] });
+    const path = `${m.work}/listen.sock`;
+    const dir = await tempImageDir();
+    await checkpoint(m.t.pid, { dir });
+    await m.t.wait();
+    await Deno.remove(path); // the stale file; someone else binds the path now
+    const other = Deno.listen({ transport: "unix", path });
+    try {
+      await assert.rejects(
+        restore(dir),
+        new RegExp(`${path} \\(process \\d+ fd \\d+\\) is bound by a live socket`),
+      );
+    } finally {
+      other.close();
+    }
+    const tree = await restore(dir);
+    m.t.resetAfterRestore();
+    assert.equal(tree.rootPid, m.t.pid);
+    const conn = await Deno.connect({ transport: "unix", path });
+    await conn.write(new TextEncoder().encode("waiting"));
+    await Deno.writeTextFile(m.trigger, "");
+    assertChecksPassed(m.t, ["outside-pending-intact"], await m.t.wait());
+    conn.close();
+  }),
+);
+
 /** A unix listener of this (test) process, outside any dumped tree. */
 async function outsideListener(): Promise<{ path: string; listener: Deno.UnixListener }> {
   const path = `${await tempDir("cryo-ext-unix-")}/outside.sock`;

@@ -43,6 +43,7 @@ import { emitSocketOptions } from "./socket_common.ts";
 import { creatorOf, transferBase, treeParents } from "./transfer.ts";
 import { type FdSource, SETFL_MASK } from "./types.ts";
 import { readProcLink } from "../proc/io.ts";
+import { RestoreError } from "../errors.ts";
 
 const AF_UNIX = 1;
 const SOCK_STREAM = 1;
@@ -89,6 +90,11 @@ export function describeUnixSocket(u: UnixSocketImage, type: number): string {
   }
   if (u.shutdown) parts.push(`shutdown ${["", "rd", "wr", "rdwr"][u.shutdown & 3]}`);
   return parts.join(", ");
+}
+
+/** The low 32 bits of an inode number (sock_diag reports inodes as u32). */
+function low32(ino: number): number {
+  return Number(BigInt(ino) & 0xffffffffn);
 }
 
 function isPathName(name: string | undefined): boolean {
@@ -212,13 +218,45 @@ function socketFile(pid: number, d: UnixDiag, name: string): UnixSocketImage["fi
   } catch {
     return { dir }; // the file was removed: bound again, then removed again
   }
-  if (!d.vfs || st.ino !== d.vfs.ino) {
+  if (!d.vfs || low32(st.ino ?? 0) !== d.vfs.ino) {
     return `its socket file ${full} was replaced by another file`;
   }
   return { dir, mode: (st.mode ?? 0) & 0o7777, uid: st.uid ?? 0, gid: st.gid ?? 0 };
 }
 
 // ---------------------------------------------------------------- restore
+
+/**
+ * Restore pre-flight: no path-bound socket of the tree may have its path
+ * taken by a live socket (its stale file would be unlinked under it). Found
+ * with sock_diag (the socket file's inode), without touching that socket.
+ */
+export function checkUnixNamesFree(processes: readonly ProcessImage[]): void {
+  let live: Set<number> | undefined;
+  const seen = new Set<string>();
+  for (const p of processes) {
+    for (const f of p.fds) {
+      const u = f.socket?.unix;
+      if (!u?.name || !u.file || f.excluded || !isPathName(u.name)) continue;
+      const name = unixNameText(u.name);
+      const path = name.startsWith("/") ? name : `${u.file.dir}/${name}`;
+      if (seen.has(path)) continue;
+      seen.add(path);
+      let ino: number;
+      try {
+        ino = Deno.lstatSync(path).ino ?? 0;
+      } catch {
+        continue; // free
+      }
+      live ??= new Set([...dumpUnixSockets().values()].flatMap((d) => d.vfs ? [d.vfs.ino] : []));
+      if (live.has(low32(ino))) {
+        throw new RestoreError(
+          `cannot restore: ${path} (process ${p.pid} fd ${f.fd}) is bound by a live socket`,
+        );
+      }
+    }
+  }
+}
 
 /** One unix socket of the tree being planned. */
 interface Sock {

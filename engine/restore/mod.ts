@@ -25,6 +25,7 @@ import { ProvidedFds } from "./provided.ts";
 import { Refusals } from "../support.ts";
 import type { PlannedPty } from "../fds/tty.ts";
 import type { PlannedGhosts } from "../fds/ghost.ts";
+import { checkUnixNamesFree } from "../fds/unix.ts";
 import { checkFdFiles, checkFiles, checkPidsFree, checkPrivileges, checkVdso } from "./checks.ts";
 import { type RestoreEvent, RestoreSession, type RestoreUnit } from "./session.ts";
 
@@ -181,6 +182,7 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
   const processes = plan.units.map((u) => u.image);
   checkFiles(processes);
   checkFdFiles(plan.units);
+  checkUnixNamesFree(processes);
   checkPidsFree(processes);
   becomeSubreaper();
   for (const p of processes) forgetParkedStatus(p.pid);
