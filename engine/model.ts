@@ -427,6 +427,11 @@ export interface UnixSocketImage {
   /** The peer was closed by its last holder (its end of the connection is gone). */
   peerClosed?: boolean;
   /**
+   * An error is pending (POLLERR; for a unix socket ECONNRESET: its peer was
+   * closed with bytes unread). SO_ERROR would clear it, so it is not read.
+   */
+  pendingError?: boolean;
+  /**
    * What the dump saw that cannot be restored (a row id of engine/support.ts
    * and a detail); the tree plan refuses the socket with it.
    */

@@ -61,6 +61,16 @@ export function hasUrgentData(fd: number): boolean {
   return rawSyscall(SYS.recvfrom, fd, b, 1, MSG_OOB | MSG_PEEK | MSG_DONTWAIT, 0, 0) >= 0n;
 }
 
+/**
+ * Whether socket `fd` has an error pending (what SO_ERROR would return and
+ * clear), seen as POLLERR by a zero-timeout poll, which clears nothing.
+ */
+export function hasPendingError(fd: number): boolean {
+  const pfd = new Int32Array([fd, 0]); // struct pollfd: fd, events 0, revents
+  if (rawSyscall(SYS.poll, pfd, 1, 0) < 0n) return false;
+  return ((pfd[1] >>> 16) & 0x8) !== 0; // revents & POLLERR
+}
+
 /** A fresh socket in this process (for default option values); close it after use. */
 export function freshSocket(family: number, type: number): number {
   return Number(rawSyscall(SYS.socket, family, type | 0o2000000, 0));
@@ -89,8 +99,14 @@ export interface PeekedMessage {
  * peeking so each message names its sender. Both options are put back as
  * they were. `stream` joins everything into one message; otherwise each
  * datagram is one message. Fds passed in a message are closed again here.
+ * `maxBytes` (the bytes known to be queued) stops reading there.
  */
-export function peekQueue(fd: number, stream: boolean, maxMessages = 1 << 20): PeekedMessage[] {
+export function peekQueue(
+  fd: number,
+  stream: boolean,
+  maxBytes?: number,
+  maxMessages = 1 << 20,
+): PeekedMessage[] {
   const oldPeek = getSockOptInt(fd, SOL_SOCKET, SO_PEEK_OFF) ?? -1;
   const oldCred = getSockOptInt(fd, SOL_SOCKET, SO_PASSCRED) ?? 0;
   const set = setSockOptInt(fd, SOL_SOCKET, SO_PEEK_OFF, 0);
@@ -106,7 +122,10 @@ export function peekQueue(fd: number, stream: boolean, maxMessages = 1 << 20): P
     const msg = new BigUint64Array(7); // struct msghdr
     const ptr = (b: Uint8Array | BigUint64Array) =>
       BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(b as Uint8Array<ArrayBuffer>)));
-    while (out.length < maxMessages) {
+    let total = 0;
+    // With `maxBytes` (what sock_diag says is queued) no read goes past the
+    // end: there a read would return, and clear, a pending error.
+    while (out.length < maxMessages && (maxBytes === undefined || total < maxBytes)) {
       iov[0] = ptr(data);
       iov[1] = BigInt(data.length);
       msg[0] = ptr(name);
@@ -137,6 +156,7 @@ export function peekQueue(fd: number, stream: boolean, maxMessages = 1 << 20): P
       };
       parseControl(control.subarray(0, Number(msg[5])), m);
       out.push(m);
+      total += r;
       if (!stream && r === 0 && out.length > 1 && out[out.length - 2].data.length === 0) {
         // Zero-length datagrams do not move the peek offset: refuse rather than loop.
         m.rights = true;

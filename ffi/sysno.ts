@@ -119,6 +119,7 @@ export const SYS = {
   chmod: 90,
   lchown: 94,
   accept4: 288,
+  poll: 7,
 } as const;
 
 /** Name of a syscall by number, for plan printing and error messages. */

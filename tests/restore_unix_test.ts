@@ -76,6 +76,9 @@ const CHECKS = [
   "relative-name",
   "relative-file",
   "relative-send",
+  "reset-bytes",
+  "reset-error",
+  "reset-eof",
   "half-bytes",
   "half-eof",
   "child",
@@ -88,6 +91,18 @@ Deno.test(
     const { t, trigger } = await startTriggered("rt_unix", READY, { passWork: true });
     const { tree } = await dumpKillRestore(t);
     assert.equal(tree.pids.length, 2, "the child is restored too");
+    await Deno.writeTextFile(trigger, "");
+    assertChecksPassed(t, CHECKS, await t.wait());
+  }),
+);
+
+Deno.test(
+  "a dump that leaves the tree running changes none of its sockets (queues, errors, options)",
+  withTargets(async () => {
+    const { t, trigger } = await startTriggered("rt_unix", READY, { passWork: true });
+    const dir = await tempImageDir();
+    const dump = await checkpoint(t.pid, { dir, leaveRunning: true });
+    assert.equal(dump.stats.processes, 2);
     await Deno.writeTextFile(trigger, "");
     assertChecksPassed(t, CHECKS, await t.wait());
   }),

@@ -198,8 +198,8 @@ export interface CollectedQueue {
  * Reads the receive queue of socket `fd` (a copy of the target's fd)
  * without consuming it. `stream` joins the bytes into one message.
  */
-export function collectQueue(fd: number, stream: boolean): CollectedQueue {
-  const peeked = peekQueue(fd, stream);
+export function collectQueue(fd: number, stream: boolean, maxBytes?: number): CollectedQueue {
+  const peeked = peekQueue(fd, stream, maxBytes);
   const problem = peeked.some((m) => m.rights)
     ? "file descriptors in flight (SCM_RIGHTS) in its receive queue"
     : undefined;

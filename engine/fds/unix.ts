@@ -28,7 +28,13 @@
 import { SYS } from "../../ffi/sysno.ts";
 import { dumpUnixSockets, type UnixDiag } from "../../ffi/sock_diag.ts";
 import { withTargetFd } from "../../ffi/pidfd.ts";
-import { getSockOptBytes, getSockOptInt, hasUrgentData, SOL_SOCKET } from "../../ffi/socket.ts";
+import {
+  getSockOptBytes,
+  getSockOptInt,
+  hasPendingError,
+  hasUrgentData,
+  SOL_SOCKET,
+} from "../../ffi/socket.ts";
 import { decodeBase64, encodeBase64 } from "../base64.ts";
 import type { FdInfo, ProcessImage, SocketImage, UnixSocketImage } from "../model.ts";
 import type { Refusals, SupportId } from "../support.ts";
@@ -183,11 +189,19 @@ function collectOne(
       );
     }
   }
+  if (hasPendingError(copy)) u.pendingError = true;
   const cred = getSockOptBytes(copy, SOL_SOCKET, SO_PEERCRED, 12);
   const credPid = cred ? new DataView(cred.buffer, cred.byteOffset).getInt32(0, true) : 0;
   if (credPid > 0) u.peerCredPid = credPid;
-  if (d.state !== TCP_LISTEN) {
-    const q = collectQueue(copy, type === SOCK_STREAM);
+  // A datagram socket with an error pending is refused; reading its queue to
+  // the end would clear the error.
+  if (d.state !== TCP_LISTEN && !(u.pendingError && type === SOCK_DGRAM)) {
+    // Stream and seqpacket queues are read up to what sock_diag counts, never past.
+    const q = collectQueue(
+      copy,
+      type === SOCK_STREAM,
+      type === SOCK_DGRAM ? undefined : d.rqlen?.rqueue,
+    );
     u.queue = q.queue;
     if (q.problem) refuse("socket.unix-scm", q.problem);
     const read = q.queue.reduce((n, m) => n + decodeBase64(m.data).length, 0);
@@ -375,6 +389,10 @@ export function planUnixSockets(
     const u = s.u;
     if (u.refused) {
       refuse(s, u.refused.id as SupportId, u.refused.detail);
+      continue;
+    }
+    if (u.pendingError && (s.s.type === SOCK_DGRAM || !peerGone(u))) {
+      refuse(s, "socket.unix-other", "an error pending on it (SO_ERROR)");
       continue;
     }
     if (!TYPE_NAMES[s.s.type]) {
@@ -696,6 +714,13 @@ function emitGroup(
     }
   }
   for (const [ino, fd] of closedPeers) {
+    const s = byIno.get(ino)!;
+    if (s.u.pendingError) {
+      // Closed with a byte unread, the peer leaves ECONNRESET pending on it, as it was.
+      p.op(SYS.sendto, [s.fd!, p.data(new Uint8Array([0]), 1), 1, 0x4040, 0, 0], {
+        comment: `a byte the closed peer of socket:[${ino}] leaves unread`,
+      });
+    }
     p.op(SYS.close, [fd], { comment: `the peer of socket:[${ino}] was closed` });
   }
   // 8. Shutdown state, then 9. options (buffer sizes last set here).

@@ -241,6 +241,12 @@ int main(int argc, char **argv) {
   if (send(half[1], "last words", 10, 0) != 10) die("send");
   close(half[1]);
 
+  /* A stream pair whose peer closed with bytes unread: ECONNRESET pending. */
+  int rs[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM, 0, rs)) die("socketpair reset");
+  if (send(rs[1], "before reset", 12, 0) != 12 || send(rs[0], "unread", 6, 0) != 6) die("send");
+  close(rs[1]);
+
   /* A pair shared with a child. */
   int sh[2];
   if (socketpair(AF_UNIX, SOCK_STREAM, 0, sh)) die("socketpair shared");
@@ -355,6 +361,11 @@ int main(int argc, char **argv) {
 
   check("half-bytes", expect_msg(half[0], "last words", 10), "");
   check("half-eof", recv(half[0], got, 1, MSG_DONTWAIT) == 0, "");
+
+  check("reset-bytes", expect_msg(rs[0], "before reset", 12), "");
+  check("reset-error", recv(rs[0], got, 1, MSG_DONTWAIT) < 0 && errno == ECONNRESET, "%s",
+        strerror(errno));
+  check("reset-eof", recv(rs[0], got, 1, MSG_DONTWAIT) == 0, "");
 
   int status = -1;
   waitpid(child, &status, 0);
