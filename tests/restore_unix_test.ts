@@ -76,6 +76,8 @@ const CHECKS = [
   "relative-name",
   "relative-file",
   "relative-send",
+  "creds-kept",
+  "no-creds-kept",
   "reset-bytes",
   "reset-error",
   "reset-eof",

@@ -67,6 +67,25 @@ static int expect_msg(int fd, const char *want, size_t len) {
   return n == (ssize_t)len && memcmp(buf, want, len) == 0;
 }
 
+/* Receives one datagram that must be `want`; returns the pid of its
+ * SCM_CREDENTIALS, 0 when it carries none, -1 when it is not `want`. */
+static pid_t recv_cred_pid(int fd, const char *want) {
+  char buf[64];
+  union { struct cmsghdr h; char c[CMSG_SPACE(sizeof(struct ucred))]; } u;
+  struct iovec iov = {buf, sizeof buf};
+  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.c, .msg_controllen = sizeof u.c};
+  ssize_t n = recvmsg(fd, &msg, MSG_DONTWAIT);
+  if (n != (ssize_t)strlen(want) || memcmp(buf, want, (size_t)n)) return -1;
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS) {
+      struct ucred cred;
+      memcpy(&cred, CMSG_DATA(c), sizeof cred);
+      return cred.pid;
+    }
+  }
+  return 0;
+}
+
 #define PATTERN_LEN 100000
 
 int main(int argc, char **argv) {
@@ -241,6 +260,17 @@ int main(int argc, char **argv) {
   if (send(half[1], "last words", 10, 0) != 10) die("send");
   close(half[1]);
 
+  /* Datagrams that carry the sender's credentials (the receiver asked for
+   * them when the first was sent) and one that does not. */
+  int cr[2];
+  if (socketpair(AF_UNIX, SOCK_DGRAM, 0, cr)) die("socketpair creds");
+  if (setsockopt(cr[1], SOL_SOCKET, SO_PASSCRED, &one, sizeof one) || send(cr[0], "creds", 5, 0) != 5)
+    die("creds");
+  int off = 0;
+  if (setsockopt(cr[1], SOL_SOCKET, SO_PASSCRED, &off, sizeof off) || send(cr[0], "none", 4, 0) != 4 ||
+      setsockopt(cr[1], SOL_SOCKET, SO_PASSCRED, &one, sizeof one))
+    die("no creds");
+
   /* A stream pair whose peer closed with bytes unread: ECONNRESET pending. */
   int rs[2];
   if (socketpair(AF_UNIX, SOCK_STREAM, 0, rs)) die("socketpair reset");
@@ -361,6 +391,10 @@ int main(int argc, char **argv) {
 
   check("half-bytes", expect_msg(half[0], "last words", 10), "");
   check("half-eof", recv(half[0], got, 1, MSG_DONTWAIT) == 0, "");
+
+  pid_t cp1 = recv_cred_pid(cr[1], "creds"), cp2 = recv_cred_pid(cr[1], "none");
+  check("creds-kept", cp1 == getpid(), "pid %d", cp1);
+  check("no-creds-kept", cp2 == 0, "pid %d", cp2);
 
   check("reset-bytes", expect_msg(rs[0], "before reset", 12), "");
   check("reset-error", recv(rs[0], got, 1, MSG_DONTWAIT) < 0 && errno == ECONNRESET, "%s",
