@@ -17,6 +17,7 @@ import { checkpoint } from "../engine/dump/mod.ts";
 import { restore } from "../engine/restore/mod.ts";
 import { UnsupportedError } from "../engine/errors.ts";
 import { readImage } from "../engine/inspect.ts";
+import { dumpUnixSockets } from "../ffi/sock_diag.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { assertCliOk, assertOneLineError, runCli } from "./helpers/commands.ts";
 import { tempDir } from "./helpers/fs.ts";
@@ -90,9 +91,14 @@ const CHECKS = [
 Deno.test(
   "unix sockets: pairs, queues, shutdown, options, listeners, pending and accepted connections",
   withTargets(async () => {
-    const { t, trigger } = await startTriggered("rt_unix", READY, { passWork: true });
+    const { t, trigger, work } = await startTriggered("rt_unix", READY, { passWork: true });
     const { tree } = await dumpKillRestore(t);
     assert.equal(tree.pids.length, 2, "the child is restored too");
+    // The listener as the kernel sees it: its backlog and the one connection waiting.
+    const listener = [...dumpUnixSockets().values()].find((d) =>
+      d.state === 10 && d.name && new TextDecoder().decode(d.name) === `${work}/listen.sock\0`
+    );
+    assert.deepEqual(listener?.rqlen, { rqueue: 1, wqueue: 7 }, "1 pending, backlog 7");
     await Deno.writeTextFile(trigger, "");
     assertChecksPassed(t, CHECKS, await t.wait());
   }),
