@@ -482,8 +482,9 @@ export function planUnixSockets(
   for (const members of groups.values()) {
     const creator = creatorOf(members.flatMap((s) => [...s.holders]), parent);
     for (const s of members) {
-      if (plan.refused.has(s.ino) || s.role === "external") continue;
-      const cred = s.u.peerCredPid;
+      if (plan.refused.has(s.ino)) continue;
+      // An outside peer gives its own credentials again when reconnected.
+      const cred = s.role === "external" ? undefined : s.u.peerCredPid;
       if (cred && cred !== creator) {
         refuse(
           s,
