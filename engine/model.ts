@@ -298,7 +298,7 @@ export interface FdInfo {
   excluded?: boolean;
   /** A deleted file or memfd saved by content: the id of its {@link GhostFile}. */
   ghost?: string;
-  /** Socket state (kind "socket", except sockets leading out on 0-2). */
+  /** Socket state (unix sockets, on fds 0-2 too; see engine/fds/unix.ts and socket_common.ts). */
   socket?: SocketImage;
 }
 
