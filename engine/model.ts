@@ -9,6 +9,10 @@
  * @module
  */
 
+import type { ProcessAttrs, ThreadAttrs } from "./task/attrs.ts";
+import type { ThreadSched } from "./task/sched.ts";
+import type { SeccompState } from "./task/seccomp.ts";
+
 /** A 64-bit value as a `0x`-prefixed hex string. */
 export type Hex = string;
 
@@ -128,6 +132,10 @@ export interface ProcessImage {
    * foreground process group of that terminal (tpgid; -1 for none).
    */
   ctty?: { ttyNr: number; fgPgrp: number };
+  /** Lines of /proc/<pid>/cgroup ("<id>:<controllers>:<path>"); restore moves it back there. */
+  cgroups?: string[];
+  /** oom_score_adj, dumpable, subreaper, THP disable, membarrier, login ids (engine/task/). */
+  attrs?: ProcessAttrs;
 }
 
 /** Identity of a file, to detect changes between dump and restore. */
@@ -231,6 +239,12 @@ export interface ThreadState {
   clearChildTid: Hex;
   /** True when the thread was stopped inside a syscall that must restart. */
   syscall: { nr: number; restart: "none" | "restart" | "eintr" };
+  /** Policy, priorities, nice, affinity, timer slack, ioprio (engine/task/sched.ts). */
+  sched?: ThreadSched;
+  /** Parent-death signal and no_new_privs (engine/task/attrs.ts). */
+  attrs?: ThreadAttrs;
+  /** Seccomp mode and filters (engine/task/seccomp.ts). */
+  seccomp?: SeccompState;
 }
 
 /** A pending signal with its raw siginfo (base64, 128 bytes). */

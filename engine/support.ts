@@ -14,7 +14,7 @@
 import { UnsupportedError } from "./errors.ts";
 
 /** How cryo handles one kind of state. */
-export type Support = "saved" | "opt-in" | "refused";
+export type Support = "saved" | "opt-in" | "refused" | "not-applicable";
 
 /** One row of the table. */
 export interface SupportRow {
@@ -45,6 +45,17 @@ export const SUPPORT_TABLE = [
   { id: "task.posix-timer-unnamed", area: "task", what: "POSIX timers tied to a thread or process cryo cannot name", support: "refused", note: "the creator's thread CPU clock in a multi-threaded process, another process's CPU clock, an exited target thread" },
   { id: "task.rlimits", area: "task", what: "resource limits", support: "saved" },
   { id: "task.misc", area: "task", what: "umask, cwd, comm, personality", support: "saved" },
+  { id: "task.sched", area: "task", what: "per-thread policy and priority, nice, CPU affinity, timer slack, ioprio", support: "saved", note: "restore fails, naming the thread, where not allowed" },
+  { id: "task.attrs", area: "task", what: "oom_score_adj, dumpable, child subreaper, THP disable, membarrier registrations", support: "saved" },
+  { id: "task.thread-attrs", area: "task", what: "parent-death signal, no_new_privs, thread names", support: "saved" },
+  { id: "task.seccomp", area: "task", what: "seccomp strict mode and filters", support: "saved", note: "installed last; they act from detach on" },
+  { id: "task.login", area: "task", what: "login uid and session id", support: "saved", note: "cannot be set: restore refuses unless the restorer's match" },
+  { id: "task.dumpable-root", area: "task", what: "dumpable 2 (suid_dumpable after a set-id exec)", support: "refused", note: "prctl cannot set it" },
+  { id: "task.membarrier-unknown", area: "task", what: "membarrier registrations before Linux 6.3", support: "refused", note: "cannot be read" },
+  { id: "task.seccomp-notify", area: "task", what: "seccomp filters handing syscalls to a user-space listener", support: "refused", note: "the listener's fd cannot be re-connected" },
+  { id: "task.namespaces", area: "task", what: "namespaces other than cryo's own (mnt, pid, net, ipc, uts, user, cgroup, time)", support: "refused", note: "not re-created yet" },
+  { id: "task.cgroups", area: "task", what: "control group membership (every hierarchy)", support: "saved", note: "restore moves each process back; the cgroups must exist" },
+  { id: "task.counters", area: "task", what: "start time, CPU time, I/O and page-fault counters", support: "not-applicable", note: "kernel accounting; it starts afresh" },
   { id: "task.zombie", area: "task", what: "zombie processes in the tree", support: "refused", note: "not restored yet" },
   // Memory.
   { id: "memory.anon", area: "memory", what: "private and shared anonymous memory", support: "saved" },
@@ -114,7 +125,7 @@ export class Refusals {
    */
   use(id: SupportId, where: string, detail?: string): boolean {
     const row = supportOf(id);
-    if (row.support === "saved") return true;
+    if (row.support === "saved" || row.support === "not-applicable") return true;
     if (row.support === "opt-in" && row.optIn && this.#optIns.has(row.optIn)) {
       this.#usedOptIns.add(row.optIn);
       return true;

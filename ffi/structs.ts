@@ -305,3 +305,53 @@ export const sigevent: Struct<Sigevent> = defineStruct<Sigevent>([
   ["tid", "i32"],
   ...Array.from({ length: 11 }, () => ["_pad", "pad32"] as [string, "pad32"]),
 ]);
+
+/** `struct sched_attr` of sched_getattr(2) / sched_setattr(2) (SCHED_ATTR_SIZE_VER1). */
+export interface SchedAttr extends Record<string, bigint | number> {
+  size: number;
+  policy: number;
+  flags: bigint;
+  nice: number;
+  priority: number;
+  runtime: bigint;
+  deadline: bigint;
+  period: bigint;
+  utilMin: number;
+  utilMax: number;
+}
+/** Codec for {@link SchedAttr} (56 bytes). */
+export const schedAttr: Struct<SchedAttr> = defineStruct<SchedAttr>([
+  ["size", "u32"],
+  ["policy", "u32"],
+  ["flags", "u64"],
+  ["nice", "i32"],
+  ["priority", "u32"],
+  ["runtime", "u64"],
+  ["deadline", "u64"],
+  ["period", "u64"],
+  ["utilMin", "u32"],
+  ["utilMax", "u32"],
+]);
+
+/** `struct seccomp_metadata` of PTRACE_SECCOMP_GET_METADATA. */
+export interface SeccompMetadata extends Record<string, bigint> {
+  filterOff: bigint;
+  flags: bigint;
+}
+/** Codec for {@link SeccompMetadata} (16 bytes). */
+export const seccompMetadata: Struct<SeccompMetadata> = defineStruct<SeccompMetadata>([
+  ["filterOff", "u64"],
+  ["flags", "u64"],
+]);
+
+/** `struct sock_fprog` (a classic BPF program: length and pointer to its instructions). */
+export interface SockFprog extends Record<string, bigint | number> {
+  len: number;
+  filter: bigint;
+}
+/** Codec for {@link SockFprog} (16 bytes: u16 length padded to 8). */
+export const sockFprog: Struct<SockFprog> = defineStruct<SockFprog>([
+  ["len", "u32"],
+  ["_pad", "pad32"],
+  ["filter", "u64"],
+]);

@@ -120,6 +120,16 @@ export const SYS = {
   lchown: 94,
   accept4: 288,
   poll: 7,
+  getpriority: 140,
+  setpriority: 141,
+  sched_setaffinity: 203,
+  sched_getaffinity: 204,
+  ioprio_set: 251,
+  ioprio_get: 252,
+  sched_setattr: 314,
+  sched_getattr: 315,
+  seccomp: 317,
+  membarrier: 324,
 } as const;
 
 /** Name of a syscall by number, for plan printing and error messages. */

@@ -25,6 +25,8 @@ import { collectPipe } from "../fds/pipe.ts";
 import { collectUnixSockets } from "../fds/unix.ts";
 import { collectTimers, takeTimerSignals } from "../task/timers.ts";
 import { collectTty } from "../fds/tty.ts";
+import { checkNamespaces, collectCgroups } from "../task/placement.ts";
+import { collectTaskState, prepareTaskCollection, queryTaskState } from "../task/mod.ts";
 
 const hex = (v: bigint) => `0x${v.toString(16)}`;
 
@@ -116,13 +118,16 @@ export function collectProcess(
   topology: PipeTopology,
   refusals: Refusals,
 ): CollectedProcess {
+  checkNamespaces(pid, refusals);
   const stat = readStat(pid);
   const status = readStatus(pid);
+  prepareTaskCollection(pid, tids);
   // Everything read by injected syscalls, in one session (one scratch page).
   const { injected, posixTimers } = withInjection(pid, (s) => ({
-    injected: queryInjectedState(s, tids),
+    injected: { ...queryInjectedState(s, tids), task: queryTaskState(s, tids) },
     posixTimers: collectTimers(s, tids, fds, refusals),
   }));
+  const task = collectTaskState(pid, tids, injected.task, refusals);
   const maps = mergeSmaps(readMaps(pid), readSmaps(pid), pid);
   const vmas: Vma[] = maps.map((m) => ({
     start: m.start,
@@ -179,7 +184,10 @@ export function collectProcess(
     exe = fileIdentityOf(path.replace(/ \(deleted\)$/, ""), Deno.statSync(`/proc/${pid}/exe`));
   } catch { /* kernel thread or unreadable */ }
 
-  const threads = tids.map((tid) => collectThread(pid, tid, injected.threads.get(tid)!));
+  const threads = tids.map((tid) => ({
+    ...collectThread(pid, tid, injected.threads.get(tid)!),
+    ...task.threads.get(tid),
+  }));
   // The main thread first.
   threads.sort((a, b) => (a.tid === pid ? -1 : b.tid === pid ? 1 : a.tid - b.tid));
   const shared = sharedPending(pid);
@@ -218,6 +226,8 @@ export function collectProcess(
       excluded: [],
       ...(posixTimers.length ? { posixTimers } : {}),
       ctty: { ttyNr: stat.ttyNr, fgPgrp: stat.tpgid },
+      cgroups: collectCgroups(pid),
+      attrs: task.attrs,
     },
   };
 }

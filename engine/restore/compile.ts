@@ -45,6 +45,7 @@ import { UnsupportedError } from "../errors.ts";
 import { type Bootstrap, BootstrapBuilder, messageProgram } from "./stub.ts";
 import { type ProgramBuilder, slot } from "../program/builder.ts";
 import { emitPosixTimers } from "../task/timers.ts";
+import { emitTaskState } from "../task/mod.ts";
 
 /** Slot numbers used by compiled programs. */
 export const SLOTS = {
@@ -195,6 +196,7 @@ function emitProgram(
   emitThreads(p, proc);
   emitSignalsAndTimers(p, proc);
   emitPosixTimers(p, proc);
+  emitTaskState(p, proc);
   p.end("restore complete: the engine takes over");
 
   for (const child of proc.children) {

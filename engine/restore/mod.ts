@@ -22,12 +22,14 @@ import { ImageFormatError } from "../image/errors.ts";
 import { verifyImageDir } from "../image/manifest.ts";
 import { compileTree } from "./restorable.ts";
 import { ProvidedFds } from "./provided.ts";
+import { checkCgroups } from "../task/placement.ts";
 import { Refusals } from "../support.ts";
 import type { PlannedPty } from "../fds/tty.ts";
 import type { PlannedGhosts } from "../fds/ghost.ts";
 import { checkUnixNamesFree } from "../fds/unix.ts";
 import { checkFdFiles, checkFiles, checkPidsFree, checkPrivileges, checkVdso } from "./checks.ts";
 import { type RestoreEvent, RestoreSession, type RestoreUnit } from "./session.ts";
+import { checkTaskState } from "../task/mod.ts";
 
 /** Options of {@link restore}. */
 export interface RestoreOptions {
@@ -183,7 +185,9 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
   checkFiles(processes);
   checkFdFiles(plan.units);
   checkUnixNamesFree(processes);
+  checkCgroups(processes);
   checkPidsFree(processes);
+  checkTaskState(processes);
   becomeSubreaper();
   for (const p of processes) forgetParkedStatus(p.pid);
   const verification = verify ? verifyInWorker(plan) : Promise.resolve(undefined);

@@ -55,6 +55,8 @@ import type { Bootstrap } from "./stub.ts";
 import { removeLauncher, spawnLauncher, writeLauncher } from "./launcher.ts";
 import { foregroundGroupOf } from "../fds/tty.ts";
 import type { ProvidedFds } from "./provided.ts";
+import { restoreTaskState, restoreTaskStateAfterCredentials } from "../task/mod.ts";
+import { restoreCgroups } from "../task/placement.ts";
 
 /** One process to restore: its description, image path and compiled program. */
 export interface RestoreUnit {
@@ -75,6 +77,9 @@ const MAP_PRIVATE_FIXED_ANON = 0x02 | 0x10 | 0x20;
 const MREMAP_MAYMOVE_FIXED = 1 | 2;
 const SIGTRAP = 5;
 const SIGSTOP = 19;
+/** The PTRACE_O_* options every restored task is traced with. */
+const TRACE_OPTIONS = PTRACE_O.TRACEFORK | PTRACE_O.TRACECLONE | PTRACE_O.TRACEEXEC |
+  PTRACE_O.EXITKILL;
 
 /** The mappings of `pid` with the names restore cares about. */
 function mapsOf(pid: number): { start: bigint; end: bigint; name: string }[] {
@@ -182,10 +187,7 @@ export class RestoreSession {
     if (st.kind !== "stopped") {
       throw new RestoreError(`launcher ${launcher.pid} did not start (${st.kind})`);
     }
-    seize(
-      launcher.pid,
-      PTRACE_O.TRACEFORK | PTRACE_O.TRACECLONE | PTRACE_O.TRACEEXEC | PTRACE_O.EXITKILL,
-    );
+    seize(launcher.pid, TRACE_OPTIONS);
     waitStop(launcher.pid);
     this.#checkXsave(launcher.pid);
     cont(launcher.pid, 0);
@@ -458,7 +460,17 @@ export class RestoreSession {
         }
       }
       this.#joinGroup(image, gadget);
+      restoreCgroups(image);
       this.#setForegroundGroup(image, gadget, scratch);
+      // Scheduling, process attributes and seccomp (engine/task/mod.ts); credentials
+      // restored here by injection would go between the two calls.
+      const taskInjector = {
+        call: (tid: number, nr: number, ...args: (number | bigint)[]) =>
+          injectSyscall(tid, gadget, nr, ...args),
+        write: (addr: bigint, bytes: Uint8Array) => processVmWriteFully(pid, addr, bytes),
+      };
+      restoreTaskState(image, taskInjector, TRACE_OPTIONS);
+      restoreTaskStateAfterCredentials(image, taskInjector);
       // Unmap the bootstrap through a syscall instruction outside it.
       const size = BigInt(image.bootstrap.size);
       const outside = findSyscallInstruction(pid, {

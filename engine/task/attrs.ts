@@ -1,0 +1,237 @@
+/**
+ * Process attributes outside scheduling: oom_score_adj, dumpable, child
+ * subreaper, THP disable, membarrier registrations, login uid and session
+ * id; and per thread the parent-death signal and no_new_privs.
+ *
+ * Dump reads what /proc shows (oom_score_adj, loginuid, sessionid,
+ * NoNewPrivs) from outside and the rest by injected prctl/membarrier calls.
+ * Restore sets subreaper, THP disable and membarrier in the restore program
+ * (process-wide, no privilege needed); oom_score_adj from cryo and the
+ * per-thread values by injection in the engine's finalize. Login uid and
+ * session id cannot be given to a process (a new login uid gets a new
+ * session id): restored processes inherit the restorer's, so the restore
+ * pre-flight refuses an image whose values differ.
+ *
+ * @module
+ */
+
+import { SYS } from "../../ffi/sysno.ts";
+import { errnoName } from "../../ffi/errno.ts";
+import type { InjectionSession } from "../dump/injected.ts";
+import type { ProcessImage } from "../model.ts";
+import type { ProgramBuilder } from "../program/builder.ts";
+import { readProcText } from "../proc/io.ts";
+import { readStatus } from "../proc/status.ts";
+import { RestoreError } from "../errors.ts";
+import type { Refusals } from "../support.ts";
+import type { TaskInjector } from "./seccomp.ts";
+
+/** Process-wide attributes. */
+export interface ProcessAttrs {
+  /** /proc/<pid>/oom_score_adj (-1000..1000). */
+  oomScoreAdj: number;
+  /** PR_GET_DUMPABLE (0 or 1; 2 is refused at dump). */
+  dumpable: number;
+  /** PR_GET_CHILD_SUBREAPER. */
+  childSubreaper: boolean;
+  /** PR_GET_THP_DISABLE as returned (bit 0 disabled, higher bits its flags). */
+  thpDisable: number;
+  /** MEMBARRIER_CMD_GET_REGISTRATIONS: the register commands in effect. */
+  membarrier: number;
+  /** /proc/<pid>/loginuid (4294967295 = unset). */
+  loginuid: number;
+  /** /proc/<pid>/sessionid (4294967295 = unset). */
+  sessionid: number;
+}
+
+/** Per-thread attributes. */
+export interface ThreadAttrs {
+  /** PR_GET_PDEATHSIG (0 = none). */
+  pdeathsig: number;
+  /** no_new_privs (NoNewPrivs of the thread's status). */
+  noNewPrivs: boolean;
+}
+
+/** What the injected queries of {@link queryAttrs} found. */
+export interface InjectedAttrs {
+  dumpable: number;
+  childSubreaper: boolean;
+  thpDisable: number;
+  /** Registrations, or -errno when the kernel cannot tell. */
+  membarrier: number;
+  /** Parent-death signal by tid. */
+  pdeathsig: Map<number, number>;
+}
+
+const PR_SET_PDEATHSIG = 1;
+const PR_GET_PDEATHSIG = 2;
+const PR_GET_DUMPABLE = 3;
+const PR_SET_DUMPABLE = 4;
+const PR_SET_CHILD_SUBREAPER = 36;
+const PR_GET_CHILD_SUBREAPER = 37;
+const PR_SET_NO_NEW_PRIVS = 38;
+const PR_SET_THP_DISABLE = 41;
+const PR_GET_THP_DISABLE = 42;
+const MEMBARRIER_CMD_GET_REGISTRATIONS = 1 << 9;
+const SUID_DUMP_ROOT = 2;
+
+/** Reads dumpable, subreaper, THP disable, membarrier and each thread's pdeathsig by injection. */
+export function queryAttrs(s: InjectionSession, tids: readonly number[]): InjectedAttrs {
+  const main = s.pid;
+  const int32 = (off: number) => new DataView(s.read(off, 4).buffer).getInt32(0, true);
+  s.check(main, "prctl(PR_GET_CHILD_SUBREAPER)", SYS.prctl, PR_GET_CHILD_SUBREAPER, s.scratch);
+  const childSubreaper = int32(0) !== 0;
+  const pdeathsig = new Map<number, number>();
+  for (const tid of tids) {
+    s.check(tid, "prctl(PR_GET_PDEATHSIG)", SYS.prctl, PR_GET_PDEATHSIG, s.scratch + 8n);
+    pdeathsig.set(tid, int32(8));
+  }
+  return {
+    dumpable: Number(s.check(main, "prctl(PR_GET_DUMPABLE)", SYS.prctl, PR_GET_DUMPABLE)),
+    childSubreaper,
+    thpDisable: Number(
+      s.check(main, "prctl(PR_GET_THP_DISABLE)", SYS.prctl, PR_GET_THP_DISABLE, 0, 0, 0, 0),
+    ),
+    membarrier: membarrierRegistrations(
+      s.call(main, SYS.membarrier, MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0),
+    ),
+    pdeathsig,
+  };
+}
+
+/** A kernel without membarrier (ENOSYS) has no registrations; other errors mean it cannot tell. */
+function membarrierRegistrations(r: bigint): number {
+  return r === -38n /* ENOSYS */ ? 0 : Number(r);
+}
+
+function procNumber(pid: number, name: string): number {
+  return Number(readProcText(pid, name).trim());
+}
+
+/**
+ * The process attributes of `pid` (from /proc and `injected`); reports
+ * what cannot be restored to `refusals`.
+ */
+export function collectProcessAttrs(
+  pid: number,
+  injected: InjectedAttrs,
+  refusals: Refusals,
+): ProcessAttrs {
+  if (injected.dumpable === SUID_DUMP_ROOT) {
+    refusals.use("task.dumpable-root", `process ${pid}`);
+  }
+  if (injected.membarrier < 0) {
+    refusals.use(
+      "task.membarrier-unknown",
+      `process ${pid}`,
+      `this kernel cannot tell (${errnoName(-injected.membarrier)})`,
+    );
+  }
+  return {
+    oomScoreAdj: procNumber(pid, "oom_score_adj"),
+    dumpable: injected.dumpable,
+    childSubreaper: injected.childSubreaper,
+    thpDisable: injected.thpDisable,
+    membarrier: Math.max(0, injected.membarrier),
+    loginuid: procNumber(pid, "loginuid"),
+    sessionid: procNumber(pid, "sessionid"),
+  };
+}
+
+/** The attributes of thread `tid` of `pid`. */
+export function collectThreadAttrs(pid: number, tid: number, injected: InjectedAttrs): ThreadAttrs {
+  return {
+    pdeathsig: injected.pdeathsig.get(tid) ?? 0,
+    noNewPrivs: readStatus(pid, tid).noNewPrivs,
+  };
+}
+
+/** Emits the restore-program ops of the process-wide attributes (main thread, no privilege). */
+export function emitProcessAttrs(p: ProgramBuilder, a: ProcessAttrs): void {
+  p.op(SYS.prctl, [PR_SET_CHILD_SUBREAPER, a.childSubreaper ? 1 : 0, 0, 0, 0], {
+    comment: "child subreaper",
+  });
+  p.op(SYS.prctl, [PR_SET_THP_DISABLE, a.thpDisable & 1, a.thpDisable & ~1, 0, 0], {
+    comment: "THP disable",
+  });
+  for (let bit = 0; bit < 31; bit++) {
+    const cmd = 1 << bit;
+    if (a.membarrier & cmd) {
+      p.op(SYS.membarrier, [cmd, 0, 0], { comment: `membarrier register 0x${cmd.toString(16)}` });
+    }
+  }
+}
+
+/** Runs prctl in thread `tid` by injection; throws a RestoreError naming it on failure. */
+function prctlIn(inj: TaskInjector, pid: number, tid: number, what: string, ...args: number[]) {
+  const r = inj.call(tid, SYS.prctl, ...args);
+  if (r < 0n) {
+    throw new RestoreError(
+      `cannot restore thread ${tid} of process ${pid}: ${what} failed: ${errnoName(Number(-r))}`,
+    );
+  }
+}
+
+/**
+ * Sets oom_score_adj (from cryo, read back) and each thread's no_new_privs
+ * (by injection): what must be in place before credentials are dropped
+ * and before seccomp filters are installed.
+ */
+export function restoreAttrsBeforeCredentials(image: ProcessImage, inj: TaskInjector): void {
+  const pid = image.pid;
+  const a = image.attrs!;
+  try {
+    Deno.writeTextFileSync(`/proc/${pid}/oom_score_adj`, String(a.oomScoreAdj));
+  } catch (e) {
+    throw new RestoreError(
+      `cannot restore oom_score_adj ${a.oomScoreAdj} of process ${pid}: ${(e as Error).message}`,
+    );
+  }
+  const now = procNumber(pid, "oom_score_adj");
+  if (now !== a.oomScoreAdj) {
+    throw new RestoreError(
+      `cannot restore oom_score_adj of process ${pid}: it is ${now}, the image has ${a.oomScoreAdj}`,
+    );
+  }
+  for (const t of image.threads) {
+    if (t.attrs!.noNewPrivs) {
+      prctlIn(inj, pid, t.tid, "prctl(PR_SET_NO_NEW_PRIVS)", PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    }
+  }
+}
+
+/**
+ * Sets each thread's parent-death signal and the process's dumpable flag
+ * (by injection). The kernel resets both when euid, egid, fsuid or fsgid
+ * change, so this comes after credentials are restored.
+ */
+export function restoreAttrsAfterCredentials(image: ProcessImage, inj: TaskInjector): void {
+  const pid = image.pid;
+  for (const t of image.threads) {
+    const sig = t.attrs!.pdeathsig;
+    prctlIn(inj, pid, t.tid, `prctl(PR_SET_PDEATHSIG, ${sig})`, PR_SET_PDEATHSIG, sig);
+  }
+  const dumpable = image.attrs!.dumpable;
+  prctlIn(inj, pid, pid, `prctl(PR_SET_DUMPABLE, ${dumpable})`, PR_SET_DUMPABLE, dumpable);
+}
+
+/**
+ * Restore pre-flight: login uid and session id are inherited from the
+ * restorer and cannot be set to given values; refuses images whose values
+ * differ from the restorer's.
+ */
+export function checkLoginIds(processes: readonly ProcessImage[]): void {
+  const self = {
+    loginuid: procNumber(Deno.pid, "loginuid"),
+    sessionid: procNumber(Deno.pid, "sessionid"),
+  };
+  for (const p of processes) {
+    if (!p.attrs) continue;
+    if (p.attrs.loginuid !== self.loginuid || p.attrs.sessionid !== self.sessionid) {
+      throw new RestoreError(
+        `cannot restore: process ${p.pid} had login uid ${p.attrs.loginuid} and session id ${p.attrs.sessionid}, ` +
+          `restored processes get the restorer's (login uid ${self.loginuid}, session id ${self.sessionid})`,
+      );
+    }
+  }
+}

@@ -1,0 +1,128 @@
+/**
+ * Task state beyond memory, fds and signals: scheduling (sched.ts),
+ * process and thread attributes (attrs.ts) and seccomp (seccomp.ts).
+ * These entry points are what the dump collector, the restore compiler and
+ * the restore session call, one line each.
+ *
+ * Where each piece is restored:
+ * - restore program (main thread, before END): child subreaper, THP
+ *   disable, membarrier registrations;
+ * - engine finalize, before the bootstrap is unmapped and before detach,
+ *   {@link restoreTaskState} then {@link restoreTaskStateAfterCredentials}
+ *   (credentials restored by injection belong between the two):
+ *   scheduling of every thread (from cryo), oom_score_adj (from cryo),
+ *   no_new_privs, seccomp (injected; suspended until detach), then
+ *   pdeathsig and dumpable (injected; a credential change resets them);
+ * - restore pre-flight: login uid and session id must equal the restorer's;
+ *   scheduling this host cannot give is refused before anything is created.
+ *
+ * @module
+ */
+
+import type { ProcessImage, ThreadState } from "../model.ts";
+import type { InjectionSession } from "../dump/injected.ts";
+import type { ProgramBuilder } from "../program/builder.ts";
+import type { Refusals } from "../support.ts";
+import { UnsupportedError } from "../errors.ts";
+import {
+  checkLoginIds,
+  collectProcessAttrs,
+  collectThreadAttrs,
+  emitProcessAttrs,
+  type InjectedAttrs,
+  type ProcessAttrs,
+  queryAttrs,
+  restoreAttrsAfterCredentials,
+  restoreAttrsBeforeCredentials,
+} from "./attrs.ts";
+import { checkSchedulable, collectSched, restoreSched } from "./sched.ts";
+import { collectSeccomp, restoreSeccomp, suspendSeccomp, type TaskInjector } from "./seccomp.ts";
+
+export type { TaskInjector } from "./seccomp.ts";
+
+/** The task state of one process: process-wide and per thread. */
+export interface CollectedTaskState {
+  attrs: ProcessAttrs;
+  threads: Map<number, Pick<ThreadState, "sched" | "attrs" | "seccomp">>;
+}
+
+/**
+ * Before anything is injected into frozen process `pid`: suspends seccomp
+ * in its threads that have it (cryo's injected syscalls must not be filtered).
+ */
+export function prepareTaskCollection(pid: number, tids: readonly number[]): void {
+  suspendSeccomp(pid, tids);
+}
+
+/** The injected part of the collection (run inside the process's injection session). */
+export function queryTaskState(s: InjectionSession, tids: readonly number[]): InjectedAttrs {
+  return queryAttrs(s, tids);
+}
+
+/** Collects the task state of frozen process `pid`; reports what cannot come back. */
+export function collectTaskState(
+  pid: number,
+  tids: readonly number[],
+  injected: InjectedAttrs,
+  refusals: Refusals,
+): CollectedTaskState {
+  const threads: CollectedTaskState["threads"] = new Map();
+  for (const tid of tids) {
+    threads.set(tid, {
+      sched: collectSched(tid),
+      attrs: collectThreadAttrs(pid, tid, injected),
+      seccomp: collectSeccomp(pid, tid, refusals),
+    });
+  }
+  return { attrs: collectProcessAttrs(pid, injected, refusals), threads };
+}
+
+/**
+ * Emits the restore-program ops of the task state (process-wide attributes);
+ * refuses an image that does not record the task state.
+ */
+export function emitTaskState(p: ProgramBuilder, proc: ProcessImage): void {
+  const missing = !proc.attrs || proc.threads.some((t) => !t.sched || !t.attrs || !t.seccomp);
+  if (missing) {
+    throw new UnsupportedError(`process ${proc.pid}`, [
+      "the image does not record scheduling and process attributes (written by an older cryo)",
+    ]);
+  }
+  emitProcessAttrs(p, proc.attrs!);
+}
+
+/**
+ * Engine finalize of one restored process, every thread stopped, before
+ * credentials are restored: scheduling (from cryo), oom_score_adj,
+ * no_new_privs, then seccomp (installing a filter may need privileges the
+ * credentials drop; it stays suspended until detach). `traceOptions` are
+ * the PTRACE_O_* options the tasks were seized with.
+ */
+export function restoreTaskState(
+  image: ProcessImage,
+  inj: TaskInjector,
+  traceOptions: number,
+): void {
+  for (const t of image.threads) restoreSched(image.pid, t.tid, t.sched!);
+  restoreAttrsBeforeCredentials(image, inj);
+  restoreSeccomp(image.pid, image.threads.map((t) => [t.tid, t.seccomp!]), inj, traceOptions);
+}
+
+/**
+ * Engine finalize of one restored process, after credentials are restored
+ * (a change of euid, egid, fsuid or fsgid resets these): each thread's
+ * parent-death signal and the dumpable flag.
+ */
+export function restoreTaskStateAfterCredentials(image: ProcessImage, inj: TaskInjector): void {
+  restoreAttrsAfterCredentials(image, inj);
+}
+
+/**
+ * Restore pre-flight, before anything is created: login ids equal to the
+ * restorer's, and scheduling this host can give (CPUs, CAP_SYS_NICE, RT
+ * runtime).
+ */
+export function checkTaskState(processes: readonly ProcessImage[]): void {
+  checkLoginIds(processes);
+  checkSchedulable(processes);
+}
