@@ -71,6 +71,14 @@ export function hasPendingError(fd: number): boolean {
   return ((pfd[1] >>> 16) & 0x8) !== 0; // revents & POLLERR
 }
 
+/** The address of the peer of socket `fd` (sun_path bytes; empty when unnamed or none). */
+export function peerAddress(fd: number): Uint8Array {
+  const buf = new Uint8Array(112);
+  const len = new Uint32Array([buf.length]);
+  if (rawSyscall(SYS.getpeername, fd, buf, len) < 0n) return new Uint8Array();
+  return buf.slice(2, Math.max(2, Math.min(len[0], buf.length)));
+}
+
 /** A fresh socket in this process (for default option values); close it after use. */
 export function freshSocket(family: number, type: number): number {
   return Number(rawSyscall(SYS.socket, family, type | 0o2000000, 0));

@@ -222,6 +222,18 @@ Deno.test(
   }),
 );
 
+Deno.test(
+  "a connection whose closed peer had an address (getpeername) is refused by name",
+  withTargets(async () => {
+    const m = await startTriggered("rt_unix", READY, { passWork: true, extra: ["named-peer"] });
+    await assertDumpRefused(
+      m,
+      /fd \d+ \(socket:\[\d+\]\): unix sockets in a state cryo cannot re-create exactly: its closed peer had the address .*listen\.sock/,
+      "named-peer-intact",
+    );
+  }),
+);
+
 /** A unix listener of this (test) process, outside any dumped tree. */
 async function outsideListener(): Promise<{ path: string; listener: Deno.UnixListener }> {
   const path = `${await tempDir("cryo-ext-unix-")}/outside.sock`;

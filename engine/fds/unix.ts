@@ -33,6 +33,7 @@ import {
   getSockOptInt,
   hasPendingError,
   hasUrgentData,
+  peerAddress,
   SOL_SOCKET,
 } from "../../ffi/socket.ts";
 import { decodeBase64, encodeBase64 } from "../base64.ts";
@@ -190,6 +191,11 @@ function collectOne(
     }
   }
   if (hasPendingError(copy)) u.pendingError = true;
+  if (u.peerClosed) {
+    // A closed peer keeps its address: getpeername() still returns it.
+    const name = peerAddress(copy);
+    if (name.length) u.peerName = encodeBase64(name);
+  }
   const cred = getSockOptBytes(copy, SOL_SOCKET, SO_PEERCRED, 12);
   const credPid = cred ? new DataView(cred.buffer, cred.byteOffset).getInt32(0, true) : 0;
   if (credPid > 0) u.peerCredPid = credPid;
@@ -430,6 +436,15 @@ export function planUnixSockets(
         s.role = "pending";
       } else if (peerGone(u) && s.s.type !== SOCK_DGRAM) {
         s.role = "peer-closed";
+        if (u.peerName) {
+          refuse(
+            s,
+            "socket.unix-other",
+            `its closed peer had the address ${
+              unixNameText(u.peerName)
+            } (getpeername), which cannot be given back`,
+          );
+        }
         if (isAbstract(u.name)) {
           refuse(s, "socket.unix-other", "an abstract-named connection whose peer was closed");
         }

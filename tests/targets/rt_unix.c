@@ -18,9 +18,10 @@
  *   pending-data bytes sent on a connection not accepted yet
  *   oob          urgent (MSG_OOB) data in a stream socket's queue
  *   listen       a listener (<workdir>/listen.sock) the test connects to from outside
+ *   named-peer   a connection whose accepted end (named as the listener) was closed
  *   external P   a stream socket connected to the listener at path P (outside)
  *
- * usage: rt_unix <trigger> <workdir> [scm|pending-data|oob|listen|external <path>]
+ * usage: rt_unix <trigger> <workdir> [scm|pending-data|oob|listen|named-peer|external <path>]
  */
 #define _GNU_SOURCE
 #include "common.h"
@@ -89,7 +90,7 @@ static pid_t recv_cred_pid(int fd, const char *want) {
 #define PATTERN_LEN 100000
 
 int main(int argc, char **argv) {
-  need_args(argc, 2, "rt_unix <trigger> <workdir> [scm|pending-data|oob|listen|external <path>]");
+  need_args(argc, 2, "rt_unix <trigger> <workdir> [scm|pending-data|oob|listen|named-peer|external <path>]");
   const char *mode = argc > 3 ? argv[3] : "";
   signal(SIGPIPE, SIG_IGN);
   char path[256], dpath[256], spath[256];
@@ -137,6 +138,20 @@ int main(int argc, char **argv) {
     wait_trigger(argv[1]);
     int s = accept(l, NULL, NULL);
     check("outside-pending-intact", s >= 0 && expect_msg(s, "waiting", 7), "");
+    return verdict();
+  }
+  if (!strcmp(mode, "named-peer")) {
+    struct sockaddr_un a, got;
+    socklen_t al = mkaddr(&a, path, 0), gl = sizeof got;
+    int l = socket(AF_UNIX, SOCK_STREAM, 0), c = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (bind(l, (void *)&a, al) || listen(l, 4) || connect(c, (void *)&a, al)) die("listen");
+    int s = accept(l, NULL, NULL);
+    if (s < 0 || send(s, "bye", 3, 0) != 3) die("accept");
+    close(s);
+    print_ready("pid=%d", getpid());
+    wait_trigger(argv[1]);
+    check("named-peer-intact", expect_msg(c, "bye", 3) && getpeername(c, (void *)&got, &gl) == 0 &&
+                                   gl == al, "len %u", gl);
     return verdict();
   }
   if (!strcmp(mode, "pending-data")) {
