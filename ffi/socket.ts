@@ -107,12 +107,15 @@ export interface PeekedMessage {
  * peeking so each message names its sender. Both options are put back as
  * they were. `stream` joins everything into one message; otherwise each
  * datagram is one message. Fds passed in a message are closed again here.
- * `maxBytes` (the bytes known to be queued) stops reading there.
+ * `maxBytes` (the bytes known to be queued) stops reading there;
+ * `endAtZero` (the socket is shut down for reading) takes a 0-byte read as
+ * the end of a datagram queue.
  */
 export function peekQueue(
   fd: number,
   stream: boolean,
   maxBytes?: number,
+  endAtZero = false,
   maxMessages = 1 << 20,
 ): PeekedMessage[] {
   const oldPeek = getSockOptInt(fd, SOL_SOCKET, SO_PEEK_OFF) ?? -1;
@@ -131,6 +134,7 @@ export function peekQueue(
     const ptr = (b: Uint8Array | BigUint64Array) =>
       BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(b as Uint8Array<ArrayBuffer>)));
     let total = 0;
+    let zeros = 0;
     // With `maxBytes` (what sock_diag says is queued) no read goes past the
     // end: there a read would return, and clear, a pending error.
     while (out.length < maxMessages && (maxBytes === undefined || total < maxBytes)) {
@@ -155,6 +159,14 @@ export function peekQueue(
         continue;
       }
       if (stream && r === 0) break; // end of stream
+      // A socket shut down for reading reads 0 at the end of its queue: taken
+      // as the end (a zero-length datagram just before it cannot be told apart).
+      if (!stream && r === 0 && endAtZero) break;
+      // Otherwise 0 is a zero-length datagram; once peeked the next read skips it.
+      zeros = r === 0 ? zeros + 1 : 0;
+      if (zeros > 4096) {
+        throw new SocketError("recvmsg(MSG_PEEK): zero-length datagrams do not advance");
+      }
       const nameLen = Number(msg[1]);
       const msgFlags = Number(BigInt.asUintN(32, msg[6]));
       const m: PeekedMessage = {
@@ -165,11 +177,6 @@ export function peekQueue(
       parseControl(control.subarray(0, Number(msg[5])), m);
       out.push(m);
       total += r;
-      if (!stream && r === 0 && out.length > 1 && out[out.length - 2].data.length === 0) {
-        // Zero-length datagrams do not move the peek offset: refuse rather than loop.
-        m.rights = true;
-        break;
-      }
     }
   } finally {
     setSockOptInt(fd, SOL_SOCKET, SO_PEEK_OFF, oldPeek);

@@ -41,6 +41,7 @@ const CHECKS = [
   "stream-open-way",
   "dgram-1",
   "dgram-2",
+  "dgram-zero-length",
   "dgram-3",
   "dgram-empty",
   "dgram-again",

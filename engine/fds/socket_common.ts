@@ -198,8 +198,13 @@ export interface CollectedQueue {
  * Reads the receive queue of socket `fd` (a copy of the target's fd)
  * without consuming it. `stream` joins the bytes into one message.
  */
-export function collectQueue(fd: number, stream: boolean, maxBytes?: number): CollectedQueue {
-  const peeked = peekQueue(fd, stream, maxBytes);
+export function collectQueue(
+  fd: number,
+  stream: boolean,
+  maxBytes?: number,
+  endAtZero = false,
+): CollectedQueue {
+  const peeked = peekQueue(fd, stream, maxBytes, endAtZero);
   const problem = peeked.some((m) => m.rights)
     ? "file descriptors in flight (SCM_RIGHTS) in its receive queue"
     : undefined;

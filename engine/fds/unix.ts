@@ -207,6 +207,7 @@ function collectOne(
       copy,
       type === SOCK_STREAM,
       type === SOCK_DGRAM ? undefined : d.rqlen?.rqueue,
+      (d.shutdown & 1) !== 0,
     );
     u.queue = q.queue;
     if (q.problem) refuse("socket.unix-scm", q.problem);

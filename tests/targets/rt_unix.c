@@ -1,6 +1,7 @@
 /* Round-trip target for unix sockets. Before the checkpoint it sets up:
  * - a stream socketpair with bytes queued both ways, one end shut for writing;
- * - datagram and seqpacket socketpairs with messages of different sizes queued;
+ * - datagram and seqpacket socketpairs with messages of different sizes queued
+ *   (a zero-length datagram among them);
  * - a path-bound listener (mode 0640, backlog 7) with one accepted connection
  *   (bytes queued both ways) and one connection not accepted yet;
  * - an abstract-name listener with a connection not accepted yet;
@@ -195,7 +196,7 @@ int main(int argc, char **argv) {
   if (socketpair(AF_UNIX, SOCK_DGRAM, 0, dg) || socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sq))
     die("socketpair");
   if (send(dg[0], "one", 3, 0) != 3 || send(dg[0], "second datagram", 15, 0) != 15 ||
-      send(dg[0], pattern, 3000, 0) != 3000)
+      send(dg[0], "", 0, 0) != 0 || send(dg[0], pattern, 3000, 0) != 3000)
     die("send dgram");
   if (send(sq[1], "seq-a", 5, 0) != 5 || send(sq[1], "seq-bb", 6, 0) != 6) die("send seq");
 
@@ -324,6 +325,7 @@ int main(int argc, char **argv) {
 
   check("dgram-1", expect_msg(dg[1], "one", 3), "");
   check("dgram-2", expect_msg(dg[1], "second datagram", 15), "");
+  check("dgram-zero-length", recv(dg[1], got, 16, MSG_DONTWAIT) == 0, "%s", strerror(errno));
   check("dgram-3", expect_msg(dg[1], pattern, 3000), "");
   check("dgram-empty", recv(dg[1], got, 1, MSG_DONTWAIT) < 0 && errno == EAGAIN, "");
   check("dgram-again", send(dg[0], "new", 3, 0) == 3 && expect_msg(dg[1], "new", 3), "");
