@@ -80,6 +80,8 @@ const CHECKS = [
   "relative-send",
   "creds-kept",
   "no-creds-kept",
+  "creds-option-off",
+  "creds-kept-while-off",
   "reset-bytes",
   "reset-error",
   "reset-eof",

@@ -740,6 +740,10 @@ function emitGroup(
     }
     p.op(SYS.close, [fd], { comment: `the peer of socket:[${ino}] was closed` });
   }
+  // SO_PASSCRED turned on for a refill goes off again (the options below set it if it was on).
+  for (const s of members) {
+    if (passcred.get(s.fd!)) credsFor(s, {});
+  }
   // 8. Shutdown state, then 9. options (buffer sizes last set here).
   for (const s of members) {
     const how = [undefined, 0, 1, 2][s.u.shutdown & 3];

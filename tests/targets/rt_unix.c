@@ -287,6 +287,13 @@ int main(int argc, char **argv) {
       setsockopt(cr[1], SOL_SOCKET, SO_PASSCRED, &one, sizeof one))
     die("no creds");
 
+  /* A datagram with credentials queued on a receiver that stopped asking for them. */
+  int cr2[2];
+  if (socketpair(AF_UNIX, SOCK_DGRAM, 0, cr2) ||
+      setsockopt(cr2[1], SOL_SOCKET, SO_PASSCRED, &one, sizeof one) || send(cr2[0], "c2", 2, 0) != 2 ||
+      setsockopt(cr2[1], SOL_SOCKET, SO_PASSCRED, &off, sizeof off))
+    die("creds off");
+
   /* A stream pair whose peer closed with bytes unread: ECONNRESET pending. */
   int rs[2];
   if (socketpair(AF_UNIX, SOCK_STREAM, 0, rs)) die("socketpair reset");
@@ -412,6 +419,11 @@ int main(int argc, char **argv) {
   pid_t cp1 = recv_cred_pid(cr[1], "creds"), cp2 = recv_cred_pid(cr[1], "none");
   check("creds-kept", cp1 == getpid(), "pid %d", cp1);
   check("no-creds-kept", cp2 == 0, "pid %d", cp2);
+  check("creds-option-off", optint(cr2[1], SO_PASSCRED) == 0, "%d", optint(cr2[1], SO_PASSCRED));
+  int on2 = 1;
+  setsockopt(cr2[1], SOL_SOCKET, SO_PASSCRED, &on2, sizeof on2);
+  pid_t cp3 = recv_cred_pid(cr2[1], "c2");
+  check("creds-kept-while-off", cp3 == getpid(), "pid %d", cp3);
 
   check("reset-bytes", expect_msg(rs[0], "before reset", 12), "");
   check("reset-error", recv(rs[0], got, 1, MSG_DONTWAIT) < 0 && errno == ECONNRESET, "%s",
