@@ -85,6 +85,8 @@ const CHECKS = [
   "reset-bytes",
   "reset-error",
   "reset-eof",
+  "gone-pending",
+  "gone-name",
   "half-bytes",
   "half-eof",
   "child",

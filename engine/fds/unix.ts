@@ -593,10 +593,9 @@ function emitGroup(
     if (path && file?.mode !== undefined) {
       p.op(SYS.chmod, [p.cstring(path), file.mode], { comment: `mode ${file.mode.toString(8)}` });
       p.op(SYS.lchown, [p.cstring(path), file.uid!, file.gid!], { comment: "owner" });
-    } else if (path) {
-      p.op(SYS.unlink, [p.cstring(path)], { comment: "its file had been removed" });
-    }
+    } else if (path) removeLater.push(s); // once the tree's clients have connected through it
   };
+  const removeLater: Sock[] = [];
   const connect = (fd: number, name: string, allowFail = false) => {
     const addr = sockaddr(name);
     const owner = listenerByName.get(name) ?? byName.get(name);
@@ -739,6 +738,12 @@ function emitGroup(
       });
     }
     p.op(SYS.close, [fd], { comment: `the peer of socket:[${ino}] was closed` });
+  }
+  for (const s of removeLater) {
+    chdirFor(s.u.name!, s);
+    p.op(SYS.unlink, [p.cstring(unixNameText(s.u.name))], {
+      comment: `${label(s)}: its file had been removed`,
+    });
   }
   // SO_PASSCRED turned on for a refill goes off again (the options below set it if it was on).
   for (const s of members) {

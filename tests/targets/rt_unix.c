@@ -266,6 +266,16 @@ int main(int argc, char **argv) {
   if (oacc < 0) die("accept orphan");
   close(olst);
   if (send(ocli, "orphaned", 8, 0) != 8) die("send orphan");
+  /* A listener whose socket file was removed, with a connection waiting. */
+  char gpath[256];
+  snprintf(gpath, sizeof gpath, "%s/gone.sock", argv[2]);
+  struct sockaddr_un ga;
+  socklen_t gal = mkaddr(&ga, gpath, 0);
+  int glst = socket(AF_UNIX, SOCK_STREAM, 0), gcli = socket(AF_UNIX, SOCK_STREAM, 0);
+  if (bind(glst, (void *)&ga, gal) || listen(glst, 2) || connect(gcli, (void *)&ga, gal) ||
+      unlink(gpath))
+    die("gone listener");
+
   if (chdir(argv[2]) != 0) die("chdir");
   int rel = socket(AF_UNIX, SOCK_DGRAM, 0);
   if (bind(rel, (void *)&ra, ral) != 0) die("bind relative");
@@ -412,6 +422,13 @@ int main(int argc, char **argv) {
   check("relative-file", access(argv[2], F_OK) == 0 && faccessat(AT_FDCWD, "rel.sock", F_OK, 0) == 0, "");
   check("relative-send", sendto(dsend, "rel", 3, 0, (void *)&ra, ral) == 3 && expect_msg(rel, "rel", 3),
         "%s", strerror(errno));
+
+  int gacc = accept4(glst, NULL, NULL, SOCK_NONBLOCK);
+  check("gone-pending", gacc >= 0 && send(gcli, "g", 1, 0) == 1 && expect_msg(gacc, "g", 1), "%s",
+        strerror(errno));
+  gl = sizeof got_a;
+  check("gone-name", getsockname(glst, (void *)&got_a, &gl) == 0 && gl == gal &&
+                         !strcmp(got_a.sun_path, gpath) && access(gpath, F_OK) != 0, "len %u", gl);
 
   check("half-bytes", expect_msg(half[0], "last words", 10), "");
   check("half-eof", recv(half[0], got, 1, MSG_DONTWAIT) == 0, "");
