@@ -9,6 +9,7 @@ import { readImage } from "../engine/inspect.ts";
 import { restorePlan } from "../engine/restore/plan.ts";
 import { describeSource, planFds } from "../engine/fds/mod.ts";
 import { describeUnixSocket } from "../engine/fds/unix.ts";
+import { OPT_IN_FLAGS } from "./dump.ts";
 import type { Mapping, ProcessImage } from "../engine/model.ts";
 import { humanBytes, printJson, renderTable } from "./format.ts";
 import { describePosixTimer } from "../engine/task/timers.ts";
@@ -162,7 +163,8 @@ Examples:
     )
     .action(async (image, opts) => {
       if (opts.plan) {
-        const plans = await restorePlan(image);
+        // The plan of the restore the image asks for: with the opt-ins it records.
+        const plans = await restorePlan(image, { optIns: [...OPT_IN_FLAGS] });
         if (opts.json) return printJson(plans);
         for (const p of plans) {
           console.log(`# process ${p.pid} (${p.comm})`);

@@ -319,6 +319,9 @@ Deno.test(
       const show = await runCli(["show", dir]);
       assertCliOk(show, "show");
       assert.match(show.stdout, /^opt-ins: --ext-unix-sk/m);
+      const plan = await runCli(["show", dir, "--plan"]);
+      assertCliOk(plan, "show --plan");
+      assert.match(plan.stdout, /connect\(.*# connect to .*outside\.sock/, "the reconnection");
       assertOneLineError(
         await runCli(["restore", dir, "--detach"]),
         1,
