@@ -8,8 +8,8 @@
  * outside the tree without --ext-unix-sk), the --ext-unix-sk round trip
  * through the library and the CLI (manifest, `show`, restore without the
  * flag refused); then real programs: `deno run` with a timer, a Worker and
- * its internal socketpairs, and `python3 -c` with a socketpair, a listener
- * and a client.
+ * its internal socketpairs, `python3 -c` with a socketpair, a listener and
+ * a client, and a tmux server.
  */
 
 import assert from "node:assert/strict";
@@ -19,7 +19,7 @@ import { UnsupportedError } from "../engine/errors.ts";
 import { readImage } from "../engine/inspect.ts";
 import { dumpUnixSockets } from "../ffi/sock_diag.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
-import { assertCliOk, assertOneLineError, runCli } from "./helpers/commands.ts";
+import { assertCliOk, assertOneLineError, runCli, runCommand } from "./helpers/commands.ts";
 import { tempDir } from "./helpers/fs.ts";
 import {
   dumpKillRestore,
@@ -27,7 +27,13 @@ import {
   tempImageDir,
   type TriggeredTarget,
 } from "./helpers/roundtrip.ts";
-import { adoptPid, startTarget, type Target, withTargets } from "./helpers/targets.ts";
+import {
+  adoptPid,
+  becomeSubreaper,
+  startTarget,
+  type Target,
+  withTargets,
+} from "./helpers/targets.ts";
 import { sleep } from "./helpers/wait.ts";
 
 const READY = /^ready pid=(\d+)/m;
@@ -467,5 +473,43 @@ Deno.test(
     const file = `${work}/progress`;
     const t = await startTarget("/usr/bin/python3", ["-c", PYTHON_PROGRAM, file, work]);
     await progressRoundTrip(t, file);
+  }),
+);
+
+Deno.test(
+  "a tmux server (unix listener, pty, a shell counting) checkpoints; the restored server takes clients",
+  withTargets(async () => {
+    const work = await tempDir("cryo-tmux-");
+    const sock = `${work}/tmux.sock`;
+    const file = `${work}/progress`;
+    becomeSubreaper(); // the server daemonizes: it comes back to this process
+    const tmux = (args: string[]) =>
+      runCommand(["tmux", "-f", "/dev/null", "-S", sock, ...args], {
+        env: { TERM: "xterm", PATH: "/usr/bin:/bin" },
+      });
+    // A counter that forks nothing (a short-lived child could be caught as a zombie).
+    const loop = `import time\nfor i in range(1, 10**9):\n  open("${file}", "a").write(f"{i}\\n"); time.sleep(0.05)`;
+    const started = await tmux(["new-session", "-d", "-s", "cryo", "python3", "-c", loop]);
+    assert.equal(started.code, 0, started.stderr);
+    const info = await tmux(["display-message", "-p", "#{pid}"]);
+    const server = adoptPid(Number(info.stdout.trim()));
+    try {
+      await waitProgress(server, file, 5);
+      const dir = await tempImageDir();
+      const dump = await checkpoint(server.pid, { dir });
+      assert.ok(dump.stats.processes >= 2, "the server and the session's shell");
+      await server.wait();
+      const before = await progress(file);
+      const tree = await restore(dir);
+      server.resetAfterRestore();
+      for (const pid of tree.pids) if (pid !== server.pid) adoptPid(pid);
+      await waitProgress(server, file, before.length + 10);
+      assertContiguous(await progress(file));
+      const ls = await tmux(["list-sessions", "-F", "#{session_name} #{pid}"]);
+      assert.equal(ls.code, 0, ls.stderr);
+      assert.equal(ls.stdout.trim(), `cryo ${server.pid}`, "a client talks to the restored server");
+    } finally {
+      await tmux(["kill-server"]);
+    }
   }),
 );
