@@ -627,10 +627,6 @@ function emitGroup(
   // 1. Bound sockets, listeners, lone sockets.
   for (const s of members) {
     if (s.role !== "plain" && s.role !== "listener" && s.role !== "dgram-connect") continue;
-    if (s.role === "dgram-connect" && !s.u.name) {
-      make(s, s.s.type);
-      continue;
-    }
     make(s, s.s.type);
     if (s.u.name) bind(s);
     if (s.u.listen) {
