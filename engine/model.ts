@@ -12,6 +12,7 @@
 import type { ProcessAttrs, ThreadAttrs } from "./task/attrs.ts";
 import type { ThreadSched } from "./task/sched.ts";
 import type { SeccompState } from "./task/seccomp.ts";
+import type { InotifyWatchImage } from "./fds/inotify.ts";
 
 /** A 64-bit value as a `0x`-prefixed hex string. */
 export type Hex = string;
@@ -314,6 +315,8 @@ export interface FdInfo {
   ghost?: string;
   /** Socket state (unix sockets, on fds 0-2 too; see engine/fds/unix.ts and socket_common.ts). */
   socket?: SocketImage;
+  /** inotify watches, by wd, with the paths found at dump (engine/fds/inotify.ts). */
+  inotify?: InotifyWatchImage[];
 }
 
 /**

@@ -130,6 +130,10 @@ export const SYS = {
   sched_getattr: 315,
   seccomp: 317,
   membarrier: 324,
+  inotify_add_watch: 254,
+  inotify_rm_watch: 255,
+  inotify_init1: 294,
+  open_by_handle_at: 304,
 } as const;
 
 /** Name of a syscall by number, for plan printing and error messages. */

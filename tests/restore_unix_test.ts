@@ -488,7 +488,8 @@ Deno.test(
         env: { TERM: "xterm", PATH: "/usr/bin:/bin" },
       });
     // A counter that forks nothing (a short-lived child could be caught as a zombie).
-    const loop = `import time\nfor i in range(1, 10**9):\n  open("${file}", "a").write(f"{i}\\n"); time.sleep(0.05)`;
+    const loop =
+      `import time\nfor i in range(1, 10**9):\n  open("${file}", "a").write(f"{i}\\n"); time.sleep(0.05)`;
     const started = await tmux(["new-session", "-d", "-s", "cryo", "python3", "-c", loop]);
     assert.equal(started.code, 0, started.stderr);
     const info = await tmux(["display-message", "-p", "#{pid}"]);

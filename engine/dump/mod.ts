@@ -37,6 +37,7 @@ import { TargetError, UnsupportedError } from "../errors.ts";
 import { Refusals } from "../support.ts";
 import { compileTree } from "../restore/restorable.ts";
 import { collectGhosts } from "../fds/ghost.ts";
+import { refuseSharedAcrossTree } from "../fds/shared_anon.ts";
 import { SyscallError } from "../../ffi/libc.ts";
 import { TraceeGoneError } from "../../ffi/ptrace.ts";
 import { ImageWriter } from "../image/writer.ts";
@@ -303,6 +304,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       applyIncludes(image, opts.include);
       return { p, collected, image, start, size };
     });
+    refuseSharedAcrossTree(described.map((d) => d.image), refusals);
     const ghosts = await collectGhosts(described.map((d) => d.image), tmp, refusals);
     compileTree(described.map((d) => d.image), {
       pathOf: (pid) => `${finalDir}/${pid}.elf`,

@@ -25,6 +25,7 @@ import { collectPipe } from "../fds/pipe.ts";
 import { collectUnixSockets } from "../fds/unix.ts";
 import { collectTimers, takeTimerSignals } from "../task/timers.ts";
 import { collectTty } from "../fds/tty.ts";
+import { collectInotify } from "../fds/inotify.ts";
 import { checkNamespaces, collectCgroups } from "../task/placement.ts";
 import { collectTaskState, prepareTaskCollection, queryTaskState } from "../task/mod.ts";
 
@@ -175,6 +176,7 @@ export function collectProcess(
       }
     }
   }
+  collectInotify(pid, fds, fdInfos, refusals);
 
   collectUnixSockets(pid, fdInfos, refusals);
 

@@ -32,6 +32,8 @@ import { type PlannedPty, planTty } from "./tty.ts";
 import { ghostOpenFlags, ghostPath, type PlannedGhosts } from "./ghost.ts";
 import type { SharedPipe } from "./shared_pipes.ts";
 import { planUnixFd, type UnixTreePlan } from "./unix.ts";
+import { emitInotify, planInotify } from "./inotify.ts";
+import { emitPidfd, planPidfd } from "./pidfd.ts";
 import { type FdSource, O_CLOEXEC, O_NONBLOCK, type PlannedFd, SETFL_MASK } from "./types.ts";
 
 export type { FdSource, PlannedFd } from "./types.ts";
@@ -85,6 +87,10 @@ function planOne(
       return planSignalfd(f);
     case "epoll":
       return planEpoll(f, proc.fds);
+    case "inotify":
+      return planInotify(f);
+    case "pidfd":
+      return planPidfd(f);
     default:
       return refusedBecause(refusedKind(f));
   }
@@ -99,6 +105,7 @@ function refusedKind(f: FdInfo): SupportId {
   if (anon === "io_uring") return "fd.io_uring";
   if (anon.startsWith("perf_event")) return "fd.perf";
   if (anon.startsWith("bpf")) return "fd.bpf";
+  if (anon === "userfaultfd") return "fd.userfaultfd";
   if (f.target.endsWith(" (deleted)")) return "fd.deleted";
   return "fd.anon-other";
 }
@@ -165,6 +172,10 @@ export function describeSource(f: PlannedFd): string {
       return `fd ${f.fd} shares fd ${s.as}`;
     case "pipe":
       return `fd ${f.fd} = ${s.end} end of ${s.id}${s.data ? " (with its buffered bytes)" : ""}`;
+    case "inotify":
+      return `fd ${f.fd} = new inotify with watches ${s.watches.map((w) => w.wd).join(", ")}`;
+    case "pidfd":
+      return `fd ${f.fd} = pidfd of ${s.pid}`;
     default:
       return `fd ${f.fd} = new ${s.kind}`;
   }
@@ -279,6 +290,14 @@ export function emitFds(
       case "epoll":
         p.op(SYS.epoll_create1, [O_CLOEXEC], { store: scratchSlot });
         keep(`fd:${f.fd}`, `${what} epoll`);
+        break;
+      case "inotify":
+        emitInotify(p, s, scratchSlot);
+        keep(`fd:${f.fd}`, `${what} inotify`);
+        break;
+      case "pidfd":
+        emitPidfd(p, s, scratchSlot);
+        keep(`fd:${f.fd}`, `${what} pidfd`);
         break;
     }
   }

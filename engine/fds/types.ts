@@ -28,7 +28,11 @@ export type FdSource =
     settimeFlags?: number;
   }
   | { kind: "signalfd"; mask: string; flags: number }
-  | { kind: "epoll"; flags: number; targets: { fd: number; events: number; data: string }[] };
+  | { kind: "epoll"; flags: number; targets: { fd: number; events: number; data: string }[] }
+  /** An inotify instance and its watches, by wd (engine/fds/inotify.ts). */
+  | { kind: "inotify"; flags: number; watches: { wd: number; mask: number; path: string }[] }
+  /** A pidfd of process (or thread) `pid` of the tree (engine/fds/pidfd.ts). */
+  | { kind: "pidfd"; pid: number; flags: number };
 
 /** A planned fd: its number and source. */
 export interface PlannedFd {

@@ -99,6 +99,18 @@ export function describeUnixSocket(u: UnixSocketImage, type: number): string {
   return parts.join(", ");
 }
 
+/** What is wrong with a unix socket's description in an image, if anything. */
+function malformed(u: UnixSocketImage): string | undefined {
+  const len = (b64: string | undefined) => b64 === undefined ? 0 : decodeBase64(b64).length;
+  if (len(u.name) > 108 || len(u.peerName) > 108) return "an address longer than sun_path";
+  if (u.file && (!u.file.dir.startsWith("/") || u.file.dir.includes("\0"))) {
+    return "a socket file directory that is not an absolute path";
+  }
+  if (isPathName(u.name) && !u.file) return "a path name without its socket file";
+  if (u.listen && (u.listen.backlog < 0 || u.listen.backlog > 1 << 20)) return "a bad backlog";
+  return undefined;
+}
+
 /** The low 32 bits of an inode number (sock_diag reports inodes as u32). */
 function low32(ino: number): number {
   return Number(BigInt(ino) & 0xffffffffn);
@@ -248,9 +260,10 @@ function socketFile(pid: number, d: UnixDiag, name: string): UnixSocketImage["fi
 // ---------------------------------------------------------------- restore
 
 /**
- * Restore pre-flight: no path-bound socket of the tree may have its path
- * taken by a live socket (its stale file would be unlinked under it). Found
- * with sock_diag (the socket file's inode), without touching that socket.
+ * Restore pre-flight: the path of each path-bound socket of the tree is
+ * free or a stale socket file (which is unlinked to bind again), not
+ * another kind of file and not the file of a live socket (found with
+ * sock_diag by its inode, without touching that socket).
  */
 export function checkUnixNamesFree(processes: readonly ProcessImage[]): void {
   let live: Set<number> | undefined;
@@ -263,12 +276,19 @@ export function checkUnixNamesFree(processes: readonly ProcessImage[]): void {
       const path = name.startsWith("/") ? name : `${u.file.dir}/${name}`;
       if (seen.has(path)) continue;
       seen.add(path);
-      let ino: number;
+      let st: Deno.FileInfo;
       try {
-        ino = Deno.lstatSync(path).ino ?? 0;
+        st = Deno.lstatSync(path);
       } catch {
         continue; // free
       }
+      // Only a stale socket file is ever unlinked to bind again.
+      if (!st.isSocket) {
+        throw new RestoreError(
+          `cannot restore: ${path} (process ${p.pid} fd ${f.fd}) exists and is not a socket file`,
+        );
+      }
+      const ino = st.ino ?? 0;
       live ??= new Set([...dumpUnixSockets().values()].flatMap((d) => d.vfs ? [d.vfs.ino] : []));
       if (live.has(low32(ino))) {
         throw new RestoreError(
@@ -396,6 +416,11 @@ export function planUnixSockets(
     const u = s.u;
     if (u.refused) {
       refuse(s, u.refused.id as SupportId, u.refused.detail);
+      continue;
+    }
+    const bad = malformed(u);
+    if (bad) {
+      refuse(s, "socket.unix-other", `a malformed image: ${bad}`);
       continue;
     }
     if (u.pendingError && (s.s.type === SOCK_DGRAM || !peerGone(u))) {

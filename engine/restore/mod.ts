@@ -20,6 +20,7 @@ import { IMAGE_FORMAT_VERSION } from "../model.ts";
 import { RestoreError } from "../errors.ts";
 import { ImageFormatError } from "../image/errors.ts";
 import { verifyImageDir } from "../image/manifest.ts";
+import { validateImage } from "../image/validate.ts";
 import { compileTree } from "./restorable.ts";
 import { ProvidedFds } from "./provided.ts";
 import { checkCgroups } from "../task/placement.ts";
@@ -28,6 +29,7 @@ import type { PlannedPty } from "../fds/tty.ts";
 import type { PlannedGhosts } from "../fds/ghost.ts";
 import { checkUnixNamesFree } from "../fds/unix.ts";
 import { checkFdFiles, checkFiles, checkPidsFree, checkPrivileges, checkVdso } from "./checks.ts";
+import { checkInotifyPaths } from "../fds/inotify.ts";
 import { type RestoreEvent, RestoreSession, type RestoreUnit } from "./session.ts";
 import { checkTaskState } from "../task/mod.ts";
 
@@ -96,6 +98,7 @@ export async function planRestore(dir: string, opts: RestoreOptions = {}): Promi
       } (its dump needed ${missing.length === 1 ? "it" : "them"}); give the same to restore`,
     );
   }
+  validateImage(abs, manifest, images.map((i) => i.process));
   const byPid = new Map<number, ProcessImage>(images.map((i) => [i.process.pid, i.process]));
   const pathOf = (pid: number) => `${abs}/${manifest.processes.find((p) => p.pid === pid)!.file}`;
   const compiled = compileTree(images.map((i) => i.process), {
@@ -165,6 +168,25 @@ function verifyInWorker(plan: RestorePlan): Promise<Error | undefined> {
   });
 }
 
+/**
+ * Everything a restore checks on this host before it creates anything:
+ * privileges, the same vdso, backing files and fd files unchanged, cgroups
+ * present, pids free, the task state this host can give. Throws a
+ * one-line RestoreError.
+ */
+export function preflight(plan: RestorePlan): void {
+  checkPrivileges();
+  checkVdso(plan.manifest);
+  const processes = plan.units.map((u) => u.image);
+  checkFiles(processes);
+  checkFdFiles(plan.units);
+  checkUnixNamesFree(processes);
+  checkInotifyPaths(processes);
+  checkCgroups(processes);
+  checkPidsFree(processes);
+  checkTaskState(processes);
+}
+
 /** Restores the checkpoint in `dir` with its original pids; resolves once every task runs. */
 export async function restore(dir: string, opts: RestoreOptions = {}): Promise<RestoredTree> {
   const t0 = performance.now();
@@ -179,15 +201,8 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
     if (verify && e instanceof ImageFormatError) await verifyImageDir(resolve(dir));
     throw e;
   }
-  checkPrivileges();
-  checkVdso(plan.manifest);
+  preflight(plan);
   const processes = plan.units.map((u) => u.image);
-  checkFiles(processes);
-  checkFdFiles(plan.units);
-  checkUnixNamesFree(processes);
-  checkCgroups(processes);
-  checkPidsFree(processes);
-  checkTaskState(processes);
   becomeSubreaper();
   for (const p of processes) forgetParkedStatus(p.pid);
   const verification = verify ? verifyInWorker(plan) : Promise.resolve(undefined);

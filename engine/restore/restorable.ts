@@ -15,6 +15,7 @@ import { Refusals } from "../support.ts";
 import { planSharedPipes, type SharedPipe } from "../fds/shared_pipes.ts";
 import { checkTtys, type PlannedPty, planPtys } from "../fds/tty.ts";
 import { planUnixSockets } from "../fds/unix.ts";
+import { checkPidfds } from "../fds/pidfd.ts";
 import { type CompiledProcess, compileProcess } from "./compile.ts";
 
 /** Where each image of the tree lives (or would live) and the user's fd overrides. */
@@ -53,6 +54,7 @@ export function compileTree(
   const ptys = planPtys(images, firstFreeFd(images, sharedPipes));
   const ghosts = planGhosts(opts.ghosts ?? [], firstFreeFd(images, sharedPipes) + ptys.length);
   checkTtys(images, refusals);
+  checkPidfds(images, refusals);
   const unixSockets = planUnixSockets(
     images,
     firstFreeFd(images, sharedPipes) + ptys.length + ghosts.size,
