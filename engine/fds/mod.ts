@@ -165,9 +165,10 @@ export function describeSource(f: PlannedFd): string {
     case "open":
       return `fd ${f.fd} = ${s.path}`;
     case "inherit":
-      return `fd ${f.fd} = the restorer's ${
-        ["stdin", "stdout", "stderr"][s.from] ?? `fd ${s.from}`
-      }`;
+      // Above 2: a transfer fd, made for the tree by an ancestor (shared pipes, unix sockets).
+      return s.from <= 2
+        ? `fd ${f.fd} = the restorer's ${["stdin", "stdout", "stderr"][s.from]}`
+        : `fd ${f.fd} = transfer fd ${s.from}, made for the tree`;
     case "same":
       return `fd ${f.fd} shares fd ${s.as}`;
     case "pipe":
