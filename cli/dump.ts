@@ -27,7 +27,7 @@ export function register(program: Command): void {
     .option("--leave-running", "let the tree continue after the dump (default: kill it)")
     .option("--json", "print the dump statistics as JSON")
     .option("--ext-unix-sk", "allow unix sockets connected to a peer outside the tree")
-    .option("--tcp-established", "allow established TCP connections")
+    .option("--tcp-established", "save TCP connections to peers outside the tree (repair mode)")
     .option("--shell-job", "allow a job of a shell outside the tree (session, terminal)")
     .addHelpText(
       "after",

@@ -45,7 +45,7 @@ export function register(program: Command): void {
     .option("--no-verify", "skip the SHA-256 check of the images")
     .option("--json", "print the restore result as JSON")
     .option("--ext-unix-sk", "the image has unix sockets connected outside the tree")
-    .option("--tcp-established", "the image has established TCP connections")
+    .option("--tcp-established", "restore TCP connections to peers outside the tree")
     .option("--shell-job", "the image is a job of a shell outside the tree")
     .addHelpText(
       "after",

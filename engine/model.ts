@@ -311,12 +311,97 @@ export interface FdInfo {
   sameAs?: number;
   /** Left out by a policy: restored closed. */
   excluded?: boolean;
+  /** An IPv4/IPv6 TCP or UDP socket: its state (engine/fds/tcp.ts, udp.ts). */
+  inet?: InetSocket;
+  /** A netlink socket: its state (engine/fds/netlink.ts). */
+  netlink?: NetlinkSocket;
   /** A deleted file or memfd saved by content: the id of its {@link GhostFile}. */
   ghost?: string;
   /** Socket state (unix sockets, on fds 0-2 too; see engine/fds/unix.ts and socket_common.ts). */
   socket?: SocketImage;
   /** inotify watches, by wd, with the paths found at dump (engine/fds/inotify.ts). */
   inotify?: InotifyWatchImage[];
+}
+
+/** An IPv4 or IPv6 socket address. */
+export interface SockAddr {
+  address: string;
+  port: number;
+  flowinfo?: number;
+  scopeId?: number;
+}
+
+/** One socket option as read with getsockopt and put back with setsockopt. */
+export interface SockOption {
+  level: number;
+  name: number;
+  /** For people: "SO_REUSEADDR", "TCP_NODELAY", ... */
+  label: string;
+  /** An int option's value. */
+  int?: number;
+  /** Any other option's bytes, base64. */
+  bytes?: string;
+}
+
+/** A TCP or UDP socket (IPv4 or IPv6). */
+export interface InetSocket {
+  family: "ipv4" | "ipv6";
+  proto: "tcp" | "udp";
+  /** TCP: listen, established or closed (never connected); UDP: closed. */
+  state: "listen" | "established" | "closed";
+  /** Bound address, or null for an unbound socket. */
+  local: SockAddr | null;
+  /** Connected peer, or null. */
+  peer: SockAddr | null;
+  /** Options put back after the socket is re-created. */
+  options: SockOption[];
+  /** SO_SNDBUF / SO_RCVBUF as getsockopt reports them, when not the kernel default. */
+  buffers?: { snd?: number; rcv?: number };
+  /** listen() backlog. */
+  backlog?: number;
+  /** An established connection's state, read in TCP repair mode. */
+  tcp?: TcpConnection;
+}
+
+/** An established TCP connection as TCP repair mode reads and writes it. */
+export interface TcpConnection {
+  /** Whether the peer socket belongs to the tree (else it needed the opt-in). */
+  peerInTree: boolean;
+  /** write_seq: after the last byte queued for sending. */
+  sndSeq: number;
+  /** rcv_nxt: the next byte expected from the peer. */
+  rcvSeq: number;
+  /** Send queue (sent-unacknowledged, then unsent), base64. */
+  sendQueue: string;
+  /** Unsent bytes at the end of the send queue. */
+  unsent: number;
+  /** Receive queue (received, not read by the process), base64. */
+  recvQueue: string;
+  mss: number;
+  wscale: { snd: number; rcv: number } | null;
+  sack: boolean;
+  timestamps: boolean;
+  /** TCP timestamp clock of the connection. */
+  timestamp: number;
+  window: { sndWl1: number; sndWnd: number; maxWindow: number; rcvWnd: number; rcvWup: number };
+}
+
+/** A netlink socket (NETLINK_ROUTE) with nothing queued. */
+export interface NetlinkSocket {
+  /** Netlink protocol (0 = NETLINK_ROUTE). */
+  protocol: number;
+  /** SOCK_RAW or SOCK_DGRAM (the same for netlink). */
+  type: number;
+  /** Bound port id (0: not bound). */
+  portid: number;
+  /** Every multicast group joined (1-based numbers). */
+  groups: number[];
+  /** Connected destination (port id, group), or null. */
+  peer: { portid: number; groups: number } | null;
+  /** SOL_NETLINK and SOL_SOCKET options that differ from a fresh socket's. */
+  options: SockOption[];
+  /** SO_SNDBUF / SO_RCVBUF when not the kernel default. */
+  buffers?: { snd?: number; rcv?: number };
 }
 
 /**

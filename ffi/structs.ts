@@ -273,6 +273,24 @@ export function xsaveXcr0(area: Uint8Array): bigint {
   return dv.getBigUint64(0, true);
 }
 
+/** `struct tcp_repair_window` (TCP_REPAIR_WINDOW). */
+export interface TcpRepairWindowStruct extends Record<string, number> {
+  sndWl1: number;
+  sndWnd: number;
+  maxWindow: number;
+  rcvWnd: number;
+  rcvWup: number;
+}
+
+/** Codec of {@link TcpRepairWindowStruct} (five u32). */
+export const tcpRepairWindow: Struct<TcpRepairWindowStruct> = defineStruct<TcpRepairWindowStruct>([
+  ["sndWl1", "u32"],
+  ["sndWnd", "u32"],
+  ["maxWindow", "u32"],
+  ["rcvWnd", "u32"],
+  ["rcvWup", "u32"],
+]);
+
 /** `struct itimerspec` (seconds and nanoseconds; interval first). */
 export interface Itimerspec extends Record<string, bigint> {
   intervalSec: bigint;

@@ -104,7 +104,7 @@ export const SYS = {
   timer_getoverrun: 225,
   timer_delete: 226,
   timerfd_gettime: 287,
-  // Sockets (unix sockets: engine/fds/unix.ts).
+  // Sockets.
   connect: 42,
   sendto: 44,
   recvfrom: 45,

@@ -32,7 +32,7 @@ Deno.test("support: docs/ARCHITECTURE.md shows the restorability table as the co
 
 /** Each refused kind of tests/targets/refused_kinds.c and the row its refusal line names. */
 const REFUSED: Record<string, RegExp> = {
-  socket: /other sockets/,
+  socket: /other netlink sockets/,
   "inotify-queued": /inotify events not yet read: \d+ bytes/,
   "inotify-deleted": /inotify watches on an inode without a path.*entry was deleted/,
   "inotify-gap": /inotify watch descriptors more than 2048 numbers.*: 2100 unused watch numbers/,

@@ -33,7 +33,7 @@ import {
   type Mapping,
   type ProcessImage,
 } from "../model.ts";
-import { TargetError, UnsupportedError } from "../errors.ts";
+import { CryoError, TargetError, UnsupportedError } from "../errors.ts";
 import { Refusals } from "../support.ts";
 import { compileTree } from "../restore/restorable.ts";
 import { collectGhosts } from "../fds/ghost.ts";
@@ -55,6 +55,8 @@ import { SyncPageWriter, ThreadedPageWriter } from "./page_writer.ts";
 import { bootstrapSizeFor, chooseBootstrap, pagePolicy } from "./vmas.ts";
 import { TOOL_VERSION } from "../version.ts";
 import { fdQueueBytes } from "../fds/socket_common.ts";
+import { InetSocketSession } from "../fds/inet_session.ts";
+import { inetQueueBytes } from "../fds/inet_plan.ts";
 
 /** Dumps with at least this much page data write from a worker thread. */
 const THREADED_WRITE_BYTES = 256 << 20;
@@ -267,6 +269,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
   let tree: FrozenTree | undefined;
   const streamers: MemoryStreamer[] = [];
   let writers: ImageWriter[] = [];
+  // TCP/UDP sockets; established connections stay in repair mode until the outcome is known.
+  const sockets = new InetSocketSession();
   try {
     tree = freezeTree(pid);
     const threadCount = tree.processes.reduce((n, p) => n + p.threads.length, 0);
@@ -283,7 +287,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     // it can be restored: nothing is written or killed for a tree that could not come back.
     const refusals = new Refusals(opts.optIns);
     const collectedAll = tree.processes.map((p, i) =>
-      collectProcess(p.pid, p.threads, p.children, fdLists[i], topology, refusals)
+      collectProcess(p.pid, p.threads, p.children, fdLists[i], topology, refusals, sockets)
     );
     // Queued socket bytes are sent again by whichever process creates the socket.
     const socketData = collectedAll.reduce((n, c) => n + fdQueueBytes(c.image.fds), 0);
@@ -293,7 +297,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         collected.vmas.length,
         collected.image.fds.length,
         collected.image.threads.length,
-        socketData,
+        socketData + inetQueueBytes(collected.image.fds),
       );
       const start = chooseBootstrap(collected.vmas, size);
       const image: ProcessImage = {
@@ -305,6 +309,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       return { p, collected, image, start, size };
     });
     refuseSharedAcrossTree(described.map((d) => d.image), refusals);
+    sockets.finish(refusals);
     const ghosts = await collectGhosts(described.map((d) => d.image), tmp, refusals);
     compileTree(described.map((d) => d.image), {
       pathOf: (pid) => `${finalDir}/${pid}.elf`,
@@ -366,6 +371,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     if (opts.leaveRunning) {
       // Every page is copied: the tree need not wait for the images to be
       // completed, synced and checksummed.
+      sockets.checkUnchanged();
+      sockets.releaseRunning();
       thawTree(tree);
       thawed = true;
       freezeSeconds = (performance.now() - tree.frozenAt) / 1000;
@@ -417,6 +424,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     };
     stats.dumpSeconds = (performance.now() - t0) / 1000;
     if (!thawed) stats.freezeSeconds = (performance.now() - tree.frozenAt) / 1000;
+    if (!thawed) sockets.checkUnchanged();
     await writeManifest(tmp, manifest);
     await fsyncDir(tmp);
     await Deno.remove(finalDir).catch(() => {}); // an empty directory given by the user
@@ -425,6 +433,16 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     if (!thawed) {
       killTree(tree);
       thawed = true;
+      tree = undefined;
+      // Connections are closed in repair mode: the peers see nothing.
+      const late = sockets.releaseAfterKill();
+      if (late.length) {
+        await Deno.remove(finalDir, { recursive: true }).catch(() => {});
+        throw new CryoError(
+          `${late.join("; ")}: data arrived after it was saved, while the tree was being killed; ` +
+            `the image is removed and these connections were reset`,
+        );
+      }
     }
     tree = undefined;
     opts.onEvent?.({ type: "done", stats });
@@ -433,6 +451,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     for (const s of streamers) await s.abort();
     for (const w of writers) await w.abort().catch(() => {});
     const gone = tree ? await goneProcesses(tree, e) : [];
+    sockets.releaseRunning();
     if (tree) thawTree(tree); // detaching an already resumed task is a harmless ESRCH
     await Deno.remove(tmp, { recursive: true }).catch(() => {});
     if (gone.length && !(e instanceof TargetError || e instanceof UnsupportedError)) {

@@ -23,6 +23,7 @@ import { collectThread, sharedPending } from "./threads.ts";
 import { classifyVma, refusedMapping, type Vma } from "./vmas.ts";
 import { collectPipe } from "../fds/pipe.ts";
 import { collectUnixSockets } from "../fds/unix.ts";
+import type { InetSocketSession } from "../fds/inet_session.ts";
 import { collectTimers, takeTimerSignals } from "../task/timers.ts";
 import { collectTty } from "../fds/tty.ts";
 import { collectInotify } from "../fds/inotify.ts";
@@ -118,6 +119,8 @@ export function collectProcess(
   fds: ProcFd[],
   topology: PipeTopology,
   refusals: Refusals,
+  /** Reads the TCP/UDP sockets (and keeps connections in repair mode, see inet_session.ts). */
+  sockets?: InetSocketSession,
 ): CollectedProcess {
   checkNamespaces(pid, refusals);
   const stat = readStat(pid);
@@ -179,6 +182,7 @@ export function collectProcess(
   collectInotify(pid, fds, fdInfos, refusals);
 
   collectUnixSockets(pid, fdInfos, refusals);
+  sockets?.collect(pid, fdInfos);
 
   let exe: ProcessImage["exe"] = null;
   try {

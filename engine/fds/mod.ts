@@ -26,6 +26,8 @@ import { type ProgramBuilder, slot } from "../program/builder.ts";
 import { decodeBase64 } from "../base64.ts";
 import { emitTimerfd, planEventfd, planSignalfd, planTimerfd } from "./anon.ts";
 import { planEpoll } from "./epoll.ts";
+import { creationOrder, describeSocket, emitInet, planInet } from "./inet_plan.ts";
+import { emitNetlink } from "./netlink.ts";
 import { planPipe } from "./pipe.ts";
 import { planRegular, replacementFlags } from "./regular.ts";
 import { type PlannedPty, planTty } from "./tty.ts";
@@ -78,7 +80,7 @@ function planOne(
         ? planUnixFd(f, unix)
         : f.restore === "inherit"
         ? { kind: "inherit", from: stdioFor(f) }
-        : refusedBecause("socket.other");
+        : planInet(f) ?? refusedBecause("socket.other");
     case "eventfd":
       return planEventfd(f);
     case "timerfd":
@@ -177,6 +179,9 @@ export function describeSource(f: PlannedFd): string {
       return `fd ${f.fd} = new inotify with watches ${s.watches.map((w) => w.wd).join(", ")}`;
     case "pidfd":
       return `fd ${f.fd} = pidfd of ${s.pid}`;
+    case "inet":
+    case "netlink":
+      return `fd ${f.fd} = ${describeSocket(s)}`;
     default:
       return `fd ${f.fd} = new ${s.kind}`;
   }
@@ -231,7 +236,7 @@ export function emitFds(
   };
   const scratchAddr = slotsAddress + BigInt(scratchSlot * 8);
   const nonblock = (flags: number) => flags & O_NONBLOCK;
-  for (const f of fds) {
+  for (const f of creationOrder(fds)) {
     const s = f.source;
     const what = `fd ${f.fd}`;
     switch (s.kind) {
@@ -300,6 +305,14 @@ export function emitFds(
         emitPidfd(p, s, scratchSlot);
         keep(`fd:${f.fd}`, `${what} pidfd`);
         break;
+      case "inet":
+        emitInet(p, scratchSlot, s.socket, what);
+        keep(`fd:${f.fd}`, `${what} ${s.socket.proto} socket`);
+        break;
+      case "netlink":
+        emitNetlink(p, scratchSlot, s.socket, what);
+        keep(`fd:${f.fd}`, `${what} netlink socket`);
+        break;
     }
   }
   const byFd = new Map(fds.map((f) => [f.fd, f]));
@@ -314,7 +327,7 @@ export function emitFds(
   p.op(SYS.close_range, [high, 0xffffffff, 0], { comment: "drop the temporaries" });
   for (const f of fds) {
     const s = f.source;
-    const setfl = s.kind === "pipe"
+    const setfl = s.kind === "pipe" || s.kind === "inet" || s.kind === "netlink"
       ? s.flags & SETFL_MASK
       : s.kind === "inherit"
       ? s.setfl ?? 0

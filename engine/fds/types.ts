@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { FdInfo, ProcessImage } from "../model.ts";
+import type { FdInfo, InetSocket, NetlinkSocket, ProcessImage } from "../model.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
 
 /** How one fd of a restored process is re-created. */
@@ -32,7 +32,9 @@ export type FdSource =
   /** An inotify instance and its watches, by wd (engine/fds/inotify.ts). */
   | { kind: "inotify"; flags: number; watches: { wd: number; mask: number; path: string }[] }
   /** A pidfd of process (or thread) `pid` of the tree (engine/fds/pidfd.ts). */
-  | { kind: "pidfd"; pid: number; flags: number };
+  | { kind: "pidfd"; pid: number; flags: number }
+  | { kind: "inet"; socket: InetSocket; flags: number }
+  | { kind: "netlink"; socket: NetlinkSocket; flags: number };
 
 /** A planned fd: its number and source. */
 export interface PlannedFd {

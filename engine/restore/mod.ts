@@ -25,6 +25,7 @@ import { compileTree } from "./restorable.ts";
 import { ProvidedFds } from "./provided.ts";
 import { checkCgroups } from "../task/placement.ts";
 import { Refusals } from "../support.ts";
+import { checkInetPorts, reportInetUses } from "../fds/inet_plan.ts";
 import type { PlannedPty } from "../fds/tty.ts";
 import type { PlannedGhosts } from "../fds/ghost.ts";
 import { checkUnixNamesFree } from "../fds/unix.ts";
@@ -101,12 +102,14 @@ export async function planRestore(dir: string, opts: RestoreOptions = {}): Promi
   validateImage(abs, manifest, images.map((i) => i.process));
   const byPid = new Map<number, ProcessImage>(images.map((i) => [i.process.pid, i.process]));
   const pathOf = (pid: number) => `${abs}/${manifest.processes.find((p) => p.pid === pid)!.file}`;
+  const refusals = new Refusals(opts.optIns);
+  reportInetUses(images.map((i) => i.process), refusals);
   const compiled = compileTree(images.map((i) => i.process), {
     pathOf,
     rootPid: manifest.rootPid,
     inheritFds: opts.inheritFds,
     ghosts: manifest.ghosts,
-  }, new Refusals(opts.optIns));
+  }, refusals);
   const units: RestoreUnit[] = manifest.processes.map((entry) => ({
     image: byPid.get(entry.pid)!,
     path: pathOf(entry.pid),
@@ -171,7 +174,8 @@ function verifyInWorker(plan: RestorePlan): Promise<Error | undefined> {
 /**
  * Everything a restore checks on this host before it creates anything:
  * privileges, the same vdso, backing files and fd files unchanged, cgroups
- * present, pids free, the task state this host can give. Throws a
+ * present, pids free, the task state this host can give, listening and
+ * bound socket addresses free. Throws a
  * one-line RestoreError.
  */
 export function preflight(plan: RestorePlan): void {
@@ -185,6 +189,7 @@ export function preflight(plan: RestorePlan): void {
   checkCgroups(processes);
   checkPidsFree(processes);
   checkTaskState(processes);
+  checkInetPorts(processes);
 }
 
 /** Restores the checkpoint in `dir` with its original pids; resolves once every task runs. */

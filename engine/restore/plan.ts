@@ -9,6 +9,7 @@
 import { formatOp, programStringReader } from "../program/builder.ts";
 import { planRestore, type RestoreOptions } from "./mod.ts";
 import { describeSource } from "../fds/mod.ts";
+import { finishInetPlan } from "../fds/inet_plan.ts";
 
 /** The plan of one process. */
 export interface ProcessPlan {
@@ -62,6 +63,7 @@ export async function restorePlan(dir: string, opts: RestoreOptions = {}): Promi
         `thread ${t.tid}: PTRACE_SETREGSET(NT_X86_XSTATE), PTRACE_SETREGS rip=${t.regs.rip}${restart}, PTRACE_SETSIGMASK ${t.sigmask}`,
       );
     }
+    finalize.push(...finishInetPlan(image));
     finalize.push("PTRACE_DETACH every thread of the tree at once");
     const fds = compiled.fds.map(describeSource);
     return { pid: image.pid, comm: image.comm, prologue, program, finalize, fds };

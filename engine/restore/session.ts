@@ -22,6 +22,7 @@
  * @module
  */
 
+import { finishInetSockets } from "../fds/inet_plan.ts";
 import { readMaps } from "../proc/maps.ts";
 import { readStatus } from "../proc/status.ts";
 import { readStat } from "../proc/stat.ts";
@@ -494,6 +495,8 @@ export class RestoreSession {
         setSigmask(t.tid, BigInt(t.sigmask));
       }
     }
+    // TCP connections leave repair mode once every socket of the tree exists.
+    finishInetSockets([...this.#units.values()].map((u) => u.image));
     // Everyone is ready: let them all go.
     for (const unit of this.#units.values()) {
       for (const t of unit.image.threads) detach(t.tid, 0);

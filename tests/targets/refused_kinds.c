@@ -1,4 +1,5 @@
-/* Holds one resource cryo refuses (argv[1]: "socket" for a netlink socket,
+/* Holds one resource cryo refuses (argv[1]: "socket" for a generic
+ * netlink socket (route netlink sockets are saved, unix sockets may be),
  * "inotify-queued" for an inotify instance with an event not yet read,
  * "inotify-deleted" for a watch on a file deleted while open,
  * "inotify-gap" for a watch numbered 2101 (the ones below given back),
@@ -18,6 +19,7 @@
 #include <sys/fanotify.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <linux/netlink.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <fcntl.h>
@@ -34,7 +36,7 @@ int main(int argc, char **argv) {
   int fd = -1, keep = -1;
   pid_t child = -1;
   if (is(kind, "socket")) {
-    fd = socket(AF_NETLINK, SOCK_RAW, 0 /* NETLINK_ROUTE */);
+    fd = socket(AF_NETLINK, SOCK_RAW, 16 /* NETLINK_GENERIC */);
     if (fd < 0) die("socket(AF_NETLINK)");
   } else if (is(kind, "inotify-gap")) {
     need_args(argc, 2, "refused_kinds inotify-gap <work dir>");
@@ -108,6 +110,12 @@ int main(int argc, char **argv) {
   arm_usr1(&old);
   print_ready("pid=%d fd=%d", getpid(), fd);
   wait_usr1(&old);
+  if (is(kind, "socket")) {
+    int proto = -1;
+    socklen_t len = sizeof proto;
+    check("socket-kind", getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &len) == 0 && proto == 16,
+          "protocol %d", proto);
+  }
   if (is(kind, "inotify-queued")) {
     char buf[512] __attribute__((aligned(8)));
     struct inotify_event *e = (struct inotify_event *)buf;
