@@ -1,8 +1,9 @@
 /**
  * Looking at another process's socket from cryo, through a copy of its fd
- * (ffi/pidfd.ts: the same open file description, so options read from it
- * are the target's): getsockopt, urgent data, and a non-destructive read of
- * the receive queue (MSG_PEEK with SO_PEEK_OFF, control messages decoded).
+ * (ffi/pidfd.ts: the same open file description, so what is read from it
+ * is the target's): a pending error, and a non-destructive read of the
+ * receive queue (MSG_PEEK with SO_PEEK_OFF, control messages decoded).
+ * getsockopt and the other socket calls are in ffi/net.ts.
  *
  * @module
  */
@@ -10,12 +11,11 @@
 import { rawSyscall } from "./libc.ts";
 import { SYS } from "./sysno.ts";
 import { errnoName } from "./errno.ts";
+import { getsockoptInt } from "./net.ts";
 
-/** SOL_SOCKET. */
-export const SOL_SOCKET = 1;
+const SOL_SOCKET = 1;
 const SO_PASSCRED = 16;
 const SO_PEEK_OFF = 42;
-const MSG_OOB = 0x1;
 const MSG_PEEK = 0x2;
 const MSG_TRUNC = 0x20;
 const MSG_CTRUNC = 0x8;
@@ -27,38 +27,10 @@ const EAGAIN = 11;
 /** Errors of the socket helpers, naming the call. */
 export class SocketError extends Error {}
 
-/** getsockopt returning the option's bytes (up to `size`), or undefined if it fails. */
-export function getSockOptBytes(
-  fd: number,
-  level: number,
-  name: number,
-  size: number,
-): Uint8Array | undefined {
-  const buf = new Uint8Array(size);
-  const len = new Uint32Array([size]);
-  const r = rawSyscall(SYS.getsockopt, fd, level, name, buf, len);
-  return r < 0n ? undefined : buf.subarray(0, len[0]);
-}
-
-/** getsockopt of an int option, or undefined if it fails. */
-export function getSockOptInt(fd: number, level: number, name: number): number | undefined {
-  const b = getSockOptBytes(fd, level, name, 4);
-  return b && b.length === 4 ? new DataView(b.buffer, b.byteOffset).getInt32(0, true) : undefined;
-}
-
-/** setsockopt of an int option; returns 0 or -errno. */
-export function setSockOptInt(fd: number, level: number, name: number, value: number): number {
+/** setsockopt of an int option; returns 0 or -errno (never throws: used to put options back). */
+function setSockOptInt(fd: number, level: number, name: number, value: number): number {
   const b = new Int32Array([value]);
   return Number(rawSyscall(SYS.setsockopt, fd, level, name, b, 4));
-}
-
-/**
- * Whether stream socket `fd` holds urgent data (MSG_OOB) not read yet,
- * found with a MSG_OOB|MSG_PEEK read, which consumes nothing.
- */
-export function hasUrgentData(fd: number): boolean {
-  const b = new Uint8Array(1);
-  return rawSyscall(SYS.recvfrom, fd, b, 1, MSG_OOB | MSG_PEEK | MSG_DONTWAIT, 0, 0) >= 0n;
 }
 
 /**
@@ -69,24 +41,6 @@ export function hasPendingError(fd: number): boolean {
   const pfd = new Int32Array([fd, 0]); // struct pollfd: fd, events 0, revents
   if (rawSyscall(SYS.poll, pfd, 1, 0) < 0n) return false;
   return ((pfd[1] >>> 16) & 0x8) !== 0; // revents & POLLERR
-}
-
-/** The address of the peer of socket `fd` (sun_path bytes; empty when unnamed or none). */
-export function peerAddress(fd: number): Uint8Array {
-  const buf = new Uint8Array(112);
-  const len = new Uint32Array([buf.length]);
-  if (rawSyscall(SYS.getpeername, fd, buf, len) < 0n) return new Uint8Array();
-  return buf.slice(2, Math.max(2, Math.min(len[0], buf.length)));
-}
-
-/** A fresh socket in this process (for default option values); close it after use. */
-export function freshSocket(family: number, type: number): number {
-  return Number(rawSyscall(SYS.socket, family, type | 0o2000000, 0));
-}
-
-/** Closes an fd of this process. */
-export function closeFd(fd: number): void {
-  rawSyscall(SYS.close, fd);
 }
 
 /** One message (or, for a stream, one chunk) seen in a receive queue. */
@@ -118,8 +72,8 @@ export function peekQueue(
   endAtZero = false,
   maxMessages = 1 << 20,
 ): PeekedMessage[] {
-  const oldPeek = getSockOptInt(fd, SOL_SOCKET, SO_PEEK_OFF) ?? -1;
-  const oldCred = getSockOptInt(fd, SOL_SOCKET, SO_PASSCRED) ?? 0;
+  const oldPeek = getsockoptInt(fd, SOL_SOCKET, SO_PEEK_OFF) ?? -1;
+  const oldCred = getsockoptInt(fd, SOL_SOCKET, SO_PASSCRED) ?? 0;
   const set = setSockOptInt(fd, SOL_SOCKET, SO_PEEK_OFF, 0);
   if (set < 0) throw new SocketError(`setsockopt(SO_PEEK_OFF): ${errnoName(-set)}`);
   setSockOptInt(fd, SOL_SOCKET, SO_PASSCRED, 1);

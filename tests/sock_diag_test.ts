@@ -11,7 +11,8 @@ import {
   UDIAG_SHOW,
 } from "../ffi/sock_diag.ts";
 import { withTargetFd } from "../ffi/pidfd.ts";
-import { hasPendingError, hasUrgentData, peekQueue } from "../ffi/socket.ts";
+import { hasPendingError, peekQueue } from "../ffi/socket.ts";
+import { urgentPending } from "../ffi/net.ts";
 import { withTempDir } from "./helpers/fs.ts";
 
 Deno.test("sock_diag: the request is a 40-byte SOCK_DIAG_BY_FAMILY dump for AF_UNIX", () => {
@@ -87,7 +88,7 @@ Deno.test("sock_diag: the dump finds a listener of this process by its path; pee
         const q = peekQueue(copy, true, 16);
         assert.equal(new TextDecoder().decode(q[0].data), "peeked, not read");
         assert.ok(!q[0].credPid, "no credentials: nobody asked for them when it was sent");
-        assert.equal(hasUrgentData(copy), false);
+        assert.equal(urgentPending(copy), false);
         assert.equal(hasPendingError(copy), false);
       });
       const buf = new Uint8Array(64);

@@ -12,14 +12,10 @@ import { decodeBase64, encodeBase64 } from "../base64.ts";
 import type { FdInfo, QueuedMessage, SocketOption } from "../model.ts";
 import type { ArgInput, ProgramBuilder } from "../program/builder.ts";
 import { SYS } from "../../ffi/sysno.ts";
-import {
-  closeFd,
-  freshSocket,
-  getSockOptBytes,
-  getSockOptInt,
-  peekQueue,
-  SOL_SOCKET,
-} from "../../ffi/socket.ts";
+import { peekQueue } from "../../ffi/socket.ts";
+import { closeFd, getsockoptBytes, getsockoptInt, newSocket, SOL } from "../../ffi/net.ts";
+
+const SOL_SOCKET = SOL.SOCKET;
 
 /** One socket option cryo knows how to save: level, number and value size in bytes. */
 export interface OptionSpec {
@@ -75,8 +71,8 @@ const defaultsCache = new Map<string, Map<string, string>>();
 function readOptions(fd: number, specs: readonly OptionSpec[]): Map<string, string> {
   const out = new Map<string, string>();
   for (const s of specs) {
-    const b = getSockOptBytes(fd, s.level, s.optname, s.size);
-    if (b) out.set(s.name, encodeBase64(b));
+    const b = getsockoptBytes(fd, s.level, s.optname, s.size);
+    if (typeof b !== "number") out.set(s.name, encodeBase64(b));
   }
   return out;
 }
@@ -96,7 +92,7 @@ export function collectSocketOptions(
   const key = `${family}/${type}/${extra.map((e) => e.name).join(",")}`;
   let defaults = defaultsCache.get(key);
   if (!defaults) {
-    const fresh = freshSocket(family, type);
+    const fresh = newSocket(family, type);
     defaults = fresh >= 0 ? readOptions(fresh, specs) : new Map();
     if (fresh >= 0) closeFd(fresh);
     defaultsCache.set(key, defaults);
@@ -110,8 +106,8 @@ export function collectSocketOptions(
     }
   }
   for (const [name, optname] of [["SO_SNDBUF", SO_SNDBUF], ["SO_RCVBUF", SO_RCVBUF]] as const) {
-    const v = getSockOptInt(fd, SOL_SOCKET, optname);
-    if (v !== undefined) {
+    const v = getsockoptInt(fd, SOL_SOCKET, optname);
+    if (v !== null) {
       out.push({ name, level: SOL_SOCKET, optname, value: encodeBase64(intBytes(v)) });
     }
   }

@@ -28,14 +28,10 @@
 import { SYS } from "../../ffi/sysno.ts";
 import { dumpUnixSockets, type UnixDiag } from "../../ffi/sock_diag.ts";
 import { withTargetFd } from "../../ffi/pidfd.ts";
-import {
-  getSockOptBytes,
-  getSockOptInt,
-  hasPendingError,
-  hasUrgentData,
-  peerAddress,
-  SOL_SOCKET,
-} from "../../ffi/socket.ts";
+import { hasPendingError } from "../../ffi/socket.ts";
+import { getsockoptBytes, getsockoptInt, peerName, SOL, urgentPending } from "../../ffi/net.ts";
+
+const SOL_SOCKET = SOL.SOCKET;
 import { decodeBase64, encodeBase64 } from "../base64.ts";
 import type { FdInfo, ProcessImage, SocketImage, UnixSocketImage } from "../model.ts";
 import type { Refusals, SupportId } from "../support.ts";
@@ -158,10 +154,10 @@ function collectOne(
   diagOf: () => Map<number, UnixDiag>,
   refusals: Refusals,
 ): SocketImage | undefined {
-  const family = getSockOptInt(copy, SOL_SOCKET, SO_DOMAIN) ?? -1;
+  const family = getsockoptInt(copy, SOL_SOCKET, SO_DOMAIN) ?? -1;
   if (family !== AF_UNIX) return undefined; // another family's module describes it
-  const type = getSockOptInt(copy, SOL_SOCKET, SO_TYPE) ?? 0;
-  const protocol = getSockOptInt(copy, SOL_SOCKET, SO_PROTOCOL) ?? 0;
+  const type = getsockoptInt(copy, SOL_SOCKET, SO_TYPE) ?? 0;
+  const protocol = getsockoptInt(copy, SOL_SOCKET, SO_PROTOCOL) ?? 0;
   const diag = diagOf();
   const d = diag.get(ino);
   if (!d) {
@@ -205,11 +201,13 @@ function collectOne(
   if (hasPendingError(copy)) u.pendingError = true;
   if (u.peerClosed) {
     // A closed peer keeps its address: getpeername() still returns it.
-    const name = peerAddress(copy);
+    const name = peerName(copy)?.subarray(2) ?? new Uint8Array(); // past sun_family
     if (name.length) u.peerName = encodeBase64(name);
   }
-  const cred = getSockOptBytes(copy, SOL_SOCKET, SO_PEERCRED, 12);
-  const credPid = cred ? new DataView(cred.buffer, cred.byteOffset).getInt32(0, true) : 0;
+  const cred = getsockoptBytes(copy, SOL_SOCKET, SO_PEERCRED, 12);
+  const credPid = typeof cred !== "number"
+    ? new DataView(cred.buffer, cred.byteOffset).getInt32(0, true)
+    : 0;
   if (credPid > 0) u.peerCredPid = credPid;
   // A datagram socket with an error pending is refused; reading its queue to
   // the end would clear the error.
@@ -224,7 +222,7 @@ function collectOne(
     u.queue = q.queue;
     if (q.problem) refuse("socket.unix-scm", q.problem);
     const read = q.queue.reduce((n, m) => n + decodeBase64(m.data).length, 0);
-    if (type === SOCK_STREAM && hasUrgentData(copy)) {
+    if (type === SOCK_STREAM && urgentPending(copy)) {
       refuse("socket.unix-other", "urgent (MSG_OOB) data in its receive queue");
     } else if (type !== SOCK_DGRAM && !q.problem && read !== (d.rqlen?.rqueue ?? read)) {
       const total = d.rqlen!.rqueue;
