@@ -134,6 +134,13 @@ export const SYS = {
   inotify_rm_watch: 255,
   inotify_init1: 294,
   open_by_handle_at: 304,
+  setgroups: 116,
+  setresuid: 117,
+  setresgid: 119,
+  setfsuid: 122,
+  setfsgid: 123,
+  capget: 125,
+  capset: 126,
 } as const;
 
 /** Name of a syscall by number, for plan printing and error messages. */

@@ -16,6 +16,7 @@ import { decodeBase64 } from "../base64.ts";
 import type { ProcessImage } from "../model.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
 import { creatorOf, transferBase, treeParents } from "./transfer.ts";
+import { emitAsOwner } from "../task/creds.ts";
 
 /** One pipe shared inside the tree. */
 export interface SharedPipe {
@@ -29,12 +30,17 @@ export interface SharedPipe {
   /** Bytes buffered in it at dump time (base64), and its buffer size. */
   data?: string;
   size?: number;
+  /** "uid:gid" it is created with, when not root's. */
+  owner?: string;
 }
 
 /** Finds the pipes shared between processes of the tree and who creates each. */
 export function planSharedPipes(processes: readonly ProcessImage[]): SharedPipe[] {
   const parent = treeParents(processes);
-  const holders = new Map<string, { pids: Set<number>; data?: string; size?: number }>();
+  const holders = new Map<
+    string,
+    { pids: Set<number>; data?: string; size?: number; owner?: string }
+  >();
   for (const p of processes) {
     for (const f of p.fds) {
       if ((f.kind !== "pipe" && f.kind !== "fifo") || f.restore !== "tree" || f.excluded) continue;
@@ -42,6 +48,7 @@ export function planSharedPipes(processes: readonly ProcessImage[]): SharedPipe[
       h.pids.add(p.pid);
       if (f.extra["pipe-data"]) h.data = f.extra["pipe-data"];
       if (f.extra["pipe-size"]) h.size = Number(f.extra["pipe-size"]);
+      if (f.extra["pipe-owner"]) h.owner = f.extra["pipe-owner"];
       holders.set(f.target, h);
     }
   }
@@ -51,7 +58,15 @@ export function planSharedPipes(processes: readonly ProcessImage[]): SharedPipe[
   let next = transferBase(processes, 2 * holders.size);
   for (const [id, h] of holders) {
     const creator = creatorOf(h.pids, parent);
-    out.push({ id, creator, readFd: next, writeFd: next + 1, data: h.data, size: h.size });
+    out.push({
+      id,
+      creator,
+      readFd: next,
+      writeFd: next + 1,
+      data: h.data,
+      size: h.size,
+      ...(h.owner ? { owner: h.owner } : {}),
+    });
     next += 2;
   }
   return out;
@@ -71,7 +86,11 @@ export function emitSharedPipeCreation(
   const scratch = slotsAddress + BigInt(scratchSlot * 8);
   for (const s of pipes.filter((x) => x.creator === pid)) {
     const pair = p.reserve(8);
-    p.op(SYS.pipe2, [pair, O_CLOEXEC], { comment: `${s.id}, shared in the tree` });
+    emitAsOwner(
+      p,
+      s.owner,
+      () => p.op(SYS.pipe2, [pair, O_CLOEXEC], { comment: `${s.id}, shared in the tree` }),
+    );
     p.copy(scratch, pair, 4);
     p.op(SYS.dup3, [{ slot: scratchSlot }, s.readFd, 0], { comment: `read end -> ${s.readFd}` });
     p.op(SYS.close, [{ slot: scratchSlot }]);

@@ -29,7 +29,14 @@ import { checkInetPorts, reportInetUses } from "../fds/inet_plan.ts";
 import type { PlannedPty } from "../fds/tty.ts";
 import type { PlannedGhosts } from "../fds/ghost.ts";
 import { checkUnixNamesFree } from "../fds/unix.ts";
-import { checkFdFiles, checkFiles, checkPidsFree, checkPrivileges, checkVdso } from "./checks.ts";
+import {
+  checkCredentials,
+  checkFdFiles,
+  checkFiles,
+  checkPidsFree,
+  checkPrivileges,
+  checkVdso,
+} from "./checks.ts";
 import { checkInotifyPaths } from "../fds/inotify.ts";
 import { type RestoreEvent, RestoreSession, type RestoreUnit } from "./session.ts";
 import { checkTaskState } from "../task/mod.ts";
@@ -190,6 +197,7 @@ export function preflight(plan: RestorePlan): void {
   checkPidsFree(processes);
   checkTaskState(processes);
   checkInetPorts(processes);
+  checkCredentials(processes);
 }
 
 /** Restores the checkpoint in `dir` with its original pids; resolves once every task runs. */
