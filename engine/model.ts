@@ -558,6 +558,12 @@ export interface UnixSocketImage {
   shutdown: number;
   /** Pid of SO_PEERCRED (who connected, or made the pair). */
   peerCredPid?: number;
+  /**
+   * Ids that are not root's: the socket's owner (sock_diag), SO_PEERCRED's
+   * uid and gid, a queued message's credentials (the restore creates sockets
+   * as root, so these are refused; see engine/fds/unix.ts).
+   */
+  nonRootIds?: string;
   /** The receive queue (each datagram, or a stream's bytes as one message). */
   queue: QueuedMessage[];
   /** The peer was closed by its last holder (its end of the connection is gone). */

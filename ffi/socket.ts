@@ -51,6 +51,8 @@ export interface PeekedMessage {
   from: Uint8Array;
   /** Pid of SCM_CREDENTIALS (the sender at send time). */
   credPid?: number;
+  /** Uid and gid of SCM_CREDENTIALS. */
+  credIds?: [number, number];
   /** Fds passed with it (SCM_RIGHTS) or a truncated control part. */
   rights: boolean;
 }
@@ -166,6 +168,7 @@ function parseControl(c: Uint8Array, m: PeekedMessage): void {
       for (let i = o + 16; i + 4 <= o + len; i += 4) rawSyscall(SYS.close, dv.getInt32(i, true));
     } else if (level === SOL_SOCKET && type === SCM_CREDENTIALS && len >= 28) {
       m.credPid = dv.getInt32(o + 16, true);
+      m.credIds = [dv.getUint32(o + 20, true), dv.getUint32(o + 24, true)];
     }
     o += (len + 7) & ~7;
   }

@@ -30,6 +30,7 @@ import {
 import {
   adoptPid,
   becomeSubreaper,
+  buildTarget,
   startTarget,
   type Target,
   withTargets,
@@ -241,6 +242,30 @@ Deno.test(
       m,
       /fd \d+ \(socket:\[\d+\]\): unix sockets in a state cryo cannot re-create exactly: its closed peer had the address .*listen\.sock/,
       "named-peer-intact",
+    );
+  }),
+);
+
+Deno.test(
+  "unix sockets of a process that is not root are refused by name (they would come back as root's)",
+  withTargets(async () => {
+    const work = await tempDir("cryo-unix-nonroot-");
+    await Deno.chmod(work, 0o777);
+    const trigger = `${work}/go`;
+    const t = await startTarget("/usr/bin/setpriv", [
+      "--reuid=65534",
+      "--regid=65534",
+      "--clear-groups",
+      await buildTarget("rt_unix"),
+      trigger,
+      work,
+      "pair",
+    ]);
+    await t.waitFor(READY);
+    await assertDumpRefused(
+      { t, work, trigger, ready: [] as unknown as RegExpMatchArray },
+      /socket:\[\d+\]\): unix sockets in a state cryo cannot re-create exactly: owner uid 65534, peer credentials 65534:65534 would come back as root's/,
+      "pair-intact",
     );
   }),
 );

@@ -188,6 +188,8 @@ export interface CollectedQueue {
   queue: QueuedMessage[];
   /** Set when the queue holds something cryo cannot send again (fds in flight). */
   problem?: string;
+  /** Credentials of a queued message that are not root's ("uid:gid"), if any. */
+  nonRootCreds?: string;
 }
 
 /**
@@ -204,6 +206,10 @@ export function collectQueue(
   const problem = peeked.some((m) => m.rights)
     ? "file descriptors in flight (SCM_RIGHTS) in its receive queue"
     : undefined;
+  // Without a pid a message carries no credentials (the kernel shows the overflow ids then).
+  const foreign = peeked.find((m) =>
+    m.credPid && m.credIds && (m.credIds[0] !== 0 || m.credIds[1] !== 0)
+  );
   return {
     queue: peeked.map((m) => ({
       data: encodeBase64(m.data),
@@ -211,6 +217,7 @@ export function collectQueue(
       ...(!stream && m.from.length ? { from: encodeBase64(m.from) } : {}),
     })),
     ...(problem ? { problem } : {}),
+    ...(foreign ? { nonRootCreds: foreign.credIds!.join(":") } : {}),
   };
 }
 

@@ -209,6 +209,13 @@ function collectOne(
     ? new DataView(cred.buffer, cred.byteOffset).getInt32(0, true)
     : 0;
   if (credPid > 0) u.peerCredPid = credPid;
+  const ids: string[] = [];
+  if (d.uid) ids.push(`owner uid ${d.uid}`);
+  if (typeof cred !== "number") {
+    const cv = new DataView(cred.buffer, cred.byteOffset);
+    const [cu, cg] = [cv.getUint32(4, true), cv.getUint32(8, true)];
+    if (credPid > 0 && (cu !== 0 || cg !== 0)) ids.push(`peer credentials ${cu}:${cg}`);
+  }
   // A datagram socket with an error pending is refused; reading its queue to
   // the end would clear the error.
   if (d.state !== TCP_LISTEN && !(u.pendingError && type === SOCK_DGRAM)) {
@@ -220,6 +227,7 @@ function collectOne(
       (d.shutdown & 1) !== 0,
     );
     u.queue = q.queue;
+    if (q.nonRootCreds) ids.push(`queued credentials ${q.nonRootCreds}`);
     if (q.problem) refuse("socket.unix-scm", q.problem);
     const read = q.queue.reduce((n, m) => n + decodeBase64(m.data).length, 0);
     if (type === SOCK_STREAM && urgentPending(copy)) {
@@ -229,6 +237,7 @@ function collectOne(
       refuse("socket.unix-other", `${read} of the ${total} bytes of its queue could be read`);
     }
   }
+  if (ids.length) u.nonRootIds = ids.join(", ");
   return {
     family,
     type,
@@ -522,6 +531,15 @@ export function planUnixSockets(
     const creator = creatorOf(members.flatMap((s) => [...s.holders]), parent);
     for (const s of members) {
       if (plan.refused.has(s.ino)) continue;
+      // Sockets are made as root (the tree's credentials come last).
+      if (s.u.nonRootIds && !(s.role === "external" && !/owner|queued/.test(s.u.nonRootIds))) {
+        refuse(
+          s,
+          "socket.unix-other",
+          `${s.u.nonRootIds} would come back as root's (sockets are re-created as root)`,
+        );
+        continue;
+      }
       // An outside peer gives its own credentials again when reconnected.
       const cred = s.role === "external" ? undefined : s.u.peerCredPid;
       if (cred && cred !== creator) {

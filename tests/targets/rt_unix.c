@@ -20,9 +20,10 @@
  *   oob          urgent (MSG_OOB) data in a stream socket's queue
  *   listen       a listener (<workdir>/listen.sock) the test connects to from outside
  *   named-peer   a connection whose accepted end (named as the listener) was closed
+ *   pair         just a socketpair with bytes queued (the test runs it as another user)
  *   external P   a stream socket connected to the listener at path P (outside)
  *
- * usage: rt_unix <trigger> <workdir> [scm|pending-data|oob|listen|named-peer|external <path>]
+ * usage: rt_unix <trigger> <workdir> [scm|pending-data|oob|listen|named-peer|pair|external <path>]
  */
 #define _GNU_SOURCE
 #include "common.h"
@@ -91,7 +92,7 @@ static pid_t recv_cred_pid(int fd, const char *want) {
 #define PATTERN_LEN 100000
 
 int main(int argc, char **argv) {
-  need_args(argc, 2, "rt_unix <trigger> <workdir> [scm|pending-data|oob|listen|named-peer|external <path>]");
+  need_args(argc, 2, "rt_unix <trigger> <workdir> [scm|pending-data|oob|listen|named-peer|pair|external <path>]");
   const char *mode = argc > 3 ? argv[3] : "";
   signal(SIGPIPE, SIG_IGN);
   char path[256], dpath[256], spath[256];
@@ -139,6 +140,14 @@ int main(int argc, char **argv) {
     wait_trigger(argv[1]);
     int s = accept(l, NULL, NULL);
     check("outside-pending-intact", s >= 0 && expect_msg(s, "waiting", 7), "");
+    return verdict();
+  }
+  if (!strcmp(mode, "pair")) {
+    int sp[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) != 0 || send(sp[0], "mine", 4, 0) != 4) die("pair");
+    print_ready("pid=%d", getpid());
+    wait_trigger(argv[1]);
+    check("pair-intact", expect_msg(sp[1], "mine", 4), "");
     return verdict();
   }
   if (!strcmp(mode, "named-peer")) {
