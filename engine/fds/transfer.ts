@@ -1,10 +1,9 @@
 /**
- * Objects shared between processes of the restored tree (pipes, sockets)
- * are created by the lowest common ancestor of their holders before it
- * forks, at "transfer" fd numbers above every fd of the tree, which the
- * holders then take like inherited fds (see shared_pipes.ts, unix.ts).
- * This module has the parts they share: the tree's parent links, the
- * creator of a set of holders, and where transfer numbers start.
+ * Tree helpers for objects created by the lowest common ancestor of their
+ * holders before it forks, at "transfer" fd numbers above every fd of the
+ * tree that the holders then take like inherited fds (unix.ts; shared.ts
+ * does the same for shared descriptions): the tree's parent links, the
+ * creator of a set of holders, and where transfer numbers may start.
  *
  * @module
  */

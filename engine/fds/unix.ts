@@ -44,7 +44,7 @@ import {
 } from "./socket_common.ts";
 import { emitSocketOptions } from "./socket_common.ts";
 import { creatorOf, transferBase, treeParents } from "./transfer.ts";
-import { type FdSource, SETFL_MASK } from "./types.ts";
+import type { FdSource } from "./types.ts";
 import { readProcLink } from "../proc/io.ts";
 import { RestoreError } from "../errors.ts";
 
@@ -822,5 +822,5 @@ export function planUnixFd(f: FdInfo, plan: UnixTreePlan | undefined): FdSource 
   }
   const from = plan.transfer.get(u.ino);
   if (from === undefined) return "a unix socket the tree plan does not create";
-  return { kind: "inherit", from, setfl: f.flags & SETFL_MASK };
+  return { kind: "inherit", from }; // status flags: the description state (state.ts)
 }

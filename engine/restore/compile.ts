@@ -39,8 +39,10 @@ import {
 } from "../../ffi/structs.ts";
 import { decodeBase64 } from "../base64.ts";
 import type { Mapping, ProcessImage } from "../model.ts";
-import { emitCloexec, emitFds, planFds, type PlannedFd } from "../fds/mod.ts";
-import { emitSharedPipeCreation, type SharedPipe } from "../fds/shared_pipes.ts";
+import { emitCloexec, emitFds, planFds, type PlannedFd, type SharedPlan } from "../fds/mod.ts";
+import { emitSharedCreation } from "../fds/shared.ts";
+import { emitPosixLocks } from "../fds/locks.ts";
+import { emitFdOwners } from "../fds/owner.ts";
 import { emitUnixCreation, type UnixTreePlan } from "../fds/unix.ts";
 import { emitControllingTty, type PlannedPty } from "../fds/tty.ts";
 import { ghostPath, type PlannedGhosts } from "../fds/ghost.ts";
@@ -72,8 +74,8 @@ export interface CompileOptions {
   childImages: Map<number, string>;
   /** User overrides: fd number -> "path" or "fd:N" (the restorer's own fd N). */
   inheritFds?: Map<number, string>;
-  /** Pipes shared between processes of the tree (see engine/fds/shared_pipes.ts). */
-  sharedPipes?: SharedPipe[];
+  /** Descriptions and pipes shared between processes of the tree (see engine/fds/shared.ts). */
+  shared?: SharedPlan;
   /** Pseudo-terminals of the tree, whose masters the engine hands over (engine/fds/tty.ts). */
   ptys?: PlannedPty[];
   /** Deleted files and memfds, which the engine re-creates and hands over (engine/fds/ghost.ts). */
@@ -93,6 +95,8 @@ export interface CompiledProcess {
   syscallGadget: bigint;
   /** Where the vdso/vvar mappings are parked while being moved. */
   vdsoScratch: bigint;
+  /** Descriptions this process creates for the tree: each with the fd of its first holder. */
+  sharedCreated?: { pid: number; fd: number; source: PlannedFd["source"] }[];
   /** The credentials sections the engine runs last, per thread (engine/task/creds.ts). */
   creds: CredsSections;
 }
@@ -135,7 +139,7 @@ export function compileProcess(proc: ProcessImage, opts: CompileOptions): Compil
   const fds = planFds(
     proc,
     opts.inheritFds,
-    opts.sharedPipes,
+    opts.shared,
     opts.ptys,
     opts.ghosts,
     opts.unixSockets,
@@ -161,7 +165,10 @@ export function compileProcess(proc: ProcessImage, opts: CompileOptions): Compil
       `restore program (${bootstrap.blob.length} bytes) does not fit the reserved bootstrap range`,
     ]);
   }
-  return { bootstrap, fds, syscallGadget: gadget, vdsoScratch: limit, creds };
+  const sharedCreated = opts.shared?.objects.filter((o) => o.creator === proc.pid).flatMap((o) =>
+    o.members.map((m, i) => ({ ...o.origins[i], source: m.source }))
+  );
+  return { bootstrap, fds, syscallGadget: gadget, vdsoScratch: limit, creds, sharedCreated };
 }
 
 function emitProgram(
@@ -179,7 +186,7 @@ function emitProgram(
     p.op(SYS.setsid, [], { comment: "session leader" });
     emitControllingTty(p, proc, opts.ptys ?? [], SLOTS.scratch);
   } else if (proc.pgid === proc.pid) p.op(SYS.setpgid, [0, 0], { comment: "group leader" });
-  emitSharedPipeCreation(p, opts.sharedPipes ?? [], proc.pid, SLOTS.scratch, slotsAddress);
+  emitSharedCreation(p, opts.shared, proc.pid, SLOTS.scratch, slotsAddress);
   emitUnixCreation(p, opts.unixSockets, proc.pid, SLOTS.scratch, slotsAddress);
 
   // Children first: they exec their own image and leave this memory behind.
@@ -202,6 +209,8 @@ function emitProgram(
   emitMainThread(p, proc);
   emitThreads(p, proc);
   emitSignalsAndTimers(p, proc);
+  emitPosixLocks(p, proc, fds);
+  emitFdOwners(p, proc, fds);
   emitPosixTimers(p, proc);
   emitTaskState(p, proc);
   p.end("restore complete: the engine takes over");
@@ -358,18 +367,9 @@ function emitRlimits(p: ProgramBuilder, proc: ProcessImage): void {
 }
 
 function emitProcessState(p: ProgramBuilder, proc: ProcessImage, fds: PlannedFd[]): void {
-  for (const f of proc.fds) {
-    const planned = fds.find((x) => x.fd === f.fd);
-    const reopened = planned?.source.kind === "open" &&
-      (planned.source.path === f.target || f.ghost !== undefined);
-    if (
-      reopened && (f.kind === "file" || f.kind === "directory" || f.kind === "memfd") && f.pos > 0
-    ) {
-      p.op(SYS.lseek, [f.fd, f.pos, 0], { comment: `fd ${f.fd} position` });
-    }
-  }
   emitCloexec(p, proc, fds);
   p.op(SYS.chdir, [p.cstring(proc.cwd)]);
+  if (proc.root !== "/") p.op(SYS.chroot, [p.cstring(proc.root)], { comment: "root directory" });
   p.op(SYS.umask, [proc.umask]);
   p.op(SYS.personality, [proc.personality], { allowFail: true });
   proc.sigactions.forEach((a, i) => {
