@@ -117,6 +117,11 @@ export const SUPPORT_TABLE = [
   { id: "tty.external-ctty", area: "tty", what: "a session leader whose controlling terminal is outside the tree", support: "refused", note: "its session could not get that terminal back" },
   // Sockets.
   { id: "socket.stdio", area: "socket", what: "sockets on fds 0-2 leading out of the tree", support: "saved", note: "re-attached to the restorer's stdio" },
+  { id: "socket.unix", area: "socket", what: "unix sockets in the tree: pairs, listeners, pending and accepted connections, queued data, shutdown, options", support: "saved" },
+  { id: "socket.unix-external", area: "socket", what: "unix sockets connected to a peer outside the tree", support: "opt-in", optIn: "ext-unix-sk", note: "reconnected to the peer's address at restore (a datagram socket stays unconnected if nothing is bound there)" },
+  { id: "socket.unix-scm", area: "socket", what: "unix sockets with file descriptors in flight (SCM_RIGHTS)", support: "refused", note: "not saved yet" },
+  { id: "socket.unix-pending-data", area: "socket", what: "bytes sent on unix connections not accepted yet", support: "refused", note: "they can only be read by accepting the connection" },
+  { id: "socket.unix-other", area: "socket", what: "unix sockets in a state cryo cannot re-create exactly", support: "refused", note: "see the detail" },
   { id: "socket.tcp-listen", area: "socket", what: "listening TCP sockets (IPv4, IPv6)", support: "saved" },
   { id: "socket.tcp-closed", area: "socket", what: "TCP sockets never connected (bound or not)", support: "saved" },
   { id: "socket.tcp-tree", area: "socket", what: "established TCP connections inside the tree", support: "saved", note: "TCP repair mode" },

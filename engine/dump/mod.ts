@@ -61,6 +61,7 @@ import { CHUNK_BYTES, MemoryStreamer } from "./memory.ts";
 import { SyncPageWriter, ThreadedPageWriter } from "./page_writer.ts";
 import { bootstrapSizeFor, chooseBootstrap, pagePolicy } from "./vmas.ts";
 import { TOOL_VERSION } from "../version.ts";
+import { fdQueueBytes } from "../fds/socket_common.ts";
 import { InetSocketSession } from "../fds/inet_session.ts";
 import { inetQueueBytes } from "../fds/inet_plan.ts";
 import { planInheritance } from "../memory/inherit.ts";
@@ -293,21 +294,18 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     // Describe every process first, and decide while the tree is frozen that
     // it can be restored: nothing is written or killed for a tree that could not come back.
     const refusals = new Refusals(opts.optIns);
+    const collectedAll = tree.processes.map((p, i) =>
+      collectProcess(p.pid, p.threads, p.children, fdLists[i], topology, refusals, sockets)
+    );
+    // Queued socket bytes are sent again by whichever process creates the socket.
+    const socketData = collectedAll.reduce((n, c) => n + fdQueueBytes(c.image.fds), 0);
     const described = tree.processes.map((p, i) => {
-      const collected = collectProcess(
-        p.pid,
-        p.threads,
-        p.children,
-        fdLists[i],
-        topology,
-        refusals,
-        sockets,
-      );
+      const collected = collectedAll[i];
       const size = bootstrapSizeFor(
         collected.vmas.length,
         collected.image.fds.length,
         collected.image.threads.length,
-        inetQueueBytes(collected.image.fds),
+        socketData + inetQueueBytes(collected.image.fds),
       );
       const start = chooseBootstrap(collected.vmas, size);
       const image: ProcessImage = {

@@ -20,6 +20,7 @@ import { queryInjectedState, withInjection } from "./injected.ts";
 import { collectThread, sharedPending } from "./threads.ts";
 import { classifyVma, refusedMapping, type Vma } from "./vmas.ts";
 import { collectPipe } from "../fds/pipe.ts";
+import { collectUnixSockets } from "../fds/unix.ts";
 import { queryFdOwners } from "../fds/owner.ts";
 import { markDuplicates } from "../fds/descriptions.ts";
 import type { InetSocketSession } from "../fds/inet_session.ts";
@@ -175,6 +176,7 @@ export function collectProcess(
   markDuplicates(pid, fdInfos, fds);
   collectInotify(pid, fds, fdInfos, refusals);
 
+  collectUnixSockets(pid, fdInfos, refusals);
   sockets?.collect(pid, fdInfos);
 
   let exe: ProcessImage["exe"] = null;

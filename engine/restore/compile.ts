@@ -46,6 +46,7 @@ import { emitCloexec, emitFds, planFds, type PlannedFd, type SharedPlan } from "
 import { emitSharedCreation } from "../fds/shared.ts";
 import { emitPosixLocks } from "../fds/locks.ts";
 import { emitFdOwners } from "../fds/owner.ts";
+import { emitUnixCreation, type UnixTreePlan } from "../fds/unix.ts";
 import { emitControllingTty, type PlannedPty } from "../fds/tty.ts";
 import { ghostPath, type PlannedGhosts } from "../fds/ghost.ts";
 import { UnsupportedError } from "../errors.ts";
@@ -95,6 +96,8 @@ export interface CompileOptions {
   standaloneMessage?: string;
   /** Every image of the tree by pid (for memory inherited across fork). */
   images?: ReadonlyMap<number, ProcessImage>;
+  /** Unix sockets of the tree (see engine/fds/unix.ts). */
+  unixSockets?: UnixTreePlan;
 }
 
 /** A compiled process: its bootstrap blob and what the engine does afterwards. */
@@ -138,7 +141,14 @@ function hexBig(h: string): bigint {
 
 /** Compiles `proc` into its bootstrap blob (stub, standalone message and restore program). */
 export function compileProcess(proc: ProcessImage, opts: CompileOptions): CompiledProcess {
-  const fds = planFds(proc, opts.inheritFds, opts.shared, opts.ptys, opts.ghosts);
+  const fds = planFds(
+    proc,
+    opts.inheritFds,
+    opts.shared,
+    opts.ptys,
+    opts.ghosts,
+    opts.unixSockets,
+  );
   const base = hexBig(proc.bootstrap.start);
   const boot = new BootstrapBuilder(base);
   const standalone = messageProgram(
@@ -182,6 +192,7 @@ function emitProgram(
     emitControllingTty(p, proc, opts.ptys ?? [], SLOTS.scratch);
   } else if (proc.pgid === proc.pid) p.op(SYS.setpgid, [0, 0], { comment: "group leader" });
   emitSharedCreation(p, opts.shared, proc.pid, SLOTS.scratch, slotsAddress);
+  emitUnixCreation(p, opts.unixSockets, proc.pid, SLOTS.scratch, slotsAddress);
 
   // Children first: they exec their own image and leave this memory behind.
   const inheriting = inheritingChildren(proc, opts.images);
