@@ -8,12 +8,7 @@
 
 import assert from "node:assert/strict";
 import { assertChecksPassed } from "./helpers/checks.ts";
-import {
-  assertLoadReports,
-  assertSameTasks,
-  startLoadTree,
-  threadCount,
-} from "./helpers/load.ts";
+import { assertLoadReports, assertSameTasks, startLoadTree, threadCount } from "./helpers/load.ts";
 import { dumpKillRestore } from "./helpers/roundtrip.ts";
 import { withTargets } from "./helpers/targets.ts";
 
