@@ -24,7 +24,7 @@
 
 #include "common.h"
 
-#define MAXT 64
+#define MAXT 1024
 #define STACK_WORDS 512
 
 struct worker {
