@@ -246,6 +246,40 @@ export interface ThreadState {
   attrs?: ThreadAttrs;
   /** Seccomp mode and filters (engine/task/seccomp.ts). */
   seccomp?: SeccompState;
+  /**
+   * This thread's credentials (the kernel keeps them per thread). Absent in
+   * images written before credentials were restored: such images are refused.
+   */
+  creds?: ThreadCredentials;
+}
+
+/**
+ * One thread's credentials: ids from /proc/<pid>/task/<tid>/status, the
+ * securebits and keep-caps flag read by prctl injected into the thread.
+ */
+export interface ThreadCredentials {
+  /** Real, effective, saved set and filesystem uid. */
+  uid: [number, number, number, number];
+  /** Real, effective, saved set and filesystem gid. */
+  gid: [number, number, number, number];
+  /** Supplementary groups (sorted, as the kernel keeps them). */
+  groups: number[];
+  /** Inheritable capabilities (hex mask, bit n = capability n). */
+  capInh: Hex;
+  /** Permitted capabilities. */
+  capPrm: Hex;
+  /** Effective capabilities. */
+  capEff: Hex;
+  /** Capability bounding set. */
+  capBnd: Hex;
+  /** Ambient capabilities. */
+  capAmb: Hex;
+  /** prctl(PR_GET_SECUREBITS), including the keep-caps bit (SECBIT_KEEP_CAPS) and lock bits. */
+  securebits: number;
+  /** prctl(PR_GET_KEEPCAPS). */
+  keepCaps: boolean;
+  /** The no_new_privs bit. */
+  noNewPrivs: boolean;
 }
 
 /** A pending signal with its raw siginfo (base64, 128 bytes). */

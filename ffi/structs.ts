@@ -373,3 +373,51 @@ export const sockFprog: Struct<SockFprog> = defineStruct<SockFprog>([
   ["_pad", "pad32"],
   ["filter", "u64"],
 ]);
+
+/** `_LINUX_CAPABILITY_VERSION_3`: capget/capset with two data words (64 capabilities). */
+export const LINUX_CAPABILITY_VERSION_3 = 0x20080522;
+
+/** `struct __user_cap_header_struct` for capget(2)/capset(2). */
+export interface CapUserHeader extends Record<string, number> {
+  version: number;
+  /** 0 = the calling thread. */
+  pid: number;
+}
+/** Codec for {@link CapUserHeader} (8 bytes). */
+export const capUserHeader: Struct<CapUserHeader> = defineStruct<CapUserHeader>([
+  ["version", "u32"],
+  ["pid", "i32"],
+]);
+
+/** The three capability sets capset(2) takes, as 64-bit masks (bit n = capability n). */
+export interface CapSets {
+  effective: bigint;
+  permitted: bigint;
+  inheritable: bigint;
+}
+
+/**
+ * The two `struct __user_cap_data_struct` of a version 3 capset/capget
+ * (24 bytes: effective, permitted, inheritable of capabilities 0-31, then
+ * of 32-63).
+ */
+export const capUserData = {
+  size: 24,
+  encode(sets: CapSets): Uint8Array<ArrayBuffer> {
+    const out = new Uint8Array(24);
+    const dv = new DataView(out.buffer);
+    for (let word = 0; word < 2; word++) {
+      const part = (v: bigint) => Number((v >> BigInt(32 * word)) & 0xffffffffn);
+      dv.setUint32(word * 12, part(sets.effective), true);
+      dv.setUint32(word * 12 + 4, part(sets.permitted), true);
+      dv.setUint32(word * 12 + 8, part(sets.inheritable), true);
+    }
+    return out;
+  },
+  decode(bytes: Uint8Array): CapSets {
+    const dv = new DataView(bytes.buffer, bytes.byteOffset, 24);
+    const both = (o: number) =>
+      BigInt(dv.getUint32(o, true)) | (BigInt(dv.getUint32(o + 12, true)) << 32n);
+    return { effective: both(0), permitted: both(4), inheritable: both(8) };
+  },
+} as const satisfies Struct<CapSets>;

@@ -126,6 +126,13 @@ export const SYS = {
   listen: 50,
   getsockname: 51,
   getpeername: 52,
+  setgroups: 116,
+  setresuid: 117,
+  setresgid: 119,
+  setfsuid: 122,
+  setfsgid: 123,
+  capget: 125,
+  capset: 126,
 } as const;
 
 /** Name of a syscall by number, for plan printing and error messages. */

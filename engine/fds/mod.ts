@@ -35,6 +35,7 @@ import { ghostOpenFlags, ghostPath, type PlannedGhosts } from "./ghost.ts";
 import type { SharedPipe } from "./shared_pipes.ts";
 import { emitInotify, planInotify } from "./inotify.ts";
 import { emitPidfd, planPidfd } from "./pidfd.ts";
+import { emitAsOwner } from "../task/creds.ts";
 import { type FdSource, O_CLOEXEC, O_NONBLOCK, type PlannedFd, SETFL_MASK } from "./types.ts";
 
 export type { FdSource, PlannedFd } from "./types.ts";
@@ -242,7 +243,7 @@ export function emitFds(
       case "pipe": {
         if (temp.has(`pipe:${s.id}:read`)) break;
         const pair = p.reserve(8);
-        p.op(SYS.pipe2, [pair, O_CLOEXEC], { comment: `${s.id}` });
+        emitAsOwner(p, s.owner, () => p.op(SYS.pipe2, [pair, O_CLOEXEC], { comment: `${s.id}` }));
         p.copy(scratchAddr, pair, 4);
         keep(`pipe:${s.id}:read`, `read end of ${s.id}`);
         p.copy(scratchAddr, pair + 4n, 4);

@@ -12,17 +12,23 @@ import { peekPipe } from "../../ffi/pipe.ts";
 import { encodeBase64 } from "../base64.ts";
 import type { FdInfo } from "../model.ts";
 import { type FdSource, SETFL_MASK } from "./types.ts";
+import { ownerOf } from "../task/creds.ts";
 
 const O_ACCMODE = 3;
 
-/** Dump-time extras of a pipe end held by `pid`: buffered bytes and buffer size. */
+/**
+ * Dump-time extras of a pipe end held by `pid`: buffered bytes and buffer
+ * size, and the pipe's owner (its creator's fs ids) when it is not root.
+ */
 export function collectPipe(pid: number, fd: number, flags: number): Record<string, string> {
-  if ((flags & O_ACCMODE) !== 0) return {};
+  const owner = ownerOf(Deno.statSync(`/proc/${pid}/fd/${fd}`));
+  const out: Record<string, string> = owner ? { "pipe-owner": owner } : {};
+  if ((flags & O_ACCMODE) !== 0) return out;
   try {
     const { data, size } = peekPipe(pid, fd);
-    return { "pipe-data": encodeBase64(data), "pipe-size": String(size) };
+    return { ...out, "pipe-data": encodeBase64(data), "pipe-size": String(size) };
   } catch {
-    return {};
+    return out;
   }
 }
 
@@ -51,5 +57,6 @@ export function planPipe(
     flags: f.flags,
     ...(f.extra["pipe-data"] ? { data: f.extra["pipe-data"] } : {}),
     ...(f.extra["pipe-size"] ? { size: Number(f.extra["pipe-size"]) } : {}),
+    ...(f.extra["pipe-owner"] ? { owner: f.extra["pipe-owner"] } : {}),
   };
 }

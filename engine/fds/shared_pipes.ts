@@ -15,6 +15,7 @@ import { SYS } from "../../ffi/sysno.ts";
 import { decodeBase64 } from "../base64.ts";
 import type { ProcessImage } from "../model.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
+import { emitAsOwner } from "../task/creds.ts";
 
 /** One pipe shared inside the tree. */
 export interface SharedPipe {
@@ -28,6 +29,8 @@ export interface SharedPipe {
   /** Bytes buffered in it at dump time (base64), and its buffer size. */
   data?: string;
   size?: number;
+  /** "uid:gid" it is created with, when not root's. */
+  owner?: string;
 }
 
 function ancestors(pid: number, parent: Map<number, number>): number[] {
@@ -40,7 +43,10 @@ function ancestors(pid: number, parent: Map<number, number>): number[] {
 export function planSharedPipes(processes: readonly ProcessImage[]): SharedPipe[] {
   const parent = new Map<number, number>();
   for (const p of processes) for (const c of p.children) parent.set(c, p.pid);
-  const holders = new Map<string, { pids: Set<number>; data?: string; size?: number }>();
+  const holders = new Map<
+    string,
+    { pids: Set<number>; data?: string; size?: number; owner?: string }
+  >();
   let maxFd = 2;
   for (const p of processes) {
     for (const f of p.fds) {
@@ -50,6 +56,7 @@ export function planSharedPipes(processes: readonly ProcessImage[]): SharedPipe[
       h.pids.add(p.pid);
       if (f.extra["pipe-data"]) h.data = f.extra["pipe-data"];
       if (f.extra["pipe-size"]) h.size = Number(f.extra["pipe-size"]);
+      if (f.extra["pipe-owner"]) h.owner = f.extra["pipe-owner"];
       holders.set(f.target, h);
     }
   }
@@ -60,7 +67,15 @@ export function planSharedPipes(processes: readonly ProcessImage[]): SharedPipe[
   for (const [id, h] of holders) {
     const chains = [...h.pids].map((pid) => ancestors(pid, parent));
     const creator = chains[0].find((a) => chains.every((c) => c.includes(a)))!;
-    out.push({ id, creator, readFd: next, writeFd: next + 1, data: h.data, size: h.size });
+    out.push({
+      id,
+      creator,
+      readFd: next,
+      writeFd: next + 1,
+      data: h.data,
+      size: h.size,
+      ...(h.owner ? { owner: h.owner } : {}),
+    });
     next += 2;
   }
   return out;
@@ -80,7 +95,11 @@ export function emitSharedPipeCreation(
   const scratch = slotsAddress + BigInt(scratchSlot * 8);
   for (const s of pipes.filter((x) => x.creator === pid)) {
     const pair = p.reserve(8);
-    p.op(SYS.pipe2, [pair, O_CLOEXEC], { comment: `${s.id}, shared in the tree` });
+    emitAsOwner(
+      p,
+      s.owner,
+      () => p.op(SYS.pipe2, [pair, O_CLOEXEC], { comment: `${s.id}, shared in the tree` }),
+    );
     p.copy(scratch, pair, 4);
     p.op(SYS.dup3, [{ slot: scratchSlot }, s.readFd, 0], { comment: `read end -> ${s.readFd}` });
     p.op(SYS.close, [{ slot: scratchSlot }]);

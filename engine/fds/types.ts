@@ -14,7 +14,16 @@ export type FdSource =
   | { kind: "open"; path: string; flags: number; via?: number }
   | { kind: "inherit"; from: number; setfl?: number }
   | { kind: "same"; as: number }
-  | { kind: "pipe"; id: string; end: "read" | "write"; flags: number; data?: string; size?: number }
+  | {
+    kind: "pipe";
+    id: string;
+    end: "read" | "write";
+    flags: number;
+    data?: string;
+    size?: number;
+    /** "uid:gid" the pipe is created with, when not root's. */
+    owner?: string;
+  }
   | { kind: "eventfd"; count: string; semaphore: boolean; flags: number }
   | {
     kind: "timerfd";

@@ -10,6 +10,7 @@ import { readStatus } from "../proc/status.ts";
 import { readStat } from "../proc/stat.ts";
 import type { FileIdentity, Manifest, ProcessImage } from "../model.ts";
 import { RestoreError } from "../errors.ts";
+import { credsProblems } from "../task/creds_check.ts";
 
 function describeHolder(pid: number): string | undefined {
   try {
@@ -154,4 +155,23 @@ export function checkFdFiles(
       }
     }
   }
+}
+
+/**
+ * Capabilities the restored tasks start with: they are exec'd as root by
+ * the launcher, so they get this process's bounding set (less what it
+ * does not hold itself).
+ */
+export function restorerCapabilities(): bigint {
+  const st = readStatus(Deno.pid);
+  return st.capBnd & st.capPrm;
+}
+
+/** Refuses credentials the restored tasks could not be given (capabilities this restorer lacks). */
+export function checkCredentials(
+  processes: readonly ProcessImage[],
+  available = restorerCapabilities(),
+): void {
+  const problems = credsProblems(processes, available);
+  if (problems.length) throw new RestoreError(`cannot restore: ${problems.join("; ")}`);
 }

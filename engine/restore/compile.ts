@@ -19,6 +19,9 @@
  *    engine sets their registers);
  * 8. pending signals, interval timers, POSIX timers; END.
  *
+ * After the END: each thread's credentials section and the process's, run
+ * by the engine last of all (engine/task/creds.ts).
+ *
  * @module
  */
 
@@ -45,6 +48,7 @@ import { type Bootstrap, BootstrapBuilder, messageProgram } from "./stub.ts";
 import { type ProgramBuilder, slot } from "../program/builder.ts";
 import { emitPosixTimers } from "../task/timers.ts";
 import { emitTaskState } from "../task/mod.ts";
+import { type CredsSections, emitCredsSections } from "../task/creds.ts";
 
 /** Slot numbers used by compiled programs. */
 export const SLOTS = {
@@ -86,6 +90,8 @@ export interface CompiledProcess {
   syscallGadget: bigint;
   /** Where the vdso/vvar mappings are parked while being moved. */
   vdsoScratch: bigint;
+  /** The credentials sections the engine runs last, per thread (engine/task/creds.ts). */
+  creds: CredsSections;
 }
 
 const PROT = (perms: string) =>
@@ -136,6 +142,7 @@ export function compileProcess(proc: ProcessImage, opts: CompileOptions): Compil
   const p = boot.program();
   const gadget = p.data(new Uint8Array([0x0f, 0x05, 0xcc, 0xcc]), 16);
   emitProgram(p, proc, opts, fds, boot.slotsAddress);
+  const creds = emitCredsSections(p, proc);
   const restore = p.build();
   const bootstrap = boot.finish({ restore, standalone });
   const limit = base + BigInt(proc.bootstrap.size) - BigInt(VDSO_SCRATCH_BYTES);
@@ -144,7 +151,7 @@ export function compileProcess(proc: ProcessImage, opts: CompileOptions): Compil
       `restore program (${bootstrap.blob.length} bytes) does not fit the reserved bootstrap range`,
     ]);
   }
-  return { bootstrap, fds, syscallGadget: gadget, vdsoScratch: limit };
+  return { bootstrap, fds, syscallGadget: gadget, vdsoScratch: limit, creds };
 }
 
 function emitProgram(
