@@ -18,7 +18,7 @@ Deno.test(
   withTargets(async () => {
     const f = await runSoak({ durationMs: 20000, everyMs: 500, keep: 3, writeMs: 5 });
     assert.deepEqual(f.violations, []);
-    assert.ok(f.checkpoints >= 10, `only ${f.checkpoints} checkpoints in 20 s`);
+    assert.ok(f.checkpoints >= 5, `only ${f.checkpoints} checkpoints in 20 s`);
     assert.equal(f.pruned, f.checkpoints - 3);
     assert.equal(f.retentionChecks, f.checkpoints, "one retention check per checkpoint");
     assert.ok(f.verified >= f.checkpoints / 2, `only ${f.verified} checkpoints verified`);
