@@ -34,6 +34,26 @@ Deno.test(
       trees.map((tr) => runCli(["dump", String(tr.t.pid), "--dir", `${tr.work}/image`])),
     );
     dumps.forEach((r, i) => assertCliOk(r, `dump ${i}`));
+    for (const [i, tr] of trees.entries()) {
+      // Each image holds exactly its own tree: its processes and their threads.
+      const manifest = JSON.parse(await Deno.readTextFile(`${tr.work}/image/manifest.json`));
+      assert.equal(manifest.rootPid, tr.t.pid, `image ${i}: root`);
+      const saved = new Map<number, number[]>(
+        manifest.processes.map((p: { pid: number; threads: number[] }) => [p.pid, p.threads]),
+      );
+      assert.deepEqual(
+        [...saved.keys()].sort(),
+        [...tr.tids.keys()].sort(),
+        `image ${i}: processes`,
+      );
+      for (const [pid, list] of tr.tids) {
+        assert.deepEqual(
+          [...saved.get(pid)!].sort(),
+          [...list].sort(),
+          `image ${i}: threads of ${pid}`,
+        );
+      }
+    }
     for (const tr of trees) {
       await tr.t.wait(20000);
       tr.t.resetAfterRestore();
