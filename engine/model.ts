@@ -345,6 +345,13 @@ export interface FdInfo {
   sameAs?: number;
   /** Left out by a policy: restored closed. */
   excluded?: boolean;
+  /**
+   * Id of the open file description when several processes of the tree
+   * hold it (kcmp KCMP_FILE across pids): "<pid>:<fd>" of its first holder.
+   */
+  description?: string;
+  /** F_GETOWN_EX owner (type F_OWNER_TID/PID/PGRP, pid) and F_GETSIG signal, when set. */
+  owner?: { type: number; pid: number; sig: number };
   /** An IPv4/IPv6 TCP or UDP socket: its state (engine/fds/tcp.ts, udp.ts). */
   inet?: InetSocket;
   /** A netlink socket: its state (engine/fds/netlink.ts). */
