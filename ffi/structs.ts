@@ -273,6 +273,35 @@ export function xsaveXcr0(area: Uint8Array): bigint {
   return dv.getBigUint64(0, true);
 }
 
+/** `struct flock` for fcntl F_SETLK / F_OFD_SETLK (32 bytes; l_type and l_whence are shorts). */
+export interface FlockStruct extends Record<string, bigint | number> {
+  /** l_type (F_RDLCK 0, F_WRLCK 1, F_UNLCK 2) in the low 16 bits, l_whence in the high 16. */
+  typeWhence: number;
+  /** l_start. */
+  start: bigint;
+  /** l_len (0: to the end of the file). */
+  len: bigint;
+  /** l_pid (0 for OFD locks). */
+  pid: number;
+}
+/** Codec for {@link FlockStruct}. */
+export const flockStruct: Struct<FlockStruct> = defineStruct<FlockStruct>([
+  ["typeWhence", "u32"],
+  ["pad0", "pad32"],
+  ["start", "i64"],
+  ["len", "i64"],
+  ["pid", "i32"],
+  ["pad1", "pad32"],
+]);
+
+/** `struct f_owner_ex` for fcntl F_GETOWN_EX / F_SETOWN_EX (8 bytes). */
+export interface FOwnerEx extends Record<string, number> {
+  /** F_OWNER_TID 0, F_OWNER_PID 1, F_OWNER_PGRP 2. */
+  type: number;
+  pid: number;
+}
+/** Codec for {@link FOwnerEx}. */
+export const fOwnerEx: Struct<FOwnerEx> = defineStruct<FOwnerEx>([["type", "i32"], ["pid", "i32"]]);
 /** `struct tcp_repair_window` (TCP_REPAIR_WINDOW). */
 export interface TcpRepairWindowStruct extends Record<string, number> {
   sndWl1: number;

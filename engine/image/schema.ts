@@ -98,6 +98,8 @@ const fd = z.looseObject({
   sameAs: int.optional(),
   excluded: z.boolean().optional(),
   ghost: z.string().optional(),
+  description: z.string().optional(),
+  owner: z.looseObject({ type: z.number().int().min(0).max(2), pid: int, sig: nat }).optional(),
 });
 
 const limit = z.union([nat, z.literal("inf")]);

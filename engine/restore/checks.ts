@@ -123,37 +123,50 @@ export function checkPrivileges(): void {
   }
 }
 
-/** Files that restored fds reopen must exist (and be the same file, by device and inode). */
+/** Files (and FIFOs) that restored fds reopen must exist (files: the same, by device and inode). */
 export function checkFdFiles(
   units: readonly {
     image: ProcessImage;
-    compiled: { fds: { fd: number; source: { kind: string; path?: string } }[] };
+    compiled: {
+      fds: { fd: number; source: { kind: string; path?: string } }[];
+      sharedCreated?: { pid: number; fd: number; source: { kind: string; path?: string } }[];
+    };
   }[],
 ): void {
-  for (const { image, compiled } of units) {
-    for (const { fd, source } of compiled.fds) {
-      if (source.kind !== "open" || !source.path) continue;
-      const info = image.fds.find((f) => f.fd === fd);
-      // A pty slave of the tree appears once the engine has opened its master.
-      if (info?.extra["tty-role"] === "slave") continue;
-      // Deleted files and memfds are re-created by the engine from the image.
-      if (info?.ghost !== undefined) continue;
-      let st: Deno.FileInfo;
-      try {
-        st = Deno.statSync(source.path);
-      } catch {
-        throw new RestoreError(
-          `cannot restore: fd ${fd} of process ${image.pid} was ${source.path}, which is missing (use --inherit-fd ${fd}=PATH)`,
-        );
-      }
-      if (
-        info?.file && info.file.path === source.path && info.kind === "file" &&
-        (st.ino !== info.file.ino || st.dev !== info.file.dev)
-      ) {
-        throw new RestoreError(
-          `cannot restore: fd ${fd} of process ${image.pid}: ${source.path} was replaced by another file since the dump`,
-        );
-      }
+  const opened = units.flatMap(({ image, compiled }) => [
+    ...compiled.fds.map((f) => ({ image, ...f })),
+    ...(compiled.sharedCreated ?? []).map((f) => ({
+      ...f,
+      image: units.find((u) => u.image.pid === f.pid)?.image ?? image,
+    })),
+  ]);
+  for (const { image, fd, source } of opened) {
+    if ((source.kind !== "open" && source.kind !== "fifo") || !source.path) continue;
+    const info = image.fds.find((f) => f.fd === fd);
+    // A pty slave of the tree appears once the engine has opened its master.
+    if (info?.extra["tty-role"] === "slave") continue;
+    // Deleted files and memfds are re-created by the engine from the image.
+    if (info?.ghost !== undefined) continue;
+    let st: Deno.FileInfo;
+    try {
+      st = Deno.statSync(source.path);
+    } catch {
+      throw new RestoreError(
+        `cannot restore: fd ${fd} of process ${image.pid} was ${source.path}, which is missing (use --inherit-fd ${fd}=PATH)`,
+      );
+    }
+    if (
+      info?.file && info.file.path === source.path && info.kind === "file" &&
+      (st.ino !== info.file.ino || st.dev !== info.file.dev)
+    ) {
+      throw new RestoreError(
+        `cannot restore: fd ${fd} of process ${image.pid}: ${source.path} was replaced by another file since the dump`,
+      );
+    }
+    if (source.kind === "fifo" && !st.isFifo) {
+      throw new RestoreError(
+        `cannot restore: fd ${fd} of process ${image.pid}: ${source.path} is no longer a FIFO`,
+      );
     }
   }
 }

@@ -59,6 +59,7 @@ import type { ProvidedFds } from "./provided.ts";
 import { restoreTaskState, restoreTaskStateAfterCredentials } from "../task/mod.ts";
 import { restoreCgroups } from "../task/placement.ts";
 import { restoreCreds } from "../task/creds_restore.ts";
+import { startInheritedChild } from "./inherit_session.ts";
 import { zombiePids } from "../task/zombies.ts";
 import { releaseTree } from "../task/stopped.ts";
 import { reissueInterrupted } from "../task/syscalls.ts";
@@ -304,8 +305,18 @@ export class RestoreSession {
       this.#parked.add(tid);
       return; // stays stopped until finalize
     }
-    if (this.#units.has(tid) || this.#zombies.has(tid)) {
-      cont(tid, 0); // a process: it goes on to exec its image (or a zombie, to exit)
+    const unit = this.#units.get(tid);
+    if (unit) {
+      // A process: it goes on to exec its image, or runs its own program in the memory it inherited.
+      if (unit.image.inheritsMemory) {
+        const parent = this.#units.get(unit.image.ppid)!;
+        startInheritedChild(tid, unit.image, unit.compiled, parent.compiled);
+      }
+      cont(tid, 0);
+      return;
+    }
+    if (this.#zombies.has(tid)) {
+      cont(tid, 0); // a zombie child re-created: it goes on to exit
       return;
     }
     const tgid = readStatus(tid).tgid;
