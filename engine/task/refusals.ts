@@ -12,15 +12,34 @@
 import { rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { readStat } from "../proc/stat.ts";
+import { listTids } from "../proc/tasks.ts";
 import { Refusals } from "../support.ts";
 
 const KCMP_VM = 1;
+const VFORK_CALLS = new Set<number>([SYS.vfork, SYS.clone, SYS.clone3]);
 
-/** Throws when a child of `pid` shares its memory (a vfork child, or CLONE_VM without threads). */
+/**
+ * Whether a thread of `pid` waits in vfork() (or clone with CLONE_VFORK)
+ * for its child: it sits in that syscall in uninterruptible sleep, where a
+ * freeze's PTRACE_INTERRUPT cannot reach it. (Other processes sharing an
+ * mm are refused later, by the memory collector: task.shared-vm.)
+ */
+function inVforkWait(pid: number): boolean {
+  for (const tid of listTids(pid)) {
+    try {
+      const nr = Number(Deno.readTextFileSync(`/proc/${pid}/task/${tid}/syscall`).split(" ")[0]);
+      if (!VFORK_CALLS.has(nr)) continue;
+      if (nr === SYS.vfork || readStat(pid, tid).state === "D") return true;
+    } catch { /* gone, or running: not waiting */ }
+  }
+  return false;
+}
+
+/** Throws when `pid` waits in vfork() for a child of it that runs on its memory. */
 export function refuseSharedMemoryChildren(pid: number, children: readonly number[]): void {
   const refusals = new Refusals();
   for (const child of children) {
-    if (rawSyscall(SYS.kcmp, pid, child, KCMP_VM, 0, 0) === 0n) {
+    if (rawSyscall(SYS.kcmp, pid, child, KCMP_VM, 0, 0) === 0n && inVforkWait(pid)) {
       refusals.use("task.vfork", `process ${pid}`, `its child ${child} runs on its memory (vfork)`);
     }
   }
@@ -36,6 +55,7 @@ export function refuseVforkChild(root: number): void {
     return;
   }
   if (ppid <= 0 || rawSyscall(SYS.kcmp, root, ppid, KCMP_VM, 0, 0) !== 0n) return;
+  if (!inVforkWait(ppid)) return;
   const refusals = new Refusals();
   refusals.use(
     "task.vfork",
