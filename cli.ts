@@ -1,10 +1,16 @@
 /**
  * cryo's command-line entry point: `deno run -A cli.ts <command> ...`.
- * See `deno run -A cli.ts --help`.
+ * See `deno run -A cli.ts --help`. `--version` and `--help` are answered
+ * by cli/fast.ts; the program (commander and the command that runs) is
+ * loaded only for everything else.
  *
  * @module
  */
 
-import { main } from "./cli/program.ts";
+import { fastPath } from "./cli/fast.ts";
 
-if (import.meta.main) Deno.exit(await main(Deno.args));
+if (import.meta.main) {
+  const code = fastPath(Deno.args) ??
+    await import("./cli/program.ts").then(({ main }) => main(Deno.args));
+  Deno.exit(code);
+}
