@@ -18,12 +18,14 @@ export function register(program: Command): void {
     .requiredOption("--dir <dir>", "image directory to write (created; must not exist)")
     .option("--leave-running", "let the tree continue after the dump (default: kill it)")
     .option("--json", "print the dump statistics as JSON")
+    .option("--no-sync", "do not fsync the images (throw-away images: faster, not crash-safe)")
     .option("--tcp-established", "save TCP connections to peers outside the tree (repair mode)")
     .addHelpText(
       "after",
       `
 The tree (the process, its threads and its descendants) is frozen with
-ptrace while it is saved. The directory gets manifest.json and one
+ptrace while it is saved; with --leave-running it resumes as soon as
+every page is copied, before the images are completed and fsync'd. The directory gets manifest.json and one
 <pid>.elf per process; "cryo show <dir>" describes it.
 
 Examples:
@@ -42,6 +44,7 @@ Examples:
           leaveRunning: opts.leaveRunning,
           onEvent,
           optIns: opts.tcpEstablished ? ["tcp-established"] : [],
+          sync: opts.sync,
         });
       } finally {
         progress.stop();
