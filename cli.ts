@@ -9,8 +9,15 @@
 
 import { fastPath } from "./cli/fast.ts";
 
+/**
+ * The program module, named through a variable so that Deno does not load
+ * its module graph (commander, the engine) before `--version` is answered;
+ * `deno check` covers it through tests/cli_test.ts.
+ */
+const PROGRAM: string = "./cli/program.ts";
+
 if (import.meta.main) {
   const code = fastPath(Deno.args) ??
-    await import("./cli/program.ts").then(({ main }) => main(Deno.args));
+    await import(PROGRAM).then((m: typeof import("./cli/program.ts")) => m.main(Deno.args));
   Deno.exit(code);
 }
