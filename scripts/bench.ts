@@ -234,7 +234,8 @@ async function mainVsCriu(criu: string, specs: WorkloadSpec[]): Promise<number> 
         results.push({ name: spec.name, reps });
       } catch (e) {
         log(`${spec.name} FAILED: ${(e as Error)?.message ?? e}`);
-        results.push({ name: spec.name, reps: [], error: String((e as Error)?.message ?? e) });
+        const done = (e as { repsDone?: VsSummary["reps"] }).repsDone ?? [];
+        results.push({ name: spec.name, reps: done, error: String((e as Error)?.message ?? e) });
       } finally {
         if (w) await killWorkload(w).catch(() => {});
       }

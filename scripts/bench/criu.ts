@@ -4,8 +4,9 @@
  * process, interleaved, each command after the same memory warm-up:
  * `dump --leave-running` (cryo with and without --no-sync; CRIU's
  * `dump -t PID -D DIR --leave-running --shell-job`), then the workload is
- * killed and restored by each tool in turn (`cryo restore --detach`;
- * `criu restore -D DIR -d --shell-job`), and checks its memory after each.
+ * killed and restored by each tool in turn (`criu restore -D DIR -d --shell-job`
+ * first, as CRIU puts the process in a new time namespace that cryo does not
+ * dump; then `cryo restore --detach`), and checks its memory after each.
  * Figures: wall time of each command (Deno start-up included for cryo),
  * the freeze the workload's heartbeat saw, image size, peak RSS.
  *
@@ -151,97 +152,103 @@ export async function compareWithCriu(
 ): Promise<VsRepetition[]> {
   const spec: WorkloadSpec = w.spec;
   const out: VsRepetition[] = [];
-  for (let i = -opts.warmupReps; i < opts.reps; i++) {
-    const base = `${workDir}/${spec.name}-vs-${i}`;
-    const cryoFirst = Math.abs(i % 2) === 1;
-    const rangesBytes = writeRanges(w.child.pid, `${base}.ranges`);
-    const warmBytes = Math.round(rangesBytes * 1.1 * (spec.processes ?? 1)) + (256 << 20);
-    const warmed = async <T>(fn: () => Promise<T>): Promise<T> => {
-      if (opts.warm) await warmMemory(warmBytes, `${base}.warm.log`);
-      return await fn();
-    };
-    const cryoImg = `${base}.cryo`;
-    const cryoNsImg = `${base}.cryo-nosync`;
-    const criuImg = `${base}.criu`;
-    try {
-      const cryoD = async (): Promise<ToolRun> => {
-        const d = await warmed(() => cryoDump(w, cryoImg, `${base}.cryo-dump`, opts.rt));
-        return {
-          wallSeconds: d.process.wallSeconds,
-          seenFreezeSeconds: d.observedFreezeSeconds ?? undefined,
-          imageBytes: dirBytes(cryoImg),
-          maxRssBytes: d.process.maxRssBytes,
+  try {
+    await repetitions();
+  } catch (e) {
+    // Keep the repetitions done: the caller reports the error with them.
+    (e as { repsDone?: VsRepetition[] }).repsDone = out;
+    throw e;
+  }
+  return out;
+
+  async function repetitions(): Promise<void> {
+    for (let i = -opts.warmupReps; i < opts.reps; i++) {
+      const base = `${workDir}/${spec.name}-vs-${i}`;
+      const cryoFirst = Math.abs(i % 2) === 1;
+      const rangesBytes = writeRanges(w.child.pid, `${base}.ranges`);
+      const warmBytes = Math.round(rangesBytes * 1.1 * (spec.processes ?? 1)) + (256 << 20);
+      const warmed = async <T>(fn: () => Promise<T>): Promise<T> => {
+        if (opts.warm) await warmMemory(warmBytes, `${base}.warm.log`);
+        return await fn();
+      };
+      const cryoImg = `${base}.cryo`;
+      const cryoNsImg = `${base}.cryo-nosync`;
+      const criuImg = `${base}.criu`;
+      try {
+        const cryoD = async (): Promise<ToolRun> => {
+          const d = await warmed(() => cryoDump(w, cryoImg, `${base}.cryo-dump`, opts.rt));
+          return {
+            wallSeconds: d.process.wallSeconds,
+            seenFreezeSeconds: d.observedFreezeSeconds ?? undefined,
+            imageBytes: dirBytes(cryoImg),
+            maxRssBytes: d.process.maxRssBytes,
+          };
         };
-      };
-      const cryoNs = async (): Promise<ToolRun> => {
-        const d = await warmed(() =>
-          cryoDump(w, cryoNsImg, `${base}.cryo-dump-ns`, opts.rt, ["--no-sync"])
-        );
-        return {
-          wallSeconds: d.process.wallSeconds,
-          seenFreezeSeconds: d.observedFreezeSeconds ?? undefined,
-          imageBytes: dirBytes(cryoNsImg),
-          maxRssBytes: d.process.maxRssBytes,
+        const cryoNs = async (): Promise<ToolRun> => {
+          const d = await warmed(() =>
+            cryoDump(w, cryoNsImg, `${base}.cryo-dump-ns`, opts.rt, ["--no-sync"])
+          );
+          return {
+            wallSeconds: d.process.wallSeconds,
+            seenFreezeSeconds: d.observedFreezeSeconds ?? undefined,
+            imageBytes: dirBytes(cryoNsImg),
+            maxRssBytes: d.process.maxRssBytes,
+          };
         };
-      };
-      const criuD = () => warmed(() => criuDump(criu, w, criuImg, `${base}.criu-dump`));
-      let cryoDumpRun: ToolRun, cryoNsRun: ToolRun, criuDumpRun: ToolRun;
-      if (cryoFirst) {
-        cryoDumpRun = await cryoD();
-        cryoNsRun = await cryoNs();
-        criuDumpRun = await criuD();
-      } else {
-        criuDumpRun = await criuD();
-        cryoDumpRun = await cryoD();
-        cryoNsRun = await cryoNs();
-      }
-      const cryoR = async (): Promise<ToolRun> => {
-        await killWorkload(w);
-        const r = await warmed(() =>
-          cryoRestore(w, cryoImg, true, `${base}.cryo-restore`, opts.rt)
+        const criuD = () => warmed(() => criuDump(criu, w, criuImg, `${base}.criu-dump`));
+        let cryoDumpRun: ToolRun, cryoNsRun: ToolRun, criuDumpRun: ToolRun;
+        if (cryoFirst) {
+          cryoDumpRun = await cryoD();
+          cryoNsRun = await cryoNs();
+          criuDumpRun = await criuD();
+        } else {
+          criuDumpRun = await criuD();
+          cryoDumpRun = await cryoD();
+          cryoNsRun = await cryoNs();
+        }
+        const cryoR = async (): Promise<ToolRun> => {
+          await killWorkload(w);
+          const r = await warmed(() =>
+            cryoRestore(w, cryoImg, true, `${base}.cryo-restore`, opts.rt)
+          );
+          await verifyWorkload(w);
+          return { wallSeconds: r.process.wallSeconds, maxRssBytes: r.process.maxRssBytes };
+        };
+        const criuR = async (): Promise<ToolRun> => {
+          await killWorkload(w);
+          const r = await warmed(() => criuRestore(criu, w, criuImg, `${base}.criu-restore`));
+          await verifyWorkload(w);
+          return r;
+        };
+        // CRIU restores into a new time namespace (to keep CLOCK_MONOTONIC), which cryo refuses
+        // to dump: CRIU's restore always comes first, cryo's restore gives the next workload.
+        const criuRestoreRun = await criuR();
+        const cryoRestoreRun = await cryoR();
+        const rep: VsRepetition = {
+          cryoDump: cryoDumpRun,
+          cryoDumpNoSync: cryoNsRun,
+          criuDump: criuDumpRun,
+          cryoRestore: cryoRestoreRun,
+          criuRestore: criuRestoreRun,
+          cryoFirst,
+        };
+        const f = (x?: number) => x === undefined ? "-" : x.toFixed(3);
+        opts.log(
+          `${spec.name} vs criu ${i < 0 ? "warm-up" : `#${i + 1}`}: dump ${
+            f(rep.cryoDump.wallSeconds)
+          } (no-sync ${f(rep.cryoDumpNoSync.wallSeconds)}) vs ${f(rep.criuDump.wallSeconds)} s, ` +
+            `seen freeze ${f(rep.cryoDump.seenFreezeSeconds)} vs ${
+              f(rep.criuDump.seenFreezeSeconds)
+            } s, restore ${f(rep.cryoRestore.wallSeconds)} vs ${f(rep.criuRestore.wallSeconds)} s`,
         );
-        await verifyWorkload(w);
-        return { wallSeconds: r.process.wallSeconds, maxRssBytes: r.process.maxRssBytes };
-      };
-      const criuR = async (): Promise<ToolRun> => {
-        await killWorkload(w);
-        const r = await warmed(() => criuRestore(criu, w, criuImg, `${base}.criu-restore`));
-        await verifyWorkload(w);
-        return r;
-      };
-      let cryoRestoreRun: ToolRun, criuRestoreRun: ToolRun;
-      if (cryoFirst) {
-        cryoRestoreRun = await cryoR();
-        criuRestoreRun = await criuR();
-      } else {
-        criuRestoreRun = await criuR();
-        cryoRestoreRun = await cryoR();
-      }
-      const rep: VsRepetition = {
-        cryoDump: cryoDumpRun,
-        cryoDumpNoSync: cryoNsRun,
-        criuDump: criuDumpRun,
-        cryoRestore: cryoRestoreRun,
-        criuRestore: criuRestoreRun,
-        cryoFirst,
-      };
-      const f = (x?: number) => x === undefined ? "-" : x.toFixed(3);
-      opts.log(
-        `${spec.name} vs criu ${i < 0 ? "warm-up" : `#${i + 1}`}: dump ${
-          f(rep.cryoDump.wallSeconds)
-        } (no-sync ${f(rep.cryoDumpNoSync.wallSeconds)}) vs ${f(rep.criuDump.wallSeconds)} s, ` +
-          `seen freeze ${f(rep.cryoDump.seenFreezeSeconds)} vs ${
-            f(rep.criuDump.seenFreezeSeconds)
-          } s, restore ${f(rep.cryoRestore.wallSeconds)} vs ${f(rep.criuRestore.wallSeconds)} s`,
-      );
-      if (i >= 0) out.push(rep);
-    } finally {
-      for (const d of [cryoImg, cryoNsImg, criuImg]) {
-        await Deno.remove(d, { recursive: true }).catch(() => {});
+        if (i >= 0) out.push(rep);
+      } finally {
+        for (const d of [cryoImg, cryoNsImg, criuImg]) {
+          await Deno.remove(d, { recursive: true }).catch(() => {});
+        }
       }
     }
   }
-  return out;
 }
 
 function median(xs: number[]): number {
