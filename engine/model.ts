@@ -246,6 +246,40 @@ export interface ThreadState {
   attrs?: ThreadAttrs;
   /** Seccomp mode and filters (engine/task/seccomp.ts). */
   seccomp?: SeccompState;
+  /**
+   * This thread's credentials (the kernel keeps them per thread). Absent in
+   * images written before credentials were restored: such images are refused.
+   */
+  creds?: ThreadCredentials;
+}
+
+/**
+ * One thread's credentials: ids from /proc/<pid>/task/<tid>/status, the
+ * securebits and keep-caps flag read by prctl injected into the thread.
+ */
+export interface ThreadCredentials {
+  /** Real, effective, saved set and filesystem uid. */
+  uid: [number, number, number, number];
+  /** Real, effective, saved set and filesystem gid. */
+  gid: [number, number, number, number];
+  /** Supplementary groups (sorted, as the kernel keeps them). */
+  groups: number[];
+  /** Inheritable capabilities (hex mask, bit n = capability n). */
+  capInh: Hex;
+  /** Permitted capabilities. */
+  capPrm: Hex;
+  /** Effective capabilities. */
+  capEff: Hex;
+  /** Capability bounding set. */
+  capBnd: Hex;
+  /** Ambient capabilities. */
+  capAmb: Hex;
+  /** prctl(PR_GET_SECUREBITS), including the keep-caps bit (SECBIT_KEEP_CAPS) and lock bits. */
+  securebits: number;
+  /** prctl(PR_GET_KEEPCAPS). */
+  keepCaps: boolean;
+  /** The no_new_privs bit. */
+  noNewPrivs: boolean;
 }
 
 /** A pending signal with its raw siginfo (base64, 128 bytes). */
@@ -311,6 +345,13 @@ export interface FdInfo {
   sameAs?: number;
   /** Left out by a policy: restored closed. */
   excluded?: boolean;
+  /**
+   * Id of the open file description when several processes of the tree
+   * hold it (kcmp KCMP_FILE across pids): "<pid>:<fd>" of its first holder.
+   */
+  description?: string;
+  /** F_GETOWN_EX owner (type F_OWNER_TID/PID/PGRP, pid) and F_GETSIG signal, when set. */
+  owner?: { type: number; pid: number; sig: number };
   /** An IPv4/IPv6 TCP or UDP socket: its state (engine/fds/tcp.ts, udp.ts). */
   inet?: InetSocket;
   /** A netlink socket: its state (engine/fds/netlink.ts). */

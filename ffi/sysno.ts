@@ -101,6 +101,9 @@ export const SYS = {
   pidfd_getfd: 438,
   clone3: 435,
   close_range: 436,
+  poll: 7,
+  sched_yield: 24,
+  flock: 73,
   timer_getoverrun: 225,
   timer_delete: 226,
   timerfd_gettime: 287,
@@ -126,6 +129,13 @@ export const SYS = {
   listen: 50,
   getsockname: 51,
   getpeername: 52,
+  setgroups: 116,
+  setresuid: 117,
+  setresgid: 119,
+  setfsuid: 122,
+  setfsgid: 123,
+  capget: 125,
+  capset: 126,
 } as const;
 
 /** Name of a syscall by number, for plan printing and error messages. */

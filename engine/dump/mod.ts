@@ -52,6 +52,13 @@ import { readStat } from "../proc/stat.ts";
 import { readFds } from "../proc/fds.ts";
 import { freezeTree, type FrozenTree, thawTree } from "./freeze.ts";
 import { collectProcess, pipeTopology } from "./process.ts";
+import { markSharedDescriptions } from "../fds/descriptions.ts";
+import {
+  checkFdOwners,
+  checkProcessPaths,
+  checkSharedTables,
+  checkUnattachedLocks,
+} from "./tree_state.ts";
 import { CHUNK_BYTES, MemoryStreamer } from "./memory.ts";
 import { SyncPageWriter, ThreadedPageWriter } from "./page_writer.ts";
 import { bootstrapSizeFor, chooseBootstrap, pagePolicy } from "./vmas.ts";
@@ -320,6 +327,13 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       applyIncludes(image, opts.include);
       return { p, collected, image, start, size };
     });
+    markSharedDescriptions(
+      described.map((d, i) => ({ pid: d.p.pid, fds: d.image.fds, proc: fdLists[i] })),
+    );
+    checkSharedTables(described.map((d) => d.p.pid), refusals);
+    for (const d of described) checkProcessPaths(d.image, refusals);
+    checkUnattachedLocks(described.map((d) => d.image), refusals);
+    checkFdOwners(described.map((d) => d.image), refusals);
     refuseSharedAcrossTree(described.map((d) => d.image), refusals);
     sockets.finish(refusals);
     const ghosts = await collectGhosts(described.map((d) => d.image), tmp, refusals);

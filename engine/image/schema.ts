@@ -15,6 +15,8 @@ import { z } from "npm:zod@4.6.7";
 const hex = z.string().regex(/^0x[0-9a-fA-F]{1,16}$/, "expected a 0x-prefixed 64-bit hex value");
 const int = z.number().int();
 const nat = int.nonnegative();
+/** A uid or gid (32 bits; 4294967295 is "none" and cannot be set). */
+const id32 = nat.max(0xfffffffe);
 const base64 = z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/, "expected base64");
 
 const fileIdentity = z.looseObject({
@@ -53,6 +55,33 @@ const thread = z.looseObject({
   robustList: z.looseObject({ head: hex, len: nat }),
   clearChildTid: hex,
   syscall: z.looseObject({ nr: int, restart: z.enum(["none", "restart", "eintr"]) }),
+  sched: z.looseObject({
+    policy: int,
+    flags: int,
+    priority: int,
+    nice: int,
+    runtime: z.string(),
+    deadline: z.string(),
+    period: z.string(),
+    utilMin: int,
+    utilMax: int,
+    cpus: z.array(nat),
+    timerSlackNs: z.number(),
+    ioprio: int,
+  }).optional(),
+  creds: z.looseObject({
+    uid: z.array(id32).length(4),
+    gid: z.array(id32).length(4),
+    groups: z.array(id32).max(65536),
+    capInh: hex,
+    capPrm: hex,
+    capEff: hex,
+    capBnd: hex,
+    capAmb: hex,
+    securebits: nat,
+    keepCaps: z.boolean(),
+    noNewPrivs: z.boolean(),
+  }).optional(),
 });
 
 const fd = z.looseObject({
@@ -69,6 +98,8 @@ const fd = z.looseObject({
   sameAs: int.optional(),
   excluded: z.boolean().optional(),
   ghost: z.string().optional(),
+  description: z.string().optional(),
+  owner: z.looseObject({ type: z.number().int().min(0).max(2), pid: int, sig: nat }).optional(),
 });
 
 const limit = z.union([nat, z.literal("inf")]);

@@ -163,6 +163,16 @@ export function validateImage(
   };
   walk(root);
   if (seen.size !== images.length) fail("some processes are not in the root's tree");
+  // An fd owner gets signals: it must be a thread, process or group of the tree.
+  const groups = new Set(images.map((p) => p.pgid));
+  for (const p of images) {
+    for (const f of p.fds ?? []) {
+      const o = f.owner;
+      if (o && o.pid !== 0 && !(o.type === 2 ? groups.has(o.pid) : allTids.has(o.pid))) {
+        fail(`process ${p.pid} fd ${f.fd}: owner ${o.pid} is not in the tree`);
+      }
+    }
+  }
   const names = new Set<string>();
   for (const g of manifest.ghosts ?? []) {
     const problem = ghostProblem(g);

@@ -28,7 +28,14 @@ import { Refusals } from "../support.ts";
 import { checkInetPorts, reportInetUses } from "../fds/inet_plan.ts";
 import type { PlannedPty } from "../fds/tty.ts";
 import type { PlannedGhosts } from "../fds/ghost.ts";
-import { checkFdFiles, checkFiles, checkPidsFree, checkPrivileges, checkVdso } from "./checks.ts";
+import {
+  checkCredentials,
+  checkFdFiles,
+  checkFiles,
+  checkPidsFree,
+  checkPrivileges,
+  checkVdso,
+} from "./checks.ts";
 import { checkInotifyPaths } from "../fds/inotify.ts";
 import { type RestoreEvent, RestoreSession, type RestoreUnit } from "./session.ts";
 import { checkTaskState } from "../task/mod.ts";
@@ -176,6 +183,7 @@ export function preflight(plan: RestorePlan): void {
   checkPidsFree(processes);
   checkTaskState(processes);
   checkInetPorts(processes);
+  checkCredentials(processes);
 }
 
 /** Restores the checkpoint in `dir` with its original pids; resolves once every task runs. */

@@ -10,6 +10,15 @@ import { formatOp, programStringReader } from "../program/builder.ts";
 import { planRestore, type RestoreOptions } from "./mod.ts";
 import { describeSource } from "../fds/mod.ts";
 import { finishInetPlan } from "../fds/inet_plan.ts";
+import type { CredsSections } from "../task/creds.ts";
+
+/** The finalize lines of the credentials sections (run last, each thread its own). */
+function credsPlan(c: CredsSections): string[] {
+  return [
+    ...c.threads.map((s) => `thread ${s.tid}: credentials, program from op #${s.op} (last)`),
+    "every thread's credentials read back and compared with the image",
+  ];
+}
 
 /** The plan of one process. */
 export interface ProcessPlan {
@@ -54,6 +63,7 @@ export async function restorePlan(dir: string, opts: RestoreOptions = {}): Promi
         );
       }
     }
+    finalize.push(...credsPlan(compiled.creds));
     finalize.push(`munmap(${hex(boot.base)}, ${size})  # the bootstrap, via a syscall outside it`);
     for (const t of image.threads) {
       const restart = t.syscall.restart === "restart"
