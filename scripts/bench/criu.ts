@@ -48,6 +48,8 @@ export interface ToolRun {
   imageBytes?: number;
   /** Peak RSS of the command (bytes). */
   maxRssBytes: number;
+  /** CPU time of the command, user + system (s): what it costs whatever else runs. */
+  cpuSeconds: number;
 }
 
 /** One repetition of the comparison. */
@@ -109,6 +111,7 @@ async function criuDump(
     seenFreezeSeconds: gap === undefined ? undefined : gap / 1000,
     imageBytes: dirBytes(dir),
     maxRssBytes: r.maxRssBytes,
+    cpuSeconds: r.userSeconds + r.systemSeconds,
   };
 }
 
@@ -130,7 +133,11 @@ async function criuRestore(
     if (performance.now() > deadline) throw new Error("the process restored by criu does not run");
     await new Promise((r) => setTimeout(r, 2));
   }
-  return { wallSeconds: res.r.wallSeconds, maxRssBytes: res.r.maxRssBytes };
+  return {
+    wallSeconds: res.r.wallSeconds,
+    maxRssBytes: res.r.maxRssBytes,
+    cpuSeconds: res.r.userSeconds + res.r.systemSeconds,
+  };
 }
 
 /**
@@ -182,6 +189,7 @@ export async function compareWithCriu(
             seenFreezeSeconds: d.observedFreezeSeconds ?? undefined,
             imageBytes: dirBytes(cryoImg),
             maxRssBytes: d.process.maxRssBytes,
+            cpuSeconds: d.process.userSeconds + d.process.systemSeconds,
           };
         };
         const cryoNs = async (): Promise<ToolRun> => {
@@ -193,6 +201,7 @@ export async function compareWithCriu(
             seenFreezeSeconds: d.observedFreezeSeconds ?? undefined,
             imageBytes: dirBytes(cryoNsImg),
             maxRssBytes: d.process.maxRssBytes,
+            cpuSeconds: d.process.userSeconds + d.process.systemSeconds,
           };
         };
         const criuD = () => warmed(() => criuDump(criu, w, criuImg, `${base}.criu-dump`));
@@ -212,7 +221,11 @@ export async function compareWithCriu(
             cryoRestore(w, cryoImg, true, `${base}.cryo-restore`, opts.rt)
           );
           await verifyWorkload(w);
-          return { wallSeconds: r.process.wallSeconds, maxRssBytes: r.process.maxRssBytes };
+          return {
+            wallSeconds: r.process.wallSeconds,
+            maxRssBytes: r.process.maxRssBytes,
+            cpuSeconds: r.process.userSeconds + r.process.systemSeconds,
+          };
         };
         const criuR = async (): Promise<ToolRun> => {
           await killWorkload(w);
@@ -239,7 +252,8 @@ export async function compareWithCriu(
           } (no-sync ${f(rep.cryoDumpNoSync.wallSeconds)}) vs ${f(rep.criuDump.wallSeconds)} s, ` +
             `seen freeze ${f(rep.cryoDump.seenFreezeSeconds)} vs ${
               f(rep.criuDump.seenFreezeSeconds)
-            } s, restore ${f(rep.cryoRestore.wallSeconds)} vs ${f(rep.criuRestore.wallSeconds)} s`,
+            } s, restore ${f(rep.cryoRestore.wallSeconds)} vs ${f(rep.criuRestore.wallSeconds)} s` +
+            `, CPU dump ${f(rep.cryoDump.cpuSeconds)} vs ${f(rep.criuDump.cpuSeconds)} s`,
         );
         if (i >= 0) out.push(rep);
       } finally {
@@ -283,10 +297,14 @@ export function vsRows(results: VsSummary[]): string[][] {
     "image MiB cryo",
     "criu",
     "peak RSS MiB cryo",
+    "dump CPU s cryo",
+    "criu",
+    "restore CPU s cryo",
+    "criu",
   ]];
   for (const r of results) {
     if (!r.reps.length) {
-      rows.push([r.name, ...Array(14).fill("-").map((x, i) => i === 0 ? `FAILED` : x)]);
+      rows.push([r.name, ...Array(18).fill("-").map((x, i) => i === 0 ? `FAILED` : x)]);
       continue;
     }
     const m = (f: (x: VsRepetition) => number | undefined) =>
@@ -322,6 +340,10 @@ export function vsRows(results: VsSummary[]): string[][] {
         ),
         0,
       ),
+      s(m((x) => x.cryoDump.cpuSeconds)),
+      s(m((x) => x.criuDump.cpuSeconds)),
+      s(m((x) => x.cryoRestore.cpuSeconds)),
+      s(m((x) => x.criuRestore.cpuSeconds)),
     ]);
   }
   return rows;
