@@ -8,6 +8,7 @@ import { InvalidArgumentError } from "npm:@commander-js/extra-typings@15.1.0";
 import type { Command } from "npm:@commander-js/extra-typings@15.1.0";
 import { restore } from "../engine/restore/mod.ts";
 import { humanDuration, printJson } from "./format.ts";
+import { optInsOf } from "./dump.ts";
 
 /** Parses `--inherit-fd` specs (`<fd>=<path>` or `<fd>=fd:<n>`) into a map. */
 export function parseInheritFds(specs: readonly string[] = []): Map<number, string> {
@@ -43,7 +44,9 @@ export function register(program: Command): void {
     )
     .option("--no-verify", "skip the SHA-256 check of the images")
     .option("--json", "print the restore result as JSON")
+    .option("--ext-unix-sk", "the image has unix sockets connected outside the tree")
     .option("--tcp-established", "restore TCP connections to peers outside the tree")
+    .option("--shell-job", "the image is a job of a shell outside the tree")
     .addHelpText(
       "after",
       `
@@ -62,7 +65,7 @@ Examples:
       const tree = await restore(dir, {
         inheritFds: parseInheritFds(opts.inheritFd),
         verifyChecksums: opts.verify,
-        optIns: opts.tcpEstablished ? ["tcp-established"] : [],
+        optIns: optInsOf(opts),
       });
       const summary = {
         rootPid: tree.rootPid,
