@@ -8,10 +8,12 @@
  * ```
  *
  * The tree is frozen, each process is collected and its pages streamed
- * into `<pid>.elf`, `manifest.json` is written, everything is fsync'd and
- * the directory renamed into place; only then is the tree killed (default)
- * or resumed (`leaveRunning`). Any failure resumes the tree untouched and
- * removes the partial directory.
+ * into `<pid>.elf`, `manifest.json` is written, everything is fsync'd
+ * (unless `sync: false`) and the directory renamed into place; only then is
+ * the tree killed (default). With `leaveRunning` the tree resumes as soon as
+ * every page is copied, so it is never frozen while the images are
+ * completed, synced and checksummed. Any failure resumes the tree untouched
+ * and removes the partial directory.
  *
  * @module
  */
@@ -103,6 +105,12 @@ export interface CheckpointOptions {
    * CLI names ("tcp-established", "ext-unix-sk", "shell-job"); see engine/support.ts.
    */
   optIns?: string[];
+  /**
+   * fsync the images, the manifest and the directories before returning
+   * (default true). false is for throw-away images: faster, but a crash of
+   * the host may leave a directory that does not restore.
+   */
+  sync?: boolean;
 }
 
 /** What a checkpoint produced. */
@@ -185,7 +193,8 @@ function hostFacts(pid: number, image: ProcessImage): HostFacts {
   };
 }
 
-async function fsyncDir(path: string): Promise<void> {
+async function fsyncDir(path: string, sync = true): Promise<void> {
+  if (!sync) return;
   const f = await Deno.open(path, { read: true });
   try {
     await f.sync();
@@ -280,6 +289,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
   const t0 = performance.now();
   const tmp = await prepareDir(opts.dir);
   const finalDir = resolve(opts.dir);
+  const sync = opts.sync !== false;
   let tree: FrozenTree | undefined;
   const streamers: MemoryStreamer[] = [];
   let writers: ImageWriter[] = [];
@@ -410,7 +420,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       freezeSeconds = (performance.now() - tree.frozenAt) / 1000;
     }
     for (const { writer, image, streamer } of pending) {
-      const summary = await writer.finish(image, { checksum: false });
+      const summary = await writer.finish(image, { checksum: false, sync });
       // The page data's CRC was computed while streaming: read only the rest.
       const checksum = await checksumAround(
         summary.path,
@@ -458,11 +468,11 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     stats.dumpSeconds = (performance.now() - t0) / 1000;
     if (!thawed) stats.freezeSeconds = (performance.now() - tree.frozenAt) / 1000;
     if (!thawed) sockets.checkUnchanged();
-    await writeManifest(tmp, manifest);
-    await fsyncDir(tmp);
+    await writeManifest(tmp, manifest, sync);
+    await fsyncDir(tmp, sync);
     await Deno.remove(finalDir).catch(() => {}); // an empty directory given by the user
     await Deno.rename(tmp, finalDir);
-    await fsyncDir(dirname(finalDir));
+    await fsyncDir(dirname(finalDir), sync);
     if (!thawed) {
       killTree(tree);
       thawed = true;

@@ -14,7 +14,8 @@ import { readStatus } from "../proc/status.ts";
 import { auxvToModel, readAuxv } from "../proc/auxv.ts";
 import { devMajor, devMinor, type ProcFd, readFds } from "../proc/fds.ts";
 import { readMapFileIdentity, readMaps } from "../proc/maps.ts";
-import { mergeSmaps, readSmaps } from "../proc/smaps.ts";
+import { mergeSmaps } from "../proc/smaps.ts";
+import { readSmapsBrief } from "../proc/smaps_brief.ts";
 import { fileIdentityOf, readProcLink, readProcText } from "../proc/io.ts";
 import { queryInjectedState, withInjection } from "./injected.ts";
 import { collectThread, sharedPending } from "./threads.ts";
@@ -135,7 +136,7 @@ export function collectProcess(
   }));
   const owners = queryFdOwners(pid, fds.map((f) => f.fd));
   const task = collectTaskState(pid, tids, injected.task, refusals);
-  const maps = mergeSmaps(readMaps(pid), readSmaps(pid), pid);
+  const maps = mergeSmaps(readMaps(pid), readSmapsBrief(pid), pid);
   const vmas: Vma[] = maps.map((m) => ({
     start: m.start,
     end: m.end,
