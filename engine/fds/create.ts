@@ -135,7 +135,7 @@ export function emitCreate(cx: CreateContext, f: PlannedFd, batch: readonly Plan
       cx.keep(`fd:${f.fd}`, `${what} inotify`);
       break;
     case "pidfd":
-      emitPidfd(p, s, scratchSlot);
+      emitPidfd(p, s, scratchSlot, cx.scratchAddr);
       cx.keep(`fd:${f.fd}`, `${what} pidfd`);
       break;
     case "inet":

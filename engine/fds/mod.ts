@@ -216,7 +216,9 @@ export function describeSource(f: PlannedFd): string {
     case "inotify":
       return `fd ${f.fd} = new inotify with watches ${s.watches.map((w) => w.wd).join(", ")}`;
     case "pidfd":
-      return `fd ${f.fd} = pidfd of ${s.pid}`;
+      return s.exit === undefined
+        ? `fd ${f.fd} = pidfd of ${s.pid}`
+        : `fd ${f.fd} = pidfd of a process that exited`;
     case "inet":
     case "netlink":
       return `fd ${f.fd} = ${describeSocket(s)}`;

@@ -56,8 +56,12 @@ export type FdSource =
   }
   /** An inotify instance and its watches, by wd (engine/fds/inotify.ts). */
   | { kind: "inotify"; flags: number; watches: { wd: number; mask: number; path: string }[] }
-  /** A pidfd of process (or thread) `pid` of the tree (engine/fds/pidfd.ts). */
-  | { kind: "pidfd"; pid: number; flags: number }
+  /**
+   * A pidfd of process (or thread) `pid` of the tree, or (pid -1, with the
+   * wait status `exit`) of a process that exited and was reaped
+   * (engine/fds/pidfd.ts).
+   */
+  | { kind: "pidfd"; pid: number; flags: number; exit?: number }
   | { kind: "inet"; socket: InetSocket; flags: number }
   | { kind: "netlink"; socket: NetlinkSocket; flags: number };
 
