@@ -83,7 +83,7 @@ export const SUPPORT_TABLE = [
   { id: "fd.pipe-reopened", area: "fd", what: "a pipe end open through several descriptions (reopened through /proc)", support: "refused", note: "not saved yet" },
   { id: "fd.epoll-split", area: "fd", what: "a shared epoll watching fds that no one holder has", support: "refused", note: "its watches cannot be re-added" },
   { id: "fd.fifo", area: "fd", what: "named pipes (FIFOs) with their buffered bytes", support: "saved" },
-  { id: "fd.fifo-deleted", area: "fd", what: "named pipes whose path was removed", support: "refused", note: "not saved yet" },
+  { id: "fd.fifo-deleted", area: "fd", what: "named pipes whose path was removed (with their buffered bytes)", support: "saved", note: "made again under the old name, which must be free at restore, then unlinked" },
   { id: "fd.shared", area: "fd", what: "open file descriptions shared by processes of the tree", support: "saved", note: "re-created once by the holders' common ancestor" },
   { id: "fd.flags", area: "fd", what: "status flags, owner and signal (O_ASYNC, F_SETOWN_EX, F_SETSIG)", support: "saved" },
   { id: "fd.owner-outside", area: "fd", what: "fd owners outside the tree (F_SETOWN to another process)", support: "refused", note: "restore could not make them own it again" },

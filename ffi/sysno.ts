@@ -145,6 +145,7 @@ export const SYS = {
   capset: 126,
   mlockall: 151,
   mlock2: 325,
+  mknod: 133,
 } as const;
 
 /** Name of a syscall by number, for plan printing and error messages. */

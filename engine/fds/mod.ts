@@ -210,7 +210,9 @@ export function describeSource(f: PlannedFd): string {
     case "pipe":
       return `fd ${f.fd} = ${s.end} end of ${s.id}${s.data ? " (with its buffered bytes)" : ""}`;
     case "fifo":
-      return `fd ${f.fd} = FIFO ${s.path}${s.data ? " (with its buffered bytes)" : ""}`;
+      return `fd ${f.fd} = FIFO ${s.path}${s.deleted ? " (deleted)" : ""}${
+        s.data ? " (with its buffered bytes)" : ""
+      }`;
     case "transfer":
       return `fd ${f.fd} = ${s.key}, shared in the tree (from fd ${s.from})`;
     case "inotify":
@@ -279,6 +281,7 @@ export function emitFds(
     },
     has: (key) => temp.has(key),
     current: (fd) => temp.get(`stdio:${fd}`) ?? fd,
+    numberOf: (key) => temp.get(key),
   };
   for (const f of creationOrder(fds)) emitCreate(cx, f, fds);
   const byFd = new Map(fds.map((f) => [f.fd, f]));

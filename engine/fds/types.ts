@@ -38,7 +38,16 @@ export type FdSource =
   }
   | { kind: "signalfd"; mask: string; flags: number }
   | { kind: "epoll"; flags: number; targets: { fd: number; events: number; data: string }[] }
-  | { kind: "fifo"; id: string; path: string; flags: number; data?: string; size?: number }
+  | {
+    kind: "fifo";
+    id: string;
+    path: string;
+    flags: number;
+    data?: string;
+    size?: number;
+    /** Its path was removed: made again there with this mode and owner, then unlinked. */
+    deleted?: { mode: number; uid: number; gid: number };
+  }
   | {
     kind: "transfer";
     /** Transfer fd number the description waits at (see shared.ts). */
