@@ -65,6 +65,10 @@ import { fdQueueBytes } from "../fds/socket_common.ts";
 import { InetSocketSession } from "../fds/inet_session.ts";
 import { inetQueueBytes } from "../fds/inet_plan.ts";
 import { planInheritance } from "../memory/inherit.ts";
+import { collectLifecycle } from "../task/lifecycle.ts";
+import { reapOrphanedZombies } from "../task/zombies.ts";
+import { refuseZombieLeader } from "../task/refusals.ts";
+import { listTids } from "../proc/tasks.ts";
 
 /** Dumps with at least this much page data write from a worker thread. */
 const THREADED_WRITE_BYTES = 256 << 20;
@@ -137,6 +141,7 @@ function checkTarget(pid: number): void {
   if ((stat.flags & 0x00200000) !== 0 || status.kthread) {
     throw new TargetError(`pid ${pid} is a kernel thread`);
   }
+  refuseZombieLeader(pid, listTids(pid)); // a zombie main thread with live threads
   if (stat.state === "Z" || stat.state === "X") throw new TargetError(`pid ${pid} is a zombie`);
   if (status.tracerPid !== 0) {
     throw new TargetError(`process ${pid} is already traced by pid ${status.tracerPid}`);
@@ -215,6 +220,7 @@ function killTree(tree: FrozenTree): void {
         }
       }
     }
+    reapOrphanedZombies(p.zombies ?? []);
   }
 }
 
@@ -310,6 +316,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       const start = chooseBootstrap(collected.vmas, size);
       const image: ProcessImage = {
         ...collected.image,
+        ...collectLifecycle(p, collected.image, tree!, refusals),
         excluded: [],
         bootstrap: { start: `0x${start.toString(16)}`, size },
       };

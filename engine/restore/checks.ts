@@ -5,6 +5,7 @@
  * @module
  */
 
+import { zombiePids } from "../task/zombies.ts";
 import { vdsoFacts } from "../vdso.ts";
 import { readStatus } from "../proc/status.ts";
 import { readStat } from "../proc/stat.ts";
@@ -46,7 +47,7 @@ function groupHolder(ids: Set<number>): { id: number; pid: number; what: string 
 /** Throws if any pid or tid of the image is taken, naming it and its holder. */
 export function checkPidsFree(processes: readonly ProcessImage[]): void {
   for (const p of processes) {
-    for (const id of [p.pid, ...p.threads.map((t) => t.tid)]) {
+    for (const id of [p.pid, ...p.threads.map((t) => t.tid), ...zombiePids([p])]) {
       let exists = true;
       try {
         Deno.statSync(`/proc/${id}`);
@@ -58,7 +59,7 @@ export function checkPidsFree(processes: readonly ProcessImage[]): void {
       }
     }
   }
-  const holder = groupHolder(new Set(processes.map((p) => p.pid)));
+  const holder = groupHolder(new Set([...processes.map((p) => p.pid), ...zombiePids(processes)]));
   if (holder) {
     throw new RestoreError(
       `cannot restore: pid ${holder.id} is still in use as the ${holder.what} id of process ${holder.pid}`,
