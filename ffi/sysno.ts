@@ -152,6 +152,7 @@ export const SYS = {
   pselect6: 270,
   epoll_wait: 232,
   epoll_pwait: 281,
+  mknod: 133,
 } as const;
 
 /** Name of a syscall by number, for plan printing and error messages. */

@@ -27,6 +27,8 @@ import { markDuplicates } from "../fds/descriptions.ts";
 import type { InetSocketSession } from "../fds/inet_session.ts";
 import { collectTimers, takeTimerSignals } from "../task/timers.ts";
 import { collectTty } from "../fds/tty.ts";
+import { collectDeadPidfd } from "../fds/pidfd.ts";
+import { collectDeletedFifo } from "../fds/fifo.ts";
 import { collectInotify } from "../fds/inotify.ts";
 import { checkNamespaces, collectCgroups } from "../task/placement.ts";
 import { collectTaskState, prepareTaskCollection, queryTaskState } from "../task/mod.ts";
@@ -58,6 +60,12 @@ function toFdInfo(pid: number, f: ProcFd, topology: PipeTopology): FdInfo {
   // Bytes buffered in a pipe that comes back (alone or shared in the tree) are kept.
   if (restore === "process" || restore === "tree" || kind === "fifo") {
     Object.assign(extra, collectPipe(pid, f.fd, flags));
+  }
+  if (kind === "fifo" && f.target.endsWith(" (deleted)")) {
+    Object.assign(extra, collectDeletedFifo(pid, f.fd));
+  }
+  if (kind === "pidfd" && extra["Pid"]?.trim() === "-1") {
+    Object.assign(extra, collectDeadPidfd(pid, f.fd));
   }
   if (kind === "tty") {
     Object.assign(extra, collectTty(pid, f.fd, devMajor(f.stat.rdev), devMinor(f.stat.rdev)));

@@ -11,6 +11,7 @@ import { readStatus } from "../proc/status.ts";
 import { readStat } from "../proc/stat.ts";
 import type { FileIdentity, Manifest, ProcessImage } from "../model.ts";
 import { RestoreError } from "../errors.ts";
+import { deletedFifoProblem } from "../fds/fifo.ts";
 import { credsProblems } from "../task/creds_check.ts";
 
 function describeHolder(pid: number): string | undefined {
@@ -128,8 +129,12 @@ export function checkFdFiles(
   units: readonly {
     image: ProcessImage;
     compiled: {
-      fds: { fd: number; source: { kind: string; path?: string } }[];
-      sharedCreated?: { pid: number; fd: number; source: { kind: string; path?: string } }[];
+      fds: { fd: number; source: { kind: string; path?: string; deleted?: unknown } }[];
+      sharedCreated?: {
+        pid: number;
+        fd: number;
+        source: { kind: string; path?: string; deleted?: unknown };
+      }[];
     };
   }[],
 ): void {
@@ -147,6 +152,12 @@ export function checkFdFiles(
     if (info?.extra["tty-role"] === "slave") continue;
     // Deleted files and memfds are re-created by the engine from the image.
     if (info?.ghost !== undefined) continue;
+    // A FIFO whose path was removed is made again there.
+    if (source.kind === "fifo" && source.deleted) {
+      const why = deletedFifoProblem(source.path);
+      if (why) throw new RestoreError(`cannot restore: fd ${fd} of process ${image.pid}: ${why}`);
+      continue;
+    }
     let st: Deno.FileInfo;
     try {
       st = Deno.statSync(source.path);
