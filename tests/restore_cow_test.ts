@@ -207,7 +207,7 @@ who = "c" if os.fork() == 0 else "p"
 n = 0
 while True:
     n += 1
-    sys.stdout.write(f"{who} {n} {sum(data[::997])}\n")
+    sys.stdout.write(f"{who} {n} {sum(data[::997])}\\n")
     sys.stdout.flush()
     time.sleep(0.05)
 `;
@@ -229,6 +229,7 @@ Deno.test(
     await waitUntil(
       "both count",
       () => pyCounts(t.output(), "c").length >= 3 && pyCounts(t.output(), "p").length >= 3,
+      30_000, // python's start-up on a loaded machine
     );
     const { dir, tree, dump } = await dumpKillRestore(t);
     assert.equal(tree.pids.length, 2);
@@ -245,6 +246,7 @@ Deno.test(
       () =>
         pyCounts(t.output(), "p").length >= at.p + 3 &&
         pyCounts(t.output(), "c").length >= at.c + 3,
+      30_000,
     );
     for (const who of ["p", "c"]) {
       const counts = pyCounts(t.output(), who);

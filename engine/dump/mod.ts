@@ -286,6 +286,9 @@ async function goneProcesses(tree: FrozenTree, error: unknown): Promise<number[]
 /** Checkpoints process `pid` and its descendants into `opts.dir`. */
 export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<CheckpointResult> {
   checkTarget(pid);
+  // A root that is cryo's own child and exits mid-dump: its exit status, taken
+  // by a tracer wait, is kept for its parent's own wait (a policy runner's).
+  const rootIsOurChild = readStat(pid).ppid === Deno.pid;
   const t0 = performance.now();
   const tmp = await prepareDir(opts.dir);
   const finalDir = resolve(opts.dir);
@@ -491,6 +494,12 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     opts.onEvent?.({ type: "done", stats });
     return { dir: finalDir, manifest, stats };
   } catch (e) {
+    if (
+      rootIsOurChild && e instanceof TraceeGoneError && e.tid === pid &&
+      (e.status.kind === "exited" || e.status.kind === "signaled")
+    ) {
+      parkStatus({ ...e.status, pid });
+    }
     for (const s of streamers) await s.abort();
     for (const w of writers) await w.abort().catch(() => {});
     const gone = tree ? await goneProcesses(tree, e) : [];
