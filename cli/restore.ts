@@ -42,6 +42,10 @@ export function register(program: Command): void {
       "replace a restored fd instead of reopening it: <fd>=<path>, or <fd>=fd:<n> for cryo's own fd 0-2",
     )
     .option("--no-verify", "skip the SHA-256 check of the images")
+    .option(
+      "--trust-image-owner",
+      "restore (as root) an image directory owned or writable by another user",
+    )
     .option("--json", "print the restore result as JSON")
     .addHelpText(
       "after",
@@ -61,6 +65,7 @@ Examples:
       const tree = await restore(dir, {
         inheritFds: parseInheritFds(opts.inheritFd),
         verifyChecksums: opts.verify,
+        trustImageOwner: opts.trustImageOwner,
       });
       const summary = {
         rootPid: tree.rootPid,

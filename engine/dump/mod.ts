@@ -53,6 +53,8 @@ import { CHUNK_BYTES, MemoryStreamer } from "./memory.ts";
 import { SyncPageWriter, ThreadedPageWriter } from "./page_writer.ts";
 import { bootstrapSizeFor, chooseBootstrap, pagePolicy } from "./vmas.ts";
 import { TOOL_VERSION } from "../version.ts";
+import { pausePoint } from "../pause.ts";
+import { makePrivateDir, removeStalePartials } from "./partial.ts";
 
 /** Dumps with at least this much page data write from a worker thread. */
 const THREADED_WRITE_BYTES = 256 << 20;
@@ -148,9 +150,10 @@ async function prepareDir(dir: string): Promise<string> {
   } catch {
     throw new TargetError(`parent directory of ${dir} does not exist`);
   }
+  await removeStalePartials(abs);
   const tmp = `${dirname(abs)}/.${basename(abs)}.cryo-partial-${Deno.pid}`;
   await Deno.remove(tmp, { recursive: true }).catch(() => {});
-  await Deno.mkdir(tmp);
+  await makePrivateDir(tmp);
   return tmp;
 }
 
@@ -267,6 +270,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
   let writers: ImageWriter[] = [];
   try {
     tree = freezeTree(pid);
+    pausePoint("frozen");
     const threadCount = tree.processes.reduce((n, p) => n + p.threads.length, 0);
     opts.onEvent?.({ type: "frozen", processes: tree.processes.length, threads: threadCount });
     const fdLists = tree.processes.map((p) => readFds(p.pid));
@@ -301,9 +305,11 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         bootstrap: { start: `0x${start.toString(16)}`, size },
       };
       applyIncludes(image, opts.include);
+      pausePoint("collect");
       return { p, collected, image, start, size };
     });
     const ghosts = await collectGhosts(described.map((d) => d.image), tmp, refusals);
+    pausePoint("ghosts");
     compileTree(described.map((d) => d.image), {
       pathOf: (pid) => `${finalDir}/${pid}.elf`,
       rootPid: pid,
@@ -351,6 +357,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         if (plan[k].length === 0) continue;
         image.mappings[k].pages = streamer.saveRuns(v, plan[k], (n) => {
           done += n;
+          pausePoint("pages");
           opts.onEvent?.({ type: "pages", pid: p.pid, bytes: done, totalBytes: total });
         });
       }
@@ -369,6 +376,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       freezeSeconds = (performance.now() - tree.frozenAt) / 1000;
     }
     for (const { writer, image, streamer } of pending) {
+      pausePoint("notes");
       const summary = await writer.finish(image, { checksum: false });
       // The page data's CRC was computed while streaming: read only the rest.
       const checksum = await checksumAround(
@@ -378,6 +386,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         streamer.crc32,
       );
       writers = writers.filter((w) => w !== writer);
+      pausePoint("written");
       opts.onEvent?.({ type: "written", pid: image.pid, path: summary.path, size: summary.size });
       pagesBytes += summary.pagesBytes;
       imageBytes += summary.size;
@@ -416,13 +425,17 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     stats.dumpSeconds = (performance.now() - t0) / 1000;
     if (!thawed) stats.freezeSeconds = (performance.now() - tree.frozenAt) / 1000;
     await writeManifest(tmp, manifest);
+    pausePoint("manifest");
     await fsyncDir(tmp);
+    pausePoint("fsync");
     await Deno.remove(finalDir).catch(() => {}); // an empty directory given by the user
     await Deno.rename(tmp, finalDir);
     await fsyncDir(dirname(finalDir));
+    pausePoint("rename");
     if (!thawed) {
       killTree(tree);
       thawed = true;
+      pausePoint("killed");
     }
     tree = undefined;
     opts.onEvent?.({ type: "done", stats });

@@ -28,6 +28,8 @@ import type { PlannedGhosts } from "../fds/ghost.ts";
 import { checkFdFiles, checkFiles, checkPidsFree, checkPrivileges, checkVdso } from "./checks.ts";
 import { type RestoreEvent, RestoreSession, type RestoreUnit } from "./session.ts";
 import { checkTaskState } from "../task/mod.ts";
+import { checkImageDirTrust, checkOwnCredentials } from "./trust.ts";
+import { pausePoint } from "../pause.ts";
 
 /** Options of {@link restore}. */
 export interface RestoreOptions {
@@ -39,6 +41,11 @@ export interface RestoreOptions {
   onEvent?: (e: RestoreEvent) => void;
   /** Opt-ins given for state outside the tree ("shell-job", ...; see engine/support.ts). */
   optIns?: string[];
+  /**
+   * Restore (as root) an image directory owned by, or writable by, a user
+   * other than root (engine/restore/trust.ts); default false.
+   */
+  trustImageOwner?: boolean;
 }
 
 /** How a restored root ended. */
@@ -158,6 +165,7 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
   // the stubs already read the images (nothing runs before both are done).
   const verify = opts.verifyChecksums ?? true;
   let plan: RestorePlan;
+  checkImageDirTrust(resolve(dir), opts.trustImageOwner);
   try {
     plan = await planRestore(dir, { ...opts, verifyChecksums: false });
   } catch (e) {
@@ -165,6 +173,7 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
     if (verify && e instanceof ImageFormatError) await verifyImageDir(resolve(dir));
     throw e;
   }
+  checkOwnCredentials(plan.units.map((u) => u.image));
   checkPrivileges();
   checkVdso(plan.manifest);
   const processes = plan.units.map((u) => u.image);
@@ -174,6 +183,7 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
   checkTaskState(processes);
   becomeSubreaper();
   for (const p of processes) forgetParkedStatus(p.pid);
+  pausePoint("planned");
   const verification = verify ? verifyInWorker(plan) : Promise.resolve(undefined);
   const provided = await ProvidedFds.open(plan.ptys, plan.ghosts, plan.dir);
   const session = new RestoreSession(plan.units, opts.onEvent, undefined, provided);
@@ -193,7 +203,9 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
     session.abort();
     throw problem;
   }
+  pausePoint("finalize");
   const pids = session.release();
+  pausePoint("released");
   const rootPid = plan.manifest.rootPid;
   let exited: Promise<ExitStatus> | undefined;
   return {

@@ -56,6 +56,7 @@ import { removeLauncher, spawnLauncher, writeLauncher } from "./launcher.ts";
 import { foregroundGroupOf } from "../fds/tty.ts";
 import type { ProvidedFds } from "./provided.ts";
 import { restoreTaskState, restoreTaskStateAfterCredentials } from "../task/mod.ts";
+import { pausePoint } from "../pause.ts";
 
 /** One process to restore: its description, image path and compiled program. */
 export interface RestoreUnit {
@@ -182,6 +183,7 @@ export class RestoreSession {
     this.#launcher = launcher;
     this.#launcherBoot = bootstrap;
     this.#tasks.add(launcher.pid);
+    pausePoint("spawned");
     const st = waitPid(launcher.pid, WUNTRACED);
     if (st.kind !== "stopped") {
       throw new RestoreError(`launcher ${launcher.pid} did not start (${st.kind})`);
@@ -189,6 +191,7 @@ export class RestoreSession {
     seize(launcher.pid, TRACE_OPTIONS);
     waitStop(launcher.pid);
     this.#checkXsave(launcher.pid);
+    pausePoint("launched");
     cont(launcher.pid, 0);
     this.#onEvent?.({ type: "launched", launcher: launcher.pid });
   }
@@ -315,6 +318,7 @@ export class RestoreSession {
     if (regs.rip === boot.doneRip) {
       this.#done.add(tid);
       this.#onEvent?.({ type: "program-done", pid: tid });
+      pausePoint("program-done");
       return;
     }
     if (regs.rip === boot.failRip) {
@@ -333,6 +337,7 @@ export class RestoreSession {
     const unit = this.#units.get(pid);
     if (!unit) throw new RestoreError(`unexpected exec in task ${pid}`);
     this.#onEvent?.({ type: "exec", pid });
+    pausePoint("exec");
     const { compiled, image } = unit;
     const boot = compiled.bootstrap;
     const base = boot.base;
