@@ -21,20 +21,17 @@ export const DUMP_POINTS: KillPoint[] = [
   ...["frozen", "collect", "scratch", "ghosts", "notes", "written", "manifest", "fsync", "rename"]
     .map((phase) => ({ phase })),
   { phase: "killed" },
-  ...[1, 2, 3, 5, 8, 13, 21, 34, 55, 60, 64, 66, 68, 70, 72, 75, 80, 90].map((n) => ({
-    phase: `inject:${n}`,
-  })),
-  ...[1, 2, 3, 5, 8, 13].map((n) => ({ phase: `pages:${n}` })),
-  ...[0, 2, 5, 10, 15, 20, 30, 40, 60, 80, 100, 150, 200, 300, 400, 600].map((afterMs) => ({
-    afterMs,
-  })),
+  ...Array.from({ length: 30 }, (_, i) => ({ phase: `inject:${i + 1}` })),
+  ...[40, 50, 60, 70].map((n) => ({ phase: `inject:${n}` })),
+  ...[1, 2, 3, 4].map((n) => ({ phase: `pages:${n}` })),
+  ...[0, 2, 5, 10, 20, 40, 60, 80, 100, 150].map((afterMs) => ({ afterMs })),
 ];
 
 /** Restore points: every phase boundary and time offsets after the restored pid appears. */
 export const RESTORE_POINTS: KillPoint[] = [
   ...["planned", "spawned", "launched", "exec", "program-done", "finalize", "released"]
     .map((phase) => ({ phase })),
-  ...Array.from({ length: 44 }, (_, i) => ({ afterMs: i < 20 ? i : 20 + (i - 20) * 5 })),
+  ...Array.from({ length: 45 }, (_, i) => ({ afterMs: i < 20 ? i : 20 + (i - 20) * 5 })),
 ];
 
 /** Runs `points` over `lanes` in parallel, one trial at a time per lane. */
@@ -59,10 +56,12 @@ function summary(outcomes: KillOutcome[]): Record<string, number> {
 Deno.test(
   "kill anywhere: cryo dump SIGKILLed at 50+ points never loses both the target and its image",
   withTargets(async () => {
-    const lanes = await Promise.all([DumpLane.start(), DumpLane.start(), DumpLane.start()]);
+    const lanes = await Promise.all([DumpLane.start(), DumpLane.start()]);
     const outcomes = await runLanes(lanes, DUMP_POINTS);
     const counts = summary(outcomes);
     console.log(`dump kill points: ${outcomes.length}`, counts);
+    const missed = outcomes.filter((o) => o.result === "completed").map((o) => o.point);
+    if (missed.length) console.log(`not reached (the dump completed first): ${missed.join(" ")}`);
     const killed = outcomes.filter((o) => o.result !== "completed").length;
     assert.ok(killed >= 50, `only ${killed} points were reached`);
     assert.ok((counts["target-intact"] ?? 0) > 0 && (counts.image ?? 0) > 0, "both outcomes seen");

@@ -75,7 +75,6 @@ function stateOf(pid: number): string {
 
 /** Waits for `cond`, polling every ms; false if `child` exited first or after `timeoutMs`. */
 async function until(
-  child: Deno.ChildProcess,
   exited: () => boolean,
   cond: () => boolean,
   timeoutMs = 60_000,
@@ -102,9 +101,9 @@ async function runAndKill(
   });
   let reached;
   if ("phase" in point) {
-    reached = await until(child, () => done, () => stateOf(child.pid) === "T");
+    reached = await until(() => done, () => stateOf(child.pid) === "T");
   } else {
-    reached = await until(child, () => done, mark);
+    reached = await until(() => done, mark);
     if (reached && point.afterMs > 0) await sleep(point.afterMs);
     reached &&= !done;
   }
