@@ -30,6 +30,7 @@ import { type RestoreEvent, RestoreSession, type RestoreUnit } from "./session.t
 import { checkTaskState } from "../task/mod.ts";
 import { checkImageDirTrust, checkOwnCredentials } from "./trust.ts";
 import { pausePoint } from "../pause.ts";
+import { shrunkImage } from "./intact.ts";
 
 /** Options of {@link restore}. */
 export interface RestoreOptions {
@@ -173,8 +174,8 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
     if (verify && e instanceof ImageFormatError) await verifyImageDir(resolve(dir));
     throw e;
   }
-  checkOwnCredentials(plan.units.map((u) => u.image));
   checkPrivileges();
+  checkOwnCredentials(plan.units.map((u) => u.image));
   checkVdso(plan.manifest);
   const processes = plan.units.map((u) => u.image);
   checkFiles(processes);
@@ -199,6 +200,7 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
   } catch (e) {
     problem = e as Error;
   }
+  problem ??= shrunkImage(plan.dir, plan.manifest);
   if (problem) {
     session.abort();
     throw problem;

@@ -56,6 +56,7 @@ export function checkImageDirTrust(dir: string, trustOwner = false): void {
   let st: Deno.FileInfo;
   try {
     st = Deno.statSync(dir);
+    Deno.readDirSync(dir)[Symbol.iterator]().next();
   } catch (e) {
     if (e instanceof Deno.errors.PermissionDenied) {
       throw new RestoreError(

@@ -133,6 +133,45 @@ async function assertRunning(pid: number, what: string): Promise<void> {
   }
 }
 
+/** A cryo CLI run stopped at a phase by CRYO_TEST_PAUSE_AT. */
+export interface PausedCli {
+  /** The cryo process (stopped). */
+  child: Deno.ChildProcess;
+  /** Its result, once resumed (SIGCONT) or killed. */
+  output: Promise<{ code: number; stderr: string }>;
+}
+
+/**
+ * Starts `deno run -A cli.ts ...args` (under `wrapper`, e.g. a umask
+ * shell) with CRYO_TEST_PAUSE_AT=`phase` and waits until it has stopped
+ * there; throws if it exits first.
+ */
+export async function startPaused(
+  args: string[],
+  phase: string,
+  wrapper: string[] = [],
+): Promise<PausedCli> {
+  const argv = [...wrapper, Deno.execPath(), "run", "-A", `${repoRoot}cli.ts`, ...args];
+  const child = new Deno.Command(argv[0], {
+    args: argv.slice(1),
+    cwd: repoRoot,
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+    env: { NO_COLOR: "1", CRYO_DEBUG: "0", CRYO_TEST_PAUSE_AT: phase },
+  }).spawn();
+  let done = false;
+  const output = child.output().then((o) => {
+    done = true;
+    return { code: o.code, stderr: new TextDecoder().decode(o.stderr) };
+  });
+  // The wrapper execs deno: the child's pid is cryo's.
+  if (!await until(() => done, () => stateOf(child.pid) === "T")) {
+    throw new Error(`cryo ${args.join(" ")} exited before ${phase}: ${(await output).stderr}`);
+  }
+  return { child, output };
+}
+
 /** Sends SIGUSR1 and waits for the target's next "alive" line (its self-checks passed). */
 export async function assertAlive(t: Target, what: string): Promise<void> {
   const count = () => (t.output().match(/^alive /gm) ?? []).length;
