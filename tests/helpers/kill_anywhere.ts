@@ -23,7 +23,7 @@
 
 import assert from "node:assert/strict";
 import { repoRoot } from "./commands.ts";
-import { tempDir } from "./fs.ts";
+import { pathExists, tempDir } from "./fs.ts";
 import { isAlive, statusField, tasksOf } from "./proc.ts";
 import { adoptPid, startTarget, type Target } from "./targets.ts";
 import { sleep } from "./wait.ts";
@@ -33,8 +33,13 @@ import { rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { PARTIAL_RE } from "../../engine/dump/partial.ts";
 
-/** Where to kill cryo: at a phase (`name` or `name:n`), or `ms` after the start mark. */
-export type KillPoint = { phase: string } | { afterMs: number };
+/**
+ * Where to kill cryo: at a phase (`name` or `name:n`), or `ms` after the
+ * start mark: for a dump the freeze, or with `fromPages` the moment the
+ * first image file appears (the injected syscalls are over); for a restore
+ * the moment the restored pid appears.
+ */
+export type KillPoint = { phase: string } | { afterMs: number; fromPages?: boolean };
 
 /** What a killed run left. */
 export interface KillOutcome {
@@ -51,7 +56,7 @@ export interface KillOutcome {
 
 /** Text of a kill point. */
 export function pointName(p: KillPoint): string {
-  return "phase" in p ? p.phase : `${p.afterMs}ms`;
+  return "phase" in p ? p.phase : `${p.afterMs}ms${p.fromPages ? " after the pages start" : ""}`;
 }
 
 function cli(args: string[], pause?: string): Deno.ChildProcess {
@@ -91,7 +96,7 @@ async function until(
 async function runAndKill(
   args: string[],
   point: KillPoint,
-  mark: () => boolean,
+  mark: (cryoPid: number) => boolean,
 ): Promise<{ reached: boolean; code: number }> {
   const child = cli(args, "phase" in point ? point.phase : undefined);
   let done = false;
@@ -103,7 +108,7 @@ async function runAndKill(
   if ("phase" in point) {
     reached = await until(() => done, () => stateOf(child.pid) === "T");
   } else {
-    reached = await until(() => done, mark);
+    reached = await until(() => done, () => mark(child.pid));
     if (reached && point.afterMs > 0) await sleep(point.afterMs);
     reached &&= !done;
   }
@@ -248,7 +253,10 @@ export class DumpLane {
     const masks = sigmasks(t.pid);
     const dir = `${this.parent}/image`;
     const traced = () => statusField(t.pid, "TracerPid") !== "0";
-    const { reached } = await runAndKill(["dump", String(t.pid), "--dir", dir], point, traced);
+    const writing = (cryo: number) =>
+      pathExists(`${this.parent}/.image.cryo-partial-${cryo}/${t.pid}.elf.partial`);
+    const mark = "afterMs" in point && point.fromPages ? writing : traced;
+    const { reached } = await runAndKill(["dump", String(t.pid), "--dir", dir], point, mark);
     const left = [...Deno.readDirSync(this.parent)].map((e) => e.name);
     const partials = left.filter((n) => PARTIAL_RE.test(n));
     const others = left.filter((n) => !PARTIAL_RE.test(n) && n !== "image");
