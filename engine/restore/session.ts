@@ -185,6 +185,7 @@ export class RestoreSession {
     this.#tasks.add(launcher.pid);
     pausePoint("spawned");
     const st = waitPid(launcher.pid, WUNTRACED);
+    removeLauncher(launcher); // exec'd: the file is no longer needed (nothing left if cryo dies)
     if (st.kind !== "stopped") {
       throw new RestoreError(`launcher ${launcher.pid} did not start (${st.kind})`);
     }
