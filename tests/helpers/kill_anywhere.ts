@@ -264,7 +264,14 @@ export class DumpLane {
     assert.ok(partials.length <= 1, `${name}: older partial directories were not removed`);
     if (!left.includes("image")) {
       await assertRunning(t.pid, name);
-      assert.equal(Deno.readTextFileSync(`/proc/${t.pid}/maps`), maps, `${name}: mappings changed`);
+      const now = Deno.readTextFileSync(`/proc/${t.pid}/maps`);
+      const lines = (text: string) => new Set(text.split("\n"));
+      const [was, is] = [lines(maps), lines(now)];
+      const diff = [
+        ...[...was].filter((l) => !is.has(l)).map((l) => `- ${l}`),
+        ...[...is].filter((l) => !was.has(l)).map((l) => `+ ${l}`),
+      ];
+      assert.equal(now, maps, `${name}: mappings changed: ${diff.join(" | ")}`);
       assert.equal(sigmasks(t.pid), masks, `${name}: signal masks changed`);
       await assertAlive(t, name);
       return { point: name, result: "target-intact" };
