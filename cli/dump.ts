@@ -18,6 +18,7 @@ export function register(program: Command): void {
     .requiredOption("--dir <dir>", "image directory to write (created; must not exist)")
     .option("--leave-running", "let the tree continue after the dump (default: kill it)")
     .option("--json", "print the dump statistics as JSON")
+    .option("--tcp-established", "save TCP connections to peers outside the tree (repair mode)")
     .addHelpText(
       "after",
       `
@@ -36,7 +37,12 @@ Examples:
       };
       let result;
       try {
-        result = await checkpoint(pid, { dir: opts.dir, leaveRunning: opts.leaveRunning, onEvent });
+        result = await checkpoint(pid, {
+          dir: opts.dir,
+          leaveRunning: opts.leaveRunning,
+          onEvent,
+          optIns: opts.tcpEstablished ? ["tcp-established"] : [],
+        });
       } finally {
         progress.stop();
       }

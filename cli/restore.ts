@@ -47,6 +47,7 @@ export function register(program: Command): void {
       "restore (as root) an image directory owned or writable by another user",
     )
     .option("--json", "print the restore result as JSON")
+    .option("--tcp-established", "restore TCP connections to peers outside the tree")
     .addHelpText(
       "after",
       `
@@ -66,6 +67,7 @@ Examples:
         inheritFds: parseInheritFds(opts.inheritFd),
         verifyChecksums: opts.verify,
         trustImageOwner: opts.trustImageOwner,
+        optIns: opts.tcpEstablished ? ["tcp-established"] : [],
       });
       const summary = {
         rootPid: tree.rootPid,

@@ -12,6 +12,7 @@
 import type { ProcessAttrs, ThreadAttrs } from "./task/attrs.ts";
 import type { ThreadSched } from "./task/sched.ts";
 import type { SeccompState } from "./task/seccomp.ts";
+import type { InotifyWatchImage } from "./fds/inotify.ts";
 
 /** A 64-bit value as a `0x`-prefixed hex string. */
 export type Hex = string;
@@ -132,6 +133,8 @@ export interface ProcessImage {
    * foreground process group of that terminal (tpgid; -1 for none).
    */
   ctty?: { ttyNr: number; fgPgrp: number };
+  /** Lines of /proc/<pid>/cgroup ("<id>:<controllers>:<path>"); restore moves it back there. */
+  cgroups?: string[];
   /** oom_score_adj, dumpable, subreaper, THP disable, membarrier, login ids (engine/task/). */
   attrs?: ProcessAttrs;
 }
@@ -243,6 +246,40 @@ export interface ThreadState {
   attrs?: ThreadAttrs;
   /** Seccomp mode and filters (engine/task/seccomp.ts). */
   seccomp?: SeccompState;
+  /**
+   * This thread's credentials (the kernel keeps them per thread). Absent in
+   * images written before credentials were restored: such images are refused.
+   */
+  creds?: ThreadCredentials;
+}
+
+/**
+ * One thread's credentials: ids from /proc/<pid>/task/<tid>/status, the
+ * securebits and keep-caps flag read by prctl injected into the thread.
+ */
+export interface ThreadCredentials {
+  /** Real, effective, saved set and filesystem uid. */
+  uid: [number, number, number, number];
+  /** Real, effective, saved set and filesystem gid. */
+  gid: [number, number, number, number];
+  /** Supplementary groups (sorted, as the kernel keeps them). */
+  groups: number[];
+  /** Inheritable capabilities (hex mask, bit n = capability n). */
+  capInh: Hex;
+  /** Permitted capabilities. */
+  capPrm: Hex;
+  /** Effective capabilities. */
+  capEff: Hex;
+  /** Capability bounding set. */
+  capBnd: Hex;
+  /** Ambient capabilities. */
+  capAmb: Hex;
+  /** prctl(PR_GET_SECUREBITS), including the keep-caps bit (SECBIT_KEEP_CAPS) and lock bits. */
+  securebits: number;
+  /** prctl(PR_GET_KEEPCAPS). */
+  keepCaps: boolean;
+  /** The no_new_privs bit. */
+  noNewPrivs: boolean;
 }
 
 /** A pending signal with its raw siginfo (base64, 128 bytes). */
@@ -308,8 +345,102 @@ export interface FdInfo {
   sameAs?: number;
   /** Left out by a policy: restored closed. */
   excluded?: boolean;
+  /**
+   * Id of the open file description when several processes of the tree
+   * hold it (kcmp KCMP_FILE across pids): "<pid>:<fd>" of its first holder.
+   */
+  description?: string;
+  /** F_GETOWN_EX owner (type F_OWNER_TID/PID/PGRP, pid) and F_GETSIG signal, when set. */
+  owner?: { type: number; pid: number; sig: number };
+  /** An IPv4/IPv6 TCP or UDP socket: its state (engine/fds/tcp.ts, udp.ts). */
+  inet?: InetSocket;
+  /** A netlink socket: its state (engine/fds/netlink.ts). */
+  netlink?: NetlinkSocket;
   /** A deleted file or memfd saved by content: the id of its {@link GhostFile}. */
   ghost?: string;
+  /** inotify watches, by wd, with the paths found at dump (engine/fds/inotify.ts). */
+  inotify?: InotifyWatchImage[];
+}
+
+/** An IPv4 or IPv6 socket address. */
+export interface SockAddr {
+  address: string;
+  port: number;
+  flowinfo?: number;
+  scopeId?: number;
+}
+
+/** One socket option as read with getsockopt and put back with setsockopt. */
+export interface SockOption {
+  level: number;
+  name: number;
+  /** For people: "SO_REUSEADDR", "TCP_NODELAY", ... */
+  label: string;
+  /** An int option's value. */
+  int?: number;
+  /** Any other option's bytes, base64. */
+  bytes?: string;
+}
+
+/** A TCP or UDP socket (IPv4 or IPv6). */
+export interface InetSocket {
+  family: "ipv4" | "ipv6";
+  proto: "tcp" | "udp";
+  /** TCP: listen, established or closed (never connected); UDP: closed. */
+  state: "listen" | "established" | "closed";
+  /** Bound address, or null for an unbound socket. */
+  local: SockAddr | null;
+  /** Connected peer, or null. */
+  peer: SockAddr | null;
+  /** Options put back after the socket is re-created. */
+  options: SockOption[];
+  /** SO_SNDBUF / SO_RCVBUF as getsockopt reports them, when not the kernel default. */
+  buffers?: { snd?: number; rcv?: number };
+  /** listen() backlog. */
+  backlog?: number;
+  /** An established connection's state, read in TCP repair mode. */
+  tcp?: TcpConnection;
+}
+
+/** An established TCP connection as TCP repair mode reads and writes it. */
+export interface TcpConnection {
+  /** Whether the peer socket belongs to the tree (else it needed the opt-in). */
+  peerInTree: boolean;
+  /** write_seq: after the last byte queued for sending. */
+  sndSeq: number;
+  /** rcv_nxt: the next byte expected from the peer. */
+  rcvSeq: number;
+  /** Send queue (sent-unacknowledged, then unsent), base64. */
+  sendQueue: string;
+  /** Unsent bytes at the end of the send queue. */
+  unsent: number;
+  /** Receive queue (received, not read by the process), base64. */
+  recvQueue: string;
+  mss: number;
+  wscale: { snd: number; rcv: number } | null;
+  sack: boolean;
+  timestamps: boolean;
+  /** TCP timestamp clock of the connection. */
+  timestamp: number;
+  window: { sndWl1: number; sndWnd: number; maxWindow: number; rcvWnd: number; rcvWup: number };
+}
+
+/** A netlink socket (NETLINK_ROUTE) with nothing queued. */
+export interface NetlinkSocket {
+  /** Netlink protocol (0 = NETLINK_ROUTE). */
+  protocol: number;
+  /** SOCK_RAW or SOCK_DGRAM (the same for netlink). */
+  type: number;
+  /** Bound port id (0: not bound). */
+  portid: number;
+  /** Every multicast group joined (1-based numbers). */
+  groups: number[];
+  /** Connected destination (port id, group), or null. */
+  peer: { portid: number; groups: number } | null;
+  /** SOL_NETLINK and SOL_SOCKET options that differ from a fresh socket's. */
+  options: SockOption[];
+  /** SO_SNDBUF / SO_RCVBUF when not the kernel default. */
+  buffers?: { snd?: number; rcv?: number };
 }
 
 /**

@@ -14,7 +14,7 @@
 import { UnsupportedError } from "./errors.ts";
 
 /** How cryo handles one kind of state. */
-export type Support = "saved" | "opt-in" | "refused";
+export type Support = "saved" | "opt-in" | "refused" | "not-applicable";
 
 /** One row of the table. */
 export interface SupportRow {
@@ -53,7 +53,17 @@ export const SUPPORT_TABLE = [
   { id: "task.dumpable-root", area: "task", what: "dumpable 2 (suid_dumpable after a set-id exec)", support: "refused", note: "prctl cannot set it" },
   { id: "task.membarrier-unknown", area: "task", what: "membarrier registrations before Linux 6.3", support: "refused", note: "cannot be read" },
   { id: "task.seccomp-notify", area: "task", what: "seccomp filters handing syscalls to a user-space listener", support: "refused", note: "the listener's fd cannot be re-connected" },
+  { id: "task.namespaces", area: "task", what: "namespaces other than cryo's own (mnt, pid, net, ipc, uts, user, cgroup, time)", support: "refused", note: "not re-created yet" },
+  { id: "task.cgroups", area: "task", what: "control group membership (every hierarchy)", support: "saved", note: "restore moves each process back; the cgroups must exist" },
+  { id: "task.counters", area: "task", what: "start time, CPU time, I/O and page-fault counters", support: "not-applicable", note: "kernel accounting; it starts afresh" },
+  { id: "task.creds", area: "task", what: "credentials per thread: uids, gids, groups", support: "saved", note: "restored last" },
+  { id: "task.caps", area: "task", what: "capabilities (all five sets), securebits, keep-caps", support: "saved", note: "the restorer must hold every capability used" },
   { id: "task.zombie", area: "task", what: "zombie processes in the tree", support: "refused", note: "not restored yet" },
+  { id: "task.root", area: "task", what: "root directory (chroot)", support: "saved" },
+  { id: "task.cwd-deleted", area: "task", what: "cwd or root directory deleted", support: "refused", note: "it has no path to enter again" },
+  { id: "task.shared-files", area: "task", what: "fd table shared by processes (CLONE_FILES)", support: "refused", note: "each restored process execs its image, which unshares its fd table" },
+  { id: "task.shared-fs", area: "task", what: "cwd, root and umask shared by processes (CLONE_FS)", support: "refused", note: "not restored yet" },
+  { id: "task.shared-vm", area: "task", what: "memory shared by processes (CLONE_VM without CLONE_THREAD, vfork)", support: "refused", note: "not restored yet" },
   // Memory.
   { id: "memory.anon", area: "memory", what: "private and shared anonymous memory", support: "saved" },
   { id: "memory.file", area: "memory", what: "file mappings (private copies-on-write saved)", support: "saved" },
@@ -66,16 +76,35 @@ export const SUPPORT_TABLE = [
   { id: "fd.ghost", area: "fd", what: "files deleted while open, O_TMPFILE files, memfds (content, holes, size, mode, owner, seals; restored unlinked)", support: "saved" },
   { id: "fd.deleted", area: "fd", what: "deleted directories and special files", support: "refused", note: "they cannot be re-created unlinked" },
   { id: "fd.pipe", area: "fd", what: "pipes (in a process, shared by the tree, leading out)", support: "saved" },
+  { id: "fd.pipe-reopened", area: "fd", what: "a pipe end open through several descriptions (reopened through /proc)", support: "refused", note: "not saved yet" },
+  { id: "fd.epoll-split", area: "fd", what: "a shared epoll watching fds that no one holder has", support: "refused", note: "its watches cannot be re-added" },
+  { id: "fd.fifo", area: "fd", what: "named pipes (FIFOs) with their buffered bytes", support: "saved" },
+  { id: "fd.fifo-deleted", area: "fd", what: "named pipes whose path was removed", support: "refused", note: "not saved yet" },
+  { id: "fd.shared", area: "fd", what: "open file descriptions shared by processes of the tree", support: "saved", note: "re-created once by the holders' common ancestor" },
+  { id: "fd.flags", area: "fd", what: "status flags, owner and signal (O_ASYNC, F_SETOWN_EX, F_SETSIG)", support: "saved" },
+  { id: "fd.owner-outside", area: "fd", what: "fd owners outside the tree (F_SETOWN to another process)", support: "refused", note: "restore could not make them own it again" },
+  { id: "fd.lock", area: "fd", what: "file locks (flock, POSIX record locks, OFD locks)", support: "saved" },
+  { id: "fd.lock-unattached", area: "fd", what: "file locks no fd shows (held through a memory mapping only)", support: "refused", note: "not saved yet" },
+  { id: "fd.lease", area: "fd", what: "file leases and delegations", support: "refused", note: "not saved yet" },
   { id: "fd.eventfd", area: "fd", what: "eventfd", support: "saved" },
   { id: "fd.timerfd", area: "fd", what: "timerfd", support: "saved", note: "pending expirations kept; time stops while in the image" },
   { id: "fd.signalfd", area: "fd", what: "signalfd", support: "saved" },
   { id: "fd.epoll", area: "fd", what: "epoll", support: "saved" },
-  { id: "fd.inotify", area: "fd", what: "inotify", support: "refused", note: "not saved yet" },
+  { id: "fd.inotify", area: "fd", what: "inotify instances and their watches (same watch descriptors, masks, flags)", support: "saved", note: "watches re-added by path; a watch added after restore is numbered after the highest restored one" },
+  { id: "fd.inotify-queued", area: "fd", what: "inotify events not yet read", support: "refused", note: "they cannot be put back; retry when the instance is idle" },
+  { id: "fd.inotify-unresolved", area: "fd", what: "inotify watches on an inode without a path (deleted, or on a filesystem without file handles)", support: "refused", note: "a watch can only be re-added by path" },
+  { id: "fd.inotify-shared", area: "fd", what: "inotify instances shared by several processes of the tree", support: "refused", note: "each process would get an instance of its own, and every event would reach each one" },
+  { id: "fd.inotify-wd-gap", area: "fd", what: "inotify watch descriptors more than 2048 numbers past the ones below them", support: "refused", note: "the restore program reaches each number one watch at a time" },
   { id: "fd.fanotify", area: "fd", what: "fanotify", support: "refused", note: "needs a global view of the filesystem" },
-  { id: "fd.pidfd", area: "fd", what: "pidfd", support: "refused", note: "not saved yet" },
+  { id: "fd.pidfd", area: "fd", what: "pidfds of the process itself, its children or its ancestors in the tree", support: "saved", note: "re-opened with pidfd_open once that process exists" },
+  { id: "fd.pidfd-unordered", area: "fd", what: "pidfds of other processes of the tree (siblings, grandchildren, threads other than a leader)", support: "refused", note: "their creation is not ordered before the holder's fds" },
+  { id: "fd.pidfd-outside", area: "fd", what: "pidfds of processes outside the tree", support: "refused", note: "the pid may name another process (or none) at restore time" },
+  { id: "fd.pidfd-shared", area: "fd", what: "pidfds shared by several processes of the tree", support: "refused", note: "each process would get a pidfd of its own, no longer sharing status flags" },
+  { id: "fd.pidfd-dead", area: "fd", what: "pidfds of processes that have exited", support: "refused", note: "an exited process cannot be named again" },
   { id: "fd.io_uring", area: "fd", what: "io_uring", support: "refused", note: "its rings and in-flight requests live in the kernel" },
   { id: "fd.perf", area: "fd", what: "perf events", support: "refused", note: "counters cannot be re-created as they were" },
   { id: "fd.bpf", area: "fd", what: "bpf maps and programs", support: "refused", note: "kernel objects cryo cannot re-create" },
+  { id: "fd.userfaultfd", area: "fd", what: "userfaultfd", support: "refused", note: "its registered ranges and pending faults live in the kernel" },
   { id: "fd.anon-other", area: "fd", what: "other anonymous inodes", support: "refused", note: "unknown kind" },
   // Terminals.
   { id: "tty.pty", area: "tty", what: "pseudo-terminals whose master is in the tree (same index, termios, window size, packet mode, lock, controlling terminal, foreground group)", support: "saved" },
@@ -84,6 +113,20 @@ export const SUPPORT_TABLE = [
   { id: "tty.external-ctty", area: "tty", what: "a session leader whose controlling terminal is outside the tree", support: "refused", note: "its session could not get that terminal back" },
   // Sockets.
   { id: "socket.stdio", area: "socket", what: "sockets on fds 0-2 leading out of the tree", support: "saved", note: "re-attached to the restorer's stdio" },
+  { id: "socket.tcp-listen", area: "socket", what: "listening TCP sockets (IPv4, IPv6)", support: "saved" },
+  { id: "socket.tcp-closed", area: "socket", what: "TCP sockets never connected (bound or not)", support: "saved" },
+  { id: "socket.tcp-tree", area: "socket", what: "established TCP connections inside the tree", support: "saved", note: "TCP repair mode" },
+  { id: "socket.tcp-established", area: "socket", what: "established TCP connections to peers outside the tree", support: "opt-in", optIn: "tcp-established", note: "the peer must not send while the tree is down" },
+  { id: "socket.tcp-accept-queue", area: "socket", what: "listening TCP sockets with connections not accepted yet", support: "refused", note: "those connections cannot be carried over" },
+  { id: "socket.tcp-other", area: "socket", what: "TCP sockets connecting or closing (SYN_SENT, FIN_WAIT, CLOSE_WAIT, ...)", support: "refused", note: "not saved yet" },
+  { id: "socket.tcp-urgent", area: "socket", what: "TCP urgent (out-of-band) data not read yet", support: "refused", note: "not saved yet" },
+  { id: "socket.udp", area: "socket", what: "UDP sockets (bound, connected)", support: "saved" },
+  { id: "socket.udp-queued", area: "socket", what: "UDP datagrams waiting to be read", support: "refused", note: "their senders' addresses cannot be re-created" },
+  { id: "socket.inet-shared", area: "socket", what: "TCP, UDP and netlink sockets shared by several processes", support: "refused", note: "not saved yet" },
+  { id: "socket.inet-other", area: "socket", what: "other IPv4/IPv6 sockets (raw, SCTP, ...)", support: "refused", note: "not saved yet" },
+  { id: "socket.netlink-route", area: "socket", what: "netlink route sockets (NETLINK_ROUTE)", support: "saved" },
+  { id: "socket.netlink-queued", area: "socket", what: "netlink messages waiting to be read, or a dump in progress", support: "refused", note: "the kernel's replies cannot be queued again" },
+  { id: "socket.netlink", area: "socket", what: "other netlink sockets (generic, audit, uevent, ...)", support: "refused", note: "not saved yet" },
   { id: "socket.other", area: "socket", what: "other sockets", support: "refused", note: "not saved yet" },
 ] as const satisfies readonly SupportRow[];
 
@@ -116,7 +159,7 @@ export class Refusals {
    */
   use(id: SupportId, where: string, detail?: string): boolean {
     const row = supportOf(id);
-    if (row.support === "saved") return true;
+    if (row.support === "saved" || row.support === "not-applicable") return true;
     if (row.support === "opt-in" && row.optIn && this.#optIns.has(row.optIn)) {
       this.#usedOptIns.add(row.optIn);
       return true;

@@ -273,6 +273,53 @@ export function xsaveXcr0(area: Uint8Array): bigint {
   return dv.getBigUint64(0, true);
 }
 
+/** `struct flock` for fcntl F_SETLK / F_OFD_SETLK (32 bytes; l_type and l_whence are shorts). */
+export interface FlockStruct extends Record<string, bigint | number> {
+  /** l_type (F_RDLCK 0, F_WRLCK 1, F_UNLCK 2) in the low 16 bits, l_whence in the high 16. */
+  typeWhence: number;
+  /** l_start. */
+  start: bigint;
+  /** l_len (0: to the end of the file). */
+  len: bigint;
+  /** l_pid (0 for OFD locks). */
+  pid: number;
+}
+/** Codec for {@link FlockStruct}. */
+export const flockStruct: Struct<FlockStruct> = defineStruct<FlockStruct>([
+  ["typeWhence", "u32"],
+  ["pad0", "pad32"],
+  ["start", "i64"],
+  ["len", "i64"],
+  ["pid", "i32"],
+  ["pad1", "pad32"],
+]);
+
+/** `struct f_owner_ex` for fcntl F_GETOWN_EX / F_SETOWN_EX (8 bytes). */
+export interface FOwnerEx extends Record<string, number> {
+  /** F_OWNER_TID 0, F_OWNER_PID 1, F_OWNER_PGRP 2. */
+  type: number;
+  pid: number;
+}
+/** Codec for {@link FOwnerEx}. */
+export const fOwnerEx: Struct<FOwnerEx> = defineStruct<FOwnerEx>([["type", "i32"], ["pid", "i32"]]);
+/** `struct tcp_repair_window` (TCP_REPAIR_WINDOW). */
+export interface TcpRepairWindowStruct extends Record<string, number> {
+  sndWl1: number;
+  sndWnd: number;
+  maxWindow: number;
+  rcvWnd: number;
+  rcvWup: number;
+}
+
+/** Codec of {@link TcpRepairWindowStruct} (five u32). */
+export const tcpRepairWindow: Struct<TcpRepairWindowStruct> = defineStruct<TcpRepairWindowStruct>([
+  ["sndWl1", "u32"],
+  ["sndWnd", "u32"],
+  ["maxWindow", "u32"],
+  ["rcvWnd", "u32"],
+  ["rcvWup", "u32"],
+]);
+
 /** `struct itimerspec` (seconds and nanoseconds; interval first). */
 export interface Itimerspec extends Record<string, bigint> {
   intervalSec: bigint;
@@ -355,3 +402,51 @@ export const sockFprog: Struct<SockFprog> = defineStruct<SockFprog>([
   ["_pad", "pad32"],
   ["filter", "u64"],
 ]);
+
+/** `_LINUX_CAPABILITY_VERSION_3`: capget/capset with two data words (64 capabilities). */
+export const LINUX_CAPABILITY_VERSION_3 = 0x20080522;
+
+/** `struct __user_cap_header_struct` for capget(2)/capset(2). */
+export interface CapUserHeader extends Record<string, number> {
+  version: number;
+  /** 0 = the calling thread. */
+  pid: number;
+}
+/** Codec for {@link CapUserHeader} (8 bytes). */
+export const capUserHeader: Struct<CapUserHeader> = defineStruct<CapUserHeader>([
+  ["version", "u32"],
+  ["pid", "i32"],
+]);
+
+/** The three capability sets capset(2) takes, as 64-bit masks (bit n = capability n). */
+export interface CapSets {
+  effective: bigint;
+  permitted: bigint;
+  inheritable: bigint;
+}
+
+/**
+ * The two `struct __user_cap_data_struct` of a version 3 capset/capget
+ * (24 bytes: effective, permitted, inheritable of capabilities 0-31, then
+ * of 32-63).
+ */
+export const capUserData = {
+  size: 24,
+  encode(sets: CapSets): Uint8Array<ArrayBuffer> {
+    const out = new Uint8Array(24);
+    const dv = new DataView(out.buffer);
+    for (let word = 0; word < 2; word++) {
+      const part = (v: bigint) => Number((v >> BigInt(32 * word)) & 0xffffffffn);
+      dv.setUint32(word * 12, part(sets.effective), true);
+      dv.setUint32(word * 12 + 4, part(sets.permitted), true);
+      dv.setUint32(word * 12 + 8, part(sets.inheritable), true);
+    }
+    return out;
+  },
+  decode(bytes: Uint8Array): CapSets {
+    const dv = new DataView(bytes.buffer, bytes.byteOffset, 24);
+    const both = (o: number) =>
+      BigInt(dv.getUint32(o, true)) | (BigInt(dv.getUint32(o + 12, true)) << 32n);
+    return { effective: both(0), permitted: both(4), inheritable: both(8) };
+  },
+} as const satisfies Struct<CapSets>;

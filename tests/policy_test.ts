@@ -141,7 +141,7 @@ class Runner {
   }
 
   /** Waits for the runner to exit (SIGKILL after `timeoutMs`). */
-  async finish(timeoutMs = 40000): Promise<{ code: number; stderr: string; stdout: string }> {
+  async finish(timeoutMs = 90000): Promise<{ code: number; stderr: string; stdout: string }> {
     const timer = setTimeout(() => this.kill(), timeoutMs);
     const status = await this.child.status;
     clearTimeout(timer);

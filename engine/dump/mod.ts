@@ -33,10 +33,11 @@ import {
   type Mapping,
   type ProcessImage,
 } from "../model.ts";
-import { TargetError, UnsupportedError } from "../errors.ts";
+import { CryoError, TargetError, UnsupportedError } from "../errors.ts";
 import { Refusals } from "../support.ts";
 import { compileTree } from "../restore/restorable.ts";
 import { collectGhosts } from "../fds/ghost.ts";
+import { refuseSharedAcrossTree } from "../fds/shared_anon.ts";
 import { SyscallError } from "../../ffi/libc.ts";
 import { TraceeGoneError } from "../../ffi/ptrace.ts";
 import { ImageWriter } from "../image/writer.ts";
@@ -49,12 +50,21 @@ import { readStat } from "../proc/stat.ts";
 import { readFds } from "../proc/fds.ts";
 import { freezeTree, type FrozenTree, thawTree } from "./freeze.ts";
 import { collectProcess, pipeTopology } from "./process.ts";
+import { markSharedDescriptions } from "../fds/descriptions.ts";
+import {
+  checkFdOwners,
+  checkProcessPaths,
+  checkSharedTables,
+  checkUnattachedLocks,
+} from "./tree_state.ts";
 import { CHUNK_BYTES, MemoryStreamer } from "./memory.ts";
 import { SyncPageWriter, ThreadedPageWriter } from "./page_writer.ts";
 import { bootstrapSizeFor, chooseBootstrap, pagePolicy } from "./vmas.ts";
 import { TOOL_VERSION } from "../version.ts";
 import { pausePoint } from "../pause.ts";
 import { makePrivateDir, removeStalePartials } from "./partial.ts";
+import { InetSocketSession } from "../fds/inet_session.ts";
+import { inetQueueBytes } from "../fds/inet_plan.ts";
 
 /** Dumps with at least this much page data write from a worker thread. */
 const THREADED_WRITE_BYTES = 256 << 20;
@@ -268,6 +278,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
   let tree: FrozenTree | undefined;
   const streamers: MemoryStreamer[] = [];
   let writers: ImageWriter[] = [];
+  // TCP/UDP sockets; established connections stay in repair mode until the outcome is known.
+  const sockets = new InetSocketSession();
   try {
     tree = freezeTree(pid);
     pausePoint("frozen");
@@ -292,11 +304,13 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         fdLists[i],
         topology,
         refusals,
+        sockets,
       );
       const size = bootstrapSizeFor(
         collected.vmas.length,
         collected.image.fds.length,
         collected.image.threads.length,
+        inetQueueBytes(collected.image.fds),
       );
       const start = chooseBootstrap(collected.vmas, size);
       const image: ProcessImage = {
@@ -308,6 +322,15 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       pausePoint("collect");
       return { p, collected, image, start, size };
     });
+    markSharedDescriptions(
+      described.map((d, i) => ({ pid: d.p.pid, fds: d.image.fds, proc: fdLists[i] })),
+    );
+    checkSharedTables(described.map((d) => d.p.pid), refusals);
+    for (const d of described) checkProcessPaths(d.image, refusals);
+    checkUnattachedLocks(described.map((d) => d.image), refusals);
+    checkFdOwners(described.map((d) => d.image), refusals);
+    refuseSharedAcrossTree(described.map((d) => d.image), refusals);
+    sockets.finish(refusals);
     const ghosts = await collectGhosts(described.map((d) => d.image), tmp, refusals);
     pausePoint("ghosts");
     compileTree(described.map((d) => d.image), {
@@ -371,6 +394,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     if (opts.leaveRunning) {
       // Every page is copied: the tree need not wait for the images to be
       // completed, synced and checksummed.
+      sockets.checkUnchanged();
+      sockets.releaseRunning();
       thawTree(tree);
       thawed = true;
       freezeSeconds = (performance.now() - tree.frozenAt) / 1000;
@@ -424,6 +449,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     };
     stats.dumpSeconds = (performance.now() - t0) / 1000;
     if (!thawed) stats.freezeSeconds = (performance.now() - tree.frozenAt) / 1000;
+    if (!thawed) sockets.checkUnchanged();
     await writeManifest(tmp, manifest);
     pausePoint("manifest");
     await fsyncDir(tmp);
@@ -435,6 +461,16 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     if (!thawed) {
       killTree(tree);
       thawed = true;
+      tree = undefined;
+      // Connections are closed in repair mode: the peers see nothing.
+      const late = sockets.releaseAfterKill();
+      if (late.length) {
+        await Deno.remove(finalDir, { recursive: true }).catch(() => {});
+        throw new CryoError(
+          `${late.join("; ")}: data arrived after it was saved, while the tree was being killed; ` +
+            `the image is removed and these connections were reset`,
+        );
+      }
       pausePoint("killed");
     }
     tree = undefined;
@@ -444,6 +480,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     for (const s of streamers) await s.abort();
     for (const w of writers) await w.abort().catch(() => {});
     const gone = tree ? await goneProcesses(tree, e) : [];
+    sockets.releaseRunning();
     if (tree) thawTree(tree); // detaching an already resumed task is a harmless ESRCH
     await Deno.remove(tmp, { recursive: true }).catch(() => {});
     if (gone.length && !(e instanceof TargetError || e instanceof UnsupportedError)) {

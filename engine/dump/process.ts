@@ -7,8 +7,6 @@
 
 import { readCmdline } from "../proc/misc.ts";
 import { readLimits } from "../proc/limits.ts";
-import { rawSyscall } from "../../ffi/libc.ts";
-import { SYS } from "../../ffi/sysno.ts";
 import type { FdInfo, ProcessImage } from "../model.ts";
 import type { Refusals } from "../support.ts";
 import { mmFieldsOf, readStat } from "../proc/stat.ts";
@@ -22,9 +20,15 @@ import { queryInjectedState, withInjection } from "./injected.ts";
 import { collectThread, sharedPending } from "./threads.ts";
 import { classifyVma, refusedMapping, type Vma } from "./vmas.ts";
 import { collectPipe } from "../fds/pipe.ts";
+import { queryFdOwners } from "../fds/owner.ts";
+import { markDuplicates } from "../fds/descriptions.ts";
+import type { InetSocketSession } from "../fds/inet_session.ts";
 import { collectTimers, takeTimerSignals } from "../task/timers.ts";
 import { collectTty } from "../fds/tty.ts";
+import { collectInotify } from "../fds/inotify.ts";
+import { checkNamespaces, collectCgroups } from "../task/placement.ts";
 import { collectTaskState, prepareTaskCollection, queryTaskState } from "../task/mod.ts";
+import { collectCreds } from "../task/creds.ts";
 
 const hex = (v: bigint) => `0x${v.toString(16)}`;
 
@@ -32,11 +36,6 @@ const hex = (v: bigint) => `0x${v.toString(16)}`;
 export interface CollectedProcess {
   image: Omit<ProcessImage, "bootstrap">;
   vmas: Vma[];
-}
-
-/** Whether two fds of `pid` share one open file description (kcmp KCMP_FILE). */
-function sameFile(pid: number, a: number, b: number): boolean {
-  return rawSyscall(SYS.kcmp, pid, pid, 0, /* KCMP_FILE */ a, b) === 0n;
 }
 
 function toFdInfo(pid: number, f: ProcFd, topology: PipeTopology): FdInfo {
@@ -54,7 +53,7 @@ function toFdInfo(pid: number, f: ProcFd, topology: PipeTopology): FdInfo {
     extra[k] = Array.isArray(v) ? v.join("\n") : String(v);
   }
   // Bytes buffered in a pipe that comes back (alone or shared in the tree) are kept.
-  if (restore === "process" || restore === "tree") {
+  if (restore === "process" || restore === "tree" || kind === "fifo") {
     Object.assign(extra, collectPipe(pid, f.fd, flags));
   }
   if (kind === "tty") {
@@ -115,15 +114,20 @@ export function collectProcess(
   fds: ProcFd[],
   topology: PipeTopology,
   refusals: Refusals,
+  /** Reads the TCP/UDP sockets (and keeps connections in repair mode, see inet_session.ts). */
+  sockets?: InetSocketSession,
 ): CollectedProcess {
+  checkNamespaces(pid, refusals);
   const stat = readStat(pid);
   const status = readStatus(pid);
   prepareTaskCollection(pid, tids);
   // Everything read by injected syscalls, in one session (one scratch page).
-  const { injected, posixTimers } = withInjection(pid, (s) => ({
+  const { injected, posixTimers, credentials } = withInjection(pid, (s) => ({
     injected: { ...queryInjectedState(s, tids), task: queryTaskState(s, tids) },
     posixTimers: collectTimers(s, tids, fds, refusals),
+    credentials: collectCreds(s, tids),
   }));
+  const owners = queryFdOwners(pid, fds.map((f) => f.fd));
   const task = collectTaskState(pid, tids, injected.task, refusals);
   const maps = mergeSmaps(readMaps(pid), readSmaps(pid), pid);
   const vmas: Vma[] = maps.map((m) => ({
@@ -160,18 +164,11 @@ export function collectProcess(
   });
 
   const fdInfos = fds.map((f) => toFdInfo(pid, f, topology));
-  for (let i = 0; i < fdInfos.length; i++) {
-    for (let j = 0; j < i; j++) {
-      if (fdInfos[j].sameAs !== undefined) continue;
-      if (
-        fds[j].stat.ino === fds[i].stat.ino && fds[j].stat.dev === fds[i].stat.dev &&
-        sameFile(pid, fds[j].fd, fds[i].fd)
-      ) {
-        fdInfos[i].sameAs = fds[j].fd;
-        break;
-      }
-    }
-  }
+  for (const f of fdInfos) if (owners.has(f.fd)) f.owner = owners.get(f.fd);
+  markDuplicates(pid, fdInfos, fds);
+  collectInotify(pid, fds, fdInfos, refusals);
+
+  sockets?.collect(pid, fdInfos);
 
   let exe: ProcessImage["exe"] = null;
   try {
@@ -187,6 +184,9 @@ export function collectProcess(
   threads.sort((a, b) => (a.tid === pid ? -1 : b.tid === pid ? 1 : a.tid - b.tid));
   const shared = sharedPending(pid);
   takeTimerSignals(posixTimers, [shared, ...threads.map((t) => t.pending)]);
+  for (const t of threads) t.creds = credentials.threads.get(t.tid);
+  refusals.use("task.creds", `process ${pid}`);
+  refusals.use("task.caps", `process ${pid}`);
 
   return {
     vmas,
@@ -221,6 +221,7 @@ export function collectProcess(
       excluded: [],
       ...(posixTimers.length ? { posixTimers } : {}),
       ctty: { ttyNr: stat.ttyNr, fgPgrp: stat.tpgid },
+      cgroups: collectCgroups(pid),
       attrs: task.attrs,
     },
   };

@@ -80,7 +80,13 @@ export function chooseBootstrap(vmas: readonly Vma[], size: number): bigint {
 }
 
 /** Bytes to reserve for the restore stub and program of a process. */
-export function bootstrapSizeFor(mappings: number, fds: number, threads: number): number {
-  const bytes = (1 << 20) + mappings * 1024 + fds * 1024 + threads * 4096;
+export function bootstrapSizeFor(
+  mappings: number,
+  fds: number,
+  threads: number,
+  /** Data the restore program carries (e.g. socket queues). */
+  dataBytes = 0,
+): number {
+  const bytes = (1 << 20) + mappings * 1024 + fds * 1024 + threads * 4096 + dataBytes * 2;
   return Math.ceil(bytes / (1 << 20)) * (1 << 20);
 }

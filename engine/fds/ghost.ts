@@ -204,7 +204,9 @@ export async function createGhost(g: GhostFile, dir: string): Promise<number> {
     }
   }
   try {
-    using src = await Deno.open(`${dir}/${g.file}`, { read: true });
+    using src = await Deno.open(`${dir}/${g.file}`, { read: true }).catch((e) => {
+      throw new RestoreError(`cannot restore: ${g.file}: ${(e as Error).message}`);
+    });
     let crc = 0;
     for (const [offset, length] of g.extents) {
       for (let done = 0; done < length; done += CHUNK) {

@@ -22,26 +22,30 @@ import { SYS } from "../../ffi/sysno.ts";
 import { UnsupportedError } from "../errors.ts";
 import { type SupportId, supportOf } from "../support.ts";
 import type { FdInfo, ProcessImage } from "../model.ts";
-import { type ProgramBuilder, slot } from "../program/builder.ts";
-import { decodeBase64 } from "../base64.ts";
-import { emitTimerfd, planEventfd, planSignalfd, planTimerfd } from "./anon.ts";
+import type { ProgramBuilder } from "../program/builder.ts";
+import { planEventfd, planSignalfd, planTimerfd } from "./anon.ts";
+import { type CreateContext, createKey, emitCreate } from "./create.ts";
 import { planEpoll } from "./epoll.ts";
+import { planFifo } from "./fifo.ts";
+import { creationOrder, describeSocket, planInet } from "./inet_plan.ts";
 import { planPipe } from "./pipe.ts";
 import { planRegular, replacementFlags } from "./regular.ts";
+import { planShared, type SharedPlan } from "./shared.ts";
+import { descriptionState, emitDescriptionState } from "./state.ts";
 import { type PlannedPty, planTty } from "./tty.ts";
 import { ghostOpenFlags, ghostPath, type PlannedGhosts } from "./ghost.ts";
-import type { SharedPipe } from "./shared_pipes.ts";
-import { type FdSource, O_CLOEXEC, O_NONBLOCK, type PlannedFd, SETFL_MASK } from "./types.ts";
+import { planInotify } from "./inotify.ts";
+import { planPidfd } from "./pidfd.ts";
+import type { FdSource, PlannedFd } from "./types.ts";
 
 export type { FdSource, PlannedFd } from "./types.ts";
+export type { SharedPlan } from "./shared.ts";
 
 const O_ACCMODE = 3;
 const F_DUPFD_CLOEXEC = 1030;
 const F_SETFD = 2;
 const F_SETFL = 4;
-const F_SETPIPE_SZ = 1031;
 const EPOLL_CTL_ADD = 1;
-const EFD_SEMAPHORE = 1;
 
 function stdioFor(f: FdInfo): number {
   return f.fd <= 2 ? f.fd : (f.flags & O_ACCMODE) === 0 ? 0 : 1;
@@ -50,7 +54,6 @@ function stdioFor(f: FdInfo): number {
 function planOne(
   f: FdInfo,
   proc: ProcessImage,
-  shared?: readonly SharedPipe[],
   ptys: readonly PlannedPty[] = [],
   ghosts: PlannedGhosts = new Map(),
 ): FdSource | string {
@@ -67,12 +70,13 @@ function planOne(
     case "tty":
       return planTty(f, stdioFor(f), ptys);
     case "pipe":
+      return planPipe(f, stdioFor(f));
     case "fifo":
-      return planPipe(f, stdioFor(f), shared);
+      return planFifo(f);
     case "socket":
       return f.restore === "inherit"
         ? { kind: "inherit", from: stdioFor(f) }
-        : refusedBecause("socket.other");
+        : planInet(f) ?? refusedBecause("socket.other");
     case "eventfd":
       return planEventfd(f);
     case "timerfd":
@@ -81,6 +85,10 @@ function planOne(
       return planSignalfd(f);
     case "epoll":
       return planEpoll(f, proc.fds);
+    case "inotify":
+      return planInotify(f);
+    case "pidfd":
+      return planPidfd(f);
     default:
       return refusedBecause(refusedKind(f));
   }
@@ -95,6 +103,7 @@ function refusedKind(f: FdInfo): SupportId {
   if (anon === "io_uring") return "fd.io_uring";
   if (anon.startsWith("perf_event")) return "fd.perf";
   if (anon.startsWith("bpf")) return "fd.bpf";
+  if (anon === "userfaultfd") return "fd.userfaultfd";
   if (f.target.endsWith(" (deleted)")) return "fd.deleted";
   return "fd.anon-other";
 }
@@ -105,13 +114,32 @@ function refusedBecause(id: SupportId): string {
 }
 
 /**
+ * Finds the open file descriptions and pipes shared between processes of
+ * the tree (see shared.ts), planned with the fd kinds of this module; their
+ * transfer fds go above those of the tree's ptys and ghost files.
+ */
+export function planSharedObjects(
+  images: readonly ProcessImage[],
+  ptys: readonly PlannedPty[] = [],
+  ghosts: PlannedGhosts = new Map(),
+): SharedPlan {
+  const above = Math.max(
+    0,
+    ...ptys.map((p) => p.transferFd + 1),
+    ...[...ghosts.values()].map((g) => g.transferFd + 1),
+  );
+  return planShared(images, (f, proc) => planOne(f, proc, ptys, ghosts), above);
+}
+
+/**
  * Decides how each fd of `proc` is re-created; throws UnsupportedError
- * listing the rest. `shared` are the tree's shared pipes (transfer fds).
+ * listing the rest. `shared` is the tree's plan of shared objects (fds
+ * taken from transfer numbers).
  */
 export function planFds(
   proc: ProcessImage,
   inheritFds?: Map<number, string>,
-  shared?: readonly SharedPipe[],
+  shared?: SharedPlan,
   ptys?: readonly PlannedPty[],
   ghosts?: PlannedGhosts,
 ): PlannedFd[] {
@@ -133,10 +161,18 @@ export function planFds(
       out.push({ fd: f.fd, source: { kind: "same", as: f.sameAs } });
       continue;
     }
-    const src = planOne(f, proc, shared, ptys, ghosts);
+    const transfer = shared?.holders.get(proc.pid)?.get(f.fd);
+    if (transfer) {
+      out.push({ fd: f.fd, source: transfer });
+      continue;
+    }
+    const src = planOne(f, proc, ptys, ghosts);
     if (typeof src === "string") {
       problems.push(`fd ${f.fd} (${f.target}): ${src} (use --inherit-fd ${f.fd}=PATH)`);
-    } else out.push({ fd: f.fd, source: src });
+      continue;
+    }
+    const state = descriptionState(f, src);
+    out.push({ fd: f.fd, source: src, ...(state ? { state } : {}) });
   }
   if (problems.length) {
     throw new UnsupportedError(`process ${proc.pid} cannot be restored`, problems);
@@ -158,9 +194,32 @@ export function describeSource(f: PlannedFd): string {
       return `fd ${f.fd} shares fd ${s.as}`;
     case "pipe":
       return `fd ${f.fd} = ${s.end} end of ${s.id}${s.data ? " (with its buffered bytes)" : ""}`;
+    case "fifo":
+      return `fd ${f.fd} = FIFO ${s.path}${s.data ? " (with its buffered bytes)" : ""}`;
+    case "transfer":
+      return `fd ${f.fd} = ${s.key}, shared in the tree (from fd ${s.from})`;
+    case "inotify":
+      return `fd ${f.fd} = new inotify with watches ${s.watches.map((w) => w.wd).join(", ")}`;
+    case "pidfd":
+      return `fd ${f.fd} = pidfd of ${s.pid}`;
+    case "inet":
+    case "netlink":
+      return `fd ${f.fd} = ${describeSocket(s)}`;
     default:
       return `fd ${f.fd} = new ${s.kind}`;
   }
+}
+
+/** The fd a source is taken from (the restorer's stdio, a transfer number), if any. */
+function takenFrom(f: PlannedFd): number | undefined {
+  const s = f.source;
+  return s.kind === "inherit" || s.kind === "transfer" ? s.from : undefined;
+}
+
+/** An fd the fd phase keeps while it creates: one taken from, or one reopened through /proc. */
+function keptFrom(f: PlannedFd): number | undefined {
+  const s = f.source;
+  return s.kind === "open" && s.via !== undefined ? s.via : takenFrom(f);
 }
 
 /** Emits the ops re-creating `fds` (see the module doc for the phases). */
@@ -177,132 +236,58 @@ export function emitFds(
   const high = Math.max(
     3,
     ...fds.map((f) => f.fd + 1),
-    ...fds.map((f) => f.source.kind === "inherit" ? f.source.from + 1 : 0),
-    ...fds.map((f) =>
-      f.source.kind === "open" && f.source.via !== undefined ? f.source.via + 1 : 0
-    ),
+    ...fds.map((f) => (keptFrom(f) ?? -1) + 1),
   );
   let next = high;
   const temp = new Map<string, number>();
   p.op(SYS.close_range, [high, 0xffffffff, 0], { comment: "fds from here up are temporaries" });
-  const stdio = [
-    ...new Set(
-      fds.flatMap((f) =>
-        f.source.kind === "inherit"
-          ? [f.source.from]
-          : f.source.kind === "open" && f.source.via !== undefined
-          ? [f.source.via]
-          : []
-      ),
-    ),
-  ];
+  const stdio = [...new Set(fds.flatMap((f) => keptFrom(f) ?? []))];
   for (const n of stdio.sort((a, b) => a - b)) {
     const what = n <= 2 ? `the restorer's fd ${n}` : `inherited fd ${n}`;
     p.op(SYS.fcntl, [n, F_DUPFD_CLOEXEC, high], { comment: `keep ${what} as ${next}` });
     temp.set(`stdio:${n}`, next++);
   }
   p.op(SYS.close_range, [0, high - 1, 0], { comment: "nothing below the temporaries stays open" });
-  const keep = (key: string, comment: string): number => {
-    p.op(SYS.fcntl, [slot(scratchSlot), F_DUPFD_CLOEXEC, high], {
-      comment: `${comment} as ${next}`,
-    });
-    p.op(SYS.close, [slot(scratchSlot)]);
-    temp.set(key, next);
-    return next++;
+  const cx: CreateContext = {
+    p,
+    scratchSlot,
+    scratchAddr: slotsAddress + BigInt(scratchSlot * 8),
+    keep(key, comment) {
+      p.op(SYS.fcntl, [{ slot: scratchSlot }, F_DUPFD_CLOEXEC, high], {
+        comment: `${comment} as ${next}`,
+      });
+      p.op(SYS.close, [{ slot: scratchSlot }]);
+      temp.set(key, next);
+      return next++;
+    },
+    has: (key) => temp.has(key),
+    current: (fd) => temp.get(`stdio:${fd}`) ?? fd,
   };
-  const scratchAddr = slotsAddress + BigInt(scratchSlot * 8);
-  const nonblock = (flags: number) => flags & O_NONBLOCK;
-  for (const f of fds) {
-    const s = f.source;
-    const what = `fd ${f.fd}`;
-    switch (s.kind) {
-      case "open": {
-        // A transfer fd reopened through /proc/self/fd lives at its temporary number by now.
-        const path = s.via !== undefined ? `/proc/self/fd/${temp.get(`stdio:${s.via}`)}` : s.path;
-        p.op(SYS.open, [p.cstring(path), s.flags | O_CLOEXEC, 0], { store: scratchSlot });
-        keep(`fd:${f.fd}`, `${what} ${s.path}`);
-        break;
-      }
-      case "pipe": {
-        if (temp.has(`pipe:${s.id}:read`)) break;
-        const pair = p.reserve(8);
-        p.op(SYS.pipe2, [pair, O_CLOEXEC], { comment: `${s.id}` });
-        p.copy(scratchAddr, pair, 4);
-        keep(`pipe:${s.id}:read`, `read end of ${s.id}`);
-        p.copy(scratchAddr, pair + 4n, 4);
-        const w = keep(`pipe:${s.id}:write`, `write end of ${s.id}`);
-        const ends = fds.filter((x) => x.source.kind === "pipe" && x.source.id === s.id);
-        const withData = ends.map((x) => x.source).find((x) =>
-          x.kind === "pipe" && (x.data || x.size)
-        );
-        if (withData?.kind === "pipe") {
-          if (withData.size && withData.size !== 65536) {
-            p.op(SYS.fcntl, [w, F_SETPIPE_SZ, withData.size], { allowFail: true });
-          }
-          const bytes = withData.data ? decodeBase64(withData.data) : new Uint8Array();
-          if (bytes.length) {
-            p.op(SYS.write, [w, p.data(bytes, 1), bytes.length], {
-              comment: `${bytes.length} bytes back into ${s.id}`,
-            });
-          }
-        }
-        break;
-      }
-      case "eventfd":
-        p.op(SYS.eventfd2, [0, O_CLOEXEC | nonblock(s.flags) | (s.semaphore ? EFD_SEMAPHORE : 0)], {
-          store: scratchSlot,
-        });
-        if (BigInt(s.count) !== 0n) {
-          p.op(SYS.write, [slot(scratchSlot), p.u64s([BigInt(s.count)]), 8], {
-            comment: `eventfd count ${s.count}`,
-          });
-        }
-        keep(`fd:${f.fd}`, `${what} eventfd`);
-        break;
-      case "timerfd":
-        emitTimerfd(p, s, scratchSlot);
-        keep(`fd:${f.fd}`, `${what} timerfd`);
-        break;
-      case "signalfd":
-        p.op(SYS.signalfd4, [-1, p.u64s([BigInt(s.mask)]), 8, O_CLOEXEC | nonblock(s.flags)], {
-          store: scratchSlot,
-        });
-        keep(`fd:${f.fd}`, `${what} signalfd`);
-        break;
-      case "epoll":
-        p.op(SYS.epoll_create1, [O_CLOEXEC], { store: scratchSlot });
-        keep(`fd:${f.fd}`, `${what} epoll`);
-        break;
-    }
-  }
+  for (const f of creationOrder(fds)) emitCreate(cx, f, fds);
   const byFd = new Map(fds.map((f) => [f.fd, f]));
   const tempOf = (f: PlannedFd): number => {
-    const s = f.source;
-    if (s.kind === "inherit") return temp.get(`stdio:${s.from}`)!;
-    if (s.kind === "same") return tempOf(byFd.get(s.as)!);
-    if (s.kind === "pipe") return temp.get(`pipe:${s.id}:${s.end}`)!;
-    return temp.get(`fd:${f.fd}`)!;
+    const from = takenFrom(f);
+    if (from !== undefined) return temp.get(`stdio:${from}`)!;
+    if (f.source.kind === "same") return tempOf(byFd.get(f.source.as)!);
+    return temp.get(createKey(f))!;
   };
   for (const f of fds) p.op(SYS.dup3, [tempOf(f), f.fd, 0], { comment: describeSource(f) });
   p.op(SYS.close_range, [high, 0xffffffff, 0], { comment: "drop the temporaries" });
   for (const f of fds) {
     const s = f.source;
-    const setfl = s.kind === "pipe"
-      ? s.flags & SETFL_MASK
-      : s.kind === "inherit"
-      ? s.setfl ?? 0
-      : 0;
-    if (setfl !== 0) p.op(SYS.fcntl, [f.fd, F_SETFL, setfl], { comment: `fd ${f.fd} flags` });
-    if (s.kind === "epoll") {
-      for (const t of s.targets) {
-        const ev = new Uint8Array(12);
-        const dv = new DataView(ev.buffer);
-        dv.setUint32(0, t.events, true);
-        dv.setBigUint64(4, BigInt(t.data), true);
-        p.op(SYS.epoll_ctl, [f.fd, EPOLL_CTL_ADD, t.fd, p.data(ev, 4)], {
-          comment: `epoll ${f.fd} watches fd ${t.fd}`,
-        });
-      }
+    if (f.state) emitDescriptionState(p, f.fd, f.state);
+    if (s.kind === "transfer" && s.setfl !== undefined) {
+      p.op(SYS.fcntl, [f.fd, F_SETFL, s.setfl], { comment: `fd ${f.fd} status flags (O_ASYNC)` });
+    }
+    const watches = s.kind === "epoll" ? s.targets : s.kind === "transfer" ? s.watches : undefined;
+    for (const t of watches ?? []) {
+      const ev = new Uint8Array(12);
+      const dv = new DataView(ev.buffer);
+      dv.setUint32(0, t.events, true);
+      dv.setBigUint64(4, BigInt(t.data), true);
+      p.op(SYS.epoll_ctl, [f.fd, EPOLL_CTL_ADD, t.fd, p.data(ev, 4)], {
+        comment: `epoll ${f.fd} watches fd ${t.fd}`,
+      });
     }
   }
 }

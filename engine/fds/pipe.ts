@@ -2,8 +2,9 @@
  * Pipes. A pipe with both ends in one process is re-created with pipe2()
  * and refilled with the bytes that were in it (read at dump time with
  * tee(), which copies without consuming). A pipe with one end leading out
- * of the tree is re-attached to the restorer's stdio. Pipes shared between
- * processes of the tree are not supported yet.
+ * of the tree is re-attached to the restorer's stdio. A pipe whose ends are
+ * held by several processes of the tree is created once by their common
+ * ancestor (shared.ts) with this same plan.
  *
  * @module
  */
@@ -11,38 +12,34 @@
 import { peekPipe } from "../../ffi/pipe.ts";
 import { encodeBase64 } from "../base64.ts";
 import type { FdInfo } from "../model.ts";
-import { type FdSource, SETFL_MASK } from "./types.ts";
+import type { FdSource } from "./types.ts";
+import { ownerOf } from "../task/creds.ts";
 
 const O_ACCMODE = 3;
 
-/** Dump-time extras of a pipe end held by `pid`: buffered bytes and buffer size. */
+/**
+ * Dump-time extras of a pipe or FIFO end held by `pid`: the pipe's owner
+ * (its creator's fs ids) when it is not root, and for a read or read-write
+ * end the buffered bytes and buffer size.
+ */
 export function collectPipe(pid: number, fd: number, flags: number): Record<string, string> {
-  if ((flags & O_ACCMODE) !== 0) return {};
+  const owner = ownerOf(Deno.statSync(`/proc/${pid}/fd/${fd}`));
+  const out: Record<string, string> = owner ? { "pipe-owner": owner } : {};
+  if ((flags & O_ACCMODE) === 1) return out;
   try {
     const { data, size } = peekPipe(pid, fd);
-    return { "pipe-data": encodeBase64(data), "pipe-size": String(size) };
+    return { ...out, "pipe-data": encodeBase64(data), "pipe-size": String(size) };
   } catch {
-    return {};
+    return out;
   }
 }
 
-/**
- * Restore plan of a pipe end. `shared` gives the transfer fd numbers of
- * pipes shared between processes of the tree (see shared_pipes.ts).
- */
-export function planPipe(
-  f: FdInfo,
-  stdioFor: number,
-  shared?: readonly { id: string; readFd: number; writeFd: number }[],
-): FdSource | string {
+/** Restore plan of a pipe end (the restorer's stdio for a pipe leading out of the tree). */
+export function planPipe(f: FdInfo, stdioFor: number): FdSource | string {
   if (f.restore === "inherit") return { kind: "inherit", from: stdioFor };
-  if (f.restore === "tree") {
-    const s = shared?.find((x) => x.id === f.target);
-    if (!s) return "a pipe shared with another process of the tree that is not restored";
-    const from = (f.flags & O_ACCMODE) === 0 ? s.readFd : s.writeFd;
-    return { kind: "inherit", from, setfl: f.flags & SETFL_MASK };
+  if (f.restore !== "process" && f.restore !== "tree") {
+    return `a pipe end of unknown kind "${f.restore}"`;
   }
-  if (f.restore !== "process") return `a pipe end of unknown kind "${f.restore}"`;
   const end = (f.flags & O_ACCMODE) === 0 ? "read" : "write";
   return {
     kind: "pipe",
@@ -51,5 +48,6 @@ export function planPipe(
     flags: f.flags,
     ...(f.extra["pipe-data"] ? { data: f.extra["pipe-data"] } : {}),
     ...(f.extra["pipe-size"] ? { size: Number(f.extra["pipe-size"]) } : {}),
+    ...(f.extra["pipe-owner"] ? { owner: f.extra["pipe-owner"] } : {}),
   };
 }

@@ -5,16 +5,25 @@
  * @module
  */
 
-import type { FdInfo, ProcessImage } from "../model.ts";
+import type { FdInfo, InetSocket, NetlinkSocket, ProcessImage } from "../model.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
 
 /** How one fd of a restored process is re-created. */
 export type FdSource =
   /** `via`: the path reopens this transfer fd (/proc/self/fd/<via>), which must stay open until then. */
   | { kind: "open"; path: string; flags: number; via?: number }
-  | { kind: "inherit"; from: number; setfl?: number }
+  | { kind: "inherit"; from: number }
   | { kind: "same"; as: number }
-  | { kind: "pipe"; id: string; end: "read" | "write"; flags: number; data?: string; size?: number }
+  | {
+    kind: "pipe";
+    id: string;
+    end: "read" | "write";
+    flags: number;
+    data?: string;
+    size?: number;
+    /** "uid:gid" the pipe is created with, when not root's. */
+    owner?: string;
+  }
   | { kind: "eventfd"; count: string; semaphore: boolean; flags: number }
   | {
     kind: "timerfd";
@@ -28,12 +37,62 @@ export type FdSource =
     settimeFlags?: number;
   }
   | { kind: "signalfd"; mask: string; flags: number }
-  | { kind: "epoll"; flags: number; targets: { fd: number; events: number; data: string }[] };
+  | { kind: "epoll"; flags: number; targets: { fd: number; events: number; data: string }[] }
+  | { kind: "fifo"; id: string; path: string; flags: number; data?: string; size?: number }
+  | {
+    kind: "transfer";
+    /** Transfer fd number the description waits at (see shared.ts). */
+    from: number;
+    /** Key of the shared object, for plans. */
+    key: string;
+    /** Watches this holder adds to a shared epoll (one holder adds them). */
+    watches?: { fd: number; events: number; data: string }[];
+    /**
+     * Status flags this holder sets with O_ASYNC: the kernel reports the fd
+     * number O_ASYNC was set through in each signal (si_fd), so one holder
+     * sets it through its own number.
+     */
+    setfl?: number;
+  }
+  /** An inotify instance and its watches, by wd (engine/fds/inotify.ts). */
+  | { kind: "inotify"; flags: number; watches: { wd: number; mask: number; path: string }[] }
+  /** A pidfd of process (or thread) `pid` of the tree (engine/fds/pidfd.ts). */
+  | { kind: "pidfd"; pid: number; flags: number }
+  | { kind: "inet"; socket: InetSocket; flags: number }
+  | { kind: "netlink"; socket: NetlinkSocket; flags: number };
 
 /** A planned fd: its number and source. */
 export interface PlannedFd {
   fd: number;
   source: FdSource;
+  /**
+   * State of the open file description set once it exists (status flags,
+   * offset, flock/OFD locks); absent when another holder (or the tree's
+   * creator of a shared description) sets it.
+   */
+  state?: DescriptionState;
+}
+
+/** State that belongs to an open file description rather than to an fd. */
+export interface DescriptionState {
+  /** Exact F_SETFL status flags (O_APPEND, O_NONBLOCK, O_ASYNC, O_DIRECT, O_NOATIME). */
+  setfl: number;
+  /** File offset to lseek to (regular files and directories reopened by path). */
+  pos?: number;
+  /** flock and OFD locks held through this description. */
+  locks?: FileLock[];
+}
+
+/** One file lock as /proc shows it (fdinfo "lock:" lines). */
+export interface FileLock {
+  /** FLOCK, POSIX, OFDLCK (LEASE and DELEG are refused). */
+  class: "FLOCK" | "POSIX" | "OFDLCK";
+  /** READ or WRITE. */
+  type: "READ" | "WRITE";
+  /** First byte. */
+  start: number;
+  /** Last byte, or "EOF" for a lock to the end of the file. */
+  end: number | "EOF";
 }
 
 /** Where restore ops go while the fds of one process are re-created. */
@@ -59,6 +118,8 @@ export interface FdKindModule {
 
 /** Open-file status flags that F_SETFL can change. */
 export const SETFL_MASK = 0o2000 | 0o4000 | 0o20000 | 0o40000 | 0o1000000; // APPEND NONBLOCK ASYNC DIRECT NOATIME
+/** O_ASYNC. */
+export const O_ASYNC = 0o20000;
 /** O_NONBLOCK. */
 export const O_NONBLOCK = 0o4000;
 /** O_CLOEXEC. */

@@ -9,6 +9,7 @@ import { IMAGE_FORMAT_VERSION, type Manifest } from "../model.ts";
 import { ImageFormatError } from "./errors.ts";
 import { type ImageInfo, readImageFile } from "./reader.ts";
 import { checksumFile } from "./writer.ts";
+import { manifestSchema, schemaProblem } from "./schema.ts";
 
 /** File name of the manifest inside an image directory. */
 export const MANIFEST_FILE = "manifest.json";
@@ -26,6 +27,8 @@ const isObj = (x: unknown): x is Record<string, unknown> =>
 export function manifestShapeError(x: unknown): string | undefined {
   if (!isObj(x)) return "not an object";
   if (x.kind !== "cryo-image") return `kind is ${JSON.stringify(x.kind)}, expected "cryo-image"`;
+  const problem = schemaProblem(manifestSchema, x);
+  if (problem) return problem;
   if (!isInt(x.formatVersion)) return "formatVersion is not an integer";
   if (!isInt(x.rootPid)) return "rootPid is not an integer";
   if (!isObj(x.host)) return "host missing";
@@ -59,7 +62,10 @@ export async function readManifest(dir: string): Promise<Manifest> {
   try {
     parsed = JSON.parse(text);
   } catch (e) {
-    throw new ImageFormatError(path, `not valid JSON (${(e as Error).message})`);
+    throw new ImageFormatError(
+      path,
+      `not valid JSON (${(e as Error).message.replace(/\s+/g, " ")})`,
+    );
   }
   const err = manifestShapeError(parsed);
   if (err) throw new ImageFormatError(path, err);

@@ -10,6 +10,7 @@
  * @module
  */
 
+import { processImageSchema, schemaProblem } from "./schema.ts";
 import { IMAGE_FORMAT_VERSION, type PageRun, type ProcessImage } from "../model.ts";
 import {
   decodeEhdr,
@@ -235,7 +236,9 @@ export async function readImageFile(path: string): Promise<ImageInfo> {
     try {
       parsed = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(processNote.desc));
     } catch (e) {
-      fail(`NT_CRYO_PROCESS is not valid UTF-8 JSON (${(e as Error).message})`);
+      fail(
+        `NT_CRYO_PROCESS is not valid UTF-8 JSON (${(e as Error).message.replace(/\s+/g, " ")})`,
+      );
     }
     const shapeError = processImageShapeError(parsed);
     if (shapeError) fail(`NT_CRYO_PROCESS: ${shapeError}`);
@@ -303,6 +306,8 @@ const isObj = (x: unknown): x is Record<string, unknown> =>
  */
 export function processImageShapeError(x: unknown): string | undefined {
   if (!isObj(x)) return "not an object";
+  const problem = schemaProblem(processImageSchema, x);
+  if (problem) return problem;
   for (const k of ["pid", "ppid", "pgid", "sid"]) if (!isInt(x[k])) return `${k} is not an integer`;
   if (typeof x.comm !== "string") return "comm is not a string";
   if (!Array.isArray(x.cmdline)) return "cmdline is not an array";

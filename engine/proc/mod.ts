@@ -21,4 +21,6 @@ export * from "./pagemap.ts";
 export * from "./limits.ts";
 export * from "./misc.ts";
 export * from "./mountinfo.ts";
+export * from "./locks.ts";
+export * from "./netlink.ts";
 export * from "./timers.ts";

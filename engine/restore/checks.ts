@@ -10,6 +10,7 @@ import { readStatus } from "../proc/status.ts";
 import { readStat } from "../proc/stat.ts";
 import type { FileIdentity, Manifest, ProcessImage } from "../model.ts";
 import { RestoreError } from "../errors.ts";
+import { credsProblems } from "../task/creds_check.ts";
 
 function describeHolder(pid: number): string | undefined {
   try {
@@ -121,37 +122,69 @@ export function checkPrivileges(): void {
   }
 }
 
-/** Files that restored fds reopen must exist (and be the same file, by device and inode). */
+/** Files (and FIFOs) that restored fds reopen must exist (files: the same, by device and inode). */
 export function checkFdFiles(
   units: readonly {
     image: ProcessImage;
-    compiled: { fds: { fd: number; source: { kind: string; path?: string } }[] };
+    compiled: {
+      fds: { fd: number; source: { kind: string; path?: string } }[];
+      sharedCreated?: { pid: number; fd: number; source: { kind: string; path?: string } }[];
+    };
   }[],
 ): void {
-  for (const { image, compiled } of units) {
-    for (const { fd, source } of compiled.fds) {
-      if (source.kind !== "open" || !source.path) continue;
-      const info = image.fds.find((f) => f.fd === fd);
-      // A pty slave of the tree appears once the engine has opened its master.
-      if (info?.extra["tty-role"] === "slave") continue;
-      // Deleted files and memfds are re-created by the engine from the image.
-      if (info?.ghost !== undefined) continue;
-      let st: Deno.FileInfo;
-      try {
-        st = Deno.statSync(source.path);
-      } catch {
-        throw new RestoreError(
-          `cannot restore: fd ${fd} of process ${image.pid} was ${source.path}, which is missing (use --inherit-fd ${fd}=PATH)`,
-        );
-      }
-      if (
-        info?.file && info.file.path === source.path && info.kind === "file" &&
-        (st.ino !== info.file.ino || st.dev !== info.file.dev)
-      ) {
-        throw new RestoreError(
-          `cannot restore: fd ${fd} of process ${image.pid}: ${source.path} was replaced by another file since the dump`,
-        );
-      }
+  const opened = units.flatMap(({ image, compiled }) => [
+    ...compiled.fds.map((f) => ({ image, ...f })),
+    ...(compiled.sharedCreated ?? []).map((f) => ({
+      ...f,
+      image: units.find((u) => u.image.pid === f.pid)?.image ?? image,
+    })),
+  ]);
+  for (const { image, fd, source } of opened) {
+    if ((source.kind !== "open" && source.kind !== "fifo") || !source.path) continue;
+    const info = image.fds.find((f) => f.fd === fd);
+    // A pty slave of the tree appears once the engine has opened its master.
+    if (info?.extra["tty-role"] === "slave") continue;
+    // Deleted files and memfds are re-created by the engine from the image.
+    if (info?.ghost !== undefined) continue;
+    let st: Deno.FileInfo;
+    try {
+      st = Deno.statSync(source.path);
+    } catch {
+      throw new RestoreError(
+        `cannot restore: fd ${fd} of process ${image.pid} was ${source.path}, which is missing (use --inherit-fd ${fd}=PATH)`,
+      );
+    }
+    if (
+      info?.file && info.file.path === source.path && info.kind === "file" &&
+      (st.ino !== info.file.ino || st.dev !== info.file.dev)
+    ) {
+      throw new RestoreError(
+        `cannot restore: fd ${fd} of process ${image.pid}: ${source.path} was replaced by another file since the dump`,
+      );
+    }
+    if (source.kind === "fifo" && !st.isFifo) {
+      throw new RestoreError(
+        `cannot restore: fd ${fd} of process ${image.pid}: ${source.path} is no longer a FIFO`,
+      );
     }
   }
+}
+
+/**
+ * Capabilities the restored tasks start with: they are exec'd as root by
+ * the launcher, so they get this process's bounding set (less what it
+ * does not hold itself).
+ */
+export function restorerCapabilities(): bigint {
+  const st = readStatus(Deno.pid);
+  return st.capBnd & st.capPrm;
+}
+
+/** Refuses credentials the restored tasks could not be given (capabilities this restorer lacks). */
+export function checkCredentials(
+  processes: readonly ProcessImage[],
+  available = restorerCapabilities(),
+): void {
+  const problems = credsProblems(processes, available);
+  if (problems.length) throw new RestoreError(`cannot restore: ${problems.join("; ")}`);
 }

@@ -19,6 +19,9 @@
  *    engine sets their registers);
  * 8. pending signals, interval timers, POSIX timers; END.
  *
+ * After the END: each thread's credentials section and the process's, run
+ * by the engine last of all (engine/task/creds.ts).
+ *
  * @module
  */
 
@@ -36,8 +39,10 @@ import {
 } from "../../ffi/structs.ts";
 import { decodeBase64 } from "../base64.ts";
 import type { Mapping, ProcessImage } from "../model.ts";
-import { emitCloexec, emitFds, planFds, type PlannedFd } from "../fds/mod.ts";
-import { emitSharedPipeCreation, type SharedPipe } from "../fds/shared_pipes.ts";
+import { emitCloexec, emitFds, planFds, type PlannedFd, type SharedPlan } from "../fds/mod.ts";
+import { emitSharedCreation } from "../fds/shared.ts";
+import { emitPosixLocks } from "../fds/locks.ts";
+import { emitFdOwners } from "../fds/owner.ts";
 import { emitControllingTty, type PlannedPty } from "../fds/tty.ts";
 import { ghostPath, type PlannedGhosts } from "../fds/ghost.ts";
 import { UnsupportedError } from "../errors.ts";
@@ -45,6 +50,7 @@ import { type Bootstrap, BootstrapBuilder, messageProgram } from "./stub.ts";
 import { type ProgramBuilder, slot } from "../program/builder.ts";
 import { emitPosixTimers } from "../task/timers.ts";
 import { emitTaskState } from "../task/mod.ts";
+import { type CredsSections, emitCredsSections } from "../task/creds.ts";
 
 /** Slot numbers used by compiled programs. */
 export const SLOTS = {
@@ -67,8 +73,8 @@ export interface CompileOptions {
   childImages: Map<number, string>;
   /** User overrides: fd number -> "path" or "fd:N" (the restorer's own fd N). */
   inheritFds?: Map<number, string>;
-  /** Pipes shared between processes of the tree (see engine/fds/shared_pipes.ts). */
-  sharedPipes?: SharedPipe[];
+  /** Descriptions and pipes shared between processes of the tree (see engine/fds/shared.ts). */
+  shared?: SharedPlan;
   /** Pseudo-terminals of the tree, whose masters the engine hands over (engine/fds/tty.ts). */
   ptys?: PlannedPty[];
   /** Deleted files and memfds, which the engine re-creates and hands over (engine/fds/ghost.ts). */
@@ -86,6 +92,10 @@ export interface CompiledProcess {
   syscallGadget: bigint;
   /** Where the vdso/vvar mappings are parked while being moved. */
   vdsoScratch: bigint;
+  /** Descriptions this process creates for the tree: each with the fd of its first holder. */
+  sharedCreated?: { pid: number; fd: number; source: PlannedFd["source"] }[];
+  /** The credentials sections the engine runs last, per thread (engine/task/creds.ts). */
+  creds: CredsSections;
 }
 
 const PROT = (perms: string) =>
@@ -123,7 +133,7 @@ function hexBig(h: string): bigint {
 
 /** Compiles `proc` into its bootstrap blob (stub, standalone message and restore program). */
 export function compileProcess(proc: ProcessImage, opts: CompileOptions): CompiledProcess {
-  const fds = planFds(proc, opts.inheritFds, opts.sharedPipes, opts.ptys, opts.ghosts);
+  const fds = planFds(proc, opts.inheritFds, opts.shared, opts.ptys, opts.ghosts);
   const base = hexBig(proc.bootstrap.start);
   const boot = new BootstrapBuilder(base);
   const standalone = messageProgram(
@@ -136,6 +146,7 @@ export function compileProcess(proc: ProcessImage, opts: CompileOptions): Compil
   const p = boot.program();
   const gadget = p.data(new Uint8Array([0x0f, 0x05, 0xcc, 0xcc]), 16);
   emitProgram(p, proc, opts, fds, boot.slotsAddress);
+  const creds = emitCredsSections(p, proc);
   const restore = p.build();
   const bootstrap = boot.finish({ restore, standalone });
   const limit = base + BigInt(proc.bootstrap.size) - BigInt(VDSO_SCRATCH_BYTES);
@@ -144,7 +155,10 @@ export function compileProcess(proc: ProcessImage, opts: CompileOptions): Compil
       `restore program (${bootstrap.blob.length} bytes) does not fit the reserved bootstrap range`,
     ]);
   }
-  return { bootstrap, fds, syscallGadget: gadget, vdsoScratch: limit };
+  const sharedCreated = opts.shared?.objects.filter((o) => o.creator === proc.pid).flatMap((o) =>
+    o.members.map((m, i) => ({ ...o.origins[i], source: m.source }))
+  );
+  return { bootstrap, fds, syscallGadget: gadget, vdsoScratch: limit, creds, sharedCreated };
 }
 
 function emitProgram(
@@ -162,7 +176,7 @@ function emitProgram(
     p.op(SYS.setsid, [], { comment: "session leader" });
     emitControllingTty(p, proc, opts.ptys ?? [], SLOTS.scratch);
   } else if (proc.pgid === proc.pid) p.op(SYS.setpgid, [0, 0], { comment: "group leader" });
-  emitSharedPipeCreation(p, opts.sharedPipes ?? [], proc.pid, SLOTS.scratch, slotsAddress);
+  emitSharedCreation(p, opts.shared, proc.pid, SLOTS.scratch, slotsAddress);
 
   // Children first: they exec their own image and leave this memory behind.
   for (const child of proc.children) {
@@ -184,6 +198,8 @@ function emitProgram(
   emitMainThread(p, proc);
   emitThreads(p, proc);
   emitSignalsAndTimers(p, proc);
+  emitPosixLocks(p, proc, fds);
+  emitFdOwners(p, proc, fds);
   emitPosixTimers(p, proc);
   emitTaskState(p, proc);
   p.end("restore complete: the engine takes over");
@@ -340,18 +356,9 @@ function emitRlimits(p: ProgramBuilder, proc: ProcessImage): void {
 }
 
 function emitProcessState(p: ProgramBuilder, proc: ProcessImage, fds: PlannedFd[]): void {
-  for (const f of proc.fds) {
-    const planned = fds.find((x) => x.fd === f.fd);
-    const reopened = planned?.source.kind === "open" &&
-      (planned.source.path === f.target || f.ghost !== undefined);
-    if (
-      reopened && (f.kind === "file" || f.kind === "directory" || f.kind === "memfd") && f.pos > 0
-    ) {
-      p.op(SYS.lseek, [f.fd, f.pos, 0], { comment: `fd ${f.fd} position` });
-    }
-  }
   emitCloexec(p, proc, fds);
   p.op(SYS.chdir, [p.cstring(proc.cwd)]);
+  if (proc.root !== "/") p.op(SYS.chroot, [p.cstring(proc.root)], { comment: "root directory" });
   p.op(SYS.umask, [proc.umask]);
   p.op(SYS.personality, [proc.personality], { allowFail: true });
   proc.sigactions.forEach((a, i) => {

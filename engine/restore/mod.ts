@@ -20,12 +20,23 @@ import { IMAGE_FORMAT_VERSION } from "../model.ts";
 import { RestoreError } from "../errors.ts";
 import { ImageFormatError } from "../image/errors.ts";
 import { verifyImageDir } from "../image/manifest.ts";
+import { validateImage } from "../image/validate.ts";
 import { compileTree } from "./restorable.ts";
 import { ProvidedFds } from "./provided.ts";
+import { checkCgroups } from "../task/placement.ts";
 import { Refusals } from "../support.ts";
+import { checkInetPorts, reportInetUses } from "../fds/inet_plan.ts";
 import type { PlannedPty } from "../fds/tty.ts";
 import type { PlannedGhosts } from "../fds/ghost.ts";
-import { checkFdFiles, checkFiles, checkPidsFree, checkPrivileges, checkVdso } from "./checks.ts";
+import {
+  checkCredentials,
+  checkFdFiles,
+  checkFiles,
+  checkPidsFree,
+  checkPrivileges,
+  checkVdso,
+} from "./checks.ts";
+import { checkInotifyPaths } from "../fds/inotify.ts";
 import { type RestoreEvent, RestoreSession, type RestoreUnit } from "./session.ts";
 import { checkTaskState } from "../task/mod.ts";
 import { checkImageDirTrust, checkOwnCredentials } from "./trust.ts";
@@ -90,14 +101,17 @@ export async function planRestore(dir: string, opts: RestoreOptions = {}): Promi
       `cannot restore: image format version ${manifest.formatVersion}, this cryo reads ${IMAGE_FORMAT_VERSION}`,
     );
   }
+  validateImage(abs, manifest, images.map((i) => i.process));
   const byPid = new Map<number, ProcessImage>(images.map((i) => [i.process.pid, i.process]));
   const pathOf = (pid: number) => `${abs}/${manifest.processes.find((p) => p.pid === pid)!.file}`;
+  const refusals = new Refusals(opts.optIns);
+  reportInetUses(images.map((i) => i.process), refusals);
   const compiled = compileTree(images.map((i) => i.process), {
     pathOf,
     rootPid: manifest.rootPid,
     inheritFds: opts.inheritFds,
     ghosts: manifest.ghosts,
-  }, new Refusals(opts.optIns));
+  }, refusals);
   const units: RestoreUnit[] = manifest.processes.map((entry) => ({
     image: byPid.get(entry.pid)!,
     path: pathOf(entry.pid),
@@ -159,6 +173,28 @@ function verifyInWorker(plan: RestorePlan): Promise<Error | undefined> {
   });
 }
 
+/**
+ * Everything a restore checks on this host before it creates anything:
+ * privileges, the same vdso, backing files and fd files unchanged, cgroups
+ * present, pids free, the task state this host can give, listening and
+ * bound socket addresses free. Throws a
+ * one-line RestoreError.
+ */
+export function preflight(plan: RestorePlan): void {
+  checkPrivileges();
+  checkOwnCredentials(plan.units.map((u) => u.image));
+  checkVdso(plan.manifest);
+  const processes = plan.units.map((u) => u.image);
+  checkFiles(processes);
+  checkFdFiles(plan.units);
+  checkInotifyPaths(processes);
+  checkCgroups(processes);
+  checkPidsFree(processes);
+  checkTaskState(processes);
+  checkInetPorts(processes);
+  checkCredentials(processes);
+}
+
 /** Restores the checkpoint in `dir` with its original pids; resolves once every task runs. */
 export async function restore(dir: string, opts: RestoreOptions = {}): Promise<RestoredTree> {
   const t0 = performance.now();
@@ -174,14 +210,8 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
     if (verify && e instanceof ImageFormatError) await verifyImageDir(resolve(dir));
     throw e;
   }
-  checkPrivileges();
-  checkOwnCredentials(plan.units.map((u) => u.image));
-  checkVdso(plan.manifest);
+  preflight(plan);
   const processes = plan.units.map((u) => u.image);
-  checkFiles(processes);
-  checkFdFiles(plan.units);
-  checkPidsFree(processes);
-  checkTaskState(processes);
   becomeSubreaper();
   for (const p of processes) forgetParkedStatus(p.pid);
   pausePoint("planned");

@@ -9,6 +9,16 @@
 import { formatOp, programStringReader } from "../program/builder.ts";
 import { planRestore, type RestoreOptions } from "./mod.ts";
 import { describeSource } from "../fds/mod.ts";
+import { finishInetPlan } from "../fds/inet_plan.ts";
+import type { CredsSections } from "../task/creds.ts";
+
+/** The finalize lines of the credentials sections (run last, each thread its own). */
+function credsPlan(c: CredsSections): string[] {
+  return [
+    ...c.threads.map((s) => `thread ${s.tid}: credentials, program from op #${s.op} (last)`),
+    "every thread's credentials read back and compared with the image",
+  ];
+}
 
 /** The plan of one process. */
 export interface ProcessPlan {
@@ -53,6 +63,7 @@ export async function restorePlan(dir: string, opts: RestoreOptions = {}): Promi
         );
       }
     }
+    finalize.push(...credsPlan(compiled.creds));
     finalize.push(`munmap(${hex(boot.base)}, ${size})  # the bootstrap, via a syscall outside it`);
     for (const t of image.threads) {
       const restart = t.syscall.restart === "restart"
@@ -62,6 +73,7 @@ export async function restorePlan(dir: string, opts: RestoreOptions = {}): Promi
         `thread ${t.tid}: PTRACE_SETREGSET(NT_X86_XSTATE), PTRACE_SETREGS rip=${t.regs.rip}${restart}, PTRACE_SETSIGMASK ${t.sigmask}`,
       );
     }
+    finalize.push(...finishInetPlan(image));
     finalize.push("PTRACE_DETACH every thread of the tree at once");
     const fds = compiled.fds.map(describeSource);
     return { pid: image.pid, comm: image.comm, prologue, program, finalize, fds };

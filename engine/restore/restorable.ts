@@ -12,8 +12,9 @@ import type { GhostFile, ProcessImage } from "../model.ts";
 import { planGhosts, type PlannedGhosts } from "../fds/ghost.ts";
 import { UnsupportedError } from "../errors.ts";
 import { Refusals } from "../support.ts";
-import { planSharedPipes, type SharedPipe } from "../fds/shared_pipes.ts";
+import { planSharedObjects } from "../fds/mod.ts";
 import { checkTtys, type PlannedPty, planPtys } from "../fds/tty.ts";
+import { checkPidfds } from "../fds/pidfd.ts";
 import { type CompiledProcess, compileProcess } from "./compile.ts";
 
 /** Where each image of the tree lives (or would live) and the user's fd overrides. */
@@ -47,11 +48,14 @@ export function compileTree(
   opts: TreeCompileOptions,
   refusals = new Refusals(),
 ): CompiledTree {
-  const sharedPipes = planSharedPipes([...images]);
-  // Pty masters come from the engine at transfer fds above every other fd.
-  const ptys = planPtys(images, firstFreeFd(images, sharedPipes));
-  const ghosts = planGhosts(opts.ghosts ?? [], firstFreeFd(images, sharedPipes) + ptys.length);
+  // Pty masters and ghost files come from the engine at transfer fds above
+  // every fd of the tree; descriptions shared in the tree get theirs above those.
+  const ptys = planPtys(images, firstFreeFd(images));
+  const ghosts = planGhosts(opts.ghosts ?? [], firstFreeFd(images) + ptys.length);
   checkTtys(images, refusals);
+  const shared = planSharedObjects(images, ptys, ghosts);
+  for (const line of shared.problems) refusals.add(line);
+  checkPidfds(images, refusals);
   const out = new Map<number, CompiledProcess>();
   for (const image of images) {
     try {
@@ -61,7 +65,7 @@ export function compileTree(
           imagePath: opts.pathOf(image.pid),
           childImages: new Map(image.children.map((c) => [c, opts.pathOf(c)])),
           inheritFds: image.pid === opts.rootPid ? opts.inheritFds : undefined,
-          sharedPipes,
+          shared,
           ptys,
           ghosts,
         }),
@@ -75,10 +79,9 @@ export function compileTree(
   return { processes: out, ptys, ghosts };
 }
 
-/** The lowest fd number above every fd of the tree and every shared-pipe transfer fd. */
-function firstFreeFd(images: readonly ProcessImage[], shared: readonly SharedPipe[]): number {
+/** The lowest fd number above every fd of the tree. */
+function firstFreeFd(images: readonly ProcessImage[]): number {
   let max = 2;
   for (const p of images) for (const f of p.fds) max = Math.max(max, f.fd);
-  for (const s of shared) max = Math.max(max, s.readFd, s.writeFd);
   return max + 1;
 }

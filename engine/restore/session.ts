@@ -22,6 +22,7 @@
  * @module
  */
 
+import { finishInetSockets } from "../fds/inet_plan.ts";
 import { readMaps } from "../proc/maps.ts";
 import { readStatus } from "../proc/status.ts";
 import { readStat } from "../proc/stat.ts";
@@ -57,6 +58,8 @@ import { foregroundGroupOf } from "../fds/tty.ts";
 import type { ProvidedFds } from "./provided.ts";
 import { restoreTaskState, restoreTaskStateAfterCredentials } from "../task/mod.ts";
 import { pausePoint } from "../pause.ts";
+import { restoreCgroups } from "../task/placement.ts";
+import { restoreCreds } from "../task/creds_restore.ts";
 
 /** One process to restore: its description, image path and compiled program. */
 export interface RestoreUnit {
@@ -465,15 +468,18 @@ export class RestoreSession {
         }
       }
       this.#joinGroup(image, gadget);
+      restoreCgroups(image);
       this.#setForegroundGroup(image, gadget, scratch);
-      // Scheduling, process attributes and seccomp (engine/task/mod.ts); credentials
-      // restored here by injection would go between the two calls.
+      // Scheduling, process attributes and seccomp (engine/task/mod.ts), then the
+      // credentials (last of what needs the restorer's privileges), then what a
+      // credential change resets (pdeathsig, dumpable).
       const taskInjector = {
         call: (tid: number, nr: number, ...args: (number | bigint)[]) =>
           injectSyscall(tid, gadget, nr, ...args),
         write: (addr: bigint, bytes: Uint8Array) => processVmWriteFully(pid, addr, bytes),
       };
       restoreTaskState(image, taskInjector, TRACE_OPTIONS);
+      restoreCreds(image, compiled);
       restoreTaskStateAfterCredentials(image, taskInjector);
       // Unmap the bootstrap through a syscall instruction outside it.
       const size = BigInt(image.bootstrap.size);
@@ -498,6 +504,8 @@ export class RestoreSession {
         setSigmask(t.tid, BigInt(t.sigmask));
       }
     }
+    // TCP connections leave repair mode once every socket of the tree exists.
+    finishInetSockets([...this.#units.values()].map((u) => u.image));
     // Everyone is ready: let them all go.
     for (const unit of this.#units.values()) {
       for (const t of unit.image.threads) detach(t.tid, 0);

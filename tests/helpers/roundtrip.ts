@@ -5,7 +5,11 @@
  */
 
 import assert from "node:assert/strict";
-import { checkpoint, type CheckpointResult } from "../../engine/dump/mod.ts";
+import {
+  checkpoint,
+  type CheckpointOptions,
+  type CheckpointResult,
+} from "../../engine/dump/mod.ts";
 import { restore, type RestoredTree, type RestoreOptions } from "../../engine/restore/mod.ts";
 import { tempDir } from "./fs.ts";
 import { adoptPid, startTarget, type Target } from "./targets.ts";
@@ -21,14 +25,15 @@ export async function tempImageDir(): Promise<string> {
 /**
  * Dumps `t` (killing it), waits until it is gone, restores it from the
  * image, asserts that it came back with the same pid, and points `t` at
- * the restored process.
+ * the restored process. `dumpOpts` are more options of the dump (opt-ins).
  */
 export async function dumpKillRestore(
   t: Target,
   opts: RestoreOptions = {},
+  dumpOpts: Omit<CheckpointOptions, "dir"> = {},
 ): Promise<{ dir: string; dump: CheckpointResult; tree: RestoredTree }> {
   const dir = await tempImageDir();
-  const dump = await checkpoint(t.pid, { dir });
+  const dump = await checkpoint(t.pid, { ...dumpOpts, dir });
   await t.wait();
   const tree = await restore(dir, opts);
   t.resetAfterRestore();

@@ -1,0 +1,115 @@
+/**
+ * Dump-time checks of state that processes of the tree share with each
+ * other or that has no path any more: fd tables, fs info or memory shared
+ * by processes (not threads), a deleted cwd or root, file leases, and locks
+ * /proc/locks shows for the tree that no fd of it carries.
+ * Each is refused by name through the restorability table.
+ *
+ * @module
+ */
+
+import { rawSyscall } from "../../ffi/libc.ts";
+import { SYS } from "../../ffi/sysno.ts";
+import type { ProcessImage } from "../model.ts";
+import type { Refusals, SupportId } from "../support.ts";
+import { locksOf } from "../fds/locks.ts";
+import { devMajor, devMinor } from "../proc/fds.ts";
+import { lockFileId, parseLockLine, readLocks } from "../proc/locks.ts";
+
+const KCMP_VM = 1;
+const KCMP_FILES = 2;
+const KCMP_FS = 3;
+
+const SHARED: [number, SupportId, string][] = [
+  [KCMP_FILES, "task.shared-files", "share one fd table"],
+  [KCMP_FS, "task.shared-fs", "share cwd, root and umask"],
+  [KCMP_VM, "task.shared-vm", "share one address space"],
+];
+
+/** Refuses processes of the tree that share an fd table, fs info or memory (kcmp). */
+export function checkSharedTables(pids: readonly number[], refusals: Refusals): void {
+  for (let i = 0; i < pids.length; i++) {
+    for (let j = 0; j < i; j++) {
+      for (const [type, id, what] of SHARED) {
+        if (rawSyscall(SYS.kcmp, pids[j], pids[i], type, 0, 0) === 0n) {
+          refusals.use(id, `processes ${pids[j]} and ${pids[i]} ${what}`);
+        }
+      }
+    }
+  }
+}
+
+/** Refuses a deleted cwd or root, and fds holding leases. */
+export function checkProcessPaths(image: ProcessImage, refusals: Refusals): void {
+  for (const [what, path] of [["cwd", image.cwd], ["root", image.root]]) {
+    if (path.endsWith(" (deleted)")) {
+      refusals.use("task.cwd-deleted", `process ${image.pid} ${what} (${path})`);
+    }
+  }
+  for (const f of image.fds) {
+    if (f.excluded) continue;
+    for (const l of locksOf(f)) {
+      if (l.class === "other") {
+        refusals.use("fd.lease", `process ${image.pid} fd ${f.fd} (${f.target})`, l.text);
+      }
+    }
+  }
+}
+
+/**
+ * Refuses fd owners (F_SETOWN) that are not a process, thread or process
+ * group of the tree: restore could not make them own the fd again.
+ */
+export function checkFdOwners(images: readonly ProcessImage[], refusals: Refusals): void {
+  const tids = new Set(images.flatMap((p) => [p.pid, ...p.threads.map((t) => t.tid)]));
+  const groups = new Set(images.map((p) => p.pgid));
+  for (const p of images) {
+    for (const f of p.fds) {
+      if (!f.owner || f.owner.pid === 0 || f.excluded) continue;
+      const known = f.owner.type === 2 ? groups.has(f.owner.pid) : tids.has(f.owner.pid);
+      if (!known) {
+        const what = ["thread", "process", "process group"][f.owner.type] ?? "owner";
+        refusals.use(
+          "fd.owner-outside",
+          `process ${p.pid} fd ${f.fd} (${f.target})`,
+          `owned by ${what} ${f.owner.pid}, which is not in the tree`,
+        );
+      }
+    }
+  }
+}
+
+/**
+ * Refuses locks of the tree that no fd shows (/proc/locks against the fds'
+ * "lock:" lines): a flock or OFD lock held through a description only a
+ * memory mapping keeps open, a POSIX lock cryo could not attribute.
+ */
+export function checkUnattachedLocks(images: readonly ProcessImage[], refusals: Refusals): void {
+  const pids = new Set(images.map((p) => p.pid));
+  const key = (l: { class: string; type: string; file: string; start: string; end: string }) =>
+    `${l.class} ${l.type} ${l.file} ${l.start} ${l.end}`;
+  const shown = new Set<string>();
+  const files = new Map<string, string>(); // lock file id -> a path of the tree
+  for (const p of images) {
+    for (const f of p.fds) {
+      for (const line of (f.extra["lock"] ?? "").split("\n")) {
+        const l = parseLockLine(line);
+        if (l) shown.add(key(l));
+      }
+    }
+    for (const x of [...p.fds.map((f) => f.file), ...p.mappings.map((m) => m.file)]) {
+      if (x) files.set(lockFileId(devMajor(x.dev), devMinor(x.dev), x.ino), x.path);
+    }
+  }
+  for (const l of readLocks()) {
+    const path = files.get(l.file);
+    const ours = pids.has(l.pid) || (l.class === "OFDLCK" && path !== undefined);
+    if (!ours || shown.has(key(l))) continue;
+    refusals.use(
+      "fd.lock-unattached",
+      `${l.pid > 0 ? `process ${l.pid}` : "the tree"}: ${l.class} ${l.type} lock on ${
+        path ?? l.file
+      }`,
+    );
+  }
+}

@@ -1,0 +1,183 @@
+/**
+ * The per-kind creation ops of a restored open file description: what
+ * opens, pipe2()s, eventfd2()s... it, leaving the new fd in the scratch
+ * slot and handing it to {@link CreateContext.keep}. The fd phase of every
+ * process (mod.ts) and the creator of a description shared across the tree
+ * (shared.ts) both create through {@link emitCreate}; they differ only in
+ * where `keep` puts the fd (a temporary number, or a transfer number).
+ *
+ * @module
+ */
+
+import { SYS } from "../../ffi/sysno.ts";
+import { decodeBase64 } from "../base64.ts";
+import { type ProgramBuilder, slot } from "../program/builder.ts";
+import { emitTimerfd } from "./anon.ts";
+import { emitAsOwner } from "../task/creds.ts";
+import { emitInotify } from "./inotify.ts";
+import { emitPidfd } from "./pidfd.ts";
+import { emitInet } from "./inet_plan.ts";
+import { emitNetlink } from "./netlink.ts";
+import { O_CLOEXEC, O_NONBLOCK, type PlannedFd } from "./types.ts";
+
+const O_RDWR = 2;
+const F_SETPIPE_SZ = 1031;
+const EFD_SEMAPHORE = 1;
+const POLLIN = 1;
+
+/** Where creation ops go and where created fds are kept. */
+export interface CreateContext {
+  /** The program being built. */
+  p: ProgramBuilder;
+  /** Slot that receives each freshly created fd. */
+  scratchSlot: number;
+  /** Address of that slot (for COPY from a pipe2 pair). */
+  scratchAddr: bigint;
+  /**
+   * Moves the fd in the scratch slot to where `key` is kept and closes the
+   * original; returns the number it is kept at.
+   */
+  keep(key: string, comment: string): number;
+  /** Whether something was kept under `key` already. */
+  has(key: string): boolean;
+  /** The number fd `fd` given to the process (a transfer fd) has by now. */
+  current(fd: number): number;
+}
+
+/** The key the description of `f` is kept under after {@link emitCreate}. */
+export function createKey(f: PlannedFd): string {
+  const s = f.source;
+  if (s.kind === "pipe") return `pipe:${s.id}:${s.end}`;
+  return `fd:${f.fd}`;
+}
+
+/**
+ * Emits the ops creating the description of `f` (nothing for sources that
+ * are taken from elsewhere: inherit, transfer, same). `batch` are the fds
+ * created together (a pipe's bytes may be recorded on its other end).
+ */
+export function emitCreate(cx: CreateContext, f: PlannedFd, batch: readonly PlannedFd[]): void {
+  const { p, scratchSlot } = cx;
+  const s = f.source;
+  const what = `fd ${f.fd}`;
+  const nonblock = (flags: number) => flags & O_NONBLOCK;
+  switch (s.kind) {
+    case "open": {
+      // A transfer fd reopened through /proc/self/fd (ghost files) may have moved.
+      const path = s.via !== undefined ? `/proc/self/fd/${cx.current(s.via)}` : s.path;
+      p.op(SYS.open, [p.cstring(path), s.flags | O_CLOEXEC, 0], { store: scratchSlot });
+      cx.keep(`fd:${f.fd}`, `${what} ${s.path}`);
+      break;
+    }
+    case "pipe": {
+      if (cx.has(`pipe:${s.id}:read`) || cx.has(`pipe:${s.id}:write`)) break;
+      const pair = p.reserve(8);
+      // Created with the pipe owner's fs ids (the inode keeps them), see task/creds.ts.
+      emitAsOwner(p, s.owner, () => p.op(SYS.pipe2, [pair, O_CLOEXEC], { comment: `${s.id}` }));
+      p.copy(cx.scratchAddr, pair, 4);
+      cx.keep(`pipe:${s.id}:read`, `read end of ${s.id}`);
+      p.copy(cx.scratchAddr, pair + 4n, 4);
+      const w = cx.keep(`pipe:${s.id}:write`, `write end of ${s.id}`);
+      const withData = batch.map((x) => x.source).find((x) =>
+        x.kind === "pipe" && x.id === s.id && (x.data || x.size)
+      );
+      if (withData?.kind === "pipe" && w >= 0) fillPipe(p, w, s.id, withData.data, withData.size);
+      break;
+    }
+    case "fifo": {
+      const helperKey = `${s.id}:helper`;
+      if (!cx.has(helperKey)) {
+        // Opening read-write never blocks and keeps the FIFO open while its
+        // descriptions are opened (each O_NONBLOCK; the exact flags come later).
+        p.op(SYS.open, [p.cstring(s.path), O_RDWR | O_NONBLOCK | O_CLOEXEC, 0], {
+          store: scratchSlot,
+          comment: `FIFO ${s.path}`,
+        });
+        const h = cx.keep(helperKey, `FIFO ${s.path} held open read-write`);
+        const withData = batch.map((x) => x.source).find((x) =>
+          x.kind === "fifo" && x.id === s.id && (x.data || x.size)
+        );
+        if (withData?.kind === "fifo") fillFifo(p, h, s.path, withData.data, withData.size);
+      }
+      p.op(SYS.open, [p.cstring(s.path), s.flags | O_NONBLOCK | O_CLOEXEC, 0], {
+        store: scratchSlot,
+      });
+      cx.keep(`fd:${f.fd}`, `${what} FIFO ${s.path}`);
+      break;
+    }
+    case "eventfd":
+      p.op(SYS.eventfd2, [0, O_CLOEXEC | nonblock(s.flags) | (s.semaphore ? EFD_SEMAPHORE : 0)], {
+        store: scratchSlot,
+      });
+      if (BigInt(s.count) !== 0n) {
+        p.op(SYS.write, [slot(scratchSlot), p.u64s([BigInt(s.count)]), 8], {
+          comment: `eventfd count ${s.count}`,
+        });
+      }
+      cx.keep(`fd:${f.fd}`, `${what} eventfd`);
+      break;
+    case "timerfd":
+      emitTimerfd(p, s, scratchSlot);
+      cx.keep(`fd:${f.fd}`, `${what} timerfd`);
+      break;
+    case "signalfd":
+      p.op(SYS.signalfd4, [-1, p.u64s([BigInt(s.mask)]), 8, O_CLOEXEC | nonblock(s.flags)], {
+        store: scratchSlot,
+      });
+      cx.keep(`fd:${f.fd}`, `${what} signalfd`);
+      break;
+    case "epoll":
+      p.op(SYS.epoll_create1, [O_CLOEXEC], { store: scratchSlot });
+      cx.keep(`fd:${f.fd}`, `${what} epoll`);
+      break;
+    case "inotify":
+      emitInotify(p, s, scratchSlot);
+      cx.keep(`fd:${f.fd}`, `${what} inotify`);
+      break;
+    case "pidfd":
+      emitPidfd(p, s, scratchSlot);
+      cx.keep(`fd:${f.fd}`, `${what} pidfd`);
+      break;
+    case "inet":
+      emitInet(p, scratchSlot, s.socket, what);
+      cx.keep(`fd:${f.fd}`, `${what} ${s.socket.proto} socket`);
+      break;
+    case "netlink":
+      emitNetlink(p, scratchSlot, s.socket, what);
+      cx.keep(`fd:${f.fd}`, `${what} netlink socket`);
+      break;
+  }
+}
+
+function fillPipe(p: ProgramBuilder, w: number, id: string, data?: string, size?: number): void {
+  if (size && size !== 65536) p.op(SYS.fcntl, [w, F_SETPIPE_SZ, size], { comment: "pipe size" });
+  const bytes = data ? decodeBase64(data) : new Uint8Array();
+  if (bytes.length) {
+    p.op(SYS.write, [w, p.data(bytes, 1), bytes.length], {
+      comment: `${bytes.length} bytes back into ${id}`,
+    });
+  }
+}
+
+/**
+ * Puts a FIFO's bytes back through its read-write helper `h`, but only when
+ * the FIFO is empty: a holder outside the tree may have kept it (and its
+ * bytes) alive since the dump.
+ */
+function fillFifo(p: ProgramBuilder, h: number, path: string, data?: string, size?: number) {
+  if (size && size !== 65536) p.op(SYS.fcntl, [h, F_SETPIPE_SZ, size], { comment: "FIFO size" });
+  const bytes = data ? decodeBase64(data) : new Uint8Array();
+  if (!bytes.length) return;
+  const pfd = new Uint8Array(8);
+  new DataView(pfd.buffer).setInt32(0, h, true);
+  new DataView(pfd.buffer).setInt16(4, POLLIN, true);
+  const fill = `fifo-fill-${p.opCount}`;
+  const after = `fifo-filled-${p.opCount}`;
+  p.op(SYS.poll, [p.data(pfd), 1, 0], { jumpIfZeroTo: fill, comment: `is ${path} empty?` });
+  p.op(SYS.sched_yield, [], { jumpIfZeroTo: after, comment: "it kept its bytes: skip" });
+  p.label(fill);
+  p.op(SYS.write, [h, p.data(bytes, 1), bytes.length], {
+    comment: `${bytes.length} bytes back into ${path}`,
+  });
+  p.label(after);
+}

@@ -1,0 +1,257 @@
+/**
+ * What TCP (tcp.ts) and UDP (udp.ts) sockets share: the options cryo
+ * saves, addresses, and the restore ops creating a socket, setting options
+ * and binding it.
+ *
+ * @module
+ */
+
+import {
+  AF,
+  decodeInetAddr,
+  encodeInetAddr,
+  getsockoptBytes,
+  getsockoptInt,
+  type InetAddr,
+  intBytes,
+  newSocket,
+  peerName,
+  SO,
+  SOCK,
+  sockName,
+  SOL,
+} from "../../ffi/net.ts";
+import { TCP } from "../../ffi/tcp_repair.ts";
+import { SYS } from "../../ffi/sysno.ts";
+import { CryoError } from "../errors.ts";
+import { decodeBase64, encodeBase64 } from "../base64.ts";
+import type { InetSocket, SockAddr, SockOption } from "../model.ts";
+import type { SupportId } from "../support.ts";
+import { type ProgramBuilder, slot } from "../program/builder.ts";
+
+/** IPPROTO_TCP. */
+export const IPPROTO_TCP = 6;
+/** IPPROTO_UDP. */
+export const IPPROTO_UDP = 17;
+
+/** An option cryo saves: level, name, label and its size (4 = int). */
+interface OptionSpec {
+  level: number;
+  name: number;
+  label: string;
+  size: number;
+  /** Only for these protocols. */
+  only?: "tcp" | "udp";
+  /** Only for this family. */
+  family?: "ipv4" | "ipv6";
+}
+
+/**
+ * Options saved when their value differs from a fresh socket's (so that
+ * defaults keep following the host's sysctls). SO_REUSEADDR and
+ * IPV6_V6ONLY are always saved: restore needs them around bind().
+ */
+const OPTIONS: OptionSpec[] = [
+  { level: SOL.SOCKET, name: SO.REUSEPORT, label: "SO_REUSEPORT", size: 4 },
+  { level: SOL.SOCKET, name: SO.KEEPALIVE, label: "SO_KEEPALIVE", size: 4 },
+  { level: SOL.SOCKET, name: SO.BROADCAST, label: "SO_BROADCAST", size: 4 },
+  { level: SOL.SOCKET, name: SO.OOBINLINE, label: "SO_OOBINLINE", size: 4 },
+  { level: SOL.SOCKET, name: SO.DONTROUTE, label: "SO_DONTROUTE", size: 4 },
+  { level: SOL.SOCKET, name: SO.PRIORITY, label: "SO_PRIORITY", size: 4 },
+  { level: SOL.SOCKET, name: SO.RCVLOWAT, label: "SO_RCVLOWAT", size: 4 },
+  { level: SOL.SOCKET, name: SO.LINGER, label: "SO_LINGER", size: 8 },
+  { level: SOL.SOCKET, name: SO.RCVTIMEO, label: "SO_RCVTIMEO", size: 16 },
+  { level: SOL.SOCKET, name: SO.SNDTIMEO, label: "SO_SNDTIMEO", size: 16 },
+  { level: SOL.IP, name: 1, label: "IP_TOS", size: 4, family: "ipv4" },
+  { level: SOL.IPV6, name: 67, label: "IPV6_TCLASS", size: 4, family: "ipv6" },
+  { level: SOL.TCP, name: TCP.NODELAY, label: "TCP_NODELAY", size: 4, only: "tcp" },
+  { level: SOL.TCP, name: TCP.CORK, label: "TCP_CORK", size: 4, only: "tcp" },
+  { level: SOL.TCP, name: TCP.KEEPIDLE, label: "TCP_KEEPIDLE", size: 4, only: "tcp" },
+  { level: SOL.TCP, name: TCP.KEEPINTVL, label: "TCP_KEEPINTVL", size: 4, only: "tcp" },
+  { level: SOL.TCP, name: TCP.KEEPCNT, label: "TCP_KEEPCNT", size: 4, only: "tcp" },
+  { level: SOL.TCP, name: TCP.USER_TIMEOUT, label: "TCP_USER_TIMEOUT", size: 4, only: "tcp" },
+  { level: SOL.TCP, name: TCP.NOTSENT_LOWAT, label: "TCP_NOTSENT_LOWAT", size: 4, only: "tcp" },
+  { level: SOL.TCP, name: TCP.DEFER_ACCEPT, label: "TCP_DEFER_ACCEPT", size: 4, only: "tcp" },
+  { level: SOL.TCP, name: TCP.FASTOPEN, label: "TCP_FASTOPEN", size: 4, only: "tcp" },
+  { level: SOL.TCP, name: TCP.CONGESTION, label: "TCP_CONGESTION", size: 16, only: "tcp" },
+];
+
+/** SO_REUSEADDR's option record (restore sets it around bind). */
+export const REUSEADDR = { level: SOL.SOCKET, name: SO.REUSEADDR, label: "SO_REUSEADDR" };
+/** IPV6_V6ONLY's option record (restore sets it before bind). */
+export const V6ONLY = { level: SOL.IPV6, name: 26, label: "IPV6_V6ONLY" };
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/**
+ * The options of socket `fd` worth saving: SO_REUSEADDR, IPV6_V6ONLY (v6),
+ * and every option of {@link OPTIONS} whose value differs from `fresh`'s.
+ */
+export function readOptions(
+  fd: number,
+  fresh: number,
+  proto: "tcp" | "udp",
+  family: "ipv4" | "ipv6",
+): SockOption[] {
+  const out: SockOption[] = [{
+    ...REUSEADDR,
+    int: getsockoptInt(fd, SOL.SOCKET, SO.REUSEADDR) ?? 0,
+  }];
+  if (family === "ipv6") {
+    out.push({ ...V6ONLY, int: getsockoptInt(fd, SOL.IPV6, V6ONLY.name) ?? 0 });
+  }
+  for (const o of OPTIONS) {
+    if ((o.only && o.only !== proto) || (o.family && o.family !== family)) continue;
+    const mine = getsockoptBytes(fd, o.level, o.name, o.size);
+    const theirs = getsockoptBytes(fresh, o.level, o.name, o.size);
+    if (typeof mine === "number") continue; // not applicable to this socket
+    if (typeof theirs !== "number" && sameBytes(mine, theirs)) continue;
+    out.push(
+      o.size === 4 && mine.length === 4
+        ? {
+          level: o.level,
+          name: o.name,
+          label: o.label,
+          int: new DataView(mine.buffer).getInt32(0, true),
+        }
+        : { level: o.level, name: o.name, label: o.label, bytes: encodeBase64(mine) },
+    );
+  }
+  return out;
+}
+
+/** SO_SNDBUF / SO_RCVBUF of `fd` where they differ from `fresh`'s. */
+export function readBuffers(fd: number, fresh: number): InetSocket["buffers"] {
+  const out: NonNullable<InetSocket["buffers"]> = {};
+  for (const [key, name] of [["snd", SO.SNDBUF], ["rcv", SO.RCVBUF]] as const) {
+    const v = getsockoptInt(fd, SOL.SOCKET, name);
+    if (v !== null && v !== getsockoptInt(fresh, SOL.SOCKET, name)) out[key] = v;
+  }
+  return Object.keys(out).length ? out : undefined;
+}
+
+/** The model's form of an address. */
+export function toSockAddr(a: InetAddr | null): SockAddr | null {
+  if (!a) return null;
+  return {
+    address: a.address,
+    port: a.port,
+    ...(a.flowinfo ? { flowinfo: a.flowinfo } : {}),
+    ...(a.scopeId ? { scopeId: a.scopeId } : {}),
+  };
+}
+
+/** "127.0.0.1:80" / "[::1]:80". */
+export function formatAddr(a: SockAddr | null): string {
+  if (!a) return "*";
+  return a.address.includes(":") ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
+}
+
+/** Peer-independent address reading shared by tcp.ts and udp.ts. */
+export function addressesOf(fd: number): { local: SockAddr | null; peer: SockAddr | null } {
+  const l = sockName(fd);
+  const p = peerName(fd);
+  return {
+    local: toSockAddr(l ? decodeInetAddr(l) : null),
+    peer: toSockAddr(p ? decodeInetAddr(p) : null),
+  };
+}
+
+/** The result of collecting one socket: its state, or the row refusing it. */
+export type Collected =
+  | { inet: InetSocket; repairCopy?: boolean }
+  | { refused: SupportId; detail?: string };
+
+/** A fresh socket of the same kind in this process, for reading kernel defaults. */
+export function freshSocket(family: number, type: number, protocol: number): number {
+  const fd = newSocket(family, type, protocol);
+  if (fd < 0) throw new CryoError(`cannot create a ${type === SOCK.STREAM ? "TCP" : "UDP"} socket`);
+  return fd;
+}
+
+/** The address family number of a model family. */
+export function familyNumber(family: InetSocket["family"]): number {
+  return family === "ipv4" ? AF.INET : AF.INET6;
+}
+
+/** Emits setsockopt(fd in `fdSlot`, level, name, int). */
+export function emitSetInt(
+  p: ProgramBuilder,
+  fdSlot: number,
+  level: number,
+  name: number,
+  value: number,
+  comment: string,
+): void {
+  p.op(SYS.setsockopt, [slot(fdSlot), level, name, p.data(intBytes(value), 4), 4], { comment });
+}
+
+/** Emits setsockopt for one saved option. */
+export function emitOption(p: ProgramBuilder, fdSlot: number, o: SockOption): void {
+  if (o.int !== undefined) {
+    emitSetInt(p, fdSlot, o.level, o.name, o.int, `${o.label} = ${o.int}`);
+    return;
+  }
+  const bytes = decodeBase64(o.bytes ?? "");
+  p.op(SYS.setsockopt, [slot(fdSlot), o.level, o.name, p.data(bytes, 8), bytes.length], {
+    comment: o.label,
+  });
+}
+
+/** Emits SO_SNDBUF / SO_RCVBUF (setsockopt doubles the value given; getsockopt showed the double). */
+export function emitBuffers(p: ProgramBuilder, fdSlot: number, b: InetSocket["buffers"]): void {
+  if (b?.snd) emitSetInt(p, fdSlot, SOL.SOCKET, SO.SNDBUF, b.snd >> 1, `SO_SNDBUF ${b.snd}`);
+  if (b?.rcv) emitSetInt(p, fdSlot, SOL.SOCKET, SO.RCVBUF, b.rcv >> 1, `SO_RCVBUF ${b.rcv}`);
+}
+
+/** The saved SO_REUSEADDR value (0 when not recorded). */
+export function reuseaddrOf(s: Pick<InetSocket, "options">): number {
+  return s.options.find((o) => o.level === SOL.SOCKET && o.name === SO.REUSEADDR)?.int ?? 0;
+}
+
+/** The options other than SO_REUSEADDR and IPV6_V6ONLY (those are set around bind). */
+export function plainOptions(s: InetSocket): SockOption[] {
+  return s.options.filter((o) =>
+    !(o.level === SOL.SOCKET && o.name === SO.REUSEADDR) &&
+    !(o.level === SOL.IPV6 && o.name === V6ONLY.name)
+  );
+}
+
+/** Emits IPV6_V6ONLY for an IPv6 socket (it must precede bind). */
+export function emitV6only(p: ProgramBuilder, fdSlot: number, s: InetSocket): void {
+  const v = s.options.find((o) => o.level === SOL.IPV6 && o.name === V6ONLY.name);
+  if (s.family === "ipv6" && v?.int !== undefined) {
+    emitSetInt(p, fdSlot, SOL.IPV6, V6ONLY.name, v.int, `IPV6_V6ONLY = ${v.int}`);
+  }
+}
+
+/** Emits bind() to the saved local address. */
+export function emitBind(p: ProgramBuilder, fdSlot: number, s: InetSocket): void {
+  const addr = encodeInetAddr(familyNumber(s.family), s.local!);
+  p.op(SYS.bind, [slot(fdSlot), p.data(addr, 8), addr.length], {
+    comment: `bind ${formatAddr(s.local)}`,
+  });
+}
+
+/** Emits connect() to the saved peer. */
+export function emitConnect(p: ProgramBuilder, fdSlot: number, s: InetSocket, note = ""): void {
+  const addr = encodeInetAddr(familyNumber(s.family), s.peer!);
+  p.op(SYS.connect, [slot(fdSlot), p.data(addr, 8), addr.length], {
+    comment: `connect ${formatAddr(s.peer)}${note}`,
+  });
+}
+
+/** A bound address, or null for port 0 (an unbound socket). */
+export function boundOrNull(a: SockAddr | null): SockAddr | null {
+  return a && a.port !== 0 ? a : null;
+}
+
+/** Decodes a sockaddr into the model's form (null for another family). */
+export function sockAddrOf(bytes: Uint8Array | null): SockAddr | null {
+  return toSockAddr(bytes ? decodeInetAddr(bytes) : null);
+}
+
+/** `FdInfo.restore` of a socket the dump refused: this prefix, then the table row's id. */
+export const REFUSED_PREFIX = "inet-refused:";

@@ -1,0 +1,169 @@
+/**
+ * Restore side of TCP, UDP and netlink sockets: the plan of one socket fd
+ * (or why it cannot come back), the order sockets are created in, the
+ * dispatch to tcp.ts / udp.ts for their ops, and the end of repair mode.
+ *
+ * @module
+ */
+
+import type { FdInfo, InetSocket, ProcessImage } from "../model.ts";
+import { type Refusals, SUPPORT_TABLE } from "../support.ts";
+import { CryoError, RestoreError } from "../errors.ts";
+import type { ProgramBuilder } from "../program/builder.ts";
+import type { FdSource, PlannedFd } from "./types.ts";
+import { socketRecordProblem } from "./inet_schema.ts";
+import { familyNumber, formatAddr, REFUSED_PREFIX, reuseaddrOf, V6ONLY } from "./inet.ts";
+import { closeFd, encodeInetAddr, newSocket, setsockoptInt, SO, SOCK, SOL } from "../../ffi/net.ts";
+import { rawSyscall } from "../../ffi/libc.ts";
+import { SYS } from "../../ffi/sysno.ts";
+import { errnoName } from "../../ffi/errno.ts";
+import { emitTcp, finishTcp } from "./tcp.ts";
+import { emitUdp } from "./udp.ts";
+
+/**
+ * Restore plan of a socket cryo read at dump (TCP, UDP, netlink route): its
+ * source, the reason it cannot be restored, or undefined when it is none
+ * of those (another module's socket).
+ */
+export function planInet(f: FdInfo): FdSource | string | undefined {
+  if (f.restore.startsWith(REFUSED_PREFIX)) {
+    const id = f.restore.slice(REFUSED_PREFIX.length);
+    const row = SUPPORT_TABLE.find((r) => r.id === id);
+    const why = f.extra["refused"] ?? (row && "note" in row ? row.note : undefined);
+    return `${row?.what ?? id}: ${why ?? "not supported"}`;
+  }
+  const problem = socketRecordProblem(f);
+  if (problem) return problem;
+  if (f.inet) return { kind: "inet", socket: f.inet, flags: f.flags };
+  if (f.netlink) return { kind: "netlink", socket: f.netlink, flags: f.flags };
+  return undefined;
+}
+
+/** Emits the ops re-creating a planned TCP/UDP socket into `fdSlot`. */
+export function emitInet(p: ProgramBuilder, fdSlot: number, s: InetSocket, label: string): void {
+  if (s.proto === "tcp") emitTcp(p, fdSlot, s, label);
+  else emitUdp(p, fdSlot, s, label);
+}
+
+/**
+ * The order fds are created in: established TCP connections last, so that
+ * a listener binds its port before the connections it accepted (which take
+ * the same port in repair mode) exist again.
+ */
+export function creationOrder(fds: PlannedFd[]): PlannedFd[] {
+  const late = (f: PlannedFd) =>
+    f.source.kind === "inet" && f.source.socket.state === "established";
+  return [...fds.filter((f) => !late(f)), ...fds.filter(late)];
+}
+
+/** Bytes of queued data an image's restore program will carry for `fds`. */
+export function inetQueueBytes(fds: FdInfo[]): number {
+  let n = 0;
+  for (const f of fds) {
+    const t = f.inet?.tcp;
+    if (t) n += Math.ceil((t.sendQueue.length + t.recvQueue.length) * 3 / 4);
+  }
+  return n;
+}
+
+/**
+ * Restore-time uses of the table: an established connection to a peer
+ * outside the tree needs its opt-in again ("tcp-established").
+ */
+export function reportInetUses(images: readonly ProcessImage[], refusals: Refusals): void {
+  for (const image of images) {
+    for (const f of image.fds) {
+      const s = f.inet;
+      if (f.excluded || !s?.tcp || s.tcp.peerInTree) continue;
+      refusals.use(
+        "socket.tcp-established",
+        `process ${image.pid} fd ${f.fd} (tcp ${formatAddr(s.local)} -> ${formatAddr(s.peer)})`,
+      );
+    }
+  }
+}
+
+/**
+ * After every restore program ran (all processes of the tree exist, every
+ * socket is re-created): ends repair mode of each restored connection
+ * (see finishTcp). Throws naming the connection when that fails.
+ */
+export function finishInetSockets(images: readonly ProcessImage[]): void {
+  for (const image of images) {
+    for (const f of image.fds) {
+      if (f.excluded || f.sameAs !== undefined || !f.inet?.tcp) continue;
+      try {
+        finishTcp(image.pid, f.fd, f.inet);
+      } catch (e) {
+        throw new CryoError(
+          `process ${image.pid} fd ${f.fd} (tcp ${formatAddr(f.inet.local)} -> ` +
+            `${formatAddr(f.inet.peer)}): ending repair mode failed: ${(e as Error).message}`,
+        );
+      }
+    }
+  }
+}
+
+/** What {@link finishInetSockets} does for `image`, for `show --plan`. */
+export function finishInetPlan(image: ProcessImage): string[] {
+  return image.fds.filter((f) => !f.excluded && f.sameAs === undefined && f.inet?.tcp).map((f) => {
+    const t = f.inet!.tcp!;
+    return `fd ${f.fd}: TCP_REPAIR off through a pidfd_getfd copy, SO_REUSEADDR as saved` +
+      (t.unsent ? `, then ${t.unsent} never-sent bytes written` : "");
+  });
+}
+
+/** A socket source for people: "tcp listen 127.0.0.1:80", "netlink route, port id 12". */
+export function describeSocket(s: Extract<FdSource, { kind: "inet" | "netlink" }>): string {
+  if (s.kind === "netlink") return `netlink route socket, port id ${s.socket.portid}`;
+  const k = s.socket;
+  const peer = k.peer ? ` -> ${formatAddr(k.peer)}` : "";
+  const what = k.proto === "udp" ? "udp" : `tcp ${k.state}`;
+  return `${what} ${formatAddr(k.local)}${peer}${k.tcp ? " (repair mode)" : ""}`;
+}
+
+/**
+ * Restore pre-flight: every listener and bound UDP or unconnected TCP
+ * socket of the images can bind its address again (a probe socket with the
+ * same family, SO_REUSEADDR as restore sets it around bind, SO_REUSEPORT
+ * and IPV6_V6ONLY as saved, is bound and closed). Established connections
+ * are not probed: repair mode binds next to anything. Throws a RestoreError
+ * naming the socket and the address in use.
+ */
+export function checkInetPorts(images: readonly ProcessImage[]): void {
+  for (const image of images) {
+    for (const f of image.fds) {
+      const s = f.inet;
+      if (f.excluded || f.sameAs !== undefined || !s?.local || s.tcp) continue;
+      const err = probeBind(s);
+      if (err) {
+        throw new RestoreError(
+          `cannot restore: process ${image.pid} fd ${f.fd} (${s.proto} ${s.state} ` +
+            `${formatAddr(s.local)}): its address is in use (${err})`,
+        );
+      }
+    }
+  }
+}
+
+function probeBind(s: InetSocket): string | undefined {
+  const fd = newSocket(familyNumber(s.family), s.proto === "tcp" ? SOCK.STREAM : SOCK.DGRAM);
+  if (fd < 0) return undefined; // the restore itself will say what is wrong
+  try {
+    const saved = (level: number, name: number) =>
+      s.options.find((o) => o.level === level && o.name === name)?.int;
+    const reuse = s.proto === "tcp" ? 1 : reuseaddrOf(s);
+    setsockoptInt(fd, SOL.SOCKET, SO.REUSEADDR, reuse);
+    const reusePort = saved(SOL.SOCKET, SO.REUSEPORT);
+    if (reusePort) setsockoptInt(fd, SOL.SOCKET, SO.REUSEPORT, reusePort);
+    const v6only = saved(SOL.IPV6, V6ONLY.name);
+    if (s.family === "ipv6" && v6only !== undefined) {
+      setsockoptInt(fd, SOL.IPV6, V6ONLY.name, v6only);
+    }
+    const addr = encodeInetAddr(familyNumber(s.family), s.local!);
+    const r = rawSyscall(SYS.bind, fd, addr, addr.length);
+    return r < 0n ? errnoName(Number(-r)) : undefined;
+  } finally {
+    closeFd(fd);
+  }
+}

@@ -1,0 +1,264 @@
+/**
+ * IPv4/IPv6 and netlink sockets at dump time: the per-tree session that
+ * reads each TCP, UDP or netlink socket through a copy of its fd
+ * (pidfd_getfd), decides which established connections have their peer
+ * inside the tree, and keeps established connections in TCP repair mode
+ * until the dump's outcome is known.
+ *
+ * Repair mode is a property of the socket, so switching the copy into it
+ * switches the target's socket. The session's end decides what happens:
+ *
+ * - the tree is killed ({@link InetSocketSession.releaseAfterKill}): the
+ *   copies are closed while still in repair mode, which makes the kernel
+ *   drop the connection without sending FIN or RST to the peer;
+ * - the tree goes on (`leaveRunning`) or the dump fails
+ *   ({@link InetSocketSession.releaseRunning}): repair mode is switched off
+ *   again (and SO_REUSEADDR, which repair mode overrides, put back) before
+ *   the tree runs.
+ *
+ * @module
+ */
+
+import {
+  AF,
+  closeFd,
+  getsockoptInt,
+  pidfdGetfd,
+  setsockoptInt,
+  SO,
+  SOCK,
+  SOL,
+} from "../../ffi/net.ts";
+import { receiveSequence, setRepair, TCP_STATE } from "../../ffi/tcp_repair.ts";
+import { tcpShutdownStates } from "../../ffi/inet_diag.ts";
+import { CryoError } from "../errors.ts";
+import type { FdInfo, SockAddr } from "../model.ts";
+import type { Refusals, SupportId } from "../support.ts";
+import { type Collected, formatAddr, IPPROTO_TCP, IPPROTO_UDP, REFUSED_PREFIX } from "./inet.ts";
+import { collectTcp } from "./tcp.ts";
+import { collectUdp } from "./udp.ts";
+import { collectNetlink } from "./netlink.ts";
+import { type NetlinkRow, readNetlinkTable } from "../proc/netlink.ts";
+
+/** How one socket was read: its fd record, where, and the copy kept in repair mode. */
+interface Entry {
+  pid: number;
+  fd: FdInfo;
+  where: string;
+  /** Copy kept open while the connection is in repair mode. */
+  repair?: { copy: number; reuseaddr: number };
+}
+
+/** An address as the other end sees it (v4-mapped IPv6 addresses as IPv4). */
+function canonical(a: SockAddr): string {
+  const m = a.address.match(/^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/);
+  if (!m) return `${a.address}:${a.port}`;
+  const hi = parseInt(m[1], 16), lo = parseInt(m[2], 16);
+  return `${hi >> 8}.${hi & 0xff}.${lo >> 8}.${lo & 0xff}:${a.port}`;
+}
+
+/** Dump-time handling of every IPv4/IPv6 and netlink socket of a frozen tree. */
+export class InetSocketSession {
+  readonly #entries: Entry[] = [];
+  /** Socket inode -> the processes holding it. */
+  readonly #holders = new Map<string, Set<number>>();
+  readonly #netlinks: Entry[] = [];
+  /** Address family -> (inode -> sk_shutdown) of established TCP sockets, read once. */
+  readonly #shutdowns = new Map<number, Map<number, number>>();
+  /** Pid -> its /proc/<pid>/net/netlink, by inode, read once. */
+  readonly #netlinkTables = new Map<number, Map<number, NetlinkRow>>();
+
+  #shutdownOf(family: number, target: string): number | undefined {
+    let table = this.#shutdowns.get(family);
+    if (!table) {
+      table = tcpShutdownStates(family, 1 << TCP_STATE.ESTABLISHED);
+      this.#shutdowns.set(family, table);
+    }
+    return table.get(Number(target.match(/\[(\d+)\]/)?.[1]));
+  }
+
+  #netlinkRow(pid: number, target: string): NetlinkRow | undefined {
+    let table = this.#netlinkTables.get(pid);
+    if (!table) {
+      table = readNetlinkTable(pid);
+      this.#netlinkTables.set(pid, table);
+    }
+    return table.get(Number(target.match(/\[(\d+)\]/)?.[1]));
+  }
+
+  /**
+   * Reads every socket fd of process `pid` (skipping duplicates of an fd
+   * already read): fills `inet` of TCP and UDP sockets and `netlink` of
+   * route netlink sockets, and marks what is refused (`restore` = "inet-refused:<row id>", with the reason in `extra`).
+   */
+  collect(pid: number, fds: FdInfo[]): void {
+    for (const f of fds) {
+      if (f.kind !== "socket" || f.restore === "inherit") continue;
+      const holders = this.#holders.get(f.target) ?? new Set<number>();
+      holders.add(pid);
+      this.#holders.set(f.target, holders);
+      if (f.sameAs !== undefined) continue;
+      this.#collectOne(pid, f);
+    }
+  }
+
+  #collectOne(pid: number, f: FdInfo): void {
+    const where = `process ${pid} fd ${f.fd} (${f.target})`;
+    try {
+      this.#read(pid, f, where);
+    } catch (e) {
+      if (e instanceof CryoError) throw e;
+      throw new CryoError(`${where}: reading the socket failed: ${(e as Error).message}`);
+    }
+  }
+
+  #read(pid: number, f: FdInfo, where: string): void {
+    const copy = pidfdGetfd(pid, f.fd);
+    let keep = false;
+    try {
+      const domain = getsockoptInt(copy, SOL.SOCKET, SO.DOMAIN);
+      const type = getsockoptInt(copy, SOL.SOCKET, SO.TYPE);
+      const protocol = getsockoptInt(copy, SOL.SOCKET, SO.PROTOCOL);
+      if (domain === AF.NETLINK) {
+        const row = this.#netlinkRow(pid, f.target);
+        const got = collectNetlink(copy, type ?? 0, protocol ?? 0, row);
+        if ("refused" in got) return this.#refuse(f, got.refused, got.detail);
+        f.netlink = got.netlink;
+        f.restore = "netlink";
+        this.#netlinks.push({ pid, fd: f, where });
+        return;
+      }
+      if (domain !== AF.INET && domain !== AF.INET6) return; // another module's kind
+      const family = domain === AF.INET ? "ipv4" : "ipv6";
+      let got: Collected;
+      if (type === SOCK.STREAM && protocol === IPPROTO_TCP) {
+        got = collectTcp(copy, family, () => this.#shutdownOf(domain, f.target));
+      } else if (type === SOCK.DGRAM && protocol === IPPROTO_UDP) {
+        got = collectUdp(copy, family);
+      } else {
+        got = { refused: "socket.inet-other", detail: `type ${type} protocol ${protocol}` };
+      }
+      if ("refused" in got) return this.#refuse(f, got.refused, got.detail);
+      f.inet = got.inet;
+      f.restore = got.inet.proto;
+      const entry: Entry = { pid, fd: f, where };
+      if (got.repairCopy) {
+        keep = true;
+        const reuse = got.inet.options.find((o) =>
+          o.name === SO.REUSEADDR && o.level === SOL.SOCKET
+        );
+        entry.repair = { copy, reuseaddr: reuse?.int ?? 0 };
+      }
+      this.#entries.push(entry);
+    } finally {
+      if (!keep) closeFd(copy);
+    }
+  }
+
+  #refuse(f: FdInfo, id: SupportId, detail?: string): void {
+    f.restore = `${REFUSED_PREFIX}${id}`;
+    if (detail) f.extra["refused"] = detail;
+  }
+
+  /** Where a connection is, for messages: "process P fd N (tcp A -> B)". */
+  static describe(pid: number, f: FdInfo): string {
+    const s = f.inet!;
+    return `process ${pid} fd ${f.fd} (${s.proto} ${formatAddr(s.local)} -> ${formatAddr(s.peer)})`;
+  }
+
+  /**
+   * Once every process is collected: refuses sockets shared by several
+   * processes, and decides for each established connection whether its
+   * peer is in the tree; one to the outside is reported as
+   * "socket.tcp-established" (an opt-in).
+   */
+  finish(refusals: Refusals): void {
+    const ends = new Set<string>();
+    for (const e of this.#entries) {
+      const s = e.fd.inet!;
+      if (s.tcp && s.local && s.peer) ends.add(`${canonical(s.local)}|${canonical(s.peer)}`);
+    }
+    for (const e of this.#netlinks) {
+      if ((this.#holders.get(e.fd.target)?.size ?? 0) > 1) {
+        this.#refuse(e.fd, "socket.inet-shared");
+        delete e.fd.netlink;
+      } else refusals.use("socket.netlink-route", e.where);
+    }
+    for (const e of this.#entries) {
+      const s = e.fd.inet!;
+      if (e.fd.excluded) {
+        // Left out by a policy: the process closes it like any fd when it dies.
+        this.#endRepair(e);
+        continue;
+      }
+      if ((this.#holders.get(e.fd.target)?.size ?? 0) > 1) {
+        this.#refuse(e.fd, "socket.inet-shared");
+        delete e.fd.inet;
+        continue;
+      }
+      if (s.proto === "tcp") {
+        if (s.state === "listen") refusals.use("socket.tcp-listen", e.where);
+        else if (s.state === "closed") refusals.use("socket.tcp-closed", e.where);
+      } else refusals.use("socket.udp", e.where);
+      if (!s.tcp || !s.local || !s.peer) continue;
+      s.tcp.peerInTree = ends.has(`${canonical(s.peer)}|${canonical(s.local)}`);
+      const where = InetSocketSession.describe(e.pid, e.fd);
+      refusals.use(s.tcp.peerInTree ? "socket.tcp-tree" : "socket.tcp-established", where);
+    }
+  }
+
+  /**
+   * Throws when data reached a connection after its receive queue was
+   * read (that data would be lost): the dump then fails and the tree goes on.
+   */
+  checkUnchanged(): void {
+    for (const e of this.#entries) {
+      if (!e.repair || !e.fd.inet?.tcp) continue;
+      if (receiveSequence(e.repair.copy) !== e.fd.inet.tcp.rcvSeq) {
+        throw new CryoError(
+          `${InetSocketSession.describe(e.pid, e.fd)} received data while the tree was being ` +
+            `checkpointed; nothing was written, try again`,
+        );
+      }
+    }
+  }
+
+  /**
+   * The tree was killed: close the copies in repair mode (nothing is sent to
+   * the peers). A connection that received data after it was read (the
+   * kernel acknowledged bytes the image does not have) is instead taken out
+   * of repair mode first, so that closing it resets the peer; these are
+   * returned, and the caller must not keep the image.
+   */
+  releaseAfterKill(): string[] {
+    const late: string[] = [];
+    for (const e of this.#entries) {
+      if (!e.repair) continue;
+      const t = e.fd.inet?.tcp;
+      if (t && receiveSequence(e.repair.copy) !== t.rcvSeq) {
+        late.push(InetSocketSession.describe(e.pid, e.fd));
+        this.#endRepair(e);
+        continue;
+      }
+      closeFd(e.repair.copy);
+      delete e.repair;
+    }
+    return late;
+  }
+
+  /** The tree goes on: switch repair mode off again and put SO_REUSEADDR back. */
+  releaseRunning(): void {
+    for (const e of this.#entries) this.#endRepair(e);
+  }
+
+  #endRepair(e: Entry): void {
+    if (!e.repair) return;
+    const fd = e.repair.copy;
+    try {
+      setRepair(fd, false);
+      setsockoptInt(fd, SOL.SOCKET, SO.REUSEADDR, e.repair.reuseaddr);
+    } catch { /* the socket is gone with its process */ }
+    closeFd(fd);
+    delete e.repair;
+  }
+}

@@ -1,0 +1,101 @@
+/**
+ * File locks. /proc/<pid>/fdinfo/<fd> lists, as "lock:" lines, the locks
+ * taken through that open file description: flock and OFD locks (which
+ * belong to the description) and the POSIX record locks of this process
+ * (which belong to the process). Restore takes them again: flock and OFD
+ * locks once on the re-created description, POSIX locks by the restored
+ * process itself at the end of its program (after its fd phase, whose
+ * closes would drop them). Leases and delegations are refused.
+ *
+ * @module
+ */
+
+import { SYS } from "../../ffi/sysno.ts";
+import { flockStruct } from "../../ffi/structs.ts";
+import type { FdInfo, ProcessImage } from "../model.ts";
+import type { ProgramBuilder } from "../program/builder.ts";
+import type { FileLock, PlannedFd } from "./types.ts";
+
+const LOCK_SH = 1;
+const LOCK_EX = 2;
+const LOCK_NB = 4;
+const F_SETLK = 6;
+const F_OFD_SETLK = 37;
+const F_RDLCK = 0;
+const F_WRLCK = 1;
+
+/** A lock line of fdinfo, parsed; `other` for leases, delegations and unknown classes. */
+export type ParsedLock = FileLock | { class: "other"; text: string };
+
+/** Parses one fdinfo "lock:" value, e.g. "1: POSIX  ADVISORY  WRITE 123 00:2a:99 0 EOF". */
+export function parseLockLine(text: string): ParsedLock {
+  const m = text.trim().match(
+    /^\d+:\s+(\S+)\s+(\S+)\s+(READ|WRITE|RW|UNLCK|NONE)\s+\S+\s+\S+\s+(\d+)\s+(\d+|EOF)$/,
+  );
+  if (!m || !["FLOCK", "POSIX", "OFDLCK"].includes(m[1]) || m[2] !== "ADVISORY") {
+    return { class: "other", text: text.trim() };
+  }
+  if (m[3] !== "READ" && m[3] !== "WRITE") return { class: "other", text: text.trim() };
+  return {
+    class: m[1] as FileLock["class"],
+    type: m[3],
+    start: Number(m[4]),
+    end: m[5] === "EOF" ? "EOF" : Number(m[5]),
+  };
+}
+
+/** Every lock line of an fd (from its fdinfo extras). */
+export function locksOf(f: FdInfo): ParsedLock[] {
+  const text = f.extra["lock"];
+  return text ? text.split("\n").filter((l) => l.trim()).map(parseLockLine) : [];
+}
+
+/** The flock and OFD locks of a description (its state). */
+export function descriptionLocks(f: FdInfo): FileLock[] {
+  return locksOf(f).filter((l): l is FileLock => l.class === "FLOCK" || l.class === "OFDLCK");
+}
+
+function flockArg(l: FileLock): Uint8Array {
+  return flockStruct.encode({
+    typeWhence: l.type === "WRITE" ? F_WRLCK : F_RDLCK, // l_whence SEEK_SET = 0
+    start: BigInt(l.start),
+    len: l.end === "EOF" ? 0n : BigInt(l.end - l.start + 1),
+    pid: 0,
+  });
+}
+
+/** Ops taking `locks` (flock / OFD) through `fd` (a description that just came back). */
+export function emitDescriptionLocks(p: ProgramBuilder, fd: number, locks: readonly FileLock[]) {
+  for (const l of locks) {
+    if (l.class === "FLOCK") {
+      p.op(SYS.flock, [fd, (l.type === "WRITE" ? LOCK_EX : LOCK_SH) | LOCK_NB], {
+        comment: `fd ${fd} flock ${l.type}`,
+      });
+    } else if (l.class === "OFDLCK") {
+      p.op(SYS.fcntl, [fd, F_OFD_SETLK, p.data(flockArg(l))], {
+        comment: `fd ${fd} OFD lock ${l.type} ${l.start}-${l.end}`,
+      });
+    }
+  }
+}
+
+/**
+ * Ops taking the POSIX record locks of `proc` (once each, through the
+ * first restored fd that showed it). Run after the fd phase.
+ */
+export function emitPosixLocks(p: ProgramBuilder, proc: ProcessImage, fds: PlannedFd[]): void {
+  const restored = new Set(fds.map((f) => f.fd));
+  const seen = new Set<string>();
+  for (const f of proc.fds) {
+    if (!restored.has(f.fd)) continue;
+    for (const l of locksOf(f)) {
+      if (l.class !== "POSIX") continue;
+      const key = `${f.file?.dev}:${f.file?.ino ?? f.target}:${l.type}:${l.start}:${l.end}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      p.op(SYS.fcntl, [f.fd, F_SETLK, p.data(flockArg(l))], {
+        comment: `POSIX lock ${l.type} ${l.start}-${l.end} on fd ${f.fd}`,
+      });
+    }
+  }
+}

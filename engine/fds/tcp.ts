@@ -1,0 +1,260 @@
+/**
+ * TCP sockets: listening, never-connected (bound or not) and established
+ * ones. Established connections are read and re-created with TCP repair
+ * mode: at dump the socket (through cryo's copy of the fd) enters repair
+ * mode and gives its sequence numbers, both queues (peeked), the options
+ * negotiated at the handshake, its timestamp clock and window; at restore a
+ * new socket in repair mode is bound to the same address, given the same
+ * sequence numbers and queues, "connected" without a handshake and given
+ * its options and window by the restore program; it leaves repair mode
+ * (which sends one window probe to the peer) in {@link finishTcp}, run by
+ * the engine once every socket of the tree exists. Bytes that were never
+ * sent are written after that, as ordinary data.
+ *
+ * @module
+ */
+
+import {
+  encodeRepairOptions,
+  readRepairedConnection,
+  REPAIR_QUEUE,
+  setRepair,
+  TCP,
+  TCP_STATE,
+  tcpInfo,
+  tcpStateName,
+} from "../../ffi/tcp_repair.ts";
+import { tcpRepairWindow } from "../../ffi/structs.ts";
+import { SYS } from "../../ffi/sysno.ts";
+import {
+  closeFd,
+  peerName,
+  pidfdGetfd,
+  setsockoptInt,
+  SO,
+  SOCK,
+  sockName,
+  SOL,
+  urgentPending,
+  writeAll,
+} from "../../ffi/net.ts";
+import { decodeBase64, encodeBase64 } from "../base64.ts";
+import type { InetSocket } from "../model.ts";
+import { type ProgramBuilder, slot } from "../program/builder.ts";
+import {
+  boundOrNull,
+  type Collected,
+  emitBind,
+  emitBuffers,
+  emitConnect,
+  emitOption,
+  emitSetInt,
+  emitV6only,
+  familyNumber,
+  formatAddr,
+  freshSocket,
+  IPPROTO_TCP,
+  plainOptions,
+  readBuffers,
+  readOptions,
+  reuseaddrOf,
+  sockAddrOf,
+} from "./inet.ts";
+
+/** Queued bytes are written back in pieces of this size. */
+const WRITE_CHUNK = 64 << 10;
+
+/**
+ * Reads TCP socket `copy` (cryo's copy of the target's fd). An established
+ * connection is left in repair mode (`repairCopy`: the caller keeps the
+ * copy and decides when repair mode ends).
+ */
+export function collectTcp(
+  copy: number,
+  family: InetSocket["family"],
+  /** Its sk_shutdown as sock_diag reports it (for an established connection). */
+  shutdownOf: () => number | undefined,
+): Collected {
+  const info = tcpInfo(copy);
+  const fresh = freshSocket(familyNumber(family), SOCK.STREAM, IPPROTO_TCP);
+  let options, buffers;
+  try {
+    options = readOptions(copy, fresh, "tcp", family);
+    buffers = readBuffers(copy, fresh);
+  } finally {
+    closeFd(fresh);
+  }
+  const local = boundOrNull(sockAddrOf(sockName(copy)));
+  const base = { family, proto: "tcp" as const, local, options, ...(buffers ? { buffers } : {}) };
+  switch (info.state) {
+    case TCP_STATE.LISTEN:
+      if (info.unacked > 0) {
+        return {
+          refused: "socket.tcp-accept-queue",
+          detail: `${info.unacked} waiting on ${formatAddr(local)}`,
+        };
+      }
+      return { inet: { ...base, state: "listen", peer: null, backlog: info.sacked } };
+    case TCP_STATE.CLOSE:
+      // A socket whose connection ended (or whose connect failed) may hold an
+      // error for the process to read; only one that never tried is re-created.
+      if (info.segsOut || info.segsIn) {
+        return {
+          refused: "socket.tcp-other",
+          detail: `closed after a connection or a failed connect (${formatAddr(local)})`,
+        };
+      }
+      return { inet: { ...base, state: "closed", peer: null } };
+    case TCP_STATE.ESTABLISHED: {
+      const peer = sockAddrOf(peerName(copy));
+      const where = `${formatAddr(local)} -> ${formatAddr(peer)}`;
+      const shutdown = shutdownOf();
+      if (shutdown === undefined) {
+        return { refused: "socket.tcp-other", detail: `${where} not found by sock_diag` };
+      }
+      if (shutdown !== 0) {
+        const how = ["", "for reading", "for writing", "both ways"][shutdown & 3];
+        return { refused: "socket.tcp-other", detail: `${where} shut down ${how}` };
+      }
+      if (urgentPending(copy)) return { refused: "socket.tcp-urgent", detail: where };
+      setRepair(copy, true);
+      let c;
+      try {
+        c = readRepairedConnection(copy);
+      } catch (e) {
+        // The tree goes on: leave the socket as it was.
+        setRepair(copy, false);
+        setsockoptInt(copy, SOL.SOCKET, SO.REUSEADDR, reuseaddrOf(base));
+        throw e;
+      }
+      return {
+        repairCopy: true,
+        inet: {
+          ...base,
+          state: "established",
+          peer,
+          tcp: {
+            peerInTree: false,
+            sndSeq: c.sndSeq,
+            rcvSeq: c.rcvSeq,
+            sendQueue: encodeBase64(c.sendQueue),
+            unsent: c.unsent,
+            recvQueue: encodeBase64(c.recvQueue),
+            mss: c.options.mss,
+            wscale: c.options.wscale,
+            sack: c.options.sack,
+            timestamps: c.options.timestamps,
+            timestamp: c.timestamp,
+            window: c.window,
+          },
+        },
+      };
+    }
+    default:
+      return {
+        refused: "socket.tcp-other",
+        detail: `${tcpStateName(info.state)} (${formatAddr(local)})`,
+      };
+  }
+}
+
+function emitWrites(p: ProgramBuilder, fdSlot: number, bytes: Uint8Array, what: string): void {
+  for (let at = 0; at < bytes.length; at += WRITE_CHUNK) {
+    const piece = bytes.subarray(at, Math.min(at + WRITE_CHUNK, bytes.length));
+    p.op(SYS.write, [slot(fdSlot), p.data(piece, 1), piece.length], {
+      comment: `${piece.length} bytes of ${what}`,
+    });
+  }
+}
+
+/**
+ * Emits the ops re-creating TCP socket `s` into `fdSlot` (created blocking;
+ * the fd's status flags are set later with the other fds').
+ */
+export function emitTcp(p: ProgramBuilder, fdSlot: number, s: InetSocket, label: string): void {
+  p.op(SYS.socket, [familyNumber(s.family), SOCK.STREAM, IPPROTO_TCP], {
+    store: fdSlot,
+    comment: `${label}: tcp ${s.state} ${formatAddr(s.local)}${
+      s.peer ? ` -> ${formatAddr(s.peer)}` : ""
+    }`,
+  });
+  if (s.state !== "established" || !s.tcp) {
+    emitV6only(p, fdSlot, s);
+    for (const o of plainOptions(s)) emitOption(p, fdSlot, o);
+    emitBuffers(p, fdSlot, s.buffers);
+    if (s.local) {
+      // The old socket is gone, but its port may still have TIME_WAIT connections.
+      emitSetInt(p, fdSlot, SOL.SOCKET, SO.REUSEADDR, 1, "SO_REUSEADDR for bind");
+      emitBind(p, fdSlot, s);
+    }
+    if (s.state === "listen") {
+      p.op(SYS.listen, [slot(fdSlot), s.backlog ?? 128], { comment: `backlog ${s.backlog}` });
+    }
+    emitSetInt(p, fdSlot, SOL.SOCKET, SO.REUSEADDR, reuseaddrOf(s), "SO_REUSEADDR as saved");
+    return;
+  }
+  const t = s.tcp;
+  const send = decodeBase64(t.sendQueue);
+  const recv = decodeBase64(t.recvQueue);
+  const sent = send.subarray(0, send.length - t.unsent);
+  emitSetInt(p, fdSlot, SOL.TCP, TCP.REPAIR, 1, "TCP_REPAIR on");
+  emitV6only(p, fdSlot, s);
+  emitSetInt(p, fdSlot, SOL.TCP, TCP.REPAIR_QUEUE, REPAIR_QUEUE.SEND, "send queue");
+  emitSetInt(p, fdSlot, SOL.TCP, TCP.QUEUE_SEQ, (t.sndSeq - send.length) >>> 0 | 0, "snd_una");
+  emitSetInt(p, fdSlot, SOL.TCP, TCP.REPAIR_QUEUE, REPAIR_QUEUE.RECV, "receive queue");
+  emitSetInt(p, fdSlot, SOL.TCP, TCP.QUEUE_SEQ, (t.rcvSeq - recv.length) >>> 0 | 0, "rcv_nxt");
+  emitBuffers(p, fdSlot, s.buffers);
+  emitBind(p, fdSlot, s);
+  if (t.timestamps) {
+    emitSetInt(p, fdSlot, SOL.TCP, TCP.TIMESTAMP, t.timestamp | 0, "timestamp clock");
+  }
+  emitConnect(p, fdSlot, s, " (repair mode: no handshake)");
+  const opts = encodeRepairOptions({
+    mss: t.mss,
+    wscale: t.wscale,
+    sack: t.sack,
+    timestamps: t.timestamps,
+  });
+  p.op(SYS.setsockopt, [slot(fdSlot), SOL.TCP, TCP.REPAIR_OPTIONS, p.data(opts, 8), opts.length], {
+    comment: `mss ${t.mss}, wscale ${t.wscale ? `${t.wscale.snd}/${t.wscale.rcv}` : "off"}` +
+      `${t.sack ? ", sack" : ""}${t.timestamps ? ", timestamps" : ""}`,
+  });
+  if (recv.length) {
+    emitSetInt(p, fdSlot, SOL.TCP, TCP.REPAIR_QUEUE, REPAIR_QUEUE.RECV, "receive queue");
+    emitWrites(p, fdSlot, recv, "the receive queue");
+  }
+  if (sent.length) {
+    emitSetInt(p, fdSlot, SOL.TCP, TCP.REPAIR_QUEUE, REPAIR_QUEUE.SEND, "send queue");
+    emitWrites(p, fdSlot, sent, "the send queue (sent, not acknowledged)");
+  }
+  const win = tcpRepairWindow.encode(t.window);
+  p.op(SYS.setsockopt, [slot(fdSlot), SOL.TCP, TCP.REPAIR_WINDOW, p.data(win, 4), win.length], {
+    comment: `window: snd ${t.window.sndWnd}, rcv ${t.window.rcvWnd}`,
+  });
+  emitSetInt(p, fdSlot, SOL.TCP, TCP.REPAIR_QUEUE, REPAIR_QUEUE.NONE, "no queue");
+  for (const o of plainOptions(s)) emitOption(p, fdSlot, o);
+  // Repair mode ends in finishTcp(), once every socket of the tree exists.
+}
+
+/**
+ * The end of an established connection's restore, done by the engine once
+ * every process of the tree has run its restore program (so the peer of a
+ * connection inside the tree exists and the listener's port holds no
+ * half-restored socket): through a copy of the restored fd, repair mode
+ * off (the kernel sends a window probe, to which the peer answers with an
+ * ACK), SO_REUSEADDR as saved (repair mode overrode it), then the bytes
+ * that were never sent, written as ordinary data.
+ */
+export function finishTcp(pid: number, fd: number, s: InetSocket): void {
+  const t = s.tcp!;
+  const send = decodeBase64(t.sendQueue);
+  const unsent = send.subarray(send.length - t.unsent);
+  const copy = pidfdGetfd(pid, fd);
+  try {
+    setRepair(copy, false);
+    setsockoptInt(copy, SOL.SOCKET, SO.REUSEADDR, reuseaddrOf(s));
+    writeAll(copy, unsent, `process ${pid} fd ${fd}: unsent data`);
+  } finally {
+    closeFd(copy);
+  }
+}

@@ -1,0 +1,73 @@
+/**
+ * UDP sockets (IPv4, IPv6): re-created, bound to the same address and
+ * connected to the same peer, with their options. Datagrams waiting to be
+ * read are refused: each carries its sender's address, which a restore
+ * could not fake when re-queueing it.
+ *
+ * @module
+ */
+
+import { closeFd, datagramQueued, peerName, SO, SOCK, sockName, SOL } from "../../ffi/net.ts";
+import { SYS } from "../../ffi/sysno.ts";
+import type { InetSocket } from "../model.ts";
+import type { ProgramBuilder } from "../program/builder.ts";
+import {
+  boundOrNull,
+  type Collected,
+  emitBind,
+  emitBuffers,
+  emitConnect,
+  emitOption,
+  emitSetInt,
+  emitV6only,
+  familyNumber,
+  formatAddr,
+  freshSocket,
+  IPPROTO_UDP,
+  plainOptions,
+  readBuffers,
+  readOptions,
+  reuseaddrOf,
+  sockAddrOf,
+} from "./inet.ts";
+
+/** Reads UDP socket `copy` (cryo's copy of the target's fd). */
+export function collectUdp(copy: number, family: InetSocket["family"]): Collected {
+  const local = boundOrNull(sockAddrOf(sockName(copy)));
+  if (datagramQueued(copy)) {
+    return { refused: "socket.udp-queued", detail: `on ${formatAddr(local)}` };
+  }
+  const fresh = freshSocket(familyNumber(family), SOCK.DGRAM, IPPROTO_UDP);
+  let options, buffers;
+  try {
+    options = readOptions(copy, fresh, "udp", family);
+    buffers = readBuffers(copy, fresh);
+  } finally {
+    closeFd(fresh);
+  }
+  return {
+    inet: {
+      family,
+      proto: "udp",
+      state: "closed",
+      local,
+      peer: sockAddrOf(peerName(copy)),
+      options,
+      ...(buffers ? { buffers } : {}),
+    },
+  };
+}
+
+/** Emits the ops re-creating UDP socket `s` into `fdSlot`. */
+export function emitUdp(p: ProgramBuilder, fdSlot: number, s: InetSocket, label: string): void {
+  p.op(SYS.socket, [familyNumber(s.family), SOCK.DGRAM, IPPROTO_UDP], {
+    store: fdSlot,
+    comment: `${label}: udp ${formatAddr(s.local)}${s.peer ? ` -> ${formatAddr(s.peer)}` : ""}`,
+  });
+  emitV6only(p, fdSlot, s);
+  for (const o of plainOptions(s)) emitOption(p, fdSlot, o);
+  emitBuffers(p, fdSlot, s.buffers);
+  emitSetInt(p, fdSlot, SOL.SOCKET, SO.REUSEADDR, reuseaddrOf(s), "SO_REUSEADDR as saved");
+  if (s.local) emitBind(p, fdSlot, s);
+  if (s.peer) emitConnect(p, fdSlot, s);
+}

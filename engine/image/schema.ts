@@ -1,0 +1,205 @@
+/**
+ * The shape of what an image holds, as zod schemas: the manifest and the
+ * process description (NT_CRYO_PROCESS). Everything restore reads must
+ * have the type the model says before any of it is used; a damaged or
+ * hostile image is refused with one line naming the field. Objects are
+ * loose (fields this cryo does not know are kept), so records that resource
+ * kinds add stay readable; each kind checks its own record where it plans.
+ *
+ * @module
+ */
+
+import { z } from "npm:zod@4.6.7";
+
+/** A 64-bit value as a 0x-prefixed hex string. */
+const hex = z.string().regex(/^0x[0-9a-fA-F]{1,16}$/, "expected a 0x-prefixed 64-bit hex value");
+const int = z.number().int();
+const nat = int.nonnegative();
+/** A uid or gid (32 bits; 4294967295 is "none" and cannot be set). */
+const id32 = nat.max(0xfffffffe);
+const base64 = z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/, "expected base64");
+
+const fileIdentity = z.looseObject({
+  path: z.string(),
+  dev: nat,
+  ino: nat,
+  size: nat,
+  mtimeMs: z.number(),
+});
+
+const sigInfo = z.looseObject({ signo: int.min(1).max(64), code: int, raw: base64 });
+
+const mapping = z.looseObject({
+  start: hex,
+  end: hex,
+  perms: z.string().regex(/^[r-][w-][x-][ps]$/),
+  offset: hex,
+  kind: z.enum(["anon", "anon-shared", "file-private", "file-shared", "vdso", "vsyscall"]),
+  name: z.string(),
+  file: fileIdentity.optional(),
+  vmFlags: z.array(z.string()),
+  pages: z.array(z.looseObject({ addr: hex, length: nat, fileOffset: nat })),
+  excluded: z.boolean().optional(),
+  ghost: z.string().optional(),
+});
+
+const thread = z.looseObject({
+  tid: int,
+  comm: z.string(),
+  regs: z.record(z.string(), hex),
+  xsave: base64,
+  sigmask: hex,
+  pending: z.array(sigInfo),
+  sigaltstack: z.looseObject({ sp: hex, flags: int, size: nat }),
+  rseq: z.looseObject({ addr: hex, len: nat, sig: hex, flags: int }).nullable(),
+  robustList: z.looseObject({ head: hex, len: nat }),
+  clearChildTid: hex,
+  syscall: z.looseObject({ nr: int, restart: z.enum(["none", "restart", "eintr"]) }),
+  sched: z.looseObject({
+    policy: int,
+    flags: int,
+    priority: int,
+    nice: int,
+    runtime: z.string(),
+    deadline: z.string(),
+    period: z.string(),
+    utilMin: int,
+    utilMax: int,
+    cpus: z.array(nat),
+    timerSlackNs: z.number(),
+    ioprio: int,
+  }).optional(),
+  creds: z.looseObject({
+    uid: z.array(id32).length(4),
+    gid: z.array(id32).length(4),
+    groups: z.array(id32).max(65536),
+    capInh: hex,
+    capPrm: hex,
+    capEff: hex,
+    capBnd: hex,
+    capAmb: hex,
+    securebits: nat,
+    keepCaps: z.boolean(),
+    noNewPrivs: z.boolean(),
+  }).optional(),
+});
+
+const fd = z.looseObject({
+  fd: int,
+  kind: z.string(),
+  target: z.string(),
+  flags: nat,
+  cloexec: z.boolean(),
+  pos: nat,
+  mntId: nat,
+  file: fileIdentity.optional(),
+  extra: z.record(z.string(), z.string()),
+  restore: z.string(),
+  sameAs: int.optional(),
+  excluded: z.boolean().optional(),
+  ghost: z.string().optional(),
+  description: z.string().optional(),
+  owner: z.looseObject({ type: z.number().int().min(0).max(2), pid: int, sig: nat }).optional(),
+});
+
+const limit = z.union([nat, z.literal("inf")]);
+const itimer = z.looseObject({ intervalUs: nat, valueUs: nat });
+
+/** NT_CRYO_PROCESS: one process description. */
+export const processImageSchema = z.looseObject({
+  pid: int,
+  ppid: int,
+  pgid: int,
+  sid: int,
+  comm: z.string(),
+  exe: fileIdentity.nullable(),
+  cwd: z.string(),
+  root: z.string(),
+  umask: nat,
+  personality: nat,
+  cmdline: z.array(z.string()),
+  creds: z.looseObject({
+    uid: z.array(nat).length(4),
+    gid: z.array(nat).length(4),
+    groups: z.array(nat),
+  }),
+  mm: z.looseObject({
+    startCode: hex,
+    endCode: hex,
+    startData: hex,
+    endData: hex,
+    startBrk: hex,
+    brk: hex,
+    startStack: hex,
+    argStart: hex,
+    argEnd: hex,
+    envStart: hex,
+    envEnd: hex,
+  }),
+  auxv: z.array(z.tuple([nat, hex])),
+  rlimits: z.array(z.looseObject({ resource: int, name: z.string(), soft: limit, hard: limit })),
+  mappings: z.array(mapping),
+  threads: z.array(thread).min(1),
+  sigactions: z.array(z.looseObject({ handler: hex, flags: hex, restorer: hex, mask: hex })),
+  sharedPending: z.array(sigInfo),
+  itimers: z.looseObject({ real: itimer, virtual: itimer, prof: itimer }),
+  fds: z.array(fd),
+  children: z.array(int),
+  bootstrap: z.looseObject({ start: hex, size: nat }),
+  excluded: z.array(z.looseObject({ what: z.string(), reason: z.string() })),
+  ctty: z.looseObject({ ttyNr: int, fgPgrp: int }).optional(),
+  cgroups: z.array(z.string()).optional(),
+});
+
+const ghost = z.looseObject({
+  id: z.string(),
+  kind: z.enum(["memfd", "deleted"]),
+  name: z.string(),
+  size: nat,
+  mode: nat,
+  uid: nat,
+  gid: nat,
+  seals: nat,
+  extents: z.array(z.tuple([nat, nat])),
+  file: z.string(),
+  checksum: z.string(),
+});
+
+/** manifest.json. */
+export const manifestSchema = z.looseObject({
+  kind: z.literal("cryo-image"),
+  formatVersion: int,
+  toolVersion: z.string(),
+  createdAt: z.string(),
+  host: z.looseObject({
+    kernelRelease: z.string(),
+    hostname: z.string(),
+    vdso: z.array(z.looseObject({ name: z.string(), size: nat })),
+    vdsoSha256: z.string(),
+    xfeatures: hex,
+    xsaveSize: nat,
+    pageSize: nat,
+  }),
+  rootPid: int,
+  processes: z.array(z.looseObject({
+    pid: int,
+    ppid: int,
+    file: z.string().regex(/^[^/\0]+$/).refine((f) => f !== "." && f !== "..", "not a file name"),
+    size: nat,
+    checksum: z.string(),
+    threads: z.array(int),
+    comm: z.string(),
+  })).min(1),
+  stats: z.looseObject({}),
+  optIns: z.array(z.string()).optional(),
+  ghosts: z.array(ghost).optional(),
+});
+
+/** The first problem of `x` against `schema`, as one line, or undefined when it fits. */
+export function schemaProblem(schema: z.ZodType, x: unknown): string | undefined {
+  const r = schema.safeParse(x);
+  if (r.success) return undefined;
+  const issue = r.error.issues[0];
+  const where = issue.path.length ? issue.path.join(".") : "(top)";
+  return `${where}: ${issue.message.replace(/\s+/g, " ")}`;
+}

@@ -1,0 +1,155 @@
+/**
+ * The engine side of restoring credentials: once everything else of a
+ * process is restored (its program ran, the engine's per-thread injections
+ * are done), every thread runs its own credentials section of the restore
+ * program (see creds.ts), all threads at once (each changes only its own
+ * credentials). Every thread's credentials
+ * are then read back (status file; securebits by a prctl run in each
+ * thread) and compared with the record: a difference, or a step the
+ * kernel refused, fails the restore with one line; it never goes on with
+ * other credentials.
+ *
+ * What the engine still does afterwards needs no privilege in the tracee:
+ * munmap of the bootstrap, and ptrace requests (registers, XSAVE, signal
+ * mask, detach) on tasks it is already attached to.
+ *
+ * @module
+ */
+
+import { cont, getRegs, setRegs, waitStop } from "../../ffi/ptrace.ts";
+import type { UserRegs } from "../../ffi/regs.ts";
+import { SYS } from "../../ffi/sysno.ts";
+import { errnoName } from "../../ffi/errno.ts";
+import type { ProcessImage } from "../model.ts";
+import { RestoreError } from "../errors.ts";
+import { describeFailure, OP_SIZE } from "../program/builder.ts";
+import type { Bootstrap } from "../restore/stub.ts";
+import { type CredsSections, PR, readThreadCreds, SECBIT_KEEP_CAPS } from "./creds.ts";
+import { credsDifferences } from "./creds_check.ts";
+
+const SIGTRAP = 5;
+const NO_SYSCALL = 0xffffffffffffffffn;
+
+/** What {@link restoreCreds} needs of a compiled process. */
+export interface CompiledCreds {
+  bootstrap: Bootstrap;
+  /** Address of a `syscall; int3` gadget (for the read-back prctl calls). */
+  syscallGadget: bigint;
+  creds: CredsSections;
+}
+
+/** A stopped thread to continue from other registers, and where it must stop again. */
+interface Run {
+  tid: number;
+  regs: UserRegs;
+  /** Explains the stop when it is not the expected one (null: as expected). */
+  check: (st: { signal: number }, after: UserRegs) => string | null;
+}
+
+/**
+ * Continues every thread of `runs` from its registers, all at once, then
+ * waits for each to stop again; returns the registers at those stops.
+ * Throws `fail` + the first explanation of an unexpected stop.
+ */
+function runAll(runs: Run[], fail: (tid: number) => string): UserRegs[] {
+  for (const r of runs) {
+    setRegs(r.tid, r.regs);
+    cont(r.tid, 0);
+  }
+  const out: UserRegs[] = [];
+  let problem: string | undefined;
+  for (const r of runs) {
+    const st = waitStop(r.tid);
+    const after = getRegs(r.tid);
+    const why = r.check(st, after);
+    if (why !== null && problem === undefined) problem = `${fail(r.tid)}: ${why}`;
+    out.push(after);
+  }
+  if (problem !== undefined) throw new RestoreError(problem);
+  return out;
+}
+
+/** A run of the program from op `op` in thread `tid` (stopped) until DONE. */
+function sectionRun(tid: number, boot: Bootstrap, op: number): Run {
+  const program = boot.restore;
+  const regs = getRegs(tid);
+  regs.rip = boot.resumeRip;
+  regs.rbx = program.opsAddress + BigInt(op * OP_SIZE);
+  regs.orig_rax = NO_SYSCALL; // no syscall restart on the way out of this stop
+  return {
+    tid,
+    regs,
+    check: (st, after) => {
+      if (st.signal === SIGTRAP && after.rip === boot.doneRip) return null;
+      if (st.signal === SIGTRAP && after.rip === boot.failRip) {
+        const why = describeFailure(program.ops, program.opsAddress, after.rbx, after.rax);
+        const i = Number((after.rbx - program.opsAddress) / BigInt(OP_SIZE));
+        const comment = program.ops[i]?.comment;
+        return `${why}${comment ? ` [${comment}]` : ""}`;
+      }
+      return `unexpected stop (signal ${st.signal}) at 0x${after.rip.toString(16)}`;
+    },
+  };
+}
+
+/** A prctl(`option`) run in thread `tid` (stopped) through the `syscall; int3` gadget. */
+function prctlRun(tid: number, gadget: bigint, option: number): Run {
+  const regs = getRegs(tid);
+  Object.assign(regs, {
+    rip: gadget,
+    rax: BigInt(SYS.prctl),
+    orig_rax: NO_SYSCALL,
+    rdi: BigInt(option),
+    rsi: 0n,
+    rdx: 0n,
+    r10: 0n,
+    r8: 0n,
+  });
+  return {
+    tid,
+    regs,
+    check: (st, after) => {
+      if (st.signal !== SIGTRAP || after.rip !== gadget + 3n) {
+        return `prctl(${option}) stopped with signal ${st.signal} at 0x${after.rip.toString(16)}`;
+      }
+      return after.rax >= 0xfffffffffffff001n
+        ? `prctl(${option}) failed: ${errnoName(Number(-BigInt.asIntN(64, after.rax)))}`
+        : null;
+    },
+  };
+}
+
+/**
+ * Restores and then checks the credentials of every thread of `image`,
+ * whose threads are all stopped (the main one at the program's END, the
+ * others parked), with the bootstrap still mapped.
+ */
+export function restoreCreds(image: ProcessImage, compiled: CompiledCreds): void {
+  const pid = image.pid;
+  const boot = compiled.bootstrap;
+  const gadget = compiled.syscallGadget;
+  const fail = (what: string) => `cannot restore the credentials of process ${pid} (${what})`;
+  runAll(
+    compiled.creds.threads.map(({ tid, op }) => sectionRun(tid, boot, op)),
+    (tid) => fail(`thread ${tid}`),
+  );
+
+  // Read back: securebits by a prctl in every thread, the rest from the status files.
+  const readFail = (tid: number) => `cannot read back the credentials of thread ${tid}`;
+  const bits = runAll(
+    image.threads.map((t) => prctlRun(t.tid, gadget, PR.GET_SECUREBITS)),
+    readFail,
+  )
+    .map((r) => Number(r.rax));
+  image.threads.forEach((t, i) => {
+    const have = readThreadCreds(pid, t.tid, bits[i], (bits[i] & SECBIT_KEEP_CAPS) !== 0);
+    const diff = credsDifferences(t.creds!, have);
+    if (diff.length) {
+      throw new RestoreError(
+        `restored credentials of process ${pid} thread ${t.tid} differ from the image: ${
+          diff.join("; ")
+        }`,
+      );
+    }
+  });
+}

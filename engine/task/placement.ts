@@ -1,0 +1,130 @@
+/**
+ * Where a process lives in the system: its namespaces and its control
+ * groups. A restored process is born in the restorer's namespaces and
+ * cgroups, so the dump records both:
+ *
+ * - namespaces (mnt, pid, net, ipc, uts, user, cgroup, time): a process
+ *   whose namespace differs from cryo's own is refused by name (the tree
+ *   would come back in other namespaces than it had);
+ * - cgroups (each line of /proc/<pid>/cgroup): at restore, before the tree
+ *   runs, the engine moves every process whose cgroup differs from the
+ *   recorded one back into it (cgroup.procs of that hierarchy); a cgroup
+ *   that no longer exists makes the restore fail before anything is created.
+ *
+ * @module
+ */
+
+import { readProcLink, readProcText } from "../proc/io.ts";
+import type { ProcessImage } from "../model.ts";
+import type { Refusals } from "../support.ts";
+import { RestoreError } from "../errors.ts";
+
+/** The namespaces compared with cryo's own. */
+const NAMESPACES = ["mnt", "pid", "net", "ipc", "uts", "user", "cgroup", "time"] as const;
+
+/** Dump: refuses a process whose namespaces differ from cryo's. */
+export function checkNamespaces(pid: number, refusals: Refusals): void {
+  for (const ns of NAMESPACES) {
+    let theirs: string;
+    let ours: string;
+    try {
+      theirs = readProcLink(pid, `ns/${ns}`);
+      ours = Deno.readLinkSync(`/proc/self/ns/${ns}`);
+    } catch {
+      continue; // a namespace kind this kernel does not have
+    }
+    if (theirs !== ours) {
+      refusals.use(
+        "task.namespaces",
+        `process ${pid}`,
+        `its ${ns} namespace (${theirs}) is not cryo's (${ours})`,
+      );
+    }
+  }
+}
+
+/** Dump: the cgroup lines of a process ("<id>:<controllers>:<path>"). */
+export function collectCgroups(pid: number): string[] {
+  return readProcText(pid, "cgroup").split("\n").filter((l) => l !== "");
+}
+
+/** Mount points of the cgroup hierarchies of this host, by "<controllers>" ("" for v2). */
+function cgroupMounts(): Map<string, string> {
+  // v1 hierarchies are named by their controllers (and "name=..." for named ones).
+  const controllers = new Set(
+    Deno.readTextFileSync("/proc/cgroups").split("\n").filter((l) => l && !l.startsWith("#"))
+      .map((l) => l.split("\t")[0]),
+  );
+  const out = new Map<string, string>();
+  for (const line of Deno.readTextFileSync("/proc/self/mountinfo").split("\n")) {
+    const [left, right] = line.split(" - ");
+    if (!right) continue;
+    const [fstype, , superOpts = ""] = right.split(" ");
+    const mountPoint = left.split(" ")[4];
+    let key: string | undefined;
+    if (fstype === "cgroup2") key = "";
+    else if (fstype === "cgroup") {
+      key = superOpts.split(",").filter((o) => controllers.has(o) || o.startsWith("name="))
+        .sort().join(",");
+    }
+    if (key !== undefined && !out.has(key)) out.set(key, mountPoint);
+  }
+  return out;
+}
+
+/** The cgroup.procs file of one /proc/<pid>/cgroup line, or null when that hierarchy is not mounted. */
+function procsFile(line: string, mounts: Map<string, string>): string | null {
+  const m = line.match(/^(\d+):([^:]*):(.*)$/);
+  if (!m) return null;
+  const key = m[2].split(",").filter((c) => c !== "").sort().join(",");
+  const mount = mounts.get(key);
+  return mount === undefined ? null : `${mount}${m[3] === "/" ? "" : m[3]}/cgroup.procs`;
+}
+
+/** Restore pre-flight: every recorded cgroup that differs from cryo's must exist. */
+export function checkCgroups(processes: readonly ProcessImage[]): void {
+  const mounts = cgroupMounts();
+  const ours = new Set(collectCgroups(Deno.pid));
+  for (const p of processes) {
+    for (const line of p.cgroups ?? []) {
+      if (ours.has(line)) continue;
+      const file = procsFile(line, mounts);
+      if (file === null) {
+        throw new RestoreError(
+          `cannot restore: process ${p.pid} was in cgroup ${line}, whose hierarchy is not mounted here`,
+        );
+      }
+      try {
+        Deno.statSync(file);
+      } catch {
+        throw new RestoreError(
+          `cannot restore: process ${p.pid} was in cgroup ${line}, which does not exist here`,
+        );
+      }
+    }
+  }
+}
+
+/**
+ * Restore (engine, before the tree runs): moves process `image.pid` into
+ * each recorded cgroup it is not in.
+ */
+export function restoreCgroups(image: ProcessImage): void {
+  if (!image.cgroups) return;
+  const now = new Set(collectCgroups(image.pid));
+  const mounts = cgroupMounts();
+  for (const line of image.cgroups) {
+    if (now.has(line)) continue;
+    const file = procsFile(line, mounts);
+    try {
+      if (file === null) throw new Error("hierarchy not mounted");
+      Deno.writeTextFileSync(file, `${image.pid}\n`, { append: true });
+    } catch (e) {
+      throw new RestoreError(
+        `restore of process ${image.pid} failed: cannot move it into cgroup ${line}: ${
+          (e as Error).message
+        }`,
+      );
+    }
+  }
+}

@@ -1,0 +1,225 @@
+/**
+ * TCP repair mode (Linux `TCP_REPAIR`): the option numbers, `tcp_info`
+ * fields cryo reads, `struct tcp_repair_window` and the
+ * `struct tcp_repair_opt` list, plus reading one connection's state from
+ * a socket already in repair mode.
+ *
+ * @module
+ */
+
+import { tcpRepairWindow } from "./structs.ts";
+import {
+  getsockoptBytes,
+  getsockoptIntChecked,
+  inqBytes,
+  outqBytes,
+  peekBytes,
+  setsockoptInt,
+  SOL,
+  unsentBytes,
+} from "./net.ts";
+import { SyscallError } from "./libc.ts";
+
+/** SOL_TCP option numbers. */
+export const TCP = {
+  NODELAY: 1,
+  MAXSEG: 2,
+  CORK: 3,
+  KEEPIDLE: 4,
+  KEEPINTVL: 5,
+  KEEPCNT: 6,
+  SYNCNT: 7,
+  LINGER2: 8,
+  DEFER_ACCEPT: 9,
+  WINDOW_CLAMP: 10,
+  INFO: 11,
+  CONGESTION: 13,
+  USER_TIMEOUT: 18,
+  REPAIR: 19,
+  REPAIR_QUEUE: 20,
+  QUEUE_SEQ: 21,
+  REPAIR_OPTIONS: 22,
+  FASTOPEN: 23,
+  TIMESTAMP: 24,
+  NOTSENT_LOWAT: 25,
+  REPAIR_WINDOW: 29,
+} as const;
+
+/** TCP_REPAIR_QUEUE values. */
+export const REPAIR_QUEUE = { NONE: 0, RECV: 1, SEND: 2 } as const;
+
+/** TCP states as tcp_info reports them. */
+export const TCP_STATE = {
+  ESTABLISHED: 1,
+  SYN_SENT: 2,
+  SYN_RECV: 3,
+  FIN_WAIT1: 4,
+  FIN_WAIT2: 5,
+  TIME_WAIT: 6,
+  CLOSE: 7,
+  CLOSE_WAIT: 8,
+  LAST_ACK: 9,
+  LISTEN: 10,
+  CLOSING: 11,
+} as const;
+
+/** Name of a TCP state number. */
+export function tcpStateName(state: number): string {
+  for (const [k, v] of Object.entries(TCP_STATE)) if (v === state) return k.toLowerCase();
+  return `state ${state}`;
+}
+
+/** The fields of `struct tcp_info` cryo uses. */
+export interface TcpInfo {
+  state: number;
+  /** TCPI_OPT_* bits: 1 timestamps, 2 SACK, 4 window scaling. */
+  options: number;
+  sndWscale: number;
+  rcvWscale: number;
+  /** For a listener: connections waiting in the accept queue. */
+  unacked: number;
+  /** For a listener: the backlog given to listen(). */
+  sacked: number;
+  /** Segments sent and received (both 0 for a socket that never tried to connect). */
+  segsOut: number;
+  segsIn: number;
+}
+
+/** TCPI_OPT_* bits. */
+export const TCPI_OPT = { TIMESTAMPS: 1, SACK: 2, WSCALE: 4 } as const;
+
+/** Reads TCP_INFO (the first 144 bytes: up to tcpi_segs_in). */
+export function tcpInfo(fd: number): TcpInfo {
+  const b = getsockoptBytes(fd, SOL.TCP, TCP.INFO, 144);
+  if (typeof b === "number") throw new SyscallError("getsockopt(TCP_INFO)", [fd], -b);
+  const dv = new DataView(b.buffer, b.byteOffset, b.length);
+  return {
+    state: b[0],
+    options: b[5],
+    sndWscale: b[6] & 0xf,
+    rcvWscale: b[6] >> 4,
+    unacked: dv.getUint32(24, true),
+    sacked: dv.getUint32(28, true),
+    segsOut: b.length >= 144 ? dv.getUint32(136, true) : 0,
+    segsIn: b.length >= 144 ? dv.getUint32(140, true) : 0,
+  };
+}
+
+/** The window state read with TCP_REPAIR_WINDOW. */
+export interface RepairWindow {
+  sndWl1: number;
+  sndWnd: number;
+  maxWindow: number;
+  rcvWnd: number;
+  rcvWup: number;
+}
+
+/** TCP options negotiated at the handshake, as TCP_REPAIR_OPTIONS takes them. */
+export interface RepairOptions {
+  mss: number;
+  /** Window scaling shifts, or null without window scaling. */
+  wscale: { snd: number; rcv: number } | null;
+  sack: boolean;
+  timestamps: boolean;
+}
+
+const TCPOPT = { MSS: 2, WINDOW: 3, SACK_PERM: 4, TIMESTAMP: 8 } as const;
+
+/** Encodes the `struct tcp_repair_opt` list for TCP_REPAIR_OPTIONS. */
+export function encodeRepairOptions(o: RepairOptions): Uint8Array<ArrayBuffer> {
+  const list: [number, number][] = [[TCPOPT.MSS, o.mss]];
+  if (o.wscale) list.push([TCPOPT.WINDOW, o.wscale.snd | (o.wscale.rcv << 16)]);
+  if (o.sack) list.push([TCPOPT.SACK_PERM, 0]);
+  if (o.timestamps) list.push([TCPOPT.TIMESTAMP, 0]);
+  const out = new Uint8Array(list.length * 8);
+  const dv = new DataView(out.buffer);
+  list.forEach(([code, val], i) => {
+    dv.setUint32(i * 8, code, true);
+    dv.setUint32(i * 8 + 4, val, true);
+  });
+  return out;
+}
+
+/** What a connection in repair mode tells about itself. */
+export interface RepairedConnection {
+  /** Sequence number after the last byte queued for sending (write_seq). */
+  sndSeq: number;
+  /** Sequence number of the next byte expected from the peer (rcv_nxt). */
+  rcvSeq: number;
+  /** The whole send queue: sent but unacknowledged, then unsent bytes. */
+  sendQueue: Uint8Array;
+  /** How many bytes at the end of the send queue were never sent. */
+  unsent: number;
+  /** Bytes received and not read yet by the process. */
+  recvQueue: Uint8Array;
+  options: RepairOptions;
+  /** The connection's TCP timestamp clock (TCP_TIMESTAMP). */
+  timestamp: number;
+  window: RepairWindow;
+}
+
+function queueSeq(fd: number, queue: number): number {
+  setsockoptInt(fd, SOL.TCP, TCP.REPAIR_QUEUE, queue);
+  return getsockoptIntChecked(fd, SOL.TCP, TCP.QUEUE_SEQ) >>> 0;
+}
+
+function peekAll(fd: number, length: number, what: string): Uint8Array {
+  if (length === 0) return new Uint8Array();
+  const got = peekBytes(fd, length) ?? new Uint8Array();
+  if (got.length !== length) {
+    throw new Error(`${what}: peeked ${got.length} of ${length} queued bytes`);
+  }
+  return got.slice();
+}
+
+/** Reads the rcv_nxt of a socket in repair mode (to see if data arrived meanwhile). */
+export function receiveSequence(fd: number): number {
+  return queueSeq(fd, REPAIR_QUEUE.RECV);
+}
+
+/**
+ * Reads sequence numbers, queues, negotiated options, timestamp and window
+ * of a connected socket that is already in repair mode.
+ */
+export function readRepairedConnection(fd: number): RepairedConnection {
+  const info = tcpInfo(fd);
+  const outq = outqBytes(fd);
+  const unsent = unsentBytes(fd);
+  const sndSeq = queueSeq(fd, REPAIR_QUEUE.SEND);
+  const sendQueue = peekAll(fd, outq, "send queue");
+  const inq = inqBytes(fd);
+  const rcvSeq = queueSeq(fd, REPAIR_QUEUE.RECV);
+  const recvQueue = peekAll(fd, inq, "receive queue");
+  setsockoptInt(fd, SOL.TCP, TCP.REPAIR_QUEUE, REPAIR_QUEUE.NONE);
+  const w = getsockoptBytes(fd, SOL.TCP, TCP.REPAIR_WINDOW, tcpRepairWindow.size);
+  if (typeof w === "number") throw new SyscallError("getsockopt(TCP_REPAIR_WINDOW)", [fd], -w);
+  const win = tcpRepairWindow.decode(w);
+  return {
+    sndSeq,
+    rcvSeq,
+    sendQueue,
+    unsent,
+    recvQueue,
+    options: {
+      // In repair mode TCP_MAXSEG reports the negotiated clamp.
+      mss: getsockoptIntChecked(fd, SOL.TCP, TCP.MAXSEG),
+      wscale: info.options & TCPI_OPT.WSCALE ? { snd: info.sndWscale, rcv: info.rcvWscale } : null,
+      sack: (info.options & TCPI_OPT.SACK) !== 0,
+      timestamps: (info.options & TCPI_OPT.TIMESTAMPS) !== 0,
+    },
+    timestamp: getsockoptIntChecked(fd, SOL.TCP, TCP.TIMESTAMP) >>> 0,
+    window: {
+      sndWl1: win.sndWl1,
+      sndWnd: win.sndWnd,
+      maxWindow: win.maxWindow,
+      rcvWnd: win.rcvWnd,
+      rcvWup: win.rcvWup,
+    },
+  };
+}
+
+/** Switches repair mode of socket `fd` on or off (needs CAP_NET_ADMIN). */
+export function setRepair(fd: number, on: boolean): void {
+  if (!on) setsockoptInt(fd, SOL.TCP, TCP.REPAIR_QUEUE, REPAIR_QUEUE.NONE);
+  setsockoptInt(fd, SOL.TCP, TCP.REPAIR, on ? 1 : 0);
+}

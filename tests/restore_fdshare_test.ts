@@ -1,0 +1,230 @@
+/**
+ * Round trips of fd flags and of open file descriptions shared across the
+ * tree (tests/targets/rt_fdshare.c): pipe flags exactly as before (in a
+ * process, shared with a child, leading out of the tree to a non-blocking
+ * restorer stdin), a regular file,
+ * an eventfd and an epoll shared by parent and child after fork (kcmp
+ * across the pids, the shared offset), fd owner / signal / O_ASYNC, paths
+ * through a symlink; FIFOs (tests/targets/rt_fifo.c). And what is refused
+ * by name (tests/targets/refused_fds.c): fd tables shared by processes
+ * (CLONE_FILES), a deleted cwd, a directory fd whose directory was removed,
+ * a lease, a FIFO whose path was removed.
+ */
+
+import assert from "node:assert/strict";
+import { checkpoint } from "../engine/dump/mod.ts";
+import { RestoreError, UnsupportedError } from "../engine/errors.ts";
+import { restore } from "../engine/restore/mod.ts";
+import { assertChecksPassed } from "./helpers/checks.ts";
+import { pathExists, tempDir } from "./helpers/fs.ts";
+import { statusField } from "./helpers/proc.ts";
+import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
+import { SIGUSR1 } from "./helpers/signals.ts";
+import { adoptPid, startTarget, type Target, withTargets } from "./helpers/targets.ts";
+import { rawSyscall } from "../ffi/libc.ts";
+import { SYS } from "../ffi/sysno.ts";
+
+const READY = /^ready pid=(\d+) child=(\d+) outside=(\d+)$/m;
+
+const O_NONBLOCK = 0o4000;
+const O_CLOEXEC = 0o2000000;
+const F_DUPFD_CLOEXEC = 1030;
+const F_GETFL = 3;
+
+/**
+ * Runs `fn` with this process's stdin replaced by the read end of a new
+ * O_NONBLOCK pipe (what a restore attaches a pipe leading out of the tree
+ * to); returns the pipe's status flags afterwards.
+ */
+async function withNonblockingStdin(fn: () => Promise<void>): Promise<number> {
+  const pair = new Int32Array(2);
+  assert.equal(rawSyscall(SYS.pipe2, pair, O_NONBLOCK | O_CLOEXEC), 0n);
+  const saved = Number(rawSyscall(SYS.fcntl, 0, F_DUPFD_CLOEXEC, 10));
+  assert.ok(saved >= 0);
+  try {
+    assert.equal(rawSyscall(SYS.dup3, pair[0], 0, 0), 0n);
+    await fn();
+    return Number(rawSyscall(SYS.fcntl, pair[0], F_GETFL));
+  } finally {
+    rawSyscall(SYS.dup3, saved, 0, 0);
+    for (const fd of [saved, pair[0], pair[1]]) rawSyscall(SYS.close, fd);
+  }
+}
+
+Deno.test(
+  "fd flags, shared open file descriptions, owners and symlinked paths survive",
+  withTargets(async () => {
+    const { t, trigger, ready } = await startTriggered("rt_fdshare", READY, { passWork: true });
+    adoptPid(Number(ready[3])); // the process holding the pipe's other end, outside the tree
+    // The pipe leading out of the tree comes back as the restorer's stdin,
+    // here a non-blocking pipe: the target's end must still be blocking.
+    let pids = 0;
+    const flags = await withNonblockingStdin(async () => {
+      pids = (await dumpKillRestore(t)).tree.pids.length;
+    });
+    assert.equal(pids, 2, "the child is restored too");
+    await Deno.writeTextFile(trigger, "");
+    assertChecksPassed(t, [
+      "pipe-flags-in-process",
+      "pipe-flags-shared",
+      "pipe-flags-outside",
+      "eventfd-epoll-flags",
+      "shared-file",
+      "shared-eventfd",
+      "shared-epoll",
+      "epoll-watch",
+      "child-said",
+      "child",
+      "shared-offset",
+      "shared-eventfd-count",
+      "file-flags",
+      "owner",
+      "async-signal",
+      "symlinked-file",
+      "symlinked-cwd",
+    ], await t.wait());
+    assert.equal(
+      flags & O_NONBLOCK,
+      0,
+      "the restorer's pipe shares the target's (blocking) description",
+    );
+  }),
+);
+
+const FIFO_READY = /^ready pid=(\d+) child=(\d+) fd=(\d+)$/m;
+
+Deno.test(
+  "FIFOs opened by path keep their flags, paths and buffered bytes, also shared with a child",
+  withTargets(async () => {
+    const { t, trigger } = await startTriggered("rt_fifo", FIFO_READY, { passWork: true });
+    const { tree } = await dumpKillRestore(t);
+    assert.equal(tree.pids.length, 2, "the child is restored too");
+    await Deno.writeTextFile(trigger, "");
+    assertChecksPassed(
+      t,
+      ["fifo-flags", "fifo-path", "fifo-bytes", "fifo-works", "fifo-shared", "child"],
+      await t.wait(),
+    );
+  }),
+);
+
+/**
+ * A dump of `t` must be refused with a line matching `line`, write nothing,
+ * and leave `t` running untouched (it checks itself after SIGUSR1).
+ */
+async function assertRefused(t: Target, line: RegExp, checks: string[]): Promise<void> {
+  const dir = await tempImageDir();
+  await assert.rejects(
+    () => checkpoint(t.pid, { dir }),
+    (e: unknown) => e instanceof UnsupportedError && line.test(e.message),
+  );
+  assert.equal(pathExists(dir), false, "an image directory was left behind");
+  assert.equal(statusField(t.pid, "TracerPid"), "0");
+  t.signal(SIGUSR1);
+  assertChecksPassed(t, checks, await t.wait());
+}
+
+Deno.test(
+  "a FIFO whose path was removed is refused by name",
+  withTargets(async () => {
+    const { t, ready } = await startTriggered("rt_fifo", FIFO_READY, {
+      passWork: true,
+      extra: ["deleted"],
+    });
+    await assertRefused(
+      t,
+      new RegExp(`fd ${ready[3]} \\(.*f1 \\(deleted\\)\\): named pipes whose path was removed`),
+      ["untouched"],
+    );
+  }),
+);
+
+for (
+  const [mode, line, checks] of [
+    ["clone-files", /processes \d+ and \d+ share one fd table: fd table shared/, ["shared-table"]],
+    ["cwd-deleted", /process \d+ cwd \(.*gone \(deleted\)\): cwd or root directory deleted/, [
+      "cwd",
+    ]],
+    ["dir-deleted", /fd \d+ \(.*gonedir \(deleted\)\): deleted directories/, ["fd-open"]],
+    ["lease", /fd \d+ \(.*leased\): file leases and delegations: .*LEASE/, ["lease"]],
+    ["pipe-reopen", /fd \d+ \(pipe:\[\d+\]\): a pipe end open through several descriptions/, [
+      "fd-open",
+    ]],
+    ["lock-mapped", /process \d+: FLOCK WRITE lock on .*mapped: file locks no fd shows/, [
+      "still-locked",
+    ]],
+    [
+      "owner-outside",
+      /fd \d+ \(\/dev\/null\): fd owners outside the tree .*: owned by process \d+/,
+      [
+        "owner",
+      ],
+    ],
+  ] as const
+) {
+  Deno.test(
+    `refused by name: ${mode}`,
+    withTargets(async () => {
+      const work = await tempDir("cryo-refused-fds-");
+      const t = await startTarget("refused_fds", [work, mode]);
+      await t.waitFor(/^ready pid=\d+ fd=-?\d+$/m);
+      await assertRefused(t, line, [...checks]);
+    }),
+  );
+}
+
+Deno.test(
+  "a process chroot()ed into a directory keeps its root and cwd",
+  withTargets(async () => {
+    const { t, work } = await startTriggered("rt_chroot", /^ready pid=(\d+)$/m, { passWork: true });
+    await dumpKillRestore(t);
+    await Deno.writeTextFile(`${work}/jail/go`, "");
+    assertChecksPassed(t, ["root", "cwd"], await t.wait());
+  }),
+);
+
+Deno.test(
+  "descriptions shared by siblings and cousins come from their common ancestor, which keeps no transfer fd",
+  withTargets(async () => {
+    const { t, trigger, ready } = await startTriggered(
+      "rt_fdsiblings",
+      /^ready pid=(\d+) c1=(\d+) c2=(\d+) g1=(\d+) e=\d+ f=\d+$/m,
+      { passWork: true },
+    );
+    const { tree } = await dumpKillRestore(t);
+    assert.deepEqual(
+      [...tree.pids].sort((a, b) => a - b),
+      [t.pid, ...ready.slice(2, 5).map(Number)].sort((a, b) => a - b),
+    );
+    await Deno.writeTextFile(trigger, "");
+    assertChecksPassed(
+      t,
+      ["cousins-share-eventfd", "siblings-share-file", "no-transfer-fds", "children"],
+      await t.wait(),
+    );
+  }),
+);
+
+Deno.test(
+  "a restore whose shared file is missing is refused before anything is created",
+  withTargets(async () => {
+    const { t, work, ready } = await startTriggered(
+      "rt_fdsiblings",
+      /^ready pid=(\d+) c1=(\d+) c2=(\d+) g1=(\d+) e=\d+ f=\d+$/m,
+      { passWork: true },
+    );
+    const pids = [t.pid, ...ready.slice(2, 5).map(Number)];
+    for (const pid of pids.slice(1)) adoptPid(pid);
+    const dir = await tempImageDir();
+    await checkpoint(t.pid, { dir });
+    await t.wait();
+    await Deno.remove(`${work}/f`);
+    await assert.rejects(
+      () => restore(dir),
+      (e: unknown) =>
+        e instanceof RestoreError &&
+        /fd \d+ of process \d+ was .*\/f, which is missing/.test(e.message),
+    );
+    for (const pid of pids) assert.equal(pathExists(`/proc/${pid}`), false, `pid ${pid} exists`);
+  }),
+);

@@ -1,0 +1,101 @@
+/**
+ * Where a process lives: a process moved into another cgroup comes back in
+ * it; a process in namespaces other than cryo's is refused by name.
+ */
+
+import assert from "node:assert/strict";
+import { checkpoint } from "../engine/dump/mod.ts";
+import { UnsupportedError } from "../engine/errors.ts";
+import { RestoreError } from "../engine/errors.ts";
+import { restore } from "../engine/restore/mod.ts";
+import { pathExists } from "./helpers/fs.ts";
+import { dumpKillRestore, tempImageDir } from "./helpers/roundtrip.ts";
+import { startTarget, withTargets } from "./helpers/targets.ts";
+
+/** A writable cgroup directory of its own: pids (v1) if mounted, else the v2 root. */
+function makeCgroup(): string | null {
+  for (const base of ["/sys/fs/cgroup/pids", "/sys/fs/cgroup/unified", "/sys/fs/cgroup"]) {
+    if (!pathExists(`${base}/cgroup.procs`)) continue;
+    const dir = `${base}/cryo-test-${crypto.randomUUID().slice(0, 8)}`;
+    try {
+      Deno.mkdirSync(dir);
+      return dir;
+    } catch { /* not writable here */ }
+  }
+  return null;
+}
+
+function cgroupLines(pid: number): string[] {
+  return Deno.readTextFileSync(`/proc/${pid}/cgroup`).split("\n").filter((l) => l);
+}
+
+const cgroup = makeCgroup();
+
+Deno.test({
+  name: "placement: a process moved into another cgroup is restored into it",
+  ignore: cgroup === null,
+  fn: withTargets(async () => {
+    const dir = cgroup!;
+    let t: Awaited<ReturnType<typeof startTarget>> | undefined;
+    try {
+      t = await startTarget("/bin/sleep", ["30"]);
+      Deno.writeTextFileSync(`${dir}/cgroup.procs`, `${t.pid}\n`);
+      const before = cgroupLines(t.pid);
+      assert.ok(before.some((l) => l.endsWith(dir.slice(dir.lastIndexOf("/")))), before.join(" "));
+      await dumpKillRestore(t);
+      assert.deepEqual(cgroupLines(t.pid), before);
+    } finally {
+      await t?.kill(); // the cgroup can go once empty
+      for (let i = 0; i < 50; i++) {
+        try {
+          Deno.removeSync(dir);
+          break;
+        } catch {
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      }
+    }
+  }),
+});
+
+Deno.test(
+  "placement: a restore into a cgroup that no longer exists is refused before anything runs",
+  withTargets(async () => {
+    const dir = makeCgroup();
+    if (dir === null) return;
+    const t = await startTarget("/bin/sleep", ["30"]);
+    Deno.writeTextFileSync(`${dir}/cgroup.procs`, `${t.pid}\n`);
+    const image = await tempImageDir();
+    await checkpoint(t.pid, { dir: image });
+    await t.wait();
+    for (let i = 0; i < 50 && pathExists(dir); i++) {
+      try {
+        Deno.removeSync(dir);
+      } catch {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+    await assert.rejects(
+      () => restore(image),
+      (e: unknown) => e instanceof RestoreError && /cgroup .* does not exist/.test(String(e)),
+    );
+    assert.equal(pathExists(`/proc/${t.pid}`), false, "nothing was created");
+  }),
+);
+
+Deno.test(
+  "placement: a process in its own namespace is refused by name and runs on",
+  withTargets(async () => {
+    const t = await startTarget("/usr/bin/unshare", ["--uts", "/bin/sleep", "30"]);
+    for (let i = 0; i < 100 && !Deno.readLinkSync(`/proc/${t.pid}/exe`).endsWith("sleep"); i++) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const dir = await tempImageDir();
+    await assert.rejects(
+      () => checkpoint(t.pid, { dir }),
+      (e: unknown) => e instanceof UnsupportedError && /its uts namespace/.test(e.message),
+    );
+    assert.equal(pathExists(dir), false);
+    assert.equal(t.poll(), undefined, "still running");
+  }),
+);

@@ -1,0 +1,237 @@
+/**
+ * Real servers across dump, kill and restore, each with a client
+ * connection living in this test process (outside the tree, so the dumps
+ * use the "tcp-established" opt-in) that is used before and after:
+ *
+ * - a `Deno.serve` HTTP server: the same keep-alive connection gets the
+ *   next response, new clients are served (needs unix socketpairs, which
+ *   Deno's runtime holds: ignored while the support table refuses them);
+ * - a Python `ThreadingHTTPServer` (keep-alive, one thread per
+ *   connection): the same, without unix sockets (skipped without python3);
+ * - redis-server: SET before, GET after on the same RESP connection, and a
+ *   new client (skipped without redis-server).
+ */
+
+import assert from "node:assert/strict";
+import { SUPPORT_TABLE } from "../engine/support.ts";
+import { dumpKillRestore } from "./helpers/roundtrip.ts";
+import { startTarget, type Target, withTargets } from "./helpers/targets.ts";
+import { tempDir } from "./helpers/fs.ts";
+
+const OPT_IN = { optIns: ["tcp-established"] };
+
+/** A TCP port that was free a moment ago. */
+function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+/** The first of `candidates` that exists, else `name` found in PATH, else undefined. */
+function findProgram(name: string, ...candidates: string[]): string | undefined {
+  const path = (Deno.env.get("PATH") ?? "").split(":").filter(Boolean).map((d) => `${d}/${name}`);
+  for (const p of [...candidates, ...path]) {
+    try {
+      if (Deno.statSync(p).isFile) return p;
+    } catch { /* not there */ }
+  }
+  return undefined;
+}
+
+/** Reads from `conn` until `done(text)` says the reply is complete (5 s at most). */
+async function readUntil(conn: Deno.Conn, done: (text: string) => boolean): Promise<string> {
+  const buf = new Uint8Array(4096);
+  let text = "";
+  const deadline = Date.now() + 5000;
+  while (!done(text)) {
+    if (Date.now() > deadline) throw new Error(`no complete reply, got ${JSON.stringify(text)}`);
+    const n = await conn.read(buf);
+    if (n === null) throw new Error(`connection closed, got ${JSON.stringify(text)}`);
+    text += new TextDecoder().decode(buf.subarray(0, n));
+  }
+  return text;
+}
+
+/** Sends one HTTP/1.1 keep-alive GET on `conn`; returns the response body. */
+async function httpGet(conn: Deno.Conn, path: string): Promise<string> {
+  await conn.write(
+    new TextEncoder().encode(
+      `GET ${path} HTTP/1.1\r\nHost: localhost\r\nConnection: keep-alive\r\n\r\n`,
+    ),
+  );
+  const text = await readUntil(conn, (t) => {
+    const end = t.indexOf("\r\n\r\n");
+    if (end < 0) return false;
+    const len = Number(t.slice(0, end).match(/content-length: *(\d+)/i)?.[1] ?? NaN);
+    return t.length >= end + 4 + len;
+  });
+  assert.match(text, /^HTTP\/1\.[01] 200/, text);
+  return text.slice(text.indexOf("\r\n\r\n") + 4);
+}
+
+/** Waits until the server listens on 127.0.0.1:`port` (seen in /proc/net/tcp, no probe connection). */
+async function waitListening(t: Target, port: number): Promise<void> {
+  const want = `0100007F:${port.toString(16).toUpperCase().padStart(4, "0")} 00000000:0000 0A`;
+  const deadline = Date.now() + 20000;
+  while (!Deno.readTextFileSync("/proc/net/tcp").includes(want)) {
+    if (t.poll()) throw new Error(`server exited:\n${t.output()}`);
+    if (Date.now() > deadline) throw new Error(`server never listened:\n${t.output()}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/**
+ * The HTTP round trip: a keep-alive connection gets /a, the server is
+ * dumped (killed) and restored, the same connection gets /b, a new client
+ * gets /c; the server counts requests, so each body names its number.
+ */
+async function httpRoundTrip(t: Target, port: number): Promise<void> {
+  await waitListening(t, port);
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    assert.equal(await httpGet(conn, "/a"), "hello 1 /a");
+    await dumpKillRestore(t, OPT_IN, OPT_IN);
+    assert.equal(await httpGet(conn, "/b"), "hello 2 /b");
+    const fresh = await Deno.connect({ hostname: "127.0.0.1", port });
+    try {
+      assert.equal(await httpGet(fresh, "/c"), "hello 3 /c");
+    } finally {
+      fresh.close();
+    }
+    assert.equal(await httpGet(conn, "/d"), "hello 4 /d");
+  } finally {
+    conn.close();
+  }
+  assert.equal(t.poll(), undefined, `the restored server exited:\n${t.output()}`);
+}
+
+/** Whether this cryo restores unix socketpairs (Deno's runtime holds some). */
+const unixSockets = SUPPORT_TABLE.some((r) =>
+  r.id.startsWith("socket.unix") && r.support === "saved"
+);
+
+Deno.test({
+  name: "a Deno.serve HTTP server keeps its keep-alive client and serves new ones after restore",
+  ignore: !unixSockets,
+  fn: withTargets(async () => {
+    const work = await tempDir("cryo-deno-serve-");
+    const script = `${work}/server.js`;
+    await Deno.writeTextFile(
+      script,
+      `let n = 0;
+Deno.serve({ hostname: "127.0.0.1", port: Number(Deno.args[0]), onListen() {} },
+  (req) => new Response("hello " + ++n + " " + new URL(req.url).pathname));
+`,
+    );
+    const port = freePort();
+    // Its own DENO_DIR: the cache files it maps (sqlite -shm) must not change before the restore,
+    // and this test's own Deno writes to the shared ones.
+    const t = await startTarget("/usr/bin/env", [
+      `DENO_DIR=${work}/deno-dir`,
+      Deno.execPath(),
+      "run",
+      "-A",
+      "--no-config",
+      script,
+      String(port),
+    ], { cwd: work });
+    await httpRoundTrip(t, port);
+  }),
+});
+
+const python = findProgram("python3", "/usr/bin/python3");
+
+Deno.test({
+  name:
+    "a Python ThreadingHTTPServer keeps its keep-alive client and serves new ones after restore",
+  ignore: !python,
+  fn: withTargets(async () => {
+    const work = await tempDir("cryo-py-http-");
+    const script = `${work}/server.py`;
+    await Deno.writeTextFile(
+      script,
+      `import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+n = 0
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        global n
+        n += 1
+        body = f"hello {n} {self.path}".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+`,
+    );
+    const port = freePort();
+    const t = await startTarget(python!, [script, String(port)], { cwd: work });
+    await httpRoundTrip(t, port);
+  }),
+});
+
+const redis = findProgram("redis-server", "/usr/bin/redis-server");
+if (!redis) {
+  console.error(
+    "restore_servers_test: redis-server not found (apt-get install -y redis-server); skipping",
+  );
+}
+
+/** One RESP command as an array of bulk strings. */
+function resp(...words: string[]): Uint8Array {
+  const parts = words.map((w) => `$${new TextEncoder().encode(w).length}\r\n${w}\r\n`);
+  return new TextEncoder().encode(`*${words.length}\r\n${parts.join("")}`);
+}
+
+async function command(conn: Deno.Conn, ...words: string[]): Promise<string> {
+  await conn.write(resp(...words));
+  return await readUntil(conn, (t) => {
+    if (!t.endsWith("\r\n")) return false;
+    const m = t.match(/^\$(\d+)\r\n/);
+    return !m || t.length >= m[0].length + Number(m[1]) + 2;
+  });
+}
+
+Deno.test({
+  name: "redis-server keeps a client connection across the checkpoint (SET before, GET after)",
+  ignore: !redis,
+  fn: withTargets(async () => {
+    const work = await tempDir("cryo-redis-");
+    const port = freePort();
+    const t = await startTarget(redis!, [
+      "--port",
+      String(port),
+      "--bind",
+      "127.0.0.1",
+      "--save",
+      "",
+      "--appendonly",
+      "no",
+      "--dir",
+      work,
+    ]);
+    await waitListening(t, port);
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    try {
+      assert.equal(await command(conn, "SET", "cryo:key", "frozen value"), "+OK\r\n");
+      await dumpKillRestore(t, OPT_IN, OPT_IN);
+      assert.equal(await command(conn, "GET", "cryo:key"), "$12\r\nfrozen value\r\n");
+      const fresh = await Deno.connect({ hostname: "127.0.0.1", port });
+      try {
+        assert.equal(await command(fresh, "GET", "cryo:key"), "$12\r\nfrozen value\r\n");
+        assert.equal(await command(fresh, "INCR", "cryo:n"), ":1\r\n");
+      } finally {
+        fresh.close();
+      }
+      assert.equal(await command(conn, "INCR", "cryo:n"), ":2\r\n");
+    } finally {
+      conn.close();
+    }
+    assert.equal(t.poll(), undefined, `the restored redis exited:\n${t.output()}`);
+  }),
+});
