@@ -35,7 +35,7 @@ export const DUMP_POINTS: KillPoint[] = [
 export const RESTORE_POINTS: KillPoint[] = [
   ...["planned", "spawned", "launched", "exec", "program-done", "finalize", "released"]
     .map((phase) => ({ phase })),
-  ...Array.from({ length: 45 }, (_, i) => ({ afterMs: i < 20 ? i : 20 + (i - 20) * 5 })),
+  ...Array.from({ length: 48 }, (_, i) => ({ afterMs: i < 24 ? i : 24 + (i - 24) * 3 })),
 ];
 
 /** Runs `points` over `lanes` in parallel, one trial at a time per lane. */
