@@ -9,6 +9,14 @@ import { checkpoint, type DumpEvent } from "../engine/dump/mod.ts";
 import { humanBytes, humanDuration, humanRate, positiveInt, printJson } from "./format.ts";
 import { Progress } from "./progress.ts";
 
+/** The opt-in flags shared by dump and restore (CRIU's names). */
+export const OPT_IN_FLAGS = ["ext-unix-sk", "tcp-established", "shell-job"] as const;
+
+/** The opt-ins given among parsed commander options (camelCase keys). */
+export function optInsOf(opts: Record<string, unknown>): string[] {
+  return OPT_IN_FLAGS.filter((f) => opts[f.replace(/-(.)/g, (_, c: string) => c.toUpperCase())]);
+}
+
 /** Registers `dump` on the program. */
 export function register(program: Command): void {
   program
@@ -18,13 +26,19 @@ export function register(program: Command): void {
     .requiredOption("--dir <dir>", "image directory to write (created; must not exist)")
     .option("--leave-running", "let the tree continue after the dump (default: kill it)")
     .option("--json", "print the dump statistics as JSON")
+    .option("--ext-unix-sk", "allow unix sockets connected to a peer outside the tree")
     .option("--tcp-established", "save TCP connections to peers outside the tree (repair mode)")
+    .option("--shell-job", "allow a job of a shell outside the tree (session, terminal)")
     .addHelpText(
       "after",
       `
 The tree (the process, its threads and its descendants) is frozen with
 ptrace while it is saved. The directory gets manifest.json and one
 <pid>.elf per process; "cryo show <dir>" describes it.
+State that depends on the world outside the tree is refused unless its
+opt-in is given (the same flag is then needed at restore):
+--ext-unix-sk reconnects such a unix socket to its peer's address at
+restore (a datagram socket stays unconnected if nothing is bound there).
 
 Examples:
   cryo dump 1234 --dir /var/lib/cryo/app-1
@@ -41,7 +55,7 @@ Examples:
           dir: opts.dir,
           leaveRunning: opts.leaveRunning,
           onEvent,
-          optIns: opts.tcpEstablished ? ["tcp-established"] : [],
+          optIns: optInsOf(opts),
         });
       } finally {
         progress.stop();
@@ -55,7 +69,9 @@ Examples:
         `dumped ${s.processes} process${s.processes === 1 ? "" : "es"}, ${s.threads} thread${
           s.threads === 1 ? "" : "s"
         }, ${s.mappings} mappings: ${humanBytes(s.pagesBytes)} of pages ` +
-          `(image ${humanBytes(s.imageBytes)}) in ${humanDuration(s.dumpSeconds)}, ` +
+          `(image ${humanBytes(s.imageBytes)}${
+            s.sharedBytes ? `, ${humanBytes(s.sharedBytes)} shared with parents stored once` : ""
+          }) in ${humanDuration(s.dumpSeconds)}, ` +
           `${humanRate(s.pagesBytes, s.dumpSeconds)}, frozen ${humanDuration(s.freezeSeconds)}` +
           ` -> ${result.dir}${opts.leaveRunning ? " (left running)" : ""}`,
       );

@@ -8,6 +8,7 @@ import { InvalidArgumentError } from "npm:@commander-js/extra-typings@15.1.0";
 import type { Command } from "npm:@commander-js/extra-typings@15.1.0";
 import { restore } from "../engine/restore/mod.ts";
 import { humanDuration, printJson } from "./format.ts";
+import { optInsOf } from "./dump.ts";
 
 /** Parses `--inherit-fd` specs (`<fd>=<path>` or `<fd>=fd:<n>`) into a map. */
 export function parseInheritFds(specs: readonly string[] = []): Map<number, string> {
@@ -47,7 +48,9 @@ export function register(program: Command): void {
       "restore (as root) an image directory owned or writable by another user",
     )
     .option("--json", "print the restore result as JSON")
+    .option("--ext-unix-sk", "the image has unix sockets connected outside the tree")
     .option("--tcp-established", "restore TCP connections to peers outside the tree")
+    .option("--shell-job", "the image is a job of a shell outside the tree")
     .addHelpText(
       "after",
       `
@@ -67,7 +70,7 @@ Examples:
         inheritFds: parseInheritFds(opts.inheritFd),
         verifyChecksums: opts.verify,
         trustImageOwner: opts.trustImageOwner,
-        optIns: opts.tcpEstablished ? ["tcp-established"] : [],
+        optIns: optInsOf(opts),
       });
       const summary = {
         rootPid: tree.rootPid,

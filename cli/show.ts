@@ -8,6 +8,8 @@ import type { Command } from "npm:@commander-js/extra-typings@15.1.0";
 import { readImage } from "../engine/inspect.ts";
 import { restorePlan } from "../engine/restore/plan.ts";
 import { describeSource, planFds } from "../engine/fds/mod.ts";
+import { describeUnixSocket } from "../engine/fds/unix.ts";
+import { OPT_IN_FLAGS } from "./dump.ts";
 import type { Mapping, ProcessImage } from "../engine/model.ts";
 import { humanBytes, printJson, renderTable } from "./format.ts";
 import { describePosixTimer } from "../engine/task/timers.ts";
@@ -90,7 +92,7 @@ function describeProcess(p: ProcessImage): string {
       m.perms,
       m.kind,
       m.name,
-      saved(m) ? humanBytes(saved(m)) : "-",
+      (saved(m) ? humanBytes(saved(m)) : "-") + (m.inherited ? " + parent's" : ""),
     ]),
   ));
   let fdPlan: Map<number, string>;
@@ -100,7 +102,10 @@ function describeProcess(p: ProcessImage): string {
     );
   } catch {
     fdPlan = new Map(
-      p.fds.map((f) => [f.fd, f.kind === "unknown" ? "unsupported" : "see restore"]),
+      p.fds.map((f) => [
+        f.fd,
+        f.kind === "unknown" ? "unsupported" : f.socket?.unix ? "re-created" : "see restore",
+      ]),
     );
   }
   out.push(renderTable(
@@ -108,7 +113,7 @@ function describeProcess(p: ProcessImage): string {
     p.fds.map((f) => [
       String(f.fd),
       f.kind,
-      f.target,
+      f.socket?.unix ? `${f.target} ${describeUnixSocket(f.socket.unix, f.socket.type)}` : f.target,
       `0${f.flags.toString(8)}${f.cloexec ? " cloexec" : ""}`,
       String(f.pos),
       fdPlan.get(f.fd) ?? (f.restore === "tree" ? "not supported yet" : f.restore),
@@ -158,7 +163,8 @@ Examples:
     )
     .action(async (image, opts) => {
       if (opts.plan) {
-        const plans = await restorePlan(image);
+        // The plan of the restore the image asks for: with the opt-ins it records.
+        const plans = await restorePlan(image, { optIns: [...OPT_IN_FLAGS] });
         if (opts.json) return printJson(plans);
         for (const p of plans) {
           console.log(`# process ${p.pid} (${p.comm})`);
@@ -182,6 +188,11 @@ Examples:
           `image ${model.path}: ${m.processes.length} process(es), format ${m.formatVersion}, ` +
             `cryo ${m.toolVersion}, ${m.createdAt}, kernel ${m.host.kernelRelease}`,
         );
+        if (m.optIns?.length) {
+          console.log(
+            `opt-ins: ${m.optIns.map((o) => `--${o}`).join(" ")} (restore needs them too)`,
+          );
+        }
         const children = new Map<number, number[]>();
         for (const p of model.processes) {
           children.set(p.pid, p.children);

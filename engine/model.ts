@@ -18,7 +18,7 @@ import type { InotifyWatchImage } from "./fds/inotify.ts";
 export type Hex = string;
 
 /** Version of the image format; bumped on any incompatible change. */
-export const IMAGE_FORMAT_VERSION = 1;
+export const IMAGE_FORMAT_VERSION = 2;
 
 /** The manifest.json of an image directory. */
 export interface Manifest {
@@ -92,6 +92,11 @@ export interface DumpStats {
   freezeSeconds: number;
   /** Seconds the whole dump took. */
   dumpSeconds: number;
+  /**
+   * Bytes of pages children share with their parents (copy-on-write since a
+   * fork), stored once in the parent's image; absent when none.
+   */
+  sharedBytes?: number;
 }
 
 /** Everything cryo knows about one process. */
@@ -137,6 +142,17 @@ export interface ProcessImage {
   cgroups?: string[];
   /** oom_score_adj, dumpable, subreaper, THP disable, membarrier, login ids (engine/task/). */
   attrs?: ProcessAttrs;
+  /**
+   * Process-wide memory settings, absent when none: mlockall(MCL_FUTURE)
+   * ("onfault" with MCL_ONFAULT), KSM merge-any.
+   */
+  memoryFlags?: { mlockFuture?: "locked" | "onfault"; ksmMergeAny?: true };
+  /**
+   * Restored by inheritance: the parent forks it once the parent's memory
+   * is in, and it keeps the mappings marked `inherited` instead of exec'ing
+   * its image (it shared pages or shared anonymous memory with the parent).
+   */
+  inheritsMemory?: true;
 }
 
 /** Identity of a file, to detect changes between dump and restore. */
@@ -209,6 +225,16 @@ export interface Mapping {
   excluded?: boolean;
   /** A deleted file or memfd saved by content: the id of its {@link GhostFile}. */
   ghost?: string;
+  /** Guard regions (MADV_GUARD_INSTALL, pagemap bit 58) inside the mapping. */
+  guards?: { addr: Hex; length: number }[];
+  /**
+   * Kept from the parent's copy (same range, backing and flags): `pages`
+   * are only the pages that differ from the parent's, `discard` the pages
+   * the parent has and this process has not (dropped with MADV_DONTNEED).
+   */
+  inherited?: true;
+  /** Pages to drop from an inherited mapping. */
+  discard?: { addr: Hex; length: number }[];
 }
 
 /** A contiguous run of saved pages. */
@@ -358,6 +384,8 @@ export interface FdInfo {
   netlink?: NetlinkSocket;
   /** A deleted file or memfd saved by content: the id of its {@link GhostFile}. */
   ghost?: string;
+  /** Socket state (unix sockets, on fds 0-2 too; see engine/fds/unix.ts and socket_common.ts). */
+  socket?: SocketImage;
   /** inotify watches, by wd, with the paths found at dump (engine/fds/inotify.ts). */
   inotify?: InotifyWatchImage[];
 }
@@ -500,4 +528,87 @@ export interface PosixTimer {
    * that the kernel queues its own signal.
    */
   signalPending: boolean;
+}
+
+/** A socket option to set again at restore (see engine/fds/socket_common.ts). */
+export interface SocketOption {
+  /** Its name, e.g. "SO_RCVTIMEO". */
+  name: string;
+  /** setsockopt level and option number. */
+  level: number;
+  optname: number;
+  /** The option value as getsockopt returned it (base64). */
+  value: string;
+}
+
+/** One message of a receive queue (a datagram, or a stream's bytes). */
+export interface QueuedMessage {
+  /** Its bytes (base64). */
+  data: string;
+  /** Pid of the sender's credentials, when the kernel reported it. */
+  credPid?: number;
+  /** Sender's address (sun_path bytes, base64) of a datagram from a bound socket. */
+  from?: string;
+}
+
+/** State of a socket (all families). */
+export interface SocketImage {
+  /** AF_UNIX 1, AF_INET 2, AF_INET6 10, ... */
+  family: number;
+  /** SOCK_STREAM 1, SOCK_DGRAM 2, SOCK_SEQPACKET 5. */
+  type: number;
+  protocol: number;
+  /** Options that differ from a fresh socket's, plus SO_SNDBUF and SO_RCVBUF. */
+  options: SocketOption[];
+  /** Unix-domain state (family 1). */
+  unix?: UnixSocketImage;
+}
+
+/** State of a unix socket, from sock_diag, getsockopt and a peek at its queue. */
+export interface UnixSocketImage {
+  /** Socket inode (identifies it across the tree). */
+  ino: number;
+  /** 1 connected, 7 unconnected, 10 listening. */
+  state: number;
+  /** Bound address: sun_path bytes (base64); absent when unbound. */
+  name?: string;
+  /** Path-bound sockets: the directory to bind relative names in, and the socket file. */
+  file?: {
+    /** Absolute directory the (possibly relative) name is looked up from. */
+    dir: string;
+    /** Mode and owner of the socket file; absent when the file was gone at dump. */
+    mode?: number;
+    uid?: number;
+    gid?: number;
+  };
+  /** Inode of the peer (connected sockets). */
+  peer?: number;
+  /** The peer's bound address (base64): where an outside peer is reconnected. */
+  peerName?: string;
+  /** Listeners: backlog and the inodes of connections not accepted yet, in order. */
+  listen?: { backlog: number; pending: number[] };
+  /** sk_shutdown: bit 0 receive side, bit 1 send side. */
+  shutdown: number;
+  /** Pid of SO_PEERCRED (who connected, or made the pair). */
+  peerCredPid?: number;
+  /**
+   * Ids that are not root's: the socket's owner (sock_diag), SO_PEERCRED's
+   * uid and gid, a queued message's credentials (the restore creates sockets
+   * as root, so these are refused; see engine/fds/unix.ts).
+   */
+  nonRootIds?: string;
+  /** The receive queue (each datagram, or a stream's bytes as one message). */
+  queue: QueuedMessage[];
+  /** The peer was closed by its last holder (its end of the connection is gone). */
+  peerClosed?: boolean;
+  /**
+   * An error is pending (POLLERR; for a unix socket ECONNRESET: its peer was
+   * closed with bytes unread). SO_ERROR would clear it, so it is not read.
+   */
+  pendingError?: boolean;
+  /**
+   * What the dump saw that cannot be restored (a row id of engine/support.ts
+   * and a detail); the tree plan refuses the socket with it.
+   */
+  refused?: { id: string; detail: string };
 }

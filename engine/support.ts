@@ -71,6 +71,10 @@ export const SUPPORT_TABLE = [
   { id: "memory.sysv-shm", area: "memory", what: "System V shared memory segments", support: "refused", note: "their ids and keys cannot be re-created" },
   { id: "memory.aio", area: "memory", what: "AIO rings (io_setup)", support: "refused", note: "in-flight requests live in the kernel" },
   { id: "memory.deleted-special", area: "memory", what: "mappings of deleted device or special files", support: "refused", note: "they cannot be re-created unlinked" },
+  { id: "memory.flags", area: "memory", what: "madvise and mlock flags, mlockall, guard regions, KSM merge-any", support: "saved" },
+  { id: "memory.vmflags", area: "memory", what: "hugetlb, userfaultfd, sealed, shadow-stack and droppable mappings", support: "refused", note: "not re-created yet" },
+  { id: "memory.cow", area: "memory", what: "pages shared copy-on-write across fork, shared anonymous memory inherited across fork", support: "saved", note: "stored once, inherited by the child at restore" },
+  { id: "memory.anon-shared-tree", area: "memory", what: "shared anonymous memory shared other than by inheritance at the same address", support: "refused", note: "not restored yet" },
   // Fds.
   { id: "fd.file", area: "fd", what: "regular files, directories, devices", support: "saved" },
   { id: "fd.ghost", area: "fd", what: "files deleted while open, O_TMPFILE files, memfds (content, holes, size, mode, owner, seals; restored unlinked)", support: "saved" },
@@ -113,6 +117,11 @@ export const SUPPORT_TABLE = [
   { id: "tty.external-ctty", area: "tty", what: "a session leader whose controlling terminal is outside the tree", support: "refused", note: "its session could not get that terminal back" },
   // Sockets.
   { id: "socket.stdio", area: "socket", what: "sockets on fds 0-2 leading out of the tree", support: "saved", note: "re-attached to the restorer's stdio" },
+  { id: "socket.unix", area: "socket", what: "unix sockets in the tree: pairs, listeners, pending and accepted connections, queued data, shutdown, options", support: "saved" },
+  { id: "socket.unix-external", area: "socket", what: "unix sockets connected to a peer outside the tree", support: "opt-in", optIn: "ext-unix-sk", note: "reconnected to the peer's address at restore (a datagram socket stays unconnected if nothing is bound there)" },
+  { id: "socket.unix-scm", area: "socket", what: "unix sockets with file descriptors in flight (SCM_RIGHTS)", support: "refused", note: "not saved yet" },
+  { id: "socket.unix-pending-data", area: "socket", what: "bytes sent on unix connections not accepted yet", support: "refused", note: "they can only be read by accepting the connection" },
+  { id: "socket.unix-other", area: "socket", what: "unix sockets in a state cryo cannot re-create exactly", support: "refused", note: "see the detail" },
   { id: "socket.tcp-listen", area: "socket", what: "listening TCP sockets (IPv4, IPv6)", support: "saved" },
   { id: "socket.tcp-closed", area: "socket", what: "TCP sockets never connected (bound or not)", support: "saved" },
   { id: "socket.tcp-tree", area: "socket", what: "established TCP connections inside the tree", support: "saved", note: "TCP repair mode" },

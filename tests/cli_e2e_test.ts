@@ -19,6 +19,7 @@
 
 import assert from "node:assert/strict";
 import { readImage } from "../engine/inspect.ts";
+import { IMAGE_FORMAT_VERSION } from "../engine/model.ts";
 import { waitPid, WNOHANG } from "../ffi/wait.ts";
 import {
   assertCliOk,
@@ -207,7 +208,10 @@ Deno.test(
 
     assertCliOk(text, "show");
     const out = text.stdout;
-    assert.match(out, new RegExp(`^image ${dir}: 1 process\\(es\\), format 1, `, "m"));
+    assert.match(
+      out,
+      new RegExp(`^image ${dir}: 1 process\\(es\\), format ${IMAGE_FORMAT_VERSION}, `, "m"),
+    );
     assert.match(out, new RegExp(`^${t.pid} ${p.comm} \\(6 threads\\)$`, "m"), "tree");
     assert.match(out, new RegExp(`^process ${t.pid} \\(${p.comm}\\)  parent ${Deno.pid} `, "m"));
     for (const th of p.threads) {

@@ -63,8 +63,10 @@ import { bootstrapSizeFor, chooseBootstrap, pagePolicy } from "./vmas.ts";
 import { TOOL_VERSION } from "../version.ts";
 import { pausePoint } from "../pause.ts";
 import { makePrivateDir, removeStalePartials } from "./partial.ts";
+import { fdQueueBytes } from "../fds/socket_common.ts";
 import { InetSocketSession } from "../fds/inet_session.ts";
 import { inetQueueBytes } from "../fds/inet_plan.ts";
+import { planInheritance } from "../memory/inherit.ts";
 
 /** Dumps with at least this much page data write from a worker thread. */
 const THREADED_WRITE_BYTES = 256 << 20;
@@ -296,21 +298,18 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     // Describe every process first, and decide while the tree is frozen that
     // it can be restored: nothing is written or killed for a tree that could not come back.
     const refusals = new Refusals(opts.optIns);
+    const collectedAll = tree.processes.map((p, i) =>
+      collectProcess(p.pid, p.threads, p.children, fdLists[i], topology, refusals, sockets)
+    );
+    // Queued socket bytes are sent again by whichever process creates the socket.
+    const socketData = collectedAll.reduce((n, c) => n + fdQueueBytes(c.image.fds), 0);
     const described = tree.processes.map((p, i) => {
-      const collected = collectProcess(
-        p.pid,
-        p.threads,
-        p.children,
-        fdLists[i],
-        topology,
-        refusals,
-        sockets,
-      );
+      const collected = collectedAll[i];
       const size = bootstrapSizeFor(
         collected.vmas.length,
         collected.image.fds.length,
         collected.image.threads.length,
-        inetQueueBytes(collected.image.fds),
+        socketData + inetQueueBytes(collected.image.fds),
       );
       const start = chooseBootstrap(collected.vmas, size);
       const image: ProcessImage = {
@@ -333,12 +332,20 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     sockets.finish(refusals);
     const ghosts = await collectGhosts(described.map((d) => d.image), tmp, refusals);
     pausePoint("ghosts");
+    // Memory a child shares with its parent is stored once, in the parent's image.
+    const inheritance = planInheritance(
+      described.map((d) => ({ image: d.image, vmas: d.collected.vmas })),
+      refusals,
+    );
     compileTree(described.map((d) => d.image), {
       pathOf: (pid) => `${finalDir}/${pid}.elf`,
       rootPid: pid,
       ghosts,
     }, refusals);
-    for (const { p, collected, image, start, size } of described) {
+    for (const { p, collected, image } of described) {
+      // planInheritance may have moved (and grown) the bootstrap.
+      const start = BigInt(image.bootstrap.start);
+      const size = image.bootstrap.size;
       const boot = new BootstrapBuilder(start);
       const standalone = messageProgram(
         boot.program(),
@@ -357,6 +364,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       writers.push(writer);
       using pagemap = openPagemap(p.pid);
       const plan = collected.vmas.map((v, k) => {
+        const inherited = inheritance.runs(p.pid, k);
+        if (inherited) return inherited;
         const policy = image.mappings[k].excluded ? "none" : pagePolicy(image.mappings[k].kind);
         if (policy === "none") return [];
         const match = policy === "all-present" ? PRESENT_OR_SWAPPED : ANON_PRESENT_OR_SWAPPED;
@@ -434,6 +443,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       imageBytes,
       freezeSeconds,
       dumpSeconds: 0,
+      ...(inheritance.sharedBytes ? { sharedBytes: inheritance.sharedBytes } : {}),
     };
     const manifest: Manifest = {
       kind: "cryo-image",

@@ -20,6 +20,7 @@ import { queryInjectedState, withInjection } from "./injected.ts";
 import { collectThread, sharedPending } from "./threads.ts";
 import { classifyVma, refusedMapping, type Vma } from "./vmas.ts";
 import { collectPipe } from "../fds/pipe.ts";
+import { collectUnixSockets } from "../fds/unix.ts";
 import { queryFdOwners } from "../fds/owner.ts";
 import { markDuplicates } from "../fds/descriptions.ts";
 import type { InetSocketSession } from "../fds/inet_session.ts";
@@ -29,6 +30,7 @@ import { collectInotify } from "../fds/inotify.ts";
 import { checkNamespaces, collectCgroups } from "../task/placement.ts";
 import { collectTaskState, prepareTaskCollection, queryTaskState } from "../task/mod.ts";
 import { collectCreds } from "../task/creds.ts";
+import { collectMemoryDetails, probeMlockFuture } from "../memory/flags.ts";
 
 const hex = (v: bigint) => `0x${v.toString(16)}`;
 
@@ -123,7 +125,11 @@ export function collectProcess(
   prepareTaskCollection(pid, tids);
   // Everything read by injected syscalls, in one session (one scratch page).
   const { injected, posixTimers, credentials } = withInjection(pid, (s) => ({
-    injected: { ...queryInjectedState(s, tids), task: queryTaskState(s, tids) },
+    injected: {
+      ...queryInjectedState(s, tids),
+      task: queryTaskState(s, tids),
+      mlockFuture: probeMlockFuture(s),
+    },
     posixTimers: collectTimers(s, tids, fds, refusals),
     credentials: collectCreds(s, tids),
   }));
@@ -163,11 +169,14 @@ export function collectProcess(
     };
   });
 
+  const memoryFlags = collectMemoryDetails(pid, mappings, injected.mlockFuture, refusals);
+
   const fdInfos = fds.map((f) => toFdInfo(pid, f, topology));
   for (const f of fdInfos) if (owners.has(f.fd)) f.owner = owners.get(f.fd);
   markDuplicates(pid, fdInfos, fds);
   collectInotify(pid, fds, fdInfos, refusals);
 
+  collectUnixSockets(pid, fdInfos, refusals);
   sockets?.collect(pid, fdInfos);
 
   let exe: ProcessImage["exe"] = null;
@@ -223,6 +232,7 @@ export function collectProcess(
       ctty: { ttyNr: stat.ttyNr, fgPgrp: stat.tpgid },
       cgroups: collectCgroups(pid),
       attrs: task.attrs,
+      ...(Object.keys(memoryFlags).length ? { memoryFlags } : {}),
     },
   };
 }

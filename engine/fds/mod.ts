@@ -37,6 +37,7 @@ import { ghostOpenFlags, ghostPath, type PlannedGhosts } from "./ghost.ts";
 import { planInotify } from "./inotify.ts";
 import { planPidfd } from "./pidfd.ts";
 import type { FdSource, PlannedFd } from "./types.ts";
+import { planUnixFd, type UnixTreePlan } from "./unix.ts";
 
 export type { FdSource, PlannedFd } from "./types.ts";
 export type { SharedPlan } from "./shared.ts";
@@ -56,7 +57,8 @@ function planOne(
   proc: ProcessImage,
   ptys: readonly PlannedPty[] = [],
   ghosts: PlannedGhosts = new Map(),
-): FdSource | string {
+  unix?: UnixTreePlan,
+): FdSource | string | null {
   if (f.ghost !== undefined) {
     const { path, transferFd } = ghostPath(ghosts, f.ghost);
     return { kind: "open", path, flags: ghostOpenFlags(f), via: transferFd };
@@ -74,7 +76,9 @@ function planOne(
     case "fifo":
       return planFifo(f);
     case "socket":
-      return f.restore === "inherit"
+      return f.socket?.unix
+        ? planUnixFd(f, unix)
+        : f.restore === "inherit"
         ? { kind: "inherit", from: stdioFor(f) }
         : planInet(f) ?? refusedBecause("socket.other");
     case "eventfd":
@@ -118,6 +122,8 @@ function refusedBecause(id: SupportId): string {
  * the tree (see shared.ts), planned with the fd kinds of this module; their
  * transfer fds go above those of the tree's ptys and ghost files.
  */
+const UNIX_BY_HOLDER: FdSource = { kind: "inherit", from: -1 };
+
 export function planSharedObjects(
   images: readonly ProcessImage[],
   ptys: readonly PlannedPty[] = [],
@@ -128,13 +134,19 @@ export function planSharedObjects(
     ...ptys.map((p) => p.transferFd + 1),
     ...[...ghosts.values()].map((g) => g.transferFd + 1),
   );
-  return planShared(images, (f, proc) => planOne(f, proc, ptys, ghosts), above);
+  // Unix sockets are created by the unix plan (unix.ts): each holder takes its own.
+  return planShared(
+    images,
+    (f, proc) => f.socket?.unix ? UNIX_BY_HOLDER : planOne(f, proc, ptys, ghosts) ?? "refused",
+    above,
+  );
 }
 
 /**
  * Decides how each fd of `proc` is re-created; throws UnsupportedError
  * listing the rest. `shared` is the tree's plan of shared objects (fds
  * taken from transfer numbers).
+ * `unix` is its unix sockets (sockets the unix plan refused are left out).
  */
 export function planFds(
   proc: ProcessImage,
@@ -142,6 +154,7 @@ export function planFds(
   shared?: SharedPlan,
   ptys?: readonly PlannedPty[],
   ghosts?: PlannedGhosts,
+  unix?: UnixTreePlan,
 ): PlannedFd[] {
   const out: PlannedFd[] = [];
   const problems: string[] = [];
@@ -166,7 +179,8 @@ export function planFds(
       out.push({ fd: f.fd, source: transfer });
       continue;
     }
-    const src = planOne(f, proc, ptys, ghosts);
+    const src = planOne(f, proc, ptys, ghosts, unix);
+    if (src === null) continue; // refused by the tree's unix plan, which named it
     if (typeof src === "string") {
       problems.push(`fd ${f.fd} (${f.target}): ${src} (use --inherit-fd ${f.fd}=PATH)`);
       continue;
@@ -187,9 +201,10 @@ export function describeSource(f: PlannedFd): string {
     case "open":
       return `fd ${f.fd} = ${s.path}`;
     case "inherit":
-      return `fd ${f.fd} = the restorer's ${
-        ["stdin", "stdout", "stderr"][s.from] ?? `fd ${s.from}`
-      }`;
+      // Above 2: a transfer fd, made for the tree by an ancestor (unix sockets).
+      return s.from <= 2
+        ? `fd ${f.fd} = the restorer's ${["stdin", "stdout", "stderr"][s.from]}`
+        : `fd ${f.fd} = transfer fd ${s.from}, made for the tree`;
     case "same":
       return `fd ${f.fd} shares fd ${s.as}`;
     case "pipe":

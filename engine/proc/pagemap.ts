@@ -95,8 +95,11 @@ export interface PageMask {
 /** A page test: a {@link PageMask} (fast path) or a function of the two 32-bit halves. */
 export type PageMatch = PageMask | ((hi: number, lo: number) => boolean);
 
-/** Pages with data in them: present or swapped (any backing). */
-export const PRESENT_OR_SWAPPED: PageMask = { any: PM.PRESENT | PM.SWAPPED };
+/**
+ * Pages with data in them: present or swapped (any backing). Guard regions
+ * read as swapped entries with bit 58 set: they hold no data.
+ */
+export const PRESENT_OR_SWAPPED: PageMask = { any: PM.PRESENT | PM.SWAPPED, none: PM.GUARD };
 
 /**
  * Pages whose content belongs to the process: present or swapped and not a
@@ -104,7 +107,7 @@ export const PRESENT_OR_SWAPPED: PageMask = { any: PM.PRESENT | PM.SWAPPED };
  */
 export const ANON_PRESENT_OR_SWAPPED: PageMask = {
   any: PM.PRESENT | PM.SWAPPED,
-  none: PM.FILE,
+  none: PM.FILE | PM.GUARD,
 };
 
 /** A run of consecutive matching pages: [start address, length in bytes]. */

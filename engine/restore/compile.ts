@@ -10,7 +10,10 @@
  * 2. fork the children (clone3 with set_tid), each exec'ing its own image;
  * 3. open the image itself, re-create every mapping (anonymous pages pread
  *    straight from the image file, file mappings mapped from their files),
- *    set final protections and madvise flags;
+ *    set final protections and madvise flags, then guard regions, locks
+ *    and process-wide memory settings (engine/memory/flags.ts); fork the
+ *    children that inherit this memory (engine/memory/inherit_restore.ts:
+ *    such a child, instead of the steps above, fixes up what it inherited);
  * 4. PR_SET_MM_MAP (code/data/brk/stack/arg/env bounds, auxv, exe);
  * 5. rlimits, fds (via temporaries above every target number), cwd,
  *    umask, personality, session/group, signal actions, comm;
@@ -43,6 +46,7 @@ import { emitCloexec, emitFds, planFds, type PlannedFd, type SharedPlan } from "
 import { emitSharedCreation } from "../fds/shared.ts";
 import { emitPosixLocks } from "../fds/locks.ts";
 import { emitFdOwners } from "../fds/owner.ts";
+import { emitUnixCreation, type UnixTreePlan } from "../fds/unix.ts";
 import { emitControllingTty, type PlannedPty } from "../fds/tty.ts";
 import { ghostPath, type PlannedGhosts } from "../fds/ghost.ts";
 import { UnsupportedError } from "../errors.ts";
@@ -51,6 +55,15 @@ import { type ProgramBuilder, slot } from "../program/builder.ts";
 import { emitPosixTimers } from "../task/timers.ts";
 import { emitTaskState } from "../task/mod.ts";
 import { type CredsSections, emitCredsSections } from "../task/creds.ts";
+import { emitMemoryFlagsAfter, emitVmFlags } from "../memory/flags.ts";
+import {
+  emitDropInherited,
+  emitInheritedMapping,
+  emitInheritForks,
+  emitInheritLabels,
+  inheritedFrom,
+  inheritingChildren,
+} from "../memory/inherit_restore.ts";
 
 /** Slot numbers used by compiled programs. */
 export const SLOTS = {
@@ -81,6 +94,10 @@ export interface CompileOptions {
   ghosts?: PlannedGhosts;
   /** Text of the standalone message. */
   standaloneMessage?: string;
+  /** Every image of the tree by pid (for memory inherited across fork). */
+  images?: ReadonlyMap<number, ProcessImage>;
+  /** Unix sockets of the tree (see engine/fds/unix.ts). */
+  unixSockets?: UnixTreePlan;
 }
 
 /** A compiled process: its bootstrap blob and what the engine does afterwards. */
@@ -115,15 +132,6 @@ const PR_SET_MM = 35;
 const PR_SET_MM_MAP = 14;
 const SIG_SETMASK = 2;
 
-const MADVISE_FOR_FLAG: Record<string, number> = {
-  dd: 16, // MADV_DONTDUMP
-  dc: 10, // MADV_DONTFORK
-  wf: 18, // MADV_WIPEONFORK
-  hg: 14, // MADV_HUGEPAGE
-  nh: 15, // MADV_NOHUGEPAGE
-  mg: 12, // MADV_MERGEABLE
-};
-
 /** Size of the scratch area kept at the end of the bootstrap for moving the vdso. */
 export const VDSO_SCRATCH_BYTES = 1 << 20;
 
@@ -133,7 +141,14 @@ function hexBig(h: string): bigint {
 
 /** Compiles `proc` into its bootstrap blob (stub, standalone message and restore program). */
 export function compileProcess(proc: ProcessImage, opts: CompileOptions): CompiledProcess {
-  const fds = planFds(proc, opts.inheritFds, opts.shared, opts.ptys, opts.ghosts);
+  const fds = planFds(
+    proc,
+    opts.inheritFds,
+    opts.shared,
+    opts.ptys,
+    opts.ghosts,
+    opts.unixSockets,
+  );
   const base = hexBig(proc.bootstrap.start);
   const boot = new BootstrapBuilder(base);
   const standalone = messageProgram(
@@ -177,9 +192,12 @@ function emitProgram(
     emitControllingTty(p, proc, opts.ptys ?? [], SLOTS.scratch);
   } else if (proc.pgid === proc.pid) p.op(SYS.setpgid, [0, 0], { comment: "group leader" });
   emitSharedCreation(p, opts.shared, proc.pid, SLOTS.scratch, slotsAddress);
+  emitUnixCreation(p, opts.unixSockets, proc.pid, SLOTS.scratch, slotsAddress);
 
   // Children first: they exec their own image and leave this memory behind.
-  for (const child of proc.children) {
+  const inheriting = inheritingChildren(proc, opts.images);
+  const execChildren = proc.children.filter((c) => !inheriting.includes(c));
+  for (const child of execChildren) {
     const path = opts.childImages.get(child);
     if (!path) throw new Error(`no image for child ${child} of ${proc.pid}`);
     const args = cloneWithTid(p, child, { exitSignal: 17n });
@@ -190,6 +208,8 @@ function emitProgram(
   }
 
   emitMemory(p, proc, opts);
+  emitMemoryFlagsAfter(p, proc);
+  emitInheritForks(p, inheriting);
   emitMm(p, proc, slotsAddress);
   emitNofileForFds(p, proc);
   emitFds(p, fds, slotsAddress, SLOTS.scratch);
@@ -204,7 +224,8 @@ function emitProgram(
   emitTaskState(p, proc);
   p.end("restore complete: the engine takes over");
 
-  for (const child of proc.children) {
+  emitInheritLabels(p, inheriting);
+  for (const child of execChildren) {
     const path = opts.childImages.get(child)!;
     p.label(`child-${child}`);
     const pathAddr = p.cstring(path);
@@ -224,8 +245,14 @@ function emitMemory(p: ProgramBuilder, proc: ProcessImage, opts: CompileOptions)
   });
   let openPath: string | undefined;
   const zeroByte = p.reserve(8);
+  const parent = inheritedFrom(proc, opts.images);
+  if (parent) emitDropInherited(p, proc, parent);
   for (const m of proc.mappings) {
     if (m.kind === "vdso" || m.kind === "vsyscall") continue;
+    if (m.inherited) {
+      emitInheritedMapping(p, m, SLOTS.image);
+      continue;
+    }
     const start = hexBig(m.start);
     const len = hexBig(m.end) - start;
     const prot = PROT(m.perms);
@@ -279,10 +306,7 @@ function emitMemory(p: ProgramBuilder, proc: ProcessImage, opts: CompileOptions)
       }
     }
     if (needsWrite) p.op(SYS.mprotect, [start, len, prot]);
-    for (const f of m.vmFlags) {
-      const advice = MADVISE_FOR_FLAG[f];
-      if (advice !== undefined) p.op(SYS.madvise, [start, len, advice], { allowFail: true });
-    }
+    emitVmFlags(p, m);
   }
   if (openPath !== undefined) p.op(SYS.close, [slot(SLOTS.file)]);
   p.op(SYS.close, [slot(SLOTS.image)]);

@@ -28,6 +28,7 @@ import { Refusals } from "../support.ts";
 import { checkInetPorts, reportInetUses } from "../fds/inet_plan.ts";
 import type { PlannedPty } from "../fds/tty.ts";
 import type { PlannedGhosts } from "../fds/ghost.ts";
+import { checkUnixNamesFree } from "../fds/unix.ts";
 import {
   checkCredentials,
   checkFdFiles,
@@ -51,7 +52,11 @@ export interface RestoreOptions {
   verifyChecksums?: boolean;
   /** Progress callback. */
   onEvent?: (e: RestoreEvent) => void;
-  /** Opt-ins given for state outside the tree ("shell-job", ...; see engine/support.ts). */
+  /**
+   * Opt-ins given on the command line (CLI names: "ext-unix-sk",
+   * "tcp-established", "shell-job"); an image that needed one at dump
+   * time is refused without it.
+   */
   optIns?: string[];
   /**
    * Restore (as root) an image directory owned by, or writable by, a user
@@ -99,6 +104,14 @@ export async function planRestore(dir: string, opts: RestoreOptions = {}): Promi
   if (manifest.formatVersion !== IMAGE_FORMAT_VERSION) {
     throw new RestoreError(
       `cannot restore: image format version ${manifest.formatVersion}, this cryo reads ${IMAGE_FORMAT_VERSION}`,
+    );
+  }
+  const missing = (manifest.optIns ?? []).filter((o) => !(opts.optIns ?? []).includes(o));
+  if (missing.length) {
+    throw new RestoreError(
+      `cannot restore: the image needs ${
+        missing.map((o) => `--${o}`).join(", ")
+      } (its dump needed ${missing.length === 1 ? "it" : "them"}); give the same to restore`,
     );
   }
   validateImage(abs, manifest, images.map((i) => i.process));
@@ -187,6 +200,7 @@ export function preflight(plan: RestorePlan): void {
   const processes = plan.units.map((u) => u.image);
   checkFiles(processes);
   checkFdFiles(plan.units);
+  checkUnixNamesFree(processes);
   checkInotifyPaths(processes);
   checkCgroups(processes);
   checkPidsFree(processes);

@@ -40,7 +40,7 @@ export async function restorePlan(dir: string, opts: RestoreOptions = {}): Promi
   return plan.units.map(({ image, compiled }) => {
     const boot = compiled.bootstrap;
     const size = image.bootstrap.size;
-    const prologue = [
+    const prologue = image.inheritsMemory ? inheritPrologue(image.ppid, boot, size) : [
       `mmap(${
         hex(boot.base)
       }, ${size}, PROT_READ|PROT_WRITE|PROT_EXEC, MAP_PRIVATE|MAP_FIXED|MAP_ANONYMOUS, -1, 0)  # bootstrap, then the ${boot.blob.length}-byte blob is written into it`,
@@ -82,4 +82,19 @@ export async function restorePlan(dir: string, opts: RestoreOptions = {}): Promi
 
 function hex(v: bigint): string {
   return `0x${v.toString(16)}`;
+}
+
+/** What the engine does at the birth stop of a child that inherits its parent's memory. */
+function inheritPrologue(
+  ppid: number,
+  boot: { base: bigint; blob: Uint8Array; entryRestore: bigint },
+  size: number,
+): string[] {
+  return [
+    `# at its birth stop: forked by ${ppid} once ${ppid}'s memory is in, nothing exec'ed`,
+    `mmap(${
+      hex(boot.base)
+    }, ${size}, PROT_READ|PROT_WRITE|PROT_EXEC, MAP_PRIVATE|MAP_ANONYMOUS|MAP_FIXED_NOREPLACE, -1, 0)  # bootstrap, then the ${boot.blob.length}-byte blob is written into it`,
+    `rip = ${hex(boot.entryRestore)}  # the stub's restore entry`,
+  ];
 }

@@ -12,8 +12,9 @@ import type { GhostFile, ProcessImage } from "../model.ts";
 import { planGhosts, type PlannedGhosts } from "../fds/ghost.ts";
 import { UnsupportedError } from "../errors.ts";
 import { Refusals } from "../support.ts";
-import { planSharedObjects } from "../fds/mod.ts";
+import { planSharedObjects, type SharedPlan } from "../fds/mod.ts";
 import { checkTtys, type PlannedPty, planPtys } from "../fds/tty.ts";
+import { planUnixSockets } from "../fds/unix.ts";
 import { checkPidfds } from "../fds/pidfd.ts";
 import { type CompiledProcess, compileProcess } from "./compile.ts";
 
@@ -56,6 +57,13 @@ export function compileTree(
   const shared = planSharedObjects(images, ptys, ghosts);
   for (const line of shared.problems) refusals.add(line);
   checkPidfds(images, refusals);
+  const byPid = new Map(images.map((i) => [i.pid, i]));
+  // Unix sockets get their transfer fds above all of those.
+  const unixSockets = planUnixSockets(
+    images,
+    Math.max(firstFreeFd(images) + ptys.length + ghosts.size, aboveShared(shared)),
+    refusals,
+  );
   const out = new Map<number, CompiledProcess>();
   for (const image of images) {
     try {
@@ -68,6 +76,8 @@ export function compileTree(
           shared,
           ptys,
           ghosts,
+          images: byPid,
+          unixSockets,
         }),
       );
     } catch (e) {
@@ -77,6 +87,14 @@ export function compileTree(
   }
   refusals.throwIfAny("the tree cannot be restored");
   return { processes: out, ptys, ghosts };
+}
+
+/** The lowest fd number above every transfer fd of the shared objects. */
+function aboveShared(shared: SharedPlan): number {
+  const fds = shared.objects.flatMap((
+    o,
+  ) => [...o.members.map((m) => m.fd), ...o.helpers.map((h) => h.fd)]);
+  return Math.max(0, ...fds) + 1;
 }
 
 /** The lowest fd number above every fd of the tree. */

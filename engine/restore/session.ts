@@ -60,6 +60,7 @@ import { restoreTaskState, restoreTaskStateAfterCredentials } from "../task/mod.
 import { pausePoint } from "../pause.ts";
 import { restoreCgroups } from "../task/placement.ts";
 import { restoreCreds } from "../task/creds_restore.ts";
+import { startInheritedChild } from "./inherit_session.ts";
 
 /** One process to restore: its description, image path and compiled program. */
 export interface RestoreUnit {
@@ -299,8 +300,14 @@ export class RestoreSession {
       this.#parked.add(tid);
       return; // stays stopped until finalize
     }
-    if (this.#units.has(tid)) {
-      cont(tid, 0); // a process: it goes on to exec its image
+    const unit = this.#units.get(tid);
+    if (unit) {
+      // A process: it goes on to exec its image, or runs its own program in the memory it inherited.
+      if (unit.image.inheritsMemory) {
+        const parent = this.#units.get(unit.image.ppid)!;
+        startInheritedChild(tid, unit.image, unit.compiled, parent.compiled);
+      }
+      cont(tid, 0);
       return;
     }
     const tgid = readStatus(tid).tgid;

@@ -12,11 +12,11 @@ export function sleep(ms: number): Promise<void> {
 /** Polls `cond` every 10 ms until it holds; throws naming `what` after `timeoutMs`. */
 export async function waitUntil(
   what: string,
-  cond: () => boolean,
+  cond: () => boolean | Promise<boolean>,
   timeoutMs = 10000,
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
+  while (!(await cond())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await sleep(10);
   }

@@ -1,0 +1,225 @@
+/**
+ * Memory details beyond the pages: each mapping's madvise and mlock flags
+ * (VmFlags), MADV_GUARD_INSTALL guard regions, and the process-wide memory
+ * settings /proc does not show per mapping: mlockall(MCL_FUTURE) (found
+ * with a probe page mapped by injection) and KSM
+ * merge-any (PR_SET_MEMORY_MERGE). THP disable is a process attribute
+ * (engine/task/attrs.ts).
+ *
+ * Dump: {@link collectMemoryDetails} records them and refuses mappings with
+ * flags cryo does not re-create. Restore: {@link emitVmFlags} per mapping,
+ * then {@link emitMemoryFlagsAfter} (guards, locks, process-wide flags); none of them may fail
+ * (a flag that cannot be set fails the restore instead of being lost).
+ *
+ * @module
+ */
+
+import { SYS } from "../../ffi/sysno.ts";
+import type { Mapping, ProcessImage } from "../model.ts";
+import type { Refusals } from "../support.ts";
+import type { ProgramBuilder } from "../program/builder.ts";
+import type { InjectionSession } from "../dump/injected.ts";
+import { readStatus } from "../proc/status.ts";
+import {
+  openPagemap,
+  PAGE_SIZE as PAGE,
+  type PagemapReader,
+  PM,
+  readPagemap,
+} from "../proc/pagemap.ts";
+
+/** VmFlags that mmap itself (perms, backing, mmap flags) or the kernel sets. */
+const FROM_MMAP = new Set([
+  "rd",
+  "wr",
+  "ex",
+  "sh",
+  "mr",
+  "mw",
+  "me",
+  "ms",
+  "gd",
+  "pf",
+  "io",
+  "de",
+  "ac",
+  "nr",
+  "sd",
+  "mm",
+  "ar",
+  "sf",
+  "gu", // VM_MAYBE_GUARD: comes back with the guard regions
+]);
+
+/** VmFlags set by madvise, with the advice that sets each. */
+export const MADVISE_FOR_FLAG: Readonly<Record<string, number>> = {
+  rr: 1, // MADV_RANDOM
+  sr: 2, // MADV_SEQUENTIAL
+  dc: 10, // MADV_DONTFORK
+  mg: 12, // MADV_MERGEABLE
+  hg: 14, // MADV_HUGEPAGE
+  nh: 15, // MADV_NOHUGEPAGE
+  dd: 16, // MADV_DONTDUMP
+  wf: 18, // MADV_WIPEONFORK
+};
+
+/** VmFlags set by mlock/mlock2/mlockall. */
+const LOCK_FLAGS = new Set(["lo", "lf"]);
+
+/** Flags a fork does not pass on to the child's copy of a mapping. */
+export const NOT_INHERITED_FLAGS: ReadonlySet<string> = LOCK_FLAGS;
+
+const MADV_GUARD_INSTALL = 102;
+const MLOCK_ONFAULT = 1;
+const MCL_FUTURE = 2;
+const MCL_ONFAULT = 4;
+const PR_SET_MEMORY_MERGE = 67;
+
+/** Process-wide memory settings (ProcessImage.memoryFlags). */
+export type MemoryProcessFlags = NonNullable<ProcessImage["memoryFlags"]>;
+
+/** VmLck of `pid` in kB. */
+function lockedKb(pid: number): number {
+  return parseInt(readStatus(pid).fields["VmLck"] ?? "0", 10);
+}
+
+/**
+ * mlockall(MCL_FUTURE) leaves no trace in /proc but on later mappings: a
+ * probe page mapped by injection is locked (VmLck grows) and, without
+ * MCL_ONFAULT, populated at once (present in pagemap). Call inside the
+ * injection session; the probe page is unmapped again.
+ */
+export function probeMlockFuture(s: InjectionSession): MemoryProcessFlags["mlockFuture"] {
+  const before = lockedKb(s.pid);
+  const probe = s.check(s.pid, "mmap(probe)", SYS.mmap, 0, PAGE, 1, /* PROT_READ */ 0x22, -1, 0);
+  try {
+    if (lockedKb(s.pid) === before) return undefined;
+    return readPagemap(s.pid, probe, probe + BigInt(PAGE)).present(0) ? "locked" : "onfault";
+  } finally {
+    s.call(s.pid, SYS.munmap, probe, PAGE);
+  }
+}
+
+/** The KSM merge-any setting of `pid`. */
+function readProcessFlags(pid: number): Omit<MemoryProcessFlags, "mlockFuture"> {
+  const out: Omit<MemoryProcessFlags, "mlockFuture"> = {};
+  try {
+    const ksm = Deno.readTextFileSync(`/proc/${pid}/ksm_stat`);
+    if (/^ksm_merge_any:\s*yes$/m.test(ksm)) out.ksmMergeAny = true;
+  } catch { /* kernel without KSM: nothing to restore */ }
+  return out;
+}
+
+/**
+ * Dump side: refuses mappings whose flags cryo does not re-create, records
+ * guard regions in each mapping, and returns the process-wide settings.
+ */
+export function collectMemoryDetails(
+  pid: number,
+  mappings: Mapping[],
+  mlockFuture: MemoryProcessFlags["mlockFuture"],
+  refusals: Refusals,
+): MemoryProcessFlags {
+  let pagemap: PagemapReader | undefined;
+  try {
+    for (const m of mappings) {
+      collectMappingDetails(pid, m, refusals, () => pagemap ??= openPagemap(pid));
+    }
+  } finally {
+    pagemap?.close();
+  }
+  const flags: MemoryProcessFlags = { ...readProcessFlags(pid) };
+  if (mlockFuture) flags.mlockFuture = mlockFuture;
+  return flags;
+}
+
+/** Whether this kernel marks areas with guard regions "gu" in VmFlags (6.18 on). */
+const KERNEL_SHOWS_GUARDS = (() => {
+  const [major, minor] = Deno.osRelease().split(/[.-]/).map(Number);
+  return major > 6 || (major === 6 && minor >= 18);
+})();
+
+/** Refuses what cryo cannot re-create of one mapping and records its guard regions. */
+function collectMappingDetails(
+  pid: number,
+  m: Mapping,
+  refusals: Refusals,
+  pagemap: () => PagemapReader,
+): void {
+  if (m.kind === "vdso" || m.kind === "vsyscall") return;
+  const odd = m.vmFlags.filter((f) =>
+    !FROM_MMAP.has(f) && MADVISE_FOR_FLAG[f] === undefined && !LOCK_FLAGS.has(f)
+  );
+  if (odd.length) {
+    refusals.use(
+      "memory.vmflags",
+      `process ${pid} mapping ${m.start}-${m.end} (${m.name || "anonymous"})`,
+      `VmFlags ${odd.join(" ")} not re-created`,
+    );
+  }
+  // Guard regions show as VmFlag "gu" (VM_MAYBE_GUARD, kernel 6.18): only those
+  // areas are scanned; older kernels get every area scanned.
+  if (!m.vmFlags.includes("gu") && KERNEL_SHOWS_GUARDS) return;
+  const guards = pagemap().runs(BigInt(m.start), BigInt(m.end), { all: PM.GUARD });
+  if (guards.length) {
+    m.guards = guards.map(([a, l]) => ({ addr: `0x${a.toString(16)}`, length: l }));
+  }
+}
+
+/** Restore: the madvise flags of a mapping, once its pages are in. */
+export function emitVmFlags(p: ProgramBuilder, m: Mapping): void {
+  const start = BigInt(m.start);
+  const len = BigInt(m.end) - start;
+  for (const f of m.vmFlags) {
+    const advice = MADVISE_FOR_FLAG[f];
+    if (advice !== undefined) p.op(SYS.madvise, [start, len, advice], { comment: `VmFlag ${f}` });
+  }
+}
+
+/**
+ * Restore, once every mapping is in place: guard regions, then locks.
+ * Guards come after all mappings because the area flag they set ("gu")
+ * sticks to whatever a later mapping merges with; locks come after the
+ * guards, which cannot be installed in a locked area.
+ */
+function emitGuardsAndLocks(p: ProgramBuilder, mappings: readonly Mapping[]): void {
+  for (const m of mappings) {
+    for (const g of m.guards ?? []) {
+      p.op(SYS.madvise, [BigInt(g.addr), g.length, MADV_GUARD_INSTALL], {
+        comment: "guard region",
+      });
+    }
+  }
+  for (const m of mappings) {
+    if (!m.vmFlags.includes("lo") || m.kind === "vdso" || m.kind === "vsyscall") continue;
+    const start = BigInt(m.start);
+    const len = BigInt(m.end) - start;
+    const onFault = m.vmFlags.includes("lf");
+    // mlock refuses an inaccessible area (ENOMEM): lock it readable, then take that back.
+    const none = m.perms.startsWith("---");
+    if (none) p.op(SYS.mprotect, [start, len, 1], { comment: "readable while it is locked" });
+    p.op(SYS.mlock2, [start, len, onFault ? MLOCK_ONFAULT : 0], {
+      comment: onFault ? "mlock2(MLOCK_ONFAULT)" : "mlock",
+    });
+    if (none) p.op(SYS.mprotect, [start, len, 0]);
+  }
+}
+
+/**
+ * Restore, once every mapping is in: guard regions and locks of the
+ * mappings, then the process-wide KSM merge-any and mlockall(MCL_FUTURE).
+ */
+export function emitMemoryFlagsAfter(p: ProgramBuilder, proc: ProcessImage): void {
+  emitGuardsAndLocks(p, proc.mappings);
+  const f = proc.memoryFlags;
+  if (f?.ksmMergeAny) {
+    p.op(SYS.prctl, [PR_SET_MEMORY_MERGE, 1, 0, 0, 0], { comment: "PR_SET_MEMORY_MERGE" });
+  }
+  if (f?.mlockFuture) {
+    // Without MCL_CURRENT existing mappings keep their own (restored) lock state.
+    const flags = MCL_FUTURE | (f.mlockFuture === "onfault" ? MCL_ONFAULT : 0);
+    p.op(SYS.mlockall, [flags], {
+      comment: `mlockall(MCL_FUTURE${flags & 4 ? "|MCL_ONFAULT" : ""})`,
+    });
+  }
+}

@@ -1,0 +1,308 @@
+/**
+ * Memory a child shares with its parent since a fork, found at dump time.
+ *
+ * A child that did not exec since its fork still shares with its parent
+ * the private pages neither wrote since (copy-on-write: one physical page,
+ * the same page frame at the same address in both pagemaps), and shared
+ * anonymous memory created before the fork (one shmem object: the same
+ * inode in both maps). Such a child is restored by inheritance: its parent
+ * forks it once the parent's own memory is in, and the child, instead of
+ * exec'ing its image, fixes up the address space it inherited (see
+ * inherit_restore.ts). Its image stores only the pages that differ from the
+ * parent's; the shared ones are stored once, in the parent's image.
+ *
+ * A mapping of the child is kept ("inherited") when a mapping of the parent
+ * covers its range with the same backing, file offset and the flags a fork
+ * passes on (its protection and locks the child sets itself), and they
+ * share at least one page frame (private memory) or the shmem object
+ * (shared memory). Same page frame while the tree is frozen means
+ * same content, so this never depends on how the sharing came about.
+ *
+ * Shared anonymous memory held by several processes that do not all
+ * inherit it this way is refused: restoring it as separate copies would
+ * silently stop writes from propagating.
+ *
+ * @module
+ */
+
+import type { Mapping, ProcessImage } from "../model.ts";
+import type { Refusals } from "../support.ts";
+import { bootstrapSizeFor, chooseBootstrap, type Vma } from "../dump/vmas.ts";
+import { openPagemap, type PagemapEntries, type PagemapReader, PM } from "../proc/pagemap.ts";
+import { NOT_INHERITED_FLAGS } from "./flags.ts";
+import { rawSyscall } from "../../ffi/libc.ts";
+import { SYS } from "../../ffi/sysno.ts";
+
+/** One described process of the frozen tree. */
+export interface InheritanceInput {
+  image: ProcessImage;
+  /** Its vmas, index for index with `image.mappings`. */
+  vmas: readonly Vma[];
+}
+
+/** A run of pages: [address, length in bytes]. */
+export interface PageSpan {
+  addr: bigint;
+  length: number;
+}
+
+/** What {@link planInheritance} decided. */
+export interface InheritancePlan {
+  /**
+   * The pages of mapping `index` of `pid` to save, when they differ from the
+   * usual selection (inherited mappings: only pages not shared with the parent).
+   */
+  runs(pid: number, index: number): PageSpan[] | undefined;
+  /** Bytes of page data not stored in a child because its parent's image has them. */
+  sharedBytes: number;
+}
+
+const PAGE = 4096;
+const DATA = PM.PRESENT | PM.SWAPPED;
+
+/** Whether entry i holds data the process's image would store (anonymous, not a guard). */
+function stored(e: PagemapEntries, i: number): boolean {
+  const hi = e.hi(i);
+  return (hi & DATA) !== 0 && (hi & (PM.FILE | PM.GUARD)) === 0;
+}
+
+/**
+ * Whether entries i of `a` and `b` are one page: both present with the same
+ * frame, or both swapped to the same slot. Frame 0 (pagemap without
+ * CAP_SYS_ADMIN hides frames) never counts as the same page.
+ */
+function samePage(a: PagemapEntries, b: PagemapEntries, i: number): boolean {
+  if ((a.hi(i) & DATA) !== (b.hi(i) & DATA)) return false;
+  const loA = a.lo(i), hiA = a.words[2 * i + 1] & 0x7fffff;
+  if (loA === 0 && hiA === 0) return false;
+  return loA === b.lo(i) && hiA === (b.words[2 * i + 1] & 0x7fffff);
+}
+
+/** Flags that follow from the protection (mprotect sets them) or that a fork drops. */
+const FREE_FLAGS = new Set(["rd", "wr", "ex", ...NOT_INHERITED_FLAGS]);
+
+function flagsForFork(m: Mapping): string {
+  return m.vmFlags.filter((f) => !FREE_FLAGS.has(f)).join(" ");
+}
+
+/** The guard ranges of `m` inside [start, end), as text. */
+function guardsIn(m: Mapping, start: bigint, end: bigint): string {
+  return (m.guards ?? []).filter((g) => BigInt(g.addr) >= start && BigInt(g.addr) < end)
+    .map((g) => `${g.addr}+${g.length}`).join();
+}
+
+/**
+ * Whether a fork gives the child, where it has `child`, a piece of the
+ * parent's mapping `parent` that only needs its protection (and locks)
+ * set: the piece covers the child's range, with the same backing, file
+ * offset, sharing and flags.
+ */
+function inheritable(parent: Mapping, pv: Vma, child: Mapping, cv: Vma): boolean {
+  const ps = BigInt(parent.start), cs = BigInt(child.start);
+  return ps <= cs && BigInt(child.end) <= BigInt(parent.end) &&
+    // maps shows no offset for private anonymous memory (0 for every piece).
+    (parent.kind === "anon" || pv.offset + (cs - ps) === cv.offset) &&
+    parent.perms[3] === child.perms[3] &&
+    parent.kind === child.kind && parent.name === child.name &&
+    pv.dev === cv.dev && pv.inode === cv.inode &&
+    !parent.excluded && !child.excluded &&
+    !parent.vmFlags.includes("dc") && !parent.vmFlags.includes("wf") &&
+    flagsForFork(parent) === flagsForFork(child) &&
+    guardsIn(parent, cs, BigInt(child.end)) === guardsIn(child, cs, BigInt(child.end));
+}
+
+/** Index of the parent mapping containing `addr` (mappings sorted by address), or -1. */
+function containing(mappings: readonly Mapping[], addr: bigint): number {
+  let lo = 0, hi = mappings.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    if (BigInt(mappings[mid].end) <= addr) lo = mid + 1;
+    else if (BigInt(mappings[mid].start) > addr) hi = mid - 1;
+    else return mid;
+  }
+  return -1;
+}
+
+/** Appends page i (at `start`) to the runs, merging with the last run. */
+function addPage(runs: PageSpan[], start: bigint, i: number): void {
+  const addr = start + BigInt(i * PAGE);
+  const last = runs[runs.length - 1];
+  if (last && last.addr + BigInt(last.length) === addr) last.length += PAGE;
+  else runs.push({ addr, length: PAGE });
+}
+
+/** Compares a private mapping page by page: what the child must store and drop. */
+function comparePages(
+  child: PagemapReader,
+  parent: PagemapReader,
+  start: bigint,
+  end: bigint,
+): { shared: number; runs: PageSpan[]; discard: PageSpan[] } {
+  const c = child.read(start, end);
+  const p = parent.read(start, end);
+  const runs: PageSpan[] = [];
+  const discard: PageSpan[] = [];
+  let shared = 0;
+  for (let i = 0; i < c.length; i++) {
+    const inChild = stored(c, i);
+    const inParent = stored(p, i);
+    if (inChild && inParent && samePage(c, p, i)) shared++;
+    else if (inChild) addPage(runs, start, i);
+    else if (inParent) addPage(discard, start, i);
+  }
+  return { shared, runs, discard };
+}
+
+/** Whether two processes share one mm (kcmp KCMP_VM). */
+function sameMm(a: number, b: number): boolean {
+  return rawSyscall(SYS.kcmp, a, b, 1, /* KCMP_VM */ 0, 0) === 0n;
+}
+
+function depthOf(pid: number, parentOf: Map<number, number>): number {
+  let d = 0;
+  for (let p = parentOf.get(pid); p !== undefined; p = parentOf.get(p)) d++;
+  return d;
+}
+
+function vdsoLayout(image: ProcessImage): string {
+  return image.mappings.filter((m) => m.kind === "vdso").map((m) => `${m.name}@${m.start}`).join();
+}
+
+/**
+ * Decides, for every child of the frozen tree, which of its mappings it
+ * inherits from its parent; marks them in the images (`inheritsMemory`,
+ * `inherited`, `discard`), moves each inheriting child's bootstrap clear
+ * of its parent's address space, and refuses shared anonymous memory that
+ * inheritance cannot keep shared.
+ * `procs` may come in any order.
+ */
+export function planInheritance(
+  procs: readonly InheritanceInput[],
+  refusals: Refusals,
+): InheritancePlan {
+  const byPid = new Map(procs.map((x) => [x.image.pid, x]));
+  const parentOf = new Map<number, number>();
+  for (const x of procs) for (const c of x.image.children) parentOf.set(c, x.image.pid);
+  const order = [...procs].sort((a, b) =>
+    depthOf(a.image.pid, parentOf) - depthOf(b.image.pid, parentOf)
+  );
+  const overrides = new Map<number, Map<number, PageSpan[]>>();
+  let sharedBytes = 0;
+  for (const child of order) {
+    const ppid = parentOf.get(child.image.pid);
+    const parent = ppid === undefined ? undefined : byPid.get(ppid);
+    if (!parent) continue;
+    // One address space for both (CLONE_VM): refused as task.shared-vm (dump/tree_state.ts).
+    if (sameMm(parent.image.pid, child.image.pid)) continue;
+    if (vdsoLayout(parent.image) !== vdsoLayout(child.image)) continue;
+    const kept = new Map<number, { runs: PageSpan[]; discard: PageSpan[] }>();
+    using cr = openPagemap(child.image.pid);
+    using pr = openPagemap(parent.image.pid);
+    child.image.mappings.forEach((m, k) => {
+      if (m.kind !== "anon" && m.kind !== "anon-shared" && m.kind !== "file-private") return;
+      const j = containing(parent.image.mappings, BigInt(m.start));
+      if (j < 0) return;
+      if (!inheritable(parent.image.mappings[j], parent.vmas[j], m, child.vmas[k])) return;
+      if (m.kind === "anon-shared") {
+        kept.set(k, { runs: [], discard: [] });
+        return;
+      }
+      const cmp = comparePages(cr, pr, BigInt(m.start), BigInt(m.end));
+      if (cmp.shared === 0) return;
+      sharedBytes += cmp.shared * PAGE;
+      kept.set(k, cmp);
+    });
+    if (kept.size === 0) continue;
+    child.image.inheritsMemory = true;
+    const runs = new Map<number, PageSpan[]>();
+    for (const [k, { runs: r, discard }] of kept) {
+      const m = child.image.mappings[k];
+      m.inherited = true;
+      if (discard.length) {
+        m.discard = discard.map((d) => ({ addr: `0x${d.addr.toString(16)}`, length: d.length }));
+      }
+      runs.set(k, r);
+    }
+    overrides.set(child.image.pid, runs);
+    moveBootstrap(child, parent);
+  }
+  refuseSeparatedShmem(procs, refusals);
+  return { runs: (pid, index) => overrides.get(pid)?.get(index), sharedBytes };
+}
+
+/**
+ * Chooses the bootstrap of an inheriting child clear of both its own
+ * mappings and everything its parent has when it forks (its mappings and
+ * its bootstrap).
+ */
+function moveBootstrap(child: InheritanceInput, parent: InheritanceInput): void {
+  const pb = BigInt(parent.image.bootstrap.start);
+  const parentBoot: Vma = {
+    start: pb,
+    end: pb + BigInt(parent.image.bootstrap.size),
+    perms: "rwxp",
+    offset: 0n,
+    dev: "00:00",
+    inode: 0,
+    path: "",
+    vmFlags: [],
+  };
+  // Its program also unmaps what it inherited and does not keep: room for the parent's mappings too.
+  const size = bootstrapSizeFor(
+    child.image.mappings.length + parent.image.mappings.length,
+    child.image.fds.length,
+    child.image.threads.length,
+  );
+  const start = chooseBootstrap([...child.vmas, ...parent.vmas, parentBoot], size);
+  child.image.bootstrap = { start: `0x${start.toString(16)}`, size };
+}
+
+/**
+ * Refuses shared anonymous memory (one shmem inode) held by several
+ * processes unless all but one inherit it from their parent, or mapped
+ * twice over the same offsets in one process.
+ */
+function refuseSeparatedShmem(procs: readonly InheritanceInput[], refusals: Refusals): void {
+  const holders = new Map<string, { pid: number; m: Mapping; v: Vma }[]>();
+  for (const x of procs) {
+    x.image.mappings.forEach((m, k) => {
+      if (m.kind !== "anon-shared" || m.excluded) return;
+      const v = x.vmas[k];
+      const key = `${v.dev}:${v.inode}`;
+      const list = holders.get(key) ?? [];
+      list.push({ pid: x.image.pid, m, v });
+      holders.set(key, list);
+    });
+  }
+  for (const list of holders.values()) {
+    const roots = list.filter((h) => !h.m.inherited);
+    const pids = [...new Set(roots.map((h) => h.pid))];
+    const where = (h: { pid: number; m: Mapping }) =>
+      `process ${h.pid} mapping ${h.m.start}-${h.m.end} (${h.m.name})`;
+    if (pids.length > 1) {
+      for (const h of roots.filter((r) => r.pid !== pids[0])) {
+        refusals.use(
+          "memory.anon-shared-tree",
+          where(h),
+          `shared with process ${pids[0]} but not inherited from its parent at the same address`,
+        );
+      }
+      continue;
+    }
+    // Two views of the same pages in one process would become two objects.
+    const spans = roots.map((h) => ({
+      h,
+      from: h.v.offset,
+      to: h.v.offset + (h.v.end - h.v.start),
+    })).sort((a, b) => (a.from < b.from ? -1 : 1));
+    for (let i = 1; i < spans.length; i++) {
+      if (spans[i].from < spans[i - 1].to) {
+        refusals.use(
+          "memory.anon-shared-tree",
+          where(spans[i].h),
+          `maps the same shared pages as ${spans[i - 1].h.m.start}-${spans[i - 1].h.m.end}`,
+        );
+      }
+    }
+  }
+}

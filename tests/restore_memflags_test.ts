@@ -1,0 +1,93 @@
+/**
+ * Round trips of memory details (tests/targets/rt_memflags.c): mlock,
+ * mlock2(MLOCK_ONFAULT), madvise flags, mprotect splits, MAP_GROWSDOWN,
+ * guard regions, mlockall(MCL_FUTURE[|MCL_ONFAULT]), PR_SET_THP_DISABLE,
+ * PR_SET_MEMORY_MERGE; the target compares its maps lines and VmFlags
+ * itself, and none of the ops setting them may fail silently. A sealed mapping is refused at dump, naming the mapping, and the
+ * target runs on untouched.
+ */
+
+import assert from "node:assert/strict";
+import { checkpoint } from "../engine/dump/mod.ts";
+import { UnsupportedError } from "../engine/errors.ts";
+import { readImageFile } from "../engine/image/reader.ts";
+import { compileProcess } from "../engine/restore/compile.ts";
+import { SYS } from "../ffi/sysno.ts";
+import { assertChecksPassed } from "./helpers/checks.ts";
+import { pathExists } from "./helpers/fs.ts";
+import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
+import { withTargets } from "./helpers/targets.ts";
+
+const READY = /^ready pid=(\d+)$/m;
+
+const CHECKS = [
+  "maps-and-flags",
+  "vmlck",
+  "contents",
+  "guard-pages",
+  "growsdown-grows",
+  "thp-disable",
+  "ksm-merge-any",
+  "fork-flags",
+  "mlock-future",
+];
+
+/**
+ * Every op restoring a flag of the image in `path` may not fail: a flag
+ * that cannot be set fails the restore instead of being lost.
+ */
+async function assertFlagOpsMustSucceed(path: string): Promise<void> {
+  const { process } = await readImageFile(path);
+  const { bootstrap } = compileProcess(process, { imagePath: path, childImages: new Map() });
+  const flagOps = bootstrap.restore.ops.filter((op) =>
+    (op.nr === SYS.madvise && op.args[2] !== 23n /* MADV_POPULATE_WRITE: a speed-up */) ||
+    op.nr === SYS.mlock2 || op.nr === SYS.mlockall
+  );
+  assert.ok(flagOps.length >= 10, `only ${flagOps.length} flag ops`);
+  for (const op of flagOps) assert.ok(!op.allowFail, `${op.comment} may fail silently`);
+}
+
+async function roundTrip(modes: string[]): Promise<void> {
+  const { t, trigger } = await startTriggered("rt_memflags", READY, { extra: modes });
+  const { dump, dir } = await dumpKillRestore(t);
+  assert.ok(dump.stats.processes === 1);
+  await assertFlagOpsMustSucceed(`${dir}/${t.pid}.elf`);
+  await Deno.writeTextFile(trigger, "");
+  assertChecksPassed(t, CHECKS, await t.wait(15000), { what: `rt_memflags ${modes.join(" ")}` });
+}
+
+Deno.test(
+  "mlock, madvise flags, mprotect splits, growsdown and guard regions come back exactly",
+  withTargets(() => roundTrip([])),
+);
+
+Deno.test(
+  "mlockall(MCL_FUTURE), PR_SET_THP_DISABLE and PR_SET_MEMORY_MERGE come back",
+  withTargets(() => roundTrip(["future", "nothp", "ksm"])),
+);
+
+Deno.test(
+  "mlockall(MCL_FUTURE|MCL_ONFAULT) comes back",
+  withTargets(() => roundTrip(["future-onfault"])),
+);
+
+Deno.test(
+  "a sealed mapping is refused at dump, naming it; the target runs on",
+  withTargets(async () => {
+    const { t, trigger } = await startTriggered("rt_memflags", READY, { extra: ["sealed"] });
+    const dir = await tempImageDir();
+    await assert.rejects(
+      () => checkpoint(t.pid, { dir }),
+      (e: unknown) => {
+        assert.ok(e instanceof UnsupportedError, String(e));
+        assert.equal(e.items.length, 1, e.message);
+        assert.match(e.items[0], new RegExp(`^process ${t.pid} mapping 0x[0-9a-f]+-0x[0-9a-f]+ `));
+        assert.match(e.items[0], /VmFlags sl not re-created/);
+        return true;
+      },
+    );
+    assert.ok(!pathExists(dir), "a refused dump left its directory");
+    await Deno.writeTextFile(trigger, "");
+    assertChecksPassed(t, CHECKS, await t.wait(15000), { what: "rt_memflags after the refusal" });
+  }),
+);
