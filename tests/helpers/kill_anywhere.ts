@@ -92,6 +92,9 @@ async function until(
   return true;
 }
 
+/** The cryo processes the harness is running (other lanes' may be stopped on purpose). */
+const running = new Set<number>();
+
 /** Runs `args` and SIGKILLs it at `point`; `mark` is the start of time offsets. */
 async function runAndKill(
   args: string[],
@@ -99,6 +102,7 @@ async function runAndKill(
   mark: (cryoPid: number) => boolean,
 ): Promise<{ reached: boolean; code: number }> {
   const child = cli(args, "phase" in point ? point.phase : undefined);
+  running.add(child.pid);
   let done = false;
   const status = child.status.then((s) => {
     done = true;
@@ -116,6 +120,7 @@ async function runAndKill(
     child.kill("SIGKILL");
   } catch { /* already exited */ }
   const s = await status;
+  running.delete(child.pid);
   return { reached, code: s.code };
 }
 
@@ -371,7 +376,15 @@ export class RestoreLane {
     }
     const restored = isAlive(this.pid);
     reapOrphans(new Set());
-    assert.deepEqual(stoppedChildren(new Set()), [], `${name}: stopped processes left`);
+    const stopped = stoppedChildren(running);
+    const cmd = (p: number) => {
+      try {
+        return Deno.readTextFileSync(`/proc/${p}/cmdline`).replaceAll("\0", " ");
+      } catch {
+        return "?";
+      }
+    };
+    assert.deepEqual(stopped.map(cmd), [], `${name}: stopped processes left`);
     assert.equal(await digest(this.dir), this.#digest, `${name}: the image changed`);
     if (!restored) return { point: name, result: "nothing-left" };
     // The restore had completed: the tree runs and checks itself.
