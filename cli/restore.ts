@@ -43,6 +43,10 @@ export function register(program: Command): void {
       "replace a restored fd instead of reopening it: <fd>=<path>, or <fd>=fd:<n> for cryo's own fd 0-2",
     )
     .option("--no-verify", "skip the SHA-256 check of the images")
+    .option(
+      "--trust-image-owner",
+      "restore (as root) an image directory owned or writable by another user",
+    )
     .option("--json", "print the restore result as JSON")
     .option("--ext-unix-sk", "the image has unix sockets connected outside the tree")
     .option("--tcp-established", "restore TCP connections to peers outside the tree")
@@ -65,6 +69,7 @@ Examples:
       const tree = await restore(dir, {
         inheritFds: parseInheritFds(opts.inheritFd),
         verifyChecksums: opts.verify,
+        trustImageOwner: opts.trustImageOwner,
         optIns: optInsOf(opts),
       });
       const summary = {

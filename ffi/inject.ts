@@ -300,3 +300,25 @@ export function findSyscallInstruction(
   }
   throw new InjectionError(`process ${pid}: no syscall instruction found in executable memory`);
 }
+
+/** PTRACE_EVENT_STOP, the stop PTRACE_INTERRUPT leads to. */
+const PTRACE_EVENT_STOP = 128;
+
+/**
+ * Puts a thread stopped by an injected syscall's single step (a SIGTRAP
+ * signal-delivery stop) back into a PTRACE_INTERRUPT stop, without running
+ * any of its code: PTRACE_INTERRUPT queues the trap, PTRACE_CONT (discarding
+ * the SIGTRAP) lets the kernel reach it before returning to user space.
+ * Should the tracer die in a signal-delivery stop, the kernel would deliver
+ * that SIGTRAP and kill the process; from an interrupt stop it just resumes.
+ */
+export function returnToInterruptStop(tid: number): void {
+  interrupt(tid);
+  cont(tid, 0);
+  const st = waitStop(tid);
+  if (st.event !== PTRACE_EVENT_STOP) {
+    throw new InjectionError(
+      `thread ${tid}: expected an interrupt stop after an injected syscall, got signal ${st.signal} event ${st.event}`,
+    );
+  }
+}

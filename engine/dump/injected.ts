@@ -3,19 +3,26 @@
  * syscalls into its stopped threads: signal actions, interval timers, the
  * program break, per-thread sigaltstack and clear_child_tid.
  *
- * A scratch page is mapped in the target for the results and unmapped
- * again before the memory is read, so it never appears in the image.
+ * Results land in a scratch page: preferably the free stack space of the
+ * main thread below its red zone (saved and put back afterwards), so that a
+ * cryo killed half-way leaves no mapping behind (the area below the red zone
+ * is free by the ABI: a signal handler may overwrite it at any time);
+ * otherwise a page mapped for the purpose and unmapped again before the
+ * memory is read, so it never appears in the image.
  *
  * @module
  */
 
-import { findSyscallInstruction, injectSyscall } from "../../ffi/inject.ts";
+import { findSyscallInstruction, injectSyscall, returnToInterruptStop } from "../../ffi/inject.ts";
 import { processVmReadFully, processVmWriteFully } from "../../ffi/process_vm.ts";
 import { itimerval, kernelSigaction, stackT } from "../../ffi/structs.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { errnoName } from "../../ffi/errno.ts";
 import type { ITimer, SigAction } from "../model.ts";
 import { CryoError } from "../errors.ts";
+import { getRegs } from "../../ffi/ptrace.ts";
+import { readMaps } from "../proc/maps.ts";
+import { pausePoint } from "../pause.ts";
 
 const hex = (v: bigint) => `0x${v.toString(16)}`;
 
@@ -56,7 +63,19 @@ export class InjectionSession {
 
   /** Runs syscall `nr` in thread `tid`; returns the raw result (-errno on failure). */
   call(tid: number, nr: number, ...args: (number | bigint)[]): bigint {
-    return injectSyscall(tid, this.site, nr, ...args);
+    pausePoint("inject");
+    let r: bigint;
+    try {
+      r = injectSyscall(tid, this.site, nr, ...args);
+    } catch (e) {
+      try {
+        returnToInterruptStop(tid);
+      } catch { /* gone: report the first failure */ }
+      throw e;
+    }
+    // Between two calls the thread waits where a killed cryo leaves it intact.
+    returnToInterruptStop(tid);
+    return r;
   }
 
   /** Like {@link call}, but throws a CryoError naming `what` on failure. */
@@ -89,12 +108,41 @@ export class InjectionSession {
  */
 export function withInjection<T>(pid: number, fn: (s: InjectionSession) => T): T {
   const s = new InjectionSession(pid);
+  const stack = stackScratch(pid);
+  if (stack !== undefined) {
+    const saved = new Uint8Array(SCRATCH_BYTES);
+    processVmReadFully(pid, stack, saved);
+    s.scratch = stack;
+    pausePoint("scratch");
+    try {
+      return fn(s);
+    } finally {
+      processVmWriteFully(pid, stack, saved);
+    }
+  }
   s.scratch = s.check(pid, "mmap(scratch)", SYS.mmap, 0, SCRATCH_BYTES, 3, 0x22, -1, 0);
+  pausePoint("scratch");
   try {
     return fn(s);
   } finally {
     s.call(pid, SYS.munmap, s.scratch, SCRATCH_BYTES);
   }
+}
+
+/** Bytes below the stack pointer the ABI reserves (the red zone), plus a margin. */
+const RED_ZONE = 128n + 256n;
+
+/**
+ * A scratch page in the free stack space of stopped thread `pid` (below
+ * its red zone), if that space lies in the same writable mapping as its
+ * stack pointer.
+ */
+function stackScratch(pid: number): bigint | undefined {
+  const rsp = getRegs(pid).rsp;
+  const start = (rsp - RED_ZONE - BigInt(SCRATCH_BYTES)) & ~15n;
+  const vma = readMaps(pid).find((m) => m.start <= rsp && rsp < m.end);
+  if (!vma || vma.perms[0] !== "r" || vma.perms[1] !== "w" || start < vma.start) return undefined;
+  return start;
 }
 
 function timer(bytes: Uint8Array): ITimer {

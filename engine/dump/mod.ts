@@ -63,6 +63,8 @@ import { CHUNK_BYTES, MemoryStreamer } from "./memory.ts";
 import { SyncPageWriter, ThreadedPageWriter } from "./page_writer.ts";
 import { bootstrapSizeFor, chooseBootstrap, pagePolicy } from "./vmas.ts";
 import { TOOL_VERSION } from "../version.ts";
+import { pausePoint } from "../pause.ts";
+import { makePrivateDir, removeStalePartials } from "./partial.ts";
 import { fdQueueBytes } from "../fds/socket_common.ts";
 import { InetSocketSession } from "../fds/inet_session.ts";
 import { inetQueueBytes } from "../fds/inet_plan.ts";
@@ -173,9 +175,10 @@ async function prepareDir(dir: string): Promise<string> {
   } catch {
     throw new TargetError(`parent directory of ${dir} does not exist`);
   }
+  await removeStalePartials(abs);
   const tmp = `${dirname(abs)}/.${basename(abs)}.cryo-partial-${Deno.pid}`;
   await Deno.remove(tmp, { recursive: true }).catch(() => {});
-  await Deno.mkdir(tmp);
+  await makePrivateDir(tmp);
   return tmp;
 }
 
@@ -300,6 +303,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
   const sockets = new InetSocketSession();
   try {
     tree = freezeTree(pid);
+    pausePoint("frozen");
     const threadCount = tree.processes.reduce((n, p) => n + p.threads.length, 0);
     opts.onEvent?.({ type: "frozen", processes: tree.processes.length, threads: threadCount });
     const fdLists = tree.processes.map((p) => readFds(p.pid));
@@ -334,6 +338,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         bootstrap: { start: `0x${start.toString(16)}`, size },
       };
       applyIncludes(image, opts.include);
+      pausePoint("collect");
       return { p, collected, image, start, size };
     });
     markSharedDescriptions(
@@ -346,6 +351,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     refuseSharedAcrossTree(described.map((d) => d.image), refusals);
     sockets.finish(refusals);
     const ghosts = await collectGhosts(described.map((d) => d.image), tmp, refusals);
+    pausePoint("ghosts");
     // Memory a child shares with its parent is stored once, in the parent's image.
     const inheritance = planInheritance(
       described.map((d) => ({ image: d.image, vmas: d.collected.vmas })),
@@ -403,6 +409,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         if (plan[k].length === 0) continue;
         image.mappings[k].pages = streamer.saveRuns(v, plan[k], (n) => {
           done += n;
+          pausePoint("pages");
           opts.onEvent?.({ type: "pages", pid: p.pid, bytes: done, totalBytes: total });
         });
       }
@@ -423,6 +430,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       freezeSeconds = (performance.now() - tree.frozenAt) / 1000;
     }
     for (const { writer, image, streamer } of pending) {
+      pausePoint("notes");
       const summary = await writer.finish(image, { checksum: false, sync });
       // The page data's CRC was computed while streaming: read only the rest.
       const checksum = await checksumAround(
@@ -432,6 +440,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         streamer.crc32,
       );
       writers = writers.filter((w) => w !== writer);
+      pausePoint("written");
       opts.onEvent?.({ type: "written", pid: image.pid, path: summary.path, size: summary.size });
       pagesBytes += summary.pagesBytes;
       imageBytes += summary.size;
@@ -472,10 +481,13 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     if (!thawed) stats.freezeSeconds = (performance.now() - tree.frozenAt) / 1000;
     if (!thawed) sockets.checkUnchanged();
     await writeManifest(tmp, manifest, sync);
+    pausePoint("manifest");
     await fsyncDir(tmp, sync);
+    pausePoint("fsync");
     await Deno.remove(finalDir).catch(() => {}); // an empty directory given by the user
     await Deno.rename(tmp, finalDir);
     await fsyncDir(dirname(finalDir), sync);
+    pausePoint("rename");
     if (!thawed) {
       killTree(tree);
       thawed = true;
@@ -489,6 +501,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
             `the image is removed and these connections were reset`,
         );
       }
+      pausePoint("killed");
     }
     tree = undefined;
     opts.onEvent?.({ type: "done", stats });

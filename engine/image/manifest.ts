@@ -84,7 +84,7 @@ export async function writeManifest(dir: string, manifest: Manifest, sync = true
   const path = `${dir}/${MANIFEST_FILE}`;
   const tmp = `${path}.partial`;
   {
-    using f = await Deno.open(tmp, { write: true, create: true, truncate: true });
+    using f = await Deno.open(tmp, { write: true, create: true, truncate: true, mode: 0o600 });
     const bytes = new TextEncoder().encode(JSON.stringify(manifest, null, 2) + "\n");
     let done = 0;
     while (done < bytes.length) done += await f.write(bytes.subarray(done));

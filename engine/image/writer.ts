@@ -119,7 +119,7 @@ export class ImageWriter {
   }
 
   /**
-   * Creates `<path>.partial` (mode 0755: images are exec'd), writes the
+   * Creates `<path>.partial` (mode 0700: images are exec'd, and private), writes the
    * bootstrap blob into it and returns the writer. Throws RangeError on an
    * unaligned bootstrap or a blob larger than its reservation.
    */
@@ -143,8 +143,10 @@ export class ImageWriter {
       write: true,
       create: true,
       truncate: true,
-      mode: 0o755,
+      mode: 0o700,
     });
+    // Private (it holds the process's memory) and executable by its owner, whatever the umask.
+    await Deno.chmod(`${path}.partial`, 0o700);
     const w = new ImageWriter(path, file, opts);
     try {
       await w.#writeAt(BOOTSTRAP_FILE_OFFSET, opts.blob);

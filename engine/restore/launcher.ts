@@ -31,6 +31,8 @@ export function writeLauncher(
 ): { path: string; bootstrap: Bootstrap } {
   const boot = new BootstrapBuilder(LAUNCHER_BASE);
   const p = boot.program();
+  // Dies with cryo: a cryo killed before it seized the launcher leaves no stopped orphan.
+  p.op(SYS.prctl, [1, /* PR_SET_PDEATHSIG */ 9], { comment: "die with cryo" });
   p.op(SYS.getpid, [], { store: 1 });
   p.op(SYS.kill, [{ slot: 1 }, 19 /* SIGSTOP */], { comment: "wait for the tracer" });
   // With CLONE_PARENT the exit signal is the launcher's own (SIGCHLD); clone3 wants 0 here.

@@ -40,6 +40,9 @@ import {
 import { checkInotifyPaths } from "../fds/inotify.ts";
 import { type RestoreEvent, RestoreSession, type RestoreUnit } from "./session.ts";
 import { checkTaskState } from "../task/mod.ts";
+import { checkImageDirTrust, checkOwnCredentials } from "./trust.ts";
+import { pausePoint } from "../pause.ts";
+import { shrunkImage } from "./intact.ts";
 
 /** Options of {@link restore}. */
 export interface RestoreOptions {
@@ -55,6 +58,11 @@ export interface RestoreOptions {
    * time is refused without it.
    */
   optIns?: string[];
+  /**
+   * Restore (as root) an image directory owned by, or writable by, a user
+   * other than root (engine/restore/trust.ts); default false.
+   */
+  trustImageOwner?: boolean;
 }
 
 /** How a restored root ended. */
@@ -187,6 +195,7 @@ function verifyInWorker(plan: RestorePlan): Promise<Error | undefined> {
  */
 export function preflight(plan: RestorePlan): void {
   checkPrivileges();
+  checkOwnCredentials(plan.units.map((u) => u.image));
   checkVdso(plan.manifest);
   const processes = plan.units.map((u) => u.image);
   checkFiles(processes);
@@ -207,6 +216,7 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
   // the stubs already read the images (nothing runs before both are done).
   const verify = opts.verifyChecksums ?? true;
   let plan: RestorePlan;
+  checkImageDirTrust(resolve(dir), opts.trustImageOwner);
   try {
     plan = await planRestore(dir, { ...opts, verifyChecksums: false });
   } catch (e) {
@@ -218,6 +228,7 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
   const processes = plan.units.map((u) => u.image);
   becomeSubreaper();
   for (const p of processes) forgetParkedStatus(p.pid);
+  pausePoint("planned");
   const verification = verify ? verifyInWorker(plan) : Promise.resolve(undefined);
   const provided = await ProvidedFds.open(plan.ptys, plan.ghosts, plan.dir);
   const session = new RestoreSession(plan.units, opts.onEvent, undefined, provided);
@@ -233,11 +244,14 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
   } catch (e) {
     problem = e as Error;
   }
+  problem ??= shrunkImage(plan.dir, plan.manifest);
   if (problem) {
     session.abort();
     throw problem;
   }
+  pausePoint("finalize");
   const pids = session.release();
+  pausePoint("released");
   const rootPid = plan.manifest.rootPid;
   let exited: Promise<ExitStatus> | undefined;
   return {

@@ -57,6 +57,7 @@ import { removeLauncher, spawnLauncher, writeLauncher } from "./launcher.ts";
 import { foregroundGroupOf } from "../fds/tty.ts";
 import type { ProvidedFds } from "./provided.ts";
 import { restoreTaskState, restoreTaskStateAfterCredentials } from "../task/mod.ts";
+import { pausePoint } from "../pause.ts";
 import { restoreCgroups } from "../task/placement.ts";
 import { restoreCreds } from "../task/creds_restore.ts";
 import { startInheritedChild } from "./inherit_session.ts";
@@ -193,13 +194,16 @@ export class RestoreSession {
     this.#launcher = launcher;
     this.#launcherBoot = bootstrap;
     this.#tasks.add(launcher.pid);
+    pausePoint("spawned");
     const st = waitPid(launcher.pid, WUNTRACED);
+    removeLauncher(launcher); // exec'd: the file is no longer needed (nothing left if cryo dies)
     if (st.kind !== "stopped") {
       throw new RestoreError(`launcher ${launcher.pid} did not start (${st.kind})`);
     }
     seize(launcher.pid, TRACE_OPTIONS);
     waitStop(launcher.pid);
     this.#checkXsave(launcher.pid);
+    pausePoint("launched");
     cont(launcher.pid, 0);
     this.#onEvent?.({ type: "launched", launcher: launcher.pid });
   }
@@ -338,6 +342,7 @@ export class RestoreSession {
     if (regs.rip === boot.doneRip) {
       this.#done.add(tid);
       this.#onEvent?.({ type: "program-done", pid: tid });
+      pausePoint("program-done");
       return;
     }
     if (regs.rip === boot.failRip) {
@@ -356,6 +361,7 @@ export class RestoreSession {
     const unit = this.#units.get(pid);
     if (!unit) throw new RestoreError(`unexpected exec in task ${pid}`);
     this.#onEvent?.({ type: "exec", pid });
+    pausePoint("exec");
     const { compiled, image } = unit;
     const boot = compiled.bootstrap;
     const base = boot.base;

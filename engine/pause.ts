@@ -1,0 +1,37 @@
+/**
+ * Test hook for fault injection: with `CRYO_TEST_PAUSE_AT=<phase>` (or
+ * `<phase>:<n>` for its n-th occurrence, 1-based) in the environment, cryo
+ * stops itself with SIGSTOP when it reaches that phase, so that a test can
+ * SIGKILL it exactly there (tests/kill_anywhere_test.ts). Without the
+ * variable every {@link pausePoint} is a no-op.
+ *
+ * Dump phases: frozen, collect, scratch, inject, ghosts, pages, notes,
+ * written, manifest, fsync, rename, killed. Restore phases: planned, spawned,
+ * launched, exec, program-done, finalize, released.
+ *
+ * @module
+ */
+
+import { rawSyscall, selfPid } from "../ffi/libc.ts";
+import { SYS } from "../ffi/sysno.ts";
+
+function wanted(): { phase: string; nth: number } | undefined {
+  let spec: string | undefined;
+  try {
+    spec = Deno.env.get("CRYO_TEST_PAUSE_AT");
+  } catch {
+    return undefined; // no env permission: never pause
+  }
+  if (!spec) return undefined;
+  const [phase, n] = spec.split(":");
+  return { phase, nth: n ? Number(n) : 1 };
+}
+
+const target = wanted();
+let seen = 0;
+
+/** Stops cryo (SIGSTOP) if `CRYO_TEST_PAUSE_AT` names this occurrence of `phase`. */
+export function pausePoint(phase: string): void {
+  if (!target || target.phase !== phase || ++seen !== target.nth) return;
+  rawSyscall(SYS.kill, selfPid(), 19 /* SIGSTOP */);
+}
