@@ -42,6 +42,27 @@ export interface Manifest {
   optIns?: string[];
   /** Deleted files and memfds of the tree, saved by content. */
   ghosts?: GhostFile[];
+  /** System V shared memory segments attached by the tree (engine/memory/sysvshm.ts). */
+  sysvShm?: SysvShmSegment[];
+}
+
+/** A System V shared memory segment, re-created by the engine with the same id before the launch. */
+export interface SysvShmSegment {
+  shmid: number;
+  /** The key (0 = IPC_PRIVATE, as for every segment marked for removal). */
+  key: number;
+  size: number;
+  /** Permission bits. */
+  mode: number;
+  uid: number;
+  gid: number;
+  cuid: number;
+  cgid: number;
+  /** Marked for removal (IPC_RMID, SHM_DEST): removed again once the tree has attached it. */
+  removed: boolean;
+  /** Content file in the image directory, and its CRC-32. */
+  file: string;
+  checksum: string;
 }
 
 /** One process entry of the manifest. */
@@ -235,6 +256,8 @@ export interface Mapping {
   inherited?: true;
   /** Pages to drop from an inherited mapping. */
   discard?: { addr: Hex; length: number }[];
+  /** A System V shm attachment: the shmid (the restore program attaches it with shmat). */
+  sysvShm?: number;
 }
 
 /** A contiguous run of saved pages. */

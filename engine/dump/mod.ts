@@ -37,6 +37,7 @@ import { CryoError, TargetError, UnsupportedError } from "../errors.ts";
 import { Refusals } from "../support.ts";
 import { compileTree } from "../restore/restorable.ts";
 import { collectGhosts } from "../fds/ghost.ts";
+import { collectSysvShm } from "../memory/sysvshm.ts";
 import { refuseSharedAcrossTree } from "../fds/shared_anon.ts";
 import { SyscallError } from "../../ffi/libc.ts";
 import { TraceeGoneError } from "../../ffi/ptrace.ts";
@@ -326,6 +327,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     refuseSharedAcrossTree(described.map((d) => d.image), refusals);
     sockets.finish(refusals);
     const ghosts = await collectGhosts(described.map((d) => d.image), tmp, refusals);
+    const sysvShm = await collectSysvShm(described.map((d) => d.image), tmp, refusals);
     // Memory a child shares with its parent is stored once, in the parent's image.
     const inheritance = planInheritance(
       described.map((d) => ({ image: d.image, vmas: d.collected.vmas })),
@@ -360,7 +362,9 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       const plan = collected.vmas.map((v, k) => {
         const inherited = inheritance.runs(p.pid, k);
         if (inherited) return inherited;
-        const policy = image.mappings[k].excluded ? "none" : pagePolicy(image.mappings[k].kind);
+        const policy = image.mappings[k].excluded || image.mappings[k].sysvShm !== undefined
+          ? "none"
+          : pagePolicy(image.mappings[k].kind);
         if (policy === "none") return [];
         const match = policy === "all-present" ? PRESENT_OR_SWAPPED : ANON_PRESENT_OR_SWAPPED;
         return pagemap.runs(v.start, v.end, match).map(([addr, length]) => ({ addr, length }));
@@ -447,6 +451,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       stats,
       ...(refusals.usedOptIns.length ? { optIns: refusals.usedOptIns } : {}),
       ...(ghosts.length ? { ghosts } : {}),
+      ...(sysvShm.length ? { sysvShm } : {}),
     };
     stats.dumpSeconds = (performance.now() - t0) / 1000;
     if (!thawed) stats.freezeSeconds = (performance.now() - tree.frozenAt) / 1000;

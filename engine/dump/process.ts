@@ -19,6 +19,7 @@ import { fileIdentityOf, readProcLink, readProcText } from "../proc/io.ts";
 import { queryInjectedState, withInjection } from "./injected.ts";
 import { collectThread, sharedPending } from "./threads.ts";
 import { classifyVma, refusedMapping, type Vma } from "./vmas.ts";
+import { sysvShmidOf } from "../memory/sysvshm.ts";
 import { collectPipe } from "../fds/pipe.ts";
 import { collectUnixSockets } from "../fds/unix.ts";
 import { queryFdOwners } from "../fds/owner.ts";
@@ -152,6 +153,7 @@ export function collectProcess(
       ? readMapFileIdentity(pid, m) ?? undefined
       : undefined;
     // Deleted files and memfds are saved by content (engine/fds/ghost.ts).
+    const sysvShm = sysvShmidOf(m.path, m.inode);
     const refused = refusedMapping(vmas[i]);
     if (refused) {
       refusals.use(refused, `process ${pid} mapping ${hex(m.start)}-${hex(m.end)} (${m.path})`);
@@ -166,6 +168,7 @@ export function collectProcess(
       ...(file ? { file } : {}),
       vmFlags: m.vmFlags,
       pages: [],
+      ...(sysvShm !== undefined ? { sysvShm } : {}),
     };
   });
 

@@ -30,9 +30,11 @@ export function classifyVma(v: Vma): MappingKind {
   return shared ? "file-shared" : "file-private";
 }
 
-/** The restorability-table row refusing a mapping, or null when it can be saved. */
+/**
+ * The restorability-table row refusing a mapping, or null when it can be
+ * saved (System V attachments are judged by engine/memory/sysvshm.ts).
+ */
 export function refusedMapping(v: Vma): SupportId | null {
-  if (v.path.startsWith("/SYSV")) return "memory.sysv-shm";
   if (v.path.startsWith("/[aio]")) return "memory.aio";
   return null;
 }

@@ -41,6 +41,7 @@ const mapping = z.looseObject({
   pages: z.array(z.looseObject({ addr: hex, length: nat, fileOffset: nat })),
   excluded: z.boolean().optional(),
   ghost: z.string().optional(),
+  sysvShm: nat.optional(),
 });
 
 const thread = z.looseObject({
@@ -193,6 +194,19 @@ export const manifestSchema = z.looseObject({
   stats: z.looseObject({}),
   optIns: z.array(z.string()).optional(),
   ghosts: z.array(ghost).optional(),
+  sysvShm: z.array(z.looseObject({
+    shmid: nat,
+    key: int,
+    size: nat,
+    mode: nat,
+    uid: nat,
+    gid: nat,
+    cuid: nat,
+    cgid: nat,
+    removed: z.boolean(),
+    file: z.string(),
+    checksum: z.string(),
+  })).optional(),
 });
 
 /** The first problem of `x` against `schema`, as one line, or undefined when it fits. */

@@ -1,0 +1,96 @@
+/**
+ * System V shared memory (tests/targets/rt_sysvshm.c): a keyed segment
+ * attached read-write and read-only, and an IPC_PRIVATE one removed while
+ * attached, shared by a parent and its child, come back with the same
+ * ids, key, size, mode, owner, content, attach addresses and removal mark.
+ * A restore while the keyed segment's id is still in use on the host (it
+ * outlives the killed tree) is refused at pre-flight, naming the id.
+ */
+
+import assert from "node:assert/strict";
+import { checkpoint } from "../engine/dump/mod.ts";
+import { restore } from "../engine/restore/mod.ts";
+import { RestoreError } from "../engine/errors.ts";
+import { readSysvShm } from "../engine/memory/sysvshm.ts";
+import { readImageFile } from "../engine/image/reader.ts";
+import { assertChecksPassed } from "./helpers/checks.ts";
+import { startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
+import { adoptPid, withTargets } from "./helpers/targets.ts";
+
+const READY = /^ready pid=(\d+) child=(\d+) a=(\d+) b=(\d+)$/m;
+
+/** Removes segment `id` (one this test created) if it still exists. */
+async function ipcrm(id: number): Promise<void> {
+  if (!readSysvShm().has(id)) return;
+  await new Deno.Command("ipcrm", { args: ["-m", String(id)] }).output();
+}
+
+Deno.test(
+  "System V shm: ids, key, owner, content, attachments and removal mark survive",
+  withTargets(async () => {
+    const { t, trigger, ready } = await startTriggered("rt_sysvshm", READY);
+    const child = Number(ready[2]);
+    const a = Number(ready[3]), b = Number(ready[4]);
+    try {
+      const dir = await tempImageDir();
+      const dump = await checkpoint(t.pid, { dir });
+      await t.wait();
+      const segs = dump.manifest.sysvShm ?? [];
+      assert.deepEqual(
+        segs.map((s) => [s.shmid, s.size, s.mode, s.uid, s.gid, s.removed]).sort(),
+        [[a, 3 * 4096 + 100, 0o640, 1234, 5678, false], [b, 8192, 0o600, 0, 0, true]].sort(),
+      );
+      // The segment pages are not in the process images.
+      const image = (await readImageFile(`${dir}/${t.pid}.elf`)).process;
+      const attached = image.mappings.filter((m) => m.sysvShm !== undefined);
+      assert.equal(attached.length, 3);
+      assert.ok(attached.every((m) => m.pages.length === 0));
+
+      // The keyed segment outlives the killed tree: its id is in use.
+      assert.ok(readSysvShm().has(a));
+      await assert.rejects(
+        () => restore(dir),
+        (e: unknown) =>
+          e instanceof RestoreError && new RegExp(`shm id ${a} is in use`).test(e.message),
+      );
+      await ipcrm(a);
+
+      const tree = await restore(dir);
+      t.resetAfterRestore();
+      for (const pid of tree.pids) if (pid !== t.pid) adoptPid(pid);
+      assert.deepEqual([...tree.pids].sort(), [t.pid, child].sort());
+      const now = readSysvShm();
+      assert.equal(now.get(a)?.nattch, 5);
+      assert.equal(now.get(b)?.nattch, 2);
+      assert.equal((now.get(b)?.perms ?? 0) & 0o1000, 0o1000, "b is marked for removal");
+
+      await Deno.writeTextFile(trigger, "");
+      assertChecksPassed(t, [
+        "stat-a",
+        "stat-b",
+        "key-a",
+        "size-a",
+        "mode-a",
+        "owner-a",
+        "creator-a",
+        "nattch-a",
+        "key-b",
+        "size-b",
+        "removed-b",
+        "mode-b",
+        "nattch-b",
+        "content-a",
+        "content-ro",
+        "content-b",
+        "ro-stays-ro",
+        "parent-sees-child-b",
+        "parent-sees-child-a",
+        "parent-sees-child-ro",
+        "child",
+      ], await t.wait(20000));
+    } finally {
+      await ipcrm(a);
+      await ipcrm(b);
+    }
+  }),
+);
