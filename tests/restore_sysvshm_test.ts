@@ -4,18 +4,19 @@
  * attached, shared by a parent and its child, come back with the same
  * ids, key, size, mode, owner, content, attach addresses and removal mark.
  * A restore while the keyed segment's id is still in use on the host (it
- * outlives the killed tree) is refused at pre-flight, naming the id.
+ * outlives the killed tree) is refused at pre-flight, naming the id; an
+ * attachment partly unmapped is refused at dump.
  */
 
 import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { restore } from "../engine/restore/mod.ts";
-import { RestoreError } from "../engine/errors.ts";
+import { RestoreError, UnsupportedError } from "../engine/errors.ts";
 import { readSysvShm } from "../engine/memory/sysvshm.ts";
 import { readImageFile } from "../engine/image/reader.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
-import { adoptPid, withTargets } from "./helpers/targets.ts";
+import { adoptPid, startTarget, withTargets } from "./helpers/targets.ts";
 
 const READY = /^ready pid=(\d+) child=(\d+) a=(\d+) b=(\d+)$/m;
 
@@ -92,5 +93,28 @@ Deno.test(
       await ipcrm(a);
       await ipcrm(b);
     }
+  }),
+);
+
+Deno.test(
+  "System V shm: an attachment partly unmapped is refused by name; the target runs on",
+  withTargets(async () => {
+    const t = await startTarget("/usr/bin/python3", [
+      "-c",
+      "import ctypes,time\n" +
+      "libc=ctypes.CDLL(None); libc.shmat.restype=ctypes.c_void_p\n" +
+      "i=libc.shmget(0,3*4096,0o1600); a=libc.shmat(i,None,0); libc.shmctl(i,0,None)\n" +
+      "libc.munmap(ctypes.c_void_p(a),4096)\n" +
+      "print('ready', flush=True); time.sleep(60)",
+    ]);
+    await t.waitFor(/^ready$/m);
+    const dir = await tempImageDir();
+    await assert.rejects(
+      () => checkpoint(t.pid, { dir }),
+      (e: unknown) =>
+        e instanceof UnsupportedError &&
+        /SYSV.*partly unmapped.*starts at offset 0x1000/.test(e.message),
+    );
+    assert.equal(t.poll(), undefined, "still running");
   }),
 );
