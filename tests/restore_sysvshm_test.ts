@@ -18,6 +18,13 @@ import { assertChecksPassed } from "./helpers/checks.ts";
 import { startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
 import { adoptPid, startTarget, withTargets } from "./helpers/targets.ts";
 
+/** The SysV attachment lines of a process's maps, without the device column. */
+function sysvMaps(pid: number): string[] {
+  return Deno.readTextFileSync(`/proc/${pid}/maps`).split("\n")
+    .filter((l) => l.includes("/SYSV"))
+    .map((l) => l.split(/\s+/).filter((_, i) => i !== 3).join(" "));
+}
+
 const READY = /^ready pid=(\d+) child=(\d+) a=(\d+) b=(\d+)$/m;
 
 /** Removes segment `id` (one this test created) if it still exists. */
@@ -31,8 +38,11 @@ Deno.test(
   withTargets(async () => {
     const { t, trigger, ready } = await startTriggered("rt_sysvshm", READY);
     const child = Number(ready[2]);
+    adoptPid(child); // cleaned up by pid, before the dump and after the restore (same pid)
     const a = Number(ready[3]), b = Number(ready[4]);
     try {
+      const before = [sysvMaps(t.pid), sysvMaps(child)];
+      assert.equal(before[0].length, 5, before[0].join("\n"));
       const dir = await tempImageDir();
       const dump = await checkpoint(t.pid, { dir });
       await t.wait();
@@ -44,7 +54,7 @@ Deno.test(
       // The segment pages are not in the process images.
       const image = (await readImageFile(`${dir}/${t.pid}.elf`)).process;
       const attached = image.mappings.filter((m) => m.sysvShm !== undefined);
-      assert.equal(attached.length, 3);
+      assert.equal(attached.length, 5);
       assert.ok(attached.every((m) => m.pages.length === 0));
 
       // The keyed segment outlives the killed tree: its id is in use.
@@ -58,10 +68,10 @@ Deno.test(
 
       const tree = await restore(dir);
       t.resetAfterRestore();
-      for (const pid of tree.pids) if (pid !== t.pid) adoptPid(pid);
       assert.deepEqual([...tree.pids].sort(), [t.pid, child].sort());
+      // Same attachments: addresses, protections, shmids (the inode column).
+      assert.deepEqual([sysvMaps(t.pid), sysvMaps(child)], before);
       const now = readSysvShm();
-      assert.equal(now.get(a)?.nattch, 5);
       assert.equal(now.get(b)?.nattch, 2);
       assert.equal((now.get(b)?.perms ?? 0) & 0o1000, 0o1000, "b is marked for removal");
 
@@ -80,6 +90,7 @@ Deno.test(
         "removed-b",
         "mode-b",
         "nattch-b",
+        "ro-page",
         "content-a",
         "content-ro",
         "content-b",

@@ -279,10 +279,12 @@ export class CreatedSysvShm {
     shmSetOwner(id, s.uid, s.gid, s.mode);
   }
 
-  /** Once every restored task has attached its segments: marks the removed ones again. */
+  /**
+   * Once every restored task has attached its segments (before they run):
+   * marks the removed ones again.
+   */
   finish(): void {
     for (const s of this.segments) if (s.removed) shmRemove(s.shmid);
-    this.#created = [];
   }
 
   /** After a failed restore: removes every segment created. */

@@ -248,6 +248,8 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
     shm.discard();
     throw problem;
   }
+  // Every task has attached its segments: the removed ones are marked again before anything runs.
+  shm.finish();
   let pids: number[];
   try {
     pids = session.release();
@@ -255,7 +257,6 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
     shm.discard();
     throw e;
   }
-  shm.finish();
   const rootPid = plan.manifest.rootPid;
   let exited: Promise<ExitStatus> | undefined;
   return {

@@ -7,7 +7,8 @@
  * child, which inherits the three attachments and attaches A once more.
  * After the restore (trigger file): both segments have the same ids, key,
  * size, mode, owner, content, removal mark and attach counts; the
- * read-only attachment cannot be made writable; writes by one process
+ * read-only attachment cannot be made writable, the read-write one keeps
+ * its read-only middle page (three mappings); writes by one process
  * are seen by the other through every attachment.
  *
  * usage: rt_sysvshm <trigger-file>
@@ -64,12 +65,19 @@ int main(int argc, char **argv) {
   ds.shm_perm.gid = 5678;
   if (shmctl(a, IPC_SET, &ds)) die("IPC_SET");
   if (shmctl(b, IPC_RMID, NULL)) die("IPC_RMID");
+  /* The middle page of the read-write attachment made read-only: one attachment, three mappings. */
+  if (mprotect(pa + 4096, 4096, PROT_READ)) die("mprotect");
+  int sync[2];
+  if (pipe(sync)) die("pipe");
 
   pid_t child = fork();
   if (child < 0) die("fork");
   if (child == 0) {
     char *pc = shmat(a, NULL, 0);
     if (pc == (void *)-1) die("child shmat");
+    close(sync[0]);
+    if (write(sync[1], "x", 1) != 1) die("write");
+    close(sync[1]);
     wait_trigger(argv[1]);
     check("child-content", pattern_ok(pc, A_SIZE, 3), "");
     check("child-sees-parent", await_value(pc, 100, 0x1234), "");
@@ -78,6 +86,12 @@ int main(int argc, char **argv) {
     *at(pa, 300) = 0x9abc;
     _exit(failures);
   }
+  close(sync[1]);
+  char c;
+  if (read(sync[0], &c, 1) != 1) die("child setup");
+  close(sync[0]);
+  struct shmid_ds ra, rb;
+  if (shmctl(a, IPC_STAT, &ra) || shmctl(b, IPC_STAT, &rb)) die("IPC_STAT");
   print_ready("pid=%d child=%d a=%d b=%d", getpid(), child, a, b);
   wait_trigger(argv[1]);
 
@@ -90,12 +104,15 @@ int main(int argc, char **argv) {
   check("owner-a", sa.shm_perm.uid == 1234 && sa.shm_perm.gid == 5678, "%d:%d",
         sa.shm_perm.uid, sa.shm_perm.gid);
   check("creator-a", sa.shm_perm.cuid == getuid(), "%d", sa.shm_perm.cuid);
-  check("nattch-a", sa.shm_nattch == 5, "%lu", (unsigned long)sa.shm_nattch);
+  check("nattch-a", sa.shm_nattch == ra.shm_nattch, "%lu, was %lu", (unsigned long)sa.shm_nattch,
+        (unsigned long)ra.shm_nattch);
   check("key-b", sb.shm_perm.__key == IPC_PRIVATE, "0x%x", sb.shm_perm.__key);
   check("size-b", sb.shm_segsz == B_SIZE, "%zu", sb.shm_segsz);
   check("removed-b", (sb.shm_perm.mode & SHM_DEST) != 0, "0%o", sb.shm_perm.mode);
   check("mode-b", (sb.shm_perm.mode & 0777) == 0600, "0%o", sb.shm_perm.mode);
-  check("nattch-b", sb.shm_nattch == 2, "%lu", (unsigned long)sb.shm_nattch);
+  check("nattch-b", sb.shm_nattch == rb.shm_nattch && rb.shm_nattch == 2, "%lu, was %lu",
+        (unsigned long)sb.shm_nattch, (unsigned long)rb.shm_nattch);
+  check("ro-page", mprotect(pa + 4096, 4096, PROT_READ | PROT_WRITE) == 0, "errno %d", errno);
   check("content-a", pattern_ok(pa, A_SIZE, 3), "");
   check("content-ro", pattern_ok(pr, A_SIZE, 3), "");
   check("content-b", pattern_ok(pb, B_SIZE, 11), "");
