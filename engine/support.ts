@@ -70,6 +70,7 @@ export const SUPPORT_TABLE = [
   { id: "memory.ghost", area: "memory", what: "mappings of deleted files and memfds (content saved in the image)", support: "saved" },
   { id: "memory.sysv-shm", area: "memory", what: "System V shared memory segments attached by the tree (id, key, size, owner, mode, content, attach address and flags, marked for removal)", support: "saved", note: "re-created by the engine with the same id through shm_next_id; creator, pids and times are not kept" },
   { id: "memory.sysv-shm-locked", area: "memory", what: "System V shared memory segments locked with SHM_LOCK", support: "refused", note: "not restored yet" },
+  { id: "memory.sysv-shm-outside", area: "memory", what: "System V shm segments also attached by processes outside the tree", support: "refused", note: "the restored segment would no longer be shared with them" },
   { id: "memory.sysv-shm-partial", area: "memory", what: "System V shm attachments partly unmapped, or segments not listed in /proc/sysvipc/shm", support: "refused", note: "shmat attaches a whole segment" },
   { id: "memory.aio", area: "memory", what: "AIO rings (io_setup)", support: "refused", note: "in-flight requests live in the kernel" },
   { id: "memory.deleted-special", area: "memory", what: "mappings of deleted device or special files", support: "refused", note: "they cannot be re-created unlinked" },

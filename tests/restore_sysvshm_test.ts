@@ -129,3 +129,29 @@ Deno.test(
     assert.equal(t.poll(), undefined, "still running");
   }),
 );
+
+Deno.test(
+  "System V shm: a segment also attached outside the tree is refused by name; the target runs on",
+  withTargets(async () => {
+    const t = await startTarget("/usr/bin/python3", [
+      "-c",
+      "import ctypes,os,time\n" +
+      "libc=ctypes.CDLL(None); libc.shmat.restype=ctypes.c_void_p\n" +
+      "i=libc.shmget(0,4096,0o1600); a=libc.shmat(i,None,0); libc.shmctl(i,0,None)\n" +
+      "c=os.fork()\n" +
+      "if c==0: time.sleep(60); os._exit(0)\n" +
+      "print('ready child=%d' % c, flush=True); time.sleep(60)",
+    ]);
+    const child = Number((await t.waitFor(/^ready child=(\d+)$/m))[1]);
+    adoptPid(child);
+    const dir = await tempImageDir();
+    await assert.rejects(
+      () => checkpoint(child, { dir }),
+      (e: unknown) =>
+        e instanceof UnsupportedError &&
+        /SYSV.*attached by processes outside the tree.*2 attaches, 1 of them/.test(e.message),
+    );
+    assert.equal(t.poll(), undefined, "still running");
+    assert.equal(Deno.readTextFileSync(`/proc/${child}/stat`).split(" ")[2], "S");
+  }),
+);

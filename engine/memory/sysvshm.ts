@@ -146,6 +146,13 @@ export async function collectSysvShm(
   const attached = images.some((p) => p.mappings.some((m) => m.sysvShm !== undefined));
   if (!attached) return [];
   const segments = readSysvShm();
+  // Every mapping of a segment counts one attach (splits included): more means holders outside.
+  const inTree = new Map<number, number>();
+  for (const p of images) {
+    for (const m of p.mappings) {
+      if (m.sysvShm !== undefined) inTree.set(m.sysvShm, (inTree.get(m.sysvShm) ?? 0) + 1);
+    }
+  }
   const out = new Map<number, SysvShmSegment>();
   for (const p of images) {
     checkWhole(p, segments, refusals);
@@ -163,6 +170,15 @@ export async function collectSysvShm(
       }
       if (seg.perms & SHM_LOCKED) {
         refusals.use("memory.sysv-shm-locked", where, `shmid ${seg.shmid} is SHM_LOCKed`);
+        continue;
+      }
+      const ours = inTree.get(seg.shmid) ?? 0;
+      if (seg.nattch > ours) {
+        refusals.use(
+          "memory.sysv-shm-outside",
+          where,
+          `shmid ${seg.shmid} has ${seg.nattch} attaches, ${ours} of them in the tree`,
+        );
         continue;
       }
       refusals.use("memory.sysv-shm", where);
