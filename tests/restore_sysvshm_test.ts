@@ -4,8 +4,10 @@
  * attached, shared by a parent and its child, come back with the same
  * ids, key, size, mode, owner, content, attach addresses and removal mark.
  * A restore while the keyed segment's id is still in use on the host (it
- * outlives the killed tree) is refused at pre-flight, naming the id; an
- * attachment partly unmapped is refused at dump.
+ * outlives the killed tree) is refused at pre-flight, naming the id; a
+ * restore of damaged segment content fails and leaves no segment behind;
+ * an attachment partly unmapped, or a segment also attached outside the
+ * tree, is refused at dump.
  */
 
 import assert from "node:assert/strict";
@@ -65,6 +67,19 @@ Deno.test(
           e instanceof RestoreError && new RegExp(`shm id ${a} is in use`).test(e.message),
       );
       await ipcrm(a);
+
+      // Damaged content: refused, and no segment the restore created is left behind.
+      const last = segs[segs.length - 1];
+      const data = await Deno.readFile(`${dir}/${last.file}`);
+      data[0] ^= 0xff;
+      await Deno.writeFile(`${dir}/${last.file}`, data);
+      await assert.rejects(
+        () => restore(dir),
+        (e: unknown) => e instanceof RestoreError && /sysvshm-\d+\.data: checksum/.test(e.message),
+      );
+      assert.ok(!readSysvShm().has(a) && !readSysvShm().has(b), "a created segment was left");
+      data[0] ^= 0xff;
+      await Deno.writeFile(`${dir}/${last.file}`, data);
 
       const tree = await restore(dir);
       t.resetAfterRestore();

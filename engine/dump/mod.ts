@@ -327,7 +327,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     refuseSharedAcrossTree(described.map((d) => d.image), refusals);
     sockets.finish(refusals);
     const ghosts = await collectGhosts(described.map((d) => d.image), tmp, refusals);
-    const sysvShm = await collectSysvShm(described.map((d) => d.image), tmp, refusals);
+    const sysvShm = collectSysvShm(described.map((d) => d.image), tmp, refusals);
     // Memory a child shares with its parent is stored once, in the parent's image.
     const inheritance = planInheritance(
       described.map((d) => ({ image: d.image, vmas: d.collected.vmas })),

@@ -38,6 +38,7 @@ const PAGE = 4096;
 const SHM_DEST = 0o1000;
 const SHM_LOCKED = 0o2000;
 const NEXT_ID = "/proc/sys/kernel/shm_next_id";
+const CHUNK = 16 << 20;
 
 /** One line of /proc/sysvipc/shm. */
 export interface SysvShmEntry {
@@ -134,15 +135,29 @@ function checkWhole(
   close();
 }
 
+/** Copies a segment's content into `path` in chunks; returns its CRC-32. */
+function saveContent(seg: SysvShmEntry, path: string): number {
+  using out = Deno.openSync(path, { write: true, createNew: true, mode: 0o600 });
+  return withShmAttached(seg.shmid, seg.size, false, (v) => {
+    let crc = 0;
+    for (let at = 0; at < v.length; at += CHUNK) {
+      const chunk = v.subarray(at, Math.min(v.length, at + CHUNK));
+      crc = zlib.crc32(chunk, crc);
+      for (let w = 0; w < chunk.length;) w += out.writeSync(chunk.subarray(w));
+    }
+    return crc;
+  });
+}
+
 /**
  * Dump: describes every segment the tree has attached and writes its
  * content into `dir`. What cannot be restored is reported to `refusals`.
  */
-export async function collectSysvShm(
+export function collectSysvShm(
   images: readonly ProcessImage[],
   dir: string,
   refusals: Refusals,
-): Promise<SysvShmSegment[]> {
+): SysvShmSegment[] {
   const attached = images.some((p) => p.mappings.some((m) => m.sysvShm !== undefined));
   if (!attached) return [];
   const segments = readSysvShm();
@@ -184,8 +199,7 @@ export async function collectSysvShm(
       refusals.use("memory.sysv-shm", where);
       if (out.has(seg.shmid)) continue;
       const file = `sysvshm-${seg.shmid}.data`;
-      const content = withShmAttached(seg.shmid, seg.size, false, (v) => v.slice());
-      await Deno.writeFile(`${dir}/${file}`, content, { createNew: true, mode: 0o600 });
+      const crc = saveContent(seg, `${dir}/${file}`);
       out.set(seg.shmid, {
         shmid: seg.shmid,
         key: seg.key,
@@ -197,7 +211,7 @@ export async function collectSysvShm(
         cgid: seg.cgid,
         removed: (seg.perms & SHM_DEST) !== 0,
         file,
-        checksum: formatChecksum(zlib.crc32(content)),
+        checksum: formatChecksum(crc),
       });
     }
   }
@@ -250,13 +264,10 @@ export class CreatedSysvShm {
    * and content (checksum verified). Throws a RestoreError having removed
    * what it created.
    */
-  static async create(
-    segments: readonly SysvShmSegment[],
-    dir: string,
-  ): Promise<CreatedSysvShm> {
+  static create(segments: readonly SysvShmSegment[], dir: string): CreatedSysvShm {
     const out = new CreatedSysvShm(segments);
     try {
-      for (const s of segments) await out.#createOne(s, dir);
+      for (const s of segments) out.#createOne(s, dir);
     } catch (e) {
       out.discard();
       throw e;
@@ -264,15 +275,16 @@ export class CreatedSysvShm {
     return out;
   }
 
-  async #createOne(s: SysvShmSegment, dir: string): Promise<void> {
-    const content = await Deno.readFile(`${dir}/${s.file}`).catch((e) => {
+  #createOne(s: SysvShmSegment, dir: string): void {
+    let src: Deno.FsFile;
+    try {
+      src = Deno.openSync(`${dir}/${s.file}`, { read: true });
+    } catch (e) {
       throw new RestoreError(`cannot restore: ${s.file}: ${(e as Error).message}`);
-    });
-    const crc = formatChecksum(zlib.crc32(content));
-    if (crc !== s.checksum || content.length !== s.size) {
-      throw new RestoreError(
-        `cannot restore: ${s.file}: checksum ${crc} (${content.length} bytes) differs from the manifest's ${s.checksum} (${s.size} bytes)`,
-      );
+    }
+    using _ = src;
+    if (src.statSync().size !== s.size) {
+      throw new RestoreError(`cannot restore: ${s.file} does not hold ${s.size} bytes`);
     }
     Deno.writeTextFileSync(NEXT_ID, `${s.shmid}\n`);
     const key = s.removed ? 0 : s.key;
@@ -291,7 +303,21 @@ export class CreatedSysvShm {
         `cannot restore: System V shm id ${s.shmid} was re-created as ${id}`,
       );
     }
-    withShmAttached(id, s.size, true, (v) => v.set(content));
+    const crc = withShmAttached(id, s.size, true, (v) => {
+      let crc = 0;
+      for (let at = 0; at < v.length;) {
+        const n = src.readSync(v.subarray(at, Math.min(v.length, at + CHUNK)));
+        if (n === null || n === 0) break;
+        crc = zlib.crc32(v.subarray(at, at + n), crc);
+        at += n;
+      }
+      return formatChecksum(crc);
+    });
+    if (crc !== s.checksum) {
+      throw new RestoreError(
+        `cannot restore: ${s.file}: checksum ${crc} differs from the manifest's ${s.checksum}`,
+      );
+    }
     shmSetOwner(id, s.uid, s.gid, s.mode);
   }
 

@@ -221,7 +221,7 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
   becomeSubreaper();
   for (const p of processes) forgetParkedStatus(p.pid);
   const verification = verify ? verifyInWorker(plan) : Promise.resolve(undefined);
-  const shm = await CreatedSysvShm.create(plan.manifest.sysvShm ?? [], plan.dir);
+  const shm = CreatedSysvShm.create(plan.manifest.sysvShm ?? [], plan.dir);
   let provided: ProvidedFds;
   try {
     provided = await ProvidedFds.open(plan.ptys, plan.ghosts, plan.dir);
