@@ -223,7 +223,8 @@ export type MappingKind =
   | "file-private"
   | "file-shared"
   | "vdso" // [vdso], [vvar], [vvar_vclock]
-  | "vsyscall";
+  | "vsyscall"
+  | "sysv-shm"; // a System V shm attachment ({@link Mapping.sysvShm}), its pages not saved here
 
 /** One virtual memory area and where its saved pages are in the image. */
 export interface Mapping {

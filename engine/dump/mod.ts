@@ -362,9 +362,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       const plan = collected.vmas.map((v, k) => {
         const inherited = inheritance.runs(p.pid, k);
         if (inherited) return inherited;
-        const policy = image.mappings[k].excluded || image.mappings[k].sysvShm !== undefined
-          ? "none"
-          : pagePolicy(image.mappings[k].kind);
+        const policy = image.mappings[k].excluded ? "none" : pagePolicy(image.mappings[k].kind);
         if (policy === "none") return [];
         const match = policy === "all-present" ? PRESENT_OR_SWAPPED : ANON_PRESENT_OR_SWAPPED;
         return pagemap.runs(v.start, v.end, match).map(([addr, length]) => ({ addr, length }));

@@ -200,7 +200,6 @@ export function planInheritance(
     using pr = openPagemap(parent.image.pid);
     child.image.mappings.forEach((m, k) => {
       if (m.kind !== "anon" && m.kind !== "anon-shared" && m.kind !== "file-private") return;
-      if (m.sysvShm !== undefined) return; // each process attaches its segments itself
       const j = containing(parent.image.mappings, BigInt(m.start));
       if (j < 0) return;
       if (!inheritable(parent.image.mappings[j], parent.vmas[j], m, child.vmas[k])) return;
@@ -267,7 +266,7 @@ function refuseSeparatedShmem(procs: readonly InheritanceInput[], refusals: Refu
   const holders = new Map<string, { pid: number; m: Mapping; v: Vma }[]>();
   for (const x of procs) {
     x.image.mappings.forEach((m, k) => {
-      if (m.kind !== "anon-shared" || m.excluded || m.sysvShm !== undefined) return;
+      if (m.kind !== "anon-shared" || m.excluded) return;
       const v = x.vmas[k];
       const key = `${v.dev}:${v.inode}`;
       const list = holders.get(key) ?? [];
