@@ -26,6 +26,7 @@ export function register(program: Command): void {
     .requiredOption("--dir <dir>", "image directory to write (created; must not exist)")
     .option("--leave-running", "let the tree continue after the dump (default: kill it)")
     .option("--json", "print the dump statistics as JSON")
+    .option("--no-sync", "do not fsync the images (throw-away images: faster, not crash-safe)")
     .option("--ext-unix-sk", "allow unix sockets connected to a peer outside the tree")
     .option("--tcp-established", "save TCP connections to peers outside the tree (repair mode)")
     .option("--shell-job", "allow a job of a shell outside the tree (session, terminal)")
@@ -33,7 +34,8 @@ export function register(program: Command): void {
       "after",
       `
 The tree (the process, its threads and its descendants) is frozen with
-ptrace while it is saved. The directory gets manifest.json and one
+ptrace while it is saved; with --leave-running it resumes as soon as
+every page is copied, before the images are completed and fsync'd. The directory gets manifest.json and one
 <pid>.elf per process; "cryo show <dir>" describes it.
 State that depends on the world outside the tree is refused unless its
 opt-in is given (the same flag is then needed at restore):
@@ -56,6 +58,7 @@ Examples:
           leaveRunning: opts.leaveRunning,
           onEvent,
           optIns: optInsOf(opts),
+          sync: opts.sync,
         });
       } finally {
         progress.stop();

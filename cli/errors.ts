@@ -7,7 +7,7 @@
  */
 
 import { CommanderError } from "npm:@commander-js/extra-typings@15.1.0";
-import { SyscallError } from "../ffi/libc.ts";
+import type { SyscallError } from "../ffi/libc.ts";
 
 /** Exit code of a failed command. */
 export const EXIT_FAILURE = 1;
@@ -68,7 +68,7 @@ function oneLine(text: string): string {
  * appended, anything else gives its message.
  */
 export function describeError(err: unknown): string {
-  if (err instanceof SyscallError) {
+  if (isSyscallError(err)) {
     const meaning = ERRNO_MEANING[err.code];
     return oneLine(meaning ? `${err.message} (${meaning})` : err.message);
   }
@@ -78,6 +78,15 @@ export function describeError(err: unknown): string {
     return err.cause === undefined ? base : `${base} (caused by: ${describeError(err.cause)})`;
   }
   return oneLine(String(err));
+}
+
+/**
+ * Whether `err` is a {@link SyscallError}, recognised by its name and code so
+ * that this module does not load ffi/libc.ts (and libc) at start-up.
+ */
+function isSyscallError(err: unknown): err is SyscallError {
+  return err instanceof Error && err.name === "SyscallError" &&
+    typeof (err as { code?: unknown }).code === "string";
 }
 
 /** Whether a usage error (bad arguments or options) rather than a failure. */

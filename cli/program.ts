@@ -1,29 +1,67 @@
 /**
  * Builds cryo's command-line program (commander) and runs it: every
- * command registers itself from its own module `cli/<command>.ts`, and
+ * command registers itself from its own module `cli/<command>.ts`, loaded
+ * with a dynamic `import()` only when that command runs (so `--version` and
+ * `--help` load neither the engine nor the libraries the commands use), and
  * every error ends as one line on stderr with exit code 1 (2 for usage).
  *
  * @module
  */
 
 import { Command, CommanderError } from "npm:@commander-js/extra-typings@15.1.0";
-import { register as registerCheck } from "./check.ts";
-import { register as registerDump } from "./dump.ts";
 import { debugRequested, EXIT_USAGE, reportError } from "./errors.ts";
-import { register as registerExportCore } from "./export_core.ts";
-import { register as registerRestore } from "./restore.ts";
-import { register as registerRun } from "./run.ts";
-import { register as registerShow } from "./show.ts";
 import { TOOL_VERSION } from "../engine/version.ts";
 
-/** The command modules, in the order `--help` lists them. */
-const COMMANDS: readonly ((program: Command) => void)[] = [
-  registerCheck,
-  registerDump,
-  registerRestore,
-  registerShow,
-  registerExportCore,
-  registerRun,
+/** One command: what the top-level `--help` shows of it, and how to load it. */
+interface CommandEntry {
+  /** Command name. */
+  name: string;
+  /** Its term in the top-level help, e.g. `dump [options] <pid>`. */
+  term: string;
+  /** Its one-line description (the same as the module's; tests/cli_test.ts checks). */
+  summary: string;
+  /** Loads the module that registers the command in full. */
+  load: () => Promise<{ register(program: Command): void }>;
+}
+
+/** The commands, in the order `--help` lists them. */
+export const COMMANDS: readonly CommandEntry[] = [
+  {
+    name: "check",
+    term: "check [options]",
+    summary: "probe this host for the kernel features and privileges cryo needs",
+    load: () => import("./check.ts"),
+  },
+  {
+    name: "dump",
+    term: "dump [options] <pid>",
+    summary: "checkpoint a running process tree into an image directory",
+    load: () => import("./dump.ts"),
+  },
+  {
+    name: "restore",
+    term: "restore [options] <dir>",
+    summary: "restore the process tree saved in an image directory",
+    load: () => import("./restore.ts"),
+  },
+  {
+    name: "show",
+    term: "show [options] <image>",
+    summary: "describe a checkpoint image: processes, threads, mappings, fds",
+    load: () => import("./show.ts"),
+  },
+  {
+    name: "export-core",
+    term: "export-core [options] <dir>",
+    summary: "write a core file (ELF ET_CORE) of one process of an image, for gdb",
+    load: () => import("./export_core.ts"),
+  },
+  {
+    name: "run",
+    term: "run [options] <policy>",
+    summary: "run a policy script: when and what to checkpoint, and what to do on failure",
+    load: () => import("./run.ts"),
+  },
 ];
 
 const FOOTER = `
@@ -33,11 +71,22 @@ CRYO_DEBUG=1) adds the stack trace.
 
 Run "cryo check" first: it says what this host allows.`;
 
+/** The command `argv` names: its first word that is not an option (global options take no value). */
+function commandNamed(argv: readonly string[]): CommandEntry | undefined {
+  const word = argv.find((a) => !a.startsWith("-"));
+  return COMMANDS.find((c) => c.name === word);
+}
+
 /**
- * Creates the `cryo` program with all commands registered. Commander never
- * exits the process itself: its errors are thrown (see {@link main}).
+ * Creates the `cryo` program. The commands in `load` (by name; all of them
+ * when omitted) are registered in full from their modules; the others only
+ * by name and summary, enough for the top-level help and for commander's
+ * "did you mean" on a mistyped command. Commander never exits the process
+ * itself: its errors are thrown (see {@link main}).
  */
-export function buildProgram(): Command {
+export async function buildProgram(
+  load: readonly string[] = COMMANDS.map((c) => c.name),
+): Promise<Command> {
   const program = new Command();
   program
     .name("cryo")
@@ -47,18 +96,30 @@ export function buildProgram(): Command {
     .helpCommand(false)
     .exitOverride()
     .configureOutput({ outputError: () => {} })
+    .configureHelp({
+      subcommandTerm: (cmd) => COMMANDS.find((c) => c.name === cmd.name())?.term ?? cmd.name(),
+    })
     .addHelpText("after", FOOTER);
-  for (const register of COMMANDS) register(program);
+  const modules = await Promise.all(
+    COMMANDS.map((c) => load.includes(c.name) ? c.load() : undefined),
+  );
+  COMMANDS.forEach((c, i) => {
+    const mod = modules[i];
+    if (mod) mod.register(program);
+    else program.command(c.name).description(c.summary);
+  });
   return program;
 }
 
 /**
  * Runs cryo with `argv` (without the program name) and returns the exit
- * code; prints errors as `cryo: <message>`.
+ * code; prints errors as `cryo: <message>`. Only the module of the command
+ * that runs is loaded.
  */
 export async function main(argv: readonly string[]): Promise<number> {
-  const program = buildProgram();
   try {
+    const entry = commandNamed(argv);
+    const program = await buildProgram(entry ? [entry.name] : []);
     await program.parseAsync([...argv], { from: "user" });
     return Deno.exitCode; // set by commands that pass on a status (restore)
   } catch (err) {

@@ -174,6 +174,43 @@ export interface ProcessImage {
    * its image (it shared pages or shared anonymous memory with the parent).
    */
   inheritsMemory?: true;
+  /**
+   * Children of this process that had exited and were not reaped yet
+   * (zombies): re-created at restore, exited as they were, for this
+   * process to reap. Absent in images without any.
+   */
+  zombies?: ZombieChild[];
+  /**
+   * Set when the process was in a group stop (SIGSTOP, SIGTSTP, ...): it is
+   * restored stopped by the same signal. Absent when it was running.
+   */
+  stopped?: GroupStop;
+}
+
+/** A zombie child: an exited process its parent had not reaped. */
+export interface ZombieChild {
+  pid: number;
+  pgid: number;
+  sid: number;
+  comm: string;
+  /** The raw wait status its parent will read (exit code << 8, or the killing signal). */
+  waitStatus: number;
+  /** The signal its parent gets when it exits (normally SIGCHLD). */
+  exitSignal: number;
+  /** Its uids and gids (real, effective, saved, fs) and supplementary groups. */
+  creds?: { uid: number[]; gid: number[]; groups: number[] };
+}
+
+/** A group stop in effect at the dump. */
+export interface GroupStop {
+  /** The stop signal (WSTOPSIG of the parent's waitpid(WUNTRACED)). */
+  signal: number;
+  /**
+   * Whether the parent (in the tree) had already collected the stop report
+   * (waitpid with WUNTRACED): if so, the restore consumes the new report for
+   * it, so the parent does not see the same stop twice.
+   */
+  reported: boolean;
 }
 
 /** Identity of a file, to detect changes between dump and restore. */

@@ -3,22 +3,51 @@
  *
  * The thread's registers are saved, rip is pointed at a `syscall`
  * instruction found in the target's executable memory, the arguments are
- * loaded, the thread single-steps over that one instruction, the result is
- * read from rax and every register is put back exactly. All signals but
- * SIGTRAP are blocked for the duration so that nothing else can run in the
- * target (a SIGTRAP handler of the target is kept: see ALL_BUT_SIGTRAP).
- * `orig_rax` is set to -1 on the injected frame so the kernel never applies
- * syscall-restart logic to it, while the saved frame (possibly stopped
- * inside an interrupted syscall) keeps its own restart semantics.
+ * loaded, the thread runs that one instruction and the result is read
+ * from rax; every register and the signal mask are then put back exactly.
+ * Two ways, both ending in a stop inside the kernel's signal handling
+ * (where the original stop was, so the syscall-restart logic applies to
+ * the saved frame when it resumes, and pending signals are found):
+ *
+ * - usually a single step (one stop), with every signal but SIGTRAP
+ *   blocked: the step is reported as a forced SIGTRAP, which must stay
+ *   unblocked or the kernel would reset the target's SIGTRAP action;
+ * - when SIGTRAP is pending (for the thread or the process) or ignored by
+ *   the target — a step would take the pending one, or reset SIG_IGN — or
+ *   the injected syscall itself sends SIGTRAP, sets its action or sets the
+ *   mask: PTRACE_SYSCALL up to the syscall's exit with every signal blocked (its
+ *   stops are ptrace notifications, not signals), then a PTRACE_INTERRUPT
+ *   stop: three stops.
+ *
+ * `orig_rax` is -1 on the injected frame so the kernel never applies
+ * restart logic to it. What an unblocked signal can do while the thread
+ * runs is tolerated: a group stop is passed through, and a SIGSTOP (or a
+ * SIGTRAP sent meanwhile) dequeued by the thread is taken and sent again
+ * to it afterwards (from cryo: a SIGSTOP's sender cannot be observed),
+ * never lost.
  *
  * @module
  */
 
 import { processVmRead } from "./process_vm.ts";
-import { getRegs, getSigmask, setRegs, setSigmask, singleStep, waitStop } from "./ptrace.ts";
+import { rawSyscall } from "./libc.ts";
+import { SYS } from "./sysno.ts";
+import { PTRACE_EVENT } from "./wait.ts";
+import {
+  cont,
+  getRegs,
+  getSiginfo,
+  getSigmask,
+  interrupt,
+  resumeToSyscall,
+  setRegs,
+  setSigmask,
+  singleStep,
+  waitStop,
+} from "./ptrace.ts";
 import { signed, type UserRegs } from "./regs.ts";
 
-/** An injected syscall did not come back to the expected single-step stop. */
+/** An injected syscall did not come back as expected. */
 export class InjectionError extends Error {
   constructor(message: string) {
     super(message);
@@ -26,13 +55,16 @@ export class InjectionError extends Error {
   }
 }
 
+const ALL_SIGNALS = 0xffffffffffffffffn;
+const SIGTRAP = 5;
+const SIGTRAP_BIT = 1n << BigInt(SIGTRAP - 1);
 /**
- * Every signal but SIGTRAP. The single step is reported with a forced
- * SIGTRAP; if SIGTRAP were blocked the kernel would reset the target's
- * SIGTRAP handler to SIG_DFL. Left unblocked, the trap just stops the
- * thread for us and is discarded when we resume it.
+ * Every signal but SIGTRAP (the single step's forced SIGTRAP must find it
+ * unblocked, or the kernel resets the target's SIGTRAP action to SIG_DFL).
  */
-const ALL_BUT_SIGTRAP = 0xffffffffffffffffn & ~(1n << 4n);
+const ALL_BUT_SIGTRAP = ALL_SIGNALS & ~SIGTRAP_BIT;
+/** Stops tolerated while one syscall is injected (group stops, stolen SIGSTOPs, ...). */
+const MAX_STOPS = 64;
 
 /**
  * Runs syscall `nr` with up to six arguments in stopped thread `tid`, using
@@ -62,31 +94,18 @@ export function injectSyscall(
     r9: a[5],
     eflags: saved.eflags & ~0x100n,
   };
-  setSigmask(tid, ALL_BUT_SIGTRAP);
+  const stolen: number[] = [];
+  const step = !touchesSigtrap(nr, a) && !sigtrapInPlay(tid);
+  setSigmask(tid, step ? ALL_BUT_SIGTRAP : ALL_SIGNALS);
   setRegs(tid, regs);
   try {
-    let after = saved;
-    // From a stop inside a syscall (e.g. PTRACE_EVENT_EXEC) the first step
-    // only completes that syscall (which stores its own return value in rax)
-    // and reports at once: load the registers again and step once more.
-    for (let attempt = 0; attempt < 2; attempt++) {
-      if (attempt > 0) setRegs(tid, regs);
-      singleStep(tid);
-      const st = waitStop(tid);
-      if (st.signal !== 5) {
-        throw new InjectionError(
-          `thread ${tid}: injected syscall ${nr} stopped with signal ${st.signal} instead of SIGTRAP`,
-        );
-      }
-      after = getRegs(tid);
-      if (after.rip !== syscallAddr) break;
+    let result: bigint;
+    if (step) {
+      result = stepOver(tid, nr, regs, stolen);
+    } else {
+      result = runToExit(tid, nr, regs, stolen);
+      parkInInterruptStop(tid, stolen);
     }
-    if (after.rip !== syscallAddr + 2n) {
-      throw new InjectionError(
-        `thread ${tid}: injected syscall ${nr} ended at rip 0x${after.rip.toString(16)}`,
-      );
-    }
-    const result = signed(after.rax);
     setRegs(tid, saved);
     setSigmask(tid, savedMask);
     return result;
@@ -97,7 +116,153 @@ export function injectSyscall(
       setSigmask(tid, savedMask);
     } catch { /* gone or running: nothing to restore */ }
     throw e;
+  } finally {
+    // A SIGSTOP the thread dequeued meanwhile goes back to its process, a SIGTRAP to it.
+    for (const sig of stolen) {
+      if (sig === SIGTRAP) rawSyscall(SYS.tgkill, tgidOf(tid), tid, sig);
+      else rawSyscall(SYS.kill, tid, sig);
+    }
   }
+}
+
+/**
+ * Whether SIGTRAP is pending for thread `tid` or its process, or ignored
+ * (/proc/<tid>/status SigPnd, ShdPnd, SigIgn): then a single step cannot be used.
+ */
+function sigtrapInPlay(tid: number): boolean {
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(`/proc/${tid}/status`);
+  } catch {
+    return true;
+  }
+  for (const field of ["SigPnd", "ShdPnd", "SigIgn"]) {
+    const m = text.match(new RegExp(`^${field}:\\s+([0-9a-f]+)`, "m"));
+    if (!m || (BigInt(`0x${m[1]}`) & SIGTRAP_BIT) !== 0n) return true;
+  }
+  return false;
+}
+
+/**
+ * Whether injected syscall `nr` (arguments `a`) changes what a single
+ * step's SIGTRAP would meet: sends SIGTRAP, sets its action, or sets the mask.
+ */
+function touchesSigtrap(nr: number, a: readonly bigint[]): boolean {
+  const trap = BigInt(SIGTRAP);
+  switch (nr) {
+    case SYS.kill:
+    case SYS.tkill:
+    case SYS.rt_sigqueueinfo:
+      return a[1] === trap;
+    case SYS.tgkill:
+    case SYS.rt_tgsigqueueinfo:
+      return a[2] === trap;
+    case SYS.rt_sigaction:
+      return a[0] === trap && a[1] !== 0n;
+    case SYS.rt_sigprocmask:
+      return a[1] !== 0n;
+    default:
+      return false;
+  }
+}
+
+/** The process of thread `tid`. */
+function tgidOf(tid: number): number {
+  try {
+    const m = Deno.readTextFileSync(`/proc/${tid}/status`).match(/^Tgid:\s+(\d+)/m);
+    return m ? Number(m[1]) : tid;
+  } catch {
+    return tid;
+  }
+}
+
+/** si_code of the signal `tid` is stopped for (> 0: sent by the kernel, like a step trap). */
+function stopSignalCode(tid: number): number {
+  return new DataView(getSiginfo(tid).buffer).getInt32(8, true);
+}
+
+/** Single-steps `tid` over the injected syscall; returns rax. */
+function stepOver(tid: number, nr: number, regs: UserRegs, stolen: number[]): bigint {
+  for (let i = 0; i < MAX_STOPS; i++) {
+    singleStep(tid);
+    const st = waitStop(tid);
+    if (st.event === 0 && st.signal === SIGTRAP && stopSignalCode(tid) > 0) {
+      const after = getRegs(tid);
+      if (after.rip === regs.rip) {
+        // From a stop inside a syscall (e.g. an exec stop) the first step only
+        // completes that syscall (which stores its own result in rax): again.
+        setRegs(tid, regs);
+        continue;
+      }
+      if (after.rip !== regs.rip + 2n) {
+        throw new InjectionError(
+          `thread ${tid}: injected syscall ${nr} ended at rip 0x${after.rip.toString(16)}`,
+        );
+      }
+      return signed(after.rax);
+    }
+    if (st.event === 0) {
+      stolen.push(st.signal); // a SIGSTOP, or a SIGTRAP someone sent: not ours to take
+      continue;
+    }
+    // PTRACE_EVENT_STOP (a group stop, an interrupt): go on.
+  }
+  throw new InjectionError(`thread ${tid}: injected syscall ${nr} did not complete`);
+}
+
+/** Resumes `tid` with PTRACE_SYSCALL until the exit stop of the injected syscall; returns rax. */
+function runToExit(tid: number, nr: number, regs: UserRegs, stolen: number[]): bigint {
+  let entered = false;
+  for (let i = 0; i < MAX_STOPS; i++) {
+    resumeToSyscall(tid, 0);
+    const st = waitStop(tid);
+    if (st.event === 0 && (st.signal & 0x7f) === SIGTRAP) {
+      // A syscall stop (SIGTRAP itself is blocked: it cannot be a signal;
+      // with PTRACE_O_TRACESYSGOOD the stop reads SIGTRAP | 0x80).
+      // Entry and exit stops look alike: the injected syscall's entry is
+      // the first one just past the instruction with orig_rax = nr, its exit the next.
+      const after = getRegs(tid);
+      const ours = after.rip === regs.rip + 2n && after.orig_rax === BigInt(nr);
+      if (entered) {
+        if (!ours) {
+          throw new InjectionError(
+            `thread ${tid}: injected syscall ${nr} ended at rip 0x${after.rip.toString(16)}`,
+          );
+        }
+        return signed(after.rax);
+      }
+      if (ours) {
+        entered = true;
+        continue;
+      }
+      // The exit of the syscall the thread was stopped in (e.g. at an exec
+      // stop): it stored its own result; load the injected frame again.
+      setRegs(tid, regs);
+      continue;
+    }
+    if (st.event === 0) {
+      stolen.push(st.signal); // a signal-delivery-stop: only SIGSTOP gets through the mask
+      continue;
+    }
+    // PTRACE_EVENT_STOP (a group stop, an interrupt): go on.
+  }
+  throw new InjectionError(`thread ${tid}: injected syscall ${nr} did not complete`);
+}
+
+/**
+ * From the injected syscall's exit stop, moves `tid` to a PTRACE_INTERRUPT
+ * stop (inside signal handling, where the original stop was), without
+ * letting it run any user code.
+ */
+function parkInInterruptStop(tid: number, stolen: number[]): void {
+  interrupt(tid);
+  for (let i = 0; i < MAX_STOPS; i++) {
+    cont(tid, 0);
+    const st = waitStop(tid);
+    if (st.event === PTRACE_EVENT.STOP) return;
+    if (st.event === 0 && (st.signal & 0x7f) !== SIGTRAP) stolen.push(st.signal);
+  }
+  throw new InjectionError(`thread ${tid}: did not stop again after an injected syscall`);
 }
 
 /**

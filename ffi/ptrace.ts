@@ -16,6 +16,7 @@ export const PTRACE = {
   POKEDATA: 5,
   CONT: 7,
   KILL: 8,
+  SYSCALL: 24,
   SINGLESTEP: 9,
   GETREGS: 12,
   SETREGS: 13,
@@ -84,6 +85,11 @@ export function interrupt(tid: number): void {
 /** Resumes a stopped tracee, delivering `sig` (0 = none). */
 export function cont(tid: number, sig = 0): void {
   ptrace(PTRACE.CONT, tid, 0, sig);
+}
+
+/** Resumes a stopped tracee up to its next syscall entry or exit (PTRACE_SYSCALL). */
+export function resumeToSyscall(tid: number, sig = 0): void {
+  ptrace(PTRACE.SYSCALL, tid, 0, sig);
 }
 
 /** Executes one instruction, then stops with SIGTRAP. */

@@ -149,6 +149,14 @@ export const SYS = {
   capset: 126,
   mlockall: 151,
   mlock2: 325,
+  rt_sigtimedwait: 128,
+  waitid: 247,
+  select: 23,
+  ppoll: 271,
+  pselect6: 270,
+  epoll_wait: 232,
+  epoll_pwait: 281,
+  mknod: 133,
 } as const;
 
 /** Name of a syscall by number, for plan printing and error messages. */

@@ -16,15 +16,18 @@
  * --deno-flag <flag> (passed to each cryo process, e.g. --v8-flags=--perf-basic-prof),
  * --keep (keep the work directory with all logs), --fixed-order (baseline always first),
  * --no-warm (skip freeing recently used memory before each measurement; see
- * `baseline warm` in scripts/bench/baseline.c).
+ * `baseline warm` in scripts/bench/baseline.c), --vs-criu (compare with CRIU instead of
+ * the C baselines when a `criu` binary is on PATH or in $CRIU; see scripts/bench/criu.ts).
  *
  * @module
  */
 
 import { parseArgs } from "node:util";
+import { compareWithCriu, findCriu, vsRows, type VsSummary } from "./bench/criu.ts";
 import { buildBenchProgram } from "./bench/build.ts";
-import { becomeSubreaper, cleanupProcesses, killAndReap } from "./bench/procs.ts";
+import { becomeSubreaper, cleanupProcesses } from "./bench/procs.ts";
 import {
+  killWorkload,
   rssAnonBytes,
   startWorkload,
   verifyWorkload,
@@ -64,6 +67,7 @@ const { values: opts } = parseArgs({
     keep: { type: "boolean", default: false },
     "fixed-order": { type: "boolean", default: false },
     "no-warm": { type: "boolean", default: false },
+    "vs-criu": { type: "boolean", default: false },
   },
 });
 const reps = Number(opts.reps);
@@ -139,7 +143,7 @@ async function runWorkload(spec: WorkloadSpec, workDir: string): Promise<Workloa
             baselineRestore(blFile, bd.bytes, `${base}.bl-${label}.log`)
           );
           const cryo = async () => {
-            await killAndReap(w.child.pid);
+            await killWorkload(w);
             return await warmed(() =>
               cryoRestore(w, imgDir, verify, `${base}.${label}`, runtime)
             )();
@@ -187,7 +191,7 @@ async function runWorkload(spec: WorkloadSpec, workDir: string): Promise<Workloa
       log(`${spec.name}: ${verifyError}`);
     }
   } finally {
-    await killAndReap(w.child.pid).catch(() => {});
+    await killWorkload(w).catch(() => {});
   }
   return { ...summarize(spec.name, spec.description, touched, results), verifyError };
 }
@@ -197,12 +201,92 @@ function markdownTable(rows: string[][]): string {
   return [line(rows[0]), line(rows[0].map(() => "---")), ...rows.slice(1).map(line)].join("\n");
 }
 
+/** `--vs-criu`: every workload compared with CRIU; prints the table, `--out` writes JSON. */
+async function mainVsCriu(criu: string, specs: WorkloadSpec[]): Promise<number> {
+  await buildBenchProgram("workload");
+  await buildBenchProgram("baseline");
+  const workDir = await Deno.makeTempDir({ prefix: "cryo-bench-" });
+  const onSignal = () => {
+    log("interrupted: cleaning up");
+    cleanupProcesses().finally(async () => {
+      if (!opts.keep) await removeQuietly(workDir);
+      Deno.exit(130);
+    });
+  };
+  Deno.addSignalListener("SIGINT", onSignal);
+  Deno.addSignalListener("SIGTERM", onSignal);
+  const loadAtStart = loadAverage();
+  const t0 = performance.now();
+  const results: VsSummary[] = [];
+  try {
+    for (const spec of specs) {
+      let w;
+      try {
+        w = await startWorkload(spec, workDir);
+        log(`${spec.name}: ready (pid ${w.child.pid})`);
+        const reps = await compareWithCriu(criu, w, workDir, {
+          reps: Number(opts.reps),
+          warmupReps,
+          warm,
+          rt: runtime,
+          log,
+        });
+        results.push({ name: spec.name, reps });
+      } catch (e) {
+        log(`${spec.name} FAILED: ${(e as Error)?.message ?? e}`);
+        const done = (e as { repsDone?: VsSummary["reps"] }).repsDone ?? [];
+        results.push({ name: spec.name, reps: done, error: String((e as Error)?.message ?? e) });
+      } finally {
+        if (w) await killWorkload(w).catch(() => {});
+      }
+    }
+  } finally {
+    await cleanupProcesses();
+    if (opts.keep) log(`work directory kept: ${workDir}`);
+    else await removeQuietly(workDir);
+    Deno.removeSignalListener("SIGINT", onSignal);
+    Deno.removeSignalListener("SIGTERM", onSignal);
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  console.log(textTable(vsRows(results)));
+  for (const r of results) if (r.error) console.log(`\nFAILED ${r.name}: ${r.error}`);
+  console.log(
+    `\n${results.length} workloads vs ${criu}, ${reps} repetitions, ${seconds.toFixed(0)} s`,
+  );
+  if (opts.out) {
+    const doc = {
+      date: new Date().toISOString(),
+      criu,
+      loadAverageAtStart: loadAtStart,
+      loadAverageAtEnd: loadAverage(),
+      quick: opts.quick,
+      repetitions: reps,
+      seconds,
+      host: {
+        kernel: Deno.osRelease(),
+        cpus: navigator.hardwareConcurrency,
+        deno: Deno.version.deno,
+      },
+      workloads: results,
+      markdown: markdownTable(vsRows(results)),
+    };
+    await Deno.writeTextFile(opts.out, JSON.stringify(doc, null, 2) + "\n");
+    log(`wrote ${opts.out}`);
+  }
+  return results.some((r) => r.error) ? 1 : 0;
+}
+
 async function main(): Promise<number> {
   becomeSubreaper();
   let specs = workloads(opts.quick);
   if (opts.only) {
     const names = new Set(opts.only.split(","));
     specs = specs.filter((s) => names.has(s.name));
+  }
+  if (opts["vs-criu"]) {
+    const criu = findCriu();
+    if (criu) return await mainVsCriu(criu, specs);
+    log("--vs-criu: no criu binary on PATH or in $CRIU; running the usual bench");
   }
   // Compile everything before any workload runs.
   await buildBenchProgram("workload");

@@ -160,3 +160,25 @@ Deno.test("cli format: sizes, durations, JSON, tables, pid parsing", () => {
     assert.throws(() => positiveInt("pid")(bad), /pid must be a positive integer/);
   }
 });
+
+Deno.test("cli: the fast-path help is commander's, and every command's summary its own", async () => {
+  const { buildProgram, COMMANDS } = await import("../cli/program.ts");
+  const { TOP_HELP } = await import("../cli/fast.ts");
+  let out = "";
+  const program = await buildProgram();
+  program.configureOutput({ writeOut: (s) => out += s, getOutHelpWidth: () => 80 });
+  program.outputHelp();
+  assert.equal(out, TOP_HELP);
+  for (const c of COMMANDS) {
+    const sub = program.commands.find((x) => x.name() === c.name);
+    assert.equal(sub?.description(), c.summary, c.name);
+  }
+});
+
+Deno.test("cli: --version and --help answer without loading the program", async () => {
+  const [v, h] = await Promise.all([runCli(["--version"]), runCli(["-h"])]);
+  assert.equal(v.code, 0);
+  assert.match(v.stdout, /^\d+\.\d+\.\d+\n$/);
+  assert.equal(h.code, 0);
+  assert.equal(commandsOf(h.stdout).length, 6);
+});

@@ -43,12 +43,18 @@ console.log(JSON.stringify({
       assert.ok(served.has(p), `${p} was not fetched over HTTP`);
     }
 
-    // The CLI's npm: dependencies resolve by URL too.
+    // The CLI's npm: dependencies resolve by URL too (a command's help loads the program;
+    // the top-level help is answered without it).
     const help = await runDeno(dir, [reload, `${base}/cli.ts`, "--help"]);
     assert.equal(help.code, 0, help.stderr);
     assert.match(help.stdout, /^Usage: cryo /);
     assert.match(help.stdout, /export-core/);
+    const dumpHelp = await runDeno(dir, [`${base}/cli.ts`, "dump", "--help"]);
+    assert.equal(dumpHelp.code, 0, dumpHelp.stderr);
+    assert.match(dumpHelp.stdout, /^Usage: cryo dump /);
+    assert.match(dumpHelp.stdout, /--no-sync/);
     assert.ok(served.has("/cli/program.ts"));
+    assert.ok(served.has("/cli/dump.ts"));
     const ver = await runDeno(dir, [`${base}/cli.ts`, "--version"]);
     assert.equal(ver.stdout.trim(), version);
   });

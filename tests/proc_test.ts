@@ -10,6 +10,8 @@ import { startTarget, type Target, withTargets } from "./helpers/targets.ts";
 import { waitUntil } from "./helpers/wait.ts";
 import { rawSyscall } from "../ffi/libc.ts";
 import { SYS } from "../ffi/sysno.ts";
+import { parseSmaps } from "../engine/proc/smaps.ts";
+import { parseSmapsBrief, readSmapsBrief } from "../engine/proc/smaps_brief.ts";
 import {
   ANON_PRESENT_OR_SWAPPED,
   AT,
@@ -244,6 +246,13 @@ Deno.test(
           const mf = merged.find((m) => m.start === fm.start)!;
           assertEquals(mf.anonymous, PAGE_SIZE);
           assertEquals(smaps.find((s) => s.start === pattern.start)!.sizes.Size, 4 * PAGE_SIZE);
+          // The dump's brief parse gives the same facts as the full one.
+          const text = Deno.readTextFileSync(`/proc/${pid}/smaps`);
+          assertEquals(
+            parseSmapsBrief(text, pid),
+            parseSmaps(text, pid).map(({ sizes: _s, values: _v, ...rest }) => rest),
+          );
+          assertEquals(mergeSmaps(maps, readSmapsBrief(pid), pid), merged);
         });
 
         await t.step("pagemap: bulk read, bits and runs", () => {

@@ -207,7 +207,8 @@ who = "c" if os.fork() == 0 else "p"
 n = 0
 while True:
     n += 1
-    print(who, n, sum(data[::997]), flush=True)
+    sys.stdout.write(f"{who} {n} {sum(data[::997])}\n")
+    sys.stdout.flush()
     time.sleep(0.05)
 `;
 

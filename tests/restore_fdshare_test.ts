@@ -8,7 +8,7 @@
  * through a symlink; FIFOs (tests/targets/rt_fifo.c). And what is refused
  * by name (tests/targets/refused_fds.c): fd tables shared by processes
  * (CLONE_FILES), a deleted cwd, a directory fd whose directory was removed,
- * a lease, a FIFO whose path was removed.
+ * a lease.
  */
 
 import assert from "node:assert/strict";
@@ -123,21 +123,6 @@ async function assertRefused(t: Target, line: RegExp, checks: string[]): Promise
   t.signal(SIGUSR1);
   assertChecksPassed(t, checks, await t.wait());
 }
-
-Deno.test(
-  "a FIFO whose path was removed is refused by name",
-  withTargets(async () => {
-    const { t, ready } = await startTriggered("rt_fifo", FIFO_READY, {
-      passWork: true,
-      extra: ["deleted"],
-    });
-    await assertRefused(
-      t,
-      new RegExp(`fd ${ready[3]} \\(.*f1 \\(deleted\\)\\): named pipes whose path was removed`),
-      ["untouched"],
-    );
-  }),
-);
 
 for (
   const [mode, line, checks] of [

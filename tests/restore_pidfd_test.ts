@@ -4,12 +4,14 @@
  * after restore they name the same processes with the same flags, a signal
  * sent through the child's pidfd reaches it and waitid(P_PIDFD) reaps it.
  * The ordering rule (self, children and ancestors only) is checked on
- * made-up trees.
+ * made-up trees. tests/targets/rt_pidfd_dead.c holds pidfds of two reaped
+ * children (one exited with 7, one killed by SIGTERM): after restore they
+ * are pidfds of no process with the same exit status and flags.
  */
 
 import assert from "node:assert/strict";
 import type { FdInfo, ProcessImage } from "../engine/model.ts";
-import { checkPidfds } from "../engine/fds/pidfd.ts";
+import { checkPidfds, planPidfd } from "../engine/fds/pidfd.ts";
 import { Refusals } from "../engine/support.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { dumpKillRestore, startTriggered } from "./helpers/roundtrip.ts";
@@ -83,4 +85,40 @@ Deno.test("pidfd: only the holder, its children and its ancestors can be ordered
   assert.match(problems(tree({ 11: [999] }))[0], /outside the tree: pid 999 is not in the tree/);
   // An exited process (Pid: -1) is refused by the planner, not here.
   assert.deepEqual(problems(tree({ 10: [-1] })), []);
+});
+
+Deno.test(
+  "pidfd: pidfds of reaped children come back naming no process, with their exit status",
+  withTargets(async () => {
+    const { t, trigger } = await startTriggered("rt_pidfd_dead", /^ready pid=(\d+)$/m);
+    const { tree } = await dumpKillRestore(t);
+    assert.deepEqual([...tree.pids], [t.pid]);
+    await Deno.writeTextFile(trigger, "");
+    assertChecksPassed(
+      t,
+      ["pidfd", "pid", "exit-status", "flags", "send-signal", "poll", "no-child", "no-sigchld"],
+      await t.wait(),
+    );
+  }),
+);
+
+Deno.test("pidfd: a reaped process that dumped core, or a thread's, is refused", () => {
+  const fd = (flags: number, extra: Record<string, string>) =>
+    ({
+      fd: 3,
+      kind: "pidfd",
+      target: "anon_inode:[pidfd]",
+      flags,
+      extra: { Pid: "-1", ...extra },
+    }) as unknown as FdInfo;
+  assert.deepEqual(planPidfd(fd(2, { "pidfd-exit": "1792", "pidfd-coredump": "0" })), {
+    kind: "pidfd",
+    pid: -1,
+    flags: 0,
+    exit: 1792,
+  });
+  assert.match(String(planPidfd(fd(2, { "pidfd-exit": "139" }))), /dumped core/);
+  assert.match(String(planPidfd(fd(2, { "pidfd-exit": "11", "pidfd-coredump": "1" }))), /core/);
+  assert.match(String(planPidfd(fd(0o200, { "pidfd-exit": "0" }))), /thread/);
+  assert.match(String(planPidfd(fd(2, {}))), /no exit status/);
 });

@@ -39,7 +39,8 @@ const REFUSED: Record<string, RegExp> = {
   "inotify-shared": /inotify instances shared by several processes.*: shared with process \d+ fd/,
   "pidfd-shared": /pidfds shared by several processes.*: shared with process \d+ fd/,
   "pidfd-outside": /pidfds of processes outside the tree: pid \d+ is not in the tree/,
-  "pidfd-dead": /pidfds of processes that have exited/,
+  "pidfd-dead":
+    /pidfds of exited processes that dumped core, of exited threads.*\((?:a thread's pidfd|no exit status recorded)\)/,
   io_uring: /io_uring/,
   userfaultfd: /userfaultfd: its registered ranges/,
   perf: /perf events: counters cannot be re-created/,

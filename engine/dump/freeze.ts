@@ -7,16 +7,30 @@
 
 import { listTids, readChildren } from "../proc/tasks.ts";
 import { detach, interrupt, seize, TraceeGoneError } from "../../ffi/ptrace.ts";
-import { __WALL, waitPid, WNOHANG } from "../../ffi/wait.ts";
+import { __WALL, waitPid, type WaitStatus, WNOHANG } from "../../ffi/wait.ts";
 import { SyscallError } from "../../ffi/libc.ts";
 import { TargetError } from "../errors.ts";
+import { splitZombies } from "../task/zombies.ts";
+import {
+  refuseSharedMemoryChildren,
+  refuseVforkChild,
+  refuseZombieLeader,
+} from "../task/refusals.ts";
 
 /** A frozen tree: every thread of every process is in a ptrace stop. */
 export interface FrozenTree {
   /** Root pid. */
   root: number;
   /** Processes in tree order (parents first) with their children. */
-  processes: { pid: number; children: number[]; threads: number[] }[];
+  processes: {
+    pid: number;
+    children: number[];
+    threads: number[];
+    /** Zombie children (not traced; not in `children`). */
+    zombies?: number[];
+    /** The stop signal when the process was in a group stop. */
+    groupStop?: number;
+  }[];
   /** When the first thread was stopped (performance.now()). */
   frozenAt: number;
 }
@@ -39,7 +53,8 @@ function childrenOf(pid: number): number[] {
   }
 }
 
-function seizeOne(tid: number): void {
+/** Seizes and stops `tid`; returns the stop signal if it was in a group stop. */
+function seizeOne(tid: number): number | undefined {
   try {
     seize(tid, 0);
     interrupt(tid);
@@ -49,12 +64,40 @@ function seizeOne(tid: number): void {
       if (tracer) {
         throw new TargetError(`process ${tid} is already traced by pid ${tracer}`);
       }
+      if (exiting(tid)) {
+        if (!isThreadGroupLeader(tid)) return; // a thread on its way out: gone next round
+        throw new TargetError(`process ${tid} is exiting`);
+      }
       throw new TargetError(`no permission to trace process ${tid} (needs CAP_SYS_PTRACE)`);
     }
     if (e instanceof SyscallError && e.code === "ESRCH") return;
     throw e;
   }
-  awaitStop(tid);
+  const st = awaitStop(tid);
+  return st.groupStop ? st.signal : undefined;
+}
+
+/** Whether `tid` is the main thread of its process (or cannot be read any more). */
+function isThreadGroupLeader(tid: number): boolean {
+  try {
+    const tgid = Deno.readTextFileSync(`/proc/${tid}/status`).match(/^Tgid:\s+(\d+)/m)?.[1];
+    return Number(tgid) === tid;
+  } catch {
+    return false;
+  }
+}
+
+/** Whether `tid` is exiting or exited (a zombie, or SIGKILL pending): it cannot be seized. */
+function exiting(tid: number): boolean {
+  try {
+    const text = Deno.readTextFileSync(`/proc/${tid}/status`);
+    const state = text.match(/^State:\s+(\S)/m)?.[1];
+    const pending = BigInt(`0x${text.match(/^ShdPnd:\s+([0-9a-f]+)/m)?.[1] ?? "0"}`) |
+      BigInt(`0x${text.match(/^SigPnd:\s+([0-9a-f]+)/m)?.[1] ?? "0"}`);
+    return state === "Z" || state === "X" || (pending & (1n << 8n)) !== 0n;
+  } catch {
+    return true;
+  }
 }
 
 /** How long a thread may take to stop after PTRACE_INTERRUPT. */
@@ -64,12 +107,12 @@ const STOP_TIMEOUT_MS = 10_000;
  * Waits (polling, with a deadline) until `tid` reports its stop; a thread
  * stuck in uninterruptible sleep gives a clear error instead of a hang.
  */
-function awaitStop(tid: number): void {
+function awaitStop(tid: number): WaitStatus & { kind: "stopped" } {
   const deadline = performance.now() + STOP_TIMEOUT_MS;
   const pause = new Int32Array(new SharedArrayBuffer(4));
   for (;;) {
     const st = waitPid(tid, __WALL | WNOHANG);
-    if (st.kind === "stopped") return;
+    if (st.kind === "stopped") return st;
     if (st.kind === "exited" || st.kind === "signaled") throw new TraceeGoneError(tid, st);
     if (performance.now() > deadline) {
       throw new TargetError(
@@ -97,7 +140,9 @@ function tracerOf(tid: number): number {
 export function freezeTree(root: number): FrozenTree {
   const seized: number[] = [];
   const seizedSet = new Set<number>();
+  const groupStops = new Map<number, number>();
   let frozenAt = 0;
+  refuseVforkChild(root);
   try {
     for (let round = 0;; round++) {
       if (round > 100) {
@@ -113,16 +158,26 @@ export function freezeTree(root: number): FrozenTree {
           if (pid === root) throw new TargetError(`process ${root} vanished while being frozen`);
           continue;
         }
+        refuseZombieLeader(pid, threads);
+        refuseSharedMemoryChildren(pid, childrenOf(pid));
         for (const tid of threads) {
           if (seizedSet.has(tid)) continue;
-          seizeOne(tid);
+          const stopSignal = seizeOne(tid);
+          if (stopSignal !== undefined && !groupStops.has(pid)) groupStops.set(pid, stopSignal);
           if (!frozenAt) frozenAt = performance.now();
           seized.push(tid);
           seizedSet.add(tid);
           added++;
         }
-        const children = childrenOf(pid);
-        processes.push({ pid, children, threads: threadsOf(pid) });
+        const { live: children, zombies } = splitZombies(childrenOf(pid));
+        const groupStop = groupStops.get(pid);
+        processes.push({
+          pid,
+          children,
+          threads: threadsOf(pid),
+          ...(zombies.length ? { zombies } : {}),
+          ...(groupStop !== undefined ? { groupStop } : {}),
+        });
         queue.push(...children);
       }
       if (added === 0) return { root, processes, frozenAt };

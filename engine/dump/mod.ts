@@ -8,10 +8,12 @@
  * ```
  *
  * The tree is frozen, each process is collected and its pages streamed
- * into `<pid>.elf`, `manifest.json` is written, everything is fsync'd and
- * the directory renamed into place; only then is the tree killed (default)
- * or resumed (`leaveRunning`). Any failure resumes the tree untouched and
- * removes the partial directory.
+ * into `<pid>.elf`, `manifest.json` is written, everything is fsync'd
+ * (unless `sync: false`) and the directory renamed into place; only then is
+ * the tree killed (default). With `leaveRunning` the tree resumes as soon as
+ * every page is copied, so it is never frozen while the images are
+ * completed, synced and checksummed. Any failure resumes the tree untouched
+ * and removes the partial directory.
  *
  * @module
  */
@@ -66,6 +68,10 @@ import { fdQueueBytes } from "../fds/socket_common.ts";
 import { InetSocketSession } from "../fds/inet_session.ts";
 import { inetQueueBytes } from "../fds/inet_plan.ts";
 import { planInheritance } from "../memory/inherit.ts";
+import { collectLifecycle } from "../task/lifecycle.ts";
+import { reapOrphanedZombies } from "../task/zombies.ts";
+import { refuseZombieLeader } from "../task/refusals.ts";
+import { listTids } from "../proc/tasks.ts";
 
 /** Dumps with at least this much page data write from a worker thread. */
 const THREADED_WRITE_BYTES = 256 << 20;
@@ -100,6 +106,12 @@ export interface CheckpointOptions {
    * CLI names ("tcp-established", "ext-unix-sk", "shell-job"); see engine/support.ts.
    */
   optIns?: string[];
+  /**
+   * fsync the images, the manifest and the directories before returning
+   * (default true). false is for throw-away images: faster, but a crash of
+   * the host may leave a directory that does not restore.
+   */
+  sync?: boolean;
 }
 
 /** What a checkpoint produced. */
@@ -138,6 +150,7 @@ function checkTarget(pid: number): void {
   if ((stat.flags & 0x00200000) !== 0 || status.kthread) {
     throw new TargetError(`pid ${pid} is a kernel thread`);
   }
+  refuseZombieLeader(pid, listTids(pid)); // a zombie main thread with live threads
   if (stat.state === "Z" || stat.state === "X") throw new TargetError(`pid ${pid} is a zombie`);
   if (status.tracerPid !== 0) {
     throw new TargetError(`process ${pid} is already traced by pid ${status.tracerPid}`);
@@ -181,7 +194,8 @@ function hostFacts(pid: number, image: ProcessImage): HostFacts {
   };
 }
 
-async function fsyncDir(path: string): Promise<void> {
+async function fsyncDir(path: string, sync = true): Promise<void> {
+  if (!sync) return;
   const f = await Deno.open(path, { read: true });
   try {
     await f.sync();
@@ -216,6 +230,7 @@ function killTree(tree: FrozenTree): void {
         }
       }
     }
+    reapOrphanedZombies(p.zombies ?? []);
   }
 }
 
@@ -275,6 +290,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
   const t0 = performance.now();
   const tmp = await prepareDir(opts.dir);
   const finalDir = resolve(opts.dir);
+  const sync = opts.sync !== false;
   let tree: FrozenTree | undefined;
   const streamers: MemoryStreamer[] = [];
   let writers: ImageWriter[] = [];
@@ -311,6 +327,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       const start = chooseBootstrap(collected.vmas, size);
       const image: ProcessImage = {
         ...collected.image,
+        ...collectLifecycle(p, collected.image, tree!, refusals),
         excluded: [],
         bootstrap: { start: `0x${start.toString(16)}`, size },
       };
@@ -405,7 +422,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       freezeSeconds = (performance.now() - tree.frozenAt) / 1000;
     }
     for (const { writer, image, streamer } of pending) {
-      const summary = await writer.finish(image, { checksum: false });
+      const summary = await writer.finish(image, { checksum: false, sync });
       // The page data's CRC was computed while streaming: read only the rest.
       const checksum = await checksumAround(
         summary.path,
@@ -454,11 +471,11 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     stats.dumpSeconds = (performance.now() - t0) / 1000;
     if (!thawed) stats.freezeSeconds = (performance.now() - tree.frozenAt) / 1000;
     if (!thawed) sockets.checkUnchanged();
-    await writeManifest(tmp, manifest);
-    await fsyncDir(tmp);
+    await writeManifest(tmp, manifest, sync);
+    await fsyncDir(tmp, sync);
     await Deno.remove(finalDir).catch(() => {}); // an empty directory given by the user
     await Deno.rename(tmp, finalDir);
-    await fsyncDir(dirname(finalDir));
+    await fsyncDir(dirname(finalDir), sync);
     if (!thawed) {
       killTree(tree);
       thawed = true;

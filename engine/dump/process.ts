@@ -14,7 +14,8 @@ import { readStatus } from "../proc/status.ts";
 import { auxvToModel, readAuxv } from "../proc/auxv.ts";
 import { devMajor, devMinor, type ProcFd, readFds } from "../proc/fds.ts";
 import { readMapFileIdentity, readMaps } from "../proc/maps.ts";
-import { mergeSmaps, readSmaps } from "../proc/smaps.ts";
+import { mergeSmaps } from "../proc/smaps.ts";
+import { readSmapsBrief } from "../proc/smaps_brief.ts";
 import { fileIdentityOf, readProcLink, readProcText } from "../proc/io.ts";
 import { queryInjectedState, withInjection } from "./injected.ts";
 import { collectThread, sharedPending } from "./threads.ts";
@@ -27,6 +28,8 @@ import { markDuplicates } from "../fds/descriptions.ts";
 import type { InetSocketSession } from "../fds/inet_session.ts";
 import { collectTimers, takeTimerSignals } from "../task/timers.ts";
 import { collectTty } from "../fds/tty.ts";
+import { collectDeadPidfd } from "../fds/pidfd.ts";
+import { collectDeletedFifo } from "../fds/fifo.ts";
 import { collectInotify } from "../fds/inotify.ts";
 import { checkNamespaces, collectCgroups } from "../task/placement.ts";
 import { collectTaskState, prepareTaskCollection, queryTaskState } from "../task/mod.ts";
@@ -58,6 +61,12 @@ function toFdInfo(pid: number, f: ProcFd, topology: PipeTopology): FdInfo {
   // Bytes buffered in a pipe that comes back (alone or shared in the tree) are kept.
   if (restore === "process" || restore === "tree" || kind === "fifo") {
     Object.assign(extra, collectPipe(pid, f.fd, flags));
+  }
+  if (kind === "fifo" && f.target.endsWith(" (deleted)")) {
+    Object.assign(extra, collectDeletedFifo(pid, f.fd));
+  }
+  if (kind === "pidfd" && extra["Pid"]?.trim() === "-1") {
+    Object.assign(extra, collectDeadPidfd(pid, f.fd));
   }
   if (kind === "tty") {
     Object.assign(extra, collectTty(pid, f.fd, devMajor(f.stat.rdev), devMinor(f.stat.rdev)));
@@ -136,7 +145,7 @@ export function collectProcess(
   }));
   const owners = queryFdOwners(pid, fds.map((f) => f.fd));
   const task = collectTaskState(pid, tids, injected.task, refusals);
-  const maps = mergeSmaps(readMaps(pid), readSmaps(pid), pid);
+  const maps = mergeSmaps(readMaps(pid), readSmapsBrief(pid), pid);
   const vmas: Vma[] = maps.map((m) => ({
     start: m.start,
     end: m.end,

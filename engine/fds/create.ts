@@ -24,6 +24,7 @@ const O_RDWR = 2;
 const F_SETPIPE_SZ = 1031;
 const EFD_SEMAPHORE = 1;
 const POLLIN = 1;
+const S_IFIFO = 0o10000;
 
 /** Where creation ops go and where created fds are kept. */
 export interface CreateContext {
@@ -42,6 +43,8 @@ export interface CreateContext {
   has(key: string): boolean;
   /** The number fd `fd` given to the process (a transfer fd) has by now. */
   current(fd: number): number;
+  /** The number what was kept under `key` is kept at (undefined if nothing was). */
+  numberOf(key: string): number | undefined;
 }
 
 /** The key the description of `f` is kept under after {@link emitCreate}. */
@@ -87,6 +90,11 @@ export function emitCreate(cx: CreateContext, f: PlannedFd, batch: readonly Plan
     case "fifo": {
       const helperKey = `${s.id}:helper`;
       if (!cx.has(helperKey)) {
+        if (s.deleted) {
+          p.op(SYS.mknod, [p.cstring(s.path), S_IFIFO | (s.deleted.mode & 0o777), 0], {
+            comment: `FIFO ${s.path} made again (its path was removed)`,
+          });
+        }
         // Opening read-write never blocks and keeps the FIFO open while its
         // descriptions are opened (each O_NONBLOCK; the exact flags come later).
         p.op(SYS.open, [p.cstring(s.path), O_RDWR | O_NONBLOCK | O_CLOEXEC, 0], {
@@ -94,12 +102,20 @@ export function emitCreate(cx: CreateContext, f: PlannedFd, batch: readonly Plan
           comment: `FIFO ${s.path}`,
         });
         const h = cx.keep(helperKey, `FIFO ${s.path} held open read-write`);
+        if (s.deleted) {
+          const { uid, gid, mode } = s.deleted;
+          p.op(SYS.fchown, [h, uid, gid], { comment: "its owner" });
+          p.op(SYS.fchmod, [h, mode], { comment: "its mode" });
+          p.op(SYS.unlink, [p.cstring(s.path)], { comment: `removed again` });
+        }
         const withData = batch.map((x) => x.source).find((x) =>
           x.kind === "fifo" && x.id === s.id && (x.data || x.size)
         );
         if (withData?.kind === "fifo") fillFifo(p, h, s.path, withData.data, withData.size);
       }
-      p.op(SYS.open, [p.cstring(s.path), s.flags | O_NONBLOCK | O_CLOEXEC, 0], {
+      // A removed FIFO is opened through its helper's /proc/self/fd link.
+      const path = s.deleted ? `/proc/self/fd/${cx.numberOf(helperKey)}` : s.path;
+      p.op(SYS.open, [p.cstring(path), s.flags | O_NONBLOCK | O_CLOEXEC, 0], {
         store: scratchSlot,
       });
       cx.keep(`fd:${f.fd}`, `${what} FIFO ${s.path}`);
@@ -135,7 +151,7 @@ export function emitCreate(cx: CreateContext, f: PlannedFd, batch: readonly Plan
       cx.keep(`fd:${f.fd}`, `${what} inotify`);
       break;
     case "pidfd":
-      emitPidfd(p, s, scratchSlot);
+      emitPidfd(p, s, scratchSlot, cx.scratchAddr);
       cx.keep(`fd:${f.fd}`, `${what} pidfd`);
       break;
     case "inet":

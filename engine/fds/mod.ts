@@ -210,13 +210,17 @@ export function describeSource(f: PlannedFd): string {
     case "pipe":
       return `fd ${f.fd} = ${s.end} end of ${s.id}${s.data ? " (with its buffered bytes)" : ""}`;
     case "fifo":
-      return `fd ${f.fd} = FIFO ${s.path}${s.data ? " (with its buffered bytes)" : ""}`;
+      return `fd ${f.fd} = FIFO ${s.path}${s.deleted ? " (deleted)" : ""}${
+        s.data ? " (with its buffered bytes)" : ""
+      }`;
     case "transfer":
       return `fd ${f.fd} = ${s.key}, shared in the tree (from fd ${s.from})`;
     case "inotify":
       return `fd ${f.fd} = new inotify with watches ${s.watches.map((w) => w.wd).join(", ")}`;
     case "pidfd":
-      return `fd ${f.fd} = pidfd of ${s.pid}`;
+      return s.exit === undefined
+        ? `fd ${f.fd} = pidfd of ${s.pid}`
+        : `fd ${f.fd} = pidfd of a process that exited`;
     case "inet":
     case "netlink":
       return `fd ${f.fd} = ${describeSocket(s)}`;
@@ -277,6 +281,7 @@ export function emitFds(
     },
     has: (key) => temp.has(key),
     current: (fd) => temp.get(`stdio:${fd}`) ?? fd,
+    numberOf: (key) => temp.get(key),
   };
   for (const f of creationOrder(fds)) emitCreate(cx, f, fds);
   const byFd = new Map(fds.map((f) => [f.fd, f]));

@@ -243,6 +243,7 @@ export function emitSharedCreation(
       },
       has: (key) => kept.has(key),
       current: (fd) => fd,
+      numberOf: (key) => kept.has(key) ? target.get(key) : undefined,
     };
     for (const m of obj.members) emitCreate(cx, m, obj.members);
     for (const m of obj.members) if (m.state) emitDescriptionState(p, m.fd, m.state);

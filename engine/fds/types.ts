@@ -38,7 +38,16 @@ export type FdSource =
   }
   | { kind: "signalfd"; mask: string; flags: number }
   | { kind: "epoll"; flags: number; targets: { fd: number; events: number; data: string }[] }
-  | { kind: "fifo"; id: string; path: string; flags: number; data?: string; size?: number }
+  | {
+    kind: "fifo";
+    id: string;
+    path: string;
+    flags: number;
+    data?: string;
+    size?: number;
+    /** Its path was removed: made again there with this mode and owner, then unlinked. */
+    deleted?: { mode: number; uid: number; gid: number };
+  }
   | {
     kind: "transfer";
     /** Transfer fd number the description waits at (see shared.ts). */
@@ -56,8 +65,12 @@ export type FdSource =
   }
   /** An inotify instance and its watches, by wd (engine/fds/inotify.ts). */
   | { kind: "inotify"; flags: number; watches: { wd: number; mask: number; path: string }[] }
-  /** A pidfd of process (or thread) `pid` of the tree (engine/fds/pidfd.ts). */
-  | { kind: "pidfd"; pid: number; flags: number }
+  /**
+   * A pidfd of process (or thread) `pid` of the tree, or (pid -1, with the
+   * wait status `exit`) of a process that exited and was reaped
+   * (engine/fds/pidfd.ts).
+   */
+  | { kind: "pidfd"; pid: number; flags: number; exit?: number }
   | { kind: "inet"; socket: InetSocket; flags: number }
   | { kind: "netlink"; socket: NetlinkSocket; flags: number };
 

@@ -79,8 +79,8 @@ export async function readManifest(dir: string): Promise<Manifest> {
   return m;
 }
 
-/** Writes `<dir>/manifest.json` atomically (temp file, fsync, rename). */
-export async function writeManifest(dir: string, manifest: Manifest): Promise<void> {
+/** Writes `<dir>/manifest.json` atomically (temp file, fsync unless `sync` is false, rename). */
+export async function writeManifest(dir: string, manifest: Manifest, sync = true): Promise<void> {
   const path = `${dir}/${MANIFEST_FILE}`;
   const tmp = `${path}.partial`;
   {
@@ -88,7 +88,7 @@ export async function writeManifest(dir: string, manifest: Manifest): Promise<vo
     const bytes = new TextEncoder().encode(JSON.stringify(manifest, null, 2) + "\n");
     let done = 0;
     while (done < bytes.length) done += await f.write(bytes.subarray(done));
-    await f.syncData();
+    if (sync) await f.syncData();
   }
   await Deno.rename(tmp, path);
 }

@@ -158,6 +158,23 @@ export const processImageSchema = z.looseObject({
   excluded: z.array(z.looseObject({ what: z.string(), reason: z.string() })),
   ctty: z.looseObject({ ttyNr: int, fgPgrp: int }).optional(),
   cgroups: z.array(z.string()).optional(),
+  zombies: z.array(z.looseObject({
+    pid: int.min(2),
+    pgid: nat,
+    sid: nat,
+    comm: z.string(),
+    waitStatus: int.min(0).max(0xffff),
+    exitSignal: int.min(0).max(64),
+    creds: z.looseObject({
+      uid: z.array(nat).length(4),
+      gid: z.array(nat).length(4),
+      groups: z.array(nat).max(65536),
+    }).optional(),
+  })).optional(),
+  stopped: z.looseObject({
+    signal: z.union([z.literal(19), z.literal(20), z.literal(21), z.literal(22)]),
+    reported: z.boolean(),
+  }).optional(),
 });
 
 const ghost = z.looseObject({

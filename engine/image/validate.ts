@@ -150,6 +150,12 @@ export function validateImage(
       allTids.add(t.tid);
     }
   }
+  for (const p of images) {
+    for (const z of p.zombies ?? []) {
+      if (allTids.has(z.pid)) fail(`zombie ${z.pid} of process ${p.pid} reuses a pid of the tree`);
+      allTids.add(z.pid);
+    }
+  }
   const root = byPid.get(manifest.rootPid) ?? fail(`root ${manifest.rootPid} has no image`);
   const seen = new Set<number>();
   const walk = (p: ProcessImage): void => {

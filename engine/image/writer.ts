@@ -79,6 +79,8 @@ export interface ImageWriterOptions {
 export interface FinishOptions {
   /** Compute the checksum of the finished file (default true; reads the file back). */
   checksum?: boolean;
+  /** fdatasync the file and fsync its directory (default true; false for throw-away images). */
+  sync?: boolean;
 }
 
 /** What {@link ImageWriter.finish} produced. */
@@ -330,7 +332,7 @@ export class ImageWriter {
       await this.#writeAt(shoff, shdrs);
       await this.#writeAt(0, head);
       await this.file.truncate(shoff + shdrs.length);
-      await this.file.syncData();
+      if (opts.sync !== false) await this.file.syncData();
     } catch (e) {
       await this.abort();
       throw e;
@@ -340,7 +342,7 @@ export class ImageWriter {
     const size = shoff + shdrs.length;
     const checksum = opts.checksum === false ? "" : await checksumFile(this.partialPath);
     await Deno.rename(this.partialPath, this.path);
-    await syncDirectoryOf(this.path);
+    if (opts.sync !== false) await syncDirectoryOf(this.path);
     return { path: this.path, size, checksum, pagesBytes: pagesEnd - this.pagesStart };
   }
 

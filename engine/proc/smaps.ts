@@ -89,7 +89,11 @@ export function readSmaps(pid: number, tid?: number): SmapsEntry[] {
  * order of `maps`. Both must describe the same areas (read while the process
  * was frozen); a mismatch throws ProcFormatError.
  */
-export function mergeSmaps(maps: MapEntry[], smaps: SmapsEntry[], pid = 0): MappingRecord[] {
+export function mergeSmaps(
+  maps: MapEntry[],
+  smaps: Pick<SmapsEntry, "start" | "end" | "rss" | "anonymous" | "swap" | "vmFlags">[],
+  pid = 0,
+): MappingRecord[] {
   if (maps.length !== smaps.length) {
     throw new ProcFormatError(
       pid,

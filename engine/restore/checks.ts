@@ -5,11 +5,13 @@
  * @module
  */
 
+import { zombiePids } from "../task/zombies.ts";
 import { vdsoFacts } from "../vdso.ts";
 import { readStatus } from "../proc/status.ts";
 import { readStat } from "../proc/stat.ts";
 import type { FileIdentity, Manifest, ProcessImage } from "../model.ts";
 import { RestoreError } from "../errors.ts";
+import { deletedFifoProblem } from "../fds/fifo.ts";
 import { credsProblems } from "../task/creds_check.ts";
 
 function describeHolder(pid: number): string | undefined {
@@ -45,7 +47,7 @@ function groupHolder(ids: Set<number>): { id: number; pid: number; what: string 
 /** Throws if any pid or tid of the image is taken, naming it and its holder. */
 export function checkPidsFree(processes: readonly ProcessImage[]): void {
   for (const p of processes) {
-    for (const id of [p.pid, ...p.threads.map((t) => t.tid)]) {
+    for (const id of [p.pid, ...p.threads.map((t) => t.tid), ...zombiePids([p])]) {
       let exists = true;
       try {
         Deno.statSync(`/proc/${id}`);
@@ -57,7 +59,7 @@ export function checkPidsFree(processes: readonly ProcessImage[]): void {
       }
     }
   }
-  const holder = groupHolder(new Set(processes.map((p) => p.pid)));
+  const holder = groupHolder(new Set([...processes.map((p) => p.pid), ...zombiePids(processes)]));
   if (holder) {
     throw new RestoreError(
       `cannot restore: pid ${holder.id} is still in use as the ${holder.what} id of process ${holder.pid}`,
@@ -127,8 +129,12 @@ export function checkFdFiles(
   units: readonly {
     image: ProcessImage;
     compiled: {
-      fds: { fd: number; source: { kind: string; path?: string } }[];
-      sharedCreated?: { pid: number; fd: number; source: { kind: string; path?: string } }[];
+      fds: { fd: number; source: { kind: string; path?: string; deleted?: unknown } }[];
+      sharedCreated?: {
+        pid: number;
+        fd: number;
+        source: { kind: string; path?: string; deleted?: unknown };
+      }[];
     };
   }[],
 ): void {
@@ -146,6 +152,12 @@ export function checkFdFiles(
     if (info?.extra["tty-role"] === "slave") continue;
     // Deleted files and memfds are re-created by the engine from the image.
     if (info?.ghost !== undefined) continue;
+    // A FIFO whose path was removed is made again there.
+    if (source.kind === "fifo" && source.deleted) {
+      const why = deletedFifoProblem(source.path);
+      if (why) throw new RestoreError(`cannot restore: fd ${fd} of process ${image.pid}: ${why}`);
+      continue;
+    }
     let st: Deno.FileInfo;
     try {
       st = Deno.statSync(source.path);

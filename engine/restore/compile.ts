@@ -65,6 +65,8 @@ import {
   inheritedFrom,
   inheritingChildren,
 } from "../memory/inherit_restore.ts";
+import { emitZombieBranches, emitZombies } from "../task/zombies.ts";
+import { SIGTRAP } from "../task/sigtrap.ts";
 
 /** Slot numbers used by compiled programs. */
 export const SLOTS = {
@@ -216,6 +218,7 @@ function emitProgram(
   emitFds(p, fds, slotsAddress, SLOTS.scratch);
   emitRlimits(p, proc);
   emitProcessState(p, proc, fds);
+  emitZombies(p, proc);
   emitMainThread(p, proc);
   emitThreads(p, proc);
   emitSignalsAndTimers(p, proc);
@@ -235,6 +238,7 @@ function emitProgram(
     p.op(SYS.execve, [pathAddr, argv, envp], { comment: `child ${child} execs its image` });
     p.end();
   }
+  emitZombieBranches(p, proc);
   p.label("thread-park");
   p.end("new thread parks here; the engine sets its registers");
 }
@@ -393,7 +397,7 @@ function emitProcessState(p: ProgramBuilder, proc: ProcessImage, fds: PlannedFd[
   p.op(SYS.personality, [proc.personality], { allowFail: true });
   proc.sigactions.forEach((a, i) => {
     const sig = i + 1;
-    if (sig === 9 || sig === 19) return;
+    if (sig === 9 || sig === 19 || sig === SIGTRAP) return; // SIGTRAP: engine/task/sigtrap.ts
     if (BigInt(a.handler) === 0n && BigInt(a.flags) === 0n && BigInt(a.mask) === 0n) return;
     const act = kernelSigaction.encode({
       handler: hexBig(a.handler),
@@ -458,7 +462,9 @@ export function cloneWithTid(p: ProgramBuilder, tid: number, fields: Partial<Clo
 }
 
 function emitSignalsAndTimers(p: ProgramBuilder, proc: ProcessImage): void {
-  for (const s of proc.sharedPending) {
+  // A pending SIGSTOP is sent when the tree is released (engine/task/stopped.ts),
+  // a pending SIGTRAP queued after the program's end (engine/task/sigtrap.ts).
+  for (const s of proc.sharedPending.filter((x) => x.signo !== 19 && x.signo !== SIGTRAP)) {
     p.op(SYS.rt_sigqueueinfo, [proc.pid, s.signo, p.data(decodeBase64(s.raw))], {
       comment: `pending signal ${s.signo} (process)`,
     });
@@ -467,7 +473,7 @@ function emitSignalsAndTimers(p: ProgramBuilder, proc: ProcessImage): void {
   // codes only from the target thread itself, so the engine queues the other
   // threads' signals by injection into each of them (session.ts).
   for (const t of proc.threads.filter((x) => x.tid === proc.pid)) {
-    for (const s of t.pending) {
+    for (const s of t.pending.filter((x) => x.signo !== 19 && x.signo !== SIGTRAP)) {
       p.op(SYS.rt_tgsigqueueinfo, [proc.pid, t.tid, s.signo, p.data(decodeBase64(s.raw))], {
         comment: `pending signal ${s.signo} (thread ${t.tid})`,
       });

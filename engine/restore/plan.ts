@@ -73,6 +73,9 @@ export async function restorePlan(dir: string, opts: RestoreOptions = {}): Promi
         `thread ${t.tid}: PTRACE_SETREGSET(NT_X86_XSTATE), PTRACE_SETREGS rip=${t.regs.rip}${restart}, PTRACE_SETSIGMASK ${t.sigmask}`,
       );
     }
+    if (image.stopped) {
+      finalize.push(`kill(${image.pid}, ${image.stopped.signal}) first: restored stopped`);
+    }
     finalize.push(...finishInetPlan(image));
     finalize.push("PTRACE_DETACH every thread of the tree at once");
     const fds = compiled.fds.map(describeSource);

@@ -60,6 +60,10 @@ import { restoreTaskState, restoreTaskStateAfterCredentials } from "../task/mod.
 import { restoreCgroups } from "../task/placement.ts";
 import { restoreCreds } from "../task/creds_restore.ts";
 import { startInheritedChild } from "./inherit_session.ts";
+import { zombiePids } from "../task/zombies.ts";
+import { releaseTree } from "../task/stopped.ts";
+import { reissueInterrupted } from "../task/syscalls.ts";
+import { restoreSigtrap } from "../task/sigtrap.ts";
 
 /** One process to restore: its description, image path and compiled program. */
 export interface RestoreUnit {
@@ -107,6 +111,8 @@ export class RestoreSession {
   #launcher: { pid: number; path: string } | undefined;
   #launcherExited = false;
   #launcherBoot: Bootstrap | undefined;
+  /** Zombie children the programs re-create: their exits are expected. */
+  readonly #zombies = new Set<number>();
 
   readonly #timeoutMs: number;
 
@@ -133,6 +139,7 @@ export class RestoreSession {
       }
     }
     this.#rootPid = units[0].image.pid;
+    for (const z of zombiePids(units.map((u) => u.image))) this.#zombies.add(z);
     this.#onEvent = onEvent;
   }
 
@@ -244,6 +251,8 @@ export class RestoreSession {
           continue;
         }
         this.#tasks.delete(tid);
+        // A re-created zombie: this collects the tracer's copy of its exit only.
+        if (this.#zombies.has(tid)) continue;
         if (tid === this.#launcher?.pid) {
           this.#launcherExited = true;
           if (st.kind !== "exited" || st.code !== 0) {
@@ -304,6 +313,10 @@ export class RestoreSession {
         startInheritedChild(tid, unit.image, unit.compiled, parent.compiled);
       }
       cont(tid, 0);
+      return;
+    }
+    if (this.#zombies.has(tid)) {
+      cont(tid, 0); // a zombie child re-created: it goes on to exit
       return;
     }
     const tgid = readStatus(tid).tgid;
@@ -448,7 +461,7 @@ export class RestoreSession {
               injectSyscall(t.tid, gadget, SYS.sigaltstack, scratch, 0),
             );
           }
-          for (const sig of t.pending) {
+          for (const sig of t.pending.filter((x) => x.signo !== SIGSTOP && x.signo !== SIGTRAP)) {
             processVmWriteFully(pid, scratch + 128n, decodeBase64(sig.raw));
             check(
               `rt_tgsigqueueinfo(${t.tid}, ${sig.signo})`,
@@ -482,6 +495,8 @@ export class RestoreSession {
       restoreTaskState(image, taskInjector, TRACE_OPTIONS);
       restoreCreds(image, compiled);
       restoreTaskStateAfterCredentials(image, taskInjector);
+      // After the last int3 of any program section: engine/task/sigtrap.ts.
+      restoreSigtrap(image, gadget, scratch);
       // Unmap the bootstrap through a syscall instruction outside it.
       const size = BigInt(image.bootstrap.size);
       const outside = findSyscallInstruction(pid, {
@@ -494,11 +509,7 @@ export class RestoreSession {
       );
       for (const t of image.threads) {
         const regs = regsFromHex(t.regs);
-        if (t.syscall.restart === "restart") {
-          // Re-issue the interrupted syscall, as the kernel would have restarted it.
-          regs.rax = regs.orig_rax;
-          regs.rip -= 2n;
-        }
+        reissueInterrupted(t, regs); // see engine/task/syscalls.ts
         regs.orig_rax = 0xffffffffffffffffn;
         setXstate(t.tid, decodeBase64(t.xsave));
         setRegs(t.tid, regs);
@@ -507,10 +518,8 @@ export class RestoreSession {
     }
     // TCP connections leave repair mode once every socket of the tree exists.
     finishInetSockets([...this.#units.values()].map((u) => u.image));
-    // Everyone is ready: let them all go.
-    for (const unit of this.#units.values()) {
-      for (const t of unit.image.threads) detach(t.tid, 0);
-    }
+    // Everyone is ready: let them all go (stopped processes first).
+    releaseTree([...this.#units.values()].map((u) => u.image), (tid) => detach(tid, 0));
     this.#onEvent?.({ type: "running", pids: [...this.#units.keys()] });
   }
 

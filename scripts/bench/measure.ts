@@ -124,6 +124,7 @@ export async function cryoDump(
   dir: string,
   logBase: string,
   rt: CryoRuntime,
+  extraArgs: string[] = [],
 ): Promise<CryoDumpRun> {
   const argv = [
     Deno.execPath(),
@@ -137,6 +138,7 @@ export async function cryoDump(
     dir,
     "--leave-running",
     "--json",
+    ...extraArgs,
   ];
   const child = spawnChild(argv, `${logBase}.json`, `${logBase}.err`);
   const r = await waitChild(child);

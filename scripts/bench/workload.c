@@ -10,7 +10,10 @@
  * usage: workload anon <MiB>
  *        workload sparse <reserve-MiB> <touch-MiB>
  *        workload maps <count>
- *        workload threads <count>
+ *        workload threads <count> [MiB]   (count threads in all, MiB touched, default 16)
+ *        workload tree <count> <MiB>       (count processes, each with MiB touched; the root
+ *                                           writes to a pipe read by its first child; SIGUSR1 to
+ *                                           the root makes every process verify itself)
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -21,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -36,6 +40,9 @@ struct range {
 static struct range *ranges;
 static size_t nranges;
 static volatile sig_atomic_t verify_requested;
+/* tree: the root's children (to pass SIGUSR1 on). */
+static pid_t tree_children[64];
+static int ntree_children;
 
 static void add_range(uint8_t *p, size_t len, unsigned seed) {
   ranges = realloc(ranges, (nranges + 1) * sizeof *ranges);
@@ -155,11 +162,61 @@ int main(int argc, char **argv) {
         return 2;
       }
     }
-    size_t len = 16 * MiB;
+    size_t len = (argc > 3 ? strtoul(argv[3], NULL, 10) : 16) * MiB;
     uint8_t *p = map_anon(len, 0);
     fill(p, len, 4);
     add_range(p, len, 4);
     touched = len;
+  } else if (strcmp(kind, "tree") == 0) {
+    size_t len = (argc > 3 ? strtoul(argv[3], NULL, 10) : 64) * MiB;
+    int fds[2], ready[2];
+    if (pipe(fds) != 0 || pipe(ready) != 0) {
+      perror("pipe");
+      return 2;
+    }
+    int is_child = 0;
+    for (unsigned long i = 1; i < n && i < 64; i++) {
+      pid_t c = fork();
+      if (c < 0) {
+        perror("fork");
+        return 2;
+      }
+      if (c == 0) {
+        is_child = (int)i;
+        break;
+      }
+      tree_children[ntree_children++] = c;
+    }
+    /* The root keeps the write end, the first child the read end. */
+    if (is_child) close(fds[1]);
+    if (is_child != 1) close(fds[0]);
+    if (!is_child) (void)!write(fds[1], "x", 1);
+    uint8_t *p = map_anon(len, 0);
+    fill(p, len, 5 + (unsigned)is_child);
+    add_range(p, len, 5 + (unsigned)is_child);
+    touched = len;
+    if (is_child) {
+      (void)!write(ready[1], "r", 1); /* filled */
+      close(ready[0]);
+      close(ready[1]);
+      struct sigaction sc;
+      memset(&sc, 0, sizeof sc);
+      sc.sa_handler = on_usr1;
+      sigaction(SIGUSR1, &sc, NULL);
+      for (;;) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        if (verify_requested) {
+          verify_requested = 0;
+          verify();
+        }
+      }
+    }
+    /* Ready once every child has filled its memory. */
+    close(ready[1]);
+    char byte;
+    for (int i = 0; i < ntree_children; i++) (void)!read(ready[0], &byte, 1);
+    close(ready[0]);
   } else {
     fprintf(stderr, "unknown workload %s\n", kind);
     return 2;
@@ -168,7 +225,10 @@ int main(int argc, char **argv) {
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_usr1;
   sigaction(SIGUSR1, &sa, NULL);
-  printf("ready %s touched %zu region %p\n", kind, touched, ranges ? (void *)ranges[0].p : NULL);
+  printf("ready %s touched %zu region %p children", kind, touched,
+         ranges ? (void *)ranges[0].p : NULL);
+  for (int i = 0; i < ntree_children; i++) printf(" %d", (int)tree_children[i]);
+  printf("\n");
   fflush(stdout);
   uint64_t last = now_ns();
   for (;;) {
@@ -182,6 +242,7 @@ int main(int argc, char **argv) {
     last = t;
     if (verify_requested) {
       verify_requested = 0;
+      for (int i = 0; i < ntree_children; i++) kill(tree_children[i], SIGUSR1);
       verify();
       last = now_ns();
     }

@@ -6,7 +6,7 @@
  */
 
 import { buildBenchProgram } from "./build.ts";
-import { type Child, spawnChild } from "./procs.ts";
+import { type Child, killAndReap, spawnChild } from "./procs.ts";
 import { rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
 
@@ -25,6 +25,8 @@ export interface WorkloadSpec {
   touchedBytes?: number;
   /** Part of `--quick`. */
   quick: boolean;
+  /** Processes in the tree (default 1); each verifies itself on SIGUSR1 to the root. */
+  processes?: number;
 }
 
 /** The workloads, in the order they run. */
@@ -56,6 +58,23 @@ export function workloads(quick: boolean): WorkloadSpec[] {
       args: ["threads", "64"],
       touchedBytes: 16 * MiB,
       quick: true,
+    },
+    {
+      name: "threads4-512MiB",
+      description: "4 threads, 512 MiB touched",
+      program: "c",
+      args: ["threads", "4", "512"],
+      touchedBytes: 512 * MiB,
+      quick: true,
+    },
+    {
+      name: "tree3x512MiB",
+      description: "a tree of 3 processes with 512 MiB each, a pipe from the root to a child",
+      program: "c",
+      args: ["tree", "3", "512"],
+      touchedBytes: 3 * 512 * MiB,
+      quick: true,
+      processes: 3,
     },
     {
       name: quick ? "python-128MiB" : "python-512MiB",
@@ -96,6 +115,8 @@ export interface RunningWorkload {
   child: Child;
   /** Its output file (heartbeat lines). */
   outputPath: string;
+  /** The pids of the root's children (tree workloads), from its "ready" line. */
+  childPids: number[];
 }
 
 /** Builds (if needed) and starts a workload; resolves once it printed "ready". */
@@ -109,8 +130,10 @@ export async function startWorkload(
     : [findPython(), new URL("./workload.py", import.meta.url).pathname, ...spec.args];
   const outputPath = `${workDir}/${spec.name}.out`;
   const child = spawnChild(argv, outputPath);
-  const w = { spec, child, outputPath };
-  await waitForOutput(w, /^ready /m, 0, timeoutMs);
+  const w: RunningWorkload = { spec, child, outputPath, childPids: [] };
+  const m = await waitForOutput(w, /^ready .*$/m, 0, timeoutMs);
+  const kids = m[0].match(/ children((?: \d+)*)$/);
+  w.childPids = kids ? kids[1].trim().split(" ").filter(Boolean).map(Number) : [];
   return w;
 }
 
@@ -160,8 +183,18 @@ export function gapsOf(w: RunningWorkload): Gap[] {
 export async function verifyWorkload(w: RunningWorkload, timeoutMs = 60_000): Promise<void> {
   const from = outputOf(w).length;
   rawSyscall(SYS.kill, w.child.pid, 10 /* SIGUSR1 */);
-  const m = await waitForOutput(w, /^verify (ok|FAIL)(.*)$/m, from, timeoutMs);
-  if (m[1] !== "ok") throw new Error(`${w.spec.name}: memory check after restore: ${m[0]}`);
+  const want = w.spec.processes ?? 1;
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const lines = [...outputOf(w).slice(from).matchAll(/^verify (ok|FAIL)(.*)$/gm)];
+    const bad = lines.find((l) => l[1] !== "ok");
+    if (bad) throw new Error(`${w.spec.name}: memory check after restore: ${bad[0]}`);
+    if (lines.length >= want) return;
+    if (performance.now() > deadline) {
+      throw new Error(`${w.spec.name}: ${lines.length} of ${want} processes verified`);
+    }
+    await new Promise((r) => setTimeout(r, 5));
+  }
 }
 
 /** RssAnon of a process, bytes (0 if unreadable). */
@@ -172,4 +205,27 @@ export function rssAnonBytes(pid: number): number {
   } catch {
     return 0;
   }
+}
+
+/** The parent pid of `pid` (undefined when it is gone). */
+function parentOf(pid: number): number | undefined {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Kills a workload and reaps it, its children included: the children (still
+ * the root's, checked by their parent pid) get SIGKILL first, then the root
+ * is killed and reaped, and the children, re-parented to the bench (a
+ * subreaper), are reaped in turn.
+ */
+export async function killWorkload(w: RunningWorkload): Promise<void> {
+  const kids = w.childPids.filter((c) => parentOf(c) === w.child.pid);
+  for (const c of kids) rawSyscall(SYS.kill, c, 9);
+  await killAndReap(w.child.pid);
+  for (const c of kids) await killAndReap(c);
 }

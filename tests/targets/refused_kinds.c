@@ -6,7 +6,7 @@
  * "inotify-shared" and "pidfd-shared" for an instance, or a pidfd of
  * itself, that a child it forked holds too,
  * "pidfd-outside" for a pidfd of its parent (outside the tree),
- * "pidfd-dead" for a pidfd of a reaped child, "io_uring", "userfaultfd",
+ * "pidfd-dead" for a PIDFD_THREAD pidfd of a thread that has exited, "io_uring", "userfaultfd",
  * "perf" (a software perf event), "fanotify", "bpf" (an array map)),
  * prints "ready pid=<pid> fd=<fd>", and counts in memory until SIGUSR1;
  * then checks that it ran on untouched and that the resource is still
@@ -26,6 +26,18 @@
 #include <linux/bpf.h>
 #include <linux/io_uring.h>
 #include <linux/perf_event.h>
+#include <pthread.h>
+
+static volatile pid_t thread_tid_value;
+static volatile int thread_go;
+
+/* A thread that publishes its tid and ends when told to. */
+static void *thread_tid(void *arg) {
+  (void)arg;
+  thread_tid_value = gettid_raw();
+  while (!thread_go) sleep_ms(1);
+  return NULL;
+}
 
 static int is(const char *a, const char *b) { return strcmp(a, b) == 0; }
 
@@ -73,10 +85,12 @@ int main(int argc, char **argv) {
   } else if (is(kind, "pidfd-outside")) {
     fd = (int)syscall(SYS_pidfd_open, getppid(), 0);
   } else if (is(kind, "pidfd-dead")) {
-    pid_t c = fork();
-    if (c == 0) _exit(0);
-    fd = (int)syscall(SYS_pidfd_open, c, 0);
-    waitpid(c, NULL, 0);
+    pthread_t th;
+    if (pthread_create(&th, NULL, thread_tid, NULL) != 0) die("pthread_create");
+    while (!thread_tid_value) sleep_ms(1);
+    fd = (int)syscall(SYS_pidfd_open, thread_tid_value, 0200 /* PIDFD_THREAD */);
+    __atomic_store_n(&thread_go, 1, __ATOMIC_SEQ_CST);
+    pthread_join(th, NULL);
   } else if (is(kind, "userfaultfd")) {
     fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
   } else if (is(kind, "perf")) {

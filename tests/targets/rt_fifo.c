@@ -7,10 +7,9 @@
  *
  * After the restore: every fd has its flags as before and is still the FIFO
  * at its path, the buffered bytes are there exactly once, and both FIFOs
- * carry new bytes. With "deleted", f1 is unlinked while open (the dump must
- * refuse it by name; SIGUSR1 then checks it ran on untouched).
+ * carry new bytes (a FIFO whose path was removed: rt_fifo_deleted.c).
  *
- * usage: rt_fifo <trigger> <workdir> [deleted]
+ * usage: rt_fifo <trigger> <workdir>
  * prints: ready pid=<pid> child=<child> fd=<fd of A>
  */
 #include "common.h"
@@ -42,9 +41,8 @@ static ssize_t read_n(int fd, char *buf, size_t n) {
 }
 
 int main(int argc, char **argv) {
-  need_args(argc, 2, "rt_fifo <trigger> <workdir> [deleted]");
+  need_args(argc, 2, "rt_fifo <trigger> <workdir>");
   const char *trigger = argv[1], *work = argv[2];
-  int deleted = argc > 3 && !strcmp(argv[3], "deleted");
   char f1[512], f2[512];
   snprintf(f1, sizeof f1, "%s/f1", work);
   snprintf(f2, sizeof f2, "%s/f2", work);
@@ -56,18 +54,6 @@ int main(int argc, char **argv) {
   if (a < 0 || b < 0 || c < 0) die("open f1");
   if (write(a, BUFFERED, strlen(BUFFERED)) != (ssize_t)strlen(BUFFERED)) die("write f1");
   int fa = flags_of(a), fb = flags_of(b), fc = flags_of(c);
-
-  if (deleted) {
-    if (unlink(f1) != 0) die("unlink");
-    sigset_t old;
-    arm_usr1(&old);
-    print_ready("pid=%d child=0 fd=%d", getpid(), a);
-    wait_usr1(&old);
-    char buf[64] = {0};
-    ssize_t n = read(b, buf, sizeof buf - 1);
-    check("untouched", n == (ssize_t)strlen(BUFFERED) && !strcmp(buf, BUFFERED), "read %zd '%s'", n, buf);
-    return verdict();
-  }
 
   int r2 = open(f2, O_RDONLY | O_NONBLOCK);
   if (r2 < 0) die("open f2");
