@@ -42,6 +42,27 @@ export interface Manifest {
   optIns?: string[];
   /** Deleted files and memfds of the tree, saved by content. */
   ghosts?: GhostFile[];
+  /** System V shared memory segments attached by the tree (engine/memory/sysvshm.ts). */
+  sysvShm?: SysvShmSegment[];
+}
+
+/** A System V shared memory segment, re-created by the engine with the same id before the launch. */
+export interface SysvShmSegment {
+  shmid: number;
+  /** The key (0 = IPC_PRIVATE, as for every segment marked for removal). */
+  key: number;
+  size: number;
+  /** Permission bits. */
+  mode: number;
+  uid: number;
+  gid: number;
+  cuid: number;
+  cgid: number;
+  /** Marked for removal (IPC_RMID, SHM_DEST): removed again once the tree has attached it. */
+  removed: boolean;
+  /** Content file in the image directory, and its CRC-32. */
+  file: string;
+  checksum: string;
 }
 
 /** One process entry of the manifest. */
@@ -239,7 +260,8 @@ export type MappingKind =
   | "file-private"
   | "file-shared"
   | "vdso" // [vdso], [vvar], [vvar_vclock]
-  | "vsyscall";
+  | "vsyscall"
+  | "sysv-shm"; // a System V shm attachment ({@link Mapping.sysvShm}), its pages not saved here
 
 /** One virtual memory area and where its saved pages are in the image. */
 export interface Mapping {
@@ -272,6 +294,8 @@ export interface Mapping {
   inherited?: true;
   /** Pages to drop from an inherited mapping. */
   discard?: { addr: Hex; length: number }[];
+  /** A System V shm attachment: the shmid (the restore program attaches it with shmat). */
+  sysvShm?: number;
 }
 
 /** A contiguous run of saved pages. */

@@ -3,7 +3,8 @@
  * while open or mapped, O_TMPFILE files, sealed memfds and removed POSIX
  * shared memory come back unlinked with their content, holes, size, mode,
  * seals, offsets and access modes, and fds and mappings of one file stay
- * one file. System V shared memory is refused by name.
+ * one file. SHM_LOCKed System V shared memory is refused by name
+ * (tests/restore_sysvshm_test.ts restores the rest).
  */
 
 import assert from "node:assert/strict";
@@ -37,21 +38,21 @@ Deno.test(
 );
 
 Deno.test(
-  "ghost files: System V shared memory is refused by name; the target runs on",
+  "ghost files: SHM_LOCKed System V shared memory is refused by name; the target runs on",
   withTargets(async () => {
     const t = await startTarget("/usr/bin/python3", [
       "-c",
       "import ctypes,time\n" +
       "libc=ctypes.CDLL(None); libc.shmat.restype=ctypes.c_void_p\n" +
-      "i=libc.shmget(0,4096,0o1600); a=libc.shmat(i,None,0); libc.shmctl(i,0,None)\n" +
+      "i=libc.shmget(0,4096,0o1600); a=libc.shmat(i,None,0); libc.shmctl(i,11,None)\n" +
+      "libc.shmctl(i,0,None)\n" +
       "print('ready', flush=True); time.sleep(60)",
     ]);
     await t.waitFor(/^ready$/m);
     const dir = await tempImageDir();
     await assert.rejects(
       () => checkpoint(t.pid, { dir }),
-      (e: unknown) =>
-        e instanceof UnsupportedError && /SYSV.*System V shared memory/.test(e.message),
+      (e: unknown) => e instanceof UnsupportedError && /SYSV.*SHM_LOCK/.test(e.message),
     );
     assert.equal(t.poll(), undefined, "still running");
   }),

@@ -20,6 +20,7 @@ import { fileIdentityOf, readProcLink, readProcText } from "../proc/io.ts";
 import { queryInjectedState, withInjection } from "./injected.ts";
 import { collectThread, sharedPending } from "./threads.ts";
 import { classifyVma, refusedMapping, type Vma } from "./vmas.ts";
+import { sysvShmidOf } from "../memory/sysvshm.ts";
 import { collectPipe } from "../fds/pipe.ts";
 import { collectUnixSockets } from "../fds/unix.ts";
 import { queryFdOwners } from "../fds/owner.ts";
@@ -161,6 +162,7 @@ export function collectProcess(
       ? readMapFileIdentity(pid, m) ?? undefined
       : undefined;
     // Deleted files and memfds are saved by content (engine/fds/ghost.ts).
+    const sysvShm = sysvShmidOf(m.path, m.inode);
     const refused = refusedMapping(vmas[i]);
     if (refused) {
       refusals.use(refused, `process ${pid} mapping ${hex(m.start)}-${hex(m.end)} (${m.path})`);
@@ -175,6 +177,7 @@ export function collectProcess(
       ...(file ? { file } : {}),
       vmFlags: m.vmFlags,
       pages: [],
+      ...(sysvShm !== undefined ? { sysvShm } : {}),
     };
   });
 

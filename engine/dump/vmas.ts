@@ -21,18 +21,20 @@ const VDSO_NAMES = new Set(["[vdso]", "[vvar]", "[vvar_vclock]"]);
 export function classifyVma(v: Vma): MappingKind {
   if (VDSO_NAMES.has(v.path)) return "vdso";
   if (v.path === "[vsyscall]") return "vsyscall";
+  if (v.path.startsWith("/SYSV")) return "sysv-shm";
   const shared = v.perms[3] === "s";
-  // Shared anonymous memory is shmem: maps shows it as "/dev/zero (deleted)"
-  // (or "/SYSV..." for System V segments) with an inode.
+  // Shared anonymous memory is shmem: maps shows it as "/dev/zero (deleted)" with an inode.
   const path = v.path.replace(/ \(deleted\)$/, "");
-  const fileBacked = v.inode !== 0 && !path.startsWith("/SYSV") && path !== "/dev/zero";
+  const fileBacked = v.inode !== 0 && path !== "/dev/zero";
   if (!fileBacked) return shared ? "anon-shared" : "anon";
   return shared ? "file-shared" : "file-private";
 }
 
-/** The restorability-table row refusing a mapping, or null when it can be saved. */
+/**
+ * The restorability-table row refusing a mapping, or null when it can be
+ * saved (System V attachments are judged by engine/memory/sysvshm.ts).
+ */
 export function refusedMapping(v: Vma): SupportId | null {
-  if (v.path.startsWith("/SYSV")) return "memory.sysv-shm";
   if (v.path.startsWith("/[aio]")) return "memory.aio";
   return null;
 }
@@ -43,7 +45,9 @@ export type PagePolicy = "none" | "anon-present" | "all-present";
 /**
  * Page selection per kind: private mappings keep their anonymous (COW'd or
  * never file-backed) pages, shared anonymous memory keeps every resident or
- * swapped page, file-shared mappings keep nothing (the file has the data).
+ * swapped page, file-shared mappings keep nothing (the file has the data),
+ * nor do System V attachments (the segment's content is saved once, by
+ * engine/memory/sysvshm.ts).
  */
 export function pagePolicy(kind: MappingKind): PagePolicy {
   switch (kind) {

@@ -34,13 +34,22 @@ const mapping = z.looseObject({
   end: hex,
   perms: z.string().regex(/^[r-][w-][x-][ps]$/),
   offset: hex,
-  kind: z.enum(["anon", "anon-shared", "file-private", "file-shared", "vdso", "vsyscall"]),
+  kind: z.enum([
+    "anon",
+    "anon-shared",
+    "file-private",
+    "file-shared",
+    "vdso",
+    "vsyscall",
+    "sysv-shm",
+  ]),
   name: z.string(),
   file: fileIdentity.optional(),
   vmFlags: z.array(z.string()),
   pages: z.array(z.looseObject({ addr: hex, length: nat, fileOffset: nat })),
   excluded: z.boolean().optional(),
   ghost: z.string().optional(),
+  sysvShm: nat.optional(),
 });
 
 const thread = z.looseObject({
@@ -210,6 +219,19 @@ export const manifestSchema = z.looseObject({
   stats: z.looseObject({}),
   optIns: z.array(z.string()).optional(),
   ghosts: z.array(ghost).optional(),
+  sysvShm: z.array(z.looseObject({
+    shmid: nat,
+    key: int,
+    size: nat,
+    mode: nat,
+    uid: nat,
+    gid: nat,
+    cuid: nat,
+    cgid: nat,
+    removed: z.boolean(),
+    file: z.string(),
+    checksum: z.string(),
+  })).optional(),
 });
 
 /** The first problem of `x` against `schema`, as one line, or undefined when it fits. */

@@ -56,6 +56,7 @@ import { emitPosixTimers } from "../task/timers.ts";
 import { emitTaskState } from "../task/mod.ts";
 import { type CredsSections, emitCredsSections } from "../task/creds.ts";
 import { emitMemoryFlagsAfter, emitVmFlags } from "../memory/flags.ts";
+import { emitSysvShmAttach } from "../memory/sysvshm.ts";
 import {
   emitDropInherited,
   emitInheritedMapping,
@@ -255,6 +256,11 @@ function emitMemory(p: ProgramBuilder, proc: ProcessImage, opts: CompileOptions)
     if (m.kind === "vdso" || m.kind === "vsyscall") continue;
     if (m.inherited) {
       emitInheritedMapping(p, m, SLOTS.image);
+      continue;
+    }
+    if (m.sysvShm !== undefined) {
+      emitSysvShmAttach(p, m);
+      emitVmFlags(p, m);
       continue;
     }
     const start = hexBig(m.start);

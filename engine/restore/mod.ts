@@ -23,6 +23,7 @@ import { verifyImageDir } from "../image/manifest.ts";
 import { validateImage } from "../image/validate.ts";
 import { compileTree } from "./restorable.ts";
 import { ProvidedFds } from "./provided.ts";
+import { checkSysvShmFree, CreatedSysvShm } from "../memory/sysvshm.ts";
 import { checkCgroups } from "../task/placement.ts";
 import { Refusals } from "../support.ts";
 import { checkInetPorts, reportInetUses } from "../fds/inet_plan.ts";
@@ -207,6 +208,7 @@ export function preflight(plan: RestorePlan): void {
   checkTaskState(processes);
   checkInetPorts(processes);
   checkCredentials(processes);
+  checkSysvShmFree(plan.manifest.sysvShm ?? []);
 }
 
 /** Restores the checkpoint in `dir` with its original pids; resolves once every task runs. */
@@ -230,11 +232,19 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
   for (const p of processes) forgetParkedStatus(p.pid);
   pausePoint("planned");
   const verification = verify ? verifyInWorker(plan) : Promise.resolve(undefined);
-  const provided = await ProvidedFds.open(plan.ptys, plan.ghosts, plan.dir);
+  const shm = CreatedSysvShm.create(plan.manifest.sysvShm ?? [], plan.dir);
+  let provided: ProvidedFds;
+  try {
+    provided = await ProvidedFds.open(plan.ptys, plan.ghosts, plan.dir);
+  } catch (e) {
+    shm.discard();
+    throw e;
+  }
   const session = new RestoreSession(plan.units, opts.onEvent, undefined, provided);
   try {
     session.prepare();
   } catch (e) {
+    shm.discard();
     await verification.catch(() => {});
     throw e;
   }
@@ -247,10 +257,19 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
   problem ??= shrunkImage(plan.dir, plan.manifest);
   if (problem) {
     session.abort();
+    shm.discard();
     throw problem;
   }
   pausePoint("finalize");
-  const pids = session.release();
+  // Every task has attached its segments: the removed ones are marked again before anything runs.
+  shm.finish();
+  let pids: number[];
+  try {
+    pids = session.release();
+  } catch (e) {
+    shm.discard();
+    throw e;
+  }
   pausePoint("released");
   const rootPid = plan.manifest.rootPid;
   let exited: Promise<ExitStatus> | undefined;
