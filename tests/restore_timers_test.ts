@@ -152,7 +152,8 @@ Deno.test(
     assert.notEqual(periodic.extra["it_value"], "(0, 0)", "the periodic timerfd is disarmed");
 
     // show --plan shows the timer ops.
-    const plan = (await restorePlan(dir))[0].program.join("\n");
+    const steps = (await restorePlan(dir))[0];
+    const plan = [...steps.program, ...steps.finalize].join("\n");
     assert.match(plan, /prctl\(.*# timer_create takes the ids it is given/);
     assert.match(
       plan,

@@ -52,7 +52,7 @@ import { ghostPath, type PlannedGhosts } from "../fds/ghost.ts";
 import { UnsupportedError } from "../errors.ts";
 import { type Bootstrap, BootstrapBuilder, messageProgram } from "./stub.ts";
 import { type ProgramBuilder, slot } from "../program/builder.ts";
-import { emitPosixTimers } from "../task/timers.ts";
+import { type DeferredSyscall, emitPosixTimers } from "../task/timers.ts";
 import { emitTaskState } from "../task/mod.ts";
 import { type CredsSections, emitCredsSections } from "../task/creds.ts";
 import { emitMemoryFlagsAfter, emitVmFlags } from "../memory/flags.ts";
@@ -116,6 +116,8 @@ export interface CompiledProcess {
   sharedCreated?: { pid: number; fd: number; source: PlannedFd["source"] }[];
   /** The credentials sections the engine runs last, per thread (engine/task/creds.ts). */
   creds: CredsSections;
+  /** Syscalls the engine injects just before the tree runs (arming POSIX timers). */
+  deferred: DeferredSyscall[];
 }
 
 const PROT = (perms: string) =>
@@ -163,7 +165,8 @@ export function compileProcess(proc: ProcessImage, opts: CompileOptions): Compil
   );
   const p = boot.program();
   const gadget = p.data(new Uint8Array([0x0f, 0x05, 0xcc, 0xcc]), 16);
-  emitProgram(p, proc, opts, fds, boot.slotsAddress);
+  const deferred: DeferredSyscall[] = [];
+  emitProgram(p, proc, opts, fds, boot.slotsAddress, deferred);
   const creds = emitCredsSections(p, proc);
   const restore = p.build();
   const bootstrap = boot.finish({ restore, standalone });
@@ -176,7 +179,15 @@ export function compileProcess(proc: ProcessImage, opts: CompileOptions): Compil
   const sharedCreated = opts.shared?.objects.filter((o) => o.creator === proc.pid).flatMap((o) =>
     o.members.map((m, i) => ({ ...o.origins[i], source: m.source }))
   );
-  return { bootstrap, fds, syscallGadget: gadget, vdsoScratch: limit, creds, sharedCreated };
+  return {
+    bootstrap,
+    fds,
+    syscallGadget: gadget,
+    vdsoScratch: limit,
+    creds,
+    sharedCreated,
+    deferred,
+  };
 }
 
 function emitProgram(
@@ -185,6 +196,7 @@ function emitProgram(
   opts: CompileOptions,
   fds: PlannedFd[],
   slotsAddress: bigint,
+  deferred: DeferredSyscall[],
 ): void {
   const allSignals = p.u64s([0xffffffffffffffffn]);
   p.op(SYS.rt_sigprocmask, [SIG_SETMASK, allSignals, 0, 8], { comment: "block all signals" });
@@ -224,7 +236,7 @@ function emitProgram(
   emitSignalsAndTimers(p, proc);
   emitPosixLocks(p, proc, fds);
   emitFdOwners(p, proc, fds);
-  emitPosixTimers(p, proc);
+  emitPosixTimers(p, proc, deferred);
   emitTaskState(p, proc);
   p.end("restore complete: the engine takes over");
 

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { formatOp, programStringReader } from "../program/builder.ts";
+import { formatOp, opName, programStringReader } from "../program/builder.ts";
 import { planRestore, type RestoreOptions } from "./mod.ts";
 import { describeSource } from "../fds/mod.ts";
 import { finishInetPlan } from "../fds/inet_plan.ts";
@@ -64,6 +64,11 @@ export async function restorePlan(dir: string, opts: RestoreOptions = {}): Promi
       }
     }
     finalize.push(...credsPlan(compiled.creds));
+    for (const d of compiled.deferred) {
+      finalize.push(
+        `${opName(d.nr)}(${d.args.map((a) => `0x${a.toString(16)}`).join(", ")})  # ${d.what}`,
+      );
+    }
     finalize.push(`munmap(${hex(boot.base)}, ${size})  # the bootstrap, via a syscall outside it`);
     for (const t of image.threads) {
       const restart = t.syscall.restart === "restart"

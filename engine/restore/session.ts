@@ -503,6 +503,10 @@ export class RestoreSession {
       restoreTaskStateAfterCredentials(image, taskInjector);
       // After the last int3 of any program section: engine/task/sigtrap.ts.
       restoreSigtrap(image, gadget, scratch);
+      // Timers armed last, so they do not expire while the tree is still being restored.
+      for (const d of compiled.deferred) {
+        check(`${d.what} in ${pid}`, injectSyscall(pid, gadget, d.nr, ...d.args));
+      }
       // Unmap the bootstrap through a syscall instruction outside it.
       const size = BigInt(image.bootstrap.size);
       const outside = findSyscallInstruction(pid, {

@@ -201,10 +201,27 @@ export function describePosixTimer(t: PosixTimer): string {
 }
 
 /**
- * Emits the ops re-creating the POSIX timers of `proc` with their ids
- * (after the threads exist: a timer may name one).
+ * A syscall the engine injects into the process at the very end of the
+ * restore, just before the tree runs (its arguments point into the
+ * bootstrap, which is still mapped then).
  */
-export function emitPosixTimers(p: ProgramBuilder, proc: ProcessImage): void {
+export interface DeferredSyscall {
+  nr: number;
+  args: bigint[];
+  /** What it does, for errors and plans. */
+  what: string;
+}
+
+/**
+ * Emits the ops re-creating the POSIX timers of `proc` with their ids
+ * (after the threads exist: a timer may name one); their arming goes to
+ * `arm`, for the engine to inject just before the tree runs.
+ */
+export function emitPosixTimers(
+  p: ProgramBuilder,
+  proc: ProcessImage,
+  arm: DeferredSyscall[],
+): void {
   const timers = proc.posixTimers ?? [];
   if (!timers.length) return;
   p.op(SYS.prctl, [PR_TIMER_CREATE_RESTORE_IDS, TIMER_RESTORE_IDS.ON, 0, 0, 0], {
@@ -231,8 +248,13 @@ export function emitPosixTimers(p: ProgramBuilder, proc: ProcessImage): void {
       valueSec: BigInt(value[0]),
       valueNsec: BigInt(value[1]),
     });
-    p.op(SYS.timer_settime, [t.id, 0, p.data(spec), 0], {
-      comment: t.signalPending
+    // Armed by the engine just before the tree runs (see DeferredSyscall), so a
+    // periodic timer does not expire again and again while the tree is still being
+    // restored (its signal would arrive with overruns the program never had).
+    arm.push({
+      nr: SYS.timer_settime,
+      args: [BigInt(t.id), 0n, p.data(spec), 0n],
+      what: t.signalPending
         ? `timer ${t.id} expires at once (its signal was pending), interval ${timeText(t.interval)}`
         : `timer ${t.id}: ${timeText(value)} left, interval ${timeText(t.interval)}`,
     });
