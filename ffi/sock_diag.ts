@@ -7,20 +7,9 @@
  * @module
  */
 
-import { rawSyscall } from "./libc.ts";
-import { SYS } from "./sysno.ts";
-import { errnoName } from "./errno.ts";
+import { NLM_F_REQUEST_DUMP, SOCK_DIAG_BY_FAMILY, sockDiagDump } from "./netlink_diag.ts";
 
-const AF_NETLINK = 16;
 const AF_UNIX = 1;
-const SOCK_RAW = 3;
-const SOCK_CLOEXEC = 0o2000000;
-const NETLINK_SOCK_DIAG = 4;
-const SOCK_DIAG_BY_FAMILY = 20;
-const NLM_F_REQUEST = 1;
-const NLM_F_DUMP = 0x300;
-const NLMSG_ERROR = 2;
-const NLMSG_DONE = 3;
 
 /** `udiag_show` flags: which attributes the kernel adds to each answer. */
 export const UDIAG_SHOW = {
@@ -68,7 +57,7 @@ export function encodeUnixDiagRequest(show: number, seq = 1): Uint8Array<ArrayBu
   const dv = new DataView(buf.buffer);
   dv.setUint32(0, buf.length, true); // nlmsg_len
   dv.setUint16(4, SOCK_DIAG_BY_FAMILY, true);
-  dv.setUint16(6, NLM_F_REQUEST | NLM_F_DUMP, true);
+  dv.setUint16(6, NLM_F_REQUEST_DUMP, true);
   dv.setUint32(8, seq, true);
   dv.setUint32(12, 0, true);
   buf[16] = AF_UNIX; // sdiag_family
@@ -124,9 +113,6 @@ export function decodeUnixDiag(body: Uint8Array): UnixDiag {
   return out;
 }
 
-/** Errors of the sock_diag dump. */
-export class SockDiagError extends Error {}
-
 /**
  * Every unix socket of this network namespace, by inode, with the
  * attributes chosen by `show` (see {@link UDIAG_SHOW}).
@@ -135,37 +121,10 @@ export function dumpUnixSockets(
   show = UDIAG_SHOW.NAME | UDIAG_SHOW.VFS | UDIAG_SHOW.PEER | UDIAG_SHOW.ICONS |
     UDIAG_SHOW.RQLEN | UDIAG_SHOW.MEMINFO | UDIAG_SHOW.UID,
 ): Map<number, UnixDiag> {
-  const fd = Number(rawSyscall(SYS.socket, AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
-  if (fd < 0) throw new SockDiagError(`socket(NETLINK_SOCK_DIAG): ${errnoName(-fd)}`);
   const out = new Map<number, UnixDiag>();
-  try {
-    const req = encodeUnixDiagRequest(show);
-    const sent = rawSyscall(SYS.sendto, fd, req, req.length, 0, 0, 0);
-    if (sent < 0n) throw new SockDiagError(`sock_diag request: ${errnoName(Number(-sent))}`);
-    const buf = new Uint8Array(64 << 10);
-    const dv = new DataView(buf.buffer);
-    for (;;) {
-      const n = Number(rawSyscall(SYS.recvfrom, fd, buf, buf.length, 0, 0, 0));
-      if (n < 0) throw new SockDiagError(`sock_diag answer: ${errnoName(-n)}`);
-      if (n === 0) return out;
-      for (let o = 0; o + 16 <= n;) {
-        const len = dv.getUint32(o, true);
-        const type = dv.getUint16(o + 4, true);
-        if (len < 16) return out;
-        if (type === NLMSG_DONE) return out;
-        if (type === NLMSG_ERROR) {
-          const err = -dv.getInt32(o + 16, true);
-          if (err === 0) return out;
-          throw new SockDiagError(`sock_diag: ${errnoName(err)}`);
-        }
-        if (type === SOCK_DIAG_BY_FAMILY) {
-          const d = decodeUnixDiag(buf.subarray(o + 16, o + len));
-          out.set(d.ino, d);
-        }
-        o += (len + 3) & ~3;
-      }
-    }
-  } finally {
-    rawSyscall(SYS.close, fd);
-  }
+  sockDiagDump(encodeUnixDiagRequest(show), (body) => {
+    const d = decodeUnixDiag(body);
+    out.set(d.ino, d);
+  });
+  return out;
 }
