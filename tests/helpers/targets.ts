@@ -179,6 +179,33 @@ export async function cleanupTargets(): Promise<void> {
     if (t.outputPath.includes("/cryo-target-")) await Deno.remove(t.outputPath).catch(() => {});
   }
   started.clear();
+  await reapOrphanZombies();
+}
+
+/**
+ * Reaps the dead descendants of killed targets that came back to this
+ * process (a subreaper) as zombies; left alone they would pass to pid 1,
+ * which does not reap them here. Only zombies whose parent is this process
+ * are waited for, each by pid.
+ */
+async function reapOrphanZombies(): Promise<void> {
+  await new Promise((r) => setTimeout(r, 50)); // the kills' effects reach the children
+  for (const e of Deno.readDirSync("/proc")) {
+    const pid = Number(e.name);
+    if (!Number.isInteger(pid) || pid <= 0) continue;
+    let stat: string;
+    try {
+      stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    } catch {
+      continue;
+    }
+    const [state, ppid] = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    if (state === "Z" && Number(ppid) === Deno.pid) {
+      try {
+        waitPid(pid, WNOHANG);
+      } catch { /* someone else took it */ }
+    }
+  }
 }
 
 /**

@@ -31,6 +31,7 @@
  */
 #define _GNU_SOURCE
 #include "common.h"
+#include <sys/prctl.h>
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -266,6 +267,7 @@ int main(int argc, char **argv) {
   pid_t peer_child = fork();
   if (peer_child < 0) die("fork");
   if (peer_child == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL); /* a test that ends early kills the parent only */
     for (int fd = 3; fd < 64; fd++) close(fd);
     int k = sock(AF_INET, SOCK_STREAM);
     a4.sin_port = htons(port4);
@@ -315,6 +317,7 @@ int main(int argc, char **argv) {
     if (bind(u3, (struct sockaddr *)&a4, sizeof a4) != 0) die("bind u3");
     child = fork();
     if (child == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
       for (int fd = 3; fd < 64; fd++)
         if (fd != u3) close(fd);
       wait_trigger(argv[1]);
