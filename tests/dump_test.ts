@@ -22,6 +22,7 @@
  * @module
  */
 
+import { denoDirForNobody } from "./helpers/nobody.ts";
 import assert from "node:assert/strict";
 import { checkpoint, type DumpEvent } from "../engine/dump/mod.ts";
 import { readImage } from "../engine/inspect.ts";
@@ -565,19 +566,6 @@ Deno.test(
     await assertSelfCheckPasses(t, "after two refused dumps");
   }),
 );
-
-/** A DENO_DIR that uid 65534 can use: a copy of this one's npm cache (removed after the test). */
-async function denoDirForNobody(): Promise<string> {
-  const home = Deno.env.get("HOME") ?? "/root";
-  const current = Deno.env.get("DENO_DIR") ??
-    `${Deno.env.get("XDG_CACHE_HOME") ?? `${home}/.cache`}/deno`;
-  const dir = await tempDir("cryo-denodir-");
-  const cp = await new Deno.Command("cp", { args: ["-r", `${current}/npm`, dir] }).output();
-  assert.ok(cp.success, new TextDecoder().decode(cp.stderr));
-  const chown = await new Deno.Command("chown", { args: ["-R", "65534:65534", dir] }).output();
-  assert.ok(chown.success);
-  return dir;
-}
 
 Deno.test(
   "errors: no permission (CLI as uid 65534 on a root process): one line naming permission",
