@@ -83,7 +83,10 @@ export function collectTty(
       };
     }
     const s = readPtyState(copy);
+    // The slave device's owner and mode (grantpt, chown by a login program).
+    const slave = Deno.statSync(`/dev/pts/${s.index}`);
     return {
+      "pty-owner": `${slave.uid}:${slave.gid}:${(slave.mode ?? 0) & 0o7777}`,
       "tty-role": "master",
       "pty-index": String(s.index),
       "pty-termios": encodeBase64(s.termios),
@@ -108,6 +111,13 @@ export interface PlannedPty {
   packet: boolean;
   locked: boolean;
   exclusive: boolean;
+  /** Owner and mode of /dev/pts/<index> (absent in images from before they were recorded). */
+  owner?: { uid: number; gid: number; mode: number };
+}
+
+function ownerOf(text: string | undefined): Pick<PlannedPty, "owner"> {
+  const m = text?.match(/^(\d+):(\d+):(\d+)$/);
+  return m ? { owner: { uid: Number(m[1]), gid: Number(m[2]), mode: Number(m[3]) } } : {};
 }
 
 /** The pty index of a terminal fd, or undefined for other fds. */
@@ -136,6 +146,7 @@ export function planPtys(images: readonly ProcessImage[], firstTransferFd: numbe
         packet: f.extra["pty-packet"] === "1",
         locked: f.extra["pty-locked"] === "1",
         exclusive: f.extra["pty-exclusive"] === "1",
+        ...ownerOf(f.extra["pty-owner"]),
       });
     }
   }

@@ -63,6 +63,11 @@ export class ProvidedFds {
         try {
           applyPtyState(fd, { ...ptyStateBytes(p), packet: p.packet });
           if (p.exclusive) rawSyscall(SYS.ioctl, fd, TIOCEXCL, 0);
+          if (p.owner) {
+            const slave = `/dev/pts/${p.index}`;
+            Deno.chownSync(slave, p.owner.uid, p.owner.gid);
+            Deno.chmodSync(slave, p.owner.mode);
+          }
         } catch (e) {
           rawSyscall(SYS.close, fd);
           throw e;

@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <sys/ioctl.h>
 #include <sys/wait.h>
+#include <sys/stat.h>
 #include <termios.h>
 
 static int master_fd;
@@ -86,6 +87,8 @@ int main(void) {
   if (ptsname_r(master_fd, slave_path, sizeof slave_path) != 0) die("ptsname");
   int index = -1;
   ioctl(master_fd, TIOCGPTN, &index);
+  /* The slave belongs to a user, as a login program leaves it. */
+  if (chown(slave_path, 1234, 5) != 0 || chmod(slave_path, 0620) != 0) die("chown slave");
   /* Non-default terminal settings: no echo, a different interrupt char, a window size. */
   struct termios t;
   if (tcgetattr(master_fd, &t) != 0) die("tcgetattr");
@@ -132,6 +135,10 @@ int main(void) {
   int pkt = 0;
   ioctl(master_fd, TIOCGPKT, &pkt);
   check("packet-mode", pkt == 1, "%d", pkt);
+  struct stat sst;
+  check("slave-owner", stat(slave_path, &sst) == 0 && sst.st_uid == 1234 && sst.st_gid == 5 &&
+                           (sst.st_mode & 07777) == 0620,
+        "%d:%d %o", (int)sst.st_uid, (int)sst.st_gid, sst.st_mode & 07777);
   check("master-flags", (fcntl(master_fd, F_GETFL) & O_ACCMODE) == O_RDWR, "");
 
   if (write(master_fd, "go\n", 3) != 3) die("write master");
