@@ -142,6 +142,7 @@ export const SUPPORT_TABLE = [
   { id: "socket.udp", area: "socket", what: "UDP sockets (bound, connected)", support: "saved" },
   { id: "socket.udp-queued", area: "socket", what: "UDP datagrams waiting to be read", support: "refused", note: "their senders' addresses cannot be re-created" },
   { id: "socket.inet-shared", area: "socket", what: "TCP, UDP and netlink sockets shared by several processes", support: "refused", note: "not saved yet" },
+  { id: "socket.inet-owner", area: "socket", what: "TCP, UDP and netlink sockets owned by a user other than root", support: "refused", note: "they would be re-created as root's" },
   { id: "socket.inet-other", area: "socket", what: "other IPv4/IPv6 sockets (raw, SCTP, ...)", support: "refused", note: "not saved yet" },
   { id: "socket.netlink-route", area: "socket", what: "netlink route sockets (NETLINK_ROUTE)", support: "saved" },
   { id: "socket.netlink-queued", area: "socket", what: "netlink messages waiting to be read, or a dump in progress", support: "refused", note: "the kernel's replies cannot be queued again" },

@@ -23,7 +23,7 @@ import {
   tempImageDir,
   type TriggeredTarget,
 } from "./helpers/roundtrip.ts";
-import { adoptPid, withTargets } from "./helpers/targets.ts";
+import { adoptPid, startTarget, withTargets } from "./helpers/targets.ts";
 import { pathExists } from "./helpers/fs.ts";
 
 const READY = /^ready pid=(\d+) port4=(\d+) port6=(\d+)$/m;
@@ -290,5 +290,30 @@ Deno.test(
       new RegExp(`\\(tcp 127\\.0\\.0\\.1:${s.port4} -> 127\\.0\\.0\\.1:\\d+\\)`),
     );
     s.conn.close();
+  }),
+);
+
+Deno.test(
+  "tcp: a socket owned by a user other than root is refused by name (it would come back as root's); the process runs on",
+  withTargets(async () => {
+    const t = await startTarget("/usr/bin/setpriv", [
+      "--reuid=65534",
+      "--regid=65534",
+      "--clear-groups",
+      "/usr/bin/python3",
+      "-c",
+      "import socket,time\ns=socket.socket(); s.bind(('127.0.0.1',0)); s.listen()\n" +
+      "print('ready', flush=True); time.sleep(60)",
+    ]);
+    await t.waitFor(/^ready$/m);
+    const dir = await tempImageDir();
+    await assert.rejects(
+      () => checkpoint(t.pid, { dir }),
+      (e: unknown) =>
+        e instanceof UnsupportedError &&
+        /owned by a user other than root: owned by 65534:65534/.test(e.message),
+    );
+    assert.equal(pathExists(dir), false);
+    assert.equal(t.poll(), undefined, "still running");
   }),
 );

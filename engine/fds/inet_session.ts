@@ -119,6 +119,13 @@ export class InetSocketSession {
       const domain = getsockoptInt(copy, SOL.SOCKET, SO.DOMAIN);
       const type = getsockoptInt(copy, SOL.SOCKET, SO.TYPE);
       const protocol = getsockoptInt(copy, SOL.SOCKET, SO.PROTOCOL);
+      if (domain === AF.NETLINK || domain === AF.INET || domain === AF.INET6) {
+        // Sockets are re-created as root (the tree's credentials come last).
+        const st = Deno.statSync(`/proc/${pid}/fd/${f.fd}`);
+        if (st.uid !== 0 || st.gid !== 0) {
+          return this.#refuse(f, "socket.inet-owner", `owned by ${st.uid}:${st.gid}`);
+        }
+      }
       if (domain === AF.NETLINK) {
         const row = this.#netlinkRow(pid, f.target);
         const got = collectNetlink(copy, type ?? 0, protocol ?? 0, row);
