@@ -12,6 +12,7 @@ import { checkpoint } from "../engine/dump/mod.ts";
 import { readelf, runCommand } from "./helpers/commands.ts";
 import { withTempDir } from "./helpers/fs.ts";
 import { startTarget, withTargets } from "./helpers/targets.ts";
+import { processProblem } from "../engine/image/validate.ts";
 import {
   bytesToBase64,
   checksumFile,
@@ -776,3 +777,12 @@ Deno.test(
     });
   }),
 );
+
+Deno.test("validation: group and session 0 (leaders outside cryo's pid namespace, or a tree started by pid 1) are valid; pid 0 is not", () => {
+  const p = syntheticProcess({ a: 0, b: 0, c: 0, exe: 0 });
+  const ok = processProblem(p);
+  assert.equal(processProblem({ ...p, pgid: 0, sid: 0, ppid: 0 }), ok);
+  assert.doesNotMatch(ok ?? "", /pgid|sid/);
+  assert.match(processProblem({ ...p, pid: 0 }) ?? "", /pid 0 is out of range/);
+  assert.match(processProblem({ ...p, sid: -1 }) ?? "", /sid -1 is out of range/);
+});

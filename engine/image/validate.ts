@@ -36,7 +36,9 @@ function pathProblem(what: string, p: unknown, absolute = true): string | undefi
 /** Problems of one process description; returns the first, or undefined. */
 export function processProblem(p: ProcessImage): string | undefined {
   for (const [k, v] of [["pid", p.pid], ["ppid", p.ppid], ["pgid", p.pgid], ["sid", p.sid]]) {
-    if (typeof v !== "number" || v < (k === "ppid" ? 0 : 1) || v > PID_MAX) {
+    // ppid, pgid and sid are 0 when that process is outside cryo's pid
+    // namespace or is the kernel (a tree started by pid 1 without setsid).
+    if (typeof v !== "number" || v < (k === "pid" ? 1 : 0) || v > PID_MAX) {
       return `${k} ${v} is out of range`;
     }
   }
