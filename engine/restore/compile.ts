@@ -57,6 +57,7 @@ import { emitTaskState } from "../task/mod.ts";
 import { type CredsSections, emitCredsSections } from "../task/creds.ts";
 import { emitMemoryFlagsAfter, emitVmFlags } from "../memory/flags.ts";
 import { emitSysvShmAttach } from "../memory/sysvshm.ts";
+import { emitAioRings } from "../memory/aio.ts";
 import {
   emitDropInherited,
   emitInheritedMapping,
@@ -225,6 +226,7 @@ function emitProgram(
   emitMemory(p, proc, opts);
   emitMemoryFlagsAfter(p, proc);
   emitInheritForks(p, inheriting);
+  emitAioRings(p, proc, slotsAddress, SLOTS.scratch);
   emitMm(p, proc, slotsAddress);
   emitNofileForFds(p, proc);
   emitFds(p, fds, slotsAddress, SLOTS.scratch);
@@ -265,7 +267,7 @@ function emitMemory(p: ProgramBuilder, proc: ProcessImage, opts: CompileOptions)
   const parent = inheritedFrom(proc, opts.images);
   if (parent) emitDropInherited(p, proc, parent);
   for (const m of proc.mappings) {
-    if (m.kind === "vdso" || m.kind === "vsyscall") continue;
+    if (m.kind === "vdso" || m.kind === "vsyscall" || m.kind === "aio") continue;
     if (m.inherited) {
       emitInheritedMapping(p, m, SLOTS.image);
       continue;
