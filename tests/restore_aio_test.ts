@@ -15,6 +15,7 @@ import { readImageFile } from "../engine/image/reader.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
 import { adoptPid, withTargets } from "./helpers/targets.ts";
+import { processVmReadFully } from "../ffi/process_vm.ts";
 
 const READY = /^ready pid=(\d+) a=([0-9a-f]+) b=([0-9a-f]+)$/m;
 
@@ -39,11 +40,34 @@ const RING_CHECKS = [
   "destroyed",
 ];
 
-/** The AIO ring lines of a process's maps, without the device and inode columns. */
+/** Every byte of the AIO rings of a process, by address. */
+function ringBytes(pid: number): Map<string, Uint8Array> {
+  const out = new Map<string, Uint8Array>();
+  for (const l of Deno.readTextFileSync(`/proc/${pid}/maps`).split("\n")) {
+    if (!l.includes("[aio]")) continue;
+    const [start, end] = l.split(" ")[0].split("-").map((x) => BigInt(`0x${x}`));
+    const buf = new Uint8Array(Number(end - start));
+    processVmReadFully(pid, start, buf);
+    out.set(start.toString(16), buf);
+  }
+  return out;
+}
+
+/**
+ * The AIO ring lines of a process's smaps, without the device and inode
+ * columns, each with its VmFlags.
+ */
 function aioMaps(pid: number): string[] {
-  return Deno.readTextFileSync(`/proc/${pid}/maps`).split("\n")
-    .filter((l) => l.includes("[aio]"))
-    .map((l) => l.split(/\s+/).filter((_, i) => i !== 3 && i !== 4).join(" "));
+  const out: string[] = [];
+  let ring: string | undefined;
+  for (const l of Deno.readTextFileSync(`/proc/${pid}/smaps`).split("\n")) {
+    if (/^[0-9a-f]+-[0-9a-f]+ /.test(l)) {
+      ring = l.includes("[aio]")
+        ? l.split(/\s+/).filter((_, i) => i !== 3 && i !== 4).join(" ")
+        : undefined;
+    } else if (ring && l.startsWith("VmFlags:")) out.push(`${ring} ${l}`);
+  }
+  return out;
 }
 
 Deno.test(
@@ -69,6 +93,10 @@ Deno.test(
       { start: BigInt(`0x${ready[3]}`), id: 2, head: 0, tail: 4, kind: "aio" },
     ]);
     assert.deepEqual(aioMaps(t.pid), before);
+    // The restored contexts dump again (no request counts as in flight), untouched.
+    const restored = ringBytes(t.pid);
+    await checkpoint(t.pid, { dir: await tempImageDir(), leaveRunning: true });
+    assert.deepEqual(ringBytes(t.pid), restored);
     await Deno.writeTextFile(trigger, "");
     assertChecksPassed(t, RING_CHECKS, await t.wait(20000));
   }),
@@ -81,7 +109,10 @@ Deno.test(
       passWork: true,
       extra: ["rings"],
     });
+    const rings = ringBytes(t.pid);
+    assert.equal(rings.size, 2);
     await checkpoint(t.pid, { dir: await tempImageDir(), leaveRunning: true });
+    assert.deepEqual(ringBytes(t.pid), rings);
     await Deno.writeTextFile(trigger, "");
     assertChecksPassed(t, RING_CHECKS, await t.wait(20000));
   }),
@@ -95,6 +126,7 @@ Deno.test(
       /^ready pid=(\d+) a=([0-9a-f]+)$/m,
       { passWork: true, extra: ["inflight"] },
     );
+    const rings = ringBytes(t.pid);
     await assert.rejects(
       async () => await checkpoint(t.pid, { dir: await tempImageDir() }),
       (e: unknown) =>
@@ -103,6 +135,7 @@ Deno.test(
           .test(e.message),
     );
     assert.equal(t.poll(), undefined, "still running");
+    assert.deepEqual(ringBytes(t.pid), rings);
     await Deno.writeTextFile(trigger, "");
     assertChecksPassed(t, ["ring-untouched", "poll-event", "ring-after"], await t.wait(20000));
   }),

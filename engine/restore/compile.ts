@@ -10,7 +10,8 @@
  * 2. fork the children (clone3 with set_tid), each exec'ing its own image;
  * 3. open the image itself, re-create every mapping (anonymous pages pread
  *    straight from the image file, file mappings mapped from their files),
- *    set final protections and madvise flags, then guard regions, locks
+ *    set final protections and madvise flags, native AIO contexts at their
+ *    ring addresses (engine/memory/aio.ts), then guard regions, locks
  *    and process-wide memory settings (engine/memory/flags.ts); fork the
  *    children that inherit this memory (engine/memory/inherit_restore.ts:
  *    such a child, instead of the steps above, fixes up what it inherited);
@@ -224,9 +225,9 @@ function emitProgram(
   }
 
   emitMemory(p, proc, opts);
+  emitAioRings(p, proc, slotsAddress, SLOTS.scratch);
   emitMemoryFlagsAfter(p, proc);
   emitInheritForks(p, inheriting);
-  emitAioRings(p, proc, slotsAddress, SLOTS.scratch);
   emitMm(p, proc, slotsAddress);
   emitNofileForFds(p, proc);
   emitFds(p, fds, slotsAddress, SLOTS.scratch);
