@@ -16,6 +16,10 @@ import { assertChecksPassed } from "./helpers/checks.ts";
 import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
 import { adoptPid, withTargets } from "./helpers/targets.ts";
 import { processVmReadFully } from "../ffi/process_vm.ts";
+import { decodeAioRingHeader } from "../ffi/aio.ts";
+import { rawSyscall } from "../ffi/libc.ts";
+import { SYS } from "../ffi/sysno.ts";
+import { nrEventsFor, ringPagesFor, ringSlots } from "../engine/memory/aio.ts";
 
 const READY = /^ready pid=(\d+) a=([0-9a-f]+) b=([0-9a-f]+)$/m;
 
@@ -163,3 +167,40 @@ Deno.test(
     assertChecksPassed(t, ["submit", "reap", "child"], await t.wait(20000));
   }),
 );
+
+Deno.test("AIO: the io_setup count chosen for a ring size makes that size (formula and kernel)", () => {
+  for (let cpus = 1; cpus <= 256; cpus *= 2) {
+    for (let pages = ringPagesFor(1, cpus); pages < 80; pages++) {
+      assert.equal(
+        ringPagesFor(nrEventsFor(pages, cpus), cpus),
+        pages,
+        `${pages} pages, ${cpus} CPUs`,
+      );
+      if (nrEventsFor(pages, cpus) > 1) {
+        assert.ok(ringPagesFor(nrEventsFor(pages, cpus) - 1, cpus) < pages, "the smallest count");
+      }
+    }
+  }
+  // This host's kernel, in this process: the ring's size and header.
+  const cpus = Deno.readTextFileSync("/sys/devices/system/cpu/possible").trim();
+  const possible = cpus.split(",").reduce((n, part) => {
+    const [a, b] = part.split("-").map(Number);
+    return n + (b ?? a) - a + 1;
+  }, 0);
+  for (const pages of [ringPagesFor(1, possible), 2, 3, 5, 9]) {
+    if (pages < ringPagesFor(1, possible)) continue;
+    const ctx = new BigUint64Array(1);
+    assert.equal(rawSyscall(SYS.io_setup, nrEventsFor(pages, possible), ctx), 0n);
+    try {
+      const header = new Uint8Array(32);
+      processVmReadFully(Deno.pid, ctx[0], header);
+      assert.equal(decodeAioRingHeader(header).nr, ringSlots(pages));
+      const line = Deno.readTextFileSync("/proc/self/maps").split("\n")
+        .find((l) => l.startsWith(`${ctx[0].toString(16)}-`))!;
+      const [start, end] = line.split(" ")[0].split("-").map((x) => BigInt(`0x${x}`));
+      assert.equal(Number(end - start), pages * 4096);
+    } finally {
+      assert.equal(rawSyscall(SYS.io_destroy, ctx[0]), 0n);
+    }
+  }
+});

@@ -47,8 +47,9 @@ import {
 import { processVmReadFully, processVmWriteFully } from "../../ffi/process_vm.ts";
 import { getAffinity, setAffinity } from "../../ffi/sched.ts";
 import { SYS } from "../../ffi/sysno.ts";
+import { errnoName } from "../../ffi/errno.ts";
 import { decodeBase64, encodeBase64 } from "../base64.ts";
-import { UnsupportedError } from "../errors.ts";
+import { CryoError, UnsupportedError } from "../errors.ts";
 import type { AioRing, Mapping, ProcessImage } from "../model.ts";
 import { readMaps } from "../proc/maps.ts";
 import { type ProgramBuilder, slot } from "../program/builder.ts";
@@ -93,13 +94,8 @@ function header(pid: number, at: bigint): AioRingHeader {
 }
 
 function writeHead(pid: number, at: bigint, head: number): void {
-  processVmWriteFully(
-    pid,
-    at + BigInt(AIO_RING_HEAD_OFFSET),
-    new Uint32Array([head]).slice().buffer
-      ? new Uint8Array(new Uint32Array([head]).buffer)
-      : new Uint8Array(4),
-  );
+  const bytes = new Uint8Array(new Uint32Array([head]).buffer);
+  processVmWriteFully(pid, at + BigInt(AIO_RING_HEAD_OFFSET), bytes);
 }
 
 /** Event slots of a ring of `pages` pages (what the kernel writes in the header's nr). */
@@ -113,9 +109,9 @@ export function ringPagesFor(nrEvents: number, cpus: number): number {
   return Math.ceil((AIO_RING_HEADER_BYTES + slots * IO_EVENT_BYTES) / PAGE);
 }
 
-/** The smallest io_setup count whose ring has `pages` pages (at least 1). */
-export function nrEventsFor(pages: number): number {
-  return pages === 1 ? 1 : (pages - 1) * (EVENTS_PER_PAGE / 2) - 1;
+/** The smallest io_setup count whose ring has `pages` pages on a host with `cpus` possible CPUs. */
+export function nrEventsFor(pages: number, cpus: number): number {
+  return ringPagesFor(1, cpus) >= pages ? 1 : (pages - 1) * (EVENTS_PER_PAGE / 2) - 1;
 }
 
 function possibleCpus(): number[] {
@@ -137,7 +133,9 @@ function prepareRequests(inj: AioInjector): number {
   processVmWriteFully(inj.pid, inj.scratch + PATH_AT, path);
   processVmWriteFully(inj.pid, inj.scratch + TIMESPEC_AT, new Uint8Array(16));
   const fd = inj.call(SYS.openat, AT_FDCWD, inj.scratch + PATH_AT, O_CLOEXEC);
-  if (fd < 0n) throw new Error(`openat(/dev/zero) in process ${inj.pid}: errno ${-fd}`);
+  if (fd < 0n) {
+    throw new CryoError(`openat(/dev/zero) in process ${inj.pid}: ${errnoName(Number(-fd))}`);
+  }
   const iocb = encodeIocbPread(Number(fd), inj.scratch + BUF_AT, 1);
   processVmWriteFully(inj.pid, inj.scratch + IOCB_AT, iocb);
   const pointers = new BigUint64Array(MAX_BATCH).fill(inj.scratch + IOCB_AT);
@@ -170,7 +168,11 @@ function submitReads(inj: AioInjector, ctx: bigint, max: number, keep?: number):
       if (keep === undefined || ++refused > 1) break;
       continue;
     }
-    if (r < 0n) throw new Error(`io_submit on AIO context 0x${ctx.toString(16)}: errno ${-r}`);
+    if (r < 0n) {
+      throw new CryoError(
+        `io_submit on AIO context 0x${ctx.toString(16)}: ${errnoName(Number(-r))}`,
+      );
+    }
     refused = 0;
     done += Number(r);
   }
@@ -230,14 +232,16 @@ export function collectAioRings(
         refusals.use("memory.aio-orphan", where);
         continue;
       }
-      if (live < 0n) throw new Error(`io_getevents on ${where}: errno ${-live}`);
+      if (live < 0n) throw new CryoError(`io_getevents on ${where}: ${errnoName(Number(-live))}`);
       fd ??= prepareRequests(inj);
       const inFlight = countInFlight(inj, m.start, h, bytes);
       if (inFlight !== 0) {
         refusals.use(
           "memory.aio-inflight",
           where,
-          `${inFlight} request(s) submitted and not completed`,
+          inFlight > 0
+            ? `${inFlight} request(s) submitted and not completed`
+            : "requests in flight cannot be ruled out (free slots may sit in the cache of a CPU the process cannot run on)",
         );
         continue;
       }
@@ -245,7 +249,7 @@ export function collectAioRings(
       out.set(m.start, {
         id: h.id,
         nr: h.nr,
-        nrEvents: nrEventsFor(length / PAGE),
+        nrEvents: nrEventsFor(length / PAGE, possibleCpus().length),
         head: h.head,
         tail: h.tail,
         ring: encodeBase64(bytes),
@@ -260,7 +264,8 @@ export function collectAioRings(
 /**
  * Requests in flight on context `ctx` (header `h`, ring bytes `saved`),
  * or -1 when they cannot be ruled out (a CPU whose cache cryo cannot
- * drain). Leaves the ring as `saved` has it.
+ * drain, or a count the kernel's accounting as read here cannot give).
+ * Leaves the ring as `saved` has it.
  */
 function countInFlight(inj: AioInjector, ctx: bigint, h: AioRingHeader, saved: Uint8Array): number {
   const unreaped = (h.tail - h.head + h.nr) % h.nr;
@@ -283,22 +288,23 @@ function countInFlight(inj: AioInjector, ctx: bigint, h: AioRingHeader, saved: U
     // Round the ring once: the kernel's tail comes back to where it was.
     const rest = (h.nr - moved) % h.nr;
     if (submitReads(inj, ctx, rest, unreaped) !== rest) {
-      throw new Error(`AIO context ${hex(ctx)}: the ring could not be put back`);
+      throw new CryoError(`AIO context ${hex(ctx)}: the ring could not be put back`);
     }
     const end = header(inj.pid, ctx);
     if (end.tail !== h.tail) {
-      throw new Error(`AIO context ${hex(ctx)}: events completed while the process was frozen`);
+      throw new CryoError(`AIO context ${hex(ctx)}: events completed while the process was frozen`);
     }
     processVmWriteFully(inj.pid, ctx, saved);
     if (moved !== taken) {
-      throw new Error(`AIO context ${hex(ctx)}: events completed while the process was frozen`);
+      throw new CryoError(`AIO context ${hex(ctx)}: events completed while the process was frozen`);
     }
   } finally {
     setAffinity(inj.tid, affinity);
   }
   const inFlight = h.nr - 1 - remainder - unreaped - taken;
-  if (inFlight > 0 && unreachable) return -1;
-  return Math.max(0, inFlight);
+  // Below zero, the kernel does not count as fs/aio.c is read here: rule nothing out.
+  if (inFlight < 0 || (inFlight > 0 && unreachable)) return -1;
+  return inFlight;
 }
 
 /**
@@ -372,27 +378,27 @@ export function restoreAioRings(image: ProcessImage, inj: AioInjector): void {
       const rec = m.aio;
       const h = header(inj.pid, ctx);
       if (h.nr !== rec.nr || h.id !== rec.id || h.head !== 0 || h.tail !== 0) {
-        throw new Error(
+        throw new CryoError(
           `${where(m)}: new ring has id ${h.id}, ${h.nr} events (recorded ${rec.id}, ${rec.nr})`,
         );
       }
       const unreaped = (rec.tail - rec.head + rec.nr) % rec.nr;
       const reaped = rec.tail >= unreaped ? rec.tail - unreaped : rec.tail + rec.nr - unreaped;
       if (submitReads(inj, ctx, reaped, 0) !== reaped) {
-        throw new Error(`${where(m)}: the kernel refused requests`);
+        throw new CryoError(`${where(m)}: the kernel refused requests`);
       }
       writeHead(inj.pid, ctx, header(inj.pid, ctx).tail);
       if (submitReads(inj, ctx, unreaped) !== unreaped) {
-        throw new Error(`${where(m)}: the kernel refused requests`);
+        throw new CryoError(`${where(m)}: the kernel refused requests`);
       }
       const filled = header(inj.pid, ctx);
       if (filled.tail !== rec.tail) {
-        throw new Error(`${where(m)}: ring tail ${filled.tail} (recorded ${rec.tail})`);
+        throw new CryoError(`${where(m)}: ring tail ${filled.tail} (recorded ${rec.tail})`);
       }
       processVmWriteFully(inj.pid, ctx, decodeBase64(rec.ring));
       const end = header(inj.pid, ctx);
       if (end.head !== rec.head || end.tail !== rec.tail || end.id !== rec.id) {
-        throw new Error(
+        throw new CryoError(
           `${where(m)}: ring head ${end.head} tail ${end.tail} (recorded ${rec.head} ${rec.tail})`,
         );
       }
