@@ -21,11 +21,13 @@ import { rawSyscall } from "../ffi/libc.ts";
 import { SYS } from "../ffi/sysno.ts";
 import { nrEventsFor, ringPagesFor, ringSlots } from "../engine/memory/aio.ts";
 
-const READY = /^ready pid=(\d+) a=([0-9a-f]+) b=([0-9a-f]+)$/m;
+const READY = /^ready pid=(\d+) a=([0-9a-f]+) b=([0-9a-f]+) c=([0-9a-f]+)$/m;
 
 const RING_CHECKS = [
   "a-ring",
   "b-ring",
+  "c-ring",
+  "c-pending",
   "ring-ids",
   "ring-sizes",
   "a-pending",
@@ -41,6 +43,7 @@ const RING_CHECKS = [
   "b-new-event-0",
   "destroy-a",
   "destroy-b",
+  "destroy-c",
   "destroyed",
 ];
 
@@ -82,7 +85,7 @@ Deno.test(
       extra: ["rings"],
     });
     const before = aioMaps(t.pid);
-    assert.equal(before.length, 2, before.join("\n"));
+    assert.equal(before.length, 3, before.join("\n"));
     const { dir } = await dumpKillRestore(t);
     const image = (await readImageFile(`${dir}/${t.pid}.elf`)).process;
     const rings = image.mappings.filter((m) => m.aio).map((m) => ({
@@ -95,6 +98,7 @@ Deno.test(
     assert.deepEqual(rings, [
       { start: BigInt(`0x${ready[2]}`), id: 1, head: 6, tail: 8, kind: "aio" },
       { start: BigInt(`0x${ready[3]}`), id: 2, head: 0, tail: 4, kind: "aio" },
+      { start: BigInt(`0x${ready[4]}`), id: 3, head: 10, tail: 110, kind: "aio" },
     ]);
     assert.deepEqual(aioMaps(t.pid), before);
     // The restored contexts dump again (no request counts as in flight), untouched.
@@ -114,7 +118,7 @@ Deno.test(
       extra: ["rings"],
     });
     const rings = ringBytes(t.pid);
-    assert.equal(rings.size, 2);
+    assert.equal(rings.size, 3);
     await checkpoint(t.pid, { dir: await tempImageDir(), leaveRunning: true });
     assert.deepEqual(ringBytes(t.pid), rings);
     await Deno.writeTextFile(trigger, "");

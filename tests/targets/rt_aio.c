@@ -5,8 +5,9 @@
  * mode "rings": a context created and destroyed first (so the kernel ids
  * of the others have a gap), context A (small ring) with 5 events reaped
  * and then 3 reads of a file completed, 1 of them reaped (head 6, tail 8),
- * and context B (a ring of several pages) with 4 reads completed and none
- * reaped. Prints "ready pid=<pid> a=<hex> b=<hex>", waits for <trigger>,
+ * context B (a ring of several pages) with 4 reads completed and none
+ * reaped, and context C with 110 reads submitted from CPUs 0 and 1 in turn
+ * and 10 of them reaped (100 pending in a ring of 127 slots). Prints "ready pid=<pid> a=<hex> b=<hex>", waits for <trigger>,
  * then checks both rings' headers, reaps the pending events and checks
  * their data, obj and res fields and the bytes read, submits new reads on
  * both contexts, and destroys them.
@@ -20,11 +21,13 @@
  * context). Prints "ready pid=<pid> child=<pid> a=<hex>"; waits for
  * <trigger>, then the parent uses its context and reaps the child.
  */
+#define _GNU_SOURCE
 #include "common.h"
 
 #include <fcntl.h>
 #include <linux/aio_abi.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
@@ -45,6 +48,44 @@ static long io_getevents_(aio_context_t ctx, long min, long n, struct io_event *
 
 static char bufs[16][64];
 static struct iocb iocbs[16];
+static struct iocb many[110];
+static char sink[16];
+
+/* Submits 110 reads on `ctx` (tagged 5000+i), alternating between CPUs 0 and 1
+ * (when the process may run there), so that the kernel's per-CPU caches of
+ * free slots both hold some. */
+static void submit_many(aio_context_t ctx, int fd) {
+  cpu_set_t all, one;
+  sched_getaffinity(0, sizeof all, &all);
+  for (int i = 0; i < 110; i++) {
+    CPU_ZERO(&one);
+    CPU_SET(i % 2, &one);
+    sched_setaffinity(0, sizeof one, &one);
+    struct iocb *cb = &many[i];
+    memset(cb, 0, sizeof(*cb));
+    cb->aio_data = 5000 + i;
+    cb->aio_lio_opcode = IOCB_CMD_PREAD;
+    cb->aio_fildes = fd;
+    cb->aio_buf = (unsigned long)sink;
+    cb->aio_nbytes = 16;
+    if (io_submit_(ctx, 1, &cb) != 1) die("io_submit many");
+  }
+  sched_setaffinity(0, sizeof all, &all);
+}
+
+/* Reaps `n` events of `ctx`, which must be those of many[first..first+n-1]. */
+static void reap_many(const char *name, aio_context_t ctx, int first, int n) {
+  struct io_event ev[110];
+  long got = io_getevents_(ctx, n, n, ev);
+  int bad = 0;
+  for (int k = 0; k < got && k < n; k++) {
+    int i = first + k;
+    if (ev[k].data != (unsigned long long)(5000 + i) || ev[k].obj != (unsigned long)&many[i] ||
+        ev[k].res != 16)
+      bad++;
+  }
+  check(name, got == n && bad == 0, "got %ld of %d events, %d wrong", got, n, bad);
+}
 
 /* Submits a read of 16 bytes at `off` of `fd` into bufs[i], tagged 1000+i. */
 static void submit_read(aio_context_t ctx, int i, int fd, long off) {
@@ -92,8 +133,9 @@ static int rings(const char *trigger, const char *work) {
   int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
   if (fd < 0 || write(fd, file, 16 * 16) != 16 * 16) die("data file");
 
-  aio_context_t gone = 0, a = 0, b = 0;
-  if (io_setup_(4, &gone) || io_setup_(8, &a) || io_setup_(300, &b)) die("io_setup");
+  aio_context_t gone = 0, a = 0, b = 0, c = 0;
+  if (io_setup_(4, &gone) || io_setup_(8, &a) || io_setup_(300, &b) || io_setup_(50, &c))
+    die("io_setup");
   if (io_destroy_(gone)) die("io_destroy");
   struct ring *ra = (struct ring *)a, *rb = (struct ring *)b;
   for (int i = 0; i < 5; i++) submit_read(a, i, fd, 16 * i);
@@ -101,10 +143,14 @@ static int rings(const char *trigger, const char *work) {
   for (int i = 5; i < 8; i++) submit_read(a, i, fd, 16 * i);
   reap_reads("a-before2", a, 5, 1, file);
   for (int i = 8; i < 12; i++) submit_read(b, i, fd, 16 * i);
+  submit_many(c, fd);
+  reap_many("c-before", c, 0, 10);
+  ring_is("c-ring-before", c, 10, 110);
   ring_is("a-ring-before", a, 6, 8);
   ring_is("b-ring-before", b, 0, 4);
   unsigned ida = ra->id, idb = rb->id, nra = ra->nr, nrb = rb->nr;
-  print_ready("pid=%d a=%lx b=%lx", getpid(), (unsigned long)a, (unsigned long)b);
+  print_ready("pid=%d a=%lx b=%lx c=%lx", getpid(), (unsigned long)a, (unsigned long)b,
+              (unsigned long)c);
   wait_trigger(trigger);
 
   ring_is("a-ring", a, 6, 8);
@@ -112,6 +158,8 @@ static int rings(const char *trigger, const char *work) {
   check("ring-ids", ra->id == ida && rb->id == idb, "%u %u (were %u %u)", ra->id, rb->id, ida, idb);
   check("ring-sizes", ra->nr == nra && rb->nr == nrb, "%u %u (were %u %u)", ra->nr, rb->nr, nra,
         nrb);
+  ring_is("c-ring", c, 10, 110);
+  reap_many("c-pending", c, 10, 100);
   reap_reads("a-pending", a, 6, 2, file);
   reap_reads("b-pending", b, 8, 4, file);
   ring_is("a-ring-reaped", a, 8, 8);
@@ -123,6 +171,7 @@ static int rings(const char *trigger, const char *work) {
   reap_reads("b-new", b, 14, 1, file);
   check("destroy-a", io_destroy_(a) == 0, "%s", strerror(errno));
   check("destroy-b", io_destroy_(b) == 0, "%s", strerror(errno));
+  check("destroy-c", io_destroy_(c) == 0, "%s", strerror(errno));
   check("destroyed", io_destroy_(a) == -1 && errno == EINVAL, "%s", strerror(errno));
   return verdict();
 }
