@@ -2,8 +2,8 @@
  * Native AIO contexts (tests/targets/rt_aio.c): two contexts, one with
  * completed events not reaped, and a gap in the kernel's ids, come back at
  * the same addresses with the same ids, ring sizes, head, tail and events,
- * and take new requests; a `leaveRunning` dump leaves the rings as they
- * were; a context with a request in flight, and a ring mapping inherited
+ * and take new requests; a process waiting in io_getevents gets its event
+ * after the restore; a `leaveRunning` dump leaves the rings as they were; a context with a request in flight, and a ring mapping inherited
  * across fork, are refused at dump, naming them, with the tree left
  * running.
  */
@@ -123,6 +123,19 @@ Deno.test(
     assert.deepEqual(ringBytes(t.pid), rings);
     await Deno.writeTextFile(trigger, "");
     assertChecksPassed(t, RING_CHECKS, await t.wait(20000));
+  }),
+);
+
+Deno.test(
+  "AIO: a context whose process waits in io_getevents comes back, and the wait completes",
+  withTargets(async () => {
+    const { t, trigger } = await startTriggered("rt_aio", /^ready pid=(\d+) a=([0-9a-f]+)$/m, {
+      passWork: true,
+      extra: ["wait"],
+    });
+    await dumpKillRestore(t);
+    await Deno.writeTextFile(trigger, "");
+    assertChecksPassed(t, ["waited-event", "waited-ring"], await t.wait(20000));
   }),
 );
 

@@ -17,6 +17,10 @@
  * waits for <trigger>, checks the ring did not change, writes the pipe and
  * reaps the poll's event.
  *
+ * mode "wait": the main thread waits in io_getevents (again after EINTR)
+ * while another thread waits for <trigger> and then submits a read.
+ * Prints "ready pid=<pid> a=<hex>".
+ *
  * mode "fork": a context, then a child (which has the ring mapping but no
  * context). Prints "ready pid=<pid> child=<pid> a=<hex>"; waits for
  * <trigger>, then the parent uses its context and reaps the child.
@@ -27,6 +31,7 @@
 #include <fcntl.h>
 #include <linux/aio_abi.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -226,10 +231,46 @@ static int forked(const char *trigger) {
   return verdict();
 }
 
+struct waiter {
+  const char *trigger;
+  aio_context_t ctx;
+  int fd;
+};
+
+static void *submit_after_trigger(void *arg) {
+  struct waiter *w = arg;
+  wait_trigger(w->trigger);
+  submit_read(w->ctx, 0, w->fd, 0);
+  return NULL;
+}
+
+/* The main thread waits in io_getevents (again after EINTR) while another
+ * thread waits for the trigger, then submits a read. */
+static int waiting(const char *trigger) {
+  aio_context_t a = 0;
+  if (io_setup_(8, &a)) die("io_setup");
+  struct waiter w = {trigger, a, open("/dev/zero", O_RDONLY)};
+  pthread_t th;
+  if (pthread_create(&th, NULL, submit_after_trigger, &w)) die("pthread_create");
+  print_ready("pid=%d a=%lx", getpid(), (unsigned long)a);
+  struct io_event ev;
+  struct timespec ts = {120, 0};
+  long got;
+  int eintr = 0;
+  while ((got = syscall(SYS_io_getevents, a, 1, 1, &ev, &ts)) < 0 && errno == EINTR) eintr++;
+  printf("io_getevents interrupted %d time(s)\n", eintr);
+  check("waited-event", got == 1 && ev.data == 1000 && ev.res == 16, "got %ld res %lld", got,
+        (long long)ev.res);
+  pthread_join(th, NULL);
+  ring_is("waited-ring", a, 1, 1);
+  return verdict();
+}
+
 int main(int argc, char **argv) {
-  need_args(argc, 3, "rt_aio <trigger> <work-dir> rings|inflight|fork");
+  need_args(argc, 3, "rt_aio <trigger> <work-dir> rings|inflight|fork|wait");
   if (strcmp(argv[3], "rings") == 0) return rings(argv[1], argv[2]);
   if (strcmp(argv[3], "inflight") == 0) return inflight(argv[1]);
   if (strcmp(argv[3], "fork") == 0) return forked(argv[1]);
+  if (strcmp(argv[3], "wait") == 0) return waiting(argv[1]);
   return 2;
 }
