@@ -1,11 +1,15 @@
 /**
- * Native AIO contexts (tests/targets/rt_aio.c): two contexts, one with
- * completed events not reaped, and a gap in the kernel's ids, come back at
- * the same addresses with the same ids, ring sizes, head, tail and events,
- * and take new requests; a process waiting in io_getevents gets its event
- * after the restore; a `leaveRunning` dump leaves the rings as they were; a context with a request in flight, and a ring mapping inherited
+ * Native AIO contexts (tests/targets/rt_aio.c): three contexts with
+ * completed events not reaped (one with 100 of them, submitted from two
+ * CPUs), and a gap in the kernel's ids, come back at the same addresses
+ * with the same ids, ring sizes, head, tail and events, and take new
+ * requests; a process waiting in io_getevents gets its event after the
+ * restore (the freeze interrupts the wait once, with EINTR, as a signal
+ * would); a `leaveRunning` dump leaves the rings byte for byte as they
+ * were; a context with a request in flight, and a ring mapping inherited
  * across fork, are refused at dump, naming them, with the tree left
- * running.
+ * running and the ring untouched. The io_setup count chosen for a ring
+ * size is checked against the kernel.
  */
 
 import assert from "node:assert/strict";
