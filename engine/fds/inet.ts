@@ -62,6 +62,7 @@ const OPTIONS: OptionSpec[] = [
   { level: SOL.SOCKET, name: SO.LINGER, label: "SO_LINGER", size: 8 },
   { level: SOL.SOCKET, name: SO.RCVTIMEO, label: "SO_RCVTIMEO", size: 16 },
   { level: SOL.SOCKET, name: SO.SNDTIMEO, label: "SO_SNDTIMEO", size: 16 },
+  { level: SOL.SOCKET, name: 42, label: "SO_PEEK_OFF", size: 4, only: "udp" },
   { level: SOL.IP, name: 1, label: "IP_TOS", size: 4, family: "ipv4" },
   { level: SOL.IPV6, name: 67, label: "IPV6_TCLASS", size: 4, family: "ipv6" },
   { level: SOL.TCP, name: TCP.NODELAY, label: "TCP_NODELAY", size: 4, only: "tcp" },
