@@ -1,0 +1,114 @@
+/**
+ * UDP datagrams waiting to be read (tests/targets/rt_udpq.c): an IPv4
+ * socket holding datagrams from two senders (one empty, one of 1200 bytes,
+ * a small SO_RCVBUF), a dual-stack IPv6 socket holding IPv6 datagrams and
+ * one from an IPv4 sender, a connected socket holding one from its peer.
+ * After dump, kill and restore, and after a `leaveRunning` dump, the target
+ * reads every queue and checks payloads, sources and order, and that
+ * nothing more is queued. A datagram queued on a socket before it was
+ * connected to another peer is refused by name, and the target keeps its
+ * queues untouched.
+ */
+
+import assert from "node:assert/strict";
+import { checkpoint } from "../engine/dump/mod.ts";
+import { UnsupportedError } from "../engine/errors.ts";
+import { readImageFile } from "../engine/image/reader.ts";
+import { assertChecksPassed } from "./helpers/checks.ts";
+import { statusField } from "./helpers/proc.ts";
+import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
+import { withTargets } from "./helpers/targets.ts";
+
+const READY = /^ready pid=(\d+)$/m;
+
+const CHECKS = [
+  "ports",
+  "v4-1",
+  "v4-2",
+  "v4-3",
+  "v4-4",
+  "v4-5",
+  "v4-empty",
+  "v6-1",
+  "v6-2",
+  "v6-3",
+  "v6-4",
+  "v6-empty",
+  "conn-1",
+  "conn-empty",
+  "conn-peer",
+  "v4-after-1",
+  "v4-after-empty",
+  "v6-after-1",
+  "v6-after-empty",
+  "conn-after-1",
+  "conn-after-empty",
+];
+
+/** The ports the target printed, by socket name. */
+function portsOf(out: string): Record<string, number> {
+  const line = out.match(/^ports (.*)$/m)?.[1] ?? "";
+  return Object.fromEntries(line.split(" ").map((kv) => kv.split("=")).map(([k, v]) => [k, +v]));
+}
+
+Deno.test(
+  "queued UDP datagrams come back with their payloads, senders and order",
+  withTargets(async () => {
+    const rt = await startTriggered("rt_udpq", READY);
+    const pid = rt.t.pid;
+    const { dir } = await dumpKillRestore(rt.t);
+    // The image holds the queues, oldest first, with their senders.
+    const image = (await readImageFile(`${dir}/${pid}.elf`)).process;
+    const ports = portsOf(rt.t.output());
+    const queue = image.fds.find((f) => f.inet?.local?.port === ports.r4)?.inet?.datagrams;
+    assert.deepEqual(queue?.map((d) => d.from.port), [
+      ports.a4,
+      ports.b4,
+      ports.a4,
+      ports.b4,
+      ports.a4,
+    ]);
+    assert.equal(queue?.[2].data, "");
+    await Deno.writeTextFile(rt.trigger, "");
+    assertChecksPassed(rt.t, CHECKS, await rt.t.wait());
+  }),
+);
+
+Deno.test(
+  "a leaveRunning dump leaves every UDP queue as it was",
+  withTargets(async () => {
+    const rt = await startTriggered("rt_udpq", READY);
+    await checkpoint(rt.t.pid, { dir: await tempImageDir(), leaveRunning: true });
+    assert.equal(rt.t.poll(), undefined, "the target died");
+    await Deno.writeTextFile(rt.trigger, "");
+    assertChecksPassed(rt.t, CHECKS, await rt.t.wait());
+  }),
+);
+
+Deno.test(
+  "a datagram queued before its socket was connected to another peer is refused by name",
+  withTargets(async () => {
+    const rt = await startTriggered("rt_udpq", READY, { extra: ["refuse"] });
+    const p = portsOf(rt.t.output());
+    const dir = await tempImageDir();
+    await assert.rejects(
+      () => checkpoint(rt.t.pid, { dir }),
+      (e: Error) => {
+        assert.ok(e instanceof UnsupportedError, String(e));
+        assert.match(
+          e.message,
+          new RegExp(
+            `UDP datagrams that cannot be queued again exactly: on 127\\.0\\.0\\.1:${p.rx}: ` +
+              `datagram 1 from 127\\.0\\.0\\.1:${p.a4}: it was queued before the socket was ` +
+              `connected to 127\\.0\\.0\\.1:${p.b4}`,
+          ),
+        );
+        return true;
+      },
+    );
+    assert.equal(rt.t.poll(), undefined, "the target died");
+    assert.equal(Number(statusField(rt.t.pid, "TracerPid")), 0, "still traced");
+    await Deno.writeTextFile(rt.trigger, "");
+    assertChecksPassed(rt.t, [...CHECKS, "refused-1", "refused-empty"], await rt.t.wait());
+  }),
+);
