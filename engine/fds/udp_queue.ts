@@ -131,14 +131,23 @@ export function readDatagramQueue(
   copy: number,
   s: Pick<InetSocket, "family" | "local" | "peer">,
 ): QueueRead {
-  if (!datagramQueued(copy)) return { datagrams: [] };
   const on = `on ${formatAddr(s.local)}`;
-  if (getsockoptInt(copy, SOL.UDP, UDP_GRO)) {
-    return { refused: `${on}: UDP_GRO is on (queued datagrams may be merged)` };
-  }
   const peekOff = getsockoptInt(copy, SOL.SOCKET, SO_PEEK_OFF);
   if (peekOff === null) {
+    if (!datagramQueued(copy)) return { datagrams: [] };
     return { refused: `${on}: this kernel cannot peek past the first datagram (SO_PEEK_OFF)` };
+  }
+  // Any peek moves the process's own peek offset: probe with it off.
+  if (peekOff >= 0) setsockoptInt(copy, SOL.SOCKET, SO_PEEK_OFF, -1);
+  let queued;
+  try {
+    queued = datagramQueued(copy);
+  } finally {
+    if (peekOff >= 0) setsockoptInt(copy, SOL.SOCKET, SO_PEEK_OFF, peekOff);
+  }
+  if (!queued) return { datagrams: [] };
+  if (getsockoptInt(copy, SOL.UDP, UDP_GRO)) {
+    return { refused: `${on}: UDP_GRO is on (queued datagrams may be merged)` };
   }
   if (peekOff >= 0) {
     return {
