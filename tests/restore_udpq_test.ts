@@ -4,10 +4,11 @@
  * a small SO_RCVBUF), a dual-stack IPv6 socket holding IPv6 datagrams and
  * one from an IPv4 sender, a connected socket holding one from its peer.
  * After dump, kill and restore, and after a `leaveRunning` dump, the target
- * reads every queue and checks payloads, sources and order, and that
- * nothing more is queued. A datagram queued on a socket before it was
- * connected to another peer is refused by name, and the target keeps its
- * queues untouched.
+ * reads every queue and checks payloads, sources and order, that nothing
+ * more is queued, and that SO_PEEK_OFF is as it was (off on the queued
+ * sockets, 5 on an empty one). A datagram queued on a socket before it was
+ * connected to another peer, and one on a socket with UDP_GRO, are refused
+ * by name, and the target keeps its queues untouched.
  */
 
 import assert from "node:assert/strict";
@@ -23,6 +24,7 @@ const READY = /^ready pid=(\d+)$/m;
 
 const CHECKS = [
   "ports",
+  "peek-off",
   "v4-1",
   "v4-2",
   "v4-3",
@@ -86,7 +88,7 @@ Deno.test(
 );
 
 Deno.test(
-  "a datagram queued before its socket was connected to another peer is refused by name",
+  "a datagram queued before connect() to another peer, and one on a UDP_GRO socket, are refused by name",
   withTargets(async () => {
     const rt = await startTriggered("rt_udpq", READY, { extra: ["refuse"] });
     const p = portsOf(rt.t.output());
@@ -103,12 +105,24 @@ Deno.test(
               `connected to 127\\.0\\.0\\.1:${p.b4}`,
           ),
         );
+        assert.match(
+          e.message,
+          new RegExp(
+            `on 127\\.0\\.0\\.1:${p.rg}: UDP_GRO is on \\(queued datagrams may be merged\\)`,
+          ),
+        );
         return true;
       },
     );
     assert.equal(rt.t.poll(), undefined, "the target died");
     assert.equal(Number(statusField(rt.t.pid, "TracerPid")), 0, "still traced");
     await Deno.writeTextFile(rt.trigger, "");
-    assertChecksPassed(rt.t, [...CHECKS, "refused-1", "refused-empty"], await rt.t.wait());
+    assertChecksPassed(rt.t, [
+      ...CHECKS,
+      "refused-1",
+      "refused-empty",
+      "refused-gro-1",
+      "refused-gro-empty",
+    ], await rt.t.wait());
   }),
 );

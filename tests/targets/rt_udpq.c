@@ -9,8 +9,10 @@
  *   IPv6 sender on [::1] (one empty) and one from the IPv4 sender a4
  *   (source ::ffff:127.0.0.1);
  * - rc: a connected IPv4 socket holding a datagram from its peer pc.
+ * - rp: an empty socket with SO_PEEK_OFF 5.
  * With "refuse": rx, bound, holds a datagram from a4 and was then connected
- * to b4 (a connected socket accepts nothing from a4: the dump refuses it).
+ * to b4 (a connected socket accepts nothing from a4), and rg, with UDP_GRO
+ * on, holds one from b4: the dump refuses both.
  *
  * Prints "ready pid=<pid>", waits for the trigger file, then reads every
  * queue and checks each datagram's payload, length, source address and
@@ -21,7 +23,12 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <sys/socket.h>
+
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
 
 #define MAXQ 8
 
@@ -186,8 +193,20 @@ int main(int argc, char **argv) {
   if (connect(rc.fd, (struct sockaddr *)&pc_addr, plen) != 0) die("connect rc");
   send_to(&rc, AF_INET, pc, "to-connected", 12);
 
+  /* An empty socket peeking with SO_PEEK_OFF 5: the offset comes back. */
+  int rp = udp(AF_INET), five = 5;
+  bind_any(rp, AF_INET, "127.0.0.1");
+  if (setsockopt(rp, SOL_SOCKET, SO_PEEK_OFF, &five, sizeof five) != 0) die("SO_PEEK_OFF");
+
   struct queue rx = {.name = "refused", .fd = -1};
+  struct queue rg = {.name = "refused-gro", .fd = -1};
   if (refuse) {
+    /* UDP_GRO: queued datagrams may be merged ones. */
+    rg.fd = udp(AF_INET);
+    int one = 1;
+    if (setsockopt(rg.fd, SOL_UDP, UDP_GRO, &one, sizeof one) != 0) die("UDP_GRO");
+    bind_any(rg.fd, AF_INET, "127.0.0.1");
+    send_to(&rg, AF_INET, b4, "gro", 3);
     rx.fd = udp(AF_INET);
     bind_any(rx.fd, AF_INET, "127.0.0.1");
     send_to(&rx, AF_INET, a4, "early", 5);
@@ -197,18 +216,30 @@ int main(int argc, char **argv) {
 
   int ports[] = {port_of(r4.fd), port_of(a4), port_of(b4), port_of(r6.fd), port_of(s6),
                  port_of(rc.fd), port_of(pc)};
-  printf("ports r4=%d a4=%d b4=%d r6=%d s6=%d rc=%d pc=%d rx=%d\n", ports[0], ports[1], ports[2],
-         ports[3], ports[4], ports[5], ports[6], refuse ? port_of(rx.fd) : 0);
+  printf("ports r4=%d a4=%d b4=%d r6=%d s6=%d rc=%d pc=%d rx=%d rg=%d\n", ports[0], ports[1],
+         ports[2], ports[3], ports[4], ports[5], ports[6], refuse ? port_of(rx.fd) : 0,
+         refuse ? port_of(rg.fd) : 0);
   print_ready("pid=%d", getpid());
   wait_trigger(argv[1]);
 
   int now[] = {port_of(r4.fd), port_of(a4), port_of(b4), port_of(r6.fd), port_of(s6),
                port_of(rc.fd), port_of(pc)};
   check("ports", memcmp(ports, now, sizeof ports) == 0, "");
+  /* SO_PEEK_OFF as it was: off on the queued sockets (cryo peeked with it), 5 on rp. */
+  int offs[4], fds[4] = {r4.fd, r6.fd, rc.fd, rp};
+  for (int i = 0; i < 4; i++) {
+    socklen_t l = sizeof offs[i];
+    if (getsockopt(fds[i], SOL_SOCKET, SO_PEEK_OFF, &offs[i], &l) != 0) offs[i] = -2;
+  }
+  check("peek-off", offs[0] == -1 && offs[1] == -1 && offs[2] == -1 && offs[3] == 5,
+        "%d %d %d %d", offs[0], offs[1], offs[2], offs[3]);
   check_queue(&r4);
   check_queue(&r6);
   check_queue(&rc);
-  if (refuse) check_queue(&rx);
+  if (refuse) {
+    check_queue(&rx);
+    check_queue(&rg);
+  }
   struct sockaddr_storage peer;
   socklen_t peerlen = sizeof peer;
   check("conn-peer",
