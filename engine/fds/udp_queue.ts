@@ -26,6 +26,12 @@
  * peeked at past the first would be invisible to the walk), UDP_GRO
  * (merged datagrams).
  *
+ * Known gap: the kernel marks an empty datagram as peeked when a peek
+ * returns it, and a peek at an offset skips empty datagrams so marked. An
+ * empty datagram past the first one that an earlier walk already returned
+ * (an earlier dump of a tree that went on running) is therefore invisible
+ * to this walk; nothing the kernel reports tells that it is there.
+ *
  * @module
  */
 
