@@ -7,8 +7,9 @@
  * reads every queue and checks payloads, sources and order, that nothing
  * more is queued, and that SO_PEEK_OFF is as it was (off on the queued
  * sockets, 5 on an empty one). A datagram queued on a socket before it was
- * connected to another peer, and one on a socket with UDP_GRO, are refused
- * by name, and the target keeps its queues untouched.
+ * connected to another peer, and ones on sockets with UDP_GRO and with
+ * IP_RECVTTL (per-datagram data), are refused by name, and the target
+ * keeps its queues untouched.
  */
 
 import assert from "node:assert/strict";
@@ -88,7 +89,7 @@ Deno.test(
 );
 
 Deno.test(
-  "a datagram queued before connect() to another peer, and one on a UDP_GRO socket, are refused by name",
+  "a datagram queued before connect() to another peer, and ones on UDP_GRO and IP_RECVTTL sockets, are refused by name",
   withTargets(async () => {
     const rt = await startTriggered("rt_udpq", READY, { extra: ["refuse"] });
     const p = portsOf(rt.t.output());
@@ -111,6 +112,12 @@ Deno.test(
             `on 127\\.0\\.0\\.1:${p.rg}: UDP_GRO is on \\(queued datagrams may be merged\\)`,
           ),
         );
+        assert.match(
+          e.message,
+          new RegExp(
+            `on 127\\.0\\.0\\.1:${p.ri}: IP_RECVTTL on: what the process reads with each datagram`,
+          ),
+        );
         return true;
       },
     );
@@ -123,6 +130,8 @@ Deno.test(
       "refused-empty",
       "refused-gro-1",
       "refused-gro-empty",
+      "refused-ttl-1",
+      "refused-ttl-empty",
     ], await rt.t.wait());
   }),
 );

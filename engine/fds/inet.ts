@@ -65,6 +65,7 @@ const OPTIONS: OptionSpec[] = [
   { level: SOL.SOCKET, name: 42, label: "SO_PEEK_OFF", size: 4, only: "udp" },
   { level: SOL.IP, name: 1, label: "IP_TOS", size: 4, family: "ipv4" },
   { level: SOL.IPV6, name: 67, label: "IPV6_TCLASS", size: 4, family: "ipv6" },
+  { level: SOL.IPV6, name: 11, label: "IPV6_FLOWINFO", size: 4, family: "ipv6", only: "udp" },
   { level: SOL.TCP, name: TCP.NODELAY, label: "TCP_NODELAY", size: 4, only: "tcp" },
   { level: SOL.TCP, name: TCP.CORK, label: "TCP_CORK", size: 4, only: "tcp" },
   { level: SOL.TCP, name: TCP.KEEPIDLE, label: "TCP_KEEPIDLE", size: 4, only: "tcp" },

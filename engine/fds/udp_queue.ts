@@ -63,6 +63,53 @@ const MAX_PAYLOAD = 65527;
 /** How long restore waits for one re-sent datagram to reach its socket. */
 const DELIVERY_TIMEOUT_MS = 10_000;
 
+/**
+ * Options making the kernel hand over data about each datagram with it
+ * (ancillary data: arrival time, TTL, destination address, interface...),
+ * which a datagram sent again through the loopback would not carry over.
+ */
+const PER_DATAGRAM: { level: number; name: number; label: string; v6?: boolean }[] = [
+  { level: SOL.SOCKET, name: 29, label: "SO_TIMESTAMP" },
+  { level: SOL.SOCKET, name: 35, label: "SO_TIMESTAMPNS" },
+  { level: SOL.SOCKET, name: 37, label: "SO_TIMESTAMPING" },
+  { level: SOL.SOCKET, name: 63, label: "SO_TIMESTAMP_NEW" },
+  { level: SOL.SOCKET, name: 64, label: "SO_TIMESTAMPNS_NEW" },
+  { level: SOL.SOCKET, name: 65, label: "SO_TIMESTAMPING_NEW" },
+  { level: SOL.SOCKET, name: 40, label: "SO_RXQ_OVFL" },
+  { level: SOL.SOCKET, name: 75, label: "SO_RCVMARK" },
+  { level: SOL.IP, name: 6, label: "IP_RECVOPTS" },
+  { level: SOL.IP, name: 7, label: "IP_RETOPTS" },
+  { level: SOL.IP, name: 8, label: "IP_PKTINFO" },
+  { level: SOL.IP, name: 12, label: "IP_RECVTTL" },
+  { level: SOL.IP, name: 13, label: "IP_RECVTOS" },
+  { level: SOL.IP, name: 20, label: "IP_RECVORIGDSTADDR" },
+  { level: SOL.IP, name: 23, label: "IP_CHECKSUM" },
+  { level: SOL.IP, name: 25, label: "IP_RECVFRAGSIZE" },
+  { level: SOL.IPV6, name: 2, label: "IPV6_2292PKTINFO", v6: true },
+  { level: SOL.IPV6, name: 3, label: "IPV6_2292HOPOPTS", v6: true },
+  { level: SOL.IPV6, name: 4, label: "IPV6_2292DSTOPTS", v6: true },
+  { level: SOL.IPV6, name: 5, label: "IPV6_2292RTHDR", v6: true },
+  { level: SOL.IPV6, name: 8, label: "IPV6_2292HOPLIMIT", v6: true },
+  { level: SOL.IPV6, name: 49, label: "IPV6_RECVPKTINFO", v6: true },
+  { level: SOL.IPV6, name: 51, label: "IPV6_RECVHOPLIMIT", v6: true },
+  { level: SOL.IPV6, name: 53, label: "IPV6_RECVHOPOPTS", v6: true },
+  { level: SOL.IPV6, name: 56, label: "IPV6_RECVRTHDR", v6: true },
+  { level: SOL.IPV6, name: 58, label: "IPV6_RECVDSTOPTS", v6: true },
+  { level: SOL.IPV6, name: 60, label: "IPV6_RECVPATHMTU", v6: true },
+  { level: SOL.IPV6, name: 66, label: "IPV6_RECVTCLASS", v6: true },
+  { level: SOL.IPV6, name: 74, label: "IPV6_RECVORIGDSTADDR", v6: true },
+  { level: SOL.IPV6, name: 77, label: "IPV6_RECVFRAGSIZE", v6: true },
+  { level: SOL.UDP, name: 100, label: "UDP_ENCAP" },
+];
+
+/** The per-datagram options of {@link PER_DATAGRAM} socket `fd` has on. */
+function perDatagramOptions(fd: number, family: InetSocket["family"]): string[] {
+  return PER_DATAGRAM.filter((o) =>
+    (family === "ipv6" || !o.v6) && getsockoptInt(fd, o.level, o.name)
+  )
+    .map((o) => o.label);
+}
+
 /** The datagrams of a queue, or why they cannot be carried over (for the refusal's detail). */
 export type QueueRead = { datagrams: QueuedDatagram[] } | { refused: string };
 
@@ -154,6 +201,13 @@ export function readDatagramQueue(
   if (!queued) return { datagrams: [] };
   if (getsockoptInt(copy, SOL.UDP, UDP_GRO)) {
     return { refused: `${on}: UDP_GRO is on (queued datagrams may be merged)` };
+  }
+  const ancillary = perDatagramOptions(copy, s.family);
+  if (ancillary.length) {
+    return {
+      refused: `${on}: ${ancillary.join(", ")} on: what the process reads with each datagram ` +
+        `cannot be re-created`,
+    };
   }
   if (peekOff >= 0) {
     return {

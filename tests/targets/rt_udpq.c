@@ -11,8 +11,8 @@
  * - rc: a connected IPv4 socket holding a datagram from its peer pc.
  * - rp: an empty socket with SO_PEEK_OFF 5.
  * With "refuse": rx, bound, holds a datagram from a4 and was then connected
- * to b4 (a connected socket accepts nothing from a4), and rg, with UDP_GRO
- * on, holds one from b4: the dump refuses both.
+ * to b4 (a connected socket accepts nothing from a4), rg, with UDP_GRO on,
+ * and ri, with IP_RECVTTL on, hold one from b4: the dump refuses all three.
  *
  * Prints "ready pid=<pid>", waits for the trigger file, then reads every
  * queue and checks each datagram's payload, length, source address and
@@ -200,6 +200,7 @@ int main(int argc, char **argv) {
 
   struct queue rx = {.name = "refused", .fd = -1};
   struct queue rg = {.name = "refused-gro", .fd = -1};
+  struct queue ri = {.name = "refused-ttl", .fd = -1};
   if (refuse) {
     /* UDP_GRO: queued datagrams may be merged ones. */
     rg.fd = udp(AF_INET);
@@ -207,6 +208,11 @@ int main(int argc, char **argv) {
     if (setsockopt(rg.fd, SOL_UDP, UDP_GRO, &one, sizeof one) != 0) die("UDP_GRO");
     bind_any(rg.fd, AF_INET, "127.0.0.1");
     send_to(&rg, AF_INET, b4, "gro", 3);
+    /* IP_RECVTTL: the process reads each datagram's TTL with it. */
+    ri.fd = udp(AF_INET);
+    if (setsockopt(ri.fd, IPPROTO_IP, IP_RECVTTL, &one, sizeof one) != 0) die("IP_RECVTTL");
+    bind_any(ri.fd, AF_INET, "127.0.0.1");
+    send_to(&ri, AF_INET, b4, "ttl", 3);
     rx.fd = udp(AF_INET);
     bind_any(rx.fd, AF_INET, "127.0.0.1");
     send_to(&rx, AF_INET, a4, "early", 5);
@@ -216,9 +222,9 @@ int main(int argc, char **argv) {
 
   int ports[] = {port_of(r4.fd), port_of(a4), port_of(b4), port_of(r6.fd), port_of(s6),
                  port_of(rc.fd), port_of(pc)};
-  printf("ports r4=%d a4=%d b4=%d r6=%d s6=%d rc=%d pc=%d rx=%d rg=%d\n", ports[0], ports[1],
-         ports[2], ports[3], ports[4], ports[5], ports[6], refuse ? port_of(rx.fd) : 0,
-         refuse ? port_of(rg.fd) : 0);
+  printf("ports r4=%d a4=%d b4=%d r6=%d s6=%d rc=%d pc=%d rx=%d rg=%d ri=%d\n", ports[0],
+         ports[1], ports[2], ports[3], ports[4], ports[5], ports[6], refuse ? port_of(rx.fd) : 0,
+         refuse ? port_of(rg.fd) : 0, refuse ? port_of(ri.fd) : 0);
   print_ready("pid=%d", getpid());
   wait_trigger(argv[1]);
 
@@ -239,6 +245,7 @@ int main(int argc, char **argv) {
   if (refuse) {
     check_queue(&rx);
     check_queue(&rg);
+    check_queue(&ri);
   }
   struct sockaddr_storage peer;
   socklen_t peerlen = sizeof peer;
