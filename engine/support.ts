@@ -141,7 +141,7 @@ export const SUPPORT_TABLE = [
   { id: "socket.tcp-urgent", area: "socket", what: "TCP urgent (out-of-band) data not read yet", support: "refused", note: "not saved yet" },
   { id: "socket.udp", area: "socket", what: "UDP sockets (bound, connected)", support: "saved" },
   { id: "socket.udp-queued", area: "socket", what: "UDP datagrams waiting to be read", support: "saved", note: "sent again at restore from their senders' addresses" },
-  { id: "socket.udp-queued-other", area: "socket", what: "UDP datagrams that cannot be queued again exactly", support: "refused", note: "see the detail: a sender address that cannot be re-created, a datagram from another sender than a connected socket's peer, SO_PEEK_OFF in use, UDP_GRO, options giving data about each datagram (timestamps, IP_PKTINFO, TTL, ...)" },
+  { id: "socket.udp-queued-other", area: "socket", what: "UDP datagrams that cannot be queued again exactly", support: "refused", note: "see the detail: senders that cannot be faked, non-peer senders, SO_PEEK_OFF, UDP_GRO, per-datagram options" },
   { id: "socket.inet-shared", area: "socket", what: "TCP, UDP and netlink sockets shared by several processes", support: "refused", note: "not saved yet" },
   { id: "socket.inet-owner", area: "socket", what: "TCP, UDP and netlink sockets owned by a user other than root", support: "refused", note: "they would be re-created as root's" },
   { id: "socket.inet-other", area: "socket", what: "other IPv4/IPv6 sockets (raw, SCTP, ...)", support: "refused", note: "not saved yet" },
