@@ -1,7 +1,7 @@
 /**
  * UDP datagrams waiting to be read (tests/targets/rt_udpq.c): an IPv4
  * socket holding datagrams from two senders (one empty, one of 1200 bytes,
- * a small SO_RCVBUF), a dual-stack IPv6 socket holding IPv6 datagrams and
+ * a small SO_RCVBUF) and one from an address of no interface here, a dual-stack IPv6 socket holding IPv6 datagrams and
  * one from an IPv4 sender, a connected socket holding one from its peer.
  * After dump, kill and restore, and after a `leaveRunning` dump, the target
  * reads every queue and checks payloads, sources and order, that nothing
@@ -31,6 +31,7 @@ const CHECKS = [
   "v4-3",
   "v4-4",
   "v4-5",
+  "v4-6",
   "v4-empty",
   "v6-1",
   "v6-2",
@@ -70,7 +71,9 @@ Deno.test(
       ports.a4,
       ports.b4,
       ports.a4,
+      4000,
     ]);
+    assert.equal(queue?.[5].from.address, "203.0.113.7");
     assert.equal(queue?.[2].data, "");
     await Deno.writeTextFile(rt.trigger, "");
     assertChecksPassed(rt.t, CHECKS, await rt.t.wait());

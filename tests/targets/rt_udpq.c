@@ -4,7 +4,8 @@
  *
  * - r4: IPv4 socket bound to 127.0.0.1 (not connected, SO_RCVBUF set),
  *   holding datagrams from two senders a4 and b4 (different ports),
- *   interleaved, one of them empty, one of 1200 bytes;
+ *   interleaved, one of them empty, one of 1200 bytes, then one from
+ *   203.0.113.7:4000 (an address of no interface here, made with a raw socket);
  * - r6: dual-stack IPv6 socket bound to [::], holding datagrams from an
  *   IPv6 sender on [::1] (one empty) and one from the IPv4 sender a4
  *   (source ::ffff:127.0.0.1);
@@ -132,6 +133,42 @@ static void send_to(struct queue *q, int family, int sender, const char *data, s
   e->len = len;
 }
 
+/* Queues on IPv4 socket q (bound to 127.0.0.1) a datagram from 203.0.113.7:4000, an
+ * address of no interface here, made by hand through a raw socket. */
+static void send_forged(struct queue *q, const char *data, size_t len) {
+  unsigned char pkt[28 + 64];
+  memset(pkt, 0, sizeof pkt);
+  struct sockaddr_in from = {.sin_family = AF_INET, .sin_port = htons(4000)};
+  inet_pton(AF_INET, "203.0.113.7", &from.sin_addr);
+  socklen_t tlen;
+  struct sockaddr_storage to = name_of(q->fd, &tlen);
+  struct sockaddr_in *t = (struct sockaddr_in *)&to;
+  pkt[0] = 0x45;
+  pkt[2] = (28 + len) >> 8;
+  pkt[3] = (28 + len) & 0xff;
+  pkt[8] = 64;
+  pkt[9] = IPPROTO_UDP;
+  memcpy(pkt + 12, &from.sin_addr, 4);
+  memcpy(pkt + 16, &t->sin_addr, 4);
+  memcpy(pkt + 20, &from.sin_port, 2);
+  memcpy(pkt + 22, &t->sin_port, 2);
+  pkt[24] = (8 + len) >> 8;
+  pkt[25] = (8 + len) & 0xff; /* UDP checksum 0: none (IPv4) */
+  memcpy(pkt + 28, data, len);
+  int raw = socket(AF_INET, SOCK_RAW, IPPROTO_RAW);
+  if (raw < 0) die("raw socket");
+  if (sendto(raw, pkt, 28 + len, 0, (struct sockaddr *)&to, tlen) != (ssize_t)(28 + len)) {
+    die("sendto raw");
+  }
+  close(raw);
+  struct expect *e = &q->e[q->n++];
+  memset(&e->from, 0, sizeof e->from);
+  memcpy(&e->from, &from, sizeof from);
+  e->fromlen = sizeof from;
+  memcpy(e->data, data, len);
+  e->len = len;
+}
+
 /* Reads queue `q` and checks it against what was sent, then that it is empty. */
 static void check_queue(struct queue *q) {
   char buf[2000], check_name[64];
@@ -172,6 +209,7 @@ int main(int argc, char **argv) {
   send_to(&r4, AF_INET, a4, "", 0);
   send_to(&r4, AF_INET, b4, big, sizeof big);
   send_to(&r4, AF_INET, a4, "alpha-3", 7);
+  send_forged(&r4, "from-outside", 12);
 
   struct queue r6 = {.name = "v6", .fd = udp(AF_INET6)};
   int off = 0;
