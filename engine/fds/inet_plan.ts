@@ -126,7 +126,8 @@ export function describeSocket(s: Extract<FdSource, { kind: "inet" | "netlink" }
   const k = s.socket;
   const peer = k.peer ? ` -> ${formatAddr(k.peer)}` : "";
   const what = k.proto === "udp" ? "udp" : `tcp ${k.state}`;
-  return `${what} ${formatAddr(k.local)}${peer}${k.tcp ? " (repair mode)" : ""}`;
+  const queued = k.datagrams?.length ? `, ${k.datagrams.length} datagrams queued` : "";
+  return `${what} ${formatAddr(k.local)}${peer}${k.tcp ? " (repair mode)" : ""}${queued}`;
 }
 
 /**

@@ -29,7 +29,7 @@
  * Known gap: the kernel marks an empty datagram as peeked when a peek
  * returns it, and a peek at an offset skips empty datagrams so marked. An
  * empty datagram past the first one that an earlier walk already returned
- * (an earlier dump of a tree that went on running) is therefore invisible
+ * (an earlier dump that left the tree running, or failed) is therefore invisible
  * to this walk; nothing the kernel reports tells that it is there.
  *
  * @module
