@@ -9,7 +9,9 @@
  * sockets, 5 on an empty one). A datagram queued on a socket before it was
  * connected to another peer, and ones on sockets with UDP_GRO and with
  * IP_RECVTTL (per-datagram data), are refused by name, and the target
- * keeps its queues untouched.
+ * keeps its queues untouched. Re-queueing itself (on a socket of this
+ * process) fails naming the datagram a full receive buffer dropped, and
+ * refuses a socket something else reached first.
  */
 
 import assert from "node:assert/strict";
@@ -20,6 +22,23 @@ import { assertChecksPassed } from "./helpers/checks.ts";
 import { statusField } from "./helpers/proc.ts";
 import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
 import { withTargets } from "./helpers/targets.ts";
+import { requeueDatagrams } from "../engine/fds/udp_queue.ts";
+import type { InetSocket } from "../engine/model.ts";
+import { encodeBase64 } from "../engine/base64.ts";
+import {
+  AF,
+  closeFd,
+  decodeInetAddr,
+  encodeInetAddr,
+  newSocket,
+  setsockoptInt,
+  SO,
+  SOCK,
+  sockName,
+  SOL,
+} from "../ffi/net.ts";
+import { rawSyscall } from "../ffi/libc.ts";
+import { SYS } from "../ffi/sysno.ts";
 
 const READY = /^ready pid=(\d+)$/m;
 
@@ -138,3 +157,54 @@ Deno.test(
     ], await rt.t.wait());
   }),
 );
+
+/** A UDP socket of this process bound to 127.0.0.1 (port chosen by the kernel), SO_RCVBUF `rcvbuf`. */
+function localSocket(rcvbuf?: number): { fd: number; socket: InetSocket } {
+  const fd = newSocket(AF.INET, SOCK.DGRAM);
+  if (rcvbuf) setsockoptInt(fd, SOL.SOCKET, SO.RCVBUF, rcvbuf);
+  const addr = encodeInetAddr(AF.INET, { address: "127.0.0.1", port: 0 });
+  assert.equal(rawSyscall(SYS.bind, fd, addr, addr.length), 0n);
+  const local = decodeInetAddr(sockName(fd)!)!;
+  return {
+    fd,
+    socket: {
+      family: "ipv4",
+      proto: "udp",
+      state: "closed",
+      local: { address: local.address, port: local.port },
+      peer: null,
+      options: [],
+    },
+  };
+}
+
+Deno.test("re-queueing fails naming the datagram the receive buffer cannot hold", () => {
+  const { fd, socket } = localSocket(1);
+  try {
+    const big = encodeBase64(new Uint8Array(3000));
+    socket.datagrams = [1, 2, 3, 4].map((i) => ({
+      from: { address: "203.0.113.7", port: 4000 + i },
+      data: big,
+    }));
+    assert.throws(
+      () => requeueDatagrams(Deno.pid, fd, socket),
+      /datagram \d from 203\.0\.113\.7:400\d was dropped \(receive buffer of \d+ bytes full\)/,
+    );
+  } finally {
+    closeFd(fd);
+  }
+});
+
+Deno.test("re-queueing refuses a socket that already received something", () => {
+  const { fd, socket } = localSocket();
+  try {
+    socket.datagrams = [{ from: { address: "127.0.0.1", port: 9 }, data: "" }];
+    requeueDatagrams(Deno.pid, fd, socket);
+    assert.throws(
+      () => requeueDatagrams(Deno.pid, fd, socket),
+      /other datagrams reached the socket before its queue was put back/,
+    );
+  } finally {
+    closeFd(fd);
+  }
+});
