@@ -10,7 +10,7 @@
  * of free slots (`reqs_available`, spread over per-CPU caches moved in
  * batches of `req_batch`), which is how requests in flight show, and
  * nothing shows them otherwise. cryo counts them: with the process frozen,
- * it submits 1-byte reads of /dev/zero (they complete at once, each
+ * it submits 1-byte reads of a memfd (they complete at once, each
  * filling one event slot) from each online CPU in turn until the kernel
  * refuses more; what could not be taken, less the events in the ring and
  * the remainder `(nr - 1) mod req_batch` that always stays in the shared
@@ -26,7 +26,7 @@
  * the dump leaves a gap, filled by a placeholder destroyed afterwards) with
  * the smallest count that makes a ring of the same size, and moves each
  * ring to its address with mremap (the kernel follows: aio_ring_mremap).
- * The engine then completes reads until the kernel's tail is the recorded
+ * The engine then completes such reads until the kernel's tail is the recorded
  * one with the recorded number of events unreaped, writes the saved ring
  * over them and checks the header.
  *
@@ -60,8 +60,7 @@ const PAGE = 4096;
 const EVENTS_PER_PAGE = PAGE / IO_EVENT_BYTES;
 const EAGAIN = -11n;
 const EINVAL = -22n;
-const AT_FDCWD = -100;
-const O_CLOEXEC = 0o2000000;
+const MFD_CLOEXEC = 1;
 
 /** Syscalls and memory of one stopped process, for the ring work. */
 export interface AioInjector {
@@ -75,11 +74,11 @@ export interface AioInjector {
   scratch: bigint;
 }
 
-// Scratch layout: the read request, a zero timespec, the byte read, the path, the pointers.
+// Scratch layout: the read request, a zero timespec, the byte read, the memfd's name, the pointers.
 const IOCB_AT = 0n;
 const TIMESPEC_AT = 64n;
 const BUF_AT = 80n;
-const PATH_AT = 88n;
+const NAME_AT = 88n;
 const POINTERS_AT = 128n;
 const MAX_BATCH = (PAGE - Number(POINTERS_AT)) / 8;
 
@@ -127,14 +126,20 @@ function reqBatch(nr: number, cpus: number): number {
   return Math.max(1, Math.floor((nr - 1) / (cpus * 4)));
 }
 
-/** Puts a 1-byte read request of `fd` and `MAX_BATCH` pointers to it in the scratch area. */
+/**
+ * Puts a 1-byte read request and `MAX_BATCH` pointers to it in the scratch
+ * area; the file read is a memfd made for it (no path is needed: the
+ * process may be in a chroot). Returns the memfd's number.
+ */
 function prepareRequests(inj: AioInjector): number {
-  const path = new TextEncoder().encode("/dev/zero\0");
-  processVmWriteFully(inj.pid, inj.scratch + PATH_AT, path);
+  processVmWriteFully(inj.pid, inj.scratch + NAME_AT, new TextEncoder().encode("cryo-aio\0"));
   processVmWriteFully(inj.pid, inj.scratch + TIMESPEC_AT, new Uint8Array(16));
-  const fd = inj.call(SYS.openat, AT_FDCWD, inj.scratch + PATH_AT, O_CLOEXEC);
-  if (fd < 0n) {
-    throw new CryoError(`openat(/dev/zero) in process ${inj.pid}: ${errnoName(Number(-fd))}`);
+  const fd = inj.call(SYS.memfd_create, inj.scratch + NAME_AT, MFD_CLOEXEC);
+  if (fd < 0n) throw new CryoError(`memfd_create in process ${inj.pid}: ${errnoName(Number(-fd))}`);
+  const r = inj.call(SYS.ftruncate, fd, PAGE);
+  if (r < 0n) {
+    inj.call(SYS.close, fd);
+    throw new CryoError(`ftruncate of a memfd in process ${inj.pid}: ${errnoName(Number(-r))}`);
   }
   const iocb = encodeIocbPread(Number(fd), inj.scratch + BUF_AT, 1);
   processVmWriteFully(inj.pid, inj.scratch + IOCB_AT, iocb);
