@@ -90,6 +90,7 @@ Deno.test(
     });
     const before = aioMaps(t.pid);
     assert.equal(before.length, 3, before.join("\n"));
+    assert.equal(before.filter((l) => /VmFlags:.* dd\b/.test(l)).length, 1, "ring a has dd");
     const { dir } = await dumpKillRestore(t);
     const image = (await readImageFile(`${dir}/${t.pid}.elf`)).process;
     const rings = image.mappings.filter((m) => m.aio).map((m) => ({

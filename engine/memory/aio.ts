@@ -25,7 +25,8 @@
  * io_setup in the order of the kernel's ids (a context destroyed before
  * the dump leaves a gap, filled by a placeholder destroyed afterwards) with
  * the smallest count that makes a ring of the same size, and moves each
- * ring to its address with mremap (the kernel follows: aio_ring_mremap).
+ * ring to its address with mremap (the kernel follows: aio_ring_mremap),
+ * then gives it its madvise flags.
  * The engine then completes such reads until the kernel's tail is the recorded
  * one with the recorded number of events unreaped, writes the saved ring
  * over them and checks the header.
@@ -55,6 +56,7 @@ import { readMaps } from "../proc/maps.ts";
 import { type ProgramBuilder, slot } from "../program/builder.ts";
 import type { Refusals } from "../support.ts";
 import { parseCpuList } from "../task/sched.ts";
+import { emitVmFlags } from "./flags.ts";
 
 const PAGE = 4096;
 const EVENTS_PER_PAGE = PAGE / IO_EVENT_BYTES;
@@ -359,6 +361,7 @@ export function emitAioRings(
     p.op(SYS.mremap, [slot(scratchSlot), len, len, MREMAP_MAYMOVE_FIXED, BigInt(m.start)], {
       comment: `AIO ring to ${m.start}`,
     });
+    emitVmFlags(p, m);
     next++;
   }
   for (const word of placeholders) {

@@ -3,14 +3,15 @@
  * usage: rt_aio <trigger> <work-dir> <mode>
  *
  * mode "rings": a context created and destroyed first (so the kernel ids
- * of the others have a gap), context A (small ring) with 5 events reaped
- * and then 3 reads of a file completed, 1 of them reaped (head 6, tail 8),
- * context B (a ring of several pages) with 4 reads completed and none
- * reaped, and context C with 110 reads submitted from CPUs 0 and 1 in turn
- * and 10 of them reaped (100 pending in a ring of 127 slots). Prints "ready pid=<pid> a=<hex> b=<hex>", waits for <trigger>,
- * then checks both rings' headers, reaps the pending events and checks
- * their data, obj and res fields and the bytes read, submits new reads on
- * both contexts, and destroys them.
+ * of the others have a gap), context A (small ring, MADV_DONTDUMP) with 5
+ * events reaped and then 3 reads of a file completed, 1 of them reaped
+ * (head 6, tail 8), context B (a ring of several pages) with 4 reads
+ * completed and none reaped, and context C with 110 reads submitted from
+ * CPUs 0 and 1 in turn and 10 of them reaped (100 pending in a ring of 127
+ * slots). Prints "ready pid=<pid> a=<hex> b=<hex> c=<hex>", waits for
+ * <trigger>, then checks the rings' headers, reaps the pending events and
+ * checks their data, obj and res fields (and the bytes read), submits new
+ * reads on A and B, and destroys the contexts.
  *
  * mode "inflight": a context with a poll request on an empty pipe (in
  * flight until the pipe is written). Prints "ready pid=<pid> a=<hex>",
@@ -33,6 +34,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
@@ -142,6 +144,7 @@ static int rings(const char *trigger, const char *work) {
   if (io_setup_(4, &gone) || io_setup_(8, &a) || io_setup_(300, &b) || io_setup_(50, &c))
     die("io_setup");
   if (io_destroy_(gone)) die("io_destroy");
+  if (madvise((void *)a, 4096, MADV_DONTDUMP)) die("madvise");
   struct ring *ra = (struct ring *)a, *rb = (struct ring *)b;
   for (int i = 0; i < 5; i++) submit_read(a, i, fd, 16 * i);
   reap_reads("a-before", a, 0, 5, file);
