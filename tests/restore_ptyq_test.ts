@@ -1,0 +1,80 @@
+/**
+ * Bytes waiting in pseudo-terminals of the tree (tests/targets/rt_ptyq.c):
+ * input the slave has not read — non-canonical bytes, and canonical lines
+ * with their boundaries plus a partial line — and output the master has
+ * not read come back exactly, unprocessed a second time, with the same
+ * termios and packet mode, after dump, kill and restore, and for a target
+ * left running. A packet-mode status byte not read yet is refused by name
+ * and left in place.
+ */
+
+import assert from "node:assert/strict";
+import { checkpoint } from "../engine/dump/mod.ts";
+import { UnsupportedError } from "../engine/errors.ts";
+import { assertChecksPassed } from "./helpers/checks.ts";
+import { pathExists } from "./helpers/fs.ts";
+import { dumpKillRestore, tempImageDir } from "./helpers/roundtrip.ts";
+import { SIGUSR1 } from "./helpers/signals.ts";
+import { startTarget, withTargets } from "./helpers/targets.ts";
+
+const READY = /^ready pid=(\d+)$/m;
+const CHECKS = [
+  "termios-a",
+  "termios-b",
+  "packet-b",
+  "a-input",
+  "a-input-end",
+  "a-output",
+  "a-output-end",
+  "b-line-nl",
+  "b-line-literal",
+  "b-line-eof",
+  "b-line-empty-eof",
+  "b-line-eol",
+  "b-partial-pending",
+  "b-partial",
+  "b-output",
+  "b-output-end",
+];
+
+Deno.test(
+  "ptyq: queued input (raw bytes, canonical lines, a partial line) and output come back exactly",
+  withTargets(async () => {
+    const t = await startTarget("rt_ptyq", ["queues"]);
+    await t.waitFor(READY);
+    const { dump } = await dumpKillRestore(t);
+    const masters = dump.manifest.processes.length;
+    assert.equal(masters, 1);
+    t.signal(SIGUSR1);
+    assertChecksPassed(t, CHECKS, await t.wait(), { what: "restored" });
+  }),
+);
+
+Deno.test(
+  "ptyq: a target left running finds the same bytes and termios after the dump",
+  withTargets(async () => {
+    const t = await startTarget("rt_ptyq", ["queues"]);
+    await t.waitFor(READY);
+    await checkpoint(t.pid, { dir: await tempImageDir(), leaveRunning: true });
+    t.signal(SIGUSR1);
+    assertChecksPassed(t, CHECKS, await t.wait(), { what: "left running" });
+  }),
+);
+
+Deno.test(
+  "ptyq: a packet-mode status byte not read yet is refused and stays for the target",
+  withTargets(async () => {
+    const t = await startTarget("rt_ptyq", ["pktstatus"]);
+    await t.waitFor(READY);
+    const dir = await tempImageDir();
+    await assert.rejects(
+      () => checkpoint(t.pid, { dir }),
+      (e: unknown) =>
+        e instanceof UnsupportedError && /packet mode with a status byte/.test(e.message),
+    );
+    assert.equal(pathExists(dir), false);
+    assert.equal(t.poll(), undefined, "still running");
+    t.signal(SIGUSR1);
+    assertChecksPassed(t, ["status-byte"], await t.wait(), { what: "after the refusal" });
+  }),
+);
