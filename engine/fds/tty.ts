@@ -198,7 +198,9 @@ export function checkTtys(images: readonly ProcessImage[], refusals: Refusals): 
         if (master["pty-queue-look"] === "1") {
           if (role === "master") checkQueue(master, where, refusals);
         } else if (Number(f.extra["pty-unread"] ?? 0) > 0) {
-          refusals.add(`${where}: ${f.extra["pty-unread"]} bytes wait in it, not saved in this image`);
+          refusals.add(
+            `${where}: ${f.extra["pty-unread"]} bytes wait in it, not saved in this image`,
+          );
         }
       } else {
         refusals.use("tty.external", where);
