@@ -4,8 +4,8 @@
  * with their boundaries plus a partial line — and output the master has
  * not read come back exactly, unprocessed a second time, with the same
  * termios and packet mode, after dump, kill and restore, and for a target
- * left running. A packet-mode status byte not read yet is refused by name
- * and left in place.
+ * left running. Refused by name, the target running on untouched: a
+ * packet-mode status byte not read yet, stopped output, a slave never opened.
  */
 
 import assert from "node:assert/strict";
@@ -61,20 +61,27 @@ Deno.test(
   }),
 );
 
-Deno.test(
-  "ptyq: a packet-mode status byte not read yet is refused and stays for the target",
-  withTargets(async () => {
-    const t = await startTarget("rt_ptyq", ["pktstatus"]);
-    await t.waitFor(READY);
-    const dir = await tempImageDir();
-    await assert.rejects(
-      () => checkpoint(t.pid, { dir }),
-      (e: unknown) =>
-        e instanceof UnsupportedError && /packet mode with a status byte/.test(e.message),
-    );
-    assert.equal(pathExists(dir), false);
-    assert.equal(t.poll(), undefined, "still running");
-    t.signal(SIGUSR1);
-    assertChecksPassed(t, ["status-byte"], await t.wait(), { what: "after the refusal" });
-  }),
-);
+const REFUSED: [mode: string, message: RegExp, checks: string[]][] = [
+  ["pktstatus", /fd 3 .*packet mode with a status byte/, ["status-byte"]],
+  ["stopped", /fd 3 .*output is stopped/, ["master-empty", "output-after"]],
+  ["unopened", /fd 3 .*slave no process ever opened/, ["no-hangup", "input-kept"]],
+];
+
+for (const [mode, message, checks] of REFUSED) {
+  Deno.test(
+    `ptyq: refused (${mode}), the target runs on untouched`,
+    withTargets(async () => {
+      const t = await startTarget("rt_ptyq", [mode]);
+      await t.waitFor(READY);
+      const dir = await tempImageDir();
+      await assert.rejects(
+        () => checkpoint(t.pid, { dir }),
+        (e: unknown) => e instanceof UnsupportedError && message.test(e.message),
+      );
+      assert.equal(pathExists(dir), false);
+      assert.equal(t.poll(), undefined, "still running");
+      t.signal(SIGUSR1);
+      assertChecksPassed(t, checks, await t.wait(), { what: "after the refusal" });
+    }),
+  );
+}

@@ -92,7 +92,7 @@ export function collectTty(
     const s = readPtyState(copy);
     // The slave device's owner and mode (grantpt, chown by a login program).
     const slave = Deno.statSync(`/dev/pts/${s.index}`);
-    const look = takePtyQueues(copy);
+    const look = takePtyQueues(copy, s.index, pid);
     const queue: Record<string, string> = { "pty-queue-look": "1" };
     if ("refused" in look) queue["pty-queue-refused"] = `${look.refused}\t${look.detail}`;
     else if (look.queue) queue["pty-queue"] = encodePtyQueue(look.queue);
@@ -224,6 +224,7 @@ const QUEUE_REFUSALS: readonly PtyQueueRefusal[] = [
   "tty.pty-packet-status",
   "tty.pty-output-blocked",
   "tty.pty-input-full",
+  "tty.pty-slave-unopened",
 ];
 
 /** Reports what a master's look found in its pty's queues. */

@@ -30,9 +30,11 @@
  * closing would show the master a hang-up).
  *
  * Refused (before anything is touched): a packet-mode status byte not read
- * yet (reading it would consume it), output stopped or a master buffer
- * full (the bytes could not be written back), an input queue at the line
- * discipline's limit (more bytes may wait before it, not processed yet).
+ * yet (reading it would consume it), a slave never opened (its queue cannot
+ * be read without opening it, and closing it again would show the master a
+ * hang-up), output stopped or a master buffer full (the bytes could not be
+ * written back), an input queue at the line discipline's limit (more bytes
+ * may wait before it, not processed yet).
  *
  * @module
  */
@@ -83,7 +85,10 @@ export interface PtyQueue {
 /** Why a pty's queues are refused. */
 export type PtyQueueRefusal = Extract<
   SupportId,
-  "tty.pty-packet-status" | "tty.pty-output-blocked" | "tty.pty-input-full"
+  | "tty.pty-packet-status"
+  | "tty.pty-output-blocked"
+  | "tty.pty-input-full"
+  | "tty.pty-slave-unopened"
 >;
 
 /** What a dump found in a pty: nothing, the queues (put back already), or a refusal. */
@@ -221,14 +226,54 @@ function isEmpty(q: PtyQueue): boolean {
 }
 
 /**
- * Dump: reads the queues of the pty whose master is `master` (a copy of
- * the frozen target's fd) and puts them back as they were. Refusals are
- * decided before anything is changed.
+ * Whether any process cryo can see has /dev/pts/`index` open, looking at
+ * process `first` (the master's holder) before all others.
  */
-export function takePtyQueues(master: number): PtyQueueLook {
+export function slaveOpenAnywhere(index: number, first: number): boolean {
+  const path = `/dev/pts/${index}`;
+  let want: Deno.FileInfo;
+  try {
+    want = Deno.statSync(path);
+  } catch {
+    return false;
+  }
+  const holds = (pid: string): boolean => {
+    let entries: Deno.DirEntry[];
+    try {
+      entries = [...Deno.readDirSync(`/proc/${pid}/fd`)];
+    } catch {
+      return false; // gone, or not ours to read
+    }
+    for (const e of entries) {
+      try {
+        if (Deno.readLinkSync(`/proc/${pid}/fd/${e.name}`) !== path) continue;
+        const st = Deno.statSync(`/proc/${pid}/fd/${e.name}`);
+        if (st.dev === want.dev && st.rdev === want.rdev) return true;
+      } catch { /* closed meanwhile */ }
+    }
+    return false;
+  };
+  if (holds(String(first))) return true;
+  for (const e of Deno.readDirSync("/proc")) {
+    if (/^\d+$/.test(e.name) && e.name !== String(first) && holds(e.name)) return true;
+  }
+  return false;
+}
+
+/**
+ * Dump: reads the queues of the pty whose master is `master` (a copy of
+ * the frozen target's fd, pty `index`, held by process `pid`) and puts
+ * them back as they were. Refusals are decided before anything is changed.
+ */
+export function takePtyQueues(master: number, index: number, pid: number): PtyQueueLook {
   const packet = ioctlInt(master, TTY_IOCTL.TIOCGPKT) !== 0;
   if (packet && (pollFd(master, POLL.PRI) & POLL.PRI)) {
     return { refused: "tty.pty-packet-status", detail: "a packet-mode status byte waits" };
+  }
+  // A slave closed by all shows the master a hang-up; one never opened does
+  // not, and cryo's look (opening and closing it) would give it one.
+  if (!(pollFd(master, 0) & POLL.HUP) && !slaveOpenAnywhere(index, pid)) {
+    return { refused: "tty.pty-slave-unopened", detail: "no process ever opened its slave" };
   }
   const locked = ioctlInt(master, TTY_IOCTL.TIOCGPTLCK) !== 0;
   if (locked) setPtyLock(master, false);

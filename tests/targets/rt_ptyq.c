@@ -16,6 +16,11 @@
  *
  * "pktstatus": one pair whose master is in packet mode with a status byte
  * (FLUSHREAD) not read yet; after SIGUSR1 it checks the byte is still there.
+ * "stopped": one pair whose output is stopped (tcflow TCOOFF); after
+ * SIGUSR1 it restarts it and checks the output path.
+ * "unopened": a master whose slave was never opened, with input written to
+ * it; after SIGUSR1 it checks that the master shows no hang-up and that
+ * the input is there.
  *
  * "ready pid=<pid>", then SIGUSR1; the report: check lines, PASS or FAIL. */
 #define _GNU_SOURCE
@@ -179,8 +184,46 @@ static int pktstatus(void) {
   return verdict();
 }
 
+static int stopped(void) {
+  int s;
+  int m = open_pair(&s);
+  if (tcflow(s, TCOOFF) != 0) die("tcflow");
+  sigset_t old;
+  arm_usr1(&old);
+  print_ready("pid=%d", getpid());
+  wait_usr1(&old);
+  check("master-empty", idle(m), "bytes in the master's queue");
+  if (tcflow(s, TCOON) != 0) die("tcflow on");
+  put(s, "z\n", 2);
+  char buf[16];
+  size_t n = read_n(m, buf, 3);
+  check("output-after", n == 3 && memcmp(buf, "z\r\n", 3) == 0, "%zu bytes", n);
+  return verdict();
+}
+
+static int unopened(void) {
+  int m = posix_openpt(O_RDWR | O_NOCTTY);
+  if (m < 0 || grantpt(m) != 0 || unlockpt(m) != 0) die("posix_openpt");
+  put(m, "abc\n", 4);
+  sigset_t old;
+  arm_usr1(&old);
+  print_ready("pid=%d", getpid());
+  wait_usr1(&old);
+  struct pollfd p = {.fd = m, .events = POLLIN};
+  int r = poll(&p, 1, 0);
+  check("no-hangup", r >= 0 && !(p.revents & POLLHUP), "poll %d revents %x", r, p.revents);
+  char path[64];
+  if (ptsname_r(m, path, sizeof path) != 0) die("ptsname");
+  int s = open(path, O_RDWR | O_NOCTTY);
+  if (s < 0) die("open slave");
+  check_read("input-kept", s, "abc\n", 4);
+  return verdict();
+}
+
 int main(int argc, char **argv) {
-  need_args(argc, 1, "rt_ptyq queues|pktstatus");
+  need_args(argc, 1, "rt_ptyq queues|pktstatus|stopped|unopened");
   if (strcmp(argv[1], "queues") == 0) return queues();
+  if (strcmp(argv[1], "stopped") == 0) return stopped();
+  if (strcmp(argv[1], "unopened") == 0) return unopened();
   return pktstatus();
 }
