@@ -2,8 +2,9 @@
  * Bytes waiting in pseudo-terminals of the tree (tests/targets/rt_ptyq.c):
  * input the slave has not read — non-canonical bytes, and canonical lines
  * with their boundaries plus a partial line — and output the master has
- * not read come back exactly, unprocessed a second time, with the same
- * termios and packet mode, after dump, kill and restore, and for a target
+ * not read (more than the master's line discipline holds, and echoes) come
+ * back exactly, unprocessed a second time, with the same termios and
+ * packet mode, after dump, kill and restore, and for a target
  * left running. Refused by name, the target running on untouched: a
  * packet-mode status byte not read yet, stopped output, a slave never opened.
  */
@@ -35,6 +36,11 @@ const CHECKS = [
   "b-partial",
   "b-output",
   "b-output-end",
+  "termios-c",
+  "c-line",
+  "c-input-end",
+  "c-echo",
+  "c-echo-end",
 ];
 
 Deno.test(

@@ -1,14 +1,17 @@
 /* Bytes waiting in pseudo-terminals held inside the tree.
  *
- * "queues": two pty pairs, both ends held here.
+ * "queues": three pty pairs, both ends held here.
  *  - A, non-canonical with ICRNL|INLCR and OPOST|ONLCR: input written to
  *    the master (CR and NL swapped by the input processing, a ^C that is
  *    not a signal, a NUL, 0xff) and output written to the slave (NL became
- *    CR NL); processing them a second time would show.
+ *    CR NL, then 6000 bytes: more than the master's line discipline holds);
+ *    processing them a second time would show.
  *  - B, canonical (ISIG, IEXTEN, VEOL ';', no echo), master in packet mode:
  *    complete lines — ended by NL (typed as CR), holding a literal ^C,
  *    ended by EOF, an empty EOF line, ended by EOL — then a partial line
  *    holding a literal NL; and output.
+ *  - C, default termios (canonical, echo on): a typed line, and its echo
+ *    waiting on the master.
  * After SIGUSR1 it reads both sides of both and checks the exact bytes,
  * that the canonical reads split as before, that ERASE still edits the
  * partial line, and that termios and packet mode are
@@ -90,9 +93,14 @@ static void check_read(const char *name, int fd, const char *want, size_t len) {
   check(name, n == (ssize_t)len && memcmp(buf, want, len) == 0, "read %zd bytes, wanted %zu", n, len);
 }
 
+/* Output beyond what the master's line discipline holds (the rest waits before it). */
+#define BIG 6000
+static char big[BIG];
+
 static int queues(void) {
-  int as, bs;
-  int am = open_pair(&as), bm = open_pair(&bs);
+  int as, bs, cs;
+  int am = open_pair(&as), bm = open_pair(&bs), cm = open_pair(&cs);
+  for (int i = 0; i < BIG; i++) big[i] = (char)('A' + i % 26);
   struct termios ta, tb;
   tcgetattr(as, &ta);
   ta.c_lflag &= ~(tcflag_t)(ICANON | ECHO | ISIG | IEXTEN);
@@ -118,7 +126,8 @@ static int queues(void) {
   put(am, "ab\rc\n\x03\0\xff", 8);
   settle(as, 8);
   put(as, "x\ny\n", 4);
-  settle(am, 6);
+  put(as, big, BIG);
+  settle(am, 4095);
   /* B: five complete lines, then a partial line; output. */
   put(bm, "line one\r", 9);
   put(bm, "two\x16\x03x\n", 7);
@@ -132,6 +141,12 @@ static int queues(void) {
   }
   put(bs, "out\n", 4);
   settle(bm, 5);
+  /* C: default termios, echo on: a line typed, its echo waiting on the master. */
+  struct termios tc;
+  tcgetattr(cs, &tc);
+  put(cm, "hi\r", 3);
+  settle(cs, 3);
+  settle(cm, 4);
 
   sigset_t old;
   arm_usr1(&old);
@@ -151,8 +166,10 @@ static int queues(void) {
   size_t n = read_n(as, buf, 8);
   check("a-input", n == 8 && memcmp(buf, "ab\nc\r\x03\0\xff", 8) == 0, "%zu bytes: %.*s", n, (int)n, buf);
   check("a-input-end", idle(as), "more input");
-  n = read_n(am, buf, 6);
-  check("a-output", n == 6 && memcmp(buf, "x\r\ny\r\n", 6) == 0, "%zu bytes: %.*s", n, (int)n, buf);
+  static char out[BIG + 6];
+  n = read_n(am, out, sizeof out);
+  check("a-output", n == sizeof out && memcmp(out, "x\r\ny\r\n", 6) == 0 && memcmp(out + 6, big, BIG) == 0,
+        "%zu bytes: %.6s", n, out);
   check("a-output-end", idle(am), "more output");
 
   check_read("b-line-nl", bs, "line one\n", 9);
@@ -167,6 +184,14 @@ static int queues(void) {
   n = read_n(bm, buf, 6);
   check("b-output", n == 6 && memcmp(buf, "\0out\r\n", 6) == 0, "%zu bytes: %.*s", n, (int)n, buf);
   check("b-output-end", idle(bm), "more output");
+
+  tcgetattr(cs, &now);
+  check("termios-c", same_termios(&now, &tc), "lflag %o iflag %o", now.c_lflag, now.c_iflag);
+  check_read("c-line", cs, "hi\n", 3);
+  check("c-input-end", idle(cs), "more input");
+  n = read_n(cm, buf, 4);
+  check("c-echo", n == 4 && memcmp(buf, "hi\r\n", 4) == 0, "%zu bytes: %.*s", n, (int)n, buf);
+  check("c-echo-end", idle(cm), "more output");
   return verdict();
 }
 
