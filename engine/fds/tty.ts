@@ -1,7 +1,8 @@
 /**
  * Terminals. A pseudo-terminal whose master is held inside the tree (tmux,
  * screen, `script`, expect) is re-created with the same index (/dev/pts/N),
- * termios, window size, packet mode and lock; its slave is reopened by path;
+ * termios, window size, packet mode, lock and the bytes waiting in it
+ * (`tty_queue.ts`); its slave is reopened by path;
  * a session whose controlling terminal it was gets it back, with the same
  * foreground process group. Any other terminal (the user's own, a pty whose
  * master is outside the tree) is outside the tree: it needs the opt-in
