@@ -7,11 +7,16 @@
  * packet mode, after dump, kill and restore, and for a target
  * left running. Refused by name, the target running on untouched: a
  * packet-mode status byte not read yet, stopped output, a slave never opened.
+ * And the canonical rebuild itself: terminators kept, inner special bytes
+ * escaped, EOF-ended lines given an EOF again; the image record round-trips.
  */
 
 import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { UnsupportedError } from "../engine/errors.ts";
+import { canonicalFill, decodePtyQueue, encodePtyQueue } from "../engine/fds/tty_queue.ts";
+import { ImageFormatError } from "../engine/image/errors.ts";
+import { decodeTermios2, LFLAG, VCC } from "../ffi/pty_queue.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { pathExists } from "./helpers/fs.ts";
 import { dumpKillRestore, tempImageDir } from "./helpers/roundtrip.ts";
@@ -91,3 +96,38 @@ for (const [mode, message, checks] of REFUSED) {
     }),
   );
 }
+
+Deno.test("ptyq: canonical lines are rebuilt with their terminators, inner specials escaped", () => {
+  const enc = (s: string) => new TextEncoder().encode(s);
+  const t = decodeTermios2(new Uint8Array(44));
+  t.lflag = LFLAG.ICANON | LFLAG.IEXTEN | LFLAG.ECHO;
+  t.cc[VCC.VEOL] = ";".charCodeAt(0);
+  t.cc[VCC.VEOL2] = 0x04; // the usual EOF byte is an EOL2 here: EOF takes another
+  const fill = canonicalFill(t, [enc("a\nb\n"), enc("c;"), enc("x"), enc("")], enc("p\x16q\x04"));
+  const eof = fill.termios.cc[VCC.VEOF];
+  const lnext = fill.termios.cc[VCC.VLNEXT];
+  assert.deepEqual([eof, lnext], [0x16, 0x01]);
+  assert.equal(fill.termios.lflag, LFLAG.ICANON | LFLAG.IEXTEN, "no echo, no signals");
+  assert.equal(fill.termios.iflag, 0);
+  assert.deepEqual(
+    [...fill.bytes],
+    [
+      ...enc("a"),
+      lnext,
+      ...enc("\nb\n"),
+      ...enc("c;"),
+      ...enc("x"),
+      eof,
+      eof,
+      ...enc("p"),
+      lnext,
+      0x16,
+      ...enc("q"),
+      lnext,
+      0x04,
+    ],
+  );
+  const q = { canonical: true, lines: [enc("l\n"), enc("")], partial: enc("p"), output: enc("o") };
+  assert.deepEqual(decodePtyQueue(encodePtyQueue(q)), q);
+  assert.throws(() => decodePtyQueue('{"canonical":1}'), ImageFormatError);
+});

@@ -61,6 +61,7 @@ import { rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { setPtyLock, TTY_IOCTL } from "../../ffi/tty.ts";
 import { decodeBase64, encodeBase64 } from "../base64.ts";
+import { ImageFormatError } from "../image/errors.ts";
 import type { SupportId } from "../support.ts";
 
 /** N_TTY_BUF_SIZE - 1: the most bytes the line discipline holds. */
@@ -348,14 +349,19 @@ export function encodePtyQueue(q: PtyQueue): string {
   });
 }
 
-/** Reads back {@link encodePtyQueue}; throws on anything else. */
+/** Reads back {@link encodePtyQueue}; throws an ImageFormatError on anything else. */
 export function decodePtyQueue(text: string): PtyQueue {
-  const j = JSON.parse(text);
+  let j;
+  try {
+    j = JSON.parse(text);
+  } catch {
+    j = null;
+  }
   if (
     typeof j !== "object" || j === null || typeof j.canonical !== "boolean" ||
     !Array.isArray(j.lines) || j.lines.some((l: unknown) => typeof l !== "string") ||
     typeof j.partial !== "string" || typeof j.output !== "string"
-  ) throw new Error("malformed pty queue record");
+  ) throw new ImageFormatError("", "malformed pty queue record");
   return {
     canonical: j.canonical,
     lines: j.lines.map((l: string) => decodeBase64(l)),
