@@ -9,7 +9,7 @@
  * @module
  */
 
-import { rawSyscall, syscall, SyscallError, syscallNum } from "./libc.ts";
+import { cstr, rawSyscall, syscall, SyscallError, syscallNum } from "./libc.ts";
 import { Errno } from "./errno.ts";
 import { SYS } from "./sysno.ts";
 import { TERMIOS2_BYTES, TTY_IOCTL } from "./tty.ts";
@@ -184,5 +184,30 @@ export function writeAllWaiting(fd: number, bytes: Uint8Array, timeoutMs: number
       throw new Error(`write: no room for ${bytes.length - off} bytes after ${timeoutMs} ms`);
     }
     pollFd(fd, POLL.OUT, 50);
+  }
+}
+
+/**
+ * Probe: opens a pty pair and hands its slave one byte with TIOCSTI.
+ * Returns 0n, or the -errno of the call that failed.
+ */
+export function tiocstiProbe(): bigint {
+  const master = rawSyscall(SYS.open, cstr("/dev/ptmx"), O_RDWR | O_NOCTTY | O_CLOEXEC, 0);
+  if (master < 0n) return master;
+  try {
+    const unlock = rawSyscall(SYS.ioctl, master, TTY_IOCTL.TIOCSPTLCK, new Int32Array([0]));
+    if (unlock < 0n) return unlock;
+    const slave = rawSyscall(
+      SYS.ioctl,
+      master,
+      TIOCGPTPEER,
+      O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC,
+    );
+    if (slave < 0n) return slave;
+    const r = rawSyscall(SYS.ioctl, slave, TIOCSTI, new Uint8Array([0x61]));
+    rawSyscall(SYS.close, slave);
+    return r < 0n ? r : 0n;
+  } finally {
+    rawSyscall(SYS.close, master);
   }
 }
