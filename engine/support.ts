@@ -122,7 +122,7 @@ export const SUPPORT_TABLE = [
   { id: "fd.anon-other", area: "fd", what: "other anonymous inodes", support: "refused", note: "unknown kind" },
   // Terminals.
   { id: "tty.pty", area: "tty", what: "pseudo-terminals whose master is in the tree (same index, termios, window size, packet mode, lock, controlling terminal, foreground group)", support: "saved" },
-  { id: "tty.pty-queued", area: "tty", what: "bytes waiting in a pseudo-terminal of the tree: input the slave has not read (raw bytes, or canonical lines and the partial line) and output the master has not read", support: "saved", note: "read at dump in a raw mode and put back unprocessed; restore puts them back before the tree runs" },
+  { id: "tty.pty-queued", area: "tty", what: "bytes waiting in a pty of the tree: input the slave has not read (raw, or canonical lines and a partial line), output the master has not", support: "saved", note: "read at dump in a raw mode and put back unprocessed; restore puts them back before the tree runs" },
   { id: "tty.pty-packet-status", area: "tty", what: "a pty master in packet mode with a status byte not read yet", support: "refused", note: "reading it would consume it; retry when the terminal is idle" },
   { id: "tty.pty-output-blocked", area: "tty", what: "a pty whose output is stopped (^S, tcflow) or whose master's buffer is full", support: "refused", note: "its bytes could not be written back" },
   { id: "tty.pty-slave-unopened", area: "tty", what: "a pty of the tree whose slave no process ever opened", support: "refused", note: "its input cannot be read without opening the slave, and closing it again would show the master a hang-up" },
@@ -144,7 +144,8 @@ export const SUPPORT_TABLE = [
   { id: "socket.tcp-other", area: "socket", what: "TCP sockets connecting or closing (SYN_SENT, FIN_WAIT, CLOSE_WAIT, ...)", support: "refused", note: "not saved yet" },
   { id: "socket.tcp-urgent", area: "socket", what: "TCP urgent (out-of-band) data not read yet", support: "refused", note: "not saved yet" },
   { id: "socket.udp", area: "socket", what: "UDP sockets (bound, connected)", support: "saved" },
-  { id: "socket.udp-queued", area: "socket", what: "UDP datagrams waiting to be read", support: "refused", note: "their senders' addresses cannot be re-created" },
+  { id: "socket.udp-queued", area: "socket", what: "UDP datagrams waiting to be read", support: "saved", note: "sent again at restore from their senders' addresses" },
+  { id: "socket.udp-queued-other", area: "socket", what: "UDP datagrams that cannot be queued again exactly", support: "refused", note: "see the detail: senders that cannot be faked, non-peer senders, SO_PEEK_OFF, UDP_GRO, per-datagram options" },
   { id: "socket.inet-shared", area: "socket", what: "TCP, UDP and netlink sockets shared by several processes", support: "refused", note: "not saved yet" },
   { id: "socket.inet-owner", area: "socket", what: "TCP, UDP and netlink sockets owned by a user other than root", support: "refused", note: "they would be re-created as root's" },
   { id: "socket.inet-other", area: "socket", what: "other IPv4/IPv6 sockets (raw, SCTP, ...)", support: "refused", note: "not saved yet" },
