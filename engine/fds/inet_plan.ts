@@ -89,9 +89,15 @@ export function reportInetUses(images: readonly ProcessImage[], refusals: Refusa
  * (see finishTcp). Throws naming the connection when that fails.
  */
 export function finishInetSockets(images: readonly ProcessImage[]): void {
+  const seen = new Set<string>();
   for (const image of images) {
     for (const f of image.fds) {
       if (f.excluded || f.sameAs !== undefined || !f.inet?.tcp) continue;
+      if (f.description !== undefined) {
+        // A socket shared by several processes: repair mode ends once.
+        if (seen.has(f.description)) continue;
+        seen.add(f.description);
+      }
       try {
         finishTcp(image.pid, f.fd, f.inet);
       } catch (e) {
@@ -106,7 +112,10 @@ export function finishInetSockets(images: readonly ProcessImage[]): void {
 
 /** What {@link finishInetSockets} does for `image`, for `show --plan`. */
 export function finishInetPlan(image: ProcessImage): string[] {
-  return image.fds.filter((f) => !f.excluded && f.sameAs === undefined && f.inet?.tcp).map((f) => {
+  return image.fds.filter((f) =>
+    !f.excluded && f.sameAs === undefined && f.inet?.tcp &&
+    (f.description === undefined || f.description === `${image.pid}:${f.fd}`)
+  ).map((f) => {
     const t = f.inet!.tcp!;
     return `fd ${f.fd}: TCP_REPAIR off through a pidfd_getfd copy, SO_REUSEADDR as saved` +
       (t.unsent ? `, then ${t.unsent} never-sent bytes written` : "");
