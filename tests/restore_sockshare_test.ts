@@ -1,0 +1,89 @@
+/**
+ * Sockets in real programs across dump, kill and restore:
+ *
+ * - a pre-fork server (tests/targets/rt_prefork.c): one listener shared by
+ *   the parent and three workers blocked in accept(), a TCP connection
+ *   inside the tree and a UDP socket each shared by two processes; after
+ *   the restore every holder has the same socket (inode, port) and this
+ *   test's clients are served by the workers;
+ * - sockets of a user other than root (tests/targets/rt_sockowner.c,
+ *   running as nobody): a TCP listener, a UDP socket, a unix socketpair and
+ *   a bound unix socket come back owned by that user (fstat, and
+ *   /proc/net/tcp's uid column read here) and still work.
+ */
+
+import assert from "node:assert/strict";
+import { assertChecksPassed } from "./helpers/checks.ts";
+import { dumpKillRestore, startTriggered } from "./helpers/roundtrip.ts";
+import { withTargets } from "./helpers/targets.ts";
+
+/** Sends `request` to 127.0.0.1:`port` and reads the reply until the server closes. */
+async function ask(port: number, request: string): Promise<string> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await conn.write(new TextEncoder().encode(request));
+    const buf = new Uint8Array(256);
+    let text = "";
+    for (;;) {
+      const n = await conn.read(buf);
+      if (n === null) return text;
+      text += new TextDecoder().decode(buf.subarray(0, n));
+    }
+  } finally {
+    conn.close();
+  }
+}
+
+Deno.test(
+  "a pre-fork server's listener, and a TCP connection and a UDP socket shared by two processes, are one socket each after restore; the workers serve",
+  withTargets(async () => {
+    const { t, trigger, ready } = await startTriggered(
+      "rt_prefork",
+      /^ready pid=(\d+) port=(\d+) udp=(\d+)$/m,
+    );
+    const port = Number(ready[2]);
+    const { tree } = await dumpKillRestore(t);
+    assert.equal(tree.pids.length, 5, "the parent, three workers and the pair child");
+    await Deno.writeTextFile(trigger, "");
+    await t.waitFor(/^compared$/m, 30000); // the parent compared its sockets with the workers'
+    const workers = new Set<number>();
+    for (let i = 0; i < 6; i++) {
+      const reply = await ask(port, "hello\n");
+      const pid = Number(reply.match(/^served (\d+)$/m)?.[1]);
+      assert.ok(tree.pids.includes(pid), `served by ${pid}, not a process of the tree: ${reply}`);
+      workers.add(pid);
+    }
+    // Each worker exits after one "quit": three quits reach the three workers.
+    for (let i = 0; i < 3; i++) {
+      const pid = Number((await ask(port, "quit\n")).match(/^served (\d+)$/m)?.[1]);
+      workers.add(pid);
+    }
+    assert.equal(workers.size, 3, `served by ${[...workers].join(", ")}`);
+    assertChecksPassed(t, [
+      "worker1-listener",
+      "worker2-listener",
+      "worker3-listener",
+      "worker1-port",
+      "worker2-port",
+      "worker3-port",
+      "pair-child-client",
+      "pair-child-accepted",
+      "pair-child-udp",
+      "pair-child-read",
+      "pair-child-bye",
+      "parent-listener-1",
+      "parent-listener-2",
+      "parent-listener-3",
+      "parent-port",
+      "parent-client",
+      "parent-accepted",
+      "parent-udp",
+      "parent-read",
+      "parent-dgram",
+      "worker1",
+      "worker2",
+      "worker3",
+      "pair-child",
+    ], await t.wait(30000));
+  }),
+);
