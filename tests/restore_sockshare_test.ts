@@ -15,7 +15,8 @@
 import assert from "node:assert/strict";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { dumpKillRestore, startTriggered } from "./helpers/roundtrip.ts";
-import { withTargets } from "./helpers/targets.ts";
+import { startTarget, withTargets } from "./helpers/targets.ts";
+import { tempDir } from "./helpers/fs.ts";
 
 /** Sends `request` to 127.0.0.1:`port` and reads the reply until the server closes. */
 async function ask(port: number, request: string): Promise<string> {
@@ -85,5 +86,45 @@ Deno.test(
       "worker3",
       "pair-child",
     ], await t.wait(30000));
+  }),
+);
+
+/** The "uid" column of /proc/<pid>/net/<table> for socket inode `ino`. */
+function socketUid(pid: number, table: string, ino: number): number | undefined {
+  for (const line of Deno.readTextFileSync(`/proc/${pid}/net/${table}`).split("\n").slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (Number(f[9]) === ino) return Number(f[7]);
+  }
+  return undefined;
+}
+
+Deno.test(
+  "sockets of a user other than root come back owned by that user (fstat, /proc/net/tcp) and work",
+  withTargets(async () => {
+    const work = await tempDir("cryo-sockowner-");
+    await Deno.chmod(work, 0o777);
+    const trigger = `${work}/go`; // where nobody can see it
+    const t = await startTarget("rt_sockowner", [trigger, work]);
+    const ready = await t.waitFor(/^ready pid=\d+ tcp=(\d+) udp=(\d+) port=\d+$/m);
+    const fdIno = (fd: string) => Deno.statSync(`/proc/${t.pid}/fd/${fd}`).ino!;
+    assert.equal(socketUid(t.pid, "tcp", fdIno(ready[1])), 65534, "before the dump");
+    await dumpKillRestore(t);
+    assert.equal(socketUid(t.pid, "tcp", fdIno(ready[1])), 65534, "the listener's sk_uid");
+    assert.equal(socketUid(t.pid, "udp", fdIno(ready[2])), 65534, "the UDP socket's sk_uid");
+    await Deno.writeTextFile(trigger, "");
+    assertChecksPassed(t, [
+      "tcp-owner",
+      "udp-owner",
+      "pair-owner-0",
+      "pair-owner-1",
+      "bound-owner",
+      "bound-file-owner",
+      "pair-peer-credentials",
+      "tcp-connect",
+      "tcp-accept",
+      "udp-works",
+      "pair-works",
+      "bound-works",
+    ], await t.wait());
   }),
 );
