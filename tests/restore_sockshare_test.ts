@@ -3,7 +3,7 @@
  *
  * - a pre-fork server (tests/targets/rt_prefork.c): one listener shared by
  *   the parent and three workers blocked in accept(), a TCP connection
- *   inside the tree and a UDP socket each shared by two processes; after
+ *   inside the tree, a UDP socket and a unix socket each shared by two processes; after
  *   the restore every holder has the same socket (inode, port) and this
  *   test's clients are served by the workers;
  * - sockets of a user other than root (tests/targets/rt_sockowner.c,
@@ -14,9 +14,11 @@
 
 import assert from "node:assert/strict";
 import { assertChecksPassed } from "./helpers/checks.ts";
-import { dumpKillRestore, startTriggered } from "./helpers/roundtrip.ts";
+import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
+import { checkpoint } from "../engine/dump/mod.ts";
+import { UnsupportedError } from "../engine/errors.ts";
 import { startTarget, withTargets } from "./helpers/targets.ts";
-import { tempDir } from "./helpers/fs.ts";
+import { pathExists, tempDir } from "./helpers/fs.ts";
 
 /** Sends `request` to 127.0.0.1:`port` and reads the reply until the server closes. */
 async function ask(port: number, request: string): Promise<string> {
@@ -36,7 +38,7 @@ async function ask(port: number, request: string): Promise<string> {
 }
 
 Deno.test(
-  "a pre-fork server's listener, and a TCP connection and a UDP socket shared by two processes, are one socket each after restore; the workers serve",
+  "a pre-fork server's listener, and a TCP connection, a UDP socket and a unix socket shared by two processes, are one socket each after restore; the workers serve",
   withTargets(async () => {
     const { t, trigger, ready } = await startTriggered(
       "rt_prefork",
@@ -70,6 +72,7 @@ Deno.test(
       "pair-child-client",
       "pair-child-accepted",
       "pair-child-udp",
+      "pair-child-unix",
       "pair-child-read",
       "pair-child-bye",
       "parent-listener-1",
@@ -79,6 +82,8 @@ Deno.test(
       "parent-client",
       "parent-accepted",
       "parent-udp",
+      "parent-unix",
+      "parent-unix-read",
       "parent-read",
       "parent-dgram",
       "worker1",
@@ -88,6 +93,22 @@ Deno.test(
     ], await t.wait(30000));
   }),
 );
+
+/** What tests/targets/rt_sockowner.c checks after the trigger. */
+const OWNER_CHECKS = [
+  "tcp-owner",
+  "udp-owner",
+  "pair-owner-0",
+  "pair-owner-1",
+  "bound-owner",
+  "bound-file-owner",
+  "pair-peer-credentials",
+  "tcp-connect",
+  "tcp-accept",
+  "udp-works",
+  "pair-works",
+  "bound-works",
+];
 
 /** The "uid" column of /proc/<pid>/net/<table> for socket inode `ino`. */
 function socketUid(pid: number, table: string, ino: number): number | undefined {
@@ -112,19 +133,31 @@ Deno.test(
     assert.equal(socketUid(t.pid, "tcp", fdIno(ready[1])), 65534, "the listener's sk_uid");
     assert.equal(socketUid(t.pid, "udp", fdIno(ready[2])), 65534, "the UDP socket's sk_uid");
     await Deno.writeTextFile(trigger, "");
-    assertChecksPassed(t, [
-      "tcp-owner",
-      "udp-owner",
-      "pair-owner-0",
-      "pair-owner-1",
-      "bound-owner",
-      "bound-file-owner",
-      "pair-peer-credentials",
-      "tcp-connect",
-      "tcp-accept",
-      "udp-works",
-      "pair-works",
-      "bound-works",
-    ], await t.wait());
+    assertChecksPassed(t, OWNER_CHECKS, await t.wait());
+  }),
+);
+
+Deno.test(
+  "unix sockets of different owners linked together, peer credentials not the owner's and queued bytes with nobody's credentials are refused by name; the process runs on",
+  withTargets(async () => {
+    const work = await tempDir("cryo-sockowner-");
+    await Deno.chmod(work, 0o777);
+    const trigger = `${work}/go`;
+    const t = await startTarget("rt_sockowner", [trigger, work, "refuse"]);
+    await t.waitFor(/^ready pid=\d+ /m);
+    const dir = await tempImageDir();
+    await assert.rejects(
+      () => checkpoint(t.pid, { dir }),
+      (e: unknown) => {
+        assert.ok(e instanceof UnsupportedError, String(e));
+        assert.match(e.message, /sockets of different owners \(0:0, 65534:65534\) linked together/);
+        assert.match(e.message, /peer credentials 0:0 would not come back/);
+        assert.match(e.message, /queued credentials 65534:65534 would not come back/);
+        return true;
+      },
+    );
+    assert.equal(pathExists(dir), false, "an image was left behind");
+    await Deno.writeTextFile(trigger, "");
+    assertChecksPassed(t, [...OWNER_CHECKS, "refuse-drain"], await t.wait());
   }),
 );

@@ -7,8 +7,9 @@
  * workers that all accept() on L. Before the workers, the parent also
  * makes a TCP connection inside the tree (client C -> accepted A, through
  * a second listener L2 that only the parent keeps) with "ping" unread in
- * A, and a UDP socket U bound to 127.0.0.1:0; a fourth child (the "pair"
- * child) keeps C, A and U, shared with the parent (the workers close them).
+ * A, a UDP socket U bound to 127.0.0.1:0 and a unix socketpair S0-S1; a
+ * fourth child (the "pair" child) keeps C, A, U and S0, shared with the
+ * parent (the workers close them).
  *
  * Prints "ready pid=<pid> port=<L's port> udp=<U's port>" and waits for the
  * trigger file (the workers wait in accept()).
@@ -16,10 +17,11 @@
  * After the restore: each worker, at each connection it accepts, checks
  * that its L is the parent's (same inode, through /proc/<ppid>/fd) on the
  * same port, and answers "served <pid>"; a request "quit" makes it answer
- * and exit with its failure count. The pair child checks that C, A and U
- * are the parent's, reads "ping" from A, answers "pong" on A, sends a
- * datagram to U's port; the parent checks that L is each worker's and C,
- * A, U the pair child's, reads "pong" from C and the datagram from U,
+ * and exit with its failure count. The pair child checks that C, A, U and
+ * S0 are the parent's, writes "unix" into S0, reads "ping" from A, answers
+ * "pong" on A, sends a datagram to U's port; the parent checks that L is each worker's and C,
+ * A, U, S0 the pair child's, reads "pong" from C, the datagram from U and
+ * "unix" from S1,
  * prints "compared" (the workers serve the test's requests only then: each
  * exits after a "quit"), answers "bye" on C (the pair child exits on it),
  * waits for every child and prints the verdict.
@@ -65,7 +67,7 @@ static void connect_lo(int fd, int port) {
   if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) die("connect");
 }
 
-static int L, L2, C, A, U, port;
+static int L, L2, C, A, U, S[2], port;
 
 /* Checks that fd `fd` of this process and of process `other` are one socket (inode). */
 static void same(const char *name, int fd, pid_t other) {
@@ -80,7 +82,7 @@ static void same(const char *name, int fd, pid_t other) {
 
 static void worker(int n) {
   char name[64];
-  close(L2), close(C), close(A), close(U);
+  close(L2), close(C), close(A), close(U), close(S[0]), close(S[1]);
   for (;;) {
     int c = accept(L, NULL, NULL);
     if (c < 0) {
@@ -102,11 +104,13 @@ static void worker(int n) {
 }
 
 static void pair_child(const char *trigger) {
-  close(L), close(L2);
+  close(L), close(L2), close(S[1]);
   wait_trigger(trigger);
   same("pair-child-client", C, getppid());
   same("pair-child-accepted", A, getppid());
   same("pair-child-udp", U, getppid());
+  same("pair-child-unix", S[0], getppid());
+  if (write(S[0], "unix", 4) != 4) die("write");
   char buf[16] = {0};
   ssize_t n = read(A, buf, 4);
   check("pair-child-read", n == 4 && memcmp(buf, "ping", 4) == 0, "read %zd '%s'", n, buf);
@@ -137,6 +141,7 @@ int main(int argc, char **argv) {
   if (write(C, "ping", 4) != 4) die("write");
   U = sock(SOCK_DGRAM);
   bind_lo(U, 0);
+  if (socketpair(AF_UNIX, SOCK_STREAM, 0, S) != 0) die("socketpair");
   pid_t kids[WORKERS + 1];
   for (int i = 0; i < WORKERS; i++) {
     kids[i] = fork();
@@ -158,6 +163,7 @@ int main(int argc, char **argv) {
   same("parent-client", C, kids[WORKERS]);
   same("parent-accepted", A, kids[WORKERS]);
   same("parent-udp", U, kids[WORKERS]);
+  same("parent-unix", S[0], kids[WORKERS]);
   printf("compared\n");
   fflush(stdout);
   char buf[16] = {0};
@@ -167,6 +173,9 @@ int main(int argc, char **argv) {
   memset(buf, 0, sizeof buf);
   n = recv(U, buf, sizeof buf - 1, 0);
   check("parent-dgram", n == 5 && memcmp(buf, "dgram", 5) == 0, "recv %zd '%s'", n, buf);
+  memset(buf, 0, sizeof buf);
+  n = read(S[1], buf, 4);
+  check("parent-unix-read", n == 4 && memcmp(buf, "unix", 4) == 0, "read %zd '%s'", n, buf);
   for (int i = 0; i <= WORKERS; i++) {
     int st = 0;
     char name[32];

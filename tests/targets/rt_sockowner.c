@@ -1,8 +1,8 @@
 /* Sockets of a user other than root across a checkpoint
  * (tests/restore_sockshare_test.ts).
  *
- * usage: rt_sockowner <trigger-file> <dir>   (started as root; <dir> must
- * be writable by nobody)
+ * usage: rt_sockowner <trigger-file> <dir> [refuse]   (started as root;
+ * <dir> must be writable by nobody)
  *
  * Drops to uid/gid 65534 (nobody, no supplementary groups) before making
  * anything, then makes a TCP listener on 127.0.0.1:0 (L), a UDP socket
@@ -15,6 +15,12 @@
  * credentials name this process and user, and that everything works: a
  * connection to L is accepted, a datagram sent to U and one sent to B
  * arrive, bytes go both ways through the pair.
+ *
+ * With "refuse": first, as root, a unix listener bound to <dir>/root.sock;
+ * then, as nobody, a connection to it (not accepted: its peer credentials
+ * are root's) and a byte written into P0 while P1 asks for credentials
+ * (SO_PASSCRED: queued with nobody's). After the trigger the
+ * byte is read first.
  */
 #define _GNU_SOURCE
 #include "common.h"
@@ -46,7 +52,18 @@ static void owned(const char *name, int fd) {
 }
 
 int main(int argc, char **argv) {
-  need_args(argc, 2, "rt_sockowner <trigger-file> <dir>");
+  need_args(argc, 2, "rt_sockowner <trigger-file> <dir> [refuse]");
+  int refuse = argc > 3 && strcmp(argv[3], "refuse") == 0;
+  struct sockaddr_un r = {.sun_family = AF_UNIX};
+  snprintf(r.sun_path, sizeof r.sun_path, "%s/root.sock", argv[2]);
+  int RL = -1;
+  if (refuse) {
+    RL = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (RL < 0 || bind(RL, (struct sockaddr *)&r, sizeof r) != 0 || listen(RL, 4) != 0) {
+      die("root's unix listener");
+    }
+    chmod(r.sun_path, 0777);
+  }
   if (setgroups(0, NULL) != 0) die("setgroups");
   if (setresgid(65534, 65534, 65534) != 0) die("setresgid");
   if (setresuid(65534, 65534, 65534) != 0) die("setresuid");
@@ -62,8 +79,17 @@ int main(int argc, char **argv) {
   snprintf(b.sun_path, sizeof b.sun_path, "%s/bound.sock", argv[2]);
   int B = socket(AF_UNIX, SOCK_DGRAM, 0);
   if (B < 0 || bind(B, (struct sockaddr *)&b, sizeof b) != 0) die("unix bind");
+  if (refuse) {
+    int K = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (K < 0 || connect(K, (struct sockaddr *)&r, sizeof r) != 0) die("connect to root's");
+    int on = 1;
+    if (setsockopt(P[1], SOL_SOCKET, SO_PASSCRED, &on, sizeof on) != 0) die("SO_PASSCRED");
+    if (write(P[0], "x", 1) != 1) die("write");
+  }
   print_ready("pid=%d tcp=%d udp=%d port=%d", getpid(), L, U, port_of(L));
   wait_trigger(argv[1]);
+  char x;
+  if (refuse) check("refuse-drain", read(P[1], &x, 1) == 1 && x == 'x', "");
 
   owned("tcp-owner", L);
   owned("udp-owner", U);
