@@ -36,6 +36,7 @@ import type { FdInfo, SockAddr } from "../model.ts";
 import type { Refusals, SupportId } from "../support.ts";
 import { type Collected, formatAddr, IPPROTO_TCP, IPPROTO_UDP, REFUSED_PREFIX } from "./inet.ts";
 import { collectTcp } from "./tcp.ts";
+import { inetQueueBytes } from "./inet_plan.ts";
 import { collectUdp } from "./udp.ts";
 import { collectNetlink } from "./netlink.ts";
 import { type NetlinkRow, readNetlinkTable } from "../proc/netlink.ts";
@@ -81,6 +82,16 @@ export class InetSocketSession {
       this.#shutdowns.set(family, table);
     }
     return table.get(Number(target.match(/\[(\d+)\]/)?.[1]));
+  }
+
+  /**
+   * Bytes of queued data of the sockets shared by several processes (read
+   * so far): whichever process creates one for the tree (their common
+   * ancestor, maybe not a holder) carries them in its restore program.
+   */
+  sharedQueueBytes(): number {
+    const shared = new Set(this.#followers.map((f) => f.target));
+    return inetQueueBytes([...shared].map((t) => this.#first.get(t)!));
   }
 
   #ownerRow(pid: number, target: string): number | undefined {
