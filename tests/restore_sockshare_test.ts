@@ -3,12 +3,12 @@
  *
  * - a pre-fork server (tests/targets/rt_prefork.c): one listener shared by
  *   the parent and three workers blocked in accept(), a TCP connection
- *   inside the tree, a UDP socket and a unix socket each shared by two processes; after
+ *   inside the tree, a UDP, a unix and a route netlink socket each shared by two processes; after
  *   the restore every holder has the same socket (inode, port) and this
  *   test's clients are served by the workers;
  * - sockets of a user other than root (tests/targets/rt_sockowner.c,
- *   running as nobody): a TCP listener, a UDP socket, a unix socketpair and
- *   a bound unix socket come back owned by that user (fstat, and
+ *   running as nobody): a TCP listener, a UDP socket, a unix socketpair, a
+ *   bound unix socket and a route netlink socket come back owned by that user (fstat, and
  *   /proc/net/tcp's uid column read here) and still work.
  */
 
@@ -38,7 +38,7 @@ async function ask(port: number, request: string): Promise<string> {
 }
 
 Deno.test(
-  "a pre-fork server's listener, and a TCP connection, a UDP socket and a unix socket shared by two processes, are one socket each after restore; the workers serve",
+  "a pre-fork server's listener, and a TCP connection, a UDP, a unix and a netlink socket shared by two processes, are one socket each after restore; the workers serve",
   withTargets(async () => {
     const { t, trigger, ready } = await startTriggered(
       "rt_prefork",
@@ -73,6 +73,8 @@ Deno.test(
       "pair-child-accepted",
       "pair-child-udp",
       "pair-child-unix",
+      "pair-child-netlink",
+      "pair-child-netlink-port",
       "pair-child-read",
       "pair-child-bye",
       "parent-listener-1",
@@ -83,6 +85,7 @@ Deno.test(
       "parent-accepted",
       "parent-udp",
       "parent-unix",
+      "parent-netlink",
       "parent-unix-read",
       "parent-read",
       "parent-dgram",
@@ -101,6 +104,7 @@ const OWNER_CHECKS = [
   "pair-owner-0",
   "pair-owner-1",
   "bound-owner",
+  "netlink-owner",
   "bound-file-owner",
   "pair-peer-credentials",
   "tcp-connect",

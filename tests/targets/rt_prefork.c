@@ -7,9 +7,9 @@
  * workers that all accept() on L. Before the workers, the parent also
  * makes a TCP connection inside the tree (client C -> accepted A, through
  * a second listener L2 that only the parent keeps) with "ping" unread in
- * A, a UDP socket U bound to 127.0.0.1:0 and a unix socketpair S0-S1; a
- * fourth child (the "pair" child) keeps C, A, U and S0, shared with the
- * parent (the workers close them).
+ * A, a UDP socket U bound to 127.0.0.1:0, a unix socketpair S0-S1 and a
+ * bound route netlink socket N; a fourth child (the "pair" child) keeps C,
+ * A, U, S0 and N, shared with the parent (the workers close them).
  *
  * Prints "ready pid=<pid> port=<L's port> udp=<U's port>" and waits for the
  * trigger file (the workers wait in accept()).
@@ -17,10 +17,10 @@
  * After the restore: each worker, at each connection it accepts, checks
  * that its L is the parent's (same inode, through /proc/<ppid>/fd) on the
  * same port, and answers "served <pid>"; a request "quit" makes it answer
- * and exit with its failure count. The pair child checks that C, A, U and
- * S0 are the parent's, writes "unix" into S0, reads "ping" from A, answers
+ * and exit with its failure count. The pair child checks that C, A, U, S0
+ * and N are the parent's (N with its port id), writes "unix" into S0, reads "ping" from A, answers
  * "pong" on A, sends a datagram to U's port; the parent checks that L is each worker's and C,
- * A, U, S0 the pair child's, reads "pong" from C, the datagram from U and
+ * A, U, S0, N the pair child's, reads "pong" from C, the datagram from U and
  * "unix" from S1,
  * prints "compared" (the workers serve the test's requests only then: each
  * exits after a "quit"), answers "bye" on C (the pair child exits on it),
@@ -34,6 +34,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <linux/netlink.h>
 
 #define WORKERS 3
 
@@ -67,7 +68,15 @@ static void connect_lo(int fd, int port) {
   if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) die("connect");
 }
 
-static int L, L2, C, A, U, S[2], port;
+static int L, L2, C, A, U, S[2], N, port;
+static unsigned nl_port;
+
+/* The port id netlink socket `fd` is bound to. */
+static unsigned nl_port_of(int fd) {
+  struct sockaddr_nl a;
+  socklen_t len = sizeof a;
+  return getsockname(fd, (struct sockaddr *)&a, &len) == 0 ? a.nl_pid : 0;
+}
 
 /* Checks that fd `fd` of this process and of process `other` are one socket (inode). */
 static void same(const char *name, int fd, pid_t other) {
@@ -82,7 +91,7 @@ static void same(const char *name, int fd, pid_t other) {
 
 static void worker(int n) {
   char name[64];
-  close(L2), close(C), close(A), close(U), close(S[0]), close(S[1]);
+  close(L2), close(C), close(A), close(U), close(S[0]), close(S[1]), close(N);
   for (;;) {
     int c = accept(L, NULL, NULL);
     if (c < 0) {
@@ -110,6 +119,9 @@ static void pair_child(const char *trigger) {
   same("pair-child-accepted", A, getppid());
   same("pair-child-udp", U, getppid());
   same("pair-child-unix", S[0], getppid());
+  same("pair-child-netlink", N, getppid());
+  check("pair-child-netlink-port", nl_port_of(N) == nl_port, "port id %u, was %u", nl_port_of(N),
+        nl_port);
   if (write(S[0], "unix", 4) != 4) die("write");
   char buf[16] = {0};
   ssize_t n = read(A, buf, 4);
@@ -142,6 +154,10 @@ int main(int argc, char **argv) {
   U = sock(SOCK_DGRAM);
   bind_lo(U, 0);
   if (socketpair(AF_UNIX, SOCK_STREAM, 0, S) != 0) die("socketpair");
+  N = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
+  struct sockaddr_nl nl = {.nl_family = AF_NETLINK};
+  if (N < 0 || bind(N, (struct sockaddr *)&nl, sizeof nl) != 0) die("netlink");
+  nl_port = nl_port_of(N);
   pid_t kids[WORKERS + 1];
   for (int i = 0; i < WORKERS; i++) {
     kids[i] = fork();
@@ -164,6 +180,7 @@ int main(int argc, char **argv) {
   same("parent-accepted", A, kids[WORKERS]);
   same("parent-udp", U, kids[WORKERS]);
   same("parent-unix", S[0], kids[WORKERS]);
+  same("parent-netlink", N, kids[WORKERS]);
   printf("compared\n");
   fflush(stdout);
   char buf[16] = {0};

@@ -7,7 +7,8 @@
  * Drops to uid/gid 65534 (nobody, no supplementary groups) before making
  * anything, then makes a TCP listener on 127.0.0.1:0 (L), a UDP socket
  * bound to 127.0.0.1:0 (U), a unix stream socketpair (P0, P1) and a unix
- * datagram socket bound to <dir>/bound.sock (B).
+ * datagram socket bound to <dir>/bound.sock (B), a bound route netlink
+ * socket (N).
  *
  * Prints "ready pid=<pid> tcp=<L's fd> udp=<U's fd> port=<L's port>" and
  * waits for the trigger file. Then checks that each socket's owner (fstat)
@@ -31,6 +32,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <linux/netlink.h>
 
 static struct sockaddr_in lo(int port) {
   struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
@@ -79,6 +81,9 @@ int main(int argc, char **argv) {
   snprintf(b.sun_path, sizeof b.sun_path, "%s/bound.sock", argv[2]);
   int B = socket(AF_UNIX, SOCK_DGRAM, 0);
   if (B < 0 || bind(B, (struct sockaddr *)&b, sizeof b) != 0) die("unix bind");
+  int N = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
+  struct sockaddr_nl nl = {.nl_family = AF_NETLINK};
+  if (N < 0 || bind(N, (struct sockaddr *)&nl, sizeof nl) != 0) die("netlink");
   if (refuse) {
     int K = socket(AF_UNIX, SOCK_STREAM, 0);
     if (K < 0 || connect(K, (struct sockaddr *)&r, sizeof r) != 0) die("connect to root's");
@@ -96,6 +101,7 @@ int main(int argc, char **argv) {
   owned("pair-owner-0", P[0]);
   owned("pair-owner-1", P[1]);
   owned("bound-owner", B);
+  owned("netlink-owner", N);
   struct stat st;
   check("bound-file-owner", stat(b.sun_path, &st) == 0 && st.st_uid == getuid() &&
         st.st_gid == getgid(), "file owner %u:%u", st.st_uid, st.st_gid);
