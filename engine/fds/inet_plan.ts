@@ -19,6 +19,7 @@ import { SYS } from "../../ffi/sysno.ts";
 import { errnoName } from "../../ffi/errno.ts";
 import { emitTcp, finishTcp } from "./tcp.ts";
 import { emitUdp } from "./udp.ts";
+import { checkSocketOwners } from "./socket_owner.ts";
 
 /**
  * Restore plan of a socket cryo read at dump (TCP, UDP, netlink route): its
@@ -85,10 +86,12 @@ export function reportInetUses(images: readonly ProcessImage[], refusals: Refusa
 
 /**
  * After every restore program ran (all processes of the tree exist, every
- * socket is re-created): ends repair mode of each restored connection
+ * socket is re-created): checks the owners of sockets of another user than
+ * root (socket_owner.ts), ends repair mode of each restored connection
  * (see finishTcp). Throws naming the connection when that fails.
  */
 export function finishInetSockets(images: readonly ProcessImage[]): void {
+  checkSocketOwners(images);
   const seen = new Set<string>();
   for (const image of images) {
     for (const f of image.fds) {

@@ -18,6 +18,8 @@
  */
 
 import { SYS } from "../../ffi/sysno.ts";
+import { RestoreError } from "../errors.ts";
+import type { ProcessImage } from "../model.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
 import { emitAsOwner } from "../task/creds.ts";
 
@@ -62,4 +64,27 @@ export function emitRootIds(p: ProgramBuilder, owner: SocketOwner | undefined): 
   if (!owner) return;
   p.op(SYS.setresuid, [-1, 0, -1], { comment: "root's effective uid again" });
   p.op(SYS.setresgid, [-1, 0, -1], { comment: "root's effective gid again" });
+}
+
+/**
+ * After the restore programs ran: every TCP, UDP and netlink socket with a
+ * recorded owner has it (setfsuid cannot report a failure, so the result is
+ * read back). Throws a RestoreError naming the first that does not.
+ */
+export function checkSocketOwners(images: readonly ProcessImage[]): void {
+  for (const image of images) {
+    for (const f of image.fds) {
+      const want = f.inet?.owner ?? f.netlink?.owner;
+      if (f.excluded || !want) continue;
+      const path = `/proc/${image.pid}/fd/${f.fd}`;
+      if (!Deno.readLinkSync(path).startsWith("socket:")) continue; // replaced (--inherit-fd)
+      const st = Deno.statSync(path);
+      if (st.uid !== want.uid || st.gid !== want.gid) {
+        throw new RestoreError(
+          `process ${image.pid} fd ${f.fd} (${f.target}): the socket is owned by ${st.uid}:${st.gid}, ` +
+            `not ${want.uid}:${want.gid} as it was`,
+        );
+      }
+    }
+  }
 }
