@@ -55,6 +55,9 @@ export function emitSocketAsOwner(
 export function emitOwnerIds(p: ProgramBuilder, owner: SocketOwner | undefined): void {
   if (!owner) return;
   const { uid, gid } = owner;
+  if (![uid, gid].every((id) => Number.isInteger(id) && id >= 0 && id < 0xffffffff)) {
+    throw new RestoreError(`damaged socket record: owner ${uid}:${gid}`); // -1 would mean "unchanged"
+  }
   p.op(SYS.setresgid, [-1, gid, -1], { comment: `sockets made with effective gid ${gid}` });
   p.op(SYS.setresuid, [-1, uid, -1], { comment: `sockets made with effective uid ${uid}` });
 }
