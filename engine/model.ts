@@ -489,8 +489,21 @@ export interface InetSocket {
   backlog?: number;
   /** An established connection's state, read in TCP repair mode. */
   tcp?: TcpConnection;
+  /**
+   * UDP: the datagrams waiting to be read, oldest first (peeked at dump,
+   * sent again from their senders' addresses at restore). Absent when none.
+   */
+  datagrams?: QueuedDatagram[];
   /** Its owner (sk_uid, the socket inode's owner) when not root: restore creates it with these fs ids. */
   owner?: { uid: number; gid: number };
+}
+
+/** A UDP datagram waiting in a socket's receive queue. */
+export interface QueuedDatagram {
+  /** Its sender, as recvfrom reports it (a v4-mapped address on a dual-stack IPv6 socket). */
+  from: SockAddr;
+  /** Its payload, base64 (empty for an empty datagram). */
+  data: string;
 }
 
 /** An established TCP connection as TCP repair mode reads and writes it. */

@@ -20,6 +20,7 @@ import { errnoName } from "../../ffi/errno.ts";
 import { emitTcp, finishTcp } from "./tcp.ts";
 import { emitUdp } from "./udp.ts";
 import { checkSocketOwners } from "./socket_owner.ts";
+import { finishUdpQueues, finishUdpQueuesPlan } from "./udp_queue.ts";
 
 /**
  * Restore plan of a socket cryo read at dump (TCP, UDP, netlink route): its
@@ -87,11 +88,13 @@ export function reportInetUses(images: readonly ProcessImage[], refusals: Refusa
 /**
  * After every restore program ran (all processes of the tree exist, every
  * socket is re-created): checks the owners of sockets of another user than
- * root (socket_owner.ts), ends repair mode of each restored connection
+ * root (socket_owner.ts), puts back the datagrams queued on UDP sockets,
+ * then ends repair mode of each restored connection
  * (see finishTcp). Throws naming the connection when that fails.
  */
 export function finishInetSockets(images: readonly ProcessImage[]): void {
   checkSocketOwners(images);
+  finishUdpQueues(images); // queued datagrams sent again (udp_queue.ts)
   const seen = new Set<string>();
   for (const image of images) {
     for (const f of image.fds) {
@@ -115,6 +118,10 @@ export function finishInetSockets(images: readonly ProcessImage[]): void {
 
 /** What {@link finishInetSockets} does for `image`, for `show --plan`. */
 export function finishInetPlan(image: ProcessImage): string[] {
+  return [...finishUdpQueuesPlan(image), ...finishInetPlanTcp(image)];
+}
+
+function finishInetPlanTcp(image: ProcessImage): string[] {
   return image.fds.filter((f) =>
     !f.excluded && f.sameAs === undefined && f.inet?.tcp &&
     (f.description === undefined || f.description === `${image.pid}:${f.fd}`)
@@ -131,7 +138,8 @@ export function describeSocket(s: Extract<FdSource, { kind: "inet" | "netlink" }
   const k = s.socket;
   const peer = k.peer ? ` -> ${formatAddr(k.peer)}` : "";
   const what = k.proto === "udp" ? "udp" : `tcp ${k.state}`;
-  return `${what} ${formatAddr(k.local)}${peer}${k.tcp ? " (repair mode)" : ""}`;
+  const queued = k.datagrams?.length ? `, ${k.datagrams.length} datagrams queued` : "";
+  return `${what} ${formatAddr(k.local)}${peer}${k.tcp ? " (repair mode)" : ""}${queued}`;
 }
 
 /**
