@@ -7,9 +7,10 @@
  * workers that all accept() on L. Before the workers, the parent also
  * makes a TCP connection inside the tree (client C -> accepted A, through
  * a second listener L2 that only the parent keeps) with "ping" unread in
- * A, a UDP socket U bound to 127.0.0.1:0, a unix socketpair S0-S1 and a
- * bound route netlink socket N; a fourth child (the "pair" child) keeps C,
- * A, U, S0 and N, shared with the parent (the workers close them).
+ * A, a UDP socket U bound to 127.0.0.1:0 with a datagram "queued" waiting
+ * in it, a unix socketpair S0-S1 and a bound route netlink socket N; a
+ * fourth child (the "pair" child) keeps C, A, U, S0 and N, shared with the
+ * parent (the workers close them).
  *
  * Prints "ready pid=<pid> port=<L's port> udp=<U's port>" and waits for the
  * trigger file (the workers wait in accept()).
@@ -18,13 +19,14 @@
  * that its L is the parent's (same inode, through /proc/<ppid>/fd) on the
  * same port, and answers "served <pid>"; a request "quit" makes it answer
  * and exit with its failure count. The pair child checks that C, A, U, S0
- * and N are the parent's (N with its port id), writes "unix" into S0, reads "ping" from A, answers
- * "pong" on A, sends a datagram to U's port; the parent checks that L is each worker's and C,
- * A, U, S0, N the pair child's, reads "pong" from C, the datagram from U and
- * "unix" from S1,
- * prints "compared" (the workers serve the test's requests only then: each
- * exits after a "quit"), answers "bye" on C (the pair child exits on it),
- * waits for every child and prints the verdict.
+ * and N are the parent's (N with its port id), writes "unix" into S0,
+ * reads "ping" from A, answers "pong" on A, sends a datagram to U's port.
+ * The parent checks that L is each worker's and C, A, U, S0, N the pair
+ * child's, prints "compared" (the workers serve the test's requests only
+ * then: each exits after a "quit"), reads "pong" from C, answers "bye" on
+ * C (the pair child exits on it), reads "queued" then the pair child's
+ * datagram from U (and nothing more) and "unix" from S1, waits for every
+ * child and prints the verdict.
  */
 #define _GNU_SOURCE
 #include "common.h"
@@ -153,6 +155,11 @@ int main(int argc, char **argv) {
   if (write(C, "ping", 4) != 4) die("write");
   U = sock(SOCK_DGRAM);
   bind_lo(U, 0);
+  int Q = sock(SOCK_DGRAM); /* a datagram waits in U through the checkpoint */
+  struct sockaddr_in ua = {.sin_family = AF_INET, .sin_port = htons(port_of(U))};
+  ua.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (sendto(Q, "queued", 6, 0, (struct sockaddr *)&ua, sizeof ua) != 6) die("sendto");
+  close(Q);
   if (socketpair(AF_UNIX, SOCK_STREAM, 0, S) != 0) die("socketpair");
   N = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
   struct sockaddr_nl nl = {.nl_family = AF_NETLINK};
@@ -189,7 +196,12 @@ int main(int argc, char **argv) {
   if (write(C, "bye", 3) != 3) die("write");
   memset(buf, 0, sizeof buf);
   n = recv(U, buf, sizeof buf - 1, 0);
+  check("parent-queued", n == 6 && memcmp(buf, "queued", 6) == 0, "recv %zd '%s'", n, buf);
+  memset(buf, 0, sizeof buf);
+  n = recv(U, buf, sizeof buf - 1, 0);
   check("parent-dgram", n == 5 && memcmp(buf, "dgram", 5) == 0, "recv %zd '%s'", n, buf);
+  n = recv(U, buf, sizeof buf - 1, MSG_DONTWAIT);
+  check("parent-udp-drained", n < 0 && errno == EAGAIN, "recv %zd", n);
   memset(buf, 0, sizeof buf);
   n = read(S[1], buf, 4);
   check("parent-unix-read", n == 4 && memcmp(buf, "unix", 4) == 0, "read %zd '%s'", n, buf);
