@@ -689,6 +689,8 @@ export interface UnixSocketImage {
    * and a detail); the tree plan refuses the socket with it.
    */
   refused?: { id: string; detail: string };
+  /** SO_PEERGROUPS: the supplementary groups that came with the peer credentials. */
+  peerGroups?: number[];
   /** Its owner (its inode's) when not root: its group is made with these ids (engine/fds/socket_owner.ts). */
   creator?: { uid: number; gid: number };
 }

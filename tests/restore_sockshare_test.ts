@@ -109,6 +109,7 @@ const OWNER_CHECKS = [
   "netlink-owner",
   "bound-file-owner",
   "pair-peer-credentials",
+  "pair-peer-groups",
   "tcp-connect",
   "tcp-accept",
   "udp-works",

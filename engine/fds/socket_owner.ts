@@ -46,13 +46,27 @@ export function emitSocketAsOwner(
 }
 
 /**
- * Ops taking the effective (hence fs) ids of `owner`, if any: what unix
- * sockets created and connected next record as their owner and peer
- * credentials, until {@link emitRootIds}. Capabilities are out of effect
+ * Ops taking the effective (hence fs) ids of `owner`, if any, and the
+ * supplementary groups `groups`, if given: what unix sockets created and
+ * connected next record as their owner and peer credentials, until
+ * {@link emitRootIds} (which leaves the groups: the tree's are set last). Capabilities are out of effect
  * meanwhile (the kernel clears them when euid 0 goes and restores them when
  * it comes back), so only what the owner itself could do may come between.
  */
-export function emitOwnerIds(p: ProgramBuilder, owner: SocketOwner | undefined): void {
+export function emitOwnerIds(
+  p: ProgramBuilder,
+  owner: SocketOwner | undefined,
+  groups?: readonly number[],
+): void {
+  if (groups) {
+    // Peer credentials carry the supplementary groups too (SO_PEERGROUPS); the
+    // tree's own groups are set with its credentials, last.
+    const list = new Uint8Array(Math.max(4, groups.length * 4));
+    groups.forEach((g, i) => new DataView(list.buffer).setUint32(i * 4, g, true));
+    p.op(SYS.setgroups, [groups.length, p.data(list, 4)], {
+      comment: `sockets made with groups [${groups.join(", ")}]`,
+    });
+  }
   if (!owner) return;
   const { uid, gid } = owner;
   if (![uid, gid].every((id) => Number.isInteger(id) && id >= 0 && id < 0xffffffff)) {

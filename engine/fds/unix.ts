@@ -55,6 +55,9 @@ const SOCK_DGRAM = 2;
 const SOCK_CLOEXEC = 0o2000000;
 const SO_TYPE = 3;
 const SO_PEERCRED = 17;
+const SO_PEERGROUPS = 59;
+/** Most supplementary groups of a peer cryo reads (SO_PEERGROUPS). */
+const MAX_PEER_GROUPS = 1024;
 const SO_PASSCRED = 16;
 const SO_PROTOCOL = 38;
 const SO_DOMAIN = 39;
@@ -209,7 +212,17 @@ function collectOne(
   const credPid = typeof cred !== "number"
     ? new DataView(cred.buffer, cred.byteOffset).getInt32(0, true)
     : 0;
-  if (credPid > 0) u.peerCredPid = credPid;
+  if (credPid > 0) {
+    u.peerCredPid = credPid;
+    // Its supplementary groups come with the peer credentials (restored with them).
+    const groups = getsockoptBytes(copy, SOL_SOCKET, SO_PEERGROUPS, MAX_PEER_GROUPS * 4);
+    if (typeof groups === "number") {
+      refuse("socket.unix-other", `its peer's supplementary groups (SO_PEERGROUPS) cannot be read`);
+    } else {
+      const gv = new DataView(groups.buffer, groups.byteOffset, groups.length);
+      u.peerGroups = Array.from({ length: groups.length / 4 }, (_, i) => gv.getUint32(i * 4, true));
+    }
+  }
   // Its owner and peer credentials come back from the ids its group is made
   // with (socket_owner.ts): refused when they are not the owner's.
   const owner = socketOwner(pid, f.fd);
@@ -583,6 +596,27 @@ export function planUnixSockets(
       continue;
     }
     const groupOwner = members[0].u.creator;
+    // Peer credentials carry their creator's supplementary groups: one list per group.
+    const lists = new Set(
+      members.filter((s) => s.role !== "external" && s.u.peerGroups)
+        .map((s) => s.u.peerGroups!.join(",")),
+    );
+    if (lists.size > 1) {
+      for (const s of members) {
+        refuse(
+          s,
+          "socket.unix-other",
+          `peer credentials with different supplementary groups ([${
+            [...lists].join("], [")
+          }]) linked together`,
+        );
+        plan.refused.add(s.ino);
+      }
+      continue;
+    }
+    const groupGroups = lists.size
+      ? [...lists][0].split(",").filter(Boolean).map(Number)
+      : undefined;
     for (const s of members) {
       s.fd = next++;
       plan.transfer.set(s.ino, s.fd);
@@ -590,7 +624,18 @@ export function planUnixSockets(
     const temps = { next: () => next++ };
     const steps = plan.steps.get(creator) ?? [];
     steps.push((p, scratch, slots) =>
-      emitGroup(p, scratch, slots, members, byIno, listenerByName, byName, temps, groupOwner)
+      emitGroup(
+        p,
+        scratch,
+        slots,
+        members,
+        byIno,
+        listenerByName,
+        byName,
+        temps,
+        groupOwner,
+        groupGroups,
+      )
     );
     plan.steps.set(creator, steps);
     plan.dataBytes += members.reduce(
@@ -627,6 +672,7 @@ function emitGroup(
   byName: Map<string, Sock>,
   temps: { next(): number },
   owner: SocketOwner | undefined,
+  groups: number[] | undefined,
 ): void {
   const scratchAddr = slotsAddress + BigInt(scratch * 8);
   const label = (s: Sock) => `unix ${TYPE_NAMES[s.s.type]} socket:[${s.ino}]`;
@@ -691,7 +737,7 @@ function emitGroup(
   };
 
   // Steps 1-5 make and connect the sockets: with their owner's ids.
-  emitOwnerIds(p, owner);
+  emitOwnerIds(p, owner, groups);
   // 1. Bound sockets, listeners, lone sockets.
   for (const s of members) {
     if (s.role !== "plain" && s.role !== "listener" && s.role !== "dgram-connect") continue;

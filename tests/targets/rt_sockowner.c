@@ -4,7 +4,7 @@
  * usage: rt_sockowner <trigger-file> <dir> [refuse]   (started as root;
  * <dir> must be writable by nobody)
  *
- * Drops to uid/gid 65534 (nobody, no supplementary groups) before making
+ * Drops to uid/gid 65534 (nobody, supplementary groups 100 and 65533) before making
  * anything, then makes a TCP listener on 127.0.0.1:0 (L), a UDP socket
  * bound to 127.0.0.1:0 (U), a unix stream socketpair (P0, P1) and a unix
  * datagram socket bound to <dir>/bound.sock (B), a bound route netlink
@@ -13,7 +13,8 @@
  * Prints "ready pid=<pid> tcp=<L's fd> udp=<U's fd> port=<L's port>" and
  * waits for the trigger file. Then checks that each socket's owner (fstat)
  * is its own uid and gid, the socket file's too, that the pair's peer
- * credentials name this process and user, and that everything works: a
+ * credentials name this process and user (and its supplementary groups:
+ * SO_PEERGROUPS), and that everything works: a
  * connection to L is accepted, a datagram sent to U and one sent to B
  * arrive, bytes go both ways through the pair.
  *
@@ -66,7 +67,8 @@ int main(int argc, char **argv) {
     }
     chmod(r.sun_path, 0777);
   }
-  if (setgroups(0, NULL) != 0) die("setgroups");
+  gid_t extra[2] = {100, 65533};
+  if (setgroups(2, extra) != 0) die("setgroups");
   if (setresgid(65534, 65534, 65534) != 0) die("setresgid");
   if (setresuid(65534, 65534, 65534) != 0) die("setresuid");
 
@@ -111,6 +113,12 @@ int main(int argc, char **argv) {
   check("pair-peer-credentials",
         got == 0 && cred.pid == getpid() && cred.uid == getuid() && cred.gid == getgid(),
         "pid %d uid %u gid %u", cred.pid, cred.uid, cred.gid);
+
+  gid_t groups[8];
+  len = sizeof groups;
+  got = getsockopt(P[0], SOL_SOCKET, SO_PEERGROUPS, groups, &len);
+  check("pair-peer-groups", got == 0 && len == 2 * sizeof(gid_t) && groups[0] == 100 &&
+        groups[1] == 65533, "%d, %u bytes of groups, first %u", got, len, groups[0]);
 
   /* They still work. */
   int c = socket(AF_INET, SOCK_STREAM, 0);
