@@ -122,7 +122,11 @@ export const SUPPORT_TABLE = [
   { id: "fd.anon-other", area: "fd", what: "other anonymous inodes", support: "refused", note: "unknown kind" },
   // Terminals.
   { id: "tty.pty", area: "tty", what: "pseudo-terminals whose master is in the tree (same index, termios, window size, packet mode, lock, controlling terminal, foreground group)", support: "saved" },
-  { id: "tty.pty-queued", area: "tty", what: "bytes waiting in a pseudo-terminal of the tree", support: "refused", note: "they cannot be put back without passing the line discipline again; retry when the terminal is idle" },
+  { id: "tty.pty-queued", area: "tty", what: "bytes waiting in a pty of the tree: input the slave has not read (raw, or canonical lines and a partial line), output the master has not", support: "saved", note: "read at dump in a raw mode and put back unprocessed; restore puts them back before the tree runs" },
+  { id: "tty.pty-packet-status", area: "tty", what: "a pty master in packet mode with a status byte not read yet", support: "refused", note: "reading it would consume it; retry when the terminal is idle" },
+  { id: "tty.pty-output-blocked", area: "tty", what: "a pty whose output is stopped (^S, tcflow) or whose master's buffer is full", support: "refused", note: "its bytes could not be written back" },
+  { id: "tty.pty-slave-unopened", area: "tty", what: "a pty of the tree whose slave no process ever opened", support: "refused", note: "its input cannot be read without opening the slave, and closing it again would show the master a hang-up" },
+  { id: "tty.pty-input-full", area: "tty", what: "a pty whose input fills the line discipline (4095 bytes)", support: "refused", note: "more bytes may wait before it, not processed yet" },
   { id: "tty.external", area: "tty", what: "terminals outside the tree (the user's terminal, a pty whose master is outside)", support: "opt-in", optIn: "shell-job", note: "restore attaches them to the restorer's stdin/stdout/stderr" },
   { id: "tty.external-ctty", area: "tty", what: "a session leader whose controlling terminal is outside the tree", support: "refused", note: "its session could not get that terminal back" },
   // Sockets.
