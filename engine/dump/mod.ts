@@ -74,6 +74,7 @@ import { collectLifecycle } from "../task/lifecycle.ts";
 import { reapOrphanedZombies } from "../task/zombies.ts";
 import { refuseZombieLeader } from "../task/refusals.ts";
 import { listTids } from "../proc/tasks.ts";
+import { checkpointInNamespace, ownNamespaceRoot } from "../pidns/mod.ts";
 
 /** Dumps with at least this much page data write from a worker thread. */
 const THREADED_WRITE_BYTES = 256 << 20;
@@ -114,6 +115,13 @@ export interface CheckpointOptions {
    * the host may leave a directory that does not restore.
    */
   sync?: boolean;
+  /** Marks the manifest as dumped in a pid namespace of its own (engine/pidns/). */
+  pidNamespace?: "own";
+  /**
+   * Called once the image is complete, before a tree that is not left
+   * running is killed (engine/pidns/inner.ts: the tree is killed from outside).
+   */
+  beforeKill?: (result: CheckpointResult) => void;
 }
 
 /** What a checkpoint produced. */
@@ -124,7 +132,7 @@ export interface CheckpointResult {
   stats: DumpStats;
 }
 
-function checkTarget(pid: number): void {
+function checkTarget(pid: number, ownPidNamespace = false): void {
   if (!Number.isInteger(pid) || pid <= 0) throw new TargetError(`invalid pid ${pid}`);
   let status;
   try {
@@ -157,7 +165,8 @@ function checkTarget(pid: number): void {
   if (status.tracerPid !== 0) {
     throw new TargetError(`process ${pid} is already traced by pid ${status.tracerPid}`);
   }
-  if (pid === 1) throw new TargetError("pid 1 (init) cannot be checkpointed");
+  // The init of a namespace made by `cryo launch` is dumped from inside it (engine/pidns/).
+  if (pid === 1 && !ownPidNamespace) throw new TargetError("pid 1 (init) cannot be checkpointed");
 }
 
 async function prepareDir(dir: string): Promise<string> {
@@ -289,7 +298,8 @@ async function goneProcesses(tree: FrozenTree, error: unknown): Promise<number[]
 
 /** Checkpoints process `pid` and its descendants into `opts.dir`. */
 export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<CheckpointResult> {
-  checkTarget(pid);
+  if (ownNamespaceRoot(pid)) return await checkpointInNamespace(pid, opts);
+  checkTarget(pid, opts.pidNamespace === "own");
   // A root that is cryo's own child and exits mid-dump: its exit status, taken
   // by a tracer wait, is kept for its parent's own wait (a policy runner's).
   const rootIsOurChild = readStat(pid).ppid === Deno.pid;
@@ -480,6 +490,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       ...(refusals.usedOptIns.length ? { optIns: refusals.usedOptIns } : {}),
       ...(ghosts.length ? { ghosts } : {}),
       ...(sysvShm.length ? { sysvShm } : {}),
+      ...(opts.pidNamespace ? { pidNamespace: opts.pidNamespace } : {}),
     };
     stats.dumpSeconds = (performance.now() - t0) / 1000;
     if (!thawed) stats.freezeSeconds = (performance.now() - tree.frozenAt) / 1000;
@@ -493,6 +504,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     await fsyncDir(dirname(finalDir), sync);
     pausePoint("rename");
     if (!thawed) {
+      opts.beforeKill?.({ dir: finalDir, manifest, stats });
       killTree(tree);
       thawed = true;
       tree = undefined;

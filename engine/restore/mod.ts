@@ -44,6 +44,8 @@ import { checkTaskState } from "../task/mod.ts";
 import { checkImageDirTrust, checkOwnCredentials } from "./trust.ts";
 import { pausePoint } from "../pause.ts";
 import { shrunkImage } from "./intact.ts";
+import { type ExistingRoot } from "./session.ts";
+import { manifestPidNamespace, restoreInNamespace } from "../pidns/mod.ts";
 
 /** Options of {@link restore}. */
 export interface RestoreOptions {
@@ -64,6 +66,12 @@ export interface RestoreOptions {
    * other than root (engine/restore/trust.ts); default false.
    */
   trustImageOwner?: boolean;
+  /**
+   * The root's process exists already and waits (engine/pidns/inner.ts):
+   * the session seizes it and calls `go()`, after which it execs the root
+   * image itself.
+   */
+  existingRoot?: ExistingRoot;
 }
 
 /** How a restored root ended. */
@@ -194,7 +202,7 @@ function verifyInWorker(plan: RestorePlan): Promise<Error | undefined> {
  * bound socket addresses free. Throws a
  * one-line RestoreError.
  */
-export function preflight(plan: RestorePlan): void {
+export function preflight(plan: RestorePlan, existingRoot?: number): void {
   checkPrivileges();
   checkOwnCredentials(plan.units.map((u) => u.image));
   checkVdso(plan.manifest);
@@ -204,7 +212,7 @@ export function preflight(plan: RestorePlan): void {
   checkUnixNamesFree(processes);
   checkInotifyPaths(processes);
   checkCgroups(processes);
-  checkPidsFree(processes);
+  checkPidsFree(processes.filter((p) => p.pid !== existingRoot));
   checkTaskState(processes);
   checkInetPorts(processes);
   checkCredentials(processes);
@@ -213,6 +221,9 @@ export function preflight(plan: RestorePlan): void {
 
 /** Restores the checkpoint in `dir` with its original pids; resolves once every task runs. */
 export async function restore(dir: string, opts: RestoreOptions = {}): Promise<RestoredTree> {
+  if (!opts.existingRoot && manifestPidNamespace(dir) === "own") {
+    return restoreInNamespace(dir, opts); // engine/pidns/: a fresh pid namespace
+  }
   const t0 = performance.now();
   // Structure and sizes are checked now; checksums on a worker thread while
   // the stubs already read the images (nothing runs before both are done).
@@ -226,7 +237,7 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
     if (verify && e instanceof ImageFormatError) await verifyImageDir(resolve(dir));
     throw e;
   }
-  preflight(plan);
+  preflight(plan, opts.existingRoot?.pid);
   const processes = plan.units.map((u) => u.image);
   becomeSubreaper();
   for (const p of processes) forgetParkedStatus(p.pid);
@@ -240,7 +251,13 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
     shm.discard();
     throw e;
   }
-  const session = new RestoreSession(plan.units, opts.onEvent, undefined, provided);
+  const session = new RestoreSession(
+    plan.units,
+    opts.onEvent,
+    undefined,
+    provided,
+    opts.existingRoot,
+  );
   try {
     session.prepare();
   } catch (e) {

@@ -35,6 +35,7 @@ import {
   getEventMsg,
   getRegs,
   getXstate,
+  interrupt,
   PTRACE_O,
   seize,
   setRegs,
@@ -72,6 +73,16 @@ export interface RestoreUnit {
   image: ProcessImage;
   path: string;
   compiled: CompiledProcess;
+}
+
+/**
+ * A root process that exists already and waits to exec the root image
+ * (pid 1 of a fresh pid namespace, engine/pidns/): the session seizes it
+ * instead of spawning a launcher, then calls `go()`.
+ */
+export interface ExistingRoot {
+  pid: number;
+  go(): void;
 }
 
 /** Progress events of a restore. */
@@ -117,6 +128,7 @@ export class RestoreSession {
   readonly #zombies = new Set<number>();
 
   readonly #timeoutMs: number;
+  readonly #existingRoot: ExistingRoot | undefined;
 
   /** Fds cryo made for the tree (closed once the tree runs or the restore fails). */
   readonly #provided: ProvidedFds | undefined;
@@ -131,7 +143,9 @@ export class RestoreSession {
     onEvent?: (e: RestoreEvent) => void,
     timeoutMs = 120_000,
     provided?: ProvidedFds,
+    existingRoot?: ExistingRoot,
   ) {
+    this.#existingRoot = existingRoot;
     this.#timeoutMs = timeoutMs;
     this.#provided = provided;
     for (const u of units) {
@@ -189,6 +203,7 @@ export class RestoreSession {
   }
 
   #launch(): void {
+    if (this.#existingRoot) return this.#adoptRoot(this.#existingRoot);
     const root = this.#units.get(this.#rootPid)!;
     const { path, bootstrap } = writeLauncher(this.#rootPid, root.path);
     const launcher = spawnLauncher(path, this.#provided?.fds);
@@ -207,6 +222,23 @@ export class RestoreSession {
     pausePoint("launched");
     cont(launcher.pid, 0);
     this.#onEvent?.({ type: "launched", launcher: launcher.pid });
+  }
+
+  /** Seizes the existing root (stopped once to check XSAVE), then lets it exec its image. */
+  #adoptRoot(root: ExistingRoot): void {
+    if (this.#provided?.fds.size) {
+      throw new RestoreError(
+        "cannot restore: terminals and deleted files of a tree in its own pid namespace are not supported",
+      );
+    }
+    seize(root.pid, TRACE_OPTIONS);
+    this.#tasks.add(root.pid);
+    interrupt(root.pid);
+    waitStop(root.pid);
+    this.#checkXsave(root.pid);
+    this.#launcherExited = true;
+    root.go();
+    cont(root.pid, 0);
   }
 
   /** Refuses images whose threads use XSAVE features this CPU/kernel lacks. */

@@ -1,0 +1,144 @@
+/**
+ * Private pid namespaces (engine/pidns/): `cryo launch` starts a
+ * self-checking tree (tests/targets/rt_pidns.c) as pid 1 of its own pid
+ * namespace; it is dumped while it runs, and its image restored twice,
+ * side by side and beside the original: each copy gets fresh host pids and
+ * the same pids inside, and checks its own getpid() values and memory.
+ * Every namespace is killed by the host pid of its init.
+ */
+
+import assert from "node:assert/strict";
+import { checkpoint } from "../engine/dump/mod.ts";
+import { restore } from "../engine/restore/mod.ts";
+import { launch } from "../engine/pidns/mod.ts";
+import { rawSyscall } from "../ffi/libc.ts";
+import { SYS } from "../ffi/sysno.ts";
+import { waitPid, WNOHANG } from "../ffi/wait.ts";
+import { becomeSubreaper, buildTarget, withTargets } from "./helpers/targets.ts";
+import { tempDir } from "./helpers/fs.ts";
+import { waitUntil } from "./helpers/wait.ts";
+import { runCli } from "./helpers/commands.ts";
+
+/** The NSpid levels of `pid`, host first. */
+function nspid(pid: number): number[] {
+  const line = Deno.readTextFileSync(`/proc/${pid}/status`).split("\n")
+    .find((l) => l.startsWith("NSpid:"))!;
+  return line.split(/\s+/).slice(1).filter((x) => x).map(Number);
+}
+
+function childrenOf(pid: number): number[] {
+  return Deno.readTextFileSync(`/proc/${pid}/task/${pid}/children`).trim().split(/\s+/)
+    .filter((x) => x).map(Number);
+}
+
+/** Kills a namespace by its init's host pid and reaps it when it is ours. */
+function killNamespace(pid: number): void {
+  rawSyscall(SYS.kill, pid, 9);
+  const deadline = Date.now() + 10_000;
+  while (Date.now() < deadline) {
+    try {
+      const st = waitPid(pid, WNOHANG);
+      if (st.kind === "exited" || st.kind === "signaled") return;
+    } catch {
+      return; // not our child
+    }
+  }
+}
+
+function nsInode(pid: number): string {
+  return Deno.readLinkSync(`/proc/${pid}/ns/pid`).replace(/^pid:\[(\d+)\]$/, "$1");
+}
+
+Deno.test(
+  "pidns: a launched tree restores twice beside the original, same pids inside",
+  withTargets(async () => {
+    becomeSubreaper();
+    const bin = await buildTarget("rt_pidns");
+    const work = await tempDir("cryo-pidns-");
+    const out = `${work}/out`;
+    const inits: number[] = [];
+    try {
+      const tree = launch("/bin/sh", ["-c", `exec ${bin} ${work} </dev/null >${out} 2>&1`]);
+      inits.push(tree.pid);
+      await waitUntil("ready", () => {
+        try {
+          return Deno.readTextFileSync(out).includes("ready");
+        } catch {
+          return false;
+        }
+      }, 60_000);
+      assert.match(Deno.readTextFileSync(out), /ready pid=1 child=2/);
+      assert.deepEqual(nspid(tree.pid).slice(-1), [1]);
+
+      const img = `${work}/img`;
+      const dumped = await checkpoint(tree.pid, { dir: img, leaveRunning: true, sync: false });
+      assert.equal(dumped.manifest.pidNamespace, "own");
+      assert.equal(dumped.manifest.rootPid, 1);
+      assert.deepEqual(dumped.manifest.processes.map((p) => p.pid), [1, 2]);
+
+      const copies = [];
+      for (let i = 0; i < 2; i++) {
+        const r = await restore(img, { verifyChecksums: true });
+        inits.push(r.rootPid);
+        copies.push(r);
+        assert.deepEqual(r.pids, [1, 2]);
+      }
+      const hosts = inits.map((p) => nspid(p));
+      assert.equal(new Set(inits).size, 3, `host pids ${inits}`);
+      for (const [i, init] of inits.entries()) {
+        assert.equal(hosts[i].at(-1), 1, `init ${init} is pid 1 inside`);
+        const kids = childrenOf(init);
+        assert.equal(kids.length, 1, `init ${init} has one child`);
+        assert.equal(nspid(kids[0]).at(-1), 2, `child of ${init} is pid 2 inside`);
+      }
+      Deno.writeTextFileSync(`${work}/go`, "");
+      for (const init of inits) {
+        for (const role of ["parent", "child"]) {
+          const file = `${work}/report.${nsInode(init)}.${role}`;
+          await waitUntil(`${file}`, () => {
+            try {
+              return /^(PASS|FAIL)$/m.test(Deno.readTextFileSync(file));
+            } catch {
+              return false;
+            }
+          }, 60_000);
+          const text = Deno.readTextFileSync(file);
+          assert.match(text, /^PASS$/m, `${role} of ${init}:\n${text}`);
+        }
+      }
+      for (const c of copies) assert.deepEqual(await c.exited, { code: 0 });
+    } finally {
+      for (const p of inits) killNamespace(p);
+    }
+  }),
+);
+
+Deno.test(
+  "pidns: cryo launch --detach --pid-file prints the host pid of pid 1",
+  withTargets(async () => {
+    becomeSubreaper();
+    const work = await tempDir("cryo-pidns-cli-");
+    const r = await runCli([
+      "launch",
+      "--detach",
+      "--pid-file",
+      `${work}/pid`,
+      "--",
+      "/bin/sh",
+      "-c",
+      "exec sleep 60 </dev/null >/dev/null 2>&1",
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    const pid = Number(Deno.readTextFileSync(`${work}/pid`).trim());
+    try {
+      assert.equal(Number(r.stdout.trim()), pid);
+      assert.equal(nspid(pid).at(-1), 1);
+      assert.notEqual(
+        Deno.readLinkSync(`/proc/${pid}/ns/mnt`),
+        Deno.readLinkSync("/proc/self/ns/mnt"),
+      );
+    } finally {
+      killNamespace(pid);
+    }
+  }),
+);
