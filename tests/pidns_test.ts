@@ -14,7 +14,7 @@ import { launch } from "../engine/pidns/mod.ts";
 import { rawSyscall } from "../ffi/libc.ts";
 import { SYS } from "../ffi/sysno.ts";
 import { waitPid, WNOHANG } from "../ffi/wait.ts";
-import { becomeSubreaper, buildTarget, withTargets } from "./helpers/targets.ts";
+import { becomeSubreaper, buildTarget, startTarget, withTargets } from "./helpers/targets.ts";
 import { tempDir } from "./helpers/fs.ts";
 import { waitUntil } from "./helpers/wait.ts";
 import { runCli } from "./helpers/commands.ts";
@@ -91,10 +91,12 @@ Deno.test(
         assert.equal(kids.length, 1, `init ${init} has one child`);
         assert.equal(nspid(kids[0]).at(-1), 2, `child of ${init} is pid 2 inside`);
       }
+      const inodes = inits.map(nsInode);
+      assert.equal(new Set(inodes).size, 3, "three pid namespaces");
       Deno.writeTextFileSync(`${work}/go`, "");
-      for (const init of inits) {
+      for (const [i, init] of inits.entries()) {
         for (const role of ["parent", "child"]) {
-          const file = `${work}/report.${nsInode(init)}.${role}`;
+          const file = `${work}/report.${inodes[i]}.${role}`;
           await waitUntil(`${file}`, () => {
             try {
               return /^(PASS|FAIL)$/m.test(Deno.readTextFileSync(file));
@@ -139,6 +141,51 @@ Deno.test(
       );
     } finally {
       killNamespace(pid);
+    }
+  }),
+);
+
+Deno.test(
+  "pidns: restore --new-pid-ns of an ordinary tree whose pids are taken (the original runs)",
+  withTargets(async () => {
+    becomeSubreaper();
+    const work = await tempDir("cryo-pidns-new-");
+    const t = await startTarget("rt_pidns", [work]);
+    await waitUntil("ready", () => t.output().includes("ready"), 60_000);
+    const [, parent, child] = t.output().match(/ready pid=(\d+) child=(\d+)/)!.map(Number);
+    assert.equal(parent, t.pid);
+    const img = `${work}/img`;
+    const dumped = await checkpoint(t.pid, { dir: img, leaveRunning: true, sync: false });
+    assert.equal(dumped.manifest.pidNamespace, undefined);
+    const r = await restore(img, { newPidNs: true });
+    let init: number | undefined;
+    try {
+      assert.notEqual(r.rootPid, t.pid);
+      assert.deepEqual(nspid(r.rootPid).slice(-1), [parent]);
+      init = Number(Deno.readTextFileSync(`/proc/${r.rootPid}/stat`).split(") ")[1].split(" ")[1]);
+      assert.deepEqual(nspid(init).slice(-1), [1], "the root's parent is the namespace's init");
+      const kids = childrenOf(r.rootPid);
+      assert.deepEqual(kids.map((k) => nspid(k).at(-1)), [child]);
+      const inodes = [nsInode(r.rootPid), nsInode(t.pid)];
+      assert.notEqual(inodes[0], inodes[1]);
+      Deno.writeTextFileSync(`${work}/go`, "");
+      for (const inode of inodes) {
+        for (const who of ["parent", "child"]) {
+          const file = `${work}/report.${inode}.${who}`;
+          await waitUntil(file, () => {
+            try {
+              return /^(PASS|FAIL)$/m.test(Deno.readTextFileSync(file));
+            } catch {
+              return false;
+            }
+          }, 60_000);
+          assert.match(Deno.readTextFileSync(file), /^PASS$/m, Deno.readTextFileSync(file));
+        }
+      }
+      assert.deepEqual(await r.exited, { code: 0 }, "the init exits with the root's status");
+      init = undefined;
+    } finally {
+      if (init !== undefined) killNamespace(init);
     }
   }),
 );

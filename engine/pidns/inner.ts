@@ -8,10 +8,12 @@
  * - `{op: "dump", dir, leaveRunning, optIns, sync}`: dumps pid 1; without
  *   leaveRunning it writes the result once the image is complete and waits,
  *   tree frozen, to be killed with the namespace by the cryo outside.
- * - `{op: "restore", dir, ...}`: restores the image whose root is pid 1:
- *   pid 1 exists already (the namespace's init, blocked on the go pipe, fd
- *   4); the engine seizes it and writes the byte that lets it exec the root
- *   image.
+ * - `{op: "restore", adopt: true, dir, ...}`: restores the image whose root
+ *   is pid 1: pid 1 exists already (the namespace's init, blocked on the go
+ *   pipe, fd 4); the engine seizes it and writes the byte that lets it exec
+ *   the root image.
+ * - `{op: "restore", adopt: false, ...}`: restores any tree as usual (the
+ *   namespace's init is cryo's reaper), then writes the go byte.
  *
  * @module
  */
@@ -22,6 +24,11 @@ import { OWN_PID_NAMESPACE } from "./mod.ts";
 
 /** The fd on which the namespace's init waits for its go byte. */
 const GO_FD = 4;
+
+/** Lets the namespace's init go on (its go pipe). */
+function go(): void {
+  Deno.writeFileSync(`/proc/self/fd/${GO_FD}`, new Uint8Array([1]));
+}
 
 function writeResult(file: string, value: unknown): void {
   Deno.writeTextFileSync(`${file}.part`, JSON.stringify(value));
@@ -51,12 +58,10 @@ async function main(): Promise<void> {
         optIns: req.optIns,
         trustImageOwner: req.trustImageOwner,
         inheritFds: new Map(req.inheritFds),
-        existingRoot: {
-          pid: 1,
-          go: () => Deno.writeFileSync(`/proc/self/fd/${GO_FD}`, new Uint8Array([1])),
-        },
+        ...(req.adopt ? { existingRoot: { pid: 1, go } } : {}),
       });
       writeResult(req.result, { ok: true, pids: tree.pids, seconds: tree.seconds });
+      if (!req.adopt) go(); // the init adopts the root once this engine exits
     }
   } catch (e) {
     const err = e as Error;

@@ -293,31 +293,66 @@ export function manifestPidNamespace(dir: string): string | undefined {
   }
 }
 
+/** The host pid of `inner`, a child of `init` (host pid), once it is one. */
+function hostPidOf(init: number, inner: number): number {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    let kids: number[] = [];
+    try {
+      kids = Deno.readTextFileSync(`/proc/${init}/task/${init}/children`).trim().split(/\s+/)
+        .filter((x) => x).map(Number);
+    } catch { /* init gone */ }
+    for (const k of kids) {
+      try {
+        if (readStatus(k).nspid.at(-1) === inner) return k;
+      } catch { /* gone */ }
+    }
+    if (Date.now() > deadline) {
+      throw new RestoreError(
+        `cannot restore: the restored root ${inner} did not come under its init`,
+      );
+    }
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 2);
+  }
+}
+
 /**
- * Restores a tree dumped in its own pid namespace into a fresh one: same
- * pids inside, any pids on the host. The returned root pid is the host's.
+ * Restores a tree into a fresh pid namespace (and mount namespace with its
+ * own /proc): the same pids inside, any pids on the host. A tree dumped in
+ * its own namespace (`pidNamespace: "own"`) gets its root back as pid 1;
+ * any other tree (`restore --new-pid-ns`) runs under a tiny init cryo
+ * emits, which reaps orphans and exits with the root's status. The
+ * returned root pid is the host's.
  */
 export function restoreInNamespace(dir: string, opts: RestoreOptions): RestoredTree {
   const t0 = performance.now();
   const abs = resolve(dir);
   const manifest = JSON.parse(Deno.readTextFileSync(`${abs}/manifest.json`)) as Manifest;
-  if (manifest.rootPid !== 1) {
+  const own = manifest.pidNamespace === OWN_PID_NAMESPACE;
+  if (own && manifest.rootPid !== 1) {
     throw new RestoreError(`cannot restore: the image's root is pid ${manifest.rootPid}, not 1`);
   }
   const ids = manifest.processes.flatMap((p) => [p.pid, ...p.threads]);
-  const root = manifest.processes.find((p) => p.pid === 1)!;
+  if (!own && ids.includes(1)) {
+    throw new RestoreError("cannot restore: pid 1 of a new namespace is its init");
+  }
+  const root = manifest.processes.find((p) => p.pid === manifest.rootPid)!;
   const scratch = Deno.makeTempDirSync({ prefix: "cryo-nsrestore-" });
   const resultFile = `${scratch}/result.json`;
   let init: number | undefined;
   try {
+    const rootImage = `${abs}/${root.file}`;
     const exe = writeNamespaceMaker(
       {
-        exec: { path: `${abs}/${root.file}`, argv: [`${abs}/${root.file}`], env: [] },
+        ...(own
+          ? { exec: { path: rootImage, argv: [rootImage], env: [] } }
+          : { reapFor: manifest.rootPid }),
         waitGo: true,
         lastPid: Math.max(...ids) + 64,
       },
       engineExec({
         op: "restore",
+        adopt: own,
         result: resultFile,
         dir: abs,
         verifyChecksums: opts.verifyChecksums ?? true,
@@ -336,7 +371,8 @@ export function restoreInNamespace(dir: string, opts: RestoreOptions): RestoredT
     if (!result?.ok) {
       throw failure(result, `cannot restore (engine ${JSON.stringify(engineStatus)})`);
     }
-    const rootPid = init;
+    const nsInit = init;
+    const rootPid = own ? nsInit : hostPidOf(nsInit, manifest.rootPid);
     let exited: Promise<ExitStatus> | undefined;
     init = undefined;
     return {
@@ -344,7 +380,7 @@ export function restoreInNamespace(dir: string, opts: RestoreOptions): RestoredT
       pids: result.pids ?? [],
       seconds: (performance.now() - t0) / 1000,
       get exited() {
-        exited ??= watchChild(rootPid);
+        exited ??= watchChild(nsInit);
         return exited;
       },
       kill(signal = 15) {

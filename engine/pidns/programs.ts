@@ -41,7 +41,13 @@ export interface Exec {
 /** What the namespace init does once /proc is mounted. */
 export interface InitPlan {
   /** The program to exec (the command, or the root image). */
-  exec: Exec;
+  exec?: Exec;
+  /**
+   * Instead of an exec: stay the namespace's init, reap every orphan, and
+   * exit when the process with this (inner) pid ends: with its exit code,
+   * or 128 + its signal.
+   */
+  reapFor?: number;
   /** Wait for one byte on the go pipe before exec (a restore). */
   waitGo: boolean;
   /** Written to /proc/sys/kernel/ns_last_pid, so the engine's own tasks get pids above it. */
@@ -74,16 +80,67 @@ function emitExec(p: ProgramBuilder, e: Exec, failCode: number): void {
   p.op(SYS.exit_group, [failCode]);
 }
 
-function writeExe(build: (p: ProgramBuilder) => void): string {
+function writeExe(build: (p: ProgramBuilder, slotsAddress: bigint) => void): string {
   const boot = new BootstrapBuilder(BASE);
   const p = boot.program();
-  build(p);
+  build(p, boot.slotsAddress);
   const bootstrap = boot.finish({ restore: p.build() });
   const exe = buildExecutable({ base: BASE, blob: bootstrap.blob, entry: bootstrap.entryRestore });
   const file = Deno.makeTempFileSync({ prefix: "cryo-ns-" });
   Deno.writeFileSync(file, exe, { mode: 0o700 });
   Deno.chmodSync(file, 0o700);
   return file;
+}
+
+const P_ALL = 0;
+const P_PID = 1;
+const WEXITED = 4;
+const WNOWAIT = 0x1000000;
+const WNOHANG = 1;
+const SEEK_SET = 0;
+const SEEK_CUR = 1;
+
+/**
+ * The init's loop: wait (without reaping) for any child to end; if it is
+ * `root`, exit with its status, else reap that child and wait again. The
+ * stub only branches on zero, so: `umask` twice tells whether the low byte
+ * of the status (the signal) is zero, and two `lseek`s on a memfd add 128.
+ */
+function emitReaper(p: ProgramBuilder, root: number, slotsAddress: bigint): void {
+  const slotAddr = (i: number) => slotsAddress + BigInt(i) * 8n;
+  const info = p.reserve(128);
+  const status = p.reserve(8);
+  const zero = p.reserve(8);
+  // Until the engine in the namespace exits, the root is its child: wait to adopt it.
+  p.label("reap-adopt");
+  p.op(SYS.waitid, [P_PID, root, info, WEXITED | WNOWAIT | WNOHANG, 0], {
+    allowFail: true,
+    jumpIfZeroTo: "reap-loop",
+    comment: `is ${root} our child yet?`,
+  });
+  p.op(SYS.nanosleep, [p.u64s([0, 1_000_000]), 0], { allowFail: true });
+  p.copy(zero, zero, 0, { jumpIfZeroTo: "reap-adopt" });
+  p.label("reap-loop");
+  p.op(SYS.waitid, [P_ALL, 0, info, WEXITED | WNOWAIT, 0], { allowFail: true });
+  p.op(SYS.wait4, [root, status, WNOHANG, 0], { allowFail: true, jumpIfZeroTo: "reap-other" });
+  // The root ended: its signal (low byte of the status) into slot 7.
+  p.copy(slotAddr(7), zero, 8);
+  p.copy(slotAddr(7), status, 1);
+  p.op(SYS.umask, [{ slot: 7 }]);
+  p.op(SYS.umask, [0], { jumpIfZeroTo: "reap-exited", comment: "signal == 0?" });
+  p.op(SYS.memfd_create, [p.cstring("status"), 0], { store: 6 });
+  p.op(SYS.lseek, [{ slot: 6 }, { slot: 7 }, SEEK_SET]);
+  p.op(SYS.lseek, [{ slot: 6 }, 128, SEEK_CUR], { store: 8, comment: "128 + signal" });
+  p.op(SYS.exit_group, [{ slot: 8 }]);
+  p.label("reap-exited");
+  p.copy(slotAddr(7), status + 1n, 1); // the exit code (byte 1; slot 7's low byte was 0)
+  p.op(SYS.exit_group, [{ slot: 7 }]);
+  // Another child ended (an orphan): reap it by its pid (si_pid, at offset 16).
+  p.label("reap-other");
+  p.copy(slotAddr(5), zero, 8);
+  p.copy(slotAddr(5), info + 16n, 4);
+  p.op(SYS.wait4, [{ slot: 5 }, 0, WNOHANG, 0], { allowFail: true });
+  p.copy(zero, zero, 0, { jumpIfZeroTo: "reap-loop" });
 }
 
 /**
@@ -93,7 +150,7 @@ function writeExe(build: (p: ProgramBuilder) => void): string {
  * the executable.
  */
 export function writeNamespaceMaker(init: InitPlan, engine?: Exec): string {
-  return writeExe((p) => {
+  return writeExe((p, slotsAddress) => {
     const pids = p.reserve(8);
     p.op(SYS.unshare, [CLONE_NS.NEWPID | CLONE_NS.NEWNS], { comment: "new pid and mount ns" });
     p.op(SYS.mount, [0, p.cstring("/"), 0, MS.REC | MS.SLAVE, 0], { comment: "/ slave" });
@@ -146,7 +203,8 @@ export function writeNamespaceMaker(init: InitPlan, engine?: Exec): string {
       p.op(SYS.read, [3, buf, 1], { jumpIfZeroTo: "abandon", comment: "wait for the engine" });
       p.op(SYS.close, [3], { allowFail: true });
     }
-    emitExec(p, init.exec, 127);
+    if (init.exec) emitExec(p, init.exec, 127);
+    else emitReaper(p, init.reapFor!, slotsAddress);
     p.label("abandon");
     p.op(SYS.exit_group, [1]);
 

@@ -72,6 +72,11 @@ export interface RestoreOptions {
    * image itself.
    */
   existingRoot?: ExistingRoot;
+  /**
+   * Restore into a fresh pid namespace (engine/pidns/), with the recorded
+   * pids inside it, even for a tree that was not in one (`--new-pid-ns`).
+   */
+  newPidNs?: boolean;
 }
 
 /** How a restored root ended. */
@@ -221,7 +226,7 @@ export function preflight(plan: RestorePlan, existingRoot?: number): void {
 
 /** Restores the checkpoint in `dir` with its original pids; resolves once every task runs. */
 export async function restore(dir: string, opts: RestoreOptions = {}): Promise<RestoredTree> {
-  if (!opts.existingRoot && manifestPidNamespace(dir) === "own") {
+  if (!opts.existingRoot && (opts.newPidNs || manifestPidNamespace(dir) === "own")) {
     return restoreInNamespace(dir, opts); // engine/pidns/: a fresh pid namespace
   }
   const t0 = performance.now();
