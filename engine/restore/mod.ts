@@ -44,7 +44,7 @@ import { checkTaskState } from "../task/mod.ts";
 import { checkImageDirTrust, checkOwnCredentials } from "./trust.ts";
 import { pausePoint } from "../pause.ts";
 import { shrunkImage } from "./intact.ts";
-import { type ExistingRoot } from "./session.ts";
+import type { ExistingRoot } from "./session.ts";
 import { manifestPidNamespace, restoreInNamespace } from "../pidns/mod.ts";
 
 /** Options of {@link restore}. */
