@@ -17,7 +17,9 @@
  * --keep (keep the work directory with all logs), --fixed-order (baseline always first),
  * --no-warm (skip freeing recently used memory before each measurement; see
  * `baseline warm` in scripts/bench/baseline.c), --vs-criu (compare with CRIU instead of
- * the C baselines when a `criu` binary is on PATH or in $CRIU; see scripts/bench/criu.ts).
+ * the C baselines when a `criu` binary is on PATH or in $CRIU; see scripts/bench/criu.ts),
+ * --clones [--copies <n>] (instead: start n copies, default 10, of one 256 MiB checkpoint at
+ * once, each in its own pid namespace; see scripts/bench/clones.ts).
  *
  * @module
  */
@@ -68,8 +70,16 @@ const { values: opts } = parseArgs({
     "fixed-order": { type: "boolean", default: false },
     "no-warm": { type: "boolean", default: false },
     "vs-criu": { type: "boolean", default: false },
+    clones: { type: "boolean", default: false },
+    copies: { type: "string", default: "10" },
   },
 });
+if (opts.clones) {
+  // Many copies of one checkpoint at once, each in its own pid namespace (scripts/bench/clones.ts).
+  const { runClonesBench } = await import("./bench/clones.ts");
+  await runClonesBench({ copies: Number(opts.copies), mib: 256, out: opts.out });
+  Deno.exit(0);
+}
 const reps = Number(opts.reps);
 const warmupReps = Number(opts["warmup-reps"]);
 const runtime: CryoRuntime = { denoFlags: opts["deno-flag"] ?? [] };

@@ -130,7 +130,9 @@ export async function runClonesBench(opts: ClonesOptions): Promise<ClonesResult>
     const one = await restoreCopies(img, 1, work, "single");
     const single = { wallSeconds: one.wallSeconds, cpuSeconds: cpu(one.results[0]) };
     for (const r of one.roots) await killAndReap(r);
-    log(`one restore: ${single.wallSeconds.toFixed(2)} s wall, ${single.cpuSeconds.toFixed(2)} s CPU`);
+    log(
+      `one restore: ${single.wallSeconds.toFixed(2)} s wall, ${single.cpuSeconds.toFixed(2)} s CPU`,
+    );
 
     const all = await restoreCopies(img, opts.copies, work, "copy");
     await new Promise((r) => setTimeout(r, 500));
@@ -167,8 +169,12 @@ export async function runClonesBench(opts: ClonesOptions): Promise<ClonesResult>
         } s per copy); ${namespaces.size} pid namespaces`,
     );
     log(
-      `memory: Pss ${mib(pss)}, Rss ${mib(rss)} for ${opts.copies} x ${mib(pages)} of image pages ` +
-        `(${(pss / (opts.copies * pages)).toFixed(2)} of copies x pages: no sharing between copies)`,
+      `memory: Pss ${mib(pss)}, Rss ${mib(rss)} for ${opts.copies} x ${
+        mib(pages)
+      } of image pages ` +
+        `(${
+          (pss / (opts.copies * pages)).toFixed(2)
+        } of copies x pages: no sharing between copies)`,
     );
     if (opts.out) Deno.writeTextFileSync(opts.out, JSON.stringify(result, null, 2) + "\n");
     return result;
