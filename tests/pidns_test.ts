@@ -132,6 +132,7 @@ Deno.test(
     ]);
     assert.equal(r.code, 0, r.stderr);
     const pid = Number(Deno.readTextFileSync(`${work}/pid`).trim());
+    let restored = 0;
     try {
       assert.equal(Number(r.stdout.trim()), pid);
       assert.equal(nspid(pid).at(-1), 1);
@@ -139,8 +140,18 @@ Deno.test(
         Deno.readLinkSync(`/proc/${pid}/ns/mnt`),
         Deno.readLinkSync("/proc/self/ns/mnt"),
       );
+      // cryo dump (which kills it) and cryo restore --detach print host pids.
+      const d = await runCli(["dump", String(pid), "--dir", `${work}/img`, "--no-sync"]);
+      assert.equal(d.code, 0, d.stderr);
+      const r2 = await runCli(["restore", `${work}/img`, "--detach"]);
+      assert.equal(r2.code, 0, r2.stderr);
+      restored = Number(r2.stdout.trim());
+      assert.notEqual(restored, pid);
+      assert.equal(nspid(restored).at(-1), 1);
+      assert.match(Deno.readTextFileSync(`/proc/${restored}/cmdline`), /^sleep\0/);
     } finally {
       killNamespace(pid);
+      if (restored) killNamespace(restored);
     }
   }),
 );
@@ -186,6 +197,65 @@ Deno.test(
       init = undefined;
     } finally {
       if (init !== undefined) killNamespace(init);
+    }
+  }),
+);
+
+Deno.test(
+  "pidns: what is not a launched tree's root stays refused by name (its child; an extra mount)",
+  withTargets(async () => {
+    becomeSubreaper();
+    const bin = await buildTarget("rt_pidns");
+    const work = await tempDir("cryo-pidns-refuse-");
+    const inits: number[] = [];
+    try {
+      // The child (pid 2 inside) of a launched tree: in another pid namespace than cryo's, not its root.
+      const out = `${work}/out`;
+      const tree = launch("/bin/sh", ["-c", `exec ${bin} ${work} </dev/null >${out} 2>&1`]);
+      inits.push(tree.pid);
+      await waitUntil("ready", () => {
+        try {
+          return Deno.readTextFileSync(out).includes("ready");
+        } catch {
+          return false;
+        }
+      }, 60_000);
+      const child = childrenOf(tree.pid)[0];
+      await assert.rejects(
+        checkpoint(child, { dir: `${work}/img1`, sync: false }),
+        /pid namespace .* is not cryo's/,
+      );
+      // A launched tree whose mount namespace has more than its /proc.
+      const mnt = await Deno.makeTempDir({ prefix: "cryo-pidns-mnt-" });
+      const out2 = `${work}/out2`;
+      const other = launch("/bin/sh", [
+        "-c",
+        `mount -t tmpfs none ${mnt} && exec ${bin} ${work}/b </dev/null >${out2} 2>&1`,
+      ]);
+      inits.push(other.pid);
+      await waitUntil("ready 2", () => {
+        try {
+          return Deno.readTextFileSync(out2).includes("ready");
+        } catch {
+          return false;
+        }
+      }, 60_000);
+      await assert.rejects(
+        checkpoint(other.pid, { dir: `${work}/img2`, sync: false }),
+        /mnt namespace .* is not cryo's/,
+      );
+      // Both trees run on untouched.
+      for (const p of [tree.pid, child, other.pid]) {
+        const state = Deno.readTextFileSync(`/proc/${p}/stat`).split(") ")[1][0];
+        assert.match(state, /[SR]/, `process ${p} runs`);
+        assert.equal(
+          Deno.readTextFileSync(`/proc/${p}/status`).match(/TracerPid:\s+(\d+)/)![1],
+          "0",
+        );
+      }
+      await Deno.remove(mnt).catch(() => {});
+    } finally {
+      for (const p of inits) killNamespace(p);
     }
   }),
 );
