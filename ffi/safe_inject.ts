@@ -105,7 +105,11 @@ export function findSafeSites(pid: number): SafeSites | undefined {
   const chunk = 1 << 16;
   const buf = new Uint8Array(chunk + 16);
   for (const m of ranges) {
-    for (let a = m.start; a < m.end && (call === undefined || restorer === undefined); a += BigInt(chunk)) {
+    for (
+      let a = m.start;
+      a < m.end && (call === undefined || restorer === undefined);
+      a += BigInt(chunk)
+    ) {
       const want = m.end - a < BigInt(buf.length) ? Number(m.end - a) : buf.length;
       let n: number;
       try {
@@ -272,7 +276,9 @@ export class CrashSafeThread {
         const info = getSyscallInfo(this.tid);
         if (info.op !== 2 || info.ip !== this.#sites.call + 2n) {
           throw new InjectionError(
-            `thread ${this.tid}: injected syscall ${nr} stopped at 0x${info.ip.toString(16)} (op ${info.op})`,
+            `thread ${this.tid}: injected syscall ${nr} stopped at 0x${
+              info.ip.toString(16)
+            } (op ${info.op})`,
           );
         }
         return info.rval;

@@ -62,7 +62,9 @@ export interface SigframeContent {
  * With `sharedFpstate` only the part before the XSAVE area is returned.
  */
 export function encodeSigframe(at: bigint, c: SigframeContent): Uint8Array {
-  if ((at & 63n) !== 0n) throw new Error(`signal frame at 0x${at.toString(16)} is not 64-byte aligned`);
+  if ((at & 63n) !== 0n) {
+    throw new Error(`signal frame at 0x${at.toString(16)} is not 64-byte aligned`);
+  }
   const xsize = c.xstate.length;
   const size = c.sharedFpstate === undefined ? sigframeSize(xsize) : FPSTATE;
   const out = new Uint8Array(size);
@@ -77,8 +79,24 @@ export function encodeSigframe(at: bigint, c: SigframeContent): Uint8Array {
   }
   const r = c.regs;
   const order = [
-    r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15,
-    r.rdi, r.rsi, r.rbp, r.rbx, r.rdx, r.rax, r.rcx, r.rsp, r.rip, r.eflags,
+    r.r8,
+    r.r9,
+    r.r10,
+    r.r11,
+    r.r12,
+    r.r13,
+    r.r14,
+    r.r15,
+    r.rdi,
+    r.rsi,
+    r.rbp,
+    r.rbx,
+    r.rdx,
+    r.rax,
+    r.rcx,
+    r.rsp,
+    r.rip,
+    r.eflags,
   ];
   order.forEach((v, i) => u64(MCONTEXT + i * 8, v));
   dv.setUint16(MCONTEXT + 144, Number(r.cs), true);

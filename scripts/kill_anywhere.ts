@@ -6,7 +6,7 @@
  *
  *   deno run -A scripts/kill_anywhere.ts [--inject 120] [--mid 40] [--pages 30]
  *     [--offsets 100] [--max-ms 800] [--lanes 3] [--seed 1] [--only dump|restore]
- *     [--no-phases]
+ *     [--no-phases] [--points phase,phase:n,...]
  *
  * `--mid N` adds the points inside injected syscalls: `inject-mid:1..N`
  * (the injected registers are set, the syscall has not run) and
@@ -37,6 +37,7 @@ const { values } = parseArgs({
     inject: { type: "string", default: "120" },
     mid: { type: "string", default: "40" },
     "no-phases": { type: "boolean", default: false },
+    points: { type: "string", default: "" },
     pages: { type: "string", default: "30" },
     offsets: { type: "string", default: "100" },
     "max-ms": { type: "string", default: "800" },
@@ -66,6 +67,7 @@ const phases = values["no-phases"] ? [] : [
 ];
 const dumpPoints: KillPoint[] = [
   ...phases,
+  ...values.points.split(",").filter(Boolean).map((phase) => ({ phase })),
   ...Array.from({ length: Number(values.inject) }, (_, i) => ({ phase: `inject:${i + 1}` })),
   ...Array.from({ length: Number(values.mid) }, (_, i) => [
     { phase: `inject-mid:${i + 1}` },

@@ -280,6 +280,14 @@ export class DumpLane {
     assert.ok(partials.length <= 1, `${name}: older partial directories were not removed`);
     if (!left.includes("image")) {
       await assertRunning(t.pid, name);
+      await assertAlive(t, name);
+      // A thread let go inside an injected syscall puts back its own state
+      // (rt_sigreturn), undoing a change first, as soon as it runs: it has
+      // by now (the target answered), or very soon.
+      const deadline = Date.now() + 5000;
+      const same = () =>
+        Deno.readTextFileSync(`/proc/${t.pid}/maps`) === maps && sigmasks(t.pid) === masks;
+      while (!same() && Date.now() < deadline) await sleep(10);
       const now = Deno.readTextFileSync(`/proc/${t.pid}/maps`);
       const lines = (text: string) => new Set(text.split("\n"));
       const [was, is] = [lines(maps), lines(now)];
@@ -288,11 +296,6 @@ export class DumpLane {
         ...[...is].filter((l) => !was.has(l)).map((l) => `+ ${l}`),
       ];
       assert.equal(now, maps, `${name}: mappings changed: ${diff.join(" | ")}`);
-      await assertAlive(t, name);
-      // A thread let go inside an injected syscall puts its own mask back
-      // (rt_sigreturn) as soon as it runs: it has by now, or very soon.
-      const deadline = Date.now() + 5000;
-      while (sigmasks(t.pid) !== masks && Date.now() < deadline) await sleep(10);
       assert.equal(sigmasks(t.pid), masks, `${name}: signal masks changed`);
       return { point: name, result: "target-intact" };
     }
