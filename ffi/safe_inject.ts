@@ -283,6 +283,10 @@ export class CrashSafeThread {
         }
         return info.rval;
       }
+      if (st.event === 0 && st.signal === 5) {
+        // A syscall stop without PTRACE_O_TRACESYSGOOD: a dead tracer would leave a SIGTRAP.
+        throw new InjectionError(`thread ${this.tid}: traced without PTRACE_O_TRACESYSGOOD`);
+      }
       // Only SIGSTOP gets through the mask: taken now, sent again on close.
       if (st.event === 0) this.stolen.push(st.signal);
       // PTRACE_EVENT_STOP (a group stop, an interrupt): go on.
@@ -349,7 +353,7 @@ export class CrashSafeThread {
         cont(this.tid, 0);
         const st = waitStop(this.tid);
         if (st.event === PTRACE_EVENT.STOP) parked = true;
-        else if (st.event === 0 && st.signal !== SYSGOOD_TRAP) this.stolen.push(st.signal);
+        else if (st.event === 0 && (st.signal & 0x7f) !== 5) this.stolen.push(st.signal);
       }
       if (!parked) {
         throw new InjectionError(`thread ${this.tid}: did not stop again after injected syscalls`);
