@@ -239,7 +239,14 @@ export class CrashSafeThread {
         restorer: sites.restorer,
       }),
     );
-    t.call(SYS.sigaltstack, 0, t.#frame + BigInt(FRAME_UC_STACK));
+    try {
+      t.call(SYS.sigaltstack, 0, t.#frame + BigInt(FRAME_UC_STACK));
+    } catch (e) {
+      try {
+        t.close();
+      } catch { /* gone: report the first failure */ }
+      throw e;
+    }
     return t;
   }
 

@@ -203,11 +203,17 @@ export function withInjection<T>(pid: number, fn: (s: InjectionSession) => T): T
     processVmReadFully(pid, stack, saved);
     s.scratch = stack;
     pausePoint("scratch");
+    let failed = false;
     try {
       return fn(s);
+    } catch (e) {
+      failed = true;
+      throw e;
     } finally {
       try {
         s.close();
+      } catch (e) {
+        if (!failed) throw e; // report the first failure
       } finally {
         processVmWriteFully(pid, stack, saved);
       }
