@@ -10,6 +10,11 @@
  * otherwise a page mapped for the purpose and unmapped again before the
  * memory is read, so it never appears in the image.
  *
+ * Injection is crash-safe where the target allows it (ffi/safe_inject.ts):
+ * a cryo killed at any instant leaves every thread to resume in its own
+ * state; a change an injected syscall makes can be paired with its undo
+ * ({@link InjectionSession.withUndo}).
+ *
  * @module
  */
 
