@@ -245,7 +245,7 @@ const RED_ZONE = 128n + 256n;
  * thread `tid` below its red zone, with `below` more bytes under them, if
  * all of that lies in the same writable mapping as its stack pointer `rsp`.
  */
-function areaBelow(tid: number, rsp: bigint, bytes: number, below: number): bigint | undefined {
+export function areaBelow(tid: number, rsp: bigint, bytes: number, below: number): bigint | undefined {
   const area = (rsp - RED_ZONE - BigInt(bytes)) & ~63n;
   const low = area - BigInt(below);
   const vma = readMaps(tid).find((m) => m.start <= rsp && rsp < m.end);
