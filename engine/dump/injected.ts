@@ -27,7 +27,7 @@ import type { ITimer, SigAction } from "../model.ts";
 import { CryoError } from "../errors.ts";
 import { getRegs, xsaveSize } from "../../ffi/ptrace.ts";
 import { CrashSafeThread, findSafeSites, type SafeSites } from "../../ffi/safe_inject.ts";
-import { readMaps } from "../proc/maps.ts";
+import { type MapEntry, readMaps } from "../proc/maps.ts";
 import { pausePoint } from "../pause.ts";
 
 const hex = (v: bigint) => `0x${v.toString(16)}`;
@@ -71,6 +71,8 @@ export class InjectionSession {
   readonly safeSites: SafeSites | undefined;
   /** Threads opened for crash-safe injection (undefined: plain protocol). */
   readonly #threads = new Map<number, CrashSafeThread | undefined>();
+  /** The process's mappings, read once for every thread's stack. */
+  #maps: MapEntry[] | undefined;
   /** The thread whose registers are the injected ones, if any. */
   #current: CrashSafeThread | undefined;
   /** Where the main thread's area goes (chosen with the scratch space), if on its stack. */
@@ -90,7 +92,10 @@ export class InjectionSession {
     const t = CrashSafeThread.open(
       tid,
       this.safeSites,
-      (rsp, bytes) => tid === this.pid ? this.mainArea : areaBelow(tid, rsp, bytes, 0),
+      (rsp, bytes) =>
+        tid === this.pid
+          ? this.mainArea
+          : areaBelow(tid, rsp, bytes, 0, this.#maps ??= readMaps(this.pid)),
       pausePoint,
     );
     this.#threads.set(tid, t);
@@ -245,10 +250,16 @@ const RED_ZONE = 128n + 256n;
  * thread `tid` below its red zone, with `below` more bytes under them, if
  * all of that lies in the same writable mapping as its stack pointer `rsp`.
  */
-export function areaBelow(tid: number, rsp: bigint, bytes: number, below: number): bigint | undefined {
+export function areaBelow(
+  tid: number,
+  rsp: bigint,
+  bytes: number,
+  below: number,
+  maps: readonly MapEntry[] = readMaps(tid),
+): bigint | undefined {
   const area = (rsp - RED_ZONE - BigInt(bytes)) & ~63n;
   const low = area - BigInt(below);
-  const vma = readMaps(tid).find((m) => m.start <= rsp && rsp < m.end);
+  const vma = maps.find((m) => m.start <= rsp && rsp < m.end);
   if (!vma || vma.perms[0] !== "r" || vma.perms[1] !== "w" || low < vma.start) return undefined;
   return area;
 }
