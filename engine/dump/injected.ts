@@ -213,21 +213,25 @@ export function withInjection<T>(pid: number, fn: (s: InjectionSession) => T): T
     processVmReadFully(pid, stack, saved);
     s.scratch = stack;
     pausePoint("scratch");
-    let failed = false;
+    let result: T;
     try {
-      return fn(s);
+      result = fn(s);
     } catch (e) {
-      failed = true;
-      throw e;
-    } finally {
+      // Put everything back as far as possible; report the first failure.
       try {
         s.close();
-      } catch (e) {
-        if (!failed) throw e; // report the first failure
-      } finally {
+      } catch { /* reported: e */ }
+      try {
         processVmWriteFully(pid, stack, saved);
-      }
+      } catch { /* reported: e */ }
+      throw e;
     }
+    try {
+      s.close();
+    } finally {
+      processVmWriteFully(pid, stack, saved);
+    }
+    return result;
   }
   s.scratch = s.check(pid, "mmap(scratch)", SYS.mmap, 0, SCRATCH_BYTES, 3, 0x22, -1, 0);
   pausePoint("scratch");
