@@ -80,16 +80,17 @@ const RESTORERS = [
 ];
 
 function indexOf(buf: Uint8Array, n: number, pat: number[]): number {
-  outer: for (let i = 0; i + pat.length <= n; i++) {
-    for (let j = 0; j < pat.length; j++) if (buf[i + j] !== pat[j]) continue outer;
-    return i;
+  for (let i = buf.indexOf(pat[0]); i >= 0 && i + pat.length <= n; i = buf.indexOf(pat[0], i + 1)) {
+    let j = 1;
+    while (j < pat.length && buf[i + j] === pat[j]) j++;
+    if (j === pat.length) return i;
   }
   return -1;
 }
 
 /**
  * Finds the sequences of {@link SafeSites} in the executable mappings of
- * `pid` ([vdso] first), or undefined when one is missing.
+ * `pid` ([vdso] and libc first), or undefined when one is missing.
  */
 export function findSafeSites(pid: number): SafeSites | undefined {
   const ranges = Deno.readTextFileSync(`/proc/${pid}/maps`).split("\n").filter(Boolean)
@@ -99,7 +100,9 @@ export function findSafeSites(pid: number): SafeSites | undefined {
       return { start: s, end: e, perms: f[1], name: f.slice(5).join(" ") };
     })
     .filter((m) => m.perms[0] === "r" && m.perms[2] === "x" && m.name !== "[vsyscall]");
-  ranges.sort((x, y) => (x.name === "[vdso]" ? 0 : 1) - (y.name === "[vdso]" ? 0 : 1));
+  // The vdso and libc (which has the restorer) first: a large executable is read last.
+  const rank = (name: string) => name === "[vdso]" ? 0 : /\/libc[.-]/.test(name) ? 1 : 2;
+  ranges.sort((x, y) => rank(x.name) - rank(y.name));
   let call: bigint | undefined;
   let restorer: bigint | undefined;
   const chunk = 1 << 16;
