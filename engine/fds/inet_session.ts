@@ -51,7 +51,7 @@ import { type NetlinkRow, readNetlinkTable } from "../proc/netlink.ts";
 import { readSocketOwners } from "../proc/net_owners.ts";
 import { type SocketOwner, socketOwner } from "./socket_owner.ts";
 
-/** How one socket was read: its fd record, where, and the copy kept in repair mode. */
+/** How one socket was read: its fd record, where, and the copy kept of a connection. */
 interface Entry {
   pid: number;
   fd: FdInfo;
@@ -309,7 +309,7 @@ export class InetSocketSession {
     return late;
   }
 
-  /** The tree goes on: switch repair mode off again and put SO_REUSEADDR back. */
+  /** The tree goes on: close the copies (repair mode off and SO_REUSEADDR put back, should it be on). */
   releaseRunning(): void {
     for (const e of this.#entries) this.#endRepair(e);
   }
