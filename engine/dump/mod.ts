@@ -504,8 +504,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     await fsyncDir(dirname(finalDir), sync);
     pausePoint("rename");
     if (!thawed) {
-      opts.beforeKill?.({ dir: finalDir, manifest, stats });
       sockets.enterRepairForKill(); // closing them once the tree is gone sends nothing
+      opts.beforeKill?.({ dir: finalDir, manifest, stats });
       killTree(tree);
       thawed = true;
       tree = undefined;
