@@ -259,3 +259,43 @@ Deno.test(
     }
   }),
 );
+
+Deno.test(
+  "pidns: a launched tree's deleted file comes back in each restored copy (fds handed to pid 1)",
+  withTargets(async () => {
+    becomeSubreaper();
+    const work = await tempDir("cryo-pidns-ghost-");
+    const file = `${work}/gone`;
+    const tree = launch("/bin/sh", [
+      "-c",
+      `exec 5<>${file}; printf hello >&5; rm ${file}; exec sleep 60 </dev/null >/dev/null 2>&1`,
+    ]);
+    const inits = [tree.pid];
+    try {
+      await waitUntil("sleep", () => {
+        try {
+          return Deno.readTextFileSync(`/proc/${tree.pid}/cmdline`).startsWith("sleep") &&
+            Deno.readLinkSync(`/proc/${tree.pid}/fd/5`).endsWith("(deleted)");
+        } catch {
+          return false;
+        }
+      }, 60_000);
+      const img = `${work}/img`;
+      const dumped = await checkpoint(tree.pid, { dir: img, sync: false });
+      assert.equal(dumped.manifest.ghosts?.length, 1);
+      for (let i = 0; i < 2; i++) {
+        const r = await restore(img);
+        inits.push(r.rootPid);
+        assert.match(Deno.readLinkSync(`/proc/${r.rootPid}/fd/5`), /gone \(deleted\)$/);
+        assert.equal(Deno.readTextFileSync(`/proc/${r.rootPid}/fd/5`), "hello");
+        assert.deepEqual(
+          [...Deno.readDirSync(`/proc/${r.rootPid}/fd`)].map((e) => Number(e.name)).sort(),
+          [0, 1, 2, 5],
+          "no fd of the engine or the namespace maker left",
+        );
+      }
+    } finally {
+      for (const p of inits) killNamespace(p);
+    }
+  }),
+);

@@ -67,6 +67,7 @@ import { zombiePids } from "../task/zombies.ts";
 import { releaseTree } from "../task/stopped.ts";
 import { reissueInterrupted } from "../task/syscalls.ts";
 import { restoreSigtrap } from "../task/sigtrap.ts";
+import { handOverFds } from "../pidns/handover.ts";
 
 /** One process to restore: its description, image path and compiled program. */
 export interface RestoreUnit {
@@ -226,11 +227,6 @@ export class RestoreSession {
 
   /** Seizes the existing root (stopped once to check XSAVE), then lets it exec its image. */
   #adoptRoot(root: ExistingRoot): void {
-    if (this.#provided?.fds.size) {
-      throw new RestoreError(
-        "cannot restore: terminals and deleted files of a tree in its own pid namespace are not supported",
-      );
-    }
     seize(root.pid, TRACE_OPTIONS);
     this.#tasks.add(root.pid);
     interrupt(root.pid);
@@ -308,6 +304,8 @@ export class RestoreSession {
       }
       this.#tasks.add(tid);
       if (st.event === PTRACE_EVENT.EXEC) {
+        // engine/pidns/handover.ts: the fds a launcher would have passed on.
+        if (tid === this.#existingRoot?.pid) handOverFds(tid, this.#provided?.fds ?? new Map());
         this.#prepareExec(tid);
         continue;
       }
