@@ -1,9 +1,18 @@
 /**
- * Private pid namespaces (engine/pidns/): `cryo launch` starts a
- * self-checking tree (tests/targets/rt_pidns.c) as pid 1 of its own pid
- * namespace; it is dumped while it runs, and its image restored twice,
- * side by side and beside the original: each copy gets fresh host pids and
- * the same pids inside, and checks its own getpid() values and memory.
+ * Private pid namespaces (engine/pidns/):
+ * - `cryo launch` starts a self-checking tree (tests/targets/rt_pidns.c) as
+ *   pid 1 of its own pid namespace; it is dumped while it runs, and its image
+ *   restored twice, side by side and beside the original: each copy gets
+ *   fresh host pids and the same pids inside, and checks its own getpid()
+ *   values, its parent and its memory;
+ * - the CLI: launch --detach --pid-file, launch waiting for the command's
+ *   status, dump and restore --detach printing host pids;
+ * - `restore --new-pid-ns` of an ordinary tree whose pids are in use (the
+ *   original runs): the same pids inside, under cryo's init, which exits
+ *   with the root's status;
+ * - refusals: a launched tree's child, a launched tree with another mount,
+ *   exclusions; the trees run on untouched;
+ * - a deleted file of a launched tree, handed to pid 1 of each copy.
  * Every namespace is killed by the host pid of its init.
  */
 
@@ -131,6 +140,8 @@ Deno.test(
       "exec sleep 60 </dev/null >/dev/null 2>&1",
     ]);
     assert.equal(r.code, 0, r.stderr);
+    const waited = await runCli(["launch", "--", "/bin/sh", "-c", "exit 7"]);
+    assert.equal(waited.code, 7, "launch exits with the command's status");
     const pid = Number(Deno.readTextFileSync(`${work}/pid`).trim());
     let restored = 0;
     try {
@@ -224,6 +235,11 @@ Deno.test(
       await assert.rejects(
         checkpoint(child, { dir: `${work}/img1`, sync: false }),
         /pid namespace .* is not cryo's/,
+      );
+      // Exclusions are predicates of this process: not passed to the engine inside.
+      await assert.rejects(
+        checkpoint(tree.pid, { dir: `${work}/img0`, sync: false, include: { fd: () => true } }),
+        /exclusions are not supported for a tree in its own pid namespace/,
       );
       // A launched tree whose mount namespace has more than its /proc.
       const mnt = await Deno.makeTempDir({ prefix: "cryo-pidns-mnt-" });
