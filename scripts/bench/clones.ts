@@ -3,8 +3,8 @@
  * many copies of one checkpoint at once, each in its own pid namespace.
  *
  * A `workload anon <MiB>` (scripts/bench/workload.c) is started with
- * `cryo launch`, dumped (and killed), then restored: once alone (the
- * reference), then `--copies` times at once, each by its own
+ * `cryo launch`, dumped (and killed), then restored: once alone, then
+ * `--copies` times at once, each by its own
  * `cryo restore <dir> --detach --json` process started together. Reports
  * the wall time until every copy runs, the CPU time (user+sys of the cryo
  * processes and everything they reaped, from wait4), each copy's own
@@ -12,6 +12,9 @@
  * sum of Pss over their processes (/proc/<pid>/smaps_rollup) beside the
  * image's page bytes times the copies (no page sharing between copies:
  * each restore copies its pages into private anonymous memory).
+ *
+ * For reference, the same workload started without a namespace is dumped
+ * and restored once the usual way (same pids, one Deno process).
  *
  * Options: --copies <n> (10), --mib <n> (256), --out <file> (JSON).
  *
@@ -48,6 +51,8 @@ export interface ClonesResult {
   imagePagesBytes: number;
   /** One restore alone: wall seconds of the cryo process, its CPU seconds. */
   single: { wallSeconds: number; cpuSeconds: number };
+  /** One usual restore of the same workload dumped outside any namespace (the reference). */
+  plainSingle: { wallSeconds: number; cpuSeconds: number };
   /** All copies started together: wall seconds until the last cryo returned, total CPU seconds. */
   all: { wallSeconds: number; cpuSeconds: number; meanWallSeconds: number };
   /** Sum of the copies' Pss and Rss, bytes. */
@@ -127,6 +132,26 @@ export async function runClonesBench(opts: ClonesOptions): Promise<ClonesResult>
     const pages = dumped.stats.pagesBytes;
     log(`image of ${(pages / 2 ** 20).toFixed(0)} MiB of pages`);
 
+    // Reference: the same workload outside any namespace, dumped and restored as usual.
+    const plainOut = `${work}/plain.out`;
+    const plain = spawnChild([workload, "anon", String(opts.mib)], plainOut);
+    while (!(Deno.readTextFileSync(plainOut).includes("ready"))) {
+      if (Date.now() > deadline) throw new Error("the plain workload did not get ready");
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const plainImg = `${work}/plain-img`;
+    await checkpoint(plain.pid, { dir: plainImg, sync: false });
+    await killAndReap(plain.pid).catch(() => {});
+    const usual = await restoreCopies(plainImg, 1, work, "plain");
+    const plainSingle = { wallSeconds: usual.wallSeconds, cpuSeconds: cpu(usual.results[0]) };
+    for (const r of usual.roots) await killAndReap(r);
+    Deno.removeSync(plainImg, { recursive: true });
+    log(
+      `one usual restore (no namespace): ${plainSingle.wallSeconds.toFixed(2)} s wall, ${
+        plainSingle.cpuSeconds.toFixed(2)
+      } s CPU`,
+    );
+
     const one = await restoreCopies(img, 1, work, "single");
     const single = { wallSeconds: one.wallSeconds, cpuSeconds: cpu(one.results[0]) };
     for (const r of one.roots) await killAndReap(r);
@@ -150,6 +175,7 @@ export async function runClonesBench(opts: ClonesOptions): Promise<ClonesResult>
       copies: opts.copies,
       imagePagesBytes: pages,
       single,
+      plainSingle,
       all: {
         wallSeconds: all.wallSeconds,
         cpuSeconds: all.results.reduce((s, r) => s + cpu(r), 0),
