@@ -26,9 +26,10 @@ whose /proc is its own, so its pids are private: "cryo dump <pid>" of it
 records the pids it sees, and "cryo restore" brings it back with the same
 pids inside a fresh namespace, whatever pids the host uses (so one image
 can run many times at once). cryo is not part of the tree: the command is
-its init (it should reap the orphans of its tree). cryo prints the
-command's host pid; without --detach it forwards SIGINT, SIGTERM and
-SIGHUP to it and exits with its status.
+its init (it should reap the orphans of its tree, and gets only the
+signals it handles, SIGKILL aside). cryo prints the command's host pid;
+without --detach it forwards SIGINT, SIGTERM and SIGHUP to it and exits
+with its status.
 
 Examples:
   cryo launch --detach --pid-file /run/app.pid -- /usr/bin/app --serve
