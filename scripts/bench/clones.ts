@@ -86,6 +86,15 @@ function treeOf(pid: number): number[] {
 
 const cpu = (r: ChildResult) => r.userSeconds + r.systemSeconds;
 
+/** What a workload printed so far ("" before its output file exists). */
+function outputOf(path: string): string {
+  try {
+    return Deno.readTextFileSync(path);
+  } catch {
+    return "";
+  }
+}
+
 async function restoreCopies(img: string, n: number, work: string, tag: string) {
   const t0 = performance.now();
   const children = Array.from({ length: n }, (_, i) =>
@@ -122,7 +131,7 @@ export async function runClonesBench(opts: ClonesOptions): Promise<ClonesResult>
     ]);
     adopt(tree.pid);
     const deadline = Date.now() + 120_000;
-    while (!(Deno.readTextFileSync(out).includes("ready"))) {
+    while (!outputOf(out).includes("ready")) {
       if (Date.now() > deadline) throw new Error("the workload did not get ready");
       await new Promise((r) => setTimeout(r, 20));
     }
@@ -135,7 +144,7 @@ export async function runClonesBench(opts: ClonesOptions): Promise<ClonesResult>
     // Reference: the same workload outside any namespace, dumped and restored as usual.
     const plainOut = `${work}/plain.out`;
     const plain = spawnChild([workload, "anon", String(opts.mib)], plainOut);
-    while (!(Deno.readTextFileSync(plainOut).includes("ready"))) {
+    while (!outputOf(plainOut).includes("ready")) {
       if (Date.now() > deadline) throw new Error("the plain workload did not get ready");
       await new Promise((r) => setTimeout(r, 20));
     }
