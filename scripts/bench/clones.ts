@@ -4,7 +4,7 @@
  *
  * A `workload anon <MiB>` (scripts/bench/workload.c) is started with
  * `cryo launch`, dumped (and killed), then restored: once alone, then
- * `--copies` times at once, each by its own
+ * as many times one after the other, then `--copies` times at once, each by its own
  * `cryo restore <dir> --detach --json` process started together. Reports
  * the wall time until every copy runs, the CPU time (user+sys of the cryo
  * processes and everything they reaped, from wait4), each copy's own
@@ -53,6 +53,8 @@ export interface ClonesResult {
   single: { wallSeconds: number; cpuSeconds: number };
   /** One usual restore of the same workload dumped outside any namespace (the reference). */
   plainSingle: { wallSeconds: number; cpuSeconds: number };
+  /** As many restores one after the other (each copy killed before the next). */
+  sequential: { wallSeconds: number; cpuSeconds: number };
   /** All copies started together: wall seconds until the last cryo returned, total CPU seconds. */
   all: { wallSeconds: number; cpuSeconds: number; meanWallSeconds: number };
   /** Sum of the copies' Pss and Rss, bytes. */
@@ -168,6 +170,21 @@ export async function runClonesBench(opts: ClonesOptions): Promise<ClonesResult>
       `one restore: ${single.wallSeconds.toFixed(2)} s wall, ${single.cpuSeconds.toFixed(2)} s CPU`,
     );
 
+    // The same number of copies one after the other (each killed after it runs).
+    const seqStart = performance.now();
+    let seqCpu = 0;
+    for (let i = 0; i < opts.copies; i++) {
+      const c = await restoreCopies(img, 1, work, `seq-${i}`);
+      seqCpu += cpu(c.results[0]);
+      for (const r of c.roots) await killAndReap(r);
+    }
+    const sequential = { wallSeconds: (performance.now() - seqStart) / 1000, cpuSeconds: seqCpu };
+    log(
+      `${opts.copies} restores one after the other: ${sequential.wallSeconds.toFixed(2)} s wall, ${
+        seqCpu.toFixed(2)
+      } s CPU`,
+    );
+
     const all = await restoreCopies(img, opts.copies, work, "copy");
     await new Promise((r) => setTimeout(r, 500));
     let pss = 0;
@@ -185,6 +202,7 @@ export async function runClonesBench(opts: ClonesOptions): Promise<ClonesResult>
       imagePagesBytes: pages,
       single,
       plainSingle,
+      sequential,
       all: {
         wallSeconds: all.wallSeconds,
         cpuSeconds: all.results.reduce((s, r) => s + cpu(r), 0),
