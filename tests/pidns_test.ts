@@ -12,7 +12,8 @@
  *   with the root's status;
  * - refusals: a launched tree's child, a launched tree with another mount,
  *   exclusions; the trees run on untouched;
- * - a deleted file of a launched tree, handed to pid 1 of each copy.
+ * - a deleted file of a launched tree, handed to pid 1 of each copy;
+ * - a damaged image: the restore fails with the engine's message, no process is left.
  * Every namespace is killed by the host pid of its init.
  */
 
@@ -312,6 +313,35 @@ Deno.test(
       }
     } finally {
       for (const p of inits) killNamespace(p);
+    }
+  }),
+);
+
+Deno.test(
+  "pidns: a failed restore into a namespace says why and leaves no process",
+  withTargets(async () => {
+    becomeSubreaper();
+    const work = await tempDir("cryo-pidns-fail-");
+    const tree = launch("/bin/sh", ["-c", "exec sleep 60 </dev/null >/dev/null 2>&1"]);
+    try {
+      await waitUntil("sleep", () => {
+        try {
+          return Deno.readTextFileSync(`/proc/${tree.pid}/cmdline`).startsWith("sleep");
+        } catch {
+          return false;
+        }
+      }, 60_000);
+      const img = `${work}/img`;
+      const dumped = await checkpoint(tree.pid, { dir: img, sync: false });
+      const file = `${img}/${dumped.manifest.processes[0].file}`;
+      const bytes = Deno.readFileSync(file);
+      bytes[bytes.length - 100] ^= 0xff; // damage the image's last part
+      Deno.writeFileSync(file, bytes);
+      const before = childrenOf(Deno.pid).length;
+      await assert.rejects(restore(img), /checksum|differs/);
+      assert.equal(childrenOf(Deno.pid).length, before, "no process left");
+    } finally {
+      killNamespace(tree.pid);
     }
   }),
 );
