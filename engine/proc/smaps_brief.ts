@@ -63,10 +63,12 @@ export function parseSmapsBrief(text: string, pid = 0, path = "smaps"): SmapsBri
     // Area headers start with a lower-case hex digit; field lines with a capital letter.
     if ((c >= 48 && c <= 57) || (c >= 97 && c <= 102)) {
       const head = parseMapsLine(text.slice(at, nl));
-      if (head) {
-        cur = { ...head, rss: 0, anonymous: 0, swap: 0, vmFlags: [] };
-        out.push(cur);
+      // Every area must be seen: the dump takes its list of mappings from here.
+      if (!head) {
+        throw new ProcFormatError(pid, path, `bad area line ${JSON.stringify(text.slice(at, nl))}`);
       }
+      cur = { ...head, rss: 0, anonymous: 0, swap: 0, vmFlags: [] };
+      out.push(cur);
     } else if (text.startsWith("Rss:", at)) {
       if (!cur) throw new ProcFormatError(pid, path, "Rss before any area");
       cur.rss = kbField(text, at, at + 4, nl, pid, path);
