@@ -261,7 +261,8 @@ export type MappingKind =
   | "file-shared"
   | "vdso" // [vdso], [vvar], [vvar_vclock]
   | "vsyscall"
-  | "sysv-shm"; // a System V shm attachment ({@link Mapping.sysvShm}), its pages not saved here
+  | "sysv-shm" // a System V shm attachment ({@link Mapping.sysvShm}), its pages not saved here
+  | "aio"; // the ring of a native AIO context ({@link Mapping.aio}), re-created by io_setup
 
 /** One virtual memory area and where its saved pages are in the image. */
 export interface Mapping {
@@ -296,6 +297,24 @@ export interface Mapping {
   discard?: { addr: Hex; length: number }[];
   /** A System V shm attachment: the shmid (the restore program attaches it with shmat). */
   sysvShm?: number;
+  /** The ring of a native AIO context (engine/memory/aio.ts). */
+  aio?: AioRing;
+}
+
+/** A native AIO context (io_setup), known by its ring mapping; its address is the context id. */
+export interface AioRing {
+  /** The kernel's index of the context in the process's table (the ring header's id). */
+  id: number;
+  /** Event slots of the ring (the header's nr). */
+  nr: number;
+  /** The count io_setup is given at restore: the smallest that makes a ring of this size. */
+  nrEvents: number;
+  /** Next event to reap. */
+  head: number;
+  /** Next slot the kernel fills; the events from head to tail are completed and not reaped. */
+  tail: number;
+  /** The whole ring (header and every event slot), base64. */
+  ring: string;
 }
 
 /** A contiguous run of saved pages. */
@@ -489,6 +508,19 @@ export interface InetSocket {
   backlog?: number;
   /** An established connection's state, read in TCP repair mode. */
   tcp?: TcpConnection;
+  /**
+   * UDP: the datagrams waiting to be read, oldest first (peeked at dump,
+   * sent again from their senders' addresses at restore). Absent when none.
+   */
+  datagrams?: QueuedDatagram[];
+}
+
+/** A UDP datagram waiting in a socket's receive queue. */
+export interface QueuedDatagram {
+  /** Its sender, as recvfrom reports it (a v4-mapped address on a dual-stack IPv6 socket). */
+  from: SockAddr;
+  /** Its payload, base64 (empty for an empty datagram). */
+  data: string;
 }
 
 /** An established TCP connection as TCP repair mode reads and writes it. */

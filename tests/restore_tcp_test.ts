@@ -5,7 +5,7 @@
  * in its receive queue (TCP repair mode), a connection to this test process
  * (outside the tree: the opt-in "tcp-established") that carries on, and UDP
  * sockets and a route netlink socket. Also the refusals: an outside connection without the opt-in, a
- * queued datagram, a connection waiting in a listener's accept queue, one
+ * queued datagram on a socket peeking with SO_PEEK_OFF, a connection waiting in a listener's accept queue, one
  * in CLOSE_WAIT, one shut down for reading, urgent data, a netlink reply waiting to be read and a socket shared with a child —
  * each dump fails naming the socket and the target goes on untouched (its
  * connections out of repair mode), as it does after a `leaveRunning` dump.
@@ -153,7 +153,10 @@ Deno.test(
         () => checkpoint(s.rt.t.pid, { dir, optIns: TCP_OPT_IN }),
         (e: Error) => {
           assert.ok(e instanceof UnsupportedError, String(e));
-          assert.match(e.message, /UDP datagrams waiting to be read: on 127\.0\.0\.1:\d+/);
+          assert.match(
+            e.message,
+            /UDP datagrams that cannot be queued again exactly: on 127\.0\.0\.1:\d+: the process peeks with SO_PEEK_OFF \(0\)/,
+          );
           assert.match(
             e.message,
             new RegExp(`not accepted yet: 1 waiting on 127\\.0\\.0\\.1:${s.port4}`),
@@ -196,6 +199,7 @@ Deno.test(
       );
       assertUntouched(s);
       await finish(s, [
+        "refuse-peek-off",
         "refuse-drain-udp",
         "refuse-drain-accept",
         "refuse-drain-netlink",

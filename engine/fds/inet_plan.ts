@@ -19,6 +19,7 @@ import { SYS } from "../../ffi/sysno.ts";
 import { errnoName } from "../../ffi/errno.ts";
 import { emitTcp, finishTcp } from "./tcp.ts";
 import { emitUdp } from "./udp.ts";
+import { finishUdpQueues, finishUdpQueuesPlan } from "./udp_queue.ts";
 
 /**
  * Restore plan of a socket cryo read at dump (TCP, UDP, netlink route): its
@@ -85,10 +86,12 @@ export function reportInetUses(images: readonly ProcessImage[], refusals: Refusa
 
 /**
  * After every restore program ran (all processes of the tree exist, every
- * socket is re-created): ends repair mode of each restored connection
+ * socket is re-created): puts back the datagrams queued on UDP sockets,
+ * then ends repair mode of each restored connection
  * (see finishTcp). Throws naming the connection when that fails.
  */
 export function finishInetSockets(images: readonly ProcessImage[]): void {
+  finishUdpQueues(images); // queued datagrams sent again (udp_queue.ts)
   for (const image of images) {
     for (const f of image.fds) {
       if (f.excluded || f.sameAs !== undefined || !f.inet?.tcp) continue;
@@ -106,6 +109,10 @@ export function finishInetSockets(images: readonly ProcessImage[]): void {
 
 /** What {@link finishInetSockets} does for `image`, for `show --plan`. */
 export function finishInetPlan(image: ProcessImage): string[] {
+  return [...finishUdpQueuesPlan(image), ...finishInetPlanTcp(image)];
+}
+
+function finishInetPlanTcp(image: ProcessImage): string[] {
   return image.fds.filter((f) => !f.excluded && f.sameAs === undefined && f.inet?.tcp).map((f) => {
     const t = f.inet!.tcp!;
     return `fd ${f.fd}: TCP_REPAIR off through a pidfd_getfd copy, SO_REUSEADDR as saved` +
@@ -119,7 +126,8 @@ export function describeSocket(s: Extract<FdSource, { kind: "inet" | "netlink" }
   const k = s.socket;
   const peer = k.peer ? ` -> ${formatAddr(k.peer)}` : "";
   const what = k.proto === "udp" ? "udp" : `tcp ${k.state}`;
-  return `${what} ${formatAddr(k.local)}${peer}${k.tcp ? " (repair mode)" : ""}`;
+  const queued = k.datagrams?.length ? `, ${k.datagrams.length} datagrams queued` : "";
+  return `${what} ${formatAddr(k.local)}${peer}${k.tcp ? " (repair mode)" : ""}${queued}`;
 }
 
 /**

@@ -73,6 +73,8 @@ const inet = z.looseObject({
   buffers,
   backlog: nat.max(1 << 20).optional(),
   tcp: tcp.optional(),
+  datagrams: z.array(z.looseObject({ from: sockAddr, data: base64.max(87400) })).max(1 << 16)
+    .optional(),
 }).superRefine((s, ctx) => {
   const family = s.family === "ipv4" ? AF.INET : AF.INET6;
   for (const key of ["local", "peer"] as const) {
@@ -92,6 +94,18 @@ const inet = z.looseObject({
       message: "an established connection needs tcp, local and peer",
     });
   }
+  if (s.datagrams && (s.proto !== "udp" || !s.local)) {
+    ctx.addIssue({ code: "custom", message: "only a bound UDP socket has queued datagrams" });
+  }
+  (s.datagrams ?? []).forEach((d, i) => {
+    if (!exactAddress(s.family === "ipv4" ? AF.INET : AF.INET6)(d.from)) {
+      ctx.addIssue({
+        code: "custom",
+        message: `not an ${s.family} address`,
+        path: ["datagrams", i, "from", "address"],
+      });
+    }
+  });
   if (s.proto === "udp" && s.state !== "closed") {
     ctx.addIssue({ code: "custom", message: "a UDP socket is never listening or established" });
   }

@@ -207,6 +207,7 @@ export class InetSocketSession {
         if (s.state === "listen") refusals.use("socket.tcp-listen", e.where);
         else if (s.state === "closed") refusals.use("socket.tcp-closed", e.where);
       } else refusals.use("socket.udp", e.where);
+      if (s.datagrams?.length) refusals.use("socket.udp-queued", e.where);
       if (!s.tcp || !s.local || !s.peer) continue;
       s.tcp.peerInTree = ends.has(`${canonical(s.peer)}|${canonical(s.local)}`);
       const where = InetSocketSession.describe(e.pid, e.fd);
