@@ -332,7 +332,7 @@ export class ProgramBuilder {
 
 function encodeOp(view: DataView, at: number, op: Op, opsAddress: bigint): void {
   let mask = 0;
-  if (op.argSlots) for (const i of op.argSlots) mask |= 1 << i;
+  if (op.argSlots) { for (const i of op.argSlots) mask |= 1 << i; }
   let flags = 0;
   if (op.allowFail) flags |= FLAG_ALLOW_FAIL;
   let aux = 0n;
