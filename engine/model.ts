@@ -513,6 +513,8 @@ export interface InetSocket {
    * sent again from their senders' addresses at restore). Absent when none.
    */
   datagrams?: QueuedDatagram[];
+  /** Its owner (sk_uid, the socket inode's owner) when not root: restore creates it with these fs ids. */
+  owner?: { uid: number; gid: number };
 }
 
 /** A UDP datagram waiting in a socket's receive queue. */
@@ -562,6 +564,8 @@ export interface NetlinkSocket {
   options: SockOption[];
   /** SO_SNDBUF / SO_RCVBUF when not the kernel default. */
   buffers?: { snd?: number; rcv?: number };
+  /** Its owner (sk_uid, the socket inode's owner) when not root: restore creates it with these fs ids. */
+  owner?: { uid: number; gid: number };
 }
 
 /**
@@ -685,9 +689,9 @@ export interface UnixSocketImage {
   /** Pid of SO_PEERCRED (who connected, or made the pair). */
   peerCredPid?: number;
   /**
-   * Ids that are not root's: the socket's owner (sock_diag), SO_PEERCRED's
-   * uid and gid, a queued message's credentials (the restore creates sockets
-   * as root, so these are refused; see engine/fds/unix.ts).
+   * Ids the restore cannot give back, refused (engine/fds/unix.ts): an owner
+   * (sock_diag) that is not its fd's, SO_PEERCRED's uid and gid when not
+   * the owner's, a queued message's credentials when not root's.
    */
   nonRootIds?: string;
   /** The receive queue (each datagram, or a stream's bytes as one message). */
@@ -704,4 +708,8 @@ export interface UnixSocketImage {
    * and a detail); the tree plan refuses the socket with it.
    */
   refused?: { id: string; detail: string };
+  /** SO_PEERGROUPS: the supplementary groups that came with the peer credentials. */
+  peerGroups?: number[];
+  /** Its owner (its inode's) when not root: its group is made with these ids (engine/fds/socket_owner.ts). */
+  creator?: { uid: number; gid: number };
 }

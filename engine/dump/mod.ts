@@ -300,7 +300,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
   let tree: FrozenTree | undefined;
   const streamers: MemoryStreamer[] = [];
   let writers: ImageWriter[] = [];
-  // TCP/UDP sockets; established connections stay in repair mode until the outcome is known.
+  // TCP/UDP sockets; copies of established connections are kept until the outcome is known.
   const sockets = new InetSocketSession();
   try {
     tree = freezeTree(pid);
@@ -322,7 +322,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       collectProcess(p.pid, p.threads, p.children, fdLists[i], topology, refusals, sockets)
     );
     // Queued socket bytes are sent again by whichever process creates the socket.
-    const socketData = collectedAll.reduce((n, c) => n + fdQueueBytes(c.image.fds), 0);
+    const socketData = collectedAll.reduce((n, c) => n + fdQueueBytes(c.image.fds), 0) +
+      sockets.sharedQueueBytes();
     const described = tree.processes.map((p, i) => {
       const collected = collectedAll[i];
       const size = bootstrapSizeFor(
@@ -492,6 +493,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     await fsyncDir(dirname(finalDir), sync);
     pausePoint("rename");
     if (!thawed) {
+      sockets.enterRepairForKill(); // closing them once the tree is gone sends nothing
       killTree(tree);
       thawed = true;
       tree = undefined;

@@ -2,19 +2,27 @@
  * IPv4/IPv6 and netlink sockets at dump time: the per-tree session that
  * reads each TCP, UDP or netlink socket through a copy of its fd
  * (pidfd_getfd), decides which established connections have their peer
- * inside the tree, and keeps established connections in TCP repair mode
- * until the dump's outcome is known.
+ * inside the tree, and keeps a copy of each established connection until
+ * the dump's outcome is known.
  *
  * Repair mode is a property of the socket, so switching the copy into it
- * switches the target's socket. The session's end decides what happens:
+ * switches the target's socket; a cryo killed while a socket is in repair
+ * mode would leave it so. It is on only while a connection is read
+ * (engine/fds/tcp.ts), and again from just before the tree is killed at
+ * the end of a successful dump ({@link InetSocketSession.enterRepairForKill},
+ * after the image is in place):
  *
  * - the tree is killed ({@link InetSocketSession.releaseAfterKill}): the
- *   copies are closed while still in repair mode, which makes the kernel
- *   drop the connection without sending FIN or RST to the peer;
+ *   copies are closed in repair mode, which makes the kernel drop the
+ *   connection without sending FIN or RST to the peer;
  * - the tree goes on (`leaveRunning`) or the dump fails
- *   ({@link InetSocketSession.releaseRunning}): repair mode is switched off
- *   again (and SO_REUSEADDR, which repair mode overrides, put back) before
- *   the tree runs.
+ *   ({@link InetSocketSession.releaseRunning}): the copies are closed (repair
+ *   mode switched off first and SO_REUSEADDR, which repair mode overrides,
+ *   put back, should it be on).
+ *
+ * Data that reaches a connection after it was read is seen by
+ * tcpi_bytes_received (without repair mode) before the manifest is
+ * written, and by the receive sequence once the tree is killed.
  *
  * @module
  */
@@ -29,24 +37,27 @@ import {
   SOCK,
   SOL,
 } from "../../ffi/net.ts";
-import { receiveSequence, setRepair, TCP_STATE } from "../../ffi/tcp_repair.ts";
+import { receiveSequence, setRepair, TCP_STATE, tcpInfo } from "../../ffi/tcp_repair.ts";
 import { tcpShutdownStates } from "../../ffi/inet_diag.ts";
 import { CryoError } from "../errors.ts";
 import type { FdInfo, SockAddr } from "../model.ts";
 import type { Refusals, SupportId } from "../support.ts";
 import { type Collected, formatAddr, IPPROTO_TCP, IPPROTO_UDP, REFUSED_PREFIX } from "./inet.ts";
 import { collectTcp } from "./tcp.ts";
+import { inetQueueBytes } from "./inet_plan.ts";
 import { collectUdp } from "./udp.ts";
 import { collectNetlink } from "./netlink.ts";
 import { type NetlinkRow, readNetlinkTable } from "../proc/netlink.ts";
+import { readSocketOwners } from "../proc/net_owners.ts";
+import { type SocketOwner, socketOwner } from "./socket_owner.ts";
 
-/** How one socket was read: its fd record, where, and the copy kept in repair mode. */
+/** How one socket was read: its fd record, where, and the copy kept of a connection. */
 interface Entry {
   pid: number;
   fd: FdInfo;
   where: string;
-  /** Copy kept open while the connection is in repair mode. */
-  repair?: { copy: number; reuseaddr: number };
+  /** Copy of an established connection kept open until the dump's outcome is known. */
+  repair?: { copy: number; reuseaddr: number; bytesReceived: bigint };
 }
 
 /** An address as the other end sees it (v4-mapped IPv6 addresses as IPv4). */
@@ -60,11 +71,15 @@ function canonical(a: SockAddr): string {
 /** Dump-time handling of every IPv4/IPv6 and netlink socket of a frozen tree. */
 export class InetSocketSession {
   readonly #entries: Entry[] = [];
-  /** Socket inode -> the processes holding it. */
-  readonly #holders = new Map<string, Set<number>>();
+  /** Socket inode -> the fd it was read through (a socket is one open file description). */
+  readonly #first = new Map<string, FdInfo>();
+  /** Fds of other processes holding a socket already read: they get its record in finish(). */
+  readonly #followers: FdInfo[] = [];
   readonly #netlinks: Entry[] = [];
   /** Address family -> (inode -> sk_shutdown) of established TCP sockets, read once. */
   readonly #shutdowns = new Map<number, Map<number, number>>();
+  /** Pid -> sk_uid of its TCP and UDP sockets, by inode, read once. */
+  readonly #owners = new Map<number, Map<number, number>>();
   /** Pid -> its /proc/<pid>/net/netlink, by inode, read once. */
   readonly #netlinkTables = new Map<number, Map<number, NetlinkRow>>();
 
@@ -73,6 +88,25 @@ export class InetSocketSession {
     if (!table) {
       table = tcpShutdownStates(family, 1 << TCP_STATE.ESTABLISHED);
       this.#shutdowns.set(family, table);
+    }
+    return table.get(Number(target.match(/\[(\d+)\]/)?.[1]));
+  }
+
+  /**
+   * Bytes of queued data of the sockets shared by several processes (read
+   * so far): whichever process creates one for the tree (their common
+   * ancestor, maybe not a holder) carries them in its restore program.
+   */
+  sharedQueueBytes(): number {
+    const shared = new Set(this.#followers.map((f) => f.target));
+    return inetQueueBytes([...shared].map((t) => this.#first.get(t)!));
+  }
+
+  #ownerRow(pid: number, target: string): number | undefined {
+    let table = this.#owners.get(pid);
+    if (!table) {
+      table = readSocketOwners(pid);
+      this.#owners.set(pid, table);
     }
     return table.get(Number(target.match(/\[(\d+)\]/)?.[1]));
   }
@@ -93,11 +127,13 @@ export class InetSocketSession {
    */
   collect(pid: number, fds: FdInfo[]): void {
     for (const f of fds) {
-      if (f.kind !== "socket" || f.restore === "inherit") continue;
-      const holders = this.#holders.get(f.target) ?? new Set<number>();
-      holders.add(pid);
-      this.#holders.set(f.target, holders);
-      if (f.sameAs !== undefined) continue;
+      if (f.kind !== "socket" || f.restore === "inherit" || f.sameAs !== undefined) continue;
+      if (this.#first.has(f.target)) {
+        // Shared with a process read before (after fork): one socket, read once.
+        this.#followers.push(f);
+        continue;
+      }
+      this.#first.set(f.target, f);
       this.#collectOne(pid, f);
     }
   }
@@ -115,22 +151,28 @@ export class InetSocketSession {
   #read(pid: number, f: FdInfo, where: string): void {
     const copy = pidfdGetfd(pid, f.fd);
     let keep = false;
+    let owner: SocketOwner | undefined;
     try {
       const domain = getsockoptInt(copy, SOL.SOCKET, SO.DOMAIN);
       const type = getsockoptInt(copy, SOL.SOCKET, SO.TYPE);
       const protocol = getsockoptInt(copy, SOL.SOCKET, SO.PROTOCOL);
       if (domain === AF.NETLINK || domain === AF.INET || domain === AF.INET6) {
-        // Sockets are re-created as root (the tree's credentials come last).
-        const st = Deno.statSync(`/proc/${pid}/fd/${f.fd}`);
-        if (st.uid !== 0 || st.gid !== 0) {
-          return this.#refuse(f, "socket.inet-owner", `owned by ${st.uid}:${st.gid}`);
+        // The socket's owner (sk_uid, its inode's owner): from its creator's fs ids.
+        owner = socketOwner(pid, f.fd);
+        const skUid = domain === AF.NETLINK ? undefined : this.#ownerRow(pid, f.target);
+        if (skUid !== undefined && skUid !== (owner?.uid ?? 0)) {
+          return this.#refuse(
+            f,
+            "socket.inet-owner-split",
+            `owned by uid ${skUid}, its fd by uid ${owner?.uid ?? 0}`,
+          );
         }
       }
       if (domain === AF.NETLINK) {
         const row = this.#netlinkRow(pid, f.target);
         const got = collectNetlink(copy, type ?? 0, protocol ?? 0, row);
         if ("refused" in got) return this.#refuse(f, got.refused, got.detail);
-        f.netlink = got.netlink;
+        f.netlink = { ...got.netlink, ...(owner ? { owner } : {}) };
         f.restore = "netlink";
         this.#netlinks.push({ pid, fd: f, where });
         return;
@@ -146,7 +188,7 @@ export class InetSocketSession {
         got = { refused: "socket.inet-other", detail: `type ${type} protocol ${protocol}` };
       }
       if ("refused" in got) return this.#refuse(f, got.refused, got.detail);
-      f.inet = got.inet;
+      f.inet = { ...got.inet, ...(owner ? { owner } : {}) };
       f.restore = got.inet.proto;
       const entry: Entry = { pid, fd: f, where };
       if (got.repairCopy) {
@@ -154,7 +196,7 @@ export class InetSocketSession {
         const reuse = got.inet.options.find((o) =>
           o.name === SO.REUSEADDR && o.level === SOL.SOCKET
         );
-        entry.repair = { copy, reuseaddr: reuse?.int ?? 0 };
+        entry.repair = { copy, reuseaddr: reuse?.int ?? 0, bytesReceived: got.bytesReceived ?? 0n };
       }
       this.#entries.push(entry);
     } finally {
@@ -174,35 +216,40 @@ export class InetSocketSession {
   }
 
   /**
-   * Once every process is collected: refuses sockets shared by several
-   * processes, and decides for each established connection whether its
-   * peer is in the tree; one to the outside is reported as
-   * "socket.tcp-established" (an opt-in).
+   * Once every process is collected: gives the fds of the other holders of
+   * a shared socket its record (restore creates it once, engine/fds/shared.ts),
+   * and decides for each established connection whether its peer is in the
+   * tree; one to the outside is reported as "socket.tcp-established" (an opt-in).
    */
   finish(refusals: Refusals): void {
+    for (const f of this.#followers) {
+      const first = this.#first.get(f.target)!;
+      f.restore = first.restore;
+      if (first.extra["refused"] !== undefined) f.extra["refused"] = first.extra["refused"];
+      if (first.inet) f.inet = first.inet;
+      if (first.netlink) f.netlink = first.netlink;
+    }
+    const holders = (f: FdInfo) => [f, ...this.#followers.filter((x) => x.target === f.target)];
     const ends = new Set<string>();
     for (const e of this.#entries) {
       const s = e.fd.inet!;
       if (s.tcp && s.local && s.peer) ends.add(`${canonical(s.local)}|${canonical(s.peer)}`);
     }
     for (const e of this.#netlinks) {
-      if ((this.#holders.get(e.fd.target)?.size ?? 0) > 1) {
-        this.#refuse(e.fd, "socket.inet-shared");
-        delete e.fd.netlink;
-      } else refusals.use("socket.netlink-route", e.where);
+      refusals.use("socket.netlink-route", e.where);
+      if (e.fd.netlink?.owner) refusals.use("socket.inet-owner", e.where);
+      if (holders(e.fd).length > 1) refusals.use("socket.inet-shared", e.where);
     }
     for (const e of this.#entries) {
       const s = e.fd.inet!;
-      if (e.fd.excluded) {
-        // Left out by a policy: the process closes it like any fd when it dies.
+      const all = holders(e.fd);
+      if (all.every((f) => f.excluded)) {
+        // Left out by a policy: the processes close it like any fd when they die.
         this.#endRepair(e);
         continue;
       }
-      if ((this.#holders.get(e.fd.target)?.size ?? 0) > 1) {
-        this.#refuse(e.fd, "socket.inet-shared");
-        delete e.fd.inet;
-        continue;
-      }
+      if (all.length > 1) refusals.use("socket.inet-shared", e.where);
+      if (s.owner) refusals.use("socket.inet-owner", e.where);
       if (s.proto === "tcp") {
         if (s.state === "listen") refusals.use("socket.tcp-listen", e.where);
         else if (s.state === "closed") refusals.use("socket.tcp-closed", e.where);
@@ -222,13 +269,21 @@ export class InetSocketSession {
   checkUnchanged(): void {
     for (const e of this.#entries) {
       if (!e.repair || !e.fd.inet?.tcp) continue;
-      if (receiveSequence(e.repair.copy) !== e.fd.inet.tcp.rcvSeq) {
+      if (tcpInfo(e.repair.copy).bytesReceived !== e.repair.bytesReceived) {
         throw new CryoError(
           `${InetSocketSession.describe(e.pid, e.fd)} received data while the tree was being ` +
             `checkpointed; nothing was written, try again`,
         );
       }
     }
+  }
+
+  /**
+   * The image is in place and the tree is about to be killed: switch the
+   * connections into repair mode, so that closing them sends nothing.
+   */
+  enterRepairForKill(): void {
+    for (const e of this.#entries) if (e.repair) setRepair(e.repair.copy, true);
   }
 
   /**
@@ -254,7 +309,7 @@ export class InetSocketSession {
     return late;
   }
 
-  /** The tree goes on: switch repair mode off again and put SO_REUSEADDR back. */
+  /** The tree goes on: close the copies (repair mode off and SO_REUSEADDR put back, should it be on). */
   releaseRunning(): void {
     for (const e of this.#entries) this.#endRepair(e);
   }

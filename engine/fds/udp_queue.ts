@@ -293,8 +293,14 @@ function withQueue(image: ProcessImage) {
  * (see {@link requeueDatagrams}); throws naming the socket on failure.
  */
 export function finishUdpQueues(images: readonly ProcessImage[]): void {
+  const seen = new Set<string>();
   for (const image of images) {
     for (const f of withQueue(image)) {
+      if (f.description !== undefined) {
+        // A socket shared by several processes (shared.ts) gets its datagrams once.
+        if (seen.has(f.description)) continue;
+        seen.add(f.description);
+      }
       const s = f.inet!;
       try {
         requeueDatagrams(image.pid, f.fd, s);
@@ -310,7 +316,9 @@ export function finishUdpQueues(images: readonly ProcessImage[]): void {
 
 /** What {@link finishUdpQueues} does for `image`, for `show --plan`. */
 export function finishUdpQueuesPlan(image: ProcessImage): string[] {
-  return withQueue(image).map((f) =>
+  const first = (f: ProcessImage["fds"][number]) =>
+    f.description === undefined || f.description === `${image.pid}:${f.fd}`;
+  return withQueue(image).filter(first).map((f) =>
     `fd ${f.fd}: ${f.inet!.datagrams!.length} queued datagrams sent again from their senders' ` +
     `addresses (raw IP packets to ${formatAddr(f.inet!.local)})`
   );
