@@ -54,6 +54,7 @@ import { readFds } from "../proc/fds.ts";
 import { freezeTree, type FrozenTree, thawTree } from "./freeze.ts";
 import { collectProcess, pipeTopology } from "./process.ts";
 import { markSharedDescriptions } from "../fds/descriptions.ts";
+import { resolveInFlightFds } from "../fds/unix_scm.ts";
 import {
   checkFdOwners,
   checkProcessPaths,
@@ -344,6 +345,9 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       return { p, collected, image, start, size };
     });
     markSharedDescriptions(
+      described.map((d, i) => ({ pid: d.p.pid, fds: d.image.fds, proc: fdLists[i] })),
+    );
+    resolveInFlightFds(
       described.map((d, i) => ({ pid: d.p.pid, fds: d.image.fds, proc: fdLists[i] })),
     );
     checkSharedTables(described.map((d) => d.p.pid), refusals);

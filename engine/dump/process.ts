@@ -45,7 +45,8 @@ export interface CollectedProcess {
   vmas: Vma[];
 }
 
-function toFdInfo(pid: number, f: ProcFd, topology: PipeTopology): FdInfo {
+/** The image of fd `f` of process `pid` (kind, flags, offset, kind extras). */
+export function toFdInfo(pid: number, f: ProcFd, topology: PipeTopology): FdInfo {
   const flags = f.info.flags ?? 0;
   const O_CLOEXEC = 0o2000000;
   let restore = "open";
