@@ -2,8 +2,9 @@
  * Fds in flight (SCM_RIGHTS) in unix socket queues (engine/fds/unix_scm.ts)
  * with tests/targets/rt_scm.c: a round trip (a held file's description
  * shared with the received fd, a closed file with its offset and flags, an
- * eventfd, a pipe write end whose read end the process holds, message
- * boundaries and fd sets), a --leave-running dump after which the target
+ * eventfd, a pipe write end whose read end the process holds, a datagram
+ * from a sender since closed, message boundaries and fd sets), a child's
+ * fd passed to its parent (one description in two processes), a --leave-running dump after which the target
  * reads exactly the queue it had, and an epoll fd in flight refused by name.
  */
 
@@ -34,6 +35,8 @@ const CHECKS = [
   "pipe-arrives",
   "seq-after",
   "seq-empty",
+  "dgram-held",
+  "dgram-held-shared",
 ];
 
 Deno.test(
@@ -43,6 +46,20 @@ Deno.test(
     await dumpKillRestore(m.t);
     await Deno.writeTextFile(m.trigger, "");
     assertChecksPassed(m.t, CHECKS, await m.t.wait());
+  }),
+);
+
+Deno.test(
+  "a child's fd in flight to its parent shares its description with the child after the restore",
+  withTargets(async () => {
+    const m = await startTriggered("rt_scm", READY, { passWork: true, extra: ["tree"] });
+    await dumpKillRestore(m.t);
+    await Deno.writeTextFile(m.trigger, "");
+    assertChecksPassed(
+      m.t,
+      ["tree-message", "tree-offset", "tree-same-file", "tree-child-shares"],
+      await m.t.wait(),
+    );
   }),
 );
 

@@ -6,11 +6,14 @@
  * (offset and flags kept), a message with two fds (an eventfd the process
  * closed and the held file again); on a seqpacket pair, a message with the
  * write end of a pipe whose read end the process holds, then one without
- * fds. Each message is read with its exact size: data, boundaries and fds
+ * fds; on a bound datagram socket, the held file from a sender since
+ * closed. Each message is read with its exact size: data, boundaries and fds
  * are checked.
  *
- * usage: rt_scm <trigger> <workdir> [epoll]
+ * usage: rt_scm <trigger> <workdir> [epoll|tree]
  *   epoll   an epoll fd no process holds in flight (refused); checks it is still queued
+ *   tree    a child sends its parent the fd of a file it holds (one description
+ *           in two processes after the restore too)
  */
 #define _GNU_SOURCE
 #include "common.h"
@@ -20,6 +23,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 
 /* Sends `len` bytes of `data` on `sock` with the `n` fds of `fds`. */
 static void send_fds(int sock, const char *data, size_t len, const int *fds, int n) {
@@ -80,7 +84,7 @@ static ssize_t expect(const char *name, int sock, const char *want, int *fds, in
 }
 
 int main(int argc, char **argv) {
-  need_args(argc, 2, "rt_scm <trigger> <workdir> [epoll]");
+  need_args(argc, 2, "rt_scm <trigger> <workdir> [epoll|tree]");
   const char *mode = argc > 3 ? argv[3] : "";
   signal(SIGPIPE, SIG_IGN);
   char held[256], gone[256];
@@ -103,6 +107,40 @@ int main(int argc, char **argv) {
     return verdict();
   }
 
+  if (!strcmp(mode, "tree")) {
+    int sp[2], go[2], ready[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) != 0 || pipe(go) != 0 || pipe(ready) != 0) {
+      die("socketpair/pipe");
+    }
+    pid_t child = fork();
+    if (child < 0) die("fork");
+    if (child == 0) {
+      int f = open(held, O_RDWR | O_CREAT | O_TRUNC, 0600);
+      if (f < 0 || write(f, "0123456789", 10) != 10 || lseek(f, 4, SEEK_SET) != 4) _exit(2);
+      send_fds(sp[0], "child", 5, &f, 1);
+      if (write(ready[1], "r", 1) != 1) _exit(2);
+      char c;
+      if (read(go[0], &c, 1) != 1) _exit(3); /* the parent moved the offset */
+      _exit(lseek(f, 0, SEEK_CUR) == 9 ? 0 : 4);
+    }
+    char c;
+    if (read(ready[0], &c, 1) != 1) die("child ready");
+    print_ready("pid=%d child=%d", getpid(), child);
+    wait_trigger(argv[1]);
+    int fds[4];
+    if (expect("tree-message", sp[1], "child", fds, 1) == 5) {
+      check("tree-offset", lseek(fds[0], 0, SEEK_CUR) == 4, "");
+      check("tree-same-file", same_file(fds[0], held), "");
+      lseek(fds[0], 9, SEEK_SET);
+    }
+    if (write(go[1], "g", 1) != 1) die("go");
+    int status = -1;
+    waitpid(child, &status, 0);
+    check("tree-child-shares", WIFEXITED(status) && WEXITSTATUS(status) == 0, "status 0x%x",
+          status);
+    return verdict();
+  }
+
   /* Files: `held` stays open at fd f1 (offset 3); `gone` is closed once sent. */
   int f1 = open(held, O_RDWR | O_CREAT | O_TRUNC, 0600);
   int f2 = open(gone, O_RDWR | O_CREAT | O_TRUNC | O_APPEND, 0600);
@@ -112,6 +150,15 @@ int main(int argc, char **argv) {
   int ev = eventfd(42, EFD_NONBLOCK);
   int pp[2];
   if (ev < 0 || pipe(pp) != 0) die("eventfd/pipe");
+
+  /* A datagram socket bound in the work dir, sent the held file by a sender since closed. */
+  struct sockaddr_un da = {.sun_family = AF_UNIX};
+  snprintf(da.sun_path, sizeof da.sun_path, "%s/d.sock", argv[2]);
+  int dr = socket(AF_UNIX, SOCK_DGRAM, 0), ds = socket(AF_UNIX, SOCK_DGRAM, 0);
+  if (dr < 0 || ds < 0 || bind(dr, (struct sockaddr *)&da, sizeof da) != 0) die("dgram");
+  if (connect(ds, (struct sockaddr *)&da, sizeof da) != 0) die("connect dgram");
+  send_fds(ds, "dgram", 5, &f1, 1);
+  close(ds);
 
   int st[2], sq[2];
   if (socketpair(AF_UNIX, SOCK_STREAM, 0, st) != 0) die("socketpair stream");
@@ -170,6 +217,11 @@ int main(int argc, char **argv) {
           "wrote %d, read \"%s\"", w, got);
   }
   expect("seq-after", sq[1], "after", fds, 0);
+  if (expect("dgram-held", dr, "dgram", fds, 1) == 5) {
+    lseek(f1, 1, SEEK_SET);
+    check("dgram-held-shared", lseek(fds[0], 0, SEEK_CUR) == 1, "");
+    close(fds[0]);
+  }
   check("seq-empty", recv_fds(sq[1], &b, 1, fds, &n) < 0 && errno == EAGAIN, "");
   return verdict();
 }
