@@ -33,7 +33,6 @@ import type { FdInfo, InFlightFd, ProcessImage, QueuedMessage } from "../model.t
 import { type ProcFd, readFd } from "../proc/fds.ts";
 import { compareFiles } from "./descriptions.ts";
 import { collectPipe } from "./pipe.ts";
-import { toFdInfo } from "../dump/process.ts";
 import type { CarriedDescription, SharedPlan } from "./shared.ts";
 
 const SOCK_STREAM = 1;
@@ -48,15 +47,22 @@ export interface InFlightProcess {
   proc: readonly ProcFd[];
 }
 
+/** Describes fd `f` of process `pid` like an fd of the tree (the dump's own fd reader). */
+export type FdDescriber = (pid: number, f: ProcFd) => FdInfo;
+
 /** Kinds a description only a message holds can be saved as. */
 const STANDALONE = new Set(["file", "directory", "pipe", "eventfd"]);
 
 /**
  * Identifies the fds in flight in the queues of the tree's unix sockets
  * (see the module doc). A socket whose fds cannot all be saved gets
- * `refused` (the tree plan refuses it by name).
+ * `refused` (the tree plan refuses it by name). `describe` describes a
+ * standalone one.
  */
-export function resolveInFlightFds(procs: readonly InFlightProcess[]): void {
+export function resolveInFlightFds(
+  procs: readonly InFlightProcess[],
+  describe: FdDescriber,
+): void {
   for (const { pid, fds } of procs) {
     for (const f of fds) {
       const u = f.socket?.unix;
@@ -73,7 +79,7 @@ export function resolveInFlightFds(procs: readonly InFlightProcess[]): void {
           true,
         );
         try {
-          return identifyQueue(u.queue, peeked.map((m) => m.fds ?? []), procs);
+          return identifyQueue(u.queue, peeked.map((m) => m.fds ?? []), procs, describe);
         } finally {
           for (const m of peeked) for (const passed of m.fds ?? []) closeFd(passed);
         }
@@ -88,6 +94,7 @@ function identifyQueue(
   queue: QueuedMessage[],
   passed: number[][],
   procs: readonly InFlightProcess[],
+  describe: FdDescriber,
 ): string | undefined {
   const shape = (n: number[]) => n.join(",");
   if (shape(queue.map((m) => m.fds?.length ?? 0)) !== shape(passed.map((p) => p.length))) {
@@ -95,7 +102,7 @@ function identifyQueue(
   }
   for (const [i, m] of queue.entries()) {
     for (const [j, fd] of passed[i].entries()) {
-      const found = identify(fd, procs);
+      const found = identify(fd, procs, describe);
       const where = `message ${i + 1} of its queue, passed fd ${j + 1}`;
       if (typeof found === "string") return `${where}: ${found}`;
       m.fds![j] = found;
@@ -105,7 +112,11 @@ function identifyQueue(
 }
 
 /** What cryo's copy `fd` of a passed fd is: a tree fd's description, a standalone one, or why not. */
-function identify(fd: number, procs: readonly InFlightProcess[]): InFlightFd | string {
+function identify(
+  fd: number,
+  procs: readonly InFlightProcess[],
+  describe: FdDescriber,
+): InFlightFd | string {
   const mine = readFd(Deno.pid, fd);
   for (const { pid, fds, proc } of procs) {
     for (const pf of proc) {
@@ -119,7 +130,7 @@ function identify(fd: number, procs: readonly InFlightProcess[]): InFlightFd | s
   if (!STANDALONE.has(mine.kind) || mine.deleted) {
     return `${kind} no process of the tree holds cannot be saved in flight`;
   }
-  const file = toFdInfo(Deno.pid, mine, new Map());
+  const file = describe(Deno.pid, mine);
   file.fd = -1;
   if (mine.kind === "pipe") {
     // Its other end must be in the tree: the pipe is then made again with both ends.
