@@ -5,7 +5,7 @@
  * eventfd, a pipe write end whose read end the process holds, a datagram
  * from a sender since closed, message boundaries and fd sets), a child's
  * fd passed to its parent (one description in two processes), a --leave-running dump after which the target
- * reads exactly the queue it had, and an epoll fd in flight refused by name.
+ * reads exactly the queue it had, and an epoll fd and a socket in flight refused by name.
  */
 
 import assert from "node:assert/strict";
@@ -74,22 +74,37 @@ Deno.test(
   }),
 );
 
+/** Starts rt_scm in `mode`, checks the dump is refused with `line`, then that the fd is still queued. */
+async function assertRefused(mode: string, line: RegExp): Promise<void> {
+  const m = await startTriggered("rt_scm", READY, { passWork: true, extra: [mode] });
+  const dir = await tempImageDir();
+  await assert.rejects(checkpoint(m.t.pid, { dir }), (e: unknown) => {
+    assert.ok(e instanceof UnsupportedError, `expected UnsupportedError, got ${e}`);
+    assert.match((e as Error).message, line);
+    return true;
+  });
+  await assert.rejects(Deno.stat(dir), Deno.errors.NotFound, "no image is left");
+  assert.equal(m.t.poll(), undefined, "the target still runs");
+  await Deno.writeTextFile(m.trigger, "");
+  assertChecksPassed(m.t, ["epoll-still-queued"], await m.t.wait());
+}
+
 Deno.test(
   "an epoll fd in flight that no process holds is refused by name",
-  withTargets(async () => {
-    const m = await startTriggered("rt_scm", READY, { passWork: true, extra: ["epoll"] });
-    const dir = await tempImageDir();
-    await assert.rejects(checkpoint(m.t.pid, { dir }), (e: unknown) => {
-      assert.ok(e instanceof UnsupportedError, `expected UnsupportedError, got ${e}`);
-      assert.match(
-        (e as Error).message,
-        /fd \d+ \(socket:\[\d+\]\): unix sockets with file descriptors in flight.*: message 1 of its queue, passed fd 1: an epoll \(anon_inode:\[eventpoll\]\) no process of the tree holds/,
-      );
-      return true;
-    });
-    await assert.rejects(Deno.stat(dir), Deno.errors.NotFound, "no image is left");
-    assert.equal(m.t.poll(), undefined, "the target still runs");
-    await Deno.writeTextFile(m.trigger, "");
-    assertChecksPassed(m.t, ["epoll-still-queued"], await m.t.wait());
-  }),
+  withTargets(() =>
+    assertRefused(
+      "epoll",
+      /fd \d+ \(socket:\[\d+\]\): unix sockets with file descriptors in flight.*: message 1 of its queue, passed fd 1: an epoll \(anon_inode:\[eventpoll\]\) no process of the tree holds/,
+    )
+  ),
+);
+
+Deno.test(
+  "a socket in flight (its peer in the tree) is refused by name",
+  withTargets(() =>
+    assertRefused(
+      "socket",
+      /fd \d+ \(socket:\[\d+\]\): unix sockets with file descriptors in flight.*: message 1 of its queue, passed fd 1: a socket \(socket:\[\d+\]\) cannot be saved in flight/,
+    )
+  ),
 );

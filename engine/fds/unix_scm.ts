@@ -10,8 +10,8 @@
  * description only the message holds, saved like a tree fd when it is a
  * kind that can stand alone (a regular file or directory by path with
  * offset and flags, an eventfd, a pipe end whose other end is in the
- * tree); anything else refuses the socket (`socket.unix-scm`), naming the
- * kind, the socket and the message. cryo's copies are closed.
+ * tree); anything else, and any socket (a tree's one too), refuses the
+ * socket (`socket.unix-scm`), naming the kind, the socket and the message. cryo's copies are closed.
  *
  * **Restore**: every carried description becomes an object of the shared
  * plan (shared.ts), created before the tree's unix sockets by an ancestor
@@ -118,6 +118,9 @@ function identify(
   describe: FdDescriber,
 ): InFlightFd | string {
   const mine = readFd(Deno.pid, fd);
+  const kind = `${/^[aeiou]/.test(mine.kind) ? "an" : "a"} ${mine.kind} (${mine.target})`;
+  // Sockets are made by their own plans (unix.ts, inet_plan.ts), not as carried descriptions.
+  if (mine.kind === "socket") return `${kind} cannot be saved in flight`;
   for (const { pid, fds, proc } of procs) {
     for (const pf of proc) {
       if (pf.stat.dev !== mine.stat.dev || pf.stat.ino !== mine.stat.ino) continue;
@@ -126,7 +129,6 @@ function identify(
       return { ref: { pid, fd: info.sameAs ?? info.fd } };
     }
   }
-  const kind = `${/^[aeiou]/.test(mine.kind) ? "an" : "a"} ${mine.kind} (${mine.target})`;
   if (!STANDALONE.has(mine.kind) || mine.deleted) {
     return `${kind} no process of the tree holds cannot be saved in flight`;
   }
@@ -200,7 +202,7 @@ export function carriedFdNumbers(
       if (source?.kind === "transfer") numbers.push(source.from);
       else {
         problem ??= c.ref
-          ? `the description of process ${c.ref.pid} fd ${c.ref.fd} it carries cannot be sent again (a socket, or one taken from the restorer's stdio)`
+          ? `the description of process ${c.ref.pid} fd ${c.ref.fd} it carries cannot be sent again (it is taken from the restorer's stdio)`
           : c.file
           ? `the ${c.file.kind} (${c.file.target}) it carries cannot be made again`
           : "an fd it carries was not identified at dump";

@@ -10,8 +10,9 @@
  * closed. Each message is read with its exact size: data, boundaries and fds
  * are checked.
  *
- * usage: rt_scm <trigger> <workdir> [epoll|tree]
+ * usage: rt_scm <trigger> <workdir> [epoll|socket|tree]
  *   epoll   an epoll fd no process holds in flight (refused); checks it is still queued
+ *   socket  the same with a datagram socket in flight (its peer in the tree)
  *   tree    a child sends its parent the fd of a file it holds (one description
  *           in two processes after the restore too)
  */
@@ -84,17 +85,18 @@ static ssize_t expect(const char *name, int sock, const char *want, int *fds, in
 }
 
 int main(int argc, char **argv) {
-  need_args(argc, 2, "rt_scm <trigger> <workdir> [epoll|tree]");
+  need_args(argc, 2, "rt_scm <trigger> <workdir> [epoll|socket|tree]");
   const char *mode = argc > 3 ? argv[3] : "";
   signal(SIGPIPE, SIG_IGN);
   char held[256], gone[256];
   snprintf(held, sizeof held, "%s/held.txt", argv[2]);
   snprintf(gone, sizeof gone, "%s/gone.txt", argv[2]);
 
-  if (!strcmp(mode, "epoll")) {
-    int sp[2];
+  if (!strcmp(mode, "epoll") || !strcmp(mode, "socket")) {
+    int sp[2], other[2];
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) != 0) die("socketpair");
-    int ep = epoll_create1(0);
+    if (socketpair(AF_UNIX, SOCK_DGRAM, 0, other) != 0) die("socketpair");
+    int ep = !strcmp(mode, "epoll") ? epoll_create1(0) : other[0];
     if (ep < 0) die("epoll_create1");
     send_fds(sp[0], "e", 1, &ep, 1);
     close(ep);
