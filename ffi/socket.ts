@@ -193,7 +193,8 @@ function parseControl(c: Uint8Array, m: PeekedMessage, keep = false): void {
 
 /**
  * Joins the chunks of a stream queue peeked with `keepRights` into the
- * messages a receiver tells apart: bytes without fds are joined; a peek
+ * messages a receiver tells apart: bytes without fds are joined (the
+ * first chunk's credentials stand for them, as without `keepRights`); a peek
  * that brought fds ends with the message that carried them and is one
  * message. Where in it that message began cannot be seen: a peek goes on
  * past the bytes it asked for to the next buffer that carries fds from the
@@ -204,7 +205,7 @@ function splitStream(chunks: PeekedMessage[]): PeekedMessage[] {
   const out: PeekedMessage[] = [];
   for (const c of chunks) {
     const last = out[out.length - 1];
-    if (!c.rights && last && !last.rights && last.credPid === c.credPid) {
+    if (!c.rights && last && !last.rights) {
       const joined = new Uint8Array(last.data.length + c.data.length);
       joined.set(last.data);
       joined.set(c.data, last.data.length);
