@@ -2,10 +2,12 @@
  * Fds in flight (SCM_RIGHTS) in unix socket queues (engine/fds/unix_scm.ts)
  * with tests/targets/rt_scm.c: a round trip (a held file's description
  * shared with the received fd, a closed file with its offset and flags, an
- * eventfd, a pipe write end whose read end the process holds, a datagram
- * from a sender since closed, message boundaries and fd sets), a child's
- * fd passed to its parent (one description in two processes), a --leave-running dump after which the target
- * reads exactly the queue it had, and an epoll fd and a socket in flight refused by name.
+ * eventfd, a socketpair end with bytes queued, a pipe write end whose read
+ * end the process holds, a datagram from a sender since closed, message
+ * boundaries and fd sets), a child's fd passed to its parent (one
+ * description in two processes), a --leave-running dump after which the
+ * target reads exactly the queue it had, and an epoll fd and a unix socket
+ * with fds of its own in flight refused by name.
  */
 
 import assert from "node:assert/strict";
@@ -30,6 +32,9 @@ const CHECKS = [
   "stream-two",
   "two-eventfd",
   "two-held-shared",
+  "stream-sock",
+  "sock-queue",
+  "sock-peer",
   "stream-empty",
   "seq-pipe",
   "pipe-arrives",
@@ -100,11 +105,11 @@ Deno.test(
 );
 
 Deno.test(
-  "a socket in flight (its peer in the tree) is refused by name",
+  "a unix socket in flight that has fds in flight itself is refused by name",
   withTargets(() =>
     assertRefused(
       "socket",
-      /fd \d+ \(socket:\[\d+\]\): unix sockets with file descriptors in flight.*: message 1 of its queue, passed fd 1: a socket \(socket:\[\d+\]\) cannot be saved in flight/,
+      /fd \d+ \(socket:\[\d+\]\): unix sockets with file descriptors in flight.*: message 1 of its queue, passed fd 1: a socket \(socket:\[\d+\]\) that has fds in flight itself cannot be saved in flight/,
     )
   ),
 );

@@ -54,7 +54,7 @@ import type { FdSource } from "./types.ts";
 import { readProcLink } from "../proc/io.ts";
 import { RestoreError } from "../errors.ts";
 import { emitOwnerIds, emitRootIds, type SocketOwner, socketOwner } from "./socket_owner.ts";
-import { carriedFdNumbers } from "./unix_scm.ts";
+import { type CarriedFd, carriedFdNumbers, carriedSocket } from "./unix_scm.ts";
 import type { SharedPlan } from "./shared.ts";
 
 const AF_UNIX = 1;
@@ -415,6 +415,25 @@ export function planUnixSockets(
       byIno.set(u.ino, s);
     }
   }
+  // Unix sockets in flight join the group of the socket whose queue holds them (unix_scm.ts).
+  const carriedLinks: [number, number][] = [];
+  for (const s of [...byIno.values()]) {
+    for (const c of s.u.queue.flatMap((m) => m.fds ?? [])) {
+      const ino = carriedSocket(processes, c);
+      if (ino === undefined) continue;
+      carriedLinks.push([s.ino, ino]);
+      const u = c.file?.socket?.unix;
+      if (!u || byIno.has(ino)) continue;
+      held.add(ino);
+      byIno.set(ino, {
+        ino,
+        s: c.file!.socket!,
+        u,
+        holders: new Set(s.holders),
+        where: `a socket in flight (socket:[${ino}]) in ${s.where}`,
+      });
+    }
+  }
   // Dups of a socket fd (sameAs) are held by their base fd's process already.
   const plan: UnixTreePlan = {
     transfer: new Map(),
@@ -451,6 +470,7 @@ export function planUnixSockets(
   };
   const union = (a: number, b: number) => group.set(find(a), find(b));
   for (const s of socks) group.set(s.ino, s.ino);
+  for (const [a, b] of carriedLinks) if (byIno.has(b)) union(a, b);
 
   for (const s of socks) {
     const u = s.u;
@@ -466,6 +486,12 @@ export function planUnixSockets(
     const noFds = u.queue.map((m) => carried.get(m)).find((c) => typeof c === "string");
     if (noFds) {
       refuse(s, "socket.unix-scm", noFds);
+      continue;
+    }
+    const lost = u.queue.flatMap((m) => m.fds ?? []).map((c) => carriedSocket(processes, c))
+      .find((ino) => ino !== undefined && !byIno.has(ino));
+    if (lost !== undefined) {
+      refuse(s, "socket.unix-scm", `the socket:[${lost}] it carries is not re-created`);
       continue;
     }
     if (u.pendingError && (s.s.type === SOCK_DGRAM || !peerGone(u))) {
@@ -697,9 +723,15 @@ function emitGroup(
   temps: { next(): number },
   owner: SocketOwner | undefined,
   groups: number[] | undefined,
-  carried: Map<QueuedMessage, number[] | string>,
+  carried: Map<QueuedMessage, CarriedFd[] | string>,
 ): void {
-  const rights = (m: QueuedMessage) => carried.get(m) as number[] | undefined;
+  // Carried unix sockets are members of this group: sent from their transfer fds.
+  const rights = (m: QueuedMessage) => {
+    const c = carried.get(m);
+    return typeof c === "string" || !c
+      ? undefined
+      : c.map((x) => typeof x === "number" ? x : byIno.get(x.ino)!.fd!);
+  };
   const scratchAddr = slotsAddress + BigInt(scratch * 8);
   const label = (s: Sock) => `unix ${TYPE_NAMES[s.s.type]} socket:[${s.ino}]`;
   const place = (fd: number, comment: string) => {

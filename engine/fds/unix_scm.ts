@@ -10,13 +10,15 @@
  * description only the message holds, saved like a tree fd when it is a
  * kind that can stand alone (a regular file or directory by path with
  * offset and flags, an eventfd, a pipe end whose other end is in the
- * tree); anything else, and any socket (a tree's one too), refuses the
- * socket (`socket.unix-scm`), naming the kind, the socket and the message. cryo's copies are closed.
+ * tree, a unix socket described like the tree's, without fds in flight
+ * itself); anything else refuses the socket (`socket.unix-scm`), naming
+ * the kind, the socket and the message. cryo's copies are closed.
  *
  * **Restore**: every carried description becomes an object of the shared
  * plan (shared.ts), created before the tree's unix sockets by an ancestor
  * of all their holders, at a transfer fd (`carriedDescriptions`); a ref
- * shares it with its tree holder. The socket's creator sends each message
+ * shares it with its tree holder. A carried unix socket joins the group of
+ * the socket whose queue holds it (unix.ts), made with it. The socket's creator sends each message
  * again with an SCM_RIGHTS part naming those transfer fds
  * (`carriedFdNumbers`, socket_common.ts `emitRefill`), so boundaries and
  * the fd set of each message stay as they were; the transfer fds are
@@ -119,16 +121,17 @@ function identify(
 ): InFlightFd | string {
   const mine = readFd(Deno.pid, fd);
   const kind = `${/^[aeiou]/.test(mine.kind) ? "an" : "a"} ${mine.kind} (${mine.target})`;
-  // Sockets are made by their own plans (unix.ts, inet_plan.ts), not as carried descriptions.
-  if (mine.kind === "socket") return `${kind} cannot be saved in flight`;
   for (const { pid, fds, proc } of procs) {
     for (const pf of proc) {
       if (pf.stat.dev !== mine.stat.dev || pf.stat.ino !== mine.stat.ino) continue;
       const info = fds.find((x) => x.fd === pf.fd);
       if (!info || info.excluded || compareFiles(Deno.pid, fd, pid, pf.fd) !== 0) continue;
+      // Sockets are made by the unix plan (unix.ts); other families are not carried.
+      if (info.kind === "socket" && !info.socket?.unix) return `${kind} cannot be saved in flight`;
       return { ref: { pid, fd: info.sameAs ?? info.fd } };
     }
   }
+  if (mine.kind === "socket") return inFlightSocket(describe(Deno.pid, mine), kind);
   if (!STANDALONE.has(mine.kind) || mine.deleted) {
     return `${kind} no process of the tree holds cannot be saved in flight`;
   }
@@ -152,6 +155,18 @@ function identify(
   return { file };
 }
 
+/** A unix socket only a message holds, described (with its state) by the dump; or why not. */
+function inFlightSocket(file: FdInfo, kind: string): InFlightFd | string {
+  const u = file.socket?.unix;
+  if (!u) return `${kind} cannot be saved in flight (not a unix socket cryo knows)`;
+  if (u.refused) return `${kind}: ${u.refused.detail}`;
+  if (u.queue.some((m) => m.fds?.length)) {
+    return `${kind} that has fds in flight itself cannot be saved in flight`;
+  }
+  file.fd = -1;
+  return { file };
+}
+
 // ---------------------------------------------------------------- restore
 
 /**
@@ -166,6 +181,7 @@ export function carriedDescriptions(images: readonly ProcessImage[]): CarriedDes
   const out: CarriedDescription[] = [];
   for (const m of queuedWithFds(images)) {
     for (const c of m.fds!) {
+      if (isSocket(images, c)) continue; // made by the unix plan
       if (c.ref) out.push({ ref: c.ref, pids: holders });
       else if (c.file) out.push({ file: c.file, pids: holders });
     }
@@ -173,11 +189,26 @@ export function carriedDescriptions(images: readonly ProcessImage[]): CarriedDes
   return out;
 }
 
+/** The unix socket inode an fd in flight is (a tree fd's or its own), if it is one. */
+export function carriedSocket(images: readonly ProcessImage[], c: InFlightFd): number | undefined {
+  const f = c.ref
+    ? images.find((p) => p.pid === c.ref!.pid)?.fds.find((x) => x.fd === c.ref!.fd)
+    : c.file;
+  return f?.socket?.unix?.ino;
+}
+
+function isSocket(images: readonly ProcessImage[], c: InFlightFd): boolean {
+  return carriedSocket(images, c) !== undefined;
+}
+
 function queuedWithFds(images: readonly ProcessImage[]): QueuedMessage[] {
   return images.flatMap((p) =>
     p.fds.flatMap((f) => f.excluded || f.sameAs !== undefined ? [] : (f.socket?.unix?.queue ?? []))
   ).filter((m) => m.fds?.length);
 }
+
+/** An fd a message sends again: a transfer fd, or the unix socket of that inode (unix.ts). */
+export type CarriedFd = number | { ino: number };
 
 /**
  * The transfer fds the messages of the tree send again (by message), or a
@@ -187,13 +218,18 @@ function queuedWithFds(images: readonly ProcessImage[]): QueuedMessage[] {
 export function carriedFdNumbers(
   images: readonly ProcessImage[],
   shared: SharedPlan | undefined,
-): Map<QueuedMessage, number[] | string> {
-  const out = new Map<QueuedMessage, number[] | string>();
+): Map<QueuedMessage, CarriedFd[] | string> {
+  const out = new Map<QueuedMessage, CarriedFd[] | string>();
   let standalone = 0;
   for (const m of queuedWithFds(images)) {
-    const numbers: number[] = [];
+    const numbers: CarriedFd[] = [];
     let problem: string | undefined;
     for (const c of m.fds!) {
+      const ino = carriedSocket(images, c);
+      if (ino !== undefined) {
+        numbers.push({ ino });
+        continue;
+      }
       const source = c.ref
         ? shared?.holders.get(c.ref.pid)?.get(c.ref.fd)
         : c.file

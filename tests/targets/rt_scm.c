@@ -2,17 +2,18 @@
  * (engine/fds/unix_scm.ts), checked after a restore (or a --leave-running
  * dump): on a stream socketpair, bytes without fds, then a message with
  * the fd of a file the process still holds (one description: the offset
- * is shared; the bytes before it, read with it), a message with the fd of a file the process has closed
- * (offset and flags kept), a message with two fds (an eventfd the process
- * closed and the held file again); on a seqpacket pair, a message with the
- * write end of a pipe whose read end the process holds, then one without
- * fds; on a bound datagram socket, the held file from a sender since
- * closed. Each message is read with its exact size: data, boundaries and fds
- * are checked.
+ * is shared; the bytes before it are read with it), a message with the fd
+ * of a file the process has closed (offset and flags kept), a message with
+ * two fds (an eventfd the process closed and the held file again), a
+ * message with a socketpair end (bytes queued on it) whose peer the
+ * process holds; on a seqpacket pair, a message with the write end of a
+ * pipe whose read end the process holds, then one without fds; on a bound
+ * datagram socket, the held file from a sender since closed. Each message
+ * is read with its exact size: data, boundaries and fds are checked.
  *
  * usage: rt_scm <trigger> <workdir> [epoll|socket|tree]
  *   epoll   an epoll fd no process holds in flight (refused); checks it is still queued
- *   socket  the same with a datagram socket in flight (its peer in the tree)
+ *   socket  the same with a unix socket in flight that has an fd in flight itself
  *   tree    a child sends its parent the fd of a file it holds (one description
  *           in two processes after the restore too)
  */
@@ -96,7 +97,9 @@ int main(int argc, char **argv) {
     int sp[2], other[2];
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) != 0) die("socketpair");
     if (socketpair(AF_UNIX, SOCK_DGRAM, 0, other) != 0) die("socketpair");
-    int ep = !strcmp(mode, "epoll") ? epoll_create1(0) : other[0];
+    int ep = other[1];
+    if (!strcmp(mode, "epoll")) ep = epoll_create1(0);
+    else send_fds(other[0], "i", 1, &sp[0], 1); /* other[1] has an fd in flight itself */
     if (ep < 0) die("epoll_create1");
     send_fds(sp[0], "e", 1, &ep, 1);
     close(ep);
@@ -170,6 +173,12 @@ int main(int argc, char **argv) {
   send_fds(st[0], "world!", 6, &f2, 1);
   int two[2] = {ev, f1};
   send_fds(st[0], "two", 3, two, 2);
+  /* A socketpair end with bytes queued, in flight; its peer stays. */
+  int inner[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM, 0, inner) != 0) die("socketpair inner");
+  if (write(inner[0], "queued", 6) != 6) die("write inner");
+  send_fds(st[0], "sock", 4, &inner[1], 1);
+  close(inner[1]);
   send_fds(sq[0], "pipe", 4, &pp[1], 1);
   send_fds(sq[0], "after", 5, NULL, 0);
   close(f2);
@@ -207,6 +216,16 @@ int main(int argc, char **argv) {
     check("two-held-shared", lseek(fds[1], 0, SEEK_CUR) == 5, "");
     close(fds[0]);
     close(fds[1]);
+  }
+  if (expect("stream-sock", st[1], "sock", fds, 1) == 4) {
+    char got[8] = {0};
+    ssize_t r = read(fds[0], got, sizeof got);
+    check("sock-queue", r == 6 && !memcmp(got, "queued", 6), "read %zd \"%s\"", r, got);
+    int w = write(fds[0], "back", 4);
+    memset(got, 0, sizeof got);
+    r = recv(inner[0], got, sizeof got, MSG_DONTWAIT);
+    check("sock-peer", w == 4 && r == 4 && !memcmp(got, "back", 4), "read %zd \"%s\"", r, got);
+    close(fds[0]);
   }
   char b;
   int n = 0;
