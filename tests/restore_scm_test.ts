@@ -2,9 +2,9 @@
  * Fds in flight (SCM_RIGHTS) in unix socket queues (engine/fds/unix_scm.ts)
  * with tests/targets/rt_scm.c: a round trip (a held file's description
  * shared with the received fd, a closed file with its offset and flags, an
- * eventfd, a socketpair end with bytes queued, a pipe write end whose read
- * end the process holds, a datagram from a sender since closed, message
- * boundaries and fd sets), a child's fd passed to its parent (one
+ * eventfd, a socketpair end with bytes queued, a held socket, a pipe write
+ * end whose read end the process holds, a datagram from a sender since
+ * closed, message boundaries and fd sets), a child's fd passed to its parent (one
  * description in two processes), a --leave-running dump after which the
  * target reads exactly the queue it had, and an epoll fd and a unix socket
  * with fds of its own in flight refused by name.
@@ -39,6 +39,8 @@ const CHECKS = [
   "seq-pipe",
   "pipe-arrives",
   "seq-after",
+  "seq-socket",
+  "seq-socket-same",
   "seq-empty",
   "dgram-held",
   "dgram-held-shared",

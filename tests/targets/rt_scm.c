@@ -7,9 +7,10 @@
  * two fds (an eventfd the process closed and the held file again), a
  * message with a socketpair end (bytes queued on it) whose peer the
  * process holds; on a seqpacket pair, a message with the write end of a
- * pipe whose read end the process holds, then one without fds; on a bound
- * datagram socket, the held file from a sender since closed. Each message
- * is read with its exact size: data, boundaries and fds are checked.
+ * pipe whose read end the process holds, one without fds, one with a
+ * socket the process holds; on a bound datagram socket, the held file from
+ * a sender since closed. Each message is read with its exact size: data,
+ * boundaries and fds are checked.
  *
  * usage: rt_scm <trigger> <workdir> [epoll|socket|tree]
  *   epoll   an epoll fd no process holds in flight (refused); checks it is still queued
@@ -181,6 +182,7 @@ int main(int argc, char **argv) {
   close(inner[1]);
   send_fds(sq[0], "pipe", 4, &pp[1], 1);
   send_fds(sq[0], "after", 5, NULL, 0);
+  send_fds(sq[0], "ref", 3, &inner[0], 1); /* a socket the process holds */
   close(f2);
   close(ev);
   close(pp[1]);
@@ -238,6 +240,12 @@ int main(int argc, char **argv) {
           "wrote %d, read \"%s\"", w, got);
   }
   expect("seq-after", sq[1], "after", fds, 0);
+  if (expect("seq-socket", sq[1], "ref", fds, 1) == 3) {
+    struct stat x, y;
+    check("seq-socket-same", fstat(fds[0], &x) == 0 && fstat(inner[0], &y) == 0 &&
+          x.st_ino == y.st_ino, "");
+    close(fds[0]);
+  }
   if (expect("dgram-held", dr, "dgram", fds, 1) == 5) {
     lseek(f1, 1, SEEK_SET);
     check("dgram-held-shared", lseek(fds[0], 0, SEEK_CUR) == 1, "");
