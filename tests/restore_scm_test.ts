@@ -82,7 +82,11 @@ Deno.test(
 );
 
 /** Starts rt_scm in `mode`, checks the dump is refused with `line`, then that the fd is still queued. */
-async function assertRefused(mode: string, line: RegExp): Promise<void> {
+async function assertRefused(
+  mode: string,
+  line: RegExp,
+  checks = ["epoll-still-queued"],
+): Promise<void> {
   const m = await startTriggered("rt_scm", READY, { passWork: true, extra: [mode] });
   const dir = await tempImageDir();
   await assert.rejects(checkpoint(m.t.pid, { dir }), (e: unknown) => {
@@ -93,7 +97,7 @@ async function assertRefused(mode: string, line: RegExp): Promise<void> {
   await assert.rejects(Deno.stat(dir), Deno.errors.NotFound, "no image is left");
   assert.equal(m.t.poll(), undefined, "the target still runs");
   await Deno.writeTextFile(m.trigger, "");
-  assertChecksPassed(m.t, ["epoll-still-queued"], await m.t.wait());
+  assertChecksPassed(m.t, checks, await m.t.wait());
 }
 
 Deno.test(
@@ -112,6 +116,17 @@ Deno.test(
     assertRefused(
       "socket",
       /fd \d+ \(socket:\[\d+\]\): unix sockets with file descriptors in flight.*: message 1 of its queue, passed fd 1: a socket \(socket:\[\d+\]\) that has fds in flight itself cannot be saved in flight/,
+    )
+  ),
+);
+
+Deno.test(
+  "a stream message with fds longer than one byte is refused: where its fds begin cannot be seen",
+  withTargets(() =>
+    assertRefused(
+      "ambiguous",
+      /fd \d+ \(socket:\[\d+\]\): unix sockets with file descriptors in flight.*: message 1 of its queue carries fds with 8 bytes of a stream/,
+      ["ambiguous-plain-first", "ambiguous-then-fds", "ambiguous-same-file"],
     )
   ),
 );

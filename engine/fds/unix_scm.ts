@@ -81,7 +81,8 @@ export function resolveInFlightFds(
           true,
         );
         try {
-          return identifyQueue(u.queue, peeked.map((m) => m.fds ?? []), procs, describe);
+          return streamAmbiguity(type === SOCK_STREAM, u.queue) ??
+            identifyQueue(u.queue, peeked.map((m) => m.fds ?? []), procs, describe);
         } finally {
           for (const m of peeked) for (const passed of m.fds ?? []) closeFd(passed);
         }
@@ -89,6 +90,23 @@ export function resolveInFlightFds(
       if (problem) u.refused = { id: "socket.unix-scm", detail: problem };
     }
   }
+}
+
+/**
+ * A stream's fds are delivered with the first byte a read takes of the
+ * buffer that carried them; a peek cannot show where that buffer begins
+ * (it runs on past the bytes asked for to the next buffer with fds), so
+ * only a one-byte message with fds is known to be exactly one buffer. Any
+ * longer one could hold bytes sent before it without fds, which a reader
+ * would then get with the fds: refused, not restored differently.
+ */
+function streamAmbiguity(stream: boolean, queue: readonly QueuedMessage[]): string | undefined {
+  if (!stream) return undefined;
+  const at = queue.findIndex((m) => m.fds?.length && decodeBase64(m.data).length > 1);
+  if (at < 0) return undefined;
+  const n = decodeBase64(queue[at].data).length;
+  return `message ${at + 1} of its queue carries fds with ${n} bytes of a stream, ` +
+    "which may include bytes sent before it without fds (where its fds begin cannot be seen)";
 }
 
 /** Fills in the fds of `queue` from `passed` (cryo's copies, per message); or says why not. */
