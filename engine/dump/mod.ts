@@ -76,6 +76,7 @@ import { reapOrphanedZombies } from "../task/zombies.ts";
 import { refuseZombieLeader } from "../task/refusals.ts";
 import { listTids } from "../proc/tasks.ts";
 import { checkpointInNamespace, ownNamespaceRoot } from "../pidns/mod.ts";
+import { collectNamespaceExtras, type NamespaceExtrasRequest } from "../pidns/extras.ts";
 
 /** Dumps with at least this much page data write from a worker thread. */
 const THREADED_WRITE_BYTES = 256 << 20;
@@ -123,6 +124,8 @@ export interface CheckpointOptions {
    * running is killed (engine/pidns/inner.ts: the tree is killed from outside).
    */
   beforeKill?: (result: CheckpointResult) => void;
+  /** A launched tree's other namespaces to record (engine/pidns/extras.ts; the inner engine). */
+  namespaceExtras?: NamespaceExtrasRequest;
 }
 
 /** What a checkpoint produced. */
@@ -371,6 +374,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     const ghosts = await collectGhosts(described.map((d) => d.image), tmp, refusals);
     pausePoint("ghosts");
     const sysvShm = collectSysvShm(described.map((d) => d.image), tmp, refusals);
+    const namespaces = opts.namespaceExtras &&
+      collectNamespaceExtras(opts.namespaceExtras, tmp, sysvShm, refusals);
     // Memory a child shares with its parent is stored once, in the parent's image.
     const inheritance = planInheritance(
       described.map((d) => ({ image: d.image, vmas: d.collected.vmas })),
@@ -497,6 +502,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       ...(ghosts.length ? { ghosts } : {}),
       ...(sysvShm.length ? { sysvShm } : {}),
       ...(opts.pidNamespace ? { pidNamespace: opts.pidNamespace } : {}),
+      ...(namespaces ? { namespaces } : {}),
     };
     stats.dumpSeconds = (performance.now() - t0) / 1000;
     if (!thawed) stats.freezeSeconds = (performance.now() - tree.frozenAt) / 1000;

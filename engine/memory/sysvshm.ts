@@ -364,3 +364,31 @@ export function emitSysvShmAttach(p: ProgramBuilder, m: Mapping): void {
   }
   if (prot !== attachProt) p.op(SYS.mprotect, [start, BigInt(m.end) - start, prot]);
 }
+
+/**
+ * Dump of a private IPC namespace (engine/pidns/ipc.ts): describes segment
+ * `seg` (attached or not) and writes its content into `dir`, as
+ * {@link collectSysvShm} does for an attached one.
+ */
+export function saveSysvShmSegment(seg: SysvShmEntry, dir: string): SysvShmSegment {
+  const file = `sysvshm-${seg.shmid}.data`;
+  const crc = saveContent(seg, `${dir}/${file}`);
+  return {
+    shmid: seg.shmid,
+    key: seg.key,
+    size: seg.size,
+    mode: seg.perms & 0o777,
+    uid: seg.uid,
+    gid: seg.gid,
+    cuid: seg.cuid,
+    cgid: seg.cgid,
+    removed: (seg.perms & SHM_DEST) !== 0,
+    file,
+    checksum: formatChecksum(crc),
+  };
+}
+
+/** Whether a segment is SHM_LOCKed (refused). */
+export function sysvShmLocked(seg: SysvShmEntry): boolean {
+  return (seg.perms & SHM_LOCKED) !== 0;
+}

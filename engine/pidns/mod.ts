@@ -41,6 +41,7 @@ import type { CheckpointOptions, CheckpointResult } from "../dump/mod.ts";
 import type { ExitStatus, RestoredTree, RestoreOptions } from "../restore/mod.ts";
 import type { Manifest } from "../model.ts";
 import { type Exec, writeEntrant, writeNamespaceMaker } from "./programs.ts";
+import { extraNamespaceFlags, namespaceExtrasOf } from "./extras.ts";
 
 /** The manifest value of a tree dumped in a pid namespace of its own. */
 export const OWN_PID_NAMESPACE = "own";
@@ -56,7 +57,8 @@ function mountKeys(file: string): string[] {
 /**
  * Whether `pid` is the root of a tree launched by `cryo launch`: pid 1 of
  * a pid namespace directly below cryo's, in a mount namespace that differs
- * from cryo's only by one more proc mount on /proc.
+ * from cryo's by one more proc mount on /proc (and mounts of its own,
+ * engine/pidns/mounts.ts).
  */
 export function ownNamespaceRoot(pid: number): boolean {
   let theirs: number[];
@@ -77,7 +79,8 @@ export function ownNamespaceRoot(pid: number): boolean {
       if (i < 0) return false;
       extra.splice(i, 1);
     }
-    return extra.length === 1 && extra[0] === "/proc proc proc";
+    // Its own mounts besides /proc are recorded or refused by name (extras.ts).
+    return extra.includes("/proc proc proc");
   } catch {
     return false;
   }
@@ -158,18 +161,34 @@ export interface LaunchedTree {
   exited: Promise<ExitStatus>;
 }
 
+/** More namespaces for {@link launch}. */
+export interface LaunchNamespaces {
+  /** A UTS namespace of its own. */
+  uts?: boolean;
+  /** Its host name (implies `uts`). */
+  hostname?: string;
+  /** An IPC namespace of its own. */
+  ipc?: boolean;
+}
+
 /**
  * Starts `cmd args` as pid 1 of a new pid namespace, with a new mount
  * namespace whose /proc is its own. The command is cryo's child; cryo is
  * not in the tree.
  */
-export function launch(cmd: string, args: readonly string[]): LaunchedTree {
+export function launch(
+  cmd: string,
+  args: readonly string[],
+  more: LaunchNamespaces = {},
+): LaunchedTree {
   const path = findExecutable(cmd);
   const scratch = Deno.makeTempDirSync({ prefix: "cryo-launch-" });
   try {
     const exe = writeNamespaceMaker({
       exec: { path, argv: [cmd, ...args], env: environment() },
       waitGo: false,
+      unshare: extraNamespaceFlags({ uts: more.uts || more.hostname !== undefined, ipc: more.ipc }),
+      ...(more.hostname !== undefined ? { hostname: more.hostname } : {}),
     });
     const { pids, st } = runReporting(exe, "cryo-launch", scratch);
     if (st.kind !== "exited" || st.code !== 0 || pids.length < 1) {
@@ -247,10 +266,12 @@ export async function checkpointInNamespace(
   }
   const scratch = Deno.makeTempDirSync({ prefix: "cryo-nsdump-" });
   const resultFile = `${scratch}/result.json`;
+  const extras = namespaceExtrasOf(pid);
   try {
     const exe = writeEntrant(
       pid,
       engineExec({
+        extras,
         op: "dump",
         result: resultFile,
         dir: resolve(opts.dir),
@@ -258,6 +279,7 @@ export async function checkpointInNamespace(
         optIns: opts.optIns ?? [],
         sync: opts.sync !== false,
       }),
+      extraNamespaceFlags(extras),
     );
     const child = posixSpawn(exe, ["cryo-enter"], {});
     Deno.removeSync(exe);
@@ -349,6 +371,7 @@ export function restoreInNamespace(dir: string, opts: RestoreOptions): RestoredT
           : { reapFor: manifest.rootPid }),
         waitGo: true,
         lastPid: Math.max(...ids) + 64,
+        unshare: extraNamespaceFlags(manifest.namespaces),
       },
       engineExec({
         op: "restore",

@@ -52,6 +52,10 @@ export interface InitPlan {
   waitGo: boolean;
   /** Written to /proc/sys/kernel/ns_last_pid, so the engine's own tasks get pids above it. */
   lastPid?: number;
+  /** More namespaces to make with the pid and mount ones (CLONE_NEWUTS, CLONE_NEWIPC). */
+  unshare?: bigint;
+  /** The host name of a new UTS namespace. */
+  hostname?: string;
 }
 
 function cloneParent(p: ProgramBuilder, reportAt: bigint): bigint {
@@ -152,7 +156,13 @@ function emitReaper(p: ProgramBuilder, root: number, slotsAddress: bigint): void
 export function writeNamespaceMaker(init: InitPlan, engine?: Exec): string {
   return writeExe((p, slotsAddress) => {
     const pids = p.reserve(8);
-    p.op(SYS.unshare, [CLONE_NS.NEWPID | CLONE_NS.NEWNS], { comment: "new pid and mount ns" });
+    p.op(SYS.unshare, [CLONE_NS.NEWPID | CLONE_NS.NEWNS | (init.unshare ?? 0n)], {
+      comment: "new pid and mount ns (and more)",
+    });
+    if (init.hostname !== undefined) {
+      const name = new TextEncoder().encode(init.hostname);
+      p.op(SYS.sethostname, [p.data(name, 1), name.length], { comment: "host name" });
+    }
     p.op(SYS.mount, [0, p.cstring("/"), 0, MS.REC | MS.SLAVE, 0], { comment: "/ slave" });
     if (init.waitGo) {
       p.op(SYS.pipe2, [p.reserve(8), 0], { comment: "go pipe: 3, 4" });
@@ -222,13 +232,15 @@ export function writeNamespaceMaker(init: InitPlan, engine?: Exec): string {
 
 /**
  * Writes the entrant: joins the pid and mount namespaces of process `pid`
- * (by pidfd), forks, and the child execs `engine`; the entrant waits for
+ * (by pidfd; and `moreNamespaces`, CLONE_NEW* flags), forks, and the child execs `engine`; the entrant waits for
  * it and exits 0.
  */
-export function writeEntrant(pid: number, engine: Exec): string {
+export function writeEntrant(pid: number, engine: Exec, moreNamespaces = 0n): string {
   return writeExe((p) => {
     p.op(SYS.pidfd_open, [pid, 0], { store: 1, comment: `pidfd of ${pid}` });
-    p.op(SYS.setns, [{ slot: 1 }, CLONE_NS.NEWPID | CLONE_NS.NEWNS], { comment: "enter" });
+    p.op(SYS.setns, [{ slot: 1 }, CLONE_NS.NEWPID | CLONE_NS.NEWNS | moreNamespaces], {
+      comment: "enter",
+    });
     p.op(SYS.close, [{ slot: 1 }]);
     const args = p.data(cloneArgs.encode({
       flags: 0n,
