@@ -122,7 +122,7 @@ export function semStat(semid: number): SemStat {
   const b = new Uint8Array(SEMID_DS_SIZE);
   syscall(SYS.semctl, semid, 0, IPC_STAT, b);
   const v = new DataView(b.buffer);
-  return { ...perm(v), nsems: Number(v.getBigUint64(64, true)) };
+  return { ...perm(v), nsems: Number(v.getBigUint64(80, true)) };
 }
 
 /** semctl(GETALL): the values of the set's semaphores. */
