@@ -51,7 +51,11 @@ async function launchTarget(
 ): Promise<{ pid: number; ready: string }> {
   const bin = await buildTarget("rt_nsextra");
   const out = `${work}/out`;
-  const tree = launch("/bin/sh", ["-c", `exec ${bin} ${work} ${mode} </dev/null >${out} 2>&1`], more);
+  const tree = launch(
+    "/bin/sh",
+    ["-c", `exec ${bin} ${work} ${mode} </dev/null >${out} 2>&1`],
+    more,
+  );
   try {
     await waitUntil("ready", () => /ready|FAIL|error/.test(readOr(out)), 60_000);
   } catch (e) {
