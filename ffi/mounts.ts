@@ -41,3 +41,24 @@ export function lchown(path: string, uid: number, gid: number): void {
 export function xattrNamesSize(path: string): number {
   return Number(rawSyscall(SYS_LLISTXATTR, c(path), 0, 0));
 }
+
+const O_RDONLY = 0;
+const O_CLOEXEC = 0o2000000;
+const O_NOATIME = 0o1000000;
+
+/** Reads a whole file without changing its access time (O_NOATIME; the caller owns it or is root). */
+export function readFileNoAtime(path: string, size: number): Uint8Array {
+  const fd = Number(syscall(SYS.open, c(path), O_RDONLY | O_CLOEXEC | O_NOATIME));
+  try {
+    const out = new Uint8Array(size);
+    let at = 0;
+    while (at < size) {
+      const n = Number(syscall(SYS.read, fd, out.subarray(at), size - at));
+      if (n === 0) break;
+      at += n;
+    }
+    return out.subarray(0, at);
+  } finally {
+    rawSyscall(SYS.close, fd);
+  }
+}

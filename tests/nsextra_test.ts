@@ -5,7 +5,7 @@
  *   makes a System V message queue with two messages, a semaphore set, an
  *   unattached shm segment, and a tmpfs with files; it is dumped (and
  *   killed), restored, and checks all of it itself (PASS);
- * - refusals by name: a bind mount, a process in another UTS namespace than
+ * - refusals by name: a bind mount, a hard link and a fifo in a tmpfs, a process in another UTS namespace than
  *   the root's, a POSIX message queue; each tree runs on untouched.
  * Every namespace is killed by the host pid of its init.
  */
@@ -95,7 +95,7 @@ async function roundTrip(mode: string, more: LaunchNamespaces): Promise<void> {
     assert.equal(ns.ipc?.msgQueues[0].messages.length, 2);
     assert.deepEqual(ns.ipc?.semSets[0].values, [1, 42, 7]);
     assert.equal(dumped.manifest.sysvShm?.length, 1, "the unattached segment");
-    assert.deepEqual(ns.mounts?.map((m) => m.mountPoint), [`${work}/mnt`]);
+    assert.deepEqual(ns.mounts?.map((m) => m.mountPoint), [`${work}/mnt`, `${work}/ro`]);
     assert.deepEqual(
       ns.mounts![0].entries.map((e) => `${e.type} ${e.path}`),
       ["dir ", "file a.txt", "symlink link", "dir sub", "file sub/b.bin"],
@@ -110,7 +110,7 @@ async function roundTrip(mode: string, more: LaunchNamespaces): Promise<void> {
     const text = readOr(report);
     assert.match(text, /^PASS$/m, text);
     const oks = text.split("\n").filter((l) => / ok$/.test(l)).length;
-    assert.equal(oks, mode === "launched" ? 20 : 19, text);
+    assert.equal(oks, mode === "launched" ? 23 : 22, text);
     assert.deepEqual(await r.exited, { code: 0 });
   } finally {
     for (const p of inits) killNamespace(p);
@@ -128,7 +128,7 @@ Deno.test(
 );
 
 Deno.test(
-  "nsextra: a bind mount, a mixed UTS namespace and a POSIX queue are refused by name",
+  "nsextra: a bind mount, hard links and fifos in a tmpfs, a mixed UTS namespace, a POSIX queue: refused",
   withTargets(async () => {
     becomeSubreaper();
     const work = await tempDir("cryo-nsextra-refuse-");
@@ -137,9 +137,12 @@ Deno.test(
       // A bind mount (its files are the host's).
       const mnt = `${work}/bind`;
       Deno.mkdirSync(mnt);
+      const tmp = `${work}/tmp`;
+      Deno.mkdirSync(tmp);
       const bound = launch("/bin/sh", [
         "-c",
-        `mount --bind ${work} ${mnt} && exec sleep 60 </dev/null >/dev/null 2>&1`,
+        `mount --bind ${work} ${mnt} && mount -t tmpfs none ${tmp} && touch ${tmp}/a && ` +
+        `ln ${tmp}/a ${tmp}/b && mkfifo ${tmp}/f && exec sleep 60 </dev/null >/dev/null 2>&1`,
       ]);
       inits.push(bound.pid);
       // A child in a UTS namespace other than the root's.
@@ -155,10 +158,16 @@ Deno.test(
         return sleeping(bound.pid) && sleeping(mixed.pid) && k !== "" && sleeping(k) &&
           readOr(`/proc/${bound.pid}/mountinfo`).includes(mnt);
       }, 60_000);
-      await assert.rejects(
-        checkpoint(bound.pid, { dir: `${work}/img1`, sync: false }),
+      const refused = await checkpoint(bound.pid, { dir: `${work}/img1`, sync: false }).then(
+        () => "",
+        (e) => (e as Error).message,
+      );
+      assert.match(
+        refused,
         /mount .*\/bind .*other mounts in a launched tree's mount namespace.*bind mount/,
       );
+      assert.match(refused, /tmpfs .*\/tmp: a: hard links.*a file with 2 hard links/);
+      assert.match(refused, /tmpfs .*\/tmp: f: hard links.*a special file/);
       await assert.rejects(
         checkpoint(mixed.pid, { dir: `${work}/img2`, sync: false }),
         /its uts namespace .* is not cryo's/,

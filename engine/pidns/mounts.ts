@@ -15,6 +15,8 @@
  *   created): each tmpfs is mounted again at its mount point with its
  *   options and filled; a read-only one is made read-only afterwards.
  *
+ * Files are read without touching their access times (O_NOATIME); listing
+ * a directory may still update its own (a tree left running sees that).
  * Not kept: the inode numbers and change times of the files, access and
  * modification times of symlinks, mount propagation flags.
  *
@@ -22,7 +24,7 @@
  */
 
 import * as zlib from "node:zlib";
-import { lchown, mount, xattrNamesSize } from "../../ffi/mounts.ts";
+import { lchown, mount, readFileNoAtime, xattrNamesSize } from "../../ffi/mounts.ts";
 import { MS } from "../../ffi/ns.ts";
 import type { TmpfsEntry, TmpfsMount } from "../model.ts";
 import { formatChecksum } from "../image/checksum.ts";
@@ -153,7 +155,7 @@ function walk(
         refusals.use("task.launched-tmpfs-entry", where, `a file with ${st.nlink} hard links`);
         return;
       }
-      const data = Deno.readFileSync(path);
+      const data = readFileNoAtime(path, Number(st.size));
       crc = zlib.crc32(data, crc);
       for (let w = 0; w < data.length;) w += out.writeSync(data.subarray(w));
       entries.push({ ...base, type: "file", offset, size: data.length });

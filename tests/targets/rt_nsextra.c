@@ -9,7 +9,8 @@
  * messages, a semaphore set with values, a shm segment it fills and
  * detaches, and mounts a tmpfs (nosuid, size=1m, mode=0750) at <dir>/mnt
  * with a file (owner 1234:5678, mode 0640), a directory with a file, and
- * a symlink. Prints "ready msq=<id> sem=<id> shm=<id>" and waits for
+ * a symlink (and times), and a second tmpfs at <dir>/ro made read-only
+ * once filled. Prints "ready msq=<id> sem=<id> shm=<id>" and waits for
  * <dir>/go; then writes to <dir>/report the checks that all of it is
  * unchanged (ids, keys, contents, modes, owners, mount flags) and PASS.
  * "mq": it also opens a POSIX message queue (refused by cryo) and only waits.
@@ -111,6 +112,17 @@ int main(int argc, char **argv) {
   write_file(path, big, BIG, 0600);
   snprintf(path, sizeof path, "%s/link", mnt);
   if (symlink("a.txt", path) != 0) die("symlink");
+  snprintf(path, sizeof path, "%s/a.txt", mnt);
+  struct timespec times[2] = {{1000000000, 5}, {1200000000, 0}};
+  if (utimensat(AT_FDCWD, path, times, 0) != 0) die("utimensat");
+  /* A second tmpfs, filled and then made read-only. */
+  char ro[512];
+  snprintf(ro, sizeof ro, "%s/ro", dir);
+  mkdir(ro, 0755);
+  if (mount("nsx-ro", ro, "tmpfs", 0, "size=64k") != 0) die("mount ro");
+  snprintf(path, sizeof path, "%s/c", ro);
+  write_file(path, "frozen", 6, 0444);
+  if (mount(NULL, ro, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) != 0) die("remount ro");
 
   print_ready("msq=%d sem=%d shm=%d", msq, sem, shm);
   wait_trigger(go);
@@ -166,9 +178,16 @@ int main(int argc, char **argv) {
   struct stat st;
   check("root_mode", stat(mnt, &st) == 0 && (st.st_mode & 07777) == 0750, "%o", st.st_mode);
   snprintf(path, sizeof path, "%s/a.txt", mnt);
-  check("a_content", file_is(path, "alpha\n", 6), "differs");
   check("a_stat", stat(path, &st) == 0 && (st.st_mode & 07777) == 0640 && st.st_uid == 1234 &&
                       st.st_gid == 5678, "mode %o owner %d:%d", st.st_mode, st.st_uid, st.st_gid);
+  check("a_times", st.st_mtim.tv_sec == 1200000000 && st.st_atim.tv_sec == 1000000000,
+        "mtime %ld atime %ld", (long)st.st_mtim.tv_sec, (long)st.st_atim.tv_sec);
+  snprintf(path, sizeof path, "%s/a.txt", mnt);
+  check("a_content", file_is(path, "alpha\n", 6), "differs");
+  snprintf(path, sizeof path, "%s/ro/c", dir);
+  check("ro_content", file_is(path, "frozen", 6), "differs");
+  snprintf(path, sizeof path, "%s/ro", dir);
+  check("ro_mount", statvfs(path, &sv) == 0 && (sv.f_flag & ST_RDONLY), "flags %lx", sv.f_flag);
   snprintf(path, sizeof path, "%s/sub", mnt);
   check("sub_mode", stat(path, &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & 07777) == 0700,
         "%o", st.st_mode);
