@@ -22,6 +22,7 @@ import { checkpoint } from "../dump/mod.ts";
 import { restore } from "../restore/mod.ts";
 import { OWN_PID_NAMESPACE } from "./mod.ts";
 import { restoreNamespaceExtras } from "./extras.ts";
+import { checkImageDirTrust } from "../restore/trust.ts";
 import type { Manifest } from "../model.ts";
 
 function readManifest(dir: string): Manifest {
@@ -60,6 +61,7 @@ async function main(): Promise<void> {
       });
       writeResult(req.result, { ok: true, ...r });
     } else if (req.op === "restore") {
+      checkImageDirTrust(req.dir, req.trustImageOwner); // before anything the image says is made
       restoreNamespaceExtras(readManifest(req.dir).namespaces, req.dir);
       const tree = await restore(req.dir, {
         verifyChecksums: req.verifyChecksums,

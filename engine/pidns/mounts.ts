@@ -229,12 +229,34 @@ function fill(m: TmpfsMount, data: Uint8Array): void {
   }
 }
 
+/** Refuses a mount record whose names would reach outside the image or the mount. */
+function checkNames(m: TmpfsMount): void {
+  const bad = !/^tmpfs-[0-9]+\.data$/.test(m.file) || !m.mountPoint.startsWith("/") ||
+    m.mountPoint.split("/").includes("..") ||
+    m.entries.some((e) =>
+      e.path.startsWith("/") || e.path.split("/").some((c) => c === ".." || c === ".") ||
+      e.path.includes("\0")
+    );
+  // Each entry's parent is a directory recorded before it (never through a symlink).
+  const dirs = new Set<string>();
+  const orphan = m.entries.some((e, i) => {
+    const parent = e.path.includes("/") ? e.path.slice(0, e.path.lastIndexOf("/")) : "";
+    const ok = i === 0 ? e.path === "" && e.type === "dir" : e.path !== "" && dirs.has(parent);
+    if (e.type === "dir") dirs.add(e.path);
+    return !ok;
+  });
+  if (bad || orphan) {
+    throw new RestoreError(`cannot restore: the record of tmpfs ${m.mountPoint} is malformed`);
+  }
+}
+
 /**
  * Restore (inside the fresh mount namespace, before the tree is created):
  * mounts each tmpfs again and fills it from `dir`. Throws a RestoreError.
  */
 export function restoreMounts(mounts: readonly TmpfsMount[], dir: string): void {
   for (const m of mounts) {
+    checkNames(m);
     let data: Uint8Array;
     try {
       data = Deno.readFileSync(`${dir}/${m.file}`);
