@@ -7,6 +7,7 @@
  *   killed), restored, and checks all of it itself (PASS);
  * - refusals by name: a bind mount, a hard link and a fifo in a tmpfs, a process in another UTS namespace than
  *   the root's, a POSIX message queue; each tree runs on untouched.
+ * - the CLI: launch --hostname --ipc.
  * Every namespace is killed by the host pid of its init.
  */
 
@@ -20,6 +21,7 @@ import { waitPid, WNOHANG } from "../ffi/wait.ts";
 import { becomeSubreaper, buildTarget, withTargets } from "./helpers/targets.ts";
 import { tempDir } from "./helpers/fs.ts";
 import { waitUntil } from "./helpers/wait.ts";
+import { runCli } from "./helpers/commands.ts";
 
 /** Kills a namespace by its init's host pid and reaps it when it is ours. */
 function killNamespace(pid: number): void {
@@ -182,6 +184,44 @@ Deno.test(
       for (const p of [bound.pid, mixed.pid, Number(kids()), mq.pid]) assertRunsUntraced(p);
     } finally {
       for (const p of inits) killNamespace(p);
+    }
+  }),
+);
+
+Deno.test(
+  "nsextra: cryo launch --hostname --ipc gives the command its own UTS and IPC namespaces",
+  withTargets(async () => {
+    becomeSubreaper();
+    const work = await tempDir("cryo-nsextra-cli-");
+    const r = await runCli([
+      "launch",
+      "--detach",
+      "--hostname",
+      "nsx-cli",
+      "--ipc",
+      "--",
+      "/bin/sh",
+      "-c",
+      `cat /proc/sys/kernel/hostname >${work}/h; exec sleep 60 </dev/null >/dev/null 2>&1`,
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    const pid = Number(r.stdout.trim());
+    try {
+      await waitUntil("hostname", () => readOr(`${work}/h`) !== "", 60_000);
+      assert.equal(readOr(`${work}/h`), "nsx-cli\n");
+      for (const ns of ["uts", "ipc"]) {
+        assert.notEqual(
+          Deno.readLinkSync(`/proc/${pid}/ns/${ns}`),
+          Deno.readLinkSync(`/proc/self/ns/${ns}`),
+          ns,
+        );
+      }
+      assert.equal(
+        Deno.readLinkSync(`/proc/${pid}/ns/net`),
+        Deno.readLinkSync("/proc/self/ns/net"),
+      );
+    } finally {
+      killNamespace(pid);
     }
   }),
 );
