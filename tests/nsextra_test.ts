@@ -96,13 +96,21 @@ async function roundTrip(mode: string, more: LaunchNamespaces): Promise<void> {
     assert.equal(ns.ipc?.msgQueues.length, 1);
     assert.equal(ns.ipc?.msgQueues[0].messages.length, 2);
     assert.deepEqual(ns.ipc?.semSets[0].values, [1, 42, 7]);
-    assert.equal(dumped.manifest.sysvShm?.length, 1, "the unattached segment");
+    assert.equal(dumped.manifest.sysvShm?.length, 2, "the attached and the unattached segment");
     assert.deepEqual(ns.mounts?.map((m) => m.mountPoint), [`${work}/mnt`, `${work}/ro`]);
     assert.deepEqual(
       ns.mounts![0].entries.map((e) => `${e.type} ${e.path}`),
       ["dir ", "file a.txt", "symlink link", "dir sub", "file sub/b.bin"],
     );
     killNamespace(t.pid); // dumped without leaveRunning: already gone
+    if (mode === "self") {
+      const shown = await runCli(["show", img]);
+      assert.match(
+        shown.stdout,
+        /its own namespaces also: uts \(host name nsx-host\), ipc \(1 message queues, 1 semaphore sets\), tmpfs .*\/mnt \(5 entries\), tmpfs .*\/ro \(2 entries\)/,
+        shown.stdout + shown.stderr,
+      );
+    }
     const r = await restore(img);
     inits.push(r.rootPid);
     assert.notEqual(r.rootPid, t.pid);
@@ -112,7 +120,7 @@ async function roundTrip(mode: string, more: LaunchNamespaces): Promise<void> {
     const text = readOr(report);
     assert.match(text, /^PASS$/m, text);
     const oks = text.split("\n").filter((l) => / ok$/.test(l)).length;
-    assert.equal(oks, mode === "launched" ? 23 : 22, text);
+    assert.equal(oks, mode === "launched" ? 24 : 23, text);
     assert.deepEqual(await r.exited, { code: 0 });
   } finally {
     for (const p of inits) killNamespace(p);

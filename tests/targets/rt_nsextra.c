@@ -7,7 +7,7 @@
  * "self": it unshares its UTS and IPC namespaces itself. Then it sets the
  * host and domain names, creates a System V message queue with two
  * messages, a semaphore set with values, a shm segment it fills and
- * detaches, and mounts a tmpfs (nosuid, size=1m, mode=0750) at <dir>/mnt
+ * detaches, another it keeps attached and marks removed, and mounts a tmpfs (nosuid, size=1m, mode=0750) at <dir>/mnt
  * with a file (owner 1234:5678, mode 0640), a directory with a file, and
  * a symlink (and times), and a second tmpfs at <dir>/ro made read-only
  * once filled. Prints "ready msq=<id> sem=<id> shm=<id>" and waits for
@@ -99,6 +99,14 @@ int main(int argc, char **argv) {
   for (int i = 0; i < SHM_SIZE; i++) p[i] = (unsigned char)(i * 13 + 1);
   shmdt(p);
 
+  /* A second segment, removed and kept attached. */
+  int shm2 = shmget(IPC_PRIVATE, 4096, IPC_CREAT | 0600);
+  if (shm2 < 0) die("shmget 2");
+  unsigned char *p2 = shmat(shm2, NULL, 0);
+  if (p2 == (void *)-1) die("shmat 2");
+  memcpy(p2, "attached", 9);
+  shmctl(shm2, IPC_RMID, NULL);
+
   static unsigned char big[BIG];
   for (int i = 0; i < BIG; i++) big[i] = (unsigned char)(i * 7 + 3);
   mkdir(mnt, 0755);
@@ -168,6 +176,10 @@ int main(int argc, char **argv) {
   int same = p != (void *)-1;
   for (int i = 0; same && i < SHM_SIZE; i++) same = p[i] == (unsigned char)(i * 13 + 1);
   check("shm_content", same, "content differs");
+
+  check("shm2", memcmp(p2, "attached", 9) == 0 && shmctl(shm2, IPC_STAT, &sds) == 0 &&
+                   sds.shm_nattch == 1 && (sds.shm_perm.mode & SHM_DEST),
+        "content or state differs");
 
   struct statfs sf;
   struct statvfs sv;
