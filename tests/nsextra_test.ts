@@ -5,7 +5,8 @@
  *   makes a System V message queue with two messages, a semaphore set, an
  *   unattached shm segment, and a tmpfs with files; it is dumped (and
  *   killed), restored, and checks all of it itself (PASS);
- * - refusals by name: a bind mount, a hard link and a fifo in a tmpfs, a process in another UTS namespace than
+ * - refusals by name: a bind mount, a hard link and a fifo in a tmpfs, an
+ *   image directory under the tree's own mount, a process in another UTS namespace than
  *   the root's, a POSIX message queue; each tree runs on untouched.
  * - the CLI: launch --hostname --ipc.
  * Every namespace is killed by the host pid of its init.
@@ -189,7 +190,24 @@ Deno.test(
         checkpoint(mq.pid, { dir: `${work}/img3`, sync: false }),
         /POSIX message queues in a launched tree's own IPC namespace: POSIX message queues nsx-queue/,
       );
-      for (const p of [bound.pid, mixed.pid, Number(kids()), mq.pid]) assertRunsUntraced(p);
+      // An image directory under one of the tree's own mounts (the engine inside would not reach it).
+      const covered = launch("/bin/sh", [
+        "-c",
+        `mount -t tmpfs none ${tmp} && exec sleep 60 </dev/null >/dev/null 2>&1`,
+      ]);
+      inits.push(covered.pid);
+      await waitUntil(
+        "covered",
+        () => readOr(`/proc/${covered.pid}/mountinfo`).includes(tmp),
+        60_000,
+      );
+      await assert.rejects(
+        checkpoint(covered.pid, { dir: `${tmp}/img`, sync: false }),
+        /the tree's own mount .*\/tmp hides cryo's image directory .*\/tmp\/img/,
+      );
+      for (const p of [bound.pid, mixed.pid, Number(kids()), mq.pid, covered.pid]) {
+        assertRunsUntraced(p);
+      }
     } finally {
       for (const p of inits) killNamespace(p);
     }

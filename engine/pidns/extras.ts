@@ -70,3 +70,22 @@ export function restoreNamespaceExtras(x: NamespaceExtras | undefined, dir: stri
   if (x.ipc) restoreIpc(x.ipc);
   if (x.mounts) restoreMounts(x.mounts, dir);
 }
+
+/**
+ * The first of `paths` (cryo's image and scratch directories, which its
+ * engine inside the tree's mount namespace must reach) that one of the
+ * tree's own mounts hides there, as a sentence; undefined when none is.
+ */
+export function hiddenPath(
+  mountPoints: readonly string[],
+  paths: readonly { what: string; path: string }[],
+): string | undefined {
+  for (const { what, path } of paths) {
+    const mp = mountPoints.find((m) => m === "/" || path === m || path.startsWith(`${m}/`));
+    if (mp !== undefined) {
+      return `the tree's own mount ${mp} hides cryo's ${what} ${path} (choose another directory` +
+        `${what === "image directory" ? "" : ", through TMPDIR"})`;
+    }
+  }
+  return undefined;
+}

@@ -41,7 +41,7 @@ import type { CheckpointOptions, CheckpointResult } from "../dump/mod.ts";
 import type { ExitStatus, RestoredTree, RestoreOptions } from "../restore/mod.ts";
 import type { Manifest } from "../model.ts";
 import { type Exec, writeEntrant, writeNamespaceMaker } from "./programs.ts";
-import { extraNamespaceFlags, namespaceExtrasOf } from "./extras.ts";
+import { extraNamespaceFlags, hiddenPath, namespaceExtrasOf } from "./extras.ts";
 
 /** The manifest value of a tree dumped in a pid namespace of its own. */
 export const OWN_PID_NAMESPACE = "own";
@@ -268,6 +268,11 @@ export async function checkpointInNamespace(
   const resultFile = `${scratch}/result.json`;
   const extras = namespaceExtrasOf(pid);
   try {
+    const hidden = hiddenPath(extras.mounts.map((m) => m.mountPoint), [
+      { what: "image directory", path: resolve(opts.dir) },
+      { what: "scratch directory", path: scratch },
+    ]);
+    if (hidden) throw new CryoError(`cannot dump ${pid}: ${hidden}`);
     const exe = writeEntrant(
       pid,
       engineExec({
@@ -363,6 +368,11 @@ export function restoreInNamespace(dir: string, opts: RestoreOptions): RestoredT
   const resultFile = `${scratch}/result.json`;
   let init: number | undefined;
   try {
+    const hidden = hiddenPath((manifest.namespaces?.mounts ?? []).map((m) => m.mountPoint), [
+      { what: "image directory", path: abs },
+      { what: "scratch directory", path: scratch },
+    ]);
+    if (hidden) throw new RestoreError(`cannot restore: ${hidden}`);
     const rootImage = `${abs}/${root.file}`;
     const exe = writeNamespaceMaker(
       {
