@@ -43,11 +43,13 @@ import { collectSysvShm } from "../memory/sysvshm.ts";
 import { refuseSharedAcrossTree } from "../fds/shared_anon.ts";
 import { SyscallError } from "../../ffi/libc.ts";
 import { TraceeGoneError } from "../../ffi/ptrace.ts";
-import { ImageWriter } from "../image/writer.ts";
+import { BOOTSTRAP_FILE_OFFSET, ImageWriter } from "../image/writer.ts";
 import { checksumAround } from "../image/checksum.ts";
 import { writeManifest } from "../image/manifest.ts";
 import { BootstrapBuilder, messageProgram } from "../restore/stub.ts";
-import { ANON_PRESENT_OR_SWAPPED, openPagemap, PRESENT_OR_SWAPPED } from "../proc/pagemap.ts";
+import { PagemapScanner } from "../proc/pagemap_scan.ts";
+import { Precopy } from "./precopy.ts";
+import { planPages, savePlanned } from "./plan.ts";
 import { readStatus } from "../proc/status.ts";
 import { readStat } from "../proc/stat.ts";
 import { readFds } from "../proc/fds.ts";
@@ -114,6 +116,12 @@ export interface CheckpointOptions {
    * the host may leave a directory that does not restore.
    */
   sync?: boolean;
+  /**
+   * With `leaveRunning`: copy the pages while the tree runs, tracking
+   * writes, and copy only the written ones while it is frozen
+   * (engine/dump/precopy.ts; default true).
+   */
+  precopy?: boolean;
 }
 
 /** What a checkpoint produced. */
@@ -302,15 +310,27 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
   let writers: ImageWriter[] = [];
   // TCP/UDP sockets; established connections stay in repair mode until the outcome is known.
   const sockets = new InetSocketSession();
+  let precopy: Precopy | undefined;
   try {
+    if (opts.leaveRunning && opts.precopy !== false) {
+      precopy = Precopy.start(pid, tmp);
+      await precopy.copy();
+    }
     tree = freezeTree(pid);
+    // Keeps the pre-copied pages not written since, and removes the tracking.
+    precopy?.validate();
     pausePoint("frozen");
     const threadCount = tree.processes.reduce((n, p) => n + p.threads.length, 0);
     opts.onEvent?.({ type: "frozen", processes: tree.processes.length, threads: threadCount });
     const fdLists = tree.processes.map((p) => readFds(p.pid));
     const topology = pipeTopology(tree.processes.map((p, i) => ({ pid: p.pid, fds: fdLists[i] })));
     const images: ProcessImage[] = [];
-    const pending: { writer: ImageWriter; image: ProcessImage; streamer: MemoryStreamer }[] = [];
+    const pending: {
+      writer: ImageWriter;
+      image: ProcessImage;
+      streamer: MemoryStreamer;
+      precopied: boolean;
+    }[] = [];
     const entries: Manifest["processes"] = [];
     let pagesBytes = 0;
     let imageBytes = 0;
@@ -364,6 +384,13 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       rootPid: pid,
       ghosts,
     }, refusals);
+    // Pre-copies of processes gone since: their files must not stay in the image.
+    for (const gone of [...(precopy?.processes.keys() ?? [])]) {
+      if (described.some((d) => d.p.pid === gone)) continue;
+      await Deno.remove(precopy!.processes.get(gone)!.path).catch(() => {});
+      precopy!.drop(gone);
+    }
+    let reused = 0;
     for (const { p, collected, image } of described) {
       // planInheritance may have moved (and grown) the bootstrap.
       const start = BigInt(image.bootstrap.start);
@@ -377,23 +404,28 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       );
       const blob = boot.finish({ restore: standalone });
       const path = `${tmp}/${p.pid}.elf`;
+      let pre = precopy?.processes.get(p.pid);
+      if (pre && BOOTSTRAP_FILE_OFFSET + blob.blob.length > pre.pagesStart) {
+        precopy!.drop(p.pid); // the blob grew past the room left for it: copy everything now
+        pre = undefined;
+      }
       const writer = await ImageWriter.create(path, {
         bootstrapStart: start,
         bootstrapSize: size,
         blob: blob.blob,
         entry: blob.entryStandalone,
+        ...(pre ? { pages: { start: pre.pagesStart, end: pre.pagesEnd } } : {}),
       });
       writers.push(writer);
-      using pagemap = openPagemap(p.pid);
-      const plan = collected.vmas.map((v, k) => {
-        const inherited = inheritance.runs(p.pid, k);
-        if (inherited) return inherited;
-        const policy = image.mappings[k].excluded ? "none" : pagePolicy(image.mappings[k].kind);
-        if (policy === "none") return [];
-        const match = policy === "all-present" ? PRESENT_OR_SWAPPED : ANON_PRESENT_OR_SWAPPED;
-        return pagemap.runs(v.start, v.end, match).map(([addr, length]) => ({ addr, length }));
-      });
-      const total = plan.reduce((n, runs) => n + runs.reduce((m, r) => m + r.length, 0), 0);
+      const plan = planPages(
+        p.pid,
+        collected.vmas,
+        image.mappings.map((m) => m.excluded ? "none" : pagePolicy(m.kind)),
+        (k) => inheritance.runs(p.pid, k),
+        pre,
+      );
+      const total = plan.readBytes;
+      reused += plan.reusedBytes;
       // Large dumps overlap reading and writing on two threads.
       const out = total >= THREADED_WRITE_BYTES
         ? new ThreadedPageWriter(CHUNK_BYTES, writer.partialPath)
@@ -407,17 +439,21 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         bytesToSave: total,
       });
       let done = 0;
-      for (const [k, v] of collected.vmas.entries()) {
-        if (plan[k].length === 0) continue;
-        image.mappings[k].pages = streamer.saveRuns(v, plan[k], (n) => {
-          done += n;
-          pausePoint("pages");
-          opts.onEvent?.({ type: "pages", pid: p.pid, bytes: done, totalBytes: total });
-        });
-      }
+      savePlanned(plan, collected.vmas, image.mappings, streamer, writer, (n) => {
+        done += n;
+        pausePoint("pages");
+        opts.onEvent?.({ type: "pages", pid: p.pid, bytes: done, totalBytes: total });
+      });
       await streamer.finish();
-      pending.push({ writer, image, streamer });
+      pending.push({ writer, image, streamer, precopied: pre !== undefined });
       images.push(image);
+    }
+    // Pages taken from a pre-copy read nothing now: make sure no process died meanwhile.
+    const died = await goneProcesses(tree, undefined);
+    if (died.length) {
+      throw new TargetError(
+        `process ${died.join(", ")} died while being checkpointed; nothing was written`,
+      );
     }
     const host = hostFacts(pid, images[0]);
     let thawed = false;
@@ -431,11 +467,12 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       thawed = true;
       freezeSeconds = (performance.now() - tree.frozenAt) / 1000;
     }
-    for (const { writer, image, streamer } of pending) {
+    for (const { writer, image, streamer, precopied } of pending) {
       pausePoint("notes");
-      const summary = await writer.finish(image, { checksum: false, sync });
+      const summary = await writer.finish(image, { checksum: precopied, sync });
       // The page data's CRC was computed while streaming: read only the rest.
-      const checksum = await checksumAround(
+      // A pre-copied image was written out of order: read it all.
+      const checksum = precopied ? summary.checksum : await checksumAround(
         summary.path,
         writer.pagesStart,
         writer.pagesStart + summary.pagesBytes,
@@ -463,9 +500,18 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       mappings: mappingCount,
       pagesBytes,
       imageBytes,
-      freezeSeconds,
+      freezeSeconds: freezeSeconds + (precopy?.frozenSeconds ?? 0),
       dumpSeconds: 0,
       ...(inheritance.sharedBytes ? { sharedBytes: inheritance.sharedBytes } : {}),
+      ...(precopy
+        ? {
+          precopy: {
+            bytes: precopy.bytes,
+            frozenSeconds: precopy.frozenSeconds,
+            reusedBytes: reused,
+          },
+        }
+        : {}),
     };
     const manifest: Manifest = {
       kind: "cryo-image",
@@ -516,6 +562,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     ) {
       parkStatus({ ...e.status, pid });
     }
+    precopy?.close();
     for (const s of streamers) await s.abort();
     for (const w of writers) await w.abort().catch(() => {});
     const gone = tree ? await goneProcesses(tree, e) : [];
