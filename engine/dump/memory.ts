@@ -45,6 +45,13 @@ export class MemoryStreamer {
   onUnreadable?: (addr: bigint, length: number) => void;
   /** Bytes of page data written so far. */
   bytes = 0;
+  /**
+   * Read through /proc/<pid>/mem only (no process_vm_readv): its page
+   * lookups do not pin, so they never unshare pages a process shares
+   * copy-on-write with its children (a pinning read of a write-protected
+   * such page copies it).
+   */
+  viaMemFile = false;
 
   /**
    * `reserve(length)` reserves the next `length` bytes of the image's page
@@ -69,7 +76,7 @@ export class MemoryStreamer {
     onBytes?: (n: number) => void,
   ): PageRun[] {
     const out: PageRun[] = [];
-    const readable = vma.perms[0] === "r";
+    const readable = vma.perms[0] === "r" && !this.viaMemFile;
     for (const run of runs) {
       out.push({
         addr: `0x${run.addr.toString(16)}`,
@@ -80,10 +87,10 @@ export class MemoryStreamer {
         this.#buffer ??= this.#out.acquire();
         const n = Math.min(this.#out.size - this.#fill, run.length - done);
         if (readable) this.#queue(run.addr + BigInt(done), n);
-        else {this.#readMem(
-            run.addr + BigInt(done),
-            this.#buffer.subarray(this.#fill, this.#fill + n),
-          );}
+        else {
+          this.#drain(); // queued pieces land contiguously from where they began
+          this.#readMem(run.addr + BigInt(done), this.#buffer.subarray(this.#fill, this.#fill + n));
+        }
         this.#fill += n;
         this.#offset += n;
         done += n;

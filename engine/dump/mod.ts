@@ -47,7 +47,6 @@ import { BOOTSTRAP_FILE_OFFSET, ImageWriter } from "../image/writer.ts";
 import { checksumAround } from "../image/checksum.ts";
 import { writeManifest } from "../image/manifest.ts";
 import { BootstrapBuilder, messageProgram } from "../restore/stub.ts";
-import { PagemapScanner } from "../proc/pagemap_scan.ts";
 import { Precopy } from "./precopy.ts";
 import { planPages, savePlanned } from "./plan.ts";
 import { readStatus } from "../proc/status.ts";

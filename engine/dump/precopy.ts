@@ -147,6 +147,7 @@ export class PrecopyProcess {
     });
     const lost: { addr: number; length: number }[] = [];
     streamer.onUnreadable = (addr, length) => lost.push({ addr: Number(addr), length });
+    streamer.viaMemFile = true;
     const copied: CopiedRun[] = [];
     try {
       for (const { vma, runs } of this.#planned) {
@@ -238,6 +239,7 @@ function markValid(runs: CopiedRun[], written: [number, number][]): CopiedRun[] 
     while (w < written.length && written[w][1] <= at) w++;
     for (let j = w; at < end; j++) {
       const range = written[j];
+      if (range && range[1] <= at) continue;
       const piece = (to: number, valid: boolean) => {
         out.push({ addr: at, length: to - at, fileOffset: r.fileOffset + (at - r.addr), valid });
         at = to;

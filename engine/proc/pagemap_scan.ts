@@ -53,7 +53,8 @@ export class PagemapScanner implements Disposable {
   /**
    * Calls `onRegion(start, end, categories)` for each maximal run of pages
    * of [start, end) that pass `test`, in address order (several calls when
-   * the buffer fills). Throws on an ioctl error.
+   * the buffer fills; a region reported again by the next call, when the
+   * walk stopped inside it, is reported once). Throws on an ioctl error.
    */
   scan(
     start: number,
@@ -64,6 +65,7 @@ export class PagemapScanner implements Disposable {
     let at = BigInt(start);
     const stop = BigInt(end);
     const vec = this.#buf.vec;
+    let floor = 0; // end of the last region reported
     while (at < stop) {
       const { n, walkEnd } = this.#buf.scan(this.#fd, at, stop, test);
       if (n < 0) {
@@ -71,7 +73,10 @@ export class PagemapScanner implements Disposable {
         throw new Error(`PAGEMAP_SCAN of process ${this.pid}: errno ${-n}`);
       }
       for (let i = 0; i < n; i++) {
-        onRegion(Number(vec[3 * i]), Number(vec[3 * i + 1]), Number(vec[3 * i + 2]));
+        const s = Math.max(Number(vec[3 * i]), floor), e = Number(vec[3 * i + 1]);
+        if (s >= e) continue;
+        onRegion(s, e, Number(vec[3 * i + 2]));
+        floor = e;
       }
       if (walkEnd <= at) break; // no progress: nothing more to report
       at = walkEnd;
