@@ -23,6 +23,9 @@ import type { PageWriter } from "./page_writer.ts";
 /** Size of one page buffer (one write at most). */
 export const CHUNK_BYTES = 16 << 20;
 
+/** Size of the blocks of {@link MemoryStreamer.blockCrcs} (divides {@link CHUNK_BYTES}). */
+export const CRC_BLOCK = 1 << 20;
+
 /** Streams chosen pages of mappings to a page writer, packing runs into its buffers. */
 export class MemoryStreamer {
   readonly #pid: number;
@@ -52,6 +55,12 @@ export class MemoryStreamer {
    * such page copies it).
    */
   viaMemFile = false;
+  /**
+   * When set, also the CRC-32 of each {@link CRC_BLOCK} of the data written
+   * (in file order; the last one may be shorter), so that a part written
+   * over later costs only its blocks to checksum again.
+   */
+  blockCrcs?: number[];
 
   /**
    * `reserve(length)` reserves the next `length` bytes of the image's page
@@ -142,6 +151,11 @@ export class MemoryStreamer {
     this.#drain();
     if (!this.#buffer || this.#fill === 0) return;
     this.#crc = zlib.crc32(this.#buffer.subarray(0, this.#fill), this.#crc);
+    for (let o = 0; this.blockCrcs && o < this.#fill; o += CRC_BLOCK) {
+      this.blockCrcs.push(
+        zlib.crc32(this.#buffer.subarray(o, Math.min(o + CRC_BLOCK, this.#fill))),
+      );
+    }
     this.#out.submit(this.#fill, this.#reserve(this.#fill));
     this.#buffer = undefined;
     this.#fill = 0;

@@ -44,10 +44,10 @@ import { refuseSharedAcrossTree } from "../fds/shared_anon.ts";
 import { SyscallError } from "../../ffi/libc.ts";
 import { TraceeGoneError } from "../../ffi/ptrace.ts";
 import { BOOTSTRAP_FILE_OFFSET, ImageWriter } from "../image/writer.ts";
-import { checksumAround } from "../image/checksum.ts";
+import { checksumAround, crc32Combine } from "../image/checksum.ts";
 import { writeManifest } from "../image/manifest.ts";
 import { BootstrapBuilder, messageProgram } from "../restore/stub.ts";
-import { Precopy } from "./precopy.ts";
+import { Precopy, type PrecopyProcess } from "./precopy.ts";
 import { planPages, savePlanned } from "./plan.ts";
 import { readStatus } from "../proc/status.ts";
 import { readStat } from "../proc/stat.ts";
@@ -82,6 +82,10 @@ const THREADED_WRITE_BYTES = 256 << 20;
 /** Progress events of a dump. */
 export type DumpEvent =
   | { type: "frozen"; processes: number; threads: number }
+  /** With pre-copy: the pages copied while the tree ran, before it is frozen for the dump. */
+  | { type: "precopied"; bytes: number; frozenSeconds: number }
+  /** The tree runs again (`leaveRunning`); the images are completed after this. */
+  | { type: "thawed"; freezeSeconds: number }
   | { type: "process"; pid: number; mappings: number; bytesToSave: number }
   | { type: "pages"; pid: number; bytes: number; totalBytes: number }
   | { type: "written"; pid: number; path: string; size: number }
@@ -314,6 +318,11 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     if (opts.leaveRunning && opts.precopy !== false) {
       precopy = Precopy.start(pid, tmp);
       await precopy.copy();
+      opts.onEvent?.({
+        type: "precopied",
+        bytes: precopy.bytes,
+        frozenSeconds: precopy.frozenSeconds,
+      });
     }
     tree = freezeTree(pid);
     // Keeps the pre-copied pages not written since, and removes the tracking.
@@ -328,7 +337,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       writer: ImageWriter;
       image: ProcessImage;
       streamer: MemoryStreamer;
-      precopied: boolean;
+      pre?: PrecopyProcess;
+      overwritten: { fileOffset: number; length: number }[];
     }[] = [];
     const entries: Manifest["processes"] = [];
     let pagesBytes = 0;
@@ -444,7 +454,13 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         opts.onEvent?.({ type: "pages", pid: p.pid, bytes: done, totalBytes: total });
       });
       await streamer.finish();
-      pending.push({ writer, image, streamer, precopied: pre !== undefined });
+      pending.push({
+        writer,
+        image,
+        streamer,
+        pre,
+        overwritten: plan.pieces.flat().filter((x) => x.source === "overwrite"),
+      });
       images.push(image);
     }
     // Pages taken from a pre-copy read nothing now: make sure no process died meanwhile.
@@ -465,17 +481,26 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       thawTree(tree);
       thawed = true;
       freezeSeconds = (performance.now() - tree.frozenAt) / 1000;
+      opts.onEvent?.({ type: "thawed", freezeSeconds });
     }
-    for (const { writer, image, streamer, precopied } of pending) {
+    for (const { writer, image, streamer, pre, overwritten } of pending) {
       pausePoint("notes");
-      const summary = await writer.finish(image, { checksum: precopied, sync });
+      // The pre-copied pages' CRC, with the blocks written over again read back.
+      const preCrc = pre ? await pre.pagesCrc(writer.partialPath, overwritten) : 0;
+      const summary = await writer.finish(image, { checksum: false, sync });
       // The page data's CRC was computed while streaming: read only the rest.
-      // A pre-copied image was written out of order: read it all.
-      const checksum = precopied ? summary.checksum : await checksumAround(
+      const pagesCrc = pre
+        ? crc32Combine(
+          preCrc,
+          streamer.crc32,
+          writer.pagesStart + summary.pagesBytes - pre.pagesEnd,
+        )
+        : streamer.crc32;
+      const checksum = await checksumAround(
         summary.path,
         writer.pagesStart,
         writer.pagesStart + summary.pagesBytes,
-        streamer.crc32,
+        pagesCrc,
       );
       writers = writers.filter((w) => w !== writer);
       pausePoint("written");

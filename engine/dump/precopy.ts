@@ -49,7 +49,9 @@ import { PagemapScanner } from "../proc/pagemap_scan.ts";
 import { freezeTree, thawTree } from "./freeze.ts";
 import { InjectionSession } from "./injected.ts";
 import { bootstrapSizeFor, classifyVma, pagePolicy, refusedMapping, type Vma } from "./vmas.ts";
-import { CHUNK_BYTES, MemoryStreamer } from "./memory.ts";
+import * as zlib from "node:zlib";
+import { CHUNK_BYTES, CRC_BLOCK, MemoryStreamer } from "./memory.ts";
+import { crc32Combine } from "../image/checksum.ts";
 import { SyncPageWriter, ThreadedPageWriter } from "./page_writer.ts";
 import { BOOTSTRAP_FILE_OFFSET } from "../image/writer.ts";
 
@@ -99,6 +101,8 @@ export class PrecopyProcess {
   readonly #planned: { vma: Vma; runs: { addr: bigint; length: number }[] }[] = [];
   /** Pre-copied runs, by address. */
   #copied: CopiedRun[] = [];
+  /** CRC-32 of each {@link CRC_BLOCK} of the pre-copied data from {@link pagesStart}. */
+  #blockCrcs: number[] = [];
 
   constructor(pid: number, path: string, pagesStart: number, uffd: number) {
     this.pid = pid;
@@ -148,6 +152,7 @@ export class PrecopyProcess {
     const lost: { addr: number; length: number }[] = [];
     streamer.onUnreadable = (addr, length) => lost.push({ addr: Number(addr), length });
     streamer.viaMemFile = true;
+    streamer.blockCrcs = [];
     const copied: CopiedRun[] = [];
     try {
       for (const { vma, runs } of this.#planned) {
@@ -164,6 +169,7 @@ export class PrecopyProcess {
     }
     this.pagesEnd = next;
     this.bytes = streamer.bytes;
+    this.#blockCrcs = streamer.blockCrcs;
     this.#copied = subtract(copied.sort((a, b) => a.addr - b.addr), lost);
   }
 
@@ -217,6 +223,44 @@ export class PrecopyProcess {
       at = e;
     }
     return out;
+  }
+
+  /**
+   * CRC-32 of the pre-copied data [pagesStart, pagesEnd) of the image file
+   * `path` as it is now: the blocks `overwritten` touches are read again.
+   */
+  async pagesCrc(
+    path: string,
+    overwritten: { fileOffset: number; length: number }[],
+  ): Promise<number> {
+    const dirty = new Set<number>();
+    for (const o of overwritten) {
+      const first = Math.floor((o.fileOffset - this.pagesStart) / CRC_BLOCK);
+      const last = Math.floor((o.fileOffset + o.length - 1 - this.pagesStart) / CRC_BLOCK);
+      for (let b = first; b <= last; b++) dirty.add(b);
+    }
+    const crcs = [...this.#blockCrcs];
+    if (dirty.size) {
+      using f = await Deno.open(path, { read: true });
+      const buf = new Uint8Array(CRC_BLOCK);
+      for (const b of dirty) {
+        const at = this.pagesStart + b * CRC_BLOCK;
+        const len = Math.min(CRC_BLOCK, this.pagesEnd - at);
+        await f.seek(at, Deno.SeekMode.Start);
+        for (let d = 0; d < len;) {
+          const n = await f.read(buf.subarray(d, len));
+          if (n === null) throw new Error(`${path}: short read at ${at + d}`);
+          d += n;
+        }
+        crcs[b] = zlib.crc32(buf.subarray(0, len));
+      }
+    }
+    let crc = 0;
+    for (let b = 0; b < crcs.length; b++) {
+      const len = Math.min(CRC_BLOCK, this.pagesEnd - this.pagesStart - b * CRC_BLOCK);
+      crc = b === 0 ? crcs[0] : crc32Combine(crc, crcs[b], len);
+    }
+    return crc >>> 0;
   }
 
   /** Closes the userfaultfd: the kernel unregisters everything and lifts every protection. */
