@@ -33,6 +33,7 @@ import {
 } from "../ffi/probe.ts";
 import { processVmRead, processVmWriteFully } from "../ffi/process_vm.ts";
 import { detach, getRegs, interrupt, seize, waitStop } from "../ffi/ptrace.ts";
+import { tiocstiProbe } from "../ffi/pty_queue.ts";
 import { posixSpawn } from "../ffi/spawn.ts";
 import { prctlMmMap } from "../ffi/structs.ts";
 import { SYS } from "../ffi/sysno.ts";
@@ -512,6 +513,17 @@ function probeTimerfdTicks(): Outcome {
     : pass("set the ticks of a new timerfd");
 }
 
+function probeTiocsti(): Outcome {
+  const r = tiocstiProbe();
+  return r < 0n
+    ? fail(
+      `TIOCSTI on a new pty: ${errText(r)}${
+        errText(r) === "EPERM" ? " (needs CAP_SYS_ADMIN)" : ""
+      }`,
+    )
+    : pass("handed a byte to a new pty's line discipline");
+}
+
 function probeTcpRepair(): Outcome {
   const r = tcpRepairProbe();
   if (r.error === 0n) return pass("setsockopt(TCP_REPAIR, 1) accepted on a TCP socket");
@@ -687,6 +699,7 @@ export function checkHost(): CheckReport {
       "restoring a timerfd's unread expirations",
       probeTimerfdTicks(),
     ),
+    row("TIOCSTI", false, "putting back bytes waiting in pseudo-terminals", probeTiocsti()),
     row("Yama ptrace_scope", false, "attaching to non-descendants", probeYama(caps)),
     row(
       "ns_last_pid writable",

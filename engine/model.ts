@@ -267,7 +267,8 @@ export type MappingKind =
   | "file-shared"
   | "vdso" // [vdso], [vvar], [vvar_vclock]
   | "vsyscall"
-  | "sysv-shm"; // a System V shm attachment ({@link Mapping.sysvShm}), its pages not saved here
+  | "sysv-shm" // a System V shm attachment ({@link Mapping.sysvShm}), its pages not saved here
+  | "aio"; // the ring of a native AIO context ({@link Mapping.aio}), re-created by io_setup
 
 /** One virtual memory area and where its saved pages are in the image. */
 export interface Mapping {
@@ -302,6 +303,24 @@ export interface Mapping {
   discard?: { addr: Hex; length: number }[];
   /** A System V shm attachment: the shmid (the restore program attaches it with shmat). */
   sysvShm?: number;
+  /** The ring of a native AIO context (engine/memory/aio.ts). */
+  aio?: AioRing;
+}
+
+/** A native AIO context (io_setup), known by its ring mapping; its address is the context id. */
+export interface AioRing {
+  /** The kernel's index of the context in the process's table (the ring header's id). */
+  id: number;
+  /** Event slots of the ring (the header's nr). */
+  nr: number;
+  /** The count io_setup is given at restore: the smallest that makes a ring of this size. */
+  nrEvents: number;
+  /** Next event to reap. */
+  head: number;
+  /** Next slot the kernel fills; the events from head to tail are completed and not reaped. */
+  tail: number;
+  /** The whole ring (header and every event slot), base64. */
+  ring: string;
 }
 
 /** A contiguous run of saved pages. */
@@ -495,6 +514,21 @@ export interface InetSocket {
   backlog?: number;
   /** An established connection's state, read in TCP repair mode. */
   tcp?: TcpConnection;
+  /**
+   * UDP: the datagrams waiting to be read, oldest first (peeked at dump,
+   * sent again from their senders' addresses at restore). Absent when none.
+   */
+  datagrams?: QueuedDatagram[];
+  /** Its owner (sk_uid, the socket inode's owner) when not root: restore creates it with these fs ids. */
+  owner?: { uid: number; gid: number };
+}
+
+/** A UDP datagram waiting in a socket's receive queue. */
+export interface QueuedDatagram {
+  /** Its sender, as recvfrom reports it (a v4-mapped address on a dual-stack IPv6 socket). */
+  from: SockAddr;
+  /** Its payload, base64 (empty for an empty datagram). */
+  data: string;
 }
 
 /** An established TCP connection as TCP repair mode reads and writes it. */
@@ -536,6 +570,8 @@ export interface NetlinkSocket {
   options: SockOption[];
   /** SO_SNDBUF / SO_RCVBUF when not the kernel default. */
   buffers?: { snd?: number; rcv?: number };
+  /** Its owner (sk_uid, the socket inode's owner) when not root: restore creates it with these fs ids. */
+  owner?: { uid: number; gid: number };
 }
 
 /**
@@ -659,9 +695,9 @@ export interface UnixSocketImage {
   /** Pid of SO_PEERCRED (who connected, or made the pair). */
   peerCredPid?: number;
   /**
-   * Ids that are not root's: the socket's owner (sock_diag), SO_PEERCRED's
-   * uid and gid, a queued message's credentials (the restore creates sockets
-   * as root, so these are refused; see engine/fds/unix.ts).
+   * Ids the restore cannot give back, refused (engine/fds/unix.ts): an owner
+   * (sock_diag) that is not its fd's, SO_PEERCRED's uid and gid when not
+   * the owner's, a queued message's credentials when not root's.
    */
   nonRootIds?: string;
   /** The receive queue (each datagram, or a stream's bytes as one message). */
@@ -678,4 +714,8 @@ export interface UnixSocketImage {
    * and a detail); the tree plan refuses the socket with it.
    */
   refused?: { id: string; detail: string };
+  /** SO_PEERGROUPS: the supplementary groups that came with the peer credentials. */
+  peerGroups?: number[];
+  /** Its owner (its inode's) when not root: its group is made with these ids (engine/fds/socket_owner.ts). */
+  creator?: { uid: number; gid: number };
 }

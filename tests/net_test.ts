@@ -111,6 +111,28 @@ Deno.test("net: damaged socket records in an image are refused naming the field"
     [{ ...listener, state: "established" }, /established connection needs tcp/],
     [{ ...listener, proto: "udp" }, /UDP socket is never listening/],
     [
+      { ...listener, datagrams: [{ from: { address: "::1", port: 5 }, data: "" }] },
+      /only a bound UDP socket has queued datagrams/,
+    ],
+    [
+      {
+        ...listener,
+        proto: "udp",
+        state: "closed",
+        datagrams: [{ from: { address: "10.0.0.1", port: 5 }, data: "" }],
+      },
+      /inet\.datagrams\.0\.from\.address: not an ipv6 address/,
+    ],
+    [
+      {
+        ...listener,
+        proto: "udp",
+        state: "closed",
+        datagrams: [{ from: { address: "::1", port: 5 }, data: "not base64!" }],
+      },
+      /inet\.datagrams\.0\.data: expected base64/,
+    ],
+    [
       {
         ...listener,
         state: "established",

@@ -351,7 +351,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       collectProcess(p.pid, p.threads, p.children, fdLists[i], topology, refusals, sockets)
     );
     // Queued socket bytes are sent again by whichever process creates the socket.
-    const socketData = collectedAll.reduce((n, c) => n + fdQueueBytes(c.image.fds), 0);
+    const socketData = collectedAll.reduce((n, c) => n + fdQueueBytes(c.image.fds), 0) +
+      sockets.sharedQueueBytes();
     const described = tree.processes.map((p, i) => {
       const collected = collectedAll[i];
       const size = bootstrapSizeFor(

@@ -35,6 +35,7 @@ import { checkNamespaces, collectCgroups } from "../task/placement.ts";
 import { collectTaskState, prepareTaskCollection, queryTaskState } from "../task/mod.ts";
 import { collectCreds } from "../task/creds.ts";
 import { collectMemoryDetails, probeMlockFuture } from "../memory/flags.ts";
+import { collectAioRings } from "../memory/aio.ts";
 
 const hex = (v: bigint) => `0x${v.toString(16)}`;
 
@@ -134,7 +135,7 @@ export function collectProcess(
   const status = readStatus(pid);
   prepareTaskCollection(pid, tids);
   // Everything read by injected syscalls, in one session (one scratch page).
-  const { injected, posixTimers, credentials } = withInjection(pid, (s) => ({
+  const { injected, posixTimers, credentials, aio } = withInjection(pid, (s) => ({
     injected: {
       ...queryInjectedState(s, tids),
       task: queryTaskState(s, tids),
@@ -142,6 +143,10 @@ export function collectProcess(
     },
     posixTimers: collectTimers(s, tids, fds, refusals),
     credentials: collectCreds(s, tids),
+    aio: collectAioRings(
+      { pid, tid: pid, call: (nr, ...a) => s.call(pid, nr, ...a), scratch: s.scratch },
+      refusals,
+    ),
   }));
   const owners = queryFdOwners(pid, fds.map((f) => f.fd));
   const task = collectTaskState(pid, tids, injected.task, refusals);
@@ -178,6 +183,7 @@ export function collectProcess(
       vmFlags: m.vmFlags,
       pages: [],
       ...(sysvShm !== undefined ? { sysvShm } : {}),
+      ...(aio.has(m.start) ? { aio: aio.get(m.start) } : {}),
     };
   });
 

@@ -22,6 +22,7 @@ export function classifyVma(v: Vma): MappingKind {
   if (VDSO_NAMES.has(v.path)) return "vdso";
   if (v.path === "[vsyscall]") return "vsyscall";
   if (v.path.startsWith("/SYSV")) return "sysv-shm";
+  if (v.path.startsWith("/[aio]")) return "aio";
   const shared = v.perms[3] === "s";
   // Shared anonymous memory is shmem: maps shows it as "/dev/zero (deleted)" with an inode.
   const path = v.path.replace(/ \(deleted\)$/, "");
@@ -32,10 +33,10 @@ export function classifyVma(v: Vma): MappingKind {
 
 /**
  * The restorability-table row refusing a mapping, or null when it can be
- * saved (System V attachments are judged by engine/memory/sysvshm.ts).
+ * saved (System V attachments are judged by engine/memory/sysvshm.ts, AIO
+ * rings by engine/memory/aio.ts).
  */
-export function refusedMapping(v: Vma): SupportId | null {
-  if (v.path.startsWith("/[aio]")) return "memory.aio";
+export function refusedMapping(_v: Vma): SupportId | null {
   return null;
 }
 

@@ -18,6 +18,7 @@ import { emitInotify } from "./inotify.ts";
 import { emitPidfd } from "./pidfd.ts";
 import { emitInet } from "./inet_plan.ts";
 import { emitNetlink } from "./netlink.ts";
+import { emitSocketAsOwner } from "./socket_owner.ts";
 import { O_CLOEXEC, O_NONBLOCK, type PlannedFd } from "./types.ts";
 
 const O_RDWR = 2;
@@ -155,11 +156,12 @@ export function emitCreate(cx: CreateContext, f: PlannedFd, batch: readonly Plan
       cx.keep(`fd:${f.fd}`, `${what} pidfd`);
       break;
     case "inet":
-      emitInet(p, scratchSlot, s.socket, what);
+      // Created with its owner's fs ids: they give the socket its owner (sk_uid).
+      emitSocketAsOwner(p, s.socket.owner, () => emitInet(p, scratchSlot, s.socket, what));
       cx.keep(`fd:${f.fd}`, `${what} ${s.socket.proto} socket`);
       break;
     case "netlink":
-      emitNetlink(p, scratchSlot, s.socket, what);
+      emitSocketAsOwner(p, s.socket.owner, () => emitNetlink(p, scratchSlot, s.socket, what));
       cx.keep(`fd:${f.fd}`, `${what} netlink socket`);
       break;
   }

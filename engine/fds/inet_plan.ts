@@ -19,6 +19,8 @@ import { SYS } from "../../ffi/sysno.ts";
 import { errnoName } from "../../ffi/errno.ts";
 import { emitTcp, finishTcp } from "./tcp.ts";
 import { emitUdp } from "./udp.ts";
+import { checkSocketOwners } from "./socket_owner.ts";
+import { finishUdpQueues, finishUdpQueuesPlan } from "./udp_queue.ts";
 
 /**
  * Restore plan of a socket cryo read at dump (TCP, UDP, netlink route): its
@@ -85,13 +87,23 @@ export function reportInetUses(images: readonly ProcessImage[], refusals: Refusa
 
 /**
  * After every restore program ran (all processes of the tree exist, every
- * socket is re-created): ends repair mode of each restored connection
+ * socket is re-created): checks the owners of sockets of another user than
+ * root (socket_owner.ts), puts back the datagrams queued on UDP sockets,
+ * then ends repair mode of each restored connection
  * (see finishTcp). Throws naming the connection when that fails.
  */
 export function finishInetSockets(images: readonly ProcessImage[]): void {
+  checkSocketOwners(images);
+  finishUdpQueues(images); // queued datagrams sent again (udp_queue.ts)
+  const seen = new Set<string>();
   for (const image of images) {
     for (const f of image.fds) {
       if (f.excluded || f.sameAs !== undefined || !f.inet?.tcp) continue;
+      if (f.description !== undefined) {
+        // A socket shared by several processes: repair mode ends once.
+        if (seen.has(f.description)) continue;
+        seen.add(f.description);
+      }
       try {
         finishTcp(image.pid, f.fd, f.inet);
       } catch (e) {
@@ -106,7 +118,14 @@ export function finishInetSockets(images: readonly ProcessImage[]): void {
 
 /** What {@link finishInetSockets} does for `image`, for `show --plan`. */
 export function finishInetPlan(image: ProcessImage): string[] {
-  return image.fds.filter((f) => !f.excluded && f.sameAs === undefined && f.inet?.tcp).map((f) => {
+  return [...finishUdpQueuesPlan(image), ...finishInetPlanTcp(image)];
+}
+
+function finishInetPlanTcp(image: ProcessImage): string[] {
+  return image.fds.filter((f) =>
+    !f.excluded && f.sameAs === undefined && f.inet?.tcp &&
+    (f.description === undefined || f.description === `${image.pid}:${f.fd}`)
+  ).map((f) => {
     const t = f.inet!.tcp!;
     return `fd ${f.fd}: TCP_REPAIR off through a pidfd_getfd copy, SO_REUSEADDR as saved` +
       (t.unsent ? `, then ${t.unsent} never-sent bytes written` : "");
@@ -119,7 +138,8 @@ export function describeSocket(s: Extract<FdSource, { kind: "inet" | "netlink" }
   const k = s.socket;
   const peer = k.peer ? ` -> ${formatAddr(k.peer)}` : "";
   const what = k.proto === "udp" ? "udp" : `tcp ${k.state}`;
-  return `${what} ${formatAddr(k.local)}${peer}${k.tcp ? " (repair mode)" : ""}`;
+  const queued = k.datagrams?.length ? `, ${k.datagrams.length} datagrams queued` : "";
+  return `${what} ${formatAddr(k.local)}${peer}${k.tcp ? " (repair mode)" : ""}${queued}`;
 }
 
 /**

@@ -45,6 +45,9 @@ const sockOption = z.looseObject({
 
 const buffers = z.looseObject({ snd: nat.optional(), rcv: nat.optional() }).optional();
 
+/** A socket's owner: ids the restore program switches to (u32, not the -1 "unchanged"). */
+const owner = z.looseObject({ uid: nat.max(0xfffffffe), gid: nat.max(0xfffffffe) }).optional();
+
 const tcp = z.looseObject({
   peerInTree: z.boolean(),
   sndSeq: u32,
@@ -73,6 +76,9 @@ const inet = z.looseObject({
   buffers,
   backlog: nat.max(1 << 20).optional(),
   tcp: tcp.optional(),
+  owner,
+  datagrams: z.array(z.looseObject({ from: sockAddr, data: base64.max(87400) })).max(1 << 16)
+    .optional(),
 }).superRefine((s, ctx) => {
   const family = s.family === "ipv4" ? AF.INET : AF.INET6;
   for (const key of ["local", "peer"] as const) {
@@ -92,6 +98,18 @@ const inet = z.looseObject({
       message: "an established connection needs tcp, local and peer",
     });
   }
+  if (s.datagrams && (s.proto !== "udp" || !s.local)) {
+    ctx.addIssue({ code: "custom", message: "only a bound UDP socket has queued datagrams" });
+  }
+  (s.datagrams ?? []).forEach((d, i) => {
+    if (!exactAddress(s.family === "ipv4" ? AF.INET : AF.INET6)(d.from)) {
+      ctx.addIssue({
+        code: "custom",
+        message: `not an ${s.family} address`,
+        path: ["datagrams", i, "from", "address"],
+      });
+    }
+  });
   if (s.proto === "udp" && s.state !== "closed") {
     ctx.addIssue({ code: "custom", message: "a UDP socket is never listening or established" });
   }
@@ -108,6 +126,7 @@ const netlink = z.looseObject({
   peer: z.looseObject({ portid: u32, groups: u32 }).nullable(),
   options: z.array(sockOption).max(64),
   buffers,
+  owner,
 });
 
 /** Why the socket record of `f` cannot be used, or undefined when it is sound. */

@@ -36,9 +36,12 @@ import type { FdInfo, SockAddr } from "../model.ts";
 import type { Refusals, SupportId } from "../support.ts";
 import { type Collected, formatAddr, IPPROTO_TCP, IPPROTO_UDP, REFUSED_PREFIX } from "./inet.ts";
 import { collectTcp } from "./tcp.ts";
+import { inetQueueBytes } from "./inet_plan.ts";
 import { collectUdp } from "./udp.ts";
 import { collectNetlink } from "./netlink.ts";
 import { type NetlinkRow, readNetlinkTable } from "../proc/netlink.ts";
+import { readSocketOwners } from "../proc/net_owners.ts";
+import { type SocketOwner, socketOwner } from "./socket_owner.ts";
 
 /** How one socket was read: its fd record, where, and the copy kept in repair mode. */
 interface Entry {
@@ -60,11 +63,15 @@ function canonical(a: SockAddr): string {
 /** Dump-time handling of every IPv4/IPv6 and netlink socket of a frozen tree. */
 export class InetSocketSession {
   readonly #entries: Entry[] = [];
-  /** Socket inode -> the processes holding it. */
-  readonly #holders = new Map<string, Set<number>>();
+  /** Socket inode -> the fd it was read through (a socket is one open file description). */
+  readonly #first = new Map<string, FdInfo>();
+  /** Fds of other processes holding a socket already read: they get its record in finish(). */
+  readonly #followers: FdInfo[] = [];
   readonly #netlinks: Entry[] = [];
   /** Address family -> (inode -> sk_shutdown) of established TCP sockets, read once. */
   readonly #shutdowns = new Map<number, Map<number, number>>();
+  /** Pid -> sk_uid of its TCP and UDP sockets, by inode, read once. */
+  readonly #owners = new Map<number, Map<number, number>>();
   /** Pid -> its /proc/<pid>/net/netlink, by inode, read once. */
   readonly #netlinkTables = new Map<number, Map<number, NetlinkRow>>();
 
@@ -73,6 +80,25 @@ export class InetSocketSession {
     if (!table) {
       table = tcpShutdownStates(family, 1 << TCP_STATE.ESTABLISHED);
       this.#shutdowns.set(family, table);
+    }
+    return table.get(Number(target.match(/\[(\d+)\]/)?.[1]));
+  }
+
+  /**
+   * Bytes of queued data of the sockets shared by several processes (read
+   * so far): whichever process creates one for the tree (their common
+   * ancestor, maybe not a holder) carries them in its restore program.
+   */
+  sharedQueueBytes(): number {
+    const shared = new Set(this.#followers.map((f) => f.target));
+    return inetQueueBytes([...shared].map((t) => this.#first.get(t)!));
+  }
+
+  #ownerRow(pid: number, target: string): number | undefined {
+    let table = this.#owners.get(pid);
+    if (!table) {
+      table = readSocketOwners(pid);
+      this.#owners.set(pid, table);
     }
     return table.get(Number(target.match(/\[(\d+)\]/)?.[1]));
   }
@@ -93,11 +119,13 @@ export class InetSocketSession {
    */
   collect(pid: number, fds: FdInfo[]): void {
     for (const f of fds) {
-      if (f.kind !== "socket" || f.restore === "inherit") continue;
-      const holders = this.#holders.get(f.target) ?? new Set<number>();
-      holders.add(pid);
-      this.#holders.set(f.target, holders);
-      if (f.sameAs !== undefined) continue;
+      if (f.kind !== "socket" || f.restore === "inherit" || f.sameAs !== undefined) continue;
+      if (this.#first.has(f.target)) {
+        // Shared with a process read before (after fork): one socket, read once.
+        this.#followers.push(f);
+        continue;
+      }
+      this.#first.set(f.target, f);
       this.#collectOne(pid, f);
     }
   }
@@ -115,22 +143,28 @@ export class InetSocketSession {
   #read(pid: number, f: FdInfo, where: string): void {
     const copy = pidfdGetfd(pid, f.fd);
     let keep = false;
+    let owner: SocketOwner | undefined;
     try {
       const domain = getsockoptInt(copy, SOL.SOCKET, SO.DOMAIN);
       const type = getsockoptInt(copy, SOL.SOCKET, SO.TYPE);
       const protocol = getsockoptInt(copy, SOL.SOCKET, SO.PROTOCOL);
       if (domain === AF.NETLINK || domain === AF.INET || domain === AF.INET6) {
-        // Sockets are re-created as root (the tree's credentials come last).
-        const st = Deno.statSync(`/proc/${pid}/fd/${f.fd}`);
-        if (st.uid !== 0 || st.gid !== 0) {
-          return this.#refuse(f, "socket.inet-owner", `owned by ${st.uid}:${st.gid}`);
+        // The socket's owner (sk_uid, its inode's owner): from its creator's fs ids.
+        owner = socketOwner(pid, f.fd);
+        const skUid = domain === AF.NETLINK ? undefined : this.#ownerRow(pid, f.target);
+        if (skUid !== undefined && skUid !== (owner?.uid ?? 0)) {
+          return this.#refuse(
+            f,
+            "socket.inet-owner-split",
+            `owned by uid ${skUid}, its fd by uid ${owner?.uid ?? 0}`,
+          );
         }
       }
       if (domain === AF.NETLINK) {
         const row = this.#netlinkRow(pid, f.target);
         const got = collectNetlink(copy, type ?? 0, protocol ?? 0, row);
         if ("refused" in got) return this.#refuse(f, got.refused, got.detail);
-        f.netlink = got.netlink;
+        f.netlink = { ...got.netlink, ...(owner ? { owner } : {}) };
         f.restore = "netlink";
         this.#netlinks.push({ pid, fd: f, where });
         return;
@@ -146,7 +180,7 @@ export class InetSocketSession {
         got = { refused: "socket.inet-other", detail: `type ${type} protocol ${protocol}` };
       }
       if ("refused" in got) return this.#refuse(f, got.refused, got.detail);
-      f.inet = got.inet;
+      f.inet = { ...got.inet, ...(owner ? { owner } : {}) };
       f.restore = got.inet.proto;
       const entry: Entry = { pid, fd: f, where };
       if (got.repairCopy) {
@@ -174,39 +208,45 @@ export class InetSocketSession {
   }
 
   /**
-   * Once every process is collected: refuses sockets shared by several
-   * processes, and decides for each established connection whether its
-   * peer is in the tree; one to the outside is reported as
-   * "socket.tcp-established" (an opt-in).
+   * Once every process is collected: gives the fds of the other holders of
+   * a shared socket its record (restore creates it once, engine/fds/shared.ts),
+   * and decides for each established connection whether its peer is in the
+   * tree; one to the outside is reported as "socket.tcp-established" (an opt-in).
    */
   finish(refusals: Refusals): void {
+    for (const f of this.#followers) {
+      const first = this.#first.get(f.target)!;
+      f.restore = first.restore;
+      if (first.extra["refused"] !== undefined) f.extra["refused"] = first.extra["refused"];
+      if (first.inet) f.inet = first.inet;
+      if (first.netlink) f.netlink = first.netlink;
+    }
+    const holders = (f: FdInfo) => [f, ...this.#followers.filter((x) => x.target === f.target)];
     const ends = new Set<string>();
     for (const e of this.#entries) {
       const s = e.fd.inet!;
       if (s.tcp && s.local && s.peer) ends.add(`${canonical(s.local)}|${canonical(s.peer)}`);
     }
     for (const e of this.#netlinks) {
-      if ((this.#holders.get(e.fd.target)?.size ?? 0) > 1) {
-        this.#refuse(e.fd, "socket.inet-shared");
-        delete e.fd.netlink;
-      } else refusals.use("socket.netlink-route", e.where);
+      refusals.use("socket.netlink-route", e.where);
+      if (e.fd.netlink?.owner) refusals.use("socket.inet-owner", e.where);
+      if (holders(e.fd).length > 1) refusals.use("socket.inet-shared", e.where);
     }
     for (const e of this.#entries) {
       const s = e.fd.inet!;
-      if (e.fd.excluded) {
-        // Left out by a policy: the process closes it like any fd when it dies.
+      const all = holders(e.fd);
+      if (all.every((f) => f.excluded)) {
+        // Left out by a policy: the processes close it like any fd when they die.
         this.#endRepair(e);
         continue;
       }
-      if ((this.#holders.get(e.fd.target)?.size ?? 0) > 1) {
-        this.#refuse(e.fd, "socket.inet-shared");
-        delete e.fd.inet;
-        continue;
-      }
+      if (all.length > 1) refusals.use("socket.inet-shared", e.where);
+      if (s.owner) refusals.use("socket.inet-owner", e.where);
       if (s.proto === "tcp") {
         if (s.state === "listen") refusals.use("socket.tcp-listen", e.where);
         else if (s.state === "closed") refusals.use("socket.tcp-closed", e.where);
       } else refusals.use("socket.udp", e.where);
+      if (s.datagrams?.length) refusals.use("socket.udp-queued", e.where);
       if (!s.tcp || !s.local || !s.peer) continue;
       s.tcp.peerInTree = ends.has(`${canonical(s.peer)}|${canonical(s.local)}`);
       const where = InetSocketSession.describe(e.pid, e.fd);

@@ -71,13 +71,8 @@ interface Holder {
 
 const O_ACCMODE = 3;
 
-/**
- * Sources each holder still makes for itself: the restorer's stdio, and
- * sockets (TCP connections in repair mode must be created after the
- * listener of their port, in whichever process that is: that order across
- * the tree is not expressed here yet).
- */
-const PER_HOLDER: ReadonlySet<FdSource["kind"]> = new Set(["inherit", "inet", "netlink"]);
+/** Sources each holder still takes for itself: the restorer's stdio. */
+const PER_HOLDER: ReadonlySet<FdSource["kind"]> = new Set(["inherit"]);
 
 function refused(id: SupportId): string {
   const row = supportOf(id);
@@ -208,6 +203,13 @@ export function planShared(
   return { objects, holders, problems };
 }
 
+/** Established TCP connections last, after the listeners of their ports (as in mod.ts). */
+function creationOrder(objects: SharedObject[]): SharedObject[] {
+  const late = (o: SharedObject) =>
+    o.members.some((m) => m.source.kind === "inet" && m.source.socket.state === "established");
+  return [...objects.filter((o) => !late(o)), ...objects.filter(late)];
+}
+
 /**
  * Ops creating the shared objects `pid` is responsible for, each at its
  * transfer numbers with its description state (run before its children
@@ -220,7 +222,7 @@ export function emitSharedCreation(
   scratchSlot: number,
   slotsAddress: bigint,
 ): void {
-  for (const obj of plan?.objects.filter((o) => o.creator === pid) ?? []) {
+  for (const obj of creationOrder(plan?.objects.filter((o) => o.creator === pid) ?? [])) {
     const target = new Map<string, number>(obj.helpers.map((h) => [h.key, h.fd]));
     for (const m of obj.members) target.set(createKey(m), m.fd);
     const kept = new Set<string>();

@@ -1,7 +1,8 @@
 /**
  * Terminals. A pseudo-terminal whose master is held inside the tree (tmux,
  * screen, `script`, expect) is re-created with the same index (/dev/pts/N),
- * termios, window size, packet mode and lock; its slave is reopened by path;
+ * termios, window size, packet mode, lock and the bytes waiting in it
+ * (`tty_queue.ts`); its slave is reopened by path;
  * a session whose controlling terminal it was gets it back, with the same
  * foreground process group. Any other terminal (the user's own, a pty whose
  * master is outside the tree) is outside the tree: it needs the opt-in
@@ -23,8 +24,15 @@ import { SYS } from "../../ffi/sysno.ts";
 import { decodeBase64, encodeBase64 } from "../base64.ts";
 import type { FdInfo, ProcessImage } from "../model.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
-import type { Refusals } from "../support.ts";
+import type { Refusals, SupportId } from "../support.ts";
 import type { FdSource } from "./types.ts";
+import {
+  decodePtyQueue,
+  encodePtyQueue,
+  type PtyQueue,
+  type PtyQueueRefusal,
+  takePtyQueues,
+} from "./tty_queue.ts";
 
 /** Major and minor of /dev/ptmx. */
 const PTMX = { major: 5, minor: 2 };
@@ -62,9 +70,9 @@ export function ptyIndexOfTtyNr(ttyNr: number): number | null {
 
 /**
  * Dump: the fdinfo extras of terminal fd `fd` of the frozen process `pid`
- * (device `major:minor`). Bytes waiting in a pty (typed but not read, or
- * written but not read by the master) cannot be put back unchanged: they
- * are counted, and {@link checkTtys} refuses them.
+ * (device `major:minor`). Through a master, the bytes waiting in the pty
+ * (typed but not read, or written but not read by the master) are read and
+ * put back (`tty_queue.ts`); what cannot be is named for {@link checkTtys}.
  */
 export function collectTty(
   pid: number,
@@ -85,7 +93,12 @@ export function collectTty(
     const s = readPtyState(copy);
     // The slave device's owner and mode (grantpt, chown by a login program).
     const slave = Deno.statSync(`/dev/pts/${s.index}`);
+    const look = takePtyQueues(copy, s.index, pid);
+    const queue: Record<string, string> = { "pty-queue-look": "1" };
+    if ("refused" in look) queue["pty-queue-refused"] = `${look.refused}\t${look.detail}`;
+    else if (look.queue) queue["pty-queue"] = encodePtyQueue(look.queue);
     return {
+      ...queue,
       "pty-owner": `${slave.uid}:${slave.gid}:${(slave.mode ?? 0) & 0o7777}`,
       "tty-role": "master",
       "pty-index": String(s.index),
@@ -113,6 +126,8 @@ export interface PlannedPty {
   exclusive: boolean;
   /** Owner and mode of /dev/pts/<index> (absent in images from before they were recorded). */
   owner?: { uid: number; gid: number; mode: number };
+  /** Bytes waiting in its queues, put back before the tree runs (absent: none). */
+  queue?: PtyQueue;
 }
 
 function ownerOf(text: string | undefined): Pick<PlannedPty, "owner"> {
@@ -147,6 +162,7 @@ export function planPtys(images: readonly ProcessImage[], firstTransferFd: numbe
         locked: f.extra["pty-locked"] === "1",
         exclusive: f.extra["pty-exclusive"] === "1",
         ...ownerOf(f.extra["pty-owner"]),
+        ...(f.extra["pty-queue"] ? { queue: decodePtyQueue(f.extra["pty-queue"]) } : {}),
       });
     }
   }
@@ -155,11 +171,21 @@ export function planPtys(images: readonly ProcessImage[], firstTransferFd: numbe
 
 /**
  * Reports every terminal of the tree to the restorability table: ptys of
- * the tree are saved (unless bytes wait in them), other terminals and
- * controlling terminals outside the tree need `--shell-job`.
+ * the tree are saved with the bytes waiting in them (unless their master's
+ * look refused them), other terminals and controlling terminals outside
+ * the tree need `--shell-job`.
  */
 export function checkTtys(images: readonly ProcessImage[], refusals: Refusals): void {
   const inTree = new Set(planPtys(images, 0).map((p) => p.index));
+  const masters = new Map<number, Record<string, string>>();
+  for (const p of images) {
+    for (const f of p.fds) {
+      const index = indexOf(f);
+      if (!f.excluded && index !== undefined && f.extra["tty-role"] === "master") {
+        masters.set(index, f.extra);
+      }
+    }
+  }
   for (const p of images) {
     for (const f of p.fds) {
       if (f.kind !== "tty" || f.excluded) continue;
@@ -168,9 +194,15 @@ export function checkTtys(images: readonly ProcessImage[], refusals: Refusals): 
       const role = f.extra["tty-role"];
       if (role === undefined) continue; // an image from before terminals were described
       if (index !== undefined && inTree.has(index)) {
-        const unread = Number(f.extra["pty-unread"] ?? 0);
         refusals.use("tty.pty", where);
-        if (unread > 0) refusals.use("tty.pty-queued", where, `${unread} bytes wait in it`);
+        const master = masters.get(index)!;
+        if (master["pty-queue-look"] === "1") {
+          if (role === "master") checkQueue(master, where, refusals);
+        } else if (Number(f.extra["pty-unread"] ?? 0) > 0) {
+          refusals.add(
+            `${where}: ${f.extra["pty-unread"]} bytes wait in it, not saved in this image`,
+          );
+        }
       } else {
         refusals.use("tty.external", where);
       }
@@ -186,6 +218,26 @@ export function checkTtys(images: readonly ProcessImage[], refusals: Refusals): 
         );
       }
     }
+  }
+}
+
+const QUEUE_REFUSALS: readonly PtyQueueRefusal[] = [
+  "tty.pty-packet-status",
+  "tty.pty-output-blocked",
+  "tty.pty-input-full",
+  "tty.pty-slave-unopened",
+];
+
+/** Reports what a master's look found in its pty's queues. */
+function checkQueue(master: Record<string, string>, where: string, refusals: Refusals): void {
+  const refused = master["pty-queue-refused"];
+  if (refused !== undefined) {
+    const [id, detail] = refused.split("\t");
+    if ((QUEUE_REFUSALS as readonly string[]).includes(id)) {
+      refusals.use(id as SupportId, where, detail);
+    } else refusals.add(`${where}: its queued bytes were refused (${refused})`);
+  } else if (master["pty-queue"] !== undefined) {
+    refusals.use("tty.pty-queued", where);
   }
 }
 

@@ -1,13 +1,14 @@
 /**
  * UDP sockets (IPv4, IPv6): re-created, bound to the same address and
  * connected to the same peer, with their options. Datagrams waiting to be
- * read are refused: each carries its sender's address, which a restore
- * could not fake when re-queueing it.
+ * read are saved with their senders' addresses and sent again from them
+ * (udp_queue.ts).
  *
  * @module
  */
 
-import { closeFd, datagramQueued, peerName, SO, SOCK, sockName, SOL } from "../../ffi/net.ts";
+import { closeFd, peerName, SO, SOCK, sockName, SOL } from "../../ffi/net.ts";
+import { readDatagramQueue } from "./udp_queue.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import type { InetSocket } from "../model.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
@@ -34,9 +35,9 @@ import {
 /** Reads UDP socket `copy` (cryo's copy of the target's fd). */
 export function collectUdp(copy: number, family: InetSocket["family"]): Collected {
   const local = boundOrNull(sockAddrOf(sockName(copy)));
-  if (datagramQueued(copy)) {
-    return { refused: "socket.udp-queued", detail: `on ${formatAddr(local)}` };
-  }
+  const peer = sockAddrOf(peerName(copy));
+  const queue = readDatagramQueue(copy, { family, local, peer });
+  if ("refused" in queue) return { refused: "socket.udp-queued-other", detail: queue.refused };
   const fresh = freshSocket(familyNumber(family), SOCK.DGRAM, IPPROTO_UDP);
   let options, buffers;
   try {
@@ -51,9 +52,10 @@ export function collectUdp(copy: number, family: InetSocket["family"]): Collecte
       proto: "udp",
       state: "closed",
       local,
-      peer: sockAddrOf(peerName(copy)),
+      peer,
       options,
       ...(buffers ? { buffers } : {}),
+      ...(queue.datagrams.length ? { datagrams: queue.datagrams } : {}),
     },
   };
 }

@@ -47,6 +47,7 @@ import { creatorOf, transferBase, treeParents } from "./transfer.ts";
 import type { FdSource } from "./types.ts";
 import { readProcLink } from "../proc/io.ts";
 import { RestoreError } from "../errors.ts";
+import { emitOwnerIds, emitRootIds, type SocketOwner, socketOwner } from "./socket_owner.ts";
 
 const AF_UNIX = 1;
 const SOCK_STREAM = 1;
@@ -54,6 +55,9 @@ const SOCK_DGRAM = 2;
 const SOCK_CLOEXEC = 0o2000000;
 const SO_TYPE = 3;
 const SO_PEERCRED = 17;
+const SO_PEERGROUPS = 59;
+/** Most supplementary groups of a peer cryo reads (SO_PEERGROUPS). */
+const MAX_PEER_GROUPS = 1024;
 const SO_PASSCRED = 16;
 const SO_PROTOCOL = 38;
 const SO_DOMAIN = 39;
@@ -208,13 +212,29 @@ function collectOne(
   const credPid = typeof cred !== "number"
     ? new DataView(cred.buffer, cred.byteOffset).getInt32(0, true)
     : 0;
-  if (credPid > 0) u.peerCredPid = credPid;
+  if (credPid > 0) {
+    u.peerCredPid = credPid;
+    // Its supplementary groups come with the peer credentials (restored with them).
+    const groups = getsockoptBytes(copy, SOL_SOCKET, SO_PEERGROUPS, MAX_PEER_GROUPS * 4);
+    if (typeof groups === "number") {
+      refuse("socket.unix-other", `its peer's supplementary groups (SO_PEERGROUPS) cannot be read`);
+    } else {
+      const gv = new DataView(groups.buffer, groups.byteOffset, groups.length);
+      u.peerGroups = Array.from({ length: groups.length / 4 }, (_, i) => gv.getUint32(i * 4, true));
+    }
+  }
+  // Its owner and peer credentials come back from the ids its group is made
+  // with (socket_owner.ts): refused when they are not the owner's.
+  const owner = socketOwner(pid, f.fd);
+  if (owner) u.creator = owner;
   const ids: string[] = [];
-  if (d.uid) ids.push(`owner uid ${d.uid}`);
+  if (d.uid && d.uid !== owner?.uid) ids.push(`owner uid ${d.uid} (its fd's: ${owner?.uid ?? 0})`);
   if (typeof cred !== "number") {
     const cv = new DataView(cred.buffer, cred.byteOffset);
     const [cu, cg] = [cv.getUint32(4, true), cv.getUint32(8, true)];
-    if (credPid > 0 && (cu !== 0 || cg !== 0)) ids.push(`peer credentials ${cu}:${cg}`);
+    if (credPid > 0 && (cu !== (owner?.uid ?? 0) || cg !== (owner?.gid ?? 0))) {
+      ids.push(`peer credentials ${cu}:${cg}`);
+    }
   }
   // A datagram socket with an error pending is refused; reading its queue to
   // the end would clear the error.
@@ -531,12 +551,12 @@ export function planUnixSockets(
     const creator = creatorOf(members.flatMap((s) => [...s.holders]), parent);
     for (const s of members) {
       if (plan.refused.has(s.ino)) continue;
-      // Sockets are made as root (the tree's credentials come last).
+      // Ids the group's owner cannot give (socket_owner.ts).
       if (s.u.nonRootIds && !(s.role === "external" && !/owner|queued/.test(s.u.nonRootIds))) {
         refuse(
           s,
           "socket.unix-other",
-          `${s.u.nonRootIds} would come back as root's (sockets are re-created as root)`,
+          `${s.u.nonRootIds} would not come back (the sockets are made with their owner's ids)`,
         );
         continue;
       }
@@ -560,10 +580,43 @@ export function planUnixSockets(
         );
       }
     }
+    // One group is made with one user's ids (see socket_owner.ts).
+    const owners = new Set(members.map((s) => ownerKey(s.u.creator)));
+    if (owners.size > 1) {
+      for (const s of members) {
+        refuse(
+          s,
+          "socket.unix-other",
+          `sockets of different owners (${[...owners].join(", ")}) linked together`,
+        );
+      }
+    }
     if (members.some((s) => plan.refused.has(s.ino))) {
       for (const s of members) plan.refused.add(s.ino);
       continue;
     }
+    const groupOwner = members[0].u.creator;
+    // Peer credentials carry their creator's supplementary groups: one list per group.
+    const lists = new Set(
+      members.filter((s) => s.role !== "external" && s.u.peerGroups)
+        .map((s) => s.u.peerGroups!.join(",")),
+    );
+    if (lists.size > 1) {
+      for (const s of members) {
+        refuse(
+          s,
+          "socket.unix-other",
+          `peer credentials with different supplementary groups ([${
+            [...lists].join("], [")
+          }]) linked together`,
+        );
+        plan.refused.add(s.ino);
+      }
+      continue;
+    }
+    const groupGroups = lists.size
+      ? [...lists][0].split(",").filter(Boolean).map(Number)
+      : undefined;
     for (const s of members) {
       s.fd = next++;
       plan.transfer.set(s.ino, s.fd);
@@ -571,7 +624,18 @@ export function planUnixSockets(
     const temps = { next: () => next++ };
     const steps = plan.steps.get(creator) ?? [];
     steps.push((p, scratch, slots) =>
-      emitGroup(p, scratch, slots, members, byIno, listenerByName, byName, temps)
+      emitGroup(
+        p,
+        scratch,
+        slots,
+        members,
+        byIno,
+        listenerByName,
+        byName,
+        temps,
+        groupOwner,
+        groupGroups,
+      )
     );
     plan.steps.set(creator, steps);
     plan.dataBytes += members.reduce(
@@ -581,6 +645,11 @@ export function planUnixSockets(
   }
   plan.maxFd = next - 1;
   return plan;
+}
+
+/** "uid:gid" of a socket's owner, for comparing and naming. */
+function ownerKey(o: SocketOwner | undefined): string {
+  return o ? `${o.uid}:${o.gid}` : "0:0";
 }
 
 /** A sockaddr_un for `name` (base64 sun_path bytes). */
@@ -602,6 +671,8 @@ function emitGroup(
   listenerByName: Map<string, Sock>,
   byName: Map<string, Sock>,
   temps: { next(): number },
+  owner: SocketOwner | undefined,
+  groups: number[] | undefined,
 ): void {
   const scratchAddr = slotsAddress + BigInt(scratch * 8);
   const label = (s: Sock) => `unix ${TYPE_NAMES[s.s.type]} socket:[${s.ino}]`;
@@ -665,6 +736,8 @@ function emitGroup(
     });
   };
 
+  // Steps 1-5 make and connect the sockets: with their owner's ids.
+  emitOwnerIds(p, owner, groups);
   // 1. Bound sockets, listeners, lone sockets.
   for (const s of members) {
     if (s.role !== "plain" && s.role !== "listener" && s.role !== "dgram-connect") continue;
@@ -727,6 +800,7 @@ function emitGroup(
     if (s.u.name) bind(s);
     if (s.s.type !== SOCK_DGRAM && s.u.peerName) connect(s.fd!, s.u.peerName);
   }
+  emitRootIds(p, owner);
   // 6. Datagrams, sent again by their senders (before any datagram connect: a
   //    connected socket only takes datagrams from its peer).
   for (const s of members) {

@@ -42,6 +42,7 @@ const mapping = z.looseObject({
     "vdso",
     "vsyscall",
     "sysv-shm",
+    "aio",
   ]),
   name: z.string(),
   file: fileIdentity.optional(),
@@ -50,6 +51,14 @@ const mapping = z.looseObject({
   excluded: z.boolean().optional(),
   ghost: z.string().optional(),
   sysvShm: nat.optional(),
+  aio: z.looseObject({
+    id: nat,
+    nr: nat,
+    nrEvents: nat,
+    head: nat,
+    tail: nat,
+    ring: base64,
+  }).optional(),
 });
 
 const thread = z.looseObject({

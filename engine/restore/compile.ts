@@ -10,7 +10,8 @@
  * 2. fork the children (clone3 with set_tid), each exec'ing its own image;
  * 3. open the image itself, re-create every mapping (anonymous pages pread
  *    straight from the image file, file mappings mapped from their files),
- *    set final protections and madvise flags, then guard regions, locks
+ *    set final protections and madvise flags, native AIO contexts at their
+ *    ring addresses (engine/memory/aio.ts), then guard regions, locks
  *    and process-wide memory settings (engine/memory/flags.ts); fork the
  *    children that inherit this memory (engine/memory/inherit_restore.ts:
  *    such a child, instead of the steps above, fixes up what it inherited);
@@ -57,6 +58,7 @@ import { emitTaskState } from "../task/mod.ts";
 import { type CredsSections, emitCredsSections } from "../task/creds.ts";
 import { emitMemoryFlagsAfter, emitVmFlags } from "../memory/flags.ts";
 import { emitSysvShmAttach } from "../memory/sysvshm.ts";
+import { emitAioRings } from "../memory/aio.ts";
 import {
   emitDropInherited,
   emitInheritedMapping,
@@ -223,6 +225,7 @@ function emitProgram(
   }
 
   emitMemory(p, proc, opts);
+  emitAioRings(p, proc, slotsAddress, SLOTS.scratch);
   emitMemoryFlagsAfter(p, proc);
   emitInheritForks(p, inheriting);
   emitMm(p, proc, slotsAddress);
@@ -265,7 +268,7 @@ function emitMemory(p: ProgramBuilder, proc: ProcessImage, opts: CompileOptions)
   const parent = inheritedFrom(proc, opts.images);
   if (parent) emitDropInherited(p, proc, parent);
   for (const m of proc.mappings) {
-    if (m.kind === "vdso" || m.kind === "vsyscall") continue;
+    if (m.kind === "vdso" || m.kind === "vsyscall" || m.kind === "aio") continue;
     if (m.inherited) {
       emitInheritedMapping(p, m, SLOTS.image);
       continue;

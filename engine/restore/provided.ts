@@ -13,6 +13,7 @@ import { SYS } from "../../ffi/sysno.ts";
 import { applyPtyState, openPtyMaster, setPtyLock } from "../../ffi/tty.ts";
 import { type PlannedPty, ptyStateBytes } from "../fds/tty.ts";
 import { createGhost, type PlannedGhosts } from "../fds/ghost.ts";
+import { refillPty } from "../fds/tty_queue.ts";
 import { RestoreError } from "../errors.ts";
 
 const F_DUPFD_CLOEXEC = 1030;
@@ -24,6 +25,8 @@ export class ProvidedFds {
   readonly ptys: readonly PlannedPty[];
   /** Transfer fd number -> cryo's fd (every cryo fd above every transfer number). */
   readonly fds = new Map<number, number>();
+  /** cryo's slaves of the ptys it put bytes back into, open until the tree holds its own. */
+  readonly #slaves: number[] = [];
 
   private constructor(ptys: readonly PlannedPty[]) {
     this.ptys = ptys;
@@ -61,6 +64,8 @@ export class ProvidedFds {
           throw new RestoreError(`cannot restore: /dev/pts/${p.index} is in use on this host`);
         }
         try {
+          // Queued bytes go back first: that leaves the termios as saved.
+          if (p.queue) out.#slaves.push(refillPty(fd, p.queue, ptyStateBytes(p).termios));
           applyPtyState(fd, { ...ptyStateBytes(p), packet: p.packet });
           if (p.exclusive) rawSyscall(SYS.ioctl, fd, TIOCEXCL, 0);
           if (p.owner) {
@@ -96,5 +101,6 @@ export class ProvidedFds {
     }
     for (const fd of this.fds.values()) rawSyscall(SYS.close, fd);
     this.fds.clear();
+    for (const fd of this.#slaves.splice(0)) rawSyscall(SYS.close, fd);
   }
 }

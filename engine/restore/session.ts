@@ -60,6 +60,7 @@ import { restoreTaskState, restoreTaskStateAfterCredentials } from "../task/mod.
 import { pausePoint } from "../pause.ts";
 import { restoreCgroups } from "../task/placement.ts";
 import { restoreCreds } from "../task/creds_restore.ts";
+import { restoreAioRings } from "../memory/aio.ts";
 import { startInheritedChild } from "./inherit_session.ts";
 import { zombiePids } from "../task/zombies.ts";
 import { releaseTree } from "../task/stopped.ts";
@@ -498,6 +499,12 @@ export class RestoreSession {
           injectSyscall(tid, gadget, nr, ...args),
         write: (addr: bigint, bytes: Uint8Array) => processVmWriteFully(pid, addr, bytes),
       };
+      restoreAioRings(image, {
+        pid,
+        tid: pid,
+        call: (nr, ...a) => taskInjector.call(pid, nr, ...a),
+        scratch,
+      });
       restoreTaskState(image, taskInjector, TRACE_OPTIONS);
       restoreCreds(image, compiled);
       restoreTaskStateAfterCredentials(image, taskInjector);

@@ -186,7 +186,7 @@ function haveSysNice(): boolean {
 }
 
 /** The CPUs of a list such as "0-3,8" (/sys/devices/system/cpu/online). */
-function parseCpuList(text: string): Set<number> {
+export function parseCpuList(text: string): Set<number> {
   const out = new Set<number>();
   for (const part of text.trim().split(",").filter((p) => p !== "")) {
     const [a, b] = part.split("-").map(Number);

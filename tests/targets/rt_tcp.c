@@ -248,6 +248,8 @@ int main(int argc, char **argv) {
   a4.sin_port = htons(port_of(u1));
   if (connect(u2, (struct sockaddr *)&a4, sizeof a4) != 0) die("connect u2");
   if (refuse && send(u2, "queued", 6, 0) != 6) die("send queued");
+  /* A process peeking with SO_PEEK_OFF: its queue cannot be read exactly. */
+  if (refuse) setint(u1, SOL_SOCKET, SO_PEEK_OFF, 0, "SO_PEEK_OFF");
 
   /* A route netlink socket: groups 1 (RTMGRP_LINK) by bind, 33 by membership, extended acks. */
   int nl = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
@@ -353,6 +355,10 @@ int main(int argc, char **argv) {
 
   if (refuse) {
     char q[16];
+    int peek_off = -2;
+    socklen_t peek_len = sizeof peek_off;
+    getsockopt(u1, SOL_SOCKET, SO_PEEK_OFF, &peek_off, &peek_len);
+    check("refuse-peek-off", peek_off == 0, "SO_PEEK_OFF %d", peek_off);
     check("refuse-drain-udp", recv(u1, q, sizeof q, MSG_DONTWAIT) == 6, "");
     int extra = accept(l4, NULL, NULL);
     check("refuse-drain-accept", extra >= 0, "errno %d", errno);
