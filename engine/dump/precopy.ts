@@ -25,7 +25,11 @@
  *
  * Only private mappings are tracked: a page of shared memory can be written
  * through another process's page tables, which this mm's protection does
- * not see, so shared memory is always copied while frozen. Whatever cannot
+ * not see, so shared memory is always copied while frozen. Writes the
+ * kernel makes through a page pinned before the protection are not seen
+ * either: a process with an AIO context is not pre-copied (io_uring is
+ * refused by the dump; other long-term pins, such as RDMA, are not
+ * detected). Whatever cannot
  * be set up (a mapping the kernel refuses to register, a process where the
  * injection fails) is simply not pre-copied.
  *
@@ -409,6 +413,9 @@ export class Precopy {
         } catch {
           continue;
         }
+        // The kernel writes into pages pinned before the protection (an AIO read in
+        // flight) without a fault that the tracking would see: such a process is copied frozen.
+        if (maps.some((m) => m.path.startsWith("/[aio]"))) continue;
         const vmas: Vma[] = maps.map((m) => ({ ...m, vmFlags: [] }));
         if (!vmas.some(trackable)) continue;
         const uffd = takeUffd(p.pid);
