@@ -350,6 +350,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     const collectedAll = tree.processes.map((p, i) =>
       collectProcess(p.pid, p.threads, p.children, fdLists[i], topology, refusals, sockets)
     );
+    for (const c of collectedAll) precopy?.fixRestarts(c.image);
     // Queued socket bytes are sent again by whichever process creates the socket.
     const socketData = collectedAll.reduce((n, c) => n + fdQueueBytes(c.image.fds), 0) +
       sockets.sharedQueueBytes();

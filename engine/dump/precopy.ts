@@ -48,6 +48,9 @@ import {
   uffdRegister,
 } from "../../ffi/uffd.ts";
 import { readMaps } from "../proc/maps.ts";
+import { getRegs } from "../../ffi/ptrace.ts";
+import { signed, type UserRegs } from "../../ffi/regs.ts";
+import type { ProcessImage } from "../model.ts";
 import { readFds } from "../proc/fds.ts";
 import { PagemapScanner } from "../proc/pagemap_scan.ts";
 import { freezeTree, thawTree } from "./freeze.ts";
@@ -390,10 +393,15 @@ function register(uffd: number, vmas: Vma[]): Vma[][] {
   return done;
 }
 
+/** Registers that identify a syscall call site and its arguments. */
+const CALL_REGS = ["rip", "rdi", "rsi", "rdx", "r10", "r8", "r9"] as const;
+
 /** Pre-copies of the processes of a tree. */
 export class Precopy {
   /** By pid. */
   readonly processes = new Map<number, PrecopyProcess>();
+  /** Registers at the first freeze of the threads stopped inside a syscall, by tid. */
+  readonly #calls = new Map<number, UserRegs>();
   /** Seconds the tree was frozen to set the pre-copy up. */
   frozenSeconds = 0;
 
@@ -407,6 +415,12 @@ export class Precopy {
     const tree = freezeTree(root);
     try {
       for (const p of tree.processes) {
+        for (const tid of p.threads) {
+          try {
+            const regs = getRegs(tid);
+            if (signed(regs.orig_rax) >= 0n) pc.#calls.set(tid, regs);
+          } catch { /* gone: the dump will tell */ }
+        }
         let maps;
         try {
           maps = readMaps(p.pid);
@@ -471,6 +485,27 @@ export class Precopy {
     thawTree(tree);
     pc.frozenSeconds = (performance.now() - tree.frozenAt) / 1000;
     return pc;
+  }
+
+  /**
+   * A thread stopped at the first freeze inside a syscall that the kernel
+   * restarts through its restart block (nanosleep, poll, futex with a
+   * timeout...) runs it on as `restart_syscall`, and is found there by the
+   * dump's freeze. A restored thread has no restart block: record the
+   * original syscall instead, when the thread is still at the same call
+   * (same instruction, same arguments), as a dump with one freeze would.
+   */
+  fixRestarts(image: Pick<ProcessImage, "threads">): void {
+    for (const t of image.threads) {
+      const first = this.#calls.get(t.tid);
+      if (!first || t.syscall.restart !== "restart") continue;
+      if (Number(signed(BigInt(t.regs.orig_rax))) !== SYS.restart_syscall) continue;
+      const nr = Number(signed(first.orig_rax));
+      if (nr === SYS.restart_syscall) continue;
+      if (!CALL_REGS.every((r) => BigInt(t.regs[r]) === first[r])) continue;
+      t.regs.orig_rax = `0x${nr.toString(16)}`;
+      t.syscall = { ...t.syscall, nr };
+    }
   }
 
   /** With the tree frozen again: {@link PrecopyProcess.validate} of every process. */
