@@ -9,7 +9,10 @@
  * - the original keeps running with no trace of the tracking: the same fds,
  *   no userfaultfd flag on any mapping, no write-protected page, the same
  *   mappings; and it goes on writing and checks itself;
- * - the dump reports what it kept of the pre-copy (the untouched half).
+ * - the dump reports what it kept of the pre-copy (the untouched half);
+ * - the same while the process also unmaps and maps again, or drops with
+ *   MADV_DONTNEED, blocks of the other half (the layout changes between
+ *   the two freezes).
  */
 
 import assert from "node:assert/strict";
@@ -65,6 +68,28 @@ Deno.test(
     assertChecksPassed(t, CHECKS, await t.wait(30000), { what: "original after the dump" });
 
     // The image is the memory of the last freeze: every page matches its generation.
+    const tree = await restore(dir);
+    t.resetAfterRestore();
+    for (const pid of tree.pids) if (pid !== t.pid) adoptPid(pid);
+    assertChecksPassed(t, CHECKS, await t.wait(30000), { run: 2, what: "restored" });
+  }),
+);
+
+Deno.test(
+  "dump --leave-running while the process remaps and drops parts of its memory: exact at the last freeze",
+  withTargets(async () => {
+    const { t, trigger, ready } = await startTriggered("rt_precopy", READY, {
+      extra: ["64", "churn"],
+    });
+    const region = BigInt(`0x${ready[2]}`), pages = Number(ready[3]);
+    const dir = await tempImageDir();
+    const dump = await checkpoint(t.pid, { dir, leaveRunning: true });
+    assert.ok(dump.stats.precopy, "the dump pre-copied");
+    const after = traces(t.pid, region, pages);
+    assert.equal(after.uffdFlags, 0, "no mapping registered with a userfaultfd");
+    assert.equal(after.protectedPages, 0, "no write-protected page");
+    await Deno.writeTextFile(trigger, "");
+    assertChecksPassed(t, CHECKS, await t.wait(30000), { what: "original after the dump" });
     const tree = await restore(dir);
     t.resetAfterRestore();
     for (const pid of tree.pids) if (pid !== t.pid) adoptPid(pid);
