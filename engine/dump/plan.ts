@@ -41,10 +41,15 @@ export function planPages(
   const wanted = order.filter((k) => policies[k] !== "none" && vmas[k].path !== "[vsyscall]");
   let regions: ScanRegion[] = [];
   if (wanted.length) {
-    using scanner = new PagemapScanner(pid);
     const lo = Number(vmas[wanted[0]].start);
     const hi = Number(vmas[wanted[wanted.length - 1]].end);
-    regions = scanner.dataRegions(lo, hi);
+    const known = pre?.scanned;
+    if (known && known.start <= lo && hi <= known.end) {
+      regions = known.regions; // walked once already at this freeze, by the pre-copy's validation
+    } else {
+      using scanner = new PagemapScanner(pid);
+      regions = scanner.dataRegions(lo, hi);
+    }
   }
   const pieces: SplitPiece[][] = vmas.map(() => []);
   let readBytes = 0, reusedBytes = 0;

@@ -52,7 +52,7 @@ import { getRegs } from "../../ffi/ptrace.ts";
 import { signed, type UserRegs } from "../../ffi/regs.ts";
 import type { ProcessImage } from "../model.ts";
 import { readFds } from "../proc/fds.ts";
-import { PagemapScanner } from "../proc/pagemap_scan.ts";
+import { PagemapScanner, type ScanRegion } from "../proc/pagemap_scan.ts";
 import { freezeTree, thawTree } from "./freeze.ts";
 import { InjectionSession } from "./injected.ts";
 import { bootstrapSizeFor, classifyVma, pagePolicy, refusedMapping, type Vma } from "./vmas.ts";
@@ -186,11 +186,17 @@ export class PrecopyProcess {
    */
   validate(): void {
     const c = this.#copied;
-    if (c.length && this.uffd >= 0) {
+    if (this.uffd >= 0) {
       let written: [number, number][];
       try {
+        // One walk of the whole address space: what was written, and the data
+        // pages the dump plans from (nothing changes while the tree is frozen).
+        const maps = readMaps(this.pid).filter((m) => m.path !== "[vsyscall]");
+        const start = Number(maps[0].start), end = Number(maps[maps.length - 1].end);
         using scanner = new PagemapScanner(this.pid);
-        written = scanner.writtenRanges(c[0].addr, c[c.length - 1].addr + c[c.length - 1].length);
+        const scan = scanner.dataAndWritten(start, end);
+        written = scan.written;
+        this.scanned = { start, end, regions: scan.regions };
       } catch {
         written = [[0, Number.MAX_SAFE_INTEGER]]; // gone or changed: nothing is valid
       }
@@ -198,6 +204,12 @@ export class PrecopyProcess {
     }
     this.close();
   }
+
+  /**
+   * The data pages of the process found by {@link validate} (at the dump's
+   * freeze) over [start, end), for engine/dump/plan.ts.
+   */
+  scanned?: { start: number; end: number; regions: ScanRegion[] };
 
   /**
    * Splits a run to save (address order) into pieces by where their

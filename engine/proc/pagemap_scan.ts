@@ -103,6 +103,36 @@ export class PagemapScanner implements Disposable {
     return out;
   }
 
+  /**
+   * {@link dataRegions} and, in the same walk, which data pages were written
+   * since they were write-protected, as [start, end) pairs.
+   */
+  dataAndWritten(
+    start: number,
+    end: number,
+  ): { regions: ScanRegion[]; written: [number, number][] } {
+    const regions: ScanRegion[] = [];
+    const written: [number, number][] = [];
+    const FILE = Number(PAGE_IS.FILE), GUARD = Number(PAGE_IS.GUARD);
+    const WRITTEN = Number(PAGE_IS.WRITTEN);
+    this.scan(start, end, {
+      anyOf: DATA,
+      returnMask: PAGE_IS.FILE | PAGE_IS.GUARD | PAGE_IS.WRITTEN,
+    }, (s, e, c) => {
+      if (c & GUARD) return;
+      const anon = (c & FILE) === 0;
+      const last = regions[regions.length - 1];
+      if (last && last.end === s && last.anon === anon) last.end = e;
+      else regions.push({ start: s, end: e, anon });
+      if (c & WRITTEN) {
+        const w = written[written.length - 1];
+        if (w && w[1] === s) w[1] = e;
+        else written.push([s, e]);
+      }
+    });
+    return { regions, written };
+  }
+
   /** The pages of [start, end) written since they were write-protected, as [start, end) pairs. */
   writtenRanges(start: number, end: number): [number, number][] {
     const out: [number, number][] = [];
