@@ -32,13 +32,14 @@ import {
   userfaultfdApi,
 } from "../ffi/probe.ts";
 import { processVmRead, processVmWriteFully } from "../ffi/process_vm.ts";
-import { detach, getRegs, interrupt, seize, waitStop } from "../ffi/ptrace.ts";
+import { detach, getRegs, interrupt, PTRACE_O, seize, waitStop } from "../ffi/ptrace.ts";
 import { tiocstiProbe } from "../ffi/pty_queue.ts";
 import { posixSpawn } from "../ffi/spawn.ts";
 import { prctlMmMap } from "../ffi/structs.ts";
 import { SYS } from "../ffi/sysno.ts";
 import { __WALL, waitPid } from "../ffi/wait.ts";
 import { type MapEntry, readMaps } from "./proc/maps.ts";
+import { pausePoint } from "./pause.ts";
 import { readStat } from "./proc/stat.ts";
 import { readStatus } from "./proc/status.ts";
 
@@ -375,6 +376,7 @@ function probeStoppedTracee(pid: number, mmMapSize: bigint): Omit<TraceeOutcomes
     return { processVm, injection: fail(message(e)), mmMap: skipped, vdsoMove: skipped };
   }
   const injection = probeInjection(pid, site);
+  pausePoint("check-inject");
   if (!injection.ok) return { processVm, injection, mmMap: skipped, vdsoMove: skipped };
   return {
     processVm,
@@ -398,7 +400,8 @@ function probeTracee(mmMapSize: bigint): TraceeOutcomes {
   try {
     let rip: bigint;
     try {
-      seize(pid);
+      // EXITKILL: a cryo killed while it holds the test process takes it along.
+      seize(pid, PTRACE_O.EXITKILL);
       interrupt(pid);
       waitStop(pid);
       rip = getRegs(pid).rip;

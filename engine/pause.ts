@@ -5,8 +5,11 @@
  * SIGKILL it exactly there (tests/kill_anywhere_test.ts). Without the
  * variable every {@link pausePoint} is a no-op.
  *
- * Dump phases: frozen, collect, scratch, inject, ghosts, pages, notes,
- * written, manifest, fsync, rename, killed. Restore phases: planned, spawned,
+ * Dump phases: frozen, collect, scratch, inject (before each injected
+ * syscall), inject-mid (the injected registers set, the syscall not run
+ * yet), inject-restore (a thread's own mask back, not yet its registers),
+ * probe (the mlockall probe page mapped), ghosts, pages, notes, written,
+ * manifest, fsync, rename, killed. Restore phases: planned, spawned,
  * launched, exec, program-done, finalize, released.
  *
  * @module

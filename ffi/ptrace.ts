@@ -213,6 +213,32 @@ export function getSiginfo(tid: number): Uint8Array {
   return buf;
 }
 
+/** What PTRACE_GET_SYSCALL_INFO reports at a syscall stop. */
+export interface SyscallInfo {
+  /** 1 = entry, 2 = exit (PTRACE_SYSCALL_INFO_*), 0 = not a syscall stop. */
+  op: number;
+  /** The instruction pointer (just past the `syscall` instruction). */
+  ip: bigint;
+  /** The syscall number (at entry). */
+  nr: bigint;
+  /** The result (at exit; negative: -errno). */
+  rval: bigint;
+}
+
+/** Reads the syscall a thread stopped in a syscall stop is entering or leaving. */
+export function getSyscallInfo(tid: number): SyscallInfo {
+  const buf = new Uint8Array(88);
+  ptrace(PTRACE.GET_SYSCALL_INFO, tid, buf.length, buf);
+  const dv = new DataView(buf.buffer);
+  const op = buf[0];
+  return {
+    op,
+    ip: dv.getBigUint64(8, true),
+    nr: op === 1 ? dv.getBigUint64(24, true) : -1n,
+    rval: op === 2 ? dv.getBigInt64(24, true) : 0n,
+  };
+}
+
 /** A thread's rseq registration (all zero when it has none). */
 export interface RseqConfig {
   /** Address of the registered `struct rseq`. */

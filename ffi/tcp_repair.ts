@@ -83,6 +83,8 @@ export interface TcpInfo {
   /** Segments sent and received (both 0 for a socket that never tried to connect). */
   segsOut: number;
   segsIn: number;
+  /** tcpi_bytes_received: grows with rcv_nxt (0 if the kernel did not report it). */
+  bytesReceived: bigint;
 }
 
 /** TCPI_OPT_* bits. */
@@ -102,6 +104,7 @@ export function tcpInfo(fd: number): TcpInfo {
     sacked: dv.getUint32(28, true),
     segsOut: b.length >= 144 ? dv.getUint32(136, true) : 0,
     segsIn: b.length >= 144 ? dv.getUint32(140, true) : 0,
+    bytesReceived: b.length >= 136 ? dv.getBigUint64(128, true) : 0n,
   };
 }
 

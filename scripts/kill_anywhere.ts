@@ -4,12 +4,16 @@
  * injected syscall (`inject:1..N`) and page chunk (`pages:1..N`), and at
  * random time offsets, checking each time (tests/helpers/kill_anywhere.ts).
  *
- *   deno run -A scripts/kill_anywhere.ts [--inject 120] [--pages 30]
+ *   deno run -A scripts/kill_anywhere.ts [--inject 120] [--mid 40] [--pages 30]
  *     [--offsets 100] [--max-ms 800] [--lanes 3] [--seed 1] [--only dump|restore]
+ *     [--no-phases] [--points phase,phase:n,...]
  *
- * Time offsets are taken from the freeze (so some fall inside injected
- * syscalls, which docs/RELIABILITY.md lists as not covered) and, as many
- * again, from the moment the pages stream. Prints one line per point and
+ * `--mid N` adds the points inside injected syscalls: `inject-mid:1..N`
+ * (the injected registers are set, the syscall has not run) and
+ * `inject-restore:1..N` (a thread back in its interrupt stop, its own mask
+ * put back but not yet its registers). Time offsets are taken from the
+ * freeze (so many fall inside injected syscalls) and, as many again, from
+ * the moment the pages stream. Prints one line per point and
  * a summary; a failed point is counted, its lane starts a fresh target and
  * the campaign goes on; exits 1 if any point failed.
  *
@@ -31,6 +35,9 @@ const { values } = parseArgs({
   args: Deno.args,
   options: {
     inject: { type: "string", default: "120" },
+    mid: { type: "string", default: "40" },
+    "no-phases": { type: "boolean", default: false },
+    points: { type: "string", default: "" },
     pages: { type: "string", default: "30" },
     offsets: { type: "string", default: "100" },
     "max-ms": { type: "string", default: "800" },
@@ -54,15 +61,23 @@ const offsets = (n: number, fromPages = false) =>
     fromPages,
   }));
 
-const dumpPoints: KillPoint[] = [
+const phases = values["no-phases"] ? [] : [
   ..."frozen collect scratch ghosts notes written manifest fsync rename killed".split(" ")
     .map((phase) => ({ phase })),
+];
+const dumpPoints: KillPoint[] = [
+  ...phases,
+  ...values.points.split(",").filter(Boolean).map((phase) => ({ phase })),
   ...Array.from({ length: Number(values.inject) }, (_, i) => ({ phase: `inject:${i + 1}` })),
+  ...Array.from({ length: Number(values.mid) }, (_, i) => [
+    { phase: `inject-mid:${i + 1}` },
+    { phase: `inject-restore:${i + 1}` },
+  ]).flat(),
   ...Array.from({ length: Number(values.pages) }, (_, i) => ({ phase: `pages:${i + 1}` })),
   ...offsets(Number(values.offsets)),
   ...offsets(Number(values.offsets), true),
 ];
-const restorePoints: KillPoint[] = [
+const restorePoints: KillPoint[] = values["no-phases"] ? offsets(Number(values.offsets)) : [
   ..."planned spawned launched exec program-done finalize released".split(" ")
     .map((phase) => ({ phase })),
   ...offsets(Number(values.offsets)),

@@ -24,6 +24,7 @@ import {
 } from "../ffi/probe.ts";
 import { prctlMmMap } from "../ffi/structs.ts";
 import { SYS } from "../ffi/sysno.ts";
+import { startPaused } from "./helpers/kill_anywhere.ts";
 
 const REQUIRED = [
   "Linux x86-64",
@@ -204,3 +205,29 @@ Deno.test("probe: memfd_create and pidfd_open give working fds", () => {
   closeFd(pidfd);
   assert.equal(errnoName(Number(-pidfdOpen(0x3fffffff))), "ESRCH");
 });
+
+Deno.test("a `cryo check` killed while it holds its test process takes that process along", async () => {
+  const paused = await startPaused(["check"], "check-inject");
+  const cryo = paused.child.pid;
+  const kids = Deno.readDirSync(`/proc/${cryo}/task`).toArray().flatMap((t) =>
+    Deno.readTextFileSync(`/proc/${cryo}/task/${t.name}/children`).trim().split(/\s+/)
+      .filter(Boolean).map(Number)
+  );
+  assert.ok(kids.length >= 1, "the test process was found");
+  for (const k of kids) assert.equal(procState(k), "t", `pid ${k} is held by cryo`);
+  paused.child.kill("SIGKILL");
+  await paused.output;
+  const deadline = Date.now() + 10_000;
+  const left = () => kids.filter((k) => !["", "Z", "X"].includes(procState(k)));
+  while (left().length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  assert.deepEqual(left(), [], "the test process is gone with cryo");
+});
+
+/** State letter of `pid` from /proc (empty once it is gone). */
+function procState(pid: number): string {
+  try {
+    return Deno.readTextFileSync(`/proc/${pid}/stat`).replace(/^.*\) /s, "")[0];
+  } catch {
+    return "";
+  }
+}

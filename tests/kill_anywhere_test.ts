@@ -1,7 +1,7 @@
 /**
  * Kill cryo anywhere: `cryo dump` (without --leave-running) and `cryo
  * restore` are SIGKILLed at every phase boundary (CRYO_TEST_PAUSE_AT,
- * engine/pause.ts) and at time offsets; after each kill the target runs on
+ * engine/pause.ts), inside injected syscalls, and at time offsets; after each kill the target runs on
  * untouched or its complete image restores, and a killed restore leaves
  * nothing behind and the image unchanged (tests/helpers/kill_anywhere.ts).
  * scripts/kill_anywhere.ts runs many more points.
@@ -16,19 +16,24 @@ import {
   RestoreLane,
 } from "./helpers/kill_anywhere.ts";
 
-/** Dump points: every phase boundary, injected syscalls, page chunks, and time offsets. */
+/**
+ * Dump points: every phase boundary, injected syscalls (before, inside: the
+ * injected registers set, and while a thread gets its own state back), the
+ * mlockall probe page mapped, page chunks, and time offsets (from the
+ * freeze: they fall among the injected syscalls).
+ */
 export const DUMP_POINTS: KillPoint[] = [
   ...["frozen", "collect", "scratch", "ghosts", "notes", "written", "manifest", "fsync", "rename"]
     .map((phase) => ({ phase })),
   { phase: "killed" },
-  ...Array.from({ length: 30 }, (_, i) => ({ phase: `inject:${i + 1}` })),
-  ...[40, 50, 60, 70].map((n) => ({ phase: `inject:${n}` })),
+  { phase: "probe" },
+  ...Array.from({ length: 20 }, (_, i) => ({ phase: `inject:${i + 1}` })),
+  ...[40, 60, 80].map((n) => ({ phase: `inject:${n}` })),
+  ...[1, 2, 3, 4, 5, 10, 20, 40, 60, 75].map((n) => ({ phase: `inject-mid:${n}` })),
+  ...[1, 2, 3, 4].map((n) => ({ phase: `inject-restore:${n}` })),
   ...[1, 2, 3, 4].map((n) => ({ phase: `pages:${n}` })),
-  // From the freeze the first offsets fall before the injected syscalls;
-  // later ones from the moment the pages stream (see docs/RELIABILITY.md:
-  // a kill inside one injected syscall is not covered).
-  ...[0, 1, 2, 3].map((afterMs) => ({ afterMs })),
-  ...[0, 2, 5, 10, 20, 40, 80].map((afterMs) => ({ afterMs, fromPages: true })),
+  ...[0, 1, 2, 3, 5, 8, 12, 20, 30, 50].map((afterMs) => ({ afterMs })),
+  ...[0, 5, 20, 80].map((afterMs) => ({ afterMs, fromPages: true })),
 ];
 
 /** Restore points: every phase boundary and time offsets after the restored pid appears. */

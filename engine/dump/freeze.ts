@@ -6,7 +6,7 @@
  */
 
 import { listTids, readChildren } from "../proc/tasks.ts";
-import { detach, interrupt, seize, TraceeGoneError } from "../../ffi/ptrace.ts";
+import { detach, interrupt, PTRACE_O, seize, TraceeGoneError } from "../../ffi/ptrace.ts";
 import { __WALL, waitPid, type WaitStatus, WNOHANG } from "../../ffi/wait.ts";
 import { SyscallError } from "../../ffi/libc.ts";
 import { TargetError } from "../errors.ts";
@@ -56,7 +56,7 @@ function childrenOf(pid: number): number[] {
 /** Seizes and stops `tid`; returns the stop signal if it was in a group stop. */
 function seizeOne(tid: number): number | undefined {
   try {
-    seize(tid, 0);
+    seize(tid, PTRACE_O.TRACESYSGOOD); // syscall stops a dead tracer leaves send no SIGTRAP
     interrupt(tid);
   } catch (e) {
     if (e instanceof SyscallError && e.code === "EPERM") {

@@ -311,7 +311,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
   let tree: FrozenTree | undefined;
   const streamers: MemoryStreamer[] = [];
   let writers: ImageWriter[] = [];
-  // TCP/UDP sockets; established connections stay in repair mode until the outcome is known.
+  // TCP/UDP sockets; copies of established connections are kept until the outcome is known.
   const sockets = new InetSocketSession();
   let precopy: Precopy | undefined;
   try {
@@ -564,6 +564,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     await fsyncDir(dirname(finalDir), sync);
     pausePoint("rename");
     if (!thawed) {
+      sockets.enterRepairForKill(); // closing them once the tree is gone sends nothing
       killTree(tree);
       thawed = true;
       tree = undefined;

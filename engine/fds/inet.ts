@@ -163,7 +163,12 @@ export function addressesOf(fd: number): { local: SockAddr | null; peer: SockAdd
 
 /** The result of collecting one socket: its state, or the row refusing it. */
 export type Collected =
-  | { inet: InetSocket; repairCopy?: boolean }
+  | {
+    inet: InetSocket;
+    repairCopy?: boolean;
+    /** With `repairCopy`: tcpi_bytes_received just before the connection was read. */
+    bytesReceived?: bigint;
+  }
   | { refused: SupportId; detail?: string };
 
 /** A fresh socket of the same kind in this process, for reading kernel defaults. */

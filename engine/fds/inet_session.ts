@@ -2,19 +2,27 @@
  * IPv4/IPv6 and netlink sockets at dump time: the per-tree session that
  * reads each TCP, UDP or netlink socket through a copy of its fd
  * (pidfd_getfd), decides which established connections have their peer
- * inside the tree, and keeps established connections in TCP repair mode
- * until the dump's outcome is known.
+ * inside the tree, and keeps a copy of each established connection until
+ * the dump's outcome is known.
  *
  * Repair mode is a property of the socket, so switching the copy into it
- * switches the target's socket. The session's end decides what happens:
+ * switches the target's socket; a cryo killed while a socket is in repair
+ * mode would leave it so. It is on only while a connection is read
+ * (engine/fds/tcp.ts), and again from just before the tree is killed at
+ * the end of a successful dump ({@link InetSocketSession.enterRepairForKill},
+ * after the image is in place):
  *
  * - the tree is killed ({@link InetSocketSession.releaseAfterKill}): the
- *   copies are closed while still in repair mode, which makes the kernel
- *   drop the connection without sending FIN or RST to the peer;
+ *   copies are closed in repair mode, which makes the kernel drop the
+ *   connection without sending FIN or RST to the peer;
  * - the tree goes on (`leaveRunning`) or the dump fails
- *   ({@link InetSocketSession.releaseRunning}): repair mode is switched off
- *   again (and SO_REUSEADDR, which repair mode overrides, put back) before
- *   the tree runs.
+ *   ({@link InetSocketSession.releaseRunning}): the copies are closed (repair
+ *   mode switched off first and SO_REUSEADDR, which repair mode overrides,
+ *   put back, should it be on).
+ *
+ * Data that reaches a connection after it was read is seen by
+ * tcpi_bytes_received (without repair mode) before the manifest is
+ * written, and by the receive sequence once the tree is killed.
  *
  * @module
  */
@@ -29,7 +37,7 @@ import {
   SOCK,
   SOL,
 } from "../../ffi/net.ts";
-import { receiveSequence, setRepair, TCP_STATE } from "../../ffi/tcp_repair.ts";
+import { receiveSequence, setRepair, TCP_STATE, tcpInfo } from "../../ffi/tcp_repair.ts";
 import { tcpShutdownStates } from "../../ffi/inet_diag.ts";
 import { CryoError } from "../errors.ts";
 import type { FdInfo, SockAddr } from "../model.ts";
@@ -43,13 +51,13 @@ import { type NetlinkRow, readNetlinkTable } from "../proc/netlink.ts";
 import { readSocketOwners } from "../proc/net_owners.ts";
 import { type SocketOwner, socketOwner } from "./socket_owner.ts";
 
-/** How one socket was read: its fd record, where, and the copy kept in repair mode. */
+/** How one socket was read: its fd record, where, and the copy kept of a connection. */
 interface Entry {
   pid: number;
   fd: FdInfo;
   where: string;
-  /** Copy kept open while the connection is in repair mode. */
-  repair?: { copy: number; reuseaddr: number };
+  /** Copy of an established connection kept open until the dump's outcome is known. */
+  repair?: { copy: number; reuseaddr: number; bytesReceived: bigint };
 }
 
 /** An address as the other end sees it (v4-mapped IPv6 addresses as IPv4). */
@@ -188,7 +196,7 @@ export class InetSocketSession {
         const reuse = got.inet.options.find((o) =>
           o.name === SO.REUSEADDR && o.level === SOL.SOCKET
         );
-        entry.repair = { copy, reuseaddr: reuse?.int ?? 0 };
+        entry.repair = { copy, reuseaddr: reuse?.int ?? 0, bytesReceived: got.bytesReceived ?? 0n };
       }
       this.#entries.push(entry);
     } finally {
@@ -261,13 +269,21 @@ export class InetSocketSession {
   checkUnchanged(): void {
     for (const e of this.#entries) {
       if (!e.repair || !e.fd.inet?.tcp) continue;
-      if (receiveSequence(e.repair.copy) !== e.fd.inet.tcp.rcvSeq) {
+      if (tcpInfo(e.repair.copy).bytesReceived !== e.repair.bytesReceived) {
         throw new CryoError(
           `${InetSocketSession.describe(e.pid, e.fd)} received data while the tree was being ` +
             `checkpointed; nothing was written, try again`,
         );
       }
     }
+  }
+
+  /**
+   * The image is in place and the tree is about to be killed: switch the
+   * connections into repair mode, so that closing them sends nothing.
+   */
+  enterRepairForKill(): void {
+    for (const e of this.#entries) if (e.repair) setRepair(e.repair.copy, true);
   }
 
   /**
@@ -293,7 +309,7 @@ export class InetSocketSession {
     return late;
   }
 
-  /** The tree goes on: switch repair mode off again and put SO_REUSEADDR back. */
+  /** The tree goes on: close the copies (repair mode off and SO_REUSEADDR put back, should it be on). */
   releaseRunning(): void {
     for (const e of this.#entries) this.#endRepair(e);
   }

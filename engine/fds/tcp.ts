@@ -66,8 +66,10 @@ const WRITE_CHUNK = 64 << 10;
 
 /**
  * Reads TCP socket `copy` (cryo's copy of the target's fd). An established
- * connection is left in repair mode (`repairCopy`: the caller keeps the
- * copy and decides when repair mode ends).
+ * connection is in repair mode only while it is read, and left as it was
+ * (`repairCopy`: the caller keeps the copy, to check that nothing arrived
+ * since, `bytesReceived`, and to close the connection in repair mode once
+ * the tree is killed).
  */
 export function collectTcp(
   copy: number,
@@ -117,18 +119,20 @@ export function collectTcp(
         return { refused: "socket.tcp-other", detail: `${where} shut down ${how}` };
       }
       if (urgentPending(copy)) return { refused: "socket.tcp-urgent", detail: where };
+      // Read before the sequence numbers: data arriving in between fails the dump, never lost.
+      const bytesReceived = tcpInfo(copy).bytesReceived;
       setRepair(copy, true);
       let c;
       try {
         c = readRepairedConnection(copy);
-      } catch (e) {
-        // The tree goes on: leave the socket as it was.
+      } finally {
+        // Repair mode ends at once: a cryo killed from here on leaves the socket as it was.
         setRepair(copy, false);
         setsockoptInt(copy, SOL.SOCKET, SO.REUSEADDR, reuseaddrOf(base));
-        throw e;
       }
       return {
         repairCopy: true,
+        bytesReceived,
         inet: {
           ...base,
           state: "established",

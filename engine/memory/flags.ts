@@ -20,6 +20,9 @@ import type { Refusals } from "../support.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
 import type { InjectionSession } from "../dump/injected.ts";
 import { readStatus } from "../proc/status.ts";
+import { readMaps } from "../proc/maps.ts";
+import { CryoError } from "../errors.ts";
+import { pausePoint } from "../pause.ts";
 import {
   openPagemap,
   PAGE_SIZE as PAGE,
@@ -87,17 +90,47 @@ function lockedKb(pid: number): number {
  * mlockall(MCL_FUTURE) leaves no trace in /proc but on later mappings: a
  * probe page mapped by injection is locked (VmLck grows) and, without
  * MCL_ONFAULT, populated at once (present in pagemap). Call inside the
- * injection session; the probe page is unmapped again.
+ * injection session; the probe page is unmapped again, and a cryo killed
+ * while it exists leaves the target to unmap it itself before it goes on
+ * ({@link InjectionSession.withUndo}): it is mapped at a fixed address in
+ * the middle of the largest free gap, so that undo is harmless if the
+ * mmap never ran.
  */
 export function probeMlockFuture(s: InjectionSession): MemoryProcessFlags["mlockFuture"] {
   const before = lockedKb(s.pid);
-  const probe = s.check(s.pid, "mmap(probe)", SYS.mmap, 0, PAGE, 1, /* PROT_READ */ 0x22, -1, 0);
-  try {
+  const at = freeProbePage(s.pid);
+  return s.withUndo(s.pid, [SYS.munmap, at, PAGE], () => {
+    const probe = s.check(
+      s.pid,
+      "mmap(probe)",
+      SYS.mmap,
+      at,
+      PAGE,
+      1, /* PROT_READ */
+      0x22 | MAP_FIXED_NOREPLACE,
+      -1,
+      0,
+    );
+    pausePoint("probe");
     if (lockedKb(s.pid) === before) return undefined;
     return readPagemap(s.pid, probe, probe + BigInt(PAGE)).present(0) ? "locked" : "onfault";
-  } finally {
-    s.call(s.pid, SYS.munmap, probe, PAGE);
+  });
+}
+
+const MAP_FIXED_NOREPLACE = 0x100000;
+
+/** A page-aligned address in the middle of the largest gap between two mappings of `pid`. */
+function freeProbePage(pid: number): bigint {
+  const maps = readMaps(pid).filter((m) => m.path !== "[vsyscall]");
+  let best = { start: 0n, size: 0n };
+  for (let i = 1; i < maps.length; i++) {
+    const size = maps[i].start - maps[i - 1].end;
+    if (size > best.size) best = { start: maps[i - 1].end, size };
   }
+  if (best.size < BigInt(3 * PAGE)) {
+    throw new CryoError(`process ${pid}: no free address range for the mlockall probe`);
+  }
+  return (best.start + best.size / 2n) & ~BigInt(PAGE - 1);
 }
 
 /** The KSM merge-any setting of `pid`. */

@@ -36,6 +36,7 @@ import {
   restoreAttrsBeforeCredentials,
 } from "./attrs.ts";
 import { checkSchedulable, collectSched, restoreSched } from "./sched.ts";
+import { PTRACE_O } from "../../ffi/ptrace.ts";
 import { collectSeccomp, restoreSeccomp, suspendSeccomp, type TaskInjector } from "./seccomp.ts";
 
 export type { TaskInjector } from "./seccomp.ts";
@@ -51,7 +52,7 @@ export interface CollectedTaskState {
  * in its threads that have it (cryo's injected syscalls must not be filtered).
  */
 export function prepareTaskCollection(pid: number, tids: readonly number[]): void {
-  suspendSeccomp(pid, tids);
+  suspendSeccomp(pid, tids, PTRACE_O.TRACESYSGOOD); // keeps the freeze's option (crash-safe injection)
 }
 
 /** The injected part of the collection (run inside the process's injection session). */

@@ -280,6 +280,14 @@ export class DumpLane {
     assert.ok(partials.length <= 1, `${name}: older partial directories were not removed`);
     if (!left.includes("image")) {
       await assertRunning(t.pid, name);
+      await assertAlive(t, name);
+      // A thread let go inside an injected syscall puts back its own state
+      // (rt_sigreturn), undoing a change first, as soon as it runs: it has
+      // by now (the target answered), or very soon.
+      const deadline = Date.now() + 5000;
+      const same = () =>
+        Deno.readTextFileSync(`/proc/${t.pid}/maps`) === maps && sigmasks(t.pid) === masks;
+      while (!same() && Date.now() < deadline) await sleep(10);
       const now = Deno.readTextFileSync(`/proc/${t.pid}/maps`);
       const lines = (text: string) => new Set(text.split("\n"));
       const [was, is] = [lines(maps), lines(now)];
@@ -289,7 +297,6 @@ export class DumpLane {
       ];
       assert.equal(now, maps, `${name}: mappings changed: ${diff.join(" | ")}`);
       assert.equal(sigmasks(t.pid), masks, `${name}: signal masks changed`);
-      await assertAlive(t, name);
       return { point: name, result: "target-intact" };
     }
     // A complete image: the original may still run (killed between the

@@ -9,7 +9,9 @@
  *   - rewrites and checks a 4 MiB pattern (each page a word that depends on
  *     the page and on how many times it was rewritten),
  *   - checks its fds: file <dir>/data at offset 12345 with its flags, and a
- *     pipe holding 5 bytes.
+ *     pipe holding 5 bytes,
+ *   - sends one byte each way over a loopback TCP connection between two
+ *     of its own sockets (a connection left in repair mode fails here).
  * On SIGUSR1 the main thread prints "alive <n> rounds=<r>" (n counts the
  * SIGUSR1s) after a full round of checks. Any failed check prints
  * "FAIL <what>" and exits 3.
@@ -26,6 +28,9 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -100,6 +105,29 @@ static void *worker(void *arg) {
   return NULL;
 }
 
+/* A connected pair of TCP sockets over 127.0.0.1 (the listener closed again). */
+static void tcp_pair(int *a, int *b) {
+  int l = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t len = sizeof addr;
+  if (l < 0 || bind(l, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(l, 1) < 0 ||
+      getsockname(l, (struct sockaddr *)&addr, &len) < 0)
+    die_err("tcp listen", errno);
+  *a = socket(AF_INET, SOCK_STREAM, 0);
+  if (*a < 0 || connect(*a, (struct sockaddr *)&addr, sizeof addr) < 0) die_err("tcp connect", errno);
+  *b = accept(l, NULL, NULL);
+  if (*b < 0) die_err("tcp accept", errno);
+  close(l);
+}
+
+/* One byte from `from` to `to`; 0 if it arrived intact. */
+static int tcp_hop(int from, int to, unsigned char v) {
+  unsigned char got = 0;
+  if (send(from, &v, 1, 0) != 1) return -1;
+  if (recv(to, &got, 1, MSG_WAITALL) != 1) return -1;
+  return got == v ? 0 : -1;
+}
+
 static uint64_t pattern(size_t page, uint64_t gen) {
   return (page * 0x9e3779b97f4a7c15ull) ^ (gen * 0xbf58476d1ce4e5b9ull) ^ 0x5eedull;
 }
@@ -117,6 +145,9 @@ int main(int argc, char **argv) {
   int pfd[2];
   if (pipe(pfd) < 0) die_err("pipe", errno);
   if (write(pfd[1], "hello", 5) != 5) die_err("pipe write", errno);
+
+  int ta, tb;
+  tcp_pair(&ta, &tb);
 
   uint64_t *region = mmap(NULL, PAGES * PAGE, PROT_READ | PROT_WRITE,
                           MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -149,6 +180,8 @@ int main(int argc, char **argv) {
     if (fcntl(fd, F_GETFL) != flags) fail("file flags");
     int queued = -1;
     if (ioctl(pfd[0], FIONREAD, &queued) < 0 || queued != 5) fail("pipe contents");
+    if (tcp_hop(ta, tb, (unsigned char)rounds) || tcp_hop(tb, ta, (unsigned char)~rounds))
+      fail("tcp connection");
     if (usr1 != seen) {
       seen = usr1;
       printf("alive %d rounds=%lu\n", (int)seen, rounds);

@@ -1,0 +1,383 @@
+/**
+ * Crash-safe syscall injection: whatever instant the tracer dies at, the
+ * thread resumes in its original state.
+ *
+ * Per thread (once per injection session) an `rt_sigframe` holding its
+ * original registers, signal mask, sigaltstack and XSAVE area is written
+ * below its stack pointer (below the red zone; the ABI lets a signal
+ * handler overwrite that space at any time), with the address of an
+ * `rt_sigreturn` sequence found in the target (`mov $15, %rax; syscall`,
+ * libc's signal restorer) as its return address. Each injected syscall runs
+ * at a `syscall; ret` found in the target, with rsp at the frame: a thread
+ * let go before, during or after the syscall runs it once, returns into
+ * the restorer and rt_sigreturn puts everything back. The syscall is run
+ * with PTRACE_SYSCALL (entry and exit stops: ptrace notifications with
+ * PTRACE_O_TRACESYSGOOD, which a dead tracer leaves without a signal to
+ * deliver), with every signal blocked (the frame has the mask to go back
+ * to). Between two syscalls in the same thread it stays at the exit stop;
+ * {@link CrashSafeThread.close} takes it back to an interrupt stop (inside
+ * signal handling, where the freeze stopped it) and then puts the original
+ * mask and registers back, in that order, so that from then on a dying
+ * tracer lets it resume exactly where it was, with the kernel's own
+ * syscall-restart handling.
+ *
+ * rt_sigreturn disables syscall restarting, so the frame holds the
+ * registers as the kernel would have restarted them (an interrupted
+ * syscall is issued again; one interrupted with ERESTART_RESTARTBLOCK, e.g.
+ * a relative sleep, is issued again with its original arguments).
+ *
+ * The first syscall in each thread is sigaltstack(NULL, &frame.uc_stack):
+ * its result lands where rt_sigreturn reads it, so the frame is right even
+ * when the thread is let go before that syscall ran.
+ *
+ * A syscall that changes something can be paired with its undo
+ * ({@link CrashSafeThread.armUndo}): a second frame whose registers run the
+ * undo syscall and then return through the first frame.
+ *
+ * @module
+ */
+
+import { processVmRead, processVmReadFully, processVmWriteFully } from "./process_vm.ts";
+import { rawSyscall } from "./libc.ts";
+import { SYS } from "./sysno.ts";
+import { PTRACE_EVENT } from "./wait.ts";
+import {
+  cont,
+  getRegs,
+  getSigmask,
+  getSyscallInfo,
+  getXstate,
+  interrupt,
+  resumeToSyscall,
+  setRegs,
+  setSigmask,
+  waitStop,
+} from "./ptrace.ts";
+import { signed, type UserRegs } from "./regs.ts";
+import { encodeSigframe, FRAME_UC_STACK, sigframeFpstate, sigframeSize } from "./sigframe.ts";
+import { InjectionError } from "./inject.ts";
+
+const ALL_SIGNALS = 0xffffffffffffffffn;
+const SYSGOOD_TRAP = 5 | 0x80;
+const MAX_STOPS = 64;
+/** Size of the undo frame (a frame without its own XSAVE area). */
+const UNDO_FRAME = 320;
+/** XCR0 bit of AMX tile data, whose size the kernel gives a signal frame only on request. */
+const XFEATURE_TILEDATA = 1n << 18n;
+
+/** The code sequences crash-safe injection needs in the target. */
+export interface SafeSites {
+  /** `syscall; ret` (0f 05 c3). */
+  call: bigint;
+  /** `mov $15, %rax; syscall` or `mov $15, %eax; syscall` (rt_sigreturn). */
+  restorer: bigint;
+}
+
+const CALL = [0x0f, 0x05, 0xc3];
+const RESTORERS = [
+  [0x48, 0xc7, 0xc0, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05],
+  [0xb8, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05],
+];
+
+function indexOf(buf: Uint8Array, n: number, pat: number[]): number {
+  for (let i = buf.indexOf(pat[0]); i >= 0 && i + pat.length <= n; i = buf.indexOf(pat[0], i + 1)) {
+    let j = 1;
+    while (j < pat.length && buf[i + j] === pat[j]) j++;
+    if (j === pat.length) return i;
+  }
+  return -1;
+}
+
+/**
+ * Finds the sequences of {@link SafeSites} in the executable mappings of
+ * `pid` ([vdso] and libc first), or undefined when one is missing.
+ */
+export function findSafeSites(pid: number): SafeSites | undefined {
+  const ranges = Deno.readTextFileSync(`/proc/${pid}/maps`).split("\n").filter(Boolean)
+    .map((l) => {
+      const f = l.split(/\s+/);
+      const [s, e] = f[0].split("-").map((x) => BigInt(`0x${x}`));
+      return { start: s, end: e, perms: f[1], name: f.slice(5).join(" ") };
+    })
+    .filter((m) => m.perms[0] === "r" && m.perms[2] === "x" && m.name !== "[vsyscall]");
+  // The vdso and libc (which has the restorer) first: a large executable is read last.
+  const rank = (name: string) => name === "[vdso]" ? 0 : /\/libc[.-]/.test(name) ? 1 : 2;
+  ranges.sort((x, y) => rank(x.name) - rank(y.name));
+  let call: bigint | undefined;
+  let restorer: bigint | undefined;
+  const chunk = 1 << 16;
+  const buf = new Uint8Array(chunk + 16);
+  for (const m of ranges) {
+    for (
+      let a = m.start;
+      a < m.end && (call === undefined || restorer === undefined);
+      a += BigInt(chunk)
+    ) {
+      const want = m.end - a < BigInt(buf.length) ? Number(m.end - a) : buf.length;
+      let n: number;
+      try {
+        n = processVmRead(pid, a, buf.subarray(0, want));
+      } catch {
+        break;
+      }
+      if (call === undefined) {
+        const i = indexOf(buf, n, CALL);
+        if (i >= 0) call = a + BigInt(i);
+      }
+      for (const pat of RESTORERS) {
+        if (restorer !== undefined) break;
+        const i = indexOf(buf, n, pat);
+        if (i >= 0) restorer = a + BigInt(i);
+      }
+    }
+    if (call !== undefined && restorer !== undefined) return { call, restorer };
+  }
+  return undefined;
+}
+
+/** Whether thread `tid` uses a user shadow stack (rt_sigreturn would want a token on it). */
+function usesShadowStack(tid: number): boolean {
+  try {
+    const m = Deno.readTextFileSync(`/proc/${tid}/status`).match(/^x86_Thread_features:\s*(.*)$/m);
+    return m !== null && /\bshstk\b/.test(m[1]);
+  } catch {
+    return true;
+  }
+}
+
+/**
+ * The registers a thread stopped in signal handling would resume with: an
+ * interrupted syscall (-ERESTARTSYS, -ERESTARTNOINTR, -ERESTARTNOHAND,
+ * -ERESTART_RESTARTBLOCK) is set up to be issued again.
+ */
+export function resumedRegs(o: UserRegs): UserRegs {
+  const rax = signed(o.rax);
+  if (signed(o.orig_rax) < 0n) return o;
+  if (rax === -512n || rax === -513n || rax === -514n || rax === -516n) {
+    return { ...o, rax: o.orig_rax, rip: o.rip - 2n };
+  }
+  return o;
+}
+
+/** Called at the points a test may stop cryo at (engine/pause.ts). */
+export type PhaseHook = (phase: string) => void;
+
+/** One stopped thread under crash-safe injection; see the module doc. */
+export class CrashSafeThread {
+  /** The thread. */
+  readonly tid: number;
+  /** Base of the area below its stack pointer that this uses (64-byte aligned). */
+  readonly area: bigint;
+  /** Bytes of that area. */
+  readonly areaBytes: number;
+  /** Signals taken from the thread while it ran injected syscalls, sent again on close. */
+  readonly stolen: number[] = [];
+  readonly #sites: SafeSites;
+  readonly #frame: bigint;
+  readonly #undo: bigint;
+  readonly #orig: UserRegs;
+  readonly #mask: bigint;
+  readonly #xstate: Uint8Array;
+  readonly #hook: PhaseHook;
+  #home: bigint;
+  /** Whether its registers are the injected ones (at an exit stop) rather than its own. */
+  #injected = false;
+  #saved: Uint8Array;
+
+  private constructor(
+    tid: number,
+    sites: SafeSites,
+    area: bigint,
+    regs: UserRegs,
+    mask: bigint,
+    xstate: Uint8Array,
+    hook: PhaseHook,
+  ) {
+    this.tid = tid;
+    this.#sites = sites;
+    this.area = area;
+    this.areaBytes = CrashSafeThread.bytesFor(xstate.length);
+    this.#undo = area;
+    this.#frame = area + BigInt(UNDO_FRAME);
+    this.#home = this.#frame;
+    this.#orig = regs;
+    this.#mask = mask;
+    this.#xstate = xstate;
+    this.#hook = hook;
+    this.#saved = new Uint8Array(this.areaBytes);
+  }
+
+  /** Bytes the area of a thread takes, for an XSAVE area of `xstateSize` bytes. */
+  static bytesFor(xstateSize: number): number {
+    return UNDO_FRAME + sigframeSize(xstateSize);
+  }
+
+  /**
+   * Prepares stopped thread `tid` (in an interrupt stop): reads its state,
+   * writes its frame in the area `placeArea(rsp, bytes)` chooses (undefined:
+   * no room) and runs the first syscall. Undefined when the thread cannot
+   * be handled this way (no room, a shadow stack, AMX state).
+   */
+  static open(
+    tid: number,
+    sites: SafeSites,
+    placeArea: (rsp: bigint, bytes: number) => bigint | undefined,
+    hook: PhaseHook,
+  ): CrashSafeThread | undefined {
+    const regs = getRegs(tid);
+    const xstate = getXstate(tid);
+    const xcr0 = new DataView(xstate.buffer, xstate.byteOffset).getBigUint64(464, true);
+    if ((xcr0 & XFEATURE_TILEDATA) !== 0n || usesShadowStack(tid)) return undefined;
+    const area = placeArea(regs.rsp, CrashSafeThread.bytesFor(xstate.length));
+    if (area === undefined || (area & 63n) !== 0n) return undefined;
+    const t = new CrashSafeThread(tid, sites, area, regs, getSigmask(tid), xstate, hook);
+    processVmReadFully(tid, area, t.#saved);
+    processVmWriteFully(
+      tid,
+      t.#frame,
+      encodeSigframe(t.#frame, {
+        regs: resumedRegs(regs),
+        mask: t.#mask,
+        xstate,
+        restorer: sites.restorer,
+      }),
+    );
+    try {
+      t.call(SYS.sigaltstack, 0, t.#frame + BigInt(FRAME_UC_STACK));
+    } catch (e) {
+      try {
+        t.close();
+      } catch { /* gone: report the first failure */ }
+      throw e;
+    }
+    return t;
+  }
+
+  /** Runs syscall `nr` in the thread; returns the raw result (-errno on failure). */
+  call(nr: number, ...args: (number | bigint)[]): bigint {
+    const a = args.map((x) => BigInt.asUintN(64, BigInt(x)));
+    while (a.length < 6) a.push(0n);
+    setRegs(this.tid, {
+      ...this.#orig,
+      rax: BigInt(nr),
+      orig_rax: 0xffffffffffffffffn,
+      rip: this.#sites.call,
+      rsp: this.#home,
+      rdi: a[0],
+      rsi: a[1],
+      rdx: a[2],
+      r10: a[3],
+      r8: a[4],
+      r9: a[5],
+      eflags: this.#orig.eflags & ~0x100n,
+    });
+    if (!this.#injected) setSigmask(this.tid, ALL_SIGNALS);
+    this.#injected = true;
+    this.#hook("inject-mid");
+    let entered = false;
+    for (let i = 0; i < MAX_STOPS; i++) {
+      resumeToSyscall(this.tid, 0);
+      const st = waitStop(this.tid);
+      if (st.event === 0 && st.signal === SYSGOOD_TRAP) {
+        if (!entered) {
+          entered = true;
+          continue;
+        }
+        const info = getSyscallInfo(this.tid);
+        if (info.op !== 2 || info.ip !== this.#sites.call + 2n) {
+          throw new InjectionError(
+            `thread ${this.tid}: injected syscall ${nr} stopped at 0x${
+              info.ip.toString(16)
+            } (op ${info.op})`,
+          );
+        }
+        return info.rval;
+      }
+      if (st.event === 0 && st.signal === 5) {
+        // A syscall stop without PTRACE_O_TRACESYSGOOD: a dead tracer would leave a SIGTRAP.
+        throw new InjectionError(`thread ${this.tid}: traced without PTRACE_O_TRACESYSGOOD`);
+      }
+      // Only SIGSTOP gets through the mask: taken now, sent again on close.
+      if (st.event === 0) this.stolen.push(st.signal);
+      // PTRACE_EVENT_STOP (a group stop, an interrupt): go on.
+    }
+    throw new InjectionError(`thread ${this.tid}: injected syscall ${nr} did not complete`);
+  }
+
+  /**
+   * From now on, a thread let go runs syscall `nr` (`args`) before it
+   * returns to its original state: the undo of a change the next syscalls
+   * make. The undo must be harmless if that change was not made.
+   */
+  armUndo(nr: number, ...args: (number | bigint)[]): void {
+    const a = args.map((x) => BigInt.asUintN(64, BigInt(x)));
+    while (a.length < 6) a.push(0n);
+    const alt = new Uint8Array(24);
+    processVmReadFully(this.tid, this.#frame + BigInt(FRAME_UC_STACK), alt);
+    const dv = new DataView(alt.buffer);
+    processVmWriteFully(
+      this.tid,
+      this.#undo,
+      encodeSigframe(this.#undo, {
+        regs: {
+          ...this.#orig,
+          rax: BigInt(nr),
+          rip: this.#sites.call,
+          rsp: this.#frame,
+          rdi: a[0],
+          rsi: a[1],
+          rdx: a[2],
+          r10: a[3],
+          r8: a[4],
+          r9: a[5],
+          eflags: this.#orig.eflags & ~0x100n,
+        },
+        mask: ALL_SIGNALS,
+        altstack: {
+          sp: dv.getBigUint64(0, true),
+          flags: dv.getInt32(8, true),
+          size: dv.getBigUint64(16, true),
+        },
+        xstate: this.#xstate,
+        sharedFpstate: sigframeFpstate(this.#frame),
+        restorer: this.#sites.restorer,
+      }),
+    );
+    this.#home = this.#undo;
+  }
+
+  /** The change is undone (or about to be, by the next syscall): no undo from now on. */
+  disarmUndo(): void {
+    this.#home = this.#frame;
+  }
+
+  /**
+   * Takes the thread back to an interrupt stop with its own mask and
+   * registers (see the module doc), and sends the signals it lost meanwhile.
+   */
+  close(): void {
+    if (this.#injected) {
+      interrupt(this.tid);
+      let parked = false;
+      for (let i = 0; i < MAX_STOPS && !parked; i++) {
+        cont(this.tid, 0);
+        const st = waitStop(this.tid);
+        if (st.event === PTRACE_EVENT.STOP) parked = true;
+        else if (st.event === 0 && (st.signal & 0x7f) !== 5) this.stolen.push(st.signal);
+      }
+      if (!parked) {
+        throw new InjectionError(`thread ${this.tid}: did not stop again after injected syscalls`);
+      }
+      this.#hook("inject-restore");
+      setSigmask(this.tid, this.#mask);
+      setRegs(this.tid, this.#orig);
+      this.#injected = false;
+    }
+    for (const sig of this.stolen.splice(0)) rawSyscall(SYS.kill, this.tid, sig);
+  }
+
+  /** Puts back what the area held before (once the thread is closed). */
+  restoreArea(): void {
+    processVmWriteFully(this.tid, this.area, this.#saved);
+  }
+}

@@ -1,0 +1,168 @@
+/**
+ * Crash-safe injection (ffi/safe_inject.ts): a thread whose tracer lets go
+ * of it at any instant of an injected syscall resumes in its own state.
+ * The tracer's death is stood in for by a PTRACE_DETACH without a signal at
+ * each point: the injected registers set but the syscall not run, the
+ * syscall's exit stop, and the thread's own mask put back but not yet its
+ * registers. rt_regs checks every register it can (GPR, x87, SSE, AVX,
+ * flags, fs/gs bases, its mask) in a loop; inject_restart sits in read()
+ * interrupted by the freeze and must issue it again; a page mapped with
+ * its munmap armed as undo must be gone once the thread ran.
+ */
+
+import assert from "node:assert/strict";
+import { assertChecksPassed } from "./helpers/checks.ts";
+import { SIGUSR1 } from "./helpers/signals.ts";
+import { startTarget, type Target, withTargets } from "./helpers/targets.ts";
+import { sleep } from "./helpers/wait.ts";
+import { tempDir } from "./helpers/fs.ts";
+import { detach, getRegs, interrupt, PTRACE_O, seize, waitStop } from "../ffi/ptrace.ts";
+import { CrashSafeThread, findSafeSites } from "../ffi/safe_inject.ts";
+import { signed } from "../ffi/regs.ts";
+import { SYS } from "../ffi/sysno.ts";
+import { areaBelow } from "../engine/dump/injected.ts";
+import { listTids } from "../engine/proc/tasks.ts";
+
+const CPU_CHECKS = [
+  "gpr",
+  "rsp",
+  "eflags-df-ac",
+  "x87-control-word",
+  "x87-top-tags",
+  "x87-stack",
+  "mxcsr",
+  "xmm",
+  "ymm-upper",
+  "fs-base",
+  "gs-base",
+  "tls",
+  "mask-words",
+];
+
+/** Seizes and stops every thread of `pid` as a dump's freeze does. */
+function freeze(pid: number): number[] {
+  const tids = listTids(pid);
+  for (const tid of tids) {
+    seize(tid, PTRACE_O.TRACESYSGOOD);
+    interrupt(tid);
+    waitStop(tid);
+  }
+  return tids;
+}
+
+/**
+ * Opens crash-safe injection in thread `tid` and lets go of it at `where`
+ * (by PTRACE_DETACH); every other thread of `tids` is detached normally.
+ */
+function letGoInside(
+  pid: number,
+  tids: number[],
+  where: "inject-mid" | "exit" | "inject-restore",
+  during?: (t: CrashSafeThread) => void,
+): void {
+  const sites = findSafeSites(pid);
+  assert.ok(sites, "the target has `syscall; ret` and an rt_sigreturn restorer");
+  let armed = false;
+  const hook = (phase: string) => {
+    if (armed && phase === where) {
+      armed = false;
+      detach(pid, 0);
+      throw new Error("let go");
+    }
+  };
+  const t = CrashSafeThread.open(pid, sites, (rsp, bytes) => areaBelow(pid, rsp, bytes, 0), hook);
+  assert.ok(t, "the thread can be injected into crash-safely");
+  for (const tid of tids) if (tid !== pid) detach(tid, 0);
+  assert.equal(t.call(SYS.getpid), BigInt(pid));
+  during?.(t);
+  armed = true;
+  try {
+    if (where === "exit") {
+      detach(pid, 0);
+      return;
+    }
+    if (where === "inject-mid") t.call(SYS.getpid);
+    else t.close();
+    assert.fail(`${where} was not reached`);
+  } catch (e) {
+    if ((e as Error).message !== "let go") throw e;
+  }
+}
+
+async function registersSurvive(where: "inject-mid" | "exit" | "inject-restore"): Promise<void> {
+  const t = await startTarget("rt_regs", ["noavx512"]);
+  await t.waitFor(/^ready pid=(\d+) /m);
+  await sleep(200); // in its checking loop
+  const tids = freeze(t.pid);
+  letGoInside(t.pid, tids, where);
+  await sleep(200); // many iterations of re-checking
+  assert.equal(t.poll(), undefined, `the target died:\n${t.output()}`);
+  t.signal(SIGUSR1);
+  const st = await t.wait(10000);
+  assertChecksPassed(t, CPU_CHECKS, st);
+}
+
+for (const where of ["inject-mid", "exit", "inject-restore"] as const) {
+  Deno.test(
+    `crash-safe injection: let go at ${where}, the thread's registers, FPU state and mask are its own`,
+    withTargets(() => registersSurvive(where)),
+  );
+}
+
+async function readGoesOn(where: "inject-mid" | "exit"): Promise<Target> {
+  const dir = await tempDir("cryo-inject-restart-");
+  const fifo = `${dir}/fifo`;
+  await new Deno.Command("mkfifo", { args: [fifo] }).output();
+  const t = await startTarget("inject_restart", [fifo]);
+  await t.waitFor(/^ready pid=(\d+)/m);
+  await sleep(200); // blocked in read()
+  const tids = freeze(t.pid);
+  const regs = getRegs(t.pid);
+  assert.equal(signed(regs.rax), -512n, "the freeze interrupted read() with -ERESTARTSYS");
+  letGoInside(t.pid, tids, where);
+  await sleep(300);
+  assert.equal(t.poll(), undefined, `read() returned:\n${t.output()}`);
+  const w = await Deno.open(fifo, { write: true });
+  await w.write(new TextEncoder().encode("x"));
+  w.close();
+  const st = await t.wait(10000);
+  assert.match(t.output(), /^read x$/m, t.output());
+  assert.equal(st.kind === "exited" && st.code, 0);
+  return t;
+}
+
+for (const where of ["inject-mid", "exit"] as const) {
+  Deno.test(
+    `crash-safe injection: let go at ${where}, a read() interrupted by the freeze is issued again`,
+    withTargets(async () => {
+      await readGoesOn(where);
+    }),
+  );
+}
+
+Deno.test(
+  "crash-safe injection: a page mapped with its munmap armed as undo is gone once the thread ran",
+  withTargets(async () => {
+    const t = await startTarget("rt_regs", ["noavx512"]);
+    await t.waitFor(/^ready pid=(\d+) /m);
+    await sleep(100);
+    const maps = Deno.readTextFileSync(`/proc/${t.pid}/maps`);
+    const tids = freeze(t.pid);
+    const at = 0x3f0000000000n;
+    assert.ok(!maps.includes("3f0000000000-"), "the probe address is free");
+    letGoInside(t.pid, tids, "exit", (thread) => {
+      thread.armUndo(SYS.munmap, at, 4096);
+      const r = thread.call(SYS.mmap, at, 4096, 1, 0x22 | 0x100000, -1, 0);
+      assert.equal(r, at);
+      assert.match(Deno.readTextFileSync(`/proc/${t.pid}/maps`), /^3f0000000000-/m);
+    });
+    const deadline = Date.now() + 5000;
+    while (/^3f0000000000-/m.test(Deno.readTextFileSync(`/proc/${t.pid}/maps`))) {
+      assert.ok(Date.now() < deadline, "the probe page is still mapped");
+      await sleep(10);
+    }
+    assert.equal(Deno.readTextFileSync(`/proc/${t.pid}/maps`), maps);
+    t.signal(SIGUSR1);
+    assertChecksPassed(t, CPU_CHECKS, await t.wait(10000));
+  }),
+);
