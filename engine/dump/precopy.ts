@@ -54,7 +54,7 @@ import type { ProcessImage } from "../model.ts";
 import { readFds } from "../proc/fds.ts";
 import { PagemapScanner, type ScanRegion } from "../proc/pagemap_scan.ts";
 import { freezeTree, thawTree } from "./freeze.ts";
-import { InjectionSession } from "./injected.ts";
+import { withInjection } from "./injected.ts";
 import { bootstrapSizeFor, classifyVma, pagePolicy, refusedMapping, type Vma } from "./vmas.ts";
 import * as zlib from "node:zlib";
 import { CHUNK_BYTES, CRC_BLOCK, MemoryStreamer } from "./memory.ts";
@@ -345,24 +345,37 @@ function trackable(v: Vma): boolean {
     refusedMapping(v) === null;
 }
 
+/** The lowest fd number free in process `pid` (what the next open there returns). */
+function lowestFreeFd(pid: number): number {
+  const used = new Set([...Deno.readDirSync(`/proc/${pid}/fd`)].map((e) => Number(e.name)));
+  let fd = 0;
+  while (used.has(fd)) fd++;
+  return fd;
+}
+
 /**
  * Creates a WP_ASYNC userfaultfd in stopped process `pid` and returns
- * cryo's copy of it (the target's own fd is closed again), or -1.
+ * cryo's copy of it (the target's own fd is closed again, also by the
+ * target itself if cryo dies meanwhile), or -1.
  */
 function takeUffd(pid: number): number {
-  const s = new InjectionSession(pid);
-  const fd = s.call(pid, SYS.userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
-  if (fd < 0n) return -1;
-  let copy = -1n;
-  try {
-    const pidfd = rawSyscall(SYS.pidfd_open, pid, 0);
-    if (pidfd >= 0n) {
-      copy = pidfdGetfd(Number(pidfd), Number(fd));
-      rawSyscall(SYS.close, pidfd);
-    }
-  } finally {
-    s.call(pid, SYS.close, fd);
-  }
+  const expected = lowestFreeFd(pid);
+  const copy = withInjection(pid, (s) =>
+    s.withUndo(pid, [SYS.close, expected], () => {
+      const fd = s.call(pid, SYS.userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
+      if (fd < 0n) return -1n;
+      if (fd !== BigInt(expected)) {
+        s.call(pid, SYS.close, fd); // not where the undo closes it: never keep it
+        return -1n;
+      }
+      const pidfd = rawSyscall(SYS.pidfd_open, pid, 0);
+      if (pidfd < 0n) return -1n;
+      try {
+        return pidfdGetfd(Number(pidfd), Number(fd));
+      } finally {
+        rawSyscall(SYS.close, pidfd);
+      }
+    }));
   if (copy < 0n) return -1;
   if (uffdApi(Number(copy), UFFD_FEATURE.WP_ASYNC) < 0n) {
     rawSyscall(SYS.close, copy);
