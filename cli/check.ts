@@ -9,7 +9,8 @@ import type { Command } from "npm:@commander-js/extra-typings@15.1.0";
 import { checkHost, type CheckReport } from "../engine/check.ts";
 import { CAPABILITY_NAMES } from "../engine/check.ts";
 import { CommandFailedError } from "./errors.ts";
-import { printJson, renderTable, terminalColumns } from "./format.ts";
+import { printJson } from "./format.ts";
+import { renderTable, terminalColumns } from "./table.ts";
 
 /** The status word of a row: ok, missing, or MISSING for a required feature. */
 export function statusWord(row: { ok: boolean; required: boolean }): string {

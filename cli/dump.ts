@@ -8,14 +8,9 @@ import type { Command } from "npm:@commander-js/extra-typings@15.1.0";
 import { checkpoint, type DumpEvent } from "../engine/dump/mod.ts";
 import { humanBytes, humanDuration, humanRate, positiveInt, printJson } from "./format.ts";
 import { Progress } from "./progress.ts";
+import { optInsOf } from "./opt_ins.ts";
 
-/** The opt-in flags shared by dump and restore (CRIU's names). */
-export const OPT_IN_FLAGS = ["ext-unix-sk", "tcp-established", "shell-job"] as const;
-
-/** The opt-ins given among parsed commander options (camelCase keys). */
-export function optInsOf(opts: Record<string, unknown>): string[] {
-  return OPT_IN_FLAGS.filter((f) => opts[f.replace(/-(.)/g, (_, c: string) => c.toUpperCase())]);
-}
+export { OPT_IN_FLAGS, optInsOf } from "./opt_ins.ts";
 
 /** Registers `dump` on the program. */
 export function register(program: Command): void {

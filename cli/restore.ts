@@ -8,7 +8,7 @@ import { InvalidArgumentError } from "npm:@commander-js/extra-typings@15.1.0";
 import type { Command } from "npm:@commander-js/extra-typings@15.1.0";
 import { restore } from "../engine/restore/mod.ts";
 import { humanDuration, printJson } from "./format.ts";
-import { optInsOf } from "./dump.ts";
+import { optInsOf } from "./opt_ins.ts";
 
 /** Parses `--inherit-fd` specs (`<fd>=<path>` or `<fd>=fd:<n>`) into a map. */
 export function parseInheritFds(specs: readonly string[] = []): Map<number, string> {
@@ -42,7 +42,7 @@ export function register(program: Command): void {
       "--inherit-fd <spec...>",
       "replace a restored fd instead of reopening it: <fd>=<path>, or <fd>=fd:<n> for cryo's own fd 0-2",
     )
-    .option("--no-verify", "skip the SHA-256 check of the images")
+    .option("--no-verify", "skip the checksum (CRC-32) check of the images")
     .option(
       "--trust-image-owner",
       "restore (as root) an image directory owned or writable by another user",

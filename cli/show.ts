@@ -11,7 +11,8 @@ import { describeSource, planFds } from "../engine/fds/mod.ts";
 import { describeUnixSocket } from "../engine/fds/unix.ts";
 import { OPT_IN_FLAGS } from "./dump.ts";
 import type { Mapping, ProcessImage } from "../engine/model.ts";
-import { humanBytes, printJson, renderTable } from "./format.ts";
+import { humanBytes, printJson } from "./format.ts";
+import { renderTable } from "./table.ts";
 import { describePosixTimer } from "../engine/task/timers.ts";
 
 const SIGNAL_NAMES = [

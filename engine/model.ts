@@ -652,6 +652,21 @@ export interface QueuedMessage {
   credPid?: number;
   /** Sender's address (sun_path bytes, base64) of a datagram from a bound socket. */
   from?: string;
+  /** Fds passed with it (SCM_RIGHTS), in order (engine/fds/unix_scm.ts). */
+  fds?: InFlightFd[];
+}
+
+/**
+ * An fd in flight in a queued message: the open file description of a
+ * tree fd (`ref`), or one no process of the tree holds (`file`, described
+ * like an fd of the tree, its `fd` number meaningless). Neither: not
+ * identified yet (the tree pass of engine/fds/unix_scm.ts fills it in).
+ */
+export interface InFlightFd {
+  /** The tree fd whose description it is (its first fd in that process). */
+  ref?: { pid: number; fd: number };
+  /** A description only the message holds. */
+  file?: FdInfo;
 }
 
 /** State of a socket (all families). */

@@ -266,6 +266,28 @@ function parkInInterruptStop(tid: number, stolen: number[]): void {
 }
 
 /**
+ * The lines of a maps text whose permissions start `r?x` (readable and
+ * executable), found without splitting the others: a process may have tens
+ * of thousands of mappings and only a few executable ones.
+ */
+function executableMapsLines(text: string): string[] {
+  const out: string[] = [];
+  for (let at = 0; at < text.length;) {
+    let nl = text.indexOf("\n", at);
+    if (nl < 0) nl = text.length;
+    const sp = text.indexOf(" ", at);
+    if (
+      sp >= 0 && sp + 3 < nl && text.charCodeAt(sp + 1) === 0x72 /* r */ &&
+      text.charCodeAt(sp + 3) === 0x78 /* x */
+    ) {
+      out.push(text.slice(at, nl));
+    }
+    at = nl + 1;
+  }
+  return out;
+}
+
+/**
  * Finds the address of a `syscall` instruction (0f 05) in the executable
  * mappings of `pid`, preferring [vdso], then any other executable mapping.
  * `exclude` skips a range (e.g. cryo's own bootstrap area).
@@ -274,7 +296,7 @@ export function findSyscallInstruction(
   pid: number,
   exclude?: { start: bigint; end: bigint },
 ): bigint {
-  const lines = Deno.readTextFileSync(`/proc/${pid}/maps`).split("\n").filter(Boolean);
+  const lines = executableMapsLines(Deno.readTextFileSync(`/proc/${pid}/maps`));
   const ranges = lines.map((l) => {
     const [range, perms] = l.split(/\s+/);
     const [s, e] = range.split("-").map((x) => BigInt(`0x${x}`));

@@ -55,6 +55,14 @@ export interface PeekedMessage {
   credIds?: [number, number];
   /** Fds passed with it (SCM_RIGHTS) or a truncated control part. */
   rights: boolean;
+  /**
+   * With `keepRights`: the fds passed with it, installed in cryo by the
+   * peek (the caller closes them); `truncated` when the control part did
+   * not fit (some were lost).
+   */
+  fds?: number[];
+  /** The control part was truncated (MSG_CTRUNC). */
+  truncated?: boolean;
 }
 
 /**
@@ -65,7 +73,9 @@ export interface PeekedMessage {
  * datagram is one message. Fds passed in a message are closed again here.
  * `maxBytes` (the bytes known to be queued) stops reading there;
  * `endAtZero` (the socket is shut down for reading) takes a 0-byte read as
- * the end of a datagram queue.
+ * the end of a datagram queue. `keepRights` keeps the passed fds open in
+ * `fds` (the caller closes them) and, for a stream, keeps apart the
+ * bytes that came with fds (see `splitStream`).
  */
 export function peekQueue(
   fd: number,
@@ -73,6 +83,7 @@ export function peekQueue(
   maxBytes?: number,
   endAtZero = false,
   maxMessages = 1 << 20,
+  keepRights = false,
 ): PeekedMessage[] {
   const oldPeek = getsockoptInt(fd, SOL_SOCKET, SO_PEEK_OFF) ?? -1;
   const oldCred = getsockoptInt(fd, SOL_SOCKET, SO_PASSCRED) ?? 0;
@@ -129,8 +140,9 @@ export function peekQueue(
         data: data.slice(0, r),
         from: name.slice(2, Math.max(2, nameLen)),
         rights: (msgFlags & MSG_CTRUNC) !== 0,
+        ...((msgFlags & MSG_CTRUNC) !== 0 ? { truncated: true } : {}),
       };
-      parseControl(control.subarray(0, Number(msg[5])), m);
+      parseControl(control.subarray(0, Number(msg[5])), m, keepRights);
       out.push(m);
       total += r;
     }
@@ -139,6 +151,7 @@ export function peekQueue(
     setSockOptInt(fd, SOL_SOCKET, SO_PASSCRED, oldCred);
   }
   if (!stream) return out;
+  if (keepRights) return splitStream(out);
   const total = out.reduce((n, m) => n + m.data.length, 0);
   if (out.length <= 1) return out;
   const joined = new Uint8Array(total);
@@ -155,8 +168,8 @@ export function peekQueue(
   }];
 }
 
-/** Decodes the control messages of one peek into `m` (closing passed fds). */
-function parseControl(c: Uint8Array, m: PeekedMessage): void {
+/** Decodes the control messages of one peek into `m` (closing passed fds unless `keep`). */
+function parseControl(c: Uint8Array, m: PeekedMessage, keep = false): void {
   const dv = new DataView(c.buffer, c.byteOffset, c.byteLength);
   for (let o = 0; o + 16 <= c.length;) {
     const len = Number(dv.getBigUint64(o, true));
@@ -165,11 +178,39 @@ function parseControl(c: Uint8Array, m: PeekedMessage): void {
     if (len < 16) break;
     if (level === SOL_SOCKET && type === SCM_RIGHTS) {
       m.rights = true;
-      for (let i = o + 16; i + 4 <= o + len; i += 4) rawSyscall(SYS.close, dv.getInt32(i, true));
+      for (let i = o + 16; i + 4 <= o + len; i += 4) {
+        const passed = dv.getInt32(i, true);
+        if (keep) (m.fds ??= []).push(passed);
+        else rawSyscall(SYS.close, passed);
+      }
     } else if (level === SOL_SOCKET && type === SCM_CREDENTIALS && len >= 28) {
       m.credPid = dv.getInt32(o + 16, true);
       m.credIds = [dv.getUint32(o + 20, true), dv.getUint32(o + 24, true)];
     }
     o += (len + 7) & ~7;
   }
+}
+
+/**
+ * Joins the chunks of a stream queue peeked with `keepRights` into the
+ * messages a receiver tells apart: bytes without fds are joined (the
+ * first chunk's credentials stand for them, as without `keepRights`); a peek
+ * that brought fds ends with the message that carried them and is one
+ * message. Where in it that message began cannot be seen: a peek goes on
+ * past the bytes it asked for to the next buffer that carries fds from the
+ * same sender, so bytes sent before it without fds by the same sender stay
+ * in the message (the fds come with their first byte).
+ */
+function splitStream(chunks: PeekedMessage[]): PeekedMessage[] {
+  const out: PeekedMessage[] = [];
+  for (const c of chunks) {
+    const last = out[out.length - 1];
+    if (!c.rights && last && !last.rights) {
+      const joined = new Uint8Array(last.data.length + c.data.length);
+      joined.set(last.data);
+      joined.set(c.data, last.data.length);
+      last.data = joined;
+    } else out.push({ ...c });
+  }
+  return out;
 }

@@ -8,7 +8,8 @@
 
 import assert from "node:assert/strict";
 import { describeError, EXIT_FAILURE, EXIT_USAGE, reportError } from "../cli/errors.ts";
-import { humanBytes, humanDuration, positiveInt, renderTable, toJson } from "../cli/format.ts";
+import { humanBytes, humanDuration, positiveInt, toJson } from "../cli/format.ts";
+import { renderTable } from "../cli/table.ts";
 import { SyscallError } from "../ffi/libc.ts";
 import { assertOneLineError, runCli } from "./helpers/commands.ts";
 import { pathExists } from "./helpers/fs.ts";

@@ -36,11 +36,15 @@ export const DUMP_POINTS: KillPoint[] = [
   ...[0, 5, 20, 80].map((afterMs) => ({ afterMs, fromPages: true })),
 ];
 
-/** Restore points: every phase boundary and time offsets after the restored pid appears. */
+/**
+ * Restore points: every phase boundary and time offsets after the restored
+ * pid appears: every millisecond for the first 48 (the restore of this small
+ * target may be over ~45 ms after its pid appears), then every 4 ms.
+ */
 export const RESTORE_POINTS: KillPoint[] = [
   ...["planned", "spawned", "launched", "exec", "program-done", "finalize", "released"]
     .map((phase) => ({ phase })),
-  ...Array.from({ length: 48 }, (_, i) => ({ afterMs: i < 24 ? i : 24 + (i - 24) * 3 })),
+  ...Array.from({ length: 60 }, (_, i) => ({ afterMs: i < 48 ? i : 48 + (i - 48) * 4 })),
 ];
 
 /** Runs `points` over `lanes` in parallel, one trial at a time per lane. */

@@ -53,8 +53,9 @@ import { readStatus } from "../proc/status.ts";
 import { readStat } from "../proc/stat.ts";
 import { readFds } from "../proc/fds.ts";
 import { freezeTree, type FrozenTree, thawTree } from "./freeze.ts";
-import { collectProcess, pipeTopology } from "./process.ts";
+import { collectProcess, describeFd, pipeTopology } from "./process.ts";
 import { markSharedDescriptions } from "../fds/descriptions.ts";
+import { resolveInFlightFds } from "../fds/unix_scm.ts";
 import {
   checkFdOwners,
   checkProcessPaths,
@@ -375,6 +376,11 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     });
     markSharedDescriptions(
       described.map((d, i) => ({ pid: d.p.pid, fds: d.image.fds, proc: fdLists[i] })),
+    );
+    // Fds in flight in unix socket queues: a standalone one is described like a tree fd.
+    resolveInFlightFds(
+      described.map((d, i) => ({ pid: d.p.pid, fds: d.image.fds, proc: fdLists[i] })),
+      describeFd,
     );
     checkSharedTables(described.map((d) => d.p.pid), refusals);
     for (const d of described) checkProcessPaths(d.image, refusals);

@@ -57,6 +57,14 @@ export class SyncPageWriter implements PageWriter {
   }
 }
 
+/**
+ * The page buffers of the last threaded writer that closed cleanly, for the
+ * next one: a dump of a tree makes one writer per large process, and a
+ * SharedArrayBuffer is only freed by a garbage collection that the dump's
+ * small heap does not trigger (each process added 32 MiB to cryo's RSS).
+ */
+let spareData: SharedArrayBuffer | undefined;
+
 /** Writes on a worker thread from shared buffers. */
 export class ThreadedPageWriter implements PageWriter {
   readonly size: number;
@@ -69,7 +77,10 @@ export class ThreadedPageWriter implements PageWriter {
 
   constructor(size: number, path: string) {
     this.size = size;
-    this.#data = new SharedArrayBuffer(size * SLOTS);
+    this.#data = spareData?.byteLength === size * SLOTS
+      ? spareData
+      : new SharedArrayBuffer(size * SLOTS);
+    spareData = undefined;
     const ctrl = new SharedArrayBuffer(4 * (SLOTS + 2));
     const meta = new SharedArrayBuffer(8 * 2 * SLOTS);
     this.#state = new Int32Array(ctrl);
@@ -119,6 +130,7 @@ export class ThreadedPageWriter implements PageWriter {
     const error = await this.#closed;
     this.#worker.terminate();
     if (error) throw new Error(`writing the image failed: ${error}`);
+    spareData = this.#data; // the worker said it is done with it
   }
 
   async abort(): Promise<void> {

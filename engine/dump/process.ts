@@ -8,13 +8,13 @@
 import { readCmdline } from "../proc/misc.ts";
 import { readLimits } from "../proc/limits.ts";
 import type { FdInfo, ProcessImage } from "../model.ts";
-import type { Refusals } from "../support.ts";
+import { Refusals } from "../support.ts";
 import { mmFieldsOf, readStat } from "../proc/stat.ts";
 import { readStatus } from "../proc/status.ts";
 import { auxvToModel, readAuxv } from "../proc/auxv.ts";
 import { devMajor, devMinor, type ProcFd, readFds } from "../proc/fds.ts";
-import { readMapFileIdentity, readMaps } from "../proc/maps.ts";
-import { mergeSmaps } from "../proc/smaps.ts";
+import { readMapFileIdentity } from "../proc/maps.ts";
+import type { MappingRecord } from "../proc/smaps.ts";
 import { readSmapsBrief } from "../proc/smaps_brief.ts";
 import { fileIdentityOf, readProcLink, readProcText } from "../proc/io.ts";
 import { queryInjectedState, withInjection } from "./injected.ts";
@@ -45,7 +45,8 @@ export interface CollectedProcess {
   vmas: Vma[];
 }
 
-function toFdInfo(pid: number, f: ProcFd, topology: PipeTopology): FdInfo {
+/** The image of fd `f` of process `pid` (kind, flags, offset, kind extras). */
+export function toFdInfo(pid: number, f: ProcFd, topology: PipeTopology): FdInfo {
   const flags = f.info.flags ?? 0;
   const O_CLOEXEC = 0o2000000;
   let restore = "open";
@@ -84,6 +85,17 @@ function toFdInfo(pid: number, f: ProcFd, topology: PipeTopology): FdInfo {
     extra,
     restore,
   };
+}
+
+/**
+ * The image of fd `f` of process `pid` on its own, a unix socket with its
+ * state (fds in flight, engine/fds/unix_scm.ts); a socket sock_diag does
+ * not know is left without state.
+ */
+export function describeFd(pid: number, f: ProcFd): FdInfo {
+  const info = toFdInfo(pid, f, new Map());
+  collectUnixSockets(pid, [info], new Refusals());
+  return info;
 }
 
 /** Who holds the ends of each pipe of the tree. */
@@ -150,7 +162,8 @@ export function collectProcess(
   }));
   const owners = queryFdOwners(pid, fds.map((f) => f.fd));
   const task = collectTaskState(pid, tids, injected.task, refusals);
-  const maps = mergeSmaps(readMaps(pid), readSmapsBrief(pid), pid);
+  // smaps alone (its area headers are the maps lines): one pass over 10,000 mappings, not two.
+  const maps: MappingRecord[] = readSmapsBrief(pid);
   const vmas: Vma[] = maps.map((m) => ({
     start: m.start,
     end: m.end,

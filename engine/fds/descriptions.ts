@@ -19,7 +19,7 @@ import type { ProcFd } from "../proc/fds.ts";
 const KCMP_FILE = 0;
 
 /** kcmp(KCMP_FILE) as a sort order: 0 for one open file description. */
-function compareFiles(pa: number, a: number, pb: number, b: number): number {
+export function compareFiles(pa: number, a: number, pb: number, b: number): number {
   const r = rawSyscall(SYS.kcmp, pa, pb, KCMP_FILE, a, b);
   if (r < 0n) throw new Error(`kcmp(KCMP_FILE) of ${pa}:${a} and ${pb}:${b} failed (${-r})`);
   return r === 0n ? 0 : r === 1n ? -1 : 1;

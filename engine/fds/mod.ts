@@ -38,6 +38,7 @@ import { planInotify } from "./inotify.ts";
 import { planPidfd } from "./pidfd.ts";
 import type { FdSource, PlannedFd } from "./types.ts";
 import { planUnixFd, type UnixTreePlan } from "./unix.ts";
+import { carriedDescriptions } from "./unix_scm.ts";
 
 export type { FdSource, PlannedFd } from "./types.ts";
 export type { SharedPlan } from "./shared.ts";
@@ -139,6 +140,7 @@ export function planSharedObjects(
     images,
     (f, proc) => f.socket?.unix ? UNIX_BY_HOLDER : planOne(f, proc, ptys, ghosts) ?? "refused",
     above,
+    carriedDescriptions(images),
   );
 }
 

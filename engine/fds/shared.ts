@@ -61,6 +61,19 @@ export interface SharedPlan {
   problems: string[];
 }
 
+/**
+ * A description a message queued on a unix socket carries (unix_scm.ts):
+ * created as a shared object, by an ancestor of `pids` too, so the
+ * socket's creator can send it again. `ref`: the tree fd whose
+ * description it is; `file`: one only the message holds (planned with the
+ * pseudo holder -1 at fd -1 - its index among the `file` ones).
+ */
+export interface CarriedDescription {
+  ref?: { pid: number; fd: number };
+  file?: FdInfo;
+  pids: number[];
+}
+
 /** Plans one fd by its kind (the fd kinds' planner, see mod.ts). */
 export type KindPlanner = (f: FdInfo, proc: ProcessImage) => FdSource | string;
 
@@ -105,17 +118,41 @@ export function planShared(
   images: readonly ProcessImage[],
   plan: KindPlanner,
   firstTransferFd = 0,
+  carried: readonly CarriedDescription[] = [],
 ): SharedPlan {
   const parent = new Map<number, number>();
   for (const p of images) for (const c of p.children) parent.set(c, p.pid);
   const groups = new Map<string, Map<string, Holder[]>>();
+  // Carried descriptions: their groups are shared, created above `pids` too.
+  const forcedKey = new Map<FdInfo, string>();
+  const forcedPids = new Map<string, number[]>();
+  const carriedHolders: Holder[] = [];
+  const carrier = { pid: -1, fds: [] } as unknown as ProcessImage; // the pseudo holder
+  for (const c of carried) {
+    const f = c.ref
+      ? images.find((p) => p.pid === c.ref!.pid)?.fds.find((x) => x.fd === c.ref!.fd)
+      : c.file
+      ? {
+        ...c.file,
+        fd: -1 - carriedHolders.length,
+        description: `carried:${carriedHolders.length}`,
+      }
+      : undefined;
+    if (c.file) carriedHolders.push({ proc: carrier, f: f! });
+    if (!f) continue;
+    const g = groupKey(f) ?? `desc:${c.ref!.pid}:${c.ref!.fd}`;
+    if (!groupKey(f)) forcedKey.set(f, g);
+    forcedPids.set(g, [...forcedPids.get(g) ?? [], ...c.pids]);
+  }
   const problems: string[] = [];
   let maxFd = 2;
-  for (const proc of images) {
-    for (const f of proc.fds) {
+  const holdersOf = images.map((proc) => ({ proc, fds: proc.fds }));
+  holdersOf.push({ proc: carrier, fds: carriedHolders.map((h) => h.f) });
+  for (const { proc, fds } of holdersOf) {
+    for (const f of fds) {
       maxFd = Math.max(maxFd, f.fd);
       if (f.excluded) continue;
-      const g = groupKey(f);
+      const g = groupKey(f) ?? forcedKey.get(f);
       if (!g) continue;
       const descs = groups.get(g) ?? new Map<string, Holder[]>();
       const d = descriptionKey(proc.pid, f);
@@ -138,7 +175,9 @@ export function planShared(
         }
       }
     }
-    if (new Set(all.map((h) => h.proc.pid)).size > 1) shared.push([g, descs]);
+    if (new Set(all.map((h) => h.proc.pid)).size > 1 || forcedPids.has(g)) {
+      shared.push([g, descs]);
+    }
   }
   const transferCount = shared.reduce(
     (n, [g, descs]) => n + descs.size + (g.startsWith("fifo:") ? 1 : 0),
@@ -151,7 +190,12 @@ export function planShared(
   const objects: SharedObject[] = [];
   const holders = new Map<number, Map<number, FdSource>>();
   for (const [key, descs] of shared) {
-    const pids = [...new Set([...descs.values()].flat().map((h) => h.proc.pid))];
+    const pids = [
+      ...new Set([
+        ...[...descs.values()].flat().map((h) => h.proc.pid),
+        ...forcedPids.get(key) ?? [],
+      ]),
+    ].filter((pid) => pid >= 0);
     const chains = pids.map((pid) => ancestors(pid, parent));
     const creator = chains[0].find((a) => chains.every((c) => c.includes(a)))!;
     const obj: SharedObject = { key, creator, members: [], origins: [], helpers: [] };

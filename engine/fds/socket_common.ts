@@ -171,10 +171,23 @@ export function emitRefill(
   queue: readonly QueuedMessage[],
   what: string,
   to?: Uint8Array,
+  /** The fd numbers a message carries again (SCM_RIGHTS), if any (unix_scm.ts). */
+  rights?: (m: QueuedMessage) => number[] | undefined,
 ): void {
   const addr = to ? p.data(to, 8) : 0n;
   for (const m of queue) {
     const bytes = decodeBase64(m.data);
+    const fds = rights?.(m);
+    if (fds?.length) {
+      p.op(SYS.sendmsg, [
+        from,
+        p.data(msghdr(p, bytes, fds, addr, to?.length ?? 0), 8),
+        MSG_DONTWAIT | MSG_NOSIGNAL,
+      ], {
+        comment: `${bytes.length} bytes with fds ${fds.join(", ")} back into ${what}`,
+      });
+      continue;
+    }
     p.op(
       SYS.sendto,
       [from, p.data(bytes, 1), bytes.length, MSG_DONTWAIT | MSG_NOSIGNAL, addr, to?.length ?? 0],
@@ -183,10 +196,42 @@ export function emitRefill(
   }
 }
 
+const SCM_RIGHTS = 1;
+
+/** A struct msghdr sending `bytes` (to `addr` when not 0) with `fds` as SCM_RIGHTS. */
+function msghdr(
+  p: ProgramBuilder,
+  bytes: Uint8Array,
+  fds: number[],
+  addr: bigint,
+  addrLen: number,
+): Uint8Array {
+  const iov = new Uint8Array(16);
+  const iv = new DataView(iov.buffer);
+  iv.setBigUint64(0, p.data(bytes, 1), true);
+  iv.setBigUint64(8, BigInt(bytes.length), true);
+  const space = 16 + ((4 * fds.length + 7) & ~7);
+  const control = new Uint8Array(space);
+  const cv = new DataView(control.buffer);
+  cv.setBigUint64(0, BigInt(16 + 4 * fds.length), true); // cmsg_len
+  cv.setInt32(8, SOL_SOCKET, true);
+  cv.setInt32(12, SCM_RIGHTS, true);
+  fds.forEach((fd, i) => cv.setInt32(16 + 4 * i, fd, true));
+  const msg = new Uint8Array(56);
+  const mv = new DataView(msg.buffer);
+  mv.setBigUint64(0, addr, true);
+  mv.setUint32(8, addrLen, true);
+  mv.setBigUint64(16, p.data(iov, 8), true);
+  mv.setBigUint64(24, 1n, true);
+  mv.setBigUint64(32, p.data(control, 8), true);
+  mv.setBigUint64(40, BigInt(space), true);
+  return msg;
+}
+
 /** What a peek at a receive queue found. */
 export interface CollectedQueue {
   queue: QueuedMessage[];
-  /** Set when the queue holds something cryo cannot send again (fds in flight). */
+  /** Set when the queue holds something cryo cannot send again (fds it could not read). */
   problem?: string;
   /** Credentials of a queued message that are not root's ("uid:gid"), if any. */
   nonRootCreds?: string;
@@ -202,9 +247,11 @@ export function collectQueue(
   maxBytes?: number,
   endAtZero = false,
 ): CollectedQueue {
-  const peeked = peekQueue(fd, stream, maxBytes, endAtZero);
-  const problem = peeked.some((m) => m.rights)
-    ? "file descriptors in flight (SCM_RIGHTS) in its receive queue"
+  // Passed fds are counted here (closed at once); engine/fds/unix_scm.ts identifies them.
+  const peeked = peekQueue(fd, stream, maxBytes, endAtZero, undefined, true);
+  for (const m of peeked) for (const passed of m.fds ?? []) closeFd(passed);
+  const problem = peeked.some((m) => m.truncated || (m.rights && !m.fds?.length))
+    ? "file descriptors in flight (SCM_RIGHTS) in its receive queue that could not be read"
     : undefined;
   // Without a pid a message carries no credentials (the kernel shows the overflow ids then).
   const foreign = peeked.find((m) =>
@@ -215,6 +262,7 @@ export function collectQueue(
       data: encodeBase64(m.data),
       ...(m.credPid !== undefined ? { credPid: m.credPid } : {}),
       ...(!stream && m.from.length ? { from: encodeBase64(m.from) } : {}),
+      ...(m.fds?.length ? { fds: m.fds.map(() => ({})) } : {}),
     })),
     ...(problem ? { problem } : {}),
     ...(foreign ? { nonRootCreds: foreign.credIds!.join(":") } : {}),
@@ -225,7 +273,11 @@ export function collectQueue(
 export function fdQueueBytes(fds: readonly FdInfo[]): number {
   return fds.reduce(
     (n, f) =>
-      n + queueBytes(f.socket?.unix?.queue ?? []) + 64 * (f.socket?.unix?.queue.length ?? 0),
+      n + queueBytes(f.socket?.unix?.queue ?? []) +
+      (f.socket?.unix?.queue ?? []).reduce(
+        (k, m) => k + 64 + (m.fds ? 128 + 4 * m.fds.length : 0),
+        0,
+      ),
     0,
   );
 }

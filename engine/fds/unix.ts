@@ -33,7 +33,13 @@ import { getsockoptBytes, getsockoptInt, peerName, SOL, urgentPending } from "..
 
 const SOL_SOCKET = SOL.SOCKET;
 import { decodeBase64, encodeBase64 } from "../base64.ts";
-import type { FdInfo, ProcessImage, SocketImage, UnixSocketImage } from "../model.ts";
+import type {
+  FdInfo,
+  ProcessImage,
+  QueuedMessage,
+  SocketImage,
+  UnixSocketImage,
+} from "../model.ts";
 import type { Refusals, SupportId } from "../support.ts";
 import { type ProgramBuilder, slot } from "../program/builder.ts";
 import {
@@ -48,6 +54,8 @@ import type { FdSource } from "./types.ts";
 import { readProcLink } from "../proc/io.ts";
 import { RestoreError } from "../errors.ts";
 import { emitOwnerIds, emitRootIds, type SocketOwner, socketOwner } from "./socket_owner.ts";
+import { type CarriedFd, carriedFdNumbers, carriedSocket } from "./unix_scm.ts";
+import type { SharedPlan } from "./shared.ts";
 
 const AF_UNIX = 1;
 const SOCK_STREAM = 1;
@@ -94,6 +102,8 @@ export function describeUnixSocket(u: UnixSocketImage, type: number): string {
   if (u.queue.length) {
     const bytes = u.queue.reduce((n, m) => n + decodeBase64(m.data).length, 0);
     parts.push(`${u.queue.length} message(s), ${bytes} bytes queued`);
+    const fds = u.queue.reduce((n, m) => n + (m.fds?.length ?? 0), 0);
+    if (fds) parts.push(`${fds} fd(s) in flight`);
   }
   if (u.shutdown) parts.push(`shutdown ${["", "rd", "wr", "rdwr"][u.shutdown & 3]}`);
   return parts.join(", ");
@@ -372,7 +382,10 @@ export function planUnixSockets(
   processes: readonly ProcessImage[],
   firstFd: number,
   refusals: Refusals,
+  /** The tree's shared plan: where the descriptions queued messages carry are (unix_scm.ts). */
+  shared?: SharedPlan,
 ): UnixTreePlan {
+  const carried = carriedFdNumbers(processes, shared);
   const byIno = new Map<number, Sock>();
   // A socket on fds 0-2 is re-created only when its peer is in the tree too;
   // otherwise it leads out, and is re-attached to the restorer's stdio.
@@ -400,6 +413,25 @@ export function planUnixSockets(
       };
       s.holders.add(p.pid);
       byIno.set(u.ino, s);
+    }
+  }
+  // Unix sockets in flight join the group of the socket whose queue holds them (unix_scm.ts).
+  const carriedLinks: [number, number][] = [];
+  for (const s of [...byIno.values()]) {
+    for (const c of s.u.queue.flatMap((m) => m.fds ?? [])) {
+      const ino = carriedSocket(processes, c);
+      if (ino === undefined) continue;
+      carriedLinks.push([s.ino, ino]);
+      const u = c.file?.socket?.unix;
+      if (!u || byIno.has(ino)) continue;
+      held.add(ino);
+      byIno.set(ino, {
+        ino,
+        s: c.file!.socket!,
+        u,
+        holders: new Set(s.holders),
+        where: `a socket in flight (socket:[${ino}]) in ${s.where}`,
+      });
     }
   }
   // Dups of a socket fd (sameAs) are held by their base fd's process already.
@@ -438,6 +470,7 @@ export function planUnixSockets(
   };
   const union = (a: number, b: number) => group.set(find(a), find(b));
   for (const s of socks) group.set(s.ino, s.ino);
+  for (const [a, b] of carriedLinks) if (byIno.has(b)) union(a, b);
 
   for (const s of socks) {
     const u = s.u;
@@ -448,6 +481,17 @@ export function planUnixSockets(
     const bad = malformed(u);
     if (bad) {
       refuse(s, "socket.unix-other", `a malformed image: ${bad}`);
+      continue;
+    }
+    const noFds = u.queue.map((m) => carried.get(m)).find((c) => typeof c === "string");
+    if (noFds) {
+      refuse(s, "socket.unix-scm", noFds);
+      continue;
+    }
+    const lost = u.queue.flatMap((m) => m.fds ?? []).map((c) => carriedSocket(processes, c))
+      .find((ino) => ino !== undefined && !byIno.has(ino));
+    if (lost !== undefined) {
+      refuse(s, "socket.unix-scm", `the socket:[${lost}] it carries is not re-created`);
       continue;
     }
     if (u.pendingError && (s.s.type === SOCK_DGRAM || !peerGone(u))) {
@@ -635,11 +679,17 @@ export function planUnixSockets(
         temps,
         groupOwner,
         groupGroups,
+        carried,
       )
     );
     plan.steps.set(creator, steps);
     plan.dataBytes += members.reduce(
-      (n, s) => n + s.u.queue.reduce((m, q) => m + Math.ceil(q.data.length * 3 / 4) + 64, 0),
+      (n, s) =>
+        n + s.u.queue.reduce(
+          (m, q) =>
+            m + Math.ceil(q.data.length * 3 / 4) + 64 + (q.fds ? 128 + 4 * q.fds.length : 0),
+          0,
+        ),
       0,
     );
   }
@@ -673,7 +723,15 @@ function emitGroup(
   temps: { next(): number },
   owner: SocketOwner | undefined,
   groups: number[] | undefined,
+  carried: Map<QueuedMessage, CarriedFd[] | string>,
 ): void {
+  // Carried unix sockets are members of this group: sent from their transfer fds.
+  const rights = (m: QueuedMessage) => {
+    const c = carried.get(m);
+    return typeof c === "string" || !c
+      ? undefined
+      : c.map((x) => typeof x === "number" ? x : byIno.get(x.ino)!.fd!);
+  };
   const scratchAddr = slotsAddress + BigInt(scratch * 8);
   const label = (s: Sock) => `unix ${TYPE_NAMES[s.s.type]} socket:[${s.ino}]`;
   const place = (fd: number, comment: string) => {
@@ -812,14 +870,21 @@ function emitGroup(
       if (sender || (!m.from && s.role === "pair")) {
         const from = sender ?? byIno.get(s.u.peer!)!;
         emitRefillBuffer(p, from.fd!, label(from));
-        emitRefill(p, from.fd!, [m], label(s), sender && s.u.name ? sockaddr(s.u.name) : undefined);
+        emitRefill(
+          p,
+          from.fd!,
+          [m],
+          label(s),
+          sender && s.u.name ? sockaddr(s.u.name) : undefined,
+          rights,
+        );
       } else {
         if (tmp === undefined) {
           tmp = temps.next();
           make(tmp, SOCK_DGRAM);
           emitRefillBuffer(p, tmp, "the temporary sender");
         }
-        emitRefill(p, tmp, [m], label(s), sockaddr(s.u.name!));
+        emitRefill(p, tmp, [m], label(s), sockaddr(s.u.name!), rights);
       }
     }
     if (tmp !== undefined) p.op(SYS.close, [tmp], { comment: "the temporary sender" });
@@ -837,7 +902,7 @@ function emitGroup(
     emitRefillBuffer(p, from, `the peer of ${label(s)}`);
     for (const m of s.u.queue) {
       credsFor(s, m);
-      emitRefill(p, from, [m], label(s));
+      emitRefill(p, from, [m], label(s), undefined, rights);
     }
   }
   for (const [ino, fd] of closedPeers) {

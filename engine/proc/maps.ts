@@ -38,16 +38,21 @@ const MAPS_LINE =
   /^([0-9a-f]+)-([0-9a-f]+) ([r-][w-][x-][ps]) ([0-9a-f]+) ([0-9a-f]+:[0-9a-f]+) (\d+) *(.*)$/;
 const DELETED = " (deleted)";
 
+/** A hex field as a bigint; up to 13 digits (all user addresses) without a temporary string. */
+function hexField(h: string): bigint {
+  return h.length <= 13 ? BigInt(parseInt(h, 16)) : BigInt(`0x${h}`);
+}
+
 /** Parses one maps line; returns null if it is not one. */
 export function parseMapsLine(line: string): MapEntry | null {
   const m = MAPS_LINE.exec(line);
   if (!m) return null;
   const path = m[7];
   return {
-    start: BigInt(`0x${m[1]}`),
-    end: BigInt(`0x${m[2]}`),
+    start: hexField(m[1]),
+    end: hexField(m[2]),
     perms: m[3],
-    offset: BigInt(`0x${m[4]}`),
+    offset: hexField(m[4]),
     dev: m[5],
     inode: Number(m[6]),
     path,

@@ -153,12 +153,18 @@ function checkSlot(i: number): void {
   }
 }
 
+const I64_MIN = -(1n << 63n);
+const U64_LIMIT = 1n << 64n;
+
 function toU64(v: number | bigint): bigint {
+  // Programs of processes with many mappings have tens of thousands of ops:
+  // the common cases (small non-negative values) allocate one bigint at most.
   if (typeof v === "number") {
     if (!Number.isSafeInteger(v)) throw new Error(`argument ${v} is not a safe integer`);
-    v = BigInt(v);
+    return v >= 0 ? BigInt(v) : BigInt.asUintN(64, BigInt(v));
   }
-  if (v < -(1n << 63n) || v >= 1n << 64n) throw new Error(`argument ${v} does not fit in 64 bits`);
+  if (v >= 0n && v < U64_LIMIT) return v;
+  if (v < I64_MIN || v >= U64_LIMIT) throw new Error(`argument ${v} does not fit in 64 bits`);
   return BigInt.asUintN(64, v);
 }
 
@@ -285,7 +291,7 @@ export class ProgramBuilder {
     const dataSize = this.#data.length;
     const opsAddress = alignUp(this.dataAddress + BigInt(dataSize), 64n);
     const ops = this.#ops.map((op, i) => {
-      if (op.jumpIfZeroTo === undefined) return { ...op };
+      if (op.jumpIfZeroTo === undefined) return op; // not used by the builder after build()
       const t = typeof op.jumpIfZeroTo === "number"
         ? op.jumpIfZeroTo
         : this.#labels.get(op.jumpIfZeroTo);
@@ -326,7 +332,7 @@ export class ProgramBuilder {
 
 function encodeOp(view: DataView, at: number, op: Op, opsAddress: bigint): void {
   let mask = 0;
-  for (const i of op.argSlots ?? []) mask |= 1 << i;
+  if (op.argSlots) { for (const i of op.argSlots) mask |= 1 << i; }
   let flags = 0;
   if (op.allowFail) flags |= FLAG_ALLOW_FAIL;
   let aux = 0n;

@@ -322,7 +322,7 @@ function emitMemory(p: ProgramBuilder, proc: ProcessImage, opts: CompileOptions)
       // One pread moves at most 0x7ffff000 bytes: split large runs.
       for (let done = 0; done < run.length; done += PREAD_MAX) {
         const n = Math.min(PREAD_MAX, run.length - done);
-        const addr = hexBig(run.addr) + BigInt(done);
+        const addr = done === 0 ? hexBig(run.addr) : hexBig(run.addr) + BigInt(done);
         if (n >= POPULATE_MIN) {
           // Faulting the pages in up front is cheaper than one fault per page under pread.
           p.op(SYS.madvise, [addr, n, MADV_POPULATE_WRITE], { allowFail: true });

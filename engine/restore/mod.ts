@@ -40,6 +40,7 @@ import {
 } from "./checks.ts";
 import { checkInotifyPaths } from "../fds/inotify.ts";
 import { type RestoreEvent, RestoreSession, type RestoreUnit } from "./session.ts";
+import { type ImageToVerify, ImageVerifier } from "./verify_inline.ts";
 import { checkTaskState } from "../task/mod.ts";
 import { checkImageDirTrust, checkOwnCredentials } from "./trust.ts";
 import { pausePoint } from "../pause.ts";
@@ -49,7 +50,7 @@ import { shrunkImage } from "./intact.ts";
 export interface RestoreOptions {
   /** fd number -> replacement: a path, or "fd:N" for the restorer's own fd N (0..2). */
   inheritFds?: Map<number, string>;
-  /** Verify every image's SHA-256 against the manifest (default true). */
+  /** Verify every image's checksum (CRC-32) against the manifest (default true). */
   verifyChecksums?: boolean;
   /** Progress callback. */
   onEvent?: (e: RestoreEvent) => void;
@@ -157,34 +158,12 @@ function watchExit(pid: number): Promise<ExitStatus> {
   });
 }
 
-/** Checks every image's checksum on a worker thread; resolves to the first problem, if any. */
-function verifyInWorker(plan: RestorePlan): Promise<Error | undefined> {
-  const worker = new Worker(new URL("./verify_worker.ts", import.meta.url), { type: "module" });
-  const files = plan.manifest.processes.map((p) => ({
+/** The images of `plan` with their manifest checksums, for an {@link ImageVerifier}. */
+function imagesToVerify(plan: RestorePlan): ImageToVerify[] {
+  return plan.manifest.processes.map((p) => ({
     path: plan.units.find((u) => u.image.pid === p.pid)!.path,
     checksum: p.checksum,
   }));
-  return new Promise<Error | undefined>((resolve) => {
-    worker.onmessage = (e) => {
-      worker.terminate();
-      const d = e.data as { bad?: { path: string; got: string; want: string }; error?: string };
-      if (d.bad) {
-        resolve(
-          new ImageFormatError(
-            d.bad.path,
-            `checksum ${d.bad.got} differs from the manifest's ${d.bad.want}`,
-          ),
-        );
-      } else if (d.error) resolve(new RestoreError(`cannot verify the image: ${d.error}`));
-      else resolve(undefined);
-    };
-    worker.onerror = (e) => {
-      e.preventDefault();
-      worker.terminate();
-      resolve(new RestoreError(`cannot verify the image: ${e.message}`));
-    };
-    worker.postMessage({ files });
-  });
 }
 
 /**
@@ -214,8 +193,8 @@ export function preflight(plan: RestorePlan): void {
 /** Restores the checkpoint in `dir` with its original pids; resolves once every task runs. */
 export async function restore(dir: string, opts: RestoreOptions = {}): Promise<RestoredTree> {
   const t0 = performance.now();
-  // Structure and sizes are checked now; checksums on a worker thread while
-  // the stubs already read the images (nothing runs before both are done).
+  // Structure and sizes are checked now; checksums while the stubs already
+  // read the images (between the session's waits; nothing runs before both are done).
   const verify = opts.verifyChecksums ?? true;
   let plan: RestorePlan;
   checkImageDirTrust(resolve(dir), opts.trustImageOwner);
@@ -231,7 +210,7 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
   becomeSubreaper();
   for (const p of processes) forgetParkedStatus(p.pid);
   pausePoint("planned");
-  const verification = verify ? verifyInWorker(plan) : Promise.resolve(undefined);
+  const verifier = new ImageVerifier(verify ? imagesToVerify(plan) : []);
   const shm = CreatedSysvShm.create(plan.manifest.sysvShm ?? [], plan.dir);
   let provided: ProvidedFds;
   try {
@@ -240,20 +219,21 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
     shm.discard();
     throw e;
   }
-  const session = new RestoreSession(plan.units, opts.onEvent, undefined, provided);
+  const session = new RestoreSession(
+    plan.units,
+    opts.onEvent,
+    undefined,
+    provided,
+    () => verifier.step(),
+  );
   try {
     session.prepare();
   } catch (e) {
     shm.discard();
-    await verification.catch(() => {});
+    verifier.close();
     throw e;
   }
-  let problem: Error | undefined;
-  try {
-    problem = await verification;
-  } catch (e) {
-    problem = e as Error;
-  }
+  let problem = verifier.finish();
   problem ??= shrunkImage(plan.dir, plan.manifest);
   if (problem) {
     session.abort();

@@ -63,6 +63,7 @@ export function compileTree(
     images,
     Math.max(firstFreeFd(images) + ptys.length + ghosts.size, aboveShared(shared)),
     refusals,
+    shared,
   );
   const out = new Map<number, CompiledProcess>();
   for (const image of images) {

@@ -120,20 +120,26 @@ export class RestoreSession {
 
   /** Fds cryo made for the tree (closed once the tree runs or the restore fails). */
   readonly #provided: ProvidedFds | undefined;
+  /** Work done while no task needs the engine (returns false when it has none left). */
+  readonly #idle: (() => boolean) | undefined;
 
   /**
    * `timeoutMs` bounds the time until every restore program has finished;
    * `provided` are the fds the engine made for the tree (pty masters, ghost
    * files), handed over through the launcher; the session closes them.
+   * `idle` is called instead of sleeping while every task is busy (the
+   * restore's checksum pass); it returns false when it has nothing left.
    */
   constructor(
     units: RestoreUnit[],
     onEvent?: (e: RestoreEvent) => void,
     timeoutMs = 120_000,
     provided?: ProvidedFds,
+    idle?: () => boolean,
   ) {
     this.#timeoutMs = timeoutMs;
     this.#provided = provided;
+    this.#idle = idle;
     for (const u of units) {
       this.#units.set(u.image.pid, u);
       for (const t of u.image.threads) {
@@ -245,7 +251,7 @@ export class RestoreSession {
             })`,
           );
         }
-        Atomics.wait(pause, 0, 0, 1); // 1 ms
+        if (!this.#idle?.()) Atomics.wait(pause, 0, 0, 1); // 1 ms
         continue;
       }
       if (st.kind === "continued") continue;

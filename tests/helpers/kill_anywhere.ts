@@ -307,7 +307,7 @@ export class DumpLane {
     );
     const pid = t.pid;
     await t.kill();
-    reapOrphans(new Set());
+    reapOrphans(running); // the other lane's cryo is Deno's to reap
     const r = await new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", `${repoRoot}cli.ts`, "restore", dir, "--detach"],
       env: { NO_COLOR: "1" },
@@ -382,7 +382,7 @@ export class RestoreLane {
       await sleep(5);
     }
     const restored = isAlive(this.pid);
-    reapOrphans(new Set());
+    reapOrphans(running); // the other lane's cryo is Deno's to reap
     const stopped = stoppedChildren(running);
     const cmd = (p: number) => {
       try {

@@ -1,0 +1,276 @@
+/**
+ * Fds in flight: file descriptors passed (SCM_RIGHTS) in messages still
+ * queued on a unix socket of the tree.
+ *
+ * **Dump** (`resolveInFlightFds`, a tree pass once every process's fds are
+ * known): the queue of each socket whose peek (socket_common.ts) counted
+ * passed fds is peeked again with the fds kept (ffi/socket.ts; nothing is
+ * consumed). Each fd cryo receives so is either the open file description
+ * of a tree fd (same inode, then kcmp(KCMP_FILE)): a `ref` to that fd; or a
+ * description only the message holds, saved like a tree fd when it is a
+ * kind that can stand alone (a regular file or directory by path with
+ * offset and flags, an eventfd, a pipe end whose other end is in the
+ * tree, a unix socket described like the tree's, without fds in flight
+ * itself); anything else refuses the socket (`socket.unix-scm`), naming
+ * the kind, the socket and the message. cryo's copies are closed.
+ *
+ * **Restore**: every carried description becomes an object of the shared
+ * plan (shared.ts), created before the tree's unix sockets by an ancestor
+ * of all their holders, at a transfer fd (`carriedDescriptions`); a ref
+ * shares it with its tree holder. A carried unix socket joins the group of
+ * the socket whose queue holds it (unix.ts), made with it. The socket's creator sends each message
+ * again with an SCM_RIGHTS part naming those transfer fds
+ * (`carriedFdNumbers`, socket_common.ts `emitRefill`), so boundaries and
+ * the fd set of each message stay as they were; the transfer fds are
+ * closed in each process's fd phase.
+ *
+ * @module
+ */
+
+import { peekQueue } from "../../ffi/socket.ts";
+import { withTargetFd } from "../../ffi/pidfd.ts";
+import { closeFd } from "../../ffi/net.ts";
+import { decodeBase64 } from "../base64.ts";
+import type { FdInfo, InFlightFd, ProcessImage, QueuedMessage } from "../model.ts";
+import { type ProcFd, readFd } from "../proc/fds.ts";
+import { compareFiles } from "./descriptions.ts";
+import { collectPipe } from "./pipe.ts";
+import type { CarriedDescription, SharedPlan } from "./shared.ts";
+
+const SOCK_STREAM = 1;
+const SOCK_DGRAM = 2;
+const O_ACCMODE = 3;
+
+/** One process of the tree as the dump pass sees it. */
+export interface InFlightProcess {
+  pid: number;
+  fds: FdInfo[];
+  /** The /proc fds `fds` were made from (inode of each). */
+  proc: readonly ProcFd[];
+}
+
+/** Describes fd `f` of process `pid` like an fd of the tree (the dump's own fd reader). */
+export type FdDescriber = (pid: number, f: ProcFd) => FdInfo;
+
+/** Kinds a description only a message holds can be saved as. */
+const STANDALONE = new Set(["file", "directory", "pipe", "eventfd"]);
+
+/**
+ * Identifies the fds in flight in the queues of the tree's unix sockets
+ * (see the module doc). A socket whose fds cannot all be saved gets
+ * `refused` (the tree plan refuses it by name). `describe` describes a
+ * standalone one.
+ */
+export function resolveInFlightFds(
+  procs: readonly InFlightProcess[],
+  describe: FdDescriber,
+): void {
+  for (const { pid, fds } of procs) {
+    for (const f of fds) {
+      const u = f.socket?.unix;
+      if (!u || u.refused || f.excluded || !u.queue.some((m) => m.fds?.length)) continue;
+      const problem = withTargetFd(pid, f.fd, (copy) => {
+        const type = f.socket!.type;
+        const bytes = u.queue.reduce((n, m) => n + decodeBase64(m.data).length, 0);
+        const peeked = peekQueue(
+          copy,
+          type === SOCK_STREAM,
+          type === SOCK_DGRAM ? undefined : bytes,
+          (u.shutdown & 1) !== 0,
+          u.queue.length,
+          true,
+        );
+        try {
+          return streamAmbiguity(type === SOCK_STREAM, u.queue) ??
+            identifyQueue(u.queue, peeked.map((m) => m.fds ?? []), procs, describe);
+        } finally {
+          for (const m of peeked) for (const passed of m.fds ?? []) closeFd(passed);
+        }
+      });
+      if (problem) u.refused = { id: "socket.unix-scm", detail: problem };
+    }
+  }
+}
+
+/**
+ * A stream's fds are delivered with the first byte a read takes of the
+ * buffer that carried them; a peek cannot show where that buffer begins
+ * (it runs on past the bytes asked for to the next buffer with fds), so
+ * only a one-byte message with fds is known to be exactly one buffer. Any
+ * longer one could hold bytes sent before it without fds, which a reader
+ * would then get with the fds: refused, not restored differently.
+ */
+function streamAmbiguity(stream: boolean, queue: readonly QueuedMessage[]): string | undefined {
+  if (!stream) return undefined;
+  const at = queue.findIndex((m) => m.fds?.length && decodeBase64(m.data).length > 1);
+  if (at < 0) return undefined;
+  const n = decodeBase64(queue[at].data).length;
+  return `message ${at + 1} of its queue carries fds with ${n} bytes of a stream, ` +
+    "which may include bytes sent before it without fds (where its fds begin cannot be seen)";
+}
+
+/** Fills in the fds of `queue` from `passed` (cryo's copies, per message); or says why not. */
+function identifyQueue(
+  queue: QueuedMessage[],
+  passed: number[][],
+  procs: readonly InFlightProcess[],
+  describe: FdDescriber,
+): string | undefined {
+  const shape = (n: number[]) => n.join(",");
+  if (shape(queue.map((m) => m.fds?.length ?? 0)) !== shape(passed.map((p) => p.length))) {
+    return "its queue looked different when peeked again";
+  }
+  for (const [i, m] of queue.entries()) {
+    for (const [j, fd] of passed[i].entries()) {
+      const found = identify(fd, procs, describe);
+      const where = `message ${i + 1} of its queue, passed fd ${j + 1}`;
+      if (typeof found === "string") return `${where}: ${found}`;
+      m.fds![j] = found;
+    }
+  }
+  return undefined;
+}
+
+/** What cryo's copy `fd` of a passed fd is: a tree fd's description, a standalone one, or why not. */
+function identify(
+  fd: number,
+  procs: readonly InFlightProcess[],
+  describe: FdDescriber,
+): InFlightFd | string {
+  const mine = readFd(Deno.pid, fd);
+  const kind = `${/^[aeiou]/.test(mine.kind) ? "an" : "a"} ${mine.kind} (${mine.target})`;
+  for (const { pid, fds, proc } of procs) {
+    for (const pf of proc) {
+      if (pf.stat.dev !== mine.stat.dev || pf.stat.ino !== mine.stat.ino) continue;
+      const info = fds.find((x) => x.fd === pf.fd);
+      if (!info || info.excluded || compareFiles(Deno.pid, fd, pid, pf.fd) !== 0) continue;
+      // Sockets are made by the unix plan (unix.ts); other families are not carried.
+      if (info.kind === "socket" && !info.socket?.unix) return `${kind} cannot be saved in flight`;
+      return { ref: { pid, fd: info.sameAs ?? info.fd } };
+    }
+  }
+  if (mine.kind === "socket") return inFlightSocket(describe(Deno.pid, mine), kind);
+  if (!STANDALONE.has(mine.kind) || mine.deleted) {
+    return `${kind} no process of the tree holds cannot be saved in flight`;
+  }
+  const file = describe(Deno.pid, mine);
+  file.fd = -1;
+  if (mine.kind === "pipe") {
+    // Its other end must be in the tree: the pipe is then made again with both ends.
+    const ends = procs.flatMap((p) => p.fds.filter((x) => x.target === mine.target && !x.excluded));
+    const modes = ends.reduce((n, x) => n | (1 << (x.flags & O_ACCMODE)), 1 << (file.flags & 3));
+    if (modes !== 0b11) return `${kind} whose other end is not in the tree`;
+    file.restore = "tree";
+    if ((file.flags & O_ACCMODE) === 0) Object.assign(file.extra, collectPipe(Deno.pid, fd, 0));
+    for (const p of procs) {
+      for (const x of p.fds) {
+        if (x.target !== mine.target || x.restore === "tree") continue;
+        x.restore = "tree";
+        Object.assign(x.extra, collectPipe(p.pid, x.fd, x.flags));
+      }
+    }
+  }
+  return { file };
+}
+
+/** A unix socket only a message holds, described (with its state) by the dump; or why not. */
+function inFlightSocket(file: FdInfo, kind: string): InFlightFd | string {
+  const u = file.socket?.unix;
+  if (!u) return `${kind} cannot be saved in flight (not a unix socket cryo knows)`;
+  if (u.refused) return `${kind}: ${u.refused.detail}`;
+  if (u.queue.some((m) => m.fds?.length)) {
+    return `${kind} that has fds in flight itself cannot be saved in flight`;
+  }
+  file.fd = -1;
+  return { file };
+}
+
+// ---------------------------------------------------------------- restore
+
+/**
+ * The descriptions the queued messages of `images` carry, for the shared
+ * plan: each created by an ancestor of every holder of a unix socket of
+ * the tree (so before any of them is made). Standalone ones are numbered
+ * by their order here.
+ */
+export function carriedDescriptions(images: readonly ProcessImage[]): CarriedDescription[] {
+  const holders = images.filter((p) => p.fds.some((f) => f.socket?.unix && !f.excluded))
+    .map((p) => p.pid);
+  const out: CarriedDescription[] = [];
+  for (const m of queuedWithFds(images)) {
+    for (const c of m.fds!) {
+      if (isSocket(images, c)) continue; // made by the unix plan
+      if (c.ref) out.push({ ref: c.ref, pids: holders });
+      else if (c.file) out.push({ file: c.file, pids: holders });
+    }
+  }
+  return out;
+}
+
+/** The unix socket inode an fd in flight is (a tree fd's or its own), if it is one. */
+export function carriedSocket(images: readonly ProcessImage[], c: InFlightFd): number | undefined {
+  const f = c.ref
+    ? images.find((p) => p.pid === c.ref!.pid)?.fds.find((x) => x.fd === c.ref!.fd)
+    : c.file;
+  return f?.socket?.unix?.ino;
+}
+
+function isSocket(images: readonly ProcessImage[], c: InFlightFd): boolean {
+  return carriedSocket(images, c) !== undefined;
+}
+
+function queuedWithFds(images: readonly ProcessImage[]): QueuedMessage[] {
+  return images.flatMap((p) =>
+    p.fds.flatMap((f) => f.excluded || f.sameAs !== undefined ? [] : (f.socket?.unix?.queue ?? []))
+  ).filter((m) => m.fds?.length);
+}
+
+/** An fd a message sends again: a transfer fd, or the unix socket of that inode (unix.ts). */
+export type CarriedFd = number | { ino: number };
+
+/**
+ * The transfer fds the messages of the tree send again (by message), or a
+ * problem per message that cannot carry its fds (an fd that is not
+ * identified, a description the shared plan does not create).
+ */
+export function carriedFdNumbers(
+  images: readonly ProcessImage[],
+  shared: SharedPlan | undefined,
+): Map<QueuedMessage, CarriedFd[] | string> {
+  const out = new Map<QueuedMessage, CarriedFd[] | string>();
+  let standalone = 0;
+  for (const m of queuedWithFds(images)) {
+    const numbers: CarriedFd[] = [];
+    let problem: string | undefined;
+    for (const c of m.fds!) {
+      const ino = carriedSocket(images, c);
+      if (ino !== undefined) {
+        numbers.push({ ino });
+        continue;
+      }
+      const source = c.ref
+        ? shared?.holders.get(c.ref.pid)?.get(c.ref.fd)
+        : c.file
+        ? shared?.holders.get(CARRIED_PID)?.get(carriedFd(standalone++))
+        : undefined;
+      if (source?.kind === "transfer") numbers.push(source.from);
+      else {
+        problem ??= c.ref
+          ? `the description of process ${c.ref.pid} fd ${c.ref.fd} it carries cannot be sent again (it is taken from the restorer's stdio)`
+          : c.file
+          ? `the ${c.file.kind} (${c.file.target}) it carries cannot be made again`
+          : "an fd it carries was not identified at dump";
+      }
+    }
+    out.set(m, problem ?? numbers);
+  }
+  return out;
+}
+
+/** The pseudo holder of standalone carried descriptions in `SharedPlan.holders`. */
+export const CARRIED_PID = -1;
+
+/** The pseudo fd number of the `i`th standalone carried description. */
+export function carriedFd(i: number): number {
+  return -1 - i;
+}

@@ -1,0 +1,78 @@
+/**
+ * The restore's inline checksum pass (engine/restore/verify_inline.ts) on
+ * plain files: the same CRC as the image writer's `checksumFile` across
+ * window boundaries, a mismatch named by path, a missing or shrunk file
+ * refused with one message, and nothing to do without checksums.
+ */
+
+import assert from "node:assert/strict";
+import { ImageVerifier } from "../engine/restore/verify_inline.ts";
+import { checksumFile } from "../engine/image/writer.ts";
+import { ImageFormatError } from "../engine/image/errors.ts";
+import { MappedFile } from "../ffi/file_window.ts";
+
+const MiB = 1 << 20;
+
+/** A file of `size` bytes of a pattern, in a fresh temporary directory. */
+async function patternFile(size: number): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix: "cryo-verify-" });
+  const bytes = new Uint8Array(size);
+  for (let i = 0; i < size; i++) bytes[i] = (i * 131 + (i >> 12)) & 0xff;
+  const path = `${dir}/img.elf`;
+  await Deno.writeFile(path, bytes);
+  return path;
+}
+
+async function removeFileDir(path: string): Promise<void> {
+  await Deno.remove(path.slice(0, path.lastIndexOf("/")), { recursive: true });
+}
+
+Deno.test("inline verify: same CRC as checksumFile over several windows, step by step", async () => {
+  for (const size of [0, 4096, 8 * MiB, 8 * MiB + 4096, 20 * MiB + 123]) {
+    const path = await patternFile(size);
+    try {
+      const checksum = await checksumFile(path);
+      const v = new ImageVerifier([{ path, checksum }, { path, checksum }]);
+      let steps = 0;
+      while (v.step()) steps++;
+      assert.ok(steps >= Math.ceil(size / (8 * MiB)), `size ${size}: ${steps} steps`);
+      assert.equal(v.finish(), undefined, `size ${size}`);
+    } finally {
+      await removeFileDir(path);
+    }
+  }
+});
+
+Deno.test("inline verify: a mismatch names the file and both checksums", async () => {
+  const path = await patternFile(9 * MiB);
+  try {
+    const good = await checksumFile(path);
+    const v = new ImageVerifier([{ path, checksum: "crc32:00000000" }]);
+    const problem = v.finish();
+    assert.ok(problem instanceof ImageFormatError);
+    assert.match(problem.message, new RegExp(`${good} differs from the manifest's crc32:00000000`));
+    assert.ok(problem.message.includes(path));
+    // No checksum recorded: nothing is read.
+    assert.equal(new ImageVerifier([{ path: "/nonexistent", checksum: "" }]).finish(), undefined);
+  } finally {
+    await removeFileDir(path);
+  }
+});
+
+Deno.test("inline verify: a missing file, and a file that shrinks between windows", async () => {
+  const missing = new ImageVerifier([{ path: "/nonexistent/x.elf", checksum: "crc32:1" }]).finish();
+  assert.match(String(missing?.message), /^cannot verify the image: /);
+  const path = await patternFile(16 * MiB);
+  try {
+    const checksum = await checksumFile(path);
+    const v = new ImageVerifier([{ path, checksum }]);
+    assert.equal(v.step(), true); // first window read, the file still open
+    await Deno.truncate(path, 4 * MiB);
+    const problem = v.finish();
+    assert.match(String(problem?.message), /shrank from 16777216 to 4194304 bytes/);
+    using f = MappedFile.open(path);
+    assert.equal(f.size, 4 * MiB);
+  } finally {
+    await removeFileDir(path);
+  }
+});
