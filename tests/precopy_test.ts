@@ -12,7 +12,8 @@
  * - the dump reports what it kept of the pre-copy (the untouched half);
  * - the same while the process also unmaps and maps again, or drops with
  *   MADV_DONTNEED, blocks of the other half (the layout changes between
- *   the two freezes).
+ *   the two freezes);
+ * - a process with a seccomp filter is left alone by the pre-copy.
  */
 
 import assert from "node:assert/strict";
@@ -94,5 +95,17 @@ Deno.test(
     t.resetAfterRestore();
     for (const pid of tree.pids) if (pid !== t.pid) adoptPid(pid);
     assertChecksPassed(t, CHECKS, await t.wait(30000), { run: 2, what: "restored" });
+  }),
+);
+
+Deno.test(
+  "a process with a seccomp filter is not pre-copied (the injected userfaultfd could kill it)",
+  withTargets(async () => {
+    const { t } = await startTriggered("rt_attrs", /^ready pid=(\d+)$/m);
+    const dir = await tempImageDir();
+    const dump = await checkpoint(t.pid, { dir, leaveRunning: true });
+    assert.equal(dump.stats.precopy?.bytes, 0, "nothing pre-copied");
+    assert.equal(t.poll(), undefined, "the target runs on");
+    await t.kill();
   }),
 );

@@ -48,6 +48,7 @@ import {
   uffdRegister,
 } from "../../ffi/uffd.ts";
 import { readMaps } from "../proc/maps.ts";
+import { readStatus } from "../proc/status.ts";
 import { getRegs } from "../../ffi/ptrace.ts";
 import { signed, type UserRegs } from "../../ffi/regs.ts";
 import type { ProcessImage } from "../model.ts";
@@ -455,6 +456,9 @@ export class Precopy {
         // The kernel writes into pages pinned before the protection (an AIO read in
         // flight) without a fault that the tracking would see: such a process is copied frozen.
         if (maps.some((m) => m.path.startsWith("/[aio]"))) continue;
+        // A seccomp filter (or strict mode) may kill the process for the injected
+        // userfaultfd(): only processes without one are pre-copied.
+        if (readStatus(p.pid).seccomp !== 0) continue;
         const vmas: Vma[] = maps.map((m) => ({ ...m, vmFlags: [] }));
         if (!vmas.some(trackable)) continue;
         const uffd = takeUffd(p.pid);
