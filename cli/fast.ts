@@ -27,6 +27,8 @@ Commands:
                                directory
   restore [options] <dir>      restore the process tree saved in an image
                                directory
+  launch [options] <cmd...>    start a command as pid 1 of a new pid namespace,
+                               ready to checkpoint
   show [options] <image>       describe a checkpoint image: processes, threads,
                                mappings, fds
   export-core [options] <dir>  write a core file (ELF ET_CORE) of one process of

@@ -45,6 +45,12 @@ export const COMMANDS: readonly CommandEntry[] = [
     load: () => import("./restore.ts"),
   },
   {
+    name: "launch",
+    term: "launch [options] <cmd...>",
+    summary: "start a command as pid 1 of a new pid namespace, ready to checkpoint",
+    load: () => import("./launch.ts"),
+  },
+  {
     name: "show",
     term: "show [options] <image>",
     summary: "describe a checkpoint image: processes, threads, mappings, fds",

@@ -42,6 +42,10 @@ export function register(program: Command): void {
       "--inherit-fd <spec...>",
       "replace a restored fd instead of reopening it: <fd>=<path>, or <fd>=fd:<n> for cryo's own fd 0-2",
     )
+    .option(
+      "--new-pid-ns",
+      "restore into a fresh pid namespace (same pids inside, any pids on the host)",
+    )
     .option("--no-verify", "skip the checksum (CRC-32) check of the images")
     .option(
       "--trust-image-owner",
@@ -58,6 +62,11 @@ The processes come back with their original pids (clone3 set_tid); a pid
 that is in use makes the restore fail with the process that holds it.
 Without --detach, cryo stays the restored root's parent, forwards SIGINT,
 SIGTERM and SIGHUP to it, and exits with its exit status.
+A tree dumped from "cryo launch" comes back in a fresh pid namespace (as
+pid 1 there, the same pids inside), whatever pids the host uses; with
+--new-pid-ns any tree does (under a small init cryo provides, which reaps
+orphans and exits with the root's status): the program sees its own pids
+unchanged, only the host sees others. The pid printed is the host's.
 Fds that led to a terminal, or to a pipe or socket outside the tree, are
 re-attached to cryo's own stdin/stdout/stderr ("cryo show" says which).
 
@@ -71,6 +80,7 @@ Examples:
         verifyChecksums: opts.verify,
         trustImageOwner: opts.trustImageOwner,
         optIns: optInsOf(opts),
+        newPidNs: opts.newPidNs,
       });
       const summary = {
         rootPid: tree.rootPid,

@@ -194,6 +194,11 @@ Examples:
             `opt-ins: ${m.optIns.map((o) => `--${o}`).join(" ")} (restore needs them too)`,
           );
         }
+        if (m.pidNamespace === "own") {
+          console.log(
+            "pid namespace: its own (cryo launch); pids are the ones inside, and restore makes a fresh one",
+          );
+        }
         const children = new Map<number, number[]>();
         for (const p of model.processes) {
           children.set(p.pid, p.children);

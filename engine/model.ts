@@ -44,6 +44,12 @@ export interface Manifest {
   ghosts?: GhostFile[];
   /** System V shared memory segments attached by the tree (engine/memory/sysvshm.ts). */
   sysvShm?: SysvShmSegment[];
+  /**
+   * "own": the tree was dumped in a pid and mount namespace of its own made
+   * by `cryo launch` (its root is pid 1 there; pids are the inner ones);
+   * restore re-creates such namespaces (engine/pidns/).
+   */
+  pidNamespace?: "own";
 }
 
 /** A System V shared memory segment, re-created by the engine with the same id before the launch. */

@@ -55,6 +55,7 @@ export const SUPPORT_TABLE = [
   { id: "task.membarrier-unknown", area: "task", what: "membarrier registrations before Linux 6.3", support: "refused", note: "cannot be read" },
   { id: "task.seccomp-notify", area: "task", what: "seccomp filters handing syscalls to a user-space listener", support: "refused", note: "the listener's fd cannot be re-connected" },
   { id: "task.namespaces", area: "task", what: "namespaces other than cryo's own (mnt, pid, net, ipc, uts, user, cgroup, time)", support: "refused", note: "not re-created yet" },
+  { id: "task.launched-pidns", area: "task", what: "the pid and mount namespaces of a tree started by `cryo launch` (root is pid 1; mounts are cryo's plus its /proc)", support: "saved", note: "dumped from inside; restored into fresh namespaces with the same inner pids (engine/pidns/)" },
   { id: "task.cgroups", area: "task", what: "control group membership (every hierarchy)", support: "saved", note: "restore moves each process back; the cgroups must exist" },
   { id: "task.counters", area: "task", what: "start time, CPU time, I/O and page-fault counters", support: "not-applicable", note: "kernel accounting; it starts afresh" },
   { id: "task.creds", area: "task", what: "credentials per thread: uids, gids, groups", support: "saved", note: "restored last" },

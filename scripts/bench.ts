@@ -20,6 +20,8 @@
  * the C baselines when a `criu` binary is on PATH or in $CRIU; see scripts/bench/criu.ts),
  * --variant-flag <flag> (with --vs-criu: the second cryo dump of each repetition runs with
  * this flag instead of --no-sync, e.g. --variant-flag=--no-precopy for an interleaved A/B).
+ * --clones [--copies <n>] (instead: start n copies, default 10, of one 256 MiB checkpoint at
+ * once, each in its own pid namespace; see scripts/bench/clones.ts).
  *
  * @module
  */
@@ -71,8 +73,16 @@ const { values: opts } = parseArgs({
     "no-warm": { type: "boolean", default: false },
     "vs-criu": { type: "boolean", default: false },
     "variant-flag": { type: "string", multiple: true },
+    clones: { type: "boolean", default: false },
+    copies: { type: "string", default: "10" },
   },
 });
+if (opts.clones) {
+  // Many copies of one checkpoint at once, each in its own pid namespace (scripts/bench/clones.ts).
+  const { runClonesBench } = await import("./bench/clones.ts");
+  await runClonesBench({ copies: Number(opts.copies), mib: 256, out: opts.out });
+  Deno.exit(0);
+}
 const reps = Number(opts.reps);
 const warmupReps = Number(opts["warmup-reps"]);
 const runtime: CryoRuntime = { denoFlags: opts["deno-flag"] ?? [] };

@@ -76,6 +76,7 @@ import { collectLifecycle } from "../task/lifecycle.ts";
 import { reapOrphanedZombies } from "../task/zombies.ts";
 import { refuseZombieLeader } from "../task/refusals.ts";
 import { listTids } from "../proc/tasks.ts";
+import { checkpointInNamespace, ownNamespaceRoot } from "../pidns/mod.ts";
 
 /** Dumps with at least this much page data write from a worker thread. */
 const THREADED_WRITE_BYTES = 256 << 20;
@@ -126,6 +127,13 @@ export interface CheckpointOptions {
    * (engine/dump/precopy.ts; default true).
    */
   precopy?: boolean;
+  /** Marks the manifest as dumped in a pid namespace of its own (engine/pidns/). */
+  pidNamespace?: "own";
+  /**
+   * Called once the image is complete, before a tree that is not left
+   * running is killed (engine/pidns/inner.ts: the tree is killed from outside).
+   */
+  beforeKill?: (result: CheckpointResult) => void;
 }
 
 /** What a checkpoint produced. */
@@ -136,7 +144,7 @@ export interface CheckpointResult {
   stats: DumpStats;
 }
 
-function checkTarget(pid: number): void {
+function checkTarget(pid: number, ownPidNamespace = false): void {
   if (!Number.isInteger(pid) || pid <= 0) throw new TargetError(`invalid pid ${pid}`);
   let status;
   try {
@@ -169,7 +177,8 @@ function checkTarget(pid: number): void {
   if (status.tracerPid !== 0) {
     throw new TargetError(`process ${pid} is already traced by pid ${status.tracerPid}`);
   }
-  if (pid === 1) throw new TargetError("pid 1 (init) cannot be checkpointed");
+  // The init of a namespace made by `cryo launch` is dumped from inside it (engine/pidns/).
+  if (pid === 1 && !ownPidNamespace) throw new TargetError("pid 1 (init) cannot be checkpointed");
 }
 
 async function prepareDir(dir: string): Promise<string> {
@@ -301,7 +310,8 @@ async function goneProcesses(tree: FrozenTree, error: unknown): Promise<number[]
 
 /** Checkpoints process `pid` and its descendants into `opts.dir`. */
 export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<CheckpointResult> {
-  checkTarget(pid);
+  if (ownNamespaceRoot(pid)) return await checkpointInNamespace(pid, opts);
+  checkTarget(pid, opts.pidNamespace === "own");
   // A root that is cryo's own child and exits mid-dump: its exit status, taken
   // by a tracer wait, is kept for its parent's own wait (a policy runner's).
   const rootIsOurChild = readStat(pid).ppid === Deno.pid;
@@ -557,6 +567,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       ...(refusals.usedOptIns.length ? { optIns: refusals.usedOptIns } : {}),
       ...(ghosts.length ? { ghosts } : {}),
       ...(sysvShm.length ? { sysvShm } : {}),
+      ...(opts.pidNamespace ? { pidNamespace: opts.pidNamespace } : {}),
     };
     stats.dumpSeconds = (performance.now() - t0) / 1000;
     if (!thawed) stats.freezeSeconds = (performance.now() - tree.frozenAt) / 1000;
@@ -571,6 +582,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     pausePoint("rename");
     if (!thawed) {
       sockets.enterRepairForKill(); // closing them once the tree is gone sends nothing
+      opts.beforeKill?.({ dir: finalDir, manifest, stats });
       killTree(tree);
       thawed = true;
       tree = undefined;

@@ -228,6 +228,7 @@ export const manifestSchema = z.looseObject({
   stats: z.looseObject({}),
   optIns: z.array(z.string()).optional(),
   ghosts: z.array(ghost).optional(),
+  pidNamespace: z.literal("own").optional(),
   sysvShm: z.array(z.looseObject({
     shmid: nat,
     key: int,

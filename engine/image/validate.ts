@@ -33,8 +33,12 @@ function pathProblem(what: string, p: unknown, absolute = true): string | undefi
   return undefined;
 }
 
-/** Problems of one process description; returns the first, or undefined. */
-export function processProblem(p: ProcessImage): string | undefined {
+/**
+ * Problems of one process description; returns the first, or undefined.
+ * `pidOne`: the process is the root of a tree in its own pid namespace
+ * (engine/pidns/), which is pid 1 there.
+ */
+export function processProblem(p: ProcessImage, pidOne = false): string | undefined {
   for (const [k, v] of [["pid", p.pid], ["ppid", p.ppid], ["pgid", p.pgid], ["sid", p.sid]]) {
     // ppid, pgid and sid are 0 when that process is outside cryo's pid
     // namespace or is the kernel (a tree started by pid 1 without setsid).
@@ -42,7 +46,7 @@ export function processProblem(p: ProcessImage): string | undefined {
       return `${k} ${v} is out of range`;
     }
   }
-  if (p.pid <= 1) return `pid ${p.pid} cannot be restored`;
+  if (p.pid <= 1 && !(pidOne && p.pid === 1)) return `pid ${p.pid} cannot be restored`;
   const boot = BigInt(p.bootstrap.start);
   const bootEnd = boot + BigInt(p.bootstrap.size);
   if (boot % PAGE !== 0n || p.bootstrap.size <= 0 || p.bootstrap.size > BOOTSTRAP_MAX) {
@@ -69,7 +73,9 @@ export function processProblem(p: ProcessImage): string | undefined {
   }
   const tids = new Set<number>();
   for (const t of p.threads) {
-    if (!Number.isSafeInteger(t.tid) || t.tid <= 1 || t.tid > PID_MAX) {
+    if (
+      !Number.isSafeInteger(t.tid) || t.tid < (pidOne && t.tid === p.pid ? 1 : 2) || t.tid > PID_MAX
+    ) {
       return `tid ${t.tid} is out of range`;
     }
     if (tids.has(t.tid)) return `tid ${t.tid} appears twice`;
@@ -143,7 +149,10 @@ export function validateImage(
   const byPid = new Map<number, ProcessImage>();
   const allTids = new Set<number>();
   for (const p of images) {
-    const problem = processProblem(p);
+    const problem = processProblem(
+      p,
+      manifest.pidNamespace === "own" && p.pid === manifest.rootPid,
+    );
     if (problem) fail(`process ${p.pid}: ${problem}`);
     if (byPid.has(p.pid)) fail(`process ${p.pid} appears twice`);
     byPid.set(p.pid, p);

@@ -45,6 +45,8 @@ import { checkTaskState } from "../task/mod.ts";
 import { checkImageDirTrust, checkOwnCredentials } from "./trust.ts";
 import { pausePoint } from "../pause.ts";
 import { shrunkImage } from "./intact.ts";
+import type { ExistingRoot } from "./session.ts";
+import { manifestPidNamespace, restoreInNamespace } from "../pidns/mod.ts";
 
 /** Options of {@link restore}. */
 export interface RestoreOptions {
@@ -65,6 +67,17 @@ export interface RestoreOptions {
    * other than root (engine/restore/trust.ts); default false.
    */
   trustImageOwner?: boolean;
+  /**
+   * The root's process exists already and waits (engine/pidns/inner.ts):
+   * the session seizes it and calls `go()`, after which it execs the root
+   * image itself.
+   */
+  existingRoot?: ExistingRoot;
+  /**
+   * Restore into a fresh pid namespace (engine/pidns/), with the recorded
+   * pids inside it, even for a tree that was not in one (`--new-pid-ns`).
+   */
+  newPidNs?: boolean;
 }
 
 /** How a restored root ended. */
@@ -173,7 +186,7 @@ function imagesToVerify(plan: RestorePlan): ImageToVerify[] {
  * bound socket addresses free. Throws a
  * one-line RestoreError.
  */
-export function preflight(plan: RestorePlan): void {
+export function preflight(plan: RestorePlan, existingRoot?: number): void {
   checkPrivileges();
   checkOwnCredentials(plan.units.map((u) => u.image));
   checkVdso(plan.manifest);
@@ -183,7 +196,7 @@ export function preflight(plan: RestorePlan): void {
   checkUnixNamesFree(processes);
   checkInotifyPaths(processes);
   checkCgroups(processes);
-  checkPidsFree(processes);
+  checkPidsFree(processes.filter((p) => p.pid !== existingRoot));
   checkTaskState(processes);
   checkInetPorts(processes);
   checkCredentials(processes);
@@ -192,6 +205,9 @@ export function preflight(plan: RestorePlan): void {
 
 /** Restores the checkpoint in `dir` with its original pids; resolves once every task runs. */
 export async function restore(dir: string, opts: RestoreOptions = {}): Promise<RestoredTree> {
+  if (!opts.existingRoot && (opts.newPidNs || manifestPidNamespace(dir) === "own")) {
+    return restoreInNamespace(dir, opts); // engine/pidns/: a fresh pid namespace
+  }
   const t0 = performance.now();
   // Structure and sizes are checked now; checksums while the stubs already
   // read the images (between the session's waits; nothing runs before both are done).
@@ -205,7 +221,7 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
     if (verify && e instanceof ImageFormatError) await verifyImageDir(resolve(dir));
     throw e;
   }
-  preflight(plan);
+  preflight(plan, opts.existingRoot?.pid);
   const processes = plan.units.map((u) => u.image);
   becomeSubreaper();
   for (const p of processes) forgetParkedStatus(p.pid);
@@ -225,6 +241,7 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
     undefined,
     provided,
     () => verifier.step(),
+    opts.existingRoot,
   );
   try {
     session.prepare();

@@ -35,6 +35,7 @@ import {
   getEventMsg,
   getRegs,
   getXstate,
+  interrupt,
   PTRACE_O,
   seize,
   setRegs,
@@ -66,12 +67,23 @@ import { zombiePids } from "../task/zombies.ts";
 import { releaseTree } from "../task/stopped.ts";
 import { reissueInterrupted } from "../task/syscalls.ts";
 import { restoreSigtrap } from "../task/sigtrap.ts";
+import { handOverFds } from "../pidns/handover.ts";
 
 /** One process to restore: its description, image path and compiled program. */
 export interface RestoreUnit {
   image: ProcessImage;
   path: string;
   compiled: CompiledProcess;
+}
+
+/**
+ * A root process that exists already and waits to exec the root image
+ * (pid 1 of a fresh pid namespace, engine/pidns/): the session seizes it
+ * instead of spawning a launcher, then calls `go()`.
+ */
+export interface ExistingRoot {
+  pid: number;
+  go(): void;
 }
 
 /** Progress events of a restore. */
@@ -117,6 +129,7 @@ export class RestoreSession {
   readonly #zombies = new Set<number>();
 
   readonly #timeoutMs: number;
+  readonly #existingRoot: ExistingRoot | undefined;
 
   /** Fds cryo made for the tree (closed once the tree runs or the restore fails). */
   readonly #provided: ProvidedFds | undefined;
@@ -136,7 +149,9 @@ export class RestoreSession {
     timeoutMs = 120_000,
     provided?: ProvidedFds,
     idle?: () => boolean,
+    existingRoot?: ExistingRoot,
   ) {
+    this.#existingRoot = existingRoot;
     this.#timeoutMs = timeoutMs;
     this.#provided = provided;
     this.#idle = idle;
@@ -195,6 +210,7 @@ export class RestoreSession {
   }
 
   #launch(): void {
+    if (this.#existingRoot) return this.#adoptRoot(this.#existingRoot);
     const root = this.#units.get(this.#rootPid)!;
     const { path, bootstrap } = writeLauncher(this.#rootPid, root.path);
     const launcher = spawnLauncher(path, this.#provided?.fds);
@@ -213,6 +229,18 @@ export class RestoreSession {
     pausePoint("launched");
     cont(launcher.pid, 0);
     this.#onEvent?.({ type: "launched", launcher: launcher.pid });
+  }
+
+  /** Seizes the existing root (stopped once to check XSAVE), then lets it exec its image. */
+  #adoptRoot(root: ExistingRoot): void {
+    seize(root.pid, TRACE_OPTIONS);
+    this.#tasks.add(root.pid);
+    interrupt(root.pid);
+    waitStop(root.pid);
+    this.#checkXsave(root.pid);
+    this.#launcherExited = true;
+    root.go();
+    cont(root.pid, 0);
   }
 
   /** Refuses images whose threads use XSAVE features this CPU/kernel lacks. */
@@ -282,6 +310,8 @@ export class RestoreSession {
       }
       this.#tasks.add(tid);
       if (st.event === PTRACE_EVENT.EXEC) {
+        // engine/pidns/handover.ts: the fds a launcher would have passed on.
+        if (tid === this.#existingRoot?.pid) handOverFds(tid, this.#provided?.fds ?? new Map());
         this.#prepareExec(tid);
         continue;
       }

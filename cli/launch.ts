@@ -1,0 +1,55 @@
+/**
+ * `cryo launch [--pid-file F] [--detach] -- CMD ARGS...`: start a command
+ * as pid 1 of a new pid namespace (engine/pidns/).
+ *
+ * @module
+ */
+
+import type { Command } from "npm:@commander-js/extra-typings@15.1.0";
+import { launch } from "../engine/pidns/mod.ts";
+
+const FORWARDED: Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
+
+/** Registers `launch` on the program. */
+export function register(program: Command): void {
+  program
+    .command("launch")
+    .description("start a command as pid 1 of a new pid namespace, ready to checkpoint")
+    .argument("<cmd...>", "the command and its arguments (after --)")
+    .option("--pid-file <file>", "write the command's pid (as the host sees it) to this file")
+    .option("--detach", "return at once instead of waiting for the command to exit")
+    .addHelpText(
+      "after",
+      `
+The command runs as pid 1 of a new pid namespace, in a new mount namespace
+whose /proc is its own, so its pids are private: "cryo dump <pid>" of it
+records the pids it sees, and "cryo restore" brings it back with the same
+pids inside a fresh namespace, whatever pids the host uses (so one image
+can run many times at once). cryo is not part of the tree: the command is
+its init (it should reap the orphans of its tree, and gets only the
+signals it handles, SIGKILL aside). cryo prints the command's host pid;
+without --detach it forwards SIGINT, SIGTERM and SIGHUP to it and exits
+with its status.
+
+Examples:
+  cryo launch --detach --pid-file /run/app.pid -- /usr/bin/app --serve
+  cryo launch -- sh -c 'sleep 100 & wait'`,
+    )
+    .action(async (cmd, opts) => {
+      const tree = launch(cmd[0], cmd.slice(1));
+      if (opts.pidFile) Deno.writeTextFileSync(opts.pidFile, `${tree.pid}\n`);
+      console.log(tree.pid);
+      if (opts.detach) return;
+      const handlers = FORWARDED.map((sig) => {
+        const h = () => Deno.kill(tree.pid, sig);
+        Deno.addSignalListener(sig, h);
+        return [sig, h] as const;
+      });
+      try {
+        const status = await tree.exited;
+        Deno.exitCode = status.signal !== undefined ? 128 + status.signal : status.code;
+      } finally {
+        for (const [sig, h] of handlers) Deno.removeSignalListener(sig, h);
+      }
+    });
+}

@@ -1,0 +1,27 @@
+/**
+ * Namespace and mount constants of the kernel ABI used by the programs
+ * cryo emits for private pid namespaces (engine/pidns/): unshare/setns
+ * flags and mount(2) flags.
+ *
+ * @module
+ */
+
+/** CLONE_NEW* flags of unshare(2), setns(2) and clone3(2). */
+export const CLONE_NS = {
+  /** A new mount namespace. */
+  NEWNS: 0x20000n,
+  /** A new pid namespace (for the caller's children). */
+  NEWPID: 0x20000000n,
+} as const;
+
+/** mount(2) flags. */
+export const MS = {
+  NOSUID: 0x2,
+  NODEV: 0x4,
+  NOEXEC: 0x8,
+  REC: 0x4000,
+  SLAVE: 0x80000,
+} as const;
+
+/** open(2) flags used by the emitted programs. */
+export const O = { WRONLY: 1, CREAT: 0o100, TRUNC: 0o1000, CLOEXEC: 0o2000000 } as const;
