@@ -7,8 +7,7 @@
 
 import type { Command } from "npm:@commander-js/extra-typings@15.1.0";
 import { launch } from "../engine/pidns/mod.ts";
-
-const FORWARDED: Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
+import { waitForwardingSignals } from "./wait_tree.ts";
 
 /** Registers `launch` on the program. */
 export function register(program: Command): void {
@@ -49,16 +48,6 @@ Examples:
       if (opts.pidFile) Deno.writeTextFileSync(opts.pidFile, `${tree.pid}\n`);
       console.log(tree.pid);
       if (opts.detach) return;
-      const handlers = FORWARDED.map((sig) => {
-        const h = () => Deno.kill(tree.pid, sig);
-        Deno.addSignalListener(sig, h);
-        return [sig, h] as const;
-      });
-      try {
-        const status = await tree.exited;
-        Deno.exitCode = status.signal !== undefined ? 128 + status.signal : status.code;
-      } finally {
-        for (const [sig, h] of handlers) Deno.removeSignalListener(sig, h);
-      }
+      await waitForwardingSignals(tree.exited, (sig) => Deno.kill(tree.pid, sig));
     });
 }

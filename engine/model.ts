@@ -200,6 +200,12 @@ export interface DumpStats {
    * fork), stored once in the parent's image; absent when none.
    */
   sharedBytes?: number;
+  /**
+   * `dump --leave-running` with pre-copy: bytes copied while the tree ran,
+   * how many of them were still valid at the dump (not written meanwhile),
+   * and the seconds of the first freeze (included in `freezeSeconds`).
+   */
+  precopy?: { bytes: number; reusedBytes: number; frozenSeconds: number };
 }
 
 /** Everything cryo knows about one process. */
