@@ -96,6 +96,7 @@ export const SUPPORT_TABLE = [
   { id: "memory.anon-shared-tree", area: "memory", what: "shared anonymous memory shared other than by inheritance at the same address", support: "refused", note: "not restored yet" },
   // Fds.
   { id: "fd.file", area: "fd", what: "regular files, directories, devices", support: "saved" },
+  { id: "fd.mqueue", area: "fd", what: "POSIX message queue descriptors (mq_open)", support: "refused", note: "not saved yet (/proc shows them as regular files; their statfs magic tells)" },
   { id: "fd.ghost", area: "fd", what: "files deleted while open, O_TMPFILE files, memfds (content, holes, size, mode, owner, seals; restored unlinked)", support: "saved" },
   { id: "fd.deleted", area: "fd", what: "deleted directories and special files", support: "refused", note: "they cannot be re-created unlinked" },
   { id: "fd.pipe", area: "fd", what: "pipes (in a process, shared by the tree, leading out)", support: "saved" },

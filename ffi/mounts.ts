@@ -62,3 +62,12 @@ export function readFileNoAtime(path: string, size: number): Uint8Array {
     rawSyscall(SYS.close, fd);
   }
 }
+
+const SYS_STATFS = 137;
+
+/** The file system magic number (statfs f_type) of what `path` names, or undefined when it cannot be read. */
+export function fsMagic(path: string): number | undefined {
+  const b = new Uint8Array(120);
+  if (rawSyscall(SYS_STATFS, c(path), b) < 0n) return undefined;
+  return Number(new DataView(b.buffer).getBigInt64(0, true));
+}

@@ -78,6 +78,7 @@ import { refuseZombieLeader } from "../task/refusals.ts";
 import { listTids } from "../proc/tasks.ts";
 import { checkpointInNamespace, ownNamespaceRoot } from "../pidns/mod.ts";
 import { collectNamespaceExtras, type NamespaceExtrasRequest } from "../pidns/extras.ts";
+import { refuseMqueueFds } from "../fds/mqueue.ts";
 
 /** Dumps with at least this much page data write from a worker thread. */
 const THREADED_WRITE_BYTES = 256 << 20;
@@ -404,6 +405,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     const ghosts = await collectGhosts(described.map((d) => d.image), tmp, refusals);
     pausePoint("ghosts");
     const sysvShm = collectSysvShm(described.map((d) => d.image), tmp, refusals);
+    refuseMqueueFds(described.map((d) => d.image), refusals);
     const namespaces = opts.namespaceExtras &&
       collectNamespaceExtras(opts.namespaceExtras, tmp, sysvShm, refusals);
     // Memory a child shares with its parent is stored once, in the parent's image.
