@@ -266,8 +266,8 @@ export async function checkpointInNamespace(
   }
   const scratch = Deno.makeTempDirSync({ prefix: "cryo-nsdump-" });
   const resultFile = `${scratch}/result.json`;
-  const extras = namespaceExtrasOf(pid);
   try {
+    const extras = namespaceExtrasOf(pid);
     const hidden = hiddenPath(extras.mounts.map((m) => m.mountPoint), [
       { what: "image directory", path: resolve(opts.dir) },
       { what: "scratch directory", path: scratch },
