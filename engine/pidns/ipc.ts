@@ -15,8 +15,10 @@
  *   mode, its content, and its owner.
  *
  * Not kept: send/receive/operation times and last pids of the objects,
- * per-semaphore last pids, and semaphore undo lists of the processes
- * (SEM_UNDO adjustments live in the tasks, invisible from /proc).
+ * per-semaphore last pids, semaphore undo lists of the processes
+ * (SEM_UNDO adjustments live in the tasks, invisible from /proc), and an
+ * id the tree itself asked for through {msg,sem,shm}_next_id and has not
+ * used yet (they read -1 after a restore).
  *
  * @module
  */

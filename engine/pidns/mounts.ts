@@ -139,6 +139,10 @@ function walk(
       mtime: st.mtime?.getTime() ?? 0,
       atime: st.atime?.getTime() ?? 0,
     };
+    if (rel.includes("\uFFFD")) {
+      refusals.use("task.launched-tmpfs-entry", where, "a name that is not UTF-8");
+      return;
+    }
     if (xattrNamesSize(path) > 0) {
       refusals.use("task.launched-tmpfs-entry", where, "it has extended attributes");
     }
