@@ -10,6 +10,16 @@ import { restore } from "../engine/restore/mod.ts";
 import { humanDuration, printJson } from "./format.ts";
 import { optInsOf } from "./opt_ins.ts";
 import { waitForwardingSignals } from "./wait_tree.ts";
+import type { LazyServer } from "../engine/memory/lazy_serve.ts";
+
+/** Serves a lazy restore's pages in steps, letting signals and exits be handled between them. */
+async function serveLazy(server: LazyServer): Promise<void> {
+  while (!server.step(20)) await new Promise((r) => setTimeout(r, 0));
+  if (server.failure) {
+    console.error(`cryo: lazy restore failed, the tree was killed: ${server.failure}`);
+    Deno.exitCode = 1;
+  }
+}
 
 /** Parses `--inherit-fd` specs (`<fd>=<path>` or `<fd>=fd:<n>`) into a map. */
 export function parseInheritFds(specs: readonly string[] = []): Map<number, string> {
@@ -51,6 +61,10 @@ export function register(program: Command): void {
       "--trust-image-owner",
       "restore (as root) an image directory owned or writable by another user",
     )
+    .option(
+      "--lazy",
+      "run the tree before its memory is in; cryo serves the pages (docs/ARCHITECTURE.md)",
+    )
     .option("--json", "print the restore result as JSON")
     .option("--ext-unix-sk", "the image has unix sockets connected outside the tree")
     .option("--tcp-established", "restore TCP connections to peers outside the tree")
@@ -81,7 +95,11 @@ Examples:
         trustImageOwner: opts.trustImageOwner,
         optIns: optInsOf(opts),
         newPidNs: opts.newPidNs,
+        lazy: opts.lazy,
       });
+      // --lazy: cryo serves the pages until all are in (with --detach too, before returning).
+      const serving = tree.lazy ? serveLazy(tree.lazy) : Promise.resolve();
+      if (opts.detach) await serving;
       const summary = {
         rootPid: tree.rootPid,
         pids: tree.pids,
@@ -101,5 +119,6 @@ Examples:
         );
       }
       await waitForwardingSignals(tree.exited, (sig) => tree.kill(SIGNAL_NUMBERS[sig]));
+      await serving;
     });
 }

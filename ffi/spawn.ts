@@ -11,7 +11,9 @@ import { cstr, CStringArray, libc, SyscallError } from "./libc.ts";
 export type FileAction =
   | { kind: "dup2"; fd: number; newFd: number }
   | { kind: "close"; fd: number }
-  | { kind: "open"; fd: number; path: string; flags: number; mode?: number };
+  | { kind: "open"; fd: number; path: string; flags: number; mode?: number }
+  /** Close every fd from `fd` up (at this point of the actions, unlike `closeFrom`). */
+  | { kind: "closefrom"; fd: number };
 
 /** Options for {@link posixSpawn}. */
 export interface SpawnOptions {
@@ -57,7 +59,9 @@ export function posixSpawn(path: string, argv: readonly string[], opts: SpawnOpt
       let r = 0;
       if (a.kind === "dup2") r = c.posix_spawn_file_actions_adddup2(actions, a.fd, a.newFd);
       else if (a.kind === "close") r = c.posix_spawn_file_actions_addclose(actions, a.fd);
-      else {
+      else if (a.kind === "closefrom") {
+        r = c.posix_spawn_file_actions_addclosefrom_np(actions, a.fd);
+      } else {
         const p = cstr(a.path);
         keep.push(p);
         r = c.posix_spawn_file_actions_addopen(actions, a.fd, p, a.flags, a.mode ?? 0o644);

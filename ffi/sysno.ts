@@ -105,6 +105,7 @@ export const SYS = {
   userfaultfd: 323,
   rseq: 334,
   pidfd_open: 434,
+  pidfd_send_signal: 424,
   pidfd_getfd: 438,
   clone3: 435,
   close_range: 436,

@@ -48,3 +48,108 @@ export function uffdWriteProtect(fd: number, start: bigint, len: bigint, mode: b
 export function pidfdGetfd(pidfd: number, fd: number): bigint {
   return rawSyscall(SYS.pidfd_getfd, pidfd, fd, 0);
 }
+
+/** _IOWR(0xAA, 0x03, struct uffdio_copy): 40 bytes. */
+const UFFDIO_COPY = 0xc028aa03n;
+/** _IOWR(0xAA, 0x04, struct uffdio_zeropage): 32 bytes. */
+const UFFDIO_ZEROPAGE = 0xc020aa04n;
+/** _IOR(0xAA, 0x02, struct uffdio_range): 16 bytes. */
+const UFFDIO_WAKE = 0x8010aa02n;
+
+/** The UFFDIO_* numbers a restore program needs (the stub issues them itself). */
+export const UFFDIO = { API: UFFDIO_API, REGISTER: UFFDIO_REGISTER } as const;
+/** UFFDIO_REGISTER_MODE_MISSING. */
+export const UFFDIO_REGISTER_MODE_MISSING = 1n;
+/** UFFD_FEATURE_* bits a lazy restore asks for (non-cooperative events). */
+export const UFFD_FEATURE = {
+  EVENT_FORK: 1n << 1n,
+  EVENT_REMAP: 1n << 2n,
+  EVENT_REMOVE: 1n << 3n,
+  EVENT_UNMAP: 1n << 6n,
+} as const;
+/** uffd_msg.event values. */
+export const UFFD_EVENT = {
+  PAGEFAULT: 0x12,
+  FORK: 0x13,
+  REMAP: 0x14,
+  REMOVE: 0x15,
+  UNMAP: 0x16,
+} as const;
+
+/** One decoded struct uffd_msg (32 bytes): the event and its three words. */
+export interface UffdMsg {
+  event: number;
+  /** pagefault: flags, address; remove/unmap: start, end; remap: from, to, len; fork: ufd. */
+  a: bigint;
+  b: bigint;
+  c: bigint;
+}
+
+/**
+ * Reads the queued messages of a non-blocking userfaultfd (at most `max`):
+ * an empty list when none is queued, or `-errno` for another error.
+ */
+export function uffdRead(fd: number, max = 64): UffdMsg[] | bigint {
+  const buf = new BigUint64Array(4 * max);
+  const r = rawSyscall(SYS.read, fd, buf, buf.byteLength);
+  if (r === -11n) return [];
+  if (r < 0n) return r;
+  const out: UffdMsg[] = [];
+  for (let i = 0; i < Number(r) / 32; i++) {
+    out.push({
+      event: Number(buf[i * 4] & 0xffn),
+      a: buf[i * 4 + 1],
+      b: buf[i * 4 + 2],
+      c: buf[i * 4 + 3],
+    });
+  }
+  return out;
+}
+
+/**
+ * UFFDIO_COPY of `len` bytes at `src` (cryo's buffer) to `dst` in the
+ * uffd's mm (waking the faulters): bytes copied (>= 0) or `-errno`; on
+ * `-EEXIST`/`-EAGAIN` after a partial copy, `copied` says how far it got.
+ */
+export function uffdCopy(
+  fd: number,
+  dst: bigint,
+  src: Uint8Array,
+  len: number,
+): { r: bigint; copied: bigint } {
+  const arg = new BigUint64Array([
+    dst,
+    BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(src))),
+    BigInt(len),
+    0n,
+    0n,
+  ]);
+  const r = rawSyscall(SYS.ioctl, fd, UFFDIO_COPY, arg);
+  const copied = BigInt.asIntN(64, arg[4]);
+  return { r, copied };
+}
+
+/** UFFDIO_ZEROPAGE of [start, start+len): 0 or `-errno`. */
+export function uffdZeropage(fd: number, start: bigint, len: bigint): bigint {
+  const arg = new BigUint64Array([start, len, 0n, 0n]);
+  return rawSyscall(SYS.ioctl, fd, UFFDIO_ZEROPAGE, arg);
+}
+
+/** UFFDIO_WAKE of [start, start+len): 0 or `-errno`. */
+export function uffdWake(fd: number, start: bigint, len: bigint): bigint {
+  const arg = new BigUint64Array([start, len]);
+  return rawSyscall(SYS.ioctl, fd, UFFDIO_WAKE, arg);
+}
+
+/** poll(2) for input on `fds` for up to `timeoutMs`: the indexes that are readable. */
+export function pollIn(fds: readonly number[], timeoutMs: number): number[] {
+  const buf = new Uint8Array(8 * fds.length);
+  const dv = new DataView(buf.buffer);
+  fds.forEach((fd, i) => {
+    dv.setInt32(i * 8, fd, true);
+    dv.setInt16(i * 8 + 4, 1, /* POLLIN */ true);
+  });
+  const r = rawSyscall(SYS.poll, buf, fds.length, timeoutMs);
+  if (r <= 0n) return [];
+  return fds.map((_, i) => i).filter((i) => dv.getInt16(i * 8 + 6, true) !== 0);
+}

@@ -60,6 +60,15 @@ import { emitMemoryFlagsAfter, emitVmFlags } from "../memory/flags.ts";
 import { emitSysvShmAttach } from "../memory/sysvshm.ts";
 import { emitAioRings } from "../memory/aio.ts";
 import {
+  emitHotPages,
+  emitLazyRegistration,
+  hotPages,
+  lazyMappingEligible,
+  lazyProcessEligible,
+  type LazyRegion,
+  lazyRegions,
+} from "../memory/lazy.ts";
+import {
   emitDropInherited,
   emitInheritedMapping,
   emitInheritForks,
@@ -79,6 +88,8 @@ export const SLOTS = {
   stdio0: 4,
   stdio1: 5,
   stdio2: 6,
+  /** The userfaultfd of a lazy restore (engine/memory/lazy.ts), at the end of the program. */
+  uffd: 7,
   /** Slots 8.. hold fd temporaries by restore order. */
   fdBase: 8,
 } as const;
@@ -103,6 +114,8 @@ export interface CompileOptions {
   images?: ReadonlyMap<number, ProcessImage>;
   /** Unix sockets of the tree (see engine/fds/unix.ts). */
   unixSockets?: UnixTreePlan;
+  /** Lazy restore: private anonymous memory is registered with a userfaultfd (engine/memory/lazy.ts). */
+  lazy?: boolean;
 }
 
 /** A compiled process: its bootstrap blob and what the engine does afterwards. */
@@ -120,6 +133,8 @@ export interface CompiledProcess {
   creds: CredsSections;
   /** Syscalls the engine injects just before the tree runs (arming POSIX timers). */
   deferred: DeferredSyscall[];
+  /** Lazy restore: the mappings the engine serves through the process's userfaultfd. */
+  lazy?: LazyRegion[];
 }
 
 const PROT = (perms: string) =>
@@ -189,6 +204,7 @@ export function compileProcess(proc: ProcessImage, opts: CompileOptions): Compil
     creds,
     sharedCreated,
     deferred,
+    lazy: opts.lazy ? lazyRegions(proc, opts.images) : undefined,
   };
 }
 
@@ -241,6 +257,7 @@ function emitProgram(
   emitFdOwners(p, proc, fds);
   emitPosixTimers(p, proc, deferred);
   emitTaskState(p, proc);
+  if (opts.lazy) emitLazyRegistration(p, proc, opts.images, SLOTS.uffd);
   p.end("restore complete: the engine takes over");
 
   emitInheritLabels(p, inheriting);
@@ -267,6 +284,8 @@ function emitMemory(p: ProgramBuilder, proc: ProcessImage, opts: CompileOptions)
   const zeroByte = p.reserve(8);
   const parent = inheritedFrom(proc, opts.images);
   if (parent) emitDropInherited(p, proc, parent);
+  const lazy = opts.lazy && lazyProcessEligible(proc, opts.images);
+  const hot = lazy ? hotPages(proc) : new Set<bigint>();
   for (const m of proc.mappings) {
     if (m.kind === "vdso" || m.kind === "vsyscall" || m.kind === "aio") continue;
     if (m.inherited) {
@@ -318,16 +337,20 @@ function emitMemory(p: ProgramBuilder, proc: ProcessImage, opts: CompileOptions)
       p.copy(start, zeroByte, 1, { comment: "give the area an anon_vma" });
       p.op(SYS.madvise, [start, 4096, 4 /* MADV_DONTNEED */]);
     }
-    for (const run of m.pages) {
-      // One pread moves at most 0x7ffff000 bytes: split large runs.
-      for (let done = 0; done < run.length; done += PREAD_MAX) {
-        const n = Math.min(PREAD_MAX, run.length - done);
-        const addr = done === 0 ? hexBig(run.addr) : hexBig(run.addr) + BigInt(done);
-        if (n >= POPULATE_MIN) {
-          // Faulting the pages in up front is cheaper than one fault per page under pread.
-          p.op(SYS.madvise, [addr, n, MADV_POPULATE_WRITE], { allowFail: true });
+    // Lazy restore: the pages are served later (engine/memory/lazy.ts).
+    if (lazy && lazyMappingEligible(m)) emitHotPages(p, m, hot, SLOTS.image);
+    else {
+      for (const run of m.pages) {
+        // One pread moves at most 0x7ffff000 bytes: split large runs.
+        for (let done = 0; done < run.length; done += PREAD_MAX) {
+          const n = Math.min(PREAD_MAX, run.length - done);
+          const addr = done === 0 ? hexBig(run.addr) : hexBig(run.addr) + BigInt(done);
+          if (n >= POPULATE_MIN) {
+            // Faulting the pages in up front is cheaper than one fault per page under pread.
+            p.op(SYS.madvise, [addr, n, MADV_POPULATE_WRITE], { allowFail: true });
+          }
+          p.op(SYS.pread64, [slot(SLOTS.image), addr, n, run.fileOffset + done]);
         }
-        p.op(SYS.pread64, [slot(SLOTS.image), addr, n, run.fileOffset + done]);
       }
     }
     if (needsWrite) p.op(SYS.mprotect, [start, len, prot]);

@@ -22,6 +22,7 @@ import { ImageFormatError } from "../image/errors.ts";
 import { verifyImageDir } from "../image/manifest.ts";
 import { validateImage } from "../image/validate.ts";
 import { compileTree } from "./restorable.ts";
+import { LazyServer } from "../memory/lazy_serve.ts";
 import { ProvidedFds } from "./provided.ts";
 import { checkSysvShmFree, CreatedSysvShm } from "../memory/sysvshm.ts";
 import { checkCgroups } from "../task/placement.ts";
@@ -78,6 +79,11 @@ export interface RestoreOptions {
    * pids inside it, even for a tree that was not in one (`--new-pid-ns`).
    */
   newPidNs?: boolean;
+  /**
+   * Lazy restore (`--lazy`, engine/memory/lazy.ts): the tree runs before its
+   * private anonymous memory is in; the returned tree's `lazy` serves it.
+   */
+  lazy?: boolean;
 }
 
 /** How a restored root ended. */
@@ -98,6 +104,8 @@ export interface RestoredTree {
   exited: Promise<ExitStatus>;
   /** Sends a signal to the root. */
   kill(signal?: number): void;
+  /** Lazy restore: serves the memory not yet in (run it until done); absent when eager. */
+  lazy?: LazyServer;
 }
 
 /** Everything restore needs, loaded and checked (no process created yet). */
@@ -139,6 +147,7 @@ export async function planRestore(dir: string, opts: RestoreOptions = {}): Promi
     rootPid: manifest.rootPid,
     inheritFds: opts.inheritFds,
     ghosts: manifest.ghosts,
+    lazy: opts.lazy,
   }, refusals);
   const units: RestoreUnit[] = manifest.processes.map((entry) => ({
     image: byPid.get(entry.pid)!,
@@ -206,6 +215,9 @@ export function preflight(plan: RestorePlan, existingRoot?: number): void {
 /** Restores the checkpoint in `dir` with its original pids; resolves once every task runs. */
 export async function restore(dir: string, opts: RestoreOptions = {}): Promise<RestoredTree> {
   if (!opts.existingRoot && (opts.newPidNs || manifestPidNamespace(dir) === "own")) {
+    if (opts.lazy) {
+      throw new RestoreError("--lazy is not supported for a restore into a pid namespace");
+    }
     return restoreInNamespace(dir, opts); // engine/pidns/: a fresh pid namespace
   }
   const t0 = performance.now();
@@ -257,6 +269,17 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
     shm.discard();
     throw problem;
   }
+  // Lazy restore: cryo takes the userfaultfds while every task still waits (engine/memory/lazy_serve.ts).
+  let lazy: LazyServer | undefined;
+  try {
+    lazy = opts.lazy
+      ? LazyServer.take(plan.units.map((u) => ({ ...u, pid: u.image.pid })))
+      : undefined;
+  } catch (e) {
+    session.abort();
+    shm.discard();
+    throw e;
+  }
   pausePoint("finalize");
   // Every task has attached its segments: the removed ones are marked again before anything runs.
   shm.finish();
@@ -264,6 +287,7 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
   try {
     pids = session.release();
   } catch (e) {
+    lazy?.abort();
     shm.discard();
     throw e;
   }
@@ -281,5 +305,6 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
     kill(signal = 15) {
       rawSyscall(SYS.kill, rootPid, signal);
     },
+    lazy,
   };
 }

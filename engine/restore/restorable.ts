@@ -28,6 +28,8 @@ export interface TreeCompileOptions {
   inheritFds?: Map<number, string>;
   /** The tree's ghost files (deleted files and memfds saved by content). */
   ghosts?: readonly GhostFile[];
+  /** Lazy restore (engine/memory/lazy.ts). */
+  lazy?: boolean;
 }
 
 /** Every process of a tree compiled, and what the engine itself provides to the tree. */
@@ -79,6 +81,7 @@ export function compileTree(
           ghosts,
           images: byPid,
           unixSockets,
+          lazy: opts.lazy,
         }),
       );
     } catch (e) {

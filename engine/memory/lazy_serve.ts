@@ -1,0 +1,490 @@
+/**
+ * Lazy restore, the engine's side: takes each process's userfaultfd
+ * (pidfd_getfd, then closes the process's own copy by injection, while
+ * the tree still waits to be released), starts the watchdog that kills
+ * the tree if cryo dies (engine/memory/lazy_watchdog.ts), and once the
+ * tree runs serves its memory from the image:
+ *
+ * - a fault on a saved page is answered first (UFFDIO_COPY of the page and
+ *   the next pending ones of its run, up to 64 KiB);
+ * - a fault on a page the image does not hold (never touched before the
+ *   dump), or one the program dropped since (MADV_DONTNEED), gets a zero
+ *   page (UFFDIO_ZEROPAGE);
+ * - between faults a background pass copies every other saved page in
+ *   address order;
+ * - the program's own changes are followed: munmap (EVENT_UNMAP) and
+ *   madvise (EVENT_REMOVE) drop pages from the plan, mremap (EVENT_REMAP)
+ *   moves them; a fork (EVENT_FORK) is not served: the tree is killed.
+ *
+ * When every saved page is in, the userfaultfds are closed (their ranges
+ * unregistered: pages faulted later are zero-filled by the kernel, which
+ * is what the image says of them) and the watchdog is told to exit.
+ * A failure to serve (an error of the kernel, a fork) kills the tree:
+ * it never runs with memory the image does not hold.
+ *
+ * @module
+ */
+
+import { readdirSync, readlinkSync } from "node:fs";
+import { rawSyscall } from "../../ffi/libc.ts";
+import { SYS } from "../../ffi/sysno.ts";
+import { injectSyscall } from "../../ffi/inject.ts";
+import { processVmWriteFully } from "../../ffi/process_vm.ts";
+import { type FileAction, posixSpawn } from "../../ffi/spawn.ts";
+import { __WALL, waitPid } from "../../ffi/wait.ts";
+import { errnoName } from "../../ffi/errno.ts";
+import {
+  pidfdGetfd,
+  pollIn,
+  UFFD_EVENT,
+  uffdCopy,
+  type UffdMsg,
+  uffdRead,
+  uffdWake,
+  uffdZeropage,
+} from "../../ffi/uffd.ts";
+import { RestoreError } from "../errors.ts";
+import { pausePoint } from "../pause.ts";
+import type { CompiledProcess } from "../restore/compile.ts";
+import { hotPages, type LazyRegion } from "./lazy.ts";
+import { PM, readPagemap } from "../proc/pagemap.ts";
+import type { ProcessImage } from "../model.ts";
+
+const PAGE = 4096;
+const PAGE_N = 4096n;
+/** Pages copied for one fault (the faulting one and the pending ones after it). */
+const FAULT_PAGES = 16;
+/** Pages copied per step of the background pass. */
+const CHUNK_PAGES = 128;
+const EEXIST = 17n;
+const EAGAIN = 11n;
+const ENOENT = 2n;
+const ESRCH = 3n;
+const SIGKILL = 9;
+
+/** One process being served: its userfaultfd (in cryo), pidfd, image and page states. */
+interface Space {
+  pid: number;
+  uffd: number;
+  pidfd: number;
+  image: number;
+  regions: Region[];
+  /** Saved pages not yet in. */
+  remaining: number;
+  /** Next page of the background pass: region index and page index. */
+  cursor: { r: number; i: number };
+}
+
+/** Page states of one range: file offset of each saved page (-1: none) and whether it is in. */
+interface Region {
+  start: bigint;
+  pages: number;
+  offset: Float64Array;
+  done: Uint8Array;
+}
+
+/** What the caller needs of a process to take its userfaultfd. */
+export interface LazyUnit {
+  pid: number;
+  /** Its image file (the source of the pages). */
+  path: string;
+  image: ProcessImage;
+  compiled: CompiledProcess;
+}
+
+/** Progress of a lazy restore. */
+export interface LazyProgress {
+  /** Saved pages not yet in, over every process. */
+  remaining: number;
+  /** Faults served so far. */
+  faults: number;
+}
+
+function toRegion(l: LazyRegion): Region {
+  const pages = Number((l.end - l.start) / PAGE_N);
+  const offset = new Float64Array(pages).fill(-1);
+  for (const run of l.runs) {
+    const first = Number((run.addr - l.start) / PAGE_N);
+    for (let k = 0; k < run.length / PAGE; k++) offset[first + k] = run.fileOffset + k * PAGE;
+  }
+  return { start: l.start, pages, offset, done: new Uint8Array(pages) };
+}
+
+/** The fd number of the one userfaultfd in `pid`'s table. */
+function findUffd(pid: number): number {
+  const found: number[] = [];
+  for (const name of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      if (readlinkSync(`/proc/${pid}/fd/${name}`) === "anon_inode:[userfaultfd]") {
+        found.push(Number(name));
+      }
+    } catch { /* closed meanwhile */ }
+  }
+  if (found.length !== 1) {
+    throw new RestoreError(
+      `lazy restore of process ${pid}: expected one userfaultfd, found ${found.length}`,
+    );
+  }
+  return found[0];
+}
+
+function must(what: string, r: bigint): number {
+  if (r < 0n) throw new RestoreError(`lazy restore: ${what} failed: ${errnoName(Number(-r))}`);
+  return Number(r);
+}
+
+/**
+ * Serves the memory of a lazily restored tree. Created with
+ * {@link LazyServer.take} before the tree is released; then
+ * {@link LazyServer.serve} (or {@link LazyServer.step}) until done.
+ */
+export class LazyServer {
+  readonly #spaces: Space[] = [];
+  #watchdog: { pid: number; pipe: number } | undefined;
+  readonly #buf: Uint8Array;
+  #faults = 0;
+  #closed = false;
+  /** Why the tree was killed, when it was. */
+  failure: string | undefined;
+
+  private constructor() {
+    const raw = new Uint8Array((CHUNK_PAGES + 1) * PAGE);
+    const addr = Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(raw)));
+    const skip = (PAGE - (addr % PAGE)) % PAGE;
+    this.#buf = raw.subarray(skip, skip + CHUNK_PAGES * PAGE);
+  }
+
+  /**
+   * Takes the userfaultfd of every lazily restored process of `units`
+   * (stopped at the end of their programs) and starts the watchdog.
+   * Undefined when no process has lazy memory.
+   */
+  static take(units: readonly LazyUnit[]): LazyServer | undefined {
+    const lazy = units.filter((u) => (u.compiled.lazy?.length ?? 0) > 0);
+    if (lazy.length === 0) return undefined;
+    const s = new LazyServer();
+    try {
+      for (const u of lazy) {
+        const fd = findUffd(u.pid);
+        const pidfd = must("pidfd_open", rawSyscall(SYS.pidfd_open, u.pid, 0));
+        const space: Space = {
+          pid: u.pid,
+          pidfd,
+          uffd: -1,
+          image: -1,
+          regions: u.compiled.lazy!.map(toRegion),
+          remaining: 0,
+          cursor: { r: 0, i: 0 },
+        };
+        s.#spaces.push(space);
+        space.uffd = must("pidfd_getfd", pidfdGetfd(pidfd, fd));
+        must(
+          `close of the userfaultfd in ${u.pid}`,
+          injectSyscall(u.pid, u.compiled.syscallGadget, SYS.close, fd),
+        );
+        const path = new TextEncoder().encode(u.path + "\0");
+        space.image = must(`open ${u.path}`, rawSyscall(SYS.open, path, 0o2000000, 0));
+        for (const r of space.regions) for (const o of r.offset) if (o >= 0) space.remaining++;
+        s.#settlePresent(space, hotPages(u.image));
+      }
+      s.#startWatchdog();
+    } catch (e) {
+      s.#closeAll();
+      throw e;
+    }
+    return s;
+  }
+
+  /**
+   * Pages of lazy mappings already present when cryo takes over: the hot
+   * pages the program read (they hold the image's data, and what the
+   * kernel wrote since), and any other the program or the kernel touched
+   * after the memory phase (or a huge page a hot page brought in): those
+   * get the image's data written into them (a present page is not served
+   * through the userfaultfd). Then the hot pages not present are served.
+   */
+  #settlePresent(s: Space, hot: Set<bigint>): void {
+    for (const r of s.regions) {
+      const e = readPagemap(s.pid, r.start, r.start + BigInt(r.pages) * PAGE_N);
+      for (let i = 0; i < e.length; i++) {
+        if ((e.hi(i) & PM.PRESENT) === 0) continue;
+        const addr = r.start + BigInt(i) * PAGE_N;
+        if (!hot.has(addr) && r.offset[i] >= 0) {
+          const page = this.#buf.subarray(0, PAGE);
+          const got = rawSyscall(SYS.pread64, s.image, page, PAGE, r.offset[i]);
+          if (got !== BigInt(PAGE)) {
+            throw new RestoreError(`lazy restore: reading the image of ${s.pid} failed`);
+          }
+          processVmWriteFully(s.pid, addr, page);
+        }
+        this.#mark(s, r, i, 1);
+      }
+    }
+    for (const page of hot) if (this.#find(s, page)) this.#fault(s, page);
+  }
+
+  /** Progress so far. */
+  get progress(): LazyProgress {
+    return { remaining: this.#spaces.reduce((n, s) => n + s.remaining, 0), faults: this.#faults };
+  }
+
+  /** Whether every saved page is in (or the server stopped). */
+  get finished(): boolean {
+    return this.#closed;
+  }
+
+  /** Serves until every saved page is in (or the tree is gone or killed). */
+  serve(): void {
+    while (!this.step(50)) { /* serving */ }
+  }
+
+  /**
+   * Serves faults and copies pages for about `budgetMs`; true once done
+   * (every page in, or the tree gone or killed; then everything is closed).
+   */
+  step(budgetMs: number): boolean {
+    if (this.#closed) return true;
+    const until = performance.now() + budgetMs;
+    try {
+      do {
+        this.#handleEvents(0);
+        const busy = this.#spaces.filter((s) => s.remaining > 0);
+        if (busy.length === 0) break;
+        for (const s of busy) this.#backgroundChunk(s);
+      } while (performance.now() < until);
+    } catch (e) {
+      this.#fail(e instanceof Error ? e.message : String(e));
+      return true;
+    }
+    if (this.#spaces.every((s) => s.remaining === 0)) {
+      this.#closeAll();
+      return true;
+    }
+    return false;
+  }
+
+  /** Kills the tree (its memory cannot be served) and closes everything. */
+  #fail(why: string): void {
+    this.failure = why;
+    for (const s of this.#spaces) rawSyscall(SYS.pidfd_send_signal, s.pidfd, SIGKILL, 0, 0);
+    this.#closeAll();
+  }
+
+  /** Stops serving: kills the tree (for an engine failure before it ran, too). */
+  abort(why = "aborted"): void {
+    if (!this.#closed) this.#fail(why);
+  }
+
+  #startWatchdog(): void {
+    const fds = new Int32Array(2);
+    must("pipe2", rawSyscall(SYS.pipe2, fds, 0o2000000));
+    const [r, w] = fds;
+    // Sources above every target first, so no dup2 overwrites a later source.
+    const sources = [r, ...this.#spaces.map((s) => s.uffd), ...this.#spaces.map((s) => s.pidfd)]
+      .map((fd) => must("fcntl(F_DUPFD_CLOEXEC)", rawSyscall(SYS.fcntl, fd, 1030, 100)));
+    rawSyscall(SYS.close, r);
+    const actions: FileAction[] = sources.map((fd, i) => ({ kind: "dup2", fd, newFd: 3 + i }));
+    actions.push({ kind: "closefrom", fd: 3 + sources.length });
+    const script = new URL("./lazy_watchdog.ts", import.meta.url).href;
+    let pid: number;
+    try {
+      pid = posixSpawn(Deno.execPath(), [
+        "deno",
+        "run",
+        "--allow-ffi",
+        "--no-lock",
+        "--quiet",
+        script,
+        String(this.#spaces.length),
+        String(this.#spaces.length),
+      ], { fileActions: actions, newProcessGroup: true, closeFrom: null });
+    } finally {
+      for (const fd of sources) rawSyscall(SYS.close, fd);
+    }
+    this.#watchdog = { pid, pipe: w };
+  }
+
+  #closeAll(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const s of this.#spaces) {
+      if (s.uffd >= 0) rawSyscall(SYS.close, s.uffd);
+      if (s.image >= 0) rawSyscall(SYS.close, s.image);
+      rawSyscall(SYS.close, s.pidfd);
+    }
+    const w = this.#watchdog;
+    if (w) {
+      rawSyscall(SYS.write, w.pipe, new Uint8Array([0x44]), 1);
+      rawSyscall(SYS.close, w.pipe);
+      try {
+        waitPid(w.pid, __WALL);
+      } catch { /* already reaped */ }
+    }
+  }
+
+  /** Reads and handles every queued message (waiting up to `timeoutMs` for the first). */
+  #handleEvents(timeoutMs: number): void {
+    const live = this.#spaces.filter((s) => s.uffd >= 0);
+    if (live.length === 0) return;
+    const ready = pollIn(live.map((s) => s.uffd), timeoutMs);
+    for (const i of ready) {
+      const s = live[i];
+      for (;;) {
+        const msgs = uffdRead(s.uffd);
+        if (typeof msgs === "bigint") {
+          throw new Error(`reading the userfaultfd of ${s.pid}: ${errnoName(Number(-msgs))}`);
+        }
+        if (msgs.length === 0) break;
+        for (const m of msgs) this.#handle(s, m);
+      }
+    }
+  }
+
+  #handle(s: Space, m: UffdMsg): void {
+    switch (m.event) {
+      case UFFD_EVENT.PAGEFAULT:
+        this.#faults++;
+        return this.#fault(s, m.b & ~(PAGE_N - 1n));
+      case UFFD_EVENT.REMOVE:
+        return this.#drop(s, m.a, m.b, false);
+      case UFFD_EVENT.UNMAP:
+        return this.#drop(s, m.a, m.b, true);
+      case UFFD_EVENT.REMAP:
+        return this.#remap(s, m.a, m.b, m.c);
+      case UFFD_EVENT.FORK:
+        rawSyscall(SYS.close, Number(m.a & 0xffffffffn));
+        throw new Error(`process ${s.pid} forked before its memory was in (not supported)`);
+      default:
+        throw new Error(`unexpected userfaultfd event 0x${m.event.toString(16)}`);
+    }
+  }
+
+  /** The region and page index of `addr`, if it is in one. */
+  #find(s: Space, addr: bigint): { r: Region; i: number } | undefined {
+    for (const r of s.regions) {
+      if (addr >= r.start && addr < r.start + BigInt(r.pages) * PAGE_N) {
+        return { r, i: Number((addr - r.start) / PAGE_N) };
+      }
+    }
+    return undefined;
+  }
+
+  #fault(s: Space, addr: bigint): void {
+    const at = this.#find(s, addr);
+    if (at && !at.r.done[at.i] && at.r.offset[at.i] >= 0) {
+      this.#copy(s, at.r, at.i, FAULT_PAGES);
+      return;
+    }
+    // Not saved, dropped since, or new memory (a grown heap): zero.
+    const z = uffdZeropage(s.uffd, addr, PAGE_N);
+    if (z === -EEXIST) uffdWake(s.uffd, addr, PAGE_N);
+    else if (z === -EAGAIN) this.#handleEvents(0), this.#fault(s, addr);
+    else if (z === -ESRCH || z === -ENOENT) this.#gone(s, z);
+    else if (z < 0n) throw new Error(`UFFDIO_ZEROPAGE in ${s.pid}: ${errnoName(Number(-z))}`);
+    if (at && at.r.offset[at.i] < 0) at.r.done[at.i] = 1;
+  }
+
+  /** The process's memory is gone (it exited or exec'd): nothing left to serve. */
+  #gone(s: Space, _why: bigint): void {
+    s.remaining = 0;
+    for (const r of s.regions) r.done.fill(1);
+  }
+
+  /** Copies up to `max` pending saved pages from page `i` of `r` (contiguous in the file). */
+  #copy(s: Space, r: Region, i: number, max: number): void {
+    let n = 1;
+    while (
+      n < max && i + n < r.pages && !r.done[i + n] && r.offset[i + n] === r.offset[i] + n * PAGE
+    ) n++;
+    const len = n * PAGE;
+    const got = rawSyscall(SYS.pread64, s.image, this.#buf, len, r.offset[i]);
+    if (got !== BigInt(len)) {
+      throw new Error(
+        `reading the image of ${s.pid}: ${got < 0n ? errnoName(Number(-got)) : "short read"}`,
+      );
+    }
+    const dst = r.start + BigInt(i) * PAGE_N;
+    const { r: res, copied } = uffdCopy(s.uffd, dst, this.#buf, len);
+    let inPages = n;
+    if (res < 0n) {
+      if (res === -ESRCH) return this.#gone(s, res);
+      const k = copied > 0n ? Number(copied) / PAGE : 0;
+      if (res === -EEXIST || res === -ENOENT) {
+        // The page at k is there already (read eagerly) or no longer mapped.
+        if (res === -EEXIST) uffdWake(s.uffd, dst + BigInt(k) * PAGE_N, PAGE_N);
+        inPages = k + 1;
+      } else if (res === -EAGAIN) {
+        inPages = k; // the memory layout is changing: events first, then again
+        this.#mark(s, r, i, inPages);
+        this.#handleEvents(0);
+        return;
+      } else throw new Error(`UFFDIO_COPY in ${s.pid}: ${errnoName(Number(-res))}`);
+    }
+    this.#mark(s, r, i, inPages);
+  }
+
+  #mark(s: Space, r: Region, i: number, n: number): void {
+    for (let k = i; k < i + n; k++) {
+      if (!r.done[k]) {
+        r.done[k] = 1;
+        if (r.offset[k] >= 0) s.remaining--;
+      }
+    }
+  }
+
+  #backgroundChunk(s: Space): void {
+    pausePoint("lazy-serve");
+    const c = s.cursor;
+    while (c.r < s.regions.length) {
+      const r = s.regions[c.r];
+      while (c.i < r.pages && (r.done[c.i] || r.offset[c.i] < 0)) c.i++;
+      if (c.i < r.pages) {
+        this.#copy(s, r, c.i, CHUNK_PAGES);
+        return;
+      }
+      c.r++;
+      c.i = 0;
+    }
+    // The cursor passed every region: what is left came back through a remap.
+    if (s.remaining > 0) c.r = 0;
+  }
+
+  /** Pages of [start, end) are gone (unmapped) or dropped (read as zeros from now on). */
+  #drop(s: Space, start: bigint, end: bigint, unmapped: boolean): void {
+    for (let a = start & ~(PAGE_N - 1n); a < end; a += PAGE_N) {
+      const at = this.#find(s, a);
+      if (!at) continue;
+      if (!at.r.done[at.i] && at.r.offset[at.i] >= 0) s.remaining--;
+      at.r.offset[at.i] = -1;
+      at.r.done[at.i] = unmapped ? 1 : 0;
+    }
+  }
+
+  /** mremap moved [from, from+len) to `to`: the plan moves with it. */
+  #remap(s: Space, from: bigint, to: bigint, len: bigint): void {
+    const pages = Number(len / PAGE_N);
+    const moved = toRegion({ start: to, end: to + len, runs: [] });
+    for (let k = 0; k < pages; k++) {
+      const at = this.#find(s, from + BigInt(k) * PAGE_N);
+      if (!at) continue;
+      moved.offset[k] = at.r.offset[at.i];
+      moved.done[k] = at.r.done[at.i];
+      at.r.offset[at.i] = -1;
+      at.r.done[at.i] = 1;
+    }
+    // The destination was unmapped by mremap: drop any old plan there first.
+    for (const r of s.regions) {
+      for (let k = 0; k < pages; k++) {
+        const a = to + BigInt(k) * PAGE_N;
+        if (a >= r.start && a < r.start + BigInt(r.pages) * PAGE_N) {
+          const i = Number((a - r.start) / PAGE_N);
+          if (!r.done[i] && r.offset[i] >= 0) s.remaining--;
+          r.offset[i] = -1;
+          r.done[i] = 1;
+        }
+      }
+    }
+    s.regions.unshift(moved);
+    s.cursor = { r: 0, i: 0 };
+  }
+}

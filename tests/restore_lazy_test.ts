@@ -1,0 +1,128 @@
+/**
+ * `restore --lazy` (engine/memory/lazy*.ts): the tree runs before its
+ * private anonymous memory is in, and cryo serves the pages through each
+ * process's userfaultfd. tests/targets/rt_lazy.c checks its whole memory
+ * while it is served: the trigger file exists before the restore, so the
+ * target's checks start at its first instruction.
+ *
+ * - one thread: every saved page, the never-touched pages (zeros), pages
+ *   dropped with MADV_DONTNEED after the restore (zeros, EVENT_REMOVE), a
+ *   block moved with mremap before its pages are in (EVENT_REMAP), the
+ *   heap; then everything rewritten and read back;
+ * - four threads faulting interleaved pages at once;
+ * - a tree of two processes (the child's own memory lazy, the parent's
+ *   eager: it shares memory with the child);
+ * - a fork before the memory is in: the tree is killed (SIGKILL), never
+ *   runs a child with missing pages;
+ * - cryo SIGKILLed while serving (CRYO_TEST_PAUSE_AT=lazy-serve): the
+ *   watchdog kills the target, which never runs on with zero pages;
+ * - once every page is in, no userfaultfd is left in the process.
+ */
+
+import assert from "node:assert/strict";
+import { checkpoint } from "../engine/dump/mod.ts";
+import { restore } from "../engine/restore/mod.ts";
+import { assertChecksPassed } from "./helpers/checks.ts";
+import { startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
+import { adoptPid, withTargets } from "./helpers/targets.ts";
+import { startPaused } from "./helpers/kill_anywhere.ts";
+import { isAlive } from "./helpers/proc.ts";
+
+const READY = /^ready pid=(\d+) child=(\d+)$/m;
+const CHECKS = ["dropped", "moved", "region", "rewrite", "heap"];
+
+/** Dumps rt_lazy in `mode` (killing it), writes the trigger, restores it lazily and serves it. */
+async function lazyRoundTrip(mode: string, mib = 32) {
+  const { t, trigger, ready } = await startTriggered("rt_lazy", READY, {
+    extra: [String(mib), mode],
+  });
+  const dir = await tempImageDir();
+  await checkpoint(t.pid, { dir });
+  await t.wait();
+  await Deno.writeTextFile(trigger, "");
+  const tree = await restore(dir, { lazy: true });
+  t.resetAfterRestore();
+  for (const pid of tree.pids) if (pid !== t.pid) adoptPid(pid);
+  assert.ok(tree.lazy, "the restore is lazy");
+  const before = tree.lazy.progress.remaining;
+  tree.lazy.serve();
+  return { t, tree, before, child: Number(ready[2]) };
+}
+
+function uffdsOf(pid: number): number {
+  try {
+    return [...Deno.readDirSync(`/proc/${pid}/fd`)].filter((e) => {
+      try {
+        return Deno.readLinkSync(`/proc/${pid}/fd/${e.name}`) === "anon_inode:[userfaultfd]";
+      } catch {
+        return false;
+      }
+    }).length;
+  } catch {
+    return 0;
+  }
+}
+
+Deno.test(
+  "restore --lazy: one thread checks its whole memory while it is served",
+  withTargets(async () => {
+    const { t, tree, before } = await lazyRoundTrip("mem");
+    assert.equal(tree.lazy!.failure, undefined);
+    assert.ok(before > 32 * 256 / 2, `pages to serve: ${before}`);
+    assert.equal(tree.lazy!.progress.remaining, 0);
+    assert.equal(uffdsOf(t.pid), 0, "no userfaultfd left in the process");
+    assertChecksPassed(t, CHECKS, await t.wait(60000), { what: "lazily restored target" });
+  }),
+);
+
+Deno.test(
+  "restore --lazy: four threads fault interleaved pages at once",
+  withTargets(async () => {
+    const { t, tree } = await lazyRoundTrip("threads");
+    assert.equal(tree.lazy!.failure, undefined);
+    assertChecksPassed(t, CHECKS, await t.wait(60000), { what: "threads" });
+  }),
+);
+
+Deno.test(
+  "restore --lazy: a tree of two processes (the child's own memory served lazily)",
+  withTargets(async () => {
+    const { t, tree, child } = await lazyRoundTrip("tree", 16);
+    assert.deepEqual(tree.pids.toSorted(), [t.pid, child].toSorted());
+    assert.equal(tree.lazy!.failure, undefined);
+    assertChecksPassed(t, ["region", "rewrite", "child"], await t.wait(60000), {
+      what: "tree",
+    });
+  }),
+);
+
+Deno.test(
+  "restore --lazy: a fork before the memory is in kills the tree",
+  withTargets(async () => {
+    const { t, tree } = await lazyRoundTrip("fork", 64);
+    assert.match(tree.lazy!.failure ?? "", /forked before its memory was in/);
+    const st = await t.wait(60000);
+    assert.deepEqual([st.kind, st.kind === "signaled" ? st.signal : -1], ["signaled", 9]);
+    assert.doesNotMatch(t.output(), /^(PASS|FAIL|check )/m, t.output());
+  }),
+);
+
+Deno.test(
+  "restore --lazy: cryo killed while serving: the target dies, never runs on zero pages",
+  withTargets(async () => {
+    const { t, trigger } = await startTriggered("rt_lazy", READY, { extra: ["64", "mem"] });
+    const dir = await tempImageDir();
+    await checkpoint(t.pid, { dir });
+    await t.wait();
+    await Deno.writeTextFile(trigger, "");
+    const cli = await startPaused(["restore", "--lazy", dir], "lazy-serve:3");
+    t.resetAfterRestore();
+    assert.ok(isAlive(t.pid), "restored and stopped on its first missing page");
+    cli.child.kill("SIGKILL");
+    await cli.output;
+    const deadline = Date.now() + 30000;
+    while (isAlive(t.pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    assert.ok(!isAlive(t.pid), "the target is gone after cryo died");
+    assert.doesNotMatch(t.output(), /^(PASS|FAIL|check )/m, t.output());
+  }),
+);
