@@ -14,7 +14,8 @@
  *   address order;
  * - the program's own changes are followed: munmap (EVENT_UNMAP) and
  *   madvise (EVENT_REMOVE) drop pages from the plan, mremap (EVENT_REMAP)
- *   moves them; a fork (EVENT_FORK) is not served: the tree is killed.
+ *   moves them; a fork (EVENT_FORK) makes a new space, served alike
+ *   (the child has the parent's memory with the same pages missing).
  *
  * When every saved page is in, the userfaultfds are closed (their ranges
  * unregistered: pages faulted later are zero-filled by the kernel, which
@@ -126,6 +127,26 @@ function findUffd(pid: number): number {
     );
   }
   return found[0];
+}
+
+/** The children of every thread of `pid`. */
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  try {
+    for (const t of readdirSync(`/proc/${pid}/task`)) {
+      const text = Deno.readTextFileSync(`/proc/${pid}/task/${t}/children`).trim();
+      if (text) out.push(...text.split(/\s+/).map(Number));
+    }
+  } catch { /* gone */ }
+  return out;
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    return !/^\d+ \(.*\) [ZX] /.test(Deno.readTextFileSync(`/proc/${pid}/stat`));
+  } catch {
+    return false;
+  }
 }
 
 function must(what: string, r: bigint): number {
@@ -280,9 +301,16 @@ export class LazyServer {
     must("pipe2", rawSyscall(SYS.pipe2, fds, 0o2000000));
     const [r, w] = fds;
     // Sources above every target first, so no dup2 overwrites a later source.
-    const sources = [r, ...this.#spaces.map((s) => s.uffd), ...this.#spaces.map((s) => s.pidfd)]
+    const self = must("pidfd_open(cryo)", rawSyscall(SYS.pidfd_open, Deno.pid, 0));
+    const sources = [
+      r,
+      self,
+      ...this.#spaces.map((s) => s.uffd),
+      ...this.#spaces.map((s) => s.pidfd),
+    ]
       .map((fd) => must("fcntl(F_DUPFD_CLOEXEC)", rawSyscall(SYS.fcntl, fd, 1030, 100)));
     rawSyscall(SYS.close, r);
+    rawSyscall(SYS.close, self);
     const actions: FileAction[] = sources.map((fd, i) => ({ kind: "dup2", fd, newFd: 3 + i }));
     actions.push({ kind: "closefrom", fd: 3 + sources.length });
     const script = new URL("./lazy_watchdog.ts", import.meta.url).href;
@@ -352,11 +380,60 @@ export class LazyServer {
       case UFFD_EVENT.REMAP:
         return this.#remap(s, m.a, m.b, m.c);
       case UFFD_EVENT.FORK:
-        rawSyscall(SYS.close, Number(m.a & 0xffffffffn));
-        throw new Error(`process ${s.pid} forked before its memory was in (not supported)`);
+        return this.#forked(s, Number(m.a & 0xffffffffn));
       default:
         throw new Error(`unexpected userfaultfd event 0x${m.event.toString(16)}`);
     }
+  }
+
+  /**
+   * `s` forked: the child's memory is the parent's at that moment, with the
+   * same pages missing, registered with the new userfaultfd `uffd`. Its
+   * pages are served like the parent's, and the watchdog gets copies of
+   * its userfaultfd and pidfd.
+   */
+  #forked(s: Space, uffd: number): void {
+    const pid = this.#findChild(s);
+    if (pid === undefined) {
+      rawSyscall(SYS.close, uffd);
+      throw new Error(`process ${s.pid} forked and its child could not be found`);
+    }
+    const child: Space = {
+      pid,
+      uffd,
+      pidfd: -1,
+      image: must("fcntl(F_DUPFD_CLOEXEC)", rawSyscall(SYS.fcntl, s.image, 1030, 0)),
+      regions: s.regions.map((r) => ({ ...r, offset: r.offset.slice(), done: r.done.slice() })),
+      remaining: s.remaining,
+      cursor: { r: 0, i: 0 },
+    };
+    this.#spaces.push(child);
+    child.pidfd = must(`pidfd_open(${pid})`, rawSyscall(SYS.pidfd_open, pid, 0));
+    const msg = new Uint8Array(9);
+    msg[0] = 0x46; // "F"
+    new DataView(msg.buffer).setUint32(1, uffd, true);
+    new DataView(msg.buffer).setUint32(5, child.pidfd, true);
+    if (this.#watchdog) rawSyscall(SYS.write, this.#watchdog.pipe, msg, msg.length);
+  }
+
+  /**
+   * The child `s` just forked: its child whose memory is registered with a
+   * userfaultfd ("um" in smaps) and that cryo does not serve yet. The fork
+   * goes on once its event is read: wait a moment for the child to appear.
+   */
+  #findChild(s: Space): number | undefined {
+    const known = new Set(this.#spaces.map((x) => x.pid));
+    const deadline = performance.now() + 5000;
+    while (performance.now() < deadline) {
+      for (const pid of childrenOf(s.pid)) {
+        if (known.has(pid)) continue;
+        try {
+          if (/^VmFlags:.*\bum\b/m.test(Deno.readTextFileSync(`/proc/${pid}/smaps`))) return pid;
+        } catch { /* gone */ }
+      }
+      if (!pidAlive(s.pid)) return undefined;
+    }
+    return undefined;
   }
 
   /** The region and page index of `addr`, if it is in one. */

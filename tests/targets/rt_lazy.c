@@ -12,12 +12,13 @@
  * "resumed <CLOCK_MONOTONIC ns>", then, per mode:
  *   mem      checks everything from the main thread
  *   threads  4 threads check interleaved pages of the region at once
- *   fork     forks; the child checks the region (a lazy restore kills the
- *            tree at the fork: the test expects SIGKILL)
+ *   fork     forks at once; the child checks and rewrites the region (its
+ *            pages missing at the fork are served to it too), then the
+ *            parent checks its own
  *   tree     was forked before the dump: parent and child each check
  *            their own region (the child's allocated after the fork)
  * Checks: region (untouched pages read as zeros), dropped, moved, heap, rewrite (threads: region
- * and rewrite per thread; tree: child).
+ * and rewrite per thread; tree: child; fork: forked, region, rewrite).
  *
  * usage: rt_lazy <trigger> <mib> <mode>
  */
@@ -131,10 +132,15 @@ int main(int argc, char **argv) {
   if (strcmp(mode, "fork") == 0) {
     pid_t c = fork();
     if (c < 0) die("fork");
-    if (c == 0) exit(bad_region(16, 1, 1) == 0 ? 0 : 1);
+    if (c == 0) { /* the child checks and rewrites the memory it got at the fork */
+      long bad = bad_region(16, 1, 1);
+      rewrite(0, 1);
+      exit(bad == 0 && bad_region(0, 1, 2) == 0 ? 0 : 1);
+    }
     int st;
-    waitpid(c, &st, 0);
-    check("forked", 0, "the tree went on after a fork during the lazy restore (0x%x)", st);
+    if (waitpid(c, &st, 0) != c) die("waitpid");
+    check("forked", WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status 0x%x", st);
+    check_region_main("parent after the fork");
     return verdict();
   }
 
