@@ -25,9 +25,9 @@ import { checkpoint } from "../engine/dump/mod.ts";
 import { restore } from "../engine/restore/mod.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
-import { adoptPid, withTargets } from "./helpers/targets.ts";
+import { adoptPid, becomeSubreaper, withTargets } from "./helpers/targets.ts";
 import { startPaused } from "./helpers/kill_anywhere.ts";
-import { isAlive } from "./helpers/proc.ts";
+import { ppidOf } from "./helpers/proc.ts";
 
 const READY = /^ready pid=(\d+) child=(\d+)$/m;
 const CHECKS = ["dropped", "moved", "region", "rewrite", "heap"];
@@ -111,19 +111,28 @@ Deno.test(
 Deno.test(
   "restore --lazy: cryo killed while serving: the target dies, never runs on zero pages",
   withTargets(async () => {
-    const { t, trigger } = await startTriggered("rt_lazy", READY, { extra: ["64", "mem"] });
+    const { t, trigger } = await startTriggered("rt_lazy", READY, { extra: ["64", "orphan"] });
     const dir = await tempImageDir();
     await checkpoint(t.pid, { dir });
     await t.wait();
     await Deno.writeTextFile(trigger, "");
+    becomeSubreaper(); // the restored target, orphaned when cryo dies, comes back to this process
     const cli = await startPaused(["restore", "--lazy", dir], "lazy-serve:3");
-    t.resetAfterRestore();
-    assert.ok(isAlive(t.pid), "restored and stopped on its first missing page");
+    assert.equal(ppidOf(t.pid), cli.child.pid, "restored by the cryo under test");
     cli.child.kill("SIGKILL");
     await cli.output;
+    // Orphaned by cryo's death, it is reparented to this process (a subreaper): its status says how it died.
     const deadline = Date.now() + 30000;
-    while (isAlive(t.pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-    assert.ok(!isAlive(t.pid), "the target is gone after cryo died");
+    while (ppidOf(t.pid) !== Deno.pid && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    t.resetAfterRestore();
+    const st = await t.wait(30000);
+    assert.deepEqual(
+      [st.kind, st.kind === "signaled" ? st.signal : -1],
+      ["signaled", 9],
+      `killed by the watchdog (SIGKILL), not crashed on zero pages: ${JSON.stringify(st)}`,
+    );
     assert.doesNotMatch(t.output(), /^(PASS|FAIL|check )/m, t.output());
   }),
 );

@@ -11,6 +11,7 @@
  * the checks run while the pages are being served), prints
  * "resumed <CLOCK_MONOTONIC ns>", then, per mode:
  *   mem      checks everything from the main thread
+ *   orphan   as mem, without the parent-death signal the harness sets
  *   threads  4 threads check interleaved pages of the region at once
  *   fork     forks at once; the child checks and rewrites the region (its
  *            pages missing at the fork are served to it too), then the
@@ -26,6 +27,7 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 
 #include "common.h"
@@ -98,6 +100,9 @@ int main(int argc, char **argv) {
   const char *trigger = argv[1];
   const char *mode = argv[3];
   int tree = strcmp(mode, "tree") == 0;
+  /* "orphan": as "mem", without the parent-death signal the test harness
+   * sets (so that its restorer, cryo, dying does not kill it by itself). */
+  if (strcmp(mode, "orphan") == 0) prctl(PR_SET_PDEATHSIG, 0);
   pid_t child = -1;
   if (tree) {
     child = fork();
