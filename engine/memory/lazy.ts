@@ -110,12 +110,11 @@ export function emitHotPages(
   hot: Set<bigint>,
   imageSlot: number,
 ): void {
-  for (const run of m.pages) {
-    const addr = BigInt(run.addr);
-    for (let off = 0; off < run.length; off += 4096) {
-      const page = addr + BigInt(off);
-      if (!hot.has(page)) continue;
-      p.op(SYS.pread64, [slot(imageSlot), page, 4096, run.fileOffset + off], {
+  for (const page of [...hot].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))) {
+    for (const run of m.pages) {
+      const off = page - BigInt(run.addr);
+      if (off < 0n || off >= BigInt(run.length)) continue;
+      p.op(SYS.pread64, [slot(imageSlot), page, 4096, run.fileOffset + Number(off)], {
         comment: "lazy restore: a page the kernel or the first instruction needs",
       });
     }

@@ -32,6 +32,7 @@ import { SYS } from "../../ffi/sysno.ts";
 import { injectSyscall } from "../../ffi/inject.ts";
 import { processVmWriteFully } from "../../ffi/process_vm.ts";
 import { type FileAction, posixSpawn } from "../../ffi/spawn.ts";
+import { schedGetattr, schedSetattr } from "../../ffi/sched.ts";
 import { __WALL, waitPid } from "../../ffi/wait.ts";
 import { errnoName } from "../../ffi/errno.ts";
 import {
@@ -48,7 +49,8 @@ import { RestoreError } from "../errors.ts";
 import { pausePoint } from "../pause.ts";
 import type { CompiledProcess } from "../restore/compile.ts";
 import { hotPages, type LazyRegion } from "./lazy.ts";
-import { PM, readPagemap } from "../proc/pagemap.ts";
+import { ScanBuffer } from "../../ffi/pagemap_scan.ts";
+import { PAGE_IS } from "../../ffi/probe.ts";
 import type { ProcessImage } from "../model.ts";
 
 const PAGE = 4096;
@@ -62,6 +64,7 @@ const EAGAIN = 11n;
 const ENOENT = 2n;
 const ESRCH = 3n;
 const SIGKILL = 9;
+const SCHED_IDLE = 5;
 
 /** One process being served: its userfaultfd (in cryo), pidfd, image and page states. */
 interface Space {
@@ -76,11 +79,15 @@ interface Space {
   cursor: { r: number; i: number };
 }
 
-/** Page states of one range: file offset of each saved page (-1: none) and whether it is in. */
+/**
+ * Page states of one range: where each saved page is in the image, and
+ * whether it is in. `base[i] + i * PAGE` is page i's file offset (NaN: not
+ * saved); constant over a run, so a run is one native fill.
+ */
 interface Region {
   start: bigint;
   pages: number;
-  offset: Float64Array;
+  base: Float64Array;
   done: Uint8Array;
 }
 
@@ -103,12 +110,22 @@ export interface LazyProgress {
 
 function toRegion(l: LazyRegion): Region {
   const pages = Number((l.end - l.start) / PAGE_N);
-  const offset = new Float64Array(pages).fill(-1);
+  const base = new Float64Array(pages).fill(NaN);
   for (const run of l.runs) {
     const first = Number((run.addr - l.start) / PAGE_N);
-    for (let k = 0; k < run.length / PAGE; k++) offset[first + k] = run.fileOffset + k * PAGE;
+    base.fill(run.fileOffset - first * PAGE, first, first + run.length / PAGE);
   }
-  return { start: l.start, pages, offset, done: new Uint8Array(pages) };
+  return { start: l.start, pages, base, done: new Uint8Array(pages) };
+}
+
+/** Whether page `i` of `r` is saved in the image. */
+function saved(r: Region, i: number): boolean {
+  return !Number.isNaN(r.base[i]);
+}
+
+/** The image file offset of saved page `i` of `r`. */
+function offsetOf(r: Region, i: number): number {
+  return r.base[i] + i * PAGE;
 }
 
 /** The fd number of the one userfaultfd in `pid`'s table. */
@@ -205,7 +222,9 @@ export class LazyServer {
         );
         const path = new TextEncoder().encode(u.path + "\0");
         space.image = must(`open ${u.path}`, rawSyscall(SYS.open, path, 0o2000000, 0));
-        for (const r of space.regions) for (const o of r.offset) if (o >= 0) space.remaining++;
+        for (const l of u.compiled.lazy!) {
+          for (const run of l.runs) space.remaining += run.length / PAGE;
+        }
         s.#settlePresent(space, hotPages(u.image));
       }
       s.#startWatchdog();
@@ -225,23 +244,53 @@ export class LazyServer {
    * through the userfaultfd). Then the hot pages not present are served.
    */
   #settlePresent(s: Space, hot: Set<bigint>): void {
-    for (const r of s.regions) {
-      const e = readPagemap(s.pid, r.start, r.start + BigInt(r.pages) * PAGE_N);
-      for (let i = 0; i < e.length; i++) {
-        if ((e.hi(i) & PM.PRESENT) === 0) continue;
-        const addr = r.start + BigInt(i) * PAGE_N;
-        if (!hot.has(addr) && r.offset[i] >= 0) {
-          const page = this.#buf.subarray(0, PAGE);
-          const got = rawSyscall(SYS.pread64, s.image, page, PAGE, r.offset[i]);
-          if (got !== BigInt(PAGE)) {
-            throw new RestoreError(`lazy restore: reading the image of ${s.pid} failed`);
+    // PAGEMAP_SCAN returns only the present runs: cheap however large the mappings.
+    const pm = must(
+      `open /proc/${s.pid}/pagemap`,
+      rawSyscall(SYS.open, new TextEncoder().encode(`/proc/${s.pid}/pagemap\0`), 0o2000000, 0),
+    );
+    const scan = new ScanBuffer(256);
+    try {
+      for (const r of s.regions) {
+        const end = r.start + BigInt(r.pages) * PAGE_N;
+        let at = r.start;
+        while (at < end) {
+          const { n, walkEnd } = scan.scan(pm, at, end, {
+            mask: PAGE_IS.PRESENT,
+            returnMask: PAGE_IS.PRESENT,
+          });
+          if (n < 0) {
+            throw new RestoreError(
+              `lazy restore: PAGEMAP_SCAN of ${s.pid} failed: ${errnoName(-n)}`,
+            );
           }
-          processVmWriteFully(s.pid, addr, page);
+          for (let k = 0; k < n; k++) {
+            for (let a = scan.vec[k * 3]; a < scan.vec[k * 3 + 1]; a += PAGE_N) {
+              this.#settle(s, r, a, hot);
+            }
+          }
+          if (walkEnd <= at) break;
+          at = walkEnd;
         }
-        this.#mark(s, r, i, 1);
       }
+    } finally {
+      rawSyscall(SYS.close, pm);
     }
     for (const page of hot) if (this.#find(s, page)) this.#fault(s, page);
+  }
+
+  /** A page present at take-over: the image's data written in unless the program read it (hot). */
+  #settle(s: Space, r: Region, addr: bigint, hot: Set<bigint>): void {
+    const i = Number((addr - r.start) / PAGE_N);
+    if (!hot.has(addr) && saved(r, i) && !r.done[i]) {
+      const page = this.#buf.subarray(0, PAGE);
+      const got = rawSyscall(SYS.pread64, s.image, page, PAGE, offsetOf(r, i));
+      if (got !== BigInt(PAGE)) {
+        throw new RestoreError(`lazy restore: reading the image of ${s.pid} failed`);
+      }
+      processVmWriteFully(s.pid, addr, page);
+    }
+    this.#mark(s, r, i, 1);
   }
 
   /** Progress so far. */
@@ -330,6 +379,8 @@ export class LazyServer {
       for (const fd of sources) rawSyscall(SYS.close, fd);
     }
     this.#watchdog = { pid, pipe: w };
+    // It holds the descriptors from its exec on; its start-up must not take CPU from the restore.
+    schedSetattr(pid, { ...schedGetattr(pid), policy: SCHED_IDLE });
   }
 
   #closeAll(): void {
@@ -403,7 +454,7 @@ export class LazyServer {
       uffd,
       pidfd: -1,
       image: must("fcntl(F_DUPFD_CLOEXEC)", rawSyscall(SYS.fcntl, s.image, 1030, 0)),
-      regions: s.regions.map((r) => ({ ...r, offset: r.offset.slice(), done: r.done.slice() })),
+      regions: s.regions.map((r) => ({ ...r, base: r.base.slice(), done: r.done.slice() })),
       remaining: s.remaining,
       cursor: { r: 0, i: 0 },
     };
@@ -448,7 +499,7 @@ export class LazyServer {
 
   #fault(s: Space, addr: bigint): void {
     const at = this.#find(s, addr);
-    if (at && !at.r.done[at.i] && at.r.offset[at.i] >= 0) {
+    if (at && !at.r.done[at.i] && saved(at.r, at.i)) {
       this.#copy(s, at.r, at.i, FAULT_PAGES);
       return;
     }
@@ -458,7 +509,7 @@ export class LazyServer {
     else if (z === -EAGAIN) this.#handleEvents(0), this.#fault(s, addr);
     else if (z === -ESRCH || z === -ENOENT) this.#gone(s, z);
     else if (z < 0n) throw new Error(`UFFDIO_ZEROPAGE in ${s.pid}: ${errnoName(Number(-z))}`);
-    if (at && at.r.offset[at.i] < 0) at.r.done[at.i] = 1;
+    if (at && !saved(at.r, at.i)) at.r.done[at.i] = 1;
   }
 
   /** The process's memory is gone (it exited or exec'd): nothing left to serve. */
@@ -471,10 +522,10 @@ export class LazyServer {
   #copy(s: Space, r: Region, i: number, max: number): void {
     let n = 1;
     while (
-      n < max && i + n < r.pages && !r.done[i + n] && r.offset[i + n] === r.offset[i] + n * PAGE
+      n < max && i + n < r.pages && !r.done[i + n] && r.base[i + n] === r.base[i]
     ) n++;
     const len = n * PAGE;
-    const got = rawSyscall(SYS.pread64, s.image, this.#buf, len, r.offset[i]);
+    const got = rawSyscall(SYS.pread64, s.image, this.#buf, len, offsetOf(r, i));
     if (got !== BigInt(len)) {
       throw new Error(
         `reading the image of ${s.pid}: ${got < 0n ? errnoName(Number(-got)) : "short read"}`,
@@ -504,7 +555,7 @@ export class LazyServer {
     for (let k = i; k < i + n; k++) {
       if (!r.done[k]) {
         r.done[k] = 1;
-        if (r.offset[k] >= 0) s.remaining--;
+        if (saved(r, k)) s.remaining--;
       }
     }
   }
@@ -514,7 +565,7 @@ export class LazyServer {
     const c = s.cursor;
     while (c.r < s.regions.length) {
       const r = s.regions[c.r];
-      while (c.i < r.pages && (r.done[c.i] || r.offset[c.i] < 0)) c.i++;
+      while (c.i < r.pages && (r.done[c.i] || !saved(r, c.i))) c.i++;
       if (c.i < r.pages) {
         this.#copy(s, r, c.i, CHUNK_PAGES);
         return;
@@ -531,8 +582,8 @@ export class LazyServer {
     for (let a = start & ~(PAGE_N - 1n); a < end; a += PAGE_N) {
       const at = this.#find(s, a);
       if (!at) continue;
-      if (!at.r.done[at.i] && at.r.offset[at.i] >= 0) s.remaining--;
-      at.r.offset[at.i] = -1;
+      if (!at.r.done[at.i] && saved(at.r, at.i)) s.remaining--;
+      at.r.base[at.i] = NaN;
       at.r.done[at.i] = unmapped ? 1 : 0;
     }
   }
@@ -544,9 +595,9 @@ export class LazyServer {
     for (let k = 0; k < pages; k++) {
       const at = this.#find(s, from + BigInt(k) * PAGE_N);
       if (!at) continue;
-      moved.offset[k] = at.r.offset[at.i];
+      moved.base[k] = offsetOf(at.r, at.i) - k * PAGE;
       moved.done[k] = at.r.done[at.i];
-      at.r.offset[at.i] = -1;
+      at.r.base[at.i] = NaN;
       at.r.done[at.i] = 1;
     }
     // The destination was unmapped by mremap: drop any old plan there first.
@@ -555,8 +606,8 @@ export class LazyServer {
         const a = to + BigInt(k) * PAGE_N;
         if (a >= r.start && a < r.start + BigInt(r.pages) * PAGE_N) {
           const i = Number((a - r.start) / PAGE_N);
-          if (!r.done[i] && r.offset[i] >= 0) s.remaining--;
-          r.offset[i] = -1;
+          if (!r.done[i] && saved(r, i)) s.remaining--;
+          r.base[i] = NaN;
           r.done[i] = 1;
         }
       }
