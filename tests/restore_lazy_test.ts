@@ -28,6 +28,7 @@ import { startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
 import { adoptPid, becomeSubreaper, withTargets } from "./helpers/targets.ts";
 import { startPaused } from "./helpers/kill_anywhere.ts";
 import { ppidOf } from "./helpers/proc.ts";
+import { assertCliOk, assertOneLineError, runCli } from "./helpers/commands.ts";
 
 const READY = /^ready pid=(\d+) child=(\d+)$/m;
 const CHECKS = ["dropped", "moved", "region", "rewrite", "heap"];
@@ -134,5 +135,34 @@ Deno.test(
       `killed by the watchdog (SIGKILL), not crashed on zero pages: ${JSON.stringify(st)}`,
     );
     assert.doesNotMatch(t.output(), /^(PASS|FAIL|check )/m, t.output());
+  }),
+);
+
+Deno.test(
+  "cryo restore --lazy --detach: returns once every page is in, the target checks itself",
+  withTargets(async () => {
+    const { t, trigger } = await startTriggered("rt_lazy", READY, { extra: ["32", "orphan"] });
+    const dir = await tempImageDir();
+    await checkpoint(t.pid, { dir });
+    await t.wait();
+    await Deno.writeTextFile(trigger, "");
+    becomeSubreaper(); // the detached target comes back to this process
+    const r = await runCli(["restore", "--lazy", "--detach", dir]);
+    assertCliOk(r, "restore --lazy --detach");
+    assert.equal(r.stdout.trim(), String(t.pid));
+    t.resetAfterRestore();
+    assertChecksPassed(t, CHECKS, await t.wait(60000), { what: "restored by the CLI" });
+  }),
+);
+
+Deno.test(
+  "cryo restore --lazy refuses a restore into a pid namespace",
+  withTargets(async () => {
+    const { t } = await startTriggered("rt_lazy", READY, { extra: ["1", "mem"] });
+    const dir = await tempImageDir();
+    await checkpoint(t.pid, { dir });
+    await t.wait();
+    const r = await runCli(["restore", "--lazy", "--new-pid-ns", dir]);
+    assertOneLineError(r, 1, /--lazy is not supported for a restore into a pid namespace/, "pidns");
   }),
 );
