@@ -57,6 +57,18 @@ export const COMMANDS: readonly CommandEntry[] = [
     load: () => import("./show.ts"),
   },
   {
+    name: "pre-dump",
+    term: "pre-dump [options] <pid>",
+    summary: "manage the dirty tracking a `dump --pre-dump` left in a running tree",
+    load: () => import("./pre_dump.ts"),
+  },
+  {
+    name: "image",
+    term: "image <action> [options] <dir>",
+    summary: "operate on image directories (flatten a pre-copy chain)",
+    load: () => import("./image.ts"),
+  },
+  {
     name: "export-core",
     term: "export-core [options] <dir>",
     summary: "write a core file (ELF ET_CORE) of one process of an image, for gdb",

@@ -265,6 +265,7 @@ export async function readImageFile(path: string): Promise<ImageInfo> {
         if (r.fileOffset % PAGE_SIZE !== 0 || r.length % PAGE_SIZE !== 0) {
           fail(`${where} is not page aligned`);
         }
+        if (r.parent !== undefined) continue; // in a parent image (engine/image/chain.ts)
         if (r.fileOffset < pages.offset || r.fileOffset + r.length > pages.offset + pages.size) {
           fail(`${where} at file offset ${r.fileOffset} lies outside .cryo.pages`);
         }
