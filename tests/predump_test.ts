@@ -155,3 +155,25 @@ Deno.test(
     assertChecksPassed(t, CHECKS, await t.wait(30000), { what: "original" });
   }),
 );
+
+Deno.test(
+  "a chain while the process remaps and drops parts of its memory, the final dump killing it: exact at the final freeze",
+  withTargets(async () => {
+    const { t, trigger } = await startTriggered("rt_precopy", READY, { extra: ["16", "churn"] });
+    const d1 = await tempImageDir(), d2 = await tempImageDir(), d3 = await tempImageDir();
+    await checkpoint(t.pid, { dir: d1, preDump: true });
+    await new Promise((r) => setTimeout(r, 200));
+    await checkpoint(t.pid, { dir: d2, parent: d1, preDump: true });
+    await new Promise((r) => setTimeout(r, 200));
+    // The final dump kills the tree (the default).
+    const r3 = await checkpoint(t.pid, { dir: d3, parent: d2 });
+    assert.ok((r3.stats.parentReusedBytes ?? 0) > 0, "some pages kept in the parents");
+    const killed = await t.wait(30000);
+    assert.equal(killed.kind, "signaled", "the final dump killed the tree");
+    await Deno.writeTextFile(trigger, "");
+    const tree = await restore(d3);
+    t.resetAfterRestore();
+    for (const pid of tree.pids) if (pid !== t.pid) adoptPid(pid);
+    assertChecksPassed(t, CHECKS, await t.wait(30000), { what: "restored via the chain" });
+  }),
+);
