@@ -12,7 +12,7 @@ import { flattenImage } from "../engine/image/chain.ts";
 export function register(program: Command): void {
   const image = program
     .command("image")
-    .description("operate on image directories (flatten a pre-copy chain)");
+    .description("merge a pre-copy chain of images into one self-contained image");
   image
     .command("flatten")
     .description("write one self-contained image with the content of a chained image")

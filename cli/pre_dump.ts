@@ -13,7 +13,7 @@ import { positiveInt } from "./format.ts";
 export function register(program: Command): void {
   program
     .command("pre-dump")
-    .description("manage the dirty tracking a `dump --pre-dump` left in a running tree")
+    .description("remove the dirty tracking a pre-dump left in a running tree")
     .argument("<pid>", "pid of the root process of the tree", positiveInt("pid"))
     .requiredOption(
       "--cancel",

@@ -59,13 +59,13 @@ export const COMMANDS: readonly CommandEntry[] = [
   {
     name: "pre-dump",
     term: "pre-dump [options] <pid>",
-    summary: "manage the dirty tracking a `dump --pre-dump` left in a running tree",
+    summary: "remove the dirty tracking a pre-dump left in a running tree",
     load: () => import("./pre_dump.ts"),
   },
   {
     name: "image",
-    term: "image <action> [options] <dir>",
-    summary: "operate on image directories (flatten a pre-copy chain)",
+    term: "image flatten <dir>",
+    summary: "merge a pre-copy chain of images into one self-contained image",
     load: () => import("./image.ts"),
   },
   {
