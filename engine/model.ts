@@ -20,6 +20,14 @@ export type Hex = string;
 /** Version of the image format; bumped on any incompatible change. */
 export const IMAGE_FORMAT_VERSION = 2;
 
+/**
+ * The manifest format version of an image with a `parent` (a pre-copy
+ * chain, engine/image/chain.ts): its page runs may point into the parent,
+ * which a reader of version {@link IMAGE_FORMAT_VERSION} alone would misread.
+ * Its `<pid>.elf` files are version {@link IMAGE_FORMAT_VERSION}.
+ */
+export const CHAIN_FORMAT_VERSION = 3;
+
 /** The manifest.json of an image directory. */
 export interface Manifest {
   /** Always "cryo-image". */

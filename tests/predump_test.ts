@@ -22,6 +22,7 @@ import { cancelPreDump } from "../engine/dump/chain_dump.ts";
 import { restore } from "../engine/restore/mod.ts";
 import { flattenImage } from "../engine/image/chain.ts";
 import { readImage } from "../engine/inspect.ts";
+import { CHAIN_FORMAT_VERSION, IMAGE_FORMAT_VERSION } from "../engine/model.ts";
 import { readPagemap } from "../engine/proc/pagemap.ts";
 import { PM } from "../engine/proc/pagemap.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
@@ -73,6 +74,7 @@ Deno.test(
 
     const r2 = await checkpoint(t.pid, { dir: d2, parent: d1, preDump: true });
     assert.ok(r2.manifest.parent, "d2 names its parent");
+    assert.equal(r2.manifest.formatVersion, CHAIN_FORMAT_VERSION, "a chained image's own version");
     const half = (pages / 2) * PAGE;
     assert.ok((r2.stats.parentReusedBytes ?? 0) >= half, `d2 kept ${r2.stats.parentReusedBytes}`);
     await assertNoTrackingInImage(d2);
@@ -99,7 +101,9 @@ Deno.test(
     assertChecksPassed(t, CHECKS, await t.wait(30000), { what: "original after the final dump" });
 
     const flat = await tempImageDir();
-    await flattenImage(d3, flat);
+    const flatManifest = await flattenImage(d3, flat);
+    assert.equal(flatManifest.formatVersion, IMAGE_FORMAT_VERSION);
+    assert.equal(flatManifest.parent, undefined);
 
     // Through the chain: every page matches its generation at the final freeze.
     let tree = await restore(d3);

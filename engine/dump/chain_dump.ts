@@ -8,7 +8,7 @@
  * @module
  */
 
-import type { Manifest } from "../model.ts";
+import { CHAIN_FORMAT_VERSION, type Manifest } from "../model.ts";
 import { TargetError } from "../errors.ts";
 import type { FrozenTree } from "./freeze.ts";
 import { ParentPages } from "./parent.ts";
@@ -54,13 +54,16 @@ export class ChainDump {
     return undefined;
   }
 
-  /** The manifest's `parent` and `tracking`. */
+  /** The manifest's `parent` (and chain format version) and `tracking`. */
   manifestFields(
     parent: ParentPages | undefined,
     tree: FrozenTree,
-  ): Pick<Manifest, "parent" | "tracking"> {
-    const out: Pick<Manifest, "parent" | "tracking"> = {};
-    if (parent) out.parent = { dir: parent.chain[0].dir, manifestSha256: parent.manifestSha256 };
+  ): Partial<Pick<Manifest, "parent" | "tracking" | "formatVersion">> {
+    const out: Partial<Pick<Manifest, "parent" | "tracking" | "formatVersion">> = {};
+    if (parent) {
+      out.parent = { dir: parent.chain[0].dir, manifestSha256: parent.manifestSha256 };
+      out.formatVersion = CHAIN_FORMAT_VERSION;
+    }
     if (this.#opts.preDump) {
       out.tracking = {
         generation: this.#generation,

@@ -13,7 +13,7 @@
  */
 
 import { basename, dirname, resolve } from "node:path";
-import type { Manifest, PageRun } from "../model.ts";
+import { IMAGE_FORMAT_VERSION, type Manifest, type PageRun } from "../model.ts";
 import { CryoError } from "../errors.ts";
 import { MANIFEST_FILE, readManifest, verifyImageDir, writeManifest } from "./manifest.ts";
 import { ImageWriter } from "./writer.ts";
@@ -162,7 +162,16 @@ export async function flattenImage(dir: string, out: string): Promise<Manifest> 
               writer.writePagesAtSync(at + done, buf.subarray(0, n));
               done += n;
             }
-            pages.push({ addr: r.addr, length: r.length, fileOffset: at });
+            // Runs adjacent in memory are adjacent in the new file too: one run (one read at restore).
+            const last = pages[pages.length - 1];
+            if (
+              last && BigInt(last.addr) + BigInt(last.length) === BigInt(r.addr) &&
+              last.fileOffset + last.length === at
+            ) {
+              last.length += r.length;
+            } else {
+              pages.push({ addr: r.addr, length: r.length, fileOffset: at });
+            }
           }
           m.pages = pages;
         }
@@ -185,7 +194,7 @@ export async function flattenImage(dir: string, out: string): Promise<Manifest> 
       }
     }
     const { parent: _p, tracking: _t, ...rest } = head.manifest;
-    const manifest: Manifest = { ...rest, processes };
+    const manifest: Manifest = { ...rest, formatVersion: IMAGE_FORMAT_VERSION, processes };
     await writeManifest(tmp, manifest);
     await Deno.rename(tmp, target);
     return manifest;
