@@ -143,7 +143,7 @@ export class ParentPages {
     const state = readTrackingState(root);
     if (state && state.generation !== head.tracking.generation) {
       throw new TargetError(
-        `${dir} is not the latest pre-dump of pid ${root} (that is ${state.dir}); use it as --parent`,
+        `${dir} is not the latest pre-dump of pid ${root}: give ${state.dir} as the parent`,
       );
     }
     const pp = new ParentPages(chain, await manifestSha256(chain[0].dir));
