@@ -181,3 +181,21 @@ Deno.test(
     assertChecksPassed(t, CHECKS, await t.wait(30000), { what: "restored via the chain" });
   }),
 );
+
+Deno.test(
+  "memory moved by mremap over an area the pre-dump saw: the final dump reads it, not the parent's pages",
+  withTargets(async () => {
+    const { t, trigger } = await startTriggered("rt_premove", /^ready pid=(\d+)$/m);
+    const d1 = await tempImageDir(), d2 = await tempImageDir();
+    await checkpoint(t.pid, { dir: d1, preDump: true });
+    Deno.kill(t.pid, "SIGUSR1");
+    await t.waitFor(/^moved$/m);
+    await checkpoint(t.pid, { dir: d2, parent: d1 });
+    await t.wait(30000);
+    await Deno.writeTextFile(trigger, "");
+    const tree = await restore(d2);
+    t.resetAfterRestore();
+    for (const pid of tree.pids) if (pid !== t.pid) adoptPid(pid);
+    assertChecksPassed(t, ["moved", "gone"], await t.wait(30000), { what: "restored" });
+  }),
+);
