@@ -150,6 +150,11 @@ Deno.test(
     await checkpoint(t.pid, { dir: await tempImageDir(), preDump: true });
     const plain = await tempImageDir();
     await checkpoint(t.pid, { dir: plain, leaveRunning: true });
+    // A plain image is no parent.
+    await assert.rejects(
+      checkpoint(t.pid, { dir: await tempImageDir(), parent: plain }),
+      /is not a pre-dump/,
+    );
     const after = traces(t.pid, region, pages);
     assert.deepEqual(after.fds, before.fds);
     assert.equal(after.uffdFlags, 0);

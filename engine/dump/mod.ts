@@ -327,7 +327,14 @@ async function goneProcesses(tree: FrozenTree, error: unknown): Promise<number[]
 
 /** Checkpoints process `pid` and its descendants into `opts.dir`. */
 export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<CheckpointResult> {
-  if (ownNamespaceRoot(pid)) return await checkpointInNamespace(pid, opts);
+  if (ownNamespaceRoot(pid)) {
+    if (opts.preDump || opts.parent) {
+      throw new TargetError(
+        `pid ${pid} is a tree in its own pid namespace (cryo launch): --pre-dump and --parent are not supported for it yet`,
+      );
+    }
+    return await checkpointInNamespace(pid, opts);
+  }
   checkTarget(pid, opts.pidNamespace === "own");
   if (opts.preDump) opts = { ...opts, leaveRunning: true };
   // A root that is cryo's own child and exits mid-dump: its exit status, taken
