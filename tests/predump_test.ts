@@ -204,3 +204,30 @@ Deno.test(
     assertChecksPassed(t, ["moved", "gone"], await t.wait(30000), { what: "restored" });
   }),
 );
+
+Deno.test(
+  "a child forked after a pre-dump (inheriting the tracking fd): tracked from the next pre-dump, no fd in any image, exact",
+  withTargets(async () => {
+    const { t, trigger } = await startTriggered("rt_chainfork", /^ready pid=(\d+)$/m);
+    const d1 = await tempImageDir(), d2 = await tempImageDir(), d3 = await tempImageDir();
+    await checkpoint(t.pid, { dir: d1, preDump: true });
+    Deno.kill(t.pid, "SIGUSR1");
+    const child = Number((await t.waitFor(/^forked child=(\d+)$/m))[1]);
+    adoptPid(child);
+    const r2 = await checkpoint(t.pid, { dir: d2, parent: d1, preDump: true });
+    assert.equal(r2.manifest.processes.length, 2);
+    assert.ok(r2.manifest.tracking?.fds.some((f) => f.pid === child), "the child is tracked");
+    await assertNoTrackingInImage(d2);
+    const r3 = await checkpoint(t.pid, { dir: d3, parent: d2 });
+    assert.ok((r3.stats.parentReusedBytes ?? 0) > 0, "pages kept in the parents");
+    await assertNoTrackingInImage(d3);
+    await t.wait(30000);
+    await Deno.writeTextFile(trigger, "");
+    const tree = await restore(d3);
+    t.resetAfterRestore();
+    for (const pid of tree.pids) if (pid !== t.pid) adoptPid(pid);
+    // Both report (their lines may interleave); the parent's verdict comes after reaping the child.
+    assertChecksPassed(t, ["child"], await t.wait(30000), { run: 2, what: "restored" });
+    assert.equal(t.output().match(/^check memory ok$/gm)?.length, 2, t.output());
+  }),
+);
