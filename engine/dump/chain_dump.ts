@@ -54,6 +54,26 @@ export class ChainDump {
     return undefined;
   }
 
+  /**
+   * The tree is frozen by the dump: a parent must still be the latest
+   * pre-dump (another cryo may have run since it was loaded), and the
+   * recorded generation is withdrawn until this dump succeeds (its
+   * tracking is about to change).
+   */
+  onFrozen(): void {
+    this.frozen = true;
+    const head = this.#parent?.chain[0];
+    if (head) {
+      const state = readTrackingState(this.#root);
+      if (state && state.generation !== head.manifest.tracking?.generation) {
+        throw new TargetError(
+          `${head.dir} is no longer the latest pre-dump of pid ${this.#root} (a dump ran meanwhile)`,
+        );
+      }
+    }
+    if (this.#parent || this.#opts.preDump) removeTrackingState(this.#root);
+  }
+
   /** The manifest's `parent` (and chain format version) and `tracking`. */
   manifestFields(
     parent: ParentPages | undefined,

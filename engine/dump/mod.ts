@@ -365,7 +365,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       });
     }
     tree = freezeTree(pid);
-    chain.frozen = true;
+    chain.onFrozen();
     // Keeps the pre-copied pages not written since, and removes the tracking.
     precopy?.validate();
     chain.touched ||= parent !== undefined;
