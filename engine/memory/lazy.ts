@@ -61,7 +61,9 @@ export function lazyProcessEligible(
 /** Whether mapping `m` is served lazily (see the module doc). */
 export function lazyMappingEligible(m: Mapping): boolean {
   return m.kind === "anon" && !m.inherited && m.sysvShm === undefined && !m.aio &&
-    !m.excluded && m.pages.length > 0 && !m.vmFlags.includes("lo") && !m.vmFlags.includes("lf");
+    !m.excluded && m.pages.length > 0 && !m.vmFlags.includes("lo") && !m.vmFlags.includes("lf") &&
+    // Served from this process's own image file only (a chain is flattened before a restore).
+    m.pages.every((r) => r.parent === undefined);
 }
 
 /** The lazy regions of `proc` (empty when it is restored eagerly). */
