@@ -166,3 +166,17 @@ Deno.test(
     assertOneLineError(r, 1, /--lazy is not supported for a restore into a pid namespace/, "pidns");
   }),
 );
+
+Deno.test(
+  "cryo restore --lazy (foreground): serves the pages while it waits, exits with the tree's status",
+  withTargets(async () => {
+    const { t, trigger } = await startTriggered("rt_lazy", READY, { extra: ["32", "threads"] });
+    const dir = await tempImageDir();
+    await checkpoint(t.pid, { dir });
+    await t.wait();
+    await Deno.writeTextFile(trigger, "");
+    const r = await runCli(["restore", "--lazy", dir]);
+    assert.equal(r.code, 0, `exit ${r.code}: ${r.stderr}\n${t.output()}`);
+    assertChecksPassed(t, CHECKS, { kind: "exited", pid: t.pid, code: 0 }, { what: "foreground" });
+  }),
+);
