@@ -17,7 +17,10 @@
  *   userfaultfd;
  * - cryo SIGKILLed while serving (CRYO_TEST_PAUSE_AT=lazy-serve): the
  *   watchdog kills the target, which never runs on with zero pages;
- * - once every page is in, no userfaultfd is left in the process.
+ * - once every page is in, no userfaultfd is left in the process;
+ * - an image of a pre-copy chain (served from the flattened copy);
+ * - the CLI: --detach returns once every page is in; in the foreground
+ *   it serves while it waits; refused with a private pid namespace.
  */
 
 import assert from "node:assert/strict";
@@ -106,6 +109,26 @@ Deno.test(
     const { t, tree } = await lazyRoundTrip("fork", 64);
     assert.equal(tree.lazy!.failure, undefined);
     assertChecksPassed(t, ["forked", "region", "rewrite"], await t.wait(60000), { what: "fork" });
+  }),
+);
+
+Deno.test(
+  "restore --lazy of a pre-copy chain (pre-dump, then a final dump with --parent)",
+  withTargets(async () => {
+    const { t, trigger } = await startTriggered("rt_lazy", READY, { extra: ["32", "mem"] });
+    const d1 = await tempImageDir();
+    await checkpoint(t.pid, { dir: d1, preDump: true });
+    const dir = await tempImageDir();
+    const dump = await checkpoint(t.pid, { dir, parent: d1 });
+    assert.ok((dump.stats.parentReusedBytes ?? 0) > 0, "the final dump kept pages of its parent");
+    await t.wait();
+    await Deno.writeTextFile(trigger, "");
+    const tree = await restore(dir, { lazy: true });
+    t.resetAfterRestore();
+    assert.ok(tree.lazy && tree.lazy.progress.remaining > 0, "lazy");
+    tree.lazy.serve(); // from the flattened copy, removed once restore() returned: the fds hold it
+    assert.equal(tree.lazy.failure, undefined);
+    assertChecksPassed(t, CHECKS, await t.wait(60000), { what: "chain" });
   }),
 );
 
