@@ -10,7 +10,8 @@
  * yet), inject-restore (a thread's own mask back, not yet its registers),
  * probe (the mlockall probe page mapped), ghosts, pages, notes, written,
  * manifest, fsync, rename, killed. Restore phases: planned, spawned,
- * launched, exec, program-done, finalize, released.
+ * launched, exec, program-done, finalize, released; with --lazy, lazy-serve
+ * (before each chunk of the background pass, after the tree was released).
  *
  * @module
  */
