@@ -97,9 +97,9 @@ Examples:
         newPidNs: opts.newPidNs,
         lazy: opts.lazy,
       });
-      // --lazy: cryo serves the pages until all are in (with --detach too, before returning).
-      const serving = tree.lazy ? serveLazy(tree.lazy) : Promise.resolve();
-      if (opts.detach) await serving;
+      // --lazy: cryo serves the pages until all are in; with --detach a background process does.
+      if (tree.lazy && opts.detach) tree.lazy.handOff();
+      const serving = tree.lazy && !opts.detach ? serveLazy(tree.lazy) : Promise.resolve();
       const summary = {
         rootPid: tree.rootPid,
         pids: tree.pids,

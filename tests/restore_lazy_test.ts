@@ -19,7 +19,8 @@
  *   watchdog kills the target, which never runs on with zero pages;
  * - once every page is in, no userfaultfd is left in the process;
  * - an image of a pre-copy chain (served from the flattened copy);
- * - the CLI: --detach returns once every page is in; in the foreground
+ * - the CLI: with --detach it returns at once and a background process
+ *   serves the rest (engine/memory/lazy_detached.ts); in the foreground
  *   it serves while it waits; refused with a private pid namespace.
  */
 
@@ -31,6 +32,8 @@ import { startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
 import { adoptPid, becomeSubreaper, withTargets } from "./helpers/targets.ts";
 import { startPaused } from "./helpers/kill_anywhere.ts";
 import { ppidOf } from "./helpers/proc.ts";
+import { rawSyscall } from "../ffi/libc.ts";
+import { SYS } from "../ffi/sysno.ts";
 import { assertCliOk, assertOneLineError, runCli } from "./helpers/commands.ts";
 
 const READY = /^ready pid=(\d+) child=(\d+)$/m;
@@ -162,7 +165,7 @@ Deno.test(
 );
 
 Deno.test(
-  "cryo restore --lazy --detach: returns once every page is in, the target checks itself",
+  "cryo restore --lazy --detach: a background server takes over, the target checks itself",
   withTargets(async () => {
     const { t, trigger } = await startTriggered("rt_lazy", READY, { extra: ["32", "orphan"] });
     const dir = await tempImageDir();
@@ -177,6 +180,55 @@ Deno.test(
     assertChecksPassed(t, CHECKS, await t.wait(60000), { what: "restored by the CLI" });
   }),
 );
+
+Deno.test(
+  "cryo restore --lazy --detach: the background server killed while serving: the target dies",
+  withTargets(async () => {
+    const { t, trigger } = await startTriggered("rt_lazy", READY, { extra: ["64", "orphan"] });
+    const dir = await tempImageDir();
+    await checkpoint(t.pid, { dir });
+    await t.wait();
+    await Deno.writeTextFile(trigger, "");
+    becomeSubreaper(); // the target and the background server come back to this process
+    // The background server inherits the pause point: it stops itself after its third chunk.
+    const r = await runCli(["restore", "--lazy", "--detach", dir], {
+      env: { CRYO_TEST_PAUSE_AT: "lazy-serve:3" },
+    });
+    assertCliOk(r, "restore --lazy --detach");
+    let server: number | undefined;
+    const deadline = Date.now() + 30000;
+    while (server === undefined && Date.now() < deadline) {
+      server = childrenOfSelf().find((pid) => {
+        try {
+          return Deno.readTextFileSync(`/proc/${pid}/cmdline`).includes("lazy_detached.ts") &&
+            /^\d+ \(.*\) T /.test(Deno.readTextFileSync(`/proc/${pid}/stat`));
+        } catch {
+          return false;
+        }
+      });
+      await new Promise((res) => setTimeout(res, 5));
+    }
+    assert.ok(server, "the background server stopped at its pause point");
+    Deno.kill(server, "SIGKILL");
+    rawSyscall(SYS.wait4, server, null, 0, null);
+    t.resetAfterRestore();
+    const st = await t.wait(30000);
+    assert.deepEqual(
+      [st.kind, st.kind === "signaled" ? st.signal : -1],
+      ["signaled", 9],
+      `killed by the watchdog: ${JSON.stringify(st)}\n${t.output()}`,
+    );
+    assert.doesNotMatch(t.output(), /^(PASS|FAIL|check )/m, t.output());
+  }),
+);
+
+/** The children of this process (every thread's). */
+function childrenOfSelf(): number[] {
+  return [...Deno.readDirSync("/proc/self/task")].flatMap((e) =>
+    Deno.readTextFileSync(`/proc/self/task/${e.name}/children`).trim().split(/\s+/).filter(Boolean)
+      .map(Number)
+  );
+}
 
 Deno.test(
   "cryo restore --lazy refuses a restore into a pid namespace",

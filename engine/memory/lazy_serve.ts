@@ -46,6 +46,7 @@ import {
   uffdZeropage,
 } from "../../ffi/uffd.ts";
 import { RestoreError } from "../errors.ts";
+import { decodeBase64, encodeBase64 } from "../base64.ts";
 import { pausePoint } from "../pause.ts";
 import type { CompiledProcess } from "../restore/compile.ts";
 import { hotPages, type LazyRegion } from "./lazy.ts";
@@ -89,6 +90,21 @@ interface Region {
   pages: number;
   base: Float64Array;
   done: Uint8Array;
+}
+
+/** The state {@link LazyServer.handOff} passes to the background server (fd numbers are cryo's). */
+interface DetachedState {
+  from: number;
+  watchdog: { pid: number; pipe: number };
+  faults: number;
+  spaces: {
+    pid: number;
+    uffd: number;
+    pidfd: number;
+    image: number;
+    remaining: number;
+    regions: { start: string; pages: number; base: string; done: string }[];
+  }[];
 }
 
 /** What the caller needs of a process to take its userfaultfd. */
@@ -178,7 +194,7 @@ function must(what: string, r: bigint): number {
  */
 export class LazyServer {
   readonly #spaces: Space[] = [];
-  #watchdog: { pid: number; pipe: number } | undefined;
+  #watchdog: { pid: number; pipe: number; ours: boolean } | undefined;
   readonly #buf: Uint8Array;
   #faults = 0;
   #closed = false;
@@ -360,7 +376,14 @@ export class LazyServer {
       .map((fd) => must("fcntl(F_DUPFD_CLOEXEC)", rawSyscall(SYS.fcntl, fd, 1030, 100)));
     rawSyscall(SYS.close, r);
     rawSyscall(SYS.close, self);
-    const actions: FileAction[] = sources.map((fd, i) => ({ kind: "dup2", fd, newFd: 3 + i }));
+    // Not cryo's stdio: a pipe reader of cryo's output must not wait for the watchdog.
+    const actions: FileAction[] = [0, 1, 2].map((fd) => ({
+      kind: "open",
+      fd,
+      path: "/dev/null",
+      flags: fd === 0 ? 0 : 1,
+    }));
+    sources.forEach((fd, i) => actions.push({ kind: "dup2", fd, newFd: 3 + i }));
     actions.push({ kind: "closefrom", fd: 3 + sources.length });
     const script = new URL("./lazy_watchdog.ts", import.meta.url).href;
     let pid: number;
@@ -378,7 +401,7 @@ export class LazyServer {
     } finally {
       for (const fd of sources) rawSyscall(SYS.close, fd);
     }
-    this.#watchdog = { pid, pipe: w };
+    this.#watchdog = { pid, pipe: w, ours: true };
     // It holds the descriptors from its exec on; its start-up must not take CPU from the restore.
     schedSetattr(pid, { ...schedGetattr(pid), policy: SCHED_IDLE });
   }
@@ -395,10 +418,118 @@ export class LazyServer {
     if (w) {
       rawSyscall(SYS.write, w.pipe, new Uint8Array([0x44]), 1);
       rawSyscall(SYS.close, w.pipe);
-      try {
-        waitPid(w.pid, __WALL);
-      } catch { /* already reaped */ }
+      if (w.ours) {
+        try {
+          waitPid(w.pid, __WALL);
+        } catch { /* already reaped */ }
+      }
     }
+  }
+
+  /**
+   * `--detach`: hands the serving over to a new background process
+   * (engine/memory/lazy_detached.ts) and closes everything here without
+   * telling the watchdog (the new server holds its pipe now). The new
+   * process takes every descriptor from this one with pidfd_getfd before
+   * it says it is ready; until then no fault is served. Returns its pid.
+   */
+  handOff(): number {
+    if (this.#closed) throw new RestoreError("lazy restore: nothing left to hand over");
+    const w = this.#watchdog!;
+    const state: DetachedState = {
+      from: Deno.pid,
+      watchdog: { pid: w.pid, pipe: w.pipe },
+      faults: this.#faults,
+      spaces: this.#spaces.map((s) => ({
+        pid: s.pid,
+        uffd: s.uffd,
+        pidfd: s.pidfd,
+        image: s.image,
+        remaining: s.remaining,
+        regions: s.regions.map((r) => ({
+          start: r.start.toString(),
+          pages: r.pages,
+          base: encodeBase64(new Uint8Array(r.base.buffer)),
+          done: encodeBase64(r.done),
+        })),
+      })),
+    };
+    const file = Deno.makeTempFileSync({ prefix: "cryo-lazy-", suffix: ".json" });
+    Deno.writeTextFileSync(file, JSON.stringify(state));
+    const fds = new Int32Array(2);
+    must("pipe2", rawSyscall(SYS.pipe2, fds, 0o2000000));
+    let pid: number;
+    try {
+      const script = new URL("./lazy_detached.ts", import.meta.url).href;
+      pid = posixSpawn(
+        Deno.execPath(),
+        ["deno", "run", "-A", "--no-lock", "--quiet", script, file],
+        {
+          fileActions: [
+            { kind: "open", fd: 0, path: "/dev/null", flags: 0 },
+            { kind: "dup2", fd: fds[1], newFd: 1 },
+            { kind: "open", fd: 2, path: "/dev/null", flags: 1 },
+            { kind: "closefrom", fd: 3 },
+          ],
+          closeFrom: null,
+          newProcessGroup: true,
+        },
+      );
+      rawSyscall(SYS.close, fds[1]);
+      const ok = new Uint8Array(1);
+      const r = rawSyscall(SYS.read, fds[0], ok, 1);
+      if (r !== 1n || ok[0] !== 0x52 /* "R" */) {
+        throw new RestoreError("lazy restore: the background server did not start");
+      }
+    } catch (e) {
+      Deno.removeSync(file);
+      throw e;
+    } finally {
+      rawSyscall(SYS.close, fds[0]);
+    }
+    // It holds everything now: close this side's copies, the watchdog keeps waiting.
+    this.#closed = true;
+    for (const s of this.#spaces) {
+      for (const fd of [s.uffd, s.image, s.pidfd]) if (fd >= 0) rawSyscall(SYS.close, fd);
+    }
+    rawSyscall(SYS.close, w.pipe);
+    return pid;
+  }
+
+  /**
+   * The background server's side of {@link handOff}: takes every
+   * descriptor named in `file` from the process that wrote it (which waits)
+   * and goes on serving from the same state.
+   */
+  static resume(file: string): LazyServer {
+    const st = JSON.parse(Deno.readTextFileSync(file)) as DetachedState;
+    Deno.removeSync(file);
+    const from = must("pidfd_open", rawSyscall(SYS.pidfd_open, st.from, 0));
+    const take = (fd: number) => must("pidfd_getfd", pidfdGetfd(from, fd));
+    const s = new LazyServer();
+    try {
+      s.#faults = st.faults;
+      s.#watchdog = { pid: st.watchdog.pid, pipe: take(st.watchdog.pipe), ours: false };
+      for (const sp of st.spaces) {
+        s.#spaces.push({
+          pid: sp.pid,
+          uffd: take(sp.uffd),
+          pidfd: take(sp.pidfd),
+          image: take(sp.image),
+          remaining: sp.remaining,
+          cursor: { r: 0, i: 0 },
+          regions: sp.regions.map((r) => ({
+            start: BigInt(r.start),
+            pages: r.pages,
+            base: new Float64Array(decodeBase64(r.base).buffer),
+            done: decodeBase64(r.done),
+          })),
+        });
+      }
+    } finally {
+      rawSyscall(SYS.close, from);
+    }
+    return s;
   }
 
   /** Reads and handles every queued message (waiting up to `timeoutMs` for the first). */
