@@ -10,6 +10,8 @@
 export const CLONE_NS = {
   /** A new mount namespace. */
   NEWNS: 0x20000n,
+  /** A new user namespace (owning the other namespaces made with it). */
+  NEWUSER: 0x10000000n,
   /** A new pid namespace (for the caller's children). */
   NEWPID: 0x20000000n,
 } as const;

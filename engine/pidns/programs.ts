@@ -28,6 +28,12 @@ import { CLONE_NS, MS, O } from "../../ffi/ns.ts";
 import { BootstrapBuilder } from "../restore/stub.ts";
 import { buildExecutable } from "../restore/launcher_elf.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
+import {
+  emitAmbientAll,
+  emitIdentityMaps,
+  emitNoInheritedCaps,
+  type UserNsIds,
+} from "./userns.ts";
 
 const BASE = 0x200000000n;
 
@@ -52,6 +58,11 @@ export interface InitPlan {
   waitGo: boolean;
   /** Written to /proc/sys/kernel/ns_last_pid, so the engine's own tasks get pids above it. */
   lastPid?: number;
+  /**
+   * Rootless: a new user namespace mapping these ids to themselves owns the
+   * pid and mount namespaces (engine/pidns/userns.ts).
+   */
+  userNs?: UserNsIds;
 }
 
 function cloneParent(p: ProgramBuilder, reportAt: bigint): bigint {
@@ -152,7 +163,12 @@ function emitReaper(p: ProgramBuilder, root: number, slotsAddress: bigint): void
 export function writeNamespaceMaker(init: InitPlan, engine?: Exec): string {
   return writeExe((p, slotsAddress) => {
     const pids = p.reserve(8);
-    p.op(SYS.unshare, [CLONE_NS.NEWPID | CLONE_NS.NEWNS], { comment: "new pid and mount ns" });
+    const user = init.userNs ? CLONE_NS.NEWUSER : 0n;
+    p.op(SYS.unshare, [user | CLONE_NS.NEWPID | CLONE_NS.NEWNS], { comment: "new namespaces" });
+    if (init.userNs) {
+      emitIdentityMaps(p, init.userNs);
+      emitAmbientAll(p);
+    }
     p.op(SYS.mount, [0, p.cstring("/"), 0, MS.REC | MS.SLAVE, 0], { comment: "/ slave" });
     if (init.waitGo) {
       p.op(SYS.pipe2, [p.reserve(8), 0], { comment: "go pipe: 3, 4" });
@@ -203,6 +219,8 @@ export function writeNamespaceMaker(init: InitPlan, engine?: Exec): string {
       p.op(SYS.read, [3, buf, 1], { jumpIfZeroTo: "abandon", comment: "wait for the engine" });
       p.op(SYS.close, [3], { allowFail: true });
     }
+    // The launched command runs without capabilities (a restore image needs them: its stub).
+    if (init.userNs && init.exec && !init.waitGo) emitNoInheritedCaps(p);
     if (init.exec) emitExec(p, init.exec, 127);
     else emitReaper(p, init.reapFor!, slotsAddress);
     p.label("abandon");
@@ -222,14 +240,17 @@ export function writeNamespaceMaker(init: InitPlan, engine?: Exec): string {
 
 /**
  * Writes the entrant: joins the pid and mount namespaces of process `pid`
- * (by pidfd), forks, and the child execs `engine`; the entrant waits for
- * it and exits 0.
+ * (by pidfd), and its user namespace first when `joinUserNs` (a rootless
+ * tree: the capabilities gained there are made ambient for the engine),
+ * forks, and the child execs `engine`; the entrant waits for it and exits 0.
  */
-export function writeEntrant(pid: number, engine: Exec): string {
+export function writeEntrant(pid: number, engine: Exec, joinUserNs = false): string {
   return writeExe((p) => {
+    const user = joinUserNs ? CLONE_NS.NEWUSER : 0n;
     p.op(SYS.pidfd_open, [pid, 0], { store: 1, comment: `pidfd of ${pid}` });
-    p.op(SYS.setns, [{ slot: 1 }, CLONE_NS.NEWPID | CLONE_NS.NEWNS], { comment: "enter" });
+    p.op(SYS.setns, [{ slot: 1 }, user | CLONE_NS.NEWPID | CLONE_NS.NEWNS], { comment: "enter" });
     p.op(SYS.close, [{ slot: 1 }]);
+    if (joinUserNs) emitAmbientAll(p);
     const args = p.data(cloneArgs.encode({
       flags: 0n,
       pidfd: 0n,
