@@ -28,12 +28,7 @@ import { CLONE_NS, MS, O } from "../../ffi/ns.ts";
 import { BootstrapBuilder } from "../restore/stub.ts";
 import { buildExecutable } from "../restore/launcher_elf.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
-import {
-  emitAmbientAll,
-  emitIdentityMaps,
-  emitNoInheritedCaps,
-  type UserNsIds,
-} from "./userns.ts";
+import { emitAmbientAll, emitIdentityMaps, emitNoInheritedCaps, type UserNsIds } from "./userns.ts";
 
 const BASE = 0x200000000n;
 

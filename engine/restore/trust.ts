@@ -26,7 +26,7 @@ import { setgroupsDenied } from "../task/setgroups.ts";
 function selfIds(): { euid: number; uids: number[]; gids: number[]; groups: number[] } {
   const status = Deno.readTextFileSync("/proc/self/status");
   const ids = (key: string) =>
-    (status.match(new RegExp(`^${key}:\\s+(.*)$`, "m"))?.[1] ?? "").trim().split(/\s+/)
+    (status.match(new RegExp(`^${key}:[ \\t]*(.*)$`, "m"))?.[1] ?? "").trim().split(/\s+/)
       .filter(Boolean).map(Number);
   const uids = ids("Uid");
   return { euid: uids[1], uids, gids: [...ids("Gid"), ...ids("Groups")], groups: ids("Groups") };
@@ -96,7 +96,8 @@ export function checkOwnCredentials(processes: readonly ProcessImage[]): void {
         `cannot restore: process ${p.pid} ran as ${what}; uid ${euid} may restore only processes with its own credentials`,
       );
     }
-    const same = (a: number[], b: number[]) => a.length === b.length && a.every((g, i) => g === b[i]);
+    const same = (a: number[], b: number[]) =>
+      a.length === b.length && a.every((g, i) => g === b[i]);
     if (setgroupsDenied() && !same([...c.groups].sort(), [...groups].sort())) {
       throw new RestoreError(
         `cannot restore: process ${p.pid} had supplementary groups [${c.groups.join(" ")}], not [${

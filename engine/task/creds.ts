@@ -214,7 +214,11 @@ function emitThreadCreds(
   c.groups.forEach((g, i) => gv.setUint32(i * 4, g, true));
   // In a rootless namespace the groups are the inherited ones (checked equal: trust.ts).
   if (!setgroupsDenied()) {
-    p.op(SYS.setgroups, [c.groups.length, p.data(groups, 4)], say(`groups [${shortList(c.groups)}]`));
+    p.op(
+      SYS.setgroups,
+      [c.groups.length, p.data(groups, 4)],
+      say(`groups [${shortList(c.groups)}]`),
+    );
   }
   p.op(SYS.setresgid, [rgid, egid, sgid], say(`gids ${rgid} ${egid} ${sgid}`));
   if (fsgid !== egid) p.op(SYS.setfsgid, [fsgid], say(`fsgid ${fsgid}`));
