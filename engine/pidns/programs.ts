@@ -267,3 +267,18 @@ export function writeEntrant(pid: number, engine: Exec, joinUserNs = false): str
     p.end();
   });
 }
+
+/**
+ * Writes the user namespace probe of `cryo check`: the maker's first steps
+ * (unshare(CLONE_NEWUSER|CLONE_NEWPID|CLONE_NEWNS), identity maps), then
+ * exit 0; a refused step ends it with another status.
+ */
+export function writeUserNsProbe(ids: UserNsIds): string {
+  return writeExe((p) => {
+    const flags = CLONE_NS.NEWUSER | CLONE_NS.NEWPID | CLONE_NS.NEWNS;
+    p.op(SYS.unshare, [flags], { comment: "new namespaces" });
+    emitIdentityMaps(p, ids);
+    p.op(SYS.exit_group, [0]);
+    p.end();
+  });
+}
