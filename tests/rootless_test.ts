@@ -21,7 +21,7 @@ import { waitPid, WNOHANG } from "../ffi/wait.ts";
 import { becomeSubreaper, buildTarget, withTargets } from "./helpers/targets.ts";
 import { tempDir } from "./helpers/fs.ts";
 import { waitUntil } from "./helpers/wait.ts";
-import { assertOneLineError } from "./helpers/commands.ts";
+import { assertOneLineError, runCli } from "./helpers/commands.ts";
 import { denoDirForNobody, NOBODY, runCliAs } from "./helpers/nobody.ts";
 
 const NOBODY_UID = 65534;
@@ -166,3 +166,62 @@ Deno.test(
     }
   }),
 );
+
+Deno.test(
+  "rootless: what the user namespace cannot reach is refused by name; the tree runs on",
+  withTargets(async () => {
+    becomeSubreaper();
+    const denoDir = await denoDirForNobody();
+    const bin = await buildTarget("rootless_refused");
+    const work = await nobodyDir("cryo-rootless-refused-");
+    const cases: [string, RegExp][] = [
+      ["shm", /System V shm segments of a tree dumped rootless/],
+      ["tcp", /established TCP connections of a tree dumped rootless/],
+      ["memfd", /map_files cannot be opened without CAP_CHECKPOINT_RESTORE on the host/],
+    ];
+    const inits: number[] = [];
+    try {
+      for (const [kind, re] of cases) {
+        const out = `${work}/out.${kind}`;
+        const l = await runCliAs(NOBODY, denoDir, [
+          "launch",
+          "--detach",
+          "--",
+          "/bin/sh",
+          "-c",
+          `exec ${bin} ${kind} </dev/null >${out} 2>&1`,
+        ]);
+        assert.equal(l.code, 0, l.stderr);
+        const pid = Number(l.stdout.trim());
+        inits.push(pid);
+        await waitUntil(
+          `${kind} ready`,
+          async () => (await readable(out)).includes("ready"),
+          60_000,
+        );
+        const d = await runCliAs(NOBODY, denoDir, [
+          "dump",
+          String(pid),
+          "--dir",
+          `${work}/${kind}`,
+        ]);
+        assertOneLineError(d, 1, re, `dump of ${kind}`);
+        assert.match(status(pid, "State")[0], /^[SR]$/, `${kind}: the tree runs on`);
+        assert.equal(status(pid, "TracerPid")[0], "0", `${kind}: released`);
+      }
+    } finally {
+      for (const p of inits) killNamespace(p);
+    }
+  }),
+);
+
+Deno.test("rootless: cryo check names the mode open to the user", async () => {
+  const denoDir = await denoDirForNobody();
+  const user = await runCliAs(NOBODY, denoDir, ["check", "--json"]);
+  assert.equal(user.code, 0, user.stderr);
+  const mode = JSON.parse(user.stdout).mode;
+  assert.equal(mode.kind, "launched", mode.why);
+  assert.match(mode.why, /uid 65534.*cryo launch/);
+  const root = await runCli(["check", "--json"]);
+  assert.equal(JSON.parse(root.stdout).mode.kind, "host");
+});

@@ -18,6 +18,7 @@
  * @module
  */
 
+import { inInitialUserNs } from "../task/userns.ts";
 import * as zlib from "node:zlib";
 import {
   IPC_CREAT,
@@ -160,6 +161,15 @@ export function collectSysvShm(
 ): SysvShmSegment[] {
   const attached = images.some((p) => p.mappings.some((m) => m.sysvShm !== undefined));
   if (!attached) return [];
+  if (!inInitialUserNs()) {
+    for (const p of images) {
+      for (const m of p.mappings) {
+        if (m.sysvShm === undefined) continue;
+        refusals.use("memory.sysv-shm-rootless", `process ${p.pid} mapping ${m.start}-${m.end}`);
+      }
+    }
+    return [];
+  }
   const segments = readSysvShm();
   // Every mapping of a segment counts one attach (splits included): more means holders outside.
   const inTree = new Map<number, number>();

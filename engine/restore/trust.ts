@@ -20,7 +20,7 @@ import { basename } from "node:path";
 import type { ProcessImage } from "../model.ts";
 import { RestoreError } from "../errors.ts";
 import { PARTIAL_RE } from "../dump/partial.ts";
-import { setgroupsDenied } from "../task/setgroups.ts";
+import { setgroupsDenied } from "../task/userns.ts";
 
 /** The effective uid and the gids of cryo itself, from /proc/self/status. */
 function selfIds(): { euid: number; uids: number[]; gids: number[]; groups: number[] } {

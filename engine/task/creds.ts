@@ -44,7 +44,7 @@ import type { ProcessImage, ThreadCredentials } from "../model.ts";
 import type { InjectionSession } from "../dump/injected.ts";
 import { readStatus } from "../proc/status.ts";
 import { UnsupportedError } from "../errors.ts";
-import { setgroupsDenied } from "./setgroups.ts";
+import { setgroupsDenied } from "./userns.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
 
 /** prctl options used here. */
