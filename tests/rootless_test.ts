@@ -225,3 +225,64 @@ Deno.test("rootless: cryo check names the mode open to the user", async () => {
   const root = await runCli(["check", "--json"]);
   assert.equal(JSON.parse(root.stdout).mode.kind, "host");
 });
+
+/** A cgroup directory of its own, made by root (null where none can be made). */
+function rootCgroup(): string | null {
+  for (const base of ["/sys/fs/cgroup/pids", "/sys/fs/cgroup/unified", "/sys/fs/cgroup"]) {
+    try {
+      Deno.statSync(`${base}/cgroup.procs`);
+      const dir = `${base}/cryo-rootless-${crypto.randomUUID().slice(0, 8)}`;
+      Deno.mkdirSync(dir);
+      return dir;
+    } catch { /* not here */ }
+  }
+  return null;
+}
+
+Deno.test(
+  "rootless: a restore into a cgroup the user may not write is refused before anything runs",
+  withTargets(async () => {
+    becomeSubreaper();
+    const cgroup = rootCgroup();
+    if (cgroup === null) return;
+    const denoDir = await denoDirForNobody();
+    const work = await nobodyDir("cryo-rootless-cg-");
+    const inits: number[] = [];
+    try {
+      const l = await runCliAs(NOBODY, denoDir, [
+        "launch",
+        "--detach",
+        "--",
+        "/bin/sh",
+        "-c",
+        "exec /bin/sleep 1000 </dev/null >/dev/null 2>&1",
+      ]);
+      assert.equal(l.code, 0, l.stderr);
+      const pid = Number(l.stdout.trim());
+      inits.push(pid);
+      await waitUntil("sleep exec'd", () => {
+        try {
+          return Deno.readLinkSync(`/proc/${pid}/exe`).endsWith("sleep");
+        } catch {
+          return false;
+        }
+      }, 30_000);
+      Deno.writeTextFileSync(`${cgroup}/cgroup.procs`, `${pid}\n`);
+      const img = `${work}/img`;
+      const d = await runCliAs(NOBODY, denoDir, ["dump", String(pid), "--dir", img, "--no-sync"]);
+      assert.equal(d.code, 0, d.stderr);
+      const r = await runCliAs(NOBODY, denoDir, ["restore", img, "--detach"]);
+      assertOneLineError(r, 1, /may not move processes into/, "restore into root's cgroup");
+    } finally {
+      for (const p of inits) killNamespace(p);
+      for (let i = 0; i < 50; i++) {
+        try {
+          Deno.removeSync(cgroup);
+          break;
+        } catch {
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      }
+    }
+  }),
+);
