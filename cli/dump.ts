@@ -22,6 +22,7 @@ export function register(program: Command): void {
     .option("--leave-running", "let the tree continue after the dump (default: kill it)")
     .option("--json", "print the dump statistics as JSON")
     .option("--no-sync", "do not fsync the images (throw-away images: faster, not crash-safe)")
+    .option("--no-precopy", "with --leave-running, copy every page while frozen (no pre-copy)")
     .option("--ext-unix-sk", "allow unix sockets connected to a peer outside the tree")
     .option("--tcp-established", "save TCP connections to peers outside the tree (repair mode)")
     .option("--shell-job", "allow a job of a shell outside the tree (session, terminal)")
@@ -29,8 +30,10 @@ export function register(program: Command): void {
       "after",
       `
 The tree (the process, its threads and its descendants) is frozen with
-ptrace while it is saved; with --leave-running it resumes as soon as
-every page is copied, before the images are completed and fsync'd. The directory gets manifest.json and one
+ptrace while it is saved; with --leave-running its pages are first copied
+while it runs (writes tracked with userfaultfd), then it is frozen to copy
+the pages written meanwhile and resumes as soon as they are copied, before
+the images are completed and fsync'd. The directory gets manifest.json and one
 <pid>.elf per process; "cryo show <dir>" describes it.
 State that depends on the world outside the tree is refused unless its
 opt-in is given (the same flag is then needed at restore):
@@ -54,6 +57,7 @@ Examples:
           onEvent,
           optIns: optInsOf(opts),
           sync: opts.sync,
+          precopy: opts.precopy,
         });
       } finally {
         progress.stop();

@@ -9,6 +9,7 @@ import type { Command } from "npm:@commander-js/extra-typings@15.1.0";
 import { restore } from "../engine/restore/mod.ts";
 import { humanDuration, printJson } from "./format.ts";
 import { optInsOf } from "./opt_ins.ts";
+import { waitForwardingSignals } from "./wait_tree.ts";
 
 /** Parses `--inherit-fd` specs (`<fd>=<path>` or `<fd>=fd:<n>`) into a map. */
 export function parseInheritFds(specs: readonly string[] = []): Map<number, string> {
@@ -28,7 +29,6 @@ export function parseInheritFds(specs: readonly string[] = []): Map<number, stri
   return out;
 }
 
-const FORWARDED: Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
 const SIGNAL_NUMBERS: Record<string, number> = { SIGINT: 2, SIGTERM: 15, SIGHUP: 1 };
 
 /** Registers `restore` on the program. */
@@ -100,16 +100,6 @@ Examples:
             `(root pid ${tree.rootPid}) in ${humanDuration(tree.seconds)}; waiting for it to exit`,
         );
       }
-      const handlers = FORWARDED.map((sig) => {
-        const h = () => tree.kill(SIGNAL_NUMBERS[sig]);
-        Deno.addSignalListener(sig, h);
-        return [sig, h] as const;
-      });
-      try {
-        const status = await tree.exited;
-        Deno.exitCode = status.signal !== undefined ? 128 + status.signal : status.code;
-      } finally {
-        for (const [sig, h] of handlers) Deno.removeSignalListener(sig, h);
-      }
+      await waitForwardingSignals(tree.exited, (sig) => tree.kill(SIGNAL_NUMBERS[sig]));
     });
 }

@@ -199,6 +199,19 @@ Examples:
             "pid namespace: its own (cryo launch); pids are the ones inside, and restore makes a fresh one",
           );
         }
+        const ns = m.namespaces;
+        if (ns) {
+          const parts = [
+            ...(ns.uts ? [`uts (host name ${ns.uts.hostname})`] : []),
+            ...(ns.ipc
+              ? [
+                `ipc (${ns.ipc.msgQueues.length} message queues, ${ns.ipc.semSets.length} semaphore sets)`,
+              ]
+              : []),
+            ...(ns.mounts ?? []).map((t) => `tmpfs ${t.mountPoint} (${t.entries.length} entries)`),
+          ];
+          console.log(`its own namespaces also: ${parts.join(", ")}; restore re-creates them`);
+        }
         const children = new Map<number, number[]>();
         for (const p of model.processes) {
           children.set(p.pid, p.children);

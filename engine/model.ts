@@ -50,6 +50,82 @@ export interface Manifest {
    * restore re-creates such namespaces (engine/pidns/).
    */
   pidNamespace?: "own";
+  /** The other namespaces of a launched tree: UTS, IPC, private tmpfs mounts (engine/pidns/extras.ts). */
+  namespaces?: NamespaceExtras;
+}
+
+/** What a launched tree's own UTS and IPC namespaces and private mounts hold. */
+export interface NamespaceExtras {
+  /** Its own UTS namespace: the names in it. */
+  uts?: { hostname: string; domainname: string };
+  /** Its own IPC namespace (its shm segments, attached or not, are in {@link Manifest.sysvShm}). */
+  ipc?: {
+    msgQueues: SysvMsgQueue[];
+    semSets: SysvSemSet[];
+    /** The namespace's limits (/proc/sys/kernel/{msgmax,...}, /proc/sys/fs/mqueue/*), by path. */
+    sysctls: Record<string, string>;
+  };
+  /** tmpfs mounts made in its mount namespace, in mount order. */
+  mounts?: TmpfsMount[];
+}
+
+/** Owner, mode, key and id of a System V IPC object. */
+export interface SysvIpcIds {
+  id: number;
+  /** 0 = IPC_PRIVATE. */
+  key: number;
+  mode: number;
+  uid: number;
+  gid: number;
+  cuid: number;
+  cgid: number;
+}
+
+/** A System V message queue with its messages. */
+export interface SysvMsgQueue extends SysvIpcIds {
+  /** msg_qbytes, the queue's byte limit. */
+  qbytes: number;
+  /** Messages in queue order: type (decimal) and text (base64). */
+  messages: { mtype: string; text: string }[];
+}
+
+/** A System V semaphore set with its values. */
+export interface SysvSemSet extends SysvIpcIds {
+  values: number[];
+}
+
+/** A tmpfs mounted by a launched tree, with its files. */
+export interface TmpfsMount {
+  mountPoint: string;
+  /** Source as mounted ("tmpfs", "none", ...). */
+  source: string;
+  /** Per-mount options from mountinfo ("rw,nosuid,relatime"). */
+  mountOptions: string;
+  /** Superblock options from mountinfo ("rw,size=1024k,mode=755"). */
+  superOptions: string;
+  /** Regular files' contents, one after the other, in this image file. */
+  file: string;
+  checksum: string;
+  /** Every entry, parents before children; "" is the mount's root. */
+  entries: TmpfsEntry[];
+}
+
+/** One directory, regular file or symlink of a {@link TmpfsMount}. */
+export interface TmpfsEntry {
+  path: string;
+  type: "dir" | "file" | "symlink";
+  /** Permission bits with setuid/setgid/sticky. */
+  mode: number;
+  uid: number;
+  gid: number;
+  /** Modification and access times, ms since the epoch (not for symlinks). */
+  mtime: number;
+  atime: number;
+  /** Symlink target. */
+  target?: string;
+  /** Regular file: where its content starts in the data file, and its size. */
+  offset?: number;
+  size?: number;
 }
 
 /** A System V shared memory segment, re-created by the engine with the same id before the launch. */
@@ -124,6 +200,12 @@ export interface DumpStats {
    * fork), stored once in the parent's image; absent when none.
    */
   sharedBytes?: number;
+  /**
+   * `dump --leave-running` with pre-copy: bytes copied while the tree ran,
+   * how many of them were still valid at the dump (not written meanwhile),
+   * and the seconds of the first freeze (included in `freezeSeconds`).
+   */
+  precopy?: { bytes: number; reusedBytes: number; frozenSeconds: number };
 }
 
 /** Everything cryo knows about one process. */

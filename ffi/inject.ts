@@ -45,7 +45,7 @@ import {
   singleStep,
   waitStop,
 } from "./ptrace.ts";
-import { signed, type UserRegs } from "./regs.ts";
+import { signed, syscallRegs, type UserRegs } from "./regs.ts";
 
 /** An injected syscall did not come back as expected. */
 export class InjectionError extends Error {
@@ -81,19 +81,7 @@ export function injectSyscall(
   const savedMask = getSigmask(tid);
   const a = args.map((x) => BigInt.asUintN(64, BigInt(x)));
   while (a.length < 6) a.push(0n);
-  const regs: UserRegs = {
-    ...saved,
-    rax: BigInt(nr),
-    orig_rax: 0xffffffffffffffffn,
-    rip: syscallAddr,
-    rdi: a[0],
-    rsi: a[1],
-    rdx: a[2],
-    r10: a[3],
-    r8: a[4],
-    r9: a[5],
-    eflags: saved.eflags & ~0x100n,
-  };
+  const regs: UserRegs = syscallRegs(saved, nr, a, syscallAddr);
   const stolen: number[] = [];
   const step = !touchesSigtrap(nr, a) && !sigtrapInPlay(tid);
   setSigmask(tid, step ? ALL_BUT_SIGTRAP : ALL_SIGNALS);

@@ -14,10 +14,21 @@ export const CLONE_NS = {
   NEWUSER: 0x10000000n,
   /** A new pid namespace (for the caller's children). */
   NEWPID: 0x20000000n,
+  /** A new UTS namespace (hostname, domainname). */
+  NEWUTS: 0x04000000n,
+  /** A new IPC namespace (System V objects, POSIX message queues). */
+  NEWIPC: 0x08000000n,
 } as const;
 
 /** mount(2) flags. */
 export const MS = {
+  RDONLY: 0x1,
+  NOATIME: 0x400,
+  NODIRATIME: 0x800,
+  RELATIME: 0x200000,
+  STRICTATIME: 0x1000000,
+  REMOUNT: 0x20,
+  BIND: 0x1000,
   NOSUID: 0x2,
   NODEV: 0x4,
   NOEXEC: 0x8,

@@ -56,3 +56,27 @@ export function processVmWriteFully(pid: number, addr: bigint, buf: Uint8Array):
     done += n;
   }
 }
+
+/** Most iovecs one process_vm_readv call takes (IOV_MAX). */
+export const IOV_MAX = 1024;
+
+/**
+ * One process_vm_readv of `count` remote pieces (`remote[2i]` address,
+ * `remote[2i+1]` length) of process `pid` into `local`, one after the
+ * other: bytes read (the kernel stops at the first piece it cannot read),
+ * or throws.
+ */
+export function processVmReadMany(
+  pid: number,
+  local: Uint8Array,
+  remote: BigUint64Array,
+  count: number,
+): number {
+  const iov = new BigUint64Array([
+    addressOf(local as Uint8Array<ArrayBuffer>),
+    BigInt(local.length),
+  ]);
+  const r = rawSyscall(SYS.process_vm_readv, pid, iov, 1, remote, count, 0);
+  if (r < 0n) throw new SyscallError("process_vm_readv", [pid, count, local.length], Number(-r));
+  return Number(r);
+}

@@ -82,3 +82,33 @@ export function regsFromHex(hex: Record<string, string>): UserRegs {
   }
   return regs;
 }
+
+/**
+ * The registers that make a thread run syscall `nr` with `args` at the
+ * `syscall` instruction `rip` (and on stack `rsp` if given), from its
+ * registers `base`: no syscall to restart (orig_rax -1), trap flag off.
+ */
+export function syscallRegs(
+  base: UserRegs,
+  nr: number,
+  args: readonly (number | bigint)[],
+  rip: bigint,
+  rsp: bigint = base.rsp,
+): UserRegs {
+  const a = args.map((x) => BigInt.asUintN(64, BigInt(x)));
+  while (a.length < 6) a.push(0n);
+  return {
+    ...base,
+    rax: BigInt(nr),
+    orig_rax: 0xffffffffffffffffn,
+    rip,
+    rsp,
+    rdi: a[0],
+    rsi: a[1],
+    rdx: a[2],
+    r10: a[3],
+    r8: a[4],
+    r9: a[5],
+    eflags: base.eflags & ~0x100n,
+  };
+}

@@ -53,7 +53,7 @@ import {
   setSigmask,
   waitStop,
 } from "./ptrace.ts";
-import { signed, type UserRegs } from "./regs.ts";
+import { signed, syscallRegs, type UserRegs } from "./regs.ts";
 import { encodeSigframe, FRAME_UC_STACK, sigframeFpstate, sigframeSize } from "./sigframe.ts";
 import { InjectionError } from "./inject.ts";
 
@@ -255,22 +255,7 @@ export class CrashSafeThread {
 
   /** Runs syscall `nr` in the thread; returns the raw result (-errno on failure). */
   call(nr: number, ...args: (number | bigint)[]): bigint {
-    const a = args.map((x) => BigInt.asUintN(64, BigInt(x)));
-    while (a.length < 6) a.push(0n);
-    setRegs(this.tid, {
-      ...this.#orig,
-      rax: BigInt(nr),
-      orig_rax: 0xffffffffffffffffn,
-      rip: this.#sites.call,
-      rsp: this.#home,
-      rdi: a[0],
-      rsi: a[1],
-      rdx: a[2],
-      r10: a[3],
-      r8: a[4],
-      r9: a[5],
-      eflags: this.#orig.eflags & ~0x100n,
-    });
+    setRegs(this.tid, syscallRegs(this.#orig, nr, args, this.#sites.call, this.#home));
     if (!this.#injected) setSigmask(this.tid, ALL_SIGNALS);
     this.#injected = true;
     this.#hook("inject-mid");
@@ -319,19 +304,7 @@ export class CrashSafeThread {
       this.tid,
       this.#undo,
       encodeSigframe(this.#undo, {
-        regs: {
-          ...this.#orig,
-          rax: BigInt(nr),
-          rip: this.#sites.call,
-          rsp: this.#frame,
-          rdi: a[0],
-          rsi: a[1],
-          rdx: a[2],
-          r10: a[3],
-          r8: a[4],
-          r9: a[5],
-          eflags: this.#orig.eflags & ~0x100n,
-        },
+        regs: syscallRegs(this.#orig, nr, args, this.#sites.call, this.#frame),
         mask: ALL_SIGNALS,
         altstack: {
           sp: dv.getBigUint64(0, true),

@@ -164,6 +164,15 @@ export const SYS = {
   epoll_wait: 232,
   epoll_pwait: 281,
   mknod: 133,
+  semget: 64,
+  semctl: 66,
+  msgget: 68,
+  msgsnd: 69,
+  msgrcv: 70,
+  msgctl: 71,
+  sethostname: 170,
+  setdomainname: 171,
+  umount2: 166,
 } as const;
 
 /** Name of a syscall by number, for plan printing and error messages. */

@@ -18,6 +18,8 @@
  * --no-warm (skip freeing recently used memory before each measurement; see
  * `baseline warm` in scripts/bench/baseline.c), --vs-criu (compare with CRIU instead of
  * the C baselines when a `criu` binary is on PATH or in $CRIU; see scripts/bench/criu.ts),
+ * --variant-flag <flag> (with --vs-criu: the second cryo dump of each repetition runs with
+ * this flag instead of --no-sync, e.g. --variant-flag=--no-precopy for an interleaved A/B).
  * --clones [--copies <n>] (instead: start n copies, default 10, of one 256 MiB checkpoint at
  * once, each in its own pid namespace; see scripts/bench/clones.ts).
  *
@@ -70,6 +72,7 @@ const { values: opts } = parseArgs({
     "fixed-order": { type: "boolean", default: false },
     "no-warm": { type: "boolean", default: false },
     "vs-criu": { type: "boolean", default: false },
+    "variant-flag": { type: "string", multiple: true },
     clones: { type: "boolean", default: false },
     copies: { type: "string", default: "10" },
   },
@@ -240,6 +243,7 @@ async function mainVsCriu(criu: string, specs: WorkloadSpec[]): Promise<number> 
           warm,
           rt: runtime,
           log,
+          variantFlags: opts["variant-flag"],
         });
         results.push({ name: spec.name, reps });
       } catch (e) {
@@ -258,7 +262,7 @@ async function mainVsCriu(criu: string, specs: WorkloadSpec[]): Promise<number> 
     Deno.removeSignalListener("SIGTERM", onSignal);
   }
   const seconds = (performance.now() - t0) / 1000;
-  console.log(textTable(vsRows(results)));
+  console.log(textTable(vsRows(results, opts["variant-flag"])));
   for (const r of results) if (r.error) console.log(`\nFAILED ${r.name}: ${r.error}`);
   console.log(
     `\n${results.length} workloads vs ${criu}, ${reps} repetitions, ${seconds.toFixed(0)} s`,
@@ -278,7 +282,7 @@ async function mainVsCriu(criu: string, specs: WorkloadSpec[]): Promise<number> 
         deno: Deno.version.deno,
       },
       workloads: results,
-      markdown: markdownTable(vsRows(results)),
+      markdown: markdownTable(vsRows(results, opts["variant-flag"])),
     };
     await Deno.writeTextFile(opts.out, JSON.stringify(doc, null, 2) + "\n");
     log(`wrote ${opts.out}`);

@@ -157,10 +157,12 @@ Deno.test(
       "leftRunning",
       "mappings",
       "pagesBytes",
+      "precopy", // --leave-running copies the pages while the tree runs first
       "processes",
       "rootPid",
       "threads",
     ]);
+    assert.ok(stats.precopy.bytes >= stats.precopy.reusedBytes && stats.precopy.frozenSeconds > 0);
     assert.equal(stats.dir, `${work}/two`);
     assert.equal(stats.rootPid, t.pid);
     assert.equal(stats.leftRunning, true);

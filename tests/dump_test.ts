@@ -320,7 +320,7 @@ Deno.test(
     assert.equal(result.dir, `${work}/image`);
     assert.deepEqual(
       [...new Set(events)],
-      ["frozen", "process", "pages", "written", "done"],
+      ["precopied", "frozen", "process", "pages", "thawed", "written", "done"],
       "event order",
     );
     assert.equal(result.stats.processes, 1);

@@ -11,7 +11,7 @@
  */
 
 import assert from "node:assert/strict";
-import { assertChecksPassed } from "./helpers/checks.ts";
+import { assertChecksPassed, RT_REGS_CHECKS } from "./helpers/checks.ts";
 import { SIGUSR1 } from "./helpers/signals.ts";
 import { startTarget, type Target, withTargets } from "./helpers/targets.ts";
 import { sleep } from "./helpers/wait.ts";
@@ -22,22 +22,6 @@ import { signed } from "../ffi/regs.ts";
 import { SYS } from "../ffi/sysno.ts";
 import { areaBelow } from "../engine/dump/injected.ts";
 import { listTids } from "../engine/proc/tasks.ts";
-
-const CPU_CHECKS = [
-  "gpr",
-  "rsp",
-  "eflags-df-ac",
-  "x87-control-word",
-  "x87-top-tags",
-  "x87-stack",
-  "mxcsr",
-  "xmm",
-  "ymm-upper",
-  "fs-base",
-  "gs-base",
-  "tls",
-  "mask-words",
-];
 
 /** Seizes and stops every thread of `pid` as a dump's freeze does. */
 function freeze(pid: number): number[] {
@@ -99,7 +83,7 @@ async function registersSurvive(where: "inject-mid" | "exit" | "inject-restore")
   assert.equal(t.poll(), undefined, `the target died:\n${t.output()}`);
   t.signal(SIGUSR1);
   const st = await t.wait(10000);
-  assertChecksPassed(t, CPU_CHECKS, st);
+  assertChecksPassed(t, RT_REGS_CHECKS, st);
 }
 
 for (const where of ["inject-mid", "exit", "inject-restore"] as const) {
@@ -163,6 +147,6 @@ Deno.test(
     }
     assert.equal(Deno.readTextFileSync(`/proc/${t.pid}/maps`), maps);
     t.signal(SIGUSR1);
-    assertChecksPassed(t, CPU_CHECKS, await t.wait(10000));
+    assertChecksPassed(t, RT_REGS_CHECKS, await t.wait(10000));
   }),
 );

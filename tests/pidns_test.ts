@@ -10,7 +10,7 @@
  * - `restore --new-pid-ns` of an ordinary tree whose pids are in use (the
  *   original runs): the same pids inside, under cryo's init, which exits
  *   with the root's status;
- * - refusals: a launched tree's child, a launched tree with another mount,
+ * - refusals: a launched tree's child, a launched tree with a bind mount,
  *   exclusions; the trees run on untouched;
  * - a deleted file of a launched tree, handed to pid 1 of each copy;
  * - a damaged image: the restore fails with the engine's message, no process is left.
@@ -242,12 +242,12 @@ Deno.test(
         checkpoint(tree.pid, { dir: `${work}/img0`, sync: false, include: { fd: () => true } }),
         /exclusions are not supported for a tree in its own pid namespace/,
       );
-      // A launched tree whose mount namespace has more than its /proc.
+      // A launched tree whose mount namespace has more than its /proc and tmpfs mounts.
       const mnt = await Deno.makeTempDir({ prefix: "cryo-pidns-mnt-" });
       const out2 = `${work}/out2`;
       const other = launch("/bin/sh", [
         "-c",
-        `mount -t tmpfs none ${mnt} && exec ${bin} ${work}/b </dev/null >${out2} 2>&1`,
+        `mount --bind ${work} ${mnt} && exec ${bin} ${work}/b </dev/null >${out2} 2>&1`,
       ]);
       inits.push(other.pid);
       await waitUntil("ready 2", () => {
@@ -259,7 +259,7 @@ Deno.test(
       }, 60_000);
       await assert.rejects(
         checkpoint(other.pid, { dir: `${work}/img2`, sync: false }),
-        /mnt namespace .* is not cryo's/,
+        /other mounts in a launched tree's mount namespace/,
       );
       // Both trees run on untouched.
       for (const p of [tree.pid, child, other.pid]) {

@@ -10,7 +10,7 @@
 
 import assert from "node:assert/strict";
 import { readImageFile } from "../engine/image/reader.ts";
-import { assertChecksPassed } from "./helpers/checks.ts";
+import { assertChecksPassed, RT_REGS_CHECKS } from "./helpers/checks.ts";
 import { dumpKillRestore } from "./helpers/roundtrip.ts";
 import { SIGUSR1 } from "./helpers/signals.ts";
 import { startTarget, withTargets } from "./helpers/targets.ts";
@@ -18,23 +18,6 @@ import { sleep } from "./helpers/wait.ts";
 
 const EFLAGS_DF = 0x400n;
 const EFLAGS_AC = 0x40000n;
-
-/** Checks rt_regs.c always reports. */
-const CPU_CHECKS = [
-  "gpr",
-  "rsp",
-  "eflags-df-ac",
-  "x87-control-word",
-  "x87-top-tags",
-  "x87-stack",
-  "mxcsr",
-  "xmm",
-  "ymm-upper",
-  "fs-base",
-  "gs-base",
-  "tls",
-  "mask-words",
-];
 
 /** Checks rt_regs.c reports only when it uses AVX-512. */
 const AVX512_CHECKS = ["zmm-upper", "zmm16-31", "opmask"];
@@ -77,7 +60,7 @@ async function roundTripRegisters(args: string[]): Promise<void> {
   assert.equal(t.poll(), undefined, `restored target died early:\n${t.output()}`);
   t.signal(SIGUSR1);
   const st = await t.wait(10000);
-  const names = avx512 ? [...CPU_CHECKS, ...AVX512_CHECKS] : CPU_CHECKS;
+  const names = avx512 ? [...RT_REGS_CHECKS, ...AVX512_CHECKS] : RT_REGS_CHECKS;
   assertChecksPassed(t, names, st);
 }
 

@@ -7,20 +7,24 @@
  * order, so the writes are sequential.
  *
  * Packing small runs removes the per-run cost that dominated processes with
- * many mappings. Large dumps write from a worker thread while the next
+ * many mappings; the runs of readable mappings packed into one buffer are
+ * read with one process_vm_readv of up to {@link IOV_MAX} remote pieces. Large dumps write from a worker thread while the next
  * buffer is read (page_writer.ts). cryo's own memory stays at two buffers.
  *
  * @module
  */
 
 import * as zlib from "node:zlib";
-import { processVmRead } from "../../ffi/process_vm.ts";
+import { IOV_MAX, processVmRead, processVmReadMany } from "../../ffi/process_vm.ts";
 import type { PageRun } from "../model.ts";
 import type { Vma } from "./vmas.ts";
 import type { PageWriter } from "./page_writer.ts";
 
 /** Size of one page buffer (one write at most). */
 export const CHUNK_BYTES = 16 << 20;
+
+/** Size of the blocks of {@link MemoryStreamer.blockCrcs} (divides {@link CHUNK_BYTES}). */
+export const CRC_BLOCK = 1 << 20;
 
 /** Streams chosen pages of mappings to a page writer, packing runs into its buffers. */
 export class MemoryStreamer {
@@ -32,8 +36,31 @@ export class MemoryStreamer {
   #memFile: Deno.FsFile | undefined;
   #offset: number;
   #crc = 0;
+  /** Remote pieces queued for one process_vm_readv: address, length. */
+  readonly #iov = new BigUint64Array(2 * IOV_MAX);
+  #iovCount = 0;
+  /** Buffer offset where the queued pieces land. */
+  #iovAt = 0;
+  /**
+   * When set, memory that cannot be read (unmapped by a running target) is
+   * stored as zeros and reported here instead of failing the dump.
+   */
+  onUnreadable?: (addr: bigint, length: number) => void;
   /** Bytes of page data written so far. */
   bytes = 0;
+  /**
+   * Read through /proc/<pid>/mem only (no process_vm_readv): its page
+   * lookups do not pin, so they never unshare pages a process shares
+   * copy-on-write with its children (a pinning read of a write-protected
+   * such page copies it).
+   */
+  viaMemFile = false;
+  /**
+   * When set, also the CRC-32 of each {@link CRC_BLOCK} of the data written
+   * (in file order; the last one may be shorter), so that a part written
+   * over later costs only its blocks to checksum again.
+   */
+  blockCrcs?: number[];
 
   /**
    * `reserve(length)` reserves the next `length` bytes of the image's page
@@ -58,7 +85,7 @@ export class MemoryStreamer {
     onBytes?: (n: number) => void,
   ): PageRun[] {
     const out: PageRun[] = [];
-    const readable = vma.perms[0] === "r";
+    const readable = vma.perms[0] === "r" && !this.viaMemFile;
     for (const run of runs) {
       out.push({
         addr: `0x${run.addr.toString(16)}`,
@@ -68,11 +95,11 @@ export class MemoryStreamer {
       for (let done = 0; done < run.length;) {
         this.#buffer ??= this.#out.acquire();
         const n = Math.min(this.#out.size - this.#fill, run.length - done);
-        this.#read(
-          run.addr + BigInt(done),
-          this.#buffer.subarray(this.#fill, this.#fill + n),
-          readable,
-        );
+        if (readable) this.#queue(run.addr + BigInt(done), n);
+        else {
+          this.#drain(); // queued pieces land contiguously from where they began
+          this.#readMem(run.addr + BigInt(done), this.#buffer.subarray(this.#fill, this.#fill + n));
+        }
         this.#fill += n;
         this.#offset += n;
         done += n;
@@ -84,9 +111,51 @@ export class MemoryStreamer {
     return out;
   }
 
+  /** Queues a piece of readable memory landing at the current fill offset. */
+  #queue(addr: bigint, n: number): void {
+    if (this.#iovCount === IOV_MAX) this.#drain();
+    if (this.#iovCount === 0) this.#iovAt = this.#fill;
+    this.#iov[2 * this.#iovCount] = addr;
+    this.#iov[2 * this.#iovCount + 1] = BigInt(n);
+    this.#iovCount++;
+  }
+
+  /** Reads the queued pieces: one call, then piece by piece from where it stopped. */
+  #drain(): void {
+    const count = this.#iovCount;
+    if (count === 0 || !this.#buffer) return;
+    this.#iovCount = 0;
+    let total = 0;
+    for (let i = 0; i < count; i++) total += Number(this.#iov[2 * i + 1]);
+    const dest = this.#buffer.subarray(this.#iovAt, this.#iovAt + total);
+    let got: number;
+    try {
+      got = processVmReadMany(this.#pid, dest, this.#iov, count);
+    } catch {
+      got = 0;
+    }
+    if (got === total) return;
+    // Short: the piece where it stopped and every later one, one at a time.
+    let at = 0;
+    for (let i = 0; i < count; i++) {
+      const addr = this.#iov[2 * i], len = Number(this.#iov[2 * i + 1]);
+      if (at + len > got) {
+        const skip = Math.max(0, got - at);
+        this.#read(addr + BigInt(skip), dest.subarray(at + skip, at + len), true);
+      }
+      at += len;
+    }
+  }
+
   #flush(): void {
+    this.#drain();
     if (!this.#buffer || this.#fill === 0) return;
     this.#crc = zlib.crc32(this.#buffer.subarray(0, this.#fill), this.#crc);
+    for (let o = 0; this.blockCrcs && o < this.#fill; o += CRC_BLOCK) {
+      this.blockCrcs.push(
+        zlib.crc32(this.#buffer.subarray(o, Math.min(o + CRC_BLOCK, this.#fill))),
+      );
+    }
     this.#out.submit(this.#fill, this.#reserve(this.#fill));
     this.#buffer = undefined;
     this.#fill = 0;
@@ -113,13 +182,29 @@ export class MemoryStreamer {
     this.#readMem(addr, buf);
   }
 
+  /** Reads `buf.length` bytes at `addr` now (process_vm_readv, else /proc/<pid>/mem). */
+  readInto(vma: Vma, addr: bigint, buf: Uint8Array): void {
+    this.#read(addr, buf, vma.perms[0] === "r");
+  }
+
   #readMem(addr: bigint, buf: Uint8Array): void {
     this.#memFile ??= Deno.openSync(`/proc/${this.#pid}/mem`, { read: true });
     let done = 0;
     while (done < buf.length) {
       this.#memFile.seekSync(addr + BigInt(done), Deno.SeekMode.Start);
-      const n = this.#memFile.readSync(buf.subarray(done));
+      let n: number | null;
+      try {
+        n = this.#memFile.readSync(buf.subarray(done));
+      } catch (e) {
+        if (!this.onUnreadable) throw e;
+        n = null;
+      }
       if (n === null || n <= 0) {
+        if (this.onUnreadable) {
+          buf.fill(0, done);
+          this.onUnreadable(addr + BigInt(done), buf.length - done);
+          return;
+        }
         throw new Error(
           `process ${this.#pid}: cannot read memory at 0x${(addr + BigInt(done)).toString(16)}`,
         );
@@ -131,6 +216,7 @@ export class MemoryStreamer {
   /** Stops without writing what is buffered (error paths). */
   async abort(): Promise<void> {
     this.#fill = 0;
+    this.#iovCount = 0;
     this.#memFile?.close();
     this.#memFile = undefined;
     await this.#out.abort();

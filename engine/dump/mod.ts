@@ -43,11 +43,12 @@ import { collectSysvShm } from "../memory/sysvshm.ts";
 import { refuseSharedAcrossTree } from "../fds/shared_anon.ts";
 import { SyscallError } from "../../ffi/libc.ts";
 import { TraceeGoneError } from "../../ffi/ptrace.ts";
-import { ImageWriter } from "../image/writer.ts";
-import { checksumAround } from "../image/checksum.ts";
+import { BOOTSTRAP_FILE_OFFSET, ImageWriter } from "../image/writer.ts";
+import { checksumAround, crc32Combine } from "../image/checksum.ts";
 import { writeManifest } from "../image/manifest.ts";
 import { BootstrapBuilder, messageProgram } from "../restore/stub.ts";
-import { ANON_PRESENT_OR_SWAPPED, openPagemap, PRESENT_OR_SWAPPED } from "../proc/pagemap.ts";
+import { Precopy, type PrecopyProcess } from "./precopy.ts";
+import { planPages, savePlanned } from "./plan.ts";
 import { readStatus } from "../proc/status.ts";
 import { readStat } from "../proc/stat.ts";
 import { readFds } from "../proc/fds.ts";
@@ -76,6 +77,8 @@ import { reapOrphanedZombies } from "../task/zombies.ts";
 import { refuseZombieLeader } from "../task/refusals.ts";
 import { listTids } from "../proc/tasks.ts";
 import { checkpointInNamespace, ownNamespaceRoot } from "../pidns/mod.ts";
+import { collectNamespaceExtras, type NamespaceExtrasRequest } from "../pidns/extras.ts";
+import { refuseMqueueFds } from "../fds/mqueue.ts";
 
 /** Dumps with at least this much page data write from a worker thread. */
 const THREADED_WRITE_BYTES = 256 << 20;
@@ -83,6 +86,10 @@ const THREADED_WRITE_BYTES = 256 << 20;
 /** Progress events of a dump. */
 export type DumpEvent =
   | { type: "frozen"; processes: number; threads: number }
+  /** With pre-copy: the pages copied while the tree ran, before it is frozen for the dump. */
+  | { type: "precopied"; bytes: number; frozenSeconds: number }
+  /** The tree runs again (`leaveRunning`); the images are completed after this. */
+  | { type: "thawed"; freezeSeconds: number }
   | { type: "process"; pid: number; mappings: number; bytesToSave: number }
   | { type: "pages"; pid: number; bytes: number; totalBytes: number }
   | { type: "written"; pid: number; path: string; size: number }
@@ -116,6 +123,12 @@ export interface CheckpointOptions {
    * the host may leave a directory that does not restore.
    */
   sync?: boolean;
+  /**
+   * With `leaveRunning`: copy the pages while the tree runs, tracking
+   * writes, and copy only the written ones while it is frozen
+   * (engine/dump/precopy.ts; default true).
+   */
+  precopy?: boolean;
   /** Marks the manifest as dumped in a pid namespace of its own (engine/pidns/). */
   pidNamespace?: "own";
   /**
@@ -123,6 +136,8 @@ export interface CheckpointOptions {
    * running is killed (engine/pidns/inner.ts: the tree is killed from outside).
    */
   beforeKill?: (result: CheckpointResult) => void;
+  /** A launched tree's other namespaces to record (engine/pidns/extras.ts; the inner engine). */
+  namespaceExtras?: NamespaceExtrasRequest;
 }
 
 /** What a checkpoint produced. */
@@ -313,15 +328,33 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
   let writers: ImageWriter[] = [];
   // TCP/UDP sockets; copies of established connections are kept until the outcome is known.
   const sockets = new InetSocketSession();
+  let precopy: Precopy | undefined;
   try {
+    if (opts.leaveRunning && opts.precopy !== false) {
+      precopy = Precopy.start(pid, tmp);
+      await precopy.copy();
+      opts.onEvent?.({
+        type: "precopied",
+        bytes: precopy.bytes,
+        frozenSeconds: precopy.frozenSeconds,
+      });
+    }
     tree = freezeTree(pid);
+    // Keeps the pre-copied pages not written since, and removes the tracking.
+    precopy?.validate();
     pausePoint("frozen");
     const threadCount = tree.processes.reduce((n, p) => n + p.threads.length, 0);
     opts.onEvent?.({ type: "frozen", processes: tree.processes.length, threads: threadCount });
     const fdLists = tree.processes.map((p) => readFds(p.pid));
     const topology = pipeTopology(tree.processes.map((p, i) => ({ pid: p.pid, fds: fdLists[i] })));
     const images: ProcessImage[] = [];
-    const pending: { writer: ImageWriter; image: ProcessImage; streamer: MemoryStreamer }[] = [];
+    const pending: {
+      writer: ImageWriter;
+      image: ProcessImage;
+      streamer: MemoryStreamer;
+      pre?: PrecopyProcess;
+      overwritten: { fileOffset: number; length: number }[];
+    }[] = [];
     const entries: Manifest["processes"] = [];
     let pagesBytes = 0;
     let imageBytes = 0;
@@ -332,6 +365,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     const collectedAll = tree.processes.map((p, i) =>
       collectProcess(p.pid, p.threads, p.children, fdLists[i], topology, refusals, sockets)
     );
+    for (const c of collectedAll) precopy?.fixRestarts(c.image);
     // Queued socket bytes are sent again by whichever process creates the socket.
     const socketData = collectedAll.reduce((n, c) => n + fdQueueBytes(c.image.fds), 0) +
       sockets.sharedQueueBytes();
@@ -371,6 +405,9 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     const ghosts = await collectGhosts(described.map((d) => d.image), tmp, refusals);
     pausePoint("ghosts");
     const sysvShm = collectSysvShm(described.map((d) => d.image), tmp, refusals);
+    refuseMqueueFds(described.map((d) => d.image), refusals);
+    const namespaces = opts.namespaceExtras &&
+      collectNamespaceExtras(opts.namespaceExtras, tmp, sysvShm, refusals);
     // Memory a child shares with its parent is stored once, in the parent's image.
     const inheritance = planInheritance(
       described.map((d) => ({ image: d.image, vmas: d.collected.vmas })),
@@ -381,6 +418,13 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       rootPid: pid,
       ghosts,
     }, refusals);
+    // Pre-copies of processes gone since: their files must not stay in the image.
+    for (const gone of [...(precopy?.processes.keys() ?? [])]) {
+      if (described.some((d) => d.p.pid === gone)) continue;
+      await Deno.remove(precopy!.processes.get(gone)!.path).catch(() => {});
+      precopy!.drop(gone);
+    }
+    let reused = 0;
     for (const { p, collected, image } of described) {
       // planInheritance may have moved (and grown) the bootstrap.
       const start = BigInt(image.bootstrap.start);
@@ -394,23 +438,28 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       );
       const blob = boot.finish({ restore: standalone });
       const path = `${tmp}/${p.pid}.elf`;
+      let pre = precopy?.processes.get(p.pid);
+      if (pre && BOOTSTRAP_FILE_OFFSET + blob.blob.length > pre.pagesStart) {
+        precopy!.drop(p.pid); // the blob grew past the room left for it: copy everything now
+        pre = undefined;
+      }
       const writer = await ImageWriter.create(path, {
         bootstrapStart: start,
         bootstrapSize: size,
         blob: blob.blob,
         entry: blob.entryStandalone,
+        ...(pre ? { pages: { start: pre.pagesStart, end: pre.pagesEnd } } : {}),
       });
       writers.push(writer);
-      using pagemap = openPagemap(p.pid);
-      const plan = collected.vmas.map((v, k) => {
-        const inherited = inheritance.runs(p.pid, k);
-        if (inherited) return inherited;
-        const policy = image.mappings[k].excluded ? "none" : pagePolicy(image.mappings[k].kind);
-        if (policy === "none") return [];
-        const match = policy === "all-present" ? PRESENT_OR_SWAPPED : ANON_PRESENT_OR_SWAPPED;
-        return pagemap.runs(v.start, v.end, match).map(([addr, length]) => ({ addr, length }));
-      });
-      const total = plan.reduce((n, runs) => n + runs.reduce((m, r) => m + r.length, 0), 0);
+      const plan = planPages(
+        p.pid,
+        collected.vmas,
+        image.mappings.map((m) => m.excluded ? "none" : pagePolicy(m.kind)),
+        (k) => inheritance.runs(p.pid, k),
+        pre,
+      );
+      const total = plan.readBytes;
+      reused += plan.reusedBytes;
       // Large dumps overlap reading and writing on two threads.
       const out = total >= THREADED_WRITE_BYTES
         ? new ThreadedPageWriter(CHUNK_BYTES, writer.partialPath)
@@ -424,17 +473,27 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         bytesToSave: total,
       });
       let done = 0;
-      for (const [k, v] of collected.vmas.entries()) {
-        if (plan[k].length === 0) continue;
-        image.mappings[k].pages = streamer.saveRuns(v, plan[k], (n) => {
-          done += n;
-          pausePoint("pages");
-          opts.onEvent?.({ type: "pages", pid: p.pid, bytes: done, totalBytes: total });
-        });
-      }
+      savePlanned(plan, collected.vmas, image.mappings, streamer, writer, (n) => {
+        done += n;
+        pausePoint("pages");
+        opts.onEvent?.({ type: "pages", pid: p.pid, bytes: done, totalBytes: total });
+      });
       await streamer.finish();
-      pending.push({ writer, image, streamer });
+      pending.push({
+        writer,
+        image,
+        streamer,
+        pre,
+        overwritten: plan.pieces.flat().filter((x) => x.source === "overwrite"),
+      });
       images.push(image);
+    }
+    // Pages taken from a pre-copy read nothing now: make sure no process died meanwhile.
+    const died = await goneProcesses(tree, undefined);
+    if (died.length) {
+      throw new TargetError(
+        `process ${died.join(", ")} died while being checkpointed; nothing was written`,
+      );
     }
     const host = hostFacts(pid, images[0]);
     let thawed = false;
@@ -447,16 +506,26 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       thawTree(tree);
       thawed = true;
       freezeSeconds = (performance.now() - tree.frozenAt) / 1000;
+      opts.onEvent?.({ type: "thawed", freezeSeconds });
     }
-    for (const { writer, image, streamer } of pending) {
+    for (const { writer, image, streamer, pre, overwritten } of pending) {
       pausePoint("notes");
+      // The pre-copied pages' CRC, with the blocks written over again read back.
+      const preCrc = pre ? await pre.pagesCrc(writer.partialPath, overwritten) : 0;
       const summary = await writer.finish(image, { checksum: false, sync });
       // The page data's CRC was computed while streaming: read only the rest.
+      const pagesCrc = pre
+        ? crc32Combine(
+          preCrc,
+          streamer.crc32,
+          writer.pagesStart + summary.pagesBytes - pre.pagesEnd,
+        )
+        : streamer.crc32;
       const checksum = await checksumAround(
         summary.path,
         writer.pagesStart,
         writer.pagesStart + summary.pagesBytes,
-        streamer.crc32,
+        pagesCrc,
       );
       writers = writers.filter((w) => w !== writer);
       pausePoint("written");
@@ -480,9 +549,18 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       mappings: mappingCount,
       pagesBytes,
       imageBytes,
-      freezeSeconds,
+      freezeSeconds: freezeSeconds + (precopy?.frozenSeconds ?? 0),
       dumpSeconds: 0,
       ...(inheritance.sharedBytes ? { sharedBytes: inheritance.sharedBytes } : {}),
+      ...(precopy
+        ? {
+          precopy: {
+            bytes: precopy.bytes,
+            frozenSeconds: precopy.frozenSeconds,
+            reusedBytes: reused,
+          },
+        }
+        : {}),
     };
     const manifest: Manifest = {
       kind: "cryo-image",
@@ -497,6 +575,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       ...(ghosts.length ? { ghosts } : {}),
       ...(sysvShm.length ? { sysvShm } : {}),
       ...(opts.pidNamespace ? { pidNamespace: opts.pidNamespace } : {}),
+      ...(namespaces ? { namespaces } : {}),
     };
     stats.dumpSeconds = (performance.now() - t0) / 1000;
     if (!thawed) stats.freezeSeconds = (performance.now() - tree.frozenAt) / 1000;
@@ -536,6 +615,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     ) {
       parkStatus({ ...e.status, pid });
     }
+    precopy?.close();
     for (const s of streamers) await s.abort();
     for (const w of writers) await w.abort().catch(() => {});
     const gone = tree ? await goneProcesses(tree, e) : [];

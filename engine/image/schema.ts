@@ -229,6 +229,7 @@ export const manifestSchema = z.looseObject({
   optIns: z.array(z.string()).optional(),
   ghosts: z.array(ghost).optional(),
   pidNamespace: z.literal("own").optional(),
+  namespaces: z.looseObject({}).optional(),
   sysvShm: z.array(z.looseObject({
     shmid: nat,
     key: int,

@@ -13,6 +13,7 @@
  * 0x0000  Elf64_Ehdr, 3 x Elf64_Phdr (PT_LOAD, PT_NOTE, PT_GNU_STACK)
  * 0x1000  bootstrap blob (.cryo.stub, PT_LOAD at the bootstrap address)
  * P       page data (.cryo.pages), page aligned, P = align(0x1000 + blob)
+ *         (further on after a pre-copy: a hole separates blob and pages)
  * N       notes: .note.core (CORE/LINUX) then .note.cryo (CRYO); one PT_NOTE
  *         .shstrtab, then the section header table (8-aligned)
  * ```
@@ -73,6 +74,12 @@ export interface ImageWriterOptions {
   blob: Uint8Array;
   /** e_entry: the stub's standalone entry point (inside the bootstrap range). */
   entry: bigint;
+  /**
+   * Page data already in the file at [start, end) (a pre-copy,
+   * engine/dump/precopy.ts): the file is kept instead of truncated, and the
+   * page region starts there. The blob must end before `start`.
+   */
+  pages?: { start: number; end: number };
 }
 
 /** Options of {@link ImageWriter.finish}. */
@@ -114,8 +121,9 @@ export class ImageWriter {
     this.partialPath = `${path}.partial`;
     this.file = file;
     this.#opts = opts;
-    this.pagesStart = alignUp(BOOTSTRAP_FILE_OFFSET + opts.blob.length, PAGE_SIZE);
-    this.#pagesEnd = this.pagesStart;
+    this.pagesStart = opts.pages?.start ??
+      alignUp(BOOTSTRAP_FILE_OFFSET + opts.blob.length, PAGE_SIZE);
+    this.#pagesEnd = opts.pages?.end ?? this.pagesStart;
   }
 
   /**
@@ -138,11 +146,14 @@ export class ImageWriter {
     if (opts.entry < opts.bootstrapStart || opts.entry >= end) {
       throw new RangeError(`entry 0x${opts.entry.toString(16)} outside the bootstrap range`);
     }
+    if (opts.pages && BOOTSTRAP_FILE_OFFSET + opts.blob.length > opts.pages.start) {
+      throw new RangeError(`bootstrap blob overlaps the page data already written`);
+    }
     const file = await Deno.open(`${path}.partial`, {
       read: true,
       write: true,
       create: true,
-      truncate: true,
+      truncate: !opts.pages,
       mode: 0o700,
     });
     // Private (it holds the process's memory) and executable by its owner, whatever the umask.

@@ -18,7 +18,6 @@
  * @module
  */
 
-import { inInitialUserNs } from "../task/userns.ts";
 import * as zlib from "node:zlib";
 import {
   IPC_CREAT,
@@ -136,6 +135,20 @@ function checkWhole(
   close();
 }
 
+/**
+ * Whether this engine may give segments their ids (write shm_next_id of
+ * its IPC namespace): not in a rootless dump of a tree in the host's IPC
+ * namespace (its user namespace does not own that one).
+ */
+function shmIdsSettable(): boolean {
+  try {
+    Deno.openSync("/proc/sys/kernel/shm_next_id", { write: true }).close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Copies a segment's content into `path` in chunks; returns its CRC-32. */
 function saveContent(seg: SysvShmEntry, path: string): number {
   using out = Deno.openSync(path, { write: true, createNew: true, mode: 0o600 });
@@ -161,7 +174,7 @@ export function collectSysvShm(
 ): SysvShmSegment[] {
   const attached = images.some((p) => p.mappings.some((m) => m.sysvShm !== undefined));
   if (!attached) return [];
-  if (!inInitialUserNs()) {
+  if (!shmIdsSettable()) {
     for (const p of images) {
       for (const m of p.mappings) {
         if (m.sysvShm === undefined) continue;
@@ -373,4 +386,32 @@ export function emitSysvShmAttach(p: ProgramBuilder, m: Mapping): void {
     });
   }
   if (prot !== attachProt) p.op(SYS.mprotect, [start, BigInt(m.end) - start, prot]);
+}
+
+/**
+ * Dump of a private IPC namespace (engine/pidns/ipc.ts): describes segment
+ * `seg` (attached or not) and writes its content into `dir`, as
+ * {@link collectSysvShm} does for an attached one.
+ */
+export function saveSysvShmSegment(seg: SysvShmEntry, dir: string): SysvShmSegment {
+  const file = `sysvshm-${seg.shmid}.data`;
+  const crc = saveContent(seg, `${dir}/${file}`);
+  return {
+    shmid: seg.shmid,
+    key: seg.key,
+    size: seg.size,
+    mode: seg.perms & 0o777,
+    uid: seg.uid,
+    gid: seg.gid,
+    cuid: seg.cuid,
+    cgid: seg.cgid,
+    removed: (seg.perms & SHM_DEST) !== 0,
+    file,
+    checksum: formatChecksum(crc),
+  };
+}
+
+/** Whether a segment is SHM_LOCKed (refused). */
+export function sysvShmLocked(seg: SysvShmEntry): boolean {
+  return (seg.perms & SHM_LOCKED) !== 0;
 }

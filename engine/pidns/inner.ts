@@ -21,6 +21,13 @@
 import { checkpoint } from "../dump/mod.ts";
 import { restore } from "../restore/mod.ts";
 import { OWN_PID_NAMESPACE } from "./mod.ts";
+import { restoreNamespaceExtras } from "./extras.ts";
+import { checkImageDirTrust } from "../restore/trust.ts";
+import type { Manifest } from "../model.ts";
+
+function readManifest(dir: string): Manifest {
+  return JSON.parse(Deno.readTextFileSync(`${dir}/manifest.json`));
+}
 
 /** The fd on which the namespace's init waits for its go byte. */
 const GO_FD = 4;
@@ -45,6 +52,7 @@ async function main(): Promise<void> {
         optIns: req.optIns,
         sync: req.sync,
         pidNamespace: OWN_PID_NAMESPACE,
+        ...(req.extras ? { namespaceExtras: req.extras } : {}),
         beforeKill: (done) => {
           writeResult(req.result, { ok: true, ...done });
           // The cryo outside kills the namespace (and this engine) now.
@@ -53,6 +61,8 @@ async function main(): Promise<void> {
       });
       writeResult(req.result, { ok: true, ...r });
     } else if (req.op === "restore") {
+      checkImageDirTrust(req.dir, req.trustImageOwner); // before anything the image says is made
+      restoreNamespaceExtras(readManifest(req.dir).namespaces, req.dir);
       const tree = await restore(req.dir, {
         verifyChecksums: req.verifyChecksums,
         optIns: req.optIns,

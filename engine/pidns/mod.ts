@@ -43,6 +43,7 @@ import type { Manifest } from "../model.ts";
 import { type Exec, writeEntrant, writeNamespaceMaker } from "./programs.ts";
 import { inOtherUserNs, rootlessIds } from "./userns.ts";
 import { checkImageDirTrust } from "../restore/trust.ts";
+import { extraNamespaceFlags, hiddenPath, namespaceExtrasOf } from "./extras.ts";
 
 /** The manifest value of a tree dumped in a pid namespace of its own. */
 export const OWN_PID_NAMESPACE = "own";
@@ -58,7 +59,8 @@ function mountKeys(file: string): string[] {
 /**
  * Whether `pid` is the root of a tree launched by `cryo launch`: pid 1 of
  * a pid namespace directly below cryo's, in a mount namespace that differs
- * from cryo's only by one more proc mount on /proc.
+ * from cryo's by one more proc mount on /proc (and mounts of its own,
+ * engine/pidns/mounts.ts).
  */
 export function ownNamespaceRoot(pid: number): boolean {
   let theirs: number[];
@@ -81,7 +83,8 @@ export function ownNamespaceRoot(pid: number): boolean {
       if (i < 0) return false;
       extra.splice(i, 1);
     }
-    return extra.length === 1 && extra[0] === "/proc proc proc";
+    // Its own mounts besides /proc are recorded or refused by name (extras.ts).
+    return extra.includes("/proc proc proc");
   } catch {
     return false;
   }
@@ -171,18 +174,34 @@ export interface LaunchedTree {
   exited: Promise<ExitStatus>;
 }
 
+/** More namespaces for {@link launch}. */
+export interface LaunchNamespaces {
+  /** A UTS namespace of its own. */
+  uts?: boolean;
+  /** Its host name (implies `uts`). */
+  hostname?: string;
+  /** An IPC namespace of its own. */
+  ipc?: boolean;
+}
+
 /**
  * Starts `cmd args` as pid 1 of a new pid namespace, with a new mount
  * namespace whose /proc is its own. The command is cryo's child; cryo is
  * not in the tree.
  */
-export function launch(cmd: string, args: readonly string[]): LaunchedTree {
+export function launch(
+  cmd: string,
+  args: readonly string[],
+  more: LaunchNamespaces = {},
+): LaunchedTree {
   const path = findExecutable(cmd);
   const scratch = Deno.makeTempDirSync({ prefix: "cryo-launch-" });
   try {
     const exe = writeNamespaceMaker({
       exec: { path, argv: [cmd, ...args], env: environment() },
       waitGo: false,
+      unshare: extraNamespaceFlags({ uts: more.uts || more.hostname !== undefined, ipc: more.ipc }),
+      ...(more.hostname !== undefined ? { hostname: more.hostname } : {}),
       userNs: rootlessIds(),
     });
     const { pids, st } = runReporting(exe, "cryo-launch", scratch);
@@ -262,9 +281,16 @@ export async function checkpointInNamespace(
   const scratch = Deno.makeTempDirSync({ prefix: "cryo-nsdump-" });
   const resultFile = `${scratch}/result.json`;
   try {
+    const extras = namespaceExtrasOf(pid);
+    const hidden = hiddenPath(extras.mounts.map((m) => m.mountPoint), [
+      { what: "image directory", path: resolve(opts.dir) },
+      { what: "scratch directory", path: scratch },
+    ]);
+    if (hidden) throw new CryoError(`cannot dump ${pid}: ${hidden}`);
     const exe = writeEntrant(
       pid,
       engineExec({
+        extras,
         op: "dump",
         result: resultFile,
         dir: resolve(opts.dir),
@@ -272,6 +298,7 @@ export async function checkpointInNamespace(
         optIns: opts.optIns ?? [],
         sync: opts.sync !== false,
       }),
+      extraNamespaceFlags(extras),
       inOtherUserNs(pid),
     );
     const child = posixSpawn(exe, ["cryo-enter"], {});
@@ -358,6 +385,11 @@ export function restoreInNamespace(dir: string, opts: RestoreOptions): RestoredT
   const resultFile = `${scratch}/result.json`;
   let init: number | undefined;
   try {
+    const hidden = hiddenPath((manifest.namespaces?.mounts ?? []).map((m) => m.mountPoint), [
+      { what: "image directory", path: abs },
+      { what: "scratch directory", path: scratch },
+    ]);
+    if (hidden) throw new RestoreError(`cannot restore: ${hidden}`);
     const rootImage = `${abs}/${root.file}`;
     const exe = writeNamespaceMaker(
       {
@@ -366,6 +398,7 @@ export function restoreInNamespace(dir: string, opts: RestoreOptions): RestoredT
           : { reapFor: manifest.rootPid }),
         waitGo: true,
         lastPid: Math.max(...ids) + 64,
+        unshare: extraNamespaceFlags(manifest.namespaces),
         userNs,
       },
       engineExec({

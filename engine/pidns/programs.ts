@@ -53,9 +53,13 @@ export interface InitPlan {
   waitGo: boolean;
   /** Written to /proc/sys/kernel/ns_last_pid, so the engine's own tasks get pids above it. */
   lastPid?: number;
+  /** More namespaces to make with the pid and mount ones (CLONE_NEWUTS, CLONE_NEWIPC). */
+  unshare?: bigint;
+  /** The host name of a new UTS namespace. */
+  hostname?: string;
   /**
    * Rootless: a new user namespace mapping these ids to themselves owns the
-   * pid and mount namespaces (engine/pidns/userns.ts).
+   * other new namespaces (engine/pidns/userns.ts).
    */
   userNs?: UserNsIds;
 }
@@ -159,10 +163,16 @@ export function writeNamespaceMaker(init: InitPlan, engine?: Exec): string {
   return writeExe((p, slotsAddress) => {
     const pids = p.reserve(8);
     const user = init.userNs ? CLONE_NS.NEWUSER : 0n;
-    p.op(SYS.unshare, [user | CLONE_NS.NEWPID | CLONE_NS.NEWNS], { comment: "new namespaces" });
+    p.op(SYS.unshare, [user | CLONE_NS.NEWPID | CLONE_NS.NEWNS | (init.unshare ?? 0n)], {
+      comment: "new pid and mount ns (and more)",
+    });
     if (init.userNs) {
       emitIdentityMaps(p, init.userNs);
       emitAmbientAll(p);
+    }
+    if (init.hostname !== undefined) {
+      const name = new TextEncoder().encode(init.hostname);
+      p.op(SYS.sethostname, [p.data(name, 1), name.length], { comment: "host name" });
     }
     p.op(SYS.mount, [0, p.cstring("/"), 0, MS.REC | MS.SLAVE, 0], { comment: "/ slave" });
     if (init.waitGo) {
@@ -235,15 +245,23 @@ export function writeNamespaceMaker(init: InitPlan, engine?: Exec): string {
 
 /**
  * Writes the entrant: joins the pid and mount namespaces of process `pid`
- * (by pidfd), and its user namespace first when `joinUserNs` (a rootless
- * tree: the capabilities gained there are made ambient for the engine),
- * forks, and the child execs `engine`; the entrant waits for it and exits 0.
+ * (by pidfd; and `moreNamespaces`, CLONE_NEW* flags), and its user
+ * namespace first when `joinUserNs` (a rootless tree: the capabilities
+ * gained there are made ambient for the engine), forks, and the child execs
+ * `engine`; the entrant waits for it and exits 0.
  */
-export function writeEntrant(pid: number, engine: Exec, joinUserNs = false): string {
+export function writeEntrant(
+  pid: number,
+  engine: Exec,
+  moreNamespaces = 0n,
+  joinUserNs = false,
+): string {
   return writeExe((p) => {
     const user = joinUserNs ? CLONE_NS.NEWUSER : 0n;
     p.op(SYS.pidfd_open, [pid, 0], { store: 1, comment: `pidfd of ${pid}` });
-    p.op(SYS.setns, [{ slot: 1 }, user | CLONE_NS.NEWPID | CLONE_NS.NEWNS], { comment: "enter" });
+    p.op(SYS.setns, [{ slot: 1 }, user | CLONE_NS.NEWPID | CLONE_NS.NEWNS | moreNamespaces], {
+      comment: "enter",
+    });
     p.op(SYS.close, [{ slot: 1 }]);
     if (joinUserNs) emitAmbientAll(p);
     const args = p.data(cloneArgs.encode({

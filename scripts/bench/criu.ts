@@ -155,6 +155,8 @@ export async function compareWithCriu(
     warm: boolean;
     rt: CryoRuntime;
     log: (s: string) => void;
+    /** Flags of the second cryo dump (default `--no-sync`). */
+    variantFlags?: string[];
   },
 ): Promise<VsRepetition[]> {
   const spec: WorkloadSpec = w.spec;
@@ -194,7 +196,13 @@ export async function compareWithCriu(
         };
         const cryoNs = async (): Promise<ToolRun> => {
           const d = await warmed(() =>
-            cryoDump(w, cryoNsImg, `${base}.cryo-dump-ns`, opts.rt, ["--no-sync"])
+            cryoDump(
+              w,
+              cryoNsImg,
+              `${base}.cryo-dump-ns`,
+              opts.rt,
+              opts.variantFlags ?? ["--no-sync"],
+            )
           );
           return {
             wallSeconds: d.process.wallSeconds,
@@ -280,14 +288,15 @@ export interface VsSummary {
 }
 
 /** Table rows (header first) of the comparison: medians, ratios cryo / CRIU. */
-export function vsRows(results: VsSummary[]): string[][] {
+export function vsRows(results: VsSummary[], variantFlags?: string[]): string[][] {
+  const variant = variantFlags?.join(" ").replace(/^--/, "") ?? "no-sync";
   const rows = [[
     "workload",
     "dump s cryo",
-    "no-sync",
+    variant,
     "criu",
     "dump x",
-    "no-sync x",
+    `${variant} x`,
     "seen freeze s cryo",
     "criu",
     "freeze x",
@@ -301,10 +310,12 @@ export function vsRows(results: VsSummary[]): string[][] {
     "criu",
     "restore CPU s cryo",
     "criu",
+    `${variant} seen freeze s`,
+    `${variant} dump CPU s`,
   ]];
   for (const r of results) {
     if (!r.reps.length) {
-      rows.push([r.name, ...Array(18).fill("-").map((x, i) => i === 0 ? `FAILED` : x)]);
+      rows.push([r.name, ...Array(20).fill("-").map((x, i) => i === 0 ? `FAILED` : x)]);
       continue;
     }
     const m = (f: (x: VsRepetition) => number | undefined) =>
@@ -344,6 +355,8 @@ export function vsRows(results: VsSummary[]): string[][] {
       s(m((x) => x.criuDump.cpuSeconds)),
       s(m((x) => x.cryoRestore.cpuSeconds)),
       s(m((x) => x.criuRestore.cpuSeconds)),
+      s(m((x) => x.cryoDumpNoSync.seenFreezeSeconds)),
+      s(m((x) => x.cryoDumpNoSync.cpuSeconds)),
     ]);
   }
   return rows;

@@ -116,6 +116,8 @@ function parseJsonOutput(path: string, what: string, errPath: string): Record<st
 /** Extra flags for the deno runtime of each cryo process (e.g. --cpu-prof). */
 export interface CryoRuntime {
   denoFlags: string[];
+  /** cli.ts to run (default: this tree's; another tree's for an A/B, scripts/bench/ab.ts). */
+  cliPath?: string;
 }
 
 /** Runs `cryo dump <pid> --dir <dir> --leave-running --json` and reads its figures. */
@@ -131,7 +133,7 @@ export async function cryoDump(
     "run",
     "-A",
     ...rt.denoFlags,
-    cliPath,
+    rt.cliPath ?? cliPath,
     "dump",
     String(w.child.pid),
     "--dir",

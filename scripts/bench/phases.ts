@@ -1,5 +1,5 @@
 /**
- * `deno run -A scripts/bench/phases.ts <pid> <dir> [--no-sync]`: one
+ * `deno run -A scripts/bench/phases.ts <pid> <dir> [--no-sync] [--no-precopy]`: one
  * `checkpoint(pid, { leaveRunning: true })` in process, with the time of
  * each progress event, to see where the frozen time goes: freeze (until
  * "frozen"), collect (until each process's "process" event: /proc, ptrace,
@@ -30,5 +30,6 @@ const r = await checkpoint(Number(pidArg), {
   leaveRunning: true,
   onEvent,
   sync: !rest.includes("--no-sync"),
+  precopy: !rest.includes("--no-precopy"),
 });
 console.log(JSON.stringify({ stats: r.stats, marks, lastPages }, null, 1));

@@ -34,7 +34,7 @@ export interface ChecksOptions {
  */
 export function assertChecksPassed(
   t: Target,
-  names: string[],
+  names: readonly string[],
   status: WaitStatus,
   { run = 1, what = "target" }: ChecksOptions = {},
 ): void {
@@ -79,3 +79,20 @@ export function factNumber(facts: Record<string, string>, key: string): number {
 export function factBigInt(facts: Record<string, string>, key: string): bigint {
   return BigInt(fact(facts, key));
 }
+
+/** The checks tests/targets/rt_regs.c always reports (registers, FPU, TLS, masks). */
+export const RT_REGS_CHECKS: readonly string[] = [
+  "gpr",
+  "rsp",
+  "eflags-df-ac",
+  "x87-control-word",
+  "x87-top-tags",
+  "x87-stack",
+  "mxcsr",
+  "xmm",
+  "ymm-upper",
+  "fs-base",
+  "gs-base",
+  "tls",
+  "mask-words",
+];

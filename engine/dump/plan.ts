@@ -1,0 +1,135 @@
+/**
+ * Which pages of a frozen process go into its image, and where each one's
+ * content comes from: planned with one PAGEMAP_SCAN of the process
+ * (engine/proc/pagemap_scan.ts), split against a pre-copy when there is
+ * one (engine/dump/precopy.ts), then saved.
+ *
+ * @module
+ */
+
+import type { Mapping, PageRun } from "../model.ts";
+import type { PageSpan } from "../memory/inherit.ts";
+import { PagemapScanner, runsOfRange, type ScanRegion } from "../proc/pagemap_scan.ts";
+import type { PagePolicy, Vma } from "./vmas.ts";
+import type { PrecopyProcess, SplitPiece } from "./precopy.ts";
+import type { MemoryStreamer } from "./memory.ts";
+import type { ImageWriter } from "../image/writer.ts";
+
+/** The pages to save of each mapping of one process. */
+export interface PagePlan {
+  /** Per mapping (same index as the vmas): pieces in address order. */
+  pieces: SplitPiece[][];
+  /** Bytes to read from the process now. */
+  readBytes: number;
+  /** Bytes whose pre-copied content is kept. */
+  reusedBytes: number;
+}
+
+/**
+ * Plans the pages of `vmas` of stopped process `pid`: per mapping, the
+ * runs its policy selects (or the runs `inherited` gives), split against
+ * the pre-copy `pre` when given.
+ */
+export function planPages(
+  pid: number,
+  vmas: readonly Vma[],
+  policies: readonly PagePolicy[],
+  inherited: (index: number) => PageSpan[] | undefined,
+  pre?: PrecopyProcess,
+): PagePlan {
+  const order = vmas.map((_, k) => k).sort((a, b) => (vmas[a].start < vmas[b].start ? -1 : 1));
+  const wanted = order.filter((k) => policies[k] !== "none" && vmas[k].path !== "[vsyscall]");
+  let regions: ScanRegion[] = [];
+  if (wanted.length) {
+    const lo = Number(vmas[wanted[0]].start);
+    const hi = Number(vmas[wanted[wanted.length - 1]].end);
+    const known = pre?.scanned;
+    if (known && known.start <= lo && hi <= known.end) {
+      regions = known.regions; // walked once already at this freeze, by the pre-copy's validation
+    } else {
+      using scanner = new PagemapScanner(pid);
+      regions = scanner.dataRegions(lo, hi);
+    }
+  }
+  const pieces: SplitPiece[][] = vmas.map(() => []);
+  let readBytes = 0, reusedBytes = 0;
+  let cursor = 0;
+  const split = { i: 0 };
+  for (const k of order) {
+    const v = vmas[k];
+    const runs: { addr: number; length: number }[] = [];
+    const given = inherited(k);
+    if (given) {
+      for (const r of given) runs.push({ addr: Number(r.addr), length: r.length });
+    } else if (policies[k] !== "none" && v.path !== "[vsyscall]") {
+      cursor = runsOfRange(
+        regions,
+        cursor,
+        Number(v.start),
+        Number(v.end),
+        policies[k] === "anon-present",
+        runs,
+      );
+    }
+    const out = pieces[k];
+    for (const r of runs) {
+      if (pre) out.push(...pre.split(r, split));
+      else out.push({ addr: r.addr, length: r.length, source: "read", fileOffset: 0 });
+    }
+    for (const p of out) {
+      if (p.source === "reuse") reusedBytes += p.length;
+      else readBytes += p.length;
+    }
+  }
+  return { pieces, readBytes, reusedBytes };
+}
+
+/** Bytes read at a time for pages written over their pre-copy. */
+const OVERWRITE_CHUNK = 1 << 20;
+
+/**
+ * Saves the planned pages: reads the "read" pieces through `streamer`
+ * (packed, appended), keeps the "reuse" ones where they are, reads the
+ * "overwrite" ones and writes them over their pre-copy. Sets each mapping's
+ * `pages`.
+ */
+export function savePlanned(
+  plan: PagePlan,
+  vmas: readonly Vma[],
+  mappings: Mapping[],
+  streamer: MemoryStreamer,
+  writer: ImageWriter,
+  onBytes: (n: number) => void,
+): void {
+  let scratch: Uint8Array | undefined;
+  for (const [k, pieces] of plan.pieces.entries()) {
+    if (pieces.length === 0) continue;
+    const v = vmas[k];
+    const pages: PageRun[] = [];
+    for (let i = 0; i < pieces.length; i++) {
+      const p = pieces[i];
+      if (p.source === "read") {
+        // Consecutive read pieces go to the streamer together (one batch of reads).
+        const batch = [{ addr: BigInt(p.addr), length: p.length }];
+        while (i + 1 < pieces.length && pieces[i + 1].source === "read") {
+          const q = pieces[++i];
+          batch.push({ addr: BigInt(q.addr), length: q.length });
+        }
+        pages.push(...streamer.saveRuns(v, batch, onBytes));
+        continue;
+      }
+      pages.push({ addr: `0x${p.addr.toString(16)}`, length: p.length, fileOffset: p.fileOffset });
+      if (p.source === "reuse") continue;
+      scratch ??= new Uint8Array(OVERWRITE_CHUNK);
+      for (let done = 0; done < p.length;) {
+        const n = Math.min(OVERWRITE_CHUNK, p.length - done);
+        const buf = scratch.subarray(0, n);
+        streamer.readInto(v, BigInt(p.addr + done), buf);
+        writer.writePagesAtSync(p.fileOffset + done, buf);
+        done += n;
+        onBytes(n);
+      }
+    }
+    mappings[k].pages = pages;
+  }
+}

@@ -1,0 +1,567 @@
+/**
+ * Pre-copy with write tracking, for dumps that leave the tree running: the
+ * pages are copied while the tree runs, and only the pages written during
+ * that copy are copied again while it is frozen for the dump proper.
+ *
+ * 1. {@link Precopy.start} freezes the tree, and in each process creates a
+ *    userfaultfd by an injected `userfaultfd()` (WP_ASYNC: a write to a
+ *    protected page just lifts the protection, nothing ever waits), takes
+ *    it into cryo with pidfd_getfd and closes it in the target again;
+ *    cryo registers the private mappings in write-protect mode and
+ *    write-protects their data pages with PAGEMAP_SCAN
+ *    (PM_SCAN_WP_MATCHING), which also lists them; then thaws.
+ * 2. {@link Precopy.copy} reads those pages into each process's image
+ *    file while the tree runs, at the place they will keep.
+ * 3. The dump proper (engine/dump/mod.ts) freezes again, and first
+ *    {@link Precopy.validate} keeps of the pre-copy only the pages still
+ *    write-protected in the current address space (PAGEMAP_SCAN does not
+ *    report them PAGE_IS_WRITTEN: not written since), then closes the
+ *    userfaultfds: the kernel unregisters the ranges and clears every
+ *    protection left (userfaultfd release), so nothing remains in the
+ *    target and the dump collects everything as usual.
+ *    For each page it saves, {@link PrecopyProcess.split} says whether the
+ *    pre-copied content is still the page's (pre-copied from the same
+ *    address and valid); anything else is read while frozen.
+ *
+ * Only private mappings are tracked: a page of shared memory can be written
+ * through another process's page tables, which this mm's protection does
+ * not see, so shared memory is always copied while frozen. Writes the
+ * kernel makes through a page pinned before the protection are not seen
+ * either: a process with an AIO context is not pre-copied (io_uring is
+ * refused by the dump; other long-term pins, such as RDMA, are not
+ * detected). Whatever cannot
+ * be set up (a mapping the kernel refuses to register, a process where the
+ * injection fails) is simply not pre-copied.
+ *
+ * @module
+ */
+
+import { SYS } from "../../ffi/sysno.ts";
+import { rawSyscall } from "../../ffi/libc.ts";
+import { PAGE_IS, UFFD_FEATURE } from "../../ffi/probe.ts";
+import { PM_SCAN_WP_MATCHING } from "../../ffi/pagemap_scan.ts";
+import {
+  pidfdGetfd,
+  UFFD_USER_MODE_ONLY,
+  uffdApi,
+  UFFDIO_REGISTER_MODE_WP,
+  uffdRegister,
+} from "../../ffi/uffd.ts";
+import { readMaps } from "../proc/maps.ts";
+import { readStatus } from "../proc/status.ts";
+import { getRegs } from "../../ffi/ptrace.ts";
+import { signed, type UserRegs } from "../../ffi/regs.ts";
+import type { ProcessImage } from "../model.ts";
+import { readFds } from "../proc/fds.ts";
+import { PagemapScanner, type ScanRegion } from "../proc/pagemap_scan.ts";
+import { freezeTree, thawTree } from "./freeze.ts";
+import { withInjection } from "./injected.ts";
+import { bootstrapSizeFor, classifyVma, pagePolicy, refusedMapping, type Vma } from "./vmas.ts";
+import * as zlib from "node:zlib";
+import { CHUNK_BYTES, CRC_BLOCK, MemoryStreamer } from "./memory.ts";
+import { crc32Combine } from "../image/checksum.ts";
+import { SyncPageWriter, ThreadedPageWriter } from "./page_writer.ts";
+import { BOOTSTRAP_FILE_OFFSET } from "../image/writer.ts";
+
+const O_CLOEXEC = 0o2000000;
+const O_NONBLOCK = 0o4000;
+
+/** Pre-copies of at least this size write from a worker thread. */
+const THREADED_BYTES = 256 << 20;
+
+/** A pre-copied run: `length` bytes from `addr` are in the image file at `fileOffset`. */
+interface CopiedRun {
+  addr: number;
+  length: number;
+  fileOffset: number;
+  /** Not written since it was protected (set by {@link PrecopyProcess.validate}). */
+  valid?: boolean;
+}
+
+/** A piece of a page run to save, and where its content comes from. */
+export interface SplitPiece {
+  addr: number;
+  length: number;
+  /**
+   * "reuse": the pre-copied content at `fileOffset` is the page's;
+   * "overwrite": read the page now and write it at `fileOffset`;
+   * "read": read the page now into new space.
+   */
+  source: "reuse" | "overwrite" | "read";
+  fileOffset: number;
+}
+
+/** The pre-copy of one process. */
+export class PrecopyProcess {
+  /** The process. */
+  readonly pid: number;
+  /** Its image file, holding the pre-copied pages. */
+  readonly path: string;
+  /** File offset of the page region (after room for the bootstrap blob). */
+  readonly pagesStart: number;
+  /** End of the pre-copied page data. */
+  pagesEnd: number;
+  /** Bytes pre-copied. */
+  bytes = 0;
+  /** cryo's copy of the target's userfaultfd (-1 once closed). */
+  uffd: number;
+  /** Ranges registered and the data runs found (and protected) in them at the first freeze. */
+  readonly #planned: { vma: Vma; runs: { addr: bigint; length: number }[] }[] = [];
+  /** Pre-copied runs, by address. */
+  #copied: CopiedRun[] = [];
+  /** CRC-32 of each {@link CRC_BLOCK} of the pre-copied data from {@link pagesStart}. */
+  #blockCrcs: number[] = [];
+
+  constructor(pid: number, path: string, pagesStart: number, uffd: number) {
+    this.pid = pid;
+    this.path = path;
+    this.pagesStart = pagesStart;
+    this.pagesEnd = pagesStart;
+    this.uffd = uffd;
+  }
+
+  /** Adds the protected data runs of one mapping (first freeze). */
+  plan(vma: Vma, runs: { addr: bigint; length: number }[]): void {
+    if (runs.length) this.#planned.push({ vma, runs });
+  }
+
+  /** Bytes to pre-copy. */
+  get plannedBytes(): number {
+    return this.#planned.reduce((n, p) => n + p.runs.reduce((m, r) => m + r.length, 0), 0);
+  }
+
+  /** Copies the planned runs into the image file (the tree runs meanwhile). */
+  async copy(): Promise<void> {
+    const total = this.plannedBytes;
+    if (total === 0) return;
+    const file = await Deno.open(this.path, {
+      write: true,
+      create: true,
+      truncate: true,
+      mode: 0o700,
+    });
+    file.close();
+    const out = total >= THREADED_BYTES ? new ThreadedPageWriter(CHUNK_BYTES, this.path) : (() => {
+      const f = Deno.openSync(this.path, { write: true });
+      return Object.assign(
+        new SyncPageWriter(CHUNK_BYTES, (off, bytes) => {
+          f.seekSync(off, Deno.SeekMode.Start);
+          for (let d = 0; d < bytes.length;) d += f.writeSync(bytes.subarray(d));
+        }),
+        { file: f },
+      );
+    })();
+    let next = this.pagesStart;
+    const streamer = new MemoryStreamer(this.pid, out, (n) => {
+      const at = next;
+      next += n;
+      return at;
+    });
+    const lost: { addr: number; length: number }[] = [];
+    streamer.onUnreadable = (addr, length) => lost.push({ addr: Number(addr), length });
+    streamer.viaMemFile = true;
+    streamer.blockCrcs = [];
+    const copied: CopiedRun[] = [];
+    try {
+      for (const { vma, runs } of this.#planned) {
+        for (const r of streamer.saveRuns(vma, runs)) {
+          copied.push({ addr: Number(BigInt(r.addr)), length: r.length, fileOffset: r.fileOffset });
+        }
+      }
+      await streamer.finish();
+    } catch (e) {
+      await streamer.abort();
+      throw e;
+    } finally {
+      if ("file" in out) out.file.close();
+    }
+    this.pagesEnd = next;
+    this.bytes = streamer.bytes;
+    this.#blockCrcs = streamer.blockCrcs;
+    this.#copied = subtract(copied.sort((a, b) => a.addr - b.addr), lost);
+  }
+
+  /**
+   * With the tree frozen again: keeps as valid only the pre-copied pages
+   * not written since they were protected, then closes the userfaultfd.
+   */
+  validate(): void {
+    const c = this.#copied;
+    if (this.uffd >= 0) {
+      let written: [number, number][];
+      try {
+        // One walk of the whole address space: what was written, and the data
+        // pages the dump plans from (nothing changes while the tree is frozen).
+        const maps = readMaps(this.pid).filter((m) => m.path !== "[vsyscall]");
+        const start = Number(maps[0].start), end = Number(maps[maps.length - 1].end);
+        using scanner = new PagemapScanner(this.pid);
+        const scan = scanner.dataAndWritten(start, end);
+        written = scan.written;
+        this.scanned = { start, end, regions: scan.regions };
+      } catch {
+        written = [[0, Number.MAX_SAFE_INTEGER]]; // gone or changed: nothing is valid
+      }
+      this.#copied = markValid(c, written);
+    }
+    this.close();
+  }
+
+  /**
+   * The data pages of the process found by {@link validate} (at the dump's
+   * freeze) over [start, end), for engine/dump/plan.ts.
+   */
+  scanned?: { start: number; end: number; regions: ScanRegion[] };
+
+  /**
+   * Splits a run to save (address order) into pieces by where their
+   * content comes from. `cursor` keeps the position in the copied runs
+   * across calls made in address order.
+   */
+  split(run: { addr: number; length: number }, cursor: { i: number }): SplitPiece[] {
+    const out: SplitPiece[] = [];
+    const c = this.#copied;
+    let at = run.addr;
+    const end = run.addr + run.length;
+    while (cursor.i < c.length && c[cursor.i].addr + c[cursor.i].length <= at) cursor.i++;
+    for (let i = cursor.i; at < end; i++) {
+      const r = c[i];
+      if (!r || r.addr >= end) {
+        out.push({ addr: at, length: end - at, source: "read", fileOffset: 0 });
+        break;
+      }
+      if (r.addr > at) {
+        out.push({ addr: at, length: r.addr - at, source: "read", fileOffset: 0 });
+        at = r.addr;
+      }
+      const e = Math.min(end, r.addr + r.length);
+      out.push({
+        addr: at,
+        length: e - at,
+        source: r.valid ? "reuse" : "overwrite",
+        fileOffset: r.fileOffset + (at - r.addr),
+      });
+      at = e;
+    }
+    return out;
+  }
+
+  /**
+   * CRC-32 of the pre-copied data [pagesStart, pagesEnd) of the image file
+   * `path` as it is now: the blocks `overwritten` touches are read again.
+   */
+  async pagesCrc(
+    path: string,
+    overwritten: { fileOffset: number; length: number }[],
+  ): Promise<number> {
+    const dirty = new Set<number>();
+    for (const o of overwritten) {
+      const first = Math.floor((o.fileOffset - this.pagesStart) / CRC_BLOCK);
+      const last = Math.floor((o.fileOffset + o.length - 1 - this.pagesStart) / CRC_BLOCK);
+      for (let b = first; b <= last; b++) dirty.add(b);
+    }
+    const crcs = [...this.#blockCrcs];
+    if (dirty.size) {
+      using f = await Deno.open(path, { read: true });
+      const buf = new Uint8Array(CRC_BLOCK);
+      for (const b of dirty) {
+        const at = this.pagesStart + b * CRC_BLOCK;
+        const len = Math.min(CRC_BLOCK, this.pagesEnd - at);
+        await f.seek(at, Deno.SeekMode.Start);
+        for (let d = 0; d < len;) {
+          const n = await f.read(buf.subarray(d, len));
+          if (n === null) throw new Error(`${path}: short read at ${at + d}`);
+          d += n;
+        }
+        crcs[b] = zlib.crc32(buf.subarray(0, len));
+      }
+    }
+    let crc = 0;
+    for (let b = 0; b < crcs.length; b++) {
+      const len = Math.min(CRC_BLOCK, this.pagesEnd - this.pagesStart - b * CRC_BLOCK);
+      crc = b === 0 ? crcs[0] : crc32Combine(crc, crcs[b], len);
+    }
+    return crc >>> 0;
+  }
+
+  /** Closes the userfaultfd: the kernel unregisters everything and lifts every protection. */
+  close(): void {
+    if (this.uffd >= 0) rawSyscall(SYS.close, this.uffd);
+    this.uffd = -1;
+  }
+}
+
+/**
+ * `runs` (sorted) split at the `written` ranges (sorted): pieces outside
+ * them are valid, pieces inside are not.
+ */
+function markValid(runs: CopiedRun[], written: [number, number][]): CopiedRun[] {
+  const out: CopiedRun[] = [];
+  let w = 0;
+  for (const r of runs) {
+    let at = r.addr;
+    const end = r.addr + r.length;
+    while (w < written.length && written[w][1] <= at) w++;
+    for (let j = w; at < end; j++) {
+      const range = written[j];
+      if (range && range[1] <= at) continue;
+      const piece = (to: number, valid: boolean) => {
+        out.push({ addr: at, length: to - at, fileOffset: r.fileOffset + (at - r.addr), valid });
+        at = to;
+      };
+      if (!range || range[0] >= end) {
+        piece(end, true);
+        break;
+      }
+      if (range[0] > at) piece(range[0], true);
+      piece(Math.min(end, range[1]), false);
+    }
+  }
+  return out;
+}
+
+/** `runs` (sorted) without the byte ranges of `lost`. */
+function subtract(runs: CopiedRun[], lost: { addr: number; length: number }[]): CopiedRun[] {
+  if (lost.length === 0) return runs;
+  let out = runs;
+  for (const l of lost) {
+    const next: CopiedRun[] = [];
+    for (const r of out) {
+      const s = Math.max(r.addr, l.addr), e = Math.min(r.addr + r.length, l.addr + l.length);
+      if (s >= e) {
+        next.push(r);
+        continue;
+      }
+      if (r.addr < s) next.push({ addr: r.addr, length: s - r.addr, fileOffset: r.fileOffset });
+      const tail = r.addr + r.length - e;
+      if (tail > 0) next.push({ addr: e, length: tail, fileOffset: r.fileOffset + (e - r.addr) });
+    }
+    out = next;
+  }
+  return out;
+}
+
+/** Whether a mapping's pages can be tracked and pre-copied. */
+function trackable(v: Vma): boolean {
+  return v.perms[0] === "r" && pagePolicy(classifyVma(v)) === "anon-present" &&
+    refusedMapping(v) === null;
+}
+
+/** The lowest fd number free in process `pid` (what the next open there returns). */
+function lowestFreeFd(pid: number): number {
+  const used = new Set([...Deno.readDirSync(`/proc/${pid}/fd`)].map((e) => Number(e.name)));
+  let fd = 0;
+  while (used.has(fd)) fd++;
+  return fd;
+}
+
+/**
+ * Creates a WP_ASYNC userfaultfd in stopped process `pid` and returns
+ * cryo's copy of it (the target's own fd is closed again, also by the
+ * target itself if cryo dies meanwhile), or -1.
+ */
+function takeUffd(pid: number): number {
+  const expected = lowestFreeFd(pid);
+  const copy = withInjection(pid, (s) =>
+    s.withUndo(pid, [SYS.close, expected], () => {
+      const fd = s.call(pid, SYS.userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
+      if (fd < 0n) return -1n;
+      if (fd !== BigInt(expected)) {
+        s.call(pid, SYS.close, fd); // not where the undo closes it: never keep it
+        return -1n;
+      }
+      const pidfd = rawSyscall(SYS.pidfd_open, pid, 0);
+      if (pidfd < 0n) return -1n;
+      try {
+        return pidfdGetfd(Number(pidfd), Number(fd));
+      } finally {
+        rawSyscall(SYS.close, pidfd);
+      }
+    }));
+  if (copy < 0n) return -1;
+  if (uffdApi(Number(copy), UFFD_FEATURE.WP_ASYNC) < 0n) {
+    rawSyscall(SYS.close, copy);
+    return -1;
+  }
+  return Number(copy);
+}
+
+/**
+ * Registers the trackable mappings of `vmas` (address order) in WP mode,
+ * in as few ranges as possible; returns the registered ones.
+ */
+function register(uffd: number, vmas: Vma[]): Vma[][] {
+  const ranges: Vma[][] = [];
+  // Consecutive trackable mappings make one range (holes between them are allowed).
+  let cur: Vma[] = [];
+  for (const v of vmas) {
+    if (trackable(v)) {
+      cur.push(v);
+    } else if (cur.length) {
+      ranges.push(cur);
+      cur = [];
+    }
+  }
+  if (cur.length) ranges.push(cur);
+  const done: Vma[][] = [];
+  for (const range of ranges) {
+    const start = range[0].start, end = range[range.length - 1].end;
+    if (uffdRegister(uffd, start, end - start, UFFDIO_REGISTER_MODE_WP) >= 0n) {
+      done.push(range);
+      continue;
+    }
+    // One mapping refused (another userfaultfd, VM_DROPPABLE...): one by one.
+    for (const v of range) {
+      if (uffdRegister(uffd, v.start, v.end - v.start, UFFDIO_REGISTER_MODE_WP) >= 0n) {
+        done.push([v]);
+      }
+    }
+  }
+  return done;
+}
+
+/** Registers that identify a syscall call site and its arguments. */
+const CALL_REGS = ["rip", "rdi", "rsi", "rdx", "r10", "r8", "r9"] as const;
+
+/** Pre-copies of the processes of a tree. */
+export class Precopy {
+  /** By pid. */
+  readonly processes = new Map<number, PrecopyProcess>();
+  /** Registers at the first freeze of the threads stopped inside a syscall, by tid. */
+  readonly #calls = new Map<number, UserRegs>();
+  /** Seconds the tree was frozen to set the pre-copy up. */
+  frozenSeconds = 0;
+
+  /**
+   * Freezes the tree of `root`, sets up write tracking in each process
+   * (its image file is `${dir}/${pid}.elf.partial`), and thaws it. A
+   * process where that fails is not pre-copied.
+   */
+  static start(root: number, dir: string): Precopy {
+    const pc = new Precopy();
+    const tree = freezeTree(root);
+    try {
+      for (const p of tree.processes) {
+        for (const tid of p.threads) {
+          try {
+            const regs = getRegs(tid);
+            if (signed(regs.orig_rax) >= 0n) pc.#calls.set(tid, regs);
+          } catch { /* gone: the dump will tell */ }
+        }
+        let maps;
+        try {
+          maps = readMaps(p.pid);
+        } catch {
+          continue;
+        }
+        // The kernel writes into pages pinned before the protection (an AIO read in
+        // flight) without a fault that the tracking would see: such a process is copied frozen.
+        if (maps.some((m) => m.path.startsWith("/[aio]"))) continue;
+        // A seccomp filter (or strict mode) may kill the process for the injected
+        // userfaultfd(): only processes without one are pre-copied.
+        if (readStatus(p.pid).seccomp !== 0) continue;
+        const vmas: Vma[] = maps.map((m) => ({ ...m, vmFlags: [] }));
+        if (!vmas.some(trackable)) continue;
+        const uffd = takeUffd(p.pid);
+        if (uffd < 0) continue;
+        let fds = 0;
+        try {
+          fds = readFds(p.pid).length;
+        } catch { /* counted at the dump */ }
+        // Room for the bootstrap blob, with a wide margin; a larger blob at the dump drops the pre-copy.
+        const room = bootstrapSizeFor(vmas.length + 64, fds + 16, p.threads.length + 4);
+        const proc = new PrecopyProcess(
+          p.pid,
+          `${dir}/${p.pid}.elf.partial`,
+          BOOTSTRAP_FILE_OFFSET + room,
+          uffd,
+        );
+        pc.processes.set(p.pid, proc);
+        using scanner = new PagemapScanner(p.pid);
+        for (const range of register(uffd, vmas)) {
+          const start = Number(range[0].start), end = Number(range[range.length - 1].end);
+          const runs: { addr: number; length: number }[] = [];
+          // Protects exactly the pages it reports: the process's own data pages.
+          scanner.scan(start, end, {
+            flags: PM_SCAN_WP_MATCHING,
+            inverted: PAGE_IS.FILE | PAGE_IS.GUARD,
+            mask: PAGE_IS.FILE | PAGE_IS.GUARD,
+            anyOf: PAGE_IS.PRESENT | PAGE_IS.SWAPPED,
+            returnMask: PAGE_IS.PRESENT,
+          }, (s, e) => {
+            const last = runs[runs.length - 1];
+            if (last && last.addr + last.length === s) last.length += e - s;
+            else runs.push({ addr: s, length: e - s });
+          });
+          // Split by mapping (a run never spans two: each lies in one mapping's pages).
+          let k = 0;
+          for (const v of range) {
+            const mine: { addr: bigint; length: number }[] = [];
+            const vs = Number(v.start), ve = Number(v.end);
+            while (k < runs.length && runs[k].addr + runs[k].length <= vs) k++;
+            for (let j = k; j < runs.length && runs[j].addr < ve; j++) {
+              const s = Math.max(runs[j].addr, vs), e = Math.min(runs[j].addr + runs[j].length, ve);
+              if (e > s) mine.push({ addr: BigInt(s), length: e - s });
+            }
+            proc.plan(v, mine);
+          }
+        }
+      }
+    } catch (e) {
+      pc.close();
+      thawTree(tree);
+      throw e;
+    }
+    thawTree(tree);
+    pc.frozenSeconds = (performance.now() - tree.frozenAt) / 1000;
+    return pc;
+  }
+
+  /**
+   * A thread stopped at the first freeze inside a syscall that the kernel
+   * restarts through its restart block (nanosleep, poll, futex with a
+   * timeout...) runs it on as `restart_syscall`, and is found there by the
+   * dump's freeze. A restored thread has no restart block: record the
+   * original syscall instead, when the thread is still at the same call
+   * (same instruction, same arguments), as a dump with one freeze would.
+   */
+  fixRestarts(image: Pick<ProcessImage, "threads">): void {
+    for (const t of image.threads) {
+      const first = this.#calls.get(t.tid);
+      if (!first || t.syscall.restart !== "restart") continue;
+      if (Number(signed(BigInt(t.regs.orig_rax))) !== SYS.restart_syscall) continue;
+      const nr = Number(signed(first.orig_rax));
+      if (nr === SYS.restart_syscall) continue;
+      if (!CALL_REGS.every((r) => BigInt(t.regs[r]) === first[r])) continue;
+      t.regs.orig_rax = `0x${nr.toString(16)}`;
+      t.syscall = { ...t.syscall, nr };
+    }
+  }
+
+  /** With the tree frozen again: {@link PrecopyProcess.validate} of every process. */
+  validate(): void {
+    for (const p of this.processes.values()) p.validate();
+  }
+
+  /** Copies every process's pages while the tree runs. */
+  async copy(): Promise<void> {
+    for (const p of this.processes.values()) await p.copy();
+  }
+
+  /** Bytes pre-copied. */
+  get bytes(): number {
+    let n = 0;
+    for (const p of this.processes.values()) n += p.bytes;
+    return n;
+  }
+
+  /** Closes every userfaultfd (no protection or registration stays in the tree). */
+  close(): void {
+    for (const p of this.processes.values()) p.close();
+  }
+
+  /** Forgets the pre-copy of `pid` (its file is rewritten by the dump). */
+  drop(pid: number): void {
+    this.processes.get(pid)?.close();
+    this.processes.delete(pid);
+  }
+}

@@ -1,0 +1,183 @@
+/**
+ * Planning page runs with the PAGEMAP_SCAN ioctl (Linux 6.7+): one call
+ * per process (more only when the region buffer fills) returns the runs of
+ * pages that hold data (present or swapped), each with its categories,
+ * instead of one 8-byte pagemap entry per page and one read per mapping.
+ *
+ * The selection is the one of engine/proc/pagemap.ts: a page holds data
+ * when it is present or swapped and not a guard region
+ * ({@link PRESENT_OR_SWAPPED}); it belongs to the process when, besides,
+ * it is not a file or shmem page ({@link ANON_PRESENT_OR_SWAPPED}).
+ * tests/pagemap_scan_test.ts checks both agree on every mapping kind.
+ *
+ * @module
+ */
+
+import { cstr, rawSyscall } from "../../ffi/libc.ts";
+import { SYS } from "../../ffi/sysno.ts";
+import { PAGE_IS } from "../../ffi/probe.ts";
+import { ScanBuffer, type ScanTest } from "../../ffi/pagemap_scan.ts";
+import { assertAlive } from "./errors.ts";
+
+/** A run of data pages with its categories. */
+export interface ScanRegion {
+  /** First address. */
+  start: number;
+  /** Address just past the run. */
+  end: number;
+  /** Not a file or shmem page (it belongs to the process). */
+  anon: boolean;
+}
+
+/** Pages with data: present or swapped. */
+const DATA = PAGE_IS.PRESENT | PAGE_IS.SWAPPED;
+
+/** An open /proc/<pid>/pagemap for PAGEMAP_SCAN. Close it, or use `using`. */
+export class PagemapScanner implements Disposable {
+  /** The process. */
+  readonly pid: number;
+  readonly #fd: number;
+  readonly #buf = new ScanBuffer(4096);
+
+  constructor(pid: number) {
+    this.pid = pid;
+    const O_RDONLY_CLOEXEC = 0o2000000;
+    const fd = rawSyscall(SYS.open, cstr(`/proc/${pid}/pagemap`), O_RDONLY_CLOEXEC);
+    if (fd < 0n) {
+      assertAlive(pid, `/proc/${pid}/pagemap`);
+      throw new Error(`open /proc/${pid}/pagemap: errno ${-fd}`);
+    }
+    this.#fd = Number(fd);
+  }
+
+  /**
+   * Calls `onRegion(start, end, categories)` for each maximal run of pages
+   * of [start, end) that pass `test`, in address order (several calls when
+   * the buffer fills; a region reported again by the next call, when the
+   * walk stopped inside it, is reported once). Throws on an ioctl error.
+   */
+  scan(
+    start: number,
+    end: number,
+    test: ScanTest,
+    onRegion: (start: number, end: number, categories: number) => void,
+  ): void {
+    let at = BigInt(start);
+    const stop = BigInt(end);
+    const vec = this.#buf.vec;
+    let floor = 0; // end of the last region reported
+    while (at < stop) {
+      const { n, walkEnd } = this.#buf.scan(this.#fd, at, stop, test);
+      if (n < 0) {
+        assertAlive(this.pid, `/proc/${this.pid}/pagemap`);
+        throw new Error(`PAGEMAP_SCAN of process ${this.pid}: errno ${-n}`);
+      }
+      for (let i = 0; i < n; i++) {
+        const s = Math.max(Number(vec[3 * i]), floor), e = Number(vec[3 * i + 1]);
+        if (s >= e) continue;
+        onRegion(s, e, Number(vec[3 * i + 2]));
+        floor = e;
+      }
+      if (walkEnd <= at) break; // no progress: nothing more to report
+      at = walkEnd;
+    }
+  }
+
+  /**
+   * The data pages of [start, end) (present or swapped, not guard regions)
+   * as regions in address order, split where `anon` changes.
+   */
+  dataRegions(start: number, end: number): ScanRegion[] {
+    const out: ScanRegion[] = [];
+    const FILE = Number(PAGE_IS.FILE), GUARD = Number(PAGE_IS.GUARD);
+    this.scan(start, end, {
+      anyOf: DATA,
+      returnMask: PAGE_IS.FILE | PAGE_IS.GUARD,
+    }, (s, e, c) => {
+      if (c & GUARD) return;
+      const anon = (c & FILE) === 0;
+      const last = out[out.length - 1];
+      if (last && last.end === s && last.anon === anon) last.end = e;
+      else out.push({ start: s, end: e, anon });
+    });
+    return out;
+  }
+
+  /**
+   * {@link dataRegions} and, in the same walk, which data pages were written
+   * since they were write-protected, as [start, end) pairs.
+   */
+  dataAndWritten(
+    start: number,
+    end: number,
+  ): { regions: ScanRegion[]; written: [number, number][] } {
+    const regions: ScanRegion[] = [];
+    const written: [number, number][] = [];
+    const FILE = Number(PAGE_IS.FILE), GUARD = Number(PAGE_IS.GUARD);
+    const WRITTEN = Number(PAGE_IS.WRITTEN);
+    this.scan(start, end, {
+      anyOf: DATA,
+      returnMask: PAGE_IS.FILE | PAGE_IS.GUARD | PAGE_IS.WRITTEN,
+    }, (s, e, c) => {
+      if (c & GUARD) return;
+      const anon = (c & FILE) === 0;
+      const last = regions[regions.length - 1];
+      if (last && last.end === s && last.anon === anon) last.end = e;
+      else regions.push({ start: s, end: e, anon });
+      if (c & WRITTEN) {
+        const w = written[written.length - 1];
+        if (w && w[1] === s) w[1] = e;
+        else written.push([s, e]);
+      }
+    });
+    return { regions, written };
+  }
+
+  /** The pages of [start, end) written since they were write-protected, as [start, end) pairs. */
+  writtenRanges(start: number, end: number): [number, number][] {
+    const out: [number, number][] = [];
+    this.scan(start, end, { anyOf: PAGE_IS.WRITTEN, returnMask: PAGE_IS.WRITTEN }, (s, e) => {
+      const last = out[out.length - 1];
+      if (last && last[1] === s) last[1] = e;
+      else out.push([s, e]);
+    });
+    return out;
+  }
+
+  /** Closes the pagemap file. */
+  close(): void {
+    rawSyscall(SYS.close, this.#fd);
+  }
+
+  /** Same as {@link close}. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+/**
+ * Maximal page runs of one mapping from the regions of its process
+ * (sorted): with `anonOnly` only the process's own pages. `from` is a
+ * cursor into `regions` (mappings are visited in address order); returns
+ * the new cursor.
+ */
+export function runsOfRange(
+  regions: readonly ScanRegion[],
+  from: number,
+  start: number,
+  end: number,
+  anonOnly: boolean,
+  out: { addr: number; length: number }[],
+): number {
+  let i = from;
+  while (i < regions.length && regions[i].end <= start) i++;
+  for (let j = i; j < regions.length && regions[j].start < end; j++) {
+    const r = regions[j];
+    if (anonOnly && !r.anon) continue;
+    const s = Math.max(r.start, start), e = Math.min(r.end, end);
+    const last = out[out.length - 1];
+    if (last && last.addr + last.length === s) last.length += e - s;
+    else out.push({ addr: s, length: e - s });
+  }
+  return i;
+}

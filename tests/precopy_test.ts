@@ -1,0 +1,111 @@
+/**
+ * `dump --leave-running` copies the pages while the tree runs, tracking
+ * writes (engine/dump/precopy.ts): tests/targets/rt_precopy.c rewrites
+ * random pages of half its memory all the time, so the pre-copy holds stale
+ * pages the dump must take again, and untouched ones it may keep.
+ *
+ * - the restored process finds every page matching its generation table
+ *   (the image is its memory at the last freeze, not a mix of two times);
+ * - the original keeps running with no trace of the tracking: the same fds,
+ *   no userfaultfd flag on any mapping, no write-protected page, the same
+ *   mappings; and it goes on writing and checks itself;
+ * - the dump reports what it kept of the pre-copy (the untouched half);
+ * - the same while the process also unmaps and maps again, or drops with
+ *   MADV_DONTNEED, blocks of the other half (the layout changes between
+ *   the two freezes);
+ * - a process with a seccomp filter is left alone by the pre-copy.
+ */
+
+import assert from "node:assert/strict";
+import { checkpoint } from "../engine/dump/mod.ts";
+import { restore } from "../engine/restore/mod.ts";
+import { readPagemap } from "../engine/proc/pagemap.ts";
+import { PM } from "../engine/proc/pagemap.ts";
+import { assertChecksPassed } from "./helpers/checks.ts";
+import { startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
+import { adoptPid, withTargets } from "./helpers/targets.ts";
+
+const READY = /^ready pid=(\d+) region=0x([0-9a-f]+) pages=(\d+)$/m;
+const CHECKS = ["pages", "writes", "rewrite"];
+const PAGE = 4096;
+
+/** What of a process could betray a dump: its fds, mappings and userfaultfd state. */
+function traces(pid: number, region: bigint, pages: number) {
+  const fds = [...Deno.readDirSync(`/proc/${pid}/fd`)].map((e) =>
+    `${e.name} ${Deno.readLinkSync(`/proc/${pid}/fd/${e.name}`)}`
+  ).sort();
+  const maps = Deno.readTextFileSync(`/proc/${pid}/maps`);
+  const uffdFlags = Deno.readTextFileSync(`/proc/${pid}/smaps`).split("\n")
+    .filter((l) => l.startsWith("VmFlags:") && /\b(uw|um|ui)\b/.test(l)).length;
+  const e = readPagemap(pid, region, region + BigInt(pages * PAGE));
+  let protectedPages = 0;
+  for (let i = 0; i < e.length; i++) if (e.hi(i) & PM.UFFD_WP) protectedPages++;
+  return { fds, maps, uffdFlags, protectedPages };
+}
+
+Deno.test(
+  "dump --leave-running of a process writing its memory: pre-copied, exact at the last freeze, no trace left",
+  withTargets(async () => {
+    const { t, trigger, ready } = await startTriggered("rt_precopy", READY, { extra: ["64"] });
+    const region = BigInt(`0x${ready[2]}`), pages = Number(ready[3]);
+    const before = traces(t.pid, region, pages);
+    const dir = await tempImageDir();
+    const dump = await checkpoint(t.pid, { dir, leaveRunning: true });
+    const pre = dump.stats.precopy;
+    assert.ok(pre, "the dump pre-copied");
+    assert.ok(pre.bytes >= pages * PAGE, `pre-copied ${pre.bytes} bytes`);
+    // The cold half is kept from the pre-copy; the hot half was written meanwhile.
+    assert.ok(pre.reusedBytes >= (pages / 2) * PAGE, `kept ${pre.reusedBytes} bytes`);
+    assert.ok(pre.reusedBytes < pre.bytes, "some pre-copied pages were written and taken again");
+
+    const after = traces(t.pid, region, pages);
+    assert.deepEqual(after.fds, before.fds, "the same fds after the dump");
+    assert.equal(after.maps, before.maps, "the same mappings after the dump");
+    assert.equal(after.uffdFlags, 0, "no mapping registered with a userfaultfd");
+    assert.equal(after.protectedPages, 0, "no write-protected page");
+
+    // The original runs on, writes, and checks itself.
+    await Deno.writeTextFile(trigger, "");
+    assertChecksPassed(t, CHECKS, await t.wait(30000), { what: "original after the dump" });
+
+    // The image is the memory of the last freeze: every page matches its generation.
+    const tree = await restore(dir);
+    t.resetAfterRestore();
+    for (const pid of tree.pids) if (pid !== t.pid) adoptPid(pid);
+    assertChecksPassed(t, CHECKS, await t.wait(30000), { run: 2, what: "restored" });
+  }),
+);
+
+Deno.test(
+  "dump --leave-running while the process remaps and drops parts of its memory: exact at the last freeze",
+  withTargets(async () => {
+    const { t, trigger, ready } = await startTriggered("rt_precopy", READY, {
+      extra: ["64", "churn"],
+    });
+    const region = BigInt(`0x${ready[2]}`), pages = Number(ready[3]);
+    const dir = await tempImageDir();
+    const dump = await checkpoint(t.pid, { dir, leaveRunning: true });
+    assert.ok(dump.stats.precopy, "the dump pre-copied");
+    const after = traces(t.pid, region, pages);
+    assert.equal(after.uffdFlags, 0, "no mapping registered with a userfaultfd");
+    assert.equal(after.protectedPages, 0, "no write-protected page");
+    await Deno.writeTextFile(trigger, "");
+    assertChecksPassed(t, CHECKS, await t.wait(30000), { what: "original after the dump" });
+    const tree = await restore(dir);
+    t.resetAfterRestore();
+    for (const pid of tree.pids) if (pid !== t.pid) adoptPid(pid);
+    assertChecksPassed(t, CHECKS, await t.wait(30000), { run: 2, what: "restored" });
+  }),
+);
+
+Deno.test(
+  "a process with a seccomp filter is not pre-copied (the injected userfaultfd could kill it)",
+  withTargets(async () => {
+    const { t } = await startTriggered("rt_attrs", /^ready pid=(\d+)$/m);
+    const dir = await tempImageDir();
+    const dump = await checkpoint(t.pid, { dir, leaveRunning: true });
+    assert.equal(dump.stats.precopy?.bytes, 0, "nothing pre-copied");
+    assert.equal(t.poll(), undefined, "the target runs on");
+    await t.kill();
+  }),
+);
