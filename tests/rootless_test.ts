@@ -2,10 +2,14 @@
  * Rootless use (engine/pidns/userns.ts), run as the real unprivileged user
  * 65534 (nobody, through setpriv without capabilities, with its own
  * DENO_DIR):
- * - `cryo launch` of a self-checking tree (tests/targets/rt_pidns.c) in a
- *   user namespace of its own, `cryo dump` of it, kill, `cryo restore`: the
- *   copy runs as the user's uid with the recorded pids inside and checks
- *   its pids, its parent and its memory;
+ * - `cryo launch --hostname --ipc` of a self-checking tree
+ *   (tests/targets/rt_pidns.c) in a user namespace of its own, `cryo dump` of it, kill, `cryo restore`: the
+ *   copy runs as the user's uid with the recorded pids inside, its host
+ *   name, and checks its pids, its parent and its memory;
+ * - what the user namespace cannot reach (SysV shm of the host's IPC
+ *   namespace, TCP repair, map_files of a memfd) is refused by name at
+ *   dump and the tree runs on; a restore into a cgroup the user cannot
+ *   write is refused in pre-flight; `cryo check` names the user's mode;
  * - the same user cannot read an image root made (0700 directory), nor
  *   restore an image recording other credentials (made readable to it
  *   on purpose): one-line errors, non-zero exit.
@@ -21,7 +25,7 @@ import { waitPid, WNOHANG } from "../ffi/wait.ts";
 import { becomeSubreaper, buildTarget, withTargets } from "./helpers/targets.ts";
 import { tempDir } from "./helpers/fs.ts";
 import { waitUntil } from "./helpers/wait.ts";
-import { assertOneLineError, runCli } from "./helpers/commands.ts";
+import { assertOneLineError, runCli, runCommand } from "./helpers/commands.ts";
 import { denoDirForNobody, NOBODY, runCliAs } from "./helpers/nobody.ts";
 
 const NOBODY_UID = 65534;
@@ -76,6 +80,9 @@ Deno.test(
         "--detach",
         "--pid-file",
         `${work}/pid`,
+        "--hostname",
+        "rootless-tree",
+        "--ipc",
         "--",
         "/bin/sh",
         "-c",
@@ -116,6 +123,8 @@ Deno.test(
       assert.notEqual(restored, pid);
       assert.equal(status(restored, "NSpid").at(-1), "1");
       assert.equal(status(restored, "Uid")[1], String(NOBODY_UID));
+      const host = await runCommand(["nsenter", "-t", String(restored), "-u", "hostname"]);
+      assert.equal(host.stdout.trim(), "rootless-tree", "its UTS namespace's name");
       const ns = Deno.readLinkSync(`/proc/${restored}/ns/pid`).replace(/\D/g, "");
       Deno.writeTextFileSync(`${work}/go`, "");
       for (const role of ["parent", "child"]) {
