@@ -23,6 +23,11 @@ export function register(program: Command): void {
     .option("--json", "print the dump statistics as JSON")
     .option("--no-sync", "do not fsync the images (throw-away images: faster, not crash-safe)")
     .option("--no-precopy", "with --leave-running, copy every page while frozen (no pre-copy)")
+    .option(
+      "--pre-dump",
+      "copy memory while the tree runs and leave it running with dirty tracking armed",
+    )
+    .option("--parent <dir>", "the latest pre-dump of this tree: store only pages written since")
     .option("--ext-unix-sk", "allow unix sockets connected to a peer outside the tree")
     .option("--tcp-established", "save TCP connections to peers outside the tree (repair mode)")
     .option("--shell-job", "allow a job of a shell outside the tree (session, terminal)")
@@ -37,12 +42,22 @@ the images are completed and fsync'd. The directory gets manifest.json and one
 <pid>.elf per process; "cryo show <dir>" describes it.
 State that depends on the world outside the tree is refused unless its
 opt-in is given (the same flag is then needed at restore):
+
+Pre-copy chains: --pre-dump saves the tree and leaves it running with its
+writes tracked (a userfaultfd kept at a high fd in each process); a later
+dump with --parent <that dir> stores only the pages written since and
+references the rest there (restore follows the chain; "cryo image flatten"
+merges it). Each --pre-dump --parent continues the chain; a dump without
+--pre-dump ends it and removes the tracking. "cryo pre-dump --cancel <pid>"
+removes the tracking of an abandoned chain.
 --ext-unix-sk reconnects such a unix socket to its peer's address at
 restore (a datagram socket stays unconnected if nothing is bound there).
 
 Examples:
   cryo dump 1234 --dir /var/lib/cryo/app-1
-  cryo dump 1234 --dir /tmp/snap --leave-running --json`,
+  cryo dump 1234 --dir /tmp/snap --leave-running --json
+  cryo dump 1234 --dir /tmp/d1 --pre-dump
+  cryo dump 1234 --dir /tmp/d2 --parent /tmp/d1`,
     )
     .action(async (pid, opts) => {
       const progress = new Progress("dumping");
@@ -58,13 +73,20 @@ Examples:
           optIns: optInsOf(opts),
           sync: opts.sync,
           precopy: opts.precopy,
+          preDump: opts.preDump,
+          parent: opts.parent,
         });
       } finally {
         progress.stop();
       }
       const s = result.stats;
       if (opts.json) {
-        printJson({ dir: result.dir, rootPid: pid, leftRunning: !!opts.leaveRunning, ...s });
+        printJson({
+          dir: result.dir,
+          rootPid: pid,
+          leftRunning: !!(opts.leaveRunning || opts.preDump),
+          ...s,
+        });
         return;
       }
       console.log(
@@ -75,7 +97,16 @@ Examples:
             s.sharedBytes ? `, ${humanBytes(s.sharedBytes)} shared with parents stored once` : ""
           }) in ${humanDuration(s.dumpSeconds)}, ` +
           `${humanRate(s.pagesBytes, s.dumpSeconds)}, frozen ${humanDuration(s.freezeSeconds)}` +
-          ` -> ${result.dir}${opts.leaveRunning ? " (left running)" : ""}`,
+          `${
+            s.parentReusedBytes ? `, ${humanBytes(s.parentReusedBytes)} kept in the parent` : ""
+          }` +
+          ` -> ${result.dir}${
+            opts.preDump
+              ? " (left running, tracking armed)"
+              : opts.leaveRunning
+              ? " (left running)"
+              : ""
+          }`,
       );
     });
 }

@@ -31,6 +31,10 @@ Commands:
                                ready to checkpoint
   show [options] <image>       describe a checkpoint image: processes, threads,
                                mappings, fds
+  pre-dump [options] <pid>     remove the dirty tracking a pre-dump left in a
+                               running tree
+  image flatten <dir>          merge a pre-copy chain of images into one
+                               self-contained image
   export-core [options] <dir>  write a core file (ELF ET_CORE) of one process of
                                an image, for gdb
   run [options] <policy>       run a policy script: when and what to checkpoint,

@@ -57,6 +57,18 @@ export const COMMANDS: readonly CommandEntry[] = [
     load: () => import("./show.ts"),
   },
   {
+    name: "pre-dump",
+    term: "pre-dump [options] <pid>",
+    summary: "remove the dirty tracking a pre-dump left in a running tree",
+    load: () => import("./pre_dump.ts"),
+  },
+  {
+    name: "image",
+    term: "image flatten <dir>",
+    summary: "merge a pre-copy chain of images into one self-contained image",
+    load: () => import("./image.ts"),
+  },
+  {
     name: "export-core",
     term: "export-core [options] <dir>",
     summary: "write a core file (ELF ET_CORE) of one process of an image, for gdb",

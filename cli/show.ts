@@ -14,6 +14,16 @@ import type { Mapping, ProcessImage } from "../engine/model.ts";
 import { humanBytes, printJson } from "./format.ts";
 import { renderTable } from "./table.ts";
 import { describePosixTimer } from "../engine/task/timers.ts";
+import { resolveChain } from "../engine/image/chain.ts";
+
+/** The chain of `dir`, itself first; a missing or changed parent is named as such. */
+async function describeChain(dir: string): Promise<string[]> {
+  try {
+    return (await resolveChain(dir)).map((l) => l.dir);
+  } catch (e) {
+    return [dir, `(${e instanceof Error ? e.message : String(e)})`];
+  }
+}
 
 const SIGNAL_NAMES = [
   "",
@@ -189,6 +199,15 @@ Examples:
           `image ${model.path}: ${m.processes.length} process(es), format ${m.formatVersion}, ` +
             `cryo ${m.toolVersion}, ${m.createdAt}, kernel ${m.host.kernelRelease}`,
         );
+        if (m.tracking) {
+          console.log(
+            `pre-dump: the tree was left running with dirty tracking armed (generation ${m.tracking.generation})`,
+          );
+        }
+        if (m.parent) {
+          const chain = await describeChain(image);
+          console.log(`parent chain: ${chain.join(" <- ")}`);
+        }
         if (m.optIns?.length) {
           console.log(
             `opt-ins: ${m.optIns.map((o) => `--${o}`).join(" ")} (restore needs them too)`,

@@ -20,6 +20,14 @@ export type Hex = string;
 /** Version of the image format; bumped on any incompatible change. */
 export const IMAGE_FORMAT_VERSION = 2;
 
+/**
+ * The manifest format version of an image with a `parent` (a pre-copy
+ * chain, engine/image/chain.ts): its page runs may point into the parent,
+ * which a reader of version {@link IMAGE_FORMAT_VERSION} alone would misread.
+ * Its `<pid>.elf` files are version {@link IMAGE_FORMAT_VERSION}.
+ */
+export const CHAIN_FORMAT_VERSION = 3;
+
 /** The manifest.json of an image directory. */
 export interface Manifest {
   /** Always "cryo-image". */
@@ -52,6 +60,18 @@ export interface Manifest {
   pidNamespace?: "own";
   /** The other namespaces of a launched tree: UTS, IPC, private tmpfs mounts (engine/pidns/extras.ts). */
   namespaces?: NamespaceExtras;
+  /**
+   * The parent image of a pre-copy chain (`dump --parent`): its directory
+   * (absolute) and the SHA-256 of its manifest.json; page runs with `parent`
+   * are read there (engine/image/chain.ts).
+   */
+  parent?: { dir: string; manifestSha256: string };
+  /**
+   * A pre-dump (`dump --pre-dump`): the tree was left running with dirty
+   * tracking armed; the userfaultfd each process keeps, and the generation
+   * a later `--parent` dump must match (engine/dump/tracking.ts).
+   */
+  tracking?: { generation: string; fds: { pid: number; fd: number }[] };
 }
 
 /** What a launched tree's own UTS and IPC namespaces and private mounts hold. */
@@ -206,6 +226,8 @@ export interface DumpStats {
    * and the seconds of the first freeze (included in `freezeSeconds`).
    */
   precopy?: { bytes: number; reusedBytes: number; frozenSeconds: number };
+  /** `dump --parent`: bytes referenced in the parent chain instead of copied. */
+  parentReusedBytes?: number;
 }
 
 /** Everything cryo knows about one process. */
@@ -413,6 +435,12 @@ export interface PageRun {
   length: number;
   /** Offset of the data in the image file (page aligned). */
   fileOffset: number;
+  /**
+   * The data is not in this image but in its ancestor this many steps up
+   * the parent chain (1: the parent), in the same pid's file at
+   * `fileOffset` (engine/image/chain.ts). Absent: in this file.
+   */
+  parent?: number;
 }
 
 /** State of one thread. */

@@ -79,6 +79,9 @@ import { listTids } from "../proc/tasks.ts";
 import { checkpointInNamespace, ownNamespaceRoot } from "../pidns/mod.ts";
 import { collectNamespaceExtras, type NamespaceExtrasRequest } from "../pidns/extras.ts";
 import { refuseMqueueFds } from "../fds/mqueue.ts";
+import type { ParentPages } from "./parent.ts";
+import { ChainDump } from "./chain_dump.ts";
+import { isTrackingFd } from "./tracking.ts";
 
 /** Dumps with at least this much page data write from a worker thread. */
 const THREADED_WRITE_BYTES = 256 << 20;
@@ -138,6 +141,16 @@ export interface CheckpointOptions {
   beforeKill?: (result: CheckpointResult) => void;
   /** A launched tree's other namespaces to record (engine/pidns/extras.ts; the inner engine). */
   namespaceExtras?: NamespaceExtrasRequest;
+  /**
+   * A pre-dump: leave the tree running with dirty tracking armed, for a
+   * later dump with `parent` (engine/dump/tracking.ts). Implies `leaveRunning`.
+   */
+  preDump?: boolean;
+  /**
+   * The directory of the latest pre-dump of this tree: store only the pages
+   * written since, referencing the rest there (engine/dump/parent.ts).
+   */
+  parent?: string;
 }
 
 /** What a checkpoint produced. */
@@ -314,8 +327,16 @@ async function goneProcesses(tree: FrozenTree, error: unknown): Promise<number[]
 
 /** Checkpoints process `pid` and its descendants into `opts.dir`. */
 export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<CheckpointResult> {
-  if (ownNamespaceRoot(pid)) return await checkpointInNamespace(pid, opts);
+  if (ownNamespaceRoot(pid)) {
+    if (opts.preDump || opts.parent) {
+      throw new TargetError(
+        `pid ${pid} is a tree in its own pid namespace (cryo launch): --pre-dump and --parent are not supported for it yet`,
+      );
+    }
+    return await checkpointInNamespace(pid, opts);
+  }
   checkTarget(pid, opts.pidNamespace === "own");
+  if (opts.preDump) opts = { ...opts, leaveRunning: true };
   // A root that is cryo's own child and exits mid-dump: its exit status, taken
   // by a tracer wait, is kept for its parent's own wait (a policy runner's).
   const rootIsOurChild = readStat(pid).ppid === Deno.pid;
@@ -329,9 +350,13 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
   // TCP/UDP sockets; copies of established connections are kept until the outcome is known.
   const sockets = new InetSocketSession();
   let precopy: Precopy | undefined;
+  let parent: ParentPages | undefined;
+  const chain = new ChainDump(pid, opts);
   try {
-    if (opts.leaveRunning && opts.precopy !== false) {
-      precopy = Precopy.start(pid, tmp);
+    parent = await chain.begin();
+    if (opts.leaveRunning && opts.precopy !== false && !parent) {
+      chain.touched = opts.preDump === true;
+      precopy = Precopy.start(pid, tmp, opts.preDump === true);
       await precopy.copy();
       opts.onEvent?.({
         type: "precopied",
@@ -340,12 +365,17 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       });
     }
     tree = freezeTree(pid);
+    chain.onFrozen();
     // Keeps the pre-copied pages not written since, and removes the tracking.
     precopy?.validate();
+    chain.touched ||= parent !== undefined;
+    parent?.attach(tree, opts.preDump === true);
     pausePoint("frozen");
     const threadCount = tree.processes.reduce((n, p) => n + p.threads.length, 0);
     opts.onEvent?.({ type: "frozen", processes: tree.processes.length, threads: threadCount });
-    const fdLists = tree.processes.map((p) => readFds(p.pid));
+    const fdLists = tree.processes.map((p) =>
+      readFds(p.pid).filter((f) => !isTrackingFd(p.pid, f.fd)) // cryo's own (engine/dump/tracking.ts)
+    );
     const topology = pipeTopology(tree.processes.map((p, i) => ({ pid: p.pid, fds: fdLists[i] })));
     const images: ProcessImage[] = [];
     const pending: {
@@ -424,7 +454,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       await Deno.remove(precopy!.processes.get(gone)!.path).catch(() => {});
       precopy!.drop(gone);
     }
-    let reused = 0;
+    let reused = 0, parentBytes = 0;
     for (const { p, collected, image } of described) {
       // planInheritance may have moved (and grown) the bootstrap.
       const start = BigInt(image.bootstrap.start);
@@ -456,10 +486,11 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         collected.vmas,
         image.mappings.map((m) => m.excluded ? "none" : pagePolicy(m.kind)),
         (k) => inheritance.runs(p.pid, k),
-        pre,
+        pre ?? parent?.processes.get(p.pid),
       );
       const total = plan.readBytes;
       reused += plan.reusedBytes;
+      parentBytes += plan.parentBytes;
       // Large dumps overlap reading and writing on two threads.
       const out = total >= THREADED_WRITE_BYTES
         ? new ThreadedPageWriter(CHUNK_BYTES, writer.partialPath)
@@ -505,6 +536,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       sockets.releaseRunning();
       thawTree(tree);
       thawed = true;
+      chain.frozen = false;
       freezeSeconds = (performance.now() - tree.frozenAt) / 1000;
       opts.onEvent?.({ type: "thawed", freezeSeconds });
     }
@@ -552,6 +584,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       freezeSeconds: freezeSeconds + (precopy?.frozenSeconds ?? 0),
       dumpSeconds: 0,
       ...(inheritance.sharedBytes ? { sharedBytes: inheritance.sharedBytes } : {}),
+      ...(parent ? { parentReusedBytes: parentBytes } : {}),
       ...(precopy
         ? {
           precopy: {
@@ -576,6 +609,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       ...(sysvShm.length ? { sysvShm } : {}),
       ...(opts.pidNamespace ? { pidNamespace: opts.pidNamespace } : {}),
       ...(namespaces ? { namespaces } : {}),
+      ...chain.manifestFields(parent, tree),
     };
     stats.dumpSeconds = (performance.now() - t0) / 1000;
     if (!thawed) stats.freezeSeconds = (performance.now() - tree.frozenAt) / 1000;
@@ -587,6 +621,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     await Deno.remove(finalDir).catch(() => {}); // an empty directory given by the user
     await Deno.rename(tmp, finalDir);
     await fsyncDir(dirname(finalDir), sync);
+    chain.done(manifest, finalDir, tree);
     pausePoint("rename");
     if (!thawed) {
       sockets.enterRepairForKill(); // closing them once the tree is gone sends nothing
@@ -616,6 +651,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       parkStatus({ ...e.status, pid });
     }
     precopy?.close();
+    chain.failed(tree);
     for (const s of streamers) await s.abort();
     for (const w of writers) await w.abort().catch(() => {});
     const gone = tree ? await goneProcesses(tree, e) : [];

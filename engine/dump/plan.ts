@@ -23,7 +23,12 @@ export interface PagePlan {
   readBytes: number;
   /** Bytes whose pre-copied content is kept. */
   reusedBytes: number;
+  /** Bytes referenced in the parent chain (engine/dump/parent.ts). */
+  parentBytes: number;
 }
+
+/** Where pages already saved may come from: a pre-copy, or a parent image. */
+export type PageSource = Pick<PrecopyProcess, "split" | "scanned">;
 
 /**
  * Plans the pages of `vmas` of stopped process `pid`: per mapping, the
@@ -35,7 +40,7 @@ export function planPages(
   vmas: readonly Vma[],
   policies: readonly PagePolicy[],
   inherited: (index: number) => PageSpan[] | undefined,
-  pre?: PrecopyProcess,
+  pre?: PageSource,
 ): PagePlan {
   const order = vmas.map((_, k) => k).sort((a, b) => (vmas[a].start < vmas[b].start ? -1 : 1));
   const wanted = order.filter((k) => policies[k] !== "none" && vmas[k].path !== "[vsyscall]");
@@ -52,7 +57,7 @@ export function planPages(
     }
   }
   const pieces: SplitPiece[][] = vmas.map(() => []);
-  let readBytes = 0, reusedBytes = 0;
+  let readBytes = 0, reusedBytes = 0, parentBytes = 0;
   let cursor = 0;
   const split = { i: 0 };
   for (const k of order) {
@@ -78,10 +83,11 @@ export function planPages(
     }
     for (const p of out) {
       if (p.source === "reuse") reusedBytes += p.length;
+      else if (p.source === "parent") parentBytes += p.length;
       else readBytes += p.length;
     }
   }
-  return { pieces, readBytes, reusedBytes };
+  return { pieces, readBytes, reusedBytes, parentBytes };
 }
 
 /** Bytes read at a time for pages written over their pre-copy. */
@@ -116,6 +122,23 @@ export function savePlanned(
           batch.push({ addr: BigInt(q.addr), length: q.length });
         }
         pages.push(...streamer.saveRuns(v, batch, onBytes));
+        continue;
+      }
+      if (p.source === "parent") {
+        const last = pages[pages.length - 1];
+        if (
+          last?.parent === p.depth && BigInt(last.addr) + BigInt(last.length) === BigInt(p.addr) &&
+          last.fileOffset + last.length === p.fileOffset
+        ) {
+          last.length += p.length;
+        } else {
+          pages.push({
+            addr: `0x${p.addr.toString(16)}`,
+            length: p.length,
+            fileOffset: p.fileOffset,
+            parent: p.depth,
+          });
+        }
         continue;
       }
       pages.push({ addr: `0x${p.addr.toString(16)}`, length: p.length, fileOffset: p.fileOffset });

@@ -62,9 +62,11 @@ import { CHUNK_BYTES, CRC_BLOCK, MemoryStreamer } from "./memory.ts";
 import { crc32Combine } from "../image/checksum.ts";
 import { SyncPageWriter, ThreadedPageWriter } from "./page_writer.ts";
 import { BOOTSTRAP_FILE_OFFSET } from "../image/writer.ts";
+import { closeInTarget, setTrackingFd, trackingFdBase } from "./tracking.ts";
 
 const O_CLOEXEC = 0o2000000;
 const O_NONBLOCK = 0o4000;
+const F_DUPFD_CLOEXEC = 1030;
 
 /** Pre-copies of at least this size write from a worker thread. */
 const THREADED_BYTES = 256 << 20;
@@ -85,10 +87,13 @@ export interface SplitPiece {
   /**
    * "reuse": the pre-copied content at `fileOffset` is the page's;
    * "overwrite": read the page now and write it at `fileOffset`;
-   * "read": read the page now into new space.
+   * "read": read the page now into new space;
+   * "parent": the content is in the parent chain (engine/dump/parent.ts).
    */
-  source: "reuse" | "overwrite" | "read";
+  source: "reuse" | "overwrite" | "read" | "parent";
   fileOffset: number;
+  /** With "parent": steps up the chain to the image holding it. */
+  depth?: number;
 }
 
 /** The pre-copy of one process. */
@@ -202,9 +207,14 @@ export class PrecopyProcess {
         written = [[0, Number.MAX_SAFE_INTEGER]]; // gone or changed: nothing is valid
       }
       this.#copied = markValid(c, written);
+      // A pre-dump: everything is protected again for the next round (new mappings too).
+      if (this.keep) rearm(this.pid, this.uffd);
     }
     this.close();
   }
+
+  /** The tracking stays armed after the dump (a pre-dump): see engine/dump/tracking.ts. */
+  keep = false;
 
   /**
    * The data pages of the process found by {@link validate} (at the dump's
@@ -341,7 +351,7 @@ function subtract(runs: CopiedRun[], lost: { addr: number; length: number }[]): 
 }
 
 /** Whether a mapping's pages can be tracked and pre-copied. */
-function trackable(v: Vma): boolean {
+export function trackable(v: Vma): boolean {
   return v.perms[0] === "r" && pagePolicy(classifyVma(v)) === "anon-present" &&
     refusedMapping(v) === null;
 }
@@ -359,8 +369,9 @@ function lowestFreeFd(pid: number): number {
  * cryo's copy of it (the target's own fd is closed again, also by the
  * target itself if cryo dies meanwhile), or -1.
  */
-function takeUffd(pid: number): number {
+function takeUffd(pid: number, keep?: { targetFd: number }): number {
   const expected = lowestFreeFd(pid);
+  const base = keep ? trackingFdBase(pid) : 0;
   const copy = withInjection(pid, (s) =>
     s.withUndo(pid, [SYS.close, expected], () => {
       const fd = s.call(pid, SYS.userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
@@ -368,6 +379,12 @@ function takeUffd(pid: number): number {
       if (fd !== BigInt(expected)) {
         s.call(pid, SYS.close, fd); // not where the undo closes it: never keep it
         return -1n;
+      }
+      if (keep) {
+        // A copy stays in the target, high up, so the tracking outlives cryo (engine/dump/tracking.ts).
+        const high = s.call(pid, SYS.fcntl, fd, F_DUPFD_CLOEXEC, base);
+        if (high < 0n) return -1n;
+        keep.targetFd = Number(high);
       }
       const pidfd = rawSyscall(SYS.pidfd_open, pid, 0);
       if (pidfd < 0n) return -1n;
@@ -377,9 +394,10 @@ function takeUffd(pid: number): number {
         rawSyscall(SYS.close, pidfd);
       }
     }));
-  if (copy < 0n) return -1;
-  if (uffdApi(Number(copy), UFFD_FEATURE.WP_ASYNC) < 0n) {
-    rawSyscall(SYS.close, copy);
+  if (copy < 0n || uffdApi(Number(copy), UFFD_FEATURE.WP_ASYNC) < 0n) {
+    if (copy >= 0n) rawSyscall(SYS.close, copy);
+    if (keep && keep.targetFd >= 0) closeInTarget(pid, keep.targetFd);
+    if (keep) keep.targetFd = -1;
     return -1;
   }
   return Number(copy);
@@ -389,7 +407,7 @@ function takeUffd(pid: number): number {
  * Registers the trackable mappings of `vmas` (address order) in WP mode,
  * in as few ranges as possible; returns the registered ones.
  */
-function register(uffd: number, vmas: Vma[]): Vma[][] {
+export function register(uffd: number, vmas: Vma[]): Vma[][] {
   const ranges: Vma[][] = [];
   // Consecutive trackable mappings make one range (holes between them are allowed).
   let cur: Vma[] = [];
@@ -419,6 +437,59 @@ function register(uffd: number, vmas: Vma[]): Vma[][] {
   return done;
 }
 
+/** Write-protects the process's own data pages of registered [start, end), reporting them. */
+export function protectData(
+  scanner: PagemapScanner,
+  start: number,
+  end: number,
+  onRun: (s: number, e: number) => void = () => {},
+): void {
+  scanner.scan(start, end, {
+    flags: PM_SCAN_WP_MATCHING,
+    inverted: PAGE_IS.FILE | PAGE_IS.GUARD,
+    mask: PAGE_IS.FILE | PAGE_IS.GUARD,
+    anyOf: PAGE_IS.PRESENT | PAGE_IS.SWAPPED,
+    returnMask: PAGE_IS.PRESENT,
+  }, onRun);
+}
+
+/**
+ * With the process frozen: registers its trackable mappings again (new ones
+ * since the last round) and write-protects all their data pages.
+ */
+export function rearm(pid: number, uffd: number): void {
+  const vmas: Vma[] = readMaps(pid).map((m) => ({ ...m, vmFlags: [] }));
+  using scanner = new PagemapScanner(pid);
+  for (const range of register(uffd, vmas)) {
+    protectData(scanner, Number(range[0].start), Number(range[range.length - 1].end));
+  }
+}
+
+/**
+ * With process `pid` frozen: arms tracking that stays in it (a kept
+ * userfaultfd, engine/dump/tracking.ts) over all its trackable memory.
+ * Returns the fd kept in the target, or -1 when the process is not tracked
+ * (AIO context, seccomp filter, or the set-up failed).
+ */
+export function armTracking(pid: number): number {
+  try {
+    if (readMaps(pid).some((m) => m.path.startsWith("/[aio]"))) return -1;
+    if (readStatus(pid).seccomp !== 0) return -1;
+  } catch {
+    return -1;
+  }
+  const kept = { targetFd: -1 };
+  const uffd = takeUffd(pid, kept);
+  if (uffd < 0) return -1;
+  try {
+    rearm(pid, uffd);
+  } finally {
+    rawSyscall(SYS.close, uffd);
+  }
+  setTrackingFd(pid, kept.targetFd);
+  return kept.targetFd;
+}
+
 /** Registers that identify a syscall call site and its arguments. */
 const CALL_REGS = ["rip", "rdi", "rsi", "rdx", "r10", "r8", "r9"] as const;
 
@@ -434,9 +505,10 @@ export class Precopy {
   /**
    * Freezes the tree of `root`, sets up write tracking in each process
    * (its image file is `${dir}/${pid}.elf.partial`), and thaws it. A
-   * process where that fails is not pre-copied.
+   * process where that fails is not pre-copied. With `keep` (a pre-dump)
+   * each process also keeps a copy of its userfaultfd (engine/dump/tracking.ts).
    */
-  static start(root: number, dir: string): Precopy {
+  static start(root: number, dir: string, keep = false): Precopy {
     const pc = new Precopy();
     const tree = freezeTree(root);
     try {
@@ -461,8 +533,10 @@ export class Precopy {
         if (readStatus(p.pid).seccomp !== 0) continue;
         const vmas: Vma[] = maps.map((m) => ({ ...m, vmFlags: [] }));
         if (!vmas.some(trackable)) continue;
-        const uffd = takeUffd(p.pid);
+        const kept = { targetFd: -1 };
+        const uffd = takeUffd(p.pid, keep ? kept : undefined);
         if (uffd < 0) continue;
+        if (keep) setTrackingFd(p.pid, kept.targetFd);
         let fds = 0;
         try {
           fds = readFds(p.pid).length;
@@ -475,19 +549,14 @@ export class Precopy {
           BOOTSTRAP_FILE_OFFSET + room,
           uffd,
         );
+        proc.keep = keep;
         pc.processes.set(p.pid, proc);
         using scanner = new PagemapScanner(p.pid);
         for (const range of register(uffd, vmas)) {
           const start = Number(range[0].start), end = Number(range[range.length - 1].end);
           const runs: { addr: number; length: number }[] = [];
           // Protects exactly the pages it reports: the process's own data pages.
-          scanner.scan(start, end, {
-            flags: PM_SCAN_WP_MATCHING,
-            inverted: PAGE_IS.FILE | PAGE_IS.GUARD,
-            mask: PAGE_IS.FILE | PAGE_IS.GUARD,
-            anyOf: PAGE_IS.PRESENT | PAGE_IS.SWAPPED,
-            returnMask: PAGE_IS.PRESENT,
-          }, (s, e) => {
+          protectData(scanner, start, end, (s, e) => {
             const last = runs[runs.length - 1];
             if (last && last.addr + last.length === s) last.length += e - s;
             else runs.push({ addr: s, length: e - s });

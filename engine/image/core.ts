@@ -177,6 +177,11 @@ export async function exportCore(imagePath: string, outPath: string): Promise<Co
       }
       const start = hexToBigInt(mapping.start);
       for (const run of mapping.pages) {
+        if (run.parent !== undefined) {
+          throw new Error(
+            `${imagePath}: its pages are partly in a parent image; flatten the chain first (cryo image flatten)`,
+          );
+        }
         const at = offset + Number(hexToBigInt(run.addr) - start);
         await copyRange(image, run.fileOffset, out, at, run.length, buf);
         summary.savedBytes += run.length;

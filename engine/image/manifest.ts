@@ -5,7 +5,7 @@
  * @module
  */
 
-import { IMAGE_FORMAT_VERSION, type Manifest } from "../model.ts";
+import { CHAIN_FORMAT_VERSION, IMAGE_FORMAT_VERSION, type Manifest } from "../model.ts";
 import { ImageFormatError } from "./errors.ts";
 import { type ImageInfo, readImageFile } from "./reader.ts";
 import { checksumFile } from "./writer.ts";
@@ -70,7 +70,8 @@ export async function readManifest(dir: string): Promise<Manifest> {
   const err = manifestShapeError(parsed);
   if (err) throw new ImageFormatError(path, err);
   const m = parsed as Manifest;
-  if (m.formatVersion !== IMAGE_FORMAT_VERSION) {
+  const chained = m.formatVersion === CHAIN_FORMAT_VERSION && m.parent !== undefined;
+  if (m.formatVersion !== IMAGE_FORMAT_VERSION && !chained) {
     throw new ImageFormatError(
       path,
       `image format version ${m.formatVersion}, this cryo reads version ${IMAGE_FORMAT_VERSION}`,

@@ -265,6 +265,7 @@ export async function readImageFile(path: string): Promise<ImageInfo> {
         if (r.fileOffset % PAGE_SIZE !== 0 || r.length % PAGE_SIZE !== 0) {
           fail(`${where} is not page aligned`);
         }
+        if (r.parent !== undefined) continue; // in a parent image (engine/image/chain.ts)
         if (r.fileOffset < pages.offset || r.fileOffset + r.length > pages.offset + pages.size) {
           fail(`${where} at file offset ${r.fileOffset} lies outside .cryo.pages`);
         }
@@ -342,8 +343,19 @@ export function processImageShapeError(x: unknown): string | undefined {
   return undefined;
 }
 
+/** A run whose data is in a parent image is not in this file (engine/image/chain.ts). */
+function refuseParentRun(path: string, run: PageRun): void {
+  if (run.parent !== undefined) {
+    throw new ImageFormatError(
+      path,
+      `page run ${run.addr} is in a parent image; flatten the chain first (cryo image flatten)`,
+    );
+  }
+}
+
 /** Reads the saved bytes of one page run (use for small runs; large ones stream). */
 export async function readPageRun(file: Deno.FsFile | string, run: PageRun): Promise<Uint8Array> {
+  refuseParentRun(typeof file === "string" ? file : "", run);
   const f = typeof file === "string" ? await Deno.open(file, { read: true }) : file;
   try {
     const bytes = await readExact(f, run.fileOffset, run.length);
@@ -361,6 +373,7 @@ export async function readPageRun(file: Deno.FsFile | string, run: PageRun): Pro
 
 /** Synchronous {@link readPageRun} on an open file. */
 export function readPageRunSync(file: Deno.FsFile, run: PageRun): Uint8Array {
+  refuseParentRun("", run);
   const bytes = readExactSync(file, run.fileOffset, run.length);
   if (bytes.length !== run.length) {
     throw new ImageFormatError(

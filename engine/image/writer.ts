@@ -372,6 +372,7 @@ export class ImageWriter {
     }
     for (const m of proc.mappings) {
       for (const r of m.pages) {
+        if (r.parent !== undefined) continue; // in a parent image (engine/image/chain.ts)
         if (
           r.fileOffset % PAGE_SIZE !== 0 || r.length % PAGE_SIZE !== 0 ||
           r.fileOffset < this.pagesStart || r.fileOffset + r.length > this.#pagesEnd

@@ -11,6 +11,7 @@
  * @module
  */
 
+import { flattenForRestore } from "../image/chain.ts";
 import { resolve } from "node:path";
 import { rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
@@ -205,6 +206,15 @@ export function preflight(plan: RestorePlan, existingRoot?: number): void {
 
 /** Restores the checkpoint in `dir` with its original pids; resolves once every task runs. */
 export async function restore(dir: string, opts: RestoreOptions = {}): Promise<RestoredTree> {
+  // A pre-copy chain is restored from a flattened copy (engine/image/chain.ts).
+  const flat = await flattenForRestore(dir);
+  if (flat) {
+    try {
+      return await restore(flat, opts);
+    } finally {
+      await Deno.remove(flat, { recursive: true }).catch(() => {});
+    }
+  }
   if (!opts.existingRoot && (opts.newPidNs || manifestPidNamespace(dir) === "own")) {
     return restoreInNamespace(dir, opts); // engine/pidns/: a fresh pid namespace
   }

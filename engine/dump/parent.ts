@@ -1,0 +1,203 @@
+/**
+ * The dump of a pre-copy chain (`dump --parent <dir>`): pages not written
+ * since the parent pre-dump are referenced in the parent chain instead of
+ * copied (engine/image/chain.ts), the written ones are read.
+ *
+ * Loaded before the freeze ({@link ParentPages.load}); attached with the
+ * tree frozen ({@link ParentPages.attach}): for each process that still
+ * holds the parent's tracking userfaultfd, one PAGEMAP_SCAN lists its data
+ * pages and which of them were written since they were protected; a page
+ * is taken from the parent only when the parent image has it at the same
+ * address and it was not written (its uffd-wp bit, set only by cryo's
+ * protection, is still set). Then the tracking is armed again (another
+ * pre-dump) or closed inside the target (the final dump). A process
+ * without the tracking (new, exec'd, or the fd was closed) is read whole.
+ *
+ * @module
+ */
+
+import { rawSyscall } from "../../ffi/libc.ts";
+import { SYS } from "../../ffi/sysno.ts";
+import type { Manifest } from "../model.ts";
+import { TargetError } from "../errors.ts";
+import {
+  type ChainLink,
+  type ChainRun,
+  manifestSha256,
+  processRuns,
+  resolveChain,
+} from "../image/chain.ts";
+import { readMaps } from "../proc/maps.ts";
+import { PagemapScanner, type ScanRegion } from "../proc/pagemap_scan.ts";
+import type { FrozenTree } from "./freeze.ts";
+import { armTracking, rearm, type SplitPiece } from "./precopy.ts";
+import { adoptFd, closeTracking, isUffd, setTrackingFd } from "./tracking.ts";
+import { readTrackingState } from "./tracking_state.ts";
+
+/** The pages of one process that may be taken from the parent chain. */
+export class ParentProcess {
+  /** Runs not written since the parent, with where their data is, by address. */
+  readonly #runs: ChainRun[];
+  /** The data pages found at the freeze over [start, end), for engine/dump/plan.ts. */
+  readonly scanned?: { start: number; end: number; regions: ScanRegion[] };
+
+  constructor(runs: ChainRun[], scanned?: ParentProcess["scanned"]) {
+    this.#runs = runs;
+    this.scanned = scanned;
+  }
+
+  /** Splits a run to save (address order) into "parent" and "read" pieces. */
+  split(run: { addr: number; length: number }, cursor: { i: number }): SplitPiece[] {
+    const out: SplitPiece[] = [];
+    const c = this.#runs;
+    let at = run.addr;
+    const end = run.addr + run.length;
+    while (cursor.i < c.length && c[cursor.i].addr + c[cursor.i].length <= at) cursor.i++;
+    for (let i = cursor.i; at < end; i++) {
+      const r = c[i];
+      if (!r || r.addr >= end) {
+        out.push({ addr: at, length: end - at, source: "read", fileOffset: 0 });
+        break;
+      }
+      if (r.addr > at) {
+        out.push({ addr: at, length: r.addr - at, source: "read", fileOffset: 0 });
+        at = r.addr;
+      }
+      const e = Math.min(end, r.addr + r.length);
+      out.push({
+        addr: at,
+        length: e - at,
+        source: "parent",
+        fileOffset: r.fileOffset + (at - r.addr),
+        depth: r.depth + 1,
+      });
+      at = e;
+    }
+    return out;
+  }
+}
+
+/** `runs` (sorted) without the `written` ranges (sorted, [start, end)). */
+function unwritten(runs: ChainRun[], written: [number, number][]): ChainRun[] {
+  const out: ChainRun[] = [];
+  let w = 0;
+  for (const r of runs) {
+    let at = r.addr;
+    const end = r.addr + r.length;
+    while (w < written.length && written[w][1] <= at) w++;
+    for (let j = w; at < end; j++) {
+      const range = written[j];
+      const keep = (to: number) => {
+        if (to > at) {
+          out.push({ ...r, addr: at, length: to - at, fileOffset: r.fileOffset + (at - r.addr) });
+        }
+      };
+      if (!range || range[0] >= end) {
+        keep(end);
+        break;
+      }
+      keep(Math.max(at, range[0]));
+      at = Math.max(at, Math.min(end, range[1]));
+    }
+  }
+  return out;
+}
+
+/** The parent chain of a dump and what each process may take from it. */
+export class ParentPages {
+  /** The parent image (first) and its ancestors. */
+  readonly chain: ChainLink[];
+  /** SHA-256 of the parent's manifest.json. */
+  readonly manifestSha256: string;
+  /** Per process, after {@link attach}. */
+  readonly processes = new Map<number, ParentProcess>();
+  /** The parent's runs by pid (loaded before the freeze). */
+  readonly #runs = new Map<number, ChainRun[]>();
+
+  private constructor(chain: ChainLink[], sum: string) {
+    this.chain = chain;
+    this.manifestSha256 = sum;
+  }
+
+  /** The parent's tracking record. */
+  get tracking(): Manifest["tracking"] {
+    return this.chain[0].manifest.tracking;
+  }
+
+  /**
+   * Reads the parent chain of a dump of `root` (refusing a missing or
+   * changed one, or one that is not a pre-dump of this tree, or not its
+   * latest) and the parent's page runs.
+   */
+  static async load(dir: string, root: number): Promise<ParentPages> {
+    const chain = await resolveChain(dir);
+    const head = chain[0].manifest;
+    if (!head.tracking) {
+      throw new TargetError(
+        `${dir} is not a pre-dump (dump it with --pre-dump to use it as --parent)`,
+      );
+    }
+    if (head.rootPid !== root) {
+      throw new TargetError(`${dir} is a pre-dump of pid ${head.rootPid}, not of ${root}`);
+    }
+    const state = readTrackingState(root);
+    if (state && state.generation !== head.tracking.generation) {
+      throw new TargetError(
+        `${dir} is not the latest pre-dump of pid ${root}: give ${state.dir} as the parent`,
+      );
+    }
+    const pp = new ParentPages(chain, await manifestSha256(chain[0].dir));
+    pp.#valid = state !== undefined;
+    for (const p of head.processes) pp.#runs.set(p.pid, await processRuns(chain[0], p.pid));
+    return pp;
+  }
+
+  /** Whether the live tracking is the parent's generation (else everything is read). */
+  #valid = false;
+
+  /**
+   * With the tree frozen: finds in each process what was written since the
+   * parent, then arms the tracking again (`keep`: another pre-dump) or
+   * closes it in every process (the final dump).
+   */
+  attach(tree: FrozenTree, keep: boolean): void {
+    const recorded = this.tracking?.fds ?? [];
+    const fdNumbers = [...new Set(recorded.map((r) => r.fd))];
+    for (const p of tree.processes) {
+      const mine = recorded.find((r) => r.pid === p.pid);
+      const runs = this.#runs.get(p.pid);
+      if (!this.#valid || !mine || !runs || !isUffd(p.pid, mine.fd)) continue;
+      const maps = readMaps(p.pid).filter((m) => m.path !== "[vsyscall]");
+      if (maps.length === 0) continue;
+      const start = Number(maps[0].start), end = Number(maps[maps.length - 1].end);
+      using scanner = new PagemapScanner(p.pid);
+      const scan = scanner.dataAndWritten(start, end);
+      this.processes.set(
+        p.pid,
+        new ParentProcess(unwritten(runs, scan.written), { start, end, regions: scan.regions }),
+      );
+    }
+    if (!keep) {
+      closeTracking(tree.processes.map((p) => p.pid), fdNumbers);
+      return;
+    }
+    for (const p of tree.processes) {
+      const mine = recorded.find((r) => r.pid === p.pid);
+      if (mine && isUffd(p.pid, mine.fd)) {
+        const copy = adoptFd(p.pid, mine.fd);
+        if (copy >= 0) {
+          try {
+            rearm(p.pid, copy);
+            setTrackingFd(p.pid, mine.fd);
+          } finally {
+            rawSyscall(SYS.close, copy);
+          }
+          continue;
+        }
+      }
+      armTracking(p.pid);
+      // Copies inherited by children forked since are cryo's too (left out of the image).
+      for (const fd of fdNumbers) if (isUffd(p.pid, fd)) setTrackingFd(p.pid, fd);
+    }
+  }
+}

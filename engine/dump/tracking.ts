@@ -1,0 +1,133 @@
+/**
+ * Dirty tracking that outlives cryo between the dumps of a pre-copy chain
+ * (`dump --pre-dump`, `dump --parent`).
+ *
+ * A pre-dump leaves in each tracked process a copy of the userfaultfd
+ * (WP_ASYNC) that write-protects its private anonymous memory, at a high
+ * fd number (just below its RLIMIT_NOFILE soft limit, close-on-exec); the
+ * image's manifest records which (`tracking`). The next dump of the chain
+ * finds that fd again, reads which pages were written with PAGEMAP_SCAN,
+ * and either arms it again (another pre-dump) or closes it inside the
+ * target (the final dump): the kernel then unregisters every range and
+ * lifts every protection, so no trace is left. While a chain is open, the
+ * fd and the VmFlag "uw" are cryo's own: they are left out of every image
+ * (never restored), and `cryo pre-dump --cancel <pid>` removes them from
+ * a tree whose chain is abandoned.
+ *
+ * @module
+ */
+
+import { SYS } from "../../ffi/sysno.ts";
+import { rawSyscall } from "../../ffi/libc.ts";
+import { pidfdGetfd } from "../../ffi/uffd.ts";
+import { withInjection } from "./injected.ts";
+import { freezeTree, thawTree } from "./freeze.ts";
+
+/** What /proc shows for a userfaultfd. */
+const UFFD_TARGET = "anon_inode:[userfaultfd]";
+
+/** Tracking fds known to be cryo's own in this run, by pid. */
+const owned = new Map<number, Set<number>>();
+
+/** Records that fd `fd` of process `pid` is cryo's tracking userfaultfd. */
+export function setTrackingFd(pid: number, fd: number): void {
+  if (fd < 0) return;
+  const s = owned.get(pid) ?? new Set<number>();
+  s.add(fd);
+  owned.set(pid, s);
+}
+
+/** Forgets the tracking fds of `pid` (closed, or the process is gone). */
+export function clearTracking(pid: number): void {
+  owned.delete(pid);
+}
+
+/** Whether fd `fd` of `pid` is cryo's tracking userfaultfd (left out of the image). */
+export function isTrackingFd(pid: number, fd: number): boolean {
+  return owned.get(pid)?.has(fd) ?? false;
+}
+
+/** Whether `pid` holds cryo's tracking (its "uw" VmFlags are cryo's, not the program's). */
+export function hasOwnTracking(pid: number): boolean {
+  return (owned.get(pid)?.size ?? 0) > 0;
+}
+
+/** The fds of `pid` cryo tracks with, as recorded for the manifest. */
+export function trackingFdsOf(pid: number): number[] {
+  return [...(owned.get(pid) ?? [])];
+}
+
+/** Every tracking fd number known in this run (any process). */
+export function allTrackingFds(): number[] {
+  return [...new Set([...owned.values()].flatMap((s) => [...s]))];
+}
+
+/** The lowest fd number a kept tracking fd may take in `pid`: 16 below its soft RLIMIT_NOFILE. */
+export function trackingFdBase(pid: number): number {
+  let soft = 1024;
+  try {
+    const line = Deno.readTextFileSync(`/proc/${pid}/limits`).split("\n")
+      .find((l) => l.startsWith("Max open files"));
+    const v = Number(line?.split(/\s{2,}/)[1]);
+    if (Number.isFinite(v) && v > 0) soft = Math.min(v, 1 << 20);
+  } catch { /* gone: the caller fails next */ }
+  return Math.max(3, soft - 16);
+}
+
+/** Whether fd `fd` of `pid` is a userfaultfd now. */
+export function isUffd(pid: number, fd: number): boolean {
+  try {
+    return Deno.readLinkSync(`/proc/${pid}/fd/${fd}`) === UFFD_TARGET;
+  } catch {
+    return false;
+  }
+}
+
+/** cryo's own copy of fd `fd` of `pid` (pidfd_getfd), or -1. */
+export function adoptFd(pid: number, fd: number): number {
+  const pidfd = rawSyscall(SYS.pidfd_open, pid, 0);
+  if (pidfd < 0n) return -1;
+  try {
+    const copy = pidfdGetfd(Number(pidfd), fd);
+    return copy < 0n ? -1 : Number(copy);
+  } finally {
+    rawSyscall(SYS.close, pidfd);
+  }
+}
+
+/** Closes fd `fd` inside stopped process `pid` (an injected close). */
+export function closeInTarget(pid: number, fd: number): void {
+  withInjection(pid, (s) => s.call(pid, SYS.close, fd));
+}
+
+/**
+ * With the tree frozen: closes in each process every fd of `fds` that is a
+ * userfaultfd (cryo's tracking, also copies inherited by children forked
+ * since), and forgets them. Returns how many were closed.
+ */
+export function closeTracking(pids: number[], fds: number[]): number {
+  let n = 0;
+  for (const pid of pids) {
+    for (const fd of new Set([...fds, ...trackingFdsOf(pid)])) {
+      if (!isUffd(pid, fd)) continue;
+      closeInTarget(pid, fd);
+      n++;
+    }
+    clearTracking(pid);
+  }
+  return n;
+}
+
+/**
+ * Removes the tracking of an abandoned chain from the tree of `root`:
+ * freezes it, closes the fds `fds` that are userfaultfds, and thaws it.
+ * Returns how many fds were closed.
+ */
+export function cancelTracking(root: number, fds: number[]): number {
+  const tree = freezeTree(root);
+  try {
+    return closeTracking(tree.processes.map((p) => p.pid), fds);
+  } finally {
+    thawTree(tree);
+  }
+}
