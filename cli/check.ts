@@ -82,8 +82,8 @@ Exits with 1 when a required feature (marked *) is missing.`,
       if (opts.json) printJson(report);
       else console.log(renderCheckReport(report, terminalColumns()));
       const missing = report.rows.filter((r) => r.required && !r.ok).map((r) => r.feature);
-      // Rootless: the user namespace of a launched tree gives what the host refuses.
-      if (missing.length && report.mode.kind !== "launched") {
+      // Still a failure in "launched" mode: the mode line says what this user can do.
+      if (missing.length) {
         throw new CommandFailedError(`required features missing: ${missing.join(", ")}`);
       }
     });

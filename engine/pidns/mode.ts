@@ -83,13 +83,16 @@ export function accessMode(): AccessMode {
   if (!failed) {
     return {
       kind: "launched",
-      why: `unprivileged (uid ${uid}): only trees started with "cryo launch" by this user, ` +
+      why:
+        `without CAP_SYS_ADMIN (uid ${uid}): only trees started with "cryo launch" by this user, ` +
         `in a user namespace of their own (user namespaces are enabled)`,
     };
   }
   const blocker = userNsBlocker();
   return {
     kind: "none",
-    why: `unprivileged (uid ${uid}) and no user namespace can be made: ${blocker ?? failed}`,
+    why: `without CAP_SYS_ADMIN (uid ${uid}) and no user namespace can be made: ${
+      blocker ?? failed
+    }`,
   };
 }
