@@ -53,7 +53,10 @@ export function renderCheckReport(report: CheckReport, columns?: number): string
     "",
     missing.length === 0
       ? "cryo can checkpoint and restore on this host."
+      : report.mode.kind === "launched"
+      ? `cryo cannot work on host pids here: missing ${missing.join(", ")}.`
       : `cryo cannot work on this host: missing ${missing.join(", ")}.`,
+    `mode: ${report.mode.kind}: ${report.mode.why}.`,
   ];
   if (report.limitations.length) {
     lines.push("", "Limits on this host:", ...report.limitations.map((l) => `  - ${l}`));
@@ -79,6 +82,7 @@ Exits with 1 when a required feature (marked *) is missing.`,
       if (opts.json) printJson(report);
       else console.log(renderCheckReport(report, terminalColumns()));
       const missing = report.rows.filter((r) => r.required && !r.ok).map((r) => r.feature);
+      // Still a failure in "launched" mode: the mode line says what this user can do.
       if (missing.length) {
         throw new CommandFailedError(`required features missing: ${missing.join(", ")}`);
       }

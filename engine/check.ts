@@ -42,6 +42,7 @@ import { type MapEntry, readMaps } from "./proc/maps.ts";
 import { pausePoint } from "./pause.ts";
 import { readStat } from "./proc/stat.ts";
 import { readStatus } from "./proc/status.ts";
+import { type AccessMode, accessMode } from "./pidns/mode.ts";
 
 /** One probed feature or privilege. */
 export interface CheckRow {
@@ -75,6 +76,8 @@ export interface CheckReport {
   limitations: string[];
   /** True when every required row is ok. */
   ready: boolean;
+  /** Which use of cryo this user has, and why (engine/pidns/mode.ts). */
+  mode: AccessMode;
 }
 
 /** Capability names indexed by capability number (linux/capability.h). */
@@ -742,5 +745,6 @@ export function checkHost(): CheckReport {
     rows,
     limitations,
     ready: rows.every((r) => r.ok || !r.required),
+    mode: accessMode(),
   };
 }

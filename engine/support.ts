@@ -85,6 +85,7 @@ export const SUPPORT_TABLE = [
   { id: "memory.sysv-shm-locked", area: "memory", what: "System V shared memory segments locked with SHM_LOCK", support: "refused", note: "not restored yet" },
   { id: "memory.sysv-shm-outside", area: "memory", what: "System V shm segments also attached by processes outside the tree", support: "refused", note: "the restored segment would no longer be shared with them" },
   { id: "memory.sysv-shm-partial", area: "memory", what: "System V shm attachments partly unmapped, or segments not listed in /proc/sysvipc/shm", support: "refused", note: "shmat attaches a whole segment" },
+  { id: "memory.sysv-shm-rootless", area: "memory", what: "System V shm segments of a tree dumped rootless in the host's IPC namespace", support: "refused", note: "their ids are given through shm_next_id, which its user namespace cannot write" },
   { id: "memory.aio", area: "memory", what: "native AIO contexts (io_setup): ring size and address (the aio_context_t), kernel id, completed events not reaped, head and tail", support: "saved", note: "fs/aio-nr is charged the smallest count giving the same ring (the program's own count is not visible)" },
   { id: "memory.aio-inflight", area: "memory", what: "AIO requests submitted and not completed (counted from the free slots of the context)", support: "refused", note: "they live in the kernel; retry when they have completed" },
   { id: "memory.aio-orphan", area: "memory", what: "AIO ring mappings without their context in the process (inherited across fork)", support: "refused", note: "the kernel does not pass contexts across fork; the mapping shares the parent's ring" },
@@ -134,6 +135,7 @@ export const SUPPORT_TABLE = [
   // Terminals.
   { id: "tty.pty", area: "tty", what: "pseudo-terminals whose master is in the tree (same index, termios, window size, packet mode, lock, controlling terminal, foreground group)", support: "saved" },
   { id: "tty.pty-queued", area: "tty", what: "bytes waiting in a pty of the tree: input the slave has not read (raw, or canonical lines and a partial line), output the master has not", support: "saved", note: "read at dump in a raw mode and put back unprocessed; restore puts them back before the tree runs" },
+  { id: "tty.pty-queued-rootless", area: "tty", what: "bytes waiting in a pty of a tree dumped rootless", support: "refused", note: "putting input back (TIOCSTI) needs CAP_SYS_ADMIN in the initial user namespace" },
   { id: "tty.pty-packet-status", area: "tty", what: "a pty master in packet mode with a status byte not read yet", support: "refused", note: "reading it would consume it; retry when the terminal is idle" },
   { id: "tty.pty-output-blocked", area: "tty", what: "a pty whose output is stopped (^S, tcflow) or whose master's buffer is full", support: "refused", note: "its bytes could not be written back" },
   { id: "tty.pty-slave-unopened", area: "tty", what: "a pty of the tree whose slave no process ever opened", support: "refused", note: "its input cannot be read without opening the slave, and closing it again would show the master a hang-up" },
@@ -155,6 +157,7 @@ export const SUPPORT_TABLE = [
   { id: "socket.tcp-accept-queue", area: "socket", what: "listening TCP sockets with connections not accepted yet", support: "refused", note: "those connections cannot be carried over" },
   { id: "socket.tcp-other", area: "socket", what: "TCP sockets connecting or closing (SYN_SENT, FIN_WAIT, CLOSE_WAIT, ...)", support: "refused", note: "not saved yet" },
   { id: "socket.tcp-urgent", area: "socket", what: "TCP urgent (out-of-band) data not read yet", support: "refused", note: "not saved yet" },
+  { id: "socket.tcp-rootless", area: "socket", what: "established TCP connections of a tree dumped rootless", support: "refused", note: "TCP repair mode needs CAP_NET_ADMIN in the host's network namespace" },
   { id: "socket.udp", area: "socket", what: "UDP sockets (bound, connected)", support: "saved" },
   { id: "socket.udp-queued", area: "socket", what: "UDP datagrams waiting to be read", support: "saved", note: "sent again at restore from their senders' addresses" },
   { id: "socket.udp-queued-other", area: "socket", what: "UDP datagrams that cannot be queued again exactly", support: "refused", note: "see the detail: senders that cannot be faked, non-peer senders, SO_PEEK_OFF, UDP_GRO, per-datagram options" },

@@ -14,6 +14,7 @@
  * @module
  */
 
+import { inInitialUserNs } from "../task/userns.ts";
 import {
   encodeRepairOptions,
   readRepairedConnection,
@@ -119,6 +120,7 @@ export function collectTcp(
         return { refused: "socket.tcp-other", detail: `${where} shut down ${how}` };
       }
       if (urgentPending(copy)) return { refused: "socket.tcp-urgent", detail: where };
+      if (!inInitialUserNs()) return { refused: "socket.tcp-rootless", detail: where };
       // Read before the sequence numbers: data arriving in between fails the dump, never lost.
       const bytesReceived = tcpInfo(copy).bytesReceived;
       setRepair(copy, true);

@@ -18,6 +18,7 @@
  * @module
  */
 
+import { inInitialUserNs } from "../task/userns.ts";
 import { withTargetFd } from "../../ffi/pidfd.ts";
 import { readPtyState, unreadBytes } from "../../ffi/tty.ts";
 import { SYS } from "../../ffi/sysno.ts";
@@ -237,7 +238,7 @@ function checkQueue(master: Record<string, string>, where: string, refusals: Ref
       refusals.use(id as SupportId, where, detail);
     } else refusals.add(`${where}: its queued bytes were refused (${refused})`);
   } else if (master["pty-queue"] !== undefined) {
-    refusals.use("tty.pty-queued", where);
+    refusals.use(inInitialUserNs() ? "tty.pty-queued" : "tty.pty-queued-rootless", where);
   }
 }
 

@@ -135,6 +135,20 @@ function checkWhole(
   close();
 }
 
+/**
+ * Whether this engine may give segments their ids (write shm_next_id of
+ * its IPC namespace): not in a rootless dump of a tree in the host's IPC
+ * namespace (its user namespace does not own that one).
+ */
+function shmIdsSettable(): boolean {
+  try {
+    Deno.openSync("/proc/sys/kernel/shm_next_id", { write: true }).close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Copies a segment's content into `path` in chunks; returns its CRC-32. */
 function saveContent(seg: SysvShmEntry, path: string): number {
   using out = Deno.openSync(path, { write: true, createNew: true, mode: 0o600 });
@@ -160,6 +174,15 @@ export function collectSysvShm(
 ): SysvShmSegment[] {
   const attached = images.some((p) => p.mappings.some((m) => m.sysvShm !== undefined));
   if (!attached) return [];
+  if (!shmIdsSettable()) {
+    for (const p of images) {
+      for (const m of p.mappings) {
+        if (m.sysvShm === undefined) continue;
+        refusals.use("memory.sysv-shm-rootless", `process ${p.pid} mapping ${m.start}-${m.end}`);
+      }
+    }
+    return [];
+  }
   const segments = readSysvShm();
   // Every mapping of a segment counts one attach (splits included): more means holders outside.
   const inTree = new Map<number, number>();

@@ -41,6 +41,8 @@ import type { CheckpointOptions, CheckpointResult } from "../dump/mod.ts";
 import type { ExitStatus, RestoredTree, RestoreOptions } from "../restore/mod.ts";
 import type { Manifest } from "../model.ts";
 import { type Exec, writeEntrant, writeNamespaceMaker } from "./programs.ts";
+import { inOtherUserNs, rootlessIds } from "./userns.ts";
+import { checkImageDirTrust } from "../restore/trust.ts";
 import { extraNamespaceFlags, hiddenPath, namespaceExtrasOf } from "./extras.ts";
 
 /** The manifest value of a tree dumped in a pid namespace of its own. */
@@ -70,6 +72,8 @@ export function ownNamespaceRoot(pid: number): boolean {
   const ours = readStatus(Deno.pid).nspid;
   if (theirs.length !== ours.length + 1 || theirs[theirs.length - 1] !== 1) return false;
   try {
+    // A rootless launch: a user namespace of its own, mapping one uid and one gid to themselves.
+    if (inOtherUserNs(pid) && !identityMapped(pid)) return false;
     if (Deno.readLinkSync(`/proc/${pid}/ns/mnt`) === Deno.readLinkSync("/proc/self/ns/mnt")) {
       return false;
     }
@@ -84,6 +88,15 @@ export function ownNamespaceRoot(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/** Whether the user namespace of `pid` maps exactly one uid and one gid, each to itself. */
+function identityMapped(pid: number): boolean {
+  return ["uid_map", "gid_map"].every((f) => {
+    const lines = Deno.readTextFileSync(`/proc/${pid}/${f}`).trim().split("\n");
+    const [inside, outside, count] = lines[0].trim().split(/\s+/);
+    return lines.length === 1 && inside === outside && count === "1";
+  });
 }
 
 /** `PATH` lookup of a command name (a name with a slash is taken as is). */
@@ -189,6 +202,7 @@ export function launch(
       waitGo: false,
       unshare: extraNamespaceFlags({ uts: more.uts || more.hostname !== undefined, ipc: more.ipc }),
       ...(more.hostname !== undefined ? { hostname: more.hostname } : {}),
+      userNs: rootlessIds(),
     });
     const { pids, st } = runReporting(exe, "cryo-launch", scratch);
     if (st.kind !== "exited" || st.code !== 0 || pids.length < 1) {
@@ -285,6 +299,7 @@ export async function checkpointInNamespace(
         sync: opts.sync !== false,
       }),
       extraNamespaceFlags(extras),
+      inOtherUserNs(pid),
     );
     const child = posixSpawn(exe, ["cryo-enter"], {});
     Deno.removeSync(exe);
@@ -354,7 +369,9 @@ function hostPidOf(init: number, inner: number): number {
 export function restoreInNamespace(dir: string, opts: RestoreOptions): RestoredTree {
   const t0 = performance.now();
   const abs = resolve(dir);
+  checkImageDirTrust(abs, opts.trustImageOwner);
   const manifest = JSON.parse(Deno.readTextFileSync(`${abs}/manifest.json`)) as Manifest;
+  const userNs = rootlessIds();
   const own = manifest.pidNamespace === OWN_PID_NAMESPACE;
   if (own && manifest.rootPid !== 1) {
     throw new RestoreError(`cannot restore: the image's root is pid ${manifest.rootPid}, not 1`);
@@ -382,6 +399,7 @@ export function restoreInNamespace(dir: string, opts: RestoreOptions): RestoredT
         waitGo: true,
         lastPid: Math.max(...ids) + 64,
         unshare: extraNamespaceFlags(manifest.namespaces),
+        userNs,
       },
       engineExec({
         op: "restore",

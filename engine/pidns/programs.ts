@@ -28,6 +28,7 @@ import { CLONE_NS, MS, O } from "../../ffi/ns.ts";
 import { BootstrapBuilder } from "../restore/stub.ts";
 import { buildExecutable } from "../restore/launcher_elf.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
+import { emitAmbientAll, emitIdentityMaps, emitNoInheritedCaps, type UserNsIds } from "./userns.ts";
 
 const BASE = 0x200000000n;
 
@@ -56,6 +57,11 @@ export interface InitPlan {
   unshare?: bigint;
   /** The host name of a new UTS namespace. */
   hostname?: string;
+  /**
+   * Rootless: a new user namespace mapping these ids to themselves owns the
+   * other new namespaces (engine/pidns/userns.ts).
+   */
+  userNs?: UserNsIds;
 }
 
 function cloneParent(p: ProgramBuilder, reportAt: bigint): bigint {
@@ -156,9 +162,14 @@ function emitReaper(p: ProgramBuilder, root: number, slotsAddress: bigint): void
 export function writeNamespaceMaker(init: InitPlan, engine?: Exec): string {
   return writeExe((p, slotsAddress) => {
     const pids = p.reserve(8);
-    p.op(SYS.unshare, [CLONE_NS.NEWPID | CLONE_NS.NEWNS | (init.unshare ?? 0n)], {
+    const user = init.userNs ? CLONE_NS.NEWUSER : 0n;
+    p.op(SYS.unshare, [user | CLONE_NS.NEWPID | CLONE_NS.NEWNS | (init.unshare ?? 0n)], {
       comment: "new pid and mount ns (and more)",
     });
+    if (init.userNs) {
+      emitIdentityMaps(p, init.userNs);
+      emitAmbientAll(p);
+    }
     if (init.hostname !== undefined) {
       const name = new TextEncoder().encode(init.hostname);
       p.op(SYS.sethostname, [p.data(name, 1), name.length], { comment: "host name" });
@@ -213,6 +224,8 @@ export function writeNamespaceMaker(init: InitPlan, engine?: Exec): string {
       p.op(SYS.read, [3, buf, 1], { jumpIfZeroTo: "abandon", comment: "wait for the engine" });
       p.op(SYS.close, [3], { allowFail: true });
     }
+    // The launched command runs without capabilities (a restore image needs them: its stub).
+    if (init.userNs && init.exec && !init.waitGo) emitNoInheritedCaps(p);
     if (init.exec) emitExec(p, init.exec, 127);
     else emitReaper(p, init.reapFor!, slotsAddress);
     p.label("abandon");
@@ -232,16 +245,25 @@ export function writeNamespaceMaker(init: InitPlan, engine?: Exec): string {
 
 /**
  * Writes the entrant: joins the pid and mount namespaces of process `pid`
- * (by pidfd; and `moreNamespaces`, CLONE_NEW* flags), forks, and the child execs `engine`; the entrant waits for
- * it and exits 0.
+ * (by pidfd; and `moreNamespaces`, CLONE_NEW* flags), and its user
+ * namespace first when `joinUserNs` (a rootless tree: the capabilities
+ * gained there are made ambient for the engine), forks, and the child execs
+ * `engine`; the entrant waits for it and exits 0.
  */
-export function writeEntrant(pid: number, engine: Exec, moreNamespaces = 0n): string {
+export function writeEntrant(
+  pid: number,
+  engine: Exec,
+  moreNamespaces = 0n,
+  joinUserNs = false,
+): string {
   return writeExe((p) => {
+    const user = joinUserNs ? CLONE_NS.NEWUSER : 0n;
     p.op(SYS.pidfd_open, [pid, 0], { store: 1, comment: `pidfd of ${pid}` });
-    p.op(SYS.setns, [{ slot: 1 }, CLONE_NS.NEWPID | CLONE_NS.NEWNS | moreNamespaces], {
+    p.op(SYS.setns, [{ slot: 1 }, user | CLONE_NS.NEWPID | CLONE_NS.NEWNS | moreNamespaces], {
       comment: "enter",
     });
     p.op(SYS.close, [{ slot: 1 }]);
+    if (joinUserNs) emitAmbientAll(p);
     const args = p.data(cloneArgs.encode({
       flags: 0n,
       pidfd: 0n,
@@ -260,6 +282,21 @@ export function writeEntrant(pid: number, engine: Exec, moreNamespaces = 0n): st
     p.op(SYS.exit_group, [0]);
     p.label("engine");
     emitExec(p, engine, 126);
+    p.end();
+  });
+}
+
+/**
+ * Writes the user namespace probe of `cryo check`: the maker's first steps
+ * (unshare(CLONE_NEWUSER|CLONE_NEWPID|CLONE_NEWNS), identity maps), then
+ * exit 0; a refused step ends it with another status.
+ */
+export function writeUserNsProbe(ids: UserNsIds): string {
+  return writeExe((p) => {
+    const flags = CLONE_NS.NEWUSER | CLONE_NS.NEWPID | CLONE_NS.NEWNS;
+    p.op(SYS.unshare, [flags], { comment: "new namespaces" });
+    emitIdentityMaps(p, ids);
+    p.op(SYS.exit_group, [0]);
     p.end();
   });
 }

@@ -8,6 +8,10 @@
  * @module
  */
 
+import { setUtsName } from "../../ffi/ns.ts";
+import { errnoName } from "../../ffi/errno.ts";
+import { RestoreError } from "../errors.ts";
+
 const HOSTNAME = "/proc/sys/kernel/hostname";
 const DOMAINNAME = "/proc/sys/kernel/domainname";
 
@@ -26,6 +30,12 @@ export function collectUts(): UtsNames {
 
 /** Restore (in the fresh UTS namespace): sets the recorded names. */
 export function restoreUts(names: UtsNames): void {
-  Deno.writeTextFileSync(HOSTNAME, names.hostname);
-  Deno.writeTextFileSync(DOMAINNAME, names.domainname);
+  for (const which of ["hostname", "domainname"] as const) {
+    const r = setUtsName(which, names[which]);
+    if (r < 0n) {
+      throw new RestoreError(
+        `cannot restore: set${which}(${names[which]}): ${errnoName(Number(-r))}`,
+      );
+    }
+  }
 }

@@ -6,7 +6,13 @@
  */
 
 import type { FileIdentity } from "../model.ts";
-import { assertAlive, ProcEntryNotFoundError, ProcFormatError } from "./errors.ts";
+import {
+  assertAlive,
+  ProcEntryNotFoundError,
+  ProcError,
+  ProcFormatError,
+  ProcPermissionError,
+} from "./errors.ts";
 import { fileIdentityOf, procPath, procRead, readProcText } from "./io.ts";
 
 /** One line of /proc/<pid>/maps. */
@@ -106,6 +112,49 @@ export function readMapFileIdentity(pid: number, entry: MapEntry): FileIdentity 
     return fileIdentityOf(mappingFilePath(entry), info);
   } catch (err) {
     if (err instanceof ProcEntryNotFoundError) return null;
+    if (err instanceof ProcPermissionError) return identityByPath(pid, entry);
     throw err;
   }
+}
+
+/** Major and minor of a glibc st_dev. */
+function devParts(dev: number): [number, number] {
+  const d = BigInt(dev);
+  const major = ((d >> 8n) & 0xfffn) | ((d >> 32n) & ~0xfffn);
+  const minor = (d & 0xffn) | ((d >> 12n) & ~0xffn);
+  return [Number(major), Number(minor)];
+}
+
+/**
+ * Without CAP_CHECKPOINT_RESTORE in the host's user namespace (a rootless
+ * dump, engine/pidns/userns.ts) map_files links cannot be followed: the
+ * mapping's path is stat'ed instead and must be the very file the maps line
+ * names (device and inode). A deleted file has no path left: refused.
+ */
+function identityByPath(pid: number, entry: MapEntry): FileIdentity {
+  const path = mappingFilePath(entry);
+  const where = `mapping ${entry.start.toString(16)}-${entry.end.toString(16)} of process ${pid}`;
+  if (entry.deleted) {
+    throw new ProcError(
+      pid,
+      path,
+      `${where}: its file was deleted and map_files cannot be opened without CAP_CHECKPOINT_RESTORE on the host (rootless dump)`,
+    );
+  }
+  let info: Deno.FileInfo;
+  try {
+    info = Deno.statSync(path);
+  } catch {
+    throw new ProcError(pid, path, `${where}: ${path} cannot be stat'ed (rootless dump)`);
+  }
+  const [major, minor] = entry.dev.split(":").map((x) => parseInt(x, 16));
+  const [haveMajor, haveMinor] = devParts(info.dev);
+  if (info.ino !== entry.inode || major !== haveMajor || minor !== haveMinor) {
+    throw new ProcError(
+      pid,
+      path,
+      `${where}: ${path} is no longer the mapped file and map_files cannot be opened without CAP_CHECKPOINT_RESTORE on the host (rootless dump)`,
+    );
+  }
+  return fileIdentityOf(path, info);
 }

@@ -116,7 +116,11 @@ export function checkPrivileges(): void {
   const status = Deno.readTextFileSync("/proc/self/status");
   const cap = BigInt(`0x${status.match(/^CapEff:\s+([0-9a-f]+)/m)?.[1] ?? "0"}`);
   const has = (bit: number) => (cap >> BigInt(bit)) & 1n;
-  if (!has(19)) throw new RestoreError("cannot restore: needs CAP_SYS_PTRACE (run as root)");
+  if (!has(19)) {
+    throw new RestoreError(
+      "cannot restore: needs CAP_SYS_PTRACE (run as root; without it, only trees started with cryo launch restore, rootless)",
+    );
+  }
   if (!has(21) && !has(40)) {
     throw new RestoreError(
       "cannot restore: restoring the original pids needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN",

@@ -20,15 +20,16 @@ import { basename } from "node:path";
 import type { ProcessImage } from "../model.ts";
 import { RestoreError } from "../errors.ts";
 import { PARTIAL_RE } from "../dump/partial.ts";
+import { setgroupsDenied } from "../task/userns.ts";
 
 /** The effective uid and the gids of cryo itself, from /proc/self/status. */
-function selfIds(): { euid: number; uids: number[]; gids: number[] } {
+function selfIds(): { euid: number; uids: number[]; gids: number[]; groups: number[] } {
   const status = Deno.readTextFileSync("/proc/self/status");
   const ids = (key: string) =>
-    (status.match(new RegExp(`^${key}:\\s+(.*)$`, "m"))?.[1] ?? "").trim().split(/\s+/)
+    (status.match(new RegExp(`^${key}:[ \\t]*(.*)$`, "m"))?.[1] ?? "").trim().split(/\s+/)
       .filter(Boolean).map(Number);
   const uids = ids("Uid");
-  return { euid: uids[1], uids, gids: [...ids("Gid"), ...ids("Groups")] };
+  return { euid: uids[1], uids, gids: [...ids("Gid"), ...ids("Groups")], groups: ids("Groups") };
 }
 
 function problemOf(st: Deno.FileInfo): string | undefined {
@@ -83,7 +84,7 @@ export function checkImageDirTrust(dir: string, trustOwner = false): void {
  * gids or supplementary groups are not that user's own.
  */
 export function checkOwnCredentials(processes: readonly ProcessImage[]): void {
-  const { euid, uids, gids } = selfIds();
+  const { euid, uids, gids, groups } = selfIds();
   if (euid === 0) return;
   for (const p of processes) {
     const c = p.creds;
@@ -93,6 +94,15 @@ export function checkOwnCredentials(processes: readonly ProcessImage[]): void {
       const what = foreignUid !== undefined ? `uid ${foreignUid}` : `gid ${foreignGid}`;
       throw new RestoreError(
         `cannot restore: process ${p.pid} ran as ${what}; uid ${euid} may restore only processes with its own credentials`,
+      );
+    }
+    const same = (a: number[], b: number[]) =>
+      a.length === b.length && a.every((g, i) => g === b[i]);
+    if (setgroupsDenied() && !same([...c.groups].sort(), [...groups].sort())) {
+      throw new RestoreError(
+        `cannot restore: process ${p.pid} had supplementary groups [${c.groups.join(" ")}], not [${
+          groups.join(" ")
+        }]: a rootless namespace cannot change them (setgroups is denied)`,
       );
     }
   }

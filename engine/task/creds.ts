@@ -44,6 +44,7 @@ import type { ProcessImage, ThreadCredentials } from "../model.ts";
 import type { InjectionSession } from "../dump/injected.ts";
 import { readStatus } from "../proc/status.ts";
 import { UnsupportedError } from "../errors.ts";
+import { setgroupsDenied } from "./userns.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
 
 /** prctl options used here. */
@@ -211,7 +212,14 @@ function emitThreadCreds(
   const groups = new Uint8Array(Math.max(4, c.groups.length * 4));
   const gv = new DataView(groups.buffer);
   c.groups.forEach((g, i) => gv.setUint32(i * 4, g, true));
-  p.op(SYS.setgroups, [c.groups.length, p.data(groups, 4)], say(`groups [${shortList(c.groups)}]`));
+  // In a rootless namespace the groups are the inherited ones (checked equal: trust.ts).
+  if (!setgroupsDenied()) {
+    p.op(
+      SYS.setgroups,
+      [c.groups.length, p.data(groups, 4)],
+      say(`groups [${shortList(c.groups)}]`),
+    );
+  }
   p.op(SYS.setresgid, [rgid, egid, sgid], say(`gids ${rgid} ${egid} ${sgid}`));
   if (fsgid !== egid) p.op(SYS.setfsgid, [fsgid], say(`fsgid ${fsgid}`));
 

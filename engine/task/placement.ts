@@ -101,6 +101,15 @@ export function checkCgroups(processes: readonly ProcessImage[]): void {
           `cannot restore: process ${p.pid} was in cgroup ${line}, which does not exist here`,
         );
       }
+      // Opening moves nothing; a rootless restorer usually may not write there.
+      try {
+        Deno.openSync(file, { write: true }).close();
+      } catch (e) {
+        if (!(e instanceof Deno.errors.PermissionDenied)) throw e;
+        throw new RestoreError(
+          `cannot restore: process ${p.pid} was in cgroup ${line}, which this user may not move processes into (${file} is not writable)`,
+        );
+      }
     }
   }
 }
