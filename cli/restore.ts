@@ -81,6 +81,10 @@ pid 1 there, the same pids inside), whatever pids the host uses; with
 --new-pid-ns any tree does (under a small init cryo provides, which reaps
 orphans and exits with the root's status): the program sees its own pids
 unchanged, only the host sees others. The pid printed is the host's.
+With --lazy the tree runs before its private anonymous memory is in: cryo
+serves those pages from the image as they are touched and copies the rest
+in the background (with --detach a background process does); if cryo dies
+first, a watchdog kills the tree (docs/ARCHITECTURE.md, "Lazy restore").
 Fds that led to a terminal, or to a pipe or socket outside the tree, are
 re-attached to cryo's own stdin/stdout/stderr ("cryo show" says which).
 
