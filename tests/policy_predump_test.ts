@@ -6,7 +6,9 @@
  * pre-dumped pages, no fallback happens, retention keeps its count and no
  * scratch image is left, every stored image is self-contained (no parent,
  * no tracking), the target keeps no tracking fd once the policy stops and
- * checks itself, and the latest image restores with its memory exact.
+ * checks itself, and the latest image restores with its memory exact. A
+ * pre-dump chain lost under the runner gives a reported fallback to a plain
+ * checkpoint, and pre-copy resumes after it.
  *
  * @module
  */
@@ -83,5 +85,62 @@ Deno.test(
     t.resetAfterRestore();
     for (const pid of tree.pids) if (pid !== t.pid) adoptPid(pid);
     assertChecksPassed(t, CHECKS, await t.wait(30000), { run: 2, what: "restored from latest" });
+  }),
+);
+
+Deno.test(
+  "policy preDump: a lost pre-dump chain falls back to a plain checkpoint, reported; pre-copy resumes after it",
+  withTargets(async () => {
+    becomeSubreaper();
+    const { t, trigger } = await startTriggered("rt_precopy", READY, { extra: ["8"] });
+    const before = fdsOf(t.pid);
+    const dir = `${await tempDir("cryo-policy-predump-")}/ck`;
+    const events: PolicyEvent[] = [];
+    let sabotaged = false;
+    const run = runPolicy({
+      target: { pid: t.pid },
+      dir,
+      every: "600ms",
+      preDump: { every: "150ms" },
+      keep: 2,
+      onStop: "leave",
+    }, {
+      onEvent: (e) => {
+        events.push(e);
+        if (e.type === "predump-done" && !sabotaged) {
+          // The chain's images vanish under the runner: what builds on them must fail.
+          sabotaged = true;
+          for (const s of Deno.readDirSync(dir)) {
+            if (s.name.startsWith(".predump-")) {
+              Deno.removeSync(`${dir}/${s.name}`, { recursive: true });
+            }
+          }
+        }
+      },
+    });
+    const after = (type: PolicyEvent["type"]) => {
+      const i = events.findIndex((e) => e.type === "predump-fallback");
+      return i < 0 ? [] : events.slice(i).filter((e) => e.type === type);
+    };
+    try {
+      await waitUntil(
+        "2 checkpoints and a pre-dump after the fallback",
+        () => after("checkpoint-done").length >= 2 && after("predump-done").length >= 1,
+        60000,
+      );
+    } finally {
+      await run.stop();
+    }
+    const fallback = events.find((e) => e.type === "predump-fallback");
+    assert.ok(fallback && "error" in fallback && fallback.error, "the fallback says why");
+    assert.deepEqual(events.filter((e) => e.type === "checkpoint-failed"), []);
+    for (const name of [...Deno.readDirSync(dir)].map((e) => e.name)) {
+      assert.ok(!name.startsWith(".predump-"), `scratch left: ${name}`);
+      if (name === "latest") continue;
+      assert.equal((await readManifest(`${dir}/${name}`)).parent, undefined, name);
+    }
+    assert.deepEqual(fdsOf(t.pid), before, "the same fds once the policy stopped");
+    await Deno.writeTextFile(trigger, "");
+    assertChecksPassed(t, CHECKS, await t.wait(30000), { what: "original after the policy" });
   }),
 );
