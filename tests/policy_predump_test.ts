@@ -14,7 +14,7 @@
  */
 
 import assert from "node:assert/strict";
-import { type PolicyEvent, runPolicy } from "../mod.ts";
+import { definePolicy, type PolicyEvent, runPolicy } from "../mod.ts";
 import { restore } from "../engine/restore/mod.ts";
 import { readManifest } from "../engine/image/manifest.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
@@ -26,6 +26,18 @@ import { waitUntil } from "./helpers/wait.ts";
 const READY = /^ready pid=(\d+) region=0x([0-9a-f]+) pages=(\d+)$/m;
 const CHECKS = ["pages", "writes", "rewrite"];
 const PAGE = 4096;
+
+Deno.test("policy preDump: validated, the period in ms", () => {
+  const good = { target: { pid: 5 }, dir: "/tmp/x" };
+  assert.equal(definePolicy({ ...good, preDump: { every: "1.5s" } }).preDumpEveryMs, 1500);
+  assert.equal(definePolicy(good).preDumpEveryMs, undefined);
+  const cases: [unknown, RegExp][] = [
+    [{ ...good, preDump: { every: "soon" } }, /preDump\.every: expected a duration/],
+    [{ ...good, preDump: { evry: "1s" } }, /preDump\.evry: unknown field — did you mean "every"\?/],
+    [{ ...good, preDump: "10s" }, /preDump: expected \{ every \}/],
+  ];
+  for (const [spec, re] of cases) assert.throws(() => definePolicy(spec as never), re);
+});
 
 /** The fds of `pid` with what they point at. */
 function fdsOf(pid: number): string[] {

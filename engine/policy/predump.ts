@@ -45,6 +45,19 @@ export class PreDumpChain {
     this.#storeDir = storeDir;
   }
 
+  /**
+   * The chain of a run on `storeDir`: scratch images a previous runner left
+   * there (it died mid-chain; one runner per directory) are removed.
+   */
+  static async open(storeDir: string): Promise<PreDumpChain> {
+    for await (const e of Deno.readDir(storeDir)) {
+      if (e.isDirectory && e.name.startsWith(".predump-")) {
+        await Deno.remove(`${storeDir}/${e.name}`, { recursive: true }).catch(() => {});
+      }
+    }
+    return new PreDumpChain(storeDir);
+  }
+
   /** The latest pre-dump of the current chain, if any. */
   get latest(): string | undefined {
     return this.#latest;

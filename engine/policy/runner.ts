@@ -171,7 +171,7 @@ class PolicyRunner {
       rawSyscall(SYS.prctl, PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
       this.#store = await CheckpointStore.open(this.policy.dir);
       if (this.policy.preDumpEveryMs !== undefined) {
-        this.#preDump = new PreDumpChain(this.policy.dir);
+        this.#preDump = await PreDumpChain.open(this.policy.dir);
       }
       // Listen before the target starts: a trigger signal must never find the default action.
       this.#triggers.start();
