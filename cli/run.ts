@@ -58,6 +58,9 @@ function describeTarget(policy: Policy): string {
 export function describePolicy(policy: Policy): string[] {
   const triggers = [
     ...(policy.everyMs !== undefined ? [`every ${humanDuration(policy.everyMs / 1000)}`] : []),
+    ...(policy.preDumpEveryMs !== undefined
+      ? [`pre-dump every ${humanDuration(policy.preDumpEveryMs / 1000)}`]
+      : []),
     ...policy.onSignal.map((s) => `on ${s}`),
     "on demand (API)",
   ];
@@ -139,6 +142,10 @@ export function describeEvent(e: PolicyEvent, policy: Policy): string | undefine
     }
     case "finished":
       return `finished: ${describeOutcome(e.outcome)}`;
+    case "predump-done":
+      return undefined;
+    case "predump-fallback":
+      return `pre-copy: ${e.why}${e.error !== undefined ? `: ${describeError(e.error)}` : ""}`;
   }
 }
 

@@ -29,7 +29,11 @@ export type PolicyEvent =
   | { type: "hook-failed"; hook: HookName; error: unknown }
   | { type: "log"; level: LogLevel; message: string }
   | { type: "stopping"; action: StopAction; why: string }
-  | { type: "finished"; outcome: RunOutcome };
+  | { type: "finished"; outcome: RunOutcome }
+  /** A pre-dump between checkpoints (`preDump`); `depth` counts those the next checkpoint builds on. */
+  | { type: "predump-done"; bytes: number; frozenSeconds: number; depth: number }
+  /** Pre-copy gave way: the next checkpoint (or this one) is a plain one. */
+  | { type: "predump-fallback"; why: string; error?: unknown };
 
 /** What a run is doing. */
 export type RunState =

@@ -18,7 +18,7 @@
 import { rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { waitPid, WNOHANG } from "../../ffi/wait.ts";
-import { checkpoint } from "../dump/mod.ts";
+import { checkpoint, type DumpEvent } from "../dump/mod.ts";
 import { restore } from "../restore/mod.ts";
 import { readStat } from "../proc/stat.ts";
 import type { Manifest } from "../model.ts";
@@ -41,6 +41,7 @@ import {
   TargetProcess,
 } from "./target.ts";
 import { Triggers } from "./triggers.ts";
+import { PreDumpChain } from "./predump.ts";
 
 /** Options of {@link runPolicy}. */
 export interface RunOptions {
@@ -112,6 +113,9 @@ class PolicyRunner {
   #queue: Request[] = [];
   #stopWhy: string | undefined;
   #wake: (() => void) | undefined;
+  /** The pre-copy chain, with `preDump` (engine/policy/predump.ts). */
+  #preDump: PreDumpChain | undefined;
+  #nextPreDumpAt: number | undefined;
 
   constructor(policy: Policy, opts: RunOptions) {
     this.policy = policy;
@@ -166,6 +170,9 @@ class PolicyRunner {
     try {
       rawSyscall(SYS.prctl, PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
       this.#store = await CheckpointStore.open(this.policy.dir);
+      if (this.policy.preDumpEveryMs !== undefined) {
+        this.#preDump = await PreDumpChain.open(this.policy.dir);
+      }
       // Listen before the target starts: a trigger signal must never find the default action.
       this.#triggers.start();
       await this.#start();
@@ -181,6 +188,8 @@ class PolicyRunner {
     } catch (error) {
       outcome = this.#outcome("failed", undefined, 1, error);
     }
+    // A target that runs on keeps no tracking of ours.
+    await this.#preDump?.close(this.#target?.poll() ? undefined : this.#target?.pid);
     this.#finishRun();
     this.#emit({ type: "finished", outcome });
     return outcome;
@@ -248,6 +257,7 @@ class PolicyRunner {
         if (end) return end;
         continue;
       }
+      if (await this.#maybePreDump()) continue;
       await this.#sleep(this.#pollMs);
     }
   }
@@ -335,13 +345,7 @@ class PolicyRunner {
       this.#emit({ type: "checkpoint-started", reason, name });
       let record: CheckpointRecord;
       try {
-        const result = await checkpoint(target.pid, {
-          dir: store.path(name),
-          leaveRunning,
-          include: this.policy.select,
-          optIns: this.#optIns(),
-          onEvent: (event) => this.#emit({ type: "checkpoint-progress", event }),
-        });
+        const result = await this.#dump(target, store.path(name), leaveRunning);
         record = {
           name,
           dir: result.dir,
@@ -377,12 +381,74 @@ class PolicyRunner {
     } finally {
       if (this.#state === "checkpointing") this.#state = "running";
       this.#triggers.rearm();
+      this.#nextPreDumpAt = undefined;
     }
+  }
+
+  /**
+   * The dump of a checkpoint into `dir`: on the latest pre-dump when there
+   * is one (flattened into `dir`), falling back to a plain dump when that
+   * fails and the target still runs.
+   */
+  async #dump(target: TargetProcess, dir: string, leaveRunning: boolean) {
+    const opts = {
+      leaveRunning,
+      include: this.policy.select,
+      optIns: this.#optIns(),
+      onEvent: (event: DumpEvent) => this.#emit({ type: "checkpoint-progress", event }),
+    };
+    if (this.#preDump?.latest) {
+      try {
+        return await this.#preDump.checkpoint(target.pid, dir, opts);
+      } catch (error) {
+        if (target.poll()) throw error;
+        this.#emit({
+          type: "predump-fallback",
+          why: "the checkpoint on the pre-dumps failed; taking a plain one",
+          error,
+        });
+      }
+    }
+    return await checkpoint(target.pid, { ...opts, dir });
+  }
+
+  /**
+   * With `preDump`: runs a pre-dump when one is due (the period counts from
+   * the previous pre-dump, checkpoint or restore). Returns whether it ran.
+   */
+  async #maybePreDump(): Promise<boolean> {
+    const chain = this.#preDump, every = this.policy.preDumpEveryMs;
+    if (!chain || every === undefined || this.#state !== "running") return false;
+    this.#nextPreDumpAt ??= Date.now() + every;
+    if (Date.now() < this.#nextPreDumpAt) return false;
+    const target = this.#target!;
+    try {
+      const done = await chain.preDump(target.pid, {
+        include: this.policy.select,
+        optIns: this.#optIns(),
+      });
+      this.#emit({ type: "predump-done", ...done });
+    } catch (error) {
+      if (!target.poll()) {
+        this.#emit({
+          type: "predump-fallback",
+          why: "a pre-dump failed; the next checkpoint is a plain one",
+          error,
+        });
+      }
+    }
+    this.#nextPreDumpAt = Date.now() + every;
+    return true;
   }
 
   /** The target ended: restore it or end the run. */
   async #onTargetExit(exit: TargetExit): Promise<RunOutcome | undefined> {
     const pid = this.#target!.pid;
+    if (this.#preDump?.latest) {
+      await this.#preDump.close(undefined);
+      this.#emit({ type: "predump-fallback", why: "the target ended: its pre-dumps are dropped" });
+    }
+    this.#nextPreDumpAt = undefined;
     const abnormal = isAbnormalExit(exit);
     this.#triggers.pause();
     this.#emit({ type: "target-exited", pid, exit, abnormal });

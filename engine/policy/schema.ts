@@ -149,6 +149,8 @@ export interface PolicySpec {
   verifyChecksums?: boolean;
   /** Functions called around checkpoints and restores. */
   hooks?: PolicyHooks;
+  /** Pre-copy: pre-dump this often between checkpoints, so each freezes only for the dirty set. */
+  preDump?: { every: Duration };
 }
 
 /** The target of a validated policy. */
@@ -198,6 +200,8 @@ export interface Policy {
   readonly hooks: Readonly<PolicyHooks>;
   /** The spec it was made from. */
   readonly spec: Readonly<PolicySpec>;
+  /** Period of pre-dumps between checkpoints in ms, if pre-copy is on (engine/policy/predump.ts). */
+  readonly preDumpEveryMs?: number;
 }
 
 /** One problem found in a policy. */
@@ -370,6 +374,7 @@ const POLICY_SHAPE = {
   hooks: z.strictObject(HOOKS_SHAPE, {
     error: `expected an object of hook functions (${HOOK_NAMES.join(", ")})`,
   }).optional(),
+  preDump: z.strictObject({ every: duration(true) }, { error: "expected { every }" }).optional(),
 };
 
 const POLICY = z.strictObject(POLICY_SHAPE, {
@@ -384,6 +389,7 @@ const KNOWN_FIELDS: Readonly<Record<string, readonly string[]>> = {
   exclude: Object.keys(SELECTION_SHAPE),
   hooks: HOOK_NAMES,
   backoff: Object.keys(BACKOFF_SHAPE),
+  preDump: ["every"],
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -584,6 +590,7 @@ export function definePolicy(spec: PolicySpec): Policy {
     verifyChecksums: p.verifyChecksums ?? true,
     hooks: Object.freeze({ ...p.hooks }),
     spec: Object.freeze({ ...spec }),
+    ...(p.preDump ? { preDumpEveryMs: tryParseDuration(p.preDump.every)! } : {}),
   };
   return Object.freeze(policy);
 }
