@@ -31,6 +31,8 @@ Deno.test("cli: --help lists every command and exits 0", async () => {
     "show",
     "pre-dump",
     "image",
+    "migrate",
+    "receive",
     "export-core",
     "run",
   ]);
