@@ -48,7 +48,9 @@ Examples:
           onEvent: (e) => {
             if (e.type === "round") {
               console.error(
-                `cryo: round ${e.round}${e.final ? " (final)" : ""}: ${humanBytes(e.bytes)} of pages, ` +
+                `cryo: round ${e.round}${e.final ? " (final)" : ""}: ${
+                  humanBytes(e.bytes)
+                } of pages, ` +
                   `${humanBytes(e.sentBytes)} sent in all`,
               );
             }

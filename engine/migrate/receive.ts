@@ -175,7 +175,9 @@ export async function receive(
   } catch (e) {
     if (acked) {
       throw new CryoError(
-        `the sender did not confirm the switch (${(e as Error).message}); the image is kept in ${dir}: ` +
+        `the sender did not confirm the switch (${
+          (e as Error).message
+        }); the image is kept in ${dir}: ` +
           "check that the source is gone before restoring it",
       );
     }

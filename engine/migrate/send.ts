@@ -83,7 +83,9 @@ async function sendRound(ch: Channel, dir: string, round: number, final: boolean
   }
   await ch.sendJson(FRAME.roundEnd, { round, final });
   const ack = await ch.recvJson<{ round: number }>(FRAME.ack);
-  if (ack.round !== round) throw new CryoError(`migration: round ${ack.round} acknowledged, not ${round}`);
+  if (ack.round !== round) {
+    throw new CryoError(`migration: round ${ack.round} acknowledged, not ${round}`);
+  }
   return sent;
 }
 
