@@ -7,7 +7,7 @@
  * - the migration succeeds after pre-copy rounds; the source is killed;
  *   the receiver restores the tree with the same pid, which then checks
  *   its whole memory against its write counters (PASS); no partial
- *   directory is left;
+ *   directory is left; the same with `receive --lazy`;
  * - a sender with the wrong key is refused by the receiver (one line on
  *   each side), nothing is written (no image, no partial directory), and
  *   the source runs on untouched and checks itself.
@@ -73,48 +73,56 @@ async function keyFile(dir: string, name: string, text: string): Promise<string>
   return path;
 }
 
+/** Migrates rt_precopy to a receiver started with `rxArgs` more, and checks the restored tree. */
+async function migrateAndCheck(rxArgs: string[]): Promise<void> {
+  const { t, trigger } = await startTriggered("rt_precopy", READY, { extra: ["16"] });
+  const work = await tempDir("cryo-migrate-test-");
+  const key = await keyFile(work, "key", "a shared secret of enough bytes\n");
+  const dir = `${work}/in`;
+  const rx = new Receiver(["--listen", "0", "--dir", dir, "--key-file", key, ...rxArgs]);
+  try {
+    const port = await rx.port();
+    const reaped = t.wait(120000); // the sender kills the source; the test reaps it
+    const tx = await runCli([
+      "migrate",
+      String(t.pid),
+      "--to",
+      `127.0.0.1:${port}`,
+      "--key-file",
+      key,
+      "--rounds",
+      "2",
+    ]);
+    assert.equal(tx.code, 0, `migrate: ${tx.stderr}`);
+    assert.match(tx.stdout, new RegExp(`^migrated the tree of ${t.pid} in \\d+ rounds`));
+    assert.match(tx.stderr, /round 0: .*\n(.*\n)*.*\(final\)/);
+    const killed = await reaped;
+    assert.equal(killed.kind, "signaled", "the source is killed");
+    const r = await rx.done();
+    assert.equal(r.code, 0, `receive: ${r.stderr}`);
+    assert.equal(r.stdout, `${t.pid}\n`, "the restored root pid");
+    assert.match(r.stderr, /sender 127\.0\.0\.1:\d+ authenticated/);
+    assert.deepEqual(
+      [...Deno.readDirSync(work)].map((e) => e.name).sort(),
+      ["in", "key"],
+      "no partial directory left",
+    );
+    t.resetAfterRestore();
+    await Deno.writeTextFile(trigger, "");
+    assertChecksPassed(t, CHECKS, await t.wait(60000), { what: "restored by the receiver" });
+  } finally {
+    rx.stop();
+  }
+}
+
 Deno.test(
   "migrate to a receiver on loopback: pre-copy rounds, the source killed, restored there with its memory exact",
-  withTargets(async () => {
-    const { t, trigger } = await startTriggered("rt_precopy", READY, { extra: ["16"] });
-    const work = await tempDir("cryo-migrate-test-");
-    const key = await keyFile(work, "key", "a shared secret of enough bytes\n");
-    const dir = `${work}/in`;
-    const rx = new Receiver(["--listen", "0", "--dir", dir, "--key-file", key]);
-    try {
-      const port = await rx.port();
-      const reaped = t.wait(120000); // the sender kills the source; the test reaps it
-      const tx = await runCli([
-        "migrate",
-        String(t.pid),
-        "--to",
-        `127.0.0.1:${port}`,
-        "--key-file",
-        key,
-        "--rounds",
-        "2",
-      ]);
-      assert.equal(tx.code, 0, `migrate: ${tx.stderr}`);
-      assert.match(tx.stdout, new RegExp(`^migrated the tree of ${t.pid} in \\d+ rounds`));
-      assert.match(tx.stderr, /round 0: .*\n(.*\n)*.*\(final\)/);
-      const killed = await reaped;
-      assert.equal(killed.kind, "signaled", "the source is killed");
-      const r = await rx.done();
-      assert.equal(r.code, 0, `receive: ${r.stderr}`);
-      assert.equal(r.stdout, `${t.pid}\n`, "the restored root pid");
-      assert.match(r.stderr, /sender 127\.0\.0\.1:\d+ authenticated/);
-      assert.deepEqual(
-        [...Deno.readDirSync(work)].map((e) => e.name).sort(),
-        ["in", "key"],
-        "no partial directory left",
-      );
-      t.resetAfterRestore();
-      await Deno.writeTextFile(trigger, "");
-      assertChecksPassed(t, CHECKS, await t.wait(60000), { what: "restored by the receiver" });
-    } finally {
-      rx.stop();
-    }
-  }),
+  withTargets(() => migrateAndCheck([])),
+);
+
+Deno.test(
+  "migrate to a receiver that restores lazily: memory exact",
+  withTargets(() => migrateAndCheck(["--lazy"])),
 );
 
 Deno.test(
