@@ -71,7 +71,7 @@ Deno.test("cli: usage errors are one line on stderr and exit 2", async () => {
 Deno.test("cli: no command prints help on stderr and exits 2", async () => {
   const r = await runCli([]);
   assert.equal(r.code, 2);
-  assert.deepEqual(commandsOf(r.stderr).length, 9);
+  assert.deepEqual(commandsOf(r.stderr).length, 11);
 });
 
 Deno.test("cli: check --json prints the report and exits 0 here", async () => {
@@ -186,5 +186,5 @@ Deno.test("cli: --version and --help answer without loading the program", async 
   assert.equal(v.code, 0);
   assert.match(v.stdout, /^\d+\.\d+\.\d+\n$/);
   assert.equal(h.code, 0);
-  assert.equal(commandsOf(h.stdout).length, 9);
+  assert.equal(commandsOf(h.stdout).length, 11);
 });
