@@ -10,7 +10,10 @@
  *   directory is left; the same with `receive --lazy`;
  * - a sender with the wrong key is refused by the receiver (one line on
  *   each side), nothing is written (no image, no partial directory), and
- *   the source runs on untouched and checks itself.
+ *   the source runs on untouched and checks itself;
+ * - the receiver interrupted (SIGINT) during the rounds: one line on each
+ *   side, nothing kept, the source runs on without the tracking (same fds,
+ *   no userfaultfd registration) and checks itself.
  */
 
 import assert from "node:assert/strict";
@@ -160,6 +163,56 @@ Deno.test(
       assert.equal(t.poll(), undefined, "the source runs on");
       await Deno.writeTextFile(trigger, "");
       assertChecksPassed(t, CHECKS, await t.wait(60000), { what: "the untouched source" });
+    } finally {
+      rx.stop();
+    }
+  }),
+);
+
+/** The fds of `pid` and whether any mapping is registered with a userfaultfd. */
+function traces(pid: number): { fds: string[]; uffd: boolean } {
+  const fds = [...Deno.readDirSync(`/proc/${pid}/fd`)].map((e) =>
+    `${e.name} ${Deno.readLinkSync(`/proc/${pid}/fd/${e.name}`)}`
+  ).sort();
+  const uffd = Deno.readTextFileSync(`/proc/${pid}/smaps`).split("\n")
+    .some((l) => l.startsWith("VmFlags:") && /\b(uw|um|ui)\b/.test(l));
+  return { fds, uffd };
+}
+
+Deno.test(
+  "the receiver interrupted during the rounds: one line each, nothing kept, the source runs on untracked",
+  withTargets(async () => {
+    const { t, trigger } = await startTriggered("rt_precopy", READY, { extra: ["32"] });
+    const before = traces(t.pid);
+    const work = await tempDir("cryo-migrate-test-");
+    const key = await keyFile(work, "key", "a shared secret of enough bytes\n");
+    const rx = new Receiver(["--listen", "0", "--dir", `${work}/in`, "--key-file", key]);
+    try {
+      const port = await rx.port();
+      const tx = runCli([
+        "migrate",
+        String(t.pid),
+        "--to",
+        `127.0.0.1:${port}`,
+        "--key-file",
+        key,
+        "--rounds",
+        "5",
+      ]);
+      const deadline = Date.now() + 60000;
+      while (!/authenticated/.test(rx.stderr) && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      rx.child.kill("SIGINT");
+      const r = await rx.done();
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, /^cryo: reception interrupted: nothing was kept$/m);
+      assertOneLineError(await tx, 1, /the source runs on/, "migrate to an interrupted receiver");
+      assert.deepEqual([...Deno.readDirSync(work)].map((e) => e.name), ["key"], "nothing kept");
+      assert.equal(t.poll(), undefined, "the source runs on");
+      assert.deepEqual(traces(t.pid), before, "no tracking left in the source");
+      await Deno.writeTextFile(trigger, "");
+      assertChecksPassed(t, CHECKS, await t.wait(60000), { what: "the source after the failure" });
     } finally {
       rx.stop();
     }

@@ -112,6 +112,7 @@ export async function migrate(pid: number, opts: MigrateOptions): Promise<Migrat
   const tmp = await Deno.makeTempDir({ prefix: "cryo-migrate-" });
   let tracking = false;
   let stopped: number[] = [];
+  let switched = false;
   try {
     const ch = await connectReceiver(conn, opts.key);
     opts.onEvent?.({ type: "connected" });
@@ -153,6 +154,7 @@ export async function migrate(pid: number, opts: MigrateOptions): Promise<Migrat
     sentBytes += await sendRound(ch, dir, round, true);
     opts.onEvent?.({ type: "round", round, final: true, bytes: fin.stats.pagesBytes, sentBytes });
     // The receiver holds everything, synced: the switch.
+    switched = true;
     signalAll(stopped, "SIGKILL");
     stopped = [];
     await ch.send(FRAME.switched);
@@ -167,7 +169,8 @@ export async function migrate(pid: number, opts: MigrateOptions): Promise<Migrat
       } catch { /* no tracking left */ }
     }
     if (opts.signal?.aborted) throw new CryoError("migration interrupted: the source runs on");
-    throw e;
+    if (switched) throw e;
+    throw new CryoError(`migration failed: ${(e as Error).message}; the source runs on`);
   } finally {
     opts.signal?.removeEventListener("abort", onAbort);
     try {
