@@ -99,6 +99,7 @@ async function migrateAndCheck(rxArgs: string[]): Promise<void> {
     assert.equal(tx.code, 0, `migrate: ${tx.stderr}`);
     assert.match(tx.stdout, new RegExp(`^migrated the tree of ${t.pid} in \\d+ rounds`));
     assert.match(tx.stderr, /round 0: .*\n(.*\n)*.*\(final\)/);
+    assert.match(tx.stderr, /^cryo: round 1: /m, "a second pre-copy round");
     const killed = await reaped;
     assert.equal(killed.kind, "signaled", "the source is killed");
     const r = await rx.done();
