@@ -35,6 +35,10 @@ Commands:
                                running tree
   image flatten <dir>          merge a pre-copy chain of images into one
                                self-contained image
+  migrate [options] <pid>      move a running process tree to a cryo receive,
+                               with a short freeze
+  receive [options]            receive a process tree sent by cryo migrate, and
+                               restore it
   export-core [options] <dir>  write a core file (ELF ET_CORE) of one process of
                                an image, for gdb
   run [options] <policy>       run a policy script: when and what to checkpoint,

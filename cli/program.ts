@@ -69,6 +69,18 @@ export const COMMANDS: readonly CommandEntry[] = [
     load: () => import("./image.ts"),
   },
   {
+    name: "migrate",
+    term: "migrate [options] <pid>",
+    summary: "move a running process tree to a cryo receive, with a short freeze",
+    load: () => import("./migrate.ts"),
+  },
+  {
+    name: "receive",
+    term: "receive [options]",
+    summary: "receive a process tree sent by cryo migrate, and restore it",
+    load: () => import("./receive.ts"),
+  },
+  {
     name: "export-core",
     term: "export-core [options] <dir>",
     summary: "write a core file (ELF ET_CORE) of one process of an image, for gdb",

@@ -31,6 +31,8 @@ Deno.test("cli: --help lists every command and exits 0", async () => {
     "show",
     "pre-dump",
     "image",
+    "migrate",
+    "receive",
     "export-core",
     "run",
   ]);
@@ -45,6 +47,8 @@ Deno.test("cli: each command's --help shows its options", async () => {
     show: ["<image>", "--json", "--plan"],
     "export-core": ["<dir>", "--pid <pid>", "--out <file>"],
     run: ["<policy>"],
+    migrate: ["<pid>", "--to <host:port>", "--key-file <file>", "--rounds <n>"],
+    receive: ["--listen <[addr:]port>", "--dir <dir>", "--key-file <file>", "--lazy"],
   };
   const runs = await Promise.all(Object.keys(expect).map((c) => runCli([c, "--help"])));
   Object.entries(expect).forEach(([command, options], i) => {
@@ -61,6 +65,11 @@ Deno.test("cli: usage errors are one line on stderr and exit 2", async () => {
     [["dump", "12"], /^cryo: required option '--dir <dir>' not specified$/],
     [["dump", "12abc", "--dir", "/tmp/x"], /^cryo: .*pid must be a positive integer/],
     [["check", "--bogus"], /^cryo: unknown option '--bogus'$/],
+    [["migrate", "12"], /^cryo: required option '--to <host:port>' not specified$/],
+    [
+      ["receive", "--dir", "/tmp/x"],
+      /^cryo: required option '--listen <\[addr:\]port>' not specified$/,
+    ],
   ];
   const runs = await Promise.all(cases.map(([args]) => runCli(args)));
   cases.forEach(([args, re], i) => assertOneLineError(runs[i], 2, re, args.join(" ")));
@@ -69,7 +78,7 @@ Deno.test("cli: usage errors are one line on stderr and exit 2", async () => {
 Deno.test("cli: no command prints help on stderr and exits 2", async () => {
   const r = await runCli([]);
   assert.equal(r.code, 2);
-  assert.deepEqual(commandsOf(r.stderr).length, 9);
+  assert.deepEqual(commandsOf(r.stderr).length, 11);
 });
 
 Deno.test("cli: check --json prints the report and exits 0 here", async () => {
@@ -184,5 +193,5 @@ Deno.test("cli: --version and --help answer without loading the program", async 
   assert.equal(v.code, 0);
   assert.match(v.stdout, /^\d+\.\d+\.\d+\n$/);
   assert.equal(h.code, 0);
-  assert.equal(commandsOf(h.stdout).length, 9);
+  assert.equal(commandsOf(h.stdout).length, 11);
 });

@@ -1,0 +1,105 @@
+/**
+ * `cryo receive`: the receiving end of `cryo migrate` (engine/migrate/receive.ts):
+ * listens (loopback unless told otherwise), accepts one authenticated
+ * sender, writes its image, then restores it (detached, like
+ * `restore --detach`; optionally lazily).
+ *
+ * @module
+ */
+
+import type { Command } from "npm:@commander-js/extra-typings@15.1.0";
+import { receive } from "../engine/migrate/receive.ts";
+import { readKeyFile } from "../engine/migrate/wire.ts";
+import { restore, type RestoredTree } from "../engine/restore/mod.ts";
+import { CryoError } from "../engine/errors.ts";
+import { humanBytes } from "./format.ts";
+
+/** `[addr:]port` → address and port (address 127.0.0.1 when omitted). */
+export function parseListen(text: string): { hostname: string; port: number } {
+  const m = /^(?:(.+):)?(\d+)$/.exec(text);
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || port > 65535) throw new CryoError(`--listen ${text}: want [address:]port`);
+  return { hostname: (m[1] ?? "127.0.0.1").replace(/^\[(.*)\]$/, "$1"), port };
+}
+
+/** Runs `fn` with an AbortSignal fired by SIGINT or SIGTERM. */
+export async function withInterrupt<T>(fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const ac = new AbortController();
+  const abort = () => ac.abort();
+  Deno.addSignalListener("SIGINT", abort);
+  Deno.addSignalListener("SIGTERM", abort);
+  try {
+    return await fn(ac.signal);
+  } finally {
+    Deno.removeSignalListener("SIGINT", abort);
+    Deno.removeSignalListener("SIGTERM", abort);
+  }
+}
+
+/** Restores `dir`, waiting up to 30 s while a pid it needs is still held (same-host migration). */
+async function restoreWhenFree(dir: string, lazy: boolean): Promise<RestoredTree> {
+  const until = Date.now() + 30_000;
+  for (;;) {
+    try {
+      return await restore(dir, { lazy });
+    } catch (e) {
+      if (!/ in use/.test((e as Error).message) || Date.now() > until) throw e;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
+/** Registers `receive` on the program. */
+export function register(program: Command): void {
+  program
+    .command("receive")
+    .description("receive a process tree sent by cryo migrate, and restore it")
+    .requiredOption("--listen <[addr:]port>", "where to listen (address 127.0.0.1 unless given)")
+    .requiredOption("--dir <dir>", "image directory to write (must not exist)")
+    .requiredOption("--key-file <file>", "shared secret (mode 600, at least 16 bytes)")
+    .option("--lazy", "restore lazily: the tree runs before its memory is in")
+    .option("--no-restore", "only write the image directory")
+    .addHelpText(
+      "after",
+      `
+Accepts one sender that proves the shared secret (HMAC-SHA256 challenge-
+response both ways); every frame it sends is authenticated before it is
+written. The rounds are kept in a private directory next to --dir; --dir
+appears only once the final round is complete. The restored tree is left
+running (as with restore --detach); its root pid is printed.
+
+Examples:
+  cryo receive --listen 7070 --dir /var/lib/cryo/in --key-file /etc/cryo/key
+  cryo receive --listen 10.0.0.2:7070 --dir /tmp/in --key-file key --lazy`,
+    )
+    .action(async (opts) => {
+      const { hostname, port } = parseListen(opts.listen);
+      const key = await readKeyFile(opts.keyFile);
+      const got = await withInterrupt((signal) =>
+        receive(hostname, port, {
+          dir: opts.dir,
+          key,
+          signal,
+          onEvent: (e) => {
+            if (e.type === "listening") {
+              const loop = /^(127\.|::1$|localhost$)/.test(e.hostname);
+              console.error(
+                `cryo: listening on ${e.hostname}:${e.port}` +
+                  (loop ? " (loopback only; --listen <addr>:<port> to accept other hosts)" : ""),
+              );
+            } else if (e.type === "authenticated") {
+              console.error(`cryo: sender ${e.peer} authenticated`);
+            }
+          },
+        })
+      );
+      console.error(
+        `cryo: received ${got.rounds} round${got.rounds === 1 ? "" : "s"} ` +
+          `(${humanBytes(got.bytes)}) into ${got.dir}`,
+      );
+      if (!opts.restore) return;
+      const tree = await restoreWhenFree(got.dir, !!opts.lazy);
+      if (tree.lazy) tree.lazy.handOff();
+      console.log(tree.rootPid);
+    });
+}

@@ -1,0 +1,196 @@
+/**
+ * The receiving side of a live migration (`cryo receive`): accepts one
+ * sender that proves the shared secret (engine/migrate/wire.ts), writes
+ * each round's authenticated files into a private partial directory next
+ * to the target (`.<name>.migrate-<pid>/r<k>.part`, renamed to `r<k>` when
+ * the round is complete and synced, its parent reference pointed at the
+ * local copy of the previous round), flattens the final round's chain into
+ * the image directory, and acknowledges. Nothing reaches the image
+ * directory before the final round is complete; a failure removes the
+ * partial directory.
+ *
+ * @module
+ */
+
+import { basename, dirname, resolve } from "node:path";
+import { flattenImage, manifestSha256 } from "../image/chain.ts";
+import { readManifest, writeManifest } from "../image/manifest.ts";
+import { CryoError } from "../errors.ts";
+import { acceptSender, type Channel, FRAME } from "./wire.ts";
+
+/** Options of {@link receive}. */
+export interface ReceiveOptions {
+  /** The image directory to write (must not exist). */
+  dir: string;
+  /** The shared secret. */
+  key: Uint8Array;
+  /** Progress callback (the engine never prints). */
+  onEvent?: (e: ReceiveEvent) => void;
+  /** Aborting stops listening / closes the connection (the partial directory is removed). */
+  signal?: AbortSignal;
+}
+
+/** Progress of a reception. */
+export type ReceiveEvent =
+  | { type: "listening"; hostname: string; port: number }
+  | { type: "authenticated"; peer: string }
+  | { type: "round"; round: number; final: boolean; bytes: number };
+
+/** A safe relative path inside an image directory, or a thrown error. */
+function checkPath(path: unknown): string {
+  if (typeof path !== "string" || path === "" || path.startsWith("/")) {
+    throw new CryoError(`migration: bad file path ${JSON.stringify(path)}`);
+  }
+  for (const part of path.split("/")) {
+    if (part === "" || part === "." || part === "..") {
+      throw new CryoError(`migration: bad file path ${JSON.stringify(path)}`);
+    }
+  }
+  return path;
+}
+
+/** Receives one round into `into` (created); returns {final, bytes}. */
+async function receiveRound(
+  ch: Channel,
+  into: string,
+  round: number,
+): Promise<{ final: boolean; bytes: number }> {
+  await Deno.mkdir(into, { mode: 0o700 });
+  let file: Deno.FsFile | undefined, left = 0, bytes = 0, name = "";
+  const closeFile = async () => {
+    if (!file) return;
+    if (left !== 0) throw new CryoError(`migration: ${name} ended ${left} bytes short`);
+    await file.sync();
+    file.close();
+    file = undefined;
+  };
+  try {
+    for (;;) {
+      const f = await ch.recv();
+      if (f.type === FRAME.data) {
+        if (!file || f.payload.length > left) throw new CryoError("migration: unexpected data");
+        let off = 0;
+        while (off < f.payload.length) off += await file.write(f.payload.subarray(off));
+        left -= f.payload.length;
+        bytes += f.payload.length;
+        continue;
+      }
+      await closeFile();
+      const msg = JSON.parse(new TextDecoder().decode(f.payload));
+      if (f.type === FRAME.file) {
+        name = checkPath(msg.path);
+        if (!Number.isSafeInteger(msg.size) || msg.size < 0) {
+          throw new CryoError(`migration: bad size of ${name}`);
+        }
+        await Deno.mkdir(dirname(`${into}/${name}`), { recursive: true, mode: 0o700 });
+        file = await Deno.open(`${into}/${name}`, { write: true, createNew: true, mode: 0o600 });
+        left = msg.size;
+      } else if (f.type === FRAME.roundEnd) {
+        if (msg.round !== round) throw new CryoError(`migration: round ${msg.round}, not ${round}`);
+        return { final: !!msg.final, bytes };
+      } else {
+        throw new CryoError(`migration: unexpected frame ${f.type}`);
+      }
+    }
+  } finally {
+    file?.close();
+  }
+}
+
+/** Points the manifest of round `dir` at `parent` (the local copy of the previous round). */
+async function relinkParent(dir: string, parent: string | undefined): Promise<void> {
+  const m = await readManifest(dir);
+  if (!m.parent) {
+    if (parent) throw new CryoError("migration: a later round without a parent");
+    return;
+  }
+  if (!parent) throw new CryoError("migration: the first round names a parent");
+  m.parent = { dir: parent, manifestSha256: await manifestSha256(parent) };
+  await writeManifest(dir, m);
+}
+
+/**
+ * Listens on `hostname`:`port`, receives one migration into `opts.dir`
+ * and returns once the sender says the source is killed (the caller
+ * restores). Throws (removing everything it wrote) on any failure,
+ * including a sender that does not prove the key.
+ */
+export async function receive(
+  hostname: string,
+  port: number,
+  opts: ReceiveOptions,
+): Promise<{ dir: string; rounds: number; bytes: number }> {
+  const dir = resolve(opts.dir);
+  try {
+    await Deno.lstat(dir);
+    throw new CryoError(`${dir} exists already`);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  const listener = Deno.listen({ hostname, port });
+  const addr = listener.addr as Deno.NetAddr;
+  opts.onEvent?.({ type: "listening", hostname: addr.hostname, port: addr.port });
+  let conn: Deno.Conn | undefined;
+  const onAbort = () => {
+    try {
+      listener.close();
+    } catch { /* closed */ }
+    try {
+      conn?.close();
+    } catch { /* closed */ }
+  };
+  opts.signal?.addEventListener("abort", onAbort);
+  const partial = `${dirname(dir)}/.${basename(dir)}.migrate-${Deno.pid}`;
+  let ch: Channel | undefined;
+  let acked = false;
+  try {
+    conn = await listener.accept().catch(() => {
+      throw new CryoError("interrupted before a sender connected");
+    });
+    listener.close();
+    ch = await acceptSender(conn, opts.key);
+    const peer = conn.remoteAddr as Deno.NetAddr;
+    opts.onEvent?.({ type: "authenticated", peer: `${peer.hostname}:${peer.port}` });
+    await Deno.mkdir(partial, { mode: 0o700 });
+    let prev: string | undefined, bytes = 0;
+    for (let round = 0;; round++) {
+      const part = `${partial}/r${round}.part`, done = `${partial}/r${round}`;
+      const r = await receiveRound(ch, part, round);
+      bytes += r.bytes;
+      await relinkParent(part, prev);
+      await Deno.rename(part, done);
+      prev = done;
+      if (r.final) {
+        await flattenImage(done, dir); // checks the whole chain; written aside, then renamed
+        await ch.sendJson(FRAME.ack, { round });
+        acked = true;
+        opts.onEvent?.({ type: "round", round, final: true, bytes });
+        const f = await ch.recv();
+        if (f.type !== FRAME.switched) throw new CryoError(`migration: unexpected frame ${f.type}`);
+        return { dir, rounds: round + 1, bytes };
+      }
+      await ch.sendJson(FRAME.ack, { round });
+      opts.onEvent?.({ type: "round", round, final: false, bytes });
+    }
+  } catch (e) {
+    if (acked) {
+      throw new CryoError(
+        `the sender did not confirm the switch (${
+          (e as Error).message
+        }); the image is kept in ${dir}: ` +
+          "check that the source is gone before restoring it",
+      );
+    }
+    // The switch did not happen: the image is not ours to keep (the source runs on).
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    if (opts.signal?.aborted) throw new CryoError("reception interrupted: nothing was kept");
+    throw e;
+  } finally {
+    opts.signal?.removeEventListener("abort", onAbort);
+    ch?.close();
+    try {
+      listener.close();
+    } catch { /* closed */ }
+    await Deno.remove(partial, { recursive: true }).catch(() => {});
+  }
+}

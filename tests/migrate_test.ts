@@ -1,0 +1,221 @@
+/**
+ * Live migration on one host (engine/migrate/, cli/migrate.ts,
+ * cli/receive.ts): `cryo receive` runs as a CLI subprocess on an
+ * ephemeral loopback port, `cryo migrate` sends tests/targets/rt_precopy.c
+ * (which keeps rewriting its memory) to it:
+ *
+ * - the migration succeeds after pre-copy rounds; the source is killed;
+ *   the receiver restores the tree with the same pid, which then checks
+ *   its whole memory against its write counters (PASS); no partial
+ *   directory is left; the same with `receive --lazy`;
+ * - a sender with the wrong key is refused by the receiver (one line on
+ *   each side), nothing is written (no image, no partial directory), and
+ *   the source runs on untouched and checks itself;
+ * - the receiver interrupted (SIGINT) during the rounds: one line on each
+ *   side, nothing kept, the source runs on without the tracking (same fds,
+ *   no userfaultfd registration) and checks itself.
+ */
+
+import assert from "node:assert/strict";
+import { assertChecksPassed } from "./helpers/checks.ts";
+import { assertOneLineError, cliCommand, runCli } from "./helpers/commands.ts";
+import { tempDir } from "./helpers/fs.ts";
+import { startTriggered } from "./helpers/roundtrip.ts";
+import { withTargets } from "./helpers/targets.ts";
+
+const READY = /^ready pid=(\d+) region=0x([0-9a-f]+) pages=(\d+)$/m;
+const CHECKS = ["pages", "writes", "rewrite"];
+
+/** A receiver CLI subprocess, with its stderr collected as it comes. */
+class Receiver {
+  readonly child: Deno.ChildProcess;
+  stderr = "";
+  readonly #drained: Promise<void>;
+  readonly stdout: Promise<string>;
+
+  constructor(args: string[]) {
+    const child = cliCommand(["receive", ...args]).spawn();
+    this.child = child;
+    const dec = new TextDecoder();
+    this.#drained = (async () => {
+      for await (const chunk of child.stderr) this.stderr += dec.decode(chunk);
+    })();
+    this.stdout = new Response(child.stdout).text();
+  }
+
+  /** The port from its "listening on" line. */
+  async port(): Promise<number> {
+    const deadline = Date.now() + 60000;
+    for (;;) {
+      const m = /listening on 127\.0\.0\.1:(\d+) \(loopback only/.exec(this.stderr);
+      if (m) return Number(m[1]);
+      if (Date.now() > deadline) throw new Error(`receiver not listening: ${this.stderr}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  /** Waits for it to exit: code, stdout and stderr. */
+  async done(): Promise<{ code: number; stdout: string; stderr: string }> {
+    const st = await this.child.status;
+    await this.#drained;
+    return { code: st.code, stdout: await this.stdout, stderr: this.stderr };
+  }
+
+  /** Kills it if it still runs. */
+  stop(): void {
+    try {
+      this.child.kill("SIGKILL");
+    } catch { /* exited */ }
+  }
+}
+
+async function keyFile(dir: string, name: string, text: string): Promise<string> {
+  const path = `${dir}/${name}`;
+  await Deno.writeTextFile(path, text, { mode: 0o600 });
+  await Deno.chmod(path, 0o600);
+  return path;
+}
+
+/** Migrates rt_precopy to a receiver started with `rxArgs` more, and checks the restored tree. */
+async function migrateAndCheck(rxArgs: string[]): Promise<void> {
+  const { t, trigger } = await startTriggered("rt_precopy", READY, { extra: ["16"] });
+  const work = await tempDir("cryo-migrate-test-");
+  const key = await keyFile(work, "key", "a shared secret of enough bytes\n");
+  const dir = `${work}/in`;
+  const rx = new Receiver(["--listen", "0", "--dir", dir, "--key-file", key, ...rxArgs]);
+  try {
+    const port = await rx.port();
+    const reaped = t.wait(120000); // the sender kills the source; the test reaps it
+    const tx = await runCli([
+      "migrate",
+      String(t.pid),
+      "--to",
+      `127.0.0.1:${port}`,
+      "--key-file",
+      key,
+      "--rounds",
+      "2",
+    ]);
+    assert.equal(tx.code, 0, `migrate: ${tx.stderr}`);
+    assert.match(tx.stdout, new RegExp(`^migrated the tree of ${t.pid} in \\d+ rounds`));
+    assert.match(tx.stderr, /round 0: .*\n(.*\n)*.*\(final\)/);
+    assert.match(tx.stderr, /^cryo: round 1: /m, "a second pre-copy round");
+    const killed = await reaped;
+    assert.equal(killed.kind, "signaled", "the source is killed");
+    const r = await rx.done();
+    assert.equal(r.code, 0, `receive: ${r.stderr}`);
+    assert.equal(r.stdout, `${t.pid}\n`, "the restored root pid");
+    assert.match(r.stderr, /sender 127\.0\.0\.1:\d+ authenticated/);
+    assert.deepEqual(
+      [...Deno.readDirSync(work)].map((e) => e.name).sort(),
+      ["in", "key"],
+      "no partial directory left",
+    );
+    t.resetAfterRestore();
+    await Deno.writeTextFile(trigger, "");
+    assertChecksPassed(t, CHECKS, await t.wait(60000), { what: "restored by the receiver" });
+  } finally {
+    rx.stop();
+  }
+}
+
+Deno.test(
+  "migrate to a receiver on loopback: pre-copy rounds, the source killed, restored there with its memory exact",
+  withTargets(() => migrateAndCheck([])),
+);
+
+Deno.test(
+  "migrate to a receiver that restores lazily: memory exact",
+  withTargets(() => migrateAndCheck(["--lazy"])),
+);
+
+Deno.test(
+  "migrate with the wrong key: refused by the receiver, nothing written, the source runs on",
+  withTargets(async () => {
+    const { t, trigger } = await startTriggered("rt_precopy", READY, { extra: ["4"] });
+    const work = await tempDir("cryo-migrate-test-");
+    const good = await keyFile(work, "good", "the receiver's secret 0123456789\n");
+    const bad = await keyFile(work, "bad", "another secret, not the same one\n");
+    const dir = `${work}/in`;
+    const rx = new Receiver(["--listen", "127.0.0.1:0", "--dir", dir, "--key-file", good]);
+    try {
+      const port = await rx.port();
+      const tx = await runCli([
+        "migrate",
+        String(t.pid),
+        "--to",
+        `127.0.0.1:${port}`,
+        "--key-file",
+        bad,
+      ]);
+      assertOneLineError(tx, 1, /receiver refused the key/, "migrate with a wrong key");
+      const r = await rx.done();
+      assert.equal(r.code, 1);
+      assert.match(
+        r.stderr,
+        /^cryo: a sender failed authentication \(wrong key\): nothing was written$/m,
+      );
+      assert.equal(r.stdout, "");
+      assert.deepEqual(
+        [...Deno.readDirSync(work)].map((e) => e.name).sort(),
+        ["bad", "good"],
+        "nothing written",
+      );
+      assert.equal(t.poll(), undefined, "the source runs on");
+      await Deno.writeTextFile(trigger, "");
+      assertChecksPassed(t, CHECKS, await t.wait(60000), { what: "the untouched source" });
+    } finally {
+      rx.stop();
+    }
+  }),
+);
+
+/** The fds of `pid` and whether any mapping is registered with a userfaultfd. */
+function traces(pid: number): { fds: string[]; uffd: boolean } {
+  const fds = [...Deno.readDirSync(`/proc/${pid}/fd`)].map((e) =>
+    `${e.name} ${Deno.readLinkSync(`/proc/${pid}/fd/${e.name}`)}`
+  ).sort();
+  const uffd = Deno.readTextFileSync(`/proc/${pid}/smaps`).split("\n")
+    .some((l) => l.startsWith("VmFlags:") && /\b(uw|um|ui)\b/.test(l));
+  return { fds, uffd };
+}
+
+Deno.test(
+  "the receiver interrupted during the rounds: one line each, nothing kept, the source runs on untracked",
+  withTargets(async () => {
+    const { t, trigger } = await startTriggered("rt_precopy", READY, { extra: ["32"] });
+    const before = traces(t.pid);
+    const work = await tempDir("cryo-migrate-test-");
+    const key = await keyFile(work, "key", "a shared secret of enough bytes\n");
+    const rx = new Receiver(["--listen", "0", "--dir", `${work}/in`, "--key-file", key]);
+    try {
+      const port = await rx.port();
+      const tx = runCli([
+        "migrate",
+        String(t.pid),
+        "--to",
+        `127.0.0.1:${port}`,
+        "--key-file",
+        key,
+        "--rounds",
+        "5",
+      ]);
+      const deadline = Date.now() + 60000;
+      while (!/authenticated/.test(rx.stderr) && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      rx.child.kill("SIGINT");
+      const r = await rx.done();
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, /^cryo: reception interrupted: nothing was kept$/m);
+      assertOneLineError(await tx, 1, /the source runs on/, "migrate to an interrupted receiver");
+      assert.deepEqual([...Deno.readDirSync(work)].map((e) => e.name), ["key"], "nothing kept");
+      assert.equal(t.poll(), undefined, "the source runs on");
+      assert.deepEqual(traces(t.pid), before, "no tracking left in the source");
+      await Deno.writeTextFile(trigger, "");
+      assertChecksPassed(t, CHECKS, await t.wait(60000), { what: "the source after the failure" });
+    } finally {
+      rx.stop();
+    }
+  }),
+);
