@@ -30,7 +30,7 @@ import {
 import { readMaps } from "../proc/maps.ts";
 import { PagemapScanner, type ScanRegion } from "../proc/pagemap_scan.ts";
 import type { FrozenTree } from "./freeze.ts";
-import { armTracking, rearm, type SplitPiece } from "./precopy.ts";
+import { armTracking, rearm, type SplitPiece, splitRun } from "./precopy.ts";
 import { adoptFd, closeTracking, isUffd, setTrackingFd } from "./tracking.ts";
 import { readTrackingState } from "./tracking_state.ts";
 
@@ -48,32 +48,7 @@ export class ParentProcess {
 
   /** Splits a run to save (address order) into "parent" and "read" pieces. */
   split(run: { addr: number; length: number }, cursor: { i: number }): SplitPiece[] {
-    const out: SplitPiece[] = [];
-    const c = this.#runs;
-    let at = run.addr;
-    const end = run.addr + run.length;
-    while (cursor.i < c.length && c[cursor.i].addr + c[cursor.i].length <= at) cursor.i++;
-    for (let i = cursor.i; at < end; i++) {
-      const r = c[i];
-      if (!r || r.addr >= end) {
-        out.push({ addr: at, length: end - at, source: "read", fileOffset: 0 });
-        break;
-      }
-      if (r.addr > at) {
-        out.push({ addr: at, length: r.addr - at, source: "read", fileOffset: 0 });
-        at = r.addr;
-      }
-      const e = Math.min(end, r.addr + r.length);
-      out.push({
-        addr: at,
-        length: e - at,
-        source: "parent",
-        fileOffset: r.fileOffset + (at - r.addr),
-        depth: r.depth + 1,
-      });
-      at = e;
-    }
-    return out;
+    return splitRun(run, cursor, this.#runs, (r) => ({ source: "parent", depth: r.depth + 1 }));
   }
 }
 

@@ -80,6 +80,47 @@ interface CopiedRun {
   valid?: boolean;
 }
 
+/**
+ * Splits `run` (a range to save) against `covered` (sorted ranges whose
+ * content is already somewhere in a file): the uncovered parts are "read",
+ * each covered part gets `sourceOf` its covering range, with the file
+ * offset of its first byte. `cursor` keeps the position in `covered` across
+ * calls made in address order.
+ */
+export function splitRun<T extends { addr: number; length: number; fileOffset: number }>(
+  run: { addr: number; length: number },
+  cursor: { i: number },
+  covered: readonly T[],
+  sourceOf: (r: T) => Pick<SplitPiece, "source" | "depth">,
+): SplitPiece[] {
+  const out: SplitPiece[] = [];
+  let at = run.addr;
+  const end = run.addr + run.length;
+  while (cursor.i < covered.length && covered[cursor.i].addr + covered[cursor.i].length <= at) {
+    cursor.i++;
+  }
+  for (let i = cursor.i; at < end; i++) {
+    const r = covered[i];
+    if (!r || r.addr >= end) {
+      out.push({ addr: at, length: end - at, source: "read", fileOffset: 0 });
+      break;
+    }
+    if (r.addr > at) {
+      out.push({ addr: at, length: r.addr - at, source: "read", fileOffset: 0 });
+      at = r.addr;
+    }
+    const e = Math.min(end, r.addr + r.length);
+    out.push({
+      addr: at,
+      length: e - at,
+      fileOffset: r.fileOffset + (at - r.addr),
+      ...sourceOf(r),
+    });
+    at = e;
+  }
+  return out;
+}
+
 /** A piece of a page run to save, and where its content comes from. */
 export interface SplitPiece {
   addr: number;
@@ -228,31 +269,9 @@ export class PrecopyProcess {
    * across calls made in address order.
    */
   split(run: { addr: number; length: number }, cursor: { i: number }): SplitPiece[] {
-    const out: SplitPiece[] = [];
-    const c = this.#copied;
-    let at = run.addr;
-    const end = run.addr + run.length;
-    while (cursor.i < c.length && c[cursor.i].addr + c[cursor.i].length <= at) cursor.i++;
-    for (let i = cursor.i; at < end; i++) {
-      const r = c[i];
-      if (!r || r.addr >= end) {
-        out.push({ addr: at, length: end - at, source: "read", fileOffset: 0 });
-        break;
-      }
-      if (r.addr > at) {
-        out.push({ addr: at, length: r.addr - at, source: "read", fileOffset: 0 });
-        at = r.addr;
-      }
-      const e = Math.min(end, r.addr + r.length);
-      out.push({
-        addr: at,
-        length: e - at,
-        source: r.valid ? "reuse" : "overwrite",
-        fileOffset: r.fileOffset + (at - r.addr),
-      });
-      at = e;
-    }
-    return out;
+    return splitRun(run, cursor, this.#copied, (r) => ({
+      source: r.valid ? "reuse" : "overwrite",
+    }));
   }
 
   /**
