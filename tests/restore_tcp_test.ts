@@ -12,7 +12,7 @@
  */
 
 import assert from "node:assert/strict";
-import { checkpoint } from "../engine/dump/mod.ts";
+import { checkpoint, type DumpEvent } from "../engine/dump/mod.ts";
 import { restore } from "../engine/restore/mod.ts";
 import { UnsupportedError } from "../engine/errors.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
@@ -268,17 +268,26 @@ Deno.test(
   withTargets(async () => {
     const s = await start();
     const dir = await tempImageDir();
-    // The peer keeps sending while the dump runs (the dump awaits its writes; timers fire).
+    // The peer keeps sending while the dump runs (the dump awaits its writes;
+    // timers fire), and surely once the connection has been read: at the
+    // first image written, long after the sockets were collected.
     const bytes = new TextEncoder().encode("x");
     const timer = setInterval(() => s.conn.write(bytes).catch(() => {}), 1);
+    let sentAfterRead: Promise<unknown> | undefined;
+    const onEvent = (e: DumpEvent) => {
+      if (e.type === "written" && !sentAfterRead) {
+        sentAfterRead = s.conn.write(bytes).catch(() => {});
+      }
+    };
     let error: Error | undefined;
     try {
-      await checkpoint(s.rt.t.pid, { dir, optIns: TCP_OPT_IN });
+      await checkpoint(s.rt.t.pid, { dir, optIns: TCP_OPT_IN, onEvent });
     } catch (e) {
       error = e as Error;
     } finally {
       clearInterval(timer);
     }
+    assert.ok(sentAfterRead, "no image was written before the end of the dump");
     assert.ok(error, "the dump succeeded although the peer sent data during it");
     assert.equal(pathExists(dir), false, "an image was left behind");
     if (/while the tree was being checkpointed/.test(error.message)) {
