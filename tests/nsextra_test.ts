@@ -16,27 +16,11 @@ import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { restore } from "../engine/restore/mod.ts";
 import { launch, type LaunchNamespaces } from "../engine/pidns/mod.ts";
-import { rawSyscall } from "../ffi/libc.ts";
-import { SYS } from "../ffi/sysno.ts";
-import { waitPid, WNOHANG } from "../ffi/wait.ts";
+import { killNamespace } from "./helpers/pidns.ts";
 import { becomeSubreaper, buildTarget, withTargets } from "./helpers/targets.ts";
 import { tempDir } from "./helpers/fs.ts";
 import { waitUntil } from "./helpers/wait.ts";
 import { runCli } from "./helpers/commands.ts";
-
-/** Kills a namespace by its init's host pid and reaps it when it is ours. */
-function killNamespace(pid: number): void {
-  rawSyscall(SYS.kill, pid, 9);
-  const deadline = Date.now() + 10_000;
-  while (Date.now() < deadline) {
-    try {
-      const st = waitPid(pid, WNOHANG);
-      if (st.kind === "exited" || st.kind === "signaled") return;
-    } catch {
-      return; // not our child
-    }
-  }
-}
 
 function readOr(file: string): string {
   try {

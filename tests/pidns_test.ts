@@ -21,9 +21,7 @@ import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { restore } from "../engine/restore/mod.ts";
 import { launch } from "../engine/pidns/mod.ts";
-import { rawSyscall } from "../ffi/libc.ts";
-import { SYS } from "../ffi/sysno.ts";
-import { waitPid, WNOHANG } from "../ffi/wait.ts";
+import { killNamespace } from "./helpers/pidns.ts";
 import { becomeSubreaper, buildTarget, startTarget, withTargets } from "./helpers/targets.ts";
 import { tempDir } from "./helpers/fs.ts";
 import { waitUntil } from "./helpers/wait.ts";
@@ -39,20 +37,6 @@ function nspid(pid: number): number[] {
 function childrenOf(pid: number): number[] {
   return Deno.readTextFileSync(`/proc/${pid}/task/${pid}/children`).trim().split(/\s+/)
     .filter((x) => x).map(Number);
-}
-
-/** Kills a namespace by its init's host pid and reaps it when it is ours. */
-function killNamespace(pid: number): void {
-  rawSyscall(SYS.kill, pid, 9);
-  const deadline = Date.now() + 10_000;
-  while (Date.now() < deadline) {
-    try {
-      const st = waitPid(pid, WNOHANG);
-      if (st.kind === "exited" || st.kind === "signaled") return;
-    } catch {
-      return; // not our child
-    }
-  }
 }
 
 function nsInode(pid: number): string {

@@ -19,9 +19,8 @@
 import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { launch } from "../engine/pidns/mod.ts";
-import { rawSyscall } from "../ffi/libc.ts";
-import { SYS } from "../ffi/sysno.ts";
 import { waitPid, WNOHANG } from "../ffi/wait.ts";
+import { killNamespace } from "./helpers/pidns.ts";
 import { becomeSubreaper, buildTarget, withTargets } from "./helpers/targets.ts";
 import { tempDir } from "./helpers/fs.ts";
 import { waitUntil } from "./helpers/wait.ts";
@@ -34,20 +33,6 @@ function status(pid: number, key: string): string[] {
   const line = Deno.readTextFileSync(`/proc/${pid}/status`).split("\n")
     .find((l) => l.startsWith(`${key}:`))!;
   return line.split(/\s+/).slice(1).filter((x) => x);
-}
-
-/** Kills a namespace by its init's host pid and reaps it when it is ours. */
-function killNamespace(pid: number): void {
-  rawSyscall(SYS.kill, pid, 9);
-  const deadline = Date.now() + 10_000;
-  while (Date.now() < deadline) {
-    try {
-      const st = waitPid(pid, WNOHANG);
-      if (st.kind === "exited" || st.kind === "signaled") return;
-    } catch {
-      return; // not our child
-    }
-  }
 }
 
 /** A temp dir owned by nobody (mode 0700). */
