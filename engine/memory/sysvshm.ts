@@ -221,21 +221,7 @@ export function collectSysvShm(
       }
       refusals.use("memory.sysv-shm", where);
       if (out.has(seg.shmid)) continue;
-      const file = `sysvshm-${seg.shmid}.data`;
-      const crc = saveContent(seg, `${dir}/${file}`);
-      out.set(seg.shmid, {
-        shmid: seg.shmid,
-        key: seg.key,
-        size: seg.size,
-        mode: seg.perms & 0o777,
-        uid: seg.uid,
-        gid: seg.gid,
-        cuid: seg.cuid,
-        cgid: seg.cgid,
-        removed: (seg.perms & SHM_DEST) !== 0,
-        file,
-        checksum: formatChecksum(crc),
-      });
+      out.set(seg.shmid, saveSysvShmSegment(seg, dir));
     }
   }
   return [...out.values()];
