@@ -12,7 +12,8 @@
  */
 
 import assert from "node:assert/strict";
-import { checkpoint, type DumpEvent } from "../engine/dump/mod.ts";
+import { checkpoint } from "../engine/dump/mod.ts";
+import { writeAll } from "../ffi/net.ts";
 import { restore } from "../engine/restore/mod.ts";
 import { UnsupportedError } from "../engine/errors.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
@@ -25,6 +26,7 @@ import {
 } from "./helpers/roundtrip.ts";
 import { adoptPid, startTarget, withTargets } from "./helpers/targets.ts";
 import { pathExists } from "./helpers/fs.ts";
+import { ownSocketFd, tcpReceiveQueue } from "./helpers/tcp.ts";
 
 const READY = /^ready pid=(\d+) port4=(\d+) port6=(\d+)$/m;
 const TCP_OPT_IN = ["tcp-established"];
@@ -268,26 +270,33 @@ Deno.test(
   withTargets(async () => {
     const s = await start();
     const dir = await tempImageDir();
-    // The peer keeps sending while the dump runs (the dump awaits its writes;
-    // timers fire), and surely once the connection has been read: at the
-    // first image written, long after the sockets were collected.
+    // The peer keeps sending while the dump runs (timers fire while the dump
+    // awaits its writes), and surely once more just before the tree is
+    // killed, long after the connection was read: that byte is written
+    // through the connection's own fd, synchronously, and the hook returns
+    // only once the target's socket has it.
     const bytes = new TextEncoder().encode("x");
     const timer = setInterval(() => s.conn.write(bytes).catch(() => {}), 1);
-    let sentAfterRead: Promise<unknown> | undefined;
-    const onEvent = (e: DumpEvent) => {
-      if (e.type === "written" && !sentAfterRead) {
-        sentAfterRead = s.conn.write(bytes).catch(() => {});
-      }
+    let sentBeforeKill = false;
+    const beforeKill = () => {
+      clearInterval(timer);
+      const ourPort = (s.conn.localAddr as Deno.NetAddr).port;
+      const received = () => tcpReceiveQueue(s.rt.t.pid, s.port4, ourPort);
+      const before = received();
+      writeAll(ownSocketFd(ourPort, s.port4), bytes, "late byte");
+      const deadline = Date.now() + 5000;
+      while (received() === before && Date.now() < deadline) { /* loopback delivery */ }
+      sentBeforeKill = received() !== before;
     };
     let error: Error | undefined;
     try {
-      await checkpoint(s.rt.t.pid, { dir, optIns: TCP_OPT_IN, onEvent });
+      await checkpoint(s.rt.t.pid, { dir, optIns: TCP_OPT_IN, beforeKill });
     } catch (e) {
       error = e as Error;
     } finally {
       clearInterval(timer);
     }
-    assert.ok(sentAfterRead, "no image was written before the end of the dump");
+    if (!error) assert.ok(sentBeforeKill, "the late byte did not reach the target in 5 s");
     assert.ok(error, "the dump succeeded although the peer sent data during it");
     assert.equal(pathExists(dir), false, "an image was left behind");
     if (/while the tree was being checkpointed/.test(error.message)) {
