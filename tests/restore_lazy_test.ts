@@ -15,8 +15,10 @@
  * - a fork at the first instruction (EVENT_FORK): the child checks and
  *   rewrites the memory it got, its missing pages served through its own
  *   userfaultfd;
- * - cryo SIGKILLed while serving (CRYO_TEST_PAUSE_AT=lazy-serve): the
- *   watchdog kills the target, which never runs on with zero pages;
+ * - cryo SIGKILLed while serving (CRYO_TEST_PAUSE_AT=lazy-serve; the
+ *   trigger written once cryo is stopped, the target blocked on a missing
+ *   page): the watchdog kills the target, which never runs on with zero
+ *   pages;
  * - once every page is in, no userfaultfd is left in the process;
  * - an image of a pre-copy chain (served from the flattened copy);
  * - the CLI: with --detach it returns at once and a background process
@@ -29,9 +31,10 @@ import { checkpoint } from "../engine/dump/mod.ts";
 import { restore } from "../engine/restore/mod.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
-import { adoptPid, becomeSubreaper, withTargets } from "./helpers/targets.ts";
+import { adoptPid, becomeSubreaper, type Target, withTargets } from "./helpers/targets.ts";
 import { startPaused } from "./helpers/kill_anywhere.ts";
-import { ppidOf } from "./helpers/proc.ts";
+import { isAlive, ppidOf, statusField } from "./helpers/proc.ts";
+import { waitUntil } from "./helpers/wait.ts";
 import { rawSyscall } from "../ffi/libc.ts";
 import { SYS } from "../ffi/sysno.ts";
 import { assertCliOk, assertOneLineError, runCli } from "./helpers/commands.ts";
@@ -142,10 +145,13 @@ Deno.test(
     const dir = await tempImageDir();
     await checkpoint(t.pid, { dir });
     await t.wait();
-    await Deno.writeTextFile(trigger, "");
     becomeSubreaper(); // the restored target, orphaned when cryo dies, comes back to this process
     const cli = await startPaused(["restore", "--lazy", dir], "lazy-serve:3");
     assert.equal(ppidOf(t.pid), cli.child.pid, "restored by the cryo under test");
+    // Only now, with cryo stopped, may the checks start: they fault on pages
+    // nobody serves (had they started at once, a fast target could get all
+    // its pages through faults before the third chunk and finish).
+    await startChecksAndBlock(t, trigger);
     cli.child.kill("SIGKILL");
     await cli.output;
     // Orphaned by cryo's death, it is reparented to this process (a subreaper): its status says how it died.
@@ -190,7 +196,6 @@ Deno.test(
     const dir = await tempImageDir();
     await checkpoint(t.pid, { dir });
     await t.wait();
-    await Deno.writeTextFile(trigger, "");
     becomeSubreaper(); // the target and the background server come back to this process
     // The background server inherits the pause point: it stops itself after its third chunk.
     const r = await runCli(["restore", "--lazy", "--detach", dir], {
@@ -211,9 +216,10 @@ Deno.test(
       await new Promise((res) => setTimeout(res, 5));
     }
     assert.ok(server, "the background server stopped at its pause point");
+    t.resetAfterRestore();
+    await startChecksAndBlock(t, trigger); // with the server stopped (see the test above)
     Deno.kill(server, "SIGKILL");
     rawSyscall(SYS.wait4, server, null, 0, null);
-    t.resetAfterRestore();
     const st = await t.wait(30000);
     assert.deepEqual(
       [st.kind, st.kind === "signaled" ? st.signal : -1],
@@ -225,6 +231,31 @@ Deno.test(
     assert.doesNotMatch(t.output(), /^(PASS|FAIL)$|^check \S+ FAIL/m, t.output());
   }),
 );
+
+/**
+ * Writes the trigger of a restored rt_lazy whose server is stopped, and
+ * waits until the target is blocked on a page nobody serves (in its checks,
+ * or already in its trigger polling).
+ */
+async function startChecksAndBlock(t: Target, trigger: string): Promise<void> {
+  await Deno.writeTextFile(trigger, "");
+  await waitUntil("the target blocked on a missing page", () => {
+    assert.ok(isAlive(t.pid), `the target ended with its server stopped: ${t.output()}`);
+    return blockedOnFault(t.pid);
+  }, 30000);
+}
+
+/**
+ * Whether `pid` sleeps in a userfault: its wchan says so; where the kernel
+ * hides wchan, it sleeps outside the trigger polling's nanosleep.
+ */
+function blockedOnFault(pid: number): boolean {
+  if (!statusField(pid, "State").startsWith("S")) return false;
+  const wchan = Deno.readTextFileSync(`/proc/${pid}/wchan`).trim();
+  if (wchan !== "" && wchan !== "0") return wchan === "handle_userfault";
+  const nr = Deno.readTextFileSync(`/proc/${pid}/syscall`).split(" ")[0];
+  return nr !== "35" && nr !== "230"; // nanosleep, clock_nanosleep
+}
 
 /** The children of this process (every thread's). */
 function childrenOfSelf(): number[] {
