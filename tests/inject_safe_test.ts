@@ -14,7 +14,9 @@ import assert from "node:assert/strict";
 import { assertChecksPassed, RT_REGS_CHECKS } from "./helpers/checks.ts";
 import { SIGUSR1 } from "./helpers/signals.ts";
 import { startTarget, type Target, withTargets } from "./helpers/targets.ts";
-import { sleep } from "./helpers/wait.ts";
+import { sleep, waitUntil } from "./helpers/wait.ts";
+import { statusField } from "./helpers/proc.ts";
+import { readWord, startRegsInLoop, waitIterations } from "./helpers/rt_regs.ts";
 import { tempDir } from "./helpers/fs.ts";
 import { detach, getRegs, interrupt, PTRACE_O, seize, waitStop } from "../ffi/ptrace.ts";
 import { CrashSafeThread, findSafeSites } from "../ffi/safe_inject.ts";
@@ -74,12 +76,10 @@ function letGoInside(
 }
 
 async function registersSurvive(where: "inject-mid" | "exit" | "inject-restore"): Promise<void> {
-  const t = await startTarget("rt_regs", ["noavx512"]);
-  await t.waitFor(/^ready pid=(\d+) /m);
-  await sleep(200); // in its checking loop
+  const { t, iter } = await startRegsInLoop(["noavx512"]); // in its checking loop
   const tids = freeze(t.pid);
   letGoInside(t.pid, tids, where);
-  await sleep(200); // many iterations of re-checking
+  await waitIterations(t, iter, readWord(t.pid, iter), 10000n); // many iterations of re-checking
   assert.equal(t.poll(), undefined, `the target died:\n${t.output()}`);
   t.signal(SIGUSR1);
   const st = await t.wait(10000);
@@ -93,19 +93,28 @@ for (const where of ["inject-mid", "exit", "inject-restore"] as const) {
   );
 }
 
+/** Whether the target sleeps in read() (syscall 0), as /proc says. */
+function blockedInRead(t: Target): boolean {
+  const nr = Deno.readTextFileSync(`/proc/${t.pid}/syscall`).split(" ")[0];
+  return nr === "0" && statusField(t.pid, "State").startsWith("S");
+}
+
 async function readGoesOn(where: "inject-mid" | "exit"): Promise<Target> {
   const dir = await tempDir("cryo-inject-restart-");
   const fifo = `${dir}/fifo`;
   await new Deno.Command("mkfifo", { args: [fifo] }).output();
   const t = await startTarget("inject_restart", [fifo]);
   await t.waitFor(/^ready pid=(\d+)/m);
-  await sleep(200); // blocked in read()
+  await waitUntil("the target blocked in read()", () => blockedInRead(t));
   const tids = freeze(t.pid);
   const regs = getRegs(t.pid);
   assert.equal(signed(regs.rax), -512n, "the freeze interrupted read() with -ERESTARTSYS");
   letGoInside(t.pid, tids, where);
-  await sleep(300);
-  assert.equal(t.poll(), undefined, `read() returned:\n${t.output()}`);
+  // It issued its read() again and sleeps in it (had it returned, it would have exited).
+  await waitUntil("the target blocked in read() again", () => {
+    assert.equal(t.poll(), undefined, `read() returned:\n${t.output()}`);
+    return blockedInRead(t);
+  });
   const w = await Deno.open(fifo, { write: true });
   await w.write(new TextEncoder().encode("x"));
   w.close();
@@ -127,9 +136,7 @@ for (const where of ["inject-mid", "exit"] as const) {
 Deno.test(
   "crash-safe injection: a page mapped with its munmap armed as undo is gone once the thread ran",
   withTargets(async () => {
-    const t = await startTarget("rt_regs", ["noavx512"]);
-    await t.waitFor(/^ready pid=(\d+) /m);
-    await sleep(100);
+    const { t } = await startRegsInLoop(["noavx512"]);
     const maps = Deno.readTextFileSync(`/proc/${t.pid}/maps`);
     const tids = freeze(t.pid);
     const at = 0x3f0000000000n;

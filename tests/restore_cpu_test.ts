@@ -13,8 +13,8 @@ import { readImageFile } from "../engine/image/reader.ts";
 import { assertChecksPassed, RT_REGS_CHECKS } from "./helpers/checks.ts";
 import { dumpKillRestore } from "./helpers/roundtrip.ts";
 import { SIGUSR1 } from "./helpers/signals.ts";
-import { startTarget, withTargets } from "./helpers/targets.ts";
-import { sleep } from "./helpers/wait.ts";
+import { withTargets } from "./helpers/targets.ts";
+import { readWord, startRegsInLoop, waitIterations } from "./helpers/rt_regs.ts";
 
 const EFLAGS_DF = 0x400n;
 const EFLAGS_AC = 0x40000n;
@@ -24,16 +24,12 @@ const AVX512_CHECKS = ["zmm-upper", "zmm16-31", "opmask"];
 
 /** Dumps rt_regs inside its checking loop, restores it, stops the loop and checks its report. */
 async function roundTripRegisters(args: string[]): Promise<void> {
-  const t = await startTarget("rt_regs", args);
-  const ready = await t.waitFor(
-    /^ready pid=(\d+) loop=0x([0-9a-f]+)-0x([0-9a-f]+) avx512=(yes|no) fsgsbase=(yes|no)$/m,
-  );
+  const { t, ready, iter } = await startRegsInLoop(args); // inside its checking loop
   const pid = t.pid;
   assert.equal(Number(ready[1]), pid);
   const loopStart = BigInt(`0x${ready[2]}`);
   const loopEnd = BigInt(`0x${ready[3]}`);
   const avx512 = ready[4] === "yes";
-  await sleep(200); // let it settle in the loop
 
   const rt = await dumpKillRestore(t);
   assert.deepEqual(rt.tree.pids, [pid]);
@@ -56,7 +52,8 @@ async function roundTripRegisters(args: string[]): Promise<void> {
     `eflags ${main.regs.eflags}`,
   );
 
-  await sleep(200); // many iterations of re-checking after the restore
+  // Many iterations of re-checking after the restore.
+  await waitIterations(t, iter, readWord(pid, iter), 10000n);
   assert.equal(t.poll(), undefined, `restored target died early:\n${t.output()}`);
   t.signal(SIGUSR1);
   const st = await t.wait(10000);

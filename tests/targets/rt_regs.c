@@ -2,8 +2,9 @@
  * purpose registers (rbx, rcx, rdx, rbp, r8-r15), the x87 stack and control
  * word, MXCSR, xmm0-15 and the upper halves of ymm0-15 (and, with AVX-512,
  * the upper halves of zmm0-15, zmm16-31 and k0-k7), sets the direction and
- * alignment-check flags, a gs_base and a TLS variable, prints "ready ...",
- * then spins in an assembly loop that re-checks every register against
+ * alignment-check flags, a gs_base and a TLS variable, prints "ready ..."
+ * (with the address of its loop counter, iter=, for tests to wait on), then
+ * spins in an assembly loop that re-checks every register against
  * memory constants on every iteration (a sticky mismatch mask) until a
  * SIGUSR1 handler sets a flag. Signal delivery and sigreturn preserve all
  * of that state, so only a broken checkpoint/restore can change it.
@@ -377,8 +378,9 @@ int main(int argc, char **argv) {
   sigemptyset(&sa.sa_mask);
   sigaction(SIGUSR1, &sa, NULL);
 
-  print_ready("pid=%d loop=%p-%p avx512=%s fsgsbase=%s", getpid(), (void *)regs_loop,
-              (void *)regs_loop_end, have512 ? "yes" : "no", havefsgs ? "yes" : "no");
+  print_ready("pid=%d loop=%p-%p avx512=%s fsgsbase=%s iter=%p", getpid(), (void *)regs_loop,
+              (void *)regs_loop_end, have512 ? "yes" : "no", havefsgs ? "yes" : "no",
+              (void *)&Q(O_ITER));
 
   regs_spin(ctx, &stop_flag);
 
