@@ -746,11 +746,12 @@ Deno.test({
 Deno.test(
   "inject: a nanosleep interrupted by the freeze restarts and keeps its deadline",
   withTargets(async () => {
-    const t = await startTarget("ffi_target", ["sleep", "1500"]);
+    const t = await startTarget("ffi_target", ["sleep", "3000"]);
     await t.waitFor(/^ready$/m);
     const pid = t.pid;
     await sleep(250);
     freeze(pid);
+    const frozenAt = Date.now();
     const regs = getRegs(pid);
     assert.equal(regs.orig_rax, BigInt(SYS.clock_nanosleep), "stopped in clock_nanosleep");
     assert.equal(signed(regs.rax), -ERESTART_RESTARTBLOCK);
@@ -760,13 +761,18 @@ Deno.test(
     assert.equal(injectSyscall(pid, sc, SYS.getitimer, 0, 0), -BigInt(Errno.EFAULT));
     assert.deepEqual(getRegs(pid), regs);
     // Held long enough that a restart with the time left at the freeze (instead of the
-    // original deadline) would overshoot by ~500 ms.
-    await sleep(500);
+    // original deadline) would overshoot by the time held (1.5 s or more); half of it is
+    // left for waking up late on a loaded machine.
+    await sleep(1500);
+    const held = Date.now() - frozenAt;
     detach(pid);
-    const m = await t.waitFor(/^slept rc=(-?\d+) elapsed_ms=(\d+)$/m, 5000);
+    const m = await t.waitFor(/^slept rc=(-?\d+) elapsed_ms=(\d+)$/m, 10000);
     assert.equal(m[1], "0", "clock_nanosleep returned an error");
     const elapsed = Number(m[2]);
-    assert.ok(elapsed >= 1500 && elapsed < 1800, `slept ${elapsed} ms instead of 1500`);
+    assert.ok(
+      elapsed >= 3000 && elapsed < 3000 + held / 2,
+      `slept ${elapsed} ms instead of 3000 (held ${held} ms)`,
+    );
     assert.deepEqual(await t.wait(), { kind: "exited", pid, code: 0 });
   }),
 );
