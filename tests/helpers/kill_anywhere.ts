@@ -197,15 +197,29 @@ export async function assertAlive(t: Target, what: string): Promise<void> {
   assert.ok(!/FAIL/.test(t.output()), `${what}: the target reports ${t.output()}`);
 }
 
-/** Whether a thread of `pid` has SIGKILL pending (it is being killed). */
+/**
+ * Whether `pid` is being killed: a thread has SIGKILL pending, or already
+ * took it and is exiting (PF_EXITING in its stat flags; an exit can take
+ * long on a busy machine, and the SIGKILL is no longer pending then).
+ */
 function dying(pid: number): boolean {
   try {
     return tasksOf(pid).some((tid) =>
-      ["SigPnd", "ShdPnd"].some((f) => (BigInt(`0x${statusField(pid, f, tid)}`) & 0x100n) !== 0n)
+      ["SigPnd", "ShdPnd"].some((f) => (BigInt(`0x${statusField(pid, f, tid)}`) & 0x100n) !== 0n) ||
+      (statFlags(pid, tid) & PF_EXITING) !== 0
     );
   } catch {
     return true; // vanishing
   }
+}
+
+/** PF_EXITING in a task's flags: it is in do_exit(). */
+const PF_EXITING = 0x4;
+
+/** The flags field of /proc/<pid>/task/<tid>/stat. */
+function statFlags(pid: number, tid: number): number {
+  const stat = Deno.readTextFileSync(`/proc/${pid}/task/${tid}/stat`);
+  return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[6]);
 }
 
 /** Reaps zombie children of this process that are not known targets (killed cryos' orphans). */
