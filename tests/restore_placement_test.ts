@@ -11,6 +11,7 @@ import { restore } from "../engine/restore/mod.ts";
 import { pathExists } from "./helpers/fs.ts";
 import { dumpKillRestore, tempImageDir } from "./helpers/roundtrip.ts";
 import { startTarget, withTargets } from "./helpers/targets.ts";
+import { waitUntil } from "./helpers/wait.ts";
 
 /** A writable cgroup directory of its own: pids (v1) if mounted, else the v2 root. */
 function makeCgroup(): string | null {
@@ -46,7 +47,7 @@ Deno.test({
       assert.deepEqual(cgroupLines(t.pid), before);
     } finally {
       await t?.kill(); // the cgroup can go once empty
-      for (let i = 0; i < 50; i++) {
+      for (let i = 0; i < 300; i++) { // an exiting task keeps the cgroup busy
         try {
           Deno.removeSync(dir);
           break;
@@ -68,7 +69,7 @@ Deno.test(
     const image = await tempImageDir();
     await checkpoint(t.pid, { dir: image });
     await t.wait();
-    for (let i = 0; i < 50 && pathExists(dir); i++) {
+    for (let i = 0; i < 300 && pathExists(dir); i++) {
       try {
         Deno.removeSync(dir);
       } catch {
@@ -87,9 +88,11 @@ Deno.test(
   "placement: a process in its own namespace is refused by name and runs on",
   withTargets(async () => {
     const t = await startTarget("/usr/bin/unshare", ["--uts", "/bin/sleep", "30"]);
-    for (let i = 0; i < 100 && !Deno.readLinkSync(`/proc/${t.pid}/exe`).endsWith("sleep"); i++) {
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    await waitUntil(
+      "unshare to exec sleep",
+      () => Deno.readLinkSync(`/proc/${t.pid}/exe`).endsWith("sleep"),
+      30000,
+    );
     const dir = await tempImageDir();
     await assert.rejects(
       () => checkpoint(t.pid, { dir }),
