@@ -25,6 +25,7 @@ import {
 import { prctlMmMap } from "../ffi/structs.ts";
 import { SYS } from "../ffi/sysno.ts";
 import { startPaused } from "./helpers/kill_anywhere.ts";
+import { deadlineIn } from "./helpers/wait.ts";
 
 const REQUIRED = [
   "Linux x86-64",
@@ -217,7 +218,7 @@ Deno.test("a `cryo check` killed while it holds its test process takes that proc
   for (const k of kids) assert.equal(procState(k), "t", `pid ${k} is held by cryo`);
   paused.child.kill("SIGKILL");
   await paused.output;
-  const deadline = Date.now() + 10_000;
+  const deadline = deadlineIn(10_000);
   const left = () => kids.filter((k) => !["", "Z", "X"].includes(procState(k)));
   while (left().length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
   assert.deepEqual(left(), [], "the test process is gone with cryo");

@@ -38,7 +38,7 @@ import {
   type Target,
   withTargets,
 } from "./helpers/targets.ts";
-import { sleep, waitUntil } from "./helpers/wait.ts";
+import { deadlineIn, sleep, waitUntil } from "./helpers/wait.ts";
 
 /** A cryo CLI running in the background whose stderr is collected as it comes. */
 class Background {
@@ -57,7 +57,7 @@ class Background {
 
   /** Waits until stderr matches `re`. */
   async waitFor(re: RegExp, timeoutMs = 15000): Promise<RegExpMatchArray> {
-    const deadline = Date.now() + timeoutMs;
+    const deadline = deadlineIn(timeoutMs);
     for (;;) {
       const m = this.stderr.match(re);
       if (m) return m;

@@ -9,7 +9,7 @@
  *   read itself through ptrace, the saved pages hold the target's known
  *   patterns and equal /proc/<pid>/mem (only touched anonymous pages and
  *   COW'd file pages saved), and the target keeps running and passes its
- *   own self-check (no EINTR, a 2 s sleep still lasts 2 s);
+ *   own self-check (no EINTR, a 4 s sleep still lasts 4 s);
  * - a 1 GiB sparse mapping with six touched pages gives an image of
  *   roughly the touched size;
  * - every error case of the dump: unknown pid, cryo itself and its

@@ -14,7 +14,7 @@ import assert from "node:assert/strict";
 import { assertChecksPassed, RT_REGS_CHECKS } from "./helpers/checks.ts";
 import { SIGUSR1 } from "./helpers/signals.ts";
 import { startTarget, type Target, withTargets } from "./helpers/targets.ts";
-import { sleep, waitUntil } from "./helpers/wait.ts";
+import { deadlineIn, sleep, waitUntil } from "./helpers/wait.ts";
 import { statusField } from "./helpers/proc.ts";
 import { readWord, startRegsInLoop, waitIterations } from "./helpers/rt_regs.ts";
 import { tempDir } from "./helpers/fs.ts";
@@ -147,7 +147,7 @@ Deno.test(
       assert.equal(r, at);
       assert.match(Deno.readTextFileSync(`/proc/${t.pid}/maps`), /^3f0000000000-/m);
     });
-    const deadline = Date.now() + 5000;
+    const deadline = deadlineIn(5000);
     while (/^3f0000000000-/m.test(Deno.readTextFileSync(`/proc/${t.pid}/maps`))) {
       assert.ok(Date.now() < deadline, "the probe page is still mapped");
       await sleep(10);

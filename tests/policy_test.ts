@@ -33,7 +33,7 @@ import {
   startTarget,
   withTargets,
 } from "./helpers/targets.ts";
-import { sleep, waitUntil } from "./helpers/wait.ts";
+import { deadlineIn, sleep, waitUntil } from "./helpers/wait.ts";
 
 const modUrl = new URL("../mod.ts", import.meta.url).href;
 
@@ -112,7 +112,7 @@ class Runner {
     from = 0,
     timeoutMs = 30000,
   ): Promise<{ match: RegExpMatchArray; index: number }> {
-    const deadline = Date.now() + timeoutMs;
+    const deadline = deadlineIn(timeoutMs);
     for (;;) {
       for (let i = from; i < this.lines.length; i++) {
         const match = this.lines[i].match(re);

@@ -9,7 +9,7 @@ import { adoptPid, startTarget, type Target, withTargets } from "./helpers/targe
 import { assertOneLineError, type CommandResult, runCli } from "./helpers/commands.ts";
 import { pathExists, tempDir } from "./helpers/fs.ts";
 import { isAlive } from "./helpers/proc.ts";
-import { sleep, waitUntil } from "./helpers/wait.ts";
+import { deadlineIn, sleep, waitUntil } from "./helpers/wait.ts";
 import { assertAlive, reapOrphans, startPaused } from "./helpers/kill_anywhere.ts";
 import { denoDirForNobody, NOBODY, NOBODY_WITH_CAPS, runCliAs } from "./helpers/nobody.ts";
 import { PARTIAL_RE } from "../engine/dump/partial.ts";
@@ -300,7 +300,7 @@ Deno.test(
  * exiting), one still alive and not dying after that is left running.
  */
 async function assertNothingLeft(pid: number, what: string): Promise<void> {
-  const deadline = Date.now() + 20000;
+  const deadline = deadlineIn(20000);
   for (;;) {
     reapOrphans(new Set());
     if (!isAlive(pid)) return;

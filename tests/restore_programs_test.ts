@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { ppidOf } from "./helpers/proc.ts";
 import { dumpKillRestore } from "./helpers/roundtrip.ts";
 import { startTarget, type Target, withTargets } from "./helpers/targets.ts";
-import { sleep } from "./helpers/wait.ts";
+import { deadlineIn, sleep } from "./helpers/wait.ts";
 
 /** The integers a counter program printed, one per line (a partial last line is ignored). */
 function counterLines(t: Target): number[] {
@@ -24,7 +24,7 @@ function counterLines(t: Target): number[] {
 
 /** Waits until the counter printed at least `n`. */
 async function waitForCount(t: Target, n: number, timeoutMs = 10000): Promise<number[]> {
-  const deadline = Date.now() + timeoutMs;
+  const deadline = deadlineIn(timeoutMs);
   for (;;) {
     const lines = counterLines(t);
     if (lines.length && lines[lines.length - 1] >= n) return lines;

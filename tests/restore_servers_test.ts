@@ -17,6 +17,7 @@ import { SUPPORT_TABLE } from "../engine/support.ts";
 import { dumpKillRestore } from "./helpers/roundtrip.ts";
 import { startTarget, type Target, withTargets } from "./helpers/targets.ts";
 import { tempDir } from "./helpers/fs.ts";
+import { deadlineIn } from "./helpers/wait.ts";
 
 const OPT_IN = { optIns: ["tcp-established"] };
 
@@ -43,7 +44,7 @@ function findProgram(name: string, ...candidates: string[]): string | undefined 
 async function readUntil(conn: Deno.Conn, done: (text: string) => boolean): Promise<string> {
   const buf = new Uint8Array(4096);
   let text = "";
-  const deadline = Date.now() + 5000;
+  const deadline = deadlineIn(5000);
   while (!done(text)) {
     if (Date.now() > deadline) throw new Error(`no complete reply, got ${JSON.stringify(text)}`);
     const n = await conn.read(buf);
@@ -73,7 +74,7 @@ async function httpGet(conn: Deno.Conn, path: string): Promise<string> {
 /** Waits until the server listens on 127.0.0.1:`port` (seen in /proc/net/tcp, no probe connection). */
 async function waitListening(t: Target, port: number): Promise<void> {
   const want = `0100007F:${port.toString(16).toUpperCase().padStart(4, "0")} 00000000:0000 0A`;
-  const deadline = Date.now() + 20000;
+  const deadline = deadlineIn(20000);
   while (!Deno.readTextFileSync("/proc/net/tcp").includes(want)) {
     if (t.poll()) throw new Error(`server exited:\n${t.output()}`);
     if (Date.now() > deadline) throw new Error(`server never listened:\n${t.output()}`);

@@ -36,7 +36,7 @@ import {
   type Target,
   withTargets,
 } from "./helpers/targets.ts";
-import { sleep } from "./helpers/wait.ts";
+import { deadlineIn, sleep } from "./helpers/wait.ts";
 
 const READY = /^ready pid=(\d+)/m;
 
@@ -382,7 +382,7 @@ async function progress(file: string): Promise<number[]> {
 
 /** Waits until the progress file has at least `n` lines. */
 async function waitProgress(t: Target, file: string, n: number, timeoutMs = 20000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
+  const deadline = deadlineIn(timeoutMs);
   while ((await progress(file)).length < n) {
     if (Date.now() > deadline || t.poll()) {
       throw new Error(

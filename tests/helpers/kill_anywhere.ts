@@ -26,7 +26,7 @@ import { repoRoot } from "./commands.ts";
 import { pathExists, tempDir } from "./fs.ts";
 import { isAlive, statusField, tasksOf } from "./proc.ts";
 import { adoptPid, startTarget, type Target } from "./targets.ts";
-import { sleep } from "./wait.ts";
+import { deadlineIn, sleep } from "./wait.ts";
 import { SIGKILL, SIGUSR1 } from "./signals.ts";
 import { waitPid, WNOHANG } from "../../ffi/wait.ts";
 import { rawSyscall } from "../../ffi/libc.ts";
@@ -131,7 +131,7 @@ function sigmasks(pid: number): string {
 
 /** Asserts every thread of `pid` runs: not stopped, not traced. */
 async function assertRunning(pid: number, what: string): Promise<void> {
-  const deadline = Date.now() + 2000;
+  const deadline = deadlineIn(2000);
   for (;;) {
     const bad = tasksOf(pid).filter((tid) => {
       const state = statusField(pid, "State", tid)[0];
@@ -187,7 +187,7 @@ export async function assertAlive(t: Target, what: string): Promise<void> {
   const count = () => (t.output().match(/^alive /gm) ?? []).length;
   const before = count();
   t.signal(SIGUSR1);
-  const deadline = Date.now() + 10_000;
+  const deadline = deadlineIn(10_000);
   while (count() <= before) {
     assert.ok(!/FAIL/.test(t.output()), `${what}: the target reports ${t.output()}`);
     assert.ok(isAlive(t.pid), `${what}: the target died: ${t.output()}`);
@@ -298,7 +298,7 @@ export class DumpLane {
       // A thread let go inside an injected syscall puts back its own state
       // (rt_sigreturn), undoing a change first, as soon as it runs: it has
       // by now (the target answered), or very soon.
-      const deadline = Date.now() + 5000;
+      const deadline = deadlineIn(5000);
       const same = () =>
         Deno.readTextFileSync(`/proc/${t.pid}/maps`) === maps && sigmasks(t.pid) === masks;
       while (!same() && Date.now() < deadline) await sleep(10);
@@ -390,7 +390,7 @@ export class RestoreLane {
     // still there after that is a released (complete) restore, or a bug.
     // A task with SIGKILL pending is dying, however long that takes on a busy machine.
     const settled = Date.now() + 300;
-    const deadline = Date.now() + 10_000;
+    const deadline = deadlineIn(10_000);
     while (isAlive(this.pid) && (dying(this.pid) || Date.now() < settled)) {
       assert.ok(Date.now() < deadline, `${name}: process ${this.pid} does not die`);
       await sleep(5);

@@ -8,6 +8,7 @@
  */
 
 import { startTarget, type Target } from "./targets.ts";
+import { deadlineIn } from "./wait.ts";
 
 /** rt_regs' ready line: pid, loop start and end, avx512, fsgsbase, address of the loop counter. */
 export const RT_REGS_READY =
@@ -53,7 +54,7 @@ export async function waitIterations(
   more: bigint,
   timeoutMs = 30000,
 ): Promise<bigint> {
-  const deadline = Date.now() + timeoutMs;
+  const deadline = deadlineIn(timeoutMs);
   for (;;) {
     if (t.poll()) throw new Error(`rt_regs ${t.pid} ended:\n${t.output()}`);
     const n = readWord(t.pid, iter);

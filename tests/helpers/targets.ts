@@ -12,6 +12,7 @@ import { rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { waitPid, type WaitStatus, WNOHANG } from "../../ffi/wait.ts";
 import { pathExists, removeTempDirs } from "./fs.ts";
+import { deadlineIn } from "./wait.ts";
 
 const root = new URL("../../", import.meta.url).pathname;
 const targetsDir = `${root}tests/targets`;
@@ -61,9 +62,9 @@ export class Target {
     }
   }
 
-  /** Waits until its output matches `re` (or throws after `timeoutMs`). */
+  /** Waits until its output matches `re` (or throws after `timeoutMs`, at least MIN_WAIT_MS). */
   async waitFor(re: RegExp, timeoutMs = 10000): Promise<RegExpMatchArray> {
-    const deadline = Date.now() + timeoutMs;
+    const deadline = deadlineIn(timeoutMs);
     for (;;) {
       const m = this.output().match(re);
       if (m) return m;
@@ -104,9 +105,9 @@ export class Target {
     return this.#status;
   }
 
-  /** Waits for exit (polling, so the event loop keeps running). */
+  /** Waits for exit (polling, so the event loop keeps running), at most `timeoutMs` (at least MIN_WAIT_MS). */
   async wait(timeoutMs = 20000): Promise<WaitStatus> {
-    const deadline = Date.now() + timeoutMs;
+    const deadline = deadlineIn(timeoutMs);
     for (;;) {
       const st = this.poll();
       if (st) return st;

@@ -1,6 +1,7 @@
 /* Dump target: a main thread and five named workers, four of them blocked
- * in known syscalls (read on a pipe, futex wait, poll, one 2-second
- * nanosleep) and one spinning, plus memory regions with known contents:
+ * in known syscalls (read on a pipe, futex wait, poll, one 4-second
+ * nanosleep, after which it waits on the futex too) and one spinning, plus
+ * memory regions with known contents:
  *
  *   pattern  16 private anonymous pages, word at address a = a*K ^ SEED
  *   sparse   64 private anonymous pages, only pages 3, 10, 11, 40 touched
@@ -14,7 +15,7 @@
  * Prints one "ready ..." line with the tids and region addresses, then the
  * main thread waits in sigsuspend for SIGUSR1. On SIGUSR1 it wakes every
  * worker, joins them and checks that every blocked syscall completed
- * normally (no EINTR, the sleep lasted its 2 s), that tids, TLS values and
+ * normally (no EINTR, the sleep lasted its 4 s), that tids, TLS values and
  * thread names are unchanged and that every region still holds its data;
  * prints "check <name> ok|FAIL <detail>" lines, then PASS (exit 0) or FAIL
  * (exit 1).
@@ -42,7 +43,8 @@
 #define PAGE 4096
 #define K 0x9e3779b97f4a7c15ull
 #define SEED 0x5eed5eed12345678ull
-#define SLEEP_SECONDS 2
+/* Long enough that a test's dump on a loaded machine comes before its end. */
+#define SLEEP_SECONDS 4
 
 static double now(void) {
   struct timespec ts;
@@ -197,6 +199,9 @@ static void *worker_main(void *arg) {
     w->result_ok = r == 0 && el >= SLEEP_SECONDS - 0.01 && el < SLEEP_SECONDS + 1.5;
     snprintf(w->detail, sizeof w->detail, "nanosleep returned %d (%s) after %.3f s", r,
              strerror(errno), el);
+    /* Then parked like the others until SIGUSR1: the thread count never changes by itself. */
+    while (__atomic_load_n(&futex_word, __ATOMIC_SEQ_CST) == 0)
+      syscall(SYS_futex, &futex_word, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0);
     break;
   }
   case W_SPIN:
@@ -237,7 +242,7 @@ int main(int argc, char **argv) {
   if (write(read_pipe[1], "r", 1) != 1) die("write read_pipe");
   if (write(poll_pipe[1], "p", 1) != 1) die("write poll_pipe");
   __atomic_store_n(&futex_word, 1, __ATOMIC_SEQ_CST);
-  syscall(SYS_futex, &futex_word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+  syscall(SYS_futex, &futex_word, FUTEX_WAKE_PRIVATE, NWORKERS, NULL, NULL, 0);
   spin_go = 1;
   for (int i = 0; i < NWORKERS; i++) {
     struct worker *w = &workers[i];
