@@ -8,6 +8,11 @@
  *   the receiver restores the tree with the same pid, which then checks
  *   its whole memory against its write counters (PASS); no partial
  *   directory is left; the same with `receive --lazy`;
+ * - the same over a veth pair between two fresh network namespaces
+ *   (tests/helpers/netns.ts): the source and `cryo migrate` in one, `cryo
+ *   receive` listening on its veth address in the other, where the tree
+ *   comes back (skipped, with the reason printed, where namespaces cannot
+ *   be made: not root, no iproute2);
  * - a sender with the wrong key is refused by the receiver (one line on
  *   each side), nothing is written (no image, no partial directory), and
  *   the source runs on untouched and checks itself;
@@ -20,8 +25,9 @@ import assert from "node:assert/strict";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { assertOneLineError, cliCommand, runCli } from "./helpers/commands.ts";
 import { tempDir } from "./helpers/fs.ts";
+import { netnsUnavailable, withNetnsPair } from "./helpers/netns.ts";
 import { startTriggered } from "./helpers/roundtrip.ts";
-import { withTargets } from "./helpers/targets.ts";
+import { buildTarget, startTarget, withTargets } from "./helpers/targets.ts";
 
 const READY = /^ready pid=(\d+) region=0x([0-9a-f]+) pages=(\d+)$/m;
 const CHECKS = ["pages", "writes", "rewrite"];
@@ -33,8 +39,8 @@ class Receiver {
   readonly #drained: Promise<void>;
   readonly stdout: Promise<string>;
 
-  constructor(args: string[]) {
-    const child = cliCommand(["receive", ...args]).spawn();
+  constructor(args: string[], wrapper: string[] = []) {
+    const child = cliCommand(["receive", ...args], "piped", wrapper).spawn();
     this.child = child;
     const dec = new TextDecoder();
     this.#drained = (async () => {
@@ -43,11 +49,12 @@ class Receiver {
     this.stdout = new Response(child.stdout).text();
   }
 
-  /** The port from its "listening on" line. */
-  async port(): Promise<number> {
+  /** The port from its "listening on" line (on loopback unless `on` is given). */
+  async port(on = /127\.0\.0\.1:(\d+) \(loopback only/): Promise<number> {
     const deadline = Date.now() + 60000;
+    const line = new RegExp(`listening on ${on.source}`);
     for (;;) {
-      const m = /listening on 127\.0\.0\.1:(\d+) \(loopback only/.exec(this.stderr);
+      const m = line.exec(this.stderr);
       if (m) return Number(m[1]);
       if (Date.now() > deadline) throw new Error(`receiver not listening: ${this.stderr}`);
       await new Promise((r) => setTimeout(r, 20));
@@ -76,26 +83,71 @@ async function keyFile(dir: string, name: string, text: string): Promise<string>
   return path;
 }
 
+/**
+ * Like startTriggered, the target run under `wrapper` (which must exec
+ * it: nsenter entering only a network namespace does).
+ */
+async function startWrapped(wrapper: string[], name: string, ready: RegExp, extra: string[]) {
+  const work = await tempDir(`cryo-${name.replaceAll("_", "-")}-`);
+  const trigger = `${work}/go`;
+  const t = await startTarget(wrapper[0], [
+    ...wrapper.slice(1),
+    await buildTarget(name),
+    trigger,
+    ...extra,
+  ]);
+  const m = await t.waitFor(ready);
+  assert.equal(Number(m[1]), t.pid, "the pid in the ready line");
+  return { t, trigger };
+}
+
+/** Where the receiver listens and how each side is run (default: loopback, this namespace). */
+interface Path {
+  /** The receiver's address. */
+  addr: string;
+  /** Its "listening on" text, the port as group 1. */
+  listening: RegExp;
+  /** Command prefixes running the receiver and the sender (and the source, which must share its namespaces). */
+  rxWrapper: string[];
+  /** The receiver's network namespace (/run/netns/<name>), where the tree must come back. */
+  rxNetns?: string;
+  /** The sender's prefix; the source runs under it too (cryo dumps only in its own namespaces). */
+  txWrapper: string[];
+}
+
+const LOOPBACK: Path = {
+  addr: "127.0.0.1",
+  listening: /127\.0\.0\.1:(\d+) \(loopback only/,
+  rxWrapper: [],
+  txWrapper: [],
+};
+
 /** Migrates rt_precopy to a receiver started with `rxArgs` more, and checks the restored tree. */
-async function migrateAndCheck(rxArgs: string[]): Promise<void> {
-  const { t, trigger } = await startTriggered("rt_precopy", READY, { extra: ["16"] });
+async function migrateAndCheck(rxArgs: string[], path: Path = LOOPBACK): Promise<void> {
+  const { t, trigger } = path.txWrapper.length
+    ? await startWrapped(path.txWrapper, "rt_precopy", READY, ["16"])
+    : await startTriggered("rt_precopy", READY, { extra: ["16"] });
   const work = await tempDir("cryo-migrate-test-");
   const key = await keyFile(work, "key", "a shared secret of enough bytes\n");
   const dir = `${work}/in`;
-  const rx = new Receiver(["--listen", "0", "--dir", dir, "--key-file", key, ...rxArgs]);
+  const listen = path === LOOPBACK ? "0" : `${path.addr}:0`;
+  const rx = new Receiver(
+    ["--listen", listen, "--dir", dir, "--key-file", key, ...rxArgs],
+    path.rxWrapper,
+  );
   try {
-    const port = await rx.port();
+    const port = await rx.port(path.listening);
     const reaped = t.wait(120000); // the sender kills the source; the test reaps it
     const tx = await runCli([
       "migrate",
       String(t.pid),
       "--to",
-      `127.0.0.1:${port}`,
+      `${path.addr}:${port}`,
       "--key-file",
       key,
       "--rounds",
       "2",
-    ]);
+    ], { wrapper: path.txWrapper });
     assert.equal(tx.code, 0, `migrate: ${tx.stderr}`);
     assert.match(tx.stdout, new RegExp(`^migrated the tree of ${t.pid} in \\d+ rounds`));
     assert.match(tx.stderr, /round 0: .*\n(.*\n)*.*\(final\)/);
@@ -105,12 +157,20 @@ async function migrateAndCheck(rxArgs: string[]): Promise<void> {
     const r = await rx.done();
     assert.equal(r.code, 0, `receive: ${r.stderr}`);
     assert.equal(r.stdout, `${t.pid}\n`, "the restored root pid");
-    assert.match(r.stderr, /sender 127\.0\.0\.1:\d+ authenticated/);
+    const peer = path === LOOPBACK ? "127.0.0.1" : path.addr.replace(/\.2$/, ".1");
+    assert.match(r.stderr, new RegExp(`sender ${peer.replaceAll(".", "\\.")}:\\d+ authenticated`));
     assert.deepEqual(
       [...Deno.readDirSync(work)].map((e) => e.name).sort(),
       ["in", "key"],
       "no partial directory left",
     );
+    if (path.rxNetns) {
+      assert.equal(
+        Deno.readLinkSync(`/proc/${t.pid}/ns/net`),
+        `net:[${Deno.statSync(path.rxNetns).ino}]`,
+        "restored in the receiver's network namespace",
+      );
+    }
     t.resetAfterRestore();
     await Deno.writeTextFile(trigger, "");
     assertChecksPassed(t, CHECKS, await t.wait(60000), { what: "restored by the receiver" });
@@ -128,6 +188,26 @@ Deno.test(
   "migrate to a receiver that restores lazily: memory exact",
   withTargets(() => migrateAndCheck(["--lazy"])),
 );
+
+const noNetns = await netnsUnavailable();
+if (noNetns) console.error(`migrate_test: the network-namespace test is skipped: ${noNetns}`);
+
+Deno.test({
+  name:
+    "migrate over a veth between two network namespaces: the receiver restores what the sender killed",
+  ignore: !!noNetns,
+  fn: withTargets(() =>
+    withNetnsPair((a, b) =>
+      migrateAndCheck([], {
+        addr: b.addr,
+        listening: new RegExp(`${b.addr.replaceAll(".", "\\.")}:(\\d+)\\n`),
+        rxWrapper: b.enter,
+        rxNetns: `/run/netns/${b.name}`,
+        txWrapper: a.enter,
+      })
+    )
+  ),
+});
 
 Deno.test(
   "migrate with the wrong key: refused by the receiver, nothing written, the source runs on",
