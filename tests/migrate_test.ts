@@ -18,13 +18,24 @@
  *   the source runs on untouched and checks itself;
  * - the receiver interrupted (SIGINT) during the rounds: one line on each
  *   side, nothing kept, the source runs on without the tracking (same fds,
- *   no userfaultfd registration) and checks itself.
+ *   no userfaultfd registration) and checks itself;
+ * - the receiver SIGKILLed during a round: the sender fails with one line,
+ *   the source runs on untracked; the partial directory the killed
+ *   receiver left is removed by the next reception into the same --dir;
+ * - the sender (the `cryo migrate` CLI) SIGKILLed during the first round,
+ *   with the tree frozen by a later round (CRYO_TEST_PAUSE_AT=frozen:2),
+ *   and with the source stopped after the final dump (migrate-stopped):
+ *   each time the receiver fails with one line and keeps nothing, and the
+ *   guard (engine/migrate/guard.ts) leaves the source running, continued,
+ *   with the fds and userfaultfd state it had before; it checks itself.
  */
 
 import assert from "node:assert/strict";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { assertOneLineError, cliCommand, runCli } from "./helpers/commands.ts";
 import { tempDir } from "./helpers/fs.ts";
+import { statusField } from "./helpers/proc.ts";
+import { waitUntil } from "./helpers/wait.ts";
 import { netnsUnavailable, withNetnsPair } from "./helpers/netns.ts";
 import { startTriggered } from "./helpers/roundtrip.ts";
 import { buildTarget, startTarget, withTargets } from "./helpers/targets.ts";
@@ -296,6 +307,131 @@ Deno.test(
       assertChecksPassed(t, CHECKS, await t.wait(60000), { what: "the source after the failure" });
     } finally {
       rx.stop();
+    }
+  }),
+);
+
+/** Waits until `pid` shows the fds and userfaultfd state `want` (the guard works after the sender died). */
+async function waitUntraced(pid: number, want: { fds: string[]; uffd: boolean }): Promise<void> {
+  const deadline = Date.now() + 90000;
+  for (;;) {
+    const now = traces(pid);
+    if (JSON.stringify(now) === JSON.stringify(want)) return;
+    if (Date.now() > deadline) assert.deepEqual(now, want, "no tracking left in the source");
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+Deno.test(
+  "the sender SIGKILLed during the rounds: the receiver fails cleanly, nothing kept, the source runs on untracked",
+  withTargets(async () => {
+    // Killed while the first round is armed and copied (a time), with the tree frozen by a
+    // later round (the tracking armed), and with the source stopped after the final dump.
+    const points: { when?: RegExp; pauseAt?: string }[] = [
+      { when: /authenticated/ },
+      { pauseAt: "frozen:2" },
+      { pauseAt: "migrate-stopped" },
+    ];
+    for (const { when, pauseAt } of points) {
+      const { t, trigger } = await startTriggered("rt_precopy", READY, { extra: ["32"] });
+      const before = traces(t.pid);
+      const work = await tempDir("cryo-migrate-test-");
+      const key = await keyFile(work, "key", "a shared secret of enough bytes\n");
+      const rx = new Receiver(["--listen", "0", "--dir", `${work}/in`, "--key-file", key]);
+      let tx: Deno.ChildProcess | undefined;
+      try {
+        const port = await rx.port();
+        const args = ["migrate", String(t.pid), "--to", `127.0.0.1:${port}`, "--key-file", key];
+        const wrapper = pauseAt ? ["env", `CRYO_TEST_PAUSE_AT=${pauseAt}`] : [];
+        tx = cliCommand([...args, "--rounds", "8"], "piped", wrapper).spawn();
+        let txErr = "";
+        const drained = (async () => {
+          for await (const c of tx.stderr) txErr += new TextDecoder().decode(c);
+        })();
+        const txPid = tx.pid;
+        await waitUntil(
+          `the sender at ${when?.source ?? pauseAt}`,
+          () =>
+            when ? when.test(`${rx.stderr}${txErr}`) : statusField(txPid, "State").startsWith("T"),
+          90000,
+        );
+        tx.kill("SIGKILL");
+        assert.equal((await tx.status).signal, "SIGKILL");
+        await drained;
+        await tx.stdout.cancel();
+        const r = await rx.done();
+        assert.equal(r.code, 1, r.stderr);
+        assert.match(r.stderr, /^cryo: migration: the peer closed the connection$/m);
+        assert.equal(r.stdout, "");
+        assert.deepEqual([...Deno.readDirSync(work)].map((e) => e.name), ["key"], "nothing kept");
+        await waitUntraced(t.pid, before);
+        assert.equal(t.poll(), undefined, "the source runs on");
+        await Deno.writeTextFile(trigger, "");
+        assertChecksPassed(t, CHECKS, await t.wait(60000), {
+          what: `the source after the sender died (${when?.source ?? pauseAt})`,
+        });
+      } finally {
+        try {
+          tx?.kill("SIGKILL");
+        } catch { /* exited */ }
+        rx.stop();
+      }
+    }
+  }),
+);
+
+Deno.test(
+  "the receiver SIGKILLed during the rounds: the sender fails cleanly, the source runs on untracked; the next reception removes the partial directory",
+  withTargets(async () => {
+    const { t, trigger } = await startTriggered("rt_precopy", READY, { extra: ["32"] });
+    const before = traces(t.pid);
+    const work = await tempDir("cryo-migrate-test-");
+    const key = await keyFile(work, "key", "a shared secret of enough bytes\n");
+    const rx = new Receiver(["--listen", "0", "--dir", `${work}/in`, "--key-file", key]);
+    let tx: Deno.ChildProcess | undefined;
+    let rx2: Receiver | undefined;
+    try {
+      const port = await rx.port();
+      const args = ["migrate", String(t.pid), "--to", `127.0.0.1:${port}`, "--key-file", key];
+      tx = cliCommand([...args, "--rounds", "8"]).spawn();
+      let txErr = "";
+      const drained = (async () => {
+        for await (const c of tx.stderr) txErr += new TextDecoder().decode(c);
+      })();
+      // During the second round: the first one was received and acknowledged.
+      await waitUntil("the first round", () => /^cryo: round 0: /m.test(txErr), 90000);
+      rx.child.kill("SIGKILL");
+      await rx.done();
+      const st = await tx.status;
+      await drained;
+      await tx.stdout.cancel();
+      assert.equal(st.code, 1, txErr);
+      assert.match(txErr, /^cryo: migration failed: .*; the source runs on$/m);
+      assert.deepEqual(
+        [...Deno.readDirSync(work)].map((e) => e.name).filter((n) => !n.startsWith(".")),
+        ["key"],
+        "no image directory",
+      );
+      assert.ok(
+        [...Deno.readDirSync(work)].some((e) => e.name.startsWith(".in.migrate-")),
+        "the killed receiver left its partial directory",
+      );
+      await waitUntraced(t.pid, before);
+      assert.equal(t.poll(), undefined, "the source runs on");
+      // A new receiver into the same directory removes what the killed one left.
+      rx2 = new Receiver(["--listen", "0", "--dir", `${work}/in`, "--key-file", key]);
+      await rx2.port();
+      assert.deepEqual([...Deno.readDirSync(work)].map((e) => e.name), ["key"], "nothing left");
+      rx2.stop();
+      await rx2.done();
+      await Deno.writeTextFile(trigger, "");
+      assertChecksPassed(t, CHECKS, await t.wait(60000), { what: "the source after the failure" });
+    } finally {
+      try {
+        tx?.kill("SIGKILL");
+      } catch { /* exited */ }
+      rx.stop();
+      rx2?.stop();
     }
   }),
 );

@@ -7,7 +7,9 @@
  * local copy of the previous round), flattens the final round's chain into
  * the image directory, and acknowledges. Nothing reaches the image
  * directory before the final round is complete; a failure removes the
- * partial directory.
+ * partial directory, and one left by a receiver that was killed (its pid
+ * no longer running) is removed by the next reception into the same
+ * directory.
  *
  * @module
  */
@@ -97,6 +99,27 @@ async function receiveRound(
   }
 }
 
+/** Removes the partial directories next to `dir` whose receiver is no longer running. */
+async function removeStalePartials(dir: string): Promise<void> {
+  const prefix = `.${basename(dir)}.migrate-`;
+  let entries: Deno.DirEntry[];
+  try {
+    entries = [...Deno.readDirSync(dirname(dir))];
+  } catch {
+    return; // the parent does not exist: the reception fails later, by name
+  }
+  for (const e of entries) {
+    if (!e.isDirectory || !e.name.startsWith(prefix)) continue;
+    const pid = e.name.slice(prefix.length);
+    if (!/^\d+$/.test(pid) || Number(pid) === Deno.pid) continue;
+    try {
+      Deno.statSync(`/proc/${pid}`);
+      continue; // another receiver may be writing it
+    } catch { /* its receiver is gone */ }
+    await Deno.remove(`${dirname(dir)}/${e.name}`, { recursive: true }).catch(() => {});
+  }
+}
+
 /** Points the manifest of round `dir` at `parent` (the local copy of the previous round). */
 async function relinkParent(dir: string, parent: string | undefined): Promise<void> {
   const m = await readManifest(dir);
@@ -127,6 +150,7 @@ export async function receive(
   } catch (e) {
     if (!(e instanceof Deno.errors.NotFound)) throw e;
   }
+  await removeStalePartials(dir);
   const listener = Deno.listen({ hostname, port });
   const addr = listener.addr as Deno.NetAddr;
   opts.onEvent?.({ type: "listening", hostname: addr.hostname, port: addr.port });
