@@ -8,7 +8,7 @@
  */
 
 import type { Command } from "npm:@commander-js/extra-typings@15.1.0";
-import { receive } from "../engine/migrate/receive.ts";
+import { type PendingImage, receive } from "../engine/migrate/receive.ts";
 import { readKeyFile } from "../engine/migrate/wire.ts";
 import { restore, type RestoredTree } from "../engine/restore/mod.ts";
 import { CryoError } from "../engine/errors.ts";
@@ -37,11 +37,18 @@ export async function withInterrupt<T>(fn: (signal: AbortSignal) => Promise<T>):
 }
 
 /** Restores `dir`, waiting up to 30 s while a pid it needs is still held (same-host migration). */
-async function restoreWhenFree(dir: string, lazy: boolean): Promise<RestoredTree> {
+async function restoreWhenFree(
+  dir: string,
+  lazy: boolean,
+  pending?: PendingImage,
+): Promise<RestoredTree> {
   const until = Date.now() + 30_000;
   for (;;) {
     try {
-      return await restore(dir, { lazy });
+      return await restore(
+        dir,
+        pending ? { lazy, verifyChecksums: false, lazyEnsure: pending.ensure } : { lazy },
+      );
     } catch (e) {
       if (!/ in use/.test((e as Error).message) || Date.now() > until) throw e;
       await new Promise((r) => setTimeout(r, 100));
@@ -80,6 +87,7 @@ Examples:
           dir: opts.dir,
           key,
           signal,
+          deferMerge: !!opts.lazy && opts.restore,
           onEvent: (e) => {
             if (e.type === "listening") {
               const loop = /^(127\.|::1$|localhost$)/.test(e.hostname);
@@ -98,8 +106,29 @@ Examples:
           `(${humanBytes(got.bytes)}) into ${got.dir}`,
       );
       if (!opts.restore) return;
-      const tree = await restoreWhenFree(got.dir, !!opts.lazy);
-      if (tree.lazy) tree.lazy.handOff();
+      const pending = got.pending;
+      if (!pending) {
+        const tree = await restoreWhenFree(got.dir, !!opts.lazy);
+        if (tree.lazy) tree.lazy.handOff();
+        console.log(tree.rootPid);
+        return;
+      }
+      // --lazy: restored from the chain as received; the merge into one image goes on
+      // while the lazy server serves (each page copied in before it is served).
+      let tree: RestoredTree;
+      try {
+        tree = await restoreWhenFree(pending.dir, true, pending);
+      } catch (e) {
+        await pending.complete();
+        throw new CryoError(`${(e as Error).message} (the image is kept in ${got.dir})`);
+      }
       console.log(tree.rootPid);
+      tree.lazy?.serve();
+      await pending.complete();
+      if (tree.lazy?.failure) {
+        throw new CryoError(
+          `the restored tree was killed: ${tree.lazy.failure} (the image is kept in ${got.dir})`,
+        );
+      }
     });
 }
