@@ -124,7 +124,11 @@ Examples:
       }
       console.log(tree.rootPid);
       tree.lazy?.serve();
-      await pending.complete();
+      const late = await pending.complete();
+      console.error(
+        `cryo: restored before the image was merged; ${humanBytes(late)} merged while it ran, ` +
+          `the image is complete in ${got.dir}`,
+      );
       if (tree.lazy?.failure) {
         throw new CryoError(
           `the restored tree was killed: ${tree.lazy.failure} (the image is kept in ${got.dir})`,

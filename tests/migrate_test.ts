@@ -7,7 +7,14 @@
  * - the migration succeeds after pre-copy rounds; the source is killed;
  *   the receiver restores the tree with the same pid, which then checks
  *   its whole memory against its write counters (PASS); no partial
- *   directory is left; the same with `receive --lazy`;
+ *   directory is left; the same with `receive --lazy`, which restores from
+ *   the chain as received and merges it into one image while the tree
+ *   runs (pages merged after the restore > 0; the image in --dir complete,
+ *   checksums recorded and matching);
+ * - `receive --lazy` SIGKILLed while it serves (CRYO_TEST_PAUSE_AT=lazy-serve):
+ *   the restored tree is killed (never runs with a missing page), the
+ *   received chain is kept (marked: the next reception does not remove
+ *   it), and `cryo restore` of its last round restores the tree, exact;
  * - the same over a veth pair between two fresh network namespaces
  *   (tests/helpers/netns.ts): the source and `cryo migrate` in one, `cryo
  *   receive` listening on its veth address in the other, where the tree
@@ -34,6 +41,7 @@ import assert from "node:assert/strict";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { assertOneLineError, cliCommand, runCli } from "./helpers/commands.ts";
 import { tempDir } from "./helpers/fs.ts";
+import { verifyImageDir } from "../engine/image/manifest.ts";
 import { statusField } from "./helpers/proc.ts";
 import { waitUntil } from "./helpers/wait.ts";
 import { netnsUnavailable, withNetnsPair } from "./helpers/netns.ts";
@@ -175,6 +183,15 @@ async function migrateAndCheck(rxArgs: string[], path: Path = LOOPBACK): Promise
       ["in", "key"],
       "no partial directory left",
     );
+    if (rxArgs.includes("--lazy")) {
+      // Restored from the chain as received; the merge into one image went on while it ran.
+      const m = /restored before the image was merged; (\S+ \S+) merged while it ran/
+        .exec(r.stderr);
+      assert.ok(m && !m[1].startsWith("0 "), `pages merged after the restore: ${r.stderr}`);
+      const { manifest } = await verifyImageDir(dir); // complete: sizes and checksums match
+      assert.ok(manifest.processes.every((p) => p.checksum !== ""), "checksums recorded");
+      assert.equal(manifest.parent, undefined, "one self-contained image");
+    }
     if (path.rxNetns) {
       assert.equal(
         Deno.readLinkSync(`/proc/${t.pid}/ns/net`),
@@ -430,6 +447,73 @@ Deno.test(
       try {
         tx?.kill("SIGKILL");
       } catch { /* exited */ }
+      rx.stop();
+      rx2?.stop();
+    }
+  }),
+);
+
+Deno.test(
+  "receive --lazy killed while it serves: the restored tree is killed, the chain is kept and restores",
+  withTargets(async () => {
+    const { t, trigger } = await startTriggered("rt_precopy", READY, { extra: ["16"] });
+    const work = await tempDir("cryo-migrate-test-");
+    const key = await keyFile(work, "key", "a shared secret of enough bytes\n");
+    const rxArgs = ["--listen", "0", "--dir", `${work}/in`, "--key-file", key];
+    const rx = new Receiver([...rxArgs, "--lazy"], ["env", "CRYO_TEST_PAUSE_AT=lazy-serve"]);
+    let rx2: Receiver | undefined;
+    try {
+      const port = await rx.port();
+      const reaped = t.wait(120000);
+      const tx = await runCli([
+        "migrate",
+        String(t.pid),
+        "--to",
+        `127.0.0.1:${port}`,
+        "--key-file",
+        key,
+        "--rounds",
+        "2",
+      ]);
+      assert.equal(tx.code, 0, `migrate: ${tx.stderr}`);
+      assert.equal((await reaped).kind, "signaled", "the source is killed");
+      t.resetAfterRestore();
+      const rxPid = rx.child.pid;
+      await waitUntil("the receiver paused while serving", () => {
+        try {
+          return statusField(rxPid, "State").startsWith("T");
+        } catch {
+          return false;
+        }
+      }, 90000);
+      rx.child.kill("SIGKILL");
+      await rx.done();
+      const st = await t.wait(60000);
+      assert.equal(st.kind, "signaled", "the lazy watchdog killed the restored tree");
+      const kept = [...Deno.readDirSync(work)].map((e) => e.name).filter((n) =>
+        n.startsWith(".in.migrate-")
+      );
+      assert.equal(kept.length, 1, "the received chain is kept");
+      const chain = `${work}/${kept[0]}`;
+      // Another reception into the same directory leaves it alone.
+      rx2 = new Receiver(rxArgs);
+      await rx2.port();
+      rx2.stop();
+      await rx2.done();
+      const rounds = [...Deno.readDirSync(chain)].map((e) => e.name).filter((n) => /^r\d+$/.test(n))
+        .sort((a, b) => Number(a.slice(1)) - Number(b.slice(1)));
+      assert.ok(rounds.length >= 2, `rounds kept: ${rounds}`);
+      // The last round restores (its chain flattened), the tree exact.
+      const restored = await runCli([
+        "restore",
+        `${chain}/${rounds[rounds.length - 1]}`,
+        "--detach",
+      ]);
+      assert.equal(restored.code, 0, restored.stderr);
+      t.resetAfterRestore();
+      await Deno.writeTextFile(trigger, "");
+      assertChecksPassed(t, CHECKS, await t.wait(60000), { what: "restored from the kept chain" });
+    } finally {
       rx.stop();
       rx2?.stop();
     }

@@ -49,9 +49,10 @@ export interface PendingImage {
   ensure: LazyEnsure;
   /**
    * Finishes the image (every page, checksums), renames it to the
-   * reception's `dir` and removes the partial directory.
+   * reception's `dir` and removes the partial directory. Returns the bytes
+   * of pages copied into it after the restore began.
    */
-  complete(): Promise<void>;
+  complete(): Promise<number>;
 }
 
 /** What {@link receive} received. */
@@ -131,6 +132,9 @@ async function receiveRound(
   }
 }
 
+/** A partial directory holding this file is the only copy of a migrated tree: never removed as stale. */
+const SWITCHED = "SWITCHED";
+
 /** Removes the partial directories next to `dir` whose receiver is no longer running. */
 async function removeStalePartials(dir: string): Promise<void> {
   const prefix = `.${basename(dir)}.migrate-`;
@@ -148,6 +152,10 @@ async function removeStalePartials(dir: string): Promise<void> {
       Deno.statSync(`/proc/${pid}`);
       continue; // another receiver may be writing it
     } catch { /* its receiver is gone */ }
+    try {
+      Deno.statSync(`${dirname(dir)}/${e.name}/${SWITCHED}`);
+      continue; // after the switch: the only copy of the tree (its chain: cryo image flatten)
+    } catch { /* before the switch: nothing of value */ }
     await Deno.remove(`${dirname(dir)}/${e.name}`, { recursive: true }).catch(() => {});
   }
 }
@@ -231,6 +239,8 @@ export async function receive(
           throw e;
         });
         if (f.type !== FRAME.switched) throw new CryoError(`migration: unexpected frame ${f.type}`);
+        // The source is gone: the chain here is the only copy until the merge is complete.
+        if (sf) await Deno.writeTextFile(`${partial}/${SWITCHED}`, "");
         let pending: PendingImage | undefined;
         if (sf) {
           const merge = sf;
@@ -241,6 +251,7 @@ export async function receive(
             complete: async () => {
               try {
                 await merge.complete();
+                return merge.deferredBytes;
               } finally {
                 await Deno.remove(partial, { recursive: true }).catch(() => {});
               }

@@ -65,6 +65,9 @@ export class StreamingFlatten {
   readonly #files = new Map<number, FlatFile>();
   #manifest: Manifest;
   readonly #buf = new Uint8Array(1 << 20);
+  /** Bytes of pages copied in after {@link prepare} (while the tree may run). */
+  deferredBytes = 0;
+  #prepared = false;
 
   private constructor(dir: string, target: string, manifest: Manifest) {
     this.dir = dir;
@@ -193,6 +196,7 @@ export class StreamingFlatten {
         f.out = undefined;
       }
       await writeManifest(work, sf.#manifest, false);
+      sf.#prepared = true;
     } catch (e) {
       sf.close();
       await Deno.remove(work, { recursive: true }).catch(() => {});
@@ -231,6 +235,7 @@ export class StreamingFlatten {
       f.out.seekSync(off, Deno.SeekMode.Start);
       for (let d = 0; d < buf.length;) d += f.out.writeSync(buf.subarray(d));
       f.done.fill(1, i, i + n);
+      if (this.#prepared) this.deferredBytes += buf.length;
       i += n;
     }
   }
