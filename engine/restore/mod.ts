@@ -230,6 +230,10 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
       await Deno.remove(flat, { recursive: true }).catch(() => {});
     }
   }
+  // An image still being merged holds holes where its lazy pages go: only a lazy restore may read it.
+  if (opts.lazyEnsure && !opts.lazy) {
+    throw new RestoreError("an image still being merged restores only lazily");
+  }
   if (!opts.existingRoot && (opts.newPidNs || manifestPidNamespace(dir) === "own")) {
     if (opts.lazy) {
       throw new RestoreError("--lazy is not supported for a restore into a pid namespace");
