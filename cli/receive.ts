@@ -2,7 +2,8 @@
  * `cryo receive`: the receiving end of `cryo migrate` (engine/migrate/receive.ts):
  * listens (loopback unless told otherwise), accepts one authenticated
  * sender, writes its image, then restores it (detached, like
- * `restore --detach`; optionally lazily).
+ * `restore --detach`; optionally lazily, the rounds then merged into one
+ * image while the tree runs: engine/migrate/stream_flatten.ts).
  *
  * @module
  */
@@ -74,6 +75,12 @@ response both ways); every frame it sends is authenticated before it is
 written. The rounds are kept in a private directory next to --dir; --dir
 appears only once the final round is complete. The restored tree is left
 running (as with restore --detach); its root pid is printed.
+
+With --lazy the tree runs again as soon as the final round is in: the
+rounds are merged into one image while it runs (each page merged before it
+is served), and cryo receive exits once every page is in and --dir is
+complete. If it dies before that, the tree is killed and the received
+rounds stay in .<dir>.migrate-<pid>/ (cryo restore .../r<last> restores them).
 
 Examples:
   cryo receive --listen 7070 --dir /var/lib/cryo/in --key-file /etc/cryo/key

@@ -132,12 +132,16 @@ async function receiveRound(
   }
 }
 
-/** A partial directory holding this file is the only copy of a migrated tree: never removed as stale. */
+/**
+ * A partial directory holding this file may be the only copy of a migrated
+ * tree (its final round was acknowledged before the merge): never removed as stale.
+ */
 const SWITCHED = "SWITCHED";
 
-/** Removes the partial directories next to `dir` whose receiver is no longer running. */
+/** Removes the partial directories next to `dir` whose writer is no longer running. */
 async function removeStalePartials(dir: string): Promise<void> {
-  const prefix = `.${basename(dir)}.migrate-`;
+  // Its own partial directories, and a flatten's (engine/image/chain.ts) into the same target.
+  const prefixes = [`.${basename(dir)}.migrate-`, `.${basename(dir)}.flatten-`];
   let entries: Deno.DirEntry[];
   try {
     entries = [...Deno.readDirSync(dirname(dir))];
@@ -145,7 +149,8 @@ async function removeStalePartials(dir: string): Promise<void> {
     return; // the parent does not exist: the reception fails later, by name
   }
   for (const e of entries) {
-    if (!e.isDirectory || !e.name.startsWith(prefix)) continue;
+    const prefix = prefixes.find((p) => e.name.startsWith(p));
+    if (!e.isDirectory || !prefix) continue;
     const pid = e.name.slice(prefix.length);
     if (!/^\d+$/.test(pid) || Number(pid) === Deno.pid) continue;
     try {
@@ -231,6 +236,8 @@ export async function receive(
         let sf: StreamingFlatten | undefined;
         if (opts.deferMerge) sf = await StreamingFlatten.prepare(done, `${partial}/flat`, dir);
         else await flattenImage(done, dir); // checks the whole chain; written aside, then renamed
+        // Once acknowledged, the source may be killed: the chain here may be the only copy.
+        if (sf) await Deno.writeTextFile(`${partial}/${SWITCHED}`, "");
         await ch.sendJson(FRAME.ack, { round });
         acked = true;
         opts.onEvent?.({ type: "round", round, final: true, bytes });
@@ -239,8 +246,6 @@ export async function receive(
           throw e;
         });
         if (f.type !== FRAME.switched) throw new CryoError(`migration: unexpected frame ${f.type}`);
-        // The source is gone: the chain here is the only copy until the merge is complete.
-        if (sf) await Deno.writeTextFile(`${partial}/${SWITCHED}`, "");
         let pending: PendingImage | undefined;
         if (sf) {
           const merge = sf;
