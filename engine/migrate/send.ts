@@ -113,14 +113,15 @@ export async function migrate(pid: number, opts: MigrateOptions): Promise<Migrat
   });
   const onAbort = () => conn.close();
   opts.signal?.addEventListener("abort", onAbort);
+  const tmp = await Deno.makeTempDir({ prefix: "cryo-migrate-" });
   let guard: SourceGuard;
   try {
     guard = SourceGuard.start(pid);
   } catch (e) {
     conn.close();
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
     throw e;
   }
-  const tmp = await Deno.makeTempDir({ prefix: "cryo-migrate-" });
   let tracking = false;
   let stopped: number[] = [];
   let switched = false;
