@@ -21,12 +21,24 @@ import { deadlineIn } from "./helpers/wait.ts";
 
 const OPT_IN = { optIns: ["tcp-established"] };
 
-/** A TCP port that was free a moment ago. */
+/**
+ * A TCP port that was free a moment ago, for a server that must be told
+ * its port (redis has no port 0). It is taken below the kernel's ephemeral
+ * range, where no connect() or port-0 bind on this busy machine picks its
+ * local port between our check and the server's bind.
+ */
 function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
+  const [low] = Deno.readTextFileSync("/proc/sys/net/ipv4/ip_local_port_range").trim()
+    .split(/\s+/).map(Number);
+  const base = Math.max(1024, Math.min(low, 32768) - 12000);
+  for (let tries = 0; tries < 1000; tries++) {
+    const port = base + Math.floor(Math.random() * 12000);
+    try {
+      Deno.listen({ hostname: "127.0.0.1", port }).close();
+      return port;
+    } catch { /* in use: another */ }
+  }
+  throw new Error("no free port below the ephemeral range");
 }
 
 /** The first of `candidates` that exists, else `name` found in PATH, else undefined. */
