@@ -30,6 +30,6 @@ const r = await checkpoint(Number(pidArg), {
   leaveRunning: true,
   onEvent,
   sync: !rest.includes("--no-sync"),
-  precopy: !rest.includes("--no-precopy"),
+  precopy: rest.includes("--no-precopy") ? false : rest.includes("--precopy") ? true : undefined,
 });
 console.log(JSON.stringify({ stats: r.stats, marks, lastPages }, null, 1));
