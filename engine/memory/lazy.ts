@@ -23,7 +23,7 @@
  * @module
  */
 
-import type { Mapping, ProcessImage } from "../model.ts";
+import type { Mapping, PageRun, ProcessImage } from "../model.ts";
 import { type ProgramBuilder, slot } from "../program/builder.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { UFFD_API } from "../../ffi/probe.ts";
@@ -38,12 +38,16 @@ const PAGE = 4096n;
 const O_CLOEXEC = 0o2000000;
 const O_NONBLOCK = 0o4000;
 
-/** A mapping served lazily: its range and saved page runs. */
+/**
+ * A mapping served lazily: its range and saved page runs (the image's own
+ * runs, not converted: a restore before its first instruction does
+ * nothing per run it can avoid, engine/memory/lazy_extents.ts parses them).
+ */
 export interface LazyRegion {
   start: bigint;
   end: bigint;
-  /** Saved runs: address, length in bytes, offset in the image file. */
-  runs: { addr: bigint; length: number; fileOffset: number }[];
+  /** Saved runs: address (hex), length in bytes, offset in the image file. */
+  runs: readonly PageRun[];
 }
 
 /** Whether `proc`'s memory may be restored lazily at all (see the module doc). */
@@ -75,11 +79,7 @@ export function lazyRegions(
   return proc.mappings.filter(lazyMappingEligible).map((m) => ({
     start: BigInt(m.start),
     end: BigInt(m.end),
-    runs: m.pages.map((r) => ({
-      addr: BigInt(r.addr),
-      length: r.length,
-      fileOffset: r.fileOffset,
-    })),
+    runs: m.pages,
   }));
 }
 
@@ -112,11 +112,17 @@ export function emitHotPages(
   hot: Set<bigint>,
   imageSlot: number,
 ): void {
-  for (const page of [...hot].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))) {
-    for (const run of m.pages) {
-      const off = page - BigInt(run.addr);
-      if (off < 0n || off >= BigInt(run.length)) continue;
-      p.op(SYS.pread64, [slot(imageSlot), page, 4096, run.fileOffset + Number(off)], {
+  // Only the few hot pages inside this mapping, then one pass over its runs
+  // (no per-run work for a mapping without any: most of them).
+  const start = BigInt(m.start), end = BigInt(m.end);
+  const mine = [...hot].filter((a) => a >= start && a < end).map(Number).sort((a, b) => a - b);
+  if (mine.length === 0) return;
+  for (const run of m.pages) {
+    const addr = parseInt(run.addr.slice(2), 16);
+    for (const page of mine) {
+      const off = page - addr;
+      if (off < 0 || off >= run.length) continue;
+      p.op(SYS.pread64, [slot(imageSlot), BigInt(page), 4096, run.fileOffset + off], {
         comment: "lazy restore: a page the kernel or the first instruction needs",
       });
     }

@@ -24,7 +24,8 @@ export interface Extent {
 
 /** A saved run of the image, as the compiler gives it (engine/memory/lazy.ts `LazyRegion`). */
 export interface SavedRun {
-  addr: bigint | number;
+  /** A number, or the image's hex string ("0x7f..."). */
+  addr: string | bigint | number;
   /** Bytes. */
   length: number;
   fileOffset: number;
@@ -54,7 +55,7 @@ export class PendingPages {
     const ext: Extent[] = [];
     for (const r of runs) {
       if (r.length <= 0) continue;
-      const start = Number(r.addr);
+      const start = typeof r.addr === "string" ? parseInt(r.addr.slice(2), 16) : Number(r.addr);
       ext.push({ start, end: start + r.length, fileOffset: r.fileOffset });
     }
     ext.sort((a, b) => a.start - b.start);
