@@ -135,3 +135,29 @@ Deno.test("lazy plan: many faults then a compaction keep it exact; clone and fla
   p.clear();
   assert.equal(p.first(), undefined);
 });
+
+Deno.test("lazy plan: a range moved over pages already in (emptied extents) is found again", () => {
+  const p = PendingPages.fromRuns([
+    { addr: 0x100000n, length: 16 * P, fileOffset: 0 },
+    { addr: 0x900000n, length: 2 * P, fileOffset: 16 * P },
+    { addr: 0x900000n + BigInt(4 * P), length: 2 * P, fileOffset: 18 * P },
+  ]);
+  p.remove(0x900000, 0x900000 + 2 * P); // in already: an emptied extent at 0x900000
+  // mremap of 16 pages from 0x100000 to 0x8f8000: over both extents at 0x900000.
+  const to = 0x900000 - 8 * P;
+  const moved = p.extract(0x100000, 0x100000 + 16 * P);
+  p.remove(to, to + 16 * P);
+  p.insert(
+    moved.map((e) => ({ ...e, start: e.start + to - 0x100000, end: e.end + to - 0x100000 })),
+  );
+  assert.equal(p.pages, 16);
+  for (let k = 0; k < 16; k++) {
+    assert.deepEqual(p.at(to + k * P, 1), { pages: 1, fileOffset: k * P }, `page ${k}`);
+  }
+  const order: number[] = [];
+  for (let a = p.first(); a !== undefined; a = p.first()) {
+    order.push(a);
+    p.remove(a, a + p.at(a, 4)!.pages * P);
+  }
+  assert.deepEqual(order, [0, 4, 8, 12].map((k) => to + k * P));
+});

@@ -194,6 +194,10 @@ export class PendingPages {
 
   /** Adds `pieces` (disjoint from every pending extent and from each other). */
   insert(pieces: readonly Extent[]): void {
+    // An emptied extent may lie inside a piece's range (pages in already
+    // where the program moves memory to): drop them first, or the ends
+    // would no longer be ordered (rare: a remap).
+    if (this.#empty > 0) this.#compact();
     for (const p of pieces) {
       if (p.end <= p.start) continue;
       const i = this.#firstEndingAfter(p.start, 0);
