@@ -631,7 +631,7 @@ export class LazyServer {
   /** Copies up to `max` pending saved pages from page `addr` on (contiguous in the file). */
   #copy(s: Space, addr: number, max: number): void {
     const at = s.pending.at(addr, max);
-    if (!at) return;
+    if (!at) throw new Error(`page 0x${addr.toString(16)} of ${s.pid} is not in the plan`);
     const len = at.pages * PAGE;
     const got = rawSyscall(SYS.pread64, s.image, this.#buf, len, at.fileOffset);
     if (got !== BigInt(len)) {
