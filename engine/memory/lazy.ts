@@ -23,7 +23,7 @@
  * @module
  */
 
-import type { Mapping, PageRun, ProcessImage } from "../model.ts";
+import type { Mapping, ProcessImage } from "../model.ts";
 import { type ProgramBuilder, slot } from "../program/builder.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { UFFD_API } from "../../ffi/probe.ts";
@@ -38,16 +38,12 @@ const PAGE = 4096n;
 const O_CLOEXEC = 0o2000000;
 const O_NONBLOCK = 0o4000;
 
-/**
- * A mapping served lazily: its range and saved page runs (the image's own
- * runs, not converted: a restore before its first instruction does
- * nothing per run it can avoid, engine/memory/lazy_extents.ts parses them).
- */
+/** A mapping served lazily: its range and saved page runs. */
 export interface LazyRegion {
   start: bigint;
   end: bigint;
-  /** Saved runs: address (hex), length in bytes, offset in the image file. */
-  runs: readonly PageRun[];
+  /** Saved runs: address, length in bytes, offset in the image file. */
+  runs: { addr: bigint; length: number; fileOffset: number }[];
 }
 
 /** Whether `proc`'s memory may be restored lazily at all (see the module doc). */
@@ -79,7 +75,11 @@ export function lazyRegions(
   return proc.mappings.filter(lazyMappingEligible).map((m) => ({
     start: BigInt(m.start),
     end: BigInt(m.end),
-    runs: m.pages,
+    runs: m.pages.map((r) => ({
+      addr: BigInt(r.addr),
+      length: r.length,
+      fileOffset: r.fileOffset,
+    })),
   }));
 }
 

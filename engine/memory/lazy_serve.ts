@@ -97,6 +97,14 @@ interface DetachedState {
   }[];
 }
 
+/**
+ * Called before the server reads bytes [fileOffset, fileOffset + length)
+ * of the image of `pid`: returns once they are written there (a receiver
+ * still merging the image, engine/migrate/stream_flatten.ts), or throws
+ * (the tree is then killed).
+ */
+export type LazyEnsure = (pid: number, fileOffset: number, length: number) => void;
+
 /** What the caller needs of a process to take its userfaultfd. */
 export interface LazyUnit {
   pid: number;
@@ -184,6 +192,8 @@ export class LazyServer {
   readonly #start: LazyStartWork = { planEntries: 0, presentPages: 0, pagesCopied: 0 };
   /** Why the tree was killed, when it was. */
   failure: string | undefined;
+  /** The image is still being written: asked before each read (see {@link LazyEnsure}). */
+  #ensure: LazyEnsure | undefined;
 
   private constructor() {
     const raw = new Uint8Array((CHUNK_PAGES + 1) * PAGE);
@@ -197,10 +207,11 @@ export class LazyServer {
    * (stopped at the end of their programs) and starts the watchdog.
    * Undefined when no process has lazy memory.
    */
-  static take(units: readonly LazyUnit[]): LazyServer | undefined {
+  static take(units: readonly LazyUnit[], ensure?: LazyEnsure): LazyServer | undefined {
     const lazy = units.filter((u) => (u.compiled.lazy?.length ?? 0) > 0);
     if (lazy.length === 0) return undefined;
     const s = new LazyServer();
+    s.#ensure = ensure;
     try {
       for (const u of lazy) {
         const fd = findUffd(u.pid);
@@ -292,6 +303,7 @@ export class LazyServer {
     for (const piece of s.pending.within(Number(start), Number(end))) {
       for (let a = piece.start; a < piece.end; a += PAGE) {
         if (hot.has(BigInt(a))) continue;
+        this.#ensure?.(s.pid, piece.fileOffset + (a - piece.start), PAGE);
         const got = rawSyscall(
           SYS.pread64,
           s.image,
@@ -443,6 +455,7 @@ export class LazyServer {
    */
   handOff(): number {
     if (this.#closed) throw new RestoreError("lazy restore: nothing left to hand over");
+    if (this.#ensure) throw new RestoreError("lazy restore: the image is still being written");
     const w = this.#watchdog!;
     const state: DetachedState = {
       from: Deno.pid,
@@ -633,6 +646,7 @@ export class LazyServer {
     const at = s.pending.at(addr, max);
     if (!at) throw new Error(`page 0x${addr.toString(16)} of ${s.pid} is not in the plan`);
     const len = at.pages * PAGE;
+    this.#ensure?.(s.pid, at.fileOffset, len);
     const got = rawSyscall(SYS.pread64, s.image, this.#buf, len, at.fileOffset);
     if (got !== BigInt(len)) {
       throw new Error(
