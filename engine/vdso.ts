@@ -7,7 +7,7 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
+import { sha256Hex } from "./sha256.ts";
 import { processVmReadFully } from "../ffi/process_vm.ts";
 import { readMaps } from "./proc/maps.ts";
 
@@ -23,7 +23,7 @@ export function vdsoFacts(
   if (code) {
     const buf = new Uint8Array(Number(code.end - code.start));
     processVmReadFully(pid, code.start, buf);
-    sha256 = createHash("sha256").update(buf).digest("hex");
+    sha256 = sha256Hex(buf);
   }
   return { layout: maps.map((m) => ({ name: m.path, size: Number(m.end - m.start) })), sha256 };
 }

@@ -19,7 +19,7 @@
  */
 
 import { vdsoFacts } from "../vdso.ts";
-import { basename, dirname, resolve } from "node:path";
+import { basename, dirname, resolve } from "../path.ts";
 import { rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { __WALL, parkStatus, waitPid } from "../../ffi/wait.ts";
@@ -76,8 +76,8 @@ import { collectLifecycle } from "../task/lifecycle.ts";
 import { reapOrphanedZombies } from "../task/zombies.ts";
 import { refuseZombieLeader } from "../task/refusals.ts";
 import { listTids } from "../proc/tasks.ts";
-import { checkpointInNamespace, ownNamespaceRoot } from "../pidns/mod.ts";
-import { collectNamespaceExtras, type NamespaceExtrasRequest } from "../pidns/extras.ts";
+import { ownNamespaceRoot } from "../pidns/detect.ts";
+import type { NamespaceExtrasRequest } from "../pidns/extras.ts";
 import { refuseMqueueFds } from "../fds/mqueue.ts";
 import type { ParentPages } from "./parent.ts";
 import { ChainDump } from "./chain_dump.ts";
@@ -325,6 +325,14 @@ async function goneProcesses(tree: FrozenTree, error: unknown): Promise<number[]
   return vanished ? [tree.root] : [];
 }
 
+/**
+ * The pid namespace machinery, loaded only for a tree in its own pid
+ * namespace: named through variables so that Deno does not load these
+ * module graphs with every dump (a literal `import()` would).
+ */
+const PIDNS_MODULE: string = "../pidns/mod.ts";
+const PIDNS_EXTRAS_MODULE: string = "../pidns/extras.ts";
+
 /** Checkpoints process `pid` and its descendants into `opts.dir`. */
 export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<CheckpointResult> {
   if (ownNamespaceRoot(pid)) {
@@ -333,7 +341,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         `pid ${pid} is a tree in its own pid namespace (cryo launch): --pre-dump and --parent are not supported for it yet`,
       );
     }
-    return await checkpointInNamespace(pid, opts);
+    const pidns: typeof import("../pidns/mod.ts") = await import(PIDNS_MODULE);
+    return await pidns.checkpointInNamespace(pid, opts);
   }
   checkTarget(pid, opts.pidNamespace === "own");
   if (opts.preDump) opts = { ...opts, leaveRunning: true };
@@ -437,7 +446,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     const sysvShm = collectSysvShm(described.map((d) => d.image), tmp, refusals);
     refuseMqueueFds(described.map((d) => d.image), refusals);
     const namespaces = opts.namespaceExtras &&
-      collectNamespaceExtras(opts.namespaceExtras, tmp, sysvShm, refusals);
+      (await import(PIDNS_EXTRAS_MODULE) as typeof import("../pidns/extras.ts"))
+        .collectNamespaceExtras(opts.namespaceExtras, tmp, sysvShm, refusals);
     // Memory a child shares with its parent is stored once, in the parent's image.
     const inheritance = planInheritance(
       described.map((d) => ({ image: d.image, vmas: d.collected.vmas })),

@@ -12,7 +12,7 @@
  */
 
 import { flattenForRestore } from "../image/chain.ts";
-import { resolve } from "node:path";
+import { resolve } from "../path.ts";
 import { rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { forgetParkedStatus, waitPid, type WaitStatus, WNOHANG } from "../../ffi/wait.ts";
@@ -48,7 +48,7 @@ import { checkImageDirTrust, checkOwnCredentials } from "./trust.ts";
 import { pausePoint } from "../pause.ts";
 import { shrunkImage } from "./intact.ts";
 import type { ExistingRoot } from "./session.ts";
-import { manifestPidNamespace, restoreInNamespace } from "../pidns/mod.ts";
+import { manifestPidNamespace } from "../pidns/detect.ts";
 
 /** Options of {@link restore}. */
 export interface RestoreOptions {
@@ -213,6 +213,12 @@ export function preflight(plan: RestorePlan, existingRoot?: number): void {
   checkSysvShmFree(plan.manifest.sysvShm ?? []);
 }
 
+/**
+ * The pid namespace machinery, loaded only for a restore into a pid
+ * namespace (a variable, so that Deno does not load it with every restore).
+ */
+const PIDNS_MODULE: string = "../pidns/mod.ts";
+
 /** Restores the checkpoint in `dir` with its original pids; resolves once every task runs. */
 export async function restore(dir: string, opts: RestoreOptions = {}): Promise<RestoredTree> {
   // A pre-copy chain is restored from a flattened copy (engine/image/chain.ts).
@@ -228,7 +234,8 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
     if (opts.lazy) {
       throw new RestoreError("--lazy is not supported for a restore into a pid namespace");
     }
-    return restoreInNamespace(dir, opts); // engine/pidns/: a fresh pid namespace
+    const pidns: typeof import("../pidns/mod.ts") = await import(PIDNS_MODULE);
+    return pidns.restoreInNamespace(dir, opts); // engine/pidns/: a fresh pid namespace
   }
   const t0 = performance.now();
   // Structure and sizes are checked now; checksums while the stubs already
