@@ -23,7 +23,7 @@ import { ImageFormatError } from "../image/errors.ts";
 import { verifyImageDir } from "../image/manifest.ts";
 import { validateImage } from "../image/validate.ts";
 import { compileTree } from "./restorable.ts";
-import { LazyServer } from "../memory/lazy_serve.ts";
+import type { LazyServer } from "../memory/lazy_serve.ts";
 import { ProvidedFds } from "./provided.ts";
 import { checkSysvShmFree, CreatedSysvShm } from "../memory/sysvshm.ts";
 import { checkCgroups } from "../task/placement.ts";
@@ -218,6 +218,8 @@ export function preflight(plan: RestorePlan, existingRoot?: number): void {
  * namespace (a variable, so that Deno does not load it with every restore).
  */
 const PIDNS_MODULE: string = "../pidns/mod.ts";
+/** The server of a lazy restore's pages, loaded for `--lazy` only (a variable, as above). */
+const LAZY_SERVE_MODULE: string = "../memory/lazy_serve.ts";
 
 /** Restores the checkpoint in `dir` with its original pids; resolves once every task runs. */
 export async function restore(dir: string, opts: RestoreOptions = {}): Promise<RestoredTree> {
@@ -237,6 +239,10 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
     const pidns: typeof import("../pidns/mod.ts") = await import(PIDNS_MODULE);
     return pidns.restoreInNamespace(dir, opts); // engine/pidns/: a fresh pid namespace
   }
+  // engine/memory/lazy_serve.ts is loaded for a lazy restore only, while the plan is made.
+  const lazyServe: Promise<typeof import("../memory/lazy_serve.ts")> | undefined = opts.lazy
+    ? import(LAZY_SERVE_MODULE)
+    : undefined;
   const t0 = performance.now();
   // Structure and sizes are checked now; checksums while the stubs already
   // read the images (between the session's waits; nothing runs before both are done).
@@ -289,8 +295,8 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
   // Lazy restore: cryo takes the userfaultfds while every task still waits (engine/memory/lazy_serve.ts).
   let lazy: LazyServer | undefined;
   try {
-    lazy = opts.lazy
-      ? LazyServer.take(plan.units.map((u) => ({ ...u, pid: u.image.pid })))
+    lazy = lazyServe
+      ? (await lazyServe).LazyServer.take(plan.units.map((u) => ({ ...u, pid: u.image.pid })))
       : undefined;
   } catch (e) {
     session.abort();
