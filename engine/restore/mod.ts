@@ -11,7 +11,6 @@
  * @module
  */
 
-import { flattenForRestore } from "../image/chain.ts";
 import { resolve } from "../path.ts";
 import { rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
@@ -220,6 +219,26 @@ export function preflight(plan: RestorePlan, existingRoot?: number): void {
 const PIDNS_MODULE: string = "../pidns/mod.ts";
 /** The server of a lazy restore's pages, loaded for `--lazy` only (a variable, as above). */
 const LAZY_SERVE_MODULE: string = "../memory/lazy_serve.ts";
+
+/** Pre-copy chains (engine/image/chain.ts and its image writer), loaded for a chain only. */
+const CHAIN_MODULE: string = "../image/chain.ts";
+
+/**
+ * `flattenForRestore` of engine/image/chain.ts, which is loaded only when
+ * the manifest names a parent (an unreadable manifest is left to the
+ * restore's own checks, as there).
+ */
+async function flattenForRestore(dir: string): Promise<string | undefined> {
+  let parent: unknown;
+  try {
+    parent = JSON.parse(await Deno.readTextFile(`${resolve(dir)}/manifest.json`))?.parent;
+  } catch {
+    return undefined;
+  }
+  if (!parent) return undefined;
+  const chain: typeof import("../image/chain.ts") = await import(CHAIN_MODULE);
+  return await chain.flattenForRestore(dir);
+}
 
 /** Restores the checkpoint in `dir` with its original pids; resolves once every task runs. */
 export async function restore(dir: string, opts: RestoreOptions = {}): Promise<RestoredTree> {
