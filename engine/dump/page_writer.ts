@@ -1,23 +1,31 @@
 /**
- * Where streamed page data goes. Two implementations of one interface:
+ * Where streamed page data goes. Three implementations of one interface:
  *
- * - {@link SyncPageWriter}: one buffer, written synchronously when full
- *   (small dumps: no thread to start);
+ * - {@link MappedPageWriter}: the buffers are windows of the image file
+ *   itself (a shared mapping, ffi/file_write_window.ts), so the target's
+ *   pages are copied once, by the kernel, into the file's page cache: no
+ *   buffer of cryo's and no `write` copying them again (what the dump uses);
+ * - {@link SyncPageWriter}: one buffer, written synchronously when full;
  * - {@link ThreadedPageWriter}: two buffers in shared memory and a worker
  *   thread that writes one while the main thread reads the target's memory
  *   into the other, so reading and writing overlap on two cores.
  *
- * Both write page data sequentially from the image's page region.
+ * All write page data sequentially from the image's page region.
  *
  * @module
  */
 
 import { CTRL, SLOT_EMPTY, SLOT_FULL, SLOTS } from "./page_writer_layout.ts";
+import { WritableFile, type WriteWindow } from "../../ffi/file_write_window.ts";
 
 /** A buffer to fill, then hand back with {@link PageWriter.submit}. */
 export interface PageWriter {
-  /** A free buffer of {@link PageWriter.size} bytes (waits for one if needed). */
-  acquire(): Uint8Array;
+  /**
+   * A free buffer of {@link PageWriter.size} bytes (waits for one if needed)
+   * whose content will be written at file offset `offset` (the `offset` of
+   * the {@link PageWriter.submit} that follows).
+   */
+  acquire(offset: number): Uint8Array;
   /** Writes the first `length` bytes of the buffer last acquired at `offset`. */
   submit(length: number, offset: number): void;
   /** Buffer size. */
@@ -40,7 +48,7 @@ export class SyncPageWriter implements PageWriter {
     this.#write = write;
   }
 
-  acquire(): Uint8Array {
+  acquire(_offset: number): Uint8Array {
     return this.#buffer;
   }
 
@@ -106,7 +114,7 @@ export class ThreadedPageWriter implements PageWriter {
     return Atomics.load(this.#state, CTRL.failed) !== 0;
   }
 
-  acquire(): Uint8Array {
+  acquire(_offset?: number): Uint8Array {
     this.#slot = (this.#slot + 1) % SLOTS;
     while (Atomics.load(this.#state, this.#slot) !== SLOT_EMPTY) {
       Atomics.wait(this.#state, this.#slot, SLOT_FULL, 1000);
@@ -136,5 +144,52 @@ export class ThreadedPageWriter implements PageWriter {
   async abort(): Promise<void> {
     this.#worker.terminate();
     await Promise.resolve();
+  }
+}
+
+/**
+ * Buffers that are windows of the image file (see the module doc): a
+ * window is mapped at the offset its data belongs to, filled by the
+ * caller, and unmapped on submit. Nothing is copied after the fill; the
+ * file's dirty pages are synced with the rest of the image.
+ */
+export class MappedPageWriter implements PageWriter {
+  readonly size: number;
+  readonly #file: WritableFile;
+  #window: WriteWindow | undefined;
+
+  /** Writes into the existing file `path` through windows of `size` bytes. */
+  constructor(size: number, path: string) {
+    this.size = size;
+    this.#file = WritableFile.open(path);
+  }
+
+  acquire(offset: number): Uint8Array {
+    this.#release();
+    this.#window = this.#file.map(offset, this.size);
+    return this.#window.view;
+  }
+
+  submit(_length: number, offset: number): void {
+    if (!this.#window) throw new Error("page window submitted without acquire");
+    if (offset !== this.#window.offset) {
+      throw new Error(`page window mapped at ${this.#window.offset} submitted for ${offset}`);
+    }
+    this.#release();
+  }
+
+  #release(): void {
+    if (this.#window) this.#file.unmap(this.#window);
+    this.#window = undefined;
+  }
+
+  close(): Promise<void> {
+    this.#release();
+    this.#file.close();
+    return Promise.resolve();
+  }
+
+  abort(): Promise<void> {
+    return this.close();
   }
 }

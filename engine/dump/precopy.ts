@@ -58,18 +58,15 @@ import { freezeTree, thawTree } from "./freeze.ts";
 import { withInjection } from "./injected.ts";
 import { bootstrapSizeFor, classifyVma, pagePolicy, refusedMapping, type Vma } from "./vmas.ts";
 import * as zlib from "node:zlib";
-import { CHUNK_BYTES, CRC_BLOCK, MemoryStreamer } from "./memory.ts";
+import { CRC_BLOCK, MemoryStreamer, windowBytes } from "./memory.ts";
 import { crc32Combine } from "../image/checksum.ts";
-import { SyncPageWriter, ThreadedPageWriter } from "./page_writer.ts";
+import { MappedPageWriter } from "./page_writer.ts";
 import { BOOTSTRAP_FILE_OFFSET } from "../image/writer.ts";
 import { closeInTarget, setTrackingFd, trackingFdBase } from "./tracking.ts";
 
 const O_CLOEXEC = 0o2000000;
 const O_NONBLOCK = 0o4000;
 const F_DUPFD_CLOEXEC = 1030;
-
-/** Pre-copies of at least this size write from a worker thread. */
-const THREADED_BYTES = 256 << 20;
 
 /** A pre-copied run: `length` bytes from `addr` are in the image file at `fileOffset`. */
 interface CopiedRun {
@@ -187,16 +184,8 @@ export class PrecopyProcess {
       mode: 0o700,
     });
     file.close();
-    const out = total >= THREADED_BYTES ? new ThreadedPageWriter(CHUNK_BYTES, this.path) : (() => {
-      const f = Deno.openSync(this.path, { write: true });
-      return Object.assign(
-        new SyncPageWriter(CHUNK_BYTES, (off, bytes) => {
-          f.seekSync(off, Deno.SeekMode.Start);
-          for (let d = 0; d < bytes.length;) d += f.writeSync(bytes.subarray(d));
-        }),
-        { file: f },
-      );
-    })();
+    // The pages are read straight into windows of the image file (one copy).
+    const out = new MappedPageWriter(windowBytes(total), this.path);
     let next = this.pagesStart;
     const streamer = new MemoryStreamer(this.pid, out, (n) => {
       const at = next;
@@ -218,8 +207,6 @@ export class PrecopyProcess {
     } catch (e) {
       await streamer.abort();
       throw e;
-    } finally {
-      if ("file" in out) out.file.close();
     }
     this.pagesEnd = next;
     this.bytes = streamer.bytes;
