@@ -5,7 +5,8 @@
  * no buffer in between and no `write` copying them again. A window's
  * blocks are reserved first (`fallocate`, which also extends the file), so
  * a full disk is an error of {@link WritableFile.map}, not a SIGBUS when a
- * page of the window is first touched.
+ * page of the window is first touched; its pages are faulted in at once
+ * (`MADV_POPULATE_WRITE`) rather than one fault per page while it is filled.
  *
  * Only for files that nobody else truncates meanwhile (cryo's own image
  * files): touching a mapped page past the end of a file that shrank is
@@ -14,7 +15,7 @@
  * @module
  */
 
-import { cstr, rawSyscall, syscall, syscallNum } from "./libc.ts";
+import { cstr, rawSyscall, syscall, SyscallError, syscallNum } from "./libc.ts";
 import { SYS } from "./sysno.ts";
 
 const O_RDWR = 2;
@@ -24,6 +25,8 @@ const PROT_WRITE = 2;
 const MAP_SHARED = 1;
 const PAGE = 4096;
 const EOPNOTSUPP = 95;
+const EINVAL = 22;
+const MADV_POPULATE_WRITE = 23;
 
 /** A mapped window: `view` is valid until {@link WritableFile.unmap}. */
 export interface WriteWindow {
@@ -76,6 +79,12 @@ export class WritableFile {
       this.#fd,
       start,
     );
+    // Fault the window's pages in with one call (no page fault per page while it is filled).
+    const r = rawSyscall(SYS.madvise, addr, mapLength, MADV_POPULATE_WRITE);
+    if (r < 0n && r !== -BigInt(EINVAL)) {
+      syscall(SYS.munmap, addr, mapLength);
+      throw new SyscallError("madvise(MADV_POPULATE_WRITE)", [offset, length], Number(-r));
+    }
     const ptr = Deno.UnsafePointer.create(addr)!;
     const all = new Uint8Array(new Deno.UnsafePointerView(ptr).getArrayBuffer(mapLength));
     return { view: all.subarray(offset - start, offset - start + length), offset, addr, mapLength };

@@ -58,10 +58,11 @@ export class MemoryStreamer {
   /** Bytes of page data written so far. */
   bytes = 0;
   /**
-   * Read through /proc/<pid>/mem only (no process_vm_readv): its page
-   * lookups do not pin, so they never unshare pages a process shares
-   * copy-on-write with its children (a pinning read of a write-protected
-   * such page copies it).
+   * Read through /proc/<pid>/mem only (no process_vm_readv), except the
+   * runs given with `pin: true`: its page lookups do not pin, so they never
+   * unshare pages a process shares copy-on-write with its children (a
+   * pinning read of a write-protected such page copies it). It costs a
+   * second copy in the kernel (through a bounce page).
    */
   viaMemFile = false;
   /**
@@ -90,12 +91,13 @@ export class MemoryStreamer {
   /** Saves the given runs of one mapping, returning their PageRun records. */
   saveRuns(
     vma: Vma,
-    runs: { addr: bigint; length: number }[],
+    runs: { addr: bigint; length: number; pin?: boolean }[],
     onBytes?: (n: number) => void,
   ): PageRun[] {
     const out: PageRun[] = [];
-    const readable = vma.perms[0] === "r" && !this.viaMemFile;
     for (const run of runs) {
+      // `pin`: this run may be read with process_vm_readv even with viaMemFile.
+      const readable = vma.perms[0] === "r" && (!this.viaMemFile || run.pin === true);
       out.push({
         addr: `0x${run.addr.toString(16)}`,
         length: run.length,

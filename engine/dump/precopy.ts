@@ -54,6 +54,7 @@ import { signed, type UserRegs } from "../../ffi/regs.ts";
 import type { ProcessImage } from "../model.ts";
 import { readFds } from "../proc/fds.ts";
 import { PagemapScanner, type ScanRegion } from "../proc/pagemap_scan.ts";
+import { openPagemap, type PagemapReader, type PageRunTuple, PM } from "../proc/pagemap.ts";
 import { freezeTree, thawTree } from "./freeze.ts";
 import { withInjection } from "./injected.ts";
 import { bootstrapSizeFor, classifyVma, pagePolicy, refusedMapping, type Vma } from "./vmas.ts";
@@ -198,8 +199,9 @@ export class PrecopyProcess {
     streamer.blockCrcs = [];
     const copied: CopiedRun[] = [];
     try {
+      using pagemap = openPagemap(this.pid);
       for (const { vma, runs } of this.#planned) {
-        for (const r of streamer.saveRuns(vma, runs)) {
+        for (const r of streamer.saveRuns(vma, pinnableRuns(pagemap, runs))) {
           copied.push({ addr: Number(BigInt(r.addr)), length: r.length, fileOffset: r.fileOffset });
         }
       }
@@ -331,6 +333,38 @@ function markValid(runs: CopiedRun[], written: [number, number][]): CopiedRun[] 
       if (range[0] > at) piece(range[0], true);
       piece(Math.min(end, range[1]), false);
     }
+  }
+  return out;
+}
+
+/**
+ * `runs` split into pieces that may be read with process_vm_readv
+ * (`pin`: present pages mapped by this process only, pagemap bit 56: its
+ * pin cannot unshare a page shared copy-on-write with another process) and
+ * the rest (read through /proc/<pid>/mem). A page shared by a fork after
+ * this look-up may still be unshared by the read: that costs the target one
+ * page of memory, never correctness (the dump records the sharing it finds).
+ */
+export function pinnableRuns(
+  pagemap: PagemapReader,
+  runs: { addr: bigint; length: number }[],
+): { addr: bigint; length: number; pin: boolean }[] {
+  const out: { addr: bigint; length: number; pin: boolean }[] = [];
+  for (const r of runs) {
+    let at = r.addr;
+    const end = r.addr + BigInt(r.length);
+    let exclusive: PageRunTuple[];
+    try {
+      exclusive = pagemap.runs(r.addr, end, { all: PM.PRESENT | PM.EXCLUSIVE });
+    } catch {
+      exclusive = [];
+    }
+    for (const [a, l] of exclusive) {
+      if (a > at) out.push({ addr: at, length: Number(a - at), pin: false });
+      out.push({ addr: a, length: l, pin: true });
+      at = a + BigInt(l);
+    }
+    if (at < end) out.push({ addr: at, length: Number(end - at), pin: false });
   }
   return out;
 }
