@@ -95,6 +95,15 @@ export class WritableFile {
     syscall(SYS.munmap, w.addr, w.mapLength);
   }
 
+  /** Writes all of `bytes` at `offset` (pwrite), for where a mapping is refused. */
+  writeAt(offset: number, bytes: Uint8Array): void {
+    for (let done = 0; done < bytes.length;) {
+      done += Number(
+        syscall(SYS.pwrite64, this.#fd, bytes.subarray(done), bytes.length - done, offset + done),
+      );
+    }
+  }
+
   /** Closes the file (idempotent). */
   close(): void {
     if (this.#fd < 0) return;

@@ -54,14 +54,19 @@ import { signed, type UserRegs } from "../../ffi/regs.ts";
 import type { ProcessImage } from "../model.ts";
 import { readFds } from "../proc/fds.ts";
 import { PagemapScanner, type ScanRegion } from "../proc/pagemap_scan.ts";
-import { openPagemap, type PagemapReader, type PageRunTuple, PM } from "../proc/pagemap.ts";
 import { freezeTree, thawTree } from "./freeze.ts";
 import { withInjection } from "./injected.ts";
 import { bootstrapSizeFor, classifyVma, pagePolicy, refusedMapping, type Vma } from "./vmas.ts";
 import * as zlib from "node:zlib";
-import { CRC_BLOCK, MemoryStreamer, windowBytes } from "./memory.ts";
+import { CRC_BLOCK } from "./memory.ts";
 import { crc32Combine } from "../image/checksum.ts";
-import { MappedPageWriter } from "./page_writer.ts";
+import {
+  type CopiedRun,
+  type CopyJob,
+  copyPlanned,
+  type CopyResult,
+  PrecopyLane,
+} from "./precopy_copy.ts";
 import { BOOTSTRAP_FILE_OFFSET } from "../image/writer.ts";
 import { closeInTarget, setTrackingFd, trackingFdBase } from "./tracking.ts";
 
@@ -69,14 +74,8 @@ const O_CLOEXEC = 0o2000000;
 const O_NONBLOCK = 0o4000;
 const F_DUPFD_CLOEXEC = 1030;
 
-/** A pre-copied run: `length` bytes from `addr` are in the image file at `fileOffset`. */
-interface CopiedRun {
-  addr: number;
-  length: number;
-  fileOffset: number;
-  /** Not written since it was protected (set by {@link PrecopyProcess.validate}). */
-  valid?: boolean;
-}
+/** Processes with at least this much to pre-copy are copied two at a time ({@link Precopy.copy}). */
+const LANE_BYTES = 32 << 20;
 
 /**
  * Splits `run` (a range to save) against `covered` (sorted ranges whose
@@ -174,46 +173,23 @@ export class PrecopyProcess {
     return this.#planned.reduce((n, p) => n + p.runs.reduce((m, r) => m + r.length, 0), 0);
   }
 
+  /** What {@link copy} needs, for copying in another thread (engine/dump/precopy_copy.ts). */
+  get job(): CopyJob {
+    return { pid: this.pid, path: this.path, pagesStart: this.pagesStart, planned: this.#planned };
+  }
+
+  /** Takes the result of copying {@link job}. */
+  copied(r: CopyResult): void {
+    this.pagesEnd = r.pagesEnd;
+    this.bytes = r.bytes;
+    this.#blockCrcs = r.blockCrcs;
+    this.#copied = r.copied;
+  }
+
   /** Copies the planned runs into the image file (the tree runs meanwhile). */
   async copy(): Promise<void> {
-    const total = this.plannedBytes;
-    if (total === 0) return;
-    const file = await Deno.open(this.path, {
-      write: true,
-      create: true,
-      truncate: true,
-      mode: 0o700,
-    });
-    file.close();
-    // The pages are read straight into windows of the image file (one copy).
-    const out = new MappedPageWriter(windowBytes(total), this.path);
-    let next = this.pagesStart;
-    const streamer = new MemoryStreamer(this.pid, out, (n) => {
-      const at = next;
-      next += n;
-      return at;
-    });
-    const lost: { addr: number; length: number }[] = [];
-    streamer.onUnreadable = (addr, length) => lost.push({ addr: Number(addr), length });
-    streamer.viaMemFile = true;
-    streamer.blockCrcs = [];
-    const copied: CopiedRun[] = [];
-    try {
-      using pagemap = openPagemap(this.pid);
-      for (const { vma, runs } of this.#planned) {
-        for (const r of streamer.saveRuns(vma, pinnableRuns(pagemap, runs))) {
-          copied.push({ addr: Number(BigInt(r.addr)), length: r.length, fileOffset: r.fileOffset });
-        }
-      }
-      await streamer.finish();
-    } catch (e) {
-      await streamer.abort();
-      throw e;
-    }
-    this.pagesEnd = next;
-    this.bytes = streamer.bytes;
-    this.#blockCrcs = streamer.blockCrcs;
-    this.#copied = subtract(copied.sort((a, b) => a.addr - b.addr), lost);
+    if (this.plannedBytes === 0) return;
+    this.copied(await copyPlanned(this.job));
   }
 
   /**
@@ -333,59 +309,6 @@ function markValid(runs: CopiedRun[], written: [number, number][]): CopiedRun[] 
       if (range[0] > at) piece(range[0], true);
       piece(Math.min(end, range[1]), false);
     }
-  }
-  return out;
-}
-
-/**
- * `runs` split into pieces that may be read with process_vm_readv
- * (`pin`: present pages mapped by this process only, pagemap bit 56: its
- * pin cannot unshare a page shared copy-on-write with another process) and
- * the rest (read through /proc/<pid>/mem). A page shared by a fork after
- * this look-up may still be unshared by the read: that costs the target one
- * page of memory, never correctness (the dump records the sharing it finds).
- */
-export function pinnableRuns(
-  pagemap: PagemapReader,
-  runs: { addr: bigint; length: number }[],
-): { addr: bigint; length: number; pin: boolean }[] {
-  const out: { addr: bigint; length: number; pin: boolean }[] = [];
-  for (const r of runs) {
-    let at = r.addr;
-    const end = r.addr + BigInt(r.length);
-    let exclusive: PageRunTuple[];
-    try {
-      exclusive = pagemap.runs(r.addr, end, { all: PM.PRESENT | PM.EXCLUSIVE });
-    } catch {
-      exclusive = [];
-    }
-    for (const [a, l] of exclusive) {
-      if (a > at) out.push({ addr: at, length: Number(a - at), pin: false });
-      out.push({ addr: a, length: l, pin: true });
-      at = a + BigInt(l);
-    }
-    if (at < end) out.push({ addr: at, length: Number(end - at), pin: false });
-  }
-  return out;
-}
-
-/** `runs` (sorted) without the byte ranges of `lost`. */
-function subtract(runs: CopiedRun[], lost: { addr: number; length: number }[]): CopiedRun[] {
-  if (lost.length === 0) return runs;
-  let out = runs;
-  for (const l of lost) {
-    const next: CopiedRun[] = [];
-    for (const r of out) {
-      const s = Math.max(r.addr, l.addr), e = Math.min(r.addr + r.length, l.addr + l.length);
-      if (s >= e) {
-        next.push(r);
-        continue;
-      }
-      if (r.addr < s) next.push({ addr: r.addr, length: s - r.addr, fileOffset: r.fileOffset });
-      const tail = r.addr + r.length - e;
-      if (tail > 0) next.push({ addr: e, length: tail, fileOffset: r.fileOffset + (e - r.addr) });
-    }
-    out = next;
   }
   return out;
 }
@@ -651,9 +574,32 @@ export class Precopy {
     for (const p of this.processes.values()) p.validate();
   }
 
-  /** Copies every process's pages while the tree runs. */
+  /**
+   * Copies every process's pages while the tree runs: with two or more
+   * processes of at least {@link LANE_BYTES}, two at a time (this thread
+   * and a worker), largest first.
+   */
   async copy(): Promise<void> {
-    for (const p of this.processes.values()) await p.copy();
+    const queue = [...this.processes.values()].filter((p) => p.plannedBytes > 0)
+      .sort((a, b) => b.plannedBytes - a.plannedBytes);
+    if (queue.filter((p) => p.plannedBytes >= LANE_BYTES).length < 2) {
+      for (const p of queue) await p.copy();
+      return;
+    }
+    const lane = new PrecopyLane();
+    try {
+      // The worker's lane takes a process, then this thread copies the next one
+      // (synchronously: the worker's answers are taken when it is done).
+      const worker = async () => {
+        for (let p; (p = queue.shift());) p.copied(await lane.copy(p.job));
+      };
+      const here = async () => {
+        for (let p; (p = queue.shift());) await p.copy();
+      };
+      await Promise.all([worker(), here()]);
+    } finally {
+      lane.close();
+    }
   }
 
   /** Bytes pre-copied. */
