@@ -60,22 +60,13 @@ import { bootstrapSizeFor, classifyVma, pagePolicy, refusedMapping, type Vma } f
 import * as zlib from "node:zlib";
 import { CRC_BLOCK } from "./memory.ts";
 import { crc32Combine } from "../image/checksum.ts";
-import {
-  type CopiedRun,
-  type CopyJob,
-  copyPlanned,
-  type CopyResult,
-  PrecopyLane,
-} from "./precopy_copy.ts";
+import { type CopiedRun, type CopyJob, copyPlanned, type CopyResult } from "./precopy_copy.ts";
 import { BOOTSTRAP_FILE_OFFSET } from "../image/writer.ts";
 import { closeInTarget, setTrackingFd, trackingFdBase } from "./tracking.ts";
 
 const O_CLOEXEC = 0o2000000;
 const O_NONBLOCK = 0o4000;
 const F_DUPFD_CLOEXEC = 1030;
-
-/** Processes with at least this much to pre-copy are copied two at a time ({@link Precopy.copy}). */
-const LANE_BYTES = 32 << 20;
 
 /**
  * Splits `run` (a range to save) against `covered` (sorted ranges whose
@@ -575,31 +566,12 @@ export class Precopy {
   }
 
   /**
-   * Copies every process's pages while the tree runs: with two or more
-   * processes of at least {@link LANE_BYTES}, two at a time (this thread
-   * and a worker), largest first.
+   * Copies every process's pages while the tree runs, one process after the
+   * other (two at a time, one in a worker thread, was measured: no gain in
+   * CPU or wall time on 2 vCPUs, 26 MiB more peak RSS; docs/PERFORMANCE.md).
    */
   async copy(): Promise<void> {
-    const queue = [...this.processes.values()].filter((p) => p.plannedBytes > 0)
-      .sort((a, b) => b.plannedBytes - a.plannedBytes);
-    if (queue.filter((p) => p.plannedBytes >= LANE_BYTES).length < 2) {
-      for (const p of queue) await p.copy();
-      return;
-    }
-    const lane = new PrecopyLane();
-    try {
-      // The worker's lane takes a process, then this thread copies the next one
-      // (synchronously: the worker's answers are taken when it is done).
-      const worker = async () => {
-        for (let p; (p = queue.shift());) p.copied(await lane.copy(p.job));
-      };
-      const here = async () => {
-        for (let p; (p = queue.shift());) await p.copy();
-      };
-      await Promise.all([worker(), here()]);
-    } finally {
-      lane.close();
-    }
+    for (const p of this.processes.values()) await p.copy();
   }
 
   /** Bytes pre-copied. */

@@ -1,8 +1,9 @@
 /**
  * The copy step of the pre-copy (engine/dump/precopy.ts) for one process:
- * its planned runs are read into its image file while the tree runs, in
- * cryo's main thread or in a worker (precopy_worker.ts), so that the
- * processes of a tree are copied two at a time on two cores.
+ * its planned runs are read into its image file while the tree runs,
+ * straight into windows of the file (page_writer.ts), with
+ * process_vm_readv where that cannot unshare a page ({@link pinnableRuns})
+ * and /proc/<pid>/mem elsewhere. Its input and output are plain data.
  *
  * @module
  */
@@ -85,41 +86,6 @@ export async function copyPlanned(job: CopyJob): Promise<CopyResult> {
     blockCrcs: streamer.blockCrcs,
     copied: subtract(copied.sort((a, b) => a.addr - b.addr), lost),
   };
-}
-
-/** A worker thread that copies jobs one at a time (precopy_worker.ts). */
-export class PrecopyLane {
-  readonly #worker: Worker;
-  #pending?: { resolve: (r: CopyResult) => void; reject: (e: Error) => void };
-
-  constructor() {
-    this.#worker = new Worker(new URL("./precopy_worker.ts", import.meta.url), { type: "module" });
-    this.#worker.onmessage = (e: MessageEvent<{ result?: CopyResult; error?: string }>) => {
-      const p = this.#pending;
-      this.#pending = undefined;
-      if (e.data.result) p?.resolve(e.data.result);
-      else p?.reject(new Error(e.data.error ?? "pre-copy worker failed"));
-    };
-    this.#worker.onerror = (e) => {
-      e.preventDefault();
-      const p = this.#pending;
-      this.#pending = undefined;
-      p?.reject(new Error(`pre-copy worker: ${e.message}`));
-    };
-  }
-
-  /** Copies `job` in the worker. */
-  copy(job: CopyJob): Promise<CopyResult> {
-    return new Promise((resolve, reject) => {
-      this.#pending = { resolve, reject };
-      this.#worker.postMessage(job);
-    });
-  }
-
-  /** Stops the worker. */
-  close(): void {
-    this.#worker.terminate();
-  }
 }
 
 /**
