@@ -10,6 +10,7 @@
 
 import { openPagemap, type PagemapReader, type PageRunTuple, PM } from "../proc/pagemap.ts";
 import { MemoryStreamer, windowBytes } from "./memory.ts";
+import { pausePoint } from "../pause.ts";
 import { MappedPageWriter } from "./page_writer.ts";
 import type { Vma } from "./vmas.ts";
 
@@ -71,7 +72,8 @@ export async function copyPlanned(job: CopyJob): Promise<CopyResult> {
   try {
     using pagemap = openPagemap(job.pid);
     for (const { vma, runs } of job.planned) {
-      for (const r of streamer.saveRuns(vma, pinnableRuns(pagemap, runs))) {
+      const pieces = pinnableRuns(pagemap, runs);
+      for (const r of streamer.saveRuns(vma, pieces, () => pausePoint("precopy-pages"))) {
         copied.push({ addr: Number(BigInt(r.addr)), length: r.length, fileOffset: r.fileOffset });
       }
     }
