@@ -3,7 +3,7 @@
  * its planned runs are read into its image file while the tree runs,
  * straight into windows of the file (page_writer.ts), with
  * process_vm_readv where that cannot unshare a page ({@link pinnableRuns})
- * and /proc/<pid>/mem elsewhere. Its input and output are plain data.
+ * and /proc/<pid>/mem elsewhere.
  *
  * @module
  */
@@ -23,7 +23,7 @@ export interface CopiedRun {
   valid?: boolean;
 }
 
-/** One process's copy: everything it needs, structured-cloneable. */
+/** One process's copy: everything it needs. */
 export interface CopyJob {
   pid: number;
   /** Its image file (created or truncated). */
@@ -46,7 +46,7 @@ export interface CopyResult {
   copied: CopiedRun[];
 }
 
-/** Copies the runs of `job` into its file, in this thread. */
+/** Copies the runs of `job` into its file. */
 export async function copyPlanned(job: CopyJob): Promise<CopyResult> {
   const total = job.planned.reduce((n, p) => n + p.runs.reduce((m, r) => m + r.length, 0), 0);
   const file = await Deno.open(job.path, {
