@@ -62,8 +62,8 @@ import {
   checkSharedTables,
   checkUnattachedLocks,
 } from "./tree_state.ts";
-import { CHUNK_BYTES, MemoryStreamer } from "./memory.ts";
-import { SyncPageWriter, ThreadedPageWriter } from "./page_writer.ts";
+import { MemoryStreamer, windowBytes } from "./memory.ts";
+import { MappedPageWriter } from "./page_writer.ts";
 import { bootstrapSizeFor, chooseBootstrap, pagePolicy } from "./vmas.ts";
 import { TOOL_VERSION } from "../version.ts";
 import { pausePoint } from "../pause.ts";
@@ -82,9 +82,6 @@ import { refuseMqueueFds } from "../fds/mqueue.ts";
 import type { ParentPages } from "./parent.ts";
 import { ChainDump } from "./chain_dump.ts";
 import { isTrackingFd } from "./tracking.ts";
-
-/** Dumps with at least this much page data write from a worker thread. */
-const THREADED_WRITE_BYTES = 256 << 20;
 
 /** Progress events of a dump. */
 export type DumpEvent =
@@ -501,10 +498,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       const total = plan.readBytes;
       reused += plan.reusedBytes;
       parentBytes += plan.parentBytes;
-      // Large dumps overlap reading and writing on two threads.
-      const out = total >= THREADED_WRITE_BYTES
-        ? new ThreadedPageWriter(CHUNK_BYTES, writer.partialPath)
-        : new SyncPageWriter(CHUNK_BYTES, (off, bytes) => writer.writePagesAtSync(off, bytes));
+      // The pages are read straight into windows of the image file (one copy).
+      const out = new MappedPageWriter(windowBytes(total), writer.partialPath);
       const streamer = new MemoryStreamer(p.pid, out, (n) => writer.reservePages(n));
       streamers.push(streamer);
       opts.onEvent?.({
