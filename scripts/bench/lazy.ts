@@ -14,8 +14,8 @@
  * - the writer's own memory check (SIGUSR1: "verify ok") afterwards; the
  *   restored writer runs on for the next measurement.
  *
- * `deno task bench-lazy [MiB...]` (default 512 2048) runs this part alone
- * (the same as `deno task bench --near-zero --near-zero-parts lazy`).
+ * `deno task bench-lazy [--near-zero-mib 512[,2048]] [--reps n]` runs this part
+ * alone: an alias of `deno task bench --near-zero --near-zero-parts lazy`.
  *
  * @module
  */
@@ -50,14 +50,4 @@ export async function measureRestore(
   } finally {
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
-}
-
-if (import.meta.main) {
-  const { mainNearZero } = await import("./nearzero.ts");
-  Deno.exit(
-    await mainNearZero({
-      sizes: Deno.args.length ? Deno.args.map(Number) : [512, 2048],
-      parts: ["lazy"],
-    }),
-  );
 }

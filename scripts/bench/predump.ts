@@ -9,13 +9,12 @@
  * {@link checkChain}: a chain whose final dump kills the writer, a restore
  * from the chain, and the writer's own check of every page.
  *
- * `deno task bench-predump [--mib 512[,2048]] [--rate 16] [--gap-ms 1000] [--reps 2]`
- * runs this part alone (the same as `deno task bench --near-zero --near-zero-parts predump`).
+ * `deno task bench-predump [--near-zero-mib 512[,2048]] [--rate 16] [--gap-ms 1000] [--reps n]`
+ * runs this part alone: an alias of `deno task bench --near-zero --near-zero-parts predump`.
  *
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { checkpoint } from "../../engine/dump/mod.ts";
 import { epochMs } from "./procs.ts";
 import type { RunningWorkload } from "./workloads.ts";
@@ -121,26 +120,4 @@ export async function checkChain(
   } finally {
     await removeAll(r.dirs);
   }
-}
-
-if (import.meta.main) {
-  const { values: opts } = parseArgs({
-    args: Deno.args,
-    options: {
-      mib: { type: "string", default: "512" },
-      rate: { type: "string", default: "16" },
-      "gap-ms": { type: "string", default: "1000" },
-      reps: { type: "string", default: "2" },
-    },
-  });
-  const { mainNearZero } = await import("./nearzero.ts");
-  Deno.exit(
-    await mainNearZero({
-      sizes: opts.mib.split(",").map(Number),
-      rate: Number(opts.rate),
-      gapMs: Number(opts["gap-ms"]),
-      reps: Number(opts.reps),
-      parts: ["predump"],
-    }),
-  );
 }
