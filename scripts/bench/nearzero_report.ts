@@ -61,6 +61,11 @@ export interface MigrationRun {
   totalMs: number;
   /** The writer's heartbeat gap: its last beat before the final freeze to its first restored one, ms. */
   downtimeMs: number;
+  /**
+   * Of the downtime: from the last beat before the final freeze until the final round was
+   * complete and synced at the receiver (its round directory appeared; null: not seen), ms.
+   */
+  untilFinalRoundMs: number | null;
   /** Of the downtime: from the last beat before the final freeze until migrate() returned (switched), ms. */
   untilSwitchMs: number;
   /** Of the downtime: from calling restore() on the receiving side to the first beat, ms. */
@@ -191,8 +196,9 @@ export function migrationRows(r: NearZeroResult): string[][] {
       "receiver restore",
       "total",
       "downtime",
-      "of it: to switch",
-      "of it: restore",
+      "final round in",
+      "switched",
+      "restore",
       "final freeze",
       "rounds",
       "sent",
@@ -204,6 +210,7 @@ export function migrationRows(r: NearZeroResult): string[][] {
       x.restore,
       `${x.totalMs.toFixed(0)} ms`,
       `${x.downtimeMs.toFixed(0)} ms`,
+      x.untilFinalRoundMs === null ? "-" : `${x.untilFinalRoundMs.toFixed(0)} ms`,
       `${x.untilSwitchMs.toFixed(0)} ms`,
       `${x.restoreMs.toFixed(0)} ms`,
       ms(x.frozenSeconds),
