@@ -372,7 +372,9 @@ async function main(): Promise<number> {
         log(`${spec.name} FAILED: ${(e as Error)?.message ?? e}`);
       }
     }
-    if (withNearZero && !interrupted) nearZero = await runNearZero({ ...nearZeroOptions, log });
+    if (withNearZero && !interrupted) {
+      nearZero = await runNearZero({ ...nearZeroOptions, log, workDir });
+    }
   } finally {
     await cleanupProcesses();
     if (opts.keep) log(`work directory kept: ${workDir}`);

@@ -53,6 +53,8 @@ export interface NearZeroOptions {
   parts?: NearZeroPart[];
   /** Progress lines. */
   log?: (s: string) => void;
+  /** Directory to make the work directory in (default the system's temporary directory). */
+  workDir?: string;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -73,7 +75,7 @@ export async function runNearZero(opts: NearZeroOptions): Promise<NearZeroResult
     migrations: [],
     errors: [],
   };
-  const work = await Deno.makeTempDir({ prefix: "cryo-bench-nearzero-" });
+  const work = await Deno.makeTempDir({ dir: opts.workDir, prefix: "cryo-bench-nearzero-" });
   try {
     for (const mib of sizes) {
       const spec = dirtierSpec(mib, rate);
@@ -194,11 +196,24 @@ export async function mainNearZero(opts: NearZeroOptions & { out?: string }): Pr
   const loadAtStart = loadAverage();
   log(`load average ${loadAtStart} at start`);
   const t0 = performance.now();
+  const workDir = await Deno.makeTempDir({ prefix: "cryo-bench-" });
+  const onSignal = () => {
+    log("interrupted: cleaning up");
+    cleanupProcesses().finally(async () => {
+      await Deno.remove(workDir, { recursive: true }).catch(() => {});
+      Deno.exit(130);
+    });
+  };
+  Deno.addSignalListener("SIGINT", onSignal);
+  Deno.addSignalListener("SIGTERM", onSignal);
   let r: NearZeroResult;
   try {
-    r = await runNearZero({ ...opts, log });
+    r = await runNearZero({ ...opts, log, workDir });
   } finally {
     await cleanupProcesses();
+    await Deno.remove(workDir, { recursive: true }).catch(() => {});
+    Deno.removeSignalListener("SIGINT", onSignal);
+    Deno.removeSignalListener("SIGTERM", onSignal);
   }
   const seconds = (performance.now() - t0) / 1000;
   const report = nearZeroReport(r);
