@@ -2,13 +2,14 @@
  * `cryo receive`: the receiving end of `cryo migrate` (engine/migrate/receive.ts):
  * listens (loopback unless told otherwise), accepts one authenticated
  * sender, writes its image, then restores it (detached, like
- * `restore --detach`; optionally lazily).
+ * `restore --detach`; optionally lazily, the rounds then merged into one
+ * image while the tree runs: engine/migrate/stream_flatten.ts).
  *
  * @module
  */
 
 import type { Command } from "npm:@commander-js/extra-typings@15.1.0";
-import { receive } from "../engine/migrate/receive.ts";
+import { type PendingImage, receive } from "../engine/migrate/receive.ts";
 import { readKeyFile } from "../engine/migrate/wire.ts";
 import { restore, type RestoredTree } from "../engine/restore/mod.ts";
 import { CryoError } from "../engine/errors.ts";
@@ -37,11 +38,18 @@ export async function withInterrupt<T>(fn: (signal: AbortSignal) => Promise<T>):
 }
 
 /** Restores `dir`, waiting up to 30 s while a pid it needs is still held (same-host migration). */
-async function restoreWhenFree(dir: string, lazy: boolean): Promise<RestoredTree> {
+async function restoreWhenFree(
+  dir: string,
+  lazy: boolean,
+  pending?: PendingImage,
+): Promise<RestoredTree> {
   const until = Date.now() + 30_000;
   for (;;) {
     try {
-      return await restore(dir, { lazy });
+      return await restore(
+        dir,
+        pending ? { lazy, verifyChecksums: false, lazyEnsure: pending.ensure } : { lazy },
+      );
     } catch (e) {
       if (!/ in use/.test((e as Error).message) || Date.now() > until) throw e;
       await new Promise((r) => setTimeout(r, 100));
@@ -68,6 +76,12 @@ written. The rounds are kept in a private directory next to --dir; --dir
 appears only once the final round is complete. The restored tree is left
 running (as with restore --detach); its root pid is printed.
 
+With --lazy the tree runs again as soon as the final round is in: the
+rounds are merged into one image while it runs (each page merged before it
+is served), and cryo receive exits once every page is in and --dir is
+complete. If it dies before that, the tree is killed and the received
+rounds stay in .<dir>.migrate-<pid>/ (cryo restore .../r<last> restores them).
+
 Examples:
   cryo receive --listen 7070 --dir /var/lib/cryo/in --key-file /etc/cryo/key
   cryo receive --listen 10.0.0.2:7070 --dir /tmp/in --key-file key --lazy`,
@@ -80,6 +94,7 @@ Examples:
           dir: opts.dir,
           key,
           signal,
+          deferMerge: !!opts.lazy && opts.restore,
           onEvent: (e) => {
             if (e.type === "listening") {
               const loop = /^(127\.|::1$|localhost$)/.test(e.hostname);
@@ -98,8 +113,33 @@ Examples:
           `(${humanBytes(got.bytes)}) into ${got.dir}`,
       );
       if (!opts.restore) return;
-      const tree = await restoreWhenFree(got.dir, !!opts.lazy);
-      if (tree.lazy) tree.lazy.handOff();
+      const pending = got.pending;
+      if (!pending) {
+        const tree = await restoreWhenFree(got.dir, !!opts.lazy);
+        if (tree.lazy) tree.lazy.handOff();
+        console.log(tree.rootPid);
+        return;
+      }
+      // --lazy: restored from the chain as received; the merge into one image goes on
+      // while the lazy server serves (each page copied in before it is served).
+      let tree: RestoredTree;
+      try {
+        tree = await restoreWhenFree(pending.dir, true, pending);
+      } catch (e) {
+        await pending.complete();
+        throw new CryoError(`${(e as Error).message} (the image is kept in ${got.dir})`);
+      }
       console.log(tree.rootPid);
+      tree.lazy?.serve();
+      const late = await pending.complete();
+      console.error(
+        `cryo: restored before the image was merged; ${humanBytes(late)} merged while it ran, ` +
+          `the image is complete in ${got.dir}`,
+      );
+      if (tree.lazy?.failure) {
+        throw new CryoError(
+          `the restored tree was killed: ${tree.lazy.failure} (the image is kept in ${got.dir})`,
+        );
+      }
     });
 }

@@ -12,6 +12,8 @@
  * manifest, fsync, rename, killed. Restore phases: planned, spawned,
  * launched, exec, program-done, finalize, released; with --lazy, lazy-serve
  * (before each chunk of the background pass, after the tree was released).
+ * Migration (`cryo migrate`): migrate-stopped (the source stopped after the
+ * final dump, its last round not sent yet).
  *
  * @module
  */

@@ -107,6 +107,14 @@ interface DetachedState {
   }[];
 }
 
+/**
+ * Called before the server reads bytes [fileOffset, fileOffset + length)
+ * of the image of `pid`: returns once they are written there (a receiver
+ * still merging the image, engine/migrate/stream_flatten.ts), or throws
+ * (the tree is then killed).
+ */
+export type LazyEnsure = (pid: number, fileOffset: number, length: number) => void;
+
 /** What the caller needs of a process to take its userfaultfd. */
 export interface LazyUnit {
   pid: number;
@@ -200,6 +208,8 @@ export class LazyServer {
   #closed = false;
   /** Why the tree was killed, when it was. */
   failure: string | undefined;
+  /** The image is still being written: asked before each read (see {@link LazyEnsure}). */
+  #ensure: LazyEnsure | undefined;
 
   private constructor() {
     const raw = new Uint8Array((CHUNK_PAGES + 1) * PAGE);
@@ -213,10 +223,11 @@ export class LazyServer {
    * (stopped at the end of their programs) and starts the watchdog.
    * Undefined when no process has lazy memory.
    */
-  static take(units: readonly LazyUnit[]): LazyServer | undefined {
+  static take(units: readonly LazyUnit[], ensure?: LazyEnsure): LazyServer | undefined {
     const lazy = units.filter((u) => (u.compiled.lazy?.length ?? 0) > 0);
     if (lazy.length === 0) return undefined;
     const s = new LazyServer();
+    s.#ensure = ensure;
     try {
       for (const u of lazy) {
         const fd = findUffd(u.pid);
@@ -300,6 +311,7 @@ export class LazyServer {
     const i = Number((addr - r.start) / PAGE_N);
     if (!hot.has(addr) && saved(r, i) && !r.done[i]) {
       const page = this.#buf.subarray(0, PAGE);
+      this.#ensure?.(s.pid, offsetOf(r, i), PAGE);
       const got = rawSyscall(SYS.pread64, s.image, page, PAGE, offsetOf(r, i));
       if (got !== BigInt(PAGE)) {
         throw new RestoreError(`lazy restore: reading the image of ${s.pid} failed`);
@@ -435,6 +447,7 @@ export class LazyServer {
    */
   handOff(): number {
     if (this.#closed) throw new RestoreError("lazy restore: nothing left to hand over");
+    if (this.#ensure) throw new RestoreError("lazy restore: the image is still being written");
     const w = this.#watchdog!;
     const state: DetachedState = {
       from: Deno.pid,
@@ -656,6 +669,7 @@ export class LazyServer {
       n < max && i + n < r.pages && !r.done[i + n] && r.base[i + n] === r.base[i]
     ) n++;
     const len = n * PAGE;
+    this.#ensure?.(s.pid, offsetOf(r, i), len);
     const got = rawSyscall(SYS.pread64, s.image, this.#buf, len, offsetOf(r, i));
     if (got !== BigInt(len)) {
       throw new Error(

@@ -7,14 +7,18 @@
  * local copy of the previous round), flattens the final round's chain into
  * the image directory, and acknowledges. Nothing reaches the image
  * directory before the final round is complete; a failure removes the
- * partial directory.
+ * partial directory, and one left by a receiver that was killed (its pid
+ * no longer running) is removed by the next reception into the same
+ * directory.
  *
  * @module
  */
 
 import { basename, dirname, resolve } from "node:path";
 import { flattenImage, manifestSha256 } from "../image/chain.ts";
-import { readManifest, writeManifest } from "../image/manifest.ts";
+import { readManifest, verifyImageDir, writeManifest } from "../image/manifest.ts";
+import type { LazyEnsure } from "../memory/lazy_serve.ts";
+import { StreamingFlatten } from "./stream_flatten.ts";
 import { CryoError } from "../errors.ts";
 import { acceptSender, type Channel, FRAME } from "./wire.ts";
 
@@ -28,6 +32,37 @@ export interface ReceiveOptions {
   onEvent?: (e: ReceiveEvent) => void;
   /** Aborting stops listening / closes the connection (the partial directory is removed). */
   signal?: AbortSignal;
+  /**
+   * For a lazy restore: the chain is not merged before the switch; the
+   * result's `pending` is restored while the merge goes on
+   * (engine/migrate/stream_flatten.ts). Each round is checked (checksums)
+   * as it arrives instead of all at the end.
+   */
+  deferMerge?: boolean;
+}
+
+/** An image restorable before it is complete (see {@link ReceiveOptions.deferMerge}). */
+export interface PendingImage {
+  /** The directory to restore from (lazily, checksums not checked, with {@link ensure}). */
+  dir: string;
+  /** The lazy server's hook: copies pages into the image before they are read. */
+  ensure: LazyEnsure;
+  /**
+   * Finishes the image (every page, checksums), renames it to the
+   * reception's `dir` and removes the partial directory. Returns the bytes
+   * of pages copied into it after the restore began.
+   */
+  complete(): Promise<number>;
+}
+
+/** What {@link receive} received. */
+export interface Received {
+  /** The image directory (complete, or once `pending` is completed). */
+  dir: string;
+  rounds: number;
+  bytes: number;
+  /** With `deferMerge`: the image still being merged. */
+  pending?: PendingImage;
 }
 
 /** Progress of a reception. */
@@ -97,6 +132,39 @@ async function receiveRound(
   }
 }
 
+/**
+ * A partial directory holding this file may be the only copy of a migrated
+ * tree (its final round was acknowledged before the merge): never removed as stale.
+ */
+const SWITCHED = "SWITCHED";
+
+/** Removes the partial directories next to `dir` whose writer is no longer running. */
+async function removeStalePartials(dir: string): Promise<void> {
+  // Its own partial directories, and a flatten's (engine/image/chain.ts) into the same target.
+  const prefixes = [`.${basename(dir)}.migrate-`, `.${basename(dir)}.flatten-`];
+  let entries: Deno.DirEntry[];
+  try {
+    entries = [...Deno.readDirSync(dirname(dir))];
+  } catch {
+    return; // the parent does not exist: the reception fails later, by name
+  }
+  for (const e of entries) {
+    const prefix = prefixes.find((p) => e.name.startsWith(p));
+    if (!e.isDirectory || !prefix) continue;
+    const pid = e.name.slice(prefix.length);
+    if (!/^\d+$/.test(pid) || Number(pid) === Deno.pid) continue;
+    try {
+      Deno.statSync(`/proc/${pid}`);
+      continue; // another receiver may be writing it
+    } catch { /* its receiver is gone */ }
+    try {
+      Deno.statSync(`${dirname(dir)}/${e.name}/${SWITCHED}`);
+      continue; // after the switch: the only copy of the tree (its chain: cryo image flatten)
+    } catch { /* before the switch: nothing of value */ }
+    await Deno.remove(`${dirname(dir)}/${e.name}`, { recursive: true }).catch(() => {});
+  }
+}
+
 /** Points the manifest of round `dir` at `parent` (the local copy of the previous round). */
 async function relinkParent(dir: string, parent: string | undefined): Promise<void> {
   const m = await readManifest(dir);
@@ -119,7 +187,7 @@ export async function receive(
   hostname: string,
   port: number,
   opts: ReceiveOptions,
-): Promise<{ dir: string; rounds: number; bytes: number }> {
+): Promise<Received> {
   const dir = resolve(opts.dir);
   try {
     await Deno.lstat(dir);
@@ -127,6 +195,7 @@ export async function receive(
   } catch (e) {
     if (!(e instanceof Deno.errors.NotFound)) throw e;
   }
+  await removeStalePartials(dir);
   const listener = Deno.listen({ hostname, port });
   const addr = listener.addr as Deno.NetAddr;
   opts.onEvent?.({ type: "listening", hostname: addr.hostname, port: addr.port });
@@ -143,6 +212,8 @@ export async function receive(
   const partial = `${dirname(dir)}/.${basename(dir)}.migrate-${Deno.pid}`;
   let ch: Channel | undefined;
   let acked = false;
+  /** The partial directory outlives this call (pending, or the only copy of the tree). */
+  let keepPartial = false;
   try {
     conn = await listener.accept().catch(() => {
       throw new CryoError("interrupted before a sender connected");
@@ -160,19 +231,52 @@ export async function receive(
       await relinkParent(part, prev);
       await Deno.rename(part, done);
       prev = done;
+      if (opts.deferMerge) await verifyImageDir(done); // its sizes and checksums, now
       if (r.final) {
-        await flattenImage(done, dir); // checks the whole chain; written aside, then renamed
+        let sf: StreamingFlatten | undefined;
+        if (opts.deferMerge) sf = await StreamingFlatten.prepare(done, `${partial}/flat`, dir);
+        else await flattenImage(done, dir); // checks the whole chain; written aside, then renamed
+        // Once acknowledged, the source may be killed: the chain here may be the only copy.
+        if (sf) await Deno.writeTextFile(`${partial}/${SWITCHED}`, "");
         await ch.sendJson(FRAME.ack, { round });
         acked = true;
         opts.onEvent?.({ type: "round", round, final: true, bytes });
-        const f = await ch.recv();
+        const f = await ch.recv().catch((e) => {
+          sf?.close();
+          throw e;
+        });
         if (f.type !== FRAME.switched) throw new CryoError(`migration: unexpected frame ${f.type}`);
-        return { dir, rounds: round + 1, bytes };
+        let pending: PendingImage | undefined;
+        if (sf) {
+          const merge = sf;
+          keepPartial = true;
+          pending = {
+            dir: merge.dir,
+            ensure: merge.ensure,
+            complete: async () => {
+              try {
+                await merge.complete();
+                return merge.deferredBytes;
+              } finally {
+                await Deno.remove(partial, { recursive: true }).catch(() => {});
+              }
+            },
+          };
+        }
+        return { dir, rounds: round + 1, bytes, pending };
       }
       await ch.sendJson(FRAME.ack, { round });
       opts.onEvent?.({ type: "round", round, final: false, bytes });
     }
   } catch (e) {
+    if (acked && opts.deferMerge) {
+      // The source may be gone: the received chain is the only copy; it stays.
+      keepPartial = true;
+      throw new CryoError(
+        `the sender did not confirm the switch (${(e as Error).message}); the received ` +
+          `chain is kept in ${partial}/r* (cryo image flatten): check that the source is gone`,
+      );
+    }
     if (acked) {
       throw new CryoError(
         `the sender did not confirm the switch (${
@@ -191,6 +295,6 @@ export async function receive(
     try {
       listener.close();
     } catch { /* closed */ }
-    await Deno.remove(partial, { recursive: true }).catch(() => {});
+    if (!keepPartial) await Deno.remove(partial, { recursive: true }).catch(() => {});
   }
 }

@@ -6,7 +6,9 @@
  * set, stopped with SIGSTOP as soon as it is thawed), sent, and once the
  * receiver says everything is written and synced, the source tree is
  * killed. Any failure before that point leaves the source running: the
- * tracking is removed and a stopped tree continued. See engine/migrate/wire.ts.
+ * tracking is removed and a stopped tree continued; a guard process
+ * (engine/migrate/guard.ts) does the same if the sender dies, even by
+ * SIGKILL. See engine/migrate/wire.ts.
  *
  * @module
  */
@@ -16,6 +18,8 @@ import { checkpoint, type CheckpointResult } from "../dump/mod.ts";
 import { cancelPreDump } from "../dump/chain_dump.ts";
 import { CryoError } from "../errors.ts";
 import { type Channel, connectReceiver, FRAME } from "./wire.ts";
+import { SourceGuard } from "./guard_spawn.ts";
+import { pausePoint } from "../pause.ts";
 
 /** Options of {@link migrate}. */
 export interface MigrateOptions {
@@ -110,6 +114,14 @@ export async function migrate(pid: number, opts: MigrateOptions): Promise<Migrat
   const onAbort = () => conn.close();
   opts.signal?.addEventListener("abort", onAbort);
   const tmp = await Deno.makeTempDir({ prefix: "cryo-migrate-" });
+  let guard: SourceGuard;
+  try {
+    guard = SourceGuard.start(pid);
+  } catch (e) {
+    conn.close();
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+    throw e;
+  }
   let tracking = false;
   let stopped: number[] = [];
   let switched = false;
@@ -144,19 +156,23 @@ export async function migrate(pid: number, opts: MigrateOptions): Promise<Migrat
         if (e.type === "process") seen.push(e.pid);
         if (e.type === "thawed") {
           stopped = [...seen];
+          guard.stopped(stopped);
           signalAll(stopped, "SIGSTOP");
         }
       },
     });
     tracking = false;
     stopped = fin.manifest.processes.map((p) => p.pid);
+    guard.stopped(stopped);
     signalAll(stopped, "SIGSTOP");
+    pausePoint("migrate-stopped");
     sentBytes += await sendRound(ch, dir, round, true);
     opts.onEvent?.({ type: "round", round, final: true, bytes: fin.stats.pagesBytes, sentBytes });
     // The receiver holds everything, synced: the switch.
     switched = true;
     signalAll(stopped, "SIGKILL");
     stopped = [];
+    guard.end(true);
     await ch.send(FRAME.switched);
     opts.onEvent?.({ type: "switched", pids: fin.manifest.processes.map((p) => p.pid) });
     ch.close();
@@ -172,6 +188,7 @@ export async function migrate(pid: number, opts: MigrateOptions): Promise<Migrat
     if (switched) throw e;
     throw new CryoError(`migration failed: ${(e as Error).message}; the source runs on`);
   } finally {
+    guard.end(false); // after a failure: the guard continues and untracks the source too
     opts.signal?.removeEventListener("abort", onAbort);
     try {
       conn.close();

@@ -23,7 +23,7 @@ import { ImageFormatError } from "../image/errors.ts";
 import { verifyImageDir } from "../image/manifest.ts";
 import { validateImage } from "../image/validate.ts";
 import { compileTree } from "./restorable.ts";
-import { LazyServer } from "../memory/lazy_serve.ts";
+import { type LazyEnsure, LazyServer } from "../memory/lazy_serve.ts";
 import { ProvidedFds } from "./provided.ts";
 import { checkSysvShmFree, CreatedSysvShm } from "../memory/sysvshm.ts";
 import { checkCgroups } from "../task/placement.ts";
@@ -85,6 +85,12 @@ export interface RestoreOptions {
    * private anonymous memory is in; the returned tree's `lazy` serves it.
    */
   lazy?: boolean;
+  /**
+   * With `lazy`: the image's lazy pages are still being written (a
+   * migration receiver merging its chain, engine/migrate/stream_flatten.ts);
+   * the server asks this before reading any.
+   */
+  lazyEnsure?: LazyEnsure;
 }
 
 /** How a restored root ended. */
@@ -224,6 +230,10 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
       await Deno.remove(flat, { recursive: true }).catch(() => {});
     }
   }
+  // An image still being merged holds holes where its lazy pages go: only a lazy restore may read it.
+  if (opts.lazyEnsure && !opts.lazy) {
+    throw new RestoreError("an image still being merged restores only lazily");
+  }
   if (!opts.existingRoot && (opts.newPidNs || manifestPidNamespace(dir) === "own")) {
     if (opts.lazy) {
       throw new RestoreError("--lazy is not supported for a restore into a pid namespace");
@@ -283,7 +293,7 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
   let lazy: LazyServer | undefined;
   try {
     lazy = opts.lazy
-      ? LazyServer.take(plan.units.map((u) => ({ ...u, pid: u.image.pid })))
+      ? LazyServer.take(plan.units.map((u) => ({ ...u, pid: u.image.pid })), opts.lazyEnsure)
       : undefined;
   } catch (e) {
     session.abort();

@@ -52,11 +52,17 @@ export function runDeno(cwd: string, args: string[]): Promise<CommandResult> {
 /**
  * The command `deno run -A cli.ts ...args` in the repository root, stdin
  * from /dev/null, stderr piped and stdout piped or discarded; for CLIs
- * that run in the background (see {@link runCli} for one that completes).
+ * that run in the background (see {@link runCli} for one that completes);
+ * under `wrapper` (a command and its arguments, such as nsenter) if given.
  */
-export function cliCommand(args: string[], stdout: "piped" | "null" = "piped"): Deno.Command {
-  return new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", cliPath, ...args],
+export function cliCommand(
+  args: string[],
+  stdout: "piped" | "null" = "piped",
+  wrapper: string[] = [],
+): Deno.Command {
+  const argv = [...wrapper, Deno.execPath(), "run", "-A", cliPath, ...args];
+  return new Deno.Command(argv[0], {
+    args: argv.slice(1),
     cwd: repoRoot,
     stdin: "null",
     stdout,
