@@ -3,8 +3,10 @@
  * (scripts/bench/nearzero.ts): the writer (scripts/bench/dirtier.c) is
  * migrated over loopback, sender and receiver both through the engine API
  * in this process (engine/migrate/send.ts, receive.ts; an ephemeral port,
- * a random key), then restored from the received image as `cryo receive`
- * does (checksums verified; eager, or lazily and served to the end).
+ * a random key), then restored as `cryo receive` does: eager from the
+ * merged image (checksums verified), or with `--lazy` from the chain as
+ * received while it is merged (`deferMerge`, engine/migrate/stream_flatten.ts),
+ * served to the end.
  *
  * - total: from calling migrate() to the restored writer's first heartbeat;
  * - downtime: the writer's own heartbeat gap, from its last beat before
@@ -68,6 +70,7 @@ export async function measureMigration(
     dir,
     key,
     signal: ac.signal,
+    deferMerge: lazy, // as `cryo receive --lazy`: the chain merged while the tree runs
     onEvent: (e) => {
       if (e.type === "listening") listening(e.port);
     },
@@ -89,10 +92,17 @@ export async function measureMigration(
     }
     const switchedMs = epochMs();
     const finalRoundMs = watch.lastMs();
-    await rx;
+    const got = await rx;
     // The sender killed the source (our child): reap it, the restore needs its pid.
     await waitPidFree(w.child.pid);
-    const t = await timedRestore(w, dir, { lazy, verifyChecksums: true });
+    const pending = got.pending;
+    const t = pending
+      ? await timedRestore(w, pending.dir, {
+        lazy: true,
+        verifyChecksums: false,
+        lazyEnsure: pending.ensure,
+      }).finally(() => pending.complete())
+      : await timedRestore(w, dir, { lazy, verifyChecksums: true });
     return {
       mib,
       restore: lazy ? "lazy" : "eager",

@@ -12,6 +12,7 @@ import { restore } from "../../engine/restore/mod.ts";
 import { adopt, epochMs, waitPidFree } from "./procs.ts";
 import { type Gap, gapsOf, type RunningWorkload, verifyWorkload } from "./workloads.ts";
 import type { MemoryCheck } from "./nearzero_report.ts";
+import type { LazyEnsure } from "../../engine/memory/lazy_serve.ts";
 
 /** What one restore took (epoch ms) and whether the restored writer checked itself. */
 export interface TimedRestore {
@@ -67,11 +68,15 @@ export function memoryCheck(w: RunningWorkload): Promise<MemoryCheck> {
 export async function timedRestore(
   w: RunningWorkload,
   dir: string,
-  opts: { lazy: boolean; verifyChecksums: boolean },
+  opts: { lazy: boolean; verifyChecksums: boolean; lazyEnsure?: LazyEnsure },
 ): Promise<TimedRestore> {
   await waitPidFree(w.child.pid);
   const startMs = epochMs();
-  const tree = await restore(dir, { lazy: opts.lazy, verifyChecksums: opts.verifyChecksums });
+  const tree = await restore(dir, {
+    lazy: opts.lazy,
+    verifyChecksums: opts.verifyChecksums,
+    lazyEnsure: opts.lazyEnsure,
+  });
   const runningMs = epochMs();
   for (const p of tree.pids) adopt(p);
   let faults = 0;
