@@ -19,7 +19,7 @@
  */
 
 import { vdsoFacts } from "../vdso.ts";
-import { basename, dirname, resolve } from "node:path";
+import { basename, dirname, resolve } from "../path.ts";
 import { rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { __WALL, parkStatus, waitPid } from "../../ffi/wait.ts";
@@ -63,8 +63,8 @@ import {
   checkSharedTables,
   checkUnattachedLocks,
 } from "./tree_state.ts";
-import { CHUNK_BYTES, MemoryStreamer } from "./memory.ts";
-import { SyncPageWriter, ThreadedPageWriter } from "./page_writer.ts";
+import { MemoryStreamer, windowBytes } from "./memory.ts";
+import { MappedPageWriter } from "./page_writer.ts";
 import { bootstrapSizeFor, chooseBootstrap, pagePolicy } from "./vmas.ts";
 import { TOOL_VERSION } from "../version.ts";
 import { pausePoint } from "../pause.ts";
@@ -77,15 +77,12 @@ import { collectLifecycle } from "../task/lifecycle.ts";
 import { reapOrphanedZombies } from "../task/zombies.ts";
 import { refuseZombieLeader } from "../task/refusals.ts";
 import { listTids } from "../proc/tasks.ts";
-import { checkpointInNamespace, ownNamespaceRoot } from "../pidns/mod.ts";
-import { collectNamespaceExtras, type NamespaceExtrasRequest } from "../pidns/extras.ts";
+import { ownNamespaceRoot } from "../pidns/detect.ts";
+import type { NamespaceExtrasRequest } from "../pidns/extras.ts";
 import { refuseMqueueFds } from "../fds/mqueue.ts";
 import type { ParentPages } from "./parent.ts";
 import { ChainDump } from "./chain_dump.ts";
 import { isTrackingFd } from "./tracking.ts";
-
-/** Dumps with at least this much page data write from a worker thread. */
-const THREADED_WRITE_BYTES = 256 << 20;
 
 /** Progress events of a dump. */
 export type DumpEvent =
@@ -328,6 +325,14 @@ async function goneProcesses(tree: FrozenTree, error: unknown): Promise<number[]
   return vanished ? [tree.root] : [];
 }
 
+/**
+ * The pid namespace machinery, loaded only for a tree in its own pid
+ * namespace: named through variables so that Deno does not load these
+ * module graphs with every dump (a literal `import()` would).
+ */
+const PIDNS_MODULE: string = "../pidns/mod.ts";
+const PIDNS_EXTRAS_MODULE: string = "../pidns/extras.ts";
+
 /** Checkpoints process `pid` and its descendants into `opts.dir`. */
 export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<CheckpointResult> {
   if (ownNamespaceRoot(pid)) {
@@ -336,7 +341,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         `pid ${pid} is a tree in its own pid namespace (cryo launch): --pre-dump and --parent are not supported for it yet`,
       );
     }
-    return await checkpointInNamespace(pid, opts);
+    const pidns: typeof import("../pidns/mod.ts") = await import(PIDNS_MODULE);
+    return await pidns.checkpointInNamespace(pid, opts);
   }
   checkTarget(pid, opts.pidNamespace === "own");
   if (opts.preDump) opts = { ...opts, leaveRunning: true };
@@ -443,7 +449,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     const sysvShm = collectSysvShm(described.map((d) => d.image), tmp, refusals);
     refuseMqueueFds(described.map((d) => d.image), refusals);
     const namespaces = opts.namespaceExtras &&
-      collectNamespaceExtras(opts.namespaceExtras, tmp, sysvShm, refusals);
+      (await import(PIDNS_EXTRAS_MODULE) as typeof import("../pidns/extras.ts"))
+        .collectNamespaceExtras(opts.namespaceExtras, tmp, sysvShm, refusals);
     // Memory a child shares with its parent is stored once, in the parent's image.
     const inheritance = planInheritance(
       described.map((d) => ({ image: d.image, vmas: d.collected.vmas })),
@@ -497,10 +504,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       const total = plan.readBytes;
       reused += plan.reusedBytes;
       parentBytes += plan.parentBytes;
-      // Large dumps overlap reading and writing on two threads.
-      const out = total >= THREADED_WRITE_BYTES
-        ? new ThreadedPageWriter(CHUNK_BYTES, writer.partialPath)
-        : new SyncPageWriter(CHUNK_BYTES, (off, bytes) => writer.writePagesAtSync(off, bytes));
+      // The pages are read straight into windows of the image file (one copy).
+      const out = new MappedPageWriter(windowBytes(total), writer.partialPath);
       const streamer = new MemoryStreamer(p.pid, out, (n) => writer.reservePages(n));
       streamers.push(streamer);
       opts.onEvent?.({

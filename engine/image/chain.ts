@@ -12,7 +12,7 @@
  * @module
  */
 
-import { basename, dirname, resolve } from "node:path";
+import { basename, dirname, resolve } from "../path.ts";
 import { IMAGE_FORMAT_VERSION, type Manifest, type PageRun } from "../model.ts";
 import { CryoError } from "../errors.ts";
 import { MANIFEST_FILE, readManifest, verifyImageDir, writeManifest } from "./manifest.ts";
