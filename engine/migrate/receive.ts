@@ -5,9 +5,7 @@
  * to the target (`.<name>.migrate-<pid>/r<k>.part`, renamed to `r<k>` when
  * the round is complete and synced, its parent reference pointed at the
  * local copy of the previous round), flattens the final round's chain into
- * the image directory (or, when the caller restores, leaves the merge for
- * after the restore: {@link ReceiveOptions.mergeAfterRestore},
- * {@link ReceiveOptions.deferMerge}), and acknowledges. Nothing reaches the image
+ * the image directory, and acknowledges. Nothing reaches the image
  * directory before the final round is complete; a failure removes the
  * partial directory, and one left by a receiver that was killed (its pid
  * no longer running) is removed by the next reception into the same
