@@ -48,13 +48,7 @@ async function restoreWhenFree(
     try {
       return await restore(
         dir,
-        pending
-          ? {
-            lazy,
-            verifyChecksums: false, // each round was checked as it arrived
-            ...(pending.ensure ? { lazyEnsure: pending.ensure } : {}),
-          }
-          : { lazy },
+        pending ? { lazy, verifyChecksums: false, lazyEnsure: pending.ensure } : { lazy },
       );
     } catch (e) {
       if (!/ in use/.test((e as Error).message) || Date.now() > until) throw e;
@@ -101,7 +95,6 @@ Examples:
           key,
           signal,
           deferMerge: !!opts.lazy && opts.restore,
-          mergeAfterRestore: !opts.lazy && opts.restore,
           onEvent: (e) => {
             if (e.type === "listening") {
               const loop = /^(127\.|::1$|localhost$)/.test(e.hostname);
@@ -127,12 +120,11 @@ Examples:
         console.log(tree.rootPid);
         return;
       }
-      // Restored from the chain as received. Eager: merged into one image once the
-      // tree runs. --lazy: the merge goes on while the lazy server serves (each page
-      // copied in before it is served).
+      // --lazy: restored from the chain as received; the merge into one image goes on
+      // while the lazy server serves (each page copied in before it is served).
       let tree: RestoredTree;
       try {
-        tree = await restoreWhenFree(pending.dir, !!opts.lazy, pending);
+        tree = await restoreWhenFree(pending.dir, true, pending);
       } catch (e) {
         await pending.complete();
         throw new CryoError(`${(e as Error).message} (the image is kept in ${got.dir})`);
@@ -141,12 +133,8 @@ Examples:
       tree.lazy?.serve();
       const late = await pending.complete();
       console.error(
-        opts.lazy
-          ? `cryo: restored before the image was merged; ${
-            humanBytes(late)
-          } merged while it ran, ` +
-            `the image is complete in ${got.dir}`
-          : `cryo: restored from the received rounds; merged into ${got.dir} once it ran`,
+        `cryo: restored before the image was merged; ${humanBytes(late)} merged while it ran, ` +
+          `the image is complete in ${got.dir}`,
       );
       if (tree.lazy?.failure) {
         throw new CryoError(

@@ -39,21 +39,14 @@ export interface ReceiveOptions {
    * as it arrives instead of all at the end.
    */
   deferMerge?: boolean;
-  /**
-   * For an eager restore: the chain is not merged before the switch; the
-   * result's `pending` names the final round's directory (restorable as a
-   * chain) and merges it into `dir` once the restore is done. Each round
-   * is checked (checksums) as it arrives. Ignored with `deferMerge`.
-   */
-  mergeAfterRestore?: boolean;
 }
 
 /** An image restorable before it is complete (see {@link ReceiveOptions.deferMerge}). */
 export interface PendingImage {
   /** The directory to restore from (lazily, checksums not checked, with {@link ensure}). */
   dir: string;
-  /** The lazy server's hook: copies pages into the image before they are read (absent: the chain is complete). */
-  ensure?: LazyEnsure;
+  /** The lazy server's hook: copies pages into the image before they are read. */
+  ensure: LazyEnsure;
   /**
    * Finishes the image (every page, checksums), renames it to the
    * reception's `dir` and removes the partial directory. Returns the bytes
@@ -238,15 +231,13 @@ export async function receive(
       await relinkParent(part, prev);
       await Deno.rename(part, done);
       prev = done;
-      const mergeAfter = !opts.deferMerge && !!opts.mergeAfterRestore;
-      const deferred = opts.deferMerge || mergeAfter;
-      if (deferred) await verifyImageDir(done); // its sizes and checksums, now
+      if (opts.deferMerge) await verifyImageDir(done); // its sizes and checksums, now
       if (r.final) {
         let sf: StreamingFlatten | undefined;
         if (opts.deferMerge) sf = await StreamingFlatten.prepare(done, `${partial}/flat`, dir);
-        else if (!mergeAfter) await flattenImage(done, dir); // checks the whole chain; written aside, then renamed
+        else await flattenImage(done, dir); // checks the whole chain; written aside, then renamed
         // Once acknowledged, the source may be killed: the chain here may be the only copy.
-        if (deferred) await Deno.writeTextFile(`${partial}/${SWITCHED}`, "");
+        if (sf) await Deno.writeTextFile(`${partial}/${SWITCHED}`, "");
         await ch.sendJson(FRAME.ack, { round });
         acked = true;
         opts.onEvent?.({ type: "round", round, final: true, bytes });
@@ -256,17 +247,6 @@ export async function receive(
         });
         if (f.type !== FRAME.switched) throw new CryoError(`migration: unexpected frame ${f.type}`);
         let pending: PendingImage | undefined;
-        if (mergeAfter) {
-          keepPartial = true;
-          pending = {
-            dir: done,
-            complete: async () => {
-              await flattenImage(done, dir); // on failure the chain stays, the only copy
-              await Deno.remove(partial, { recursive: true }).catch(() => {});
-              return 0;
-            },
-          };
-        }
         if (sf) {
           const merge = sf;
           keepPartial = true;
@@ -289,7 +269,7 @@ export async function receive(
       opts.onEvent?.({ type: "round", round, final: false, bytes });
     }
   } catch (e) {
-    if (acked && (opts.deferMerge || opts.mergeAfterRestore)) {
+    if (acked && opts.deferMerge) {
       // The source may be gone: the received chain is the only copy; it stays.
       keepPartial = true;
       throw new CryoError(

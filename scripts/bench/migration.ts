@@ -3,17 +3,17 @@
  * (scripts/bench/nearzero.ts): the writer (scripts/bench/dirtier.c) is
  * migrated over loopback, sender and receiver both through the engine API
  * in this process (engine/migrate/send.ts, receive.ts; an ephemeral port,
- * a random key), then restored as `cryo receive` does, from the chain as
- * received (each round checked as it arrived): eager, then merged
- * (`mergeAfterRestore`), or with `--lazy` while it is merged (`deferMerge`,
- * engine/migrate/stream_flatten.ts), served to the end.
+ * a random key), then restored as `cryo receive` does: eager from the
+ * merged image (checksums verified), or with `--lazy` from the chain as
+ * received while it is merged (`deferMerge`, engine/migrate/stream_flatten.ts),
+ * served to the end.
  *
  * - total: from calling migrate() to the restored writer's first heartbeat;
  * - downtime: the writer's own heartbeat gap, from its last beat before
  *   the final freeze to its first beat as the restored copy; of it, until
  *   the final round is in at the receiver (written and synced: its round
  *   directory appeared), until the switch (migrate() returned: the
- *   source killed) and the restore (from
+ *   receiver's chain flattened, the source killed) and the restore (from
  *   calling restore() to the first beat);
  * - the sender's rounds, bytes sent and final freeze; the writer's own
  *   memory check afterwards (the restored writer runs on).
@@ -71,7 +71,6 @@ export async function measureMigration(
     key,
     signal: ac.signal,
     deferMerge: lazy, // as `cryo receive --lazy`: the chain merged while the tree runs
-    mergeAfterRestore: !lazy, // as `cryo receive`: merged once the tree runs
     onEvent: (e) => {
       if (e.type === "listening") listening(e.port);
     },
@@ -99,9 +98,9 @@ export async function measureMigration(
     const pending = got.pending;
     const t = pending
       ? await timedRestore(w, pending.dir, {
-        lazy,
+        lazy: true,
         verifyChecksums: false,
-        ...(pending.ensure ? { lazyEnsure: pending.ensure } : {}),
+        lazyEnsure: pending.ensure,
       }).finally(() => pending.complete())
       : await timedRestore(w, dir, { lazy, verifyChecksums: true });
     return {
