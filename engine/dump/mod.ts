@@ -502,7 +502,9 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       // The pages are read straight into windows of the image file (one copy).
       const out = new MappedPageWriter(windowBytes(total), writer.partialPath);
       const streamer = new MemoryStreamer(p.pid, out, (n) => writer.reservePages(n));
-      if (!pre) streamer.blockCrcs = []; // the manifest's pageBlocks (engine/image/page_blocks.ts)
+      // The manifest's pageBlocks (engine/image/page_blocks.ts): blocks aligned to the page data's start.
+      streamer.blockCrcs = [];
+      if (pre) streamer.blockPhase = pre.pagesEnd - writer.pagesStart;
       streamers.push(streamer);
       opts.onEvent?.({
         type: "process",
@@ -580,7 +582,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         checksum,
         threads: image.threads.map((t) => t.tid),
         comm: image.comm,
-        ...streamedPageBlocks(streamer, writer.pagesStart, summary.pagesBytes, pagesCrc),
+        ...streamedPageBlocks(streamer, writer.pagesStart, summary.pagesBytes, pagesCrc, pre),
       });
     }
     const stats: DumpStats = {
