@@ -55,7 +55,7 @@ Deno.test(
     const region = BigInt(`0x${ready[2]}`), pages = Number(ready[3]);
     const before = traces(t.pid, region, pages);
     const dir = await tempImageDir();
-    const dump = await checkpoint(t.pid, { dir, leaveRunning: true });
+    const dump = await checkpoint(t.pid, { dir, leaveRunning: true, precopy: true });
     const pre = dump.stats.precopy;
     assert.ok(pre, "the dump pre-copied");
     assert.ok(pre.bytes >= pages * PAGE, `pre-copied ${pre.bytes} bytes`);
@@ -89,7 +89,7 @@ Deno.test(
     });
     const region = BigInt(`0x${ready[2]}`), pages = Number(ready[3]);
     const dir = await tempImageDir();
-    const dump = await checkpoint(t.pid, { dir, leaveRunning: true });
+    const dump = await checkpoint(t.pid, { dir, leaveRunning: true, precopy: true });
     assert.ok(dump.stats.precopy, "the dump pre-copied");
     const after = traces(t.pid, region, pages);
     assert.equal(after.uffdFlags, 0, "no mapping registered with a userfaultfd");
@@ -108,7 +108,7 @@ Deno.test(
   withTargets(async () => {
     const { t } = await startTriggered("rt_attrs", /^ready pid=(\d+)$/m);
     const dir = await tempImageDir();
-    const dump = await checkpoint(t.pid, { dir, leaveRunning: true });
+    const dump = await checkpoint(t.pid, { dir, leaveRunning: true, precopy: true });
     assert.equal(dump.stats.precopy?.bytes, 0, "nothing pre-copied");
     assert.equal(t.poll(), undefined, "the target runs on");
     await t.kill();
@@ -124,7 +124,7 @@ Deno.test(
     const dir = `${await tempDir("cryo-precopy-kill-")}/image`;
     // The second piece: the copy is under way, the tree runs, its pages are write-protected.
     const paused = await startPaused(
-      ["dump", String(t.pid), "--dir", dir, "--leave-running"],
+      ["dump", String(t.pid), "--dir", dir, "--leave-running", "--precopy"],
       "precopy-pages:2",
     );
     assert.ok(traces(t.pid, region, pages).protectedPages > 0, "the copy was under way");

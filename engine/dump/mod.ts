@@ -49,6 +49,7 @@ import { streamedPageBlocks } from "./page_blocks.ts";
 import { writeManifest } from "../image/manifest.ts";
 import { BootstrapBuilder, messageProgram } from "../restore/stub.ts";
 import { Precopy, type PrecopyProcess } from "./precopy.ts";
+import { precopyPays } from "./precopy_policy.ts";
 import { planPages, savePlanned } from "./plan.ts";
 import { readStatus } from "../proc/status.ts";
 import { readStat } from "../proc/stat.ts";
@@ -127,7 +128,9 @@ export interface CheckpointOptions {
   /**
    * With `leaveRunning`: copy the pages while the tree runs, tracking
    * writes, and copy only the written ones while it is frozen
-   * (engine/dump/precopy.ts; default true).
+   * (engine/dump/precopy.ts). Default: when it can pay for its own freeze
+   * (engine/dump/precopy_policy.ts: enough memory, not spread over many
+   * small mappings); true: always; false: never.
    */
   precopy?: boolean;
   /** Marks the manifest as dumped in a pid namespace of its own (engine/pidns/). */
@@ -361,7 +364,10 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
   const chain = new ChainDump(pid, opts);
   try {
     parent = await chain.begin();
-    if (opts.leaveRunning && opts.precopy !== false && !parent) {
+    if (
+      opts.leaveRunning && opts.precopy !== false && !parent &&
+      (opts.precopy === true || opts.preDump === true || precopyPays(pid).pays)
+    ) {
       chain.touched = opts.preDump === true;
       precopy = Precopy.start(pid, tmp, opts.preDump === true);
       await precopy.copy();

@@ -40,7 +40,7 @@ const r = await checkpoint(Number(pidArg), {
   leaveRunning: true,
   onEvent,
   sync: !rest.includes("--no-sync"),
-  precopy: !rest.includes("--no-precopy"),
+  precopy: rest.includes("--no-precopy") ? false : rest.includes("--precopy") ? true : undefined,
 });
 marks.push({ at: (performance.now() - t0) / 1000, cpu: cpu() - cpu0, what: "returned" });
 console.log(JSON.stringify({ stats: r.stats, cpuAtStart: cpu0, marks, lastPages }, null, 1));
