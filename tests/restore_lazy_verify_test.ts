@@ -101,7 +101,7 @@ Deno.test(
   withTargets(async () => {
     const { t, trigger } = await startTriggered("rt_lazy", READY, { extra: ["8", "orphan"] });
     const dir = await tempImageDir();
-    const dump = await checkpoint(t.pid, { dir, leaveRunning: true });
+    const dump = await checkpoint(t.pid, { dir, leaveRunning: true, precopy: true });
     assert.ok(dump.stats.precopy, "pre-copied");
     t.signal(9);
     await t.wait();
