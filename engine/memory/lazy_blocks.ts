@@ -34,7 +34,9 @@ export class BlockChecker {
   readonly #pb: PageBlocks;
   readonly #crcs: Uint32Array;
   readonly #checked: Uint8Array;
+  /** The last block checked (page aligned), and its index (-1: none). */
   #buf: Uint8Array | undefined;
+  #cached = -1;
   /** Blocks read and checked so far. */
   blocksChecked = 0;
 
@@ -73,11 +75,42 @@ export class BlockChecker {
     }
   }
 
+  /** File offset where the block holding byte `fileOffset` ends (Infinity outside the page data). */
+  blockEnd(fileOffset: number): number {
+    const { offset, size, length } = this.#pb;
+    if (fileOffset < offset || fileOffset >= offset + length) return Infinity;
+    return Math.min(
+      offset + length,
+      offset + (Math.floor((fileOffset - offset) / size) + 1) * size,
+    );
+  }
+
+  /**
+   * {@link check}, then the bytes themselves when they lie in the block
+   * checked last (its buffer, page aligned: no second read); undefined
+   * otherwise (the caller reads them).
+   */
+  view(fd: number, fileOffset: number, length: number): Uint8Array | undefined {
+    this.check(fd, fileOffset, length);
+    const { offset, size } = this.#pb;
+    const b = Math.floor((fileOffset - offset) / size);
+    if (fileOffset < offset || b !== this.#cached) return undefined;
+    const from = fileOffset - (offset + b * size);
+    if (from + length > Math.min(size, this.#pb.length - b * size)) return undefined;
+    return this.#buf!.subarray(from, from + length);
+  }
+
   #checkBlock(fd: number, b: number): void {
     const { offset, size } = this.#pb;
     const at = offset + b * size;
     const len = Math.min(size, this.#pb.length - b * size);
-    this.#buf ??= new Uint8Array(size);
+    if (!this.#buf) {
+      const raw = new Uint8Array(size + 4096);
+      const addr = Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(raw)));
+      const skip = (4096 - (addr % 4096)) % 4096;
+      this.#buf = raw.subarray(skip, skip + size);
+    }
+    this.#cached = -1;
     const got = rawSyscall(SYS.pread64, fd, this.#buf, len, at);
     if (got !== BigInt(len)) {
       throw new Error(
@@ -95,6 +128,7 @@ export class BlockChecker {
       );
     }
     this.#checked[b] = 1;
+    this.#cached = b;
     this.blocksChecked++;
   }
 }

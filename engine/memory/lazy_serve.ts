@@ -659,17 +659,23 @@ export class LazyServer {
   #copy(s: Space, addr: number, max: number): void {
     const at = s.pending.at(addr, max);
     if (!at) throw new Error(`page 0x${addr.toString(16)} of ${s.pid} is not in the plan`);
+    // With block checks: within one block, copied from the checked block's buffer.
+    if (s.blocks) {
+      at.pages = Math.min(at.pages, (s.blocks.blockEnd(at.fileOffset) - at.fileOffset) / PAGE);
+    }
     const len = at.pages * PAGE;
     this.#ensure?.(s.pid, at.fileOffset, len);
-    s.blocks?.check(s.image, at.fileOffset, len);
-    const got = rawSyscall(SYS.pread64, s.image, this.#buf, len, at.fileOffset);
+    const src = s.blocks?.view(s.image, at.fileOffset, len) ?? this.#buf;
+    const got = src === this.#buf
+      ? rawSyscall(SYS.pread64, s.image, this.#buf, len, at.fileOffset)
+      : BigInt(len);
     if (got !== BigInt(len)) {
       throw new Error(
         `reading the image of ${s.pid}: ${got < 0n ? errnoName(Number(-got)) : "short read"}`,
       );
     }
     const dst = BigInt(addr);
-    const { r: res, copied } = uffdCopy(s.uffd, dst, this.#buf, len);
+    const { r: res, copied } = uffdCopy(s.uffd, dst, src, len);
     let inPages = at.pages;
     if (res < 0n) {
       if (res === -ESRCH) return this.#gone(s, res);
