@@ -68,9 +68,18 @@ export class MemoryStreamer {
   /**
    * When set, also the CRC-32 of each {@link CRC_BLOCK} of the data written
    * (in file order; the last one may be shorter), so that a part written
-   * over later costs only its blocks to checksum again.
+   * over later costs only its blocks to checksum again. Blocks end where
+   * the stream is a multiple of {@link CRC_BLOCK} past {@link blockPhase}.
    */
   blockCrcs?: number[];
+  /**
+   * Bytes of the first block written before this stream began (the blocks
+   * are aligned to an earlier origin): the first CRC then covers only this
+   * stream's part of that block, `CRC_BLOCK - blockPhase` bytes at most.
+   */
+  blockPhase = 0;
+  /** The block being summed: CRC of this stream's bytes in it, their count, bytes left in it. */
+  #part = { crc: 0, bytes: 0, room: -1 };
 
   /**
    * `reserve(length)` reserves the next `length` bytes of the image's page
@@ -163,11 +172,20 @@ export class MemoryStreamer {
     if (!this.#buffer || this.#fill === 0) return;
     if (this.blockCrcs) {
       // Each byte is checksummed once: the running CRC is combined from the blocks'.
-      for (let o = 0; o < this.#fill; o += CRC_BLOCK) {
-        const len = Math.min(CRC_BLOCK, this.#fill - o);
-        const block = zlib.crc32(this.#buffer.subarray(o, o + len));
-        this.blockCrcs.push(block);
-        this.#crc = crc32Combine(this.#crc, block, len);
+      const part = this.#part;
+      if (part.room < 0) part.room = CRC_BLOCK - this.blockPhase % CRC_BLOCK;
+      for (let o = 0; o < this.#fill;) {
+        const len = Math.min(part.room, this.#fill - o);
+        const crc = zlib.crc32(this.#buffer.subarray(o, o + len));
+        this.#crc = crc32Combine(this.#crc, crc, len); // (the CRC of nothing is 0)
+        part.crc = crc32Combine(part.crc, crc, len);
+        part.bytes += len;
+        part.room -= len;
+        o += len;
+        if (part.room === 0) {
+          this.blockCrcs.push(part.crc);
+          Object.assign(part, { crc: 0, bytes: 0, room: CRC_BLOCK });
+        }
       }
     } else this.#crc = zlib.crc32(this.#buffer.subarray(0, this.#fill), this.#crc);
     this.#out.submit(this.#fill, this.#reserve(this.#fill));
@@ -240,6 +258,7 @@ export class MemoryStreamer {
   /** Writes what is buffered, waits until every write is done, releases resources. */
   async finish(): Promise<void> {
     this.#flush();
+    if (this.blockCrcs && this.#part.bytes > 0) this.blockCrcs.push(this.#part.crc); // the last, short
     this.#buffer = undefined; // may be a window of the file, unmapped below
     this.#memFile?.close();
     this.#memFile = undefined;

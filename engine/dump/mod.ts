@@ -45,6 +45,7 @@ import { SyscallError } from "../../ffi/libc.ts";
 import { TraceeGoneError } from "../../ffi/ptrace.ts";
 import { BOOTSTRAP_FILE_OFFSET, ImageWriter } from "../image/writer.ts";
 import { checksumAround, crc32Combine } from "../image/checksum.ts";
+import { streamedPageBlocks } from "./page_blocks.ts";
 import { writeManifest } from "../image/manifest.ts";
 import { BootstrapBuilder, messageProgram } from "../restore/stub.ts";
 import { Precopy, type PrecopyProcess } from "./precopy.ts";
@@ -507,6 +508,9 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       // The pages are read straight into windows of the image file (one copy).
       const out = new MappedPageWriter(windowBytes(total), writer.partialPath);
       const streamer = new MemoryStreamer(p.pid, out, (n) => writer.reservePages(n));
+      // The manifest's pageBlocks (engine/image/page_blocks.ts): blocks aligned to the page data's start.
+      streamer.blockCrcs = [];
+      if (pre) streamer.blockPhase = pre.pagesEnd - writer.pagesStart;
       streamers.push(streamer);
       opts.onEvent?.({
         type: "process",
@@ -584,6 +588,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         checksum,
         threads: image.threads.map((t) => t.tid),
         comm: image.comm,
+        ...streamedPageBlocks(streamer, writer.pagesStart, summary.pagesBytes, pagesCrc, pre),
       });
     }
     const stats: DumpStats = {

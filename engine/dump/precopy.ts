@@ -145,6 +145,8 @@ export class PrecopyProcess {
   #copied: CopiedRun[] = [];
   /** CRC-32 of each {@link CRC_BLOCK} of the pre-copied data from {@link pagesStart}. */
   #blockCrcs: number[] = [];
+  /** The block CRCs behind the last {@link pagesCrc} (blocks written over read again). */
+  pagesBlockCrcs: number[] = [];
 
   constructor(pid: number, path: string, pagesStart: number, uffd: number) {
     this.pid = pid;
@@ -260,6 +262,7 @@ export class PrecopyProcess {
         crcs[b] = zlib.crc32(buf.subarray(0, len));
       }
     }
+    this.pagesBlockCrcs = crcs;
     let crc = 0;
     for (let b = 0; b < crcs.length; b++) {
       const len = Math.min(CRC_BLOCK, this.pagesEnd - this.pagesStart - b * CRC_BLOCK);

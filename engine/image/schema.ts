@@ -224,6 +224,7 @@ export const manifestSchema = z.looseObject({
     checksum: z.string(),
     threads: z.array(int),
     comm: z.string(),
+    pageBlocks: z.looseObject({ offset: nat, length: nat, size: nat, crcs: z.string() }).optional(),
   })).min(1),
   stats: z.looseObject({}),
   optIns: z.array(z.string()).optional(),

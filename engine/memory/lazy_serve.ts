@@ -57,7 +57,8 @@ import { hotPages } from "./lazy.ts";
 import { PendingPages } from "./lazy_extents.ts";
 import { ScanBuffer } from "../../ffi/pagemap_scan.ts";
 import { PAGE_IS } from "../../ffi/probe.ts";
-import type { ProcessImage } from "../model.ts";
+import type { PageBlocks, ProcessImage } from "../model.ts";
+import { BlockChecker, type BlockCheckerState } from "./lazy_blocks.ts";
 
 const PAGE = 4096;
 const PAGE_N = 4096n;
@@ -80,6 +81,8 @@ interface Space {
   image: number;
   /** Saved pages not yet in. */
   pending: PendingPages;
+  /** Per-block checks of the image's page data (absent: not checked here). */
+  blocks?: BlockChecker;
 }
 
 /** The state {@link LazyServer.handOff} passes to the background server (fd numbers are cryo's). */
@@ -94,6 +97,7 @@ interface DetachedState {
     image: number;
     /** {@link PendingPages.toFlat}. */
     pending: number[];
+    blocks?: BlockCheckerState;
   }[];
 }
 
@@ -112,6 +116,11 @@ export interface LazyUnit {
   path: string;
   image: ProcessImage;
   compiled: CompiledProcess;
+  /**
+   * The manifest's per-block checksums of its image: each block is checked
+   * the first time any page of it is read (engine/memory/lazy_blocks.ts).
+   */
+  blocks?: PageBlocks;
 }
 
 /**
@@ -223,6 +232,7 @@ export class LazyServer {
           uffd: -1,
           image: -1,
           pending: PendingPages.fromRuns(regions.flatMap((l) => l.runs)),
+          blocks: u.blocks && new BlockChecker(u.path, u.blocks),
         };
         s.#start.planEntries += space.pending.entries;
         s.#spaces.push(space);
@@ -304,6 +314,7 @@ export class LazyServer {
       for (let a = piece.start; a < piece.end; a += PAGE) {
         if (hot.has(BigInt(a))) continue;
         this.#ensure?.(s.pid, piece.fileOffset + (a - piece.start), PAGE);
+        s.blocks?.check(s.image, piece.fileOffset + (a - piece.start), PAGE);
         const got = rawSyscall(
           SYS.pread64,
           s.image,
@@ -467,6 +478,7 @@ export class LazyServer {
         pidfd: s.pidfd,
         image: s.image,
         pending: s.pending.toFlat(),
+        ...(s.blocks ? { blocks: s.blocks.state() } : {}),
       })),
     };
     const file = Deno.makeTempFileSync({ prefix: "cryo-lazy-", suffix: ".json" });
@@ -532,6 +544,7 @@ export class LazyServer {
           pidfd: take(sp.pidfd),
           image: take(sp.image),
           pending: PendingPages.fromFlat(sp.pending),
+          blocks: sp.blocks && BlockChecker.fromState(sp.blocks),
         });
       }
     } finally {
@@ -593,6 +606,7 @@ export class LazyServer {
       pidfd: -1,
       image: must("fcntl(F_DUPFD_CLOEXEC)", rawSyscall(SYS.fcntl, s.image, 1030, 0)),
       pending: s.pending.clone(),
+      blocks: s.blocks, // the same file: blocks checked for the parent are checked
     };
     this.#spaces.push(child);
     child.pidfd = must(`pidfd_open(${pid})`, rawSyscall(SYS.pidfd_open, pid, 0));
@@ -645,16 +659,23 @@ export class LazyServer {
   #copy(s: Space, addr: number, max: number): void {
     const at = s.pending.at(addr, max);
     if (!at) throw new Error(`page 0x${addr.toString(16)} of ${s.pid} is not in the plan`);
+    // With block checks: within one block, copied from the checked block's buffer.
+    if (s.blocks) {
+      at.pages = Math.min(at.pages, (s.blocks.blockEnd(at.fileOffset) - at.fileOffset) / PAGE);
+    }
     const len = at.pages * PAGE;
     this.#ensure?.(s.pid, at.fileOffset, len);
-    const got = rawSyscall(SYS.pread64, s.image, this.#buf, len, at.fileOffset);
+    const src = s.blocks?.view(s.image, at.fileOffset, len) ?? this.#buf;
+    const got = src === this.#buf
+      ? rawSyscall(SYS.pread64, s.image, this.#buf, len, at.fileOffset)
+      : BigInt(len);
     if (got !== BigInt(len)) {
       throw new Error(
         `reading the image of ${s.pid}: ${got < 0n ? errnoName(Number(-got)) : "short read"}`,
       );
     }
     const dst = BigInt(addr);
-    const { r: res, copied } = uffdCopy(s.uffd, dst, this.#buf, len);
+    const { r: res, copied } = uffdCopy(s.uffd, dst, src, len);
     let inPages = at.pages;
     if (res < 0n) {
       if (res === -ESRCH) return this.#gone(s, res);

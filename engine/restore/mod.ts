@@ -42,6 +42,7 @@ import {
 import { checkInotifyPaths } from "../fds/inotify.ts";
 import { type RestoreEvent, RestoreSession, type RestoreUnit } from "./session.ts";
 import { type ImageToVerify, ImageVerifier } from "./verify_inline.ts";
+import { LazyImageVerifier } from "./verify_blocks.ts";
 import { checkTaskState } from "../task/mod.ts";
 import { checkImageDirTrust, checkOwnCredentials } from "./trust.ts";
 import { pausePoint } from "../pause.ts";
@@ -194,6 +195,11 @@ function imagesToVerify(plan: RestorePlan): ImageToVerify[] {
   }));
 }
 
+/** The manifest's per-block checksums of the image of `pid` (absent for older images). */
+function pageBlocksOf(plan: RestorePlan, pid: number) {
+  return plan.manifest.processes.find((p) => p.pid === pid)?.pageBlocks;
+}
+
 /**
  * Everything a restore checks on this host before it creates anything:
  * privileges, the same vdso, backing files and fd files unchanged, cgroups
@@ -290,7 +296,11 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
   becomeSubreaper();
   for (const p of processes) forgetParkedStatus(p.pid);
   pausePoint("planned");
-  const verifier = new ImageVerifier(verify ? imagesToVerify(plan) : []);
+  // A lazy restore checks only what it reads before the tree runs; the server checks the rest.
+  const byBlocks = verify && opts.lazy && !opts.lazyEnsure;
+  const verifier = byBlocks
+    ? new LazyImageVerifier(plan.units, plan.manifest)
+    : new ImageVerifier(verify ? imagesToVerify(plan) : []);
   const shm = CreatedSysvShm.create(plan.manifest.sysvShm ?? [], plan.dir);
   let provided: ProvidedFds;
   try {
@@ -326,7 +336,11 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
   try {
     lazy = lazyServe
       ? (await lazyServe).LazyServer.take(
-        plan.units.map((u) => ({ ...u, pid: u.image.pid })),
+        plan.units.map((u) => ({
+          ...u,
+          pid: u.image.pid,
+          blocks: byBlocks ? pageBlocksOf(plan, u.image.pid) : undefined,
+        })),
         opts.lazyEnsure,
       )
       : undefined;
