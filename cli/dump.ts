@@ -22,6 +22,7 @@ export function register(program: Command): void {
     .option("--leave-running", "let the tree continue after the dump (default: kill it)")
     .option("--json", "print the dump statistics as JSON")
     .option("--no-sync", "do not fsync the images (throw-away images: faster, not crash-safe)")
+    .option("--precopy", "with --leave-running, always pre-copy (default: when it pays)")
     .option("--no-precopy", "with --leave-running, copy every page while frozen (no pre-copy)")
     .option(
       "--pre-dump",

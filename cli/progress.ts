@@ -1,38 +1,44 @@
 /**
  * A byte progress bar on stderr, shown only when stderr is a terminal and
- * the work lasts longer than a moment.
+ * the work lasts longer than a moment. The bar's library is loaded only
+ * when stderr is a terminal (cli/progress_bar.ts), in the background.
  *
  * @module
  */
 
-import process from "node:process";
-import cliProgress from "npm:cli-progress@3.12.0";
 import { humanBytes } from "./format.ts";
+import type { Bar } from "./progress_bar.ts";
 
 const DELAY_MS = 400;
+
+/**
+ * The bar module, named through a variable so that Deno does not load
+ * cli-progress with the command (a literal `import()` would).
+ */
+const BAR_MODULE: string = "./progress_bar.ts";
 
 /** A lazily shown progress bar. */
 export class Progress {
   readonly #label: string;
   readonly #started = performance.now();
-  // deno-lint-ignore no-explicit-any
-  #bar: any;
+  #makeBar: ((label: string) => Bar) | undefined;
+  #bar: Bar | undefined;
 
   constructor(label: string) {
     this.#label = label;
+    if (Deno.stderr.isTerminal()) {
+      import(BAR_MODULE).then(
+        (m: typeof import("./progress_bar.ts")) => this.#makeBar = m.makeBar,
+        () => {}, // no bar then
+      );
+    }
   }
 
   /** Reports `done` of `total` bytes. */
   update(done: number, total: number): void {
-    if (!Deno.stderr.isTerminal()) return;
     if (!this.#bar) {
-      if (performance.now() - this.#started < DELAY_MS) return;
-      this.#bar = new cliProgress.SingleBar({
-        format: `${this.#label} [{bar}] {percentage}% {doneText}/{totalText}`,
-        stream: process.stderr,
-        hideCursor: true,
-        clearOnComplete: true,
-      }, cliProgress.Presets.shades_classic);
+      if (!this.#makeBar || performance.now() - this.#started < DELAY_MS) return;
+      this.#bar = this.#makeBar(this.#label);
       this.#bar.start(total, 0, { doneText: "0 B", totalText: humanBytes(total) });
     }
     this.#bar.setTotal(total);

@@ -182,6 +182,23 @@ export interface ManifestProcess {
   checksum: string;
   threads: number[];
   comm: string;
+  /**
+   * Optional: CRC-32 of each block of the page data (engine/image/page_blocks.ts),
+   * so that a lazy restore checks pages block by block; absent: whole-file check only.
+   */
+  pageBlocks?: PageBlocks;
+}
+
+/** CRC-32 of each `size`-byte block of an image's `.cryo.pages` (the last block may be shorter). */
+export interface PageBlocks {
+  /** File offset of the page data (`.cryo.pages`). */
+  offset: number;
+  /** Its length in bytes. */
+  length: number;
+  /** Block size in bytes (a multiple of 4096; the dumper writes 1 MiB). */
+  size: number;
+  /** Base64 of the blocks' CRC-32s as little-endian u32s, ceil(length / size) of them. */
+  crcs: string;
 }
 
 /** Facts about the dumping host that a restore must match. */

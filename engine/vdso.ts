@@ -7,23 +7,41 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
+import { sha256Hex } from "./sha256.ts";
 import { processVmReadFully } from "../ffi/process_vm.ts";
-import { readMaps } from "./proc/maps.ts";
+import { type MapEntry, parseMapsLine, readMaps } from "./proc/maps.ts";
+import { readProcText } from "./proc/io.ts";
 
 const NAMES = new Set(["[vvar]", "[vvar_vclock]", "[vdso]"]);
+
+/**
+ * The vvar/vdso lines of `pid`'s maps, parsing only those (a process has
+ * hundreds of others; every dump and restore asks). A process that is gone
+ * is reported by {@link readMaps}, as before.
+ */
+function vdsoMaps(pid: number): MapEntry[] {
+  const text = readProcText(pid, "maps");
+  if (text === "") return readMaps(pid).filter((m) => NAMES.has(m.path));
+  const out: MapEntry[] = [];
+  for (const line of text.split("\n")) {
+    if (!line.endsWith("]") || !NAMES.has(line.slice(line.lastIndexOf(" ") + 1))) continue;
+    const e = parseMapsLine(line);
+    if (e && NAMES.has(e.path)) out.push(e);
+  }
+  return out;
+}
 
 /** vvar/vdso mappings of `pid` (names and sizes, in address order) and SHA-256 of [vdso]. */
 export function vdsoFacts(
   pid: number,
 ): { layout: { name: string; size: number }[]; sha256: string } {
-  const maps = readMaps(pid).filter((m) => NAMES.has(m.path));
+  const maps = vdsoMaps(pid);
   const code = maps.find((m) => m.path === "[vdso]");
   let sha256 = "";
   if (code) {
     const buf = new Uint8Array(Number(code.end - code.start));
     processVmReadFully(pid, code.start, buf);
-    sha256 = createHash("sha256").update(buf).digest("hex");
+    sha256 = sha256Hex(buf);
   }
   return { layout: maps.map((m) => ({ name: m.path, size: Number(m.end - m.start) })), sha256 };
 }

@@ -17,6 +17,15 @@ const symbols = {
     result: "i64",
   },
   __errno_location: { parameters: [], result: "pointer" },
+  getpid: { parameters: [], result: "i32" },
+} as const;
+
+/**
+ * posix_spawn and its attributes, bound only by what spawns (ffi/spawn.ts):
+ * `Deno.dlopen` prepares a call stub for every symbol it is given, which
+ * costs a fraction of a millisecond each, and a dump spawns nothing.
+ */
+const spawnSymbols = {
   posix_spawn: {
     parameters: ["buffer", "buffer", "pointer", "pointer", "buffer", "buffer"],
     result: "i32",
@@ -36,15 +45,21 @@ const symbols = {
   posix_spawnattr_setsigmask: { parameters: ["buffer", "buffer"], result: "i32" },
   posix_spawnattr_setsigdefault: { parameters: ["buffer", "buffer"], result: "i32" },
   posix_spawnattr_setpgroup: { parameters: ["buffer", "i32"], result: "i32" },
-  getpid: { parameters: [], result: "i32" },
 } as const;
 
 let lib: Deno.DynamicLibrary<typeof symbols> | undefined;
+let spawnLib: Deno.DynamicLibrary<typeof spawnSymbols> | undefined;
 
 /** The lazily opened libc handle. */
 export function libc(): Deno.DynamicLibrary<typeof symbols>["symbols"] {
   lib ??= Deno.dlopen("libc.so.6", symbols);
   return lib.symbols;
+}
+
+/** libc's posix_spawn functions (bound on first use). */
+export function libcSpawn(): Deno.DynamicLibrary<typeof spawnSymbols>["symbols"] {
+  spawnLib ??= Deno.dlopen("libc.so.6", spawnSymbols);
+  return spawnLib.symbols;
 }
 
 /** Reads the calling thread's errno (call immediately after the failing call). */

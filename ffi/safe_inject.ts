@@ -56,6 +56,7 @@ import {
 import { signed, syscallRegs, type UserRegs } from "./regs.ts";
 import { encodeSigframe, FRAME_UC_STACK, sigframeFpstate, sigframeSize } from "./sigframe.ts";
 import { InjectionError } from "./inject.ts";
+import { BATCH_AFTER_SYSCALL } from "./syscall_batch.ts";
 
 const ALL_SIGNALS = 0xffffffffffffffffn;
 const SYSGOOD_TRAP = 5 | 0x80;
@@ -287,6 +288,71 @@ export class CrashSafeThread {
       // PTRACE_EVENT_STOP (a group stop, an interrupt): go on.
     }
     throw new InjectionError(`thread ${this.tid}: injected syscall ${nr} did not complete`);
+  }
+
+  /** The thread's own signal mask (as it was when it was opened). */
+  get mask(): bigint {
+    return this.#mask;
+  }
+
+  /**
+   * Points the stopped, injected-into thread at the `ret` after the
+   * injected `syscall` with its stack at its frame (the undo frame when
+   * armed), as at the exit stop of an injected syscall: let go, it returns
+   * through that frame. Changes registers only.
+   */
+  park(): void {
+    setRegs(this.tid, {
+      ...syscallRegs(this.#orig, 0, [], this.#sites.call + 2n, this.#home),
+    });
+    if (!this.#injected) setSigmask(this.tid, ALL_SIGNALS);
+    this.#injected = true;
+  }
+
+  /**
+   * Runs the syscall batch whose code (ffi/syscall_batch.ts) is at `code` in
+   * the target and whose table (ffi/syscall_batch.ts) is at `table`, ending
+   * with `signal`, with a single resume: the thread stops once, when it
+   * takes that signal. A thread let go at any instant runs the rest of the
+   * table, the signal is discarded (its action is the default, ignore) and
+   * it returns through its own frame to its own state, as after any
+   * injected syscall. Afterwards the thread is where {@link call} leaves it.
+   */
+  runBatch(code: bigint, table: bigint, signal: number): void {
+    setRegs(this.tid, {
+      ...this.#orig,
+      rip: code,
+      rbx: table,
+      rsp: this.#home,
+      orig_rax: -1n & 0xffffffffffffffffn,
+      eflags: this.#orig.eflags & ~0x100n,
+    });
+    if (!this.#injected) setSigmask(this.tid, ALL_SIGNALS);
+    this.#injected = true;
+    this.#hook("batch-mid");
+    const stopAt = code + BigInt(BATCH_AFTER_SYSCALL);
+    for (let i = 0; i < MAX_STOPS; i++) {
+      cont(this.tid, 0);
+      const st = waitStop(this.tid);
+      if (st.event === 0 && st.signal === signal) {
+        const r = getRegs(this.tid);
+        if (r.rip !== stopAt || r.rsp !== this.#home) {
+          throw new InjectionError(
+            `thread ${this.tid}: syscall batch stopped at 0x${r.rip.toString(16)}`,
+          );
+        }
+        // Left in that signal-delivery stop (the next resume, with no signal,
+        // discards it), out of the batch code: at the `ret` to its frame.
+        setSigmask(this.tid, ALL_SIGNALS);
+        this.park();
+        this.#hook("batch-end");
+        return;
+      }
+      // Only SIGSTOP gets through the mask: taken now, sent again on close.
+      if (st.event === 0) this.stolen.push(st.signal);
+      // PTRACE_EVENT_STOP (a group stop, an interrupt): go on.
+    }
+    throw new InjectionError(`thread ${this.tid}: syscall batch did not end`);
   }
 
   /**

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { cstr, CStringArray, libc, SyscallError } from "./libc.ts";
+import { cstr, CStringArray, libcSpawn, SyscallError } from "./libc.ts";
 
 /** A file action applied in the child before exec. */
 export type FileAction =
@@ -40,7 +40,7 @@ const POSIX_SPAWN_SETSIGMASK = 0x08;
 
 /** Spawns `path` with `argv` and returns its pid. Throws {@link SyscallError}. */
 export function posixSpawn(path: string, argv: readonly string[], opts: SpawnOptions = {}): number {
-  const c = libc();
+  const c = libcSpawn();
   const pidBuf = new Int32Array(1);
   const actions = new Uint8Array(256);
   const attr = new Uint8Array(512);

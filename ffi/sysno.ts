@@ -91,6 +91,7 @@ export const SYS = {
   epoll_create1: 291,
   epoll_ctl: 233,
   timerfd_create: 283,
+  fallocate: 285,
   timerfd_settime: 286,
   signalfd4: 289,
   kcmp: 312,

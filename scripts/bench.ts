@@ -23,12 +23,30 @@
  * --clones [--copies <n>] (instead: start n copies, default 10, of one 256 MiB checkpoint at
  * once, each in its own pid namespace; see scripts/bench/clones.ts).
  *
+ * Near-zero downtime (issue 11; scripts/bench/nearzero.ts): a writer rewriting random pages at
+ * a fixed rate, at 512 MiB and 2 GiB: frozen time of a plain dump vs after 1-3 pre-dumps, lazy
+ * vs eager restore, live migration over loopback, each restored writer checking its memory.
+ * `--near-zero` runs only this section; a full run (no --quick, --only, --vs-criu, --clones)
+ * runs it after the workloads. --near-zero-mib <MiB[,MiB]> (default 512,2048),
+ * --near-zero-parts <predump,lazy,migrate> (default all), --rate <MiB/s> (default 16),
+ * --gap-ms <ms> (pause between the dumps of a chain, default 1000). --reps applies too.
+ *
  * @module
  */
 
 import { parseArgs } from "node:util";
 import { compareWithCriu, findCriu, vsRows, type VsSummary } from "./bench/criu.ts";
 import { buildBenchProgram } from "./bench/build.ts";
+import {
+  mainNearZero,
+  NEAR_ZERO_PARTS,
+  nearZeroFailed,
+  type NearZeroOptions,
+  type NearZeroPart,
+  nearZeroReport,
+  runNearZero,
+} from "./bench/nearzero.ts";
+import type { NearZeroResult } from "./bench/nearzero_report.ts";
 import { becomeSubreaper, cleanupProcesses } from "./bench/procs.ts";
 import {
   killWorkload,
@@ -50,6 +68,7 @@ import {
 import {
   baselineRows,
   checkTargets,
+  markdownTable,
   type Repetition,
   resultRows,
   summarize,
@@ -75,8 +94,31 @@ const { values: opts } = parseArgs({
     "variant-flag": { type: "string", multiple: true },
     clones: { type: "boolean", default: false },
     copies: { type: "string", default: "10" },
+    "near-zero": { type: "boolean", default: false },
+    "near-zero-mib": { type: "string", default: "512,2048" },
+    "near-zero-parts": { type: "string", default: NEAR_ZERO_PARTS.join(",") },
+    rate: { type: "string", default: "16" },
+    "gap-ms": { type: "string", default: "1000" },
   },
 });
+/** The near-zero downtime section's options, from the command line. */
+const nearZeroOptions: NearZeroOptions = {
+  sizes: opts["near-zero-mib"].split(",").map(Number),
+  parts: opts["near-zero-parts"].split(",").map((p) => {
+    if (!NEAR_ZERO_PARTS.includes(p as NearZeroPart)) {
+      throw new Error(`--near-zero-parts: ${p}? (${NEAR_ZERO_PARTS.join(", ")})`);
+    }
+    return p as NearZeroPart;
+  }),
+  rate: Number(opts.rate),
+  gapMs: Number(opts["gap-ms"]),
+  reps: Number(opts.reps),
+};
+if (opts["near-zero"]) {
+  Deno.exit(await mainNearZero({ ...nearZeroOptions, out: opts.out }));
+}
+/** A full run includes the near-zero downtime section. */
+const withNearZero = !opts.quick && !opts.only && !opts["vs-criu"];
 if (opts.clones) {
   // Many copies of one checkpoint at once, each in its own pid namespace (scripts/bench/clones.ts).
   const { runClonesBench } = await import("./bench/clones.ts");
@@ -209,11 +251,6 @@ async function runWorkload(spec: WorkloadSpec, workDir: string): Promise<Workloa
   return { ...summarize(spec.name, spec.description, touched, results), verifyError };
 }
 
-function markdownTable(rows: string[][]): string {
-  const line = (r: string[]) => `| ${r.join(" | ")} |`;
-  return [line(rows[0]), line(rows[0].map(() => "---")), ...rows.slice(1).map(line)].join("\n");
-}
-
 /** `--vs-criu`: every workload compared with CRIU; prints the table, `--out` writes JSON. */
 async function mainVsCriu(criu: string, specs: WorkloadSpec[]): Promise<number> {
   await buildBenchProgram("workload");
@@ -322,6 +359,7 @@ async function main(): Promise<number> {
   const t0 = performance.now();
   const results: WorkloadResult[] = [];
   const failures: { name: string; error: string }[] = [];
+  let nearZero: NearZeroResult | undefined;
   try {
     for (const spec of specs) {
       if (interrupted) break;
@@ -333,6 +371,9 @@ async function main(): Promise<number> {
         failures.push({ name: spec.name, error: String((e as Error)?.stack ?? e) });
         log(`${spec.name} FAILED: ${(e as Error)?.message ?? e}`);
       }
+    }
+    if (withNearZero && !interrupted) {
+      nearZero = await runNearZero({ ...nearZeroOptions, log, workDir });
     }
   } finally {
     await cleanupProcesses();
@@ -348,6 +389,11 @@ async function main(): Promise<number> {
   console.log(textTable(baselineRows(results)));
   console.log("\ntargets:");
   console.log(textTable(targetRows(checks)));
+  const nz = nearZero && nearZeroReport(nearZero);
+  if (nz) console.log(`\nnear-zero downtime (writer ${nearZero!.rateMiBs} MiB/s):\n${nz.text}`);
+  if (nearZero && nearZeroFailed(nearZero)) {
+    failures.push({ name: "near-zero", error: "a part failed or a memory check is wrong" });
+  }
   for (const f of failures) console.log(`\nFAILED ${f.name}: ${f.error}`);
   console.log(`\n${results.length} workloads, ${reps} repetitions, ${seconds.toFixed(0)} s`);
   if (opts.out) {
@@ -374,6 +420,7 @@ async function main(): Promise<number> {
         baselines: markdownTable(baselineRows(results)),
         targets: markdownTable(targetRows(checks)),
       },
+      nearZero: nearZero && { ...nearZero, targets: nz!.targets, markdown: nz!.markdown },
     };
     await Deno.writeTextFile(opts.out, JSON.stringify(doc, null, 2) + "\n");
     log(`wrote ${opts.out}`);

@@ -146,6 +146,7 @@ Deno.test(
       "--leave-running",
       "--json",
       "--no-sync", // a throw-away image is as complete, only not fsync'd
+      "--precopy", // even for this small target (by default only when it pays)
     ]);
     assertCliOk(r2, "dump --json --no-sync");
     const stats = JSON.parse(r2.stdout);

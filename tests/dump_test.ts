@@ -314,6 +314,7 @@ Deno.test(
     const result = await checkpoint(pid, {
       dir: `${work}/image`,
       leaveRunning: true,
+      precopy: true, // even for this small target (by default only when it pays)
       onEvent: (e) => events.push(e.type),
     });
     assertNotHeld(pid, "after the dump");

@@ -23,6 +23,8 @@ import { CrashSafeThread, findSafeSites } from "../ffi/safe_inject.ts";
 import { signed } from "../ffi/regs.ts";
 import { SYS } from "../ffi/sysno.ts";
 import { areaBelow } from "../engine/dump/injected.ts";
+import { batchResults, encodeBatchTable, installBatchCode } from "../ffi/syscall_batch.ts";
+import { processVmReadFully, processVmWriteFully } from "../ffi/process_vm.ts";
 import { listTids } from "../engine/proc/tasks.ts";
 
 /** Seizes and stops every thread of `pid` as a dump's freeze does. */
@@ -36,6 +38,44 @@ function freeze(pid: number): number[] {
   return tids;
 }
 
+/** Where a test lets go of the thread. */
+type Where = "inject-mid" | "exit" | "inject-restore" | "batch-mid" | "batch-end";
+
+/** The quiet signal batches end with in these tests (the targets leave SIGURG alone). */
+const SIGURG = 23;
+
+/**
+ * Maps a page for the batch code at `at` with its munmap armed as undo,
+ * and runs a batch of getpid, getppid and sigaltstack queries (results
+ * below the thread's area): the thread is let go inside it by the hook.
+ */
+function runBatchIn(pid: number, t: CrashSafeThread, at: bigint): void {
+  t.armUndo(SYS.munmap, at, 4096);
+  assert.equal(t.call(SYS.mmap, at, 4096, 5, 0x22 | 0x100000, -1, 0), at);
+  installBatchCode(pid, at);
+  const table = t.area - 8192n;
+  const steps = [
+    { nr: SYS.getpid, args: [] },
+    { nr: SYS.getppid, args: [] },
+    { nr: SYS.sigaltstack, args: [0, table - 64n] },
+    { nr: SYS.getpid, args: [] },
+  ];
+  processVmWriteFully(
+    pid,
+    table,
+    encodeBatchTable(table, steps, { signal: SIGURG, tgid: pid, tid: pid }),
+  );
+  t.runBatch(at, table, SIGURG);
+  const out = new Uint8Array(steps.length * 64);
+  processVmReadFully(pid, table, out);
+  assert.deepEqual(batchResults(out, steps.length).map((r) => r === BigInt(pid)), [
+    true,
+    false,
+    false,
+    true,
+  ]);
+}
+
 /**
  * Opens crash-safe injection in thread `tid` and lets go of it at `where`
  * (by PTRACE_DETACH); every other thread of `tids` is detached normally.
@@ -43,7 +83,7 @@ function freeze(pid: number): number[] {
 function letGoInside(
   pid: number,
   tids: number[],
-  where: "inject-mid" | "exit" | "inject-restore",
+  where: Where,
   during?: (t: CrashSafeThread) => void,
 ): void {
   const sites = findSafeSites(pid);
@@ -52,7 +92,8 @@ function letGoInside(
   const hook = (phase: string) => {
     if (armed && phase === where) {
       armed = false;
-      detach(pid, 0);
+      // A dead tracer leaves the stop signal to be delivered: so does this detach.
+      detach(pid, where === "batch-end" ? SIGURG : 0);
       throw new Error("let go");
     }
   };
@@ -68,6 +109,7 @@ function letGoInside(
       return;
     }
     if (where === "inject-mid") t.call(SYS.getpid);
+    else if (where === "batch-mid" || where === "batch-end") runBatchIn(pid, t, BATCH_PAGE);
     else t.close();
     assert.fail(`${where} was not reached`);
   } catch (e) {
@@ -75,18 +117,24 @@ function letGoInside(
   }
 }
 
-async function registersSurvive(where: "inject-mid" | "exit" | "inject-restore"): Promise<void> {
+/** Where the batch tests map their code page (free in the targets). */
+const BATCH_PAGE = 0x3e0000000000n;
+
+async function registersSurvive(where: Where): Promise<void> {
   const { t, iter } = await startRegsInLoop(["noavx512"]); // in its checking loop
+  const maps = Deno.readTextFileSync(`/proc/${t.pid}/maps`);
   const tids = freeze(t.pid);
   letGoInside(t.pid, tids, where);
   await waitIterations(t, iter, readWord(t.pid, iter), 10000n); // many iterations of re-checking
   assert.equal(t.poll(), undefined, `the target died:\n${t.output()}`);
+  // A batch's code page is gone once the thread ran its undo.
+  assert.equal(Deno.readTextFileSync(`/proc/${t.pid}/maps`), maps);
   t.signal(SIGUSR1);
   const st = await t.wait(10000);
   assertChecksPassed(t, RT_REGS_CHECKS, st);
 }
 
-for (const where of ["inject-mid", "exit", "inject-restore"] as const) {
+for (const where of ["inject-mid", "exit", "inject-restore", "batch-mid", "batch-end"] as const) {
   Deno.test(
     `crash-safe injection: let go at ${where}, the thread's registers, FPU state and mask are its own`,
     withTargets(() => registersSurvive(where)),
@@ -99,7 +147,7 @@ function blockedInRead(t: Target): boolean {
   return nr === "0" && statusField(t.pid, "State").startsWith("S");
 }
 
-async function readGoesOn(where: "inject-mid" | "exit"): Promise<Target> {
+async function readGoesOn(where: Where): Promise<Target> {
   const dir = await tempDir("cryo-inject-restart-");
   const fifo = `${dir}/fifo`;
   await new Deno.Command("mkfifo", { args: [fifo] }).output();
@@ -124,7 +172,7 @@ async function readGoesOn(where: "inject-mid" | "exit"): Promise<Target> {
   return t;
 }
 
-for (const where of ["inject-mid", "exit"] as const) {
+for (const where of ["inject-mid", "exit", "batch-mid", "batch-end"] as const) {
   Deno.test(
     `crash-safe injection: let go at ${where}, a read() interrupted by the freeze is issued again`,
     withTargets(async () => {

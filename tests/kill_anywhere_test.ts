@@ -19,7 +19,8 @@ import {
 /**
  * Dump points: every phase boundary, injected syscalls (before, inside: the
  * injected registers set, and while a thread gets its own state back), the
- * mlockall probe page mapped, page chunks, and time offsets (from the
+ * mlockall probe page mapped, inside and at the end of a syscall batch, page
+ * chunks, and time offsets (from the
  * freeze: they fall among the injected syscalls).
  */
 export const DUMP_POINTS: KillPoint[] = [
@@ -27,12 +28,13 @@ export const DUMP_POINTS: KillPoint[] = [
     .map((phase) => ({ phase })),
   { phase: "killed" },
   { phase: "probe" },
-  ...Array.from({ length: 20 }, (_, i) => ({ phase: `inject:${i + 1}` })),
-  ...[40, 60, 80].map((n) => ({ phase: `inject:${n}` })),
-  ...[1, 2, 3, 4, 5, 10, 20, 40, 60, 75].map((n) => ({ phase: `inject-mid:${n}` })),
+  // The target's ~11 injected syscalls and batches (the per-thread queries are one batch).
+  ...Array.from({ length: 11 }, (_, i) => ({ phase: `inject:${i + 1}` })),
+  ...[1, 2, 3, 4, 5, 8, 10].map((n) => ({ phase: `inject-mid:${n}` })),
   ...[1, 2, 3, 4].map((n) => ({ phase: `inject-restore:${n}` })),
+  ...["batch-mid", "batch-end"].map((phase) => ({ phase })),
   ...[1, 2, 3, 4].map((n) => ({ phase: `pages:${n}` })),
-  ...[0, 1, 2, 3, 5, 8, 12, 20, 30, 50].map((afterMs) => ({ afterMs })),
+  ...[0, 1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50].map((afterMs) => ({ afterMs })),
   ...[0, 5, 20, 80].map((afterMs) => ({ afterMs, fromPages: true })),
 ];
 

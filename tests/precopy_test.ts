@@ -13,7 +13,10 @@
  * - the same while the process also unmaps and maps again, or drops with
  *   MADV_DONTNEED, blocks of the other half (the layout changes between
  *   the two freezes);
- * - a process with a seccomp filter is left alone by the pre-copy.
+ * - a process with a seccomp filter is left alone by the pre-copy;
+ * - `cryo dump --leave-running` SIGKILLed in the middle of the pre-copy's
+ *   page copy leaves no image and the process untouched (its tracking goes
+ *   with cryo's copy of the userfaultfd).
  */
 
 import assert from "node:assert/strict";
@@ -24,6 +27,8 @@ import { PM } from "../engine/proc/pagemap.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
 import { adoptPid, withTargets } from "./helpers/targets.ts";
+import { pathExists, tempDir } from "./helpers/fs.ts";
+import { startPaused } from "./helpers/kill_anywhere.ts";
 
 const READY = /^ready pid=(\d+) region=0x([0-9a-f]+) pages=(\d+)$/m;
 const CHECKS = ["pages", "writes", "rewrite"];
@@ -50,7 +55,7 @@ Deno.test(
     const region = BigInt(`0x${ready[2]}`), pages = Number(ready[3]);
     const before = traces(t.pid, region, pages);
     const dir = await tempImageDir();
-    const dump = await checkpoint(t.pid, { dir, leaveRunning: true });
+    const dump = await checkpoint(t.pid, { dir, leaveRunning: true, precopy: true });
     const pre = dump.stats.precopy;
     assert.ok(pre, "the dump pre-copied");
     assert.ok(pre.bytes >= pages * PAGE, `pre-copied ${pre.bytes} bytes`);
@@ -84,7 +89,7 @@ Deno.test(
     });
     const region = BigInt(`0x${ready[2]}`), pages = Number(ready[3]);
     const dir = await tempImageDir();
-    const dump = await checkpoint(t.pid, { dir, leaveRunning: true });
+    const dump = await checkpoint(t.pid, { dir, leaveRunning: true, precopy: true });
     assert.ok(dump.stats.precopy, "the dump pre-copied");
     const after = traces(t.pid, region, pages);
     assert.equal(after.uffdFlags, 0, "no mapping registered with a userfaultfd");
@@ -103,9 +108,35 @@ Deno.test(
   withTargets(async () => {
     const { t } = await startTriggered("rt_attrs", /^ready pid=(\d+)$/m);
     const dir = await tempImageDir();
-    const dump = await checkpoint(t.pid, { dir, leaveRunning: true });
+    const dump = await checkpoint(t.pid, { dir, leaveRunning: true, precopy: true });
     assert.equal(dump.stats.precopy?.bytes, 0, "nothing pre-copied");
     assert.equal(t.poll(), undefined, "the target runs on");
     await t.kill();
+  }),
+);
+
+Deno.test(
+  "cryo dump --leave-running killed during the pre-copy's page copy: no image, the process untouched",
+  withTargets(async () => {
+    const { t, trigger, ready } = await startTriggered("rt_precopy", READY, { extra: ["64"] });
+    const region = BigInt(`0x${ready[2]}`), pages = Number(ready[3]);
+    const before = traces(t.pid, region, pages);
+    const dir = `${await tempDir("cryo-precopy-kill-")}/image`;
+    // The second piece: the copy is under way, the tree runs, its pages are write-protected.
+    const paused = await startPaused(
+      ["dump", String(t.pid), "--dir", dir, "--leave-running", "--precopy"],
+      "precopy-pages:2",
+    );
+    assert.ok(traces(t.pid, region, pages).protectedPages > 0, "the copy was under way");
+    paused.child.kill("SIGKILL");
+    await paused.output;
+    assert.equal(pathExists(dir), false, "no image");
+    const after = traces(t.pid, region, pages);
+    assert.deepEqual(after.fds, before.fds, "the same fds");
+    assert.equal(after.maps, before.maps, "the same mappings");
+    assert.equal(after.uffdFlags, 0, "no mapping registered with a userfaultfd");
+    assert.equal(after.protectedPages, 0, "no write-protected page");
+    await Deno.writeTextFile(trigger, "");
+    assertChecksPassed(t, CHECKS, await t.wait(30000), { what: "original after the killed dump" });
   }),
 );

@@ -101,7 +101,7 @@ Deno.test(
 
     // Checkpointed again, the restored pair still shares: the child's image stays small.
     const again = await tempImageDir();
-    await checkpoint(t.pid, { dir: again, leaveRunning: true });
+    await checkpoint(t.pid, { dir: again, leaveRunning: true, precopy: true });
     const childAgain = await savedBytes(`${again}/${child}.elf`);
     assert.ok(childAgain < 2 * MiB, `second dump: child image holds ${childAgain} bytes`);
 

@@ -20,6 +20,9 @@
  *   page): the watchdog kills the target, which never runs on with zero
  *   pages;
  * - once every page is in, no userfaultfd is left in the process;
+ * - nothing before the tree runs is done per page: the server's plan has
+ *   one entry per saved run of the lazy mappings, and the pages it copies
+ *   before the release are only the hot ones and what they brought in;
  * - an image of a pre-copy chain (served from the flattened copy);
  * - the CLI: with --detach it returns at once and a background process
  *   serves the rest (engine/memory/lazy_detached.ts); in the foreground
@@ -38,6 +41,9 @@ import { waitUntil } from "./helpers/wait.ts";
 import { rawSyscall } from "../ffi/libc.ts";
 import { SYS } from "../ffi/sysno.ts";
 import { assertCliOk, assertOneLineError, runCli } from "./helpers/commands.ts";
+import { readImageFile } from "../engine/image/reader.ts";
+import { imageFileName } from "../engine/image/manifest.ts";
+import { hotPages, lazyRegions } from "../engine/memory/lazy.ts";
 
 const READY = /^ready pid=(\d+) child=(\d+)$/m;
 const CHECKS = ["dropped", "moved", "region", "rewrite", "heap"];
@@ -57,7 +63,7 @@ async function lazyRoundTrip(mode: string, mib = 32) {
   assert.ok(tree.lazy, "the restore is lazy");
   const before = tree.lazy.progress.remaining;
   tree.lazy.serve();
-  return { t, tree, before, child: Number(ready[2]) };
+  return { t, tree, before, child: Number(ready[2]), dir };
 }
 
 function uffdsOf(pid: number): number {
@@ -77,8 +83,17 @@ function uffdsOf(pid: number): number {
 Deno.test(
   "restore --lazy: one thread checks its whole memory while it is served",
   withTargets(async () => {
-    const { t, tree, before } = await lazyRoundTrip("mem");
+    const { t, tree, before, dir } = await lazyRoundTrip("mem");
     assert.equal(tree.lazy!.failure, undefined);
+    // Before the release: one plan entry per saved run, pages copied only around the hot ones.
+    const proc = (await readImageFile(`${dir}/${imageFileName(t.pid)}`)).process;
+    const runs = lazyRegions(proc).reduce((n, r) => n + r.runs.length, 0);
+    const hot = hotPages(proc).size;
+    const work = tree.lazy!.startWork;
+    assert.equal(work.planEntries, runs, `plan entries: ${JSON.stringify(work)}`);
+    assert.ok(runs * 4 < before, `${runs} runs for ${before} pages`);
+    assert.ok(work.presentPages <= 512 * hot, `present at take-over: ${JSON.stringify(work)}`);
+    assert.ok(work.pagesCopied <= work.presentPages + 16 * hot, `copied: ${JSON.stringify(work)}`);
     assert.ok(before > 32 * 256 / 2, `pages to serve: ${before}`);
     assert.ok(tree.lazy!.progress.faults > 0, "the target faulted pages in");
     assert.equal(tree.lazy!.progress.remaining, 0);

@@ -190,7 +190,7 @@ Deno.test(
     const misc = await startMisc();
     const pid = misc.t.pid;
     const dir = await tempImageDir();
-    await checkpoint(pid, { dir, leaveRunning: true });
+    await checkpoint(pid, { dir, leaveRunning: true, precopy: true });
     assert.equal(misc.t.poll(), undefined, "the target died");
     await sleep(100);
     assert.equal(Number(statusField(pid, "TracerPid")), 0, "still traced after the dump");

@@ -17,11 +17,20 @@
 import * as zlib from "node:zlib";
 import { IOV_MAX, processVmRead, processVmReadMany } from "../../ffi/process_vm.ts";
 import type { PageRun } from "../model.ts";
+import { crc32Combine } from "../image/checksum.ts";
 import type { Vma } from "./vmas.ts";
 import type { PageWriter } from "./page_writer.ts";
 
 /** Size of one page buffer (one write at most). */
 export const CHUNK_BYTES = 16 << 20;
+
+/**
+ * Size of the page buffers (file windows, engine/dump/page_writer.ts) for
+ * streaming `total` bytes: {@link CHUNK_BYTES}, or less for a small total.
+ */
+export function windowBytes(total: number): number {
+  return Math.min(CHUNK_BYTES, Math.max(4096, Math.ceil(total / 4096) * 4096));
+}
 
 /** Size of the blocks of {@link MemoryStreamer.blockCrcs} (divides {@link CHUNK_BYTES}). */
 export const CRC_BLOCK = 1 << 20;
@@ -49,18 +58,28 @@ export class MemoryStreamer {
   /** Bytes of page data written so far. */
   bytes = 0;
   /**
-   * Read through /proc/<pid>/mem only (no process_vm_readv): its page
-   * lookups do not pin, so they never unshare pages a process shares
-   * copy-on-write with its children (a pinning read of a write-protected
-   * such page copies it).
+   * Read through /proc/<pid>/mem only (no process_vm_readv), except the
+   * runs given with `pin: true`: its page lookups do not pin, so they never
+   * unshare pages a process shares copy-on-write with its children (a
+   * pinning read of a write-protected such page copies it). It costs a
+   * second copy in the kernel (through a bounce page).
    */
   viaMemFile = false;
   /**
    * When set, also the CRC-32 of each {@link CRC_BLOCK} of the data written
    * (in file order; the last one may be shorter), so that a part written
-   * over later costs only its blocks to checksum again.
+   * over later costs only its blocks to checksum again. Blocks end where
+   * the stream is a multiple of {@link CRC_BLOCK} past {@link blockPhase}.
    */
   blockCrcs?: number[];
+  /**
+   * Bytes of the first block written before this stream began (the blocks
+   * are aligned to an earlier origin): the first CRC then covers only this
+   * stream's part of that block, `CRC_BLOCK - blockPhase` bytes at most.
+   */
+  blockPhase = 0;
+  /** The block being summed: CRC of this stream's bytes in it, their count, bytes left in it. */
+  #part = { crc: 0, bytes: 0, room: -1 };
 
   /**
    * `reserve(length)` reserves the next `length` bytes of the image's page
@@ -81,19 +100,20 @@ export class MemoryStreamer {
   /** Saves the given runs of one mapping, returning their PageRun records. */
   saveRuns(
     vma: Vma,
-    runs: { addr: bigint; length: number }[],
+    runs: { addr: bigint; length: number; pin?: boolean }[],
     onBytes?: (n: number) => void,
   ): PageRun[] {
     const out: PageRun[] = [];
-    const readable = vma.perms[0] === "r" && !this.viaMemFile;
     for (const run of runs) {
+      // `pin`: this run may be read with process_vm_readv even with viaMemFile.
+      const readable = vma.perms[0] === "r" && (!this.viaMemFile || run.pin === true);
       out.push({
         addr: `0x${run.addr.toString(16)}`,
         length: run.length,
         fileOffset: this.#offset,
       });
       for (let done = 0; done < run.length;) {
-        this.#buffer ??= this.#out.acquire();
+        this.#buffer ??= this.#out.acquire(this.#offset);
         const n = Math.min(this.#out.size - this.#fill, run.length - done);
         if (readable) this.#queue(run.addr + BigInt(done), n);
         else {
@@ -150,12 +170,24 @@ export class MemoryStreamer {
   #flush(): void {
     this.#drain();
     if (!this.#buffer || this.#fill === 0) return;
-    this.#crc = zlib.crc32(this.#buffer.subarray(0, this.#fill), this.#crc);
-    for (let o = 0; this.blockCrcs && o < this.#fill; o += CRC_BLOCK) {
-      this.blockCrcs.push(
-        zlib.crc32(this.#buffer.subarray(o, Math.min(o + CRC_BLOCK, this.#fill))),
-      );
-    }
+    if (this.blockCrcs) {
+      // Each byte is checksummed once: the running CRC is combined from the blocks'.
+      const part = this.#part;
+      if (part.room < 0) part.room = CRC_BLOCK - this.blockPhase % CRC_BLOCK;
+      for (let o = 0; o < this.#fill;) {
+        const len = Math.min(part.room, this.#fill - o);
+        const crc = zlib.crc32(this.#buffer.subarray(o, o + len));
+        this.#crc = crc32Combine(this.#crc, crc, len); // (the CRC of nothing is 0)
+        part.crc = crc32Combine(part.crc, crc, len);
+        part.bytes += len;
+        part.room -= len;
+        o += len;
+        if (part.room === 0) {
+          this.blockCrcs.push(part.crc);
+          Object.assign(part, { crc: 0, bytes: 0, room: CRC_BLOCK });
+        }
+      }
+    } else this.#crc = zlib.crc32(this.#buffer.subarray(0, this.#fill), this.#crc);
     this.#out.submit(this.#fill, this.#reserve(this.#fill));
     this.#buffer = undefined;
     this.#fill = 0;
@@ -216,6 +248,7 @@ export class MemoryStreamer {
   /** Stops without writing what is buffered (error paths). */
   async abort(): Promise<void> {
     this.#fill = 0;
+    this.#buffer = undefined; // may be a window of the file, unmapped below
     this.#iovCount = 0;
     this.#memFile?.close();
     this.#memFile = undefined;
@@ -225,6 +258,8 @@ export class MemoryStreamer {
   /** Writes what is buffered, waits until every write is done, releases resources. */
   async finish(): Promise<void> {
     this.#flush();
+    if (this.blockCrcs && this.#part.bytes > 0) this.blockCrcs.push(this.#part.crc); // the last, short
+    this.#buffer = undefined; // may be a window of the file, unmapped below
     this.#memFile?.close();
     this.#memFile = undefined;
     await this.#out.close();

@@ -19,7 +19,7 @@
  */
 
 import { vdsoFacts } from "../vdso.ts";
-import { basename, dirname, resolve } from "node:path";
+import { basename, dirname, resolve } from "../path.ts";
 import { rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { __WALL, parkStatus, waitPid } from "../../ffi/wait.ts";
@@ -45,9 +45,11 @@ import { SyscallError } from "../../ffi/libc.ts";
 import { TraceeGoneError } from "../../ffi/ptrace.ts";
 import { BOOTSTRAP_FILE_OFFSET, ImageWriter } from "../image/writer.ts";
 import { checksumAround, crc32Combine } from "../image/checksum.ts";
+import { streamedPageBlocks } from "./page_blocks.ts";
 import { writeManifest } from "../image/manifest.ts";
 import { BootstrapBuilder, messageProgram } from "../restore/stub.ts";
 import { Precopy, type PrecopyProcess } from "./precopy.ts";
+import { precopyPays } from "./precopy_policy.ts";
 import { planPages, savePlanned } from "./plan.ts";
 import { readStatus } from "../proc/status.ts";
 import { readStat } from "../proc/stat.ts";
@@ -62,8 +64,8 @@ import {
   checkSharedTables,
   checkUnattachedLocks,
 } from "./tree_state.ts";
-import { CHUNK_BYTES, MemoryStreamer } from "./memory.ts";
-import { SyncPageWriter, ThreadedPageWriter } from "./page_writer.ts";
+import { MemoryStreamer, windowBytes } from "./memory.ts";
+import { MappedPageWriter } from "./page_writer.ts";
 import { bootstrapSizeFor, chooseBootstrap, pagePolicy } from "./vmas.ts";
 import { TOOL_VERSION } from "../version.ts";
 import { pausePoint } from "../pause.ts";
@@ -76,15 +78,12 @@ import { collectLifecycle } from "../task/lifecycle.ts";
 import { reapOrphanedZombies } from "../task/zombies.ts";
 import { refuseZombieLeader } from "../task/refusals.ts";
 import { listTids } from "../proc/tasks.ts";
-import { checkpointInNamespace, ownNamespaceRoot } from "../pidns/mod.ts";
-import { collectNamespaceExtras, type NamespaceExtrasRequest } from "../pidns/extras.ts";
+import { ownNamespaceRoot } from "../pidns/detect.ts";
+import type { NamespaceExtrasRequest } from "../pidns/extras.ts";
 import { refuseMqueueFds } from "../fds/mqueue.ts";
 import type { ParentPages } from "./parent.ts";
 import { ChainDump } from "./chain_dump.ts";
 import { isTrackingFd } from "./tracking.ts";
-
-/** Dumps with at least this much page data write from a worker thread. */
-const THREADED_WRITE_BYTES = 256 << 20;
 
 /** Progress events of a dump. */
 export type DumpEvent =
@@ -129,7 +128,9 @@ export interface CheckpointOptions {
   /**
    * With `leaveRunning`: copy the pages while the tree runs, tracking
    * writes, and copy only the written ones while it is frozen
-   * (engine/dump/precopy.ts; default true).
+   * (engine/dump/precopy.ts). Default: when it can pay for its own freeze
+   * (engine/dump/precopy_policy.ts: enough memory, not spread over many
+   * small mappings); true: always; false: never.
    */
   precopy?: boolean;
   /** Marks the manifest as dumped in a pid namespace of its own (engine/pidns/). */
@@ -325,6 +326,14 @@ async function goneProcesses(tree: FrozenTree, error: unknown): Promise<number[]
   return vanished ? [tree.root] : [];
 }
 
+/**
+ * The pid namespace machinery, loaded only for a tree in its own pid
+ * namespace: named through variables so that Deno does not load these
+ * module graphs with every dump (a literal `import()` would).
+ */
+const PIDNS_MODULE: string = "../pidns/mod.ts";
+const PIDNS_EXTRAS_MODULE: string = "../pidns/extras.ts";
+
 /** Checkpoints process `pid` and its descendants into `opts.dir`. */
 export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<CheckpointResult> {
   if (ownNamespaceRoot(pid)) {
@@ -333,7 +342,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         `pid ${pid} is a tree in its own pid namespace (cryo launch): --pre-dump and --parent are not supported for it yet`,
       );
     }
-    return await checkpointInNamespace(pid, opts);
+    const pidns: typeof import("../pidns/mod.ts") = await import(PIDNS_MODULE);
+    return await pidns.checkpointInNamespace(pid, opts);
   }
   checkTarget(pid, opts.pidNamespace === "own");
   if (opts.preDump) opts = { ...opts, leaveRunning: true };
@@ -354,7 +364,10 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
   const chain = new ChainDump(pid, opts);
   try {
     parent = await chain.begin();
-    if (opts.leaveRunning && opts.precopy !== false && !parent) {
+    if (
+      opts.leaveRunning && opts.precopy !== false && !parent &&
+      (opts.precopy === true || opts.preDump === true || precopyPays(pid).pays)
+    ) {
       chain.touched = opts.preDump === true;
       precopy = Precopy.start(pid, tmp, opts.preDump === true);
       await precopy.copy();
@@ -437,7 +450,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     const sysvShm = collectSysvShm(described.map((d) => d.image), tmp, refusals);
     refuseMqueueFds(described.map((d) => d.image), refusals);
     const namespaces = opts.namespaceExtras &&
-      collectNamespaceExtras(opts.namespaceExtras, tmp, sysvShm, refusals);
+      (await import(PIDNS_EXTRAS_MODULE) as typeof import("../pidns/extras.ts"))
+        .collectNamespaceExtras(opts.namespaceExtras, tmp, sysvShm, refusals);
     // Memory a child shares with its parent is stored once, in the parent's image.
     const inheritance = planInheritance(
       described.map((d) => ({ image: d.image, vmas: d.collected.vmas })),
@@ -491,11 +505,12 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       const total = plan.readBytes;
       reused += plan.reusedBytes;
       parentBytes += plan.parentBytes;
-      // Large dumps overlap reading and writing on two threads.
-      const out = total >= THREADED_WRITE_BYTES
-        ? new ThreadedPageWriter(CHUNK_BYTES, writer.partialPath)
-        : new SyncPageWriter(CHUNK_BYTES, (off, bytes) => writer.writePagesAtSync(off, bytes));
+      // The pages are read straight into windows of the image file (one copy).
+      const out = new MappedPageWriter(windowBytes(total), writer.partialPath);
       const streamer = new MemoryStreamer(p.pid, out, (n) => writer.reservePages(n));
+      // The manifest's pageBlocks (engine/image/page_blocks.ts): blocks aligned to the page data's start.
+      streamer.blockCrcs = [];
+      if (pre) streamer.blockPhase = pre.pagesEnd - writer.pagesStart;
       streamers.push(streamer);
       opts.onEvent?.({
         type: "process",
@@ -573,6 +588,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         checksum,
         threads: image.threads.map((t) => t.tid),
         comm: image.comm,
+        ...streamedPageBlocks(streamer, writer.pagesStart, summary.pagesBytes, pagesCrc, pre),
       });
     }
     const stats: DumpStats = {

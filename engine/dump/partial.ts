@@ -9,7 +9,7 @@
  * @module
  */
 
-import { basename, dirname } from "node:path";
+import { basename, dirname } from "../path.ts";
 
 /** Matches the name of a partial directory; group 1 is the image name, group 2 the pid. */
 export const PARTIAL_RE = /^\.(.+)\.cryo-partial-(\d+)$/;

@@ -78,7 +78,8 @@ export function planPages(
     }
     const out = pieces[k];
     for (const r of runs) {
-      if (pre) out.push(...pre.split(r, split));
+      // A loop, not push(...): a long dirty history splits one run into 100,000s of pieces.
+      if (pre) { for (const p of pre.split(r, split)) out.push(p); }
       else out.push({ addr: r.addr, length: r.length, source: "read", fileOffset: 0 });
     }
     for (const p of out) {

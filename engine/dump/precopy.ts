@@ -58,27 +58,15 @@ import { freezeTree, thawTree } from "./freeze.ts";
 import { withInjection } from "./injected.ts";
 import { bootstrapSizeFor, classifyVma, pagePolicy, refusedMapping, type Vma } from "./vmas.ts";
 import * as zlib from "node:zlib";
-import { CHUNK_BYTES, CRC_BLOCK, MemoryStreamer } from "./memory.ts";
+import { CRC_BLOCK } from "./memory.ts";
 import { crc32Combine } from "../image/checksum.ts";
-import { SyncPageWriter, ThreadedPageWriter } from "./page_writer.ts";
+import { type CopiedRun, type CopyJob, copyPlanned, type CopyResult } from "./precopy_copy.ts";
 import { BOOTSTRAP_FILE_OFFSET } from "../image/writer.ts";
 import { closeInTarget, setTrackingFd, trackingFdBase } from "./tracking.ts";
 
 const O_CLOEXEC = 0o2000000;
 const O_NONBLOCK = 0o4000;
 const F_DUPFD_CLOEXEC = 1030;
-
-/** Pre-copies of at least this size write from a worker thread. */
-const THREADED_BYTES = 256 << 20;
-
-/** A pre-copied run: `length` bytes from `addr` are in the image file at `fileOffset`. */
-interface CopiedRun {
-  addr: number;
-  length: number;
-  fileOffset: number;
-  /** Not written since it was protected (set by {@link PrecopyProcess.validate}). */
-  valid?: boolean;
-}
 
 /**
  * Splits `run` (a range to save) against `covered` (sorted ranges whose
@@ -157,6 +145,8 @@ export class PrecopyProcess {
   #copied: CopiedRun[] = [];
   /** CRC-32 of each {@link CRC_BLOCK} of the pre-copied data from {@link pagesStart}. */
   #blockCrcs: number[] = [];
+  /** The block CRCs behind the last {@link pagesCrc} (blocks written over read again). */
+  pagesBlockCrcs: number[] = [];
 
   constructor(pid: number, path: string, pagesStart: number, uffd: number) {
     this.pid = pid;
@@ -176,55 +166,23 @@ export class PrecopyProcess {
     return this.#planned.reduce((n, p) => n + p.runs.reduce((m, r) => m + r.length, 0), 0);
   }
 
+  /** What {@link copy} needs, for copying in another thread (engine/dump/precopy_copy.ts). */
+  get job(): CopyJob {
+    return { pid: this.pid, path: this.path, pagesStart: this.pagesStart, planned: this.#planned };
+  }
+
+  /** Takes the result of copying {@link job}. */
+  copied(r: CopyResult): void {
+    this.pagesEnd = r.pagesEnd;
+    this.bytes = r.bytes;
+    this.#blockCrcs = r.blockCrcs;
+    this.#copied = r.copied;
+  }
+
   /** Copies the planned runs into the image file (the tree runs meanwhile). */
   async copy(): Promise<void> {
-    const total = this.plannedBytes;
-    if (total === 0) return;
-    const file = await Deno.open(this.path, {
-      write: true,
-      create: true,
-      truncate: true,
-      mode: 0o700,
-    });
-    file.close();
-    const out = total >= THREADED_BYTES ? new ThreadedPageWriter(CHUNK_BYTES, this.path) : (() => {
-      const f = Deno.openSync(this.path, { write: true });
-      return Object.assign(
-        new SyncPageWriter(CHUNK_BYTES, (off, bytes) => {
-          f.seekSync(off, Deno.SeekMode.Start);
-          for (let d = 0; d < bytes.length;) d += f.writeSync(bytes.subarray(d));
-        }),
-        { file: f },
-      );
-    })();
-    let next = this.pagesStart;
-    const streamer = new MemoryStreamer(this.pid, out, (n) => {
-      const at = next;
-      next += n;
-      return at;
-    });
-    const lost: { addr: number; length: number }[] = [];
-    streamer.onUnreadable = (addr, length) => lost.push({ addr: Number(addr), length });
-    streamer.viaMemFile = true;
-    streamer.blockCrcs = [];
-    const copied: CopiedRun[] = [];
-    try {
-      for (const { vma, runs } of this.#planned) {
-        for (const r of streamer.saveRuns(vma, runs)) {
-          copied.push({ addr: Number(BigInt(r.addr)), length: r.length, fileOffset: r.fileOffset });
-        }
-      }
-      await streamer.finish();
-    } catch (e) {
-      await streamer.abort();
-      throw e;
-    } finally {
-      if ("file" in out) out.file.close();
-    }
-    this.pagesEnd = next;
-    this.bytes = streamer.bytes;
-    this.#blockCrcs = streamer.blockCrcs;
-    this.#copied = subtract(copied.sort((a, b) => a.addr - b.addr), lost);
+    if (this.plannedBytes === 0) return;
+    this.copied(await copyPlanned(this.job));
   }
 
   /**
@@ -304,6 +262,7 @@ export class PrecopyProcess {
         crcs[b] = zlib.crc32(buf.subarray(0, len));
       }
     }
+    this.pagesBlockCrcs = crcs;
     let crc = 0;
     for (let b = 0; b < crcs.length; b++) {
       const len = Math.min(CRC_BLOCK, this.pagesEnd - this.pagesStart - b * CRC_BLOCK);
@@ -344,27 +303,6 @@ function markValid(runs: CopiedRun[], written: [number, number][]): CopiedRun[] 
       if (range[0] > at) piece(range[0], true);
       piece(Math.min(end, range[1]), false);
     }
-  }
-  return out;
-}
-
-/** `runs` (sorted) without the byte ranges of `lost`. */
-function subtract(runs: CopiedRun[], lost: { addr: number; length: number }[]): CopiedRun[] {
-  if (lost.length === 0) return runs;
-  let out = runs;
-  for (const l of lost) {
-    const next: CopiedRun[] = [];
-    for (const r of out) {
-      const s = Math.max(r.addr, l.addr), e = Math.min(r.addr + r.length, l.addr + l.length);
-      if (s >= e) {
-        next.push(r);
-        continue;
-      }
-      if (r.addr < s) next.push({ addr: r.addr, length: s - r.addr, fileOffset: r.fileOffset });
-      const tail = r.addr + r.length - e;
-      if (tail > 0) next.push({ addr: e, length: tail, fileOffset: r.fileOffset + (e - r.addr) });
-    }
-    out = next;
   }
   return out;
 }
@@ -630,7 +568,11 @@ export class Precopy {
     for (const p of this.processes.values()) p.validate();
   }
 
-  /** Copies every process's pages while the tree runs. */
+  /**
+   * Copies every process's pages while the tree runs, one process after the
+   * other (two at a time, one in a worker thread, was measured: no gain in
+   * CPU or wall time on 2 vCPUs, 26 MiB more peak RSS; docs/PERFORMANCE.md).
+   */
   async copy(): Promise<void> {
     for (const p of this.processes.values()) await p.copy();
   }

@@ -17,7 +17,7 @@ import { readMapFileIdentity } from "../proc/maps.ts";
 import type { MappingRecord } from "../proc/smaps.ts";
 import { readSmapsBrief } from "../proc/smaps_brief.ts";
 import { fileIdentityOf, readProcLink, readProcText } from "../proc/io.ts";
-import { queryInjectedState, withInjection } from "./injected.ts";
+import { type InjectedThreadState, queryInjectedState, withInjection } from "./injected.ts";
 import { collectThread, sharedPending } from "./threads.ts";
 import { classifyVma, refusedMapping, type Vma } from "./vmas.ts";
 import { sysvShmidOf } from "../memory/sysvshm.ts";
@@ -147,19 +147,24 @@ export function collectProcess(
   const status = readStatus(pid);
   prepareTaskCollection(pid, tids);
   // Everything read by injected syscalls, in one session (one scratch page).
-  const { injected, posixTimers, credentials, aio } = withInjection(pid, (s) => ({
-    injected: {
-      ...queryInjectedState(s, tids),
-      task: queryTaskState(s, tids),
-      mlockFuture: probeMlockFuture(s),
-    },
-    posixTimers: collectTimers(s, tids, fds, refusals),
-    credentials: collectCreds(s, tids),
-    aio: collectAioRings(
-      { pid, tid: pid, call: (nr, ...a) => s.call(pid, nr, ...a), scratch: s.scratch },
-      refusals,
-    ),
-  }));
+  const { injected, posixTimers, credentials, aio } = withInjection(pid, (s) => {
+    const state = queryInjectedState(s, tids);
+    const perThread = (f: (t: InjectedThreadState) => number) =>
+      new Map([...state.threads].map(([tid, t]) => [tid, f(t)]));
+    return {
+      injected: {
+        ...state,
+        task: queryTaskState(s, tids, perThread((t) => t.pdeathsig)),
+        mlockFuture: probeMlockFuture(s),
+      },
+      posixTimers: collectTimers(s, tids, fds, refusals),
+      credentials: collectCreds(s, tids, perThread((t) => t.securebits)),
+      aio: collectAioRings(
+        { pid, tid: pid, call: (nr, ...a) => s.call(pid, nr, ...a), scratch: s.scratch },
+        refusals,
+      ),
+    };
+  });
   const owners = queryFdOwners(pid, fds.map((f) => f.fd));
   const task = collectTaskState(pid, tids, injected.task, refusals);
   // smaps alone (its area headers are the maps lines): one pass over 10,000 mappings, not two.

@@ -16,7 +16,7 @@
  * @module
  */
 
-import { basename, dirname } from "node:path";
+import { basename, dirname } from "../path.ts";
 import * as zlib from "node:zlib";
 import { rawSyscall, syscallNum } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { z } from "npm:zod@4.6.7";
+import * as z from "../image/shape.ts";
 import { AF, decodeInetAddr, encodeInetAddr } from "../../ffi/net.ts";
 import { decodeBase64 } from "../base64.ts";
 import type { FdInfo } from "../model.ts";

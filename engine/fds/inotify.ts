@@ -32,7 +32,7 @@ import { devMajor, devMinor, type ProcFd } from "../proc/fds.ts";
 import { type InotifyWatch, inotifyWatches } from "../proc/fdinfo.ts";
 import { type MountInfo, readMountInfo } from "../proc/mountinfo.ts";
 import { readProcLink } from "../proc/io.ts";
-import { dirname } from "node:path";
+import { dirname } from "../path.ts";
 import { closeFd, openByHandle, openDirFd } from "../../ffi/fhandle.ts";
 import { withTargetFd } from "../../ffi/pidfd.ts";
 import { unreadBytes } from "../../ffi/tty.ts";

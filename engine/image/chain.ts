@@ -12,10 +12,11 @@
  * @module
  */
 
-import { basename, dirname, resolve } from "node:path";
+import { basename, dirname, resolve } from "../path.ts";
 import { IMAGE_FORMAT_VERSION, type Manifest, type PageRun } from "../model.ts";
 import { CryoError } from "../errors.ts";
 import { MANIFEST_FILE, readManifest, verifyImageDir, writeManifest } from "./manifest.ts";
+import { checksumWithBlocks } from "./page_blocks.ts";
 import { ImageWriter } from "./writer.ts";
 import { readImageFile } from "./reader.ts";
 
@@ -175,8 +176,13 @@ export async function flattenImage(dir: string, out: string): Promise<Manifest> 
           }
           m.pages = pages;
         }
-        const summary = await writer.finish(info.process, { checksum: true });
-        processes.push({ ...entry, size: summary.size, checksum: summary.checksum });
+        const summary = await writer.finish(info.process, { checksum: false });
+        // One read of the new file: its checksum and its own block checksums.
+        const sums = await checksumWithBlocks(summary.path, {
+          offset: writer.pagesStart,
+          size: summary.pagesBytes,
+        });
+        processes.push({ ...entry, size: summary.size, ...sums });
       } catch (e) {
         await writer.abort().catch(() => {});
         throw e;

@@ -22,29 +22,43 @@ function gf2Square(square: Uint32Array, mat: Uint32Array): void {
 }
 
 /**
- * CRC-32 of the concatenation A‖B from crc(A), crc(B) and B's length (the
- * zlib crc32_combine algorithm: apply len2 zero bytes to crc1 by repeated
- * squaring of the one-zero-bit operator in GF(2)).
+ * `ZEROS[k]`: the operator that appends 2^k zero bytes to a CRC (a 32x32
+ * matrix over GF(2), one column per word), computed once and extended as
+ * longer lengths need it.
+ */
+const ZEROS: Uint32Array[] = [];
+
+function zerosOperator(k: number): Uint32Array {
+  if (ZEROS.length === 0) {
+    let op = new Uint32Array(32); // one zero bit
+    op[0] = POLY;
+    for (let n = 1, row = 1; n < 32; n++, row <<= 1) op[n] = row >>> 0;
+    for (let i = 0; i < 3; i++) { // 2, 4, 8 zero bits
+      const sq = new Uint32Array(32);
+      gf2Square(sq, op);
+      op = sq;
+    }
+    ZEROS.push(op);
+  }
+  while (ZEROS.length <= k) {
+    const sq = new Uint32Array(32);
+    gf2Square(sq, ZEROS[ZEROS.length - 1]);
+    ZEROS.push(sq);
+  }
+  return ZEROS[k];
+}
+
+/**
+ * CRC-32 of the concatenation A‖B from crc(A), crc(B) and B's length (as
+ * zlib's crc32_combine: crc1 with len2 zero bytes appended, in GF(2), then
+ * xor crc2), with the operators for 2^k zero bytes kept between calls.
  */
 export function crc32Combine(crc1: number, crc2: number, len2: number): number {
   if (len2 <= 0) return crc1 >>> 0;
-  const even = new Uint32Array(32);
-  const odd = new Uint32Array(32);
-  odd[0] = POLY;
-  for (let n = 1, row = 1; n < 32; n++, row <<= 1) odd[n] = row >>> 0;
-  gf2Square(even, odd); // two zero bits
-  gf2Square(odd, even); // four zero bits
   let c = crc1 >>> 0;
-  let len = len2;
-  do {
-    gf2Square(even, odd);
-    if (len % 2) c = gf2Times(even, c);
-    len = Math.floor(len / 2);
-    if (len === 0) break;
-    gf2Square(odd, even);
-    if (len % 2) c = gf2Times(odd, c);
-    len = Math.floor(len / 2);
-  } while (len !== 0);
+  for (let k = 0, len = len2; len !== 0; k++, len = Math.floor(len / 2)) {
+    if (len % 2) c = gf2Times(zerosOperator(k), c);
+  }
   return (c ^ crc2) >>> 0;
 }
 

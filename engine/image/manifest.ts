@@ -10,6 +10,7 @@ import { ImageFormatError } from "./errors.ts";
 import { type ImageInfo, readImageFile } from "./reader.ts";
 import { checksumFile } from "./writer.ts";
 import { manifestSchema, schemaProblem } from "./schema.ts";
+import { pageBlocksProblem } from "./page_blocks.ts";
 
 /** File name of the manifest inside an image directory. */
 export const MANIFEST_FILE = "manifest.json";
@@ -145,6 +146,8 @@ export async function verifyImageDir(
         `image describes pid ${info.process.pid}, manifest says ${p.pid}`,
       );
     }
+    const blocks = p.pageBlocks && pageBlocksProblem(p.pageBlocks, info.pagesSection, size);
+    if (blocks) throw new ImageFormatError(path, blocks);
     images.push(info);
   }
   return { manifest, images };

@@ -247,29 +247,29 @@ export async function readImageFile(path: string): Promise<ImageInfo> {
     for (const m of proc.mappings) {
       const start = hexToBigInt(m.start);
       const end = hexToBigInt(m.end);
-      const sorted = [...m.pages].sort((a, b) =>
-        hexToBigInt(a.addr) < hexToBigInt(b.addr) ? -1 : 1
-      );
-      for (let i = 1; i < sorted.length; i++) {
-        const prev = sorted[i - 1];
-        if (hexToBigInt(prev.addr) + BigInt(prev.length) > hexToBigInt(sorted[i].addr)) {
-          fail(`page runs ${prev.addr} and ${sorted[i].addr} of mapping ${m.start} overlap`);
+      // Each address parsed once (a fragmented image has a run every few pages).
+      const addrs = m.pages.map((r) => hexToBigInt(r.addr));
+      const order = addrs.map((_, i) => i).sort((a, b) => (addrs[a] < addrs[b] ? -1 : 1));
+      for (let k = 1; k < order.length; k++) {
+        const [i, j] = [order[k - 1], order[k]];
+        if (addrs[i] + BigInt(m.pages[i].length) > addrs[j]) {
+          fail(`page runs ${m.pages[i].addr} and ${m.pages[j].addr} of mapping ${m.start} overlap`);
         }
       }
-      for (const r of m.pages) {
-        const addr = hexToBigInt(r.addr);
-        const where = `page run ${r.addr}+${r.length} of mapping ${m.start}-${m.end}`;
+      for (const [i, r] of m.pages.entries()) {
+        const addr = addrs[i];
+        const where = () => `page run ${r.addr}+${r.length} of mapping ${m.start}-${m.end}`;
         if (addr < start || addr + BigInt(r.length) > end) {
-          fail(`${where} lies outside its mapping`);
+          fail(`${where()} lies outside its mapping`);
         }
         if (r.fileOffset % PAGE_SIZE !== 0 || r.length % PAGE_SIZE !== 0) {
-          fail(`${where} is not page aligned`);
+          fail(`${where()} is not page aligned`);
         }
         if (r.parent !== undefined) continue; // in a parent image (engine/image/chain.ts)
         if (r.fileOffset < pages.offset || r.fileOffset + r.length > pages.offset + pages.size) {
-          fail(`${where} at file offset ${r.fileOffset} lies outside .cryo.pages`);
+          fail(`${where()} at file offset ${r.fileOffset} lies outside .cryo.pages`);
         }
-        if (r.fileOffset + r.length > size) fail(`${where} lies beyond end of file: truncated?`);
+        if (r.fileOffset + r.length > size) fail(`${where()} lies beyond end of file: truncated?`);
       }
     }
 

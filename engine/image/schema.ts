@@ -9,7 +9,7 @@
  * @module
  */
 
-import { z } from "npm:zod@4.6.7";
+import * as z from "./shape.ts";
 
 /** A 64-bit value as a 0x-prefixed hex string. */
 const hex = z.string().regex(/^0x[0-9a-fA-F]{1,16}$/, "expected a 0x-prefixed 64-bit hex value");
@@ -224,6 +224,7 @@ export const manifestSchema = z.looseObject({
     checksum: z.string(),
     threads: z.array(int),
     comm: z.string(),
+    pageBlocks: z.looseObject({ offset: nat, length: nat, size: nat, crcs: z.string() }).optional(),
   })).min(1),
   stats: z.looseObject({}),
   optIns: z.array(z.string()).optional(),

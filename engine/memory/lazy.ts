@@ -112,11 +112,17 @@ export function emitHotPages(
   hot: Set<bigint>,
   imageSlot: number,
 ): void {
-  for (const page of [...hot].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))) {
-    for (const run of m.pages) {
-      const off = page - BigInt(run.addr);
-      if (off < 0n || off >= BigInt(run.length)) continue;
-      p.op(SYS.pread64, [slot(imageSlot), page, 4096, run.fileOffset + Number(off)], {
+  // Only the few hot pages inside this mapping, then one pass over its runs
+  // (no per-run work for a mapping without any: most of them).
+  const start = BigInt(m.start), end = BigInt(m.end);
+  const mine = [...hot].filter((a) => a >= start && a < end).map(Number).sort((a, b) => a - b);
+  if (mine.length === 0) return;
+  for (const run of m.pages) {
+    const addr = parseInt(run.addr.slice(2), 16);
+    for (const page of mine) {
+      const off = page - addr;
+      if (off < 0 || off >= run.length) continue;
+      p.op(SYS.pread64, [slot(imageSlot), BigInt(page), 4096, run.fileOffset + off], {
         comment: "lazy restore: a page the kernel or the first instruction needs",
       });
     }

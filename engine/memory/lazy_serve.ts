@@ -17,6 +17,11 @@
  *   moves them; a fork (EVENT_FORK) makes a new space, served alike
  *   (the child has the parent's memory with the same pages missing).
  *
+ * The plan is a list of extents (engine/memory/lazy_extents.ts): one per
+ * saved run, whatever the memory size, so taking over costs the same for
+ * 64 MiB as for 2 GiB; nothing per page is done before the tree runs
+ * except for the few pages already present ({@link LazyServer.startWork}).
+ *
  * When every saved page is in, the userfaultfds are closed (their ranges
  * unregistered: pages faulted later are zero-filled by the kernel, which
  * is what the image says of them) and the watchdog is told to exit.
@@ -46,13 +51,14 @@ import {
   uffdZeropage,
 } from "../../ffi/uffd.ts";
 import { RestoreError } from "../errors.ts";
-import { decodeBase64, encodeBase64 } from "../base64.ts";
 import { pausePoint } from "../pause.ts";
 import type { CompiledProcess } from "../restore/compile.ts";
-import { hotPages, type LazyRegion } from "./lazy.ts";
+import { hotPages } from "./lazy.ts";
+import { PendingPages } from "./lazy_extents.ts";
 import { ScanBuffer } from "../../ffi/pagemap_scan.ts";
 import { PAGE_IS } from "../../ffi/probe.ts";
-import type { ProcessImage } from "../model.ts";
+import type { PageBlocks, ProcessImage } from "../model.ts";
+import { BlockChecker, type BlockCheckerState } from "./lazy_blocks.ts";
 
 const PAGE = 4096;
 const PAGE_N = 4096n;
@@ -67,29 +73,16 @@ const ESRCH = 3n;
 const SIGKILL = 9;
 const SCHED_IDLE = 5;
 
-/** One process being served: its userfaultfd (in cryo), pidfd, image and page states. */
+/** One process being served: its userfaultfd (in cryo), pidfd, image and pending pages. */
 interface Space {
   pid: number;
   uffd: number;
   pidfd: number;
   image: number;
-  regions: Region[];
   /** Saved pages not yet in. */
-  remaining: number;
-  /** Next page of the background pass: region index and page index. */
-  cursor: { r: number; i: number };
-}
-
-/**
- * Page states of one range: where each saved page is in the image, and
- * whether it is in. `base[i] + i * PAGE` is page i's file offset (NaN: not
- * saved); constant over a run, so a run is one native fill.
- */
-interface Region {
-  start: bigint;
-  pages: number;
-  base: Float64Array;
-  done: Uint8Array;
+  pending: PendingPages;
+  /** Per-block checks of the image's page data (absent: not checked here). */
+  blocks?: BlockChecker;
 }
 
 /** The state {@link LazyServer.handOff} passes to the background server (fd numbers are cryo's). */
@@ -102,8 +95,9 @@ interface DetachedState {
     uffd: number;
     pidfd: number;
     image: number;
-    remaining: number;
-    regions: { start: string; pages: number; base: string; done: string }[];
+    /** {@link PendingPages.toFlat}. */
+    pending: number[];
+    blocks?: BlockCheckerState;
   }[];
 }
 
@@ -122,6 +116,24 @@ export interface LazyUnit {
   path: string;
   image: ProcessImage;
   compiled: CompiledProcess;
+  /**
+   * The manifest's per-block checksums of its image: each block is checked
+   * the first time any page of it is read (engine/memory/lazy_blocks.ts).
+   */
+  blocks?: PageBlocks;
+}
+
+/**
+ * Work done by {@link LazyServer.take} before the tree runs: none of it
+ * may grow with the memory size (tests/restore_lazy_test.ts checks).
+ */
+export interface LazyStartWork {
+  /** Extents of the plans built (one per saved run). */
+  planEntries: number;
+  /** Present pages found by the take-over scan (hot pages and their neighbours). */
+  presentPages: number;
+  /** Pages copied in before the tree runs (image data into present pages, hot pages served). */
+  pagesCopied: number;
 }
 
 /** Progress of a lazy restore. */
@@ -130,26 +142,6 @@ export interface LazyProgress {
   remaining: number;
   /** Faults served so far. */
   faults: number;
-}
-
-function toRegion(l: LazyRegion): Region {
-  const pages = Number((l.end - l.start) / PAGE_N);
-  const base = new Float64Array(pages).fill(NaN);
-  for (const run of l.runs) {
-    const first = Number((run.addr - l.start) / PAGE_N);
-    base.fill(run.fileOffset - first * PAGE, first, first + run.length / PAGE);
-  }
-  return { start: l.start, pages, base, done: new Uint8Array(pages) };
-}
-
-/** Whether page `i` of `r` is saved in the image. */
-function saved(r: Region, i: number): boolean {
-  return !Number.isNaN(r.base[i]);
-}
-
-/** The image file offset of saved page `i` of `r`. */
-function offsetOf(r: Region, i: number): number {
-  return r.base[i] + i * PAGE;
 }
 
 /** The fd number of the one userfaultfd in `pid`'s table. */
@@ -206,6 +198,7 @@ export class LazyServer {
   readonly #buf: Uint8Array;
   #faults = 0;
   #closed = false;
+  readonly #start: LazyStartWork = { planEntries: 0, presentPages: 0, pagesCopied: 0 };
   /** Why the tree was killed, when it was. */
   failure: string | undefined;
   /** The image is still being written: asked before each read (see {@link LazyEnsure}). */
@@ -232,15 +225,16 @@ export class LazyServer {
       for (const u of lazy) {
         const fd = findUffd(u.pid);
         const pidfd = must("pidfd_open", rawSyscall(SYS.pidfd_open, u.pid, 0));
+        const regions = u.compiled.lazy!;
         const space: Space = {
           pid: u.pid,
           pidfd,
           uffd: -1,
           image: -1,
-          regions: u.compiled.lazy!.map(toRegion),
-          remaining: 0,
-          cursor: { r: 0, i: 0 },
+          pending: PendingPages.fromRuns(regions.flatMap((l) => l.runs)),
+          blocks: u.blocks && new BlockChecker(u.path, u.blocks),
         };
+        s.#start.planEntries += space.pending.entries;
         s.#spaces.push(space);
         space.uffd = must("pidfd_getfd", pidfdGetfd(pidfd, fd));
         must(
@@ -249,10 +243,7 @@ export class LazyServer {
         );
         const path = new TextEncoder().encode(u.path + "\0");
         space.image = must(`open ${u.path}`, rawSyscall(SYS.open, path, 0o2000000, 0));
-        for (const l of u.compiled.lazy!) {
-          for (const run of l.runs) space.remaining += run.length / PAGE;
-        }
-        s.#settlePresent(space, hotPages(u.image));
+        s.#settlePresent(space, regions, hotPages(u.image));
       }
       s.#startWatchdog();
     } catch (e) {
@@ -270,7 +261,11 @@ export class LazyServer {
    * get the image's data written into them (a present page is not served
    * through the userfaultfd). Then the hot pages not present are served.
    */
-  #settlePresent(s: Space, hot: Set<bigint>): void {
+  #settlePresent(
+    s: Space,
+    regions: readonly { start: bigint; end: bigint }[],
+    hot: Set<bigint>,
+  ): void {
     // PAGEMAP_SCAN returns only the present runs: cheap however large the mappings.
     const pm = must(
       `open /proc/${s.pid}/pagemap`,
@@ -278,8 +273,8 @@ export class LazyServer {
     );
     const scan = new ScanBuffer(256);
     try {
-      for (const r of s.regions) {
-        const end = r.start + BigInt(r.pages) * PAGE_N;
+      for (const r of regions) {
+        const end = r.end;
         let at = r.start;
         while (at < end) {
           const { n, walkEnd } = scan.scan(pm, at, end, {
@@ -291,11 +286,7 @@ export class LazyServer {
               `lazy restore: PAGEMAP_SCAN of ${s.pid} failed: ${errnoName(-n)}`,
             );
           }
-          for (let k = 0; k < n; k++) {
-            for (let a = scan.vec[k * 3]; a < scan.vec[k * 3 + 1]; a += PAGE_N) {
-              this.#settle(s, r, a, hot);
-            }
-          }
+          for (let k = 0; k < n; k++) this.#settle(s, scan.vec[k * 3], scan.vec[k * 3 + 1], hot);
           if (walkEnd <= at) break;
           at = walkEnd;
         }
@@ -303,27 +294,55 @@ export class LazyServer {
     } finally {
       rawSyscall(SYS.close, pm);
     }
-    for (const page of hot) if (this.#find(s, page)) this.#fault(s, page);
+    for (const page of hot) {
+      if (regions.some((r) => page >= r.start && page < r.end)) {
+        const before = s.pending.pages;
+        this.#fault(s, page);
+        this.#start.pagesCopied += before - s.pending.pages;
+      }
+    }
   }
 
-  /** A page present at take-over: the image's data written in unless the program read it (hot). */
-  #settle(s: Space, r: Region, addr: bigint, hot: Set<bigint>): void {
-    const i = Number((addr - r.start) / PAGE_N);
-    if (!hot.has(addr) && saved(r, i) && !r.done[i]) {
-      const page = this.#buf.subarray(0, PAGE);
-      this.#ensure?.(s.pid, offsetOf(r, i), PAGE);
-      const got = rawSyscall(SYS.pread64, s.image, page, PAGE, offsetOf(r, i));
-      if (got !== BigInt(PAGE)) {
-        throw new RestoreError(`lazy restore: reading the image of ${s.pid} failed`);
+  /**
+   * Pages [start, end) present at take-over: the image's data written into
+   * the pending ones unless the program read them (hot).
+   */
+  #settle(s: Space, start: bigint, end: bigint, hot: Set<bigint>): void {
+    this.#start.presentPages += Number((end - start) / PAGE_N);
+    const page = this.#buf.subarray(0, PAGE);
+    for (const piece of s.pending.within(Number(start), Number(end))) {
+      for (let a = piece.start; a < piece.end; a += PAGE) {
+        if (hot.has(BigInt(a))) continue;
+        this.#ensure?.(s.pid, piece.fileOffset + (a - piece.start), PAGE);
+        s.blocks?.check(s.image, piece.fileOffset + (a - piece.start), PAGE);
+        const got = rawSyscall(
+          SYS.pread64,
+          s.image,
+          page,
+          PAGE,
+          piece.fileOffset + (a - piece.start),
+        );
+        if (got !== BigInt(PAGE)) {
+          throw new RestoreError(`lazy restore: reading the image of ${s.pid} failed`);
+        }
+        processVmWriteFully(s.pid, BigInt(a), page);
+        this.#start.pagesCopied++;
       }
-      processVmWriteFully(s.pid, addr, page);
     }
-    this.#mark(s, r, i, 1);
+    s.pending.remove(Number(start), Number(end));
+  }
+
+  /** What {@link take} did before the tree ran (sizes of the plans, pages copied). */
+  get startWork(): LazyStartWork {
+    return { ...this.#start };
   }
 
   /** Progress so far. */
   get progress(): LazyProgress {
-    return { remaining: this.#spaces.reduce((n, s) => n + s.remaining, 0), faults: this.#faults };
+    return {
+      remaining: this.#spaces.reduce((n, s) => n + s.pending.pages, 0),
+      faults: this.#faults,
+    };
   }
 
   /** Whether every saved page is in (or the server stopped). */
@@ -346,7 +365,7 @@ export class LazyServer {
     try {
       do {
         this.#handleEvents(0);
-        const busy = this.#spaces.filter((s) => s.remaining > 0);
+        const busy = this.#spaces.filter((s) => s.pending.pages > 0);
         if (busy.length === 0) break;
         for (const s of busy) this.#backgroundChunk(s);
       } while (performance.now() < until);
@@ -354,7 +373,7 @@ export class LazyServer {
       this.#fail(e instanceof Error ? e.message : String(e));
       return true;
     }
-    if (this.#spaces.every((s) => s.remaining === 0)) {
+    if (this.#spaces.every((s) => s.pending.pages === 0)) {
       this.#closeAll();
       return true;
     }
@@ -458,13 +477,8 @@ export class LazyServer {
         uffd: s.uffd,
         pidfd: s.pidfd,
         image: s.image,
-        remaining: s.remaining,
-        regions: s.regions.map((r) => ({
-          start: r.start.toString(),
-          pages: r.pages,
-          base: encodeBase64(new Uint8Array(r.base.buffer)),
-          done: encodeBase64(r.done),
-        })),
+        pending: s.pending.toFlat(),
+        ...(s.blocks ? { blocks: s.blocks.state() } : {}),
       })),
     };
     const file = Deno.makeTempFileSync({ prefix: "cryo-lazy-", suffix: ".json" });
@@ -529,14 +543,8 @@ export class LazyServer {
           uffd: take(sp.uffd),
           pidfd: take(sp.pidfd),
           image: take(sp.image),
-          remaining: sp.remaining,
-          cursor: { r: 0, i: 0 },
-          regions: sp.regions.map((r) => ({
-            start: BigInt(r.start),
-            pages: r.pages,
-            base: new Float64Array(decodeBase64(r.base).buffer),
-            done: decodeBase64(r.done),
-          })),
+          pending: PendingPages.fromFlat(sp.pending),
+          blocks: sp.blocks && BlockChecker.fromState(sp.blocks),
         });
       }
     } finally {
@@ -569,9 +577,8 @@ export class LazyServer {
         this.#faults++;
         return this.#fault(s, m.b & ~(PAGE_N - 1n));
       case UFFD_EVENT.REMOVE:
-        return this.#drop(s, m.a, m.b, false);
       case UFFD_EVENT.UNMAP:
-        return this.#drop(s, m.a, m.b, true);
+        return this.#drop(s, m.a, m.b);
       case UFFD_EVENT.REMAP:
         return this.#remap(s, m.a, m.b, m.c);
       case UFFD_EVENT.FORK:
@@ -598,9 +605,8 @@ export class LazyServer {
       uffd,
       pidfd: -1,
       image: must("fcntl(F_DUPFD_CLOEXEC)", rawSyscall(SYS.fcntl, s.image, 1030, 0)),
-      regions: s.regions.map((r) => ({ ...r, base: r.base.slice(), done: r.done.slice() })),
-      remaining: s.remaining,
-      cursor: { r: 0, i: 0 },
+      pending: s.pending.clone(),
+      blocks: s.blocks, // the same file: blocks checked for the parent are checked
     };
     this.#spaces.push(child);
     child.pidfd = must(`pidfd_open(${pid})`, rawSyscall(SYS.pidfd_open, pid, 0));
@@ -631,54 +637,46 @@ export class LazyServer {
     return undefined;
   }
 
-  /** The region and page index of `addr`, if it is in one. */
-  #find(s: Space, addr: bigint): { r: Region; i: number } | undefined {
-    for (const r of s.regions) {
-      if (addr >= r.start && addr < r.start + BigInt(r.pages) * PAGE_N) {
-        return { r, i: Number((addr - r.start) / PAGE_N) };
-      }
-    }
-    return undefined;
-  }
-
   #fault(s: Space, addr: bigint): void {
-    const at = this.#find(s, addr);
-    if (at && !at.r.done[at.i] && saved(at.r, at.i)) {
-      this.#copy(s, at.r, at.i, FAULT_PAGES);
+    if (s.pending.at(Number(addr), 1)) {
+      this.#copy(s, Number(addr), FAULT_PAGES);
       return;
     }
-    // Not saved, dropped since, or new memory (a grown heap): zero.
+    // Not saved, in already (a racing fault), dropped since, or new memory (a grown heap): zero.
     const z = uffdZeropage(s.uffd, addr, PAGE_N);
     if (z === -EEXIST) uffdWake(s.uffd, addr, PAGE_N);
     else if (z === -EAGAIN) this.#handleEvents(0), this.#fault(s, addr);
     else if (z === -ESRCH || z === -ENOENT) this.#gone(s, z);
     else if (z < 0n) throw new Error(`UFFDIO_ZEROPAGE in ${s.pid}: ${errnoName(Number(-z))}`);
-    if (at && !saved(at.r, at.i)) at.r.done[at.i] = 1;
   }
 
   /** The process's memory is gone (it exited or exec'd): nothing left to serve. */
   #gone(s: Space, _why: bigint): void {
-    s.remaining = 0;
-    for (const r of s.regions) r.done.fill(1);
+    s.pending.clear();
   }
 
-  /** Copies up to `max` pending saved pages from page `i` of `r` (contiguous in the file). */
-  #copy(s: Space, r: Region, i: number, max: number): void {
-    let n = 1;
-    while (
-      n < max && i + n < r.pages && !r.done[i + n] && r.base[i + n] === r.base[i]
-    ) n++;
-    const len = n * PAGE;
-    this.#ensure?.(s.pid, offsetOf(r, i), len);
-    const got = rawSyscall(SYS.pread64, s.image, this.#buf, len, offsetOf(r, i));
+  /** Copies up to `max` pending saved pages from page `addr` on (contiguous in the file). */
+  #copy(s: Space, addr: number, max: number): void {
+    const at = s.pending.at(addr, max);
+    if (!at) throw new Error(`page 0x${addr.toString(16)} of ${s.pid} is not in the plan`);
+    // With block checks: within one block, copied from the checked block's buffer.
+    if (s.blocks) {
+      at.pages = Math.min(at.pages, (s.blocks.blockEnd(at.fileOffset) - at.fileOffset) / PAGE);
+    }
+    const len = at.pages * PAGE;
+    this.#ensure?.(s.pid, at.fileOffset, len);
+    const src = s.blocks?.view(s.image, at.fileOffset, len) ?? this.#buf;
+    const got = src === this.#buf
+      ? rawSyscall(SYS.pread64, s.image, this.#buf, len, at.fileOffset)
+      : BigInt(len);
     if (got !== BigInt(len)) {
       throw new Error(
         `reading the image of ${s.pid}: ${got < 0n ? errnoName(Number(-got)) : "short read"}`,
       );
     }
-    const dst = r.start + BigInt(i) * PAGE_N;
-    const { r: res, copied } = uffdCopy(s.uffd, dst, this.#buf, len);
-    let inPages = n;
+    const dst = BigInt(addr);
+    const { r: res, copied } = uffdCopy(s.uffd, dst, src, len);
+    let inPages = at.pages;
     if (res < 0n) {
       if (res === -ESRCH) return this.#gone(s, res);
       const k = copied > 0n ? Number(copied) / PAGE : 0;
@@ -687,77 +685,32 @@ export class LazyServer {
         if (res === -EEXIST) uffdWake(s.uffd, dst + BigInt(k) * PAGE_N, PAGE_N);
         inPages = k + 1;
       } else if (res === -EAGAIN) {
-        inPages = k; // the memory layout is changing: events first, then again
-        this.#mark(s, r, i, inPages);
+        // The memory layout is changing: events first, then again.
+        s.pending.remove(addr, addr + k * PAGE);
         this.#handleEvents(0);
         return;
       } else throw new Error(`UFFDIO_COPY in ${s.pid}: ${errnoName(Number(-res))}`);
     }
-    this.#mark(s, r, i, inPages);
-  }
-
-  #mark(s: Space, r: Region, i: number, n: number): void {
-    for (let k = i; k < i + n; k++) {
-      if (!r.done[k]) {
-        r.done[k] = 1;
-        if (saved(r, k)) s.remaining--;
-      }
-    }
+    s.pending.remove(addr, addr + inPages * PAGE);
   }
 
   #backgroundChunk(s: Space): void {
     pausePoint("lazy-serve");
-    const c = s.cursor;
-    while (c.r < s.regions.length) {
-      const r = s.regions[c.r];
-      while (c.i < r.pages && (r.done[c.i] || !saved(r, c.i))) c.i++;
-      if (c.i < r.pages) {
-        this.#copy(s, r, c.i, CHUNK_PAGES);
-        return;
-      }
-      c.r++;
-      c.i = 0;
-    }
-    // The cursor passed every region: what is left came back through a remap.
-    if (s.remaining > 0) c.r = 0;
+    const next = s.pending.first();
+    if (next !== undefined) this.#copy(s, next, CHUNK_PAGES);
   }
 
   /** Pages of [start, end) are gone (unmapped) or dropped (read as zeros from now on). */
-  #drop(s: Space, start: bigint, end: bigint, unmapped: boolean): void {
-    for (let a = start & ~(PAGE_N - 1n); a < end; a += PAGE_N) {
-      const at = this.#find(s, a);
-      if (!at) continue;
-      if (!at.r.done[at.i] && saved(at.r, at.i)) s.remaining--;
-      at.r.base[at.i] = NaN;
-      at.r.done[at.i] = unmapped ? 1 : 0;
-    }
+  #drop(s: Space, start: bigint, end: bigint): void {
+    s.pending.remove(Number(start & ~(PAGE_N - 1n)), Number(end));
   }
 
   /** mremap moved [from, from+len) to `to`: the plan moves with it. */
   #remap(s: Space, from: bigint, to: bigint, len: bigint): void {
-    const pages = Number(len / PAGE_N);
-    const moved = toRegion({ start: to, end: to + len, runs: [] });
-    for (let k = 0; k < pages; k++) {
-      const at = this.#find(s, from + BigInt(k) * PAGE_N);
-      if (!at) continue;
-      moved.base[k] = offsetOf(at.r, at.i) - k * PAGE;
-      moved.done[k] = at.r.done[at.i];
-      at.r.base[at.i] = NaN;
-      at.r.done[at.i] = 1;
-    }
+    const moved = s.pending.extract(Number(from), Number(from + len));
     // The destination was unmapped by mremap: drop any old plan there first.
-    for (const r of s.regions) {
-      for (let k = 0; k < pages; k++) {
-        const a = to + BigInt(k) * PAGE_N;
-        if (a >= r.start && a < r.start + BigInt(r.pages) * PAGE_N) {
-          const i = Number((a - r.start) / PAGE_N);
-          if (!r.done[i] && saved(r, i)) s.remaining--;
-          r.base[i] = NaN;
-          r.done[i] = 1;
-        }
-      }
-    }
-    s.regions.unshift(moved);
-    s.cursor = { r: 0, i: 0 };
+    s.pending.remove(Number(to), Number(to + len));
+    const by = Number(to) - Number(from);
+    s.pending.insert(moved.map((e) => ({ ...e, start: e.start + by, end: e.end + by })));
   }
 }

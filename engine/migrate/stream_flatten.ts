@@ -132,7 +132,9 @@ export class StreamingFlatten {
             m.pages = pages;
           }
           const summary = await writer.finish(info.process, { checksum: false, sync: false });
-          processes.push({ ...entry, size: summary.size, checksum: "" });
+          // The source's block checksums describe its own file, not this one: left out.
+          const { pageBlocks: _blocks, ...plain } = entry;
+          processes.push({ ...plain, size: summary.size, checksum: "" });
         } catch (e) {
           await writer.abort().catch(() => {});
           throw e;

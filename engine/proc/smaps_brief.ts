@@ -10,7 +10,7 @@
 
 import { assertAlive, ProcFormatError } from "./errors.ts";
 import { parseMapsLine } from "./maps.ts";
-import { procPath, readProcText } from "./io.ts";
+import { procPath, procRead } from "./io.ts";
 import type { SmapsEntry } from "./smaps.ts";
 
 /** The smaps facts the dump uses of one area. */
@@ -51,10 +51,42 @@ function kbField(
   return n * 1024;
 }
 
-/** Parses the text of an smaps file, keeping only what {@link SmapsBrief} holds. */
-export function parseSmapsBrief(text: string, pid = 0, path = "smaps"): SmapsBrief[] {
-  const out: SmapsBrief[] = [];
-  let cur: SmapsBrief | undefined;
+/**
+ * Shared values: the VmFlags of 10,000 mappings are a few distinct lines,
+ * and their paths a few distinct names; one frozen array and one string
+ * each instead of one per mapping.
+ */
+class Interned {
+  readonly #flags = new Map<string, string[]>();
+  readonly #paths = new Map<string, string>();
+  flags(line: string): string[] {
+    let f = this.#flags.get(line);
+    if (!f) {
+      f = Object.freeze(line.trim().split(/\s+/).filter((x) => x !== "")) as string[];
+      this.#flags.set(line, f);
+    }
+    return f;
+  }
+  path(p: string): string {
+    const known = this.#paths.get(p);
+    if (known !== undefined) return known;
+    this.#paths.set(p, p);
+    return p;
+  }
+}
+
+/**
+ * Scans the complete lines of `text` (it must end with a
+ * newline, or be the end of the file) into `out`, the areas so far.
+ */
+function scanLines(
+  text: string,
+  out: SmapsBrief[],
+  interned: Interned,
+  pid: number,
+  path: string,
+): void {
+  let cur = out.at(-1);
   let at = 0;
   while (at < text.length) {
     let nl = text.indexOf("\n", at);
@@ -67,6 +99,7 @@ export function parseSmapsBrief(text: string, pid = 0, path = "smaps"): SmapsBri
       if (!head) {
         throw new ProcFormatError(pid, path, `bad area line ${JSON.stringify(text.slice(at, nl))}`);
       }
+      head.path = interned.path(head.path);
       cur = { ...head, rss: 0, anonymous: 0, swap: 0, vmFlags: [] };
       out.push(cur);
     } else if (text.startsWith("Rss:", at)) {
@@ -80,19 +113,48 @@ export function parseSmapsBrief(text: string, pid = 0, path = "smaps"): SmapsBri
       cur.swap = kbField(text, at, at + 5, nl, pid, path);
     } else if (text.startsWith("VmFlags:", at)) {
       if (!cur) throw new ProcFormatError(pid, path, "VmFlags before any area");
-      cur.vmFlags = text.slice(at + 8, nl).trim().split(/\s+/).filter((f) => f !== "");
+      cur.vmFlags = interned.flags(text.slice(at + 8, nl));
     }
     at = nl + 1;
   }
+}
+
+/** Parses the text of an smaps file, keeping only what {@link SmapsBrief} holds. */
+export function parseSmapsBrief(text: string, pid = 0, path = "smaps"): SmapsBrief[] {
+  const out: SmapsBrief[] = [];
+  scanLines(text, out, new Interned(), pid, path);
   return out;
 }
 
+/** Bytes read from smaps at a time. */
+const CHUNK = 256 * 1024;
+
 /**
- * Reads /proc/<pid>/smaps with {@link parseSmapsBrief}. Throws
+ * Reads /proc/<pid>/smaps with {@link parseSmapsBrief}, a chunk at a time
+ * (10,000 mappings make 7 MB of text: never held whole). Throws
  * ProcessGoneError for a process that is gone or a zombie.
  */
 export function readSmapsBrief(pid: number): SmapsBrief[] {
-  const text = readProcText(pid, "smaps");
-  if (text === "") assertAlive(pid, procPath(pid, "smaps"));
-  return parseSmapsBrief(text, pid, procPath(pid, "smaps"));
+  const path = procPath(pid, "smaps");
+  const out: SmapsBrief[] = [];
+  const interned = new Interned();
+  let seen = 0;
+  procRead(pid, path, () => {
+    using f = Deno.openSync(path);
+    const buf = new Uint8Array(CHUNK);
+    const decoder = new TextDecoder();
+    let rest = "";
+    for (;;) {
+      const n = f.readSync(buf);
+      if (n === null || n === 0) break;
+      seen += n;
+      const text = rest + decoder.decode(buf.subarray(0, n), { stream: true });
+      const last = text.lastIndexOf("\n");
+      scanLines(text.slice(0, last + 1), out, interned, pid, path);
+      rest = text.slice(last + 1);
+    }
+    scanLines(rest + decoder.decode(), out, interned, pid, path);
+  });
+  if (seen === 0) assertAlive(pid, path);
+  return out;
 }

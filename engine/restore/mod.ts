@@ -11,8 +11,7 @@
  * @module
  */
 
-import { flattenForRestore } from "../image/chain.ts";
-import { resolve } from "node:path";
+import { resolve } from "../path.ts";
 import { rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { forgetParkedStatus, waitPid, type WaitStatus, WNOHANG } from "../../ffi/wait.ts";
@@ -23,7 +22,7 @@ import { ImageFormatError } from "../image/errors.ts";
 import { verifyImageDir } from "../image/manifest.ts";
 import { validateImage } from "../image/validate.ts";
 import { compileTree } from "./restorable.ts";
-import { type LazyEnsure, LazyServer } from "../memory/lazy_serve.ts";
+import type { LazyEnsure, LazyServer } from "../memory/lazy_serve.ts";
 import { ProvidedFds } from "./provided.ts";
 import { checkSysvShmFree, CreatedSysvShm } from "../memory/sysvshm.ts";
 import { checkCgroups } from "../task/placement.ts";
@@ -43,12 +42,13 @@ import {
 import { checkInotifyPaths } from "../fds/inotify.ts";
 import { type RestoreEvent, RestoreSession, type RestoreUnit } from "./session.ts";
 import { type ImageToVerify, ImageVerifier } from "./verify_inline.ts";
+import { LazyImageVerifier } from "./verify_blocks.ts";
 import { checkTaskState } from "../task/mod.ts";
 import { checkImageDirTrust, checkOwnCredentials } from "./trust.ts";
 import { pausePoint } from "../pause.ts";
 import { shrunkImage } from "./intact.ts";
 import type { ExistingRoot } from "./session.ts";
-import { manifestPidNamespace, restoreInNamespace } from "../pidns/mod.ts";
+import { manifestPidNamespace } from "../pidns/detect.ts";
 
 /** Options of {@link restore}. */
 export interface RestoreOptions {
@@ -195,6 +195,11 @@ function imagesToVerify(plan: RestorePlan): ImageToVerify[] {
   }));
 }
 
+/** The manifest's per-block checksums of the image of `pid` (absent for older images). */
+function pageBlocksOf(plan: RestorePlan, pid: number) {
+  return plan.manifest.processes.find((p) => p.pid === pid)?.pageBlocks;
+}
+
 /**
  * Everything a restore checks on this host before it creates anything:
  * privileges, the same vdso, backing files and fd files unchanged, cgroups
@@ -219,6 +224,34 @@ export function preflight(plan: RestorePlan, existingRoot?: number): void {
   checkSysvShmFree(plan.manifest.sysvShm ?? []);
 }
 
+/**
+ * The pid namespace machinery, loaded only for a restore into a pid
+ * namespace (a variable, so that Deno does not load it with every restore).
+ */
+const PIDNS_MODULE: string = "../pidns/mod.ts";
+/** The server of a lazy restore's pages, loaded for `--lazy` only (a variable, as above). */
+const LAZY_SERVE_MODULE: string = "../memory/lazy_serve.ts";
+
+/** Pre-copy chains (engine/image/chain.ts and its image writer), loaded for a chain only. */
+const CHAIN_MODULE: string = "../image/chain.ts";
+
+/**
+ * `flattenForRestore` of engine/image/chain.ts, which is loaded only when
+ * the manifest names a parent (an unreadable manifest is left to the
+ * restore's own checks, as there).
+ */
+async function flattenForRestore(dir: string): Promise<string | undefined> {
+  let parent: unknown;
+  try {
+    parent = JSON.parse(await Deno.readTextFile(`${resolve(dir)}/manifest.json`))?.parent;
+  } catch {
+    return undefined;
+  }
+  if (!parent) return undefined;
+  const chain: typeof import("../image/chain.ts") = await import(CHAIN_MODULE);
+  return await chain.flattenForRestore(dir);
+}
+
 /** Restores the checkpoint in `dir` with its original pids; resolves once every task runs. */
 export async function restore(dir: string, opts: RestoreOptions = {}): Promise<RestoredTree> {
   // A pre-copy chain is restored from a flattened copy (engine/image/chain.ts).
@@ -238,8 +271,13 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
     if (opts.lazy) {
       throw new RestoreError("--lazy is not supported for a restore into a pid namespace");
     }
-    return restoreInNamespace(dir, opts); // engine/pidns/: a fresh pid namespace
+    const pidns: typeof import("../pidns/mod.ts") = await import(PIDNS_MODULE);
+    return pidns.restoreInNamespace(dir, opts); // engine/pidns/: a fresh pid namespace
   }
+  // engine/memory/lazy_serve.ts is loaded for a lazy restore only, while the plan is made.
+  const lazyServe: Promise<typeof import("../memory/lazy_serve.ts")> | undefined = opts.lazy
+    ? import(LAZY_SERVE_MODULE)
+    : undefined;
   const t0 = performance.now();
   // Structure and sizes are checked now; checksums while the stubs already
   // read the images (between the session's waits; nothing runs before both are done).
@@ -258,7 +296,11 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
   becomeSubreaper();
   for (const p of processes) forgetParkedStatus(p.pid);
   pausePoint("planned");
-  const verifier = new ImageVerifier(verify ? imagesToVerify(plan) : []);
+  // A lazy restore checks only what it reads before the tree runs; the server checks the rest.
+  const byBlocks = verify && opts.lazy && !opts.lazyEnsure;
+  const verifier = byBlocks
+    ? new LazyImageVerifier(plan.units, plan.manifest)
+    : new ImageVerifier(verify ? imagesToVerify(plan) : []);
   const shm = CreatedSysvShm.create(plan.manifest.sysvShm ?? [], plan.dir);
   let provided: ProvidedFds;
   try {
@@ -292,8 +334,15 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
   // Lazy restore: cryo takes the userfaultfds while every task still waits (engine/memory/lazy_serve.ts).
   let lazy: LazyServer | undefined;
   try {
-    lazy = opts.lazy
-      ? LazyServer.take(plan.units.map((u) => ({ ...u, pid: u.image.pid })), opts.lazyEnsure)
+    lazy = lazyServe
+      ? (await lazyServe).LazyServer.take(
+        plan.units.map((u) => ({
+          ...u,
+          pid: u.image.pid,
+          blocks: byBlocks ? pageBlocksOf(plan, u.image.pid) : undefined,
+        })),
+        opts.lazyEnsure,
+      )
       : undefined;
   } catch (e) {
     session.abort();

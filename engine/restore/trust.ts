@@ -16,7 +16,7 @@
  * @module
  */
 
-import { basename } from "node:path";
+import { basename } from "../path.ts";
 import type { ProcessImage } from "../model.ts";
 import { RestoreError } from "../errors.ts";
 import { PARTIAL_RE } from "../dump/partial.ts";

@@ -76,13 +76,23 @@ const MEMBARRIER_CMD_GET_REGISTRATIONS = 1 << 9;
 const SUID_DUMP_ROOT = 2;
 
 /** Reads dumpable, subreaper, THP disable, membarrier and each thread's pdeathsig by injection. */
-export function queryAttrs(s: InjectionSession, tids: readonly number[]): InjectedAttrs {
+export function queryAttrs(
+  s: InjectionSession,
+  tids: readonly number[],
+  /** Each thread's parent-death signal when already read (engine/dump/injected.ts). */
+  known?: ReadonlyMap<number, number>,
+): InjectedAttrs {
   const main = s.pid;
   const int32 = (off: number) => new DataView(s.read(off, 4).buffer).getInt32(0, true);
   s.check(main, "prctl(PR_GET_CHILD_SUBREAPER)", SYS.prctl, PR_GET_CHILD_SUBREAPER, s.scratch);
   const childSubreaper = int32(0) !== 0;
   const pdeathsig = new Map<number, number>();
   for (const tid of tids) {
+    const k = known?.get(tid);
+    if (k !== undefined) {
+      pdeathsig.set(tid, k);
+      continue;
+    }
     s.check(tid, "prctl(PR_GET_PDEATHSIG)", SYS.prctl, PR_GET_PDEATHSIG, s.scratch + 8n);
     pdeathsig.set(tid, int32(8));
   }

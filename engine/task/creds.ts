@@ -139,13 +139,18 @@ export interface CollectedCreds {
  * Collects every thread's credentials of the stopped process `s.pid`
  * (securebits and keep-caps by prctl injected into each thread).
  */
-export function collectCreds(s: InjectionSession, tids: readonly number[]): CollectedCreds {
+export function collectCreds(
+  s: InjectionSession,
+  tids: readonly number[],
+  /** Each thread's securebits when already read (engine/dump/injected.ts). */
+  known?: ReadonlyMap<number, number>,
+): CollectedCreds {
   const threads = new Map<number, ThreadCredentials>();
   for (const tid of tids) {
-    const securebits = Number(
-      s.check(tid, "prctl(PR_GET_SECUREBITS)", SYS.prctl, PR.GET_SECUREBITS),
-    );
-    const keepCaps = s.check(tid, "prctl(PR_GET_KEEPCAPS)", SYS.prctl, PR.GET_KEEPCAPS) !== 0n;
+    const securebits = known?.get(tid) ??
+      Number(s.check(tid, "prctl(PR_GET_SECUREBITS)", SYS.prctl, PR.GET_SECUREBITS));
+    // PR_GET_KEEPCAPS is the SECURE_KEEP_CAPS bit of the securebits.
+    const keepCaps = (securebits & SECBIT_KEEP_CAPS) !== 0;
     threads.set(tid, readThreadCreds(s.pid, tid, securebits, keepCaps));
   }
   return { threads };

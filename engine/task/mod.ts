@@ -56,8 +56,13 @@ export function prepareTaskCollection(pid: number, tids: readonly number[]): voi
 }
 
 /** The injected part of the collection (run inside the process's injection session). */
-export function queryTaskState(s: InjectionSession, tids: readonly number[]): InjectedAttrs {
-  return queryAttrs(s, tids);
+export function queryTaskState(
+  s: InjectionSession,
+  tids: readonly number[],
+  /** Each thread's parent-death signal when already read. */
+  pdeathsig?: ReadonlyMap<number, number>,
+): InjectedAttrs {
+  return queryAttrs(s, tids, pdeathsig);
 }
 
 /** Collects the task state of frozen process `pid`; reports what cannot come back. */

@@ -1,8 +1,14 @@
-/* Pre-copy benchmark workload (scripts/bench/predump.ts): <MiB> of private
- * anonymous memory, every page written at start, then pages rewritten at
- * a fixed rate of <rate> MiB/s (random pages, in 10 ms slices). Page p
+/* Near-zero downtime benchmark workload (scripts/bench/nearzero.ts,
+ * predump.ts, lazy.ts, migration.ts): <MiB> of private anonymous memory,
+ * every page written at start, then pages rewritten at a fixed rate of
+ * <rate> MiB/s of running time (random pages, in 1 ms slices). Page p
  * holds words that are a function of (p, gen[p]); SIGUSR1 makes it check
  * every page and print "verify ok" or "verify FAIL <pages>".
+ * Heartbeat (as scripts/bench/workload.c): whenever two slices are further
+ * apart than 5 ms (the process was stopped: frozen by a dump, or dead until
+ * a restore), it prints "gap <from_ns> <to_ns>" in CLOCK_REALTIME
+ * nanoseconds; the first such line after a restore says when the restored
+ * process ran again, and its <from_ns> is the last beat before the freeze.
  *
  * usage: dirtier <MiB> <rate-MiB/s>
  */
@@ -22,6 +28,12 @@ static volatile sig_atomic_t verify_asked;
 static void on_usr1(int sig) {
   (void)sig;
   verify_asked = 1;
+}
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 static uint64_t mix(uint64_t p, uint64_t g, uint64_t w) {
@@ -49,10 +61,20 @@ int main(int argc, char **argv) {
   uint64_t seed = 88172645463325252ull;
   double owed = 0;
   size_t per_slice = 0;
+  uint64_t last = now_ns();
   for (;;) {
-    struct timespec ts = {0, 10 * 1000 * 1000};
+    struct timespec ts = {0, 1000 * 1000};
     nanosleep(&ts, NULL);
-    owed += rate * 256.0 / 100.0; /* pages per 10 ms */
+    uint64_t t = now_ns();
+    if (t - last > 5 * 1000 * 1000) {
+      printf("gap %llu %llu\n", (unsigned long long)last, (unsigned long long)t);
+      fflush(stdout);
+    }
+    /* The rate is per second of running time: a stop (a gap) owes nothing. */
+    double dt = (double)(t - last) / 1e9;
+    if (dt > 0.005) dt = 0.001;
+    last = t;
+    owed += rate * 256.0 * dt;
     per_slice = (size_t)owed;
     owed -= (double)per_slice;
     for (size_t i = 0; i < per_slice; i++) {
@@ -76,6 +98,7 @@ int main(int argc, char **argv) {
       if (bad) printf("verify FAIL %zu\n", bad);
       else printf("verify ok\n");
       fflush(stdout);
+      last = now_ns();
     }
   }
 }

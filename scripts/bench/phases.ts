@@ -5,31 +5,42 @@
  * "frozen"), collect (until each process's "process" event: /proc, ptrace,
  * injected syscalls, pagemap), page copy (until its last "pages" event),
  * finishing (the rest of the freeze: waiting for the writer), then the part
- * after the tree runs again (notes, fsync, checksum, manifest). Prints JSON.
+ * after the tree runs again (notes, fsync, checksum, manifest), with the
+ * CPU time (user + system, all threads) spent by then. Prints JSON.
  *
  * @module
  */
 
+import process from "node:process";
 import { checkpoint, type DumpEvent } from "../../engine/dump/mod.ts";
+
+/** CPU seconds (user + system, every thread) of this process so far. */
+function cpu(): number {
+  const u = process.cpuUsage();
+  return Math.round((u.user + u.system) / 1000) / 1000;
+}
 
 const [pidArg, dir, ...rest] = Deno.args;
 const t0 = performance.now();
-const marks: { at: number; what: string }[] = [];
+const cpu0 = cpu();
+const marks: { at: number; cpu: number; what: string }[] = [];
 let lastPages: { at: number; pid: number } | undefined;
 const onEvent = (e: DumpEvent) => {
   const at = (performance.now() - t0) / 1000;
+  const c = cpu() - cpu0;
   if (e.type === "pages") {
-    if (e.bytes === e.totalBytes) marks.push({ at, what: `pages-done ${e.pid}` });
+    if (e.bytes === e.totalBytes) marks.push({ at, cpu: c, what: `pages-done ${e.pid}` });
     lastPages = { at, pid: e.pid };
     return;
   }
-  marks.push({ at, what: e.type === "process" ? `collected ${e.pid}` : e.type });
+  marks.push({ at, cpu: c, what: e.type === "process" ? `collected ${e.pid}` : e.type });
 };
 const r = await checkpoint(Number(pidArg), {
   dir,
   leaveRunning: true,
   onEvent,
   sync: !rest.includes("--no-sync"),
-  precopy: !rest.includes("--no-precopy"),
+  precopy: rest.includes("--no-precopy") ? false : rest.includes("--precopy") ? true : undefined,
 });
-console.log(JSON.stringify({ stats: r.stats, marks, lastPages }, null, 1));
+marks.push({ at: (performance.now() - t0) / 1000, cpu: cpu() - cpu0, what: "returned" });
+console.log(JSON.stringify({ stats: r.stats, cpuAtStart: cpu0, marks, lastPages }, null, 1));

@@ -155,3 +155,29 @@ export async function cleanupProcesses(): Promise<void> {
   for (const pid of [...live]) await killAndReap(pid, 5000).catch(() => {});
   live.clear();
 }
+
+/**
+ * Waits until `pid` is gone: a zombie child of the bench is reaped, anyone
+ * else's exit awaited (a restore needs the original pid free).
+ */
+export async function waitPidFree(pid: number, timeoutMs = 30_000): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const stat = (() => {
+      try {
+        return Deno.readTextFileSync(`/proc/${pid}/stat`);
+      } catch {
+        return undefined;
+      }
+    })();
+    if (stat === undefined) return;
+    const state = stat.slice(stat.lastIndexOf(")") + 2)[0];
+    if (state === "Z" || state === "X") {
+      try {
+        tryReap(pid);
+      } catch { /* someone else's child, or reaped already */ }
+    }
+    if (performance.now() > deadline) throw new Error(`pid ${pid} is still in use`);
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}

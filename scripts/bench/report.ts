@@ -150,6 +150,12 @@ export function textTable(rows: string[][]): string {
     .join("\n");
 }
 
+/** A table (header row first) as GitHub Markdown. */
+export function markdownTable(rows: string[][]): string {
+  const line = (r: string[]) => `| ${r.join(" | ")} |`;
+  return [line(rows[0]), line(rows[0].map(() => "---")), ...rows.slice(1).map(line)].join("\n");
+}
+
 /** The main results table (also used in docs/PERFORMANCE.md as Markdown). */
 export function resultRows(results: WorkloadResult[]): string[][] {
   const rows = [[

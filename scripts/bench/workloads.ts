@@ -18,8 +18,11 @@ export interface WorkloadSpec {
   name: string;
   /** What it is, in words. */
   description: string;
-  /** "c": scripts/bench/workload.c with `args`; "python": workload.py with `args`. */
-  program: "c" | "python";
+  /**
+   * "c": scripts/bench/workload.c with `args`; "python": workload.py with `args`;
+   * "dirtier": scripts/bench/dirtier.c with `args` (the near-zero downtime writer).
+   */
+  program: "c" | "python" | "dirtier";
   args: string[];
   /** Memory the workload touches on purpose (undefined: the process's RssAnon when ready). */
   touchedBytes?: number;
@@ -98,6 +101,18 @@ function anon(mib: number, quick: boolean): WorkloadSpec {
   };
 }
 
+/** The near-zero downtime writer: `mib` MiB rewritten at `rate` MiB/s (scripts/bench/dirtier.c). */
+export function dirtierSpec(mib: number, rate: number): WorkloadSpec {
+  return {
+    name: mib >= 1024 ? `dirtier-${mib / 1024}GiB` : `dirtier-${mib}MiB`,
+    description: `${mib} MiB of anonymous memory, random pages rewritten at ${rate} MiB/s`,
+    program: "dirtier",
+    args: [String(mib), String(rate)],
+    touchedBytes: mib * MiB,
+    quick: true,
+  };
+}
+
 /** The python3 interpreter to use (the system one first: no shims). */
 export function findPython(): string {
   for (const p of ["/usr/bin/python3", "/usr/local/bin/python3"]) {
@@ -125,9 +140,9 @@ export async function startWorkload(
   workDir: string,
   timeoutMs = 300_000,
 ): Promise<RunningWorkload> {
-  const argv = spec.program === "c"
-    ? [await buildBenchProgram("workload"), ...spec.args]
-    : [findPython(), new URL("./workload.py", import.meta.url).pathname, ...spec.args];
+  const argv = spec.program === "python"
+    ? [findPython(), new URL("./workload.py", import.meta.url).pathname, ...spec.args]
+    : [await buildBenchProgram(spec.program === "c" ? "workload" : "dirtier"), ...spec.args];
   const outputPath = `${workDir}/${spec.name}.out`;
   const child = spawnChild(argv, outputPath);
   const w: RunningWorkload = { spec, child, outputPath, childPids: [] };

@@ -1,0 +1,65 @@
+/**
+ * Whether a pre-copy (engine/dump/precopy.ts) can pay for its own freeze.
+ *
+ * The pre-copy freezes the tree once more to set up write tracking; what it
+ * saves is the copy of the pages not written since, which the dump's freeze
+ * then skips. With little resident memory, or memory spread over many
+ * small mappings (where the freeze goes to collecting the mappings, not to
+ * copying), the extra freeze costs more than it saves: such a tree is
+ * frozen once. Decided from /proc before anything is frozen.
+ *
+ * @module
+ */
+
+import { listDescendants } from "../proc/tasks.ts";
+import { readStatus } from "../proc/status.ts";
+import { readProcText } from "../proc/io.ts";
+
+/** Below this much resident anonymous and shared memory, the tree is copied frozen. */
+export const PRECOPY_MIN_BYTES = 32 * 1024 * 1024;
+/** Below this many resident bytes per mapping on average, the tree is copied frozen. */
+export const PRECOPY_MIN_BYTES_PER_MAPPING = 64 * 1024;
+
+/** What {@link precopyPays} measured. */
+export interface PrecopyEstimate {
+  /** Resident anonymous and shmem bytes of the tree (RssAnon + RssShmem). */
+  bytes: number;
+  /** Mappings of the tree. */
+  mappings: number;
+  /** Whether the pre-copy is worth its freeze. */
+  pays: boolean;
+}
+
+/** Counts lines of a /proc text without splitting it. */
+function lines(text: string): number {
+  let n = 0;
+  for (let i = text.indexOf("\n"); i >= 0; i = text.indexOf("\n", i + 1)) n++;
+  return n;
+}
+
+/**
+ * Estimates, from /proc, whether pre-copying the tree of `root` shortens
+ * its freeze (see the module doc). A process that cannot be read counts as
+ * nothing (the dump itself will tell).
+ */
+export function precopyPays(root: number): PrecopyEstimate {
+  let bytes = 0;
+  let mappings = 0;
+  let pids: number[];
+  try {
+    pids = [...listDescendants(root).keys()];
+  } catch {
+    pids = [root];
+  }
+  if (!pids.includes(root)) pids.push(root);
+  for (const pid of pids) {
+    try {
+      const f = readStatus(pid).fields;
+      bytes += (parseInt(f.RssAnon ?? "0", 10) + parseInt(f.RssShmem ?? "0", 10)) * 1024;
+      mappings += lines(readProcText(pid, "maps"));
+    } catch { /* gone */ }
+  }
+  const pays = bytes >= PRECOPY_MIN_BYTES &&
+    bytes >= PRECOPY_MIN_BYTES_PER_MAPPING * Math.max(mappings, 1);
+  return { bytes, mappings, pays };
+}

@@ -1,0 +1,99 @@
+/**
+ * What `cryo dump` and `cryo restore` load at start-up: the module graph
+ * of each command module (`deno info --json`; a literal `import("...")`
+ * counts, since Deno reads and prepares its graph too, while an import
+ * through a variable specifier does not appear) must not contain the modules made lazy for them (issue 10, "Fixed
+ * costs: CLI start-up" in docs/PERFORMANCE.md): rare paths, other commands,
+ * zod, cli-progress and node: modules, each of which costs milliseconds of
+ * every run.
+ */
+
+import assert from "node:assert/strict";
+
+const ROOT = new URL("../", import.meta.url);
+
+interface InfoModule {
+  specifier: string;
+  dependencies?: { code?: { specifier: string } }[];
+}
+
+/** The modules Deno loads with `entry` (relative to the repository), as repository paths or specifiers. */
+async function staticGraph(entry: string): Promise<Set<string>> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["info", "--json", new URL(entry, ROOT).pathname],
+    stdout: "piped",
+    stderr: "inherit",
+  }).output();
+  assert.ok(out.success, `deno info ${entry}`);
+  const info = JSON.parse(new TextDecoder().decode(out.stdout)) as {
+    roots: string[];
+    modules: InfoModule[];
+  };
+  const deps = new Map(info.modules.map((m) => [
+    m.specifier,
+    (m.dependencies ?? []).filter((d) => d.code).map((d) => d.code!.specifier),
+  ]));
+  const seen = new Set<string>();
+  const todo = [...info.roots];
+  while (todo.length) {
+    const s = todo.pop()!;
+    if (seen.has(s)) continue;
+    seen.add(s);
+    todo.push(...(deps.get(s) ?? []));
+  }
+  return new Set([...seen].map((s) => s.replace(ROOT.href, "")));
+}
+
+/** The entries of `graph` that start with one of `prefixes`. */
+function loaded(graph: Set<string>, prefixes: readonly string[]): string[] {
+  return [...graph].filter((m) => prefixes.some((p) => m.startsWith(p)));
+}
+
+/** What neither dump nor restore may load at start-up. */
+const NEVER = [
+  "npm:zod",
+  "npm:cli-progress",
+  "npm:cli-table3",
+  "node:path",
+  "node:crypto",
+  "node:buffer",
+  "node:fs",
+  "engine/pidns/mod.ts",
+  "engine/pidns/extras.ts",
+  "engine/memory/lazy_serve.ts",
+  "engine/migrate/",
+  "engine/policy/",
+  "engine/inspect.ts",
+  "cli/progress_bar.ts",
+  "cli/show.ts",
+  "cli/migrate.ts",
+  "cli/receive.ts",
+  "cli/run.ts",
+  "cli/table.ts",
+];
+
+Deno.test("cli start-up: cli.ts loads neither commander nor a command before --version", async () => {
+  const g = await staticGraph("cli.ts");
+  const engine = loaded(g, ["engine/"]).filter((m) => m !== "engine/version.ts");
+  assert.deepEqual([...loaded(g, ["cli/program.ts", "npm:", "cli/dump.ts"]), ...engine], []);
+});
+
+Deno.test("cli start-up: the program loads no command module until one runs", async () => {
+  const g = await staticGraph("cli/program.ts");
+  const commands = [...g].filter((m) => m.startsWith("cli/") && m !== "cli/program.ts");
+  assert.deepEqual(commands.filter((m) => !["cli/errors.ts"].includes(m)), []);
+  assert.deepEqual(loaded(g, ["engine/"]).filter((m) => m !== "engine/version.ts"), []);
+});
+
+Deno.test("cli start-up: dump loads neither the restore engine nor rare paths", async () => {
+  const g = await staticGraph("cli/dump.ts");
+  assert.ok(g.has("engine/dump/mod.ts"));
+  assert.deepEqual(loaded(g, [...NEVER, "engine/restore/mod.ts", "cli/restore.ts"]), []);
+});
+
+Deno.test("cli start-up: restore loads neither the dump engine nor rare paths", async () => {
+  const g = await staticGraph("cli/restore.ts");
+  assert.ok(g.has("engine/restore/mod.ts"));
+  const dumpOnly = ["engine/dump/mod.ts", "cli/dump.ts", "engine/image/chain.ts"];
+  assert.deepEqual(loaded(g, [...NEVER, ...dumpOnly]), []);
+});

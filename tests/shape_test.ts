@@ -1,0 +1,116 @@
+/**
+ * engine/image/shape.ts (the image schemas' checker, in place of zod):
+ * its checks and messages on small cases, and the same verdicts as zod on
+ * hundreds of damaged copies of a real manifest and process description
+ * (engine/image/schema.ts built once with each).
+ */
+
+import assert from "node:assert/strict";
+import * as z from "../engine/image/shape.ts";
+import { manifestSchema, processImageSchema, schemaProblem } from "../engine/image/schema.ts";
+import { checkpoint } from "../engine/dump/mod.ts";
+import { readImageFile } from "../engine/image/reader.ts";
+import { mutateJson, Rng } from "../scripts/fuzz/mutate.ts";
+import { tempDir } from "./helpers/fs.ts";
+import { tempImageDir } from "./helpers/roundtrip.ts";
+import { startTarget, withTargets } from "./helpers/targets.ts";
+
+const problem = (s: z.ZodType, x: unknown) => schemaProblem(s, x);
+
+Deno.test("shape: types, bounds, patterns, optional, nullable, unions, refinements", () => {
+  const nat = z.number().int().nonnegative();
+  assert.equal(problem(nat, 3), undefined);
+  assert.match(problem(nat, -1)!, /^\(top\): Too small/);
+  assert.match(problem(nat, 1.5)!, /expected int/);
+  assert.match(problem(nat, "3")!, /expected number, received string/);
+  assert.match(problem(nat, Number.MAX_SAFE_INTEGER + 2)!, /expected int/);
+  assert.match(problem(z.number(), Infinity)!, /expected number/);
+  const hex = z.string().regex(/^0x[0-9a-f]+$/, "expected hex");
+  assert.equal(problem(hex, "0x1f"), undefined);
+  assert.equal(problem(hex, "1f"), "(top): expected hex");
+  assert.match(problem(z.string().max(2), "abc")!, /Too big/);
+  const obj = z.looseObject({
+    a: nat,
+    b: z.array(hex).max(2).optional(),
+    c: z.looseObject({ d: z.boolean() }).nullable(),
+    e: z.union([nat, z.literal("inf")]),
+    f: z.enum(["x", "y"]),
+    g: z.tuple([nat, hex]),
+    h: z.record(z.string(), nat),
+  });
+  const good = { a: 1, c: null, e: "inf", f: "y", g: [1, "0x2"], h: { k: 3 }, extra: [1] };
+  assert.equal(problem(obj, good), undefined);
+  assert.equal(problem(obj, { ...good, b: ["0x1", "0x2"], c: { d: true } }), undefined);
+  assert.match(problem(obj, { ...good, b: ["0x1", "zz"] })!, /^b\.1: expected hex$/);
+  assert.match(problem(obj, { ...good, b: ["0x1", "0x1", "0x1"] })!, /^b: Too big/);
+  assert.match(problem(obj, { ...good, a: undefined })!, /^a: .*received undefined/);
+  assert.match(problem(obj, { ...good, c: { d: 1 } })!, /^c\.d: /);
+  assert.match(problem(obj, { ...good, e: -2 })!, /^e: Invalid input/);
+  assert.match(problem(obj, { ...good, f: "z" })!, /^f: Invalid option/);
+  assert.match(problem(obj, { ...good, g: [1] })!, /^g: Invalid length/);
+  assert.match(problem(obj, { ...good, h: { k: -1 } })!, /^h\.k: Too small/);
+  assert.match(problem(obj, [good])!, /^\(top\): .*expected object, received array/);
+  assert.match(problem(obj, null)!, /received null/);
+  const refined = z.looseObject({ n: nat, m: nat }).refine((v) => v.n <= v.m, {
+    message: "n above m",
+    path: ["n"],
+  });
+  assert.equal(problem(refined, { n: 1, m: 2 }), undefined);
+  assert.equal(problem(refined, { n: 3, m: 2 }), "n: n above m");
+  assert.match(problem(refined, { n: "3", m: 2 })!, /^n: .*expected number/); // shape first
+  const sup = z.looseObject({ n: nat }).superRefine((v, ctx) => {
+    if (v.n > 1) ctx.addIssue({ code: "custom", message: "first", path: ["n"] });
+    if (v.n > 1) ctx.addIssue({ code: "custom", message: "second" });
+  });
+  assert.equal(problem(sup, { n: 1 }), undefined);
+  assert.equal(problem(sup, { n: 2 }), "n: first");
+  assert.match(problem(z.array(nat).length(4), [1, 2, 3])!, /Invalid length/);
+  assert.match(problem(z.array(nat).min(1), [])!, /Too small/);
+});
+
+/** engine/image/schema.ts built with zod instead of shape.ts (a copy in a temporary module). */
+async function zodSchemas(): Promise<typeof import("../engine/image/schema.ts")> {
+  const src = await Deno.readTextFile(new URL("../engine/image/schema.ts", import.meta.url));
+  const swapped = src.replace(
+    'import * as z from "./shape.ts";',
+    'import { z } from "npm:zod@4.6.7";',
+  );
+  assert.notEqual(swapped, src, "schema.ts imports shape.ts as z");
+  const dir = await tempDir("cryo-shape-");
+  await Deno.writeTextFile(`${dir}/schema_zod.ts`, swapped);
+  return await import(`file://${dir}/schema_zod.ts`);
+}
+
+Deno.test(
+  "shape: same verdicts and paths as zod on damaged manifests and process descriptions",
+  withTargets(async () => {
+    const t = await startTarget("sleeper", ["600"]);
+    await t.waitFor(/^ready pid=/m);
+    const dir = await tempImageDir();
+    await checkpoint(t.pid, { dir });
+    await t.wait();
+    const manifest = JSON.parse(await Deno.readTextFile(`${dir}/manifest.json`));
+    const info = await readImageFile(`${dir}/${t.pid}.elf`);
+    const zod = await zodSchemas();
+    const cases: [string, z.ZodType, unknown, unknown][] = [
+      ["manifest", manifestSchema, zod.manifestSchema, manifest],
+      ["process", processImageSchema, zod.processImageSchema, info.process],
+    ];
+    const rng = new Rng(0x5a9e);
+    let refused = 0;
+    for (const [name, mine, theirs, doc] of cases) {
+      assert.equal(schemaProblem(mine, doc), undefined, `${name} as written`);
+      for (let i = 0; i < 400; i++) {
+        const { doc: bad, what } = mutateJson(doc as never, rng);
+        const a = schemaProblem(mine, bad);
+        const b = zod.schemaProblem(theirs as never, bad);
+        assert.equal(a === undefined, b === undefined, `${name}, ${what}: ${a} / zod: ${b}`);
+        if (a && b) {
+          assert.equal(a.split(": ")[0], b.split(": ")[0], `${name}, ${what}: same path`);
+          refused++;
+        }
+      }
+    }
+    assert.ok(refused > 200, `${refused} refusals`);
+  }),
+);
