@@ -263,6 +263,8 @@ export class DumpLane {
   parent = "";
   #work = "";
   #images = 0;
+  /** Each thread's own signal mask, as the target set it (read before any dump). */
+  #ownMasks = "";
 
   /** Starts the lane's target. */
   static async start(): Promise<DumpLane> {
@@ -272,6 +274,7 @@ export class DumpLane {
     lane.target = await startTarget("kill_target", [lane.#work]);
     await lane.target.waitFor(/^ready /m, 30_000);
     await assertAlive(lane.target, "start");
+    lane.#ownMasks = sigmasks(lane.target.pid);
     return lane;
   }
 
@@ -279,6 +282,12 @@ export class DumpLane {
   async trial(point: KillPoint): Promise<KillOutcome> {
     const t = this.target;
     const name = pointName(point);
+    // A thread let go by a killed cryo (or detached by a restore) puts back
+    // its own mask when it next runs, which on a loaded machine may be
+    // after the main thread answered: the baseline is taken once it has.
+    const settle = Date.now() + 10_000;
+    while (sigmasks(t.pid) !== this.#ownMasks && Date.now() < settle) await sleep(10);
+    assert.equal(sigmasks(t.pid), this.#ownMasks, `${name}: the target's masks did not settle`);
     const maps = Deno.readTextFileSync(`/proc/${t.pid}/maps`);
     const masks = sigmasks(t.pid);
     const dir = `${this.parent}/image`;
