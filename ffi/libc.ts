@@ -173,3 +173,18 @@ export class CStringArray {
 export function selfPid(): number {
   return libc().getpid();
 }
+
+/**
+ * Reads exactly `buf.length` bytes from `fd` (raw syscalls, retrying on
+ * EINTR): false at end of file or on an error.
+ */
+export function readFully(fd: number, buf: Uint8Array): boolean {
+  let got = 0;
+  while (got < buf.length) {
+    const r = rawSyscall(0, /* read */ fd, buf.subarray(got), buf.length - got);
+    if (r === -4n) continue; // EINTR
+    if (r <= 0n) return false;
+    got += Number(r);
+  }
+  return true;
+}

@@ -68,6 +68,7 @@ import {
 import {
   baselineRows,
   checkTargets,
+  hostFacts,
   markdownTable,
   type Repetition,
   resultRows,
@@ -405,12 +406,7 @@ async function main(): Promise<number> {
       repetitions: reps,
       warmupRepetitions: warmupReps,
       seconds,
-      host: {
-        kernel: Deno.osRelease(),
-        cpus: navigator.hardwareConcurrency,
-        memoryBytes: Deno.systemMemoryInfo().total,
-        deno: Deno.version.deno,
-      },
+      host: hostFacts(),
       workloads: results,
       baselines: results.map((r) => r.baseline),
       targets: checks,

@@ -288,14 +288,23 @@ function traces(pid: number): { fds: string[]; uffd: boolean } {
   return { fds, uffd };
 }
 
+/**
+ * A 32 MiB rt_precopy source with its fds and tracking state recorded, a
+ * key, and a receiver on loopback writing `<work>/in`: the interruption tests.
+ */
+async function interruptibleSetup() {
+  const { t, trigger } = await startTriggered("rt_precopy", READY, { extra: ["32"] });
+  const before = traces(t.pid);
+  const work = await tempDir("cryo-migrate-test-");
+  const key = await keyFile(work, "key", "a shared secret of enough bytes\n");
+  const rx = new Receiver(["--listen", "0", "--dir", `${work}/in`, "--key-file", key]);
+  return { t, trigger, before, work, key, rx };
+}
+
 Deno.test(
   "the receiver interrupted during the rounds: one line each, nothing kept, the source runs on untracked",
   withTargets(async () => {
-    const { t, trigger } = await startTriggered("rt_precopy", READY, { extra: ["32"] });
-    const before = traces(t.pid);
-    const work = await tempDir("cryo-migrate-test-");
-    const key = await keyFile(work, "key", "a shared secret of enough bytes\n");
-    const rx = new Receiver(["--listen", "0", "--dir", `${work}/in`, "--key-file", key]);
+    const { t, trigger, before, work, key, rx } = await interruptibleSetup();
     try {
       const port = await rx.port();
       const tx = runCli([
@@ -350,11 +359,7 @@ Deno.test(
       { pauseAt: "migrate-stopped" },
     ];
     for (const { when, pauseAt } of points) {
-      const { t, trigger } = await startTriggered("rt_precopy", READY, { extra: ["32"] });
-      const before = traces(t.pid);
-      const work = await tempDir("cryo-migrate-test-");
-      const key = await keyFile(work, "key", "a shared secret of enough bytes\n");
-      const rx = new Receiver(["--listen", "0", "--dir", `${work}/in`, "--key-file", key]);
+      const { t, trigger, before, work, key, rx } = await interruptibleSetup();
       let tx: Deno.ChildProcess | undefined;
       try {
         const port = await rx.port();
@@ -400,11 +405,7 @@ Deno.test(
 Deno.test(
   "the receiver SIGKILLed during the rounds: the sender fails cleanly, the source runs on untracked; the next reception removes the partial directory",
   withTargets(async () => {
-    const { t, trigger } = await startTriggered("rt_precopy", READY, { extra: ["32"] });
-    const before = traces(t.pid);
-    const work = await tempDir("cryo-migrate-test-");
-    const key = await keyFile(work, "key", "a shared secret of enough bytes\n");
-    const rx = new Receiver(["--listen", "0", "--dir", `${work}/in`, "--key-file", key]);
+    const { t, trigger, before, work, key, rx } = await interruptibleSetup();
     let tx: Deno.ChildProcess | undefined;
     let rx2: Receiver | undefined;
     try {

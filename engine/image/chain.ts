@@ -20,6 +20,28 @@ import { checksumWithBlocks } from "./page_blocks.ts";
 import { ImageWriter } from "./writer.ts";
 import { readImageFile } from "./reader.ts";
 
+/**
+ * Appends the run of `length` bytes at `addr`, written at `fileOffset` of
+ * a new image, to `pages`: runs adjacent in memory and in the file become
+ * one (one read at restore).
+ */
+export function appendPageRun(
+  pages: PageRun[],
+  addr: string,
+  length: number,
+  fileOffset: number,
+): void {
+  const last = pages[pages.length - 1];
+  if (
+    last && BigInt(last.addr) + BigInt(last.length) === BigInt(addr) &&
+    last.fileOffset + last.length === fileOffset
+  ) {
+    last.length += length;
+  } else {
+    pages.push({ addr, length, fileOffset });
+  }
+}
+
 /** One image of a chain. */
 export interface ChainLink {
   /** Absolute directory. */
@@ -163,16 +185,7 @@ export async function flattenImage(dir: string, out: string): Promise<Manifest> 
               writer.writePagesAtSync(at + done, buf.subarray(0, n));
               done += n;
             }
-            // Runs adjacent in memory are adjacent in the new file too: one run (one read at restore).
-            const last = pages[pages.length - 1];
-            if (
-              last && BigInt(last.addr) + BigInt(last.length) === BigInt(r.addr) &&
-              last.fileOffset + last.length === at
-            ) {
-              last.length += r.length;
-            } else {
-              pages.push({ addr: r.addr, length: r.length, fileOffset: at });
-            }
+            appendPageRun(pages, r.addr, r.length, at);
           }
           m.pages = pages;
         }

@@ -20,22 +20,10 @@
  * @module
  */
 
-import { rawSyscall } from "../../ffi/libc.ts";
+import { rawSyscall, readFully } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
 
 const SIGKILL = 9;
-
-/** Reads exactly `buf.length` bytes from fd 3: false at end of file (or an error). */
-function readFully(buf: Uint8Array): boolean {
-  let got = 0;
-  while (got < buf.length) {
-    const r = rawSyscall(SYS.read, 3, buf.subarray(got), buf.length - got);
-    if (r === -4n) continue; // EINTR
-    if (r <= 0n) return false;
-    got += Number(r);
-  }
-  return true;
-}
 
 /** Serves cryo's messages until it says done or dies; kills the tree in the second case. */
 function main(): never {
@@ -46,10 +34,10 @@ function main(): never {
   const held: number[] = [];
   const kind = new Uint8Array(1);
   for (;;) {
-    if (!readFully(kind)) break;
+    if (!readFully(3, kind)) break;
     if (kind[0] === 0x44 /* "D" */) rawSyscall(SYS.exit_group, 0);
     const fds = new Uint32Array(2);
-    if (kind[0] !== 0x46 /* "F" */ || !readFully(new Uint8Array(fds.buffer))) break;
+    if (kind[0] !== 0x46 /* "F" */ || !readFully(3, new Uint8Array(fds.buffer))) break;
     held.push(Number(rawSyscall(SYS.pidfd_getfd, 4, fds[0], 0)));
     pidfds.push(Number(rawSyscall(SYS.pidfd_getfd, 4, fds[1], 0)));
   }

@@ -25,7 +25,7 @@
  */
 
 import { readdirSync } from "node:fs";
-import { rawSyscall } from "../../ffi/libc.ts";
+import { rawSyscall, readFully } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { readStat } from "../proc/stat.ts";
 import { readChildren } from "../proc/tasks.ts";
@@ -34,18 +34,6 @@ import { closeInTarget, isUffd, trackingFdBase } from "../dump/tracking.ts";
 import { readTrackingState, removeTrackingState } from "../dump/tracking_state.ts";
 
 const SIGCONT = 18;
-
-/** Reads exactly `buf.length` bytes from fd 3: false at end of file (or an error). */
-function readFully(buf: Uint8Array): boolean {
-  let got = 0;
-  while (got < buf.length) {
-    const r = rawSyscall(SYS.read, 3, buf.subarray(got), buf.length - got);
-    if (r === -4n) continue; // EINTR
-    if (r <= 0n) return false;
-    got += Number(r);
-  }
-  return true;
-}
 
 /** The pids of the tree of `root` (root first), from /proc; gone processes are skipped. */
 export function treePids(root: number): number[] {
@@ -103,12 +91,12 @@ async function main(): Promise<never> {
   const stopped: number[] = [];
   const kind = new Uint8Array(1);
   for (;;) {
-    if (!readFully(kind)) break;
+    if (!readFully(3, kind)) break;
     if (kind[0] === 0x44 /* "D" */) rawSyscall(SYS.exit_group, 0);
     const n = new Uint32Array(1);
-    if (kind[0] !== 0x53 /* "S" */ || !readFully(new Uint8Array(n.buffer))) break;
+    if (kind[0] !== 0x53 /* "S" */ || !readFully(3, new Uint8Array(n.buffer))) break;
     const pids = new Uint32Array(n[0]);
-    if (!readFully(new Uint8Array(pids.buffer))) break;
+    if (!readFully(3, new Uint8Array(pids.buffer))) break;
     for (const pid of pids) {
       const fd = Number(rawSyscall(SYS.pidfd_open, pid, 0));
       if (fd >= 0) stopped.push(fd);

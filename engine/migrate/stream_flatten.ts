@@ -23,7 +23,7 @@ import { resolve } from "node:path";
 import type { Manifest, PageRun, ProcessImage } from "../model.ts";
 import { IMAGE_FORMAT_VERSION } from "../model.ts";
 import { CryoError } from "../errors.ts";
-import { resolveChain } from "../image/chain.ts";
+import { appendPageRun, resolveChain } from "../image/chain.ts";
 import { MANIFEST_FILE, writeManifest } from "../image/manifest.ts";
 import { checksumFile, ImageWriter } from "../image/writer.ts";
 import { readImageFile } from "../image/reader.ts";
@@ -119,15 +119,7 @@ export class StreamingFlatten {
             for (const r of m.pages) {
               const at = writer.reservePages(r.length);
               pieces.push({ at, length: r.length, depth: r.parent ?? 0, from: r.fileOffset });
-              const last = pages[pages.length - 1];
-              if (
-                last && BigInt(last.addr) + BigInt(last.length) === BigInt(r.addr) &&
-                last.fileOffset + last.length === at
-              ) {
-                last.length += r.length;
-              } else {
-                pages.push({ addr: r.addr, length: r.length, fileOffset: at });
-              }
+              appendPageRun(pages, r.addr, r.length, at);
             }
             m.pages = pages;
           }

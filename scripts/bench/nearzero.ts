@@ -31,7 +31,7 @@ import {
   preDumpRows,
   restoreRows,
 } from "./nearzero_report.ts";
-import { markdownTable, targetRows, textTable } from "./report.ts";
+import { hostFacts, markdownTable, targetRows, textTable } from "./report.ts";
 
 /** The parts of the section. */
 export type NearZeroPart = "predump" | "lazy" | "migrate";
@@ -229,12 +229,7 @@ export async function mainNearZero(opts: NearZeroOptions & { out?: string }): Pr
       loadAverageAtStart: loadAtStart,
       loadAverageAtEnd: loadAtEnd,
       seconds,
-      host: {
-        kernel: Deno.osRelease(),
-        cpus: navigator.hardwareConcurrency,
-        memoryBytes: Deno.systemMemoryInfo().total,
-        deno: Deno.version.deno,
-      },
+      host: hostFacts(),
       nearZero: { ...r, targets: report.targets, markdown: report.markdown },
     };
     await Deno.writeTextFile(opts.out, JSON.stringify(doc, null, 2) + "\n");

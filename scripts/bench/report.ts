@@ -297,3 +297,13 @@ export function targetRows(checks: TargetCheck[]): string[][] {
     ...checks.map((c) => [c.target, c.workload, c.value, c.met ? "yes" : "NO"]),
   ];
 }
+
+/** The machine a bench ran on, for its JSON results. */
+export function hostFacts() {
+  return {
+    kernel: Deno.osRelease(),
+    cpus: navigator.hardwareConcurrency,
+    memoryBytes: Deno.systemMemoryInfo().total,
+    deno: Deno.version.deno,
+  };
+}
