@@ -24,7 +24,7 @@ import { readTrackingState, removeTrackingState, writeTrackingState } from "./tr
 /** The chain state of one dump of the tree of `root`. */
 export class ChainDump {
   readonly #root: number;
-  readonly #opts: { preDump?: boolean; parent?: string };
+  readonly #opts: { preDump?: boolean; parent?: string; leaveRunning?: boolean };
   readonly #generation = crypto.randomUUID();
   #parent?: ParentPages;
   /** The dump armed, re-armed or read the tracking: a failure must remove it. */
@@ -32,7 +32,7 @@ export class ChainDump {
   /** The tree is frozen by this dump now. */
   frozen = false;
 
-  constructor(root: number, opts: { preDump?: boolean; parent?: string }) {
+  constructor(root: number, opts: { preDump?: boolean; parent?: string; leaveRunning?: boolean }) {
     this.#root = root;
     this.#opts = opts;
   }
@@ -71,7 +71,10 @@ export class ChainDump {
         );
       }
     }
-    if (this.#parent || this.#opts.preDump) removeTrackingState(this.#root);
+    // A final dump that kills the tree leaves the tracking as it is (see
+    // engine/dump/tracking.ts detachTracking): it stays valid until the kill.
+    const kept = this.#parent && !this.#opts.preDump && !this.#opts.leaveRunning;
+    if ((this.#parent || this.#opts.preDump) && !kept) removeTrackingState(this.#root);
   }
 
   /** The manifest's `parent` (and chain format version) and `tracking`. */
@@ -101,10 +104,12 @@ export class ChainDump {
       removeTrackingState(this.#root);
     }
     for (const p of tree.processes) clearTracking(p.pid);
+    this.#parent?.release?.release();
   }
 
   /** The dump failed: removes the tracking it touched from the tree. */
   failed(tree: FrozenTree | undefined): void {
+    this.#parent?.release?.release();
     if (!this.touched) return;
     const fds = new Set((this.#parent?.tracking?.fds ?? []).map((f) => f.fd));
     for (const fd of allTrackingFds()) fds.add(fd);

@@ -382,7 +382,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     // Keeps the pre-copied pages not written since, and removes the tracking.
     precopy?.validate();
     chain.touched ||= parent !== undefined;
-    parent?.attach(tree, opts.preDump === true);
+    parent?.attach(tree, opts.preDump === true, !opts.leaveRunning);
     pausePoint("frozen");
     const threadCount = tree.processes.reduce((n, p) => n + p.threads.length, 0);
     opts.onEvent?.({ type: "frozen", processes: tree.processes.length, threads: threadCount });

@@ -31,7 +31,13 @@ import { readMaps } from "../proc/maps.ts";
 import { PagemapScanner, type ScanRegion } from "../proc/pagemap_scan.ts";
 import type { FrozenTree } from "./freeze.ts";
 import { armTracking, rearm, type SplitPiece, splitRun } from "./precopy.ts";
-import { adoptFd, closeTracking, isUffd, setTrackingFd } from "./tracking.ts";
+import {
+  adoptFd,
+  detachTracking,
+  isUffd,
+  setTrackingFd,
+  type TrackingRelease,
+} from "./tracking.ts";
 import { readTrackingState } from "./tracking_state.ts";
 
 /** The pages of one process that may be taken from the parent chain. */
@@ -127,15 +133,19 @@ export class ParentPages {
     return pp;
   }
 
+  /** The final dump's tracking, lifted once the tree runs again (or is dead): see {@link attach}. */
+  release?: TrackingRelease;
+
   /** Whether the live tracking is the parent's generation (else everything is read). */
   #valid = false;
 
   /**
    * With the tree frozen: finds in each process what was written since the
    * parent, then arms the tracking again (`keep`: another pre-dump) or
-   * closes it in every process (the final dump).
+   * takes it out of every process (the final dump; `kill`: the tree is
+   * killed once dumped): see {@link detachTracking}.
    */
-  attach(tree: FrozenTree, keep: boolean): void {
+  attach(tree: FrozenTree, keep: boolean, kill = false): void {
     const recorded = this.tracking?.fds ?? [];
     const fdNumbers = [...new Set(recorded.map((r) => r.fd))];
     for (const p of tree.processes) {
@@ -153,7 +163,7 @@ export class ParentPages {
       );
     }
     if (!keep) {
-      closeTracking(tree.processes.map((p) => p.pid), fdNumbers);
+      this.release = detachTracking(tree.processes.map((p) => p.pid), fdNumbers, kill);
       return;
     }
     for (const p of tree.processes) {

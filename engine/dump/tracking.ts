@@ -49,8 +49,11 @@ export function isTrackingFd(pid: number, fd: number): boolean {
 
 /** Whether `pid` holds cryo's tracking (its "uw" VmFlags are cryo's, not the program's). */
 export function hasOwnTracking(pid: number): boolean {
-  return (owned.get(pid)?.size ?? 0) > 0;
+  return (owned.get(pid)?.size ?? 0) > 0 || lifting.has(pid);
 }
+
+/** Processes whose tracking fds are closed but still registered through cryo's copies. */
+const lifting = new Set<number>();
 
 /** The fds of `pid` cryo tracks with, as recorded for the manifest. */
 export function trackingFdsOf(pid: number): number[] {
@@ -130,4 +133,65 @@ export function cancelTracking(root: number, fds: number[]): number {
   } finally {
     thawTree(tree);
   }
+}
+
+/**
+ * The tracking of a final dump, taken out of the frozen tree without
+ * paying for its removal while frozen: what {@link detachTracking} left to
+ * do once the tree runs again, or is dead.
+ */
+export class TrackingRelease {
+  readonly #copies: number[];
+  readonly #pids: number[];
+
+  constructor(copies: number[], pids: number[]) {
+    this.#copies = copies;
+    this.#pids = pids;
+  }
+
+  /**
+   * Closes cryo's copies of the tracking userfaultfds: the last reference
+   * goes, and the kernel unregisters every range and lifts every
+   * protection (one walk of the page tables, now with the tree running; a
+   * dead process's memory is not walked). Idempotent.
+   */
+  release(): void {
+    for (const fd of this.#copies.splice(0)) rawSyscall(SYS.close, fd);
+    for (const pid of this.#pids.splice(0)) lifting.delete(pid);
+  }
+}
+
+/**
+ * With the tree frozen, for a final dump: takes cryo's tracking (every fd
+ * of `fds` or known for the process that is a userfaultfd) out of each
+ * process of `pids`. With `kill` (the tree is killed once dumped), the fds
+ * are only marked as cryo's: left out of the image with their "uw" flags,
+ * and closed by the tree's death (a failed dump closes them,
+ * engine/dump/chain_dump.ts). Otherwise cryo takes a copy of each
+ * (pidfd_getfd) and closes it inside the target, which is cheap while the
+ * copy holds the userfaultfd open: the protections stay until
+ * {@link TrackingRelease.release} (after the thaw), and the image leaves out
+ * their "uw" flags meanwhile. Without a copy the fd is closed in the target
+ * as before (the walk happens there, frozen).
+ */
+export function detachTracking(pids: number[], fds: number[], kill: boolean): TrackingRelease {
+  const copies: number[] = [], lifted: number[] = [];
+  for (const pid of pids) {
+    for (const fd of new Set([...fds, ...trackingFdsOf(pid)])) {
+      if (!isUffd(pid, fd)) continue;
+      if (kill) {
+        setTrackingFd(pid, fd);
+        continue;
+      }
+      const copy = adoptFd(pid, fd);
+      if (copy >= 0) {
+        copies.push(copy);
+        if (!lifting.has(pid)) lifted.push(pid);
+        lifting.add(pid);
+      }
+      closeInTarget(pid, fd);
+    }
+    if (!kill) clearTracking(pid);
+  }
+  return new TrackingRelease(copies, lifted);
 }
