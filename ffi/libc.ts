@@ -4,6 +4,8 @@
  *
  * Every call here is synchronous and runs on the calling JS thread; ptrace
  * and wait calls must stay on the main thread (the tracer is a thread).
+ * The one exception, {@link rawSyscallOffThread}, is for a long read-only
+ * kernel walk that may overlap the main thread's work.
  *
  * @module
  */
@@ -107,6 +109,32 @@ export function argValue(a: SysArg | undefined): bigint {
     return BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(a as BufferSource)));
   }
   return BigInt(Deno.UnsafePointer.value(a as Deno.PointerObject));
+}
+
+/** libc's `syscall()` bound to run on Deno's blocking thread pool. */
+const offThreadSymbols = {
+  syscall: {
+    parameters: ["i64", "i64", "i64", "i64", "i64", "i64", "i64"],
+    result: "i64",
+    nonblocking: true,
+  },
+} as const;
+
+let offThreadLib: Deno.DynamicLibrary<typeof offThreadSymbols> | undefined;
+
+/**
+ * Raw syscall on another thread (Deno's blocking pool), for a long
+ * read-only call (a page table walk) that may run while the main thread
+ * works: the result, or -1 on failure (that thread's errno is not read:
+ * repeat the call with {@link rawSyscall} for it). Memory its arguments
+ * point to must stay alive and untouched until the promise settles.
+ */
+export async function rawSyscallOffThread(nr: number, ...args: SysArg[]): Promise<bigint> {
+  const v = args.map(argValue);
+  while (v.length < 6) v.push(0n);
+  offThreadLib ??= Deno.dlopen("libc.so.6", offThreadSymbols);
+  const r = await offThreadLib.symbols.syscall(BigInt(nr), v[0], v[1], v[2], v[3], v[4], v[5]);
+  return BigInt(r);
 }
 
 /** Raw syscall: returns the result, or `-errno` on failure (never throws). */

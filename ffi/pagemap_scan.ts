@@ -7,7 +7,7 @@
  * @module
  */
 
-import { addressOf, rawSyscall } from "./libc.ts";
+import { addressOf, rawSyscall, rawSyscallOffThread } from "./libc.ts";
 import { SYS } from "./sysno.ts";
 
 /** _IOWR('f', 16, struct pm_scan_arg): 96 bytes. */
@@ -51,6 +51,26 @@ export class ScanBuffer {
    * (`end` when it covered the whole range).
    */
   scan(fd: number, start: bigint, end: bigint, t: ScanTest): { n: number; walkEnd: bigint } {
+    const r = rawSyscall(SYS.ioctl, fd, PAGEMAP_SCAN, this.#argFor(start, end, t));
+    return { n: Number(r), walkEnd: this.#arg[4] };
+  }
+
+  /**
+   * {@link scan} on another thread (the main thread works meanwhile; the
+   * buffer must not be used until it settles): `n` is -1 on any failure.
+   */
+  async scanOffThread(
+    fd: number,
+    start: bigint,
+    end: bigint,
+    t: ScanTest,
+  ): Promise<{ n: number; walkEnd: bigint }> {
+    const arg = this.#argFor(start, end, t);
+    const r = await rawSyscallOffThread(SYS.ioctl, fd, PAGEMAP_SCAN, arg);
+    return { n: r < 0n ? -1 : Number(r), walkEnd: this.#arg[4] };
+  }
+
+  #argFor(start: bigint, end: bigint, t: ScanTest): BigUint64Array {
     const a = this.#arg;
     a[0] = 96n;
     a[1] = t.flags ?? 0n;
@@ -64,7 +84,6 @@ export class ScanBuffer {
     a[9] = t.mask ?? 0n;
     a[10] = t.anyOf ?? 0n;
     a[11] = t.returnMask;
-    const r = rawSyscall(SYS.ioctl, fd, PAGEMAP_SCAN, a);
-    return { n: Number(r), walkEnd: a[4] };
+    return a;
   }
 }

@@ -468,6 +468,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       await Deno.remove(precopy!.processes.get(gone)!.path).catch(() => {});
       precopy!.drop(gone);
     }
+    await parent?.scanned(); // the final dump's page table walks (engine/dump/parent.ts)
     let reused = 0, parentBytes = 0;
     for (const { p, collected, image } of described) {
       // planInheritance may have moved (and grown) the bootstrap.

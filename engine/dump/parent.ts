@@ -10,7 +10,8 @@
  * is taken from the parent only when the parent image has it at the same
  * address and it was not written (its uffd-wp bit, set only by cryo's
  * protection, is still set). Then the tracking is armed again (another
- * pre-dump) or closed inside the target (the final dump). A process
+ * pre-dump) or taken out of the target (the final dump, whose walk runs on
+ * another thread while the dump collects: {@link ParentPages.scanned}). A process
  * without the tracking (new, exec'd, or the fd was closed) is read whole.
  *
  * @module
@@ -28,7 +29,7 @@ import {
   resolveChain,
 } from "../image/chain.ts";
 import { readMaps } from "../proc/maps.ts";
-import { PagemapScanner, type ScanRegion } from "../proc/pagemap_scan.ts";
+import { type DataAndWritten, PagemapScanner, type ScanRegion } from "../proc/pagemap_scan.ts";
 import type { FrozenTree } from "./freeze.ts";
 import { armTracking, rearm, type SplitPiece, splitRun } from "./precopy.ts";
 import {
@@ -84,6 +85,15 @@ function unwritten(runs: ChainRun[], written: [number, number][]): ChainRun[] {
   return out;
 }
 
+/** Regions per off-thread PAGEMAP_SCAN call (1.5 MiB): one call for ~30,000 written runs. */
+const OFF_THREAD_REGIONS = 1 << 16;
+
+/** {@link PagemapScanner.dataAndWrittenOffThread} of [start, end) of `pid`, closing the pagemap after. */
+async function scanOffThread(pid: number, start: number, end: number): Promise<DataAndWritten> {
+  using scanner = new PagemapScanner(pid, OFF_THREAD_REGIONS);
+  return await scanner.dataAndWrittenOffThread(start, end);
+}
+
 /** The parent chain of a dump and what each process may take from it. */
 export class ParentPages {
   /** The parent image (first) and its ancestors. */
@@ -136,6 +146,18 @@ export class ParentPages {
   /** The final dump's tracking, lifted once the tree runs again (or is dead): see {@link attach}. */
   release?: TrackingRelease;
 
+  /** The walks of a final dump still running (see {@link attach}). */
+  #scanning: Promise<void> = Promise.resolve();
+
+  /**
+   * Waits for the page table walks {@link attach} left running (a final
+   * dump): {@link processes} is complete once this resolves. The tree must
+   * stay frozen until then.
+   */
+  async scanned(): Promise<void> {
+    await this.#scanning;
+  }
+
   /** Whether the live tracking is the parent's generation (else everything is read). */
   #valid = false;
 
@@ -148,24 +170,40 @@ export class ParentPages {
   attach(tree: FrozenTree, keep: boolean, kill = false): void {
     const recorded = this.tracking?.fds ?? [];
     const fdNumbers = [...new Set(recorded.map((r) => r.fd))];
+    const tracked: { pid: number; runs: ChainRun[]; start: number; end: number }[] = [];
     for (const p of tree.processes) {
       const mine = recorded.find((r) => r.pid === p.pid);
       const runs = this.#runs.get(p.pid);
       if (!this.#valid || !mine || !runs || !isUffd(p.pid, mine.fd)) continue;
       const maps = readMaps(p.pid).filter((m) => m.path !== "[vsyscall]");
       if (maps.length === 0) continue;
-      const start = Number(maps[0].start), end = Number(maps[maps.length - 1].end);
-      using scanner = new PagemapScanner(p.pid);
-      const scan = scanner.dataAndWritten(start, end);
-      this.processes.set(
-        p.pid,
-        new ParentProcess(unwritten(runs, scan.written), { start, end, regions: scan.regions }),
-      );
+      tracked.push({
+        pid: p.pid,
+        runs,
+        start: Number(maps[0].start),
+        end: Number(maps[maps.length - 1].end),
+      });
     }
-    if (!keep) {
-      this.release = detachTracking(tree.processes.map((p) => p.pid), fdNumbers, kill);
-      return;
+    // Taking the tracking out of the tree leaves the protections (and so what the walks see).
+    if (!keep) this.release = detachTracking(tree.processes.map((p) => p.pid), fdNumbers, kill);
+    const scans: Promise<unknown>[] = [];
+    for (const { pid, runs, start, end } of tracked) {
+      const found = (scan: DataAndWritten) =>
+        this.processes.set(
+          pid,
+          new ParentProcess(unwritten(runs, scan.written), { start, end, regions: scan.regions }),
+        );
+      if (keep) {
+        using scanner = new PagemapScanner(pid);
+        found(scanner.dataAndWritten(start, end));
+      } else {
+        // The final dump does not touch the protections: the walk overlaps the collect.
+        scans.push(scanOffThread(pid, start, end).then(found));
+      }
     }
+    this.#scanning = Promise.all(scans).then(() => {});
+    this.#scanning.catch(() => {}); // settled by {@link scanned}, or dropped with a failed dump
+    if (!keep) return;
     for (const p of tree.processes) {
       const mine = recorded.find((r) => r.pid === p.pid);
       if (mine && isUffd(p.pid, mine.fd)) {

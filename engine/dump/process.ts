@@ -146,6 +146,10 @@ export function collectProcess(
   const stat = readStat(pid);
   const status = readStatus(pid);
   prepareTaskCollection(pid, tids);
+  // smaps alone (its area headers are the maps lines): one pass over 10,000 mappings, not two.
+  // Read before the injected calls, whose scratch mapping waits for a page
+  // table walk still running (engine/dump/parent.ts) while this one runs beside it.
+  const maps: MappingRecord[] = readSmapsBrief(pid);
   // Everything read by injected syscalls, in one session (one scratch page).
   const { injected, posixTimers, credentials, aio } = withInjection(pid, (s) => {
     const state = queryInjectedState(s, tids);
@@ -167,8 +171,6 @@ export function collectProcess(
   });
   const owners = queryFdOwners(pid, fds.map((f) => f.fd));
   const task = collectTaskState(pid, tids, injected.task, refusals);
-  // smaps alone (its area headers are the maps lines): one pass over 10,000 mappings, not two.
-  const maps: MappingRecord[] = readSmapsBrief(pid);
   const vmas: Vma[] = maps.map((m) => ({
     start: m.start,
     end: m.end,

@@ -37,10 +37,15 @@ export class PagemapScanner implements Disposable {
   /** The process. */
   readonly pid: number;
   readonly #fd: number;
-  readonly #buf = new ScanBuffer(4096);
+  readonly #buf: ScanBuffer;
 
-  constructor(pid: number) {
+  /**
+   * Opens the pagemap of `pid`; `capacity` regions are returned per ioctl
+   * (an off-thread walk wants one call: each further one waits for the main thread).
+   */
+  constructor(pid: number, capacity = 4096) {
     this.pid = pid;
+    this.#buf = new ScanBuffer(capacity);
     const O_RDONLY_CLOEXEC = 0o2000000;
     const fd = rawSyscall(SYS.open, cstr(`/proc/${pid}/pagemap`), O_RDONLY_CLOEXEC);
     if (fd < 0n) {
@@ -84,6 +89,36 @@ export class PagemapScanner implements Disposable {
   }
 
   /**
+   * {@link scan} with each ioctl on another thread, so that the main
+   * thread works while the kernel walks the page tables. Resolves false
+   * when a call failed (nothing more is reported: call {@link scan} for the error).
+   */
+  async scanOffThread(
+    start: number,
+    end: number,
+    test: ScanTest,
+    onRegion: (start: number, end: number, categories: number) => void,
+  ): Promise<boolean> {
+    let at = BigInt(start);
+    const stop = BigInt(end);
+    const vec = this.#buf.vec;
+    let floor = 0;
+    while (at < stop) {
+      const { n, walkEnd } = await this.#buf.scanOffThread(this.#fd, at, stop, test);
+      if (n < 0) return false;
+      for (let i = 0; i < n; i++) {
+        const s = Math.max(Number(vec[3 * i]), floor), e = Number(vec[3 * i + 1]);
+        if (s >= e) continue;
+        onRegion(s, e, Number(vec[3 * i + 2]));
+        floor = e;
+      }
+      if (walkEnd <= at) break;
+      at = walkEnd;
+    }
+    return true;
+  }
+
+  /**
    * The data pages of [start, end) (present or swapped, not guard regions)
    * as regions in address order, split where `anon` changes.
    */
@@ -107,30 +142,20 @@ export class PagemapScanner implements Disposable {
    * {@link dataRegions} and, in the same walk, which data pages were written
    * since they were write-protected, as [start, end) pairs.
    */
-  dataAndWritten(
-    start: number,
-    end: number,
-  ): { regions: ScanRegion[]; written: [number, number][] } {
-    const regions: ScanRegion[] = [];
-    const written: [number, number][] = [];
-    const FILE = Number(PAGE_IS.FILE), GUARD = Number(PAGE_IS.GUARD);
-    const WRITTEN = Number(PAGE_IS.WRITTEN);
-    this.scan(start, end, {
-      anyOf: DATA,
-      returnMask: PAGE_IS.FILE | PAGE_IS.GUARD | PAGE_IS.WRITTEN,
-    }, (s, e, c) => {
-      if (c & GUARD) return;
-      const anon = (c & FILE) === 0;
-      const last = regions[regions.length - 1];
-      if (last && last.end === s && last.anon === anon) last.end = e;
-      else regions.push({ start: s, end: e, anon });
-      if (c & WRITTEN) {
-        const w = written[written.length - 1];
-        if (w && w[1] === s) w[1] = e;
-        else written.push([s, e]);
-      }
-    });
-    return { regions, written };
+  dataAndWritten(start: number, end: number): DataAndWritten {
+    const d = dataAndWrittenCollector();
+    this.scan(start, end, DATA_AND_WRITTEN, d.onRegion);
+    return d.result;
+  }
+
+  /**
+   * {@link dataAndWritten} walked on another thread: the caller's thread
+   * works meanwhile (the process must stay stopped until it settles).
+   */
+  async dataAndWrittenOffThread(start: number, end: number): Promise<DataAndWritten> {
+    const d = dataAndWrittenCollector();
+    if (await this.scanOffThread(start, end, DATA_AND_WRITTEN, d.onRegion)) return d.result;
+    return this.dataAndWritten(start, end); // a failed call: again here, for its errno
   }
 
   /** The pages of [start, end) written since they were write-protected, as [start, end) pairs. */
@@ -180,4 +205,42 @@ export function runsOfRange(
     else out.push({ addr: s, length: e - s });
   }
   return i;
+}
+
+/** The data pages of a range and which of them were written since write-protected. */
+export interface DataAndWritten {
+  /** Data pages in address order, split where `anon` changes. */
+  regions: ScanRegion[];
+  /** The written pages, as [start, end) pairs. */
+  written: [number, number][];
+}
+
+/** The test of {@link PagemapScanner.dataAndWritten}. */
+const DATA_AND_WRITTEN: ScanTest = {
+  anyOf: DATA,
+  returnMask: PAGE_IS.FILE | PAGE_IS.GUARD | PAGE_IS.WRITTEN,
+};
+
+/** The region callback of {@link PagemapScanner.dataAndWritten} and what it fills. */
+function dataAndWrittenCollector(): {
+  onRegion: (s: number, e: number, c: number) => void;
+  result: DataAndWritten;
+} {
+  const regions: ScanRegion[] = [];
+  const written: [number, number][] = [];
+  const FILE = Number(PAGE_IS.FILE), GUARD = Number(PAGE_IS.GUARD);
+  const WRITTEN = Number(PAGE_IS.WRITTEN);
+  const onRegion = (s: number, e: number, c: number) => {
+    if (c & GUARD) return;
+    const anon = (c & FILE) === 0;
+    const last = regions[regions.length - 1];
+    if (last && last.end === s && last.anon === anon) last.end = e;
+    else regions.push({ start: s, end: e, anon });
+    if (c & WRITTEN) {
+      const w = written[written.length - 1];
+      if (w && w[1] === s) w[1] = e;
+      else written.push([s, e]);
+    }
+  };
+  return { onRegion, result: { regions, written } };
 }
