@@ -2,8 +2,9 @@
  * `deno run -A scripts/bench/finalfreeze.ts [mib] [runs] [--kill]`: the
  * freeze of the final dump of a pre-copy chain, phase by phase: one
  * 2 GiB writer (scripts/bench/dirtier.c at 16 MiB/s), then `runs` times a
- * pre-dump, a one second gap and a final dump (`parent`; left running,
- * or killing the writer with `--kill`, the last run only), in process,
+ * plain dump (left running, no pre-copy), a pre-dump, a one second gap
+ * and a final dump (`parent`; left running, or killing the writer with
+ * `--kill`, the last run only), in process,
  * with the time of each progress event (ms from the freeze when the dump
  * thaws the tree, else from the call) and of each `globalThis.__cryoMark(name)`
  * call a profiling session adds to the engine (none is committed; a mark
@@ -25,7 +26,16 @@ try {
   await sleep(1000);
   for (let i = 0; i < runs; i++) {
     const last = kill && i === runs - 1;
-    const pre = `${work}/pre-${i}`, fin = `${work}/fin-${i}`;
+    const pre = `${work}/pre-${i}`, fin = `${work}/fin-${i}`, plain = `${work}/plain-${i}`;
+    // The plain dump of the same writer (no pre-copy): the ratio's denominator.
+    const p = await checkpoint(w.child.pid, {
+      dir: plain,
+      leaveRunning: true,
+      precopy: false,
+      sync: false,
+    });
+    await Deno.remove(plain, { recursive: true });
+    await sleep(1000);
     await checkpoint(w.child.pid, { dir: pre, preDump: true, sync: false });
     await sleep(1000);
     const marks: [string, number][] = [];
@@ -52,6 +62,7 @@ try {
       : 0;
     for (const m of marks) m[1] -= origin;
     console.log(JSON.stringify({
+      plainFrozenMs: Math.round(p.stats.freezeSeconds * 1000),
       frozenMs: Math.round(r.stats.freezeSeconds * 1000),
       pagesMiB: +(r.stats.pagesBytes / 2 ** 20).toFixed(1),
       marks,
