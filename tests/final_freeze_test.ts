@@ -17,41 +17,26 @@ import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { restore } from "../engine/restore/mod.ts";
 import { readImage } from "../engine/inspect.ts";
-import { PM, readPagemap } from "../engine/proc/pagemap.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
 import { adoptPid, withTargets } from "./helpers/targets.ts";
-
-const READY = /^ready pid=(\d+) region=0x([0-9a-f]+) pages=(\d+)$/m;
-const CHECKS = ["pages", "writes", "rewrite"];
-const PAGE = 4096;
-
-/** A process's fds, and its userfaultfd state. */
-function traces(pid: number, region: bigint, pages: number) {
-  const fds = [...Deno.readDirSync(`/proc/${pid}/fd`)].map((e) =>
-    `${e.name} ${Deno.readLinkSync(`/proc/${pid}/fd/${e.name}`)}`
-  ).sort();
-  const uffdFlags = Deno.readTextFileSync(`/proc/${pid}/smaps`).split("\n")
-    .filter((l) => l.startsWith("VmFlags:") && /\b(uw|um|ui)\b/.test(l)).length;
-  const e = readPagemap(pid, region, region + BigInt(pages * PAGE));
-  let protectedPages = 0;
-  for (let i = 0; i < e.length; i++) if (e.hi(i) & PM.UFFD_WP) protectedPages++;
-  return { fds, uffdFlags, protectedPages };
-}
+import { RT_PRECOPY_CHECKS, RT_PRECOPY_READY, trackingTraces } from "./helpers/tracking.ts";
 
 Deno.test(
   "a final dump killing the tree: tracking left to the kill, none in the image, none restored, exact",
   withTargets(async () => {
-    const { t, trigger, ready } = await startTriggered("rt_precopy", READY, { extra: ["16"] });
+    const { t, trigger, ready } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
+      extra: ["16"],
+    });
     const region = BigInt(`0x${ready[2]}`), pages = Number(ready[3]);
-    const before = traces(t.pid, region, pages);
+    const before = trackingTraces(t.pid, region, pages);
     const d1 = await tempImageDir(), d2 = await tempImageDir();
     await checkpoint(t.pid, { dir: d1, preDump: true });
-    let atKill: ReturnType<typeof traces> | undefined;
+    let atKill: ReturnType<typeof trackingTraces> | undefined;
     const r = await checkpoint(t.pid, {
       dir: d2,
       parent: d1,
-      beforeKill: () => atKill = traces(t.pid, region, pages),
+      beforeKill: () => atKill = trackingTraces(t.pid, region, pages),
     });
     assert.ok((r.stats.parentReusedBytes ?? 0) > 0, "pages kept in the parent");
     assert.ok(atKill, "beforeKill ran");
@@ -66,25 +51,29 @@ Deno.test(
     const tree = await restore(d2);
     t.resetAfterRestore();
     for (const pid of tree.pids) if (pid !== t.pid) adoptPid(pid);
-    const restored = traces(t.pid, region, pages);
+    const restored = trackingTraces(t.pid, region, pages);
     assert.deepEqual(restored.fds, before.fds, "the restored process has its own fds only");
     assert.equal(restored.uffdFlags, 0, "no mapping registered with a userfaultfd");
     assert.equal(restored.protectedPages, 0, "no write-protected page");
     await Deno.writeTextFile(trigger, "");
-    assertChecksPassed(t, CHECKS, await t.wait(30000), { what: "restored via the chain" });
+    assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), {
+      what: "restored via the chain",
+    });
   }),
 );
 
 Deno.test(
   "a final dump failing after the tracking was taken (left running, then killing): the tree runs untracked",
   withTargets(async () => {
-    const { t, trigger, ready } = await startTriggered("rt_precopy", READY, { extra: ["8"] });
+    const { t, trigger, ready } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
+      extra: ["8"],
+    });
     const region = BigInt(`0x${ready[2]}`), pages = Number(ready[3]);
-    const before = traces(t.pid, region, pages);
+    const before = trackingTraces(t.pid, region, pages);
     for (const leaveRunning of [true, false]) {
       const d1 = await tempImageDir();
       await checkpoint(t.pid, { dir: d1, preDump: true });
-      assert.ok(traces(t.pid, region, pages).uffdFlags > 0, "tracking armed");
+      assert.ok(trackingTraces(t.pid, region, pages).uffdFlags > 0, "tracking armed");
       await assert.rejects(
         checkpoint(t.pid, {
           dir: await tempImageDir(),
@@ -97,12 +86,12 @@ Deno.test(
         /injected failure/,
       );
       assert.equal(t.poll(), undefined, "the target runs on");
-      const after = traces(t.pid, region, pages);
+      const after = trackingTraces(t.pid, region, pages);
       assert.deepEqual(after.fds, before.fds, `its own fds only (leaveRunning ${leaveRunning})`);
       assert.equal(after.uffdFlags, 0, "no mapping registered with a userfaultfd");
       assert.equal(after.protectedPages, 0, "no write-protected page");
     }
     await Deno.writeTextFile(trigger, "");
-    assertChecksPassed(t, CHECKS, await t.wait(30000), { what: "original" });
+    assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), { what: "original" });
   }),
 );

@@ -22,38 +22,23 @@
 import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { restore } from "../engine/restore/mod.ts";
-import { readPagemap } from "../engine/proc/pagemap.ts";
-import { PM } from "../engine/proc/pagemap.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
 import { adoptPid, withTargets } from "./helpers/targets.ts";
+import { RT_PRECOPY_CHECKS, RT_PRECOPY_READY, trackingTraces } from "./helpers/tracking.ts";
 import { pathExists, tempDir } from "./helpers/fs.ts";
 import { startPaused } from "./helpers/kill_anywhere.ts";
 
-const READY = /^ready pid=(\d+) region=0x([0-9a-f]+) pages=(\d+)$/m;
-const CHECKS = ["pages", "writes", "rewrite"];
 const PAGE = 4096;
-
-/** What of a process could betray a dump: its fds, mappings and userfaultfd state. */
-function traces(pid: number, region: bigint, pages: number) {
-  const fds = [...Deno.readDirSync(`/proc/${pid}/fd`)].map((e) =>
-    `${e.name} ${Deno.readLinkSync(`/proc/${pid}/fd/${e.name}`)}`
-  ).sort();
-  const maps = Deno.readTextFileSync(`/proc/${pid}/maps`);
-  const uffdFlags = Deno.readTextFileSync(`/proc/${pid}/smaps`).split("\n")
-    .filter((l) => l.startsWith("VmFlags:") && /\b(uw|um|ui)\b/.test(l)).length;
-  const e = readPagemap(pid, region, region + BigInt(pages * PAGE));
-  let protectedPages = 0;
-  for (let i = 0; i < e.length; i++) if (e.hi(i) & PM.UFFD_WP) protectedPages++;
-  return { fds, maps, uffdFlags, protectedPages };
-}
 
 Deno.test(
   "dump --leave-running of a process writing its memory: pre-copied, exact at the last freeze, no trace left",
   withTargets(async () => {
-    const { t, trigger, ready } = await startTriggered("rt_precopy", READY, { extra: ["64"] });
+    const { t, trigger, ready } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
+      extra: ["64"],
+    });
     const region = BigInt(`0x${ready[2]}`), pages = Number(ready[3]);
-    const before = traces(t.pid, region, pages);
+    const before = trackingTraces(t.pid, region, pages);
     const dir = await tempImageDir();
     const dump = await checkpoint(t.pid, { dir, leaveRunning: true, precopy: true });
     const pre = dump.stats.precopy;
@@ -63,7 +48,7 @@ Deno.test(
     assert.ok(pre.reusedBytes >= (pages / 2) * PAGE, `kept ${pre.reusedBytes} bytes`);
     assert.ok(pre.reusedBytes < pre.bytes, "some pre-copied pages were written and taken again");
 
-    const after = traces(t.pid, region, pages);
+    const after = trackingTraces(t.pid, region, pages);
     assert.deepEqual(after.fds, before.fds, "the same fds after the dump");
     assert.equal(after.maps, before.maps, "the same mappings after the dump");
     assert.equal(after.uffdFlags, 0, "no mapping registered with a userfaultfd");
@@ -71,35 +56,39 @@ Deno.test(
 
     // The original runs on, writes, and checks itself.
     await Deno.writeTextFile(trigger, "");
-    assertChecksPassed(t, CHECKS, await t.wait(30000), { what: "original after the dump" });
+    assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), {
+      what: "original after the dump",
+    });
 
     // The image is the memory of the last freeze: every page matches its generation.
     const tree = await restore(dir);
     t.resetAfterRestore();
     for (const pid of tree.pids) if (pid !== t.pid) adoptPid(pid);
-    assertChecksPassed(t, CHECKS, await t.wait(30000), { run: 2, what: "restored" });
+    assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), { run: 2, what: "restored" });
   }),
 );
 
 Deno.test(
   "dump --leave-running while the process remaps and drops parts of its memory: exact at the last freeze",
   withTargets(async () => {
-    const { t, trigger, ready } = await startTriggered("rt_precopy", READY, {
+    const { t, trigger, ready } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
       extra: ["64", "churn"],
     });
     const region = BigInt(`0x${ready[2]}`), pages = Number(ready[3]);
     const dir = await tempImageDir();
     const dump = await checkpoint(t.pid, { dir, leaveRunning: true, precopy: true });
     assert.ok(dump.stats.precopy, "the dump pre-copied");
-    const after = traces(t.pid, region, pages);
+    const after = trackingTraces(t.pid, region, pages);
     assert.equal(after.uffdFlags, 0, "no mapping registered with a userfaultfd");
     assert.equal(after.protectedPages, 0, "no write-protected page");
     await Deno.writeTextFile(trigger, "");
-    assertChecksPassed(t, CHECKS, await t.wait(30000), { what: "original after the dump" });
+    assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), {
+      what: "original after the dump",
+    });
     const tree = await restore(dir);
     t.resetAfterRestore();
     for (const pid of tree.pids) if (pid !== t.pid) adoptPid(pid);
-    assertChecksPassed(t, CHECKS, await t.wait(30000), { run: 2, what: "restored" });
+    assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), { run: 2, what: "restored" });
   }),
 );
 
@@ -118,25 +107,29 @@ Deno.test(
 Deno.test(
   "cryo dump --leave-running killed during the pre-copy's page copy: no image, the process untouched",
   withTargets(async () => {
-    const { t, trigger, ready } = await startTriggered("rt_precopy", READY, { extra: ["64"] });
+    const { t, trigger, ready } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
+      extra: ["64"],
+    });
     const region = BigInt(`0x${ready[2]}`), pages = Number(ready[3]);
-    const before = traces(t.pid, region, pages);
+    const before = trackingTraces(t.pid, region, pages);
     const dir = `${await tempDir("cryo-precopy-kill-")}/image`;
     // The second piece: the copy is under way, the tree runs, its pages are write-protected.
     const paused = await startPaused(
       ["dump", String(t.pid), "--dir", dir, "--leave-running", "--precopy"],
       "precopy-pages:2",
     );
-    assert.ok(traces(t.pid, region, pages).protectedPages > 0, "the copy was under way");
+    assert.ok(trackingTraces(t.pid, region, pages).protectedPages > 0, "the copy was under way");
     paused.child.kill("SIGKILL");
     await paused.output;
     assert.equal(pathExists(dir), false, "no image");
-    const after = traces(t.pid, region, pages);
+    const after = trackingTraces(t.pid, region, pages);
     assert.deepEqual(after.fds, before.fds, "the same fds");
     assert.equal(after.maps, before.maps, "the same mappings");
     assert.equal(after.uffdFlags, 0, "no mapping registered with a userfaultfd");
     assert.equal(after.protectedPages, 0, "no write-protected page");
     await Deno.writeTextFile(trigger, "");
-    assertChecksPassed(t, CHECKS, await t.wait(30000), { what: "original after the killed dump" });
+    assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), {
+      what: "original after the killed dump",
+    });
   }),
 );

@@ -23,28 +23,12 @@ import { restore } from "../engine/restore/mod.ts";
 import { flattenImage } from "../engine/image/chain.ts";
 import { readImage } from "../engine/inspect.ts";
 import { CHAIN_FORMAT_VERSION, IMAGE_FORMAT_VERSION } from "../engine/model.ts";
-import { readPagemap } from "../engine/proc/pagemap.ts";
-import { PM } from "../engine/proc/pagemap.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
 import { adoptPid, withTargets } from "./helpers/targets.ts";
+import { RT_PRECOPY_CHECKS, RT_PRECOPY_READY, trackingTraces } from "./helpers/tracking.ts";
 
-const READY = /^ready pid=(\d+) region=0x([0-9a-f]+) pages=(\d+)$/m;
-const CHECKS = ["pages", "writes", "rewrite"];
 const PAGE = 4096;
-
-/** What of a process could betray a dump: its fds, and userfaultfd state. */
-function traces(pid: number, region: bigint, pages: number) {
-  const fds = [...Deno.readDirSync(`/proc/${pid}/fd`)].map((e) =>
-    `${e.name} ${Deno.readLinkSync(`/proc/${pid}/fd/${e.name}`)}`
-  ).sort();
-  const uffdFlags = Deno.readTextFileSync(`/proc/${pid}/smaps`).split("\n")
-    .filter((l) => l.startsWith("VmFlags:") && /\b(uw|um|ui)\b/.test(l)).length;
-  const e = readPagemap(pid, region, region + BigInt(pages * PAGE));
-  let protectedPages = 0;
-  for (let i = 0; i < e.length; i++) if (e.hi(i) & PM.UFFD_WP) protectedPages++;
-  return { fds, uffdFlags, protectedPages };
-}
 
 /** No fd, and no mapping flag, of the image mentions a userfaultfd. */
 async function assertNoTrackingInImage(dir: string): Promise<void> {
@@ -60,14 +44,16 @@ async function assertNoTrackingInImage(dir: string): Promise<void> {
 Deno.test(
   "two pre-dumps then a final dump: incremental, exact through the chain, no trace left; bad parents refused; flatten",
   withTargets(async () => {
-    const { t, trigger, ready } = await startTriggered("rt_precopy", READY, { extra: ["32"] });
+    const { t, trigger, ready } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
+      extra: ["32"],
+    });
     const region = BigInt(`0x${ready[2]}`), pages = Number(ready[3]);
-    const before = traces(t.pid, region, pages);
+    const before = trackingTraces(t.pid, region, pages);
     const d1 = await tempImageDir(), d2 = await tempImageDir(), d3 = await tempImageDir();
 
     const r1 = await checkpoint(t.pid, { dir: d1, preDump: true });
     assert.ok(r1.manifest.tracking?.fds.length, "the pre-dump left tracking");
-    const armed = traces(t.pid, region, pages);
+    const armed = trackingTraces(t.pid, region, pages);
     assert.equal(armed.fds.length, before.fds.length + 1, "one fd more: the tracking");
     assert.ok(armed.uffdFlags > 0, "mappings registered");
     await assertNoTrackingInImage(d1);
@@ -90,7 +76,7 @@ Deno.test(
     assert.ok((r3.stats.parentReusedBytes ?? 0) >= half, `d3 kept ${r3.stats.parentReusedBytes}`);
     assert.ok(r3.stats.pagesBytes < pages * PAGE, "d3 stores less than the whole region");
     assert.equal(r3.manifest.tracking, undefined);
-    const after = traces(t.pid, region, pages);
+    const after = trackingTraces(t.pid, region, pages);
     assert.deepEqual(after.fds, before.fds, "the same fds after the final dump");
     assert.equal(after.uffdFlags, 0, "no mapping registered with a userfaultfd");
     assert.equal(after.protectedPages, 0, "no write-protected page");
@@ -98,7 +84,9 @@ Deno.test(
 
     // The original runs on, writes, and checks itself.
     await Deno.writeTextFile(trigger, "");
-    assertChecksPassed(t, CHECKS, await t.wait(30000), { what: "original after the final dump" });
+    assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), {
+      what: "original after the final dump",
+    });
 
     const flat = await tempImageDir();
     const flatManifest = await flattenImage(d3, flat);
@@ -109,7 +97,10 @@ Deno.test(
     let tree = await restore(d3);
     t.resetAfterRestore();
     for (const pid of tree.pids) if (pid !== t.pid) adoptPid(pid);
-    assertChecksPassed(t, CHECKS, await t.wait(30000), { run: 2, what: "restored via the chain" });
+    assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), {
+      run: 2,
+      what: "restored via the chain",
+    });
 
     // A missing parent, then a changed one: one line naming it.
     await Deno.rename(d1, `${d1}.away`);
@@ -128,20 +119,25 @@ Deno.test(
     tree = await restore(flat);
     t.resetAfterRestore();
     for (const pid of tree.pids) if (pid !== t.pid) adoptPid(pid);
-    assertChecksPassed(t, CHECKS, await t.wait(30000), { run: 3, what: "restored from flat" });
+    assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), {
+      run: 3,
+      what: "restored from flat",
+    });
   }),
 );
 
 Deno.test(
   "an abandoned pre-dump: cancel removes the tracking; a plain dump after a pre-dump removes it too",
   withTargets(async () => {
-    const { t, trigger, ready } = await startTriggered("rt_precopy", READY, { extra: ["8"] });
+    const { t, trigger, ready } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
+      extra: ["8"],
+    });
     const region = BigInt(`0x${ready[2]}`), pages = Number(ready[3]);
-    const before = traces(t.pid, region, pages);
+    const before = trackingTraces(t.pid, region, pages);
     await checkpoint(t.pid, { dir: await tempImageDir(), preDump: true });
-    assert.ok(traces(t.pid, region, pages).uffdFlags > 0, "tracking armed");
+    assert.ok(trackingTraces(t.pid, region, pages).uffdFlags > 0, "tracking armed");
     assert.equal(cancelPreDump(t.pid), 1, "one fd closed");
-    const cancelled = traces(t.pid, region, pages);
+    const cancelled = trackingTraces(t.pid, region, pages);
     assert.deepEqual(cancelled.fds, before.fds);
     assert.equal(cancelled.uffdFlags, 0);
     assert.equal(cancelled.protectedPages, 0);
@@ -155,20 +151,22 @@ Deno.test(
       checkpoint(t.pid, { dir: await tempImageDir(), parent: plain }),
       /is not a pre-dump/,
     );
-    const after = traces(t.pid, region, pages);
+    const after = trackingTraces(t.pid, region, pages);
     assert.deepEqual(after.fds, before.fds);
     assert.equal(after.uffdFlags, 0);
     assert.equal(after.protectedPages, 0);
     await assertNoTrackingInImage(plain);
     await Deno.writeTextFile(trigger, "");
-    assertChecksPassed(t, CHECKS, await t.wait(30000), { what: "original" });
+    assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), { what: "original" });
   }),
 );
 
 Deno.test(
   "a chain while the process remaps and drops parts of its memory, the final dump killing it: exact at the final freeze",
   withTargets(async () => {
-    const { t, trigger } = await startTriggered("rt_precopy", READY, { extra: ["16", "churn"] });
+    const { t, trigger } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
+      extra: ["16", "churn"],
+    });
     const d1 = await tempImageDir(), d2 = await tempImageDir(), d3 = await tempImageDir();
     await checkpoint(t.pid, { dir: d1, preDump: true });
     await new Promise((r) => setTimeout(r, 200));
@@ -183,7 +181,9 @@ Deno.test(
     const tree = await restore(d3);
     t.resetAfterRestore();
     for (const pid of tree.pids) if (pid !== t.pid) adoptPid(pid);
-    assertChecksPassed(t, CHECKS, await t.wait(30000), { what: "restored via the chain" });
+    assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), {
+      what: "restored via the chain",
+    });
   }),
 );
 

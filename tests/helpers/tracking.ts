@@ -1,0 +1,33 @@
+/**
+ * The write-tracking traces a dump could leave in a process, for the
+ * pre-copy, pre-dump and final-freeze tests (tests/targets/rt_precopy.c).
+ *
+ * @module
+ */
+
+import { PM, readPagemap } from "../../engine/proc/pagemap.ts";
+
+/** rt_precopy's ready line: pid, its region's address and page count. */
+export const RT_PRECOPY_READY = /^ready pid=(\d+) region=0x([0-9a-f]+) pages=(\d+)$/m;
+/** The checks rt_precopy reports after its trigger. */
+export const RT_PRECOPY_CHECKS = ["pages", "writes", "rewrite"];
+
+const PAGE = 4096;
+
+/**
+ * What of a process could betray a dump: its fds, its mappings, how many
+ * mappings carry a userfaultfd VmFlag, and how many pages of `pages` at
+ * `region` are write-protected.
+ */
+export function trackingTraces(pid: number, region: bigint, pages: number) {
+  const fds = [...Deno.readDirSync(`/proc/${pid}/fd`)].map((e) =>
+    `${e.name} ${Deno.readLinkSync(`/proc/${pid}/fd/${e.name}`)}`
+  ).sort();
+  const maps = Deno.readTextFileSync(`/proc/${pid}/maps`);
+  const uffdFlags = Deno.readTextFileSync(`/proc/${pid}/smaps`).split("\n")
+    .filter((l) => l.startsWith("VmFlags:") && /\b(uw|um|ui)\b/.test(l)).length;
+  const e = readPagemap(pid, region, region + BigInt(pages * PAGE));
+  let protectedPages = 0;
+  for (let i = 0; i < e.length; i++) if (e.hi(i) & PM.UFFD_WP) protectedPages++;
+  return { fds, maps, uffdFlags, protectedPages };
+}
