@@ -29,6 +29,7 @@ import {
   resolveChain,
 } from "../image/chain.ts";
 import { readMaps } from "../proc/maps.ts";
+import { splitAtWritten } from "./written_ranges.ts";
 import { type DataAndWritten, PagemapScanner, type ScanRegion } from "../proc/pagemap_scan.ts";
 import type { FrozenTree } from "./freeze.ts";
 import { armTracking, rearm, type SplitPiece, splitRun } from "./precopy.ts";
@@ -61,28 +62,7 @@ export class ParentProcess {
 
 /** `runs` (sorted) without the `written` ranges (sorted, [start, end)). */
 function unwritten(runs: ChainRun[], written: [number, number][]): ChainRun[] {
-  const out: ChainRun[] = [];
-  let w = 0;
-  for (const r of runs) {
-    let at = r.addr;
-    const end = r.addr + r.length;
-    while (w < written.length && written[w][1] <= at) w++;
-    for (let j = w; at < end; j++) {
-      const range = written[j];
-      const keep = (to: number) => {
-        if (to > at) {
-          out.push({ ...r, addr: at, length: to - at, fileOffset: r.fileOffset + (at - r.addr) });
-        }
-      };
-      if (!range || range[0] >= end) {
-        keep(end);
-        break;
-      }
-      keep(Math.max(at, range[0]));
-      at = Math.max(at, Math.min(end, range[1]));
-    }
-  }
-  return out;
+  return splitAtWritten(runs, written).filter((p) => !p.written).map((p) => p.piece);
 }
 
 /** Regions per off-thread PAGEMAP_SCAN call (1.5 MiB): one call for ~30,000 written runs. */

@@ -61,6 +61,7 @@ import * as zlib from "node:zlib";
 import { CRC_BLOCK } from "./memory.ts";
 import { crc32Combine } from "../image/checksum.ts";
 import { type CopiedRun, type CopyJob, copyPlanned, type CopyResult } from "./precopy_copy.ts";
+import { splitAtWritten } from "./written_ranges.ts";
 import { BOOTSTRAP_FILE_OFFSET } from "../image/writer.ts";
 import { closeInTarget, setTrackingFd, trackingFdBase } from "./tracking.ts";
 
@@ -283,28 +284,7 @@ export class PrecopyProcess {
  * them are valid, pieces inside are not.
  */
 function markValid(runs: CopiedRun[], written: [number, number][]): CopiedRun[] {
-  const out: CopiedRun[] = [];
-  let w = 0;
-  for (const r of runs) {
-    let at = r.addr;
-    const end = r.addr + r.length;
-    while (w < written.length && written[w][1] <= at) w++;
-    for (let j = w; at < end; j++) {
-      const range = written[j];
-      if (range && range[1] <= at) continue;
-      const piece = (to: number, valid: boolean) => {
-        out.push({ addr: at, length: to - at, fileOffset: r.fileOffset + (at - r.addr), valid });
-        at = to;
-      };
-      if (!range || range[0] >= end) {
-        piece(end, true);
-        break;
-      }
-      if (range[0] > at) piece(range[0], true);
-      piece(Math.min(end, range[1]), false);
-    }
-  }
-  return out;
+  return splitAtWritten(runs, written).map((p) => ({ ...p.piece, valid: !p.written }));
 }
 
 /** Whether a mapping's pages can be tracked and pre-copied. */
