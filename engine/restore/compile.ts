@@ -78,6 +78,7 @@ import {
 } from "../memory/inherit_restore.ts";
 import { emitZombieBranches, emitZombies } from "../task/zombies.ts";
 import { SIGTRAP } from "../task/sigtrap.ts";
+import { emitThreadSections, type ThreadSections } from "./thread_state.ts";
 
 /** Slot numbers used by compiled programs. */
 export const SLOTS = {
@@ -135,6 +136,8 @@ export interface CompiledProcess {
   deferred: DeferredSyscall[];
   /** Lazy restore: the mappings the engine serves through the process's userfaultfd. */
   lazy?: LazyRegion[];
+  /** The own-state section of each thread but the main one, run at finalize (thread_state.ts). */
+  threadSections: ThreadSections;
 }
 
 const PROT = (perms: string) =>
@@ -185,6 +188,7 @@ export function compileProcess(proc: ProcessImage, opts: CompileOptions): Compil
   const deferred: DeferredSyscall[] = [];
   emitProgram(p, proc, opts, fds, boot.slotsAddress, deferred);
   const creds = emitCredsSections(p, proc);
+  const threadSections = emitThreadSections(p, proc);
   const restore = p.build();
   const bootstrap = boot.finish({ restore, standalone });
   const limit = base + BigInt(proc.bootstrap.size) - BigInt(VDSO_SCRATCH_BYTES);
@@ -205,6 +209,7 @@ export function compileProcess(proc: ProcessImage, opts: CompileOptions): Compil
     sharedCreated,
     deferred,
     lazy: opts.lazy ? lazyRegions(proc, opts.images) : undefined,
+    threadSections,
   };
 }
 

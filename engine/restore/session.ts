@@ -46,7 +46,7 @@ import {
 import { findSyscallInstruction, injectSyscall } from "../../ffi/inject.ts";
 import { processVmWriteFully } from "../../ffi/process_vm.ts";
 import { regsFromHex } from "../../ffi/regs.ts";
-import { decodeXsaveHeader, stackT, xsaveXcr0 } from "../../ffi/structs.ts";
+import { decodeXsaveHeader, xsaveXcr0 } from "../../ffi/structs.ts";
 import { errnoName } from "../../ffi/errno.ts";
 import { decodeBase64 } from "../base64.ts";
 import type { ProcessImage } from "../model.ts";
@@ -68,6 +68,7 @@ import { releaseTree } from "../task/stopped.ts";
 import { reissueInterrupted } from "../task/syscalls.ts";
 import { restoreSigtrap } from "../task/sigtrap.ts";
 import { handOverFds } from "../pidns/handover.ts";
+import { runThreadSections } from "./thread_state.ts";
 
 /** One process to restore: its description, image path and compiled program. */
 export interface RestoreUnit {
@@ -460,70 +461,8 @@ export class RestoreSession {
       const pid = image.pid;
       const gadget = compiled.syscallGadget;
       const scratch = compiled.vdsoScratch - 4096n;
-      for (const t of image.threads) {
-        if (t.tid !== pid) {
-          // Per-thread state that only the thread itself can set.
-          if (BigInt(t.robustList.head) !== 0n) {
-            check(
-              `set_robust_list(${t.tid})`,
-              injectSyscall(
-                t.tid,
-                gadget,
-                SYS.set_robust_list,
-                BigInt(t.robustList.head),
-                t.robustList.len,
-              ),
-            );
-          }
-          if (t.rseq) {
-            check(
-              `rseq(${t.tid})`,
-              injectSyscall(
-                t.tid,
-                gadget,
-                SYS.rseq,
-                BigInt(t.rseq.addr),
-                t.rseq.len,
-                0,
-                BigInt(t.rseq.sig),
-              ),
-            );
-          }
-          if (BigInt(t.sigaltstack.sp) !== 0n || t.sigaltstack.flags !== 2) {
-            processVmWriteFully(
-              pid,
-              scratch,
-              stackT.encode({
-                sp: BigInt(t.sigaltstack.sp),
-                flags: t.sigaltstack.flags & ~1,
-                size: BigInt(t.sigaltstack.size),
-              }),
-            );
-            check(
-              `sigaltstack(${t.tid})`,
-              injectSyscall(t.tid, gadget, SYS.sigaltstack, scratch, 0),
-            );
-          }
-          for (const sig of t.pending.filter((x) => x.signo !== SIGSTOP && x.signo !== SIGTRAP)) {
-            processVmWriteFully(pid, scratch + 128n, decodeBase64(sig.raw));
-            check(
-              `rt_tgsigqueueinfo(${t.tid}, ${sig.signo})`,
-              injectSyscall(
-                t.tid,
-                gadget,
-                SYS.rt_tgsigqueueinfo,
-                pid,
-                t.tid,
-                sig.signo,
-                scratch + 128n,
-              ),
-            );
-          }
-          const name = new TextEncoder().encode(t.comm.slice(0, 15) + "\0");
-          processVmWriteFully(pid, scratch + 64n, name);
-          injectSyscall(t.tid, gadget, SYS.prctl, 15, /* PR_SET_NAME */ scratch + 64n);
-        }
-      }
+      // Per-thread state that only the thread itself can set (engine/restore/thread_state.ts).
+      runThreadSections(pid, compiled.bootstrap, compiled.threadSections);
       this.#joinGroup(image, gadget);
       restoreCgroups(image);
       this.#setForegroundGroup(image, gadget, scratch);

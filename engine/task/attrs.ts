@@ -219,6 +219,8 @@ export function restoreAttrsAfterCredentials(image: ProcessImage, inj: TaskInjec
   const pid = image.pid;
   for (const t of image.threads) {
     const sig = t.attrs!.pdeathsig;
+    // Every restored task starts with none (a new task's is 0; nothing in a restore sets it).
+    if (sig === 0) continue;
     prctlIn(inj, pid, t.tid, `prctl(PR_SET_PDEATHSIG, ${sig})`, PR_SET_PDEATHSIG, sig);
   }
   const dumpable = image.attrs!.dumpable;

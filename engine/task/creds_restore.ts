@@ -39,7 +39,7 @@ export interface CompiledCreds {
 }
 
 /** A stopped thread to continue from other registers, and where it must stop again. */
-interface Run {
+export interface Run {
   tid: number;
   regs: UserRegs;
   /** Explains the stop when it is not the expected one (null: as expected). */
@@ -51,7 +51,7 @@ interface Run {
  * waits for each to stop again; returns the registers at those stops.
  * Throws `fail` + the first explanation of an unexpected stop.
  */
-function runAll(runs: Run[], fail: (tid: number) => string): UserRegs[] {
+export function runAll(runs: Run[], fail: (tid: number) => string): UserRegs[] {
   for (const r of runs) {
     setRegs(r.tid, r.regs);
     cont(r.tid, 0);
@@ -70,7 +70,7 @@ function runAll(runs: Run[], fail: (tid: number) => string): UserRegs[] {
 }
 
 /** A run of the program from op `op` in thread `tid` (stopped) until DONE. */
-function sectionRun(tid: number, boot: Bootstrap, op: number): Run {
+export function sectionRun(tid: number, boot: Bootstrap, op: number): Run {
   const program = boot.restore;
   const regs = getRegs(tid);
   regs.rip = boot.resumeRip;

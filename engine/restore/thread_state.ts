@@ -1,0 +1,88 @@
+/**
+ * The per-thread state that only a thread itself can set (robust futex
+ * list, rseq area, alternate signal stack, the signals queued to it, its
+ * name), for every thread but the main one (whose restore program sets
+ * them): one section of the restore program per thread, after its END.
+ * At finalize the engine runs the sections of all threads of a process at
+ * once (one resume and one stop per thread, all threads in parallel)
+ * instead of injecting each syscall into each thread in turn.
+ *
+ * A section's syscalls are checked like any op of the program: a refusal
+ * stops the thread at the stub's FAIL and fails the restore with the op's
+ * comment (the whole tree is then killed, as for any failure).
+ *
+ * @module
+ */
+
+import { SYS } from "../../ffi/sysno.ts";
+import { stackT } from "../../ffi/structs.ts";
+import { decodeBase64 } from "../base64.ts";
+import type { ProcessImage } from "../model.ts";
+import type { ProgramBuilder } from "../program/builder.ts";
+import { runAll, sectionRun } from "../task/creds_restore.ts";
+import type { Bootstrap } from "./stub.ts";
+
+const PR_SET_NAME = 15;
+const SIGTRAP = 5;
+const SIGSTOP = 19;
+const SS_DISABLE = 2;
+const SS_ONSTACK = 1;
+
+/** The section of each thread but the main one: the op its program starts at. */
+export type ThreadSections = { tid: number; op: number }[];
+
+/**
+ * Appends one section per non-main thread of `proc` to the program (after
+ * its END: the main program never reaches them). Pending SIGSTOP and
+ * SIGTRAP are left out, as before (engine/task/stopped.ts, sigtrap.ts).
+ */
+export function emitThreadSections(p: ProgramBuilder, proc: ProcessImage): ThreadSections {
+  const out: ThreadSections = [];
+  for (const t of proc.threads) {
+    if (t.tid === proc.pid) continue;
+    const op = p.opCount;
+    const say = (what: string) => ({ comment: `thread ${t.tid}: ${what}` });
+    if (BigInt(t.robustList.head) !== 0n) {
+      p.op(SYS.set_robust_list, [BigInt(t.robustList.head), t.robustList.len], say("robust list"));
+    }
+    if (t.rseq) {
+      p.op(SYS.rseq, [BigInt(t.rseq.addr), t.rseq.len, 0, BigInt(t.rseq.sig)], say("rseq"));
+    }
+    if (BigInt(t.sigaltstack.sp) !== 0n || t.sigaltstack.flags !== SS_DISABLE) {
+      const ss = stackT.encode({
+        sp: BigInt(t.sigaltstack.sp),
+        flags: t.sigaltstack.flags & ~SS_ONSTACK, // not settable
+        size: BigInt(t.sigaltstack.size),
+      });
+      p.op(SYS.sigaltstack, [p.data(ss), 0], say("sigaltstack"));
+    }
+    for (const sig of t.pending.filter((x) => x.signo !== SIGSTOP && x.signo !== SIGTRAP)) {
+      p.op(
+        SYS.rt_tgsigqueueinfo,
+        [proc.pid, t.tid, sig.signo, p.data(decodeBase64(sig.raw))],
+        say(`pending signal ${sig.signo}`),
+      );
+    }
+    p.op(SYS.prctl, [PR_SET_NAME, p.cstring(t.comm.slice(0, 15)), 0, 0, 0], say("name"));
+    p.end(`thread ${t.tid}: own state restored`);
+    out.push({ tid: t.tid, op });
+  }
+  return out;
+}
+
+/**
+ * Runs the sections of `sections` in their threads (stopped, the
+ * bootstrap still mapped), all at once; throws a RestoreError naming the
+ * thread and the op when one fails.
+ */
+export function runThreadSections(
+  pid: number,
+  bootstrap: Bootstrap,
+  sections: ThreadSections,
+): void {
+  if (!sections.length) return;
+  runAll(
+    sections.map(({ tid, op }) => sectionRun(tid, bootstrap, op)),
+    (tid) => `cannot restore the state of thread ${tid} of process ${pid}`,
+  );
+}
