@@ -249,14 +249,19 @@ export async function readImageFile(path: string): Promise<ImageInfo> {
       const end = hexToBigInt(m.end);
       // Each address parsed once (a fragmented image has a run every few pages).
       const addrs = m.pages.map((r) => hexToBigInt(r.addr));
-      const order = addrs.map((_, i) => i).sort((a, b) => (addrs[a] < addrs[b] ? -1 : 1));
-      for (let k = 1; k < order.length; k++) {
-        const [i, j] = [order[k - 1], order[k]];
-        if (addrs[i] + BigInt(m.pages[i].length) > addrs[j]) {
-          fail(`page runs ${m.pages[i].addr} and ${m.pages[j].addr} of mapping ${m.start} overlap`);
+      if (addrs.length > 1) {
+        const order = addrs.map((_, i) => i).sort((a, b) => (addrs[a] < addrs[b] ? -1 : 1));
+        for (let k = 1; k < order.length; k++) {
+          const [i, j] = [order[k - 1], order[k]];
+          if (addrs[i] + BigInt(m.pages[i].length) > addrs[j]) {
+            fail(
+              `page runs ${m.pages[i].addr} and ${m.pages[j].addr} of mapping ${m.start} overlap`,
+            );
+          }
         }
       }
-      for (const [i, r] of m.pages.entries()) {
+      for (let i = 0; i < m.pages.length; i++) {
+        const r = m.pages[i];
         const addr = addrs[i];
         const where = () => `page run ${r.addr}+${r.length} of mapping ${m.start}-${m.end}`;
         if (addr < start || addr + BigInt(r.length) > end) {
@@ -295,52 +300,15 @@ export async function readImageFile(path: string): Promise<ImageInfo> {
   }
 }
 
-const isHex = (x: unknown): boolean => typeof x === "string" && /^0x[0-9a-fA-F]+$/.test(x);
-const isInt = (x: unknown): boolean => Number.isSafeInteger(x);
-const isObj = (x: unknown): x is Record<string, unknown> =>
-  typeof x === "object" && x !== null && !Array.isArray(x);
-
 /**
  * Checks the parts of a ProcessImage that readers and restore rely on
- * (ids, mappings with page runs, threads with registers, bootstrap);
- * returns a reason, or undefined when the shape is fine.
+ * (ids, mappings with page runs, threads with registers, bootstrap: all
+ * of them in the schema, engine/image/schema.ts); returns a reason, or
+ * undefined when the shape is fine.
  */
 export function processImageShapeError(x: unknown): string | undefined {
-  if (!isObj(x)) return "not an object";
-  const problem = schemaProblem(processImageSchema, x);
-  if (problem) return problem;
-  for (const k of ["pid", "ppid", "pgid", "sid"]) if (!isInt(x[k])) return `${k} is not an integer`;
-  if (typeof x.comm !== "string") return "comm is not a string";
-  if (!Array.isArray(x.cmdline)) return "cmdline is not an array";
-  if (!isObj(x.creds) || !Array.isArray(x.creds.uid) || !Array.isArray(x.creds.gid)) {
-    return "creds missing";
-  }
-  if (!Array.isArray(x.auxv)) return "auxv is not an array";
-  if (!isObj(x.bootstrap) || !isHex(x.bootstrap.start) || !isInt(x.bootstrap.size)) {
-    return "bootstrap missing";
-  }
-  if (!Array.isArray(x.mappings)) return "mappings is not an array";
-  for (const [i, m] of x.mappings.entries()) {
-    if (!isObj(m) || !isHex(m.start) || !isHex(m.end) || !isHex(m.offset)) {
-      return `mapping ${i} lacks start/end/offset`;
-    }
-    if (typeof m.perms !== "string" || typeof m.name !== "string" || typeof m.kind !== "string") {
-      return `mapping ${i} lacks perms/name/kind`;
-    }
-    if (!Array.isArray(m.pages)) return `mapping ${i} has no pages array`;
-    for (const r of m.pages) {
-      if (!isObj(r) || !isHex(r.addr) || !isInt(r.length) || !isInt(r.fileOffset)) {
-        return `mapping ${i} has a malformed page run`;
-      }
-    }
-  }
-  if (!Array.isArray(x.threads) || x.threads.length === 0) return "no threads";
-  for (const [i, t] of x.threads.entries()) {
-    if (!isObj(t) || !isInt(t.tid) || !isObj(t.regs) || typeof t.xsave !== "string") {
-      return `thread ${i} lacks tid/regs/xsave`;
-    }
-  }
-  return undefined;
+  if (typeof x !== "object" || x === null || Array.isArray(x)) return "not an object";
+  return schemaProblem(processImageSchema, x);
 }
 
 /** A run whose data is in a parent image is not in this file (engine/image/chain.ts). */

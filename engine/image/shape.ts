@@ -73,8 +73,10 @@ export class Shape<T> {
 
   /** The first problem of `x` at `path`, or undefined. */
   problem(x: unknown, path: PathKey[]): Issue | undefined {
-    for (const c of this.checks) {
-      const issue = c(x, path);
+    // Indexed (no iterator): images of 10,000 mappings run this ~10^6 times.
+    const checks = this.checks;
+    for (let i = 0; i < checks.length; i++) {
+      const issue = checks[i](x, path);
       if (issue) return issue;
     }
     return undefined;
@@ -331,12 +333,13 @@ export function record<V>(key: Shape<string>, value: Shape<V>): Shape<Record<str
 export function looseObject<P extends Record<string, Shape<unknown>>>(
   props: P,
 ): Shape<{ [K in keyof P]: Infer<P[K]> } & Record<string, unknown>> {
-  const entries = Object.entries(props);
+  const keys = Object.keys(props);
+  const shapes = keys.map((k) => props[k]);
   return new Shape([(x, p) => {
     if (!isPlainObject(x)) return expected("object", x, p);
-    for (const [k, shape] of entries) {
-      p.push(k);
-      const issue = shape.problem(x[k], p);
+    for (let i = 0; i < keys.length; i++) {
+      p.push(keys[i]);
+      const issue = shapes[i].problem(x[keys[i]], p);
       p.pop();
       if (issue) return issue;
     }

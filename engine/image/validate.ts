@@ -23,6 +23,7 @@ const PID_MAX = 4 * 1024 * 1024;
 const FD_MAX = 1 << 24;
 /** The largest bootstrap range cryo reserves. */
 const BOOTSTRAP_MAX = 1 << 30;
+const PERMS = /^[r-][w-][x-][ps]$/;
 const isHex = (x: unknown): x is string => typeof x === "string" && /^0x[0-9a-fA-F]{1,16}$/.test(x);
 
 function pathProblem(what: string, p: unknown, absolute = true): string | undefined {
@@ -57,16 +58,16 @@ export function processProblem(p: ProcessImage, pidOne = false): string | undefi
   for (const m of p.mappings) {
     const start = BigInt(m.start);
     const end = BigInt(m.end);
-    const where = `mapping ${m.start}-${m.end}`;
     if (m.kind === "vsyscall") continue; // the kernel's, above user space
-    if (start % PAGE !== 0n || end % PAGE !== 0n || start >= end) return `${where} is malformed`;
-    if (end > USER_END) return `${where} lies beyond user space`;
-    if (start < prevEnd) return `${where} overlaps the previous mapping`;
-    if (start < bootEnd && boot < end) return `${where} overlaps the bootstrap range`;
-    if (!/^[r-][w-][x-][ps]$/.test(m.perms)) return `${where} has bad permissions ${m.perms}`;
-    if (BigInt(m.offset) % PAGE !== 0n) return `${where} has an unaligned file offset`;
+    const where = () => `mapping ${m.start}-${m.end}`; // made on failure only
+    if (start % PAGE !== 0n || end % PAGE !== 0n || start >= end) return `${where()} is malformed`;
+    if (end > USER_END) return `${where()} lies beyond user space`;
+    if (start < prevEnd) return `${where()} overlaps the previous mapping`;
+    if (start < bootEnd && boot < end) return `${where()} overlaps the bootstrap range`;
+    if (!PERMS.test(m.perms)) return `${where()} has bad permissions ${m.perms}`;
+    if (BigInt(m.offset) % PAGE !== 0n) return `${where()} has an unaligned file offset`;
     const bad = m.kind.startsWith("file")
-      ? pathProblem(`${where} file`, m.file?.path ?? m.name)
+      ? pathProblem(`${where()} file`, m.file?.path ?? m.name)
       : undefined;
     if (bad) return bad;
     prevEnd = end;

@@ -204,11 +204,12 @@ function collectMappingDetails(
 
 /** Restore: the madvise flags of a mapping, once its pages are in. */
 export function emitVmFlags(p: ProgramBuilder, m: Mapping): void {
-  const start = BigInt(m.start);
-  const len = BigInt(m.end) - start;
   for (const f of m.vmFlags) {
     const advice = MADVISE_FOR_FLAG[f];
-    if (advice !== undefined) p.op(SYS.madvise, [start, len, advice], { comment: `VmFlag ${f}` });
+    if (advice === undefined) continue; // most flags: no bigints made for them
+    const start = BigInt(m.start);
+    const len = BigInt(m.end) - start;
+    p.op(SYS.madvise, [start, len, advice], { comment: `VmFlag ${f}` });
   }
 }
 

@@ -155,6 +155,7 @@ function checkSlot(i: number): void {
 
 const I64_MIN = -(1n << 63n);
 const U64_LIMIT = 1n << 64n;
+const TWO32 = 2 ** 32;
 
 function toU64(v: number | bigint): bigint {
   // Programs of processes with many mappings have tens of thousands of ops:
@@ -168,8 +169,69 @@ function toU64(v: number | bigint): bigint {
   return BigInt.asUintN(64, v);
 }
 
+/**
+ * Writes `v` as a little-endian u64 at `at` (the value {@link toU64} gives,
+ * with its checks), without a bigint for a non-negative number.
+ */
+function setU64(view: DataView, at: number, v: number | bigint): void {
+  if (typeof v === "number" && v >= 0 && Number.isSafeInteger(v)) {
+    view.setUint32(at, v % TWO32, true);
+    view.setUint32(at + 4, Math.floor(v / TWO32), true);
+  } else view.setBigUint64(at, toU64(v), true);
+}
+
 function alignUp(v: bigint, a: bigint): bigint {
   return (v + a - 1n) / a * a;
+}
+
+/** What `op()` was given, kept to make the {@link Op} list on demand. */
+interface OpInput {
+  nr: number;
+  args: readonly ArgInput[];
+  opts: OpOptions;
+}
+
+/** A byte buffer that grows by doubling. */
+class Bytes {
+  buf = new Uint8Array(256);
+  view = new DataView(this.buf.buffer);
+  length = 0;
+
+  /** Makes room for `n` more bytes; returns the offset they start at. */
+  grow(n: number): number {
+    const at = this.length;
+    if (at + n > this.buf.length) {
+      let size = this.buf.length * 2;
+      while (size < at + n) size *= 2;
+      const next = new Uint8Array(size);
+      next.set(this.buf.subarray(0, at));
+      this.buf = next;
+      this.view = new DataView(next.buffer);
+    }
+    this.length = at + n;
+    return at;
+  }
+}
+
+/** The {@link Op} an `op()` call describes (jump targets as given, not yet resolved). */
+function opOf(input: OpInput): Op {
+  const { nr, args, opts } = input;
+  const values: bigint[] = [];
+  const argSlots: number[] = [];
+  for (let i = 0; i < 6; i++) {
+    const a = args[i] ?? 0;
+    if (typeof a === "object") {
+      argSlots.push(i);
+      values.push(BigInt(a.slot));
+    } else values.push(toU64(a));
+  }
+  const op: Op = { nr: nr >>> 0, args: values };
+  if (argSlots.length) op.argSlots = argSlots;
+  if (opts.store !== undefined) op.store = opts.store;
+  if (opts.allowFail) op.allowFail = true;
+  if (opts.jumpIfZeroTo !== undefined) op.jumpIfZeroTo = opts.jumpIfZeroTo;
+  if (opts.comment !== undefined) op.comment = opts.comment;
+  return op;
 }
 
 /**
@@ -178,13 +240,20 @@ function alignUp(v: bigint, a: bigint): bigint {
  * `data()` / `cstring()` return absolute addresses immediately (the data area
  * sits right after the header); ops are appended with `op()`, `copy()` and
  * `end()`; `label()` names the next op so an earlier op can jump to it.
+ * Ops are encoded as they are added (a process of 10,000 mappings has
+ * tens of thousands); the {@link Op} objects of `build().ops` are made only
+ * when asked for (failure messages, plan printing).
  */
 export class ProgramBuilder {
   /** Address of the program header; must be 64-byte aligned. */
   readonly base: bigint;
-  readonly #ops: Op[] = [];
+  readonly #inputs: OpInput[] = [];
+  /** The ops encoded so far, jump targets not yet filled in. */
+  readonly #encoded = new Bytes();
+  /** Indices of the ops with a jump. */
+  readonly #jumps: number[] = [];
   readonly #labels = new Map<string, number>();
-  #data: number[] = [];
+  readonly #data = new Bytes();
   #built: BuiltProgram | undefined;
   #onBuild: ((p: BuiltProgram) => void) | undefined;
 
@@ -202,7 +271,7 @@ export class ProgramBuilder {
 
   /** Number of ops added so far (= index of the next op). */
   get opCount(): number {
-    return this.#ops.length;
+    return this.#inputs.length;
   }
 
   #check(): void {
@@ -213,10 +282,10 @@ export class ProgramBuilder {
   data(bytes: Uint8Array, align = 8): bigint {
     this.#check();
     if (align <= 0 || (align & (align - 1)) !== 0) throw new Error(`bad alignment ${align}`);
-    while (this.#data.length % align !== 0) this.#data.push(0);
-    const addr = this.dataAddress + BigInt(this.#data.length);
-    for (const b of bytes) this.#data.push(b);
-    return addr;
+    const pad = (align - this.#data.length % align) % align;
+    const at = this.#data.grow(pad + bytes.length) + pad; // new bytes are zero
+    this.#data.buf.set(bytes, at);
+    return this.dataAddress + BigInt(at);
   }
 
   /** Reserves `size` zero bytes in the data area (e.g. a read buffer); returns the address. */
@@ -236,7 +305,7 @@ export class ProgramBuilder {
   u64s(values: readonly (number | bigint)[]): bigint {
     const buf = new Uint8Array(values.length * 8);
     const view = new DataView(buf.buffer);
-    values.forEach((v, i) => view.setBigUint64(i * 8, toU64(v), true));
+    values.forEach((v, i) => setU64(view, i * 8, v));
     return this.data(buf, 8);
   }
 
@@ -244,7 +313,7 @@ export class ProgramBuilder {
   label(name: string): this {
     this.#check();
     if (this.#labels.has(name)) throw new Error(`program label ${name} defined twice`);
-    this.#labels.set(name, this.#ops.length);
+    this.#labels.set(name, this.#inputs.length);
     return this;
   }
 
@@ -252,27 +321,29 @@ export class ProgramBuilder {
   op(nr: number, args: readonly ArgInput[], opts: OpOptions = {}): number {
     this.#check();
     if (args.length > 6) throw new Error(`${opName(nr)}: more than 6 arguments`);
-    const values: bigint[] = [];
-    const argSlots: number[] = [];
-    for (let i = 0; i < 6; i++) {
-      const a = args[i] ?? 0;
+    if (opts.store !== undefined) checkSlot(opts.store);
+    const at = this.#encoded.grow(OP_SIZE);
+    const view = this.#encoded.view;
+    let mask = 0;
+    for (let i = 0; i < args.length; i++) {
+      const a = args[i];
       if (typeof a === "object") {
         checkSlot(a.slot);
-        argSlots.push(i);
-        values.push(BigInt(a.slot));
-      } else {
-        values.push(toU64(a));
-      }
+        mask |= 1 << i;
+        view.setUint32(at + 8 + i * 8, a.slot, true);
+        view.setUint32(at + 12 + i * 8, 0, true);
+      } else setU64(view, at + 8 + i * 8, a);
     }
-    if (opts.store !== undefined) checkSlot(opts.store);
-    const op: Op = { nr: nr >>> 0, args: values };
-    if (argSlots.length) op.argSlots = argSlots;
-    if (opts.store !== undefined) op.store = opts.store;
-    if (opts.allowFail) op.allowFail = true;
-    if (opts.jumpIfZeroTo !== undefined) op.jumpIfZeroTo = opts.jumpIfZeroTo;
-    if (opts.comment !== undefined) op.comment = opts.comment;
-    this.#ops.push(op);
-    return this.#ops.length - 1;
+    for (let i = args.length; i < 6; i++) view.setBigUint64(at + 8 + i * 8, 0n, true);
+    view.setUint32(at, nr >>> 0, true);
+    view.setUint8(at + 4, mask);
+    view.setUint8(at + 5, opts.store ?? NO_SLOT);
+    view.setUint8(at + 6, opts.allowFail ? FLAG_ALLOW_FAIL : 0);
+    view.setUint8(at + 7, 0);
+    view.setBigUint64(at + 56, 0n, true);
+    if (opts.jumpIfZeroTo !== undefined) this.#jumps.push(this.#inputs.length);
+    this.#inputs.push({ nr, args: args.slice(), opts });
+    return this.#inputs.length - 1;
   }
 
   /** Appends a COPY op: memcpy(dst, src, len) inside the stub; returns its index. */
@@ -288,65 +359,61 @@ export class ProgramBuilder {
   /** Lays the program out and encodes it. Can be called once. */
   build(): BuiltProgram {
     this.#check();
-    const dataSize = this.#data.length;
-    const opsAddress = alignUp(this.dataAddress + BigInt(dataSize), 64n);
-    const ops = this.#ops.map((op, i) => {
-      if (op.jumpIfZeroTo === undefined) return op; // not used by the builder after build()
-      const t = typeof op.jumpIfZeroTo === "number"
-        ? op.jumpIfZeroTo
-        : this.#labels.get(op.jumpIfZeroTo);
-      if (t === undefined) throw new Error(`op #${i}: undefined label ${op.jumpIfZeroTo}`);
-      if (!Number.isInteger(t) || t < 0 || t >= this.#ops.length) {
+    const count = this.#inputs.length;
+    const targets = new Map<number, number>();
+    for (const i of this.#jumps) {
+      const to = this.#inputs[i].opts.jumpIfZeroTo!;
+      const t = typeof to === "number" ? to : this.#labels.get(to);
+      if (t === undefined) throw new Error(`op #${i}: undefined label ${to}`);
+      if (!Number.isInteger(t) || t < 0 || t >= count) {
         throw new Error(`op #${i}: jump target #${t} out of range`);
       }
-      return { ...op, jumpIfZeroTo: t };
-    });
-    const total = Number(opsAddress - this.base) + ops.length * OP_SIZE;
+      targets.set(i, t);
+    }
+    const dataSize = this.#data.length;
+    const opsAddress = alignUp(this.dataAddress + BigInt(dataSize), 64n);
+    const opsOffset = Number(opsAddress - this.base);
+    const total = opsOffset + count * OP_SIZE;
     const bytes = new Uint8Array(total);
     const view = new DataView(bytes.buffer);
     bytes.set(new TextEncoder().encode(PROGRAM_MAGIC), 0);
     view.setUint32(8, PROGRAM_VERSION, true);
-    view.setUint32(12, ops.length, true);
+    view.setUint32(12, count, true);
     view.setBigUint64(16, this.base, true);
     view.setBigUint64(24, this.dataAddress, true);
     view.setBigUint64(32, BigInt(dataSize), true);
     view.setBigUint64(40, opsAddress, true);
     view.setBigUint64(48, BigInt(total), true);
-    bytes.set(this.#data, PROGRAM_HEADER_SIZE);
-    const opsOffset = Number(opsAddress - this.base);
-    ops.forEach((op, i) => encodeOp(view, opsOffset + i * OP_SIZE, op, opsAddress));
+    bytes.set(this.#data.buf.subarray(0, dataSize), PROGRAM_HEADER_SIZE);
+    bytes.set(this.#encoded.buf.subarray(0, count * OP_SIZE), opsOffset);
+    for (const [i, t] of targets) {
+      const at = opsOffset + i * OP_SIZE;
+      view.setUint8(at + 6, view.getUint8(at + 6) | FLAG_JUMP_IF_ZERO);
+      view.setBigUint64(at + 56, opsAddress + BigInt(t) * BigInt(OP_SIZE), true);
+    }
+    const inputs = this.#inputs;
+    let ops: Op[] | undefined;
     const built: BuiltProgram = {
       base: this.base,
       bytes,
       opsAddress,
       dataAddress: this.dataAddress,
-      opCount: ops.length,
+      opCount: count,
       end: this.base + BigInt(total),
-      ops,
+      get ops(): Op[] {
+        ops ??= inputs.map((input, i) => {
+          const op = opOf(input);
+          const t = targets.get(i);
+          if (t !== undefined) op.jumpIfZeroTo = t;
+          return op;
+        });
+        return ops;
+      },
     };
     this.#built = built;
     this.#onBuild?.(built);
     return built;
   }
-}
-
-function encodeOp(view: DataView, at: number, op: Op, opsAddress: bigint): void {
-  let mask = 0;
-  if (op.argSlots) { for (const i of op.argSlots) mask |= 1 << i; }
-  let flags = 0;
-  if (op.allowFail) flags |= FLAG_ALLOW_FAIL;
-  let aux = 0n;
-  if (op.jumpIfZeroTo !== undefined) {
-    flags |= FLAG_JUMP_IF_ZERO;
-    aux = opsAddress + BigInt(op.jumpIfZeroTo as number) * BigInt(OP_SIZE);
-  }
-  view.setUint32(at, op.nr >>> 0, true);
-  view.setUint8(at + 4, mask);
-  view.setUint8(at + 5, op.store ?? NO_SLOT);
-  view.setUint8(at + 6, flags);
-  view.setUint8(at + 7, 0);
-  for (let i = 0; i < 6; i++) view.setBigUint64(at + 8 + i * 8, op.args[i] ?? 0n, true);
-  view.setBigUint64(at + 56, aux, true);
 }
 
 /** The header of a program blob. */

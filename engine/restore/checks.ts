@@ -34,14 +34,36 @@ function describeHolder(pid: number): string | undefined {
  */
 function groupHolder(ids: Set<number>): { id: number; pid: number; what: string } | undefined {
   for (const e of Deno.readDirSync("/proc")) {
-    if (!/^\d+$/.test(e.name)) continue;
+    const c = e.name.charCodeAt(0);
+    if (c < 48 || c > 57) continue; // not a pid
+    let g: { pgrp: number; session: number };
     try {
-      const { pgrp, session } = readStat(Number(e.name));
-      if (ids.has(pgrp)) return { id: pgrp, pid: Number(e.name), what: "process group" };
-      if (ids.has(session)) return { id: session, pid: Number(e.name), what: "session" };
-    } catch { /* gone meanwhile */ }
+      // An unexpected line goes through the full parser (which says why).
+      g = groupIdsOf(Deno.readTextFileSync(`/proc/${e.name}/stat`)) ?? readStat(Number(e.name));
+    } catch {
+      continue; // gone meanwhile
+    }
+    if (ids.has(g.pgrp)) return { id: g.pgrp, pid: Number(e.name), what: "process group" };
+    if (ids.has(g.session)) return { id: g.session, pid: Number(e.name), what: "session" };
   }
   return undefined;
+}
+
+/**
+ * pgrp and session (fields 5 and 6) of a stat line, without splitting the
+ * whole line (every process of the host is read); undefined when the line
+ * is not as expected.
+ */
+function groupIdsOf(text: string): { pgrp: number; session: number } | undefined {
+  const close = text.lastIndexOf(")");
+  if (close < 0) return undefined;
+  // ") S ppid pgrp session ..."
+  const f = text.slice(close + 2, close + 80).split(" ", 5);
+  const pgrp = Number(f[2]);
+  const session = Number(f[3]);
+  return f.length === 5 && Number.isSafeInteger(pgrp) && Number.isSafeInteger(session)
+    ? { pgrp, session }
+    : undefined;
 }
 
 /** Throws if any pid or tid of the image is taken, naming it and its holder. */
