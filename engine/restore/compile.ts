@@ -1,7 +1,7 @@
 /**
  * The restore compiler: turns a process description into the restore
  * program its image runs (a straight list of syscalls for the stub), plus
- * the per-thread steps the engine performs by injection at the end.
+ * the per-thread sections the engine runs at the end.
  *
  * Every decision is made here, in TypeScript; the stub only executes.
  * Order of the program:
@@ -164,6 +164,26 @@ function hexBig(h: string): bigint {
   return BigInt(h);
 }
 
+/**
+ * A hex value of the image as an op argument: a number when exact (13 hex
+ * digits or fewer, below 2^52: every user-space address), else a bigint.
+ * A process of 10,000 mappings has tens of thousands of them.
+ */
+function hexArg(h: string): number | bigint {
+  return h.length <= 15 ? parseInt(h, 16) : BigInt(h);
+}
+
+/** `a - b` of two {@link hexArg} values. */
+function minus(a: number | bigint, b: number | bigint): number | bigint {
+  return typeof a === "number" && typeof b === "number" ? a - b : BigInt(a) - BigInt(b);
+}
+
+/** `a + n` of a {@link hexArg} value. */
+function plus(a: number | bigint, n: number): number | bigint {
+  if (typeof a === "number" && Number.isSafeInteger(a + n)) return a + n;
+  return BigInt(a) + BigInt(n);
+}
+
 /** Compiles `proc` into its bootstrap blob (stub, standalone message and restore program). */
 export function compileProcess(proc: ProcessImage, opts: CompileOptions): CompiledProcess {
   const fds = planFds(
@@ -302,8 +322,8 @@ function emitMemory(p: ProgramBuilder, proc: ProcessImage, opts: CompileOptions)
       emitVmFlags(p, m);
       continue;
     }
-    const start = hexBig(m.start);
-    const len = hexBig(m.end) - start;
+    const start = hexArg(m.start);
+    const len = minus(hexArg(m.end), start);
     const prot = PROT(m.perms);
     // Mapped writable first (then mprotect'ed) when pages must be written in,
     // or when a private mapping was accounted ("ac": it had been writable),
@@ -332,7 +352,7 @@ function emitMemory(p: ProgramBuilder, proc: ProcessImage, opts: CompileOptions)
         openPath = opened;
       }
       const flags = (m.kind === "file-shared" ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED | growsDown;
-      p.op(SYS.mmap, [start, len, mapProt, flags, slot(SLOTS.file), hexBig(m.offset)], {
+      p.op(SYS.mmap, [start, len, mapProt, flags, slot(SLOTS.file), hexArg(m.offset)], {
         comment: mappingLabel(m),
       });
     }
@@ -349,7 +369,7 @@ function emitMemory(p: ProgramBuilder, proc: ProcessImage, opts: CompileOptions)
         // One pread moves at most 0x7ffff000 bytes: split large runs.
         for (let done = 0; done < run.length; done += PREAD_MAX) {
           const n = Math.min(PREAD_MAX, run.length - done);
-          const addr = done === 0 ? hexBig(run.addr) : hexBig(run.addr) + BigInt(done);
+          const addr = plus(hexArg(run.addr), done);
           if (n >= POPULATE_MIN) {
             // Faulting the pages in up front is cheaper than one fault per page under pread.
             p.op(SYS.madvise, [addr, n, MADV_POPULATE_WRITE], { allowFail: true });
@@ -514,7 +534,7 @@ function emitSignalsAndTimers(p: ProgramBuilder, proc: ProcessImage): void {
   }
   // Only the main thread's own queue here: the kernel accepts SI_USER/SI_TKILL
   // codes only from the target thread itself, so the engine queues the other
-  // threads' signals by injection into each of them (session.ts).
+  // threads' signals from their own sections (thread_state.ts).
   for (const t of proc.threads.filter((x) => x.tid === proc.pid)) {
     for (const s of t.pending.filter((x) => x.signo !== 19 && x.signo !== SIGTRAP)) {
       p.op(SYS.rt_tgsigqueueinfo, [proc.pid, t.tid, s.signo, p.data(decodeBase64(s.raw))], {
