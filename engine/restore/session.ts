@@ -7,15 +7,16 @@
  *
  * - at each image's exec stop the engine prepares the process (replaces
  *   the file-backed bootstrap with anonymous memory holding the freshly
- *   compiled program, moves the kernel's vvar/vdso to the dumped
- *   addresses, unmaps what the kernel set up for the exec) and starts the
- *   stub at its restore entry;
+ *   compiled program; then the stub, from a small program, moves the
+ *   kernel's vvar/vdso to the dumped addresses and unmaps what the kernel
+ *   set up for the exec: exec_setup.ts) and starts the stub at its restore
+ *   entry;
  * - child processes born from the program are let run (they exec their own
  *   image); threads are parked in their birth stop;
  * - when every process reached the program's END, the engine sets each
- *   thread's registers, XSAVE state and signal mask, performs the
- *   per-thread injections, unmaps the bootstrap, and detaches all tasks at
- *   once.
+ *   thread's registers, XSAVE state and signal mask, runs each thread's
+ *   own section of the program (thread_state.ts) and the remaining
+ *   injections, unmaps the bootstrap, and detaches all tasks at once.
  *
  * Any failure kills every task created so far.
  *
@@ -69,6 +70,7 @@ import { reissueInterrupted } from "../task/syscalls.ts";
 import { restoreSigtrap } from "../task/sigtrap.ts";
 import { handOverFds } from "../pidns/handover.ts";
 import { runThreadSections } from "./thread_state.ts";
+import { execSetupProgram, runExecSetup } from "./exec_setup.ts";
 
 /** One process to restore: its description, image path and compiled program. */
 export interface RestoreUnit {
@@ -96,7 +98,6 @@ export type RestoreEvent =
 
 const PROT_RWX = 7;
 const MAP_PRIVATE_FIXED_ANON = 0x02 | 0x10 | 0x20;
-const MREMAP_MAYMOVE_FIXED = 1 | 2;
 const SIGTRAP = 5;
 const SIGSTOP = 19;
 /** The PTRACE_O_* options every restored task is traced with. */
@@ -411,43 +412,15 @@ export class RestoreSession {
       injectSyscall(pid, site, SYS.mmap, base, size, PROT_RWX, MAP_PRIVATE_FIXED_ANON, -1, 0),
     );
     processVmWriteFully(pid, base, boot.blob);
-    const gadget = compiled.syscallGadget;
-    // 2. vvar/vdso to the dumped addresses, through a scratch area in the bootstrap.
-    const fresh = mapsOf(pid);
+    // 2. Unmap what the kernel set up for the exec, move vvar/vdso to the dumped
+    // addresses: one program the stub runs (engine/restore/exec_setup.ts).
     const wanted = image.mappings.filter((m) => m.kind === "vdso");
-    let scratch = compiled.vdsoScratch;
-    const parked: { at: bigint; len: bigint; to: bigint; name: string }[] = [];
-    for (const w of wanted) {
-      const cur = fresh.find((m) => m.name === w.name);
-      const len = BigInt(w.end) - BigInt(w.start);
-      if (!cur || cur.end - cur.start !== len) {
-        throw new RestoreError(`cannot restore: ${w.name} of this kernel differs from the dump`);
-      }
-      check(
-        `mremap(${w.name})`,
-        injectSyscall(pid, gadget, SYS.mremap, cur.start, len, len, MREMAP_MAYMOVE_FIXED, scratch),
-      );
-      parked.push({ at: scratch, len, to: BigInt(w.start), name: w.name });
-      scratch += len;
-    }
-    for (const p of parked) {
-      check(
-        `mremap(${p.name})`,
-        injectSyscall(pid, gadget, SYS.mremap, p.at, p.len, p.len, MREMAP_MAYMOVE_FIXED, p.to),
-      );
-    }
-    // 3. Unmap whatever else the kernel set up for the exec (its stack, ...).
-    const keep = (m: { start: bigint; end: bigint; name: string }) =>
-      m.name === "[vsyscall]" || (m.start >= base && m.end <= base + size) ||
-      wanted.some((w) => BigInt(w.start) === m.start);
-    for (const m of mapsOf(pid)) {
-      if (keep(m)) continue;
-      check(
-        `munmap(${m.name || "anon"})`,
-        injectSyscall(pid, gadget, SYS.munmap, m.start, m.end - m.start),
-      );
-    }
-    // 4. Run the restore program.
+    runExecSetup(
+      pid,
+      boot,
+      execSetupProgram(mapsOf(pid), wanted, base, size, compiled.vdsoScratch),
+    );
+    // 3. Run the restore program.
     const regs = getRegs(pid);
     regs.rip = boot.entryRestore;
     regs.orig_rax = 0xffffffffffffffffn;
