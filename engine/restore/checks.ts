@@ -13,6 +13,9 @@ import type { FileIdentity, Manifest, ProcessImage } from "../model.ts";
 import { RestoreError } from "../errors.ts";
 import { deletedFifoProblem } from "../fds/fifo.ts";
 import { credsProblems } from "../task/creds_check.ts";
+import { rawSyscall } from "../../ffi/libc.ts";
+import { SYS } from "../../ffi/sysno.ts";
+import { Errno } from "../../ffi/errno.ts";
 
 function describeHolder(pid: number): string | undefined {
   try {
@@ -70,13 +73,9 @@ function groupIdsOf(text: string): { pgrp: number; session: number } | undefined
 export function checkPidsFree(processes: readonly ProcessImage[]): void {
   for (const p of processes) {
     for (const id of [p.pid, ...p.threads.map((t) => t.tid), ...zombiePids([p])]) {
-      let exists = true;
-      try {
-        Deno.statSync(`/proc/${id}`);
-      } catch {
-        exists = false;
-      }
-      if (exists) {
+      // kill(id, 0): ESRCH when no task has this id (a thread's tid included),
+      // without a /proc lookup and an exception per free id.
+      if (rawSyscall(SYS.kill, id, 0) !== -BigInt(Errno.ESRCH)) {
         throw new RestoreError(`cannot restore: ${describeHolder(id) ?? `pid ${id} is in use`}`);
       }
     }
