@@ -178,7 +178,10 @@ export function freezeTree(root: number): FrozenTree {
           continue;
         }
         refuseZombieLeader(pid, threads);
-        refuseSharedMemoryChildren(pid, childrenOf(pid));
+        // Read once per round: a child forked before its parent's threads stopped
+        // means new threads were seized in this round, so another round reads again.
+        const kids = childrenOf(pid);
+        refuseSharedMemoryChildren(pid, kids);
         // Every new thread is seized and interrupted first, then all stops are awaited together.
         const started: number[] = [];
         for (const tid of threads) {
@@ -203,7 +206,7 @@ export function freezeTree(root: number): FrozenTree {
           if (stopSignal !== undefined && !groupStops.has(pid)) groupStops.set(pid, stopSignal);
         }
         added += started.length;
-        const { live: children, zombies } = splitZombies(childrenOf(pid));
+        const { live: children, zombies } = splitZombies(kids);
         const groupStop = groupStops.get(pid);
         processes.push({
           pid,

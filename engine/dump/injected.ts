@@ -36,7 +36,7 @@ import {
   installBatchCode,
 } from "../../ffi/syscall_batch.ts";
 import { type MapEntry, readMaps } from "../proc/maps.ts";
-import { readStatus } from "../proc/status.ts";
+import { type ProcStatus, readStatus, usesShadowStack } from "../proc/status.ts";
 import { pausePoint } from "../pause.ts";
 
 const hex = (v: bigint) => `0x${v.toString(16)}`;
@@ -49,6 +49,8 @@ export interface InjectedThreadState {
   pdeathsig: number;
   /** PR_GET_SECUREBITS, read in the same visit (engine/task/creds.ts uses it). */
   securebits: number;
+  /** PR_GET_TIMERSLACK, read in the same visit (engine/task/sched.ts uses it); -1: not read. */
+  timerSlackNs: number;
 }
 
 /** Process-wide results of {@link queryInjectedState}. */
@@ -96,8 +98,11 @@ export class InjectionSession {
   #batchAt: bigint | undefined;
   /** Stack bytes batch tables overwrote (thread, address, former content), put back on close. */
   readonly #chainSaved: { tid: number; at: bigint; bytes: Uint8Array }[] = [];
-  constructor(pid: number) {
+  /** Each thread's status read once after the freeze (engine/proc/status.ts readThreadStatuses), if given. */
+  readonly statuses: ReadonlyMap<number, ProcStatus> | undefined;
+  constructor(pid: number, statuses?: ReadonlyMap<number, ProcStatus>) {
     this.pid = pid;
+    this.statuses = statuses;
     this.site = findSyscallInstruction(pid);
     this.safeSites = findSafeSites(pid);
   }
@@ -119,10 +124,16 @@ export class InjectionSession {
           ? this.mainArea
           : areaBelow(tid, rsp, bytes, 0, this.#maps ??= readMaps(this.pid)),
       pausePoint,
+      this.#status(tid) && usesShadowStack(this.#status(tid)!),
     );
     this.#threads.set(tid, t);
     if (!keepCurrent) this.#current = t;
     return t;
+  }
+
+  /** The status of thread `tid` read with the session's, if any. */
+  #status(tid: number): ProcStatus | undefined {
+    return this.statuses?.get(tid);
   }
 
   /** Runs syscall `nr` in thread `tid`; returns the raw result (-errno on failure). */
@@ -194,7 +205,7 @@ export class InjectionSession {
     if (steps.length < MIN_BATCH) return one();
     pausePoint("inject");
     const t = this.#thread(tid, true);
-    const stop = t && batchStop(this.pid, tid, t.mask);
+    const stop = t && batchStop(this.pid, tid, t.mask, this.#status(tid));
     const table = stop && this.#tableArea(t, batchTableBytes(steps.length));
     if (!t || !stop || table === undefined) return one();
     const code = this.#batchCode(t);
@@ -337,8 +348,13 @@ export class InjectionSession {
  * Opens an injection session on the stopped process `pid`, runs `fn`, and
  * puts the threads and the scratch space back (also when `fn` throws).
  */
-export function withInjection<T>(pid: number, fn: (s: InjectionSession) => T): T {
-  const s = new InjectionSession(pid);
+export function withInjection<T>(
+  pid: number,
+  fn: (s: InjectionSession) => T,
+  /** Each thread's status, read once after the freeze (see {@link InjectionSession.statuses}). */
+  statuses?: ReadonlyMap<number, ProcStatus>,
+): T {
+  const s = new InjectionSession(pid, statuses);
   const rsp = getRegs(pid).rsp;
   const areaBytes = s.safeSites ? CrashSafeThread.bytesFor(xsaveSize(pid)) : 0;
   const area = areaBelow(pid, rsp, areaBytes, SCRATCH_BYTES);
@@ -451,11 +467,19 @@ function freePage(pid: number): bigint | undefined {
  * (ignore), it is neither pending nor blocked by the thread's own mask
  * `mask` (so the stop takes nothing the thread would have seen), with the
  * ids of the target's own pid namespace; undefined if there is none.
+ * `status`: the thread's status read after the freeze, if at hand (a
+ * signal that became pending since makes the batch stop early, at a place
+ * runBatch refuses: the dump fails, nothing is lost).
  */
-function batchStop(pid: number, tid: number, mask: bigint): BatchStop | undefined {
-  let st;
+function batchStop(
+  pid: number,
+  tid: number,
+  mask: bigint,
+  status?: ProcStatus,
+): BatchStop | undefined {
+  let st = status;
   try {
-    st = readStatus(pid, tid);
+    st ??= readStatus(pid, tid);
   } catch {
     return undefined;
   }
@@ -489,7 +513,7 @@ const AT = {
 
 /**
  * Reads sigactions, itimers, the program break, and each thread's
- * sigaltstack, clear_child_tid, parent-death signal and securebits: the
+ * sigaltstack, clear_child_tid, parent-death signal, securebits and timer slack: the
  * syscalls of each thread in one batch ({@link InjectionSession.calls}).
  */
 export function queryInjectedState(s: InjectionSession, tids: readonly number[]): InjectedState {
@@ -500,6 +524,7 @@ export function queryInjectedState(s: InjectionSession, tids: readonly number[])
     { nr: SYS.prctl, args: [PR_GET_TID_ADDRESS, sc + BigInt(AT.tidAddress)] },
     { nr: SYS.prctl, args: [PR_GET_PDEATHSIG, sc + BigInt(AT.pdeathsig)] },
     { nr: SYS.prctl, args: [PR_GET_SECUREBITS] },
+    { nr: SYS.prctl, args: [PR_GET_TIMERSLACK] },
   ];
   const names = ["sigaltstack", "prctl(PR_GET_TID_ADDRESS)", "prctl(PR_GET_PDEATHSIG)"];
   const threads = new Map<number, InjectedThreadState>();
@@ -508,6 +533,7 @@ export function queryInjectedState(s: InjectionSession, tids: readonly number[])
     const own = r.slice(first.length);
     own.forEach((v, i) => {
       if (v < 0n) {
+        if (i === 4) return; // timer slack: read from /proc instead (-1 below)
         const what = names[i] ?? "prctl(PR_GET_SECUREBITS)";
         throw new CryoError(
           `process ${s.pid}: ${what} in the target failed: ${errnoName(Number(-v))}`,
@@ -522,6 +548,7 @@ export function queryInjectedState(s: InjectionSession, tids: readonly number[])
       clearChildTid: hex(dv.getBigUint64(AT.tidAddress, true)),
       pdeathsig: dv.getInt32(AT.pdeathsig, true),
       securebits: Number(own[3]),
+      timerSlackNs: own[4] >= 0n ? Number(own[4]) : -1,
     });
     return { r: r.slice(0, first.length), out };
   };
@@ -578,3 +605,4 @@ export function queryInjectedState(s: InjectionSession, tids: readonly number[])
 const PR_GET_PDEATHSIG = 2;
 const PR_GET_SECUREBITS = 27;
 const PR_GET_TID_ADDRESS = 40;
+const PR_GET_TIMERSLACK = 30;
