@@ -82,13 +82,36 @@ const RESTORERS = [
   [0xb8, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05],
 ];
 
-function indexOf(buf: Uint8Array, n: number, pat: number[]): number {
-  for (let i = buf.indexOf(pat[0]); i >= 0 && i + pat.length <= n; i = buf.indexOf(pat[0], i + 1)) {
-    let j = 1;
-    while (j < pat.length && buf[i + j] === pat[j]) j++;
-    if (j === pat.length) return i;
+/** Whether `pat` is at `at` in the first `n` bytes of `buf`. */
+function matchAt(buf: Uint8Array, n: number, at: number, pat: readonly number[]): boolean {
+  if (at < 0 || at + pat.length > n) return false;
+  for (let j = 0; j < pat.length; j++) if (buf[at + j] !== pat[j]) return false;
+  return true;
+}
+
+/**
+ * The first `syscall; ret` and the first restorer in the first `n` bytes of
+ * `buf` (-1 when absent). Every sequence ends with or starts at a `syscall`
+ * (0f 05): one native search for its second byte anchors all of them.
+ */
+function scanSites(buf: Uint8Array, n: number, wantCall: boolean, wantRestorer: boolean) {
+  let call = -1;
+  let restorer = -1;
+  for (let i = buf.indexOf(0x05, 1); i >= 0 && i < n; i = buf.indexOf(0x05, i + 1)) {
+    if (buf[i - 1] !== 0x0f) continue;
+    const at = i - 1; // the syscall instruction
+    if (wantCall && call < 0 && matchAt(buf, n, at, CALL)) call = at;
+    if (wantRestorer && restorer < 0) {
+      for (const pat of RESTORERS) {
+        if (matchAt(buf, n, at + 2 - pat.length, pat)) {
+          restorer = at + 2 - pat.length;
+          break;
+        }
+      }
+    }
+    if ((!wantCall || call >= 0) && (!wantRestorer || restorer >= 0)) break;
   }
-  return -1;
+  return { call, restorer };
 }
 
 /**
@@ -123,15 +146,9 @@ export function findSafeSites(pid: number): SafeSites | undefined {
       } catch {
         break;
       }
-      if (call === undefined) {
-        const i = indexOf(buf, n, CALL);
-        if (i >= 0) call = a + BigInt(i);
-      }
-      for (const pat of RESTORERS) {
-        if (restorer !== undefined) break;
-        const i = indexOf(buf, n, pat);
-        if (i >= 0) restorer = a + BigInt(i);
-      }
+      const found = scanSites(buf, n, call === undefined, restorer === undefined);
+      if (found.call >= 0) call = a + BigInt(found.call);
+      if (found.restorer >= 0) restorer = a + BigInt(found.restorer);
     }
     if (call !== undefined && restorer !== undefined) return { call, restorer };
   }
