@@ -344,6 +344,16 @@ export class CrashSafeThread {
    * injected syscall. Afterwards the thread is where {@link call} leaves it.
    */
   runBatch(code: bigint, table: bigint, signal: number): void {
+    this.startBatch(code, table);
+    this.finishBatch(code, signal);
+  }
+
+  /**
+   * The first half of {@link runBatch}: points the thread at the batch and
+   * resumes it, without waiting (several threads can run their batches at
+   * once; each must run its own copy of the code, see engine/dump/injected.ts).
+   */
+  startBatch(code: bigint, table: bigint): void {
     setRegs(this.tid, {
       ...this.#orig,
       rip: code,
@@ -355,9 +365,15 @@ export class CrashSafeThread {
     if (!this.#injected) setSigmask(this.tid, ALL_SIGNALS);
     this.#injected = true;
     this.#hook("batch-mid");
+    this.#inSignalStop = false;
+    cont(this.tid, 0);
+  }
+
+  /** The second half of {@link runBatch}: waits for the batch's end (its stop by `signal`). */
+  finishBatch(code: bigint, signal: number): void {
     const stopAt = code + BigInt(BATCH_AFTER_SYSCALL);
     for (let i = 0; i < MAX_STOPS; i++) {
-      cont(this.tid, 0);
+      if (i > 0) cont(this.tid, 0);
       const st = waitStop(this.tid);
       if (st.event === 0 && st.signal === signal) {
         const r = getRegs(this.tid);

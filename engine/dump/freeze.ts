@@ -211,7 +211,8 @@ export function freezeTree(root: number): FrozenTree {
         processes.push({
           pid,
           children,
-          threads: threadsOf(pid),
+          // Unchanged when every thread was stopped already (stopped threads create none).
+          threads: started.length ? threadsOf(pid) : threads,
           ...(zombies.length ? { zombies } : {}),
           ...(groupStop !== undefined ? { groupStop } : {}),
         });

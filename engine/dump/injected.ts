@@ -218,6 +218,136 @@ export class InjectionSession {
   }
 
   /**
+   * Runs each job's batch in its thread, all threads at once (one resume
+   * each, all stops awaited together); returns each job's raw results and
+   * the `outBytes` bytes of its own output area, whose address the job's
+   * steps are built with (`steps(out)`: below the thread's table, in its
+   * own stack, saved and put back on close). The jobs' threads must be
+   * distinct; the first must be the main thread. Undefined, with nothing
+   * run, when a thread cannot take part (no crash-safe injection, no quiet
+   * signal, no room) or no pages can be mapped: the caller goes one thread
+   * at a time instead.
+   *
+   * Each thread runs its own copy of the batch code, in its own page of one
+   * mapping, and holds the munmap of that page alone as its undo: a cryo
+   * killed at any instant leaves each thread to finish its table and unmap
+   * its own page once it left it, so no thread unmaps code another one
+   * still runs. Before and after the batches the main thread holds the
+   * munmap of the whole mapping, which it finally runs.
+   */
+  callsTogether(
+    jobs: readonly {
+      tid: number;
+      steps: (out: bigint) => BatchStep[];
+      outBytes: number;
+    }[],
+  ): { r: bigint[]; out: Uint8Array }[] | undefined {
+    if (!this.safeSites || jobs.length < 2 || jobs[0].tid !== this.pid) return undefined;
+    this.endBatches();
+    pausePoint("inject");
+    this.#current?.close();
+    this.#current = undefined;
+    const plan: {
+      t: CrashSafeThread;
+      stop: BatchStop;
+      table: bigint;
+      out: bigint;
+      steps: BatchStep[];
+      tableBytes: number;
+      outBytes: number;
+    }[] = [];
+    for (const job of jobs) {
+      const t = this.#thread(job.tid, true);
+      const stop = t && batchStop(this.pid, job.tid, t.mask, this.#status(job.tid));
+      if (!t || !stop) return undefined;
+      // The step count does not depend on the output address: size the table first.
+      const count = job.steps(0n).length;
+      const tableBytes = (batchTableBytes(count) + 63) & ~63;
+      const table = this.#tableArea(t, tableBytes + job.outBytes);
+      if (table === undefined) return undefined;
+      const out = table + BigInt(tableBytes);
+      plan.push({ t, stop, table, out, steps: job.steps(out), tableBytes, outBytes: job.outBytes });
+    }
+    const n = plan.length;
+    const at = freePage(this.pid, n);
+    if (at === undefined) return undefined;
+    const bytes = n * PAGE;
+    const main = plan[0].t;
+    // The main thread holds the munmap of the whole mapping while it is made.
+    main.armUndo(SYS.munmap, at, bytes);
+    this.#current = main;
+    let r: bigint;
+    try {
+      r = this.call(this.pid, SYS.mmap, at, bytes, PROT_READ | PROT_EXEC, MAP_BATCH, -1, 0);
+    } catch (e) {
+      main.disarmUndo();
+      this.call(this.pid, SYS.munmap, at, bytes);
+      throw e;
+    }
+    if (r !== at) {
+      main.disarmUndo(); // an error mapped nothing (EEXIST: the pages there are not ours)
+      if (r >= 0n) this.call(this.pid, SYS.munmap, r, bytes);
+      return undefined;
+    }
+    const page = (k: number) => at + BigInt(k * PAGE);
+    let first: unknown;
+    let started = 0;
+    try {
+      installBatchCode(this.pid, at, n);
+      for (const p of plan) {
+        processVmWriteFully(this.pid, p.table, encodeBatchTable(p.table, p.steps, p.stop));
+      }
+      // Each other thread takes its own page's munmap (parked: let go, it runs
+      // it first), then the main thread keeps only its own page's.
+      for (let k = 1; k < n; k++) {
+        plan[k].t.armUndo(SYS.munmap, page(k), PAGE);
+        plan[k].t.park();
+      }
+      main.armUndo(SYS.munmap, page(0), PAGE);
+      for (let k = 0; k < n; k++) {
+        plan[k].t.startBatch(page(k), plan[k].table);
+        started++;
+      }
+    } catch (e) {
+      first = e;
+    }
+    for (let k = 0; k < started; k++) {
+      try {
+        plan[k].t.finishBatch(page(k), plan[k].stop.signal);
+      } catch (e) {
+        first ??= e;
+      }
+    }
+    // The main thread takes the whole mapping's munmap back, the others let
+    // theirs go (closed in place), then the main thread unmaps it.
+    try {
+      main.armUndo(SYS.munmap, at, bytes);
+      for (let k = 1; k < n; k++) {
+        try {
+          plan[k].t.disarmUndo();
+          plan[k].t.close();
+        } catch (e) {
+          first ??= e;
+        }
+      }
+      main.disarmUndo();
+      this.#current = main;
+      this.call(this.pid, SYS.munmap, at, bytes);
+    } catch (e) {
+      first ??= e;
+    }
+    if (first !== undefined) throw first;
+    return plan.map((p) => {
+      const buf = new Uint8Array(p.tableBytes + p.outBytes);
+      processVmReadFully(this.pid, p.table, buf);
+      return {
+        r: batchResults(buf, p.steps.length),
+        out: buf.subarray(p.tableBytes),
+      };
+    });
+  }
+
+  /**
    * Makes `t` the current thread with the batch page mapped and its munmap
    * armed as `t`'s undo (only the thread that runs the code may hold it: an
    * undo run by another thread could unmap the code under it); maps the
@@ -436,7 +566,7 @@ const MAP_BATCH = 0x02 | 0x20 | 0x100000;
  * mappings of `pid` (read from the maps text without parsing the rest of
  * each line), or undefined.
  */
-function freePage(pid: number): bigint | undefined {
+function freePage(pid: number, pages = 1): bigint | undefined {
   const text = Deno.readTextFileSync(`/proc/${pid}/maps`);
   let best = 0n;
   let bestAt = 0n;
@@ -458,7 +588,8 @@ function freePage(pid: number): bigint | undefined {
     }
     at = nl + 1;
   }
-  if (best < 3n * BigInt(PAGE)) return undefined;
+  // The middle of a gap with room for twice the pages and a guard page on either side.
+  if (best < BigInt((2 * pages + 2) * PAGE)) return undefined;
   return (bestAt + best / 2n) & ~BigInt(PAGE - 1);
 }
 
@@ -505,10 +636,15 @@ function timer(bytes: Uint8Array): ITimer {
 const AT = {
   sigactions: 0, // 64 x kernel sigaction (32 bytes)
   itimers: 64 * 32, // 3 x itimerval (32 bytes)
-  altstack: 64 * 32 + 3 * 32, // stack_t (24 bytes)
-  tidAddress: 64 * 32 + 3 * 32 + 32, // 8 bytes
-  pdeathsig: 64 * 32 + 3 * 32 + 40, // int
-  end: 64 * 32 + 3 * 32 + 48,
+  thread: 64 * 32 + 3 * 32, // one thread's results (OUT) when threads go one by one
+} as const;
+
+/** One thread's results of {@link queryInjectedState}. */
+const OUT = {
+  altstack: 0, // stack_t (24 bytes)
+  tidAddress: 32, // 8 bytes
+  pdeathsig: 40, // int
+  end: 64,
 } as const;
 
 /**
@@ -519,18 +655,18 @@ const AT = {
 export function queryInjectedState(s: InjectionSession, tids: readonly number[]): InjectedState {
   const main = s.pid;
   const sc = s.scratch;
-  const threadSteps: BatchStep[] = [
-    { nr: SYS.sigaltstack, args: [0, sc + BigInt(AT.altstack)] },
-    { nr: SYS.prctl, args: [PR_GET_TID_ADDRESS, sc + BigInt(AT.tidAddress)] },
-    { nr: SYS.prctl, args: [PR_GET_PDEATHSIG, sc + BigInt(AT.pdeathsig)] },
+  /** The per-thread queries, their results written at `out` (layout {@link OUT}). */
+  const threadSteps = (out: bigint): BatchStep[] => [
+    { nr: SYS.sigaltstack, args: [0, out + BigInt(OUT.altstack)] },
+    { nr: SYS.prctl, args: [PR_GET_TID_ADDRESS, out + BigInt(OUT.tidAddress)] },
+    { nr: SYS.prctl, args: [PR_GET_PDEATHSIG, out + BigInt(OUT.pdeathsig)] },
     { nr: SYS.prctl, args: [PR_GET_SECUREBITS] },
     { nr: SYS.prctl, args: [PR_GET_TIMERSLACK] },
   ];
   const names = ["sigaltstack", "prctl(PR_GET_TID_ADDRESS)", "prctl(PR_GET_PDEATHSIG)"];
   const threads = new Map<number, InjectedThreadState>();
-  const visit = (tid: number, first: BatchStep[]) => {
-    const r = s.calls(tid, [...first, ...threadSteps]);
-    const own = r.slice(first.length);
+  /** Records thread `tid` from its results `own` and its output area `out`. */
+  const record = (tid: number, own: bigint[], out: Uint8Array) => {
     own.forEach((v, i) => {
       if (v < 0n) {
         if (i === 4) return; // timer slack: read from /proc instead (-1 below)
@@ -540,17 +676,15 @@ export function queryInjectedState(s: InjectionSession, tids: readonly number[])
         );
       }
     });
-    const out = s.read(0, AT.end);
-    const dv = new DataView(out.buffer);
-    const st = stackT.decode(out.subarray(AT.altstack, AT.altstack + stackT.size));
+    const dv = new DataView(out.buffer, out.byteOffset, out.byteLength);
+    const st = stackT.decode(out.subarray(OUT.altstack, OUT.altstack + stackT.size));
     threads.set(tid, {
       sigaltstack: { sp: hex(st.sp), flags: st.flags, size: Number(st.size) },
-      clearChildTid: hex(dv.getBigUint64(AT.tidAddress, true)),
-      pdeathsig: dv.getInt32(AT.pdeathsig, true),
+      clearChildTid: hex(dv.getBigUint64(OUT.tidAddress, true)),
+      pdeathsig: dv.getInt32(OUT.pdeathsig, true),
       securebits: Number(own[3]),
       timerSlackNs: own[4] >= 0n ? Number(own[4]) : -1,
     });
-    return { r: r.slice(0, first.length), out };
   };
   // The main thread first: the process-wide queries go into its batch.
   const processSteps: BatchStep[] = [];
@@ -564,7 +698,29 @@ export function queryInjectedState(s: InjectionSession, tids: readonly number[])
     processSteps.push({ nr: SYS.getitimer, args: [which, sc + BigInt(AT.itimers + which * 32)] });
   }
   processSteps.push({ nr: SYS.brk, args: [0] });
-  const { r, out } = visit(main, processSteps);
+  const own = processSteps.length;
+  // Every thread at once when they all can (one round trip for the process);
+  // otherwise one thread after the other, results in the scratch page.
+  const others = tids.filter((tid) => tid !== main);
+  const together = others.length === 0 ? undefined : s.callsTogether([
+    { tid: main, steps: (o) => [...processSteps, ...threadSteps(o)], outBytes: OUT.end },
+    ...others.map((tid) => ({ tid, steps: threadSteps, outBytes: OUT.end })),
+  ]);
+  let r: bigint[];
+  if (together) {
+    r = together[0].r.slice(0, own);
+    record(main, together[0].r.slice(own), together[0].out);
+    others.forEach((tid, i) => record(tid, together[i + 1].r, together[i + 1].out));
+  } else {
+    const visit = (tid: number, first: BatchStep[]) => {
+      const all = s.calls(tid, [...first, ...threadSteps(sc + BigInt(AT.thread))]);
+      record(tid, all.slice(first.length), s.read(AT.thread, OUT.end));
+      return all.slice(0, first.length);
+    };
+    r = visit(main, processSteps);
+    for (const tid of others) visit(tid, []);
+  }
+  const out = s.read(0, AT.thread);
   const sigactions: SigAction[] = [];
   for (let sig = 1; sig <= 64; sig++) {
     if (r[sig - 1] < 0n) {
@@ -592,7 +748,6 @@ export function queryInjectedState(s: InjectionSession, tids: readonly number[])
     const at = AT.itimers + which * 32;
     timers.push(timer(out.slice(at, at + itimerval.size)));
   }
-  for (const tid of tids) if (tid !== main) visit(tid, []);
   s.endBatches();
   return {
     brk: BigInt.asUintN(64, r[67]),
