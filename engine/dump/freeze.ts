@@ -211,8 +211,10 @@ export function freezeTree(root: number): FrozenTree {
         processes.push({
           pid,
           children,
-          // Unchanged when every thread was stopped already (stopped threads create none).
-          threads: started.length ? threadsOf(pid) : threads,
+          // Unchanged when every thread listed was stopped already (stopped threads create none).
+          threads: started.length || threads.some((t) => !seizedSet.has(t))
+            ? threadsOf(pid)
+            : threads,
           ...(zombies.length ? { zombies } : {}),
           ...(groupStop !== undefined ? { groupStop } : {}),
         });
