@@ -320,6 +320,16 @@ export class CrashSafeThread {
     return this.#mask;
   }
 
+  /** The thread's own registers (as they were when it was opened; put back on close). */
+  get regs(): UserRegs {
+    return this.#orig;
+  }
+
+  /** The thread's own XSAVE area (as it was when it was opened; never changed by injection). */
+  get xstate(): Uint8Array {
+    return this.#xstate;
+  }
+
   /**
    * Points the stopped, injected-into thread at the `ret` after the
    * injected `syscall` with its stack at its frame (the undo frame when

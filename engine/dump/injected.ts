@@ -26,6 +26,7 @@ import { errnoName } from "../../ffi/errno.ts";
 import type { ITimer, SigAction } from "../model.ts";
 import { CryoError } from "../errors.ts";
 import { getRegs, xsaveSize } from "../../ffi/ptrace.ts";
+import type { UserRegs } from "../../ffi/regs.ts";
 import { CrashSafeThread, findSafeSites, type SafeSites } from "../../ffi/safe_inject.ts";
 import {
   batchResults,
@@ -51,6 +52,12 @@ export interface InjectedThreadState {
   securebits: number;
   /** PR_GET_TIMERSLACK, read in the same visit (engine/task/sched.ts uses it); -1: not read. */
   timerSlackNs: number;
+  /**
+   * The thread's own registers, signal mask and XSAVE area as read when it
+   * was opened for crash-safe injection (the session puts exactly these
+   * back), if it was: engine/dump/threads.ts need not read them again.
+   */
+  own?: { regs: UserRegs; mask: bigint; xstate: Uint8Array };
 }
 
 /** Process-wide results of {@link queryInjectedState}. */
@@ -129,6 +136,12 @@ export class InjectionSession {
     this.#threads.set(tid, t);
     if (!keepCurrent) this.#current = t;
     return t;
+  }
+
+  /** Thread `tid`'s own registers, mask and XSAVE area, if it is open for crash-safe injection. */
+  ownState(tid: number): InjectedThreadState["own"] {
+    const t = this.#threads.get(tid);
+    return t ? { regs: t.regs, mask: t.mask, xstate: t.xstate } : undefined;
   }
 
   /** The status of thread `tid` read with the session's, if any. */
@@ -684,6 +697,7 @@ export function queryInjectedState(s: InjectionSession, tids: readonly number[])
       pdeathsig: dv.getInt32(OUT.pdeathsig, true),
       securebits: Number(own[3]),
       timerSlackNs: own[4] >= 0n ? Number(own[4]) : -1,
+      own: s.ownState(tid),
     });
   };
   // The main thread first: the process-wide queries go into its batch.

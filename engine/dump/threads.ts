@@ -69,14 +69,16 @@ export function collectThread(
   injected: InjectedThreadState,
   status?: ProcStatus,
 ): ThreadState {
-  const regs = getRegs(tid);
+  // Read once when the thread was opened for injection, if it was (put back exactly since).
+  const own = injected.own;
+  const regs = own?.regs ?? getRegs(tid);
   const rseq = getRseqConfig(tid);
   return {
     tid,
     comm: status ? statusComm(status) : comm(pid, tid),
     regs: regsToHex(regs),
-    xsave: encodeBase64(getXstate(tid)),
-    sigmask: hex(getSigmask(tid)),
+    xsave: encodeBase64(own?.xstate ?? getXstate(tid)),
+    sigmask: hex(own?.mask ?? getSigmask(tid)),
     pending: siginfoRecords(peekSiginfo(tid, false)),
     sigaltstack: injected.sigaltstack,
     rseq: rseq.addr === 0n
