@@ -466,6 +466,11 @@ export class CrashSafeThread {
     for (const sig of this.stolen.splice(0)) rawSyscall(SYS.kill, this.tid, sig);
   }
 
+  /** What the area held before it was used (see {@link restoreArea}). */
+  get savedArea(): Uint8Array {
+    return this.#saved;
+  }
+
   /** Puts back what the area held before (once the thread is closed). */
   restoreArea(): void {
     processVmWriteFully(this.tid, this.area, this.#saved);

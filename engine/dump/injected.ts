@@ -20,6 +20,7 @@
 
 import { findSyscallInstruction, injectSyscall, returnToInterruptStop } from "../../ffi/inject.ts";
 import { processVmReadFully, processVmWriteFully } from "../../ffi/process_vm.ts";
+import { processVmReadPieces, processVmWritePieces } from "../../ffi/process_vm_pieces.ts";
 import { itimerval, kernelSigaction, stackT } from "../../ffi/structs.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { errnoName } from "../../ffi/errno.ts";
@@ -269,19 +270,33 @@ export class InjectionSession {
       tableBytes: number;
       outBytes: number;
     }[] = [];
+    // What the tables overwrite is saved for every thread in one call (put back on close).
+    const from = this.#chainSaved.length;
+    const fillSaved = () =>
+      processVmReadPieces(
+        this.pid,
+        this.#chainSaved.slice(from).map((c) => ({ addr: c.at, buf: c.bytes })),
+      );
     for (const job of jobs) {
       const t = this.#thread(job.tid, true);
       const stop = t && batchStop(this.pid, job.tid, t.mask, this.#status(job.tid));
-      if (!t || !stop) return undefined;
+      if (!t || !stop) {
+        fillSaved();
+        return undefined;
+      }
       // The step count does not depend on the output address: size the table first.
       const count = job.steps(0n).length;
       const tableBytes = (batchTableBytes(count) + 63) & ~63;
-      const table = this.#tableArea(t, tableBytes + job.outBytes);
-      if (table === undefined) return undefined;
+      const table = this.#tableArea(t, tableBytes + job.outBytes, false);
+      if (table === undefined) {
+        fillSaved();
+        return undefined;
+      }
       const out = table + BigInt(tableBytes);
       plan.push({ t, stop, table, out, steps: job.steps(out), tableBytes, outBytes: job.outBytes });
     }
     const n = plan.length;
+    fillSaved();
     const at = freePage(this.pid, n);
     if (at === undefined) return undefined;
     const bytes = n * PAGE;
@@ -307,9 +322,10 @@ export class InjectionSession {
     let started = 0;
     try {
       installBatchCode(this.pid, at, n);
-      for (const p of plan) {
-        processVmWriteFully(this.pid, p.table, encodeBatchTable(p.table, p.steps, p.stop));
-      }
+      processVmWritePieces(
+        this.pid,
+        plan.map((p) => ({ addr: p.table, buf: encodeBatchTable(p.table, p.steps, p.stop) })),
+      );
       // Each other thread takes its own page's munmap (parked: let go, it runs
       // it first), then the main thread keeps only its own page's.
       for (let k = 1; k < n; k++) {
@@ -350,9 +366,10 @@ export class InjectionSession {
       first ??= e;
     }
     if (first !== undefined) throw first;
-    return plan.map((p) => {
-      const buf = new Uint8Array(p.tableBytes + p.outBytes);
-      processVmReadFully(this.pid, p.table, buf);
+    const bufs = plan.map((p) => new Uint8Array(p.tableBytes + p.outBytes));
+    processVmReadPieces(this.pid, plan.map((p, k) => ({ addr: p.table, buf: bufs[k] })));
+    return plan.map((p, k) => {
+      const buf = bufs[k];
       return {
         r: batchResults(buf, p.steps.length),
         out: buf.subarray(p.tableBytes),
@@ -418,7 +435,7 @@ export class InjectionSession {
   }
 
   /** Where `bytes` fit below the area of thread `t` in its stack mapping (saved first). */
-  #tableArea(t: CrashSafeThread, bytes: number): bigint | undefined {
+  #tableArea(t: CrashSafeThread, bytes: number, read = true): bigint | undefined {
     const top = t.tid === this.pid && this.scratch !== 0n && this.scratch < t.area
       ? this.scratch
       : t.area;
@@ -426,7 +443,8 @@ export class InjectionSession {
     const vma = (this.#maps ??= readMaps(this.pid)).find((m) => m.start <= top && top <= m.end);
     if (!vma || at < vma.start || vma.perms[0] !== "r" || vma.perms[1] !== "w") return undefined;
     const saved = new Uint8Array(Number(top - at));
-    processVmReadFully(t.tid, at, saved);
+    // Without `read`, the caller fills `saved` (with other threads' in one call) before any use.
+    if (read) processVmReadFully(t.tid, at, saved);
     this.#chainSaved.push({ tid: t.tid, at, bytes: saved });
     return at;
   }
@@ -446,18 +464,29 @@ export class InjectionSession {
     } catch (e) {
       first = e;
     }
-    for (const c of this.#chainSaved.splice(0).reverse()) {
-      try {
-        processVmWriteFully(c.tid, c.at, c.bytes);
-      } catch (e) {
-        first ??= e;
+    const saved = this.#chainSaved.splice(0).reverse();
+    const threads = [...this.#threads.values()].filter((t) => t !== undefined);
+    try {
+      // Every stack area back in one call (tables first, in reverse, then the threads' areas).
+      processVmWritePieces(this.pid, [
+        ...saved.map((c) => ({ addr: c.at, buf: c.bytes })),
+        ...threads.map((t) => ({ addr: t.area, buf: t.savedArea })),
+      ]);
+    } catch {
+      // One at a time, as far as possible; the first failure is reported.
+      for (const c of saved) {
+        try {
+          processVmWriteFully(c.tid, c.at, c.bytes);
+        } catch (e) {
+          first ??= e;
+        }
       }
-    }
-    for (const t of this.#threads.values()) {
-      try {
-        t?.restoreArea();
-      } catch (e) {
-        first ??= e;
+      for (const t of threads) {
+        try {
+          t.restoreArea();
+        } catch (e) {
+          first ??= e;
+        }
       }
     }
     if (first) throw first;
