@@ -440,7 +440,9 @@ export class InjectionSession {
       ? this.scratch
       : t.area;
     const at = (top - BigInt(bytes)) & ~63n;
-    const vma = (this.#maps ??= readMaps(this.pid)).find((m) => m.start <= top && top <= m.end);
+    // The mapping the table lies in: the last one starting below `top`, reaching up to it.
+    const vma = lastBelow(this.#maps ??= readMaps(this.pid), top, false);
+    if (vma && top > vma.end) return undefined;
     if (!vma || at < vma.start || vma.perms[0] !== "r" || vma.perms[1] !== "w") return undefined;
     const saved = new Uint8Array(Number(top - at));
     // Without `read`, the caller fills `saved` (with other threads' in one call) before any use.
@@ -587,9 +589,31 @@ export function areaBelow(
 ): bigint | undefined {
   const area = (rsp - RED_ZONE - BigInt(bytes)) & ~63n;
   const low = area - BigInt(below);
-  const vma = maps.find((m) => m.start <= rsp && rsp < m.end);
+  const vma = lastBelow(maps, rsp, true);
+  if (vma && rsp >= vma.end) return undefined;
   if (!vma || vma.perms[0] !== "r" || vma.perms[1] !== "w" || low < vma.start) return undefined;
   return area;
+}
+
+/**
+ * The last of `maps` (sorted by start, as /proc lists them) that starts
+ * below `addr` (or at it, with `orAt`), by binary search: one lookup per
+ * thread instead of a scan of every mapping.
+ */
+function lastBelow(
+  maps: readonly MapEntry[],
+  addr: bigint,
+  orAt: boolean,
+): MapEntry | undefined {
+  let lo = 0;
+  let hi = maps.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    const s = maps[mid].start;
+    if (s < addr || (orAt && s === addr)) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo > 0 ? maps[lo - 1] : undefined;
 }
 
 /** Signals whose default action is to ignore them: SIGURG, SIGWINCH, SIGCHLD. */
