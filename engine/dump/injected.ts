@@ -86,8 +86,11 @@ export const SCRATCH_BYTES = 4096;
 export class InjectionSession {
   /** The process. */
   readonly pid: number;
-  /** Address of a `syscall` instruction in the target. */
-  readonly site: bigint;
+  #site: bigint | undefined;
+  /** Address of a `syscall` instruction in the target (found on first use: the plain protocol). */
+  get site(): bigint {
+    return this.#site ??= findSyscallInstruction(this.pid);
+  }
   /** Address of the scratch page in the target. */
   scratch = 0n;
   /** Code sequences for crash-safe injection, if the target has them. */
@@ -111,7 +114,6 @@ export class InjectionSession {
   constructor(pid: number, statuses?: ReadonlyMap<number, ProcStatus>) {
     this.pid = pid;
     this.statuses = statuses;
-    this.site = findSyscallInstruction(pid);
     this.safeSites = findSafeSites(pid);
   }
 
