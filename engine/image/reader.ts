@@ -31,8 +31,8 @@ import {
   stringAt,
 } from "./elf.ts";
 import { ImageFormatError } from "./errors.ts";
+import { hexNum, hexPlus } from "./hexnum.ts";
 import {
-  hexToBigInt,
   noteTypeName,
   NT_CRYO_PROCESS,
   NT_CRYO_VERSION,
@@ -245,15 +245,15 @@ export async function readImageFile(path: string): Promise<ImageInfo> {
     const proc = parsed as ProcessImage;
 
     for (const m of proc.mappings) {
-      const start = hexToBigInt(m.start);
-      const end = hexToBigInt(m.end);
+      const start = hexNum(m.start);
+      const end = hexNum(m.end);
       // Each address parsed once (a fragmented image has a run every few pages).
-      const addrs = m.pages.map((r) => hexToBigInt(r.addr));
+      const addrs = m.pages.map((r) => hexNum(r.addr));
       if (addrs.length > 1) {
         const order = addrs.map((_, i) => i).sort((a, b) => (addrs[a] < addrs[b] ? -1 : 1));
         for (let k = 1; k < order.length; k++) {
           const [i, j] = [order[k - 1], order[k]];
-          if (addrs[i] + BigInt(m.pages[i].length) > addrs[j]) {
+          if (hexPlus(addrs[i], m.pages[i].length) > addrs[j]) {
             fail(
               `page runs ${m.pages[i].addr} and ${m.pages[j].addr} of mapping ${m.start} overlap`,
             );
@@ -264,7 +264,7 @@ export async function readImageFile(path: string): Promise<ImageInfo> {
         const r = m.pages[i];
         const addr = addrs[i];
         const where = () => `page run ${r.addr}+${r.length} of mapping ${m.start}-${m.end}`;
-        if (addr < start || addr + BigInt(r.length) > end) {
+        if (addr < start || hexPlus(addr, r.length) > end) {
           fail(`${where()} lies outside its mapping`);
         }
         if (r.fileOffset % PAGE_SIZE !== 0 || r.length % PAGE_SIZE !== 0) {

@@ -13,6 +13,7 @@
 import { USER_REGS_FIELDS } from "../../ffi/regs.ts";
 import type { GhostFile, Manifest, ProcessImage } from "../model.ts";
 import { ImageFormatError } from "./errors.ts";
+import { hexAligned, type HexNum, hexNum } from "./hexnum.ts";
 
 /** The end of user space on x86-64 (47-bit addresses). */
 const USER_END = 0x800000000000n;
@@ -54,18 +55,20 @@ export function processProblem(p: ProcessImage, pidOne = false): string | undefi
     return "bad bootstrap range";
   }
   if (bootEnd > USER_END) return "bootstrap range beyond user space";
-  let prevEnd = 0n;
+  let prevEnd: HexNum = 0;
   for (const m of p.mappings) {
-    const start = BigInt(m.start);
-    const end = BigInt(m.end);
+    const start = hexNum(m.start);
+    const end = hexNum(m.end);
     if (m.kind === "vsyscall") continue; // the kernel's, above user space
     const where = () => `mapping ${m.start}-${m.end}`; // made on failure only
-    if (start % PAGE !== 0n || end % PAGE !== 0n || start >= end) return `${where()} is malformed`;
+    if (!hexAligned(start, 4096) || !hexAligned(end, 4096) || start >= end) {
+      return `${where()} is malformed`;
+    }
     if (end > USER_END) return `${where()} lies beyond user space`;
     if (start < prevEnd) return `${where()} overlaps the previous mapping`;
     if (start < bootEnd && boot < end) return `${where()} overlaps the bootstrap range`;
     if (!PERMS.test(m.perms)) return `${where()} has bad permissions ${m.perms}`;
-    if (BigInt(m.offset) % PAGE !== 0n) return `${where()} has an unaligned file offset`;
+    if (!hexAligned(hexNum(m.offset), 4096)) return `${where()} has an unaligned file offset`;
     const bad = m.kind.startsWith("file")
       ? pathProblem(`${where()} file`, m.file?.path ?? m.name)
       : undefined;

@@ -79,6 +79,7 @@ import {
 import { emitZombieBranches, emitZombies } from "../task/zombies.ts";
 import { SIGTRAP } from "../task/sigtrap.ts";
 import { emitThreadSections, type ThreadSections } from "./thread_state.ts";
+import { hexMinus, hexNum, hexPlus } from "../image/hexnum.ts";
 
 /** Slot numbers used by compiled programs. */
 export const SLOTS = {
@@ -162,26 +163,6 @@ export const VDSO_SCRATCH_BYTES = 1 << 20;
 
 function hexBig(h: string): bigint {
   return BigInt(h);
-}
-
-/**
- * A hex value of the image as an op argument: a number when exact (13 hex
- * digits or fewer, below 2^52: every user-space address), else a bigint.
- * A process of 10,000 mappings has tens of thousands of them.
- */
-function hexArg(h: string): number | bigint {
-  return h.length <= 15 ? parseInt(h, 16) : BigInt(h);
-}
-
-/** `a - b` of two {@link hexArg} values. */
-function minus(a: number | bigint, b: number | bigint): number | bigint {
-  return typeof a === "number" && typeof b === "number" ? a - b : BigInt(a) - BigInt(b);
-}
-
-/** `a + n` of a {@link hexArg} value. */
-function plus(a: number | bigint, n: number): number | bigint {
-  if (typeof a === "number" && Number.isSafeInteger(a + n)) return a + n;
-  return BigInt(a) + BigInt(n);
 }
 
 /** Compiles `proc` into its bootstrap blob (stub, standalone message and restore program). */
@@ -322,8 +303,8 @@ function emitMemory(p: ProgramBuilder, proc: ProcessImage, opts: CompileOptions)
       emitVmFlags(p, m);
       continue;
     }
-    const start = hexArg(m.start);
-    const len = minus(hexArg(m.end), start);
+    const start = hexNum(m.start);
+    const len = hexMinus(hexNum(m.end), start);
     const prot = PROT(m.perms);
     // Mapped writable first (then mprotect'ed) when pages must be written in,
     // or when a private mapping was accounted ("ac": it had been writable),
@@ -352,7 +333,7 @@ function emitMemory(p: ProgramBuilder, proc: ProcessImage, opts: CompileOptions)
         openPath = opened;
       }
       const flags = (m.kind === "file-shared" ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED | growsDown;
-      p.op(SYS.mmap, [start, len, mapProt, flags, slot(SLOTS.file), hexArg(m.offset)], {
+      p.op(SYS.mmap, [start, len, mapProt, flags, slot(SLOTS.file), hexNum(m.offset)], {
         comment: mappingLabel(m),
       });
     }
@@ -369,7 +350,7 @@ function emitMemory(p: ProgramBuilder, proc: ProcessImage, opts: CompileOptions)
         // One pread moves at most 0x7ffff000 bytes: split large runs.
         for (let done = 0; done < run.length; done += PREAD_MAX) {
           const n = Math.min(PREAD_MAX, run.length - done);
-          const addr = plus(hexArg(run.addr), done);
+          const addr = hexPlus(hexNum(run.addr), done);
           if (n >= POPULATE_MIN) {
             // Faulting the pages in up front is cheaper than one fault per page under pread.
             p.op(SYS.madvise, [addr, n, MADV_POPULATE_WRITE], { allowFail: true });
