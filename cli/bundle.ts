@@ -120,10 +120,21 @@ export function entrySource(command: string): string {
   ].join("\n");
 }
 
+/**
+ * True when `path` belongs to the user cryo runs as and nobody else may
+ * write it: cryo runs as root, and whoever can write its cache decides
+ * the code it runs.
+ */
+function ownedByUs(path: string): boolean {
+  const st = Deno.statSync(path);
+  return st.uid === Deno.uid() && ((st.mode ?? 0o777) & 0o022) === 0;
+}
+
 /** The bundle file named by a valid manifest, or undefined. */
 function verified(manifestPath: string, dir: string): string | undefined {
   let m: Manifest;
   try {
+    if (!ownedByUs(dir) || !ownedByUs(manifestPath)) return undefined;
     m = JSON.parse(Deno.readTextFileSync(manifestPath));
   } catch {
     return undefined;
@@ -136,7 +147,7 @@ function verified(manifestPath: string, dir: string): string | undefined {
   }
   try {
     if (!sameStamps(m.files, m.files.map((f) => stamp(f[0])))) return undefined;
-    Deno.statSync(`${dir}/${m.bundle}`);
+    if (!ownedByUs(`${dir}/${m.bundle}`)) return undefined;
   } catch {
     return undefined;
   }
@@ -193,7 +204,8 @@ export function selfContained(code: string): boolean {
 
 /** Builds the bundle of `command` into `dir`; its path, or undefined when it cannot be trusted. */
 async function build(command: string, dir: string, key: string): Promise<string | undefined> {
-  Deno.mkdirSync(dir, { recursive: true });
+  Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  if (!ownedByUs(dir)) return undefined;
   const tmp = `${dir}/${key}.${Deno.pid}.${Date.now()}`;
   const entry = `${tmp}.entry.ts`;
   const out = `${tmp}.js`;
@@ -227,6 +239,7 @@ async function build(command: string, dir: string, key: string): Promise<string 
     if (!selfContained(code)) return undefined;
     if (!sameStamps(before, paths.map(stamp))) return undefined;
     const name = `${key}-${(await hex(code)).slice(0, 16)}.js`;
+    Deno.chmodSync(out, 0o644);
     Deno.renameSync(out, `${dir}/${name}`);
     const manifest: Manifest = {
       format: FORMAT,
@@ -236,6 +249,7 @@ async function build(command: string, dir: string, key: string): Promise<string 
       files: before,
     };
     Deno.writeTextFileSync(`${tmp}.json`, JSON.stringify(manifest));
+    Deno.chmodSync(`${tmp}.json`, 0o644);
     Deno.renameSync(`${tmp}.json`, `${dir}/${key}.json`);
     for (const e of Deno.readDirSync(dir)) {
       if (e.name.startsWith(`${key}-`) && e.name !== name) Deno.removeSync(`${dir}/${e.name}`);
