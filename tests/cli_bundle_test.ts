@@ -11,7 +11,7 @@
 import assert from "node:assert/strict";
 import { repoRoot, runCommand } from "./helpers/commands.ts";
 import { withTempDir } from "./helpers/fs.ts";
-import { selfContained, SETTLE_MS } from "../cli/bundle.ts";
+import { FROM_SOURCE, ON_DEMAND, selfContained, SETTLE_MS } from "../cli/bundle.ts";
 import { importModule, installBundle, runningBundled, sourceURL } from "../engine/modules.ts";
 
 const MARK = "cryo-test: ran from the bundle";
@@ -69,6 +69,32 @@ Deno.test("cli bundle: built once, used while the sources are unchanged, never a
     const first = cached(cache, "dump");
     assert.equal(first.js.length, 1);
     assert.equal(first.json.length, 1);
+    // It carries the program, the command and every module loaded on demand, registered by path.
+    const probe = await runCommand([
+      Deno.execPath(),
+      "eval",
+      `await import(${JSON.stringify(`file://${cache}/${first.js[0]}`)});
+const b = globalThis[Symbol.for("cryo.startupBundle")];
+const modules = Object.fromEntries([...b.modules].map(([k, v]) => [k, Object.keys(v)]));
+console.log(JSON.stringify({ root: b.root, fromSource: b.fromSource, modules }));`,
+    ]);
+    assert.equal(probe.code, 0, probe.stderr);
+    const carried = JSON.parse(probe.stdout);
+    assert.equal(carried.root, `file://${src}/`);
+    assert.deepEqual(carried.fromSource, FROM_SOURCE);
+    assert.deepEqual(
+      Object.keys(carried.modules).sort(),
+      ["cli/dump.ts", "cli/program.ts", ...ON_DEMAND].sort(),
+    );
+    const has = (path: string, name: string) =>
+      assert.ok(carried.modules[path].includes(name), `${path} ${name}`);
+    has("cli/program.ts", "main");
+    has("cli/dump.ts", "register");
+    has("engine/pidns/mod.ts", "checkpointInNamespace");
+    has("engine/pidns/mod.ts", "restoreInNamespace");
+    has("engine/pidns/extras.ts", "collectNamespaceExtras");
+    has("engine/image/chain.ts", "flattenForRestore");
+    has("engine/memory/lazy_serve.ts", "LazyServer");
     // A marked bundle shows that the next run uses it.
     mark(`${cache}/${first.js[0]}`);
     r = await dump();
