@@ -154,6 +154,10 @@ function verified(manifestPath: string, dir: string): string | undefined {
   return `${dir}/${m.bundle}`;
 }
 
+/** How long a `deno info` or `deno bundle` may take before the command runs from source. */
+const BUILD_TIMEOUT_MS = 120_000;
+
+/** Runs `deno <args>`: its stdout, or undefined if it failed or took too long. */
 async function run(args: string[]): Promise<string | undefined> {
   const out = await new Deno.Command(Deno.execPath(), {
     args,
@@ -161,6 +165,7 @@ async function run(args: string[]): Promise<string | undefined> {
     stdout: "piped",
     stderr: "null",
     env: { NO_COLOR: "1" },
+    signal: AbortSignal.timeout(BUILD_TIMEOUT_MS),
   }).output();
   return out.success ? new TextDecoder().decode(out.stdout) : undefined;
 }
