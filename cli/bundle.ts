@@ -208,10 +208,31 @@ export function selfContained(code: string): boolean {
   return required.every((r) => /^"node:[a-z_/]+"$/.test(r));
 }
 
+/**
+ * Creates the lock file of a build; false if another build holds it (one
+ * older than two build time-outs is taken over: its builder is gone).
+ */
+function takeLock(lock: string): boolean {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      Deno.writeTextFileSync(lock, `${Deno.pid}\n`, { createNew: true, mode: 0o600 });
+      return true;
+    } catch (e) {
+      if (!(e instanceof Deno.errors.AlreadyExists)) return false;
+      const age = Date.now() - (Deno.statSync(lock).mtime?.getTime() ?? 0);
+      if (age < 2 * BUILD_TIMEOUT_MS) return false;
+      Deno.removeSync(lock);
+    }
+  }
+  return false;
+}
+
 /** Builds the bundle of `command` into `dir`; its path, or undefined when it cannot be trusted. */
 async function build(command: string, dir: string, key: string): Promise<string | undefined> {
   Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
   if (!ownedByUs(dir)) return undefined;
+  const lock = `${dir}/${key}.lock`;
+  if (!takeLock(lock)) return undefined; // another cryo is building it: run from source
   const tmp = `${dir}/${key}.${Deno.pid}.${Date.now()}`;
   const entry = `${tmp}.entry.ts`;
   const out = `${tmp}.js`;
@@ -262,7 +283,7 @@ async function build(command: string, dir: string, key: string): Promise<string 
     }
     return `${dir}/${name}`;
   } finally {
-    for (const f of [entry, out, `${tmp}.json`]) {
+    for (const f of [entry, out, `${tmp}.json`, lock]) {
       try {
         Deno.removeSync(f);
       } catch { /* gone already */ }

@@ -145,6 +145,24 @@ console.log(JSON.stringify({ root: b.root, fromSource: b.fromSource, modules }))
     Deno.writeTextFileSync(`${src}/deno.json`, Deno.readTextFileSync(`${src}/deno.json`) + "\n");
     r = await dump();
     assert.equal(r.stderr, "cryo: pid 999999 is not running\n");
+
+    // While another cryo builds (its lock file), a run goes from source and builds nothing;
+    // a lock left by a builder long gone is taken over.
+    await settle();
+    const key = cached(cache, "dump").json[0].replace(/\.json$/, "");
+    const before = cached(cache, "dump").js;
+    Deno.writeTextFileSync(`${cache}/${key}.lock`, "1\n");
+    r = await dump();
+    assert.equal(r.stderr, "cryo: pid 999999 is not running\n");
+    assert.deepEqual(cached(cache, "dump").js, before);
+    const old = new Date(Date.now() - 3_600_000);
+    Deno.utimeSync(`${cache}/${key}.lock`, old, old);
+    r = await dump();
+    assert.equal(r.stderr, "cryo: pid 999999 is not running\n");
+    const after = cached(cache, "dump").js;
+    assert.equal(after.length, 1);
+    assert.notDeepEqual(after, before);
+    assert.throws(() => Deno.statSync(`${cache}/${key}.lock`), Deno.errors.NotFound);
   });
 });
 
