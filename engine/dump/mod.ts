@@ -457,11 +457,17 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       described.map((d) => ({ image: d.image, vmas: d.collected.vmas })),
       refusals,
     );
-    compileTree(described.map((d) => d.image), {
-      pathOf: (pid) => `${finalDir}/${pid}.elf`,
-      rootPid: pid,
-      ghosts,
-    }, refusals);
+    const checkRestorable = () =>
+      compileTree(described.map((d) => d.image), {
+        pathOf: (pid) => `${finalDir}/${pid}.elf`,
+        rootPid: pid,
+        ghosts,
+      }, refusals);
+    // A tree left running is never killed: unless something is refused already
+    // (then every refusal is reported at once, before any page is read), the
+    // compile check runs after the thaw instead of in the frozen time.
+    const checkAfterThaw = opts.leaveRunning === true && refusals.problems.length === 0;
+    if (!checkAfterThaw) checkRestorable();
     // Pre-copies of processes gone since: their files must not stay in the image.
     for (const gone of [...(precopy?.processes.keys() ?? [])]) {
       if (described.some((d) => d.p.pid === gone)) continue;
@@ -556,6 +562,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       freezeSeconds = (performance.now() - tree.frozenAt) / 1000;
       opts.onEvent?.({ type: "thawed", freezeSeconds });
     }
+    if (checkAfterThaw) checkRestorable();
     for (const { writer, image, streamer, pre, overwritten } of pending) {
       pausePoint("notes");
       // The pre-copied pages' CRC, with the blocks written over again read back.

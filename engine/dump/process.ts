@@ -14,8 +14,7 @@ import { readStatus } from "../proc/status.ts";
 import { auxvToModel, readAuxv } from "../proc/auxv.ts";
 import { devMajor, devMinor, type ProcFd, readFds } from "../proc/fds.ts";
 import { readMapFileIdentity } from "../proc/maps.ts";
-import type { MappingRecord } from "../proc/smaps.ts";
-import { readSmapsBrief } from "../proc/smaps_brief.ts";
+import { readSmapsFlags, type SmapsArea } from "../proc/smaps_flags.ts";
 import { fileIdentityOf, readProcLink, readProcText } from "../proc/io.ts";
 import { type InjectedThreadState, queryInjectedState, withInjection } from "./injected.ts";
 import { collectThread, sharedPending } from "./threads.ts";
@@ -146,10 +145,11 @@ export function collectProcess(
   const stat = readStat(pid);
   const status = readStatus(pid);
   prepareTaskCollection(pid, tids);
-  // smaps alone (its area headers are the maps lines): one pass over 10,000 mappings, not two.
+  // smaps alone (its area headers are the maps lines): one pass over 10,000 mappings, not two;
+  // only the headers and VmFlags are looked at (engine/proc/smaps_flags.ts).
   // Read before the injected calls, whose scratch mapping waits for a page
   // table walk still running (engine/dump/parent.ts) while this one runs beside it.
-  const maps: MappingRecord[] = readSmapsBrief(pid);
+  const maps: SmapsArea[] = readSmapsFlags(pid);
   // Everything read by injected syscalls, in one session (one scratch page).
   const { injected, posixTimers, credentials, aio } = withInjection(pid, (s) => {
     const state = queryInjectedState(s, tids);
@@ -171,16 +171,8 @@ export function collectProcess(
   });
   const owners = queryFdOwners(pid, fds.map((f) => f.fd));
   const task = collectTaskState(pid, tids, injected.task, refusals);
-  const vmas: Vma[] = maps.map((m) => ({
-    start: m.start,
-    end: m.end,
-    perms: m.perms,
-    offset: m.offset,
-    dev: m.dev,
-    inode: m.inode,
-    path: m.path,
-    vmFlags: m.vmFlags,
-  }));
+  // The smaps records are the dump's mappings as they are (no copy per mapping).
+  const vmas: Vma[] = maps;
   const mappings = maps.map((m, i) => {
     const kind = classifyVma(vmas[i]);
     const file = kind === "file-private" || kind === "file-shared"

@@ -49,8 +49,11 @@ function hexField(h: string): bigint {
   return h.length <= 13 ? BigInt(parseInt(h, 16)) : BigInt(`0x${h}`);
 }
 
-/** Parses one maps line; returns null if it is not one. */
-export function parseMapsLine(line: string): MapEntry | null {
+/**
+ * Parses one maps line with a regular expression; the reference for
+ * {@link parseMapsLine} (tests compare both), returns null if it is not one.
+ */
+export function parseMapsLineRegex(line: string): MapEntry | null {
   const m = MAPS_LINE.exec(line);
   if (!m) return null;
   const path = m[7];
@@ -64,6 +67,84 @@ export function parseMapsLine(line: string): MapEntry | null {
     path,
     deleted: path.endsWith(DELETED),
   };
+}
+
+/** Value of a lower-case hex digit's character code, or -1. */
+function hexDigit(c: number): number {
+  if (c >= 48 && c <= 57) return c - 48;
+  if (c >= 97 && c <= 102) return c - 87;
+  return -1;
+}
+
+/**
+ * Where the scan of a maps line stands: the end of the last field read, and
+ * its value (hex fields of more than 13 digits go through a string).
+ */
+const cursor = { at: 0, value: 0n };
+
+/** Reads the hex field of `line` from `at` up to `stop` (a character code); false if none. */
+function hexUntil(line: string, at: number, stop: number): boolean {
+  let n = 0;
+  let i = at;
+  for (; i < line.length; i++) {
+    const c = line.charCodeAt(i);
+    if (c === stop) break;
+    const d = hexDigit(c);
+    if (d < 0) return false;
+    n = n * 16 + d;
+  }
+  if (i === at || i >= line.length) return false;
+  cursor.value = i - at <= 13 ? BigInt(n) : BigInt(`0x${line.slice(at, i)}`);
+  cursor.at = i + 1;
+  return true;
+}
+
+/**
+ * Parses one maps line by character codes (10,000 mappings make 10,000
+ * lines, read several times per dump); returns null if it is not one. Same
+ * result as {@link parseMapsLineRegex}.
+ */
+export function parseMapsLine(line: string): MapEntry | null {
+  const SP = 32;
+  if (!hexUntil(line, 0, 45 /* - */)) return null;
+  const start = cursor.value;
+  if (!hexUntil(line, cursor.at, SP)) return null;
+  const end = cursor.value;
+  let at = cursor.at;
+  if (at + 5 > line.length || line.charCodeAt(at + 4) !== SP) return null;
+  const p0 = line.charCodeAt(at), p1 = line.charCodeAt(at + 1);
+  const p2 = line.charCodeAt(at + 2), p3 = line.charCodeAt(at + 3);
+  if (
+    (p0 !== 114 && p0 !== 45) || (p1 !== 119 && p1 !== 45) || (p2 !== 120 && p2 !== 45) ||
+    (p3 !== 112 && p3 !== 115)
+  ) return null;
+  const perms = line.slice(at, at + 4);
+  if (!hexUntil(line, at + 5, SP)) return null;
+  const offset = cursor.value;
+  // dev: hex ":" hex
+  const devAt = cursor.at;
+  at = devAt;
+  while (at < line.length && hexDigit(line.charCodeAt(at)) >= 0) at++;
+  if (at === devAt || line.charCodeAt(at) !== 58 /* : */) return null;
+  const minorAt = ++at;
+  while (at < line.length && hexDigit(line.charCodeAt(at)) >= 0) at++;
+  if (at === minorAt || line.charCodeAt(at) !== SP) return null;
+  const dev = line.slice(devAt, at);
+  // inode: decimal
+  const inodeAt = ++at;
+  let inode = 0;
+  for (; at < line.length; at++) {
+    const c = line.charCodeAt(at);
+    if (c < 48 || c > 57) break;
+    inode = inode * 10 + (c - 48);
+  }
+  if (at === inodeAt) return null;
+  if (at - inodeAt > 15) inode = Number(line.slice(inodeAt, at));
+  while (at < line.length && line.charCodeAt(at) === SP) at++;
+  const path = at < line.length ? line.slice(at) : "";
+  // `.` of the regular expression stops at line terminators: none may be left.
+  if (path !== "" && /[\n\r\u2028\u2029]/.test(path)) return null;
+  return { start, end, perms, offset, dev, inode, path, deleted: path.endsWith(DELETED) };
 }
 
 /** Parses the whole text of a maps file (throws ProcFormatError on a bad line). */

@@ -1,0 +1,79 @@
+/**
+ * The maps line parser by character codes (engine/proc/maps.ts) gives
+ * exactly what the regular expression gives: on every line of live maps
+ * files, on hand-made edge cases, and on random mutations of real lines.
+ */
+
+import assert from "node:assert/strict";
+import { parseMapsLine, parseMapsLineRegex } from "../engine/proc/maps.ts";
+
+function same(line: string): void {
+  assert.deepEqual(parseMapsLine(line), parseMapsLineRegex(line), JSON.stringify(line));
+}
+
+Deno.test("maps lines: live maps files parse as with the regular expression", () => {
+  let n = 0;
+  for (const e of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(e.name)) continue;
+    let text: string;
+    try {
+      text = Deno.readTextFileSync(`/proc/${e.name}/maps`);
+    } catch {
+      continue;
+    }
+    for (const line of text.split("\n")) {
+      if (line === "") continue;
+      same(line);
+      n++;
+    }
+  }
+  if (n < 10) throw new Error(`only ${n} lines seen`);
+});
+
+Deno.test("maps lines: edge cases and mutations parse as with the regular expression", () => {
+  const cases = [
+    "7f0000000000-7f0000001000 rw-p 00000000 00:00 0",
+    "7f0000000000-7f0000001000 rw-p 00000000 00:00 0 ",
+    "7f0000000000-7f0000001000 rw-p 00000000 00:00 0                          [heap]",
+    "55d0c0000000-55d0c0021000 r-xp 00001000 fe:01 1234567   /usr/bin/a b  c",
+    "55d0c0000000-55d0c0021000 r-xs 00001000 fe:01 1234567   /tmp/x (deleted)",
+    "ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0   [vsyscall]",
+    "ffffffffffffffffff-ffffffffffffffffffff rw-p 0123456789abcdef0 00:00 0",
+    "00400000-00452000 r-xp 00000000 08:02 173521 /usr/bin/dbus-daemon",
+    "7f0000000000-7f0000001000 rw-p 00000000 00:00 12345678901234567890 /big/inode",
+    "7f0000000000-7f0000001000 rw-p 00000000 00:00 123abc",
+    "7f0000000000-7f0000001000 rw-p 00000000 00:00 0 /a\rb",
+    "7f0000000000-7f0000001000 rw-p 00000000 00:00 0 [anon:name with \\012]",
+    "7F0000000000-7f0000001000 rw-p 00000000 00:00 0",
+    "7f0000000000-7f0000001000 rwxx 00000000 00:00 0",
+    "7f0000000000-7f0000001000 rw-p 00000000 00:00",
+    "7f0000000000-7f0000001000 rw-p 00000000 0000 0",
+    "7f0000000000-7f0000001000 rw-p  00000000 00:00 0",
+    "-7f0000001000 rw-p 00000000 00:00 0",
+    "7f0000000000- rw-p 00000000 00:00 0",
+    "7f0000000000-7f0000001000",
+    "",
+    "Rss:                   4 kB",
+  ];
+  for (const c of cases) same(c);
+  // Random mutations of real lines: one character replaced, inserted or removed.
+  const base = Deno.readTextFileSync("/proc/self/maps").split("\n").filter(Boolean).concat(cases);
+  const alphabet = "0123456789abcdefABX-: rwxps\t/[]()\r";
+  let seed = 12345;
+  const rand = (n: number) => {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+    return seed % n;
+  };
+  for (let i = 0; i < 20000; i++) {
+    const line = base[rand(base.length)];
+    const at = rand(line.length + 1);
+    const ch = alphabet[rand(alphabet.length)];
+    const op = rand(3);
+    const m = op === 0
+      ? line.slice(0, at) + ch + line.slice(at + 1)
+      : op === 1
+      ? line.slice(0, at) + ch + line.slice(at)
+      : line.slice(0, at) + line.slice(at + 1);
+    same(m);
+  }
+});
