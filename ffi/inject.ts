@@ -258,7 +258,7 @@ function parkInInterruptStop(tid: number, stolen: number[]): void {
  * executable), found without splitting the others: a process may have tens
  * of thousands of mappings and only a few executable ones.
  */
-function executableMapsLines(text: string): string[] {
+export function executableMapsLines(text: string): string[] {
   const out: string[] = [];
   for (let at = 0; at < text.length;) {
     let nl = text.indexOf("\n", at);

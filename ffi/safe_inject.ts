@@ -55,7 +55,7 @@ import {
 } from "./ptrace.ts";
 import { signed, syscallRegs, type UserRegs } from "./regs.ts";
 import { encodeSigframe, FRAME_UC_STACK, sigframeFpstate, sigframeSize } from "./sigframe.ts";
-import { InjectionError } from "./inject.ts";
+import { executableMapsLines, InjectionError } from "./inject.ts";
 import { BATCH_AFTER_SYSCALL } from "./syscall_batch.ts";
 
 const ALL_SIGNALS = 0xffffffffffffffffn;
@@ -94,7 +94,8 @@ function indexOf(buf: Uint8Array, n: number, pat: number[]): number {
  * `pid` ([vdso] and libc first), or undefined when one is missing.
  */
 export function findSafeSites(pid: number): SafeSites | undefined {
-  const ranges = Deno.readTextFileSync(`/proc/${pid}/maps`).split("\n").filter(Boolean)
+  // Only the executable lines are split: a process may have 10,000s of mappings.
+  const ranges = executableMapsLines(Deno.readTextFileSync(`/proc/${pid}/maps`))
     .map((l) => {
       const f = l.split(/\s+/);
       const [s, e] = f[0].split("-").map((x) => BigInt(`0x${x}`));

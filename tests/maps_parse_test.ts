@@ -2,10 +2,23 @@
  * The maps line parser by character codes (engine/proc/maps.ts) gives
  * exactly what the regular expression gives: on every line of live maps
  * files, on hand-made edge cases, and on random mutations of real lines.
+ * The lookups that avoid parsing the whole maps text (PROCMAP_QUERY per
+ * address, the largest gap, lines matching a name) agree with the full
+ * parse on a target with thousands of mappings (tests/targets/rt_maps.c).
  */
 
 import assert from "node:assert/strict";
-import { parseMapsLine, parseMapsLineRegex } from "../engine/proc/maps.ts";
+import {
+  largestGap,
+  mappingAround,
+  mappingsAt,
+  parseMapsLine,
+  parseMapsLineRegex,
+  readMaps,
+  readMapsMatching,
+} from "../engine/proc/maps.ts";
+import { startTriggered } from "./helpers/roundtrip.ts";
+import { withTargets } from "./helpers/targets.ts";
 
 function same(line: string): void {
   assert.deepEqual(parseMapsLine(line), parseMapsLineRegex(line), JSON.stringify(line));
@@ -77,3 +90,57 @@ Deno.test("maps lines: edge cases and mutations parse as with the regular expres
     same(m);
   }
 });
+
+Deno.test(
+  "maps lookups: PROCMAP_QUERY areas, the largest gap and matching lines agree with the full parse",
+  withTargets(async () => {
+    const { t } = await startTriggered("rt_maps", /^ready pid=(\d+)/m, {
+      passWork: true,
+      extra: ["2000"],
+    });
+    t.signal(19); // SIGSTOP: nothing changes while both are read
+    try {
+      const maps = readMaps(t.pid);
+      assert.ok(maps.length > 2000);
+      // Each area's first, last and one-past-the-end address, and the gaps.
+      const addrs = maps.flatMap((m) => [m.start, m.end - 1n, m.end]);
+      const got = mappingsAt(t.pid, addrs);
+      addrs.forEach((a, i) => {
+        const m = maps.find((x) => x.start <= a && a < x.end);
+        assert.deepEqual(
+          got[i],
+          m ? { start: m.start, end: m.end, perms: m.perms } : null,
+          `area at 0x${a.toString(16)}`,
+        );
+      });
+      for (const m of maps.slice(0, 300)) {
+        for (const a of [m.start, m.end]) {
+          const want = maps.find((x) => x.start <= a && a <= x.end)!;
+          assert.deepEqual(mappingAround(t.pid, a), {
+            start: want.start,
+            end: want.end,
+            perms: want.perms,
+          });
+        }
+      }
+      const below = maps.filter((m) => m.path !== "[vsyscall]");
+      let best = { start: 0n, size: 0n };
+      for (let i = 1; i < below.length; i++) {
+        const size = below[i].start - below[i - 1].end;
+        if (size > best.size) best = { start: below[i - 1].end, size };
+      }
+      assert.deepEqual(largestGap(t.pid), best);
+      for (const needle of ["[v", "/", "rt_maps", "[stack]", "no such name"]) {
+        assert.deepEqual(
+          readMapsMatching(t.pid, needle),
+          Deno.readTextFileSync(`/proc/${t.pid}/maps`).split("\n").filter((l) => l.includes(needle))
+            .map((l) => parseMapsLineRegex(l)),
+          needle,
+        );
+      }
+    } finally {
+      t.signal(18);
+      await t.kill();
+    }
+  }),
+);

@@ -35,7 +35,7 @@ import {
   encodeBatchTable,
   installBatchCode,
 } from "../../ffi/syscall_batch.ts";
-import { type MapEntry, readMaps } from "../proc/maps.ts";
+import { largestGap, type MapEntry, mappingAround, mappingAt } from "../proc/maps.ts";
 import { readStatus } from "../proc/status.ts";
 import { pausePoint } from "../pause.ts";
 
@@ -84,8 +84,6 @@ export class InjectionSession {
   readonly safeSites: SafeSites | undefined;
   /** Threads opened for crash-safe injection (undefined: plain protocol). */
   readonly #threads = new Map<number, CrashSafeThread | undefined>();
-  /** The process's mappings, read once for every thread's stack. */
-  #maps: MapEntry[] | undefined;
   /** The thread whose registers are the injected ones, if any. */
   #current: CrashSafeThread | undefined;
   /** Where the main thread's area goes (chosen with the scratch space), if on its stack. */
@@ -114,10 +112,7 @@ export class InjectionSession {
     const t = CrashSafeThread.open(
       tid,
       this.safeSites,
-      (rsp, bytes) =>
-        tid === this.pid
-          ? this.mainArea
-          : areaBelow(tid, rsp, bytes, 0, this.#maps ??= readMaps(this.pid)),
+      (rsp, bytes) => tid === this.pid ? this.mainArea : areaBelow(tid, rsp, bytes, 0),
       pausePoint,
     );
     this.#threads.set(tid, t);
@@ -269,7 +264,7 @@ export class InjectionSession {
       ? this.scratch
       : t.area;
     const at = (top - BigInt(bytes)) & ~63n;
-    const vma = (this.#maps ??= readMaps(this.pid)).find((m) => m.start <= top && top <= m.end);
+    const vma = mappingAround(this.pid, top);
     if (!vma || at < vma.start || vma.perms[0] !== "r" || vma.perms[1] !== "w") return undefined;
     const saved = new Uint8Array(Number(top - at));
     processVmReadFully(t.tid, at, saved);
@@ -395,11 +390,11 @@ export function areaBelow(
   rsp: bigint,
   bytes: number,
   below: number,
-  maps: readonly MapEntry[] = readMaps(tid),
+  maps?: readonly MapEntry[],
 ): bigint | undefined {
   const area = (rsp - RED_ZONE - BigInt(bytes)) & ~63n;
   const low = area - BigInt(below);
-  const vma = maps.find((m) => m.start <= rsp && rsp < m.end);
+  const vma = maps ? maps.find((m) => m.start <= rsp && rsp < m.end) : mappingAt(tid, rsp);
   if (!vma || vma.perms[0] !== "r" || vma.perms[1] !== "w" || low < vma.start) return undefined;
   return area;
 }
@@ -421,29 +416,9 @@ const MAP_BATCH = 0x02 | 0x20 | 0x100000;
  * each line), or undefined.
  */
 function freePage(pid: number): bigint | undefined {
-  const text = Deno.readTextFileSync(`/proc/${pid}/maps`);
-  let best = 0n;
-  let bestAt = 0n;
-  let prevEnd = -1n;
-  for (let at = 0; at < text.length;) {
-    let nl = text.indexOf("\n", at);
-    if (nl < 0) nl = text.length;
-    const dash = text.indexOf("-", at);
-    const sp = text.indexOf(" ", dash);
-    if (dash > at && sp > dash && sp < nl) {
-      const start = BigInt(`0x${text.slice(at, dash)}`);
-      const end = BigInt(`0x${text.slice(dash + 1, sp)}`);
-      if (start >= 0x800000000000n) break; // [vsyscall]
-      if (prevEnd >= 0n && start - prevEnd > best) {
-        best = start - prevEnd;
-        bestAt = prevEnd;
-      }
-      prevEnd = end;
-    }
-    at = nl + 1;
-  }
-  if (best < 3n * BigInt(PAGE)) return undefined;
-  return (bestAt + best / 2n) & ~BigInt(PAGE - 1);
+  const { start, size } = largestGap(pid);
+  if (size < 3n * BigInt(PAGE)) return undefined;
+  return (start + size / 2n) & ~BigInt(PAGE - 1);
 }
 
 /**

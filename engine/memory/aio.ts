@@ -52,7 +52,7 @@ import { errnoName } from "../../ffi/errno.ts";
 import { decodeBase64, encodeBase64 } from "../base64.ts";
 import { CryoError, UnsupportedError } from "../errors.ts";
 import type { AioRing, Mapping, ProcessImage } from "../model.ts";
-import { readMaps } from "../proc/maps.ts";
+import { readMapsMatching } from "../proc/maps.ts";
 import { type ProgramBuilder, slot } from "../program/builder.ts";
 import type { Refusals } from "../support.ts";
 import { parseCpuList } from "../task/sched.ts";
@@ -214,7 +214,7 @@ export function collectAioRings(
   refusals: Refusals,
 ): Map<bigint, AioRing> {
   const out = new Map<bigint, AioRing>();
-  const rings = readMaps(inj.pid).filter((m) => m.path.startsWith("/[aio]"));
+  const rings = readMapsMatching(inj.pid, "/[aio]").filter((m) => m.path.startsWith("/[aio]"));
   if (rings.length === 0) return out;
   let fd: number | undefined;
   try {

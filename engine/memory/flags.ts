@@ -21,7 +21,7 @@ import type { Refusals } from "../support.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
 import type { InjectionSession } from "../dump/injected.ts";
 import { readStatus } from "../proc/status.ts";
-import { readMaps } from "../proc/maps.ts";
+import { largestGap } from "../proc/maps.ts";
 import { CryoError } from "../errors.ts";
 import { pausePoint } from "../pause.ts";
 import {
@@ -122,12 +122,7 @@ const MAP_FIXED_NOREPLACE = 0x100000;
 
 /** A page-aligned address in the middle of the largest gap between two mappings of `pid`. */
 function freeProbePage(pid: number): bigint {
-  const maps = readMaps(pid).filter((m) => m.path !== "[vsyscall]");
-  let best = { start: 0n, size: 0n };
-  for (let i = 1; i < maps.length; i++) {
-    const size = maps[i].start - maps[i - 1].end;
-    if (size > best.size) best = { start: maps[i - 1].end, size };
-  }
+  const best = largestGap(pid);
   if (best.size < BigInt(3 * PAGE)) {
     throw new CryoError(`process ${pid}: no free address range for the mlockall probe`);
   }

@@ -14,6 +14,13 @@ import {
   ProcPermissionError,
 } from "./errors.ts";
 import { fileIdentityOf, procPath, procRead, readProcText } from "./io.ts";
+import {
+  PROCMAP_QUERY_VMA_EXECUTABLE,
+  PROCMAP_QUERY_VMA_READABLE,
+  PROCMAP_QUERY_VMA_SHARED,
+  PROCMAP_QUERY_VMA_WRITABLE,
+  ProcmapQuery,
+} from "../../ffi/procmap_query.ts";
 
 /** One line of /proc/<pid>/maps. */
 export interface MapEntry {
@@ -238,4 +245,131 @@ function identityByPath(pid: number, entry: MapEntry): FileIdentity {
     );
   }
   return fileIdentityOf(path, info);
+}
+
+/** An area's range and permissions, as a PROCMAP_QUERY lookup gives them. */
+export type MapArea = Pick<MapEntry, "start" | "end" | "perms">;
+
+/** Addresses from here up are not user areas ([vsyscall] is listed in maps only). */
+const USER_TOP = 0x800000000000n;
+
+/** Permissions in the maps form ("rw-p") of PROCMAP_QUERY vma_flags. */
+function permsOf(flags: number): string {
+  return (flags & PROCMAP_QUERY_VMA_READABLE ? "r" : "-") +
+    (flags & PROCMAP_QUERY_VMA_WRITABLE ? "w" : "-") +
+    (flags & PROCMAP_QUERY_VMA_EXECUTABLE ? "x" : "-") +
+    (flags & PROCMAP_QUERY_VMA_SHARED ? "s" : "p");
+}
+
+/**
+ * The areas of `pid` (or its thread `tid`) covering each of `addrs`
+ * (null where none does), by one PROCMAP_QUERY each instead of reading
+ * and parsing the whole maps text (thousands of lines); the maps text
+ * where the ioctl is missing (before Linux 6.11).
+ */
+export function mappingsAt(
+  pid: number,
+  addrs: readonly bigint[],
+  tid?: number,
+): (MapArea | null)[] {
+  let q: ProcmapQuery | undefined;
+  try {
+    q = new ProcmapQuery(tid ?? pid);
+  } catch {
+    q = undefined;
+  }
+  let maps: MapEntry[] | undefined;
+  let usable = true;
+  try {
+    return addrs.map((addr) => {
+      // [vsyscall] is no area of the mm for the ioctl: the text says it is mapped.
+      const r = q && usable && addr < USER_TOP ? q.query(addr) : -1;
+      if (typeof r !== "number") {
+        return r && { start: r.start, end: r.end, perms: permsOf(r.flags) };
+      }
+      if (r !== -1) usable = false; // no PROCMAP_QUERY here: the text for the rest
+      const m = (maps ??= readMaps(pid, tid)).find((m) => m.start <= addr && addr < m.end);
+      return m ? { start: m.start, end: m.end, perms: m.perms } : null;
+    });
+  } finally {
+    q?.close();
+  }
+}
+
+/** The area of `pid` (or its thread `tid`) covering `addr`, or null ({@link mappingsAt}). */
+export function mappingAt(pid: number, addr: bigint, tid?: number): MapArea | null {
+  return mappingsAt(pid, [addr], tid)[0];
+}
+
+/**
+ * The first area in address order with `start <= addr <= end` (an area
+ * ending exactly at `addr` comes before one starting there), or null.
+ */
+export function mappingAround(pid: number, addr: bigint): MapArea | null {
+  const [below, at] = mappingsAt(pid, [addr - 1n, addr]);
+  if (below && below.end >= addr) return below;
+  return at;
+}
+
+/** Hex digits of `text` from `at` to `end` as a number (addresses below 2^53). */
+function hexNumber(text: string, at: number, end: number): number {
+  let n = 0;
+  for (let i = at; i < end; i++) n = n * 16 + hexDigit(text.charCodeAt(i));
+  return n;
+}
+
+/**
+ * The largest gap between two consecutive areas of `pid` below the
+ * [vsyscall] page (the first of equal ones): its start and size in bytes,
+ * size 0 when there is none. Only the range of each maps line is read.
+ */
+export function largestGap(pid: number): { start: bigint; size: bigint } {
+  const text = readProcText(pid, "maps");
+  if (text === "") assertAlive(pid, procPath(pid, "maps"));
+  const TOP = 0x800000000000;
+  let best = 0, bestAt = 0, prevEnd = -1;
+  for (let at = 0; at < text.length;) {
+    let nl = text.indexOf("\n", at);
+    if (nl < 0) nl = text.length;
+    const dash = text.indexOf("-", at);
+    const sp = dash < 0 ? -1 : text.indexOf(" ", dash);
+    if (dash > at && sp > dash && sp < nl) {
+      const start = hexNumber(text, at, dash);
+      if (start >= TOP) break; // [vsyscall]
+      if (prevEnd >= 0 && start - prevEnd > best) {
+        best = start - prevEnd;
+        bestAt = prevEnd;
+      }
+      prevEnd = hexNumber(text, dash + 1, sp);
+    }
+    at = nl + 1;
+  }
+  return { start: BigInt(bestAt), size: BigInt(best) };
+}
+
+/**
+ * The maps records of `pid` whose line contains `needle` (e.g. "/[aio]"),
+ * parsing only those lines.
+ */
+export function readMapsMatching(pid: number, needle: string): MapEntry[] {
+  const text = readProcText(pid, "maps");
+  if (text === "") assertAlive(pid, procPath(pid, "maps"));
+  const out: MapEntry[] = [];
+  for (let i = text.indexOf(needle); i >= 0; i = text.indexOf(needle, i + 1)) {
+    const from = text.lastIndexOf("\n", i) + 1;
+    let nl = text.indexOf("\n", i);
+    if (nl < 0) nl = text.length;
+    const line = text.slice(from, nl);
+    const e = parseMapsLine(line);
+    if (!e) {
+      throw new ProcFormatError(
+        pid,
+        procPath(pid, "maps"),
+        `bad maps line ${JSON.stringify(line)}`,
+      );
+    }
+    out.push(e);
+    i = nl;
+  }
+  return out;
 }
