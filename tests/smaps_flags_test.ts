@@ -81,7 +81,7 @@ Deno.test(
   }),
 );
 
-Deno.test("smaps: a text whose area lacks VmFlags, or with a bad header, is refused", () => {
+Deno.test("smaps: a text whose area lacks Size or VmFlags, or with a bad header, is refused", () => {
   const area = (start: string, flags = true) =>
     `${start}-7f0000001000 rw-p 00000000 00:00 0 \nSize:                  4 kB\nRss:                   4 kB\n` +
     (flags ? "VmFlags: rd wr mr mw me ac \n" : "");
@@ -97,5 +97,8 @@ Deno.test("smaps: a text whose area lacks VmFlags, or with a bad header, is refu
     ProcFormatError,
   );
   assert.throws(() => parseSmapsFlags(area("7f000000000g")), ProcFormatError);
+  const noSize = area("7f0000000000").replace(/Size:[^\n]*\n/, "");
+  assert.throws(() => parseSmapsFlags(noSize), ProcFormatError);
+  assert.throws(() => parseSmapsFlags(area("7f0000000000") + noSize), ProcFormatError);
   assert.deepEqual(parseSmapsFlags(""), []);
 });

@@ -20,8 +20,8 @@ export interface SmapsArea extends MapEntry {
 }
 
 const VMFLAGS = "\nVmFlags:";
-/** A line starting with a lower-case hex digit: an area header. */
-const HEADER = /\n[0-9a-f]/g;
+/** The first line of every area after its header. */
+const SIZE = "\nSize:";
 
 /**
  * Scans the complete areas at the start of `text` into `out` and returns
@@ -46,11 +46,15 @@ function scanAreas(
       if (text.slice(at).trim() === "") return text.length;
       throw new ProcFormatError(pid, path, `area without VmFlags: ${text.slice(at, headEnd)}`);
     }
-    // Every area ends with its VmFlags line: no other header may come before it.
-    HEADER.lastIndex = headEnd;
-    const next = HEADER.exec(text);
-    if (next && next.index < flagsAt) {
-      throw new ProcFormatError(pid, path, `area without VmFlags: ${text.slice(at, headEnd)}`);
+    // Every area starts with its Size line and ends with its VmFlags line:
+    // another area's Size line before this VmFlags means an area without one.
+    const nextSize = text.indexOf(SIZE, headEnd + 1);
+    if (!text.startsWith(SIZE, headEnd) || (nextSize >= 0 && nextSize < flagsAt)) {
+      throw new ProcFormatError(
+        pid,
+        path,
+        `area without Size or VmFlags: ${text.slice(at, headEnd)}`,
+      );
     }
     const head = parseMapsLine(text.slice(at, headEnd));
     if (!head) {
