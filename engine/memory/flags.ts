@@ -150,9 +150,10 @@ export function collectMemoryDetails(
   refusals: Refusals,
 ): MemoryProcessFlags {
   let pagemap: PagemapReader | undefined;
+  const odd = new Map<readonly string[], string[]>();
   try {
     for (const m of mappings) {
-      collectMappingDetails(pid, m, refusals, () => pagemap ??= openPagemap(pid));
+      collectMappingDetails(pid, m, refusals, () => pagemap ??= openPagemap(pid), odd);
     }
   } finally {
     pagemap?.close();
@@ -174,13 +175,19 @@ function collectMappingDetails(
   m: Mapping,
   refusals: Refusals,
   pagemap: () => PagemapReader,
+  /** The flags not re-created of each VmFlags list seen (10,000 mappings share a few lists). */
+  oddOf: Map<readonly string[], string[]>,
 ): void {
   if (m.kind === "vdso" || m.kind === "vsyscall") return;
   // cryo's own dirty tracking of a pre-dump (engine/dump/tracking.ts): never recorded.
   if (hasOwnTracking(pid)) m.vmFlags = m.vmFlags.filter((f) => f !== "uw");
-  const odd = m.vmFlags.filter((f) =>
-    !FROM_MMAP.has(f) && MADVISE_FOR_FLAG[f] === undefined && !LOCK_FLAGS.has(f)
-  );
+  let odd = oddOf.get(m.vmFlags);
+  if (!odd) {
+    odd = m.vmFlags.filter((f) =>
+      !FROM_MMAP.has(f) && MADVISE_FOR_FLAG[f] === undefined && !LOCK_FLAGS.has(f)
+    );
+    oddOf.set(m.vmFlags, odd);
+  }
   if (odd.length) {
     refusals.use(
       "memory.vmflags",
