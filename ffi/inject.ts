@@ -283,8 +283,10 @@ export function executableMapsLines(text: string): string[] {
 export function findSyscallInstruction(
   pid: number,
   exclude?: { start: bigint; end: bigint },
+  /** The text of /proc/<pid>/maps if the caller just read it. */
+  mapsText?: string,
 ): bigint {
-  const lines = executableMapsLines(Deno.readTextFileSync(`/proc/${pid}/maps`));
+  const lines = executableMapsLines(mapsText ?? Deno.readTextFileSync(`/proc/${pid}/maps`));
   const ranges = lines.map((l) => {
     const [range, perms] = l.split(/\s+/);
     const [s, e] = range.split("-").map((x) => BigInt(`0x${x}`));

@@ -93,9 +93,13 @@ function indexOf(buf: Uint8Array, n: number, pat: number[]): number {
  * Finds the sequences of {@link SafeSites} in the executable mappings of
  * `pid` ([vdso] and libc first), or undefined when one is missing.
  */
-export function findSafeSites(pid: number): SafeSites | undefined {
+export function findSafeSites(
+  pid: number,
+  /** The text of /proc/<pid>/maps if the caller just read it. */
+  mapsText?: string,
+): SafeSites | undefined {
   // Only the executable lines are split: a process may have 10,000s of mappings.
-  const ranges = executableMapsLines(Deno.readTextFileSync(`/proc/${pid}/maps`))
+  const ranges = executableMapsLines(mapsText ?? Deno.readTextFileSync(`/proc/${pid}/maps`))
     .map((l) => {
       const f = l.split(/\s+/);
       const [s, e] = f[0].split("-").map((x) => BigInt(`0x${x}`));

@@ -96,8 +96,10 @@ export class InjectionSession {
   readonly #chainSaved: { tid: number; at: bigint; bytes: Uint8Array }[] = [];
   constructor(pid: number) {
     this.pid = pid;
-    this.site = findSyscallInstruction(pid);
-    this.safeSites = findSafeSites(pid);
+    // One read of the maps text for both (thousands of lines with many mappings).
+    const maps = Deno.readTextFileSync(`/proc/${pid}/maps`);
+    this.site = findSyscallInstruction(pid, undefined, maps);
+    this.safeSites = findSafeSites(pid, maps);
   }
 
   /** Opens thread `tid` once; `keepCurrent`: the current thread stays injected meanwhile. */

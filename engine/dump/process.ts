@@ -166,6 +166,7 @@ export function collectProcess(
       aio: collectAioRings(
         { pid, tid: pid, call: (nr, ...a) => s.call(pid, nr, ...a), scratch: s.scratch },
         refusals,
+        maps, // read at this freeze; injected syscalls make no ring
       ),
     };
   });
