@@ -130,6 +130,20 @@ Deno.test(
         if (size > best.size) best = { start: below[i - 1].end, size };
       }
       assert.deepEqual(largestGap(t.pid), best);
+      // From areas read earlier: the same gap while it is free; a gap that is
+      // not free (an area the list lacks) is found so and read from the text.
+      assert.deepEqual(largestGap(t.pid, maps), best);
+      // Without the area above the largest gap, the list shows a larger one that is not free.
+      const above = below.findIndex((m) => m.start === best.start + best.size);
+      const lacking = below.filter((_, k) => k !== above);
+      assert.ok(above > 0 && lacking.length === below.length - 1);
+      assert.deepEqual(largestGap(t.pid, lacking), best);
+      const fake = [...below.slice(0, 3), {
+        start: 0x7ff000000000n,
+        end: 0x7ff000001000n,
+        perms: "rw-p",
+      }];
+      assert.deepEqual(largestGap(t.pid, fake), best);
       for (const needle of ["[v", "/", "rt_maps", "[stack]", "no such name"]) {
         assert.deepEqual(
           readMapsMatching(t.pid, needle),

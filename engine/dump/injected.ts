@@ -90,6 +90,8 @@ export class InjectionSession {
   mainArea: bigint | undefined;
   /** The page holding the batch code while mapped, and the thread whose undo unmaps it. */
   #batchPage: { at: bigint; owner: CrashSafeThread } | undefined;
+  /** The process's mappings read at this freeze before the session, if the caller has them. */
+  areas: readonly MapEntry[] | undefined;
   /** Where the batch page goes (a free address, found once). */
   #batchAt: bigint | undefined;
   /** Stack bytes batch tables overwrote (thread, address, former content), put back on close. */
@@ -228,7 +230,7 @@ export class InjectionSession {
       this.#current?.close();
       this.#current = t;
     }
-    const at = this.#batchAt ??= freePage(this.pid) ?? 0n;
+    const at = this.#batchAt ??= freePage(this.pid, this.areas) ?? 0n;
     if (at === 0n) return undefined;
     t.armUndo(SYS.munmap, at, PAGE);
     let r: bigint;
@@ -334,8 +336,14 @@ export class InjectionSession {
  * Opens an injection session on the stopped process `pid`, runs `fn`, and
  * puts the threads and the scratch space back (also when `fn` throws).
  */
-export function withInjection<T>(pid: number, fn: (s: InjectionSession) => T): T {
+export function withInjection<T>(
+  pid: number,
+  fn: (s: InjectionSession) => T,
+  /** The process's mappings read at this freeze, if the caller has them ({@link InjectionSession.areas}). */
+  areas?: readonly MapEntry[],
+): T {
   const s = new InjectionSession(pid);
+  s.areas = areas;
   const rsp = getRegs(pid).rsp;
   const areaBytes = s.safeSites ? CrashSafeThread.bytesFor(xsaveSize(pid)) : 0;
   const area = areaBelow(pid, rsp, areaBytes, SCRATCH_BYTES);
@@ -417,8 +425,8 @@ const MAP_BATCH = 0x02 | 0x20 | 0x100000;
  * mappings of `pid` (read from the maps text without parsing the rest of
  * each line), or undefined.
  */
-function freePage(pid: number): bigint | undefined {
-  const { start, size } = largestGap(pid);
+function freePage(pid: number, known?: readonly MapEntry[]): bigint | undefined {
+  const { start, size } = largestGap(pid, known);
   if (size < 3n * BigInt(PAGE)) return undefined;
   return (start + size / 2n) & ~BigInt(PAGE - 1);
 }

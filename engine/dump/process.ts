@@ -169,7 +169,7 @@ export function collectProcess(
         maps, // read at this freeze; injected syscalls make no ring
       ),
     };
-  });
+  }, maps);
   const owners = queryFdOwners(pid, fds.map((f) => f.fd));
   const task = collectTaskState(pid, tids, injected.task, refusals);
   // The smaps records are the dump's mappings as they are (no copy per mapping).

@@ -21,7 +21,7 @@ import type { Refusals } from "../support.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
 import type { InjectionSession } from "../dump/injected.ts";
 import { readStatus } from "../proc/status.ts";
-import { largestGap } from "../proc/maps.ts";
+import { largestGap, type MapArea } from "../proc/maps.ts";
 import { CryoError } from "../errors.ts";
 import { pausePoint } from "../pause.ts";
 import {
@@ -99,7 +99,7 @@ function lockedKb(pid: number): number {
  */
 export function probeMlockFuture(s: InjectionSession): MemoryProcessFlags["mlockFuture"] {
   const before = lockedKb(s.pid);
-  const at = freeProbePage(s.pid);
+  const at = freeProbePage(s.pid, s.areas);
   return s.withUndo(s.pid, [SYS.munmap, at, PAGE], () => {
     const probe = s.check(
       s.pid,
@@ -121,8 +121,8 @@ export function probeMlockFuture(s: InjectionSession): MemoryProcessFlags["mlock
 const MAP_FIXED_NOREPLACE = 0x100000;
 
 /** A page-aligned address in the middle of the largest gap between two mappings of `pid`. */
-function freeProbePage(pid: number): bigint {
-  const best = largestGap(pid);
+function freeProbePage(pid: number, known?: readonly MapArea[]): bigint {
+  const best = largestGap(pid, known);
   if (best.size < BigInt(3 * PAGE)) {
     throw new CryoError(`process ${pid}: no free address range for the mlockall probe`);
   }

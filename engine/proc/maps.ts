@@ -15,6 +15,7 @@ import {
 } from "./errors.ts";
 import { fileIdentityOf, procPath, procRead, readProcText } from "./io.ts";
 import {
+  PROCMAP_QUERY_COVERING_OR_NEXT_VMA,
   PROCMAP_QUERY_VMA_EXECUTABLE,
   PROCMAP_QUERY_VMA_READABLE,
   PROCMAP_QUERY_VMA_SHARED,
@@ -323,7 +324,30 @@ function hexNumber(text: string, at: number, end: number): number {
  * [vsyscall] page (the first of equal ones): its start and size in bytes,
  * size 0 when there is none. Only the range of each maps line is read.
  */
-export function largestGap(pid: number): { start: bigint; size: bigint } {
+export function largestGap(
+  pid: number,
+  /**
+   * The areas of `pid` read earlier at this freeze (in address order): their
+   * largest gap is the answer if it is still wholly free (one PROCMAP_QUERY);
+   * areas added since (cryo's own pages) can only have split gaps.
+   */
+  known?: readonly MapArea[],
+): { start: bigint; size: bigint } {
+  if (known) {
+    const g = knownGap(known);
+    if (g.size > 0n) {
+      let q: ProcmapQuery | undefined;
+      try {
+        q = new ProcmapQuery(pid);
+        const next = q.query(g.start, PROCMAP_QUERY_COVERING_OR_NEXT_VMA);
+        if (next === null || (typeof next !== "number" && next.start >= g.start + g.size)) return g;
+      } catch {
+        /* no PROCMAP_QUERY: the text below */
+      } finally {
+        q?.close();
+      }
+    }
+  }
   const text = readProcText(pid, "maps");
   if (text === "") assertAlive(pid, procPath(pid, "maps"));
   const TOP = 0x800000000000;
@@ -345,6 +369,20 @@ export function largestGap(pid: number): { start: bigint; size: bigint } {
     at = nl + 1;
   }
   return { start: BigInt(bestAt), size: BigInt(best) };
+}
+
+/** The largest gap between consecutive `areas` below [vsyscall] (the first of equal ones). */
+function knownGap(areas: readonly MapArea[]): { start: bigint; size: bigint } {
+  let best = 0n, bestAt = 0n;
+  for (let i = 1; i < areas.length; i++) {
+    if (areas[i].start >= USER_TOP) break;
+    const size = areas[i].start - areas[i - 1].end;
+    if (size > best) {
+      best = size;
+      bestAt = areas[i - 1].end;
+    }
+  }
+  return { start: bestAt, size: best };
 }
 
 /**
