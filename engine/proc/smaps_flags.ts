@@ -80,7 +80,7 @@ export function parseSmapsFlags(text: string, pid = 0, path = "smaps"): SmapsAre
   return out;
 }
 
-/** Bytes read from smaps at a time. */
+/** Bytes of smaps gathered before they are decoded and scanned. */
 const CHUNK = 256 * 1024;
 
 /**
@@ -98,9 +98,18 @@ export function readSmapsFlags(pid: number): SmapsArea[] {
     const buf = new Uint8Array(CHUNK);
     const decoder = new TextDecoder();
     let rest = "";
-    for (;;) {
-      const n = f.readSync(buf);
-      if (n === null || n === 0) break;
+    for (let eof = false; !eof;) {
+      // A read of smaps returns one page of text at most: gather many before decoding.
+      let n = 0;
+      while (n < CHUNK - 16384) {
+        const got = f.readSync(buf.subarray(n));
+        if (got === null || got === 0) {
+          eof = true;
+          break;
+        }
+        n += got;
+      }
+      if (n === 0) break;
       seen += n;
       const text = rest + decoder.decode(buf.subarray(0, n), { stream: true });
       rest = text.slice(scanAreas(text, out, interned, false, pid, path));
