@@ -80,8 +80,12 @@ export function parseSmapsFlags(text: string, pid = 0, path = "smaps"): SmapsAre
   return out;
 }
 
-/** Bytes of smaps gathered before they are decoded and scanned. */
-const CHUNK = 256 * 1024;
+/**
+ * Bytes of smaps gathered before they are decoded and scanned: few decodes,
+ * and strings small enough for V8's young generation (a larger one goes to
+ * the large-object space and brings a full collection into the frozen time).
+ */
+const CHUNK = 64 * 1024;
 
 /**
  * Reads /proc/<pid>/smaps with {@link parseSmapsFlags}, a chunk at a time
@@ -101,7 +105,7 @@ export function readSmapsFlags(pid: number): SmapsArea[] {
     for (let eof = false; !eof;) {
       // A read of smaps returns one page of text at most: gather many before decoding.
       let n = 0;
-      while (n < CHUNK - 16384) {
+      while (n < CHUNK - 8192) {
         const got = f.readSync(buf.subarray(n));
         if (got === null || got === 0) {
           eof = true;
