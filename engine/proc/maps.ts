@@ -107,6 +107,14 @@ function hexUntil(line: string, at: number, stop: number): boolean {
   return true;
 }
 
+/** The 16 permission strings of maps, by bits r 1, w 2, x 4, s 8. */
+const PERMS = Array.from(
+  { length: 16 },
+  (_, b) => (b & 1 ? "r" : "-") + (b & 2 ? "w" : "-") + (b & 4 ? "x" : "-") + (b & 8 ? "s" : "p"),
+);
+/** Device strings seen, each kept once. */
+const DEVS = new Map<string, string>();
+
 /**
  * Parses one maps line by character codes (10,000 mappings make 10,000
  * lines, read several times per dump); returns null if it is not one. Same
@@ -126,7 +134,11 @@ export function parseMapsLine(line: string): MapEntry | null {
     (p0 !== 114 && p0 !== 45) || (p1 !== 119 && p1 !== 45) || (p2 !== 120 && p2 !== 45) ||
     (p3 !== 112 && p3 !== 115)
   ) return null;
-  const perms = line.slice(at, at + 4);
+  // One string per permission set and per device (10,000 mappings share a few).
+  const perms = PERMS[
+    (p0 === 114 ? 1 : 0) | (p1 === 119 ? 2 : 0) | (p2 === 120 ? 4 : 0) |
+    (p3 === 115 ? 8 : 0)
+  ];
   if (!hexUntil(line, at + 5, SP)) return null;
   const offset = cursor.value;
   // dev: hex ":" hex
@@ -137,7 +149,13 @@ export function parseMapsLine(line: string): MapEntry | null {
   const minorAt = ++at;
   while (at < line.length && hexDigit(line.charCodeAt(at)) >= 0) at++;
   if (at === minorAt || line.charCodeAt(at) !== SP) return null;
-  const dev = line.slice(devAt, at);
+  const devText = line.slice(devAt, at);
+  let dev = DEVS.get(devText);
+  if (dev === undefined) {
+    if (DEVS.size > 4096) DEVS.clear();
+    DEVS.set(devText, devText);
+    dev = devText;
+  }
   // inode: decimal
   const inodeAt = ++at;
   let inode = 0;
