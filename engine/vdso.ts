@@ -25,8 +25,10 @@ function vdsoMaps(pid: number): MapEntry[] {
 /** vvar/vdso mappings of `pid` (names and sizes, in address order) and SHA-256 of [vdso]. */
 export function vdsoFacts(
   pid: number,
+  /** The mappings of `pid` read at this freeze, if the caller has them (else maps is read). */
+  areas?: readonly Pick<MapEntry, "start" | "end" | "path">[],
 ): { layout: { name: string; size: number }[]; sha256: string } {
-  const maps = vdsoMaps(pid);
+  const maps = areas ? areas.filter((m) => NAMES.has(m.path)) : vdsoMaps(pid);
   const code = maps.find((m) => m.path === "[vdso]");
   let sha256 = "";
   if (code) {

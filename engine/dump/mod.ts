@@ -66,7 +66,7 @@ import {
 } from "./tree_state.ts";
 import { MemoryStreamer, windowBytes } from "./memory.ts";
 import { MappedPageWriter } from "./page_writer.ts";
-import { bootstrapSizeFor, chooseBootstrap, pagePolicy } from "./vmas.ts";
+import { bootstrapSizeFor, chooseBootstrap, pagePolicy, type Vma } from "./vmas.ts";
 import { TOOL_VERSION } from "../version.ts";
 import { pausePoint } from "../pause.ts";
 import { makePrivateDir, removeStalePartials } from "./partial.ts";
@@ -222,8 +222,8 @@ async function prepareDir(dir: string): Promise<string> {
   return tmp;
 }
 
-function hostFacts(pid: number, image: ProcessImage): HostFacts {
-  const { layout: vdso, sha256: vdsoSha256 } = vdsoFacts(pid);
+function hostFacts(pid: number, image: ProcessImage, areas?: readonly Vma[]): HostFacts {
+  const { layout: vdso, sha256: vdsoSha256 } = vdsoFacts(pid, areas);
   const xsave = decodeBase64(image.threads[0].xsave);
   return {
     kernelRelease: Deno.osRelease(),
@@ -548,7 +548,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         `process ${died.join(", ")} died while being checkpointed; nothing was written`,
       );
     }
-    const host = hostFacts(pid, images[0]);
+    const host = hostFacts(pid, images[0], described.find((d) => d.p.pid === pid)?.collected.vmas);
     let thawed = false;
     let freezeSeconds = 0;
     if (opts.leaveRunning) {
