@@ -131,7 +131,7 @@ export function savePlanned(
     const pieces = plan.pieces[k];
     if (pieces.length === 0) continue;
     const v = vmas[k];
-    const pages: PageRun[] = [];
+    let pages: PageRun[] = [];
     for (let i = 0; i < pieces.length; i++) {
       const p = pieces[i];
       if (p.source === "read") {
@@ -142,7 +142,9 @@ export function savePlanned(
           const q = pieces[++i];
           batch.push({ addr: BigInt(q.addr), length: q.length });
         }
-        for (const r of streamer.saveRuns(v, batch, onBytes)) pages.push(r);
+        const got = streamer.saveRuns(v, batch, onBytes);
+        if (pages.length === 0) pages = got; // the common case: no copy
+        else for (const r of got) pages.push(r);
         continue;
       }
       if (p.source === "parent") {
