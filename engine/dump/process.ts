@@ -10,7 +10,7 @@ import { readLimits } from "../proc/limits.ts";
 import type { FdInfo, Mapping, ProcessImage } from "../model.ts";
 import { Refusals } from "../support.ts";
 import { mmFieldsOf, readStat } from "../proc/stat.ts";
-import { readStatus } from "../proc/status.ts";
+import { readStatus, readThreadStatuses } from "../proc/status.ts";
 import { auxvToModel, readAuxv } from "../proc/auxv.ts";
 import { devMajor, devMinor, type ProcFd, readFds } from "../proc/fds.ts";
 import { readMapFileIdentity } from "../proc/maps.ts";
@@ -143,35 +143,47 @@ export function collectProcess(
 ): CollectedProcess {
   checkNamespaces(pid, refusals);
   const stat = readStat(pid);
-  const status = readStatus(pid);
-  prepareTaskCollection(pid, tids);
+  // Each thread's status once (credentials, seccomp, masks, comm...): they hold while it is frozen.
+  const statuses = readThreadStatuses(pid, tids);
+  const status = statuses.get(pid) ?? readStatus(pid);
+  prepareTaskCollection(pid, tids, statuses);
   // smaps alone (its area headers are the maps lines): one pass over 10,000 mappings, not two;
   // only the headers and VmFlags are looked at (engine/proc/smaps_flags.ts).
   // Read before the injected calls, whose scratch mapping waits for a page
   // table walk still running (engine/dump/parent.ts) while this one runs beside it.
   const maps: SmapsArea[] = readSmapsFlags(pid);
   // Everything read by injected syscalls, in one session (one scratch page).
-  const { injected, posixTimers, credentials, aio } = withInjection(pid, (s) => {
-    const state = queryInjectedState(s, tids);
-    const perThread = (f: (t: InjectedThreadState) => number) =>
-      new Map([...state.threads].map(([tid, t]) => [tid, f(t)]));
-    return {
-      injected: {
-        ...state,
-        task: queryTaskState(s, tids, perThread((t) => t.pdeathsig)),
-        mlockFuture: probeMlockFuture(s),
-      },
-      posixTimers: collectTimers(s, tids, fds, refusals),
-      credentials: collectCreds(s, tids, perThread((t) => t.securebits)),
-      aio: collectAioRings(
-        { pid, tid: pid, call: (nr, ...a) => s.call(pid, nr, ...a), scratch: s.scratch },
-        refusals,
-        maps, // read at this freeze; injected syscalls make no ring
-      ),
-    };
-  }, maps);
+  const { injected, posixTimers, credentials, aio } = withInjection(
+    pid,
+    (s) => {
+      const state = queryInjectedState(s, tids);
+      const perThread = (f: (t: InjectedThreadState) => number) =>
+        new Map([...state.threads].map(([tid, t]) => [tid, f(t)]));
+      return {
+        injected: {
+          ...state,
+          task: queryTaskState(
+            s,
+            tids,
+            perThread((t) => t.pdeathsig),
+            perThread((t) => t.timerSlackNs),
+          ),
+          mlockFuture: probeMlockFuture(s),
+        },
+        posixTimers: collectTimers(s, tids, fds, refusals),
+        credentials: collectCreds(s, tids, perThread((t) => t.securebits)),
+        aio: collectAioRings(
+          { pid, tid: pid, call: (nr, ...a) => s.call(pid, nr, ...a), scratch: s.scratch },
+          refusals,
+          maps, // read at this freeze; injected syscalls make no ring
+        ),
+      };
+    },
+    statuses,
+    maps,
+  );
   const owners = queryFdOwners(pid, fds.map((f) => f.fd));
-  const task = collectTaskState(pid, tids, injected.task, refusals);
+  const task = collectTaskState(pid, tids, injected.task, refusals, statuses);
   // The smaps records are the dump's mappings as they are (no copy per mapping).
   const vmas: Vma[] = maps;
   // One object per mapping, built without spreads (10,000 mappings: this runs frozen).
@@ -225,7 +237,7 @@ export function collectProcess(
   } catch { /* kernel thread or unreadable */ }
 
   const threads = tids.map((tid) => ({
-    ...collectThread(pid, tid, injected.threads.get(tid)!),
+    ...collectThread(pid, tid, injected.threads.get(tid)!, statuses.get(tid)),
     ...task.threads.get(tid),
   }));
   // The main thread first.

@@ -320,16 +320,6 @@ export function mappingAt(pid: number, addr: bigint, tid?: number): MapArea | nu
   return mappingsAt(pid, [addr], tid)[0];
 }
 
-/**
- * The first area in address order with `start <= addr <= end` (an area
- * ending exactly at `addr` comes before one starting there), or null.
- */
-export function mappingAround(pid: number, addr: bigint): MapArea | null {
-  const [below, at] = mappingsAt(pid, [addr - 1n, addr]);
-  if (below && below.end >= addr) return below;
-  return at;
-}
-
 /** Hex digits of `text` from `at` to `end` as a number (addresses below 2^53). */
 function hexNumber(text: string, at: number, end: number): number {
   let n = 0;
