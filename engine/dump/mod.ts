@@ -64,8 +64,8 @@ import {
   checkSharedTables,
   checkUnattachedLocks,
 } from "./tree_state.ts";
-import { MemoryStreamer, windowBytes } from "./memory.ts";
-import { MappedPageWriter } from "./page_writer.ts";
+import { MemoryStreamer, pageBufferBytes } from "./memory.ts";
+import { BufferPageWriter } from "./page_writer.ts";
 import { bootstrapSizeFor, chooseBootstrap, pagePolicy, type Vma } from "./vmas.ts";
 import { TOOL_VERSION } from "../version.ts";
 import { pausePoint } from "../pause.ts";
@@ -513,8 +513,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       const total = plan.readBytes;
       reused += plan.reusedBytes;
       parentBytes += plan.parentBytes;
-      // The pages are read straight into windows of the image file (one copy).
-      const out = new MappedPageWriter(windowBytes(total), writer.partialPath);
+      const out = new BufferPageWriter(pageBufferBytes(total), writer.partialPath);
       const streamer = new MemoryStreamer(p.pid, out, (n) => writer.reservePages(n));
       // The manifest's pageBlocks (engine/image/page_blocks.ts): blocks aligned to the page data's start.
       streamer.blockCrcs = [];
