@@ -551,6 +551,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       sockets.checkUnchanged();
       sockets.releaseRunning();
       thawTree(tree);
+      precopy?.close(); // lifts the tracking's protections with the tree running
       thawed = true;
       chain.frozen = false;
       freezeSeconds = (performance.now() - tree.frozenAt) / 1000;

@@ -7,9 +7,10 @@
  *    userfaultfd by an injected `userfaultfd()` (WP_ASYNC: a write to a
  *    protected page just lifts the protection, nothing ever waits), takes
  *    it into cryo with pidfd_getfd and closes it in the target again;
- *    cryo registers the private mappings in write-protect mode and
- *    write-protects their data pages with PAGEMAP_SCAN
- *    (PM_SCAN_WP_MATCHING), which also lists them; then thaws.
+ *    then thaws. With the tree running, cryo registers the private
+ *    mappings in write-protect mode and write-protects their data pages
+ *    with PAGEMAP_SCAN (PM_SCAN_WP_MATCHING), which also lists them (a
+ *    pre-dump does both while frozen).
  * 2. {@link Precopy.copy} reads those pages into each process's image
  *    file while the tree runs, at the place they will keep.
  * 3. The dump proper (engine/dump/mod.ts) freezes again, and first
@@ -63,7 +64,14 @@ import { crc32Combine } from "../image/checksum.ts";
 import { type CopiedRun, type CopyJob, copyPlanned, type CopyResult } from "./precopy_copy.ts";
 import { splitAtWritten } from "./written_ranges.ts";
 import { BOOTSTRAP_FILE_OFFSET } from "../image/writer.ts";
-import { closeInTarget, setTrackingFd, trackingFdBase } from "./tracking.ts";
+import {
+  beginLifting,
+  closeInTarget,
+  endLifting,
+  setTrackingFd,
+  trackingFdBase,
+} from "./tracking.ts";
+import { pausePoint } from "../pause.ts";
 
 const O_CLOEXEC = 0o2000000;
 const O_NONBLOCK = 0o4000;
@@ -210,7 +218,14 @@ export class PrecopyProcess {
       // A pre-dump: everything is protected again for the next round (new mappings too).
       if (this.keep) rearm(this.pid, this.uffd);
     }
-    this.close();
+    if (this.keep || this.uffd < 0) {
+      this.close(); // a pre-dump's tracking stays through the fd kept in the target
+      return;
+    }
+    // Closing cryo's copy, the last reference, makes the kernel walk every page
+    // table to lift the protections: left to {@link close} after the thaw. The
+    // registration's "uw" flags are cryo's meanwhile (engine/memory/flags.ts).
+    beginLifting(this.pid);
   }
 
   /** The tracking stays armed after the dump (a pre-dump): see engine/dump/tracking.ts. */
@@ -276,6 +291,7 @@ export class PrecopyProcess {
   close(): void {
     if (this.uffd >= 0) rawSyscall(SYS.close, this.uffd);
     this.uffd = -1;
+    endLifting(this.pid);
   }
 }
 
@@ -427,6 +443,36 @@ export function armTracking(pid: number): number {
   return kept.targetFd;
 }
 
+/**
+ * Registers the trackable mappings of `vmas` with `proc`'s userfaultfd,
+ * write-protects their data pages and plans them for the copy.
+ */
+function armProcess(proc: PrecopyProcess, vmas: Vma[]): void {
+  using scanner = new PagemapScanner(proc.pid);
+  for (const range of register(proc.uffd, vmas)) {
+    const start = Number(range[0].start), end = Number(range[range.length - 1].end);
+    const runs: { addr: number; length: number }[] = [];
+    // Protects exactly the pages it reports: the process's own data pages.
+    protectData(scanner, start, end, (s, e) => {
+      const last = runs[runs.length - 1];
+      if (last && last.addr + last.length === s) last.length += e - s;
+      else runs.push({ addr: s, length: e - s });
+    });
+    // Split by mapping (a run never spans two: each lies in one mapping's pages).
+    let k = 0;
+    for (const v of range) {
+      const mine: { addr: bigint; length: number }[] = [];
+      const vs = Number(v.start), ve = Number(v.end);
+      while (k < runs.length && runs[k].addr + runs[k].length <= vs) k++;
+      for (let j = k; j < runs.length && runs[j].addr < ve; j++) {
+        const s = Math.max(runs[j].addr, vs), e = Math.min(runs[j].addr + runs[j].length, ve);
+        if (e > s) mine.push({ addr: BigInt(s), length: e - s });
+      }
+      proc.plan(v, mine);
+    }
+  }
+}
+
 /** Registers that identify a syscall call site and its arguments. */
 const CALL_REGS = ["rip", "rdi", "rsi", "rdx", "r10", "r8", "r9"] as const;
 
@@ -447,6 +493,7 @@ export class Precopy {
    */
   static start(root: number, dir: string, keep = false): Precopy {
     const pc = new Precopy();
+    const toArm: { proc: PrecopyProcess; vmas: Vma[] }[] = [];
     const tree = freezeTree(root);
     try {
       for (const p of tree.processes) {
@@ -488,29 +535,9 @@ export class Precopy {
         );
         proc.keep = keep;
         pc.processes.set(p.pid, proc);
-        using scanner = new PagemapScanner(p.pid);
-        for (const range of register(uffd, vmas)) {
-          const start = Number(range[0].start), end = Number(range[range.length - 1].end);
-          const runs: { addr: number; length: number }[] = [];
-          // Protects exactly the pages it reports: the process's own data pages.
-          protectData(scanner, start, end, (s, e) => {
-            const last = runs[runs.length - 1];
-            if (last && last.addr + last.length === s) last.length += e - s;
-            else runs.push({ addr: s, length: e - s });
-          });
-          // Split by mapping (a run never spans two: each lies in one mapping's pages).
-          let k = 0;
-          for (const v of range) {
-            const mine: { addr: bigint; length: number }[] = [];
-            const vs = Number(v.start), ve = Number(v.end);
-            while (k < runs.length && runs[k].addr + runs[k].length <= vs) k++;
-            for (let j = k; j < runs.length && runs[j].addr < ve; j++) {
-              const s = Math.max(runs[j].addr, vs), e = Math.min(runs[j].addr + runs[j].length, ve);
-              if (e > s) mine.push({ addr: BigInt(s), length: e - s });
-            }
-            proc.plan(v, mine);
-          }
-        }
+        // A pre-dump's tracking outlives cryo: it is armed whole before anyone sees it.
+        if (keep) armProcess(proc, vmas);
+        else toArm.push({ proc, vmas });
       }
     } catch (e) {
       pc.close();
@@ -519,6 +546,20 @@ export class Precopy {
     }
     thawTree(tree);
     pc.frozenSeconds = (performance.now() - tree.frozenAt) / 1000;
+    // Only creating the userfaultfd needs the process stopped: registering and
+    // write-protecting act on its mm through cryo's copy, with the tree running.
+    // A page written before its protection is copied after it (the copy follows),
+    // one written after is reported written at the dump's freeze: either way the
+    // image gets its content of the final freeze. A mapping changed meanwhile is
+    // matched by address at the dump (an unprotected page is never reused).
+    for (const { proc, vmas } of toArm) {
+      pausePoint("precopy-arm");
+      try {
+        armProcess(proc, vmas);
+      } catch {
+        pc.drop(proc.pid); // gone, or changed under us: copied frozen by the dump
+      }
+    }
     return pc;
   }
 

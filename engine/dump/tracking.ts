@@ -55,6 +55,20 @@ export function hasOwnTracking(pid: number): boolean {
 /** Processes whose tracking fds are closed but still registered through cryo's copies. */
 const lifting = new Set<number>();
 
+/**
+ * Marks `pid` as still registered with a userfaultfd of cryo's own until
+ * {@link endLifting} (a pre-copy whose release waits for the thaw): its
+ * "uw" VmFlags are cryo's meanwhile.
+ */
+export function beginLifting(pid: number): void {
+  lifting.add(pid);
+}
+
+/** Ends {@link beginLifting}: cryo's userfaultfd of `pid` is closed. */
+export function endLifting(pid: number): void {
+  lifting.delete(pid);
+}
+
 /** The fds of `pid` cryo tracks with, as recorded for the manifest. */
 export function trackingFdsOf(pid: number): number[] {
   return [...(owned.get(pid) ?? [])];
