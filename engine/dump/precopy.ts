@@ -196,36 +196,37 @@ export class PrecopyProcess {
 
   /**
    * With the tree frozen again: keeps as valid only the pre-copied pages
-   * not written since they were protected, then closes the userfaultfd.
+   * not written since they were protected (the walk runs on another
+   * thread: the dump collects meanwhile, and waits for it before planning).
+   * A pre-dump then protects everything again and closes cryo's copy;
+   * otherwise the userfaultfd stays open until {@link close}, after the thaw.
    */
-  validate(): void {
+  async validate(): Promise<void> {
+    if (this.uffd < 0) return;
+    // From now on the registration's "uw" flags are cryo's (the collect runs beside the walk).
+    if (!this.keep) beginLifting(this.pid);
     const c = this.#copied;
-    if (this.uffd >= 0) {
-      let written: [number, number][];
-      try {
-        // One walk of the whole address space: what was written, and the data
-        // pages the dump plans from (nothing changes while the tree is frozen).
-        const maps = readMaps(this.pid).filter((m) => m.path !== "[vsyscall]");
-        const start = Number(maps[0].start), end = Number(maps[maps.length - 1].end);
-        using scanner = new PagemapScanner(this.pid);
-        const scan = scanner.dataAndWritten(start, end);
-        written = scan.written;
-        this.scanned = { start, end, regions: scan.regions };
-      } catch {
-        written = [[0, Number.MAX_SAFE_INTEGER]]; // gone or changed: nothing is valid
-      }
-      this.#copied = markValid(c, written);
+    let written: [number, number][];
+    try {
+      // One walk of the whole address space: what was written, and the data
+      // pages the dump plans from (nothing changes while the tree is frozen).
+      const maps = readMaps(this.pid).filter((m) => m.path !== "[vsyscall]");
+      const start = Number(maps[0].start), end = Number(maps[maps.length - 1].end);
+      using scanner = new PagemapScanner(this.pid);
+      const scan = await scanner.dataAndWrittenOffThread(start, end);
+      written = scan.written;
+      this.scanned = { start, end, regions: scan.regions };
+    } catch {
+      written = [[0, Number.MAX_SAFE_INTEGER]]; // gone or changed: nothing is valid
+    }
+    this.#copied = markValid(c, written);
+    if (this.keep && this.uffd >= 0) {
       // A pre-dump: everything is protected again for the next round (new mappings too).
-      if (this.keep) rearm(this.pid, this.uffd);
+      rearm(this.pid, this.uffd);
+      this.close(); // the tracking stays through the fd kept in the target
     }
-    if (this.keep || this.uffd < 0) {
-      this.close(); // a pre-dump's tracking stays through the fd kept in the target
-      return;
-    }
-    // Closing cryo's copy, the last reference, makes the kernel walk every page
-    // table to lift the protections: left to {@link close} after the thaw. The
-    // registration's "uw" flags are cryo's meanwhile (engine/memory/flags.ts).
-    beginLifting(this.pid);
+    // Otherwise closing cryo's copy, the last reference, makes the kernel walk
+    // every page table to lift the protections: left to {@link close} after the thaw.
   }
 
   /** The tracking stays armed after the dump (a pre-dump): see engine/dump/tracking.ts. */
@@ -584,9 +585,21 @@ export class Precopy {
     }
   }
 
-  /** With the tree frozen again: {@link PrecopyProcess.validate} of every process. */
+  /**
+   * With the tree frozen again: {@link PrecopyProcess.validate} of every
+   * process, started now; {@link validated} waits for them. The tree must
+   * stay frozen until then.
+   */
   validate(): void {
-    for (const p of this.processes.values()) p.validate();
+    this.#validating = Promise.all([...this.processes.values()].map((p) => p.validate()));
+    this.#validating.catch(() => {}); // settled by {@link validated}, or dropped with a failed dump
+  }
+
+  #validating: Promise<unknown> = Promise.resolve();
+
+  /** Waits for {@link validate}: the pre-copied pages' validity and the data scans are known. */
+  async validated(): Promise<void> {
+    await this.#validating;
   }
 
   /**
