@@ -457,11 +457,16 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       described.map((d) => ({ image: d.image, vmas: d.collected.vmas })),
       refusals,
     );
-    compileTree(described.map((d) => d.image), {
-      pathOf: (pid) => `${finalDir}/${pid}.elf`,
-      rootPid: pid,
-      ghosts,
-    }, refusals);
+    // Compiling the restore programs only checks the image: a tree left running
+    // does not wait for it (refused then, the dump fails as well, the tree ran on).
+    const compile = () =>
+      compileTree(described.map((d) => d.image), {
+        pathOf: (pid) => `${finalDir}/${pid}.elf`,
+        rootPid: pid,
+        ghosts,
+      }, refusals);
+    if (opts.leaveRunning) refusals.throwIfAny("the tree cannot be restored");
+    else compile();
     // Pre-copies of processes gone since: their files must not stay in the image.
     for (const gone of [...(precopy?.processes.keys() ?? [])]) {
       if (described.some((d) => d.p.pid === gone)) continue;
@@ -558,6 +563,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       thawed = true;
       chain.frozen = false;
       opts.onEvent?.({ type: "thawed", freezeSeconds });
+      compile();
     }
     for (const { writer, image, streamer, pre, overwritten } of pending) {
       pausePoint("notes");
