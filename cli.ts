@@ -2,12 +2,14 @@
  * cryo's command-line entry point: `deno run -A cli.ts <command> ...`.
  * See `deno run -A cli.ts --help`. `--version` and `--help` are answered
  * by cli/fast.ts; the program (commander and the command that runs) is
- * loaded only for everything else.
+ * loaded only for everything else, for `dump` and `restore` from their
+ * start-up bundle when it is up to date (cli/bundle.ts).
  *
  * @module
  */
 
 import { fastPath } from "./cli/fast.ts";
+import { type BundledProgram, loadBundle } from "./cli/bundle.ts";
 
 /**
  * The program module, named through a variable so that Deno does not load
@@ -17,7 +19,8 @@ import { fastPath } from "./cli/fast.ts";
 const PROGRAM: string = "./cli/program.ts";
 
 if (import.meta.main) {
-  const code = fastPath(Deno.args) ??
-    await import(PROGRAM).then((m: typeof import("./cli/program.ts")) => m.main(Deno.args));
-  Deno.exit(code);
+  const fast = fastPath(Deno.args);
+  if (fast !== undefined) Deno.exit(fast);
+  const program: BundledProgram = await loadBundle(Deno.args) ?? await import(PROGRAM);
+  Deno.exit(await program.main(Deno.args));
 }

@@ -11,6 +11,7 @@
 import { Command, CommanderError } from "npm:@commander-js/extra-typings@15.1.0";
 import { debugRequested, EXIT_USAGE, reportError } from "./errors.ts";
 import { TOOL_VERSION } from "../engine/version.ts";
+import { importModule } from "../engine/modules.ts";
 
 /** One command: what the top-level `--help` shows of it, and how to load it. */
 interface CommandEntry {
@@ -25,15 +26,16 @@ interface CommandEntry {
 }
 
 /**
- * Imports the command module `spec` (relative to this file). The specifier
- * is a variable on purpose: Deno reads, parses and prepares the whole module
- * graph behind every literal `import("...")` of a module it loads, so literal
- * specifiers here would make every command pay for loading every other
- * command's engine. `deno check` covers these modules through
- * tests/cli_test.ts, which imports them statically.
+ * Imports the command module `path` (relative to the repository, through
+ * engine/modules.ts). The specifier is a variable on purpose: Deno reads,
+ * parses and prepares the whole module graph behind every literal
+ * `import("...")` of a module it loads, so literal specifiers here would make
+ * every command pay for loading every other command's engine. `deno check`
+ * covers these modules through tests/cli_test.ts, which imports them
+ * statically.
  */
-function loadCommand(spec: string): Promise<{ register(program: Command): void }> {
-  return import(spec);
+function loadCommand(path: string): Promise<{ register(program: Command): void }> {
+  return importModule(path);
 }
 
 /** The commands, in the order `--help` lists them. */
@@ -42,67 +44,67 @@ export const COMMANDS: readonly CommandEntry[] = [
     name: "check",
     term: "check [options]",
     summary: "probe this host for the kernel features and privileges cryo needs",
-    load: () => loadCommand("./check.ts"),
+    load: () => loadCommand("cli/check.ts"),
   },
   {
     name: "dump",
     term: "dump [options] <pid>",
     summary: "checkpoint a running process tree into an image directory",
-    load: () => loadCommand("./dump.ts"),
+    load: () => loadCommand("cli/dump.ts"),
   },
   {
     name: "restore",
     term: "restore [options] <dir>",
     summary: "restore the process tree saved in an image directory",
-    load: () => loadCommand("./restore.ts"),
+    load: () => loadCommand("cli/restore.ts"),
   },
   {
     name: "launch",
     term: "launch [options] <cmd...>",
     summary: "start a command as pid 1 of a new pid namespace, ready to checkpoint",
-    load: () => loadCommand("./launch.ts"),
+    load: () => loadCommand("cli/launch.ts"),
   },
   {
     name: "show",
     term: "show [options] <image>",
     summary: "describe a checkpoint image: processes, threads, mappings, fds",
-    load: () => loadCommand("./show.ts"),
+    load: () => loadCommand("cli/show.ts"),
   },
   {
     name: "pre-dump",
     term: "pre-dump [options] <pid>",
     summary: "remove the dirty tracking a pre-dump left in a running tree",
-    load: () => loadCommand("./pre_dump.ts"),
+    load: () => loadCommand("cli/pre_dump.ts"),
   },
   {
     name: "image",
     term: "image flatten <dir>",
     summary: "merge a pre-copy chain of images into one self-contained image",
-    load: () => loadCommand("./image.ts"),
+    load: () => loadCommand("cli/image.ts"),
   },
   {
     name: "migrate",
     term: "migrate [options] <pid>",
     summary: "move a running process tree to a cryo receive, with a short freeze",
-    load: () => loadCommand("./migrate.ts"),
+    load: () => loadCommand("cli/migrate.ts"),
   },
   {
     name: "receive",
     term: "receive [options]",
     summary: "receive a process tree sent by cryo migrate, and restore it",
-    load: () => loadCommand("./receive.ts"),
+    load: () => loadCommand("cli/receive.ts"),
   },
   {
     name: "export-core",
     term: "export-core [options] <dir>",
     summary: "write a core file (ELF ET_CORE) of one process of an image, for gdb",
-    load: () => loadCommand("./export_core.ts"),
+    load: () => loadCommand("cli/export_core.ts"),
   },
   {
     name: "run",
     term: "run [options] <policy>",
     summary: "run a policy script: when and what to checkpoint, and what to do on failure",
-    load: () => loadCommand("./run.ts"),
+    load: () => loadCommand("cli/run.ts"),
   },
 ];
 

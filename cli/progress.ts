@@ -8,6 +8,7 @@
 
 import { humanBytes } from "./format.ts";
 import type { Bar } from "./progress_bar.ts";
+import { importModule } from "../engine/modules.ts";
 
 const DELAY_MS = 400;
 
@@ -15,7 +16,7 @@ const DELAY_MS = 400;
  * The bar module, named through a variable so that Deno does not load
  * cli-progress with the command (a literal `import()` would).
  */
-const BAR_MODULE: string = "./progress_bar.ts";
+const BAR_MODULE = "cli/progress_bar.ts";
 
 /** A lazily shown progress bar. */
 export class Progress {
@@ -27,8 +28,8 @@ export class Progress {
   constructor(label: string) {
     this.#label = label;
     if (Deno.stderr.isTerminal()) {
-      import(BAR_MODULE).then(
-        (m: typeof import("./progress_bar.ts")) => this.#makeBar = m.makeBar,
+      importModule<typeof import("./progress_bar.ts")>(BAR_MODULE).then(
+        (m) => this.#makeBar = m.makeBar,
         () => {}, // no bar then
       );
     }

@@ -26,9 +26,11 @@
  * syscall is issued again; one interrupted with ERESTART_RESTARTBLOCK, e.g.
  * a relative sleep, is issued again with its original arguments).
  *
- * The first syscall in each thread is sigaltstack(NULL, &frame.uc_stack):
- * its result lands where rt_sigreturn reads it, so the frame is right even
- * when the thread is let go before that syscall ran.
+ * The frame's `uc_stack` is left zero: rt_sigreturn hands it to
+ * do_sigaltstack and ignores every error but EFAULT, and a zero stack_t
+ * (mode 0, size 0) always fails (ENOMEM, or EPERM on the alternate stack),
+ * so a thread let go at any instant keeps its sigaltstack as it is. The
+ * injected syscalls only read it; no syscall is needed to fill the frame.
  *
  * A syscall that changes something can be paired with its undo
  * ({@link CrashSafeThread.armUndo}): a second frame whose registers run the
@@ -54,7 +56,7 @@ import {
   waitStop,
 } from "./ptrace.ts";
 import { signed, syscallRegs, type UserRegs } from "./regs.ts";
-import { encodeSigframe, FRAME_UC_STACK, sigframeFpstate, sigframeSize } from "./sigframe.ts";
+import { encodeSigframe, sigframeFpstate, sigframeSize } from "./sigframe.ts";
 import { InjectionError } from "./inject.ts";
 import { BATCH_AFTER_SYSCALL } from "./syscall_batch.ts";
 
@@ -80,13 +82,36 @@ const RESTORERS = [
   [0xb8, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05],
 ];
 
-function indexOf(buf: Uint8Array, n: number, pat: number[]): number {
-  for (let i = buf.indexOf(pat[0]); i >= 0 && i + pat.length <= n; i = buf.indexOf(pat[0], i + 1)) {
-    let j = 1;
-    while (j < pat.length && buf[i + j] === pat[j]) j++;
-    if (j === pat.length) return i;
+/** Whether `pat` is at `at` in the first `n` bytes of `buf`. */
+function matchAt(buf: Uint8Array, n: number, at: number, pat: readonly number[]): boolean {
+  if (at < 0 || at + pat.length > n) return false;
+  for (let j = 0; j < pat.length; j++) if (buf[at + j] !== pat[j]) return false;
+  return true;
+}
+
+/**
+ * The first `syscall; ret` and the first restorer in the first `n` bytes of
+ * `buf` (-1 when absent). Every sequence ends with or starts at a `syscall`
+ * (0f 05): one native search for its second byte anchors all of them.
+ */
+function scanSites(buf: Uint8Array, n: number, wantCall: boolean, wantRestorer: boolean) {
+  let call = -1;
+  let restorer = -1;
+  for (let i = buf.indexOf(0x05, 1); i >= 0 && i < n; i = buf.indexOf(0x05, i + 1)) {
+    if (buf[i - 1] !== 0x0f) continue;
+    const at = i - 1; // the syscall instruction
+    if (wantCall && call < 0 && matchAt(buf, n, at, CALL)) call = at;
+    if (wantRestorer && restorer < 0) {
+      for (const pat of RESTORERS) {
+        if (matchAt(buf, n, at + 2 - pat.length, pat)) {
+          restorer = at + 2 - pat.length;
+          break;
+        }
+      }
+    }
+    if ((!wantCall || call >= 0) && (!wantRestorer || restorer >= 0)) break;
   }
-  return -1;
+  return { call, restorer };
 }
 
 /**
@@ -121,15 +146,9 @@ export function findSafeSites(pid: number): SafeSites | undefined {
       } catch {
         break;
       }
-      if (call === undefined) {
-        const i = indexOf(buf, n, CALL);
-        if (i >= 0) call = a + BigInt(i);
-      }
-      for (const pat of RESTORERS) {
-        if (restorer !== undefined) break;
-        const i = indexOf(buf, n, pat);
-        if (i >= 0) restorer = a + BigInt(i);
-      }
+      const found = scanSites(buf, n, call === undefined, restorer === undefined);
+      if (found.call >= 0) call = a + BigInt(found.call);
+      if (found.restorer >= 0) restorer = a + BigInt(found.restorer);
     }
     if (call !== undefined && restorer !== undefined) return { call, restorer };
   }
@@ -183,6 +202,14 @@ export class CrashSafeThread {
   #home: bigint;
   /** Whether its registers are the injected ones (at an exit stop) rather than its own. */
   #injected = false;
+  /**
+   * Whether its stop is one inside signal handling (the freeze's interrupt
+   * stop, or the signal-delivery stop a batch ends with), where its own
+   * registers and mask can be put back without resuming it: let go from
+   * there, the kernel's syscall-restart handling still runs. False at the
+   * exit stop of an injected syscall.
+   */
+  #inSignalStop = true;
   #saved: Uint8Array;
 
   private constructor(
@@ -214,21 +241,26 @@ export class CrashSafeThread {
   }
 
   /**
-   * Prepares stopped thread `tid` (in an interrupt stop): reads its state,
-   * writes its frame in the area `placeArea(rsp, bytes)` chooses (undefined:
-   * no room) and runs the first syscall. Undefined when the thread cannot
-   * be handled this way (no room, a shadow stack, AMX state).
+   * Prepares stopped thread `tid` (in an interrupt stop): reads its state
+   * and writes its frame in the area `placeArea(rsp, bytes)` chooses
+   * (undefined: no room); nothing runs in the thread yet. Undefined when
+   * the thread cannot be handled this way (no room, a shadow stack, AMX
+   * state). `shadowStack`: whether it uses a user shadow stack, when the
+   * caller read its status already.
    */
   static open(
     tid: number,
     sites: SafeSites,
     placeArea: (rsp: bigint, bytes: number) => bigint | undefined,
     hook: PhaseHook,
+    shadowStack?: boolean,
   ): CrashSafeThread | undefined {
     const regs = getRegs(tid);
     const xstate = getXstate(tid);
     const xcr0 = new DataView(xstate.buffer, xstate.byteOffset).getBigUint64(464, true);
-    if ((xcr0 & XFEATURE_TILEDATA) !== 0n || usesShadowStack(tid)) return undefined;
+    if ((xcr0 & XFEATURE_TILEDATA) !== 0n || (shadowStack ?? usesShadowStack(tid))) {
+      return undefined;
+    }
     const area = placeArea(regs.rsp, CrashSafeThread.bytesFor(xstate.length));
     if (area === undefined || (area & 63n) !== 0n) return undefined;
     const t = new CrashSafeThread(tid, sites, area, regs, getSigmask(tid), xstate, hook);
@@ -243,14 +275,6 @@ export class CrashSafeThread {
         restorer: sites.restorer,
       }),
     );
-    try {
-      t.call(SYS.sigaltstack, 0, t.#frame + BigInt(FRAME_UC_STACK));
-    } catch (e) {
-      try {
-        t.close();
-      } catch { /* gone: report the first failure */ }
-      throw e;
-    }
     return t;
   }
 
@@ -260,6 +284,7 @@ export class CrashSafeThread {
     if (!this.#injected) setSigmask(this.tid, ALL_SIGNALS);
     this.#injected = true;
     this.#hook("inject-mid");
+    this.#inSignalStop = false;
     let entered = false;
     for (let i = 0; i < MAX_STOPS; i++) {
       resumeToSyscall(this.tid, 0);
@@ -295,6 +320,16 @@ export class CrashSafeThread {
     return this.#mask;
   }
 
+  /** The thread's own registers (as they were when it was opened; put back on close). */
+  get regs(): UserRegs {
+    return this.#orig;
+  }
+
+  /** The thread's own XSAVE area (as it was when it was opened; never changed by injection). */
+  get xstate(): Uint8Array {
+    return this.#xstate;
+  }
+
   /**
    * Points the stopped, injected-into thread at the `ret` after the
    * injected `syscall` with its stack at its frame (the undo frame when
@@ -319,6 +354,16 @@ export class CrashSafeThread {
    * injected syscall. Afterwards the thread is where {@link call} leaves it.
    */
   runBatch(code: bigint, table: bigint, signal: number): void {
+    this.startBatch(code, table);
+    this.finishBatch(code, signal);
+  }
+
+  /**
+   * The first half of {@link runBatch}: points the thread at the batch and
+   * resumes it, without waiting (several threads can run their batches at
+   * once; each must run its own copy of the code, see engine/dump/injected.ts).
+   */
+  startBatch(code: bigint, table: bigint): void {
     setRegs(this.tid, {
       ...this.#orig,
       rip: code,
@@ -330,9 +375,15 @@ export class CrashSafeThread {
     if (!this.#injected) setSigmask(this.tid, ALL_SIGNALS);
     this.#injected = true;
     this.#hook("batch-mid");
+    this.#inSignalStop = false;
+    cont(this.tid, 0);
+  }
+
+  /** The second half of {@link runBatch}: waits for the batch's end (its stop by `signal`). */
+  finishBatch(code: bigint, signal: number): void {
     const stopAt = code + BigInt(BATCH_AFTER_SYSCALL);
     for (let i = 0; i < MAX_STOPS; i++) {
-      cont(this.tid, 0);
+      if (i > 0) cont(this.tid, 0);
       const st = waitStop(this.tid);
       if (st.event === 0 && st.signal === signal) {
         const r = getRegs(this.tid);
@@ -343,6 +394,7 @@ export class CrashSafeThread {
         }
         // Left in that signal-delivery stop (the next resume, with no signal,
         // discards it), out of the batch code: at the `ret` to its frame.
+        this.#inSignalStop = true;
         setSigmask(this.tid, ALL_SIGNALS);
         this.park();
         this.#hook("batch-end");
@@ -361,22 +413,13 @@ export class CrashSafeThread {
    * make. The undo must be harmless if that change was not made.
    */
   armUndo(nr: number, ...args: (number | bigint)[]): void {
-    const a = args.map((x) => BigInt.asUintN(64, BigInt(x)));
-    while (a.length < 6) a.push(0n);
-    const alt = new Uint8Array(24);
-    processVmReadFully(this.tid, this.#frame + BigInt(FRAME_UC_STACK), alt);
-    const dv = new DataView(alt.buffer);
+    // Its uc_stack is zero as well: the sigaltstack is left as it is (see the module doc).
     processVmWriteFully(
       this.tid,
       this.#undo,
       encodeSigframe(this.#undo, {
         regs: syscallRegs(this.#orig, nr, args, this.#sites.call, this.#frame),
         mask: ALL_SIGNALS,
-        altstack: {
-          sp: dv.getBigUint64(0, true),
-          flags: dv.getInt32(8, true),
-          size: dv.getBigUint64(16, true),
-        },
         xstate: this.#xstate,
         sharedFpstate: sigframeFpstate(this.#frame),
         restorer: this.#sites.restorer,
@@ -395,7 +438,14 @@ export class CrashSafeThread {
    * registers (see the module doc), and sends the signals it lost meanwhile.
    */
   close(): void {
-    if (this.#injected) {
+    if (this.#injected && this.#inSignalStop) {
+      // Already stopped inside signal handling (a batch's end): put its mask
+      // and registers back where it is, without another round trip.
+      this.#hook("inject-restore");
+      setSigmask(this.tid, this.#mask);
+      setRegs(this.tid, this.#orig);
+      this.#injected = false;
+    } else if (this.#injected) {
       interrupt(this.tid);
       let parked = false;
       for (let i = 0; i < MAX_STOPS && !parked; i++) {
@@ -411,8 +461,14 @@ export class CrashSafeThread {
       setSigmask(this.tid, this.#mask);
       setRegs(this.tid, this.#orig);
       this.#injected = false;
+      this.#inSignalStop = true;
     }
     for (const sig of this.stolen.splice(0)) rawSyscall(SYS.kill, this.tid, sig);
+  }
+
+  /** What the area held before it was used (see {@link restoreArea}). */
+  get savedArea(): Uint8Array {
+    return this.#saved;
   }
 
   /** Puts back what the area held before (once the thread is closed). */

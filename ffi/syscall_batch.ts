@@ -143,13 +143,16 @@ export function batchResults(table: Uint8Array, steps: number): bigint[] {
 
 /**
  * Writes {@link BATCH_CODE} at `at` in process `pid` through /proc/<pid>/mem
- * (which writes into a mapping without write permission, as a debugger does).
+ * (which writes into a mapping without write permission, as a debugger
+ * does); with `pages`, at the start of each of that many pages from `at`.
  */
-export function installBatchCode(pid: number, at: bigint): void {
+export function installBatchCode(pid: number, at: bigint, pages = 1): void {
   const f = Deno.openSync(`/proc/${pid}/mem`, { read: true, write: true });
   try {
-    f.seekSync(at, Deno.SeekMode.Start);
-    for (let d = 0; d < BATCH_CODE.length;) d += f.writeSync(BATCH_CODE.subarray(d));
+    for (let p = 0; p < pages; p++) {
+      f.seekSync(at + BigInt(p * 4096), Deno.SeekMode.Start);
+      for (let d = 0; d < BATCH_CODE.length;) d += f.writeSync(BATCH_CODE.subarray(d));
+    }
   } finally {
     f.close();
   }

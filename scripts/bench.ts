@@ -62,6 +62,7 @@ import {
   cryoDump,
   cryoRestore,
   type CryoRuntime,
+  prepareCli,
   warmMemory,
   writeRanges,
 } from "./bench/measure.ts";
@@ -256,6 +257,7 @@ async function runWorkload(spec: WorkloadSpec, workDir: string): Promise<Workloa
 async function mainVsCriu(criu: string, specs: WorkloadSpec[]): Promise<number> {
   await buildBenchProgram("workload");
   await buildBenchProgram("baseline");
+  await prepareCli();
   const workDir = await Deno.makeTempDir({ prefix: "cryo-bench-" });
   const onSignal = () => {
     log("interrupted: cleaning up");
@@ -343,6 +345,7 @@ async function main(): Promise<number> {
   // Compile everything before any workload runs.
   await buildBenchProgram("workload");
   await buildBenchProgram("baseline");
+  await prepareCli();
   const workDir = await Deno.makeTempDir({ prefix: "cryo-bench-" });
   let interrupted = false;
   const onSignal = () => {

@@ -9,6 +9,8 @@
  */
 
 import assert from "node:assert/strict";
+import { BUNDLED_COMMANDS, FROM_SOURCE, ON_DEMAND } from "../cli/bundle.ts";
+import { COMMANDS } from "../cli/program.ts";
 
 const ROOT = new URL("../", import.meta.url);
 
@@ -82,8 +84,54 @@ Deno.test("cli start-up: the program loads no command module until one runs", as
   const g = await staticGraph("cli/program.ts");
   const commands = [...g].filter((m) => m.startsWith("cli/") && m !== "cli/program.ts");
   assert.deepEqual(commands.filter((m) => !["cli/errors.ts"].includes(m)), []);
-  assert.deepEqual(loaded(g, ["engine/"]).filter((m) => m !== "engine/version.ts"), []);
+  const small = ["engine/version.ts", "engine/modules.ts"];
+  assert.deepEqual(loaded(g, ["engine/"]).filter((m) => !small.includes(m)), []);
+  // engine/modules.ts (importModule) stays a leaf: it is in every graph.
+  assert.deepEqual([...await staticGraph("engine/modules.ts")], ["engine/modules.ts"]);
 });
+
+Deno.test("cli start-up: cli.ts loads the start-up bundle's loader alone", async () => {
+  assert.deepEqual([...await staticGraph("cli/bundle.ts")], ["cli/bundle.ts"]);
+});
+
+Deno.test("cli start-up: modules a bundle leaves to their source import no module of cryo", async () => {
+  for (const path of FROM_SOURCE) {
+    const g = await staticGraph(path);
+    assert.deepEqual(loaded(g, ["engine/", "cli/", "ffi/"]), [path], path);
+  }
+});
+
+Deno.test("cli start-up: every module loaded on demand is carried by the bundles or left to its source", async () => {
+  const known = new Set([
+    ...ON_DEMAND,
+    ...FROM_SOURCE,
+    ...Object.values(BUNDLED_COMMANDS),
+    ...COMMANDS.map((c) => `cli/${c.name.replace("-", "_")}.ts`),
+  ]);
+  const named: string[] = [];
+  for (const dir of ["engine", "cli"]) {
+    for await (const f of walkTs(new URL(`${dir}/`, ROOT))) {
+      const text = await Deno.readTextFile(f);
+      if (!/\bimportModule\b|\bloadCommand\(/.test(text)) continue;
+      if (/\/(engine\/modules|cli\/bundle)\.ts$/.test(f.pathname)) continue; // the mechanism itself
+      // Repository paths in the module, but for scripts started with sourceURL().
+      const paths = text.replace(/sourceURL\("[^"]*"\)/g, "")
+        .matchAll(/"((?:engine|cli|ffi)\/[\w/.-]+\.ts)"/g);
+      named.push(...[...paths].map((m) => m[1]));
+    }
+  }
+  assert.ok(named.includes("engine/pidns/mod.ts") && named.includes("cli/dump.ts"));
+  assert.deepEqual(named.filter((p) => !known.has(p)), []);
+});
+
+/** The .ts files under `dir`, recursively. */
+async function* walkTs(dir: URL): AsyncGenerator<URL> {
+  for await (const e of Deno.readDir(dir)) {
+    const u = new URL(e.isDirectory ? `${e.name}/` : e.name, dir);
+    if (e.isDirectory) yield* walkTs(u);
+    else if (e.name.endsWith(".ts")) yield u;
+  }
+}
 
 Deno.test("cli start-up: dump loads neither the restore engine nor rare paths", async () => {
   const g = await staticGraph("cli/dump.ts");

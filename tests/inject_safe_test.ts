@@ -38,8 +38,20 @@ function freeze(pid: number): number[] {
   return tids;
 }
 
-/** Where a test lets go of the thread. */
-type Where = "inject-mid" | "exit" | "inject-restore" | "batch-mid" | "batch-end";
+/**
+ * Where a test lets go of the thread. "batch-restore": in the close right
+ * after a batch (at its signal-delivery stop), before the mask and
+ * registers are put back; "batch-closed": after that close (registers and
+ * mask put back in place, no further stop), by a plain detach as at thaw.
+ */
+type Where =
+  | "inject-mid"
+  | "exit"
+  | "inject-restore"
+  | "batch-mid"
+  | "batch-end"
+  | "batch-restore"
+  | "batch-closed";
 
 /** The quiet signal batches end with in these tests (the targets leave SIGURG alone). */
 const SIGURG = 23;
@@ -90,10 +102,10 @@ function letGoInside(
   assert.ok(sites, "the target has `syscall; ret` and an rt_sigreturn restorer");
   let armed = false;
   const hook = (phase: string) => {
-    if (armed && phase === where) {
+    if (armed && phase === (where === "batch-restore" ? "inject-restore" : where)) {
       armed = false;
       // A dead tracer leaves the stop signal to be delivered: so does this detach.
-      detach(pid, where === "batch-end" ? SIGURG : 0);
+      detach(pid, where === "batch-end" || where === "batch-restore" ? SIGURG : 0);
       throw new Error("let go");
     }
   };
@@ -102,6 +114,24 @@ function letGoInside(
   for (const tid of tids) if (tid !== pid) detach(tid, 0);
   assert.equal(t.call(SYS.getpid), BigInt(pid));
   during?.(t);
+  if (where === "batch-restore" || where === "batch-closed") {
+    runBatchIn(pid, t, BATCH_PAGE);
+    if (where === "batch-closed") {
+      // The batch page stays (its undo disarmed); unmapBatchPage removes it afterwards.
+      t.disarmUndo();
+      t.close();
+      detach(pid, 0);
+      return;
+    }
+    armed = true;
+    try {
+      t.close();
+      assert.fail(`${where} was not reached`);
+    } catch (e) {
+      if ((e as Error).message !== "let go") throw e;
+    }
+    return;
+  }
   armed = true;
   try {
     if (where === "exit") {
@@ -120,6 +150,30 @@ function letGoInside(
 /** Where the batch tests map their code page (free in the targets). */
 const BATCH_PAGE = 0x3e0000000000n;
 
+/** Runs syscall `nr` in the main thread of running `pid` (frozen for it, then let go). */
+function callIn(pid: number, nr: number, ...args: (number | bigint)[]): bigint {
+  const tids = freeze(pid);
+  const t = CrashSafeThread.open(
+    pid,
+    findSafeSites(pid)!,
+    (rsp, b) => areaBelow(pid, rsp, b, 0),
+    () => {},
+  );
+  assert.ok(t);
+  try {
+    return t.call(nr, ...args);
+  } finally {
+    t.close();
+    t.restoreArea();
+    for (const tid of tids) detach(tid, 0);
+  }
+}
+
+/** Unmaps the batch page a "batch-closed" test left in `pid`. */
+function unmapBatchPage(pid: number, where: Where): void {
+  if (where === "batch-closed") assert.equal(callIn(pid, SYS.munmap, BATCH_PAGE, 4096), 0n);
+}
+
 async function registersSurvive(where: Where): Promise<void> {
   const { t, iter } = await startRegsInLoop(["noavx512"]); // in its checking loop
   const maps = Deno.readTextFileSync(`/proc/${t.pid}/maps`);
@@ -127,6 +181,7 @@ async function registersSurvive(where: Where): Promise<void> {
   letGoInside(t.pid, tids, where);
   await waitIterations(t, iter, readWord(t.pid, iter), 10000n); // many iterations of re-checking
   assert.equal(t.poll(), undefined, `the target died:\n${t.output()}`);
+  unmapBatchPage(t.pid, where);
   // A batch's code page is gone once the thread ran its undo.
   assert.equal(Deno.readTextFileSync(`/proc/${t.pid}/maps`), maps);
   t.signal(SIGUSR1);
@@ -134,7 +189,17 @@ async function registersSurvive(where: Where): Promise<void> {
   assertChecksPassed(t, RT_REGS_CHECKS, st);
 }
 
-for (const where of ["inject-mid", "exit", "inject-restore", "batch-mid", "batch-end"] as const) {
+for (
+  const where of [
+    "inject-mid",
+    "exit",
+    "inject-restore",
+    "batch-mid",
+    "batch-end",
+    "batch-restore",
+    "batch-closed",
+  ] as const
+) {
   Deno.test(
     `crash-safe injection: let go at ${where}, the thread's registers, FPU state and mask are its own`,
     withTargets(() => registersSurvive(where)),
@@ -158,6 +223,10 @@ async function readGoesOn(where: Where): Promise<Target> {
   const regs = getRegs(t.pid);
   assert.equal(signed(regs.rax), -512n, "the freeze interrupted read() with -ERESTARTSYS");
   letGoInside(t.pid, tids, where);
+  if (where === "batch-closed") {
+    await waitUntil("the target blocked in read() again", () => blockedInRead(t));
+    unmapBatchPage(t.pid, where);
+  }
   // It issued its read() again and sleeps in it (had it returned, it would have exited).
   await waitUntil("the target blocked in read() again", () => {
     assert.equal(t.poll(), undefined, `read() returned:\n${t.output()}`);
@@ -172,7 +241,16 @@ async function readGoesOn(where: Where): Promise<Target> {
   return t;
 }
 
-for (const where of ["inject-mid", "exit", "batch-mid", "batch-end"] as const) {
+for (
+  const where of [
+    "inject-mid",
+    "exit",
+    "batch-mid",
+    "batch-end",
+    "batch-restore",
+    "batch-closed",
+  ] as const
+) {
   Deno.test(
     `crash-safe injection: let go at ${where}, a read() interrupted by the freeze is issued again`,
     withTargets(async () => {
@@ -201,6 +279,65 @@ Deno.test(
       await sleep(10);
     }
     assert.equal(Deno.readTextFileSync(`/proc/${t.pid}/maps`), maps);
+    t.signal(SIGUSR1);
+    assertChecksPassed(t, RT_REGS_CHECKS, await t.wait(10000));
+  }),
+);
+
+Deno.test(
+  "crash-safe injection: let go anywhere, the thread keeps its sigaltstack (the frames leave it alone)",
+  withTargets(async () => {
+    const { t, iter } = await startRegsInLoop(["noavx512"]);
+    // A sigaltstack of its own, set by injection: 64 KiB somewhere in its stack mapping.
+    const rsp = (() => {
+      const tids = freeze(t.pid);
+      const r = getRegs(t.pid).rsp;
+      for (const tid of tids) detach(tid, 0);
+      return r;
+    })();
+    const ss = { sp: (rsp - 0x40000n) & ~0xfffn, flags: 0, size: 0x10000n };
+    const sigaltstack = (): { sp: bigint; flags: number; size: bigint } => {
+      const out = rsp - 0x1000n - 4096n * 4n; // below every crash-safe area
+      assert.equal(callIn(t.pid, SYS.sigaltstack, 0, out), 0n);
+      const b = new Uint8Array(24);
+      processVmReadFully(t.pid, out, b);
+      const dv = new DataView(b.buffer);
+      return {
+        sp: dv.getBigUint64(0, true),
+        flags: dv.getInt32(8, true),
+        size: dv.getBigUint64(16, true),
+      };
+    };
+    const at = rsp - 0x1000n - 4096n * 5n;
+    const b = new Uint8Array(24);
+    const dv = new DataView(b.buffer);
+    dv.setBigUint64(0, ss.sp, true);
+    dv.setInt32(8, ss.flags, true);
+    dv.setBigUint64(16, ss.size, true);
+    const tids = freeze(t.pid);
+    processVmWriteFully(t.pid, at, b);
+    for (const tid of tids) detach(tid, 0);
+    assert.equal(callIn(t.pid, SYS.sigaltstack, at, 0), 0n);
+    assert.deepEqual(sigaltstack(), ss);
+    for (
+      const where of [
+        "inject-mid",
+        "exit",
+        "inject-restore",
+        "batch-mid",
+        "batch-end",
+        "batch-restore",
+      ] as const
+    ) {
+      const mapsBefore = Deno.readTextFileSync(`/proc/${t.pid}/maps`);
+      letGoInside(t.pid, freeze(t.pid), where);
+      await waitIterations(t, iter, readWord(t.pid, iter), 1000n); // it ran on after the let-go
+      await waitUntil(
+        `the batch page is gone after ${where}`,
+        () => Deno.readTextFileSync(`/proc/${t.pid}/maps`) === mapsBefore,
+      );
+      assert.deepEqual(sigaltstack(), ss, `sigaltstack after a let-go at ${where}`);
+    }
     t.signal(SIGUSR1);
     assertChecksPassed(t, RT_REGS_CHECKS, await t.wait(10000));
   }),

@@ -32,7 +32,8 @@ export const DUMP_POINTS: KillPoint[] = [
   ...Array.from({ length: 11 }, (_, i) => ({ phase: `inject:${i + 1}` })),
   ...[1, 2, 3, 4, 5, 8, 10].map((n) => ({ phase: `inject-mid:${n}` })),
   ...[1, 2, 3, 4].map((n) => ({ phase: `inject-restore:${n}` })),
-  ...["batch-mid", "batch-end"].map((phase) => ({ phase })),
+  // The second of each: the other thread's batch, run at the same time as the main thread's.
+  ...["batch-mid", "batch-end", "batch-mid:2", "batch-end:2"].map((phase) => ({ phase })),
   ...[1, 2, 3, 4].map((n) => ({ phase: `pages:${n}` })),
   ...[0, 1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50].map((afterMs) => ({ afterMs })),
   ...[0, 5, 20, 80].map((afterMs) => ({ afterMs, fromPages: true })),

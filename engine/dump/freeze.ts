@@ -7,7 +7,7 @@
 
 import { listTids, readChildren } from "../proc/tasks.ts";
 import { detach, interrupt, PTRACE_O, seize, TraceeGoneError } from "../../ffi/ptrace.ts";
-import { __WALL, waitPid, type WaitStatus, WNOHANG } from "../../ffi/wait.ts";
+import { __WALL, waitPid, WNOHANG } from "../../ffi/wait.ts";
 import { SyscallError } from "../../ffi/libc.ts";
 import { TargetError } from "../errors.ts";
 import { splitZombies } from "../task/zombies.ts";
@@ -53,11 +53,13 @@ function childrenOf(pid: number): number[] {
   }
 }
 
-/** Seizes and stops `tid`; returns the stop signal if it was in a group stop. */
-function seizeOne(tid: number): number | undefined {
+/**
+ * Seizes `tid` and asks it to stop (PTRACE_INTERRUPT) without waiting for
+ * the stop; false when it is gone (or a thread on its way out).
+ */
+function startSeize(tid: number): boolean {
   try {
     seize(tid, PTRACE_O.TRACESYSGOOD); // syscall stops a dead tracer leaves send no SIGTRAP
-    interrupt(tid);
   } catch (e) {
     if (e instanceof SyscallError && e.code === "EPERM") {
       const tracer = tracerOf(tid);
@@ -65,16 +67,15 @@ function seizeOne(tid: number): number | undefined {
         throw new TargetError(`process ${tid} is already traced by pid ${tracer}`);
       }
       if (exiting(tid)) {
-        if (!isThreadGroupLeader(tid)) return; // a thread on its way out: gone next round
+        if (!isThreadGroupLeader(tid)) return false; // a thread on its way out: gone next round
         throw new TargetError(`process ${tid} is exiting`);
       }
       throw new TargetError(`no permission to trace process ${tid} (needs CAP_SYS_PTRACE)`);
     }
-    if (e instanceof SyscallError && e.code === "ESRCH") return;
+    if (e instanceof SyscallError && e.code === "ESRCH") return false;
     throw e;
   }
-  const st = awaitStop(tid);
-  return st.groupStop ? st.signal : undefined;
+  return true;
 }
 
 /** Whether `tid` is the main thread of its process (or cannot be read any more). */
@@ -104,23 +105,41 @@ function exiting(tid: number): boolean {
 const STOP_TIMEOUT_MS = 10_000;
 
 /**
- * Waits (polling, with a deadline) until `tid` reports its stop; a thread
- * stuck in uninterruptible sleep gives a clear error instead of a hang.
+ * Waits (polling, with a deadline) until every thread of `tids` (seized,
+ * interrupted) reports its stop; returns the stop signal of each thread
+ * that was in a group stop. The threads stop in parallel: the poll takes
+ * whichever stops are ready and sleeps only when none is. A thread stuck
+ * in uninterruptible sleep gives a clear error instead of a hang.
  */
-function awaitStop(tid: number): WaitStatus & { kind: "stopped" } {
+function awaitStops(tids: readonly number[]): Map<number, number> {
+  const groupStops = new Map<number, number>();
   const deadline = performance.now() + STOP_TIMEOUT_MS;
   const pause = new Int32Array(new SharedArrayBuffer(4));
-  for (;;) {
-    const st = waitPid(tid, __WALL | WNOHANG);
-    if (st.kind === "stopped") return st;
-    if (st.kind === "exited" || st.kind === "signaled") throw new TraceeGoneError(tid, st);
+  let waiting = [...tids];
+  while (waiting.length) {
+    const left: number[] = [];
+    for (const tid of waiting) {
+      const st = waitPid(tid, __WALL | WNOHANG);
+      if (st.kind === "stopped") {
+        if (st.groupStop) groupStops.set(tid, st.signal);
+        continue;
+      }
+      if (st.kind === "exited" || st.kind === "signaled") throw new TraceeGoneError(tid, st);
+      left.push(tid);
+    }
+    if (left.length === 0) break;
     if (performance.now() > deadline) {
       throw new TargetError(
-        `thread ${tid} did not stop within ${STOP_TIMEOUT_MS / 1000} s (uninterruptible sleep?)`,
+        `thread ${left[0]} did not stop within ${
+          STOP_TIMEOUT_MS / 1000
+        } s (uninterruptible sleep?)`,
       );
     }
-    Atomics.wait(pause, 0, 0, 1);
+    // Sleep only when no thread stopped in this pass.
+    if (left.length === waiting.length) Atomics.wait(pause, 0, 0, 1);
+    waiting = left;
   }
+  return groupStops;
 }
 
 function tracerOf(tid: number): number {
@@ -159,22 +178,43 @@ export function freezeTree(root: number): FrozenTree {
           continue;
         }
         refuseZombieLeader(pid, threads);
-        refuseSharedMemoryChildren(pid, childrenOf(pid));
+        // Read once per round: a child forked before its parent's threads stopped
+        // means new threads were seized in this round, so another round reads again.
+        const kids = childrenOf(pid);
+        refuseSharedMemoryChildren(pid, kids);
+        // Every new thread is seized and interrupted first, then all stops are awaited together.
+        const started: number[] = [];
         for (const tid of threads) {
-          if (seizedSet.has(tid)) continue;
-          const stopSignal = seizeOne(tid);
-          if (stopSignal !== undefined && !groupStops.has(pid)) groupStops.set(pid, stopSignal);
+          if (seizedSet.has(tid) || !startSeize(tid)) continue;
           if (!frozenAt) frozenAt = performance.now();
-          seized.push(tid);
+          seized.push(tid); // detached again on failure
           seizedSet.add(tid);
-          added++;
+          started.push(tid);
         }
-        const { live: children, zombies } = splitZombies(childrenOf(pid));
+        const interrupted = started.filter((tid) => {
+          try {
+            interrupt(tid);
+            return true;
+          } catch (e) {
+            if (e instanceof SyscallError && e.code === "ESRCH") return false; // gone
+            throw e;
+          }
+        });
+        const stops = awaitStops(interrupted);
+        for (const tid of interrupted) {
+          const stopSignal = stops.get(tid);
+          if (stopSignal !== undefined && !groupStops.has(pid)) groupStops.set(pid, stopSignal);
+        }
+        added += started.length;
+        const { live: children, zombies } = splitZombies(kids);
         const groupStop = groupStops.get(pid);
         processes.push({
           pid,
           children,
-          threads: threadsOf(pid),
+          // Unchanged when every thread listed was stopped already (stopped threads create none).
+          threads: started.length || threads.some((t) => !seizedSet.has(t))
+            ? threadsOf(pid)
+            : threads,
           ...(zombies.length ? { zombies } : {}),
           ...(groupStop !== undefined ? { groupStop } : {}),
         });

@@ -20,12 +20,14 @@
 
 import { findSyscallInstruction, injectSyscall, returnToInterruptStop } from "../../ffi/inject.ts";
 import { processVmReadFully, processVmWriteFully } from "../../ffi/process_vm.ts";
+import { processVmReadPieces, processVmWritePieces } from "../../ffi/process_vm_pieces.ts";
 import { itimerval, kernelSigaction, stackT } from "../../ffi/structs.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { errnoName } from "../../ffi/errno.ts";
 import type { ITimer, SigAction } from "../model.ts";
 import { CryoError } from "../errors.ts";
 import { getRegs, xsaveSize } from "../../ffi/ptrace.ts";
+import type { UserRegs } from "../../ffi/regs.ts";
 import { CrashSafeThread, findSafeSites, type SafeSites } from "../../ffi/safe_inject.ts";
 import {
   batchResults,
@@ -36,7 +38,7 @@ import {
   installBatchCode,
 } from "../../ffi/syscall_batch.ts";
 import { type MapEntry, readMaps } from "../proc/maps.ts";
-import { readStatus } from "../proc/status.ts";
+import { type ProcStatus, readStatus, usesShadowStack } from "../proc/status.ts";
 import { pausePoint } from "../pause.ts";
 
 const hex = (v: bigint) => `0x${v.toString(16)}`;
@@ -49,6 +51,14 @@ export interface InjectedThreadState {
   pdeathsig: number;
   /** PR_GET_SECUREBITS, read in the same visit (engine/task/creds.ts uses it). */
   securebits: number;
+  /** PR_GET_TIMERSLACK, read in the same visit (engine/task/sched.ts uses it); -1: not read. */
+  timerSlackNs: number;
+  /**
+   * The thread's own registers, signal mask and XSAVE area as read when it
+   * was opened for crash-safe injection (the session puts exactly these
+   * back), if it was: engine/dump/threads.ts need not read them again.
+   */
+  own?: { regs: UserRegs; mask: bigint; xstate: Uint8Array };
 }
 
 /** Process-wide results of {@link queryInjectedState}. */
@@ -76,8 +86,11 @@ export const SCRATCH_BYTES = 4096;
 export class InjectionSession {
   /** The process. */
   readonly pid: number;
-  /** Address of a `syscall` instruction in the target. */
-  readonly site: bigint;
+  #site: bigint | undefined;
+  /** Address of a `syscall` instruction in the target (found on first use: the plain protocol). */
+  get site(): bigint {
+    return this.#site ??= findSyscallInstruction(this.pid);
+  }
   /** Address of the scratch page in the target. */
   scratch = 0n;
   /** Code sequences for crash-safe injection, if the target has them. */
@@ -96,9 +109,11 @@ export class InjectionSession {
   #batchAt: bigint | undefined;
   /** Stack bytes batch tables overwrote (thread, address, former content), put back on close. */
   readonly #chainSaved: { tid: number; at: bigint; bytes: Uint8Array }[] = [];
-  constructor(pid: number) {
+  /** Each thread's status read once after the freeze (engine/proc/status.ts readThreadStatuses), if given. */
+  readonly statuses: ReadonlyMap<number, ProcStatus> | undefined;
+  constructor(pid: number, statuses?: ReadonlyMap<number, ProcStatus>) {
     this.pid = pid;
-    this.site = findSyscallInstruction(pid);
+    this.statuses = statuses;
     this.safeSites = findSafeSites(pid);
   }
 
@@ -119,10 +134,22 @@ export class InjectionSession {
           ? this.mainArea
           : areaBelow(tid, rsp, bytes, 0, this.#maps ??= readMaps(this.pid)),
       pausePoint,
+      this.#status(tid) && usesShadowStack(this.#status(tid)!),
     );
     this.#threads.set(tid, t);
     if (!keepCurrent) this.#current = t;
     return t;
+  }
+
+  /** Thread `tid`'s own registers, mask and XSAVE area, if it is open for crash-safe injection. */
+  ownState(tid: number): InjectedThreadState["own"] {
+    const t = this.#threads.get(tid);
+    return t ? { regs: t.regs, mask: t.mask, xstate: t.xstate } : undefined;
+  }
+
+  /** The status of thread `tid` read with the session's, if any. */
+  #status(tid: number): ProcStatus | undefined {
+    return this.statuses?.get(tid);
   }
 
   /** Runs syscall `nr` in thread `tid`; returns the raw result (-errno on failure). */
@@ -194,7 +221,7 @@ export class InjectionSession {
     if (steps.length < MIN_BATCH) return one();
     pausePoint("inject");
     const t = this.#thread(tid, true);
-    const stop = t && batchStop(this.pid, tid, t.mask);
+    const stop = t && batchStop(this.pid, tid, t.mask, this.#status(tid));
     const table = stop && this.#tableArea(t, batchTableBytes(steps.length));
     if (!t || !stop || table === undefined) return one();
     const code = this.#batchCode(t);
@@ -204,6 +231,152 @@ export class InjectionSession {
     const out = new Uint8Array(steps.length * 64);
     processVmReadFully(this.pid, table, out);
     return batchResults(out, steps.length);
+  }
+
+  /**
+   * Runs each job's batch in its thread, all threads at once (one resume
+   * each, all stops awaited together); returns each job's raw results and
+   * the `outBytes` bytes of its own output area, whose address the job's
+   * steps are built with (`steps(out)`: below the thread's table, in its
+   * own stack, saved and put back on close). The jobs' threads must be
+   * distinct; the first must be the main thread. Undefined, with nothing
+   * run, when a thread cannot take part (no crash-safe injection, no quiet
+   * signal, no room) or no pages can be mapped: the caller goes one thread
+   * at a time instead.
+   *
+   * Each thread runs its own copy of the batch code, in its own page of one
+   * mapping, and holds the munmap of that page alone as its undo: a cryo
+   * killed at any instant leaves each thread to finish its table and unmap
+   * its own page once it left it, so no thread unmaps code another one
+   * still runs. Before and after the batches the main thread holds the
+   * munmap of the whole mapping, which it finally runs.
+   */
+  callsTogether(
+    jobs: readonly {
+      tid: number;
+      steps: (out: bigint) => BatchStep[];
+      outBytes: number;
+    }[],
+  ): { r: bigint[]; out: Uint8Array }[] | undefined {
+    if (!this.safeSites || jobs.length < 2 || jobs[0].tid !== this.pid) return undefined;
+    this.endBatches();
+    pausePoint("inject");
+    this.#current?.close();
+    this.#current = undefined;
+    const plan: {
+      t: CrashSafeThread;
+      stop: BatchStop;
+      table: bigint;
+      out: bigint;
+      steps: BatchStep[];
+      tableBytes: number;
+      outBytes: number;
+    }[] = [];
+    // What the tables overwrite is saved for every thread in one call (put back on close).
+    const from = this.#chainSaved.length;
+    const fillSaved = () =>
+      processVmReadPieces(
+        this.pid,
+        this.#chainSaved.slice(from).map((c) => ({ addr: c.at, buf: c.bytes })),
+      );
+    for (const job of jobs) {
+      const t = this.#thread(job.tid, true);
+      const stop = t && batchStop(this.pid, job.tid, t.mask, this.#status(job.tid));
+      if (!t || !stop) {
+        fillSaved();
+        return undefined;
+      }
+      // The step count does not depend on the output address: size the table first.
+      const count = job.steps(0n).length;
+      const tableBytes = (batchTableBytes(count) + 63) & ~63;
+      const table = this.#tableArea(t, tableBytes + job.outBytes, false);
+      if (table === undefined) {
+        fillSaved();
+        return undefined;
+      }
+      const out = table + BigInt(tableBytes);
+      plan.push({ t, stop, table, out, steps: job.steps(out), tableBytes, outBytes: job.outBytes });
+    }
+    const n = plan.length;
+    fillSaved();
+    const at = freePage(this.pid, n);
+    if (at === undefined) return undefined;
+    const bytes = n * PAGE;
+    const main = plan[0].t;
+    // The main thread holds the munmap of the whole mapping while it is made.
+    main.armUndo(SYS.munmap, at, bytes);
+    this.#current = main;
+    let r: bigint;
+    try {
+      r = this.call(this.pid, SYS.mmap, at, bytes, PROT_READ | PROT_EXEC, MAP_BATCH, -1, 0);
+    } catch (e) {
+      main.disarmUndo();
+      this.call(this.pid, SYS.munmap, at, bytes);
+      throw e;
+    }
+    if (r !== at) {
+      main.disarmUndo(); // an error mapped nothing (EEXIST: the pages there are not ours)
+      if (r >= 0n) this.call(this.pid, SYS.munmap, r, bytes);
+      return undefined;
+    }
+    const page = (k: number) => at + BigInt(k * PAGE);
+    let first: unknown;
+    let started = 0;
+    try {
+      installBatchCode(this.pid, at, n);
+      processVmWritePieces(
+        this.pid,
+        plan.map((p) => ({ addr: p.table, buf: encodeBatchTable(p.table, p.steps, p.stop) })),
+      );
+      // Each other thread takes its own page's munmap (parked: let go, it runs
+      // it first), then the main thread keeps only its own page's.
+      for (let k = 1; k < n; k++) {
+        plan[k].t.armUndo(SYS.munmap, page(k), PAGE);
+        plan[k].t.park();
+      }
+      main.armUndo(SYS.munmap, page(0), PAGE);
+      for (let k = 0; k < n; k++) {
+        plan[k].t.startBatch(page(k), plan[k].table);
+        started++;
+      }
+    } catch (e) {
+      first = e;
+    }
+    for (let k = 0; k < started; k++) {
+      try {
+        plan[k].t.finishBatch(page(k), plan[k].stop.signal);
+      } catch (e) {
+        first ??= e;
+      }
+    }
+    // The main thread takes the whole mapping's munmap back, the others let
+    // theirs go (closed in place), then the main thread unmaps it.
+    try {
+      main.armUndo(SYS.munmap, at, bytes);
+      for (let k = 1; k < n; k++) {
+        try {
+          plan[k].t.disarmUndo();
+          plan[k].t.close();
+        } catch (e) {
+          first ??= e;
+        }
+      }
+      main.disarmUndo();
+      this.#current = main;
+      this.call(this.pid, SYS.munmap, at, bytes);
+    } catch (e) {
+      first ??= e;
+    }
+    if (first !== undefined) throw first;
+    const bufs = plan.map((p) => new Uint8Array(p.tableBytes + p.outBytes));
+    processVmReadPieces(this.pid, plan.map((p, k) => ({ addr: p.table, buf: bufs[k] })));
+    return plan.map((p, k) => {
+      const buf = bufs[k];
+      return {
+        r: batchResults(buf, p.steps.length),
+        out: buf.subarray(p.tableBytes),
+      };
+    });
   }
 
   /**
@@ -264,15 +437,18 @@ export class InjectionSession {
   }
 
   /** Where `bytes` fit below the area of thread `t` in its stack mapping (saved first). */
-  #tableArea(t: CrashSafeThread, bytes: number): bigint | undefined {
+  #tableArea(t: CrashSafeThread, bytes: number, read = true): bigint | undefined {
     const top = t.tid === this.pid && this.scratch !== 0n && this.scratch < t.area
       ? this.scratch
       : t.area;
     const at = (top - BigInt(bytes)) & ~63n;
-    const vma = (this.#maps ??= readMaps(this.pid)).find((m) => m.start <= top && top <= m.end);
+    // The mapping the table lies in: the last one starting below `top`, reaching up to it.
+    const vma = lastBelow(this.#maps ??= readMaps(this.pid), top, false);
+    if (vma && top > vma.end) return undefined;
     if (!vma || at < vma.start || vma.perms[0] !== "r" || vma.perms[1] !== "w") return undefined;
     const saved = new Uint8Array(Number(top - at));
-    processVmReadFully(t.tid, at, saved);
+    // Without `read`, the caller fills `saved` (with other threads' in one call) before any use.
+    if (read) processVmReadFully(t.tid, at, saved);
     this.#chainSaved.push({ tid: t.tid, at, bytes: saved });
     return at;
   }
@@ -292,18 +468,29 @@ export class InjectionSession {
     } catch (e) {
       first = e;
     }
-    for (const c of this.#chainSaved.splice(0).reverse()) {
-      try {
-        processVmWriteFully(c.tid, c.at, c.bytes);
-      } catch (e) {
-        first ??= e;
+    const saved = this.#chainSaved.splice(0).reverse();
+    const threads = [...this.#threads.values()].filter((t) => t !== undefined);
+    try {
+      // Every stack area back in one call (tables first, in reverse, then the threads' areas).
+      processVmWritePieces(this.pid, [
+        ...saved.map((c) => ({ addr: c.at, buf: c.bytes })),
+        ...threads.map((t) => ({ addr: t.area, buf: t.savedArea })),
+      ]);
+    } catch {
+      // One at a time, as far as possible; the first failure is reported.
+      for (const c of saved) {
+        try {
+          processVmWriteFully(c.tid, c.at, c.bytes);
+        } catch (e) {
+          first ??= e;
+        }
       }
-    }
-    for (const t of this.#threads.values()) {
-      try {
-        t?.restoreArea();
-      } catch (e) {
-        first ??= e;
+      for (const t of threads) {
+        try {
+          t.restoreArea();
+        } catch (e) {
+          first ??= e;
+        }
       }
     }
     if (first) throw first;
@@ -337,8 +524,13 @@ export class InjectionSession {
  * Opens an injection session on the stopped process `pid`, runs `fn`, and
  * puts the threads and the scratch space back (also when `fn` throws).
  */
-export function withInjection<T>(pid: number, fn: (s: InjectionSession) => T): T {
-  const s = new InjectionSession(pid);
+export function withInjection<T>(
+  pid: number,
+  fn: (s: InjectionSession) => T,
+  /** Each thread's status, read once after the freeze (see {@link InjectionSession.statuses}). */
+  statuses?: ReadonlyMap<number, ProcStatus>,
+): T {
+  const s = new InjectionSession(pid, statuses);
   const rsp = getRegs(pid).rsp;
   const areaBytes = s.safeSites ? CrashSafeThread.bytesFor(xsaveSize(pid)) : 0;
   const area = areaBelow(pid, rsp, areaBytes, SCRATCH_BYTES);
@@ -399,9 +591,31 @@ export function areaBelow(
 ): bigint | undefined {
   const area = (rsp - RED_ZONE - BigInt(bytes)) & ~63n;
   const low = area - BigInt(below);
-  const vma = maps.find((m) => m.start <= rsp && rsp < m.end);
+  const vma = lastBelow(maps, rsp, true);
+  if (vma && rsp >= vma.end) return undefined;
   if (!vma || vma.perms[0] !== "r" || vma.perms[1] !== "w" || low < vma.start) return undefined;
   return area;
+}
+
+/**
+ * The last of `maps` (sorted by start, as /proc lists them) that starts
+ * below `addr` (or at it, with `orAt`), by binary search: one lookup per
+ * thread instead of a scan of every mapping.
+ */
+function lastBelow(
+  maps: readonly MapEntry[],
+  addr: bigint,
+  orAt: boolean,
+): MapEntry | undefined {
+  let lo = 0;
+  let hi = maps.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    const s = maps[mid].start;
+    if (s < addr || (orAt && s === addr)) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo > 0 ? maps[lo - 1] : undefined;
 }
 
 /** Signals whose default action is to ignore them: SIGURG, SIGWINCH, SIGCHLD. */
@@ -420,7 +634,7 @@ const MAP_BATCH = 0x02 | 0x20 | 0x100000;
  * mappings of `pid` (read from the maps text without parsing the rest of
  * each line), or undefined.
  */
-function freePage(pid: number): bigint | undefined {
+function freePage(pid: number, pages = 1): bigint | undefined {
   const text = Deno.readTextFileSync(`/proc/${pid}/maps`);
   let best = 0n;
   let bestAt = 0n;
@@ -442,7 +656,8 @@ function freePage(pid: number): bigint | undefined {
     }
     at = nl + 1;
   }
-  if (best < 3n * BigInt(PAGE)) return undefined;
+  // The middle of a gap with room for twice the pages and a guard page on either side.
+  if (best < BigInt((2 * pages + 2) * PAGE)) return undefined;
   return (bestAt + best / 2n) & ~BigInt(PAGE - 1);
 }
 
@@ -451,11 +666,19 @@ function freePage(pid: number): bigint | undefined {
  * (ignore), it is neither pending nor blocked by the thread's own mask
  * `mask` (so the stop takes nothing the thread would have seen), with the
  * ids of the target's own pid namespace; undefined if there is none.
+ * `status`: the thread's status read after the freeze, if at hand (a
+ * signal that became pending since makes the batch stop early, at a place
+ * runBatch refuses: the dump fails, nothing is lost).
  */
-function batchStop(pid: number, tid: number, mask: bigint): BatchStop | undefined {
-  let st;
+function batchStop(
+  pid: number,
+  tid: number,
+  mask: bigint,
+  status?: ProcStatus,
+): BatchStop | undefined {
+  let st = status;
   try {
-    st = readStatus(pid, tid);
+    st ??= readStatus(pid, tid);
   } catch {
     return undefined;
   }
@@ -481,49 +704,56 @@ function timer(bytes: Uint8Array): ITimer {
 const AT = {
   sigactions: 0, // 64 x kernel sigaction (32 bytes)
   itimers: 64 * 32, // 3 x itimerval (32 bytes)
-  altstack: 64 * 32 + 3 * 32, // stack_t (24 bytes)
-  tidAddress: 64 * 32 + 3 * 32 + 32, // 8 bytes
-  pdeathsig: 64 * 32 + 3 * 32 + 40, // int
-  end: 64 * 32 + 3 * 32 + 48,
+  thread: 64 * 32 + 3 * 32, // one thread's results (OUT) when threads go one by one
+} as const;
+
+/** One thread's results of {@link queryInjectedState}. */
+const OUT = {
+  altstack: 0, // stack_t (24 bytes)
+  tidAddress: 32, // 8 bytes
+  pdeathsig: 40, // int
+  end: 64,
 } as const;
 
 /**
  * Reads sigactions, itimers, the program break, and each thread's
- * sigaltstack, clear_child_tid, parent-death signal and securebits: the
+ * sigaltstack, clear_child_tid, parent-death signal, securebits and timer slack: the
  * syscalls of each thread in one batch ({@link InjectionSession.calls}).
  */
 export function queryInjectedState(s: InjectionSession, tids: readonly number[]): InjectedState {
   const main = s.pid;
   const sc = s.scratch;
-  const threadSteps: BatchStep[] = [
-    { nr: SYS.sigaltstack, args: [0, sc + BigInt(AT.altstack)] },
-    { nr: SYS.prctl, args: [PR_GET_TID_ADDRESS, sc + BigInt(AT.tidAddress)] },
-    { nr: SYS.prctl, args: [PR_GET_PDEATHSIG, sc + BigInt(AT.pdeathsig)] },
+  /** The per-thread queries, their results written at `out` (layout {@link OUT}). */
+  const threadSteps = (out: bigint): BatchStep[] => [
+    { nr: SYS.sigaltstack, args: [0, out + BigInt(OUT.altstack)] },
+    { nr: SYS.prctl, args: [PR_GET_TID_ADDRESS, out + BigInt(OUT.tidAddress)] },
+    { nr: SYS.prctl, args: [PR_GET_PDEATHSIG, out + BigInt(OUT.pdeathsig)] },
     { nr: SYS.prctl, args: [PR_GET_SECUREBITS] },
+    { nr: SYS.prctl, args: [PR_GET_TIMERSLACK] },
   ];
   const names = ["sigaltstack", "prctl(PR_GET_TID_ADDRESS)", "prctl(PR_GET_PDEATHSIG)"];
   const threads = new Map<number, InjectedThreadState>();
-  const visit = (tid: number, first: BatchStep[]) => {
-    const r = s.calls(tid, [...first, ...threadSteps]);
-    const own = r.slice(first.length);
+  /** Records thread `tid` from its results `own` and its output area `out`. */
+  const record = (tid: number, own: bigint[], out: Uint8Array) => {
     own.forEach((v, i) => {
       if (v < 0n) {
+        if (i === 4) return; // timer slack: read from /proc instead (-1 below)
         const what = names[i] ?? "prctl(PR_GET_SECUREBITS)";
         throw new CryoError(
           `process ${s.pid}: ${what} in the target failed: ${errnoName(Number(-v))}`,
         );
       }
     });
-    const out = s.read(0, AT.end);
-    const dv = new DataView(out.buffer);
-    const st = stackT.decode(out.subarray(AT.altstack, AT.altstack + stackT.size));
+    const dv = new DataView(out.buffer, out.byteOffset, out.byteLength);
+    const st = stackT.decode(out.subarray(OUT.altstack, OUT.altstack + stackT.size));
     threads.set(tid, {
       sigaltstack: { sp: hex(st.sp), flags: st.flags, size: Number(st.size) },
-      clearChildTid: hex(dv.getBigUint64(AT.tidAddress, true)),
-      pdeathsig: dv.getInt32(AT.pdeathsig, true),
+      clearChildTid: hex(dv.getBigUint64(OUT.tidAddress, true)),
+      pdeathsig: dv.getInt32(OUT.pdeathsig, true),
       securebits: Number(own[3]),
+      timerSlackNs: own[4] >= 0n ? Number(own[4]) : -1,
+      own: s.ownState(tid),
     });
-    return { r: r.slice(0, first.length), out };
   };
   // The main thread first: the process-wide queries go into its batch.
   const processSteps: BatchStep[] = [];
@@ -537,7 +767,29 @@ export function queryInjectedState(s: InjectionSession, tids: readonly number[])
     processSteps.push({ nr: SYS.getitimer, args: [which, sc + BigInt(AT.itimers + which * 32)] });
   }
   processSteps.push({ nr: SYS.brk, args: [0] });
-  const { r, out } = visit(main, processSteps);
+  const own = processSteps.length;
+  // Every thread at once when they all can (one round trip for the process);
+  // otherwise one thread after the other, results in the scratch page.
+  const others = tids.filter((tid) => tid !== main);
+  const together = others.length === 0 ? undefined : s.callsTogether([
+    { tid: main, steps: (o) => [...processSteps, ...threadSteps(o)], outBytes: OUT.end },
+    ...others.map((tid) => ({ tid, steps: threadSteps, outBytes: OUT.end })),
+  ]);
+  let r: bigint[];
+  if (together) {
+    r = together[0].r.slice(0, own);
+    record(main, together[0].r.slice(own), together[0].out);
+    others.forEach((tid, i) => record(tid, together[i + 1].r, together[i + 1].out));
+  } else {
+    const visit = (tid: number, first: BatchStep[]) => {
+      const all = s.calls(tid, [...first, ...threadSteps(sc + BigInt(AT.thread))]);
+      record(tid, all.slice(first.length), s.read(AT.thread, OUT.end));
+      return all.slice(0, first.length);
+    };
+    r = visit(main, processSteps);
+    for (const tid of others) visit(tid, []);
+  }
+  const out = s.read(0, AT.thread);
   const sigactions: SigAction[] = [];
   for (let sig = 1; sig <= 64; sig++) {
     if (r[sig - 1] < 0n) {
@@ -565,7 +817,6 @@ export function queryInjectedState(s: InjectionSession, tids: readonly number[])
     const at = AT.itimers + which * 32;
     timers.push(timer(out.slice(at, at + itimerval.size)));
   }
-  for (const tid of tids) if (tid !== main) visit(tid, []);
   s.endBatches();
   return {
     brk: BigInt.asUintN(64, r[67]),
@@ -578,3 +829,4 @@ export function queryInjectedState(s: InjectionSession, tids: readonly number[])
 const PR_GET_PDEATHSIG = 2;
 const PR_GET_SECUREBITS = 27;
 const PR_GET_TID_ADDRESS = 40;
+const PR_GET_TIMERSLACK = 30;

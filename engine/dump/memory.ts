@@ -8,8 +8,9 @@
  *
  * Packing small runs removes the per-run cost that dominated processes with
  * many mappings; the runs of readable mappings packed into one buffer are
- * read with one process_vm_readv of up to {@link IOV_MAX} remote pieces. Large dumps write from a worker thread while the next
- * buffer is read (page_writer.ts). cryo's own memory stays at two buffers.
+ * read with one process_vm_readv of up to {@link IOV_MAX} remote pieces.
+ * The buffer is one small page-aligned buffer, reused (page_writer.ts); its
+ * CRC is computed while it is still in the CPU's cache.
  *
  * @module
  */
@@ -19,20 +20,17 @@ import { IOV_MAX, processVmRead, processVmReadMany } from "../../ffi/process_vm.
 import type { PageRun } from "../model.ts";
 import { crc32Combine } from "../image/checksum.ts";
 import type { Vma } from "./vmas.ts";
-import type { PageWriter } from "./page_writer.ts";
-
-/** Size of one page buffer (one write at most). */
-export const CHUNK_BYTES = 16 << 20;
+import { PAGE_BUFFER_BYTES, type PageWriter } from "./page_writer.ts";
 
 /**
- * Size of the page buffers (file windows, engine/dump/page_writer.ts) for
- * streaming `total` bytes: {@link CHUNK_BYTES}, or less for a small total.
+ * Size of the page buffer (engine/dump/page_writer.ts) for streaming
+ * `total` bytes: {@link PAGE_BUFFER_BYTES}, or less for a small total.
  */
-export function windowBytes(total: number): number {
-  return Math.min(CHUNK_BYTES, Math.max(4096, Math.ceil(total / 4096) * 4096));
+export function pageBufferBytes(total: number): number {
+  return Math.min(PAGE_BUFFER_BYTES, Math.max(4096, Math.ceil(total / 4096) * 4096));
 }
 
-/** Size of the blocks of {@link MemoryStreamer.blockCrcs} (divides {@link CHUNK_BYTES}). */
+/** Size of the blocks of {@link MemoryStreamer.blockCrcs}. */
 export const CRC_BLOCK = 1 << 20;
 
 /** Streams chosen pages of mappings to a page writer, packing runs into its buffers. */
@@ -248,7 +246,7 @@ export class MemoryStreamer {
   /** Stops without writing what is buffered (error paths). */
   async abort(): Promise<void> {
     this.#fill = 0;
-    this.#buffer = undefined; // may be a window of the file, unmapped below
+    this.#buffer = undefined;
     this.#iovCount = 0;
     this.#memFile?.close();
     this.#memFile = undefined;
@@ -259,7 +257,7 @@ export class MemoryStreamer {
   async finish(): Promise<void> {
     this.#flush();
     if (this.blockCrcs && this.#part.bytes > 0) this.blockCrcs.push(this.#part.crc); // the last, short
-    this.#buffer = undefined; // may be a window of the file, unmapped below
+    this.#buffer = undefined;
     this.#memFile?.close();
     this.#memFile = undefined;
     await this.#out.close();

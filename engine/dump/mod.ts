@@ -64,8 +64,8 @@ import {
   checkSharedTables,
   checkUnattachedLocks,
 } from "./tree_state.ts";
-import { MemoryStreamer, windowBytes } from "./memory.ts";
-import { MappedPageWriter } from "./page_writer.ts";
+import { MemoryStreamer, pageBufferBytes } from "./memory.ts";
+import { BufferPageWriter } from "./page_writer.ts";
 import { bootstrapSizeFor, chooseBootstrap, pagePolicy } from "./vmas.ts";
 import { TOOL_VERSION } from "../version.ts";
 import { pausePoint } from "../pause.ts";
@@ -84,6 +84,7 @@ import { refuseMqueueFds } from "../fds/mqueue.ts";
 import type { ParentPages } from "./parent.ts";
 import { ChainDump } from "./chain_dump.ts";
 import { isTrackingFd } from "./tracking.ts";
+import { importModule } from "../modules.ts";
 
 /** Progress events of a dump. */
 export type DumpEvent =
@@ -331,8 +332,8 @@ async function goneProcesses(tree: FrozenTree, error: unknown): Promise<number[]
  * namespace: named through variables so that Deno does not load these
  * module graphs with every dump (a literal `import()` would).
  */
-const PIDNS_MODULE: string = "../pidns/mod.ts";
-const PIDNS_EXTRAS_MODULE: string = "../pidns/extras.ts";
+const PIDNS_MODULE = "engine/pidns/mod.ts";
+const PIDNS_EXTRAS_MODULE = "engine/pidns/extras.ts";
 
 /** Checkpoints process `pid` and its descendants into `opts.dir`. */
 export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<CheckpointResult> {
@@ -342,7 +343,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         `pid ${pid} is a tree in its own pid namespace (cryo launch): --pre-dump and --parent are not supported for it yet`,
       );
     }
-    const pidns: typeof import("../pidns/mod.ts") = await import(PIDNS_MODULE);
+    const pidns: typeof import("../pidns/mod.ts") = await importModule(PIDNS_MODULE);
     return await pidns.checkpointInNamespace(pid, opts);
   }
   checkTarget(pid, opts.pidNamespace === "own");
@@ -450,7 +451,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     const sysvShm = collectSysvShm(described.map((d) => d.image), tmp, refusals);
     refuseMqueueFds(described.map((d) => d.image), refusals);
     const namespaces = opts.namespaceExtras &&
-      (await import(PIDNS_EXTRAS_MODULE) as typeof import("../pidns/extras.ts"))
+      (await importModule<typeof import("../pidns/extras.ts")>(PIDNS_EXTRAS_MODULE))
         .collectNamespaceExtras(opts.namespaceExtras, tmp, sysvShm, refusals);
     // Memory a child shares with its parent is stored once, in the parent's image.
     const inheritance = planInheritance(
@@ -512,8 +513,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       const total = plan.readBytes;
       reused += plan.reusedBytes;
       parentBytes += plan.parentBytes;
-      // The pages are read straight into windows of the image file (one copy).
-      const out = new MappedPageWriter(windowBytes(total), writer.partialPath);
+      const out = new BufferPageWriter(pageBufferBytes(total), writer.partialPath);
       const streamer = new MemoryStreamer(p.pid, out, (n) => writer.reservePages(n));
       // The manifest's pageBlocks (engine/image/page_blocks.ts): blocks aligned to the page data's start.
       streamer.blockCrcs = [];

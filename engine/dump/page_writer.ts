@@ -1,25 +1,24 @@
 /**
- * Where streamed page data goes: {@link MappedPageWriter}, whose buffers
- * are windows of the image file itself (a shared mapping,
- * ffi/file_write_window.ts), so the target's pages are copied once, by the
- * kernel, into the file's page cache: no buffer of cryo's and no `write`
- * copying them again. (It replaced a buffer written with `pwrite`, by a
- * worker thread for large dumps: two copies, and twice the CPU.)
+ * Where streamed page data goes: {@link BufferPageWriter}, one page-aligned
+ * buffer that the streamer fills (process_vm_readv, /proc/<pid>/mem) and
+ * that is written with `pwrite` at the offset it belongs to, the buffer
+ * then being reused. The buffer is small ({@link PAGE_BUFFER_BYTES}), so
+ * the CRC and the write read it from the CPU's cache (ffi/page_file.ts
+ * says why not a shared mapping of the file, as before).
  *
  * Page data is written sequentially from the image's page region.
  *
  * @module
  */
 
-import { WritableFile, type WriteWindow } from "../../ffi/file_write_window.ts";
-import { SyscallError } from "../../ffi/libc.ts";
+import { pageAlignedBuffer, PageFile } from "../../ffi/page_file.ts";
 
 /** A buffer to fill, then hand back with {@link PageWriter.submit}. */
 export interface PageWriter {
   /**
-   * A free buffer of {@link PageWriter.size} bytes (waits for one if needed)
-   * whose content will be written at file offset `offset` (the `offset` of
-   * the {@link PageWriter.submit} that follows).
+   * A free buffer of {@link PageWriter.size} bytes whose content will be
+   * written at file offset `offset` (the `offset` of the
+   * {@link PageWriter.submit} that follows).
    */
   acquire(offset: number): Uint8Array;
   /** Writes the first `length` bytes of the buffer last acquired at `offset`. */
@@ -33,63 +32,43 @@ export interface PageWriter {
 }
 
 /**
- * Buffers that are windows of the image file (see the module doc): a
- * window is mapped at the offset its data belongs to, filled by the
- * caller, and unmapped on submit. Nothing is copied after the fill; the
- * file's dirty pages are synced with the rest of the image.
+ * Size of the page buffer: 1 MiB, so that what process_vm_readv stored is
+ * still in the cache when the CRC and the `pwrite` read it (larger buffers
+ * cost more CPU here, smaller ones more calls).
  */
-export class MappedPageWriter implements PageWriter {
-  readonly size: number;
-  readonly #file: WritableFile;
-  #window: WriteWindow | undefined;
-  /** The buffer used instead of windows where the file cannot be mapped. */
-  #fallback: Uint8Array | undefined;
-  #at = 0;
+export const PAGE_BUFFER_BYTES = 1 << 20;
 
-  /** Writes into the existing file `path` through windows of `size` bytes. */
+/** One page-aligned buffer written with `pwrite` at the offset it was acquired for. */
+export class BufferPageWriter implements PageWriter {
+  readonly size: number;
+  readonly #file: PageFile;
+  readonly #buffer: Uint8Array;
+  /** Offset of the buffer acquired and not yet submitted (-1: none). */
+  #at = -1;
+
+  /** Writes into the existing file `path` through a buffer of `size` bytes. */
   constructor(size: number, path: string) {
     this.size = size;
-    this.#file = WritableFile.open(path);
+    this.#file = PageFile.open(path);
+    this.#buffer = pageAlignedBuffer(size);
   }
 
   acquire(offset: number): Uint8Array {
-    this.#release();
-    if (!this.#fallback) {
-      try {
-        this.#window = this.#file.map(offset, this.size);
-        return this.#window.view;
-      } catch (e) {
-        // A file system without shared writable mappings: a buffer and pwrite.
-        if (!(e instanceof SyscallError) || !e.call.startsWith("mmap")) throw e;
-        this.#fallback = new Uint8Array(this.size);
-      }
-    }
     this.#at = offset;
-    return this.#fallback;
+    return this.#buffer;
   }
 
   submit(length: number, offset: number): void {
-    if (this.#fallback) {
-      if (offset !== this.#at) {
-        throw new Error(`page buffer for ${this.#at} submitted for ${offset}`);
-      }
-      this.#file.writeAt(offset, this.#fallback.subarray(0, length));
-      return;
+    if (this.#at < 0) throw new Error("page buffer submitted without acquire");
+    if (offset !== this.#at) {
+      throw new Error(`page buffer for ${this.#at} submitted for ${offset}`);
     }
-    if (!this.#window) throw new Error("page window submitted without acquire");
-    if (offset !== this.#window.offset) {
-      throw new Error(`page window mapped at ${this.#window.offset} submitted for ${offset}`);
-    }
-    this.#release();
-  }
-
-  #release(): void {
-    if (this.#window) this.#file.unmap(this.#window);
-    this.#window = undefined;
+    this.#file.writeAt(offset, this.#buffer.subarray(0, length));
+    this.#at = -1;
   }
 
   close(): Promise<void> {
-    this.#release();
+    this.#at = -1;
     this.#file.close();
     return Promise.resolve();
   }

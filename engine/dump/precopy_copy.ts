@@ -1,7 +1,7 @@
 /**
  * The copy step of the pre-copy (engine/dump/precopy.ts) for one process:
  * its planned runs are read into its image file while the tree runs,
- * straight into windows of the file (page_writer.ts), with
+ * through the page buffer (page_writer.ts), with
  * process_vm_readv where that cannot unshare a page ({@link pinnableRuns})
  * and /proc/<pid>/mem elsewhere.
  *
@@ -9,9 +9,9 @@
  */
 
 import { openPagemap, type PagemapReader, type PageRunTuple, PM } from "../proc/pagemap.ts";
-import { MemoryStreamer, windowBytes } from "./memory.ts";
+import { MemoryStreamer, pageBufferBytes } from "./memory.ts";
 import { pausePoint } from "../pause.ts";
-import { MappedPageWriter } from "./page_writer.ts";
+import { BufferPageWriter } from "./page_writer.ts";
 import type { Vma } from "./vmas.ts";
 
 /** A pre-copied run: `length` bytes from `addr` are in the image file at `fileOffset`. */
@@ -56,8 +56,7 @@ export async function copyPlanned(job: CopyJob): Promise<CopyResult> {
     mode: 0o700,
   });
   file.close();
-  // The pages are read straight into windows of the image file (one copy).
-  const out = new MappedPageWriter(windowBytes(total), job.path);
+  const out = new BufferPageWriter(pageBufferBytes(total), job.path);
   let next = job.pagesStart;
   const streamer = new MemoryStreamer(job.pid, out, (n) => {
     const at = next;

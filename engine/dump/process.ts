@@ -10,7 +10,7 @@ import { readLimits } from "../proc/limits.ts";
 import type { FdInfo, ProcessImage } from "../model.ts";
 import { Refusals } from "../support.ts";
 import { mmFieldsOf, readStat } from "../proc/stat.ts";
-import { readStatus } from "../proc/status.ts";
+import { readStatus, readThreadStatuses } from "../proc/status.ts";
 import { auxvToModel, readAuxv } from "../proc/auxv.ts";
 import { devMajor, devMinor, type ProcFd, readFds } from "../proc/fds.ts";
 import { readMapFileIdentity } from "../proc/maps.ts";
@@ -144,8 +144,10 @@ export function collectProcess(
 ): CollectedProcess {
   checkNamespaces(pid, refusals);
   const stat = readStat(pid);
-  const status = readStatus(pid);
-  prepareTaskCollection(pid, tids);
+  // Each thread's status once (credentials, seccomp, masks, comm...): they hold while it is frozen.
+  const statuses = readThreadStatuses(pid, tids);
+  const status = statuses.get(pid) ?? readStatus(pid);
+  prepareTaskCollection(pid, tids, statuses);
   // smaps alone (its area headers are the maps lines): one pass over 10,000 mappings, not two.
   // Read before the injected calls, whose scratch mapping waits for a page
   // table walk still running (engine/dump/parent.ts) while this one runs beside it.
@@ -158,7 +160,12 @@ export function collectProcess(
     return {
       injected: {
         ...state,
-        task: queryTaskState(s, tids, perThread((t) => t.pdeathsig)),
+        task: queryTaskState(
+          s,
+          tids,
+          perThread((t) => t.pdeathsig),
+          perThread((t) => t.timerSlackNs),
+        ),
         mlockFuture: probeMlockFuture(s),
       },
       posixTimers: collectTimers(s, tids, fds, refusals),
@@ -168,9 +175,9 @@ export function collectProcess(
         refusals,
       ),
     };
-  });
+  }, statuses);
   const owners = queryFdOwners(pid, fds.map((f) => f.fd));
-  const task = collectTaskState(pid, tids, injected.task, refusals);
+  const task = collectTaskState(pid, tids, injected.task, refusals, statuses);
   const vmas: Vma[] = maps.map((m) => ({
     start: m.start,
     end: m.end,
@@ -224,7 +231,7 @@ export function collectProcess(
   } catch { /* kernel thread or unreadable */ }
 
   const threads = tids.map((tid) => ({
-    ...collectThread(pid, tid, injected.threads.get(tid)!),
+    ...collectThread(pid, tid, injected.threads.get(tid)!, statuses.get(tid)),
     ...task.threads.get(tid),
   }));
   // The main thread first.

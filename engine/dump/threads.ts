@@ -15,6 +15,7 @@ import { Errno } from "../../ffi/errno.ts";
 import { encodeBase64 } from "../base64.ts";
 import type { SigInfoRecord, ThreadState } from "../model.ts";
 import type { InjectedThreadState } from "./injected.ts";
+import { type ProcStatus, statusComm } from "../proc/status.ts";
 
 const hex = (v: bigint) => `0x${v.toString(16)}`;
 
@@ -58,20 +59,26 @@ function comm(pid: number, tid: number): string {
   }
 }
 
-/** Collects the state of stopped thread `tid` of process `pid`. */
+/**
+ * Collects the state of stopped thread `tid` of process `pid` (`status`:
+ * its status read after the freeze, whose Name is its comm).
+ */
 export function collectThread(
   pid: number,
   tid: number,
   injected: InjectedThreadState,
+  status?: ProcStatus,
 ): ThreadState {
-  const regs = getRegs(tid);
+  // Read once when the thread was opened for injection, if it was (put back exactly since).
+  const own = injected.own;
+  const regs = own?.regs ?? getRegs(tid);
   const rseq = getRseqConfig(tid);
   return {
     tid,
-    comm: comm(pid, tid),
+    comm: status ? statusComm(status) : comm(pid, tid),
     regs: regsToHex(regs),
-    xsave: encodeBase64(getXstate(tid)),
-    sigmask: hex(getSigmask(tid)),
+    xsave: encodeBase64(own?.xstate ?? getXstate(tid)),
+    sigmask: hex(own?.mask ?? getSigmask(tid)),
     pending: siginfoRecords(peekSiginfo(tid, false)),
     sigaltstack: injected.sigaltstack,
     rseq: rseq.addr === 0n

@@ -59,6 +59,7 @@ import { ScanBuffer } from "../../ffi/pagemap_scan.ts";
 import { PAGE_IS } from "../../ffi/probe.ts";
 import type { PageBlocks, ProcessImage } from "../model.ts";
 import { BlockChecker, type BlockCheckerState } from "./lazy_blocks.ts";
+import { sourceURL } from "../modules.ts";
 
 const PAGE = 4096;
 const PAGE_N = 4096n;
@@ -416,7 +417,7 @@ export class LazyServer {
     }));
     sources.forEach((fd, i) => actions.push({ kind: "dup2", fd, newFd: 3 + i }));
     actions.push({ kind: "closefrom", fd: 3 + sources.length });
-    const script = new URL("./lazy_watchdog.ts", import.meta.url).href;
+    const script = sourceURL("engine/memory/lazy_watchdog.ts");
     let pid: number;
     try {
       pid = posixSpawn(Deno.execPath(), [
@@ -487,7 +488,7 @@ export class LazyServer {
     must("pipe2", rawSyscall(SYS.pipe2, fds, 0o2000000));
     let pid: number;
     try {
-      const script = new URL("./lazy_detached.ts", import.meta.url).href;
+      const script = sourceURL("engine/memory/lazy_detached.ts");
       pid = posixSpawn(
         Deno.execPath(),
         ["deno", "run", "-A", "--no-lock", "--quiet", script, file],

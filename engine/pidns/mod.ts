@@ -44,6 +44,7 @@ import { type Exec, writeEntrant, writeNamespaceMaker } from "./programs.ts";
 import { inOtherUserNs, rootlessIds } from "./userns.ts";
 import { checkImageDirTrust } from "../restore/trust.ts";
 import { extraNamespaceFlags, hiddenPath, namespaceExtrasOf } from "./extras.ts";
+import { sourceURL } from "../modules.ts";
 
 export { manifestPidNamespace, ownNamespaceRoot } from "./detect.ts";
 
@@ -179,7 +180,7 @@ export function launch(
 
 /** How cryo's engine is run inside a namespace: deno running engine/pidns/inner.ts. */
 function engineExec(request: unknown): Exec {
-  const inner = new URL("./inner.ts", import.meta.url).href;
+  const inner = sourceURL("engine/pidns/inner.ts");
   return {
     path: Deno.execPath(),
     argv: ["deno", "run", "-A", "--quiet", inner, JSON.stringify(request)],

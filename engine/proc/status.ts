@@ -140,6 +140,30 @@ export function readStatus(pid: number, tid?: number): ProcStatus {
 }
 
 /**
+ * The status of every thread `tids` of `pid`, each read once
+ * (/proc/<pid>/task/<tid>/status). For a frozen process: what only the
+ * thread itself changes (credentials, capabilities, no_new_privs, seccomp,
+ * its signal mask, the process's signal actions while every thread is
+ * stopped) holds until it runs again; pending signals may change meanwhile.
+ */
+export function readThreadStatuses(pid: number, tids: readonly number[]): Map<number, ProcStatus> {
+  const out = new Map<number, ProcStatus>();
+  for (const tid of tids) out.set(tid, readStatus(pid, tid));
+  return out;
+}
+
+/** The comm of a status (its Name line with the kernel's escapes of "\n" and "\\" undone). */
+export function statusComm(st: ProcStatus): string {
+  return st.name.replace(/\\([n\\])/g, (_, c) => c === "n" ? "\n" : "\\");
+}
+
+/** Whether a thread uses a user shadow stack (the `shstk` feature of x86_Thread_features). */
+export function usesShadowStack(st: ProcStatus): boolean {
+  const f = st.fields["x86_Thread_features"];
+  return f !== undefined && /\bshstk\b/.test(f);
+}
+
+/**
  * True when `pid` is a kernel thread (Kthread line of status, else the
  * PF_KTHREAD flag of stat).
  */

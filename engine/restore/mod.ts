@@ -49,6 +49,7 @@ import { pausePoint } from "../pause.ts";
 import { shrunkImage } from "./intact.ts";
 import type { ExistingRoot } from "./session.ts";
 import { manifestPidNamespace } from "../pidns/detect.ts";
+import { importModule } from "../modules.ts";
 
 /** Options of {@link restore}. */
 export interface RestoreOptions {
@@ -228,12 +229,12 @@ export function preflight(plan: RestorePlan, existingRoot?: number): void {
  * The pid namespace machinery, loaded only for a restore into a pid
  * namespace (a variable, so that Deno does not load it with every restore).
  */
-const PIDNS_MODULE: string = "../pidns/mod.ts";
+const PIDNS_MODULE = "engine/pidns/mod.ts";
 /** The server of a lazy restore's pages, loaded for `--lazy` only (a variable, as above). */
-const LAZY_SERVE_MODULE: string = "../memory/lazy_serve.ts";
+const LAZY_SERVE_MODULE = "engine/memory/lazy_serve.ts";
 
 /** Pre-copy chains (engine/image/chain.ts and its image writer), loaded for a chain only. */
-const CHAIN_MODULE: string = "../image/chain.ts";
+const CHAIN_MODULE = "engine/image/chain.ts";
 
 /**
  * `flattenForRestore` of engine/image/chain.ts, which is loaded only when
@@ -248,7 +249,7 @@ async function flattenForRestore(dir: string): Promise<string | undefined> {
     return undefined;
   }
   if (!parent) return undefined;
-  const chain: typeof import("../image/chain.ts") = await import(CHAIN_MODULE);
+  const chain: typeof import("../image/chain.ts") = await importModule(CHAIN_MODULE);
   return await chain.flattenForRestore(dir);
 }
 
@@ -271,12 +272,12 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
     if (opts.lazy) {
       throw new RestoreError("--lazy is not supported for a restore into a pid namespace");
     }
-    const pidns: typeof import("../pidns/mod.ts") = await import(PIDNS_MODULE);
+    const pidns: typeof import("../pidns/mod.ts") = await importModule(PIDNS_MODULE);
     return pidns.restoreInNamespace(dir, opts); // engine/pidns/: a fresh pid namespace
   }
   // engine/memory/lazy_serve.ts is loaded for a lazy restore only, while the plan is made.
   const lazyServe: Promise<typeof import("../memory/lazy_serve.ts")> | undefined = opts.lazy
-    ? import(LAZY_SERVE_MODULE)
+    ? importModule(LAZY_SERVE_MODULE)
     : undefined;
   const t0 = performance.now();
   // Structure and sizes are checked now; checksums while the stubs already

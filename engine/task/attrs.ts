@@ -21,7 +21,7 @@ import type { InjectionSession } from "../dump/injected.ts";
 import type { ProcessImage } from "../model.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
 import { readProcText } from "../proc/io.ts";
-import { readStatus } from "../proc/status.ts";
+import { type ProcStatus, readStatus } from "../proc/status.ts";
 import { RestoreError } from "../errors.ts";
 import type { Refusals } from "../support.ts";
 import type { TaskInjector } from "./seccomp.ts";
@@ -61,6 +61,8 @@ export interface InjectedAttrs {
   membarrier: number;
   /** Parent-death signal by tid. */
   pdeathsig: Map<number, number>;
+  /** Timer slack by tid (PR_GET_TIMERSLACK in each thread), when read by injection. */
+  timerSlackNs?: ReadonlyMap<number, number>;
 }
 
 const PR_SET_PDEATHSIG = 1;
@@ -148,11 +150,16 @@ export function collectProcessAttrs(
   };
 }
 
-/** The attributes of thread `tid` of `pid`. */
-export function collectThreadAttrs(pid: number, tid: number, injected: InjectedAttrs): ThreadAttrs {
+/** The attributes of thread `tid` of `pid` (`status`: its status when already read). */
+export function collectThreadAttrs(
+  pid: number,
+  tid: number,
+  injected: InjectedAttrs,
+  status?: ProcStatus,
+): ThreadAttrs {
   return {
     pdeathsig: injected.pdeathsig.get(tid) ?? 0,
-    noNewPrivs: readStatus(pid, tid).noNewPrivs,
+    noNewPrivs: (status ?? readStatus(pid, tid)).noNewPrivs,
   };
 }
 

@@ -42,7 +42,7 @@ import { SYS } from "../../ffi/sysno.ts";
 import { capUserData, capUserHeader, LINUX_CAPABILITY_VERSION_3 } from "../../ffi/structs.ts";
 import type { ProcessImage, ThreadCredentials } from "../model.ts";
 import type { InjectionSession } from "../dump/injected.ts";
-import { readStatus } from "../proc/status.ts";
+import { type ProcStatus, readStatus } from "../proc/status.ts";
 import { UnsupportedError } from "../errors.ts";
 import { setgroupsDenied } from "./userns.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
@@ -112,8 +112,10 @@ export function readThreadCreds(
   tid: number,
   securebits: number,
   keepCaps: boolean,
+  /** The thread's status when already read (no other thread can change its credentials). */
+  status?: ProcStatus,
 ): ThreadCredentials {
-  const st = readStatus(pid, tid);
+  const st = status ?? readStatus(pid, tid);
   return {
     uid: st.uid,
     gid: st.gid,
@@ -151,7 +153,7 @@ export function collectCreds(
       Number(s.check(tid, "prctl(PR_GET_SECUREBITS)", SYS.prctl, PR.GET_SECUREBITS));
     // PR_GET_KEEPCAPS is the SECURE_KEEP_CAPS bit of the securebits.
     const keepCaps = (securebits & SECBIT_KEEP_CAPS) !== 0;
-    threads.set(tid, readThreadCreds(s.pid, tid, securebits, keepCaps));
+    threads.set(tid, readThreadCreds(s.pid, tid, securebits, keepCaps, s.statuses?.get(tid)));
   }
   return { threads };
 }

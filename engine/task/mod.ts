@@ -37,6 +37,7 @@ import {
 } from "./attrs.ts";
 import { checkSchedulable, collectSched, restoreSched } from "./sched.ts";
 import { PTRACE_O } from "../../ffi/ptrace.ts";
+import type { ProcStatus } from "../proc/status.ts";
 import { collectSeccomp, restoreSeccomp, suspendSeccomp, type TaskInjector } from "./seccomp.ts";
 
 export type { TaskInjector } from "./seccomp.ts";
@@ -51,8 +52,14 @@ export interface CollectedTaskState {
  * Before anything is injected into frozen process `pid`: suspends seccomp
  * in its threads that have it (cryo's injected syscalls must not be filtered).
  */
-export function prepareTaskCollection(pid: number, tids: readonly number[]): void {
-  suspendSeccomp(pid, tids, PTRACE_O.TRACESYSGOOD); // keeps the freeze's option (crash-safe injection)
+export function prepareTaskCollection(
+  pid: number,
+  tids: readonly number[],
+  /** Each thread's status when already read (engine/proc/status.ts readThreadStatuses). */
+  statuses?: ReadonlyMap<number, ProcStatus>,
+): void {
+  // Keeps the freeze's option (crash-safe injection).
+  suspendSeccomp(pid, tids, PTRACE_O.TRACESYSGOOD, statuses);
 }
 
 /** The injected part of the collection (run inside the process's injection session). */
@@ -61,8 +68,10 @@ export function queryTaskState(
   tids: readonly number[],
   /** Each thread's parent-death signal when already read. */
   pdeathsig?: ReadonlyMap<number, number>,
+  /** Each thread's timer slack (PR_GET_TIMERSLACK) when already read. */
+  timerSlackNs?: ReadonlyMap<number, number>,
 ): InjectedAttrs {
-  return queryAttrs(s, tids, pdeathsig);
+  return { ...queryAttrs(s, tids, pdeathsig), ...(timerSlackNs ? { timerSlackNs } : {}) };
 }
 
 /** Collects the task state of frozen process `pid`; reports what cannot come back. */
@@ -71,13 +80,16 @@ export function collectTaskState(
   tids: readonly number[],
   injected: InjectedAttrs,
   refusals: Refusals,
+  /** Each thread's status when already read. */
+  statuses?: ReadonlyMap<number, ProcStatus>,
 ): CollectedTaskState {
   const threads: CollectedTaskState["threads"] = new Map();
   for (const tid of tids) {
+    const status = statuses?.get(tid);
     threads.set(tid, {
-      sched: collectSched(tid),
-      attrs: collectThreadAttrs(pid, tid, injected),
-      seccomp: collectSeccomp(pid, tid, refusals),
+      sched: collectSched(tid, injected.timerSlackNs?.get(tid)),
+      attrs: collectThreadAttrs(pid, tid, injected, status),
+      seccomp: collectSeccomp(pid, tid, refusals, status),
     });
   }
   return { attrs: collectProcessAttrs(pid, injected, refusals), threads };

@@ -76,8 +76,11 @@ function timerSlack(tid: number): number {
   return Number(readProcText(tid, "timerslack_ns").trim());
 }
 
-/** Reads the scheduling state of thread `tid` (any thread cryo may inspect). */
-export function collectSched(tid: number): ThreadSched {
+/**
+ * Reads the scheduling state of thread `tid` (any thread cryo may inspect);
+ * `timerSlackNs`: its timer slack when already read (PR_GET_TIMERSLACK in the thread).
+ */
+export function collectSched(tid: number, timerSlackNs?: number): ThreadSched {
   const a = schedGetattr(tid);
   return {
     policy: a.policy,
@@ -90,7 +93,7 @@ export function collectSched(tid: number): ThreadSched {
     utilMin: a.utilMin,
     utilMax: a.utilMax,
     cpus: getAffinity(tid),
-    timerSlackNs: timerSlack(tid),
+    timerSlackNs: timerSlackNs !== undefined && timerSlackNs >= 0 ? timerSlackNs : timerSlack(tid),
     ioprio: getIoprio(tid),
   };
 }

@@ -25,7 +25,7 @@ import { sockFprog } from "../../ffi/structs.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { errnoName } from "../../ffi/errno.ts";
 import { decodeBase64, encodeBase64 } from "../base64.ts";
-import { readStatus } from "../proc/status.ts";
+import { type ProcStatus, readStatus } from "../proc/status.ts";
 import { CryoError, RestoreError } from "../errors.ts";
 import type { Refusals } from "../support.ts";
 
@@ -61,9 +61,9 @@ const SECCOMP_FILTER_FLAG_LOG = 2;
 const PR_SET_SECCOMP = 22;
 const SECCOMP_RET_USER_NOTIF = 0x7fc00000;
 
-/** The seccomp mode of thread `tid` of `pid` (0, 1 strict, 2 filter). */
-export function seccompMode(pid: number, tid: number): number {
-  return readStatus(pid, tid).seccomp;
+/** The seccomp mode of thread `tid` of `pid` (0, 1 strict, 2 filter), from `status` when read. */
+export function seccompMode(pid: number, tid: number, status?: ProcStatus): number {
+  return (status ?? readStatus(pid, tid)).seccomp;
 }
 
 /**
@@ -71,9 +71,15 @@ export function seccompMode(pid: number, tid: number): number {
  * syscalls injected by cryo are not filtered; `options` are the tracee's
  * other PTRACE_O_* options (SETOPTIONS replaces them all).
  */
-export function suspendSeccomp(pid: number, tids: readonly number[], options = 0): void {
+export function suspendSeccomp(
+  pid: number,
+  tids: readonly number[],
+  options = 0,
+  /** Each thread's status when already read (engine/proc/status.ts readThreadStatuses). */
+  statuses?: ReadonlyMap<number, ProcStatus>,
+): void {
   for (const tid of tids) {
-    if (seccompMode(pid, tid) !== 0) suspend(pid, tid, options);
+    if (seccompMode(pid, tid, statuses?.get(tid)) !== 0) suspend(pid, tid, options);
   }
 }
 
@@ -108,8 +114,14 @@ function usesUserNotif(prog: Uint8Array): boolean {
  * hands syscalls to a user-space listener is refused (the listener is an
  * fd somewhere else; cryo cannot re-connect it).
  */
-export function collectSeccomp(pid: number, tid: number, refusals: Refusals): SeccompState {
-  const state = readSeccomp(pid, tid);
+export function collectSeccomp(
+  pid: number,
+  tid: number,
+  refusals: Refusals,
+  /** The thread's status when already read. */
+  status?: ProcStatus,
+): SeccompState {
+  const state = readSeccomp(pid, tid, status);
   state.filters.forEach((f, i) => {
     if (usesUserNotif(decodeBase64(f.prog))) {
       refusals.use("task.seccomp-notify", `process ${pid} thread ${tid} seccomp filter ${i}`);
@@ -119,8 +131,8 @@ export function collectSeccomp(pid: number, tid: number, refusals: Refusals): Se
 }
 
 /** The seccomp mode and filter chain (oldest first) of stopped thread `tid` of `pid`. */
-function readSeccomp(pid: number, tid: number): SeccompState {
-  const mode = seccompMode(pid, tid);
+function readSeccomp(pid: number, tid: number, status?: ProcStatus): SeccompState {
+  const mode = seccompMode(pid, tid, status);
   const filters: SeccompFilter[] = [];
   if (mode === SECCOMP_MODE_FILTER) {
     for (let index = 0;; index++) {

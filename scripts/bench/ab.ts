@@ -10,7 +10,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { cryoDump, type CryoRuntime } from "./measure.ts";
+import { cryoDump, type CryoRuntime, prepareCli } from "./measure.ts";
 import { becomeSubreaper } from "./procs.ts";
 import { killWorkload, startWorkload, workloads } from "./workloads.ts";
 
@@ -33,6 +33,8 @@ const median = (xs: number[]) => {
 };
 
 becomeSubreaper();
+await prepareCli();
+if (opts.base) await prepareCli(opts.base);
 const only = opts.only?.split(",");
 const specs = workloads(false).filter((w) => !only || only.includes(w.name));
 const work = await Deno.makeTempDir({ prefix: "cryo-ab-" });

@@ -10,8 +10,10 @@
  * the robust list), starts a fresh thread, and prints one
  * "check <name> ok|FAIL <detail>" line per item, then PASS or FAIL.
  *
- * usage: rt_threads <trigger-path> [nopending]
+ * usage: rt_threads <trigger-path> [nopending] [quietblocked]
  *   nopending: no signal is left pending for the spinning thread.
+ *   quietblocked: the sigwait thread also blocks SIGURG, SIGWINCH and
+ *   SIGCHLD (no quiet signal can end a syscall batch in it).
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -88,6 +90,9 @@ static uint64_t current_mask(void) {
   return m;
 }
 
+/* Whether the sigwait thread blocks every signal a syscall batch could end with. */
+static int quiet_blocked;
+
 /* The thread-specific signals each thread blocks (all block SIGRTMIN+1 for sigwaitinfo). */
 static void set_mask(int idx) {
   sigset_t s;
@@ -98,6 +103,11 @@ static void set_mask(int idx) {
   if (idx == K_FUTEX) sigaddset(&s, SIGHUP);
   if (idx == K_SPIN) sigaddset(&s, SIGUSR2);
   if (idx < 0) sigaddset(&s, SIGUSR1);
+  if (idx == K_SIGWAIT && quiet_blocked) {
+    sigaddset(&s, SIGURG);
+    sigaddset(&s, SIGWINCH);
+    sigaddset(&s, SIGCHLD);
+  }
   int e = pthread_sigmask(SIG_SETMASK, &s, NULL);
   if (e) die_err("pthread_sigmask", e);
 }
@@ -278,9 +288,13 @@ static void *fresh_thread(void *arg) {
 }
 
 int main(int argc, char **argv) {
-  need_args(argc, 1, "rt_threads <trigger> [nopending]");
+  need_args(argc, 1, "rt_threads <trigger> [nopending] [quietblocked]");
   pid_t pid = getpid();
-  with_pending = !(argc > 2 && strcmp(argv[2], "nopending") == 0);
+  with_pending = 1;
+  for (int i = 2; i < argc; i++) {
+    if (strcmp(argv[i], "nopending") == 0) with_pending = 0;
+    if (strcmp(argv[i], "quietblocked") == 0) quiet_blocked = 1;
+  }
   tls_value = 0x7100000000005555ULL;
   uint64_t *main_tls = &tls_value;
   set_mask(-1);

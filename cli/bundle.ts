@@ -1,0 +1,314 @@
+/**
+ * The start-up bundle of `cryo dump` and `cryo restore`: one JavaScript
+ * file (`deno bundle`) holding the program, the command's module graph and
+ * the modules it may load on demand (engine/modules.ts), kept in a cache
+ * directory and used instead of the source files when it is provably built
+ * from them. Deno spends most of the start-up of these commands on its
+ * per-module work for ~190 modules (resolving, cache look-ups, reading
+ * each file twice); one module is loaded much faster (issue 10, "Start-up
+ * bundle" in docs/PERFORMANCE.md).
+ *
+ * Never stale: the manifest next to a bundle lists every local file of
+ * its module graph (`deno info`) with its size, inode, mtime and ctime,
+ * and every start stats them all (2 to 5 ms) and uses the bundle only if none
+ * differs, from a cache directory and files that only the user cryo runs
+ * as may write. A file changed in the same millisecond as the stat that
+ * recorded it would keep those four values, so a bundle is only built
+ * from files whose last change is older than {@link SETTLE_MS}; the files
+ * are stat'd before and after `deno bundle` and nothing is kept if they
+ * moved. Anything unexpected (cryo run by URL, no cache directory, a
+ * failed build, a bundle that uses `import.meta` where it would mean the
+ * bundle itself) runs the source files as before. `CRYO_NO_BUNDLE=1`
+ * turns it off; `CRYO_CACHE_DIR` moves the cache.
+ *
+ * @module
+ */
+
+/** Format of the manifest and of the generated entry (part of the cache key). */
+const FORMAT = 1;
+
+/** A file must be this much older than the stat that records it (see the module doc). */
+export const SETTLE_MS = 2000;
+
+/** Modules loaded on demand (engine/modules.ts `importModule`) that every bundle carries. */
+export const ON_DEMAND: readonly string[] = [
+  "engine/pidns/mod.ts",
+  "engine/pidns/extras.ts",
+  "engine/image/chain.ts",
+  "engine/memory/lazy_serve.ts",
+];
+
+/**
+ * Modules loaded on demand that a bundle leaves to be loaded from their
+ * source: each imports no module of cryo (tests/cli_startup_test.ts checks),
+ * so none is then evaluated twice, and carrying it would cost every start
+ * (cli-progress: ~20 ms).
+ */
+export const FROM_SOURCE: readonly string[] = ["cli/progress_bar.ts"];
+
+/** The commands that start from a bundle, with their command module. */
+export const BUNDLED_COMMANDS: Readonly<Record<string, string>> = {
+  dump: "cli/dump.ts",
+  restore: "cli/restore.ts",
+};
+
+/** Files that decide what a bundle holds without being in its module graph. */
+const ALSO_TRACKED = ["deno.json", "deno.lock", "cli/bundle.ts"];
+
+/** The program a bundle exports: cli/program.ts's `main`. */
+export interface BundledProgram {
+  /** Runs cryo with `argv`; resolves to the exit code. */
+  main(argv: readonly string[]): Promise<number>;
+}
+
+/** One tracked file: path (relative to the root), size, inode, mtime and ctime (ms). */
+type Stamp = [string, number, number, number, number];
+
+interface Manifest {
+  format: number;
+  deno: string;
+  root: string;
+  bundle: string;
+  files: Stamp[];
+}
+
+const ROOT = new URL("../", import.meta.url);
+/** The root as a file system path (stat'ing ~200 files by URL would parse ~200 URLs). */
+const ROOT_PATH = ROOT.protocol === "file:" ? decodeURIComponent(ROOT.pathname) : "";
+
+/** The cache directory, or undefined when there is none. */
+function cacheDir(): string | undefined {
+  const own = Deno.env.get("CRYO_CACHE_DIR");
+  if (own) return own;
+  const base = Deno.env.get("XDG_CACHE_HOME") ||
+    (Deno.env.get("HOME") ? `${Deno.env.get("HOME")}/.cache` : undefined);
+  return base ? `${base}/cryo/startup` : undefined;
+}
+
+function stamp(path: string): Stamp {
+  const st = Deno.statSync(ROOT_PATH + path);
+  return [path, st.size, st.ino ?? -1, st.mtime?.getTime() ?? -1, st.ctime?.getTime() ?? -1];
+}
+
+function sameStamps(a: readonly Stamp[], b: readonly Stamp[]): boolean {
+  return a.length === b.length && a.every((s, i) => s.every((v, j) => v === b[i][j]));
+}
+
+/** FNV-1a (32 bits) of `text`, in hex: names a cache entry (the manifest says whose it is). */
+function fnv(text: string): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193);
+  return (h >>> 0).toString(16).padStart(8, "0");
+}
+
+async function hex(text: string): Promise<string> {
+  const d = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
+  return Array.from(new Uint8Array(d), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** The entry module of a command's bundle: every module it carries, registered by path. */
+export function entrySource(command: string): string {
+  const paths = ["cli/program.ts", BUNDLED_COMMANDS[command], ...ON_DEMAND];
+  const url = (p: string) => JSON.stringify(new URL(p, ROOT).href);
+  return [
+    `import { installBundle } from ${url("engine/modules.ts")};`,
+    ...paths.map((p, i) => `import * as m${i} from ${url(p)};`),
+    `installBundle(${JSON.stringify(ROOT.href)}, new Map<string, unknown>([`,
+    ...paths.map((p, i) => `  [${JSON.stringify(p)}, m${i}],`),
+    `]), ${JSON.stringify(FROM_SOURCE)});`,
+    `export const main = m0.main;`,
+    ``,
+  ].join("\n");
+}
+
+/**
+ * True when `path` belongs to the user cryo runs as and nobody else may
+ * write it: cryo runs as root, and whoever can write its cache decides
+ * the code it runs.
+ */
+function ownedByUs(path: string): boolean {
+  const st = Deno.statSync(path);
+  return st.uid === Deno.uid() && ((st.mode ?? 0o777) & 0o022) === 0;
+}
+
+/** The bundle file named by a valid manifest, or undefined. */
+function verified(manifestPath: string, dir: string): string | undefined {
+  let m: Manifest;
+  try {
+    if (!ownedByUs(dir) || !ownedByUs(manifestPath)) return undefined;
+    m = JSON.parse(Deno.readTextFileSync(manifestPath));
+  } catch {
+    return undefined;
+  }
+  if (
+    m.format !== FORMAT || m.deno !== Deno.version.deno || m.root !== ROOT.href ||
+    !Array.isArray(m.files)
+  ) {
+    return undefined;
+  }
+  try {
+    if (!sameStamps(m.files, m.files.map((f) => stamp(f[0])))) return undefined;
+    if (!ownedByUs(`${dir}/${m.bundle}`)) return undefined;
+  } catch {
+    return undefined;
+  }
+  return `${dir}/${m.bundle}`;
+}
+
+/** How long a `deno info` or `deno bundle` may take before the command runs from source. */
+const BUILD_TIMEOUT_MS = 120_000;
+
+/** Runs `deno <args>`: its stdout, or undefined if it failed or took too long. */
+async function run(args: string[]): Promise<string | undefined> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "null",
+    env: { NO_COLOR: "1" },
+    signal: AbortSignal.timeout(BUILD_TIMEOUT_MS),
+  }).output();
+  return out.success ? new TextDecoder().decode(out.stdout) : undefined;
+}
+
+/** The local files of `entry`'s module graph, relative to the root (undefined if any is outside). */
+async function graphFiles(entry: string, config: string[]): Promise<string[] | undefined> {
+  const text = await run(["info", "--json", ...config, entry]);
+  if (text === undefined) return undefined;
+  const info = JSON.parse(text) as { modules: { specifier: string }[] };
+  const files: string[] = [];
+  for (const { specifier } of info.modules) {
+    if (!specifier.startsWith("file:")) continue;
+    if (specifier === new URL(`file://${entry}`).href) continue;
+    if (!specifier.startsWith(ROOT.href)) return undefined;
+    files.push(decodeURIComponent(specifier.slice(ROOT.href.length)));
+  }
+  return files;
+}
+
+/**
+ * True when `code` (a bundle) never means the bundle file where its source
+ * meant its own file: the only `import.meta` outside comments are
+ * engine/modules.ts's fallback (which a bundle does not reach) and the
+ * `require` of bundled CommonJS packages, which must load only `node:`
+ * modules.
+ */
+export function selfContained(code: string): boolean {
+  const allowed = [
+    'bundled()?.root ?? new URL("../", import.meta.url)',
+    "var __require = __deno_internal_createRequire(import.meta.url);",
+  ];
+  for (const line of code.split("\n")) {
+    if (!line.includes("import.meta")) continue;
+    const t = line.trim();
+    if (t.startsWith("*") || t.startsWith("//")) continue;
+    if (!allowed.some((a) => t.includes(a))) return false;
+  }
+  const required = [...code.matchAll(/__require\(([^)]*)\)/g)].map((m) => m[1]);
+  return required.every((r) => /^"node:[a-z_/]+"$/.test(r));
+}
+
+/**
+ * Creates the lock file of a build; false if another build holds it (one
+ * older than two build time-outs is taken over: its builder is gone).
+ */
+function takeLock(lock: string): boolean {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      Deno.writeTextFileSync(lock, `${Deno.pid}\n`, { createNew: true, mode: 0o600 });
+      return true;
+    } catch (e) {
+      if (!(e instanceof Deno.errors.AlreadyExists)) return false;
+      const age = Date.now() - (Deno.statSync(lock).mtime?.getTime() ?? 0);
+      if (age < 2 * BUILD_TIMEOUT_MS) return false;
+      Deno.removeSync(lock);
+    }
+  }
+  return false;
+}
+
+/** Builds the bundle of `command` into `dir`; its path, or undefined when it cannot be trusted. */
+async function build(command: string, dir: string, key: string): Promise<string | undefined> {
+  Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  if (!ownedByUs(dir)) return undefined;
+  const lock = `${dir}/${key}.lock`;
+  if (!takeLock(lock)) return undefined; // another cryo is building it: run from source
+  const tmp = `${dir}/${key}.${Deno.pid}.${Date.now()}`;
+  const entry = `${tmp}.entry.ts`;
+  const out = `${tmp}.js`;
+  try {
+    Deno.writeTextFileSync(entry, entrySource(command));
+    const config = [
+      "--config",
+      new URL("deno.json", ROOT).pathname,
+      "--lock",
+      new URL("deno.lock", ROOT).pathname,
+      "--frozen-lockfile",
+    ];
+    const graph = await graphFiles(entry, config);
+    if (!graph) return undefined;
+    const paths = [...new Set([...graph, ...ALSO_TRACKED])].sort();
+    const now = Date.now();
+    const before = paths.map(stamp);
+    if (before.some((s) => s[3] > now - SETTLE_MS || s[4] > now - SETTLE_MS)) return undefined;
+    const bundled = await run([
+      "bundle",
+      "--quiet",
+      "--platform",
+      "deno",
+      ...config,
+      "-o",
+      out,
+      entry,
+    ]);
+    if (bundled === undefined) return undefined;
+    const code = Deno.readTextFileSync(out);
+    if (!selfContained(code)) return undefined;
+    if (!sameStamps(before, paths.map(stamp))) return undefined;
+    const name = `${key}-${(await hex(code)).slice(0, 16)}.js`;
+    Deno.chmodSync(out, 0o644);
+    Deno.renameSync(out, `${dir}/${name}`);
+    const manifest: Manifest = {
+      format: FORMAT,
+      deno: Deno.version.deno,
+      root: ROOT.href,
+      bundle: name,
+      files: before,
+    };
+    Deno.writeTextFileSync(`${tmp}.json`, JSON.stringify(manifest));
+    Deno.chmodSync(`${tmp}.json`, 0o644);
+    Deno.renameSync(`${tmp}.json`, `${dir}/${key}.json`);
+    for (const e of Deno.readDirSync(dir)) {
+      if (e.name.startsWith(`${key}-`) && e.name !== name) Deno.removeSync(`${dir}/${e.name}`);
+    }
+    return `${dir}/${name}`;
+  } finally {
+    for (const f of [entry, out, `${tmp}.json`, lock]) {
+      try {
+        Deno.removeSync(f);
+      } catch { /* gone already */ }
+    }
+  }
+}
+
+/**
+ * The bundled program for `argv`'s command (dump or restore), building
+ * its bundle if there is none or the sources changed; undefined when the
+ * command has no bundle or it cannot be used (the caller then loads the
+ * source files).
+ */
+export async function loadBundle(argv: readonly string[]): Promise<BundledProgram | undefined> {
+  const command = argv.find((a) => !a.startsWith("-"));
+  if (!command || !Object.hasOwn(BUNDLED_COMMANDS, command)) return undefined;
+  if (ROOT.protocol !== "file:" || Deno.env.get("CRYO_NO_BUNDLE")) return undefined;
+  const dir = cacheDir();
+  if (!dir) return undefined;
+  let path: string | undefined;
+  try {
+    const key = `${command}-${fnv(`${FORMAT}\0${Deno.version.deno}\0${ROOT.href}\0${command}`)}`;
+    path = verified(`${dir}/${key}.json`, dir) ?? await build(command, dir, key);
+  } catch {
+    return undefined;
+  }
+  return path ? await import(`file://${encodeURI(path)}`) : undefined;
+}

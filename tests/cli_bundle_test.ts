@@ -1,0 +1,206 @@
+/**
+ * The start-up bundle of `cryo dump` and `cryo restore` (cli/bundle.ts):
+ * built on first use into the cache directory, used while every source
+ * file of its graph is unchanged, never once one changed (the changed
+ * code runs at once, and the bundle is rebuilt from it), and off with
+ * CRYO_NO_BUNDLE. Runs on a copy of the sources, whose files it edits.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { repoRoot, runCommand } from "./helpers/commands.ts";
+import { withTempDir } from "./helpers/fs.ts";
+import { FROM_SOURCE, ON_DEMAND, selfContained, SETTLE_MS } from "../cli/bundle.ts";
+import { importModule, installBundle, runningBundled, sourceURL } from "../engine/modules.ts";
+
+const MARK = "cryo-test: ran from the bundle";
+
+/** Makes the bundle `path` print {@link MARK}, to show that a run used it. */
+function mark(path: string): void {
+  Deno.writeTextFileSync(path, `\nconsole.error(${JSON.stringify(MARK)});\n`, { append: true });
+}
+
+/** The bundle and manifest files of `command` in `cache`. */
+function cached(cache: string, command: string): { js: string[]; json: string[] } {
+  const names = [...Deno.readDirSync(cache)].map((e) => e.name).filter((n) =>
+    n.startsWith(`${command}-`)
+  );
+  return {
+    js: names.filter((n) => n.endsWith(".js")).sort(),
+    json: names.filter((n) => n.endsWith(".json")),
+  };
+}
+
+Deno.test("cli bundle: built once, used while the sources are unchanged, never after a change", async () => {
+  await withTempDir("cryo-bundle-", async (dir) => {
+    const src = `${dir}/src`;
+    const cache = `${dir}/cache`;
+    Deno.mkdirSync(src);
+    for (const f of ["cli.ts", "deno.json", "deno.lock", "cli", "engine", "ffi"]) {
+      const r = await runCommand(["cp", "-r", `${repoRoot}${f}`, `${src}/`]);
+      assert.equal(r.code, 0, r.stderr);
+    }
+    const env = { NO_COLOR: "1", CRYO_DEBUG: "0", CRYO_CACHE_DIR: cache };
+    const dump = (extra: Record<string, string> = {}) =>
+      runCommand([
+        Deno.execPath(),
+        "run",
+        "-A",
+        `${src}/cli.ts`,
+        "dump",
+        "999999",
+        "--dir",
+        `${dir}/img`,
+      ], {
+        env: { ...env, ...extra },
+      });
+    const settle = () => new Promise((r) => setTimeout(r, SETTLE_MS + 200));
+
+    // Files changed within SETTLE_MS are not bundled: the copy runs from source.
+    let r = await dump();
+    assert.equal(r.code, 1, r.stderr);
+    assert.equal(r.stderr, "cryo: no process with pid 999999\n");
+    assert.equal(cached(cache, "dump").js.length, 0);
+
+    await settle();
+    r = await dump();
+    assert.equal(r.stderr, "cryo: no process with pid 999999\n");
+    const first = cached(cache, "dump");
+    assert.equal(first.js.length, 1);
+    assert.equal(first.json.length, 1);
+    // It carries the program, the command and every module loaded on demand, registered by path.
+    const probe = await runCommand([
+      Deno.execPath(),
+      "eval",
+      `await import(${JSON.stringify(`file://${cache}/${first.js[0]}`)});
+const b = globalThis[Symbol.for("cryo.startupBundle")];
+const modules = Object.fromEntries([...b.modules].map(([k, v]) => [k, Object.keys(v)]));
+console.log(JSON.stringify({ root: b.root, fromSource: b.fromSource, modules }));`,
+    ]);
+    assert.equal(probe.code, 0, probe.stderr);
+    const carried = JSON.parse(probe.stdout);
+    assert.equal(carried.root, `file://${src}/`);
+    assert.deepEqual(carried.fromSource, FROM_SOURCE);
+    assert.deepEqual(
+      Object.keys(carried.modules).sort(),
+      ["cli/dump.ts", "cli/program.ts", ...ON_DEMAND].sort(),
+    );
+    const has = (path: string, name: string) =>
+      assert.ok(carried.modules[path].includes(name), `${path} ${name}`);
+    has("cli/program.ts", "main");
+    has("cli/dump.ts", "register");
+    has("engine/pidns/mod.ts", "checkpointInNamespace");
+    has("engine/pidns/mod.ts", "restoreInNamespace");
+    has("engine/pidns/extras.ts", "collectNamespaceExtras");
+    has("engine/image/chain.ts", "flattenForRestore");
+    has("engine/memory/lazy_serve.ts", "LazyServer");
+    // A marked bundle shows that the next run uses it.
+    mark(`${cache}/${first.js[0]}`);
+    r = await dump();
+    assert.equal(r.stderr, `${MARK}\ncryo: no process with pid 999999\n`);
+    r = await dump({ CRYO_NO_BUNDLE: "1" });
+    assert.equal(r.stderr, "cryo: no process with pid 999999\n");
+    // A bundle others may write is not run (cryo runs as root); it is rebuilt.
+    Deno.chmodSync(`${cache}/${first.js[0]}`, 0o666);
+    r = await dump();
+    assert.equal(r.stderr, "cryo: no process with pid 999999\n");
+    const rebuilt = cached(cache, "dump").js;
+    assert.equal(rebuilt.length, 1);
+    assert.equal(Deno.statSync(`${cache}/${rebuilt[0]}`).mode! & 0o777, 0o644);
+    mark(`${cache}/${rebuilt[0]}`);
+    r = await dump();
+    assert.equal(r.stderr, `${MARK}\ncryo: no process with pid 999999\n`);
+    // restore has its own bundle.
+    r = await runCommand(
+      [Deno.execPath(), "run", "-A", `${src}/cli.ts`, "restore", `${dir}/none`],
+      { env },
+    );
+    assert.equal(r.code, 1);
+    assert.equal(cached(cache, "restore").js.length, 1);
+
+    // Changing one source file: the next run runs the new code at once (from source) ...
+    const mod = `${src}/engine/dump/mod.ts`;
+    const text = Deno.readTextFileSync(mod);
+    assert.ok(text.includes("`no process with pid ${pid}`"));
+    Deno.writeTextFileSync(
+      mod,
+      text.replace("`no process with pid ${pid}`", "`pid ${pid} is not running`"),
+    );
+    r = await dump();
+    assert.equal(r.stderr, "cryo: pid 999999 is not running\n");
+    // ... and once it has settled, from a new bundle built from it.
+    await settle();
+    r = await dump();
+    assert.equal(r.stderr, "cryo: pid 999999 is not running\n");
+    const second = cached(cache, "dump");
+    assert.equal(second.js.length, 1);
+    assert.ok(!second.js.includes(rebuilt[0]));
+    assert.ok(Deno.readTextFileSync(`${cache}/${second.js[0]}`).includes("is not running"));
+    mark(`${cache}/${second.js[0]}`);
+    r = await dump();
+    assert.equal(r.stderr, `${MARK}\ncryo: pid 999999 is not running\n`);
+
+    // A file that only decides what is bundled (deno.json) invalidates it too.
+    Deno.writeTextFileSync(`${src}/deno.json`, Deno.readTextFileSync(`${src}/deno.json`) + "\n");
+    r = await dump();
+    assert.equal(r.stderr, "cryo: pid 999999 is not running\n");
+
+    // While another cryo builds (its lock file), a run goes from source and builds nothing;
+    // a lock left by a builder long gone is taken over.
+    await settle();
+    const key = cached(cache, "dump").json[0].replace(/\.json$/, "");
+    const before = cached(cache, "dump").js;
+    Deno.writeTextFileSync(`${cache}/${key}.lock`, "1\n");
+    r = await dump();
+    assert.equal(r.stderr, "cryo: pid 999999 is not running\n");
+    assert.deepEqual(cached(cache, "dump").js, before);
+    const old = new Date(Date.now() - 3_600_000);
+    Deno.utimeSync(`${cache}/${key}.lock`, old, old);
+    r = await dump();
+    assert.equal(r.stderr, "cryo: pid 999999 is not running\n");
+    const after = cached(cache, "dump").js;
+    assert.equal(after.length, 1);
+    assert.notDeepEqual(after, before);
+    assert.throws(() => Deno.statSync(`${cache}/${key}.lock`), Deno.errors.NotFound);
+  });
+});
+
+Deno.test("cli bundle: a bundle that would name itself where its source meant its own file is refused", () => {
+  assert.ok(selfContained(`const a = 1;\n// import.meta.url in a comment\n * import.meta.main\n`));
+  assert.ok(selfContained(
+    `var __require = __deno_internal_createRequire(import.meta.url);\n` +
+      `var e = __require("node:events");\n`,
+  ));
+  assert.ok(!selfContained(`const inner = new URL("./inner.ts", import.meta.url).href;\n`));
+  assert.ok(!selfContained(`if (import.meta.main) main();\n`));
+  assert.ok(
+    !selfContained(
+      `var __require = __deno_internal_createRequire(import.meta.url);\n` +
+        `var x = __require("./lib/x.js");\n`,
+    ),
+  );
+  assert.ok(!selfContained(`var x = __require(name);\n`));
+});
+
+Deno.test("cli bundle: importModule takes the bundle's modules, and refuses one it does not carry", async () => {
+  const key = Symbol.for("cryo.startupBundle");
+  assert.equal(runningBundled(), false);
+  assert.equal(
+    sourceURL("engine/pidns/inner.ts"),
+    new URL("../engine/pidns/inner.ts", import.meta.url).href,
+  );
+  const carried = { marker: 1 };
+  installBundle("file:///elsewhere/", new Map([["engine/image/chain.ts", carried]]), [
+    "engine/version.ts",
+  ]);
+  try {
+    assert.equal(runningBundled(), true);
+    assert.equal(sourceURL("engine/pidns/inner.ts"), "file:///elsewhere/engine/pidns/inner.ts");
+    assert.equal(await importModule("engine/image/chain.ts"), carried);
+    await assert.rejects(importModule("engine/pidns/mod.ts"), /not in cryo's start-up bundle/);
+  } finally {
+    delete (globalThis as Record<symbol, unknown>)[key];
+  }
+  assert.equal(runningBundled(), false);
+});
