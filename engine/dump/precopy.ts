@@ -156,6 +156,8 @@ export class PrecopyProcess {
   #blockCrcs: number[] = [];
   /** The block CRCs behind the last {@link pagesCrc} (blocks written over read again). */
   pagesBlockCrcs: number[] = [];
+  /** The mappings registered with the userfaultfd, [start, end) in address order. */
+  readonly registered: [number, number][] = [];
 
   constructor(pid: number, path: string, pagesStart: number, uffd: number) {
     this.pid = pid;
@@ -204,7 +206,7 @@ export class PrecopyProcess {
   async validate(): Promise<void> {
     if (this.uffd < 0) return;
     // From now on the registration's "uw" flags are cryo's (the collect runs beside the walk).
-    if (!this.keep) beginLifting(this.pid);
+    if (!this.keep) beginLifting(this.pid, this.registered);
     const c = this.#copied;
     let written: [number, number][];
     try {
@@ -452,6 +454,7 @@ function armProcess(proc: PrecopyProcess, vmas: Vma[]): void {
   using scanner = new PagemapScanner(proc.pid);
   for (const range of register(proc.uffd, vmas)) {
     const start = Number(range[0].start), end = Number(range[range.length - 1].end);
+    for (const v of range) proc.registered.push([Number(v.start), Number(v.end)]);
     const runs: { addr: number; length: number }[] = [];
     // Protects exactly the pages it reports: the process's own data pages.
     protectData(scanner, start, end, (s, e) => {
