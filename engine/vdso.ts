@@ -9,33 +9,26 @@
 
 import { sha256Hex } from "./sha256.ts";
 import { processVmReadFully } from "../ffi/process_vm.ts";
-import { type MapEntry, parseMapsLine, readMaps } from "./proc/maps.ts";
-import { readProcText } from "./proc/io.ts";
+import { type MapEntry, readMapsMatching } from "./proc/maps.ts";
 
 const NAMES = new Set(["[vvar]", "[vvar_vclock]", "[vdso]"]);
 
 /**
  * The vvar/vdso lines of `pid`'s maps, parsing only those (a process has
  * hundreds of others; every dump and restore asks). A process that is gone
- * is reported by {@link readMaps}, as before.
+ * is reported by {@link readMapsMatching}, as before.
  */
 function vdsoMaps(pid: number): MapEntry[] {
-  const text = readProcText(pid, "maps");
-  if (text === "") return readMaps(pid).filter((m) => NAMES.has(m.path));
-  const out: MapEntry[] = [];
-  for (const line of text.split("\n")) {
-    if (!line.endsWith("]") || !NAMES.has(line.slice(line.lastIndexOf(" ") + 1))) continue;
-    const e = parseMapsLine(line);
-    if (e && NAMES.has(e.path)) out.push(e);
-  }
-  return out;
+  return readMapsMatching(pid, "[v").filter((m) => NAMES.has(m.path));
 }
 
 /** vvar/vdso mappings of `pid` (names and sizes, in address order) and SHA-256 of [vdso]. */
 export function vdsoFacts(
   pid: number,
+  /** The mappings of `pid` read at this freeze, if the caller has them (else maps is read). */
+  areas?: readonly Pick<MapEntry, "start" | "end" | "path">[],
 ): { layout: { name: string; size: number }[]; sha256: string } {
-  const maps = vdsoMaps(pid);
+  const maps = areas ? areas.filter((m) => NAMES.has(m.path)) : vdsoMaps(pid);
   const code = maps.find((m) => m.path === "[vdso]");
   let sha256 = "";
   if (code) {

@@ -258,7 +258,7 @@ function parkInInterruptStop(tid: number, stolen: number[]): void {
  * executable), found without splitting the others: a process may have tens
  * of thousands of mappings and only a few executable ones.
  */
-function executableMapsLines(text: string): string[] {
+export function executableMapsLines(text: string): string[] {
   const out: string[] = [];
   for (let at = 0; at < text.length;) {
     let nl = text.indexOf("\n", at);
@@ -283,8 +283,10 @@ function executableMapsLines(text: string): string[] {
 export function findSyscallInstruction(
   pid: number,
   exclude?: { start: bigint; end: bigint },
+  /** The text of /proc/<pid>/maps if the caller just read it. */
+  mapsText?: string,
 ): bigint {
-  const lines = executableMapsLines(Deno.readTextFileSync(`/proc/${pid}/maps`));
+  const lines = executableMapsLines(mapsText ?? Deno.readTextFileSync(`/proc/${pid}/maps`));
   const ranges = lines.map((l) => {
     const [range, perms] = l.split(/\s+/);
     const [s, e] = range.split("-").map((x) => BigInt(`0x${x}`));

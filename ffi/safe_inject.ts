@@ -57,7 +57,7 @@ import {
 } from "./ptrace.ts";
 import { signed, syscallRegs, type UserRegs } from "./regs.ts";
 import { encodeSigframe, sigframeFpstate, sigframeSize } from "./sigframe.ts";
-import { InjectionError } from "./inject.ts";
+import { executableMapsLines, InjectionError } from "./inject.ts";
 import { BATCH_AFTER_SYSCALL } from "./syscall_batch.ts";
 
 const ALL_SIGNALS = 0xffffffffffffffffn;
@@ -118,8 +118,13 @@ function scanSites(buf: Uint8Array, n: number, wantCall: boolean, wantRestorer: 
  * Finds the sequences of {@link SafeSites} in the executable mappings of
  * `pid` ([vdso] and libc first), or undefined when one is missing.
  */
-export function findSafeSites(pid: number): SafeSites | undefined {
-  const ranges = Deno.readTextFileSync(`/proc/${pid}/maps`).split("\n").filter(Boolean)
+export function findSafeSites(
+  pid: number,
+  /** The text of /proc/<pid>/maps if the caller just read it. */
+  mapsText?: string,
+): SafeSites | undefined {
+  // Only the executable lines are split: a process may have 10,000s of mappings.
+  const ranges = executableMapsLines(mapsText ?? Deno.readTextFileSync(`/proc/${pid}/maps`))
     .map((l) => {
       const f = l.split(/\s+/);
       const [s, e] = f[0].split("-").map((x) => BigInt(`0x${x}`));

@@ -37,7 +37,7 @@ import {
   encodeBatchTable,
   installBatchCode,
 } from "../../ffi/syscall_batch.ts";
-import { type MapEntry, readMaps } from "../proc/maps.ts";
+import { largestGap, type MapEntry, mappingAt } from "../proc/maps.ts";
 import { type ProcStatus, readStatus, usesShadowStack } from "../proc/status.ts";
 import { pausePoint } from "../pause.ts";
 
@@ -97,14 +97,14 @@ export class InjectionSession {
   readonly safeSites: SafeSites | undefined;
   /** Threads opened for crash-safe injection (undefined: plain protocol). */
   readonly #threads = new Map<number, CrashSafeThread | undefined>();
-  /** The process's mappings, read once for every thread's stack. */
-  #maps: MapEntry[] | undefined;
   /** The thread whose registers are the injected ones, if any. */
   #current: CrashSafeThread | undefined;
   /** Where the main thread's area goes (chosen with the scratch space), if on its stack. */
   mainArea: bigint | undefined;
   /** The page holding the batch code while mapped, and the thread whose undo unmaps it. */
   #batchPage: { at: bigint; owner: CrashSafeThread } | undefined;
+  /** The process's mappings read at this freeze before the session, if the caller has them. */
+  areas: readonly MapEntry[] | undefined;
   /** Where the batch page goes (a free address, found once). */
   #batchAt: bigint | undefined;
   /** Stack bytes batch tables overwrote (thread, address, former content), put back on close. */
@@ -129,10 +129,7 @@ export class InjectionSession {
     const t = CrashSafeThread.open(
       tid,
       this.safeSites,
-      (rsp, bytes) =>
-        tid === this.pid
-          ? this.mainArea
-          : areaBelow(tid, rsp, bytes, 0, this.#maps ??= readMaps(this.pid)),
+      (rsp, bytes) => tid === this.pid ? this.mainArea : areaBelow(tid, rsp, bytes, 0),
       pausePoint,
       this.#status(tid) && usesShadowStack(this.#status(tid)!),
     );
@@ -299,7 +296,7 @@ export class InjectionSession {
     }
     const n = plan.length;
     fillSaved();
-    const at = freePage(this.pid, n);
+    const at = freePage(this.pid, n, this.areas);
     if (at === undefined) return undefined;
     const bytes = n * PAGE;
     const main = plan[0].t;
@@ -404,7 +401,7 @@ export class InjectionSession {
       this.#current?.close();
       this.#current = t;
     }
-    const at = this.#batchAt ??= freePage(this.pid) ?? 0n;
+    const at = this.#batchAt ??= freePage(this.pid, 1, this.areas) ?? 0n;
     if (at === 0n) return undefined;
     t.armUndo(SYS.munmap, at, PAGE);
     let r: bigint;
@@ -442,9 +439,8 @@ export class InjectionSession {
       ? this.scratch
       : t.area;
     const at = (top - BigInt(bytes)) & ~63n;
-    // The mapping the table lies in: the last one starting below `top`, reaching up to it.
-    const vma = lastBelow(this.#maps ??= readMaps(this.pid), top, false);
-    if (vma && top > vma.end) return undefined;
+    // The mapping the table lies in: the one holding the byte below `top` (start < top <= end).
+    const vma = mappingAt(this.pid, top - 1n);
     if (!vma || at < vma.start || vma.perms[0] !== "r" || vma.perms[1] !== "w") return undefined;
     const saved = new Uint8Array(Number(top - at));
     // Without `read`, the caller fills `saved` (with other threads' in one call) before any use.
@@ -529,8 +525,11 @@ export function withInjection<T>(
   fn: (s: InjectionSession) => T,
   /** Each thread's status, read once after the freeze (see {@link InjectionSession.statuses}). */
   statuses?: ReadonlyMap<number, ProcStatus>,
+  /** The process's mappings read at this freeze, if the caller has them ({@link InjectionSession.areas}). */
+  areas?: readonly MapEntry[],
 ): T {
   const s = new InjectionSession(pid, statuses);
+  s.areas = areas;
   const rsp = getRegs(pid).rsp;
   const areaBytes = s.safeSites ? CrashSafeThread.bytesFor(xsaveSize(pid)) : 0;
   const area = areaBelow(pid, rsp, areaBytes, SCRATCH_BYTES);
@@ -587,12 +586,16 @@ export function areaBelow(
   rsp: bigint,
   bytes: number,
   below: number,
-  maps: readonly MapEntry[] = readMaps(tid),
+  maps?: readonly MapEntry[],
 ): bigint | undefined {
   const area = (rsp - RED_ZONE - BigInt(bytes)) & ~63n;
   const low = area - BigInt(below);
-  const vma = lastBelow(maps, rsp, true);
-  if (vma && rsp >= vma.end) return undefined;
+  // The mapping holding rsp: one PROCMAP_QUERY, or a binary search of `maps` when given.
+  let vma: Pick<MapEntry, "start" | "end" | "perms"> | null | undefined;
+  if (maps) {
+    vma = lastBelow(maps, rsp, true);
+    if (vma && rsp >= vma.end) return undefined;
+  } else vma = mappingAt(tid, rsp);
   if (!vma || vma.perms[0] !== "r" || vma.perms[1] !== "w" || low < vma.start) return undefined;
   return area;
 }
@@ -634,28 +637,8 @@ const MAP_BATCH = 0x02 | 0x20 | 0x100000;
  * mappings of `pid` (read from the maps text without parsing the rest of
  * each line), or undefined.
  */
-function freePage(pid: number, pages = 1): bigint | undefined {
-  const text = Deno.readTextFileSync(`/proc/${pid}/maps`);
-  let best = 0n;
-  let bestAt = 0n;
-  let prevEnd = -1n;
-  for (let at = 0; at < text.length;) {
-    let nl = text.indexOf("\n", at);
-    if (nl < 0) nl = text.length;
-    const dash = text.indexOf("-", at);
-    const sp = text.indexOf(" ", dash);
-    if (dash > at && sp > dash && sp < nl) {
-      const start = BigInt(`0x${text.slice(at, dash)}`);
-      const end = BigInt(`0x${text.slice(dash + 1, sp)}`);
-      if (start >= 0x800000000000n) break; // [vsyscall]
-      if (prevEnd >= 0n && start - prevEnd > best) {
-        best = start - prevEnd;
-        bestAt = prevEnd;
-      }
-      prevEnd = end;
-    }
-    at = nl + 1;
-  }
+function freePage(pid: number, pages = 1, known?: readonly MapEntry[]): bigint | undefined {
+  const { start: bestAt, size: best } = largestGap(pid, known);
   // The middle of a gap with room for twice the pages and a guard page on either side.
   if (best < BigInt((2 * pages + 2) * PAGE)) return undefined;
   return (bestAt + best / 2n) & ~BigInt(PAGE - 1);

@@ -66,7 +66,7 @@ import {
 } from "./tree_state.ts";
 import { MemoryStreamer, pageBufferBytes } from "./memory.ts";
 import { BufferPageWriter } from "./page_writer.ts";
-import { bootstrapSizeFor, chooseBootstrap, pagePolicy } from "./vmas.ts";
+import { bootstrapSizeFor, chooseBootstrap, pagePolicy, type Vma } from "./vmas.ts";
 import { TOOL_VERSION } from "../version.ts";
 import { pausePoint } from "../pause.ts";
 import { makePrivateDir, removeStalePartials } from "./partial.ts";
@@ -223,8 +223,8 @@ async function prepareDir(dir: string): Promise<string> {
   return tmp;
 }
 
-function hostFacts(pid: number, image: ProcessImage): HostFacts {
-  const { layout: vdso, sha256: vdsoSha256 } = vdsoFacts(pid);
+function hostFacts(pid: number, image: ProcessImage, areas?: readonly Vma[]): HostFacts {
+  const { layout: vdso, sha256: vdsoSha256 } = vdsoFacts(pid, areas);
   const xsave = decodeBase64(image.threads[0].xsave);
   return {
     kernelRelease: Deno.osRelease(),
@@ -458,16 +458,17 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       described.map((d) => ({ image: d.image, vmas: d.collected.vmas })),
       refusals,
     );
-    // Compiling the restore programs only checks the image: a tree left running
-    // does not wait for it (refused then, the dump fails as well, the tree ran on).
-    const compile = () =>
+    const checkRestorable = () =>
       compileTree(described.map((d) => d.image), {
         pathOf: (pid) => `${finalDir}/${pid}.elf`,
         rootPid: pid,
         ghosts,
       }, refusals);
-    if (opts.leaveRunning) refusals.throwIfAny("the tree cannot be restored");
-    else compile();
+    // A tree left running is never killed: unless something is refused already
+    // (then every refusal is reported at once, before any page is read), the
+    // compile check runs after the thaw instead of in the frozen time.
+    const checkAfterThaw = opts.leaveRunning === true && refusals.problems.length === 0;
+    if (!checkAfterThaw) checkRestorable();
     // Pre-copies of processes gone since: their files must not stay in the image.
     for (const gone of [...(precopy?.processes.keys() ?? [])]) {
       if (described.some((d) => d.p.pid === gone)) continue;
@@ -548,7 +549,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         `process ${died.join(", ")} died while being checkpointed; nothing was written`,
       );
     }
-    const host = hostFacts(pid, images[0]);
+    const host = hostFacts(pid, images[0], described.find((d) => d.p.pid === pid)?.collected.vmas);
     let thawed = false;
     let freezeSeconds = 0;
     if (opts.leaveRunning) {
@@ -563,8 +564,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       thawed = true;
       chain.frozen = false;
       opts.onEvent?.({ type: "thawed", freezeSeconds });
-      compile();
     }
+    if (checkAfterThaw) checkRestorable();
     for (const { writer, image, streamer, pre, overwritten } of pending) {
       pausePoint("notes");
       // The pre-copied pages' CRC, with the blocks written over again read back.

@@ -42,7 +42,7 @@ export function planPages(
   inherited: (index: number) => PageSpan[] | undefined,
   pre?: PageSource,
 ): PagePlan {
-  const order = vmas.map((_, k) => k).sort((a, b) => (vmas[a].start < vmas[b].start ? -1 : 1));
+  const order = addressOrder(vmas);
   const wanted = order.filter((k) => policies[k] !== "none" && vmas[k].path !== "[vsyscall]");
   let regions: ScanRegion[] = [];
   if (wanted.length) {
@@ -56,13 +56,15 @@ export function planPages(
       regions = scanner.dataRegions(lo, hi);
     }
   }
-  const pieces: SplitPiece[][] = vmas.map(() => []);
+  // Mappings without pages (most of 10,000 small ones have one run or none) share one empty list.
+  const pieces: SplitPiece[][] = new Array(vmas.length).fill(NO_PIECES);
   let readBytes = 0, reusedBytes = 0, parentBytes = 0;
   let cursor = 0;
   const split = { i: 0 };
+  const runs: { addr: number; length: number }[] = [];
   for (const k of order) {
     const v = vmas[k];
-    const runs: { addr: number; length: number }[] = [];
+    runs.length = 0;
     const given = inherited(k);
     if (given) {
       for (const r of given) runs.push({ addr: Number(r.addr), length: r.length });
@@ -76,7 +78,8 @@ export function planPages(
         runs,
       );
     }
-    const out = pieces[k];
+    if (runs.length === 0) continue;
+    const out: SplitPiece[] = pieces[k] = [];
     for (const r of runs) {
       // A loop, not push(...): a long dirty history splits one run into 100,000s of pieces.
       if (pre) { for (const p of pre.split(r, split)) out.push(p); }
@@ -89,6 +92,20 @@ export function planPages(
     }
   }
   return { pieces, readBytes, reusedBytes, parentBytes };
+}
+
+/** The pieces of every mapping without any (never added to). */
+const NO_PIECES: SplitPiece[] = Object.freeze([]) as unknown as SplitPiece[];
+
+/** Indexes of `vmas` in address order (smaps lists them so: no sort then). */
+function addressOrder(vmas: readonly Vma[]): number[] {
+  const order = new Array<number>(vmas.length);
+  let sorted = true;
+  for (let k = 0; k < vmas.length; k++) {
+    order[k] = k;
+    if (k > 0 && vmas[k].start < vmas[k - 1].start) sorted = false;
+  }
+  return sorted ? order : order.sort((a, b) => (vmas[a].start < vmas[b].start ? -1 : 1));
 }
 
 /** Bytes read at a time for pages written over their pre-copy. */
@@ -109,20 +126,25 @@ export function savePlanned(
   onBytes: (n: number) => void,
 ): void {
   let scratch: Uint8Array | undefined;
-  for (const [k, pieces] of plan.pieces.entries()) {
+  const batch: { addr: bigint; length: number }[] = [];
+  for (let k = 0; k < plan.pieces.length; k++) {
+    const pieces = plan.pieces[k];
     if (pieces.length === 0) continue;
     const v = vmas[k];
-    const pages: PageRun[] = [];
+    let pages: PageRun[] = [];
     for (let i = 0; i < pieces.length; i++) {
       const p = pieces[i];
       if (p.source === "read") {
         // Consecutive read pieces go to the streamer together (one batch of reads).
-        const batch = [{ addr: BigInt(p.addr), length: p.length }];
+        batch.length = 0;
+        batch.push({ addr: BigInt(p.addr), length: p.length });
         while (i + 1 < pieces.length && pieces[i + 1].source === "read") {
           const q = pieces[++i];
           batch.push({ addr: BigInt(q.addr), length: q.length });
         }
-        pages.push(...streamer.saveRuns(v, batch, onBytes));
+        const got = streamer.saveRuns(v, batch, onBytes);
+        if (pages.length === 0) pages = got; // the common case: no copy
+        else for (const r of got) pages.push(r);
         continue;
       }
       if (p.source === "parent") {

@@ -7,15 +7,14 @@
 
 import { readCmdline } from "../proc/misc.ts";
 import { readLimits } from "../proc/limits.ts";
-import type { FdInfo, ProcessImage } from "../model.ts";
+import type { FdInfo, Mapping, ProcessImage } from "../model.ts";
 import { Refusals } from "../support.ts";
 import { mmFieldsOf, readStat } from "../proc/stat.ts";
 import { readStatus, readThreadStatuses } from "../proc/status.ts";
 import { auxvToModel, readAuxv } from "../proc/auxv.ts";
 import { devMajor, devMinor, type ProcFd, readFds } from "../proc/fds.ts";
 import { readMapFileIdentity } from "../proc/maps.ts";
-import type { MappingRecord } from "../proc/smaps.ts";
-import { readSmapsBrief } from "../proc/smaps_brief.ts";
+import { readSmapsFlags, type SmapsArea } from "../proc/smaps_flags.ts";
 import { fileIdentityOf, readProcLink, readProcText } from "../proc/io.ts";
 import { type InjectedThreadState, queryInjectedState, withInjection } from "./injected.ts";
 import { collectThread, sharedPending } from "./threads.ts";
@@ -148,71 +147,78 @@ export function collectProcess(
   const statuses = readThreadStatuses(pid, tids);
   const status = statuses.get(pid) ?? readStatus(pid);
   prepareTaskCollection(pid, tids, statuses);
-  // smaps alone (its area headers are the maps lines): one pass over 10,000 mappings, not two.
+  // smaps alone (its area headers are the maps lines): one pass over 10,000 mappings, not two;
+  // only the headers and VmFlags are looked at (engine/proc/smaps_flags.ts).
   // Read before the injected calls, whose scratch mapping waits for a page
   // table walk still running (engine/dump/parent.ts) while this one runs beside it.
-  const maps: MappingRecord[] = readSmapsBrief(pid);
+  const maps: SmapsArea[] = readSmapsFlags(pid);
   // Everything read by injected syscalls, in one session (one scratch page).
-  const { injected, posixTimers, credentials, aio } = withInjection(pid, (s) => {
-    const state = queryInjectedState(s, tids);
-    const perThread = (f: (t: InjectedThreadState) => number) =>
-      new Map([...state.threads].map(([tid, t]) => [tid, f(t)]));
-    return {
-      injected: {
-        ...state,
-        task: queryTaskState(
-          s,
-          tids,
-          perThread((t) => t.pdeathsig),
-          perThread((t) => t.timerSlackNs),
+  const { injected, posixTimers, credentials, aio } = withInjection(
+    pid,
+    (s) => {
+      const state = queryInjectedState(s, tids);
+      const perThread = (f: (t: InjectedThreadState) => number) =>
+        new Map([...state.threads].map(([tid, t]) => [tid, f(t)]));
+      return {
+        injected: {
+          ...state,
+          task: queryTaskState(
+            s,
+            tids,
+            perThread((t) => t.pdeathsig),
+            perThread((t) => t.timerSlackNs),
+          ),
+          mlockFuture: probeMlockFuture(s),
+        },
+        posixTimers: collectTimers(s, tids, fds, refusals),
+        credentials: collectCreds(s, tids, perThread((t) => t.securebits)),
+        aio: collectAioRings(
+          { pid, tid: pid, call: (nr, ...a) => s.call(pid, nr, ...a), scratch: s.scratch },
+          refusals,
+          maps, // read at this freeze; injected syscalls make no ring
         ),
-        mlockFuture: probeMlockFuture(s),
-      },
-      posixTimers: collectTimers(s, tids, fds, refusals),
-      credentials: collectCreds(s, tids, perThread((t) => t.securebits)),
-      aio: collectAioRings(
-        { pid, tid: pid, call: (nr, ...a) => s.call(pid, nr, ...a), scratch: s.scratch },
-        refusals,
-      ),
-    };
-  }, statuses);
+      };
+    },
+    statuses,
+    maps,
+  );
   const owners = queryFdOwners(pid, fds.map((f) => f.fd));
   const task = collectTaskState(pid, tids, injected.task, refusals, statuses);
-  const vmas: Vma[] = maps.map((m) => ({
-    start: m.start,
-    end: m.end,
-    perms: m.perms,
-    offset: m.offset,
-    dev: m.dev,
-    inode: m.inode,
-    path: m.path,
-    vmFlags: m.vmFlags,
-  }));
-  const mappings = maps.map((m, i) => {
-    const kind = classifyVma(vmas[i]);
+  // The smaps records are the dump's mappings as they are (no copy per mapping).
+  const vmas: Vma[] = maps;
+  // One object per mapping, built without spreads (10,000 mappings: this runs frozen).
+  const mappings: Mapping[] = new Array(maps.length);
+  for (let i = 0; i < maps.length; i++) {
+    const m = maps[i];
+    const kind = classifyVma(m);
     const file = kind === "file-private" || kind === "file-shared"
       ? readMapFileIdentity(pid, m) ?? undefined
       : undefined;
     // Deleted files and memfds are saved by content (engine/fds/ghost.ts).
     const sysvShm = sysvShmidOf(m.path, m.inode);
-    const refused = refusedMapping(vmas[i]);
+    const refused = refusedMapping(m);
     if (refused) {
       refusals.use(refused, `process ${pid} mapping ${hex(m.start)}-${hex(m.end)} (${m.path})`);
     }
-    return {
-      start: hex(m.start),
-      end: hex(m.end),
-      perms: m.perms,
-      offset: hex(m.offset),
-      kind,
-      name: m.path,
-      ...(file ? { file } : {}),
-      vmFlags: m.vmFlags,
-      pages: [],
-      ...(sysvShm !== undefined ? { sysvShm } : {}),
-      ...(aio.has(m.start) ? { aio: aio.get(m.start) } : {}),
-    };
-  });
+    const start = hex(m.start), end = hex(m.end), offset = hex(m.offset);
+    const mapping: Mapping = file
+      ? {
+        start,
+        end,
+        perms: m.perms,
+        offset,
+        kind,
+        name: m.path,
+        file,
+        vmFlags: m.vmFlags,
+        pages: [],
+      }
+      : { start, end, perms: m.perms, offset, kind, name: m.path, vmFlags: m.vmFlags, pages: [] };
+    if (sysvShm !== undefined) mapping.sysvShm = sysvShm;
+    const ring = aio.size ? aio.get(m.start) : undefined;
+    if (ring) mapping.aio = ring;
+    mappings[i] = mapping;
+  }
 
   const memoryFlags = collectMemoryDetails(pid, mappings, injected.mlockFuture, refusals);
 

@@ -16,6 +16,7 @@ export type Vma = Pick<
 >;
 
 const VDSO_NAMES = new Set(["[vdso]", "[vvar]", "[vvar_vclock]"]);
+const DELETED = " (deleted)";
 
 /** The kind of a mapping. */
 export function classifyVma(v: Vma): MappingKind {
@@ -25,7 +26,7 @@ export function classifyVma(v: Vma): MappingKind {
   if (v.path.startsWith("/[aio]")) return "aio";
   const shared = v.perms[3] === "s";
   // Shared anonymous memory is shmem: maps shows it as "/dev/zero (deleted)" with an inode.
-  const path = v.path.replace(/ \(deleted\)$/, "");
+  const path = v.path.endsWith(DELETED) ? v.path.slice(0, -DELETED.length) : v.path;
   const fileBacked = v.inode !== 0 && path !== "/dev/zero";
   if (!fileBacked) return shared ? "anon-shared" : "anon";
   return shared ? "file-shared" : "file-private";

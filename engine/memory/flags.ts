@@ -21,7 +21,7 @@ import type { Refusals } from "../support.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
 import type { InjectionSession } from "../dump/injected.ts";
 import { readStatus } from "../proc/status.ts";
-import { readMaps } from "../proc/maps.ts";
+import { largestGap, type MapArea } from "../proc/maps.ts";
 import { CryoError } from "../errors.ts";
 import { pausePoint } from "../pause.ts";
 import {
@@ -99,7 +99,7 @@ function lockedKb(pid: number): number {
  */
 export function probeMlockFuture(s: InjectionSession): MemoryProcessFlags["mlockFuture"] {
   const before = lockedKb(s.pid);
-  const at = freeProbePage(s.pid);
+  const at = freeProbePage(s.pid, s.areas);
   return s.withUndo(s.pid, [SYS.munmap, at, PAGE], () => {
     const probe = s.check(
       s.pid,
@@ -121,13 +121,8 @@ export function probeMlockFuture(s: InjectionSession): MemoryProcessFlags["mlock
 const MAP_FIXED_NOREPLACE = 0x100000;
 
 /** A page-aligned address in the middle of the largest gap between two mappings of `pid`. */
-function freeProbePage(pid: number): bigint {
-  const maps = readMaps(pid).filter((m) => m.path !== "[vsyscall]");
-  let best = { start: 0n, size: 0n };
-  for (let i = 1; i < maps.length; i++) {
-    const size = maps[i].start - maps[i - 1].end;
-    if (size > best.size) best = { start: maps[i - 1].end, size };
-  }
+function freeProbePage(pid: number, known?: readonly MapArea[]): bigint {
+  const best = largestGap(pid, known);
   if (best.size < BigInt(3 * PAGE)) {
     throw new CryoError(`process ${pid}: no free address range for the mlockall probe`);
   }
@@ -155,9 +150,10 @@ export function collectMemoryDetails(
   refusals: Refusals,
 ): MemoryProcessFlags {
   let pagemap: PagemapReader | undefined;
+  const odd = new Map<readonly string[], string[]>();
   try {
     for (const m of mappings) {
-      collectMappingDetails(pid, m, refusals, () => pagemap ??= openPagemap(pid));
+      collectMappingDetails(pid, m, refusals, () => pagemap ??= openPagemap(pid), odd);
     }
   } finally {
     pagemap?.close();
@@ -179,15 +175,21 @@ function collectMappingDetails(
   m: Mapping,
   refusals: Refusals,
   pagemap: () => PagemapReader,
+  /** The flags not re-created of each VmFlags list seen (10,000 mappings share a few lists). */
+  oddOf: Map<readonly string[], string[]>,
 ): void {
   if (m.kind === "vdso" || m.kind === "vsyscall") return;
   // cryo's own dirty tracking of a pre-dump (engine/dump/tracking.ts): never recorded.
   if (isOwnTrackingFlag(pid, Number(m.start), Number(m.end))) {
     m.vmFlags = m.vmFlags.filter((f) => f !== "uw");
   }
-  const odd = m.vmFlags.filter((f) =>
-    !FROM_MMAP.has(f) && MADVISE_FOR_FLAG[f] === undefined && !LOCK_FLAGS.has(f)
-  );
+  let odd = oddOf.get(m.vmFlags);
+  if (!odd) {
+    odd = m.vmFlags.filter((f) =>
+      !FROM_MMAP.has(f) && MADVISE_FOR_FLAG[f] === undefined && !LOCK_FLAGS.has(f)
+    );
+    oddOf.set(m.vmFlags, odd);
+  }
   if (odd.length) {
     refusals.use(
       "memory.vmflags",

@@ -14,6 +14,14 @@ import {
   ProcPermissionError,
 } from "./errors.ts";
 import { fileIdentityOf, procPath, procRead, readProcText } from "./io.ts";
+import {
+  PROCMAP_QUERY_COVERING_OR_NEXT_VMA,
+  PROCMAP_QUERY_VMA_EXECUTABLE,
+  PROCMAP_QUERY_VMA_READABLE,
+  PROCMAP_QUERY_VMA_SHARED,
+  PROCMAP_QUERY_VMA_WRITABLE,
+  ProcmapQuery,
+} from "../../ffi/procmap_query.ts";
 
 /** One line of /proc/<pid>/maps. */
 export interface MapEntry {
@@ -49,8 +57,11 @@ function hexField(h: string): bigint {
   return h.length <= 13 ? BigInt(parseInt(h, 16)) : BigInt(`0x${h}`);
 }
 
-/** Parses one maps line; returns null if it is not one. */
-export function parseMapsLine(line: string): MapEntry | null {
+/**
+ * Parses one maps line with a regular expression; the reference for
+ * {@link parseMapsLine} (tests compare both), returns null if it is not one.
+ */
+export function parseMapsLineRegex(line: string): MapEntry | null {
   const m = MAPS_LINE.exec(line);
   if (!m) return null;
   const path = m[7];
@@ -64,6 +75,102 @@ export function parseMapsLine(line: string): MapEntry | null {
     path,
     deleted: path.endsWith(DELETED),
   };
+}
+
+/** Value of a lower-case hex digit's character code, or -1. */
+function hexDigit(c: number): number {
+  if (c >= 48 && c <= 57) return c - 48;
+  if (c >= 97 && c <= 102) return c - 87;
+  return -1;
+}
+
+/**
+ * Where the scan of a maps line stands: the end of the last field read, and
+ * its value (hex fields of more than 13 digits go through a string).
+ */
+const cursor = { at: 0, value: 0n };
+
+/** Reads the hex field of `line` from `at` up to `stop` (a character code); false if none. */
+function hexUntil(line: string, at: number, stop: number): boolean {
+  let n = 0;
+  let i = at;
+  for (; i < line.length; i++) {
+    const c = line.charCodeAt(i);
+    if (c === stop) break;
+    const d = hexDigit(c);
+    if (d < 0) return false;
+    n = n * 16 + d;
+  }
+  if (i === at || i >= line.length) return false;
+  cursor.value = i - at <= 13 ? BigInt(n) : BigInt(`0x${line.slice(at, i)}`);
+  cursor.at = i + 1;
+  return true;
+}
+
+/** The 16 permission strings of maps, by bits r 1, w 2, x 4, s 8. */
+const PERMS = Array.from(
+  { length: 16 },
+  (_, b) => (b & 1 ? "r" : "-") + (b & 2 ? "w" : "-") + (b & 4 ? "x" : "-") + (b & 8 ? "s" : "p"),
+);
+/** Device strings seen, each kept once. */
+const DEVS = new Map<string, string>();
+
+/**
+ * Parses one maps line by character codes (10,000 mappings make 10,000
+ * lines, read several times per dump); returns null if it is not one. Same
+ * result as {@link parseMapsLineRegex}.
+ */
+export function parseMapsLine(line: string): MapEntry | null {
+  const SP = 32;
+  if (!hexUntil(line, 0, 45 /* - */)) return null;
+  const start = cursor.value;
+  if (!hexUntil(line, cursor.at, SP)) return null;
+  const end = cursor.value;
+  let at = cursor.at;
+  if (at + 5 > line.length || line.charCodeAt(at + 4) !== SP) return null;
+  const p0 = line.charCodeAt(at), p1 = line.charCodeAt(at + 1);
+  const p2 = line.charCodeAt(at + 2), p3 = line.charCodeAt(at + 3);
+  if (
+    (p0 !== 114 && p0 !== 45) || (p1 !== 119 && p1 !== 45) || (p2 !== 120 && p2 !== 45) ||
+    (p3 !== 112 && p3 !== 115)
+  ) return null;
+  // One string per permission set and per device (10,000 mappings share a few).
+  const perms = PERMS[
+    (p0 === 114 ? 1 : 0) | (p1 === 119 ? 2 : 0) | (p2 === 120 ? 4 : 0) |
+    (p3 === 115 ? 8 : 0)
+  ];
+  if (!hexUntil(line, at + 5, SP)) return null;
+  const offset = cursor.value;
+  // dev: hex ":" hex
+  const devAt = cursor.at;
+  at = devAt;
+  while (at < line.length && hexDigit(line.charCodeAt(at)) >= 0) at++;
+  if (at === devAt || line.charCodeAt(at) !== 58 /* : */) return null;
+  const minorAt = ++at;
+  while (at < line.length && hexDigit(line.charCodeAt(at)) >= 0) at++;
+  if (at === minorAt || line.charCodeAt(at) !== SP) return null;
+  const devText = line.slice(devAt, at);
+  let dev = DEVS.get(devText);
+  if (dev === undefined) {
+    if (DEVS.size > 4096) DEVS.clear();
+    DEVS.set(devText, devText);
+    dev = devText;
+  }
+  // inode: decimal
+  const inodeAt = ++at;
+  let inode = 0;
+  for (; at < line.length; at++) {
+    const c = line.charCodeAt(at);
+    if (c < 48 || c > 57) break;
+    inode = inode * 10 + (c - 48);
+  }
+  if (at === inodeAt) return null;
+  if (at - inodeAt > 15) inode = Number(line.slice(inodeAt, at));
+  while (at < line.length && line.charCodeAt(at) === SP) at++;
+  const path = at < line.length ? line.slice(at) : "";
+  // `.` of the regular expression stops at line terminators: none may be left.
+  if (path !== "" && /[\n\r\u2028\u2029]/.test(path)) return null;
+  return { start, end, perms, offset, dev, inode, path, deleted: path.endsWith(DELETED) };
 }
 
 /** Parses the whole text of a maps file (throws ProcFormatError on a bad line). */
@@ -157,4 +264,158 @@ function identityByPath(pid: number, entry: MapEntry): FileIdentity {
     );
   }
   return fileIdentityOf(path, info);
+}
+
+/** An area's range and permissions, as a PROCMAP_QUERY lookup gives them. */
+export type MapArea = Pick<MapEntry, "start" | "end" | "perms">;
+
+/** Addresses from here up are not user areas ([vsyscall] is listed in maps only). */
+const USER_TOP = 0x800000000000n;
+
+/** Permissions in the maps form ("rw-p") of PROCMAP_QUERY vma_flags. */
+function permsOf(flags: number): string {
+  return (flags & PROCMAP_QUERY_VMA_READABLE ? "r" : "-") +
+    (flags & PROCMAP_QUERY_VMA_WRITABLE ? "w" : "-") +
+    (flags & PROCMAP_QUERY_VMA_EXECUTABLE ? "x" : "-") +
+    (flags & PROCMAP_QUERY_VMA_SHARED ? "s" : "p");
+}
+
+/**
+ * The areas of `pid` (or its thread `tid`) covering each of `addrs`
+ * (null where none does), by one PROCMAP_QUERY each instead of reading
+ * and parsing the whole maps text (thousands of lines); the maps text
+ * where the ioctl is missing (before Linux 6.11).
+ */
+export function mappingsAt(
+  pid: number,
+  addrs: readonly bigint[],
+  tid?: number,
+): (MapArea | null)[] {
+  let q: ProcmapQuery | undefined;
+  try {
+    q = new ProcmapQuery(tid ?? pid);
+  } catch {
+    q = undefined;
+  }
+  let maps: MapEntry[] | undefined;
+  let usable = true;
+  try {
+    return addrs.map((addr) => {
+      // [vsyscall] is no area of the mm for the ioctl: the text says it is mapped.
+      const r = q && usable && addr < USER_TOP ? q.query(addr) : -1;
+      if (typeof r !== "number") {
+        return r && { start: r.start, end: r.end, perms: permsOf(r.flags) };
+      }
+      if (r !== -1) usable = false; // no PROCMAP_QUERY here: the text for the rest
+      const m = (maps ??= readMaps(pid, tid)).find((m) => m.start <= addr && addr < m.end);
+      return m ? { start: m.start, end: m.end, perms: m.perms } : null;
+    });
+  } finally {
+    q?.close();
+  }
+}
+
+/** The area of `pid` (or its thread `tid`) covering `addr`, or null ({@link mappingsAt}). */
+export function mappingAt(pid: number, addr: bigint, tid?: number): MapArea | null {
+  return mappingsAt(pid, [addr], tid)[0];
+}
+
+/** Hex digits of `text` from `at` to `end` as a number (addresses below 2^53). */
+function hexNumber(text: string, at: number, end: number): number {
+  let n = 0;
+  for (let i = at; i < end; i++) n = n * 16 + hexDigit(text.charCodeAt(i));
+  return n;
+}
+
+/**
+ * The largest gap between two consecutive areas of `pid` below the
+ * [vsyscall] page (the first of equal ones): its start and size in bytes,
+ * size 0 when there is none. Only the range of each maps line is read.
+ */
+export function largestGap(
+  pid: number,
+  /**
+   * The areas of `pid` read earlier at this freeze (in address order): their
+   * largest gap is the answer if it is still wholly free (one PROCMAP_QUERY);
+   * areas added since (cryo's own pages) can only have split gaps.
+   */
+  known?: readonly MapArea[],
+): { start: bigint; size: bigint } {
+  if (known) {
+    const g = knownGap(known);
+    if (g.size > 0n) {
+      let q: ProcmapQuery | undefined;
+      try {
+        q = new ProcmapQuery(pid);
+        const next = q.query(g.start, PROCMAP_QUERY_COVERING_OR_NEXT_VMA);
+        if (next === null || (typeof next !== "number" && next.start >= g.start + g.size)) return g;
+      } catch {
+        /* no PROCMAP_QUERY: the text below */
+      } finally {
+        q?.close();
+      }
+    }
+  }
+  const text = readProcText(pid, "maps");
+  if (text === "") assertAlive(pid, procPath(pid, "maps"));
+  const TOP = 0x800000000000;
+  let best = 0, bestAt = 0, prevEnd = -1;
+  for (let at = 0; at < text.length;) {
+    let nl = text.indexOf("\n", at);
+    if (nl < 0) nl = text.length;
+    const dash = text.indexOf("-", at);
+    const sp = dash < 0 ? -1 : text.indexOf(" ", dash);
+    if (dash > at && sp > dash && sp < nl) {
+      const start = hexNumber(text, at, dash);
+      if (start >= TOP) break; // [vsyscall]
+      if (prevEnd >= 0 && start - prevEnd > best) {
+        best = start - prevEnd;
+        bestAt = prevEnd;
+      }
+      prevEnd = hexNumber(text, dash + 1, sp);
+    }
+    at = nl + 1;
+  }
+  return { start: BigInt(bestAt), size: BigInt(best) };
+}
+
+/** The largest gap between consecutive `areas` below [vsyscall] (the first of equal ones). */
+function knownGap(areas: readonly MapArea[]): { start: bigint; size: bigint } {
+  let best = 0n, bestAt = 0n;
+  for (let i = 1; i < areas.length; i++) {
+    if (areas[i].start >= USER_TOP) break;
+    const size = areas[i].start - areas[i - 1].end;
+    if (size > best) {
+      best = size;
+      bestAt = areas[i - 1].end;
+    }
+  }
+  return { start: bestAt, size: best };
+}
+
+/**
+ * The maps records of `pid` whose line contains `needle` (e.g. "/[aio]"),
+ * parsing only those lines.
+ */
+export function readMapsMatching(pid: number, needle: string): MapEntry[] {
+  const text = readProcText(pid, "maps");
+  if (text === "") assertAlive(pid, procPath(pid, "maps"));
+  const out: MapEntry[] = [];
+  for (let i = text.indexOf(needle); i >= 0; i = text.indexOf(needle, i + 1)) {
+    const from = text.lastIndexOf("\n", i) + 1;
+    let nl = text.indexOf("\n", i);
+    if (nl < 0) nl = text.length;
+    const line = text.slice(from, nl);
+    const e = parseMapsLine(line);
+    if (!e) {
+      throw new ProcFormatError(
+        pid,
+        procPath(pid, "maps"),
+        `bad maps line ${JSON.stringify(line)}`,
+      );
+    }
+    out.push(e);
+    i = nl;
+  }
+  return out;
 }

@@ -56,9 +56,10 @@ function kbField(
  * and their paths a few distinct names; one frozen array and one string
  * each instead of one per mapping.
  */
-class Interned {
+export class Interned {
   readonly #flags = new Map<string, string[]>();
   readonly #paths = new Map<string, string>();
+  /** The VmFlags codes of the text after "VmFlags:". */
   flags(line: string): string[] {
     let f = this.#flags.get(line);
     if (!f) {
@@ -67,6 +68,7 @@ class Interned {
     }
     return f;
   }
+  /** One string per distinct path. */
   path(p: string): string {
     const known = this.#paths.get(p);
     if (known !== undefined) return known;

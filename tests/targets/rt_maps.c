@@ -1,0 +1,155 @@
+/* Round-trip target for many mappings (tests/restore_maps_test.ts): N
+ * one- or two-page mappings of six kinds, one unmapped page between each
+ * two (so that none merge): private anonymous read-write and read-only,
+ * shared anonymous, private file-backed with a written (copy-on-write)
+ * page, untouched anonymous, and anonymous with MADV_WIPEONFORK; each
+ * touched page holds a pattern of its index. Before waiting it records the
+ * maps line and the VmFlags of every one of them; after the restore it
+ * checks that the lines, the VmFlags and the contents are the same.
+ *
+ * usage: rt_maps <trigger-path> <work-dir> <N>
+ * Prints "ready pid=N base=0x... count=N", waits for the trigger file.
+ */
+#define _GNU_SOURCE
+#include "common.h"
+#include <fcntl.h>
+#include <stdint.h>
+#include <sys/mman.h>
+
+#define PAGE 4096UL
+#define MAXN 8192
+#ifndef MADV_WIPEONFORK
+#define MADV_WIPEONFORK 18
+#endif
+
+static unsigned char *base;
+static int count;
+/* Per mapping: its maps line (without the inode of shared anonymous memory) and VmFlags. */
+static char lines[2][MAXN][160];
+static char flags[2][MAXN][160];
+static char text[8 << 20];
+
+static unsigned char pattern(int i, size_t j) { return (unsigned char)(i * 7 + j * 13 + 1); }
+static int kind_of(int i) { return i % 6; }
+static size_t pages_of(int i) { return i % 5 == 0 ? 2 : 1; }
+static unsigned char *addr_of(int i) { return base + (size_t)i * 3 * PAGE; }
+
+static long read_all(const char *path) {
+  int fd = open(path, O_RDONLY);
+  if (fd < 0) return -1;
+  size_t n = 0;
+  for (;;) {
+    ssize_t r = read(fd, text + n, sizeof text - 1 - n);
+    if (r <= 0) break;
+    n += (size_t)r;
+  }
+  close(fd);
+  text[n] = 0;
+  return (long)n;
+}
+
+/* Index of the mapping starting at `start`, or -1. */
+static int index_of(unsigned long start) {
+  unsigned long off = start - (unsigned long)base;
+  if (start < (unsigned long)base || off % (3 * PAGE)) return -1;
+  unsigned long i = off / (3 * PAGE);
+  return i < (unsigned long)count ? (int)i : -1;
+}
+
+/* Records the maps line and VmFlags of every mapping into slot `s`; returns how many were seen. */
+static int record(int s) {
+  if (read_all("/proc/self/smaps") <= 0) return -1;
+  int seen = 0, cur = -1;
+  for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+    unsigned long start, end;
+    char perms[8], dev[16];
+    unsigned long offset, inode;
+    int pos = 0;
+    if (sscanf(line, "%lx-%lx %7s %lx %15s %lu %n", &start, &end, perms, &offset, dev, &inode,
+               &pos) == 6) {
+      cur = index_of(start);
+      if (cur < 0) continue;
+      const char *path = line + pos;
+      /* Shared anonymous memory is a new shmem object after a restore (another inode). */
+      int shmem = !strncmp(path, "/dev/zero", 9);
+      snprintf(lines[s][cur], sizeof lines[s][cur], "%lx-%lx %s %lx %s %lu %s", start, end, perms,
+               offset, shmem ? "-" : dev, shmem ? 0 : inode, path);
+      seen++;
+    } else if (cur >= 0 && !strncmp(line, "VmFlags:", 8)) {
+      snprintf(flags[s][cur], sizeof flags[s][cur], "%s", line + 8);
+      cur = -1;
+    }
+  }
+  return seen;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 4) {
+    fprintf(stderr, "usage: rt_maps <trigger> <work-dir> <N>\n");
+    return 2;
+  }
+  count = atoi(argv[3]);
+  if (count <= 0 || count > MAXN) return 2;
+  char file[4096];
+  snprintf(file, sizeof file, "%s/rt_maps.bin", argv[2]);
+  int fd = open(file, O_RDWR | O_CREAT | O_TRUNC, 0600);
+  if (fd < 0 || ftruncate(fd, (off_t)count * 2 * PAGE) != 0) {
+    perror("file");
+    return 2;
+  }
+  size_t span = (size_t)count * 3 * PAGE;
+  base = mmap(NULL, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (base == MAP_FAILED || munmap(base, span) != 0) return 2;
+  for (int i = 0; i < count; i++) {
+    size_t len = pages_of(i) * PAGE;
+    int k = kind_of(i);
+    int prot = PROT_READ | PROT_WRITE;
+    int flags_ = MAP_FIXED_NOREPLACE | (k == 2 ? MAP_SHARED : MAP_PRIVATE);
+    void *p = k == 3 ? mmap(addr_of(i), len, prot, flags_, fd, (off_t)i / 3 * PAGE)
+                     : mmap(addr_of(i), len, prot, flags_ | MAP_ANONYMOUS, -1, 0);
+    if (p != addr_of(i)) {
+      perror("mmap");
+      return 2;
+    }
+    if (k != 4)
+      for (size_t j = 0; j < len; j++) addr_of(i)[j] = pattern(i, j);
+    if (k == 1) mprotect(p, len, PROT_READ);
+    if (k == 5) madvise(p, len, MADV_WIPEONFORK);
+  }
+  int seen = record(0);
+  if (seen != count) {
+    fprintf(stderr, "recorded %d of %d mappings\n", seen, count);
+    return 2;
+  }
+  print_ready("pid=%d base=%p count=%d", getpid(), (void *)base, count);
+  wait_trigger(argv[1]);
+
+  int seen_after = record(1);
+  int lines_ok = seen_after == count, flags_ok = 1, content_ok = 1;
+  int bad = -1;
+  for (int i = 0; i < count; i++) {
+    if (strcmp(lines[0][i], lines[1][i])) {
+      if (lines_ok) printf("info line %d: before %s | after %s\n", i, lines[0][i], lines[1][i]);
+      lines_ok = 0;
+    }
+    if (strcmp(flags[0][i], flags[1][i])) {
+      if (flags_ok) printf("info flags %d: before %s | after %s\n", i, flags[0][i], flags[1][i]);
+      flags_ok = 0;
+    }
+    size_t len = pages_of(i) * PAGE;
+    for (size_t j = 0; j < len && content_ok; j++) {
+      unsigned char want = kind_of(i) == 4 ? 0 : pattern(i, j);
+      if (addr_of(i)[j] != want) {
+        content_ok = 0;
+        bad = i;
+      }
+    }
+  }
+  check("lines", lines_ok, "%d of %d mappings seen after", seen_after, count);
+  check("vmflags", flags_ok, "");
+  check("content", content_ok, "mapping %d", bad);
+  /* The shared file mapping's pages are private: the file itself was never written. */
+  unsigned char b = 1;
+  check("file-untouched", pread(fd, &b, 1, PAGE) == 1 && b == 0, "byte %lu is %u", PAGE, b);
+  return verdict();
+}
