@@ -9,8 +9,10 @@
  * syscall), inject-mid (the injected registers set, the syscall not run
  * yet), inject-restore (a thread's own mask back, not yet its registers),
  * probe (the mlockall probe page mapped), batch-mid and batch-end (a syscall
- * batch about to run, and ended), precopy-pages (each piece pre-copied while
- * the tree runs, `--leave-running`), ghosts, pages, notes, written,
+ * batch about to run, and ended), precopy-arm (the pre-copy's first freeze
+ * over, a process's tracking about to be armed), precopy-pages (each piece
+ * pre-copied while the tree runs, `--leave-running`), ghosts, pages,
+ * precopy-release (the tree thawed, the tracking not yet released), notes, written,
  * manifest, fsync, rename, killed. Restore phases: planned, spawned,
  * launched, exec, program-done, finalize, released; with --lazy, lazy-serve
  * (before each chunk of the background pass, after the tree was released).

@@ -9,7 +9,7 @@
  */
 
 import assert from "node:assert/strict";
-import { readSmapsBrief } from "../engine/proc/smaps_brief.ts";
+import { readSmapsFlags } from "../engine/proc/smaps_flags.ts";
 import {
   ANON_PRESENT_OR_SWAPPED,
   openPagemap,
@@ -21,7 +21,7 @@ import { withTargets } from "./helpers/targets.ts";
 
 /** Compares both selections on every mapping of `pid`; returns how many mappings had pages. */
 function compare(pid: number, what: string): number {
-  const vmas = readSmapsBrief(pid).filter((v) => v.path !== "[vsyscall]");
+  const vmas = readSmapsFlags(pid).filter((v) => v.path !== "[vsyscall]");
   using pagemap = openPagemap(pid);
   using scanner = new PagemapScanner(pid);
   const regions = scanner.dataRegions(Number(vmas[0].start), Number(vmas[vmas.length - 1].end));

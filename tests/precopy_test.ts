@@ -133,3 +133,105 @@ Deno.test(
     });
   }),
 );
+
+/** The first half of rt_precopy's region (the pages it rewrites), read through /proc/<pid>/mem. */
+function hotHalf(pid: number, region: bigint, pages: number): Uint8Array {
+  using f = Deno.openSync(`/proc/${pid}/mem`, { read: true });
+  f.seekSync(Number(region), Deno.SeekMode.Start);
+  const buf = new Uint8Array((pages / 2) * PAGE);
+  for (let at = 0; at < buf.length;) {
+    const n = f.readSync(buf.subarray(at));
+    if (n === null) throw new Error("short read of /proc/<pid>/mem");
+    at += n;
+  }
+  return buf;
+}
+
+/** How many pages differ between two reads of {@link hotHalf}. */
+function changedPages(a: Uint8Array, b: Uint8Array): number {
+  let n = 0;
+  for (let p = 0; p < a.length; p += PAGE) {
+    for (let i = p; i < p + PAGE; i += 8) {
+      if (a[i] !== b[i] || a[i + 1] !== b[i + 1]) {
+        n++;
+        break;
+      }
+    }
+  }
+  return n;
+}
+
+Deno.test(
+  "pages written between the first freeze and their write protection (armed with the tree running) are exact in the image",
+  withTargets(async () => {
+    const { t, trigger, ready } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
+      extra: ["64"],
+    });
+    const region = BigInt(`0x${ready[2]}`), pages = Number(ready[3]);
+    const dir = `${await tempDir("cryo-precopy-arm-")}/image`;
+    // cryo stops after the first freeze, its userfaultfd made, nothing registered yet.
+    const paused = await startPaused(
+      ["dump", String(t.pid), "--dir", dir, "--leave-running", "--precopy", "--no-sync", "--json"],
+      "precopy-arm",
+    );
+    assert.equal(trackingTraces(t.pid, region, pages).uffdFlags, 0, "nothing registered yet");
+    // The target writes pages now, before any protection: wait until it visibly did.
+    const first = hotHalf(t.pid, region, pages);
+    const deadline = Date.now() + 60_000;
+    while (changedPages(first, hotHalf(t.pid, region, pages)) < 64) {
+      assert.ok(Date.now() < deadline, "the target wrote no page");
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    paused.child.kill("SIGCONT");
+    const out = await paused.output;
+    assert.equal(out.code, 0, out.stderr);
+    const after = trackingTraces(t.pid, region, pages);
+    assert.equal(after.uffdFlags, 0, "no mapping registered with a userfaultfd");
+    assert.equal(after.protectedPages, 0, "no write-protected page");
+    await Deno.writeTextFile(trigger, "");
+    assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), { what: "original" });
+    const tree = await restore(dir);
+    t.resetAfterRestore();
+    for (const pid of tree.pids) if (pid !== t.pid) adoptPid(pid);
+    assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), { run: 2, what: "restored" });
+  }),
+);
+
+for (
+  const [phase, what] of [
+    ["precopy-arm", "after the first freeze, before arming the tracking"],
+    ["precopy-release", "after the dump's thaw, before releasing the tracking"],
+  ]
+) {
+  Deno.test(
+    `cryo dump --leave-running killed ${what}: no image, the process untouched`,
+    withTargets(async () => {
+      const { t, trigger, ready } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
+        extra: ["64"],
+      });
+      const region = BigInt(`0x${ready[2]}`), pages = Number(ready[3]);
+      const before = trackingTraces(t.pid, region, pages);
+      const dir = `${await tempDir("cryo-precopy-kill-")}/image`;
+      const paused = await startPaused(
+        ["dump", String(t.pid), "--dir", dir, "--leave-running", "--precopy"],
+        phase,
+      );
+      if (phase === "precopy-release") {
+        const at = trackingTraces(t.pid, region, pages);
+        assert.ok(at.uffdFlags > 0 && at.protectedPages > 0, "the tracking was still there");
+      }
+      paused.child.kill("SIGKILL");
+      await paused.output;
+      assert.equal(pathExists(dir), false, "no image");
+      const after = trackingTraces(t.pid, region, pages);
+      assert.deepEqual(after.fds, before.fds, "the same fds");
+      assert.equal(after.maps, before.maps, "the same mappings");
+      assert.equal(after.uffdFlags, 0, "no mapping registered with a userfaultfd");
+      assert.equal(after.protectedPages, 0, "no write-protected page");
+      await Deno.writeTextFile(trigger, "");
+      assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), {
+        what: "original after the killed dump",
+      });
+    }),
+  );
+}

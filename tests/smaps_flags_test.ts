@@ -1,8 +1,8 @@
 /**
  * The dump's smaps reader (engine/proc/smaps_flags.ts: area headers and
  * VmFlags only, the size lines skipped) gives, for every mapping, exactly
- * the maps record and VmFlags of the full parse (engine/proc/smaps.ts) and
- * of the brief one (engine/proc/smaps_brief.ts), on targets holding every
+ * the maps record and VmFlags of the full parse (engine/proc/smaps.ts), on
+ * targets holding every
  * kind of mapping the dump meets: private and shared anonymous memory,
  * private and shared file mappings, every madvise flag shown in VmFlags,
  * locked and PROT_NONE parts, guard regions, growsdown, heap, stack, vdso,
@@ -13,7 +13,6 @@
 
 import assert from "node:assert/strict";
 import { parseSmaps } from "../engine/proc/smaps.ts";
-import { parseSmapsBrief, readSmapsBrief } from "../engine/proc/smaps_brief.ts";
 import { parseSmapsFlags, readSmapsFlags } from "../engine/proc/smaps_flags.ts";
 import { readMaps } from "../engine/proc/maps.ts";
 import { ProcFormatError } from "../engine/proc/errors.ts";
@@ -28,18 +27,9 @@ function compare(pid: number, what: string): number {
     { sizes: _s, values: _v, rss: _r, anonymous: _a, swap: _w, ...rest },
   ) => rest);
   assert.deepEqual(parseSmapsFlags(text, pid), full, `${what}: parseSmapsFlags`);
-  const brief = parseSmapsBrief(text, pid).map(({ rss: _r, anonymous: _a, swap: _w, ...rest }) =>
-    rest
-  );
-  assert.deepEqual(brief, full, `${what}: parseSmapsBrief`);
   // The target is stopped by nobody: read twice, it has not changed meanwhile.
   const live = readSmapsFlags(pid);
   assert.deepEqual(live, full, `${what}: readSmapsFlags`);
-  assert.deepEqual(
-    readSmapsBrief(pid).map(({ rss: _r, anonymous: _a, swap: _w, ...rest }) => rest),
-    full,
-    `${what}: readSmapsBrief`,
-  );
   // The headers are the maps lines.
   assert.deepEqual(live.map(({ vmFlags: _f, ...rest }) => rest), readMaps(pid), `${what}: maps`);
   return live.length;

@@ -476,6 +476,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       precopy!.drop(gone);
     }
     await parent?.scanned(); // the final dump's page table walks (engine/dump/parent.ts)
+    await precopy?.validated(); // the same for a pre-copy (engine/dump/precopy.ts)
     let reused = 0, parentBytes = 0;
     for (const { p, collected, image } of described) {
       // planInheritance may have moved (and grown) the bootstrap.
@@ -557,9 +558,11 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       sockets.checkUnchanged();
       sockets.releaseRunning();
       thawTree(tree);
+      freezeSeconds = (performance.now() - tree.frozenAt) / 1000;
+      if (precopy) pausePoint("precopy-release");
+      precopy?.close(); // lifts the tracking's protections with the tree running
       thawed = true;
       chain.frozen = false;
-      freezeSeconds = (performance.now() - tree.frozenAt) / 1000;
       opts.onEvent?.({ type: "thawed", freezeSeconds });
     }
     if (checkAfterThaw) checkRestorable();

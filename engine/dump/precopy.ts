@@ -7,9 +7,10 @@
  *    userfaultfd by an injected `userfaultfd()` (WP_ASYNC: a write to a
  *    protected page just lifts the protection, nothing ever waits), takes
  *    it into cryo with pidfd_getfd and closes it in the target again;
- *    cryo registers the private mappings in write-protect mode and
- *    write-protects their data pages with PAGEMAP_SCAN
- *    (PM_SCAN_WP_MATCHING), which also lists them; then thaws.
+ *    then thaws. With the tree running, cryo registers the private
+ *    mappings in write-protect mode and write-protects their data pages
+ *    with PAGEMAP_SCAN (PM_SCAN_WP_MATCHING), which also lists them (a
+ *    pre-dump does both while frozen).
  * 2. {@link Precopy.copy} reads those pages into each process's image
  *    file while the tree runs, at the place they will keep.
  * 3. The dump proper (engine/dump/mod.ts) freezes again, and first
@@ -63,7 +64,14 @@ import { crc32Combine } from "../image/checksum.ts";
 import { type CopiedRun, type CopyJob, copyPlanned, type CopyResult } from "./precopy_copy.ts";
 import { splitAtWritten } from "./written_ranges.ts";
 import { BOOTSTRAP_FILE_OFFSET } from "../image/writer.ts";
-import { closeInTarget, setTrackingFd, trackingFdBase } from "./tracking.ts";
+import {
+  beginLifting,
+  closeInTarget,
+  endLifting,
+  setTrackingFd,
+  trackingFdBase,
+} from "./tracking.ts";
+import { pausePoint } from "../pause.ts";
 
 const O_CLOEXEC = 0o2000000;
 const O_NONBLOCK = 0o4000;
@@ -148,6 +156,8 @@ export class PrecopyProcess {
   #blockCrcs: number[] = [];
   /** The block CRCs behind the last {@link pagesCrc} (blocks written over read again). */
   pagesBlockCrcs: number[] = [];
+  /** The mappings registered with the userfaultfd, [start, end) in address order. */
+  readonly registered: [number, number][] = [];
 
   constructor(pid: number, path: string, pagesStart: number, uffd: number) {
     this.pid = pid;
@@ -188,29 +198,37 @@ export class PrecopyProcess {
 
   /**
    * With the tree frozen again: keeps as valid only the pre-copied pages
-   * not written since they were protected, then closes the userfaultfd.
+   * not written since they were protected (the walk runs on another
+   * thread: the dump collects meanwhile, and waits for it before planning).
+   * A pre-dump then protects everything again and closes cryo's copy;
+   * otherwise the userfaultfd stays open until {@link close}, after the thaw.
    */
-  validate(): void {
+  async validate(): Promise<void> {
+    if (this.uffd < 0) return;
+    // From now on the registration's "uw" flags are cryo's (the collect runs beside the walk).
+    if (!this.keep) beginLifting(this.pid, this.registered);
     const c = this.#copied;
-    if (this.uffd >= 0) {
-      let written: [number, number][];
-      try {
-        // One walk of the whole address space: what was written, and the data
-        // pages the dump plans from (nothing changes while the tree is frozen).
-        const maps = readMaps(this.pid).filter((m) => m.path !== "[vsyscall]");
-        const start = Number(maps[0].start), end = Number(maps[maps.length - 1].end);
-        using scanner = new PagemapScanner(this.pid);
-        const scan = scanner.dataAndWritten(start, end);
-        written = scan.written;
-        this.scanned = { start, end, regions: scan.regions };
-      } catch {
-        written = [[0, Number.MAX_SAFE_INTEGER]]; // gone or changed: nothing is valid
-      }
-      this.#copied = markValid(c, written);
-      // A pre-dump: everything is protected again for the next round (new mappings too).
-      if (this.keep) rearm(this.pid, this.uffd);
+    let written: [number, number][];
+    try {
+      // One walk of the whole address space: what was written, and the data
+      // pages the dump plans from (nothing changes while the tree is frozen).
+      const maps = readMaps(this.pid).filter((m) => m.path !== "[vsyscall]");
+      const start = Number(maps[0].start), end = Number(maps[maps.length - 1].end);
+      using scanner = new PagemapScanner(this.pid);
+      const scan = await scanner.dataAndWrittenOffThread(start, end);
+      written = scan.written;
+      this.scanned = { start, end, regions: scan.regions };
+    } catch {
+      written = [[0, Number.MAX_SAFE_INTEGER]]; // gone or changed: nothing is valid
     }
-    this.close();
+    this.#copied = markValid(c, written);
+    if (this.keep && this.uffd >= 0) {
+      // A pre-dump: everything is protected again for the next round (new mappings too).
+      rearm(this.pid, this.uffd);
+      this.close(); // the tracking stays through the fd kept in the target
+    }
+    // Otherwise closing cryo's copy, the last reference, makes the kernel walk
+    // every page table to lift the protections: left to {@link close} after the thaw.
   }
 
   /** The tracking stays armed after the dump (a pre-dump): see engine/dump/tracking.ts. */
@@ -276,6 +294,7 @@ export class PrecopyProcess {
   close(): void {
     if (this.uffd >= 0) rawSyscall(SYS.close, this.uffd);
     this.uffd = -1;
+    endLifting(this.pid);
   }
 }
 
@@ -427,6 +446,37 @@ export function armTracking(pid: number): number {
   return kept.targetFd;
 }
 
+/**
+ * Registers the trackable mappings of `vmas` with `proc`'s userfaultfd,
+ * write-protects their data pages and plans them for the copy.
+ */
+function armProcess(proc: PrecopyProcess, vmas: Vma[]): void {
+  using scanner = new PagemapScanner(proc.pid);
+  for (const range of register(proc.uffd, vmas)) {
+    const start = Number(range[0].start), end = Number(range[range.length - 1].end);
+    for (const v of range) proc.registered.push([Number(v.start), Number(v.end)]);
+    const runs: { addr: number; length: number }[] = [];
+    // Protects exactly the pages it reports: the process's own data pages.
+    protectData(scanner, start, end, (s, e) => {
+      const last = runs[runs.length - 1];
+      if (last && last.addr + last.length === s) last.length += e - s;
+      else runs.push({ addr: s, length: e - s });
+    });
+    // Split by mapping (a run never spans two: each lies in one mapping's pages).
+    let k = 0;
+    for (const v of range) {
+      const mine: { addr: bigint; length: number }[] = [];
+      const vs = Number(v.start), ve = Number(v.end);
+      while (k < runs.length && runs[k].addr + runs[k].length <= vs) k++;
+      for (let j = k; j < runs.length && runs[j].addr < ve; j++) {
+        const s = Math.max(runs[j].addr, vs), e = Math.min(runs[j].addr + runs[j].length, ve);
+        if (e > s) mine.push({ addr: BigInt(s), length: e - s });
+      }
+      proc.plan(v, mine);
+    }
+  }
+}
+
 /** Registers that identify a syscall call site and its arguments. */
 const CALL_REGS = ["rip", "rdi", "rsi", "rdx", "r10", "r8", "r9"] as const;
 
@@ -447,6 +497,7 @@ export class Precopy {
    */
   static start(root: number, dir: string, keep = false): Precopy {
     const pc = new Precopy();
+    const toArm: { proc: PrecopyProcess; vmas: Vma[] }[] = [];
     const tree = freezeTree(root);
     try {
       for (const p of tree.processes) {
@@ -488,29 +539,9 @@ export class Precopy {
         );
         proc.keep = keep;
         pc.processes.set(p.pid, proc);
-        using scanner = new PagemapScanner(p.pid);
-        for (const range of register(uffd, vmas)) {
-          const start = Number(range[0].start), end = Number(range[range.length - 1].end);
-          const runs: { addr: number; length: number }[] = [];
-          // Protects exactly the pages it reports: the process's own data pages.
-          protectData(scanner, start, end, (s, e) => {
-            const last = runs[runs.length - 1];
-            if (last && last.addr + last.length === s) last.length += e - s;
-            else runs.push({ addr: s, length: e - s });
-          });
-          // Split by mapping (a run never spans two: each lies in one mapping's pages).
-          let k = 0;
-          for (const v of range) {
-            const mine: { addr: bigint; length: number }[] = [];
-            const vs = Number(v.start), ve = Number(v.end);
-            while (k < runs.length && runs[k].addr + runs[k].length <= vs) k++;
-            for (let j = k; j < runs.length && runs[j].addr < ve; j++) {
-              const s = Math.max(runs[j].addr, vs), e = Math.min(runs[j].addr + runs[j].length, ve);
-              if (e > s) mine.push({ addr: BigInt(s), length: e - s });
-            }
-            proc.plan(v, mine);
-          }
-        }
+        // A pre-dump's tracking outlives cryo: it is armed whole before anyone sees it.
+        if (keep) armProcess(proc, vmas);
+        else toArm.push({ proc, vmas });
       }
     } catch (e) {
       pc.close();
@@ -519,6 +550,20 @@ export class Precopy {
     }
     thawTree(tree);
     pc.frozenSeconds = (performance.now() - tree.frozenAt) / 1000;
+    // Only creating the userfaultfd needs the process stopped: registering and
+    // write-protecting act on its mm through cryo's copy, with the tree running.
+    // A page written before its protection is copied after it (the copy follows),
+    // one written after is reported written at the dump's freeze: either way the
+    // image gets its content of the final freeze. A mapping changed meanwhile is
+    // matched by address at the dump (an unprotected page is never reused).
+    for (const { proc, vmas } of toArm) {
+      pausePoint("precopy-arm");
+      try {
+        armProcess(proc, vmas);
+      } catch {
+        pc.drop(proc.pid); // gone, or changed under us: copied frozen by the dump
+      }
+    }
     return pc;
   }
 
@@ -543,9 +588,21 @@ export class Precopy {
     }
   }
 
-  /** With the tree frozen again: {@link PrecopyProcess.validate} of every process. */
+  /**
+   * With the tree frozen again: {@link PrecopyProcess.validate} of every
+   * process, started now; {@link validated} waits for them. The tree must
+   * stay frozen until then.
+   */
   validate(): void {
-    for (const p of this.processes.values()) p.validate();
+    this.#validating = Promise.all([...this.processes.values()].map((p) => p.validate()));
+    this.#validating.catch(() => {}); // settled by {@link validated}, or dropped with a failed dump
+  }
+
+  #validating: Promise<unknown> = Promise.resolve();
+
+  /** Waits for {@link validate}: the pre-copied pages' validity and the data scans are known. */
+  async validated(): Promise<void> {
+    await this.#validating;
   }
 
   /**

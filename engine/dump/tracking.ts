@@ -55,6 +55,43 @@ export function hasOwnTracking(pid: number): boolean {
 /** Processes whose tracking fds are closed but still registered through cryo's copies. */
 const lifting = new Set<number>();
 
+/** The mappings a pre-copy registered in each process, while their release waits for the thaw. */
+const liftingRanges = new Map<number, [number, number][]>();
+
+/**
+ * Marks the mappings `ranges` ([start, end), address order) of `pid` as
+ * still registered with a userfaultfd of cryo's own until {@link endLifting}
+ * (a pre-copy whose release waits for the thaw): their "uw" VmFlags are
+ * cryo's meanwhile, and only theirs.
+ */
+export function beginLifting(pid: number, ranges: [number, number][]): void {
+  const merged: [number, number][] = [];
+  for (const [s, e] of ranges) {
+    const last = merged[merged.length - 1];
+    // Adjacent mappings registered apart may merge into one later.
+    if (last && last[1] === s) last[1] = e;
+    else merged.push([s, e]);
+  }
+  liftingRanges.set(pid, merged);
+}
+
+/** Ends {@link beginLifting}: cryo's userfaultfd of `pid` is closed. */
+export function endLifting(pid: number): void {
+  liftingRanges.delete(pid);
+}
+
+/**
+ * Whether the "uw" VmFlag of mapping [start, end) of `pid` is cryo's own
+ * tracking: any mapping of a process holding a chain's tracking, or one
+ * overlapping what a pre-copy registered ({@link beginLifting}; a mapping
+ * keeps its registration when it grows, splits or merges; one registered
+ * by another userfaultfd overlaps only if it replaced one of cryo's since).
+ */
+export function isOwnTrackingFlag(pid: number, start: number, end: number): boolean {
+  if (hasOwnTracking(pid)) return true;
+  return liftingRanges.get(pid)?.some(([s, e]) => s < end && start < e) ?? false;
+}
+
 /** The fds of `pid` cryo tracks with, as recorded for the manifest. */
 export function trackingFdsOf(pid: number): number[] {
   return [...(owned.get(pid) ?? [])];

@@ -14,7 +14,7 @@
  * @module
  */
 
-import { hasOwnTracking } from "../dump/tracking.ts";
+import { isOwnTrackingFlag } from "../dump/tracking.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import type { Mapping, ProcessImage } from "../model.ts";
 import type { Refusals } from "../support.ts";
@@ -180,7 +180,9 @@ function collectMappingDetails(
 ): void {
   if (m.kind === "vdso" || m.kind === "vsyscall") return;
   // cryo's own dirty tracking of a pre-dump (engine/dump/tracking.ts): never recorded.
-  if (hasOwnTracking(pid)) m.vmFlags = m.vmFlags.filter((f) => f !== "uw");
+  if (isOwnTrackingFlag(pid, Number(m.start), Number(m.end))) {
+    m.vmFlags = m.vmFlags.filter((f) => f !== "uw");
+  }
   let odd = oddOf.get(m.vmFlags);
   if (!odd) {
     odd = m.vmFlags.filter((f) =>

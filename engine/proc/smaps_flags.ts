@@ -11,7 +11,32 @@
 import { assertAlive, ProcFormatError } from "./errors.ts";
 import { type MapEntry, parseMapsLine } from "./maps.ts";
 import { procPath, procRead } from "./io.ts";
-import { Interned } from "./smaps_brief.ts";
+
+/**
+ * Shared values: the VmFlags of 10,000 mappings are a few distinct lines,
+ * and their paths a few distinct names; one frozen array and one string
+ * each instead of one per mapping.
+ */
+export class Interned {
+  readonly #flags = new Map<string, string[]>();
+  readonly #paths = new Map<string, string>();
+  /** The VmFlags codes of the text after "VmFlags:". */
+  flags(line: string): string[] {
+    let f = this.#flags.get(line);
+    if (!f) {
+      f = Object.freeze(line.trim().split(/\s+/).filter((x) => x !== "")) as string[];
+      this.#flags.set(line, f);
+    }
+    return f;
+  }
+  /** One string per distinct path. */
+  path(p: string): string {
+    const known = this.#paths.get(p);
+    if (known !== undefined) return known;
+    this.#paths.set(p, p);
+    return p;
+  }
+}
 
 /** One area of smaps: its maps record and VmFlags codes. */
 export interface SmapsArea extends MapEntry {
