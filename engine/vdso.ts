@@ -22,19 +22,43 @@ function vdsoMaps(pid: number): MapEntry[] {
   return readMapsMatching(pid, "[v").filter((m) => NAMES.has(m.path));
 }
 
+/** The vvar/vdso layout of a process and a copy of its [vdso] code, as {@link readVdso} read them. */
+export interface VdsoCopy {
+  /** vvar/vdso mappings (names and sizes, in address order). */
+  layout: { name: string; size: number }[];
+  /** The [vdso] bytes (empty when the process has none). */
+  code: Uint8Array;
+}
+
+/**
+ * Reads the vvar/vdso layout and the [vdso] bytes of `pid` (one 8 KiB
+ * read: cheap enough while the tree is frozen; the hash can wait for the
+ * thaw, see {@link hashVdso}).
+ */
+export function readVdso(
+  pid: number,
+  /** The mappings of `pid` read at this freeze, if the caller has them (else maps is read). */
+  areas?: readonly Pick<MapEntry, "start" | "end" | "path">[],
+): VdsoCopy {
+  const maps = areas ? areas.filter((m) => NAMES.has(m.path)) : vdsoMaps(pid);
+  const vdso = maps.find((m) => m.path === "[vdso]");
+  const code = new Uint8Array(vdso ? Number(vdso.end - vdso.start) : 0);
+  if (vdso) processVmReadFully(pid, vdso.start, code);
+  return { layout: maps.map((m) => ({ name: m.path, size: Number(m.end - m.start) })), code };
+}
+
+/** The layout of a {@link readVdso} copy and the SHA-256 of its code ("" without a [vdso]). */
+export function hashVdso(
+  copy: VdsoCopy,
+): { layout: { name: string; size: number }[]; sha256: string } {
+  return { layout: copy.layout, sha256: copy.code.length ? sha256Hex(copy.code) : "" };
+}
+
 /** vvar/vdso mappings of `pid` (names and sizes, in address order) and SHA-256 of [vdso]. */
 export function vdsoFacts(
   pid: number,
   /** The mappings of `pid` read at this freeze, if the caller has them (else maps is read). */
   areas?: readonly Pick<MapEntry, "start" | "end" | "path">[],
 ): { layout: { name: string; size: number }[]; sha256: string } {
-  const maps = areas ? areas.filter((m) => NAMES.has(m.path)) : vdsoMaps(pid);
-  const code = maps.find((m) => m.path === "[vdso]");
-  let sha256 = "";
-  if (code) {
-    const buf = new Uint8Array(Number(code.end - code.start));
-    processVmReadFully(pid, code.start, buf);
-    sha256 = sha256Hex(buf);
-  }
-  return { layout: maps.map((m) => ({ name: m.path, size: Number(m.end - m.start) })), sha256 };
+  return hashVdso(readVdso(pid, areas));
 }

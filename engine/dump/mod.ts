@@ -18,7 +18,7 @@
  * @module
  */
 
-import { vdsoFacts } from "../vdso.ts";
+import { hashVdso, readVdso, type VdsoCopy } from "../vdso.ts";
 import { basename, dirname, resolve } from "../path.ts";
 import { rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
@@ -66,7 +66,7 @@ import {
 } from "./tree_state.ts";
 import { MemoryStreamer, pageBufferBytes } from "./memory.ts";
 import { BufferPageWriter } from "./page_writer.ts";
-import { bootstrapSizeFor, chooseBootstrap, pagePolicy, type Vma } from "./vmas.ts";
+import { bootstrapSizeFor, chooseBootstrap, pagePolicy } from "./vmas.ts";
 import { TOOL_VERSION } from "../version.ts";
 import { pausePoint } from "../pause.ts";
 import { makePrivateDir, removeStalePartials } from "./partial.ts";
@@ -223,8 +223,13 @@ async function prepareDir(dir: string): Promise<string> {
   return tmp;
 }
 
-function hostFacts(pid: number, image: ProcessImage, areas?: readonly Vma[]): HostFacts {
-  const { layout: vdso, sha256: vdsoSha256 } = vdsoFacts(pid, areas);
+/**
+ * The host facts of the image: the root's vdso (read while frozen by
+ * {@link readVdso}, hashed here, after the thaw with --leave-running) and
+ * XSAVE features.
+ */
+function hostFacts(image: ProcessImage, vdsoCopy: VdsoCopy, xsaveBytes: number): HostFacts {
+  const { layout: vdso, sha256: vdsoSha256 } = hashVdso(vdsoCopy);
   const xsave = decodeBase64(image.threads[0].xsave);
   return {
     kernelRelease: Deno.osRelease(),
@@ -232,7 +237,7 @@ function hostFacts(pid: number, image: ProcessImage, areas?: readonly Vma[]): Ho
     vdso,
     vdsoSha256,
     xfeatures: `0x${xsaveXcr0(xsave).toString(16)}`,
-    xsaveSize: xsaveSize(pid),
+    xsaveSize: xsaveBytes,
     pageSize: 4096,
   };
 }
@@ -549,7 +554,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         `process ${died.join(", ")} died while being checkpointed; nothing was written`,
       );
     }
-    const host = hostFacts(pid, images[0], described.find((d) => d.p.pid === pid)?.collected.vmas);
+    const vdsoCopy = readVdso(pid, described.find((d) => d.p.pid === pid)?.collected.vmas);
+    const xsaveBytes = xsaveSize(pid);
     let thawed = false;
     let freezeSeconds = 0;
     if (opts.leaveRunning) {
@@ -566,6 +572,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       opts.onEvent?.({ type: "thawed", freezeSeconds });
     }
     if (checkAfterThaw) checkRestorable();
+    const host = hostFacts(images[0], vdsoCopy, xsaveBytes);
     for (const { writer, image, streamer, pre, overwritten } of pending) {
       pausePoint("notes");
       // The pre-copied pages' CRC, with the blocks written over again read back.
