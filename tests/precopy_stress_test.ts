@@ -1,0 +1,155 @@
+/**
+ * Stress of the pre-copy's write tracking (engine/dump/precopy.ts): the
+ * pages are write-protected with PAGEMAP_SCAN (PM_SCAN_WP_MATCHING) and
+ * copied while the tree runs, and only those PAGEMAP_SCAN reports written
+ * at the dump's freeze are taken again. A write the tracking missed would
+ * leave a page of the image older than the memory at that freeze.
+ *
+ * tests/targets/wp_stress.c has several threads writing random pages all
+ * the time (first touches of never-touched pages, writes over the shared
+ * zero page and the huge zero page, into THP-backed memory, the same page
+ * from two threads) while a reader maps zero pages. At the dump's freeze
+ * (its "frozen" event, synchronous, before the thaw) the test reads every
+ * present page of the process through /proc/<pid>/mem (only present or
+ * swapped pages: a read of an absent one would map a page); after the dump
+ * every page of the image must equal it byte for byte, and every page of
+ * the region not saved must have been absent or zero.
+ *
+ * `WP_STRESS_ROUNDS` (default 2) dumps as many times; `WP_STRESS_MIB` and
+ * `WP_STRESS_THREADS` size the target (default 32 MiB, 3 writers).
+ */
+
+import assert from "node:assert/strict";
+import { checkpoint } from "../engine/dump/mod.ts";
+import { readImageFile, readPageRunSync } from "../engine/image/reader.ts";
+import { PM, readPagemap } from "../engine/proc/pagemap.ts";
+import { readMaps } from "../engine/proc/maps.ts";
+import { startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
+import { withTargets } from "./helpers/targets.ts";
+import { assertChecksPassed } from "./helpers/checks.ts";
+
+const PAGE = 4096;
+const READY = /^ready pid=(\d+) region=0x([0-9a-f]+) pages=(\d+)$/m;
+
+/** The content of every present or swapped page of `pid`, by page address. */
+function snapshot(pid: number): Map<number, Uint8Array> {
+  const out = new Map<number, Uint8Array>();
+  using mem = Deno.openSync(`/proc/${pid}/mem`, { read: true });
+  for (const m of readMaps(pid)) {
+    if (m.path === "[vsyscall]" || m.path === "[vvar]" || m.path === "[vvar_vclock]") continue;
+    const start = Number(m.start), end = Number(m.end);
+    const e = readPagemap(pid, start, end);
+    for (let i = 0; i < e.length;) {
+      if (!(e.hi(i) & (PM.PRESENT | PM.SWAPPED))) {
+        i++;
+        continue;
+      }
+      let j = i;
+      while (j < e.length && e.hi(j) & (PM.PRESENT | PM.SWAPPED)) j++;
+      const buf = new Uint8Array((j - i) * PAGE);
+      mem.seekSync(start + i * PAGE, Deno.SeekMode.Start);
+      for (let at = 0; at < buf.length;) {
+        const n = mem.readSync(buf.subarray(at));
+        if (n === null || n === 0) {
+          throw new Error(`short read at 0x${(start + i * PAGE).toString(16)}`);
+        }
+        at += n;
+      }
+      for (let k = i; k < j; k++) {
+        out.set(start + k * PAGE, buf.subarray((k - i) * PAGE, (k - i + 1) * PAGE));
+      }
+      i = j;
+    }
+  }
+  return out;
+}
+
+/** The pages an image saved for `pid`, by page address. */
+async function imagePages(dir: string, pid: number): Promise<Map<number, Uint8Array>> {
+  const path = `${dir}/${pid}.elf`;
+  const info = await readImageFile(path);
+  const out = new Map<number, Uint8Array>();
+  using f = await Deno.open(path, { read: true });
+  for (const m of info.process.mappings) {
+    for (const run of m.pages) {
+      const bytes = readPageRunSync(f, run);
+      const a = Number(BigInt(run.addr));
+      for (let k = 0; k * PAGE < run.length; k++) {
+        out.set(a + k * PAGE, bytes.subarray(k * PAGE, (k + 1) * PAGE));
+      }
+    }
+  }
+  return out;
+}
+
+function same(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+const ZERO = new Uint8Array(PAGE);
+
+/**
+ * Pages where the image differs from the memory at the freeze: each saved
+ * page against the frozen one (zero when absent), and each present page of
+ * the region that was not saved must be zero.
+ */
+function differences(
+  frozen: Map<number, Uint8Array>,
+  saved: Map<number, Uint8Array>,
+  region: number,
+  pages: number,
+): string[] {
+  const bad: string[] = [];
+  for (const [a, bytes] of saved) {
+    if (!same(bytes, frozen.get(a) ?? ZERO)) bad.push(`0x${a.toString(16)} saved differs`);
+  }
+  for (let p = 0; p < pages; p++) {
+    const a = region + p * PAGE;
+    const f = frozen.get(a);
+    if (f && !saved.has(a) && !same(f, ZERO)) bad.push(`0x${a.toString(16)} not saved`);
+  }
+  return bad;
+}
+
+Deno.test(
+  "pre-copy under random writes from several threads (THP, zero pages, first touches): the image is the memory at the freeze",
+  withTargets(async () => {
+    const rounds = Number(Deno.env.get("WP_STRESS_ROUNDS") ?? 2);
+    const mib = Deno.env.get("WP_STRESS_MIB") ?? "32";
+    const threads = Deno.env.get("WP_STRESS_THREADS") ?? "3";
+    const { t, trigger, ready } = await startTriggered("wp_stress", READY, {
+      extra: [mib, threads],
+    });
+    const region = parseInt(ready[2], 16), pages = Number(ready[3]);
+    let reused = 0;
+    for (let r = 0; r < rounds; r++) {
+      const dir = await tempImageDir();
+      let frozen: Map<number, Uint8Array> | undefined;
+      const dump = await checkpoint(t.pid, {
+        dir,
+        leaveRunning: true,
+        precopy: true,
+        sync: false,
+        onEvent: (e) => {
+          if (e.type === "frozen") frozen = snapshot(t.pid);
+        },
+      });
+      assert.ok(frozen, "the memory was read at the freeze");
+      const pre = dump.stats.precopy;
+      assert.ok(pre && pre.bytes > 0, "the dump pre-copied");
+      reused += pre.reusedBytes;
+      const bad = differences(frozen, await imagePages(dir, t.pid), region, pages);
+      assert.deepEqual(
+        bad.slice(0, 10),
+        [],
+        `round ${r}: ${bad.length} pages of the image differ from the memory at the freeze`,
+      );
+      await Deno.remove(dir, { recursive: true });
+    }
+    assert.ok(reused > 0, "some pages were kept from the pre-copy");
+    await Deno.writeTextFile(trigger, "");
+    assertChecksPassed(t, ["writes"], await t.wait(30000), { what: "the target after the dumps" });
+  }),
+);

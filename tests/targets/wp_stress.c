@@ -1,0 +1,123 @@
+/* Write-tracking stress target: several threads write random pages all
+ * the time, so that a pre-copied dump (engine/dump/precopy.ts: the pages
+ * write-protected and copied while the tree runs, the written ones taken
+ * again at the dump's freeze) would show any write the tracking missed.
+ * tests/precopy_stress_test.ts reads the memory at the dump's freeze and
+ * compares it with the image byte for byte.
+ *
+ * A region of <mib> MiB (private anonymous, 2 MiB aligned): the first half
+ * in 4 KiB pages (MADV_NOHUGEPAGE), the second half MADV_HUGEPAGE (THP).
+ * At start a quarter of the pages are written, a quarter only read (the
+ * shared zero page, or the huge zero page), the rest never touched. Then
+ * <threads> writers pick random pages of the whole region (first touches of
+ * never-touched pages, writes over zero pages and into THPs included; two
+ * threads often hit the same page) and write in it: an atomic counter in
+ * word 0, the writer's own counter in word 1 + writer, and a few words
+ * spread over the page. A reader thread reads random pages (zero pages
+ * mapped while the dump runs).
+ *
+ * Once the trigger file exists the writers stop; it checks that the writers
+ * wrote, prints PASS or FAIL and exits.
+ *
+ * usage: wp_stress <trigger> <mib> <threads>
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/mman.h>
+
+#include "common.h"
+
+#define PAGE 4096u
+#define WORDS (PAGE / 8u)
+#define HUGE (2u << 20)
+#define MAX_WRITERS 16
+
+static uint64_t *base;
+static size_t pages;
+static atomic_int stop;
+static atomic_ulong total;
+
+struct writer {
+  pthread_t th;
+  int id;
+};
+
+static uint64_t next(uint64_t *seed) {
+  *seed = *seed * 6364136223846793005ull + 1442695040888963407ull;
+  return *seed >> 17;
+}
+
+static void *write_loop(void *arg) {
+  struct writer *w = arg;
+  uint64_t seed = 0x1234567ull * (uint64_t)(w->id + 1), mine = 0;
+  while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
+    uint64_t r = next(&seed);
+    size_t p = (size_t)(r % pages);
+    /* One thread in four also hammers a small shared set (same pages from two threads). */
+    if (w->id % 4 == 0 && (r >> 40) % 2 == 0) p = (size_t)((r >> 20) % 64) * 37 % pages;
+    uint64_t *page = base + p * WORDS;
+    __atomic_fetch_add(&page[0], 1, __ATOMIC_RELAXED);
+    page[1 + w->id] = ++mine;
+    page[32 + (r >> 8) % (WORDS - 32)] = r ^ mine;
+    atomic_fetch_add_explicit(&total, 1, memory_order_relaxed);
+  }
+  return NULL;
+}
+
+static void *read_loop(void *arg) {
+  (void)arg;
+  uint64_t seed = 99, sum = 0;
+  while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
+    size_t p = (size_t)(next(&seed) % pages);
+    sum += *(volatile uint64_t *)(base + p * WORDS + 7);
+  }
+  return (void *)(uintptr_t)sum;
+}
+
+int main(int argc, char **argv) {
+  need_args(argc, 3, "wp_stress <trigger> <mib> <threads>");
+  const char *trigger = argv[1];
+  size_t mib = (size_t)atol(argv[2]);
+  int threads = atoi(argv[3]);
+  if (mib < 4 || mib % 4 || threads < 1 || threads > MAX_WRITERS) die_err("arguments", EINVAL);
+  pages = mib * 256u;
+  /* 2 MiB aligned, so that the second half can be PMD-mapped THPs. */
+  char *raw = mmap(NULL, pages * PAGE + HUGE, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (raw == MAP_FAILED) die("mmap");
+  char *at = (char *)(((uintptr_t)raw + HUGE - 1) & ~(uintptr_t)(HUGE - 1));
+  if (at > raw) munmap(raw, (size_t)(at - raw));
+  munmap(at + pages * PAGE, (size_t)(raw + HUGE - at));
+  base = (uint64_t *)at;
+  if (madvise(base, pages / 2 * PAGE, MADV_NOHUGEPAGE) != 0) die("madvise nohugepage");
+  if (madvise(base + pages / 2 * WORDS, pages / 2 * PAGE, MADV_HUGEPAGE) != 0) {
+    die("madvise hugepage");
+  }
+  /* A quarter written, a quarter read only, the rest never touched (per 2 MiB in the THP half). */
+  uint64_t seed = 7;
+  for (size_t p = 0; p < pages; p++) {
+    int kind = p < pages / 2 ? (int)(next(&seed) % 4) : (int)((p - pages / 2) / 512 % 4);
+    if (kind == 0) base[p * WORDS + 2] = p + 1;
+    else if (kind == 1) (void)*(volatile uint64_t *)(base + p * WORDS);
+  }
+  setvbuf(stdout, NULL, _IOLBF, 0);
+
+  struct writer ws[MAX_WRITERS];
+  for (int i = 0; i < threads; i++) {
+    ws[i].id = i;
+    if (pthread_create(&ws[i].th, NULL, write_loop, &ws[i]) != 0) die("pthread_create");
+  }
+  pthread_t reader;
+  if (pthread_create(&reader, NULL, read_loop, NULL) != 0) die("pthread_create");
+  print_ready("pid=%d region=%p pages=%zu", getpid(), (void *)base, pages);
+
+  while (access(trigger, F_OK) != 0) sleep_ms(5);
+  atomic_store(&stop, 1);
+  for (int i = 0; i < threads; i++) pthread_join(ws[i].th, NULL);
+  pthread_join(reader, NULL);
+  unsigned long n = atomic_load(&total);
+  check("writes", n > 0, "no write (%lu)", n);
+  return verdict();
+}
