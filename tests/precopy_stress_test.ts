@@ -13,7 +13,9 @@
  * present page of the process through /proc/<pid>/mem (only present or
  * swapped pages: a read of an absent one would map a page); after the dump
  * every page of the image must equal it byte for byte, and every page of
- * the region not saved must have been absent or zero.
+ * the region not saved must have been absent or zero. Only the threads'
+ * rseq areas may differ (the kernel rewrites them when the dump's injected
+ * syscalls return to user mode, after the freeze).
  *
  * `WP_STRESS_ROUNDS` (default 2) dumps as many times; `WP_STRESS_MIB` and
  * `WP_STRESS_THREADS` size the target (default 32 MiB, 3 writers).
@@ -64,8 +66,16 @@ function snapshot(pid: number): Map<number, Uint8Array> {
   return out;
 }
 
-/** The pages an image saved for `pid`, by page address. */
-async function imagePages(dir: string, pid: number): Promise<Map<number, Uint8Array>> {
+/** The pages an image saved for `pid`, and its threads' rseq areas. */
+interface Saved {
+  /** Saved pages by address. */
+  pages: Map<number, Uint8Array>;
+  /** [address, length] of each thread's rseq area. */
+  rseq: [number, number][];
+}
+
+/** What the image of `pid` in `dir` saved. */
+async function imagePages(dir: string, pid: number): Promise<Saved> {
   const path = `${dir}/${pid}.elf`;
   const info = await readImageFile(path);
   const out = new Map<number, Uint8Array>();
@@ -79,13 +89,36 @@ async function imagePages(dir: string, pid: number): Promise<Map<number, Uint8Ar
       }
     }
   }
-  return out;
+  const rseq = info.process.threads.flatMap((t) =>
+    t.rseq ? [[Number(BigInt(t.rseq.addr)), t.rseq.len] as [number, number]] : []
+  );
+  return { pages: out, rseq };
 }
 
 function same(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
+}
+
+/**
+ * The first byte where page `a` of the image differs from the frozen one,
+ * or -1. A thread's rseq area is left out: the kernel rewrites it (cpu id,
+ * mm_cid) each time the thread returns to user mode, which the dump's
+ * injected syscalls make it do after the freeze.
+ */
+function firstDifference(
+  saved: Uint8Array,
+  frozen: Uint8Array,
+  a: number,
+  rseq: [number, number][],
+): number {
+  for (let i = 0; i < PAGE; i++) {
+    if (saved[i] === frozen[i]) continue;
+    if (rseq.some(([r, len]) => a + i >= r && a + i < r + len)) continue;
+    return i;
+  }
+  return -1;
 }
 
 const ZERO = new Uint8Array(PAGE);
@@ -97,18 +130,22 @@ const ZERO = new Uint8Array(PAGE);
  */
 function differences(
   frozen: Map<number, Uint8Array>,
-  saved: Map<number, Uint8Array>,
+  saved: Saved,
   region: number,
   pages: number,
 ): string[] {
   const bad: string[] = [];
-  for (const [a, bytes] of saved) {
-    if (!same(bytes, frozen.get(a) ?? ZERO)) bad.push(`0x${a.toString(16)} saved differs`);
+  for (const [a, bytes] of saved.pages) {
+    const f = frozen.get(a) ?? ZERO;
+    const i = firstDifference(bytes, f, a, saved.rseq);
+    if (i >= 0) {
+      bad.push(`0x${(a + i).toString(16)}: saved differs${frozen.has(a) ? "" : " (absent)"}`);
+    }
   }
   for (let p = 0; p < pages; p++) {
     const a = region + p * PAGE;
     const f = frozen.get(a);
-    if (f && !saved.has(a) && !same(f, ZERO)) bad.push(`0x${a.toString(16)} not saved`);
+    if (f && !saved.pages.has(a) && !same(f, ZERO)) bad.push(`0x${a.toString(16)} not saved`);
   }
   return bad;
 }

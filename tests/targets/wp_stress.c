@@ -14,7 +14,11 @@
  * threads often hit the same page) and write in it: an atomic counter in
  * word 0, the writer's own counter in word 1 + writer, and a few words
  * spread over the page. A reader thread reads random pages (zero pages
- * mapped while the dump runs).
+ * mapped while the dump runs). The writers write only the pages of a window
+ * (one 64-page group in eight) that moves every 2 ms, when a dropper thread
+ * also drops pages with MADV_DONTNEED: some 4 KiB pages, one 4 KiB page of
+ * a THP (its PMD split), or a whole 2 MiB; dropped pages stay absent until
+ * a writer or the reader touches them first again.
  *
  * Once the trigger file exists the writers stop; it checks that the writers
  * wrote, prints PASS or FAIL and exits.
@@ -38,6 +42,8 @@ static uint64_t *base;
 static size_t pages;
 static atomic_int stop;
 static atomic_ulong total;
+/* Writers write only the pages of one window in eight, which moves with the epoch. */
+static atomic_uint epoch;
 
 struct writer {
   pthread_t th;
@@ -57,6 +63,7 @@ static void *write_loop(void *arg) {
     size_t p = (size_t)(r % pages);
     /* One thread in four also hammers a small shared set (same pages from two threads). */
     if (w->id % 4 == 0 && (r >> 40) % 2 == 0) p = (size_t)((r >> 20) % 64) * 37 % pages;
+    if ((p / 64 + atomic_load_explicit(&epoch, memory_order_relaxed)) % 8 != 0) continue;
     uint64_t *page = base + p * WORDS;
     __atomic_fetch_add(&page[0], 1, __ATOMIC_RELAXED);
     page[1 + w->id] = ++mine;
@@ -74,6 +81,25 @@ static void *read_loop(void *arg) {
     sum += *(volatile uint64_t *)(base + p * WORDS + 7);
   }
   return (void *)(uintptr_t)sum;
+}
+
+/* Moves the writers' window and drops pages (never touched again, or touched first again). */
+static void *drop_loop(void *arg) {
+  (void)arg;
+  uint64_t seed = 4242, n = 0;
+  size_t half = pages / 2;
+  while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
+    sleep_ms(2);
+    atomic_fetch_add_explicit(&epoch, 1, memory_order_relaxed);
+    uint64_t r = next(&seed);
+    size_t p = (size_t)(r % (half - 16));
+    if (madvise(base + p * WORDS, (1 + (r >> 40) % 16) * PAGE, MADV_DONTNEED) != 0) die("madvise");
+    /* In the THP half: one 4 KiB page (the PMD split), or a whole 2 MiB every fourth time. */
+    p = half + (size_t)((r >> 20) % half);
+    if (++n % 4 == 0) p &= ~(size_t)511;
+    if (madvise(base + p * WORDS, n % 4 == 0 ? HUGE : PAGE, MADV_DONTNEED) != 0) die("madvise");
+  }
+  return NULL;
 }
 
 int main(int argc, char **argv) {
@@ -111,12 +137,15 @@ int main(int argc, char **argv) {
   }
   pthread_t reader;
   if (pthread_create(&reader, NULL, read_loop, NULL) != 0) die("pthread_create");
+  pthread_t dropper;
+  if (pthread_create(&dropper, NULL, drop_loop, NULL) != 0) die("pthread_create");
   print_ready("pid=%d region=%p pages=%zu", getpid(), (void *)base, pages);
 
   while (access(trigger, F_OK) != 0) sleep_ms(5);
   atomic_store(&stop, 1);
   for (int i = 0; i < threads; i++) pthread_join(ws[i].th, NULL);
   pthread_join(reader, NULL);
+  pthread_join(dropper, NULL);
   unsigned long n = atomic_load(&total);
   check("writes", n > 0, "no write (%lu)", n);
   return verdict();
