@@ -16,9 +16,10 @@
  * spread over the page. A reader thread reads random pages (zero pages
  * mapped while the dump runs). The writers write only the pages of a window
  * (one 64-page group in eight) that moves every 2 ms, when a dropper thread
- * also drops pages with MADV_DONTNEED: some 4 KiB pages, one 4 KiB page of
- * a THP (its PMD split), or a whole 2 MiB; dropped pages stay absent until
- * a writer or the reader touches them first again.
+ * also drops pages with MADV_DONTNEED: some 4 KiB pages of the first half,
+ * and every 16 ms in the THP half one 4 KiB page (its PMD split) or a whole
+ * 2 MiB; dropped pages stay absent until a writer or the reader touches
+ * them first again.
  *
  * Once the trigger file exists the writers stop; it checks that the writers
  * wrote, prints PASS or FAIL and exits.
@@ -94,10 +95,12 @@ static void *drop_loop(void *arg) {
     uint64_t r = next(&seed);
     size_t p = (size_t)(r % (half - 16));
     if (madvise(base + p * WORDS, (1 + (r >> 40) % 16) * PAGE, MADV_DONTNEED) != 0) die("madvise");
-    /* In the THP half: one 4 KiB page (the PMD split), or a whole 2 MiB every fourth time. */
+    /* In the THP half, every 16th tick: a whole 2 MiB (faulted again as a THP or the huge
+     * zero page), or one 4 KiB page of it (its PMD split), 8 ticks apart. */
+    if (++n % 8 != 0) continue;
     p = half + (size_t)((r >> 20) % half);
-    if (++n % 4 == 0) p &= ~(size_t)511;
-    if (madvise(base + p * WORDS, n % 4 == 0 ? HUGE : PAGE, MADV_DONTNEED) != 0) die("madvise");
+    if (n % 16 == 0) p &= ~(size_t)511;
+    if (madvise(base + p * WORDS, n % 16 == 0 ? HUGE : PAGE, MADV_DONTNEED) != 0) die("madvise");
   }
   return NULL;
 }
