@@ -564,7 +564,29 @@ export class Precopy {
         pc.drop(proc.pid); // gone, or changed under us: copied frozen by the dump
       }
     }
+    if (toArm.length) pc.#settlePins(root);
     return pc;
+  }
+
+  /**
+   * A barrier between arming (with the tree running) and the copy: the
+   * kernel writes an O_DIRECT read into pages it pinned when the read
+   * began, without a fault, so a page write-protected while such a read
+   * was in flight changes without being reported written
+   * (docs/PERFORMANCE.md, "The write tracking under stress"). Freezing the
+   * tree waits for every thread to leave its syscall, so every read that
+   * pinned pages before the protection has landed before the copy reads
+   * them; a read begun after it faults on the protection (reported
+   * written). If the tree cannot be frozen, nothing is pre-copied.
+   */
+  #settlePins(root: number): void {
+    try {
+      const tree = freezeTree(root);
+      thawTree(tree);
+      this.frozenSeconds += (performance.now() - tree.frozenAt) / 1000;
+    } catch {
+      for (const pid of [...this.processes.keys()]) this.drop(pid);
+    }
   }
 
   /**

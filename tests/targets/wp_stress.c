@@ -24,13 +24,25 @@
  * Once the trigger file exists the writers stop; it checks that the writers
  * wrote, prints PASS or FAIL and exits.
  *
- * usage: wp_stress <trigger> <mib> <threads>
+ * With "dio", one more thread reads the two 64 MiB halves of a file (made
+ * in the trigger's directory, each 4 KiB stamped with its offset) in turn
+ * with O_DIRECT into a buffer of the brk heap (its 1 MiB pieces from the
+ * highest address down, so the lowest pages are filled last): the kernel writes those
+ * pages through references pinned when the read began (no fault). Once a
+ * read ends with a page of the buffer write-protected (the dump's tracking
+ * was armed while it was in flight), the thread waits until the protection
+ * is gone (the dump is over): the buffer holds what that read brought,
+ * written after the protection without a fault.
+ *
+ * usage: wp_stress <trigger> <mib> <threads> [dio]
  */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/uio.h>
 
 #include "common.h"
 
@@ -105,12 +117,87 @@ static void *drop_loop(void *arg) {
   return NULL;
 }
 
+#define DIO_BLOCK (64u << 20)
+#define DIO_BLOCKS 2u
+#define DIO_BUFS 1u
+static int dio_fd = -1;
+static char *dio_buf;
+static atomic_ulong dio_reads, dio_stops;
+
+/* Makes the file, stamped per 4 KiB, synced and out of the page cache. */
+static void dio_setup(const char *trigger) {
+  /* In the brk heap: low addresses, so the pre-copy copies them first. */
+  char *cur = sbrk(0);
+  size_t pad = (size_t)(-(uintptr_t)cur & (PAGE - 1));
+  dio_buf = sbrk((intptr_t)(pad + DIO_BUFS * DIO_BLOCK));
+  if (dio_buf == (void *)-1) die("sbrk");
+  dio_buf += pad;
+  char path[4096];
+  snprintf(path, sizeof path, "%s.dio", trigger);
+  int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) die("open dio file");
+  uint64_t *block = (uint64_t *)dio_buf;
+  for (uint64_t b = 0; b < DIO_BLOCKS; b++) {
+    for (uint64_t w = 0; w < DIO_BLOCK / 8; w++) block[w] = (b * DIO_BLOCK + w * 8) ^ 0x5a5a0000;
+    if (write(fd, block, DIO_BLOCK) != (ssize_t)DIO_BLOCK) die("write dio file");
+  }
+  if (fsync(fd) != 0) die("fsync");
+  posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+  close(fd);
+  dio_fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
+  if (dio_fd < 0) die("open O_DIRECT");
+  unlink(path);
+  memset(dio_buf, 0, DIO_BUFS * DIO_BLOCK);
+}
+
+/* Whether any page of the O_DIRECT buffer is write-protected (pagemap bit 57). */
+static int dio_protected(void) {
+  static uint64_t e[DIO_BUFS * DIO_BLOCK / PAGE];
+  int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) die("open pagemap");
+  ssize_t n = pread(fd, e, sizeof e, (off_t)((uintptr_t)dio_buf / PAGE * 8));
+  close(fd);
+  if (n != (ssize_t)sizeof e) die("read pagemap");
+  for (size_t i = 0; i < sizeof e / 8; i++) {
+    if (e[i] >> 57 & 1) return 1;
+  }
+  return 0;
+}
+
+/* Reads blocks into the buffer; when a read ends with the buffer write-protected (the
+ * tracking was armed while it was in flight), leaves the buffer alone until the
+ * protection is gone (the dump released its tracking). */
+static void *dio_loop(void *arg) {
+  (void)arg;
+  while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
+    unsigned long n = atomic_load_explicit(&dio_reads, memory_order_relaxed);
+    char *to = dio_buf + (n % DIO_BUFS) * DIO_BLOCK;
+    off_t at = (off_t)(n % DIO_BLOCKS * DIO_BLOCK);
+    /* The buffer's 1 MiB pieces from the highest address down: the device fills the lowest
+     * pages last, while the pre-copy copies them first. */
+    struct iovec iov[DIO_BLOCK >> 20];
+    for (size_t i = 0; i < DIO_BLOCK >> 20; i++) {
+      iov[i].iov_base = to + DIO_BLOCK - ((i + 1) << 20);
+      iov[i].iov_len = 1u << 20;
+    }
+    if (preadv(dio_fd, iov, (int)(DIO_BLOCK >> 20), at) != (ssize_t)DIO_BLOCK) die("preadv");
+    atomic_fetch_add_explicit(&dio_reads, 1, memory_order_relaxed);
+    /* Armed while that read was in flight: leave the buffer alone until the dump is over. */
+    if (!dio_protected()) continue;
+    atomic_fetch_add_explicit(&dio_stops, 1, memory_order_relaxed);
+    while (dio_protected() && !atomic_load_explicit(&stop, memory_order_relaxed)) sleep_ms(5);
+  }
+  return NULL;
+}
+
 int main(int argc, char **argv) {
   need_args(argc, 3, "wp_stress <trigger> <mib> <threads>");
   const char *trigger = argv[1];
   size_t mib = (size_t)atol(argv[2]);
   int threads = atoi(argv[3]);
+  int dio = argc > 4 && strcmp(argv[4], "dio") == 0;
   if (mib < 4 || mib % 4 || threads < 1 || threads > MAX_WRITERS) die_err("arguments", EINVAL);
+  if (dio) dio_setup(trigger);
   pages = mib * 256u;
   /* 2 MiB aligned, so that the second half can be PMD-mapped THPs. */
   char *raw = mmap(NULL, pages * PAGE + HUGE, PROT_READ | PROT_WRITE,
@@ -140,6 +227,8 @@ int main(int argc, char **argv) {
   }
   pthread_t reader;
   if (pthread_create(&reader, NULL, read_loop, NULL) != 0) die("pthread_create");
+  pthread_t dio_th;
+  if (dio && pthread_create(&dio_th, NULL, dio_loop, NULL) != 0) die("pthread_create");
   pthread_t dropper;
   if (pthread_create(&dropper, NULL, drop_loop, NULL) != 0) die("pthread_create");
   print_ready("pid=%d region=%p pages=%zu", getpid(), (void *)base, pages);
@@ -149,6 +238,12 @@ int main(int argc, char **argv) {
   for (int i = 0; i < threads; i++) pthread_join(ws[i].th, NULL);
   pthread_join(reader, NULL);
   pthread_join(dropper, NULL);
+  if (dio) {
+    pthread_join(dio_th, NULL);
+    check("dio", atomic_load(&dio_reads) > 0 && atomic_load(&dio_stops) > 0,
+          "%lu O_DIRECT reads, %lu armed in flight", atomic_load(&dio_reads),
+          atomic_load(&dio_stops));
+  }
   unsigned long n = atomic_load(&total);
   check("writes", n > 0, "no write (%lu)", n);
   return verdict();
