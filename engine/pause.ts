@@ -10,7 +10,8 @@
  * yet), inject-restore (a thread's own mask back, not yet its registers),
  * probe (the mlockall probe page mapped), batch-mid and batch-end (a syscall
  * batch about to run, and ended), precopy-arm (the pre-copy's first freeze
- * over, a process's tracking about to be armed), precopy-pages (each piece
+ * over, a process's tracking about to be armed), precopy-settle (the tracking
+ * armed, the tree frozen by the barrier before the copy), precopy-pages (each piece
  * pre-copied while the tree runs, `--leave-running`), ghosts, pages,
  * precopy-release (the tree thawed, the tracking not yet released), notes, written,
  * manifest, fsync, rename, killed. Restore phases: planned, spawned,

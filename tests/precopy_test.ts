@@ -200,6 +200,7 @@ Deno.test(
 for (
   const [phase, what] of [
     ["precopy-arm", "after the first freeze, before arming the tracking"],
+    ["precopy-settle", "in the barrier freeze after arming the tracking"],
     ["precopy-release", "after the dump's thaw, before releasing the tracking"],
   ]
 ) {
@@ -216,7 +217,7 @@ for (
         ["dump", String(t.pid), "--dir", dir, "--leave-running", "--precopy"],
         phase,
       );
-      if (phase === "precopy-release") {
+      if (phase === "precopy-release" || phase === "precopy-settle") {
         const at = trackingTraces(t.pid, region, pages);
         assert.ok(at.uffdFlags > 0 && at.protectedPages > 0, "the tracking was still there");
       }

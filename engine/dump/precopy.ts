@@ -582,6 +582,7 @@ export class Precopy {
   #settlePins(root: number): void {
     try {
       const tree = freezeTree(root);
+      pausePoint("precopy-settle");
       thawTree(tree);
       this.frozenSeconds += (performance.now() - tree.frozenAt) / 1000;
     } catch {
