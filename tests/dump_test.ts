@@ -662,35 +662,43 @@ Deno.test(
 const diedMessage = (pid: number) =>
   new RegExp(`process ${pid}\\b.*\\b(died|killed|vanished|gone|exited)\\b`);
 
-Deno.test({
-  name:
-    "errors: the target dies mid-dump (library, SIGKILL at the first pages event): one line, no directory",
-  fn: withTargets(async () => {
-    const parent = await freshParent();
-    const t = await startTarget("dump_memory", ["64", "all"]);
-    await t.waitFor(/^ready /m);
-    let killed = false;
-    await assertRejectsOneLine(
-      checkpoint(t.pid, {
-        dir: `${parent}/image`,
-        leaveRunning: true,
-        onEvent: (e) => {
-          if (e.type === "pages" && !killed) {
-            killed = true;
-            rawSyscall(SYS.kill, t.pid, SIGKILL);
-          }
-        },
-      }),
-      diedMessage(t.pid),
-      "target killed mid-dump",
-    );
-    assert.ok(killed, "the pages event came");
-    await sleep(200); // any write still in flight surfaces
-    assertDirHolds(parent, [], "after the failed dump");
-    const st = await t.wait(5000);
-    assert.equal(st.kind === "signaled" ? st.signal : st, SIGKILL);
-  }),
-});
+for (
+  const [variant, precopy, at] of [
+    ["SIGKILL at the first pages event", false, "pages"],
+    // A pre-copied dump reads no page at its freeze when nothing was written since.
+    ["pre-copied, SIGKILL once collected at the freeze", true, "process"],
+  ] as const
+) {
+  Deno.test({
+    name: `errors: the target dies mid-dump (library, ${variant}): one line, no directory`,
+    fn: withTargets(async () => {
+      const parent = await freshParent();
+      const t = await startTarget("dump_memory", ["64", "all"]);
+      await t.waitFor(/^ready /m);
+      let killed = false;
+      await assertRejectsOneLine(
+        checkpoint(t.pid, {
+          dir: `${parent}/image`,
+          leaveRunning: true,
+          precopy,
+          onEvent: (e) => {
+            if (e.type === at && !killed) {
+              killed = true;
+              rawSyscall(SYS.kill, t.pid, SIGKILL);
+            }
+          },
+        }),
+        diedMessage(t.pid),
+        "target killed mid-dump",
+      );
+      assert.ok(killed, `the ${at} event came`);
+      await sleep(200); // any write still in flight surfaces
+      assertDirHolds(parent, [], "after the failed dump");
+      const st = await t.wait(5000);
+      assert.equal(st.kind === "signaled" ? st.signal : st, SIGKILL);
+    }),
+  });
+}
 
 Deno.test({
   name:
