@@ -393,6 +393,16 @@ export function register(uffd: number, vmas: Vma[]): Vma[][] {
   return done;
 }
 
+/**
+ * Regions per PAGEMAP_SCAN call of a write-protecting scan: the kernel's own
+ * region buffer holds 512, and with more room it resumes its walk inside
+ * the call. A second protecting round made that way (the tree running)
+ * lost writes to pages it had passed, and none with at most 512 regions per
+ * call, where cryo resumes from `walk_end` with a new call
+ * (docs/PERFORMANCE.md, "The write tracking under stress").
+ */
+export const PROTECT_SCAN_REGIONS = 512;
+
 /** Write-protects the process's own data pages of registered [start, end), reporting them. */
 export function protectData(
   scanner: PagemapScanner,
@@ -415,7 +425,7 @@ export function protectData(
  */
 export function rearm(pid: number, uffd: number): void {
   const vmas: Vma[] = readMaps(pid).map((m) => ({ ...m, vmFlags: [] }));
-  using scanner = new PagemapScanner(pid);
+  using scanner = new PagemapScanner(pid, PROTECT_SCAN_REGIONS);
   for (const range of register(uffd, vmas)) {
     protectData(scanner, Number(range[0].start), Number(range[range.length - 1].end));
   }
@@ -451,7 +461,7 @@ export function armTracking(pid: number): number {
  * write-protects their data pages and plans them for the copy.
  */
 function armProcess(proc: PrecopyProcess, vmas: Vma[]): void {
-  using scanner = new PagemapScanner(proc.pid);
+  using scanner = new PagemapScanner(proc.pid, PROTECT_SCAN_REGIONS);
   for (const range of register(proc.uffd, vmas)) {
     const start = Number(range[0].start), end = Number(range[range.length - 1].end);
     for (const v of range) proc.registered.push([Number(v.start), Number(v.end)]);
