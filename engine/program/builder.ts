@@ -897,6 +897,21 @@ export function formatProgram(bytes: Uint8Array, baseAddress: bigint): string[] 
 }
 
 /**
+ * {@link describeFailure} of `program`'s failing op, followed by the op's
+ * comment in brackets when it has one (what the op was restoring).
+ */
+export function describeFailedOp(
+  program: { readonly ops: readonly Op[]; readonly opsAddress: bigint },
+  rbx: bigint,
+  rax: bigint,
+): string {
+  const why = describeFailure(program.ops, program.opsAddress, rbx, rax);
+  const i = opIndexAt(rbx, program.opsAddress, program.ops.length);
+  const comment = i >= 0 ? program.ops[i].comment : undefined;
+  return `${why}${comment ? ` [${comment}]` : ""}`;
+}
+
+/**
  * The message the engine shows for a stub stop at FAIL: rbx is the failing
  * op's address, rax its (negative) result.
  */

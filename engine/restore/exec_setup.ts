@@ -19,7 +19,7 @@ import { PTRACE_EVENT } from "../../ffi/wait.ts";
 import { processVmWriteFully } from "../../ffi/process_vm.ts";
 import type { Mapping } from "../model.ts";
 import { RestoreError } from "../errors.ts";
-import { type BuiltProgram, describeFailure, OP_SIZE, ProgramBuilder } from "../program/builder.ts";
+import { type BuiltProgram, describeFailedOp, ProgramBuilder } from "../program/builder.ts";
 import type { Bootstrap } from "./stub.ts";
 import { VDSO_SCRATCH_BYTES } from "./compile.ts";
 
@@ -114,11 +114,8 @@ export function runExecSetup(pid: number, boot: Bootstrap, program: BuiltProgram
     const after = getRegs(pid);
     if (st.event === 0 && st.signal === SIGTRAP && after.rip === boot.doneRip) return;
     if (st.event === 0 && st.signal === SIGTRAP && after.rip === boot.failRip) {
-      const why = describeFailure(program.ops, program.opsAddress, after.rbx, after.rax);
-      const i = Number((after.rbx - program.opsAddress) / BigInt(OP_SIZE));
-      throw new RestoreError(
-        `restore of process ${pid} failed at its exec: ${why} [${program.ops[i]?.comment}]`,
-      );
+      const why = describeFailedOp(program, after.rbx, after.rax);
+      throw new RestoreError(`restore of process ${pid} failed at its exec: ${why}`);
     }
     throw new RestoreError(
       `restore of process ${pid} failed at its exec: stop (signal ${st.signal}, event ${st.event}) at 0x${

@@ -52,7 +52,7 @@ import { errnoName } from "../../ffi/errno.ts";
 import { decodeBase64 } from "../base64.ts";
 import type { ProcessImage } from "../model.ts";
 import { RestoreError } from "../errors.ts";
-import { describeFailure } from "../program/builder.ts";
+import { describeFailedOp, describeFailure } from "../program/builder.ts";
 import type { CompiledProcess } from "./compile.ts";
 import type { Bootstrap } from "./stub.ts";
 import { removeLauncher, spawnLauncher, writeLauncher } from "./launcher.ts";
@@ -385,12 +385,8 @@ export class RestoreSession {
       return;
     }
     if (regs.rip === boot.failRip) {
-      const why = describeFailure(boot.restore.ops, boot.restore.opsAddress, regs.rbx, regs.rax);
-      const i = Number((regs.rbx - boot.restore.opsAddress) / 64n);
-      const comment = boot.restore.ops[i]?.comment;
-      throw new RestoreError(
-        `restore of process ${tid} failed: ${why}${comment ? ` [${comment}]` : ""}`,
-      );
+      const why = describeFailedOp(boot.restore, regs.rbx, regs.rax);
+      throw new RestoreError(`restore of process ${tid} failed: ${why}`);
     }
     throw new RestoreError(`process ${tid}: unexpected SIGTRAP at 0x${regs.rip.toString(16)}`);
   }

@@ -22,7 +22,7 @@ import { SYS } from "../../ffi/sysno.ts";
 import { errnoName } from "../../ffi/errno.ts";
 import type { ProcessImage } from "../model.ts";
 import { RestoreError } from "../errors.ts";
-import { describeFailure, OP_SIZE } from "../program/builder.ts";
+import { describeFailedOp, OP_SIZE } from "../program/builder.ts";
 import type { Bootstrap } from "../restore/stub.ts";
 import { type CredsSections, PR, readThreadCreds, SECBIT_KEEP_CAPS } from "./creds.ts";
 import { credsDifferences } from "./creds_check.ts";
@@ -82,10 +82,7 @@ export function sectionRun(tid: number, boot: Bootstrap, op: number): Run {
     check: (st, after) => {
       if (st.signal === SIGTRAP && after.rip === boot.doneRip) return null;
       if (st.signal === SIGTRAP && after.rip === boot.failRip) {
-        const why = describeFailure(program.ops, program.opsAddress, after.rbx, after.rax);
-        const i = Number((after.rbx - program.opsAddress) / BigInt(OP_SIZE));
-        const comment = program.ops[i]?.comment;
-        return `${why}${comment ? ` [${comment}]` : ""}`;
+        return describeFailedOp(program, after.rbx, after.rax);
       }
       return `unexpected stop (signal ${st.signal}) at 0x${after.rip.toString(16)}`;
     },
