@@ -20,7 +20,12 @@ import { readImage } from "../engine/inspect.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
 import { adoptPid, withTargets } from "./helpers/targets.ts";
-import { RT_PRECOPY_CHECKS, RT_PRECOPY_READY, trackingTraces } from "./helpers/tracking.ts";
+import {
+  assertNoTracking,
+  RT_PRECOPY_CHECKS,
+  RT_PRECOPY_READY,
+  trackingTraces,
+} from "./helpers/tracking.ts";
 
 Deno.test(
   "a final dump killing the tree: tracking left to the kill, none in the image, none restored, exact",
@@ -53,8 +58,7 @@ Deno.test(
     for (const pid of tree.pids) if (pid !== t.pid) adoptPid(pid);
     const restored = trackingTraces(t.pid, region, pages);
     assert.deepEqual(restored.fds, before.fds, "the restored process has its own fds only");
-    assert.equal(restored.uffdFlags, 0, "no mapping registered with a userfaultfd");
-    assert.equal(restored.protectedPages, 0, "no write-protected page");
+    assertNoTracking(restored);
     await Deno.writeTextFile(trigger, "");
     assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), {
       what: "restored via the chain",
@@ -88,8 +92,7 @@ Deno.test(
       assert.equal(t.poll(), undefined, "the target runs on");
       const after = trackingTraces(t.pid, region, pages);
       assert.deepEqual(after.fds, before.fds, `its own fds only (leaveRunning ${leaveRunning})`);
-      assert.equal(after.uffdFlags, 0, "no mapping registered with a userfaultfd");
-      assert.equal(after.protectedPages, 0, "no write-protected page");
+      assertNoTracking(after);
     }
     await Deno.writeTextFile(trigger, "");
     assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), { what: "original" });

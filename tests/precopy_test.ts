@@ -25,7 +25,12 @@ import { restore } from "../engine/restore/mod.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
 import { adoptPid, withTargets } from "./helpers/targets.ts";
-import { RT_PRECOPY_CHECKS, RT_PRECOPY_READY, trackingTraces } from "./helpers/tracking.ts";
+import {
+  assertNoTracking,
+  RT_PRECOPY_CHECKS,
+  RT_PRECOPY_READY,
+  trackingTraces,
+} from "./helpers/tracking.ts";
 import { pathExists, tempDir } from "./helpers/fs.ts";
 import { startPaused } from "./helpers/kill_anywhere.ts";
 
@@ -51,8 +56,7 @@ Deno.test(
     const after = trackingTraces(t.pid, region, pages);
     assert.deepEqual(after.fds, before.fds, "the same fds after the dump");
     assert.equal(after.maps, before.maps, "the same mappings after the dump");
-    assert.equal(after.uffdFlags, 0, "no mapping registered with a userfaultfd");
-    assert.equal(after.protectedPages, 0, "no write-protected page");
+    assertNoTracking(after);
 
     // The original runs on, writes, and checks itself.
     await Deno.writeTextFile(trigger, "");
@@ -79,8 +83,7 @@ Deno.test(
     const dump = await checkpoint(t.pid, { dir, leaveRunning: true, precopy: true });
     assert.ok(dump.stats.precopy, "the dump pre-copied");
     const after = trackingTraces(t.pid, region, pages);
-    assert.equal(after.uffdFlags, 0, "no mapping registered with a userfaultfd");
-    assert.equal(after.protectedPages, 0, "no write-protected page");
+    assertNoTracking(after);
     await Deno.writeTextFile(trigger, "");
     assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), {
       what: "original after the dump",
@@ -156,8 +159,7 @@ Deno.test(
     const out = await paused.output;
     assert.equal(out.code, 0, out.stderr);
     const after = trackingTraces(t.pid, region, pages);
-    assert.equal(after.uffdFlags, 0, "no mapping registered with a userfaultfd");
-    assert.equal(after.protectedPages, 0, "no write-protected page");
+    assertNoTracking(after);
     await Deno.writeTextFile(trigger, "");
     assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), { what: "original" });
     const tree = await restore(dir);
@@ -199,8 +201,7 @@ for (
       const after = trackingTraces(t.pid, region, pages);
       assert.deepEqual(after.fds, before.fds, "the same fds");
       assert.equal(after.maps, before.maps, "the same mappings");
-      assert.equal(after.uffdFlags, 0, "no mapping registered with a userfaultfd");
-      assert.equal(after.protectedPages, 0, "no write-protected page");
+      assertNoTracking(after);
       await Deno.writeTextFile(trigger, "");
       assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), {
         what: "original after the killed dump",

@@ -5,6 +5,7 @@
  * @module
  */
 
+import assert from "node:assert/strict";
 import { PM, readPagemap } from "../../engine/proc/pagemap.ts";
 
 /** rt_precopy's ready line: pid, its region's address and page count. */
@@ -30,4 +31,14 @@ export function trackingTraces(pid: number, region: bigint, pages: number) {
   let protectedPages = 0;
   for (let i = 0; i < e.length; i++) if (e.hi(i) & PM.UFFD_WP) protectedPages++;
   return { fds, maps, uffdFlags, protectedPages };
+}
+
+/** Asserts that `traces` show no tracking left: no userfaultfd VmFlag, no write-protected page. */
+export function assertNoTracking(
+  traces: { uffdFlags: number; protectedPages: number },
+  what = "",
+): void {
+  const at = what ? ` (${what})` : "";
+  assert.equal(traces.uffdFlags, 0, `no mapping registered with a userfaultfd${at}`);
+  assert.equal(traces.protectedPages, 0, `no write-protected page${at}`);
 }
