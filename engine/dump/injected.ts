@@ -301,21 +301,8 @@ export class InjectionSession {
     const bytes = n * PAGE;
     const main = plan[0].t;
     // The main thread holds the munmap of the whole mapping while it is made.
-    main.armUndo(SYS.munmap, at, bytes);
     this.#current = main;
-    let r: bigint;
-    try {
-      r = this.call(this.pid, SYS.mmap, at, bytes, PROT_READ | PROT_EXEC, MAP_BATCH, -1, 0);
-    } catch (e) {
-      main.disarmUndo();
-      this.call(this.pid, SYS.munmap, at, bytes);
-      throw e;
-    }
-    if (r !== at) {
-      main.disarmUndo(); // an error mapped nothing (EEXIST: the pages there are not ours)
-      if (r >= 0n) this.call(this.pid, SYS.munmap, r, bytes);
-      return undefined;
-    }
+    if (!this.#mapCode(main, this.pid, at, bytes)) return undefined;
     const page = (k: number) => at + BigInt(k * PAGE);
     let first: unknown;
     let started = 0;
@@ -377,6 +364,28 @@ export class InjectionSession {
   }
 
   /**
+   * Maps `bytes` of code pages at `at` from `tid` (run by `t`, the current
+   * thread), with their munmap armed as `t`'s undo first; false (undo
+   * disarmed, nothing left mapped) when the kernel put them elsewhere or
+   * refused (EEXIST: the pages there are not ours).
+   */
+  #mapCode(t: CrashSafeThread, tid: number, at: bigint, bytes: number): boolean {
+    t.armUndo(SYS.munmap, at, bytes);
+    let r: bigint;
+    try {
+      r = this.call(tid, SYS.mmap, at, bytes, PROT_READ | PROT_EXEC, MAP_BATCH, -1, 0);
+    } catch (e) {
+      t.disarmUndo();
+      this.call(tid, SYS.munmap, at, bytes);
+      throw e;
+    }
+    if (r === at) return true;
+    t.disarmUndo();
+    if (r >= 0n) this.call(tid, SYS.munmap, r, bytes);
+    return false;
+  }
+
+  /**
    * Makes `t` the current thread with the batch page mapped and its munmap
    * armed as `t`'s undo (only the thread that runs the code may hold it: an
    * undo run by another thread could unmap the code under it); maps the
@@ -403,18 +412,7 @@ export class InjectionSession {
     }
     const at = this.#batchAt ??= freePage(this.pid, 1, this.areas) ?? 0n;
     if (at === 0n) return undefined;
-    t.armUndo(SYS.munmap, at, PAGE);
-    let r: bigint;
-    try {
-      r = this.call(t.tid, SYS.mmap, at, PAGE, PROT_READ | PROT_EXEC, MAP_BATCH, -1, 0);
-    } catch (e) {
-      t.disarmUndo();
-      this.call(t.tid, SYS.munmap, at, PAGE);
-      throw e;
-    }
-    if (r !== at) {
-      t.disarmUndo(); // an error mapped nothing (EEXIST: the page there is not ours)
-      if (r >= 0n) this.call(t.tid, SYS.munmap, r, PAGE);
+    if (!this.#mapCode(t, t.tid, at, PAGE)) {
       this.#batchAt = 0n;
       return undefined;
     }
