@@ -50,6 +50,7 @@ import { writeManifest } from "../image/manifest.ts";
 import { BootstrapBuilder, messageProgram } from "../restore/stub.ts";
 import { Precopy, type PrecopyProcess } from "./precopy.ts";
 import { precopyPays } from "./precopy_policy.ts";
+import { precopyTree } from "./precopy_lanes.ts";
 import { planPages, savePlanned } from "./plan.ts";
 import { readStatus } from "../proc/status.ts";
 import { readStat } from "../proc/stat.ts";
@@ -375,8 +376,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       (opts.precopy === true || opts.preDump === true || precopyPays(pid).pays)
     ) {
       chain.touched = opts.preDump === true;
-      precopy = Precopy.start(pid, tmp, opts.preDump === true);
-      await precopy.copy();
+      precopy = await precopyTree(pid, tmp, opts.preDump === true); // on two lanes when it pays
       opts.onEvent?.({
         type: "precopied",
         bytes: precopy.bytes,

@@ -7,6 +7,8 @@
  * says why not a shared mapping of the file, as before).
  *
  * Page data is written sequentially from the image's page region.
+ * {@link LanePageWriter} is the same over a buffer and files that a copy
+ * lane (engine/dump/copy_lanes.ts) keeps for all the segments it copies.
  *
  * @module
  */
@@ -70,6 +72,71 @@ export class BufferPageWriter implements PageWriter {
   close(): Promise<void> {
     this.#at = -1;
     this.#file.close();
+    return Promise.resolve();
+  }
+
+  abort(): Promise<void> {
+    return this.close();
+  }
+}
+
+/**
+ * Files of one copy lane, opened once each and closed together: a lane
+ * copies many segments of few image files.
+ */
+export class LaneFiles {
+  readonly #files = new Map<string, PageFile>();
+
+  /** The file at `path` (opened on first use). */
+  get(path: string): PageFile {
+    let f = this.#files.get(path);
+    if (!f) {
+      f = PageFile.open(path);
+      this.#files.set(path, f);
+    }
+    return f;
+  }
+
+  /** Closes every file. */
+  close(): void {
+    for (const f of this.#files.values()) f.close();
+    this.#files.clear();
+  }
+}
+
+/**
+ * A {@link PageWriter} over a lane's page-aligned buffer and one of its
+ * files: like {@link BufferPageWriter}, but closing it leaves both to the
+ * lane, for its next segment.
+ */
+export class LanePageWriter implements PageWriter {
+  readonly size: number;
+  readonly #file: PageFile;
+  readonly #buffer: Uint8Array;
+  #at = -1;
+
+  /** Writes into `file` through `buffer` (page aligned: ffi/page_file.ts). */
+  constructor(file: PageFile, buffer: Uint8Array) {
+    this.size = buffer.length;
+    this.#file = file;
+    this.#buffer = buffer;
+  }
+
+  acquire(offset: number): Uint8Array {
+    this.#at = offset;
+    return this.#buffer;
+  }
+
+  submit(length: number, offset: number): void {
+    if (offset !== this.#at) {
+      throw new Error(`page buffer for ${this.#at} submitted for ${offset}`);
+    }
+    this.#file.writeAt(offset, this.#buffer.subarray(0, length));
+    this.#at = -1;
+  }
+
+  close(): Promise<void> {
+    this.#at = -1;
     return Promise.resolve();
   }
 
