@@ -1,14 +1,15 @@
 /**
  * The worker side of {@link CopyLanes} (copy_lanes.ts): a second copy lane
  * with its own page-aligned buffer, FFI handles and file descriptors. For
- * each request it claims segments from the shared counter until none is
- * left, copies each, and answers each with its result or its error (after
+ * each request it claims segments from the back (lane_claims.ts)
+ * until none is left, copies each, and answers each with its result or its error (after
  * an error it sets the stop flag and claims no more).
  *
  * @module
  */
 
 import type { LaneReply, LaneRequest } from "./copy_lanes.ts";
+import { claimSegment } from "./lane_claims.ts";
 import { copySegment, newLane } from "./precopy_copy.ts";
 
 // deno-lint-ignore no-explicit-any
@@ -21,8 +22,8 @@ scope.onmessage = async (e: MessageEvent<LaneRequest>) => {
   const lane = newLane();
   try {
     while (Atomics.load(ctl, 1) === 0) {
-      const index = Atomics.add(ctl, 0, 1);
-      if (index >= segments.length) break;
+      const index = claimSegment(ctl, true);
+      if (index < 0) break;
       try {
         reply({ call, index, result: await copySegment(segments[index], lane) });
       } catch (err) {

@@ -34,6 +34,7 @@ import {
   type SegmentResult,
 } from "./precopy_copy.ts";
 import { pausePoint } from "../pause.ts";
+import { claimSegment, MAX_SEGMENTS, stopClaims } from "./lane_claims.ts";
 import { sourceURL } from "../modules.ts";
 
 /** Below this many bytes to copy, one lane (the worker's start-up costs more than it saves). */
@@ -42,16 +43,13 @@ export const LANE_MIN_BYTES = 96 << 20;
 /** Size of a segment: small enough that the lanes end close together. */
 export const SEGMENT_BYTES = 16 << 20;
 
-/** A claim counter past any segment: set by whichever lane stops the copy. */
-export const STOP = 0x3fffffff;
-
 /** Message to the worker: copy what you can claim of `segments`. */
 export interface LaneRequest {
   call: number;
   segments: CopySegment[];
   /**
-   * Int32Array over it: [0] the next segment to claim (`Atomics.add`;
-   * {@link STOP}: none), [1] set to 1 by a worker whose segment failed.
+   * Int32Array over it: [0] the claims (lane_claims.ts), [1] set to 1
+   * by a worker whose segment failed.
    */
   control: SharedArrayBuffer;
 }
@@ -144,10 +142,13 @@ export class CopyLanes {
   async copy(jobs: readonly CopyJob[], opts: LaneOptions = {}): Promise<CopyResult[]> {
     await createJobFiles(jobs);
     const total = jobs.reduce((n, j) => n + jobBytes(j), 0);
-    const segments = segmentJobs(jobs, opts.segmentBytes ?? SEGMENT_BYTES);
+    let size = opts.segmentBytes ?? SEGMENT_BYTES;
+    while (Math.ceil(total / size) + jobs.length > MAX_SEGMENTS) size *= 2;
+    const segments = segmentJobs(jobs, size);
     const results: (SegmentResult | undefined)[] = segments.map(() => undefined);
     const control = new SharedArrayBuffer(8);
     const ctl = new Int32Array(control);
+    ctl[0] = segments.length << 16;
     const call = ++this.#calls;
     const useWorker = !this.#dead && total >= (opts.minBytes ?? LANE_MIN_BYTES);
     // The worker's answers; `wake` re-checks what the copy waits for after each.
@@ -177,8 +178,8 @@ export class CopyLanes {
       for (;;) {
         if (opts.mainLane === false && useWorker) break;
         if (Atomics.load(ctl, 1) !== 0) break; // the worker failed
-        const i = Atomics.add(ctl, 0, 1);
-        if (i >= segments.length) break;
+        const i = claimSegment(ctl, false);
+        if (i < 0) break;
         mine.add(i);
         results[i] = await copySegment(segments[i], lane, () => pausePoint("precopy-pages"));
       }
@@ -190,13 +191,13 @@ export class CopyLanes {
     if (useWorker && opts.mainLane === false) {
       await until(() => answered.size === segments.length || workerError !== undefined);
     }
-    // No claim succeeds from now on; the old value says how many were claimed.
-    const claimed = Math.min(Atomics.exchange(ctl, 0, STOP), segments.length);
+    // No claim succeeds from now on; the worker claimed [end, length).
+    const [, end] = stopClaims(ctl);
     if (useWorker) {
       // Nothing may still be writing when this returns or throws: every segment
       // the worker claimed is answered (or the worker is gone).
       await until(() => {
-        for (let i = 0; i < claimed; i++) if (!mine.has(i) && !answered.has(i)) return false;
+        for (let i = end; i < segments.length; i++) if (!answered.has(i)) return false;
         return true;
       });
     }

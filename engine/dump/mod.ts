@@ -48,7 +48,7 @@ import { checksumAround, crc32Combine } from "../image/checksum.ts";
 import { streamedPageBlocks } from "./page_blocks.ts";
 import { writeManifest } from "../image/manifest.ts";
 import { BootstrapBuilder, messageProgram } from "../restore/stub.ts";
-import { Precopy, type PrecopyProcess } from "./precopy.ts";
+import type { Precopy, PrecopyProcess } from "./precopy.ts";
 import { precopyPays } from "./precopy_policy.ts";
 import { precopyTree } from "./precopy_lanes.ts";
 import { planPages, savePlanned } from "./plan.ts";
