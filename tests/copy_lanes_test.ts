@@ -16,7 +16,8 @@
 
 import assert from "node:assert/strict";
 import * as zlib from "node:zlib";
-import { CopyLanes } from "../engine/dump/copy_lanes.ts";
+import { CopyLanes, lanesAvailable } from "../engine/dump/copy_lanes.ts";
+import { claimSegment, stopClaims } from "../engine/dump/lane_claims.ts";
 import {
   type CopiedRun,
   type CopyJob,
@@ -116,6 +117,33 @@ Deno.test("segments start at block boundaries and cover the job in file order", 
     });
   }
   assert.throws(() => segmentJobs([job], 4096), /segment size/);
+});
+
+Deno.test("a second lane only with an idle CPU: two CPUs, load and pressure low", () => {
+  assert.equal(lanesAvailable({ cpus: 2, load1: 0.4, pressure10: 3 }), true);
+  assert.equal(lanesAvailable({ cpus: 2, load1: 0.4 }), true);
+  assert.equal(lanesAvailable({ cpus: 1, load1: 0.1, pressure10: 0 }), false);
+  assert.equal(lanesAvailable({ cpus: 2, load1: 2.5, pressure10: 3 }), false);
+  assert.equal(lanesAvailable({ cpus: 2, load1: 0.4, pressure10: 80 }), false);
+});
+
+Deno.test("the lanes claim from opposite ends, each segment once; a stop says what is left", () => {
+  const ctl = new Int32Array(new SharedArrayBuffer(8));
+  ctl[0] = 5 << 16;
+  assert.deepEqual([0, 1, 2, 3, 4, 5].map((k) => claimSegment(ctl, k % 2 === 1)), [
+    0,
+    4,
+    1,
+    3,
+    2,
+    -1,
+  ]);
+  ctl[0] = 6 << 16;
+  assert.equal(claimSegment(ctl, false), 0);
+  assert.equal(claimSegment(ctl, true), 5);
+  assert.deepEqual(stopClaims(ctl), [1, 5]);
+  assert.equal(claimSegment(ctl, false), -1);
+  assert.equal(claimSegment(ctl, true), -1);
 });
 
 Deno.test("two copy lanes write the same files and block CRCs as one", async () => {

@@ -36,9 +36,10 @@ import {
 import { pausePoint } from "../pause.ts";
 import { claimSegment, MAX_SEGMENTS, stopClaims } from "./lane_claims.ts";
 import { sourceURL } from "../modules.ts";
+import { type CpuLoad, cpuLoad } from "../proc/cpu_load.ts";
 
 /** Below this many bytes to copy, one lane (the worker's start-up costs more than it saves). */
-export const LANE_MIN_BYTES = 96 << 20;
+export const LANE_MIN_BYTES = 128 << 20;
 
 /** Size of a segment: small enough that the lanes end close together. */
 export const SEGMENT_BYTES = 16 << 20;
@@ -72,9 +73,19 @@ export interface LaneOptions {
   mainLane?: boolean;
 }
 
-/** Whether two lanes may pay here: at least two CPUs online. */
-export function lanesAvailable(): boolean {
-  return (navigator.hardwareConcurrency ?? 1) >= 2;
+/** Above this CPU pressure (PSI "some avg10", percent), no second lane. */
+export const LANE_MAX_PRESSURE = 40;
+
+/**
+ * Whether a second lane may find an idle CPU: two CPUs or more, a load
+ * average below their number and, where the kernel reports it, CPU
+ * pressure below {@link LANE_MAX_PRESSURE}. On a busy machine the worker
+ * would only add its start-up and its share of the copy's CPU to what the
+ * other processes wait for (docs/PERFORMANCE.md, "Copy lanes").
+ */
+export function lanesAvailable(load: CpuLoad = cpuLoad()): boolean {
+  return load.cpus >= 2 && load.load1 < load.cpus &&
+    (load.pressure10 === undefined || load.pressure10 < LANE_MAX_PRESSURE);
 }
 
 /** Two copy lanes: this thread and a worker thread. */
