@@ -38,8 +38,12 @@ import { claimSegment, MAX_SEGMENTS, stopClaims } from "./lane_claims.ts";
 import { sourceURL } from "../modules.ts";
 import { type CpuLoad, cpuLoad } from "../proc/cpu_load.ts";
 
-/** Below this many bytes to copy, one lane (the worker's start-up costs more than it saves). */
-export const LANE_MIN_BYTES = 128 << 20;
+/**
+ * Below this many bytes to copy, one lane: the worker's creation blocks
+ * cryo's thread 20 to 40 ms, and two lanes save about 40% of a copy of
+ * 0.8 ms per MiB (docs/PERFORMANCE.md, "Copy lanes").
+ */
+export const LANE_MIN_BYTES = 256 << 20;
 
 /** Size of a segment: small enough that the lanes end close together. */
 export const SEGMENT_BYTES = 16 << 20;
