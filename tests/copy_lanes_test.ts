@@ -119,11 +119,13 @@ Deno.test("segments start at block boundaries and cover the job in file order", 
   assert.throws(() => segmentJobs([job], 4096), /segment size/);
 });
 
-Deno.test("a second lane only with an idle CPU: two CPUs, load and pressure low", () => {
+Deno.test("a second lane only with an idle CPU: two CPUs, CPU pressure and load low", () => {
   assert.equal(lanesAvailable({ cpus: 2, load1: 0.4, pressure10: 3 }), true);
   assert.equal(lanesAvailable({ cpus: 2, load1: 0.4 }), true);
+  assert.equal(lanesAvailable({ cpus: 2, load1: 2.5 }), false);
+  assert.equal(lanesAvailable({ cpus: 2, load1: 2.5, pressure10: 5 }), true);
+  assert.equal(lanesAvailable({ cpus: 2, load1: 4.5, pressure10: 5 }), false);
   assert.equal(lanesAvailable({ cpus: 1, load1: 0.1, pressure10: 0 }), false);
-  assert.equal(lanesAvailable({ cpus: 2, load1: 2.5, pressure10: 3 }), false);
   assert.equal(lanesAvailable({ cpus: 2, load1: 0.4, pressure10: 80 }), false);
 });
 

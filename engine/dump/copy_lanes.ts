@@ -81,15 +81,18 @@ export interface LaneOptions {
 export const LANE_MAX_PRESSURE = 40;
 
 /**
- * Whether a second lane may find an idle CPU: two CPUs or more, a load
- * average below their number and, where the kernel reports it, CPU
- * pressure below {@link LANE_MAX_PRESSURE}. On a busy machine the worker
- * would only add its start-up and its share of the copy's CPU to what the
- * other processes wait for (docs/PERFORMANCE.md, "Copy lanes").
+ * Whether a second lane may find an idle CPU: two CPUs or more and CPU
+ * pressure below {@link LANE_MAX_PRESSURE} with a load average below twice
+ * their number (a dump's own two lanes, its target and the commands run
+ * before it raise the load average of a quiet machine, not its pressure);
+ * without PSI, a load average below their number. On a busy machine the
+ * worker would only add its start-up and its share of the copy's CPU to
+ * what the other processes wait for (docs/PERFORMANCE.md, "Copy lanes").
  */
 export function lanesAvailable(load: CpuLoad = cpuLoad()): boolean {
-  return load.cpus >= 2 && load.load1 < load.cpus &&
-    (load.pressure10 === undefined || load.pressure10 < LANE_MAX_PRESSURE);
+  if (load.cpus < 2) return false;
+  if (load.pressure10 === undefined) return load.load1 < load.cpus;
+  return load.pressure10 < LANE_MAX_PRESSURE && load.load1 < 2 * load.cpus;
 }
 
 /** Two copy lanes: this thread and a worker thread. */
