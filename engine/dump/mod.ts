@@ -54,6 +54,7 @@ import { planPages, savePlanned } from "./plan.ts";
 import { readStatus } from "../proc/status.ts";
 import { readStat } from "../proc/stat.ts";
 import { readFds } from "../proc/fds.ts";
+import { readLocksOffThread } from "../proc/locks.ts";
 import { freezeTree, type FrozenTree, thawTree } from "./freeze.ts";
 import { collectProcess, describeFd, pipeTopology } from "./process.ts";
 import { markSharedDescriptions } from "../fds/descriptions.ts";
@@ -384,6 +385,9 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       });
     }
     tree = freezeTree(pid);
+    // Read while frozen, on another thread: its grace-period wait overlaps the collect.
+    const locks = readLocksOffThread();
+    locks.catch(() => {}); // awaited below, or dropped with a failed dump
     chain.onFrozen();
     // Keeps the pre-copied pages not written since, and removes the tracking.
     precopy?.validate();
@@ -447,7 +451,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     );
     checkSharedTables(described.map((d) => d.p.pid), refusals);
     for (const d of described) checkProcessPaths(d.image, refusals);
-    checkUnattachedLocks(described.map((d) => d.image), refusals);
+    checkUnattachedLocks(described.map((d) => d.image), refusals, await locks);
     checkFdOwners(described.map((d) => d.image), refusals);
     refuseSharedAcrossTree(described.map((d) => d.image), refusals);
     sockets.finish(refusals);

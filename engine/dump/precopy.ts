@@ -63,6 +63,7 @@ import { CRC_BLOCK } from "./memory.ts";
 import { crc32Combine } from "../image/checksum.ts";
 import { type CopiedRun, type CopyJob, copyPlanned, type CopyResult } from "./precopy_copy.ts";
 import { splitAtWritten } from "./written_ranges.ts";
+import { dataAndWrittenOffThread, scanSegments } from "./data_scan.ts";
 import { BOOTSTRAP_FILE_OFFSET } from "../image/writer.ts";
 import {
   beginLifting,
@@ -215,7 +216,7 @@ export class PrecopyProcess {
       const maps = readMaps(this.pid).filter((m) => m.path !== "[vsyscall]");
       const start = Number(maps[0].start), end = Number(maps[maps.length - 1].end);
       using scanner = new PagemapScanner(this.pid);
-      const scan = await scanner.dataAndWrittenOffThread(start, end);
+      const scan = await dataAndWrittenOffThread(scanner, scanSegments(maps));
       written = scan.written;
       this.scanned = { start, end, regions: scan.regions };
     } catch {
