@@ -55,7 +55,7 @@ for (
         assert.ok(whole.some((r) => !r.anon), "some file pages");
         assert.deepEqual(dataRegions(scanner, segments), whole);
         assert.deepEqual(
-          await dataAndWrittenOffThread(scanner, segments),
+          await dataAndWrittenOffThread(t.pid, segments),
           scanner.dataAndWritten(lo, hi),
         );
       } finally {

@@ -173,6 +173,11 @@ for (
   const [phase, what] of [
     ["precopy-arm", "after the first freeze, before arming the tracking"],
     ["precopy-settle", "in the barrier freeze after arming the tracking"],
+    // The collect's rehearsal in the barrier freeze (engine/dump/rehearsal.ts): the first
+    // freeze makes two injected syscalls, so the third is the rehearsal's first.
+    ["inject-mid:3", "in the collect's rehearsal, an injected syscall's registers set"],
+    ["batch-mid", "in the collect's rehearsal, inside its syscall batch"],
+    ["probe", "in the collect's rehearsal, the mlockall probe page mapped"],
     // The second piece: the copy is under way, the tree runs, its pages are write-protected.
     ["precopy-pages:2", "during the pre-copy's page copy"],
     ["precopy-release", "after the dump's thaw, before releasing the tracking"],
@@ -194,6 +199,14 @@ for (
       if (phase !== "precopy-arm") {
         const at = trackingTraces(t.pid, region, pages);
         assert.ok(at.uffdFlags > 0 && at.protectedPages > 0, "the tracking was there");
+      }
+      if (!phase.startsWith("precopy-")) {
+        // Still in the barrier: nothing pre-copied yet.
+        const base = dir.slice(0, dir.lastIndexOf("/"));
+        const files = [...Deno.readDirSync(base)].flatMap((d) =>
+          d.isDirectory ? [...Deno.readDirSync(`${base}/${d.name}`)].map((e) => e.name) : []
+        );
+        assert.deepEqual(files, [], "killed before the pre-copy's page copy");
       }
       paused.child.kill("SIGKILL");
       await paused.output;

@@ -20,7 +20,7 @@
 import { PAGE_IS } from "../../ffi/probe.ts";
 import type { ScanTest } from "../../ffi/pagemap_scan.ts";
 import type { MapEntry } from "../proc/maps.ts";
-import type { DataAndWritten, PagemapScanner, ScanRegion } from "../proc/pagemap_scan.ts";
+import { type DataAndWritten, PagemapScanner, type ScanRegion } from "../proc/pagemap_scan.ts";
 
 /** A stretch of the address space walked with one test. */
 export interface ScanSegment {
@@ -92,29 +92,44 @@ class Collector {
 }
 
 /**
- * The data pages of `segments` (as {@link PagemapScanner.dataRegions}
- * finds them) and which were written since write-protected (as
- * {@link PagemapScanner.dataAndWritten}), walked on another thread, one
- * ioctl per segment at least. Throws when a call fails.
+ * The data pages of `segments` of process `pid` (as
+ * {@link PagemapScanner.dataRegions} finds them) and which were written
+ * since write-protected (as {@link PagemapScanner.dataAndWritten}), walked
+ * on other threads: all segments at once, each with its own buffer, so that
+ * none waits for the main thread to take the previous one's result (it
+ * works meanwhile). Throws when a call fails.
  */
 export async function dataAndWrittenOffThread(
-  scanner: PagemapScanner,
+  pid: number,
   segments: readonly ScanSegment[],
 ): Promise<DataAndWritten> {
-  const c = new Collector();
-  for (const seg of segments) {
-    const ok = await scanner.scanOffThread(
-      seg.start,
-      seg.end,
-      testOf(seg, true),
-      (s, e, cat) => c.add(s, e, cat, seg.plainAnon),
-    );
-    // A failed call: again here, for its errno.
-    if (!ok) scanner.scan(seg.start, seg.end, testOf(seg, true), () => {});
-    if (!ok) throw new Error(`PAGEMAP_SCAN of process ${scanner.pid} failed`);
+  const found: [number, number, number][][] = segments.map(() => []);
+  const scanners = segments.map(() => new PagemapScanner(pid, SEGMENT_REGIONS));
+  try {
+    const ok = await Promise.all(segments.map((seg, i) =>
+      scanners[i].scanOffThread(
+        seg.start,
+        seg.end,
+        testOf(seg, true),
+        (s, e, c) => found[i].push([s, e, c]),
+      )
+    ));
+    const c = new Collector();
+    for (let i = 0; i < segments.length; i++) {
+      const seg = segments[i];
+      // A failed call: again here, for its errno.
+      if (!ok[i]) scanners[i].scan(seg.start, seg.end, testOf(seg, true), () => {});
+      if (!ok[i]) throw new Error(`PAGEMAP_SCAN of process ${pid} failed`);
+      for (const [s, e, cat] of found[i]) c.add(s, e, cat, seg.plainAnon);
+    }
+    return { regions: c.regions, written: c.written };
+  } finally {
+    for (const sc of scanners) sc.close();
   }
-  return { regions: c.regions, written: c.written };
 }
+
+/** Regions per call of a segment's walk (more need another call, after the main thread's turn). */
+const SEGMENT_REGIONS = 1024;
 
 /** The data pages of `segments`, as {@link PagemapScanner.dataRegions} finds them. */
 export function dataRegions(

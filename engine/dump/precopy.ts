@@ -55,7 +55,7 @@ import { signed, type UserRegs } from "../../ffi/regs.ts";
 import type { ProcessImage } from "../model.ts";
 import { readFds } from "../proc/fds.ts";
 import { PagemapScanner, type ScanRegion } from "../proc/pagemap_scan.ts";
-import { freezeTree, thawTree } from "./freeze.ts";
+import { freezeTree, type FrozenTree, thawTree } from "./freeze.ts";
 import { withInjection } from "./injected.ts";
 import { bootstrapSizeFor, classifyVma, pagePolicy, refusedMapping, type Vma } from "./vmas.ts";
 import * as zlib from "node:zlib";
@@ -215,8 +215,7 @@ export class PrecopyProcess {
       // pages the dump plans from (nothing changes while the tree is frozen).
       const maps = readMaps(this.pid).filter((m) => m.path !== "[vsyscall]");
       const start = Number(maps[0].start), end = Number(maps[maps.length - 1].end);
-      using scanner = new PagemapScanner(this.pid);
-      const scan = await dataAndWrittenOffThread(scanner, scanSegments(maps));
+      const scan = await dataAndWrittenOffThread(this.pid, scanSegments(maps));
       written = scan.written;
       this.scanned = { start, end, regions: scan.regions };
     } catch {
@@ -506,7 +505,13 @@ export class Precopy {
    * process where that fails is not pre-copied. With `keep` (a pre-dump)
    * each process also keeps a copy of its userfaultfd (engine/dump/tracking.ts).
    */
-  static start(root: number, dir: string, keep = false): Precopy {
+  static start(
+    root: number,
+    dir: string,
+    keep = false,
+    /** Run in the pin barrier's freeze, after the arming (engine/dump/rehearsal.ts). */
+    inBarrier?: (tree: FrozenTree) => void,
+  ): Precopy {
     const pc = new Precopy();
     const toArm: { proc: PrecopyProcess; vmas: Vma[] }[] = [];
     const tree = freezeTree(root);
@@ -575,7 +580,7 @@ export class Precopy {
         pc.drop(proc.pid); // gone, or changed under us: copied frozen by the dump
       }
     }
-    if (toArm.length) pc.#settlePins(root);
+    if (toArm.length) pc.#settlePins(root, inBarrier);
     return pc;
   }
 
@@ -590,10 +595,13 @@ export class Precopy {
    * them; a read begun after it faults on the protection (reported
    * written). If the tree cannot be frozen, nothing is pre-copied.
    */
-  #settlePins(root: number): void {
+  #settlePins(root: number, inBarrier?: (tree: FrozenTree) => void): void {
     try {
       const tree = freezeTree(root);
       pausePoint("precopy-settle");
+      try {
+        inBarrier?.(tree);
+      } catch { /* only a warm-up */ }
       thawTree(tree);
       this.frozenSeconds += (performance.now() - tree.frozenAt) / 1000;
     } catch {
