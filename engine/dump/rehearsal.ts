@@ -1,34 +1,37 @@
 /**
  * A rehearsal of the collect, run in the pre-copy's pin barrier (a freeze
- * it makes anyway, engine/dump/precopy.ts): the dump's final freeze runs
- * the collect's code for the second time in this process, compiled and
- * with its inline caches warm, instead of for the first time (a CLI dump
- * is a fresh Deno: the cold collect took about twice the warm one,
- * docs/PERFORMANCE.md). What it collects is thrown away: refusals, images,
- * sockets (none are read). It reads what the dump reads, by the same
- * means, so it leaves the tree as a dump left running does; the mappings
- * are taken from /proc/<pid>/maps, not smaps (whose page walk is the
- * costly part at large sizes, and whose flags are not needed here).
+ * it makes anyway, engine/dump/precopy.ts), so that the dump's final freeze
+ * runs the collect's code warm (compiled, inline caches filled) instead of for the first
+ * time: a CLI dump is a fresh Deno, and the cold collect took about three
+ * times the warm one (docs/PERFORMANCE.md, "The final freeze"). What it
+ * collects is thrown away: refusals, images; no socket is read. It reads
+ * what a dump reads, by the same means, so it leaves the tree as a dump
+ * left running does.
  *
  * @module
  */
 
 import { Refusals } from "../support.ts";
-import type { FrozenTree } from "./freeze.ts";
+import type { ProcessImage } from "../model.ts";
 import { collectProcess, pipeTopology } from "./process.ts";
 import { readFds } from "../proc/fds.ts";
 import { readMaps } from "../proc/maps.ts";
 import { isTrackingFd } from "./tracking.ts";
 import { collectLifecycle } from "../task/lifecycle.ts";
-import { rawSyscallOffThread } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { BootstrapBuilder, messageProgram } from "../restore/stub.ts";
+import { checkFdOwners, checkProcessPaths } from "./tree_state.ts";
+import type { FrozenTree } from "./freeze.ts";
+import { rawSyscallOffThread } from "../../ffi/libc.ts";
 
 /**
  * Collects every process of frozen `tree` and discards the result; never
  * throws (a process that cannot be collected now is the dump's business).
  */
-export function rehearseCollect(tree: FrozenTree, optIns?: string[]): void {
+export function rehearseCollect(
+  tree: FrozenTree,
+  optIns?: string[],
+): void {
   try {
     const fdLists = tree.processes.map((p) =>
       readFds(p.pid).filter((f) => !isTrackingFd(p.pid, f.fd))
@@ -37,6 +40,7 @@ export function rehearseCollect(tree: FrozenTree, optIns?: string[]): void {
     tree.processes.forEach((p, i) => {
       try {
         const refusals = new Refusals(optIns);
+        // From maps, not smaps: smaps walks every page (~60 ms at 2 GiB), and no flag is needed here.
         const areas = readMaps(p.pid).map((m) => ({ ...m, vmFlags: [] }));
         const c = collectProcess(
           p.pid,
@@ -48,7 +52,13 @@ export function rehearseCollect(tree: FrozenTree, optIns?: string[]): void {
           undefined,
           areas,
         );
-        collectLifecycle(p, c.image, tree, refusals);
+        const image: ProcessImage = {
+          ...c.image,
+          ...collectLifecycle(p, c.image, tree, refusals),
+          bootstrap: { start: "0x0", size: 0 },
+        };
+        checkProcessPaths(image, refusals);
+        checkFdOwners([image], refusals);
       } catch { /* the dump will tell */ }
     });
   } catch { /* the dump will tell */ }
