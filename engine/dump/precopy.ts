@@ -53,7 +53,6 @@ import { readStatus } from "../proc/status.ts";
 import { getRegs } from "../../ffi/ptrace.ts";
 import { signed, type UserRegs } from "../../ffi/regs.ts";
 import type { ProcessImage } from "../model.ts";
-import { readFds } from "../proc/fds.ts";
 import { PagemapScanner, type ScanRegion } from "../proc/pagemap_scan.ts";
 import { freezeTree, type FrozenTree, thawTree } from "./freeze.ts";
 import { withInjection } from "./injected.ts";
@@ -543,7 +542,8 @@ export class Precopy {
         if (keep) setTrackingFd(p.pid, kept.targetFd);
         let fds = 0;
         try {
-          fds = readFds(p.pid).length;
+          // A count is all the room needs: no fdinfo read per fd while frozen.
+          fds = [...Deno.readDirSync(`/proc/${p.pid}/fd`)].length;
         } catch { /* counted at the dump */ }
         // Room for the bootstrap blob, with a wide margin; a larger blob at the dump drops the pre-copy.
         const room = bootstrapSizeFor(vmas.length + 64, fds + 16, p.threads.length + 4);
