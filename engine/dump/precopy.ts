@@ -593,7 +593,8 @@ export class Precopy {
    * tree waits for every thread to leave its syscall, so every read that
    * pinned pages before the protection has landed before the copy reads
    * them; a read begun after it faults on the protection (reported
-   * written). If the tree cannot be frozen, nothing is pre-copied.
+   * written). If the tree cannot be frozen, nothing is pre-copied. The
+   * freeze also runs `inBarrier` (the collect's rehearsal, engine/dump/rehearsal.ts).
    */
   #settlePins(root: number, inBarrier?: (tree: FrozenTree) => void): void {
     try {
