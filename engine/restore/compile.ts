@@ -80,6 +80,7 @@ import { emitZombieBranches, emitZombies } from "../task/zombies.ts";
 import { SIGTRAP } from "../task/sigtrap.ts";
 import { emitThreadSections, type ThreadSections } from "./thread_state.ts";
 import { hexMinus, hexNum, hexPlus } from "../image/hexnum.ts";
+import { anonRunLength, emitAnonRun } from "./anon_runs.ts";
 
 /** Slot numbers used by compiled programs. */
 export const SLOTS = {
@@ -292,8 +293,16 @@ function emitMemory(p: ProgramBuilder, proc: ProcessImage, opts: CompileOptions)
   if (parent) emitDropInherited(p, proc, parent);
   const lazy = opts.lazy && lazyProcessEligible(proc, opts.images);
   const hot = lazy ? hotPages(proc) : new Set<bigint>();
-  for (const m of proc.mappings) {
+  for (let i = 0; i < proc.mappings.length; i++) {
+    const m = proc.mappings[i];
     if (m.kind === "vdso" || m.kind === "vsyscall" || m.kind === "aio") continue;
+    // Adjacent private anonymous mappings: one mmap and pread for the run (anon_runs.ts).
+    const run = lazy ? 0 : anonRunLength(proc.mappings, i);
+    if (run) {
+      emitAnonRun(p, proc.mappings, i, run, SLOTS.image);
+      i += run - 1;
+      continue;
+    }
     if (m.inherited) {
       emitInheritedMapping(p, m, SLOTS.image);
       continue;

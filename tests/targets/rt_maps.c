@@ -3,7 +3,12 @@
  * two (so that none merge): private anonymous read-write and read-only,
  * shared anonymous, private file-backed with a written (copy-on-write)
  * page, untouched anonymous, and anonymous with MADV_WIPEONFORK; each
- * touched page holds a pattern of its index. Before waiting it records the
+ * touched page holds a pattern of its index. Then RUN one-page private
+ * anonymous mappings side by side (the restore maps such runs together,
+ * engine/restore/anon_runs.ts), each unlike its neighbours: read-write,
+ * read-only, untouched read-write, read-only, MADV_DONTFORK,
+ * MADV_WIPEONFORK, untouched read-only (accounted, without pages), and
+ * every eighth one PROT_NONE. Before waiting it records the
  * maps line and the VmFlags of every one of them; after the restore it
  * checks that the lines, the VmFlags and the contents are the same.
  *
@@ -18,12 +23,14 @@
 
 #define PAGE 4096UL
 #define MAXN 8192
+/* Mappings side by side after the N spaced ones. */
+#define RUN 64
 #ifndef MADV_WIPEONFORK
 #define MADV_WIPEONFORK 18
 #endif
 
-static unsigned char *base;
-static int count;
+static unsigned char *base, *run;
+static int count; /* the spaced mappings; RUN more follow them */
 /* Per mapping: its maps line (without the inode of shared anonymous memory) and VmFlags. */
 static char lines[2][MAXN][160];
 static char flags[2][MAXN][160];
@@ -31,8 +38,17 @@ static char text[8 << 20];
 
 static unsigned char pattern(int i, size_t j) { return (unsigned char)(i * 7 + j * 13 + 1); }
 static int kind_of(int i) { return i % 6; }
-static size_t pages_of(int i) { return i % 5 == 0 ? 2 : 1; }
-static unsigned char *addr_of(int i) { return base + (size_t)i * 3 * PAGE; }
+/* Kind of mapping count + j of the run: 0..6 as in the comment above, 7 PROT_NONE. */
+static int run_kind(int j) { return j % 8 == 7 ? 7 : j % 7; }
+static int untouched(int i) {
+  if (i < count) return kind_of(i) == 4;
+  int k = run_kind(i - count);
+  return k == 2 || k == 6 || k == 7;
+}
+static size_t pages_of(int i) { return i >= count ? 1 : i % 5 == 0 ? 2 : 1; }
+static unsigned char *addr_of(int i) {
+  return i < count ? base + (size_t)i * 3 * PAGE : run + (size_t)(i - count) * PAGE;
+}
 
 static long read_all(const char *path) {
   int fd = open(path, O_RDONLY);
@@ -50,6 +66,8 @@ static long read_all(const char *path) {
 
 /* Index of the mapping starting at `start`, or -1. */
 static int index_of(unsigned long start) {
+  if (start >= (unsigned long)run && start < (unsigned long)run + RUN * PAGE)
+    return count + (int)((start - (unsigned long)run) / PAGE);
   unsigned long off = start - (unsigned long)base;
   if (start < (unsigned long)base || off % (3 * PAGE)) return -1;
   unsigned long i = off / (3 * PAGE);
@@ -89,7 +107,7 @@ int main(int argc, char **argv) {
     return 2;
   }
   count = atoi(argv[3]);
-  if (count <= 0 || count > MAXN) return 2;
+  if (count <= 0 || count > MAXN - RUN) return 2;
   char file[4096];
   snprintf(file, sizeof file, "%s/rt_maps.bin", argv[2]);
   int fd = open(file, O_RDWR | O_CREAT | O_TRUNC, 0600);
@@ -116,18 +134,37 @@ int main(int argc, char **argv) {
     if (k == 1) mprotect(p, len, PROT_READ);
     if (k == 5) madvise(p, len, MADV_WIPEONFORK);
   }
+  /* The run: reserved with a free page on each side, then mapped page by page. */
+  unsigned char *r = mmap(NULL, (RUN + 2) * PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (r == MAP_FAILED || munmap(r, (RUN + 2) * PAGE) != 0) return 2;
+  run = r + PAGE;
+  for (int j = 0; j < RUN; j++) {
+    int i = count + j, k = run_kind(j);
+    unsigned char *p = mmap(addr_of(i), PAGE, k == 7 ? PROT_NONE : PROT_READ | PROT_WRITE,
+                            MAP_FIXED_NOREPLACE | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p != addr_of(i)) {
+      perror("mmap run");
+      return 2;
+    }
+    if (!untouched(i))
+      for (size_t b = 0; b < PAGE; b++) p[b] = pattern(i, b);
+    if (k == 1 || k == 3 || k == 6) mprotect(p, PAGE, PROT_READ);
+    if (k == 4) madvise(p, PAGE, MADV_DONTFORK);
+    if (k == 5) madvise(p, PAGE, MADV_WIPEONFORK);
+  }
+  int total = count + RUN;
   int seen = record(0);
-  if (seen != count) {
-    fprintf(stderr, "recorded %d of %d mappings\n", seen, count);
+  if (seen != total) {
+    fprintf(stderr, "recorded %d of %d mappings\n", seen, total);
     return 2;
   }
   print_ready("pid=%d base=%p count=%d", getpid(), (void *)base, count);
   wait_trigger(argv[1]);
 
   int seen_after = record(1);
-  int lines_ok = seen_after == count, flags_ok = 1, content_ok = 1;
+  int lines_ok = seen_after == total, flags_ok = 1, content_ok = 1;
   int bad = -1;
-  for (int i = 0; i < count; i++) {
+  for (int i = 0; i < total; i++) {
     if (strcmp(lines[0][i], lines[1][i])) {
       if (lines_ok) printf("info line %d: before %s | after %s\n", i, lines[0][i], lines[1][i]);
       lines_ok = 0;
@@ -137,15 +174,16 @@ int main(int argc, char **argv) {
       flags_ok = 0;
     }
     size_t len = pages_of(i) * PAGE;
+    if (i >= count && run_kind(i - count) == 7) continue; /* PROT_NONE: unreadable */
     for (size_t j = 0; j < len && content_ok; j++) {
-      unsigned char want = kind_of(i) == 4 ? 0 : pattern(i, j);
+      unsigned char want = untouched(i) ? 0 : pattern(i, j);
       if (addr_of(i)[j] != want) {
         content_ok = 0;
         bad = i;
       }
     }
   }
-  check("lines", lines_ok, "%d of %d mappings seen after", seen_after, count);
+  check("lines", lines_ok, "%d of %d mappings seen after", seen_after, total);
   check("vmflags", flags_ok, "");
   check("content", content_ok, "mapping %d", bad);
   /* The shared file mapping's pages are private: the file itself was never written. */
