@@ -180,7 +180,8 @@ function collectMappingDetails(
 ): void {
   if (m.kind === "vdso" || m.kind === "vsyscall") return;
   // cryo's own dirty tracking of a pre-dump (engine/dump/tracking.ts): never recorded.
-  if (isOwnTrackingFlag(pid, Number(m.start), Number(m.end))) {
+  // (Only an area with "uw" can be one: 10,000 areas without it skip the lookup.)
+  if (m.vmFlags.includes("uw") && isOwnTrackingFlag(pid, Number(m.start), Number(m.end))) {
     m.vmFlags = m.vmFlags.filter((f) => f !== "uw");
   }
   let odd = oddOf.get(m.vmFlags);
