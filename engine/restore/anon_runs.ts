@@ -73,7 +73,9 @@ export function anonRunLength(mappings: readonly Mapping[], i: number): number {
   let end = mappings[i].end;
   while (i + n < mappings.length) {
     const next = mappings[i + n];
-    if (!same(hexNum(next.start), hexNum(end)) || !joinable(next)) break;
+    // The dump writes addresses one way ("0x" and lower-case digits, no leading zeros):
+    // equal strings are equal addresses, and an image written otherwise only makes no run.
+    if (next.start !== end || !joinable(next)) break;
     end = next.end;
     n++;
   }
