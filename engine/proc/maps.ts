@@ -381,16 +381,18 @@ export function largestGap(
 
 /** The largest gap between consecutive `areas` below [vsyscall] (the first of equal ones). */
 function knownGap(areas: readonly MapArea[]): { start: bigint; size: bigint } {
-  let best = 0n, bestAt = 0n;
+  // Compared as numbers (exact below USER_TOP, 2^47): no bigint per area of 10,000.
+  let best = 0, bestI = 0;
   for (let i = 1; i < areas.length; i++) {
     if (areas[i].start >= USER_TOP) break;
-    const size = areas[i].start - areas[i - 1].end;
+    const size = Number(areas[i].start) - Number(areas[i - 1].end);
     if (size > best) {
       best = size;
-      bestAt = areas[i - 1].end;
+      bestI = i;
     }
   }
-  return { start: bestAt, size: best };
+  if (bestI === 0) return { start: 0n, size: 0n };
+  return { start: areas[bestI - 1].end, size: areas[bestI].start - areas[bestI - 1].end };
 }
 
 /**
