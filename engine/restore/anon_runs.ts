@@ -19,14 +19,28 @@
  * names, file, shared, inherited or lazily served memory) is emitted alone,
  * as before.
  *
+ * Neighbours kept apart: two adjacent private anonymous areas alike in
+ * every way maps shows (protection, name, VmFlags) were kept apart by the
+ * kernel for a reason it does not show (one was moved there by `mremap`,
+ * so its page offset does not follow on, or they have different
+ * `anon_vma`s); mapped where they belong, the restore would get one area.
+ * The second is mapped at a free scratch address, given an `anon_vma` (one
+ * page faulted in and dropped: `mremap` gives an area that never had one
+ * the page offset of its new place) and moved into place with `mremap`,
+ * which then keeps the page offset it was made with: the kernel keeps it
+ * apart again. It never joins a run. (One mapped without write, a
+ * read-only area without pages, cannot be faulted: it is mapped in place,
+ * and merged, as before.)
+ *
  * @module
  */
 
 import { SYS } from "../../ffi/sysno.ts";
-import type { Mapping } from "../model.ts";
+import type { Mapping, ProcessImage } from "../model.ts";
 import { type ProgramBuilder, slot } from "../program/builder.ts";
 import { emitVmFlags } from "../memory/flags.ts";
 import { hexMinus, type HexNum, hexNum, hexPlus } from "../image/hexnum.ts";
+import { chooseBootstrap, type Vma } from "../dump/vmas.ts";
 
 const PROT_READ = 1;
 const PROT_WRITE = 2;
@@ -52,7 +66,8 @@ const protOf = (perms: string) =>
  * read them in). A read-only area without pages is mapped without write
  * (or faulted and dropped when accounted): never in a run.
  */
-function joinable(m: Mapping): boolean {
+function joinable(m: Mapping, prev: Mapping | undefined): boolean {
+  if (prev && keptApart(prev, m)) return false;
   if (m.kind !== "anon" || m.perms[3] !== "p" || m.name !== "") return false;
   if (m.inherited || m.sysvShm !== undefined || m.aio) return false;
   const prot = protOf(m.perms);
@@ -68,14 +83,14 @@ function joinable(m: Mapping): boolean {
  * re-creates together: 0 when `mappings[i]` does not start one of at least two.
  */
 export function anonRunLength(mappings: readonly Mapping[], i: number): number {
-  if (!joinable(mappings[i])) return 0;
+  if (!joinable(mappings[i], mappings[i - 1])) return 0;
   let n = 1;
   let end = mappings[i].end;
   while (i + n < mappings.length) {
     const next = mappings[i + n];
     // The dump writes addresses one way ("0x" and lower-case digits, no leading zeros):
     // equal strings are equal addresses, and an image written otherwise only makes no run.
-    if (next.start !== end || !joinable(next)) break;
+    if (next.start !== end || !joinable(next, mappings[i + n - 1])) break;
     end = next.end;
     n++;
   }
@@ -154,4 +169,97 @@ export function emitAnonRun(
     }
     emitVmFlags(p, m);
   }
+}
+
+/** Whether two VmFlags lists are equal but for soft-dirty ("sd", which no merge looks at). */
+function sameFlags(a: readonly string[], b: readonly string[]): boolean {
+  if (a === b) return true;
+  let i = 0, j = 0;
+  for (;;) {
+    while (i < a.length && a[i] === "sd") i++;
+    while (j < b.length && b[j] === "sd") j++;
+    if (i === a.length || j === b.length) return i === a.length && j === b.length;
+    if (a[i++] !== b[j++]) return false;
+  }
+}
+
+/**
+ * Whether `m` follows `prev` directly, both private anonymous areas alike
+ * in protection, name and VmFlags: the kernel kept them apart for a reason
+ * maps does not show, and would merge them if `m` were mapped in place.
+ */
+export function keptApart(prev: Mapping, m: Mapping): boolean {
+  return prev.end === m.start && prev.kind === "anon" && m.kind === "anon" &&
+    prev.perms === m.perms && m.perms[3] === "p" && prev.name === m.name &&
+    !prev.inherited && !m.inherited && sameFlags(prev.vmFlags, m.vmFlags);
+}
+
+/**
+ * A free address for mapping `len` bytes before moving them into place: a
+ * range no mapping of the image nor the bootstrap uses (so free while the
+ * restore program runs), away from both (engine/dump/vmas.ts's choice).
+ */
+function scratchFor(mappings: readonly Mapping[], bootstrap: Vma, len: number): bigint {
+  const areas: Vma[] = mappings.map((m) => ({
+    start: BigInt(m.start),
+    end: BigInt(m.end),
+    perms: m.perms,
+    offset: 0n,
+    dev: "",
+    inode: 0,
+    path: m.name,
+    vmFlags: [],
+  }));
+  areas.push(bootstrap);
+  areas.sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
+  return chooseBootstrap(areas, len);
+}
+
+/** MAP_FIXED_NOREPLACE: the scratch range must be free, or the restore fails there. */
+const MAP_FIXED_NOREPLACE = 0x100000;
+const MREMAP_MAYMOVE_FIXED = 1 | 2;
+const MADV_DONTNEED = 4;
+const PAGE = 4096;
+
+/**
+ * Emits the mmap of private anonymous mapping `i` of `proc` (`args`: its
+ * address, length, protection and flags, MAP_FIXED among them): in place,
+ * or, when the kernel kept it apart from the area before ({@link keptApart}),
+ * at a scratch address, faulted in and moved into place with `mremap`.
+ */
+export function emitAnonMmap(
+  p: ProgramBuilder,
+  proc: Pick<ProcessImage, "mappings" | "bootstrap">,
+  i: number,
+  args: [start: HexNum, len: HexNum, prot: number, flags: number],
+  /** Address of a zero byte in the program's data (written to fault a page in). */
+  zeroByte: bigint,
+): void {
+  const [start, len, prot, flags] = args;
+  const mappings = proc.mappings, m = mappings[i], prev = mappings[i - 1];
+  const comment = `${m.start}-${m.end} ${m.perms} ${m.kind}${m.name ? " " + m.name : ""}`;
+  if (!prev || !keptApart(prev, m) || (prot & PROT_WRITE) === 0) {
+    p.op(SYS.mmap, [start, len, prot, flags, -1, 0], { comment });
+    return;
+  }
+  const bootStart = BigInt(proc.bootstrap.start);
+  const boot: Vma = {
+    start: bootStart,
+    end: bootStart + BigInt(proc.bootstrap.size),
+    perms: "rwxp",
+    offset: 0n,
+    dev: "",
+    inode: 0,
+    path: "",
+    vmFlags: [],
+  };
+  const scratch = scratchFor(mappings, boot, Number(len));
+  p.op(SYS.mmap, [scratch, len, prot, (flags & ~MAP_FIXED) | MAP_FIXED_NOREPLACE, -1, 0], {
+    comment: `${comment}, made apart from the area before it`,
+  });
+  p.copy(scratch, zeroByte, 1, { comment: "give the area an anon_vma" });
+  p.op(SYS.madvise, [scratch, PAGE, MADV_DONTNEED]);
+  p.op(SYS.mremap, [scratch, len, len, MREMAP_MAYMOVE_FIXED, start], {
+    comment: "moved into place: its page offset keeps it apart",
+  });
 }

@@ -8,7 +8,11 @@
  * engine/restore/anon_runs.ts), each unlike its neighbours: read-write,
  * read-only, untouched read-write, read-only, MADV_DONTFORK,
  * MADV_WIPEONFORK, untouched read-only (accounted, without pages), and
- * every eighth one PROT_NONE. Before waiting it records the
+ * every eighth one PROT_NONE. Then MOVED one-page areas side by side that
+ * the kernel keeps apart although alike (read-write, read-write,
+ * read-write, read-only, read-only; all but the first of each kind made
+ * elsewhere and moved there with mremap, so their page offsets do not
+ * follow on): the restore must not merge them. Before waiting it records the
  * maps line and the VmFlags of every one of them; after the restore it
  * checks that the lines, the VmFlags and the contents are the same.
  *
@@ -23,13 +27,14 @@
 
 #define PAGE 4096UL
 #define MAXN 8192
-/* Mappings side by side after the N spaced ones. */
+/* Mappings side by side after the N spaced ones, then the moved ones. */
 #define RUN 64
+#define MOVED 5
 #ifndef MADV_WIPEONFORK
 #define MADV_WIPEONFORK 18
 #endif
 
-static unsigned char *base, *run;
+static unsigned char *base, *run, *moved;
 static int count; /* the spaced mappings; RUN more follow them */
 /* Per mapping: its maps line (without the inode of shared anonymous memory) and VmFlags. */
 static char lines[2][MAXN][160];
@@ -42,12 +47,15 @@ static int kind_of(int i) { return i % 6; }
 static int run_kind(int j) { return j % 8 == 7 ? 7 : j % 7; }
 static int untouched(int i) {
   if (i < count) return kind_of(i) == 4;
+  if (i >= count + RUN) return 0;
   int k = run_kind(i - count);
   return k == 2 || k == 6 || k == 7;
 }
 static size_t pages_of(int i) { return i >= count ? 1 : i % 5 == 0 ? 2 : 1; }
 static unsigned char *addr_of(int i) {
-  return i < count ? base + (size_t)i * 3 * PAGE : run + (size_t)(i - count) * PAGE;
+  if (i < count) return base + (size_t)i * 3 * PAGE;
+  if (i < count + RUN) return run + (size_t)(i - count) * PAGE;
+  return moved + (size_t)(i - count - RUN) * PAGE;
 }
 
 static long read_all(const char *path) {
@@ -68,6 +76,8 @@ static long read_all(const char *path) {
 static int index_of(unsigned long start) {
   if (start >= (unsigned long)run && start < (unsigned long)run + RUN * PAGE)
     return count + (int)((start - (unsigned long)run) / PAGE);
+  if (start >= (unsigned long)moved && start < (unsigned long)moved + MOVED * PAGE)
+    return count + RUN + (int)((start - (unsigned long)moved) / PAGE);
   unsigned long off = start - (unsigned long)base;
   if (start < (unsigned long)base || off % (3 * PAGE)) return -1;
   unsigned long i = off / (3 * PAGE);
@@ -107,7 +117,7 @@ int main(int argc, char **argv) {
     return 2;
   }
   count = atoi(argv[3]);
-  if (count <= 0 || count > MAXN - RUN) return 2;
+  if (count <= 0 || count > MAXN - RUN - MOVED) return 2;
   char file[4096];
   snprintf(file, sizeof file, "%s/rt_maps.bin", argv[2]);
   int fd = open(file, O_RDWR | O_CREAT | O_TRUNC, 0600);
@@ -152,7 +162,32 @@ int main(int argc, char **argv) {
     if (k == 4) madvise(p, PAGE, MADV_DONTFORK);
     if (k == 5) madvise(p, PAGE, MADV_WIPEONFORK);
   }
-  int total = count + RUN;
+  /* The moved ones: 0 and 3 made in place, the others made 8 pages apart in a
+   * scratch range and moved next to them (read-only ones made read-only first). */
+  unsigned char *m = mmap(NULL, (MOVED + 2) * PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  unsigned char *scratch = mmap(NULL, 8 * MOVED * PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED || scratch == MAP_FAILED || munmap(m, (MOVED + 2) * PAGE) != 0 ||
+      munmap(scratch, 8 * MOVED * PAGE) != 0)
+    return 2;
+  moved = m + PAGE;
+  for (int j = 0; j < MOVED; j++) {
+    int i = count + RUN + j;
+    int in_place = j == 0 || j == 3;
+    unsigned char *at = in_place ? addr_of(i) : scratch + (size_t)j * 8 * PAGE;
+    unsigned char *p = mmap(at, PAGE, PROT_READ | PROT_WRITE,
+                            MAP_FIXED_NOREPLACE | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p != at) {
+      perror("mmap moved");
+      return 2;
+    }
+    for (size_t b = 0; b < PAGE; b++) p[b] = pattern(i, b);
+    if (j >= 3) mprotect(p, PAGE, PROT_READ);
+    if (!in_place && mremap(p, PAGE, PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, addr_of(i)) != addr_of(i)) {
+      perror("mremap");
+      return 2;
+    }
+  }
+  int total = count + RUN + MOVED;
   int seen = record(0);
   if (seen != total) {
     fprintf(stderr, "recorded %d of %d mappings\n", seen, total);
@@ -174,7 +209,7 @@ int main(int argc, char **argv) {
       flags_ok = 0;
     }
     size_t len = pages_of(i) * PAGE;
-    if (i >= count && run_kind(i - count) == 7) continue; /* PROT_NONE: unreadable */
+    if (i >= count && i < count + RUN && run_kind(i - count) == 7) continue; /* PROT_NONE */
     for (size_t j = 0; j < len && content_ok; j++) {
       unsigned char want = untouched(i) ? 0 : pattern(i, j);
       if (addr_of(i)[j] != want) {
