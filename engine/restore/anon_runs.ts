@@ -195,25 +195,44 @@ export function keptApart(prev: Mapping, m: Mapping): boolean {
 }
 
 /**
- * A free address for mapping `len` bytes before moving them into place: a
- * range no mapping of the image nor the bootstrap uses (so free while the
- * restore program runs), away from both (engine/dump/vmas.ts's choice).
+ * A free address for mapping any area of `proc` kept apart before moving it
+ * into place: a range as long as the longest of them that no mapping of the
+ * image nor the bootstrap uses (so free while the restore program runs),
+ * away from both (engine/dump/vmas.ts's choice). Chosen once per image and
+ * bootstrap.
  */
-function scratchFor(mappings: readonly Mapping[], bootstrap: Vma, len: number): bigint {
-  const areas: Vma[] = mappings.map((m) => ({
-    start: BigInt(m.start),
-    end: BigInt(m.end),
-    perms: m.perms,
+function scratchFor(proc: Pick<ProcessImage, "mappings" | "bootstrap">): bigint {
+  const key = `${proc.bootstrap.start} ${proc.bootstrap.size}`;
+  const known = scratchOf.get(proc.mappings);
+  if (known?.key === key) return known.at;
+  const mappings = proc.mappings;
+  let longest = 0;
+  for (let k = 1; k < mappings.length; k++) {
+    if (keptApart(mappings[k - 1], mappings[k])) {
+      longest = Math.max(longest, Number(BigInt(mappings[k].end) - BigInt(mappings[k].start)));
+    }
+  }
+  const area = (start: bigint, end: bigint, path: string): Vma => ({
+    start,
+    end,
+    perms: "",
     offset: 0n,
     dev: "",
     inode: 0,
-    path: m.name,
+    path,
     vmFlags: [],
-  }));
-  areas.push(bootstrap);
+  });
+  const areas = mappings.map((m) => area(BigInt(m.start), BigInt(m.end), m.name));
+  const boot = BigInt(proc.bootstrap.start);
+  areas.push(area(boot, boot + BigInt(proc.bootstrap.size), ""));
   areas.sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
-  return chooseBootstrap(areas, len);
+  const at = chooseBootstrap(areas, longest);
+  scratchOf.set(proc.mappings, { key, at });
+  return at;
 }
+
+/** The scratch address chosen for each image's mappings (see {@link scratchFor}). */
+const scratchOf = new WeakMap<readonly Mapping[], { key: string; at: bigint }>();
 
 /** MAP_FIXED_NOREPLACE: the scratch range must be free, or the restore fails there. */
 const MAP_FIXED_NOREPLACE = 0x100000;
@@ -242,18 +261,7 @@ export function emitAnonMmap(
     p.op(SYS.mmap, [start, len, prot, flags, -1, 0], { comment });
     return;
   }
-  const bootStart = BigInt(proc.bootstrap.start);
-  const boot: Vma = {
-    start: bootStart,
-    end: bootStart + BigInt(proc.bootstrap.size),
-    perms: "rwxp",
-    offset: 0n,
-    dev: "",
-    inode: 0,
-    path: "",
-    vmFlags: [],
-  };
-  const scratch = scratchFor(mappings, boot, Number(len));
+  const scratch = scratchFor(proc);
   p.op(SYS.mmap, [scratch, len, prot, (flags & ~MAP_FIXED) | MAP_FIXED_NOREPLACE, -1, 0], {
     comment: `${comment}, made apart from the area before it`,
   });
