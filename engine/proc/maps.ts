@@ -421,3 +421,19 @@ export function readMapsMatching(pid: number, needle: string): MapEntry[] {
   }
   return out;
 }
+
+/**
+ * The maps lines of the readable and executable ones of `areas` (maps or
+ * smaps records read at this freeze), in the maps format: what
+ * `findSafeSites` looks for, without reading and splitting the text of
+ * 10,000 mappings again.
+ */
+export function executableMapsText(areas: readonly MapEntry[]): string {
+  let out = "";
+  for (const a of areas) {
+    if (a.perms[0] !== "r" || a.perms[2] !== "x") continue;
+    out += `${a.start.toString(16)}-${a.end.toString(16)} ${a.perms} ` +
+      `${a.offset.toString(16).padStart(8, "0")} ${a.dev} ${a.inode} ${a.path}\n`;
+  }
+  return out;
+}
