@@ -50,7 +50,7 @@ import { writeManifest } from "../image/manifest.ts";
 import { BootstrapBuilder, messageProgram } from "../restore/stub.ts";
 import { Precopy, type PrecopyProcess } from "./precopy.ts";
 import { precopyPays } from "./precopy_policy.ts";
-import { rehearseCollect, warmUpFinalFreeze } from "./rehearsal.ts";
+import { rehearseCollect, warmUpFinalFreeze, warmUpProcReaders } from "./rehearsal.ts";
 import { planPages, savePlanned } from "./plan.ts";
 import { readStatus } from "../proc/status.ts";
 import { readStat } from "../proc/stat.ts";
@@ -377,6 +377,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       (opts.precopy === true || opts.preDump === true || precopyPays(pid).pays)
     ) {
       chain.touched = opts.preDump === true;
+      warmUpProcReaders();
       precopy = Precopy.start(
         pid,
         tmp,

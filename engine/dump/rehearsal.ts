@@ -16,6 +16,11 @@ import type { ProcessImage } from "../model.ts";
 import { collectProcess, pipeTopology } from "./process.ts";
 import { readFds } from "../proc/fds.ts";
 import { readMaps } from "../proc/maps.ts";
+import { readStatus, readThreadStatuses } from "../proc/status.ts";
+import { readStat } from "../proc/stat.ts";
+import { readLimits } from "../proc/limits.ts";
+import { readAuxv } from "../proc/auxv.ts";
+import { readCmdline } from "../proc/misc.ts";
 import { isTrackingFd } from "./tracking.ts";
 import { collectLifecycle } from "../task/lifecycle.ts";
 import { SYS } from "../../ffi/sysno.ts";
@@ -74,4 +79,23 @@ export async function warmUpFinalFreeze(): Promise<void> {
   await rawSyscallOffThread(SYS.getpid);
   const boot = new BootstrapBuilder(0x10000n);
   boot.finish({ restore: messageProgram(boot.program(), "cryo warm-up\n", 1) });
+}
+
+/**
+ * Runs the /proc readers the freezes use on cryo's own process (with the
+ * tree running: nothing of the tree is read), so that their parsers are
+ * compiled before the first freeze needs them. Never throws.
+ */
+export function warmUpProcReaders(): void {
+  const self = Deno.pid;
+  try {
+    readThreadStatuses(self, [self]);
+    readStatus(self);
+    readStat(self);
+    readLimits(self);
+    readAuxv(self);
+    readCmdline(self);
+    readMaps(self);
+    readFds(self);
+  } catch { /* only a warm-up */ }
 }
