@@ -145,13 +145,15 @@ export async function run(dir: string, opts: RestoreCliOptions): Promise<void> {
     else console.log(tree.rootPid);
     return;
   }
-  if (opts.json) printJson(summary);
-  else {
-    console.error(
-      `cryo: restored ${tree.pids.length} process${tree.pids.length === 1 ? "" : "es"} ` +
-        `(root pid ${tree.rootPid}) in ${humanDuration(tree.seconds)}; waiting for it to exit`,
-    );
-  }
-  await waitForwardingSignals(tree.exited, (sig) => tree.kill(SIGNAL_NUMBERS[sig]));
+  const announce = () => {
+    if (opts.json) printJson(summary);
+    else {
+      console.error(
+        `cryo: restored ${tree.pids.length} process${tree.pids.length === 1 ? "" : "es"} ` +
+          `(root pid ${tree.rootPid}) in ${humanDuration(tree.seconds)}; waiting for it to exit`,
+      );
+    }
+  };
+  await waitForwardingSignals(tree.exited, (sig) => tree.kill(SIGNAL_NUMBERS[sig]), announce);
   await serving;
 }
