@@ -228,8 +228,12 @@ async function prepareDir(dir: string): Promise<string> {
  * {@link readVdso}, hashed here, after the thaw with --leave-running) and
  * XSAVE features.
  */
-function hostFacts(image: ProcessImage, vdsoCopy: VdsoCopy, xsaveBytes: number): HostFacts {
-  const { layout: vdso, sha256: vdsoSha256 } = hashVdso(vdsoCopy);
+async function hostFacts(
+  image: ProcessImage,
+  vdsoCopy: VdsoCopy,
+  xsaveBytes: number,
+): Promise<HostFacts> {
+  const { layout: vdso, sha256: vdsoSha256 } = await hashVdso(vdsoCopy);
   const xsave = decodeBase64(image.threads[0].xsave);
   return {
     kernelRelease: Deno.osRelease(),
@@ -572,7 +576,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       opts.onEvent?.({ type: "thawed", freezeSeconds });
     }
     if (checkAfterThaw) checkRestorable();
-    const host = hostFacts(images[0], vdsoCopy, xsaveBytes);
+    const host = await hostFacts(images[0], vdsoCopy, xsaveBytes);
     for (const { writer, image, streamer, pre, overwritten } of pending) {
       pausePoint("notes");
       // The pre-copied pages' CRC, with the blocks written over again read back.
