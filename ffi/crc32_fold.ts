@@ -1,5 +1,5 @@
 /**
- * The bulk of a CRC-32 (zlib's polynomial) folded with PCLMULQDQ, by 62
+ * The bulk of a CRC-32 (zlib's polynomial) folded with PCLMULQDQ, by 68
  * instructions of x86-64 code that cryo writes into a page of its own and
  * calls through FFI: ~10x the speed of a table in JavaScript, without
  * `node:zlib` (which loads Deno's Node compatibility layer, ~50 ms of
