@@ -184,15 +184,17 @@ export function batchResults(table: Uint8Array, steps: number): bigint[] {
 /**
  * Writes {@link BATCH_CODE} at `at` in process `pid` through /proc/<pid>/mem
  * (which writes into a mapping without write permission, as a debugger
- * does); with `pages`, at the start of each of that many pages from `at`.
+ * does); with `pages`, at the start of each of that many pages from `at`
+ * (fresh pages: the rest of each is written with the zeros it holds).
  */
 export function installBatchCode(pid: number, at: bigint, pages = 1): void {
+  // All pages in one write (the pages are fresh: zero but for the code at each start).
+  const bytes = new Uint8Array((pages - 1) * 4096 + BATCH_CODE.length);
+  for (let p = 0; p < pages; p++) bytes.set(BATCH_CODE, p * 4096);
   const f = Deno.openSync(`/proc/${pid}/mem`, { read: true, write: true });
   try {
-    for (let p = 0; p < pages; p++) {
-      f.seekSync(at + BigInt(p * 4096), Deno.SeekMode.Start);
-      for (let d = 0; d < BATCH_CODE.length;) d += f.writeSync(BATCH_CODE.subarray(d));
-    }
+    f.seekSync(at, Deno.SeekMode.Start);
+    for (let d = 0; d < bytes.length;) d += f.writeSync(bytes.subarray(d));
   } finally {
     f.close();
   }
