@@ -83,6 +83,7 @@ function fromTable(st: ProcStatus) {
     noNewPrivs: f.NoNewPrivs === "1",
     seccomp: f.Seccomp === undefined ? 0 : Number(f.Seccomp),
     kthread: f.Kthread === undefined ? null : f.Kthread === "1",
+    threadFeatures: f.x86_Thread_features ?? "",
   };
 }
 

@@ -70,6 +70,8 @@ export interface ProcStatus {
   kthread: boolean | null;
   /** Every "Key:\tvalue" line, value trimmed. */
   fields: Record<string, string>;
+  /** The x86_Thread_features line ("" when absent; set by {@link parseStatus}). */
+  threadFeatures?: string;
 }
 
 function ints(text: string | undefined): number[] {
@@ -164,6 +166,7 @@ export function parseStatus(text: string, pid = 0, path = "status"): ProcStatus 
     noNewPrivs: get("NoNewPrivs") === "1",
     seccomp: seccomp === undefined ? 0 : Number(seccomp),
     kthread: kthread === undefined ? null : kthread === "1",
+    threadFeatures: get("x86_Thread_features") ?? "",
     get fields() {
       return fields ??= statusFields(text);
     },
@@ -195,7 +198,7 @@ export function statusComm(st: ProcStatus): string {
 
 /** Whether a thread uses a user shadow stack (the `shstk` feature of x86_Thread_features). */
 export function usesShadowStack(st: ProcStatus): boolean {
-  const f = st.fields["x86_Thread_features"];
+  const f = st.threadFeatures ?? st.fields["x86_Thread_features"];
   return f !== undefined && /\bshstk\b/.test(f);
 }
 
