@@ -363,6 +363,36 @@ export class CrashSafeThread {
   }
 
   /**
+   * Parks the thread like {@link park}, but with its stack pointer at
+   * `slot`, the word just below its home frame, whose content the caller
+   * wrote (and writes again): let go, the thread returns to the address
+   * held there with rsp at its frame and rbx = `table`. Holding the `ret`
+   * after the call site, it goes back through its frame as from
+   * {@link park}; holding a batch's code, it runs the batch of `table`
+   * (then {@link startParked} starts it with no register change).
+   */
+  parkAt(slot: bigint, table: bigint): void {
+    if (slot !== this.#home - 8n) throw new InjectionError(`thread ${this.tid}: bad park slot`);
+    setRegs(this.tid, {
+      ...syscallRegs(this.#orig, 0, [], this.#sites.call + 2n, slot),
+      rbx: table,
+    });
+    if (!this.#injected) setSigmask(this.tid, ALL_SIGNALS);
+    this.#injected = true;
+  }
+
+  /**
+   * Starts a batch in a thread parked by {@link parkAt} whose slot now
+   * holds the batch code's address: resumes it without waiting (see
+   * {@link startBatch}).
+   */
+  startParked(): void {
+    this.#hook("batch-mid");
+    this.#inSignalStop = false;
+    cont(this.tid, 0);
+  }
+
+  /**
    * Runs the syscall batch whose code (ffi/syscall_batch.ts) is at `code` in
    * the target and whose table (ffi/syscall_batch.ts) is at `table`, ending
    * with `signal`, with a single resume: the thread stops once, when it

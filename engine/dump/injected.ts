@@ -299,9 +299,10 @@ export class InjectionSession {
         return undefined;
       }
       // The step count does not depend on the output address: size the table first.
+      // 64 more bytes above the output: the park slot (CrashSafeThread.parkAt).
       const count = job.steps(0n).length;
       const tableBytes = (batchTableBytes(count) + 63) & ~63;
-      const table = this.#tableArea(t, tableBytes + job.outBytes, false);
+      const table = this.#tableArea(t, tableBytes + job.outBytes + 64, false);
       if (table === undefined) {
         flush();
         return undefined;
@@ -331,18 +332,29 @@ export class InjectionSession {
         })),
       );
       // Each other thread takes its own page's munmap (parked: let go, it runs
-      // it first), then the main thread keeps only its own page's.
-      processVmWritePieces(
-        this.pid,
-        plan.slice(1).map((p, i) => p.t.undoPiece(SYS.munmap, page(i + 1), PAGE)),
-      );
+      // it first), then the main thread keeps only its own page's. Each is
+      // parked on a slot below its frame that holds the call site's `ret`
+      // (CrashSafeThread.parkAt), then its page's address: it starts with no
+      // register change (all slots written in one call).
+      const slot = (k: number) => plan[k].t.area - 8n;
+      const word = (v: bigint) => new Uint8Array(new BigUint64Array([v]).buffer);
+      processVmWritePieces(this.pid, [
+        ...plan.slice(1).map((p, i) => p.t.undoPiece(SYS.munmap, page(i + 1), PAGE)),
+        ...plan.slice(1).map((p, i) => ({ addr: slot(i + 1), buf: word(p.t.site + 2n) })),
+      ]);
       for (let k = 1; k < n; k++) {
         plan[k].t.useUndo();
-        plan[k].t.park();
+        plan[k].t.parkAt(slot(k), plan[k].table);
       }
       main.armUndo(SYS.munmap, page(0), PAGE);
-      for (let k = 0; k < n; k++) {
-        plan[k].t.startBatch(page(k), plan[k].table);
+      processVmWritePieces(
+        this.pid,
+        plan.slice(1).map((_, i) => ({ addr: slot(i + 1), buf: word(page(i + 1)) })),
+      );
+      main.startBatch(page(0), plan[0].table);
+      started++;
+      for (let k = 1; k < n; k++) {
+        plan[k].t.startParked();
         started++;
       }
     } catch (e) {
