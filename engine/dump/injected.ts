@@ -41,7 +41,7 @@ import {
   encodeBatchTable,
   installBatchCode,
 } from "../../ffi/syscall_batch.ts";
-import { largestGap, type MapEntry, mappingAt } from "../proc/maps.ts";
+import { executableMapsText, largestGap, type MapEntry, mappingAt } from "../proc/maps.ts";
 import { type ProcStatus, readStatus, usesShadowStack } from "../proc/status.ts";
 import { pausePoint } from "../pause.ts";
 
@@ -115,10 +115,15 @@ export class InjectionSession {
   readonly #chainSaved: { tid: number; at: bigint; bytes: Uint8Array }[] = [];
   /** Each thread's status read once after the freeze (engine/proc/status.ts readThreadStatuses), if given. */
   readonly statuses: ReadonlyMap<number, ProcStatus> | undefined;
-  constructor(pid: number, statuses?: ReadonlyMap<number, ProcStatus>) {
+  constructor(
+    pid: number,
+    statuses?: ReadonlyMap<number, ProcStatus>,
+    areas?: readonly MapEntry[],
+  ) {
     this.pid = pid;
     this.statuses = statuses;
-    this.safeSites = findSafeSites(pid);
+    // From the areas read at this freeze when given (the same lines, no maps text to read).
+    this.safeSites = findSafeSites(pid, (areas && executableMapsText(areas)) || undefined);
   }
 
   /**
@@ -561,7 +566,7 @@ export function withInjection<T>(
   /** The process's mappings read at this freeze, if the caller has them ({@link InjectionSession.areas}). */
   areas?: readonly MapEntry[],
 ): T {
-  const s = new InjectionSession(pid, statuses);
+  const s = new InjectionSession(pid, statuses, areas);
   s.areas = areas;
   const rsp = getRegs(pid).rsp;
   const areaBytes = s.safeSites ? CrashSafeThread.bytesFor(xsaveSize(pid)) : 0;
