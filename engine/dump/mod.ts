@@ -53,9 +53,9 @@ import { precopyPays } from "./precopy_policy.ts";
 import { rehearseCollect, warmUpFinalFreeze, warmUpProcReaders } from "./rehearsal.ts";
 import { planPages, savePlanned } from "./plan.ts";
 import { readStatus } from "../proc/status.ts";
+import { readLocksOffThread } from "../proc/locks.ts";
 import { readStat } from "../proc/stat.ts";
 import { readFds } from "../proc/fds.ts";
-import { readLocksOffThread } from "../proc/locks.ts";
 import { freezeTree, type FrozenTree, thawTree } from "./freeze.ts";
 import { collectProcess, describeFd, pipeTopology } from "./process.ts";
 import { markSharedDescriptions } from "../fds/descriptions.ts";
@@ -230,8 +230,12 @@ async function prepareDir(dir: string): Promise<string> {
  * {@link readVdso}, hashed here, after the thaw with --leave-running) and
  * XSAVE features.
  */
-function hostFacts(image: ProcessImage, vdsoCopy: VdsoCopy, xsaveBytes: number): HostFacts {
-  const { layout: vdso, sha256: vdsoSha256 } = hashVdso(vdsoCopy);
+async function hostFacts(
+  image: ProcessImage,
+  vdsoCopy: VdsoCopy,
+  xsaveBytes: number,
+): Promise<HostFacts> {
+  const { layout: vdso, sha256: vdsoSha256 } = await hashVdso(vdsoCopy);
   const xsave = decodeBase64(image.threads[0].xsave);
   return {
     kernelRelease: Deno.osRelease(),
@@ -393,9 +397,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       });
     }
     tree = freezeTree(pid);
-    // Read while frozen, on another thread: its grace-period wait overlaps the collect.
-    const locks = readLocksOffThread();
-    locks.catch(() => {}); // awaited below, or dropped with a failed dump
+    const locks = readLocksOffThread(); // its grace period passes while the tree is collected
     chain.onFrozen();
     // Keeps the pre-copied pages not written since, and removes the tracking.
     precopy?.validate();
@@ -584,7 +586,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       opts.onEvent?.({ type: "thawed", freezeSeconds });
     }
     if (checkAfterThaw) checkRestorable();
-    const host = hostFacts(images[0], vdsoCopy, xsaveBytes);
+    const host = await hostFacts(images[0], vdsoCopy, xsaveBytes);
     for (const { writer, image, streamer, pre, overwritten } of pending) {
       pausePoint("notes");
       // The pre-copied pages' CRC, with the blocks written over again read back.

@@ -87,7 +87,7 @@ export function checkFdOwners(images: readonly ProcessImage[], refusals: Refusal
 export function checkUnattachedLocks(
   images: readonly ProcessImage[],
   refusals: Refusals,
-  /** /proc/locks read while the tree is frozen, if the caller has it (else read now). */
+  /** /proc/locks read while the tree was frozen, if the caller has it (default: read now). */
   locks: readonly ProcLock[] = readLocks(),
 ): void {
   const pids = new Set(images.map((p) => p.pid));

@@ -33,8 +33,8 @@ export function readLocks(): ProcLock[] {
   return parseLocks(Deno.readTextFileSync("/proc/locks"));
 }
 
-/** The held locks of a /proc/locks text. */
-export function parseLocks(text: string): ProcLock[] {
+/** The held locks of the text of /proc/locks. */
+function parseLocks(text: string): ProcLock[] {
   return text.split("\n").flatMap((l) => {
     const lock = parseLockLine(l);
     return lock ? [lock] : [];
@@ -42,13 +42,16 @@ export function parseLocks(text: string): ProcLock[] {
 }
 
 /**
- * Reads /proc/locks on another thread. Its first read in a while waits for
- * an RCU grace period (the kernel takes its file-lock rwsem for writing to
- * list the locks: 10 to 45 ms measured here), which a dump overlaps with its
- * collect instead of spending it frozen.
+ * {@link readLocks} on another thread (Deno's blocking pool): the first
+ * read of /proc/locks takes the kernel's file-lock rwsem for writing, which
+ * waits for an RCU grace period (5 to 15 ms, more under load) while using
+ * no CPU, so a caller starts it early and awaits it when it needs the locks.
+ * The promise never rejects unhandled: a failure is thrown where it is awaited.
  */
 export function readLocksOffThread(): Promise<ProcLock[]> {
-  return Deno.readTextFile("/proc/locks").then(parseLocks);
+  const p = Deno.readTextFile("/proc/locks").then(parseLocks);
+  p.catch(() => {}); // awaited later, or not at all when the caller failed first
+  return p;
 }
 
 /** The "maj:min:ino" form of a device and inode, as lock lines print them. */

@@ -488,8 +488,10 @@ function emitThreads(p: ProgramBuilder, proc: ProcessImage): void {
   for (const t of proc.threads) {
     if (t.tid === proc.pid) continue;
     const clear = hexBig(t.clearChildTid);
+    // CLONE_PTRACE: traced from birth (it stops there) without stopping the creator at a clone
+    // event (the session traces without PTRACE_O_TRACECLONE).
     const flags = CLONE.VM | CLONE.FS | CLONE.FILES | CLONE.SIGHAND | CLONE.THREAD |
-      CLONE.SYSVSEM | (clear !== 0n ? CLONE.CHILD_CLEARTID : 0n);
+      CLONE.SYSVSEM | CLONE.PTRACE | (clear !== 0n ? CLONE.CHILD_CLEARTID : 0n);
     const args = cloneWithTid(p, t.tid, { flags, childTid: clear });
     p.op(SYS.clone3, [args, cloneArgs.size], {
       jumpIfZeroTo: "thread-park",
