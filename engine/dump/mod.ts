@@ -51,8 +51,10 @@ import { BootstrapBuilder, messageProgram } from "../restore/stub.ts";
 import type { Precopy, PrecopyProcess } from "./precopy.ts";
 import { precopyPays } from "./precopy_policy.ts";
 import { precopyTree } from "./precopy_lanes.ts";
+import { rehearseCollect, warmUpFinalFreeze, warmUpProcReaders } from "./rehearsal.ts";
 import { planPages, savePlanned } from "./plan.ts";
 import { readStatus } from "../proc/status.ts";
+import { readLocksOffThread } from "../proc/locks.ts";
 import { readStat } from "../proc/stat.ts";
 import { readFds } from "../proc/fds.ts";
 import { freezeTree, type FrozenTree, thawTree } from "./freeze.ts";
@@ -229,8 +231,12 @@ async function prepareDir(dir: string): Promise<string> {
  * {@link readVdso}, hashed here, after the thaw with --leave-running) and
  * XSAVE features.
  */
-function hostFacts(image: ProcessImage, vdsoCopy: VdsoCopy, xsaveBytes: number): HostFacts {
-  const { layout: vdso, sha256: vdsoSha256 } = hashVdso(vdsoCopy);
+async function hostFacts(
+  image: ProcessImage,
+  vdsoCopy: VdsoCopy,
+  xsaveBytes: number,
+): Promise<HostFacts> {
+  const { layout: vdso, sha256: vdsoSha256 } = await hashVdso(vdsoCopy);
   const xsave = decodeBase64(image.threads[0].xsave);
   return {
     kernelRelease: Deno.osRelease(),
@@ -376,7 +382,15 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       (opts.precopy === true || opts.preDump === true || precopyPays(pid).pays)
     ) {
       chain.touched = opts.preDump === true;
-      precopy = await precopyTree(pid, tmp, opts.preDump === true); // on two lanes when it pays
+      warmUpProcReaders();
+      // Precopy.start, then the copy: on two lanes when it pays (engine/dump/precopy_lanes.ts).
+      precopy = await precopyTree(
+        pid,
+        tmp,
+        opts.preDump === true,
+        (frozen) => rehearseCollect(frozen, opts.optIns),
+      );
+      await warmUpFinalFreeze();
       opts.onEvent?.({
         type: "precopied",
         bytes: precopy.bytes,
@@ -384,6 +398,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       });
     }
     tree = freezeTree(pid);
+    const locks = readLocksOffThread(); // its grace period passes while the tree is collected
     chain.onFrozen();
     // Keeps the pre-copied pages not written since, and removes the tracking.
     precopy?.validate();
@@ -447,7 +462,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     );
     checkSharedTables(described.map((d) => d.p.pid), refusals);
     for (const d of described) checkProcessPaths(d.image, refusals);
-    checkUnattachedLocks(described.map((d) => d.image), refusals);
+    checkUnattachedLocks(described.map((d) => d.image), refusals, await locks);
     checkFdOwners(described.map((d) => d.image), refusals);
     refuseSharedAcrossTree(described.map((d) => d.image), refusals);
     sockets.finish(refusals);
@@ -572,7 +587,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       opts.onEvent?.({ type: "thawed", freezeSeconds });
     }
     if (checkAfterThaw) checkRestorable();
-    const host = hostFacts(images[0], vdsoCopy, xsaveBytes);
+    const host = await hostFacts(images[0], vdsoCopy, xsaveBytes);
     for (const { writer, image, streamer, pre, overwritten } of pending) {
       pausePoint("notes");
       // The pre-copied pages' CRC, with the blocks written over again read back.

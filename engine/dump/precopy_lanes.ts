@@ -46,17 +46,22 @@ export function lanesOverride(): 1 | 2 | undefined {
 }
 
 /**
- * {@link Precopy.start} then the copy of every process's pages, on two
+ * {@link Precopy.start} (`inBarrier` is its own) then the copy of every process's pages, on two
  * lanes when the tree holds at least {@link LANE_MIN_BYTES} and the machine
  * has two CPUs. A failed copy closes the pre-copy's tracking and throws.
  */
-export async function precopyTree(root: number, dir: string, keep: boolean): Promise<Precopy> {
+export async function precopyTree(
+  root: number,
+  dir: string,
+  keep: boolean,
+  inBarrier?: Parameters<typeof Precopy.start>[3],
+): Promise<Precopy> {
   const force = lanesOverride();
   const lanes = force === 2 || (force === undefined && residentBytes(root) >= LANE_MIN_BYTES)
     ? CopyLanes.start(force === 2)
     : undefined;
   try {
-    const precopy = Precopy.start(root, dir, keep);
+    const precopy = Precopy.start(root, dir, keep, inBarrier);
     try {
       if (!lanes) await precopy.copy();
       else {

@@ -140,6 +140,8 @@ export function collectProcess(
   refusals: Refusals,
   /** Reads the TCP/UDP sockets (and keeps connections in repair mode, see inet_session.ts). */
   sockets?: InetSocketSession,
+  /** Mappings to use instead of reading smaps (a rehearsal, engine/dump/rehearsal.ts). */
+  areas?: SmapsArea[],
 ): CollectedProcess {
   checkNamespaces(pid, refusals);
   const stat = readStat(pid);
@@ -151,7 +153,7 @@ export function collectProcess(
   // only the headers and VmFlags are looked at (engine/proc/smaps_flags.ts).
   // Read before the injected calls, whose scratch mapping waits for a page
   // table walk still running (engine/dump/parent.ts) while this one runs beside it.
-  const maps: SmapsArea[] = readSmapsFlags(pid);
+  const maps: SmapsArea[] = areas ?? readSmapsFlags(pid);
   // Everything read by injected syscalls, in one session (one scratch page).
   const { injected, posixTimers, credentials, aio } = withInjection(
     pid,
@@ -188,6 +190,8 @@ export function collectProcess(
   const vmas: Vma[] = maps;
   // One object per mapping, built without spreads (10,000 mappings: this runs frozen).
   const mappings: Mapping[] = new Array(maps.length);
+  // The hex text of the last end (the next area's start, when they touch) and of offset 0.
+  let lastEnd = -1n, lastEndHex = "";
   for (let i = 0; i < maps.length; i++) {
     const m = maps[i];
     const kind = classifyVma(m);
@@ -200,7 +204,10 @@ export function collectProcess(
     if (refused) {
       refusals.use(refused, `process ${pid} mapping ${hex(m.start)}-${hex(m.end)} (${m.path})`);
     }
-    const start = hex(m.start), end = hex(m.end), offset = hex(m.offset);
+    const start = m.start === lastEnd ? lastEndHex : hex(m.start);
+    const end = hex(m.end), offset = m.offset === 0n ? "0x0" : hex(m.offset);
+    lastEnd = m.end;
+    lastEndHex = end;
     const mapping: Mapping = file
       ? {
         start,
