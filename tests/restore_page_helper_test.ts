@@ -7,17 +7,20 @@
  * touched parts, the read-only protection and that it has one thread.
  * Also: the same restore while the helper's tid is held by another
  * process (tests/targets/hold_tid.c), where clone3 fails and the main
- * thread loads every page itself; and the pure parts (the split, the
- * choice of the tid).
+ * thread loads every page itself; cryo SIGKILLed while the helper runs
+ * (nothing is left, neither the process nor its helper, and the image
+ * then restores); and the pure parts (the split, the choice of the tid).
  */
 
 import assert from "node:assert/strict";
 import type { ProcessImage } from "../engine/model.ts";
-import { planRestore } from "../engine/restore/mod.ts";
+import { planRestore, restore } from "../engine/restore/mod.ts";
 import { pageHelperTid, splitPieces } from "../engine/restore/page_loads.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
-import { dumpKillRestore, startTriggered } from "./helpers/roundtrip.ts";
+import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
 import { adoptPid, startTarget, withTargets } from "./helpers/targets.ts";
+import { checkpoint } from "../engine/dump/mod.ts";
+import { __WALL, waitPid, WNOHANG } from "../ffi/wait.ts";
 
 const CHECKS = [
   "rw-region",
@@ -88,4 +91,66 @@ Deno.test(
 Deno.test(
   "with the helper's tid taken, the main thread loads every page",
   withTargets(() => roundTrip(true)),
+);
+
+const exists = (path: string) => {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+};
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+Deno.test(
+  "cryo killed while the page helper runs leaves nothing behind; the image restores",
+  withTargets(async () => {
+    const { t, trigger } = await startTriggered("rt_pages", READY, {
+      extra: ["256"],
+      timeoutMs: 20000,
+    });
+    const pid = t.pid;
+    const helper = pageHelperTid(imageOf(pid), new Map([[pid, imageOf(pid)]]));
+    const dir = await tempImageDir();
+    await checkpoint(pid, { dir });
+    await t.wait();
+    const cli = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        new URL("../cli.ts", import.meta.url).pathname,
+        "restore",
+        dir,
+        "--detach",
+      ],
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    let seen = false;
+    const deadline = Date.now() + 60_000;
+    while (!seen && Date.now() < deadline) {
+      seen = exists(`/proc/${pid}/task/${helper}`);
+      if (!seen) await sleep(1);
+    }
+    cli.kill("SIGKILL");
+    await cli.status;
+    assert.ok(seen, `the page helper ${helper} of ${pid} never appeared`);
+    // PTRACE_O_EXITKILL kills the traced process, and with it its untraced helper thread.
+    const gone = Date.now() + 10_000;
+    while ((exists(`/proc/${pid}`) || exists(`/proc/${helper}`)) && Date.now() < gone) {
+      try {
+        waitPid(pid, __WALL | WNOHANG); // this process is a subreaper: the orphan comes here
+      } catch { /* not ours (yet) */ }
+      await sleep(5);
+    }
+    assert.ok(!exists(`/proc/${pid}`), `process ${pid} is still there`);
+    assert.ok(!exists(`/proc/${helper}`), `the page helper ${helper} is still there`);
+    const tree = await restore(dir);
+    t.resetAfterRestore();
+    assert.equal(tree.rootPid, pid);
+    await Deno.writeTextFile(trigger, "");
+    assertChecksPassed(t, CHECKS, await t.wait(20000));
+  }),
 );

@@ -6,7 +6,7 @@
  * every page is checked, the untouched parts of the reservation must read
  * zero, and the process must have exactly one thread (no helper left).
  *
- * usage: rt_pages <trigger-file>
+ * usage: rt_pages <trigger-file> [read-write-MiB (default 24)]
  */
 #define _GNU_SOURCE
 #include "common.h"
@@ -51,7 +51,7 @@ static int threads(void) {
 
 int main(int argc, char **argv) {
   need_args(argc, 1, "rt_pages <trigger-file>");
-  size_t rw_len = 24 * MiB, ro_len = 20 * MiB, sparse_len = 256 * MiB;
+  size_t rw_len = (argc > 2 ? strtoul(argv[2], NULL, 10) : 24) * MiB, ro_len = 20 * MiB, sparse_len = 256 * MiB;
   uint8_t *rw = mmap(NULL, rw_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   uint8_t *ro = mmap(NULL, ro_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   uint8_t *sp = mmap(NULL, sparse_len, PROT_READ | PROT_WRITE,
