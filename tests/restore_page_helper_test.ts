@@ -21,6 +21,7 @@ import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtr
 import { adoptPid, startTarget, withTargets } from "./helpers/targets.ts";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { __WALL, waitPid, WNOHANG } from "../ffi/wait.ts";
+import { startPaused } from "./helpers/kill_anywhere.ts";
 
 const CHECKS = [
   "rw-region",
@@ -58,22 +59,17 @@ Deno.test("the helper's tid is outside every pid and tid of the tree, one per pr
   const a = imageOf(100, [100, 999, 997]);
   const b = imageOf(998);
   const images = new Map([[100, a], [998, b]]);
-  const ta = pageHelperTid(a, images, 1000);
-  const tb = pageHelperTid(b, images, 1000);
-  assert.equal(ta, 996);
-  assert.equal(tb, 995);
+  const all = () => true;
+  assert.equal(pageHelperTid(a, images, 1000, all), 996);
+  assert.equal(pageHelperTid(b, images, 1000, all), 995);
+  // Ids in use now are skipped too.
+  assert.equal(pageHelperTid(a, images, 1000, (tid) => tid !== 996), 995);
+  assert.equal(pageHelperTid(b, images, 1000, (tid) => tid !== 996), 994);
 });
 
-/** Dumps, kills and restores rt_pages (with `beforeRestore` in between); asserts its checks. */
-async function roundTrip(holdHelperTid: boolean): Promise<void> {
+/** Dumps, kills and restores rt_pages; asserts that the program splits its pages, and its checks. */
+async function roundTrip(): Promise<void> {
   const { t, trigger } = await startTriggered("rt_pages", READY, { timeoutMs: 20000 });
-  if (holdHelperTid) {
-    const tid = pageHelperTid(imageOf(t.pid), new Map([[t.pid, imageOf(t.pid)]]));
-    const holder = await startTarget("hold_tid", [String(tid)]);
-    const m = await holder.waitFor(/^(held (\d+)|setup failed: clone3: File exists)$/m);
-    if (m[2]) adoptPid(Number(m[2])); // ours to kill at the end
-    else console.log(`note: tid ${tid} is taken by another process already`);
-  }
   const rt = await dumpKillRestore(t);
   const plan = await planRestore(rt.dir);
   const ops = plan.units[0].compiled.bootstrap.restore.ops;
@@ -83,14 +79,40 @@ async function roundTrip(holdHelperTid: boolean): Promise<void> {
   assertChecksPassed(t, CHECKS, await t.wait(20000));
 }
 
+/**
+ * The CLI's restore of rt_pages, paused at the exec stop (the program is
+ * compiled, with the tid its helper will ask for); another process takes
+ * that tid; the restore goes on.
+ */
+async function roundTripHelperTidTaken(): Promise<void> {
+  const { t, trigger } = await startTriggered("rt_pages", READY, { timeoutMs: 20000 });
+  const pid = t.pid;
+  const dir = await tempImageDir();
+  await checkpoint(pid, { dir });
+  await t.wait();
+  const paused = await startPaused(["restore", dir, "--detach"], "exec");
+  // What the compile chose a moment ago (the same ids are in use now).
+  const tid = pageHelperTid(imageOf(pid), new Map([[pid, imageOf(pid)]]));
+  const holder = await startTarget("hold_tid", [String(tid)]);
+  const m = await holder.waitFor(/^(held (\d+)|setup failed: clone3: File exists)$/m);
+  if (m[2]) adoptPid(Number(m[2])); // ours to kill at the end
+  else console.log(`note: tid ${tid} was taken by another process`);
+  Deno.kill(paused.child.pid, "SIGCONT");
+  const out = await paused.output;
+  assert.equal(out.code, 0, out.stderr);
+  t.resetAfterRestore();
+  await Deno.writeTextFile(trigger, "");
+  assertChecksPassed(t, CHECKS, await t.wait(20000));
+}
+
 Deno.test(
   "large mappings restored by two threads come back exact",
-  withTargets(() => roundTrip(false)),
+  withTargets(roundTrip),
 );
 
 Deno.test(
   "with the helper's tid taken, the main thread loads every page",
-  withTargets(() => roundTrip(true)),
+  withTargets(roundTripHelperTidTaken),
 );
 
 const exists = (path: string) => {

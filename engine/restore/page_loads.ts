@@ -30,6 +30,8 @@
  */
 
 import { SYS } from "../../ffi/sysno.ts";
+import { rawSyscall } from "../../ffi/libc.ts";
+import { Errno } from "../../ffi/errno.ts";
 import { CLONE } from "../../ffi/structs.ts";
 import { cloneArgs } from "../../ffi/structs.ts";
 import { type ProgramBuilder, slot } from "../program/builder.ts";
@@ -119,15 +121,23 @@ function pidMax(): number {
   return pidMaxCache;
 }
 
+/** Whether no task has the id `tid` now (`kill(tid, 0)` says ESRCH). */
+function tidFree(tid: number): boolean {
+  return rawSyscall(SYS.kill, tid, 0) === -BigInt(Errno.ESRCH);
+}
+
 /**
  * The tid of `proc`'s page helper: counted down from the top of the pid
  * range, one per process of the tree (in pid order), skipping every pid,
- * tid and zombie of the tree's images. Never a pid the restore creates.
+ * tid and zombie of the tree's images, and the ids in use now (`free`).
+ * Never a pid the restore creates. Taken by the time the helper starts,
+ * the main thread loads its pages (see the module doc).
  */
 export function pageHelperTid(
   proc: ProcessImage,
   images: ReadonlyMap<number, ProcessImage> | undefined,
   max: number = pidMax(),
+  free: (tid: number) => boolean = tidFree,
 ): number {
   const all = images ? [...images.values()] : [proc];
   const taken = new Set<number>(zombiePids(all));
@@ -139,7 +149,8 @@ export function pageHelperTid(
   let rank = Math.max(0, order.indexOf(proc.pid));
   let tid = max - 1;
   for (;;) {
-    while (taken.has(tid)) tid--;
+    // Never below 300 (the kernel's RESERVED_PIDS); the kernel refuses a taken one anyway.
+    while (tid > 300 && (taken.has(tid) || !free(tid))) tid--;
     if (rank === 0) return tid;
     rank--;
     tid--;
