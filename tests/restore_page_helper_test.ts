@@ -9,7 +9,8 @@
  * process (tests/targets/hold_tid.c), where clone3 fails and the main
  * thread loads every page itself; cryo SIGKILLed while the helper runs
  * (nothing is left, neither the process nor its helper, and the image
- * then restores); and the pure parts (the split, the choice of the tid).
+ * then restores); a byte of the helper's half corrupted (the restore is
+ * refused by its checksum, nothing is left); and the pure parts (the split, the choice of the tid).
  */
 
 import assert from "node:assert/strict";
@@ -22,6 +23,8 @@ import { adoptPid, startTarget, withTargets } from "./helpers/targets.ts";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { __WALL, waitPid, WNOHANG } from "../ffi/wait.ts";
 import { startPaused } from "./helpers/kill_anywhere.ts";
+import { readImageFile } from "../engine/image/reader.ts";
+import { ImageFormatError } from "../engine/image/errors.ts";
 
 const CHECKS = [
   "rw-region",
@@ -174,5 +177,43 @@ Deno.test(
     assert.equal(tree.rootPid, pid);
     await Deno.writeTextFile(trigger, "");
     assertChecksPassed(t, CHECKS, await t.wait(20000));
+  }),
+);
+
+Deno.test(
+  "a corrupt byte in the helper's half is refused by the checksum, leaving nothing",
+  withTargets(async () => {
+    const { t } = await startTriggered("rt_pages", READY, { timeoutMs: 20000 });
+    const pid = t.pid;
+    const dir = await tempImageDir();
+    await checkpoint(pid, { dir });
+    await t.wait();
+    const elf = `${dir}/${pid}.elf`;
+    const info = await readImageFile(elf);
+    // The last page of the largest mapping's pages: in the helper's half.
+    const big = info.process.mappings.reduce((a, m) =>
+      m.pages.reduce((n, r) => n + r.length, 0) > a.pages.reduce((n, r) => n + r.length, 0) ? m : a
+    );
+    const last = big.pages[big.pages.length - 1];
+    const at = last.fileOffset + last.length - 100;
+    {
+      using f = await Deno.open(elf, { read: true, write: true });
+      const b = new Uint8Array(1);
+      await f.seek(at, Deno.SeekMode.Start);
+      await f.read(b);
+      b[0] ^= 0x40;
+      await f.seek(at, Deno.SeekMode.Start);
+      await f.write(b);
+    }
+    await assert.rejects(restore(dir), (e: unknown) => {
+      assert.ok(e instanceof ImageFormatError, `expected ImageFormatError, got ${e}`);
+      assert.match((e as Error).message, /checksum crc32:[0-9a-f]+ differs from the manifest/);
+      return true;
+    });
+    const helper = pageHelperTid(imageOf(pid), new Map([[pid, imageOf(pid)]]));
+    const gone = Date.now() + 10_000;
+    while (exists(`/proc/${pid}`) && Date.now() < gone) await sleep(5);
+    assert.ok(!exists(`/proc/${pid}`), `process ${pid} is still there`);
+    assert.ok(!exists(`/proc/${helper}`), `the page helper ${helper} is still there`);
   }),
 );
