@@ -23,6 +23,7 @@ import { adoptPid, startTarget, withTargets } from "./helpers/targets.ts";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { __WALL, waitPid, WNOHANG } from "../ffi/wait.ts";
 import { startPaused } from "./helpers/kill_anywhere.ts";
+import { SYS } from "../ffi/sysno.ts";
 import { readImageFile } from "../engine/image/reader.ts";
 import { ImageFormatError } from "../engine/image/errors.ts";
 
@@ -78,6 +79,11 @@ async function roundTrip(): Promise<void> {
   const ops = plan.units[0].compiled.bootstrap.restore.ops;
   const helpers = ops.filter((o) => o.comment?.startsWith("page helper thread")).length;
   assert.ok(helpers >= 3, `${helpers} page helper clones in the program, expected 3`);
+  // The helper is looked for right after the clone (later, a helper done with its half
+  // would be gone, and the main thread would load that half again).
+  ops.forEach((o, i) => {
+    if (o.comment?.startsWith("page helper thread")) assert.equal(ops[i + 1].nr, SYS.tgkill);
+  });
   await Deno.writeTextFile(trigger, "");
   assertChecksPassed(t, CHECKS, await t.wait(20000));
 }

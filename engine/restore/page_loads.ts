@@ -17,9 +17,9 @@
  * `set_tid`, from the top of the pid range, outside every pid and tid of
  * the tree's images ({@link pageHelperTid}). When that tid is taken (or
  * above the namespace's pid_max), clone3 fails and the main thread loads
- * the helper's half itself; so it does when the helper is no longer there
- * right after clone3 (`tgkill(pid, tid, 0)` fails): a second `pread` of
- * the same pages writes the same bytes. The helper is not traced
+ * the helper's half itself (`tgkill(pid, tid, 0)` right after clone3
+ * finds no helper; were the helper already gone by then, a second
+ * `pread` of the same pages would write the same bytes). The helper is not traced
  * (`CLONE_UNTRACED`): the restore session never sees it; a SIGKILL of the
  * process (cryo's kill of a failed restore, `PTRACE_O_EXITKILL`) ends it
  * with the process. A failing op of the helper stops at the stub's FAIL
@@ -192,29 +192,34 @@ export function emitPageLoads(
     setTidSize: 1n,
   }));
   const helper = `page-helper-${at}`;
+  const mineLabel = `page-main-${at}`;
   const join = `page-join-${at}`;
+  const after = `page-after-${at}`;
   p.op(SYS.clone3, [args, cloneArgs.size], {
     allowFail: true,
     jumpIfZeroTo: helper,
     comment: `page helper thread ${helperTid} loads half of ${at}'s pages`,
   });
-  emitPieces(p, mine, imageSlot);
+  // Right after the clone: the helper cannot have finished its half yet.
   p.op(SYS.tgkill, [proc.pid, helperTid, 0], {
     allowFail: true,
-    jumpIfZeroTo: join,
-    comment: "the helper runs: wait for it; else load its half here",
+    jumpIfZeroTo: mineLabel,
+    comment: "the helper runs; else load its half here",
   });
   emitPieces(p, theirs, imageSlot);
-  // Always 0 (a no-op): the main thread jumps over the helper's code.
-  p.op(SYS.rt_sigprocmask, [0, 0, 0, 8], { jumpIfZeroTo: join });
-  p.label(helper);
-  emitPieces(p, theirs, imageSlot);
-  p.op(SYS.exit, [0], { comment: "the page helper ends" });
+  p.label(mineLabel);
+  emitPieces(p, mine, imageSlot);
   p.label(join);
   // Woken (0): wait again, until the word is 0 (EAGAIN); a spurious wake-up waits again.
   p.op(SYS.futex, [word, FUTEX_WAIT, helperTid, 0, 0, 0], {
     allowFail: true,
-    jumpIfZeroTo: p.opCount,
+    jumpIfZeroTo: join,
     comment: "wait for the page helper's exit",
   });
+  // Always 0 (a no-op): the main thread jumps over the helper's code.
+  p.op(SYS.rt_sigprocmask, [0, 0, 0, 8], { jumpIfZeroTo: after });
+  p.label(helper);
+  emitPieces(p, theirs, imageSlot);
+  p.op(SYS.exit, [0], { comment: "the page helper ends" });
+  p.label(after);
 }
