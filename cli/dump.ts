@@ -60,54 +60,79 @@ Examples:
   cryo dump 1234 --dir /tmp/d1 --pre-dump
   cryo dump 1234 --dir /tmp/d2 --parent /tmp/d1`,
     )
-    .action(async (pid, opts) => {
-      const progress = new Progress("dumping");
-      const onEvent = (e: DumpEvent) => {
-        if (e.type === "pages") progress.update(e.bytes, e.totalBytes);
-      };
-      let result;
-      try {
-        result = await checkpoint(pid, {
-          dir: opts.dir,
-          leaveRunning: opts.leaveRunning,
-          onEvent,
-          optIns: optInsOf(opts),
-          sync: opts.sync,
-          precopy: opts.precopy,
-          preDump: opts.preDump,
-          parent: opts.parent,
-        });
-      } finally {
-        progress.stop();
-      }
-      const s = result.stats;
-      if (opts.json) {
-        printJson({
-          dir: result.dir,
-          rootPid: pid,
-          leftRunning: !!(opts.leaveRunning || opts.preDump),
-          ...s,
-        });
-        return;
-      }
-      console.log(
-        `dumped ${s.processes} process${s.processes === 1 ? "" : "es"}, ${s.threads} thread${
-          s.threads === 1 ? "" : "s"
-        }, ${s.mappings} mappings: ${humanBytes(s.pagesBytes)} of pages ` +
-          `(image ${humanBytes(s.imageBytes)}${
-            s.sharedBytes ? `, ${humanBytes(s.sharedBytes)} shared with parents stored once` : ""
-          }) in ${humanDuration(s.dumpSeconds)}, ` +
-          `${humanRate(s.pagesBytes, s.dumpSeconds)}, frozen ${humanDuration(s.freezeSeconds)}` +
-          `${
-            s.parentReusedBytes ? `, ${humanBytes(s.parentReusedBytes)} kept in the parent` : ""
-          }` +
-          ` -> ${result.dir}${
-            opts.preDump
-              ? " (left running, tracking armed)"
-              : opts.leaveRunning
-              ? " (left running)"
-              : ""
-          }`,
-      );
+    .action((pid, opts) => run(pid, opts));
+}
+
+/** The options of `dump`, as commander (or cli/quick.ts) gives them. */
+export interface DumpCliOptions {
+  /** --dir */
+  dir: string;
+  /** --leave-running */
+  leaveRunning?: boolean;
+  /** --json */
+  json?: boolean;
+  /** false with --no-sync */
+  sync: boolean;
+  /** --precopy / --no-precopy */
+  precopy?: boolean;
+  /** --pre-dump */
+  preDump?: boolean;
+  /** --parent */
+  parent?: string;
+  /** --ext-unix-sk */
+  extUnixSk?: boolean;
+  /** --tcp-established */
+  tcpEstablished?: boolean;
+  /** --shell-job */
+  shellJob?: boolean;
+}
+
+/** Runs `dump` once its command line is parsed. */
+export async function run(pid: number, opts: DumpCliOptions): Promise<void> {
+  const progress = new Progress("dumping");
+  const onEvent = (e: DumpEvent) => {
+    if (e.type === "pages") progress.update(e.bytes, e.totalBytes);
+  };
+  let result;
+  try {
+    result = await checkpoint(pid, {
+      dir: opts.dir,
+      leaveRunning: opts.leaveRunning,
+      onEvent,
+      optIns: optInsOf(opts),
+      sync: opts.sync,
+      precopy: opts.precopy,
+      preDump: opts.preDump,
+      parent: opts.parent,
     });
+  } finally {
+    progress.stop();
+  }
+  const s = result.stats;
+  if (opts.json) {
+    printJson({
+      dir: result.dir,
+      rootPid: pid,
+      leftRunning: !!(opts.leaveRunning || opts.preDump),
+      ...s,
+    });
+    return;
+  }
+  console.log(
+    `dumped ${s.processes} process${s.processes === 1 ? "" : "es"}, ${s.threads} thread${
+      s.threads === 1 ? "" : "s"
+    }, ${s.mappings} mappings: ${humanBytes(s.pagesBytes)} of pages ` +
+      `(image ${humanBytes(s.imageBytes)}${
+        s.sharedBytes ? `, ${humanBytes(s.sharedBytes)} shared with parents stored once` : ""
+      }) in ${humanDuration(s.dumpSeconds)}, ` +
+      `${humanRate(s.pagesBytes, s.dumpSeconds)}, frozen ${humanDuration(s.freezeSeconds)}` +
+      `${s.parentReusedBytes ? `, ${humanBytes(s.parentReusedBytes)} kept in the parent` : ""}` +
+      ` -> ${result.dir}${
+        opts.preDump
+          ? " (left running, tracking armed)"
+          : opts.leaveRunning
+          ? " (left running)"
+          : ""
+      }`,
+  );
 }

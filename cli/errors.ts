@@ -6,7 +6,6 @@
  * @module
  */
 
-import { CommanderError } from "npm:@commander-js/extra-typings@15.1.0";
 import type { SyscallError } from "../ffi/libc.ts";
 
 /** Exit code of a failed command. */
@@ -72,7 +71,7 @@ export function describeError(err: unknown): string {
     const meaning = ERRNO_MEANING[err.code];
     return oneLine(meaning ? `${err.message} (${meaning})` : err.message);
   }
-  if (err instanceof CommanderError) return oneLine(err.message.replace(/^error:\s*/, ""));
+  if (isCommanderError(err)) return oneLine(err.message.replace(/^error:\s*/, ""));
   if (err instanceof Error) {
     const base = oneLine(err.message) || err.name;
     return err.cause === undefined ? base : `${base} (caused by: ${describeError(err.cause)})`;
@@ -89,9 +88,22 @@ function isSyscallError(err: unknown): err is SyscallError {
     typeof (err as { code?: unknown }).code === "string";
 }
 
+/**
+ * Whether `err` is one of commander's errors (`CommanderError` and its
+ * subclasses), recognised by the `code` ("commander.*") and `exitCode`
+ * every one of them has, so that this module does not load commander
+ * (cli/commander_lib.ts).
+ */
+export function isCommanderError(err: unknown): err is Error & { code: string; exitCode: number } {
+  if (!(err instanceof Error)) return false;
+  const e = err as { code?: unknown; exitCode?: unknown };
+  return typeof e.code === "string" && e.code.startsWith("commander.") &&
+    typeof e.exitCode === "number";
+}
+
 /** Whether a usage error (bad arguments or options) rather than a failure. */
 export function isUsageError(err: unknown): boolean {
-  return err instanceof CommanderError && err.exitCode !== 0;
+  return isCommanderError(err) && err.exitCode !== 0;
 }
 
 /** Whether stack traces were asked for: `--debug` anywhere in argv or CRYO_DEBUG=1. */

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { InvalidArgumentError } from "npm:@commander-js/extra-typings@15.1.0";
+import { commander } from "./commander_lib.ts";
 
 const UNITS = ["B", "KiB", "MiB", "GiB", "TiB"];
 
@@ -60,7 +60,9 @@ export function positiveInt(what: string): (text: string) => number {
   return (text: string) => {
     const n = Number(text);
     if (!/^[0-9]+$/.test(text) || !Number.isSafeInteger(n) || n <= 0) {
-      throw new InvalidArgumentError(`${what} must be a positive integer, got '${text}'`);
+      throw new (commander().InvalidArgumentError)(
+        `${what} must be a positive integer, got '${text}'`,
+      );
     }
     return n;
   };

@@ -9,6 +9,7 @@
 export const OPT_IN_FLAGS = ["ext-unix-sk", "tcp-established", "shell-job"] as const;
 
 /** The opt-ins given among parsed commander options (camelCase keys). */
-export function optInsOf(opts: Record<string, unknown>): string[] {
-  return OPT_IN_FLAGS.filter((f) => opts[f.replace(/-(.)/g, (_, c: string) => c.toUpperCase())]);
+export function optInsOf(opts: object): string[] {
+  const o = opts as Record<string, unknown>;
+  return OPT_IN_FLAGS.filter((f) => o[f.replace(/-(.)/g, (_, c: string) => c.toUpperCase())]);
 }

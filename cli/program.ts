@@ -8,8 +8,10 @@
  * @module
  */
 
-import { Command, CommanderError } from "npm:@commander-js/extra-typings@15.1.0";
-import { debugRequested, EXIT_USAGE, reportError } from "./errors.ts";
+import type { Command } from "npm:@commander-js/extra-typings@15.1.0";
+import { debugRequested, EXIT_USAGE, isCommanderError, reportError } from "./errors.ts";
+import { loadCommander } from "./commander_lib.ts";
+import { quickParse } from "./quick.ts";
 import { TOOL_VERSION } from "../engine/version.ts";
 import { importModule } from "../engine/modules.ts";
 
@@ -131,6 +133,7 @@ function commandNamed(argv: readonly string[]): CommandEntry | undefined {
 export async function buildProgram(
   load: readonly string[] = COMMANDS.map((c) => c.name),
 ): Promise<Command> {
+  const { Command } = await loadCommander();
   const program = new Command();
   program
     .name("cryo")
@@ -155,19 +158,31 @@ export async function buildProgram(
   return program;
 }
 
+/** A command module that cli/quick.ts can run without commander. */
+interface QuickModule {
+  run(argument: unknown, opts: unknown): Promise<void>;
+}
+
 /**
  * Runs cryo with `argv` (without the program name) and returns the exit
  * code; prints errors as `cryo: <message>`. Only the module of the command
- * that runs is loaded.
+ * that runs is loaded; a plain `dump` or `restore` command line is parsed
+ * by cli/quick.ts, and commander is loaded for everything else.
  */
 export async function main(argv: readonly string[]): Promise<number> {
   try {
+    const quick = quickParse(argv);
+    if (quick) {
+      const mod = await importModule<QuickModule>(quick.module);
+      await mod.run(quick.argument, quick.opts);
+      return Deno.exitCode;
+    }
     const entry = commandNamed(argv);
     const program = await buildProgram(entry ? [entry.name] : []);
     await program.parseAsync([...argv], { from: "user" });
     return Deno.exitCode; // set by commands that pass on a status (restore)
   } catch (err) {
-    if (err instanceof CommanderError) {
+    if (isCommanderError(err)) {
       if (err.exitCode === 0) return 0; // --help, --version
       if (err.code === "commander.help") return EXIT_USAGE; // no command: help went to stderr
     }

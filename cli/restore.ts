@@ -4,13 +4,13 @@
  * @module
  */
 
-import { InvalidArgumentError } from "npm:@commander-js/extra-typings@15.1.0";
 import type { Command } from "npm:@commander-js/extra-typings@15.1.0";
 import { restore } from "../engine/restore/mod.ts";
 import { humanDuration, printJson } from "./format.ts";
 import { optInsOf } from "./opt_ins.ts";
 import { waitForwardingSignals } from "./wait_tree.ts";
 import type { LazyServer } from "../engine/memory/lazy_serve.ts";
+import { commander } from "./commander_lib.ts";
 
 /** Serves a lazy restore's pages in steps, letting signals and exits be handled between them. */
 async function serveLazy(server: LazyServer): Promise<void> {
@@ -27,10 +27,12 @@ export function parseInheritFds(specs: readonly string[] = []): Map<number, stri
   for (const spec of specs) {
     const m = spec.match(/^(\d+)=(.+)$/);
     if (!m) {
-      throw new InvalidArgumentError(`--inherit-fd ${spec}: expected <fd>=<path> or <fd>=fd:<n>`);
+      throw new (commander().InvalidArgumentError)(
+        `--inherit-fd ${spec}: expected <fd>=<path> or <fd>=fd:<n>`,
+      );
     }
     if (m[2].startsWith("fd:") && !/^fd:[0-2]$/.test(m[2])) {
-      throw new InvalidArgumentError(
+      throw new (commander().InvalidArgumentError)(
         `--inherit-fd ${spec}: only cryo's fds 0, 1 and 2 can be passed`,
       );
     }
@@ -92,37 +94,66 @@ Examples:
   cryo restore /var/lib/cryo/app-1
   cryo restore /tmp/snap --detach --inherit-fd 1=fd:1 2=/tmp/app.log`,
     )
-    .action(async (dir, opts) => {
-      const tree = await restore(dir, {
-        inheritFds: parseInheritFds(opts.inheritFd),
-        verifyChecksums: opts.verify,
-        trustImageOwner: opts.trustImageOwner,
-        optIns: optInsOf(opts),
-        newPidNs: opts.newPidNs,
-        lazy: opts.lazy,
-      });
-      // --lazy: cryo serves the pages until all are in; with --detach a background process does.
-      if (tree.lazy && opts.detach) tree.lazy.handOff();
-      const serving = tree.lazy && !opts.detach ? serveLazy(tree.lazy) : Promise.resolve();
-      const summary = {
-        rootPid: tree.rootPid,
-        pids: tree.pids,
-        seconds: tree.seconds,
-        detached: !!opts.detach,
-      };
-      if (opts.detach) {
-        if (opts.json) printJson(summary);
-        else console.log(tree.rootPid);
-        return;
-      }
-      if (opts.json) printJson(summary);
-      else {
-        console.error(
-          `cryo: restored ${tree.pids.length} process${tree.pids.length === 1 ? "" : "es"} ` +
-            `(root pid ${tree.rootPid}) in ${humanDuration(tree.seconds)}; waiting for it to exit`,
-        );
-      }
-      await waitForwardingSignals(tree.exited, (sig) => tree.kill(SIGNAL_NUMBERS[sig]));
-      await serving;
-    });
+    .action((dir, opts) => run(dir, opts));
+}
+
+/** The options of `restore`, as commander (or cli/quick.ts) gives them. */
+export interface RestoreCliOptions {
+  /** --detach */
+  detach?: boolean;
+  /** --inherit-fd specs */
+  inheritFd?: string[];
+  /** --new-pid-ns */
+  newPidNs?: boolean;
+  /** false with --no-verify */
+  verify: boolean;
+  /** --trust-image-owner */
+  trustImageOwner?: boolean;
+  /** --lazy */
+  lazy?: boolean;
+  /** --json */
+  json?: boolean;
+  /** --ext-unix-sk */
+  extUnixSk?: boolean;
+  /** --tcp-established */
+  tcpEstablished?: boolean;
+  /** --shell-job */
+  shellJob?: boolean;
+}
+
+/** Runs `restore` once its command line is parsed. */
+export async function run(dir: string, opts: RestoreCliOptions): Promise<void> {
+  const tree = await restore(dir, {
+    inheritFds: parseInheritFds(opts.inheritFd ?? []),
+    verifyChecksums: opts.verify,
+    trustImageOwner: opts.trustImageOwner,
+    optIns: optInsOf(opts),
+    newPidNs: opts.newPidNs,
+    lazy: opts.lazy,
+  });
+  // --lazy: cryo serves the pages until all are in; with --detach a background process does.
+  if (tree.lazy && opts.detach) tree.lazy.handOff();
+  const serving = tree.lazy && !opts.detach ? serveLazy(tree.lazy) : Promise.resolve();
+  const summary = {
+    rootPid: tree.rootPid,
+    pids: tree.pids,
+    seconds: tree.seconds,
+    detached: !!opts.detach,
+  };
+  if (opts.detach) {
+    if (opts.json) printJson(summary);
+    else console.log(tree.rootPid);
+    return;
+  }
+  const announce = () => {
+    if (opts.json) printJson(summary);
+    else {
+      console.error(
+        `cryo: restored ${tree.pids.length} process${tree.pids.length === 1 ? "" : "es"} ` +
+          `(root pid ${tree.rootPid}) in ${humanDuration(tree.seconds)}; waiting for it to exit`,
+      );
+    }
+  };
+  await waitForwardingSignals(tree.exited, (sig) => tree.kill(SIGNAL_NUMBERS[sig]), announce);
+  await serving;
 }

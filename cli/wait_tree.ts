@@ -14,11 +14,14 @@ export const FORWARDED_SIGNALS: readonly Deno.Signal[] = ["SIGINT", "SIGTERM", "
 /**
  * Waits for `exited`, passing every signal of {@link FORWARDED_SIGNALS}
  * to `send` meanwhile; sets the exit code to the tree's (128 + signal when
- * it was killed).
+ * it was killed). `ready` runs once the signals are caught (a message that
+ * says cryo waits must come after that: a signal sent on seeing it must be
+ * forwarded, not kill cryo).
  */
 export async function waitForwardingSignals(
   exited: Promise<ExitStatus>,
   send: (sig: Deno.Signal) => void,
+  ready?: () => void,
 ): Promise<void> {
   const handlers = FORWARDED_SIGNALS.map((sig) => {
     const h = () => send(sig);
@@ -26,6 +29,7 @@ export async function waitForwardingSignals(
     return [sig, h] as const;
   });
   try {
+    ready?.();
     const status = await exited;
     Deno.exitCode = status.signal !== undefined ? 128 + status.signal : status.code ?? 0;
   } finally {

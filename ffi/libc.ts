@@ -137,11 +137,35 @@ export async function rawSyscallOffThread(nr: number, ...args: SysArg[]): Promis
   return BigInt(r);
 }
 
+/**
+ * A syscall argument as the `i64` parameter takes it: a number or bigint
+ * as it is (no conversion per call: every ptrace request of a dump goes
+ * through here, most of them in code run too few times to be optimised).
+ */
+function argRaw(a: SysArg | undefined): number | bigint {
+  if (a === undefined || a === null) return 0;
+  if (typeof a === "number" || typeof a === "bigint") return a;
+  if (ArrayBuffer.isView(a) || a instanceof ArrayBuffer) {
+    return Deno.UnsafePointer.value(Deno.UnsafePointer.of(a as BufferSource));
+  }
+  return Deno.UnsafePointer.value(a as Deno.PointerObject);
+}
+
 /** Raw syscall: returns the result, or `-errno` on failure (never throws). */
 export function rawSyscall(nr: number, ...args: SysArg[]): bigint {
-  const v = args.map(argValue);
-  while (v.length < 6) v.push(0n);
-  const r = BigInt(libc().syscall(BigInt(nr), v[0], v[1], v[2], v[3], v[4], v[5]));
+  // The i64 parameters take numbers as well as bigints (Deno converts them).
+  const call = libc().syscall as (...a: (number | bigint)[]) => bigint | number;
+  const r = BigInt(
+    call(
+      nr,
+      argRaw(args[0]),
+      argRaw(args[1]),
+      argRaw(args[2]),
+      argRaw(args[3]),
+      argRaw(args[4]),
+      argRaw(args[5]),
+    ),
+  );
   if (r === -1n) return -BigInt(errno());
   return r;
 }

@@ -45,20 +45,76 @@ export type UserRegs = Record<RegName, bigint>;
 /** Size of `struct user_regs_struct` in bytes. */
 export const USER_REGS_SIZE = USER_REGS_FIELDS.length * 8;
 
-/** Decodes 216 bytes into registers. */
+/**
+ * Decodes 216 bytes into registers: one object literal of a fixed shape
+ * (this runs several times per thread of a dump, mostly in cold code).
+ */
 export function decodeUserRegs(bytes: Uint8Array): UserRegs {
-  const dv = new DataView(bytes.buffer, bytes.byteOffset, USER_REGS_SIZE);
-  const regs = {} as UserRegs;
-  USER_REGS_FIELDS.forEach((f, i) => regs[f] = dv.getBigUint64(i * 8, true));
-  return regs;
+  const w = (bytes.byteOffset & 7) === 0
+    ? new BigUint64Array(bytes.buffer, bytes.byteOffset, USER_REGS_FIELDS.length)
+    : new BigUint64Array(bytes.slice(0, USER_REGS_SIZE).buffer);
+  return {
+    r15: w[0],
+    r14: w[1],
+    r13: w[2],
+    r12: w[3],
+    rbp: w[4],
+    rbx: w[5],
+    r11: w[6],
+    r10: w[7],
+    r9: w[8],
+    r8: w[9],
+    rax: w[10],
+    rcx: w[11],
+    rdx: w[12],
+    rsi: w[13],
+    rdi: w[14],
+    orig_rax: w[15],
+    rip: w[16],
+    cs: w[17],
+    eflags: w[18],
+    rsp: w[19],
+    ss: w[20],
+    fs_base: w[21],
+    gs_base: w[22],
+    ds: w[23],
+    es: w[24],
+    fs: w[25],
+    gs: w[26],
+  };
 }
 
-/** Encodes registers into a new 216-byte buffer. */
+/** Encodes registers into a new 216-byte buffer (each value taken modulo 2^64). */
 export function encodeUserRegs(regs: UserRegs): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(USER_REGS_SIZE);
-  const dv = new DataView(out.buffer);
-  USER_REGS_FIELDS.forEach((f, i) => dv.setBigUint64(i * 8, BigInt.asUintN(64, regs[f]), true));
-  return out;
+  const w = new BigUint64Array(USER_REGS_FIELDS.length);
+  w[0] = regs.r15;
+  w[1] = regs.r14;
+  w[2] = regs.r13;
+  w[3] = regs.r12;
+  w[4] = regs.rbp;
+  w[5] = regs.rbx;
+  w[6] = regs.r11;
+  w[7] = regs.r10;
+  w[8] = regs.r9;
+  w[9] = regs.r8;
+  w[10] = regs.rax;
+  w[11] = regs.rcx;
+  w[12] = regs.rdx;
+  w[13] = regs.rsi;
+  w[14] = regs.rdi;
+  w[15] = regs.orig_rax;
+  w[16] = regs.rip;
+  w[17] = regs.cs;
+  w[18] = regs.eflags;
+  w[19] = regs.rsp;
+  w[20] = regs.ss;
+  w[21] = regs.fs_base;
+  w[22] = regs.gs_base;
+  w[23] = regs.ds;
+  w[24] = regs.es;
+  w[25] = regs.fs;
+  w[26] = regs.gs;
+  return new Uint8Array(w.buffer);
 }
 
 /** Interprets an unsigned register value as a signed 64-bit integer (e.g. rax = -errno). */

@@ -59,6 +59,7 @@ import { signed, syscallRegs, type UserRegs } from "./regs.ts";
 import { encodeSigframe, sigframeFpstate, sigframeSize } from "./sigframe.ts";
 import { executableMapsLines, InjectionError } from "./inject.ts";
 import { BATCH_AFTER_SYSCALL } from "./syscall_batch.ts";
+import type { VmPiece } from "./process_vm_pieces.ts";
 
 const ALL_SIGNALS = 0xffffffffffffffffn;
 const SYSGOOD_TRAP = 5 | 0x80;
@@ -251,7 +252,11 @@ export class CrashSafeThread {
    * (undefined: no room); nothing runs in the thread yet. Undefined when
    * the thread cannot be handled this way (no room, a shadow stack, AMX
    * state). `shadowStack`: whether it uses a user shadow stack, when the
-   * caller read its status already.
+   * caller read its status already. With `io`, the area is not read nor the
+   * frame written here: their pieces are added to `io.reads` and
+   * `io.writes`, which the caller must move (reads first) before it uses
+   * the thread or puts its area back ({@link restoreArea}): several
+   * threads' in one call each (ffi/process_vm_pieces.ts).
    */
   static open(
     tid: number,
@@ -259,6 +264,7 @@ export class CrashSafeThread {
     placeArea: (rsp: bigint, bytes: number) => bigint | undefined,
     hook: PhaseHook,
     shadowStack?: boolean,
+    io?: { reads: VmPiece[]; writes: VmPiece[] },
   ): CrashSafeThread | undefined {
     const regs = getRegs(tid);
     const xstate = getXstate(tid);
@@ -269,17 +275,19 @@ export class CrashSafeThread {
     const area = placeArea(regs.rsp, CrashSafeThread.bytesFor(xstate.length));
     if (area === undefined || (area & 63n) !== 0n) return undefined;
     const t = new CrashSafeThread(tid, sites, area, regs, getSigmask(tid), xstate, hook);
+    const frame = encodeSigframe(t.#frame, {
+      regs: resumedRegs(regs),
+      mask: t.#mask,
+      xstate,
+      restorer: sites.restorer,
+    });
+    if (io) {
+      io.reads.push({ addr: area, buf: t.#saved });
+      io.writes.push({ addr: t.#frame, buf: frame });
+      return t;
+    }
     processVmReadFully(tid, area, t.#saved);
-    processVmWriteFully(
-      tid,
-      t.#frame,
-      encodeSigframe(t.#frame, {
-        regs: resumedRegs(regs),
-        mask: t.#mask,
-        xstate,
-        restorer: sites.restorer,
-      }),
-    );
+    processVmWriteFully(tid, t.#frame, frame);
     return t;
   }
 
@@ -320,6 +328,11 @@ export class CrashSafeThread {
     throw new InjectionError(`thread ${this.tid}: injected syscall ${nr} did not complete`);
   }
 
+  /** The `syscall; ret` its injected syscalls run at (a batch issues its stop's tgkill there). */
+  get site(): bigint {
+    return this.#sites.call;
+  }
+
   /** The thread's own signal mask (as it was when it was opened). */
   get mask(): bigint {
     return this.#mask;
@@ -347,6 +360,36 @@ export class CrashSafeThread {
     });
     if (!this.#injected) setSigmask(this.tid, ALL_SIGNALS);
     this.#injected = true;
+  }
+
+  /**
+   * Parks the thread like {@link park}, but with its stack pointer at
+   * `slot`, the word just below its home frame, whose content the caller
+   * wrote (and writes again): let go, the thread returns to the address
+   * held there with rsp at its frame and rbx = `table`. Holding the `ret`
+   * after the call site, it goes back through its frame as from
+   * {@link park}; holding a batch's code, it runs the batch of `table`
+   * (then {@link startParked} starts it with no register change).
+   */
+  parkAt(slot: bigint, table: bigint): void {
+    if (slot !== this.#home - 8n) throw new InjectionError(`thread ${this.tid}: bad park slot`);
+    setRegs(this.tid, {
+      ...syscallRegs(this.#orig, 0, [], this.#sites.call + 2n, slot),
+      rbx: table,
+    });
+    if (!this.#injected) setSigmask(this.tid, ALL_SIGNALS);
+    this.#injected = true;
+  }
+
+  /**
+   * Starts a batch in a thread parked by {@link parkAt} whose slot now
+   * holds the batch code's address: resumes it without waiting (see
+   * {@link startBatch}).
+   */
+  startParked(): void {
+    this.#hook("batch-mid");
+    this.#inSignalStop = false;
+    cont(this.tid, 0);
   }
 
   /**
@@ -384,24 +427,32 @@ export class CrashSafeThread {
     cont(this.tid, 0);
   }
 
-  /** The second half of {@link runBatch}: waits for the batch's end (its stop by `signal`). */
-  finishBatch(code: bigint, signal: number): void {
-    const stopAt = code + BigInt(BATCH_AFTER_SYSCALL);
+  /**
+   * The second half of {@link runBatch}: waits for the batch's end (its stop
+   * by `signal`). The thread stops at the `ret` of the call site, out of the
+   * batch code, with `signal` unblocked; unless `closeNext` (the caller
+   * closes it before anything else is injected: {@link close} puts its own
+   * mask back) every signal is blocked again.
+   */
+  finishBatch(code: bigint, signal: number, closeNext = false): void {
+    const early = code + BigInt(BATCH_AFTER_SYSCALL);
     for (let i = 0; i < MAX_STOPS; i++) {
       if (i > 0) cont(this.tid, 0);
       const st = waitStop(this.tid);
       if (st.event === 0 && st.signal === signal) {
         const r = getRegs(this.tid);
-        if (r.rip !== stopAt || r.rsp !== this.#home) {
+        const atEnd = r.rip === this.#sites.call + 2n;
+        if ((!atEnd && r.rip !== early) || r.rsp !== this.#home) {
           throw new InjectionError(
             `thread ${this.tid}: syscall batch stopped at 0x${r.rip.toString(16)}`,
           );
         }
         // Left in that signal-delivery stop (the next resume, with no signal,
-        // discards it), out of the batch code: at the `ret` to its frame.
+        // discards it), at the `ret` to its frame. A signal sent from elsewhere
+        // stops it in the code, once the last entry unblocked it: moved out.
         this.#inSignalStop = true;
-        setSigmask(this.tid, ALL_SIGNALS);
-        this.park();
+        if (!atEnd || !closeNext) setSigmask(this.tid, ALL_SIGNALS);
+        if (!atEnd) this.park();
         this.#hook("batch-end");
         return;
       }
@@ -418,18 +469,31 @@ export class CrashSafeThread {
    * make. The undo must be harmless if that change was not made.
    */
   armUndo(nr: number, ...args: (number | bigint)[]): void {
+    const { addr, buf } = this.undoPiece(nr, ...args);
+    processVmWriteFully(this.tid, addr, buf);
+    this.useUndo();
+  }
+
+  /**
+   * The undo frame of {@link armUndo} as a piece to write (several
+   * threads' in one call); {@link useUndo} once it is written.
+   */
+  undoPiece(nr: number, ...args: (number | bigint)[]): VmPiece {
     // Its uc_stack is zero as well: the sigaltstack is left as it is (see the module doc).
-    processVmWriteFully(
-      this.tid,
-      this.#undo,
-      encodeSigframe(this.#undo, {
+    return {
+      addr: this.#undo,
+      buf: encodeSigframe(this.#undo, {
         regs: syscallRegs(this.#orig, nr, args, this.#sites.call, this.#frame),
         mask: ALL_SIGNALS,
         xstate: this.#xstate,
         sharedFpstate: sigframeFpstate(this.#frame),
         restorer: this.#sites.restorer,
       }),
-    );
+    };
+  }
+
+  /** The second half of {@link armUndo}, once the piece of {@link undoPiece} is written. */
+  useUndo(): void {
     this.#home = this.#undo;
   }
 

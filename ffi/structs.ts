@@ -186,6 +186,8 @@ export const CLONE = {
   FS: 0x200n,
   FILES: 0x400n,
   SIGHAND: 0x800n,
+  /** The child is traced by the caller's tracer (with its options), without a clone event stop. */
+  PTRACE: 0x2000n,
   PARENT: 0x8000n,
   THREAD: 0x10000n,
   SYSVSEM: 0x40000n,

@@ -9,6 +9,7 @@
 import assert from "node:assert/strict";
 import { describeError, EXIT_FAILURE, EXIT_USAGE, reportError } from "../cli/errors.ts";
 import { humanBytes, humanDuration, positiveInt, toJson } from "../cli/format.ts";
+import { loadCommander } from "../cli/commander_lib.ts";
 import { renderTable } from "../cli/table.ts";
 import { SyscallError } from "../ffi/libc.ts";
 import { assertOneLineError, runCli } from "./helpers/commands.ts";
@@ -153,7 +154,8 @@ Deno.test("cli errors: one line naming the call and errno, usage errors exit 2",
   assert.equal(EXIT_USAGE, 2);
 });
 
-Deno.test("cli format: sizes, durations, JSON, tables, pid parsing", () => {
+Deno.test("cli format: sizes, durations, JSON, tables, pid parsing", async () => {
+  await loadCommander(); // positiveInt is commander's argument parser: it runs once commander is loaded
   assert.equal(humanBytes(0), "0 B");
   assert.equal(humanBytes(4096), "4 KiB");
   assert.equal(humanBytes(1536 * 1024), "1.5 MiB");

@@ -75,7 +75,7 @@ function runBatchIn(pid: number, t: CrashSafeThread, at: bigint): void {
   processVmWriteFully(
     pid,
     table,
-    encodeBatchTable(table, steps, { signal: SIGURG, tgid: pid, tid: pid }),
+    encodeBatchTable(table, steps, { signal: SIGURG, tgid: pid, tid: pid }, t.site),
   );
   t.runBatch(at, table, SIGURG);
   const out = new Uint8Array(steps.length * 64);

@@ -9,6 +9,7 @@
 
 import assert from "node:assert/strict";
 import {
+  executableMapsText,
   largestGap,
   mappingsAt,
   parseMapsLine,
@@ -16,6 +17,7 @@ import {
   readMaps,
   readMapsMatching,
 } from "../engine/proc/maps.ts";
+import { executableMapsLines } from "../ffi/inject.ts";
 import { startTriggered } from "./helpers/roundtrip.ts";
 import { withTargets } from "./helpers/targets.ts";
 
@@ -141,6 +143,16 @@ Deno.test(
         perms: "rw-p",
       }];
       assert.deepEqual(largestGap(t.pid, fake), best);
+      // The executable lines made from the areas parse as the maps text's own (the safe sites).
+      const text = Deno.readTextFileSync(`/proc/${t.pid}/maps`);
+      const made = executableMapsText(maps);
+      assert.ok(made.length > 0);
+      assert.deepEqual(
+        executableMapsLines(made).map((l) => parseMapsLineRegex(l)),
+        executableMapsLines(text).map((l) => parseMapsLineRegex(l)).filter((m) =>
+          m!.perms[0] === "r" && m!.perms[2] === "x"
+        ),
+      );
       for (const needle of ["[v", "/", "rt_maps", "[stack]", "no such name"]) {
         assert.deepEqual(
           readMapsMatching(t.pid, needle),

@@ -319,6 +319,34 @@ Deno.test("credentials sections: one per thread after the program's END, privile
   assert.ok(sections.threads[0].op > 0, "the sections come after the main program's END");
 });
 
+Deno.test("securebits recorded as 0 are read back by the section itself, before its END", () => {
+  const proc = {
+    pid: 10,
+    threads: [{ tid: 10, creds: { ...CREDS, securebits: 0, keepCaps: false } }, {
+      tid: 11,
+      creds: CREDS,
+    }],
+  } as unknown as ProcessImage;
+  const p = new ProgramBuilder(0x10000n);
+  p.end("main program");
+  const sections = emitCredsSections(p, proc, 40);
+  const ops = p.build().ops;
+  const endOf = (from: number) => ops.findIndex((o, i) => i >= from && o.nr === 0xffffffff);
+  const end = endOf(sections.threads[0].op);
+  const [get, fail] = [ops[end - 2], ops[end - 1]];
+  assert.equal(get.nr, SYS.prctl);
+  assert.equal(get.args[0], 27n, "PR_GET_SECUREBITS");
+  assert.equal(get.jumpIfZeroTo, end, "0 read back: on to the section's END");
+  assert.equal(fail.nr, SYS.prctl);
+  assert.equal(fail.args[0], 0xffffffffffffffffn, "otherwise an unknown prctl option: FAIL");
+  assert.ok(!fail.allowFail);
+  assert.match(fail.comment ?? "", /securebits read back not 0/);
+  // Recorded securebits 0x10: read back by the engine (a prctl in the thread), no check here.
+  const other = endOf(sections.threads[1].op);
+  assert.notEqual(ops[other - 1].args[0], 0xffffffffffffffffn);
+  assert.notEqual(ops[other - 2].args[0], 27n);
+});
+
 Deno.test("credentials pre-flight and read-back comparison", () => {
   const proc = { pid: 10, threads: [{ tid: 11, creds: CREDS }] } as unknown as ProcessImage;
   assert.deepEqual(credsProblems([proc], 0xfffffffffn), []);

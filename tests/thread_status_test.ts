@@ -6,7 +6,12 @@
  */
 
 import assert from "node:assert/strict";
-import { readThreadStatuses, statusComm } from "../engine/proc/status.ts";
+import {
+  parseStatus,
+  type ProcStatus,
+  readThreadStatuses,
+  statusComm,
+} from "../engine/proc/status.ts";
 import { listTids } from "../engine/proc/tasks.ts";
 
 /** This process's main thread comm, set to `name` while `fn` runs. */
@@ -42,4 +47,70 @@ Deno.test("each thread's status is its own (Pid line, comm)", () => {
     const comm = Deno.readTextFileSync(`/proc/self/task/${tid}/comm`).replace(/\n$/, "");
     assert.equal(statusComm(st), comm);
   }
+});
+
+/** Every field of `st` as the plain table of its lines (`fields`) gives it. */
+function fromTable(st: ProcStatus) {
+  const f = st.fields;
+  const ints = (v?: string) => (v ?? "").split(/\s+/).filter((x) => x !== "").map(Number);
+  const hex = (v?: string) => BigInt(`0x${v}`);
+  return {
+    umask: f.Umask === undefined ? null : parseInt(f.Umask, 8),
+    state: f.State.charAt(0),
+    tgid: Number(f.Tgid),
+    pid: Number(f.Pid),
+    ppid: Number(f.PPid),
+    tracerPid: Number(f.TracerPid),
+    uid: ints(f.Uid),
+    gid: ints(f.Gid),
+    groups: ints(f.Groups),
+    nstgid: ints(f.NStgid),
+    nspid: ints(f.NSpid),
+    nspgid: ints(f.NSpgid),
+    nssid: ints(f.NSsid),
+    threads: Number(f.Threads),
+    sigQ: { queued: Number(f.SigQ.split("/")[0]), limit: Number(f.SigQ.split("/")[1]) },
+    sigPnd: hex(f.SigPnd),
+    shdPnd: hex(f.ShdPnd),
+    sigBlk: hex(f.SigBlk),
+    sigIgn: hex(f.SigIgn),
+    sigCgt: hex(f.SigCgt),
+    capInh: hex(f.CapInh),
+    capPrm: hex(f.CapPrm),
+    capEff: hex(f.CapEff),
+    capBnd: hex(f.CapBnd),
+    capAmb: f.CapAmb === undefined ? 0n : hex(f.CapAmb),
+    noNewPrivs: f.NoNewPrivs === "1",
+    seccomp: f.Seccomp === undefined ? 0 : Number(f.Seccomp),
+    kthread: f.Kthread === undefined ? null : f.Kthread === "1",
+    threadFeatures: f.x86_Thread_features ?? "",
+  };
+}
+
+Deno.test("parseStatus finds each line by its key: every field equals the plain line table's", () => {
+  let n = 0;
+  for (const e of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(e.name) || n >= 300) continue;
+    let text: string;
+    try {
+      text = Deno.readTextFileSync(`/proc/${e.name}/status`);
+    } catch {
+      continue; // gone
+    }
+    const st = parseStatus(text);
+    const { fields: _, name: __, ...typed } = st;
+    assert.deepEqual(typed, fromTable(st), `/proc/${e.name}/status`);
+    assert.equal(st.name, text.match(/^Name:\t(.*)$/m)![1]);
+    n++;
+  }
+  assert.ok(n > 3, `${n} statuses compared`);
+  // Keys that are prefixes or suffixes of others, a Name with a colon and trailing spaces.
+  const own = Deno.readTextFileSync("/proc/self/status");
+  const odd = own.replace(/^Name:\t.*$/m, "Name:\tx: Pid:\t7  ")
+    .replace(/^(Seccomp:\t.*)\n(Seccomp_filters:\t.*)$/m, "$2\n$1");
+  const st = parseStatus(odd);
+  assert.equal(st.name, "x: Pid:\t7  ");
+  assert.equal(st.pid, Deno.pid);
+  assert.deepEqual(st.seccomp, Number(st.fields.Seccomp));
+  assert.throws(() => parseStatus(own.replace(/^Uid:.*\n/m, "")), /no Uid line/);
 });

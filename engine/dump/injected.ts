@@ -20,7 +20,11 @@
 
 import { findSyscallInstruction, injectSyscall, returnToInterruptStop } from "../../ffi/inject.ts";
 import { processVmReadFully, processVmWriteFully } from "../../ffi/process_vm.ts";
-import { processVmReadPieces, processVmWritePieces } from "../../ffi/process_vm_pieces.ts";
+import {
+  processVmReadPieces,
+  processVmWritePieces,
+  type VmPiece,
+} from "../../ffi/process_vm_pieces.ts";
 import { itimerval, kernelSigaction, stackT } from "../../ffi/structs.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { errnoName } from "../../ffi/errno.ts";
@@ -37,7 +41,7 @@ import {
   encodeBatchTable,
   installBatchCode,
 } from "../../ffi/syscall_batch.ts";
-import { largestGap, type MapEntry, mappingAt } from "../proc/maps.ts";
+import { executableMapsText, largestGap, type MapEntry, mappingAt } from "../proc/maps.ts";
 import { type ProcStatus, readStatus, usesShadowStack } from "../proc/status.ts";
 import { pausePoint } from "../pause.ts";
 
@@ -111,14 +115,27 @@ export class InjectionSession {
   readonly #chainSaved: { tid: number; at: bigint; bytes: Uint8Array }[] = [];
   /** Each thread's status read once after the freeze (engine/proc/status.ts readThreadStatuses), if given. */
   readonly statuses: ReadonlyMap<number, ProcStatus> | undefined;
-  constructor(pid: number, statuses?: ReadonlyMap<number, ProcStatus>) {
+  constructor(
+    pid: number,
+    statuses?: ReadonlyMap<number, ProcStatus>,
+    areas?: readonly MapEntry[],
+  ) {
     this.pid = pid;
     this.statuses = statuses;
-    this.safeSites = findSafeSites(pid);
+    // From the areas read at this freeze when given (the same lines, no maps text to read).
+    this.safeSites = findSafeSites(pid, (areas && executableMapsText(areas)) || undefined);
   }
 
-  /** Opens thread `tid` once; `keepCurrent`: the current thread stays injected meanwhile. */
-  #thread(tid: number, keepCurrent = false): CrashSafeThread | undefined {
+  /**
+   * Opens thread `tid` once; `keepCurrent`: the current thread stays
+   * injected meanwhile; `io`: its area's read and frame's write are left
+   * to the caller (see `CrashSafeThread.open`).
+   */
+  #thread(
+    tid: number,
+    keepCurrent = false,
+    io?: { reads: VmPiece[]; writes: VmPiece[] },
+  ): CrashSafeThread | undefined {
     if (this.#threads.has(tid)) return this.#threads.get(tid);
     this.#threads.set(tid, undefined);
     if (!this.safeSites) return undefined;
@@ -129,9 +146,10 @@ export class InjectionSession {
     const t = CrashSafeThread.open(
       tid,
       this.safeSites,
-      (rsp, bytes) => tid === this.pid ? this.mainArea : areaBelow(tid, rsp, bytes, 0),
+      (rsp, bytes) => tid === this.pid ? this.mainArea : areaBelow(tid, rsp, bytes, 0, this.areas),
       pausePoint,
       this.#status(tid) && usesShadowStack(this.#status(tid)!),
+      io,
     );
     this.#threads.set(tid, t);
     if (!keepCurrent) this.#current = t;
@@ -223,7 +241,7 @@ export class InjectionSession {
     if (!t || !stop || table === undefined) return one();
     const code = this.#batchCode(t);
     if (code === undefined) return one();
-    processVmWriteFully(this.pid, table, encodeBatchTable(table, steps, stop));
+    processVmWriteFully(this.pid, table, encodeBatchTable(table, steps, stop, t.site));
     t.runBatch(code, table, stop.signal);
     const out = new Uint8Array(steps.length * 64);
     processVmReadFully(this.pid, table, out);
@@ -269,33 +287,36 @@ export class InjectionSession {
       tableBytes: number;
       outBytes: number;
     }[] = [];
-    // What the tables overwrite is saved for every thread in one call (put back on close).
+    // What the threads' areas and the tables overwrite is saved for every
+    // thread in one call (put back on close), then every frame is written in one.
     const from = this.#chainSaved.length;
-    const fillSaved = () =>
-      processVmReadPieces(
-        this.pid,
-        this.#chainSaved.slice(from).map((c) => ({ addr: c.at, buf: c.bytes })),
-      );
+    const io = { reads: [] as VmPiece[], writes: [] as VmPiece[] };
+    const flush = () => {
+      const tables = this.#chainSaved.slice(from).map((c) => ({ addr: c.at, buf: c.bytes }));
+      processVmReadPieces(this.pid, [...io.reads, ...tables]);
+      processVmWritePieces(this.pid, io.writes);
+    };
     for (const job of jobs) {
-      const t = this.#thread(job.tid, true);
+      const t = this.#thread(job.tid, true, io);
       const stop = t && batchStop(this.pid, job.tid, t.mask, this.#status(job.tid));
       if (!t || !stop) {
-        fillSaved();
+        flush();
         return undefined;
       }
       // The step count does not depend on the output address: size the table first.
+      // 64 more bytes above the output: the park slot (CrashSafeThread.parkAt).
       const count = job.steps(0n).length;
       const tableBytes = (batchTableBytes(count) + 63) & ~63;
-      const table = this.#tableArea(t, tableBytes + job.outBytes, false);
+      const table = this.#tableArea(t, tableBytes + job.outBytes + 64, false);
       if (table === undefined) {
-        fillSaved();
+        flush();
         return undefined;
       }
       const out = table + BigInt(tableBytes);
       plan.push({ t, stop, table, out, steps: job.steps(out), tableBytes, outBytes: job.outBytes });
     }
     const n = plan.length;
-    fillSaved();
+    flush();
     const at = freePage(this.pid, n, this.areas);
     if (at === undefined) return undefined;
     const bytes = n * PAGE;
@@ -310,17 +331,35 @@ export class InjectionSession {
       installBatchCode(this.pid, at, n);
       processVmWritePieces(
         this.pid,
-        plan.map((p) => ({ addr: p.table, buf: encodeBatchTable(p.table, p.steps, p.stop) })),
+        plan.map((p) => ({
+          addr: p.table,
+          buf: encodeBatchTable(p.table, p.steps, p.stop, p.t.site),
+        })),
       );
       // Each other thread takes its own page's munmap (parked: let go, it runs
-      // it first), then the main thread keeps only its own page's.
+      // it first), then the main thread keeps only its own page's. Each is
+      // parked on a slot below its frame that holds the call site's `ret`
+      // (CrashSafeThread.parkAt), then its page's address: it starts with no
+      // register change (all slots written in one call).
+      const slot = (k: number) => plan[k].t.area - 8n;
+      const word = (v: bigint) => new Uint8Array(new BigUint64Array([v]).buffer);
+      processVmWritePieces(this.pid, [
+        ...plan.slice(1).map((p, i) => p.t.undoPiece(SYS.munmap, page(i + 1), PAGE)),
+        ...plan.slice(1).map((p, i) => ({ addr: slot(i + 1), buf: word(p.t.site + 2n) })),
+      ]);
       for (let k = 1; k < n; k++) {
-        plan[k].t.armUndo(SYS.munmap, page(k), PAGE);
-        plan[k].t.park();
+        plan[k].t.useUndo();
+        plan[k].t.parkAt(slot(k), plan[k].table);
       }
       main.armUndo(SYS.munmap, page(0), PAGE);
-      for (let k = 0; k < n; k++) {
-        plan[k].t.startBatch(page(k), plan[k].table);
+      processVmWritePieces(
+        this.pid,
+        plan.slice(1).map((_, i) => ({ addr: slot(i + 1), buf: word(page(i + 1)) })),
+      );
+      main.startBatch(page(0), plan[0].table);
+      started++;
+      for (let k = 1; k < n; k++) {
+        plan[k].t.startParked();
         started++;
       }
     } catch (e) {
@@ -328,7 +367,8 @@ export class InjectionSession {
     }
     for (let k = 0; k < started; k++) {
       try {
-        plan[k].t.finishBatch(page(k), plan[k].stop.signal);
+        // The others are closed right after the main thread takes the mapping's munmap back.
+        plan[k].t.finishBatch(page(k), plan[k].stop.signal, k > 0);
       } catch (e) {
         first ??= e;
       }
@@ -438,7 +478,7 @@ export class InjectionSession {
       : t.area;
     const at = (top - BigInt(bytes)) & ~63n;
     // The mapping the table lies in: the one holding the byte below `top` (start < top <= end).
-    const vma = mappingAt(this.pid, top - 1n);
+    const vma = this.areas ? holding(this.areas, top - 1n) : mappingAt(this.pid, top - 1n);
     if (!vma || at < vma.start || vma.perms[0] !== "r" || vma.perms[1] !== "w") return undefined;
     const saved = new Uint8Array(Number(top - at));
     // Without `read`, the caller fills `saved` (with other threads' in one call) before any use.
@@ -526,11 +566,11 @@ export function withInjection<T>(
   /** The process's mappings read at this freeze, if the caller has them ({@link InjectionSession.areas}). */
   areas?: readonly MapEntry[],
 ): T {
-  const s = new InjectionSession(pid, statuses);
+  const s = new InjectionSession(pid, statuses, areas);
   s.areas = areas;
   const rsp = getRegs(pid).rsp;
   const areaBytes = s.safeSites ? CrashSafeThread.bytesFor(xsaveSize(pid)) : 0;
-  const area = areaBelow(pid, rsp, areaBytes, SCRATCH_BYTES);
+  const area = areaBelow(pid, rsp, areaBytes, SCRATCH_BYTES, areas);
   if (area !== undefined) {
     const stack = area - BigInt(SCRATCH_BYTES);
     if (areaBytes) s.mainArea = area;
@@ -617,6 +657,12 @@ function lastBelow(
     else hi = mid;
   }
   return lo > 0 ? maps[lo - 1] : undefined;
+}
+
+/** The one of `maps` (sorted by start) that holds `addr`, by binary search. */
+function holding(maps: readonly MapEntry[], addr: bigint): MapEntry | undefined {
+  const m = lastBelow(maps, addr, true);
+  return m && addr < m.end ? m : undefined;
 }
 
 /** Signals whose default action is to ignore them: SIGURG, SIGWINCH, SIGCHLD. */

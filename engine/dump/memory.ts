@@ -15,7 +15,7 @@
  * @module
  */
 
-import * as zlib from "node:zlib";
+import { crc32 } from "../image/crc32.ts";
 import { IOV_MAX, processVmRead, processVmReadMany } from "../../ffi/process_vm.ts";
 import type { PageRun } from "../model.ts";
 import { crc32Combine } from "../image/checksum.ts";
@@ -174,7 +174,7 @@ export class MemoryStreamer {
       if (part.room < 0) part.room = CRC_BLOCK - this.blockPhase % CRC_BLOCK;
       for (let o = 0; o < this.#fill;) {
         const len = Math.min(part.room, this.#fill - o);
-        const crc = zlib.crc32(this.#buffer.subarray(o, o + len));
+        const crc = crc32(this.#buffer.subarray(o, o + len));
         this.#crc = crc32Combine(this.#crc, crc, len); // (the CRC of nothing is 0)
         part.crc = crc32Combine(part.crc, crc, len);
         part.bytes += len;
@@ -185,7 +185,7 @@ export class MemoryStreamer {
           Object.assign(part, { crc: 0, bytes: 0, room: CRC_BLOCK });
         }
       }
-    } else this.#crc = zlib.crc32(this.#buffer.subarray(0, this.#fill), this.#crc);
+    } else this.#crc = crc32(this.#buffer.subarray(0, this.#fill), this.#crc);
     this.#out.submit(this.#fill, this.#reserve(this.#fill));
     this.#buffer = undefined;
     this.#fill = 0;

@@ -52,6 +52,7 @@ import { Precopy, type PrecopyProcess } from "./precopy.ts";
 import { precopyPays } from "./precopy_policy.ts";
 import { planPages, savePlanned } from "./plan.ts";
 import { readStatus } from "../proc/status.ts";
+import { readLocksOffThread } from "../proc/locks.ts";
 import { readStat } from "../proc/stat.ts";
 import { readFds } from "../proc/fds.ts";
 import { freezeTree, type FrozenTree, thawTree } from "./freeze.ts";
@@ -228,8 +229,12 @@ async function prepareDir(dir: string): Promise<string> {
  * {@link readVdso}, hashed here, after the thaw with --leave-running) and
  * XSAVE features.
  */
-function hostFacts(image: ProcessImage, vdsoCopy: VdsoCopy, xsaveBytes: number): HostFacts {
-  const { layout: vdso, sha256: vdsoSha256 } = hashVdso(vdsoCopy);
+async function hostFacts(
+  image: ProcessImage,
+  vdsoCopy: VdsoCopy,
+  xsaveBytes: number,
+): Promise<HostFacts> {
+  const { layout: vdso, sha256: vdsoSha256 } = await hashVdso(vdsoCopy);
   const xsave = decodeBase64(image.threads[0].xsave);
   return {
     kernelRelease: Deno.osRelease(),
@@ -384,6 +389,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       });
     }
     tree = freezeTree(pid);
+    const locks = readLocksOffThread(); // its grace period passes while the tree is collected
     chain.onFrozen();
     // Keeps the pre-copied pages not written since, and removes the tracking.
     precopy?.validate();
@@ -447,7 +453,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     );
     checkSharedTables(described.map((d) => d.p.pid), refusals);
     for (const d of described) checkProcessPaths(d.image, refusals);
-    checkUnattachedLocks(described.map((d) => d.image), refusals);
+    checkUnattachedLocks(described.map((d) => d.image), refusals, await locks);
     checkFdOwners(described.map((d) => d.image), refusals);
     refuseSharedAcrossTree(described.map((d) => d.image), refusals);
     sockets.finish(refusals);
@@ -572,7 +578,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       opts.onEvent?.({ type: "thawed", freezeSeconds });
     }
     if (checkAfterThaw) checkRestorable();
-    const host = hostFacts(images[0], vdsoCopy, xsaveBytes);
+    const host = await hostFacts(images[0], vdsoCopy, xsaveBytes);
     for (const { writer, image, streamer, pre, overwritten } of pending) {
       pausePoint("notes");
       // The pre-copied pages' CRC, with the blocks written over again read back.

@@ -94,6 +94,9 @@ export function planPages(
   return { pieces, readBytes, reusedBytes, parentBytes };
 }
 
+/** A mapping's page runs before any is saved (replaced, never added to). */
+const NO_PAGES: PageRun[] = Object.freeze([]) as unknown as PageRun[];
+
 /** The pieces of every mapping without any (never added to). */
 const NO_PIECES: SplitPiece[] = Object.freeze([]) as unknown as SplitPiece[];
 
@@ -126,27 +129,36 @@ export function savePlanned(
   onBytes: (n: number) => void,
 ): void {
   let scratch: Uint8Array | undefined;
+  // The batch's entries are reused from mapping to mapping (saveRuns keeps none of them).
   const batch: { addr: bigint; length: number }[] = [];
+  const pool: { addr: bigint; length: number }[] = [];
+  const entry = (n: number, addr: number, length: number) => {
+    const e = pool[n] ??= { addr: 0n, length: 0 };
+    e.addr = BigInt(addr);
+    e.length = length;
+    return e;
+  };
   for (let k = 0; k < plan.pieces.length; k++) {
     const pieces = plan.pieces[k];
     if (pieces.length === 0) continue;
     const v = vmas[k];
-    let pages: PageRun[] = [];
+    let pages: PageRun[] = NO_PAGES;
     for (let i = 0; i < pieces.length; i++) {
       const p = pieces[i];
       if (p.source === "read") {
         // Consecutive read pieces go to the streamer together (one batch of reads).
         batch.length = 0;
-        batch.push({ addr: BigInt(p.addr), length: p.length });
+        batch.push(entry(0, p.addr, p.length));
         while (i + 1 < pieces.length && pieces[i + 1].source === "read") {
           const q = pieces[++i];
-          batch.push({ addr: BigInt(q.addr), length: q.length });
+          batch.push(entry(batch.length, q.addr, q.length));
         }
         const got = streamer.saveRuns(v, batch, onBytes);
         if (pages.length === 0) pages = got; // the common case: no copy
         else for (const r of got) pages.push(r);
         continue;
       }
+      if (pages === NO_PAGES) pages = [];
       if (p.source === "parent") {
         const last = pages[pages.length - 1];
         if (

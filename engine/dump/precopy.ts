@@ -58,7 +58,7 @@ import { PagemapScanner, type ScanRegion } from "../proc/pagemap_scan.ts";
 import { freezeTree, thawTree } from "./freeze.ts";
 import { withInjection } from "./injected.ts";
 import { bootstrapSizeFor, classifyVma, pagePolicy, refusedMapping, type Vma } from "./vmas.ts";
-import * as zlib from "node:zlib";
+import { crc32 } from "../image/crc32.ts";
 import { CRC_BLOCK } from "./memory.ts";
 import { crc32Combine } from "../image/checksum.ts";
 import { type CopiedRun, type CopyJob, copyPlanned, type CopyResult } from "./precopy_copy.ts";
@@ -278,7 +278,7 @@ export class PrecopyProcess {
           if (n === null) throw new Error(`${path}: short read at ${at + d}`);
           d += n;
         }
-        crcs[b] = zlib.crc32(buf.subarray(0, len));
+        crcs[b] = crc32(buf.subarray(0, len));
       }
     }
     this.pagesBlockCrcs = crcs;

@@ -188,6 +188,8 @@ export function collectProcess(
   const vmas: Vma[] = maps;
   // One object per mapping, built without spreads (10,000 mappings: this runs frozen).
   const mappings: Mapping[] = new Array(maps.length);
+  // The hex text of the last end (the next area's start, when they touch) and of offset 0.
+  let lastEnd = -1n, lastEndHex = "";
   for (let i = 0; i < maps.length; i++) {
     const m = maps[i];
     const kind = classifyVma(m);
@@ -200,7 +202,10 @@ export function collectProcess(
     if (refused) {
       refusals.use(refused, `process ${pid} mapping ${hex(m.start)}-${hex(m.end)} (${m.path})`);
     }
-    const start = hex(m.start), end = hex(m.end), offset = hex(m.offset);
+    const start = m.start === lastEnd ? lastEndHex : hex(m.start);
+    const end = hex(m.end), offset = m.offset === 0n ? "0x0" : hex(m.offset);
+    lastEnd = m.end;
+    lastEndHex = end;
     const mapping: Mapping = file
       ? {
         start,

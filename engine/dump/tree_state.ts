@@ -14,7 +14,7 @@ import type { ProcessImage } from "../model.ts";
 import type { Refusals, SupportId } from "../support.ts";
 import { locksOf } from "../fds/locks.ts";
 import { devMajor, devMinor } from "../proc/fds.ts";
-import { lockFileId, parseLockLine, readLocks } from "../proc/locks.ts";
+import { lockFileId, parseLockLine, type ProcLock, readLocks } from "../proc/locks.ts";
 
 const KCMP_VM = 1;
 const KCMP_FILES = 2;
@@ -84,7 +84,12 @@ export function checkFdOwners(images: readonly ProcessImage[], refusals: Refusal
  * "lock:" lines): a flock or OFD lock held through a description only a
  * memory mapping keeps open, a POSIX lock cryo could not attribute.
  */
-export function checkUnattachedLocks(images: readonly ProcessImage[], refusals: Refusals): void {
+export function checkUnattachedLocks(
+  images: readonly ProcessImage[],
+  refusals: Refusals,
+  /** /proc/locks read while the tree was frozen, if the caller has it (default: read now). */
+  locks: readonly ProcLock[] = readLocks(),
+): void {
   const pids = new Set(images.map((p) => p.pid));
   const key = (l: { class: string; type: string; file: string; start: string; end: string }) =>
     `${l.class} ${l.type} ${l.file} ${l.start} ${l.end}`;
@@ -101,7 +106,7 @@ export function checkUnattachedLocks(images: readonly ProcessImage[], refusals: 
       if (x) files.set(lockFileId(devMajor(x.dev), devMinor(x.dev), x.ino), x.path);
     }
   }
-  for (const l of readLocks()) {
+  for (const l of locks) {
     const path = files.get(l.file);
     const ours = pids.has(l.pid) || (l.class === "OFDLCK" && path !== undefined);
     if (!ours || shown.has(key(l))) continue;

@@ -17,7 +17,7 @@
  */
 
 import { basename, dirname } from "../path.ts";
-import * as zlib from "node:zlib";
+import { crc32 } from "../image/crc32.ts";
 import { rawSyscall, syscallNum } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import {
@@ -103,7 +103,7 @@ export async function collectGhosts(
         for (let done = 0; done < length; done += CHUNK) {
           const buf = new Uint8Array(Math.min(CHUNK, length - done));
           preadFully(fd, buf, offset + done);
-          crc = zlib.crc32(buf, crc);
+          crc = crc32(buf, crc);
           for (let w = 0; w < buf.length;) w += await out.write(buf.subarray(w));
         }
       }
@@ -216,7 +216,7 @@ export async function createGhost(g: GhostFile, dir: string): Promise<number> {
           if (n === null) throw new RestoreError(`cannot restore: ${g.file} is truncated`);
           r += n;
         }
-        crc = zlib.crc32(buf, crc);
+        crc = crc32(buf, crc);
         for (let w = 0; w < buf.length;) {
           const n = Number(
             rawSyscall(SYS.pwrite64, fd, buf.subarray(w), buf.length - w, offset + done + w),

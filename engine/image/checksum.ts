@@ -7,7 +7,7 @@
  * @module
  */
 
-import * as zlib from "node:zlib";
+import { crc32 } from "./crc32.ts";
 
 const POLY = 0xedb88320;
 
@@ -74,7 +74,7 @@ async function crcOfRange(f: Deno.FsFile, start: number, end: number): Promise<n
   for (let pos = start; pos < end;) {
     const n = await f.read(buf.subarray(0, Math.min(buf.length, end - pos)));
     if (n === null) throw new Error(`unexpected end of file at ${pos}`);
-    crc = zlib.crc32(buf.subarray(0, n), crc);
+    crc = crc32(buf.subarray(0, n), crc);
     pos += n;
   }
   return crc >>> 0;

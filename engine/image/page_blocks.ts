@@ -10,7 +10,7 @@
  * @module
  */
 
-import * as zlib from "node:zlib";
+import { crc32 } from "./crc32.ts";
 import { decodeBase64, encodeBase64 } from "../base64.ts";
 import { crc32Combine, formatChecksum } from "./checksum.ts";
 import type { PageBlocks } from "../model.ts";
@@ -122,8 +122,8 @@ export async function checksumWithBlocks(
         d += n;
       }
       const v = buf.subarray(0, want);
-      whole = zlib.crc32(v, whole);
-      if (perBlock) crcs.push(zlib.crc32(v));
+      whole = crc32(v, whole);
+      if (perBlock) crcs.push(crc32(v));
       pos += want;
     }
   };

@@ -21,7 +21,7 @@
  * @module
  */
 
-import * as zlib from "node:zlib";
+import { crc32 } from "./crc32.ts";
 import type { ProcessImage } from "../model.ts";
 import {
   alignUp,
@@ -423,7 +423,7 @@ export async function checksumFile(path: string): Promise<string> {
   for (;;) {
     const n = await f.read(buf);
     if (n === null) break;
-    crc = zlib.crc32(buf.subarray(0, n), crc);
+    crc = crc32(buf.subarray(0, n), crc);
   }
   return `crc32:${(crc >>> 0).toString(16).padStart(8, "0")}`;
 }

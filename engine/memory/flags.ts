@@ -150,11 +150,10 @@ export function collectMemoryDetails(
   refusals: Refusals,
 ): MemoryProcessFlags {
   let pagemap: PagemapReader | undefined;
-  const odd = new Map<readonly string[], string[]>();
+  const judged = new Map<readonly string[], FlagsVerdict>();
+  const reader = () => pagemap ??= openPagemap(pid);
   try {
-    for (const m of mappings) {
-      collectMappingDetails(pid, m, refusals, () => pagemap ??= openPagemap(pid), odd);
-    }
+    for (const m of mappings) collectMappingDetails(pid, m, refusals, reader, judged);
   } finally {
     pagemap?.close();
   }
@@ -169,27 +168,50 @@ const KERNEL_SHOWS_GUARDS = (() => {
   return major > 6 || (major === 6 && minor >= 18);
 })();
 
+/** What one VmFlags list says: the flags not re-created, and whether "uw" and "gu" are in it. */
+interface FlagsVerdict {
+  odd: string[];
+  uw: boolean;
+  gu: boolean;
+}
+
+/** The verdict of `flags`, judged once per list (the dump's lists are shared, smaps_flags.ts). */
+function verdictOf(
+  flags: readonly string[],
+  judged: Map<readonly string[], FlagsVerdict>,
+): FlagsVerdict {
+  let v = judged.get(flags);
+  if (!v) {
+    v = {
+      odd: flags.filter((f) =>
+        !FROM_MMAP.has(f) && MADVISE_FOR_FLAG[f] === undefined && !LOCK_FLAGS.has(f)
+      ),
+      uw: flags.includes("uw"),
+      gu: flags.includes("gu"),
+    };
+    judged.set(flags, v);
+  }
+  return v;
+}
+
 /** Refuses what cryo cannot re-create of one mapping and records its guard regions. */
 function collectMappingDetails(
   pid: number,
   m: Mapping,
   refusals: Refusals,
   pagemap: () => PagemapReader,
-  /** The flags not re-created of each VmFlags list seen (10,000 mappings share a few lists). */
-  oddOf: Map<readonly string[], string[]>,
+  /** What each VmFlags list seen says (10,000 mappings share a few lists). */
+  judged: Map<readonly string[], FlagsVerdict>,
 ): void {
   if (m.kind === "vdso" || m.kind === "vsyscall") return;
+  let v = verdictOf(m.vmFlags, judged);
   // cryo's own dirty tracking of a pre-dump (engine/dump/tracking.ts): never recorded.
-  if (isOwnTrackingFlag(pid, Number(m.start), Number(m.end))) {
+  // (Only an area with "uw" can be one: 10,000 areas without it skip the lookup.)
+  if (v.uw && isOwnTrackingFlag(pid, Number(m.start), Number(m.end))) {
     m.vmFlags = m.vmFlags.filter((f) => f !== "uw");
+    v = verdictOf(m.vmFlags, judged);
   }
-  let odd = oddOf.get(m.vmFlags);
-  if (!odd) {
-    odd = m.vmFlags.filter((f) =>
-      !FROM_MMAP.has(f) && MADVISE_FOR_FLAG[f] === undefined && !LOCK_FLAGS.has(f)
-    );
-    oddOf.set(m.vmFlags, odd);
-  }
+  const odd = v.odd;
   if (odd.length) {
     refusals.use(
       "memory.vmflags",
@@ -199,7 +221,7 @@ function collectMappingDetails(
   }
   // Guard regions show as VmFlag "gu" (VM_MAYBE_GUARD, kernel 6.18): only those
   // areas are scanned; older kernels get every area scanned.
-  if (!m.vmFlags.includes("gu") && KERNEL_SHOWS_GUARDS) return;
+  if (!v.gu && KERNEL_SHOWS_GUARDS) return;
   const guards = pagemap().runs(BigInt(m.start), BigInt(m.end), { all: PM.GUARD });
   if (guards.length) {
     m.guards = guards.map(([a, l]) => ({ addr: `0x${a.toString(16)}`, length: l }));
@@ -225,7 +247,8 @@ export function emitVmFlags(p: ProgramBuilder, m: Mapping): void {
  */
 function emitGuardsAndLocks(p: ProgramBuilder, mappings: readonly Mapping[]): void {
   for (const m of mappings) {
-    for (const g of m.guards ?? []) {
+    if (!m.guards) continue; // (no empty list made for each of 10,000 mappings)
+    for (const g of m.guards) {
       p.op(SYS.madvise, [BigInt(g.addr), g.length, MADV_GUARD_INSTALL], {
         comment: "guard region",
       });

@@ -11,7 +11,7 @@
  * @module
  */
 
-import * as zlib from "node:zlib";
+import { crc32 } from "../image/crc32.ts";
 import { rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { errnoName } from "../../ffi/errno.ts";
@@ -119,7 +119,7 @@ export class BlockChecker {
         }`,
       );
     }
-    const crc = zlib.crc32(this.#buf.subarray(0, len)) >>> 0;
+    const crc = crc32(this.#buf.subarray(0, len)) >>> 0;
     if (crc !== this.#crcs[b]) {
       throw new Error(
         `image ${this.path}: page data block ${b} (file bytes ${at}..${at + len}) has checksum ${

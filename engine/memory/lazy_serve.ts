@@ -31,7 +31,6 @@
  * @module
  */
 
-import { readdirSync, readlinkSync } from "node:fs";
 import { rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { injectSyscall } from "../../ffi/inject.ts";
@@ -148,9 +147,9 @@ export interface LazyProgress {
 /** The fd number of the one userfaultfd in `pid`'s table. */
 function findUffd(pid: number): number {
   const found: number[] = [];
-  for (const name of readdirSync(`/proc/${pid}/fd`)) {
+  for (const { name } of Deno.readDirSync(`/proc/${pid}/fd`)) {
     try {
-      if (readlinkSync(`/proc/${pid}/fd/${name}`) === "anon_inode:[userfaultfd]") {
+      if (Deno.readLinkSync(`/proc/${pid}/fd/${name}`) === "anon_inode:[userfaultfd]") {
         found.push(Number(name));
       }
     } catch { /* closed meanwhile */ }
@@ -167,7 +166,7 @@ function findUffd(pid: number): number {
 function childrenOf(pid: number): number[] {
   const out: number[] = [];
   try {
-    for (const t of readdirSync(`/proc/${pid}/task`)) {
+    for (const { name: t } of Deno.readDirSync(`/proc/${pid}/task`)) {
       const text = Deno.readTextFileSync(`/proc/${pid}/task/${t}/children`).trim();
       if (text) out.push(...text.split(/\s+/).map(Number));
     }

@@ -18,7 +18,7 @@
  * @module
  */
 
-import * as zlib from "node:zlib";
+import { crc32 } from "../image/crc32.ts";
 import {
   IPC_CREAT,
   IPC_EXCL,
@@ -156,7 +156,7 @@ function saveContent(seg: SysvShmEntry, path: string): number {
     let crc = 0;
     for (let at = 0; at < v.length; at += CHUNK) {
       const chunk = v.subarray(at, Math.min(v.length, at + CHUNK));
-      crc = zlib.crc32(chunk, crc);
+      crc = crc32(chunk, crc);
       for (let w = 0; w < chunk.length;) w += out.writeSync(chunk.subarray(w));
     }
     return crc;
@@ -317,7 +317,7 @@ export class CreatedSysvShm {
       for (let at = 0; at < v.length;) {
         const n = src.readSync(v.subarray(at, Math.min(v.length, at + CHUNK)));
         if (n === null || n === 0) break;
-        crc = zlib.crc32(v.subarray(at, at + n), crc);
+        crc = crc32(v.subarray(at, at + n), crc);
         at += n;
       }
       return formatChecksum(crc);

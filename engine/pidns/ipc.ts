@@ -23,7 +23,7 @@
  * @module
  */
 
-import { Buffer } from "node:buffer";
+import { decodeBase64, encodeBase64 } from "../base64.ts";
 import {
   msgCopy,
   msgGet,
@@ -78,7 +78,7 @@ function collectQueue(id: number): SysvMsgQueue {
   const messages: SysvMsgQueue["messages"] = [];
   for (let i = 0; i < st.qnum; i++) {
     const m = msgCopy(id, i, Math.max(1, st.cbytes));
-    messages.push({ mtype: m.mtype.toString(), text: Buffer.from(m.text).toString("base64") });
+    messages.push({ mtype: m.mtype.toString(), text: encodeBase64(m.text) });
   }
   return {
     id,
@@ -215,7 +215,7 @@ export function restoreIpc(state: IpcState): void {
     // The limit first: the messages may need more than the default.
     msgSet(id, Deno.uid() ?? 0, Deno.gid() ?? 0, 0o600, q.qbytes);
     for (const m of q.messages) {
-      msgSend(id, { mtype: BigInt(m.mtype), text: Buffer.from(m.text, "base64") });
+      msgSend(id, { mtype: BigInt(m.mtype), text: decodeBase64(m.text) });
     }
     msgSet(id, q.uid, q.gid, q.mode, q.qbytes);
   }

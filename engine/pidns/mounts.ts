@@ -23,7 +23,7 @@
  * @module
  */
 
-import * as zlib from "node:zlib";
+import { crc32 } from "../image/crc32.ts";
 import { lchown, mount, readFileNoAtime, xattrNamesSize } from "../../ffi/mounts.ts";
 import { MS } from "../../ffi/ns.ts";
 import type { TmpfsEntry, TmpfsMount } from "../model.ts";
@@ -160,7 +160,7 @@ function walk(
         return;
       }
       const data = readFileNoAtime(path, Number(st.size));
-      crc = zlib.crc32(data, crc);
+      crc = crc32(data, crc);
       for (let w = 0; w < data.length;) w += out.writeSync(data.subarray(w));
       entries.push({ ...base, type: "file", offset, size: data.length });
       offset += data.length;
@@ -267,7 +267,7 @@ export function restoreMounts(mounts: readonly TmpfsMount[], dir: string): void 
     } catch (e) {
       throw new RestoreError(`cannot restore: ${m.file}: ${(e as Error).message}`);
     }
-    const crc = formatChecksum(zlib.crc32(data));
+    const crc = formatChecksum(crc32(data));
     if (crc !== m.checksum) {
       throw new RestoreError(
         `cannot restore: ${m.file}: checksum ${crc} differs from the manifest's ${m.checksum}`,

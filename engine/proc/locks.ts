@@ -30,10 +30,28 @@ export function parseLockLine(line: string): ProcLock | null {
 
 /** Every held lock of the system, from /proc/locks. */
 export function readLocks(): ProcLock[] {
-  return Deno.readTextFileSync("/proc/locks").split("\n").flatMap((l) => {
+  return parseLocks(Deno.readTextFileSync("/proc/locks"));
+}
+
+/** The held locks of the text of /proc/locks. */
+function parseLocks(text: string): ProcLock[] {
+  return text.split("\n").flatMap((l) => {
     const lock = parseLockLine(l);
     return lock ? [lock] : [];
   });
+}
+
+/**
+ * {@link readLocks} on another thread (Deno's blocking pool): the first
+ * read of /proc/locks takes the kernel's file-lock rwsem for writing, which
+ * waits for an RCU grace period (5 to 15 ms, more under load) while using
+ * no CPU, so a caller starts it early and awaits it when it needs the locks.
+ * The promise never rejects unhandled: a failure is thrown where it is awaited.
+ */
+export function readLocksOffThread(): Promise<ProcLock[]> {
+  const p = Deno.readTextFile("/proc/locks").then(parseLocks);
+  p.catch(() => {}); // awaited later, or not at all when the caller failed first
+  return p;
 }
 
 /** The "maj:min:ino" form of a device and inode, as lock lines print them. */

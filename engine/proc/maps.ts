@@ -381,16 +381,18 @@ export function largestGap(
 
 /** The largest gap between consecutive `areas` below [vsyscall] (the first of equal ones). */
 function knownGap(areas: readonly MapArea[]): { start: bigint; size: bigint } {
-  let best = 0n, bestAt = 0n;
+  // Compared as numbers (exact below USER_TOP, 2^47): no bigint per area of 10,000.
+  let best = 0, bestI = 0;
   for (let i = 1; i < areas.length; i++) {
     if (areas[i].start >= USER_TOP) break;
-    const size = areas[i].start - areas[i - 1].end;
+    const size = Number(areas[i].start) - Number(areas[i - 1].end);
     if (size > best) {
       best = size;
-      bestAt = areas[i - 1].end;
+      bestI = i;
     }
   }
-  return { start: bestAt, size: best };
+  if (bestI === 0) return { start: 0n, size: 0n };
+  return { start: areas[bestI - 1].end, size: areas[bestI].start - areas[bestI - 1].end };
 }
 
 /**
@@ -416,6 +418,22 @@ export function readMapsMatching(pid: number, needle: string): MapEntry[] {
     }
     out.push(e);
     i = nl;
+  }
+  return out;
+}
+
+/**
+ * The maps lines of the readable and executable ones of `areas` (maps or
+ * smaps records read at this freeze), in the maps format: what
+ * `findSafeSites` looks for, without reading and splitting the text of
+ * 10,000 mappings again.
+ */
+export function executableMapsText(areas: readonly MapEntry[]): string {
+  let out = "";
+  for (const a of areas) {
+    if (a.perms[0] !== "r" || a.perms[2] !== "x") continue;
+    out += `${a.start.toString(16)}-${a.end.toString(16)} ${a.perms} ` +
+      `${a.offset.toString(16).padStart(8, "0")} ${a.dev} ${a.inode} ${a.path}\n`;
   }
   return out;
 }

@@ -20,6 +20,12 @@ import { procPath, procRead } from "./io.ts";
 export class Interned {
   readonly #flags = new Map<string, string[]>();
   readonly #paths = new Map<string, string>();
+  /**
+   * The text and codes of the last two VmFlags looked up: neighbours mostly
+   * share theirs, or alternate between two (read-write, read-only).
+   */
+  #last = { line: "\0", codes: [] as string[] };
+  #before = { line: "\0", codes: [] as string[] };
   /** The VmFlags codes of the text after "VmFlags:". */
   flags(line: string): string[] {
     let f = this.#flags.get(line);
@@ -27,7 +33,21 @@ export class Interned {
       f = Object.freeze(line.trim().split(/\s+/).filter((x) => x !== "")) as string[];
       this.#flags.set(line, f);
     }
+    this.#before = this.#last;
+    this.#last = { line, codes: f };
     return f;
+  }
+  /** {@link flags} of `text` from `from` to `to`, without a string when it is the last one's. */
+  flagsIn(text: string, from: number, to: number): string[] {
+    const n = to - from;
+    const last = this.#last, before = this.#before;
+    if (n === last.line.length && text.startsWith(last.line, from)) return last.codes;
+    if (n === before.line.length && text.startsWith(before.line, from)) {
+      this.#before = last;
+      this.#last = before;
+      return before.codes;
+    }
+    return this.flags(text.slice(from, to));
   }
   /** One string per distinct path. */
   path(p: string): string {
@@ -91,7 +111,7 @@ function scanAreas(
     }
     const area = head as SmapsArea;
     area.path = interned.path(head.path);
-    area.vmFlags = interned.flags(text.slice(flagsAt + VMFLAGS.length, flagsEnd));
+    area.vmFlags = interned.flagsIn(text, flagsAt + VMFLAGS.length, flagsEnd);
     out.push(area);
     at = flagsEnd + 1;
   }

@@ -70,6 +70,8 @@ export interface ProcStatus {
   kthread: boolean | null;
   /** Every "Key:\tvalue" line, value trimmed. */
   fields: Record<string, string>;
+  /** The x86_Thread_features line ("" when absent; set by {@link parseStatus}). */
+  threadFeatures?: string;
 }
 
 function ints(text: string | undefined): number[] {
@@ -77,16 +79,45 @@ function ints(text: string | undefined): number[] {
   return text.split(/\s+/).filter((s) => s !== "").map(Number);
 }
 
-/** Parses the text of a status file. */
-export function parseStatus(text: string, pid = 0, path = "status"): ProcStatus {
+/** Every "Key:\tvalue" line of a status text, value trimmed. */
+function statusFields(text: string): Record<string, string> {
   const fields: Record<string, string> = {};
   for (const line of text.split("\n")) {
     const colon = line.indexOf(":");
     if (colon <= 0) continue;
     fields[line.slice(0, colon)] = line.slice(colon + 1).trim();
   }
+  return fields;
+}
+
+/**
+ * The raw value of line `key` of a status text (after "Key:"), or
+ * undefined. Every line starts at the text's start or after a newline, and
+ * no value holds a newline (the kernel escapes one in Name).
+ */
+function lineValue(text: string, key: string): string | undefined {
+  let at: number;
+  if (text.startsWith(key) && text.charCodeAt(key.length) === 58 /* : */) at = 0;
+  else {
+    at = text.indexOf(`\n${key}:`);
+    if (at < 0) return undefined;
+    at++;
+  }
+  at += key.length + 1;
+  const end = text.indexOf("\n", at);
+  return text.slice(at, end < 0 ? text.length : end);
+}
+
+/**
+ * Parses the text of a status file: each line it uses found by a native
+ * search (a dump parses every thread's status while the tree is frozen, in
+ * code too cold to be optimised); the table of every line, `fields`, is
+ * made only when asked for.
+ */
+export function parseStatus(text: string, pid = 0, path = "status"): ProcStatus {
+  const get = (key: string) => lineValue(text, key)?.trim();
   const need = (key: string): string => {
-    const v = fields[key];
+    const v = get(key);
     if (v === undefined) throw new ProcFormatError(pid, path, `no ${key} line`);
     return v;
   };
@@ -98,11 +129,16 @@ export function parseStatus(text: string, pid = 0, path = "status"): ProcStatus 
     return [v[0], v[1], v[2], v[3]];
   };
   const [queued, limit] = need("SigQ").split("/").map(Number);
-  // Name may legitimately be anything (even end in spaces): take it raw.
-  const nameLine = text.match(/^Name:\t(.*)$/m);
+  // Name may legitimately be anything (even end in spaces): taken raw after its tab.
+  const rawName = lineValue(text, "Name");
+  const umask = get("Umask");
+  const capAmb = get("CapAmb");
+  const seccomp = get("Seccomp");
+  const kthread = get("Kthread");
+  let fields: Record<string, string> | undefined;
   return {
-    name: nameLine ? nameLine[1] : need("Name"),
-    umask: fields.Umask === undefined ? null : parseInt(fields.Umask, 8),
+    name: rawName?.startsWith("\t") ? rawName.slice(1) : need("Name"),
+    umask: umask === undefined ? null : parseInt(umask, 8),
     state: need("State").charAt(0),
     tgid: num("Tgid"),
     pid: num("Pid"),
@@ -110,11 +146,11 @@ export function parseStatus(text: string, pid = 0, path = "status"): ProcStatus 
     tracerPid: num("TracerPid"),
     uid: four("Uid"),
     gid: four("Gid"),
-    groups: ints(fields.Groups),
-    nstgid: ints(fields.NStgid),
-    nspid: ints(fields.NSpid),
-    nspgid: ints(fields.NSpgid),
-    nssid: ints(fields.NSsid),
+    groups: ints(get("Groups")),
+    nstgid: ints(get("NStgid")),
+    nspid: ints(get("NSpid")),
+    nspgid: ints(get("NSpgid")),
+    nssid: ints(get("NSsid")),
     threads: num("Threads"),
     sigQ: { queued, limit },
     sigPnd: mask("SigPnd"),
@@ -126,11 +162,14 @@ export function parseStatus(text: string, pid = 0, path = "status"): ProcStatus 
     capPrm: mask("CapPrm"),
     capEff: mask("CapEff"),
     capBnd: mask("CapBnd"),
-    capAmb: fields.CapAmb === undefined ? 0n : mask("CapAmb"),
-    noNewPrivs: fields.NoNewPrivs === "1",
-    seccomp: fields.Seccomp === undefined ? 0 : Number(fields.Seccomp),
-    kthread: fields.Kthread === undefined ? null : fields.Kthread === "1",
-    fields,
+    capAmb: capAmb === undefined ? 0n : hexToBigInt(capAmb),
+    noNewPrivs: get("NoNewPrivs") === "1",
+    seccomp: seccomp === undefined ? 0 : Number(seccomp),
+    kthread: kthread === undefined ? null : kthread === "1",
+    threadFeatures: get("x86_Thread_features") ?? "",
+    get fields() {
+      return fields ??= statusFields(text);
+    },
   };
 }
 
@@ -159,7 +198,7 @@ export function statusComm(st: ProcStatus): string {
 
 /** Whether a thread uses a user shadow stack (the `shstk` feature of x86_Thread_features). */
 export function usesShadowStack(st: ProcStatus): boolean {
-  const f = st.fields["x86_Thread_features"];
+  const f = st.threadFeatures ?? st.fields["x86_Thread_features"];
   return f !== undefined && /\bshstk\b/.test(f);
 }
 

@@ -116,8 +116,8 @@ export function checkFiles(processes: readonly ProcessImage[]): void {
 }
 
 /** Refuses a restore on a kernel whose vdso differs from the dumped one. */
-export function checkVdso(manifest: Manifest): void {
-  const cur = vdsoFacts(Deno.pid);
+export async function checkVdso(manifest: Manifest): Promise<void> {
+  const cur = await vdsoFacts(Deno.pid);
   const want = manifest.host.vdso.map((v) => `${v.name}:${v.size}`).join(" ");
   const have = cur.layout.map((v) => `${v.name}:${v.size}`).join(" ");
   if (want !== have) {

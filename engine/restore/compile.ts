@@ -80,6 +80,7 @@ import { emitZombieBranches, emitZombies } from "../task/zombies.ts";
 import { SIGTRAP } from "../task/sigtrap.ts";
 import { emitThreadSections, type ThreadSections } from "./thread_state.ts";
 import { hexMinus, hexNum } from "../image/hexnum.ts";
+import { anonRunLength, emitAnonMmap, emitAnonRun } from "./anon_runs.ts";
 import { emitPageLoads, pageHelperTid } from "./page_loads.ts";
 
 /** Slot numbers used by compiled programs. */
@@ -291,8 +292,16 @@ function emitMemory(p: ProgramBuilder, proc: ProcessImage, opts: CompileOptions)
   const lazy = opts.lazy && lazyProcessEligible(proc, opts.images);
   const hot = lazy ? hotPages(proc) : new Set<bigint>();
   const helperTid = pageHelperTid(proc, opts.images);
-  for (const m of proc.mappings) {
+  for (let i = 0; i < proc.mappings.length; i++) {
+    const m = proc.mappings[i];
     if (m.kind === "vdso" || m.kind === "vsyscall" || m.kind === "aio") continue;
+    // Adjacent private anonymous mappings: one mmap and pread for the run (anon_runs.ts).
+    const run = lazy ? 0 : anonRunLength(proc.mappings, i);
+    if (run) {
+      emitAnonRun(p, proc.mappings, i, run, SLOTS.image);
+      i += run - 1;
+      continue;
+    }
     if (m.inherited) {
       emitInheritedMapping(p, m, SLOTS.image);
       continue;
@@ -316,7 +325,9 @@ function emitMemory(p: ProgramBuilder, proc: ProcessImage, opts: CompileOptions)
     if (m.kind === "anon" || m.kind === "anon-shared") {
       const flags = (m.kind === "anon" ? MAP_PRIVATE : MAP_SHARED) | MAP_FIXED | MAP_ANONYMOUS |
         growsDown;
-      p.op(SYS.mmap, [start, len, mapProt, flags, -1, 0], { comment: mappingLabel(m) });
+      // (An area the kernel kept apart from the one before is made apart again.)
+      if (m.kind === "anon") emitAnonMmap(p, proc, i, [start, len, mapProt, flags], zeroByte);
+      else p.op(SYS.mmap, [start, len, mapProt, flags, -1, 0], { comment: mappingLabel(m) });
     } else {
       const path = m.ghost !== undefined
         ? ghostPath(opts.ghosts ?? new Map(), m.ghost).path
@@ -463,8 +474,10 @@ function emitThreads(p: ProgramBuilder, proc: ProcessImage): void {
   for (const t of proc.threads) {
     if (t.tid === proc.pid) continue;
     const clear = hexBig(t.clearChildTid);
+    // CLONE_PTRACE: traced from birth (it stops there) without stopping the creator at a clone
+    // event (the session traces without PTRACE_O_TRACECLONE).
     const flags = CLONE.VM | CLONE.FS | CLONE.FILES | CLONE.SIGHAND | CLONE.THREAD |
-      CLONE.SYSVSEM | (clear !== 0n ? CLONE.CHILD_CLEARTID : 0n);
+      CLONE.SYSVSEM | CLONE.PTRACE | (clear !== 0n ? CLONE.CHILD_CLEARTID : 0n);
     const args = cloneWithTid(p, t.tid, { flags, childTid: clear });
     p.op(SYS.clone3, [args, cloneArgs.size], {
       jumpIfZeroTo: "thread-park",

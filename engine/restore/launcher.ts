@@ -36,7 +36,8 @@ export function writeLauncher(
   p.op(SYS.getpid, [], { store: 1 });
   p.op(SYS.kill, [{ slot: 1 }, 19 /* SIGSTOP */], { comment: "wait for the tracer" });
   // With CLONE_PARENT the exit signal is the launcher's own (SIGCHLD); clone3 wants 0 here.
-  const args = cloneWithTid(p, rootPid, { flags: CLONE.PARENT });
+  // CLONE_PTRACE: traced from birth (the session traces without PTRACE_O_TRACECLONE).
+  const args = cloneWithTid(p, rootPid, { flags: CLONE.PARENT | CLONE.PTRACE });
   p.op(SYS.clone3, [args, cloneArgs.size], { jumpIfZeroTo: "root", comment: `root ${rootPid}` });
   p.op(SYS.exit_group, [0]);
   p.end();

@@ -208,10 +208,10 @@ function pageBlocksOf(plan: RestorePlan, pid: number) {
  * bound socket addresses free. Throws a
  * one-line RestoreError.
  */
-export function preflight(plan: RestorePlan, existingRoot?: number): void {
+export async function preflight(plan: RestorePlan, existingRoot?: number): Promise<void> {
   checkPrivileges();
   checkOwnCredentials(plan.units.map((u) => u.image));
-  checkVdso(plan.manifest);
+  await checkVdso(plan.manifest);
   const processes = plan.units.map((u) => u.image);
   checkFiles(processes);
   checkFdFiles(plan.units);
@@ -292,7 +292,7 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
     if (verify && e instanceof ImageFormatError) await verifyImageDir(resolve(dir));
     throw e;
   }
-  preflight(plan, opts.existingRoot?.pid);
+  await preflight(plan, opts.existingRoot?.pid);
   const processes = plan.units.map((u) => u.image);
   becomeSubreaper();
   for (const p of processes) forgetParkedStatus(p.pid);

@@ -2,8 +2,10 @@
  * The restore session: drives every task of the tree from birth to the
  * moment they all run again.
  *
- * All tasks are traced (PTRACE_O_TRACEFORK|TRACECLONE|TRACEEXEC|EXITKILL)
- * from the launcher on, so nothing escapes the engine:
+ * All tasks are traced (PTRACE_O_TRACEFORK|TRACEEXEC|EXITKILL) from the
+ * launcher on, so nothing escapes the engine (threads and zombies are
+ * created with CLONE_PTRACE: traced from birth, and their creator does not
+ * stop at a clone event, a round trip per thread):
  *
  * - at each image's exec stop the engine prepares the process (replaces
  *   the file-backed bootstrap with anonymous memory holding the freshly
@@ -101,8 +103,7 @@ const MAP_PRIVATE_FIXED_ANON = 0x02 | 0x10 | 0x20;
 const SIGTRAP = 5;
 const SIGSTOP = 19;
 /** The PTRACE_O_* options every restored task is traced with. */
-const TRACE_OPTIONS = PTRACE_O.TRACEFORK | PTRACE_O.TRACECLONE | PTRACE_O.TRACEEXEC |
-  PTRACE_O.EXITKILL;
+const TRACE_OPTIONS = PTRACE_O.TRACEFORK | PTRACE_O.TRACEEXEC | PTRACE_O.EXITKILL;
 
 /** The mappings of `pid` with the names restore cares about. */
 function mapsOf(pid: number): { start: bigint; end: bigint; name: string }[] {

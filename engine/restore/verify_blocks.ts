@@ -14,7 +14,7 @@
  * @module
  */
 
-import * as zlib from "node:zlib";
+import { crc32 } from "../image/crc32.ts";
 import { MappedFile } from "../../ffi/file_window.ts";
 import type { Manifest, PageBlocks } from "../model.ts";
 import { formatChecksum } from "../image/checksum.ts";
@@ -175,7 +175,7 @@ export class LazyImageVerifier {
     const p = this.#pieces[this.#piece];
     const at = p.start + this.#offset;
     const n = Math.min(WINDOW, p.end - at);
-    if (n > 0) this.#crc = file.withWindow(at, n, (v) => zlib.crc32(v, this.#crc));
+    if (n > 0) this.#crc = file.withWindow(at, n, (v) => crc32(v, this.#crc));
     this.#offset += n;
     if (p.start + this.#offset < p.end) return;
     const crc = this.#crc >>> 0;

@@ -8,7 +8,7 @@
  * @module
  */
 
-import * as zlib from "node:zlib";
+import { crc32 } from "../image/crc32.ts";
 import { MappedFile } from "../../ffi/file_window.ts";
 import { formatChecksum } from "../image/checksum.ts";
 import { ImageFormatError } from "../image/errors.ts";
@@ -46,7 +46,7 @@ export class ImageVerifier {
     try {
       this.#file ??= MappedFile.open(f.path);
       const file = this.#file;
-      this.#crc = file.withWindow(this.#offset, WINDOW, (v) => zlib.crc32(v, this.#crc));
+      this.#crc = file.withWindow(this.#offset, WINDOW, (v) => crc32(v, this.#crc));
       this.#offset += WINDOW;
       if (this.#offset < file.size) return true;
       this.#closeFile();

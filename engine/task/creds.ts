@@ -257,8 +257,30 @@ function emitThreadCreds(
   const final = capUserData.encode({ effective: eff, permitted: prm, inheritable: inh });
   p.op(SYS.capset, [header, p.data(final)], say(`capabilities eff ${hex(eff)} prm ${hex(prm)}`));
   if (c.noNewPrivs) p.op(SYS.prctl, [PR.SET_NO_NEW_PRIVS, 1, 0, 0, 0], say("no_new_privs"));
+  if (c.securebits === 0) emitNoSecurebitsCheck(p, first);
   p.end(`credentials restored (first used by thread ${tid})`);
   return first;
+}
+
+/** An option no prctl knows: the call fails (EINVAL) and stops the thread at the stub's FAIL. */
+const PR_NONE = -1;
+
+/**
+ * The read-back of securebits recorded as 0 (every image but a few), in
+ * the section itself: PR_GET_SECUREBITS jumps over a failing op when it
+ * returns 0 (engine/task/creds_restore.ts reads back the others' by a
+ * prctl run in each thread after the sections).
+ */
+function emitNoSecurebitsCheck(p: ProgramBuilder, section: number): void {
+  const ok = `creds-securebits-${section}`;
+  p.op(SYS.prctl, [PR.GET_SECUREBITS, 0, 0, 0, 0], {
+    jumpIfZeroTo: ok,
+    comment: "credentials: securebits read back",
+  });
+  p.op(SYS.prctl, [PR_NONE, 0, 0, 0, 0], {
+    comment: "credentials: securebits read back not 0, as recorded",
+  });
+  p.label(ok);
 }
 
 function shortList(values: readonly number[]): string {

@@ -4,8 +4,9 @@
  * are done), every thread runs its own credentials section of the restore
  * program (see creds.ts), all threads at once (each changes only its own
  * credentials). Every thread's credentials
- * are then read back (status file; securebits by a prctl run in each
- * thread) and compared with the record: a difference, or a step the
+ * are then read back (status file; securebits by the section itself when
+ * recorded as 0, else by a prctl run in the thread) and compared with the
+ * record: a difference, or a step the
  * kernel refused, fails the restore with one line; it never goes on with
  * other credentials.
  *
@@ -131,13 +132,15 @@ export function restoreCreds(image: ProcessImage, compiled: CompiledCreds): void
     (tid) => fail(`thread ${tid}`),
   );
 
-  // Read back: securebits by a prctl in every thread, the rest from the status files.
+  // Read back: securebits recorded as 0 by the sections themselves (creds.ts), the
+  // others by a prctl in their threads; the rest from the status files.
   const readFail = (tid: number) => `cannot read back the credentials of thread ${tid}`;
-  const bits = runAll(
-    image.threads.map((t) => prctlRun(t.tid, gadget, PR.GET_SECUREBITS)),
-    readFail,
-  )
-    .map((r) => Number(r.rax));
+  const others = image.threads.filter((t) => t.creds!.securebits !== 0);
+  const read = runAll(others.map((t) => prctlRun(t.tid, gadget, PR.GET_SECUREBITS)), readFail);
+  const bits = image.threads.map((t) => {
+    const i = others.indexOf(t);
+    return i < 0 ? 0 : Number(read[i].rax);
+  });
   image.threads.forEach((t, i) => {
     const have = readThreadCreds(pid, t.tid, bits[i], (bits[i] & SECBIT_KEEP_CAPS) !== 0);
     const diff = credsDifferences(t.creds!, have);

@@ -6,9 +6,10 @@
  * Everything is read from outside the target (sched_getattr, getpriority,
  * sched_getaffinity and ioprio_get by tid; the thread's timer slack from
  * /proc/<tid>/timerslack_ns) and set again from cryo itself once the
- * restored threads exist (engine finalize, before detach). Every value is
- * read back after it is set: a restore where the kernel refused or changed
- * one fails, naming the thread, instead of running with other scheduling.
+ * restored threads exist (engine finalize, before detach). A thread whose
+ * scheduling reads as recorded is left as it is; otherwise every value is
+ * set and read back: a restore where the kernel refused or changed one
+ * fails, naming the thread, instead of running with other scheduling.
  *
  * @module
  */
@@ -128,6 +129,9 @@ export function schedDifferences(now: ThreadSched, want: ThreadSched): string[] 
  * differs from the image.
  */
 export function restoreSched(pid: number, tid: number, want: ThreadSched): void {
+  // A restored thread starts with its creator's scheduling, most often the
+  // recorded one: what is read equal to the image needs no call (this read is its check).
+  if (schedDifferences(collectSched(tid), want).length === 0) return;
   const where = `thread ${tid} of process ${pid}`;
   const fail = (what: string, r: bigint): never => {
     throw new RestoreError(

@@ -22,7 +22,7 @@
  */
 
 import { SYS } from "../../ffi/sysno.ts";
-import { cloneArgs, kernelSigaction } from "../../ffi/structs.ts";
+import { CLONE, cloneArgs, kernelSigaction } from "../../ffi/structs.ts";
 import type { ProcessImage, ZombieChild } from "../model.ts";
 import type { Refusals } from "../support.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
@@ -126,7 +126,8 @@ export function emitZombies(p: ProgramBuilder, proc: ProcessImage): void {
   const zombies = proc.zombies ?? [];
   if (zombies.length === 0) return;
   for (const z of zombies) {
-    const args = cloneWithTid(p, z.pid, { exitSignal: BigInt(z.exitSignal) });
+    // CLONE_PTRACE: traced even when its exit signal is not SIGCHLD (no PTRACE_O_TRACECLONE).
+    const args = cloneWithTid(p, z.pid, { flags: CLONE.PTRACE, exitSignal: BigInt(z.exitSignal) });
     p.op(SYS.clone3, [args, cloneArgs.size], {
       jumpIfZeroTo: label(z),
       comment: `zombie child ${z.pid}`,

@@ -75,7 +75,7 @@ async function restoreProfiled(dir: string, w: RunningWorkload): Promise<Phases>
   }));
   mark("compile");
   const plan = { manifest, units, ptys: compiled.ptys, ghosts: compiled.ghosts, dir: abs };
-  preflight(plan);
+  await preflight(plan);
   mark("preflight");
   const shm = CreatedSysvShm.create(plan.manifest.sysvShm ?? [], plan.dir);
   const provided = await ProvidedFds.open(plan.ptys, plan.ghosts, plan.dir);

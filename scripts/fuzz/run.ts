@@ -22,7 +22,7 @@ export type Outcome =
 export async function tryPlan(dir: string): Promise<Outcome> {
   try {
     const plan = await planRestore(dir);
-    preflight(plan);
+    await preflight(plan);
     const provided = await ProvidedFds.open(plan.ptys, plan.ghosts, plan.dir);
     provided.close();
     return { kind: "accepted" };

@@ -1,0 +1,273 @@
+/**
+ * Restore: adjacent private anonymous mappings re-created together. A
+ * process with 10,000 small mappings side by side (alternating rw-/r--)
+ * took 25,000 syscalls one mapping at a time (mmap, pread, mprotect each);
+ * a run of such mappings is mapped read-write with one `mmap`, its pages
+ * read with one `pread` per file-contiguous stretch, then each member that
+ * is not read-write gets its `mprotect` and each its madvise flags.
+ *
+ * Why the areas come out as before: mapped one at a time, each member is
+ * mapped read-write too (to write its pages in) and the kernel merges it
+ * with a read-write neighbour of compatible flags at once, and splits it
+ * off again at its `mprotect` or madvise; mapped together, the `mprotect`s
+ * and madvises split the one area at the same boundaries, and whatever
+ * stays merged (neighbours of equal protection and flags) is what the
+ * kernel merged the other way too. Only members whose one-at-a-time
+ * sequence is exactly "mmap read-write, pread, mprotect, madvise" join a
+ * run; anything else (a growsdown or noreserve area, one mapped without
+ * write, an accounted area without pages, which needs its fault-and-drop,
+ * names, file, shared, inherited or lazily served memory) is emitted alone,
+ * as before.
+ *
+ * Neighbours kept apart: two adjacent private anonymous areas alike in
+ * every way maps shows (protection, name, VmFlags) were kept apart by the
+ * kernel for a reason it does not show (one was moved there by `mremap`,
+ * so its page offset does not follow on, or they have different
+ * `anon_vma`s); mapped where they belong, the restore would get one area.
+ * The second is mapped at a free scratch address, given an `anon_vma` (one
+ * page faulted in and dropped: `mremap` gives an area that never had one
+ * the page offset of its new place) and moved into place with `mremap`,
+ * which then keeps the page offset it was made with: the kernel keeps it
+ * apart again. It never joins a run. (One mapped without write, a
+ * read-only area without pages, cannot be faulted: it is mapped in place,
+ * and merged, as before.)
+ *
+ * @module
+ */
+
+import { SYS } from "../../ffi/sysno.ts";
+import type { Mapping, ProcessImage } from "../model.ts";
+import { type ProgramBuilder, slot } from "../program/builder.ts";
+import { emitVmFlags } from "../memory/flags.ts";
+import { hexMinus, type HexNum, hexNum, hexPlus } from "../image/hexnum.ts";
+import { chooseBootstrap, type Vma } from "../dump/vmas.ts";
+
+const PROT_READ = 1;
+const PROT_WRITE = 2;
+const MAP_PRIVATE = 0x02;
+const MAP_FIXED = 0x10;
+const MAP_ANONYMOUS = 0x20;
+const MADV_POPULATE_WRITE = 23;
+/** One pread moves at most 0x7ffff000 bytes: larger stretches are split. */
+const PREAD_MAX = 1 << 30;
+/** From this size a stretch is faulted in with MADV_POPULATE_WRITE before its pread. */
+const POPULATE_MIN = 64 << 10;
+
+/** Whether two addresses are equal (either may be a number or a bigint). */
+const same = (a: HexNum, b: HexNum) => typeof a === typeof b ? a === b : BigInt(a) === BigInt(b);
+
+const protOf = (perms: string) =>
+  (perms[0] === "r" ? 1 : 0) | (perms[1] === "w" ? 2 : 0) | (perms[2] === "x" ? 4 : 0);
+
+/**
+ * Whether `m` is re-created alone by "mmap read-write, pread its pages,
+ * mprotect to its protection, its madvise flags": a plain private
+ * anonymous area, read-write, or read-only with pages (mapped writable to
+ * read them in). A read-only area without pages is mapped without write
+ * (or faulted and dropped when accounted): never in a run.
+ */
+function joinable(m: Mapping, prev: Mapping | undefined): boolean {
+  if (prev && keptApart(prev, m)) return false;
+  if (m.kind !== "anon" || m.perms[3] !== "p" || m.name !== "") return false;
+  if (m.inherited || m.sysvShm !== undefined || m.aio) return false;
+  const prot = protOf(m.perms);
+  if (prot !== (PROT_READ | PROT_WRITE) && !(prot === PROT_READ && m.pages.length > 0)) {
+    return false;
+  }
+  for (const f of m.vmFlags) if (f === "gd" || f === "nr") return false;
+  return true;
+}
+
+/**
+ * How many mappings from `mappings[i]` on form a run that {@link emitAnonRun}
+ * re-creates together: 0 when `mappings[i]` does not start one of at least two.
+ */
+export function anonRunLength(mappings: readonly Mapping[], i: number): number {
+  if (!joinable(mappings[i], mappings[i - 1])) return 0;
+  let n = 1;
+  let end = mappings[i].end;
+  while (i + n < mappings.length) {
+    const next = mappings[i + n];
+    // The dump writes addresses one way ("0x" and lower-case digits, no leading zeros):
+    // equal strings are equal addresses, and an image written otherwise only makes no run.
+    if (next.start !== end || !joinable(next, mappings[i + n - 1])) break;
+    end = next.end;
+    n++;
+  }
+  return n >= 2 ? n : 0;
+}
+
+/** Emits the pread of `[addr, addr + length)` from `fileOffset` of the image, split as needed. */
+function emitRead(
+  p: ProgramBuilder,
+  imageSlot: number,
+  addr: HexNum,
+  length: number,
+  fileOffset: number,
+): void {
+  for (let done = 0; done < length; done += PREAD_MAX) {
+    const n = Math.min(PREAD_MAX, length - done);
+    const at = hexPlus(addr, done);
+    if (n >= POPULATE_MIN) {
+      // Faulting the pages in up front is cheaper than one fault per page under pread.
+      p.op(SYS.madvise, [at, n, MADV_POPULATE_WRITE], { allowFail: true });
+    }
+    p.op(SYS.pread64, [slot(imageSlot), at, n, fileOffset + done]);
+  }
+}
+
+/**
+ * Emits the run of `n` mappings from `mappings[i]` (see {@link anonRunLength}):
+ * one read-write mmap of the whole run, one pread per stretch of pages that
+ * is contiguous both in memory and in the image, then per member in order
+ * its mprotect (when not read-write) and its madvise flags.
+ */
+export function emitAnonRun(
+  p: ProgramBuilder,
+  mappings: readonly Mapping[],
+  i: number,
+  n: number,
+  imageSlot: number,
+): void {
+  const first = mappings[i], last = mappings[i + n - 1];
+  const start = hexNum(first.start);
+  const len = hexMinus(hexNum(last.end), start);
+  p.op(SYS.mmap, [
+    start,
+    len,
+    PROT_READ | PROT_WRITE,
+    MAP_PRIVATE | MAP_FIXED | MAP_ANONYMOUS,
+    -1,
+    0,
+  ], {
+    comment: `${n} private anonymous mappings ${first.start}-${last.end}, mapped together`,
+  });
+  let runAddr: HexNum = 0, runLength = 0, runOffset = 0;
+  for (let k = i; k < i + n; k++) {
+    for (const r of mappings[k].pages) {
+      const addr = hexNum(r.addr);
+      if (
+        runLength > 0 && same(hexPlus(runAddr, runLength), addr) &&
+        runOffset + runLength === r.fileOffset
+      ) {
+        runLength += r.length;
+        continue;
+      }
+      if (runLength > 0) emitRead(p, imageSlot, runAddr, runLength, runOffset);
+      runAddr = addr;
+      runLength = r.length;
+      runOffset = r.fileOffset;
+    }
+  }
+  if (runLength > 0) emitRead(p, imageSlot, runAddr, runLength, runOffset);
+  for (let k = i; k < i + n; k++) {
+    const m = mappings[k];
+    const prot = protOf(m.perms);
+    if (prot !== (PROT_READ | PROT_WRITE)) {
+      const s = hexNum(m.start);
+      p.op(SYS.mprotect, [s, hexMinus(hexNum(m.end), s), prot]);
+    }
+    emitVmFlags(p, m);
+  }
+}
+
+/** Whether two VmFlags lists are equal but for soft-dirty ("sd", which no merge looks at). */
+function sameFlags(a: readonly string[], b: readonly string[]): boolean {
+  if (a === b) return true;
+  let i = 0, j = 0;
+  for (;;) {
+    while (i < a.length && a[i] === "sd") i++;
+    while (j < b.length && b[j] === "sd") j++;
+    if (i === a.length || j === b.length) return i === a.length && j === b.length;
+    if (a[i++] !== b[j++]) return false;
+  }
+}
+
+/**
+ * Whether `m` follows `prev` directly, both private anonymous areas alike
+ * in protection, name and VmFlags: the kernel kept them apart for a reason
+ * maps does not show, and would merge them if `m` were mapped in place.
+ */
+export function keptApart(prev: Mapping, m: Mapping): boolean {
+  return prev.end === m.start && prev.kind === "anon" && m.kind === "anon" &&
+    prev.perms === m.perms && m.perms[3] === "p" && prev.name === m.name &&
+    !prev.inherited && !m.inherited && sameFlags(prev.vmFlags, m.vmFlags);
+}
+
+/**
+ * A free address for mapping any area of `proc` kept apart before moving it
+ * into place: a range as long as the longest of them that no mapping of the
+ * image nor the bootstrap uses (so free while the restore program runs),
+ * away from both (engine/dump/vmas.ts's choice). Chosen once per image and
+ * bootstrap.
+ */
+function scratchFor(proc: Pick<ProcessImage, "mappings" | "bootstrap">): bigint {
+  const key = `${proc.bootstrap.start} ${proc.bootstrap.size}`;
+  const known = scratchOf.get(proc.mappings);
+  if (known?.key === key) return known.at;
+  const mappings = proc.mappings;
+  let longest = 0;
+  for (let k = 1; k < mappings.length; k++) {
+    if (keptApart(mappings[k - 1], mappings[k])) {
+      longest = Math.max(longest, Number(BigInt(mappings[k].end) - BigInt(mappings[k].start)));
+    }
+  }
+  const area = (start: bigint, end: bigint, path: string): Vma => ({
+    start,
+    end,
+    perms: "",
+    offset: 0n,
+    dev: "",
+    inode: 0,
+    path,
+    vmFlags: [],
+  });
+  const areas = mappings.map((m) => area(BigInt(m.start), BigInt(m.end), m.name));
+  const boot = BigInt(proc.bootstrap.start);
+  areas.push(area(boot, boot + BigInt(proc.bootstrap.size), ""));
+  areas.sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
+  const at = chooseBootstrap(areas, longest);
+  scratchOf.set(proc.mappings, { key, at });
+  return at;
+}
+
+/** The scratch address chosen for each image's mappings (see {@link scratchFor}). */
+const scratchOf = new WeakMap<readonly Mapping[], { key: string; at: bigint }>();
+
+/** MAP_FIXED_NOREPLACE: the scratch range must be free, or the restore fails there. */
+const MAP_FIXED_NOREPLACE = 0x100000;
+const MREMAP_MAYMOVE_FIXED = 1 | 2;
+const MADV_DONTNEED = 4;
+const PAGE = 4096;
+
+/**
+ * Emits the mmap of private anonymous mapping `i` of `proc` (`args`: its
+ * address, length, protection and flags, MAP_FIXED among them): in place,
+ * or, when the kernel kept it apart from the area before ({@link keptApart}),
+ * at a scratch address, faulted in and moved into place with `mremap`.
+ */
+export function emitAnonMmap(
+  p: ProgramBuilder,
+  proc: Pick<ProcessImage, "mappings" | "bootstrap">,
+  i: number,
+  args: [start: HexNum, len: HexNum, prot: number, flags: number],
+  /** Address of a zero byte in the program's data (written to fault a page in). */
+  zeroByte: bigint,
+): void {
+  const [start, len, prot, flags] = args;
+  const mappings = proc.mappings, m = mappings[i], prev = mappings[i - 1];
+  const comment = `${m.start}-${m.end} ${m.perms} ${m.kind}${m.name ? " " + m.name : ""}`;
+  if (!prev || !keptApart(prev, m) || (prot & PROT_WRITE) === 0) {
+    p.op(SYS.mmap, [start, len, prot, flags, -1, 0], { comment });
+    return;
+  }
+  const scratch = scratchFor(proc);
+  p.op(SYS.mmap, [scratch, len, prot, (flags & ~MAP_FIXED) | MAP_FIXED_NOREPLACE, -1, 0], {
+    comment: `${comment}, made apart from the area before it`,
+  });
+  p.copy(scratch, zeroByte, 1, { comment: "give the area an anon_vma" });
+  p.op(SYS.madvise, [scratch, PAGE, MADV_DONTNEED]);
+  p.op(SYS.mremap, [scratch, len, len, MREMAP_MAYMOVE_FIXED, start], {
+    comment: "moved into place: its page offset keeps it apart",
+  });
+}

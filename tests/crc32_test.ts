@@ -1,0 +1,51 @@
+import assert from "node:assert/strict";
+import * as zlib from "node:zlib";
+import { crc32, crc32Table } from "../engine/image/crc32.ts";
+import { crc32Fold, foldCode } from "../ffi/crc32_fold.ts";
+
+const random = (n: number) => {
+  const out = new Uint8Array(n);
+  for (let i = 0; i < n; i += 65536) crypto.getRandomValues(out.subarray(i, i + 65536));
+  return out;
+};
+
+Deno.test("crc32 equals node:zlib's for every length to 700, offsets and seeds", () => {
+  const big = random(4096);
+  for (let len = 0; len < 700; len++) {
+    for (const off of [0, 1, 3, 8, 13]) {
+      const d = big.subarray(off, off + len);
+      for (const seed of [0, 1, 0x12345678, 0xedb88320, 0xffffffff]) {
+        const want = zlib.crc32(d, seed) >>> 0;
+        assert(crc32(d, seed) === want, `len ${len} offset ${off} seed ${seed}`);
+        assert(crc32Table(d, seed) === want, `table: len ${len} offset ${off} seed ${seed}`);
+      }
+    }
+  }
+});
+
+Deno.test("crc32 of large buffers, in one call and in pieces, equals node:zlib's", () => {
+  const data = random((8 << 20) + 77);
+  const want = zlib.crc32(data) >>> 0;
+  assert(crc32(data) === want);
+  let c = 0;
+  for (let at = 0; at < data.length;) {
+    const n = Math.min(data.length - at, 1 + Math.floor(Math.random() * 300_000));
+    c = crc32(data.subarray(at, at + n), c);
+    at += n;
+  }
+  assert(c === want);
+  assert(crc32(new Uint8Array(1 << 20)) === (zlib.crc32(new Uint8Array(1 << 20)) >>> 0));
+});
+
+Deno.test("crc32 known values (the image format's checksums do not change)", () => {
+  const text = new TextEncoder().encode("123456789");
+  assert(crc32(text) === 0xcbf43926);
+  const long = new TextEncoder().encode("The quick brown fox jumps over the lazy dog. ".repeat(10));
+  assert(crc32(long) === (zlib.crc32(long) >>> 0));
+});
+
+Deno.test("the fold code is used on this machine when it has PCLMULQDQ, and is small", () => {
+  const cpu = Deno.readTextFileSync("/proc/cpuinfo");
+  if (Deno.build.arch === "x86_64" && /\bpclmulqdq\b/.test(cpu)) assert(crc32Fold() !== null);
+  assert(foldCode().length < 4096);
+});
