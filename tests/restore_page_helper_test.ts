@@ -78,7 +78,9 @@ async function roundTrip(): Promise<void> {
   const plan = await planRestore(rt.dir);
   const ops = plan.units[0].compiled.bootstrap.restore.ops;
   const helpers = ops.filter((o) => o.comment?.startsWith("page helper thread")).length;
-  assert.ok(helpers >= 3, `${helpers} page helper clones in the program, expected 3`);
+  // The read-write and the read-only regions are adjacent: one run of anonymous mappings
+  // (engine/restore/anon_runs.ts), one helper; the sparse reservation: another.
+  assert.ok(helpers >= 2, `${helpers} page helper clones in the program, expected 2`);
   // The helper is looked for right after the clone (later, a helper done with its half
   // would be gone, and the main thread would load that half again).
   ops.forEach((o, i) => {

@@ -81,7 +81,7 @@ import { SIGTRAP } from "../task/sigtrap.ts";
 import { emitThreadSections, type ThreadSections } from "./thread_state.ts";
 import { hexMinus, hexNum } from "../image/hexnum.ts";
 import { anonRunLength, emitAnonMmap, emitAnonRun } from "./anon_runs.ts";
-import { emitPageLoads, pageHelperTid } from "./page_loads.ts";
+import { emitPageLoads, emitRunLoads, pageHelperTid } from "./page_loads.ts";
 
 /** Slot numbers used by compiled programs. */
 export const SLOTS = {
@@ -298,7 +298,14 @@ function emitMemory(p: ProgramBuilder, proc: ProcessImage, opts: CompileOptions)
     // Adjacent private anonymous mappings: one mmap and pread for the run (anon_runs.ts).
     const run = lazy ? 0 : anonRunLength(proc.mappings, i);
     if (run) {
-      emitAnonRun(p, proc.mappings, i, run, SLOTS.image);
+      emitAnonRun(
+        p,
+        proc.mappings,
+        i,
+        run,
+        SLOTS.image,
+        (stretches) => emitRunLoads(p, proc, stretches, SLOTS.image, helperTid, m.start),
+      ); // page_loads.ts
       i += run - 1;
       continue;
     }

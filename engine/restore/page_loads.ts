@@ -52,20 +52,19 @@ const FUTEX_WAIT = 0;
 const PAGE = 4096;
 
 /** One pread of pages: `length` bytes at `addr` from `fileOffset` of the image. */
-interface Piece {
+export interface Piece {
   addr: HexNum;
   length: number;
   fileOffset: number;
 }
 
-/** The pieces of `m`'s page runs, in order, each at most {@link PREAD_MAX} bytes. */
-function piecesOf(m: Mapping): Piece[] {
+/** `runs` (in order) cut into pieces of at most {@link PREAD_MAX} bytes. */
+function piecesOf(runs: readonly Piece[]): Piece[] {
   const out: Piece[] = [];
-  for (const run of m.pages) {
-    const addr = hexNum(run.addr);
+  for (const run of runs) {
     for (let done = 0; done < run.length; done += PREAD_MAX) {
       out.push({
-        addr: hexPlus(addr, done),
+        addr: hexPlus(run.addr, done),
         length: Math.min(PREAD_MAX, run.length - done),
         fileOffset: run.fileOffset + done,
       });
@@ -169,11 +168,33 @@ export function emitPageLoads(
   imageSlot: number,
   helperTid: number,
 ): void {
-  const pieces = piecesOf(m);
+  const runs = m.pages.map((r) => ({
+    addr: hexNum(r.addr),
+    length: r.length,
+    fileOffset: r.fileOffset,
+  }));
+  emitRunLoads(p, proc, runs, imageSlot, helperTid, m.start);
+}
+
+/**
+ * Emits the loading of `runs` (pages at `addr` from `fileOffset` of the
+ * image, in order), as {@link emitPageLoads} does for one mapping's: with
+ * the helper from {@link SPLIT_MIN} bytes on. `key` names the program's
+ * labels (the address of the first mapping they belong to: unique).
+ */
+export function emitRunLoads(
+  p: ProgramBuilder,
+  proc: ProcessImage,
+  runs: readonly Piece[],
+  imageSlot: number,
+  helperTid: number,
+  key: string,
+): void {
+  const pieces = piecesOf(runs);
   const total = pieces.reduce((a, piece) => a + piece.length, 0);
   if (total < SPLIT_MIN) return emitPieces(p, pieces, imageSlot);
   const [mine, theirs] = splitPieces(pieces);
-  const at = m.start;
+  const at = key;
   // The futex word: the helper's tid while it runs (CLONE_PARENT_SETTID), 0 once it exited.
   const word = p.reserve(8);
   const flags = CLONE.VM | CLONE.FS | CLONE.FILES | CLONE.SIGHAND | CLONE.THREAD |
