@@ -173,6 +173,11 @@ for (
   const [phase, what] of [
     ["precopy-arm", "after the first freeze, before arming the tracking"],
     ["precopy-settle", "in the barrier freeze after arming the tracking"],
+    // The collect's rehearsal in the barrier freeze (engine/dump/rehearsal.ts): the first
+    // freeze makes two injected syscalls, so the third is the rehearsal's first.
+    ["inject-mid:3", "in the collect's rehearsal, an injected syscall's registers set"],
+    ["batch-mid", "in the collect's rehearsal, inside its syscall batch"],
+    ["probe", "in the collect's rehearsal, the mlockall probe page mapped"],
     // The second piece: the copy is under way, the tree runs, its pages are write-protected.
     ["precopy-pages:2", "during the pre-copy's page copy"],
     ["precopy-release", "after the dump's thaw, before releasing the tracking"],
@@ -195,9 +200,25 @@ for (
         const at = trackingTraces(t.pid, region, pages);
         assert.ok(at.uffdFlags > 0 && at.protectedPages > 0, "the tracking was there");
       }
+      if (!phase.startsWith("precopy-")) {
+        // Still in the barrier: nothing pre-copied yet.
+        const base = dir.slice(0, dir.lastIndexOf("/"));
+        const files = [...Deno.readDirSync(base)].flatMap((d) =>
+          d.isDirectory ? [...Deno.readDirSync(`${base}/${d.name}`)].map((e) => e.name) : []
+        );
+        assert.deepEqual(files, [], "killed before the pre-copy's page copy");
+      }
       paused.child.kill("SIGKILL");
       await paused.output;
       assert.equal(pathExists(dir), false, "no image");
+      // A thread let go inside an injected syscall undoes it (the scratch or probe page
+      // unmapped...) itself when it next runs: give it the time to.
+      const deadline = Date.now() + 10_000;
+      while (
+        Deno.readTextFileSync(`/proc/${t.pid}/maps`) !== before.maps && Date.now() < deadline
+      ) {
+        await new Promise((r) => setTimeout(r, 10));
+      }
       const after = trackingTraces(t.pid, region, pages);
       assert.deepEqual(after.fds, before.fds, "the same fds");
       assert.equal(after.maps, before.maps, "the same mappings");

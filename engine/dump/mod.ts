@@ -50,6 +50,7 @@ import { writeManifest } from "../image/manifest.ts";
 import { BootstrapBuilder, messageProgram } from "../restore/stub.ts";
 import { Precopy, type PrecopyProcess } from "./precopy.ts";
 import { precopyPays } from "./precopy_policy.ts";
+import { rehearseCollect, warmUpFinalFreeze, warmUpProcReaders } from "./rehearsal.ts";
 import { planPages, savePlanned } from "./plan.ts";
 import { readStatus } from "../proc/status.ts";
 import { readLocksOffThread } from "../proc/locks.ts";
@@ -380,8 +381,15 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       (opts.precopy === true || opts.preDump === true || precopyPays(pid).pays)
     ) {
       chain.touched = opts.preDump === true;
-      precopy = Precopy.start(pid, tmp, opts.preDump === true);
+      warmUpProcReaders();
+      precopy = Precopy.start(
+        pid,
+        tmp,
+        opts.preDump === true,
+        (frozen) => rehearseCollect(frozen, opts.optIns),
+      );
       await precopy.copy();
+      await warmUpFinalFreeze();
       opts.onEvent?.({
         type: "precopied",
         bytes: precopy.bytes,

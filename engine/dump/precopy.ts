@@ -53,9 +53,8 @@ import { readStatus } from "../proc/status.ts";
 import { getRegs } from "../../ffi/ptrace.ts";
 import { signed, type UserRegs } from "../../ffi/regs.ts";
 import type { ProcessImage } from "../model.ts";
-import { readFds } from "../proc/fds.ts";
 import { PagemapScanner, type ScanRegion } from "../proc/pagemap_scan.ts";
-import { freezeTree, thawTree } from "./freeze.ts";
+import { freezeTree, type FrozenTree, thawTree } from "./freeze.ts";
 import { withInjection } from "./injected.ts";
 import { bootstrapSizeFor, classifyVma, pagePolicy, refusedMapping, type Vma } from "./vmas.ts";
 import { crc32 } from "../image/crc32.ts";
@@ -63,6 +62,7 @@ import { CRC_BLOCK } from "./memory.ts";
 import { crc32Combine } from "../image/checksum.ts";
 import { type CopiedRun, type CopyJob, copyPlanned, type CopyResult } from "./precopy_copy.ts";
 import { splitAtWritten } from "./written_ranges.ts";
+import { dataAndWrittenOffThread, scanSegments } from "./data_scan.ts";
 import { BOOTSTRAP_FILE_OFFSET } from "../image/writer.ts";
 import {
   beginLifting,
@@ -214,8 +214,7 @@ export class PrecopyProcess {
       // pages the dump plans from (nothing changes while the tree is frozen).
       const maps = readMaps(this.pid).filter((m) => m.path !== "[vsyscall]");
       const start = Number(maps[0].start), end = Number(maps[maps.length - 1].end);
-      using scanner = new PagemapScanner(this.pid);
-      const scan = await scanner.dataAndWrittenOffThread(start, end);
+      const scan = await dataAndWrittenOffThread(this.pid, scanSegments(maps));
       written = scan.written;
       this.scanned = { start, end, regions: scan.regions };
     } catch {
@@ -505,7 +504,13 @@ export class Precopy {
    * process where that fails is not pre-copied. With `keep` (a pre-dump)
    * each process also keeps a copy of its userfaultfd (engine/dump/tracking.ts).
    */
-  static start(root: number, dir: string, keep = false): Precopy {
+  static start(
+    root: number,
+    dir: string,
+    keep = false,
+    /** Run in the pin barrier's freeze, after the arming (engine/dump/rehearsal.ts). */
+    inBarrier?: (tree: FrozenTree) => void,
+  ): Precopy {
     const pc = new Precopy();
     const toArm: { proc: PrecopyProcess; vmas: Vma[] }[] = [];
     const tree = freezeTree(root);
@@ -537,7 +542,8 @@ export class Precopy {
         if (keep) setTrackingFd(p.pid, kept.targetFd);
         let fds = 0;
         try {
-          fds = readFds(p.pid).length;
+          // A count is all the room needs: no fdinfo read per fd while frozen.
+          fds = [...Deno.readDirSync(`/proc/${p.pid}/fd`)].length;
         } catch { /* counted at the dump */ }
         // Room for the bootstrap blob, with a wide margin; a larger blob at the dump drops the pre-copy.
         const room = bootstrapSizeFor(vmas.length + 64, fds + 16, p.threads.length + 4);
@@ -574,7 +580,7 @@ export class Precopy {
         pc.drop(proc.pid); // gone, or changed under us: copied frozen by the dump
       }
     }
-    if (toArm.length) pc.#settlePins(root);
+    if (toArm.length) pc.#settlePins(root, inBarrier);
     return pc;
   }
 
@@ -587,12 +593,16 @@ export class Precopy {
    * tree waits for every thread to leave its syscall, so every read that
    * pinned pages before the protection has landed before the copy reads
    * them; a read begun after it faults on the protection (reported
-   * written). If the tree cannot be frozen, nothing is pre-copied.
+   * written). If the tree cannot be frozen, nothing is pre-copied. The
+   * freeze also runs `inBarrier` (the collect's rehearsal, engine/dump/rehearsal.ts).
    */
-  #settlePins(root: number): void {
+  #settlePins(root: number, inBarrier?: (tree: FrozenTree) => void): void {
     try {
       const tree = freezeTree(root);
       pausePoint("precopy-settle");
+      try {
+        inBarrier?.(tree);
+      } catch { /* only a warm-up */ }
       thawTree(tree);
       this.frozenSeconds += (performance.now() - tree.frozenAt) / 1000;
     } catch {

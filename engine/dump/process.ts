@@ -140,6 +140,8 @@ export function collectProcess(
   refusals: Refusals,
   /** Reads the TCP/UDP sockets (and keeps connections in repair mode, see inet_session.ts). */
   sockets?: InetSocketSession,
+  /** Mappings to use instead of reading smaps (a rehearsal, engine/dump/rehearsal.ts). */
+  areas?: SmapsArea[],
 ): CollectedProcess {
   checkNamespaces(pid, refusals);
   const stat = readStat(pid);
@@ -151,7 +153,7 @@ export function collectProcess(
   // only the headers and VmFlags are looked at (engine/proc/smaps_flags.ts).
   // Read before the injected calls, whose scratch mapping waits for a page
   // table walk still running (engine/dump/parent.ts) while this one runs beside it.
-  const maps: SmapsArea[] = readSmapsFlags(pid);
+  const maps: SmapsArea[] = areas ?? readSmapsFlags(pid);
   // Everything read by injected syscalls, in one session (one scratch page).
   const { injected, posixTimers, credentials, aio } = withInjection(
     pid,

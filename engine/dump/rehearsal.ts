@@ -1,0 +1,101 @@
+/**
+ * A rehearsal of the collect, run in the pre-copy's pin barrier (a freeze
+ * it makes anyway, engine/dump/precopy.ts), so that the dump's final freeze
+ * runs the collect's code warm (compiled, inline caches filled) instead of for the first
+ * time: a CLI dump is a fresh Deno, and the cold collect took about three
+ * times the warm one (docs/PERFORMANCE.md, "The final freeze"). What it
+ * collects is thrown away: refusals, images; no socket is read. It reads
+ * what a dump reads, by the same means, so it leaves the tree as a dump
+ * left running does.
+ *
+ * @module
+ */
+
+import { Refusals } from "../support.ts";
+import type { ProcessImage } from "../model.ts";
+import { collectProcess, pipeTopology } from "./process.ts";
+import { readFds } from "../proc/fds.ts";
+import { readMaps } from "../proc/maps.ts";
+import { readStatus, readThreadStatuses } from "../proc/status.ts";
+import { readStat } from "../proc/stat.ts";
+import { readLimits } from "../proc/limits.ts";
+import { readAuxv } from "../proc/auxv.ts";
+import { readCmdline } from "../proc/misc.ts";
+import { isTrackingFd } from "./tracking.ts";
+import { collectLifecycle } from "../task/lifecycle.ts";
+import { SYS } from "../../ffi/sysno.ts";
+import { BootstrapBuilder, messageProgram } from "../restore/stub.ts";
+import { checkFdOwners, checkProcessPaths } from "./tree_state.ts";
+import type { FrozenTree } from "./freeze.ts";
+import { rawSyscallOffThread } from "../../ffi/libc.ts";
+
+/**
+ * Collects every process of frozen `tree` and discards the result; never
+ * throws (a process that cannot be collected now is the dump's business).
+ */
+export function rehearseCollect(
+  tree: FrozenTree,
+  optIns?: string[],
+): void {
+  try {
+    const fdLists = tree.processes.map((p) =>
+      readFds(p.pid).filter((f) => !isTrackingFd(p.pid, f.fd))
+    );
+    const topology = pipeTopology(tree.processes.map((p, i) => ({ pid: p.pid, fds: fdLists[i] })));
+    tree.processes.forEach((p, i) => {
+      try {
+        const refusals = new Refusals(optIns);
+        // From maps, not smaps: smaps walks every page (~60 ms at 2 GiB), and no flag is needed here.
+        const areas = readMaps(p.pid).map((m) => ({ ...m, vmFlags: [] }));
+        const c = collectProcess(
+          p.pid,
+          p.threads,
+          p.children,
+          fdLists[i],
+          topology,
+          refusals,
+          undefined,
+          areas,
+        );
+        const image: ProcessImage = {
+          ...c.image,
+          ...collectLifecycle(p, c.image, tree, refusals),
+          bootstrap: { start: "0x0", size: 0 },
+        };
+        checkProcessPaths(image, refusals);
+        checkFdOwners([image], refusals);
+      } catch { /* the dump will tell */ }
+    });
+  } catch { /* the dump will tell */ }
+}
+
+/**
+ * Warms, with the tree running, code that the final freeze would otherwise
+ * run for the first time: the library of off-thread syscalls (its dlopen),
+ * which the pre-copy's validation scan starts with, and the builder of the
+ * bootstrap blob (pure code).
+ */
+export async function warmUpFinalFreeze(): Promise<void> {
+  await rawSyscallOffThread(SYS.getpid);
+  const boot = new BootstrapBuilder(0x10000n);
+  boot.finish({ restore: messageProgram(boot.program(), "cryo warm-up\n", 1) });
+}
+
+/**
+ * Runs the /proc readers the freezes use on cryo's own process (with the
+ * tree running: nothing of the tree is read), so that their parsers are
+ * compiled before the first freeze needs them. Never throws.
+ */
+export function warmUpProcReaders(): void {
+  const self = Deno.pid;
+  try {
+    readThreadStatuses(self, [self]);
+    readStatus(self);
+    readStat(self);
+    readLimits(self);
+    readAuxv(self);
+    readCmdline(self);
+    readMaps(self);
+    readFds(self);
+  } catch { /* only a warm-up */ }
+}
