@@ -120,7 +120,9 @@ function emitRead(
  * Emits the run of `n` mappings from `mappings[i]` (see {@link anonRunLength}):
  * one read-write mmap of the whole run, one pread per stretch of pages that
  * is contiguous both in memory and in the image, then per member in order
- * its mprotect (when not read-write) and its madvise flags.
+ * its mprotect (when not read-write) and its madvise flags. With `load`,
+ * the stretches (in order) are handed to it instead, to emit their reads
+ * before the mprotects (engine/restore/page_loads.ts).
  */
 export function emitAnonRun(
   p: ProgramBuilder,
@@ -128,6 +130,7 @@ export function emitAnonRun(
   i: number,
   n: number,
   imageSlot: number,
+  load?: (stretches: { addr: HexNum; length: number; fileOffset: number }[]) => void,
 ): void {
   const first = mappings[i], last = mappings[i + n - 1];
   const start = hexNum(first.start);
@@ -142,6 +145,12 @@ export function emitAnonRun(
   ], {
     comment: `${n} private anonymous mappings ${first.start}-${last.end}, mapped together`,
   });
+  const stretches: { addr: HexNum; length: number; fileOffset: number }[] = [];
+  const read = load
+    ? (addr: HexNum, length: number, fileOffset: number) =>
+      stretches.push({ addr, length, fileOffset })
+    : (addr: HexNum, length: number, fileOffset: number) =>
+      emitRead(p, imageSlot, addr, length, fileOffset);
   let runAddr: HexNum = 0, runLength = 0, runOffset = 0;
   for (let k = i; k < i + n; k++) {
     for (const r of mappings[k].pages) {
@@ -153,13 +162,14 @@ export function emitAnonRun(
         runLength += r.length;
         continue;
       }
-      if (runLength > 0) emitRead(p, imageSlot, runAddr, runLength, runOffset);
+      if (runLength > 0) read(runAddr, runLength, runOffset);
       runAddr = addr;
       runLength = r.length;
       runOffset = r.fileOffset;
     }
   }
-  if (runLength > 0) emitRead(p, imageSlot, runAddr, runLength, runOffset);
+  if (runLength > 0) read(runAddr, runLength, runOffset);
+  if (load) load(stretches);
   for (let k = i; k < i + n; k++) {
     const m = mappings[k];
     const prot = protOf(m.perms);

@@ -79,8 +79,9 @@ import {
 import { emitZombieBranches, emitZombies } from "../task/zombies.ts";
 import { SIGTRAP } from "../task/sigtrap.ts";
 import { emitThreadSections, type ThreadSections } from "./thread_state.ts";
-import { hexMinus, hexNum, hexPlus } from "../image/hexnum.ts";
+import { hexMinus, hexNum } from "../image/hexnum.ts";
 import { anonRunLength, emitAnonMmap, emitAnonRun } from "./anon_runs.ts";
+import { emitPageLoads, emitRunLoads, pageHelperTid } from "./page_loads.ts";
 
 /** Slot numbers used by compiled programs. */
 export const SLOTS = {
@@ -149,9 +150,6 @@ const MAP_PRIVATE = 0x02;
 const MAP_FIXED = 0x10;
 const MAP_ANONYMOUS = 0x20;
 const MAP_GROWSDOWN = 0x100;
-const PREAD_MAX = 1 << 30;
-const POPULATE_MIN = 64 << 10;
-const MADV_POPULATE_WRITE = 23;
 const MAP_NORESERVE = 0x4000;
 const O_CLOEXEC = 0o2000000;
 const PR_SET_NAME = 15;
@@ -293,13 +291,21 @@ function emitMemory(p: ProgramBuilder, proc: ProcessImage, opts: CompileOptions)
   if (parent) emitDropInherited(p, proc, parent);
   const lazy = opts.lazy && lazyProcessEligible(proc, opts.images);
   const hot = lazy ? hotPages(proc) : new Set<bigint>();
+  const helperTid = pageHelperTid(proc, opts.images);
   for (let i = 0; i < proc.mappings.length; i++) {
     const m = proc.mappings[i];
     if (m.kind === "vdso" || m.kind === "vsyscall" || m.kind === "aio") continue;
     // Adjacent private anonymous mappings: one mmap and pread for the run (anon_runs.ts).
     const run = lazy ? 0 : anonRunLength(proc.mappings, i);
     if (run) {
-      emitAnonRun(p, proc.mappings, i, run, SLOTS.image);
+      emitAnonRun(
+        p,
+        proc.mappings,
+        i,
+        run,
+        SLOTS.image,
+        (stretches) => emitRunLoads(p, proc, stretches, SLOTS.image, helperTid, m.start),
+      ); // page_loads.ts
       i += run - 1;
       continue;
     }
@@ -356,20 +362,7 @@ function emitMemory(p: ProgramBuilder, proc: ProcessImage, opts: CompileOptions)
     }
     // Lazy restore: the pages are served later (engine/memory/lazy.ts).
     if (lazy && lazyMappingEligible(m)) emitHotPages(p, m, hot, SLOTS.image);
-    else {
-      for (const run of m.pages) {
-        // One pread moves at most 0x7ffff000 bytes: split large runs.
-        for (let done = 0; done < run.length; done += PREAD_MAX) {
-          const n = Math.min(PREAD_MAX, run.length - done);
-          const addr = hexPlus(hexNum(run.addr), done);
-          if (n >= POPULATE_MIN) {
-            // Faulting the pages in up front is cheaper than one fault per page under pread.
-            p.op(SYS.madvise, [addr, n, MADV_POPULATE_WRITE], { allowFail: true });
-          }
-          p.op(SYS.pread64, [slot(SLOTS.image), addr, n, run.fileOffset + done]);
-        }
-      }
-    }
+    else emitPageLoads(p, proc, m, SLOTS.image, helperTid); // engine/restore/page_loads.ts
     if (needsWrite) p.op(SYS.mprotect, [start, len, prot]);
     emitVmFlags(p, m);
   }
