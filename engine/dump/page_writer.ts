@@ -40,46 +40,6 @@ export interface PageWriter {
  */
 export const PAGE_BUFFER_BYTES = 1 << 20;
 
-/** One page-aligned buffer written with `pwrite` at the offset it was acquired for. */
-export class BufferPageWriter implements PageWriter {
-  readonly size: number;
-  readonly #file: PageFile;
-  readonly #buffer: Uint8Array;
-  /** Offset of the buffer acquired and not yet submitted (-1: none). */
-  #at = -1;
-
-  /** Writes into the existing file `path` through a buffer of `size` bytes. */
-  constructor(size: number, path: string) {
-    this.size = size;
-    this.#file = PageFile.open(path);
-    this.#buffer = pageAlignedBuffer(size);
-  }
-
-  acquire(offset: number): Uint8Array {
-    this.#at = offset;
-    return this.#buffer;
-  }
-
-  submit(length: number, offset: number): void {
-    if (this.#at < 0) throw new Error("page buffer submitted without acquire");
-    if (offset !== this.#at) {
-      throw new Error(`page buffer for ${this.#at} submitted for ${offset}`);
-    }
-    this.#file.writeAt(offset, this.#buffer.subarray(0, length));
-    this.#at = -1;
-  }
-
-  close(): Promise<void> {
-    this.#at = -1;
-    this.#file.close();
-    return Promise.resolve();
-  }
-
-  abort(): Promise<void> {
-    return this.close();
-  }
-}
-
 /**
  * Files of one copy lane, opened once each and closed together: a lane
  * copies many segments of few image files.
@@ -105,9 +65,9 @@ export class LaneFiles {
 }
 
 /**
- * A {@link PageWriter} over a lane's page-aligned buffer and one of its
- * files: like {@link BufferPageWriter}, but closing it leaves both to the
- * lane, for its next segment.
+ * A {@link PageWriter} over a page-aligned buffer and a file it does not
+ * own: closing it leaves both to their owner (a copy lane keeps them for
+ * its next segment; {@link BufferPageWriter} closes its file).
  */
 export class LanePageWriter implements PageWriter {
   readonly size: number;
@@ -128,6 +88,7 @@ export class LanePageWriter implements PageWriter {
   }
 
   submit(length: number, offset: number): void {
+    if (this.#at < 0) throw new Error("page buffer submitted without acquire");
     if (offset !== this.#at) {
       throw new Error(`page buffer for ${this.#at} submitted for ${offset}`);
     }
@@ -142,5 +103,22 @@ export class LanePageWriter implements PageWriter {
 
   abort(): Promise<void> {
     return this.close();
+  }
+}
+
+/** One page-aligned buffer written with `pwrite` into a file of its own, which closing it closes. */
+export class BufferPageWriter extends LanePageWriter {
+  readonly #file: PageFile;
+
+  /** Writes into the existing file `path` through a buffer of `size` bytes. */
+  constructor(size: number, path: string) {
+    const file = PageFile.open(path);
+    super(file, pageAlignedBuffer(size));
+    this.#file = file;
+  }
+
+  override async close(): Promise<void> {
+    await super.close();
+    this.#file.close();
   }
 }
