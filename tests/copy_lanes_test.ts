@@ -35,16 +35,8 @@ import { decodeBlockCrcs, pageBlocksProblem } from "../engine/image/page_blocks.
 import { readImageFile } from "../engine/image/reader.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { assertLoadReports, startLoadTree } from "./helpers/load.ts";
-import { startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
+import { tempImageDir } from "./helpers/roundtrip.ts";
 import { adoptPid, withTargets } from "./helpers/targets.ts";
-import { pathExists, tempDir } from "./helpers/fs.ts";
-import { startPaused } from "./helpers/kill_anywhere.ts";
-import {
-  assertNoTracking,
-  RT_PRECOPY_CHECKS,
-  RT_PRECOPY_READY,
-  trackingTraces,
-} from "./helpers/tracking.ts";
 
 const PAGE = 4096;
 const MiB = 1 << 20;
@@ -256,37 +248,6 @@ Deno.test(
         what: "restored",
       });
       assertLoadReports(tree);
-    })
-  ),
-);
-
-Deno.test(
-  "cryo dump --leave-running killed during a two-lane pre-copy: no image, no tracking left",
-  withTargets(() =>
-    withTwoLanes(async () => {
-      const { t, trigger, ready } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
-        extra: ["64"],
-      });
-      const region = BigInt(`0x${ready[2]}`), pages = Number(ready[3]);
-      const before = trackingTraces(t.pid, region, pages);
-      const dir = `${await tempDir("cryo-lanes-kill-")}/image`;
-      const paused = await startPaused(
-        ["dump", String(t.pid), "--dir", dir, "--leave-running", "--precopy"],
-        "precopy-pages:2",
-      );
-      const at = trackingTraces(t.pid, region, pages);
-      assert.ok(at.uffdFlags > 0 && at.protectedPages > 0, "the tracking was there");
-      paused.child.kill("SIGKILL");
-      await paused.output;
-      assert.equal(pathExists(dir), false, "no image");
-      const after = trackingTraces(t.pid, region, pages);
-      assert.deepEqual(after.fds, before.fds, "the same fds");
-      assert.equal(after.maps, before.maps, "the same mappings");
-      assertNoTracking(after);
-      await Deno.writeTextFile(trigger, "");
-      assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), {
-        what: "original after the killed dump",
-      });
     })
   ),
 );
