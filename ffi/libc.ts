@@ -25,28 +25,32 @@ const symbols = {
 /**
  * posix_spawn and its attributes, bound only by what spawns (ffi/spawn.ts):
  * `Deno.dlopen` prepares a call stub for every symbol it is given, which
- * costs a fraction of a millisecond each, and a dump spawns nothing.
+ * costs a fraction of a millisecond each, and a dump spawns nothing. Every
+ * memory argument is a `pointer` (ffi/spawn.ts passes
+ * `Deno.UnsafePointer.of` of buffers it holds across the call): with
+ * `buffer` parameters the same 13 symbols took twice as long to bind
+ * (~6 against ~3 ms of a fresh process, docs/PERFORMANCE.md).
  */
 const spawnSymbols = {
   posix_spawn: {
-    parameters: ["buffer", "buffer", "pointer", "pointer", "buffer", "buffer"],
+    parameters: ["pointer", "pointer", "pointer", "pointer", "pointer", "pointer"],
     result: "i32",
   },
-  posix_spawn_file_actions_init: { parameters: ["buffer"], result: "i32" },
-  posix_spawn_file_actions_destroy: { parameters: ["buffer"], result: "i32" },
-  posix_spawn_file_actions_adddup2: { parameters: ["buffer", "i32", "i32"], result: "i32" },
-  posix_spawn_file_actions_addclose: { parameters: ["buffer", "i32"], result: "i32" },
-  posix_spawn_file_actions_addclosefrom_np: { parameters: ["buffer", "i32"], result: "i32" },
+  posix_spawn_file_actions_init: { parameters: ["pointer"], result: "i32" },
+  posix_spawn_file_actions_destroy: { parameters: ["pointer"], result: "i32" },
+  posix_spawn_file_actions_adddup2: { parameters: ["pointer", "i32", "i32"], result: "i32" },
+  posix_spawn_file_actions_addclose: { parameters: ["pointer", "i32"], result: "i32" },
+  posix_spawn_file_actions_addclosefrom_np: { parameters: ["pointer", "i32"], result: "i32" },
   posix_spawn_file_actions_addopen: {
-    parameters: ["buffer", "i32", "buffer", "i32", "u32"],
+    parameters: ["pointer", "i32", "pointer", "i32", "u32"],
     result: "i32",
   },
-  posix_spawnattr_init: { parameters: ["buffer"], result: "i32" },
-  posix_spawnattr_destroy: { parameters: ["buffer"], result: "i32" },
-  posix_spawnattr_setflags: { parameters: ["buffer", "i16"], result: "i32" },
-  posix_spawnattr_setsigmask: { parameters: ["buffer", "buffer"], result: "i32" },
-  posix_spawnattr_setsigdefault: { parameters: ["buffer", "buffer"], result: "i32" },
-  posix_spawnattr_setpgroup: { parameters: ["buffer", "i32"], result: "i32" },
+  posix_spawnattr_init: { parameters: ["pointer"], result: "i32" },
+  posix_spawnattr_destroy: { parameters: ["pointer"], result: "i32" },
+  posix_spawnattr_setflags: { parameters: ["pointer", "i16"], result: "i32" },
+  posix_spawnattr_setsigmask: { parameters: ["pointer", "pointer"], result: "i32" },
+  posix_spawnattr_setsigdefault: { parameters: ["pointer", "pointer"], result: "i32" },
+  posix_spawnattr_setpgroup: { parameters: ["pointer", "i32"], result: "i32" },
 } as const;
 
 let lib: Deno.DynamicLibrary<typeof symbols> | undefined;

@@ -41,12 +41,16 @@ const POSIX_SPAWN_SETSIGMASK = 0x08;
 /** Spawns `path` with `argv` and returns its pid. Throws {@link SyscallError}. */
 export function posixSpawn(path: string, argv: readonly string[], opts: SpawnOptions = {}): number {
   const c = libcSpawn();
+  const ptr = Deno.UnsafePointer.of;
   const pidBuf = new Int32Array(1);
-  const actions = new Uint8Array(256);
-  const attr = new Uint8Array(512);
+  const actionsBuf = new Uint8Array(256);
+  const attrBuf = new Uint8Array(512);
+  const actions = ptr(actionsBuf);
+  const attr = ptr(attrBuf);
   c.posix_spawn_file_actions_init(actions);
   c.posix_spawnattr_init(attr);
-  const keep: Uint8Array[] = [];
+  // Every buffer whose address a call gets, held until the end (read in `finally`).
+  const keep: unknown[] = [pidBuf, actionsBuf, attrBuf];
   try {
     const closeFrom = opts.closeFrom === undefined ? 3 : opts.closeFrom;
     if (closeFrom !== null) {
@@ -64,7 +68,7 @@ export function posixSpawn(path: string, argv: readonly string[], opts: SpawnOpt
       } else {
         const p = cstr(a.path);
         keep.push(p);
-        r = c.posix_spawn_file_actions_addopen(actions, a.fd, p, a.flags, a.mode ?? 0o644);
+        r = c.posix_spawn_file_actions_addopen(actions, a.fd, ptr(p), a.flags, a.mode ?? 0o644);
       }
       if (r !== 0) throw new SyscallError("posix_spawn_file_actions", [a.kind], r);
     }
@@ -73,8 +77,9 @@ export function posixSpawn(path: string, argv: readonly string[], opts: SpawnOpt
       flags |= POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK;
       const all = new BigUint64Array(16).fill(0xffffffffffffffffn);
       const none = new BigUint64Array(16);
-      c.posix_spawnattr_setsigdefault(attr, all);
-      c.posix_spawnattr_setsigmask(attr, none);
+      keep.push(all, none);
+      c.posix_spawnattr_setsigdefault(attr, ptr(all));
+      c.posix_spawnattr_setsigmask(attr, ptr(none));
     }
     if (opts.newProcessGroup) {
       flags |= POSIX_SPAWN_SETPGROUP;
@@ -85,18 +90,21 @@ export function posixSpawn(path: string, argv: readonly string[], opts: SpawnOpt
     const envArr = new CStringArray(
       opts.env ?? Object.entries(Deno.env.toObject()).map(([k, v]) => `${k}=${v}`),
     );
+    const pathBuf = cstr(path);
+    keep.push(pathBuf, argvArr, envArr);
     const r = c.posix_spawn(
-      pidBuf,
-      cstr(path),
-      Deno.UnsafePointer.of(actions),
-      Deno.UnsafePointer.of(attr),
-      argvArr.pointers,
-      envArr.pointers,
+      ptr(pidBuf),
+      ptr(pathBuf),
+      actions,
+      attr,
+      ptr(argvArr.pointers),
+      ptr(envArr.pointers),
     );
     if (r !== 0) throw new SyscallError("posix_spawn", [path], r);
     return pidBuf[0];
   } finally {
     c.posix_spawn_file_actions_destroy(actions);
     c.posix_spawnattr_destroy(attr);
+    keep.length = 0;
   }
 }
