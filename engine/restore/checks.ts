@@ -8,7 +8,6 @@
 import { zombiePids } from "../task/zombies.ts";
 import { vdsoFacts } from "../vdso.ts";
 import { readStatus } from "../proc/status.ts";
-import { readStat } from "../proc/stat.ts";
 import type { FileIdentity, Manifest, ProcessImage } from "../model.ts";
 import { RestoreError } from "../errors.ts";
 import { deletedFifoProblem } from "../fds/fifo.ts";
@@ -33,40 +32,24 @@ function describeHolder(pid: number): string | undefined {
 
 /**
  * A live process whose process group or session id is one of `ids` (such an
- * id cannot be given to a new process either).
+ * id cannot be given to a new process either). Every process of the host
+ * is asked by `getpgid` and `getsid` (one system call each) instead of
+ * reading and parsing its /proc/<pid>/stat (open, read, close and a text
+ * decode): the same two fields, a third of the CPU (docs/PERFORMANCE.md).
  */
 function groupHolder(ids: Set<number>): { id: number; pid: number; what: string } | undefined {
   for (const e of Deno.readDirSync("/proc")) {
     const c = e.name.charCodeAt(0);
     if (c < 48 || c > 57) continue; // not a pid
-    let g: { pgrp: number; session: number };
-    try {
-      // An unexpected line goes through the full parser (which says why).
-      g = groupIdsOf(Deno.readTextFileSync(`/proc/${e.name}/stat`)) ?? readStat(Number(e.name));
-    } catch {
-      continue; // gone meanwhile
-    }
-    if (ids.has(g.pgrp)) return { id: g.pgrp, pid: Number(e.name), what: "process group" };
-    if (ids.has(g.session)) return { id: g.session, pid: Number(e.name), what: "session" };
+    const pid = Number(e.name);
+    const pgrp = Number(rawSyscall(SYS.getpgid, pid));
+    if (pgrp < 0) continue; // gone meanwhile
+    if (ids.has(pgrp)) return { id: pgrp, pid, what: "process group" };
+    const session = Number(rawSyscall(SYS.getsid, pid));
+    if (session < 0) continue; // gone meanwhile
+    if (ids.has(session)) return { id: session, pid, what: "session" };
   }
   return undefined;
-}
-
-/**
- * pgrp and session (fields 5 and 6) of a stat line, without splitting the
- * whole line (every process of the host is read); undefined when the line
- * is not as expected.
- */
-function groupIdsOf(text: string): { pgrp: number; session: number } | undefined {
-  const close = text.lastIndexOf(")");
-  if (close < 0) return undefined;
-  // ") S ppid pgrp session ..."
-  const f = text.slice(close + 2, close + 80).split(" ", 5);
-  const pgrp = Number(f[2]);
-  const session = Number(f[3]);
-  return f.length === 5 && Number.isSafeInteger(pgrp) && Number.isSafeInteger(session)
-    ? { pgrp, session }
-    : undefined;
 }
 
 /** Throws if any pid or tid of the image is taken, naming it and its holder. */
