@@ -181,6 +181,8 @@ for (
     // The second piece: the copy is under way, the tree runs, its pages are write-protected.
     ["precopy-pages:2", "during the pre-copy's page copy"],
     ["precopy-release", "after the dump's thaw, before releasing the tracking"],
+    // engine/dump/uffd_release.ts: the first chunk lifted and unregistered, not the rest.
+    ["precopy-release-chunk:2", "in the middle of releasing the tracking, chunk by chunk"],
   ]
 ) {
   Deno.test(
