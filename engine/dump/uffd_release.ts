@@ -16,11 +16,15 @@
  *    userfaultfd or with none (a mapping the program registered with its
  *    own is refused with EBUSY, a file mapping put there since with
  *    EINVAL: the chunk is then left to the close, which only touches
- *    cryo's); a mapping of cryo's is left as it is.
- * 2. UFFDIO_WRITEPROTECT mode 0 of the chunk: lifts its protections, with
- *    the mmap lock held for reading only (the program's faults go on).
- * 3. UFFDIO_UNREGISTER of the chunk (mmap lock for writing): the walk
- *    finds nothing left to lift; the mappings merge back as they were.
+ *    cryo's); a mapping of cryo's is left as it is. UFFDIO_UNREGISTER is not
+ *    sure to check whose a mapping is (older kernels do not): this guard first.
+ * 2. UFFDIO_UNREGISTER of the chunk (mmap lock for writing): lifts its
+ *    protections and unregisters it; the mappings merge back as they were.
+ *
+ * Lifting the chunk's protections first with UFFDIO_WRITEPROTECT mode 0
+ * (mmap lock for reading only) was measured: the unregistration that
+ * follows walks the page tables as long, so it only adds CPU
+ * ({@link releaseChunk}.liftFirst, docs/PERFORMANCE.md).
  *
  * Each step is best effort: whatever fails is left to the close, which
  * does it all as before. A cryo killed in the middle closes its copies
@@ -43,7 +47,11 @@ import { pausePoint } from "../pause.ts";
  * Bytes lifted and unregistered per ioctl (bounds how long one holds the
  * target's mmap lock); 0: the plain close (benchmarks compare them).
  */
-export const releaseChunk = { bytes: 32 * 1024 * 1024 };
+export const releaseChunk = {
+  bytes: 32 * 1024 * 1024,
+  /** Lift the chunk's protections (mmap lock for reading) before its unregistration. */
+  liftFirst: false,
+};
 
 /** How a release went, for measurements (scripts/bench/uffd_release.ts). */
 export interface ReleaseStats {
@@ -65,6 +73,17 @@ export interface ReleaseStats {
 
 /** The stats of every release of this run, in order (bounded; for benchmarks). */
 export const releaseStats: ReleaseStats[] = [];
+
+/** `ranges` (address order) with touching neighbours merged: one chunk may span mappings. */
+function adjacentMerged(ranges: readonly [number, number][]): [number, number][] {
+  const out: [number, number][] = [];
+  for (const [s, e] of ranges) {
+    const last = out[out.length - 1];
+    if (last && last[1] === s) last[1] = e;
+    else out.push([s, e]);
+  }
+  return out;
+}
 
 /**
  * Releases cryo's userfaultfd `uffd` (a copy whose creator's mm registered
@@ -96,7 +115,7 @@ export function releaseUffd(
     return r;
   };
   if (chunkBytes > 0) {
-    for (const [start, end] of ranges) {
+    for (const [start, end] of adjacentMerged(ranges)) {
       for (let at = start; at < end; at += chunkBytes) {
         const a = BigInt(at), len = BigInt(Math.min(chunkBytes, end - at));
         pausePoint("precopy-release-chunk");
@@ -104,7 +123,7 @@ export function releaseUffd(
           s.leftToClose++;
           continue;
         }
-        timed("writeprotect", () => uffdWriteProtect(uffd, a, len, 0n));
+        if (releaseChunk.liftFirst) timed("writeprotect", () => uffdWriteProtect(uffd, a, len, 0n));
         if (timed("unregister", () => uffdUnregister(uffd, a, len)) < 0n) s.leftToClose++;
         else s.chunks++;
       }

@@ -6,7 +6,10 @@
  * in-process `dump --leave-running` with the pre-copy; prints a JSON line
  * with the release's timing (total, longest ioctl, the close) and the
  * longest time the workload's heartbeat did not beat from the release's
- * start on (`stallMs`; a beat page-faults twice).
+ * start on (`stallMs`; a beat page-faults twice), then the same over half a
+ * second with no dump (`quietStallMs`: the machine's noise; the heartbeat
+ * reports gaps over 5 ms only). `--lift`: each chunk's protections lifted
+ * (UFFDIO_WRITEPROTECT) before its unregistration.
  *
  * @module
  */
@@ -16,8 +19,9 @@ import { releaseChunk, releaseStats } from "../../engine/dump/uffd_release.ts";
 import { gapsOf, killWorkload, startWorkload } from "./workloads.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const nums = Deno.args.filter((a) => !a.includes(","));
+const nums = Deno.args.filter((a) => !a.includes(",") && !a.startsWith("--"));
 const mib = Number(nums[0]) || 512, runs = Number(nums[1]) || 3;
+releaseChunk.liftFirst = Deno.args.includes("--lift");
 const chunks = (Deno.args.find((a) => a.includes(",")) ?? "0,32").split(",").map(Number);
 const work = await Deno.makeTempDir({ prefix: "cryo-uffdrelease-" });
 const w = await startWorkload(
@@ -65,7 +69,14 @@ try {
         stallMs: +stall.toFixed(1),
       }));
       await Deno.remove(dir, { recursive: true });
+      // The same measure with no dump: the machine's own noise.
+      const quietFrom = performance.timeOrigin + performance.now();
       await sleep(500);
+      let quiet = 0;
+      for (const g of gapsOf(w)) {
+        if (g.toMs > quietFrom) quiet = Math.max(quiet, g.toMs - Math.max(g.fromMs, quietFrom));
+      }
+      console.log(JSON.stringify({ mib, chunkMiB: c, quietStallMs: +quiet.toFixed(1) }));
     }
   }
 } finally {
