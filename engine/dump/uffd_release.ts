@@ -48,7 +48,7 @@ import { pausePoint } from "../pause.ts";
  * target's mmap lock); 0: the plain close (benchmarks compare them).
  */
 export const releaseChunk = {
-  bytes: 32 * 1024 * 1024,
+  bytes: 16 * 1024 * 1024,
   /** Lift the chunk's protections (mmap lock for reading) before its unregistration. */
   liftFirst: false,
 };

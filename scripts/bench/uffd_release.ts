@@ -22,7 +22,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const nums = Deno.args.filter((a) => !a.includes(",") && !a.startsWith("--"));
 const mib = Number(nums[0]) || 512, runs = Number(nums[1]) || 3;
 releaseChunk.liftFirst = Deno.args.includes("--lift");
-const chunks = (Deno.args.find((a) => a.includes(",")) ?? "0,32").split(",").map(Number);
+const chunks = (Deno.args.find((a) => a.includes(",")) ?? "0,16").split(",").map(Number);
 const work = await Deno.makeTempDir({ prefix: "cryo-uffdrelease-" });
 const w = await startWorkload(
   {
