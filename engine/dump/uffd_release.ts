@@ -16,8 +16,12 @@
  *    userfaultfd or with none (a mapping the program registered with its
  *    own is refused with EBUSY, a file mapping put there since with
  *    EINVAL: the chunk is then left to the close, which only touches
- *    cryo's); a mapping of cryo's is left as it is. UFFDIO_UNREGISTER is not
- *    sure to check whose a mapping is (older kernels do not): this guard first.
+ *    cryo's); a mapping of cryo's is left as it is. This kernel (6.18)
+ *    refuses UFFDIO_UNREGISTER of a mapping another userfaultfd registered
+ *    (EINVAL, the mapping keeps its registration: probed with two
+ *    userfaultfds in one process); older kernels do not check, hence this
+ *    guard first (between it and the unregister, a mapping the program
+ *    registers in microseconds is safe only where the kernel checks).
  * 2. UFFDIO_UNREGISTER of the chunk (mmap lock for writing): lifts its
  *    protections and unregisters it; the mappings merge back as they were.
  *
