@@ -19,12 +19,13 @@ import {
 import { ProcFormatError } from "../engine/proc/errors.ts";
 import { freezeTree, thawTree } from "../engine/dump/freeze.ts";
 import { withInjection } from "../engine/dump/injected.ts";
-import { mapsWithoutFlags } from "../engine/dump/vm_flags.ts";
+import { mapsWithoutFlags, smapsOverlap } from "../engine/dump/vm_flags.ts";
 import { collectProcess, pipeTopology, readFds } from "../engine/dump/process.ts";
 import { awaitVmFlags } from "../engine/dump/vm_flags.ts";
 import { Refusals } from "../engine/support.ts";
 import { SYS } from "../ffi/sysno.ts";
-import { startTriggered } from "./helpers/roundtrip.ts";
+import { dumpKillRestore, startTriggered } from "./helpers/roundtrip.ts";
+import { assertChecksPassed } from "./helpers/checks.ts";
 import { withTargets } from "./helpers/targets.ts";
 
 const heads = (areas: SmapsArea[]) => areas.map(({ vmFlags: _f, ...rest }) => rest);
@@ -100,36 +101,73 @@ Deno.test(
 Deno.test(
   "smaps overlap: the collect records exactly the target's areas and VmFlags",
   withTargets(async () => {
-    for (const extra of [[], ["future-onfault"]]) {
-      const { t } = await startTriggered("rt_memflags", /^ready pid=(\d+)/m, { extra });
-      const before = readSmapsFlags(t.pid);
-      const tree = freezeTree(t.pid);
-      try {
-        const p = tree.processes[0];
-        const fds = readFds(p.pid);
-        const collected = collectProcess(
-          p.pid,
-          p.threads,
-          p.children,
-          fds,
-          pipeTopology([{ pid: p.pid, fds }]),
-          new Refusals(),
-        );
-        assert.ok(collected.vmFlags, "flags read on another thread");
-        const image = { ...collected.image };
-        await awaitVmFlags([{ collected, image }]);
-        assert.deepEqual(heads(collected.vmas as SmapsArea[]), heads(before));
-        // The dump drops its own tracking's "uw" only; nothing here is tracked.
-        assert.deepEqual(collected.vmas.map((v) => v.vmFlags), before.map((a) => a.vmFlags));
-        assert.deepEqual(
-          image.mappings.map((m) => [BigInt(m.start), BigInt(m.end), m.vmFlags]),
-          before.map((a) => [a.start, a.end, a.vmFlags]),
-        );
-        assert.deepEqual(readSmapsFlags(t.pid), before, "the target's areas after the collect");
-      } finally {
-        thawTree(tree);
-      }
-      await t.kill();
+    const min = smapsOverlap.minRssBytes;
+    smapsOverlap.minRssBytes = 0; // the overlapped path, with a small target
+    try {
+      await collectBoth();
+    } finally {
+      smapsOverlap.minRssBytes = min;
+    }
+  }),
+);
+
+/** Collects rt_memflags (two variants) frozen and compares with its smaps before the freeze. */
+async function collectBoth(): Promise<void> {
+  for (const extra of [[], ["future-onfault"]]) {
+    const { t } = await startTriggered("rt_memflags", /^ready pid=(\d+)/m, { extra });
+    const before = readSmapsFlags(t.pid);
+    const tree = freezeTree(t.pid);
+    try {
+      const p = tree.processes[0];
+      const fds = readFds(p.pid);
+      const collected = collectProcess(
+        p.pid,
+        p.threads,
+        p.children,
+        fds,
+        pipeTopology([{ pid: p.pid, fds }]),
+        new Refusals(),
+      );
+      assert.ok(collected.vmFlags, "flags read on another thread");
+      const image = { ...collected.image };
+      await awaitVmFlags([{ collected, image }]);
+      assert.deepEqual(heads(collected.vmas as SmapsArea[]), heads(before));
+      // The dump drops its own tracking's "uw" only; nothing here is tracked.
+      assert.deepEqual(collected.vmas.map((v) => v.vmFlags), before.map((a) => a.vmFlags));
+      assert.deepEqual(
+        image.mappings.map((m) => [BigInt(m.start), BigInt(m.end), m.vmFlags]),
+        before.map((a) => [a.start, a.end, a.vmFlags]),
+      );
+      assert.deepEqual(readSmapsFlags(t.pid), before, "the target's areas after the collect");
+    } finally {
+      thawTree(tree);
+    }
+    await t.kill();
+  }
+}
+
+Deno.test(
+  "smaps overlap: rt_memflags dumped on the overlapped path comes back with every flag",
+  withTargets(async () => {
+    const min = smapsOverlap.minRssBytes;
+    smapsOverlap.minRssBytes = 0;
+    try {
+      const { t, trigger } = await startTriggered("rt_memflags", /^ready pid=(\d+)$/m, {
+        extra: [],
+      });
+      const { dump } = await dumpKillRestore(t);
+      assert.equal(dump.stats.processes, 1);
+      await Deno.writeTextFile(trigger, "");
+      assertChecksPassed(
+        t,
+        ["maps-and-flags", "vmlck", "contents", "guard-pages"],
+        await t.wait(15000),
+        {
+          what: "rt_memflags",
+        },
+      );
+    } finally {
+      smapsOverlap.minRssBytes = min;
     }
   }),
 );

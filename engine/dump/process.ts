@@ -14,8 +14,8 @@ import { readStatus, readThreadStatuses } from "../proc/status.ts";
 import { auxvToModel, readAuxv } from "../proc/auxv.ts";
 import { devMajor, devMinor, type ProcFd, readFds } from "../proc/fds.ts";
 import { readMapFileIdentity } from "../proc/maps.ts";
-import { readSmapsFlagsOffThread, type SmapsArea } from "../proc/smaps_flags.ts";
-import { completeVmFlags, mapsWithoutFlags } from "./vm_flags.ts";
+import { readSmapsFlags, readSmapsFlagsOffThread, type SmapsArea } from "../proc/smaps_flags.ts";
+import { completeVmFlags, mapsWithoutFlags, smapsOverlaps } from "./vm_flags.ts";
 import { fileIdentityOf, readProcLink, readProcText } from "../proc/io.ts";
 import { type InjectedThreadState, queryInjectedState, withInjection } from "./injected.ts";
 import { collectThread, sharedPending } from "./threads.ts";
@@ -161,10 +161,13 @@ export function collectProcess(
   const statuses = readThreadStatuses(pid, tids);
   const status = statuses.get(pid) ?? readStatus(pid);
   prepareTaskCollection(pid, tids, statuses);
-  // The areas from maps (no page walk); their VmFlags from smaps, whose walk
-  // of every page table entry runs on another thread after the injected calls
-  // (engine/dump/vm_flags.ts), beside the rest of the collect.
-  const maps: SmapsArea[] = areas ?? mapsWithoutFlags(pid);
+  // smaps (its area headers are the maps lines) walks every page table entry:
+  // for a large resident set the areas come from maps (no page walk) and the
+  // VmFlags from smaps read on another thread after the injected calls,
+  // beside the rest of the collect (engine/dump/vm_flags.ts).
+  // Smaller processes (or many small mappings) read smaps alone, in one pass.
+  const overlap = !areas && smapsOverlaps(stat.rss);
+  const maps: SmapsArea[] = areas ?? (overlap ? mapsWithoutFlags(pid) : readSmapsFlags(pid));
   // Everything read by injected syscalls, in one session (one scratch page).
   const { injected, posixTimers, credentials, aio } = withInjection(
     pid,
@@ -196,7 +199,7 @@ export function collectProcess(
     maps,
   );
   // Started once the injected calls' own areas are gone: smaps lists the target's alone.
-  const smaps = areas ? undefined : readSmapsFlagsOffThread(pid);
+  const smaps = overlap ? readSmapsFlagsOffThread(pid) : undefined;
   const owners = queryFdOwners(pid, fds.map((f) => f.fd));
   const task = collectTaskState(pid, tids, injected.task, refusals, statuses);
   // The smaps records are the dump's mappings as they are (no copy per mapping).
