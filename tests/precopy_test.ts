@@ -170,7 +170,7 @@ Deno.test(
 );
 
 for (
-  const [phase, what] of [
+  const [phase, what, lanes] of [
     ["precopy-arm", "after the first freeze, before arming the tracking"],
     ["precopy-settle", "in the barrier freeze after arming the tracking"],
     // The collect's rehearsal in the barrier freeze (engine/dump/rehearsal.ts): the first
@@ -180,7 +180,11 @@ for (
     ["probe", "in the collect's rehearsal, the mlockall probe page mapped"],
     // The second piece: the copy is under way, the tree runs, its pages are write-protected.
     ["precopy-pages:2", "during the pre-copy's page copy"],
+    // The same on two copy lanes (CRYO_COPY_LANES=2: engine/dump/copy_lanes.ts's worker copying too).
+    ["precopy-pages:2", "during a two-lane pre-copy's page copy", "2"],
     ["precopy-release", "after the dump's thaw, before releasing the tracking"],
+    // engine/dump/uffd_release.ts: the first chunk lifted and unregistered, not the rest.
+    ["precopy-release-chunk:2", "in the middle of releasing the tracking, chunk by chunk"],
   ]
 ) {
   Deno.test(
@@ -192,10 +196,11 @@ for (
       const region = BigInt(`0x${ready[2]}`), pages = Number(ready[3]);
       const before = trackingTraces(t.pid, region, pages);
       const dir = `${await tempDir("cryo-precopy-kill-")}/image`;
+      if (lanes) Deno.env.set("CRYO_COPY_LANES", lanes);
       const paused = await startPaused(
         ["dump", String(t.pid), "--dir", dir, "--leave-running", "--precopy"],
         phase,
-      );
+      ).finally(() => Deno.env.delete("CRYO_COPY_LANES"));
       if (phase !== "precopy-arm") {
         const at = trackingTraces(t.pid, region, pages);
         assert.ok(at.uffdFlags > 0 && at.protectedPages > 0, "the tracking was there");

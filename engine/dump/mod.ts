@@ -48,8 +48,9 @@ import { checksumAround, crc32Combine } from "../image/checksum.ts";
 import { streamedPageBlocks } from "./page_blocks.ts";
 import { writeManifest } from "../image/manifest.ts";
 import { BootstrapBuilder, messageProgram } from "../restore/stub.ts";
-import { Precopy, type PrecopyProcess } from "./precopy.ts";
+import type { Precopy, PrecopyProcess } from "./precopy.ts";
 import { precopyPays } from "./precopy_policy.ts";
+import { precopyTree } from "./precopy_lanes.ts";
 import { rehearseCollect, warmUpFinalFreeze, warmUpProcReaders } from "./rehearsal.ts";
 import { planPages, savePlanned } from "./plan.ts";
 import { readStatus } from "../proc/status.ts";
@@ -383,13 +384,13 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     ) {
       chain.touched = opts.preDump === true;
       warmUpProcReaders();
-      precopy = Precopy.start(
+      // Precopy.start, then the copy: on two lanes when it pays (engine/dump/precopy_lanes.ts).
+      precopy = await precopyTree(
         pid,
         tmp,
         opts.preDump === true,
         (frozen) => rehearseCollect(frozen, opts.optIns),
       );
-      await precopy.copy();
       await warmUpFinalFreeze();
       opts.onEvent?.({
         type: "precopied",

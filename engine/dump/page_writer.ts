@@ -7,6 +7,8 @@
  * says why not a shared mapping of the file, as before).
  *
  * Page data is written sequentially from the image's page region.
+ * {@link LanePageWriter} is the same over a buffer and files that a copy
+ * lane (engine/dump/copy_lanes.ts) keeps for all the segments it copies.
  *
  * @module
  */
@@ -38,19 +40,46 @@ export interface PageWriter {
  */
 export const PAGE_BUFFER_BYTES = 1 << 20;
 
-/** One page-aligned buffer written with `pwrite` at the offset it was acquired for. */
-export class BufferPageWriter implements PageWriter {
+/**
+ * Files of one copy lane, opened once each and closed together: a lane
+ * copies many segments of few image files.
+ */
+export class LaneFiles {
+  readonly #files = new Map<string, PageFile>();
+
+  /** The file at `path` (opened on first use). */
+  get(path: string): PageFile {
+    let f = this.#files.get(path);
+    if (!f) {
+      f = PageFile.open(path);
+      this.#files.set(path, f);
+    }
+    return f;
+  }
+
+  /** Closes every file. */
+  close(): void {
+    for (const f of this.#files.values()) f.close();
+    this.#files.clear();
+  }
+}
+
+/**
+ * A {@link PageWriter} over a page-aligned buffer and a file it does not
+ * own: closing it leaves both to their owner (a copy lane keeps them for
+ * its next segment; {@link BufferPageWriter} closes its file).
+ */
+export class LanePageWriter implements PageWriter {
   readonly size: number;
   readonly #file: PageFile;
   readonly #buffer: Uint8Array;
-  /** Offset of the buffer acquired and not yet submitted (-1: none). */
   #at = -1;
 
-  /** Writes into the existing file `path` through a buffer of `size` bytes. */
-  constructor(size: number, path: string) {
-    this.size = size;
-    this.#file = PageFile.open(path);
-    this.#buffer = pageAlignedBuffer(size);
+  /** Writes into `file` through `buffer` (page aligned: ffi/page_file.ts). */
+  constructor(file: PageFile, buffer: Uint8Array) {
+    this.size = buffer.length;
+    this.#file = file;
+    this.#buffer = buffer;
   }
 
   acquire(offset: number): Uint8Array {
@@ -69,11 +98,27 @@ export class BufferPageWriter implements PageWriter {
 
   close(): Promise<void> {
     this.#at = -1;
-    this.#file.close();
     return Promise.resolve();
   }
 
   abort(): Promise<void> {
     return this.close();
+  }
+}
+
+/** One page-aligned buffer written with `pwrite` into a file of its own, which closing it closes. */
+export class BufferPageWriter extends LanePageWriter {
+  readonly #file: PageFile;
+
+  /** Writes into the existing file `path` through a buffer of `size` bytes. */
+  constructor(size: number, path: string) {
+    const file = PageFile.open(path);
+    super(file, pageAlignedBuffer(size));
+    this.#file = file;
+  }
+
+  override async close(): Promise<void> {
+    await super.close();
+    this.#file.close();
   }
 }

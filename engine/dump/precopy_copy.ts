@@ -3,15 +3,19 @@
  * its planned runs are read into its image file while the tree runs,
  * through the page buffer (page_writer.ts), with
  * process_vm_readv where that cannot unshare a page ({@link pinnableRuns})
- * and /proc/<pid>/mem elsewhere.
+ * and /proc/<pid>/mem elsewhere. The copy is cut into segments
+ * ({@link segmentJobs}) that any copy lane may take
+ * (engine/dump/copy_lanes.ts); the results merge into the same file
+ * content and block CRCs as one copy from start to end.
  *
  * @module
  */
 
 import { openPagemap, type PagemapReader, type PageRunTuple, PM } from "../proc/pagemap.ts";
-import { MemoryStreamer, pageBufferBytes } from "./memory.ts";
+import { CRC_BLOCK, MemoryStreamer, pageBufferBytes } from "./memory.ts";
 import { pausePoint } from "../pause.ts";
-import { BufferPageWriter } from "./page_writer.ts";
+import { LaneFiles, LanePageWriter, PAGE_BUFFER_BYTES } from "./page_writer.ts";
+import { pageAlignedBuffer } from "../../ffi/page_file.ts";
 import type { Vma } from "./vmas.ts";
 
 /** A pre-copied run: `length` bytes from `addr` are in the image file at `fileOffset`. */
@@ -46,19 +50,97 @@ export interface CopyResult {
   copied: CopiedRun[];
 }
 
-/** Copies the runs of `job` into its file. */
-export async function copyPlanned(job: CopyJob): Promise<CopyResult> {
-  const total = job.planned.reduce((n, p) => n + p.runs.reduce((m, r) => m + r.length, 0), 0);
-  const file = await Deno.open(job.path, {
-    write: true,
-    create: true,
-    truncate: true,
-    mode: 0o700,
+/**
+ * A part of a {@link CopyJob}: the runs whose data goes to
+ * [fileOffset, fileOffset + bytes) of the job's file. Segments of a job
+ * start at multiples of {@link CRC_BLOCK} past its `pagesStart`, so each
+ * one's block CRCs are the job's, and any lane may copy any segment
+ * (engine/dump/copy_lanes.ts). Structured-cloneable.
+ */
+export interface CopySegment {
+  /** Index of its job in the list given to {@link segmentJobs}. */
+  job: number;
+  pid: number;
+  path: string;
+  fileOffset: number;
+  bytes: number;
+  planned: CopyJob["planned"];
+}
+
+/** What copying a {@link CopySegment} gave. Structured-cloneable. */
+export interface SegmentResult {
+  /** CRC-32 of each block of the segment (the last may be shorter). */
+  blockCrcs: number[];
+  /** The runs copied, with their file offsets, in copy order. */
+  copied: CopiedRun[];
+  /** What could not be read (stored as zeros). */
+  lost: { addr: number; length: number }[];
+}
+
+/** Bytes of `job`'s planned runs. */
+export function jobBytes(job: CopyJob): number {
+  return job.planned.reduce((n, p) => n + p.runs.reduce((m, r) => m + r.length, 0), 0);
+}
+
+/**
+ * The jobs cut into segments of `size` bytes (a multiple of
+ * {@link CRC_BLOCK}; the last of a job may be shorter), jobs in order,
+ * each job's in file order. A run may be cut in two.
+ */
+export function segmentJobs(jobs: readonly CopyJob[], size: number): CopySegment[] {
+  if (size <= 0 || size % CRC_BLOCK !== 0) throw new Error(`segment size ${size}`);
+  const out: CopySegment[] = [];
+  jobs.forEach((job, j) => {
+    let seg: CopySegment | undefined;
+    let at = job.pagesStart;
+    for (const { vma, runs } of job.planned) {
+      for (const r of runs) {
+        for (let done = 0; done < r.length;) {
+          if (!seg || seg.bytes === size) {
+            seg = { job: j, pid: job.pid, path: job.path, fileOffset: at, bytes: 0, planned: [] };
+            out.push(seg);
+          }
+          const n = Math.min(size - seg.bytes, r.length - done);
+          const last = seg.planned[seg.planned.length - 1];
+          const piece = { addr: r.addr + BigInt(done), length: n };
+          if (last && last.vma === vma) last.runs.push(piece);
+          else seg.planned.push({ vma, runs: [piece] });
+          seg.bytes += n;
+          done += n;
+          at += n;
+        }
+      }
+    }
   });
-  file.close();
-  const out = new BufferPageWriter(pageBufferBytes(total), job.path);
-  let next = job.pagesStart;
-  const streamer = new MemoryStreamer(job.pid, out, (n) => {
+  return out;
+}
+
+/** A lane's reusable resources: its page-aligned buffer and its open files. */
+export interface Lane {
+  buffer: Uint8Array;
+  files: LaneFiles;
+}
+
+/** A lane with a buffer of `size` bytes; {@link LaneFiles.close} its files when done. */
+export function newLane(size = PAGE_BUFFER_BYTES): Lane {
+  return { buffer: pageAlignedBuffer(size), files: new LaneFiles() };
+}
+
+/**
+ * Copies one segment into its (existing) file through `lane`. `onBytes`
+ * is called after each piece (the pause point of the main lane).
+ */
+export async function copySegment(
+  seg: CopySegment,
+  lane: Lane,
+  onBytes?: (n: number) => void,
+): Promise<SegmentResult> {
+  const buffer = lane.buffer.length > seg.bytes
+    ? lane.buffer.subarray(0, pageBufferBytes(seg.bytes))
+    : lane.buffer;
+  const out = new LanePageWriter(lane.files.get(seg.path), buffer);
+  let next = seg.fileOffset;
+  const streamer = new MemoryStreamer(seg.pid, out, (n) => {
     const at = next;
     next += n;
     return at;
@@ -69,10 +151,10 @@ export async function copyPlanned(job: CopyJob): Promise<CopyResult> {
   streamer.blockCrcs = [];
   const copied: CopiedRun[] = [];
   try {
-    using pagemap = openPagemap(job.pid);
-    for (const { vma, runs } of job.planned) {
+    using pagemap = openPagemap(seg.pid);
+    for (const { vma, runs } of seg.planned) {
       const pieces = pinnableRuns(pagemap, runs);
-      for (const r of streamer.saveRuns(vma, pieces, () => pausePoint("precopy-pages"))) {
+      for (const r of streamer.saveRuns(vma, pieces, onBytes)) {
         copied.push({ addr: Number(BigInt(r.addr)), length: r.length, fileOffset: r.fileOffset });
       }
     }
@@ -81,12 +163,69 @@ export async function copyPlanned(job: CopyJob): Promise<CopyResult> {
     await streamer.abort();
     throw e;
   }
-  return {
-    pagesEnd: next,
-    bytes: streamer.bytes,
-    blockCrcs: streamer.blockCrcs,
-    copied: subtract(copied.sort((a, b) => a.addr - b.addr), lost),
-  };
+  return { blockCrcs: streamer.blockCrcs, copied, lost };
+}
+
+/** Creates (or truncates) the file of each job with something to copy. */
+export async function createJobFiles(jobs: readonly CopyJob[]): Promise<void> {
+  for (const job of jobs) {
+    const file = await Deno.open(job.path, {
+      write: true,
+      create: true,
+      truncate: true,
+      mode: 0o700,
+    });
+    file.close();
+  }
+}
+
+/**
+ * The {@link CopyResult} of each job from the results of its segments
+ * (`results[i]` is segment `i`'s).
+ */
+export function mergeSegments(
+  jobs: readonly CopyJob[],
+  segments: readonly CopySegment[],
+  results: readonly SegmentResult[],
+): CopyResult[] {
+  const out: CopyResult[] = jobs.map((job) => ({
+    pagesEnd: job.pagesStart,
+    bytes: 0,
+    blockCrcs: [],
+    copied: [],
+  }));
+  const lost: { addr: number; length: number }[][] = jobs.map(() => []);
+  segments.forEach((seg, i) => {
+    const r = out[seg.job];
+    if (seg.fileOffset !== r.pagesEnd) throw new Error(`segment at ${seg.fileOffset} out of order`);
+    r.pagesEnd += seg.bytes;
+    r.bytes += seg.bytes;
+    r.blockCrcs.push(...results[i].blockCrcs);
+    r.copied.push(...results[i].copied);
+    lost[seg.job].push(...results[i].lost);
+  });
+  out.forEach((r, j) => r.copied = subtract(r.copied.sort((a, b) => a.addr - b.addr), lost[j]));
+  return out;
+}
+
+/** Copies the runs of `job` into its file, in this thread (one segment). */
+export async function copyPlanned(job: CopyJob): Promise<CopyResult> {
+  await createJobFiles([job]);
+  const total = jobBytes(job);
+  const segments = segmentJobs(
+    [job],
+    Math.max(CRC_BLOCK, Math.ceil(total / CRC_BLOCK) * CRC_BLOCK),
+  );
+  const lane = newLane(pageBufferBytes(total));
+  try {
+    const results: SegmentResult[] = [];
+    for (const seg of segments) {
+      results.push(await copySegment(seg, lane, () => pausePoint("precopy-pages")));
+    }
+    return mergeSegments([job], segments, results)[0];
+  } finally {
+    lane.files.close();
+  }
 }
 
 /**

@@ -1,0 +1,40 @@
+/**
+ * The worker side of {@link CopyLanes} (copy_lanes.ts): a second copy lane
+ * with its own page-aligned buffer, FFI handles and file descriptors. For
+ * each request it claims segments from the back (lane_claims.ts)
+ * until none is left, copies each, and answers each with its result or its error (after
+ * an error it sets the stop flag and claims no more).
+ *
+ * @module
+ */
+
+import type { LaneReply, LaneRequest } from "./copy_lanes.ts";
+import { claimSegment } from "./lane_claims.ts";
+import { copySegment, newLane } from "./precopy_copy.ts";
+
+// deno-lint-ignore no-explicit-any
+const scope = self as any;
+const reply = (m: LaneReply) => scope.postMessage(m);
+
+scope.onmessage = async (e: MessageEvent<LaneRequest>) => {
+  const { call, segments, control } = e.data;
+  const ctl = new Int32Array(control);
+  const lane = newLane();
+  try {
+    while (Atomics.load(ctl, 1) === 0) {
+      const index = claimSegment(ctl, true);
+      if (index < 0) break;
+      try {
+        reply({ call, index, result: await copySegment(segments[index], lane) });
+      } catch (err) {
+        Atomics.store(ctl, 1, 1);
+        reply({ call, index, error: err instanceof Error ? err.message : String(err) });
+        break;
+      }
+    }
+  } finally {
+    lane.files.close();
+  }
+};
+
+reply({ ready: true });

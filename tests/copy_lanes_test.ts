@@ -1,0 +1,253 @@
+/**
+ * engine/dump/copy_lanes.ts: a page copy cut into segments and taken by two
+ * lanes (this thread and a worker) writes exactly the file and the block
+ * CRCs of the same copy made by one lane from start to end
+ * (engine/dump/precopy_copy.ts `copyPlanned`): the test copies runs of its
+ * own memory (a pattern, runs of odd lengths crossing segment and block
+ * boundaries, two files) both ways and compares the files byte for byte,
+ * the block CRCs (also against a CRC of each block read back), the ends
+ * and the runs copied; with the worker alone, and with both lanes taking
+ * segments. A segment that fails in the worker fails the copy (and the
+ * lanes stay usable). A tree pre-copied on two lanes (`CRYO_COPY_LANES=2`)
+ * records block CRCs that match its files and restores with every
+ * process's memory; cryo killed during a two-lane pre-copy leaves no image
+ * and no tracking.
+ */
+
+import assert from "node:assert/strict";
+import * as zlib from "node:zlib";
+import { CopyLanes, lanesAvailable } from "../engine/dump/copy_lanes.ts";
+import { claimSegment, stopClaims } from "../engine/dump/lane_claims.ts";
+import {
+  type CopiedRun,
+  type CopyJob,
+  copyPlanned,
+  type CopyResult,
+  segmentJobs,
+} from "../engine/dump/precopy_copy.ts";
+import type { Vma } from "../engine/dump/vmas.ts";
+import { CRC_BLOCK } from "../engine/dump/memory.ts";
+import { pageAlignedBuffer } from "../ffi/page_file.ts";
+import { addressOf } from "../ffi/libc.ts";
+import { checkpoint } from "../engine/dump/mod.ts";
+import { restore } from "../engine/restore/mod.ts";
+import { decodeBlockCrcs, pageBlocksProblem } from "../engine/image/page_blocks.ts";
+import { readImageFile } from "../engine/image/reader.ts";
+import { assertChecksPassed } from "./helpers/checks.ts";
+import { assertLoadReports, startLoadTree } from "./helpers/load.ts";
+import { tempImageDir } from "./helpers/roundtrip.ts";
+import { adoptPid, withTargets } from "./helpers/targets.ts";
+
+const PAGE = 4096;
+const MiB = 1 << 20;
+
+/** `mib` MiB of this process's memory filled with a pattern; its address. */
+function patterned(mib: number): { buf: Uint8Array; addr: bigint } {
+  const buf = pageAlignedBuffer(mib * MiB);
+  for (let i = 0; i < buf.length; i += 8) buf[i] = (i * 2654435761) >>> 24;
+  for (let i = 0; i < buf.length; i += PAGE) buf[i + 1] = i / PAGE;
+  return { buf, addr: addressOf(buf) };
+}
+
+/** Runs (page offsets, page counts) of odd lengths, crossing 1 MiB boundaries. */
+const RUNS: [number, number][] = [[0, 3], [5, 300], [400, 1], [402, 517], [1024, 2000]];
+
+function jobOf(addr: bigint, path: string, pagesStart: number, shift: number): CopyJob {
+  const vma = { start: addr, end: addr + 16n * BigInt(MiB), perms: "rw-p" } as Vma;
+  return {
+    pid: Deno.pid,
+    path,
+    pagesStart,
+    planned: [{
+      vma,
+      runs: RUNS.map(([p, n]) => ({ addr: addr + BigInt((p + shift) * PAGE), length: n * PAGE })),
+    }],
+  };
+}
+
+/** Copied runs with neighbours (in memory and in the file) merged. */
+function coalesced(runs: CopiedRun[]): CopiedRun[] {
+  const out: CopiedRun[] = [];
+  for (const r of runs) {
+    const l = out[out.length - 1];
+    if (l && l.addr + l.length === r.addr && l.fileOffset + l.length === r.fileOffset) {
+      l.length += r.length;
+    } else out.push({ ...r });
+  }
+  return out;
+}
+
+/** CRC of each block of [start, end) of the file. */
+function blocksOf(path: string, start: number, end: number): number[] {
+  const data = Deno.readFileSync(path).subarray(start, end);
+  const out: number[] = [];
+  for (let o = 0; o < data.length; o += CRC_BLOCK) {
+    out.push(zlib.crc32(data.subarray(o, o + CRC_BLOCK)));
+  }
+  return out;
+}
+
+function assertSameResult(got: CopyResult, want: CopyResult, what: string): void {
+  assert.equal(got.pagesEnd, want.pagesEnd, `${what}: end`);
+  assert.equal(got.bytes, want.bytes, `${what}: bytes`);
+  assert.deepEqual(got.blockCrcs, want.blockCrcs, `${what}: block CRCs`);
+  assert.deepEqual(coalesced(got.copied), coalesced(want.copied), `${what}: runs`);
+}
+
+Deno.test("segments start at block boundaries and cover the job in file order", () => {
+  const job = jobOf(1n << 32n, "/nonexistent", 12288, 0);
+  const segs = segmentJobs([job, { ...job, pagesStart: 4096 }], MiB);
+  const total = RUNS.reduce((n, [, c]) => n + c * PAGE, 0);
+  for (const j of [0, 1]) {
+    const mine = segs.filter((s) => s.job === j);
+    const start = j === 0 ? 12288 : 4096;
+    assert.equal(mine.reduce((n, s) => n + s.bytes, 0), total);
+    mine.forEach((s, k) => {
+      assert.equal(s.fileOffset, start + k * MiB);
+      if (k < mine.length - 1) assert.equal(s.bytes, MiB);
+      assert.equal(s.planned.flatMap((p) => p.runs).reduce((n, r) => n + r.length, 0), s.bytes);
+    });
+  }
+  assert.throws(() => segmentJobs([job], 4096), /segment size/);
+});
+
+Deno.test("a second lane only with an idle CPU: two CPUs, CPU pressure and load low", () => {
+  assert.equal(lanesAvailable({ cpus: 2, load1: 0.4, pressure10: 3 }), true);
+  assert.equal(lanesAvailable({ cpus: 2, load1: 0.4 }), true);
+  assert.equal(lanesAvailable({ cpus: 2, load1: 2.5 }), false);
+  assert.equal(lanesAvailable({ cpus: 2, load1: 2.5, pressure10: 5 }), true);
+  assert.equal(lanesAvailable({ cpus: 2, load1: 4.5, pressure10: 5 }), false);
+  assert.equal(lanesAvailable({ cpus: 1, load1: 0.1, pressure10: 0 }), false);
+  assert.equal(lanesAvailable({ cpus: 2, load1: 0.4, pressure10: 80 }), false);
+});
+
+Deno.test("the lanes claim from opposite ends, each segment once; a stop says what is left", () => {
+  const ctl = new Int32Array(new SharedArrayBuffer(8));
+  ctl[0] = 5 << 16;
+  assert.deepEqual([0, 1, 2, 3, 4, 5].map((k) => claimSegment(ctl, k % 2 === 1)), [
+    0,
+    4,
+    1,
+    3,
+    2,
+    -1,
+  ]);
+  ctl[0] = 6 << 16;
+  assert.equal(claimSegment(ctl, false), 0);
+  assert.equal(claimSegment(ctl, true), 5);
+  assert.deepEqual(stopClaims(ctl), [1, 5]);
+  assert.equal(claimSegment(ctl, false), -1);
+  assert.equal(claimSegment(ctl, true), -1);
+});
+
+Deno.test("two copy lanes write the same files and block CRCs as one", async () => {
+  const { buf, addr } = patterned(16);
+  const dir = await Deno.makeTempDir({ prefix: "cryo-lanes-" });
+  const lanes = CopyLanes.start(true);
+  assert.ok(lanes, "the worker lane started");
+  try {
+    const serial = [
+      await copyPlanned(jobOf(addr, `${dir}/one-a`, 12288, 0)),
+      await copyPlanned(jobOf(addr, `${dir}/one-b`, 8192, 7)),
+    ];
+    for (const mode of ["worker alone", "both lanes"] as const) {
+      const jobs = [jobOf(addr, `${dir}/two-a`, 12288, 0), jobOf(addr, `${dir}/two-b`, 8192, 7)];
+      const got = await lanes.copy(jobs, {
+        minBytes: 0,
+        segmentBytes: MiB,
+        mainLane: mode === "both lanes",
+      });
+      assert.ok(lanes.last.segments > 4, "several segments");
+      if (mode === "worker alone") assert.equal(lanes.last.byWorker, lanes.last.segments);
+      for (const [k, name] of [[0, "a"], [1, "b"]] as const) {
+        const what = `${mode}, file ${name}`;
+        assertSameResult(got[k], serial[k], what);
+        const one = Deno.readFileSync(`${dir}/one-${name}`);
+        const two = Deno.readFileSync(`${dir}/two-${name}`);
+        assert.equal(two.length, one.length, `${what}: size`);
+        assert.ok(one.every((b, i) => b === two[i]), `${what}: same bytes`);
+        assert.deepEqual(
+          got[k].blockCrcs,
+          blocksOf(`${dir}/two-${name}`, jobs[k].pagesStart, got[k].pagesEnd),
+          `${what}: block CRCs of the file`,
+        );
+      }
+    }
+    // The pattern really is in the file (not, say, zeros in both).
+    const file = Deno.readFileSync(`${dir}/two-a`);
+    assert.deepEqual(file.subarray(12288, 12288 + 3 * PAGE), buf.subarray(0, 3 * PAGE));
+  } finally {
+    lanes.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a segment that fails in the worker lane fails the copy; the lanes stay usable", async () => {
+  const { addr } = patterned(4);
+  const dir = await Deno.makeTempDir({ prefix: "cryo-lanes-" });
+  const lanes = CopyLanes.start(true)!;
+  try {
+    const gone = { ...jobOf(addr, `${dir}/gone`, 4096, 0), pid: 0x3ffffff0 }; // no such process
+    await assert.rejects(
+      () => lanes.copy([gone], { minBytes: 0, segmentBytes: MiB, mainLane: false }),
+      /copy lane/,
+    );
+    await assert.rejects(() => lanes.copy([gone], { minBytes: 0, segmentBytes: MiB }));
+    const ok = jobOf(addr, `${dir}/ok`, 4096, 0);
+    ok.planned[0].runs = ok.planned[0].runs.slice(0, 3);
+    const got = await lanes.copy([ok], { minBytes: 0, segmentBytes: MiB, mainLane: false });
+    assert.equal(got[0].bytes, (3 + 300 + 1) * PAGE);
+  } finally {
+    lanes.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** Runs `body` with CRYO_COPY_LANES=2 (cryo's own dumps and the CLIs it starts). */
+async function withTwoLanes(body: () => Promise<void>): Promise<void> {
+  Deno.env.set("CRYO_COPY_LANES", "2");
+  try {
+    await body();
+  } finally {
+    Deno.env.delete("CRYO_COPY_LANES");
+  }
+}
+
+Deno.test(
+  "a tree pre-copied on two lanes records block CRCs of its files and restores with its memory",
+  withTargets(() =>
+    withTwoLanes(async () => {
+      const tree = await startLoadTree(3, 2, 6 * 1024);
+      const { t, trigger } = tree;
+      const dir = await tempImageDir();
+      const dump = await checkpoint(t.pid, {
+        dir,
+        leaveRunning: true,
+        precopy: true,
+        sync: false,
+      });
+      assert.ok((dump.stats.precopy?.bytes ?? 0) >= 3 * 12 * MiB, "the tree was pre-copied");
+      for (const e of dump.manifest.processes) {
+        const path = `${dir}/${e.file}`;
+        const info = await readImageFile(path);
+        const pb = e.pageBlocks;
+        assert.ok(pb, `pageBlocks of ${e.pid}`);
+        const size = (await Deno.stat(path)).size;
+        assert.equal(pageBlocksProblem(pb, info.pagesSection, size), undefined);
+        const crcs = decodeBlockCrcs(pb.crcs) as Uint32Array;
+        assert.deepEqual([...crcs], blocksOf(path, pb.offset, pb.offset + pb.length));
+      }
+      // The original checks itself and exits; the image then restores the tree.
+      await Deno.writeTextFile(trigger, "");
+      assertChecksPassed(t, ["children", "root"], await t.wait(60000), { what: "original" });
+      const restored = await restore(dir);
+      t.resetAfterRestore();
+      for (const pid of restored.pids) if (pid !== t.pid) adoptPid(pid);
+      assertChecksPassed(t, ["children", "root"], await t.wait(60000), {
+        run: 2,
+        what: "restored",
+      });
+      assertLoadReports(tree);
+    })
+  ),
+);
