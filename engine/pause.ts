@@ -13,7 +13,8 @@
  * over, a process's tracking about to be armed), precopy-settle (the tracking
  * armed, the tree frozen by the barrier before the copy), precopy-pages (each piece
  * pre-copied while the tree runs, `--leave-running`), ghosts, pages,
- * precopy-release (the tree thawed, the tracking not yet released), notes, written,
+ * precopy-release (the tree thawed, the tracking not yet released),
+ * precopy-release-chunk (before each chunk of the tracking's release), notes, written,
  * manifest, fsync, rename, killed. Restore phases: planned, spawned,
  * launched, exec, program-done, finalize, released; with --lazy, lazy-serve
  * (before each chunk of the background pass, after the tree was released).

@@ -44,6 +44,19 @@ export function uffdWriteProtect(fd: number, start: bigint, len: bigint, mode: b
   return rawSyscall(SYS.ioctl, fd, UFFDIO_WRITEPROTECT, arg);
 }
 
+/** _IOR(0xAA, 0x01, struct uffdio_range): 16 bytes. */
+const UFFDIO_UNREGISTER = 0x8010aa01n;
+
+/**
+ * UFFDIO_UNREGISTER of [start, start+len): unregisters the mappings there
+ * and lifts their write protection (under the mm's mmap lock held for
+ * writing): 0 or `-errno`.
+ */
+export function uffdUnregister(fd: number, start: bigint, len: bigint): bigint {
+  const arg = new BigUint64Array([start, len]);
+  return rawSyscall(SYS.ioctl, fd, UFFDIO_UNREGISTER, arg);
+}
+
 /** pidfd_getfd: a copy in this process of fd `fd` of the process of `pidfd`, or `-errno`. */
 export function pidfdGetfd(pidfd: number, fd: number): bigint {
   return rawSyscall(SYS.pidfd_getfd, pidfd, fd, 0);

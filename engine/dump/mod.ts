@@ -59,6 +59,7 @@ import { readStat } from "../proc/stat.ts";
 import { readFds } from "../proc/fds.ts";
 import { freezeTree, type FrozenTree, thawTree } from "./freeze.ts";
 import { collectProcess, describeFd, pipeTopology } from "./process.ts";
+import { awaitVmFlags } from "./vm_flags.ts";
 import { markSharedDescriptions } from "../fds/descriptions.ts";
 import { resolveInFlightFds } from "../fds/unix_scm.ts";
 import {
@@ -433,6 +434,10 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     // Queued socket bytes are sent again by whichever process creates the socket.
     const socketData = collectedAll.reduce((n, c) => n + fdQueueBytes(c.image.fds), 0) +
       sockets.sharedQueueBytes();
+    // A mapping policy may look at the flags.
+    if (opts.include?.mapping) {
+      await awaitVmFlags(collectedAll.map((c) => ({ collected: c, image: c.image })));
+    }
     const described = tree.processes.map((p, i) => {
       const collected = collectedAll[i];
       const size = bootstrapSizeFor(
@@ -468,6 +473,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     sockets.finish(refusals);
     const ghosts = await collectGhosts(described.map((d) => d.image), tmp, refusals);
     pausePoint("ghosts");
+    await awaitVmFlags(described); // read beside the collect (engine/dump/vm_flags.ts)
     const sysvShm = collectSysvShm(described.map((d) => d.image), tmp, refusals);
     refuseMqueueFds(described.map((d) => d.image), refusals);
     const namespaces = opts.namespaceExtras &&

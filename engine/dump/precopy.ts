@@ -72,6 +72,7 @@ import {
   trackingFdBase,
 } from "./tracking.ts";
 import { pausePoint } from "../pause.ts";
+import { releaseChunk, releaseUffd } from "./uffd_release.ts";
 
 const O_CLOEXEC = 0o2000000;
 const O_NONBLOCK = 0o4000;
@@ -289,9 +290,14 @@ export class PrecopyProcess {
     return crc >>> 0;
   }
 
-  /** Closes the userfaultfd: the kernel unregisters everything and lifts every protection. */
+  /**
+   * Closes the userfaultfd: unregisters everything and lifts every
+   * protection, a chunk at a time (engine/dump/uffd_release.ts), unless the
+   * tracking stays (a pre-dump: the target's fd keeps it).
+   */
   close(): void {
-    if (this.uffd >= 0) rawSyscall(SYS.close, this.uffd);
+    if (this.uffd >= 0 && this.keep) rawSyscall(SYS.close, this.uffd);
+    else if (this.uffd >= 0) releaseUffd(this.uffd, this.registered, releaseChunk.bytes);
     this.uffd = -1;
     endLifting(this.pid);
   }

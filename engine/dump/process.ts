@@ -14,7 +14,8 @@ import { readStatus, readThreadStatuses } from "../proc/status.ts";
 import { auxvToModel, readAuxv } from "../proc/auxv.ts";
 import { devMajor, devMinor, type ProcFd, readFds } from "../proc/fds.ts";
 import { readMapFileIdentity } from "../proc/maps.ts";
-import { readSmapsFlags, type SmapsArea } from "../proc/smaps_flags.ts";
+import { readSmapsFlags, readSmapsFlagsOffThread, type SmapsArea } from "../proc/smaps_flags.ts";
+import { completeVmFlags, mapsWithoutFlags, smapsOverlaps } from "./vm_flags.ts";
 import { fileIdentityOf, readProcLink, readProcText } from "../proc/io.ts";
 import { type InjectedThreadState, queryInjectedState, withInjection } from "./injected.ts";
 import { collectThread, sharedPending } from "./threads.ts";
@@ -33,7 +34,11 @@ import { collectInotify } from "../fds/inotify.ts";
 import { checkNamespaces, collectCgroups } from "../task/placement.ts";
 import { collectTaskState, prepareTaskCollection, queryTaskState } from "../task/mod.ts";
 import { collectCreds } from "../task/creds.ts";
-import { collectMemoryDetails, probeMlockFuture } from "../memory/flags.ts";
+import {
+  collectMemoryDetails,
+  type MemoryProcessFlags,
+  probeMlockFuture,
+} from "../memory/flags.ts";
 import { collectAioRings } from "../memory/aio.ts";
 
 const hex = (v: bigint) => `0x${v.toString(16)}`;
@@ -42,6 +47,13 @@ const hex = (v: bigint) => `0x${v.toString(16)}`;
 export interface CollectedProcess {
   image: Omit<ProcessImage, "bootstrap">;
   vmas: Vma[];
+  /**
+   * Set when the VmFlags are still being read on another thread: settles
+   * once they are in `vmas` and the image's mappings, with the process's
+   * memory flags (the image's `memoryFlags`, which are not set before).
+   * Awaited before anything reads the flags (engine/dump/vm_flags.ts).
+   */
+  vmFlags?: Promise<MemoryProcessFlags>;
 }
 
 /** The image of fd `f` of process `pid` (kind, flags, offset, kind extras). */
@@ -149,11 +161,13 @@ export function collectProcess(
   const statuses = readThreadStatuses(pid, tids);
   const status = statuses.get(pid) ?? readStatus(pid);
   prepareTaskCollection(pid, tids, statuses);
-  // smaps alone (its area headers are the maps lines): one pass over 10,000 mappings, not two;
-  // only the headers and VmFlags are looked at (engine/proc/smaps_flags.ts).
-  // Read before the injected calls, whose scratch mapping waits for a page
-  // table walk still running (engine/dump/parent.ts) while this one runs beside it.
-  const maps: SmapsArea[] = areas ?? readSmapsFlags(pid);
+  // smaps (its area headers are the maps lines) walks every page table entry:
+  // for a large resident set the areas come from maps (no page walk) and the
+  // VmFlags from smaps read on another thread after the injected calls,
+  // beside the rest of the collect (engine/dump/vm_flags.ts).
+  // Smaller processes (or many small mappings) read smaps alone, in one pass.
+  const overlap = !areas && smapsOverlaps(stat.rss);
+  const maps: SmapsArea[] = areas ?? (overlap ? mapsWithoutFlags(pid) : readSmapsFlags(pid));
   // Everything read by injected syscalls, in one session (one scratch page).
   const { injected, posixTimers, credentials, aio } = withInjection(
     pid,
@@ -184,6 +198,8 @@ export function collectProcess(
     statuses,
     maps,
   );
+  // Started once the injected calls' own areas are gone: smaps lists the target's alone.
+  const smaps = overlap ? readSmapsFlagsOffThread(pid) : undefined;
   const owners = queryFdOwners(pid, fds.map((f) => f.fd));
   const task = collectTaskState(pid, tids, injected.task, refusals, statuses);
   // The smaps records are the dump's mappings as they are (no copy per mapping).
@@ -227,7 +243,8 @@ export function collectProcess(
     mappings[i] = mapping;
   }
 
-  const memoryFlags = collectMemoryDetails(pid, mappings, injected.mlockFuture, refusals);
+  const details = () => collectMemoryDetails(pid, mappings, injected.mlockFuture, refusals);
+  const memoryFlags = smaps ? {} : details();
 
   const fdInfos = fds.map((f) => toFdInfo(pid, f, topology));
   for (const f of fdInfos) if (owners.has(f.fd)) f.owner = owners.get(f.fd);
@@ -292,6 +309,7 @@ export function collectProcess(
       attrs: task.attrs,
       ...(Object.keys(memoryFlags).length ? { memoryFlags } : {}),
     },
+    ...(smaps ? { vmFlags: completeVmFlags(pid, maps, mappings, smaps, details) } : {}),
   };
 }
 

@@ -22,6 +22,9 @@ import { rawSyscall } from "../../ffi/libc.ts";
 import { pidfdGetfd } from "../../ffi/uffd.ts";
 import { withInjection } from "./injected.ts";
 import { freezeTree, thawTree } from "./freeze.ts";
+import { readMaps } from "../proc/maps.ts";
+import { trackable } from "./precopy.ts";
+import { releaseUffd } from "./uffd_release.ts";
 
 /** What /proc shows for a userfaultfd. */
 const UFFD_TARGET = "anon_inode:[userfaultfd]";
@@ -173,27 +176,42 @@ export function cancelTracking(root: number, fds: number[]): number {
 }
 
 /**
+ * The mappings of `pid` a tracking may have registered (the trackable ones,
+ * engine/dump/precopy.ts), [start, end) in address order; none if it is gone.
+ */
+function trackableRanges(pid: number): [number, number][] {
+  try {
+    return readMaps(pid).filter((m) => trackable({ ...m, vmFlags: [] }))
+      .map((m) => [Number(m.start), Number(m.end)]);
+  } catch {
+    return [];
+  }
+}
+
+/**
  * The tracking of a final dump, taken out of the frozen tree without
  * paying for its removal while frozen: what {@link detachTracking} left to
  * do once the tree runs again, or is dead.
  */
 export class TrackingRelease {
-  readonly #copies: number[];
+  readonly #copies: { fd: number; pid: number }[];
   readonly #pids: number[];
 
-  constructor(copies: number[], pids: number[]) {
+  constructor(copies: { fd: number; pid: number }[], pids: number[]) {
     this.#copies = copies;
     this.#pids = pids;
   }
 
   /**
-   * Closes cryo's copies of the tracking userfaultfds: the last reference
-   * goes, and the kernel unregisters every range and lifts every
-   * protection (one walk of the page tables, now with the tree running; a
-   * dead process's memory is not walked). Idempotent.
+   * Releases cryo's copies of the tracking userfaultfds, now with the tree
+   * running: unregisters the trackable mappings and lifts their
+   * protections a chunk at a time, then closes the copy, the last
+   * reference (engine/dump/uffd_release.ts: the target's mmap lock is never
+   * held for the whole walk; a dead process's memory is not walked).
+   * Idempotent.
    */
   release(): void {
-    for (const fd of this.#copies.splice(0)) rawSyscall(SYS.close, fd);
+    for (const { fd, pid } of this.#copies.splice(0)) releaseUffd(fd, trackableRanges(pid));
     for (const pid of this.#pids.splice(0)) lifting.delete(pid);
   }
 }
@@ -212,7 +230,7 @@ export class TrackingRelease {
  * as before (the walk happens there, frozen).
  */
 export function detachTracking(pids: number[], fds: number[], kill: boolean): TrackingRelease {
-  const copies: number[] = [], lifted: number[] = [];
+  const copies: { fd: number; pid: number }[] = [], lifted: number[] = [];
   for (const pid of pids) {
     for (const fd of new Set([...fds, ...trackingFdsOf(pid)])) {
       if (!isUffd(pid, fd)) continue;
@@ -222,7 +240,7 @@ export function detachTracking(pids: number[], fds: number[], kill: boolean): Tr
       }
       const copy = adoptFd(pid, fd);
       if (copy >= 0) {
-        copies.push(copy);
+        copies.push({ fd: copy, pid });
         if (!lifting.has(pid)) lifted.push(pid);
         lifting.add(pid);
       }

@@ -11,6 +11,7 @@
 import { assertAlive, ProcFormatError } from "./errors.ts";
 import { type MapEntry, parseMapsLine } from "./maps.ts";
 import { procPath, procRead } from "./io.ts";
+import { translateProcError } from "./errors.ts";
 
 /**
  * Shared values: the VmFlags of 10,000 mappings are a few distinct lines,
@@ -167,4 +168,71 @@ export function readSmapsFlags(pid: number): SmapsArea[] {
   });
   if (seen === 0) assertAlive(pid, path);
   return out;
+}
+
+/**
+ * {@link readSmapsFlags} with the file read on another thread (Deno's
+ * blocking pool): the kernel's walk of every page table entry (~60 ms for
+ * 2 GiB resident) runs while the caller's thread does other work; only the
+ * scan of the text runs on the caller's thread, when the promise settles.
+ * The promise never rejects unhandled: a failure is thrown where it is awaited.
+ */
+export function readSmapsFlagsOffThread(pid: number): Promise<SmapsArea[]> {
+  const path = procPath(pid, "smaps");
+  const p = Deno.readFile(path).then(
+    (bytes) => {
+      if (bytes.length === 0) assertAlive(pid, path);
+      const out: SmapsArea[] = [];
+      const interned = new Interned();
+      const decoder = new TextDecoder();
+      let rest = "";
+      // Decoded a chunk at a time: strings small enough for V8's young generation.
+      for (let at = 0; at < bytes.length; at += CHUNK) {
+        const text = rest +
+          decoder.decode(bytes.subarray(at, Math.min(at + CHUNK, bytes.length)), { stream: true });
+        rest = text.slice(scanAreas(text, out, interned, false, pid, path));
+      }
+      scanAreas(rest + decoder.decode(), out, interned, true, pid, path);
+      return out;
+    },
+    (err) => {
+      throw translateProcError(err, pid, path);
+    },
+  );
+  p.catch(() => {}); // awaited later, or not at all when the caller failed first
+  return p;
+}
+
+/**
+ * Whether two areas have the same maps line (addresses, permissions,
+ * offset, device, inode, path).
+ */
+function sameArea(a: MapEntry, b: MapEntry): boolean {
+  return a.start === b.start && a.end === b.end && a.perms === b.perms &&
+    a.offset === b.offset && a.dev === b.dev && a.inode === b.inode && a.path === b.path;
+}
+
+/**
+ * The VmFlags of each of `maps` (read while the process was frozen), taken
+ * from `smaps` read later in the same freeze: exact only if smaps lists the
+ * very same areas, so any difference (an area of cryo's own injected
+ * syscalls, a merge with one, an area gone) is an error, never a guess.
+ */
+export function flagsOfMaps(
+  pid: number,
+  maps: readonly MapEntry[],
+  smaps: readonly SmapsArea[],
+): string[][] {
+  const hexOf = (m: MapEntry) => `${m.start.toString(16)}-${m.end.toString(16)} ${m.path}`;
+  for (let i = 0; i < Math.max(maps.length, smaps.length); i++) {
+    if (i < maps.length && i < smaps.length && sameArea(maps[i], smaps[i])) continue;
+    const was = i < maps.length ? hexOf(maps[i]) : "nothing";
+    const now = i < smaps.length ? hexOf(smaps[i]) : "nothing";
+    throw new ProcFormatError(
+      pid,
+      procPath(pid, "smaps"),
+      `the mappings changed while frozen: area ${i} was ${was}, smaps has ${now}`,
+    );
+  }
+  return smaps.map((a) => a.vmFlags);
 }

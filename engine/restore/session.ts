@@ -73,6 +73,7 @@ import { restoreSigtrap } from "../task/sigtrap.ts";
 import { handOverFds } from "../pidns/handover.ts";
 import { runThreadSections } from "./thread_state.ts";
 import { execSetupProgram, runExecSetup } from "./exec_setup.ts";
+import { syscallOutside } from "./unmap_gadget.ts";
 
 /** One process to restore: its description, image path and compiled program. */
 export interface RestoreUnit {
@@ -461,7 +462,7 @@ export class RestoreSession {
       }
       // Unmap the bootstrap through a syscall instruction outside it.
       const size = BigInt(image.bootstrap.size);
-      const outside = findSyscallInstruction(pid, {
+      const outside = syscallOutside(pid, image, {
         start: compiled.bootstrap.base,
         end: compiled.bootstrap.base + size,
       });

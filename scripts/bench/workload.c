@@ -119,6 +119,13 @@ int main(int argc, char **argv) {
   const char *kind = argv[1];
   unsigned long n = strtoul(argv[2], NULL, 10);
   size_t touched = 0;
+  int faulting = strcmp(kind, "faulting") == 0;
+  volatile uint8_t *scratch = NULL;
+  size_t next_page = 0;
+  if (faulting) {
+    scratch = map_anon(PAGE, 0);
+    kind = "anon";
+  }
   if (strcmp(kind, "anon") == 0) {
     size_t len = n * MiB;
     uint8_t *p = map_anon(len, 0);
@@ -234,6 +241,13 @@ int main(int argc, char **argv) {
   for (;;) {
     struct timespec ts = {0, 1000 * 1000};
     nanosleep(&ts, NULL);
+    if (faulting) {
+      volatile uint8_t *q = ranges[0].p + next_page * PAGE;
+      *q = *q;
+      next_page = (next_page + 1) % (ranges[0].len / PAGE);
+      madvise((void *)scratch, PAGE, MADV_DONTNEED);
+      *scratch = 1;
+    }
     uint64_t t = now_ns();
     if (t - last > 5 * 1000 * 1000) {
       printf("gap %llu %llu\n", (unsigned long long)last, (unsigned long long)t);

@@ -1,0 +1,141 @@
+/**
+ * Releasing a pre-copy's tracking userfaultfd without stalling the running
+ * program.
+ *
+ * Closing the last reference to a userfaultfd makes the kernel unregister
+ * every range and lift every write protection in one walk of the page
+ * tables, holding the target's mmap lock for writing all along (75 to 190
+ * ms at 2 GiB): any thread of the target that page-faults, mmaps or reads
+ * its /proc maps meanwhile waits. Instead, cryo's copy (ioctls act on the
+ * mm that created the userfaultfd) lifts the protections and unregisters
+ * the mappings chunk by chunk, each ioctl taking and dropping the lock, and
+ * only then closes the fd, which has nothing left to walk:
+ *
+ * 1. UFFDIO_REGISTER (write-protect mode, as registered) of the chunk: it
+ *    succeeds only if every mapping there is registered with cryo's
+ *    userfaultfd or with none (a mapping the program registered with its
+ *    own is refused with EBUSY, a file mapping put there since with
+ *    EINVAL: the chunk is then left to the close, which only touches
+ *    cryo's); a mapping of cryo's is left as it is. This kernel (6.18)
+ *    refuses UFFDIO_UNREGISTER of a mapping another userfaultfd registered
+ *    (EINVAL, the mapping keeps its registration: probed with two
+ *    userfaultfds in one process); older kernels do not check, hence this
+ *    guard first (between it and the unregister, a mapping the program
+ *    registers in microseconds is safe only where the kernel checks).
+ * 2. UFFDIO_UNREGISTER of the chunk (mmap lock for writing): lifts its
+ *    protections and unregisters it; the mappings merge back as they were.
+ *
+ * Lifting the chunk's protections first with UFFDIO_WRITEPROTECT mode 0
+ * (mmap lock for reading only) was measured: the unregistration that
+ * follows walks the page tables as long, so it only adds CPU
+ * ({@link releaseChunk}.liftFirst, docs/PERFORMANCE.md).
+ *
+ * Each step is best effort: whatever fails is left to the close, which
+ * does it all as before. A cryo killed in the middle closes its copies
+ * with its death: the kernel finishes the job the same way.
+ *
+ * @module
+ */
+
+import { rawSyscall } from "../../ffi/libc.ts";
+import { SYS } from "../../ffi/sysno.ts";
+import {
+  UFFDIO_REGISTER_MODE_WP,
+  uffdRegister,
+  uffdUnregister,
+  uffdWriteProtect,
+} from "../../ffi/uffd.ts";
+import { pausePoint } from "../pause.ts";
+
+/**
+ * Bytes lifted and unregistered per ioctl (bounds how long one holds the
+ * target's mmap lock); 0: the plain close (benchmarks compare them).
+ */
+export const releaseChunk = {
+  bytes: 16 * 1024 * 1024,
+  /** Lift the chunk's protections (mmap lock for reading) before its unregistration. */
+  liftFirst: false,
+};
+
+/** How a release went, for measurements (scripts/bench/uffd_release.ts). */
+export interface ReleaseStats {
+  /** When it started, epoch milliseconds. */
+  startedAtMs: number;
+  /** Milliseconds of the whole release (chunks and close). */
+  totalMs: number;
+  /** Chunks lifted and unregistered by ioctls. */
+  chunks: number;
+  /** Chunks left to the close (an ioctl refused them). */
+  leftToClose: number;
+  /** The longest single ioctl, in milliseconds. */
+  longestIoctlMs: number;
+  /** The longest of each kind of ioctl (register, writeprotect, unregister), in milliseconds. */
+  longestMs: { register: number; writeprotect: number; unregister: number };
+  /** The final close, in milliseconds. */
+  closeMs: number;
+}
+
+/** The stats of every release of this run, in order (bounded; for benchmarks). */
+export const releaseStats: ReleaseStats[] = [];
+
+/** `ranges` (address order) with touching neighbours merged: one chunk may span mappings. */
+function adjacentMerged(ranges: readonly [number, number][]): [number, number][] {
+  const out: [number, number][] = [];
+  for (const [s, e] of ranges) {
+    const last = out[out.length - 1];
+    if (last && last[1] === s) last[1] = e;
+    else out.push([s, e]);
+  }
+  return out;
+}
+
+/**
+ * Releases cryo's userfaultfd `uffd` (a copy whose creator's mm registered
+ * the mappings `ranges`, [start, end) in address order, in write-protect
+ * mode): lifts and unregisters them `chunkBytes` at a time, then closes it.
+ * `chunkBytes` 0 closes at once (the kernel's one-walk release).
+ */
+export function releaseUffd(
+  uffd: number,
+  ranges: readonly [number, number][],
+  chunkBytes = releaseChunk.bytes,
+): void {
+  const t0 = performance.now();
+  const s: ReleaseStats = {
+    startedAtMs: performance.timeOrigin + t0,
+    totalMs: 0,
+    chunks: 0,
+    leftToClose: 0,
+    longestIoctlMs: 0,
+    longestMs: { register: 0, writeprotect: 0, unregister: 0 },
+    closeMs: 0,
+  };
+  const timed = (kind: keyof ReleaseStats["longestMs"], f: () => bigint): bigint => {
+    const a = performance.now();
+    const r = f();
+    const ms = performance.now() - a;
+    s.longestIoctlMs = Math.max(s.longestIoctlMs, ms);
+    s.longestMs[kind] = Math.max(s.longestMs[kind], ms);
+    return r;
+  };
+  if (chunkBytes > 0) {
+    for (const [start, end] of adjacentMerged(ranges)) {
+      for (let at = start; at < end; at += chunkBytes) {
+        const a = BigInt(at), len = BigInt(Math.min(chunkBytes, end - at));
+        pausePoint("precopy-release-chunk");
+        if (timed("register", () => uffdRegister(uffd, a, len, UFFDIO_REGISTER_MODE_WP)) < 0n) {
+          s.leftToClose++;
+          continue;
+        }
+        if (releaseChunk.liftFirst) timed("writeprotect", () => uffdWriteProtect(uffd, a, len, 0n));
+        if (timed("unregister", () => uffdUnregister(uffd, a, len)) < 0n) s.leftToClose++;
+        else s.chunks++;
+      }
+    }
+  }
+  const c = performance.now();
+  rawSyscall(SYS.close, uffd);
+  s.closeMs = performance.now() - c;
+  s.totalMs = performance.now() - t0;
+  if (releaseStats.length < 1024) releaseStats.push(s);
+}

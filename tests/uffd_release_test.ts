@@ -1,0 +1,178 @@
+/**
+ * The chunked release of a pre-copy's tracking (engine/dump/uffd_release.ts):
+ * after the thaw of `dump --leave-running`, cryo lifts the protections and
+ * unregisters the mappings a chunk at a time through its copy of the
+ * userfaultfd, then closes it, instead of one close that holds the target's
+ * mmap lock for writing through the whole walk.
+ *
+ * - with small chunks (many ioctls): every chunk is released by the ioctls
+ *   (none left to the close), and the target ends exactly as after the
+ *   close: the same mappings and VmFlags in /proc/<pid>/smaps as before
+ *   the dump (merged back), no "uw" flag, no write-protected page, the same
+ *   fds; it goes on writing and checks itself, and the image restores;
+ * - the same for the final dump of a pre-copy chain (`--parent`, left
+ *   running: engine/dump/tracking.ts `TrackingRelease`), over the trackable
+ *   mappings read after the thaw;
+ * - the target killed while cryo is paused in the middle of the release:
+ *   cryo finishes (the ioctls fail on a dead mm, the close is harmless) and
+ *   the dump succeeds (its image was complete at the thaw).
+ *
+ * - cryo SIGKILLed in the middle of a chain's final release (the image
+ *   already in place): the image is there, and the target ends with no
+ *   tracking and its mappings as before (cryo's copies closed by its death).
+ *
+ * cryo SIGKILLed in the middle of a pre-copy's release is in
+ * tests/precopy_test.ts (`precopy-release-chunk`).
+ */
+
+import assert from "node:assert/strict";
+import { checkpoint } from "../engine/dump/mod.ts";
+import { releaseChunk, releaseStats } from "../engine/dump/uffd_release.ts";
+import { restore } from "../engine/restore/mod.ts";
+import { assertChecksPassed } from "./helpers/checks.ts";
+import { startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
+import { adoptPid, withTargets } from "./helpers/targets.ts";
+import {
+  assertNoTracking,
+  RT_PRECOPY_CHECKS,
+  RT_PRECOPY_READY,
+  trackingTraces,
+} from "./helpers/tracking.ts";
+import { pathExists, tempDir } from "./helpers/fs.ts";
+import { startPaused } from "./helpers/kill_anywhere.ts";
+
+/** Each mapping of /proc/<pid>/smaps: its header line and its VmFlags. */
+function smapsShape(pid: number): string[] {
+  const out: string[] = [];
+  for (const l of Deno.readTextFileSync(`/proc/${pid}/smaps`).split("\n")) {
+    if (/^[0-9a-f]+-[0-9a-f]+ /.test(l)) out.push(l);
+    else if (l.startsWith("VmFlags:")) out[out.length - 1] += ` | ${l}`;
+  }
+  return out;
+}
+
+Deno.test(
+  "the tracking released in 1 MiB chunks: nothing left to the close, the mappings as before the dump",
+  withTargets(async () => {
+    const { t, trigger, ready } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
+      extra: ["64"],
+    });
+    const region = BigInt(`0x${ready[2]}`), pages = Number(ready[3]);
+    const before = trackingTraces(t.pid, region, pages);
+    const shape = smapsShape(t.pid);
+    const dir = await tempImageDir();
+    const saved = releaseChunk.bytes;
+    releaseChunk.bytes = 1 << 20;
+    const n = releaseStats.length;
+    try {
+      const dump = await checkpoint(t.pid, { dir, leaveRunning: true, precopy: true });
+      assert.ok(dump.stats.precopy, "the dump pre-copied");
+    } finally {
+      releaseChunk.bytes = saved;
+    }
+    const stats = releaseStats.slice(n);
+    assert.equal(stats.length, 1, "one release");
+    assert.ok(stats[0].chunks >= 64, `${stats[0].chunks} chunks released by ioctls`);
+    assert.equal(stats[0].leftToClose, 0, "no chunk left to the close");
+    const after = trackingTraces(t.pid, region, pages);
+    assert.deepEqual(after.fds, before.fds, "the same fds");
+    assert.equal(after.maps, before.maps, "the same mappings");
+    assert.deepEqual(smapsShape(t.pid), shape, "the same mappings and VmFlags in smaps");
+    assertNoTracking(after);
+    await Deno.writeTextFile(trigger, "");
+    assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), {
+      what: "original after the dump",
+    });
+    const tree = await restore(dir);
+    t.resetAfterRestore();
+    for (const pid of tree.pids) if (pid !== t.pid) adoptPid(pid);
+    assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), { run: 2, what: "restored" });
+  }),
+);
+
+Deno.test(
+  "a chain's final dump left running: its tracking released in 1 MiB chunks, the mappings as before",
+  withTargets(async () => {
+    const { t, trigger, ready } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
+      extra: ["64"],
+    });
+    const region = BigInt(`0x${ready[2]}`), pages = Number(ready[3]);
+    const before = trackingTraces(t.pid, region, pages);
+    const shape = smapsShape(t.pid);
+    const pre = await tempImageDir(), dir = await tempImageDir();
+    await checkpoint(t.pid, { dir: pre, preDump: true });
+    const saved = releaseChunk.bytes;
+    releaseChunk.bytes = 1 << 20;
+    const n = releaseStats.length;
+    try {
+      await checkpoint(t.pid, { dir, parent: pre, leaveRunning: true });
+    } finally {
+      releaseChunk.bytes = saved;
+    }
+    const stats = releaseStats.slice(n);
+    assert.equal(stats.length, 1, "one release");
+    assert.ok(stats[0].chunks >= 64, `${stats[0].chunks} chunks released by ioctls`);
+    assert.equal(stats[0].leftToClose, 0, "no chunk left to the close");
+    const after = trackingTraces(t.pid, region, pages);
+    assert.deepEqual(after.fds, before.fds, "the same fds");
+    assert.equal(after.maps, before.maps, "the same mappings");
+    assert.deepEqual(smapsShape(t.pid), shape, "the same mappings and VmFlags in smaps");
+    assertNoTracking(after);
+    await Deno.writeTextFile(trigger, "");
+    assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), {
+      what: "original after the chain",
+    });
+    const tree = await restore(dir);
+    t.resetAfterRestore();
+    for (const pid of tree.pids) if (pid !== t.pid) adoptPid(pid);
+    assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), { run: 2, what: "restored" });
+  }),
+);
+
+Deno.test(
+  "the target killed in the middle of the tracking's release: cryo finishes, the dump succeeds",
+  withTargets(async () => {
+    const { t } = await startTriggered("rt_precopy", RT_PRECOPY_READY, { extra: ["64"] });
+    const dir = `${await tempDir("cryo-uffdrelease-")}/image`;
+    const paused = await startPaused(
+      ["dump", String(t.pid), "--dir", dir, "--leave-running", "--precopy"],
+      "precopy-release-chunk:2",
+    );
+    await t.kill();
+    paused.child.kill("SIGCONT");
+    const out = await paused.output;
+    assert.equal(out.code, 0, out.stderr);
+    assert.ok(pathExists(`${dir}/manifest.json`), "the image is there");
+  }),
+);
+
+Deno.test(
+  "cryo killed in the middle of a chain's final release: the image is there, no tracking left",
+  withTargets(async () => {
+    const { t, trigger, ready } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
+      extra: ["64"],
+    });
+    const region = BigInt(`0x${ready[2]}`), pages = Number(ready[3]);
+    const before = trackingTraces(t.pid, region, pages);
+    const pre = await tempImageDir();
+    await checkpoint(t.pid, { dir: pre, preDump: true });
+    const dir = `${await tempDir("cryo-uffdrelease-")}/image`;
+    const paused = await startPaused(
+      ["dump", String(t.pid), "--dir", dir, "--parent", pre, "--leave-running"],
+      "precopy-release-chunk:2",
+    );
+    const at = trackingTraces(t.pid, region, pages);
+    assert.ok(at.uffdFlags > 0, "the tracking was still registered");
+    paused.child.kill("SIGKILL");
+    await paused.output;
+    assert.ok(pathExists(`${dir}/manifest.json`), "the image is there");
+    const after = trackingTraces(t.pid, region, pages);
+    assert.deepEqual(after.fds, before.fds, "the same fds");
+    assert.equal(after.maps, before.maps, "the same mappings");
+    assertNoTracking(after);
+    await Deno.writeTextFile(trigger, "");
+    assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), {
+      what: "original after the killed release",
+    });
+  }),
+);
