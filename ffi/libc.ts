@@ -20,16 +20,16 @@ const symbols = {
   },
   __errno_location: { parameters: [], result: "pointer" },
   getpid: { parameters: [], result: "i32" },
+  dlsym: { parameters: ["pointer", "buffer"], result: "pointer" },
 } as const;
 
 /**
- * posix_spawn and its attributes, bound only by what spawns (ffi/spawn.ts):
- * `Deno.dlopen` prepares a call stub for every symbol it is given, which
- * costs a fraction of a millisecond each, and a dump spawns nothing. Every
- * memory argument is a `pointer` (ffi/spawn.ts passes
- * `Deno.UnsafePointer.of` of buffers it holds across the call): with
- * `buffer` parameters the same 13 symbols took twice as long to bind
- * (~6 against ~3 ms of a fresh process, docs/PERFORMANCE.md).
+ * posix_spawn and its attributes, bound only by what spawns (ffi/spawn.ts),
+ * each on its first call ({@link lazySymbols}). Every memory argument is a
+ * `pointer` (ffi/spawn.ts passes `Deno.UnsafePointer.of` of buffers it
+ * holds across the call). A `Deno.dlopen` of the 13 took ~6 ms of a fresh
+ * process with `buffer` parameters, ~3 ms with `pointer` ones, and binding
+ * the ones a launch calls by `dlsym` ~1.5 ms (docs/PERFORMANCE.md).
  */
 const spawnSymbols = {
   posix_spawn: {
@@ -54,7 +54,7 @@ const spawnSymbols = {
 } as const;
 
 let lib: Deno.DynamicLibrary<typeof symbols> | undefined;
-let spawnLib: Deno.DynamicLibrary<typeof spawnSymbols> | undefined;
+let spawnLib: Deno.StaticForeignLibraryInterface<typeof spawnSymbols> | undefined;
 
 /** The lazily opened libc handle. */
 export function libc(): Deno.DynamicLibrary<typeof symbols>["symbols"] {
@@ -62,10 +62,36 @@ export function libc(): Deno.DynamicLibrary<typeof symbols>["symbols"] {
   return lib.symbols;
 }
 
-/** libc's posix_spawn functions (bound on first use). */
-export function libcSpawn(): Deno.DynamicLibrary<typeof spawnSymbols>["symbols"] {
-  spawnLib ??= Deno.dlopen("libc.so.6", spawnSymbols);
-  return spawnLib.symbols;
+/** libc's posix_spawn functions (each bound on its first call). */
+export function libcSpawn(): Deno.StaticForeignLibraryInterface<typeof spawnSymbols> {
+  spawnLib ??= lazySymbols(spawnSymbols);
+  return spawnLib;
+}
+
+/**
+ * Functions of the C library (found by `dlsym` in the process's global
+ * scope, where libc is) with the signatures of `defs`, each bound by
+ * `Deno.UnsafeFnPointer` on its first call: `Deno.dlopen` prepares every
+ * symbol it is given at once, which costs more than looking up the few a
+ * caller uses. A missing symbol throws on that first call, naming it.
+ */
+function lazySymbols<S extends Record<string, Deno.ForeignFunction>>(
+  defs: S,
+): Deno.StaticForeignLibraryInterface<S> {
+  const out: Record<string, unknown> = {};
+  for (const [name, def] of Object.entries(defs)) {
+    let bound: ((...args: unknown[]) => unknown) | undefined;
+    out[name] = (...args: unknown[]) => {
+      if (!bound) {
+        const p = libc().dlsym(null, cstr(name));
+        if (p === null) throw new Error(`libc has no ${name}`);
+        const fn = new Deno.UnsafeFnPointer(p as Deno.PointerObject<Deno.ForeignFunction>, def);
+        bound = (...a: unknown[]) => (fn.call as (...x: unknown[]) => unknown)(...a);
+      }
+      return bound(...args);
+    };
+  }
+  return out as Deno.StaticForeignLibraryInterface<S>;
 }
 
 /** Reads the calling thread's errno (call immediately after the failing call). */
