@@ -20,7 +20,8 @@ const symbols = {
   },
   __errno_location: { parameters: [], result: "pointer" },
   getpid: { parameters: [], result: "i32" },
-  dlsym: { parameters: ["pointer", "buffer"], result: "pointer" },
+  /** `pointer` parameters: a `buffer` one costs every command more to bind (see spawnSymbols). */
+  dlsym: { parameters: ["pointer", "pointer"], result: "pointer" },
 } as const;
 
 /**
@@ -83,7 +84,9 @@ function lazySymbols<S extends Record<string, Deno.ForeignFunction>>(
     let bound: ((...args: unknown[]) => unknown) | undefined;
     out[name] = (...args: unknown[]) => {
       if (!bound) {
-        const p = libc().dlsym(null, cstr(name));
+        const cname = cstr(name);
+        const p = libc().dlsym(null, Deno.UnsafePointer.of(cname));
+        cname.fill(0); // referenced until dlsym returned
         if (p === null) throw new Error(`libc has no ${name}`);
         const fn = new Deno.UnsafeFnPointer(p as Deno.PointerObject<Deno.ForeignFunction>, def);
         bound = (...a: unknown[]) => (fn.call as (...x: unknown[]) => unknown)(...a);
