@@ -51,83 +51,63 @@ function smapsShape(pid: number): string[] {
   return out;
 }
 
-Deno.test(
-  "the tracking released in 1 MiB chunks: nothing left to the close, the mappings as before the dump",
-  withTargets(async () => {
-    const { t, trigger, ready } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
-      extra: ["64"],
-    });
-    const region = BigInt(`0x${ready[2]}`), pages = Number(ready[3]);
-    const before = trackingTraces(t.pid, region, pages);
-    const shape = smapsShape(t.pid);
-    const dir = await tempImageDir();
-    const saved = releaseChunk.bytes;
-    releaseChunk.bytes = 1 << 20;
-    const n = releaseStats.length;
-    try {
-      const dump = await checkpoint(t.pid, { dir, leaveRunning: true, precopy: true });
-      assert.ok(dump.stats.precopy, "the dump pre-copied");
-    } finally {
-      releaseChunk.bytes = saved;
-    }
-    const stats = releaseStats.slice(n);
-    assert.equal(stats.length, 1, "one release");
-    assert.ok(stats[0].chunks >= 64, `${stats[0].chunks} chunks released by ioctls`);
-    assert.equal(stats[0].leftToClose, 0, "no chunk left to the close");
-    const after = trackingTraces(t.pid, region, pages);
-    assert.deepEqual(after.fds, before.fds, "the same fds");
-    assert.equal(after.maps, before.maps, "the same mappings");
-    assert.deepEqual(smapsShape(t.pid), shape, "the same mappings and VmFlags in smaps");
-    assertNoTracking(after);
-    await Deno.writeTextFile(trigger, "");
-    assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), {
-      what: "original after the dump",
-    });
-    const tree = await restore(dir);
-    t.resetAfterRestore();
-    for (const pid of tree.pids) if (pid !== t.pid) adoptPid(pid);
-    assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), { run: 2, what: "restored" });
-  }),
-);
-
-Deno.test(
-  "a chain's final dump left running: its tracking released in 1 MiB chunks, the mappings as before",
-  withTargets(async () => {
-    const { t, trigger, ready } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
-      extra: ["64"],
-    });
-    const region = BigInt(`0x${ready[2]}`), pages = Number(ready[3]);
-    const before = trackingTraces(t.pid, region, pages);
-    const shape = smapsShape(t.pid);
-    const pre = await tempImageDir(), dir = await tempImageDir();
-    await checkpoint(t.pid, { dir: pre, preDump: true });
-    const saved = releaseChunk.bytes;
-    releaseChunk.bytes = 1 << 20;
-    const n = releaseStats.length;
-    try {
-      await checkpoint(t.pid, { dir, parent: pre, leaveRunning: true });
-    } finally {
-      releaseChunk.bytes = saved;
-    }
-    const stats = releaseStats.slice(n);
-    assert.equal(stats.length, 1, "one release");
-    assert.ok(stats[0].chunks >= 64, `${stats[0].chunks} chunks released by ioctls`);
-    assert.equal(stats[0].leftToClose, 0, "no chunk left to the close");
-    const after = trackingTraces(t.pid, region, pages);
-    assert.deepEqual(after.fds, before.fds, "the same fds");
-    assert.equal(after.maps, before.maps, "the same mappings");
-    assert.deepEqual(smapsShape(t.pid), shape, "the same mappings and VmFlags in smaps");
-    assertNoTracking(after);
-    await Deno.writeTextFile(trigger, "");
-    assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), {
-      what: "original after the chain",
-    });
-    const tree = await restore(dir);
-    t.resetAfterRestore();
-    for (const pid of tree.pids) if (pid !== t.pid) adoptPid(pid);
-    assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), { run: 2, what: "restored" });
-  }),
-);
+for (
+  const [what, dumpWith] of [
+    [
+      "the tracking released in 1 MiB chunks: nothing left to the close, the mappings as before the dump",
+      async (pid: number, dir: string) => {
+        const dump = await checkpoint(pid, { dir, leaveRunning: true, precopy: true });
+        assert.ok(dump.stats.precopy, "the dump pre-copied");
+      },
+    ],
+    [
+      "a chain's final dump left running: its tracking released in 1 MiB chunks, the mappings as before",
+      async (pid: number, dir: string) => {
+        const pre = await tempImageDir();
+        await checkpoint(pid, { dir: pre, preDump: true }); // keeps its tracking: no release
+        await checkpoint(pid, { dir, parent: pre, leaveRunning: true });
+      },
+    ],
+  ] as const
+) {
+  Deno.test(
+    what,
+    withTargets(async () => {
+      const { t, trigger, ready } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
+        extra: ["64"],
+      });
+      const region = BigInt(`0x${ready[2]}`), pages = Number(ready[3]);
+      const before = trackingTraces(t.pid, region, pages);
+      const shape = smapsShape(t.pid);
+      const dir = await tempImageDir();
+      const saved = releaseChunk.bytes;
+      releaseChunk.bytes = 1 << 20;
+      const n = releaseStats.length;
+      try {
+        await dumpWith(t.pid, dir);
+      } finally {
+        releaseChunk.bytes = saved;
+      }
+      const stats = releaseStats.slice(n);
+      assert.equal(stats.length, 1, "one release");
+      assert.ok(stats[0].chunks >= 64, `${stats[0].chunks} chunks released by ioctls`);
+      assert.equal(stats[0].leftToClose, 0, "no chunk left to the close");
+      const after = trackingTraces(t.pid, region, pages);
+      assert.deepEqual(after.fds, before.fds, "the same fds");
+      assert.equal(after.maps, before.maps, "the same mappings");
+      assert.deepEqual(smapsShape(t.pid), shape, "the same mappings and VmFlags in smaps");
+      assertNoTracking(after);
+      await Deno.writeTextFile(trigger, "");
+      assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), {
+        what: "original after the dump",
+      });
+      const tree = await restore(dir);
+      t.resetAfterRestore();
+      for (const pid of tree.pids) if (pid !== t.pid) adoptPid(pid);
+      assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), { run: 2, what: "restored" });
+    }),
+  );
+}
 
 Deno.test(
   "the target killed in the middle of the tracking's release: cryo finishes, the dump succeeds",
