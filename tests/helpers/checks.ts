@@ -42,7 +42,10 @@ export function assertChecksPassed(
   const failed = out.split("\n").filter((l) => l.includes("FAIL"));
   assert.deepEqual(failed, [], `${what} reported failures:\n${out}`);
   const reports = out.split(/^(?:PASS|FAIL)$/m);
-  assert.ok(reports.length > run, `${what}: report ${run} missing in:\n${out}`);
+  assert.ok(
+    reports.length > run,
+    `${what}: report ${run} missing (wait status ${JSON.stringify(status)}) in:\n${out}`,
+  );
   const report = reports[run - 1];
   for (const name of names) {
     assert.match(
