@@ -189,17 +189,17 @@ async function registersSurvive(where: Where): Promise<void> {
   assertChecksPassed(t, RT_REGS_CHECKS, st);
 }
 
-for (
-  const where of [
-    "inject-mid",
-    "exit",
-    "inject-restore",
-    "batch-mid",
-    "batch-end",
-    "batch-restore",
-    "batch-closed",
-  ] as const
-) {
+/** The points of an injection where a thread can be let go (its undo then runs in the target). */
+const LET_GO_POINTS = [
+  "inject-mid",
+  "exit",
+  "inject-restore",
+  "batch-mid",
+  "batch-end",
+  "batch-restore",
+] as const;
+
+for (const where of [...LET_GO_POINTS, "batch-closed"] as const) {
   Deno.test(
     `crash-safe injection: let go at ${where}, the thread's registers, FPU state and mask are its own`,
     withTargets(() => registersSurvive(where)),
@@ -319,16 +319,7 @@ Deno.test(
     for (const tid of tids) detach(tid, 0);
     assert.equal(callIn(t.pid, SYS.sigaltstack, at, 0), 0n);
     assert.deepEqual(sigaltstack(), ss);
-    for (
-      const where of [
-        "inject-mid",
-        "exit",
-        "inject-restore",
-        "batch-mid",
-        "batch-end",
-        "batch-restore",
-      ] as const
-    ) {
+    for (const where of LET_GO_POINTS) {
       const mapsBefore = Deno.readTextFileSync(`/proc/${t.pid}/maps`);
       letGoInside(t.pid, freeze(t.pid), where);
       await waitIterations(t, iter, readWord(t.pid, iter), 1000n); // it ran on after the let-go
