@@ -245,7 +245,7 @@ function emitProgram(
     });
   }
 
-  emitMemory(p, proc, opts);
+  emitMemory(p, proc, opts, slotsAddress);
   emitAioRings(p, proc, slotsAddress, SLOTS.scratch);
   emitMemoryFlagsAfter(p, proc);
   emitInheritForks(p, inheriting);
@@ -280,7 +280,12 @@ function emitProgram(
   p.end("new thread parks here; the engine sets its registers");
 }
 
-function emitMemory(p: ProgramBuilder, proc: ProcessImage, opts: CompileOptions): void {
+function emitMemory(
+  p: ProgramBuilder,
+  proc: ProcessImage,
+  opts: CompileOptions,
+  slotsAddress: bigint,
+): void {
   p.op(SYS.open, [p.cstring(opts.imagePath), O_CLOEXEC, 0], {
     store: SLOTS.image,
     comment: "the image itself, source of page data",
@@ -291,7 +296,11 @@ function emitMemory(p: ProgramBuilder, proc: ProcessImage, opts: CompileOptions)
   if (parent) emitDropInherited(p, proc, parent);
   const lazy = opts.lazy && lazyProcessEligible(proc, opts.images);
   const hot = lazy ? hotPages(proc) : new Set<bigint>();
-  const helperTid = pageHelperTid(proc, opts.images);
+  const helper = {
+    tid: pageHelperTid(proc, opts.images),
+    slot: SLOTS.scratch,
+    slotAddress: slotsAddress + BigInt(SLOTS.scratch * 8),
+  };
   for (let i = 0; i < proc.mappings.length; i++) {
     const m = proc.mappings[i];
     if (m.kind === "vdso" || m.kind === "vsyscall" || m.kind === "aio") continue;
@@ -304,7 +313,7 @@ function emitMemory(p: ProgramBuilder, proc: ProcessImage, opts: CompileOptions)
         i,
         run,
         SLOTS.image,
-        (stretches) => emitRunLoads(p, proc, stretches, SLOTS.image, helperTid, m.start),
+        (stretches) => emitRunLoads(p, proc, stretches, SLOTS.image, helper, m.start),
       ); // page_loads.ts
       i += run - 1;
       continue;
@@ -362,7 +371,7 @@ function emitMemory(p: ProgramBuilder, proc: ProcessImage, opts: CompileOptions)
     }
     // Lazy restore: the pages are served later (engine/memory/lazy.ts).
     if (lazy && lazyMappingEligible(m)) emitHotPages(p, m, hot, SLOTS.image);
-    else emitPageLoads(p, proc, m, SLOTS.image, helperTid); // engine/restore/page_loads.ts
+    else emitPageLoads(p, proc, m, SLOTS.image, helper); // engine/restore/page_loads.ts
     if (needsWrite) p.op(SYS.mprotect, [start, len, prot]);
     emitVmFlags(p, m);
   }

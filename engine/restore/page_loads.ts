@@ -17,9 +17,15 @@
  * `set_tid`, from the top of the pid range, outside every pid and tid of
  * the tree's images ({@link pageHelperTid}). When that tid is taken (or
  * above the namespace's pid_max), clone3 fails and the main thread loads
- * the helper's half itself (`tgkill(pid, tid, 0)` right after clone3
- * finds no helper; were the helper already gone by then, a second
- * `pread` of the same pages would write the same bytes). The helper is not traced
+ * the helper's half itself. Which it is, the main thread learns from the
+ * word the clone itself wrote (a scratch slot, zeroed first, that
+ * `CLONE_PARENT_SETTID` fills and `CLONE_CHILD_CLEARTID` clears):
+ * `tgkill(pid, word, 0)` succeeds only for a helper this clone made and
+ * that still runs. (Checking the tid itself was wrong: an earlier helper
+ * of the same process, with the same tid, may still be exiting when the
+ * next clone3 fails on its tid, and it answered the check: that half of
+ * the pages was never loaded.) Were the helper already gone, a second
+ * `pread` of the same pages writes the same bytes. The helper is not traced
  * (`CLONE_UNTRACED`): the restore session never sees it; a SIGKILL of the
  * process (cryo's kill of a failed restore, `PTRACE_O_EXITKILL`) ends it
  * with the process. A failing op of the helper stops at the stub's FAIL
@@ -156,8 +162,18 @@ export function pageHelperTid(
   }
 }
 
+/** The page helper of one process: its tid and the scratch slot its clone writes. */
+export interface PageHelper {
+  /** From {@link pageHelperTid}. */
+  tid: number;
+  /** A slot free while pages load (the program's scratch slot). */
+  slot: number;
+  /** Its address in the restored process. */
+  slotAddress: bigint;
+}
+
 /**
- * Emits the loading of `m`'s pages (see the module doc); `helperTid` from
+ * Emits the loading of `m`'s pages (see the module doc); `helper` from
  * {@link pageHelperTid}. Every op that changes the mapping afterwards
  * (mprotect, madvise flags) comes after the helper has exited.
  */
@@ -166,14 +182,14 @@ export function emitPageLoads(
   proc: ProcessImage,
   m: Mapping,
   imageSlot: number,
-  helperTid: number,
+  helper: PageHelper,
 ): void {
   const runs = m.pages.map((r) => ({
     addr: hexNum(r.addr),
     length: r.length,
     fileOffset: r.fileOffset,
   }));
-  emitRunLoads(p, proc, runs, imageSlot, helperTid, m.start);
+  emitRunLoads(p, proc, runs, imageSlot, helper, m.start);
 }
 
 /**
@@ -187,7 +203,7 @@ export function emitRunLoads(
   proc: ProcessImage,
   runs: readonly Piece[],
   imageSlot: number,
-  helperTid: number,
+  helper: PageHelper,
   key: string,
 ): void {
   const pieces = piecesOf(runs);
@@ -195,15 +211,18 @@ export function emitRunLoads(
   if (total < SPLIT_MIN) return emitPieces(p, pieces, imageSlot);
   const [mine, theirs] = splitPieces(pieces);
   const at = key;
-  // The futex word: the helper's tid while it runs (CLONE_PARENT_SETTID), 0 once it exited.
-  const word = p.reserve(8);
+  const helperTid = helper.tid;
+  // The futex word, in the scratch slot: 0, then the helper's tid while it runs
+  // (CLONE_PARENT_SETTID, only if clone3 made it), 0 again once it exited.
+  const word = helper.slotAddress;
+  p.op(SYS.rt_sigprocmask, [0, 0, 0, 8], { store: helper.slot, comment: "zero the helper's word" });
   const flags = CLONE.VM | CLONE.FS | CLONE.FILES | CLONE.SIGHAND | CLONE.THREAD |
     CLONE.SYSVSEM | CLONE_UNTRACED | CLONE.PARENT_SETTID | CLONE.CHILD_CLEARTID;
   const args = p.data(cloneArgs.encode({
     flags,
     pidfd: 0n,
-    childTid: BigInt(word),
-    parentTid: BigInt(word),
+    childTid: word,
+    parentTid: word,
     exitSignal: 0n,
     stack: 0n,
     stackSize: 0n,
@@ -212,17 +231,17 @@ export function emitRunLoads(
     setTid: p.u64s([helperTid]),
     setTidSize: 1n,
   }));
-  const helper = `page-helper-${at}`;
+  const helperLabel = `page-helper-${at}`;
   const mineLabel = `page-main-${at}`;
   const join = `page-join-${at}`;
   const after = `page-after-${at}`;
   p.op(SYS.clone3, [args, cloneArgs.size], {
     allowFail: true,
-    jumpIfZeroTo: helper,
+    jumpIfZeroTo: helperLabel,
     comment: `page helper thread ${helperTid} loads half of ${at}'s pages`,
   });
-  // Right after the clone: the helper cannot have finished its half yet.
-  p.op(SYS.tgkill, [proc.pid, helperTid, 0], {
+  // The tid this clone wrote (0 when it made no helper, or once its helper exited).
+  p.op(SYS.tgkill, [proc.pid, slot(helper.slot), 0], {
     allowFail: true,
     jumpIfZeroTo: mineLabel,
     comment: "the helper runs; else load its half here",
@@ -239,7 +258,7 @@ export function emitRunLoads(
   });
   // Always 0 (a no-op): the main thread jumps over the helper's code.
   p.op(SYS.rt_sigprocmask, [0, 0, 0, 8], { jumpIfZeroTo: after });
-  p.label(helper);
+  p.label(helperLabel);
   emitPieces(p, theirs, imageSlot);
   p.op(SYS.exit, [0], { comment: "the page helper ends" });
   p.label(after);
