@@ -97,8 +97,11 @@ const JB = [0x0f, 0x82], JMP = [0xe9];
 /**
  * The code: rdi = buf, rsi = len (multiple of 16, >= 64), edx = initial
  * CRC register (zlib's CRC inverted), rcx = 16-byte output, r8 = constants.
+ * With `doneFlag`, the code also stores 1 in the 32-bit word right after
+ * the output once the output is written (a fold run on another thread,
+ * {@link crc32FoldInBackground}).
  */
-export function foldCode(): Uint8Array {
+export function foldCode(doneFlag = false): Uint8Array {
   const c = new Code();
   for (let x = 0; x < 4; x++) c.loadRdi(x, 16 * x);
   c.emit(0x66, 0x0f, 0x6e, 0xe2); // movd xmm4, edx
@@ -134,6 +137,7 @@ export function foldCode(): Uint8Array {
   c.patch(c.jump(JMP), loop1);
   c.patch(exit1);
   c.emit(0xf3, 0x0f, 0x7f, 0x01); // movdqu [rcx], xmm0
+  if (doneFlag) c.emit(0xc7, 0x41, 0x10, 0x01, 0x00, 0x00, 0x00); // mov dword [rcx+16], 1
   c.emit(0xc3); // ret
   return new Uint8Array(c.bytes);
 }
@@ -193,4 +197,99 @@ export function crc32Fold(): FoldFn | null {
     fold = null;
   }
   return fold;
+}
+
+/** One fold running on a thread of Deno's blocking pool ({@link crc32FoldInBackground}). */
+export interface BackgroundFold {
+  /** True once the fold has written its remainder (polled: no event loop needed). */
+  done(): boolean;
+  /** The 16-byte remainder (as {@link FoldFn}'s output); only once {@link done}. */
+  remainder(): Uint8Array;
+}
+
+/**
+ * Starts folding `len` bytes at address `addr` (a multiple of 16, >= 64;
+ * memory that stays mapped until the fold is done) from CRC register
+ * `init`, on another thread; at most {@link BACKGROUND_SLOTS} at once.
+ */
+export type BackgroundFoldFn = (addr: bigint, len: number, init: number) => BackgroundFold;
+
+/** How many background folds may run at once (one output slot each). */
+export const BACKGROUND_SLOTS = 8;
+
+/** The C signature of the flagged code, called without blocking (a Promise, ignored). */
+const FOLD_BG_DEF = {
+  parameters: ["pointer", "u64", "u32", "pointer", "pointer"],
+  result: "void",
+  nonblocking: true,
+} as const;
+
+let background: BackgroundFoldFn | null | undefined;
+
+/**
+ * The background fold, or null when this machine cannot run it (as
+ * {@link crc32Fold}). Prepared on the first call: a page of code (the fold
+ * that raises a done flag) and a page for the constants and the output
+ * slots, both kept for the process's lifetime. A slot is reused only after
+ * the fold that had it is done: the caller polls {@link BackgroundFold.done}
+ * before it starts more than {@link BACKGROUND_SLOTS} folds.
+ */
+export function crc32FoldInBackground(): BackgroundFoldFn | null {
+  if (background !== undefined) return background;
+  background = null;
+  if (!hasPclmul()) return null;
+  const code = foldCode(true);
+  let addr: bigint;
+  try {
+    addr = syscall(
+      SYS.mmap,
+      0,
+      2 * PAGE,
+      PROT_READ | PROT_WRITE,
+      MAP_PRIVATE | MAP_ANONYMOUS,
+      -1,
+      0,
+    );
+  } catch {
+    return null;
+  }
+  try {
+    const codePtr = Deno.UnsafePointer.create(addr)!;
+    new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(codePtr, PAGE)).set(code);
+    syscall(SYS.mprotect, addr, PAGE, PROT_READ | PROT_EXEC);
+    const data = addr + BigInt(PAGE);
+    const dataView = new Uint8Array(
+      Deno.UnsafePointerView.getArrayBuffer(Deno.UnsafePointer.create(data)!, PAGE),
+    );
+    dataView.set(new Uint8Array(CONSTANTS.buffer));
+    const constants = Deno.UnsafePointer.create(data);
+    const fn = new Deno.UnsafeFnPointer(
+      codePtr as Deno.PointerObject<typeof FOLD_BG_DEF>,
+      FOLD_BG_DEF,
+    );
+    let next = 0;
+    background = (buf, len, init) => {
+      const slot = 64 + 32 * (next++ % BACKGROUND_SLOTS);
+      const out = dataView.subarray(slot, slot + 32);
+      const flag = new Int32Array(dataView.buffer, slot + 16, 1);
+      out.fill(0);
+      fn.call(
+        Deno.UnsafePointer.create(buf),
+        BigInt(len),
+        init,
+        Deno.UnsafePointer.create(data + BigInt(slot)),
+        constants,
+      );
+      return {
+        done: () => Atomics.load(flag, 0) === 1,
+        remainder: () => out.slice(0, 16),
+      };
+    };
+  } catch {
+    try {
+      syscall(SYS.munmap, addr, 2 * PAGE);
+    } catch { /* keep going without it */ }
+    background = null;
+  }
+  return background;
 }

@@ -22,6 +22,18 @@ const PROT_READ = 1;
 const MAP_PRIVATE = 2;
 const PAGE = 4096;
 
+/** A window of a file mapped read-only by {@link MappedFile.map}. */
+export interface FileWindow {
+  /** Its address in this process (0 for an empty window). */
+  addr: bigint;
+  /** Its length in bytes (clipped to the file's size). */
+  length: number;
+  /** A view of its bytes; must not be kept after {@link unmap}. */
+  view(): Uint8Array;
+  /** Unmaps it (idempotent). */
+  unmap(): void;
+}
+
 /** A file opened for windowed reads; {@link MappedFile.close} (or `using`) releases it. */
 export class MappedFile {
   /** The file's size in bytes when it was opened. */
@@ -51,9 +63,23 @@ export class MappedFile {
    * them whatever happens. The view must not be kept after `fn` returns.
    */
   withWindow<T>(offset: number, length: number, fn: (view: Uint8Array) => T): T {
+    const w = this.map(offset, length);
+    try {
+      return fn(w.view());
+    } finally {
+      w.unmap();
+    }
+  }
+
+  /**
+   * Maps the bytes [offset, offset + length) (as {@link withWindow}) and
+   * leaves them mapped until {@link FileWindow.unmap}: for a reader on
+   * another thread (the restore's checksum pass, ffi/crc32_fold.ts).
+   */
+  map(offset: number, length: number): FileWindow {
     if (offset % PAGE !== 0) throw new RangeError(`window offset ${offset} is not page aligned`);
     const len = Math.max(0, Math.min(length, this.size - offset));
-    if (len === 0) return fn(new Uint8Array(0));
+    if (len === 0) return { addr: 0n, length: 0, view: () => new Uint8Array(0), unmap: () => {} };
     // Touching a mapped page past the end of a file that shrank is SIGBUS: refuse
     // a file shorter than when it was opened (the window is read right after).
     const now = Number(syscall(SYS.lseek, this.#fd, 0, 2 /* SEEK_END */));
@@ -69,12 +95,20 @@ export class MappedFile {
       this.#fd,
       offset,
     );
-    try {
-      const ptr = Deno.UnsafePointer.create(addr)!;
-      return fn(new Uint8Array(new Deno.UnsafePointerView(ptr).getArrayBuffer(len)));
-    } finally {
-      syscall(SYS.munmap, addr, len);
-    }
+    let mapped = true;
+    return {
+      addr,
+      length: len,
+      view: () =>
+        new Uint8Array(
+          new Deno.UnsafePointerView(Deno.UnsafePointer.create(addr)!).getArrayBuffer(len),
+        ),
+      unmap: () => {
+        if (!mapped) return;
+        mapped = false;
+        syscall(SYS.munmap, addr, len);
+      },
+    };
   }
 
   /** Closes the file (idempotent). */

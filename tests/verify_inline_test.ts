@@ -2,7 +2,9 @@
  * The restore's inline checksum pass (engine/restore/verify_inline.ts) on
  * plain files: the same CRC as the image writer's `checksumFile` across
  * window boundaries, a mismatch named by path, a missing or shrunk file
- * refused with one message, and nothing to do without checksums.
+ * refused with one message, and nothing to do without checksums; each on
+ * cryo's main thread and with the windows folded on another thread (the
+ * default where the CPU has PCLMULQDQ).
  */
 
 import assert from "node:assert/strict";
@@ -32,7 +34,7 @@ Deno.test("inline verify: same CRC as checksumFile over several windows, step by
     const path = await patternFile(size);
     try {
       const checksum = await checksumFile(path);
-      const v = new ImageVerifier([{ path, checksum }, { path, checksum }]);
+      const v = new ImageVerifier([{ path, checksum }, { path, checksum }], { background: false });
       let steps = 0;
       while (v.step()) steps++;
       assert.ok(steps >= Math.ceil(size / (8 * MiB)), `size ${size}: ${steps} steps`);
@@ -40,6 +42,41 @@ Deno.test("inline verify: same CRC as checksumFile over several windows, step by
     } finally {
       await removeFileDir(path);
     }
+  }
+});
+
+Deno.test("background verify: same CRC as checksumFile, across windows and files", async () => {
+  for (const size of [0, 4096, 4096 + 40, 32 * MiB, 32 * MiB + 4096 + 8, 70 * MiB + 123]) {
+    const path = await patternFile(size);
+    try {
+      const checksum = await checksumFile(path);
+      const v = new ImageVerifier([{ path, checksum }, { path, checksum }]);
+      v.step(); // the first window folds on another thread
+      assert.equal(v.finish(), undefined, `size ${size}`);
+      // A wrong checksum on the second file is found after the first one matched.
+      const bad = new ImageVerifier([{ path, checksum }, { path, checksum: "crc32:12345678" }]);
+      assert.match(String(bad.finish()?.message), /differs from the manifest's crc32:12345678/);
+      // Given up while a window folds: close() waits for the fold before unmapping.
+      const given = new ImageVerifier([{ path, checksum }]);
+      given.step();
+      given.close();
+    } finally {
+      await removeFileDir(path);
+    }
+  }
+});
+
+Deno.test("background verify: a file that shrinks before its next window is refused", async () => {
+  const path = await patternFile(40 * MiB);
+  try {
+    const checksum = await checksumFile(path);
+    const v = new ImageVerifier([{ path, checksum }]);
+    assert.equal(v.step(), true); // [0, 32 MiB) mapped and folding, the file open at 40 MiB
+    await Deno.truncate(path, 36 * MiB); // the window being read is still whole
+    const problem = v.finish();
+    assert.match(String(problem?.message), /shrank from 41943040 to 37748736 bytes/);
+  } finally {
+    await removeFileDir(path);
   }
 });
 
@@ -65,7 +102,7 @@ Deno.test("inline verify: a missing file, and a file that shrinks between window
   const path = await patternFile(16 * MiB);
   try {
     const checksum = await checksumFile(path);
-    const v = new ImageVerifier([{ path, checksum }]);
+    const v = new ImageVerifier([{ path, checksum }], { background: false });
     assert.equal(v.step(), true); // first window read, the file still open
     await Deno.truncate(path, 4 * MiB);
     const problem = v.finish();

@@ -63,6 +63,15 @@ export function crc32(data: Uint8Array, crc = 0): number {
   return ~tableUpdate(c, data, bulk, n) >>> 0;
 }
 
+/**
+ * The CRC-32 of a buffer whose first bytes (a multiple of 16, at least 64)
+ * were folded into `remainder` (ffi/crc32_fold.ts, from the register `~crc`
+ * of the bytes before them) and whose last bytes are `tail`.
+ */
+export function crc32AfterFold(remainder: Uint8Array, tail: Uint8Array): number {
+  return ~tableUpdate(tableUpdate(0, remainder, 0, 16), tail, 0, tail.length) >>> 0;
+}
+
 /** The CRC-32 computed in JavaScript only (the table), for tests and comparisons. */
 export function crc32Table(data: Uint8Array, crc = 0): number {
   return ~tableUpdate(~crc, data, 0, data.length) >>> 0;

@@ -7,7 +7,7 @@
 
 import { CHAIN_FORMAT_VERSION, IMAGE_FORMAT_VERSION, type Manifest } from "../model.ts";
 import { ImageFormatError } from "./errors.ts";
-import { type ImageInfo, readImageFile } from "./reader.ts";
+import { type ImageInfo, readImageFileSync } from "./reader.ts";
 import { checksumFile } from "./writer.ts";
 import { manifestSchema, schemaProblem } from "./schema.ts";
 import { pageBlocksProblem } from "./page_blocks.ts";
@@ -51,10 +51,15 @@ export function manifestShapeError(x: unknown): string | undefined {
 
 /** Reads and validates `<dir>/manifest.json`; throws {@link ImageFormatError}. */
 export async function readManifest(dir: string): Promise<Manifest> {
+  return await Promise.resolve().then(() => readManifestSync(dir));
+}
+
+/** {@link readManifest} with a synchronous read (a small file: no round trip through the blocking pool). */
+export function readManifestSync(dir: string): Manifest {
   const path = `${dir}/${MANIFEST_FILE}`;
   let text: string;
   try {
-    text = await Deno.readTextFile(path);
+    text = Deno.readTextFileSync(path);
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) throw new ImageFormatError(path, "no manifest.json");
     throw e;
@@ -117,13 +122,13 @@ export async function verifyImageDir(
   dir: string,
   opts: VerifyOptions = {},
 ): Promise<VerifiedImageDir> {
-  const manifest = await readManifest(dir);
+  const manifest = readManifestSync(dir);
   const images: ImageInfo[] = [];
   for (const p of manifest.processes) {
     const path = `${dir}/${p.file}`;
     let size: number;
     try {
-      size = (await Deno.stat(path)).size;
+      size = Deno.statSync(path).size;
     } catch {
       throw new ImageFormatError(path, `image of pid ${p.pid} listed in the manifest is missing`);
     }
@@ -139,7 +144,7 @@ export async function verifyImageDir(
         );
       }
     }
-    const info = await readImageFile(path);
+    const info = readImageFileSync(path);
     if (info.process.pid !== p.pid) {
       throw new ImageFormatError(
         path,

@@ -122,15 +122,24 @@ function readExactSync(file: Deno.FsFile, offset: number, length: number): Uint8
  * version, is truncated, or has inconsistent contents.
  */
 export async function readImageFile(path: string): Promise<ImageInfo> {
+  return await Promise.resolve().then(() => readImageFileSync(path));
+}
+
+/**
+ * {@link readImageFile} with synchronous reads: a few small reads (headers,
+ * notes) that each cost a round trip through Deno's blocking pool when
+ * asynchronous (the restore's plan, issue 10).
+ */
+export function readImageFileSync(path: string): ImageInfo {
   let file: Deno.FsFile;
   try {
-    file = await Deno.open(path, { read: true });
+    file = Deno.openSync(path, { read: true });
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) throw new ImageFormatError(path, "no such file");
     throw e;
   }
   try {
-    const size = (await file.stat()).size;
+    const size = file.statSync().size;
     const fail = (reason: string): never => {
       throw new ImageFormatError(path, reason);
     };
@@ -140,14 +149,14 @@ export async function readImageFile(path: string): Promise<ImageInfo> {
       }
     };
 
-    const eh = decodeEhdr(await readExact(file, 0, EHDR_SIZE), path);
+    const eh = decodeEhdr(readExactSync(file, 0, EHDR_SIZE), path);
     if (eh.ident[6] !== EV_CURRENT || eh.version !== EV_CURRENT) fail("unknown ELF version");
     if (eh.type !== ET_EXEC) fail(`not a cryo image (e_type=${eh.type}, expected ET_EXEC)`);
     if (eh.machine !== EM_X86_64) fail(`not x86-64 (e_machine=${eh.machine})`);
     if (eh.ehsize !== EHDR_SIZE || eh.phentsize !== PHDR_SIZE) fail("unexpected header sizes");
     if (eh.phnum === 0) fail("no program headers");
     within("program header table", eh.phoff, eh.phnum * PHDR_SIZE);
-    const phBytes = await readExact(file, eh.phoff, eh.phnum * PHDR_SIZE);
+    const phBytes = readExactSync(file, eh.phoff, eh.phnum * PHDR_SIZE);
     const phdrs: ProgramHeader[] = [];
     for (let i = 0; i < eh.phnum; i++) {
       phdrs.push(decodePhdr(phBytes.subarray(i * PHDR_SIZE, (i + 1) * PHDR_SIZE), path));
@@ -169,7 +178,7 @@ export async function readImageFile(path: string): Promise<ImageInfo> {
     if (eh.shnum === 0) fail("no section headers");
     if (eh.shentsize !== SHDR_SIZE) fail(`unexpected section header size ${eh.shentsize}`);
     within("section header table", eh.shoff, eh.shnum * SHDR_SIZE);
-    const shBytes = await readExact(file, eh.shoff, eh.shnum * SHDR_SIZE);
+    const shBytes = readExactSync(file, eh.shoff, eh.shnum * SHDR_SIZE);
     const shdrs: SectionHeader[] = [];
     for (let i = 0; i < eh.shnum; i++) {
       shdrs.push(decodeShdr(shBytes.subarray(i * SHDR_SIZE, (i + 1) * SHDR_SIZE), path));
@@ -177,7 +186,7 @@ export async function readImageFile(path: string): Promise<ImageInfo> {
     if (eh.shstrndx === 0 || eh.shstrndx >= eh.shnum) fail(`bad e_shstrndx ${eh.shstrndx}`);
     const strSec = shdrs[eh.shstrndx];
     within("section name table", strSec.offset, strSec.size);
-    const strtab = await readExact(file, strSec.offset, strSec.size);
+    const strtab = readExactSync(file, strSec.offset, strSec.size);
     const sections: ImageSection[] = shdrs.slice(1).map((s, i) => {
       const name = stringAt(strtab, s.name);
       if (name === undefined) fail(`section ${i + 1} has a bad name offset`);
@@ -201,7 +210,7 @@ export async function readImageFile(path: string): Promise<ImageInfo> {
 
     const noteSeg = noteSegs[0];
     within("notes segment", noteSeg.offset, noteSeg.filesz);
-    const area = await readExact(file, noteSeg.offset, noteSeg.filesz);
+    const area = readExactSync(file, noteSeg.offset, noteSeg.filesz);
     const notes: ImageNote[] = decodeNotes(area, path).map((n) => ({
       owner: n.owner,
       type: n.type,

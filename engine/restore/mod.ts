@@ -19,7 +19,7 @@ import type { Manifest, ProcessImage } from "../model.ts";
 import { IMAGE_FORMAT_VERSION } from "../model.ts";
 import { RestoreError } from "../errors.ts";
 import { ImageFormatError } from "../image/errors.ts";
-import { verifyImageDir } from "../image/manifest.ts";
+import { imageFileName, manifestShapeError, verifyImageDir } from "../image/manifest.ts";
 import { validateImage } from "../image/validate.ts";
 import { compileTree } from "./restorable.ts";
 import type { LazyEnsure, LazyServer } from "../memory/lazy_serve.ts";
@@ -128,10 +128,19 @@ export interface RestorePlan {
   dir: string;
 }
 
-/** Loads, verifies and compiles an image directory without creating anything. */
-export async function planRestore(dir: string, opts: RestoreOptions = {}): Promise<RestorePlan> {
+/**
+ * Loads, verifies and compiles an image directory without creating
+ * anything; `tick` is called between its steps (restore's checksum pass
+ * in the background).
+ */
+export async function planRestore(
+  dir: string,
+  opts: RestoreOptions = {},
+  tick?: () => void,
+): Promise<RestorePlan> {
   const abs = resolve(dir);
   const { manifest, images } = await verifyImageDir(abs, { checksums: opts.verifyChecksums });
+  tick?.();
   if (manifest.formatVersion !== IMAGE_FORMAT_VERSION) {
     throw new RestoreError(
       `cannot restore: image format version ${manifest.formatVersion}, this cryo reads ${IMAGE_FORMAT_VERSION}`,
@@ -196,6 +205,35 @@ function imagesToVerify(plan: RestorePlan): ImageToVerify[] {
   }));
 }
 
+/**
+ * The images that the manifest in `dir` lists, with their checksums, when
+ * each is a regular file of the listed name and size: so that their
+ * checksum pass starts before the plan reads them. Undefined when anything
+ * is not as expected (the plan then finds it and says what).
+ */
+function manifestImagesToVerify(dir: string): ImageToVerify[] | undefined {
+  let manifest: Manifest;
+  try {
+    manifest = JSON.parse(Deno.readTextFileSync(`${dir}/manifest.json`));
+  } catch {
+    return undefined;
+  }
+  if (manifestShapeError(manifest)) return undefined;
+  const out: ImageToVerify[] = [];
+  for (const p of manifest.processes) {
+    if (p.file !== imageFileName(p.pid)) return undefined;
+    const path = `${dir}/${p.file}`;
+    try {
+      const st = Deno.lstatSync(path);
+      if (!st.isFile || st.size !== p.size) return undefined;
+    } catch {
+      return undefined;
+    }
+    out.push({ path, checksum: p.checksum });
+  }
+  return out;
+}
+
 /** The manifest's per-block checksums of the image of `pid` (absent for older images). */
 function pageBlocksOf(plan: RestorePlan, pid: number) {
   return plan.manifest.processes.find((p) => p.pid === pid)?.pageBlocks;
@@ -244,7 +282,7 @@ const CHAIN_MODULE = "engine/image/chain.ts";
 async function flattenForRestore(dir: string): Promise<string | undefined> {
   let parent: unknown;
   try {
-    parent = JSON.parse(await Deno.readTextFile(`${resolve(dir)}/manifest.json`))?.parent;
+    parent = JSON.parse(Deno.readTextFileSync(`${resolve(dir)}/manifest.json`))?.parent;
   } catch {
     return undefined;
   }
@@ -280,28 +318,57 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
     ? importModule(LAZY_SERVE_MODULE)
     : undefined;
   const t0 = performance.now();
-  // Structure and sizes are checked now; checksums while the stubs already
-  // read the images (between the session's waits; nothing runs before both are done).
+  // Structure and sizes are checked now; checksums on another thread from the
+  // start (ImageVerifier: stepped between the plan's steps and the session's
+  // waits; nothing runs before both are done).
   const verify = opts.verifyChecksums ?? true;
-  let plan: RestorePlan;
-  checkImageDirTrust(resolve(dir), opts.trustImageOwner);
-  try {
-    plan = await planRestore(dir, { ...opts, verifyChecksums: false });
-  } catch (e) {
-    // A damaged image: say so by its checksum when that is what differs.
-    if (verify && e instanceof ImageFormatError) await verifyImageDir(resolve(dir));
-    throw e;
-  }
-  await preflight(plan, opts.existingRoot?.pid);
-  const processes = plan.units.map((u) => u.image);
-  becomeSubreaper();
-  for (const p of processes) forgetParkedStatus(p.pid);
-  pausePoint("planned");
   // A lazy restore checks only what it reads before the tree runs; the server checks the rest.
   const byBlocks = verify && opts.lazy && !opts.lazyEnsure;
-  const verifier = byBlocks
-    ? new LazyImageVerifier(plan.units, plan.manifest)
-    : new ImageVerifier(verify ? imagesToVerify(plan) : []);
+  const abs = resolve(dir);
+  checkImageDirTrust(abs, opts.trustImageOwner);
+  const early = verify && !byBlocks ? manifestImagesToVerify(abs) : undefined;
+  let verifier: ImageVerifier | LazyImageVerifier | undefined = early
+    ? new ImageVerifier(early)
+    : undefined;
+  try {
+    const tick = () => {
+      verifier?.step();
+    };
+    tick();
+    let plan: RestorePlan;
+    try {
+      plan = await planRestore(abs, { ...opts, verifyChecksums: false }, tick);
+    } catch (e) {
+      // A damaged image: say so by its checksum when that is what differs.
+      if (verify && e instanceof ImageFormatError) await verifyImageDir(abs);
+      throw e;
+    }
+    tick();
+    await preflight(plan, opts.existingRoot?.pid);
+    tick();
+    const processes = plan.units.map((u) => u.image);
+    becomeSubreaper();
+    for (const p of processes) forgetParkedStatus(p.pid);
+    pausePoint("planned");
+    verifier ??= byBlocks
+      ? new LazyImageVerifier(plan.units, plan.manifest)
+      : new ImageVerifier(verify ? imagesToVerify(plan) : []);
+    return await runPlanned(plan, opts, verifier, lazyServe, byBlocks, t0);
+  } finally {
+    // Nothing is left mapped or folding, whatever happened (idempotent after finish()).
+    verifier?.close();
+  }
+}
+
+/** The part of {@link restore} that creates the tree, once `plan` is checked. */
+async function runPlanned(
+  plan: RestorePlan,
+  opts: RestoreOptions,
+  verifier: ImageVerifier | LazyImageVerifier,
+  lazyServe: Promise<typeof import("../memory/lazy_serve.ts")> | undefined,
+  byBlocks: boolean | undefined,
+  t0: number,
+): Promise<RestoredTree> {
   const shm = CreatedSysvShm.create(plan.manifest.sysvShm ?? [], plan.dir);
   let provided: ProvidedFds;
   try {
@@ -322,7 +389,6 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
     session.prepare();
   } catch (e) {
     shm.discard();
-    verifier.close();
     throw e;
   }
   let problem = verifier.finish();

@@ -8,14 +8,28 @@
  * @module
  */
 
-import { crc32 } from "../image/crc32.ts";
-import { MappedFile } from "../../ffi/file_window.ts";
+import { crc32, crc32AfterFold } from "../image/crc32.ts";
+import { type FileWindow, MappedFile } from "../../ffi/file_window.ts";
+import {
+  type BackgroundFold,
+  type BackgroundFoldFn,
+  crc32FoldInBackground,
+} from "../../ffi/crc32_fold.ts";
 import { formatChecksum } from "../image/checksum.ts";
 import { ImageFormatError } from "../image/errors.ts";
 import { RestoreError } from "../errors.ts";
 
-/** Bytes checked per {@link ImageVerifier.step}: short enough to keep the session responsive. */
+/** Bytes checked per {@link ImageVerifier.step} on cryo's main thread: short enough to keep the session responsive. */
 const WINDOW = 8 << 20;
+
+/**
+ * Bytes folded per background step (a window stays mapped, and its pages
+ * count in cryo's RSS, until its fold is done).
+ */
+const BACKGROUND_WINDOW = 32 << 20;
+
+/** The shortest fold the folding code takes (ffi/crc32_fold.ts). */
+const FOLD_MIN = 64;
 
 /** One image file to check against its manifest checksum. */
 export interface ImageToVerify {
@@ -25,45 +39,68 @@ export interface ImageToVerify {
   checksum: string;
 }
 
-/** Verifies image checksums incrementally; see {@link step} and {@link finish}. */
+/** Options of {@link ImageVerifier}. */
+export interface ImageVerifierOptions {
+  /**
+   * Fold the windows on a thread of Deno's blocking pool (when this CPU
+   * can: ffi/crc32_fold.ts) instead of cryo's main thread (default true).
+   */
+  background?: boolean;
+}
+
+/** A window being folded on another thread. */
+interface InFlight {
+  window: FileWindow;
+  /** Bytes of the window given to the fold (a multiple of 16); the rest goes through the table. */
+  bulk: number;
+  fold: BackgroundFold;
+}
+
+/**
+ * Verifies image checksums incrementally; see {@link step} and {@link finish}.
+ * With a background fold, each {@link step} starts the next window's fold on
+ * another thread, or takes the result of the one running: the checking goes
+ * on while cryo's main thread plans, checks and launches, wherever it calls
+ * {@link step}. What is verified is the same: every byte of every image,
+ * before {@link finish} answers.
+ */
 export class ImageVerifier {
   readonly #files: ImageToVerify[];
+  readonly #background: BackgroundFoldFn | null;
   #index = 0;
   #file: MappedFile | undefined;
   #offset = 0;
   #crc = 0;
   #problem: Error | undefined;
+  #inFlight: InFlight | undefined;
 
   /** Nothing is read before the first {@link step}. */
-  constructor(files: ImageToVerify[]) {
+  constructor(files: ImageToVerify[], opts: ImageVerifierOptions = {}) {
     this.#files = files.filter((f) => f.checksum);
+    this.#background = this.#files.length && (opts.background ?? true)
+      ? crc32FoldInBackground()
+      : null;
   }
 
-  /** Checks the next window; returns false once everything is checked (or a problem found). */
+  /**
+   * Checks the next window, or (background) takes the result of the window
+   * being folded and starts the next one. Returns true when it did
+   * something and has more to do; false once everything is checked (or a
+   * problem found), and while the background fold it waits for still runs.
+   */
   step(): boolean {
     if (this.#problem || this.#index >= this.#files.length) return false;
-    const f = this.#files[this.#index];
     try {
-      this.#file ??= MappedFile.open(f.path);
-      const file = this.#file;
-      this.#crc = file.withWindow(this.#offset, WINDOW, (v) => crc32(v, this.#crc));
-      this.#offset += WINDOW;
-      if (this.#offset < file.size) return true;
-      this.#closeFile();
-      const got = formatChecksum(this.#crc);
-      if (got !== f.checksum) {
-        this.#problem = new ImageFormatError(
-          f.path,
-          `checksum ${got} differs from the manifest's ${f.checksum}`,
-        );
-        return false;
+      if (!this.#background) return this.#stepInline();
+      if (this.#inFlight) {
+        if (!this.#inFlight.fold.done()) return false;
+        this.#complete(this.#inFlight);
+        if (this.#problem || this.#index >= this.#files.length) return false;
       }
-      this.#index++;
-      this.#offset = 0;
-      this.#crc = 0;
-      return this.#index < this.#files.length;
+      this.#start(this.#background);
+      return true;
     } catch (e) {
-      this.#closeFile();
+      this.#release();
       this.#problem = new RestoreError(`cannot verify the image: ${(e as Error).message}`);
       return false;
     }
@@ -71,13 +108,87 @@ export class ImageVerifier {
 
   /** Checks whatever is left; returns the first problem, or undefined when every checksum matches. */
   finish(): Error | undefined {
-    while (this.step()) { /* next window */ }
-    this.#closeFile();
+    const pause = new Int32Array(new SharedArrayBuffer(4));
+    for (;;) {
+      if (this.step()) continue;
+      if (!this.#inFlight || this.#problem) break;
+      Atomics.wait(pause, 0, 0, 0.2); // the background fold runs
+    }
+    this.#release();
     return this.#problem;
   }
 
-  /** Stops early and releases the open file (after a failed restore). */
+  /** Stops early and releases the open file (after a failed restore; waits for a running fold). */
   close(): void {
+    this.#release();
+  }
+
+  #stepInline(): boolean {
+    const f = this.#files[this.#index];
+    this.#file ??= MappedFile.open(f.path);
+    const file = this.#file;
+    this.#crc = file.withWindow(this.#offset, WINDOW, (v) => crc32(v, this.#crc));
+    this.#advance(WINDOW);
+    return !this.#problem && this.#index < this.#files.length;
+  }
+
+  /** Maps the next window and starts its fold (a window too short to fold is checked here). */
+  #start(fold: BackgroundFoldFn): void {
+    const f = this.#files[this.#index];
+    this.#file ??= MappedFile.open(f.path);
+    const window = this.#file.map(this.#offset, BACKGROUND_WINDOW);
+    const bulk = window.length - (window.length % 16);
+    if (bulk < FOLD_MIN) {
+      try {
+        this.#crc = crc32(window.view(), this.#crc);
+      } finally {
+        window.unmap();
+      }
+      this.#advance(BACKGROUND_WINDOW);
+      return;
+    }
+    this.#inFlight = { window, bulk, fold: fold(window.addr, bulk, ~this.#crc >>> 0) };
+  }
+
+  /** Takes a finished fold's result: the window's CRC, then the window is unmapped. */
+  #complete(job: InFlight): void {
+    this.#inFlight = undefined;
+    try {
+      this.#crc = crc32AfterFold(job.fold.remainder(), job.window.view().subarray(job.bulk));
+    } finally {
+      job.window.unmap();
+    }
+    this.#advance(BACKGROUND_WINDOW);
+  }
+
+  /** Moves past a window of `step` bytes; at a file's end compares its checksum. */
+  #advance(step: number): void {
+    this.#offset += step;
+    if (this.#offset < this.#file!.size) return;
+    this.#closeFile();
+    const f = this.#files[this.#index];
+    const got = formatChecksum(this.#crc);
+    if (got !== f.checksum) {
+      this.#problem = new ImageFormatError(
+        f.path,
+        `checksum ${got} differs from the manifest's ${f.checksum}`,
+      );
+      return;
+    }
+    this.#index++;
+    this.#offset = 0;
+    this.#crc = 0;
+  }
+
+  /** Waits for a running fold (its window must stay mapped until it is done), then lets go of everything. */
+  #release(): void {
+    const job = this.#inFlight;
+    if (job) {
+      const pause = new Int32Array(new SharedArrayBuffer(4));
+      while (!job.fold.done()) Atomics.wait(pause, 0, 0, 0.2);
+      job.window.unmap();
+      this.#inFlight = undefined;
+    }
     this.#closeFile();
   }
 
