@@ -155,6 +155,7 @@ export async function planRestore(
     );
   }
   validateImage(abs, manifest, images.map((i) => i.process));
+  tick?.();
   const byPid = new Map<number, ProcessImage>(images.map((i) => [i.process.pid, i.process]));
   const pathOf = (pid: number) => `${abs}/${manifest.processes.find((p) => p.pid === pid)!.file}`;
   const refusals = new Refusals(opts.optIns);
@@ -166,6 +167,7 @@ export async function planRestore(
     ghosts: manifest.ghosts,
     lazy: opts.lazy,
   }, refusals);
+  tick?.();
   const units: RestoreUnit[] = manifest.processes.map((entry) => ({
     image: byPid.get(entry.pid)!,
     path: pathOf(entry.pid),
@@ -244,19 +246,27 @@ function pageBlocksOf(plan: RestorePlan, pid: number) {
  * privileges, the same vdso, backing files and fd files unchanged, cgroups
  * present, pids free, the task state this host can give, listening and
  * bound socket addresses free. Throws a
- * one-line RestoreError.
+ * one-line RestoreError. `tick` is called between the checks (as in
+ * {@link planRestore}).
  */
-export async function preflight(plan: RestorePlan, existingRoot?: number): Promise<void> {
+export async function preflight(
+  plan: RestorePlan,
+  existingRoot?: number,
+  tick?: () => void,
+): Promise<void> {
   checkPrivileges();
   checkOwnCredentials(plan.units.map((u) => u.image));
   await checkVdso(plan.manifest);
+  tick?.();
   const processes = plan.units.map((u) => u.image);
   checkFiles(processes);
   checkFdFiles(plan.units);
   checkUnixNamesFree(processes);
   checkInotifyPaths(processes);
   checkCgroups(processes);
+  tick?.();
   checkPidsFree(processes.filter((p) => p.pid !== existingRoot));
+  tick?.();
   checkTaskState(processes);
   checkInetPorts(processes);
   checkCredentials(processes);
@@ -344,7 +354,7 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
       throw e;
     }
     tick();
-    await preflight(plan, opts.existingRoot?.pid);
+    await preflight(plan, opts.existingRoot?.pid, tick);
     tick();
     const processes = plan.units.map((u) => u.image);
     becomeSubreaper();

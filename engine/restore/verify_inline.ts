@@ -26,7 +26,7 @@ const WINDOW = 8 << 20;
  * Bytes folded per background step (a window stays mapped, and its pages
  * count in cryo's RSS, until its fold is done).
  */
-const BACKGROUND_WINDOW = 32 << 20;
+const BACKGROUND_WINDOW = 16 << 20;
 
 /** The shortest fold the folding code takes (ffi/crc32_fold.ts). */
 const FOLD_MIN = 64;
