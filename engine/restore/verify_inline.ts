@@ -1,9 +1,13 @@
 /**
- * Checking the images' checksums on cryo's main thread, a window at a time,
- * in the time the restore session would otherwise spend waiting for the
- * restore stubs (they read the same pages from the page cache meanwhile):
- * no worker thread to start, and no copy of the page data (each window is a
- * read-only mapping of the image, see ffi/file_window.ts).
+ * Checking the images' checksums during a restore, a window at a time: each
+ * window is a read-only mapping of the image (ffi/file_window.ts: no copy of
+ * the page data). Where the CPU has PCLMULQDQ, each window is folded on a
+ * thread of Deno's blocking pool (ffi/crc32_fold.ts `crc32FoldInBackground`)
+ * from the start of the restore, while cryo's main thread reads and compiles
+ * the images, runs the preflight and launches the tree, and the restore
+ * stubs read the same pages from the page cache; cryo polls it at its steps
+ * (no worker to start, no event loop needed). Otherwise the main thread
+ * checks the windows itself while the restore session waits for the stubs.
  *
  * @module
  */
