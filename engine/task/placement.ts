@@ -83,11 +83,13 @@ function procsFile(line: string, mounts: Map<string, string>): string | null {
 
 /** Restore pre-flight: every recorded cgroup that differs from cryo's must exist. */
 export function checkCgroups(processes: readonly ProcessImage[]): void {
-  const mounts = cgroupMounts();
+  // The mount table only when a cgroup differs from cryo's (the usual restore needs none).
+  let mounts: Map<string, string> | undefined;
   const ours = new Set(collectCgroups(Deno.pid));
   for (const p of processes) {
     for (const line of p.cgroups ?? []) {
       if (ours.has(line)) continue;
+      mounts ??= cgroupMounts();
       const file = procsFile(line, mounts);
       if (file === null) {
         throw new RestoreError(
@@ -121,9 +123,10 @@ export function checkCgroups(processes: readonly ProcessImage[]): void {
 export function restoreCgroups(image: ProcessImage): void {
   if (!image.cgroups) return;
   const now = new Set(collectCgroups(image.pid));
-  const mounts = cgroupMounts();
+  let mounts: Map<string, string> | undefined; // read only when a cgroup differs
   for (const line of image.cgroups) {
     if (now.has(line)) continue;
+    mounts ??= cgroupMounts();
     const file = procsFile(line, mounts);
     try {
       if (file === null) throw new Error("hierarchy not mounted");
