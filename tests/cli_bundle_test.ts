@@ -11,7 +11,8 @@
 import assert from "node:assert/strict";
 import { repoRoot, runCommand } from "./helpers/commands.ts";
 import { withTempDir } from "./helpers/fs.ts";
-import { eagerFunctions, FROM_SOURCE, ON_DEMAND, selfContained, SETTLE_MS } from "../cli/bundle.ts";
+import { FROM_SOURCE, ON_DEMAND, selfContained, SETTLE_MS } from "../cli/bundle.ts";
+import { eagerFunctions } from "../cli/bundle_eager.ts";
 import { importModule, installBundle, runningBundled, sourceURL } from "../engine/modules.ts";
 
 const MARK = "cryo-test: ran from the bundle";
@@ -147,6 +148,17 @@ console.log(JSON.stringify({ root: b.root, fromSource: b.fromSource, modules }))
 
     // A file that only decides what is bundled (deno.json) invalidates it too.
     Deno.writeTextFileSync(`${src}/deno.json`, Deno.readTextFileSync(`${src}/deno.json`) + "\n");
+    r = await dump();
+    assert.equal(r.stderr, "cryo: pid 999999 is not running\n");
+    // So does the bundle's rewrite (cli/bundle_eager.ts), once a bundle is in use again.
+    await settle();
+    r = await dump();
+    const third = cached(cache, "dump").js;
+    mark(`${cache}/${third[0]}`);
+    r = await dump();
+    assert.equal(r.stderr, `${MARK}\ncryo: pid 999999 is not running\n`);
+    const eagerSrc = `${src}/cli/bundle_eager.ts`;
+    Deno.writeTextFileSync(eagerSrc, Deno.readTextFileSync(eagerSrc) + "\n// changed\n");
     r = await dump();
     assert.equal(r.stderr, "cryo: pid 999999 is not running\n");
 
