@@ -35,8 +35,9 @@ function parses(body: string): boolean {
  * V8 compiles a parenthesised function at once, with the module, and Deno
  * writes a module's code cache right after that compile: a lazily compiled
  * function (every declaration otherwise) is compiled anew by every command
- * that calls it, an eager one comes from the cache (~40 ms of CPU per small
- * restore; docs/PERFORMANCE.md, "issue 10, third pass, branch startup3").
+ * that calls it, an eager one comes from the cache (25 to 40 ms less CPU
+ * per small dump or restore; docs/PERFORMANCE.md, "issue 10, third pass,
+ * branch startup3").
  *
  * Same behaviour: the declarations are hoisted in the source, so the `var`s
  * come first, before any statement can call them; the name (`f.name`),
