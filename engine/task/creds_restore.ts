@@ -27,6 +27,7 @@ import { describeFailedOp, OP_SIZE } from "../program/builder.ts";
 import type { Bootstrap } from "../restore/stub.ts";
 import { type CredsSections, PR, readThreadCreds, SECBIT_KEEP_CAPS } from "./creds.ts";
 import { credsDifferences } from "./creds_check.ts";
+import { type ProcStatus, readStatus } from "../proc/status.ts";
 
 const SIGTRAP = 5;
 const NO_SYSCALL = 0xffffffffffffffffn;
@@ -141,8 +142,12 @@ export function restoreCreds(image: ProcessImage, compiled: CompiledCreds): void
     const i = others.indexOf(t);
     return i < 0 ? 0 : Number(read[i].rax);
   });
+  // Each status parsed like the first one: lines whose text is the same give the same values.
+  let like: ProcStatus | undefined;
   image.threads.forEach((t, i) => {
-    const have = readThreadCreds(pid, t.tid, bits[i], (bits[i] & SECBIT_KEEP_CAPS) !== 0);
+    const st = readStatus(pid, t.tid, like);
+    like ??= st;
+    const have = readThreadCreds(pid, t.tid, bits[i], (bits[i] & SECBIT_KEEP_CAPS) !== 0, st);
     const diff = credsDifferences(t.creds!, have);
     if (diff.length) {
       throw new RestoreError(
