@@ -3,7 +3,9 @@
  * process is restored (its program ran, the engine's per-thread injections
  * are done), every thread runs its own credentials section of the restore
  * program (see creds.ts), all threads at once (each changes only its own
- * credentials). Every thread's credentials
+ * credentials); each thread but the main one starts at its own-state
+ * section, which goes on into it (engine/restore/thread_state.ts). Every
+ * thread's credentials
  * are then read back (status file; securebits by the section itself when
  * recorded as 0, else by a prctl run in the thread) and compared with the
  * record: a difference, or a step the
