@@ -132,7 +132,11 @@ export function restoreCreds(image: ProcessImage, compiled: CompiledCreds): void
   const fail = (what: string) => `cannot restore the credentials of process ${pid} (${what})`;
   runAll(
     compiled.creds.threads.map(({ tid, op }) => sectionRun(tid, boot, op)),
-    (tid) => fail(`thread ${tid}`),
+    // A thread but the main one runs its own-state section first (engine/restore/thread_state.ts).
+    (tid) =>
+      tid === pid
+        ? fail(`thread ${tid}`)
+        : `cannot restore the state or the credentials of process ${pid} (thread ${tid})`,
   );
 
   // Read back: securebits recorded as 0 by the sections themselves (creds.ts), the
