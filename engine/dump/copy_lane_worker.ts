@@ -5,16 +5,27 @@
  * until none is left, copies each, and answers each with its result or its error (after
  * an error it sets the stop flag and claims no more).
  *
+ * Test hook: with `CRYO_TEST_LANE_DIE=<n>` in the environment the worker
+ * dies in its n-th segment (after the segment's first piece, 1-based):
+ * the segment is left half written and unanswered, and an uncaught error
+ * ends the worker (tests/copy_lanes_test.ts).
+ *
  * @module
  */
 
 import type { LaneReply, LaneRequest } from "./copy_lanes.ts";
-import { claimSegment } from "./lane_claims.ts";
+import { claimSegment, laneDeathAt } from "./lane_claims.ts";
 import { copySegment, newLane } from "./precopy_copy.ts";
 
 // deno-lint-ignore no-explicit-any
 const scope = self as any;
 const reply = (m: LaneReply) => scope.postMessage(m);
+
+/** The test hook's error: the worker dies of it. */
+class LaneDeath extends Error {}
+
+const dieAt = laneDeathAt();
+let copied = 0;
 
 scope.onmessage = async (e: MessageEvent<LaneRequest>) => {
   const { call, segments, control } = e.data;
@@ -24,9 +35,20 @@ scope.onmessage = async (e: MessageEvent<LaneRequest>) => {
     while (Atomics.load(ctl, 1) === 0) {
       const index = claimSegment(ctl, true);
       if (index < 0) break;
+      const die = ++copied === dieAt
+        ? () => {
+          throw new LaneDeath(`copy lane: test death in segment ${index}`);
+        }
+        : undefined;
       try {
-        reply({ call, index, result: await copySegment(segments[index], lane) });
+        reply({ call, index, result: await copySegment(segments[index], lane, die) });
       } catch (err) {
+        if (err instanceof LaneDeath) {
+          setTimeout(() => {
+            throw err;
+          });
+          return;
+        }
         Atomics.store(ctl, 1, 1);
         reply({ call, index, error: err instanceof Error ? err.message : String(err) });
         break;

@@ -128,8 +128,12 @@ export class CopyLanes {
     this.#worker.onmessageerror = () => this.#fail();
   }
 
+  /** Workers of this process that died (not closed): what the tests of a lost lane look at. */
+  static lost = 0;
+
   /** The worker is gone: whatever it claimed and did not finish is done by this thread. */
   #fail(): void {
+    if (!this.#dead) CopyLanes.lost++;
     this.#dead = true;
     for (const h of [...this.#waiting.values()]) h({ gone: true });
   }

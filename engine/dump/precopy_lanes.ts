@@ -12,6 +12,7 @@
 
 import { Precopy } from "./precopy.ts";
 import { CopyLanes, LANE_MIN_BYTES } from "./copy_lanes.ts";
+import { laneDeathAt } from "./lane_claims.ts";
 import { listDescendants } from "../proc/tasks.ts";
 import { readStatus } from "../proc/status.ts";
 
@@ -68,7 +69,10 @@ export async function precopyTree(
         const procs = [...precopy.processes.values()].filter((p) => p.plannedBytes > 0);
         const results = await lanes.copy(
           procs.map((p) => p.job),
-          force === 2 ? { minBytes: 0 } : {},
+          {
+            ...(force === 2 ? { minBytes: 0 } : {}),
+            ...(laneDeathAt() ? { mainLane: false } : {}),
+          },
         );
         procs.forEach((p, i) => p.copied(results[i]));
       }
