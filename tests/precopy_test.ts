@@ -185,6 +185,8 @@ for (
     ["precopy-release", "after the dump's thaw, before releasing the tracking"],
     // engine/dump/uffd_release.ts: the first chunk lifted and unregistered, not the rest.
     ["precopy-release-chunk:2", "in the middle of releasing the tracking, chunk by chunk"],
+    // The same released on the copy lane's thread (engine/dump/precopy_lanes.ts releasePrecopy).
+    ["precopy-release-chunk:2", "in the middle of a release on the copy lane's thread", "2"],
   ]
 ) {
   Deno.test(

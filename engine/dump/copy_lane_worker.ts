@@ -5,6 +5,9 @@
  * until none is left, copies each, and answers each with its result or its error (after
  * an error it sets the stop flag and claims no more).
  *
+ * It also releases a pre-copy's userfaultfd after the dump's thaw
+ * ({@link CopyLanes.release}), while cryo's thread writes the notes.
+ *
  * Test hook: with `CRYO_TEST_LANE_DIE=<n>` in the environment the worker
  * dies in its n-th segment (after the segment's first piece, 1-based):
  * the segment is left half written and unanswered, and an uncaught error
@@ -13,7 +16,8 @@
  * @module
  */
 
-import type { LaneReply, LaneRequest } from "./copy_lanes.ts";
+import type { LaneReleaseRequest, LaneReply, LaneRequest } from "./copy_lanes.ts";
+import { releaseUffd } from "./uffd_release.ts";
 import { claimSegment, laneDeathAt } from "./lane_claims.ts";
 import { copySegment, newLane } from "./precopy_copy.ts";
 
@@ -27,7 +31,13 @@ class LaneDeath extends Error {}
 const dieAt = laneDeathAt();
 let copied = 0;
 
-scope.onmessage = async (e: MessageEvent<LaneRequest>) => {
+scope.onmessage = async (e: MessageEvent<LaneRequest | LaneReleaseRequest>) => {
+  if ("release" in e.data) {
+    const { call, release: { uffd, ranges, chunkBytes } } = e.data;
+    releaseUffd(uffd, ranges, chunkBytes);
+    reply({ call, released: true });
+    return;
+  }
   const { call, segments, control } = e.data;
   const ctl = new Int32Array(control);
   const lane = newLane();

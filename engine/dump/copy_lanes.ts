@@ -37,6 +37,12 @@ import { pausePoint } from "../pause.ts";
 import { claimSegment, MAX_SEGMENTS, stopClaims } from "./lane_claims.ts";
 import { sourceURL } from "../modules.ts";
 import { type CpuLoad, cpuLoad } from "../proc/cpu_load.ts";
+import { releaseUffd } from "./uffd_release.ts";
+import { rawSyscall } from "../../ffi/libc.ts";
+import { SYS } from "../../ffi/sysno.ts";
+
+/** fcntl(2): duplicate with close-on-exec. */
+const F_DUPFD_CLOEXEC = 1030;
 
 /**
  * Below this many bytes to copy, one lane: the worker's creation blocks
@@ -59,9 +65,19 @@ export interface LaneRequest {
   control: SharedArrayBuffer;
 }
 
-/** Message from the worker: one segment done (or failed), or ready. */
+/**
+ * Message to the worker: release a pre-copy's userfaultfd (its copy `uffd`,
+ * which the worker closes) as uffd_release.ts `releaseUffd` does.
+ */
+export interface LaneReleaseRequest {
+  call: number;
+  release: { uffd: number; ranges: [number, number][]; chunkBytes: number };
+}
+
+/** Message from the worker: one segment done (or failed), a release done, or ready. */
 export type LaneReply =
   | { ready: true }
+  | { call: number; released: true }
   | { call: number; index: number; result: SegmentResult }
   | { call: number; index: number; error: string }
   /** The worker is gone (told to the calls in progress by {@link CopyLanes} itself). */
@@ -244,6 +260,30 @@ export class CopyLanes {
       bytes: total,
     };
     return mergeSegments(jobs, segments, results as SegmentResult[]);
+  }
+
+  /**
+   * Releases a pre-copy's userfaultfd `uffd` (uffd_release.ts
+   * `releaseUffd`: its `ranges` lifted and unregistered `chunkBytes` at a
+   * time) on the worker's thread, so that this one goes on meanwhile (the
+   * dump's notes); on this thread when the worker is gone or dies. The
+   * worker works on a copy of the fd; `uffd` is closed when this resolves.
+   */
+  async release(uffd: number, ranges: [number, number][], chunkBytes: number): Promise<void> {
+    const copy = this.#dead ? -1 : Number(rawSyscall(SYS.fcntl, uffd, F_DUPFD_CLOEXEC, 0));
+    if (copy < 0) return releaseUffd(uffd, ranges, chunkBytes);
+    const call = ++this.#calls;
+    const released = await new Promise<boolean>((resolve) => {
+      this.#waiting.set(call, (m) => resolve("released" in m));
+      this.#worker.postMessage(
+        { call, release: { uffd: copy, ranges, chunkBytes } } satisfies LaneReleaseRequest,
+      );
+    });
+    this.#waiting.delete(call);
+    // Released: nothing is registered any more, the close is cheap. Else (the worker died)
+    // whatever it did not do is done here (a chunk done twice is registered and unregistered again).
+    if (released) rawSyscall(SYS.close, uffd);
+    else releaseUffd(uffd, ranges, chunkBytes);
   }
 
   /** Stops the worker (a copy in progress must have returned). */
