@@ -119,6 +119,10 @@ Deno.test("a second lane only with an idle CPU: two CPUs, CPU pressure and load 
   assert.equal(lanesAvailable({ cpus: 2, load1: 4.5, pressure10: 5 }), false);
   assert.equal(lanesAvailable({ cpus: 1, load1: 0.1, pressure10: 0 }), false);
   assert.equal(lanesAvailable({ cpus: 2, load1: 0.4, pressure10: 80 }), false);
+  // The pressure since the command started, when known, rules over the 10-second average.
+  assert.equal(lanesAvailable({ cpus: 2, load1: 1.5, pressure10: 60, pressureRecent: 5 }), true);
+  assert.equal(lanesAvailable({ cpus: 2, load1: 0.4, pressure10: 5, pressureRecent: 70 }), false);
+  assert.equal(lanesAvailable({ cpus: 2, load1: 4.5, pressure10: 5, pressureRecent: 5 }), false);
 });
 
 Deno.test("the lanes claim from opposite ends, each segment once; a stop says what is left", () => {

@@ -93,7 +93,7 @@ export interface LaneOptions {
   mainLane?: boolean;
 }
 
-/** Above this CPU pressure (PSI "some avg10", percent), no second lane. */
+/** Above this CPU pressure (PSI "some", percent), no second lane. */
 export const LANE_MAX_PRESSURE = 40;
 
 /**
@@ -101,14 +101,19 @@ export const LANE_MAX_PRESSURE = 40;
  * pressure below {@link LANE_MAX_PRESSURE} with a load average below twice
  * their number (a dump's own two lanes, its target and the commands run
  * before it raise the load average of a quiet machine, not its pressure);
- * without PSI, a load average below their number. On a busy machine the
- * worker would only add its start-up and its share of the copy's CPU to
- * what the other processes wait for (docs/PERFORMANCE.md, "Copy lanes").
+ * without PSI, a load average below their number. The pressure is the one
+ * since the command started when known ({@link CpuLoad.pressureRecent}):
+ * the 10-second average still holds the CPU a command run just before took
+ * (a benchmark's previous dump), when the machine is idle now. On a busy
+ * machine the worker would only add its start-up and its share of the
+ * copy's CPU to what the other processes wait for (docs/PERFORMANCE.md,
+ * "Copy lanes").
  */
 export function lanesAvailable(load: CpuLoad = cpuLoad()): boolean {
   if (load.cpus < 2) return false;
-  if (load.pressure10 === undefined) return load.load1 < load.cpus;
-  return load.pressure10 < LANE_MAX_PRESSURE && load.load1 < 2 * load.cpus;
+  const pressure = load.pressureRecent ?? load.pressure10;
+  if (pressure === undefined) return load.load1 < load.cpus;
+  return pressure < LANE_MAX_PRESSURE && load.load1 < 2 * load.cpus;
 }
 
 /** Two copy lanes: this thread and a worker thread. */
