@@ -17,7 +17,7 @@
  */
 
 import type { LaneReleaseRequest, LaneReply, LaneRequest } from "./copy_lanes.ts";
-import { releaseUffd } from "./uffd_release.ts";
+import { importModule } from "../modules.ts";
 import { claimSegment, laneDeathAt } from "./lane_claims.ts";
 import { copySegment, newLane } from "./precopy_copy.ts";
 
@@ -34,6 +34,10 @@ let copied = 0;
 scope.onmessage = async (e: MessageEvent<LaneRequest | LaneReleaseRequest>) => {
   if ("release" in e.data) {
     const { call, release: { uffd, ranges, chunkBytes } } = e.data;
+    // Loaded when first needed: not on the way to the copy's start (3 more modules).
+    const { releaseUffd } = await importModule<typeof import("./uffd_release.ts")>(
+      "engine/dump/uffd_release.ts",
+    );
     releaseUffd(uffd, ranges, chunkBytes);
     reply({ call, released: true });
     return;
