@@ -20,6 +20,7 @@
  */
 
 import assert from "node:assert/strict";
+import { CopyLanes } from "../engine/dump/copy_lanes.ts";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { restore } from "../engine/restore/mod.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
@@ -38,11 +39,13 @@ const PAGE = 4096;
 
 // Also on two copy lanes: the tracking is then released on the lane's thread
 // (engine/dump/precopy_lanes.ts releasePrecopy), on a copy of cryo's userfaultfd.
-for (const lanes of ["", "2"]) {
+// And with the lane's worker dying when asked to release (CRYO_TEST_LANE_DIE=release):
+// cryo's thread releases, and closes the worker's copy of the fd.
+for (const [lanes, die] of [["", ""], ["2", ""], ["2", "release"]]) {
   Deno.test(
     `dump --leave-running of a process writing its memory: pre-copied, exact at the last freeze, no trace left${
       lanes ? " (two copy lanes)" : ""
-    }`,
+    }${die ? ", the lane's worker dying at the release" : ""}`,
     withTargets(async () => {
       const { t, trigger, ready } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
         extra: ["64"],
@@ -60,9 +63,15 @@ for (const lanes of ["", "2"]) {
         }).length;
       const ownUffds = uffds();
       if (lanes) Deno.env.set("CRYO_COPY_LANES", lanes);
-      const dump = await checkpoint(t.pid, { dir, leaveRunning: true, precopy: true }).finally(() =>
-        Deno.env.delete("CRYO_COPY_LANES")
+      if (die) Deno.env.set("CRYO_TEST_LANE_DIE", die);
+      const lost = CopyLanes.lost;
+      const dump = await checkpoint(t.pid, { dir, leaveRunning: true, precopy: true }).finally(
+        () => {
+          Deno.env.delete("CRYO_COPY_LANES");
+          Deno.env.delete("CRYO_TEST_LANE_DIE");
+        },
       );
+      assert.equal(CopyLanes.lost, lost + (die ? 1 : 0), "the worker died as told, or lived");
       assert.equal(uffds(), ownUffds, "cryo's copies of the userfaultfd closed");
       const pre = dump.stats.precopy;
       assert.ok(pre, "the dump pre-copied");

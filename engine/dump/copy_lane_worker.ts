@@ -11,14 +11,15 @@
  * Test hook: with `CRYO_TEST_LANE_DIE=<n>` in the environment the worker
  * dies in its n-th segment (after the segment's first piece, 1-based):
  * the segment is left half written and unanswered, and an uncaught error
- * ends the worker (tests/copy_lanes_test.ts).
+ * ends the worker (tests/copy_lanes_test.ts); with `release` it dies on its
+ * first release request, its copy of the fd left open (tests/precopy_test.ts).
  *
  * @module
  */
 
 import type { LaneReleaseRequest, LaneReply, LaneRequest } from "./copy_lanes.ts";
 import { importModule } from "../modules.ts";
-import { claimSegment, laneDeathAt } from "./lane_claims.ts";
+import { claimSegment, laneDeathAt, laneDeathInRelease } from "./lane_claims.ts";
 import { copySegment, newLane } from "./precopy_copy.ts";
 
 // deno-lint-ignore no-explicit-any
@@ -34,6 +35,7 @@ let copied = 0;
 scope.onmessage = async (e: MessageEvent<LaneRequest | LaneReleaseRequest>) => {
   if ("release" in e.data) {
     const { call, release: { uffd, ranges, chunkBytes } } = e.data;
+    if (laneDeathInRelease()) throw new LaneDeath("copy lane: test death in a release");
     // Loaded when first needed: not on the way to the copy's start (3 more modules).
     const { releaseUffd } = await importModule<typeof import("./uffd_release.ts")>(
       "engine/dump/uffd_release.ts",

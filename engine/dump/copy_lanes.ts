@@ -41,6 +41,15 @@ import { releaseUffd } from "./uffd_release.ts";
 import { rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
 
+/** Whether this process's fd `fd` is a userfaultfd. */
+function isUserfaultfd(fd: number): boolean {
+  try {
+    return Deno.readLinkSync(`/proc/self/fd/${fd}`) === "anon_inode:[userfaultfd]";
+  } catch {
+    return false;
+  }
+}
+
 /** fcntl(2): duplicate with close-on-exec. */
 const F_DUPFD_CLOEXEC = 1030;
 
@@ -286,9 +295,11 @@ export class CopyLanes {
     });
     this.#waiting.delete(call);
     // Released: nothing is registered any more, the close is cheap. Else (the worker died)
-    // whatever it did not do is done here (a chunk done twice is registered and unregistered again).
-    if (released) rawSyscall(SYS.close, uffd);
-    else releaseUffd(uffd, ranges, chunkBytes);
+    // whatever it did not do is done here (a chunk done twice is registered and unregistered
+    // again), and its copy, if still open, is closed (cryo opens no other userfaultfd by then).
+    if (released) return void rawSyscall(SYS.close, uffd);
+    releaseUffd(uffd, ranges, chunkBytes);
+    if (isUserfaultfd(copy)) rawSyscall(SYS.close, copy);
   }
 
   /** Stops the worker (a copy in progress must have returned). */

@@ -48,3 +48,15 @@ export function laneDeathAt(): number {
     return 0; // no env permission
   }
 }
+
+/**
+ * `CRYO_TEST_LANE_DIE=release`: the worker lane dies when asked to release
+ * a pre-copy's userfaultfd, before it does anything (copy_lane_worker.ts).
+ */
+export function laneDeathInRelease(): boolean {
+  try {
+    return Deno.env.get("CRYO_TEST_LANE_DIE") === "release";
+  } catch {
+    return false;
+  }
+}
