@@ -18,7 +18,6 @@
  */
 
 import type { LaneReleaseRequest, LaneReply, LaneRequest } from "./copy_lanes.ts";
-import { importModule } from "../modules.ts";
 import { claimSegment, laneDeathAt, laneDeathInRelease } from "./lane_claims.ts";
 import { copySegment, newLane } from "./precopy_copy.ts";
 
@@ -36,10 +35,11 @@ scope.onmessage = async (e: MessageEvent<LaneRequest | LaneReleaseRequest>) => {
   if ("release" in e.data) {
     const { call, release: { uffd, ranges, chunkBytes } } = e.data;
     if (laneDeathInRelease()) throw new LaneDeath("copy lane: test death in a release");
-    // Loaded when first needed: not on the way to the copy's start (3 more modules).
-    const { releaseUffd } = await importModule<typeof import("./uffd_release.ts")>(
-      "engine/dump/uffd_release.ts",
-    );
+    // Loaded when first needed: not on the way to the copy's start (3 more modules). The
+    // worker always runs from its source files (CopyLanes starts it by sourceURL), and a
+    // specifier in a variable is not loaded with this module.
+    const release = new URL("./uffd_release.ts", import.meta.url).href;
+    const { releaseUffd } = await import(release) as typeof import("./uffd_release.ts");
     releaseUffd(uffd, ranges, chunkBytes);
     reply({ call, released: true });
     return;
