@@ -15,7 +15,20 @@
 import type { Mapping, ProcessImage } from "../model.ts";
 import type { MemoryProcessFlags } from "../memory/flags.ts";
 import { readMaps } from "../proc/maps.ts";
-import { flagsOfMaps, type SmapsArea } from "../proc/smaps_flags.ts";
+import {
+  flagsOfMaps,
+  readSmapsFlagsOffThread,
+  sameArea,
+  type SmapsArea,
+} from "../proc/smaps_flags.ts";
+import {
+  bpfUnavailable,
+  checkDecoding,
+  decodeVmFlags,
+  loadVmaIterator,
+  readVmaRecords,
+} from "../proc/vma_flags_bpf.ts";
+import { listDescendants } from "../proc/tasks.ts";
 import type { CollectedProcess } from "./process.ts";
 
 /**
@@ -80,4 +93,139 @@ export async function awaitVmFlags(
     const memoryFlags = await pending;
     if (Object.keys(memoryFlags).length) image.memoryFlags = memoryFlags;
   }
+}
+
+/**
+ * `CRYO_VMFLAGS=smaps` in the environment: the VmFlags come from smaps
+ * alone, never from the BPF iterator (A/B measurements, tests).
+ */
+export function vmFlagsForcedSmaps(): boolean {
+  try {
+    return Deno.env.get("CRYO_VMFLAGS") === "smaps";
+  } catch {
+    return false; // no env permission: the default
+  }
+}
+
+/**
+ * What an smaps read made before the freeze confirmed of the BPF decoding
+ * (engine/proc/vma_flags_bpf.ts), per process of the tree.
+ */
+export interface VmFlagsCheck {
+  processes: Map<number, {
+    /** Every vm_flags bit that smaps confirmed the code of. */
+    bits: bigint;
+    /** Areas smaps lists that the iterator does not ([vsyscall], the gate area), as read. */
+    gate: SmapsArea[];
+  }>;
+}
+
+/**
+ * How the VmFlags of each process were read at the latest freeze: "bpf",
+ * or "smaps: <why not bpf>" (a debug-level reason; tests look at it).
+ */
+export const vmFlagsPaths = new Map<number, string>();
+
+/**
+ * Starts the check of the BPF source of VmFlags for the processes of the
+ * tree of `root` (running or frozen; before the dump's freeze): loads the
+ * iterator (once per cryo process) while an smaps read of each process runs
+ * on another thread, then compares the iterator's decoded flags with smaps
+ * area by area. Settles with undefined when the BPF path is not to be used
+ * for this dump (forced off, unavailable, or one disagreement anywhere);
+ * never rejects. Awaited before the freeze: its smaps walk must not hold a
+ * frozen target's mmap lock against the injected calls.
+ */
+export function startVmFlagsCheck(
+  root: number,
+  pids?: number[],
+): Promise<VmFlagsCheck | undefined> {
+  vmFlagsPaths.clear();
+  if (vmFlagsForcedSmaps()) return Promise.resolve(undefined);
+  let list: number[];
+  try {
+    list = pids ?? [...listDescendants(root).keys()];
+  } catch {
+    return Promise.resolve(undefined); // the dump will tell
+  }
+  const reads = list.map((pid) => readSmapsFlagsOffThread(pid));
+  if (!loadVmaIterator()) {
+    for (const pid of list) vmFlagsPaths.set(pid, `smaps: ${bpfUnavailable()}`);
+    return Promise.resolve(undefined);
+  }
+  const check: VmFlagsCheck = { processes: new Map() };
+  let disagreement: string | undefined;
+  return Promise.all(list.map(async (pid, i) => {
+    try {
+      const smaps = await reads[i];
+      const c = checkDecoding(readVmaRecords(pid), smaps);
+      if (c.disagreement) disagreement ??= `process ${pid}: ${c.disagreement}`;
+      const gate = smaps.filter((a) => a.path === "[vsyscall]");
+      check.processes.set(pid, { bits: c.confirmedBits, gate });
+    } catch (e) {
+      vmFlagsPaths.set(pid, `smaps: check failed: ${e instanceof Error ? e.message : e}`);
+    }
+  })).then(() => {
+    if (disagreement === undefined) return check;
+    for (const pid of list) vmFlagsPaths.set(pid, `smaps: ${disagreement}`);
+    return undefined;
+  });
+}
+
+/** vm_flags bits that maps shows as permissions: read, write, exec, may-share. */
+const VM_READ = 1n, VM_WRITE = 2n, VM_EXEC = 4n, VM_MAYSHARE = 0x80n;
+
+/** Whether a maps permission string ("rw-p") is the one `flags` make. */
+function permsOf(perms: string, flags: bigint): boolean {
+  return (perms[0] === "r") === ((flags & VM_READ) !== 0n) &&
+    (perms[1] === "w") === ((flags & VM_WRITE) !== 0n) &&
+    (perms[2] === "x") === ((flags & VM_EXEC) !== 0n) &&
+    (perms[3] === "s") === ((flags & VM_MAYSHARE) !== 0n);
+}
+
+/**
+ * The areas of frozen process `pid` from maps, with their VmFlags from the
+ * BPF iterator: exact, or undefined (the caller reads smaps). The iterator
+ * must list exactly the areas of maps, by address, but the gate area (which
+ * must then be the one the check read); every flag bit must be one the
+ * check confirmed, and the maps permissions must be the flags' own.
+ */
+export function frozenVmFlags(pid: number, check?: VmFlagsCheck): SmapsArea[] | undefined {
+  const confirmed = check?.processes.get(pid);
+  if (!confirmed) {
+    if (!vmFlagsPaths.has(pid)) vmFlagsPaths.set(pid, "smaps: not checked");
+    return undefined;
+  }
+  const fail = (why: string) => {
+    vmFlagsPaths.set(pid, `smaps: ${why}`);
+    return undefined;
+  };
+  const maps = mapsWithoutFlags(pid);
+  let records;
+  try {
+    records = readVmaRecords(pid);
+  } catch (e) {
+    return fail(`iterator: ${e instanceof Error ? e.message : e}`);
+  }
+  let j = 0;
+  for (const m of maps) {
+    if (j < records.count && records.start[j] === m.start) {
+      const flags = records.flags[j];
+      if (records.end[j++] !== m.end) return fail(`area ${m.start.toString(16)} differs from maps`);
+      if ((flags & ~confirmed.bits) !== 0n) {
+        return fail(`flags 0x${flags.toString(16)} have a bit smaps did not confirm`);
+      }
+      const codes = decodeVmFlags(flags);
+      if (!codes) return fail(`flags 0x${flags.toString(16)} have an unknown bit`);
+      if (!permsOf(m.perms, flags)) return fail(`flags 0x${flags.toString(16)} are not ${m.perms}`);
+      m.vmFlags = codes;
+    } else {
+      const gate = confirmed.gate.find((g) => sameArea(g, m));
+      if (!gate) return fail(`area ${m.start.toString(16)} of maps is not the iterator's`);
+      m.vmFlags = gate.vmFlags;
+    }
+  }
+  if (j !== records.count) return fail(`the iterator lists ${records.count} areas, maps ${j}`);
+  vmFlagsPaths.set(pid, "bpf");
+  return maps;
 }
