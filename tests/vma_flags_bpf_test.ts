@@ -5,7 +5,8 @@
  * madvise flags, rt_maps with many mappings of several kinds); the
  * freeze's reader gives exactly what smaps gives; a decoding smaps does not
  * confirm, or a bit it never confirmed, sends the dump to smaps; forcing
- * smaps (CRYO_VMFLAGS=smaps) works; the program's bpf_attr offsets and
+ * smaps (CRYO_VMFLAGS=smaps) works; a small process stays on smaps unless
+ * CRYO_VMFLAGS=bpf; the program's bpf_attr offsets and
  * numbers are the running kernel's; and a dump taken on the BPF path
  * restores with the target's own checks passing.
  */
@@ -55,6 +56,16 @@ function assertIteratorIsSmaps(pid: number, what: string): number {
     );
   });
   return smaps.length;
+}
+
+/** Runs `fn` with CRYO_VMFLAGS=bpf (the iterator for a process of any size). */
+async function withBpfForced<T>(fn: () => Promise<T>): Promise<T> {
+  Deno.env.set("CRYO_VMFLAGS", "bpf");
+  try {
+    return await fn();
+  } finally {
+    Deno.env.delete("CRYO_VMFLAGS");
+  }
 }
 
 /** Runs `fn` on the frozen tree of `pid`, then thaws it. */
@@ -117,7 +128,10 @@ Deno.test(
   "vma flags bpf: the freeze's reader gives smaps' areas and flags, after a check before the freeze",
   withTargets(async () => {
     const { t } = await startTriggered("rt_memflags", MEMFLAGS_READY);
-    const check = await startVmFlagsCheck(t.pid);
+    // By default a small process is not worth the iterator's check.
+    assert.equal(await startVmFlagsCheck(t.pid), undefined);
+    assert.equal(vmFlagsPaths.get(t.pid), "smaps: small");
+    const check = await withBpfForced(() => startVmFlagsCheck(t.pid));
     assert.ok(check?.processes.has(t.pid), `checked: ${vmFlagsPaths.get(t.pid)}`);
     frozen(t.pid, () => {
       const areas = frozenVmFlags(t.pid, check);
@@ -195,7 +209,7 @@ Deno.test(
       Deno.env.delete("CRYO_VMFLAGS");
     }
     assert.equal(vmFlagsPaths.get(pid), "smaps: not checked");
-    const { dir } = await dumpKillRestore(t);
+    const { dir } = await withBpfForced(() => dumpKillRestore(t));
     assert.equal(vmFlagsPaths.get(pid), "bpf");
     const a = (await readImageFile(`${forcedDir}/${pid}.elf`)).process.mappings;
     const b = (await readImageFile(`${dir}/${pid}.elf`)).process.mappings;
