@@ -1,11 +1,22 @@
 /**
- * The mappings' VmFlags of a frozen process, read beside the rest of the
- * collect. /proc/<pid>/smaps is their only source, and it walks every page
- * table entry of every area (~60 ms for 2 GiB resident). The collect takes
- * the areas from maps (no page walk), makes its injected calls, and only
- * then starts the smaps read on another thread: the injection's own areas
- * (scratch, batch and probe pages) are gone by then, and the frozen tree
- * changes no mapping, so smaps lists exactly the areas of maps. That is
+ * The mappings' VmFlags of a frozen process, by the cheapest exact source.
+ *
+ * First choice, for a process large enough to pay for it ({@link bpfFlagsPay}):
+ * the areas from /proc/<pid>/maps and each area's vm_flags from a BPF
+ * task_vma iterator (engine/proc/vma_flags_bpf.ts), decoded to smaps'
+ * two-letter codes by a table. Before the freeze, {@link startVmFlagsCheck}
+ * reads smaps of each process and compares the table's decoding with it
+ * area by area: one disagreement and the dump reads smaps as before; at the
+ * freeze, {@link frozenVmFlags} takes the iterator's flags only if it lists
+ * exactly the areas of maps and every bit set is one smaps confirmed.
+ * `CRYO_VMFLAGS=smaps` forces smaps, `=bpf` the iterator at any size.
+ *
+ * Otherwise /proc/<pid>/smaps, which walks every page table entry of every
+ * area (~60 ms for 2 GiB resident). For a large resident set the collect
+ * takes the areas from maps (no page walk), makes its injected calls, and
+ * only then starts the smaps read on another thread: the injection's own
+ * areas (scratch, batch and probe pages) are gone by then, and the frozen
+ * tree changes no mapping, so smaps lists exactly the areas of maps. That is
  * checked area by area ({@link flagsOfMaps}): a difference fails the dump,
  * never fills in a flag from another area.
  *
