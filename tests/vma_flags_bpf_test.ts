@@ -32,6 +32,7 @@ import { readSmapsFlags, type SmapsArea } from "../engine/proc/smaps_flags.ts";
 import { frozenVmFlags, startVmFlagsCheck, vmFlagsPaths } from "../engine/dump/vm_flags.ts";
 import { freezeTree, thawTree } from "../engine/dump/freeze.ts";
 import { checkpoint } from "../engine/dump/mod.ts";
+import { restore } from "../engine/restore/mod.ts";
 import { readImageFile } from "../engine/image/reader.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
@@ -234,6 +235,33 @@ bpfTest(
       ["maps-and-flags", "vmlck", "contents", "guard-pages", "growsdown-grows"],
       await t.wait(15000),
       { what: "rt_memflags on the BPF path" },
+    );
+  }),
+);
+
+bpfTest(
+  "vma flags bpf: a pre-copied dump (the check in the pin barrier, tracked areas flagged uw) restores rt_memflags",
+  withTargets(async () => {
+    const { t, trigger } = await startTriggered("rt_memflags", MEMFLAGS_READY);
+    const dir = await tempImageDir();
+    const dump = await withBpfForced(() =>
+      checkpoint(t.pid, { dir, leaveRunning: true, precopy: true })
+    );
+    assert.ok(dump.stats.precopy, "pre-copied");
+    assert.equal(vmFlagsPaths.get(t.pid), "bpf");
+    // The tracking's own "uw" is not in the image (as on the smaps path).
+    const { process } = await readImageFile(`${dir}/${t.pid}.elf`);
+    assert.ok(!process.mappings.some((m) => m.vmFlags.includes("uw")), "no uw recorded");
+    await t.kill();
+    const tree = await restore(dir);
+    t.resetAfterRestore();
+    assert.equal(tree.rootPid, t.pid);
+    await Deno.writeTextFile(trigger, "");
+    assertChecksPassed(
+      t,
+      ["maps-and-flags", "vmlck", "contents", "guard-pages", "growsdown-grows"],
+      await t.wait(15000),
+      { what: "rt_memflags pre-copied on the BPF path" },
     );
   }),
 );
