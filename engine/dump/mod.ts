@@ -204,26 +204,34 @@ function checkTarget(pid: number, ownPidNamespace = false): void {
   if (pid === 1 && !ownPidNamespace) throw new TargetError("pid 1 (init) cannot be checkpointed");
 }
 
-async function prepareDir(dir: string): Promise<string> {
+/**
+ * Checks `dir` (absent or empty, its parent present) and creates the
+ * private partial directory the dump writes into; returns its path. Only
+ * synchronous calls: in a fresh Deno (every CLI dump) each first async
+ * file op costs far more than its syscall.
+ */
+function prepareDir(dir: string): string {
   const abs = resolve(dir);
   try {
-    const st = await Deno.stat(abs);
+    const st = Deno.statSync(abs);
     if (!st.isDirectory) throw new TargetError(`${dir} exists and is not a directory`);
-    for await (const _ of Deno.readDir(abs)) {
+    for (const _ of Deno.readDirSync(abs)) {
       throw new TargetError(`directory ${dir} already exists and is not empty`);
     }
   } catch (e) {
     if (!(e instanceof Deno.errors.NotFound)) throw e;
   }
   try {
-    await Deno.stat(dirname(abs));
+    Deno.statSync(dirname(abs));
   } catch {
     throw new TargetError(`parent directory of ${dir} does not exist`);
   }
-  await removeStalePartials(abs);
+  removeStalePartials(abs);
   const tmp = `${dirname(abs)}/.${basename(abs)}.cryo-partial-${Deno.pid}`;
-  await Deno.remove(tmp, { recursive: true }).catch(() => {});
-  await makePrivateDir(tmp);
+  try {
+    Deno.removeSync(tmp, { recursive: true });
+  } catch { /* none left by an earlier dump of this pid */ }
+  makePrivateDir(tmp);
   return tmp;
 }
 
@@ -365,7 +373,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
   // by a tracer wait, is kept for its parent's own wait (a policy runner's).
   const rootIsOurChild = readStat(pid).ppid === Deno.pid;
   const t0 = performance.now();
-  const tmp = await prepareDir(opts.dir);
+  const tmp = prepareDir(opts.dir);
   const finalDir = resolve(opts.dir);
   const sync = opts.sync !== false;
   let tree: FrozenTree | undefined;
@@ -587,7 +595,9 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       thawTree(tree);
       freezeSeconds = (performance.now() - tree.frozenAt) / 1000;
       if (precopy) pausePoint("precopy-release");
-      precopy?.close(); // lifts the tracking's protections with the tree running
+      // Lifts the tracking's protections with the tree running, on another
+      // thread while the images are completed; waited for before returning.
+      precopy?.release();
       thawed = true;
       chain.frozen = false;
       opts.onEvent?.({ type: "thawed", freezeSeconds });
@@ -630,6 +640,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         ...streamedPageBlocks(streamer, writer.pagesStart, summary.pagesBytes, pagesCrc, pre),
       });
     }
+    await precopy?.released();
     const stats: DumpStats = {
       processes: images.length,
       threads: threadCount,
@@ -705,6 +716,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     ) {
       parkStatus({ ...e.status, pid });
     }
+    await precopy?.released(); // a release under way ends first
     precopy?.close();
     chain.failed(tree);
     for (const s of streamers) await s.abort();

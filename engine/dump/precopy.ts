@@ -56,7 +56,7 @@ import type { ProcessImage } from "../model.ts";
 import { PagemapScanner, type ScanRegion } from "../proc/pagemap_scan.ts";
 import { freezeTree, type FrozenTree, thawTree } from "./freeze.ts";
 import { withInjection } from "./injected.ts";
-import { bootstrapSizeFor, classifyVma, pagePolicy, refusedMapping, type Vma } from "./vmas.ts";
+import { classifyVma, pagePolicy, refusedMapping, type Vma } from "./vmas.ts";
 import { crc32 } from "../image/crc32.ts";
 import { CRC_BLOCK } from "./memory.ts";
 import { crc32Combine } from "../image/checksum.ts";
@@ -72,7 +72,7 @@ import {
   trackingFdBase,
 } from "./tracking.ts";
 import { pausePoint } from "../pause.ts";
-import { releaseChunk, releaseUffd } from "./uffd_release.ts";
+import { releaseChunk, releaseUffd, releaseUffdOffThread } from "./uffd_release.ts";
 
 const O_CLOEXEC = 0o2000000;
 const O_NONBLOCK = 0o4000;
@@ -134,6 +134,17 @@ export interface SplitPiece {
   /** With "parent": steps up the chain to the image holding it. */
   depth?: number;
 }
+
+/**
+ * File room left for the bootstrap blob before a pre-copy's page data. The
+ * blob of a dump's image is the stub and its standalone message program
+ * (the process's pid and name and the image's path: a few KiB whatever the
+ * process), not the restore program; a blob that outgrows the room drops
+ * the pre-copy (engine/dump/mod.ts). It is read back for the checksum at
+ * every dump (engine/image/checksum.ts `checksumAround`): a room sized like
+ * the bootstrap's memory (1 MiB and more, a hole) cost ~5 ms of reading.
+ */
+export const PRECOPY_BLOB_ROOM = 64 * 1024;
 
 /** The pre-copy of one process. */
 export class PrecopyProcess {
@@ -255,6 +266,7 @@ export class PrecopyProcess {
    * CRC-32 of the pre-copied data [pagesStart, pagesEnd) of the image file
    * `path` as it is now: the blocks `overwritten` touches are read again.
    */
+  // deno-lint-ignore require-await
   async pagesCrc(
     path: string,
     overwritten: { fileOffset: number; length: number }[],
@@ -267,14 +279,15 @@ export class PrecopyProcess {
     }
     const crcs = [...this.#blockCrcs];
     if (dirty.size) {
-      using f = await Deno.open(path, { read: true });
+      // Synchronous reads: a few blocks at most, cheaper than async ops in a fresh Deno.
+      using f = Deno.openSync(path, { read: true });
       const buf = new Uint8Array(CRC_BLOCK);
       for (const b of dirty) {
         const at = this.pagesStart + b * CRC_BLOCK;
         const len = Math.min(CRC_BLOCK, this.pagesEnd - at);
-        await f.seek(at, Deno.SeekMode.Start);
+        f.seekSync(at, Deno.SeekMode.Start);
         for (let d = 0; d < len;) {
-          const n = await f.read(buf.subarray(d, len));
+          const n = f.readSync(buf.subarray(d, len));
           if (n === null) throw new Error(`${path}: short read at ${at + d}`);
           d += n;
         }
@@ -300,6 +313,21 @@ export class PrecopyProcess {
     else if (this.uffd >= 0) releaseUffd(this.uffd, this.registered, releaseChunk.bytes);
     this.uffd = -1;
     endLifting(this.pid);
+  }
+
+  /**
+   * {@link close} with the release's ioctls on another thread (the dump
+   * completes its images meanwhile). Never rejects.
+   */
+  async release(): Promise<void> {
+    if (this.uffd < 0 || this.keep) return this.close();
+    const fd = this.uffd;
+    this.uffd = -1;
+    try {
+      await releaseUffdOffThread(fd, this.registered, releaseChunk.bytes);
+    } finally {
+      endLifting(this.pid);
+    }
   }
 }
 
@@ -546,17 +574,11 @@ export class Precopy {
         const uffd = takeUffd(p.pid, keep ? kept : undefined);
         if (uffd < 0) continue;
         if (keep) setTrackingFd(p.pid, kept.targetFd);
-        let fds = 0;
-        try {
-          // A count is all the room needs: no fdinfo read per fd while frozen.
-          fds = [...Deno.readDirSync(`/proc/${p.pid}/fd`)].length;
-        } catch { /* counted at the dump */ }
-        // Room for the bootstrap blob, with a wide margin; a larger blob at the dump drops the pre-copy.
-        const room = bootstrapSizeFor(vmas.length + 64, fds + 16, p.threads.length + 4);
+        // Room for the bootstrap blob; a larger blob at the dump drops the pre-copy.
         const proc = new PrecopyProcess(
           p.pid,
           `${dir}/${p.pid}.elf.partial`,
-          BOOTSTRAP_FILE_OFFSET + room,
+          BOOTSTRAP_FILE_OFFSET + PRECOPY_BLOB_ROOM,
           uffd,
         );
         proc.keep = keep;
@@ -673,6 +695,22 @@ export class Precopy {
   /** Closes every userfaultfd (no protection or registration stays in the tree). */
   close(): void {
     for (const p of this.processes.values()) p.close();
+  }
+
+  #releasing: Promise<unknown> = Promise.resolve();
+
+  /**
+   * Starts {@link PrecopyProcess.release} of every process (after the
+   * dump's thaw: the walks run beside the completion of the images);
+   * {@link released} waits for them.
+   */
+  release(): void {
+    this.#releasing = Promise.all([...this.processes.values()].map((p) => p.release()));
+  }
+
+  /** Waits for {@link release}: no protection or registration stays in the tree. */
+  async released(): Promise<void> {
+    await this.#releasing.catch(() => {});
   }
 
   /** Forgets the pre-copy of `pid` (its file is rewritten by the dump). */

@@ -42,8 +42,11 @@ import { SYS } from "../../ffi/sysno.ts";
 import {
   UFFDIO_REGISTER_MODE_WP,
   uffdRegister,
+  uffdRegisterOffThread,
   uffdUnregister,
+  uffdUnregisterOffThread,
   uffdWriteProtect,
+  uffdWriteProtectOffThread,
 } from "../../ffi/uffd.ts";
 import { pausePoint } from "../pause.ts";
 
@@ -89,6 +92,83 @@ function adjacentMerged(ranges: readonly [number, number][]): [number, number][]
   return out;
 }
 
+/** One ioctl of a release, runnable on this thread or on another one. */
+interface ReleaseCall {
+  kind: keyof ReleaseStats["longestMs"];
+  now(): bigint;
+  offThread(): Promise<bigint>;
+}
+
+/**
+ * The steps of a release (see {@link releaseUffd}): yields each ioctl and
+ * takes its result; the caller closes the fd afterwards.
+ */
+function* releaseSteps(
+  uffd: number,
+  ranges: readonly [number, number][],
+  chunkBytes: number,
+  s: ReleaseStats,
+): Generator<ReleaseCall, void, bigint> {
+  if (chunkBytes <= 0) return;
+  for (const [start, end] of adjacentMerged(ranges)) {
+    for (let at = start; at < end; at += chunkBytes) {
+      const a = BigInt(at), len = BigInt(Math.min(chunkBytes, end - at));
+      pausePoint("precopy-release-chunk");
+      const registered: bigint = yield {
+        kind: "register",
+        now: () => uffdRegister(uffd, a, len, UFFDIO_REGISTER_MODE_WP),
+        offThread: () => uffdRegisterOffThread(uffd, a, len, UFFDIO_REGISTER_MODE_WP),
+      };
+      if (registered < 0n) {
+        s.leftToClose++;
+        continue;
+      }
+      if (releaseChunk.liftFirst) {
+        yield {
+          kind: "writeprotect",
+          now: () => uffdWriteProtect(uffd, a, len, 0n),
+          offThread: () => uffdWriteProtectOffThread(uffd, a, len, 0n),
+        };
+      }
+      const unregistered: bigint = yield {
+        kind: "unregister",
+        now: () => uffdUnregister(uffd, a, len),
+        offThread: () => uffdUnregisterOffThread(uffd, a, len),
+      };
+      if (unregistered < 0n) s.leftToClose++;
+      else s.chunks++;
+    }
+  }
+}
+
+/** Fresh stats of a release starting now. */
+function newStats(t0: number): ReleaseStats {
+  return {
+    startedAtMs: performance.timeOrigin + t0,
+    totalMs: 0,
+    chunks: 0,
+    leftToClose: 0,
+    longestIoctlMs: 0,
+    longestMs: { register: 0, writeprotect: 0, unregister: 0 },
+    closeMs: 0,
+  };
+}
+
+/** Records one ioctl's time. */
+function timed(s: ReleaseStats, kind: ReleaseCall["kind"], ms: number): void {
+  s.longestIoctlMs = Math.max(s.longestIoctlMs, ms);
+  s.longestMs[kind] = Math.max(s.longestMs[kind], ms);
+}
+
+/** Closes the fd and records the stats. */
+function closeReleased(uffd: number, s: ReleaseStats, t0: number): void {
+  const c = performance.now();
+  rawSyscall(SYS.close, uffd);
+  s.closeMs = performance.now() - c;
+  s.totalMs = performance.now() - t0;
+  if (releaseStats.length < 1024) releaseStats.push(s);
+}
+
 /**
  * Releases cryo's userfaultfd `uffd` (a copy whose creator's mm registered
  * the mappings `ranges`, [start, end) in address order, in write-protect
@@ -101,41 +181,39 @@ export function releaseUffd(
   chunkBytes = releaseChunk.bytes,
 ): void {
   const t0 = performance.now();
-  const s: ReleaseStats = {
-    startedAtMs: performance.timeOrigin + t0,
-    totalMs: 0,
-    chunks: 0,
-    leftToClose: 0,
-    longestIoctlMs: 0,
-    longestMs: { register: 0, writeprotect: 0, unregister: 0 },
-    closeMs: 0,
-  };
-  const timed = (kind: keyof ReleaseStats["longestMs"], f: () => bigint): bigint => {
+  const s = newStats(t0);
+  const steps = releaseSteps(uffd, ranges, chunkBytes, s);
+  for (let step = steps.next(); !step.done;) {
     const a = performance.now();
-    const r = f();
-    const ms = performance.now() - a;
-    s.longestIoctlMs = Math.max(s.longestIoctlMs, ms);
-    s.longestMs[kind] = Math.max(s.longestMs[kind], ms);
-    return r;
-  };
-  if (chunkBytes > 0) {
-    for (const [start, end] of adjacentMerged(ranges)) {
-      for (let at = start; at < end; at += chunkBytes) {
-        const a = BigInt(at), len = BigInt(Math.min(chunkBytes, end - at));
-        pausePoint("precopy-release-chunk");
-        if (timed("register", () => uffdRegister(uffd, a, len, UFFDIO_REGISTER_MODE_WP)) < 0n) {
-          s.leftToClose++;
-          continue;
-        }
-        if (releaseChunk.liftFirst) timed("writeprotect", () => uffdWriteProtect(uffd, a, len, 0n));
-        if (timed("unregister", () => uffdUnregister(uffd, a, len)) < 0n) s.leftToClose++;
-        else s.chunks++;
-      }
-    }
+    const r = step.value.now();
+    timed(s, step.value.kind, performance.now() - a);
+    step = steps.next(r);
   }
-  const c = performance.now();
-  rawSyscall(SYS.close, uffd);
-  s.closeMs = performance.now() - c;
-  s.totalMs = performance.now() - t0;
-  if (releaseStats.length < 1024) releaseStats.push(s);
+  closeReleased(uffd, s, t0);
+}
+
+/**
+ * {@link releaseUffd} with its ioctls (the page-table walks) on another
+ * thread: the dump completes its images meanwhile. Never rejects.
+ */
+export async function releaseUffdOffThread(
+  uffd: number,
+  ranges: readonly [number, number][],
+  chunkBytes = releaseChunk.bytes,
+): Promise<void> {
+  const t0 = performance.now();
+  const s = newStats(t0);
+  const steps = releaseSteps(uffd, ranges, chunkBytes, s);
+  for (let step = steps.next(); !step.done;) {
+    const a = performance.now();
+    let r: bigint;
+    try {
+      r = await step.value.offThread();
+    } catch {
+      r = -22n; // left to the close
+    }
+    timed(s, step.value.kind, performance.now() - a);
+    step = steps.next(r);
+  }
+  closeReleased(uffd, s, t0);
 }
