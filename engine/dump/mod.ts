@@ -51,7 +51,12 @@ import { BootstrapBuilder, messageProgram } from "../restore/stub.ts";
 import type { Precopy, PrecopyProcess } from "./precopy.ts";
 import { precopyPays } from "./precopy_policy.ts";
 import { precopyTree } from "./precopy_lanes.ts";
-import { rehearseCollect, warmUpFinalFreeze, warmUpProcReaders } from "./rehearsal.ts";
+import {
+  rehearseCollect,
+  warmUpFinalFreeze,
+  warmUpInjection,
+  warmUpProcReaders,
+} from "./rehearsal.ts";
 import { planPages, savePlanned } from "./plan.ts";
 import { readStatus } from "../proc/status.ts";
 import { readLocksOffThread } from "../proc/locks.ts";
@@ -392,6 +397,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     ) {
       chain.touched = opts.preDump === true;
       warmUpProcReaders();
+      warmUpInjection(pid);
       // Precopy.start, then the copy: on two lanes when it pays (engine/dump/precopy_lanes.ts).
       precopy = await precopyTree(
         pid,

@@ -28,6 +28,8 @@ import { BootstrapBuilder, messageProgram } from "../restore/stub.ts";
 import { checkFdOwners, checkProcessPaths } from "./tree_state.ts";
 import type { FrozenTree } from "./freeze.ts";
 import { rawSyscallOffThread } from "../../ffi/libc.ts";
+import { findSafeSites } from "../../ffi/safe_inject.ts";
+import { listDescendants } from "../proc/tasks.ts";
 
 /**
  * Collects every process of frozen `tree` and discards the result; never
@@ -79,6 +81,26 @@ export async function warmUpFinalFreeze(): Promise<void> {
   await rawSyscallOffThread(SYS.getpid);
   const boot = new BootstrapBuilder(0x10000n);
   boot.finish({ restore: messageProgram(boot.program(), "cryo warm-up\n", 1) });
+}
+
+/**
+ * Finds, with the tree of `root` running, the code sequences crash-safe
+ * injection needs in each of its processes (ffi/safe_inject.ts
+ * `findSafeSites`, which remembers them): the first freeze then only reads
+ * them back instead of searching megabytes of code (~7 ms cold). Never throws.
+ */
+export function warmUpInjection(root: number): void {
+  let pids: number[];
+  try {
+    pids = [...listDescendants(root).keys()];
+  } catch {
+    pids = [root];
+  }
+  for (const pid of pids) {
+    try {
+      findSafeSites(pid);
+    } catch { /* only a warm-up */ }
+  }
 }
 
 /**
