@@ -211,33 +211,38 @@ function checkTarget(pid: number, ownPidNamespace = false): void {
 
 /**
  * Checks `dir` (absent or empty, its parent present) and creates the
- * private partial directory the dump writes into; returns its path. Only
- * synchronous calls: in a fresh Deno (every CLI dump) each first async
- * file op costs far more than its syscall.
+ * private partial directory the dump writes into; returns its path. As few
+ * calls as the checks need, all synchronous: in a fresh Deno (every CLI
+ * dump) each first use of a file op costs milliseconds, more than its
+ * syscall (a stat before each step cost ~10 ms in all).
  */
 function prepareDir(dir: string): string {
   const abs = resolve(dir);
   try {
-    const st = Deno.statSync(abs);
-    if (!st.isDirectory) throw new TargetError(`${dir} exists and is not a directory`);
     for (const _ of Deno.readDirSync(abs)) {
       throw new TargetError(`directory ${dir} already exists and is not empty`);
     }
   } catch (e) {
+    if (e instanceof Deno.errors.NotADirectory) {
+      throw new TargetError(`${dir} exists and is not a directory`);
+    }
     if (!(e instanceof Deno.errors.NotFound)) throw e;
-  }
-  try {
-    Deno.statSync(dirname(abs));
-  } catch {
-    throw new TargetError(`parent directory of ${dir} does not exist`);
   }
   removeStalePartials(abs);
   const tmp = `${dirname(abs)}/.${basename(abs)}.cryo-partial-${Deno.pid}`;
-  try {
-    Deno.removeSync(tmp, { recursive: true });
-  } catch { /* none left by an earlier dump of this pid */ }
-  makePrivateDir(tmp);
-  return tmp;
+  for (let attempt = 0;; attempt++) {
+    try {
+      makePrivateDir(tmp);
+      return tmp;
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) {
+        throw new TargetError(`parent directory of ${dir} does not exist`);
+      }
+      // Left by an earlier dump of a process with this pid: removed, then made again.
+      if (!(e instanceof Deno.errors.AlreadyExists) || attempt > 0) throw e;
+      Deno.removeSync(tmp, { recursive: true });
+    }
+  }
 }
 
 /**
