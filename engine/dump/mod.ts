@@ -613,8 +613,12 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       chain.frozen = false;
       opts.onEvent?.({ type: "thawed", freezeSeconds });
     }
+    // The vdso's digest runs on another thread during the compile check; its
+    // await is the main thread's first turn for the tracking's release.
+    const hostPending = hostFacts(images[0], vdsoCopy, xsaveBytes);
+    hostPending.catch(() => {}); // awaited below, or dropped with a failed dump
     if (checkAfterThaw) checkRestorable();
-    const host = await hostFacts(images[0], vdsoCopy, xsaveBytes);
+    const host = await hostPending;
     for (const { writer, image, streamer, pre, overwritten } of pending) {
       pausePoint("notes");
       // The pre-copied pages' CRC, with the blocks written over again read back.

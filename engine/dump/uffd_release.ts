@@ -192,9 +192,33 @@ export function releaseUffd(
   closeReleased(uffd, s, t0);
 }
 
+/** The chunks of a release: [start, length] of at most `chunkBytes` each, in address order. */
+function releaseChunks(
+  ranges: readonly [number, number][],
+  chunkBytes: number,
+): [bigint, bigint][] {
+  const out: [bigint, bigint][] = [];
+  if (chunkBytes <= 0) return out;
+  for (const [start, end] of adjacentMerged(ranges)) {
+    for (let at = start; at < end; at += chunkBytes) {
+      out.push([BigInt(at), BigInt(Math.min(chunkBytes, end - at))]);
+    }
+  }
+  return out;
+}
+
+/** Chunks whose ioctls are in flight at once in {@link releaseUffdOffThread}. */
+export const RELEASE_WAVE = 8;
+
 /**
- * {@link releaseUffd} with its ioctls (the page-table walks) on another
- * thread: the dump completes its images meanwhile. Never rejects.
+ * {@link releaseUffd} with its ioctls (the page-table walks) on other
+ * threads, so that the dump completes its images meanwhile: the chunks go
+ * in waves of {@link RELEASE_WAVE}, each chunk's guard (UFFDIO_REGISTER)
+ * before its own unregistration as in {@link releaseUffd}; the calls of a
+ * wave are issued together, so the main thread needs two turns per wave,
+ * not two per chunk (an ioctl's result is taken only when it yields). The
+ * chunks are independent: the kernel serialises their walks on the
+ * target's mmap lock. Never rejects.
  */
 export async function releaseUffdOffThread(
   uffd: number,
@@ -203,17 +227,44 @@ export async function releaseUffdOffThread(
 ): Promise<void> {
   const t0 = performance.now();
   const s = newStats(t0);
-  const steps = releaseSteps(uffd, ranges, chunkBytes, s);
-  for (let step = steps.next(); !step.done;) {
+  const call = async (kind: ReleaseCall["kind"], f: () => Promise<bigint>): Promise<bigint> => {
     const a = performance.now();
     let r: bigint;
     try {
-      r = await step.value.offThread();
+      r = await f();
     } catch {
       r = -22n; // left to the close
     }
-    timed(s, step.value.kind, performance.now() - a);
-    step = steps.next(r);
+    timed(s, kind, performance.now() - a);
+    return r;
+  };
+  const chunks = releaseChunks(ranges, chunkBytes);
+  for (let i = 0; i < chunks.length; i += RELEASE_WAVE) {
+    const wave = chunks.slice(i, i + RELEASE_WAVE);
+    const guards = await Promise.all(wave.map(([a, len]) => {
+      pausePoint("precopy-release-chunk");
+      return call("register", () => uffdRegisterOffThread(uffd, a, len, UFFDIO_REGISTER_MODE_WP));
+    }));
+    if (releaseChunk.liftFirst) {
+      await Promise.all(
+        wave.map(([a, len], j) =>
+          guards[j] < 0n
+            ? undefined
+            : call("writeprotect", () => uffdWriteProtectOffThread(uffd, a, len, 0n))
+        ),
+      );
+    }
+    const done = await Promise.all(
+      wave.map(([a, len], j) =>
+        guards[j] < 0n
+          ? Promise.resolve(-1n)
+          : call("unregister", () => uffdUnregisterOffThread(uffd, a, len))
+      ),
+    );
+    for (const r of done) {
+      if (r < 0n) s.leftToClose++;
+      else s.chunks++;
+    }
   }
   closeReleased(uffd, s, t0);
 }
