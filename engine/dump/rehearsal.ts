@@ -14,7 +14,7 @@
 import { Refusals } from "../support.ts";
 import type { ProcessImage } from "../model.ts";
 import { collectProcess, pipeTopology } from "./process.ts";
-import { readFds } from "../proc/fds.ts";
+import { listFds, readFd, readFds } from "../proc/fds.ts";
 import { readMaps } from "../proc/maps.ts";
 import { readStatus, readThreadStatuses } from "../proc/status.ts";
 import { readStat } from "../proc/stat.ts";
@@ -118,6 +118,7 @@ export function warmUpProcReaders(): void {
     readAuxv(self);
     readCmdline(self);
     readMaps(self);
-    readFds(self);
+    // A few fds warm the parsers as well as all of cryo's (~20: 10 ms more in a fresh Deno).
+    for (const fd of listFds(self).slice(0, 3)) readFd(self, fd);
   } catch { /* only a warm-up */ }
 }
