@@ -613,17 +613,33 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       chain.frozen = false;
       opts.onEvent?.({ type: "thawed", freezeSeconds });
     }
-    // The vdso's digest runs on another thread during the compile check; its
-    // await is the main thread's first turn for the tracking's release.
+    // The vdso's digest runs on another thread meanwhile; its await is the
+    // main thread's first turn for the tracking's release.
     const hostPending = hostFacts(images[0], vdsoCopy, xsaveBytes);
     hostPending.catch(() => {}); // awaited below, or dropped with a failed dump
-    if (checkAfterThaw) checkRestorable();
+    // The compile check runs while the first image's fsync does (below), or now.
+    let compileDue = checkAfterThaw;
+    if (compileDue && !sync) {
+      checkRestorable();
+      compileDue = false;
+    }
     const host = await hostPending;
     for (const { writer, image, streamer, pre, overwritten } of pending) {
       pausePoint("notes");
       // The pre-copied pages' CRC, with the blocks written over again read back.
       const preCrc = pre ? await pre.pagesCrc(writer.partialPath, overwritten) : 0;
-      const summary = await writer.finish(image, { checksum: false, sync });
+      const finishing = writer.finish(image, { checksum: false, sync });
+      if (compileDue) {
+        // Pure computation, beside the fsync the writer waits for on another thread.
+        compileDue = false;
+        try {
+          checkRestorable();
+        } catch (e) {
+          await finishing.catch(() => {});
+          throw e;
+        }
+      }
+      const summary = await finishing;
       // The page data's CRC was computed while streaming: read only the rest.
       const pagesCrc = pre
         ? crc32Combine(
@@ -655,6 +671,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         ...streamedPageBlocks(streamer, writer.pagesStart, summary.pagesBytes, pagesCrc, pre),
       });
     }
+    if (compileDue) checkRestorable(); // no image was written (no process)
     await precopy?.released();
     const stats: DumpStats = {
       processes: images.length,
