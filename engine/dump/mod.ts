@@ -626,14 +626,18 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     const host = await hostPending;
     for (const { writer, image, streamer, pre, overwritten } of pending) {
       pausePoint("notes");
-      // The pre-copied pages' CRC, with the blocks written over again read back.
-      const preCrc = pre ? await pre.pagesCrc(writer.partialPath, overwritten) : 0;
+      // The pre-copied pages' CRC, with the blocks written over again read back
+      // (read synchronously from the partial file, which `finish` renames).
+      const readPreCrc = () => pre ? pre.pagesCrc(writer.partialPath, overwritten) : 0;
+      let preCrc = sync ? 0 : await readPreCrc();
       const finishing = writer.finish(image, { checksum: false, sync });
-      if (compileDue) {
-        // Pure computation, beside the fsync the writer waits for on another thread.
-        compileDue = false;
+      if (sync) {
+        // The writer waits for its fsync on another thread (the file is renamed
+        // only after it): the compile check and the CRC read run meanwhile.
         try {
-          checkRestorable();
+          if (compileDue) checkRestorable();
+          compileDue = false;
+          preCrc = await readPreCrc();
         } catch (e) {
           await finishing.catch(() => {});
           throw e;
