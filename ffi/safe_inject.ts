@@ -197,9 +197,7 @@ function stillThere(
     if (processVmRead(pid, sites.call, call) !== call.length) return false;
     const n = processVmRead(pid, sites.restorer, rest.subarray(0, longest));
     if (!matchAt(call, call.length, 0, CALL)) return false;
-    return RESTORERS.some((pat) =>
-      inside(sites.restorer, pat.length) && matchAt(rest, n, 0, pat)
-    );
+    return RESTORERS.some((pat) => inside(sites.restorer, pat.length) && matchAt(rest, n, 0, pat));
   } catch {
     return false;
   }
