@@ -8,7 +8,7 @@
  * @module
  */
 
-import { rawSyscall, rawSyscallOffThread } from "./libc.ts";
+import { rawSyscall } from "./libc.ts";
 import { SYS } from "./sysno.ts";
 import { UFFD_API } from "./probe.ts";
 
@@ -55,34 +55,6 @@ const UFFDIO_UNREGISTER = 0x8010aa01n;
 export function uffdUnregister(fd: number, start: bigint, len: bigint): bigint {
   const arg = new BigUint64Array([start, len]);
   return rawSyscall(SYS.ioctl, fd, UFFDIO_UNREGISTER, arg);
-}
-
-/** {@link uffdRegister} run on another thread (the calling thread is free meanwhile). */
-export function uffdRegisterOffThread(
-  fd: number,
-  start: bigint,
-  len: bigint,
-  mode: bigint,
-): Promise<bigint> {
-  const arg = new BigUint64Array([start, len, mode, 0n]);
-  return rawSyscallOffThread(SYS.ioctl, fd, UFFDIO_REGISTER, arg).finally(() => arg);
-}
-
-/** {@link uffdWriteProtect} run on another thread. */
-export function uffdWriteProtectOffThread(
-  fd: number,
-  start: bigint,
-  len: bigint,
-  mode: bigint,
-): Promise<bigint> {
-  const arg = new BigUint64Array([start, len, mode]);
-  return rawSyscallOffThread(SYS.ioctl, fd, UFFDIO_WRITEPROTECT, arg).finally(() => arg);
-}
-
-/** {@link uffdUnregister} run on another thread. */
-export function uffdUnregisterOffThread(fd: number, start: bigint, len: bigint): Promise<bigint> {
-  const arg = new BigUint64Array([start, len]);
-  return rawSyscallOffThread(SYS.ioctl, fd, UFFDIO_UNREGISTER, arg).finally(() => arg);
 }
 
 /** pidfd_getfd: a copy in this process of fd `fd` of the process of `pidfd`, or `-errno`. */

@@ -185,8 +185,9 @@ for (
     ["precopy-release", "after the dump's thaw, before releasing the tracking"],
     // engine/dump/uffd_release.ts: the first chunk lifted and unregistered, not the rest.
     ["precopy-release-chunk:2", "in the middle of releasing the tracking, chunk by chunk"],
-    // engine/dump/mod.ts: the release runs on another thread while the images are completed.
-    ["notes", "while the images are completed, the tracking's release under way"],
+    // engine/dump/mod.ts: the tree thawed and released, the images being completed (a synced
+    // dump runs the compile check and the pre-copy's CRC read beside the first image's fsync).
+    ["notes", "while the images are completed after the thaw"],
   ]
 ) {
   Deno.test(
@@ -203,7 +204,7 @@ for (
         ["dump", String(t.pid), "--dir", dir, "--leave-running", "--precopy"],
         phase,
       ).finally(() => Deno.env.delete("CRYO_COPY_LANES"));
-      // At "notes" the release may have lifted part of the tracking already.
+      // At "notes" the tracking is released already.
       if (phase !== "precopy-arm" && phase !== "notes") {
         const at = trackingTraces(t.pid, region, pages);
         assert.ok(at.uffdFlags > 0 && at.protectedPages > 0, "the tracking was there");

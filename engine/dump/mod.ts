@@ -606,15 +606,15 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       thawTree(tree);
       freezeSeconds = (performance.now() - tree.frozenAt) / 1000;
       if (precopy) pausePoint("precopy-release");
-      // Lifts the tracking's protections with the tree running, on another
-      // thread while the images are completed; waited for before returning.
-      precopy?.release();
+      // Lifts the tracking's protections with the tree running (on another
+      // thread beside the images' completion was measured: slower, see
+      // docs/PERFORMANCE.md "Fixed costs of a small dump").
+      precopy?.close();
       thawed = true;
       chain.frozen = false;
       opts.onEvent?.({ type: "thawed", freezeSeconds });
     }
-    // The vdso's digest runs on another thread meanwhile; its await is the
-    // main thread's first turn for the tracking's release.
+    // The vdso's digest runs on another thread meanwhile.
     const hostPending = hostFacts(images[0], vdsoCopy, xsaveBytes);
     hostPending.catch(() => {}); // awaited below, or dropped with a failed dump
     // The compile check runs while the first image's fsync does (below), or now.
@@ -676,7 +676,6 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       });
     }
     if (compileDue) checkRestorable(); // no image was written (no process)
-    await precopy?.released();
     const stats: DumpStats = {
       processes: images.length,
       threads: threadCount,
@@ -752,7 +751,6 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     ) {
       parkStatus({ ...e.status, pid });
     }
-    await precopy?.released(); // a release under way ends first
     precopy?.close();
     chain.failed(tree);
     for (const s of streamers) await s.abort();

@@ -72,7 +72,7 @@ import {
   trackingFdBase,
 } from "./tracking.ts";
 import { pausePoint } from "../pause.ts";
-import { releaseChunk, releaseUffd, releaseUffdOffThread } from "./uffd_release.ts";
+import { releaseChunk, releaseUffd } from "./uffd_release.ts";
 
 const O_CLOEXEC = 0o2000000;
 const O_NONBLOCK = 0o4000;
@@ -313,21 +313,6 @@ export class PrecopyProcess {
     else if (this.uffd >= 0) releaseUffd(this.uffd, this.registered, releaseChunk.bytes);
     this.uffd = -1;
     endLifting(this.pid);
-  }
-
-  /**
-   * {@link close} with the release's ioctls on another thread (the dump
-   * completes its images meanwhile). Never rejects.
-   */
-  async release(): Promise<void> {
-    if (this.uffd < 0 || this.keep) return this.close();
-    const fd = this.uffd;
-    this.uffd = -1;
-    try {
-      await releaseUffdOffThread(fd, this.registered, releaseChunk.bytes);
-    } finally {
-      endLifting(this.pid);
-    }
   }
 }
 
@@ -695,22 +680,6 @@ export class Precopy {
   /** Closes every userfaultfd (no protection or registration stays in the tree). */
   close(): void {
     for (const p of this.processes.values()) p.close();
-  }
-
-  #releasing: Promise<unknown> = Promise.resolve();
-
-  /**
-   * Starts {@link PrecopyProcess.release} of every process (after the
-   * dump's thaw: the walks run beside the completion of the images);
-   * {@link released} waits for them.
-   */
-  release(): void {
-    this.#releasing = Promise.all([...this.processes.values()].map((p) => p.release()));
-  }
-
-  /** Waits for {@link release}: no protection or registration stays in the tree. */
-  async released(): Promise<void> {
-    await this.#releasing.catch(() => {});
   }
 
   /** Forgets the pre-copy of `pid` (its file is rewritten by the dump). */

@@ -42,11 +42,8 @@ import { SYS } from "../../ffi/sysno.ts";
 import {
   UFFDIO_REGISTER_MODE_WP,
   uffdRegister,
-  uffdRegisterOffThread,
   uffdUnregister,
-  uffdUnregisterOffThread,
   uffdWriteProtect,
-  uffdWriteProtectOffThread,
 } from "../../ffi/uffd.ts";
 import { pausePoint } from "../pause.ts";
 
@@ -92,83 +89,6 @@ function adjacentMerged(ranges: readonly [number, number][]): [number, number][]
   return out;
 }
 
-/** One ioctl of a release, runnable on this thread or on another one. */
-interface ReleaseCall {
-  kind: keyof ReleaseStats["longestMs"];
-  now(): bigint;
-  offThread(): Promise<bigint>;
-}
-
-/**
- * The steps of a release (see {@link releaseUffd}): yields each ioctl and
- * takes its result; the caller closes the fd afterwards.
- */
-function* releaseSteps(
-  uffd: number,
-  ranges: readonly [number, number][],
-  chunkBytes: number,
-  s: ReleaseStats,
-): Generator<ReleaseCall, void, bigint> {
-  if (chunkBytes <= 0) return;
-  for (const [start, end] of adjacentMerged(ranges)) {
-    for (let at = start; at < end; at += chunkBytes) {
-      const a = BigInt(at), len = BigInt(Math.min(chunkBytes, end - at));
-      pausePoint("precopy-release-chunk");
-      const registered: bigint = yield {
-        kind: "register",
-        now: () => uffdRegister(uffd, a, len, UFFDIO_REGISTER_MODE_WP),
-        offThread: () => uffdRegisterOffThread(uffd, a, len, UFFDIO_REGISTER_MODE_WP),
-      };
-      if (registered < 0n) {
-        s.leftToClose++;
-        continue;
-      }
-      if (releaseChunk.liftFirst) {
-        yield {
-          kind: "writeprotect",
-          now: () => uffdWriteProtect(uffd, a, len, 0n),
-          offThread: () => uffdWriteProtectOffThread(uffd, a, len, 0n),
-        };
-      }
-      const unregistered: bigint = yield {
-        kind: "unregister",
-        now: () => uffdUnregister(uffd, a, len),
-        offThread: () => uffdUnregisterOffThread(uffd, a, len),
-      };
-      if (unregistered < 0n) s.leftToClose++;
-      else s.chunks++;
-    }
-  }
-}
-
-/** Fresh stats of a release starting now. */
-function newStats(t0: number): ReleaseStats {
-  return {
-    startedAtMs: performance.timeOrigin + t0,
-    totalMs: 0,
-    chunks: 0,
-    leftToClose: 0,
-    longestIoctlMs: 0,
-    longestMs: { register: 0, writeprotect: 0, unregister: 0 },
-    closeMs: 0,
-  };
-}
-
-/** Records one ioctl's time. */
-function timed(s: ReleaseStats, kind: ReleaseCall["kind"], ms: number): void {
-  s.longestIoctlMs = Math.max(s.longestIoctlMs, ms);
-  s.longestMs[kind] = Math.max(s.longestMs[kind], ms);
-}
-
-/** Closes the fd and records the stats. */
-function closeReleased(uffd: number, s: ReleaseStats, t0: number): void {
-  const c = performance.now();
-  rawSyscall(SYS.close, uffd);
-  s.closeMs = performance.now() - c;
-  s.totalMs = performance.now() - t0;
-  if (releaseStats.length < 1024) releaseStats.push(s);
-}
-
 /**
  * Releases cryo's userfaultfd `uffd` (a copy whose creator's mm registered
  * the mappings `ranges`, [start, end) in address order, in write-protect
@@ -181,90 +101,41 @@ export function releaseUffd(
   chunkBytes = releaseChunk.bytes,
 ): void {
   const t0 = performance.now();
-  const s = newStats(t0);
-  const steps = releaseSteps(uffd, ranges, chunkBytes, s);
-  for (let step = steps.next(); !step.done;) {
+  const s: ReleaseStats = {
+    startedAtMs: performance.timeOrigin + t0,
+    totalMs: 0,
+    chunks: 0,
+    leftToClose: 0,
+    longestIoctlMs: 0,
+    longestMs: { register: 0, writeprotect: 0, unregister: 0 },
+    closeMs: 0,
+  };
+  const timed = (kind: keyof ReleaseStats["longestMs"], f: () => bigint): bigint => {
     const a = performance.now();
-    const r = step.value.now();
-    timed(s, step.value.kind, performance.now() - a);
-    step = steps.next(r);
-  }
-  closeReleased(uffd, s, t0);
-}
-
-/** The chunks of a release: [start, length] of at most `chunkBytes` each, in address order. */
-function releaseChunks(
-  ranges: readonly [number, number][],
-  chunkBytes: number,
-): [bigint, bigint][] {
-  const out: [bigint, bigint][] = [];
-  if (chunkBytes <= 0) return out;
-  for (const [start, end] of adjacentMerged(ranges)) {
-    for (let at = start; at < end; at += chunkBytes) {
-      out.push([BigInt(at), BigInt(Math.min(chunkBytes, end - at))]);
-    }
-  }
-  return out;
-}
-
-/** Chunks whose ioctls are in flight at once in {@link releaseUffdOffThread}. */
-export const RELEASE_WAVE = 8;
-
-/**
- * {@link releaseUffd} with its ioctls (the page-table walks) on other
- * threads, so that the dump completes its images meanwhile: the chunks go
- * in waves of {@link RELEASE_WAVE}, each chunk's guard (UFFDIO_REGISTER)
- * before its own unregistration as in {@link releaseUffd}; the calls of a
- * wave are issued together, so the main thread needs two turns per wave,
- * not two per chunk (an ioctl's result is taken only when it yields). The
- * chunks are independent: the kernel serialises their walks on the
- * target's mmap lock. Never rejects.
- */
-export async function releaseUffdOffThread(
-  uffd: number,
-  ranges: readonly [number, number][],
-  chunkBytes = releaseChunk.bytes,
-): Promise<void> {
-  const t0 = performance.now();
-  const s = newStats(t0);
-  const call = async (kind: ReleaseCall["kind"], f: () => Promise<bigint>): Promise<bigint> => {
-    const a = performance.now();
-    let r: bigint;
-    try {
-      r = await f();
-    } catch {
-      r = -22n; // left to the close
-    }
-    timed(s, kind, performance.now() - a);
+    const r = f();
+    const ms = performance.now() - a;
+    s.longestIoctlMs = Math.max(s.longestIoctlMs, ms);
+    s.longestMs[kind] = Math.max(s.longestMs[kind], ms);
     return r;
   };
-  const chunks = releaseChunks(ranges, chunkBytes);
-  for (let i = 0; i < chunks.length; i += RELEASE_WAVE) {
-    const wave = chunks.slice(i, i + RELEASE_WAVE);
-    const guards = await Promise.all(wave.map(([a, len]) => {
-      pausePoint("precopy-release-chunk");
-      return call("register", () => uffdRegisterOffThread(uffd, a, len, UFFDIO_REGISTER_MODE_WP));
-    }));
-    if (releaseChunk.liftFirst) {
-      await Promise.all(
-        wave.map(([a, len], j) =>
-          guards[j] < 0n
-            ? undefined
-            : call("writeprotect", () => uffdWriteProtectOffThread(uffd, a, len, 0n))
-        ),
-      );
-    }
-    const done = await Promise.all(
-      wave.map(([a, len], j) =>
-        guards[j] < 0n
-          ? Promise.resolve(-1n)
-          : call("unregister", () => uffdUnregisterOffThread(uffd, a, len))
-      ),
-    );
-    for (const r of done) {
-      if (r < 0n) s.leftToClose++;
-      else s.chunks++;
+  if (chunkBytes > 0) {
+    for (const [start, end] of adjacentMerged(ranges)) {
+      for (let at = start; at < end; at += chunkBytes) {
+        const a = BigInt(at), len = BigInt(Math.min(chunkBytes, end - at));
+        pausePoint("precopy-release-chunk");
+        if (timed("register", () => uffdRegister(uffd, a, len, UFFDIO_REGISTER_MODE_WP)) < 0n) {
+          s.leftToClose++;
+          continue;
+        }
+        if (releaseChunk.liftFirst) timed("writeprotect", () => uffdWriteProtect(uffd, a, len, 0n));
+        if (timed("unregister", () => uffdUnregister(uffd, a, len)) < 0n) s.leftToClose++;
+        else s.chunks++;
+      }
     }
   }
-  closeReleased(uffd, s, t0);
+  const c = performance.now();
+  rawSyscall(SYS.close, uffd);
+  s.closeMs = performance.now() - c;
+  s.totalMs = performance.now() - t0;
+  if (releaseStats.length < 1024) releaseStats.push(s);
 }
