@@ -185,8 +185,7 @@ for (
     ["precopy-release", "after the dump's thaw, before releasing the tracking"],
     // engine/dump/uffd_release.ts: the first chunk lifted and unregistered, not the rest.
     ["precopy-release-chunk:2", "in the middle of releasing the tracking, chunk by chunk"],
-    // engine/dump/mod.ts: the tree thawed and released, the images being completed (a synced
-    // dump runs the compile check and the pre-copy's CRC read beside the first image's fsync).
+    // engine/dump/mod.ts: the tree thawed and released, the images being completed.
     ["notes", "while the images are completed after the thaw"],
   ]
 ) {

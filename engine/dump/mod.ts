@@ -617,33 +617,13 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     // The vdso's digest runs on another thread meanwhile.
     const hostPending = hostFacts(images[0], vdsoCopy, xsaveBytes);
     hostPending.catch(() => {}); // awaited below, or dropped with a failed dump
-    // The compile check runs while the first image's fsync does (below), or now.
-    let compileDue = checkAfterThaw;
-    if (compileDue && !sync) {
-      checkRestorable();
-      compileDue = false;
-    }
+    if (checkAfterThaw) checkRestorable();
     const host = await hostPending;
     for (const { writer, image, streamer, pre, overwritten } of pending) {
       pausePoint("notes");
-      // The pre-copied pages' CRC, with the blocks written over again read back
-      // (read synchronously from the partial file, which `finish` renames).
-      const readPreCrc = () => pre ? pre.pagesCrc(writer.partialPath, overwritten) : 0;
-      let preCrc = sync ? 0 : await readPreCrc();
-      const finishing = writer.finish(image, { checksum: false, sync });
-      if (sync) {
-        // The writer waits for its fsync on another thread (the file is renamed
-        // only after it): the compile check and the CRC read run meanwhile.
-        try {
-          if (compileDue) checkRestorable();
-          compileDue = false;
-          preCrc = await readPreCrc();
-        } catch (e) {
-          await finishing.catch(() => {});
-          throw e;
-        }
-      }
-      const summary = await finishing;
+      // The pre-copied pages' CRC, with the blocks written over again read back.
+      const preCrc = pre ? await pre.pagesCrc(writer.partialPath, overwritten) : 0;
+      const summary = await writer.finish(image, { checksum: false, sync });
       // The page data's CRC was computed while streaming: read only the rest.
       const pagesCrc = pre
         ? crc32Combine(
@@ -675,7 +655,6 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         ...streamedPageBlocks(streamer, writer.pagesStart, summary.pagesBytes, pagesCrc, pre),
       });
     }
-    if (compileDue) checkRestorable(); // no image was written (no process)
     const stats: DumpStats = {
       processes: images.length,
       threads: threadCount,
