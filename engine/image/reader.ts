@@ -276,7 +276,9 @@ export async function readImageFile(path: string): Promise<ImageInfo> {
         if (r.fileOffset < pages.offset || r.fileOffset + r.length > pages.offset + pages.size) {
           fail(`${runWhere(r, m)} at file offset ${r.fileOffset} lies outside .cryo.pages`);
         }
-        if (r.fileOffset + r.length > size) fail(`${runWhere(r, m)} lies beyond end of file: truncated?`);
+        if (r.fileOffset + r.length > size) {
+          fail(`${runWhere(r, m)} lies beyond end of file: truncated?`);
+        }
       }
     }
 
