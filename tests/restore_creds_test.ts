@@ -216,6 +216,26 @@ Deno.test(
 );
 
 Deno.test(
+  "a thread's own-state step refused in its run with its credentials fails the restore, naming the thread and the step",
+  withTargets(async () => {
+    // A misaligned rseq area (the kernel wants 32-byte alignment): rseq fails with EINVAL in
+    // the own-state section that goes on into the thread's credentials (thread_state.ts).
+    let tid = 0;
+    const { pid, error } = await failingRestore("threads", (p) => {
+      const t = p.threads.find((t) => t.tid !== p.pid)!;
+      tid = t.tid;
+      t.rseq = { addr: "0x1001", len: 32, sig: "0x53053053", flags: 0 };
+    }, true);
+    assert.match(
+      error.message,
+      new RegExp(
+        `^cannot restore the state or the credentials of process ${pid} \\(thread ${tid}\\): op #\\d+ \\(rseq\\) failed: EINVAL \\[thread ${tid}: rseq\\]$`,
+      ),
+    );
+  }),
+);
+
+Deno.test(
   "credentials that differ from the record after the restore fail it with one line",
   withTargets(async () => {
     // The program restores the recorded groups; the record is changed afterwards.

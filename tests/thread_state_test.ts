@@ -7,9 +7,9 @@
  */
 
 import assert from "node:assert/strict";
-import { decodeProgram, OP_END, ProgramBuilder } from "../engine/program/builder.ts";
+import { decodeProgram, OP_COPY, OP_END, ProgramBuilder } from "../engine/program/builder.ts";
 import { SYS } from "../ffi/sysno.ts";
-import { emitThreadSections } from "../engine/restore/thread_state.ts";
+import { chainedCreds, emitThreadSections } from "../engine/restore/thread_state.ts";
 import type { ProcessImage } from "../engine/model.ts";
 
 /** The fields of a thread record the sections read. */
@@ -78,4 +78,38 @@ Deno.test("thread sections: one per non-main thread, only what each record asks 
   assert.deepEqual(b[3].args.slice(0, 3), [100n, 102n, 10n]);
   const name = built.bytes.subarray(Number(b[4].args[1] - base));
   assert.deepEqual(new TextDecoder().decode(name.subarray(0, name.indexOf(0))), "worker-102-with");
+});
+
+Deno.test("thread sections go on into each thread's credentials section: one run per thread", () => {
+  const proc = {
+    pid: 100,
+    threads: [thread(100), thread(101), thread(102)],
+  } as unknown as ProcessImage;
+  const base = 0x10000n;
+  const p = new ProgramBuilder(base);
+  p.end("main program");
+  // Stand-ins for the credentials sections (engine/task/creds.ts): 101 and 102 share one.
+  const main = p.opCount;
+  p.end("credentials of 100");
+  const shared = p.opCount;
+  p.end("credentials of 101 and 102");
+  const creds = {
+    threads: [{ tid: 100, op: main }, { tid: 101, op: shared }, { tid: 102, op: shared }],
+  };
+  const sections = emitThreadSections(p, proc, new Map(creds.threads.map((t) => [t.tid, t.op])));
+  const ops = decodeProgram(p.build().bytes, base);
+  for (const s of sections) {
+    // Its own state (here its name), then an empty copy that always jumps to its credentials.
+    const [name, jump] = [ops[s.op], ops[s.op + 1]];
+    assert.equal(name.nr, SYS.prctl);
+    assert.equal(jump.nr, OP_COPY);
+    assert.deepEqual(jump.args.slice(0, 3), [0n, 0n, 0n]);
+    assert.equal(jump.jumpIfZeroTo, shared);
+  }
+  const runs = chainedCreds(creds, sections);
+  assert.deepEqual(runs.threads, [
+    { tid: 100, op: main }, // the main thread's own state is its program's
+    { tid: 101, op: sections[0].op },
+    { tid: 102, op: sections[1].op },
+  ]);
 });

@@ -114,3 +114,43 @@ Deno.test("parseStatus finds each line by its key: every field equals the plain 
   assert.deepEqual(st.seccomp, Number(st.fields.Seccomp));
   assert.throws(() => parseStatus(own.replace(/^Uid:.*\n/m, "")), /no Uid line/);
 });
+
+Deno.test("parseStatus like a sibling's: the same fields as parsed alone, shared blocks or not", () => {
+  // Each status of the host parsed like the one before (another process: some blocks
+  // the same text, some not), then texts that differ from their `like` in one line each.
+  let like: ProcStatus | undefined;
+  let n = 0;
+  for (const e of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(e.name) || n >= 300) continue;
+    let text: string;
+    try {
+      text = Deno.readTextFileSync(`/proc/${e.name}/status`);
+    } catch {
+      continue; // gone
+    }
+    const st = parseStatus(text, 0, "status", like);
+    const { fields: _, name: __, ...typed } = st;
+    assert.deepEqual(typed, fromTable(st), `/proc/${e.name}/status`);
+    like = parseStatus(text);
+    n++;
+  }
+  assert.ok(n > 3, `${n} statuses compared`);
+  const own = Deno.readTextFileSync("/proc/self/status");
+  const base = parseStatus(own);
+  const edits: [RegExp, string][] = [
+    [/^Uid:.*$/m, "Uid:\t1\t2\t3\t4"],
+    [/^Groups:.*$/m, "Groups:\t7 8 "],
+    [/^SigCgt:.*$/m, "SigCgt:\t0000000000004000"],
+    [/^CapEff:.*$/m, "CapEff:\t0000000000000001"],
+    [/^NoNewPrivs:.*$/m, "NoNewPrivs:\t1"],
+    [/^Seccomp:.*$/m, "Seccomp:\t2"],
+  ];
+  for (const [re, line] of edits) {
+    const st = parseStatus(own.replace(re, line), 0, "status", base);
+    const { fields: _, name: __, ...typed } = st;
+    assert.deepEqual(typed, fromTable(st), line);
+    const same = parseStatus(own, 0, "status", st);
+    const { fields: ___, name: ____, ...back } = same;
+    assert.deepEqual(back, fromTable(same), `back from ${line}`);
+  }
+});

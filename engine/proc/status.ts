@@ -109,12 +109,47 @@ function lineValue(text: string, key: string): string | undefined {
 }
 
 /**
+ * The lines of a status text from line `first` to line `last` included
+ * (raw, newlines kept), or undefined when either is missing.
+ */
+function linesBetween(text: string, first: string, last: string): string | undefined {
+  const from = text.indexOf(`\n${first}:`);
+  if (from < 0) return undefined;
+  const at = text.indexOf(`\n${last}:`, from);
+  if (at < 0) return undefined;
+  const end = text.indexOf("\n", at + 1);
+  return text.slice(from, end < 0 ? text.length : end);
+}
+
+/** The blocks of lines of a status that sibling threads most often share (see {@link parseStatus}). */
+interface SharedBlocks {
+  /** Uid, Gid, FDSize, Groups. */
+  ids?: string;
+  /** SigIgn, SigCgt (the process's signal actions). */
+  actions?: string;
+  /** CapInh ... CapAmb, NoNewPrivs, Seccomp. */
+  caps?: string;
+}
+
+/** The blocks of each parsed status, for {@link parseStatus}'s `like`. */
+const blocksOf = new WeakMap<ProcStatus, SharedBlocks>();
+
+/**
  * Parses the text of a status file: each line it uses found by a native
  * search (a dump parses every thread's status while the tree is frozen, in
  * code too cold to be optimised); the table of every line, `fields`, is
- * made only when asked for.
+ * made only when asked for. With `like` (the parsed status of a sibling
+ * thread), a block of lines whose text is the same as in `like` (ids and
+ * groups; signal actions; capabilities, no_new_privs and seccomp mode:
+ * what threads of a process most often share) takes its values from it
+ * instead of parsing them again: the same text gives the same values.
  */
-export function parseStatus(text: string, pid = 0, path = "status"): ProcStatus {
+export function parseStatus(
+  text: string,
+  pid = 0,
+  path = "status",
+  like?: ProcStatus,
+): ProcStatus {
   const get = (key: string) => lineValue(text, key)?.trim();
   const need = (key: string): string => {
     const v = get(key);
@@ -132,11 +167,46 @@ export function parseStatus(text: string, pid = 0, path = "status"): ProcStatus 
   // Name may legitimately be anything (even end in spaces): taken raw after its tab.
   const rawName = lineValue(text, "Name");
   const umask = get("Umask");
-  const capAmb = get("CapAmb");
-  const seccomp = get("Seccomp");
   const kthread = get("Kthread");
+  const blocks: SharedBlocks = {
+    ids: linesBetween(text, "Uid", "Groups"),
+    actions: linesBetween(text, "SigIgn", "SigCgt"),
+    caps: linesBetween(text, "CapInh", "Seccomp"),
+  };
+  const their = like && blocksOf.get(like);
+  const same = (k: keyof SharedBlocks) => their?.[k] !== undefined && their[k] === blocks[k];
+  const ids = like && same("ids")
+    ? {
+      uid: [...like.uid] as typeof like.uid,
+      gid: [...like.gid] as typeof like.gid,
+      groups: [...like.groups],
+    }
+    : { uid: four("Uid"), gid: four("Gid"), groups: ints(get("Groups")) };
+  const actions = like && same("actions")
+    ? { sigIgn: like.sigIgn, sigCgt: like.sigCgt }
+    : { sigIgn: mask("SigIgn"), sigCgt: mask("SigCgt") };
+  let caps: Pick<
+    ProcStatus,
+    "capInh" | "capPrm" | "capEff" | "capBnd" | "capAmb" | "noNewPrivs" | "seccomp"
+  >;
+  if (like && same("caps")) {
+    const { capInh, capPrm, capEff, capBnd, capAmb, noNewPrivs, seccomp } = like;
+    caps = { capInh, capPrm, capEff, capBnd, capAmb, noNewPrivs, seccomp };
+  } else {
+    const capAmb = get("CapAmb");
+    const seccomp = get("Seccomp");
+    caps = {
+      capInh: mask("CapInh"),
+      capPrm: mask("CapPrm"),
+      capEff: mask("CapEff"),
+      capBnd: mask("CapBnd"),
+      capAmb: capAmb === undefined ? 0n : hexToBigInt(capAmb),
+      noNewPrivs: get("NoNewPrivs") === "1",
+      seccomp: seccomp === undefined ? 0 : Number(seccomp),
+    };
+  }
   let fields: Record<string, string> | undefined;
-  return {
+  const st: ProcStatus = {
     name: rawName?.startsWith("\t") ? rawName.slice(1) : need("Name"),
     umask: umask === undefined ? null : parseInt(umask, 8),
     state: need("State").charAt(0),
@@ -144,9 +214,9 @@ export function parseStatus(text: string, pid = 0, path = "status"): ProcStatus 
     pid: num("Pid"),
     ppid: num("PPid"),
     tracerPid: num("TracerPid"),
-    uid: four("Uid"),
-    gid: four("Gid"),
-    groups: ints(get("Groups")),
+    uid: ids.uid,
+    gid: ids.gid,
+    groups: ids.groups,
     nstgid: ints(get("NStgid")),
     nspid: ints(get("NSpid")),
     nspgid: ints(get("NSpgid")),
@@ -156,26 +226,31 @@ export function parseStatus(text: string, pid = 0, path = "status"): ProcStatus 
     sigPnd: mask("SigPnd"),
     shdPnd: mask("ShdPnd"),
     sigBlk: mask("SigBlk"),
-    sigIgn: mask("SigIgn"),
-    sigCgt: mask("SigCgt"),
-    capInh: mask("CapInh"),
-    capPrm: mask("CapPrm"),
-    capEff: mask("CapEff"),
-    capBnd: mask("CapBnd"),
-    capAmb: capAmb === undefined ? 0n : hexToBigInt(capAmb),
-    noNewPrivs: get("NoNewPrivs") === "1",
-    seccomp: seccomp === undefined ? 0 : Number(seccomp),
+    sigIgn: actions.sigIgn,
+    sigCgt: actions.sigCgt,
+    capInh: caps.capInh,
+    capPrm: caps.capPrm,
+    capEff: caps.capEff,
+    capBnd: caps.capBnd,
+    capAmb: caps.capAmb,
+    noNewPrivs: caps.noNewPrivs,
+    seccomp: caps.seccomp,
     kthread: kthread === undefined ? null : kthread === "1",
     threadFeatures: get("x86_Thread_features") ?? "",
     get fields() {
       return fields ??= statusFields(text);
     },
   };
+  blocksOf.set(st, blocks);
+  return st;
 }
 
-/** Reads /proc/<pid>/status, or /proc/<pid>/task/<tid>/status when `tid` is given. */
-export function readStatus(pid: number, tid?: number): ProcStatus {
-  return parseStatus(readProcText(pid, "status", tid), pid, procPath(pid, "status", tid));
+/**
+ * Reads /proc/<pid>/status, or /proc/<pid>/task/<tid>/status when `tid` is
+ * given (`like`: a sibling thread's status, see {@link parseStatus}).
+ */
+export function readStatus(pid: number, tid?: number, like?: ProcStatus): ProcStatus {
+  return parseStatus(readProcText(pid, "status", tid), pid, procPath(pid, "status", tid), like);
 }
 
 /**
@@ -187,7 +262,12 @@ export function readStatus(pid: number, tid?: number): ProcStatus {
  */
 export function readThreadStatuses(pid: number, tids: readonly number[]): Map<number, ProcStatus> {
   const out = new Map<number, ProcStatus>();
-  for (const tid of tids) out.set(tid, readStatus(pid, tid));
+  let like: ProcStatus | undefined;
+  for (const tid of tids) {
+    const st = readStatus(pid, tid, like);
+    like ??= st;
+    out.set(tid, st);
+  }
   return out;
 }
 

@@ -78,7 +78,7 @@ import {
 } from "../memory/inherit_restore.ts";
 import { emitZombieBranches, emitZombies } from "../task/zombies.ts";
 import { SIGTRAP } from "../task/sigtrap.ts";
-import { emitThreadSections, type ThreadSections } from "./thread_state.ts";
+import { chainedCreds, emitThreadSections, type ThreadSections } from "./thread_state.ts";
 import { hexMinus, hexNum } from "../image/hexnum.ts";
 import { anonRunLength, emitAnonMmap, emitAnonRun } from "./anon_runs.ts";
 import { emitPageLoads, emitRunLoads, pageHelperTid } from "./page_loads.ts";
@@ -133,13 +133,16 @@ export interface CompiledProcess {
   vdsoScratch: bigint;
   /** Descriptions this process creates for the tree: each with the fd of its first holder. */
   sharedCreated?: { pid: number; fd: number; source: PlannedFd["source"] }[];
-  /** The credentials sections the engine runs last, per thread (engine/task/creds.ts). */
+  /**
+   * The credentials sections the engine runs last, per thread (engine/task/creds.ts);
+   * each thread but the main one starts at its own-state section, which goes on into them.
+   */
   creds: CredsSections;
   /** Syscalls the engine injects just before the tree runs (arming POSIX timers). */
   deferred: DeferredSyscall[];
   /** Lazy restore: the mappings the engine serves through the process's userfaultfd. */
   lazy?: LazyRegion[];
-  /** The own-state section of each thread but the main one, run at finalize (thread_state.ts). */
+  /** The own-state section of each thread but the main one (thread_state.ts), run with `creds`. */
   threadSections: ThreadSections;
 }
 
@@ -187,8 +190,14 @@ export function compileProcess(proc: ProcessImage, opts: CompileOptions): Compil
   const gadget = p.data(new Uint8Array([0x0f, 0x05, 0xcc, 0xcc]), 16);
   const deferred: DeferredSyscall[] = [];
   emitProgram(p, proc, opts, fds, boot.slotsAddress, deferred);
-  const creds = emitCredsSections(p, proc);
-  const threadSections = emitThreadSections(p, proc);
+  const sections = emitCredsSections(p, proc);
+  // Each thread's own state, then on into its credentials: one run per thread at finalize.
+  const threadSections = emitThreadSections(
+    p,
+    proc,
+    new Map(sections.threads.map((t) => [t.tid, t.op])),
+  );
+  const creds = chainedCreds(sections, threadSections);
   const restore = p.build();
   const bootstrap = boot.finish({ restore, standalone });
   const limit = base + BigInt(proc.bootstrap.size) - BigInt(VDSO_SCRATCH_BYTES);

@@ -15,7 +15,9 @@ import type { CredsSections } from "../task/creds.ts";
 /** The finalize lines of the credentials sections (run last, each thread its own). */
 function credsPlan(c: CredsSections): string[] {
   return [
-    ...c.threads.map((s) => `thread ${s.tid}: credentials, program from op #${s.op} (last)`),
+    ...c.threads.map((s) =>
+      `thread ${s.tid}: own state (threads but the main one) and credentials, program from op #${s.op} (last)`
+    ),
     "every thread's credentials read back and compared with the image",
   ];
 }

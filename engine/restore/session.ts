@@ -71,7 +71,6 @@ import { releaseTree } from "../task/stopped.ts";
 import { reissueInterrupted } from "../task/syscalls.ts";
 import { restoreSigtrap } from "../task/sigtrap.ts";
 import { handOverFds } from "../pidns/handover.ts";
-import { runThreadSections } from "./thread_state.ts";
 import { execSetupProgram, runExecSetup } from "./exec_setup.ts";
 import { syscallOutside } from "./unmap_gadget.ts";
 
@@ -432,8 +431,8 @@ export class RestoreSession {
       const pid = image.pid;
       const gadget = compiled.syscallGadget;
       const scratch = compiled.vdsoScratch - 4096n;
-      // Per-thread state that only the thread itself can set (engine/restore/thread_state.ts).
-      runThreadSections(pid, compiled.bootstrap, compiled.threadSections);
+      // Per-thread state that only the thread itself can set (engine/restore/thread_state.ts)
+      // is set in the same run as its credentials (restoreCreds below).
       this.#joinGroup(image, gadget);
       restoreCgroups(image);
       this.#setForegroundGroup(image, gadget, scratch);

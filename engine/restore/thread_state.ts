@@ -2,10 +2,12 @@
  * The per-thread state that only a thread itself can set (robust futex
  * list, rseq area, alternate signal stack, the signals queued to it, its
  * name), for every thread but the main one (whose restore program sets
- * them): one section of the restore program per thread, after its END.
- * At finalize the engine runs the sections of all threads of a process at
- * once (one resume and one stop per thread, all threads in parallel)
- * instead of injecting each syscall into each thread in turn.
+ * them): one section of the restore program per thread, after its END,
+ * that goes on into the thread's credentials section. At finalize the
+ * engine runs every thread of a process at once from its section (one
+ * resume and one stop per thread for both, all threads in parallel:
+ * engine/task/creds_restore.ts) instead of injecting each syscall into
+ * each thread in turn.
  *
  * A section's syscalls are checked like any op of the program: a refusal
  * stops the thread at the stub's FAIL and fails the restore with the op's
@@ -19,8 +21,7 @@ import { stackT } from "../../ffi/structs.ts";
 import { decodeBase64 } from "../base64.ts";
 import type { ProcessImage } from "../model.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
-import { runAll, sectionRun } from "../task/creds_restore.ts";
-import type { Bootstrap } from "./stub.ts";
+import type { CredsSections } from "../task/creds.ts";
 
 const PR_SET_NAME = 15;
 const SIGTRAP = 5;
@@ -35,8 +36,16 @@ export type ThreadSections = { tid: number; op: number }[];
  * Appends one section per non-main thread of `proc` to the program (after
  * its END: the main program never reaches them). Pending SIGSTOP and
  * SIGTRAP are left out, as before (engine/task/stopped.ts, sigtrap.ts).
+ * `then`: the op each thread goes on at when its section is done (its
+ * credentials section, engine/task/creds.ts: one resume of the thread
+ * sets both, its own state first, see {@link chainedCreds}); a thread
+ * without one stops at its section's END.
  */
-export function emitThreadSections(p: ProgramBuilder, proc: ProcessImage): ThreadSections {
+export function emitThreadSections(
+  p: ProgramBuilder,
+  proc: ProcessImage,
+  then?: ReadonlyMap<number, number>,
+): ThreadSections {
   const out: ThreadSections = [];
   for (const t of proc.threads) {
     if (t.tid === proc.pid) continue;
@@ -64,25 +73,26 @@ export function emitThreadSections(p: ProgramBuilder, proc: ProcessImage): Threa
       );
     }
     p.op(SYS.prctl, [PR_SET_NAME, p.cstring(t.comm.slice(0, 15)), 0, 0, 0], say("name"));
-    p.end(`thread ${t.tid}: own state restored`);
+    const next = then?.get(t.tid);
+    // An empty copy: result 0, so always a jump.
+    if (next !== undefined) {
+      p.copy(0, 0, 0, { jumpIfZeroTo: next, ...say("on to its credentials") });
+    } else p.end(`thread ${t.tid}: own state restored`);
     out.push({ tid: t.tid, op });
   }
   return out;
 }
 
 /**
- * Runs the sections of `sections` in their threads (stopped, the
- * bootstrap still mapped), all at once; throws a RestoreError naming the
- * thread and the op when one fails.
+ * The credentials runs of a process whose thread sections go on into the
+ * credentials sections (`emitThreadSections` with `then`): each thread
+ * but the main one starts at its own section, so that one resume of each
+ * thread restores its own state and then its credentials (the engine's
+ * finalize runs them all at once, engine/task/creds_restore.ts). Its own
+ * state is still set before its credentials change, as when the two ran
+ * apart (the signals queued to it are charged to the restorer, as before).
  */
-export function runThreadSections(
-  pid: number,
-  bootstrap: Bootstrap,
-  sections: ThreadSections,
-): void {
-  if (!sections.length) return;
-  runAll(
-    sections.map(({ tid, op }) => sectionRun(tid, bootstrap, op)),
-    (tid) => `cannot restore the state of thread ${tid} of process ${pid}`,
-  );
+export function chainedCreds(creds: CredsSections, sections: ThreadSections): CredsSections {
+  const start = new Map(sections.map((s) => [s.tid, s.op]));
+  return { threads: creds.threads.map((t) => ({ tid: t.tid, op: start.get(t.tid) ?? t.op })) };
 }

@@ -3,7 +3,9 @@
  * process is restored (its program ran, the engine's per-thread injections
  * are done), every thread runs its own credentials section of the restore
  * program (see creds.ts), all threads at once (each changes only its own
- * credentials). Every thread's credentials
+ * credentials); each thread but the main one starts at its own-state
+ * section, which goes on into it (engine/restore/thread_state.ts). Every
+ * thread's credentials
  * are then read back (status file; securebits by the section itself when
  * recorded as 0, else by a prctl run in the thread) and compared with the
  * record: a difference, or a step the
@@ -27,6 +29,7 @@ import { describeFailedOp, OP_SIZE } from "../program/builder.ts";
 import type { Bootstrap } from "../restore/stub.ts";
 import { type CredsSections, PR, readThreadCreds, SECBIT_KEEP_CAPS } from "./creds.ts";
 import { credsDifferences } from "./creds_check.ts";
+import { type ProcStatus, readStatus } from "../proc/status.ts";
 
 const SIGTRAP = 5;
 const NO_SYSCALL = 0xffffffffffffffffn;
@@ -129,7 +132,11 @@ export function restoreCreds(image: ProcessImage, compiled: CompiledCreds): void
   const fail = (what: string) => `cannot restore the credentials of process ${pid} (${what})`;
   runAll(
     compiled.creds.threads.map(({ tid, op }) => sectionRun(tid, boot, op)),
-    (tid) => fail(`thread ${tid}`),
+    // A thread but the main one runs its own-state section first (engine/restore/thread_state.ts).
+    (tid) =>
+      tid === pid
+        ? fail(`thread ${tid}`)
+        : `cannot restore the state or the credentials of process ${pid} (thread ${tid})`,
   );
 
   // Read back: securebits recorded as 0 by the sections themselves (creds.ts), the
@@ -141,8 +148,12 @@ export function restoreCreds(image: ProcessImage, compiled: CompiledCreds): void
     const i = others.indexOf(t);
     return i < 0 ? 0 : Number(read[i].rax);
   });
+  // Each status parsed like the first one: lines whose text is the same give the same values.
+  let like: ProcStatus | undefined;
   image.threads.forEach((t, i) => {
-    const have = readThreadCreds(pid, t.tid, bits[i], (bits[i] & SECBIT_KEEP_CAPS) !== 0);
+    const st = readStatus(pid, t.tid, like);
+    like ??= st;
+    const have = readThreadCreds(pid, t.tid, bits[i], (bits[i] & SECBIT_KEEP_CAPS) !== 0, st);
     const diff = credsDifferences(t.creds!, have);
     if (diff.length) {
       throw new RestoreError(

@@ -62,6 +62,8 @@ const POLICY_NAMES: Record<number, string> = {
   5: "SCHED_IDLE",
   6: "SCHED_DEADLINE",
 };
+/** SCHED_OTHER, SCHED_BATCH, SCHED_IDLE: sched_getattr's `sched_nice` is their nice value. */
+const FAIR_POLICIES = new Set([0, 3, 5]);
 /** sched_attr flags kept across a restore. */
 const KEPT_FLAGS = 0x1 | 0x2 | 0x4;
 /** SCHED_FLAG_UTIL_CLAMP_MIN | SCHED_FLAG_UTIL_CLAMP_MAX. */
@@ -87,7 +89,9 @@ export function collectSched(tid: number, timerSlackNs?: number): ThreadSched {
     policy: a.policy,
     flags: Number(a.flags) & KEPT_FLAGS,
     priority: a.priority,
-    nice: getNice(tid),
+    // sched_getattr reports the nice value (task_nice, as getpriority) for the fair
+    // policies only; a real-time or deadline thread's is read by getpriority.
+    nice: FAIR_POLICIES.has(a.policy) ? a.nice : getNice(tid),
     runtime: a.runtime.toString(),
     deadline: a.deadline.toString(),
     period: a.period.toString(),
