@@ -24,8 +24,8 @@
  * @module
  */
 
-/** Format of the manifest and of the generated entry (part of the cache key). */
-const FORMAT = 1;
+/** Format of the manifest, of the generated entry and of the bundle's form (part of the cache key). */
+const FORMAT = 2;
 
 /** A file must be this much older than the stat that records it (see the module doc). */
 export const SETTLE_MS = 2000;
@@ -53,7 +53,13 @@ export const BUNDLED_COMMANDS: Readonly<Record<string, string>> = {
 };
 
 /** Files that decide what a bundle holds without being in its module graph. */
-const ALSO_TRACKED = ["deno.json", "deno.lock", "cli/bundle.ts"];
+const ALSO_TRACKED = ["deno.json", "deno.lock", "cli/bundle.ts", "cli/bundle_eager.ts"];
+
+/**
+ * The bundle's rewrite (cli/bundle_eager.ts), loaded only by a build:
+ * every command imports this module, and most never build.
+ */
+const EAGER_MODULE = "./bundle_eager.ts";
 
 /** The program a bundle exports: cli/program.ts's `main`. */
 export interface BundledProgram {
@@ -264,8 +270,11 @@ async function build(command: string, dir: string, key: string): Promise<string 
     if (bundled === undefined) return undefined;
     const code = Deno.readTextFileSync(out);
     if (!selfContained(code)) return undefined;
+    const { eagerFunctions }: typeof import("./bundle_eager.ts") = await import(EAGER_MODULE);
+    const eager = eagerFunctions(code);
+    Deno.writeTextFileSync(out, eager);
     if (!sameStamps(before, paths.map(stamp))) return undefined;
-    const name = `${key}-${(await hex(code)).slice(0, 16)}.js`;
+    const name = `${key}-${(await hex(eager)).slice(0, 16)}.js`;
     Deno.chmodSync(out, 0o644);
     Deno.renameSync(out, `${dir}/${name}`);
     const manifest: Manifest = {

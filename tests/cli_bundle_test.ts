@@ -12,6 +12,7 @@ import assert from "node:assert/strict";
 import { repoRoot, runCommand } from "./helpers/commands.ts";
 import { withTempDir } from "./helpers/fs.ts";
 import { FROM_SOURCE, ON_DEMAND, selfContained, SETTLE_MS } from "../cli/bundle.ts";
+import { eagerFunctions } from "../cli/bundle_eager.ts";
 import { importModule, installBundle, runningBundled, sourceURL } from "../engine/modules.ts";
 
 const MARK = "cryo-test: ran from the bundle";
@@ -95,6 +96,10 @@ console.log(JSON.stringify({ root: b.root, fromSource: b.fromSource, modules }))
     has("engine/pidns/extras.ts", "collectNamespaceExtras");
     has("engine/image/chain.ts", "flattenForRestore");
     has("engine/memory/lazy_serve.ts", "LazyServer");
+    // Its top-level functions are eager (moved up as parenthesised expressions).
+    const eager = Deno.readTextFileSync(`${cache}/${first.js[0]}`).split("\n")
+      .filter((l) => /^var [\w$]+ = \((async )?function\*? \(/.test(l)).length;
+    assert.ok(eager > 500, `${eager} eager functions`);
     // A marked bundle shows that the next run uses it.
     mark(`${cache}/${first.js[0]}`);
     r = await dump();
@@ -145,6 +150,17 @@ console.log(JSON.stringify({ root: b.root, fromSource: b.fromSource, modules }))
     Deno.writeTextFileSync(`${src}/deno.json`, Deno.readTextFileSync(`${src}/deno.json`) + "\n");
     r = await dump();
     assert.equal(r.stderr, "cryo: pid 999999 is not running\n");
+    // So does the bundle's rewrite (cli/bundle_eager.ts), once a bundle is in use again.
+    await settle();
+    r = await dump();
+    const third = cached(cache, "dump").js;
+    mark(`${cache}/${third[0]}`);
+    r = await dump();
+    assert.equal(r.stderr, `${MARK}\ncryo: pid 999999 is not running\n`);
+    const eagerSrc = `${src}/cli/bundle_eager.ts`;
+    Deno.writeTextFileSync(eagerSrc, Deno.readTextFileSync(eagerSrc) + "\n// changed\n");
+    r = await dump();
+    assert.equal(r.stderr, "cryo: pid 999999 is not running\n");
 
     // While another cryo builds (its lock file), a run goes from source and builds nothing;
     // a lock left by a builder long gone is taken over.
@@ -164,6 +180,81 @@ console.log(JSON.stringify({ root: b.root, fromSource: b.fromSource, modules }))
     assert.notDeepEqual(after, before);
     assert.throws(() => Deno.statSync(`${cache}/${key}.lock`), Deno.errors.NotFound);
   });
+});
+
+/** Evaluates module `code` (no imports) and returns its `result` export. */
+async function evaluate(code: string): Promise<unknown> {
+  const url = `data:text/javascript;base64,${btoa(code)}`;
+  return (await import(url)).result;
+}
+
+Deno.test("cli bundle: eager functions behave as the declarations they replace", async () => {
+  const code = [
+    "var early = twice(2);",
+    "var table = { twice, gen, later };",
+    "function twice(x) {",
+    "  return 2 * x;",
+    "}",
+    "",
+    "// ../../some/module.ts",
+    "function* gen(n) {",
+    "  for (let i = 0; i < n; i++) yield i;",
+    "}",
+    "async function later(x) {",
+    "  return await Promise.resolve(x + 1);",
+    "}",
+    "function fact(n) {",
+    "  return n <= 1 ? 1 : n * fact(n - 1);",
+    "}",
+    "function text() {",
+    "  return `one",
+    "function fake(a) {",
+    "  return a;",
+    "}",
+    "two`;",
+    "}",
+    "var doc = `",
+    "function alsoFake(b) {",
+    "}",
+    "`;",
+    "function last() { return doc.length; }",
+    "var result = {",
+    "  early,",
+    "  gen: [...table.gen(3)],",
+    "  later: await table.later(1),",
+    "  fact: fact(5),",
+    "  names: [twice.name, gen.name, later.name, fact.name, text.name, last.name],",
+    "  text: text(),",
+    "  last: last(),",
+    "  typeofFake: typeof fake,",
+    "};",
+    "export { result };",
+    "",
+  ].join("\n");
+  const out = eagerFunctions(code);
+  assert.notEqual(out, code);
+  for (const name of ["twice", "fact", "last"]) {
+    assert.match(out, new RegExp(`^var ${name} = \\(function \\(`, "m"));
+  }
+  assert.match(out, /^var gen = \(function\* \(/m);
+  assert.match(out, /^var later = \(async function \(/m);
+  // The lines inside template literals stay where they are, untouched.
+  assert.ok(out.includes("`one\nfunction fake(a) {\n  return a;\n}\ntwo`"));
+  assert.ok(out.includes("var doc = `\nfunction alsoFake(b) {\n}\n`;"));
+  assert.deepEqual(await evaluate(out), await evaluate(code));
+  assert.deepEqual(await evaluate(out), {
+    early: 4,
+    gen: [0, 1, 2],
+    later: 2,
+    fact: 120,
+    names: ["twice", "gen", "later", "fact", "text", "last"],
+    text: "one\nfunction fake(a) {\n  return a;\n}\ntwo",
+    last: 26,
+    typeofFake: "undefined",
+  });
+  // Nothing that parses as a whole piece: the code is returned as it is.
+  const only = "var t = `\nfunction f() {\n}\n`;\nexport { t };\n";
+  assert.equal(eagerFunctions(only), only);
 });
 
 Deno.test("cli bundle: a bundle that would name itself where its source meant its own file is refused", () => {

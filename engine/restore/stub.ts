@@ -154,8 +154,14 @@ export function buildStub(layout: StubLayout): StubCode {
   a.jmp("fail");
 
   const at = (l: string) => layout.base + BigInt(a.labelOffset(l));
+  const code = a.bytes();
+  if (code.length !== STUB_SIZE) {
+    throw new Error(
+      `internal error: the stub is ${code.length} bytes, STUB_SIZE says ${STUB_SIZE}`,
+    );
+  }
   return {
-    code: a.bytes(),
+    code,
     entryStandalone: at("entryStandalone"),
     entryRestore: at("entryRestore"),
     resumeRip: at("resume"),
@@ -164,9 +170,13 @@ export function buildStub(layout: StubLayout): StubCode {
   };
 }
 
-/** Size of the stub code (independent of the addresses: every immediate is fixed size). */
-export const STUB_SIZE: number =
-  buildStub({ base: 0n, slotsAddress: 0n, mainProgram: 0n, standaloneProgram: 0n }).code.length;
+/**
+ * Size of the stub code (independent of the addresses: every immediate is
+ * fixed size). A literal, not a stub assembled at import (1.5 to 3 ms of
+ * every dump's and restore's start, docs/PERFORMANCE.md): {@link buildStub}
+ * throws if the code it assembles ever differs from it.
+ */
+export const STUB_SIZE = 339;
 
 function alignUp(v: bigint, a: bigint): bigint {
   return (v + a - 1n) / a * a;
