@@ -190,7 +190,7 @@ class Bytes {
   view = new DataView(this.buf.buffer);
   length = 0;
 
-  /** Makes room for `n` more bytes; returns the offset they start at. */
+  /** Makes room for `n` more bytes, all zero; returns the offset they start at. */
   grow(n: number): number {
     const at = this.length;
     if (at + n > this.buf.length) {
@@ -315,13 +315,12 @@ export class ProgramBuilder {
         view.setUint32(at + 12 + i * 8, 0, true);
       } else setU64(view, at + 8 + i * 8, a);
     }
-    for (let i = args.length; i < 6; i++) view.setBigUint64(at + 8 + i * 8, 0n, true);
+    // The op's bytes are new, so zero (Bytes.grow): the missing args, the reserved
+    // byte and `aux` (filled in by build() for a jump) stay as they are.
     view.setUint32(at, nr >>> 0, true);
     view.setUint8(at + 4, mask);
     view.setUint8(at + 5, opts.store ?? NO_SLOT);
-    view.setUint8(at + 6, opts.allowFail ? FLAG_ALLOW_FAIL : 0);
-    view.setUint8(at + 7, 0);
-    view.setBigUint64(at + 56, 0n, true);
+    if (opts.allowFail) view.setUint8(at + 6, FLAG_ALLOW_FAIL);
     const index = this.#count++;
     if (opts.jumpIfZeroTo !== undefined) {
       this.#jumps.push(index);
