@@ -21,7 +21,7 @@ import { freezeTree, thawTree } from "../engine/dump/freeze.ts";
 import { withInjection } from "../engine/dump/injected.ts";
 import { mapsWithoutFlags, smapsOverlap } from "../engine/dump/vm_flags.ts";
 import { collectProcess, pipeTopology, readFds } from "../engine/dump/process.ts";
-import { awaitVmFlags } from "../engine/dump/vm_flags.ts";
+import { awaitVmFlags, vmFlagsPaths } from "../engine/dump/vm_flags.ts";
 import { Refusals } from "../engine/support.ts";
 import { SYS } from "../ffi/sysno.ts";
 import { dumpKillRestore, startTriggered } from "./helpers/roundtrip.ts";
@@ -151,12 +151,14 @@ Deno.test(
   withTargets(async () => {
     const min = smapsOverlap.minRssBytes;
     smapsOverlap.minRssBytes = 0;
+    Deno.env.set("CRYO_VMFLAGS", "smaps"); // not the BPF iterator (tests/vma_flags_bpf_test.ts)
     try {
       const { t, trigger } = await startTriggered("rt_memflags", /^ready pid=(\d+)$/m, {
         extra: [],
       });
       const { dump } = await dumpKillRestore(t);
       assert.equal(dump.stats.processes, 1);
+      assert.equal(vmFlagsPaths.get(t.pid), "smaps: not checked");
       await Deno.writeTextFile(trigger, "");
       assertChecksPassed(
         t,
@@ -168,6 +170,7 @@ Deno.test(
       );
     } finally {
       smapsOverlap.minRssBytes = min;
+      Deno.env.delete("CRYO_VMFLAGS");
     }
   }),
 );

@@ -59,7 +59,7 @@ import { readStat } from "../proc/stat.ts";
 import { readFds } from "../proc/fds.ts";
 import { freezeTree, type FrozenTree, thawTree } from "./freeze.ts";
 import { collectProcess, describeFd, pipeTopology } from "./process.ts";
-import { awaitVmFlags } from "./vm_flags.ts";
+import { awaitVmFlags, startVmFlagsCheck, type VmFlagsCheck } from "./vm_flags.ts";
 import { markSharedDescriptions } from "../fds/descriptions.ts";
 import { resolveInFlightFds } from "../fds/unix_scm.ts";
 import {
@@ -374,6 +374,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
   // TCP/UDP sockets; copies of established connections are kept until the outcome is known.
   const sockets = new InetSocketSession();
   let precopy: Precopy | undefined;
+  /** Whether the VmFlags may come from the BPF iterator (engine/dump/vm_flags.ts). */
+  let vmFlagsCheck: Promise<VmFlagsCheck | undefined> | undefined;
   let parent: ParentPages | undefined;
   const chain = new ChainDump(pid, opts);
   try {
@@ -389,7 +391,11 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         pid,
         tmp,
         opts.preDump === true,
-        (frozen) => rehearseCollect(frozen, opts.optIns),
+        (frozen) => {
+          rehearseCollect(frozen, opts.optIns);
+          // Its smaps read runs beside the copy (engine/dump/vm_flags.ts).
+          vmFlagsCheck = startVmFlagsCheck(pid, frozen.processes.map((p) => p.pid));
+        },
       );
       await warmUpFinalFreeze();
       opts.onEvent?.({
@@ -398,6 +404,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         frozenSeconds: precopy.frozenSeconds,
       });
     }
+    // Before the freeze: the check's smaps walk must not hold a frozen mm's lock.
+    const flagsCheck = await (vmFlagsCheck ?? startVmFlagsCheck(pid));
     tree = freezeTree(pid);
     const locks = readLocksOffThread(); // its grace period passes while the tree is collected
     chain.onFrozen();
@@ -428,7 +436,17 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     // it can be restored: nothing is written or killed for a tree that could not come back.
     const refusals = new Refusals(opts.optIns);
     const collectedAll = tree.processes.map((p, i) =>
-      collectProcess(p.pid, p.threads, p.children, fdLists[i], topology, refusals, sockets)
+      collectProcess(
+        p.pid,
+        p.threads,
+        p.children,
+        fdLists[i],
+        topology,
+        refusals,
+        sockets,
+        undefined,
+        flagsCheck,
+      )
     );
     for (const c of collectedAll) precopy?.fixRestarts(c.image);
     // Queued socket bytes are sent again by whichever process creates the socket.

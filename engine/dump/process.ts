@@ -15,7 +15,13 @@ import { auxvToModel, readAuxv } from "../proc/auxv.ts";
 import { devMajor, devMinor, type ProcFd, readFds } from "../proc/fds.ts";
 import { readMapFileIdentity } from "../proc/maps.ts";
 import { readSmapsFlags, readSmapsFlagsOffThread, type SmapsArea } from "../proc/smaps_flags.ts";
-import { completeVmFlags, mapsWithoutFlags, smapsOverlaps } from "./vm_flags.ts";
+import {
+  completeVmFlags,
+  frozenVmFlags,
+  mapsWithoutFlags,
+  smapsOverlaps,
+  type VmFlagsCheck,
+} from "./vm_flags.ts";
 import { fileIdentityOf, readProcLink, readProcText } from "../proc/io.ts";
 import { type InjectedThreadState, queryInjectedState, withInjection } from "./injected.ts";
 import { collectThread, sharedPending } from "./threads.ts";
@@ -154,6 +160,8 @@ export function collectProcess(
   sockets?: InetSocketSession,
   /** Mappings to use instead of reading smaps (a rehearsal, engine/dump/rehearsal.ts). */
   areas?: SmapsArea[],
+  /** The check made before the freeze that lets VmFlags come from the BPF iterator (vm_flags.ts). */
+  vmFlagsCheck?: VmFlagsCheck,
 ): CollectedProcess {
   checkNamespaces(pid, refusals);
   const stat = readStat(pid);
@@ -166,8 +174,11 @@ export function collectProcess(
   // VmFlags from smaps read on another thread after the injected calls,
   // beside the rest of the collect (engine/dump/vm_flags.ts).
   // Smaller processes (or many small mappings) read smaps alone, in one pass.
-  const overlap = !areas && smapsOverlaps(stat.rss);
-  const maps: SmapsArea[] = areas ?? (overlap ? mapsWithoutFlags(pid) : readSmapsFlags(pid));
+  // First choice: maps and a BPF iterator's flags, no page walk (vm_flags.ts).
+  const bpf = areas ? undefined : frozenVmFlags(pid, vmFlagsCheck);
+  const overlap = !areas && !bpf && smapsOverlaps(stat.rss);
+  const maps: SmapsArea[] = areas ?? bpf ??
+    (overlap ? mapsWithoutFlags(pid) : readSmapsFlags(pid));
   // Everything read by injected syscalls, in one session (one scratch page).
   const { injected, posixTimers, credentials, aio } = withInjection(
     pid,

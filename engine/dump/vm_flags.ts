@@ -1,11 +1,22 @@
 /**
- * The mappings' VmFlags of a frozen process, read beside the rest of the
- * collect. /proc/<pid>/smaps is their only source, and it walks every page
- * table entry of every area (~60 ms for 2 GiB resident). The collect takes
- * the areas from maps (no page walk), makes its injected calls, and only
- * then starts the smaps read on another thread: the injection's own areas
- * (scratch, batch and probe pages) are gone by then, and the frozen tree
- * changes no mapping, so smaps lists exactly the areas of maps. That is
+ * The mappings' VmFlags of a frozen process, by the cheapest exact source.
+ *
+ * First choice, for a process large enough to pay for it ({@link bpfFlagsPay}):
+ * the areas from /proc/<pid>/maps and each area's vm_flags from a BPF
+ * task_vma iterator (engine/proc/vma_flags_bpf.ts), decoded to smaps'
+ * two-letter codes by a table. Before the freeze, {@link startVmFlagsCheck}
+ * reads smaps of each process and compares the table's decoding with it
+ * area by area: one disagreement and the dump reads smaps as before; at the
+ * freeze, {@link frozenVmFlags} takes the iterator's flags only if it lists
+ * exactly the areas of maps and every bit set is one smaps confirmed.
+ * `CRYO_VMFLAGS=smaps` forces smaps, `=bpf` the iterator at any size.
+ *
+ * Otherwise /proc/<pid>/smaps, which walks every page table entry of every
+ * area (~60 ms for 2 GiB resident). For a large resident set the collect
+ * takes the areas from maps (no page walk), makes its injected calls, and
+ * only then starts the smaps read on another thread: the injection's own
+ * areas (scratch, batch and probe pages) are gone by then, and the frozen
+ * tree changes no mapping, so smaps lists exactly the areas of maps. That is
  * checked area by area ({@link flagsOfMaps}): a difference fails the dump,
  * never fills in a flag from another area.
  *
@@ -15,7 +26,21 @@
 import type { Mapping, ProcessImage } from "../model.ts";
 import type { MemoryProcessFlags } from "../memory/flags.ts";
 import { readMaps } from "../proc/maps.ts";
-import { flagsOfMaps, type SmapsArea } from "../proc/smaps_flags.ts";
+import {
+  flagsOfMaps,
+  readSmapsFlagsOffThread,
+  sameArea,
+  type SmapsArea,
+} from "../proc/smaps_flags.ts";
+import {
+  bpfUnavailable,
+  checkDecoding,
+  decodeVmFlags,
+  loadVmaIterator,
+  readVmaRecords,
+} from "../proc/vma_flags_bpf.ts";
+import { listDescendants } from "../proc/tasks.ts";
+import { readStat } from "../proc/stat.ts";
 import type { CollectedProcess } from "./process.ts";
 
 /**
@@ -80,4 +105,170 @@ export async function awaitVmFlags(
     const memoryFlags = await pending;
     if (Object.keys(memoryFlags).length) image.memoryFlags = memoryFlags;
   }
+}
+
+/**
+ * `CRYO_VMFLAGS` in the environment: "smaps" takes the VmFlags from smaps
+ * alone, never from the BPF iterator; "bpf" takes the iterator whatever
+ * the process's size ({@link bpfFlagsPay}); anything else, the default (A/B
+ * measurements, tests).
+ */
+export function vmFlagsOverride(): "smaps" | "bpf" | undefined {
+  try {
+    const v = Deno.env.get("CRYO_VMFLAGS");
+    return v === "smaps" || v === "bpf" ? v : undefined;
+  } catch {
+    return undefined; // no env permission: the default
+  }
+}
+
+/**
+ * From which size the BPF iterator pays for its check: loading it (the
+ * kernel's 5 MB of BTF parsed, the verifier) and the smaps read before the
+ * freeze cost ~50 ms of a fresh CLI, while the smaps walk it saves at the
+ * freeze is ~2 ms for 64 MiB resident in a few hundred areas, 60 to 90 ms at
+ * 2 GiB, and the kernel's formatting of ~0.7 KB of text per area (~7 MB and
+ * tens of ms for 10,000 areas).
+ */
+export const bpfFlagsPay = { minRssBytes: 256 * 2 ** 20, minAreas: 1000 };
+
+/** Whether process `pid` is large enough for the BPF iterator ({@link bpfFlagsPay}). */
+function bpfPays(pid: number): boolean {
+  if (readStat(pid).rss * 4096 >= bpfFlagsPay.minRssBytes) return true;
+  if (bpfFlagsPay.minAreas <= 0) return true;
+  // One line per area; reading maps does not walk pages.
+  const bytes = Deno.readFileSync(`/proc/${pid}/maps`);
+  let lines = 0;
+  for (let at = bytes.indexOf(10); at >= 0; at = bytes.indexOf(10, at + 1)) lines++;
+  return lines >= bpfFlagsPay.minAreas;
+}
+
+/**
+ * What an smaps read made before the freeze confirmed of the BPF decoding
+ * (engine/proc/vma_flags_bpf.ts), per process of the tree.
+ */
+export interface VmFlagsCheck {
+  processes: Map<number, {
+    /** Every vm_flags bit that smaps confirmed the code of. */
+    bits: bigint;
+    /** Areas smaps lists that the iterator does not ([vsyscall], the gate area), as read. */
+    gate: SmapsArea[];
+  }>;
+}
+
+/**
+ * How the VmFlags of each process were read at the latest freeze: "bpf",
+ * or "smaps: <why not bpf>" (a debug-level reason; tests look at it).
+ */
+export const vmFlagsPaths = new Map<number, string>();
+
+/**
+ * Starts the check of the BPF source of VmFlags for the processes of the
+ * tree of `root` (running or frozen; before the dump's freeze): loads the
+ * iterator (once per cryo process) while an smaps read of each process runs
+ * on another thread, then compares the iterator's decoded flags with smaps
+ * area by area. Settles with undefined when the BPF path is not to be used
+ * for this dump (forced off, unavailable, or one disagreement anywhere);
+ * never rejects. Awaited before the freeze: its smaps walk must not hold a
+ * frozen target's mmap lock against the injected calls.
+ */
+export function startVmFlagsCheck(
+  root: number,
+  pids?: number[],
+): Promise<VmFlagsCheck | undefined> {
+  vmFlagsPaths.clear();
+  const override = vmFlagsOverride();
+  if (override === "smaps") return Promise.resolve(undefined);
+  let list: number[];
+  try {
+    list = (pids ?? [...listDescendants(root).keys()]).filter((pid) => {
+      if (override === "bpf" || bpfPays(pid)) return true;
+      vmFlagsPaths.set(pid, "smaps: small");
+      return false;
+    });
+  } catch {
+    return Promise.resolve(undefined); // the dump will tell
+  }
+  if (list.length === 0) return Promise.resolve(undefined);
+  const reads = list.map((pid) => readSmapsFlagsOffThread(pid));
+  if (!loadVmaIterator()) {
+    for (const pid of list) vmFlagsPaths.set(pid, `smaps: ${bpfUnavailable()}`);
+    return Promise.resolve(undefined);
+  }
+  const check: VmFlagsCheck = { processes: new Map() };
+  let disagreement: string | undefined;
+  return Promise.all(list.map(async (pid, i) => {
+    try {
+      const smaps = await reads[i];
+      const c = checkDecoding(readVmaRecords(pid), smaps);
+      if (c.disagreement) disagreement ??= `process ${pid}: ${c.disagreement}`;
+      const gate = smaps.filter((a) => a.path === "[vsyscall]");
+      check.processes.set(pid, { bits: c.confirmedBits, gate });
+    } catch (e) {
+      vmFlagsPaths.set(pid, `smaps: check failed: ${e instanceof Error ? e.message : e}`);
+    }
+  })).then(() => {
+    if (disagreement === undefined) return check;
+    for (const pid of list) vmFlagsPaths.set(pid, `smaps: ${disagreement}`);
+    return undefined;
+  });
+}
+
+/** vm_flags bits that maps shows as permissions: read, write, exec, may-share. */
+const VM_READ = 1n, VM_WRITE = 2n, VM_EXEC = 4n, VM_MAYSHARE = 0x80n;
+
+/** Whether a maps permission string ("rw-p") is the one `flags` make. */
+function permsOf(perms: string, flags: bigint): boolean {
+  return (perms[0] === "r") === ((flags & VM_READ) !== 0n) &&
+    (perms[1] === "w") === ((flags & VM_WRITE) !== 0n) &&
+    (perms[2] === "x") === ((flags & VM_EXEC) !== 0n) &&
+    (perms[3] === "s") === ((flags & VM_MAYSHARE) !== 0n);
+}
+
+/**
+ * The areas of frozen process `pid` from maps, with their VmFlags from the
+ * BPF iterator: exact, or undefined (the caller reads smaps). The iterator
+ * must list exactly the areas of maps, by address, but the gate area (which
+ * must then be the one the check read); every flag bit must be one the
+ * check confirmed, and the maps permissions must be the flags' own.
+ */
+export function frozenVmFlags(pid: number, check?: VmFlagsCheck): SmapsArea[] | undefined {
+  const confirmed = check?.processes.get(pid);
+  if (!confirmed) {
+    if (!vmFlagsPaths.has(pid)) vmFlagsPaths.set(pid, "smaps: not checked");
+    // (set already when it was too small, unavailable, or failed its check)
+    return undefined;
+  }
+  const fail = (why: string) => {
+    vmFlagsPaths.set(pid, `smaps: ${why}`);
+    return undefined;
+  };
+  const maps = mapsWithoutFlags(pid);
+  let records;
+  try {
+    records = readVmaRecords(pid);
+  } catch (e) {
+    return fail(`iterator: ${e instanceof Error ? e.message : e}`);
+  }
+  let j = 0;
+  for (const m of maps) {
+    if (j < records.count && records.start[j] === m.start) {
+      const flags = records.flags[j];
+      if (records.end[j++] !== m.end) return fail(`area ${m.start.toString(16)} differs from maps`);
+      if ((flags & ~confirmed.bits) !== 0n) {
+        return fail(`flags 0x${flags.toString(16)} have a bit smaps did not confirm`);
+      }
+      const codes = decodeVmFlags(flags);
+      if (!codes) return fail(`flags 0x${flags.toString(16)} have an unknown bit`);
+      if (!permsOf(m.perms, flags)) return fail(`flags 0x${flags.toString(16)} are not ${m.perms}`);
+      m.vmFlags = codes;
+    } else {
+      const gate = confirmed.gate.find((g) => sameArea(g, m));
+      if (!gate) return fail(`area ${m.start.toString(16)} of maps is not the iterator's`);
+      m.vmFlags = gate.vmFlags;
+    }
+  }
+  if (j !== records.count) return fail(`the iterator lists ${records.count} areas, maps ${j}`);
+  vmFlagsPaths.set(pid, "bpf");
+  return maps;
 }

@@ -207,7 +207,7 @@ export function readSmapsFlagsOffThread(pid: number): Promise<SmapsArea[]> {
  * Whether two areas have the same maps line (addresses, permissions,
  * offset, device, inode, path).
  */
-function sameArea(a: MapEntry, b: MapEntry): boolean {
+export function sameArea(a: MapEntry, b: MapEntry): boolean {
   return a.start === b.start && a.end === b.end && a.perms === b.perms &&
     a.offset === b.offset && a.dev === b.dev && a.inode === b.inode && a.path === b.path;
 }

@@ -1,0 +1,257 @@
+/**
+ * The bpf(2) system call, as much of it as one program needs: a BPF
+ * `task_vma` iterator that writes (vm_start, vm_end, vm_flags) of each
+ * memory area of one process, read as 24-byte records from an iterator fd.
+ * The program is assembled here from a short instruction list; the kernel
+ * struct offsets it uses are given by the caller, who takes them from the
+ * running kernel's BTF (ffi/btf.ts), never from a header. The bpf_attr
+ * layouts and command numbers below are the kernel's stable UAPI
+ * (include/uapi/linux/bpf.h); tests/vma_flags_bpf_test.ts checks them
+ * against the running kernel's BTF.
+ *
+ * @module
+ */
+
+import { addressOf, cstr, rawSyscall } from "./libc.ts";
+import { errnoName } from "./errno.ts";
+import { SYS } from "./sysno.ts";
+
+/** bpf(2) on x86-64. */
+export const SYS_BPF = 321;
+
+/** The bpf(2) commands used (enum bpf_cmd). */
+export const BPF_CMD = { PROG_LOAD: 5, LINK_CREATE: 28, ITER_CREATE: 33 } as const;
+/** BPF_PROG_TYPE_TRACING (enum bpf_prog_type). */
+export const BPF_PROG_TYPE_TRACING = 26;
+/** BPF_TRACE_ITER (enum bpf_attach_type). */
+export const BPF_TRACE_ITER = 28;
+/** Size of union bpf_iter_link_info (its largest member, the cgroup one, is 16 bytes). */
+export const ITER_LINK_INFO_SIZE = 16;
+
+/** Byte offsets in union bpf_attr of the BPF_PROG_LOAD fields used. */
+export const PROG_LOAD_ATTR = {
+  prog_type: 0,
+  insn_cnt: 4,
+  insns: 8,
+  license: 16,
+  log_level: 24,
+  log_size: 28,
+  log_buf: 32,
+  prog_name: 48,
+  expected_attach_type: 68,
+  attach_btf_id: 108,
+} as const;
+/** Byte offsets in union bpf_attr of the BPF_LINK_CREATE fields used. */
+export const LINK_CREATE_ATTR = {
+  prog_fd: 0,
+  target_fd: 4,
+  attach_type: 8,
+  flags: 12,
+  iter_info: 16,
+  iter_info_len: 24,
+} as const;
+/** Size of the bpf_attr passed (zeros past the fields set; the kernel accepts a shorter one). */
+const ATTR_SIZE = 128;
+
+/** A refused bpf(2) call: the command, its errno name and, for a load, the verifier's log. */
+export class BpfError extends Error {
+  /** The errno value. */
+  readonly errno: number;
+  /** The verifier log of a refused load ("" otherwise). */
+  readonly log: string;
+  constructor(what: string, errno: number, log = "") {
+    super(`bpf(${what}) failed: ${errnoName(errno)}${log ? `\n${log}` : ""}`);
+    this.name = "BpfError";
+    this.errno = errno;
+    this.log = log;
+  }
+}
+
+/** The kernel layout the task_vma program reads, from the running kernel's BTF. */
+export interface TaskVmaLayout {
+  /** BTF id of FUNC bpf_iter_task_vma (the iterator target to attach to). */
+  attachBtfId: number;
+  /** The bpf_seq_write helper's number (enum bpf_func_id). */
+  seqWriteHelper: number;
+  /** Offset of `meta` in struct bpf_iter__task_vma (the program's context). */
+  ctxMeta: number;
+  /** Offset of `vma` in struct bpf_iter__task_vma. */
+  ctxVma: number;
+  /** Offset of `seq` in struct bpf_iter_meta. */
+  metaSeq: number;
+  /** Offsets of vm_start, vm_end and vm_flags in struct vm_area_struct (8 bytes each). */
+  vmStart: number;
+  vmEnd: number;
+  vmFlags: number;
+}
+
+/** Bytes the program writes per memory area: vm_start, vm_end, vm_flags (u64 each). */
+export const VMA_RECORD_SIZE = 24;
+
+const R0 = 0, R1 = 1, R2 = 2, R3 = 3, R6 = 6, R7 = 7, R10 = 10;
+
+/** One eBPF instruction: opcode, registers, 16-bit offset, 32-bit immediate. */
+function insn(code: number, dst: number, src: number, off: number, imm: number): number[] {
+  return [code, dst, src, off, imm];
+}
+/** BPF_LDX | BPF_MEM | BPF_DW: dst = *(u64 *)(src + off). */
+const ldx64 = (dst: number, src: number, off: number) => insn(0x79, dst, src, off, 0);
+/** BPF_STX | BPF_MEM | BPF_DW: *(u64 *)(dst + off) = src. */
+const stx64 = (dst: number, off: number, src: number) => insn(0x7b, dst, src, off, 0);
+/** BPF_JMP | BPF_JEQ | BPF_K: if dst == imm goto pc + 1 + off. */
+const jeqImm = (dst: number, imm: number, off: number) => insn(0x15, dst, 0, off, imm);
+/** BPF_ALU64 | BPF_MOV | BPF_X: dst = src. */
+const mov64 = (dst: number, src: number) => insn(0xbf, dst, src, 0, 0);
+/** BPF_ALU64 | BPF_MOV | BPF_K: dst = imm. */
+const mov64Imm = (dst: number, imm: number) => insn(0xb7, dst, 0, 0, imm);
+/** BPF_ALU64 | BPF_ADD | BPF_K: dst += imm. */
+const add64Imm = (dst: number, imm: number) => insn(0x07, dst, 0, 0, imm);
+/** BPF_JMP | BPF_CALL: call helper imm (arguments in r1-r5, result in r0). */
+const call = (helper: number) => insn(0x85, 0, 0, 0, helper);
+/** BPF_JMP | BPF_EXIT: return r0. */
+const exit = () => insn(0x95, 0, 0, 0, 0);
+
+/**
+ * The program, one instruction per line (as a disassembly would show it).
+ * It runs once per memory area of the task, and once more at the end with
+ * `vma` NULL; each call writes one 24-byte record to the iterator's seq file.
+ */
+export function taskVmaProgram(l: TaskVmaLayout): Uint8Array<ArrayBuffer> {
+  const list = [
+    ldx64(R6, R1, l.ctxMeta), //        0: r6 = ctx->meta
+    ldx64(R7, R1, l.ctxVma), //         1: r7 = ctx->vma
+    jeqImm(R7, 0, 11), //               2: if r7 == NULL goto 14 (the end call)
+    ldx64(R2, R7, l.vmStart), //        3: r2 = vma->vm_start
+    stx64(R10, -24, R2), //             4: *(u64 *)(fp - 24) = r2
+    ldx64(R2, R7, l.vmEnd), //          5: r2 = vma->vm_end
+    stx64(R10, -16, R2), //             6: *(u64 *)(fp - 16) = r2
+    ldx64(R2, R7, l.vmFlags), //        7: r2 = vma->vm_flags
+    stx64(R10, -8, R2), //              8: *(u64 *)(fp - 8) = r2
+    ldx64(R1, R6, l.metaSeq), //        9: r1 = meta->seq
+    mov64(R2, R10), //                 10: r2 = fp
+    add64Imm(R2, -24), //              11: r2 = fp - 24 (the record)
+    mov64Imm(R3, VMA_RECORD_SIZE), //  12: r3 = 24
+    call(l.seqWriteHelper), //         13: bpf_seq_write(r1, r2, r3)
+    mov64Imm(R0, 0), //                14: r0 = 0
+    exit(), //                         15: return r0
+  ];
+  const out = new Uint8Array(list.length * 8);
+  const dv = new DataView(out.buffer);
+  list.forEach(([code, dst, src, off, imm], i) => {
+    dv.setUint8(i * 8, code);
+    dv.setUint8(i * 8 + 1, (src << 4) | dst);
+    dv.setInt16(i * 8 + 2, off, true);
+    dv.setInt32(i * 8 + 4, imm, true);
+  });
+  return out;
+}
+
+function bpf(cmd: number, attr: Uint8Array<ArrayBuffer>): number | { errno: number } {
+  for (;;) {
+    const r = rawSyscall(SYS_BPF, cmd, attr, attr.length);
+    if (r === -4n) continue; // EINTR
+    return r < 0n ? { errno: Number(-r) } : Number(r);
+  }
+}
+
+/**
+ * Loads the task_vma iterator program; returns its fd (close-on-exec).
+ * Throws {@link BpfError} (with the verifier's log when it refused it).
+ */
+export function loadTaskVmaProgram(l: TaskVmaLayout): number {
+  const insns = taskVmaProgram(l);
+  const license = cstr("GPL");
+  const attempt = (log?: Uint8Array<ArrayBuffer>) => {
+    const attr = new Uint8Array(ATTR_SIZE);
+    const dv = new DataView(attr.buffer);
+    dv.setUint32(PROG_LOAD_ATTR.prog_type, BPF_PROG_TYPE_TRACING, true);
+    dv.setUint32(PROG_LOAD_ATTR.insn_cnt, insns.length / 8, true);
+    dv.setBigUint64(PROG_LOAD_ATTR.insns, addressOf(insns), true);
+    dv.setBigUint64(PROG_LOAD_ATTR.license, addressOf(license), true);
+    if (log) {
+      dv.setUint32(PROG_LOAD_ATTR.log_level, 1, true);
+      dv.setUint32(PROG_LOAD_ATTR.log_size, log.length, true);
+      dv.setBigUint64(PROG_LOAD_ATTR.log_buf, addressOf(log), true);
+    }
+    attr.set(new TextEncoder().encode("cryo_vmas"), PROG_LOAD_ATTR.prog_name);
+    dv.setUint32(PROG_LOAD_ATTR.expected_attach_type, BPF_TRACE_ITER, true);
+    dv.setUint32(PROG_LOAD_ATTR.attach_btf_id, l.attachBtfId, true);
+    return bpf(BPF_CMD.PROG_LOAD, attr);
+  };
+  const r = attempt();
+  if (typeof r === "number") return r;
+  // Again with the verifier's log, for the reason.
+  const log = new Uint8Array(64 * 1024);
+  const again = attempt(log);
+  if (typeof again === "number") return again;
+  const end = log.indexOf(0);
+  const text = new TextDecoder().decode(log.subarray(0, end < 0 ? log.length : end)).trim();
+  throw new BpfError("BPF_PROG_LOAD", r.errno, text);
+}
+
+/**
+ * The records of the task_vma program `progFd` for the memory areas of
+ * thread `tid`'s process, in address order: an iterator link restricted to
+ * that one task (union bpf_iter_link_info's task.tid), an iterator fd, read
+ * to its end. Returns the bytes read (a multiple of {@link VMA_RECORD_SIZE}).
+ */
+export function readTaskVmas(progFd: number, tid: number): Uint8Array<ArrayBuffer> {
+  const info = new Uint8Array(ITER_LINK_INFO_SIZE);
+  new DataView(info.buffer).setUint32(0, tid, true); // task.tid
+  const attr = new Uint8Array(ATTR_SIZE);
+  const dv = new DataView(attr.buffer);
+  dv.setUint32(LINK_CREATE_ATTR.prog_fd, progFd, true);
+  dv.setUint32(LINK_CREATE_ATTR.attach_type, BPF_TRACE_ITER, true);
+  dv.setBigUint64(LINK_CREATE_ATTR.iter_info, addressOf(info), true);
+  dv.setUint32(LINK_CREATE_ATTR.iter_info_len, info.length, true);
+  const link = bpf(BPF_CMD.LINK_CREATE, attr);
+  if (typeof link !== "number") throw new BpfError("BPF_LINK_CREATE", link.errno);
+  try {
+    const iterAttr = new Uint8Array(8);
+    new DataView(iterAttr.buffer).setUint32(0, link, true); // link_fd
+    const fd = bpf(BPF_CMD.ITER_CREATE, iterAttr);
+    if (typeof fd !== "number") throw new BpfError("BPF_ITER_CREATE", fd.errno);
+    try {
+      return readAll(fd);
+    } finally {
+      rawSyscall(SYS.close, fd);
+    }
+  } finally {
+    rawSyscall(SYS.close, link);
+  }
+}
+
+/** The read buffer, kept between calls (10,000 areas make 240 KB). */
+let buffer = new Uint8Array(256 * 1024);
+
+/**
+ * Reads the iterator's records to their end. The end is the first read
+ * that returns nothing, or the first record that does not lie above the one
+ * before it: on this kernel (6.18) a task-filtered task_vma iterator read in
+ * several reads (each returns at most its 32 KiB buffer, ~1,365 records)
+ * does not end after the last area, but gives the last read's records again
+ * and again. The caller compares the areas with maps, so an iteration that
+ * ended early or went on is never taken for the process's areas.
+ */
+function readAll(fd: number): Uint8Array<ArrayBuffer> {
+  let n = 0, checked = 0, lastEnd = 0n;
+  for (;;) {
+    if (n === buffer.length) {
+      const bigger = new Uint8Array(buffer.length * 2);
+      bigger.set(buffer);
+      buffer = bigger;
+    }
+    const r = rawSyscall(SYS.read, fd, buffer.subarray(n), buffer.length - n);
+    if (r === -4n) continue; // EINTR
+    if (r < 0n) throw new BpfError("read of the iterator", Number(-r));
+    if (r === 0n) break;
+    n += Number(r);
+    const dv = new DataView(buffer.buffer, 0, n);
+    for (; checked + VMA_RECORD_SIZE <= n; checked += VMA_RECORD_SIZE) {
+      const start = dv.getBigUint64(checked, true);
+      if (start < lastEnd) return buffer.slice(0, checked); // it started over
+      lastEnd = dv.getBigUint64(checked + 8, true);
+    }
+  }
+  return buffer.slice(0, n);
+}
