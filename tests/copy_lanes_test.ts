@@ -119,6 +119,10 @@ Deno.test("a second lane only with an idle CPU: two CPUs, CPU pressure and load 
   assert.equal(lanesAvailable({ cpus: 2, load1: 4.5, pressure10: 5 }), false);
   assert.equal(lanesAvailable({ cpus: 1, load1: 0.1, pressure10: 0 }), false);
   assert.equal(lanesAvailable({ cpus: 2, load1: 0.4, pressure10: 80 }), false);
+  // The pressure since the command started, when known, rules over the 10-second average.
+  assert.equal(lanesAvailable({ cpus: 2, load1: 1.5, pressure10: 60, pressureRecent: 5 }), true);
+  assert.equal(lanesAvailable({ cpus: 2, load1: 0.4, pressure10: 5, pressureRecent: 70 }), false);
+  assert.equal(lanesAvailable({ cpus: 2, load1: 4.5, pressure10: 5, pressureRecent: 5 }), false);
 });
 
 Deno.test("the lanes claim from opposite ends, each segment once; a stop says what is left", () => {
@@ -203,6 +207,39 @@ Deno.test("a segment that fails in the worker lane fails the copy; the lanes sta
   }
 });
 
+Deno.test("a worker lane that dies mid-segment: what it left is copied here, the same files and CRCs", async () => {
+  const { addr } = patterned(16);
+  const dir = await Deno.makeTempDir({ prefix: "cryo-lanes-" });
+  const lost = CopyLanes.lost;
+  Deno.env.set("CRYO_TEST_LANE_DIE", "2"); // read by the worker as it loads
+  const lanes = CopyLanes.start(true)!;
+  try {
+    const serial = await copyPlanned(jobOf(addr, `${dir}/one`, 12288, 0));
+    const job = jobOf(addr, `${dir}/two`, 12288, 0);
+    // The worker alone: it copies one segment, writes part of the second and dies.
+    const got = await lanes.copy([job], { minBytes: 0, segmentBytes: MiB, mainLane: false });
+    assert.equal(CopyLanes.lost, lost + 1, "the worker died");
+    assert.equal(lanes.last.byWorker, 1, "the worker answered one segment");
+    assertSameResult(got[0], serial, "after the death");
+    const one = Deno.readFileSync(`${dir}/one`);
+    const two = Deno.readFileSync(`${dir}/two`);
+    assert.equal(two.length, one.length, "size");
+    assert.ok(one.every((b, i) => b === two[i]), "same bytes");
+    assert.deepEqual(got[0].blockCrcs, blocksOf(`${dir}/two`, 12288, got[0].pagesEnd));
+    // The lanes without their worker: this thread copies alone.
+    const again = await lanes.copy([jobOf(addr, `${dir}/three`, 12288, 0)], {
+      minBytes: 0,
+      segmentBytes: MiB,
+    });
+    assert.equal(lanes.last.byWorker, 0);
+    assertSameResult(again[0], serial, "without the worker");
+  } finally {
+    Deno.env.delete("CRYO_TEST_LANE_DIE");
+    lanes.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 /** Runs `body` with CRYO_COPY_LANES=2 (cryo's own dumps and the CLIs it starts). */
 async function withTwoLanes(body: () => Promise<void>): Promise<void> {
   Deno.env.set("CRYO_COPY_LANES", "2");
@@ -213,41 +250,50 @@ async function withTwoLanes(body: () => Promise<void>): Promise<void> {
   }
 }
 
-Deno.test(
-  "a tree pre-copied on two lanes records block CRCs of its files and restores with its memory",
-  withTargets(() =>
-    withTwoLanes(async () => {
-      const tree = await startLoadTree(3, 2, 6 * 1024);
-      const { t, trigger } = tree;
-      const dir = await tempImageDir();
-      const dump = await checkpoint(t.pid, {
-        dir,
-        leaveRunning: true,
-        precopy: true,
-        sync: false,
-      });
-      assert.ok((dump.stats.precopy?.bytes ?? 0) >= 3 * 12 * MiB, "the tree was pre-copied");
-      for (const e of dump.manifest.processes) {
-        const path = `${dir}/${e.file}`;
-        const info = await readImageFile(path);
-        const pb = e.pageBlocks;
-        assert.ok(pb, `pageBlocks of ${e.pid}`);
-        const size = (await Deno.stat(path)).size;
-        assert.equal(pageBlocksProblem(pb, info.pagesSection, size), undefined);
-        const crcs = decodeBlockCrcs(pb.crcs) as Uint32Array;
-        assert.deepEqual([...crcs], blocksOf(path, pb.offset, pb.offset + pb.length));
-      }
-      // The original checks itself and exits; the image then restores the tree.
-      await Deno.writeTextFile(trigger, "");
-      assertChecksPassed(t, ["children", "root"], await t.wait(60000), { what: "original" });
-      const restored = await restore(dir);
-      t.resetAfterRestore();
-      for (const pid of restored.pids) if (pid !== t.pid) adoptPid(pid);
-      assertChecksPassed(t, ["children", "root"], await t.wait(60000), {
-        run: 2,
-        what: "restored",
-      });
-      assertLoadReports(tree);
-    })
-  ),
-);
+for (const dies of [false, true]) {
+  Deno.test(
+    dies
+      ? "a tree pre-copied on two lanes whose worker dies mid-copy: the dump completes and restores"
+      : "a tree pre-copied on two lanes records block CRCs of its files and restores with its memory",
+    withTargets(() =>
+      withTwoLanes(async () => {
+        // CRYO_TEST_LANE_DIE: the worker dies in its second segment, cryo's lane copies the rest.
+        if (dies) Deno.env.set("CRYO_TEST_LANE_DIE", "2");
+        const lost = CopyLanes.lost;
+        const tree = await startLoadTree(3, 2, 6 * 1024);
+        const { t, trigger } = tree;
+        const dir = await tempImageDir();
+        const dump = await checkpoint(t.pid, {
+          dir,
+          leaveRunning: true,
+          precopy: true,
+          sync: false,
+        }).finally(() => Deno.env.delete("CRYO_TEST_LANE_DIE"));
+        assert.ok((dump.stats.precopy?.bytes ?? 0) >= 3 * 12 * MiB, "the tree was pre-copied");
+        assert.equal(CopyLanes.lost, lost + (dies ? 1 : 0), "the worker died or lived as told");
+        assert.equal(t.poll(), undefined, "the tree still runs");
+        for (const e of dump.manifest.processes) {
+          const path = `${dir}/${e.file}`;
+          const info = await readImageFile(path);
+          const pb = e.pageBlocks;
+          assert.ok(pb, `pageBlocks of ${e.pid}`);
+          const size = (await Deno.stat(path)).size;
+          assert.equal(pageBlocksProblem(pb, info.pagesSection, size), undefined);
+          const crcs = decodeBlockCrcs(pb.crcs) as Uint32Array;
+          assert.deepEqual([...crcs], blocksOf(path, pb.offset, pb.offset + pb.length));
+        }
+        // The original checks itself and exits; the image then restores the tree.
+        await Deno.writeTextFile(trigger, "");
+        assertChecksPassed(t, ["children", "root"], await t.wait(60000), { what: "original" });
+        const restored = await restore(dir);
+        t.resetAfterRestore();
+        for (const pid of restored.pids) if (pid !== t.pid) adoptPid(pid);
+        assertChecksPassed(t, ["children", "root"], await t.wait(60000), {
+          run: 2,
+          what: "restored",
+        });
+        assertLoadReports(tree);
+      })
+    ),
+  );
+}

@@ -20,6 +20,7 @@
  */
 
 import assert from "node:assert/strict";
+import { CopyLanes } from "../engine/dump/copy_lanes.ts";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { restore } from "../engine/restore/mod.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
@@ -36,41 +37,68 @@ import { startPaused } from "./helpers/kill_anywhere.ts";
 
 const PAGE = 4096;
 
-Deno.test(
-  "dump --leave-running of a process writing its memory: pre-copied, exact at the last freeze, no trace left",
-  withTargets(async () => {
-    const { t, trigger, ready } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
-      extra: ["64"],
-    });
-    const region = BigInt(`0x${ready[2]}`), pages = Number(ready[3]);
-    const before = trackingTraces(t.pid, region, pages);
-    const dir = await tempImageDir();
-    const dump = await checkpoint(t.pid, { dir, leaveRunning: true, precopy: true });
-    const pre = dump.stats.precopy;
-    assert.ok(pre, "the dump pre-copied");
-    assert.ok(pre.bytes >= pages * PAGE, `pre-copied ${pre.bytes} bytes`);
-    // The cold half is kept from the pre-copy; the hot half was written meanwhile.
-    assert.ok(pre.reusedBytes >= (pages / 2) * PAGE, `kept ${pre.reusedBytes} bytes`);
-    assert.ok(pre.reusedBytes < pre.bytes, "some pre-copied pages were written and taken again");
+// Also on two copy lanes: the tracking is then released on the lane's thread
+// (engine/dump/precopy_lanes.ts releasePrecopy), on a copy of cryo's userfaultfd.
+// And with the lane's worker dying when asked to release (CRYO_TEST_LANE_DIE=release):
+// cryo's thread releases, and closes the worker's copy of the fd.
+for (const [lanes, die] of [["", ""], ["2", ""], ["2", "release"]]) {
+  Deno.test(
+    `dump --leave-running of a process writing its memory: pre-copied, exact at the last freeze, no trace left${
+      lanes ? " (two copy lanes)" : ""
+    }${die ? ", the lane's worker dying at the release" : ""}`,
+    withTargets(async () => {
+      const { t, trigger, ready } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
+        extra: ["64"],
+      });
+      const region = BigInt(`0x${ready[2]}`), pages = Number(ready[3]);
+      const before = trackingTraces(t.pid, region, pages);
+      const dir = await tempImageDir();
+      const uffds = () =>
+        [...Deno.readDirSync("/proc/self/fd")].filter((e) => {
+          try {
+            return Deno.readLinkSync(`/proc/self/fd/${e.name}`) === "anon_inode:[userfaultfd]";
+          } catch {
+            return false;
+          }
+        }).length;
+      const ownUffds = uffds();
+      if (lanes) Deno.env.set("CRYO_COPY_LANES", lanes);
+      if (die) Deno.env.set("CRYO_TEST_LANE_DIE", die);
+      const lost = CopyLanes.lost;
+      const dump = await checkpoint(t.pid, { dir, leaveRunning: true, precopy: true }).finally(
+        () => {
+          Deno.env.delete("CRYO_COPY_LANES");
+          Deno.env.delete("CRYO_TEST_LANE_DIE");
+        },
+      );
+      assert.equal(CopyLanes.lost, lost + (die ? 1 : 0), "the worker died as told, or lived");
+      assert.equal(uffds(), ownUffds, "cryo's copies of the userfaultfd closed");
+      const pre = dump.stats.precopy;
+      assert.ok(pre, "the dump pre-copied");
+      assert.ok(pre.bytes >= pages * PAGE, `pre-copied ${pre.bytes} bytes`);
+      // The cold half is kept from the pre-copy; the hot half was written meanwhile.
+      assert.ok(pre.reusedBytes >= (pages / 2) * PAGE, `kept ${pre.reusedBytes} bytes`);
+      assert.ok(pre.reusedBytes < pre.bytes, "some pre-copied pages were written and taken again");
 
-    const after = trackingTraces(t.pid, region, pages);
-    assert.deepEqual(after.fds, before.fds, "the same fds after the dump");
-    assert.equal(after.maps, before.maps, "the same mappings after the dump");
-    assertNoTracking(after);
+      const after = trackingTraces(t.pid, region, pages);
+      assert.deepEqual(after.fds, before.fds, "the same fds after the dump");
+      assert.equal(after.maps, before.maps, "the same mappings after the dump");
+      assertNoTracking(after);
 
-    // The original runs on, writes, and checks itself.
-    await Deno.writeTextFile(trigger, "");
-    assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), {
-      what: "original after the dump",
-    });
+      // The original runs on, writes, and checks itself.
+      await Deno.writeTextFile(trigger, "");
+      assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), {
+        what: "original after the dump",
+      });
 
-    // The image is the memory of the last freeze: every page matches its generation.
-    const tree = await restore(dir);
-    t.resetAfterRestore();
-    for (const pid of tree.pids) if (pid !== t.pid) adoptPid(pid);
-    assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), { run: 2, what: "restored" });
-  }),
-);
+      // The image is the memory of the last freeze: every page matches its generation.
+      const tree = await restore(dir);
+      t.resetAfterRestore();
+      for (const pid of tree.pids) if (pid !== t.pid) adoptPid(pid);
+      assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), { run: 2, what: "restored" });
+    }),
+  );
+}
 
 Deno.test(
   "dump --leave-running while the process remaps and drops parts of its memory: exact at the last freeze",
@@ -185,6 +213,8 @@ for (
     ["precopy-release", "after the dump's thaw, before releasing the tracking"],
     // engine/dump/uffd_release.ts: the first chunk lifted and unregistered, not the rest.
     ["precopy-release-chunk:2", "in the middle of releasing the tracking, chunk by chunk"],
+    // The same released on the copy lane's thread (engine/dump/precopy_lanes.ts releasePrecopy).
+    ["precopy-release-chunk:2", "in the middle of a release on the copy lane's thread", "2"],
   ]
 ) {
   Deno.test(

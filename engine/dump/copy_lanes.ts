@@ -37,6 +37,21 @@ import { pausePoint } from "../pause.ts";
 import { claimSegment, MAX_SEGMENTS, stopClaims } from "./lane_claims.ts";
 import { sourceURL } from "../modules.ts";
 import { type CpuLoad, cpuLoad } from "../proc/cpu_load.ts";
+import { releaseUffd } from "./uffd_release.ts";
+import { rawSyscall } from "../../ffi/libc.ts";
+import { SYS } from "../../ffi/sysno.ts";
+
+/** Whether this process's fd `fd` is a userfaultfd. */
+function isUserfaultfd(fd: number): boolean {
+  try {
+    return Deno.readLinkSync(`/proc/self/fd/${fd}`) === "anon_inode:[userfaultfd]";
+  } catch {
+    return false;
+  }
+}
+
+/** fcntl(2): duplicate with close-on-exec. */
+const F_DUPFD_CLOEXEC = 1030;
 
 /**
  * Below this many bytes to copy, one lane: the worker's creation blocks
@@ -59,9 +74,19 @@ export interface LaneRequest {
   control: SharedArrayBuffer;
 }
 
-/** Message from the worker: one segment done (or failed), or ready. */
+/**
+ * Message to the worker: release a pre-copy's userfaultfd (its copy `uffd`,
+ * which the worker closes) as uffd_release.ts `releaseUffd` does.
+ */
+export interface LaneReleaseRequest {
+  call: number;
+  release: { uffd: number; ranges: [number, number][]; chunkBytes: number };
+}
+
+/** Message from the worker: one segment done (or failed), a release done, or ready. */
 export type LaneReply =
   | { ready: true }
+  | { call: number; released: true }
   | { call: number; index: number; result: SegmentResult }
   | { call: number; index: number; error: string }
   /** The worker is gone (told to the calls in progress by {@link CopyLanes} itself). */
@@ -77,7 +102,7 @@ export interface LaneOptions {
   mainLane?: boolean;
 }
 
-/** Above this CPU pressure (PSI "some avg10", percent), no second lane. */
+/** Above this CPU pressure (PSI "some", percent), no second lane. */
 export const LANE_MAX_PRESSURE = 40;
 
 /**
@@ -85,14 +110,19 @@ export const LANE_MAX_PRESSURE = 40;
  * pressure below {@link LANE_MAX_PRESSURE} with a load average below twice
  * their number (a dump's own two lanes, its target and the commands run
  * before it raise the load average of a quiet machine, not its pressure);
- * without PSI, a load average below their number. On a busy machine the
- * worker would only add its start-up and its share of the copy's CPU to
- * what the other processes wait for (docs/PERFORMANCE.md, "Copy lanes").
+ * without PSI, a load average below their number. The pressure is the one
+ * since the command started when known ({@link CpuLoad.pressureRecent}):
+ * the 10-second average still holds the CPU a command run just before took
+ * (a benchmark's previous dump), when the machine is idle now. On a busy
+ * machine the worker would only add its start-up and its share of the
+ * copy's CPU to what the other processes wait for (docs/PERFORMANCE.md,
+ * "Copy lanes").
  */
 export function lanesAvailable(load: CpuLoad = cpuLoad()): boolean {
   if (load.cpus < 2) return false;
-  if (load.pressure10 === undefined) return load.load1 < load.cpus;
-  return load.pressure10 < LANE_MAX_PRESSURE && load.load1 < 2 * load.cpus;
+  const pressure = load.pressureRecent ?? load.pressure10;
+  if (pressure === undefined) return load.load1 < load.cpus;
+  return pressure < LANE_MAX_PRESSURE && load.load1 < 2 * load.cpus;
 }
 
 /** Two copy lanes: this thread and a worker thread. */
@@ -128,8 +158,12 @@ export class CopyLanes {
     this.#worker.onmessageerror = () => this.#fail();
   }
 
+  /** Workers of this process that died (not closed): what the tests of a lost lane look at. */
+  static lost = 0;
+
   /** The worker is gone: whatever it claimed and did not finish is done by this thread. */
   #fail(): void {
+    if (!this.#dead) CopyLanes.lost++;
     this.#dead = true;
     for (const h of [...this.#waiting.values()]) h({ gone: true });
   }
@@ -240,6 +274,32 @@ export class CopyLanes {
       bytes: total,
     };
     return mergeSegments(jobs, segments, results as SegmentResult[]);
+  }
+
+  /**
+   * Releases a pre-copy's userfaultfd `uffd` (uffd_release.ts
+   * `releaseUffd`: its `ranges` lifted and unregistered `chunkBytes` at a
+   * time) on the worker's thread, so that this one goes on meanwhile (the
+   * dump's notes); on this thread when the worker is gone or dies. The
+   * worker works on a copy of the fd; `uffd` is closed when this resolves.
+   */
+  async release(uffd: number, ranges: [number, number][], chunkBytes: number): Promise<void> {
+    const copy = this.#dead ? -1 : Number(rawSyscall(SYS.fcntl, uffd, F_DUPFD_CLOEXEC, 0));
+    if (copy < 0) return releaseUffd(uffd, ranges, chunkBytes);
+    const call = ++this.#calls;
+    const released = await new Promise<boolean>((resolve) => {
+      this.#waiting.set(call, (m) => resolve("released" in m));
+      this.#worker.postMessage(
+        { call, release: { uffd: copy, ranges, chunkBytes } } satisfies LaneReleaseRequest,
+      );
+    });
+    this.#waiting.delete(call);
+    // Released: nothing is registered any more, the close is cheap. Else (the worker died)
+    // whatever it did not do is done here (a chunk done twice is registered and unregistered
+    // again), and its copy, if still open, is closed (cryo opens no other userfaultfd by then).
+    if (released) return void rawSyscall(SYS.close, uffd);
+    releaseUffd(uffd, ranges, chunkBytes);
+    if (isUserfaultfd(copy)) rawSyscall(SYS.close, copy);
   }
 
   /** Stops the worker (a copy in progress must have returned). */

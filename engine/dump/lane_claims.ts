@@ -35,3 +35,28 @@ export function stopClaims(ctl: Int32Array): [number, number] {
   const v = Atomics.exchange(ctl, 0, 0);
   return [v & 0xffff, v >>> 16];
 }
+
+/**
+ * The `CRYO_TEST_LANE_DIE` test hook (copy_lane_worker.ts): the worker
+ * lane's segment (1-based) in which it dies, or 0. While it is set, cryo's
+ * own lane copies only what the worker leaves (so the death is certain).
+ */
+export function laneDeathAt(): number {
+  try {
+    return Number(Deno.env.get("CRYO_TEST_LANE_DIE") ?? 0) || 0;
+  } catch {
+    return 0; // no env permission
+  }
+}
+
+/**
+ * `CRYO_TEST_LANE_DIE=release`: the worker lane dies when asked to release
+ * a pre-copy's userfaultfd, before it does anything (copy_lane_worker.ts).
+ */
+export function laneDeathInRelease(): boolean {
+  try {
+    return Deno.env.get("CRYO_TEST_LANE_DIE") === "release";
+  } catch {
+    return false;
+  }
+}

@@ -50,7 +50,7 @@ import { writeManifest } from "../image/manifest.ts";
 import { BootstrapBuilder, messageProgram } from "../restore/stub.ts";
 import type { Precopy, PrecopyProcess } from "./precopy.ts";
 import { precopyPays } from "./precopy_policy.ts";
-import { precopyTree } from "./precopy_lanes.ts";
+import { dropLanes, precopyTree, releasePrecopy } from "./precopy_lanes.ts";
 import { rehearseCollect, warmUpFinalFreeze, warmUpProcReaders } from "./rehearsal.ts";
 import { planPages, savePlanned } from "./plan.ts";
 import { readStatus } from "../proc/status.ts";
@@ -374,6 +374,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
   // TCP/UDP sockets; copies of established connections are kept until the outcome is known.
   const sockets = new InetSocketSession();
   let precopy: Precopy | undefined;
+  let releasing: Promise<void> | undefined; // the pre-copy's release (precopy_lanes.ts)
   /** Whether the VmFlags may come from the BPF iterator (engine/dump/vm_flags.ts). */
   let vmFlagsCheck: Promise<VmFlagsCheck | undefined> | undefined;
   let parent: ParentPages | undefined;
@@ -605,7 +606,9 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       thawTree(tree);
       freezeSeconds = (performance.now() - tree.frozenAt) / 1000;
       if (precopy) pausePoint("precopy-release");
-      precopy?.close(); // lifts the tracking's protections with the tree running
+      // Lifts the tracking's protections with the tree running (on the copy lane's thread
+      // when there is one: the notes are written meanwhile; the manifest waits for it).
+      releasing = precopy ? releasePrecopy(precopy) : undefined;
       thawed = true;
       chain.frozen = false;
       opts.onEvent?.({ type: "thawed", freezeSeconds });
@@ -648,6 +651,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         ...streamedPageBlocks(streamer, writer.pagesStart, summary.pagesBytes, pagesCrc, pre),
       });
     }
+    await releasing;
     const stats: DumpStats = {
       processes: images.length,
       threads: threadCount,
@@ -723,6 +727,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     ) {
       parkStatus({ ...e.status, pid });
     }
+    await releasing?.catch(() => {});
+    dropLanes(precopy);
     precopy?.close();
     chain.failed(tree);
     for (const s of streamers) await s.abort();

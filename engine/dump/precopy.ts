@@ -301,6 +301,23 @@ export class PrecopyProcess {
     this.uffd = -1;
     endLifting(this.pid);
   }
+
+  /**
+   * {@link close} with the release (chunks lifted, then the fd closed) done
+   * by `release` (engine/dump/precopy_lanes.ts: on the copy lane's thread).
+   */
+  async closeWith(
+    release: (uffd: number, ranges: [number, number][], chunkBytes: number) => Promise<void>,
+  ): Promise<void> {
+    if (this.uffd < 0 || this.keep) return this.close();
+    const uffd = this.uffd;
+    this.uffd = -1; // a close() meanwhile has nothing left to do
+    try {
+      await release(uffd, this.registered, releaseChunk.bytes);
+    } finally {
+      endLifting(this.pid);
+    }
+  }
 }
 
 /**

@@ -12,6 +12,7 @@
 
 import { Precopy } from "./precopy.ts";
 import { CopyLanes, LANE_MIN_BYTES } from "./copy_lanes.ts";
+import { laneDeathAt } from "./lane_claims.ts";
 import { listDescendants } from "../proc/tasks.ts";
 import { readStatus } from "../proc/status.ts";
 
@@ -60,6 +61,7 @@ export async function precopyTree(
   const lanes = force === 2 || (force === undefined && residentBytes(root) >= LANE_MIN_BYTES)
     ? CopyLanes.start(force === 2)
     : undefined;
+  let keepLanes = false;
   try {
     const precopy = Precopy.start(root, dir, keep, inBarrier);
     try {
@@ -68,7 +70,10 @@ export async function precopyTree(
         const procs = [...precopy.processes.values()].filter((p) => p.plannedBytes > 0);
         const results = await lanes.copy(
           procs.map((p) => p.job),
-          force === 2 ? { minBytes: 0 } : {},
+          {
+            ...(force === 2 ? { minBytes: 0 } : {}),
+            ...(laneDeathAt() ? { mainLane: false } : {}),
+          },
         );
         procs.forEach((p, i) => p.copied(results[i]));
       }
@@ -76,8 +81,41 @@ export async function precopyTree(
       precopy.close();
       throw e;
     }
+    if (lanes) keptLanes.set(precopy, lanes);
+    keepLanes = lanes !== undefined;
     return precopy;
   } finally {
-    lanes?.close();
+    if (!keepLanes) lanes?.close();
   }
+}
+
+/** The copy lanes of a pre-copy, kept for its release ({@link releasePrecopy}). */
+const keptLanes = new WeakMap<Precopy, CopyLanes>();
+
+/**
+ * Closes the pre-copy's tracking after the dump's thaw (Precopy.close):
+ * when it was copied on two lanes, each process's release runs on the
+ * worker's thread while cryo's goes on (the dump writes its notes
+ * meanwhile; docs/PERFORMANCE.md "The tracking's release beside the
+ * notes"), then the worker stops. Resolves once every fd is closed.
+ */
+export async function releasePrecopy(precopy: Precopy): Promise<void> {
+  const lanes = keptLanes.get(precopy);
+  keptLanes.delete(precopy);
+  if (!lanes) return precopy.close();
+  try {
+    for (const p of [...precopy.processes.values()]) {
+      await p.closeWith((uffd, ranges, chunk) => lanes.release(uffd, ranges, chunk));
+    }
+  } finally {
+    lanes.close();
+    precopy.close(); // anything a failure left (a no-op otherwise)
+  }
+}
+
+/** Stops the copy lanes kept for `precopy` (a dump that fails before {@link releasePrecopy}). */
+export function dropLanes(precopy: Precopy | undefined): void {
+  if (!precopy) return;
+  keptLanes.get(precopy)?.close();
+  keptLanes.delete(precopy);
 }

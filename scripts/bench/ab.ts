@@ -10,7 +10,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { cryoDump, type CryoRuntime, prepareCli } from "./measure.ts";
+import { cryoDump, type CryoRuntime, flushDirty, prepareCli } from "./measure.ts";
 import { becomeSubreaper } from "./procs.ts";
 import { killWorkload, startWorkload, workloads } from "./workloads.ts";
 
@@ -52,6 +52,7 @@ try {
         const order = i % 2 ? [...variants].reverse() : variants;
         for (const v of order) {
           const dir = `${work}/${spec.name}-${v.name}-${i}`;
+          await flushDirty();
           const d = await cryoDump(w, dir, `${dir}.log`, v.rt, v.flags);
           await Deno.remove(dir, { recursive: true }).catch(() => {});
           const r = {

@@ -1,7 +1,7 @@
 /**
  * `deno task bench --vs-criu`: cryo side by side with CRIU (the reference
  * tool, when a `criu` binary is on PATH or in $CRIU) on the same workload
- * process, interleaved, each command after the same memory warm-up:
+ * process, interleaved, each command after a `sync` and the same memory warm-up:
  * `dump --leave-running` (cryo with and without --no-sync; CRIU's
  * `dump -t PID -D DIR --leave-running --shell-job`), then the workload is
  * killed and restored by each tool in turn (`criu restore -D DIR -d --shell-job`
@@ -14,7 +14,14 @@
  */
 
 import { adopt, type ChildResult, spawnChild, waitChild } from "./procs.ts";
-import { cryoDump, cryoRestore, type CryoRuntime, warmMemory, writeRanges } from "./measure.ts";
+import {
+  cryoDump,
+  cryoRestore,
+  type CryoRuntime,
+  flushDirty,
+  warmMemory,
+  writeRanges,
+} from "./measure.ts";
 import {
   gapsOf,
   killWorkload,
@@ -177,6 +184,7 @@ export async function compareWithCriu(
       const rangesBytes = writeRanges(w.child.pid, `${base}.ranges`);
       const warmBytes = Math.round(rangesBytes * 1.1 * (spec.processes ?? 1)) + (256 << 20);
       const warmed = async <T>(fn: () => Promise<T>): Promise<T> => {
+        await flushDirty();
         if (opts.warm) await warmMemory(warmBytes, `${base}.warm.log`);
         return await fn();
       };

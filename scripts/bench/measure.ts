@@ -60,6 +60,21 @@ async function runBaseline(args: string[], logPath: string): Promise<BaselineRun
 }
 
 /**
+ * Writes back every dirty page (`sync`) right before a measurement, so that
+ * no command starts with the previous command's unsynced image in the page
+ * cache: 2 GiB left dirty by one dump (CRIU's, or cryo's `--no-sync`) push
+ * the next one's writes over the kernel's dirty limits (the writer is
+ * throttled in `balance_dirty_pages`, the flusher takes a CPU); see
+ * docs/PERFORMANCE.md "The bench's lane gap". `BENCH_KEEP_DIRTY=1` skips it.
+ */
+export async function flushDirty(): Promise<void> {
+  if (Deno.env.get("BENCH_KEEP_DIRTY")) return; // to measure the difference
+  try {
+    await new Deno.Command("sync", { stdout: "null", stderr: "null" }).output();
+  } catch { /* no sync(1): measure as before */ }
+}
+
+/**
  * Touches and frees `bytes` of memory right before a measurement, so that
  * the measured operation finds recently used free memory whatever ran
  * before it (see `baseline warm` in baseline.c).
