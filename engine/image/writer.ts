@@ -50,7 +50,7 @@ import {
   SHT_STRTAB,
   StringTable,
 } from "./elf.ts";
-import { coreNoteSpecs, cryoNoteSpecs, encodeNotes, hexToBigInt } from "./notes.ts";
+import { coreNoteSpecs, encodeCryoNotes, encodeNotes, hexToBigInt } from "./notes.ts";
 
 /** File offset of the bootstrap blob in every image. */
 export const BOOTSTRAP_FILE_OFFSET = 0x1000;
@@ -267,7 +267,7 @@ export class ImageWriter {
     const o = this.#opts;
     const pagesEnd = alignUp(this.#pagesEnd, PAGE_SIZE);
     const coreNotes = encodeNotes(coreNoteSpecs(proc));
-    const cryoNotes = encodeNotes(cryoNoteSpecs(proc));
+    const cryoNotes = encodeCryoNotes(proc);
     const coreOff = pagesEnd;
     const cryoOff = coreOff + coreNotes.length;
     const strtab = new StringTable();
