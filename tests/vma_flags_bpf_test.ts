@@ -27,9 +27,15 @@ import {
   decodeVmFlags,
   loadVmaIterator,
   readVmaRecords,
+  taskVmaLayout,
 } from "../engine/proc/vma_flags_bpf.ts";
 import { readSmapsFlags, type SmapsArea } from "../engine/proc/smaps_flags.ts";
-import { recallConfirmed, rememberConfirmed } from "../engine/proc/vm_flags_memo.ts";
+import {
+  recallConfirmed,
+  recallLayout,
+  rememberConfirmed,
+  rememberLayout,
+} from "../engine/proc/vm_flags_memo.ts";
 import { frozenVmFlags, startVmFlagsCheck, vmFlagsPaths } from "../engine/dump/vm_flags.ts";
 import { freezeTree, thawTree } from "../engine/dump/freeze.ts";
 import { checkpoint } from "../engine/dump/mod.ts";
@@ -306,6 +312,13 @@ bpfTest(
       const third = await withBpfForced(() => startVmFlagsCheck(t.pid));
       assert.equal(third!.processes.get(t.pid)!.bits, bits, "checked against smaps");
       assert.equal(recallConfirmed()?.bits, bits | fake, "and the memo grew");
+      // The iterator's kernel layout is remembered beside the bits, and a damaged one is not used.
+      const layout = taskVmaLayout(Btf.vmlinux());
+      rememberLayout(layout);
+      assert.deepEqual(recallLayout(), layout);
+      assert.equal(recallConfirmed()?.bits, bits | fake, "the bits are kept beside it");
+      rememberLayout({ ...layout, vmFlags: -8 });
+      assert.equal(recallLayout(), undefined);
     } finally {
       await t.kill();
       Deno.env.delete("CRYO_CACHE_DIR");

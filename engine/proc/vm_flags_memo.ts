@@ -10,11 +10,14 @@
  * `~/.cache/cryo`), in a file that only the user cryo runs as may write; any
  * doubt (another boot, another owner, a file group- or world-writable, a
  * malformed file) and it is not used. It also keeps the areas that smaps
- * lists and the iterator does not ([vsyscall]), as smaps showed them.
+ * lists and the iterator does not ([vsyscall]), as smaps showed them, and
+ * the iterator program's kernel layout read from BTF (the same for the whole
+ * boot: later dumps skip reading the kernel's 5 MB of BTF).
  *
  * @module
  */
 
+import type { TaskVmaLayout } from "../../ffi/bpf.ts";
 import type { SmapsArea } from "./smaps_flags.ts";
 
 /** Bits confirmed on this boot, and the areas only smaps lists, as it showed them. */
@@ -27,8 +30,9 @@ export interface ConfirmedDecoding {
 
 interface MemoFile {
   boot: string;
-  bits: string;
-  gate: {
+  bits?: string;
+  layout?: TaskVmaLayout;
+  gate?: {
     start: string;
     end: string;
     perms: string;
@@ -62,16 +66,44 @@ function ownedAndPrivate(path: string): boolean {
   return st.uid === Deno.uid() && ((st.mode ?? 0o777) & 0o022) === 0;
 }
 
-/** What was confirmed earlier on this boot, or undefined (none, or not to be trusted). */
-export function recallConfirmed(): ConfirmedDecoding | undefined {
+/** The memo of this boot, when there is one to trust. */
+function readMemo(): { path: string; memo?: MemoFile; boot: string } | undefined {
   if (Deno.env.get("CRYO_VMFLAGS_MEMO") === "0") return undefined;
   const dir = memoDir(), boot = bootId();
   if (!dir || !boot) return undefined;
   const path = `${dir}/${boot}.json`;
   try {
-    if (!ownedAndPrivate(dir) || !ownedAndPrivate(path)) return undefined;
+    if (!ownedAndPrivate(dir) || !ownedAndPrivate(path)) return { path, boot };
     const memo = JSON.parse(Deno.readTextFileSync(path)) as MemoFile;
-    if (memo.boot !== boot || !/^0x[0-9a-f]+$/.test(memo.bits)) return undefined;
+    return { path, boot, memo: memo.boot === boot ? memo : undefined };
+  } catch {
+    return { path, boot };
+  }
+}
+
+/** Writes `memo` for the rest of this boot (a temporary file renamed over it); never throws. */
+function writeMemo(path: string, memo: MemoFile): void {
+  const dir = path.slice(0, path.lastIndexOf("/"));
+  const tmp = `${dir}/.${memo.boot}.${Deno.pid}.tmp`;
+  try {
+    Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    if (!ownedAndPrivate(dir)) return;
+    Deno.writeTextFileSync(tmp, JSON.stringify(memo), { mode: 0o600 });
+    Deno.renameSync(tmp, path);
+  } catch {
+    try {
+      Deno.removeSync(tmp);
+    } catch { /* not there */ }
+  }
+}
+
+/** What was confirmed earlier on this boot, or undefined (none, or not to be trusted). */
+export function recallConfirmed(): ConfirmedDecoding | undefined {
+  const memo = readMemo()?.memo;
+  if (!memo?.bits || !/^0x[0-9a-f]+$/.test(memo.bits) || !Array.isArray(memo.gate)) {
+    return undefined;
+  }
+  try {
     return {
       bits: BigInt(memo.bits),
       gate: memo.gate.map((g) => ({
@@ -91,16 +123,13 @@ export function recallConfirmed(): ConfirmedDecoding | undefined {
   }
 }
 
-/**
- * Remembers `confirmed` for the rest of this boot (written to a temporary
- * file and renamed over the memo). Best effort: never throws.
- */
+/** Remembers `confirmed` for the rest of this boot. Best effort: never throws. */
 export function rememberConfirmed(confirmed: ConfirmedDecoding): void {
-  if (Deno.env.get("CRYO_VMFLAGS_MEMO") === "0") return;
-  const dir = memoDir(), boot = bootId();
-  if (!dir || !boot) return;
-  const memo: MemoFile = {
-    boot,
+  const read = readMemo();
+  if (!read) return;
+  writeMemo(read.path, {
+    ...read.memo,
+    boot: read.boot,
     bits: `0x${confirmed.bits.toString(16)}`,
     gate: confirmed.gate.map((g) => ({
       start: `0x${g.start.toString(16)}`,
@@ -112,16 +141,34 @@ export function rememberConfirmed(confirmed: ConfirmedDecoding): void {
       path: g.path,
       vmFlags: g.vmFlags,
     })),
-  };
-  const tmp = `${dir}/.${boot}.${Deno.pid}.tmp`;
-  try {
-    Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
-    if (!ownedAndPrivate(dir)) return;
-    Deno.writeTextFileSync(tmp, JSON.stringify(memo), { mode: 0o600 });
-    Deno.renameSync(tmp, `${dir}/${boot}.json`);
-  } catch {
-    try {
-      Deno.removeSync(tmp);
-    } catch { /* not there */ }
+  });
+}
+
+const LAYOUT_FIELDS: readonly (keyof TaskVmaLayout)[] = [
+  "attachBtfId",
+  "seqWriteHelper",
+  "ctxMeta",
+  "ctxVma",
+  "metaSeq",
+  "vmStart",
+  "vmEnd",
+  "vmFlags",
+];
+
+/** The iterator's kernel layout as read from BTF earlier on this boot, or undefined. */
+export function recallLayout(): TaskVmaLayout | undefined {
+  const layout = readMemo()?.memo?.layout;
+  if (!layout || typeof layout !== "object") return undefined;
+  for (const f of LAYOUT_FIELDS) {
+    if (!Number.isSafeInteger(layout[f]) || layout[f] < 0) return undefined;
   }
+  return layout;
+}
+
+/** Remembers the iterator's kernel layout for the rest of this boot. Never throws. */
+export function rememberLayout(layout: TaskVmaLayout): void {
+  const read = readMemo();
+  if (!read) return;
+  const kept: TaskVmaLayout = { ...layout };
+  writeMemo(read.path, { ...read.memo, boot: read.boot, layout: kept });
 }
