@@ -132,6 +132,9 @@ export function findSafeSites(
       return { start: s, end: e, perms: f[1], name: f.slice(5).join(" ") };
     })
     .filter((m) => m.perms[0] === "r" && m.perms[2] === "x" && m.name !== "[vsyscall]");
+  const known = foundSites.get(pid);
+  if (known && stillThere(pid, known, ranges)) return known;
+  foundSites.delete(pid);
   // The vdso and libc (which has the restorer) first: a large executable is read last.
   const rank = (name: string) => name === "[vdso]" ? 0 : /\/libc[.-]/.test(name) ? 1 : 2;
   ranges.sort((x, y) => rank(x.name) - rank(y.name));
@@ -156,9 +159,48 @@ export function findSafeSites(
       if (found.call >= 0) call = a + BigInt(found.call);
       if (found.restorer >= 0) restorer = a + BigInt(found.restorer);
     }
-    if (call !== undefined && restorer !== undefined) return { call, restorer };
+    if (call !== undefined && restorer !== undefined) {
+      const sites = { call, restorer };
+      foundSites.set(pid, sites);
+      return sites;
+    }
   }
   return undefined;
+}
+
+/**
+ * The sites last found in each process: a dump opens several injection
+ * sessions in the same process (the pre-copy's first freeze, the collect's
+ * rehearsal, the dump's freeze), and the search reads and scans up to
+ * megabytes of code (~1 to 7 ms each). A remembered pair is used only once
+ * {@link stillThere} confirmed it, so a changed process, or another one
+ * with the same pid, is searched again.
+ */
+const foundSites = new Map<number, SafeSites>();
+
+/**
+ * Whether both remembered sites of `pid` still lie in readable executable
+ * `ranges` and still hold their code sequences (read back).
+ */
+function stillThere(
+  pid: number,
+  sites: SafeSites,
+  ranges: readonly { start: bigint; end: bigint }[],
+): boolean {
+  const inside = (a: bigint, n: number) =>
+    ranges.some((m) => a >= m.start && a + BigInt(n) <= m.end);
+  const longest = Math.max(...RESTORERS.map((r) => r.length));
+  if (!inside(sites.call, CALL.length)) return false;
+  const call = new Uint8Array(CALL.length);
+  const rest = new Uint8Array(longest);
+  try {
+    if (processVmRead(pid, sites.call, call) !== call.length) return false;
+    const n = processVmRead(pid, sites.restorer, rest.subarray(0, longest));
+    if (!matchAt(call, call.length, 0, CALL)) return false;
+    return RESTORERS.some((pat) => inside(sites.restorer, pat.length) && matchAt(rest, n, 0, pat));
+  } catch {
+    return false;
+  }
 }
 
 /** Whether thread `tid` uses a user shadow stack (rt_sigreturn would want a token on it). */

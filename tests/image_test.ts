@@ -13,6 +13,7 @@ import { readelf, runCommand } from "./helpers/commands.ts";
 import { withTempDir } from "./helpers/fs.ts";
 import { startTarget, withTargets } from "./helpers/targets.ts";
 import { processProblem } from "../engine/image/validate.ts";
+import { cryoNoteSpecs, encodeCryoNotes, encodeNotes } from "../engine/image/notes.ts";
 import {
   bytesToBase64,
   checksumFile,
@@ -785,4 +786,15 @@ Deno.test("validation: group and session 0 (leaders outside cryo's pid namespace
   assert.doesNotMatch(ok ?? "", /pgid|sid/);
   assert.match(processProblem({ ...p, pid: 0 }) ?? "", /pid 0 is out of range/);
   assert.match(processProblem({ ...p, sid: -1 }) ?? "", /sid -1 is out of range/);
+});
+
+Deno.test("the cryo notes encoded in place equal the general encoding, ASCII or not", () => {
+  const base = syntheticProcess({ a: 1, b: 2, c: 0, exe: 1 });
+  for (
+    const comm of ["plain", "caf\u00e9", "\u{1f9ca} ice", "lone \ud800 surrogate", "x".repeat(4099)]
+  ) {
+    const proc = { ...base, comm };
+    const general = encodeNotes(cryoNoteSpecs(proc));
+    assert.deepEqual(encodeCryoNotes(proc), general, comm.slice(0, 20));
+  }
 });

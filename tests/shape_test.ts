@@ -7,7 +7,13 @@
 
 import assert from "node:assert/strict";
 import * as z from "../engine/image/shape.ts";
-import { manifestSchema, processImageSchema, schemaProblem } from "../engine/image/schema.ts";
+import {
+  manifestSchema,
+  mappingChecks,
+  processImageSchema,
+  schemaProblem,
+} from "../engine/image/schema.ts";
+import { plainMappingFits } from "../engine/image/mapping_fast.ts";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { readImageFile } from "../engine/image/reader.ts";
 import { mutateJson, Rng } from "../scripts/fuzz/mutate.ts";
@@ -74,7 +80,9 @@ async function zodSchemas(): Promise<typeof import("../engine/image/schema.ts")>
   const swapped = src.replace(
     'import * as z from "./shape.ts";',
     'import { z } from "npm:zod@4.6.7";',
-  );
+  ).replace('import { plainMappingFits } from "./mapping_fast.ts";\n', "")
+    .replace("mappingChecks.fastPath(plainMappingFits);", "mappingChecks;"); // zod: the checks alone
+  assert.ok(!swapped.includes("fastPath"), "every fast path removed from the zod copy");
   assert.notEqual(swapped, src, "schema.ts imports shape.ts as z");
   const dir = await tempDir("cryo-shape-");
   await Deno.writeTextFile(`${dir}/schema_zod.ts`, swapped);
@@ -114,3 +122,53 @@ Deno.test(
     assert.ok(refused > 200, `${refused} refusals`);
   }),
 );
+
+Deno.test("shape: the mapping fast path accepts only what the mapping checks accept", () => {
+  const anon = {
+    start: "0x7f0000000000",
+    end: "0x7f0000002000",
+    perms: "rw-p",
+    offset: "0x0",
+    kind: "anon",
+    name: "",
+    vmFlags: ["rd", "wr", "mr", "mw", "me", "ac"],
+    pages: [{ addr: "0x7f0000000000", length: 4096, fileOffset: 8192 }],
+  };
+  const file = {
+    ...anon,
+    kind: "file-private",
+    name: "/lib/x.so",
+    perms: "r-xs",
+    offset: "0xABCdef0123456789",
+    file: { path: "/lib/x.so", dev: 1, ino: 2, size: 3, mtimeMs: 4.5 },
+    excluded: true,
+    ghost: "g1",
+    pages: [],
+  };
+  const check = (m: unknown) => schemaProblem(mappingChecks, m);
+  assert.ok(plainMappingFits(anon));
+  assert.equal(check(anon), undefined);
+  assert.ok(!plainMappingFits(file), "a file identity goes the generic way");
+  assert.equal(check(file), undefined);
+  const rng = new Rng(0x3a9f);
+  let accepted = 0, refused = 0;
+  for (const base of [anon, file, { ...anon, pages: [] }, { ...anon, kind: "vdso" }]) {
+    for (let i = 0; i < 3000; i++) {
+      const { doc: bad } = mutateJson(base as never, rng);
+      const fast = plainMappingFits(bad);
+      const problem = check(bad);
+      if (fast) {
+        assert.equal(problem, undefined, `fast path accepted ${JSON.stringify(bad)}`);
+        accepted++;
+      } else if (problem) refused++;
+    }
+  }
+  // Hex edge cases the pattern decides.
+  for (
+    const h of ["0x", "0X1", "0x1", "0xfffffffffffffffff", "0xffffffffffffffff", " 0x1", "0x1\n"]
+  ) {
+    const m = { ...anon, start: h };
+    assert.equal(plainMappingFits(m), check(m) === undefined, h);
+  }
+  assert.ok(accepted > 100 && refused > 1000, `${accepted} accepted, ${refused} refused`);
+});

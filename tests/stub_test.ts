@@ -348,6 +348,29 @@ Deno.test("program: encode/decode round trip", () => {
   assertEquals(decoded[4].args[4], 0xffffffffffffffffn);
   assertEquals(decoded[5].nr, OP_COPY);
   assertEquals(decoded[8].nr, OP_END);
+  // The built ops as given (they are decoded from the encoding, with the comments kept aside).
+  assertEquals(built.ops[0], {
+    nr: SYS.openat,
+    args: [0xffffffffffffff9cn, built.dataAddress, 0o2000000n, 0n, 0n, 0n],
+    store: 0,
+    comment: "open the file",
+  });
+  assertEquals(built.ops[1], {
+    nr: SYS.read,
+    args: [0n, built.dataAddress + 16n, 256n, 0n, 0n, 0n],
+    argSlots: [0],
+    store: 1,
+  });
+  assertEquals(built.ops[3], {
+    nr: SYS.close,
+    args: [0n, 0n, 0n, 0n, 0n, 0n],
+    argSlots: [0],
+    allowFail: true,
+    jumpIfZeroTo: 6,
+  });
+  assertEquals(built.ops[5].argSlots, [0]);
+  assertEquals(built.ops[7].args[5], 0xffffffffffffffffn);
+  assertEquals(built.ops[8], { nr: OP_END, args: [0n, 0n, 0n, 0n, 0n, 0n], comment: "done" });
   const hdr = readProgramHeader(built.bytes);
   assertEquals(hdr.opCount, 9);
   assertEquals(hdr.opsAddress, built.opsAddress);

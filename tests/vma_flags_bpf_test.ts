@@ -27,8 +27,15 @@ import {
   decodeVmFlags,
   loadVmaIterator,
   readVmaRecords,
+  taskVmaLayout,
 } from "../engine/proc/vma_flags_bpf.ts";
 import { readSmapsFlags, type SmapsArea } from "../engine/proc/smaps_flags.ts";
+import {
+  recallConfirmed,
+  recallLayout,
+  rememberConfirmed,
+  rememberLayout,
+} from "../engine/proc/vm_flags_memo.ts";
 import { frozenVmFlags, startVmFlagsCheck, vmFlagsPaths } from "../engine/dump/vm_flags.ts";
 import { freezeTree, thawTree } from "../engine/dump/freeze.ts";
 import { checkpoint } from "../engine/dump/mod.ts";
@@ -263,5 +270,59 @@ bpfTest(
       await t.wait(15000),
       { what: "rt_memflags pre-copied on the BPF path" },
     );
+  }),
+);
+
+bpfTest(
+  "vma flags bpf: bits confirmed on this boot spare the next check its smaps read; an untrusted or other boot's memo is not used",
+  withTargets(async () => {
+    const dir = Deno.makeTempDirSync({ prefix: "cryo-vmflags-memo-" });
+    Deno.env.set("CRYO_CACHE_DIR", dir);
+    const memoPath = `${dir}/vmflags/${
+      Deno.readTextFileSync("/proc/sys/kernel/random/boot_id").trim()
+    }.json`;
+    const { t } = await startTriggered("rt_memflags", MEMFLAGS_READY);
+    try {
+      const first = await withBpfForced(() => startVmFlagsCheck(t.pid));
+      const bits = first!.processes.get(t.pid)!.bits;
+      const memo = recallConfirmed();
+      assert.equal(memo?.bits, bits, "the check's confirmed bits are remembered");
+      assert.ok(memo!.gate.some((g) => g.path === "[vsyscall]"), "with the gate area");
+      // A memo that holds one more bit shows whether the next check took it.
+      const fake = 1n << 60n;
+      rememberConfirmed({ bits: bits | fake, gate: memo!.gate });
+      const second = await withBpfForced(() => startVmFlagsCheck(t.pid));
+      assert.equal(second!.processes.get(t.pid)!.bits, bits | fake, "the memo was used");
+      frozen(t.pid, () => {
+        assert.deepEqual(frozenVmFlags(t.pid, second), readSmapsFlags(t.pid));
+        assert.equal(vmFlagsPaths.get(t.pid), "bpf");
+      });
+      // Writable by others: not trusted, so the check reads smaps again.
+      Deno.chmodSync(memoPath, 0o666);
+      assert.equal(recallConfirmed(), undefined);
+      Deno.chmodSync(memoPath, 0o600);
+      // Another boot's memo (a copy renamed onto this boot's name with its boot field kept).
+      const text = Deno.readTextFileSync(memoPath);
+      Deno.writeTextFileSync(memoPath, text.replace(/"boot":"[^"]*"/, '"boot":"another"'));
+      assert.equal(recallConfirmed(), undefined);
+      // A memo lacking a bit the process sets: that process's smaps is read.
+      const lo = 1n << 13n;
+      assert.ok((bits & lo) !== 0n, "rt_memflags has a locked area");
+      rememberConfirmed({ bits: (bits & ~lo) | fake, gate: memo!.gate });
+      const third = await withBpfForced(() => startVmFlagsCheck(t.pid));
+      assert.equal(third!.processes.get(t.pid)!.bits, bits, "checked against smaps");
+      assert.equal(recallConfirmed()?.bits, bits | fake, "and the memo grew");
+      // The iterator's kernel layout is remembered beside the bits, and a damaged one is not used.
+      const layout = taskVmaLayout(Btf.vmlinux());
+      rememberLayout(layout);
+      assert.deepEqual(recallLayout(), layout);
+      assert.equal(recallConfirmed()?.bits, bits | fake, "the bits are kept beside it");
+      rememberLayout({ ...layout, vmFlags: -8 });
+      assert.equal(recallLayout(), undefined);
+    } finally {
+      await t.kill();
+      Deno.env.delete("CRYO_CACHE_DIR");
+      Deno.removeSync(dir, { recursive: true });
+    }
   }),
 );

@@ -45,6 +45,8 @@ export class MemoryStreamer {
   #crc = 0;
   /** Remote pieces queued for one process_vm_readv: address, length. */
   readonly #iov = new BigUint64Array(2 * IOV_MAX);
+  /** The same as 32-bit halves (little endian). */
+  readonly #iov32 = new Uint32Array(this.#iov.buffer);
   #iovCount = 0;
   /** Buffer offset where the queued pieces land. */
   #iovAt = 0;
@@ -95,28 +97,38 @@ export class MemoryStreamer {
     return this.#crc >>> 0;
   }
 
-  /** Saves the given runs of one mapping, returning their PageRun records. */
+  /**
+   * Saves the given runs of one mapping, returning their PageRun records.
+   * An address may be a number (exact below 2^53, as every user-space
+   * address is): no bigint is made per run then.
+   */
   saveRuns(
     vma: Vma,
-    runs: { addr: bigint; length: number; pin?: boolean }[],
+    runs: { addr: bigint | number; length: number; pin?: boolean }[],
     onBytes?: (n: number) => void,
   ): PageRun[] {
     const out: PageRun[] = [];
     for (const run of runs) {
       // `pin`: this run may be read with process_vm_readv even with viaMemFile.
       const readable = vma.perms[0] === "r" && (!this.viaMemFile || run.pin === true);
+      const addr = run.addr;
       out.push({
-        addr: `0x${run.addr.toString(16)}`,
+        addr: `0x${addr.toString(16)}`,
         length: run.length,
         fileOffset: this.#offset,
       });
       for (let done = 0; done < run.length;) {
         this.#buffer ??= this.#out.acquire(this.#offset);
         const n = Math.min(this.#out.size - this.#fill, run.length - done);
-        if (readable) this.#queue(run.addr + BigInt(done), n);
-        else {
+        if (readable) {
+          if (typeof addr === "number") this.#queueNumber(addr + done, n);
+          else this.#queue(addr + BigInt(done), n);
+        } else {
           this.#drain(); // queued pieces land contiguously from where they began
-          this.#readMem(run.addr + BigInt(done), this.#buffer.subarray(this.#fill, this.#fill + n));
+          this.#readMem(
+            BigInt(addr) + BigInt(done),
+            this.#buffer.subarray(this.#fill, this.#fill + n),
+          );
         }
         this.#fill += n;
         this.#offset += n;
@@ -135,6 +147,18 @@ export class MemoryStreamer {
     if (this.#iovCount === 0) this.#iovAt = this.#fill;
     this.#iov[2 * this.#iovCount] = addr;
     this.#iov[2 * this.#iovCount + 1] = BigInt(n);
+    this.#iovCount++;
+  }
+
+  /** {@link #queue} of a numeric address: written as two 32-bit halves, no bigint made. */
+  #queueNumber(addr: number, n: number): void {
+    if (this.#iovCount === IOV_MAX) this.#drain();
+    if (this.#iovCount === 0) this.#iovAt = this.#fill;
+    const w = this.#iov32, k = 4 * this.#iovCount;
+    w[k] = addr % 0x100000000;
+    w[k + 1] = Math.floor(addr / 0x100000000);
+    w[k + 2] = n; // a piece is at most the buffer: below 2^32
+    w[k + 3] = 0;
     this.#iovCount++;
   }
 

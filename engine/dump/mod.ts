@@ -51,7 +51,12 @@ import { BootstrapBuilder, messageProgram } from "../restore/stub.ts";
 import type { Precopy, PrecopyProcess } from "./precopy.ts";
 import { precopyPays } from "./precopy_policy.ts";
 import { dropLanes, precopyTree, releasePrecopy } from "./precopy_lanes.ts";
-import { rehearseCollect, warmUpFinalFreeze, warmUpProcReaders } from "./rehearsal.ts";
+import {
+  rehearseCollect,
+  warmUpFinalFreeze,
+  warmUpInjection,
+  warmUpProcReaders,
+} from "./rehearsal.ts";
 import { planPages, savePlanned } from "./plan.ts";
 import { readStatus } from "../proc/status.ts";
 import { readLocksOffThread } from "../proc/locks.ts";
@@ -204,27 +209,40 @@ function checkTarget(pid: number, ownPidNamespace = false): void {
   if (pid === 1 && !ownPidNamespace) throw new TargetError("pid 1 (init) cannot be checkpointed");
 }
 
-async function prepareDir(dir: string): Promise<string> {
+/**
+ * Checks `dir` (absent or empty, its parent present) and creates the
+ * private partial directory the dump writes into; returns its path. As few
+ * calls as the checks need, all synchronous: in a fresh Deno (every CLI
+ * dump) each first use of a file op costs milliseconds, more than its
+ * syscall (a stat before each step cost ~10 ms in all).
+ */
+function prepareDir(dir: string): string {
   const abs = resolve(dir);
   try {
-    const st = await Deno.stat(abs);
-    if (!st.isDirectory) throw new TargetError(`${dir} exists and is not a directory`);
-    for await (const _ of Deno.readDir(abs)) {
+    for (const _ of Deno.readDirSync(abs)) {
       throw new TargetError(`directory ${dir} already exists and is not empty`);
     }
   } catch (e) {
+    if (e instanceof Deno.errors.NotADirectory) {
+      throw new TargetError(`${dir} exists and is not a directory`);
+    }
     if (!(e instanceof Deno.errors.NotFound)) throw e;
   }
-  try {
-    await Deno.stat(dirname(abs));
-  } catch {
-    throw new TargetError(`parent directory of ${dir} does not exist`);
-  }
-  await removeStalePartials(abs);
+  removeStalePartials(abs);
   const tmp = `${dirname(abs)}/.${basename(abs)}.cryo-partial-${Deno.pid}`;
-  await Deno.remove(tmp, { recursive: true }).catch(() => {});
-  await makePrivateDir(tmp);
-  return tmp;
+  for (let attempt = 0;; attempt++) {
+    try {
+      makePrivateDir(tmp);
+      return tmp;
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) {
+        throw new TargetError(`parent directory of ${dir} does not exist`);
+      }
+      // Left by an earlier dump of a process with this pid: removed, then made again.
+      if (!(e instanceof Deno.errors.AlreadyExists) || attempt > 0) throw e;
+      Deno.removeSync(tmp, { recursive: true });
+    }
+  }
 }
 
 /**
@@ -365,7 +383,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
   // by a tracer wait, is kept for its parent's own wait (a policy runner's).
   const rootIsOurChild = readStat(pid).ppid === Deno.pid;
   const t0 = performance.now();
-  const tmp = await prepareDir(opts.dir);
+  const tmp = prepareDir(opts.dir);
   const finalDir = resolve(opts.dir);
   const sync = opts.sync !== false;
   let tree: FrozenTree | undefined;
@@ -387,6 +405,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     ) {
       chain.touched = opts.preDump === true;
       warmUpProcReaders();
+      warmUpInjection(pid);
       // Precopy.start, then the copy: on two lanes when it pays (engine/dump/precopy_lanes.ts).
       precopy = await precopyTree(
         pid,
@@ -613,8 +632,11 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       chain.frozen = false;
       opts.onEvent?.({ type: "thawed", freezeSeconds });
     }
+    // The vdso's digest runs on another thread meanwhile.
+    const hostPending = hostFacts(images[0], vdsoCopy, xsaveBytes);
+    hostPending.catch(() => {}); // awaited below, or dropped with a failed dump
     if (checkAfterThaw) checkRestorable();
-    const host = await hostFacts(images[0], vdsoCopy, xsaveBytes);
+    const host = await hostPending;
     for (const { writer, image, streamer, pre, overwritten } of pending) {
       pausePoint("notes");
       // The pre-copied pages' CRC, with the blocks written over again read back.

@@ -14,17 +14,21 @@ import { basename, dirname } from "../path.ts";
 /** Matches the name of a partial directory; group 1 is the image name, group 2 the pid. */
 export const PARTIAL_RE = /^\.(.+)\.cryo-partial-(\d+)$/;
 
-/** Creates directory `path` with mode 0700 whatever the umask. */
-export async function makePrivateDir(path: string): Promise<void> {
-  await Deno.mkdir(path, { mode: 0o700 });
-  await Deno.chmod(path, 0o700);
+/**
+ * Creates directory `path` with mode 0700 whatever the umask. Synchronous,
+ * as the rest of a dump's directory set-up: each first async file op of a
+ * fresh Deno costs more than the syscall (a thread hand-off).
+ */
+export function makePrivateDir(path: string): void {
+  Deno.mkdirSync(path, { mode: 0o700 });
+  Deno.chmodSync(path, 0o700);
 }
 
 /**
  * Removes the partial directories left for image directory `abs` by dumps
  * whose cryo process no longer exists; returns the paths removed.
  */
-export async function removeStalePartials(abs: string): Promise<string[]> {
+export function removeStalePartials(abs: string): string[] {
   const parent = dirname(abs);
   const removed: string[] = [];
   let entries: Deno.DirEntry[];
@@ -42,7 +46,9 @@ export async function removeStalePartials(abs: string): Promise<string[]> {
       Deno.statSync(`/proc/${pid}`);
       continue; // that dump may still be running
     } catch { /* gone */ }
-    await Deno.remove(`${parent}/${e.name}`, { recursive: true }).catch(() => {});
+    try {
+      Deno.removeSync(`${parent}/${e.name}`, { recursive: true });
+    } catch { /* removed meanwhile, or not ours to remove */ }
     removed.push(`${parent}/${e.name}`);
   }
   return removed;

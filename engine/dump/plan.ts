@@ -130,11 +130,12 @@ export function savePlanned(
 ): void {
   let scratch: Uint8Array | undefined;
   // The batch's entries are reused from mapping to mapping (saveRuns keeps none of them).
-  const batch: { addr: bigint; length: number }[] = [];
-  const pool: { addr: bigint; length: number }[] = [];
+  // Addresses stay numbers (exact below 2^53): no bigint per run.
+  const batch: { addr: number; length: number }[] = [];
+  const pool: { addr: number; length: number }[] = [];
   const entry = (n: number, addr: number, length: number) => {
-    const e = pool[n] ??= { addr: 0n, length: 0 };
-    e.addr = BigInt(addr);
+    const e = pool[n] ??= { addr: 0, length: 0 };
+    e.addr = addr;
     e.length = length;
     return e;
   };

@@ -56,7 +56,7 @@ import type { ProcessImage } from "../model.ts";
 import { PagemapScanner, type ScanRegion } from "../proc/pagemap_scan.ts";
 import { freezeTree, type FrozenTree, thawTree } from "./freeze.ts";
 import { withInjection } from "./injected.ts";
-import { bootstrapSizeFor, classifyVma, pagePolicy, refusedMapping, type Vma } from "./vmas.ts";
+import { classifyVma, pagePolicy, refusedMapping, type Vma } from "./vmas.ts";
 import { crc32 } from "../image/crc32.ts";
 import { CRC_BLOCK } from "./memory.ts";
 import { crc32Combine } from "../image/checksum.ts";
@@ -134,6 +134,17 @@ export interface SplitPiece {
   /** With "parent": steps up the chain to the image holding it. */
   depth?: number;
 }
+
+/**
+ * File room left for the bootstrap blob before a pre-copy's page data. The
+ * blob of a dump's image is the stub and its standalone message program
+ * (the process's pid and name and the image's path: a few KiB whatever the
+ * process), not the restore program; a blob that outgrows the room drops
+ * the pre-copy (engine/dump/mod.ts). It is read back for the checksum at
+ * every dump (engine/image/checksum.ts `checksumAround`): a room sized like
+ * the bootstrap's memory (1 MiB and more, a hole) cost ~5 ms of reading.
+ */
+export const PRECOPY_BLOB_ROOM = 64 * 1024;
 
 /** The pre-copy of one process. */
 export class PrecopyProcess {
@@ -255,6 +266,7 @@ export class PrecopyProcess {
    * CRC-32 of the pre-copied data [pagesStart, pagesEnd) of the image file
    * `path` as it is now: the blocks `overwritten` touches are read again.
    */
+  // deno-lint-ignore require-await
   async pagesCrc(
     path: string,
     overwritten: { fileOffset: number; length: number }[],
@@ -267,14 +279,15 @@ export class PrecopyProcess {
     }
     const crcs = [...this.#blockCrcs];
     if (dirty.size) {
-      using f = await Deno.open(path, { read: true });
+      // Synchronous reads: a few blocks at most, cheaper than async ops in a fresh Deno.
+      using f = Deno.openSync(path, { read: true });
       const buf = new Uint8Array(CRC_BLOCK);
       for (const b of dirty) {
         const at = this.pagesStart + b * CRC_BLOCK;
         const len = Math.min(CRC_BLOCK, this.pagesEnd - at);
-        await f.seek(at, Deno.SeekMode.Start);
+        f.seekSync(at, Deno.SeekMode.Start);
         for (let d = 0; d < len;) {
-          const n = await f.read(buf.subarray(d, len));
+          const n = f.readSync(buf.subarray(d, len));
           if (n === null) throw new Error(`${path}: short read at ${at + d}`);
           d += n;
         }
@@ -563,17 +576,11 @@ export class Precopy {
         const uffd = takeUffd(p.pid, keep ? kept : undefined);
         if (uffd < 0) continue;
         if (keep) setTrackingFd(p.pid, kept.targetFd);
-        let fds = 0;
-        try {
-          // A count is all the room needs: no fdinfo read per fd while frozen.
-          fds = [...Deno.readDirSync(`/proc/${p.pid}/fd`)].length;
-        } catch { /* counted at the dump */ }
-        // Room for the bootstrap blob, with a wide margin; a larger blob at the dump drops the pre-copy.
-        const room = bootstrapSizeFor(vmas.length + 64, fds + 16, p.threads.length + 4);
+        // Room for the bootstrap blob; a larger blob at the dump drops the pre-copy.
         const proc = new PrecopyProcess(
           p.pid,
           `${dir}/${p.pid}.elf.partial`,
-          BOOTSTRAP_FILE_OFFSET + room,
+          BOOTSTRAP_FILE_OFFSET + PRECOPY_BLOB_ROOM,
           uffd,
         );
         proc.keep = keep;

@@ -14,7 +14,7 @@
 import { Refusals } from "../support.ts";
 import type { ProcessImage } from "../model.ts";
 import { collectProcess, pipeTopology } from "./process.ts";
-import { readFds } from "../proc/fds.ts";
+import { listFds, readFd, readFds } from "../proc/fds.ts";
 import { readMaps } from "../proc/maps.ts";
 import { readStatus, readThreadStatuses } from "../proc/status.ts";
 import { readStat } from "../proc/stat.ts";
@@ -28,6 +28,8 @@ import { BootstrapBuilder, messageProgram } from "../restore/stub.ts";
 import { checkFdOwners, checkProcessPaths } from "./tree_state.ts";
 import type { FrozenTree } from "./freeze.ts";
 import { rawSyscallOffThread } from "../../ffi/libc.ts";
+import { findSafeSites } from "../../ffi/safe_inject.ts";
+import { listDescendants } from "../proc/tasks.ts";
 
 /**
  * Collects every process of frozen `tree` and discards the result; never
@@ -82,6 +84,26 @@ export async function warmUpFinalFreeze(): Promise<void> {
 }
 
 /**
+ * Finds, with the tree of `root` running, the code sequences crash-safe
+ * injection needs in each of its processes (ffi/safe_inject.ts
+ * `findSafeSites`, which remembers them): the first freeze then only reads
+ * them back instead of searching megabytes of code (~7 ms cold). Never throws.
+ */
+export function warmUpInjection(root: number): void {
+  let pids: number[];
+  try {
+    pids = [...listDescendants(root).keys()];
+  } catch {
+    pids = [root];
+  }
+  for (const pid of pids) {
+    try {
+      findSafeSites(pid);
+    } catch { /* only a warm-up */ }
+  }
+}
+
+/**
  * Runs the /proc readers the freezes use on cryo's own process (with the
  * tree running: nothing of the tree is read), so that their parsers are
  * compiled before the first freeze needs them. Never throws.
@@ -96,6 +118,7 @@ export function warmUpProcReaders(): void {
     readAuxv(self);
     readCmdline(self);
     readMaps(self);
-    readFds(self);
+    // A few fds warm the parsers as well as all of cryo's (~20: 10 ms more in a fresh Deno).
+    for (const fd of listFds(self).slice(0, 3)) readFd(self, fd);
   } catch { /* only a warm-up */ }
 }

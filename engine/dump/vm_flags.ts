@@ -8,7 +8,10 @@
  * reads smaps of each process and compares the table's decoding with it
  * area by area: one disagreement and the dump reads smaps as before; at the
  * freeze, {@link frozenVmFlags} takes the iterator's flags only if it lists
- * exactly the areas of maps and every bit set is one smaps confirmed.
+ * exactly the areas of maps and every bit set is one smaps confirmed. Bits
+ * confirmed once stay confirmed for the rest of the boot
+ * (engine/proc/vm_flags_memo.ts): a process whose bits all are needs no
+ * smaps read before the freeze either.
  * `CRYO_VMFLAGS=smaps` forces smaps, `=bpf` the iterator at any size.
  *
  * Otherwise /proc/<pid>/smaps, which walks every page table entry of every
@@ -39,6 +42,11 @@ import {
   loadVmaIterator,
   readVmaRecords,
 } from "../proc/vma_flags_bpf.ts";
+import {
+  type ConfirmedDecoding,
+  recallConfirmed,
+  rememberConfirmed,
+} from "../proc/vm_flags_memo.ts";
 import { listDescendants } from "../proc/tasks.ts";
 import { readStat } from "../proc/stat.ts";
 import type { CollectedProcess } from "./process.ts";
@@ -190,28 +198,60 @@ export function startVmFlagsCheck(
     return Promise.resolve(undefined); // the dump will tell
   }
   if (list.length === 0) return Promise.resolve(undefined);
-  const reads = list.map((pid) => readSmapsFlagsOffThread(pid));
   if (!loadVmaIterator()) {
     for (const pid of list) vmFlagsPaths.set(pid, `smaps: ${bpfUnavailable()}`);
     return Promise.resolve(undefined);
   }
   const check: VmFlagsCheck = { processes: new Map() };
+  // Bits confirmed earlier on this boot spare the smaps read of a process that sets no other.
+  const memo = recallConfirmed();
+  const unconfirmed = memo ? list.filter((pid) => !memoCovers(pid, memo, check)) : list;
+  if (unconfirmed.length === 0) return Promise.resolve(check);
+  const reads = unconfirmed.map((pid) => readSmapsFlagsOffThread(pid));
   let disagreement: string | undefined;
-  return Promise.all(list.map(async (pid, i) => {
+  let bits = memo?.bits ?? 0n;
+  const gates = [...memo?.gate ?? []];
+  return Promise.all(unconfirmed.map(async (pid, i) => {
     try {
       const smaps = await reads[i];
       const c = checkDecoding(readVmaRecords(pid), smaps);
       if (c.disagreement) disagreement ??= `process ${pid}: ${c.disagreement}`;
       const gate = smaps.filter((a) => a.path === "[vsyscall]");
       check.processes.set(pid, { bits: c.confirmedBits, gate });
+      bits |= c.confirmedBits;
+      for (const g of gate) if (!gates.some((k) => sameArea(k, g))) gates.push(g);
     } catch (e) {
       vmFlagsPaths.set(pid, `smaps: check failed: ${e instanceof Error ? e.message : e}`);
     }
   })).then(() => {
-    if (disagreement === undefined) return check;
+    if (disagreement === undefined) {
+      if (!memo || bits !== memo.bits || gates.length !== memo.gate.length) {
+        rememberConfirmed({ bits, gate: gates });
+      }
+      return check;
+    }
     for (const pid of list) vmFlagsPaths.set(pid, `smaps: ${disagreement}`);
     return undefined;
   });
+}
+
+/**
+ * Whether every bit the iterator shows set in process `pid` now is one
+ * `memo` holds as confirmed; if so, `check` takes the memo for it. (A bit
+ * set later, before the freeze, sends that process to smaps at the freeze.)
+ */
+function memoCovers(pid: number, memo: ConfirmedDecoding, check: VmFlagsCheck): boolean {
+  let records;
+  try {
+    records = readVmaRecords(pid);
+  } catch {
+    return false;
+  }
+  for (let i = 0; i < records.count; i++) {
+    if ((records.flags[i] & ~memo.bits) !== 0n) return false;
+  }
+  check.processes.set(pid, { bits: memo.bits, gate: memo.gate });
+  return true;
 }
 
 /** vm_flags bits that maps shows as permissions: read, write, exec, may-share. */

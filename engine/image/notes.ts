@@ -534,12 +534,50 @@ export function coreNoteSpecs(proc: ProcessImage, opts: CoreNoteOptions = {}): N
 
 /** cryo's own notes: NT_CRYO_VERSION (u32) then NT_CRYO_PROCESS (ProcessImage JSON). */
 export function cryoNoteSpecs(proc: ProcessImage): NoteSpec[] {
-  const version = new Uint8Array(4);
-  view(version).setUint32(0, IMAGE_FORMAT_VERSION, true);
   return [
-    { owner: OWNER_CRYO, type: NT_CRYO_VERSION, desc: version },
+    cryoVersionSpec(),
     { owner: OWNER_CRYO, type: NT_CRYO_PROCESS, desc: utf8.encode(JSON.stringify(proc)) },
   ];
+}
+
+/** The NT_CRYO_VERSION note. */
+function cryoVersionSpec(): NoteSpec {
+  const version = new Uint8Array(4);
+  view(version).setUint32(0, IMAGE_FORMAT_VERSION, true);
+  return { owner: OWNER_CRYO, type: NT_CRYO_VERSION, desc: version };
+}
+
+/**
+ * `encodeNotes(cryoNoteSpecs(proc))`, byte for byte, with the process JSON
+ * (~2 MB for 10,000 mappings) encoded straight into the notes: no UTF-8
+ * copy, note copy and concatenation of it one after the other. Used by the
+ * image writer.
+ */
+export function encodeCryoNotes(proc: ProcessImage): Uint8Array<ArrayBuffer> {
+  const versionSpec = cryoVersionSpec();
+  const versionNote = encodeNote(versionSpec.owner, versionSpec.type, versionSpec.desc);
+  const json = JSON.stringify(proc);
+  const owner = utf8.encode(OWNER_CRYO);
+  const nameArea = (owner.length + 1 + 3) & ~3;
+  const descAt = versionNote.length + 12 + nameArea;
+  // UTF-8 is at least as long as the string (one byte per unit only when all is ASCII): an
+  // encoding that fits in as many bytes as the string has units is the whole of it.
+  const out = new Uint8Array(descAt + ((json.length + 3) & ~3));
+  const { read, written } = utf8.encodeInto(json, out.subarray(descAt));
+  if (read !== json.length || written !== json.length) {
+    return encodeNotes([versionSpec, {
+      owner: OWNER_CRYO,
+      type: NT_CRYO_PROCESS,
+      desc: utf8.encode(json),
+    }]);
+  }
+  out.set(versionNote, 0);
+  const v = view(out);
+  v.setUint32(versionNote.length, owner.length + 1, true);
+  v.setUint32(versionNote.length + 4, written, true);
+  v.setUint32(versionNote.length + 8, NT_CRYO_PROCESS, true);
+  out.set(owner, versionNote.length + 12);
+  return out;
 }
 
 /** Encodes note specs back to back (each 4-byte aligned). */

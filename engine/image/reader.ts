@@ -254,10 +254,13 @@ export function readImageFileSync(path: string): ImageInfo {
     const proc = parsed as ProcessImage;
 
     for (const m of proc.mappings) {
+      if (m.pages.length === 0) continue; // (most of 10,000 small mappings: nothing to parse)
       const start = hexNum(m.start);
       const end = hexNum(m.end);
       // Each address parsed once (a fragmented image has a run every few pages).
-      const addrs = m.pages.map((r) => hexNum(r.addr));
+      const addrs = m.pages.length === 1
+        ? [hexNum(m.pages[0].addr)]
+        : m.pages.map((r) => hexNum(r.addr));
       if (addrs.length > 1) {
         const order = addrs.map((_, i) => i).sort((a, b) => (addrs[a] < addrs[b] ? -1 : 1));
         for (let k = 1; k < order.length; k++) {
@@ -272,18 +275,19 @@ export function readImageFileSync(path: string): ImageInfo {
       for (let i = 0; i < m.pages.length; i++) {
         const r = m.pages[i];
         const addr = addrs[i];
-        const where = () => `page run ${r.addr}+${r.length} of mapping ${m.start}-${m.end}`;
         if (addr < start || hexPlus(addr, r.length) > end) {
-          fail(`${where()} lies outside its mapping`);
+          fail(`${runWhere(r, m)} lies outside its mapping`);
         }
         if (r.fileOffset % PAGE_SIZE !== 0 || r.length % PAGE_SIZE !== 0) {
-          fail(`${where()} is not page aligned`);
+          fail(`${runWhere(r, m)} is not page aligned`);
         }
         if (r.parent !== undefined) continue; // in a parent image (engine/image/chain.ts)
         if (r.fileOffset < pages.offset || r.fileOffset + r.length > pages.offset + pages.size) {
-          fail(`${where()} at file offset ${r.fileOffset} lies outside .cryo.pages`);
+          fail(`${runWhere(r, m)} at file offset ${r.fileOffset} lies outside .cryo.pages`);
         }
-        if (r.fileOffset + r.length > size) fail(`${where()} lies beyond end of file: truncated?`);
+        if (r.fileOffset + r.length > size) {
+          fail(`${runWhere(r, m)} lies beyond end of file: truncated?`);
+        }
       }
     }
 
@@ -318,6 +322,11 @@ export function readImageFileSync(path: string): ImageInfo {
 export function processImageShapeError(x: unknown): string | undefined {
   if (typeof x !== "object" || x === null || Array.isArray(x)) return "not an object";
   return schemaProblem(processImageSchema, x);
+}
+
+/** The text naming page run `r` of mapping `m` in a refusal. */
+function runWhere(r: PageRun, m: { start: string; end: string }): string {
+  return `page run ${r.addr}+${r.length} of mapping ${m.start}-${m.end}`;
 }
 
 /** A run whose data is in a parent image is not in this file (engine/image/chain.ts). */

@@ -10,6 +10,7 @@
  */
 
 import * as z from "./shape.ts";
+import { plainMappingFits } from "./mapping_fast.ts";
 
 /** A 64-bit value as a 0x-prefixed hex string. */
 const hex = z.string().regex(/^0x[0-9a-fA-F]{1,16}$/, "expected a 0x-prefixed 64-bit hex value");
@@ -29,7 +30,8 @@ const fileIdentity = z.looseObject({
 
 const sigInfo = z.looseObject({ signo: int.min(1).max(64), code: int, raw: base64 });
 
-const mapping = z.looseObject({
+/** The checks of a mapping record (without the fast path: tests compare the two). */
+export const mappingChecks = z.looseObject({
   start: hex,
   end: hex,
   perms: z.string().regex(/^[r-][w-][x-][ps]$/),
@@ -60,6 +62,8 @@ const mapping = z.looseObject({
     ring: base64,
   }).optional(),
 });
+/** A mapping record; its common form is checked by a fast path (engine/image/mapping_fast.ts). */
+const mapping = mappingChecks.fastPath(plainMappingFits);
 
 const thread = z.looseObject({
   tid: int,

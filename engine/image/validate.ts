@@ -27,6 +27,17 @@ const BOOTSTRAP_MAX = 1 << 30;
 const PERMS = /^[r-][w-][x-][ps]$/;
 const isHex = (x: unknown): x is string => typeof x === "string" && /^0x[0-9a-fA-F]{1,16}$/.test(x);
 
+/** The text naming mapping `m` in a problem (made on failure only). */
+const where = (m: { start: string; end: string }) => `mapping ${m.start}-${m.end}`;
+
+/** `PERMS.test(perms)`, without a regular expression run per mapping. */
+function permsFit(perms: string): boolean {
+  if (typeof perms !== "string" || perms.length !== 4) return PERMS.test(perms);
+  const r = perms[0], w = perms[1], x = perms[2], p = perms[3];
+  return (r === "r" || r === "-") && (w === "w" || w === "-") && (x === "x" || x === "-") &&
+    (p === "p" || p === "s");
+}
+
 function pathProblem(what: string, p: unknown, absolute = true): string | undefined {
   if (typeof p !== "string") return `${what} is not a string`;
   if (p.includes("\0")) return `${what} contains a NUL byte`;
@@ -60,17 +71,16 @@ export function processProblem(p: ProcessImage, pidOne = false): string | undefi
     const start = hexNum(m.start);
     const end = hexNum(m.end);
     if (m.kind === "vsyscall") continue; // the kernel's, above user space
-    const where = () => `mapping ${m.start}-${m.end}`; // made on failure only
     if (!hexAligned(start, 4096) || !hexAligned(end, 4096) || start >= end) {
-      return `${where()} is malformed`;
+      return `${where(m)} is malformed`;
     }
-    if (end > USER_END) return `${where()} lies beyond user space`;
-    if (start < prevEnd) return `${where()} overlaps the previous mapping`;
-    if (start < bootEnd && boot < end) return `${where()} overlaps the bootstrap range`;
-    if (!PERMS.test(m.perms)) return `${where()} has bad permissions ${m.perms}`;
-    if (!hexAligned(hexNum(m.offset), 4096)) return `${where()} has an unaligned file offset`;
+    if (end > USER_END) return `${where(m)} lies beyond user space`;
+    if (start < prevEnd) return `${where(m)} overlaps the previous mapping`;
+    if (start < bootEnd && boot < end) return `${where(m)} overlaps the bootstrap range`;
+    if (!permsFit(m.perms)) return `${where(m)} has bad permissions ${m.perms}`;
+    if (!hexAligned(hexNum(m.offset), 4096)) return `${where(m)} has an unaligned file offset`;
     const bad = m.kind.startsWith("file")
-      ? pathProblem(`${where()} file`, m.file?.path ?? m.name)
+      ? pathProblem(`${where(m)} file`, m.file?.path ?? m.name)
       : undefined;
     if (bad) return bad;
     prevEnd = end;

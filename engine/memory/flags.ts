@@ -246,7 +246,11 @@ export function emitVmFlags(p: ProgramBuilder, m: Mapping): void {
  * guards, which cannot be installed in a locked area.
  */
 function emitGuardsAndLocks(p: ProgramBuilder, mappings: readonly Mapping[]): void {
+  let locked: Mapping[] | undefined; // (one pass over 10,000 mappings, not two)
   for (const m of mappings) {
+    if (m.vmFlags.includes("lo") && m.kind !== "vdso" && m.kind !== "vsyscall") {
+      (locked ??= []).push(m);
+    }
     if (!m.guards) continue; // (no empty list made for each of 10,000 mappings)
     for (const g of m.guards) {
       p.op(SYS.madvise, [BigInt(g.addr), g.length, MADV_GUARD_INSTALL], {
@@ -254,8 +258,7 @@ function emitGuardsAndLocks(p: ProgramBuilder, mappings: readonly Mapping[]): vo
       });
     }
   }
-  for (const m of mappings) {
-    if (!m.vmFlags.includes("lo") || m.kind === "vdso" || m.kind === "vsyscall") continue;
+  for (const m of locked ?? []) {
     const start = BigInt(m.start);
     const len = BigInt(m.end) - start;
     const onFault = m.vmFlags.includes("lf");

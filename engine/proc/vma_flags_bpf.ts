@@ -12,6 +12,7 @@
  * @module
  */
 
+import { recallLayout, rememberLayout } from "./vm_flags_memo.ts";
 import { Btf, BTF_KIND } from "../../ffi/btf.ts";
 import {
   loadTaskVmaProgram,
@@ -142,13 +143,17 @@ export function taskVmaLayout(btf: Btf): TaskVmaLayout {
 }
 
 /**
- * Loads the iterator program once (BTF read, verifier run): true when it is
+ * Loads the iterator program once (its layout read from BTF, or as read
+ * earlier on this boot: engine/proc/vm_flags_memo.ts; the verifier run): true when it is
  * there, else false with {@link bpfUnavailable} saying why. Never throws.
  */
 export function loadVmaIterator(): boolean {
   if (!loaded) {
     try {
-      loaded = { fd: loadTaskVmaProgram(taskVmaLayout(Btf.vmlinux())) };
+      const remembered = recallLayout();
+      const layout = remembered ?? taskVmaLayout(Btf.vmlinux());
+      loaded = { fd: loadTaskVmaProgram(layout) };
+      if (!remembered) rememberLayout(layout);
     } catch (e) {
       loaded = { unavailable: e instanceof Error ? e.message : String(e) };
     }

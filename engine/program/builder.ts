@@ -184,20 +184,13 @@ function alignUp(v: bigint, a: bigint): bigint {
   return (v + a - 1n) / a * a;
 }
 
-/** What `op()` was given, kept to make the {@link Op} list on demand. */
-interface OpInput {
-  nr: number;
-  args: readonly ArgInput[];
-  opts: OpOptions;
-}
-
 /** A byte buffer that grows by doubling. */
 class Bytes {
   buf = new Uint8Array(256);
   view = new DataView(this.buf.buffer);
   length = 0;
 
-  /** Makes room for `n` more bytes; returns the offset they start at. */
+  /** Makes room for `n` more bytes, all zero; returns the offset they start at. */
   grow(n: number): number {
     const at = this.length;
     if (at + n > this.buf.length) {
@@ -213,26 +206,8 @@ class Bytes {
   }
 }
 
-/** The {@link Op} an `op()` call describes (jump targets as given, not yet resolved). */
-function opOf(input: OpInput): Op {
-  const { nr, args, opts } = input;
-  const values: bigint[] = [];
-  const argSlots: number[] = [];
-  for (let i = 0; i < 6; i++) {
-    const a = args[i] ?? 0;
-    if (typeof a === "object") {
-      argSlots.push(i);
-      values.push(BigInt(a.slot));
-    } else values.push(toU64(a));
-  }
-  const op: Op = { nr: nr >>> 0, args: values };
-  if (argSlots.length) op.argSlots = argSlots;
-  if (opts.store !== undefined) op.store = opts.store;
-  if (opts.allowFail) op.allowFail = true;
-  if (opts.jumpIfZeroTo !== undefined) op.jumpIfZeroTo = opts.jumpIfZeroTo;
-  if (opts.comment !== undefined) op.comment = opts.comment;
-  return op;
-}
+/** The options of an op given none (shared: never written to). */
+const NO_OPTS: OpOptions = Object.freeze({});
 
 /**
  * Builds a restore program at a fixed base address.
@@ -241,13 +216,19 @@ function opOf(input: OpInput): Op {
  * sits right after the header); ops are appended with `op()`, `copy()` and
  * `end()`; `label()` names the next op so an earlier op can jump to it.
  * Ops are encoded as they are added (a process of 10,000 mappings has
- * tens of thousands); the {@link Op} objects of `build().ops` are made only
- * when asked for (failure messages, plan printing).
+ * tens of thousands) and nothing else is kept of them but their comments
+ * and jumps; the {@link Op} objects of `build().ops` are decoded from the
+ * encoding only when asked for (failure messages, plan printing).
  */
 export class ProgramBuilder {
   /** Address of the program header; must be 64-byte aligned. */
   readonly base: bigint;
-  readonly #inputs: OpInput[] = [];
+  /** Ops added so far. */
+  #count = 0;
+  /** The comment of each op that has one, by index. */
+  readonly #comments = new Map<number, string>();
+  /** The jump of each op that has one, by index: a label or an op index. */
+  readonly #jumpTo = new Map<number, string | number>();
   /** The ops encoded so far, jump targets not yet filled in. */
   readonly #encoded = new Bytes();
   /** Indices of the ops with a jump. */
@@ -271,7 +252,7 @@ export class ProgramBuilder {
 
   /** Number of ops added so far (= index of the next op). */
   get opCount(): number {
-    return this.#inputs.length;
+    return this.#count;
   }
 
   #check(): void {
@@ -313,12 +294,12 @@ export class ProgramBuilder {
   label(name: string): this {
     this.#check();
     if (this.#labels.has(name)) throw new Error(`program label ${name} defined twice`);
-    this.#labels.set(name, this.#inputs.length);
+    this.#labels.set(name, this.#count);
     return this;
   }
 
   /** Appends a syscall op; returns its index. */
-  op(nr: number, args: readonly ArgInput[], opts: OpOptions = {}): number {
+  op(nr: number, args: readonly ArgInput[], opts: OpOptions = NO_OPTS): number {
     this.#check();
     if (args.length > 6) throw new Error(`${opName(nr)}: more than 6 arguments`);
     if (opts.store !== undefined) checkSlot(opts.store);
@@ -334,35 +315,38 @@ export class ProgramBuilder {
         view.setUint32(at + 12 + i * 8, 0, true);
       } else setU64(view, at + 8 + i * 8, a);
     }
-    for (let i = args.length; i < 6; i++) view.setBigUint64(at + 8 + i * 8, 0n, true);
+    // The op's bytes are new, so zero (Bytes.grow): the missing args, the reserved
+    // byte and `aux` (filled in by build() for a jump) stay as they are.
     view.setUint32(at, nr >>> 0, true);
     view.setUint8(at + 4, mask);
     view.setUint8(at + 5, opts.store ?? NO_SLOT);
-    view.setUint8(at + 6, opts.allowFail ? FLAG_ALLOW_FAIL : 0);
-    view.setUint8(at + 7, 0);
-    view.setBigUint64(at + 56, 0n, true);
-    if (opts.jumpIfZeroTo !== undefined) this.#jumps.push(this.#inputs.length);
-    this.#inputs.push({ nr, args: args.slice(), opts });
-    return this.#inputs.length - 1;
+    if (opts.allowFail) view.setUint8(at + 6, FLAG_ALLOW_FAIL);
+    const index = this.#count++;
+    if (opts.jumpIfZeroTo !== undefined) {
+      this.#jumps.push(index);
+      this.#jumpTo.set(index, opts.jumpIfZeroTo);
+    }
+    if (opts.comment !== undefined) this.#comments.set(index, opts.comment);
+    return index;
   }
 
   /** Appends a COPY op: memcpy(dst, src, len) inside the stub; returns its index. */
-  copy(dst: ArgInput, src: ArgInput, len: ArgInput, opts: OpOptions = {}): number {
+  copy(dst: ArgInput, src: ArgInput, len: ArgInput, opts: OpOptions = NO_OPTS): number {
     return this.op(OP_COPY, [dst, src, len], opts);
   }
 
   /** Appends an END op; returns its index. */
   end(comment?: string): number {
-    return this.op(OP_END, [], comment === undefined ? {} : { comment });
+    return this.op(OP_END, [], comment === undefined ? NO_OPTS : { comment });
   }
 
   /** Lays the program out and encodes it. Can be called once. */
   build(): BuiltProgram {
     this.#check();
-    const count = this.#inputs.length;
+    const count = this.#count;
     const targets = new Map<number, number>();
     for (const i of this.#jumps) {
-      const to = this.#inputs[i].opts.jumpIfZeroTo!;
+      const to = this.#jumpTo.get(i)!;
       const t = typeof to === "number" ? to : this.#labels.get(to);
       if (t === undefined) throw new Error(`op #${i}: undefined label ${to}`);
       if (!Number.isInteger(t) || t < 0 || t >= count) {
@@ -391,7 +375,8 @@ export class ProgramBuilder {
       view.setUint8(at + 6, view.getUint8(at + 6) | FLAG_JUMP_IF_ZERO);
       view.setBigUint64(at + 56, opsAddress + BigInt(t) * BigInt(OP_SIZE), true);
     }
-    const inputs = this.#inputs;
+    const encoded = new DataView(this.#encoded.buf.buffer, 0, count * OP_SIZE);
+    const comments = this.#comments;
     let ops: Op[] | undefined;
     const built: BuiltProgram = {
       base: this.base,
@@ -401,10 +386,12 @@ export class ProgramBuilder {
       opCount: count,
       end: this.base + BigInt(total),
       get ops(): Op[] {
-        ops ??= inputs.map((input, i) => {
-          const op = opOf(input);
+        ops ??= Array.from({ length: count }, (_, i) => {
+          const op = opFields(encoded, i * OP_SIZE);
           const t = targets.get(i);
           if (t !== undefined) op.jumpIfZeroTo = t;
+          const comment = comments.get(i);
+          if (comment !== undefined) op.comment = comment;
           return op;
         });
         return ops;
@@ -475,19 +462,26 @@ export function decodeProgram(bytes: Uint8Array, baseAddress: bigint): Op[] {
   return ops;
 }
 
-function decodeOpAt(view: DataView, at: number, opsAddress: bigint, count: number, i: number): Op {
+/** The fields of the op encoded at `at`, but its jump. */
+function opFields(view: DataView, at: number): Op {
   const nr = view.getUint32(at, true);
   const mask = view.getUint8(at + 4);
   const store = view.getUint8(at + 5);
   const flags = view.getUint8(at + 6);
   const args: bigint[] = [];
   for (let k = 0; k < 6; k++) args.push(view.getBigUint64(at + 8 + k * 8, true));
-  const aux = view.getBigUint64(at + 56, true);
   const op: Op = { nr, args };
   const argSlots = [0, 1, 2, 3, 4, 5].filter((k) => mask & (1 << k));
   if (argSlots.length) op.argSlots = argSlots;
   if (store !== NO_SLOT) op.store = store;
   if (flags & FLAG_ALLOW_FAIL) op.allowFail = true;
+  return op;
+}
+
+function decodeOpAt(view: DataView, at: number, opsAddress: bigint, count: number, i: number): Op {
+  const op = opFields(view, at);
+  const flags = view.getUint8(at + 6);
+  const aux = view.getBigUint64(at + 56, true);
   if (flags & FLAG_JUMP_IF_ZERO) {
     const rel = aux - opsAddress;
     if (rel < 0n || rel % BigInt(OP_SIZE) !== 0n || rel / BigInt(OP_SIZE) >= BigInt(count)) {

@@ -67,14 +67,16 @@ const protOf = (perms: string) =>
  * (or faulted and dropped when accounted): never in a run.
  */
 function joinable(m: Mapping, prev: Mapping | undefined): boolean {
-  if (prev && keptApart(prev, m)) return false;
-  if (m.kind !== "anon" || m.perms[3] !== "p" || m.name !== "") return false;
+  // (The cheapest tests first: this runs once per mapping of every image.)
+  if (m.kind !== "anon" || m.name !== "") return false;
+  const perms = m.perms;
+  if (perms.length !== 4 || perms[3] !== "p" || perms[2] !== "-" || perms[0] !== "r") return false;
+  // Read-write, or read-only with pages.
+  if (perms[1] !== "w" && (perms[1] !== "-" || m.pages.length === 0)) return false;
   if (m.inherited || m.sysvShm !== undefined || m.aio) return false;
-  const prot = protOf(m.perms);
-  if (prot !== (PROT_READ | PROT_WRITE) && !(prot === PROT_READ && m.pages.length > 0)) {
-    return false;
-  }
-  for (const f of m.vmFlags) if (f === "gd" || f === "nr") return false;
+  if (prev && keptApart(prev, m)) return false;
+  const flags = m.vmFlags;
+  for (let k = 0; k < flags.length; k++) if (flags[k] === "gd" || flags[k] === "nr") return false;
   return true;
 }
 
@@ -153,11 +155,13 @@ export function emitAnonRun(
       emitRead(p, imageSlot, addr, length, fileOffset);
   let runAddr: HexNum = 0, runLength = 0, runOffset = 0;
   for (let k = i; k < i + n; k++) {
-    for (const r of mappings[k].pages) {
+    const pages = mappings[k].pages;
+    for (let q = 0; q < pages.length; q++) {
+      const r = pages[q];
       const addr = hexNum(r.addr);
       if (
-        runLength > 0 && same(hexPlus(runAddr, runLength), addr) &&
-        runOffset + runLength === r.fileOffset
+        runLength > 0 && runOffset + runLength === r.fileOffset &&
+        same(hexPlus(runAddr, runLength), addr)
       ) {
         runLength += r.length;
         continue;
@@ -172,10 +176,10 @@ export function emitAnonRun(
   if (load) load(stretches);
   for (let k = i; k < i + n; k++) {
     const m = mappings[k];
-    const prot = protOf(m.perms);
-    if (prot !== (PROT_READ | PROT_WRITE)) {
+    // Members are read-write or read-only (joinable): only the read-only ones get an mprotect.
+    if (m.perms[1] !== "w") {
       const s = hexNum(m.start);
-      p.op(SYS.mprotect, [s, hexMinus(hexNum(m.end), s), prot]);
+      p.op(SYS.mprotect, [s, hexMinus(hexNum(m.end), s), protOf(m.perms)]);
     }
     emitVmFlags(p, m);
   }

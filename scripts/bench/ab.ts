@@ -1,6 +1,6 @@
 /**
  * `deno run -A scripts/bench/ab.ts --base <other tree>/cli.ts [--only a,b] [--rounds n]
- * [--flag-a <flag>] [--flag-b <flag>]`: an interleaved A/B of `cryo dump --leave-running`
+ * [--flag-a <flag>] [--flag-b <flag>] [--quick]`: an interleaved A/B of `cryo dump --leave-running`
  * between another cryo tree (A, e.g. `git archive main` unpacked in /tmp) and this one (B),
  * on the bench workloads. Every round dumps the same running workload with A and B, in
  * alternating order; it reports per variant the medians of the command's wall time, CPU
@@ -19,6 +19,8 @@ const { values: opts } = parseArgs({
   options: {
     base: { type: "string" },
     only: { type: "string" },
+    /** The quick set of workloads (python-128MiB instead of python-512MiB...). */
+    quick: { type: "boolean", default: false },
     rounds: { type: "string", default: "5" },
     "flag-a": { type: "string", multiple: true, default: [] },
     "flag-b": { type: "string", multiple: true, default: [] },
@@ -36,7 +38,7 @@ becomeSubreaper();
 await prepareCli();
 if (opts.base) await prepareCli(opts.base);
 const only = opts.only?.split(",");
-const specs = workloads(false).filter((w) => !only || only.includes(w.name));
+const specs = workloads(opts.quick).filter((w) => !only || only.includes(w.name));
 const work = await Deno.makeTempDir({ prefix: "cryo-ab-" });
 const variants: { name: string; rt: CryoRuntime; flags: string[] }[] = [
   { name: "A", rt: { denoFlags: [], cliPath: opts.base }, flags: opts["flag-a"] ?? [] },

@@ -1,0 +1,174 @@
+/**
+ * What smaps confirmed of the BPF iterator's decoding of vm_flags
+ * (engine/proc/vma_flags_bpf.ts), remembered for the rest of the boot.
+ *
+ * The decoding table maps the running kernel's VM_* bits to smaps'
+ * two-letter codes; the bits are constants of the kernel that runs, so a bit
+ * whose decoding an smaps read confirmed stays confirmed until the machine
+ * boots again. The memo is keyed by /proc/sys/kernel/random/boot_id and kept
+ * in cryo's cache directory (`CRYO_CACHE_DIR`, else `$XDG_CACHE_HOME/cryo` or
+ * `~/.cache/cryo`), in a file that only the user cryo runs as may write; any
+ * doubt (another boot, another owner, a file group- or world-writable, a
+ * malformed file) and it is not used. It also keeps the areas that smaps
+ * lists and the iterator does not ([vsyscall]), as smaps showed them, and
+ * the iterator program's kernel layout read from BTF (the same for the whole
+ * boot: later dumps skip reading the kernel's 5 MB of BTF).
+ *
+ * @module
+ */
+
+import type { TaskVmaLayout } from "../../ffi/bpf.ts";
+import type { SmapsArea } from "./smaps_flags.ts";
+
+/** Bits confirmed on this boot, and the areas only smaps lists, as it showed them. */
+export interface ConfirmedDecoding {
+  /** Every vm_flags bit whose decoding smaps confirmed. */
+  bits: bigint;
+  /** Areas smaps lists that the iterator does not, with their VmFlags. */
+  gate: SmapsArea[];
+}
+
+interface MemoFile {
+  boot: string;
+  bits?: string;
+  layout?: TaskVmaLayout;
+  gate?: {
+    start: string;
+    end: string;
+    perms: string;
+    offset: string;
+    dev: string;
+    inode: number;
+    path: string;
+    vmFlags: string[];
+  }[];
+}
+
+function memoDir(): string | undefined {
+  const own = Deno.env.get("CRYO_CACHE_DIR");
+  if (own) return `${own}/vmflags`;
+  const home = Deno.env.get("HOME");
+  const base = Deno.env.get("XDG_CACHE_HOME") || (home ? `${home}/.cache` : undefined);
+  return base ? `${base}/cryo/vmflags` : undefined;
+}
+
+function bootId(): string | undefined {
+  try {
+    return Deno.readTextFileSync("/proc/sys/kernel/random/boot_id").trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether `path` belongs to this user and only this user may write it. */
+function ownedAndPrivate(path: string): boolean {
+  const st = Deno.lstatSync(path);
+  return st.uid === Deno.uid() && ((st.mode ?? 0o777) & 0o022) === 0;
+}
+
+/** The memo of this boot, when there is one to trust. */
+function readMemo(): { path: string; memo?: MemoFile; boot: string } | undefined {
+  if (Deno.env.get("CRYO_VMFLAGS_MEMO") === "0") return undefined;
+  const dir = memoDir(), boot = bootId();
+  if (!dir || !boot) return undefined;
+  const path = `${dir}/${boot}.json`;
+  try {
+    if (!ownedAndPrivate(dir) || !ownedAndPrivate(path)) return { path, boot };
+    const memo = JSON.parse(Deno.readTextFileSync(path)) as MemoFile;
+    return { path, boot, memo: memo.boot === boot ? memo : undefined };
+  } catch {
+    return { path, boot };
+  }
+}
+
+/** Writes `memo` for the rest of this boot (a temporary file renamed over it); never throws. */
+function writeMemo(path: string, memo: MemoFile): void {
+  const dir = path.slice(0, path.lastIndexOf("/"));
+  const tmp = `${dir}/.${memo.boot}.${Deno.pid}.tmp`;
+  try {
+    Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    if (!ownedAndPrivate(dir)) return;
+    Deno.writeTextFileSync(tmp, JSON.stringify(memo), { mode: 0o600 });
+    Deno.renameSync(tmp, path);
+  } catch {
+    try {
+      Deno.removeSync(tmp);
+    } catch { /* not there */ }
+  }
+}
+
+/** What was confirmed earlier on this boot, or undefined (none, or not to be trusted). */
+export function recallConfirmed(): ConfirmedDecoding | undefined {
+  const memo = readMemo()?.memo;
+  if (!memo?.bits || !/^0x[0-9a-f]+$/.test(memo.bits) || !Array.isArray(memo.gate)) {
+    return undefined;
+  }
+  try {
+    return {
+      bits: BigInt(memo.bits),
+      gate: memo.gate.map((g) => ({
+        start: BigInt(g.start),
+        end: BigInt(g.end),
+        perms: g.perms,
+        offset: BigInt(g.offset),
+        dev: g.dev,
+        inode: g.inode,
+        path: g.path,
+        deleted: false,
+        vmFlags: [...g.vmFlags],
+      })),
+    };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Remembers `confirmed` for the rest of this boot. Best effort: never throws. */
+export function rememberConfirmed(confirmed: ConfirmedDecoding): void {
+  const read = readMemo();
+  if (!read) return;
+  writeMemo(read.path, {
+    ...read.memo,
+    boot: read.boot,
+    bits: `0x${confirmed.bits.toString(16)}`,
+    gate: confirmed.gate.map((g) => ({
+      start: `0x${g.start.toString(16)}`,
+      end: `0x${g.end.toString(16)}`,
+      perms: g.perms,
+      offset: `0x${g.offset.toString(16)}`,
+      dev: g.dev,
+      inode: g.inode,
+      path: g.path,
+      vmFlags: g.vmFlags,
+    })),
+  });
+}
+
+const LAYOUT_FIELDS: readonly (keyof TaskVmaLayout)[] = [
+  "attachBtfId",
+  "seqWriteHelper",
+  "ctxMeta",
+  "ctxVma",
+  "metaSeq",
+  "vmStart",
+  "vmEnd",
+  "vmFlags",
+];
+
+/** The iterator's kernel layout as read from BTF earlier on this boot, or undefined. */
+export function recallLayout(): TaskVmaLayout | undefined {
+  const layout = readMemo()?.memo?.layout;
+  if (!layout || typeof layout !== "object") return undefined;
+  for (const f of LAYOUT_FIELDS) {
+    if (!Number.isSafeInteger(layout[f]) || layout[f] < 0) return undefined;
+  }
+  return layout;
+}
+
+/** Remembers the iterator's kernel layout for the rest of this boot. Never throws. */
+export function rememberLayout(layout: TaskVmaLayout): void {
+  const read = readMemo();
+  if (!read) return;
+  const kept: TaskVmaLayout = { ...layout };
+  writeMemo(read.path, { ...read.memo, boot: read.boot, layout: kept });
+}
