@@ -142,8 +142,15 @@ export function foldCode(doneFlag = false): Uint8Array {
   return new Uint8Array(c.bytes);
 }
 
-/** True when this CPU has PCLMULQDQ (x86-64 only; read from /proc/cpuinfo). */
+let pclmul: boolean | undefined;
+
+/** True when this CPU has PCLMULQDQ (x86-64 only; read from /proc/cpuinfo once). */
 function hasPclmul(): boolean {
+  pclmul ??= readPclmul();
+  return pclmul;
+}
+
+function readPclmul(): boolean {
   if (Deno.build.arch !== "x86_64") return false;
   try {
     const text = Deno.readTextFileSync("/proc/cpuinfo");
