@@ -265,9 +265,12 @@ Deno.test(
       assert.equal(lines.length, 1, r.stderr);
       assert.match(
         lines[0],
+        // With checksums on, the pass (begun at the start of the restore, beside the plan)
+        // may have checked the file before it was cut: then the size check before release
+        // refuses it.
         extra.length
           ? /^cryo: cannot restore: .* was truncated during the restore/
-          : /^cryo: .*checksum/,
+          : /^cryo: (.*checksum|cannot restore: .* was truncated during the restore)/,
         `${extra}: ${lines[0]}`,
       );
       await assertNothingLeft(t.pid, `${extra}`);
