@@ -80,7 +80,12 @@ async function zodSchemas(): Promise<typeof import("../engine/image/schema.ts")>
   const swapped = src.replace(
     'import * as z from "./shape.ts";',
     'import { z } from "npm:zod@4.6.7";',
-  ).replace('import { plainMappingFits } from "./mapping_fast.ts";\n', "")
+  ).replace(
+    'import { MAPPING_KINDS, plainMappingFits } from "./mapping_fast.ts";\n',
+    `import { MAPPING_KINDS } from "${
+      new URL("../engine/image/mapping_fast.ts", import.meta.url).href
+    }";\n`,
+  )
     .replace("mappingChecks.fastPath(plainMappingFits);", "mappingChecks;"); // zod: the checks alone
   assert.ok(!swapped.includes("fastPath"), "every fast path removed from the zod copy");
   assert.notEqual(swapped, src, "schema.ts imports shape.ts as z");

@@ -11,7 +11,8 @@
  * @module
  */
 
-const KINDS: ReadonlySet<unknown> = new Set([
+/** The kinds a mapping record may have (the schema's enum, engine/image/schema.ts). */
+export const MAPPING_KINDS = [
   "anon",
   "anon-shared",
   "file-private",
@@ -20,7 +21,9 @@ const KINDS: ReadonlySet<unknown> = new Set([
   "vsyscall",
   "sysv-shm",
   "aio",
-]);
+] as const;
+
+const KINDS: ReadonlySet<unknown> = new Set(MAPPING_KINDS);
 
 /** Whether `s` matches `^0x[0-9a-fA-F]{1,16}$` (the schema's `hex`). */
 export function isHex64(s: unknown): boolean {

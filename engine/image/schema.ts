@@ -10,7 +10,7 @@
  */
 
 import * as z from "./shape.ts";
-import { plainMappingFits } from "./mapping_fast.ts";
+import { MAPPING_KINDS, plainMappingFits } from "./mapping_fast.ts";
 
 /** A 64-bit value as a 0x-prefixed hex string. */
 const hex = z.string().regex(/^0x[0-9a-fA-F]{1,16}$/, "expected a 0x-prefixed 64-bit hex value");
@@ -36,16 +36,7 @@ export const mappingChecks = z.looseObject({
   end: hex,
   perms: z.string().regex(/^[r-][w-][x-][ps]$/),
   offset: hex,
-  kind: z.enum([
-    "anon",
-    "anon-shared",
-    "file-private",
-    "file-shared",
-    "vdso",
-    "vsyscall",
-    "sysv-shm",
-    "aio",
-  ]),
+  kind: z.enum(MAPPING_KINDS),
   name: z.string(),
   file: fileIdentity.optional(),
   vmFlags: z.array(z.string()),
