@@ -9,7 +9,7 @@
  */
 
 import { posixSpawn } from "../../ffi/spawn.ts";
-import { rawSyscall } from "../../ffi/libc.ts";
+import { rawSyscall, rawSyscallOffThread } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { decodeWaitStatus, type WaitStatus } from "../../ffi/wait.ts";
 
@@ -95,26 +95,43 @@ function tryReap(pid: number): { status: WaitStatus; usage: BigInt64Array } | un
   }
 }
 
-/** Polls until `child` exits (killing it after `timeoutMs`); returns its status and usage. */
+/** waitid(2): wait by pid; for exited children; leave the child waitable. */
+const P_PID = 1, WEXITED = 4, WNOWAIT = 0x01000000;
+
+/**
+ * Waits until `child` exits (killing it after `timeoutMs`); returns its
+ * status and usage. The wait blocks on Deno's blocking pool (`waitid` with
+ * WNOWAIT, then `wait4` reaps it with its usage), so the bench takes no CPU
+ * while a measured command runs: a poll every millisecond woke it ~1,000
+ * times a second, beside a dump copying on both CPUs (docs/PERFORMANCE.md,
+ * "Latest: status of issue 10 after the third pass").
+ */
 export async function waitChild(child: Child, timeoutMs = 600_000): Promise<ChildResult> {
-  const deadline = performance.now() + timeoutMs;
-  for (;;) {
-    const done = tryReap(child.pid);
-    if (done) {
-      const tv = (i: number) => Number(done.usage[i]) + Number(done.usage[i + 1]) / 1e6;
-      return {
-        status: done.status,
-        wallSeconds: (performance.now() - child.spawnedAt) / 1000,
-        maxRssBytes: Number(done.usage[4]) * 1024,
-        userSeconds: tv(0),
-        systemSeconds: tv(2),
-      };
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    rawSyscall(SYS.kill, child.pid, 9);
+  }, timeoutMs);
+  const info = new Uint8Array(128); // siginfo_t, filled by the kernel off the main thread
+  try {
+    for (;;) {
+      const done = tryReap(child.pid);
+      if (done) {
+        if (timedOut) throw new Error(`process ${child.pid} (${child.stdoutPath}) timed out`);
+        const tv = (i: number) => Number(done.usage[i]) + Number(done.usage[i + 1]) / 1e6;
+        return {
+          status: done.status,
+          wallSeconds: (performance.now() - child.spawnedAt) / 1000,
+          maxRssBytes: Number(done.usage[4]) * 1024,
+          userSeconds: tv(0),
+          systemSeconds: tv(2),
+        };
+      }
+      const r = await rawSyscallOffThread(SYS.waitid, P_PID, child.pid, info, WEXITED | WNOWAIT);
+      if (r < 0n) await new Promise((res) => setTimeout(res, 1)); // interrupted: look again
     }
-    if (performance.now() > deadline) {
-      rawSyscall(SYS.kill, child.pid, 9);
-      throw new Error(`process ${child.pid} (${child.stdoutPath}) timed out`);
-    }
-    await new Promise((r) => setTimeout(r, 1));
+  } finally {
+    clearTimeout(timer);
   }
 }
 
