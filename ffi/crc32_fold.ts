@@ -165,6 +165,45 @@ const PROT_READ = 1, PROT_WRITE = 2, PROT_EXEC = 4;
 const MAP_PRIVATE = 2, MAP_ANONYMOUS = 0x20;
 const PAGE = 4096;
 
+/** A page of code made read+exec, and the read-write data pages mapped right after it. */
+interface CodePages {
+  code: Deno.PointerObject;
+  /** Address of the first data page. */
+  data: bigint;
+  /** The data pages. */
+  dataView: Uint8Array;
+}
+
+/**
+ * Maps one page for `code` and `dataPages` pages after it, writes the code
+ * and makes its page read+exec (never writable and executable at once):
+ * kept for the process's lifetime. Null when the kernel refuses any step.
+ */
+function mapCodePages(code: Uint8Array, dataPages: number): CodePages | null {
+  const bytes = (1 + dataPages) * PAGE;
+  let addr: bigint;
+  try {
+    addr = syscall(SYS.mmap, 0, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  } catch {
+    return null;
+  }
+  try {
+    const ptr = Deno.UnsafePointer.create(addr)!;
+    new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(ptr, PAGE)).set(code);
+    syscall(SYS.mprotect, addr, PAGE, PROT_READ | PROT_EXEC);
+    const data = addr + BigInt(PAGE);
+    const dataView = dataPages === 0 ? new Uint8Array(0) : new Uint8Array(
+      Deno.UnsafePointerView.getArrayBuffer(Deno.UnsafePointer.create(data)!, dataPages * PAGE),
+    );
+    return { code: ptr, data, dataView };
+  } catch {
+    try {
+      syscall(SYS.munmap, addr, bytes);
+    } catch { /* keep going without it */ }
+    return null;
+  }
+}
+
 /** The C signature of the code: void fold(buf, len, init, out, constants). */
 const FOLD_DEF = {
   parameters: ["buffer", "u64", "u32", "buffer", "buffer"],
@@ -183,26 +222,14 @@ export function crc32Fold(): FoldFn | null {
   if (fold !== undefined) return fold;
   fold = null;
   if (!hasPclmul()) return null;
-  const code = foldCode();
-  let addr: bigint;
-  try {
-    addr = syscall(SYS.mmap, 0, PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  } catch {
-    return null;
-  }
-  try {
-    const ptr = Deno.UnsafePointer.create(addr)!;
-    new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(ptr, PAGE)).set(code);
-    syscall(SYS.mprotect, addr, PAGE, PROT_READ | PROT_EXEC);
-    const fn = new Deno.UnsafeFnPointer(ptr as Deno.PointerObject<typeof FOLD_DEF>, FOLD_DEF);
-    const constants = new Uint8Array(CONSTANTS.buffer);
-    fold = (buf, len, init, out) => fn.call(buf, BigInt(len), init, out, constants);
-  } catch {
-    try {
-      syscall(SYS.munmap, addr, PAGE);
-    } catch { /* keep going without it */ }
-    fold = null;
-  }
+  const pages = mapCodePages(foldCode(), 0);
+  if (!pages) return null;
+  const fn = new Deno.UnsafeFnPointer(
+    pages.code as Deno.PointerObject<typeof FOLD_DEF>,
+    FOLD_DEF,
+  );
+  const constants = new Uint8Array(CONSTANTS.buffer);
+  fold = (buf, len, init, out) => fn.call(buf, BigInt(len), init, out, constants);
   return fold;
 }
 
@@ -245,58 +272,32 @@ export function crc32FoldInBackground(): BackgroundFoldFn | null {
   if (background !== undefined) return background;
   background = null;
   if (!hasPclmul()) return null;
-  const code = foldCode(true);
-  let addr: bigint;
-  try {
-    addr = syscall(
-      SYS.mmap,
-      0,
-      2 * PAGE,
-      PROT_READ | PROT_WRITE,
-      MAP_PRIVATE | MAP_ANONYMOUS,
-      -1,
-      0,
+  const pages = mapCodePages(foldCode(true), 1);
+  if (!pages) return null;
+  const { data, dataView } = pages;
+  dataView.set(new Uint8Array(CONSTANTS.buffer));
+  const constants = Deno.UnsafePointer.create(data);
+  const fn = new Deno.UnsafeFnPointer(
+    pages.code as Deno.PointerObject<typeof FOLD_BG_DEF>,
+    FOLD_BG_DEF,
+  );
+  let next = 0;
+  background = (buf, len, init) => {
+    const slot = 64 + 32 * (next++ % BACKGROUND_SLOTS);
+    const out = dataView.subarray(slot, slot + 32);
+    const flag = new Int32Array(dataView.buffer, slot + 16, 1);
+    out.fill(0);
+    fn.call(
+      Deno.UnsafePointer.create(buf),
+      BigInt(len),
+      init,
+      Deno.UnsafePointer.create(data + BigInt(slot)),
+      constants,
     );
-  } catch {
-    return null;
-  }
-  try {
-    const codePtr = Deno.UnsafePointer.create(addr)!;
-    new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(codePtr, PAGE)).set(code);
-    syscall(SYS.mprotect, addr, PAGE, PROT_READ | PROT_EXEC);
-    const data = addr + BigInt(PAGE);
-    const dataView = new Uint8Array(
-      Deno.UnsafePointerView.getArrayBuffer(Deno.UnsafePointer.create(data)!, PAGE),
-    );
-    dataView.set(new Uint8Array(CONSTANTS.buffer));
-    const constants = Deno.UnsafePointer.create(data);
-    const fn = new Deno.UnsafeFnPointer(
-      codePtr as Deno.PointerObject<typeof FOLD_BG_DEF>,
-      FOLD_BG_DEF,
-    );
-    let next = 0;
-    background = (buf, len, init) => {
-      const slot = 64 + 32 * (next++ % BACKGROUND_SLOTS);
-      const out = dataView.subarray(slot, slot + 32);
-      const flag = new Int32Array(dataView.buffer, slot + 16, 1);
-      out.fill(0);
-      fn.call(
-        Deno.UnsafePointer.create(buf),
-        BigInt(len),
-        init,
-        Deno.UnsafePointer.create(data + BigInt(slot)),
-        constants,
-      );
-      return {
-        done: () => Atomics.load(flag, 0) === 1,
-        remainder: () => out.slice(0, 16),
-      };
+    return {
+      done: () => Atomics.load(flag, 0) === 1,
+      remainder: () => out.slice(0, 16),
     };
-  } catch {
-    try {
-      syscall(SYS.munmap, addr, 2 * PAGE);
-    } catch { /* keep going without it */ }
-    background = null;
-  }
+  };
   return background;
 }
