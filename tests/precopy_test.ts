@@ -28,6 +28,7 @@ import { startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
 import { adoptPid, withTargets } from "./helpers/targets.ts";
 import {
   assertNoTracking,
+  assertOriginalThenRestored,
   RT_PRECOPY_CHECKS,
   RT_PRECOPY_READY,
   trackingTraces,
@@ -85,17 +86,7 @@ for (const [lanes, die] of [["", ""], ["2", ""], ["2", "release"]]) {
       assert.equal(after.maps, before.maps, "the same mappings after the dump");
       assertNoTracking(after);
 
-      // The original runs on, writes, and checks itself.
-      await Deno.writeTextFile(trigger, "");
-      assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), {
-        what: "original after the dump",
-      });
-
-      // The image is the memory of the last freeze: every page matches its generation.
-      const tree = await restore(dir);
-      t.resetAfterRestore();
-      for (const pid of tree.pids) if (pid !== t.pid) adoptPid(pid);
-      assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), { run: 2, what: "restored" });
+      await assertOriginalThenRestored(t, trigger, dir);
     }),
   );
 }
@@ -112,14 +103,7 @@ Deno.test(
     assert.ok(dump.stats.precopy, "the dump pre-copied");
     const after = trackingTraces(t.pid, region, pages);
     assertNoTracking(after);
-    await Deno.writeTextFile(trigger, "");
-    assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), {
-      what: "original after the dump",
-    });
-    const tree = await restore(dir);
-    t.resetAfterRestore();
-    for (const pid of tree.pids) if (pid !== t.pid) adoptPid(pid);
-    assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), { run: 2, what: "restored" });
+    await assertOriginalThenRestored(t, trigger, dir);
   }),
 );
 

@@ -28,12 +28,12 @@
 import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { releaseChunk, releaseStats } from "../engine/dump/uffd_release.ts";
-import { restore } from "../engine/restore/mod.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
-import { adoptPid, withTargets } from "./helpers/targets.ts";
+import { withTargets } from "./helpers/targets.ts";
 import {
   assertNoTracking,
+  assertOriginalThenRestored,
   RT_PRECOPY_CHECKS,
   RT_PRECOPY_READY,
   trackingTraces,
@@ -97,14 +97,7 @@ for (
       assert.equal(after.maps, before.maps, "the same mappings");
       assert.deepEqual(smapsShape(t.pid), shape, "the same mappings and VmFlags in smaps");
       assertNoTracking(after);
-      await Deno.writeTextFile(trigger, "");
-      assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), {
-        what: "original after the dump",
-      });
-      const tree = await restore(dir);
-      t.resetAfterRestore();
-      for (const pid of tree.pids) if (pid !== t.pid) adoptPid(pid);
-      assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), { run: 2, what: "restored" });
+      await assertOriginalThenRestored(t, trigger, dir);
     }),
   );
 }

@@ -7,6 +7,9 @@
 
 import assert from "node:assert/strict";
 import { PM, readPagemap } from "../../engine/proc/pagemap.ts";
+import { restore } from "../../engine/restore/mod.ts";
+import { assertChecksPassed } from "./checks.ts";
+import { adoptPid, type Target } from "./targets.ts";
 
 /** rt_precopy's ready line: pid, its region's address and page count. */
 export const RT_PRECOPY_READY = /^ready pid=(\d+) region=0x([0-9a-f]+) pages=(\d+)$/m;
@@ -41,4 +44,24 @@ export function assertNoTracking(
   const at = what ? ` (${what})` : "";
   assert.equal(traces.uffdFlags, 0, `no mapping registered with a userfaultfd${at}`);
   assert.equal(traces.protectedPages, 0, `no write-protected page${at}`);
+}
+
+/**
+ * The end of a leave-running round trip of rt_precopy `t`: the original,
+ * triggered, runs on and passes its checks; then the image in `dir`,
+ * restored, passes them too (every page is the one of the last freeze).
+ */
+export async function assertOriginalThenRestored(
+  t: Target,
+  trigger: string,
+  dir: string,
+): Promise<void> {
+  await Deno.writeTextFile(trigger, "");
+  assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), {
+    what: "original after the dump",
+  });
+  const tree = await restore(dir);
+  t.resetAfterRestore();
+  for (const pid of tree.pids) if (pid !== t.pid) adoptPid(pid);
+  assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), { run: 2, what: "restored" });
 }
