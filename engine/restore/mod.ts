@@ -19,7 +19,7 @@ import type { Manifest, ProcessImage } from "../model.ts";
 import { IMAGE_FORMAT_VERSION } from "../model.ts";
 import { RestoreError } from "../errors.ts";
 import { ImageFormatError } from "../image/errors.ts";
-import { imageFileName, manifestShapeError, verifyImageDir } from "../image/manifest.ts";
+import { imageFileName, readManifestSync, verifyImageDir } from "../image/manifest.ts";
 import { validateImage } from "../image/validate.ts";
 import { compileTree } from "./restorable.ts";
 import type { LazyEnsure, LazyServer } from "../memory/lazy_serve.ts";
@@ -216,11 +216,10 @@ function imagesToVerify(plan: RestorePlan): ImageToVerify[] {
 function manifestImagesToVerify(dir: string): ImageToVerify[] | undefined {
   let manifest: Manifest;
   try {
-    manifest = JSON.parse(Deno.readTextFileSync(`${dir}/manifest.json`));
+    manifest = readManifestSync(dir);
   } catch {
     return undefined;
   }
-  if (manifestShapeError(manifest)) return undefined;
   const out: ImageToVerify[] = [];
   for (const p of manifest.processes) {
     if (p.file !== imageFileName(p.pid)) return undefined;
@@ -234,6 +233,12 @@ function manifestImagesToVerify(dir: string): ImageToVerify[] | undefined {
     out.push({ path, checksum: p.checksum });
   }
   return out;
+}
+
+/** Whether two lists name the same image files with the same checksums, in the same order. */
+function sameImages(a: readonly ImageToVerify[], b: readonly ImageToVerify[]): boolean {
+  return a.length === b.length &&
+    a.every((x, i) => x.path === b[i].path && x.checksum === b[i].checksum);
 }
 
 /** The manifest's per-block checksums of the image of `pid` (absent for older images). */
@@ -360,6 +365,12 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
     becomeSubreaper();
     for (const p of processes) forgetParkedStatus(p.pid);
     pausePoint("planned");
+    if (early && !sameImages(early, imagesToVerify(plan))) {
+      // The manifest the plan read lists other images or checksums than the early one: check
+      // the plan's.
+      verifier?.close();
+      verifier = undefined;
+    }
     verifier ??= byBlocks
       ? new LazyImageVerifier(plan.units, plan.manifest)
       : new ImageVerifier(verify ? imagesToVerify(plan) : []);
