@@ -56,9 +56,9 @@ Deno.test("thread sections: one per non-main thread, only what each record asks 
     for (let k = sections[i].op; ops[k].nr !== OP_END; k++) out.push(ops[k]);
     return out;
   };
-  // 101: its name only.
+  // 101: its name only (then its timer slack read back, as every section).
   const a = section(0);
-  assert.deepEqual(a.map((o) => o.nr), [SYS.prctl]);
+  assert.deepEqual(a.map((o) => o.nr), [SYS.prctl, SYS.prctl]);
   assert.deepEqual(a[0].args[0], 15n); // PR_SET_NAME
   // 102: robust list, rseq, sigaltstack (SS_ONSTACK dropped), SIGUSR1 queued to itself, name.
   const b = section(1);
@@ -67,6 +67,7 @@ Deno.test("thread sections: one per non-main thread, only what each record asks 
     SYS.rseq,
     SYS.sigaltstack,
     SYS.rt_tgsigqueueinfo,
+    SYS.prctl,
     SYS.prctl,
   ]);
   assert.deepEqual(b[0].args.slice(0, 2), [0x7f0000001000n, 24n]);
@@ -78,6 +79,18 @@ Deno.test("thread sections: one per non-main thread, only what each record asks 
   assert.deepEqual(b[3].args.slice(0, 3), [100n, 102n, 10n]);
   const name = built.bytes.subarray(Number(b[4].args[1] - base));
   assert.deepEqual(new TextDecoder().decode(name.subarray(0, name.indexOf(0))), "worker-102-with");
+  // Last: PR_GET_TIMERSLACK into slot 0 of the run's own slots (any result: the engine checks it).
+  for (const ops of [a, b]) {
+    const read = ops[ops.length - 1];
+    assert.deepEqual(read.args[0], 30n); // PR_GET_TIMERSLACK
+    assert.equal(read.store, 0);
+    assert.equal(read.allowFail, true);
+  }
+  // Each run's slots: 8 bytes each, one after the other, inside the program's data.
+  assert.equal(sections[1].slots, sections[0].slots + 8n);
+  assert.ok(
+    sections[0].slots >= base && sections[1].slots + 8n <= base + BigInt(built.bytes.length),
+  );
 });
 
 Deno.test("thread sections go on into each thread's credentials section: one run per thread", () => {
@@ -99,9 +112,11 @@ Deno.test("thread sections go on into each thread's credentials section: one run
   const sections = emitThreadSections(p, proc, new Map(creds.threads.map((t) => [t.tid, t.op])));
   const ops = decodeProgram(p.build().bytes, base);
   for (const s of sections) {
-    // Its own state (here its name), then an empty copy that always jumps to its credentials.
-    const [name, jump] = [ops[s.op], ops[s.op + 1]];
+    // Its own state (here its name), its timer slack read back, then an empty copy that
+    // always jumps to its credentials.
+    const [name, slack, jump] = [ops[s.op], ops[s.op + 1], ops[s.op + 2]];
     assert.equal(name.nr, SYS.prctl);
+    assert.equal(slack.nr, SYS.prctl);
     assert.equal(jump.nr, OP_COPY);
     assert.deepEqual(jump.args.slice(0, 3), [0n, 0n, 0n]);
     assert.equal(jump.jumpIfZeroTo, shared);

@@ -61,6 +61,7 @@ import { removeLauncher, spawnLauncher, writeLauncher } from "./launcher.ts";
 import { foregroundGroupOf } from "../fds/tty.ts";
 import type { ProvidedFds } from "./provided.ts";
 import { restoreTaskState, restoreTaskStateAfterCredentials } from "../task/mod.ts";
+import { checkTimerSlacks } from "../task/sched.ts";
 import { pausePoint } from "../pause.ts";
 import { restoreCgroups } from "../task/placement.ts";
 import { restoreCreds } from "../task/creds_restore.ts";
@@ -450,8 +451,10 @@ export class RestoreSession {
         call: (nr, ...a) => taskInjector.call(pid, nr, ...a),
         scratch,
       });
-      restoreTaskState(image, taskInjector, TRACE_OPTIONS);
-      restoreCreds(image, compiled);
+      // The timer slack of each thread but the main one is read in its own run, then checked.
+      const slackLater = new Set(compiled.threadSections.map((s) => s.tid));
+      restoreTaskState(image, taskInjector, TRACE_OPTIONS, slackLater);
+      checkTimerSlacks(image, restoreCreds(image, compiled));
       restoreTaskStateAfterCredentials(image, taskInjector);
       // After the last int3 of any program section: engine/task/sigtrap.ts.
       restoreSigtrap(image, gadget, scratch);

@@ -26,7 +26,10 @@
  *   directly does, e.g. print a message and exit);
  * - `entryRestore`: rbx = the restore program;
  * - `resumeRip`: continue with rbx = any op (a tracer can run more ops after
- *   a stop by setting rip and rbx; r12 is reloaded here).
+ *   a stop by setting rip and rbx; r12 is reloaded here);
+ * - `loopRip`: the same without reloading r12 (nor `cld`): a tracer sets
+ *   r12 to slots of the run's own (several threads running sections at
+ *   once, each storing its own results; engine/restore/thread_state.ts).
  *
  * Per op: END stops at DONE; the args are loaded, slot args replaced by
  * `slots[arg & 63]`; COPY runs `rep movsb` (result 0), any other nr runs
@@ -79,6 +82,8 @@ export interface StubCode {
   entryRestore: bigint;
   /** Entry continuing at the op in rbx. */
   resumeRip: bigint;
+  /** Entry continuing at the op in rbx with the slots at r12 (set by the tracer, DF clear). */
+  loopRip: bigint;
   /** rip after the DONE int3 (program reached END). */
   doneRip: bigint;
   /** rip after the FAIL int3 (an op failed; rax = -errno, rbx = op). */
@@ -165,6 +170,7 @@ export function buildStub(layout: StubLayout): StubCode {
     entryStandalone: at("entryStandalone"),
     entryRestore: at("entryRestore"),
     resumeRip: at("resume"),
+    loopRip: at("loop"),
     doneRip: at("done") + 1n,
     failRip: at("fail") + 1n,
   };

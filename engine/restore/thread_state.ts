@@ -13,6 +13,13 @@
  * stops the thread at the stub's FAIL and fails the restore with the op's
  * comment (the whole tree is then killed, as for any failure).
  *
+ * Each section also reads the thread's timer slack (PR_GET_TIMERSLACK) into
+ * slot 0 of slots of its own: the engine runs each thread with r12 at its
+ * 8 bytes of one area (the stub's `loopRip`), and reads the area of all
+ * threads at once after the run, instead of one /proc/<tid>/timerslack_ns
+ * per thread (engine/task/sched.ts `checkTimerSlacks`). Nothing else run
+ * from these sections (the credentials sections) uses a slot.
+ *
  * @module
  */
 
@@ -24,13 +31,18 @@ import type { ProgramBuilder } from "../program/builder.ts";
 import type { CredsSections } from "../task/creds.ts";
 
 const PR_SET_NAME = 15;
+const PR_GET_TIMERSLACK = 30;
 const SIGTRAP = 5;
 const SIGSTOP = 19;
 const SS_DISABLE = 2;
 const SS_ONSTACK = 1;
 
-/** The section of each thread but the main one: the op its program starts at. */
-export type ThreadSections = { tid: number; op: number }[];
+/**
+ * The section of each thread but the main one: the op its program starts
+ * at, and `slots`, the slots its run uses (r12): slot 0 receives its timer
+ * slack (8 bytes each, one after the other in thread order).
+ */
+export type ThreadSections = { tid: number; op: number; slots: bigint }[];
 
 /**
  * Appends one section per non-main thread of `proc` to the program (after
@@ -47,8 +59,9 @@ export function emitThreadSections(
   then?: ReadonlyMap<number, number>,
 ): ThreadSections {
   const out: ThreadSections = [];
-  for (const t of proc.threads) {
-    if (t.tid === proc.pid) continue;
+  const others = proc.threads.filter((t) => t.tid !== proc.pid);
+  const area = others.length ? p.reserve(8 * others.length) : 0n;
+  for (const t of others) {
     const op = p.opCount;
     const say = (what: string) => ({ comment: `thread ${t.tid}: ${what}` });
     if (BigInt(t.robustList.head) !== 0n) {
@@ -73,12 +86,18 @@ export function emitThreadSections(
       );
     }
     p.op(SYS.prctl, [PR_SET_NAME, p.cstring(t.comm.slice(0, 15)), 0, 0, 0], say("name"));
+    // Read back by the engine from slot 0 of the run's own slots (any result, checked there).
+    p.op(SYS.prctl, [PR_GET_TIMERSLACK, 0, 0, 0, 0], {
+      store: 0,
+      allowFail: true,
+      ...say("timer slack read back"),
+    });
     const next = then?.get(t.tid);
     // An empty copy: result 0, so always a jump.
     if (next !== undefined) {
       p.copy(0, 0, 0, { jumpIfZeroTo: next, ...say("on to its credentials") });
     } else p.end(`thread ${t.tid}: own state restored`);
-    out.push({ tid: t.tid, op });
+    out.push({ tid: t.tid, op, slots: area + BigInt(8 * out.length) });
   }
   return out;
 }

@@ -30,9 +30,12 @@ import type { Bootstrap } from "../restore/stub.ts";
 import { type CredsSections, PR, readThreadCreds, SECBIT_KEEP_CAPS } from "./creds.ts";
 import { credsDifferences } from "./creds_check.ts";
 import { type ProcStatus, readStatus } from "../proc/status.ts";
+import { processVmReadFully } from "../../ffi/process_vm.ts";
 
 const SIGTRAP = 5;
 const NO_SYSCALL = 0xffffffffffffffffn;
+/** The direction flag of eflags (the stub's copies need it clear; `loopRip` skips its `cld`). */
+const EFLAGS_DF = 0x400n;
 
 /** What {@link restoreCreds} needs of a compiled process. */
 export interface CompiledCreds {
@@ -40,6 +43,11 @@ export interface CompiledCreds {
   /** Address of a `syscall; int3` gadget (for the read-back prctl calls). */
   syscallGadget: bigint;
   creds: CredsSections;
+  /**
+   * The slots of each thread's run but the main one's (engine/restore/thread_state.ts):
+   * slot 0 receives its timer slack. Without them every run uses the program's slots.
+   */
+  threadSections?: readonly { tid: number; slots: bigint }[];
 }
 
 /** A stopped thread to continue from other registers, and where it must stop again. */
@@ -73,11 +81,20 @@ export function runAll(runs: Run[], fail: (tid: number) => string): UserRegs[] {
   return out;
 }
 
-/** A run of the program from op `op` in thread `tid` (stopped) until DONE. */
-export function sectionRun(tid: number, boot: Bootstrap, op: number): Run {
+/**
+ * A run of the program from op `op` in thread `tid` (stopped) until DONE;
+ * with `slots`, the run's slot results go there (r12) instead of the
+ * program's slots.
+ */
+export function sectionRun(tid: number, boot: Bootstrap, op: number, slots?: bigint): Run {
   const program = boot.restore;
   const regs = getRegs(tid);
   regs.rip = boot.resumeRip;
+  if (slots !== undefined) {
+    regs.rip = boot.loopRip;
+    regs.r12 = slots;
+    regs.eflags &= ~EFLAGS_DF;
+  }
   regs.rbx = program.opsAddress + BigInt(op * OP_SIZE);
   regs.orig_rax = NO_SYSCALL; // no syscall restart on the way out of this stop
   return {
@@ -123,15 +140,22 @@ function prctlRun(tid: number, gadget: bigint, option: number): Run {
 /**
  * Restores and then checks the credentials of every thread of `image`,
  * whose threads are all stopped (the main one at the program's END, the
- * others parked), with the bootstrap still mapped.
+ * others parked), with the bootstrap still mapped. Returns the timer slack
+ * each thread of `compiled.threadSections` read in its run (unchecked:
+ * engine/task/sched.ts `checkTimerSlacks`).
  */
-export function restoreCreds(image: ProcessImage, compiled: CompiledCreds): void {
+export function restoreCreds(
+  image: ProcessImage,
+  compiled: CompiledCreds,
+): ReadonlyMap<number, bigint> {
   const pid = image.pid;
   const boot = compiled.bootstrap;
   const gadget = compiled.syscallGadget;
   const fail = (what: string) => `cannot restore the credentials of process ${pid} (${what})`;
+  const own = compiled.threadSections ?? [];
+  const slotsOf = new Map(own.map((s) => [s.tid, s.slots]));
   runAll(
-    compiled.creds.threads.map(({ tid, op }) => sectionRun(tid, boot, op)),
+    compiled.creds.threads.map(({ tid, op }) => sectionRun(tid, boot, op, slotsOf.get(tid))),
     // A thread but the main one runs its own-state section first (engine/restore/thread_state.ts).
     (tid) =>
       tid === pid
@@ -163,4 +187,24 @@ export function restoreCreds(image: ProcessImage, compiled: CompiledCreds): void
       );
     }
   });
+  return readSlacks(pid, own);
+}
+
+/** Slot 0 of each run's own slots (one read: 8 bytes each, one after the other). */
+function readSlacks(
+  pid: number,
+  own: readonly { tid: number; slots: bigint }[],
+): ReadonlyMap<number, bigint> {
+  const out = new Map<number, bigint>();
+  if (own.length === 0) return out;
+  const buf = new Uint8Array(8 * own.length);
+  processVmReadFully(pid, own[0].slots, buf);
+  const view = new DataView(buf.buffer);
+  own.forEach((s, i) => {
+    if (s.slots !== own[0].slots + BigInt(8 * i)) {
+      throw new RestoreError(`internal error: the slots of thread ${s.tid} are not in order`);
+    }
+    out.set(s.tid, view.getBigUint64(8 * i, true));
+  });
+  return out;
 }

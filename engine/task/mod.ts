@@ -114,14 +114,19 @@ export function emitTaskState(p: ProgramBuilder, proc: ProcessImage): void {
  * credentials are restored: scheduling (from cryo), oom_score_adj,
  * no_new_privs, then seccomp (installing a filter may need privileges the
  * credentials drop; it stays suspended until detach). `traceOptions` are
- * the PTRACE_O_* options the tasks were seized with.
+ * the PTRACE_O_* options the tasks were seized with. `slackLater`: the
+ * threads whose timer slack is read in their own run and checked after it
+ * (sched.ts `checkTimerSlacks`).
  */
 export function restoreTaskState(
   image: ProcessImage,
   inj: TaskInjector,
   traceOptions: number,
+  slackLater?: ReadonlySet<number>,
 ): void {
-  for (const t of image.threads) restoreSched(image.pid, t.tid, t.sched!);
+  for (const t of image.threads) {
+    restoreSched(image.pid, t.tid, t.sched!, slackLater?.has(t.tid));
+  }
   restoreAttrsBeforeCredentials(image, inj);
   restoreSeccomp(image.pid, image.threads.map((t) => [t.tid, t.seccomp!]), inj, traceOptions);
 }

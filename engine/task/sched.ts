@@ -130,12 +130,21 @@ export function schedDifferences(now: ThreadSched, want: ThreadSched): string[] 
  * `want`, from cryo. Throws a RestoreError naming the thread and the call
  * when the kernel refuses (e.g. SCHED_DEADLINE or an RT policy this host
  * does not allow, a CPU it does not have), or when a value read back
- * differs from the image.
+ * differs from the image. `slackLater`: the thread reads its timer slack
+ * in its own run afterwards (engine/restore/thread_state.ts), checked by
+ * {@link checkTimerSlacks}: when the rest reads as recorded, the slack is
+ * not read here.
  */
-export function restoreSched(pid: number, tid: number, want: ThreadSched): void {
+export function restoreSched(
+  pid: number,
+  tid: number,
+  want: ThreadSched,
+  slackLater = false,
+): void {
   // A restored thread starts with its creator's scheduling, most often the
   // recorded one: what is read equal to the image needs no call (this read is its check).
-  if (schedDifferences(collectSched(tid), want).length === 0) return;
+  const first = collectSched(tid, slackLater ? want.timerSlackNs : undefined);
+  if (schedDifferences(first, want).length === 0) return;
   const where = `thread ${tid} of process ${pid}`;
   const fail = (what: string, r: bigint): never => {
     throw new RestoreError(
@@ -170,21 +179,48 @@ export function restoreSched(pid: number, tid: number, want: ThreadSched): void 
   }
   r = setIoprio(tid, want.ioprio);
   if (r < 0n) fail(`ioprio_set(0x${want.ioprio.toString(16)})`, r);
-  // An RT or deadline thread's slack is fixed at 0 by the kernel (and reads so).
-  if (timerSlack(tid) !== want.timerSlackNs && want.timerSlackNs !== 0) {
-    try {
-      Deno.writeTextFileSync(`/proc/${tid}/timerslack_ns`, String(want.timerSlackNs));
-    } catch (e) {
-      throw new RestoreError(
-        `cannot restore the scheduling of ${where}: timer slack ${want.timerSlackNs} ns: ${
-          (e as Error).message
-        }`,
-      );
-    }
-  }
+  setTimerSlack(tid, want.timerSlackNs, where);
   const diff = schedDifferences(collectSched(tid), want);
   if (diff.length) {
     throw new RestoreError(`cannot restore the scheduling of ${where}: ${diff.join("; ")}`);
+  }
+}
+
+/** Writes thread `tid`'s timer slack when it reads otherwise (an RT or deadline thread's is 0). */
+function setTimerSlack(tid: number, ns: number, where: string): void {
+  // An RT or deadline thread's slack is fixed at 0 by the kernel (and reads so).
+  if (timerSlack(tid) === ns || ns === 0) return;
+  try {
+    Deno.writeTextFileSync(`/proc/${tid}/timerslack_ns`, String(ns));
+  } catch (e) {
+    throw new RestoreError(
+      `cannot restore the scheduling of ${where}: timer slack ${ns} ns: ${(e as Error).message}`,
+    );
+  }
+}
+
+/**
+ * Checks the timer slack each thread of `image` in `read` read in its own
+ * run (after {@link restoreSched} with `slackLater`): a value other than
+ * the recorded one is set from cryo and read back from /proc, and a
+ * restore where it still differs fails, naming the thread.
+ */
+export function checkTimerSlacks(
+  image: { pid: number; threads: readonly { tid: number; sched?: ThreadSched }[] },
+  read: ReadonlyMap<number, bigint>,
+): void {
+  for (const t of image.threads) {
+    const now = read.get(t.tid);
+    const want = t.sched?.timerSlackNs;
+    if (now === undefined || want === undefined || now === BigInt(want)) continue;
+    const where = `thread ${t.tid} of process ${image.pid}`;
+    setTimerSlack(t.tid, want, where);
+    const after = timerSlack(t.tid);
+    if (after !== want) {
+      throw new RestoreError(
+        `cannot restore the scheduling of ${where}: timerSlackNs is ${after}, the image has ${want}`,
+      );
+    }
   }
 }
 

@@ -1,18 +1,22 @@
 /**
  * `deno run -A scripts/bench/ab.ts --base <other tree>/cli.ts [--only a,b] [--rounds n]
- * [--flag-a <flag>] [--flag-b <flag>] [--quick]`: an interleaved A/B of `cryo dump --leave-running`
- * between another cryo tree (A, e.g. `git archive main` unpacked in /tmp) and this one (B),
- * on the bench workloads. Every round dumps the same running workload with A and B, in
- * alternating order; it reports per variant the medians of the command's wall time, CPU
+ * [--flag-a <flag>] [--flag-b <flag>] [--quick] [--restore]`: an interleaved A/B of `cryo dump
+ * --leave-running` between another cryo tree (A, e.g. `git archive main` unpacked in /tmp) and
+ * this one (B), on the bench workloads. Every round dumps the same running workload with A and B,
+ * in alternating order; it reports per variant the medians of the command's wall time, CPU
  * (user + system, from wait4), peak RSS and the freeze the workload saw (its heartbeat).
+ * With `--restore`: B dumps each workload once, then every round kills the workload and
+ * restores that image with A and B (`restore --detach --json`, alternating order), and the
+ * table has the restore's wall, CPU, peak RSS and the time until the restored process's first
+ * heartbeat; the workload checks its memory at the end.
  *
  * @module
  */
 
 import { parseArgs } from "node:util";
-import { cryoDump, type CryoRuntime, flushDirty, prepareCli } from "./measure.ts";
+import { cryoDump, cryoRestore, type CryoRuntime, flushDirty, prepareCli } from "./measure.ts";
 import { becomeSubreaper } from "./procs.ts";
-import { killWorkload, startWorkload, workloads } from "./workloads.ts";
+import { killWorkload, startWorkload, verifyWorkload, workloads } from "./workloads.ts";
 
 const { values: opts } = parseArgs({
   args: Deno.args,
@@ -21,6 +25,8 @@ const { values: opts } = parseArgs({
     only: { type: "string" },
     /** The quick set of workloads (python-128MiB instead of python-512MiB...). */
     quick: { type: "boolean", default: false },
+    /** Measure `restore --detach` of one image instead of the dump. */
+    restore: { type: "boolean", default: false },
     rounds: { type: "string", default: "5" },
     "flag-a": { type: "string", multiple: true, default: [] },
     "flag-b": { type: "string", multiple: true, default: [] },
@@ -50,9 +56,25 @@ try {
     const w = await startWorkload(spec, work);
     const got = new Map<string, { wall: number; cpu: number; rss: number; seen: number }[]>();
     try {
+      const image = `${work}/${spec.name}-image`;
+      if (opts.restore) await cryoDump(w, image, `${image}.log`, variants[1].rt);
       for (let i = 0; i < Number(opts.rounds); i++) {
         const order = i % 2 ? [...variants].reverse() : variants;
         for (const v of order) {
+          if (opts.restore) {
+            await killWorkload(w);
+            await flushDirty();
+            const d = await cryoRestore(w, image, true, `${image}-${v.name}-${i}`, v.rt);
+            const r = {
+              wall: d.process.wallSeconds,
+              cpu: d.process.userSeconds + d.process.systemSeconds,
+              rss: d.process.maxRssBytes / 2 ** 20,
+              seen: d.untilRunningSeconds,
+            };
+            console.error(`${spec.name} ${v.name} #${i + 1}: ${JSON.stringify(r)}`);
+            got.set(v.name, [...(got.get(v.name) ?? []), r]);
+            continue;
+          }
           const dir = `${work}/${spec.name}-${v.name}-${i}`;
           await flushDirty();
           const d = await cryoDump(w, dir, `${dir}.log`, v.rt, v.flags);
@@ -67,6 +89,7 @@ try {
           got.set(v.name, [...(got.get(v.name) ?? []), r]);
         }
       }
+      if (opts.restore) await verifyWorkload(w);
     } finally {
       await killWorkload(w);
     }
@@ -82,6 +105,10 @@ try {
 } finally {
   await Deno.remove(work, { recursive: true }).catch(() => {});
 }
-console.log("| workload | variant | dump wall s | dump CPU s | seen freeze s | peak RSS MiB |");
+console.log(
+  opts.restore
+    ? "| workload | variant | restore wall s | restore CPU s | until running s | peak RSS MiB |"
+    : "| workload | variant | dump wall s | dump CPU s | seen freeze s | peak RSS MiB |",
+);
 console.log("| --- | --- | --- | --- | --- | --- |");
 for (const r of rows) console.log(r);

@@ -218,7 +218,7 @@ export async function cryoRestore(
     "run",
     "-A",
     ...rt.denoFlags,
-    cliPath,
+    rt.cliPath ?? cliPath,
     "restore",
     dir,
     "--detach",
