@@ -48,7 +48,6 @@ import {
 } from "../../ffi/ptrace.ts";
 import { findSyscallInstruction, injectSyscall } from "../../ffi/inject.ts";
 import { processVmWriteFully } from "../../ffi/process_vm.ts";
-import { regsFromHex } from "../../ffi/regs.ts";
 import { decodeXsaveHeader, xsaveXcr0 } from "../../ffi/structs.ts";
 import { errnoName } from "../../ffi/errno.ts";
 import { decodeBase64 } from "../base64.ts";
@@ -69,11 +68,11 @@ import { restoreAioRings } from "../memory/aio.ts";
 import { startInheritedChild } from "./inherit_session.ts";
 import { zombiePids } from "../task/zombies.ts";
 import { releaseTree } from "../task/stopped.ts";
-import { reissueInterrupted } from "../task/syscalls.ts";
 import { restoreSigtrap } from "../task/sigtrap.ts";
 import { handOverFds } from "../pidns/handover.ts";
 import { execSetupProgram, runExecSetup } from "./exec_setup.ts";
 import { syscallOutside } from "./unmap_gadget.ts";
+import { FinalStates } from "./final_state.ts";
 
 /** One process to restore: its description, image path and compiled program. */
 export interface RestoreUnit {
@@ -131,6 +130,8 @@ export class RestoreSession {
   #launcherBoot: Bootstrap | undefined;
   /** Zombie children the programs re-create: their exits are expected. */
   readonly #zombies = new Set<number>();
+  /** Each thread's final registers, XSAVE area and mask, decoded while the stubs run. */
+  readonly #final: FinalStates;
 
   readonly #timeoutMs: number;
   readonly #existingRoot: ExistingRoot | undefined;
@@ -166,6 +167,7 @@ export class RestoreSession {
       }
     }
     this.#rootPid = units[0].image.pid;
+    this.#final = new FinalStates(units.flatMap((u) => u.image.threads));
     for (const z of zombiePids(units.map((u) => u.image))) this.#zombies.add(z);
     this.#onEvent = onEvent;
   }
@@ -283,7 +285,8 @@ export class RestoreSession {
             })`,
           );
         }
-        if (!this.#idle?.()) Atomics.wait(pause, 0, 0, 1); // 1 ms
+        // While the stubs run: the checksum pass, then the threads' final states, else sleep.
+        if (!this.#idle?.() && !this.#final.prepare(8)) Atomics.wait(pause, 0, 0, 1); // 1 ms
         continue;
       }
       if (st.kind === "continued") continue;
@@ -473,12 +476,10 @@ export class RestoreSession {
         injectSyscall(pid, outside, SYS.munmap, compiled.bootstrap.base, size),
       );
       for (const t of image.threads) {
-        const regs = regsFromHex(t.regs);
-        reissueInterrupted(t, regs); // see engine/task/syscalls.ts
-        regs.orig_rax = 0xffffffffffffffffn;
-        setXstate(t.tid, decodeBase64(t.xsave));
+        const { regs, xsave, sigmask } = this.#final.take(t); // final_state.ts
+        setXstate(t.tid, xsave);
         setRegs(t.tid, regs);
-        setSigmask(t.tid, BigInt(t.sigmask));
+        setSigmask(t.tid, sigmask);
       }
     }
     // TCP connections leave repair mode once every socket of the tree exists.
