@@ -98,9 +98,26 @@ export function checkFiles(processes: readonly ProcessImage[]): void {
   }
 }
 
-/** Refuses a restore on a kernel whose vdso differs from the dumped one. */
-export async function checkVdso(manifest: Manifest): Promise<void> {
-  const cur = await vdsoFacts(Deno.pid);
+/** cryo's own vvar/vdso layout and vdso hash, as {@link vdsoFacts} gives them. */
+export type OwnVdso = Awaited<ReturnType<typeof vdsoFacts>>;
+
+/**
+ * Starts reading cryo's own vdso facts ({@link checkVdso} awaits them):
+ * the hash runs on Deno's blocking pool while the restore plans. A
+ * failure is kept for the check (never an unhandled rejection).
+ */
+export function startOwnVdso(): Promise<OwnVdso> {
+  const facts = (async () => await vdsoFacts(Deno.pid))();
+  facts.catch(() => {}); // handled by the check's await
+  return facts;
+}
+
+/**
+ * Refuses a restore on a kernel whose vdso differs from the dumped one;
+ * `own`: cryo's own facts when started already ({@link startOwnVdso}).
+ */
+export async function checkVdso(manifest: Manifest, own?: Promise<OwnVdso>): Promise<void> {
+  const cur = await (own ?? vdsoFacts(Deno.pid));
   const want = manifest.host.vdso.map((v) => `${v.name}:${v.size}`).join(" ");
   const have = cur.layout.map((v) => `${v.name}:${v.size}`).join(" ");
   if (want !== have) {

@@ -38,6 +38,8 @@ import {
   checkPidsFree,
   checkPrivileges,
   checkVdso,
+  type OwnVdso,
+  startOwnVdso,
 } from "./checks.ts";
 import { checkInotifyPaths } from "../fds/inotify.ts";
 import { type RestoreEvent, RestoreSession, type RestoreUnit } from "./session.ts";
@@ -258,10 +260,12 @@ export async function preflight(
   plan: RestorePlan,
   existingRoot?: number,
   tick?: () => void,
+  /** cryo's own vdso facts, started before the plan (checks.ts `startOwnVdso`). */
+  ownVdso?: Promise<OwnVdso>,
 ): Promise<void> {
   checkPrivileges();
   checkOwnCredentials(plan.units.map((u) => u.image));
-  await checkVdso(plan.manifest);
+  await checkVdso(plan.manifest, ownVdso);
   tick?.();
   const processes = plan.units.map((u) => u.image);
   checkFiles(processes);
@@ -341,6 +345,8 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
   const byBlocks = verify && opts.lazy && !opts.lazyEnsure;
   const abs = resolve(dir);
   checkImageDirTrust(abs, opts.trustImageOwner);
+  // cryo's own vdso, hashed on the blocking pool while the plan is made (checked by preflight).
+  const ownVdso = startOwnVdso();
   const early = verify && !byBlocks ? manifestImagesToVerify(abs) : undefined;
   let verifier: ImageVerifier | LazyImageVerifier | undefined = early
     ? new ImageVerifier(early)
@@ -359,7 +365,7 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
       throw e;
     }
     tick();
-    await preflight(plan, opts.existingRoot?.pid, tick);
+    await preflight(plan, opts.existingRoot?.pid, tick, ownVdso);
     tick();
     const processes = plan.units.map((u) => u.image);
     becomeSubreaper();
