@@ -29,7 +29,9 @@ import { describeFailedOp, OP_SIZE } from "../program/builder.ts";
 import type { Bootstrap } from "../restore/stub.ts";
 import { type CredsSections, PR, readThreadCreds, SECBIT_KEEP_CAPS } from "./creds.ts";
 import { credsDifferences } from "./creds_check.ts";
-import { type ProcStatus, readStatus } from "../proc/status.ts";
+import { parseStatus, type ProcStatus } from "../proc/status.ts";
+import { procPath, readProcText } from "../proc/io.ts";
+import { credsStatusLines, statusHoldsCreds } from "./creds_text.ts";
 import { processVmReadFully } from "../../ffi/process_vm.ts";
 
 const SIGTRAP = 5;
@@ -172,13 +174,22 @@ export function restoreCreds(
     const i = others.indexOf(t);
     return i < 0 ? 0 : Number(read[i].rax);
   });
-  // Each status parsed like the first one: lines whose text is the same give the same values.
+  // A status whose lines are the record's own text holds the record (creds_text.ts): no parse;
+  // any other is parsed like the first one parsed (lines whose text is the same give the same
+  // values) and compared field by field.
   let like: ProcStatus | undefined;
   image.threads.forEach((t, i) => {
-    const st = readStatus(pid, t.tid, like);
+    const want = t.creds!;
+    const text = readProcText(pid, "status", t.tid);
+    const keepCaps = (bits[i] & SECBIT_KEEP_CAPS) !== 0;
+    if (
+      bits[i] === want.securebits && keepCaps === want.keepCaps &&
+      statusHoldsCreds(text, credsStatusLines(want))
+    ) return;
+    const st = parseStatus(text, pid, procPath(pid, "status", t.tid), like);
     like ??= st;
-    const have = readThreadCreds(pid, t.tid, bits[i], (bits[i] & SECBIT_KEEP_CAPS) !== 0, st);
-    const diff = credsDifferences(t.creds!, have);
+    const have = readThreadCreds(pid, t.tid, bits[i], keepCaps, st);
+    const diff = credsDifferences(want, have);
     if (diff.length) {
       throw new RestoreError(
         `restored credentials of process ${pid} thread ${t.tid} differ from the image: ${
