@@ -9,7 +9,7 @@
  */
 
 import assert from "node:assert/strict";
-import { credsStatusLines, statusHoldsCreds } from "../engine/task/creds_text.ts";
+import { CredsLines, credsStatusLines, statusHoldsCreds } from "../engine/task/creds_text.ts";
 import { parseStatus } from "../engine/proc/status.ts";
 import { readThreadCreds } from "../engine/task/creds.ts";
 import type { ThreadCredentials } from "../engine/model.ts";
@@ -78,4 +78,26 @@ Deno.test("creds text: supplementary groups, as the kernel prints them", () => {
   // Without the kernel's trailing space, or in another order: not the record's text.
   assert.ok(!statusHoldsCreds(text.replace("1000 \n", "1000\n"), credsStatusLines(rec)));
   assert.ok(!statusHoldsCreds(text, credsStatusLines({ ...rec, groups: [24, 4, 27, 1000] })));
+});
+
+Deno.test("creds text: the lines of each record, made again when a field differs", () => {
+  const rec = readThreadCreds(
+    0,
+    0,
+    0,
+    false,
+    parseStatus(Deno.readTextFileSync("/proc/self/status")),
+  );
+  const lines = new CredsLines();
+  assert.deepEqual(lines.of(rec), credsStatusLines(rec));
+  assert.deepEqual(lines.of({ ...rec }), credsStatusLines(rec));
+  for (const v of variants(rec)) {
+    assert.deepEqual(lines.of(v), credsStatusLines(v));
+    assert.notDeepEqual(lines.of(v), credsStatusLines(rec));
+  }
+  // Capability texts the kernel never prints never match: no digits, too many, capitals.
+  const text = Deno.readTextFileSync("/proc/self/status");
+  for (const capInh of ["0x", "0x00000000000000000", "0X0"]) {
+    assert.ok(!statusHoldsCreds(text, credsStatusLines({ ...rec, capInh })), capInh);
+  }
 });

@@ -31,7 +31,7 @@ import { type CredsSections, PR, readThreadCreds, SECBIT_KEEP_CAPS } from "./cre
 import { credsDifferences } from "./creds_check.ts";
 import { parseStatus, type ProcStatus } from "../proc/status.ts";
 import { procPath, readProcText } from "../proc/io.ts";
-import { credsStatusLines, statusHoldsCreds } from "./creds_text.ts";
+import { CredsLines, statusHoldsCreds } from "./creds_text.ts";
 import { processVmReadFully } from "../../ffi/process_vm.ts";
 
 const SIGTRAP = 5;
@@ -178,13 +178,14 @@ export function restoreCreds(
   // any other is parsed like the first one parsed (lines whose text is the same give the same
   // values) and compared field by field.
   let like: ProcStatus | undefined;
+  const lines = new CredsLines();
   image.threads.forEach((t, i) => {
     const want = t.creds!;
     const text = readProcText(pid, "status", t.tid);
     const keepCaps = (bits[i] & SECBIT_KEEP_CAPS) !== 0;
     if (
       bits[i] === want.securebits && keepCaps === want.keepCaps &&
-      statusHoldsCreds(text, credsStatusLines(want))
+      statusHoldsCreds(text, lines.of(want))
     ) return;
     const st = parseStatus(text, pid, procPath(pid, "status", t.tid), like);
     like ??= st;

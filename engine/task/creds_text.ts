@@ -13,18 +13,57 @@
 
 import type { ThreadCredentials } from "../model.ts";
 
+/**
+ * A capability set as the kernel prints it (`%016llx`), from the record's
+ * hex text ("0x" and 1 to 16 digits): its digits, zero-padded. A text
+ * written otherwise (capitals, no digits, too many) never matches (the
+ * kernel prints 16 lowercase digits), and the status is parsed instead.
+ */
+function capText(name: string, hex: string): string {
+  const ok = hex.length > 2 && hex.length <= 18 && hex.startsWith("0x");
+  return ok ? `${name}:\t${hex.slice(2).padStart(16, "0")}\n` : "\0";
+}
+
 /** The status lines of `want`'s ids, groups and capabilities, each with its "\n" before and after. */
 export function credsStatusLines(want: ThreadCredentials): string[] {
-  const cap = (name: string, hex: string) =>
-    `\n${name}:\t${BigInt(hex).toString(16).padStart(16, "0")}\n`;
   return [
     `\nUid:\t${want.uid.join("\t")}\nGid:\t${want.gid.join("\t")}\n`,
     // The kernel ends the list with a space, also when it is empty.
     `\nGroups:\t${want.groups.join(" ")} \n`,
-    cap("CapInh", want.capInh) + cap("CapPrm", want.capPrm).slice(1) +
-    cap("CapEff", want.capEff).slice(1) + cap("CapBnd", want.capBnd).slice(1) +
-    cap("CapAmb", want.capAmb).slice(1) + `NoNewPrivs:\t${want.noNewPrivs ? 1 : 0}\n`,
+    "\n" + capText("CapInh", want.capInh) + capText("CapPrm", want.capPrm) +
+    capText("CapEff", want.capEff) + capText("CapBnd", want.capBnd) +
+    capText("CapAmb", want.capAmb) + `NoNewPrivs:\t${want.noNewPrivs ? 1 : 0}\n`,
   ];
+}
+
+/**
+ * {@link credsStatusLines} of each record in turn, made again only when a
+ * record's fields differ from the previous one's (the threads of a process
+ * nearly always share their credentials).
+ */
+export class CredsLines {
+  #last: ThreadCredentials | undefined;
+  #lines: string[] = [];
+
+  /** The lines of `want`. */
+  of(want: ThreadCredentials): string[] {
+    const l = this.#last;
+    const same = l !== undefined && l.noNewPrivs === want.noNewPrivs &&
+      l.capInh === want.capInh && l.capPrm === want.capPrm && l.capEff === want.capEff &&
+      l.capBnd === want.capBnd && l.capAmb === want.capAmb && sameNumbers(l.uid, want.uid) &&
+      sameNumbers(l.gid, want.gid) && sameNumbers(l.groups, want.groups);
+    if (!same) {
+      this.#lines = credsStatusLines(want);
+      this.#last = want;
+    }
+    return this.#lines;
+  }
+}
+
+function sameNumbers(a: readonly number[], b: readonly number[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 /** Whether status text `status` holds every line of {@link credsStatusLines}. */
