@@ -146,10 +146,15 @@ export function taskVmaProgram(l: TaskVmaLayout): Uint8Array<ArrayBuffer> {
   return out;
 }
 
+/** How many times a call that failed with EAGAIN is made (libbpf: 5; a profiler signals at 10 kHz). */
+const EAGAIN_TRIES = 100;
+
 function bpf(cmd: number, attr: Uint8Array<ArrayBuffer>): number | { errno: number } {
-  for (;;) {
+  for (let again = 0;;) {
     const r = rawSyscall(SYS_BPF, cmd, attr, attr.length);
     if (r === -4n) continue; // EINTR
+    // EAGAIN: the verifier stops when a signal is pending (a profiler's SIGPROF, say).
+    if (r === -11n && ++again < EAGAIN_TRIES) continue;
     return r < 0n ? { errno: Number(-r) } : Number(r);
   }
 }

@@ -13,7 +13,7 @@ import {
   ProcFormatError,
   ProcPermissionError,
 } from "./errors.ts";
-import { fileIdentityOf, procPath, procRead, readProcText } from "./io.ts";
+import { fileIdentityOf, procPath, procRead, readProcBytes, readProcText } from "./io.ts";
 import {
   PROCMAP_QUERY_COVERING_OR_NEXT_VMA,
   PROCMAP_QUERY_VMA_EXECUTABLE,
@@ -193,6 +193,37 @@ export function readMaps(pid: number, tid?: number): MapEntry[] {
   const text = readProcText(pid, "maps", tid);
   if (text === "") assertAlive(pid, procPath(pid, "maps", tid));
   return parseMaps(text, pid, procPath(pid, "maps", tid));
+}
+
+/**
+ * Reads /proc/<pid>/maps as bytes, not decoded (to compare with an earlier
+ * read, {@link sameBytes}). Throws ProcessGoneError for a process that is
+ * gone or a zombie.
+ */
+export function readMapsBytes(pid: number): Uint8Array {
+  const bytes = readProcBytes(pid, "maps");
+  if (bytes.length === 0) assertAlive(pid, procPath(pid, "maps"));
+  return bytes;
+}
+
+/** Parses maps bytes read by {@link readMapsBytes} (decoded as readMaps decodes the text). */
+export function parseMapsBytes(bytes: Uint8Array, pid = 0): MapEntry[] {
+  return parseMaps(new TextDecoder().decode(bytes), pid, procPath(pid, "maps"));
+}
+
+/** Whether two byte strings are equal (4 bytes at a time where both are aligned for it). */
+export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  let i = 0;
+  if (a.byteOffset % 4 === 0 && b.byteOffset % 4 === 0) {
+    const n = a.length >> 2;
+    const wa = new Int32Array(a.buffer, a.byteOffset, n);
+    const wb = new Int32Array(b.buffer, b.byteOffset, n);
+    for (let k = 0; k < n; k++) if (wa[k] !== wb[k]) return false;
+    i = n << 2;
+  }
+  for (; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 /** The path of a mapping without its " (deleted)" suffix. */
