@@ -28,7 +28,13 @@
 
 import type { Mapping, ProcessImage } from "../model.ts";
 import type { MemoryProcessFlags } from "../memory/flags.ts";
-import { parseMapsBytes, readMaps, readMapsBytes, sameBytes } from "../proc/maps.ts";
+import {
+  parseMapsBytes,
+  prepareAreaAnswers,
+  readMaps,
+  readMapsBytes,
+  sameBytes,
+} from "../proc/maps.ts";
 import {
   flagsOfMaps,
   readSmapsFlagsOffThread,
@@ -173,6 +179,7 @@ function mapsBeforeFreeze(pid: number, read?: Uint8Array): MapsBeforeFreeze | un
     const bytes = read ?? readMapsBytes(pid);
     const areas = parseMapsBytes(bytes, pid) as SmapsArea[];
     for (const m of areas) m.vmFlags = UNKNOWN;
+    prepareAreaAnswers(areas); // what the injection asks of them at the freeze
     return { bytes, areas };
   } catch {
     return undefined; // the freeze reads it again and tells
@@ -367,10 +374,21 @@ export function frozenVmFlags(pid: number, check?: VmFlagsCheck): SmapsArea[] | 
     return fail(`iterator: ${e instanceof Error ? e.message : e}`);
   }
   let j = 0;
+  // The last two (flags, perms) pairs found good, and their codes: neighbours share
+  // or alternate theirs (no bigint operations for most of 10,000 areas).
+  let f0 = -1n, p0 = "", c0: string[] = UNKNOWN, f1 = -1n, p1 = "", c1: string[] = UNKNOWN;
   for (const m of maps) {
     if (j < records.count && records.start[j] === m.start) {
       const flags = records.flags[j];
       if (records.end[j++] !== m.end) return fail(`area ${m.start.toString(16)} differs from maps`);
+      if (flags === f0 && m.perms === p0) {
+        m.vmFlags = c0;
+        continue;
+      }
+      if (flags === f1 && m.perms === p1) {
+        m.vmFlags = c1;
+        continue;
+      }
       if ((flags & ~confirmed.bits) !== 0n) {
         return fail(`flags 0x${flags.toString(16)} have a bit smaps did not confirm`);
       }
@@ -378,6 +396,8 @@ export function frozenVmFlags(pid: number, check?: VmFlagsCheck): SmapsArea[] | 
       if (!codes) return fail(`flags 0x${flags.toString(16)} have an unknown bit`);
       if (!permsOf(m.perms, flags)) return fail(`flags 0x${flags.toString(16)} are not ${m.perms}`);
       m.vmFlags = codes;
+      [f1, p1, c1] = [f0, p0, c0];
+      [f0, p0, c0] = [flags, m.perms, codes];
     } else {
       const gate = confirmed.gate.find((g) => sameArea(g, m));
       if (!gate) return fail(`area ${m.start.toString(16)} of maps is not the iterator's`);

@@ -410,8 +410,41 @@ export function largestGap(
   return { start: BigInt(bestAt), size: BigInt(best) };
 }
 
+/**
+ * Answers computed once per area list ({@link knownGap}, {@link executableMapsText}):
+ * an area list read from /proc is never changed afterwards (the length is
+ * checked too). The dump computes them before the freeze for the list the
+ * freeze then reuses (engine/dump/vm_flags.ts), and the freeze asks twice.
+ */
+const perList = new WeakMap<readonly MapArea[], {
+  length: number;
+  gap?: { start: bigint; size: bigint };
+  exec?: string;
+}>();
+
+function memoOf(areas: readonly MapArea[]) {
+  let m = perList.get(areas);
+  if (!m || m.length !== areas.length) perList.set(areas, m = { length: areas.length });
+  return m;
+}
+
+/**
+ * Computes, for `areas` (a list read from /proc, never changed afterwards),
+ * what the injection asks of it at the freeze (the largest gap, the
+ * executable lines), so that a list parsed before the freeze costs nothing then.
+ */
+export function prepareAreaAnswers(areas: readonly MapEntry[]): void {
+  knownGap(areas);
+  executableMapsText(areas);
+}
+
 /** The largest gap between consecutive `areas` below [vsyscall] (the first of equal ones). */
 function knownGap(areas: readonly MapArea[]): { start: bigint; size: bigint } {
+  const memo = memoOf(areas);
+  return memo.gap ??= gapOf(areas);
+}
+
+function gapOf(areas: readonly MapArea[]): { start: bigint; size: bigint } {
   // Compared as numbers (exact below USER_TOP, 2^47): no bigint per area of 10,000.
   let best = 0, bestI = 0;
   for (let i = 1; i < areas.length; i++) {
@@ -460,6 +493,11 @@ export function readMapsMatching(pid: number, needle: string): MapEntry[] {
  * 10,000 mappings again.
  */
 export function executableMapsText(areas: readonly MapEntry[]): string {
+  const memo = memoOf(areas);
+  return memo.exec ??= executableText(areas);
+}
+
+function executableText(areas: readonly MapEntry[]): string {
   let out = "";
   for (const a of areas) {
     if (a.perms[0] !== "r" || a.perms[2] !== "x") continue;
