@@ -377,7 +377,8 @@ export function frozenVmFlags(pid: number, check?: VmFlagsCheck): SmapsArea[] | 
   // The last two (flags, perms) pairs found good, and their codes: neighbours share
   // or alternate theirs (no bigint operations for most of 10,000 areas).
   let f0 = -1n, p0 = "", c0: string[] = UNKNOWN, f1 = -1n, p1 = "", c1: string[] = UNKNOWN;
-  for (const m of maps) {
+  for (let i = 0; i < maps.length; i++) {
+    const m = maps[i];
     if (j < records.count && records.start[j] === m.start) {
       const flags = records.flags[j];
       if (records.end[j++] !== m.end) return fail(`area ${m.start.toString(16)} differs from maps`);
