@@ -330,8 +330,13 @@ function memoCovers(pid: number, memo: ConfirmedDecoding, check: VmFlagsCheck): 
   } catch {
     return false;
   }
+  const others = ~memo.bits;
+  let good = -1n; // the last flags found to hold no other bit (neighbours share theirs)
   for (let i = 0; i < records.count; i++) {
-    if ((records.flags[i] & ~memo.bits) !== 0n) return false;
+    const flags = records.flags[i];
+    if (flags === good) continue;
+    if ((flags & others) !== 0n) return false;
+    good = flags;
   }
   check.processes.set(pid, { bits: memo.bits, gate: memo.gate });
   return true;
