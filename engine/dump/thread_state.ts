@@ -51,7 +51,7 @@ export const threadStateBpf = { minThreads: 8 };
 /** Per process of the last dumps: where its threads' state came from ("bpf", "bpf: checked", "inject: <why>"). */
 export const threadStatePaths = new Map<number, string>();
 
-/** The memo as read by {@link warmUpThreadStates} before this dump's freeze (read again after a check). */
+/** The memo as read by {@link warmUpThreadStates} before this dump's freeze (null: not read). */
 let recalled: RecalledThreadState | undefined | null = null;
 
 /**
@@ -155,8 +155,9 @@ export function bpfThreadStates(pid: number, tids: readonly number[]): BpfThread
       });
       for (const f of fieldsSet(r)) set.add(f);
     }
-    if (recalled === null) recalled = recallThreadState();
-    const memo = recalled;
+    // The warm-up's read serves this dump's first process; the next read again.
+    const memo = recalled !== null ? recalled : recallThreadState();
+    recalled = null;
     const trusted = memo !== undefined && memo.checked &&
       [...set].every((f) => memo.confirmed.has(f));
     return { pid, states, set, trusted };
@@ -201,7 +202,6 @@ export function checkThreadStates(
   const memo = recallThreadState();
   if (!memo?.checked || [...bpf.set].some((f) => !memo.confirmed.has(f))) {
     rememberThreadCheck(bpf.set);
-    recalled = null;
   }
   return undefined;
 }

@@ -119,7 +119,8 @@ const SS_AUTODISARM = 0x80000000;
  * The flags sigaltstack(NULL, &old) reports in a thread with record `r`
  * whose stack pointer is `rsp` (kernel/signal.c: SS_DISABLE without a
  * size, SS_ONSTACK when the stack pointer is on the alternate stack unless
- * it is auto-disarmed, and the SS_AUTODISARM bit as set).
+ * it is auto-disarmed, and the SS_AUTODISARM bit as set), as a signed
+ * 32-bit int.
  */
 export function sigaltstackFlags(r: TaskRecord, rsp: bigint | undefined): number {
   let mode = 0;
@@ -128,7 +129,8 @@ export function sigaltstackFlags(r: TaskRecord, rsp: bigint | undefined): number
     if (rsp === undefined) throw new Error(`thread ${r.tid}: its stack pointer is needed`);
     if (rsp > r.sasSsSp && rsp - r.sasSsSp <= r.sasSsSize) mode = SS_ONSTACK;
   }
-  return (mode | (r.sasSsFlags & SS_AUTODISARM)) >>> 0;
+  // Signed, as stack_t's int ss_flags (and the injected read: ffi/structs.ts stackT).
+  return mode | (r.sasSsFlags & SS_AUTODISARM);
 }
 
 /**
