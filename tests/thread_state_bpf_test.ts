@@ -175,7 +175,7 @@ bpfTest(
   ),
 );
 
-bpfTest(
+Deno.test(
   "thread state bpf: forced injection and a process with few threads stay on the injected path, and restore",
   withTargets(() =>
     withEnv({}, async () => {
