@@ -37,6 +37,7 @@ import {
   recallThreadState,
   rememberThreadCheck,
   rememberThreadLayout,
+  rememberThreadRefuted,
 } from "../engine/proc/vm_flags_memo.ts";
 import { freezeTree, thawTree } from "../engine/dump/freeze.ts";
 import { checkpoint } from "../engine/dump/mod.ts";
@@ -235,6 +236,15 @@ bpfTest(
         rememberThreadLayout({ ...layout, securebits: -4 });
         assert.equal(recallThreadState()?.layout, undefined);
         assert.equal(recallThreadState()?.checked, true);
+        // A difference found on this boot: the iterator is not read again.
+        rememberThreadRefuted("thread 1: timer slack 1 (iterator) != 2 (injected)");
+        assert.equal(bpfThreadStates(t.pid, tids), undefined);
+        assert.match(
+          threadStatePaths.get(t.pid)!,
+          /^inject: a check on this boot found a difference/,
+        );
+        Deno.writeTextFileSync(memoPath, text);
+        assert.equal(trusted(), true);
         // Memo off: nothing recalled, nothing trusted.
         Deno.env.set("CRYO_VMFLAGS_MEMO", "0");
         assert.equal(trusted(), false);
@@ -283,28 +293,33 @@ Deno.test("thread state bpf: sigaltstack's flags derived as the kernel reports t
   assert.equal(nearAltStack(r, 0x1000n, 0x100n), false);
 });
 
-Deno.test("thread state bpf: a main thread whose injected values differ sends the other threads to injection", () => {
-  const v = (slack: number): ThreadValues => ({
-    sigaltstack: { sp: "0x0", flags: 2, size: 0 },
-    clearChildTid: "0x10",
-    pdeathsig: 0,
-    securebits: 0,
-    timerSlackNs: slack,
-  });
-  const bpf = {
-    pid: 10,
-    states: new Map([[10, v(50000)], [11, v(50000)]]),
-    set: new Set(["clear_child_tid", "timer_slack_ns"]),
-    trusted: true,
-  };
-  const threads = new Map([[10, v(1)]]);
-  assert.equal(takeThreadStates(bpf, threads), false);
-  assert.match(threadStatePaths.get(10)!, /^inject: main thread: timer slack 50000/);
-  assert.equal(threads.has(11), false);
-  threads.set(10, v(50000));
-  assert.equal(takeThreadStates(bpf, threads), true);
-  assert.deepEqual(threads.get(11), v(50000));
-  assert.equal(threadStatePaths.get(10), "bpf");
-  // The check: one thread's difference is reported and nothing is remembered.
-  assert.match(checkThreadStates(bpf, new Map([[10, v(50000)], [11, v(7)]]))!, /thread 11/);
-});
+Deno.test("thread state bpf: a main thread whose injected values differ sends the other threads to injection, and a difference is remembered for the boot", () =>
+  withEnv({}, async () => {
+    const v = (slack: number): ThreadValues => ({
+      sigaltstack: { sp: "0x0", flags: 2, size: 0 },
+      clearChildTid: "0x10",
+      pdeathsig: 0,
+      securebits: 0,
+      timerSlackNs: slack,
+    });
+    const bpf = {
+      pid: 10,
+      states: new Map([[10, v(50000)], [11, v(50000)]]),
+      set: new Set(["clear_child_tid", "timer_slack_ns"]),
+      trusted: true,
+    };
+    const threads = new Map([[10, v(1)]]);
+    assert.equal(takeThreadStates(bpf, threads), false);
+    assert.match(threadStatePaths.get(10)!, /^inject: main thread: timer slack 50000/);
+    assert.equal(threads.has(11), false);
+    threads.set(10, v(50000));
+    assert.equal(takeThreadStates(bpf, threads), true);
+    assert.deepEqual(threads.get(11), v(50000));
+    assert.equal(threadStatePaths.get(10), "bpf");
+    assert.match(recallThreadState()!.refuted!, /^process 10 main thread: timer slack/);
+    // The check: one thread's difference is reported and remembered.
+    assert.match(checkThreadStates(bpf, new Map([[10, v(50000)], [11, v(7)]]))!, /thread 11/);
+    assert.match(recallThreadState()!.refuted!, /^process 10 thread 11: timer slack 50000/);
+    assert.equal(recallThreadState()!.checked, false);
+    await Promise.resolve();
+  }));

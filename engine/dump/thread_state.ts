@@ -17,7 +17,8 @@
  *   process sets (a value other than 0) with a value other than 0 there
  *   (remembered per boot: engine/proc/vm_flags_memo.ts). Until then the
  *   process is injected as before and the iterator's values are compared
- *   with the injected ones: that comparison is the check;
+ *   with the injected ones: that comparison is the check (one difference
+ *   and the iterator is not used again on this boot);
  * - the main thread, injected anyway for the process-wide state, shows the
  *   same values in both.
  * Otherwise every thread is injected as before. The reason is kept in
@@ -41,6 +42,7 @@ import {
   type RecalledThreadState,
   recallThreadState,
   rememberThreadCheck,
+  rememberThreadRefuted,
 } from "../proc/vm_flags_memo.ts";
 import { readStat } from "../proc/stat.ts";
 import type { InjectedThreadState } from "./injected.ts";
@@ -123,6 +125,10 @@ export function bpfThreadStates(pid: number, tids: readonly number[]): BpfThread
   if (mode !== "bpf" && tids.length < threadStateBpf.minThreads) return no("few threads");
   if (!inInitialPidNamespace()) return no("cryo is not in the initial pid namespace");
   if (!loadThreadIterator()) return no(threadIteratorUnavailable() ?? "no iterator");
+  // The warm-up's read serves this dump's first process; the next read again.
+  const memo = recalled !== null ? recalled : recallThreadState();
+  recalled = null;
+  if (memo?.refuted) return no(`a check on this boot found a difference: ${memo.refuted}`);
   try {
     const records = readThreadRecords(pid);
     const want = new Set(tids);
@@ -155,9 +161,6 @@ export function bpfThreadStates(pid: number, tids: readonly number[]): BpfThread
       });
       for (const f of fieldsSet(r)) set.add(f);
     }
-    // The warm-up's read serves this dump's first process; the next read again.
-    const memo = recalled !== null ? recalled : recallThreadState();
-    recalled = null;
     const trusted = memo !== undefined && memo.checked &&
       [...set].every((f) => memo.confirmed.has(f));
     return { pid, states, set, trusted };
@@ -184,7 +187,9 @@ export function differs(a: ThreadValues, b: ThreadValues): string | undefined {
 /**
  * The check: compares the iterator's values with the injected ones of
  * every thread; when all are equal, remembers for the boot that they were
- * (with the fields seen other than 0). Returns the first difference, if any.
+ * (with the fields seen other than 0); a difference is remembered too, and
+ * the iterator is not used again on this boot. Returns the first
+ * difference, if any.
  */
 export function checkThreadStates(
   bpf: BpfThreadStates,
@@ -195,6 +200,7 @@ export function checkThreadStates(
     const d = inj ? differs(v, inj) : "not injected";
     if (d) {
       threadStatePaths.set(bpf.pid, `inject: thread ${tid}: ${d}`);
+      rememberThreadRefuted(`process ${bpf.pid} thread ${tid}: ${d}`);
       return `thread ${tid}: ${d}`;
     }
   }
@@ -210,7 +216,8 @@ export function checkThreadStates(
  * For a trusted `bpf`: whether the main thread's injected values equal the
  * iterator's; if so, puts every other thread's values in `threads` and
  * returns true. Otherwise (the reason in {@link threadStatePaths}) false:
- * the caller injects the other threads.
+ * the caller injects the other threads, and the iterator is not used again
+ * on this boot.
  */
 export function takeThreadStates(
   bpf: BpfThreadStates,
@@ -221,6 +228,7 @@ export function takeThreadStates(
   const d = main && mine ? differs(mine, main) : "main thread not read";
   if (d) {
     threadStatePaths.set(bpf.pid, `inject: main thread: ${d}`);
+    if (main && mine) rememberThreadRefuted(`process ${bpf.pid} main thread: ${d}`);
     return false;
   }
   for (const [tid, v] of bpf.states) if (tid !== bpf.pid) threads.set(tid, { ...v });

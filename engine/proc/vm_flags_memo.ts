@@ -57,6 +57,8 @@ interface ThreadStateMemo {
   checked?: boolean;
   /** The fields such a check saw with a value other than 0 (and equal). */
   confirmed?: string[];
+  /** Set once a check found a difference: the iterator is not used again on this boot. */
+  refuted?: string;
 }
 
 function memoDir(): string | undefined {
@@ -214,6 +216,8 @@ export interface RecalledThreadState {
   checked: boolean;
   /** The fields that check saw other than 0 (and equal). */
   confirmed: ReadonlySet<string>;
+  /** The difference a check on this boot found, if one did (the iterator is then not used). */
+  refuted?: string;
 }
 
 /** The per-thread state's iterator as remembered on this boot, or undefined (nothing to trust). */
@@ -228,7 +232,8 @@ export function recallThreadState(): RecalledThreadState | undefined {
   const confirmed = Array.isArray(t.confirmed) && t.confirmed.every((f) => typeof f === "string")
     ? new Set(t.confirmed)
     : new Set<string>();
-  return { layout, checked: t.checked === true, confirmed };
+  const refuted = typeof t.refuted === "string" ? t.refuted : undefined;
+  return { layout, checked: t.checked === true, confirmed, ...(refuted ? { refuted } : {}) };
 }
 
 /** Remembers the per-thread state iterator's kernel layout for this boot. Never throws. */
@@ -253,5 +258,13 @@ export function rememberThreadCheck(confirmed: Iterable<string>): void {
     ...confirmed,
   ]);
   const threadState = { ...before, checked: true, confirmed: [...all].sort() };
+  writeMemo(read.path, { ...read.memo, boot: read.boot, threadState });
+}
+
+/** Remembers that a check on this boot found a difference (`why`): no more iterator reads. */
+export function rememberThreadRefuted(why: string): void {
+  const read = readMemo();
+  if (!read) return;
+  const threadState = { ...read.memo?.threadState, refuted: why };
   writeMemo(read.path, { ...read.memo, boot: read.boot, threadState });
 }
