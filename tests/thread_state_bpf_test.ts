@@ -176,6 +176,29 @@ bpfTest(
   ),
 );
 
+bpfTest(
+  "thread state bpf: a thread waiting in a handler on its alternate stack sends the process to injection, and it restores",
+  withTargets(() =>
+    withEnv({ CRYO_THREADSTATE: "bpf" }, async () => {
+      const { t, trigger } = await startTriggered("rt_threadstate", READY, { extra: ["onstack"] });
+      const onStack = [...printedValues(t.output())].filter(([, v]) => v.sigaltstack.flags === 1);
+      assert.equal(onStack.length, 1, t.output());
+      await dumpKillRestore(t);
+      assert.equal(
+        threadStatePaths.get(t.pid),
+        `inject: thread ${onStack[0][0]}'s stack pointer is on or near its sigaltstack`,
+      );
+      await Deno.writeTextFile(trigger, "");
+      assertChecksPassed(
+        t,
+        Array.from({ length: THREADS }, (_, i) => `thread${i}`),
+        await t.wait(15000),
+        { what: "rt_threadstate onstack" },
+      );
+    })
+  ),
+);
+
 Deno.test(
   "thread state bpf: forced injection and a process with few threads stay on the injected path, and restore",
   withTargets(() =>

@@ -11,7 +11,9 @@
  * per thread, then PASS or FAIL, and exits (the workers are never joined:
  * their clear_child_tid no longer points at glibc's tid field).
  *
- * usage: rt_threadstate <trigger-path>
+ * usage: rt_threadstate <trigger-path> [onstack]
+ *   onstack: worker 1 waits inside a signal handler on its alternate stack
+ *   (sigaltstack reports SS_ONSTACK there; the dump injects such a process).
  */
 #define _GNU_SOURCE
 #include <linux/securebits.h>
@@ -98,9 +100,8 @@ static void report_before(struct thread *t) {
          (unsigned long long)v->ctid, v->pdeath, v->secbits, v->slack);
 }
 
-static void *worker(void *arg) {
-  int i = (int)(intptr_t)arg;
-  set_values(i);
+/* Waits with the others until the trigger, then reads its values again. */
+static void park(int i) {
   pthread_mutex_lock(&lock);
   set_up++;
   pthread_cond_broadcast(&cv);
@@ -112,11 +113,34 @@ static void *worker(void *arg) {
   pthread_cond_broadcast(&cv);
   pthread_mutex_unlock(&lock);
   for (;;) pause(); /* never joined: the process exits from main */
+}
+
+/* With "onstack": worker 1 parks inside a SIGUSR2 handler, on its alternate stack. */
+static int onstack;
+static void on_usr2(int sig) {
+  (void)sig;
+  read_values(&threads[1].before); /* SS_ONSTACK now */
+  park(1);
+}
+
+static void *worker(void *arg) {
+  int i = (int)(intptr_t)arg;
+  set_values(i);
+  if (onstack && i == 1) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_usr2;
+    sa.sa_flags = SA_ONSTACK;
+    if (sigaction(SIGUSR2, &sa, NULL) != 0) die("sigaction");
+    raise(SIGUSR2);
+  }
+  park(i);
   return NULL;
 }
 
 int main(int argc, char **argv) {
-  need_args(argc, 1, "rt_threadstate <trigger-path>");
+  need_args(argc, 1, "rt_threadstate <trigger-path> [onstack]");
+  onstack = argc > 2 && strcmp(argv[2], "onstack") == 0;
   for (int i = 0; i < NTHREADS; i++) threads[i].idx = i;
   for (int i = 1; i < NTHREADS; i++) {
     pthread_t th;
