@@ -6,7 +6,9 @@
  *
  * The iterator's values are used for a process only when
  * - it has {@link threadStateBpf}.minThreads threads or more (or
- *   `CRYO_THREADSTATE=bpf`; `=inject` never), cryo runs in the initial pid
+ *   `CRYO_THREADSTATE=bpf`; `=inject` never), the program was loaded before
+ *   the freeze ({@link warmUpThreadStates}: when the root process has that
+ *   many threads), cryo runs in the initial pid
  *   namespace (the records carry tids of that namespace) and the records
  *   are exactly the process's threads;
  * - no thread's stack pointer lies on or just above its alternate stack
@@ -36,6 +38,7 @@ import {
   nearAltStack,
   readThreadRecords,
   sigaltstackFlags,
+  threadIteratorLoaded,
   threadIteratorUnavailable,
 } from "../proc/thread_state_bpf.ts";
 import {
@@ -124,7 +127,10 @@ export function bpfThreadStates(pid: number, tids: readonly number[]): BpfThread
   if (mode === "inject") return no("forced");
   if (mode !== "bpf" && tids.length < threadStateBpf.minThreads) return no("few threads");
   if (!inInitialPidNamespace()) return no("cryo is not in the initial pid namespace");
-  if (!loadThreadIterator()) return no(threadIteratorUnavailable() ?? "no iterator");
+  // Loaded before the freeze (warmUpThreadStates), never in it (the verifier, maybe the BTF read).
+  if (!threadIteratorLoaded()) {
+    return no(threadIteratorUnavailable() ?? "the program was not loaded before the freeze");
+  }
   // The warm-up's read serves this dump's first process; the next read again.
   const memo = recalled !== null ? recalled : recallThreadState();
   recalled = null;

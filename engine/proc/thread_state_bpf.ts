@@ -85,6 +85,11 @@ export function loadThreadIterator(): boolean {
   return "fd" in loaded;
 }
 
+/** Whether the task program is loaded (without trying to load it). */
+export function threadIteratorLoaded(): boolean {
+  return loaded !== undefined && "fd" in loaded;
+}
+
 /** Why the task program could not be loaded (undefined when it was, or was not tried). */
 export function threadIteratorUnavailable(): string | undefined {
   return loaded && "unavailable" in loaded ? loaded.unavailable : undefined;
