@@ -50,6 +50,10 @@ export const LINK_CREATE_ATTR = {
   iter_info: 16,
   iter_info_len: 24,
 } as const;
+/** EAGAIN: the verifier was interrupted by a signal. */
+const EAGAIN = 11;
+/** Loads tried before an EAGAIN is taken for an answer. */
+const LOAD_TRIES = 20;
 /** Size of the bpf_attr passed (zeros past the fields set; the kernel accepts a shorter one). */
 const ATTR_SIZE = 128;
 
@@ -151,6 +155,24 @@ export function encodeInsns(list: readonly number[][]): Uint8Array<ArrayBuffer> 
   return out;
 }
 
+/**
+ * Runs `fn` with every signal blocked in the calling thread (put back
+ * after): the verifier gives up with EAGAIN when a signal is pending, and a
+ * profiler's SIGPROF every 50 us would make every load fail. A signal sent
+ * meanwhile is delivered once the mask is back (a few ms later).
+ */
+function withSignalsBlocked<T>(fn: () => T): T {
+  const all = new BigUint64Array([~0n]);
+  const old = new BigUint64Array(1);
+  const SIG_SETMASK = 2;
+  const blocked = rawSyscall(SYS.rt_sigprocmask, SIG_SETMASK, all, old, 8) === 0n;
+  try {
+    return fn();
+  } finally {
+    if (blocked) rawSyscall(SYS.rt_sigprocmask, SIG_SETMASK, old, null, 8);
+  }
+}
+
 function bpf(cmd: number, attr: Uint8Array<ArrayBuffer>): number | { errno: number } {
   for (;;) {
     const r = rawSyscall(SYS_BPF, cmd, attr, attr.length);
@@ -194,13 +216,18 @@ export function loadIterProgram(
     attr.set(new TextEncoder().encode(name.slice(0, 15)), PROG_LOAD_ATTR.prog_name);
     dv.setUint32(PROG_LOAD_ATTR.expected_attach_type, BPF_TRACE_ITER, true);
     dv.setUint32(PROG_LOAD_ATTR.attach_btf_id, attachBtfId, true);
-    return bpf(BPF_CMD.PROG_LOAD, attr);
+    // The verifier gives up with EAGAIN when a signal is pending (a profiler's
+    // SIGPROF every 50 us makes that the rule): a few more tries.
+    for (let tries = 1;; tries++) {
+      const r = bpf(BPF_CMD.PROG_LOAD, attr);
+      if (typeof r === "number" || r.errno !== EAGAIN || tries === LOAD_TRIES) return r;
+    }
   };
-  const r = attempt();
+  const r = withSignalsBlocked(attempt);
   if (typeof r === "number") return r;
   // Again with the verifier's log, for the reason.
   const log = new Uint8Array(64 * 1024);
-  const again = attempt(log);
+  const again = withSignalsBlocked(() => attempt(log));
   if (typeof again === "number") return again;
   const end = log.indexOf(0);
   const text = new TextDecoder().decode(log.subarray(0, end < 0 ? log.length : end)).trim();
