@@ -70,6 +70,7 @@ import {
   startVmFlagsCheck,
   type VmFlagsCheck,
 } from "./vm_flags.ts";
+import { warmUpThreadStates } from "./thread_state.ts";
 import { markSharedDescriptions } from "../fds/descriptions.ts";
 import { resolveInFlightFds } from "../fds/unix_scm.ts";
 import {
@@ -432,6 +433,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     // Before the freeze: the check's smaps walk must not hold a frozen mm's lock.
     const flagsCheck = await (vmFlagsCheck ?? startVmFlagsCheck(pid));
     prepareFrozenMaps(flagsCheck); // parsed with the tree running; the freeze compares bytes
+    warmUpThreadStates(pid); // the per-thread state's BPF program (engine/dump/thread_state.ts)
     tree = freezeTree(pid);
     const locks = readLocksOffThread(); // its grace period passes while the tree is collected
     chain.onFrozen();
