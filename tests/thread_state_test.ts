@@ -88,6 +88,11 @@ Deno.test("thread sections: one per non-main thread, only what each record asks 
   }
   // Each run's slots: 8 bytes each, one after the other, inside the program's data.
   assert.equal(sections[1].slots, sections[0].slots + 8n);
+  const area = built.bytes.subarray(
+    Number(sections[0].slots - base),
+    Number(sections[1].slots - base) + 8,
+  );
+  assert.ok(area.every((b) => b === 0xff)); // no record's slack until a run stores one
   assert.ok(
     sections[0].slots >= base && sections[1].slots + 8n <= base + BigInt(built.bytes.length),
   );

@@ -60,7 +60,9 @@ export function emitThreadSections(
 ): ThreadSections {
   const out: ThreadSections = [];
   const others = proc.threads.filter((t) => t.tid !== proc.pid);
-  const area = others.length ? p.reserve(8 * others.length) : 0n;
+  // All ones until a run stores its slack: no record equals it (a thread that did not run is
+  // never taken for one that read its recorded slack).
+  const area = others.length ? p.data(new Uint8Array(8 * others.length).fill(0xff)) : 0n;
   for (const t of others) {
     const op = p.opCount;
     const say = (what: string) => ({ comment: `thread ${t.tid}: ${what}` });
