@@ -68,9 +68,9 @@ export function processProblem(p: ProcessImage, pidOne = false): string | undefi
   if (bootEnd > USER_END) return "bootstrap range beyond user space";
   let prevEnd: HexNum = 0;
   for (const m of p.mappings) {
+    if (m.kind === "vsyscall") continue; // the kernel's, above user space
     const start = hexNum(m.start);
     const end = hexNum(m.end);
-    if (m.kind === "vsyscall") continue; // the kernel's, above user space
     if (!hexAligned(start, 4096) || !hexAligned(end, 4096) || start >= end) {
       return `${where(m)} is malformed`;
     }
@@ -78,8 +78,11 @@ export function processProblem(p: ProcessImage, pidOne = false): string | undefi
     if (start < prevEnd) return `${where(m)} overlaps the previous mapping`;
     if (start < bootEnd && boot < end) return `${where(m)} overlaps the bootstrap range`;
     if (!permsFit(m.perms)) return `${where(m)} has bad permissions ${m.perms}`;
-    if (!hexAligned(hexNum(m.offset), 4096)) return `${where(m)} has an unaligned file offset`;
-    const bad = m.kind.startsWith("file")
+    // ("0x0", the offset of every anonymous mapping, is aligned: nothing to parse.)
+    if (m.offset !== "0x0" && !hexAligned(hexNum(m.offset), 4096)) {
+      return `${where(m)} has an unaligned file offset`;
+    }
+    const bad = m.kind.charCodeAt(0) === 102 /* "f" */ && m.kind.startsWith("file")
       ? pathProblem(`${where(m)} file`, m.file?.path ?? m.name)
       : undefined;
     if (bad) return bad;
