@@ -260,7 +260,7 @@ export function readImageFileSync(path: string): ImageInfo {
       if (m.pages.length === 1) {
         // (The common case: one run, no array of addresses made for it.)
         const r = m.pages[0];
-        const addr = hexNum(r.addr);
+        const addr = r.addr === m.start ? start : hexNum(r.addr);
         if (addr < start || hexPlus(addr, r.length) > end) {
           fail(`${runWhere(r, m)} lies outside its mapping`);
         }
