@@ -1,7 +1,8 @@
 /**
  * The per-mapping passes of a restore's plan made cheaper (issue 10, fourth
  * pass, branch mapsrestore) give the same results as the plain ways:
- * `hexNum`'s memory of the last text, the note's UTF-8 decode, the madvise
+ * `hexNum`'s memory of the last text, the note's UTF-8 decode, the shape
+ * check's fast path on texts equal to ones that passed, the madvise
  * flags of a mapping emitted after lists compared against the last two, the
  * member bounds of an anonymous run parsed once, and the bounds checks of
  * validate.ts on numbers.
@@ -14,6 +15,8 @@ import { emitVmFlags, MADVISE_FOR_FLAG } from "../engine/memory/flags.ts";
 import { anonRunLength, emitAnonRun } from "../engine/restore/anon_runs.ts";
 import { type Op, ProgramBuilder } from "../engine/program/builder.ts";
 import { processProblem } from "../engine/image/validate.ts";
+import { plainMappingFits } from "../engine/image/mapping_fast.ts";
+import { mappingChecks, schemaProblem } from "../engine/image/schema.ts";
 import { SYS } from "../ffi/sysno.ts";
 import { USER_REGS_FIELDS } from "../ffi/regs.ts";
 import type { Mapping, ProcessImage } from "../engine/model.ts";
@@ -265,5 +268,38 @@ Deno.test("validate: bounds checked as numbers and as bigints give the same verd
       if (want === undefined) assert.equal(got, undefined, `${form} ${JSON.stringify(ms)}`);
       else assert.match(got ?? "(none)", new RegExp(want), `${form} ${JSON.stringify(ms)}`);
     }
+  }
+});
+
+Deno.test("plainMappingFits: texts equal to ones that passed pass, the rest are checked", () => {
+  const rec = (start: unknown, end: unknown, offset: unknown = "0x0", addr: unknown = start) => ({
+    start,
+    end,
+    perms: "rw-p",
+    offset,
+    kind: "anon",
+    name: "",
+    vmFlags: ["rd", "wr"],
+    pages: [{ addr, length: 4096, fileOffset: 8192 }],
+  });
+  const check = (m: unknown) => schemaProblem(mappingChecks, m) === undefined;
+  const seq = [
+    rec("0x1000", "0x2000"),
+    rec("0x2000", "0x3000"), // start = the end before
+    rec("0x3000", "0x4000", "0x0", "0x3000"),
+    rec("0x4000", "0xg000"), // a bad end: refused, and not remembered
+    rec("0xg000", "0x6000"),
+    rec("0x6000", "0x7000", "0x00"),
+    rec("0x7000", "0x8000", "0x0", "0x7000 "),
+    rec("0x8000", "0x9000", "0x0", "0X8000"),
+    rec(0x9000, "0xa000"),
+    rec("0xa000", 0xb000),
+    rec("0xb000", "0xc000", "0xfffffffffffffffff"),
+    rec("0xc000", "0xd000", "0x0", "0x0c000"),
+  ];
+  for (const m of seq) {
+    const fast = plainMappingFits(m);
+    if (fast) assert.ok(check(m), JSON.stringify(m));
+    assert.equal(fast, check(m), JSON.stringify(m));
   }
 });
