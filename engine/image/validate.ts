@@ -73,7 +73,10 @@ export function processProblem(p: ProcessImage, pidOne = false): string | undefi
   // compared with a bigint takes V8's slow path, three times for each of 10,000 mappings.
   const bootN = Number(boot), bootEndN = Number(bootEnd);
   let prevEnd: HexNum = 0;
-  for (const m of p.mappings) {
+  // (Indexed: a loop run once starts interpreted, where an array iterator costs more.)
+  const mappings = p.mappings;
+  for (let k = 0; k < mappings.length; k++) {
+    const m = mappings[k];
     if (m.kind === "vsyscall") continue; // the kernel's, above user space
     const start = hexNum(m.start);
     const end = hexNum(m.end);
