@@ -21,6 +21,7 @@
 
 import assert from "node:assert/strict";
 import { CopyLanes } from "../engine/dump/copy_lanes.ts";
+import { NativeCopy, nativeLaneAvailable } from "../engine/dump/native_lane.ts";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { restore } from "../engine/restore/mod.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
@@ -42,10 +43,11 @@ const PAGE = 4096;
 // (engine/dump/precopy_lanes.ts releasePrecopy), on a copy of cryo's userfaultfd.
 // And with the lane's worker dying when asked to release (CRYO_TEST_LANE_DIE=release):
 // cryo's thread releases, and closes the worker's copy of the fd.
-for (const [lanes, die] of [["", ""], ["2", ""], ["2", "release"]]) {
+// And with a syscall table as the second lane (CRYO_COPY_LANES=native, engine/dump/native_lane.ts).
+for (const [lanes, die] of [["", ""], ["2", ""], ["2", "release"], ["native", ""]]) {
   Deno.test(
     `dump --leave-running of a process writing its memory: pre-copied, exact at the last freeze, no trace left${
-      lanes ? " (two copy lanes)" : ""
+      lanes === "native" ? " (a syscall table's lane)" : lanes ? " (two copy lanes)" : ""
     }${die ? ", the lane's worker dying at the release" : ""}`,
     withTargets(async () => {
       const { t, trigger, ready } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
@@ -66,6 +68,7 @@ for (const [lanes, die] of [["", ""], ["2", ""], ["2", "release"]]) {
       if (lanes) Deno.env.set("CRYO_COPY_LANES", lanes);
       if (die) Deno.env.set("CRYO_TEST_LANE_DIE", die);
       const lost = CopyLanes.lost;
+      const tables = NativeCopy.started;
       const dump = await checkpoint(t.pid, { dir, leaveRunning: true, precopy: true }).finally(
         () => {
           Deno.env.delete("CRYO_COPY_LANES");
@@ -73,6 +76,9 @@ for (const [lanes, die] of [["", ""], ["2", ""], ["2", "release"]]) {
         },
       );
       assert.equal(CopyLanes.lost, lost + (die ? 1 : 0), "the worker died as told, or lived");
+      if (lanes === "native" && nativeLaneAvailable()) {
+        assert.equal(NativeCopy.started, tables + 1, "a syscall table copied its share");
+      }
       assert.equal(uffds(), ownUffds, "cryo's copies of the userfaultfd closed");
       const pre = dump.stats.precopy;
       assert.ok(pre, "the dump pre-copied");
@@ -194,6 +200,8 @@ for (
     ["precopy-pages:2", "during the pre-copy's page copy"],
     // The same on two copy lanes (CRYO_COPY_LANES=2: engine/dump/copy_lanes.ts's worker copying too).
     ["precopy-pages:2", "during a two-lane pre-copy's page copy", "2"],
+    // The same with a syscall table copying on another thread (engine/dump/native_lane.ts).
+    ["precopy-pages:2", "during a pre-copy's page copy beside a syscall table's lane", "native"],
     ["precopy-release", "after the dump's thaw, before releasing the tracking"],
     // engine/dump/uffd_release.ts: the first chunk lifted and unregistered, not the rest.
     ["precopy-release-chunk:2", "in the middle of releasing the tracking, chunk by chunk"],

@@ -1,0 +1,284 @@
+/**
+ * A second copy lane without a Worker: part of a pre-copy's segments
+ * (engine/dump/precopy_copy.ts) copied by a syscall table
+ * (ffi/syscall_table.ts) that one of Deno's blocking-pool threads runs,
+ * while cryo's thread copies the rest as before. Per MiB the table reads
+ * the pages into a page-aligned buffer of its own with `pread` of
+ * /proc/<pid>/mem (it never pins, so it never unshares a page shared
+ * copy-on-write, and needs no pagemap look-up to plan), folds its CRC and
+ * writes it with `pwrite` at its file offset: the same bytes, block CRCs and runs as
+ * `copySegment`, with no JavaScript per MiB and no isolate to create, so
+ * it pays from tens of MiB (a Worker costs cryo's thread 20 to 40 ms to
+ * create: copy_lanes.ts, from 256 MiB).
+ *
+ * A segment whose reads or writes fall short (memory unmapped by the
+ * running target, a full disk) is copied again by cryo's thread with
+ * `copySegment` (which records what cannot be read, or throws). The
+ * table's fds and buffers are released only once its thread is done, also
+ * when cryo's own lane fails.
+ *
+ * @module
+ */
+
+import {
+  type CopyJob,
+  type CopyResult,
+  type CopySegment,
+  copySegment,
+  createJobFiles,
+  jobBytes,
+  mergeSegments,
+  newLane,
+  segmentJobs,
+  type SegmentResult,
+} from "./precopy_copy.ts";
+import { CRC_BLOCK, pageBufferBytes } from "./memory.ts";
+import { PAGE_BUFFER_BYTES } from "./page_writer.ts";
+import { pausePoint } from "../pause.ts";
+import { crc32AfterFold } from "../image/crc32.ts";
+import { pageAlignedBuffer } from "../../ffi/page_file.ts";
+import { addressOf } from "../../ffi/libc.ts";
+import { SYS } from "../../ffi/sysno.ts";
+import {
+  closeRawFd,
+  openRawFd,
+  SyscallTable,
+  type TableRun,
+  tablesAvailable,
+} from "../../ffi/syscall_table.ts";
+import type { CopiedRun } from "./precopy_copy.ts";
+
+/** Below this many bytes to copy, one lane (the table's set-up is not worth it). */
+export const NATIVE_LANE_MIN_BYTES = 8 << 20;
+
+/** Segment size of a copy on the native lane and cryo's thread. */
+export const NATIVE_SEGMENT_BYTES = 4 << 20;
+
+/**
+ * Share of the bytes given to the table's thread (it takes the last
+ * segments): it runs no JavaScript, so it copies faster than cryo's
+ * thread (64 MiB with both CPUs free: 0.6 to 0.7 gave the shortest copy).
+ */
+export const NATIVE_SHARE = 0.6;
+
+/** Whether the native lane can run here (x86-64, PCLMULQDQ, an executable page). */
+export function nativeLaneAvailable(): boolean {
+  return tablesAvailable();
+}
+
+/** What one segment's entries must return to count as copied. */
+interface Expect {
+  /** Table entry. */
+  entry: number;
+  /** The bytes it must return. */
+  bytes: number;
+}
+
+/** One segment in the table. */
+interface PlannedSegment {
+  expects: Expect[];
+  /** The 16-byte fold remainders of its blocks, in order. */
+  folds: Uint8Array[];
+  copied: CopiedRun[];
+}
+
+/** A set of segments being copied by a table on another thread. */
+export class NativeCopy {
+  readonly #table: SyscallTable;
+  readonly #run: TableRun;
+  readonly #segments: PlannedSegment[];
+  readonly #fds: number[];
+  #closed = false;
+  /** Tables started by this process so far (tests check that the lane took part). */
+  static started = 0;
+
+  private constructor(
+    table: SyscallTable,
+    segments: PlannedSegment[],
+    fds: number[],
+  ) {
+    this.#table = table;
+    this.#segments = segments;
+    this.#fds = fds;
+    this.#run = table.run();
+    NativeCopy.started++;
+  }
+
+  /** True once the table's thread is done (no event loop turn needed). */
+  done(): boolean {
+    return this.#run.done();
+  }
+
+  /** Resolves once the table's thread is done (never rejects). */
+  get finished(): Promise<void> {
+    return this.#run.finished.catch(() => {});
+  }
+
+  /**
+   * Plans `segments` (whose files exist) into a table and starts it.
+   * Throws before anything runs when a file cannot be opened.
+   */
+  static start(segments: readonly CopySegment[]): NativeCopy {
+    const fds: number[] = [];
+    const files = new Map<string, number>();
+    const mems = new Map<number, number>();
+    const fdOf = <K>(map: Map<K, number>, key: K, path: string, write: boolean) => {
+      let fd = map.get(key);
+      if (fd === undefined) {
+        fd = openRawFd(path, write);
+        fds.push(fd);
+        map.set(key, fd);
+      }
+      return fd;
+    };
+    const table = new SyscallTable(16 * segments.length + 8);
+    const buffer = pageAlignedBuffer(PAGE_BUFFER_BYTES);
+    table.keep(buffer);
+    const base = addressOf(buffer);
+    const planned: PlannedSegment[] = [];
+    try {
+      for (const seg of segments) {
+        const fd = fdOf(files, seg.path, seg.path, true);
+        const p: PlannedSegment = { expects: [], folds: [], copied: [] };
+        planned.push(p);
+        let fileAt = seg.fileOffset;
+        let chunk: { addr: number; length: number; at: number }[] = [];
+        let fill = 0;
+        const flush = () => {
+          if (fill === 0) return;
+          const mem = fdOf(mems, seg.pid, `/proc/${seg.pid}/mem`, false);
+          emitChunk(table, p, chunk, base, fill, { mem, file: fd }, fileAt);
+          fileAt += fill;
+          chunk = [];
+          fill = 0;
+        };
+        for (const { runs } of seg.planned) {
+          for (const r of runs) {
+            const addr = Number(r.addr);
+            p.copied.push({ addr, length: r.length, fileOffset: fileAt + fill });
+            for (let done = 0; done < r.length;) {
+              const n = Math.min(CRC_BLOCK - fill, r.length - done);
+              chunk.push({ addr: addr + done, length: n, at: fill });
+              fill += n;
+              done += n;
+              if (fill === CRC_BLOCK) flush();
+            }
+          }
+        }
+        flush();
+      }
+    } catch (e) {
+      for (const fd of fds) closeRawFd(fd);
+      throw e;
+    }
+    return new NativeCopy(table, planned, fds);
+  }
+
+  /**
+   * Once {@link finished}: each segment's result, or undefined where a
+   * read or a write fell short (copy it again). Closes the table's fds.
+   */
+  results(): (SegmentResult | undefined)[] {
+    if (!this.#run.done()) throw new Error("native copy not finished");
+    this.close();
+    return this.#segments.map((s) => {
+      for (const x of s.expects) {
+        if (this.#table.result(x.entry) !== BigInt(x.bytes)) return undefined;
+      }
+      return {
+        blockCrcs: s.folds.map((f) => crc32AfterFold(f, new Uint8Array(0))),
+        copied: s.copied,
+        lost: [],
+      };
+    });
+  }
+
+  /** Closes the fds; only once the table's thread is done. */
+  close(): void {
+    if (this.#closed || !this.#run.done()) return;
+    this.#closed = true;
+    for (const fd of this.#fds) closeRawFd(fd);
+  }
+}
+
+/**
+ * The entries of one block of a segment: a `pread` of /proc/<pid>/mem into
+ * the buffer per piece, its CRC fold, its `pwrite`.
+ */
+function emitChunk(
+  table: SyscallTable,
+  seg: PlannedSegment,
+  pieces: { addr: number; length: number; at: number }[],
+  base: bigint,
+  fill: number,
+  fds: { mem: number; file: number },
+  fileAt: number,
+): void {
+  for (const piece of pieces) {
+    const e = table.syscall(
+      SYS.pread64,
+      fds.mem,
+      base + BigInt(piece.at),
+      piece.length,
+      piece.addr,
+    );
+    seg.expects.push({ entry: e, bytes: piece.length });
+  }
+  const out = new Uint8Array(16);
+  table.fold(base, fill, 0xffffffff, out);
+  seg.folds.push(out);
+  const w = table.syscall(SYS.pwrite64, fds.file, base, fill, fileAt);
+  seg.expects.push({ entry: w, bytes: fill });
+}
+
+/** Options of {@link copyOnNativeLane} (tests). */
+export interface NativeLaneOptions {
+  /** Segment size (default {@link NATIVE_SEGMENT_BYTES}; a multiple of 1 MiB). */
+  segmentBytes?: number;
+  /** Share of the bytes for the table's thread (default {@link NATIVE_SHARE}; 1: all). */
+  share?: number;
+}
+
+/**
+ * Copies `jobs` on two lanes: the last {@link NATIVE_SHARE} of their
+ * segments on a syscall table's thread ({@link NativeCopy}), the rest on
+ * this thread (`copySegment`, with the `precopy-pages` pause point), then
+ * any segment the table could not copy whole on this thread too. The same
+ * results as `copyPlanned` of each job.
+ */
+export async function copyOnNativeLane(
+  jobs: readonly CopyJob[],
+  opts: NativeLaneOptions = {},
+): Promise<CopyResult[]> {
+  await createJobFiles(jobs);
+  const size = opts.segmentBytes ?? NATIVE_SEGMENT_BYTES;
+  const share = opts.share ?? NATIVE_SHARE;
+  const segments = segmentJobs(jobs, size);
+  const total = jobs.reduce((n, j) => n + jobBytes(j), 0);
+  let k = segments.length, theirs = 0;
+  while (k > 0 && theirs + segments[k - 1].bytes <= total * share) {
+    theirs += segments[--k].bytes;
+  }
+  const native = k < segments.length ? NativeCopy.start(segments.slice(k)) : undefined;
+  const lane = newLane(pageBufferBytes(Math.min(total, size)));
+  try {
+    const results: SegmentResult[] = [];
+    const pause = () => pausePoint("precopy-pages");
+    for (let i = 0; i < k; i++) results.push(await copySegment(segments[i], lane, pause));
+    if (native) {
+      await native.finished;
+      const got = native.results();
+      for (let i = k; i < segments.length; i++) {
+        results.push(got[i - k] ?? await copySegment(segments[i], lane, pause));
+      }
+    }
+    return mergeSegments(jobs, segments, results);
+  } finally {
+    // The table's thread must be done before its fds close (also when this lane failed).
+    if (native) {
+      await native.finished;
+      native.close();
+    }
+    lane.files.close();
+  }
+}
