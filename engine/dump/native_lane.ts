@@ -25,7 +25,6 @@ import {
   type CopyResult,
   type CopySegment,
   copySegment,
-  createJobFiles,
   jobBytes,
   mergeSegments,
   newLane,
@@ -240,45 +239,78 @@ export interface NativeLaneOptions {
 }
 
 /**
- * Copies `jobs` on two lanes: the last {@link NATIVE_SHARE} of their
- * segments on a syscall table's thread ({@link NativeCopy}), the rest on
- * this thread (`copySegment`, with the `precopy-pages` pause point), then
- * any segment the table could not copy whole on this thread too. The same
- * results as `copyPlanned` of each job.
+ * A copy of jobs on two lanes: the last {@link NATIVE_SHARE} of their
+ * segments on a syscall table's thread ({@link NativeCopy}), started by
+ * {@link start} (synchronous: it may run in a freeze), the rest on this
+ * thread by {@link finish} (`copySegment`, with the `precopy-pages` pause
+ * point), then any segment the table could not copy whole, here too.
  */
+export class NativeLaneCopy {
+  readonly #jobs: readonly CopyJob[];
+  readonly #segments: CopySegment[];
+  /** Segments [0, mine) are this thread's. */
+  readonly #mine: number;
+  readonly #native: NativeCopy | undefined;
+  readonly #size: number;
+
+  private constructor(jobs: readonly CopyJob[], opts: NativeLaneOptions) {
+    this.#jobs = jobs;
+    this.#size = opts.segmentBytes ?? NATIVE_SEGMENT_BYTES;
+    const share = opts.share ?? NATIVE_SHARE;
+    for (const job of jobs) {
+      Deno.openSync(job.path, { write: true, create: true, truncate: true, mode: 0o700 }).close();
+    }
+    const segments = segmentJobs(jobs, this.#size);
+    const total = jobs.reduce((n, j) => n + jobBytes(j), 0);
+    let k = segments.length, theirs = 0;
+    while (k > 0 && theirs + segments[k - 1].bytes <= total * share) {
+      theirs += segments[--k].bytes;
+    }
+    this.#segments = segments;
+    this.#mine = k;
+    this.#native = k < segments.length ? NativeCopy.start(segments.slice(k)) : undefined;
+  }
+
+  /** Creates (or truncates) the jobs' files and starts the table's share. */
+  static start(jobs: readonly CopyJob[], opts: NativeLaneOptions = {}): NativeLaneCopy {
+    return new NativeLaneCopy(jobs, opts);
+  }
+
+  /** Copies this thread's share, waits for the table's, and returns each job's result. */
+  async finish(): Promise<CopyResult[]> {
+    const segments = this.#segments, k = this.#mine, native = this.#native;
+    const total = this.#jobs.reduce((n, j) => n + jobBytes(j), 0);
+    const lane = newLane(pageBufferBytes(Math.min(total, this.#size)));
+    try {
+      const results: SegmentResult[] = [];
+      const pause = () => pausePoint("precopy-pages");
+      for (let i = 0; i < k; i++) results.push(await copySegment(segments[i], lane, pause));
+      if (native) {
+        await native.finished;
+        const got = native.results();
+        for (let i = k; i < segments.length; i++) {
+          results.push(got[i - k] ?? await copySegment(segments[i], lane, pause));
+        }
+      }
+      return mergeSegments(this.#jobs, segments, results);
+    } finally {
+      await this.abandon(); // the table's thread must be done before its fds close
+      lane.files.close();
+    }
+  }
+
+  /** Waits until the table's thread is done and closes its fds (a copy given up). */
+  async abandon(): Promise<void> {
+    if (!this.#native) return;
+    await this.#native.finished;
+    this.#native.close();
+  }
+}
+
+/** {@link NativeLaneCopy.start} then {@link NativeLaneCopy.finish}: the same results as `copyPlanned` of each job. */
 export async function copyOnNativeLane(
   jobs: readonly CopyJob[],
   opts: NativeLaneOptions = {},
 ): Promise<CopyResult[]> {
-  await createJobFiles(jobs);
-  const size = opts.segmentBytes ?? NATIVE_SEGMENT_BYTES;
-  const share = opts.share ?? NATIVE_SHARE;
-  const segments = segmentJobs(jobs, size);
-  const total = jobs.reduce((n, j) => n + jobBytes(j), 0);
-  let k = segments.length, theirs = 0;
-  while (k > 0 && theirs + segments[k - 1].bytes <= total * share) {
-    theirs += segments[--k].bytes;
-  }
-  const native = k < segments.length ? NativeCopy.start(segments.slice(k)) : undefined;
-  const lane = newLane(pageBufferBytes(Math.min(total, size)));
-  try {
-    const results: SegmentResult[] = [];
-    const pause = () => pausePoint("precopy-pages");
-    for (let i = 0; i < k; i++) results.push(await copySegment(segments[i], lane, pause));
-    if (native) {
-      await native.finished;
-      const got = native.results();
-      for (let i = k; i < segments.length; i++) {
-        results.push(got[i - k] ?? await copySegment(segments[i], lane, pause));
-      }
-    }
-    return mergeSegments(jobs, segments, results);
-  } finally {
-    // The table's thread must be done before its fds close (also when this lane failed).
-    if (native) {
-      await native.finished;
-      native.close();
-    }
-    lane.files.close();
-  }
+  return await NativeLaneCopy.start(jobs, opts).finish();
 }
