@@ -26,31 +26,40 @@ import { addressOf, cstr, syscall } from "./libc.ts";
 import { SYS } from "./sysno.ts";
 
 /**
- * The loop, 74 bytes (rbx is callee-saved: it walks the table):
+ * The loop, 95 bytes (rbx is callee-saved: it walks the table). Bit 62 of
+ * an entry's number ({@link SKIP_NEXT_ON_ERROR}) is cleared before use; when
+ * it is set and the result is negative, the next entry is skipped (its
+ * result stays 0):
  * ```
  * 0:  53                push rbx
  * 1:  48 89 fb          mov  rbx,rdi
  * 4:  48 8b 03          mov  rax,[rbx]          (loop)
  * 7:  48 83 f8 ff       cmp  rax,-1
- * 11: 74 34             je   65
- * 13: 48 8b 7b 08       mov  rdi,[rbx+8]
- * 17: 48 8b 73 10       mov  rsi,[rbx+16]
- * 21: 48 8b 53 18       mov  rdx,[rbx+24]
- * 25: 4c 8b 53 20       mov  r10,[rbx+32]
- * 29: 48 8b 4b 20       mov  rcx,[rbx+32]
- * 33: 4c 8b 43 28       mov  r8,[rbx+40]
- * 37: 4c 8b 4b 30       mov  r9,[rbx+48]
- * 41: 48 3d 00 10 00 00 cmp  rax,0x1000
- * 47: 73 04             jae  53
- * 49: 0f 05             syscall
- * 51: eb 02             jmp  55
- * 53: ff d0             call rax               (rsp is 16-aligned here: one push)
- * 55: 48 89 43 38       mov  [rbx+56],rax
- * 59: 48 83 c3 40       add  rbx,64
- * 63: eb c3             jmp  4
- * 65: c7 43 08 01 00 00 00  mov dword [rbx+8],1 (the end entry's done flag)
- * 72: 5b                pop  rbx
- * 73: c3                ret
+ * 11: 74 49             je   86
+ * 13: 48 0f ba f0 3e    btr  rax,62
+ * 18: 48 8b 7b 08       mov  rdi,[rbx+8]
+ * 22: 48 8b 73 10       mov  rsi,[rbx+16]
+ * 26: 48 8b 53 18       mov  rdx,[rbx+24]
+ * 30: 4c 8b 53 20       mov  r10,[rbx+32]
+ * 34: 48 8b 4b 20       mov  rcx,[rbx+32]
+ * 38: 4c 8b 43 28       mov  r8,[rbx+40]
+ * 42: 4c 8b 4b 30       mov  r9,[rbx+48]
+ * 46: 48 3d 00 10 00 00 cmp  rax,0x1000
+ * 52: 73 04             jae  58
+ * 54: 0f 05             syscall
+ * 56: eb 02             jmp  60
+ * 58: ff d0             call rax               (rsp is 16-aligned here: one push)
+ * 60: 48 89 43 38       mov  [rbx+56],rax
+ * 64: 48 85 c0          test rax,rax
+ * 67: 79 0b             jns  80
+ * 69: 48 0f ba 23 3e    bt   qword [rbx],62
+ * 74: 73 04             jnc  80
+ * 76: 48 83 c3 40       add  rbx,64            (skip the next entry)
+ * 80: 48 83 c3 40       add  rbx,64
+ * 84: eb ae             jmp  4
+ * 86: c7 43 08 01 00 00 00  mov dword [rbx+8],1 (the end entry's done flag)
+ * 93: 5b                pop  rbx
+ * 94: c3                ret
  * ```
  */
 // deno-fmt-ignore
@@ -59,7 +68,8 @@ export const TABLE_CODE: Uint8Array = new Uint8Array([
   0x48, 0x89, 0xfb,
   0x48, 0x8b, 0x03,
   0x48, 0x83, 0xf8, 0xff,
-  0x74, 0x34,
+  0x74, 0x49,
+  0x48, 0x0f, 0xba, 0xf0, 0x3e,
   0x48, 0x8b, 0x7b, 0x08,
   0x48, 0x8b, 0x73, 0x10,
   0x48, 0x8b, 0x53, 0x18,
@@ -73,12 +83,20 @@ export const TABLE_CODE: Uint8Array = new Uint8Array([
   0xeb, 0x02,
   0xff, 0xd0,
   0x48, 0x89, 0x43, 0x38,
+  0x48, 0x85, 0xc0,
+  0x79, 0x0b,
+  0x48, 0x0f, 0xba, 0x23, 0x3e,
+  0x73, 0x04,
   0x48, 0x83, 0xc3, 0x40,
-  0xeb, 0xc3,
+  0x48, 0x83, 0xc3, 0x40,
+  0xeb, 0xae,
   0xc7, 0x43, 0x08, 0x01, 0x00, 0x00, 0x00,
   0x5b,
   0xc3,
 ]);
+
+/** Flag of an entry's number: when its result is negative, the next entry is skipped. */
+export const SKIP_NEXT_ON_ERROR = 1n << 62n;
 
 const PROT_READ = 1, PROT_WRITE = 2, PROT_EXEC = 4;
 const MAP_PRIVATE = 2, MAP_ANONYMOUS = 0x20;
@@ -167,6 +185,14 @@ export class SyscallTable {
   }
 
   /**
+   * {@link syscall}, and the entry added after it is skipped (result 0)
+   * when this one fails (a negative result). Another entry must follow it.
+   */
+  syscallOrSkipNext(nr: number, ...args: TableArg[]): number {
+    return this.#add(BigInt(nr) | SKIP_NEXT_ON_ERROR, args);
+  }
+
+  /**
    * Adds a CRC fold of `len` bytes at `buf` (len a multiple of 16, >= 64)
    * from the CRC register `init` into the 16 bytes `out`
    * (ffi/crc32_fold.ts; engine/image/crc32.ts `crc32AfterFold` finishes it).
@@ -197,6 +223,9 @@ export class SyscallTable {
     const fn = tableRunner();
     if (!fn) throw new Error("syscall tables cannot run on this machine");
     const w = this.#words, end = WORDS * this.#count;
+    if (this.#count > 0 && (w[end - WORDS] & SKIP_NEXT_ON_ERROR) !== 0n) {
+      throw new Error("the last entry of a table may not skip the next one"); // the end entry
+    }
     w.fill(0n, end, end + WORDS);
     w[end] = 0xffffffffffffffffn; // the end entry; its second word becomes the done flag
     const flag = new Int32Array(w.buffer, (end + 1) * 8, 1);

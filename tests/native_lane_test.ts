@@ -44,6 +44,10 @@ Deno.test("a syscall table runs its syscalls and folds on another thread, in ord
   const out = new Uint8Array(16);
   t.fold(addressOf(buf), buf.length, 0xffffffff, out);
   const bad = t.syscall(SYS.close, -1);
+  const failed = t.syscallOrSkipNext(SYS.close, -1);
+  const skipped = t.syscall(SYS.getpid);
+  const passed = t.syscallOrSkipNext(SYS.getppid);
+  const notSkipped = t.syscall(SYS.getpid);
   const tid = t.syscall(SYS.gettid);
   const run = t.run();
   await run.finished;
@@ -51,7 +55,14 @@ Deno.test("a syscall table runs its syscalls and folds on another thread, in ord
   assert.equal(t.result(first), BigInt(Deno.pid));
   assert.equal(crc32AfterFold(out, new Uint8Array(0)), crc32(buf), "the fold's CRC");
   assert.equal(t.result(bad), -9n, "EBADF, as the kernel returns it");
+  assert.equal(t.result(failed), -9n);
+  assert.equal(t.result(skipped), 0n, "skipped after a failed entry that asks it");
+  assert.ok(t.result(passed) > 0n);
+  assert.equal(t.result(notSkipped), BigInt(Deno.pid), "run after a successful one");
   assert.ok(t.result(tid) > 0n && t.result(tid) !== BigInt(Deno.pid), "another thread ran it");
+  const last = new SyscallTable();
+  last.syscallOrSkipNext(SYS.getpid);
+  assert.throws(() => last.run(), /last entry/, "no skip over the end");
 });
 
 for (const share of [1, 0.5]) {

@@ -20,6 +20,7 @@ import { Precopy } from "./precopy.ts";
 import { CopyLanes, LANE_MIN_BYTES, lanesAvailable } from "./copy_lanes.ts";
 import { copyOnNativeLane, NATIVE_LANE_MIN_BYTES, nativeLaneAvailable } from "./native_lane.ts";
 import { laneDeathAt } from "./lane_claims.ts";
+import { releaseUffdOnTable } from "./uffd_release.ts";
 import { listDescendants } from "../proc/tasks.ts";
 import { readStatus } from "../proc/status.ts";
 
@@ -111,15 +112,24 @@ const keptLanes = new WeakMap<Precopy, CopyLanes>();
 
 /**
  * Closes the pre-copy's tracking after the dump's thaw (Precopy.close):
- * when it was copied on two lanes, each process's release runs on the
- * worker's thread while cryo's goes on (the dump writes its notes
- * meanwhile; docs/PERFORMANCE.md "The tracking's release beside the
- * notes"), then the worker stops. Resolves once every fd is closed.
+ * each process's release runs on a syscall table's thread, or, when it was
+ * copied with a worker lane, on the worker's thread, while cryo's goes on
+ * (the dump writes its notes meanwhile; docs/PERFORMANCE.md "The
+ * tracking's release beside the notes"), then the worker stops. Resolves
+ * once every fd is closed.
  */
 export async function releasePrecopy(precopy: Precopy): Promise<void> {
   const lanes = keptLanes.get(precopy);
   keptLanes.delete(precopy);
-  if (!lanes) return precopy.close();
+  if (!lanes) {
+    // On a syscall table's thread (engine/dump/uffd_release.ts), the notes written meanwhile.
+    try {
+      for (const p of [...precopy.processes.values()]) await p.closeWith(releaseUffdOnTable);
+    } finally {
+      precopy.close(); // anything a failure left (a no-op otherwise)
+    }
+    return;
+  }
   try {
     for (const p of [...precopy.processes.values()]) {
       await p.closeWith((uffd, ranges, chunk) => lanes.release(uffd, ranges, chunk));
