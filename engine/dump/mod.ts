@@ -416,6 +416,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
           // Its smaps read runs beside the copy (engine/dump/vm_flags.ts).
           vmFlagsCheck = startVmFlagsCheck(pid, frozen.processes.map((p) => p.pid));
         },
+        !sync,
       );
       await warmUpFinalFreeze();
       opts.onEvent?.({

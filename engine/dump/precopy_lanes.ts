@@ -66,6 +66,8 @@ export async function precopyTree(
   dir: string,
   keep: boolean,
   inBarrier?: Parameters<typeof Precopy.start>[3],
+  /** The image will not be synced: the syscall table's lane may preallocate (native_lane.ts). */
+  noSync = false,
 ): Promise<Precopy> {
   const force = lanesOverride();
   const resident = force === undefined ? residentBytes(root) : 0;
@@ -81,7 +83,7 @@ export async function precopyTree(
     try {
       if (native) {
         const procs = [...precopy.processes.values()].filter((p) => p.plannedBytes > 0);
-        const results = await copyOnNativeLane(procs.map((p) => p.job));
+        const results = await copyOnNativeLane(procs.map((p) => p.job), { preallocate: noSync });
         procs.forEach((p, i) => p.copied(results[i]));
       } else if (!lanes) await precopy.copy();
       else {
