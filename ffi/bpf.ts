@@ -50,6 +50,10 @@ export const LINK_CREATE_ATTR = {
   iter_info: 16,
   iter_info_len: 24,
 } as const;
+/** EAGAIN: the verifier was interrupted by a signal. */
+const EAGAIN = 11;
+/** Loads tried before an EAGAIN is taken for an answer. */
+const LOAD_TRIES = 20;
 /** Size of the bpf_attr passed (zeros past the fields set; the kernel accepts a shorter one). */
 const ATTR_SIZE = 128;
 
@@ -91,25 +95,25 @@ export const VMA_RECORD_SIZE = 24;
 const R0 = 0, R1 = 1, R2 = 2, R3 = 3, R6 = 6, R7 = 7, R10 = 10;
 
 /** One eBPF instruction: opcode, registers, 16-bit offset, 32-bit immediate. */
-function insn(code: number, dst: number, src: number, off: number, imm: number): number[] {
+export function insn(code: number, dst: number, src: number, off: number, imm: number): number[] {
   return [code, dst, src, off, imm];
 }
 /** BPF_LDX | BPF_MEM | BPF_DW: dst = *(u64 *)(src + off). */
-const ldx64 = (dst: number, src: number, off: number) => insn(0x79, dst, src, off, 0);
+export const ldx64 = (dst: number, src: number, off: number) => insn(0x79, dst, src, off, 0);
 /** BPF_STX | BPF_MEM | BPF_DW: *(u64 *)(dst + off) = src. */
-const stx64 = (dst: number, off: number, src: number) => insn(0x7b, dst, src, off, 0);
+export const stx64 = (dst: number, off: number, src: number) => insn(0x7b, dst, src, off, 0);
 /** BPF_JMP | BPF_JEQ | BPF_K: if dst == imm goto pc + 1 + off. */
-const jeqImm = (dst: number, imm: number, off: number) => insn(0x15, dst, 0, off, imm);
+export const jeqImm = (dst: number, imm: number, off: number) => insn(0x15, dst, 0, off, imm);
 /** BPF_ALU64 | BPF_MOV | BPF_X: dst = src. */
-const mov64 = (dst: number, src: number) => insn(0xbf, dst, src, 0, 0);
+export const mov64 = (dst: number, src: number) => insn(0xbf, dst, src, 0, 0);
 /** BPF_ALU64 | BPF_MOV | BPF_K: dst = imm. */
-const mov64Imm = (dst: number, imm: number) => insn(0xb7, dst, 0, 0, imm);
+export const mov64Imm = (dst: number, imm: number) => insn(0xb7, dst, 0, 0, imm);
 /** BPF_ALU64 | BPF_ADD | BPF_K: dst += imm. */
-const add64Imm = (dst: number, imm: number) => insn(0x07, dst, 0, 0, imm);
+export const add64Imm = (dst: number, imm: number) => insn(0x07, dst, 0, 0, imm);
 /** BPF_JMP | BPF_CALL: call helper imm (arguments in r1-r5, result in r0). */
-const call = (helper: number) => insn(0x85, 0, 0, 0, helper);
+export const call = (helper: number) => insn(0x85, 0, 0, 0, helper);
 /** BPF_JMP | BPF_EXIT: return r0. */
-const exit = () => insn(0x95, 0, 0, 0, 0);
+export const exit = () => insn(0x95, 0, 0, 0, 0);
 
 /**
  * The program, one instruction per line (as a disassembly would show it).
@@ -135,6 +139,11 @@ export function taskVmaProgram(l: TaskVmaLayout): Uint8Array<ArrayBuffer> {
     mov64Imm(R0, 0), //                14: r0 = 0
     exit(), //                         15: return r0
   ];
+  return encodeInsns(list);
+}
+
+/** The bytes of instructions made by {@link insn} (8 bytes each, little-endian). */
+export function encodeInsns(list: readonly number[][]): Uint8Array<ArrayBuffer> {
   const out = new Uint8Array(list.length * 8);
   const dv = new DataView(out.buffer);
   list.forEach(([code, dst, src, off, imm], i) => {
@@ -144,6 +153,24 @@ export function taskVmaProgram(l: TaskVmaLayout): Uint8Array<ArrayBuffer> {
     dv.setInt32(i * 8 + 4, imm, true);
   });
   return out;
+}
+
+/**
+ * Runs `fn` with every signal blocked in the calling thread (put back
+ * after): the verifier gives up with EAGAIN when a signal is pending, and a
+ * profiler's SIGPROF every 50 us would make every load fail. A signal sent
+ * meanwhile is delivered once the mask is back (a few ms later).
+ */
+function withSignalsBlocked<T>(fn: () => T): T {
+  const all = new BigUint64Array([~0n]);
+  const old = new BigUint64Array(1);
+  const SIG_SETMASK = 2;
+  const blocked = rawSyscall(SYS.rt_sigprocmask, SIG_SETMASK, all, old, 8) === 0n;
+  try {
+    return fn();
+  } finally {
+    if (blocked) rawSyscall(SYS.rt_sigprocmask, SIG_SETMASK, old, null, 8);
+  }
 }
 
 function bpf(cmd: number, attr: Uint8Array<ArrayBuffer>): number | { errno: number } {
@@ -159,7 +186,20 @@ function bpf(cmd: number, attr: Uint8Array<ArrayBuffer>): number | { errno: numb
  * Throws {@link BpfError} (with the verifier's log when it refused it).
  */
 export function loadTaskVmaProgram(l: TaskVmaLayout): number {
-  const insns = taskVmaProgram(l);
+  return loadIterProgram(taskVmaProgram(l), "cryo_vmas", l.attachBtfId);
+}
+
+/**
+ * Loads `insns` as a BPF iterator program (BPF_PROG_TYPE_TRACING,
+ * BPF_TRACE_ITER, license GPL) attached to the iterator target whose FUNC
+ * has BTF id `attachBtfId`; returns its fd (close-on-exec). Throws
+ * {@link BpfError} (with the verifier's log when it refused it).
+ */
+export function loadIterProgram(
+  insns: Uint8Array<ArrayBuffer>,
+  name: string,
+  attachBtfId: number,
+): number {
   const license = cstr("GPL");
   const attempt = (log?: Uint8Array<ArrayBuffer>) => {
     const attr = new Uint8Array(ATTR_SIZE);
@@ -173,16 +213,21 @@ export function loadTaskVmaProgram(l: TaskVmaLayout): number {
       dv.setUint32(PROG_LOAD_ATTR.log_size, log.length, true);
       dv.setBigUint64(PROG_LOAD_ATTR.log_buf, addressOf(log), true);
     }
-    attr.set(new TextEncoder().encode("cryo_vmas"), PROG_LOAD_ATTR.prog_name);
+    attr.set(new TextEncoder().encode(name.slice(0, 15)), PROG_LOAD_ATTR.prog_name);
     dv.setUint32(PROG_LOAD_ATTR.expected_attach_type, BPF_TRACE_ITER, true);
-    dv.setUint32(PROG_LOAD_ATTR.attach_btf_id, l.attachBtfId, true);
-    return bpf(BPF_CMD.PROG_LOAD, attr);
+    dv.setUint32(PROG_LOAD_ATTR.attach_btf_id, attachBtfId, true);
+    // The verifier gives up with EAGAIN when a signal is pending (a profiler's
+    // SIGPROF every 50 us makes that the rule): a few more tries.
+    for (let tries = 1;; tries++) {
+      const r = bpf(BPF_CMD.PROG_LOAD, attr);
+      if (typeof r === "number" || r.errno !== EAGAIN || tries === LOAD_TRIES) return r;
+    }
   };
-  const r = attempt();
+  const r = withSignalsBlocked(attempt);
   if (typeof r === "number") return r;
   // Again with the verifier's log, for the reason.
   const log = new Uint8Array(64 * 1024);
-  const again = attempt(log);
+  const again = withSignalsBlocked(() => attempt(log));
   if (typeof again === "number") return again;
   const end = log.indexOf(0);
   const text = new TextDecoder().decode(log.subarray(0, end < 0 ? log.length : end)).trim();
@@ -198,6 +243,18 @@ export function loadTaskVmaProgram(l: TaskVmaLayout): number {
 export function readTaskVmas(progFd: number, tid: number): Uint8Array<ArrayBuffer> {
   const info = new Uint8Array(ITER_LINK_INFO_SIZE);
   new DataView(info.buffer).setUint32(0, tid, true); // task.tid
+  return withIterator(progFd, info, readAll);
+}
+
+/**
+ * Runs `read` on an iterator fd of program `progFd` made through a link
+ * with `info` (a union bpf_iter_link_info); closes both afterwards.
+ */
+export function withIterator<T>(
+  progFd: number,
+  info: Uint8Array<ArrayBuffer>,
+  read: (fd: number) => T,
+): T {
   const attr = new Uint8Array(ATTR_SIZE);
   const dv = new DataView(attr.buffer);
   dv.setUint32(LINK_CREATE_ATTR.prog_fd, progFd, true);
@@ -212,7 +269,7 @@ export function readTaskVmas(progFd: number, tid: number): Uint8Array<ArrayBuffe
     const fd = bpf(BPF_CMD.ITER_CREATE, iterAttr);
     if (typeof fd !== "number") throw new BpfError("BPF_ITER_CREATE", fd.errno);
     try {
-      return readAll(fd);
+      return read(fd);
     } finally {
       rawSyscall(SYS.close, fd);
     }

@@ -44,6 +44,7 @@ import {
 import { executableMapsText, largestGap, type MapEntry, mappingAt } from "../proc/maps.ts";
 import { type ProcStatus, readStatus, usesShadowStack } from "../proc/status.ts";
 import { pausePoint } from "../pause.ts";
+import { bpfThreadStates, checkThreadStates, takeThreadStates } from "./thread_state.ts";
 
 const hex = (v: bigint) => `0x${v.toString(16)}`;
 
@@ -798,7 +799,14 @@ export function queryInjectedState(s: InjectionSession, tids: readonly number[])
   // Every thread at once when they all can (one round trip for the process);
   // otherwise one thread after the other, results in the scratch page.
   const others = tids.filter((tid) => tid !== main);
-  const together = others.length === 0 ? undefined : s.callsTogether([
+  const visit = (tid: number, first: BatchStep[]) => {
+    const all = s.calls(tid, [...first, ...threadSteps(sc + BigInt(AT.thread))]);
+    record(tid, all.slice(first.length), s.read(AT.thread, OUT.end));
+    return all.slice(0, first.length);
+  };
+  // The other threads' state from a BPF task iterator, once trusted (engine/dump/thread_state.ts).
+  const bpf = others.length === 0 ? undefined : bpfThreadStates(main, tids);
+  const together = others.length === 0 || bpf?.trusted ? undefined : s.callsTogether([
     { tid: main, steps: (o) => [...processSteps, ...threadSteps(o)], outBytes: OUT.end },
     ...others.map((tid) => ({ tid, steps: threadSteps, outBytes: OUT.end })),
   ]);
@@ -808,14 +816,12 @@ export function queryInjectedState(s: InjectionSession, tids: readonly number[])
     record(main, together[0].r.slice(own), together[0].out);
     others.forEach((tid, i) => record(tid, together[i + 1].r, together[i + 1].out));
   } else {
-    const visit = (tid: number, first: BatchStep[]) => {
-      const all = s.calls(tid, [...first, ...threadSteps(sc + BigInt(AT.thread))]);
-      record(tid, all.slice(first.length), s.read(AT.thread, OUT.end));
-      return all.slice(0, first.length);
-    };
     r = visit(main, processSteps);
-    for (const tid of others) visit(tid, []);
+    if (!bpf?.trusted || !takeThreadStates(bpf, threads)) {
+      for (const tid of others) visit(tid, []);
+    }
   }
+  if (bpf && !bpf.trusted) checkThreadStates(bpf, threads);
   const out = s.read(0, AT.thread);
   const sigactions: SigAction[] = [];
   for (let sig = 1; sig <= 64; sig++) {

@@ -65,6 +65,7 @@ import { readFds } from "../proc/fds.ts";
 import { freezeTree, type FrozenTree, thawTree } from "./freeze.ts";
 import { collectProcess, describeFd, pipeTopology } from "./process.ts";
 import { awaitVmFlags, startVmFlagsCheck, type VmFlagsCheck } from "./vm_flags.ts";
+import { warmUpThreadStates } from "./thread_state.ts";
 import { markSharedDescriptions } from "../fds/descriptions.ts";
 import { resolveInFlightFds } from "../fds/unix_scm.ts";
 import {
@@ -427,6 +428,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     }
     // Before the freeze: the check's smaps walk must not hold a frozen mm's lock.
     const flagsCheck = await (vmFlagsCheck ?? startVmFlagsCheck(pid));
+    warmUpThreadStates(pid); // the per-thread state's BPF program (engine/dump/thread_state.ts)
     tree = freezeTree(pid);
     const locks = readLocksOffThread(); // its grace period passes while the tree is collected
     chain.onFrozen();

@@ -12,12 +12,17 @@
  * malformed file) and it is not used. It also keeps the areas that smaps
  * lists and the iterator does not ([vsyscall]), as smaps showed them, and
  * the iterator program's kernel layout read from BTF (the same for the whole
- * boot: later dumps skip reading the kernel's 5 MB of BTF).
+ * boot: later dumps skip reading the kernel's 5 MB of BTF). The same file
+ * keeps what the per-thread state's task iterator
+ * (engine/proc/thread_state_bpf.ts) needs for the boot: its layout, and
+ * which of its fields a check against the injected values confirmed
+ * (engine/dump/thread_state.ts), under the same trust rules.
  *
  * @module
  */
 
 import type { TaskVmaLayout } from "../../ffi/bpf.ts";
+import type { TaskStateLayout } from "../../ffi/bpf_task.ts";
 import type { SmapsArea } from "./smaps_flags.ts";
 
 /** Bits confirmed on this boot, and the areas only smaps lists, as it showed them. */
@@ -42,6 +47,18 @@ interface MemoFile {
     path: string;
     vmFlags: string[];
   }[];
+  threadState?: ThreadStateMemo;
+}
+
+/** What the memo keeps of the per-thread state's task iterator. */
+interface ThreadStateMemo {
+  layout?: TaskStateLayout;
+  /** Set once a check found the iterator's values equal to the injected ones, thread by thread. */
+  checked?: boolean;
+  /** The fields such a check saw with a value other than 0 (and equal). */
+  confirmed?: string[];
+  /** Set once a check found a difference: the iterator is not used again on this boot. */
+  refuted?: string;
 }
 
 function memoDir(): string | undefined {
@@ -171,4 +188,83 @@ export function rememberLayout(layout: TaskVmaLayout): void {
   if (!read) return;
   const kept: TaskVmaLayout = { ...layout };
   writeMemo(read.path, { ...read.memo, boot: read.boot, layout: kept });
+}
+
+const THREAD_LAYOUT_FIELDS: readonly (keyof TaskStateLayout)[] = [
+  "attachBtfId",
+  "seqWriteHelper",
+  "ctxMeta",
+  "ctxTask",
+  "metaSeq",
+  "pid",
+  "tgid",
+  "sasSsSp",
+  "sasSsSize",
+  "sasSsFlags",
+  "pdeathSignal",
+  "clearChildTid",
+  "timerSlackNs",
+  "cred",
+  "securebits",
+];
+
+/** What this boot's memo holds of the per-thread state's iterator. */
+export interface RecalledThreadState {
+  /** Its kernel layout as read from BTF earlier on this boot, if it is there and well formed. */
+  layout?: TaskStateLayout;
+  /** Whether a check on this boot found its values equal to the injected ones. */
+  checked: boolean;
+  /** The fields that check saw other than 0 (and equal). */
+  confirmed: ReadonlySet<string>;
+  /** The difference a check on this boot found, if one did (the iterator is then not used). */
+  refuted?: string;
+}
+
+/** The per-thread state's iterator as remembered on this boot, or undefined (nothing to trust). */
+export function recallThreadState(): RecalledThreadState | undefined {
+  const t = readMemo()?.memo?.threadState;
+  if (!t || typeof t !== "object") return undefined;
+  let layout: TaskStateLayout | undefined = t.layout;
+  if (
+    !layout || typeof layout !== "object" ||
+    THREAD_LAYOUT_FIELDS.some((f) => !Number.isSafeInteger(layout![f]) || layout![f] < 0)
+  ) layout = undefined;
+  const confirmed = Array.isArray(t.confirmed) && t.confirmed.every((f) => typeof f === "string")
+    ? new Set(t.confirmed)
+    : new Set<string>();
+  const refuted = typeof t.refuted === "string" ? t.refuted : undefined;
+  return { layout, checked: t.checked === true, confirmed, ...(refuted ? { refuted } : {}) };
+}
+
+/** Remembers the per-thread state iterator's kernel layout for this boot. Never throws. */
+export function rememberThreadLayout(layout: TaskStateLayout): void {
+  const read = readMemo();
+  if (!read) return;
+  const threadState = { ...read.memo?.threadState, layout: { ...layout } };
+  writeMemo(read.path, { ...read.memo, boot: read.boot, threadState });
+}
+
+/**
+ * Remembers that a check on this boot found the iterator's values equal
+ * to the injected ones, with the fields it saw other than 0 (added to those
+ * remembered). Never throws.
+ */
+export function rememberThreadCheck(confirmed: Iterable<string>): void {
+  const read = readMemo();
+  if (!read) return;
+  const before = read.memo?.threadState;
+  const all = new Set([
+    ...(Array.isArray(before?.confirmed) ? before.confirmed : []),
+    ...confirmed,
+  ]);
+  const threadState = { ...before, checked: true, confirmed: [...all].sort() };
+  writeMemo(read.path, { ...read.memo, boot: read.boot, threadState });
+}
+
+/** Remembers that a check on this boot found a difference (`why`): no more iterator reads. */
+export function rememberThreadRefuted(why: string): void {
+  const read = readMemo();
+  if (!read) return;
+  const threadState = { ...read.memo?.threadState, refuted: why };
+  writeMemo(read.path, { ...read.memo, boot: read.boot, threadState });
 }

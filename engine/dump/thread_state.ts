@@ -1,0 +1,243 @@
+/**
+ * Whether the per-thread state that injected syscalls report (sigaltstack,
+ * clear_child_tid, parent-death signal, securebits, timer slack) comes
+ * from the BPF task iterator instead (engine/proc/thread_state_bpf.ts): the
+ * threads but the main one then need no injection at all.
+ *
+ * The iterator's values are used for a process only when
+ * - it has {@link threadStateBpf}.minThreads threads or more (or
+ *   `CRYO_THREADSTATE=bpf`; `=inject` never), the program was loaded before
+ *   the freeze ({@link warmUpThreadStates}: when the root process has that
+ *   many threads), cryo runs in the initial pid
+ *   namespace (the records carry tids of that namespace) and the records
+ *   are exactly the process's threads;
+ * - no thread's stack pointer lies on or just above its alternate stack
+ *   (where the SS_ONSTACK flag an injected sigaltstack reports could differ
+ *   from the one derived from the thread's own stack pointer);
+ * - a check on this boot found the iterator's values equal to the injected
+ *   ones thread by thread in a real process, and saw every field the
+ *   process sets (a value other than 0) with a value other than 0 there
+ *   (remembered per boot: engine/proc/vm_flags_memo.ts). Until then the
+ *   process is injected as before and the iterator's values are compared
+ *   with the injected ones: that comparison is the check (one difference
+ *   and the iterator is not used again on this boot);
+ * - the main thread, injected anyway for the process-wide state, shows the
+ *   same values in both.
+ * Otherwise every thread is injected as before. The reason is kept in
+ * {@link threadStatePaths}, which the tests read.
+ *
+ * @module
+ */
+
+import { getRegs } from "../../ffi/ptrace.ts";
+import type { TaskRecord } from "../../ffi/bpf_task.ts";
+import {
+  flagsNeedStackPointer,
+  inInitialPidNamespace,
+  loadThreadIterator,
+  nearAltStack,
+  readThreadRecords,
+  sigaltstackFlags,
+  threadIteratorLoaded,
+  threadIteratorUnavailable,
+} from "../proc/thread_state_bpf.ts";
+import {
+  type RecalledThreadState,
+  recallThreadState,
+  rememberThreadCheck,
+  rememberThreadRefuted,
+} from "../proc/vm_flags_memo.ts";
+import { readStat } from "../proc/stat.ts";
+import type { InjectedThreadState } from "./injected.ts";
+
+/** From how many threads the iterator is used (tests may change it). */
+export const threadStateBpf = { minThreads: 8 };
+
+/** Per process of the last dumps: where its threads' state came from ("bpf", "bpf: checked", "inject: <why>"). */
+export const threadStatePaths = new Map<number, string>();
+
+/** The memo as read by {@link warmUpThreadStates} before this dump's freeze (null: not read). */
+let recalled: RecalledThreadState | undefined | null = null;
+
+/**
+ * Before the freeze: when root process `root` has threads enough, loads
+ * the task program (the verifier: ~3 ms, or the BTF read too: ~30 ms, once
+ * per boot) and reads the memo, so that the freeze does neither. Never throws.
+ */
+export function warmUpThreadStates(root: number): void {
+  recalled = null;
+  const mode = override();
+  if (mode === "inject") return;
+  try {
+    if (mode !== "bpf" && readStat(root).numThreads < threadStateBpf.minThreads) return;
+  } catch {
+    return;
+  }
+  if (loadThreadIterator()) recalled = recallThreadState();
+}
+
+/** The values of one thread, as {@link InjectedThreadState} holds them. */
+export type ThreadValues = Omit<InjectedThreadState, "own">;
+
+/** The iterator's values for the threads of one process. */
+export interface BpfThreadStates {
+  pid: number;
+  /** Each thread's values. */
+  states: Map<number, ThreadValues>;
+  /** The fields some thread sets (a value other than 0). */
+  set: Set<string>;
+  /** Whether the values may be used without injecting (else: injected, and compared: the check). */
+  trusted: boolean;
+}
+
+/** `CRYO_THREADSTATE`: "inject" (never the iterator), "bpf" (whatever the thread count), or unset. */
+function override(): string | undefined {
+  return Deno.env.get("CRYO_THREADSTATE") || undefined;
+}
+
+/** How far above an alternate stack a stack pointer makes the derived flags doubtful. */
+const ALTSTACK_MARGIN = 64n * 1024n;
+
+const hex = (v: bigint) => `0x${v.toString(16)}`;
+
+/** The fields of a record other than 0 (as far as sigaltstack and prctl show them). */
+function fieldsSet(r: TaskRecord): string[] {
+  const out: string[] = [];
+  if (r.sasSsSp !== 0n) out.push("sas_ss_sp");
+  if (r.sasSsSize !== 0n) out.push("sas_ss_size");
+  if ((r.sasSsFlags & 0x80000000) !== 0) out.push("sas_ss_flags");
+  if (r.clearChildTid !== 0n) out.push("clear_child_tid");
+  if (r.pdeathSignal !== 0) out.push("pdeath_signal");
+  if (r.timerSlackNs !== 0n) out.push("timer_slack_ns");
+  if (r.securebits !== 0) out.push("securebits");
+  return out;
+}
+
+/**
+ * The iterator's values for the threads `tids` of frozen process `pid`,
+ * or undefined when they are not to be read or used (the reason in
+ * {@link threadStatePaths}). Never throws.
+ */
+export function bpfThreadStates(pid: number, tids: readonly number[]): BpfThreadStates | undefined {
+  const mode = override();
+  const no = (why: string) => {
+    threadStatePaths.set(pid, `inject: ${why}`);
+    return undefined;
+  };
+  if (mode === "inject") return no("forced");
+  if (mode !== "bpf" && tids.length < threadStateBpf.minThreads) return no("few threads");
+  if (!inInitialPidNamespace()) return no("cryo is not in the initial pid namespace");
+  // Loaded before the freeze (warmUpThreadStates), never in it (the verifier, maybe the BTF read).
+  if (!threadIteratorLoaded()) {
+    return no(threadIteratorUnavailable() ?? "the program was not loaded before the freeze");
+  }
+  // The warm-up's read serves this dump's first process; the next read again.
+  const memo = recalled !== null ? recalled : recallThreadState();
+  recalled = null;
+  if (memo?.refuted) return no(`a check on this boot found a difference: ${memo.refuted}`);
+  try {
+    const records = readThreadRecords(pid);
+    const want = new Set(tids);
+    if (
+      records.length !== want.size ||
+      records.some((r) => r.tgid !== pid || !want.has(r.tid) || !r.credRead)
+    ) {
+      return no(`the iterator lists other threads (${records.map((r) => r.tid).join(",")})`);
+    }
+    const states = new Map<number, ThreadValues>();
+    const set = new Set<string>();
+    for (const r of records) {
+      let rsp: bigint | undefined;
+      if (flagsNeedStackPointer(r)) {
+        rsp = getRegs(r.tid).rsp;
+        if (nearAltStack(r, rsp, ALTSTACK_MARGIN)) {
+          return no(`thread ${r.tid}'s stack pointer is on or near its sigaltstack`);
+        }
+      }
+      states.set(r.tid, {
+        sigaltstack: {
+          sp: hex(r.sasSsSp),
+          flags: sigaltstackFlags(r, rsp),
+          size: Number(r.sasSsSize),
+        },
+        clearChildTid: hex(r.clearChildTid),
+        pdeathsig: r.pdeathSignal,
+        securebits: r.securebits,
+        timerSlackNs: Number(r.timerSlackNs),
+      });
+      for (const f of fieldsSet(r)) set.add(f);
+    }
+    const trusted = memo !== undefined && memo.checked &&
+      [...set].every((f) => memo.confirmed.has(f));
+    return { pid, states, set, trusted };
+  } catch (e) {
+    return no(`the iterator failed: ${e instanceof Error ? e.message : e}`);
+  }
+}
+
+/** The first difference between two threads' values, or undefined. */
+export function differs(a: ThreadValues, b: ThreadValues): string | undefined {
+  const fields: [string, unknown, unknown][] = [
+    ["sigaltstack sp", a.sigaltstack.sp, b.sigaltstack.sp],
+    ["sigaltstack size", a.sigaltstack.size, b.sigaltstack.size],
+    ["sigaltstack flags", a.sigaltstack.flags, b.sigaltstack.flags],
+    ["clear_child_tid", a.clearChildTid, b.clearChildTid],
+    ["pdeath signal", a.pdeathsig, b.pdeathsig],
+    ["securebits", a.securebits, b.securebits],
+    ["timer slack", a.timerSlackNs, b.timerSlackNs],
+  ];
+  const d = fields.find(([, x, y]) => x !== y);
+  return d && `${d[0]} ${d[1]} (iterator) != ${d[2]} (injected)`;
+}
+
+/**
+ * The check: compares the iterator's values with the injected ones of
+ * every thread; when all are equal, remembers for the boot that they were
+ * (with the fields seen other than 0); a difference is remembered too, and
+ * the iterator is not used again on this boot. Returns the first
+ * difference, if any.
+ */
+export function checkThreadStates(
+  bpf: BpfThreadStates,
+  injected: ReadonlyMap<number, ThreadValues>,
+): string | undefined {
+  for (const [tid, v] of bpf.states) {
+    const inj = injected.get(tid);
+    const d = inj ? differs(v, inj) : "not injected";
+    if (d) {
+      threadStatePaths.set(bpf.pid, `inject: thread ${tid}: ${d}`);
+      rememberThreadRefuted(`process ${bpf.pid} thread ${tid}: ${d}`);
+      return `thread ${tid}: ${d}`;
+    }
+  }
+  threadStatePaths.set(bpf.pid, "bpf: checked");
+  const memo = recallThreadState();
+  if (!memo?.checked || [...bpf.set].some((f) => !memo.confirmed.has(f))) {
+    rememberThreadCheck(bpf.set);
+  }
+  return undefined;
+}
+
+/**
+ * For a trusted `bpf`: whether the main thread's injected values equal the
+ * iterator's; if so, puts every other thread's values in `threads` and
+ * returns true. Otherwise (the reason in {@link threadStatePaths}) false:
+ * the caller injects the other threads, and the iterator is not used again
+ * on this boot.
+ */
+export function takeThreadStates(
+  bpf: BpfThreadStates,
+  threads: Map<number, InjectedThreadState>,
+): boolean {
+  const main = threads.get(bpf.pid);
+  const mine = bpf.states.get(bpf.pid);
+  const d = main && mine ? differs(mine, main) : "main thread not read";
+  if (d) {
+    threadStatePaths.set(bpf.pid, `inject: main thread: ${d}`);
+    if (main && mine) rememberThreadRefuted(`process ${bpf.pid} main thread: ${d}`);
+    return false;
+  }
+  for (const [tid, v] of bpf.states) if (tid !== bpf.pid) threads.set(tid, { ...v });
+  threadStatePaths.set(bpf.pid, "bpf");
+  return true;
+}

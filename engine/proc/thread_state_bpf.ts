@@ -1,0 +1,157 @@
+/**
+ * The per-thread state that otherwise only injected syscalls report
+ * (sigaltstack, clear_child_tid, the parent-death signal, securebits, the
+ * timer slack), read for every thread of a process at once from a BPF
+ * `task` iterator (ffi/bpf_task.ts). The task_struct and cred offsets come
+ * from the running kernel's BTF (ffi/btf.ts), each member checked to exist
+ * with the size the program reads; the layout is remembered for the boot
+ * (engine/proc/vm_flags_memo.ts). Whether the values may be used instead
+ * of the injected ones is engine/dump/thread_state.ts's decision.
+ *
+ * @module
+ */
+
+import { Btf, BTF_KIND } from "../../ffi/btf.ts";
+import {
+  loadTaskStateProgram,
+  readTaskStates,
+  type TaskRecord,
+  type TaskStateLayout,
+} from "../../ffi/bpf_task.ts";
+import { recallThreadState, rememberThreadLayout } from "./vm_flags_memo.ts";
+
+/** The program's kernel layout, from the running kernel's BTF (throws when something is missing or unexpected). */
+export function taskStateLayout(btf: Btf): TaskStateLayout {
+  const need = <T>(v: T | undefined, what: string): T => {
+    if (v === undefined) throw new Error(`BTF has no ${what}`);
+    return v;
+  };
+  const struct = (name: string) => need(btf.find(BTF_KIND.STRUCT, name), `struct ${name}`);
+  /** Offset of a member that is a pointer or an integer of `size` bytes. */
+  const member = (s: number, name: string, want: "ptr" | 4 | 8) => {
+    const m = need(btf.member(s, name), `member ${name} of ${btf.name(s)}`);
+    const t = btf.resolve(m.type);
+    const ok = want === "ptr"
+      ? btf.kind(t) === BTF_KIND.PTR
+      : btf.kind(t) === BTF_KIND.INT && btf.sizeOrType(t) === want;
+    if (!ok) {
+      throw new Error(
+        `member ${name} of ${btf.name(s)} is not a ${want === "ptr" ? want : want * 8}-bit integer`,
+      );
+    }
+    return m.offset;
+  };
+  const ctx = struct("bpf_iter__task");
+  const task = struct("task_struct");
+  const helper = need(btf.enumerator("bpf_func_id", "BPF_FUNC_seq_write"), "BPF_FUNC_seq_write");
+  return {
+    attachBtfId: need(btf.find(BTF_KIND.FUNC, "bpf_iter_task"), "FUNC bpf_iter_task"),
+    seqWriteHelper: Number(helper),
+    ctxMeta: member(ctx, "meta", "ptr"),
+    ctxTask: member(ctx, "task", "ptr"),
+    metaSeq: member(struct("bpf_iter_meta"), "seq", "ptr"),
+    pid: member(task, "pid", 4),
+    tgid: member(task, "tgid", 4),
+    sasSsSp: member(task, "sas_ss_sp", 8),
+    sasSsSize: member(task, "sas_ss_size", 8),
+    sasSsFlags: member(task, "sas_ss_flags", 4),
+    pdeathSignal: member(task, "pdeath_signal", 4),
+    clearChildTid: member(task, "clear_child_tid", "ptr"),
+    timerSlackNs: member(task, "timer_slack_ns", 8),
+    cred: member(task, "cred", "ptr"),
+    securebits: member(struct("cred"), "securebits", 4),
+  };
+}
+
+/** The loaded program, or why there is none; made once per cryo process. */
+let loaded: { fd: number } | { unavailable: string } | undefined;
+
+/**
+ * Loads the task program once (its layout from BTF, or as read earlier on
+ * this boot); true when it is there, else false with
+ * {@link threadIteratorUnavailable} saying why. Never throws.
+ */
+export function loadThreadIterator(): boolean {
+  if (!loaded) {
+    try {
+      const remembered = recallThreadState()?.layout;
+      const layout = remembered ?? taskStateLayout(Btf.vmlinux());
+      loaded = { fd: loadTaskStateProgram(layout) };
+      if (!remembered) rememberThreadLayout(layout);
+    } catch (e) {
+      loaded = { unavailable: e instanceof Error ? e.message : String(e) };
+    }
+  }
+  return "fd" in loaded;
+}
+
+/** Whether the task program is loaded (without trying to load it). */
+export function threadIteratorLoaded(): boolean {
+  return loaded !== undefined && "fd" in loaded;
+}
+
+/** Why the task program could not be loaded (undefined when it was, or was not tried). */
+export function threadIteratorUnavailable(): string | undefined {
+  return loaded && "unavailable" in loaded ? loaded.unavailable : undefined;
+}
+
+/** The records of the threads of process `pid` (the program must be loaded). */
+export function readThreadRecords(pid: number): TaskRecord[] {
+  if (!loaded || !("fd" in loaded)) throw new Error("the task iterator is not loaded");
+  return readTaskStates(loaded.fd, pid);
+}
+
+/** The inode of the initial pid namespace (PROC_PID_INIT_INO). */
+const INIT_PID_NS = "pid:[4026531836]";
+
+/**
+ * Whether cryo runs in the initial pid namespace: the records carry
+ * task->pid, a tid of that namespace, which is then the tid cryo knows.
+ */
+export function inInitialPidNamespace(): boolean {
+  try {
+    return Deno.readLinkSync("/proc/self/ns/pid") === INIT_PID_NS;
+  } catch {
+    return false;
+  }
+}
+
+const SS_ONSTACK = 1;
+const SS_DISABLE = 2;
+const SS_AUTODISARM = 0x80000000;
+
+/**
+ * The flags sigaltstack(NULL, &old) reports in a thread with record `r`
+ * whose stack pointer is `rsp` (kernel/signal.c: SS_DISABLE without a
+ * size, SS_ONSTACK when the stack pointer is on the alternate stack unless
+ * it is auto-disarmed, and the SS_AUTODISARM bit as set), as a signed
+ * 32-bit int.
+ */
+export function sigaltstackFlags(r: TaskRecord, rsp: bigint | undefined): number {
+  let mode = 0;
+  if (r.sasSsSize === 0n) mode = SS_DISABLE;
+  else if ((r.sasSsFlags & SS_AUTODISARM) === 0) {
+    if (rsp === undefined) throw new Error(`thread ${r.tid}: its stack pointer is needed`);
+    if (rsp > r.sasSsSp && rsp - r.sasSsSp <= r.sasSsSize) mode = SS_ONSTACK;
+  }
+  // Signed, as stack_t's int ss_flags (and the injected read: ffi/structs.ts stackT).
+  return mode | (r.sasSsFlags & SS_AUTODISARM);
+}
+
+/**
+ * Whether the flags sigaltstack reports depend on the stack pointer: the
+ * thread has an alternate stack that is not auto-disarmed.
+ */
+export function flagsNeedStackPointer(r: TaskRecord): boolean {
+  return r.sasSsSize !== 0n && (r.sasSsFlags & SS_AUTODISARM) === 0;
+}
+
+/**
+ * Whether stack pointer `rsp` lies on the alternate stack of `r` or within
+ * `margin` bytes above it: an injected call, which runs a little below the
+ * thread's stack pointer, could see it on the stack when the thread is not,
+ * or the other way round.
+ */
+export function nearAltStack(r: TaskRecord, rsp: bigint, margin: bigint): boolean {
+  return rsp > r.sasSsSp && rsp - r.sasSsSp <= r.sasSsSize + margin;
+}

@@ -1,0 +1,209 @@
+/**
+ * A BPF `task` iterator, restricted to the threads of one process, that
+ * writes per thread the task_struct fields no outside interface shows:
+ * the sigaltstack (sas_ss_sp, sas_ss_size, sas_ss_flags), clear_child_tid,
+ * pdeath_signal, timer_slack_ns and cred->securebits, with the thread's
+ * tid and tgid. Hand-assembled like the task_vma program (ffi/bpf.ts); the
+ * struct offsets come from the caller, who reads them from the running
+ * kernel's BTF (engine/proc/thread_state_bpf.ts).
+ *
+ * @module
+ */
+
+import {
+  add64Imm,
+  BpfError,
+  call,
+  encodeInsns,
+  exit,
+  insn,
+  ITER_LINK_INFO_SIZE,
+  jeqImm,
+  ldx64,
+  loadIterProgram,
+  mov64,
+  mov64Imm,
+  stx64,
+  withIterator,
+} from "./bpf.ts";
+import { rawSyscall } from "./libc.ts";
+import { SYS } from "./sysno.ts";
+
+/** The kernel layout the task program reads, from the running kernel's BTF. */
+export interface TaskStateLayout {
+  /** BTF id of FUNC bpf_iter_task (the iterator target to attach to). */
+  attachBtfId: number;
+  /** The bpf_seq_write helper's number (enum bpf_func_id). */
+  seqWriteHelper: number;
+  /** Offset of `meta` in struct bpf_iter__task (the program's context). */
+  ctxMeta: number;
+  /** Offset of `task` in struct bpf_iter__task. */
+  ctxTask: number;
+  /** Offset of `seq` in struct bpf_iter_meta. */
+  metaSeq: number;
+  /** Offsets in struct task_struct: pid and tgid (4 bytes each). */
+  pid: number;
+  tgid: number;
+  /** sas_ss_sp and sas_ss_size (8 bytes each), sas_ss_flags (4 bytes). */
+  sasSsSp: number;
+  sasSsSize: number;
+  sasSsFlags: number;
+  /** pdeath_signal (4 bytes). */
+  pdeathSignal: number;
+  /** clear_child_tid (a pointer). */
+  clearChildTid: number;
+  /** timer_slack_ns (8 bytes). */
+  timerSlackNs: number;
+  /** cred (a pointer to struct cred). */
+  cred: number;
+  /** Offset of securebits in struct cred (4 bytes). */
+  securebits: number;
+}
+
+/** Bytes the program writes per thread (see {@link decodeTaskRecords}). */
+export const TASK_RECORD_SIZE = 56;
+
+/** One thread's record, as the program wrote it. */
+export interface TaskRecord {
+  /** task->pid and task->tgid (ids in the initial pid namespace). */
+  tid: number;
+  tgid: number;
+  sasSsSp: bigint;
+  sasSsSize: bigint;
+  sasSsFlags: number;
+  pdeathSignal: number;
+  clearChildTid: bigint;
+  timerSlackNs: bigint;
+  /** cred->securebits (0 when `credRead` is false). */
+  securebits: number;
+  /** Whether the task had a cred to read securebits from. */
+  credRead: boolean;
+}
+
+const R0 = 0, R1 = 1, R2 = 2, R3 = 3, R6 = 6, R7 = 7, R8 = 8, R10 = 10;
+/** BPF_LDX | BPF_MEM | BPF_W: dst = *(u32 *)(src + off). */
+const ldx32 = (dst: number, src: number, off: number) => insn(0x61, dst, src, off, 0);
+/** BPF_STX | BPF_MEM | BPF_W: *(u32 *)(dst + off) = src. */
+const stx32 = (dst: number, off: number, src: number) => insn(0x63, dst, src, off, 0);
+
+/**
+ * The program, one instruction per line. It runs once per thread of the
+ * process and once more at the end with `task` NULL; each call writes one
+ * {@link TASK_RECORD_SIZE}-byte record at fp - 56:
+ * tid u32 @0, tgid u32 @4, sas_ss_sp u64 @8, sas_ss_size u64 @16,
+ * sas_ss_flags u32 @24, pdeath_signal u32 @28, clear_child_tid u64 @32,
+ * timer_slack_ns u64 @40, securebits u32 @48, cred read (1) u32 @52.
+ */
+export function taskStateProgram(l: TaskStateLayout): Uint8Array<ArrayBuffer> {
+  const R = -TASK_RECORD_SIZE;
+  return encodeInsns([
+    ldx64(R6, R1, l.ctxMeta), //           0: r6 = ctx->meta
+    ldx64(R7, R1, l.ctxTask), //           1: r7 = ctx->task
+    jeqImm(R7, 0, 29), //                  2: if r7 == NULL goto 32 (the end call)
+    ldx32(R2, R7, l.pid), //               3: r2 = task->pid
+    stx32(R10, R + 0, R2), //              4: record.tid = r2
+    ldx32(R2, R7, l.tgid), //              5: r2 = task->tgid
+    stx32(R10, R + 4, R2), //              6: record.tgid = r2
+    ldx64(R2, R7, l.sasSsSp), //           7: r2 = task->sas_ss_sp
+    stx64(R10, R + 8, R2), //              8: record.sas_ss_sp = r2
+    ldx64(R2, R7, l.sasSsSize), //         9: r2 = task->sas_ss_size
+    stx64(R10, R + 16, R2), //            10: record.sas_ss_size = r2
+    ldx32(R2, R7, l.sasSsFlags), //       11: r2 = task->sas_ss_flags
+    stx32(R10, R + 24, R2), //            12: record.sas_ss_flags = r2
+    ldx32(R2, R7, l.pdeathSignal), //     13: r2 = task->pdeath_signal
+    stx32(R10, R + 28, R2), //            14: record.pdeath_signal = r2
+    ldx64(R2, R7, l.clearChildTid), //    15: r2 = task->clear_child_tid
+    stx64(R10, R + 32, R2), //            16: record.clear_child_tid = r2
+    ldx64(R2, R7, l.timerSlackNs), //     17: r2 = task->timer_slack_ns
+    stx64(R10, R + 40, R2), //            18: record.timer_slack_ns = r2
+    mov64Imm(R2, 0), //                   19: r2 = 0
+    stx64(R10, R + 48, R2), //            20: record.securebits = record.cred_read = 0
+    ldx64(R8, R7, l.cred), //             21: r8 = task->cred
+    jeqImm(R8, 0, 4), //                  22: if r8 == NULL goto 27 (write)
+    ldx32(R2, R8, l.securebits), //       23: r2 = cred->securebits
+    stx32(R10, R + 48, R2), //            24: record.securebits = r2
+    mov64Imm(R2, 1), //                   25: r2 = 1
+    stx32(R10, R + 52, R2), //            26: record.cred_read = 1
+    ldx64(R1, R6, l.metaSeq), //          27: r1 = meta->seq
+    mov64(R2, R10), //                    28: r2 = fp
+    add64Imm(R2, R), //                   29: r2 = fp - 56 (the record)
+    mov64Imm(R3, TASK_RECORD_SIZE), //    30: r3 = 56
+    call(l.seqWriteHelper), //            31: bpf_seq_write(r1, r2, r3)
+    mov64Imm(R0, 0), //                   32: r0 = 0
+    exit(), //                            33: return r0
+  ]);
+}
+
+/** Loads the task program; returns its fd. Throws {@link BpfError} (with the verifier's log). */
+export function loadTaskStateProgram(l: TaskStateLayout): number {
+  return loadIterProgram(taskStateProgram(l), "cryo_threads", l.attachBtfId);
+}
+
+/** Offset of `pid` in union bpf_iter_link_info's `task` member (after `tid`). */
+export const ITER_TASK_PID_OFFSET = 4;
+
+/**
+ * The records of the task program `progFd` for the threads of process
+ * `pid` (an iterator link restricted to it: bpf_iter_link_info's task.pid,
+ * read in the caller's pid namespace), read to their end: the first read
+ * that returns nothing, or the first record of a thread already seen (the
+ * task_vma iterator restricted to one task starts over instead of ending
+ * on this kernel; this one is read the same careful way).
+ */
+export function readTaskStates(progFd: number, pid: number): TaskRecord[] {
+  const info = new Uint8Array(ITER_LINK_INFO_SIZE);
+  new DataView(info.buffer).setUint32(ITER_TASK_PID_OFFSET, pid, true);
+  return withIterator(progFd, info, (fd) => {
+    const out: TaskRecord[] = [];
+    const seen = new Set<number>();
+    let buf = new Uint8Array(64 * 1024), n = 0;
+    for (;;) {
+      if (n === buf.length) {
+        const bigger = new Uint8Array(buf.length * 2);
+        bigger.set(buf);
+        buf = bigger;
+      }
+      const r = rawSyscall(SYS.read, fd, buf.subarray(n), buf.length - n);
+      if (r === -4n) continue; // EINTR
+      if (r < 0n) throw new BpfError("read of the task iterator", Number(-r));
+      if (r === 0n) break;
+      const from = n - (n % TASK_RECORD_SIZE);
+      n += Number(r);
+      for (const rec of decodeTaskRecords(buf.subarray(from, n - (n % TASK_RECORD_SIZE)))) {
+        if (seen.has(rec.tid)) return out; // it started over
+        seen.add(rec.tid);
+        out.push(rec);
+      }
+    }
+    if (n % TASK_RECORD_SIZE !== 0) {
+      throw new Error(`the task iterator gave ${n} bytes, not whole records`);
+    }
+    return out;
+  });
+}
+
+/** Decodes whole records (layout: {@link taskStateProgram}). */
+export function decodeTaskRecords(bytes: Uint8Array): TaskRecord[] {
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const out: TaskRecord[] = [];
+  for (let at = 0; at + TASK_RECORD_SIZE <= bytes.length; at += TASK_RECORD_SIZE) {
+    out.push({
+      tid: dv.getUint32(at, true),
+      tgid: dv.getUint32(at + 4, true),
+      sasSsSp: dv.getBigUint64(at + 8, true),
+      sasSsSize: dv.getBigUint64(at + 16, true),
+      sasSsFlags: dv.getUint32(at + 24, true),
+      pdeathSignal: dv.getInt32(at + 28, true),
+      clearChildTid: dv.getBigUint64(at + 32, true),
+      timerSlackNs: dv.getBigUint64(at + 40, true),
+      securebits: dv.getUint32(at + 48, true),
+      credRead: dv.getUint32(at + 52, true) === 1,
+    });
+  }
+  return out;
+}
+
+/** Closes a program fd (a test's, or one replaced). */
+export function closeProgram(fd: number): void {
+  rawSyscall(SYS.close, fd);
+}
