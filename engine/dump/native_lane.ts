@@ -6,10 +6,10 @@
  * the pages into a page-aligned buffer of its own with `pread` of
  * /proc/<pid>/mem (it never pins, so it never unshares a page shared
  * copy-on-write, and needs no pagemap look-up to plan), folds its CRC and
- * writes it with `pwrite` at its file offset: the same bytes, block CRCs and runs as
- * `copySegment`, with no JavaScript per MiB and no isolate to create, so
- * it pays from tens of MiB (a Worker costs cryo's thread 20 to 40 ms to
- * create: copy_lanes.ts, from 256 MiB).
+ * writes it with `pwrite` at its file offset: the same bytes, block CRCs
+ * and runs as `copySegment`, with no JavaScript per MiB and no isolate to
+ * create (a Worker costs cryo's thread 20 to 40 ms to create: the Worker
+ * lanes of copy_lanes.ts are used from 1 GiB only).
  *
  * A segment whose reads or writes fall short (memory unmapped by the
  * running target, a full disk) is copied again by cryo's thread with
@@ -32,7 +32,6 @@ import {
   type SegmentResult,
 } from "./precopy_copy.ts";
 import { CRC_BLOCK, pageBufferBytes } from "./memory.ts";
-import { PAGE_BUFFER_BYTES } from "./page_writer.ts";
 import { pausePoint } from "../pause.ts";
 import { crc32AfterFold } from "../image/crc32.ts";
 import { pageAlignedBuffer, preallocate } from "../../ffi/page_file.ts";
@@ -47,7 +46,10 @@ import {
 } from "../../ffi/syscall_table.ts";
 import type { CopiedRun } from "./precopy_copy.ts";
 
-/** Below this many bytes to copy, one lane (the table's set-up is not worth it). */
+/**
+ * Below this many resident bytes, one lane (a few ms of copy; the table's
+ * set-up is ~1 ms). The pre-copy itself starts at 32 MiB unless forced.
+ */
 export const NATIVE_LANE_MIN_BYTES = 8 << 20;
 
 /** Segment size of a copy on the native lane and cryo's thread. */
@@ -131,7 +133,7 @@ export class NativeCopy {
       return fd;
     };
     const table = new SyscallTable(16 * segments.length + 8);
-    const buffer = pageAlignedBuffer(PAGE_BUFFER_BYTES);
+    const buffer = pageAlignedBuffer(CRC_BLOCK); // one block at a time
     table.keep(buffer);
     const base = addressOf(buffer);
     const planned: PlannedSegment[] = [];
@@ -166,11 +168,11 @@ export class NativeCopy {
         }
         flush();
       }
+      return new NativeCopy(table, planned, fds);
     } catch (e) {
-      for (const fd of fds) closeRawFd(fd);
+      for (const fd of fds) closeRawFd(fd); // nothing runs: the table did not start
       throw e;
     }
-    return new NativeCopy(table, planned, fds);
   }
 
   /**
