@@ -36,6 +36,9 @@ import {
 } from "./helpers/tracking.ts";
 import { pathExists, tempDir } from "./helpers/fs.ts";
 import { startPaused } from "./helpers/kill_anywhere.ts";
+import { blocksOf } from "./helpers/copy_jobs.ts";
+import { decodeBlockCrcs } from "../engine/image/page_blocks.ts";
+import { checksumFile } from "../engine/image/writer.ts";
 
 const PAGE = 4096;
 
@@ -86,6 +89,15 @@ for (const [lanes, die] of [["", ""], ["2", ""], ["2", "release"], ["native", ""
       // The cold half is kept from the pre-copy; the hot half was written meanwhile.
       assert.ok(pre.reusedBytes >= (pages / 2) * PAGE, `kept ${pre.reusedBytes} bytes`);
       assert.ok(pre.reusedBytes < pre.bytes, "some pre-copied pages were written and taken again");
+      // The block CRCs (the pre-copy's, the blocks written over read back on a table's thread)
+      // and the checksum are those of the file.
+      for (const e of dump.manifest.processes) {
+        const pb = e.pageBlocks;
+        assert.ok(pb, `pageBlocks of ${e.pid}`);
+        const crcs = [...(decodeBlockCrcs(pb.crcs) as Uint32Array)];
+        assert.deepEqual(crcs, blocksOf(`${dir}/${e.file}`, pb.offset, pb.offset + pb.length));
+        assert.equal(await checksumFile(`${dir}/${e.file}`), e.checksum, "the image's checksum");
+      }
 
       const after = trackingTraces(t.pid, region, pages);
       assert.deepEqual(after.fds, before.fds, "the same fds after the dump");
