@@ -64,7 +64,12 @@ import { readStat } from "../proc/stat.ts";
 import { readFds } from "../proc/fds.ts";
 import { freezeTree, type FrozenTree, thawTree } from "./freeze.ts";
 import { collectProcess, describeFd, pipeTopology } from "./process.ts";
-import { awaitVmFlags, startVmFlagsCheck, type VmFlagsCheck } from "./vm_flags.ts";
+import {
+  awaitVmFlags,
+  prepareFrozenMaps,
+  startVmFlagsCheck,
+  type VmFlagsCheck,
+} from "./vm_flags.ts";
 import { warmUpThreadStates } from "./thread_state.ts";
 import { markSharedDescriptions } from "../fds/descriptions.ts";
 import { resolveInFlightFds } from "../fds/unix_scm.ts";
@@ -428,6 +433,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     }
     // Before the freeze: the check's smaps walk must not hold a frozen mm's lock.
     const flagsCheck = await (vmFlagsCheck ?? startVmFlagsCheck(pid));
+    prepareFrozenMaps(flagsCheck); // parsed with the tree running; the freeze compares bytes
     warmUpThreadStates(pid); // the per-thread state's BPF program (engine/dump/thread_state.ts)
     tree = freezeTree(pid);
     const locks = readLocksOffThread(); // its grace period passes while the tree is collected

@@ -43,11 +43,15 @@ export function planPages(
   pre?: PageSource,
 ): PagePlan {
   const order = addressOrder(vmas);
-  const wanted = order.filter((k) => policies[k] !== "none" && vmas[k].path !== "[vsyscall]");
+  // The first and the last mapping in address order whose pages are wanted.
+  const wanted = (k: number) => policies[k] !== "none" && vmas[k].path !== "[vsyscall]";
+  let first = 0, last = order.length - 1;
+  while (first < order.length && !wanted(order[first])) first++;
+  while (last > first && !wanted(order[last])) last--;
   let regions: ScanRegion[] = [];
-  if (wanted.length) {
-    const lo = Number(vmas[wanted[0]].start);
-    const hi = Number(vmas[wanted[wanted.length - 1]].end);
+  if (first < order.length) {
+    const lo = Number(vmas[order[first]].start);
+    const hi = Number(vmas[order[last]].end);
     const known = pre?.scanned;
     if (known && known.start <= lo && hi <= known.end) {
       regions = known.regions; // walked once already at this freeze, by the pre-copy's validation
@@ -62,7 +66,9 @@ export function planPages(
   let cursor = 0;
   const split = { i: 0 };
   const runs: { addr: number; length: number }[] = [];
-  for (const k of order) {
+  // Indexed loops: this runs once per dump, mostly before V8 optimises it (no iterators).
+  for (let o = 0; o < order.length; o++) {
+    const k = order[o];
     const v = vmas[k];
     runs.length = 0;
     const given = inherited(k);
@@ -80,10 +86,17 @@ export function planPages(
     }
     if (runs.length === 0) continue;
     const out: SplitPiece[] = pieces[k] = [];
+    if (!pre) {
+      for (let i = 0; i < runs.length; i++) {
+        const r = runs[i];
+        out.push({ addr: r.addr, length: r.length, source: "read", fileOffset: 0 });
+        readBytes += r.length;
+      }
+      continue;
+    }
     for (const r of runs) {
       // A loop, not push(...): a long dirty history splits one run into 100,000s of pieces.
-      if (pre) { for (const p of pre.split(r, split)) out.push(p); }
-      else out.push({ addr: r.addr, length: r.length, source: "read", fileOffset: 0 });
+      for (const p of pre.split(r, split)) out.push(p);
     }
     for (const p of out) {
       if (p.source === "reuse") reusedBytes += p.length;

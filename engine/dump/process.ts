@@ -148,6 +148,9 @@ function pipeRestore(target: string, topology: PipeTopology): string {
   return t.pids.size === 1 ? "process" : "tree";
 }
 
+/** The page runs of a mapping before its pages are saved: one shared list, replaced, never added to. */
+const NO_PAGES: Mapping["pages"] = Object.freeze([]) as unknown as Mapping["pages"];
+
 /** Collects one frozen process. `fds` were read beforehand (tree-wide pipe analysis). */
 export function collectProcess(
   pid: number,
@@ -245,9 +248,18 @@ export function collectProcess(
         name: m.path,
         file,
         vmFlags: m.vmFlags,
-        pages: [],
+        pages: NO_PAGES,
       }
-      : { start, end, perms: m.perms, offset, kind, name: m.path, vmFlags: m.vmFlags, pages: [] };
+      : {
+        start,
+        end,
+        perms: m.perms,
+        offset,
+        kind,
+        name: m.path,
+        vmFlags: m.vmFlags,
+        pages: NO_PAGES,
+      };
     if (sysvShm !== undefined) mapping.sysvShm = sysvShm;
     const ring = aio.size ? aio.get(m.start) : undefined;
     if (ring) mapping.aio = ring;

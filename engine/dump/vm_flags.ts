@@ -28,7 +28,13 @@
 
 import type { Mapping, ProcessImage } from "../model.ts";
 import type { MemoryProcessFlags } from "../memory/flags.ts";
-import { readMaps } from "../proc/maps.ts";
+import {
+  parseMapsBytes,
+  prepareAreaAnswers,
+  readMaps,
+  readMapsBytes,
+  sameBytes,
+} from "../proc/maps.ts";
 import {
   flagsOfMaps,
   readSmapsFlagsOffThread,
@@ -140,16 +146,72 @@ export function vmFlagsOverride(): "smaps" | "bpf" | undefined {
  */
 export const bpfFlagsPay = { minRssBytes: 256 * 2 ** 20, minAreas: 1000 };
 
-/** Whether process `pid` is large enough for the BPF iterator ({@link bpfFlagsPay}). */
-function bpfPays(pid: number): boolean {
+/**
+ * Whether process `pid` is large enough for the BPF iterator
+ * ({@link bpfFlagsPay}); `maps` gets the maps bytes read to count its areas.
+ */
+function bpfPays(pid: number, maps: Map<number, Uint8Array>): boolean {
   if (readStat(pid).rss * 4096 >= bpfFlagsPay.minRssBytes) return true;
   if (bpfFlagsPay.minAreas <= 0) return true;
   // One line per area; reading maps does not walk pages.
-  const bytes = Deno.readFileSync(`/proc/${pid}/maps`);
+  const bytes = readMapsBytes(pid);
+  maps.set(pid, bytes);
   let lines = 0;
   for (let at = bytes.indexOf(10); at >= 0; at = bytes.indexOf(10, at + 1)) lines++;
   return lines >= bpfFlagsPay.minAreas;
 }
+
+/**
+ * /proc/<pid>/maps as read before the freeze, and its areas parsed then
+ * (their VmFlags unknown): {@link frozenVmFlags} takes the parse when the
+ * freeze reads the same bytes (the same text gives the same areas), once.
+ */
+export interface MapsBeforeFreeze {
+  /** The text's bytes, as read. */
+  bytes: Uint8Array;
+  /** Their areas; taken (and cleared) by the freeze that reads the same bytes. */
+  areas?: SmapsArea[];
+}
+
+/** Reads (unless read already) and parses the maps of `pid` before the freeze. */
+function mapsBeforeFreeze(pid: number, read?: Uint8Array): MapsBeforeFreeze | undefined {
+  try {
+    const bytes = read ?? readMapsBytes(pid);
+    const areas = parseMapsBytes(bytes, pid) as SmapsArea[];
+    for (const m of areas) m.vmFlags = UNKNOWN;
+    prepareAreaAnswers(areas); // what the injection asks of them at the freeze
+    return { bytes, areas };
+  } catch {
+    return undefined; // the freeze reads it again and tells
+  }
+}
+
+/**
+ * The areas of frozen process `pid`, their VmFlags not read yet: the parse
+ * made before the freeze when maps reads the same bytes now, else a parse
+ * of what it reads now.
+ */
+function frozenMaps(pid: number, before?: MapsBeforeFreeze): SmapsArea[] {
+  if (!before?.areas) return mapsWithoutFlags(pid);
+  const bytes = readMapsBytes(pid);
+  const areas = before.areas;
+  before.areas = undefined; // its objects become the dump's: never handed out twice
+  if (sameBytes(bytes, before.bytes)) {
+    mapsReuse.reused++;
+    return areas;
+  }
+  mapsReuse.parsed++;
+  const fresh = parseMapsBytes(bytes, pid) as SmapsArea[];
+  for (const m of fresh) m.vmFlags = UNKNOWN;
+  return fresh;
+}
+
+/**
+ * How often the freeze took the areas parsed before it (`reused`) or found
+ * maps changed and parsed it again (`parsed`), since the process started
+ * (tests read it).
+ */
+export const mapsReuse = { reused: 0, parsed: 0 };
 
 /**
  * What an smaps read made before the freeze confirmed of the BPF decoding
@@ -161,7 +223,22 @@ export interface VmFlagsCheck {
     bits: bigint;
     /** Areas smaps lists that the iterator does not ([vsyscall], the gate area), as read. */
     gate: SmapsArea[];
+    /** Its maps as read before the freeze, parsed ({@link prepareFrozenMaps}). */
+    maps?: MapsBeforeFreeze;
   }>;
+  /** Maps bytes the check read with the tree running, for {@link prepareFrozenMaps}. */
+  read?: Map<number, Uint8Array>;
+}
+
+/**
+ * Reads (or takes the check's read of) and parses the maps of each process
+ * of `check`, with the tree running, just before the freeze: the freeze
+ * then only reads the bytes again and compares ({@link frozenVmFlags}).
+ */
+export function prepareFrozenMaps(check: VmFlagsCheck | undefined): void {
+  if (!check) return;
+  for (const [pid, p] of check.processes) p.maps = mapsBeforeFreeze(pid, check.read?.get(pid));
+  check.read = undefined;
 }
 
 /**
@@ -188,9 +265,10 @@ export function startVmFlagsCheck(
   const override = vmFlagsOverride();
   if (override === "smaps") return Promise.resolve(undefined);
   let list: number[];
+  const read = new Map<number, Uint8Array>();
   try {
     list = (pids ?? [...listDescendants(root).keys()]).filter((pid) => {
-      if (override === "bpf" || bpfPays(pid)) return true;
+      if (override === "bpf" || bpfPays(pid, read)) return true;
       vmFlagsPaths.set(pid, "smaps: small");
       return false;
     });
@@ -206,7 +284,12 @@ export function startVmFlagsCheck(
   // Bits confirmed earlier on this boot spare the smaps read of a process that sets no other.
   const memo = recallConfirmed();
   const unconfirmed = memo ? list.filter((pid) => !memoCovers(pid, memo, check)) : list;
-  if (unconfirmed.length === 0) return Promise.resolve(check);
+  // Read just now with the tree running (not in a pre-copy's barrier): kept for mapsBeforeFreeze.
+  const withMaps = () => {
+    if (pids === undefined) check.read = read;
+    return check;
+  };
+  if (unconfirmed.length === 0) return Promise.resolve(withMaps());
   const reads = unconfirmed.map((pid) => readSmapsFlagsOffThread(pid));
   let disagreement: string | undefined;
   let bits = memo?.bits ?? 0n;
@@ -228,7 +311,7 @@ export function startVmFlagsCheck(
       if (!memo || bits !== memo.bits || gates.length !== memo.gate.length) {
         rememberConfirmed({ bits, gate: gates });
       }
-      return check;
+      return withMaps();
     }
     for (const pid of list) vmFlagsPaths.set(pid, `smaps: ${disagreement}`);
     return undefined;
@@ -247,8 +330,13 @@ function memoCovers(pid: number, memo: ConfirmedDecoding, check: VmFlagsCheck): 
   } catch {
     return false;
   }
+  const others = ~memo.bits;
+  let good = -1n; // the last flags found to hold no other bit (neighbours share theirs)
   for (let i = 0; i < records.count; i++) {
-    if ((records.flags[i] & ~memo.bits) !== 0n) return false;
+    const flags = records.flags[i];
+    if (flags === good) continue;
+    if ((flags & others) !== 0n) return false;
+    good = flags;
   }
   check.processes.set(pid, { bits: memo.bits, gate: memo.gate });
   return true;
@@ -283,7 +371,7 @@ export function frozenVmFlags(pid: number, check?: VmFlagsCheck): SmapsArea[] | 
     vmFlagsPaths.set(pid, `smaps: ${why}`);
     return undefined;
   };
-  const maps = mapsWithoutFlags(pid);
+  const maps = frozenMaps(pid, confirmed.maps);
   let records;
   try {
     records = readVmaRecords(pid);
@@ -291,10 +379,22 @@ export function frozenVmFlags(pid: number, check?: VmFlagsCheck): SmapsArea[] | 
     return fail(`iterator: ${e instanceof Error ? e.message : e}`);
   }
   let j = 0;
-  for (const m of maps) {
+  // The last two (flags, perms) pairs found good, and their codes: neighbours share
+  // or alternate theirs (no bigint operations for most of 10,000 areas).
+  let f0 = -1n, p0 = "", c0: string[] = UNKNOWN, f1 = -1n, p1 = "", c1: string[] = UNKNOWN;
+  for (let i = 0; i < maps.length; i++) {
+    const m = maps[i];
     if (j < records.count && records.start[j] === m.start) {
       const flags = records.flags[j];
       if (records.end[j++] !== m.end) return fail(`area ${m.start.toString(16)} differs from maps`);
+      if (flags === f0 && m.perms === p0) {
+        m.vmFlags = c0;
+        continue;
+      }
+      if (flags === f1 && m.perms === p1) {
+        m.vmFlags = c1;
+        continue;
+      }
       if ((flags & ~confirmed.bits) !== 0n) {
         return fail(`flags 0x${flags.toString(16)} have a bit smaps did not confirm`);
       }
@@ -302,6 +402,8 @@ export function frozenVmFlags(pid: number, check?: VmFlagsCheck): SmapsArea[] | 
       if (!codes) return fail(`flags 0x${flags.toString(16)} have an unknown bit`);
       if (!permsOf(m.perms, flags)) return fail(`flags 0x${flags.toString(16)} are not ${m.perms}`);
       m.vmFlags = codes;
+      [f1, p1, c1] = [f0, p0, c0];
+      [f0, p0, c0] = [flags, m.perms, codes];
     } else {
       const gate = confirmed.gate.find((g) => sameArea(g, m));
       if (!gate) return fail(`area ${m.start.toString(16)} of maps is not the iterator's`);

@@ -13,7 +13,7 @@ import {
   ProcFormatError,
   ProcPermissionError,
 } from "./errors.ts";
-import { fileIdentityOf, procPath, procRead, readProcText } from "./io.ts";
+import { fileIdentityOf, procPath, procRead, readProcBytes, readProcText } from "./io.ts";
 import {
   PROCMAP_QUERY_COVERING_OR_NEXT_VMA,
   PROCMAP_QUERY_VMA_EXECUTABLE,
@@ -102,9 +102,24 @@ function hexUntil(line: string, at: number, stop: number): boolean {
     n = n * 16 + d;
   }
   if (i === at || i >= line.length) return false;
-  cursor.value = i - at <= 13 ? BigInt(n) : BigInt(`0x${line.slice(at, i)}`);
+  cursor.value = i - at <= 13 ? bigOf(n) : BigInt(`0x${line.slice(at, i)}`);
   cursor.at = i + 1;
   return true;
+}
+
+/** The last value made by {@link bigOf}, as a number and as a bigint. */
+const lastBig = { n: -1, big: 0n };
+
+/**
+ * `BigInt(n)`, sharing one value where it can: 0 (most offsets) and the
+ * last value made (an area's start is often the end of the one before):
+ * 10,000 areas make a third as many bigints (objects) to collect.
+ */
+function bigOf(n: number): bigint {
+  if (n === 0) return 0n;
+  if (n === lastBig.n) return lastBig.big;
+  lastBig.n = n;
+  return lastBig.big = BigInt(n);
 }
 
 /** The 16 permission strings of maps, by bits r 1, w 2, x 4, s 8. */
@@ -193,6 +208,37 @@ export function readMaps(pid: number, tid?: number): MapEntry[] {
   const text = readProcText(pid, "maps", tid);
   if (text === "") assertAlive(pid, procPath(pid, "maps", tid));
   return parseMaps(text, pid, procPath(pid, "maps", tid));
+}
+
+/**
+ * Reads /proc/<pid>/maps as bytes, not decoded (to compare with an earlier
+ * read, {@link sameBytes}). Throws ProcessGoneError for a process that is
+ * gone or a zombie.
+ */
+export function readMapsBytes(pid: number): Uint8Array {
+  const bytes = readProcBytes(pid, "maps");
+  if (bytes.length === 0) assertAlive(pid, procPath(pid, "maps"));
+  return bytes;
+}
+
+/** Parses maps bytes read by {@link readMapsBytes} (decoded as readMaps decodes the text). */
+export function parseMapsBytes(bytes: Uint8Array, pid = 0): MapEntry[] {
+  return parseMaps(new TextDecoder().decode(bytes), pid, procPath(pid, "maps"));
+}
+
+/** Whether two byte strings are equal (4 bytes at a time where both are aligned for it). */
+export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  let i = 0;
+  if (a.byteOffset % 4 === 0 && b.byteOffset % 4 === 0) {
+    const n = a.length >> 2;
+    const wa = new Int32Array(a.buffer, a.byteOffset, n);
+    const wb = new Int32Array(b.buffer, b.byteOffset, n);
+    for (let k = 0; k < n; k++) if (wa[k] !== wb[k]) return false;
+    i = n << 2;
+  }
+  for (; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 /** The path of a mapping without its " (deleted)" suffix. */
@@ -379,8 +425,41 @@ export function largestGap(
   return { start: BigInt(bestAt), size: BigInt(best) };
 }
 
+/**
+ * Answers computed once per area list ({@link knownGap}, {@link executableMapsText}):
+ * an area list read from /proc is never changed afterwards (the length is
+ * checked too). The dump computes them before the freeze for the list the
+ * freeze then reuses (engine/dump/vm_flags.ts), and the freeze asks twice.
+ */
+const perList = new WeakMap<readonly MapArea[], {
+  length: number;
+  gap?: { start: bigint; size: bigint };
+  exec?: string;
+}>();
+
+function memoOf(areas: readonly MapArea[]) {
+  let m = perList.get(areas);
+  if (!m || m.length !== areas.length) perList.set(areas, m = { length: areas.length });
+  return m;
+}
+
+/**
+ * Computes, for `areas` (a list read from /proc, never changed afterwards),
+ * what the injection asks of it at the freeze (the largest gap, the
+ * executable lines), so that a list parsed before the freeze costs nothing then.
+ */
+export function prepareAreaAnswers(areas: readonly MapEntry[]): void {
+  knownGap(areas);
+  executableMapsText(areas);
+}
+
 /** The largest gap between consecutive `areas` below [vsyscall] (the first of equal ones). */
 function knownGap(areas: readonly MapArea[]): { start: bigint; size: bigint } {
+  const memo = memoOf(areas);
+  return memo.gap ??= gapOf(areas);
+}
+
+function gapOf(areas: readonly MapArea[]): { start: bigint; size: bigint } {
   // Compared as numbers (exact below USER_TOP, 2^47): no bigint per area of 10,000.
   let best = 0, bestI = 0;
   for (let i = 1; i < areas.length; i++) {
@@ -429,6 +508,11 @@ export function readMapsMatching(pid: number, needle: string): MapEntry[] {
  * 10,000 mappings again.
  */
 export function executableMapsText(areas: readonly MapEntry[]): string {
+  const memo = memoOf(areas);
+  return memo.exec ??= executableText(areas);
+}
+
+function executableText(areas: readonly MapEntry[]): string {
   let out = "";
   for (const a of areas) {
     if (a.perms[0] !== "r" || a.perms[2] !== "x") continue;
