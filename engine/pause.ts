@@ -42,6 +42,11 @@ function wanted(): { phase: string; nth: number } | undefined {
 const target = wanted();
 let seen = 0;
 
+/** Whether `CRYO_TEST_PAUSE_AT` names `phase` (a test stops cryo there). */
+export function pauseWanted(phase: string): boolean {
+  return target?.phase === phase;
+}
+
 /** Stops cryo (SIGSTOP) if `CRYO_TEST_PAUSE_AT` names this occurrence of `phase`. */
 export function pausePoint(phase: string): void {
   if (!target || target.phase !== phase || ++seen !== target.nth) return;

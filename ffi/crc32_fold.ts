@@ -301,3 +301,30 @@ export function crc32FoldInBackground(): BackgroundFoldFn | null {
   };
   return background;
 }
+
+/** A fold callable from native code ({@link foldEntry}): its address and its constants' address. */
+export interface FoldEntry {
+  /** Address of the code of {@link FoldFn}'s signature (buf, len, init, out, constants). */
+  fn: bigint;
+  /** Address of the constants to pass as its fifth argument. */
+  constants: bigint;
+}
+
+let entry: FoldEntry | null | undefined;
+
+/**
+ * The fold's code and constants in a page of their own, for native callers
+ * (ffi/syscall_table.ts runs it between syscalls on another thread), or
+ * null when this machine cannot run it (as {@link crc32Fold}). Mapped on the
+ * first call, kept for the process's lifetime.
+ */
+export function foldEntry(): FoldEntry | null {
+  if (entry !== undefined) return entry;
+  entry = null;
+  if (!hasPclmul()) return null;
+  const pages = mapCodePages(foldCode(), 1);
+  if (!pages) return null;
+  pages.dataView.set(new Uint8Array(CONSTANTS.buffer));
+  entry = { fn: Deno.UnsafePointer.value(pages.code), constants: pages.data };
+  return entry;
+}

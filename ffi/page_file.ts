@@ -32,6 +32,32 @@ export function pageAlignedBuffer(size: number): Uint8Array<ArrayBuffer> {
   return all.subarray(skip, skip + size);
 }
 
+/**
+ * Allocates [offset, offset + length) of the existing file `path`
+ * (fallocate mode 0: unwritten extents, the size grown to cover them), so
+ * that the `pwrite`s filling it later skip ext4's delayed allocation of
+ * each block, which they do holding the inode's lock (two copy lanes
+ * writing one file wait on each other for it). Best effort: false when the
+ * file system or a full disk refuses (the writes then report it).
+ */
+export function preallocate(path: string, offset: number, length: number): boolean {
+  if (length <= 0) return true;
+  let fd: number;
+  try {
+    fd = syscallNum(SYS.open, cstr(path), O_RDWR | O_CLOEXEC, 0);
+  } catch {
+    return false;
+  }
+  try {
+    syscall(SYS.fallocate, fd, 0, offset, length);
+    return true;
+  } catch {
+    return false;
+  } finally {
+    syscall(SYS.close, fd);
+  }
+}
+
 /** A file opened read-write for positioned writes; {@link close} (or `using`) releases it. */
 export class PageFile {
   #fd: number;

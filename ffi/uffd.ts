@@ -11,6 +11,7 @@
 import { rawSyscall } from "./libc.ts";
 import { SYS } from "./sysno.ts";
 import { UFFD_API } from "./probe.ts";
+import type { SyscallTable } from "./syscall_table.ts";
 
 /** _IOWR(0xAA, 0x3F, struct uffdio_api): 24 bytes. */
 const UFFDIO_API = 0xc018aa3fn;
@@ -55,6 +56,34 @@ const UFFDIO_UNREGISTER = 0x8010aa01n;
 export function uffdUnregister(fd: number, start: bigint, len: bigint): bigint {
   const arg = new BigUint64Array([start, len]);
   return rawSyscall(SYS.ioctl, fd, UFFDIO_UNREGISTER, arg);
+}
+
+/**
+ * Appends to `table` (ffi/syscall_table.ts) the release of
+ * [start, start+len) by `fd`: UFFDIO_REGISTER in write-protect mode (the
+ * guard of engine/dump/uffd_release.ts), then, only if that succeeded,
+ * UFFDIO_UNREGISTER. Returns both entries' indexes (the second's result is
+ * 0 when skipped).
+ */
+export function tableRelease(
+  table: SyscallTable,
+  fd: number,
+  start: bigint,
+  len: bigint,
+): [number, number] {
+  const register = table.syscallOrSkipNext(
+    SYS.ioctl,
+    fd,
+    UFFDIO_REGISTER,
+    new BigUint64Array([start, len, UFFDIO_REGISTER_MODE_WP, 0n]),
+  );
+  const unregister = table.syscall(
+    SYS.ioctl,
+    fd,
+    UFFDIO_UNREGISTER,
+    new BigUint64Array([start, len]),
+  );
+  return [register, unregister];
 }
 
 /** pidfd_getfd: a copy in this process of fd `fd` of the process of `pidfd`, or `-errno`. */

@@ -15,20 +15,9 @@
  */
 
 import assert from "node:assert/strict";
-import * as zlib from "node:zlib";
 import { CopyLanes, lanesAvailable } from "../engine/dump/copy_lanes.ts";
 import { claimSegment, stopClaims } from "../engine/dump/lane_claims.ts";
-import {
-  type CopiedRun,
-  type CopyJob,
-  copyPlanned,
-  type CopyResult,
-  segmentJobs,
-} from "../engine/dump/precopy_copy.ts";
-import type { Vma } from "../engine/dump/vmas.ts";
-import { CRC_BLOCK } from "../engine/dump/memory.ts";
-import { pageAlignedBuffer } from "../ffi/page_file.ts";
-import { addressOf } from "../ffi/libc.ts";
+import { copyPlanned, segmentJobs } from "../engine/dump/precopy_copy.ts";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { restore } from "../engine/restore/mod.ts";
 import { decodeBlockCrcs, pageBlocksProblem } from "../engine/image/page_blocks.ts";
@@ -37,62 +26,15 @@ import { assertChecksPassed } from "./helpers/checks.ts";
 import { assertLoadReports, startLoadTree } from "./helpers/load.ts";
 import { tempImageDir } from "./helpers/roundtrip.ts";
 import { adoptPid, withTargets } from "./helpers/targets.ts";
-
-const PAGE = 4096;
-const MiB = 1 << 20;
-
-/** `mib` MiB of this process's memory filled with a pattern; its address. */
-function patterned(mib: number): { buf: Uint8Array; addr: bigint } {
-  const buf = pageAlignedBuffer(mib * MiB);
-  for (let i = 0; i < buf.length; i += 8) buf[i] = (i * 2654435761) >>> 24;
-  for (let i = 0; i < buf.length; i += PAGE) buf[i + 1] = i / PAGE;
-  return { buf, addr: addressOf(buf) };
-}
-
-/** Runs (page offsets, page counts) of odd lengths, crossing 1 MiB boundaries. */
-const RUNS: [number, number][] = [[0, 3], [5, 300], [400, 1], [402, 517], [1024, 2000]];
-
-function jobOf(addr: bigint, path: string, pagesStart: number, shift: number): CopyJob {
-  const vma = { start: addr, end: addr + 16n * BigInt(MiB), perms: "rw-p" } as Vma;
-  return {
-    pid: Deno.pid,
-    path,
-    pagesStart,
-    planned: [{
-      vma,
-      runs: RUNS.map(([p, n]) => ({ addr: addr + BigInt((p + shift) * PAGE), length: n * PAGE })),
-    }],
-  };
-}
-
-/** Copied runs with neighbours (in memory and in the file) merged. */
-function coalesced(runs: CopiedRun[]): CopiedRun[] {
-  const out: CopiedRun[] = [];
-  for (const r of runs) {
-    const l = out[out.length - 1];
-    if (l && l.addr + l.length === r.addr && l.fileOffset + l.length === r.fileOffset) {
-      l.length += r.length;
-    } else out.push({ ...r });
-  }
-  return out;
-}
-
-/** CRC of each block of [start, end) of the file. */
-function blocksOf(path: string, start: number, end: number): number[] {
-  const data = Deno.readFileSync(path).subarray(start, end);
-  const out: number[] = [];
-  for (let o = 0; o < data.length; o += CRC_BLOCK) {
-    out.push(zlib.crc32(data.subarray(o, o + CRC_BLOCK)));
-  }
-  return out;
-}
-
-function assertSameResult(got: CopyResult, want: CopyResult, what: string): void {
-  assert.equal(got.pagesEnd, want.pagesEnd, `${what}: end`);
-  assert.equal(got.bytes, want.bytes, `${what}: bytes`);
-  assert.deepEqual(got.blockCrcs, want.blockCrcs, `${what}: block CRCs`);
-  assert.deepEqual(coalesced(got.copied), coalesced(want.copied), `${what}: runs`);
-}
+import {
+  assertSameResult,
+  blocksOf,
+  jobOf,
+  MiB,
+  PAGE,
+  patterned,
+  RUNS,
+} from "./helpers/copy_jobs.ts";
 
 Deno.test("segments start at block boundaries and cover the job in file order", () => {
   const job = jobOf(1n << 32n, "/nonexistent", 12288, 0);

@@ -21,6 +21,7 @@
 
 import assert from "node:assert/strict";
 import { CopyLanes } from "../engine/dump/copy_lanes.ts";
+import { NativeCopy, nativeLaneAvailable } from "../engine/dump/native_lane.ts";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { restore } from "../engine/restore/mod.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
@@ -35,6 +36,9 @@ import {
 } from "./helpers/tracking.ts";
 import { pathExists, tempDir } from "./helpers/fs.ts";
 import { startPaused } from "./helpers/kill_anywhere.ts";
+import { blocksOf } from "./helpers/copy_jobs.ts";
+import { decodeBlockCrcs } from "../engine/image/page_blocks.ts";
+import { checksumFile } from "../engine/image/writer.ts";
 
 const PAGE = 4096;
 
@@ -42,10 +46,11 @@ const PAGE = 4096;
 // (engine/dump/precopy_lanes.ts releasePrecopy), on a copy of cryo's userfaultfd.
 // And with the lane's worker dying when asked to release (CRYO_TEST_LANE_DIE=release):
 // cryo's thread releases, and closes the worker's copy of the fd.
-for (const [lanes, die] of [["", ""], ["2", ""], ["2", "release"]]) {
+// And with a syscall table as the second lane (CRYO_COPY_LANES=native, engine/dump/native_lane.ts).
+for (const [lanes, die] of [["", ""], ["2", ""], ["2", "release"], ["native", ""]]) {
   Deno.test(
     `dump --leave-running of a process writing its memory: pre-copied, exact at the last freeze, no trace left${
-      lanes ? " (two copy lanes)" : ""
+      lanes === "native" ? " (a syscall table's lane)" : lanes ? " (two copy lanes)" : ""
     }${die ? ", the lane's worker dying at the release" : ""}`,
     withTargets(async () => {
       const { t, trigger, ready } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
@@ -66,6 +71,7 @@ for (const [lanes, die] of [["", ""], ["2", ""], ["2", "release"]]) {
       if (lanes) Deno.env.set("CRYO_COPY_LANES", lanes);
       if (die) Deno.env.set("CRYO_TEST_LANE_DIE", die);
       const lost = CopyLanes.lost;
+      const tables = NativeCopy.started;
       const dump = await checkpoint(t.pid, { dir, leaveRunning: true, precopy: true }).finally(
         () => {
           Deno.env.delete("CRYO_COPY_LANES");
@@ -73,6 +79,9 @@ for (const [lanes, die] of [["", ""], ["2", ""], ["2", "release"]]) {
         },
       );
       assert.equal(CopyLanes.lost, lost + (die ? 1 : 0), "the worker died as told, or lived");
+      if (lanes === "native" && nativeLaneAvailable()) {
+        assert.equal(NativeCopy.started, tables + 1, "a syscall table copied its share");
+      }
       assert.equal(uffds(), ownUffds, "cryo's copies of the userfaultfd closed");
       const pre = dump.stats.precopy;
       assert.ok(pre, "the dump pre-copied");
@@ -80,6 +89,15 @@ for (const [lanes, die] of [["", ""], ["2", ""], ["2", "release"]]) {
       // The cold half is kept from the pre-copy; the hot half was written meanwhile.
       assert.ok(pre.reusedBytes >= (pages / 2) * PAGE, `kept ${pre.reusedBytes} bytes`);
       assert.ok(pre.reusedBytes < pre.bytes, "some pre-copied pages were written and taken again");
+      // The block CRCs (the pre-copy's, the blocks written over read back on a table's thread)
+      // and the checksum are those of the file.
+      for (const e of dump.manifest.processes) {
+        const pb = e.pageBlocks;
+        assert.ok(pb, `pageBlocks of ${e.pid}`);
+        const crcs = [...(decodeBlockCrcs(pb.crcs) as Uint32Array)];
+        assert.deepEqual(crcs, blocksOf(`${dir}/${e.file}`, pb.offset, pb.offset + pb.length));
+        assert.equal(await checksumFile(`${dir}/${e.file}`), e.checksum, "the image's checksum");
+      }
 
       const after = trackingTraces(t.pid, region, pages);
       assert.deepEqual(after.fds, before.fds, "the same fds after the dump");
@@ -194,9 +212,13 @@ for (
     ["precopy-pages:2", "during the pre-copy's page copy"],
     // The same on two copy lanes (CRYO_COPY_LANES=2: engine/dump/copy_lanes.ts's worker copying too).
     ["precopy-pages:2", "during a two-lane pre-copy's page copy", "2"],
+    // The same with a syscall table copying on another thread (engine/dump/native_lane.ts).
+    ["precopy-pages:2", "during a pre-copy's page copy beside a syscall table's lane", "native"],
     ["precopy-release", "after the dump's thaw, before releasing the tracking"],
     // engine/dump/uffd_release.ts: the first chunk lifted and unregistered, not the rest.
     ["precopy-release-chunk:2", "in the middle of releasing the tracking, chunk by chunk"],
+    // The release by a syscall table on another thread (engine/dump/uffd_release.ts), started.
+    ["precopy-release-table", "while a syscall table's thread releases the tracking"],
     // The same released on the copy lane's thread (engine/dump/precopy_lanes.ts releasePrecopy).
     ["precopy-release-chunk:2", "in the middle of a release on the copy lane's thread", "2"],
     // engine/dump/mod.ts: the tree thawed and released (one lane), the images being completed.
@@ -217,8 +239,9 @@ for (
         ["dump", String(t.pid), "--dir", dir, "--leave-running", "--precopy"],
         phase,
       ).finally(() => Deno.env.delete("CRYO_COPY_LANES"));
-      // At "notes" the tracking is released already.
-      if (phase !== "precopy-arm" && phase !== "notes") {
+      // At "notes" the tracking is released already (or being released on a table's thread,
+      // as at "precopy-release-table", where that thread may have finished before the stop).
+      if (phase !== "precopy-arm" && phase !== "notes" && phase !== "precopy-release-table") {
         const at = trackingTraces(t.pid, region, pages);
         assert.ok(at.uffdFlags > 0 && at.protectedPages > 0, "the tracking was there");
       }

@@ -5,7 +5,8 @@
  * userfaultfd, then closes it, instead of one close that holds the target's
  * mmap lock for writing through the whole walk.
  *
- * - with small chunks (many ioctls): every chunk is released by the ioctls
+ * - with small chunks (many ioctls, issued by a syscall table on another
+ *   thread): every chunk is released by the ioctls
  *   (none left to the close), and the target ends exactly as after the
  *   close: the same mappings and VmFlags in /proc/<pid>/smaps as before
  *   the dump (merged back), no "uw" flag, no write-protected page, the same
@@ -13,7 +14,8 @@
  * - the same for the final dump of a pre-copy chain (`--parent`, left
  *   running: engine/dump/tracking.ts `TrackingRelease`), over the trackable
  *   mappings read after the thaw;
- * - the target killed while cryo is paused in the middle of the release:
+ * - the target killed while cryo is paused in the middle of the release
+ *   (on cryo's thread, or by a syscall table on another thread):
  *   cryo finishes (the ioctls fail on a dead mm, the close is harmless) and
  *   the dump succeeds (its image was complete at the thaw).
  *
@@ -102,22 +104,28 @@ for (
   );
 }
 
-Deno.test(
-  "the target killed in the middle of the tracking's release: cryo finishes, the dump succeeds",
-  withTargets(async () => {
-    const { t } = await startTriggered("rt_precopy", RT_PRECOPY_READY, { extra: ["64"] });
-    const dir = `${await tempDir("cryo-uffdrelease-")}/image`;
-    const paused = await startPaused(
-      ["dump", String(t.pid), "--dir", dir, "--leave-running", "--precopy"],
-      "precopy-release-chunk:2",
-    );
-    await t.kill();
-    paused.child.kill("SIGCONT");
-    const out = await paused.output;
-    assert.equal(out.code, 0, out.stderr);
-    assert.ok(pathExists(`${dir}/manifest.json`), "the image is there");
-  }),
-);
+// "precopy-release-chunk" releases on cryo's thread; "precopy-release-table" by a syscall
+// table on another thread (the default), stopped with cryo right after it started.
+for (const phase of ["precopy-release-chunk:2", "precopy-release-table"]) {
+  Deno.test(
+    `the target killed in the middle of the tracking's release${
+      phase === "precopy-release-table" ? " by a syscall table" : ""
+    }: cryo finishes, the dump succeeds`,
+    withTargets(async () => {
+      const { t } = await startTriggered("rt_precopy", RT_PRECOPY_READY, { extra: ["64"] });
+      const dir = `${await tempDir("cryo-uffdrelease-")}/image`;
+      const paused = await startPaused(
+        ["dump", String(t.pid), "--dir", dir, "--leave-running", "--precopy"],
+        phase,
+      );
+      await t.kill();
+      paused.child.kill("SIGCONT");
+      const out = await paused.output;
+      assert.equal(out.code, 0, out.stderr);
+      assert.ok(pathExists(`${dir}/manifest.json`), "the image is there");
+    }),
+  );
+}
 
 Deno.test(
   "cryo killed in the middle of a chain's final release: the image is there, no tracking left",

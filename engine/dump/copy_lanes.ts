@@ -54,11 +54,15 @@ function isUserfaultfd(fd: number): boolean {
 const F_DUPFD_CLOEXEC = 1030;
 
 /**
- * Below this many bytes to copy, one lane: the worker's creation blocks
- * cryo's thread 20 to 40 ms, and two lanes save about 40% of a copy of
- * 0.8 ms per MiB (docs/PERFORMANCE.md, "Copy lanes").
+ * Below this many bytes to copy, no worker lane: the worker's creation
+ * blocks cryo's thread 20 to 40 ms and adds 11 to 13 MiB of RSS, and below
+ * it a syscall table as the second lane (engine/dump/native_lane.ts)
+ * copies as fast for less (256 and 512 MiB measured: the same wall, less
+ * CPU; docs/PERFORMANCE.md, "Small dumps: a syscall table as the second
+ * copy lane"). Above it the worker's claims balance a long copy on a busy
+ * machine and it releases the tracking on its thread.
  */
-export const LANE_MIN_BYTES = 256 << 20;
+export const LANE_MIN_BYTES = 1 << 30;
 
 /** Size of a segment: small enough that the lanes end close together. */
 export const SEGMENT_BYTES = 16 << 20;

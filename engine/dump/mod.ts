@@ -422,6 +422,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
           // Its smaps read runs beside the copy (engine/dump/vm_flags.ts).
           vmFlagsCheck = startVmFlagsCheck(pid, frozen.processes.map((p) => p.pid));
         },
+        !sync,
       );
       await warmUpFinalFreeze();
       opts.onEvent?.({
@@ -643,12 +644,14 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     // The vdso's digest runs on another thread meanwhile.
     const hostPending = hostFacts(images[0], vdsoCopy, xsaveBytes);
     hostPending.catch(() => {}); // awaited below, or dropped with a failed dump
+    // The pre-copied pages' CRCs, the blocks written over read back (on another thread: precopy.ts).
+    const preCrcs = pending.map((p) => p.pre?.pagesCrc(p.writer.partialPath, p.overwritten));
+    for (const c of preCrcs) c?.catch(() => {}); // awaited below, or dropped with a failed dump
     if (checkAfterThaw) checkRestorable();
     const host = await hostPending;
-    for (const { writer, image, streamer, pre, overwritten } of pending) {
+    for (const [i, { writer, image, streamer, pre }] of pending.entries()) {
       pausePoint("notes");
-      // The pre-copied pages' CRC, with the blocks written over again read back.
-      const preCrc = pre ? await pre.pagesCrc(writer.partialPath, overwritten) : 0;
+      const preCrc = pre ? await preCrcs[i]! : 0;
       const summary = await writer.finish(image, { checksum: false, sync });
       // The page data's CRC was computed while streaming: read only the rest.
       const pagesCrc = pre

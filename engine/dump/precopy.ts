@@ -57,7 +57,10 @@ import { PagemapScanner, type ScanRegion } from "../proc/pagemap_scan.ts";
 import { freezeTree, type FrozenTree, thawTree } from "./freeze.ts";
 import { withInjection } from "./injected.ts";
 import { classifyVma, pagePolicy, refusedMapping, type Vma } from "./vmas.ts";
-import { crc32 } from "../image/crc32.ts";
+import { crc32, crc32AfterFold } from "../image/crc32.ts";
+import { closeRawFd, openRawFd, SyscallTable, tablesAvailable } from "../../ffi/syscall_table.ts";
+import { pageAlignedBuffer } from "../../ffi/page_file.ts";
+import { addressOf } from "../../ffi/libc.ts";
 import { CRC_BLOCK } from "./memory.ts";
 import { crc32Combine } from "../image/checksum.ts";
 import { type CopiedRun, type CopyJob, copyPlanned, type CopyResult } from "./precopy_copy.ts";
@@ -264,9 +267,11 @@ export class PrecopyProcess {
 
   /**
    * CRC-32 of the pre-copied data [pagesStart, pagesEnd) of the image file
-   * `path` as it is now: the blocks `overwritten` touches are read again.
+   * `path` as it is now: the blocks `overwritten` touches are read again,
+   * by a syscall table on another thread where one can run
+   * (ffi/syscall_table.ts: a `pread` and a CRC fold per block, while
+   * cryo's thread goes on), else here.
    */
-  // deno-lint-ignore require-await
   async pagesCrc(
     path: string,
     overwritten: { fileOffset: number; length: number }[],
@@ -278,13 +283,19 @@ export class PrecopyProcess {
       for (let b = first; b <= last; b++) dirty.add(b);
     }
     const crcs = [...this.#blockCrcs];
-    if (dirty.size) {
+    const blocks = [...dirty].map((b) => {
+      const at = this.pagesStart + b * CRC_BLOCK;
+      return { b, at, len: Math.min(CRC_BLOCK, this.pagesEnd - at) };
+    });
+    const reread = blocks.length && tablesAvailable()
+      ? await blockCrcsOnTable(path, blocks)
+      : undefined;
+    if (reread) blocks.forEach(({ b }, i) => crcs[b] = reread[i]);
+    else if (blocks.length) {
       // Synchronous reads: a few blocks at most, cheaper than async ops in a fresh Deno.
       using f = Deno.openSync(path, { read: true });
       const buf = new Uint8Array(CRC_BLOCK);
-      for (const b of dirty) {
-        const at = this.pagesStart + b * CRC_BLOCK;
-        const len = Math.min(CRC_BLOCK, this.pagesEnd - at);
+      for (const { b, at, len } of blocks) {
         f.seekSync(at, Deno.SeekMode.Start);
         for (let d = 0; d < len;) {
           const n = f.readSync(buf.subarray(d, len));
@@ -330,6 +341,36 @@ export class PrecopyProcess {
     } finally {
       endLifting(this.pid);
     }
+  }
+}
+
+/**
+ * The CRC of each block [at, at + len) of the file `path` (len a multiple
+ * of 16 and at least 64: whole pages), read and folded by a syscall table
+ * on another thread; undefined when a read falls short (then read here).
+ */
+async function blockCrcsOnTable(
+  path: string,
+  blocks: { at: number; len: number }[],
+): Promise<number[] | undefined> {
+  if (blocks.some((x) => x.len < 64 || x.len % 16 !== 0)) return undefined;
+  const fd = openRawFd(path, false);
+  try {
+    const table = new SyscallTable(2 * blocks.length);
+    const buf = pageAlignedBuffer(CRC_BLOCK);
+    table.keep(buf);
+    const base = addressOf(buf);
+    const outs = blocks.map(() => new Uint8Array(16));
+    const reads = blocks.map(({ at, len }, i) => {
+      const r = table.syscall(SYS.pread64, fd, buf, len, at);
+      table.fold(base, len, 0xffffffff, outs[i]);
+      return r;
+    });
+    await table.run().finished;
+    if (reads.some((r, i) => table.result(r) !== BigInt(blocks[i].len))) return undefined;
+    return outs.map((o) => crc32AfterFold(o, new Uint8Array(0)));
+  } finally {
+    closeRawFd(fd); // the table is done (awaited), or never started
   }
 }
 

@@ -4,15 +4,23 @@
  * pay: the worker lane is started before the pre-copy's freeze, so that it
  * has loaded by the time the copy begins.
  *
+ * Below that, from {@link NATIVE_LANE_MIN_BYTES}, the second lane is a
+ * syscall table on one of Deno's blocking-pool threads
+ * (engine/dump/native_lane.ts), which costs no isolate.
+ *
  * `CRYO_COPY_LANES=1` in the environment keeps the copy on one lane,
- * `CRYO_COPY_LANES=2` uses two whatever the size (tests, measurements).
+ * `CRYO_COPY_LANES=2` uses two (cryo's thread and a worker) whatever the
+ * size, `CRYO_COPY_LANES=native` cryo's thread and a syscall table
+ * whatever the size and the load (tests, measurements).
  *
  * @module
  */
 
 import { Precopy } from "./precopy.ts";
-import { CopyLanes, LANE_MIN_BYTES } from "./copy_lanes.ts";
+import { CopyLanes, LANE_MIN_BYTES, lanesAvailable } from "./copy_lanes.ts";
+import { copyOnNativeLane, NATIVE_LANE_MIN_BYTES, nativeLaneAvailable } from "./native_lane.ts";
 import { laneDeathAt } from "./lane_claims.ts";
+import { releaseUffdOnTable } from "./uffd_release.ts";
 import { listDescendants } from "../proc/tasks.ts";
 import { readStatus } from "../proc/status.ts";
 
@@ -35,37 +43,49 @@ export function residentBytes(root: number): number {
   return bytes;
 }
 
-/** The `CRYO_COPY_LANES` override: 1, 2, or undefined. */
-export function lanesOverride(): 1 | 2 | undefined {
+/** The `CRYO_COPY_LANES` override: 1, 2, "native", or undefined. */
+export function lanesOverride(): 1 | 2 | "native" | undefined {
   let v: string | undefined;
   try {
     v = Deno.env.get("CRYO_COPY_LANES");
   } catch {
     return undefined; // no env permission
   }
-  return v === "1" ? 1 : v === "2" ? 2 : undefined;
+  return v === "1" ? 1 : v === "2" ? 2 : v === "native" ? "native" : undefined;
 }
 
 /**
  * {@link Precopy.start} (`inBarrier` is its own) then the copy of every process's pages, on two
  * lanes when the tree holds at least {@link LANE_MIN_BYTES} and the machine
- * has two CPUs. A failed copy closes the pre-copy's tracking and throws.
+ * has two CPUs, else with a syscall table as the second lane from
+ * {@link NATIVE_LANE_MIN_BYTES} when a CPU is idle. A failed copy closes the
+ * pre-copy's tracking and throws.
  */
 export async function precopyTree(
   root: number,
   dir: string,
   keep: boolean,
   inBarrier?: Parameters<typeof Precopy.start>[3],
+  /** The image will not be synced: the syscall table's lane may preallocate (native_lane.ts). */
+  noSync = false,
 ): Promise<Precopy> {
   const force = lanesOverride();
-  const lanes = force === 2 || (force === undefined && residentBytes(root) >= LANE_MIN_BYTES)
+  const resident = force === undefined ? residentBytes(root) : 0;
+  const lanes = force === 2 || (force === undefined && resident >= LANE_MIN_BYTES)
     ? CopyLanes.start(force === 2)
     : undefined;
+  const native = !lanes && nativeLaneAvailable() &&
+    (force === "native" ||
+      (force === undefined && resident >= NATIVE_LANE_MIN_BYTES && lanesAvailable()));
   let keepLanes = false;
   try {
     const precopy = Precopy.start(root, dir, keep, inBarrier);
     try {
-      if (!lanes) await precopy.copy();
+      if (native) {
+        const procs = [...precopy.processes.values()].filter((p) => p.plannedBytes > 0);
+        const results = await copyOnNativeLane(procs.map((p) => p.job), { preallocate: noSync });
+        procs.forEach((p, i) => p.copied(results[i]));
+      } else if (!lanes) await precopy.copy();
       else {
         const procs = [...precopy.processes.values()].filter((p) => p.plannedBytes > 0);
         const results = await lanes.copy(
@@ -94,15 +114,24 @@ const keptLanes = new WeakMap<Precopy, CopyLanes>();
 
 /**
  * Closes the pre-copy's tracking after the dump's thaw (Precopy.close):
- * when it was copied on two lanes, each process's release runs on the
- * worker's thread while cryo's goes on (the dump writes its notes
- * meanwhile; docs/PERFORMANCE.md "The tracking's release beside the
- * notes"), then the worker stops. Resolves once every fd is closed.
+ * each process's release runs on a syscall table's thread, or, when it was
+ * copied with a worker lane, on the worker's thread, while cryo's goes on
+ * (the dump writes its notes meanwhile; docs/PERFORMANCE.md "The
+ * tracking's release beside the notes"), then the worker stops. Resolves
+ * once every fd is closed.
  */
 export async function releasePrecopy(precopy: Precopy): Promise<void> {
   const lanes = keptLanes.get(precopy);
   keptLanes.delete(precopy);
-  if (!lanes) return precopy.close();
+  if (!lanes) {
+    // On a syscall table's thread (engine/dump/uffd_release.ts), the notes written meanwhile.
+    try {
+      for (const p of [...precopy.processes.values()]) await p.closeWith(releaseUffdOnTable);
+    } finally {
+      precopy.close(); // anything a failure left (a no-op otherwise)
+    }
+    return;
+  }
   try {
     for (const p of [...precopy.processes.values()]) {
       await p.closeWith((uffd, ranges, chunk) => lanes.release(uffd, ranges, chunk));

@@ -40,12 +40,14 @@
 import { rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import {
+  tableRelease,
   UFFDIO_REGISTER_MODE_WP,
   uffdRegister,
   uffdUnregister,
   uffdWriteProtect,
 } from "../../ffi/uffd.ts";
-import { pausePoint } from "../pause.ts";
+import { SyscallTable, tablesAvailable } from "../../ffi/syscall_table.ts";
+import { pausePoint, pauseWanted } from "../pause.ts";
 
 /**
  * Bytes lifted and unregistered per ioctl (bounds how long one holds the
@@ -137,5 +139,53 @@ export function releaseUffd(
   rawSyscall(SYS.close, uffd);
   s.closeMs = performance.now() - c;
   s.totalMs = performance.now() - t0;
+  if (releaseStats.length < 1024) releaseStats.push(s);
+}
+
+/**
+ * {@link releaseUffd} by a syscall table on one of Deno's blocking-pool
+ * threads (ffi/syscall_table.ts): the same ioctls per chunk (the
+ * unregistration only where the guard's registration succeeded), then the
+ * close, while cryo's thread goes on (the dump completes its images
+ * meanwhile); resolves once the fd is closed. Synchronous, as
+ * {@link releaseUffd}, where tables cannot run, with `chunkBytes` 0, or
+ * when a test pauses between chunks (`precopy-release-chunk`). A cryo
+ * killed meanwhile closes the fd with its death: the kernel finishes.
+ */
+export async function releaseUffdOnTable(
+  uffd: number,
+  ranges: readonly [number, number][],
+  chunkBytes = releaseChunk.bytes,
+): Promise<void> {
+  if (
+    chunkBytes <= 0 || releaseChunk.liftFirst || pauseWanted("precopy-release-chunk") ||
+    !tablesAvailable()
+  ) {
+    return releaseUffd(uffd, ranges, chunkBytes);
+  }
+  const t0 = performance.now();
+  const table = new SyscallTable(64);
+  const pairs: [number, number][] = [];
+  for (const [start, end] of adjacentMerged(ranges)) {
+    for (let at = start; at < end; at += chunkBytes) {
+      pairs.push(tableRelease(table, uffd, BigInt(at), BigInt(Math.min(chunkBytes, end - at))));
+    }
+  }
+  const close = table.syscall(SYS.close, uffd);
+  const run = table.run();
+  pausePoint("precopy-release-table");
+  await run.finished;
+  const s: ReleaseStats = {
+    startedAtMs: performance.timeOrigin + t0,
+    totalMs: performance.now() - t0,
+    chunks: pairs.filter(([r, u]) => table.result(r) >= 0n && table.result(u) >= 0n).length,
+    leftToClose: pairs.filter(([r, u]) => table.result(r) < 0n || table.result(u) < 0n).length,
+    longestIoctlMs: 0, // not timed one by one on the table's thread
+    longestMs: { register: 0, writeprotect: 0, unregister: 0 },
+    closeMs: 0,
+  };
+  if (table.result(close) < 0n) {
+    throw new Error(`close of userfaultfd ${uffd}: ${table.result(close)}`);
+  }
   if (releaseStats.length < 1024) releaseStats.push(s);
 }

@@ -25,6 +25,9 @@ export const MAPPING_KINDS = [
 
 const KINDS: ReadonlySet<unknown> = new Set(MAPPING_KINDS);
 
+/** The `end` of the last record {@link plainMappingFits} found a hex value in (a string). */
+let lastEnd = "0x0";
+
 /** Whether `s` matches `^0x[0-9a-fA-F]{1,16}$` (the schema's `hex`). */
 export function isHex64(s: unknown): boolean {
   if (typeof s !== "string") return false;
@@ -62,9 +65,12 @@ function isPlainObject(x: unknown): x is Record<string, unknown> {
  */
 export function plainMappingFits(x: unknown): boolean {
   if (!isPlainObject(x)) return false;
-  if (!isHex64(x.start) || !isHex64(x.end) || !isPerms(x.perms) || !isHex64(x.offset)) {
-    return false;
-  }
+  // A text equal to one that passed passes: a mapping's start is mostly the end
+  // before it, its offset "0x0", its first page run's address its start.
+  const start = x.start;
+  if (!(start === lastEnd || isHex64(start)) || !isHex64(x.end) || !isPerms(x.perms)) return false;
+  lastEnd = x.end as string;
+  if (!(x.offset === "0x0" || isHex64(x.offset))) return false;
   if (!KINDS.has(x.kind) || typeof x.name !== "string") return false;
   if (x.file !== undefined || x.sysvShm !== undefined || x.aio !== undefined) return false;
   if (x.excluded !== undefined && typeof x.excluded !== "boolean") return false;
@@ -76,7 +82,10 @@ export function plainMappingFits(x: unknown): boolean {
   if (!Array.isArray(pages)) return false;
   for (let i = 0; i < pages.length; i++) {
     const r = pages[i];
-    if (!isPlainObject(r) || !isHex64(r.addr) || !isNat(r.length) || !isNat(r.fileOffset)) {
+    if (
+      !isPlainObject(r) || !(r.addr === start || isHex64(r.addr)) || !isNat(r.length) ||
+      !isNat(r.fileOffset)
+    ) {
       return false;
     }
   }

@@ -327,9 +327,15 @@ export function emitAioRings(
   slotsAddress: bigint,
   scratchSlot: number,
 ): void {
-  const rings = proc.mappings.filter((m): m is Mapping & { aio: AioRing } => m.aio !== undefined)
-    .sort((a, b) => a.aio.id - b.aio.id);
-  if (rings.length === 0) return;
+  // (A loop, not a filter with a closure: 10,000 mappings have no ring.)
+  let rings: (Mapping & { aio: AioRing })[] | undefined;
+  const mappings = proc.mappings;
+  for (let i = 0; i < mappings.length; i++) {
+    const m = mappings[i];
+    if (m.aio !== undefined) (rings ??= []).push(m as Mapping & { aio: AioRing });
+  }
+  if (!rings) return;
+  rings.sort((a, b) => a.aio.id - b.aio.id);
   const cpus = possibleCpus().length;
   for (const m of rings) {
     const pages = (Number(BigInt(m.end) - BigInt(m.start))) / PAGE;

@@ -228,14 +228,44 @@ function collectMappingDetails(
   }
 }
 
+/**
+ * Copies of the two lists of VmFlags last seen by {@link emitVmFlags}
+ * without a madvise flag in them (neighbours share or alternate theirs).
+ */
+let plainFlags: readonly string[] = [];
+let plainFlags2: readonly string[] = [];
+
+/** `flags.includes(flag)`, by an indexed loop (V8's `includes` costs more, 10,000 times). */
+function hasFlag(flags: readonly string[], flag: string): boolean {
+  for (let i = 0; i < flags.length; i++) if (flags[i] === flag) return true;
+  return false;
+}
+
+/** Whether `a` and `b` hold the same flags in the same order. */
+function sameList(a: readonly string[], b: readonly string[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 /** Restore: the madvise flags of a mapping, once its pages are in. */
 export function emitVmFlags(p: ProgramBuilder, m: Mapping): void {
-  for (const f of m.vmFlags) {
+  const flags = m.vmFlags;
+  // Neighbours mostly have equal lists without a madvise flag: compared, not looked up.
+  if (sameList(flags, plainFlags) || sameList(flags, plainFlags2)) return;
+  let any = false;
+  for (let i = 0; i < flags.length; i++) {
+    const f = flags[i];
     const advice = MADVISE_FOR_FLAG[f];
     if (advice === undefined) continue; // most flags: no bigints made for them
+    any = true;
     const start = BigInt(m.start);
     const len = BigInt(m.end) - start;
     p.op(SYS.madvise, [start, len, advice], { comment: `VmFlag ${f}` });
+  }
+  if (!any) {
+    plainFlags2 = plainFlags;
+    plainFlags = flags.slice(); // (a copy: nothing done to `flags` later can change it)
   }
 }
 
@@ -247,8 +277,9 @@ export function emitVmFlags(p: ProgramBuilder, m: Mapping): void {
  */
 function emitGuardsAndLocks(p: ProgramBuilder, mappings: readonly Mapping[]): void {
   let locked: Mapping[] | undefined; // (one pass over 10,000 mappings, not two)
-  for (const m of mappings) {
-    if (m.vmFlags.includes("lo") && m.kind !== "vdso" && m.kind !== "vsyscall") {
+  for (let i = 0; i < mappings.length; i++) {
+    const m = mappings[i];
+    if (hasFlag(m.vmFlags, "lo") && m.kind !== "vdso" && m.kind !== "vsyscall") {
       (locked ??= []).push(m);
     }
     if (!m.guards) continue; // (no empty list made for each of 10,000 mappings)

@@ -153,12 +153,19 @@ export function emitAnonRun(
       stretches.push({ addr, length, fileOffset })
     : (addr: HexNum, length: number, fileOffset: number) =>
       emitRead(p, imageSlot, addr, length, fileOffset);
+  // Each member's bounds, parsed once: members follow on (anonRunLength), so each
+  // starts where the one before ends; a page run at its member's start needs no parse.
+  const bounds: HexNum[] = new Array(n + 1);
+  bounds[0] = start;
   let runAddr: HexNum = 0, runLength = 0, runOffset = 0;
-  for (let k = i; k < i + n; k++) {
-    const pages = mappings[k].pages;
+  for (let k = 0; k < n; k++) {
+    const m = mappings[i + k];
+    const mStart = bounds[k];
+    bounds[k + 1] = k === n - 1 ? hexNum(last.end) : hexNum(m.end);
+    const pages = m.pages;
     for (let q = 0; q < pages.length; q++) {
       const r = pages[q];
-      const addr = hexNum(r.addr);
+      const addr = r.addr === m.start ? mStart : hexNum(r.addr);
       if (
         runLength > 0 && runOffset + runLength === r.fileOffset &&
         same(hexPlus(runAddr, runLength), addr)
@@ -174,12 +181,12 @@ export function emitAnonRun(
   }
   if (runLength > 0) read(runAddr, runLength, runOffset);
   if (load) load(stretches);
-  for (let k = i; k < i + n; k++) {
-    const m = mappings[k];
+  for (let k = 0; k < n; k++) {
+    const m = mappings[i + k];
     // Members are read-write or read-only (joinable): only the read-only ones get an mprotect.
     if (m.perms[1] !== "w") {
-      const s = hexNum(m.start);
-      p.op(SYS.mprotect, [s, hexMinus(hexNum(m.end), s), protOf(m.perms)]);
+      const s = bounds[k];
+      p.op(SYS.mprotect, [s, hexMinus(bounds[k + 1], s), protOf(m.perms)]);
     }
     emitVmFlags(p, m);
   }

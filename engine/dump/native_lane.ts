@@ -1,0 +1,327 @@
+/**
+ * A second copy lane without a Worker: part of a pre-copy's segments
+ * (engine/dump/precopy_copy.ts) copied by a syscall table
+ * (ffi/syscall_table.ts) that one of Deno's blocking-pool threads runs,
+ * while cryo's thread copies the rest as before. Per MiB the table reads
+ * the pages into a page-aligned buffer of its own with `pread` of
+ * /proc/<pid>/mem (it never pins, so it never unshares a page shared
+ * copy-on-write, and needs no pagemap look-up to plan), folds its CRC and
+ * writes it with `pwrite` at its file offset: the same bytes, block CRCs
+ * and runs as `copySegment`, with no JavaScript per MiB and no isolate to
+ * create (a Worker costs cryo's thread 20 to 40 ms to create: the Worker
+ * lanes of copy_lanes.ts are used from 1 GiB only).
+ *
+ * A segment whose reads or writes fall short (memory unmapped by the
+ * running target, a full disk) is copied again by cryo's thread with
+ * `copySegment` (which records what cannot be read, or throws). The
+ * table's fds and buffers are released only once its thread is done, also
+ * when cryo's own lane fails.
+ *
+ * @module
+ */
+
+import {
+  type CopyJob,
+  type CopyResult,
+  type CopySegment,
+  copySegment,
+  jobBytes,
+  mergeSegments,
+  newLane,
+  segmentJobs,
+  type SegmentResult,
+} from "./precopy_copy.ts";
+import { CRC_BLOCK, pageBufferBytes } from "./memory.ts";
+import { pausePoint } from "../pause.ts";
+import { crc32AfterFold } from "../image/crc32.ts";
+import { pageAlignedBuffer, preallocate } from "../../ffi/page_file.ts";
+import { addressOf } from "../../ffi/libc.ts";
+import { SYS } from "../../ffi/sysno.ts";
+import {
+  closeRawFd,
+  openRawFd,
+  SyscallTable,
+  type TableRun,
+  tablesAvailable,
+} from "../../ffi/syscall_table.ts";
+import type { CopiedRun } from "./precopy_copy.ts";
+
+/**
+ * Below this many resident bytes, one lane (a few ms of copy; the table's
+ * set-up is ~1 ms). The pre-copy itself starts at 32 MiB unless forced.
+ */
+export const NATIVE_LANE_MIN_BYTES = 8 << 20;
+
+/** Segment size of a copy on the native lane and cryo's thread. */
+export const NATIVE_SEGMENT_BYTES = 4 << 20;
+
+/**
+ * Share of the bytes given to the table's thread (it takes the last
+ * segments): it runs no JavaScript, so it copies faster than cryo's
+ * thread (64 MiB with both CPUs free: 0.6 to 0.7 gave the shortest copy).
+ */
+export const NATIVE_SHARE = 0.6;
+
+/** Whether the native lane can run here (x86-64, PCLMULQDQ, an executable page). */
+export function nativeLaneAvailable(): boolean {
+  return tablesAvailable();
+}
+
+/** What one segment's entries must return to count as copied. */
+interface Expect {
+  /** Table entry. */
+  entry: number;
+  /** The bytes it must return. */
+  bytes: number;
+}
+
+/** One segment in the table. */
+interface PlannedSegment {
+  expects: Expect[];
+  /** The 16-byte fold remainders of its blocks, in order. */
+  folds: Uint8Array[];
+  copied: CopiedRun[];
+}
+
+/** A set of segments being copied by a table on another thread. */
+export class NativeCopy {
+  readonly #table: SyscallTable;
+  readonly #run: TableRun;
+  readonly #segments: PlannedSegment[];
+  readonly #fds: number[];
+  #closed = false;
+  /** Tables started by this process so far (tests check that the lane took part). */
+  static started = 0;
+
+  private constructor(
+    table: SyscallTable,
+    segments: PlannedSegment[],
+    fds: number[],
+  ) {
+    this.#table = table;
+    this.#segments = segments;
+    this.#fds = fds;
+    this.#run = table.run();
+    NativeCopy.started++;
+  }
+
+  /** True once the table's thread is done (no event loop turn needed). */
+  done(): boolean {
+    return this.#run.done();
+  }
+
+  /** Resolves once the table's thread is done (never rejects). */
+  get finished(): Promise<void> {
+    return this.#run.finished.catch(() => {});
+  }
+
+  /**
+   * Plans `segments` (whose files exist) into a table and starts it.
+   * Throws before anything runs when a file cannot be opened.
+   */
+  static start(segments: readonly CopySegment[]): NativeCopy {
+    const fds: number[] = [];
+    const files = new Map<string, number>();
+    const mems = new Map<number, number>();
+    const fdOf = <K>(map: Map<K, number>, key: K, path: string, write: boolean) => {
+      let fd = map.get(key);
+      if (fd === undefined) {
+        fd = openRawFd(path, write);
+        fds.push(fd);
+        map.set(key, fd);
+      }
+      return fd;
+    };
+    const table = new SyscallTable(16 * segments.length + 8);
+    const buffer = pageAlignedBuffer(CRC_BLOCK); // one block at a time
+    table.keep(buffer);
+    const base = addressOf(buffer);
+    const planned: PlannedSegment[] = [];
+    try {
+      for (const seg of segments) {
+        const fd = fdOf(files, seg.path, seg.path, true);
+        const p: PlannedSegment = { expects: [], folds: [], copied: [] };
+        planned.push(p);
+        let fileAt = seg.fileOffset;
+        let chunk: { addr: number; length: number; at: number }[] = [];
+        let fill = 0;
+        const flush = () => {
+          if (fill === 0) return;
+          const mem = fdOf(mems, seg.pid, `/proc/${seg.pid}/mem`, false);
+          emitChunk(table, p, chunk, base, fill, { mem, file: fd }, fileAt);
+          fileAt += fill;
+          chunk = [];
+          fill = 0;
+        };
+        for (const { runs } of seg.planned) {
+          for (const r of runs) {
+            const addr = Number(r.addr);
+            p.copied.push({ addr, length: r.length, fileOffset: fileAt + fill });
+            for (let done = 0; done < r.length;) {
+              const n = Math.min(CRC_BLOCK - fill, r.length - done);
+              chunk.push({ addr: addr + done, length: n, at: fill });
+              fill += n;
+              done += n;
+              if (fill === CRC_BLOCK) flush();
+            }
+          }
+        }
+        flush();
+      }
+      return new NativeCopy(table, planned, fds);
+    } catch (e) {
+      for (const fd of fds) closeRawFd(fd); // nothing runs: the table did not start
+      throw e;
+    }
+  }
+
+  /**
+   * Once {@link finished}: each segment's result, or undefined where a
+   * read or a write fell short (copy it again). Closes the table's fds.
+   */
+  results(): (SegmentResult | undefined)[] {
+    if (!this.#run.done()) throw new Error("native copy not finished");
+    this.close();
+    return this.#segments.map((s) => {
+      for (const x of s.expects) {
+        if (this.#table.result(x.entry) !== BigInt(x.bytes)) return undefined;
+      }
+      return {
+        blockCrcs: s.folds.map((f) => crc32AfterFold(f, new Uint8Array(0))),
+        copied: s.copied,
+        lost: [],
+      };
+    });
+  }
+
+  /** Closes the fds; only once the table's thread is done. */
+  close(): void {
+    if (this.#closed || !this.#run.done()) return;
+    this.#closed = true;
+    for (const fd of this.#fds) closeRawFd(fd);
+  }
+}
+
+/**
+ * The entries of one block of a segment: a `pread` of /proc/<pid>/mem into
+ * the buffer per piece, its CRC fold, its `pwrite`.
+ */
+function emitChunk(
+  table: SyscallTable,
+  seg: PlannedSegment,
+  pieces: { addr: number; length: number; at: number }[],
+  base: bigint,
+  fill: number,
+  fds: { mem: number; file: number },
+  fileAt: number,
+): void {
+  for (const piece of pieces) {
+    const e = table.syscall(
+      SYS.pread64,
+      fds.mem,
+      base + BigInt(piece.at),
+      piece.length,
+      piece.addr,
+    );
+    seg.expects.push({ entry: e, bytes: piece.length });
+  }
+  const out = new Uint8Array(16);
+  table.fold(base, fill, 0xffffffff, out);
+  seg.folds.push(out);
+  const w = table.syscall(SYS.pwrite64, fds.file, base, fill, fileAt);
+  seg.expects.push({ entry: w, bytes: fill });
+}
+
+/** Options of {@link copyOnNativeLane} (tests). */
+export interface NativeLaneOptions {
+  /** Segment size (default {@link NATIVE_SEGMENT_BYTES}; a multiple of 1 MiB). */
+  segmentBytes?: number;
+  /** Share of the bytes for the table's thread (default {@link NATIVE_SHARE}; 1: all). */
+  share?: number;
+  /**
+   * Allocate each file's page region first (ffi/page_file.ts
+   * `preallocate`): the copy is ~10% shorter, but a later fdatasync converts
+   * the unwritten extents (~10 ms more at 64 MiB), so only for an image
+   * that is not synced.
+   */
+  preallocate?: boolean;
+}
+
+/**
+ * A copy of jobs on two lanes: the last {@link NATIVE_SHARE} of their
+ * segments on a syscall table's thread ({@link NativeCopy}), started by
+ * {@link start} (synchronous: it may run in a freeze), the rest on this
+ * thread by {@link finish} (`copySegment`, with the `precopy-pages` pause
+ * point), then any segment the table could not copy whole, here too.
+ */
+export class NativeLaneCopy {
+  readonly #jobs: readonly CopyJob[];
+  readonly #segments: CopySegment[];
+  /** Segments [0, mine) are this thread's. */
+  readonly #mine: number;
+  readonly #native: NativeCopy | undefined;
+  readonly #size: number;
+
+  private constructor(jobs: readonly CopyJob[], opts: NativeLaneOptions) {
+    this.#jobs = jobs;
+    this.#size = opts.segmentBytes ?? NATIVE_SEGMENT_BYTES;
+    const share = opts.share ?? NATIVE_SHARE;
+    for (const job of jobs) {
+      Deno.openSync(job.path, { write: true, create: true, truncate: true, mode: 0o700 }).close();
+      // Both lanes' pwrites then hold the inode's lock for less (docs/PERFORMANCE.md).
+      if (opts.preallocate) preallocate(job.path, job.pagesStart, jobBytes(job));
+    }
+    const segments = segmentJobs(jobs, this.#size);
+    const total = jobs.reduce((n, j) => n + jobBytes(j), 0);
+    let k = segments.length, theirs = 0;
+    while (k > 0 && theirs + segments[k - 1].bytes <= total * share) {
+      theirs += segments[--k].bytes;
+    }
+    this.#segments = segments;
+    this.#mine = k;
+    this.#native = k < segments.length ? NativeCopy.start(segments.slice(k)) : undefined;
+  }
+
+  /** Creates (or truncates) the jobs' files and starts the table's share. */
+  static start(jobs: readonly CopyJob[], opts: NativeLaneOptions = {}): NativeLaneCopy {
+    return new NativeLaneCopy(jobs, opts);
+  }
+
+  /** Copies this thread's share, waits for the table's, and returns each job's result. */
+  async finish(): Promise<CopyResult[]> {
+    const segments = this.#segments, k = this.#mine, native = this.#native;
+    const total = this.#jobs.reduce((n, j) => n + jobBytes(j), 0);
+    const lane = newLane(pageBufferBytes(Math.min(total, this.#size)));
+    try {
+      const results: SegmentResult[] = [];
+      const pause = () => pausePoint("precopy-pages");
+      for (let i = 0; i < k; i++) results.push(await copySegment(segments[i], lane, pause));
+      if (native) {
+        await native.finished;
+        const got = native.results();
+        for (let i = k; i < segments.length; i++) {
+          results.push(got[i - k] ?? await copySegment(segments[i], lane, pause));
+        }
+      }
+      return mergeSegments(this.#jobs, segments, results);
+    } finally {
+      await this.abandon(); // the table's thread must be done before its fds close
+      lane.files.close();
+    }
+  }
+
+  /** Waits until the table's thread is done and closes its fds (a copy given up). */
+  async abandon(): Promise<void> {
+    if (!this.#native) return;
+    await this.#native.finished;
+    this.#native.close();
+  }
+}
+
+/** {@link NativeLaneCopy.start} then {@link NativeLaneCopy.finish}: the same results as `copyPlanned` of each job. */
+export async function copyOnNativeLane(
+  jobs: readonly CopyJob[],
+  opts: NativeLaneOptions = {},
+): Promise<CopyResult[]> {
+  return await NativeLaneCopy.start(jobs, opts).finish();
+}

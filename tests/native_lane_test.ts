@@ -1,0 +1,159 @@
+/**
+ * engine/dump/native_lane.ts and ffi/syscall_table.ts: the pre-copy's
+ * second copy lane as a syscall table run on one of Deno's blocking-pool
+ * threads.
+ *
+ * - a table runs its syscalls and CRC folds in order on another thread and
+ *   stores each result; its done flag rises when it is over;
+ * - the table lane alone, and with cryo's thread taking its share, writes
+ *   the same files, block CRCs, ends and runs as the one-lane copy
+ *   (`copyPlanned`) of runs of odd lengths of the test's own memory (also
+ *   with the files' page regions preallocated);
+ * - a segment the table cannot read whole (part of its memory unmapped)
+ *   is copied again on cryo's thread: zeros and the unreadable part
+ *   reported, as the one-lane copy does;
+ * - a job of a process that does not exist fails the copy (its memory
+ *   cannot be opened), and the next copy works.
+ *
+ * The round trip and the kill of cryo during a copy on this lane are in
+ * tests/precopy_test.ts (`CRYO_COPY_LANES=native`).
+ */
+
+import assert from "node:assert/strict";
+import { copyPlanned } from "../engine/dump/precopy_copy.ts";
+import { copyOnNativeLane, nativeLaneAvailable } from "../engine/dump/native_lane.ts";
+import { SyscallTable, tablesAvailable } from "../ffi/syscall_table.ts";
+import { crc32, crc32AfterFold } from "../engine/image/crc32.ts";
+import { addressOf, syscall } from "../ffi/libc.ts";
+import { SYS } from "../ffi/sysno.ts";
+import {
+  assertSameFiles,
+  assertSameResult,
+  blocksOf,
+  jobOf,
+  MiB,
+  PAGE,
+  patterned,
+} from "./helpers/copy_jobs.ts";
+
+Deno.test("a syscall table runs its syscalls and folds on another thread, in order", async () => {
+  if (!tablesAvailable()) return; // not x86-64 with PCLMULQDQ: the lane is never used
+  const buf = new Uint8Array(MiB + 4096);
+  for (let i = 0; i < buf.length; i++) buf[i] = (i * 7 + 3) & 0xff;
+  const t = new SyscallTable(1); // grows
+  const first = t.syscall(SYS.getpid);
+  const out = new Uint8Array(16);
+  t.fold(addressOf(buf), buf.length, 0xffffffff, out);
+  const bad = t.syscall(SYS.close, -1);
+  const failed = t.syscallOrSkipNext(SYS.close, -1);
+  const skipped = t.syscall(SYS.getpid);
+  const passed = t.syscallOrSkipNext(SYS.getppid);
+  const notSkipped = t.syscall(SYS.getpid);
+  const tid = t.syscall(SYS.gettid);
+  const run = t.run();
+  await run.finished;
+  assert.ok(run.done(), "the done flag rose");
+  assert.equal(t.result(first), BigInt(Deno.pid));
+  assert.equal(crc32AfterFold(out, new Uint8Array(0)), crc32(buf), "the fold's CRC");
+  assert.equal(t.result(bad), -9n, "EBADF, as the kernel returns it");
+  assert.equal(t.result(failed), -9n);
+  assert.equal(t.result(skipped), 0n, "skipped after a failed entry that asks it");
+  assert.ok(t.result(passed) > 0n);
+  assert.equal(t.result(notSkipped), BigInt(Deno.pid), "run after a successful one");
+  assert.ok(t.result(tid) > 0n && t.result(tid) !== BigInt(Deno.pid), "another thread ran it");
+  const last = new SyscallTable();
+  last.syscallOrSkipNext(SYS.getpid);
+  assert.throws(() => last.run(), /last entry/, "no skip over the end");
+});
+
+for (const share of [1, 0.5]) {
+  Deno.test(
+    `the table lane${
+      share === 1 ? " alone" : " with cryo's thread"
+    } writes the same files, block CRCs and runs as one lane`,
+    async () => {
+      if (!nativeLaneAvailable()) return;
+      const { buf, addr } = patterned(16);
+      const dir = await Deno.makeTempDir({ prefix: "cryo-native-" });
+      try {
+        const serial = [
+          await copyPlanned(jobOf(addr, `${dir}/one-a`, 12288, 0)),
+          await copyPlanned(jobOf(addr, `${dir}/one-b`, 8192, 7)),
+        ];
+        const jobs = [jobOf(addr, `${dir}/two-a`, 12288, 0), jobOf(addr, `${dir}/two-b`, 8192, 7)];
+        // With cryo's thread: the files' page regions preallocated too (a dump not synced).
+        const got = await copyOnNativeLane(jobs, {
+          segmentBytes: MiB,
+          share,
+          preallocate: share < 1,
+        });
+        for (const [k, name] of [[0, "a"], [1, "b"]] as const) {
+          const what = `file ${name}`;
+          assertSameResult(got[k], serial[k], what);
+          assertSameFiles(`${dir}/one-${name}`, `${dir}/two-${name}`, what);
+          assert.deepEqual(
+            got[k].blockCrcs,
+            blocksOf(`${dir}/two-${name}`, jobs[k].pagesStart, got[k].pagesEnd),
+            `${what}: block CRCs of the file`,
+          );
+        }
+        const file = Deno.readFileSync(`${dir}/two-a`);
+        assert.deepEqual(file.subarray(12288, 12288 + 3 * PAGE), buf.subarray(0, 3 * PAGE));
+      } finally {
+        await Deno.remove(dir, { recursive: true });
+      }
+    },
+  );
+}
+
+Deno.test("a segment the table cannot read whole is copied again here: zeros, reported lost", async () => {
+  if (!nativeLaneAvailable()) return;
+  const size = 16 * MiB;
+  const at = syscall(SYS.mmap, 0, size, 3, 0x22, -1, 0); // PROT_READ|WRITE, MAP_PRIVATE|ANONYMOUS
+  const dir = await Deno.makeTempDir({ prefix: "cryo-native-" });
+  try {
+    const mem = new Uint8Array(
+      Deno.UnsafePointerView.getArrayBuffer(Deno.UnsafePointer.create(at)!, size),
+    );
+    for (let i = 0; i < size; i += PAGE) mem[i] = 1 + (i / PAGE) % 251;
+    // A hole in the middle of the second run (pages 5..305): unreadable by both copies.
+    syscall(SYS.munmap, at + BigInt(100 * PAGE), 50 * PAGE);
+    const serial = await copyPlanned(jobOf(at, `${dir}/one`, 4096, 0));
+    const got = await copyOnNativeLane([jobOf(at, `${dir}/two`, 4096, 0)], {
+      segmentBytes: MiB,
+      share: 1,
+    });
+    assertSameResult(got[0], serial, "with a hole");
+    assertSameFiles(`${dir}/one`, `${dir}/two`, "with a hole");
+    assert.ok(
+      !got[0].copied.some((r) =>
+        r.addr < Number(at) + 150 * PAGE && r.addr + r.length > Number(at) + 100 * PAGE
+      ),
+      "the hole is not among the copied runs",
+    );
+    const file = Deno.readFileSync(`${dir}/two`);
+    // Page 100 of the mapping is the 95th page of the second run, after the first run's 3.
+    const hole = 4096 + (3 + 95) * PAGE;
+    assert.ok(file.subarray(hole, hole + 50 * PAGE).every((b) => b === 0), "zeros for the hole");
+    assert.equal(file[hole - PAGE], 1 + 99 % 251, "the page before it copied");
+  } finally {
+    syscall(SYS.munmap, at, size);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a job of a process that does not exist fails the copy, leaving nothing open", async () => {
+  if (!nativeLaneAvailable()) return;
+  const { addr } = patterned(4);
+  const dir = await Deno.makeTempDir({ prefix: "cryo-native-" });
+  try {
+    const gone = { ...jobOf(addr, `${dir}/gone`, 4096, 0), pid: 0x3ffffff0 };
+    await assert.rejects(() => copyOnNativeLane([gone], { segmentBytes: MiB, share: 0.5 }));
+    // Nothing of the failed copy is left open: a new copy works.
+    const ok = jobOf(addr, `${dir}/ok`, 4096, 0);
+    const got = await copyOnNativeLane([ok], { segmentBytes: MiB, share: 0.5 });
+    assert.equal(got[0].bytes, ok.planned[0].runs.reduce((n, r) => n + r.length, 0));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
