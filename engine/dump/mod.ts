@@ -52,7 +52,10 @@ import type { Precopy, PrecopyProcess } from "./precopy.ts";
 import { precopyPays } from "./precopy_policy.ts";
 import { dropLanes, precopyTree, releasePrecopy } from "./precopy_lanes.ts";
 import {
+  endRehearsalHelper,
   rehearseCollect,
+  rehearseOnHelper,
+  startRehearsalHelper,
   warmUpFinalFreeze,
   warmUpInjection,
   warmUpProcReaders,
@@ -403,6 +406,10 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
   let vmFlagsCheck: Promise<VmFlagsCheck | undefined> | undefined;
   let parent: ParentPages | undefined;
   const chain = new ChainDump(pid, opts);
+  // A process to rehearse the collect on if the tree is frozen once (rehearsal.ts).
+  let helper = opts.leaveRunning && opts.precopy !== true && !opts.preDump
+    ? startRehearsalHelper()
+    : undefined;
   try {
     parent = await chain.begin();
     if (
@@ -410,6 +417,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       (opts.precopy === true || opts.preDump === true || precopyPays(pid).pays)
     ) {
       chain.touched = opts.preDump === true;
+      endRehearsalHelper(helper); // the barrier freeze rehearses
+      helper = undefined;
       warmUpProcReaders();
       warmUpInjection(pid);
       // Precopy.start, then the copy: on two lanes when it pays (engine/dump/precopy_lanes.ts).
@@ -431,6 +440,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         frozenSeconds: precopy.frozenSeconds,
       });
     }
+    if (!precopy) await rehearseOnHelper(helper, opts.optIns); // its only freeze runs warm
     // Before the freeze: the check's smaps walk must not hold a frozen mm's lock.
     const flagsCheck = await (vmFlagsCheck ?? startVmFlagsCheck(pid));
     prepareFrozenMaps(flagsCheck); // parsed with the tree running; the freeze compares bytes
@@ -762,6 +772,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     }
     await releasing?.catch(() => {});
     dropLanes(precopy);
+    endRehearsalHelper(helper);
     precopy?.close();
     chain.failed(tree);
     for (const s of streamers) await s.abort();

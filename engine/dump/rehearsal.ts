@@ -26,8 +26,12 @@ import { collectLifecycle } from "../task/lifecycle.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { BootstrapBuilder, messageProgram } from "../restore/stub.ts";
 import { checkFdOwners, checkProcessPaths } from "./tree_state.ts";
-import type { FrozenTree } from "./freeze.ts";
-import { rawSyscallOffThread } from "../../ffi/libc.ts";
+import { freezeTree, type FrozenTree, thawTree } from "./freeze.ts";
+import { readProcLink } from "../proc/io.ts";
+import { closePipe, type PipeChild, spawnPipeReader } from "../../ffi/pipe_child.ts";
+import { __WALL, waitPid } from "../../ffi/wait.ts";
+import { pausePoint, withoutPausePoints } from "../pause.ts";
+import { rawSyscall, rawSyscallOffThread } from "../../ffi/libc.ts";
 import { findSafeSites } from "../../ffi/safe_inject.ts";
 import { listDescendants } from "../proc/tasks.ts";
 
@@ -122,3 +126,78 @@ export function warmUpProcReaders(): void {
     for (const fd of listFds(self).slice(0, 3)) readFd(self, fd);
   } catch { /* only a warm-up */ }
 }
+
+/**
+ * A helper process for {@link rehearseOnHelper}: `cat` reading a pipe that
+ * only cryo holds (ffi/pipe_child.ts), so it exits by itself when cryo
+ * does, also when cryo is killed mid-way (a tracer's death resumes it, and
+ * its input ends). Started early so that it is waiting for its input by
+ * the time it is used; undefined when it cannot be started.
+ */
+export function startRehearsalHelper(): PipeChild | undefined {
+  try {
+    return spawnPipeReader("/bin/cat", ["cat"]);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether `pid` is past its exec (no longer a copy of Deno) and waiting for its input. */
+function helperReady(pid: number): boolean {
+  try {
+    return readProcLink(pid, "exe") !== Deno.execPath() && readStat(pid).state === "S";
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The collect's rehearsal for a dump frozen once (no pre-copy, so no
+ * barrier freeze to rehearse in): the helper of
+ * {@link startRehearsalHelper} is frozen and collected, and the result
+ * thrown away, so that the dump's one freeze runs the collect's code
+ * compiled. The target is not touched; the pause points of the collect
+ * are not counted (engine/pause.ts), and it has one of its own,
+ * `rehearsal-helper`. The helper is ended and reaped. Never throws;
+ * false when the helper could not be frozen.
+ */
+export async function rehearseOnHelper(
+  helper: PipeChild | undefined,
+  optIns?: string[],
+): Promise<boolean> {
+  if (!helper) return false;
+  try {
+    const deadline = performance.now() + 100;
+    while (!helperReady(helper.pid)) {
+      if (performance.now() > deadline) return false;
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    let tree: FrozenTree | undefined;
+    try {
+      tree = freezeTree(helper.pid);
+      pausePoint("rehearsal-helper");
+      const frozen = tree;
+      withoutPausePoints(() => rehearseCollect(frozen, optIns));
+    } finally {
+      if (tree) thawTree(tree);
+    }
+    return true;
+  } catch {
+    return false; // only a rehearsal
+  } finally {
+    endRehearsalHelper(helper);
+  }
+}
+
+/** Ends the helper (its input closed, SIGKILL) and reaps it, once. Never throws. */
+export function endRehearsalHelper(helper: PipeChild | undefined): void {
+  if (!helper || ended.has(helper)) return;
+  ended.add(helper);
+  try {
+    closePipe(helper);
+    rawSyscall(SYS.kill, helper.pid, 9);
+    waitPid(helper.pid, __WALL);
+  } catch { /* reaped */ }
+}
+
+const ended = new WeakSet<PipeChild>();
