@@ -4,8 +4,9 @@
  * (engine/dump/rehearsal.ts `rehearseOnHelper`), never on the target:
  *
  * - the helper (`cat` on a pipe only cryo holds) is frozen, collected,
- *   thawed, ended and reaped: no child of cryo is left, twice ending it is
- *   harmless;
+ *   thawed, ended and reaped: no child of cryo is left; none is started
+ *   for a root of more than HELPER_REHEARSAL_MAX_MAPPINGS mappings; the
+ *   helper exits by itself when its input ends;
  * - a one-freeze `--leave-running` dump of a process writing its memory
  *   all the time (tests/targets/rt_precopy.c, 4 MiB: not pre-copied)
  *   leaves the original running and checking itself, and the image,
@@ -20,10 +21,12 @@
 import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
 import {
-  endRehearsalHelper,
+  HELPER_REHEARSAL_MAX_MAPPINGS,
   rehearseOnHelper,
   startRehearsalHelper,
 } from "../engine/dump/rehearsal.ts";
+import { closePipe } from "../ffi/pipe_child.ts";
+import { __WALL, waitPid } from "../ffi/wait.ts";
 import { startTriggered } from "./helpers/roundtrip.ts";
 import { withTargets } from "./helpers/targets.ts";
 import {
@@ -56,13 +59,22 @@ function stateOf(pid: number): string | undefined {
 
 Deno.test("the collect's rehearsal on a helper: frozen, collected, ended and reaped", async () => {
   const before = new Set(childrenOf(Deno.pid));
+  // The root's mappings counted by the caller (here a small process's).
+  assert.equal(await rehearseOnHelper(Deno.pid, 10), true, "frozen and collected");
+  assert.deepEqual(childrenOf(Deno.pid).filter((p) => !before.has(p)), [], "no child left");
+  // Above the bound no helper is started.
+  const many = HELPER_REHEARSAL_MAX_MAPPINGS + 1;
+  assert.equal(await rehearseOnHelper(Deno.pid, many), false, "not rehearsed");
+  assert.deepEqual(childrenOf(Deno.pid).filter((p) => !before.has(p)), [], "no child left");
+});
+
+Deno.test("the helper: cat on a pipe, it ends when its input does", () => {
   const helper = startRehearsalHelper();
   assert.ok(helper, "the helper started");
   assert.ok(childrenOf(Deno.pid).includes(helper.pid), "the helper is this process's child");
-  assert.equal(await rehearseOnHelper(helper), true, "frozen and collected");
-  assert.equal(stateOf(helper.pid), undefined, "the helper is gone and reaped");
-  endRehearsalHelper(helper); // a second time: nothing
-  assert.deepEqual(childrenOf(Deno.pid).filter((p) => !before.has(p)), [], "no child left");
+  closePipe(helper);
+  const st = waitPid(helper.pid, __WALL);
+  assert.deepEqual(st.kind === "exited" && st.code, 0, "it exits by itself, status 0");
 });
 
 Deno.test(

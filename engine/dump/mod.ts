@@ -52,10 +52,8 @@ import type { Precopy, PrecopyProcess } from "./precopy.ts";
 import { precopyPays } from "./precopy_policy.ts";
 import { dropLanes, precopyTree, releasePrecopy } from "./precopy_lanes.ts";
 import {
-  endRehearsalHelper,
   rehearseCollect,
   rehearseOnHelper,
-  startRehearsalHelper,
   warmUpFinalFreeze,
   warmUpInjection,
   warmUpProcReaders,
@@ -406,19 +404,16 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
   let vmFlagsCheck: Promise<VmFlagsCheck | undefined> | undefined;
   let parent: ParentPages | undefined;
   const chain = new ChainDump(pid, opts);
-  // A process to rehearse the collect on if the tree is frozen once (rehearsal.ts).
-  let helper = opts.leaveRunning && opts.precopy !== true && !opts.preDump
-    ? startRehearsalHelper()
-    : undefined;
   try {
     parent = await chain.begin();
+    const estimate = opts.leaveRunning && opts.precopy === undefined && !opts.preDump && !parent
+      ? precopyPays(pid)
+      : undefined;
     if (
       opts.leaveRunning && opts.precopy !== false && !parent &&
-      (opts.precopy === true || opts.preDump === true || precopyPays(pid).pays)
+      (opts.precopy === true || opts.preDump === true || estimate?.pays)
     ) {
       chain.touched = opts.preDump === true;
-      endRehearsalHelper(helper); // the barrier freeze rehearses
-      helper = undefined;
       warmUpProcReaders();
       warmUpInjection(pid);
       // Precopy.start, then the copy: on two lanes when it pays (engine/dump/precopy_lanes.ts).
@@ -440,7 +435,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         frozenSeconds: precopy.frozenSeconds,
       });
     }
-    if (!precopy) await rehearseOnHelper(helper, opts.optIns); // its only freeze runs warm
+    // Frozen once: the collect rehearsed on a helper process first (rehearsal.ts).
+    if (!precopy && opts.leaveRunning) await rehearseOnHelper(pid, estimate?.mappings, opts.optIns);
     // Before the freeze: the check's smaps walk must not hold a frozen mm's lock.
     const flagsCheck = await (vmFlagsCheck ?? startVmFlagsCheck(pid));
     prepareFrozenMaps(flagsCheck); // parsed with the tree running; the freeze compares bytes
@@ -772,7 +768,6 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     }
     await releasing?.catch(() => {});
     dropLanes(precopy);
-    endRehearsalHelper(helper);
     precopy?.close();
     chain.failed(tree);
     for (const s of streamers) await s.abort();

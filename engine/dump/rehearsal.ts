@@ -131,8 +131,7 @@ export function warmUpProcReaders(): void {
  * A helper process for {@link rehearseOnHelper}: `cat` reading a pipe that
  * only cryo holds (ffi/pipe_child.ts), so it exits by itself when cryo
  * does, also when cryo is killed mid-way (a tracer's death resumes it, and
- * its input ends). Started early so that it is waiting for its input by
- * the time it is used; undefined when it cannot be started.
+ * its input ends); undefined when it cannot be started.
  */
 export function startRehearsalHelper(): PipeChild | undefined {
   try {
@@ -152,19 +151,44 @@ function helperReady(pid: number): boolean {
 }
 
 /**
- * The collect's rehearsal for a dump frozen once (no pre-copy, so no
- * barrier freeze to rehearse in): the helper of
- * {@link startRehearsalHelper} is frozen and collected, and the result
- * thrown away, so that the dump's one freeze runs the collect's code
- * compiled. The target is not touched; the pause points of the collect
- * are not counted (engine/pause.ts), and it has one of its own,
- * `rehearsal-helper`. The helper is ended and reaped. Never throws;
- * false when the helper could not be frozen.
+ * Up to this many mappings in the tree's root, a dump frozen once
+ * rehearses its collect on a helper first: there the collect's cold code
+ * is most of the freeze; with thousands of mappings the freeze is the
+ * per-mapping work, which warms itself (docs/PERFORMANCE.md, branch
+ * onefreeze).
+ */
+export const HELPER_REHEARSAL_MAX_MAPPINGS = 1000;
+
+/** Lines of /proc/<pid>/maps (its mappings), or Infinity when it cannot be read. */
+function mappingCount(pid: number): number {
+  try {
+    const text = Deno.readTextFileSync(`/proc/${pid}/maps`);
+    let n = 0;
+    for (let i = text.indexOf("\n"); i >= 0; i = text.indexOf("\n", i + 1)) n++;
+    return n;
+  } catch {
+    return Infinity;
+  }
+}
+
+/**
+ * The collect's rehearsal for a dump of `root` frozen once (no pre-copy,
+ * so no barrier freeze to rehearse in), when the root has at most
+ * {@link HELPER_REHEARSAL_MAX_MAPPINGS} mappings (`mappings` if the caller
+ * counted them): a helper ({@link startRehearsalHelper}) is frozen and
+ * collected, and the result thrown away, so that the dump's one freeze
+ * runs the collect's code compiled. The target is not touched; the pause
+ * points of the collect are not counted (engine/pause.ts), and it has one
+ * of its own, `rehearsal-helper`. The helper is ended and reaped. Never
+ * throws; false when nothing was rehearsed.
  */
 export async function rehearseOnHelper(
-  helper: PipeChild | undefined,
+  root: number,
+  mappings: number | undefined,
   optIns?: string[],
 ): Promise<boolean> {
+  if ((mappings ?? mappingCount(root)) > HELPER_REHEARSAL_MAX_MAPPINGS) return false;
+  const helper = startRehearsalHelper();
   if (!helper) return false;
   try {
     const deadline = performance.now() + 100;
@@ -189,15 +213,11 @@ export async function rehearseOnHelper(
   }
 }
 
-/** Ends the helper (its input closed, SIGKILL) and reaps it, once. Never throws. */
-export function endRehearsalHelper(helper: PipeChild | undefined): void {
-  if (!helper || ended.has(helper)) return;
-  ended.add(helper);
+/** Ends the helper (its input closed, SIGKILL) and reaps it. Never throws. */
+function endRehearsalHelper(helper: PipeChild): void {
   try {
     closePipe(helper);
     rawSyscall(SYS.kill, helper.pid, 9);
     waitPid(helper.pid, __WALL);
   } catch { /* reaped */ }
 }
-
-const ended = new WeakSet<PipeChild>();
