@@ -57,14 +57,14 @@ function stateOf(pid: number): string | undefined {
   }
 }
 
-Deno.test("the collect's rehearsal on a helper: frozen, collected, ended and reaped", async () => {
+Deno.test("the collect's rehearsal on a helper: frozen, collected, ended and reaped", () => {
   const before = new Set(childrenOf(Deno.pid));
   // The root's mappings counted by the caller (here a small process's).
-  assert.equal(await rehearseOnHelper(Deno.pid, 10), true, "frozen and collected");
+  assert.equal(rehearseOnHelper(Deno.pid, 10), true, "frozen and collected");
   assert.deepEqual(childrenOf(Deno.pid).filter((p) => !before.has(p)), [], "no child left");
   // Above the bound no helper is started.
   const many = HELPER_REHEARSAL_MAX_MAPPINGS + 1;
-  assert.equal(await rehearseOnHelper(Deno.pid, many), false, "not rehearsed");
+  assert.equal(rehearseOnHelper(Deno.pid, many), false, "not rehearsed");
   assert.deepEqual(childrenOf(Deno.pid).filter((p) => !before.has(p)), [], "no child left");
 });
 
