@@ -436,7 +436,9 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       });
     }
     // Frozen once: the collect rehearsed on a helper process first (rehearsal.ts).
-    if (!precopy && opts.leaveRunning) rehearseOnHelper(pid, estimate?.mappings, opts.optIns);
+    if (!precopy && opts.leaveRunning && rehearseOnHelper(pid, estimate?.mappings, opts.optIns)) {
+      await warmUpFinalFreeze();
+    }
     // Before the freeze: the check's smaps walk must not hold a frozen mm's lock.
     const flagsCheck = await (vmFlagsCheck ?? startVmFlagsCheck(pid));
     prepareFrozenMaps(flagsCheck); // parsed with the tree running; the freeze compares bytes
