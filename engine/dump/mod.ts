@@ -50,6 +50,7 @@ import { writeManifest } from "../image/manifest.ts";
 import { BootstrapBuilder, messageProgram } from "../restore/stub.ts";
 import type { Precopy, PrecopyProcess } from "./precopy.ts";
 import { precopyPays } from "./precopy_policy.ts";
+import { DeferredPageWriter, prepareDeferredWrites } from "./deferred_pages.ts";
 import { dropLanes, precopyTree, releasePrecopy } from "./precopy_lanes.ts";
 import {
   rehearseCollect,
@@ -435,6 +436,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         frozenSeconds: precopy.frozenSeconds,
       });
     }
+    // Frozen once, a CPU to spare: the page writes go on past the thaw (deferred_pages.ts).
+    const deferWrites = !precopy && estimate !== undefined && prepareDeferredWrites(estimate.bytes);
     // Frozen once: the collect rehearsed on a helper process first (rehearsal.ts).
     if (!precopy && opts.leaveRunning && rehearseOnHelper(pid, estimate?.mappings, opts.optIns)) {
       await warmUpFinalFreeze();
@@ -464,6 +467,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       streamer: MemoryStreamer;
       pre?: PrecopyProcess;
       overwritten: { fileOffset: number; length: number }[];
+      /** Its page data's writes, if they go on past the thaw. */
+      deferred?: DeferredPageWriter;
     }[] = [];
     const entries: Manifest["processes"] = [];
     let pagesBytes = 0;
@@ -595,7 +600,10 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       const total = plan.readBytes;
       reused += plan.reusedBytes;
       parentBytes += plan.parentBytes;
-      const out = new BufferPageWriter(pageBufferBytes(total), writer.partialPath);
+      const deferred = deferWrites
+        ? new DeferredPageWriter(pageBufferBytes(total), writer.partialPath)
+        : undefined;
+      const out = deferred ?? new BufferPageWriter(pageBufferBytes(total), writer.partialPath);
       const streamer = new MemoryStreamer(p.pid, out, (n) => writer.reservePages(n));
       // The manifest's pageBlocks (engine/image/page_blocks.ts): blocks aligned to the page data's start.
       streamer.blockCrcs = [];
@@ -620,6 +628,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         streamer,
         pre,
         overwritten: plan.pieces.flat().filter((x) => x.source === "overwrite"),
+        deferred,
       });
       images.push(image);
     }
@@ -657,8 +666,9 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     for (const c of preCrcs) c?.catch(() => {}); // awaited below, or dropped with a failed dump
     if (checkAfterThaw) checkRestorable();
     const host = await hostPending;
-    for (const [i, { writer, image, streamer, pre }] of pending.entries()) {
+    for (const [i, { writer, image, streamer, pre, deferred }] of pending.entries()) {
       pausePoint("notes");
+      await deferred?.settled();
       const preCrc = pre ? await preCrcs[i]! : 0;
       const summary = await writer.finish(image, { checksum: false, sync });
       // The page data's CRC was computed while streaming: read only the rest.
