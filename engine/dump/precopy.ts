@@ -49,7 +49,7 @@ import {
   uffdRegister,
 } from "../../ffi/uffd.ts";
 import { type MapEntry, parseMapsBytes, readMaps, readMapsBytes, sameBytes } from "../proc/maps.ts";
-import { listDescendants } from "../proc/tasks.ts";
+import { treePidsOrRoot } from "../proc/tasks.ts";
 import { readStatus } from "../proc/status.ts";
 import { getRegs } from "../../ffi/ptrace.ts";
 import { signed, type UserRegs } from "../../ffi/regs.ts";
@@ -578,13 +578,7 @@ function armProcess(proc: PrecopyProcess, vmas: Vma[]): void {
  */
 function mapsBeforeFreeze(root: number): Map<number, { bytes: Uint8Array; maps: MapEntry[] }> {
   const out = new Map<number, { bytes: Uint8Array; maps: MapEntry[] }>();
-  let pids: number[];
-  try {
-    pids = [...listDescendants(root).keys()];
-  } catch {
-    pids = [];
-  }
-  if (!pids.includes(root)) pids.push(root);
+  const pids = treePidsOrRoot(root);
   for (const pid of pids) {
     try {
       const bytes = readMapsBytes(pid);

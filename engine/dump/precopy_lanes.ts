@@ -21,18 +21,12 @@ import { CopyLanes, LANE_MIN_BYTES, lanesAvailable } from "./copy_lanes.ts";
 import { copyOnNativeLane, NATIVE_LANE_MIN_BYTES, nativeLaneAvailable } from "./native_lane.ts";
 import { laneDeathAt } from "./lane_claims.ts";
 import { releaseUffdOnTable } from "./uffd_release.ts";
-import { listDescendants } from "../proc/tasks.ts";
+import { treePidsOrRoot } from "../proc/tasks.ts";
 import { readStatus } from "../proc/status.ts";
 
 /** Resident anonymous and shmem bytes of the tree of `root` (what a pre-copy copies, roughly). */
 export function residentBytes(root: number): number {
-  let pids: number[];
-  try {
-    pids = [...listDescendants(root).keys()];
-  } catch {
-    pids = [];
-  }
-  if (!pids.includes(root)) pids.push(root);
+  const pids = treePidsOrRoot(root);
   let bytes = 0;
   for (const pid of pids) {
     try {

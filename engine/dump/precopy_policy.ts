@@ -11,7 +11,7 @@
  * @module
  */
 
-import { listDescendants } from "../proc/tasks.ts";
+import { treePidsOrRoot } from "../proc/tasks.ts";
 import { readStatus } from "../proc/status.ts";
 import { readProcBytes } from "../proc/io.ts";
 
@@ -45,13 +45,7 @@ function lines(bytes: Uint8Array): number {
 export function precopyPays(root: number): PrecopyEstimate {
   let bytes = 0;
   let mappings = 0;
-  let pids: number[];
-  try {
-    pids = [...listDescendants(root).keys()];
-  } catch {
-    pids = [root];
-  }
-  if (!pids.includes(root)) pids.push(root);
+  const pids = treePidsOrRoot(root);
   for (const pid of pids) {
     try {
       const f = readStatus(pid).fields;

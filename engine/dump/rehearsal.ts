@@ -33,7 +33,7 @@ import { __WALL, waitPid } from "../../ffi/wait.ts";
 import { pausePoint, withoutPausePoints } from "../pause.ts";
 import { rawSyscall, rawSyscallOffThread } from "../../ffi/libc.ts";
 import { findSafeSites } from "../../ffi/safe_inject.ts";
-import { listDescendants } from "../proc/tasks.ts";
+import { treePidsOrRoot } from "../proc/tasks.ts";
 
 /**
  * Collects every process of frozen `tree` and discards the result; never
@@ -94,12 +94,7 @@ export async function warmUpFinalFreeze(): Promise<void> {
  * them back instead of searching megabytes of code (~7 ms cold). Never throws.
  */
 export function warmUpInjection(root: number): void {
-  let pids: number[];
-  try {
-    pids = [...listDescendants(root).keys()];
-  } catch {
-    pids = [root];
-  }
+  const pids = treePidsOrRoot(root);
   for (const pid of pids) {
     try {
       findSafeSites(pid);

@@ -80,6 +80,18 @@ export function readChildren(pid: number): number[] {
 }
 
 /**
+ * The pids of the tree below `root`, `root` first; just `[root]` when the
+ * walk fails (the root gone or unreadable). Never throws.
+ */
+export function treePidsOrRoot(root: number): number[] {
+  try {
+    return [...listDescendants(root).keys()];
+  } catch {
+    return [root];
+  }
+}
+
+/**
  * The process tree below `pid` (included): a map pid -> children for every
  * process of the tree, parents before children. Descendants that vanish
  * while walking are left out; ProcessGoneError if `pid` itself is gone.
