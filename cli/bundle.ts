@@ -30,13 +30,24 @@ const FORMAT = 3;
 /** A file must be this much older than the stat that records it (see the module doc). */
 export const SETTLE_MS = 2000;
 
-/** Modules loaded on demand (engine/modules.ts `importModule`) that every bundle carries. */
+/** Modules loaded on demand (engine/modules.ts `importModule`) that a bundle may carry ({@link ON_DEMAND_OF}). */
 export const ON_DEMAND: readonly string[] = [
   "engine/pidns/mod.ts",
   "engine/pidns/extras.ts",
   "engine/image/chain.ts",
   "engine/memory/lazy_serve.ts",
 ];
+
+/**
+ * The modules of {@link ON_DEMAND} each command's bundle carries: those its
+ * own graph may ask for (tests/cli_startup_test.ts checks every
+ * `importModule` of a bundle's graph against it). A dump never serves a lazy
+ * restore nor flattens a chain, so its bundle goes without those (~37 KB).
+ */
+export const ON_DEMAND_OF: Readonly<Record<string, readonly string[]>> = {
+  dump: ["engine/pidns/mod.ts", "engine/pidns/extras.ts"],
+  restore: ON_DEMAND,
+};
 
 /**
  * Modules loaded on demand that a bundle leaves to be loaded from their
@@ -114,7 +125,7 @@ async function hex(text: string): Promise<string> {
 
 /** The entry module of a command's bundle: every module it carries, registered by path. */
 export function entrySource(command: string): string {
-  const paths = ["cli/program.ts", BUNDLED_COMMANDS[command], ...ON_DEMAND];
+  const paths = ["cli/program.ts", BUNDLED_COMMANDS[command], ...ON_DEMAND_OF[command]];
   const url = (p: string) => JSON.stringify(new URL(p, ROOT).href);
   return [
     `import { installBundle } from ${url("engine/modules.ts")};`,

@@ -11,7 +11,14 @@
 import assert from "node:assert/strict";
 import { repoRoot, runCommand } from "./helpers/commands.ts";
 import { withTempDir } from "./helpers/fs.ts";
-import { codeFiles, FROM_SOURCE, ON_DEMAND, selfContained, SETTLE_MS } from "../cli/bundle.ts";
+import {
+  codeFiles,
+  FROM_SOURCE,
+  ON_DEMAND,
+  ON_DEMAND_OF,
+  selfContained,
+  SETTLE_MS,
+} from "../cli/bundle.ts";
 import { eagerFunctions } from "../cli/bundle_eager.ts";
 import { importModule, installBundle, runningBundled, sourceURL } from "../engine/modules.ts";
 
@@ -31,6 +38,24 @@ function cached(cache: string, command: string): { js: string[]; json: string[] 
     js: names.filter((n) => n.endsWith(".js")).sort(),
     json: names.filter((n) => n.endsWith(".json")),
   };
+}
+
+/** What the bundle `path` registers: its root, the modules it leaves to source, its modules' exports. */
+async function carriedBy(path: string): Promise<{
+  root: string;
+  fromSource: string[];
+  modules: Record<string, string[]>;
+}> {
+  const probe = await runCommand([
+    Deno.execPath(),
+    "eval",
+    `await import(${JSON.stringify(`file://${path}`)});
+const b = globalThis[Symbol.for("cryo.startupBundle")];
+const modules = Object.fromEntries([...b.modules].map(([k, v]) => [k, Object.keys(v)]));
+console.log(JSON.stringify({ root: b.root, fromSource: b.fromSource, modules }));`,
+  ]);
+  assert.equal(probe.code, 0, probe.stderr);
+  return JSON.parse(probe.stdout);
 }
 
 Deno.test("cli bundle: built once, used while the sources are unchanged, never after a change", async () => {
@@ -71,21 +96,12 @@ Deno.test("cli bundle: built once, used while the sources are unchanged, never a
     assert.equal(first.js.length, 1);
     assert.equal(first.json.length, 1);
     // It carries the program, the command and every module loaded on demand, registered by path.
-    const probe = await runCommand([
-      Deno.execPath(),
-      "eval",
-      `await import(${JSON.stringify(`file://${cache}/${first.js[0]}`)});
-const b = globalThis[Symbol.for("cryo.startupBundle")];
-const modules = Object.fromEntries([...b.modules].map(([k, v]) => [k, Object.keys(v)]));
-console.log(JSON.stringify({ root: b.root, fromSource: b.fromSource, modules }));`,
-    ]);
-    assert.equal(probe.code, 0, probe.stderr);
-    const carried = JSON.parse(probe.stdout);
+    const carried = await carriedBy(`${cache}/${first.js[0]}`);
     assert.equal(carried.root, `file://${src}/`);
     assert.deepEqual(carried.fromSource, FROM_SOURCE);
     assert.deepEqual(
       Object.keys(carried.modules).sort(),
-      ["cli/dump.ts", "cli/program.ts", ...ON_DEMAND].sort(),
+      ["cli/dump.ts", "cli/program.ts", ...ON_DEMAND_OF.dump].sort(),
     );
     const has = (path: string, name: string) =>
       assert.ok(carried.modules[path].includes(name), `${path} ${name}`);
@@ -94,8 +110,6 @@ console.log(JSON.stringify({ root: b.root, fromSource: b.fromSource, modules }))
     has("engine/pidns/mod.ts", "checkpointInNamespace");
     has("engine/pidns/mod.ts", "restoreInNamespace");
     has("engine/pidns/extras.ts", "collectNamespaceExtras");
-    has("engine/image/chain.ts", "flattenForRestore");
-    has("engine/memory/lazy_serve.ts", "LazyServer");
     // Its top-level functions are eager (moved up as parenthesised expressions).
     const eager = Deno.readTextFileSync(`${cache}/${first.js[0]}`).split("\n")
       .filter((l) => /^var [\w$]+ = \((async )?function\*? \(/.test(l)).length;
@@ -139,6 +153,15 @@ console.log(JSON.stringify({ root: b.root, fromSource: b.fromSource, modules }))
     );
     assert.equal(r.code, 1);
     assert.equal(cached(cache, "restore").js.length, 1);
+    // It carries every module loaded on demand, the dump's none of the restore's alone.
+    const restoreCarried = await carriedBy(`${cache}/${cached(cache, "restore").js[0]}`);
+    assert.deepEqual(
+      Object.keys(restoreCarried.modules).sort(),
+      ["cli/program.ts", "cli/restore.ts", ...ON_DEMAND].sort(),
+    );
+    assert.ok(restoreCarried.modules["engine/image/chain.ts"].includes("flattenForRestore"));
+    assert.ok(restoreCarried.modules["engine/memory/lazy_serve.ts"].includes("LazyServer"));
+    assert.ok(restoreCarried.modules["engine/pidns/mod.ts"].includes("restoreInNamespace"));
     // The restore graph does not reach the dump's pre-copy modules (engine/memory/own_tracking.ts).
     const restoreFiles = (JSON.parse(
       Deno.readTextFileSync(`${cache}/${cached(cache, "restore").json[0]}`),
