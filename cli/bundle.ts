@@ -25,7 +25,7 @@
  */
 
 /** Format of the manifest, of the generated entry and of the bundle's form (part of the cache key). */
-const FORMAT = 4;
+const FORMAT = 3;
 
 /** A file must be this much older than the stat that records it (see the module doc). */
 export const SETTLE_MS = 2000;
@@ -79,7 +79,7 @@ export interface BundledProgram {
 }
 
 /** One tracked file: path (relative to the root), size, inode, mtime and ctime (ms). */
-export type Stamp = [string, number, number, number, number];
+type Stamp = [string, number, number, number, number];
 
 interface Manifest {
   format: number;
@@ -102,90 +102,9 @@ function cacheDir(): string | undefined {
   return base ? `${base}/cryo/startup` : undefined;
 }
 
-/**
- * ffi/libc.ts's symbols: the check opens libc with them and leaves the
- * handle for ffi/libc.ts, which adopts it when its own are the same
- * (tests/cli_startup_test.ts checks they are), so a command opens libc
- * once.
- */
-export const LIBC_SYMBOLS = {
-  syscall: {
-    parameters: ["i64", "i64", "i64", "i64", "i64", "i64", "i64"],
-    result: "i64",
-  },
-  __errno_location: { parameters: [], result: "pointer" },
-  getpid: { parameters: [], result: "i32" },
-  dlsym: { parameters: ["pointer", "pointer"], result: "pointer" },
-} as const;
-
-/** Where the check leaves its libc handle for ffi/libc.ts: `{ defs, lib }`. */
-export const LIBC_HANDLE_KEY = Symbol.for("cryo.libc");
-
-const SYS_STATX = 332n;
-const AT_FDCWD = -100n;
-/** STATX_MTIME | STATX_CTIME | STATX_INO | STATX_SIZE: what a stamp needs. */
-const STATX_NEEDED = 0x40 | 0x80 | 0x100 | 0x200;
-
-/** A statx timestamp at `offset` of `view`, in whole milliseconds (as a Date of Deno.statSync has it). */
-function statxMs(view: DataView, offset: number): number {
-  return Number(view.getBigInt64(offset, true)) * 1000 +
-    Math.floor(view.getUint32(offset + 8, true) / 1e6);
-}
-
-/**
- * The stamps through statx(2) called by libc's `syscall` (FFI): a
- * `Deno.statSync` costs ~2 times as much (it builds four Dates and an
- * object per file), and every command opens libc anyway; undefined when
- * FFI is not available (then {@link Deno.statSync}).
- */
-function statxStamper(): ((path: string) => Stamp) | undefined {
-  let lib: Deno.DynamicLibrary<typeof LIBC_SYMBOLS>;
-  try {
-    lib = Deno.dlopen("libc.so.6", LIBC_SYMBOLS);
-  } catch {
-    return undefined;
-  }
-  (globalThis as Record<symbol, unknown>)[LIBC_HANDLE_KEY] = { defs: LIBC_SYMBOLS, lib };
-  const buf = new Uint8Array(256);
-  const view = new DataView(buf.buffer);
-  const name = new Uint8Array(4096);
-  const bufPtr = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buf)));
-  const namePtr = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(name)));
-  const encoder = new TextEncoder();
-  return (path: string): Stamp => {
-    const full = ROOT_PATH + path;
-    const { read, written } = encoder.encodeInto(full, name);
-    if (read !== full.length || written >= name.length) throw new Error(`path too long: ${path}`);
-    name[written] = 0;
-    buf.fill(0);
-    const r = lib.symbols.syscall(SYS_STATX, AT_FDCWD, namePtr, 0n, 0xfffn, bufPtr, 0n);
-    if (r !== 0n) throw new Error(`statx failed: ${path}`);
-    if ((view.getUint32(0, true) & STATX_NEEDED) !== STATX_NEEDED) {
-      throw new Error(`statx: incomplete answer for ${path}`);
-    }
-    // stx_size at 40, stx_ino at 32, stx_ctime at 96, stx_mtime at 112 (linux/stat.h).
-    return [
-      path,
-      Number(view.getBigUint64(40, true)),
-      Number(view.getBigUint64(32, true)),
-      statxMs(view, 112),
-      statxMs(view, 96),
-    ];
-  };
-}
-
-/** The same stamps through Deno.statSync. */
-export function statSyncStamp(path: string): Stamp {
+function stamp(path: string): Stamp {
   const st = Deno.statSync(ROOT_PATH + path);
   return [path, st.size, st.ino ?? -1, st.mtime?.getTime() ?? -1, st.ctime?.getTime() ?? -1];
-}
-
-let stamper: ((path: string) => Stamp) | undefined;
-
-/** `path`'s stamp (relative to the root): size, inode, mtime and ctime (ms). */
-export function stamp(path: string): Stamp {
-  stamper ??= statxStamper() ?? statSyncStamp;
-  return stamper(path);
 }
 
 function sameStamps(a: readonly Stamp[], b: readonly Stamp[]): boolean {

@@ -59,20 +59,8 @@ let spawnLib: Deno.StaticForeignLibraryInterface<typeof spawnSymbols> | undefine
 
 /** The lazily opened libc handle. */
 export function libc(): Deno.DynamicLibrary<typeof symbols>["symbols"] {
-  lib ??= adopted() ?? Deno.dlopen("libc.so.6", symbols);
+  lib ??= Deno.dlopen("libc.so.6", symbols);
   return lib.symbols;
-}
-
-/**
- * The libc handle the start-up bundle's check opened (cli/bundle.ts
- * `LIBC_SYMBOLS`), when it has exactly {@link symbols}: a second
- * `Deno.dlopen` would cost a fresh process ~2 to 4 ms again.
- */
-function adopted(): Deno.DynamicLibrary<typeof symbols> | undefined {
-  const h = (globalThis as Record<symbol, unknown>)[Symbol.for("cryo.libc")] as
-    | { defs: unknown; lib: Deno.DynamicLibrary<typeof symbols> }
-    | undefined;
-  return h && JSON.stringify(h.defs) === JSON.stringify(symbols) ? h.lib : undefined;
 }
 
 /** libc's posix_spawn functions (each bound on its first call). */

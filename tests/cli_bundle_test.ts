@@ -18,7 +18,6 @@ import {
   ON_DEMAND_OF,
   selfContained,
   SETTLE_MS,
-  type Stamp,
 } from "../cli/bundle.ts";
 import { eagerFunctions } from "../cli/bundle_eager.ts";
 import { importModule, installBundle, runningBundled, sourceURL } from "../engine/modules.ts";
@@ -375,60 +374,4 @@ Deno.test("cli bundle: the keys of a bundle are the files reached through import
   const outside = [...modules, { specifier: `${root}only_b.ts`, dependencies: [] }];
   outside[2] = { specifier: `${root}b.ts`, dependencies: [code("file:///elsewhere/x.ts")] };
   assert.equal(codeFiles(outside, entry, root), undefined);
-});
-
-/** statx's stamp `a` against Deno.statSync's `b`, whose ctime has whole seconds only. */
-function sameStamp(a: Stamp, b: Stamp): void {
-  assert.deepEqual(a.slice(0, 4), b.slice(0, 4));
-  assert.equal(Math.floor(a[4] / 1000) * 1000, b[4]);
-}
-
-Deno.test("cli bundle: the check's statx stamps agree with Deno.statSync, and ffi/libc.ts adopts its libc", async () => {
-  const { stamp, statSyncStamp } = await import("../cli/bundle.ts");
-  let n = 0;
-  for (const dir of ["cli", "engine", "engine/dump", "ffi"]) {
-    for (const e of Deno.readDirSync(`${repoRoot}${dir}`)) {
-      if (!e.isFile) continue;
-      sameStamp(stamp(`${dir}/${e.name}`), statSyncStamp(`${dir}/${e.name}`));
-      n++;
-    }
-  }
-  assert.ok(n > 100, `${n} files`);
-  assert.throws(() => stamp("no/such/file.ts"));
-  // A changed file changes its stamp: size, then a same-size rewrite (mtime, ctime).
-  await withTempDir("cryo-stamp-", async (dir) => {
-    // (Stamps name files relative to the repository.)
-    const up = "../".repeat(repoRoot.split("/").filter(Boolean).length);
-    const rel = `${dir.slice(1)}/f.ts`;
-    Deno.writeTextFileSync(`${dir}/f.ts`, "a");
-    const s0 = stamp(`${up}${rel}`);
-    sameStamp(s0, statSyncStamp(`${up}${rel}`));
-    await new Promise((r) => setTimeout(r, 20));
-    Deno.writeTextFileSync(`${dir}/f.ts`, "b");
-    const s1 = stamp(`${up}${rel}`);
-    assert.equal(s1[1], s0[1]);
-    assert.ok(s1[3] > s0[3] && s1[4] > s0[4], JSON.stringify([s0, s1]));
-  });
-  // In a fresh process: the check's handle is the one ffi/libc.ts uses; a handle with other
-  // symbols is not.
-  const probe = (setup: string) =>
-    runCommand([
-      Deno.execPath(),
-      "eval",
-      `${setup}
-const { libc } = await import(${JSON.stringify(`${repoRoot}ffi/libc.ts`)});
-const h = globalThis[Symbol.for("cryo.libc")];
-console.log(libc() === h.lib.symbols, libc().getpid() === Deno.pid);`,
-    ]);
-  let r = await probe(
-    `const { stamp } = await import(${
-      JSON.stringify(`${repoRoot}cli/bundle.ts`)
-    }); stamp("cli.ts");`,
-  );
-  assert.equal(r.stdout.trim(), "true true", r.stderr);
-  r = await probe(
-    `globalThis[Symbol.for("cryo.libc")] = { defs: { getpid: { parameters: [], result: "i32" } },
-  lib: Deno.dlopen("libc.so.6", { getpid: { parameters: [], result: "i32" } }) };`,
-  );
-  assert.equal(r.stdout.trim(), "false true", r.stderr);
 });
