@@ -66,6 +66,7 @@ import { freezeTree, type FrozenTree, thawTree } from "./freeze.ts";
 import { collectProcess, describeFd, pipeTopology } from "./process.ts";
 import {
   awaitVmFlags,
+  peekFrozenMaps,
   prepareFrozenMaps,
   startVmFlagsCheck,
   type VmFlagsCheck,
@@ -439,7 +440,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     const locks = readLocksOffThread(); // its grace period passes while the tree is collected
     chain.onFrozen();
     // Keeps the pre-copied pages not written since, and removes the tracking.
-    precopy?.validate();
+    precopy?.validate((p) => peekFrozenMaps(p, flagsCheck)); // read here, reused by the collect
     chain.touched ||= parent !== undefined;
     parent?.attach(tree, opts.preDump === true, !opts.leaveRunning);
     pausePoint("frozen");

@@ -48,7 +48,8 @@ import {
   UFFDIO_REGISTER_MODE_WP,
   uffdRegister,
 } from "../../ffi/uffd.ts";
-import { readMaps } from "../proc/maps.ts";
+import { type MapEntry, parseMapsBytes, readMaps, readMapsBytes, sameBytes } from "../proc/maps.ts";
+import { listDescendants } from "../proc/tasks.ts";
 import { readStatus } from "../proc/status.ts";
 import { getRegs } from "../../ffi/ptrace.ts";
 import { signed, type UserRegs } from "../../ffi/regs.ts";
@@ -111,12 +112,15 @@ export function splitRun<T extends { addr: number; length: number; fileOffset: n
       at = r.addr;
     }
     const e = Math.min(end, r.addr + r.length);
-    out.push({
+    const src = sourceOf(r);
+    const piece: SplitPiece = {
       addr: at,
       length: e - at,
+      source: src.source,
       fileOffset: r.fileOffset + (at - r.addr),
-      ...sourceOf(r),
-    });
+    };
+    if (src.depth !== undefined) piece.depth = src.depth;
+    out.push(piece); // no spread: one object per piece (10,000 per dump of 10,000 mappings)
     at = e;
   }
   return out;
@@ -148,6 +152,9 @@ export interface SplitPiece {
  * the bootstrap's memory (1 MiB and more, a hole) cost ~5 ms of reading.
  */
 export const PRECOPY_BLOB_ROOM = 64 * 1024;
+
+/** The source of a piece still valid in the pre-copy, and of one written since (shared). */
+const REUSE = { source: "reuse" } as const, OVERWRITE = { source: "overwrite" } as const;
 
 /** The pre-copy of one process. */
 export class PrecopyProcess {
@@ -218,7 +225,10 @@ export class PrecopyProcess {
    * A pre-dump then protects everything again and closes cryo's copy;
    * otherwise the userfaultfd stays open until {@link close}, after the thaw.
    */
-  async validate(): Promise<void> {
+  async validate(
+    /** The frozen process's maps when known already (engine/dump/vm_flags.ts `peekFrozenMaps`). */
+    mapsNow?: readonly MapEntry[],
+  ): Promise<void> {
     if (this.uffd < 0) return;
     // From now on the registration's "uw" flags are cryo's (the collect runs beside the walk).
     if (!this.keep) beginLifting(this.pid, this.registered);
@@ -227,7 +237,7 @@ export class PrecopyProcess {
     try {
       // One walk of the whole address space: what was written, and the data
       // pages the dump plans from (nothing changes while the tree is frozen).
-      const maps = readMaps(this.pid).filter((m) => m.path !== "[vsyscall]");
+      const maps = (mapsNow ?? readMaps(this.pid)).filter((m) => m.path !== "[vsyscall]");
       const start = Number(maps[0].start), end = Number(maps[maps.length - 1].end);
       const scan = await dataAndWrittenOffThread(this.pid, scanSegments(maps));
       written = scan.written;
@@ -260,9 +270,7 @@ export class PrecopyProcess {
    * across calls made in address order.
    */
   split(run: { addr: number; length: number }, cursor: { i: number }): SplitPiece[] {
-    return splitRun(run, cursor, this.#copied, (r) => ({
-      source: r.valid ? "reuse" : "overwrite",
-    }));
+    return splitRun(run, cursor, this.#copied, (r) => r.valid ? REUSE : OVERWRITE);
   }
 
   /**
@@ -563,6 +571,42 @@ function armProcess(proc: PrecopyProcess, vmas: Vma[]): void {
   }
 }
 
+/**
+ * The maps of every process of the tree of `root`, read as bytes and
+ * parsed, with the tree running (by pid; a process that cannot be read is
+ * left out).
+ */
+function mapsBeforeFreeze(root: number): Map<number, { bytes: Uint8Array; maps: MapEntry[] }> {
+  const out = new Map<number, { bytes: Uint8Array; maps: MapEntry[] }>();
+  let pids: number[];
+  try {
+    pids = [...listDescendants(root).keys()];
+  } catch {
+    pids = [];
+  }
+  if (!pids.includes(root)) pids.push(root);
+  for (const pid of pids) {
+    try {
+      const bytes = readMapsBytes(pid);
+      out.set(pid, { bytes, maps: parseMapsBytes(bytes, pid) });
+    } catch { /* gone, or read again at the freeze */ }
+  }
+  return out;
+}
+
+/**
+ * The maps of frozen process `pid`: `before`'s parse when its bytes are
+ * the same now (the same text gives the same areas), else a parse of what
+ * is read now. Throws for a process gone.
+ */
+function frozenMapsOf(
+  pid: number,
+  before: { bytes: Uint8Array; maps: MapEntry[] } | undefined,
+): MapEntry[] {
+  const bytes = readMapsBytes(pid);
+  return before && sameBytes(bytes, before.bytes) ? before.maps : parseMapsBytes(bytes, pid);
+}
+
 /** Registers that identify a syscall call site and its arguments. */
 const CALL_REGS = ["rip", "rdi", "rsi", "rdx", "r10", "r8", "r9"] as const;
 
@@ -590,6 +634,9 @@ export class Precopy {
   ): Precopy {
     const pc = new Precopy();
     const toArm: { proc: PrecopyProcess; vmas: Vma[] }[] = [];
+    // Each process's maps read and parsed with the tree running: the freeze
+    // only reads the bytes again and parses them only if they changed.
+    const before = mapsBeforeFreeze(root);
     const tree = freezeTree(root);
     try {
       for (const p of tree.processes) {
@@ -601,7 +648,7 @@ export class Precopy {
         }
         let maps;
         try {
-          maps = readMaps(p.pid);
+          maps = frozenMapsOf(p.pid, before.get(p.pid));
         } catch {
           continue;
         }
@@ -707,8 +754,10 @@ export class Precopy {
    * process, started now; {@link validated} waits for them. The tree must
    * stay frozen until then.
    */
-  validate(): void {
-    this.#validating = Promise.all([...this.processes.values()].map((p) => p.validate()));
+  validate(mapsOf?: (pid: number) => readonly MapEntry[] | undefined): void {
+    this.#validating = Promise.all(
+      [...this.processes.values()].map((p) => p.validate(mapsOf?.(p.pid))),
+    );
     this.#validating.catch(() => {}); // settled by {@link validated}, or dropped with a failed dump
   }
 

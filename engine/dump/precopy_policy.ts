@@ -13,7 +13,7 @@
 
 import { listDescendants } from "../proc/tasks.ts";
 import { readStatus } from "../proc/status.ts";
-import { readProcText } from "../proc/io.ts";
+import { readProcBytes } from "../proc/io.ts";
 
 /** Below this much resident anonymous and shared memory, the tree is copied frozen. */
 export const PRECOPY_MIN_BYTES = 32 * 1024 * 1024;
@@ -30,10 +30,10 @@ export interface PrecopyEstimate {
   pays: boolean;
 }
 
-/** Counts lines of a /proc text without splitting it. */
-function lines(text: string): number {
+/** Counts the lines of a /proc file's bytes (not decoded: 10,000 maps lines are ~1 MB). */
+function lines(bytes: Uint8Array): number {
   let n = 0;
-  for (let i = text.indexOf("\n"); i >= 0; i = text.indexOf("\n", i + 1)) n++;
+  for (let i = bytes.indexOf(10); i >= 0; i = bytes.indexOf(10, i + 1)) n++;
   return n;
 }
 
@@ -56,7 +56,7 @@ export function precopyPays(root: number): PrecopyEstimate {
     try {
       const f = readStatus(pid).fields;
       bytes += (parseInt(f.RssAnon ?? "0", 10) + parseInt(f.RssShmem ?? "0", 10)) * 1024;
-      mappings += lines(readProcText(pid, "maps"));
+      mappings += lines(readProcBytes(pid, "maps"));
     } catch { /* gone */ }
   }
   const pays = bytes >= PRECOPY_MIN_BYTES &&

@@ -171,6 +171,8 @@ export interface MapsBeforeFreeze {
   bytes: Uint8Array;
   /** Their areas; taken (and cleared) by the freeze that reads the same bytes. */
   areas?: SmapsArea[];
+  /** Found the same at this freeze by {@link peekFrozenMaps}: the freeze need not read them again. */
+  sameAtFreeze?: boolean;
 }
 
 /** Reads (unless read already) and parses the maps of `pid` before the freeze. */
@@ -193,9 +195,13 @@ function mapsBeforeFreeze(pid: number, read?: Uint8Array): MapsBeforeFreeze | un
  */
 function frozenMaps(pid: number, before?: MapsBeforeFreeze): SmapsArea[] {
   if (!before?.areas) return mapsWithoutFlags(pid);
-  const bytes = readMapsBytes(pid);
   const areas = before.areas;
   before.areas = undefined; // its objects become the dump's: never handed out twice
+  if (before.sameAtFreeze) {
+    mapsReuse.reused++;
+    return areas;
+  }
+  const bytes = readMapsBytes(pid);
   if (sameBytes(bytes, before.bytes)) {
     mapsReuse.reused++;
     return areas;
@@ -204,6 +210,29 @@ function frozenMaps(pid: number, before?: MapsBeforeFreeze): SmapsArea[] {
   const fresh = parseMapsBytes(bytes, pid) as SmapsArea[];
   for (const m of fresh) m.vmFlags = UNKNOWN;
   return fresh;
+}
+
+/**
+ * With the tree frozen, before its collect: the areas of `pid` parsed
+ * before the freeze ({@link prepareFrozenMaps}) when its maps read now are
+ * the same bytes (then the collect's {@link frozenVmFlags} takes them
+ * without reading again: nothing changes a frozen tree's maps before it),
+ * else undefined. Only to be read (the collect fills their VmFlags).
+ */
+export function peekFrozenMaps(
+  pid: number,
+  check: VmFlagsCheck | undefined,
+): readonly SmapsArea[] | undefined {
+  const before = check?.processes.get(pid)?.maps;
+  if (!before?.areas) return undefined;
+  if (!before.sameAtFreeze) {
+    try {
+      before.sameAtFreeze = sameBytes(readMapsBytes(pid), before.bytes);
+    } catch {
+      return undefined;
+    }
+  }
+  return before.sameAtFreeze ? before.areas : undefined;
 }
 
 /**

@@ -194,6 +194,23 @@ function verdictOf(
   return v;
 }
 
+/**
+ * Each VmFlags list seen without its "uw" (cryo's own tracking), made once
+ * per list: 10,000 tracked areas share a few lists, and so share the
+ * stripped ones (and their verdicts).
+ */
+const strippedUw = new WeakMap<readonly string[], string[]>();
+
+/** `flags` without "uw", one shared list per `flags` list. */
+function withoutUw(flags: string[]): string[] {
+  let out = strippedUw.get(flags);
+  if (!out) {
+    out = flags.filter((f) => f !== "uw");
+    strippedUw.set(flags, out);
+  }
+  return out;
+}
+
 /** Refuses what cryo cannot re-create of one mapping and records its guard regions. */
 function collectMappingDetails(
   pid: number,
@@ -208,7 +225,7 @@ function collectMappingDetails(
   // cryo's own dirty tracking of a pre-dump (engine/dump/tracking.ts): never recorded.
   // (Only an area with "uw" can be one: 10,000 areas without it skip the lookup.)
   if (v.uw && isOwnTrackingFlag(pid, Number(m.start), Number(m.end))) {
-    m.vmFlags = m.vmFlags.filter((f) => f !== "uw");
+    m.vmFlags = withoutUw(m.vmFlags);
     v = verdictOf(m.vmFlags, judged);
   }
   const odd = v.odd;

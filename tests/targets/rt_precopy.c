@@ -19,7 +19,11 @@
  *   rewrite every page rewritten once more reads back right (writes work)
  * then prints PASS or FAIL and exits.
  *
- * usage: rt_precopy <trigger> <mib> [churn]
+ * With "maps", every other page of the region is marked MADV_DONTDUMP
+ * first: the region is one mapping per page (2 * 256 per MiB), and the
+ * writes land in many of them (a pre-copy tracks each).
+ *
+ * usage: rt_precopy <trigger> <mib> [churn|maps]
  */
 #define _GNU_SOURCE
 #include <stdint.h>
@@ -57,9 +61,10 @@ static long bad_pages(uint64_t *base, const uint32_t *gen, size_t pages, long sk
 }
 
 int main(int argc, char **argv) {
-  need_args(argc, 2, "rt_precopy <trigger> <mib> [churn]");
+  need_args(argc, 2, "rt_precopy <trigger> <mib> [churn|maps]");
   const char *trigger = argv[1];
   int churn = argc > 3 && strcmp(argv[3], "churn") == 0;
+  int maps = argc > 3 && strcmp(argv[3], "maps") == 0;
   size_t pages = (size_t)atol(argv[2]) * 256u;
   uint64_t *base = mmap(NULL, pages * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
                         -1, 0);
@@ -69,6 +74,9 @@ int main(int argc, char **argv) {
   for (size_t p = 0; p < pages; p++) {
     gen[p] = 1;
     fill(base + p * WORDS, p, 1);
+  }
+  for (size_t p = 1; maps && p < pages; p += 2) {
+    if (madvise(base + p * WORDS, PAGE, MADV_DONTDUMP) != 0) die("madvise dontdump");
   }
   setvbuf(stdout, NULL, _IOLBF, 0);
   print_ready("pid=%d region=%p pages=%zu", getpid(), (void *)base, pages);
