@@ -15,7 +15,8 @@
  * pre-copied while the tree runs, `--leave-running`), ghosts, pages,
  * precopy-release (the tree thawed, the tracking not yet released),
  * precopy-release-chunk (before each chunk of the tracking's release), notes, written,
- * manifest, fsync, rename, killed. Restore phases: planned, spawned,
+ * manifest, fsync, rename, killed; rehearsal-helper (a dump frozen once: the
+ * collect's rehearsal's helper process frozen, engine/dump/rehearsal.ts). Restore phases: planned, spawned,
  * launched, exec, program-done, finalize, released; with --lazy, lazy-serve
  * (before each chunk of the background pass, after the tree was released).
  * Migration (`cryo migrate`): migrate-stopped (the source stopped after the
@@ -49,6 +50,22 @@ export function pauseWanted(phase: string): boolean {
 
 /** Stops cryo (SIGSTOP) if `CRYO_TEST_PAUSE_AT` names this occurrence of `phase`. */
 export function pausePoint(phase: string): void {
-  if (!target || target.phase !== phase || ++seen !== target.nth) return;
+  if (!target || muted || target.phase !== phase || ++seen !== target.nth) return;
   rawSyscall(SYS.kill, selfPid(), 19 /* SIGSTOP */);
+}
+
+let muted = 0;
+
+/**
+ * Runs `fn` with every {@link pausePoint} a no-op that is not counted
+ * (work on a process other than the target, such as the collect's
+ * rehearsal on a helper: engine/dump/rehearsal.ts).
+ */
+export function withoutPausePoints<T>(fn: () => T): T {
+  muted++;
+  try {
+    return fn();
+  } finally {
+    muted--;
+  }
 }

@@ -50,9 +50,11 @@ import { writeManifest } from "../image/manifest.ts";
 import { BootstrapBuilder, messageProgram } from "../restore/stub.ts";
 import type { Precopy, PrecopyProcess } from "./precopy.ts";
 import { precopyPays } from "./precopy_policy.ts";
+import { DeferredPageWriter, prepareDeferredWrites } from "./deferred_pages.ts";
 import { dropLanes, precopyTree, releasePrecopy } from "./precopy_lanes.ts";
 import {
   rehearseCollect,
+  rehearseOnHelper,
   warmUpFinalFreeze,
   warmUpInjection,
   warmUpProcReaders,
@@ -406,9 +408,12 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
   const chain = new ChainDump(pid, opts);
   try {
     parent = await chain.begin();
+    const estimate = opts.leaveRunning && opts.precopy === undefined && !opts.preDump && !parent
+      ? precopyPays(pid)
+      : undefined;
     if (
       opts.leaveRunning && opts.precopy !== false && !parent &&
-      (opts.precopy === true || opts.preDump === true || precopyPays(pid).pays)
+      (opts.precopy === true || opts.preDump === true || estimate?.pays)
     ) {
       chain.touched = opts.preDump === true;
       warmUpProcReaders();
@@ -431,6 +436,12 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         bytes: precopy.bytes,
         frozenSeconds: precopy.frozenSeconds,
       });
+    }
+    // Frozen once, a CPU to spare: the page writes go on past the thaw (deferred_pages.ts).
+    const deferWrites = !precopy && estimate !== undefined && prepareDeferredWrites(estimate.bytes);
+    // Frozen once: the collect rehearsed on a helper process first (rehearsal.ts).
+    if (!precopy && opts.leaveRunning && rehearseOnHelper(pid, estimate?.mappings, opts.optIns)) {
+      await warmUpFinalFreeze();
     }
     // Before the freeze: the check's smaps walk must not hold a frozen mm's lock.
     const flagsCheck = await (vmFlagsCheck ?? startVmFlagsCheck(pid));
@@ -457,6 +468,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       streamer: MemoryStreamer;
       pre?: PrecopyProcess;
       overwritten: { fileOffset: number; length: number }[];
+      /** Its page data's writes, if they go on past the thaw. */
+      deferred?: DeferredPageWriter;
     }[] = [];
     const entries: Manifest["processes"] = [];
     let pagesBytes = 0;
@@ -588,7 +601,10 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       const total = plan.readBytes;
       reused += plan.reusedBytes;
       parentBytes += plan.parentBytes;
-      const out = new BufferPageWriter(pageBufferBytes(total), writer.partialPath);
+      const deferred = deferWrites
+        ? new DeferredPageWriter(pageBufferBytes(total), writer.partialPath)
+        : undefined;
+      const out = deferred ?? new BufferPageWriter(pageBufferBytes(total), writer.partialPath);
       const streamer = new MemoryStreamer(p.pid, out, (n) => writer.reservePages(n));
       // The manifest's pageBlocks (engine/image/page_blocks.ts): blocks aligned to the page data's start.
       streamer.blockCrcs = [];
@@ -613,6 +629,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         streamer,
         pre,
         overwritten: plan.pieces.flat().filter((x) => x.source === "overwrite"),
+        deferred,
       });
       images.push(image);
     }
@@ -650,8 +667,9 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     for (const c of preCrcs) c?.catch(() => {}); // awaited below, or dropped with a failed dump
     if (checkAfterThaw) checkRestorable();
     const host = await hostPending;
-    for (const [i, { writer, image, streamer, pre }] of pending.entries()) {
+    for (const [i, { writer, image, streamer, pre, deferred }] of pending.entries()) {
       pausePoint("notes");
+      await deferred?.settled();
       const preCrc = pre ? await preCrcs[i]! : 0;
       const summary = await writer.finish(image, { checksum: false, sync });
       // The page data's CRC was computed while streaming: read only the rest.

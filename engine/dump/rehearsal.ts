@@ -26,8 +26,12 @@ import { collectLifecycle } from "../task/lifecycle.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { BootstrapBuilder, messageProgram } from "../restore/stub.ts";
 import { checkFdOwners, checkProcessPaths } from "./tree_state.ts";
-import type { FrozenTree } from "./freeze.ts";
-import { rawSyscallOffThread } from "../../ffi/libc.ts";
+import { freezeTree, type FrozenTree, thawTree } from "./freeze.ts";
+import { readProcLink } from "../proc/io.ts";
+import { closePipe, type PipeChild, spawnPipeReader } from "../../ffi/pipe_child.ts";
+import { __WALL, waitPid } from "../../ffi/wait.ts";
+import { pausePoint, withoutPausePoints } from "../pause.ts";
+import { rawSyscall, rawSyscallOffThread } from "../../ffi/libc.ts";
 import { findSafeSites } from "../../ffi/safe_inject.ts";
 import { listDescendants } from "../proc/tasks.ts";
 
@@ -121,4 +125,103 @@ export function warmUpProcReaders(): void {
     // A few fds warm the parsers as well as all of cryo's (~20: 10 ms more in a fresh Deno).
     for (const fd of listFds(self).slice(0, 3)) readFd(self, fd);
   } catch { /* only a warm-up */ }
+}
+
+/**
+ * A helper process for {@link rehearseOnHelper}: `cat` reading a pipe that
+ * only cryo holds (ffi/pipe_child.ts), so it exits by itself when cryo
+ * does, also when cryo is killed mid-way (a tracer's death resumes it, and
+ * its input ends); undefined when it cannot be started.
+ */
+export function startRehearsalHelper(): PipeChild | undefined {
+  try {
+    return spawnPipeReader("/bin/cat", ["cat"]);
+  } catch {
+    return undefined;
+  }
+}
+
+/** A cell that is never notified: `Atomics.wait` on it is a short sleep. */
+const pollCell = new Int32Array(new SharedArrayBuffer(4));
+
+/** Whether `pid` is past its exec (no longer a copy of Deno) and waiting for its input. */
+function helperReady(pid: number): boolean {
+  try {
+    return readProcLink(pid, "exe") !== Deno.execPath() && readStat(pid).state === "S";
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Up to this many mappings in the tree's root, a dump frozen once
+ * rehearses its collect on a helper first: there the collect's cold code
+ * is most of the freeze; with thousands of mappings the freeze is the
+ * per-mapping work, which warms itself (docs/PERFORMANCE.md, branch
+ * onefreeze).
+ */
+export const HELPER_REHEARSAL_MAX_MAPPINGS = 1000;
+
+/** Lines of /proc/<pid>/maps (its mappings), or Infinity when it cannot be read. */
+function mappingCount(pid: number): number {
+  try {
+    const text = Deno.readTextFileSync(`/proc/${pid}/maps`);
+    let n = 0;
+    for (let i = text.indexOf("\n"); i >= 0; i = text.indexOf("\n", i + 1)) n++;
+    return n;
+  } catch {
+    return Infinity;
+  }
+}
+
+/**
+ * The collect's rehearsal for a dump of `root` frozen once (no pre-copy,
+ * so no barrier freeze to rehearse in), when the root has at most
+ * {@link HELPER_REHEARSAL_MAX_MAPPINGS} mappings (`mappings` if the caller
+ * counted them): a helper ({@link startRehearsalHelper}) is frozen and
+ * collected, and the result thrown away, so that the dump's one freeze
+ * runs the collect's code compiled. The target is not touched; the pause
+ * points of the collect are not counted (engine/pause.ts), and it has one
+ * of its own, `rehearsal-helper`. The helper is ended and reaped. Never
+ * throws; false when nothing was rehearsed.
+ */
+export function rehearseOnHelper(
+  root: number,
+  mappings: number | undefined,
+  optIns?: string[],
+): boolean {
+  if ((mappings ?? mappingCount(root)) > HELPER_REHEARSAL_MAX_MAPPINGS) return false;
+  const helper = startRehearsalHelper();
+  if (!helper) return false;
+  try {
+    // Polled on this thread: an event loop turn in a fresh Deno cost ~15 ms here.
+    const deadline = performance.now() + 100;
+    while (!helperReady(helper.pid)) {
+      if (performance.now() > deadline) return false;
+      Atomics.wait(pollCell, 0, 0, 0.2);
+    }
+    let tree: FrozenTree | undefined;
+    try {
+      tree = freezeTree(helper.pid);
+      pausePoint("rehearsal-helper");
+      const frozen = tree;
+      withoutPausePoints(() => rehearseCollect(frozen, optIns));
+    } finally {
+      if (tree) thawTree(tree);
+    }
+    return true;
+  } catch {
+    return false; // only a rehearsal
+  } finally {
+    endRehearsalHelper(helper);
+  }
+}
+
+/** Ends the helper (its input closed, SIGKILL) and reaps it. Never throws. */
+function endRehearsalHelper(helper: PipeChild): void {
+  try {
+    closePipe(helper);
+    rawSyscall(SYS.kill, helper.pid, 9);
+    waitPid(helper.pid, __WALL);
+  } catch { /* reaped */ }
 }

@@ -95,6 +95,26 @@ async function until(
 /** The cryo processes the harness is running (other lanes' may be stopped on purpose). */
 const running = new Set<number>();
 
+/**
+ * Runs `cryo <args>` to its end. Its pid stays in {@link running} while it
+ * runs, so the other lane's {@link reapOrphans} never reaps it before Deno
+ * does (Deno's wait would then fail with ECHILD).
+ */
+async function runCli(args: string[]): Promise<Deno.CommandOutput> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", `${repoRoot}cli.ts`, ...args],
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  running.add(child.pid);
+  try {
+    return await child.output();
+  } finally {
+    running.delete(child.pid);
+  }
+}
+
 /** Runs `args` and SIGKILLs it at `point`; `mark` is the start of time offsets. */
 async function runAndKill(
   args: string[],
@@ -331,12 +351,7 @@ export class DumpLane {
     const pid = t.pid;
     await t.kill();
     reapOrphans(running); // the other lane's cryo is Deno's to reap
-    const r = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", `${repoRoot}cli.ts`, "restore", dir, "--detach"],
-      env: { NO_COLOR: "1" },
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
+    const r = await runCli(["restore", dir, "--detach"]);
     assert.ok(r.success, `${name}: restore failed: ${new TextDecoder().decode(r.stderr)}`);
     t.resetAfterRestore();
     await assertRunning(pid, `${name} (restored)`);
@@ -376,12 +391,7 @@ export class RestoreLane {
     await t.waitFor(/^ready /m, 30_000);
     await assertAlive(t, "start");
     lane.dir = `${parent}/image`;
-    const r = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", `${repoRoot}cli.ts`, "dump", String(t.pid), "--dir", lane.dir],
-      env: { NO_COLOR: "1" },
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
+    const r = await runCli(["dump", String(t.pid), "--dir", lane.dir]);
     assert.ok(r.success, new TextDecoder().decode(r.stderr));
     await t.wait();
     lane.pid = t.pid;
@@ -439,12 +449,7 @@ export class RestoreLane {
 
   /** Restores the image to completion and checks the process. */
   async finish(): Promise<void> {
-    const r = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", `${repoRoot}cli.ts`, "restore", this.dir, "--detach"],
-      env: { NO_COLOR: "1" },
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
+    const r = await runCli(["restore", this.dir, "--detach"]);
     assert.ok(r.success, `final restore failed: ${new TextDecoder().decode(r.stderr)}`);
     const t = adoptPid(this.pid, this.#target.outputPath);
     await assertRunning(this.pid, "final restore");

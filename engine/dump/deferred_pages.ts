@@ -1,0 +1,173 @@
+/**
+ * A {@link PageWriter} whose `pwrite`s run after the buffer is handed
+ * back, each on one of Deno's blocking-pool threads (a one-entry syscall
+ * table, ffi/syscall_table.ts), so that a copy made in a freeze only
+ * reads the pages (and sums them) on cryo's thread: the writes into fresh
+ * page-cache pages (~1.5 ms per MiB on this VM) go on on another CPU, and
+ * may end after the thaw. Each buffer is its own (up to
+ * {@link DEFERRED_MAX_BYTES} in flight; past that the oldest write is
+ * waited for and its buffer reused). {@link settled} waits for every write
+ * and checks it: a short write is completed on cryo's thread, a failed one
+ * throws. The bytes written are the bytes read in the freeze.
+ *
+ * @module
+ */
+
+import { pageAlignedBuffer, PageFile } from "../../ffi/page_file.ts";
+import {
+  closeRawFd,
+  openRawFd,
+  SyscallTable,
+  type TableRun,
+  tablesAvailable,
+} from "../../ffi/syscall_table.ts";
+import { SYS } from "../../ffi/sysno.ts";
+import { PAGE_BUFFER_BYTES, type PageWriter } from "./page_writer.ts";
+import { lanesAvailable } from "./copy_lanes.ts";
+import { lanesOverride } from "./precopy_lanes.ts";
+
+/** Bytes of buffers whose writes may be in flight at once (and most a dump defers). */
+export const DEFERRED_MAX_BYTES = 32 << 20;
+
+/** Writes handed to other threads so far, in this process (tests). */
+export const deferredStats = { writes: 0 };
+
+/** A cell never notified: `Atomics.wait` on it is a short sleep. */
+const cell = new Int32Array(new SharedArrayBuffer(4));
+
+const MADV_POPULATE_WRITE = 23;
+
+/** Buffers made ready before the freeze ({@link prepareDeferredBuffers}). */
+const ready: Uint8Array<ArrayBuffer>[] = [];
+
+/**
+ * Whether a dump frozen once of about `bytes` of resident memory defers
+ * its page writes: syscall tables run here, at most
+ * {@link DEFERRED_MAX_BYTES}, and a CPU to spare (copy_lanes.ts
+ * `lanesAvailable`: with none the writes only wait for the freeze's own
+ * CPU); `CRYO_COPY_LANES=1` never, another value always. If so, buffers
+ * for them are prepared ({@link prepareDeferredBuffers}).
+ */
+export function prepareDeferredWrites(bytes: number): boolean {
+  const force = lanesOverride();
+  if (force === 1 || bytes > DEFERRED_MAX_BYTES || !tablesAvailable()) return false;
+  if (force === undefined && !lanesAvailable()) return false;
+  prepareDeferredBuffers(bytes, PAGE_BUFFER_BYTES);
+  return true;
+}
+
+/**
+ * Allocates buffers for `bytes` of page data (at most
+ * {@link DEFERRED_MAX_BYTES}) and has another thread fault them in
+ * (MADV_POPULATE_WRITE): first touches of fresh memory cost as much as the
+ * page cache's, and must not fall in the freeze.
+ */
+export function prepareDeferredBuffers(bytes: number, size: number): void {
+  const n = Math.min(Math.ceil(bytes / size), DEFERRED_MAX_BYTES / size) - ready.length;
+  if (n <= 0) return;
+  const all = pageAlignedBuffer(n * size);
+  const table = new SyscallTable(1);
+  table.syscall(SYS.madvise, all, n * size, MADV_POPULATE_WRITE);
+  table.run();
+  for (let i = 0; i < n; i++) ready.push(all.subarray(i * size, (i + 1) * size));
+}
+
+interface Pending {
+  buffer: Uint8Array<ArrayBuffer>;
+  table: SyscallTable;
+  run: TableRun;
+  length: number;
+  offset: number;
+}
+
+/** Page data written by other threads into the existing file `path`. */
+export class DeferredPageWriter implements PageWriter {
+  readonly size: number;
+  readonly #file: PageFile;
+  readonly #fd: number;
+  readonly #free: Uint8Array<ArrayBuffer>[] = [];
+  readonly #pending: Pending[] = [];
+  #current: { buffer: Uint8Array<ArrayBuffer>; offset: number } | undefined;
+  #buffers = 0;
+  #error: Error | undefined;
+  #closed = false;
+
+  /** Writes into the existing file `path` through buffers of `size` bytes. */
+  constructor(size: number, path: string) {
+    this.size = size;
+    this.#file = PageFile.open(path);
+    this.#fd = openRawFd(path, true);
+  }
+
+  acquire(offset: number): Uint8Array {
+    let buffer = this.#free.pop() ??
+      (ready.length && ready[ready.length - 1].length >= this.size ? ready.pop() : undefined);
+    if (!buffer && (this.#buffers + 1) * this.size > DEFERRED_MAX_BYTES && this.#pending.length) {
+      buffer = this.#retire(this.#pending.shift()!, true);
+    }
+    if (!buffer) {
+      buffer = pageAlignedBuffer(this.size);
+      this.#buffers++;
+    }
+    this.#current = { buffer, offset };
+    return buffer;
+  }
+
+  submit(length: number, offset: number): void {
+    const c = this.#current;
+    if (!c) throw new Error("page buffer submitted without acquire");
+    if (offset !== c.offset) throw new Error(`page buffer for ${c.offset} submitted for ${offset}`);
+    this.#current = undefined;
+    const table = new SyscallTable(1);
+    table.syscall(SYS.pwrite64, this.#fd, c.buffer, length, offset);
+    this.#pending.push({ buffer: c.buffer, table, run: table.run(), length, offset });
+    deferredStats.writes++;
+  }
+
+  /**
+   * Waits (on this thread when `now`) for `p`'s write, completes a short
+   * one here, records a failure; returns its buffer.
+   */
+  #retire(p: Pending, now: boolean): Uint8Array<ArrayBuffer> {
+    if (now) { while (!p.run.done()) Atomics.wait(cell, 0, 0, 0.05); }
+    const r = p.table.result(0);
+    if (r < 0n) {
+      this.#error ??= new Error(`pwrite of page data at ${p.offset} failed: errno ${-r}`);
+    } else if (Number(r) < p.length) {
+      try {
+        this.#file.writeAt(p.offset + Number(r), p.buffer.subarray(Number(r), p.length));
+      } catch (e) {
+        this.#error ??= e as Error;
+      }
+    }
+    return p.buffer;
+  }
+
+  /** Every write done and checked, the file closed; throws if one failed. */
+  async settled(): Promise<void> {
+    try {
+      while (this.#pending.length) {
+        const p = this.#pending.shift()!;
+        await p.run.finished;
+        this.#free.push(this.#retire(p, false));
+      }
+    } finally {
+      if (!this.#closed) {
+        this.#closed = true;
+        this.#file.close();
+        closeRawFd(this.#fd);
+      }
+    }
+    if (this.#error) throw this.#error;
+  }
+
+  /** Nothing to wait for here: the writes end with {@link settled}. */
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  /** Waits for the writes in flight (their buffers must outlive them) and closes the file. */
+  async abort(): Promise<void> {
+    await this.settled().catch(() => {});
+  }
+}

@@ -1,0 +1,113 @@
+/**
+ * A dump frozen once with a CPU to spare hands its page writes to other
+ * threads, past the thaw (engine/dump/deferred_pages.ts):
+ *
+ * - the writer puts every buffer's bytes at its offset (a short last
+ *   one too), the same file as a `pwrite` per buffer; a write the kernel
+ *   refuses makes `settled` throw;
+ * - a one-freeze `--leave-running` dump of tests/targets/rt_precopy.c
+ *   (4 MiB rewritten all the time) with the writes deferred
+ *   (`CRYO_COPY_LANES=native`) restores the memory of its freeze, and the
+ *   original runs on and checks itself;
+ * - cryo SIGKILLed after the thaw, its writes perhaps in flight
+ *   (`notes`): no image, the target untouched.
+ */
+
+import assert from "node:assert/strict";
+import { checkpoint } from "../engine/dump/mod.ts";
+import { DeferredPageWriter, deferredStats } from "../engine/dump/deferred_pages.ts";
+import { tablesAvailable } from "../ffi/syscall_table.ts";
+import { startTriggered } from "./helpers/roundtrip.ts";
+import { withTargets } from "./helpers/targets.ts";
+import {
+  assertOriginalThenRestored,
+  RT_PRECOPY_CHECKS,
+  RT_PRECOPY_READY,
+  trackingTraces,
+} from "./helpers/tracking.ts";
+import { assertChecksPassed } from "./helpers/checks.ts";
+import { pathExists, tempDir } from "./helpers/fs.ts";
+import { startPaused } from "./helpers/kill_anywhere.ts";
+
+const MiB = 1 << 20;
+const ignore = !tablesAvailable();
+
+Deno.test({
+  name: "deferred page writes: every buffer at its offset; a refused write throws at settled",
+  ignore,
+  async fn() {
+    const path = `${await tempDir("cryo-deferred-")}/pages`;
+    Deno.writeFileSync(path, new Uint8Array());
+    const w = new DeferredPageWriter(MiB, path);
+    const want = new Uint8Array(4 * MiB + 12288);
+    for (let i = 0; i < want.length; i += 4) {
+      new DataView(want.buffer).setUint32(i, (i * 2654435761) >>> 0);
+    }
+    for (let at = 0; at < want.length; at += MiB) {
+      const n = Math.min(MiB, want.length - at);
+      w.acquire(at).set(want.subarray(at, at + n));
+      w.submit(n, at);
+    }
+    await w.close(); // nothing to wait for here
+    await w.settled();
+    assert.deepEqual(Deno.readFileSync(path), want);
+
+    const bad = new DeferredPageWriter(MiB, path);
+    bad.acquire(-4096).fill(1);
+    bad.submit(4096, -4096); // EINVAL
+    await assert.rejects(() => bad.settled(), /pwrite of page data at -4096 failed/);
+    await bad.abort(); // after settled: nothing more
+  },
+});
+
+Deno.test({
+  name:
+    "a dump frozen once with its page writes deferred: exact at the freeze, the original runs on",
+  ignore,
+  fn: withTargets(async () => {
+    const { t, trigger } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
+      extra: ["4"],
+    });
+    const dir = `${await tempDir("cryo-deferred-rt-")}/image`;
+    const before = deferredStats.writes;
+    Deno.env.set("CRYO_COPY_LANES", "native");
+    try {
+      const r = await checkpoint(t.pid, { dir, leaveRunning: true, sync: false });
+      assert.equal(r.stats.precopy, undefined, "frozen once");
+    } finally {
+      Deno.env.delete("CRYO_COPY_LANES");
+    }
+    assert.ok(deferredStats.writes - before >= 4, "the page writes were deferred");
+    await assertOriginalThenRestored(t, trigger, dir);
+  }),
+});
+
+Deno.test({
+  name:
+    "cryo dump --leave-running killed after the thaw, its deferred page writes in flight: no image, the target untouched",
+  ignore,
+  fn: withTargets(async () => {
+    const { t, trigger, ready } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
+      extra: ["4"],
+    });
+    const region = BigInt(`0x${ready[2]}`), pages = Number(ready[3]);
+    const before = trackingTraces(t.pid, region, pages);
+    const dir = `${await tempDir("cryo-deferred-kill-")}/image`;
+    Deno.env.set("CRYO_COPY_LANES", "native");
+    const paused = await startPaused(
+      ["dump", String(t.pid), "--dir", dir, "--leave-running", "--no-sync"],
+      "notes",
+    ).finally(() => Deno.env.delete("CRYO_COPY_LANES"));
+    assert.match(Deno.readTextFileSync(`/proc/${t.pid}/status`), /^TracerPid:\s+0$/m, "thawed");
+    paused.child.kill("SIGKILL");
+    await paused.output;
+    assert.equal(pathExists(dir), false, "no image");
+    const after = trackingTraces(t.pid, region, pages);
+    assert.deepEqual(after.fds, before.fds, "the same fds");
+    assert.equal(after.maps, before.maps, "the same mappings");
+    await Deno.writeTextFile(trigger, "");
+    assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), {
+      what: "original after the killed dump",
+    });
+  }),
+});

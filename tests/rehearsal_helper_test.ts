@@ -1,0 +1,151 @@
+/**
+ * A dump frozen once (`--leave-running` below the pre-copy's threshold)
+ * rehearses its collect on a helper process of its own before the freeze
+ * (engine/dump/rehearsal.ts `rehearseOnHelper`), never on the target:
+ *
+ * - the helper (`cat` on a pipe only cryo holds) is frozen, collected,
+ *   thawed, ended and reaped: no child of cryo is left; none is started
+ *   for a root of more than HELPER_REHEARSAL_MAX_MAPPINGS mappings; the
+ *   helper exits by itself when its input ends;
+ * - a one-freeze `--leave-running` dump of a process writing its memory
+ *   all the time (tests/targets/rt_precopy.c, 4 MiB: not pre-copied)
+ *   leaves the original running and checking itself, and the image,
+ *   restored, is its memory at the freeze; cryo's pause points in the
+ *   rehearsal's collect are not counted (the target's first injected
+ *   syscall is still `inject:1`);
+ * - cryo SIGKILLed with the helper frozen (`rehearsal-helper`): no image,
+ *   the target untouched, and the helper goes away by itself (its input
+ *   ends with cryo).
+ */
+
+import assert from "node:assert/strict";
+import { checkpoint } from "../engine/dump/mod.ts";
+import {
+  HELPER_REHEARSAL_MAX_MAPPINGS,
+  rehearseOnHelper,
+  startRehearsalHelper,
+} from "../engine/dump/rehearsal.ts";
+import { closePipe } from "../ffi/pipe_child.ts";
+import { __WALL, waitPid } from "../ffi/wait.ts";
+import { startTriggered } from "./helpers/roundtrip.ts";
+import { withTargets } from "./helpers/targets.ts";
+import {
+  assertOriginalThenRestored,
+  RT_PRECOPY_CHECKS,
+  RT_PRECOPY_READY,
+  trackingTraces,
+} from "./helpers/tracking.ts";
+import { assertChecksPassed } from "./helpers/checks.ts";
+import { pathExists, tempDir } from "./helpers/fs.ts";
+import { startPaused } from "./helpers/kill_anywhere.ts";
+
+/** The children of `pid` (every thread's). */
+function childrenOf(pid: number): number[] {
+  return [...Deno.readDirSync(`/proc/${pid}/task`)].flatMap((t) =>
+    Deno.readTextFileSync(`/proc/${pid}/task/${t.name}/children`).trim().split(/\s+/)
+      .filter(Boolean).map(Number)
+  );
+}
+
+/** The state letter of `pid`, or undefined once it is gone. */
+function stateOf(pid: number): string | undefined {
+  try {
+    const s = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    return s.slice(s.lastIndexOf(")") + 2, s.lastIndexOf(")") + 3);
+  } catch {
+    return undefined;
+  }
+}
+
+Deno.test("the collect's rehearsal on a helper: frozen, collected, ended and reaped", () => {
+  const before = new Set(childrenOf(Deno.pid));
+  // The root's mappings counted by the caller (here a small process's).
+  assert.equal(rehearseOnHelper(Deno.pid, 10), true, "frozen and collected");
+  assert.deepEqual(childrenOf(Deno.pid).filter((p) => !before.has(p)), [], "no child left");
+  // Above the bound no helper is started.
+  const many = HELPER_REHEARSAL_MAX_MAPPINGS + 1;
+  assert.equal(rehearseOnHelper(Deno.pid, many), false, "not rehearsed");
+  assert.deepEqual(childrenOf(Deno.pid).filter((p) => !before.has(p)), [], "no child left");
+});
+
+Deno.test("the helper: cat on a pipe, it ends when its input does", () => {
+  const helper = startRehearsalHelper();
+  assert.ok(helper, "the helper started");
+  assert.ok(childrenOf(Deno.pid).includes(helper.pid), "the helper is this process's child");
+  closePipe(helper);
+  const st = waitPid(helper.pid, __WALL);
+  assert.deepEqual(st.kind === "exited" && st.code, 0, "it exits by itself, status 0");
+});
+
+Deno.test(
+  "a dump frozen once, rehearsed on a helper: exact at the freeze, the original runs on, no helper left",
+  withTargets(async () => {
+    const { t, trigger } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
+      extra: ["4"],
+    });
+    const dir = `${await tempDir("cryo-rehearsal-helper-")}/image`;
+    const before = new Set(childrenOf(Deno.pid));
+    const result = await checkpoint(t.pid, { dir, leaveRunning: true, sync: false });
+    assert.equal(result.stats.precopy, undefined, "frozen once (no pre-copy)");
+    assert.deepEqual(childrenOf(Deno.pid).filter((p) => !before.has(p)), [], "no helper left");
+    await assertOriginalThenRestored(t, trigger, dir);
+  }),
+);
+
+Deno.test(
+  "cryo dump --leave-running frozen once: the rehearsal's pause points are not counted",
+  withTargets(async () => {
+    const { t, trigger } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
+      extra: ["4"],
+    });
+    const dir = `${await tempDir("cryo-rehearsal-inject-")}/image`;
+    // The first injected syscall counted is the target's, in the dump's own freeze.
+    const paused = await startPaused(
+      ["dump", String(t.pid), "--dir", dir, "--leave-running", "--no-sync"],
+      "inject:1",
+    );
+    const tracer = Deno.readTextFileSync(`/proc/${t.pid}/status`).match(/^TracerPid:\s+(\d+)/m);
+    assert.equal(Number(tracer?.[1]), paused.child.pid, "the target is frozen by cryo");
+    paused.child.kill("SIGCONT");
+    const out = await paused.output;
+    assert.equal(out.code, 0, out.stderr);
+    await assertOriginalThenRestored(t, trigger, dir);
+  }),
+);
+
+Deno.test(
+  "cryo dump --leave-running killed with the rehearsal's helper frozen: no image, the target untouched, the helper gone",
+  withTargets(async () => {
+    const { t, trigger, ready } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
+      extra: ["4"],
+    });
+    const region = BigInt(`0x${ready[2]}`), pages = Number(ready[3]);
+    const before = trackingTraces(t.pid, region, pages);
+    const dir = `${await tempDir("cryo-rehearsal-kill-")}/image`;
+    const paused = await startPaused(
+      ["dump", String(t.pid), "--dir", dir, "--leave-running", "--no-sync"],
+      "rehearsal-helper",
+    );
+    const helpers = childrenOf(paused.child.pid);
+    assert.equal(helpers.length, 1, "cryo has one child, the helper");
+    const helper = helpers[0];
+    const tracer = Deno.readTextFileSync(`/proc/${helper}/status`).match(/^TracerPid:\s+(\d+)/m);
+    assert.equal(Number(tracer?.[1]), paused.child.pid, "the helper is frozen by cryo");
+    assert.match(Deno.readTextFileSync(`/proc/${t.pid}/status`), /^TracerPid:\s+0$/m);
+    paused.child.kill("SIGKILL");
+    await paused.output;
+    assert.equal(pathExists(dir), false, "no image");
+    const deadline = Date.now() + 10_000;
+    while (stateOf(helper) !== undefined && stateOf(helper) !== "Z") {
+      assert.ok(Date.now() < deadline, "the helper ends by itself");
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    const after = trackingTraces(t.pid, region, pages);
+    assert.deepEqual(after.fds, before.fds, "the same fds");
+    assert.equal(after.maps, before.maps, "the same mappings");
+    await Deno.writeTextFile(trigger, "");
+    assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), {
+      what: "original after the killed dump",
+    });
+  }),
+);
