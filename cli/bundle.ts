@@ -25,18 +25,29 @@
  */
 
 /** Format of the manifest, of the generated entry and of the bundle's form (part of the cache key). */
-const FORMAT = 2;
+const FORMAT = 3;
 
 /** A file must be this much older than the stat that records it (see the module doc). */
 export const SETTLE_MS = 2000;
 
-/** Modules loaded on demand (engine/modules.ts `importModule`) that every bundle carries. */
+/** Modules loaded on demand (engine/modules.ts `importModule`) that a bundle may carry ({@link ON_DEMAND_OF}). */
 export const ON_DEMAND: readonly string[] = [
   "engine/pidns/mod.ts",
   "engine/pidns/extras.ts",
   "engine/image/chain.ts",
   "engine/memory/lazy_serve.ts",
 ];
+
+/**
+ * The modules of {@link ON_DEMAND} each command's bundle carries: those its
+ * own graph may ask for (tests/cli_startup_test.ts checks every
+ * `importModule` of a bundle's graph against it). A dump never serves a lazy
+ * restore nor flattens a chain, so its bundle goes without those (~37 KB).
+ */
+export const ON_DEMAND_OF: Readonly<Record<string, readonly string[]>> = {
+  dump: ["engine/pidns/mod.ts", "engine/pidns/extras.ts"],
+  restore: ON_DEMAND,
+};
 
 /**
  * Modules loaded on demand that a bundle leaves to be loaded from their
@@ -114,7 +125,7 @@ async function hex(text: string): Promise<string> {
 
 /** The entry module of a command's bundle: every module it carries, registered by path. */
 export function entrySource(command: string): string {
-  const paths = ["cli/program.ts", BUNDLED_COMMANDS[command], ...ON_DEMAND];
+  const paths = ["cli/program.ts", BUNDLED_COMMANDS[command], ...ON_DEMAND_OF[command]];
   const url = (p: string) => JSON.stringify(new URL(p, ROOT).href);
   return [
     `import { installBundle } from ${url("engine/modules.ts")};`,
@@ -177,19 +188,52 @@ async function run(args: string[]): Promise<string | undefined> {
   return out.success ? new TextDecoder().decode(out.stdout) : undefined;
 }
 
-/** The local files of `entry`'s module graph, relative to the root (undefined if any is outside). */
+/** What `deno info --json` says of one module. */
+interface InfoModule {
+  specifier: string;
+  dependencies?: { code?: { specifier?: string }; type?: unknown }[];
+}
+
+/**
+ * The local files whose code `entry` runs (relative to the root; undefined
+ * if any is outside it): the modules reachable from `entry` through
+ * imports of code. A module imported only for its types (`import type`,
+ * `typeof import(...)`) is erased from the bundle, so it is not a key of
+ * it: an edit that makes its code matter changes the importing file, which
+ * is one. An import that names code but uses only types (`import { T }`)
+ * still counts.
+ */
+export function codeFiles(
+  modules: readonly InfoModule[],
+  entry: string,
+  root: string,
+): string[] | undefined {
+  const byUrl = new Map(modules.map((m) => [m.specifier, m]));
+  const seen = new Set<string>([entry]);
+  const queue = [entry];
+  while (queue.length > 0) {
+    for (const dep of byUrl.get(queue.pop()!)?.dependencies ?? []) {
+      const next = dep.code?.specifier;
+      if (next === undefined || seen.has(next) || !next.startsWith("file:")) continue;
+      seen.add(next);
+      queue.push(next);
+    }
+  }
+  seen.delete(entry);
+  const files: string[] = [];
+  for (const url of seen) {
+    if (!url.startsWith(root)) return undefined;
+    files.push(decodeURIComponent(url.slice(root.length)));
+  }
+  return files;
+}
+
+/** The local files of `entry`'s bundle ({@link codeFiles}), relative to the root. */
 async function graphFiles(entry: string, config: string[]): Promise<string[] | undefined> {
   const text = await run(["info", "--json", ...config, entry]);
   if (text === undefined) return undefined;
-  const info = JSON.parse(text) as { modules: { specifier: string }[] };
-  const files: string[] = [];
-  for (const { specifier } of info.modules) {
-    if (!specifier.startsWith("file:")) continue;
-    if (specifier === new URL(`file://${entry}`).href) continue;
-    if (!specifier.startsWith(ROOT.href)) return undefined;
-    files.push(decodeURIComponent(specifier.slice(ROOT.href.length)));
-  }
-  return files;
+  const info = JSON.parse(text) as { modules: InfoModule[] };
+  return codeFiles(info.modules, new URL(`file://${entry}`).href, ROOT.href);
 }
 
 /**

@@ -11,7 +11,14 @@
 import assert from "node:assert/strict";
 import { repoRoot, runCommand } from "./helpers/commands.ts";
 import { withTempDir } from "./helpers/fs.ts";
-import { FROM_SOURCE, ON_DEMAND, selfContained, SETTLE_MS } from "../cli/bundle.ts";
+import {
+  codeFiles,
+  FROM_SOURCE,
+  ON_DEMAND,
+  ON_DEMAND_OF,
+  selfContained,
+  SETTLE_MS,
+} from "../cli/bundle.ts";
 import { eagerFunctions } from "../cli/bundle_eager.ts";
 import { importModule, installBundle, runningBundled, sourceURL } from "../engine/modules.ts";
 
@@ -31,6 +38,24 @@ function cached(cache: string, command: string): { js: string[]; json: string[] 
     js: names.filter((n) => n.endsWith(".js")).sort(),
     json: names.filter((n) => n.endsWith(".json")),
   };
+}
+
+/** What the bundle `path` registers: its root, the modules it leaves to source, its modules' exports. */
+async function carriedBy(path: string): Promise<{
+  root: string;
+  fromSource: string[];
+  modules: Record<string, string[]>;
+}> {
+  const probe = await runCommand([
+    Deno.execPath(),
+    "eval",
+    `await import(${JSON.stringify(`file://${path}`)});
+const b = globalThis[Symbol.for("cryo.startupBundle")];
+const modules = Object.fromEntries([...b.modules].map(([k, v]) => [k, Object.keys(v)]));
+console.log(JSON.stringify({ root: b.root, fromSource: b.fromSource, modules }));`,
+  ]);
+  assert.equal(probe.code, 0, probe.stderr);
+  return JSON.parse(probe.stdout);
 }
 
 Deno.test("cli bundle: built once, used while the sources are unchanged, never after a change", async () => {
@@ -71,21 +96,12 @@ Deno.test("cli bundle: built once, used while the sources are unchanged, never a
     assert.equal(first.js.length, 1);
     assert.equal(first.json.length, 1);
     // It carries the program, the command and every module loaded on demand, registered by path.
-    const probe = await runCommand([
-      Deno.execPath(),
-      "eval",
-      `await import(${JSON.stringify(`file://${cache}/${first.js[0]}`)});
-const b = globalThis[Symbol.for("cryo.startupBundle")];
-const modules = Object.fromEntries([...b.modules].map(([k, v]) => [k, Object.keys(v)]));
-console.log(JSON.stringify({ root: b.root, fromSource: b.fromSource, modules }));`,
-    ]);
-    assert.equal(probe.code, 0, probe.stderr);
-    const carried = JSON.parse(probe.stdout);
+    const carried = await carriedBy(`${cache}/${first.js[0]}`);
     assert.equal(carried.root, `file://${src}/`);
     assert.deepEqual(carried.fromSource, FROM_SOURCE);
     assert.deepEqual(
       Object.keys(carried.modules).sort(),
-      ["cli/dump.ts", "cli/program.ts", ...ON_DEMAND].sort(),
+      ["cli/dump.ts", "cli/program.ts", ...ON_DEMAND_OF.dump].sort(),
     );
     const has = (path: string, name: string) =>
       assert.ok(carried.modules[path].includes(name), `${path} ${name}`);
@@ -94,12 +110,26 @@ console.log(JSON.stringify({ root: b.root, fromSource: b.fromSource, modules }))
     has("engine/pidns/mod.ts", "checkpointInNamespace");
     has("engine/pidns/mod.ts", "restoreInNamespace");
     has("engine/pidns/extras.ts", "collectNamespaceExtras");
-    has("engine/image/chain.ts", "flattenForRestore");
-    has("engine/memory/lazy_serve.ts", "LazyServer");
     // Its top-level functions are eager (moved up as parenthesised expressions).
     const eager = Deno.readTextFileSync(`${cache}/${first.js[0]}`).split("\n")
       .filter((l) => /^var [\w$]+ = \((async )?function\*? \(/.test(l)).length;
     assert.ok(eager > 500, `${eager} eager functions`);
+    // Every module the bundle holds is a key of it; type-only imports are not.
+    const tracked = new Set(
+      (JSON.parse(Deno.readTextFileSync(`${cache}/${first.json[0]}`)).files as [string][])
+        .map((f) => f[0]),
+    );
+    // (Each module's code follows a comment naming it relative to the builder's directory.)
+    const held = Deno.readTextFileSync(`${cache}/${first.js[0]}`).split("\n")
+      .map((l) => /^\/\/ ([\w/.-]+\.ts)$/.exec(l)?.[1])
+      .filter((p) => p !== undefined && !p.endsWith(".entry.ts"))
+      .map((p) => new URL(p!, `file://${Deno.cwd()}/`).href)
+      .map((u) => u.startsWith(`file://${src}/`) ? u.slice(`file://${src}/`.length) : u);
+    assert.ok(held.length > 150, `${held.length} modules`);
+    for (const p of held) assert.ok(tracked.has(p), `${p} is not tracked`);
+    for (const p of ["deno.json", "deno.lock", "cli/bundle.ts", "cli/bundle_eager.ts"]) {
+      assert.ok(tracked.has(p), p);
+    }
     // A marked bundle shows that the next run uses it.
     mark(`${cache}/${first.js[0]}`);
     r = await dump();
@@ -123,6 +153,24 @@ console.log(JSON.stringify({ root: b.root, fromSource: b.fromSource, modules }))
     );
     assert.equal(r.code, 1);
     assert.equal(cached(cache, "restore").js.length, 1);
+    // It carries every module loaded on demand, the dump's none of the restore's alone.
+    const restoreCarried = await carriedBy(`${cache}/${cached(cache, "restore").js[0]}`);
+    assert.deepEqual(
+      Object.keys(restoreCarried.modules).sort(),
+      ["cli/program.ts", "cli/restore.ts", ...ON_DEMAND].sort(),
+    );
+    assert.ok(restoreCarried.modules["engine/image/chain.ts"].includes("flattenForRestore"));
+    assert.ok(restoreCarried.modules["engine/memory/lazy_serve.ts"].includes("LazyServer"));
+    assert.ok(restoreCarried.modules["engine/pidns/mod.ts"].includes("restoreInNamespace"));
+    // The restore graph does not reach the dump's pre-copy modules (engine/memory/own_tracking.ts).
+    const restoreFiles = (JSON.parse(
+      Deno.readTextFileSync(`${cache}/${cached(cache, "restore").json[0]}`),
+    ).files as [string][]).map((f) => f[0]);
+    assert.ok(restoreFiles.includes("engine/restore/mod.ts"));
+    assert.ok(restoreFiles.includes("engine/memory/own_tracking.ts"));
+    for (const p of ["engine/dump/tracking.ts", "engine/dump/precopy.ts", "engine/dump/mod.ts"]) {
+      assert.ok(!restoreFiles.includes(p), p);
+    }
 
     // Changing one source file: the next run runs the new code at once (from source) ...
     const mod = `${src}/engine/dump/mod.ts`;
@@ -294,4 +342,36 @@ Deno.test("cli bundle: importModule takes the bundle's modules, and refuses one 
     delete (globalThis as Record<symbol, unknown>)[key];
   }
   assert.equal(runningBundled(), false);
+});
+
+Deno.test("cli bundle: the keys of a bundle are the files reached through imports of code", () => {
+  const root = "file:///src/";
+  const entry = "file:///cache/entry.ts";
+  const code = (specifier: string) => ({ code: { specifier } });
+  const type = (specifier: string) => ({ type: { specifier } });
+  const modules = [
+    { specifier: entry, dependencies: [code(`${root}a.ts`)] },
+    {
+      specifier: `${root}a.ts`,
+      dependencies: [code(`${root}b.ts`), type(`${root}t.ts`), code("npm:x@1"), {
+        ...code(`${root}c%20d.ts`),
+        ...type(`${root}c%20d.ts`),
+      }],
+    },
+    { specifier: `${root}b.ts`, dependencies: [code(`${root}a.ts`), code(`${root}only_b.ts`)] },
+    { specifier: `${root}t.ts`, dependencies: [code(`${root}under_t.ts`)] },
+    { specifier: `${root}c%20d.ts` },
+    { specifier: `${root}only_b.ts` },
+    { specifier: `${root}under_t.ts` },
+  ];
+  assert.deepEqual(codeFiles(modules, entry, root)?.sort(), [
+    "a.ts",
+    "b.ts",
+    "c d.ts",
+    "only_b.ts",
+  ]);
+  // A module of the bundle outside the root: no bundle.
+  const outside = [...modules, { specifier: `${root}only_b.ts`, dependencies: [] }];
+  outside[2] = { specifier: `${root}b.ts`, dependencies: [code("file:///elsewhere/x.ts")] };
+  assert.equal(codeFiles(outside, entry, root), undefined);
 });

@@ -9,7 +9,7 @@
  */
 
 import assert from "node:assert/strict";
-import { BUNDLED_COMMANDS, FROM_SOURCE, ON_DEMAND } from "../cli/bundle.ts";
+import { BUNDLED_COMMANDS, FROM_SOURCE, ON_DEMAND, ON_DEMAND_OF } from "../cli/bundle.ts";
 import { COMMANDS } from "../cli/program.ts";
 
 const ROOT = new URL("../", import.meta.url);
@@ -134,6 +134,32 @@ Deno.test("cli start-up: every module loaded on demand is carried by the bundles
   }
   assert.ok(named.includes("engine/pidns/mod.ts") && named.includes("cli/dump.ts"));
   assert.deepEqual(named.filter((p) => !known.has(p)), []);
+});
+
+Deno.test("cli start-up: each bundle carries every module its own graph loads on demand", async () => {
+  assert.deepEqual([...new Set(Object.values(ON_DEMAND_OF).flat())].sort(), [...ON_DEMAND].sort());
+  assert.deepEqual(Object.keys(ON_DEMAND_OF).sort(), Object.keys(BUNDLED_COMMANDS).sort());
+  for (const [name, command] of Object.entries(BUNDLED_COMMANDS)) {
+    const carried = ON_DEMAND_OF[name];
+    const graph = new Set<string>();
+    for (const entry of ["cli/program.ts", command, ...carried]) {
+      for (const m of await staticGraph(entry)) graph.add(m);
+    }
+    const asked: string[] = [];
+    for (const m of graph) {
+      // program.ts names every command; a bundle runs only its own (cli/bundle.ts loadBundle).
+      if (!/^(engine|cli)\//.test(m) || m === "cli/program.ts") continue;
+      if (m === "engine/modules.ts" || m === "cli/bundle.ts") continue;
+      const text = Deno.readTextFileSync(new URL(m, ROOT));
+      if (!/\bimportModule\b/.test(text)) continue;
+      const paths = text.replace(/sourceURL\("[^"]*"\)/g, "")
+        .matchAll(/"((?:engine|cli|ffi)\/[\w/.-]+\.ts)"/g);
+      asked.push(...[...paths].map((p) => p[1]));
+    }
+    assert.ok(asked.includes("engine/pidns/mod.ts"), name);
+    const known = new Set([...carried, ...FROM_SOURCE, command]);
+    assert.deepEqual(asked.filter((p) => !known.has(p)), [], name);
+  }
 });
 
 /** The .ts files under `dir`, recursively. */

@@ -25,6 +25,7 @@ import { freezeTree, thawTree } from "./freeze.ts";
 import { readMaps } from "../proc/maps.ts";
 import { trackable } from "./precopy.ts";
 import { releaseUffd } from "./uffd_release.ts";
+import { registerOwnTrackingCheck } from "../memory/own_tracking.ts";
 
 /** What /proc shows for a userfaultfd. */
 const UFFD_TARGET = "anon_inode:[userfaultfd]";
@@ -94,6 +95,7 @@ export function isOwnTrackingFlag(pid: number, start: number, end: number): bool
   if (hasOwnTracking(pid)) return true;
   return liftingRanges.get(pid)?.some(([s, e]) => s < end && start < e) ?? false;
 }
+registerOwnTrackingCheck(isOwnTrackingFlag);
 
 /** The fds of `pid` cryo tracks with, as recorded for the manifest. */
 export function trackingFdsOf(pid: number): number[] {

@@ -14,7 +14,7 @@
  * @module
  */
 
-import { isOwnTrackingFlag } from "../dump/tracking.ts";
+import { isOwnTrackingFlag } from "./own_tracking.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import type { Mapping, ProcessImage } from "../model.ts";
 import type { Refusals } from "../support.ts";
