@@ -49,7 +49,7 @@ console.log(JSON.stringify({
     assert.equal(help.code, 0, help.stderr);
     assert.match(help.stdout, /^Usage: cryo /);
     assert.match(help.stdout, /export-core/);
-    const dumpHelp = await runDeno(dir, [`${base}/cli.ts`, "dump", "--help"]);
+    const dumpHelp = await runDeno(dir, [reload, `${base}/cli.ts`, "dump", "--help"]);
     assert.equal(dumpHelp.code, 0, dumpHelp.stderr);
     assert.match(dumpHelp.stdout, /^Usage: cryo dump /);
     assert.match(dumpHelp.stdout, /--no-sync/);
