@@ -13,7 +13,7 @@
 
 import { treePidsOrRoot } from "../proc/tasks.ts";
 import { readStatus } from "../proc/status.ts";
-import { readProcBytes } from "../proc/io.ts";
+import { countMappings } from "../proc/maps.ts";
 
 /** Below this much resident anonymous and shared memory, the tree is copied frozen. */
 export const PRECOPY_MIN_BYTES = 32 * 1024 * 1024;
@@ -30,13 +30,6 @@ export interface PrecopyEstimate {
   pays: boolean;
 }
 
-/** Counts the lines of a /proc file's bytes (not decoded: 10,000 maps lines are ~1 MB). */
-function lines(bytes: Uint8Array): number {
-  let n = 0;
-  for (let i = bytes.indexOf(10); i >= 0; i = bytes.indexOf(10, i + 1)) n++;
-  return n;
-}
-
 /**
  * Estimates, from /proc, whether pre-copying the tree of `root` shortens
  * its freeze (see the module doc). A process that cannot be read counts as
@@ -50,7 +43,7 @@ export function precopyPays(root: number): PrecopyEstimate {
     try {
       const f = readStatus(pid).fields;
       bytes += (parseInt(f.RssAnon ?? "0", 10) + parseInt(f.RssShmem ?? "0", 10)) * 1024;
-      mappings += lines(readProcBytes(pid, "maps"));
+      mappings += countMappings(pid);
     } catch { /* gone */ }
   }
   const pays = bytes >= PRECOPY_MIN_BYTES &&

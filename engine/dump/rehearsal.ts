@@ -15,7 +15,7 @@ import { Refusals } from "../support.ts";
 import type { ProcessImage } from "../model.ts";
 import { collectProcess, pipeTopology } from "./process.ts";
 import { listFds, readFd, readFds } from "../proc/fds.ts";
-import { readMaps } from "../proc/maps.ts";
+import { countMappings, readMaps } from "../proc/maps.ts";
 import { readStatus, readThreadStatuses } from "../proc/status.ts";
 import { readStat } from "../proc/stat.ts";
 import { readLimits } from "../proc/limits.ts";
@@ -157,13 +157,10 @@ function helperReady(pid: number): boolean {
  */
 export const HELPER_REHEARSAL_MAX_MAPPINGS = 1000;
 
-/** Lines of /proc/<pid>/maps (its mappings), or Infinity when it cannot be read. */
+/** The mappings of `pid`, or Infinity when they cannot be read. */
 function mappingCount(pid: number): number {
   try {
-    const text = Deno.readTextFileSync(`/proc/${pid}/maps`);
-    let n = 0;
-    for (let i = text.indexOf("\n"); i >= 0; i = text.indexOf("\n", i + 1)) n++;
-    return n;
+    return countMappings(pid);
   } catch {
     return Infinity;
   }

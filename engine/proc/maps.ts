@@ -521,3 +521,14 @@ function executableText(areas: readonly MapEntry[]): string {
   }
   return out;
 }
+
+/**
+ * How many mappings process `pid` has: the lines of its maps, counted
+ * without decoding them. Throws like {@link readProcBytes}.
+ */
+export function countMappings(pid: number): number {
+  const bytes = readProcBytes(pid, "maps");
+  let n = 0;
+  for (let i = bytes.indexOf(10); i >= 0; i = bytes.indexOf(10, i + 1)) n++;
+  return n;
+}
