@@ -25,15 +25,13 @@ import { SYS } from "../../ffi/sysno.ts";
 import { PAGE_BUFFER_BYTES, type PageWriter } from "./page_writer.ts";
 import { lanesAvailable } from "./copy_lanes.ts";
 import { lanesOverride } from "./precopy_lanes.ts";
+import { sleepSync } from "../sleep_sync.ts";
 
 /** Bytes of buffers whose writes may be in flight at once (and most a dump defers). */
 export const DEFERRED_MAX_BYTES = 32 << 20;
 
 /** Writes handed to other threads so far, in this process (tests). */
 export const deferredStats = { writes: 0 };
-
-/** A cell never notified: `Atomics.wait` on it is a short sleep. */
-const cell = new Int32Array(new SharedArrayBuffer(4));
 
 const MADV_POPULATE_WRITE = 23;
 
@@ -129,7 +127,7 @@ export class DeferredPageWriter implements PageWriter {
    * one here, records a failure; returns its buffer.
    */
   #retire(p: Pending, now: boolean): Uint8Array<ArrayBuffer> {
-    if (now) { while (!p.run.done()) Atomics.wait(cell, 0, 0, 0.05); }
+    if (now) { while (!p.run.done()) sleepSync(0.05); }
     const r = p.table.result(0);
     if (r < 0n) {
       this.#error ??= new Error(`pwrite of page data at ${p.offset} failed: errno ${-r}`);

@@ -16,6 +16,7 @@ import {
   refuseVforkChild,
   refuseZombieLeader,
 } from "../task/refusals.ts";
+import { sleepSync } from "../sleep_sync.ts";
 
 /** A frozen tree: every thread of every process is in a ptrace stop. */
 export interface FrozenTree {
@@ -114,7 +115,6 @@ const STOP_TIMEOUT_MS = 10_000;
 function awaitStops(tids: readonly number[]): Map<number, number> {
   const groupStops = new Map<number, number>();
   const deadline = performance.now() + STOP_TIMEOUT_MS;
-  const pause = new Int32Array(new SharedArrayBuffer(4));
   let waiting = [...tids];
   while (waiting.length) {
     const left: number[] = [];
@@ -136,7 +136,7 @@ function awaitStops(tids: readonly number[]): Map<number, number> {
       );
     }
     // Sleep only when no thread stopped in this pass.
-    if (left.length === waiting.length) Atomics.wait(pause, 0, 0, 1);
+    if (left.length === waiting.length) sleepSync(1);
     waiting = left;
   }
   return groupStops;

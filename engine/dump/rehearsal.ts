@@ -34,6 +34,7 @@ import { pausePoint, withoutPausePoints } from "../pause.ts";
 import { rawSyscall, rawSyscallOffThread } from "../../ffi/libc.ts";
 import { findSafeSites } from "../../ffi/safe_inject.ts";
 import { treePidsOrRoot } from "../proc/tasks.ts";
+import { sleepSync } from "../sleep_sync.ts";
 
 /**
  * Collects every process of frozen `tree` and discards the result; never
@@ -136,9 +137,6 @@ export function startRehearsalHelper(): PipeChild | undefined {
   }
 }
 
-/** A cell that is never notified: `Atomics.wait` on it is a short sleep. */
-const pollCell = new Int32Array(new SharedArrayBuffer(4));
-
 /** Whether `pid` is past its exec (no longer a copy of Deno) and waiting for its input. */
 function helperReady(pid: number): boolean {
   try {
@@ -190,7 +188,7 @@ export function rehearseOnHelper(
     const deadline = performance.now() + 100;
     while (!helperReady(helper.pid)) {
       if (performance.now() > deadline) return false;
-      Atomics.wait(pollCell, 0, 0, 0.2);
+      sleepSync(0.2);
     }
     let tree: FrozenTree | undefined;
     try {

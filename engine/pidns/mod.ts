@@ -45,6 +45,7 @@ import { inOtherUserNs, rootlessIds } from "./userns.ts";
 import { checkImageDirTrust } from "../restore/trust.ts";
 import { extraNamespaceFlags, hiddenPath, namespaceExtrasOf } from "./extras.ts";
 import { sourceURL } from "../modules.ts";
+import { sleepSync } from "../sleep_sync.ts";
 
 export { manifestPidNamespace, ownNamespaceRoot } from "./detect.ts";
 
@@ -296,7 +297,7 @@ function hostPidOf(init: number, inner: number): number {
         `cannot restore: the restored root ${inner} did not come under its init`,
       );
     }
-    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 2);
+    sleepSync(2);
   }
 }
 

@@ -73,6 +73,7 @@ import { handOverFds } from "../pidns/handover.ts";
 import { execSetupProgram, runExecSetup } from "./exec_setup.ts";
 import { syscallOutside } from "./unmap_gadget.ts";
 import { FinalStates } from "./final_state.ts";
+import { sleepSync } from "../sleep_sync.ts";
 
 /** One process to restore: its description, image path and compiled program. */
 export interface RestoreUnit {
@@ -274,7 +275,6 @@ export class RestoreSession {
   #drive(): void {
     // A stub that never reaches its end must not hang cryo: poll with a deadline.
     const deadline = performance.now() + this.#timeoutMs;
-    const pause = new Int32Array(new SharedArrayBuffer(4));
     while (!this.#allDone()) {
       const st = waitPid(-1, __WALL | WNOHANG);
       if (st.kind === "none") {
@@ -286,7 +286,7 @@ export class RestoreSession {
           );
         }
         // While the stubs run: the checksum pass, then the threads' final states, else sleep.
-        if (!this.#idle?.() && !this.#final.prepare(8)) Atomics.wait(pause, 0, 0, 1); // 1 ms
+        if (!this.#idle?.() && !this.#final.prepare(8)) sleepSync(1); // 1 ms
         continue;
       }
       if (st.kind === "continued") continue;

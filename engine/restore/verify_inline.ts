@@ -22,6 +22,7 @@ import {
 import { formatChecksum } from "../image/checksum.ts";
 import { ImageFormatError } from "../image/errors.ts";
 import { RestoreError } from "../errors.ts";
+import { sleepSync } from "../sleep_sync.ts";
 
 /** Bytes checked per {@link ImageVerifier.step} on cryo's main thread: short enough to keep the session responsive. */
 const WINDOW = 8 << 20;
@@ -112,11 +113,10 @@ export class ImageVerifier {
 
   /** Checks whatever is left; returns the first problem, or undefined when every checksum matches. */
   finish(): Error | undefined {
-    const pause = new Int32Array(new SharedArrayBuffer(4));
     for (;;) {
       if (this.step()) continue;
       if (!this.#inFlight || this.#problem) break;
-      Atomics.wait(pause, 0, 0, 0.2); // the background fold runs
+      sleepSync(0.2); // the background fold runs
     }
     this.#release();
     return this.#problem;
@@ -188,8 +188,7 @@ export class ImageVerifier {
   #release(): void {
     const job = this.#inFlight;
     if (job) {
-      const pause = new Int32Array(new SharedArrayBuffer(4));
-      while (!job.fold.done()) Atomics.wait(pause, 0, 0, 0.2);
+      while (!job.fold.done()) sleepSync(0.2);
       job.window.unmap();
       this.#inFlight = undefined;
     }

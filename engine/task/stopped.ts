@@ -28,6 +28,7 @@ import type { Refusals } from "../support.ts";
 import { readStat } from "../proc/stat.ts";
 import { RestoreError } from "../errors.ts";
 import { withInjection } from "../dump/injected.ts";
+import { sleepSync } from "../sleep_sync.ts";
 
 const SIGCHLD = 17;
 const SIGSTOP = 19;
@@ -121,7 +122,6 @@ export function releaseTree(images: readonly ProcessImage[], detach: (tid: numbe
  */
 function awaitStopped(pid: number, signal: number): void {
   const deadline = performance.now() + STOP_TIMEOUT_MS;
-  const pause = new Int32Array(new SharedArrayBuffer(4));
   while (readStat(pid).state !== "T") {
     if (performance.now() > deadline) {
       throw new RestoreError(
@@ -129,7 +129,7 @@ function awaitStopped(pid: number, signal: number): void {
           (signal === SIGSTOP ? "" : " (is its process group orphaned now?)"),
       );
     }
-    Atomics.wait(pause, 0, 0, 1);
+    sleepSync(1);
   }
 }
 
