@@ -209,6 +209,25 @@ export class SyscallTable {
     this.#keep.push(buf);
   }
 
+  /**
+   * Sets the arguments of entry `i`, also while the table runs: the second
+   * to the sixth first, then the first (atomically). The code loads the
+   * first argument before the others, and x86-64 keeps stores in order and
+   * loads in order: a run that sees the new first argument sees the others.
+   * Buffers named here must be kept alive by the caller until entry `i` ran.
+   */
+  patch(i: number, args: TableArg[]): void {
+    const w = this.#words, at = WORDS * i;
+    const word = (a: TableArg) =>
+      typeof a === "number"
+        ? BigInt.asUintN(64, BigInt(a))
+        : typeof a === "bigint"
+        ? BigInt.asUintN(64, a)
+        : addressOf(a);
+    for (let k = 1; k < 6; k++) w[at + 1 + k] = word(args[k] ?? 0);
+    Atomics.store(w, at + 1, word(args[0] ?? 0));
+  }
+
   /** The raw result of entry `i` (a syscall's: -errno on failure). Only once the run is done. */
   result(i: number): bigint {
     return BigInt.asIntN(64, this.#words[WORDS * i + 7]);

@@ -3,20 +3,25 @@
  * threads, past the thaw (engine/dump/deferred_pages.ts):
  *
  * - the writer puts every buffer's bytes at its offset (a short last
- *   one too), the same file as a `pwrite` per buffer; a write the kernel
- *   refuses makes `settled` throw;
+ *   one too), the same file as a `pwrite` per buffer, with a write table
+ *   per buffer and with one queue thread for all (ffi/write_queue.ts); a
+ *   write the kernel refuses makes `settled` throw; a queue's write that
+ *   ran before it was posted (EBADF) says so, and its entries never
+ *   posted end at `close`;
  * - a one-freeze `--leave-running` dump of tests/targets/rt_precopy.c
  *   (4 MiB rewritten all the time) with the writes deferred
  *   (`CRYO_COPY_LANES=native`) restores the memory of its freeze, and the
  *   original runs on and checks itself;
- * - cryo SIGKILLed after the thaw, its writes perhaps in flight
- *   (`notes`): no image, the target untouched.
+ * - cryo SIGKILLed in the freeze, its queue's thread waiting (`pages`),
+ *   and after the thaw, its writes perhaps in flight (`notes`): no image,
+ *   the target untouched.
  */
 
 import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { DeferredPageWriter, deferredStats } from "../engine/dump/deferred_pages.ts";
-import { tablesAvailable } from "../ffi/syscall_table.ts";
+import { EBADF, WriteQueue } from "../ffi/write_queue.ts";
+import { closeRawFd, openRawFd, tablesAvailable } from "../ffi/syscall_table.ts";
 import { startTriggered } from "./helpers/roundtrip.ts";
 import { withTargets } from "./helpers/targets.ts";
 import {
@@ -28,35 +33,66 @@ import {
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { pathExists, tempDir } from "./helpers/fs.ts";
 import { startPaused } from "./helpers/kill_anywhere.ts";
+import { waitUntil } from "./helpers/wait.ts";
 
 const MiB = 1 << 20;
 const ignore = !tablesAvailable();
 
+for (const queued of [false, true]) {
+  Deno.test({
+    name: `deferred page writes${
+      queued ? " (one queue thread)" : ""
+    }: every buffer at its offset; a refused write throws at settled`,
+    ignore,
+    async fn() {
+      const path = `${await tempDir("cryo-deferred-")}/pages`;
+      Deno.writeFileSync(path, new Uint8Array());
+      const want = new Uint8Array(40 * MiB + 12288);
+      for (let i = 0; i < want.length; i += 4) {
+        new DataView(want.buffer).setUint32(i, (i * 2654435761) >>> 0);
+      }
+      // Past 32 MiB in flight: buffers whose writes are done are reused (or waited for).
+      const w = new DeferredPageWriter(MiB, path, queued ? want.length : undefined);
+      for (let at = 0; at < want.length; at += MiB) {
+        const n = Math.min(MiB, want.length - at);
+        w.acquire(at).set(want.subarray(at, at + n));
+        w.submit(n, at);
+      }
+      await w.close(); // nothing to wait for here
+      await w.settled();
+      assert.deepEqual(Deno.readFileSync(path), want);
+
+      const bad = new DeferredPageWriter(MiB, path, queued ? 2 * MiB : undefined);
+      bad.acquire(-4096).fill(1);
+      bad.submit(4096, -4096); // EINVAL
+      await assert.rejects(() => bad.settled(), /pwrite of page data at -4096 failed/);
+      await bad.abort(); // after settled: nothing more
+    },
+  });
+}
+
 Deno.test({
-  name: "deferred page writes: every buffer at its offset; a refused write throws at settled",
+  name: "write queue: writes in order, EBADF for a write run unposted, the rest released at close",
   ignore,
   async fn() {
-    const path = `${await tempDir("cryo-deferred-")}/pages`;
-    Deno.writeFileSync(path, new Uint8Array());
-    const w = new DeferredPageWriter(MiB, path);
-    const want = new Uint8Array(4 * MiB + 12288);
-    for (let i = 0; i < want.length; i += 4) {
-      new DataView(want.buffer).setUint32(i, (i * 2654435761) >>> 0);
+    const path = `${await tempDir("cryo-wqueue-")}/pages`;
+    Deno.writeFileSync(path, new Uint8Array(8192));
+    const file = openRawFd(path, true);
+    try {
+      const q = new WriteQueue(4);
+      const a = new Uint8Array(4096).fill(7), b = new Uint8Array(4096).fill(9);
+      const ja = q.post(file, a, 4096, 4096);
+      const jb = q.post(-1, b, 4096, 0); // as a write run before it was posted finds it
+      await q.close(); // entries 2 and 3 never posted: released
+      assert.equal(q.post(file, a, 4096, 0), -1, "closed");
+      assert.equal(q.result(ja), 4096n);
+      assert.equal(q.result(jb), -BigInt(EBADF));
+      const got = Deno.readFileSync(path);
+      assert.deepEqual(got.subarray(4096), a);
+      assert.deepEqual(got.subarray(0, 4096), new Uint8Array(4096));
+    } finally {
+      closeRawFd(file);
     }
-    for (let at = 0; at < want.length; at += MiB) {
-      const n = Math.min(MiB, want.length - at);
-      w.acquire(at).set(want.subarray(at, at + n));
-      w.submit(n, at);
-    }
-    await w.close(); // nothing to wait for here
-    await w.settled();
-    assert.deepEqual(Deno.readFileSync(path), want);
-
-    const bad = new DeferredPageWriter(MiB, path);
-    bad.acquire(-4096).fill(1);
-    bad.submit(4096, -4096); // EINVAL
-    await assert.rejects(() => bad.settled(), /pwrite of page data at -4096 failed/);
-    await bad.abort(); // after settled: nothing more
   },
 });
 
@@ -82,32 +118,42 @@ Deno.test({
   }),
 });
 
-Deno.test({
-  name:
-    "cryo dump --leave-running killed after the thaw, its deferred page writes in flight: no image, the target untouched",
-  ignore,
-  fn: withTargets(async () => {
-    const { t, trigger, ready } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
-      extra: ["4"],
-    });
-    const region = BigInt(`0x${ready[2]}`), pages = Number(ready[3]);
-    const before = trackingTraces(t.pid, region, pages);
-    const dir = `${await tempDir("cryo-deferred-kill-")}/image`;
-    Deno.env.set("CRYO_COPY_LANES", "native");
-    const paused = await startPaused(
-      ["dump", String(t.pid), "--dir", dir, "--leave-running", "--no-sync"],
-      "notes",
-    ).finally(() => Deno.env.delete("CRYO_COPY_LANES"));
-    assert.match(Deno.readTextFileSync(`/proc/${t.pid}/status`), /^TracerPid:\s+0$/m, "thawed");
-    paused.child.kill("SIGKILL");
-    await paused.output;
-    assert.equal(pathExists(dir), false, "no image");
-    const after = trackingTraces(t.pid, region, pages);
-    assert.deepEqual(after.fds, before.fds, "the same fds");
-    assert.equal(after.maps, before.maps, "the same mappings");
-    await Deno.writeTextFile(trigger, "");
-    assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), {
-      what: "original after the killed dump",
-    });
-  }),
-});
+for (
+  const [at, when] of [
+    ["pages", "in the freeze, its queue's thread waiting for writes"],
+    ["notes", "after the thaw, its deferred page writes in flight"],
+  ] as const
+) {
+  Deno.test({
+    name: `cryo dump --leave-running killed ${when}: no image, the target untouched`,
+    ignore,
+    fn: withTargets(async () => {
+      const { t, trigger, ready } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
+        extra: ["4"],
+      });
+      const region = BigInt(`0x${ready[2]}`), pages = Number(ready[3]);
+      const before = trackingTraces(t.pid, region, pages);
+      const dir = `${await tempDir("cryo-deferred-kill-")}/image`;
+      Deno.env.set("CRYO_COPY_LANES", "native");
+      const paused = await startPaused(
+        ["dump", String(t.pid), "--dir", dir, "--leave-running", "--no-sync"],
+        at,
+      ).finally(() => Deno.env.delete("CRYO_COPY_LANES"));
+      const tracer = () =>
+        Deno.readTextFileSync(`/proc/${t.pid}/status`).match(/^TracerPid:\s+(\d+)$/m)![1];
+      if (at === "notes") assert.equal(tracer(), "0", "thawed");
+      else assert.notEqual(tracer(), "0", "frozen");
+      paused.child.kill("SIGKILL");
+      await paused.output;
+      await waitUntil("the target let go", () => tracer() === "0");
+      assert.equal(pathExists(dir), false, "no image");
+      const after = trackingTraces(t.pid, region, pages);
+      assert.deepEqual(after.fds, before.fds, "the same fds");
+      assert.equal(after.maps, before.maps, "the same mappings");
+      await Deno.writeTextFile(trigger, "");
+      assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), {
+        what: "original after the killed dump",
+      });
+    }),
+  });
+}

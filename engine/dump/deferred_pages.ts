@@ -1,13 +1,17 @@
 /**
  * A {@link PageWriter} whose `pwrite`s run after the buffer is handed
- * back, each on one of Deno's blocking-pool threads (a one-entry syscall
- * table, ffi/syscall_table.ts), so that a copy made in a freeze only
- * reads the pages (and sums them) on cryo's thread: the writes into fresh
- * page-cache pages (~1.5 ms per MiB on this VM) go on on another CPU, and
- * may end after the thaw. Each buffer is its own (up to
- * {@link DEFERRED_MAX_BYTES} in flight; past that the oldest write is
- * waited for and its buffer reused). {@link settled} waits for every write
- * and checks it: a short write is completed on cryo's thread, a failed one
+ * back, on another thread, so that a copy made in a freeze only reads the
+ * pages (and sums them) on cryo's thread: the writes into fresh page-cache
+ * pages (~1.5 ms per MiB on this VM) go on on another CPU, and may end
+ * after the thaw. When the dump's size is known, one thread serves every
+ * write in order (ffi/write_queue.ts: a futex wake per write); otherwise
+ * each write is a one-entry syscall table of its own
+ * (ffi/syscall_table.ts). A buffer whose write is done is reused first (it
+ * is still in the CPU's cache), then one made ready before the freeze
+ * ({@link prepareDeferredBuffers}); at most {@link DEFERRED_MAX_BYTES} of
+ * buffers, past that the oldest write is waited for. {@link settled} waits
+ * for every write and checks it: a short write (or one the queue's thread
+ * ran before it was posted) is completed on cryo's thread, a failed one
  * throws. The bytes written are the bytes read in the freeze.
  *
  * @module
@@ -26,9 +30,17 @@ import { PAGE_BUFFER_BYTES, type PageWriter } from "./page_writer.ts";
 import { lanesAvailable } from "./copy_lanes.ts";
 import { lanesOverride } from "./precopy_lanes.ts";
 import { sleepSync } from "../sleep_sync.ts";
+import { EBADF, WriteQueue } from "../../ffi/write_queue.ts";
 
-/** Bytes of buffers whose writes may be in flight at once (and most a dump defers). */
+/** Bytes of buffers whose writes may be in flight at once (and most made ready before the freeze). */
 export const DEFERRED_MAX_BYTES = 32 << 20;
+
+/**
+ * Most resident bytes a dump frozen once defers the writes of: past
+ * {@link DEFERRED_MAX_BYTES} a buffer whose write is done is reused (the
+ * writes run beside the freeze's reads, at about their pace).
+ */
+export const DEFERRED_DUMP_MAX_BYTES = 64 << 20;
 
 /** Writes handed to other threads so far, in this process (tests). */
 export const deferredStats = { writes: 0 };
@@ -41,14 +53,14 @@ const ready: Uint8Array<ArrayBuffer>[] = [];
 /**
  * Whether a dump frozen once of about `bytes` of resident memory defers
  * its page writes: syscall tables run here, at most
- * {@link DEFERRED_MAX_BYTES}, and a CPU to spare (copy_lanes.ts
+ * {@link DEFERRED_DUMP_MAX_BYTES}, and a CPU to spare (copy_lanes.ts
  * `lanesAvailable`: with none the writes only wait for the freeze's own
  * CPU); `CRYO_COPY_LANES=1` never, another value always. If so, buffers
  * for them are prepared ({@link prepareDeferredBuffers}).
  */
 export function prepareDeferredWrites(bytes: number): boolean {
   const force = lanesOverride();
-  if (force === 1 || bytes > DEFERRED_MAX_BYTES || !tablesAvailable()) return false;
+  if (force === 1 || bytes > DEFERRED_DUMP_MAX_BYTES || !tablesAvailable()) return false;
   if (force === undefined && !lanesAvailable()) return false;
   prepareDeferredBuffers(bytes, PAGE_BUFFER_BYTES);
   return true;
@@ -72,8 +84,10 @@ export function prepareDeferredBuffers(bytes: number, size: number): void {
 
 interface Pending {
   buffer: Uint8Array<ArrayBuffer>;
-  table: SyscallTable;
-  run: TableRun;
+  /** Its own table (no queue), or its index in the queue. */
+  table?: SyscallTable;
+  run?: TableRun;
+  index: number;
   length: number;
   offset: number;
 }
@@ -90,15 +104,39 @@ export class DeferredPageWriter implements PageWriter {
   #error: Error | undefined;
   #closed = false;
 
-  /** Writes into the existing file `path` through buffers of `size` bytes. */
-  constructor(size: number, path: string) {
+  /** One thread serving every write, when the count is known. */
+  readonly #queue: WriteQueue | undefined;
+
+  /**
+   * Writes into the existing file `path` through buffers of `size` bytes;
+   * with `total` (the bytes to be written), one thread serves them all
+   * (ffi/write_queue.ts), otherwise each write is a table run of its own.
+   */
+  constructor(size: number, path: string, total?: number) {
     this.size = size;
     this.#file = PageFile.open(path);
     this.#fd = openRawFd(path, true);
+    if (total !== undefined) {
+      try {
+        this.#queue = new WriteQueue(Math.ceil(total / size) + 1);
+      } catch (e) {
+        this.#file.close();
+        closeRawFd(this.#fd);
+        throw e;
+      }
+    }
+  }
+
+  /** Whether `p`'s write has run. */
+  #ran(p: Pending): boolean {
+    return p.run ? p.run.done() : this.#queue!.result(p.index) !== undefined;
   }
 
   acquire(offset: number): Uint8Array {
     let buffer = this.#free.pop() ??
+      (this.#pending.length && this.#ran(this.#pending[0])
+        ? this.#retire(this.#pending.shift()!, false)
+        : undefined) ??
       (ready.length && ready[ready.length - 1].length >= this.size ? ready.pop() : undefined);
     if (!buffer && (this.#buffers + 1) * this.size > DEFERRED_MAX_BYTES && this.#pending.length) {
       buffer = this.#retire(this.#pending.shift()!, true);
@@ -116,9 +154,14 @@ export class DeferredPageWriter implements PageWriter {
     if (!c) throw new Error("page buffer submitted without acquire");
     if (offset !== c.offset) throw new Error(`page buffer for ${c.offset} submitted for ${offset}`);
     this.#current = undefined;
-    const table = new SyscallTable(1);
-    table.syscall(SYS.pwrite64, this.#fd, c.buffer, length, offset);
-    this.#pending.push({ buffer: c.buffer, table, run: table.run(), length, offset });
+    const index = this.#queue?.post(this.#fd, c.buffer, length, offset) ?? -1;
+    if (index >= 0) {
+      this.#pending.push({ buffer: c.buffer, index, length, offset });
+    } else {
+      const table = new SyscallTable(1);
+      table.syscall(SYS.pwrite64, this.#fd, c.buffer, length, offset);
+      this.#pending.push({ buffer: c.buffer, table, run: table.run(), index, length, offset });
+    }
     deferredStats.writes++;
   }
 
@@ -127,8 +170,9 @@ export class DeferredPageWriter implements PageWriter {
    * one here, records a failure; returns its buffer.
    */
   #retire(p: Pending, now: boolean): Uint8Array<ArrayBuffer> {
-    if (now) { while (!p.run.done()) sleepSync(0.05); }
-    const r = p.table.result(0);
+    if (now) { while (!this.#ran(p)) sleepSync(0.05); }
+    let r = p.table ? p.table.result(0) : this.#queue!.result(p.index)!;
+    if (r === -BigInt(EBADF) && !p.table) r = 0n; // run before it was posted: written here
     if (r < 0n) {
       this.#error ??= new Error(`pwrite of page data at ${p.offset} failed: errno ${-r}`);
     } else if (Number(r) < p.length) {
@@ -144,9 +188,11 @@ export class DeferredPageWriter implements PageWriter {
   /** Every write done and checked, the file closed; throws if one failed. */
   async settled(): Promise<void> {
     try {
+      // The queue's entries not posted are released: its thread ends after the last write.
+      await this.#queue?.close();
       while (this.#pending.length) {
         const p = this.#pending.shift()!;
-        await p.run.finished;
+        await p.run?.finished;
         this.#free.push(this.#retire(p, false));
       }
     } finally {

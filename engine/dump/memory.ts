@@ -117,28 +117,49 @@ export class MemoryStreamer {
         length: run.length,
         fileOffset: this.#offset,
       });
-      for (let done = 0; done < run.length;) {
-        this.#buffer ??= this.#out.acquire(this.#offset);
-        const n = Math.min(this.#out.size - this.#fill, run.length - done);
-        if (readable) {
-          if (typeof addr === "number") this.#queueNumber(addr + done, n);
-          else this.#queue(addr + BigInt(done), n);
-        } else {
-          this.#drain(); // queued pieces land contiguously from where they began
-          this.#readMem(
-            BigInt(addr) + BigInt(done),
-            this.#buffer.subarray(this.#fill, this.#fill + n),
-          );
-        }
-        this.#fill += n;
-        this.#offset += n;
-        done += n;
-        this.bytes += n;
-        if (this.#fill === this.#out.size) this.#flush();
-        onBytes?.(n);
-      }
+      this.#save(addr, run.length, readable, onBytes);
     }
     return out;
+  }
+
+  /**
+   * {@link saveRuns} of one run at a numeric address, without a record:
+   * returns the file offset of its data (the caller makes the PageRun,
+   * perhaps later: engine/dump/plan.ts does after the thaw).
+   */
+  saveRun(vma: Vma, addr: number, length: number, onBytes?: (n: number) => void): number {
+    const at = this.#offset;
+    this.#save(addr, length, vma.perms[0] === "r" && !this.viaMemFile, onBytes);
+    return at;
+  }
+
+  /** Queues (or reads) `length` bytes at `addr` into the buffers, flushing each full one. */
+  #save(
+    addr: bigint | number,
+    length: number,
+    readable: boolean,
+    onBytes: ((n: number) => void) | undefined,
+  ): void {
+    for (let done = 0; done < length;) {
+      this.#buffer ??= this.#out.acquire(this.#offset);
+      const n = Math.min(this.#out.size - this.#fill, length - done);
+      if (readable) {
+        if (typeof addr === "number") this.#queueNumber(addr + done, n);
+        else this.#queue(addr + BigInt(done), n);
+      } else {
+        this.#drain(); // queued pieces land contiguously from where they began
+        this.#readMem(
+          BigInt(addr) + BigInt(done),
+          this.#buffer.subarray(this.#fill, this.#fill + n),
+        );
+      }
+      this.#fill += n;
+      this.#offset += n;
+      done += n;
+      this.bytes += n;
+      if (this.#fill === this.#out.size) this.#flush();
+      onBytes?.(n);
+    }
   }
 
   /** Queues a piece of readable memory landing at the current fill offset. */

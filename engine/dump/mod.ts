@@ -116,6 +116,9 @@ export type DumpEvent =
   | { type: "written"; pid: number; path: string; size: number }
   | { type: "done"; stats: DumpStats };
 
+/** Bytes of pages between two "pages" events of a process (and its first and last run). */
+const PAGES_EVENT_BYTES = 1 << 20;
+
 /** Options of {@link checkpoint}. */
 export interface CheckpointOptions {
   /** Directory to create (must not exist, or be empty). */
@@ -470,6 +473,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       overwritten: { fileOffset: number; length: number }[];
       /** Its page data's writes, if they go on past the thaw. */
       deferred?: DeferredPageWriter;
+      /** Sets the `pages` of its mappings read whole (engine/dump/plan.ts `savePlanned`). */
+      runsToPages: () => void;
     }[] = [];
     const entries: Manifest["processes"] = [];
     let pagesBytes = 0;
@@ -602,7 +607,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       reused += plan.reusedBytes;
       parentBytes += plan.parentBytes;
       const deferred = deferWrites
-        ? new DeferredPageWriter(pageBufferBytes(total), writer.partialPath)
+        ? new DeferredPageWriter(pageBufferBytes(total), writer.partialPath, total)
         : undefined;
       const out = deferred ?? new BufferPageWriter(pageBufferBytes(total), writer.partialPath);
       const streamer = new MemoryStreamer(p.pid, out, (n) => writer.reservePages(n));
@@ -616,20 +621,31 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         mappings: collected.vmas.length,
         bytesToSave: total,
       });
-      let done = 0;
-      savePlanned(plan, collected.vmas, image.mappings, streamer, writer, (n) => {
-        done += n;
-        pausePoint("pages");
-        opts.onEvent?.({ type: "pages", pid: p.pid, bytes: done, totalBytes: total });
-      });
+      let done = 0, told = -1;
+      // Told at the first run, at each MiB and at the end (not at each of 10,000 runs).
+      const runsToPages = savePlanned(
+        plan,
+        collected.vmas,
+        image.mappings,
+        streamer,
+        writer,
+        (n) => {
+          done += n;
+          pausePoint("pages");
+          if (told >= 0 && done - told < PAGES_EVENT_BYTES && done !== total) return;
+          told = done;
+          opts.onEvent?.({ type: "pages", pid: p.pid, bytes: done, totalBytes: total });
+        },
+      );
       await streamer.finish();
       pending.push({
         writer,
         image,
         streamer,
         pre,
-        overwritten: plan.pieces.flat().filter((x) => x.source === "overwrite"),
+        overwritten: pre ? plan.pieces.flat().filter((x) => x.source === "overwrite") : [],
         deferred,
+        runsToPages,
       });
       images.push(image);
     }
@@ -659,6 +675,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       chain.frozen = false;
       opts.onEvent?.({ type: "thawed", freezeSeconds });
     }
+    for (const p of pending) p.runsToPages(); // the page records, once the tree runs again
     // The vdso's digest runs on another thread meanwhile.
     const hostPending = hostFacts(images[0], vdsoCopy, xsaveBytes);
     hostPending.catch(() => {}); // awaited below, or dropped with a failed dump

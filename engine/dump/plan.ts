@@ -131,7 +131,10 @@ const OVERWRITE_CHUNK = 1 << 20;
  * Saves the planned pages: reads the "read" pieces through `streamer`
  * (packed, appended), keeps the "reuse" ones where they are, reads the
  * "overwrite" ones and writes them over their pre-copy. Sets each mapping's
- * `pages`.
+ * `pages`, except those of mappings whose pieces are all read: their
+ * runs are kept as numbers, and their `pages` set by the function returned
+ * (called after the thaw: 10,000 records and their address texts are no
+ * work for the freeze). Until it is called their `pages` are empty.
  */
 export function savePlanned(
   plan: PagePlan,
@@ -140,7 +143,9 @@ export function savePlanned(
   streamer: MemoryStreamer,
   writer: ImageWriter,
   onBytes: (n: number) => void,
-): void {
+): () => void {
+  // Per run of an all-read mapping: its mapping's index, address, length, file offset.
+  const later: number[] = [];
   let scratch: Uint8Array | undefined;
   // The batch's entries are reused from mapping to mapping (saveRuns keeps none of them).
   // Addresses stay numbers (exact below 2^53): no bigint per run.
@@ -156,6 +161,15 @@ export function savePlanned(
     const pieces = plan.pieces[k];
     if (pieces.length === 0) continue;
     const v = vmas[k];
+    let allRead = true;
+    for (let i = 0; i < pieces.length && allRead; i++) allRead = pieces[i].source === "read";
+    if (allRead) {
+      for (let i = 0; i < pieces.length; i++) {
+        const p = pieces[i];
+        later.push(k, p.addr, p.length, streamer.saveRun(v, p.addr, p.length, onBytes));
+      }
+      continue;
+    }
     let pages: PageRun[] = NO_PAGES;
     for (let i = 0; i < pieces.length; i++) {
       const p = pieces[i];
@@ -204,4 +218,19 @@ export function savePlanned(
     }
     mappings[k].pages = pages;
   }
+  return () => {
+    for (let i = 0; i < later.length;) {
+      const k = later[i];
+      const pages: PageRun[] = [];
+      for (; i < later.length && later[i] === k; i += 4) {
+        pages.push({
+          addr: `0x${later[i + 1].toString(16)}`,
+          length: later[i + 2],
+          fileOffset: later[i + 3],
+        });
+      }
+      mappings[k].pages = pages;
+    }
+    later.length = 0;
+  };
 }

@@ -1,0 +1,89 @@
+/**
+ * A queue of `pwrite`s served by one thread: a syscall table
+ * (ffi/syscall_table.ts) of `capacity` pairs "wait on futex word j; pwrite
+ * j", started once. {@link WriteQueue.post} fills in write j's arguments,
+ * then sets word j and wakes the thread: each write costs cryo's thread one
+ * `futex` wake, not a blocking-pool call of its own (whose thread start
+ * cost ~1 ms each, 40 of them in a freeze).
+ *
+ * A write not yet posted names fd -1: if the wait ever returns early (a
+ * signal), the `pwrite` fails with EBADF and its result says so; the
+ * caller writes it again itself ({@link WriteQueue.result}). Entries never
+ * posted are released by {@link WriteQueue.close}.
+ *
+ * @module
+ */
+
+import { addressOf, rawSyscall } from "./libc.ts";
+import { SYS } from "./sysno.ts";
+import { SyscallTable, type TableRun } from "./syscall_table.ts";
+
+const FUTEX_WAIT_PRIVATE = 128 | 0, FUTEX_WAKE_PRIVATE = 128 | 1;
+
+/** Errno of a write run before it was posted (fd -1). */
+export const EBADF = 9;
+
+/** Up to `capacity` writes, each run by the queue's thread once posted, in order. */
+export class WriteQueue {
+  /** Writes it can take. */
+  readonly capacity: number;
+  readonly #table: SyscallTable;
+  readonly #flags: Int32Array<ArrayBuffer>;
+  readonly #flagsAt: bigint;
+  readonly #run: TableRun;
+  #posted = 0;
+  #closed: Promise<void> | undefined;
+
+  /** Starts the thread, waiting for the first write. */
+  constructor(capacity: number) {
+    this.capacity = capacity;
+    this.#flags = new Int32Array(capacity);
+    const bytes = new Uint8Array(this.#flags.buffer);
+    this.#flagsAt = addressOf(bytes);
+    const t = this.#table = new SyscallTable(2 * capacity);
+    t.keep(bytes);
+    for (let j = 0; j < capacity; j++) {
+      t.syscall(SYS.futex, this.#flagsAt + BigInt(4 * j), FUTEX_WAIT_PRIVATE, 0, 0);
+      t.syscall(SYS.pwrite64, -1, 0, 0, 0);
+    }
+    this.#run = t.run();
+  }
+
+  /** Writes posted so far. */
+  get posted(): number {
+    return this.#posted;
+  }
+
+  /**
+   * Posts the write of `length` (> 0) bytes of `buf` at `offset` of raw fd
+   * `fd`; returns its index, or -1 when the queue is full or closed. `buf`
+   * must stay alive and unchanged until {@link result} gives its result.
+   */
+  post(fd: number, buf: Uint8Array<ArrayBuffer>, length: number, offset: number): number {
+    if (this.#posted === this.capacity || this.#closed) return -1;
+    const j = this.#posted++;
+    this.#table.patch(2 * j + 1, [fd, buf, length, offset]);
+    this.#release(j);
+    return j;
+  }
+
+  /** Write `j`'s result (bytes written, or -errno), or undefined while it has not run. */
+  result(j: number): bigint | undefined {
+    const r = this.#table.result(2 * j + 1);
+    return r === 0n ? undefined : r;
+  }
+
+  #release(j: number): void {
+    Atomics.store(this.#flags, j, 1);
+    rawSyscall(SYS.futex, this.#flagsAt + BigInt(4 * j), FUTEX_WAKE_PRIVATE, 1);
+  }
+
+  /** Releases the entries never posted; resolves once the thread has run every entry. */
+  close(): Promise<void> {
+    if (!this.#closed) {
+      for (let j = this.#posted; j < this.capacity; j++) this.#release(j);
+      this.#closed = this.#run.finished;
+    }
+    return this.#closed;
+  }
+}
