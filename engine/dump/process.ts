@@ -26,6 +26,7 @@ import { fileIdentityOf, readProcLink, readProcText } from "../proc/io.ts";
 import { type InjectedThreadState, queryInjectedState, withInjection } from "./injected.ts";
 import { collectThread, sharedPending } from "./threads.ts";
 import { classifyVma, refusedMapping, type Vma } from "./vmas.ts";
+import { takeMappingDrafts } from "./mapping_drafts.ts";
 import { sysvShmidOf } from "../memory/sysvshm.ts";
 import { collectPipe } from "../fds/pipe.ts";
 import { collectUnixSockets } from "../fds/unix.ts";
@@ -222,8 +223,24 @@ export function collectProcess(
   const mappings: Mapping[] = new Array(maps.length);
   // The hex text of the last end (the next area's start, when they touch) and of offset 0.
   let lastEnd = -1n, lastEndHex = "";
+  // Records made before the freeze from the very maps text read at it (mapping_drafts.ts).
+  const drafts = takeMappingDrafts(maps);
   for (let i = 0; i < maps.length; i++) {
     const m = maps[i];
+    const draft = drafts?.[i];
+    if (draft) {
+      const refused = refusedMapping(m);
+      if (refused) {
+        refusals.use(refused, `process ${pid} mapping ${draft.start}-${draft.end} (${m.path})`);
+      }
+      draft.vmFlags = m.vmFlags;
+      const ring = aio.size ? aio.get(m.start) : undefined;
+      if (ring) draft.aio = ring;
+      mappings[i] = draft;
+      lastEnd = m.end;
+      lastEndHex = draft.end;
+      continue;
+    }
     const kind = classifyVma(m);
     const file = kind === "file-private" || kind === "file-shared"
       ? readMapFileIdentity(pid, m) ?? undefined

@@ -56,6 +56,7 @@ import {
 import { listDescendants } from "../proc/tasks.ts";
 import { readStat } from "../proc/stat.ts";
 import type { CollectedProcess } from "./process.ts";
+import { draftMappings } from "./mapping_drafts.ts";
 
 /**
  * From which resident set the smaps read overlaps the collect. Below it the
@@ -182,6 +183,7 @@ function mapsBeforeFreeze(pid: number, read?: Uint8Array): MapsBeforeFreeze | un
     const areas = parseMapsBytes(bytes, pid) as SmapsArea[];
     for (const m of areas) m.vmFlags = UNKNOWN;
     prepareAreaAnswers(areas); // what the injection asks of them at the freeze
+    draftMappings(areas); // the records of its anonymous mappings (mapping_drafts.ts)
     return { bytes, areas };
   } catch {
     return undefined; // the freeze reads it again and tells

@@ -210,6 +210,34 @@ export function runsOfRange(
   return i;
 }
 
+/**
+ * {@link runsOfRange} into a flat list: appends `tag`, address, length for
+ * each run (adjacent pieces joined), no object per run. Returns the new
+ * cursor.
+ */
+export function runsOfRangeFlat(
+  regions: readonly ScanRegion[],
+  from: number,
+  start: number,
+  end: number,
+  anonOnly: boolean,
+  tag: number,
+  out: number[],
+): number {
+  let i = from;
+  while (i < regions.length && regions[i].end <= start) i++;
+  const first = out.length;
+  for (let j = i; j < regions.length && regions[j].start < end; j++) {
+    const r = regions[j];
+    if (anonOnly && !r.anon) continue;
+    const s = r.start > start ? r.start : start, e = r.end < end ? r.end : end;
+    const n = out.length;
+    if (n > first && out[n - 2] + out[n - 1] === s) out[n - 1] += e - s;
+    else out.push(tag, s, e - s);
+  }
+  return i;
+}
+
 /** The data pages of a range and which of them were written since write-protected. */
 export interface DataAndWritten {
   /** Data pages in address order, split where `anon` changes. */

@@ -1,0 +1,73 @@
+/**
+ * The records of anonymous mappings made before the freeze from the maps
+ * parse the freeze may reuse (engine/dump/vm_flags.ts `prepareFrozenMaps`):
+ * address texts, kind, name, permissions come from the maps text alone, and
+ * the freeze takes the parse only when it reads the very same bytes, so
+ * the records made from it then describe the frozen areas. The collect
+ * (engine/dump/process.ts) fills in what the text does not hold (VmFlags,
+ * an AIO ring) and makes the rest (file mappings, whose identity is read
+ * at the freeze) itself. 10,000 mappings: 10,000 objects and 20,000 hex
+ * texts no longer made in the freeze.
+ *
+ * @module
+ */
+
+import type { Mapping } from "../model.ts";
+import { classifyVma, type Vma } from "./vmas.ts";
+import { sysvShmidOf } from "../memory/sysvshm.ts";
+
+/** A mapping's page runs before its pages are saved: one shared list, replaced, never added to. */
+export const NO_PAGES: Mapping["pages"] = Object.freeze([]) as unknown as Mapping["pages"];
+
+/** VmFlags not known yet (set by the collect). */
+const NO_FLAGS: string[] = Object.freeze([]) as unknown as string[];
+
+const hex = (v: bigint) => `0x${v.toString(16)}`;
+
+/** Records by the parse they were made from; each handed out once. */
+const drafts = new WeakMap<readonly Vma[], (Mapping | undefined)[]>();
+
+/**
+ * Makes the records of the anonymous areas of `areas` (a parse made with
+ * the tree running), kept for {@link takeMappingDrafts}.
+ */
+export function draftMappings(areas: readonly Vma[]): void {
+  const out: (Mapping | undefined)[] = new Array(areas.length);
+  let lastEnd = -1n, lastEndHex = "";
+  for (let i = 0; i < areas.length; i++) {
+    const m = areas[i];
+    const kind = classifyVma(m);
+    const end = hex(m.end);
+    if (kind === "anon" || kind === "anon-shared" || kind === "sysv-shm") {
+      const mapping: Mapping = {
+        start: m.start === lastEnd ? lastEndHex : hex(m.start),
+        end,
+        perms: m.perms,
+        offset: m.offset === 0n ? "0x0" : hex(m.offset),
+        kind,
+        name: m.path,
+        vmFlags: NO_FLAGS,
+        pages: NO_PAGES,
+      };
+      const sysvShm = sysvShmidOf(m.path, m.inode);
+      if (sysvShm !== undefined) mapping.sysvShm = sysvShm;
+      out[i] = mapping;
+    }
+    lastEnd = m.end;
+    lastEndHex = end;
+  }
+  drafts.set(areas, out);
+}
+
+/**
+ * The records made by {@link draftMappings} from `areas` (the same array:
+ * the parse the freeze took), once; undefined for an area not drafted
+ * (made by the collect), or for every area of a parse not drafted.
+ */
+export function takeMappingDrafts(
+  areas: readonly Vma[],
+): readonly (Mapping | undefined)[] | undefined {
+  const d = drafts.get(areas);
+  drafts.delete(areas);
+  return d;
+}
