@@ -210,11 +210,12 @@ export class SyscallTable {
   }
 
   /**
-   * Sets the arguments of entry `i`, also while the table runs: the second
-   * to the sixth first, then the first (atomically). The code loads the
-   * first argument before the others, and x86-64 keeps stores in order and
-   * loads in order: a run that sees the new first argument sees the others.
-   * Buffers named here must be kept alive by the caller until entry `i` ran.
+   * Sets the first `args.length` arguments of entry `i` (the others are
+   * kept), also while the table runs: the second and later first, then the
+   * first (atomically). The code loads the first argument before the
+   * others, and x86-64 keeps stores in order and loads in order: a run that
+   * sees the new first argument sees the others. Buffers named here must be
+   * kept alive by the caller until entry `i` ran.
    */
   patch(i: number, args: TableArg[]): void {
     const w = this.#words, at = WORDS * i;
@@ -224,8 +225,8 @@ export class SyscallTable {
         : typeof a === "bigint"
         ? BigInt.asUintN(64, a)
         : addressOf(a);
-    for (let k = 1; k < 6; k++) w[at + 1 + k] = word(args[k] ?? 0);
-    Atomics.store(w, at + 1, word(args[0] ?? 0));
+    for (let k = 1; k < args.length && k < 6; k++) w[at + 1 + k] = word(args[k]);
+    if (args.length) Atomics.store(w, at + 1, word(args[0]));
   }
 
   /** The raw result of entry `i` (a syscall's: -errno on failure). Only once the run is done. */

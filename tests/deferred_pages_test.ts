@@ -21,6 +21,7 @@ import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { DeferredPageWriter, deferredStats } from "../engine/dump/deferred_pages.ts";
 import { EBADF, WriteQueue } from "../ffi/write_queue.ts";
+import { crc32 } from "../engine/image/crc32.ts";
 import { closeRawFd, openRawFd, tablesAvailable } from "../ffi/syscall_table.ts";
 import { startTriggered } from "./helpers/roundtrip.ts";
 import { withTargets } from "./helpers/targets.ts";
@@ -52,15 +53,19 @@ for (const queued of [false, true]) {
         new DataView(want.buffer).setUint32(i, (i * 2654435761) >>> 0);
       }
       // Past 32 MiB in flight: buffers whose writes are done are reused (or waited for).
-      const w = new DeferredPageWriter(MiB, path, queued ? want.length : undefined);
+      const w = new DeferredPageWriter(MiB, path, queued ? want.length : undefined, queued);
+      assert.equal(w.sumsSubmits, queued, "the queue sums the buffers");
+      const crcs: number[] = [];
       for (let at = 0; at < want.length; at += MiB) {
         const n = Math.min(MiB, want.length - at);
         w.acquire(at).set(want.subarray(at, at + n));
+        crcs.push(crc32(want.subarray(at, at + n)));
         w.submit(n, at);
       }
       await w.close(); // nothing to wait for here
       await w.settled();
       assert.deepEqual(Deno.readFileSync(path), want);
+      if (queued) assert.deepEqual(w.submittedCrcs(), crcs, "each buffer's CRC, in order");
 
       const bad = new DeferredPageWriter(MiB, path, queued ? 2 * MiB : undefined);
       bad.acquire(-4096).fill(1);

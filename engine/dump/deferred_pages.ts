@@ -31,6 +31,7 @@ import { lanesAvailable } from "./copy_lanes.ts";
 import { lanesOverride } from "./precopy_lanes.ts";
 import { sleepSync } from "../sleep_sync.ts";
 import { EBADF, WriteQueue } from "../../ffi/write_queue.ts";
+import { crc32, crc32AfterFold } from "../image/crc32.ts";
 
 /** Bytes of buffers whose writes may be in flight at once. */
 export const DEFERRED_MAX_BYTES = 32 << 20;
@@ -98,7 +99,11 @@ interface Pending {
   index: number;
   length: number;
   offset: number;
+  /** Its place among the buffers submitted. */
+  seq: number;
 }
+
+const NO_TAIL = new Uint8Array(0);
 
 /** Page data written by other threads into the existing file `path`. */
 export class DeferredPageWriter implements PageWriter {
@@ -115,24 +120,42 @@ export class DeferredPageWriter implements PageWriter {
   /** One thread serving every write, when the count is known. */
   readonly #queue: WriteQueue | undefined;
 
+  /** CRC-32 of each buffer submitted (with {@link sumsSubmits}). */
+  readonly #crcs: number[] = [];
+  #submitted = 0;
+
   /**
    * Writes into the existing file `path` through buffers of `size` bytes;
    * with `total` (the bytes to be written), one thread serves them all
-   * (ffi/write_queue.ts), otherwise each write is a table run of its own.
+   * (ffi/write_queue.ts), and with `sums` too it sums each buffer before
+   * writing it ({@link sumsSubmits}); otherwise each write is a table run
+   * of its own.
    */
-  constructor(size: number, path: string, total?: number) {
+  constructor(size: number, path: string, total?: number, sums = false) {
     this.size = size;
     this.#file = PageFile.open(path);
     this.#fd = openRawFd(path, true);
     if (total !== undefined) {
       try {
-        this.#queue = new WriteQueue(Math.ceil(total / size) + 1);
+        const foldBytes = sums && size % 16 === 0 && size >= 64 ? size : undefined;
+        this.#queue = new WriteQueue(Math.ceil(total / size) + 1, foldBytes);
       } catch (e) {
         this.#file.close();
         closeRawFd(this.#fd);
         throw e;
       }
     }
+  }
+
+  /** Whether each buffer submitted is summed here (its CRC: {@link submittedCrcs}). */
+  get sumsSubmits(): boolean {
+    return this.#queue?.folds ?? false;
+  }
+
+  /** CRC-32 of each buffer submitted, in order; once {@link settled}. */
+  submittedCrcs(): readonly number[] {
+    if (!this.#closed || this.#pending.length) throw new Error("page writes not settled");
+    return this.#crcs;
   }
 
   /** Whether `p`'s write has run. */
@@ -162,13 +185,24 @@ export class DeferredPageWriter implements PageWriter {
     if (!c) throw new Error("page buffer submitted without acquire");
     if (offset !== c.offset) throw new Error(`page buffer for ${c.offset} submitted for ${offset}`);
     this.#current = undefined;
+    const seq = this.#submitted++;
     const index = this.#queue?.post(this.#fd, c.buffer, length, offset) ?? -1;
     if (index >= 0) {
-      this.#pending.push({ buffer: c.buffer, index, length, offset });
+      this.#pending.push({ buffer: c.buffer, index, length, offset, seq });
     } else {
+      // Not queued (not one the queue can sum): summed here.
+      if (this.sumsSubmits) this.#crcs[seq] = crc32(c.buffer.subarray(0, length));
       const table = new SyscallTable(1);
       table.syscall(SYS.pwrite64, this.#fd, c.buffer, length, offset);
-      this.#pending.push({ buffer: c.buffer, table, run: table.run(), index, length, offset });
+      this.#pending.push({
+        buffer: c.buffer,
+        table,
+        run: table.run(),
+        index,
+        length,
+        offset,
+        seq,
+      });
     }
     deferredStats.writes++;
   }
@@ -180,7 +214,13 @@ export class DeferredPageWriter implements PageWriter {
   #retire(p: Pending, now: boolean): Uint8Array<ArrayBuffer> {
     if (now) { while (!this.#ran(p)) sleepSync(0.05); }
     let r = p.table ? p.table.result(0) : this.#queue!.result(p.index)!;
-    if (r === -BigInt(EBADF) && !p.table) r = 0n; // run before it was posted: written here
+    const early = r === -BigInt(EBADF) && !p.table; // run before it was posted: done here
+    if (early) r = 0n;
+    if (!p.table && this.#queue!.folds) {
+      this.#crcs[p.seq] = early
+        ? crc32(p.buffer.subarray(0, p.length))
+        : crc32AfterFold(this.#queue!.remainder(p.index), NO_TAIL);
+    }
     if (r < 0n) {
       this.#error ??= new Error(`pwrite of page data at ${p.offset} failed: errno ${-r}`);
     } else if (Number(r) < p.length) {

@@ -71,7 +71,20 @@ export class MemoryStreamer {
    * over later costs only its blocks to checksum again. Blocks end where
    * the stream is a multiple of {@link CRC_BLOCK} past {@link blockPhase}.
    */
-  blockCrcs?: number[];
+  set blockCrcs(crcs: number[] | undefined) {
+    this.#blockCrcs = crcs;
+  }
+  get blockCrcs(): number[] | undefined {
+    this.#takeSums();
+    return this.#blockCrcs;
+  }
+  #blockCrcs?: number[];
+  /** Lengths of the buffers submitted whose CRC the writer computes (`sumsSubmits`). */
+  readonly #unsummed: number[] = [];
+  /** Whether the buffers' CRCs come from the writer: decided at the first flush. */
+  #writerSums: boolean | undefined;
+  /** Whether {@link finish} ran: the last, short block is then complete. */
+  #finished = false;
   /**
    * Bytes of the first block written before this stream began (the blocks
    * are aligned to an earlier origin): the first CRC then covers only this
@@ -92,8 +105,12 @@ export class MemoryStreamer {
     this.#offset = reserve(0);
   }
 
-  /** CRC-32 (zlib) of every byte written so far, in file order. */
+  /**
+   * CRC-32 (zlib) of every byte written so far, in file order (with a
+   * writer that sums, once its writes are settled).
+   */
   get crc32(): number {
+    this.#takeSums();
     return this.#crc >>> 0;
   }
 
@@ -213,27 +230,64 @@ export class MemoryStreamer {
   #flush(): void {
     this.#drain();
     if (!this.#buffer || this.#fill === 0) return;
-    if (this.blockCrcs) {
-      // Each byte is checksummed once: the running CRC is combined from the blocks'.
-      const part = this.#part;
-      if (part.room < 0) part.room = CRC_BLOCK - this.blockPhase % CRC_BLOCK;
+    // The writer's own sums, when no buffer can straddle a block: blocks start at
+    // buffer boundaries (every buffer but the last is full, and its size divides
+    // a block), or there is no block.
+    this.#writerSums ??= this.#out.sumsSubmits === true &&
+      (!this.#blockCrcs || (this.blockPhase % CRC_BLOCK === 0 && CRC_BLOCK % this.#out.size === 0));
+    if (this.#writerSums) this.#unsummed.push(this.#fill);
+    else if (this.#blockCrcs) {
       for (let o = 0; o < this.#fill;) {
-        const len = Math.min(part.room, this.#fill - o);
-        const crc = crc32(this.#buffer.subarray(o, o + len));
-        this.#crc = crc32Combine(this.#crc, crc, len); // (the CRC of nothing is 0)
-        part.crc = crc32Combine(part.crc, crc, len);
-        part.bytes += len;
-        part.room -= len;
+        const len = Math.min(this.#room(), this.#fill - o);
+        this.#addSum(crc32(this.#buffer.subarray(o, o + len)), len);
         o += len;
-        if (part.room === 0) {
-          this.blockCrcs.push(part.crc);
-          Object.assign(part, { crc: 0, bytes: 0, room: CRC_BLOCK });
-        }
       }
     } else this.#crc = crc32(this.#buffer.subarray(0, this.#fill), this.#crc);
     this.#out.submit(this.#fill, this.#reserve(this.#fill));
     this.#buffer = undefined;
     this.#fill = 0;
+  }
+
+  /** Bytes left in the block being summed. */
+  #room(): number {
+    const part = this.#part;
+    if (part.room < 0) part.room = CRC_BLOCK - this.blockPhase % CRC_BLOCK;
+    return part.room;
+  }
+
+  /**
+   * Adds the CRC of the next `len` bytes (at most the block's room) to the
+   * running CRC and the block's. Each byte is checksummed once: the running
+   * CRC is combined from the pieces'.
+   */
+  #addSum(crc: number, len: number): void {
+    const part = this.#part;
+    this.#room();
+    this.#crc = crc32Combine(this.#crc, crc, len); // (the CRC of nothing is 0)
+    if (!this.#blockCrcs) return;
+    part.crc = crc32Combine(part.crc, crc, len);
+    part.bytes += len;
+    part.room -= len;
+    if (part.room === 0) {
+      this.#blockCrcs.push(part.crc);
+      Object.assign(part, { crc: 0, bytes: 0, room: CRC_BLOCK });
+    }
+  }
+
+  /** Folds in the CRCs the writer computed (once its writes are settled), then the last block. */
+  #takeSums(): void {
+    if (this.#unsummed.length) {
+      const crcs = this.#out.submittedCrcs!();
+      const first = crcs.length - this.#unsummed.length;
+      for (let i = 0; i < this.#unsummed.length; i++) {
+        this.#addSum(crcs[first + i], this.#unsummed[i]);
+      }
+      this.#unsummed.length = 0;
+    }
+    if (this.#finished && this.#blockCrcs && this.#part.bytes > 0) {
+      this.#blockCrcs.push(this.#part.crc); // the last, short
+      Object.assign(this.#part, { crc: 0, bytes: 0, room: CRC_BLOCK });
+    }
   }
 
   #read(addr: bigint, buf: Uint8Array, readable: boolean): void {
@@ -301,7 +355,8 @@ export class MemoryStreamer {
   /** Writes what is buffered, waits until every write is done, releases resources. */
   async finish(): Promise<void> {
     this.#flush();
-    if (this.blockCrcs && this.#part.bytes > 0) this.blockCrcs.push(this.#part.crc); // the last, short
+    this.#finished = true;
+    if (!this.#unsummed.length) this.#takeSums(); // (else once the writer settled)
     this.#buffer = undefined;
     this.#memFile?.close();
     this.#memFile = undefined;

@@ -607,7 +607,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       reused += plan.reusedBytes;
       parentBytes += plan.parentBytes;
       const deferred = deferWrites
-        ? new DeferredPageWriter(pageBufferBytes(total), writer.partialPath, total)
+        ? new DeferredPageWriter(pageBufferBytes(total), writer.partialPath, total, true)
         : undefined;
       const out = deferred ?? new BufferPageWriter(pageBufferBytes(total), writer.partialPath);
       const streamer = new MemoryStreamer(p.pid, out, (n) => writer.reservePages(n));

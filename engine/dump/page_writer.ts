@@ -31,6 +31,14 @@ export interface PageWriter {
   close(): Promise<void>;
   /** Stops without caring about what is pending (error paths). */
   abort(): Promise<void>;
+  /**
+   * True when the writer sums every buffer submitted, on the thread that
+   * writes it (engine/dump/deferred_pages.ts): the streamer then leaves the
+   * CRC to it and takes {@link PageWriter.submittedCrcs} once it settled.
+   */
+  readonly sumsSubmits?: boolean;
+  /** CRC-32 of each buffer submitted, in order (with `sumsSubmits`, once every write is done). */
+  submittedCrcs?(): readonly number[];
 }
 
 /**
