@@ -216,8 +216,13 @@ export function collectAioRings(
   areas?: readonly MapEntry[],
 ): Map<bigint, AioRing> {
   const out = new Map<bigint, AioRing>();
-  const rings = (areas ?? readMapsMatching(inj.pid, "/[aio]"))
-    .filter((m) => m.path.startsWith("/[aio]"));
+  const list = areas ?? readMapsMatching(inj.pid, "/[aio]");
+  // An indexed loop, no closure: it runs frozen over 10,000 areas, most without a name.
+  const rings: MapEntry[] = [];
+  for (let i = 0; i < list.length; i++) {
+    const path = list[i].path;
+    if (path !== "" && path.startsWith("/[aio]")) rings.push(list[i]);
+  }
   if (rings.length === 0) return out;
   let fd: number | undefined;
   try {
