@@ -57,6 +57,9 @@ import { listDescendants } from "../proc/tasks.ts";
 import { readStat } from "../proc/stat.ts";
 import type { CollectedProcess } from "./process.ts";
 import { draftMappings } from "./mapping_drafts.ts";
+import { ReadAhead } from "../../ffi/read_ahead.ts";
+import { closeRawFd, openRawFd, tablesAvailable } from "../../ffi/syscall_table.ts";
+import { sleepSync } from "../sleep_sync.ts";
 
 /**
  * From which resident set the smaps read overlaps the collect. Below it the
@@ -195,7 +198,7 @@ function mapsBeforeFreeze(pid: number, read?: Uint8Array): MapsBeforeFreeze | un
  * made before the freeze when maps reads the same bytes now, else a parse
  * of what it reads now.
  */
-function frozenMaps(pid: number, before?: MapsBeforeFreeze): SmapsArea[] {
+function frozenMaps(pid: number, before?: MapsBeforeFreeze, readAhead?: Uint8Array): SmapsArea[] {
   if (!before?.areas) return mapsWithoutFlags(pid);
   const areas = before.areas;
   before.areas = undefined; // its objects become the dump's: never handed out twice
@@ -203,7 +206,7 @@ function frozenMaps(pid: number, before?: MapsBeforeFreeze): SmapsArea[] {
     mapsReuse.reused++;
     return areas;
   }
-  const bytes = readMapsBytes(pid);
+  const bytes = readAhead ?? readMapsBytes(pid);
   if (sameBytes(bytes, before.bytes)) {
     mapsReuse.reused++;
     return areas;
@@ -212,6 +215,47 @@ function frozenMaps(pid: number, before?: MapsBeforeFreeze): SmapsArea[] {
   const fresh = parseMapsBytes(bytes, pid) as SmapsArea[];
   for (const m of fresh) m.vmFlags = UNKNOWN;
   return fresh;
+}
+
+/** A read of a frozen process's maps text on another thread ({@link startMapsAhead}). */
+interface MapsAhead {
+  fd: number;
+  read: ReadAhead;
+}
+
+/**
+ * Starts reading the maps text of frozen `pid` on another thread, when
+ * {@link frozenMaps} will read it (a parse made before the freeze, not
+ * found the same already): slots for the text read before the freeze and
+ * a margin. Undefined when tables do not run here.
+ */
+function startMapsAhead(pid: number, before?: MapsBeforeFreeze): MapsAhead | undefined {
+  if (!before?.areas || before.sameAtFreeze || !tablesAvailable()) return undefined;
+  let fd: number;
+  try {
+    fd = openRawFd(`/proc/${pid}/maps`, false);
+  } catch {
+    return undefined; // read here, which tells
+  }
+  try {
+    return { fd, read: new ReadAhead(fd, Math.ceil(before.bytes.length / 4096) + 4) };
+  } catch {
+    closeRawFd(fd);
+    return undefined;
+  }
+}
+
+/**
+ * Waits for {@link startMapsAhead}'s reads and closes its fd: the whole
+ * text, or undefined when a read failed or the end was not reached (the
+ * caller reads it again itself).
+ */
+function endMapsAhead(a: MapsAhead | undefined): Uint8Array | undefined {
+  if (!a) return undefined;
+  while (!a.read.done()) sleepSync(0.02);
+  closeRawFd(a.fd);
+  const r = a.read.collect();
+  return r.complete && r.errno === undefined ? r.bytes : undefined;
 }
 
 /**
@@ -402,13 +446,16 @@ export function frozenVmFlags(pid: number, check?: VmFlagsCheck): SmapsArea[] | 
     vmFlagsPaths.set(pid, `smaps: ${why}`);
     return undefined;
   };
-  const maps = frozenMaps(pid, confirmed.maps);
+  // The maps text is read on another thread while the iterator is read here (each walks the areas).
+  const ahead = startMapsAhead(pid, confirmed.maps);
   let records;
   try {
     records = readVmaRecords(pid);
   } catch (e) {
+    endMapsAhead(ahead);
     return fail(`iterator: ${e instanceof Error ? e.message : e}`);
   }
+  const maps = frozenMaps(pid, confirmed.maps, endMapsAhead(ahead));
   let j = 0;
   // The last two (flags, perms) pairs found good, and their codes: neighbours share
   // or alternate theirs (no bigint operations for most of 10,000 areas).
