@@ -35,6 +35,7 @@ import { rawSyscall, rawSyscallOffThread } from "../../ffi/libc.ts";
 import { findSafeSites } from "../../ffi/safe_inject.ts";
 import { treePidsOrRoot } from "../proc/tasks.ts";
 import { sleepSync } from "../sleep_sync.ts";
+import { rehearseThreads } from "./thread_rehearsal.ts";
 
 /**
  * Collects every process of frozen `tree` and discards the result; never
@@ -170,7 +171,10 @@ function mappingCount(pid: number): number {
  * {@link HELPER_REHEARSAL_MAX_MAPPINGS} mappings (`mappings` if the caller
  * counted them): a helper ({@link startRehearsalHelper}) is frozen and
  * collected, and the result thrown away, so that the dump's one freeze
- * runs the collect's code compiled. The target is not touched; the pause
+ * runs the collect's code compiled; for a root of several threads, the
+ * per-thread readers run once per thread on the helper's one thread
+ * (engine/dump/thread_rehearsal.ts). The target is not touched (only its
+ * threads' statuses are read); the pause
  * points of the collect are not counted (engine/pause.ts), and it has one
  * of its own, `rehearsal-helper`. The helper is ended and reaped. Never
  * throws; false when nothing was rehearsed.
@@ -196,6 +200,7 @@ export function rehearseOnHelper(
       pausePoint("rehearsal-helper");
       const frozen = tree;
       withoutPausePoints(() => rehearseCollect(frozen, optIns));
+      withoutPausePoints(() => rehearseThreads(helper.pid, root, threadCount(root)));
     } finally {
       if (tree) thawTree(tree);
     }
@@ -204,6 +209,15 @@ export function rehearseOnHelper(
     return false; // only a rehearsal
   } finally {
     endRehearsalHelper(helper);
+  }
+}
+
+/** The threads of `root` (0 when they cannot be read). */
+function threadCount(root: number): number {
+  try {
+    return readStat(root).numThreads;
+  } catch {
+    return 0;
   }
 }
 
