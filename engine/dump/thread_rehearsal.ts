@@ -12,7 +12,7 @@
  * @module
  */
 
-import { readThreadStatuses } from "../proc/status.ts";
+import { readStatus, readThreadStatuses } from "../proc/status.ts";
 import { listTids } from "../proc/tasks.ts";
 import { Refusals } from "../support.ts";
 import { collectThread, sharedPending } from "./threads.ts";
@@ -40,8 +40,9 @@ export function rehearseThreads(helper: number, target: number, rounds: number):
   } catch { /* a thread gone meanwhile: only a rehearsal */ }
   try {
     const tids = new Array<number>(n).fill(helper);
-    const statuses = readThreadStatuses(helper, tids);
-    const status = statuses.get(helper);
+    // Read once (the reader and its parse ran per thread on the target's statuses above).
+    const status = readStatus(helper, helper);
+    const statuses = new Map([[helper, status]]);
     const values: InjectedThreadState = {
       sigaltstack: { sp: "0x0", flags: 2, size: 0 },
       clearChildTid: "0x0",
