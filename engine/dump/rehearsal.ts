@@ -176,8 +176,9 @@ function mappingCount(pid: number): number {
  * collected, and the result thrown away, so that the dump's one freeze
  * runs the collect's code compiled; for a root of several threads, the
  * per-thread readers run once per thread on the helper's one thread
- * (engine/dump/thread_rehearsal.ts). The target is not touched (only its
- * threads' statuses are read); the pause
+ * (engine/dump/thread_rehearsal.ts); the tree's safe sites for injection
+ * are found ({@link warmUpInjection}). The target is not touched (only its
+ * threads' statuses and code are read); the pause
  * points of the collect are not counted (engine/pause.ts), and it has one
  * of its own, `rehearsal-helper`. The helper is ended and reaped. Never
  * throws; false when nothing was rehearsed.
@@ -207,6 +208,8 @@ export function rehearseOnHelper(
     } finally {
       if (tree) thawTree(tree);
     }
+    // The tree's safe sites found now (read-only): the freeze only checks their bytes again.
+    warmUpInjection(root);
     return true;
   } catch {
     return false; // only a rehearsal
