@@ -829,6 +829,7 @@ export function queryInjectedState(s: InjectionSession, tids: readonly number[])
   }
   if (bpf && !bpf.trusted) checkThreadStates(bpf, threads);
   const out = s.read(0, AT.thread);
+  const outView = new DataView(out.buffer, out.byteOffset, out.byteLength);
   const sigactions: SigAction[] = [];
   for (let sig = 1; sig <= 64; sig++) {
     if (r[sig - 1] < 0n) {
@@ -836,13 +837,13 @@ export function queryInjectedState(s: InjectionSession, tids: readonly number[])
       sigactions.push({ handler: "0x0", flags: "0x0", restorer: "0x0", mask: "0x0" });
       continue;
     }
-    const at = AT.sigactions + (sig - 1) * 32;
-    const a = kernelSigaction.decode(out.slice(at, at + kernelSigaction.size));
+    // struct kernel_sigaction (ffi/structs.ts kernelSigaction), read in place: 64 per dump, in its freeze.
+    const at = AT.sigactions + (sig - 1) * kernelSigaction.size;
     sigactions.push({
-      handler: hex(a.handler),
-      flags: hex(a.flags),
-      restorer: hex(a.restorer),
-      mask: hex(a.mask),
+      handler: hex(outView.getBigUint64(at, true)),
+      flags: hex(outView.getBigUint64(at + 8, true)),
+      restorer: hex(outView.getBigUint64(at + 16, true)),
+      mask: hex(outView.getBigUint64(at + 24, true)),
     });
   }
   const timers: ITimer[] = [];
