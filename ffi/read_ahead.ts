@@ -57,7 +57,7 @@ export class ReadAhead {
   collect(): ReadAheadResult {
     if (!this.done()) throw new Error("read-ahead still running");
     const parts: Uint8Array[] = [];
-    let total = 0, complete = false, errno: number | undefined;
+    let total = 0, complete = false, errno: number | undefined, whole = true;
     for (let i = 0; i < this.#slots; i++) {
       const r = this.#table.result(i);
       if (r < 0n) {
@@ -69,15 +69,19 @@ export class ReadAhead {
         break;
       }
       const n = Number(r);
+      if (total !== i * this.#slotBytes) whole = false; // a slot before this one was not full
       parts.push(this.#buf.subarray(i * this.#slotBytes, i * this.#slotBytes + n));
       total += n;
     }
+    const more = errno !== undefined ? { errno } : {};
+    // Every slot full but the last: the bytes already follow each other in the buffer.
+    if (whole) return { bytes: this.#buf.subarray(0, total), complete, ...more };
     const bytes = new Uint8Array(total);
     let at = 0;
     for (const p of parts) {
       bytes.set(p, at);
       at += p.length;
     }
-    return { bytes, complete, ...(errno !== undefined ? { errno } : {}) };
+    return { bytes, complete, ...more };
   }
 }

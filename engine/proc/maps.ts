@@ -14,6 +14,7 @@ import {
   ProcPermissionError,
 } from "./errors.ts";
 import { fileIdentityOf, procPath, procRead, readProcBytes, readProcText } from "./io.ts";
+import { bytesEqual } from "../../ffi/libc.ts";
 import {
   PROCMAP_QUERY_COVERING_OR_NEXT_VMA,
   PROCMAP_QUERY_VMA_EXECUTABLE,
@@ -226,9 +227,13 @@ export function parseMapsBytes(bytes: Uint8Array, pid = 0): MapEntry[] {
   return parseMaps(new TextDecoder().decode(bytes), pid, procPath(pid, "maps"));
 }
 
-/** Whether two byte strings are equal (4 bytes at a time where both are aligned for it). */
+/**
+ * Whether two byte strings are equal: by `memcmp` from 1 KiB (ffi/libc.ts
+ * `bytesEqual`), else 4 bytes at a time where both are aligned for it.
+ */
 export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
+  if (a.length >= 1024) return bytesEqual(a, b); // one memcmp, not a cold loop
   let i = 0;
   if (a.byteOffset % 4 === 0 && b.byteOffset % 4 === 0) {
     const n = a.length >> 2;
