@@ -48,8 +48,16 @@ function parses(body: string): boolean {
  * declaration that does not parse alone, or whose preceding piece does not,
  * stays where it is (hoisted, compiled lazily), and that piece becomes part
  * of the next one's.
+ *
+ * With `hot`, only the declarations named there move: the functions a
+ * typical run of the command calls (cli/bundle_hot.json). The others stay
+ * lazy declarations, out of the code cache that every start of the
+ * command reads (an eager function nobody calls costs deserialization and
+ * saves nothing; docs/PERFORMANCE.md, "issue 10, fifth pass, branch
+ * startup5"). A function missing from the list only runs as it did before
+ * this rewrite existed (compiled at its first call).
  */
-export function eagerFunctions(code: string): string {
+export function eagerFunctions(code: string, hot?: ReadonlySet<string>): string {
   const lines = code.split("\n");
   const found: Declaration[] = [];
   for (let i = 0; i < lines.length; i++) {
@@ -67,6 +75,7 @@ export function eagerFunctions(code: string): string {
   const moved: Declaration[] = [];
   let from = 0; // the first line after the last declaration moved
   for (const d of found) {
+    if (hot && !hot.has(d.name)) continue;
     const before = lines.slice(from, d.first).join("\n");
     const text = lines.slice(d.first, d.last + 1).join("\n");
     if (!lines[d.last].endsWith("}") || !parses(`(${text}\n);`) || !parses(before)) continue;
