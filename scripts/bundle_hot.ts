@@ -16,17 +16,37 @@
 
 import { entrySource } from "../cli/bundle.ts";
 import { becomeSubreaper, cleanupProcesses, killAndReap } from "./bench/procs.ts";
+import { rawSyscall } from "../ffi/libc.ts";
+import { SYS } from "../ffi/sysno.ts";
 import { killWorkload, startWorkload, type WorkloadSpec } from "./bench/workloads.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const OUT = `${ROOT}cli/bundle_hot.json`;
 
-/** The workloads whose dumps and restores are recorded: a pre-copied dump, a one-freeze dump, threads. */
+/**
+ * The workloads whose dumps and restores are recorded: the bench's kinds
+ * (scripts/bench/workloads.ts), smaller, so that each path its dumps take
+ * (a pre-copy or one freeze, threads, a tree with a pipe, many mappings,
+ * a sparse reservation, an interpreter with files and libraries) is seen.
+ */
 const SPECS: WorkloadSpec[] = [
-  { name: "anon-64", description: "", program: "c", args: ["anon", "64"], quick: true },
-  { name: "anon-8", description: "", program: "c", args: ["anon", "8"], quick: true },
-  { name: "threads-8", description: "", program: "c", args: ["threads", "8", "8"], quick: true },
-];
+  ["anon-64", "c", ["anon", "64"]],
+  ["anon-8", "c", ["anon", "8"]],
+  ["threads-64", "c", ["threads", "64"]],
+  ["threads4-64", "c", ["threads", "4", "64"]],
+  ["tree3x16", "c", ["tree", "3", "16"], 3],
+  ["maps-10000", "c", ["maps", "10000"]],
+  ["maps-500", "c", ["maps", "500"]],
+  ["sparse-1024", "c", ["sparse", "1024", "32"]],
+  ["python-16", "python", ["16"]],
+].map(([name, program, args, processes]) => ({
+  name: name as string,
+  description: "",
+  program: program as WorkloadSpec["program"],
+  args: args as string[],
+  quick: true,
+  processes: processes as number | undefined,
+}));
 
 /** Runs a command; its stdout, or throws with its stderr. */
 async function run(args: string[]): Promise<string> {
@@ -128,7 +148,13 @@ async function main(): Promise<void> {
         await killWorkload(w);
       }
       const out = await record("restore", [`${tmp}/${spec.name}`, "--detach", "--json"]);
-      await killAndReap(JSON.parse(out).rootPid);
+      const { rootPid, pids } = JSON.parse(out) as { rootPid: number; pids: number[] };
+      // The restored tree: its other processes first, then the root (ours once cryo exited),
+      // then the others again (ours once the root died).
+      const others = pids.filter((p) => p !== rootPid);
+      for (const p of others) rawSyscall(SYS.kill, p, 9);
+      await killAndReap(rootPid);
+      for (const p of others) await killAndReap(p);
       console.error(`${spec.name}: dump ${hot.dump.size}, restore ${hot.restore.size} functions`);
     }
   } finally {
