@@ -21,7 +21,11 @@
 
 import assert from "node:assert/strict";
 import { copyPlanned } from "../engine/dump/precopy_copy.ts";
-import { copyOnNativeLane, nativeLaneAvailable } from "../engine/dump/native_lane.ts";
+import {
+  copyOnNativeLane,
+  NATIVE_SHARE_BESIDE,
+  nativeLaneAvailable,
+} from "../engine/dump/native_lane.ts";
 import { SyscallTable, tablesAvailable } from "../ffi/syscall_table.ts";
 import { crc32, crc32AfterFold } from "../engine/image/crc32.ts";
 import { addressOf, syscall } from "../ffi/libc.ts";
@@ -66,10 +70,11 @@ Deno.test("a syscall table runs its syscalls and folds on another thread, in ord
   assert.throws(() => last.run(), /last entry/, "no skip over the end");
 });
 
-for (const share of [1, 0.5]) {
+// "beside": the table copies it all while cryo's thread runs other work (the dump's rehearsal).
+for (const share of [1, 0.5, "beside"] as const) {
   Deno.test(
     `the table lane${
-      share === 1 ? " alone" : " with cryo's thread"
+      share === 1 ? " alone" : share === "beside" ? " beside other work" : " with cryo's thread"
     } writes the same files, block CRCs and runs as one lane`,
     async () => {
       if (!nativeLaneAvailable()) return;
@@ -82,11 +87,16 @@ for (const share of [1, 0.5]) {
         ];
         const jobs = [jobOf(addr, `${dir}/two-a`, 12288, 0), jobOf(addr, `${dir}/two-b`, 8192, 7)];
         // With cryo's thread: the files' page regions preallocated too (a dump not synced).
+        let besides = 0;
         const got = await copyOnNativeLane(jobs, {
           segmentBytes: MiB,
-          share,
-          preallocate: share < 1,
+          share: share === "beside" ? NATIVE_SHARE_BESIDE : share,
+          preallocate: share !== 1,
+          ...(share === "beside"
+            ? { beside: () => new Promise((r) => setTimeout(r, 5)).then(() => besides++) }
+            : {}),
         });
+        assert.equal(besides, share === "beside" ? 1 : 0, "the work beside ran once, awaited");
         for (const [k, name] of [[0, "a"], [1, "b"]] as const) {
           const what = `file ${name}`;
           assertSameResult(got[k], serial[k], what);

@@ -53,6 +53,7 @@ import { precopyPays } from "./precopy_policy.ts";
 import { DeferredPageWriter, prepareDeferredWrites } from "./deferred_pages.ts";
 import { dropLanes, precopyTree, releasePrecopy } from "./precopy_lanes.ts";
 import {
+  HELPER_REHEARSAL_MAX_MAPPINGS,
   rehearseCollect,
   rehearseOnHelper,
   warmUpFinalFreeze,
@@ -61,6 +62,7 @@ import {
 } from "./rehearsal.ts";
 import { planPages, savePlanned } from "./plan.ts";
 import { readStatus } from "../proc/status.ts";
+import { countMappings } from "../proc/maps.ts";
 import { readLocksOffThread } from "../proc/locks.ts";
 import { readStat } from "../proc/stat.ts";
 import { readFds } from "../proc/fds.ts";
@@ -179,6 +181,19 @@ export interface CheckpointResult {
   dir: string;
   manifest: Manifest;
   stats: DumpStats;
+}
+
+/**
+ * Whether the collect's rehearsal of the tree of `root` can run on a helper
+ * (rehearsal.ts `rehearseOnHelper`: up to its count of mappings), from
+ * `mappings` when the pre-copy's policy counted them.
+ */
+function rehearsesOnHelper(root: number, mappings: number | undefined): boolean {
+  try {
+    return (mappings ?? countMappings(root)) <= HELPER_REHEARSAL_MAX_MAPPINGS;
+  } catch {
+    return false;
+  }
 }
 
 function checkTarget(pid: number, ownPidNamespace = false): void {
@@ -424,11 +439,17 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         tmp,
         opts.preDump === true,
         (frozen) => {
-          rehearseCollect(frozen, opts.optIns);
           // Its smaps read runs beside the copy (engine/dump/vm_flags.ts).
           vmFlagsCheck = startVmFlagsCheck(pid, frozen.processes.map((p) => p.pid));
         },
         !sync,
+        // In the barrier's freeze, or on a helper while a syscall table copies (few mappings).
+        {
+          inBarrier: (frozen) => rehearseCollect(frozen, opts.optIns),
+          ...(rehearsesOnHelper(pid, estimate?.mappings)
+            ? { beside: () => rehearseOnHelper(pid, estimate?.mappings, opts.optIns) }
+            : {}),
+        },
       );
       await warmUpFinalFreeze();
       opts.onEvent?.({

@@ -62,6 +62,16 @@ export const NATIVE_SEGMENT_BYTES = 4 << 20;
  */
 export const NATIVE_SHARE = 0.6;
 
+/**
+ * Share of the bytes given to the table's thread when cryo's thread runs
+ * other work beside the copy ({@link NativeLaneOptions.beside}: the
+ * collect's rehearsal on a helper, ~25 to 30 ms, about what the table takes
+ * for 64 MiB): all of them. cryo's thread copies ~2x slower than the table
+ * and its writes wait for the same inode's lock (0.8 left it copying its
+ * share alone for ~25 ms after the table was done; docs/PERFORMANCE.md).
+ */
+export const NATIVE_SHARE_BESIDE = 1;
+
 /** Whether the native lane can run here (x86-64, PCLMULQDQ, an executable page). */
 export function nativeLaneAvailable(): boolean {
   return tablesAvailable();
@@ -245,6 +255,12 @@ export interface NativeLaneOptions {
    * that is not synced.
    */
   preallocate?: boolean;
+  /**
+   * Run on cryo's thread once the table's thread copies, before this
+   * thread's own share (work that needs no copy: the collect's rehearsal on
+   * a helper, engine/dump/rehearsal.ts). Must not throw.
+   */
+  beside?: () => unknown;
 }
 
 /**
@@ -261,9 +277,11 @@ export class NativeLaneCopy {
   readonly #mine: number;
   readonly #native: NativeCopy | undefined;
   readonly #size: number;
+  readonly #beside: (() => unknown) | undefined;
 
   private constructor(jobs: readonly CopyJob[], opts: NativeLaneOptions) {
     this.#jobs = jobs;
+    this.#beside = opts.beside;
     this.#size = opts.segmentBytes ?? NATIVE_SEGMENT_BYTES;
     const share = opts.share ?? NATIVE_SHARE;
     for (const job of jobs) {
@@ -295,7 +313,9 @@ export class NativeLaneCopy {
     try {
       const results: SegmentResult[] = [];
       const pause = () => pausePoint("precopy-pages");
+      await this.#beside?.();
       for (let i = 0; i < k; i++) results.push(await copySegment(segments[i], lane, pause));
+      if (k === 0) pause(); // the table's thread copies everything (its pages may be in flight)
       if (native) {
         await native.finished;
         const got = native.results();
