@@ -431,6 +431,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       (opts.precopy === true || opts.preDump === true || estimate?.pays)
     ) {
       chain.touched = opts.preDump === true;
+      let warmed = false; // warmUpFinalFreeze, beside the copy
       warmUpProcReaders();
       warmUpInjection(pid);
       // Precopy.start, then the copy: on two lanes when it pays (engine/dump/precopy_lanes.ts).
@@ -447,11 +448,16 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         {
           inBarrier: (frozen) => rehearseCollect(frozen, opts.optIns),
           ...(rehearsesOnHelper(pid, estimate?.mappings)
-            ? { beside: () => rehearseOnHelper(pid, estimate?.mappings, opts.optIns) }
+            ? {
+              beside: async () => {
+                rehearseOnHelper(pid, estimate?.mappings, opts.optIns);
+                await warmUpFinalFreeze().then(() => warmed = true, () => {});
+              },
+            }
             : {}),
         },
       );
-      await warmUpFinalFreeze();
+      if (!warmed) await warmUpFinalFreeze();
       opts.onEvent?.({
         type: "precopied",
         bytes: precopy.bytes,
