@@ -43,6 +43,8 @@ import { sleepSync } from "../sleep_sync.ts";
 export function rehearseCollect(
   tree: FrozenTree,
   optIns?: string[],
+  /** Given each image collected (a warm-up of what follows the collect: engine/dump/mod.ts). */
+  onImage?: (image: ProcessImage) => void,
 ): void {
   try {
     const fdLists = tree.processes.map((p) =>
@@ -71,6 +73,7 @@ export function rehearseCollect(
         };
         checkProcessPaths(image, refusals);
         checkFdOwners([image], refusals);
+        onImage?.(image);
       } catch { /* the dump will tell */ }
     });
   } catch { /* the dump will tell */ }
@@ -179,6 +182,8 @@ export function rehearseOnHelper(
   root: number,
   mappings: number | undefined,
   optIns?: string[],
+  /** {@link rehearseCollect}'s, given the helper's image. */
+  onImage?: (image: ProcessImage) => void,
 ): boolean {
   if ((mappings ?? mappingCount(root)) > HELPER_REHEARSAL_MAX_MAPPINGS) return false;
   const helper = startRehearsalHelper();
@@ -195,7 +200,7 @@ export function rehearseOnHelper(
       tree = freezeTree(helper.pid);
       pausePoint("rehearsal-helper");
       const frozen = tree;
-      withoutPausePoints(() => rehearseCollect(frozen, optIns));
+      withoutPausePoints(() => rehearseCollect(frozen, optIns, onImage));
     } finally {
       if (tree) thawTree(tree);
     }
