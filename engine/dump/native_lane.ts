@@ -3,11 +3,9 @@
  * (engine/dump/precopy_copy.ts) copied by a syscall table
  * (ffi/syscall_table.ts) that one of Deno's blocking-pool threads runs,
  * while cryo's thread copies the rest as before. Per MiB the table reads
- * the pages into a page-aligned buffer of its own, with `process_vm_readv`
- * where the pagemap says this process alone maps them (one copy; as cryo's
- * thread reads them, precopy_copy.ts `pinnableRuns`) and else with `pread`
- * of /proc/<pid>/mem (never pinned, so a page shared copy-on-write is
- * never unshared; it copies through a bounce page, ~30% more CPU), folds its CRC and
+ * the pages into a page-aligned buffer of its own with `pread` of
+ * /proc/<pid>/mem (it never pins, so it never unshares a page shared
+ * copy-on-write, and needs no pagemap look-up to plan), folds its CRC and
  * writes it with `pwrite` at its file offset: the same bytes, block CRCs
  * and runs as `copySegment`, with no JavaScript per MiB and no isolate to
  * create (a Worker costs cryo's thread 20 to 40 ms to create: the Worker
@@ -30,7 +28,6 @@ import {
   jobBytes,
   mergeSegments,
   newLane,
-  pinnableRuns,
   segmentJobs,
   type SegmentResult,
 } from "./precopy_copy.ts";
@@ -48,7 +45,6 @@ import {
   tablesAvailable,
 } from "../../ffi/syscall_table.ts";
 import type { CopiedRun } from "./precopy_copy.ts";
-import { openPagemap, type PagemapReader } from "../proc/pagemap.ts";
 
 /**
  * Below this many resident bytes, one lane (a few ms of copy; the table's
@@ -70,9 +66,8 @@ export const NATIVE_SHARE = 0.6;
  * Share of the bytes given to the table's thread when cryo's thread first
  * runs other work beside the copy ({@link NativeLaneOptions.beside}: the
  * collect's rehearsal on a helper, ~25 ms): cryo's thread then copies the
- * first tenth (64 MiB, both CPUs: the copy took 40 to 43 ms with 0.9,
- * against 45 to 50 with 0.8, where the table waited for cryo's thread, and
- * 46 to 51 with all of it on the table, where cryo's thread waited;
+ * first tenth (64 MiB, both CPUs: with 0.8 the table waited for cryo's
+ * thread, with all of it on the table cryo's thread waited up to 35 ms;
  * docs/PERFORMANCE.md).
  */
 export const NATIVE_SHARE_BESIDE = 0.9;
@@ -138,7 +133,6 @@ export class NativeCopy {
     const fds: number[] = [];
     const files = new Map<string, number>();
     const mems = new Map<number, number>();
-    const pagemaps = new Map<number, PagemapReader>();
     const fdOf = <K>(map: Map<K, number>, key: K, path: string, write: boolean) => {
       let fd = map.get(key);
       if (fd === undefined) {
@@ -159,31 +153,23 @@ export class NativeCopy {
         const p: PlannedSegment = { expects: [], folds: [], copied: [] };
         planned.push(p);
         let fileAt = seg.fileOffset;
-        let chunk: ChunkPiece[] = [];
+        let chunk: { addr: number; length: number; at: number }[] = [];
         let fill = 0;
         const flush = () => {
           if (fill === 0) return;
           const mem = fdOf(mems, seg.pid, `/proc/${seg.pid}/mem`, false);
-          emitChunk(table, p, chunk, base, fill, { mem, file: fd, pid: seg.pid }, fileAt);
+          emitChunk(table, p, chunk, base, fill, { mem, file: fd }, fileAt);
           fileAt += fill;
           chunk = [];
           fill = 0;
         };
-        let pagemap = pagemaps.get(seg.pid);
-        if (!pagemap) pagemaps.set(seg.pid, pagemap = openPagemap(seg.pid));
         for (const { runs } of seg.planned) {
-          let at = fileAt + fill; // the runs' file offsets: consecutive from here
           for (const r of runs) {
-            p.copied.push({ addr: Number(r.addr), length: r.length, fileOffset: at });
-            at += r.length;
-          }
-          // Pages this process alone maps are read with process_vm_readv (one copy, as
-          // cryo's thread reads them); the rest through /proc/<pid>/mem (never pinned).
-          for (const piece of pinnableRuns(pagemap, runs)) {
-            const addr = Number(piece.addr);
-            for (let done = 0; done < piece.length;) {
-              const n = Math.min(CRC_BLOCK - fill, piece.length - done);
-              chunk.push({ addr: addr + done, length: n, at: fill, pin: piece.pin });
+            const addr = Number(r.addr);
+            p.copied.push({ addr, length: r.length, fileOffset: fileAt + fill });
+            for (let done = 0; done < r.length;) {
+              const n = Math.min(CRC_BLOCK - fill, r.length - done);
+              chunk.push({ addr: addr + done, length: n, at: fill });
               fill += n;
               done += n;
               if (fill === CRC_BLOCK) flush();
@@ -196,8 +182,6 @@ export class NativeCopy {
     } catch (e) {
       for (const fd of fds) closeRawFd(fd); // nothing runs: the table did not start
       throw e;
-    } finally {
-      for (const pagemap of pagemaps.values()) pagemap.close();
     }
   }
 
@@ -228,48 +212,29 @@ export class NativeCopy {
   }
 }
 
-/** A piece of one block: its address, length, place in the block, and how it is read. */
-interface ChunkPiece {
-  addr: number;
-  length: number;
-  at: number;
-  /** process_vm_readv (present pages of this process only); else a pread of /proc/<pid>/mem. */
-  pin: boolean;
-}
-
 /**
- * The entries of one block of a segment: a `process_vm_readv` (or a `pread`
- * of /proc/<pid>/mem) into the buffer per piece, its CRC fold, its `pwrite`.
+ * The entries of one block of a segment: a `pread` of /proc/<pid>/mem into
+ * the buffer per piece, its CRC fold, its `pwrite`.
  */
 function emitChunk(
   table: SyscallTable,
   seg: PlannedSegment,
-  pieces: ChunkPiece[],
+  pieces: { addr: number; length: number; at: number }[],
   base: bigint,
   fill: number,
-  fds: { mem: number; file: number; pid: number },
+  fds: { mem: number; file: number },
   fileAt: number,
 ): void {
-  // The iovecs of the block's process_vm_readv calls: local then remote, one pair per piece.
-  const iov = new BigUint64Array(4 * pieces.length);
-  table.keep(iov);
-  const iovAt = addressOf(iov);
-  pieces.forEach((piece, i) => {
-    let e: number;
-    if (piece.pin) {
-      iov.set([
-        base + BigInt(piece.at),
-        BigInt(piece.length),
-        BigInt(piece.addr),
-        BigInt(piece.length),
-      ], 4 * i);
-      const local = iovAt + BigInt(32 * i);
-      e = table.syscall(SYS.process_vm_readv, fds.pid, local, 1, local + 16n, 1, 0);
-    } else {
-      e = table.syscall(SYS.pread64, fds.mem, base + BigInt(piece.at), piece.length, piece.addr);
-    }
+  for (const piece of pieces) {
+    const e = table.syscall(
+      SYS.pread64,
+      fds.mem,
+      base + BigInt(piece.at),
+      piece.length,
+      piece.addr,
+    );
     seg.expects.push({ entry: e, bytes: piece.length });
-  });
+  }
   const out = new Uint8Array(16);
   table.fold(base, fill, 0xffffffff, out);
   seg.folds.push(out);
