@@ -449,7 +449,6 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     ) {
       chain.touched = opts.preDump === true;
       let warmed = false; // warmUpFinalFreeze, beside the copy
-      warmUpProcReaders();
       warmUpInjection(pid);
       // Precopy.start, then the copy: on two lanes when it pays (engine/dump/precopy_lanes.ts).
       precopy = await precopyTree(
@@ -464,12 +463,13 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         // In the barrier's freeze, or on a helper while a syscall table copies (few mappings).
         {
           inBarrier: (frozen) => rehearseCollect(frozen, opts.optIns),
+          warmUp: warmUpProcReaders,
           ...(rehearsesOnHelper(pid, estimate?.mappings)
             ? {
               beside: async () => {
                 const images: ProcessImage[] = [];
                 rehearseOnHelper(pid, estimate?.mappings, opts.optIns, (i) => images.push(i));
-                warmUpCompile(images); // the check after the thaw then runs compiled
+                warmUpCompile(images);
                 await warmUpFinalFreeze().then(() => warmed = true, () => {});
               },
             }

@@ -62,6 +62,12 @@ export interface PrecopyRehearsal {
   /** In the pin barrier's freeze, on the frozen tree. */
   inBarrier(tree: FrozenTree): void;
   /**
+   * Before the first freeze when the rehearsal is in the barrier (the
+   * parsers the freezes use compiled first); beside the copy the helper's
+   * rehearsal warms them, and the first freeze reads little.
+   */
+  warmUp?: () => void;
+  /**
    * On cryo's thread while a syscall table copies (the tree running, on a
    * process of cryo's own): the barrier's freeze then rehearses nothing. Never throws.
    */
@@ -99,6 +105,7 @@ export async function precopyTree(
   let keepLanes = false;
   try {
     const beside = native && rehearsal?.beside !== undefined;
+    if (!beside) rehearsal?.warmUp?.();
     const precopy = Precopy.start(root, dir, keep, (tree) => {
       if (!beside) rehearsal?.inBarrier(tree);
       inBarrier?.(tree);
