@@ -23,8 +23,8 @@ import assert from "node:assert/strict";
 import { copyPlanned } from "../engine/dump/precopy_copy.ts";
 import {
   copyOnNativeLane,
-  NATIVE_SHARE_BESIDE,
   nativeLaneAvailable,
+  nativeShareBeside,
 } from "../engine/dump/native_lane.ts";
 import { SyscallTable, tablesAvailable } from "../ffi/syscall_table.ts";
 import { crc32, crc32AfterFold } from "../engine/image/crc32.ts";
@@ -90,7 +90,7 @@ for (const share of [1, 0.5, "beside"] as const) {
         let besides = 0;
         const got = await copyOnNativeLane(jobs, {
           segmentBytes: MiB,
-          share: share === "beside" ? NATIVE_SHARE_BESIDE : share,
+          share: share === "beside" ? 0.9 : share,
           preallocate: share !== 1,
           ...(share === "beside"
             ? { beside: () => new Promise((r) => setTimeout(r, 5)).then(() => besides++) }
@@ -166,4 +166,11 @@ Deno.test("a job of a process that does not exist fails the copy, leaving nothin
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("the table's share beside other work: most of a small copy, less of a larger one", () => {
+  const at = (mib: number) => nativeShareBeside(mib * MiB);
+  assert.ok(Math.abs(at(64) - 0.88) < 0.01, `64 MiB: ${at(64)}`);
+  assert.ok(at(1) === 1 && at(8) === 1, "a few MiB: all of it on the table");
+  assert.ok(at(64) > at(128) && at(128) > at(1024) && at(1024) > 0.68, "less as the copy grows");
 });

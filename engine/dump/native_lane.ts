@@ -63,14 +63,18 @@ export const NATIVE_SEGMENT_BYTES = 4 << 20;
 export const NATIVE_SHARE = 0.6;
 
 /**
- * Share of the bytes given to the table's thread when cryo's thread first
- * runs other work beside the copy ({@link NativeLaneOptions.beside}: the
- * collect's rehearsal on a helper, ~25 ms): cryo's thread then copies the
- * first tenth (64 MiB, both CPUs: with 0.8 the table waited for cryo's
- * thread, with all of it on the table cryo's thread waited up to 35 ms;
+ * Share of `totalBytes` given to the table's thread when cryo's thread
+ * first runs other work beside the copy ({@link NativeLaneOptions.beside}:
+ * the collect's rehearsal on a helper, ~30 ms), so that both lanes end
+ * together: the table copies ~1.3 MiB per ms, cryo's thread ~0.6 (CRCs and
+ * its JavaScript per MiB), so it takes 0.88 of 64 MiB, 0.78 of 128 MiB, 0.7
+ * of 1 GiB (a fixed 0.9 left cryo's thread idle for ~40 ms at 128 MiB;
  * docs/PERFORMANCE.md).
  */
-export const NATIVE_SHARE_BESIDE = 0.9;
+export function nativeShareBeside(totalBytes: number): number {
+  const mib = Math.max(totalBytes / (1 << 20), 1);
+  return Math.min(1, (1.3 * (mib + 0.6 * 30)) / (1.9 * mib));
+}
 
 /** Whether the native lane can run here (x86-64, PCLMULQDQ, an executable page). */
 export function nativeLaneAvailable(): boolean {

@@ -21,8 +21,8 @@ import { CopyLanes, LANE_MIN_BYTES, lanesAvailable } from "./copy_lanes.ts";
 import {
   copyOnNativeLane,
   NATIVE_LANE_MIN_BYTES,
-  NATIVE_SHARE_BESIDE,
   nativeLaneAvailable,
+  nativeShareBeside,
 } from "./native_lane.ts";
 import type { FrozenTree } from "./freeze.ts";
 import { laneDeathAt } from "./lane_claims.ts";
@@ -115,7 +115,12 @@ export async function precopyTree(
       if (native) {
         const results = await copyOnNativeLane(procs.map((p) => p.job), {
           preallocate: noSync,
-          ...(beside ? { beside: rehearsal!.beside, share: NATIVE_SHARE_BESIDE } : {}),
+          ...(beside
+            ? {
+              beside: rehearsal!.beside,
+              share: nativeShareBeside(procs.reduce((n, p) => n + p.plannedBytes, 0)),
+            }
+            : {}),
         });
         procs.forEach((p, i) => p.copied(results[i]));
       } else if (!lanes) await precopy.copy();
