@@ -46,7 +46,7 @@ import { TraceeGoneError } from "../../ffi/ptrace.ts";
 import { BOOTSTRAP_FILE_OFFSET, ImageWriter } from "../image/writer.ts";
 import { checksumAround, crc32Combine } from "../image/checksum.ts";
 import { streamedPageBlocks } from "./page_blocks.ts";
-import { writeManifest } from "../image/manifest.ts";
+import { writeManifest, writeManifestNoSync } from "../image/manifest.ts";
 import { BootstrapBuilder, messageProgram } from "../restore/stub.ts";
 import type { Precopy, PrecopyProcess } from "./precopy.ts";
 import { precopyPays } from "./precopy_policy.ts";
@@ -789,12 +789,16 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     stats.dumpSeconds = (performance.now() - t0) / 1000;
     if (!thawed) stats.freezeSeconds = (performance.now() - tree.frozenAt) / 1000;
     if (!thawed) sockets.checkUnchanged();
-    await writeManifest(tmp, manifest, sync);
+    // Not synced: synchronous ops (each async one is a thread hand-off before the command exits).
+    if (sync) await writeManifest(tmp, manifest, sync);
+    else writeManifestNoSync(tmp, manifest);
     pausePoint("manifest");
     await fsyncDir(tmp, sync);
     pausePoint("fsync");
-    await Deno.remove(finalDir).catch(() => {}); // an empty directory given by the user
-    await Deno.rename(tmp, finalDir);
+    try {
+      Deno.removeSync(finalDir); // an empty directory given by the user
+    } catch { /* none */ }
+    Deno.renameSync(tmp, finalDir);
     await fsyncDir(dirname(finalDir), sync);
     chain.done(manifest, finalDir, tree);
     pausePoint("rename");
