@@ -475,6 +475,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
             }
             : {}),
         },
+        estimate?.bytes,
       );
       if (!warmed) await warmUpFinalFreeze();
       opts.onEvent?.({

@@ -93,9 +93,11 @@ export async function precopyTree(
    * (the barrier's freeze is then only the pins' settle), else in the barrier.
    */
   rehearsal?: PrecopyRehearsal,
+  /** The tree's resident bytes when the caller read them (precopy_policy.ts's estimate). */
+  residentKnown?: number,
 ): Promise<Precopy> {
   const force = lanesOverride();
-  const resident = force === undefined ? residentBytes(root) : 0;
+  const resident = force === undefined ? residentKnown ?? residentBytes(root) : 0;
   const lanes = force === 2 || (force === undefined && resident >= LANE_MIN_BYTES)
     ? CopyLanes.start(force === 2)
     : undefined;
