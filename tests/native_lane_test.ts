@@ -62,7 +62,8 @@ Deno.test("a syscall table runs its syscalls and folds on another thread, in ord
   assert.equal(t.result(bad), -9n, "EBADF, as the kernel returns it");
   assert.equal(t.result(failed), -9n);
   assert.equal(t.result(skipped), 0n, "skipped after a failed entry that asks it");
-  assert.ok(t.result(passed) > 0n);
+  // 0 where the parent is outside this pid namespace (CI): succeeded all the same.
+  assert.ok(t.result(passed) >= 0n, "getppid succeeded");
   assert.equal(t.result(notSkipped), BigInt(Deno.pid), "run after a successful one");
   assert.ok(t.result(tid) > 0n && t.result(tid) !== BigInt(Deno.pid), "another thread ran it");
   const last = new SyscallTable();
