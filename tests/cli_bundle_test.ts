@@ -315,6 +315,39 @@ Deno.test("cli bundle: eager functions behave as the declarations they replace",
   assert.equal(eagerFunctions(only), only);
 });
 
+Deno.test("cli bundle: a declaration holding a multi-line template literal is made eager too", async () => {
+  const code = [
+    "var early = banner(1);",
+    "async function banner(n) {",
+    "  const head = `first ${n}",
+    "}",
+    "function inTemplate() {",
+    "last`;",
+    "  return head + (await Promise.resolve(`!",
+    "`));",
+    "}",
+    "function after() {",
+    "  return 2;",
+    "}",
+    "var result = { early: await early, name: banner.name, after: after(), ",
+    "  late: await banner(3) };",
+    "export { result };",
+    "",
+  ].join("\n");
+  const out = eagerFunctions(code);
+  assert.match(out, /^var banner = \(async function \(n\) \{$/m);
+  assert.match(out, /^var after = \(function \(/m);
+  // The template's lines, "}" and a fake declaration included, are untouched.
+  assert.ok(out.includes("`first ${n}\n}\nfunction inTemplate() {\nlast`"));
+  assert.deepEqual(await evaluate(out), await evaluate(code));
+  assert.deepEqual(await evaluate(out), {
+    early: "first 1\n}\nfunction inTemplate() {\nlast!\n",
+    name: "banner",
+    after: 2,
+    late: "first 3\n}\nfunction inTemplate() {\nlast!\n",
+  });
+});
+
 Deno.test("cli bundle: with a list of hot functions, only those are made eager", async () => {
   const code = [
     "var early = [hot(1), cold(2)];",
