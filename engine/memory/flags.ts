@@ -265,6 +265,18 @@ function sameList(a: readonly string[], b: readonly string[]): boolean {
   return true;
 }
 
+/**
+ * Whether `flags` has no madvise flag: {@link emitVmFlags} emits nothing
+ * for a mapping with these flags (the same remembered lists answer).
+ */
+export function noAdvice(flags: readonly string[]): boolean {
+  if (sameList(flags, plainFlags) || sameList(flags, plainFlags2)) return true;
+  for (let i = 0; i < flags.length; i++) if (MADVISE_FOR_FLAG[flags[i]] !== undefined) return false;
+  plainFlags2 = plainFlags;
+  plainFlags = flags.slice(); // (a copy: nothing done to `flags` later can change it)
+  return true;
+}
+
 /** Restore: the madvise flags of a mapping, once its pages are in. */
 export function emitVmFlags(p: ProgramBuilder, m: Mapping): void {
   const flags = m.vmFlags;

@@ -38,7 +38,7 @@
 import { SYS } from "../../ffi/sysno.ts";
 import type { Mapping, ProcessImage } from "../model.ts";
 import { type ProgramBuilder, slot } from "../program/builder.ts";
-import { emitVmFlags } from "../memory/flags.ts";
+import { emitVmFlags, noAdvice } from "../memory/flags.ts";
 import { hexMinus, type HexNum, hexNum, hexPlus } from "../image/hexnum.ts";
 import { chooseBootstrap, type Vma } from "../dump/vmas.ts";
 
@@ -157,7 +157,9 @@ export function emitAnonRun(
   // starts where the one before ends; a page run at its member's start needs no parse.
   const bounds: HexNum[] = new Array(n + 1);
   bounds[0] = start;
-  let runAddr: HexNum = 0, runLength = 0, runOffset = 0;
+  // The stretch being gathered: `runLength` bytes at `runAddr` (ending at `runEnd`) from
+  // `runOffset` of the image.
+  let runAddr: HexNum = 0, runEnd: HexNum = 0, runLength = 0, runOffset = 0;
   for (let k = 0; k < n; k++) {
     const m = mappings[i + k];
     const mStart = bounds[k];
@@ -166,30 +168,56 @@ export function emitAnonRun(
     for (let q = 0; q < pages.length; q++) {
       const r = pages[q];
       const addr = r.addr === m.start ? mStart : hexNum(r.addr);
+      const length = r.length;
+      // (Both numbers, the common case, compare with ===; a number and a bigint by value.)
       if (
         runLength > 0 && runOffset + runLength === r.fileOffset &&
-        same(hexPlus(runAddr, runLength), addr)
+        (runEnd === addr || (typeof runEnd !== typeof addr && same(runEnd, addr)))
       ) {
-        runLength += r.length;
+        runLength += length;
+        const end: number = typeof runEnd === "number" ? runEnd + length : 0;
+        runEnd = Number.isSafeInteger(end) && end > 0 ? end : hexPlus(runEnd, length);
         continue;
       }
       if (runLength > 0) read(runAddr, runLength, runOffset);
       runAddr = addr;
-      runLength = r.length;
+      runLength = length;
       runOffset = r.fileOffset;
+      runEnd = hexPlus(addr, length);
     }
   }
   if (runLength > 0) read(runAddr, runLength, runOffset);
   if (load) load(stretches);
+  // Members are read-write or read-only (joinable): only the read-only ones get an mprotect,
+  // then each its madvise flags. The mprotects of members without madvise flags are gathered
+  // and written as one block (the same ops: ProgramBuilder.opsOfNumbers).
+  const rows = new Float64Array(3 * n);
+  let count = 0;
+  const flush = () => {
+    p.opsOfNumbers(SYS.mprotect, 3, rows, count);
+    count = 0;
+  };
   for (let k = 0; k < n; k++) {
     const m = mappings[i + k];
-    // Members are read-write or read-only (joinable): only the read-only ones get an mprotect.
+    const plain = noAdvice(m.vmFlags);
     if (m.perms[1] !== "w") {
-      const s = bounds[k];
-      p.op(SYS.mprotect, [s, hexMinus(bounds[k + 1], s), protOf(m.perms)]);
+      const s = bounds[k], e = bounds[k + 1];
+      if (plain && typeof s === "number" && typeof e === "number") {
+        const r = 3 * count++;
+        rows[r] = s;
+        rows[r + 1] = e - s;
+        rows[r + 2] = protOf(m.perms);
+        continue;
+      }
+      flush();
+      p.op(SYS.mprotect, [s, hexMinus(e, s), protOf(m.perms)]);
     }
-    emitVmFlags(p, m);
+    if (!plain) {
+      flush();
+      emitVmFlags(p, m);
+    }
   }
+  flush();
 }
 
 /** Whether two VmFlags lists are equal but for soft-dirty ("sd", which no merge looks at). */
