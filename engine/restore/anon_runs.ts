@@ -153,17 +153,25 @@ export function emitAnonRun(
       stretches.push({ addr, length, fileOffset })
     : (addr: HexNum, length: number, fileOffset: number) =>
       emitRead(p, imageSlot, addr, length, fileOffset);
-  // Each member's bounds, parsed once: members follow on (anonRunLength), so each
-  // starts where the one before ends; a page run at its member's start needs no parse.
-  const bounds: HexNum[] = new Array(n + 1);
-  bounds[0] = start;
+  // One pass over the members: each one's bounds, parsed once (members follow on
+  // (anonRunLength), so each starts where the one before ends; a page run at its member's
+  // start needs no parse), its page runs gathered into stretches, and its closing ops noted.
+  // Members are read-write or read-only (joinable): only the read-only ones get an mprotect,
+  // then each its madvise flags. The mprotects of members without madvise flags are
+  // gathered as rows and written as blocks (the ops op() gives: ProgramBuilder.opsOfNumbers);
+  // a member with madvise flags (or an address beyond a number) is emitted one op at a time
+  // between the blocks, at its place.
+  const rows = new Float64Array(3 * n);
+  let count = 0;
+  /** Members emitted op by op, and how many rows come before each. */
+  const alone: number[] = [], rowsBefore: number[] = [];
+  let mStart: HexNum = start;
   // The stretch being gathered: `runLength` bytes at `runAddr` (ending at `runEnd`) from
   // `runOffset` of the image.
   let runAddr: HexNum = 0, runEnd: HexNum = 0, runLength = 0, runOffset = 0;
   for (let k = 0; k < n; k++) {
     const m = mappings[i + k];
-    const mStart = bounds[k];
-    bounds[k + 1] = k === n - 1 ? hexNum(last.end) : hexNum(m.end);
+    const mEnd = k === n - 1 ? hexNum(last.end) : hexNum(m.end);
     const pages = m.pages;
     for (let q = 0; q < pages.length; q++) {
       const r = pages[q];
@@ -185,39 +193,37 @@ export function emitAnonRun(
       runOffset = r.fileOffset;
       runEnd = hexPlus(addr, length);
     }
+    const readOnly = m.perms[1] !== "w";
+    if (noAdvice(m.vmFlags)) {
+      if (readOnly && typeof mStart === "number" && typeof mEnd === "number") {
+        const row = 3 * count++;
+        rows[row] = mStart;
+        rows[row + 1] = mEnd - mStart;
+        rows[row + 2] = protOf(m.perms);
+      } else if (readOnly) {
+        alone.push(k);
+        rowsBefore.push(count);
+      }
+    } else {
+      alone.push(k);
+      rowsBefore.push(count);
+    }
+    mStart = mEnd;
   }
   if (runLength > 0) read(runAddr, runLength, runOffset);
   if (load) load(stretches);
-  // Members are read-write or read-only (joinable): only the read-only ones get an mprotect,
-  // then each its madvise flags. The mprotects of members without madvise flags are gathered
-  // and written as one block (the same ops: ProgramBuilder.opsOfNumbers).
-  const rows = new Float64Array(3 * n);
-  let count = 0;
-  const flush = () => {
-    p.opsOfNumbers(SYS.mprotect, 3, rows, count);
-    count = 0;
-  };
-  for (let k = 0; k < n; k++) {
-    const m = mappings[i + k];
-    const plain = noAdvice(m.vmFlags);
+  let written = 0;
+  for (let j = 0; j < alone.length; j++) {
+    p.opsOfNumbers(SYS.mprotect, 3, rows.subarray(3 * written), rowsBefore[j] - written);
+    written = rowsBefore[j];
+    const m = mappings[i + alone[j]];
     if (m.perms[1] !== "w") {
-      const s = bounds[k], e = bounds[k + 1];
-      if (plain && typeof s === "number" && typeof e === "number") {
-        const r = 3 * count++;
-        rows[r] = s;
-        rows[r + 1] = e - s;
-        rows[r + 2] = protOf(m.perms);
-        continue;
-      }
-      flush();
-      p.op(SYS.mprotect, [s, hexMinus(e, s), protOf(m.perms)]);
+      const s = hexNum(m.start);
+      p.op(SYS.mprotect, [s, hexMinus(hexNum(m.end), s), protOf(m.perms)]);
     }
-    if (!plain) {
-      flush();
-      emitVmFlags(p, m);
-    }
+    emitVmFlags(p, m);
   }
-  flush();
+  p.opsOfNumbers(SYS.mprotect, 3, rows.subarray(3 * written), count - written);
 }
 
 /** Whether two VmFlags lists are equal but for soft-dirty ("sd", which no merge looks at). */
