@@ -4,15 +4,23 @@
  * at a time: `ProgramBuilder.opsOfNumbers` against `op()`, and
  * `emitAnonRun` (its mprotects gathered, its page stretches compared as
  * numbers) against the plain way, with madvise flags, bigint addresses and
- * page runs that do and do not follow on.
+ * page runs that do and do not follow on; and the list of members the
+ * passes after the mappings look at (guards, locks, AIO rings) gives what
+ * their walk over every mapping gives.
  */
 
 import assert from "node:assert/strict";
-import { MADVISE_FOR_FLAG, noAdvice } from "../engine/memory/flags.ts";
+import {
+  emitMemoryFlagsAfter,
+  MADVISE_FOR_FLAG,
+  noAdvice,
+  quietFlags,
+} from "../engine/memory/flags.ts";
+import { emitAioRings } from "../engine/memory/aio.ts";
 import { anonRunLength, emitAnonRun } from "../engine/restore/anon_runs.ts";
 import { ProgramBuilder } from "../engine/program/builder.ts";
 import { SYS } from "../ffi/sysno.ts";
-import type { Mapping } from "../engine/model.ts";
+import type { Mapping, ProcessImage } from "../engine/model.ts";
 
 const BASE = 0x100000000n;
 
@@ -194,4 +202,74 @@ Deno.test("noAdvice: true exactly when a list has no madvise flag", () => {
   assert.equal(noAdvice(shared), true);
   shared.push("dd");
   assert.equal(noAdvice(shared), false);
+});
+
+Deno.test("emitAnonRun's examine list: the guards, locks and AIO rings of the full passes", () => {
+  const rand = rng(5);
+  const rw = ["rd", "wr", "mr", "mw", "me", "ac", "sd"];
+  const ro = ["rd", "mr", "mw", "me", "ac", "sd"];
+  for (let round = 0; round < 20; round++) {
+    const ms: Mapping[] = [];
+    let at = 0x7f0000000000n, off = 0x3000;
+    const n = 2 + Math.floor(rand() * 200);
+    for (let k = 0; k < n; k++) {
+      const len = 0x1000 * (1 + Math.floor(rand() * 4));
+      const readOnly = k % 2 === 1;
+      const flags = (readOnly ? ro : rw).slice();
+      const x = rand();
+      if (x < 0.05) flags.splice(6, 0, "lo");
+      else if (x < 0.08) flags.splice(6, 0, "lo", "lf");
+      else if (x < 0.12) flags.push("dd");
+      const m = member(at, len, readOnly ? "r--p" : "rw-p", flags, off);
+      if (rand() < 0.05) m.guards = [{ addr: m.start, length: 0x1000 }];
+      ms.push(m);
+      off += len;
+      at += BigInt(len);
+    }
+    assert.equal(anonRunLength(ms, 0), ms.length);
+    const proc = { mappings: ms } as unknown as ProcessImage;
+    const examine: number[] = [];
+    emitAnonRun(new ProgramBuilder(BASE), ms, 0, ms.length, 0, undefined, examine);
+    for (let k = 1; k < examine.length; k++) assert.ok(examine[k - 1] < examine[k]);
+    const got = new ProgramBuilder(BASE), want = new ProgramBuilder(BASE);
+    emitMemoryFlagsAfter(got, proc, examine);
+    emitMemoryFlagsAfter(want, proc);
+    emitAioRings(got, proc, 0x200000n, 3, examine);
+    emitAioRings(want, proc, 0x200000n, 3);
+    assert.deepEqual(got.build().bytes, want.build().bytes, `round ${round}`);
+    // Every member with a lock flag or guards is in the list, and none that is quiet without.
+    for (let k = 0; k < ms.length; k++) {
+      const loud = ms[k].vmFlags.includes("lo") || ms[k].vmFlags.includes("dd") ||
+        ms[k].guards !== undefined;
+      assert.equal(examine.includes(k), loud, `member ${k}`);
+    }
+  }
+});
+
+Deno.test("quietFlags: true exactly when a list has no madvise flag and no lock", () => {
+  const rand = rng(9);
+  const pool = [
+    "rd",
+    "wr",
+    "mr",
+    "mw",
+    "me",
+    "ac",
+    "sd",
+    "lo",
+    "lf",
+    ...Object.keys(MADVISE_FOR_FLAG),
+  ];
+  for (let k = 0; k < 2000; k++) {
+    const list = Array.from(
+      { length: Math.floor(rand() * 8) },
+      () => pool[Math.floor(rand() * pool.length)],
+    );
+    const want = !list.some((f) => f === "lo" || MADVISE_FOR_FLAG[f] !== undefined);
+    assert.equal(quietFlags(list), want, list.join(" "));
+  }
+  const shared = ["rd", "wr"];
+  assert.equal(quietFlags(shared), true);
+  shared.push("lo");
+  assert.equal(quietFlags(shared), false);
 });

@@ -38,7 +38,7 @@
 import { SYS } from "../../ffi/sysno.ts";
 import type { Mapping, ProcessImage } from "../model.ts";
 import { type ProgramBuilder, slot } from "../program/builder.ts";
-import { emitVmFlags, noAdvice } from "../memory/flags.ts";
+import { emitVmFlags, noAdvice, quietFlags } from "../memory/flags.ts";
 import { hexMinus, type HexNum, hexNum, hexPlus } from "../image/hexnum.ts";
 import { chooseBootstrap, type Vma } from "../dump/vmas.ts";
 
@@ -133,6 +133,11 @@ export function emitAnonRun(
   n: number,
   imageSlot: number,
   load?: (stretches: { addr: HexNum; length: number; fileOffset: number }[]) => void,
+  /**
+   * Gets the index of every member that has guard regions or flags that are not quiet
+   * (engine/memory/flags.ts `quietFlags`): the ones `emitMemoryFlagsAfter` must look at.
+   */
+  examine?: number[],
 ): void {
   const first = mappings[i], last = mappings[i + n - 1];
   const start = hexNum(first.start);
@@ -194,7 +199,9 @@ export function emitAnonRun(
       runEnd = hexPlus(addr, length);
     }
     const readOnly = m.perms[1] !== "w";
-    if (noAdvice(m.vmFlags)) {
+    const quiet = quietFlags(m.vmFlags);
+    if (examine && (!quiet || m.guards !== undefined)) examine.push(i + k);
+    if (quiet || noAdvice(m.vmFlags)) {
       if (readOnly && typeof mStart === "number" && typeof mEnd === "number") {
         const row = 3 * count++;
         rows[row] = mStart;
