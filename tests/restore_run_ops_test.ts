@@ -273,3 +273,35 @@ Deno.test("quietFlags: true exactly when a list has no madvise flag and no lock"
   shared.push("lo");
   assert.equal(quietFlags(shared), false);
 });
+
+Deno.test("frozen shared lists (the dump's) answer by identity, and only for what they hold", () => {
+  const rw = Object.freeze(["rd", "wr", "mr", "mw", "me", "ac"]);
+  const ro = Object.freeze(["rd", "mr", "mw", "me", "ac"]);
+  const locked = Object.freeze(["rd", "wr", "mr", "mw", "me", "lo", "ac"]);
+  const advised = Object.freeze(["rd", "mr", "mw", "me", "ac", "dd"]);
+  const grows = Object.freeze(["rd", "wr", "mr", "mw", "me", "gd", "ac"]);
+  for (let k = 0; k < 3; k++) {
+    assert.equal(quietFlags(rw), true);
+    assert.equal(quietFlags(ro), true);
+    assert.equal(quietFlags(locked), false);
+    assert.equal(quietFlags(advised), false);
+    assert.equal(noAdvice(advised), false);
+    assert.equal(quietFlags(grows), true);
+  }
+  // A run of members sharing frozen lists stops at a growsdown member, also after the
+  // plain lists were seen (and recognised by identity).
+  const ms: Mapping[] = [];
+  let at = 0x7f0000000000n;
+  for (let k = 0; k < 12; k++) {
+    const readOnly = k % 2 === 1;
+    const flags = k === 9 ? grows : readOnly ? ro : k === 4 ? locked : rw;
+    ms.push(
+      member(at, 0x1000, k === 9 ? "rw-p" : readOnly ? "r--p" : "rw-p", flags as string[], 0),
+    );
+    at += 0x1000n;
+  }
+  assert.equal(anonRunLength(ms, 0), 9);
+  const examine: number[] = [];
+  emitAnonRun(new ProgramBuilder(BASE), ms, 0, 9, 0, undefined, examine);
+  assert.deepEqual(examine, [4]);
+});

@@ -280,20 +280,31 @@ export function noAdvice(flags: readonly string[]): boolean {
 /** Copies of the two lists last found quiet by {@link quietFlags}. */
 let quietList: readonly string[] = [];
 let quietList2: readonly string[] = [];
+/** The two frozen lists last found quiet (a frozen list cannot change: its identity answers). */
+let quietFrozen: readonly string[] | undefined;
+let quietFrozen2: readonly string[] | undefined;
 
 /**
  * Whether `flags` has no madvise flag and no lock flag ("lo"): neither
  * {@link emitVmFlags} nor the locks of {@link emitMemoryFlagsAfter} emit
- * anything for it. The last two such lists are remembered and compared.
+ * anything for it. The last two such lists are remembered and compared;
+ * the dump's lists, shared and frozen (engine/proc/smaps_flags.ts), are
+ * recognised by identity.
  */
 export function quietFlags(flags: readonly string[]): boolean {
-  if (sameList(flags, quietList) || sameList(flags, quietList2)) return true;
-  for (let i = 0; i < flags.length; i++) {
-    const f = flags[i];
-    if (f === "lo" || MADVISE_FOR_FLAG[f] !== undefined) return false;
+  if (flags === quietFrozen || flags === quietFrozen2) return true;
+  if (!sameList(flags, quietList) && !sameList(flags, quietList2)) {
+    for (let i = 0; i < flags.length; i++) {
+      const f = flags[i];
+      if (f === "lo" || MADVISE_FOR_FLAG[f] !== undefined) return false;
+    }
+    quietList2 = quietList;
+    quietList = flags.slice(); // (a copy: nothing done to `flags` later can change it)
   }
-  quietList2 = quietList;
-  quietList = flags.slice(); // (a copy: nothing done to `flags` later can change it)
+  if (Object.isFrozen(flags)) {
+    quietFrozen2 = quietFrozen;
+    quietFrozen = flags;
+  }
   return true;
 }
 

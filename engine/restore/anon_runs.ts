@@ -76,9 +76,21 @@ function joinable(m: Mapping, prev: Mapping | undefined): boolean {
   if (m.inherited || m.sysvShm !== undefined || m.aio) return false;
   if (prev && keptApart(prev, m)) return false;
   const flags = m.vmFlags;
+  if (flags === plainFrozen || flags === plainFrozen2) return true;
   for (let k = 0; k < flags.length; k++) if (flags[k] === "gd" || flags[k] === "nr") return false;
+  if (Object.isFrozen(flags)) {
+    plainFrozen2 = plainFrozen;
+    plainFrozen = flags;
+  }
   return true;
 }
+
+/**
+ * The two frozen VmFlags lists last found without "gd" and "nr" by {@link joinable}: the
+ * dump's lists are shared and frozen (engine/proc/smaps_flags.ts), so identity answers.
+ */
+let plainFrozen: readonly string[] | undefined;
+let plainFrozen2: readonly string[] | undefined;
 
 /**
  * How many mappings from `mappings[i]` on form a run that {@link emitAnonRun}
