@@ -3,8 +3,9 @@
  * plain files: the same CRC as the image writer's `checksumFile` across
  * window boundaries, a mismatch named by path, a missing or shrunk file
  * refused with one message, and nothing to do without checksums; each on
- * cryo's main thread and with the windows folded on another thread (the
- * default where the CPU has PCLMULQDQ).
+ * cryo's main thread, with the windows folded on another thread, and (the
+ * default where syscall tables run) read and folded by syscall tables
+ * (engine/restore/verify_table.ts), at their chunk and run edges.
  */
 
 import assert from "node:assert/strict";
@@ -109,6 +110,62 @@ Deno.test("inline verify: a missing file, and a file that shrinks between window
     assert.match(String(problem?.message), /shrank from 16777216 to 4194304 bytes/);
     using f = MappedFile.open(path);
     assert.equal(f.size, 4 * MiB);
+  } finally {
+    await removeFileDir(path);
+  }
+});
+
+Deno.test("table verify: the chained folds give checksumFile's CRC at every chunk edge", async () => {
+  // Sizes around the table's chunk (1 MiB) and run (64 MiB) edges, a last chunk too short to
+  // fold alone (1 MiB + 16 and + 32 bytes), files under the fold's 64 bytes, several files.
+  const sizes = [0, 15, 63, 64, 65, MiB - 16, MiB, MiB + 16, MiB + 32, MiB + 48, 3 * MiB + 4095];
+  const paths: string[] = [];
+  try {
+    const files = [];
+    for (const size of sizes) {
+      const path = await patternFile(size);
+      paths.push(path);
+      files.push({ path, checksum: await checksumFile(path) });
+    }
+    const v = new ImageVerifier(files);
+    assert.equal(v.finish(), undefined);
+    // One byte changed in the middle of a chunk of one file: that file is named.
+    const victim = paths[sizes.indexOf(MiB + 48)];
+    const f = await Deno.open(victim, { write: true });
+    await f.seek(MiB - 5, Deno.SeekMode.Start);
+    await f.write(new Uint8Array([0x5a]));
+    f.close();
+    const problem = new ImageVerifier(files).finish();
+    assert.ok(problem instanceof ImageFormatError);
+    assert.ok(problem.message.includes(victim), problem.message);
+    assert.match(problem.message, /differs from the manifest's/);
+    // The same files through the mapped windows (table: false) agree.
+    assert.ok(new ImageVerifier(files, { table: false }).finish() instanceof ImageFormatError);
+  } finally {
+    for (const p of paths) await removeFileDir(p);
+  }
+});
+
+Deno.test("table verify: two runs, given up between them, and stepped to the end", async () => {
+  const path = await patternFile(64 * MiB + 3 * MiB + 7);
+  try {
+    const checksum = await checksumFile(path);
+    const v = new ImageVerifier([{ path, checksum }]);
+    assert.equal(v.step(), true); // the first run (64 MiB) reads and folds on another thread
+    v.close(); // waits for it, closes the file
+    assert.ok(v.finish() !== undefined, "a verifier given up does not answer that all matched");
+    // Polled as the session does: two runs started, then the answer (three steps that did
+    // something), each only once the run before it is done.
+    const w = new ImageVerifier([{ path, checksum }]);
+    let steps = 0;
+    const deadline = Date.now() + 60_000;
+    while (steps < 3 && Date.now() < deadline) {
+      if (w.step()) steps++;
+      else await new Promise((r) => setTimeout(r, 1));
+    }
+    assert.equal(steps, 3);
+    assert.equal(w.step(), false);
+    assert.equal(w.finish(), undefined);
   } finally {
     await removeFileDir(path);
   }

@@ -1,13 +1,14 @@
 /**
- * Checking the images' checksums during a restore, a window at a time: each
- * window is a read-only mapping of the image (ffi/file_window.ts: no copy of
- * the page data). Where the CPU has PCLMULQDQ, each window is folded on a
- * thread of Deno's blocking pool (ffi/crc32_fold.ts `crc32FoldInBackground`)
- * from the start of the restore, while cryo's main thread reads and compiles
- * the images, runs the preflight and launches the tree, and the restore
- * stubs read the same pages from the page cache; cryo polls it at its steps
- * (no worker to start, no event loop needed). Otherwise the main thread
- * checks the windows itself while the restore session waits for the stubs.
+ * Checking the images' checksums during a restore. Where syscall tables
+ * run (x86-64 with PCLMULQDQ), the images are read and folded on a thread of
+ * Deno's blocking pool from the start of the restore (verify_table.ts),
+ * while cryo's main thread reads and compiles the images, runs the preflight
+ * and launches the tree; cryo polls it at its steps (no worker to start, no
+ * event loop needed). Otherwise a window at a time: each window is a
+ * read-only mapping of the image (ffi/file_window.ts), folded on a thread
+ * of Deno's blocking pool (ffi/crc32_fold.ts `crc32FoldInBackground`) or,
+ * without PCLMULQDQ, checked by the main thread itself while the restore
+ * session waits for the stubs.
  *
  * @module
  */
@@ -23,6 +24,8 @@ import { formatChecksum } from "../image/checksum.ts";
 import { ImageFormatError } from "../image/errors.ts";
 import { RestoreError } from "../errors.ts";
 import { sleepSync } from "../sleep_sync.ts";
+import { TableVerifier } from "./verify_table.ts";
+import { tablesAvailable } from "../../ffi/syscall_table.ts";
 
 /** Bytes checked per {@link ImageVerifier.step} on cryo's main thread: short enough to keep the session responsive. */
 const WINDOW = 8 << 20;
@@ -51,6 +54,12 @@ export interface ImageVerifierOptions {
    * can: ffi/crc32_fold.ts) instead of cryo's main thread (default true).
    */
   background?: boolean;
+  /**
+   * In the background, read and fold the images by syscall tables
+   * (engine/restore/verify_table.ts) where they can run, instead of folding
+   * mapped windows (default true).
+   */
+  table?: boolean;
 }
 
 /** A window being folded on another thread. */
@@ -78,13 +87,17 @@ export class ImageVerifier {
   #crc = 0;
   #problem: Error | undefined;
   #inFlight: InFlight | undefined;
+  /** The pass on syscall tables, where they run (then everything else here is unused). */
+  readonly #table: TableVerifier | undefined;
 
   /** Nothing is read before the first {@link step}. */
   constructor(files: ImageToVerify[], opts: ImageVerifierOptions = {}) {
     this.#files = files.filter((f) => f.checksum);
-    this.#background = this.#files.length && (opts.background ?? true)
-      ? crc32FoldInBackground()
-      : null;
+    const background = this.#files.length > 0 && (opts.background ?? true);
+    this.#table = background && (opts.table ?? true) && tablesAvailable()
+      ? new TableVerifier(this.#files)
+      : undefined;
+    this.#background = background && !this.#table ? crc32FoldInBackground() : null;
   }
 
   /**
@@ -94,6 +107,7 @@ export class ImageVerifier {
    * problem found), and while the background fold it waits for still runs.
    */
   step(): boolean {
+    if (this.#table) return this.#table.step();
     if (this.#problem || this.#index >= this.#files.length) return false;
     try {
       if (!this.#background) return this.#stepInline();
@@ -113,6 +127,7 @@ export class ImageVerifier {
 
   /** Checks whatever is left; returns the first problem, or undefined when every checksum matches. */
   finish(): Error | undefined {
+    if (this.#table) return this.#table.finish();
     for (;;) {
       if (this.step()) continue;
       if (!this.#inFlight || this.#problem) break;
@@ -124,6 +139,7 @@ export class ImageVerifier {
 
   /** Stops early and releases the open file (after a failed restore; waits for a running fold). */
   close(): void {
+    this.#table?.close();
     this.#release();
   }
 
