@@ -36,6 +36,8 @@ export const CHUNK = 1 << 20;
 /**
  * Bytes per table run: the main thread starts the next run at its next
  * step, and a restore that gives up waits for the run in flight, no more.
+ * A run goes on past it when less than a quarter of it is left (one run
+ * for a 64 MiB process's image, whose page data is a little more).
  */
 export const RUN_BYTES = 64 << 20;
 /** The shortest buffer the fold takes. */
@@ -193,13 +195,14 @@ export class TableVerifier {
     const base = addressOf(buf);
     let table = new SyscallTable(256);
     let bytes = 0;
+    let left = files.reduce((n, f) => n + f.bulk, 0);
     const read = (file: FileCheck, to: bigint | Uint8Array<ArrayBuffer>, n: number, at: number) => {
       const entry = table.syscall(SYS.pread64, file.fd, to, n, at);
       this.#reads.push({ file, run: this.#tables.length, entry, bytes: n });
     };
     for (const file of files) {
       for (const p of piecesOf(file)) {
-        if (bytes >= RUN_BYTES) {
+        if (bytes >= RUN_BYTES && left >= RUN_BYTES / 4) {
           this.#tables.push(table);
           table = new SyscallTable(256);
           bytes = 0;
@@ -210,6 +213,7 @@ export class TableVerifier {
         if (p.first) table.fold(base + 16n, p.length, 0xffffffff, out);
         else table.fold(base, 16 + p.length, 0, out);
         bytes += p.length;
+        left -= p.length;
       }
       if (file.tail.length) read(file, file.tail, file.tail.length, file.bulk);
     }
