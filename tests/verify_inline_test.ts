@@ -147,10 +147,14 @@ Deno.test("table verify: the chained folds give checksumFile's CRC at every chun
 });
 
 Deno.test("table verify: two runs, given up between them, and stepped to the end", async () => {
-  // 64 MiB + 3 MiB is one run (under a quarter of a run left): one start, then the answer.
-  const one = await patternFile(64 * MiB + 3 * MiB);
+  // Runs of 8 MiB: 8 MiB + 1 MiB is one run (under a quarter of a run left), one start, then
+  // the answer; 10 MiB + 7 bytes is two.
+  const runBytes = 8 * MiB;
+  const one = await patternFile(9 * MiB);
   try {
-    const v = new ImageVerifier([{ path: one, checksum: await checksumFile(one) }]);
+    const v = new ImageVerifier([{ path: one, checksum: await checksumFile(one) }], {
+      tableRunBytes: runBytes,
+    });
     assert.equal(v.step(), true);
     let more = 0;
     const deadline = Date.now() + 60_000;
@@ -164,16 +168,16 @@ Deno.test("table verify: two runs, given up between them, and stepped to the end
   } finally {
     await removeFileDir(one);
   }
-  const path = await patternFile(64 * MiB + 20 * MiB + 7); // two runs: 20 MiB is left after 64
+  const path = await patternFile(10 * MiB + 7);
   try {
     const checksum = await checksumFile(path);
-    const v = new ImageVerifier([{ path, checksum }]);
-    assert.equal(v.step(), true); // the first run (64 MiB) reads and folds on another thread
+    const v = new ImageVerifier([{ path, checksum }], { tableRunBytes: runBytes });
+    assert.equal(v.step(), true); // the first run (8 MiB) reads and folds on another thread
     v.close(); // waits for it, closes the file
     assert.ok(v.finish() !== undefined, "a verifier given up does not answer that all matched");
     // Polled as the session does: two runs started, then the answer (three steps that did
     // something), each only once the run before it is done.
-    const w = new ImageVerifier([{ path, checksum }]);
+    const w = new ImageVerifier([{ path, checksum }], { tableRunBytes: runBytes });
     let steps = 0;
     const deadline = Date.now() + 60_000;
     while (steps < 3 && Date.now() < deadline) {

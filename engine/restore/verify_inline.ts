@@ -60,6 +60,8 @@ export interface ImageVerifierOptions {
    * mapped windows (default true).
    */
   table?: boolean;
+  /** Bytes per table run (tests; default verify_table.ts `RUN_BYTES`). */
+  tableRunBytes?: number;
 }
 
 /** A window being folded on another thread. */
@@ -95,7 +97,7 @@ export class ImageVerifier {
     this.#files = files.filter((f) => f.checksum);
     const background = this.#files.length > 0 && (opts.background ?? true);
     this.#table = background && (opts.table ?? true) && tablesAvailable()
-      ? new TableVerifier(this.#files)
+      ? new TableVerifier(this.#files, opts.tableRunBytes)
       : undefined;
     this.#background = background && !this.#table ? crc32FoldInBackground() : null;
   }
