@@ -64,7 +64,7 @@ interface FileCheck {
 /** One `pread` of the tables and the bytes it must return. */
 interface Read {
   file: FileCheck;
-  run: number;
+  table: SyscallTable;
   entry: number;
   bytes: number;
 }
@@ -101,10 +101,10 @@ function piecesOf(file: FileCheck): Piece[] {
 export class TableVerifier {
   readonly #toOpen: { path: string; checksum: string }[];
   #files: FileCheck[] | undefined;
-  /** Each run's table (kept until its results are read). */
-  readonly #tables: SyscallTable[] = [];
+  /** The runs still to start ({@link #runs}). */
+  #toRun: Iterator<SyscallTable> | undefined;
+  /** Every read of the runs made so far (each keeps its table until the results are read). */
   readonly #reads: Read[] = [];
-  #next = 0;
   #inFlight: TableRun | undefined;
   /** Remainder and chunk: [0, 16) the remainder, then up to CHUNK + 32 bytes. */
   readonly #buf = new Uint8Array(16 + CHUNK + 64);
@@ -131,11 +131,15 @@ export class TableVerifier {
   step(): boolean {
     if (this.#problem || this.#finished) return false;
     try {
-      this.#files ??= this.#open();
+      if (!this.#files) {
+        this.#files = this.#open();
+        this.#toRun = this.#runs(this.#files);
+      }
       if (this.#inFlight && !this.#inFlight.done()) return false;
       this.#inFlight = undefined;
-      if (this.#next < this.#tables.length) {
-        this.#inFlight = this.#tables[this.#next++].run();
+      const next = this.#toRun!.next();
+      if (!next.done) {
+        this.#inFlight = next.value.run();
         return true;
       }
       // Everything read: the answer, while cryo's main thread has nothing else to do.
@@ -166,7 +170,7 @@ export class TableVerifier {
     this.#finished = true;
   }
 
-  /** Opens every file and builds the runs' tables. */
+  /** Opens every file. */
   #open(): FileCheck[] {
     const files: FileCheck[] = [];
     try {
@@ -193,11 +197,14 @@ export class TableVerifier {
       for (const f of files) closeRawFd(f.fd);
       throw e;
     }
-    this.#build(files);
     return files;
   }
 
-  #build(files: FileCheck[]): void {
+  /**
+   * The runs' tables, each made when the run before it is done (an image of
+   * gigabytes is not planned in one go before the restore's plan).
+   */
+  *#runs(files: FileCheck[]): Generator<SyscallTable> {
     const buf = this.#buf;
     const base = addressOf(buf);
     let table = new SyscallTable(256);
@@ -205,16 +212,17 @@ export class TableVerifier {
     let left = files.reduce((n, f) => n + f.bulk, 0);
     const read = (file: FileCheck, to: bigint | Uint8Array<ArrayBuffer>, n: number, at: number) => {
       const entry = table.syscall(SYS.pread64, file.fd, to, n, at);
-      this.#reads.push({ file, run: this.#tables.length, entry, bytes: n });
+      this.#reads.push({ file, table, entry, bytes: n });
     };
+    table.keep(buf);
     for (const file of files) {
       for (const p of piecesOf(file)) {
         if (bytes >= this.#runBytes && left >= this.#runBytes / 4) {
-          this.#tables.push(table);
+          yield table;
           table = new SyscallTable(256);
+          table.keep(buf);
           bytes = 0;
         }
-        table.keep(buf);
         read(file, base + 16n, p.length, p.offset);
         const out = p.last ? file.out : buf;
         if (p.first) table.fold(base + 16n, p.length, 0xffffffff, out);
@@ -224,7 +232,7 @@ export class TableVerifier {
       }
       if (file.tail.length) read(file, file.tail, file.tail.length, file.bulk);
     }
-    if (table.length) this.#tables.push(table);
+    if (table.length) yield table;
   }
 
   /**
@@ -240,7 +248,7 @@ export class TableVerifier {
       if (now < file.size) return shrank;
       for (const r of this.#reads) {
         if (r.file !== file) continue;
-        const got = this.#tables[r.run].result(r.entry);
+        const got = r.table.result(r.entry);
         if (got === BigInt(r.bytes)) continue;
         if (got < 0n) {
           return new RestoreError(
