@@ -100,6 +100,13 @@ Deno.test("inline verify: a mismatch names the file and both checksums", async (
 Deno.test("inline verify: a missing file, and a file that shrinks between windows", async () => {
   const missing = new ImageVerifier([{ path: "/nonexistent/x.elf", checksum: "crc32:1" }]).finish();
   assert.match(String(missing?.message), /^cannot verify the image: /);
+  const dir = await Deno.makeTempDir({ prefix: "cryo-verify-" });
+  try {
+    const notFile = new ImageVerifier([{ path: dir, checksum: "crc32:1" }]).finish();
+    assert.match(String(notFile?.message), /^cannot verify the image: .* is not a regular file/);
+  } finally {
+    await Deno.remove(dir);
+  }
   const path = await patternFile(16 * MiB);
   try {
     const checksum = await checksumFile(path);

@@ -175,6 +175,8 @@ export class TableVerifier {
     const files: FileCheck[] = [];
     try {
       for (const f of this.#toOpen) {
+        // (A directory's "size" from lseek is not a length to read.)
+        if (!Deno.statSync(f.path).isFile) throw new Error(`${f.path} is not a regular file`);
         const fd = openRawFd(f.path, false);
         let size: number;
         try {
