@@ -346,6 +346,15 @@ Deno.test("codecs: every struct round-trips with the kernel's size and field off
   assert.equal(le(rb).getBigUint64(15 * 8, true), regs.orig_rax, "orig_rax is register 15");
   assert.equal(le(rb).getBigUint64(21 * 8, true), regs.fs_base, "fs_base is register 21");
   assert.deepEqual(regsFromHex(regsToHex(regs)), regs);
+  // Every register, in the struct's order (the note's JSON keys), each its own value.
+  const distinct = decodeUserRegs(
+    new Uint8Array(new BigUint64Array(USER_REGS_FIELDS.map((_, i) => BigInt(i + 1) << 40n)).buffer),
+  );
+  assert.deepEqual(Object.keys(regsToHex(distinct)), [...USER_REGS_FIELDS]);
+  assert.deepEqual(
+    Object.values(regsToHex(distinct)),
+    USER_REGS_FIELDS.map((_, i) => `0x${(BigInt(i + 1) << 40n).toString(16)}`),
+  );
   assert.equal(regsToHex(regs).rax, "0xffffffffffffffe0");
   assert.throws(() => regsFromHex({ ...regsToHex(regs), rip: undefined as unknown as string }));
   assert.equal(signed(regs.rax), -32n);

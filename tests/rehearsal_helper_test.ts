@@ -3,6 +3,12 @@
  * rehearses its collect on a helper process of its own before the freeze
  * (engine/dump/rehearsal.ts `rehearseOnHelper`), never on the target:
  *
+ * - the per-thread readers rehearsed on the helper's one thread as many
+ *   times as the target has threads (engine/dump/thread_rehearsal.ts):
+ *   run on the frozen helper only (the target is read through /proc,
+ *   not traced), nothing for one thread, at most
+ *   THREAD_REHEARSAL_MAX_ROUNDS, the helper's registers unchanged and it
+ *   still ends by itself;
  * - the helper (`cat` on a pipe only cryo holds) is frozen, collected,
  *   thawed, ended and reaped: no child of cryo is left; none is started
  *   for a root of more than HELPER_REHEARSAL_MAX_MAPPINGS mappings; the
@@ -26,6 +32,10 @@ import {
   startRehearsalHelper,
 } from "../engine/dump/rehearsal.ts";
 import { closePipe } from "../ffi/pipe_child.ts";
+import { rehearseThreads, THREAD_REHEARSAL_MAX_ROUNDS } from "../engine/dump/thread_rehearsal.ts";
+import { freezeTree, thawTree } from "../engine/dump/freeze.ts";
+import { getRegs } from "../ffi/ptrace.ts";
+import { regsToHex } from "../ffi/regs.ts";
 import { __WALL, waitPid } from "../ffi/wait.ts";
 import { startTriggered } from "./helpers/roundtrip.ts";
 import { withTargets } from "./helpers/targets.ts";
@@ -66,6 +76,46 @@ Deno.test("the collect's rehearsal on a helper: frozen, collected, ended and rea
   const many = HELPER_REHEARSAL_MAX_MAPPINGS + 1;
   assert.equal(rehearseOnHelper(Deno.pid, many), false, "not rehearsed");
   assert.deepEqual(childrenOf(Deno.pid).filter((p) => !before.has(p)), [], "no child left");
+});
+
+Deno.test("the per-thread rehearsal: the frozen helper's thread read once per thread of the target", () => {
+  const helper = startRehearsalHelper();
+  assert.ok(helper, "the helper started");
+  try {
+    // Past its exec and asleep in its read (as rehearseOnHelper waits for).
+    const deadline = Date.now() + 10_000;
+    while (
+      Deno.readLinkSync(`/proc/${helper.pid}/exe`) === Deno.execPath() ||
+      stateOf(helper.pid) !== "S"
+    ) {
+      assert.ok(Date.now() < deadline, "the helper waits for its input");
+    }
+    const tree = freezeTree(helper.pid);
+    try {
+      const regs = regsToHex(getRegs(helper.pid));
+      // This test process (several threads) as the target: read through /proc only.
+      assert.equal(rehearseThreads(helper.pid, Deno.pid, 5), 5, "five rounds");
+      assert.equal(rehearseThreads(helper.pid, Deno.pid, 1), 0, "one thread: none");
+      assert.equal(
+        rehearseThreads(helper.pid, Deno.pid, 1000),
+        THREAD_REHEARSAL_MAX_ROUNDS,
+        "at most the bound",
+      );
+      assert.equal(rehearseThreads(helper.pid + 1_000_000, Deno.pid, 4), 0, "a read failed: 0");
+      assert.deepEqual(regsToHex(getRegs(helper.pid)), regs, "the helper's registers unchanged");
+      assert.match(
+        Deno.readTextFileSync(`/proc/${Deno.pid}/status`),
+        /^TracerPid:\s+0$/m,
+        "the target is not traced",
+      );
+    } finally {
+      thawTree(tree);
+    }
+  } finally {
+    closePipe(helper);
+  }
+  const st = waitPid(helper.pid, __WALL);
+  assert.deepEqual(st.kind === "exited" && st.code, 0, "the helper still ends by itself");
 });
 
 Deno.test("the helper: cat on a pipe, it ends when its input does", () => {

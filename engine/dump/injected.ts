@@ -30,6 +30,7 @@ import { SYS } from "../../ffi/sysno.ts";
 import { errnoName } from "../../ffi/errno.ts";
 import type { ITimer, SigAction } from "../model.ts";
 import { CryoError } from "../errors.ts";
+import { processAttrsFrom, processAttrSteps, type ProcessAttrValues } from "../task/attrs.ts";
 import { getRegs, xsaveSize } from "../../ffi/ptrace.ts";
 import type { UserRegs } from "../../ffi/regs.ts";
 import { CrashSafeThread, findSafeSites, type SafeSites } from "../../ffi/safe_inject.ts";
@@ -73,6 +74,8 @@ export interface InjectedState {
   sigactions: SigAction[];
   itimers: { real: ITimer; virtual: ITimer; prof: ITimer };
   threads: Map<number, InjectedThreadState>;
+  /** Dumpable, subreaper, THP disable, membarrier: read in the main thread's batch (engine/task/attrs.ts). */
+  processAttrs?: ProcessAttrValues;
 }
 
 /** Size of the scratch area mapped in the target for injected syscalls' results. */
@@ -733,6 +736,7 @@ const AT = {
   sigactions: 0, // 64 x kernel sigaction (32 bytes)
   itimers: 64 * 32, // 3 x itimerval (32 bytes)
   thread: 64 * 32 + 3 * 32, // one thread's results (OUT) when threads go one by one
+  attrs: 64 * 32 + 3 * 32 + 64, // the subreaper flag (int) of processAttrSteps
 } as const;
 
 /** One thread's results of {@link queryInjectedState}. */
@@ -744,7 +748,8 @@ const OUT = {
 } as const;
 
 /**
- * Reads sigactions, itimers, the program break, and each thread's
+ * Reads sigactions, itimers, the program break, the process's dumpable,
+ * subreaper, THP disable and membarrier flags, and each thread's
  * sigaltstack, clear_child_tid, parent-death signal, securebits and timer slack: the
  * syscalls of each thread in one batch ({@link InjectionSession.calls}).
  */
@@ -795,6 +800,7 @@ export function queryInjectedState(s: InjectionSession, tids: readonly number[])
     processSteps.push({ nr: SYS.getitimer, args: [which, sc + BigInt(AT.itimers + which * 32)] });
   }
   processSteps.push({ nr: SYS.brk, args: [0] });
+  processSteps.push(...processAttrSteps(sc + BigInt(AT.attrs)));
   const own = processSteps.length;
   // Every thread at once when they all can (one round trip for the process);
   // otherwise one thread after the other, results in the scratch page.
@@ -823,6 +829,7 @@ export function queryInjectedState(s: InjectionSession, tids: readonly number[])
   }
   if (bpf && !bpf.trusted) checkThreadStates(bpf, threads);
   const out = s.read(0, AT.thread);
+  const outView = new DataView(out.buffer, out.byteOffset, out.byteLength);
   const sigactions: SigAction[] = [];
   for (let sig = 1; sig <= 64; sig++) {
     if (r[sig - 1] < 0n) {
@@ -830,13 +837,13 @@ export function queryInjectedState(s: InjectionSession, tids: readonly number[])
       sigactions.push({ handler: "0x0", flags: "0x0", restorer: "0x0", mask: "0x0" });
       continue;
     }
-    const at = AT.sigactions + (sig - 1) * 32;
-    const a = kernelSigaction.decode(out.slice(at, at + kernelSigaction.size));
+    // struct kernel_sigaction (ffi/structs.ts kernelSigaction), read in place: 64 per dump, in its freeze.
+    const at = AT.sigactions + (sig - 1) * kernelSigaction.size;
     sigactions.push({
-      handler: hex(a.handler),
-      flags: hex(a.flags),
-      restorer: hex(a.restorer),
-      mask: hex(a.mask),
+      handler: hex(outView.getBigUint64(at, true)),
+      flags: hex(outView.getBigUint64(at + 8, true)),
+      restorer: hex(outView.getBigUint64(at + 16, true)),
+      mask: hex(outView.getBigUint64(at + 24, true)),
     });
   }
   const timers: ITimer[] = [];
@@ -850,12 +857,14 @@ export function queryInjectedState(s: InjectionSession, tids: readonly number[])
     const at = AT.itimers + which * 32;
     timers.push(timer(out.slice(at, at + itimerval.size)));
   }
+  const processAttrs = processAttrsFrom(s.pid, r.slice(68), s.read(AT.attrs, 4));
   s.endBatches();
   return {
     brk: BigInt.asUintN(64, r[67]),
     sigactions,
     itimers: { real: timers[0], virtual: timers[1], prof: timers[2] },
     threads,
+    processAttrs,
   };
 }
 

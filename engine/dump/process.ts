@@ -197,6 +197,7 @@ export function collectProcess(
             tids,
             perThread((t) => t.pdeathsig),
             perThread((t) => t.timerSlackNs),
+            state.processAttrs,
           ),
           mlockFuture: probeMlockFuture(s),
         },

@@ -35,6 +35,8 @@ import { rawSyscall, rawSyscallOffThread } from "../../ffi/libc.ts";
 import { findSafeSites } from "../../ffi/safe_inject.ts";
 import { treePidsOrRoot } from "../proc/tasks.ts";
 import { sleepSync } from "../sleep_sync.ts";
+import { crc32Combine } from "../image/checksum.ts";
+import { rehearseThreads } from "./thread_rehearsal.ts";
 
 /**
  * Collects every process of frozen `tree` and discards the result; never
@@ -79,11 +81,13 @@ export function rehearseCollect(
 /**
  * Warms, with the tree running, code that the final freeze would otherwise
  * run for the first time: the library of off-thread syscalls (its dlopen),
- * which the pre-copy's validation scan starts with, and the builder of the
- * bootstrap blob (pure code).
+ * which the pre-copy's validation scan starts with, the builder of the
+ * bootstrap blob (pure code), and the page copy's CRC combine operators.
  */
 export async function warmUpFinalFreeze(): Promise<void> {
   await rawSyscallOffThread(SYS.getpid);
+  // The page copy's CRC combine builds its operators for 2^k zero bytes on first use (cold: 1 to 3 ms).
+  crc32Combine(0, 0, 2 ** 30);
   const boot = new BootstrapBuilder(0x10000n);
   boot.finish({ restore: messageProgram(boot.program(), "cryo warm-up\n", 1) });
 }
@@ -170,7 +174,11 @@ function mappingCount(pid: number): number {
  * {@link HELPER_REHEARSAL_MAX_MAPPINGS} mappings (`mappings` if the caller
  * counted them): a helper ({@link startRehearsalHelper}) is frozen and
  * collected, and the result thrown away, so that the dump's one freeze
- * runs the collect's code compiled. The target is not touched; the pause
+ * runs the collect's code compiled; for a root of several threads, the
+ * per-thread readers run once per thread on the helper's one thread
+ * (engine/dump/thread_rehearsal.ts); the tree's safe sites for injection
+ * are found ({@link warmUpInjection}). The target is not touched (only its
+ * threads' statuses and code are read); the pause
  * points of the collect are not counted (engine/pause.ts), and it has one
  * of its own, `rehearsal-helper`. The helper is ended and reaped. Never
  * throws; false when nothing was rehearsed.
@@ -196,14 +204,26 @@ export function rehearseOnHelper(
       pausePoint("rehearsal-helper");
       const frozen = tree;
       withoutPausePoints(() => rehearseCollect(frozen, optIns));
+      withoutPausePoints(() => rehearseThreads(helper.pid, root, threadCount(root)));
     } finally {
       if (tree) thawTree(tree);
     }
+    // The tree's safe sites found now (read-only): the freeze only checks their bytes again.
+    warmUpInjection(root);
     return true;
   } catch {
     return false; // only a rehearsal
   } finally {
     endRehearsalHelper(helper);
+  }
+}
+
+/** The threads of `root` (0 when they cannot be read). */
+function threadCount(root: number): number {
+  try {
+    return readStat(root).numThreads;
+  } catch {
+    return 0;
   }
 }
 

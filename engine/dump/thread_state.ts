@@ -62,7 +62,8 @@ let recalled: RecalledThreadState | undefined | null = null;
 /**
  * Before the freeze: when root process `root` has threads enough, loads
  * the task program (the verifier: ~3 ms, or the BTF read too: ~30 ms, once
- * per boot) and reads the memo, so that the freeze does neither. Never throws.
+ * per boot) and reads the memo, so that the freeze does neither, and reads
+ * the root's records once (compiled in the freeze). Never throws.
  */
 export function warmUpThreadStates(root: number): void {
   recalled = null;
@@ -73,7 +74,9 @@ export function warmUpThreadStates(root: number): void {
   } catch {
     return;
   }
-  if (loadThreadIterator()) recalled = recallThreadState();
+  if (!loadThreadIterator()) return;
+  recalled = recallThreadState();
+  warmUpRecords(root);
 }
 
 /** The values of one thread, as {@link InjectedThreadState} holds them. */
@@ -154,17 +157,7 @@ export function bpfThreadStates(pid: number, tids: readonly number[]): BpfThread
           return no(`thread ${r.tid}'s stack pointer is on or near its sigaltstack`);
         }
       }
-      states.set(r.tid, {
-        sigaltstack: {
-          sp: hex(r.sasSsSp),
-          flags: sigaltstackFlags(r, rsp),
-          size: Number(r.sasSsSize),
-        },
-        clearChildTid: hex(r.clearChildTid),
-        pdeathsig: r.pdeathSignal,
-        securebits: r.securebits,
-        timerSlackNs: Number(r.timerSlackNs),
-      });
+      states.set(r.tid, valuesOf(r, rsp));
       for (const f of fieldsSet(r)) set.add(f);
     }
     const trusted = memo !== undefined && memo.checked &&
@@ -173,6 +166,33 @@ export function bpfThreadStates(pid: number, tids: readonly number[]): BpfThread
   } catch (e) {
     return no(`the iterator failed: ${e instanceof Error ? e.message : e}`);
   }
+}
+
+/** The values of a thread from its record (`rsp`: its stack pointer, when the flags need it). */
+function valuesOf(r: TaskRecord, rsp: bigint | undefined): ThreadValues {
+  return {
+    sigaltstack: { sp: hex(r.sasSsSp), flags: sigaltstackFlags(r, rsp), size: Number(r.sasSsSize) },
+    clearChildTid: hex(r.clearChildTid),
+    pdeathsig: r.pdeathSignal,
+    securebits: r.securebits,
+    timerSlackNs: Number(r.timerSlackNs),
+  };
+}
+
+/**
+ * Reads the records of running process `pid` once and converts them as
+ * {@link bpfThreadStates} does, the values thrown away: the freeze's read
+ * of a process of many threads then runs compiled code. Nothing is decided
+ * from them. Never throws.
+ */
+function warmUpRecords(pid: number): void {
+  try {
+    const set = new Set<string>();
+    for (const r of readThreadRecords(pid)) {
+      if (!flagsNeedStackPointer(r)) valuesOf(r, undefined);
+      for (const f of fieldsSet(r)) set.add(f);
+    }
+  } catch { /* only a warm-up */ }
 }
 
 /** The first difference between two threads' values, or undefined. */

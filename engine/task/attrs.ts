@@ -17,6 +17,8 @@
 
 import { SYS } from "../../ffi/sysno.ts";
 import { errnoName } from "../../ffi/errno.ts";
+import type { BatchStep } from "../../ffi/syscall_batch.ts";
+import { CryoError } from "../errors.ts";
 import type { InjectionSession } from "../dump/injected.ts";
 import type { ProcessImage } from "../model.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
@@ -77,17 +79,68 @@ const PR_GET_THP_DISABLE = 42;
 const MEMBARRIER_CMD_GET_REGISTRATIONS = 1 << 9;
 const SUID_DUMP_ROOT = 2;
 
+/** The process-wide attributes {@link queryAttrs} reads in the main thread. */
+export type ProcessAttrValues = Pick<
+  InjectedAttrs,
+  "dumpable" | "childSubreaper" | "thpDisable" | "membarrier"
+>;
+
+/**
+ * The process-wide queries of {@link queryAttrs} as steps of the main
+ * thread's batch (engine/dump/injected.ts `queryInjectedState`), instead of
+ * one injected round trip each; `out`: 4 bytes of the target's scratch
+ * for the subreaper flag. Decoded by {@link processAttrsFrom}.
+ */
+export function processAttrSteps(out: bigint): BatchStep[] {
+  return [
+    { nr: SYS.prctl, args: [PR_GET_CHILD_SUBREAPER, out] },
+    { nr: SYS.prctl, args: [PR_GET_DUMPABLE] },
+    { nr: SYS.prctl, args: [PR_GET_THP_DISABLE, 0, 0, 0, 0] },
+    { nr: SYS.membarrier, args: [MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0] },
+  ];
+}
+
+/**
+ * The values of {@link processAttrSteps}' results `r` (in order) and of
+ * the 4 bytes at its `out`; a failed prctl throws as {@link queryAttrs}'
+ * own calls do.
+ */
+export function processAttrsFrom(
+  pid: number,
+  r: readonly bigint[],
+  out: Uint8Array,
+): ProcessAttrValues {
+  ["prctl(PR_GET_CHILD_SUBREAPER)", "prctl(PR_GET_DUMPABLE)", "prctl(PR_GET_THP_DISABLE)"]
+    .forEach((what, i) => {
+      if (r[i] < 0n) {
+        throw new CryoError(
+          `process ${pid}: ${what} in the target failed: ${errnoName(Number(-r[i]))}`,
+        );
+      }
+    });
+  return {
+    dumpable: Number(r[1]),
+    childSubreaper: new DataView(out.buffer, out.byteOffset, 4).getInt32(0, true) !== 0,
+    thpDisable: Number(r[2]),
+    membarrier: membarrierRegistrations(r[3]),
+  };
+}
+
 /** Reads dumpable, subreaper, THP disable, membarrier and each thread's pdeathsig by injection. */
 export function queryAttrs(
   s: InjectionSession,
   tids: readonly number[],
   /** Each thread's parent-death signal when already read (engine/dump/injected.ts). */
   known?: ReadonlyMap<number, number>,
+  /** The process-wide values when already read in the main thread's batch ({@link processAttrSteps}). */
+  read?: ProcessAttrValues,
 ): InjectedAttrs {
   const main = s.pid;
   const int32 = (off: number) => new DataView(s.read(off, 4).buffer).getInt32(0, true);
-  s.check(main, "prctl(PR_GET_CHILD_SUBREAPER)", SYS.prctl, PR_GET_CHILD_SUBREAPER, s.scratch);
-  const childSubreaper = int32(0) !== 0;
+  if (!read) {
+    s.check(main, "prctl(PR_GET_CHILD_SUBREAPER)", SYS.prctl, PR_GET_CHILD_SUBREAPER, s.scratch);
+  }
+  const childSubreaper = read ? read.childSubreaper : int32(0) !== 0;
   const pdeathsig = new Map<number, number>();
   for (const tid of tids) {
     const k = known?.get(tid);
@@ -98,6 +151,7 @@ export function queryAttrs(
     s.check(tid, "prctl(PR_GET_PDEATHSIG)", SYS.prctl, PR_GET_PDEATHSIG, s.scratch + 8n);
     pdeathsig.set(tid, int32(8));
   }
+  if (read) return { ...read, pdeathsig };
   return {
     dumpable: Number(s.check(main, "prctl(PR_GET_DUMPABLE)", SYS.prctl, PR_GET_DUMPABLE)),
     childSubreaper,

@@ -31,6 +31,7 @@ import {
   emitProcessAttrs,
   type InjectedAttrs,
   type ProcessAttrs,
+  type ProcessAttrValues,
   queryAttrs,
   restoreAttrsAfterCredentials,
   restoreAttrsBeforeCredentials,
@@ -70,8 +71,13 @@ export function queryTaskState(
   pdeathsig?: ReadonlyMap<number, number>,
   /** Each thread's timer slack (PR_GET_TIMERSLACK) when already read. */
   timerSlackNs?: ReadonlyMap<number, number>,
+  /** The process-wide attributes when already read in the main thread's batch (attrs.ts). */
+  processAttrs?: ProcessAttrValues,
 ): InjectedAttrs {
-  return { ...queryAttrs(s, tids, pdeathsig), ...(timerSlackNs ? { timerSlackNs } : {}) };
+  return {
+    ...queryAttrs(s, tids, pdeathsig, processAttrs),
+    ...(timerSlackNs ? { timerSlackNs } : {}),
+  };
 }
 
 /** Collects the task state of frozen process `pid`; reports what cannot come back. */

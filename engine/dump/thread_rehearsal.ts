@@ -1,0 +1,77 @@
+/**
+ * The per-thread part of the collect, rehearsed on the helper's one
+ * thread as many times as the target has threads (engine/dump/rehearsal.ts
+ * `rehearseOnHelper`), so that a many-threaded target's one freeze runs
+ * the per-thread readers compiled: the helper's rehearsal alone runs each
+ * of them once, and the 64 threads of a target then ran them cold (the
+ * statuses' parse, the ptrace reads and their encodings, the scheduling
+ * and seccomp reads, the credentials from the status: docs/PERFORMANCE.md,
+ * branch threadsfreeze). Everything read is thrown away; only the frozen
+ * helper is read.
+ *
+ * @module
+ */
+
+import { readStatus, readThreadStatuses } from "../proc/status.ts";
+import { listTids } from "../proc/tasks.ts";
+import { Refusals } from "../support.ts";
+import { collectThread, sharedPending } from "./threads.ts";
+import type { InjectedThreadState } from "./injected.ts";
+import { collectTaskState } from "../task/mod.ts";
+import { readThreadCreds } from "../task/creds.ts";
+
+/** At most this many rounds (each reads the helper's thread once per reader). */
+export const THREAD_REHEARSAL_MAX_ROUNDS = 64;
+
+/**
+ * Runs the per-thread readers of the collect `rounds` times (at most
+ * {@link THREAD_REHEARSAL_MAX_ROUNDS}) on the one thread of frozen helper
+ * `helper`, after a read of the statuses of the threads of `target` (with
+ * it running: /proc only, the parse of real texts). Returns the rounds
+ * run: 0 for fewer than 2 (the helper's own collect covers one thread) or
+ * when a read failed. Never throws (only a rehearsal).
+ */
+export function rehearseThreads(helper: number, target: number, rounds: number): number {
+  const n = Math.min(rounds, THREAD_REHEARSAL_MAX_ROUNDS);
+  if (n < 2) return 0;
+  try {
+    // The target's own statuses, read with it running (a /proc read only): the parse of real texts.
+    readThreadStatuses(target, listTids(target).slice(0, THREAD_REHEARSAL_MAX_ROUNDS));
+  } catch { /* a thread gone meanwhile: only a rehearsal */ }
+  try {
+    const tids = new Array<number>(n).fill(helper);
+    // Read once (the reader and its parse ran per thread on the target's statuses above).
+    const status = readStatus(helper, helper);
+    const statuses = new Map([[helper, status]]);
+    const values: InjectedThreadState = {
+      sigaltstack: { sp: "0x0", flags: 2, size: 0 },
+      clearChildTid: "0x0",
+      pdeathsig: 0,
+      securebits: 0,
+      timerSlackNs: -1,
+    };
+    const task = collectTaskState(
+      helper,
+      tids,
+      {
+        dumpable: 1,
+        childSubreaper: false,
+        thpDisable: 0,
+        membarrier: 0,
+        pdeathsig: new Map(),
+        timerSlackNs: new Map([[helper, 50000]]),
+      },
+      new Refusals(),
+      statuses,
+    );
+    const threads = tids.map((tid) => ({
+      ...collectThread(helper, tid, values, status),
+      ...task.threads.get(tid),
+    }));
+    for (const _ of threads) readThreadCreds(helper, helper, 0, false, status);
+    sharedPending(helper);
+    return threads.length;
+  } catch {
+    return 0; // only a rehearsal
+  }
+}
