@@ -203,17 +203,20 @@ for (
   const [phase, what, lanes] of [
     ["precopy-arm", "after the first freeze, before arming the tracking"],
     ["precopy-settle", "in the barrier freeze after arming the tracking"],
-    // The collect's rehearsal in the barrier freeze (engine/dump/rehearsal.ts): the first
-    // freeze makes two injected syscalls, so the third is the rehearsal's first.
-    ["inject-mid:3", "in the collect's rehearsal, an injected syscall's registers set"],
-    ["batch-mid", "in the collect's rehearsal, inside its syscall batch"],
-    ["probe", "in the collect's rehearsal, the mlockall probe page mapped"],
+    // The collect's rehearsal in the barrier freeze (engine/dump/rehearsal.ts; one lane: with
+    // a syscall table it runs on a helper beside the copy): the first freeze makes two
+    // injected syscalls, so the third is the rehearsal's first.
+    ["inject-mid:3", "in the collect's rehearsal, an injected syscall's registers set", "1"],
+    ["batch-mid", "in the collect's rehearsal, inside its syscall batch", "1"],
+    ["probe", "in the collect's rehearsal, the mlockall probe page mapped", "1"],
     // The second piece: the copy is under way, the tree runs, its pages are write-protected.
     ["precopy-pages:2", "during the pre-copy's page copy"],
     // The same on two copy lanes (CRYO_COPY_LANES=2: engine/dump/copy_lanes.ts's worker copying too).
     ["precopy-pages:2", "during a two-lane pre-copy's page copy", "2"],
     // The same with a syscall table copying on another thread (engine/dump/native_lane.ts).
-    ["precopy-pages:2", "during a pre-copy's page copy beside a syscall table's lane", "native"],
+    // The table copies it all; cryo's thread rehearses the collect on a helper meanwhile.
+    ["precopy-pages", "during a pre-copy's page copy by a syscall table's lane", "native"],
+    ["rehearsal-helper", "with the collect's rehearsal's helper frozen beside the copy", "native"],
     ["precopy-release", "after the dump's thaw, before releasing the tracking"],
     // engine/dump/uffd_release.ts: the first chunk lifted and unregistered, not the rest.
     ["precopy-release-chunk:2", "in the middle of releasing the tracking, chunk by chunk"],
@@ -228,6 +231,8 @@ for (
   Deno.test(
     `cryo dump --leave-running killed ${what}: no image, the process untouched`,
     withTargets(async () => {
+      // Beside the copy only with a syscall table's lane (else the rehearsal is in the barrier).
+      if (phase === "rehearsal-helper" && !nativeLaneAvailable()) return;
       const { t, trigger, ready } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
         extra: ["64"],
       });
@@ -245,7 +250,7 @@ for (
         const at = trackingTraces(t.pid, region, pages);
         assert.ok(at.uffdFlags > 0 && at.protectedPages > 0, "the tracking was there");
       }
-      if (!phase.startsWith("precopy-") && phase !== "notes") {
+      if (!phase.startsWith("precopy-") && phase !== "notes" && phase !== "rehearsal-helper") {
         // Still in the barrier: nothing pre-copied yet.
         const base = dir.slice(0, dir.lastIndexOf("/"));
         const files = [...Deno.readDirSync(base)].flatMap((d) =>

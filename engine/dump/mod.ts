@@ -46,13 +46,14 @@ import { TraceeGoneError } from "../../ffi/ptrace.ts";
 import { BOOTSTRAP_FILE_OFFSET, ImageWriter } from "../image/writer.ts";
 import { checksumAround, crc32Combine } from "../image/checksum.ts";
 import { streamedPageBlocks } from "./page_blocks.ts";
-import { writeManifest } from "../image/manifest.ts";
+import { writeManifest, writeManifestNoSync } from "../image/manifest.ts";
 import { BootstrapBuilder, messageProgram } from "../restore/stub.ts";
 import type { Precopy, PrecopyProcess } from "./precopy.ts";
 import { precopyPays } from "./precopy_policy.ts";
 import { DeferredPageWriter, prepareDeferredWrites } from "./deferred_pages.ts";
 import { dropLanes, precopyTree, releasePrecopy } from "./precopy_lanes.ts";
 import {
+  HELPER_REHEARSAL_MAX_MAPPINGS,
   rehearseCollect,
   rehearseOnHelper,
   warmUpFinalFreeze,
@@ -61,6 +62,7 @@ import {
 } from "./rehearsal.ts";
 import { planPages, savePlanned } from "./plan.ts";
 import { readStatus } from "../proc/status.ts";
+import { countMappings } from "../proc/maps.ts";
 import { readLocksOffThread } from "../proc/locks.ts";
 import { readStat } from "../proc/stat.ts";
 import { readFds } from "../proc/fds.ts";
@@ -179,6 +181,36 @@ export interface CheckpointResult {
   dir: string;
   manifest: Manifest;
   stats: DumpStats;
+}
+
+/**
+ * Whether the collect's rehearsal of the tree of `root` can run on a helper
+ * (rehearsal.ts `rehearseOnHelper`: up to its count of mappings), from
+ * `mappings` when the pre-copy's policy counted them.
+ */
+function rehearsesOnHelper(root: number, mappings: number | undefined): boolean {
+  try {
+    return (mappings ?? countMappings(root)) <= HELPER_REHEARSAL_MAX_MAPPINGS;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Compiles the restore program of the rehearsal's images (a helper's,
+ * rehearsal.ts) and throws it away, so that the compile check after the
+ * thaw runs compiled code: in a fresh Deno it ran cold (~10 to 15 ms for
+ * one small process). Never throws.
+ */
+function warmUpCompile(images: ProcessImage[]): void {
+  try {
+    for (const image of images) image.bootstrap = { start: "0x10000", size: 1 << 20 };
+    compileTree(images, {
+      pathOf: (pid) => `/nonexistent/${pid}.elf`,
+      rootPid: images[0]?.pid ?? 0,
+      ghosts: [],
+    }, new Refusals());
+  } catch { /* only a warm-up */ }
 }
 
 function checkTarget(pid: number, ownPidNamespace = false): void {
@@ -416,7 +448,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       (opts.precopy === true || opts.preDump === true || estimate?.pays)
     ) {
       chain.touched = opts.preDump === true;
-      warmUpProcReaders();
+      let warmed = false; // warmUpFinalFreeze, beside the copy
       warmUpInjection(pid);
       // Precopy.start, then the copy: on two lanes when it pays (engine/dump/precopy_lanes.ts).
       precopy = await precopyTree(
@@ -424,13 +456,28 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         tmp,
         opts.preDump === true,
         (frozen) => {
-          rehearseCollect(frozen, opts.optIns);
           // Its smaps read runs beside the copy (engine/dump/vm_flags.ts).
           vmFlagsCheck = startVmFlagsCheck(pid, frozen.processes.map((p) => p.pid));
         },
         !sync,
+        // In the barrier's freeze, or on a helper while a syscall table copies (few mappings).
+        {
+          inBarrier: (frozen) => rehearseCollect(frozen, opts.optIns),
+          warmUp: warmUpProcReaders,
+          ...(rehearsesOnHelper(pid, estimate?.mappings)
+            ? {
+              beside: async () => {
+                const images: ProcessImage[] = [];
+                rehearseOnHelper(pid, estimate?.mappings, opts.optIns, (i) => images.push(i));
+                warmUpCompile(images);
+                await warmUpFinalFreeze().then(() => warmed = true, () => {});
+              },
+            }
+            : {}),
+        },
+        estimate?.bytes,
       );
-      await warmUpFinalFreeze();
+      if (!warmed) await warmUpFinalFreeze();
       opts.onEvent?.({
         type: "precopied",
         bytes: precopy.bytes,
@@ -743,12 +790,16 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     stats.dumpSeconds = (performance.now() - t0) / 1000;
     if (!thawed) stats.freezeSeconds = (performance.now() - tree.frozenAt) / 1000;
     if (!thawed) sockets.checkUnchanged();
-    await writeManifest(tmp, manifest, sync);
+    // Not synced: synchronous ops (each async one is a thread hand-off before the command exits).
+    if (sync) await writeManifest(tmp, manifest, sync);
+    else writeManifestNoSync(tmp, manifest);
     pausePoint("manifest");
     await fsyncDir(tmp, sync);
     pausePoint("fsync");
-    await Deno.remove(finalDir).catch(() => {}); // an empty directory given by the user
-    await Deno.rename(tmp, finalDir);
+    try {
+      Deno.removeSync(finalDir); // an empty directory given by the user
+    } catch { /* none */ }
+    Deno.renameSync(tmp, finalDir);
     await fsyncDir(dirname(finalDir), sync);
     chain.done(manifest, finalDir, tree);
     pausePoint("rename");

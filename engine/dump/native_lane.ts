@@ -62,6 +62,20 @@ export const NATIVE_SEGMENT_BYTES = 4 << 20;
  */
 export const NATIVE_SHARE = 0.6;
 
+/**
+ * Share of `totalBytes` given to the table's thread when cryo's thread
+ * first runs other work beside the copy ({@link NativeLaneOptions.beside}:
+ * the collect's rehearsal on a helper, ~30 ms), so that both lanes end
+ * together: the table copies ~1.3 MiB per ms, cryo's thread ~0.6 (CRCs and
+ * its JavaScript per MiB), so it takes 0.88 of 64 MiB, 0.78 of 128 MiB, 0.7
+ * of 1 GiB (a fixed 0.9 left cryo's thread idle for ~40 ms at 128 MiB;
+ * docs/PERFORMANCE.md).
+ */
+export function nativeShareBeside(totalBytes: number): number {
+  const mib = Math.max(totalBytes / (1 << 20), 1);
+  return Math.min(1, (1.3 * (mib + 0.6 * 30)) / (1.9 * mib));
+}
+
 /** Whether the native lane can run here (x86-64, PCLMULQDQ, an executable page). */
 export function nativeLaneAvailable(): boolean {
   return tablesAvailable();
@@ -245,6 +259,12 @@ export interface NativeLaneOptions {
    * that is not synced.
    */
   preallocate?: boolean;
+  /**
+   * Run on cryo's thread once the table's thread copies, before this
+   * thread's own share (work that needs no copy: the collect's rehearsal on
+   * a helper, engine/dump/rehearsal.ts). Must not throw.
+   */
+  beside?: () => unknown;
 }
 
 /**
@@ -261,9 +281,11 @@ export class NativeLaneCopy {
   readonly #mine: number;
   readonly #native: NativeCopy | undefined;
   readonly #size: number;
+  readonly #beside: (() => unknown) | undefined;
 
   private constructor(jobs: readonly CopyJob[], opts: NativeLaneOptions) {
     this.#jobs = jobs;
+    this.#beside = opts.beside;
     this.#size = opts.segmentBytes ?? NATIVE_SEGMENT_BYTES;
     const share = opts.share ?? NATIVE_SHARE;
     for (const job of jobs) {
@@ -295,7 +317,9 @@ export class NativeLaneCopy {
     try {
       const results: SegmentResult[] = [];
       const pause = () => pausePoint("precopy-pages");
+      await this.#beside?.();
       for (let i = 0; i < k; i++) results.push(await copySegment(segments[i], lane, pause));
+      if (k === 0) pause(); // the table's thread copies everything (its pages may be in flight)
       if (native) {
         await native.finished;
         const got = native.results();

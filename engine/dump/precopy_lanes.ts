@@ -18,7 +18,13 @@
 
 import { Precopy } from "./precopy.ts";
 import { CopyLanes, LANE_MIN_BYTES, lanesAvailable } from "./copy_lanes.ts";
-import { copyOnNativeLane, NATIVE_LANE_MIN_BYTES, nativeLaneAvailable } from "./native_lane.ts";
+import {
+  copyOnNativeLane,
+  NATIVE_LANE_MIN_BYTES,
+  nativeLaneAvailable,
+  nativeShareBeside,
+} from "./native_lane.ts";
+import type { FrozenTree } from "./freeze.ts";
 import { laneDeathAt } from "./lane_claims.ts";
 import { releaseUffdOnTable } from "./uffd_release.ts";
 import { treePidsOrRoot } from "../proc/tasks.ts";
@@ -49,6 +55,26 @@ export function lanesOverride(): 1 | 2 | "native" | undefined {
 }
 
 /**
+ * The collect's rehearsal (engine/dump/rehearsal.ts), run by
+ * {@link precopyTree} where it costs the least wall time.
+ */
+export interface PrecopyRehearsal {
+  /** In the pin barrier's freeze, on the frozen tree. */
+  inBarrier(tree: FrozenTree): void;
+  /**
+   * Before the first freeze when the rehearsal is in the barrier (the
+   * parsers the freezes use compiled first); beside the copy the helper's
+   * rehearsal warms them, and the first freeze reads little.
+   */
+  warmUp?: () => void;
+  /**
+   * On cryo's thread while a syscall table copies (the tree running, on a
+   * process of cryo's own): the barrier's freeze then rehearses nothing. Never throws.
+   */
+  beside?: () => unknown;
+}
+
+/**
  * {@link Precopy.start} (`inBarrier` is its own) then the copy of every process's pages, on two
  * lanes when the tree holds at least {@link LANE_MIN_BYTES} and the machine
  * has two CPUs, else with a syscall table as the second lane from
@@ -62,9 +88,16 @@ export async function precopyTree(
   inBarrier?: Parameters<typeof Precopy.start>[3],
   /** The image will not be synced: the syscall table's lane may preallocate (native_lane.ts). */
   noSync = false,
+  /**
+   * The collect's rehearsal: beside the copy when a syscall table copies
+   * (the barrier's freeze is then only the pins' settle), else in the barrier.
+   */
+  rehearsal?: PrecopyRehearsal,
+  /** The tree's resident bytes when the caller read them (precopy_policy.ts's estimate). */
+  residentKnown?: number,
 ): Promise<Precopy> {
   const force = lanesOverride();
-  const resident = force === undefined ? residentBytes(root) : 0;
+  const resident = force === undefined ? residentKnown ?? residentBytes(root) : 0;
   const lanes = force === 2 || (force === undefined && resident >= LANE_MIN_BYTES)
     ? CopyLanes.start(force === 2)
     : undefined;
@@ -73,15 +106,27 @@ export async function precopyTree(
       (force === undefined && resident >= NATIVE_LANE_MIN_BYTES && lanesAvailable()));
   let keepLanes = false;
   try {
-    const precopy = Precopy.start(root, dir, keep, inBarrier);
+    const beside = native && rehearsal?.beside !== undefined;
+    if (!beside) rehearsal?.warmUp?.();
+    const precopy = Precopy.start(root, dir, keep, (tree) => {
+      if (!beside) rehearsal?.inBarrier(tree);
+      inBarrier?.(tree);
+    });
     try {
+      const procs = [...precopy.processes.values()].filter((p) => p.plannedBytes > 0);
       if (native) {
-        const procs = [...precopy.processes.values()].filter((p) => p.plannedBytes > 0);
-        const results = await copyOnNativeLane(procs.map((p) => p.job), { preallocate: noSync });
+        const results = await copyOnNativeLane(procs.map((p) => p.job), {
+          preallocate: noSync,
+          ...(beside
+            ? {
+              beside: rehearsal!.beside,
+              share: nativeShareBeside(procs.reduce((n, p) => n + p.plannedBytes, 0)),
+            }
+            : {}),
+        });
         procs.forEach((p, i) => p.copied(results[i]));
       } else if (!lanes) await precopy.copy();
       else {
-        const procs = [...precopy.processes.values()].filter((p) => p.plannedBytes > 0);
         const results = await lanes.copy(
           procs.map((p) => p.job),
           {

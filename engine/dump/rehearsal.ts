@@ -45,6 +45,8 @@ import { rehearseThreads } from "./thread_rehearsal.ts";
 export function rehearseCollect(
   tree: FrozenTree,
   optIns?: string[],
+  /** Given each image collected (a warm-up of what follows the collect: engine/dump/mod.ts). */
+  onImage?: (image: ProcessImage) => void,
 ): void {
   try {
     const fdLists = tree.processes.map((p) =>
@@ -73,6 +75,7 @@ export function rehearseCollect(
         };
         checkProcessPaths(image, refusals);
         checkFdOwners([image], refusals);
+        onImage?.(image);
       } catch { /* the dump will tell */ }
     });
   } catch { /* the dump will tell */ }
@@ -187,6 +190,8 @@ export function rehearseOnHelper(
   root: number,
   mappings: number | undefined,
   optIns?: string[],
+  /** {@link rehearseCollect}'s, given the helper's image. */
+  onImage?: (image: ProcessImage) => void,
 ): boolean {
   if ((mappings ?? mappingCount(root)) > HELPER_REHEARSAL_MAX_MAPPINGS) return false;
   const helper = startRehearsalHelper();
@@ -203,7 +208,7 @@ export function rehearseOnHelper(
       tree = freezeTree(helper.pid);
       pausePoint("rehearsal-helper");
       const frozen = tree;
-      withoutPausePoints(() => rehearseCollect(frozen, optIns));
+      withoutPausePoints(() => rehearseCollect(frozen, optIns, onImage));
       withoutPausePoints(() => rehearseThreads(helper.pid, root, threadCount(root)));
     } finally {
       if (tree) thawTree(tree);

@@ -100,6 +100,23 @@ export async function writeManifest(dir: string, manifest: Manifest, sync = true
   await Deno.rename(tmp, path);
 }
 
+/**
+ * {@link writeManifest} of an image that is not synced, with synchronous
+ * file ops: after a dump's image is complete every async op was a hand-off
+ * to another thread and back before the command could exit.
+ */
+export function writeManifestNoSync(dir: string, manifest: Manifest): void {
+  const path = `${dir}/${MANIFEST_FILE}`;
+  const tmp = `${path}.partial`;
+  {
+    using f = Deno.openSync(tmp, { write: true, create: true, truncate: true, mode: 0o600 });
+    const bytes = new TextEncoder().encode(JSON.stringify(manifest, null, 2) + "\n");
+    let done = 0;
+    while (done < bytes.length) done += f.writeSync(bytes.subarray(done));
+  }
+  Deno.renameSync(tmp, path);
+}
+
 /** Options of {@link verifyImageDir}. */
 export interface VerifyOptions {
   /** Recompute and compare every image's SHA-256 (default true). */
