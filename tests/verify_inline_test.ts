@@ -9,7 +9,7 @@
  */
 
 import assert from "node:assert/strict";
-import { ImageVerifier } from "../engine/restore/verify_inline.ts";
+import { ImageVerifier, TABLE_MAX_BYTES } from "../engine/restore/verify_inline.ts";
 import { checksumFile } from "../engine/image/writer.ts";
 import { ImageFormatError } from "../engine/image/errors.ts";
 import { MappedFile } from "../ffi/file_window.ts";
@@ -51,33 +51,59 @@ Deno.test("background verify: same CRC as checksumFile, across windows and files
     const path = await patternFile(size);
     try {
       const checksum = await checksumFile(path);
-      const v = new ImageVerifier([{ path, checksum }, { path, checksum }]);
-      v.step(); // the first window folds on another thread
-      assert.equal(v.finish(), undefined, `size ${size}`);
-      // A wrong checksum on the second file is found after the first one matched.
-      const bad = new ImageVerifier([{ path, checksum }, { path, checksum: "crc32:12345678" }]);
-      assert.match(String(bad.finish()?.message), /differs from the manifest's crc32:12345678/);
-      // Given up while a window folds: close() waits for the fold before unmapping.
-      const given = new ImageVerifier([{ path, checksum }]);
-      given.step();
-      given.close();
+      // Mapped windows, syscall tables (verify_table.ts), and the default for the size.
+      for (const table of [false, true, undefined]) {
+        const v = new ImageVerifier([{ path, checksum }, { path, checksum }], { table });
+        v.step(); // the first window folds on another thread
+        assert.equal(v.finish(), undefined, `size ${size}, table ${table}`);
+        // A wrong checksum on the second file is found after the first one matched.
+        const bad = new ImageVerifier([{ path, checksum }, { path, checksum: "crc32:12345678" }], {
+          table,
+        });
+        assert.match(String(bad.finish()?.message), /differs from the manifest's crc32:12345678/);
+        // Given up while a window folds: close() waits for the fold before unmapping.
+        const given = new ImageVerifier([{ path, checksum }], { table });
+        given.step();
+        given.close();
+      }
     } finally {
       await removeFileDir(path);
     }
   }
 });
 
-Deno.test("background verify: a file that shrinks before its next window is refused", async () => {
-  const path = await patternFile(40 * MiB);
+Deno.test("background verify: images over TABLE_MAX_BYTES in all, by mapped windows, same verdicts", async () => {
+  // A sparse file just over the tables' size: the default path checks it and finds a wrong byte.
+  const dir = await Deno.makeTempDir({ prefix: "cryo-verify-" });
+  const path = `${dir}/big.elf`;
   try {
+    await Deno.writeFile(path, new Uint8Array(0));
+    await Deno.truncate(path, TABLE_MAX_BYTES + 4096 + 8);
     const checksum = await checksumFile(path);
-    const v = new ImageVerifier([{ path, checksum }]);
-    assert.equal(v.step(), true); // the first window mapped and folding, the file open at 40 MiB
-    await Deno.truncate(path, 36 * MiB); // the window being read is still whole
-    const problem = v.finish();
-    assert.match(String(problem?.message), /shrank from 41943040 to 37748736 bytes/);
+    assert.equal(new ImageVerifier([{ path, checksum }]).finish(), undefined);
+    const f = await Deno.open(path, { write: true });
+    await f.seek(TABLE_MAX_BYTES - 3, Deno.SeekMode.Start);
+    await f.write(new Uint8Array([1]));
+    f.close();
+    assert.match(String(new ImageVerifier([{ path, checksum }]).finish()?.message), /differs/);
   } finally {
-    await removeFileDir(path);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("background verify: a file that shrinks before its next window is refused", async () => {
+  for (const table of [false, true]) {
+    const path = await patternFile(40 * MiB);
+    try {
+      const checksum = await checksumFile(path);
+      const v = new ImageVerifier([{ path, checksum }], { table });
+      assert.equal(v.step(), true); // the first window (or run) reading, the file open at 40 MiB
+      await Deno.truncate(path, 36 * MiB); // the window being read is still whole
+      const problem = v.finish();
+      assert.match(String(problem?.message), /shrank from 41943040 to 37748736 bytes/);
+    } finally {
+      await removeFileDir(path);
+    }
   }
 });
 
