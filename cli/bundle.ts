@@ -63,8 +63,31 @@ export const BUNDLED_COMMANDS: Readonly<Record<string, string>> = {
   restore: "cli/restore.ts",
 };
 
+/**
+ * The functions each command's typical runs call (scripts/bundle_hot.ts
+ * writes it): only those are made eager in its bundle (cli/bundle_eager.ts).
+ */
+const HOT_FILE = "cli/bundle_hot.json";
+
+/** The hot functions of `command` (a set of names), or undefined (then every function is made eager). */
+function hotFunctions(command: string): Set<string> | undefined {
+  try {
+    const all = JSON.parse(Deno.readTextFileSync(ROOT_PATH + HOT_FILE));
+    const names = all?.[command];
+    return Array.isArray(names) ? new Set(names.map(String)) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Files that decide what a bundle holds without being in its module graph. */
-const ALSO_TRACKED = ["deno.json", "deno.lock", "cli/bundle.ts", "cli/bundle_eager.ts"];
+const ALSO_TRACKED = [
+  "deno.json",
+  "deno.lock",
+  "cli/bundle.ts",
+  "cli/bundle_eager.ts",
+  HOT_FILE,
+];
 
 /**
  * The bundle's rewrite (cli/bundle_eager.ts), loaded only by a build:
@@ -315,7 +338,7 @@ async function build(command: string, dir: string, key: string): Promise<string 
     const code = Deno.readTextFileSync(out);
     if (!selfContained(code)) return undefined;
     const { eagerFunctions }: typeof import("./bundle_eager.ts") = await import(EAGER_MODULE);
-    const eager = eagerFunctions(code);
+    const eager = eagerFunctions(code, hotFunctions(command));
     Deno.writeTextFileSync(out, eager);
     if (!sameStamps(before, paths.map(stamp))) return undefined;
     const name = `${key}-${(await hex(eager)).slice(0, 16)}.js`;

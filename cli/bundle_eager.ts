@@ -30,6 +30,35 @@ function parses(body: string): boolean {
 }
 
 /**
+ * True when the `}` at line `last` may be the text of a template literal
+ * of the declaration at line `first`: one of its lines has a backtick and
+ * the text up to it does not parse as the declaration alone.
+ */
+function mayEndInTemplate(lines: readonly string[], first: number, last: number): boolean {
+  const text = lines.slice(first, last + 1);
+  return text.some((l) => l.includes("`")) && !parses(`(${text.join("\n")}\n);`);
+}
+
+/** How far {@link templateEnd} looks for the end of a declaration (lines). */
+const TEMPLATE_SEARCH_LINES = 2000;
+
+/**
+ * The last line of the declaration starting at line `first` whose body has
+ * a line at column 0 (line `from`: the text of a multi-line template
+ * literal, the only code of a bundle that is not indented): the first
+ * line `}` after it that ends a text parsing as the declaration alone, or
+ * undefined. A `}` inside the template literal leaves it unterminated, so
+ * that cut does not parse.
+ */
+function templateEnd(lines: readonly string[], first: number, from: number): number | undefined {
+  const last = Math.min(lines.length, from + TEMPLATE_SEARCH_LINES);
+  for (let k = from; k < last; k++) {
+    if (lines[k] === "}" && parses(`(${lines.slice(first, k + 1).join("\n")}\n);`)) return k;
+  }
+  return undefined;
+}
+
+/**
  * The bundle `code` with its top-level function declarations made eager:
  * each moves to the top of the module as `var f = (function (...) {...});`.
  * V8 compiles a parenthesised function at once, with the module, and Deno
@@ -44,12 +73,22 @@ function parses(body: string): boolean {
  * scope and body are unchanged. Only exact cuts are made: the code before,
  * between and after the declarations is parsed on its own (V8's parser), and
  * each declaration alone, so a line that only looks like a declaration
- * (inside a template literal, a comment or a block) is never moved: a
+ * (inside a template literal, a comment or a block) is never moved, and a
+ * declaration holding a multi-line template literal ends at the first
+ * column-0 `}` that makes it parse ({@link templateEnd}): a
  * declaration that does not parse alone, or whose preceding piece does not,
  * stays where it is (hoisted, compiled lazily), and that piece becomes part
  * of the next one's.
+ *
+ * With `hot`, only the declarations named there move: the functions a
+ * typical run of the command calls (cli/bundle_hot.json). The others stay
+ * lazy declarations, out of the code cache that every start of the
+ * command reads (an eager function nobody calls costs deserialization and
+ * saves nothing; docs/PERFORMANCE.md, "issue 10, fifth pass, branch
+ * startup5"). A function missing from the list only runs as it did before
+ * this rewrite existed (compiled at its first call).
  */
-export function eagerFunctions(code: string): string {
+export function eagerFunctions(code: string, hot?: ReadonlySet<string>): string {
   const lines = code.split("\n");
   const found: Declaration[] = [];
   for (let i = 0; i < lines.length; i++) {
@@ -59,6 +98,10 @@ export function eagerFunctions(code: string): string {
     if (!lines[i].endsWith("}")) {
       j = i + 1;
       while (j < lines.length && (lines[j] === "" || lines[j][0] === " ")) j++;
+      // A line at column 0 that is not the end, or a "}" that might be a template's text.
+      if (j < lines.length && (lines[j] !== "}" || mayEndInTemplate(lines, i, j))) {
+        j = templateEnd(lines, i, j) ?? j;
+      }
     }
     if (j >= lines.length) break;
     found.push({ name: m[3], first: i, last: j });
@@ -67,6 +110,7 @@ export function eagerFunctions(code: string): string {
   const moved: Declaration[] = [];
   let from = 0; // the first line after the last declaration moved
   for (const d of found) {
+    if (hot && !hot.has(d.name)) continue;
     const before = lines.slice(from, d.first).join("\n");
     const text = lines.slice(d.first, d.last + 1).join("\n");
     if (!lines[d.last].endsWith("}") || !parses(`(${text}\n);`) || !parses(before)) continue;

@@ -20,6 +20,10 @@ import {
   SETTLE_MS,
 } from "../cli/bundle.ts";
 import { eagerFunctions } from "../cli/bundle_eager.ts";
+import { functionsRun } from "../scripts/bundle_hot.ts";
+
+/** The list of each command's hot functions (scripts/bundle_hot.ts writes it). */
+const HOT = "cli/bundle_hot.json";
 import { importModule, installBundle, runningBundled, sourceURL } from "../engine/modules.ts";
 
 const MARK = "cryo-test: ran from the bundle";
@@ -110,10 +114,14 @@ Deno.test("cli bundle: built once, used while the sources are unchanged, never a
     has("engine/pidns/mod.ts", "checkpointInNamespace");
     has("engine/pidns/mod.ts", "restoreInNamespace");
     has("engine/pidns/extras.ts", "collectNamespaceExtras");
-    // Its top-level functions are eager (moved up as parenthesised expressions).
-    const eager = Deno.readTextFileSync(`${cache}/${first.js[0]}`).split("\n")
-      .filter((l) => /^var [\w$]+ = \((async )?function\*? \(/.test(l)).length;
-    assert.ok(eager > 500, `${eager} eager functions`);
+    // Its hot top-level functions are eager (moved up as parenthesised expressions), the
+    // others are not.
+    const eagerNames = Deno.readTextFileSync(`${cache}/${first.js[0]}`).split("\n")
+      .map((l) => /^var ([\w$]+) = \((async )?function\*? \(/.exec(l)?.[1])
+      .filter((n) => n !== undefined);
+    assert.ok(eagerNames.length > 300, `${eagerNames.length} eager functions`);
+    const hotDump = new Set(JSON.parse(Deno.readTextFileSync(`${src}/${HOT}`)).dump);
+    for (const n of eagerNames) assert.ok(hotDump.has(n), `${n} is eager but not hot`);
     // Every module the bundle holds is a key of it; type-only imports are not.
     const tracked = new Set(
       (JSON.parse(Deno.readTextFileSync(`${cache}/${first.json[0]}`)).files as [string][])
@@ -127,7 +135,9 @@ Deno.test("cli bundle: built once, used while the sources are unchanged, never a
       .map((u) => u.startsWith(`file://${src}/`) ? u.slice(`file://${src}/`.length) : u);
     assert.ok(held.length > 150, `${held.length} modules`);
     for (const p of held) assert.ok(tracked.has(p), `${p} is not tracked`);
-    for (const p of ["deno.json", "deno.lock", "cli/bundle.ts", "cli/bundle_eager.ts"]) {
+    for (
+      const p of ["deno.json", "deno.lock", "cli/bundle.ts", "cli/bundle_eager.ts", HOT]
+    ) {
       assert.ok(tracked.has(p), p);
     }
     // A marked bundle shows that the next run uses it.
@@ -303,6 +313,77 @@ Deno.test("cli bundle: eager functions behave as the declarations they replace",
   // Nothing that parses as a whole piece: the code is returned as it is.
   const only = "var t = `\nfunction f() {\n}\n`;\nexport { t };\n";
   assert.equal(eagerFunctions(only), only);
+});
+
+Deno.test("cli bundle: a declaration holding a multi-line template literal is made eager too", async () => {
+  const code = [
+    "var early = banner(1);",
+    "async function banner(n) {",
+    "  const head = `first ${n}",
+    "}",
+    "function inTemplate() {",
+    "last`;",
+    "  return head + (await Promise.resolve(`!",
+    "`));",
+    "}",
+    "function after() {",
+    "  return 2;",
+    "}",
+    "var result = { early: await early, name: banner.name, after: after(), ",
+    "  late: await banner(3) };",
+    "export { result };",
+    "",
+  ].join("\n");
+  const out = eagerFunctions(code);
+  assert.match(out, /^var banner = \(async function \(n\) \{$/m);
+  assert.match(out, /^var after = \(function \(/m);
+  // The template's lines, "}" and a fake declaration included, are untouched.
+  assert.ok(out.includes("`first ${n}\n}\nfunction inTemplate() {\nlast`"));
+  assert.deepEqual(await evaluate(out), await evaluate(code));
+  assert.deepEqual(await evaluate(out), {
+    early: "first 1\n}\nfunction inTemplate() {\nlast!\n",
+    name: "banner",
+    after: 2,
+    late: "first 3\n}\nfunction inTemplate() {\nlast!\n",
+  });
+});
+
+Deno.test("cli bundle: with a list of hot functions, only those are made eager", async () => {
+  const code = [
+    "var early = [hot(1), cold(2)];",
+    "function hot(x) {",
+    "  return x + 1;",
+    "}",
+    "function cold(x) {",
+    "  return x + 2;",
+    "}",
+    "var result = { early, names: [hot.name, cold.name], late: hot(3) + cold(4) };",
+    "export { result };",
+    "",
+  ].join("\n");
+  const out = eagerFunctions(code, new Set(["hot", "elsewhere"]));
+  assert.match(out, /^var hot = \(function \(/m);
+  assert.match(out, /^function cold\(x\) \{$/m);
+  assert.deepEqual(await evaluate(out), await evaluate(code));
+  assert.equal(eagerFunctions(code, new Set()), code);
+  // The committed list names functions of both bundles.
+  const hot = JSON.parse(Deno.readTextFileSync(new URL(`../${HOT}`, import.meta.url)));
+  assert.ok(hot.dump.includes("checkpoint") && hot.restore.includes("restore"));
+});
+
+Deno.test("cli bundle: the functions a V8 log shows running, in one script", () => {
+  const log = [
+    "script-details,7,file:///b/dump.js,0,0,",
+    "script-details,8,file:///other.js,0,0,",
+    "function,parse-function,7,10,20,0.1,100,ran",
+    "function,first-execution,7,30,40,0,101,alsoRan",
+    "function,first-execution-BASELINE,7,30,40,0,101,alsoRan",
+    "function,parse,7,50,60,0.1,102,onlyParsed",
+    "function,preparse-resolution,7,50,60,0.1,102,onlyParsed",
+    "function,first-execution,8,1,2,0,103,elsewhere",
+    "function,first-execution,7,1,2,0,104,",
+  ].join("\n");
+  assert.deepEqual([...functionsRun(log, "file:///b/dump.js")].sort(), ["alsoRan", "ran"]);
 });
 
 Deno.test("cli bundle: a bundle that would name itself where its source meant its own file is refused", () => {

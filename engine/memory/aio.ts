@@ -320,18 +320,22 @@ function countInFlight(inj: AioInjector, ctx: bigint, h: AioRingHeader, saved: U
 /**
  * Restore (program): every AIO context at its recorded address, in the
  * order of the kernel's ids. `scratchSlot` is a slot the program may use.
+ * With `examine` (mapping indices), only those mappings can be rings (the
+ * members of an anonymous run never are: engine/restore/anon_runs.ts).
  */
 export function emitAioRings(
   p: ProgramBuilder,
   proc: ProcessImage,
   slotsAddress: bigint,
   scratchSlot: number,
+  examine?: readonly number[],
 ): void {
   // (A loop, not a filter with a closure: 10,000 mappings have no ring.)
   let rings: (Mapping & { aio: AioRing })[] | undefined;
   const mappings = proc.mappings;
-  for (let i = 0; i < mappings.length; i++) {
-    const m = mappings[i];
+  const n = examine ? examine.length : mappings.length;
+  for (let k = 0; k < n; k++) {
+    const m = mappings[examine ? examine[k] : k];
     if (m.aio !== undefined) (rings ??= []).push(m as Mapping & { aio: AioRing });
   }
   if (!rings) return;

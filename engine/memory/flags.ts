@@ -265,6 +265,49 @@ function sameList(a: readonly string[], b: readonly string[]): boolean {
   return true;
 }
 
+/**
+ * Whether `flags` has no madvise flag: {@link emitVmFlags} emits nothing
+ * for a mapping with these flags (the same remembered lists answer).
+ */
+export function noAdvice(flags: readonly string[]): boolean {
+  if (sameList(flags, plainFlags) || sameList(flags, plainFlags2)) return true;
+  for (let i = 0; i < flags.length; i++) if (MADVISE_FOR_FLAG[flags[i]] !== undefined) return false;
+  plainFlags2 = plainFlags;
+  plainFlags = flags.slice(); // (a copy: nothing done to `flags` later can change it)
+  return true;
+}
+
+/** Copies of the two lists last found quiet by {@link quietFlags}. */
+let quietList: readonly string[] = [];
+let quietList2: readonly string[] = [];
+/** The two frozen lists last found quiet (a frozen list cannot change: its identity answers). */
+let quietFrozen: readonly string[] | undefined;
+let quietFrozen2: readonly string[] | undefined;
+
+/**
+ * Whether `flags` has no madvise flag and no lock flag ("lo"): neither
+ * {@link emitVmFlags} nor the locks of {@link emitMemoryFlagsAfter} emit
+ * anything for it. The last two such lists are remembered and compared;
+ * the dump's lists, shared and frozen (engine/proc/smaps_flags.ts), are
+ * recognised by identity.
+ */
+export function quietFlags(flags: readonly string[]): boolean {
+  if (flags === quietFrozen || flags === quietFrozen2) return true;
+  if (!sameList(flags, quietList) && !sameList(flags, quietList2)) {
+    for (let i = 0; i < flags.length; i++) {
+      const f = flags[i];
+      if (f === "lo" || MADVISE_FOR_FLAG[f] !== undefined) return false;
+    }
+    quietList2 = quietList;
+    quietList = flags.slice(); // (a copy: nothing done to `flags` later can change it)
+  }
+  if (Object.isFrozen(flags)) {
+    quietFrozen2 = quietFrozen;
+    quietFrozen = flags;
+  }
+  return true;
+}
+
 /** Restore: the madvise flags of a mapping, once its pages are in. */
 export function emitVmFlags(p: ProgramBuilder, m: Mapping): void {
   const flags = m.vmFlags;
@@ -292,10 +335,15 @@ export function emitVmFlags(p: ProgramBuilder, m: Mapping): void {
  * sticks to whatever a later mapping merges with; locks come after the
  * guards, which cannot be installed in a locked area.
  */
-function emitGuardsAndLocks(p: ProgramBuilder, mappings: readonly Mapping[]): void {
+function emitGuardsAndLocks(
+  p: ProgramBuilder,
+  mappings: readonly Mapping[],
+  examine: readonly number[] | undefined,
+): void {
   let locked: Mapping[] | undefined; // (one pass over 10,000 mappings, not two)
-  for (let i = 0; i < mappings.length; i++) {
-    const m = mappings[i];
+  const n = examine ? examine.length : mappings.length;
+  for (let k = 0; k < n; k++) {
+    const m = mappings[examine ? examine[k] : k];
     if (hasFlag(m.vmFlags, "lo") && m.kind !== "vdso" && m.kind !== "vsyscall") {
       (locked ??= []).push(m);
     }
@@ -323,9 +371,16 @@ function emitGuardsAndLocks(p: ProgramBuilder, mappings: readonly Mapping[]): vo
 /**
  * Restore, once every mapping is in: guard regions and locks of the
  * mappings, then the process-wide KSM merge-any and mlockall(MCL_FUTURE).
+ * With `examine` (indices in increasing order), only those mappings are
+ * looked at: the others are known to have no guard regions and quiet flags
+ * ({@link quietFlags}; a run of 10,000 mappings is not walked again).
  */
-export function emitMemoryFlagsAfter(p: ProgramBuilder, proc: ProcessImage): void {
-  emitGuardsAndLocks(p, proc.mappings);
+export function emitMemoryFlagsAfter(
+  p: ProgramBuilder,
+  proc: ProcessImage,
+  examine?: readonly number[],
+): void {
+  emitGuardsAndLocks(p, proc.mappings, examine);
   const f = proc.memoryFlags;
   if (f?.ksmMergeAny) {
     p.op(SYS.prctl, [PR_SET_MEMORY_MERGE, 1, 0, 0, 0], { comment: "PR_SET_MEMORY_MERGE" });

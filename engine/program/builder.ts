@@ -330,6 +330,39 @@ export class ProgramBuilder {
     return index;
   }
 
+  /**
+   * Appends `count` ops of syscall `nr`, each with `arity` literal arguments
+   * taken in order from `args` (op k's from `args[k * arity]`), no options:
+   * the encoding {@link op} gives the same ops, written without an argument
+   * array per op (5,000 `mprotect`s of a run of mappings, anon_runs.ts).
+   * Every value must be a non-negative safe integer.
+   */
+  opsOfNumbers(nr: number, arity: number, args: ArrayLike<number>, count: number): void {
+    this.#check();
+    if (arity > 6) throw new Error(`${opName(nr)}: more than 6 arguments`);
+    if (count <= 0) return;
+    const at = this.#encoded.grow(count * OP_SIZE);
+    const words = new Uint32Array(this.#encoded.buf.buffer, at, count * (OP_SIZE / 4));
+    const bytes = this.#encoded.buf;
+    let a = 0;
+    for (let k = 0, w = 0, b = at; k < count; k++, w += OP_SIZE / 4, b += OP_SIZE) {
+      words[w] = nr >>> 0;
+      bytes[b + 5] = NO_SLOT;
+      for (let i = 0; i < arity; i++) {
+        const v = args[a++];
+        if (!(v >= 0 && Number.isSafeInteger(v))) {
+          // The ops written so far are dropped (and zeroed: grow() hands out zero bytes).
+          bytes.fill(0, at, at + count * OP_SIZE);
+          this.#encoded.length = at;
+          throw new Error(`${opName(nr)}: argument ${v} is not a non-negative safe integer`);
+        }
+        words[w + 2 + 2 * i] = v >>> 0;
+        words[w + 3 + 2 * i] = Math.floor(v / TWO32);
+      }
+    }
+    this.#count += count;
+  }
+
   /** Appends a COPY op: memcpy(dst, src, len) inside the stub; returns its index. */
   copy(dst: ArgInput, src: ArgInput, len: ArgInput, opts: OpOptions = NO_OPTS): number {
     return this.op(OP_COPY, [dst, src, len], opts);

@@ -38,7 +38,7 @@
 import { SYS } from "../../ffi/sysno.ts";
 import type { Mapping, ProcessImage } from "../model.ts";
 import { type ProgramBuilder, slot } from "../program/builder.ts";
-import { emitVmFlags } from "../memory/flags.ts";
+import { emitVmFlags, noAdvice, quietFlags } from "../memory/flags.ts";
 import { hexMinus, type HexNum, hexNum, hexPlus } from "../image/hexnum.ts";
 import { chooseBootstrap, type Vma } from "../dump/vmas.ts";
 
@@ -76,9 +76,21 @@ function joinable(m: Mapping, prev: Mapping | undefined): boolean {
   if (m.inherited || m.sysvShm !== undefined || m.aio) return false;
   if (prev && keptApart(prev, m)) return false;
   const flags = m.vmFlags;
+  if (flags === plainFrozen || flags === plainFrozen2) return true;
   for (let k = 0; k < flags.length; k++) if (flags[k] === "gd" || flags[k] === "nr") return false;
+  if (Object.isFrozen(flags)) {
+    plainFrozen2 = plainFrozen;
+    plainFrozen = flags;
+  }
   return true;
 }
+
+/**
+ * The two frozen VmFlags lists last found without "gd" and "nr" by {@link joinable}: the
+ * dump's lists are shared and frozen (engine/proc/smaps_flags.ts), so identity answers.
+ */
+let plainFrozen: readonly string[] | undefined;
+let plainFrozen2: readonly string[] | undefined;
 
 /**
  * How many mappings from `mappings[i]` on form a run that {@link emitAnonRun}
@@ -133,6 +145,11 @@ export function emitAnonRun(
   n: number,
   imageSlot: number,
   load?: (stretches: { addr: HexNum; length: number; fileOffset: number }[]) => void,
+  /**
+   * Gets the index of every member that has guard regions or flags that are not quiet
+   * (engine/memory/flags.ts `quietFlags`): the ones `emitMemoryFlagsAfter` must look at.
+   */
+  examine?: number[],
 ): void {
   const first = mappings[i], last = mappings[i + n - 1];
   const start = hexNum(first.start);
@@ -153,43 +170,79 @@ export function emitAnonRun(
       stretches.push({ addr, length, fileOffset })
     : (addr: HexNum, length: number, fileOffset: number) =>
       emitRead(p, imageSlot, addr, length, fileOffset);
-  // Each member's bounds, parsed once: members follow on (anonRunLength), so each
-  // starts where the one before ends; a page run at its member's start needs no parse.
-  const bounds: HexNum[] = new Array(n + 1);
-  bounds[0] = start;
-  let runAddr: HexNum = 0, runLength = 0, runOffset = 0;
+  // One pass over the members: each one's bounds, parsed once (members follow on
+  // (anonRunLength), so each starts where the one before ends; a page run at its member's
+  // start needs no parse), its page runs gathered into stretches, and its closing ops noted.
+  // Members are read-write or read-only (joinable): only the read-only ones get an mprotect,
+  // then each its madvise flags. The mprotects of members without madvise flags are
+  // gathered as rows and written as blocks (the ops op() gives: ProgramBuilder.opsOfNumbers);
+  // a member with madvise flags (or an address beyond a number) is emitted one op at a time
+  // between the blocks, at its place.
+  const rows = new Float64Array(3 * n);
+  let count = 0;
+  /** Members emitted op by op, and how many rows come before each. */
+  const alone: number[] = [], rowsBefore: number[] = [];
+  let mStart: HexNum = start;
+  // The stretch being gathered: `runLength` bytes at `runAddr` (ending at `runEnd`) from
+  // `runOffset` of the image.
+  let runAddr: HexNum = 0, runEnd: HexNum = 0, runLength = 0, runOffset = 0;
   for (let k = 0; k < n; k++) {
     const m = mappings[i + k];
-    const mStart = bounds[k];
-    bounds[k + 1] = k === n - 1 ? hexNum(last.end) : hexNum(m.end);
+    const mEnd = k === n - 1 ? hexNum(last.end) : hexNum(m.end);
     const pages = m.pages;
     for (let q = 0; q < pages.length; q++) {
       const r = pages[q];
       const addr = r.addr === m.start ? mStart : hexNum(r.addr);
+      const length = r.length;
+      // (Both numbers, the common case, compare with ===; a number and a bigint by value.)
       if (
         runLength > 0 && runOffset + runLength === r.fileOffset &&
-        same(hexPlus(runAddr, runLength), addr)
+        (runEnd === addr || (typeof runEnd !== typeof addr && same(runEnd, addr)))
       ) {
-        runLength += r.length;
+        runLength += length;
+        const end: number = typeof runEnd === "number" ? runEnd + length : 0;
+        runEnd = Number.isSafeInteger(end) && end > 0 ? end : hexPlus(runEnd, length);
         continue;
       }
       if (runLength > 0) read(runAddr, runLength, runOffset);
       runAddr = addr;
-      runLength = r.length;
+      runLength = length;
       runOffset = r.fileOffset;
+      runEnd = hexPlus(addr, length);
     }
+    const readOnly = m.perms[1] !== "w";
+    const quiet = quietFlags(m.vmFlags);
+    if (examine && (!quiet || m.guards !== undefined)) examine.push(i + k);
+    if (quiet || noAdvice(m.vmFlags)) {
+      if (readOnly && typeof mStart === "number" && typeof mEnd === "number") {
+        const row = 3 * count++;
+        rows[row] = mStart;
+        rows[row + 1] = mEnd - mStart;
+        rows[row + 2] = protOf(m.perms);
+      } else if (readOnly) {
+        alone.push(k);
+        rowsBefore.push(count);
+      }
+    } else {
+      alone.push(k);
+      rowsBefore.push(count);
+    }
+    mStart = mEnd;
   }
   if (runLength > 0) read(runAddr, runLength, runOffset);
   if (load) load(stretches);
-  for (let k = 0; k < n; k++) {
-    const m = mappings[i + k];
-    // Members are read-write or read-only (joinable): only the read-only ones get an mprotect.
+  let written = 0;
+  for (let j = 0; j < alone.length; j++) {
+    p.opsOfNumbers(SYS.mprotect, 3, rows.subarray(3 * written), rowsBefore[j] - written);
+    written = rowsBefore[j];
+    const m = mappings[i + alone[j]];
     if (m.perms[1] !== "w") {
-      const s = bounds[k];
-      p.op(SYS.mprotect, [s, hexMinus(bounds[k + 1], s), protOf(m.perms)]);
+      const s = hexNum(m.start);
+      p.op(SYS.mprotect, [s, hexMinus(hexNum(m.end), s), protOf(m.perms)]);
     }
     emitVmFlags(p, m);
   }
+  p.opsOfNumbers(SYS.mprotect, 3, rows.subarray(3 * written), count - written);
 }
 
 /** Whether two VmFlags lists are equal but for soft-dirty ("sd", which no merge looks at). */

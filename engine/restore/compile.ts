@@ -254,9 +254,9 @@ function emitProgram(
     });
   }
 
-  emitMemory(p, proc, opts, slotsAddress);
-  emitAioRings(p, proc, slotsAddress, SLOTS.scratch);
-  emitMemoryFlagsAfter(p, proc);
+  const examine = emitMemory(p, proc, opts, slotsAddress);
+  emitAioRings(p, proc, slotsAddress, SLOTS.scratch, examine);
+  emitMemoryFlagsAfter(p, proc, examine);
   emitInheritForks(p, inheriting);
   emitMm(p, proc, slotsAddress);
   emitNofileForFds(p, proc);
@@ -289,12 +289,18 @@ function emitProgram(
   p.end("new thread parks here; the engine sets its registers");
 }
 
+/**
+ * Emits the mappings; returns the indices of the mappings the passes after
+ * it must look at (every mapping but the members of anonymous runs that
+ * have no guard regions and quiet flags), in increasing order.
+ */
 function emitMemory(
   p: ProgramBuilder,
   proc: ProcessImage,
   opts: CompileOptions,
   slotsAddress: bigint,
-): void {
+): number[] {
+  const examine: number[] = [];
   p.op(SYS.open, [p.cstring(opts.imagePath), O_CLOEXEC, 0], {
     store: SLOTS.image,
     comment: "the image itself, source of page data",
@@ -312,7 +318,10 @@ function emitMemory(
   };
   for (let i = 0; i < proc.mappings.length; i++) {
     const m = proc.mappings[i];
-    if (m.kind === "vdso" || m.kind === "vsyscall" || m.kind === "aio") continue;
+    if (m.kind === "vdso" || m.kind === "vsyscall" || m.kind === "aio") {
+      examine.push(i);
+      continue;
+    }
     // Adjacent private anonymous mappings: one mmap and pread for the run (anon_runs.ts).
     const run = lazy ? 0 : anonRunLength(proc.mappings, i);
     if (run) {
@@ -323,10 +332,12 @@ function emitMemory(
         run,
         SLOTS.image,
         (stretches) => emitRunLoads(p, proc, stretches, SLOTS.image, helper, m.start),
+        examine,
       ); // page_loads.ts
       i += run - 1;
       continue;
     }
+    examine.push(i);
     if (m.inherited) {
       emitInheritedMapping(p, m, SLOTS.image);
       continue;
@@ -386,6 +397,7 @@ function emitMemory(
   }
   if (openPath !== undefined) p.op(SYS.close, [slot(SLOTS.file)]);
   p.op(SYS.close, [slot(SLOTS.image)]);
+  return examine;
 }
 
 function mappingLabel(m: Mapping): string {

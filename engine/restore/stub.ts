@@ -184,6 +184,66 @@ export function buildStub(layout: StubLayout): StubCode {
  */
 export const STUB_SIZE = 339;
 
+/**
+ * The stub's code as {@link buildStub} assembles it with every address 0
+ * (hex): the addresses are three `movabs` immediates at {@link STUB_FIXUPS},
+ * every jump is relative. {@link stubCode} copies it and writes the
+ * addresses in, without running the assembler (a few ms of every dump's
+ * and restore's compile, cold); tests/stub_literal_test.ts checks it against
+ * {@link buildStub} for many layouts.
+ */
+const STUB_HEX =
+  "48bb0000000000000000e90a00000048bb000000000000000049bc0000000000000000fc8b0383f8ff0f8418" +
+  "010000488b7b08488b7310488b53184c8b53204c8b43284c8b4b30440fb66b0441f7c5010000000f84080000" +
+  "004883e73f498b3cfc41f7c5020000000f84080000004883e63f498b34f441f7c5040000000f840800000048" +
+  "83e23f498b14d441f7c5080000000f84080000004983e23f4f8b14d441f7c5100000000f84080000004983e0" +
+  "3f4f8b04c441f7c5200000000f84080000004983e13f4f8b0ccc83f8fe0f84680000000f054881f801f0ffff" +
+  "0f8212000000440fb6730641f7c6010000000f8459000000440fb66b054181fdff0000000f84080000004983" +
+  "e53f4b8904ec440fb6730641f7c6020000000f84120000004885c00f8509000000488b5b38e9f2feffff4883" +
+  "c340e9e9feffff4889d1f3a431c0e98effffffcce9faffffffcce9faffffff";
+
+/** Offsets in the stub's code: of the three immediates, and of the entry points and stops. */
+const STUB_FIXUPS = {
+  standaloneImm: 2,
+  mainImm: 17,
+  slotsImm: 27,
+  entryStandalone: 0,
+  entryRestore: 15,
+  resume: 25,
+  loop: 36,
+  doneRip: 328,
+  failRip: 334,
+} as const;
+
+/** The decoded {@link STUB_HEX} (made once). */
+let stubTemplate: Uint8Array | undefined;
+
+/** The stub for `layout`: the bytes and addresses {@link buildStub} gives, from the template. */
+export function stubCode(layout: StubLayout): StubCode {
+  if (!stubTemplate) {
+    const t = new Uint8Array(STUB_HEX.length / 2);
+    for (let i = 0; i < t.length; i++) t[i] = parseInt(STUB_HEX.slice(2 * i, 2 * i + 2), 16);
+    if (t.length !== STUB_SIZE) throw new Error("internal error: the stub template's size");
+    stubTemplate = t;
+  }
+  const code = stubTemplate.slice();
+  const view = new DataView(code.buffer);
+  const f = STUB_FIXUPS;
+  view.setBigUint64(f.standaloneImm, BigInt.asUintN(64, layout.standaloneProgram), true);
+  view.setBigUint64(f.mainImm, BigInt.asUintN(64, layout.mainProgram), true);
+  view.setBigUint64(f.slotsImm, BigInt.asUintN(64, layout.slotsAddress), true);
+  const at = (offset: number) => layout.base + BigInt(offset);
+  return {
+    code,
+    entryStandalone: at(f.entryStandalone),
+    entryRestore: at(f.entryRestore),
+    resumeRip: at(f.resume),
+    loopRip: at(f.loop),
+    doneRip: at(f.doneRip),
+    failRip: at(f.failRip),
+  };
+}
+
 function alignUp(v: bigint, a: bigint): bigint {
   return (v + a - 1n) / a * a;
 }
@@ -257,7 +317,7 @@ export class BootstrapBuilder {
     for (const p of [opts.restore, standalone]) {
       if (!this.#programs.includes(p)) throw new Error("program not built by this bootstrap");
     }
-    const stub = buildStub({
+    const stub = stubCode({
       base: this.base,
       slotsAddress: this.slotsAddress,
       mainProgram: opts.restore.opsAddress,
