@@ -345,8 +345,6 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
   const byBlocks = verify && opts.lazy && !opts.lazyEnsure;
   const abs = resolve(dir);
   checkImageDirTrust(abs, opts.trustImageOwner);
-  // cryo's own vdso, hashed on the blocking pool while the plan is made (checked by preflight).
-  const ownVdso = startOwnVdso();
   const early = verify && !byBlocks ? manifestImagesToVerify(abs) : undefined;
   let verifier: ImageVerifier | LazyImageVerifier | undefined = early
     ? new ImageVerifier(early)
@@ -355,7 +353,9 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
     const tick = () => {
       verifier?.step();
     };
-    tick();
+    tick(); // first: the checksum pass runs on another thread beside all that follows
+    // cryo's own vdso, hashed on the blocking pool while the plan is made (checked by preflight).
+    const ownVdso = startOwnVdso();
     let plan: RestorePlan;
     try {
       plan = await planRestore(abs, { ...opts, verifyChecksums: false }, tick);

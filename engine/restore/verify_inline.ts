@@ -1,13 +1,14 @@
 /**
- * Checking the images' checksums during a restore, a window at a time: each
- * window is a read-only mapping of the image (ffi/file_window.ts: no copy of
- * the page data). Where the CPU has PCLMULQDQ, each window is folded on a
- * thread of Deno's blocking pool (ffi/crc32_fold.ts `crc32FoldInBackground`)
- * from the start of the restore, while cryo's main thread reads and compiles
- * the images, runs the preflight and launches the tree, and the restore
- * stubs read the same pages from the page cache; cryo polls it at its steps
- * (no worker to start, no event loop needed). Otherwise the main thread
- * checks the windows itself while the restore session waits for the stubs.
+ * Checking the images' checksums during a restore, on a thread of Deno's
+ * blocking pool from the start of the restore, while cryo's main thread
+ * reads and compiles the images, runs the preflight and launches the tree;
+ * cryo polls it at its steps (no worker to start, no event loop needed).
+ * Images of up to {@link TABLE_MAX_BYTES} are read and folded by syscall
+ * tables (verify_table.ts, x86-64 with PCLMULQDQ); larger ones a window at
+ * a time: each window is a read-only mapping of the image
+ * (ffi/file_window.ts), folded by ffi/crc32_fold.ts `crc32FoldInBackground`.
+ * Without PCLMULQDQ the main thread checks the windows itself while the
+ * restore session waits for the stubs.
  *
  * @module
  */
@@ -23,6 +24,8 @@ import { formatChecksum } from "../image/checksum.ts";
 import { ImageFormatError } from "../image/errors.ts";
 import { RestoreError } from "../errors.ts";
 import { sleepSync } from "../sleep_sync.ts";
+import { RUN_BYTES, TableVerifier } from "./verify_table.ts";
+import { tablesAvailable } from "../../ffi/syscall_table.ts";
 
 /** Bytes checked per {@link ImageVerifier.step} on cryo's main thread: short enough to keep the session responsive. */
 const WINDOW = 8 << 20;
@@ -51,6 +54,38 @@ export interface ImageVerifierOptions {
    * can: ffi/crc32_fold.ts) instead of cryo's main thread (default true).
    */
   background?: boolean;
+  /**
+   * In the background, read and fold the images by syscall tables
+   * (engine/restore/verify_table.ts) where they can run, instead of folding
+   * mapped windows (default: for images of one run, {@link TABLE_MAX_BYTES}).
+   */
+  table?: boolean;
+  /** Bytes per table run (tests; default verify_table.ts `RUN_BYTES`). */
+  tableRunBytes?: number;
+}
+
+/**
+ * Images up to this many bytes in all are checked by syscall tables: one
+ * run (verify_table.ts `RUN_BYTES` and the quarter a run may go past it),
+ * which goes on by itself beside the plan and is done before the stubs
+ * load the pages (docs/PERFORMANCE.md, fifth pass, restorefixed). Larger
+ * images are checked by mapped windows: the pass overlaps the stubs either
+ * way there, and the windows' faults cost ~5 ms less CPU per 64 MiB than
+ * the tables' copy.
+ */
+export const TABLE_MAX_BYTES = RUN_BYTES + RUN_BYTES / 4;
+
+/** Whether `files` are for the tables ({@link TABLE_MAX_BYTES}); a file not there is (it reports it). */
+function tableSized(files: readonly ImageToVerify[]): boolean {
+  let total = 0;
+  for (const f of files) {
+    try {
+      total += Deno.statSync(f.path).size;
+    } catch {
+      return true;
+    }
+  }
+  return total <= TABLE_MAX_BYTES;
 }
 
 /** A window being folded on another thread. */
@@ -78,13 +113,18 @@ export class ImageVerifier {
   #crc = 0;
   #problem: Error | undefined;
   #inFlight: InFlight | undefined;
+  /** The pass on syscall tables, where they run (then everything else here is unused). */
+  readonly #table: TableVerifier | undefined;
 
   /** Nothing is read before the first {@link step}. */
   constructor(files: ImageToVerify[], opts: ImageVerifierOptions = {}) {
     this.#files = files.filter((f) => f.checksum);
-    this.#background = this.#files.length && (opts.background ?? true)
-      ? crc32FoldInBackground()
-      : null;
+    const background = this.#files.length > 0 && (opts.background ?? true);
+    const table = opts.table ?? tableSized(this.#files);
+    this.#table = background && table && tablesAvailable()
+      ? new TableVerifier(this.#files, opts.tableRunBytes)
+      : undefined;
+    this.#background = background && !this.#table ? crc32FoldInBackground() : null;
   }
 
   /**
@@ -94,6 +134,7 @@ export class ImageVerifier {
    * problem found), and while the background fold it waits for still runs.
    */
   step(): boolean {
+    if (this.#table) return this.#table.step();
     if (this.#problem || this.#index >= this.#files.length) return false;
     try {
       if (!this.#background) return this.#stepInline();
@@ -113,6 +154,7 @@ export class ImageVerifier {
 
   /** Checks whatever is left; returns the first problem, or undefined when every checksum matches. */
   finish(): Error | undefined {
+    if (this.#table) return this.#table.finish();
     for (;;) {
       if (this.step()) continue;
       if (!this.#inFlight || this.#problem) break;
@@ -124,6 +166,7 @@ export class ImageVerifier {
 
   /** Stops early and releases the open file (after a failed restore; waits for a running fold). */
   close(): void {
+    this.#table?.close();
     this.#release();
   }
 
