@@ -9,6 +9,7 @@
 
 import { addressOf, rawSyscall, rawSyscallOffThread } from "./libc.ts";
 import { SYS } from "./sysno.ts";
+import { SyscallTable } from "./syscall_table.ts";
 
 /** _IOWR('f', 16, struct pm_scan_arg): 96 bytes. */
 const PAGEMAP_SCAN = 0xc0606610n;
@@ -70,7 +71,27 @@ export class ScanBuffer {
     return { n: r < 0n ? -1 : Number(r), walkEnd: this.#arg[4] };
   }
 
-  #argFor(start: bigint, end: bigint, t: ScanTest): BigUint64Array {
+  /**
+   * {@link scan} started on another thread by a syscall table
+   * (ffi/syscall_table.ts): polled with `done`, then `result` (`n` is
+   * `-errno` on failure). The buffer must not be used until it is done.
+   */
+  scanInTable(fd: number, start: bigint, end: bigint, t: ScanTest): ScanInTable {
+    const arg = this.#argFor(start, end, t);
+    const table = new SyscallTable(1);
+    table.syscall(SYS.ioctl, fd, PAGEMAP_SCAN, arg);
+    table.keep(this.vec);
+    const run = table.run();
+    return {
+      done: run.done,
+      result: () => {
+        if (!run.done()) throw new Error("PAGEMAP_SCAN still running");
+        return { n: Number(table.result(0)), walkEnd: arg[4] };
+      },
+    };
+  }
+
+  #argFor(start: bigint, end: bigint, t: ScanTest): BigUint64Array<ArrayBuffer> {
     const a = this.#arg;
     a[0] = 96n;
     a[1] = t.flags ?? 0n;
@@ -86,4 +107,12 @@ export class ScanBuffer {
     a[11] = t.returnMask;
     return a;
   }
+}
+
+/** A PAGEMAP_SCAN running on another thread ({@link ScanBuffer.scanInTable}). */
+export interface ScanInTable {
+  /** True once the call returned (polled without the event loop). */
+  done(): boolean;
+  /** Regions filled (or `-errno`) and where the walk stopped; only once done. */
+  result(): { n: number; walkEnd: bigint };
 }

@@ -61,6 +61,7 @@ import {
   warmUpProcReaders,
 } from "./rehearsal.ts";
 import { planPages, savePlanned } from "./plan.ts";
+import { dropScansAhead } from "./scan_ahead.ts";
 import { readStatus } from "../proc/status.ts";
 import { countMappings } from "../proc/maps.ts";
 import { readLocksOffThread } from "../proc/locks.ts";
@@ -723,6 +724,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       opts.onEvent?.({ type: "thawed", freezeSeconds });
     }
     for (const p of pending) p.runsToPages(); // the page records, once the tree runs again
+    dropScansAhead(); // page walks started ahead and not planned (engine/dump/scan_ahead.ts)
     // The vdso's digest runs on another thread meanwhile.
     const hostPending = hostFacts(images[0], vdsoCopy, xsaveBytes);
     hostPending.catch(() => {}); // awaited below, or dropped with a failed dump
@@ -849,6 +851,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     }
     await releasing?.catch(() => {});
     dropLanes(precopy);
+    dropScansAhead();
     precopy?.close();
     chain.failed(tree);
     for (const s of streamers) await s.abort();

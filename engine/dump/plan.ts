@@ -16,6 +16,7 @@ import {
   type ScanRegion,
 } from "../proc/pagemap_scan.ts";
 import type { PagePolicy, Vma } from "./vmas.ts";
+import { takeScanAhead } from "./scan_ahead.ts";
 import type { PrecopyProcess, SplitPiece } from "./precopy.ts";
 import type { MemoryStreamer } from "./memory.ts";
 import type { ImageWriter } from "../image/writer.ts";
@@ -70,8 +71,8 @@ export function planPages(
     if (known && known.start <= lo && hi <= known.end) {
       regions = known.regions; // walked once already at this freeze, by the pre-copy's validation
     } else {
-      using scanner = new PagemapScanner(pid);
-      regions = scanner.dataRegions(lo, hi);
+      // Walked ahead on another thread at the collect (scan_ahead.ts), else here.
+      regions = takeScanAhead(pid, lo, hi) ?? scanHere(pid, lo, hi);
     }
   }
   // Mappings without pages (most of 10,000 small ones have one run or none) share one empty list.
@@ -142,6 +143,12 @@ export function planPages(
     }
   }
   return { pieces, readBytes, reusedBytes, parentBytes };
+}
+
+/** The data regions of [lo, hi) of `pid`, walked on this thread. */
+function scanHere(pid: number, lo: number, hi: number): ScanRegion[] {
+  using scanner = new PagemapScanner(pid);
+  return scanner.dataRegions(lo, hi);
 }
 
 /** A mapping's page runs before any is saved (replaced, never added to). */

@@ -16,7 +16,7 @@
 import { cstr, rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { PAGE_IS } from "../../ffi/probe.ts";
-import { ScanBuffer, type ScanTest } from "../../ffi/pagemap_scan.ts";
+import { ScanBuffer, type ScanInTable, type ScanTest } from "../../ffi/pagemap_scan.ts";
 import { assertAlive } from "./errors.ts";
 
 /** A run of data pages with its categories. */
@@ -31,6 +31,9 @@ export interface ScanRegion {
 
 /** Pages with data: present or swapped. */
 const DATA = PAGE_IS.PRESENT | PAGE_IS.SWAPPED;
+
+/** The test of {@link PagemapScanner.dataRegions}. */
+const DATA_REGIONS: ScanTest = { anyOf: DATA, returnMask: PAGE_IS.FILE | PAGE_IS.GUARD };
 
 /** An open /proc/<pid>/pagemap for PAGEMAP_SCAN. Close it, or use `using`. */
 export class PagemapScanner implements Disposable {
@@ -60,12 +63,15 @@ export class PagemapScanner implements Disposable {
    * of [start, end) that pass `test`, in address order (several calls when
    * the buffer fills; a region reported again by the next call, when the
    * walk stopped inside it, is reported once). Throws on an ioctl error.
+   * `first` is the result of the first call when it was made already, on
+   * [start, end) with `test` (its regions in the buffer: {@link startDataRegions}).
    */
   scan(
     start: number,
     end: number,
     test: ScanTest,
     onRegion: (start: number, end: number, categories: number) => void,
+    first?: { n: number; walkEnd: bigint },
   ): void {
     let at = BigInt(start);
     const stop = BigInt(end);
@@ -75,7 +81,8 @@ export class PagemapScanner implements Disposable {
     const u64 = (k: number) => w[2 * k] + w[2 * k + 1] * 0x100000000; // below 2^53: addresses, bits
     let floor = 0; // end of the last region reported
     while (at < stop) {
-      const { n, walkEnd } = this.#buf.scan(this.#fd, at, stop, test);
+      const { n, walkEnd } = first ?? this.#buf.scan(this.#fd, at, stop, test);
+      first = undefined;
       if (n < 0) {
         assertAlive(this.pid, `/proc/${this.pid}/pagemap`);
         throw new Error(`PAGEMAP_SCAN of process ${this.pid}: errno ${-n}`);
@@ -125,20 +132,27 @@ export class PagemapScanner implements Disposable {
    * The data pages of [start, end) (present or swapped, not guard regions)
    * as regions in address order, split where `anon` changes.
    */
-  dataRegions(start: number, end: number): ScanRegion[] {
+  dataRegions(start: number, end: number, first?: { n: number; walkEnd: bigint }): ScanRegion[] {
     const out: ScanRegion[] = [];
     const FILE = Number(PAGE_IS.FILE), GUARD = Number(PAGE_IS.GUARD);
-    this.scan(start, end, {
-      anyOf: DATA,
-      returnMask: PAGE_IS.FILE | PAGE_IS.GUARD,
-    }, (s, e, c) => {
+    this.scan(start, end, DATA_REGIONS, (s, e, c) => {
       if (c & GUARD) return;
       const anon = (c & FILE) === 0;
       const last = out[out.length - 1];
       if (last && last.end === s && last.anon === anon) last.end = e;
       else out.push({ start: s, end: e, anon });
-    });
+    }, first);
     return out;
+  }
+
+  /**
+   * The first PAGEMAP_SCAN call of {@link dataRegions} on [start, end),
+   * started on another thread (ffi/syscall_table.ts): pass its result to
+   * `dataRegions(start, end, result)` once it is done. The scanner must
+   * not be used (nor closed) until then.
+   */
+  startDataRegions(start: number, end: number): ScanInTable {
+    return this.#buf.scanInTable(this.#fd, BigInt(start), BigInt(end), DATA_REGIONS);
   }
 
   /**

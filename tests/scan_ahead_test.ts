@@ -1,0 +1,92 @@
+/**
+ * The page plan's PAGEMAP_SCAN walked ahead on another thread
+ * (engine/dump/scan_ahead.ts): the regions it gives equal a walk on cryo's
+ * thread, also when its buffer fills (continued on cryo's thread) and when
+ * its call fails on the other thread (made again on cryo's thread); a dump
+ * of tests/targets/rt_maps.c whose plan took the walk ahead restores every
+ * mapping with its content (the target checks them).
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { checkpoint } from "../engine/dump/mod.ts";
+import {
+  SCAN_AHEAD_END,
+  scanAheadStats,
+  startScanAhead,
+  takeScanAhead,
+} from "../engine/dump/scan_ahead.ts";
+import { restore } from "../engine/restore/mod.ts";
+import { PagemapScanner } from "../engine/proc/pagemap_scan.ts";
+import { freezeTree, thawTree } from "../engine/dump/freeze.ts";
+import { loadVmaIterator } from "../engine/proc/vma_flags_bpf.ts";
+import { tablesAvailable } from "../ffi/syscall_table.ts";
+import { assertChecksPassed } from "./helpers/checks.ts";
+import { startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
+import { withTargets } from "./helpers/targets.ts";
+
+const MAPS_READY = /^ready pid=(\d+) base=0x[0-9a-f]+ count=\d+$/m;
+const CHECKS = ["lines", "vmflags", "content", "file-untouched"];
+const ignore = !tablesAvailable();
+
+Deno.test({
+  name: "scan ahead: equal to a walk here; a full buffer continued here; a failed call redone",
+  ignore,
+  fn: withTargets(async () => {
+    const { t } = await startTriggered("rt_maps", MAPS_READY, { passWork: true, extra: ["300"] });
+    const tree = freezeTree(t.pid);
+    try {
+      const here = (() => {
+        using s = new PagemapScanner(t.pid);
+        return s.dataRegions(0, SCAN_AHEAD_END);
+      })();
+      assert.ok(here.length > 100, `${here.length} regions`);
+      for (const capacity of [4096, 7]) {
+        const was = { ...scanAheadStats };
+        startScanAhead(t.pid, capacity);
+        assert.deepEqual(takeScanAhead(t.pid, 0, SCAN_AHEAD_END), here, `capacity ${capacity}`);
+        assert.equal(scanAheadStats.used - was.used, 1, "taken");
+      }
+      const was = { ...scanAheadStats };
+      scanAheadStats.failNext = true;
+      startScanAhead(t.pid, 4096);
+      assert.deepEqual(takeScanAhead(t.pid, 0, SCAN_AHEAD_END), here, "redone");
+      assert.equal(scanAheadStats.redone - was.redone, 1, "the failed call redone here");
+      assert.equal(scanAheadStats.used - was.used, 0);
+      // Not started, or not covering the range: the caller walks itself.
+      assert.equal(takeScanAhead(t.pid, 0, SCAN_AHEAD_END), undefined);
+      startScanAhead(t.pid, 4096);
+      assert.equal(takeScanAhead(t.pid, 0, SCAN_AHEAD_END + 4096), undefined);
+    } finally {
+      thawTree(tree);
+      await t.kill();
+    }
+  }),
+});
+
+Deno.test({
+  name: "scan ahead: a --leave-running dump planned from the walk ahead restores every mapping",
+  ignore: ignore || !loadVmaIterator(),
+  fn: withTargets(async () => {
+    const { t, trigger } = await startTriggered("rt_maps", MAPS_READY, {
+      passWork: true,
+      extra: ["300"],
+    });
+    const dir = await tempImageDir();
+    const was = { ...scanAheadStats };
+    Deno.env.set("CRYO_VMFLAGS", "bpf");
+    try {
+      await checkpoint(t.pid, { dir, leaveRunning: true, precopy: false, sync: false });
+    } finally {
+      Deno.env.delete("CRYO_VMFLAGS");
+    }
+    assert.equal(scanAheadStats.used - was.used, 1, "the plan took the walk ahead");
+    await t.kill();
+    const tree = await restore(dir);
+    t.resetAfterRestore();
+    assert.equal(tree.rootPid, t.pid);
+    await Deno.writeTextFile(trigger, "");
+    assertChecksPassed(t, CHECKS, await t.wait(30000), { what: "rt_maps" });
+  }),
+});
