@@ -28,6 +28,9 @@ const FUTEX_WAIT_PRIVATE = 128 | 0, FUTEX_WAKE_PRIVATE = 128 | 1;
 /** Errno of a write run before it was posted (fd -1). */
 export const EBADF = 9;
 
+/** Errno of a wait whose word was already set (posted before the thread reached it). */
+const EAGAIN = 11;
+
 /** Up to `capacity` writes, each run by the queue's thread once posted, in order. */
 export class WriteQueue {
   /** Writes it can take. */
@@ -101,6 +104,17 @@ export class WriteQueue {
   result(j: number): bigint | undefined {
     const r = this.#table.result(this.#step * j + this.#step - 1);
     return r === 0n ? undefined : r;
+  }
+
+  /**
+   * Whether write `j`'s wait ended otherwise than by its post (a signal):
+   * its fold may then have summed the blank buffer although its `pwrite`
+   * saw the posted arguments, so the caller sums (and, on EBADF, writes)
+   * it itself. Only once {@link result} is known.
+   */
+  wokeEarly(j: number): boolean {
+    const r = this.#table.result(this.#step * j);
+    return r !== 0n && r !== -BigInt(EAGAIN);
   }
 
   /**

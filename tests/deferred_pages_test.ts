@@ -92,6 +92,9 @@ Deno.test({
       assert.equal(q.post(file, a, 4096, 0), -1, "closed");
       assert.equal(q.result(ja), 4096n);
       assert.equal(q.result(jb), -BigInt(EBADF));
+      // Woken by their posts (or found set): not early, so their folds are trusted.
+      assert.equal(q.wokeEarly(ja), false);
+      assert.equal(q.wokeEarly(jb), false);
       const got = Deno.readFileSync(path);
       assert.deepEqual(got.subarray(4096), a);
       assert.deepEqual(got.subarray(0, 4096), new Uint8Array(4096));

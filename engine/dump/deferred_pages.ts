@@ -214,8 +214,9 @@ export class DeferredPageWriter implements PageWriter {
   #retire(p: Pending, now: boolean): Uint8Array<ArrayBuffer> {
     if (now) { while (!this.#ran(p)) sleepSync(0.05); }
     let r = p.table ? p.table.result(0) : this.#queue!.result(p.index)!;
-    const early = r === -BigInt(EBADF) && !p.table; // run before it was posted: done here
-    if (early) r = 0n;
+    // Run before it was posted (EBADF), or its wait ended by a signal: summed (and written) here.
+    const early = !p.table && (r === -BigInt(EBADF) || this.#queue!.wokeEarly(p.index));
+    if (r === -BigInt(EBADF) && !p.table) r = 0n;
     if (!p.table && this.#queue!.folds) {
       this.#crcs[p.seq] = early
         ? crc32(p.buffer.subarray(0, p.length))
