@@ -5,7 +5,7 @@
  * @module
  */
 
-import { listTids, readChildren } from "../proc/tasks.ts";
+import { listTids, readChildrenOfThreads } from "../proc/tasks.ts";
 import { detach, interrupt, PTRACE_O, seize, TraceeGoneError } from "../../ffi/ptrace.ts";
 import { __WALL, waitPid, WNOHANG } from "../../ffi/wait.ts";
 import { SyscallError } from "../../ffi/libc.ts";
@@ -45,10 +45,10 @@ function threadsOf(pid: number): number[] {
   }
 }
 
-/** Children of `pid`, or none when it is gone. */
-function childrenOf(pid: number): number[] {
+/** Children of `pid` (whose threads are `tids`), or none when it is gone. */
+function childrenOfThreads(pid: number, tids: readonly number[]): number[] {
   try {
-    return readChildren(pid);
+    return readChildrenOfThreads(pid, tids);
   } catch {
     return [];
   }
@@ -58,7 +58,7 @@ function childrenOf(pid: number): number[] {
  * Seizes `tid` and asks it to stop (PTRACE_INTERRUPT) without waiting for
  * the stop; false when it is gone (or a thread on its way out).
  */
-function startSeize(tid: number): boolean {
+function startSeize(tid: number, root: number): boolean {
   try {
     seize(tid, PTRACE_O.TRACESYSGOOD); // syscall stops a dead tracer leaves send no SIGTRAP
   } catch (e) {
@@ -68,7 +68,8 @@ function startSeize(tid: number): boolean {
         throw new TargetError(`process ${tid} is already traced by pid ${tracer}`);
       }
       if (exiting(tid)) {
-        if (!isThreadGroupLeader(tid)) return false; // a thread on its way out: gone next round
+        // A thread, or a child process, on its way out: gone (or a zombie) next round.
+        if (tid !== root || !isThreadGroupLeader(tid)) return false;
         throw new TargetError(`process ${tid} is exiting`);
       }
       throw new TargetError(`no permission to trace process ${tid} (needs CAP_SYS_PTRACE)`);
@@ -110,9 +111,12 @@ const STOP_TIMEOUT_MS = 10_000;
  * interrupted) reports its stop; returns the stop signal of each thread
  * that was in a group stop. The threads stop in parallel: the poll takes
  * whichever stops are ready and sleeps only when none is. A thread stuck
- * in uninterruptible sleep gives a clear error instead of a hang.
+ * in uninterruptible sleep gives a clear error instead of a hang. A thread
+ * that exits before its stop (a thread or child on its way out) is left
+ * out: the caller lists the threads again, which shows it gone; only the
+ * root's main thread exiting is an error.
  */
-function awaitStops(tids: readonly number[]): Map<number, number> {
+function awaitStops(tids: readonly number[], root: number): Map<number, number> {
   const groupStops = new Map<number, number>();
   const deadline = performance.now() + STOP_TIMEOUT_MS;
   let waiting = [...tids];
@@ -124,7 +128,10 @@ function awaitStops(tids: readonly number[]): Map<number, number> {
         if (st.groupStop) groupStops.set(tid, st.signal);
         continue;
       }
-      if (st.kind === "exited" || st.kind === "signaled") throw new TraceeGoneError(tid, st);
+      if (st.kind === "exited" || st.kind === "signaled") {
+        if (tid === root) throw new TraceeGoneError(tid, st);
+        continue;
+      }
       left.push(tid);
     }
     if (left.length === 0) break;
@@ -168,59 +175,101 @@ export function freezeTree(root: number): FrozenTree {
         throw new TargetError(`process tree of ${root} keeps changing; cannot freeze`);
       }
       let added = 0;
+      let unsettled = false;
       const processes: FrozenTree["processes"] = [];
       const queue = [root];
       while (queue.length) {
         const pid = queue.shift()!;
-        const threads = threadsOf(pid);
+        let threads = threadsOf(pid);
         if (threads.length === 0) {
           if (pid === root) throw new TargetError(`process ${root} vanished while being frozen`);
+          unsettled = true; // gone meanwhile: its parent's children are read again
           continue;
         }
         refuseZombieLeader(pid, threads);
-        // Read once per round: a child forked before its parent's threads stopped
-        // means new threads were seized in this round, so another round reads again.
-        const kids = childrenOf(pid);
-        refuseSharedMemoryChildren(pid, kids);
-        // Every new thread is seized and interrupted first, then all stops are awaited together.
-        const started: number[] = [];
-        for (const tid of threads) {
-          if (seizedSet.has(tid) || !startSeize(tid)) continue;
-          if (!frozenAt) frozenAt = performance.now();
-          seized.push(tid); // detached again on failure
-          seizedSet.add(tid);
-          started.push(tid);
-        }
-        const interrupted = started.filter((tid) => {
-          try {
-            interrupt(tid);
-            return true;
-          } catch (e) {
-            if (e instanceof SyscallError && e.code === "ESRCH") return false; // gone
-            throw e;
+        // Every new thread is seized and interrupted first, then all stops are awaited
+        // together; the threads are listed again until a listing holds only stopped
+        // threads (a stopped thread creates none, so that listing is final). A
+        // thread on its way out cannot be seized: the threads are listed again
+        // until it is gone.
+        const deadline = performance.now() + STOP_TIMEOUT_MS;
+        for (;;) {
+          const started: number[] = [];
+          let exiting = 0;
+          for (const tid of threads) {
+            if (seizedSet.has(tid)) continue;
+            if (!startSeize(tid, root)) {
+              if (tid === pid) break; // the process is exiting: the next round sees its end
+              exiting++;
+              continue;
+            }
+            if (!frozenAt) frozenAt = performance.now();
+            seized.push(tid); // detached again on failure
+            seizedSet.add(tid);
+            started.push(tid);
           }
-        });
-        const stops = awaitStops(interrupted);
-        for (const tid of interrupted) {
-          const stopSignal = stops.get(tid);
-          if (stopSignal !== undefined && !groupStops.has(pid)) groupStops.set(pid, stopSignal);
+          if (!seizedSet.has(pid)) {
+            unsettled = true; // its main thread is exiting: left to the next round
+            threads = [];
+            break;
+          }
+          if (started.length === 0 && exiting === 0) break;
+          if (started.length === 0) {
+            if (performance.now() > deadline) {
+              throw new TargetError(`a thread of process ${pid} did not finish exiting`);
+            }
+            sleepSync(1);
+            threads = threadsOf(pid);
+            if (threads.length === 0) break;
+            continue;
+          }
+          const interrupted = started.filter((tid) => {
+            try {
+              interrupt(tid);
+              return true;
+            } catch (e) {
+              if (e instanceof SyscallError && e.code === "ESRCH") return false; // gone
+              throw e;
+            }
+          });
+          const stops = awaitStops(interrupted, root);
+          for (const tid of interrupted) {
+            const stopSignal = stops.get(tid);
+            if (stopSignal !== undefined && !groupStops.has(pid)) groupStops.set(pid, stopSignal);
+          }
+          added += started.length;
+          threads = threadsOf(pid);
+          if (threads.length === 0) break;
         }
-        added += started.length;
+        if (threads.length === 0) {
+          if (pid === root) throw new TargetError(`process ${root} vanished while being frozen`);
+          unsettled = true; // gone meanwhile: its parent's children are read again
+          continue;
+        }
+        // Read with every thread of `pid` stopped: none of them forks any more. Only
+        // another process (a child's CLONE_PARENT, an auto-reaped child) can still
+        // change this list, which the confirming round below catches.
+        const kids = childrenOfThreads(pid, threads);
+        refuseSharedMemoryChildren(pid, kids);
         const { live: children, zombies } = splitZombies(kids);
         const groupStop = groupStops.get(pid);
         processes.push({
           pid,
           children,
-          // Unchanged when every thread listed was stopped already (stopped threads create none).
-          threads: started.length || threads.some((t) => !seizedSet.has(t))
-            ? threadsOf(pid)
-            : threads,
+          threads,
           ...(zombies.length ? { zombies } : {}),
           ...(groupStop !== undefined ? { groupStop } : {}),
         });
         queue.push(...children);
       }
-      if (added === 0) return { root, processes, frozenAt };
+      // A round that seized nothing confirms the tree. One process without live
+      // children needs no such round: its threads and children were read with
+      // all its threads stopped, and no other process of the tree can change them.
+      if (processes.length === 1 && processes[0].children.length === 0) {
+        return { root, processes, frozenAt };
+      }
+      if (added === 0 && !unsettled) return { root, processes, frozenAt };
+      if (unsettled && added === 0) sleepSync(1); // a process on its way out
     }
   } catch (e) {
     for (const tid of seized) {

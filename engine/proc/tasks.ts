@@ -65,7 +65,15 @@ function scanChildren(pid: number): number[] {
  * Threads exiting meanwhile are skipped; ProcessGoneError if `pid` is gone.
  */
 export function readChildren(pid: number): number[] {
-  const tids = listTids(pid);
+  return readChildrenOfThreads(pid, listTids(pid));
+}
+
+/**
+ * Children of a process whose threads are `tids` (listed by the caller):
+ * the union of their children files, ascending (one read per thread, no
+ * listing). Threads gone meanwhile are skipped.
+ */
+export function readChildrenOfThreads(pid: number, tids: readonly number[]): number[] {
   if (!childrenFileSupported()) return scanChildren(pid);
   const all = new Set<number>();
   for (const tid of tids) {
