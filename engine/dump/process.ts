@@ -24,6 +24,7 @@ import {
 } from "./vm_flags.ts";
 import { fileIdentityOf, readProcLink, readProcText } from "../proc/io.ts";
 import { type InjectedThreadState, queryInjectedState, withInjection } from "./injected.ts";
+import { startScanAhead } from "./scan_ahead.ts";
 import { collectThread, sharedPending } from "./threads.ts";
 import { classifyVma, refusedMapping, type Vma } from "./vmas.ts";
 import { takeMappingDrafts } from "./mapping_drafts.ts";
@@ -216,6 +217,8 @@ export function collectProcess(
   );
   // Started once the injected calls' own areas are gone: smaps lists the target's alone.
   const smaps = overlap ? readSmapsFlagsOffThread(pid) : undefined;
+  // The page plan's walk, on another thread once no injected call writes (engine/dump/scan_ahead.ts).
+  if (!areas) startScanAhead(pid, Math.max(4096, 2 * maps.length + 256));
   const owners = queryFdOwners(pid, fds.map((f) => f.fd));
   const task = collectTaskState(pid, tids, injected.task, refusals, statuses);
   // The smaps records are the dump's mappings as they are (no copy per mapping).

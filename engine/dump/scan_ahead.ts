@@ -1,13 +1,13 @@
 /**
  * The page plan's PAGEMAP_SCAN (engine/dump/plan.ts) walked ahead on
- * another thread: started at the freeze's collect (engine/dump/vm_flags.ts,
- * beside the BPF iterator's read), over the whole user address space of the
+ * another thread: started by the collect (engine/dump/process.ts) once the
+ * injected calls are done, over the whole user address space of the
  * frozen process, and taken by the plan when it covers the plan's range.
- * Nothing cryo does between the two changes which pages of a frozen process
- * hold data inside its mappings (the injection's scratch page lies outside
- * every mapping the collect records). A call that failed, or did not
- * finish, is made again by cryo's thread; a walk stopped by a full buffer is
- * continued there.
+ * Not earlier: the injected calls write below the threads' red zones
+ * (engine/dump/injected.ts), which makes stack pages present that the plan
+ * then saves. Nothing cryo does between the walk and the plan changes which
+ * pages of a frozen process hold data. A call that failed is made again by
+ * cryo's thread; a walk stopped by a full buffer is continued there.
  *
  * @module
  */

@@ -60,7 +60,6 @@ import { draftMappings } from "./mapping_drafts.ts";
 import { ReadAhead } from "../../ffi/read_ahead.ts";
 import { closeRawFd, openRawFd, tablesAvailable } from "../../ffi/syscall_table.ts";
 import { sleepSync } from "../sleep_sync.ts";
-import { startScanAhead } from "./scan_ahead.ts";
 
 /**
  * From which resident set the smaps read overlaps the collect. Below it the
@@ -449,8 +448,6 @@ export function frozenVmFlags(pid: number, check?: VmFlagsCheck): SmapsArea[] | 
   };
   // The maps text is read on another thread while the iterator is read here (each walks the areas).
   const ahead = startMapsAhead(pid, confirmed.maps);
-  // The page plan's walk too (engine/dump/scan_ahead.ts): a region per page run, ~32 bytes of maps each.
-  startScanAhead(pid, Math.max(4096, Math.ceil((confirmed.maps?.bytes.length ?? 0) / 32) + 256));
   let records;
   try {
     records = readVmaRecords(pid);
