@@ -172,25 +172,19 @@ Deno.test("emitAnonRun: mprotects as blocks, byte for byte the plain ops", () =>
   }
 });
 
+/** 2,000 VmFlags lists of up to 7 flags drawn from `pool` and the madvise flags, seeded. */
+function randomFlagLists(seed: number, pool: string[]): string[][] {
+  const rand = rng(seed);
+  const all = [...pool, ...Object.keys(MADVISE_FOR_FLAG)];
+  return Array.from(
+    { length: 2000 },
+    () =>
+      Array.from({ length: Math.floor(rand() * 8) }, () => all[Math.floor(rand() * all.length)]),
+  );
+}
+
 Deno.test("noAdvice: true exactly when a list has no madvise flag", () => {
-  const rand = rng(3);
-  const pool = [
-    "rd",
-    "wr",
-    "ex",
-    "mr",
-    "mw",
-    "me",
-    "ac",
-    "sd",
-    "lo",
-    ...Object.keys(MADVISE_FOR_FLAG),
-  ];
-  for (let k = 0; k < 2000; k++) {
-    const list = Array.from(
-      { length: Math.floor(rand() * 8) },
-      () => pool[Math.floor(rand() * pool.length)],
-    );
+  for (const list of randomFlagLists(3, ["rd", "wr", "ex", "mr", "mw", "me", "ac", "sd", "lo"])) {
     assert.equal(
       noAdvice(list),
       !list.some((f) => MADVISE_FOR_FLAG[f] !== undefined),
@@ -247,24 +241,7 @@ Deno.test("emitAnonRun's examine list: the guards, locks and AIO rings of the fu
 });
 
 Deno.test("quietFlags: true exactly when a list has no madvise flag and no lock", () => {
-  const rand = rng(9);
-  const pool = [
-    "rd",
-    "wr",
-    "mr",
-    "mw",
-    "me",
-    "ac",
-    "sd",
-    "lo",
-    "lf",
-    ...Object.keys(MADVISE_FOR_FLAG),
-  ];
-  for (let k = 0; k < 2000; k++) {
-    const list = Array.from(
-      { length: Math.floor(rand() * 8) },
-      () => pool[Math.floor(rand() * pool.length)],
-    );
+  for (const list of randomFlagLists(9, ["rd", "wr", "mr", "mw", "me", "ac", "sd", "lo", "lf"])) {
     const want = !list.some((f) => f === "lo" || MADVISE_FOR_FLAG[f] !== undefined);
     assert.equal(quietFlags(list), want, list.join(" "));
   }
