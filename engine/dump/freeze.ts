@@ -187,6 +187,11 @@ export function freezeTree(root: number): FrozenTree {
           continue;
         }
         refuseZombieLeader(pid, threads);
+        // A thread waiting in vfork() never reports a stop: refused before any is awaited
+        // (threads already stopped cannot have vforked since).
+        if (threads.some((t) => !seizedSet.has(t))) {
+          refuseSharedMemoryChildren(pid, childrenOfThreads(pid, threads));
+        }
         // Every new thread is seized and interrupted first, then all stops are awaited
         // together; the threads are listed again until a listing holds only stopped
         // threads (a stopped thread creates none, so that listing is final). A
