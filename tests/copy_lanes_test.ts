@@ -27,6 +27,7 @@ import { assertLoadReports, startLoadTree } from "./helpers/load.ts";
 import { tempImageDir } from "./helpers/roundtrip.ts";
 import { adoptPid, withTargets } from "./helpers/targets.ts";
 import {
+  assertSameFiles,
   assertSameResult,
   blocksOf,
   jobOf,
@@ -108,10 +109,7 @@ Deno.test("two copy lanes write the same files and block CRCs as one", async () 
       for (const [k, name] of [[0, "a"], [1, "b"]] as const) {
         const what = `${mode}, file ${name}`;
         assertSameResult(got[k], serial[k], what);
-        const one = Deno.readFileSync(`${dir}/one-${name}`);
-        const two = Deno.readFileSync(`${dir}/two-${name}`);
-        assert.equal(two.length, one.length, `${what}: size`);
-        assert.ok(one.every((b, i) => b === two[i]), `${what}: same bytes`);
+        assertSameFiles(`${dir}/one-${name}`, `${dir}/two-${name}`, what);
         assert.deepEqual(
           got[k].blockCrcs,
           blocksOf(`${dir}/two-${name}`, jobs[k].pagesStart, got[k].pagesEnd),

@@ -12,7 +12,7 @@
  * @module
  */
 
-import type { Mapping } from "../model.ts";
+import type { Mapping, MappingKind } from "../model.ts";
 import { classifyVma, type Vma } from "./vmas.ts";
 import { sysvShmidOf } from "../memory/sysvshm.ts";
 
@@ -23,6 +23,28 @@ export const NO_PAGES: Mapping["pages"] = Object.freeze([]) as unknown as Mappin
 const NO_FLAGS: string[] = Object.freeze([]) as unknown as string[];
 
 const hex = (v: bigint) => `0x${v.toString(16)}`;
+
+/**
+ * The record of area `m` of `kind` (its hex `start` and `end` given: the
+ * caller reuses the last end's text), its pages not saved yet; one shape
+ * for every record (keys in the image's order, `file` for file mappings).
+ */
+export function mappingRecord(
+  m: Vma,
+  kind: MappingKind,
+  start: string,
+  end: string,
+  vmFlags: string[],
+  file?: Mapping["file"],
+): Mapping {
+  const offset = m.offset === 0n ? "0x0" : hex(m.offset);
+  const mapping: Mapping = file
+    ? { start, end, perms: m.perms, offset, kind, name: m.path, file, vmFlags, pages: NO_PAGES }
+    : { start, end, perms: m.perms, offset, kind, name: m.path, vmFlags, pages: NO_PAGES };
+  const sysvShm = sysvShmidOf(m.path, m.inode);
+  if (sysvShm !== undefined) mapping.sysvShm = sysvShm;
+  return mapping;
+}
 
 /** Records by the parse they were made from; each handed out once. */
 const drafts = new WeakMap<readonly Vma[], (Mapping | undefined)[]>();
@@ -39,19 +61,13 @@ export function draftMappings(areas: readonly Vma[]): void {
     const kind = classifyVma(m);
     const end = hex(m.end);
     if (kind === "anon" || kind === "anon-shared" || kind === "sysv-shm") {
-      const mapping: Mapping = {
-        start: m.start === lastEnd ? lastEndHex : hex(m.start),
-        end,
-        perms: m.perms,
-        offset: m.offset === 0n ? "0x0" : hex(m.offset),
+      out[i] = mappingRecord(
+        m,
         kind,
-        name: m.path,
-        vmFlags: NO_FLAGS,
-        pages: NO_PAGES,
-      };
-      const sysvShm = sysvShmidOf(m.path, m.inode);
-      if (sysvShm !== undefined) mapping.sysvShm = sysvShm;
-      out[i] = mapping;
+        m.start === lastEnd ? lastEndHex : hex(m.start),
+        end,
+        NO_FLAGS,
+      );
     }
     lastEnd = m.end;
     lastEndHex = end;

@@ -27,8 +27,7 @@ import { type InjectedThreadState, queryInjectedState, withInjection } from "./i
 import { startScanAhead } from "./scan_ahead.ts";
 import { collectThread, sharedPending } from "./threads.ts";
 import { classifyVma, refusedMapping, type Vma } from "./vmas.ts";
-import { takeMappingDrafts } from "./mapping_drafts.ts";
-import { sysvShmidOf } from "../memory/sysvshm.ts";
+import { mappingRecord, takeMappingDrafts } from "./mapping_drafts.ts";
 import { collectPipe } from "../fds/pipe.ts";
 import { collectUnixSockets } from "../fds/unix.ts";
 import { queryFdOwners } from "../fds/owner.ts";
@@ -150,9 +149,6 @@ function pipeRestore(target: string, topology: PipeTopology): string {
   return t.pids.size === 1 ? "process" : "tree";
 }
 
-/** The page runs of a mapping before its pages are saved: one shared list, replaced, never added to. */
-const NO_PAGES: Mapping["pages"] = Object.freeze([]) as unknown as Mapping["pages"];
-
 /** Collects one frozen process. `fds` were read beforehand (tree-wide pipe analysis). */
 export function collectProcess(
   pid: number,
@@ -250,38 +246,15 @@ export function collectProcess(
       ? readMapFileIdentity(pid, m) ?? undefined
       : undefined;
     // Deleted files and memfds are saved by content (engine/fds/ghost.ts).
-    const sysvShm = sysvShmidOf(m.path, m.inode);
     const refused = refusedMapping(m);
     if (refused) {
       refusals.use(refused, `process ${pid} mapping ${hex(m.start)}-${hex(m.end)} (${m.path})`);
     }
     const start = m.start === lastEnd ? lastEndHex : hex(m.start);
-    const end = hex(m.end), offset = m.offset === 0n ? "0x0" : hex(m.offset);
+    const end = hex(m.end);
     lastEnd = m.end;
     lastEndHex = end;
-    const mapping: Mapping = file
-      ? {
-        start,
-        end,
-        perms: m.perms,
-        offset,
-        kind,
-        name: m.path,
-        file,
-        vmFlags: m.vmFlags,
-        pages: NO_PAGES,
-      }
-      : {
-        start,
-        end,
-        perms: m.perms,
-        offset,
-        kind,
-        name: m.path,
-        vmFlags: m.vmFlags,
-        pages: NO_PAGES,
-      };
-    if (sysvShm !== undefined) mapping.sysvShm = sysvShm;
+    const mapping = mappingRecord(m, kind, start, end, m.vmFlags, file);
     const ring = aio.size ? aio.get(m.start) : undefined;
     if (ring) mapping.aio = ring;
     mappings[i] = mapping;
