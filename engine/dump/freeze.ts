@@ -253,9 +253,9 @@ export function freezeTree(root: number): FrozenTree {
         }
         // Read with every thread of `pid` stopped: none of them forks any more. Only
         // another process (a child's CLONE_PARENT, an auto-reaped child) can still
-        // change this list, which the confirming round below catches.
+        // change this list, which the confirming round below catches. (A thread in
+        // vfork() never stopped: the check before the seize refused it.)
         const kids = childrenOfThreads(pid, threads);
-        refuseSharedMemoryChildren(pid, kids);
         const { live: children, zombies } = splitZombies(kids);
         const groupStop = groupStops.get(pid);
         processes.push({
