@@ -4,7 +4,10 @@
  * thread, also when its buffer fills (continued on cryo's thread) and when
  * its call fails on the other thread (made again on cryo's thread); a dump
  * of tests/targets/rt_maps.c whose plan took the walk ahead restores every
- * mapping with its content (the target checks them).
+ * mapping with its content (the target checks them). A collect called
+ * directly (a library user, no plan after it) starts no walk and leaves no
+ * pagemap fd open; one that starts a walk has it closed by `dropScansAhead`,
+ * and a dump closes every walk it started.
  *
  * @module
  */
@@ -12,6 +15,7 @@
 import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
 import {
+  dropScansAhead,
   SCAN_AHEAD_END,
   scanAheadStats,
   startScanAhead,
@@ -20,6 +24,8 @@ import {
 import { restore } from "../engine/restore/mod.ts";
 import { PagemapScanner } from "../engine/proc/pagemap_scan.ts";
 import { freezeTree, thawTree } from "../engine/dump/freeze.ts";
+import { collectProcess, pipeTopology, readFds } from "../engine/dump/process.ts";
+import { Refusals } from "../engine/support.ts";
 import { loadVmaIterator } from "../engine/proc/vma_flags_bpf.ts";
 import { tablesAvailable } from "../ffi/syscall_table.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
@@ -88,5 +94,65 @@ Deno.test({
     assert.equal(tree.rootPid, t.pid);
     await Deno.writeTextFile(trigger, "");
     assertChecksPassed(t, CHECKS, await t.wait(30000), { what: "rt_maps" });
+  }),
+});
+
+/** cryo's own fds open on the pagemap of `pid`. */
+function pagemapFds(pid: number): number {
+  let n = 0;
+  for (const e of Deno.readDirSync("/proc/self/fd")) {
+    try {
+      if (Deno.readLinkSync(`/proc/self/fd/${e.name}`) === `/proc/${pid}/pagemap`) n++;
+    } catch { /* closed meanwhile (the directory's own fd) */ }
+  }
+  return n;
+}
+
+Deno.test({
+  name: "scan ahead: a collect without a plan leaves no pagemap fd open; a dump closes its walks",
+  ignore: ignore || !loadVmaIterator(),
+  fn: withTargets(async () => {
+    const { t } = await startTriggered("rt_maps", MAPS_READY, { passWork: true, extra: ["300"] });
+    const tree = freezeTree(t.pid);
+    try {
+      const p = tree.processes[0];
+      const fds = readFds(p.pid);
+      const collect = (scanAhead?: boolean) =>
+        collectProcess(
+          p.pid,
+          p.threads,
+          p.children,
+          fds,
+          pipeTopology([{ pid: p.pid, fds }]),
+          new Refusals(),
+          undefined,
+          undefined,
+          undefined,
+          scanAhead,
+        );
+      // A library user's collect: no plan follows, no walk may stay behind it.
+      collect();
+      assert.equal(pagemapFds(t.pid), 0, "a direct collect left a pagemap fd open");
+      // The dump's collect starts one (its plan takes it); not taken, it is dropped and closed.
+      collect(true);
+      assert.equal(pagemapFds(t.pid), 1, "the walk ahead started");
+      dropScansAhead();
+      assert.equal(pagemapFds(t.pid), 0, "dropped and closed");
+      assert.equal(takeScanAhead(t.pid, 0, SCAN_AHEAD_END), undefined, "nothing left to take");
+    } finally {
+      thawTree(tree);
+    }
+    // A whole dump: its walk taken by the plan, nothing open afterwards.
+    const dir = await tempImageDir();
+    const was = { ...scanAheadStats };
+    Deno.env.set("CRYO_VMFLAGS", "bpf");
+    try {
+      await checkpoint(t.pid, { dir, leaveRunning: true, precopy: false, sync: false });
+    } finally {
+      Deno.env.delete("CRYO_VMFLAGS");
+    }
+    assert.equal(scanAheadStats.used - was.used, 1, "the plan took the walk ahead");
+    assert.equal(pagemapFds(t.pid), 0, "the dump left a pagemap fd open");
+    await t.kill();
   }),
 });

@@ -542,6 +542,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         sockets,
         undefined,
         flagsCheck,
+        true, // planned below; the walks not taken dropped at the thaw or on failure
       )
     );
     for (const c of collectedAll) precopy?.fixRestarts(c.image);

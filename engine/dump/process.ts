@@ -163,6 +163,12 @@ export function collectProcess(
   areas?: SmapsArea[],
   /** The check made before the freeze that lets VmFlags come from the BPF iterator (vm_flags.ts). */
   vmFlagsCheck?: VmFlagsCheck,
+  /**
+   * The caller plans the pages next and drops the walks not taken
+   * (engine/dump/mod.ts): the page plan's walk may start ahead
+   * (engine/dump/scan_ahead.ts). Otherwise none starts, and no fd stays open.
+   */
+  scanAhead = false,
 ): CollectedProcess {
   checkNamespaces(pid, refusals);
   const stat = readStat(pid);
@@ -214,7 +220,7 @@ export function collectProcess(
   // Started once the injected calls' own areas are gone: smaps lists the target's alone.
   const smaps = overlap ? readSmapsFlagsOffThread(pid) : undefined;
   // The page plan's walk, on another thread once no injected call writes (engine/dump/scan_ahead.ts).
-  if (!areas) startScanAhead(pid, Math.max(4096, 2 * maps.length + 256));
+  if (scanAhead && !areas) startScanAhead(pid, Math.max(4096, 2 * maps.length + 256));
   const owners = queryFdOwners(pid, fds.map((f) => f.fd));
   const task = collectTaskState(pid, tids, injected.task, refusals, statuses);
   // The smaps records are the dump's mappings as they are (no copy per mapping).

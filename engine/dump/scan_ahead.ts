@@ -3,6 +3,9 @@
  * another thread: started by the collect (engine/dump/process.ts) once the
  * injected calls are done, over the whole user address space of the
  * frozen process, and taken by the plan when it covers the plan's range.
+ * Only a dump's collect starts one (a plan follows, and the walks it did
+ * not take are dropped at the thaw or on failure): a collect called alone
+ * leaves no walk, and so no pagemap fd, behind it.
  * Not earlier: the injected calls write below the threads' red zones
  * (engine/dump/injected.ts), which makes stack pages present that the plan
  * then saves. Nothing cryo does between the walk and the plan changes which
