@@ -48,6 +48,8 @@ export class MemoryStreamer {
   /** The same as 32-bit halves (little endian). */
   readonly #iov32 = new Uint32Array(this.#iov.buffer);
   #iovCount = 0;
+  /** Address where the last queued piece ends (a next piece there extends it). */
+  #iovEnd = -1;
   /** Buffer offset where the queued pieces land. */
   #iovAt = 0;
   /**
@@ -57,6 +59,8 @@ export class MemoryStreamer {
   onUnreadable?: (addr: bigint, length: number) => void;
   /** Bytes of page data written so far. */
   bytes = 0;
+  /** Remote pieces given to process_vm_readv so far (adjacent runs are one: tests). */
+  remotePieces = 0;
   /**
    * Read through /proc/<pid>/mem only (no process_vm_readv), except the
    * runs given with `pin: true`: its page lookups do not pin, so they never
@@ -181,15 +185,18 @@ export class MemoryStreamer {
 
   /** Queues a piece of readable memory landing at the current fill offset. */
   #queue(addr: bigint, n: number): void {
+    if (this.#extend(Number(addr), n)) return;
     if (this.#iovCount === IOV_MAX) this.#drain();
     if (this.#iovCount === 0) this.#iovAt = this.#fill;
     this.#iov[2 * this.#iovCount] = addr;
     this.#iov[2 * this.#iovCount + 1] = BigInt(n);
     this.#iovCount++;
+    this.#iovEnd = Number(addr) + n;
   }
 
   /** {@link #queue} of a numeric address: written as two 32-bit halves, no bigint made. */
   #queueNumber(addr: number, n: number): void {
+    if (this.#extend(addr, n)) return;
     if (this.#iovCount === IOV_MAX) this.#drain();
     if (this.#iovCount === 0) this.#iovAt = this.#fill;
     const w = this.#iov32, k = 4 * this.#iovCount;
@@ -198,6 +205,24 @@ export class MemoryStreamer {
     w[k + 2] = n; // a piece is at most the buffer: below 2^32
     w[k + 3] = 0;
     this.#iovCount++;
+    this.#iovEnd = addr + n;
+  }
+
+  /**
+   * Grows the last queued piece by `n` bytes when `addr` is where it ends:
+   * the new piece then follows it both in the process and in the buffer
+   * (queued pieces land back to back). Adjacent readable mappings (one-page
+   * mappings of alternating protections, say) become one remote piece, and
+   * the kernel's per-piece work (a lock, a VMA lookup, a pin batch) is paid
+   * once. A read stopped inside it is finished from there as before; not
+   * with {@link onUnreadable} (a running process): its zeros would run to
+   * the end of the merged piece, over runs that could still be read.
+   */
+  #extend(addr: number, n: number): boolean {
+    if (this.#iovCount === 0 || addr !== this.#iovEnd || this.onUnreadable) return false;
+    this.#iov32[4 * this.#iovCount - 2] += n; // within one buffer: below 2^32
+    this.#iovEnd += n;
+    return true;
   }
 
   /** Reads the queued pieces: one call, then piece by piece from where it stopped. */
@@ -205,6 +230,7 @@ export class MemoryStreamer {
     const count = this.#iovCount;
     if (count === 0 || !this.#buffer) return;
     this.#iovCount = 0;
+    this.remotePieces += count;
     let total = 0;
     for (let i = 0; i < count; i++) total += Number(this.#iov[2 * i + 1]);
     const dest = this.#buffer.subarray(this.#iovAt, this.#iovAt + total);

@@ -1,0 +1,167 @@
+/**
+ * The page copy's remote pieces (engine/dump/memory.ts): runs of adjacent
+ * readable mappings queued one after the other become one remote piece of
+ * process_vm_readv; what lands in the buffers is byte for byte what a read
+ * per run gives, across buffer boundaries, gaps and unreadable runs; a
+ * merged piece stopped inside is finished as before (a PROT_NONE page
+ * through /proc/<pid>/mem, an unmapped one fails the read); with the
+ * tree running (`onUnreadable`) nothing is merged, and an unmapped page's
+ * zeros stop at its run.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { MemoryStreamer } from "../engine/dump/memory.ts";
+import type { PageWriter } from "../engine/dump/page_writer.ts";
+import type { Vma } from "../engine/dump/vmas.ts";
+import { rawSyscall } from "../ffi/libc.ts";
+import { SYS } from "../ffi/sysno.ts";
+
+const PAGE = 4096;
+
+/** A page writer into memory, with buffers of `size` bytes. */
+class MemoryPageWriter implements PageWriter {
+  readonly size: number;
+  readonly out: Uint8Array;
+  #buf: Uint8Array;
+  constructor(size: number, total: number) {
+    this.size = size;
+    this.#buf = new Uint8Array(size);
+    this.out = new Uint8Array(total);
+  }
+  acquire(): Uint8Array {
+    return this.#buf;
+  }
+  submit(length: number, offset: number): void {
+    this.out.set(this.#buf.subarray(0, length), offset);
+  }
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+  abort(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+/** `pages` anonymous pages of this process, no two alike. */
+function region(pages: number): { base: number; view: Uint8Array } {
+  const r = rawSyscall(SYS.mmap, 0, pages * PAGE, 3, 0x22, -1, 0); // rw, MAP_PRIVATE|MAP_ANONYMOUS
+  assert.ok(r > 0n, `mmap: ${r}`);
+  const base = Number(r);
+  const view = new Uint8Array(
+    Deno.UnsafePointerView.getArrayBuffer(Deno.UnsafePointer.create(r)!, pages * PAGE),
+  );
+  for (let i = 0; i < pages; i++) view.fill((i * 7 + 3) & 0xff, i * PAGE, (i + 1) * PAGE);
+  for (let i = 0; i < pages; i++) view[i * PAGE + 1] = i >> 8;
+  return { base, view };
+}
+
+function protect(addr: number, length: number, prot: number): void {
+  assert.equal(rawSyscall(SYS.mprotect, addr, length, prot), 0n);
+}
+
+/** Streams runs (page index, pages, readable) of `base`; returns the streamer and the output. */
+async function stream(
+  base: number,
+  runs: [number, number, boolean][],
+  bufBytes: number,
+  onUnreadable?: (addr: bigint, length: number) => void,
+) {
+  const total = runs.reduce((n, r) => n + r[1] * PAGE, 0);
+  const out = new MemoryPageWriter(bufBytes, total);
+  let next = 0;
+  const s = new MemoryStreamer(Deno.pid, out, (n) => {
+    const at = next;
+    next += n;
+    return at;
+  });
+  if (onUnreadable) s.onUnreadable = onUnreadable;
+  try {
+    for (const [page, pages, readable] of runs) {
+      const vma = { perms: readable ? "rw-p" : "---p" } as Vma;
+      s.saveRun(vma, base + page * PAGE, pages * PAGE);
+    }
+    await s.finish();
+  } catch (e) {
+    await s.abort();
+    throw e;
+  }
+  return { s, out: out.out };
+}
+
+function expected(view: Uint8Array, runs: [number, number, boolean][]): Uint8Array {
+  return new Uint8Array(runs.flatMap(([p, n]) => [...view.subarray(p * PAGE, (p + n) * PAGE)]));
+}
+
+function same(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+Deno.test("page copy: adjacent readable runs are one remote piece, across mappings and buffers", async () => {
+  const pages = 700;
+  const { base, view } = region(pages);
+  try {
+    // Every other page read-only: 700 one-page mappings that do not merge (maps-10000's layout).
+    for (let i = 1; i < pages; i += 2) protect(base + i * PAGE, PAGE, 1);
+    const all: [number, number, boolean][] = [];
+    for (let i = 0; i < pages; i++) all.push([i, 1, true]);
+    // 1 MiB buffers: 256 pages each, so 3 buffers, one piece each.
+    const a = await stream(base, all, 1 << 20);
+    assert.ok(same(a.out, expected(view, all)));
+    assert.equal(a.s.remotePieces, 3, "one piece per buffer");
+    // Gaps, runs of several pages, a run split by a buffer's end, an unreadable run between.
+    const mixed: [number, number, boolean][] = [
+      [0, 3, true],
+      [3, 1, true], // adjacent: merged
+      [5, 2, true], // a gap before it: a new piece
+      [7, 1, false], // read through /proc/<pid>/mem: the queue drained before it
+      [8, 4, true], // adjacent to the unreadable run: a new piece
+      [12, 300, true], // crosses the 64 KiB buffers
+      [400, 1, true],
+      [402, 1, true],
+      [403, 1, true],
+    ];
+    const b = await stream(base, mixed, 16 * PAGE);
+    assert.ok(same(b.out, expected(view, mixed)), "64 KiB buffers");
+    const c = await stream(base, mixed, 1 << 20);
+    assert.ok(same(c.out, expected(view, mixed)), "1 MiB buffers");
+    // 0-4, 5-7, 8-312 split at the buffer's end (11 + 245 pages), 400, 402-404.
+    assert.equal(c.s.remotePieces, 6);
+  } finally {
+    rawSyscall(SYS.munmap, base, pages * PAGE);
+  }
+});
+Deno.test("page copy: a merged piece stopped inside is finished as before", async () => {
+  const pages = 12;
+  const { base, view } = region(pages);
+  try {
+    const runs: [number, number, boolean][] = [];
+    for (let i = 0; i < pages; i++) runs.push([i, 1, true]);
+    const whole = expected(view, runs); // (read now: this process may not touch them later)
+    // A PROT_NONE page inside: process_vm_readv stops there, /proc/<pid>/mem reads it.
+    protect(base + 5 * PAGE, PAGE, 0);
+    const a = await stream(base, runs, 1 << 20);
+    assert.equal(a.s.remotePieces, 1);
+    assert.ok(same(a.out, whole), "the PROT_NONE page read");
+    protect(base + 5 * PAGE, PAGE, 3);
+    // An unmapped page inside, the dump frozen (nothing may be lost): the read fails, as
+    // the read of that run alone did.
+    assert.equal(rawSyscall(SYS.munmap, base + 8 * PAGE, PAGE), 0n);
+    await assert.rejects(
+      () => stream(base, runs, 1 << 20),
+      /Input\/output error|cannot read memory at/,
+    );
+    // With the tree running (a pre-copy: lost pages are copied again) no piece is merged:
+    // the unmapped page's zeros are reported and stop at its run, the later runs are read.
+    const want = whole.slice();
+    want.fill(0, 8 * PAGE, 9 * PAGE);
+    const lost: [bigint, number][] = [];
+    const b = await stream(base, runs, 1 << 20, (addr, length) => lost.push([addr, length]));
+    assert.equal(b.s.remotePieces, 12);
+    assert.ok(same(b.out, want), "the runs after the lost page read");
+    assert.deepEqual(lost, [[BigInt(base + 8 * PAGE), PAGE]]);
+  } finally {
+    rawSyscall(SYS.munmap, base, pages * PAGE);
+  }
+});
