@@ -291,7 +291,7 @@ let buffer = new Uint8Array(256 * 1024);
  * ended early or went on is never taken for the process's areas.
  */
 function readAll(fd: number): Uint8Array<ArrayBuffer> {
-  let n = 0, checked = 0, lastEnd = 0n;
+  let n = 0, checked = 0, lastEnd = 0;
   for (;;) {
     if (n === buffer.length) {
       const bigger = new Uint8Array(buffer.length * 2);
@@ -303,11 +303,13 @@ function readAll(fd: number): Uint8Array<ArrayBuffer> {
     if (r < 0n) throw new BpfError("read of the iterator", Number(-r));
     if (r === 0n) break;
     n += Number(r);
-    const dv = new DataView(buffer.buffer, 0, n);
+    // Addresses as numbers from their 32-bit halves (exact below 2^53): no bigint per record.
+    const w = new Uint32Array(buffer.buffer, 0, n >> 2);
     for (; checked + VMA_RECORD_SIZE <= n; checked += VMA_RECORD_SIZE) {
-      const start = dv.getBigUint64(checked, true);
+      const k = checked >> 2;
+      const start = w[k + 1] * 0x100000000 + w[k];
       if (start < lastEnd) return buffer.slice(0, checked); // it started over
-      lastEnd = dv.getBigUint64(checked + 8, true);
+      lastEnd = w[k + 3] * 0x100000000 + w[k + 2];
     }
   }
   return buffer.slice(0, n);

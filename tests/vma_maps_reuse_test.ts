@@ -4,6 +4,9 @@
  * bytes; a mapping changed between the parse and the freeze (a protection,
  * same text length) is parsed again, and a change of VmFlags alone (the
  * maps text unchanged) still shows, from the iterator read at the freeze.
+ * The VmFlags given before the freeze (from the iterator's records read
+ * then) are kept only when the freeze reads the same records; a madvise
+ * between them makes the freeze decode what it reads.
  *
  * @module
  */
@@ -13,6 +16,7 @@ import {
   frozenVmFlags,
   mapsReuse,
   prepareFrozenMaps,
+  recordsReuse,
   startVmFlagsCheck,
   vmFlagsPaths,
 } from "../engine/dump/vm_flags.ts";
@@ -76,13 +80,16 @@ Deno.test({
         prepareFrozenMaps(check);
         const before = check!.processes.get(t.pid)!.maps!;
         assert.ok(before.areas, "parsed before the freeze");
-        const was = { ...mapsReuse };
+        assert.ok(before.records, "flags given before the freeze");
+        const was = { ...mapsReuse, records: { ...recordsReuse } };
         const tree = freezeTree(t.pid);
         try {
           const areas = frozenVmFlags(t.pid, check);
           assert.ok(areas, `bpf: ${vmFlagsPaths.get(t.pid)}`);
           // Whatever the path, the freeze's areas and flags are smaps' of now.
           assert.deepEqual(areas, readSmapsFlags(t.pid));
+          assert.equal(recordsReuse.reused - was.records.reused, 1, "the flags given before kept");
+          assert.equal(recordsReuse.decoded - was.records.decoded, 0);
           return { reused: mapsReuse.reused - was.reused, parsed: mapsReuse.parsed - was.parsed };
         } finally {
           thawTree(tree);
@@ -103,8 +110,9 @@ Deno.test({
       let changed;
       try {
         mprotect(t.pid);
-        const was = { ...mapsReuse };
+        const was = { ...mapsReuse, records: { ...recordsReuse } };
         changed = frozenVmFlags(t.pid, check);
+        assert.equal(recordsReuse.decoded - was.records.decoded, 1, "a new parse: decoded");
         assert.equal(mapsReuse.parsed - was.parsed, 1, "parsed again");
         assert.equal(mapsReuse.reused - was.reused, 0, "not reused");
         assert.deepEqual(changed, readSmapsFlags(t.pid));
@@ -129,13 +137,16 @@ Deno.test({
         withInjection(t.pid, (s) => {
           s.check(t.pid, "madvise", SYS.madvise, other.start, 4096, 10 /* MADV_DONTFORK */);
         });
-        const was = { ...mapsReuse };
+        const was = { ...mapsReuse, records: { ...recordsReuse } };
         const areas = frozenVmFlags(t.pid, check2);
         const smaps = readSmapsFlags(t.pid);
         assert.ok(smaps.find((a) => a.start === other.start)!.vmFlags.includes("dc"));
         if (areas) {
           // The iterator path: the maps text is the same, so the parse is reused ...
           assert.equal(mapsReuse.reused - was.reused, 1, "reused");
+          // ... but not the flags given before the freeze: the records differ, decoded now ...
+          assert.equal(recordsReuse.decoded - was.records.decoded, 1, "records decoded");
+          assert.equal(recordsReuse.reused - was.records.reused, 0, "flags not kept");
           // ... and the flag comes from the iterator read now.
           assert.deepEqual(areas, smaps);
         } else {

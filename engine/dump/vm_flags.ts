@@ -46,7 +46,9 @@ import {
   checkDecoding,
   decodeVmFlags,
   loadVmaIterator,
-  readVmaRecords,
+  readVmaBytes,
+  type VmaRecords,
+  vmaRecordsOf,
 } from "../proc/vma_flags_bpf.ts";
 import {
   type ConfirmedDecoding,
@@ -177,20 +179,48 @@ export interface MapsBeforeFreeze {
   areas?: SmapsArea[];
   /** Found the same at this freeze by {@link peekFrozenMaps}: the freeze need not read them again. */
   sameAtFreeze?: boolean;
+  /**
+   * The iterator's records read before the freeze, when {@link areas} got
+   * their VmFlags from them: the freeze that reads the same maps bytes and
+   * the same records keeps those flags (the same inputs give the same
+   * flags) instead of decoding 10,000 records again.
+   */
+  records?: Uint8Array;
 }
 
-/** Reads (unless read already) and parses the maps of `pid` before the freeze. */
-function mapsBeforeFreeze(pid: number, read?: Uint8Array): MapsBeforeFreeze | undefined {
+/** What a process's check holds for the freeze (an entry of {@link VmFlagsCheck}). */
+type Confirmed = VmFlagsCheck["processes"] extends Map<number, infer T> ? T : never;
+
+/**
+ * Reads (unless read already) and parses the maps of `pid` before the
+ * freeze, and gives the areas their VmFlags from the iterator's records
+ * (read now, unless the check read them with the maps it passes).
+ */
+function mapsBeforeFreeze(
+  pid: number,
+  confirmed: Confirmed,
+  read?: Uint8Array,
+  readRecords?: Uint8Array<ArrayBuffer>,
+): MapsBeforeFreeze | undefined {
+  let before: MapsBeforeFreeze;
   try {
     const bytes = read ?? readMapsBytes(pid);
     const areas = parseMapsBytes(bytes, pid) as SmapsArea[];
     for (const m of areas) m.vmFlags = UNKNOWN;
     prepareAreaAnswers(areas); // what the injection asks of them at the freeze
     draftMappings(areas); // the records of its anonymous mappings (mapping_drafts.ts)
-    return { bytes, areas };
+    before = { bytes, areas };
   } catch {
     return undefined; // the freeze reads it again and tells
   }
+  try {
+    const records = (read && readRecords) || readVmaBytes(pid);
+    // The freeze's own loop on them: when it fails, the freeze decodes what it reads.
+    if (flagsFromRecords(before.areas!, vmaRecordsOf(records), confirmed) === undefined) {
+      before.records = records;
+    }
+  } catch { /* the freeze reads them and tells */ }
+  return before;
 }
 
 /**
@@ -300,6 +330,8 @@ export interface VmFlagsCheck {
     gate: SmapsArea[];
     /** Its maps as read before the freeze, parsed ({@link prepareFrozenMaps}). */
     maps?: MapsBeforeFreeze;
+    /** The iterator's records the check read (after {@link VmFlagsCheck.read}'s maps). */
+    records?: Uint8Array<ArrayBuffer>;
   }>;
   /** Maps bytes the check read with the tree running, for {@link prepareFrozenMaps}. */
   read?: Map<number, Uint8Array>;
@@ -312,7 +344,10 @@ export interface VmFlagsCheck {
  */
 export function prepareFrozenMaps(check: VmFlagsCheck | undefined): void {
   if (!check) return;
-  for (const [pid, p] of check.processes) p.maps = mapsBeforeFreeze(pid, check.read?.get(pid));
+  for (const [pid, p] of check.processes) {
+    p.maps = mapsBeforeFreeze(pid, p, check.read?.get(pid), p.records);
+    p.records = undefined;
+  }
   check.read = undefined;
 }
 
@@ -372,10 +407,11 @@ export function startVmFlagsCheck(
   return Promise.all(unconfirmed.map(async (pid, i) => {
     try {
       const smaps = await reads[i];
-      const c = checkDecoding(readVmaRecords(pid), smaps);
+      const records = readVmaBytes(pid);
+      const c = checkDecoding(vmaRecordsOf(records), smaps);
       if (c.disagreement) disagreement ??= `process ${pid}: ${c.disagreement}`;
       const gate = smaps.filter((a) => a.path === "[vsyscall]");
-      check.processes.set(pid, { bits: c.confirmedBits, gate });
+      check.processes.set(pid, { bits: c.confirmedBits, gate, records });
       bits |= c.confirmedBits;
       for (const g of gate) if (!gates.some((k) => sameArea(k, g))) gates.push(g);
     } catch (e) {
@@ -399,9 +435,10 @@ export function startVmFlagsCheck(
  * set later, before the freeze, sends that process to smaps at the freeze.)
  */
 function memoCovers(pid: number, memo: ConfirmedDecoding, check: VmFlagsCheck): boolean {
-  let records;
+  let bytes, records;
   try {
-    records = readVmaRecords(pid);
+    bytes = readVmaBytes(pid);
+    records = vmaRecordsOf(bytes);
   } catch {
     return false;
   }
@@ -413,7 +450,7 @@ function memoCovers(pid: number, memo: ConfirmedDecoding, check: VmFlagsCheck): 
     if ((flags & others) !== 0n) return false;
     good = flags;
   }
-  check.processes.set(pid, { bits: memo.bits, gate: memo.gate });
+  check.processes.set(pid, { bits: memo.bits, gate: memo.gate, records: bytes });
   return true;
 }
 
@@ -446,16 +483,47 @@ export function frozenVmFlags(pid: number, check?: VmFlagsCheck): SmapsArea[] | 
     vmFlagsPaths.set(pid, `smaps: ${why}`);
     return undefined;
   };
+  const before = confirmed.maps;
+  const prepared = before?.areas, preparedRecords = before?.records;
   // The maps text is read on another thread while the iterator is read here (each walks the areas).
-  const ahead = startMapsAhead(pid, confirmed.maps);
-  let records;
+  const ahead = startMapsAhead(pid, before);
+  let bytes;
   try {
-    records = readVmaRecords(pid);
+    bytes = readVmaBytes(pid);
   } catch (e) {
     endMapsAhead(ahead);
     return fail(`iterator: ${e instanceof Error ? e.message : e}`);
   }
-  const maps = frozenMaps(pid, confirmed.maps, endMapsAhead(ahead));
+  const maps = frozenMaps(pid, before, endMapsAhead(ahead));
+  if (before) before.records = undefined;
+  // The same maps text and the same records as before the freeze: the flags given then.
+  if (maps === prepared && preparedRecords && sameBytes(bytes, preparedRecords)) {
+    recordsReuse.reused++;
+  } else {
+    const why = flagsFromRecords(maps, vmaRecordsOf(bytes), confirmed);
+    if (why !== undefined) return fail(why);
+    recordsReuse.decoded++;
+  }
+  vmFlagsPaths.set(pid, "bpf");
+  return maps;
+}
+
+/**
+ * How often the freeze kept the VmFlags given before it (`reused`) or
+ * decoded the records it read (`decoded`), since the process started (tests).
+ */
+export const recordsReuse = { reused: 0, decoded: 0 };
+
+/**
+ * Gives each area of `maps` its VmFlags from the iterator's `records`
+ * (see {@link frozenVmFlags} for what must hold); returns why not (some
+ * areas may have theirs then), or undefined when every area has them.
+ */
+function flagsFromRecords(
+  maps: SmapsArea[],
+  records: VmaRecords,
+  confirmed: Confirmed,
+): string | undefined {
   let j = 0;
   // The last two (flags, perms) pairs found good, and their codes: neighbours share
   // or alternate theirs (no bigint operations for most of 10,000 areas).
@@ -464,7 +532,7 @@ export function frozenVmFlags(pid: number, check?: VmFlagsCheck): SmapsArea[] | 
     const m = maps[i];
     if (j < records.count && records.start[j] === m.start) {
       const flags = records.flags[j];
-      if (records.end[j++] !== m.end) return fail(`area ${m.start.toString(16)} differs from maps`);
+      if (records.end[j++] !== m.end) return `area ${m.start.toString(16)} differs from maps`;
       if (flags === f0 && m.perms === p0) {
         m.vmFlags = c0;
         continue;
@@ -474,21 +542,20 @@ export function frozenVmFlags(pid: number, check?: VmFlagsCheck): SmapsArea[] | 
         continue;
       }
       if ((flags & ~confirmed.bits) !== 0n) {
-        return fail(`flags 0x${flags.toString(16)} have a bit smaps did not confirm`);
+        return `flags 0x${flags.toString(16)} have a bit smaps did not confirm`;
       }
       const codes = decodeVmFlags(flags);
-      if (!codes) return fail(`flags 0x${flags.toString(16)} have an unknown bit`);
-      if (!permsOf(m.perms, flags)) return fail(`flags 0x${flags.toString(16)} are not ${m.perms}`);
+      if (!codes) return `flags 0x${flags.toString(16)} have an unknown bit`;
+      if (!permsOf(m.perms, flags)) return `flags 0x${flags.toString(16)} are not ${m.perms}`;
       m.vmFlags = codes;
       [f1, p1, c1] = [f0, p0, c0];
       [f0, p0, c0] = [flags, m.perms, codes];
     } else {
       const gate = confirmed.gate.find((g) => sameArea(g, m));
-      if (!gate) return fail(`area ${m.start.toString(16)} of maps is not the iterator's`);
+      if (!gate) return `area ${m.start.toString(16)} of maps is not the iterator's`;
       m.vmFlags = gate.vmFlags;
     }
   }
-  if (j !== records.count) return fail(`the iterator lists ${records.count} areas, maps ${j}`);
-  vmFlagsPaths.set(pid, "bpf");
-  return maps;
+  if (j !== records.count) return `the iterator lists ${records.count} areas, maps ${j}`;
+  return undefined;
 }

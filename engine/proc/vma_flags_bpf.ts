@@ -172,11 +172,25 @@ export function bpfUnavailable(): string | undefined {
  * throws a BpfError when the kernel refuses the iteration.
  */
 export function readVmaRecords(pid: number): VmaRecords {
+  return vmaRecordsOf(readVmaBytes(pid));
+}
+
+/**
+ * The iterator's records of process `pid` as bytes ({@link readVmaRecords}
+ * without their decoding: the freeze compares them with a read made
+ * before it, engine/dump/vm_flags.ts). Throws as it does.
+ */
+export function readVmaBytes(pid: number): Uint8Array<ArrayBuffer> {
   if (!loaded || !("fd" in loaded)) throw new Error("the vma iterator is not loaded");
   const bytes = readTaskVmas(loaded.fd, pid);
   if (bytes.length % VMA_RECORD_SIZE !== 0) {
     throw new Error(`the vma iterator gave ${bytes.length} bytes, not whole records`);
   }
+  return bytes;
+}
+
+/** The records of {@link readVmaBytes}' `bytes` (whole records). */
+export function vmaRecordsOf(bytes: Uint8Array<ArrayBuffer>): VmaRecords {
   const all = new BigUint64Array(bytes.buffer, bytes.byteOffset, bytes.length / 8);
   const count = bytes.length / VMA_RECORD_SIZE;
   const start = new BigUint64Array(count), end = new BigUint64Array(count);
