@@ -6,13 +6,18 @@
  * merged piece stopped inside is finished as before (a PROT_NONE page
  * through /proc/<pid>/mem, an unmapped one fails the read); with the
  * tree running (`onUnreadable`) nothing is merged, and an unmapped page's
- * zeros stop at its run.
+ * zeros stop at its run. The plan's runs of touching readable mappings are
+ * saved as one (engine/dump/plan.ts `savePlanned`), each run's record
+ * still pointing at its own data.
  *
  * @module
  */
 
 import assert from "node:assert/strict";
 import { MemoryStreamer } from "../engine/dump/memory.ts";
+import { type PagePlan, savePlanned } from "../engine/dump/plan.ts";
+import type { ImageWriter } from "../engine/image/writer.ts";
+import type { Mapping, PageRun } from "../engine/model.ts";
 import type { PageWriter } from "../engine/dump/page_writer.ts";
 import type { Vma } from "../engine/dump/vmas.ts";
 import { rawSyscall } from "../ffi/libc.ts";
@@ -161,6 +166,67 @@ Deno.test("page copy: a merged piece stopped inside is finished as before", asyn
     assert.equal(b.s.remotePieces, 12);
     assert.ok(same(b.out, want), "the runs after the lost page read");
     assert.deepEqual(lost, [[BigInt(base + 8 * PAGE), PAGE]]);
+  } finally {
+    rawSyscall(SYS.munmap, base, pages * PAGE);
+  }
+});
+
+Deno.test("page copy: the plan's touching runs read as one, each run's record at its data", async () => {
+  const pages = 40;
+  const { base, view } = region(pages);
+  try {
+    for (let i = 1; i < pages; i += 2) protect(base + i * PAGE, PAGE, 1);
+    protect(base + 20 * PAGE, PAGE, 0); // unreadable: read through /proc/<pid>/mem, not merged
+    const whole = view.slice(0, 20 * PAGE); // (page 20 may not be touched from here now)
+    // One mapping per page (perms as set above); runs: pages 0-9, 11-19, 20, 21-25, 30.
+    const vmas: Vma[] = [];
+    for (let i = 0; i < pages; i++) {
+      vmas.push({
+        start: BigInt(base + i * PAGE),
+        end: BigInt(base + (i + 1) * PAGE),
+        perms: i === 20 ? "---p" : i % 2 ? "r--p" : "rw-p",
+      } as Vma);
+    }
+    const reads: number[] = [];
+    for (const i of [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]) {
+      reads.push(i, base + i * PAGE, PAGE);
+    }
+    for (const i of [21, 22, 23, 24, 25, 30]) reads.push(i, base + i * PAGE, PAGE);
+    const plan: PagePlan = {
+      pieces: vmas.map(() => []),
+      reads,
+      readBytes: reads.length / 3 * PAGE,
+      reusedBytes: 0,
+      parentBytes: 0,
+    };
+    const out = new MemoryPageWriter(1 << 20, plan.readBytes);
+    let next = 0;
+    const s = new MemoryStreamer(Deno.pid, out, (n) => {
+      const at = next;
+      next += n;
+      return at;
+    });
+    const mappings = vmas.map(() => ({ pages: [] as PageRun[] })) as unknown as Mapping[];
+    let told = 0;
+    const later = savePlanned(plan, vmas, mappings, s, undefined as unknown as ImageWriter, (n) => {
+      told += n;
+    });
+    await s.finish();
+    later();
+    assert.equal(told, plan.readBytes);
+    // 0-9, 11-19 (a gap before), 21-25 (after the unreadable one), 30.
+    assert.equal(s.remotePieces, 4);
+    const saved = mappings.flatMap((m) => m.pages.map((r) => [Number(BigInt(r.addr)), r]));
+    assert.equal(saved.length, reads.length / 3, "one record per run");
+    for (const [addr, r] of saved as [number, PageRun][]) {
+      const page = (addr - base) / PAGE;
+      const data = out.out.subarray(r.fileOffset, r.fileOffset + r.length);
+      if (page < 20) {
+        assert.ok(same(data, whole.subarray(page * PAGE, (page + 1) * PAGE)), `${page}`);
+      } else if (page > 20) {
+        assert.ok(same(data, view.subarray(page * PAGE, (page + 1) * PAGE)), `page ${page}`);
+      }
+    }
   } finally {
     rawSyscall(SYS.munmap, base, pages * PAGE);
   }

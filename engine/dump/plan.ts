@@ -191,9 +191,24 @@ export function savePlanned(
   // Per run of an all-read mapping: its mapping's index, address, length, file offset.
   const later: number[] = [];
   const reads = plan.reads;
-  for (let i = 0; reads && i < reads.length; i += 3) {
-    const k = reads[i], addr = reads[i + 1], length = reads[i + 2];
-    later.push(k, addr, length, streamer.saveRun(vmas[k], addr, length, onBytes));
+  // Runs of readable mappings that touch (one-page mappings of alternating protections)
+  // are read as one: their data lies back to back in the image, each run's offset follows.
+  const merge = streamer.onUnreadable === undefined;
+  for (let i = 0; reads && i < reads.length;) {
+    const k = reads[i], addr = reads[i + 1];
+    let length = reads[i + 2], j = i + 3;
+    if (merge && vmas[k].perms[0] === "r") {
+      while (
+        j < reads.length && reads[j + 1] === addr + length && vmas[reads[j]].perms[0] === "r"
+      ) {
+        length += reads[j + 2];
+        j += 3;
+      }
+    }
+    const at = streamer.saveRun(vmas[k], addr, length, onBytes);
+    for (; i < j; i += 3) {
+      later.push(reads[i], reads[i + 1], reads[i + 2], at + reads[i + 1] - addr);
+    }
   }
   let scratch: Uint8Array | undefined;
   // The batch's entries are reused from mapping to mapping (saveRuns keeps none of them).
