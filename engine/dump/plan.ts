@@ -15,7 +15,7 @@ import {
   runsOfRangeFlat,
   type ScanRegion,
 } from "../proc/pagemap_scan.ts";
-import type { PagePolicy, Vma } from "./vmas.ts";
+import { inAddressOrder, type PagePolicy, type Vma } from "./vmas.ts";
 import { takeScanAhead } from "./scan_ahead.ts";
 import type { PrecopyProcess, SplitPiece } from "./precopy.ts";
 import type { MemoryStreamer } from "./memory.ts";
@@ -160,12 +160,9 @@ const NO_PIECES: SplitPiece[] = Object.freeze([]) as unknown as SplitPiece[];
 /** Indexes of `vmas` in address order (smaps lists them so: no sort then). */
 function addressOrder(vmas: readonly Vma[]): number[] {
   const order = new Array<number>(vmas.length);
-  let sorted = true;
-  for (let k = 0; k < vmas.length; k++) {
-    order[k] = k;
-    if (k > 0 && vmas[k].start < vmas[k - 1].start) sorted = false;
-  }
-  return sorted ? order : order.sort((a, b) => (vmas[a].start < vmas[b].start ? -1 : 1));
+  for (let k = 0; k < vmas.length; k++) order[k] = k;
+  if (inAddressOrder(vmas)) return order; // (known for the maps parsed before the freeze)
+  return order.sort((a, b) => (vmas[a].start < vmas[b].start ? -1 : 1));
 }
 
 /** Bytes read at a time for pages written over their pre-copy. */

@@ -59,6 +59,7 @@ import { listDescendants } from "../proc/tasks.ts";
 import { readStat } from "../proc/stat.ts";
 import type { CollectedProcess } from "./process.ts";
 import { draftMappings } from "./mapping_drafts.ts";
+import { inAddressOrder } from "./vmas.ts";
 import { ReadAhead } from "../../ffi/read_ahead.ts";
 import { closeRawFd, openRawFd, tablesAvailable } from "../../ffi/syscall_table.ts";
 import { sleepSync } from "../sleep_sync.ts";
@@ -209,6 +210,7 @@ function mapsBeforeFreeze(
     for (const m of areas) m.vmFlags = UNKNOWN;
     prepareAreaAnswers(areas); // what the injection asks of them at the freeze
     draftMappings(areas); // the records of its anonymous mappings (mapping_drafts.ts)
+    inAddressOrder(areas); // asked at the freeze (the bootstrap's range, the page plan)
     before = { bytes, areas };
   } catch {
     return undefined; // the freeze reads it again and tells

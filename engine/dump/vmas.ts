@@ -67,6 +67,22 @@ export function pagePolicy(kind: MappingKind): PagePolicy {
 
 const MiB = 1n << 20n;
 
+/** Lists found in strict address order, with their length then (lists read from /proc never change). */
+const ordered = new WeakMap<readonly Vma[], number>();
+
+/**
+ * Whether `vmas` are in strictly increasing address order (as maps and
+ * smaps list them). Remembered per list: the maps parsed before the
+ * freeze are checked then, and the freeze's callers (the bootstrap's
+ * range, the page plan) get the answer without a loop over 10,000 areas.
+ */
+export function inAddressOrder(vmas: readonly Vma[]): boolean {
+  if (ordered.get(vmas) === vmas.length) return true;
+  for (let i = 1; i < vmas.length; i++) if (!(vmas[i - 1].start < vmas[i].start)) return false;
+  ordered.set(vmas, vmas.length);
+  return true;
+}
+
 /**
  * Picks a bootstrap range of `size` bytes that overlaps no mapping, at or
  * above 1 TiB, with a 16 MiB margin on each side, 2 MiB aligned.
@@ -75,9 +91,9 @@ export function chooseBootstrap(vmas: readonly Vma[], size: number): bigint {
   const margin = 16n * MiB;
   const len = (BigInt(size) + 2n * MiB - 1n) & ~(2n * MiB - 1n);
   // smaps lists the areas in address order: no copy and sort of 10,000 areas then.
-  let ordered = true;
-  for (let i = 1; i < vmas.length && ordered; i++) ordered = vmas[i - 1].start < vmas[i].start;
-  const sorted = ordered ? vmas : [...vmas].sort((a, b) => (a.start < b.start ? -1 : 1));
+  const sorted = inAddressOrder(vmas)
+    ? vmas
+    : [...vmas].sort((a, b) => (a.start < b.start ? -1 : 1));
   let candidate = 1n << 40n;
   // v.end + margin <= candidate, and candidate + len + margin <= v.start, without a bigint per area.
   let below = candidate - margin, above = candidate + len + margin;
