@@ -189,6 +189,12 @@ export interface MapsBeforeFreeze {
   records?: Uint8Array;
 }
 
+/** The iterator's records as read, and decoded. */
+interface CheckedRecords {
+  bytes: Uint8Array<ArrayBuffer>;
+  decoded: VmaRecords;
+}
+
 /** What a process's check holds for the freeze (an entry of {@link VmFlagsCheck}). */
 type Confirmed = VmFlagsCheck["processes"] extends Map<number, infer T> ? T : never;
 
@@ -201,7 +207,7 @@ function mapsBeforeFreeze(
   pid: number,
   confirmed: Confirmed,
   read?: Uint8Array,
-  readRecords?: Uint8Array<ArrayBuffer>,
+  readRecords?: CheckedRecords,
 ): MapsBeforeFreeze | undefined {
   let before: MapsBeforeFreeze;
   try {
@@ -216,10 +222,14 @@ function mapsBeforeFreeze(
     return undefined; // the freeze reads it again and tells
   }
   try {
-    const records = (read && readRecords) || readVmaBytes(pid);
+    let records = read && readRecords;
+    if (!records) {
+      const bytes = readVmaBytes(pid);
+      records = { bytes, decoded: vmaRecordsOf(bytes) };
+    }
     // The freeze's own loop on them: when it fails, the freeze decodes what it reads.
-    if (flagsFromRecords(before.areas!, vmaRecordsOf(records), confirmed) === undefined) {
-      before.records = records;
+    if (flagsFromRecords(before.areas!, records.decoded, confirmed) === undefined) {
+      before.records = records.bytes;
     }
   } catch { /* the freeze reads them and tells */ }
   return before;
@@ -333,7 +343,7 @@ export interface VmFlagsCheck {
     /** Its maps as read before the freeze, parsed ({@link prepareFrozenMaps}). */
     maps?: MapsBeforeFreeze;
     /** The iterator's records the check read (after {@link VmFlagsCheck.read}'s maps). */
-    records?: Uint8Array<ArrayBuffer>;
+    records?: CheckedRecords;
   }>;
   /** Maps bytes the check read with the tree running, for {@link prepareFrozenMaps}. */
   read?: Map<number, Uint8Array>;
@@ -409,8 +419,9 @@ export function startVmFlagsCheck(
   return Promise.all(unconfirmed.map(async (pid, i) => {
     try {
       const smaps = await reads[i];
-      const records = readVmaBytes(pid);
-      const c = checkDecoding(vmaRecordsOf(records), smaps);
+      const bytes = readVmaBytes(pid);
+      const records = { bytes, decoded: vmaRecordsOf(bytes) };
+      const c = checkDecoding(records.decoded, smaps);
       if (c.disagreement) disagreement ??= `process ${pid}: ${c.disagreement}`;
       const gate = smaps.filter((a) => a.path === "[vsyscall]");
       check.processes.set(pid, { bits: c.confirmedBits, gate, records });
@@ -452,7 +463,11 @@ function memoCovers(pid: number, memo: ConfirmedDecoding, check: VmFlagsCheck): 
     if ((flags & others) !== 0n) return false;
     good = flags;
   }
-  check.processes.set(pid, { bits: memo.bits, gate: memo.gate, records: bytes });
+  check.processes.set(pid, {
+    bits: memo.bits,
+    gate: memo.gate,
+    records: { bytes, decoded: records },
+  });
   return true;
 }
 
