@@ -22,7 +22,13 @@ import {
 } from "../engine/dump/vm_flags.ts";
 import { loadVmaIterator } from "../engine/proc/vma_flags_bpf.ts";
 import { readSmapsFlags } from "../engine/proc/smaps_flags.ts";
-import { parseMapsBytes, readMaps, sameBytes } from "../engine/proc/maps.ts";
+import {
+  countMappings,
+  parseMapsBytes,
+  readMaps,
+  sameBytes,
+  takeCountedMaps,
+} from "../engine/proc/maps.ts";
 import { freezeTree, thawTree } from "../engine/dump/freeze.ts";
 import { withInjection } from "../engine/dump/injected.ts";
 import { SYS } from "../ffi/sysno.ts";
@@ -41,6 +47,20 @@ async function withBpfForced<T>(fn: () => Promise<T>): Promise<T> {
     Deno.env.delete("CRYO_VMFLAGS");
   }
 }
+
+Deno.test("maps reuse: the policy's count hands its bytes on once, fresh, for that pid", async () => {
+  const n = countMappings(Deno.pid);
+  const bytes = takeCountedMaps(Deno.pid, 60_000);
+  assert.ok(bytes, "taken");
+  assert.equal(parseMapsBytes(bytes).length, n, "the bytes counted");
+  assert.equal(takeCountedMaps(Deno.pid, 60_000), undefined, "once");
+  countMappings(Deno.pid);
+  assert.equal(takeCountedMaps(Deno.pid + 1, 60_000), undefined, "another pid's");
+  assert.equal(takeCountedMaps(Deno.pid, 60_000), undefined, "cleared by the miss");
+  countMappings(Deno.pid);
+  await new Promise((r) => setTimeout(r, 20));
+  assert.equal(takeCountedMaps(Deno.pid, 5), undefined, "too old");
+});
 
 Deno.test("maps reuse: sameBytes compares every byte, aligned or not", () => {
   const a = new Uint8Array(4099).map((_, i) => i * 7);

@@ -34,6 +34,7 @@ import {
   readMaps,
   readMapsBytes,
   sameBytes,
+  takeCountedMaps,
 } from "../proc/maps.ts";
 import {
   flagsOfMaps,
@@ -160,8 +161,8 @@ export const bpfFlagsPay = { minRssBytes: 256 * 2 ** 20, minAreas: 1000 };
 function bpfPays(pid: number, maps: Map<number, Uint8Array>): boolean {
   if (readStat(pid).rss * 4096 >= bpfFlagsPay.minRssBytes) return true;
   if (bpfFlagsPay.minAreas <= 0) return true;
-  // One line per area; reading maps does not walk pages.
-  const bytes = readMapsBytes(pid);
+  // One line per area; reading maps does not walk pages. The policy's count just read it.
+  const bytes = takeCountedMaps(pid, 1000) ?? readMapsBytes(pid);
   maps.set(pid, bytes);
   let lines = 0;
   for (let at = bytes.indexOf(10); at >= 0; at = bytes.indexOf(10, at + 1)) lines++;

@@ -535,5 +535,22 @@ export function countMappings(pid: number): number {
   const bytes = readProcBytes(pid, "maps");
   let n = 0;
   for (let i = bytes.indexOf(10); i >= 0; i = bytes.indexOf(10, i + 1)) n++;
+  if (n) lastCounted = { pid, bytes, at: performance.now() };
   return n;
+}
+
+/** The maps bytes {@link countMappings} read last, and when. */
+let lastCounted: { pid: number; bytes: Uint8Array; at: number } | undefined;
+
+/**
+ * The maps bytes of `pid` that {@link countMappings} read within the last
+ * `maxAgeMs` (once: cleared), else undefined. For a caller that compares
+ * them with a later read anyway (engine/dump/vm_flags.ts parses them before
+ * the freeze, which takes the parse only for the same bytes): one read of
+ * 10,000 lines fewer.
+ */
+export function takeCountedMaps(pid: number, maxAgeMs: number): Uint8Array | undefined {
+  const c = lastCounted;
+  lastCounted = undefined;
+  return c && c.pid === pid && performance.now() - c.at <= maxAgeMs ? c.bytes : undefined;
 }
