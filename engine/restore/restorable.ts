@@ -30,6 +30,8 @@ export interface TreeCompileOptions {
   ghosts?: readonly GhostFile[];
   /** Lazy restore (engine/memory/lazy.ts). */
   lazy?: boolean;
+  /** Processes whose memory an early start loads (engine/restore/early_start.ts). */
+  memoryLoaded?: ReadonlySet<number>;
 }
 
 /** Every process of a tree compiled, and what the engine itself provides to the tree. */
@@ -82,6 +84,7 @@ export function compileTree(
           images: byPid,
           unixSockets,
           lazy: opts.lazy,
+          memoryLoaded: opts.memoryLoaded?.has(image.pid),
         }),
       );
     } catch (e) {
