@@ -17,9 +17,7 @@
  * precopy-release-chunk (before each chunk of the tracking's release), notes, written,
  * manifest, fsync, rename, killed; rehearsal-helper (a dump frozen once: the
  * collect's rehearsal's helper process frozen, engine/dump/rehearsal.ts). Restore phases: planned, spawned,
- * launched, exec, program-done, finalize, released (spawned, launched and exec
- * come before planned for a root started early, engine/restore/early_start.ts,
- * then early-memory once its memory is loaded); with --lazy, lazy-serve
+ * launched, exec, program-done, finalize, released; with --lazy, lazy-serve
  * (before each chunk of the background pass, after the tree was released).
  * Migration (`cryo migrate`): migrate-stopped (the source stopped after the
  * final dump, its last round not sent yet).

@@ -78,7 +78,7 @@ const dumpPoints: KillPoint[] = [
   ...offsets(Number(values.offsets), true),
 ];
 const restorePoints: KillPoint[] = values["no-phases"] ? offsets(Number(values.offsets)) : [
-  ..."planned spawned launched exec early-memory program-done finalize released".split(" ")
+  ..."planned spawned launched exec program-done finalize released".split(" ")
     .map((phase) => ({ phase })),
   ...offsets(Number(values.offsets)),
 ];

@@ -45,17 +45,7 @@ export const DUMP_POINTS: KillPoint[] = [
  * target may be over ~45 ms after its pid appears), then every 4 ms.
  */
 export const RESTORE_POINTS: KillPoint[] = [
-  // (spawned, launched and exec come before planned when the root starts early: early_start.ts)
-  ...[
-    "planned",
-    "spawned",
-    "launched",
-    "exec",
-    "early-memory",
-    "program-done",
-    "finalize",
-    "released",
-  ]
+  ...["planned", "spawned", "launched", "exec", "program-done", "finalize", "released"]
     .map((phase) => ({ phase })),
   ...Array.from({ length: 60 }, (_, i) => ({ afterMs: i < 48 ? i : 48 + (i - 48) * 4 })),
 ];

@@ -120,12 +120,6 @@ export interface CompileOptions {
   unixSockets?: UnixTreePlan;
   /** Lazy restore: private anonymous memory is registered with a userfaultfd (engine/memory/lazy.ts). */
   lazy?: boolean;
-  /**
-   * The mappings and their pages were made by an earlier program of this
-   * process (engine/restore/early_start.ts): the memory section is emitted
-   * as always, behind a jump over it.
-   */
-  memoryLoaded?: boolean;
 }
 
 /** A compiled process: its bootstrap blob and what the engine does afterwards. */
@@ -260,10 +254,7 @@ function emitProgram(
     });
   }
 
-  // An early start ran the memory section already (engine/restore/early_start.ts).
-  if (opts.memoryLoaded) p.copy(0, 0, 0, { jumpIfZeroTo: "memory-loaded" });
   const examine = emitMemory(p, proc, opts, slotsAddress);
-  if (opts.memoryLoaded) p.label("memory-loaded");
   emitAioRings(p, proc, slotsAddress, SLOTS.scratch, examine);
   emitMemoryFlagsAfter(p, proc, examine);
   emitInheritForks(p, inheriting);
@@ -303,7 +294,7 @@ function emitProgram(
  * it must look at (every mapping but the members of anonymous runs that
  * have no guard regions and quiet flags), in increasing order.
  */
-export function emitMemory(
+function emitMemory(
   p: ProgramBuilder,
   proc: ProcessImage,
   opts: CompileOptions,

@@ -52,7 +52,6 @@ import { shrunkImage } from "./intact.ts";
 import type { ExistingRoot } from "./session.ts";
 import { manifestPidNamespace } from "../pidns/detect.ts";
 import { importModule } from "../modules.ts";
-import { EarlyRoot, earlyStartable } from "./early_start.ts";
 
 /** Options of {@link restore}. */
 export interface RestoreOptions {
@@ -140,11 +139,6 @@ export async function planRestore(
   dir: string,
   opts: RestoreOptions = {},
   tick?: () => void,
-  /**
-   * Called with the checked images before the compile (an early start,
-   * engine/restore/early_start.ts); returns the pids whose memory is loaded.
-   */
-  beforeCompile?: (manifest: Manifest, images: ProcessImage[]) => ReadonlySet<number> | undefined,
 ): Promise<RestorePlan> {
   const abs = resolve(dir);
   const { manifest, images } = await verifyImageDir(abs, { checksums: opts.verifyChecksums });
@@ -164,7 +158,6 @@ export async function planRestore(
   }
   validateImage(abs, manifest, images.map((i) => i.process));
   tick?.();
-  const memoryLoaded = beforeCompile?.(manifest, images.map((i) => i.process));
   const byPid = new Map<number, ProcessImage>(images.map((i) => [i.process.pid, i.process]));
   const pathOf = (pid: number) => `${abs}/${manifest.processes.find((p) => p.pid === pid)!.file}`;
   const refusals = new Refusals(opts.optIns);
@@ -175,7 +168,6 @@ export async function planRestore(
     inheritFds: opts.inheritFds,
     ghosts: manifest.ghosts,
     lazy: opts.lazy,
-    memoryLoaded,
   }, refusals);
   tick?.();
   const units: RestoreUnit[] = manifest.processes.map((entry) => ({
@@ -357,7 +349,6 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
   let verifier: ImageVerifier | LazyImageVerifier | undefined = early
     ? new ImageVerifier(early)
     : undefined;
-  let earlyRoot: EarlyRoot | undefined;
   try {
     const tick = () => {
       verifier?.step();
@@ -367,22 +358,14 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
     const ownVdso = startOwnVdso();
     let plan: RestorePlan;
     try {
-      // A small tree loads its memory while the rest is compiled and checked (early_start.ts).
-      plan = await planRestore(abs, { ...opts, verifyChecksums: false }, tick, (manifest, ps) => {
-        if (!earlyStartable(manifest, ps, opts)) return undefined;
-        becomeSubreaper();
-        forgetParkedStatus(ps[0].pid);
-        earlyRoot = EarlyRoot.start(ps[0], `${abs}/${manifest.processes[0].file}`, opts.onEvent);
-        return earlyRoot && new Set([earlyRoot.pid]);
-      });
+      plan = await planRestore(abs, { ...opts, verifyChecksums: false }, tick);
     } catch (e) {
       // A damaged image: say so by its checksum when that is what differs.
       if (verify && e instanceof ImageFormatError) await verifyImageDir(abs);
       throw e;
     }
     tick();
-    // (The early root's pid is taken by that root: engine/restore/early_start.ts checked it free.)
-    await preflight(plan, opts.existingRoot?.pid ?? earlyRoot?.pid, tick, ownVdso);
+    await preflight(plan, opts.existingRoot?.pid, tick, ownVdso);
     tick();
     const processes = plan.units.map((u) => u.image);
     becomeSubreaper();
@@ -397,10 +380,7 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
     verifier ??= byBlocks
       ? new LazyImageVerifier(plan.units, plan.manifest)
       : new ImageVerifier(verify ? imagesToVerify(plan) : []);
-    return await runPlanned(plan, opts, verifier, lazyServe, byBlocks, t0, earlyRoot);
-  } catch (e) {
-    earlyRoot?.abort(); // a failure before the session took the early root over: nothing is left
-    throw e;
+    return await runPlanned(plan, opts, verifier, lazyServe, byBlocks, t0);
   } finally {
     // Nothing is left mapped or folding, whatever happened (idempotent after finish()).
     verifier?.close();
@@ -415,8 +395,6 @@ async function runPlanned(
   lazyServe: Promise<typeof import("../memory/lazy_serve.ts")> | undefined,
   byBlocks: boolean | undefined,
   t0: number,
-  /** The root started early (engine/restore/early_start.ts), which the session takes over. */
-  earlyRoot?: EarlyRoot,
 ): Promise<RestoredTree> {
   const shm = CreatedSysvShm.create(plan.manifest.sysvShm ?? [], plan.dir);
   let provided: ProvidedFds;
@@ -434,7 +412,6 @@ async function runPlanned(
     () => verifier.step(),
     opts.existingRoot,
   );
-  if (earlyRoot) session.adoptEarly(earlyRoot);
   try {
     session.prepare();
   } catch (e) {

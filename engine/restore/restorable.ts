@@ -30,8 +30,6 @@ export interface TreeCompileOptions {
   ghosts?: readonly GhostFile[];
   /** Lazy restore (engine/memory/lazy.ts). */
   lazy?: boolean;
-  /** Processes whose memory an early start loads (engine/restore/early_start.ts). */
-  memoryLoaded?: ReadonlySet<number>;
 }
 
 /** Every process of a tree compiled, and what the engine itself provides to the tree. */
@@ -84,7 +82,6 @@ export function compileTree(
           images: byPid,
           unixSockets,
           lazy: opts.lazy,
-          memoryLoaded: opts.memoryLoaded?.has(image.pid),
         }),
       );
     } catch (e) {

@@ -26,6 +26,7 @@
  */
 
 import { finishInetSockets } from "../fds/inet_plan.ts";
+import { readMaps } from "../proc/maps.ts";
 import { readStatus } from "../proc/status.ts";
 import { readStat } from "../proc/stat.ts";
 import { rawSyscall } from "../../ffi/libc.ts";
@@ -36,6 +37,7 @@ import {
   detach,
   getEventMsg,
   getRegs,
+  getXstate,
   interrupt,
   PTRACE_O,
   seize,
@@ -44,9 +46,11 @@ import {
   setXstate,
   waitStop,
 } from "../../ffi/ptrace.ts";
-import { injectSyscall } from "../../ffi/inject.ts";
+import { findSyscallInstruction, injectSyscall } from "../../ffi/inject.ts";
 import { processVmWriteFully } from "../../ffi/process_vm.ts";
+import { decodeXsaveHeader, xsaveXcr0 } from "../../ffi/structs.ts";
 import { errnoName } from "../../ffi/errno.ts";
+import { decodeBase64 } from "../base64.ts";
 import type { ProcessImage } from "../model.ts";
 import { RestoreError } from "../errors.ts";
 import { describeFailedOp, describeFailure } from "../program/builder.ts";
@@ -66,10 +70,9 @@ import { zombiePids } from "../task/zombies.ts";
 import { releaseTree } from "../task/stopped.ts";
 import { restoreSigtrap } from "../task/sigtrap.ts";
 import { handOverFds } from "../pidns/handover.ts";
-import { checkXsaveFeatures, startAtExec } from "./exec_start.ts";
+import { execSetupProgram, runExecSetup } from "./exec_setup.ts";
 import { syscallOutside } from "./unmap_gadget.ts";
 import { FinalStates } from "./final_state.ts";
-import type { EarlyRoot } from "./early_start.ts";
 import { sleepSync } from "../sleep_sync.ts";
 
 /** One process to restore: its description, image path and compiled program. */
@@ -94,14 +97,19 @@ export type RestoreEvent =
   | { type: "launched"; launcher: number }
   | { type: "exec"; pid: number }
   | { type: "program-done"; pid: number }
-  | { type: "running"; pids: number[] }
-  /** The memory program of a root started early is done (engine/restore/early_start.ts). */
-  | { type: "memory-loaded"; pid: number };
+  | { type: "running"; pids: number[] };
 
+const PROT_RWX = 7;
+const MAP_PRIVATE_FIXED_ANON = 0x02 | 0x10 | 0x20;
 const SIGTRAP = 5;
 const SIGSTOP = 19;
 /** The PTRACE_O_* options every restored task is traced with. */
-export const TRACE_OPTIONS = PTRACE_O.TRACEFORK | PTRACE_O.TRACEEXEC | PTRACE_O.EXITKILL;
+const TRACE_OPTIONS = PTRACE_O.TRACEFORK | PTRACE_O.TRACEEXEC | PTRACE_O.EXITKILL;
+
+/** The mappings of `pid` with the names restore cares about. */
+function mapsOf(pid: number): { start: bigint; end: bigint; name: string }[] {
+  return readMaps(pid).map((m) => ({ start: m.start, end: m.end, name: m.path }));
+}
 
 function check(what: string, r: bigint): bigint {
   if (r < 0n) throw new RestoreError(`${what} failed: ${errnoName(Number(-r))}`);
@@ -133,8 +141,6 @@ export class RestoreSession {
   readonly #provided: ProvidedFds | undefined;
   /** Work done while no task needs the engine (returns false when it has none left). */
   readonly #idle: (() => boolean) | undefined;
-  /** The root, started early and loading its memory (engine/restore/early_start.ts). */
-  #early: EarlyRoot | undefined;
 
   /**
    * `timeoutMs` bounds the time until every restore program has finished;
@@ -204,14 +210,6 @@ export class RestoreSession {
     }
   }
 
-  /**
-   * The root was started early (engine/restore/early_start.ts): {@link prepare}
-   * takes it over instead of launching it.
-   */
-  adoptEarly(root: EarlyRoot): void {
-    this.#early = root;
-  }
-
   /** Kills every task created (nothing ran yet). */
   abort(): void {
     this.#killAll();
@@ -220,7 +218,6 @@ export class RestoreSession {
 
   #launch(): void {
     if (this.#existingRoot) return this.#adoptRoot(this.#existingRoot);
-    if (this.#early) return this.#takeEarly(this.#early);
     const root = this.#units.get(this.#rootPid)!;
     const { path, bootstrap } = writeLauncher(this.#rootPid, root.path);
     const launcher = spawnLauncher(path, this.#provided?.fds);
@@ -241,13 +238,6 @@ export class RestoreSession {
     this.#onEvent?.({ type: "launched", launcher: launcher.pid });
   }
 
-  /** The early root: its memory program's end awaited, then its full program run. */
-  #takeEarly(root: EarlyRoot): void {
-    this.#tasks.add(root.pid);
-    this.#launcherExited = true;
-    root.resume(this.#units.get(root.pid)!.compiled, () => this.#idle?.() ?? false);
-  }
-
   /** Seizes the existing root (stopped once to check XSAVE), then lets it exec its image. */
   #adoptRoot(root: ExistingRoot): void {
     seize(root.pid, TRACE_OPTIONS);
@@ -262,7 +252,19 @@ export class RestoreSession {
 
   /** Refuses images whose threads use XSAVE features this CPU/kernel lacks. */
   #checkXsave(tid: number): void {
-    checkXsaveFeatures(tid, [...this.#units.values()].map((u) => u.image)); // exec_start.ts
+    const have = xsaveXcr0(getXstate(tid));
+    for (const u of this.#units.values()) {
+      for (const t of u.image.threads) {
+        const used = decodeXsaveHeader(decodeBase64(t.xsave)).xstateBv;
+        if ((used & ~have) !== 0n) {
+          throw new RestoreError(
+            `cannot restore: thread ${t.tid} uses XSAVE features 0x${
+              used.toString(16)
+            } but this CPU offers 0x${have.toString(16)}`,
+          );
+        }
+      }
+    }
   }
 
   #allDone(): boolean {
@@ -400,7 +402,31 @@ export class RestoreSession {
     if (!unit) throw new RestoreError(`unexpected exec in task ${pid}`);
     this.#onEvent?.({ type: "exec", pid });
     pausePoint("exec");
-    startAtExec(pid, unit.image, unit.compiled.bootstrap, unit.compiled.vdsoScratch); // exec_start.ts
+    const { compiled, image } = unit;
+    const boot = compiled.bootstrap;
+    const base = boot.base;
+    const size = BigInt(image.bootstrap.size);
+    // 1. Anonymous bootstrap with the fresh program (the image file must not stay mapped).
+    const site = findSyscallInstruction(pid);
+    check(
+      "mmap(bootstrap)",
+      injectSyscall(pid, site, SYS.mmap, base, size, PROT_RWX, MAP_PRIVATE_FIXED_ANON, -1, 0),
+    );
+    processVmWriteFully(pid, base, boot.blob);
+    // 2. Unmap what the kernel set up for the exec, move vvar/vdso to the dumped
+    // addresses: one program the stub runs (engine/restore/exec_setup.ts).
+    const wanted = image.mappings.filter((m) => m.kind === "vdso");
+    runExecSetup(
+      pid,
+      boot,
+      execSetupProgram(mapsOf(pid), wanted, base, size, compiled.vdsoScratch),
+    );
+    // 3. Run the restore program.
+    const regs = getRegs(pid);
+    regs.rip = boot.entryRestore;
+    regs.orig_rax = 0xffffffffffffffffn;
+    setRegs(pid, regs);
+    cont(pid, 0);
   }
 
   #finalize(): void {
