@@ -192,9 +192,17 @@ export function rehearseOnHelper(
   optIns?: string[],
   /** {@link rehearseCollect}'s, given the helper's image. */
   onImage?: (image: ProcessImage) => void,
+  /**
+   * A helper {@link startRehearsalHelper} started earlier (its exec beside
+   * the caller's work), used and ended here; else one is started now.
+   */
+  started?: PipeChild,
 ): boolean {
-  if ((mappings ?? mappingCount(root)) > HELPER_REHEARSAL_MAX_MAPPINGS) return false;
-  const helper = startRehearsalHelper();
+  if ((mappings ?? mappingCount(root)) > HELPER_REHEARSAL_MAX_MAPPINGS) {
+    if (started) endRehearsalHelper(started);
+    return false;
+  }
+  const helper = started ?? startRehearsalHelper();
   if (!helper) return false;
   try {
     // Polled on this thread: an event loop turn in a fresh Deno cost ~15 ms here.
@@ -233,7 +241,7 @@ function threadCount(root: number): number {
 }
 
 /** Ends the helper (its input closed, SIGKILL) and reaps it. Never throws. */
-function endRehearsalHelper(helper: PipeChild): void {
+export function endRehearsalHelper(helper: PipeChild): void {
   try {
     closePipe(helper);
     rawSyscall(SYS.kill, helper.pid, 9);
