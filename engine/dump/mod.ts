@@ -53,9 +53,9 @@ import { precopyPays } from "./precopy_policy.ts";
 import { DeferredPageWriter, prepareDeferredWrites } from "./deferred_pages.ts";
 import { dropLanes, precopyTree, releasePrecopy } from "./precopy_lanes.ts";
 import {
+  endRehearsalHelper,
   HELPER_REHEARSAL_MAX_MAPPINGS,
   rehearseCollect,
-  endRehearsalHelper,
   rehearseOnHelper,
   startRehearsalHelper,
   warmUpFinalFreeze,
@@ -504,11 +504,14 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       throw e;
     }
     warmUpThreadStates(pid); // the per-thread state's BPF program (engine/dump/thread_state.ts)
-    if (helper && rehearseOnHelper(pid, estimate?.mappings, opts.optIns, undefined, helper)) {
+    const listed = estimate?.pids; // the tree as the estimate listed it (not listed again)
+    if (
+      helper && rehearseOnHelper(pid, estimate?.mappings, opts.optIns, undefined, helper, listed)
+    ) {
       await warmUpFinalFreeze();
     }
     // Before the freeze: the check's smaps walk must not hold a frozen mm's lock.
-    const flagsCheck = await (vmFlagsCheck ?? startVmFlagsCheck(pid));
+    const flagsCheck = await (vmFlagsCheck ?? startVmFlagsCheck(pid, listed, true));
     prepareFrozenMaps(flagsCheck); // parsed with the tree running; the freeze compares bytes
     if (!helper) warmUpThreadStates(pid); // (above, beside the helper's exec)
     tree = freezeTree(pid);

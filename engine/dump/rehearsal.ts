@@ -101,8 +101,11 @@ export async function warmUpFinalFreeze(): Promise<void> {
  * `findSafeSites`, which remembers them): the first freeze then only reads
  * them back instead of searching megabytes of code (~7 ms cold). Never throws.
  */
-export function warmUpInjection(root: number): void {
-  const pids = treePidsOrRoot(root);
+export function warmUpInjection(
+  root: number,
+  /** The tree's processes, when the caller listed them just now. */
+  pids: readonly number[] = treePidsOrRoot(root),
+): void {
   for (const pid of pids) {
     try {
       findSafeSites(pid);
@@ -197,6 +200,8 @@ export function rehearseOnHelper(
    * the caller's work), used and ended here; else one is started now.
    */
   started?: PipeChild,
+  /** The tree's processes, when the caller listed them just now ({@link warmUpInjection}). */
+  pids?: readonly number[],
 ): boolean {
   if ((mappings ?? mappingCount(root)) > HELPER_REHEARSAL_MAX_MAPPINGS) {
     if (started) endRehearsalHelper(started);
@@ -222,7 +227,7 @@ export function rehearseOnHelper(
       if (tree) thawTree(tree);
     }
     // The tree's safe sites found now (read-only): the freeze only checks their bytes again.
-    warmUpInjection(root);
+    warmUpInjection(root, pids);
     return true;
   } catch {
     return false; // only a rehearsal
