@@ -495,6 +495,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     const helper = !precopy && opts.leaveRunning && rehearsesOnHelper(pid, estimate?.mappings)
       ? startRehearsalHelper()
       : undefined;
+    if (helper) pausePoint("helper-started");
     let deferWrites;
     try {
       // Frozen once, a CPU to spare: the page writes go on past the thaw (deferred_pages.ts).
