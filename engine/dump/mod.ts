@@ -51,6 +51,7 @@ import { BootstrapBuilder, messageProgram } from "../restore/stub.ts";
 import type { Precopy, PrecopyProcess } from "./precopy.ts";
 import { precopyPays } from "./precopy_policy.ts";
 import { DeferredPageWriter, prepareDeferredWrites } from "./deferred_pages.ts";
+import { dropHeldBuffers, HeldPageWriter, prepareHeldWrites } from "./held_pages.ts";
 import { dropLanes, precopyTree, releasePrecopy } from "./precopy_lanes.ts";
 import {
   HELPER_REHEARSAL_MAX_MAPPINGS,
@@ -490,6 +491,9 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     }
     // Frozen once, a CPU to spare: the page writes go on past the thaw (deferred_pages.ts).
     const deferWrites = !precopy && estimate !== undefined && prepareDeferredWrites(estimate.bytes);
+    // Else, a small one: its sums and writes wait for the thaw (held_pages.ts).
+    const holdWrites = !precopy && !deferWrites && estimate !== undefined &&
+      prepareHeldWrites(estimate.bytes);
     // Frozen once: the collect rehearsed on a helper process first (rehearsal.ts).
     if (!precopy && opts.leaveRunning && rehearseOnHelper(pid, estimate?.mappings, opts.optIns)) {
       await warmUpFinalFreeze();
@@ -520,7 +524,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       pre?: PrecopyProcess;
       overwritten: { fileOffset: number; length: number }[];
       /** Its page data's writes, if they go on past the thaw. */
-      deferred?: DeferredPageWriter;
+      deferred?: DeferredPageWriter | HeldPageWriter;
       /** Sets the `pages` of its mappings read whole (engine/dump/plan.ts `savePlanned`). */
       runsToPages: () => void;
     }[] = [];
@@ -656,6 +660,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       parentBytes += plan.parentBytes;
       const deferred = deferWrites
         ? new DeferredPageWriter(pageBufferBytes(total), writer.partialPath, total, true)
+        : holdWrites
+        ? new HeldPageWriter(pageBufferBytes(total), writer.partialPath)
         : undefined;
       const out = deferred ?? new BufferPageWriter(pageBufferBytes(total), writer.partialPath);
       const streamer = new MemoryStreamer(p.pid, out, (n) => writer.reservePages(n));
@@ -724,6 +730,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       opts.onEvent?.({ type: "thawed", freezeSeconds });
     }
     for (const p of pending) p.runsToPages(); // the page records, once the tree runs again
+    if (holdWrites) dropHeldBuffers(); // the ones no process took
     dropScansAhead(); // page walks started ahead and not planned (engine/dump/scan_ahead.ts)
     // The vdso's digest runs on another thread meanwhile.
     const hostPending = hostFacts(images[0], vdsoCopy, xsaveBytes);
