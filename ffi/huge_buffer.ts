@@ -22,24 +22,41 @@ const MADV_POPULATE_WRITE = 23;
 /**
  * A zeroed buffer of `size` bytes (a multiple of 4 KiB) starting at a 2 MiB
  * boundary (a subarray of a larger, garbage-collected ArrayBuffer, whose
- * backing store never moves); with `huge`, its whole huge pages advised
- * `MADV_HUGEPAGE` (the caller knows whether free huge pages are there:
- * engine/proc/buddyinfo.ts).
+ * backing store never moves), not yet faulted in ({@link faultInCalls}).
  */
-export function hugeAlignedBuffer(size: number, huge = true): Uint8Array<ArrayBuffer> {
+export function hugeAlignedBuffer(size: number): Uint8Array<ArrayBuffer> {
   const all = new Uint8Array(size + HUGE_PAGE);
   const skip = (HUGE_PAGE - Number(addressOf(all) % BigInt(HUGE_PAGE))) % HUGE_PAGE;
-  const buf = all.subarray(skip, skip + size);
-  const whole = size - size % HUGE_PAGE;
-  if (huge && whole > 0) rawSyscall(SYS.madvise, buf, whole, MADV_HUGEPAGE); // refused: 4 KiB pages
-  return buf;
+  return all.subarray(skip, skip + size);
 }
 
+/** One `madvise` call: its number and arguments (buffer, length, advice). */
+export type MadviseCall = [
+  nr: number,
+  buf: Uint8Array<ArrayBuffer>,
+  length: number,
+  advice: number,
+];
+
 /**
- * Faults in every page of `buf` (page aligned, a multiple of 4 KiB) for
- * writing, now (`MADV_POPULATE_WRITE`); false when the kernel refused (the
- * pages then fault in at their first use).
+ * The calls that fault in every page of `buf` (2 MiB aligned, from
+ * {@link hugeAlignedBuffer}) for writing: with `huge`, `MADV_HUGEPAGE` over
+ * its whole huge pages first (the caller knows whether free ones are
+ * there: engine/proc/buddyinfo.ts; refused, 4 KiB pages), then
+ * `MADV_POPULATE_WRITE`. Run in order, here ({@link runCalls}) or on
+ * another thread (a syscall table: ffi/syscall_table.ts).
  */
-export function populateNow(buf: Uint8Array): boolean {
-  return rawSyscall(SYS.madvise, buf, buf.length, MADV_POPULATE_WRITE) === 0n;
+export function faultInCalls(buf: Uint8Array<ArrayBuffer>, huge: boolean): MadviseCall[] {
+  const whole = buf.length - buf.length % HUGE_PAGE;
+  return [
+    ...(huge && whole > 0 ? [[SYS.madvise, buf, whole, MADV_HUGEPAGE] as MadviseCall] : []),
+    [SYS.madvise, buf, buf.length, MADV_POPULATE_WRITE],
+  ];
+}
+
+/** Runs `calls` on this thread; false when the last one failed (the pages then fault in at their first use). */
+export function runCalls(calls: MadviseCall[]): boolean {
+  let r = 0n;
+  for (const [nr, ...args] of calls) r = rawSyscall(nr, ...args);
+  return r === 0n;
 }

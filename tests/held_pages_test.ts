@@ -21,7 +21,7 @@ import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { HELD_MAX_BYTES, HeldPageWriter, heldStats } from "../engine/dump/held_pages.ts";
 import { freeHugeBlocks } from "../engine/proc/buddyinfo.ts";
-import { HUGE_PAGE, hugeAlignedBuffer, populateNow } from "../ffi/huge_buffer.ts";
+import { faultInCalls, HUGE_PAGE, hugeAlignedBuffer, runCalls } from "../ffi/huge_buffer.ts";
 import { addressOf } from "../ffi/libc.ts";
 import { crc32 } from "../engine/image/crc32.ts";
 import { startTriggered } from "./helpers/roundtrip.ts";
@@ -88,10 +88,10 @@ Deno.test("free huge blocks from buddyinfo; a 2 MiB aligned buffer faulted in", 
   assert.equal(freeHugeBlocks("garbage"), 0);
   assert.ok(freeHugeBlocks() >= 0);
   for (const huge of [true, false]) {
-    const b = hugeAlignedBuffer(3 * MiB, huge);
+    const b = hugeAlignedBuffer(3 * MiB);
     assert.equal(b.length, 3 * MiB);
     assert.equal(addressOf(b) % BigInt(HUGE_PAGE), 0n);
-    assert.equal(populateNow(b), true);
+    assert.equal(runCalls(faultInCalls(b, huge)), true);
     assert.ok(b.every((x) => x === 0), "zeroed");
   }
 });

@@ -20,21 +20,18 @@
  */
 
 import { pageAlignedBuffer, PageFile } from "../../ffi/page_file.ts";
-import { HUGE_PAGE, hugeAlignedBuffer, populateNow } from "../../ffi/huge_buffer.ts";
+import { faultInCalls, HUGE_PAGE, hugeAlignedBuffer, runCalls } from "../../ffi/huge_buffer.ts";
 import { freeHugeBlocks } from "../proc/buddyinfo.ts";
 import { crc32 } from "../image/crc32.ts";
 import { PAGE_BUFFER_BYTES, type PageWriter } from "./page_writer.ts";
 import { lanesOverride } from "./precopy_lanes.ts";
 import { SyscallTable, type TableRun, tablesAvailable } from "../../ffi/syscall_table.ts";
-import { SYS } from "../../ffi/sysno.ts";
 
 /** Most bytes of page data held until the thaw (past them, written in the freeze). */
 export const HELD_MAX_BYTES = 32 << 20;
 
 /** Room made ready above the estimate (pages of private file mappings, rounding). */
-const HELD_SLACK_BYTES = 2 << 20;
-
-const MADV_POPULATE_WRITE = 23;
+const HELD_SLACK_BYTES = 1 << 20;
 
 /** The populate of the buffers made ready, while it runs (the run holds its table). */
 let populating: TableRun | undefined;
@@ -65,18 +62,16 @@ export function prepareHeldWrites(bytes: number): boolean {
 export function prepareHeldBuffers(bytes: number, size: number): void {
   const n = Math.min(Math.ceil(bytes / size), Math.floor(HELD_MAX_BYTES / size)) - ready.length;
   if (n <= 0) return;
-  // Huge pages only from the free lists, with room to spare (else compaction in this thread).
-  const all = hugeAlignedBuffer(
-    n * size,
-    freeHugeBlocks() >= 2 * Math.ceil(n * size / HUGE_PAGE) + 16,
-  );
+  const all = hugeAlignedBuffer(n * size);
+  // Huge pages only from the free lists, with room to spare (else compaction in the faulting thread).
+  const calls = faultInCalls(all, freeHugeBlocks() >= 2 * Math.ceil(n * size / HUGE_PAGE) + 16);
   // Faulted in on another thread while the helper's rehearsal runs (else at their first use).
   if (tablesAvailable()) {
-    const table = new SyscallTable(1);
-    table.syscall(SYS.madvise, all, all.length, MADV_POPULATE_WRITE);
+    const table = new SyscallTable(calls.length);
+    for (const [nr, ...args] of calls) table.syscall(nr, ...args);
     populating = table.run();
     populating.finished.then(() => populating = undefined, () => populating = undefined);
-  } else populateNow(all);
+  } else runCalls(calls);
   for (let i = 0; i < n; i++) ready.push(all.subarray(i * size, (i + 1) * size));
 }
 
