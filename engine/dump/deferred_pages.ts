@@ -32,6 +32,8 @@ import { lanesOverride } from "./precopy_lanes.ts";
 import { sleepSync } from "../sleep_sync.ts";
 import { EBADF, WriteQueue } from "../../ffi/write_queue.ts";
 import { crc32, crc32AfterFold } from "../image/crc32.ts";
+import { faultInCalls, HUGE_PAGE, hugeAlignedBuffer } from "../../ffi/huge_buffer.ts";
+import { freeHugeBlocks } from "../proc/buddyinfo.ts";
 
 /** Bytes of buffers whose writes may be in flight at once. */
 export const DEFERRED_MAX_BYTES = 32 << 20;
@@ -53,8 +55,6 @@ export const DEFERRED_READY_BYTES = 16 << 20;
 
 /** Writes handed to other threads so far, in this process (tests). */
 export const deferredStats = { writes: 0 };
-
-const MADV_POPULATE_WRITE = 23;
 
 /** Buffers made ready before the freeze ({@link prepareDeferredBuffers}). */
 const ready: Uint8Array<ArrayBuffer>[] = [];
@@ -86,9 +86,11 @@ export function prepareDeferredWrites(bytes: number): boolean {
 export function prepareDeferredBuffers(bytes: number, size: number): void {
   const n = Math.min(Math.ceil(bytes / size), DEFERRED_READY_BYTES / size) - ready.length;
   if (n <= 0) return;
-  const all = pageAlignedBuffer(n * size);
-  const table = new SyscallTable(1);
-  table.syscall(SYS.madvise, all, n * size, MADV_POPULATE_WRITE);
+  // On huge pages when free ones are there (engine/dump/held_pages.ts says why).
+  const all = hugeAlignedBuffer(n * size);
+  const calls = faultInCalls(all, freeHugeBlocks() >= 2 * Math.ceil(n * size / HUGE_PAGE) + 16);
+  const table = new SyscallTable(calls.length);
+  for (const [nr, ...args] of calls) table.syscall(nr, ...args);
   table.run();
   for (let i = 0; i < n; i++) ready.push(all.subarray(i * size, (i + 1) * size));
 }
