@@ -52,6 +52,7 @@ import type { Precopy, PrecopyProcess } from "./precopy.ts";
 import { precopyPays } from "./precopy_policy.ts";
 import { DeferredPageWriter, prepareDeferredWrites } from "./deferred_pages.ts";
 import { dropHeldBuffers, HeldPageWriter, prepareHeldWrites } from "./held_pages.ts";
+import { closeStatusesAhead, openStatusesAhead, startStatusReads } from "../proc/status_ahead.ts";
 import { dropLanes, precopyTree, releasePrecopy } from "./precopy_lanes.ts";
 import {
   HELPER_REHEARSAL_MAX_MAPPINGS,
@@ -502,7 +503,9 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     const flagsCheck = await (vmFlagsCheck ?? startVmFlagsCheck(pid));
     prepareFrozenMaps(flagsCheck); // parsed with the tree running; the freeze compares bytes
     warmUpThreadStates(pid); // the per-thread state's BPF program (engine/dump/thread_state.ts)
+    openStatusesAhead(pid); // read in the freeze beside the fds (engine/proc/status_ahead.ts)
     tree = freezeTree(pid);
+    startStatusReads(pid, tree.processes[0].threads);
     const locks = readLocksOffThread(); // its grace period passes while the tree is collected
     chain.onFrozen();
     // Keeps the pre-copied pages not written since, and removes the tracking.
@@ -548,6 +551,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         flagsCheck,
       )
     );
+    closeStatusesAhead();
     for (const c of collectedAll) precopy?.fixRestarts(c.image);
     // Queued socket bytes are sent again by whichever process creates the socket.
     const socketData = collectedAll.reduce((n, c) => n + fdQueueBytes(c.image.fds), 0) +
@@ -850,6 +854,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     opts.onEvent?.({ type: "done", stats });
     return { dir: finalDir, manifest, stats };
   } catch (e) {
+    closeStatusesAhead();
     if (
       rootIsOurChild && e instanceof TraceeGoneError && e.tid === pid &&
       (e.status.kind === "exited" || e.status.kind === "signaled")
