@@ -20,7 +20,7 @@
 import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { HELD_MAX_BYTES, HeldPageWriter, heldStats } from "../engine/dump/held_pages.ts";
-import { freeHugeBlocks } from "../engine/proc/buddyinfo.ts";
+import { freeHugeBlocks, hugePagesFree } from "../engine/proc/buddyinfo.ts";
 import { faultInCalls, HUGE_PAGE, hugeAlignedBuffer, runCalls } from "../ffi/huge_buffer.ts";
 import { addressOf } from "../ffi/libc.ts";
 import { crc32 } from "../engine/image/crc32.ts";
@@ -86,6 +86,9 @@ Deno.test("free huge blocks from buddyinfo; a 2 MiB aligned buffer faulted in", 
   // DMA32: 1 + 18 * 2; Normal: 2 + 1 * 2; DMA left out.
   assert.equal(freeHugeBlocks(text), 1 + 36 + 2 + 2);
   assert.equal(freeHugeBlocks("garbage"), 0);
+  // 41 free: room for twice 24 MiB (24 blocks) and 16 more, not for twice 26 MiB.
+  assert.equal(hugePagesFree(24 << 20, text), true);
+  assert.equal(hugePagesFree(26 << 20, text), false);
   assert.ok(freeHugeBlocks() >= 0);
   for (const huge of [true, false]) {
     const b = hugeAlignedBuffer(3 * MiB);

@@ -32,8 +32,8 @@ import { lanesOverride } from "./precopy_lanes.ts";
 import { sleepSync } from "../sleep_sync.ts";
 import { EBADF, WriteQueue } from "../../ffi/write_queue.ts";
 import { crc32, crc32AfterFold } from "../image/crc32.ts";
-import { faultInCalls, HUGE_PAGE, hugeAlignedBuffer } from "../../ffi/huge_buffer.ts";
-import { freeHugeBlocks } from "../proc/buddyinfo.ts";
+import { faultInCalls, hugeAlignedBuffer } from "../../ffi/huge_buffer.ts";
+import { hugePagesFree } from "../proc/buddyinfo.ts";
 
 /** Bytes of buffers whose writes may be in flight at once. */
 export const DEFERRED_MAX_BYTES = 32 << 20;
@@ -88,7 +88,7 @@ export function prepareDeferredBuffers(bytes: number, size: number): void {
   if (n <= 0) return;
   // On huge pages when free ones are there (engine/dump/held_pages.ts says why).
   const all = hugeAlignedBuffer(n * size);
-  const calls = faultInCalls(all, freeHugeBlocks() >= 2 * Math.ceil(n * size / HUGE_PAGE) + 16);
+  const calls = faultInCalls(all, hugePagesFree(n * size));
   const table = new SyscallTable(calls.length);
   for (const [nr, ...args] of calls) table.syscall(nr, ...args);
   table.run();

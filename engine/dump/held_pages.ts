@@ -20,8 +20,8 @@
  */
 
 import { pageAlignedBuffer, PageFile } from "../../ffi/page_file.ts";
-import { faultInCalls, HUGE_PAGE, hugeAlignedBuffer, runCalls } from "../../ffi/huge_buffer.ts";
-import { freeHugeBlocks } from "../proc/buddyinfo.ts";
+import { faultInCalls, hugeAlignedBuffer, runCalls } from "../../ffi/huge_buffer.ts";
+import { hugePagesFree } from "../proc/buddyinfo.ts";
 import { crc32 } from "../image/crc32.ts";
 import { PAGE_BUFFER_BYTES, type PageWriter } from "./page_writer.ts";
 import { lanesOverride } from "./precopy_lanes.ts";
@@ -47,24 +47,32 @@ export const heldStats = { buffers: 0, writtenFrozen: 0 };
 
 /**
  * Whether a dump frozen once of about `bytes` of resident memory holds its
- * page writes until the thaw: at most {@link HELD_MAX_BYTES};
- * `CRYO_COPY_LANES=1` never (`held`: always, the deferred writes off). If
- * so, buffers for them are faulted in now.
- * (Asked only when the deferred writes are not used.)
+ * page writes until the thaw: at most {@link HELD_MAX_BYTES}, and only on
+ * huge pages from the free lists ({@link hugePagesFree}: in 4 KiB pages the
+ * buffers' first touch costs ~3x the CPU); `CRYO_COPY_LANES=1` never
+ * (`held`: always, the deferred writes off). If so, buffers for them are
+ * faulted in now, on another thread. (Asked only when the deferred writes
+ * are not used.)
  */
 export function prepareHeldWrites(bytes: number): boolean {
-  if (lanesOverride() === 1 || bytes > HELD_MAX_BYTES) return false;
-  prepareHeldBuffers(bytes + HELD_SLACK_BYTES, PAGE_BUFFER_BYTES);
+  const force = lanesOverride();
+  if (force === 1 || bytes > HELD_MAX_BYTES) return false;
+  const want = bytes + HELD_SLACK_BYTES;
+  const huge = hugePagesFree(want);
+  if (!huge && force !== "held") return false;
+  prepareHeldBuffers(want, PAGE_BUFFER_BYTES, huge);
   return true;
 }
 
-/** Makes ready buffers of `size` bytes for `bytes` of page data (at most {@link HELD_MAX_BYTES}). */
-export function prepareHeldBuffers(bytes: number, size: number): void {
+/**
+ * Makes ready buffers of `size` bytes for `bytes` of page data (at most
+ * {@link HELD_MAX_BYTES}), on huge pages with `huge`.
+ */
+export function prepareHeldBuffers(bytes: number, size: number, huge: boolean): void {
   const n = Math.min(Math.ceil(bytes / size), Math.floor(HELD_MAX_BYTES / size)) - ready.length;
   if (n <= 0) return;
   const all = hugeAlignedBuffer(n * size);
-  // Huge pages only from the free lists, with room to spare (else compaction in the faulting thread).
-  const calls = faultInCalls(all, freeHugeBlocks() >= 2 * Math.ceil(n * size / HUGE_PAGE) + 16);
+  const calls = faultInCalls(all, huge);
   // Faulted in on another thread while the helper's rehearsal runs (else at their first use).
   if (tablesAvailable()) {
     const table = new SyscallTable(calls.length);

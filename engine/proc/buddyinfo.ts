@@ -35,3 +35,12 @@ export function freeHugeBlocks(text?: string): number {
   }
   return blocks;
 }
+
+/**
+ * Whether free 2 MiB blocks for twice `bytes` are there, and 16 more (a
+ * buffer of `bytes` advised `MADV_HUGEPAGE` then takes them off the free
+ * lists, not from compaction in the faulting thread).
+ */
+export function hugePagesFree(bytes: number, text?: string): boolean {
+  return freeHugeBlocks(text) >= 2 * Math.ceil(bytes / (2 << 20)) + 16;
+}
