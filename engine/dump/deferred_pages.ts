@@ -32,8 +32,6 @@ import { lanesOverride } from "./precopy_lanes.ts";
 import { sleepSync } from "../sleep_sync.ts";
 import { EBADF, WriteQueue } from "../../ffi/write_queue.ts";
 import { crc32, crc32AfterFold } from "../image/crc32.ts";
-import { faultInCalls, hugeAlignedBuffer } from "../../ffi/huge_buffer.ts";
-import { hugePagesFree } from "../proc/buddyinfo.ts";
 
 /** Bytes of buffers whose writes may be in flight at once. */
 export const DEFERRED_MAX_BYTES = 32 << 20;
@@ -55,6 +53,8 @@ export const DEFERRED_READY_BYTES = 16 << 20;
 
 /** Writes handed to other threads so far, in this process (tests). */
 export const deferredStats = { writes: 0 };
+
+const MADV_POPULATE_WRITE = 23;
 
 /** Buffers made ready before the freeze ({@link prepareDeferredBuffers}). */
 const ready: Uint8Array<ArrayBuffer>[] = [];
@@ -86,11 +86,9 @@ export function prepareDeferredWrites(bytes: number): boolean {
 export function prepareDeferredBuffers(bytes: number, size: number): void {
   const n = Math.min(Math.ceil(bytes / size), DEFERRED_READY_BYTES / size) - ready.length;
   if (n <= 0) return;
-  // On huge pages when free ones are there (engine/dump/held_pages.ts says why).
-  const all = hugeAlignedBuffer(n * size);
-  const calls = faultInCalls(all, hugePagesFree(n * size));
-  const table = new SyscallTable(calls.length);
-  for (const [nr, ...args] of calls) table.syscall(nr, ...args);
+  const all = pageAlignedBuffer(n * size);
+  const table = new SyscallTable(1);
+  table.syscall(SYS.madvise, all, n * size, MADV_POPULATE_WRITE);
   table.run();
   for (let i = 0; i < n; i++) ready.push(all.subarray(i * size, (i + 1) * size));
 }
