@@ -55,9 +55,11 @@ import { dropHeldBuffers, HeldPageWriter, prepareHeldWrites } from "./held_pages
 import { closeStatusesAhead, openStatusesAhead, startStatusReads } from "../proc/status_ahead.ts";
 import { dropLanes, precopyTree, releasePrecopy } from "./precopy_lanes.ts";
 import {
+  endRehearsalHelper,
   HELPER_REHEARSAL_MAX_MAPPINGS,
   rehearseCollect,
   rehearseOnHelper,
+  startRehearsalHelper,
   warmUpFinalFreeze,
   warmUpInjection,
   warmUpProcReaders,
@@ -490,19 +492,34 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         frozenSeconds: precopy.frozenSeconds,
       });
     }
-    // Frozen once, a CPU to spare: the page writes go on past the thaw (deferred_pages.ts).
-    const deferWrites = !precopy && estimate !== undefined && prepareDeferredWrites(estimate.bytes);
-    // Else, a small one: its sums and writes wait for the thaw (held_pages.ts).
-    const holdWrites = !precopy && !deferWrites && estimate !== undefined &&
-      prepareHeldWrites(estimate.bytes);
-    // Frozen once: the collect rehearsed on a helper process first (rehearsal.ts).
-    if (!precopy && opts.leaveRunning && rehearseOnHelper(pid, estimate?.mappings, opts.optIns)) {
+    // Frozen once: the collect rehearsed on a helper process first (rehearsal.ts), the
+    // helper started now so that its exec runs beside the buffers and the BPF program.
+    const helper = !precopy && opts.leaveRunning && rehearsesOnHelper(pid, estimate?.mappings)
+      ? startRehearsalHelper()
+      : undefined;
+    if (helper) pausePoint("helper-started");
+    let deferWrites, holdWrites;
+    try {
+      // Frozen once, a CPU to spare: the page writes go on past the thaw (deferred_pages.ts).
+      deferWrites = !precopy && estimate !== undefined && prepareDeferredWrites(estimate.bytes);
+      // Else, a small one: its sums and writes wait for the thaw (held_pages.ts).
+      holdWrites = !precopy && !deferWrites && estimate !== undefined &&
+        prepareHeldWrites(estimate.bytes);
+    } catch (e) {
+      if (helper) endRehearsalHelper(helper);
+      throw e;
+    }
+    warmUpThreadStates(pid); // the per-thread state's BPF program (engine/dump/thread_state.ts)
+    const listed = estimate?.pids; // the tree as the estimate listed it (not listed again)
+    if (
+      helper && rehearseOnHelper(pid, estimate?.mappings, opts.optIns, undefined, helper, listed)
+    ) {
       await warmUpFinalFreeze();
     }
     // Before the freeze: the check's smaps walk must not hold a frozen mm's lock.
-    const flagsCheck = await (vmFlagsCheck ?? startVmFlagsCheck(pid));
+    const flagsCheck = await (vmFlagsCheck ?? startVmFlagsCheck(pid, listed, true));
     prepareFrozenMaps(flagsCheck); // parsed with the tree running; the freeze compares bytes
-    warmUpThreadStates(pid); // the per-thread state's BPF program (engine/dump/thread_state.ts)
+    if (!helper) warmUpThreadStates(pid); // (above, beside the helper's exec)
     openStatusesAhead(pid); // read in the freeze beside the fds (engine/proc/status_ahead.ts)
     tree = freezeTree(pid);
     startStatusReads(pid, tree.processes[0].threads);
