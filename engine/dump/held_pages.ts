@@ -1,7 +1,7 @@
 /**
- * A {@link PageWriter} that keeps every buffer until the thaw: a small dump
- * frozen once, with no CPU to spare for the deferred writes
- * (engine/dump/deferred_pages.ts), only reads the pages in the freeze
+ * A {@link PageWriter} that keeps every buffer until the thaw (opt-in:
+ * `CRYO_COPY_LANES=held`): a small dump frozen once, without the deferred
+ * writes (engine/dump/deferred_pages.ts), only reads the pages in the freeze
  * (`process_vm_readv` into buffers faulted in before it); their CRC-32 and
  * `pwrite` run on cryo's thread once the tree runs again
  * ({@link HeldPageWriter.settled}). The same work as the synchronous
@@ -11,8 +11,10 @@
  * The buffers (at most {@link HELD_MAX_BYTES}, past that the oldest buffer
  * is summed and written in the freeze and reused) are made ready before
  * the freeze by {@link prepareHeldWrites}, on transparent huge pages when
- * free ones are there (ffi/huge_buffer.ts: ~4 ms of CPU for 16 MiB instead
- * of ~12 in 4 KiB faults). The bytes written are the bytes read in
+ * free ones are there (ffi/huge_buffer.ts). Their first touch is the cost:
+ * on this VM, memory not used for a while costs ~1 ms of system CPU per
+ * MiB (the page cache's pages of the image are fresh memory too), which is
+ * why it is not the default. The bytes written are the bytes read in
  * the freeze; a failed write fails the dump in {@link HeldPageWriter.settled}
  * (the tree runs then; no image is left, as for any failure after the thaw).
  *
@@ -47,20 +49,16 @@ export const heldStats = { buffers: 0, writtenFrozen: 0 };
 
 /**
  * Whether a dump frozen once of about `bytes` of resident memory holds its
- * page writes until the thaw: at most {@link HELD_MAX_BYTES}, and only on
- * huge pages from the free lists ({@link hugePagesFree}: in 4 KiB pages the
- * buffers' first touch costs ~3x the CPU); `CRYO_COPY_LANES=1` never
- * (`held`: always, the deferred writes off). If so, buffers for them are
- * faulted in now, on another thread. (Asked only when the deferred writes
- * are not used.)
+ * page writes until the thaw: only with `CRYO_COPY_LANES=held` (measured:
+ * the freeze shorter, the dump's CPU and wall longer; docs/PERFORMANCE.md,
+ * branch threadsfreeze3), at most {@link HELD_MAX_BYTES}. If so, buffers
+ * for them are faulted in now, on another thread, on huge pages when free
+ * ones are there. (Asked only when the deferred writes are not used.)
  */
 export function prepareHeldWrites(bytes: number): boolean {
-  const force = lanesOverride();
-  if (force === 1 || bytes > HELD_MAX_BYTES) return false;
+  if (lanesOverride() !== "held" || bytes > HELD_MAX_BYTES) return false;
   const want = bytes + HELD_SLACK_BYTES;
-  const huge = hugePagesFree(want);
-  if (!huge && force !== "held") return false;
-  prepareHeldBuffers(want, PAGE_BUFFER_BYTES, huge);
+  prepareHeldBuffers(want, PAGE_BUFFER_BYTES, hugePagesFree(want));
   return true;
 }
 
