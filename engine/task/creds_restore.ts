@@ -33,6 +33,8 @@ import { parseStatus, type ProcStatus } from "../proc/status.ts";
 import { procPath, readProcText } from "../proc/io.ts";
 import { CredsLines, statusHoldsCreds } from "./creds_text.ts";
 import { processVmReadFully } from "../../ffi/process_vm.ts";
+import type { RunAreas } from "../restore/thread_state.ts";
+import { RUN_AREA_BYTES } from "./sched_run.ts";
 
 const SIGTRAP = 5;
 const NO_SYSCALL = 0xffffffffffffffffn;
@@ -142,14 +144,15 @@ function prctlRun(tid: number, gadget: bigint, option: number): Run {
 /**
  * Restores and then checks the credentials of every thread of `image`,
  * whose threads are all stopped (the main one at the program's END, the
- * others parked), with the bootstrap still mapped. Returns the timer slack
- * each thread of `compiled.threadSections` read in its run (unchecked:
- * engine/task/sched.ts `checkTimerSlacks`).
+ * others parked), with the bootstrap still mapped. Returns the run area
+ * of each thread of `compiled.threadSections` (its timer slack and the
+ * scheduling it read, unchecked: engine/task/sched.ts `checkTimerSlacks`,
+ * engine/task/sched_run.ts `checkSchedsReadInRuns`).
  */
 export function restoreCreds(
   image: ProcessImage,
   compiled: CompiledCreds,
-): ReadonlyMap<number, bigint> {
+): RunAreas {
   const pid = image.pid;
   const boot = compiled.bootstrap;
   const gadget = compiled.syscallGadget;
@@ -199,24 +202,20 @@ export function restoreCreds(
       );
     }
   });
-  return readSlacks(pid, own);
+  return readRunAreas(pid, own);
 }
 
-/** Slot 0 of each run's own slots (one read: 8 bytes each, one after the other). */
-function readSlacks(
-  pid: number,
-  own: readonly { tid: number; slots: bigint }[],
-): ReadonlyMap<number, bigint> {
-  const out = new Map<number, bigint>();
+/** Each run's own area (one read: {@link RUN_AREA_BYTES} each, one after the other). */
+function readRunAreas(pid: number, own: readonly { tid: number; slots: bigint }[]): RunAreas {
+  const out = new Map<number, DataView>();
   if (own.length === 0) return out;
-  const buf = new Uint8Array(8 * own.length);
+  const buf = new Uint8Array(RUN_AREA_BYTES * own.length);
   processVmReadFully(pid, own[0].slots, buf);
-  const view = new DataView(buf.buffer);
   own.forEach((s, i) => {
-    if (s.slots !== own[0].slots + BigInt(8 * i)) {
+    if (s.slots !== own[0].slots + BigInt(RUN_AREA_BYTES * i)) {
       throw new RestoreError(`internal error: the slots of thread ${s.tid} are not in order`);
     }
-    out.set(s.tid, view.getBigUint64(8 * i, true));
+    out.set(s.tid, new DataView(buf.buffer, RUN_AREA_BYTES * i, RUN_AREA_BYTES));
   });
   return out;
 }
