@@ -88,11 +88,21 @@ export function runAll(runs: Run[], fail: (tid: number) => string): UserRegs[] {
 /**
  * A run of the program from op `op` in thread `tid` (stopped) until DONE;
  * with `slots`, the run's slot results go there (r12) instead of the
- * program's slots.
+ * program's slots. The run starts from the thread's registers, or from a
+ * copy of `from` (the registers of a thread stopped at the same place of
+ * the same stub, e.g. another thread parked at its birth: the stub reads
+ * none of the registers set here; the finalize sets every register
+ * afterwards).
  */
-export function sectionRun(tid: number, boot: Bootstrap, op: number, slots?: bigint): Run {
+export function sectionRun(
+  tid: number,
+  boot: Bootstrap,
+  op: number,
+  slots?: bigint,
+  from?: UserRegs,
+): Run {
   const program = boot.restore;
-  const regs = getRegs(tid);
+  const regs = from ? { ...from } : getRegs(tid);
   regs.rip = boot.resumeRip;
   if (slots !== undefined) {
     regs.rip = boot.loopRip;
@@ -159,8 +169,15 @@ export function restoreCreds(
   const fail = (what: string) => `cannot restore the credentials of process ${pid} (${what})`;
   const own = compiled.threadSections ?? [];
   const slotsOf = new Map(own.map((s) => [s.tid, s.slots]));
+  // The threads but the main one are all parked at their birth in the stub, after the same
+  // clone3: one's registers serve as the start of every run (one PTRACE_GETREGS, not one each).
+  let parked: UserRegs | undefined;
   runAll(
-    compiled.creds.threads.map(({ tid, op }) => sectionRun(tid, boot, op, slotsOf.get(tid))),
+    compiled.creds.threads.map(({ tid, op }) => {
+      if (tid === pid) return sectionRun(tid, boot, op, slotsOf.get(tid));
+      parked ??= getRegs(tid);
+      return sectionRun(tid, boot, op, slotsOf.get(tid), parked);
+    }),
     // A thread but the main one runs its own-state section first (engine/restore/thread_state.ts).
     (tid) =>
       tid === pid
