@@ -10,8 +10,14 @@ import assert from "node:assert/strict";
 import { decodeProgram, OP_COPY, OP_END, ProgramBuilder } from "../engine/program/builder.ts";
 import { SYS } from "../ffi/sysno.ts";
 import { chainedCreds, emitThreadSections, slacksOf } from "../engine/restore/thread_state.ts";
-import { checkSchedsReadInRuns, RUN_AREA_BYTES, schedFromRun } from "../engine/task/sched_run.ts";
-import { collectSched, type ThreadSched } from "../engine/task/sched.ts";
+import {
+  checkSchedsReadInRuns,
+  RUN_AREA_BYTES,
+  schedFromRun,
+  schedMatchesRun,
+} from "../engine/task/sched_run.ts";
+import { collectSched, schedDifferences, type ThreadSched } from "../engine/task/sched.ts";
+import { Rng } from "../scripts/fuzz/mutate.ts";
 import { rawSyscall } from "../ffi/libc.ts";
 import type { ProcessImage } from "../engine/model.ts";
 
@@ -248,4 +254,57 @@ Deno.test("scheduling read in the run: decoded as collectSched reads it; failed 
     ),
   );
   assert.deepEqual(collectSched(tid), live, "left as it was");
+});
+
+Deno.test("scheduling read in the run: the byte comparison says equal only where the decoded state has no difference", () => {
+  const tid = Deno.pid;
+  const live = collectSched(tid);
+  const base = areaOf(tid, BigInt(live.timerSlackNs));
+  const reference = (view: DataView, want: ThreadSched) => {
+    const now = schedFromRun(view);
+    return now !== undefined && schedDifferences(now, want).length === 0;
+  };
+  assert.ok(schedMatchesRun(base, live));
+  assert.ok(reference(base, live));
+  const rng = new Rng(0x5c4e);
+  const pick = <T>(xs: T[]): T => xs[rng.int(xs.length)];
+  let same = 0, other = 0;
+  for (let i = 0; i < 6000; i++) {
+    const view = new DataView(base.buffer.slice(0));
+    const want: Record<string, unknown> = { ...live, cpus: [...live.cpus] };
+    // Damage the bytes the run wrote, the record, or both.
+    for (let k = rng.int(3); k > 0; k--) {
+      const at = pick([
+        0,
+        8,
+        16,
+        24,
+        32 + 4,
+        32 + 8,
+        32 + 16,
+        32 + 20,
+        32 + 24,
+        32 + 48,
+        32 + 52,
+        96,
+      ]);
+      view.setUint8(at + rng.int(8), pick([0, 1, 2, 3, 5, 0x80, 0xff]));
+    }
+    for (let k = rng.int(3); k > 0; k--) {
+      const key = pick(Object.keys(live));
+      const v = want[key];
+      want[key] = typeof v === "number"
+        ? pick([v + 1, v - 1, 0, 1, 3, 5, -1, 1.5, 2 ** 60])
+        : typeof v === "string"
+        ? pick(["0", "1", "00", "18446744073709551615", ""])
+        : pick([[], [0], [1], [0, 1], [1, 0], [0, 0], [...live.cpus, 2]]);
+    }
+    if (rng.int(20) === 0) want.extra = 1;
+    const fast = schedMatchesRun(view, want as unknown as ThreadSched);
+    const ref = reference(view, want as unknown as ThreadSched);
+    assert.equal(fast, ref, `${JSON.stringify(want)}`);
+    if (fast) same++;
+    else other++;
+  }
+  assert.ok(same > 100 && other > 1000, `${same} equal, ${other} not`);
 });
