@@ -150,16 +150,20 @@ export function schedMatchesRun(view: DataView, want: ThreadSched): boolean {
   ) {
     return false;
   }
-  // The CPUs: the mask's set bits in order, as cpusOfMask lists them, against the record's list.
-  const n = Number(mask) * 8;
-  let k = 0;
-  for (let i = 0; i < n; i++) {
-    if (view.getUint8(MASK_AT + (i >> 3)) & (1 << (i & 7))) {
-      if (want.cpus[k] !== i) return false;
-      k++;
+  // The CPUs: cpusOfMask lists the mask's set bits in increasing order, so the record's list
+  // matches when it increases strictly, stays inside the mask's bytes, and sets exactly its bytes.
+  const n = Number(mask);
+  const bytes = new Uint8Array(n);
+  const cpus = want.cpus;
+  for (let k = 0; k < cpus.length; k++) {
+    const c = cpus[k];
+    if (!Number.isSafeInteger(c) || c < 0 || c >= n * 8 || (k > 0 && c <= cpus[k - 1])) {
+      return false;
     }
+    bytes[c >> 3] |= 1 << (c & 7);
   }
-  return k === want.cpus.length;
+  for (let i = 0; i < n; i++) if (view.getUint8(MASK_AT + i) !== bytes[i]) return false;
+  return true;
 }
 
 /**
