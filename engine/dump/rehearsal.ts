@@ -192,9 +192,14 @@ export function rehearseOnHelper(
   optIns?: string[],
   /** {@link rehearseCollect}'s, given the helper's image. */
   onImage?: (image: ProcessImage) => void,
+  /** A helper started earlier ({@link startRehearsalHelper}): used, then ended, whatever happens. */
+  started?: PipeChild,
 ): boolean {
-  if ((mappings ?? mappingCount(root)) > HELPER_REHEARSAL_MAX_MAPPINGS) return false;
-  const helper = startRehearsalHelper();
+  if ((mappings ?? mappingCount(root)) > HELPER_REHEARSAL_MAX_MAPPINGS) {
+    if (started) endRehearsalHelper(started);
+    return false;
+  }
+  const helper = started ?? startRehearsalHelper();
   if (!helper) return false;
   try {
     // Polled on this thread: an event loop turn in a fresh Deno cost ~15 ms here.
