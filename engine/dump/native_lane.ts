@@ -55,8 +55,11 @@ import type { CopiedRun } from "./precopy_copy.ts";
  */
 export const NATIVE_LANE_MIN_BYTES = 8 << 20;
 
-/** Segment size of a copy on the native lane and cryo's thread. */
-export const NATIVE_SEGMENT_BYTES = 4 << 20;
+/**
+ * Segment size of a copy on the native lane and cryo's thread: what cryo's
+ * thread may wait for at the end, for the segment the table is copying.
+ */
+export const NATIVE_SEGMENT_BYTES = 2 << 20;
 
 /**
  * Share of the bytes given to the table's thread at the start (it takes
@@ -112,6 +115,8 @@ export class NativeCopy {
   static started = 0;
   /** Segments claimed back from tables by this process so far (tests). */
   static claimed = 0;
+  /** Claimed segments the table ran entries of anyway, copied again (tests). */
+  static conflicts = 0;
 
   private constructor(
     table: SyscallTable,
@@ -129,16 +134,16 @@ export class NativeCopy {
   /**
    * Takes the table's last unclaimed segment away from it while it runs:
    * its index (cryo's thread must copy it, see {@link touched}), or
-   * undefined when the table is done or has reached the segment before it
-   * (the first segment is never claimed). The segment's guards are patched
-   * to fail before the table's progress is looked at: a table that passes
-   * one anyway (it got there meanwhile) shows in {@link touched}.
+   * undefined when the table is done or has reached it (the first segment
+   * is never claimed). Its guards are patched to fail once the table is
+   * seen not to have run the first one: a table that got there meanwhile
+   * runs some of its entries, which shows in {@link touched}.
    */
   claim(): number | undefined {
     const next = this.#tail - 1;
     if (next < 1 || this.#run.done()) return undefined;
     const segs = this.#segments;
-    if (this.#table.result(segs[next - 1].guards[0]) !== 0n) return undefined; // reached
+    if (this.#table.result(segs[next].guards[0]) !== 0n) return undefined; // reached
     for (const g of segs[next].guards) this.#table.patch(g, [-1]);
     this.#tail = next;
     NativeCopy.claimed++;
@@ -367,7 +372,9 @@ export class NativeLaneCopy {
         for (let i = k; i < segments.length; i++) {
           const mine = claimed.get(i - k);
           // A claimed segment the table wrote into too (it got there first) is copied again.
-          const ok = mine ? (native.touched(i - k) ? undefined : mine) : got[i - k];
+          const conflict = mine !== undefined && native.touched(i - k);
+          if (conflict) NativeCopy.conflicts++;
+          const ok = mine ? (conflict ? undefined : mine) : got[i - k];
           results.push(ok ?? await copySegment(segments[i], lane, pause));
         }
       }
