@@ -50,6 +50,14 @@ Deno.test(
     const first = mappings.findIndex((m) => m.start === `0x${ready[2]}`);
     assert.ok(first >= 0, "the run's first area is in the image");
     assert.equal(anonRunLength(mappings, first), COUNT, "the areas make one run");
+    // The reader shares one frozen list per distinct VmFlags (engine/image/flag_lists.ts).
+    const byText = new Map<string, readonly string[]>();
+    for (const m of mappings) {
+      assert.ok(Object.isFrozen(m.vmFlags), `${m.start}: frozen flags`);
+      const text = JSON.stringify(m.vmFlags);
+      assert.equal(m.vmFlags, byText.get(text) ?? m.vmFlags, `${m.start}: shared flags`);
+      byText.set(text, m.vmFlags);
+    }
     await t.kill();
     await restore(dir);
     t.resetAfterRestore();

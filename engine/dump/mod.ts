@@ -53,6 +53,7 @@ import { precopyPays } from "./precopy_policy.ts";
 import { DeferredPageWriter, prepareDeferredWrites } from "./deferred_pages.ts";
 import { dropLanes, precopyTree, releasePrecopy } from "./precopy_lanes.ts";
 import {
+  endRehearsalHelper,
   HELPER_REHEARSAL_MAX_MAPPINGS,
   rehearseCollect,
   rehearseOnHelper,
@@ -497,16 +498,31 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         frozenSeconds: precopy.frozenSeconds,
       });
     }
-    // Frozen once, a CPU to spare: the page writes go on past the thaw (deferred_pages.ts).
-    const deferWrites = !precopy && estimate !== undefined && prepareDeferredWrites(estimate.bytes);
-    // Frozen once: the collect rehearsed on a helper process first (rehearsal.ts).
-    if (!precopy && opts.leaveRunning && rehearseOnHelper(pid, estimate?.mappings, opts.optIns)) {
+    // Frozen once: the collect rehearsed on a helper process first (rehearsal.ts), the
+    // helper started now so that its exec runs beside the buffers and the BPF program.
+    const helper = !precopy && opts.leaveRunning && rehearsesOnHelper(pid, estimate?.mappings)
+      ? startRehearsalHelper()
+      : undefined;
+    if (helper) pausePoint("helper-started");
+    let deferWrites;
+    try {
+      // Frozen once, a CPU to spare: the page writes go on past the thaw (deferred_pages.ts).
+      deferWrites = !precopy && estimate !== undefined && prepareDeferredWrites(estimate.bytes);
+    } catch (e) {
+      if (helper) endRehearsalHelper(helper);
+      throw e;
+    }
+    warmUpThreadStates(pid); // the per-thread state's BPF program (engine/dump/thread_state.ts)
+    const listed = estimate?.pids; // the tree as the estimate listed it (not listed again)
+    if (
+      helper && rehearseOnHelper(pid, estimate?.mappings, opts.optIns, undefined, helper, listed)
+    ) {
       await warmUpFinalFreeze();
     }
     // Before the freeze: the check's smaps walk must not hold a frozen mm's lock.
-    const flagsCheck = await (vmFlagsCheck ?? startVmFlagsCheck(pid));
+    const flagsCheck = await (vmFlagsCheck ?? startVmFlagsCheck(pid, listed, true));
     prepareFrozenMaps(flagsCheck); // parsed with the tree running; the freeze compares bytes
-    warmUpThreadStates(pid); // the per-thread state's BPF program (engine/dump/thread_state.ts)
+    if (!helper) warmUpThreadStates(pid); // (above, beside the helper's exec)
     tree = freezeTree(pid);
     const locks = readLocksOffThread(); // its grace period passes while the tree is collected
     chain.onFrozen();

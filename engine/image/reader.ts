@@ -32,6 +32,7 @@ import {
 } from "./elf.ts";
 import { ImageFormatError } from "./errors.ts";
 import { hexNum, hexPlus } from "./hexnum.ts";
+import { sharedFlagList } from "./flag_lists.ts";
 import {
   noteTypeName,
   NT_CRYO_PROCESS,
@@ -257,6 +258,7 @@ export function readImageFileSync(path: string): ImageInfo {
     const mappings = proc.mappings;
     for (let k = 0; k < mappings.length; k++) {
       const m = mappings[k];
+      m.vmFlags = sharedFlagList(m.vmFlags); // (the plan's list tests by identity: flag_lists.ts)
       if (m.pages.length === 0) continue; // (most of 10,000 small mappings: nothing to parse)
       const start = hexNum(m.start);
       const end = hexNum(m.end);

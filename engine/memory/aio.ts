@@ -393,8 +393,14 @@ export function emitAioRings(
  * the completed events not reaped, then the saved ring; checks the header.
  */
 export function restoreAioRings(image: ProcessImage, inj: AioInjector): void {
-  const rings = image.mappings.filter((m): m is Mapping & { aio: AioRing } => m.aio !== undefined);
-  if (rings.length === 0) return;
+  // (Indexed, no closure: this runs after the stub, over every mapping of the image.)
+  const mappings = image.mappings;
+  let rings: (Mapping & { aio: AioRing })[] | undefined;
+  for (let k = 0; k < mappings.length; k++) {
+    const m = mappings[k];
+    if (m.aio !== undefined) (rings ??= []).push(m as Mapping & { aio: AioRing });
+  }
+  if (rings === undefined) return;
   const where = (m: Mapping) => `process ${image.pid} AIO context ${m.start}`;
   setAffinity(inj.tid, [getAffinity(inj.tid)[0]]);
   const fd = prepareRequests(inj);

@@ -22,14 +22,19 @@ const MAX_SEARCH = 64 << 10;
 /**
  * The address of a `syscall` instruction (0f 05) in readable, executable
  * memory of `pid` outside `exclude`: in the image's [vdso] when it is
- * there as the image says, otherwise anywhere (findSyscallInstruction).
+ * there as the image says (the last such area of the image that qualifies),
+ * otherwise anywhere (findSyscallInstruction).
  */
 export function syscallOutside(
   pid: number,
   image: ProcessImage,
   exclude: { start: bigint; end: bigint },
 ): bigint {
-  for (const m of image.mappings) {
+  // From the end: the vdso sits near the top of the address space, and this runs after the
+  // stub, on the restore's critical path (a walk over 10,000 mappings from the start: ~4 ms).
+  const mappings = image.mappings;
+  for (let k = mappings.length - 1; k >= 0; k--) {
+    const m = mappings[k];
     if (m.kind !== "vdso" || m.name !== "[vdso]") continue;
     const start = hexToBigInt(m.start);
     const area = mappingAt(pid, start);
