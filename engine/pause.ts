@@ -16,7 +16,8 @@
  * precopy-release (the tree thawed, the tracking not yet released),
  * precopy-release-chunk (before each chunk of the tracking's release), notes, written,
  * manifest, fsync, rename, killed; rehearsal-helper (a dump frozen once: the
- * collect's rehearsal's helper process frozen, engine/dump/rehearsal.ts). Restore phases: planned, spawned,
+ * collect's rehearsal's helper process frozen, engine/dump/rehearsal.ts), helper-started
+ * (that helper started, not yet waited for). Restore phases: planned, spawned,
  * launched, exec, program-done, finalize, released; with --lazy, lazy-serve
  * (before each chunk of the background pass, after the tree was released).
  * Migration (`cryo migrate`): migrate-stopped (the source stopped after the

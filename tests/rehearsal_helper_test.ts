@@ -19,9 +19,11 @@
  *   restored, is its memory at the freeze; cryo's pause points in the
  *   rehearsal's collect are not counted (the target's first injected
  *   syscall is still `inject:1`);
- * - cryo SIGKILLed with the helper frozen (`rehearsal-helper`): no image,
- *   the target untouched, and the helper goes away by itself (its input
- *   ends with cryo).
+ * - cryo SIGKILLed with the helper frozen (`rehearsal-helper`), or right
+ *   after starting it (`helper-started`: the helper is started before the
+ *   page buffers and the BPF program, engine/dump/mod.ts): no image, the
+ *   target untouched, and the helper goes away by itself (its input ends
+ *   with cryo).
  */
 
 import assert from "node:assert/strict";
@@ -160,6 +162,36 @@ Deno.test(
     const out = await paused.output;
     assert.equal(out.code, 0, out.stderr);
     await assertOriginalThenRestored(t, trigger, dir);
+  }),
+);
+
+Deno.test(
+  "cryo dump --leave-running killed right after starting the rehearsal's helper: no image, the target untouched, the helper gone",
+  withTargets(async () => {
+    const { t, trigger } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
+      extra: ["4"],
+    });
+    const dir = `${await tempDir("cryo-rehearsal-started-")}/image`;
+    const paused = await startPaused(
+      ["dump", String(t.pid), "--dir", dir, "--leave-running", "--no-sync"],
+      "helper-started",
+    );
+    const helpers = childrenOf(paused.child.pid);
+    assert.equal(helpers.length, 1, "cryo has one child, the helper");
+    const helper = helpers[0];
+    assert.match(Deno.readTextFileSync(`/proc/${t.pid}/status`), /^TracerPid:\s+0$/m);
+    paused.child.kill("SIGKILL");
+    await paused.output;
+    assert.equal(pathExists(dir), false, "no image");
+    const deadline = Date.now() + 10_000;
+    while (stateOf(helper) !== undefined && stateOf(helper) !== "Z") {
+      assert.ok(Date.now() < deadline, "the helper ends by itself");
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    await Deno.writeTextFile(trigger, "");
+    assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), {
+      what: "original after the killed dump",
+    });
   }),
 );
 

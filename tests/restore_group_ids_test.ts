@@ -4,13 +4,20 @@
  * `checkPidsFree`, which asks every process by getpgid/getsid): a group
  * and a session whose leader has exited, held by a `sleep` this test
  * starts and kills by pid. (A free pid passing the check is what every
- * round-trip test does.)
+ * round-trip test does.) A restore does not walk /proc in its preflight:
+ * the creation of such a pid fails (clone3 EEXIST), and the restore then
+ * names the holder the same way.
  *
  * @module
  */
 
 import assert from "node:assert/strict";
 import { checkPidsFree } from "../engine/restore/checks.ts";
+import { checkpoint } from "../engine/dump/mod.ts";
+import { restore } from "../engine/restore/mod.ts";
+import { rawSyscall } from "../ffi/libc.ts";
+import { SYS } from "../ffi/sysno.ts";
+import { tempImageDir } from "./helpers/roundtrip.ts";
 import type { ProcessImage } from "../engine/model.ts";
 import { RestoreError } from "../engine/errors.ts";
 
@@ -48,9 +55,9 @@ function imageOf(pid: number): ProcessImage {
 }
 
 /** Runs `check`, then kills `pid` (this test's sleep) and waits until it is gone. */
-async function withSleeper(pid: number, check: () => void): Promise<void> {
+async function withSleeper(pid: number, check: () => void | Promise<void>): Promise<void> {
   try {
-    check();
+    await check();
   } finally {
     try {
       Deno.kill(pid, "SIGKILL");
@@ -89,5 +96,40 @@ Deno.test("preflight: a pid still used as a session id is refused, naming its me
         e.message ===
           `cannot restore: pid ${leader} is still in use as the session id of process ${sleeper}`,
     );
+  });
+});
+
+Deno.test("restore: a pid still used as a process group id fails its creation, naming its member; nothing is left", async () => {
+  // The leader (setsid's pid) runs `sleep 300` once a subshell left `sleep 60` in its group.
+  const child = new Deno.Command("setsid", {
+    args: ["sh", "-c", "(sleep 60 </dev/null >/dev/null 2>&1 &); exec sleep 300"],
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  const leader = child.pid;
+  let sleeper = 0;
+  for (let i = 0; i < 400 && !sleeper; i++) {
+    const comm = Deno.readTextFileSync(`/proc/${leader}/comm`).trim();
+    for (const e of Deno.readDirSync("/proc")) {
+      const pid = Number(e.name);
+      if (!pid || pid === leader || comm !== "sleep") continue;
+      if (Number(rawSyscall(SYS.getpgid, pid)) === leader) sleeper = pid;
+    }
+    if (!sleeper) await new Promise((r) => setTimeout(r, 25));
+  }
+  assert.ok(sleeper > 0, "the sleep in the leader's group");
+  await withSleeper(sleeper, async () => {
+    const dir = await tempImageDir();
+    await checkpoint(leader, { dir, precopy: false });
+    await child.status.catch(() => {}); // killed by the dump (which may have reaped it)
+    await assert.rejects(
+      restore(dir),
+      (e: unknown) =>
+        e instanceof RestoreError &&
+        e.message ===
+          `cannot restore: pid ${leader} is still in use as the process group id of process ${sleeper}`,
+    );
+    assert.equal(rawSyscall(SYS.kill, leader, 0), -3n, "no task has the pid");
   });
 });

@@ -28,6 +28,12 @@ export interface PrecopyEstimate {
   mappings: number;
   /** Whether the pre-copy is worth its freeze. */
   pays: boolean;
+  /**
+   * The tree's processes as listed for the estimate (the root first), for
+   * the warm-ups before the freeze that would list them again (a listing
+   * reads every thread's children file); the freeze lists them itself.
+   */
+  pids: number[];
 }
 
 /**
@@ -48,5 +54,5 @@ export function precopyPays(root: number): PrecopyEstimate {
   }
   const pays = bytes >= PRECOPY_MIN_BYTES &&
     bytes >= PRECOPY_MIN_BYTES_PER_MAPPING * Math.max(mappings, 1);
-  return { bytes, mappings, pays };
+  return { bytes, mappings, pays, pids };
 }

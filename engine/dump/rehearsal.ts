@@ -101,8 +101,11 @@ export async function warmUpFinalFreeze(): Promise<void> {
  * `findSafeSites`, which remembers them): the first freeze then only reads
  * them back instead of searching megabytes of code (~7 ms cold). Never throws.
  */
-export function warmUpInjection(root: number): void {
-  const pids = treePidsOrRoot(root);
+export function warmUpInjection(
+  root: number,
+  /** The tree's processes, when the caller listed them just now. */
+  pids: readonly number[] = treePidsOrRoot(root),
+): void {
   for (const pid of pids) {
     try {
       findSafeSites(pid);
@@ -192,9 +195,19 @@ export function rehearseOnHelper(
   optIns?: string[],
   /** {@link rehearseCollect}'s, given the helper's image. */
   onImage?: (image: ProcessImage) => void,
+  /**
+   * A helper {@link startRehearsalHelper} started earlier (its exec beside
+   * the caller's work), used and ended here; else one is started now.
+   */
+  started?: PipeChild,
+  /** The tree's processes, when the caller listed them just now ({@link warmUpInjection}). */
+  pids?: readonly number[],
 ): boolean {
-  if ((mappings ?? mappingCount(root)) > HELPER_REHEARSAL_MAX_MAPPINGS) return false;
-  const helper = startRehearsalHelper();
+  if ((mappings ?? mappingCount(root)) > HELPER_REHEARSAL_MAX_MAPPINGS) {
+    if (started) endRehearsalHelper(started);
+    return false;
+  }
+  const helper = started ?? startRehearsalHelper();
   if (!helper) return false;
   try {
     // Polled on this thread: an event loop turn in a fresh Deno cost ~15 ms here.
@@ -214,7 +227,7 @@ export function rehearseOnHelper(
       if (tree) thawTree(tree);
     }
     // The tree's safe sites found now (read-only): the freeze only checks their bytes again.
-    warmUpInjection(root);
+    warmUpInjection(root, pids);
     return true;
   } catch {
     return false; // only a rehearsal
@@ -233,7 +246,7 @@ function threadCount(root: number): number {
 }
 
 /** Ends the helper (its input closed, SIGKILL) and reaps it. Never throws. */
-function endRehearsalHelper(helper: PipeChild): void {
+export function endRehearsalHelper(helper: PipeChild): void {
   try {
     closePipe(helper);
     rawSyscall(SYS.kill, helper.pid, 9);

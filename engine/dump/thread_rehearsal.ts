@@ -1,6 +1,6 @@
 /**
  * The per-thread part of the collect, rehearsed on the helper's one
- * thread as many times as the target has threads (engine/dump/rehearsal.ts
+ * thread once per target thread, up to 16 (engine/dump/rehearsal.ts
  * `rehearseOnHelper`), so that a many-threaded target's one freeze runs
  * the per-thread readers compiled: the helper's rehearsal alone runs each
  * of them once, and the 64 threads of a target then ran them cold (the
@@ -20,14 +20,20 @@ import type { InjectedThreadState } from "./injected.ts";
 import { collectTaskState } from "../task/mod.ts";
 import { readThreadCreds } from "../task/creds.ts";
 
-/** At most this many rounds (each reads the helper's thread once per reader). */
-export const THREAD_REHEARSAL_MAX_ROUNDS = 64;
+/**
+ * At most this many rounds (each reads the helper's thread once per
+ * reader), and as many of the target's statuses. 16 warm the per-thread
+ * readers as well as 64 did for the 64 threads of a freeze (their collect
+ * took the same CPU) for a third of the cost before the freeze
+ * (docs/PERFORMANCE.md, branch threadsprep).
+ */
+export const THREAD_REHEARSAL_MAX_ROUNDS = 16;
 
 /**
  * Runs the per-thread readers of the collect `rounds` times (at most
  * {@link THREAD_REHEARSAL_MAX_ROUNDS}) on the one thread of frozen helper
- * `helper`, after a read of the statuses of the threads of `target` (with
- * it running: /proc only, the parse of real texts). Returns the rounds
+ * `helper`, after a read of the statuses of as many threads of `target`
+ * (with it running: /proc only, the parse of real texts). Returns the rounds
  * run: 0 for fewer than 2 (the helper's own collect covers one thread) or
  * when a read failed. Never throws (only a rehearsal).
  */
@@ -36,7 +42,7 @@ export function rehearseThreads(helper: number, target: number, rounds: number):
   if (n < 2) return 0;
   try {
     // The target's own statuses, read with it running (a /proc read only): the parse of real texts.
-    readThreadStatuses(target, listTids(target).slice(0, THREAD_REHEARSAL_MAX_ROUNDS));
+    readThreadStatuses(target, listTids(target).slice(0, n));
   } catch { /* a thread gone meanwhile: only a rehearsal */ }
   try {
     const tids = new Array<number>(n).fill(helper);

@@ -335,6 +335,8 @@ export const vmFlagsPaths = new Map<number, string>();
 export function startVmFlagsCheck(
   root: number,
   pids?: number[],
+  /** Whether the tree runs (its maps text kept for {@link prepareFrozenMaps}); default: no `pids`. */
+  running = pids === undefined,
 ): Promise<VmFlagsCheck | undefined> {
   vmFlagsPaths.clear();
   const override = vmFlagsOverride();
@@ -361,7 +363,7 @@ export function startVmFlagsCheck(
   const unconfirmed = memo ? list.filter((pid) => !memoCovers(pid, memo, check)) : list;
   // Read just now with the tree running (not in a pre-copy's barrier): kept for mapsBeforeFreeze.
   const withMaps = () => {
-    if (pids === undefined) check.read = read;
+    if (running) check.read = read;
     return check;
   };
   if (unconfirmed.length === 0) return Promise.resolve(withMaps());

@@ -50,7 +50,8 @@ import {
   SHT_STRTAB,
   StringTable,
 } from "./elf.ts";
-import { coreNoteSpecs, encodeCryoNotes, encodeNotes, hexToBigInt } from "./notes.ts";
+import { encodeCryoNotes, hexToBigInt } from "./notes.ts";
+import { encodeCoreNotes } from "./core_notes.ts";
 
 /** File offset of the bootstrap blob in every image. */
 export const BOOTSTRAP_FILE_OFFSET = 0x1000;
@@ -266,7 +267,7 @@ export class ImageWriter {
     this.#validate(proc);
     const o = this.#opts;
     const pagesEnd = alignUp(this.#pagesEnd, PAGE_SIZE);
-    const coreNotes = encodeNotes(coreNoteSpecs(proc));
+    const coreNotes = encodeCoreNotes(proc);
     const cryoNotes = encodeCryoNotes(proc);
     const coreOff = pagesEnd;
     const cryoOff = coreOff + coreNotes.length;

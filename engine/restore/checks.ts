@@ -52,8 +52,12 @@ function groupHolder(ids: Set<number>): { id: number; pid: number; what: string 
   return undefined;
 }
 
-/** Throws if any pid or tid of the image is taken, naming it and its holder. */
-export function checkPidsFree(processes: readonly ProcessImage[]): void {
+/**
+ * Throws if any pid or tid of the image is taken, naming it and its holder;
+ * with `groups` (default) also if a pid is still a process group or
+ * session id ({@link checkGroupIdsFree}).
+ */
+export function checkPidsFree(processes: readonly ProcessImage[], groups = true): void {
   for (const p of processes) {
     for (const id of [p.pid, ...p.threads.map((t) => t.tid), ...zombiePids([p])]) {
       // kill(id, 0): ESRCH when no task has this id (a thread's tid included),
@@ -63,6 +67,18 @@ export function checkPidsFree(processes: readonly ProcessImage[]): void {
       }
     }
   }
+  if (groups) checkGroupIdsFree(processes);
+}
+
+/**
+ * Throws if a pid of the processes (or of their zombies) is still the
+ * process group or session id of a live process, naming it: a walk of
+ * /proc, two system calls per process of the host. `clone3` with such a
+ * `set_tid` fails (EEXIST: the kernel keeps the id while a group or
+ * session uses it), so a restore runs this walk only once a creation
+ * failed, to say why (engine/restore/mod.ts).
+ */
+export function checkGroupIdsFree(processes: readonly ProcessImage[]): void {
   const holder = groupHolder(new Set([...processes.map((p) => p.pid), ...zombiePids(processes)]));
   if (holder) {
     throw new RestoreError(

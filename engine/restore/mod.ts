@@ -35,6 +35,7 @@ import {
   checkCredentials,
   checkFdFiles,
   checkFiles,
+  checkGroupIdsFree,
   checkPidsFree,
   checkPrivileges,
   checkVdso,
@@ -274,7 +275,9 @@ export async function preflight(
   checkInotifyPaths(processes);
   checkCgroups(processes);
   tick?.();
-  checkPidsFree(processes.filter((p) => p.pid !== existingRoot));
+  // A pid still used as a group or session id makes its clone3 fail: named then (runPlanned),
+  // not by a walk of every process here (inside a pid namespace, here as before).
+  checkPidsFree(processes.filter((p) => p.pid !== existingRoot), existingRoot !== undefined);
   tick?.();
   checkTaskState(processes);
   checkInetPorts(processes);
@@ -416,6 +419,8 @@ async function runPlanned(
     session.prepare();
   } catch (e) {
     shm.discard();
+    // Every task it made is gone: a pid still used as a group or session id is why, if one is.
+    if (!opts.existingRoot) checkGroupIdsFree(plan.units.map((u) => u.image));
     throw e;
   }
   let problem = verifier.finish();
