@@ -11,11 +11,11 @@ import { SYS, syscallName } from "./sysno.ts";
 import { type SchedAttr, schedAttr } from "./structs.ts";
 
 /** Bytes of the CPU masks cryo reads and writes (1024 CPUs). */
-const CPU_MASK_BYTES = 128;
+export const CPU_MASK_BYTES = 128;
 /** `which` of getpriority/setpriority for one thread. */
 const PRIO_PROCESS = 0;
 /** `which` of ioprio_get/ioprio_set for one thread. */
-const IOPRIO_WHO_PROCESS = 1;
+export const IOPRIO_WHO_PROCESS = 1;
 
 function check(nr: number, args: unknown[], r: bigint): bigint {
   if (r < 0n) throw new SyscallError(syscallName(nr), args, Number(-r));
@@ -45,6 +45,11 @@ export function getAffinity(tid: number): number[] {
       rawSyscall(SYS.sched_getaffinity, tid, CPU_MASK_BYTES, mask),
     ),
   );
+  return cpusOfMask(mask, n);
+}
+
+/** The CPUs of the first `n` bytes of a CPU mask (what sched_getaffinity returned), in order. */
+export function cpusOfMask(mask: Uint8Array, n: number): number[] {
   const cpus: number[] = [];
   for (let i = 0; i < n * 8; i++) if (mask[i >> 3] & (1 << (i & 7))) cpus.push(i);
   return cpus;

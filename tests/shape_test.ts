@@ -12,8 +12,10 @@ import {
   mappingChecks,
   processImageSchema,
   schemaProblem,
+  threadChecks,
 } from "../engine/image/schema.ts";
 import { plainMappingFits } from "../engine/image/mapping_fast.ts";
+import { plainThreadFits } from "../engine/image/thread_fast.ts";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { readImageFile } from "../engine/image/reader.ts";
 import { mutateJson, Rng } from "../scripts/fuzz/mutate.ts";
@@ -86,7 +88,9 @@ async function zodSchemas(): Promise<typeof import("../engine/image/schema.ts")>
       new URL("../engine/image/mapping_fast.ts", import.meta.url).href
     }";\n`,
   )
-    .replace("mappingChecks.fastPath(plainMappingFits);", "mappingChecks;"); // zod: the checks alone
+    .replace('import { plainThreadFits } from "./thread_fast.ts";\n', "")
+    .replace("mappingChecks.fastPath(plainMappingFits);", "mappingChecks;") // zod: the checks alone
+    .replace("threadChecks.fastPath(plainThreadFits);", "threadChecks;");
   assert.ok(!swapped.includes("fastPath"), "every fast path removed from the zod copy");
   assert.notEqual(swapped, src, "schema.ts imports shape.ts as z");
   const dir = await tempDir("cryo-shape-");
@@ -174,6 +178,109 @@ Deno.test("shape: the mapping fast path accepts only what the mapping checks acc
   ) {
     const m = { ...anon, start: h };
     assert.equal(plainMappingFits(m), check(m) === undefined, h);
+  }
+  assert.ok(accepted > 100 && refused > 1000, `${accepted} accepted, ${refused} refused`);
+});
+
+Deno.test("shape: the thread fast path accepts only what the thread checks accept", () => {
+  const regs: Record<string, string> = {};
+  for (const r of ["r15", "rip", "eflags", "rsp", "fs_base", "orig_rax"]) regs[r] = "0x1f";
+  const plain = {
+    tid: 12,
+    comm: "worker",
+    regs,
+    xsave: "AAAAAAAAAAAAAA==",
+    sigmask: "0x0",
+    pending: [],
+    sigaltstack: { sp: "0x0", flags: 2, size: 0 },
+    rseq: { addr: "0x7f0000001000", len: 32, sig: "0x53053053", flags: 0 },
+    robustList: { head: "0x7f0000002000", len: 24 },
+    clearChildTid: "0x7f0000003000",
+    syscall: { nr: 230, restart: "restart" },
+    sched: {
+      policy: 0,
+      flags: 0,
+      priority: 0,
+      nice: 0,
+      runtime: "0",
+      deadline: "0",
+      period: "0",
+      utilMin: 0,
+      utilMax: 1024,
+      cpus: [0, 1],
+      timerSlackNs: 50000,
+      ioprio: 0,
+    },
+    creds: {
+      uid: [0, 0, 0, 0],
+      gid: [0, 0, 0, 0],
+      groups: [0, 4],
+      capInh: "0x0",
+      capPrm: "0x1ffffffffff",
+      capEff: "0x1ffffffffff",
+      capBnd: "0x1ffffffffff",
+      capAmb: "0x0",
+      securebits: 0,
+      keepCaps: false,
+      noNewPrivs: false,
+    },
+  };
+  const pending = {
+    ...plain,
+    pending: [{ signo: 10, code: -6, raw: "CgAAAA==" }],
+    rseq: null,
+    sched: undefined,
+    creds: undefined,
+  };
+  const check = (t: unknown) => schemaProblem(threadChecks, t);
+  for (const t of [plain, pending]) {
+    assert.ok(plainThreadFits(t));
+    assert.equal(check(t), undefined);
+  }
+  const rng = new Rng(0x7e4d);
+  let accepted = 0, refused = 0;
+  for (const base of [plain, pending]) {
+    for (let i = 0; i < 4000; i++) {
+      const { doc: bad } = mutateJson(base as never, rng);
+      const fast = plainThreadFits(bad);
+      const problem = check(bad);
+      if (fast) {
+        assert.equal(problem, undefined, `fast path accepted ${JSON.stringify(bad)}`);
+        accepted++;
+      } else if (problem) refused++;
+    }
+  }
+  // Edge cases the patterns and bounds decide.
+  const edges: [string, unknown][] = [
+    ["xsave", "AAA="],
+    ["xsave", "AA=A"],
+    ["xsave", "AAAA==="],
+    ["xsave", "AAAA\n"],
+    ["xsave", ""],
+    ["sigmask", "0x"],
+    ["sigmask", "0xfffffffffffffffff"],
+    ["tid", Number.MAX_SAFE_INTEGER + 2],
+    ["tid", -3],
+    ["rseq", null],
+    ["rseq", undefined],
+    ["sched", undefined],
+    ["sched", null],
+    ["syscall", { nr: 0, restart: "never" }],
+    ["pending", [{ signo: 65, code: 0, raw: "" }]],
+    ["pending", [{ signo: 0, code: 0, raw: "" }]],
+    ["creds", { ...plain.creds, uid: [0, 0, 0, 4294967295] }],
+    ["creds", { ...plain.creds, gid: [0, 0, 0] }],
+    ["creds", { ...plain.creds, groups: new Array(65537).fill(1) }],
+    ["creds", { ...plain.creds, groups: new Array(65536).fill(1) }],
+    ["sched", { ...plain.sched, timerSlackNs: Infinity }],
+    ["sched", { ...plain.sched, timerSlackNs: 1.5 }],
+    ["sched", { ...plain.sched, cpus: [-1] }],
+    ["regs", { ...regs, rax: "1f" }],
+    ["regs", []],
+  ];
+  for (const [key, value] of edges) {
+    const t = { ...plain, [key]: value };
+    assert.equal(plainThreadFits(t), check(t) === undefined, `${key}: ${JSON.stringify(value)}`);
   }
   assert.ok(accepted > 100 && refused > 1000, `${accepted} accepted, ${refused} refused`);
 });

@@ -51,6 +51,8 @@ import { BootstrapBuilder, messageProgram } from "../restore/stub.ts";
 import type { Precopy, PrecopyProcess } from "./precopy.ts";
 import { precopyPays } from "./precopy_policy.ts";
 import { DeferredPageWriter, prepareDeferredWrites } from "./deferred_pages.ts";
+import { dropHeldBuffers, HeldPageWriter, prepareHeldWrites } from "./held_pages.ts";
+import { closeStatusesAhead, openStatusesAhead, startStatusReads } from "../proc/status_ahead.ts";
 import { dropLanes, precopyTree, releasePrecopy } from "./precopy_lanes.ts";
 import {
   endRehearsalHelper,
@@ -504,10 +506,13 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       ? startRehearsalHelper()
       : undefined;
     if (helper) pausePoint("helper-started");
-    let deferWrites;
+    let deferWrites, holdWrites;
     try {
       // Frozen once, a CPU to spare: the page writes go on past the thaw (deferred_pages.ts).
       deferWrites = !precopy && estimate !== undefined && prepareDeferredWrites(estimate.bytes);
+      // Else, a small one: its sums and writes wait for the thaw (held_pages.ts).
+      holdWrites = !precopy && !deferWrites && estimate !== undefined &&
+        prepareHeldWrites(estimate.bytes);
     } catch (e) {
       if (helper) endRehearsalHelper(helper);
       throw e;
@@ -523,7 +528,9 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     const flagsCheck = await (vmFlagsCheck ?? startVmFlagsCheck(pid, listed, true));
     prepareFrozenMaps(flagsCheck); // parsed with the tree running; the freeze compares bytes
     if (!helper) warmUpThreadStates(pid); // (above, beside the helper's exec)
+    openStatusesAhead(pid); // read in the freeze beside the fds (engine/proc/status_ahead.ts)
     tree = freezeTree(pid);
+    startStatusReads(pid, tree.processes[0].threads);
     const locks = readLocksOffThread(); // its grace period passes while the tree is collected
     chain.onFrozen();
     // Keeps the pre-copied pages not written since, and removes the tracking.
@@ -545,7 +552,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       pre?: PrecopyProcess;
       overwritten: { fileOffset: number; length: number }[];
       /** Its page data's writes, if they go on past the thaw. */
-      deferred?: DeferredPageWriter;
+      deferred?: DeferredPageWriter | HeldPageWriter;
       /** Sets the `pages` of its mappings read whole (engine/dump/plan.ts `savePlanned`). */
       runsToPages: () => void;
     }[] = [];
@@ -569,6 +576,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         flagsCheck,
       )
     );
+    closeStatusesAhead();
     for (const c of collectedAll) precopy?.fixRestarts(c.image);
     // Queued socket bytes are sent again by whichever process creates the socket.
     const socketData = collectedAll.reduce((n, c) => n + fdQueueBytes(c.image.fds), 0) +
@@ -681,6 +689,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       parentBytes += plan.parentBytes;
       const deferred = deferWrites
         ? new DeferredPageWriter(pageBufferBytes(total), writer.partialPath, total, true)
+        : holdWrites
+        ? new HeldPageWriter(pageBufferBytes(total), writer.partialPath)
         : undefined;
       const out = deferred ?? new BufferPageWriter(pageBufferBytes(total), writer.partialPath);
       const streamer = new MemoryStreamer(p.pid, out, (n) => writer.reservePages(n));
@@ -749,6 +759,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       opts.onEvent?.({ type: "thawed", freezeSeconds });
     }
     for (const p of pending) p.runsToPages(); // the page records, once the tree runs again
+    if (holdWrites) dropHeldBuffers(); // the ones no process took
     dropScansAhead(); // page walks started ahead and not planned (engine/dump/scan_ahead.ts)
     // The vdso's digest runs on another thread meanwhile.
     const hostPending = hostFacts(images[0], vdsoCopy, xsaveBytes);
@@ -868,6 +879,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     opts.onEvent?.({ type: "done", stats });
     return { dir: finalDir, manifest, stats };
   } catch (e) {
+    closeStatusesAhead();
     if (
       rootIsOurChild && e instanceof TraceeGoneError && e.tid === pid &&
       (e.status.kind === "exited" || e.status.kind === "signaled")

@@ -11,6 +11,7 @@
 
 import * as z from "./shape.ts";
 import { MAPPING_KINDS, plainMappingFits } from "./mapping_fast.ts";
+import { plainThreadFits } from "./thread_fast.ts";
 
 /** A 64-bit value as a 0x-prefixed hex string. */
 const hex = z.string().regex(/^0x[0-9a-fA-F]{1,16}$/, "expected a 0x-prefixed 64-bit hex value");
@@ -56,7 +57,8 @@ export const mappingChecks = z.looseObject({
 /** A mapping record; its common form is checked by a fast path (engine/image/mapping_fast.ts). */
 const mapping = mappingChecks.fastPath(plainMappingFits);
 
-const thread = z.looseObject({
+/** The checks of a thread record (without the fast path: tests compare the two). */
+export const threadChecks = z.looseObject({
   tid: int,
   comm: z.string(),
   regs: z.record(z.string(), hex),
@@ -96,6 +98,8 @@ const thread = z.looseObject({
     noNewPrivs: z.boolean(),
   }).optional(),
 });
+/** A thread record; its common form is checked by a fast path (engine/image/thread_fast.ts). */
+const thread = threadChecks.fastPath(plainThreadFits);
 
 const fd = z.looseObject({
   fd: int,

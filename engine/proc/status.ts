@@ -7,6 +7,7 @@
 import { ProcFormatError } from "./errors.ts";
 import { hexToBigInt, procPath, readProcText } from "./io.ts";
 import { PF_KTHREAD, readStat } from "./stat.ts";
+import { takeStatusAhead } from "./status_ahead.ts";
 
 /** The fields of /proc/<pid>/status that cryo uses; everything is also in `fields`. */
 export interface ProcStatus {
@@ -264,7 +265,10 @@ export function readThreadStatuses(pid: number, tids: readonly number[]): Map<nu
   const out = new Map<number, ProcStatus>();
   let like: ProcStatus | undefined;
   for (const tid of tids) {
-    const st = readStatus(pid, tid, like);
+    const text = takeStatusAhead(pid, tid); // read in this freeze on another thread (status_ahead.ts)
+    const st = text === undefined
+      ? readStatus(pid, tid, like)
+      : parseStatus(text, pid, procPath(pid, "status", tid), like);
     like ??= st;
     out.set(tid, st);
   }

@@ -31,7 +31,6 @@
 
 import { SYS } from "../../ffi/sysno.ts";
 import {
-  CLONE,
   type CloneArgs,
   cloneArgs,
   itimerval,
@@ -78,6 +77,7 @@ import {
 } from "../memory/inherit_restore.ts";
 import { emitZombieBranches, emitZombies } from "../task/zombies.ts";
 import { SIGTRAP } from "../task/sigtrap.ts";
+import { emitThreadClones } from "./thread_clone.ts";
 import { chainedCreds, emitThreadSections, type ThreadSections } from "./thread_state.ts";
 import { hexMinus, hexNum } from "../image/hexnum.ts";
 import { anonRunLength, emitAnonMmap, emitAnonRun } from "./anon_runs.ts";
@@ -265,7 +265,7 @@ function emitProgram(
   emitProcessState(p, proc, fds);
   emitZombies(p, proc);
   emitMainThread(p, proc);
-  emitThreads(p, proc);
+  emitThreadClones(p, proc); // thread_clone.ts
   emitSignalsAndTimers(p, proc);
   emitPosixLocks(p, proc, fds);
   emitFdOwners(p, proc, fds);
@@ -504,22 +504,6 @@ function emitMainThread(p: ProgramBuilder, proc: ProcessImage): void {
       size: BigInt(t.sigaltstack.size),
     });
     p.op(SYS.sigaltstack, [p.data(ss), 0], { comment: "sigaltstack" });
-  }
-}
-
-function emitThreads(p: ProgramBuilder, proc: ProcessImage): void {
-  for (const t of proc.threads) {
-    if (t.tid === proc.pid) continue;
-    const clear = hexBig(t.clearChildTid);
-    // CLONE_PTRACE: traced from birth (it stops there) without stopping the creator at a clone
-    // event (the session traces without PTRACE_O_TRACECLONE).
-    const flags = CLONE.VM | CLONE.FS | CLONE.FILES | CLONE.SIGHAND | CLONE.THREAD |
-      CLONE.SYSVSEM | CLONE.PTRACE | (clear !== 0n ? CLONE.CHILD_CLEARTID : 0n);
-    const args = cloneWithTid(p, t.tid, { flags, childTid: clear });
-    p.op(SYS.clone3, [args, cloneArgs.size], {
-      jumpIfZeroTo: "thread-park",
-      comment: `thread ${t.tid}`,
-    });
   }
 }
 

@@ -61,6 +61,8 @@ import { foregroundGroupOf } from "../fds/tty.ts";
 import type { ProvidedFds } from "./provided.ts";
 import { restoreTaskState, restoreTaskStateAfterCredentials } from "../task/mod.ts";
 import { checkTimerSlacks } from "../task/sched.ts";
+import { checkSchedsReadInRuns } from "../task/sched_run.ts";
+import { slacksOf } from "./thread_state.ts";
 import { pausePoint } from "../pause.ts";
 import { restoreCgroups } from "../task/placement.ts";
 import { restoreCreds } from "../task/creds_restore.ts";
@@ -456,8 +458,14 @@ export class RestoreSession {
       });
       // The timer slack of each thread but the main one is read in its own run, then checked.
       const slackLater = new Set(compiled.threadSections.map((s) => s.tid));
-      restoreTaskState(image, taskInjector, TRACE_OPTIONS, slackLater);
-      checkTimerSlacks(image, restoreCreds(image, compiled));
+      // So is the rest of the scheduling of those with a fair policy (engine/task/sched_run.ts).
+      const schedLater = new Set(
+        compiled.threadSections.filter((s) => s.schedRead).map((s) => s.tid),
+      );
+      restoreTaskState(image, taskInjector, TRACE_OPTIONS, slackLater, schedLater);
+      const runs = restoreCreds(image, compiled);
+      checkSchedsReadInRuns(pid, image.threads, runs);
+      checkTimerSlacks(image, slacksOf(runs));
       restoreTaskStateAfterCredentials(image, taskInjector);
       // After the last int3 of any program section: engine/task/sigtrap.ts.
       restoreSigtrap(image, gadget, scratch);

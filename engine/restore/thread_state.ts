@@ -17,8 +17,12 @@
  * slot 0 of slots of its own: the engine runs each thread with r12 at its
  * 8 bytes of one area (the stub's `loopRip`), and reads the area of all
  * threads at once after the run, instead of one /proc/<tid>/timerslack_ns
- * per thread (engine/task/sched.ts `checkTimerSlacks`). Nothing else run
- * from these sections (the credentials sections) uses a slot.
+ * per thread (engine/task/sched.ts `checkTimerSlacks`). A thread whose
+ * recorded policy is a fair one also reads its scheduling, affinity and
+ * I/O priority there (slots 1 to 3 and the rest of its area:
+ * engine/task/sched_run.ts), instead of cryo reading them before the runs.
+ * Nothing else run from these sections (the credentials sections) uses a
+ * slot.
  *
  * @module
  */
@@ -29,6 +33,7 @@ import { decodeBase64 } from "../base64.ts";
 import type { ProcessImage } from "../model.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
 import type { CredsSections } from "../task/creds.ts";
+import { emitSchedReads, RUN_AREA_BYTES, schedReadInRun } from "../task/sched_run.ts";
 
 const PR_SET_NAME = 15;
 const PR_GET_TIMERSLACK = 30;
@@ -40,9 +45,21 @@ const SS_ONSTACK = 1;
 /**
  * The section of each thread but the main one: the op its program starts
  * at, and `slots`, the slots its run uses (r12): slot 0 receives its timer
- * slack (8 bytes each, one after the other in thread order).
+ * slack; areas of {@link RUN_AREA_BYTES} each, one after the other in
+ * thread order. `schedRead`: the section also reads the thread's
+ * scheduling into its area (engine/task/sched_run.ts).
  */
-export type ThreadSections = { tid: number; op: number; slots: bigint }[];
+export type ThreadSections = { tid: number; op: number; slots: bigint; schedRead: boolean }[];
+
+/** Each thread's run area, by tid, as read after the runs (engine/task/creds_restore.ts). */
+export type RunAreas = ReadonlyMap<number, DataView>;
+
+/** The timer slack each thread read in its run (slot 0 of its area). */
+export function slacksOf(areas: RunAreas): ReadonlyMap<number, bigint> {
+  const out = new Map<number, bigint>();
+  for (const [tid, view] of areas) out.set(tid, view.getBigUint64(0, true));
+  return out;
+}
 
 /**
  * Appends one section per non-main thread of `proc` to the program (after
@@ -62,7 +79,9 @@ export function emitThreadSections(
   const others = proc.threads.filter((t) => t.tid !== proc.pid);
   // All ones until a run stores its slack: no record equals it (a thread that did not run is
   // never taken for one that read its recorded slack).
-  const area = others.length ? p.data(new Uint8Array(8 * others.length).fill(0xff)) : 0n;
+  const area = others.length
+    ? p.data(new Uint8Array(RUN_AREA_BYTES * others.length).fill(0xff))
+    : 0n;
   for (const t of others) {
     const op = p.opCount;
     const say = (what: string) => ({ comment: `thread ${t.tid}: ${what}` });
@@ -94,12 +113,15 @@ export function emitThreadSections(
       allowFail: true,
       ...say("timer slack read back"),
     });
+    const slots = area + BigInt(RUN_AREA_BYTES * out.length);
+    const schedRead = schedReadInRun(t);
+    if (schedRead) emitSchedReads(p, slots, say);
     const next = then?.get(t.tid);
     // An empty copy: result 0, so always a jump.
     if (next !== undefined) {
       p.copy(0, 0, 0, { jumpIfZeroTo: next, ...say("on to its credentials") });
     } else p.end(`thread ${t.tid}: own state restored`);
-    out.push({ tid: t.tid, op, slots: area + BigInt(8 * out.length) });
+    out.push({ tid: t.tid, op, slots, schedRead });
   }
   return out;
 }

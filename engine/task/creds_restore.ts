@@ -33,6 +33,8 @@ import { parseStatus, type ProcStatus } from "../proc/status.ts";
 import { procPath, readProcText } from "../proc/io.ts";
 import { CredsLines, statusHoldsCreds } from "./creds_text.ts";
 import { processVmReadFully } from "../../ffi/process_vm.ts";
+import type { RunAreas } from "../restore/thread_state.ts";
+import { RUN_AREA_BYTES } from "./sched_run.ts";
 
 const SIGTRAP = 5;
 const NO_SYSCALL = 0xffffffffffffffffn;
@@ -86,11 +88,21 @@ export function runAll(runs: Run[], fail: (tid: number) => string): UserRegs[] {
 /**
  * A run of the program from op `op` in thread `tid` (stopped) until DONE;
  * with `slots`, the run's slot results go there (r12) instead of the
- * program's slots.
+ * program's slots. The run starts from the thread's registers, or from a
+ * copy of `from` (the registers of a thread stopped at the same place of
+ * the same stub, e.g. another thread parked at its birth: the stub reads
+ * none of the registers set here; the finalize sets every register
+ * afterwards).
  */
-export function sectionRun(tid: number, boot: Bootstrap, op: number, slots?: bigint): Run {
+export function sectionRun(
+  tid: number,
+  boot: Bootstrap,
+  op: number,
+  slots?: bigint,
+  from?: UserRegs,
+): Run {
   const program = boot.restore;
-  const regs = getRegs(tid);
+  const regs = from ? { ...from } : getRegs(tid);
   regs.rip = boot.resumeRip;
   if (slots !== undefined) {
     regs.rip = boot.loopRip;
@@ -142,22 +154,30 @@ function prctlRun(tid: number, gadget: bigint, option: number): Run {
 /**
  * Restores and then checks the credentials of every thread of `image`,
  * whose threads are all stopped (the main one at the program's END, the
- * others parked), with the bootstrap still mapped. Returns the timer slack
- * each thread of `compiled.threadSections` read in its run (unchecked:
- * engine/task/sched.ts `checkTimerSlacks`).
+ * others parked), with the bootstrap still mapped. Returns the run area
+ * of each thread of `compiled.threadSections` (its timer slack and the
+ * scheduling it read, unchecked: engine/task/sched.ts `checkTimerSlacks`,
+ * engine/task/sched_run.ts `checkSchedsReadInRuns`).
  */
 export function restoreCreds(
   image: ProcessImage,
   compiled: CompiledCreds,
-): ReadonlyMap<number, bigint> {
+): RunAreas {
   const pid = image.pid;
   const boot = compiled.bootstrap;
   const gadget = compiled.syscallGadget;
   const fail = (what: string) => `cannot restore the credentials of process ${pid} (${what})`;
   const own = compiled.threadSections ?? [];
   const slotsOf = new Map(own.map((s) => [s.tid, s.slots]));
+  // The threads but the main one are all parked at their birth in the stub, after the same
+  // clone3: one's registers serve as the start of every run (one PTRACE_GETREGS, not one each).
+  let parked: UserRegs | undefined;
   runAll(
-    compiled.creds.threads.map(({ tid, op }) => sectionRun(tid, boot, op, slotsOf.get(tid))),
+    compiled.creds.threads.map(({ tid, op }) => {
+      if (tid === pid) return sectionRun(tid, boot, op, slotsOf.get(tid));
+      parked ??= getRegs(tid);
+      return sectionRun(tid, boot, op, slotsOf.get(tid), parked);
+    }),
     // A thread but the main one runs its own-state section first (engine/restore/thread_state.ts).
     (tid) =>
       tid === pid
@@ -199,24 +219,20 @@ export function restoreCreds(
       );
     }
   });
-  return readSlacks(pid, own);
+  return readRunAreas(pid, own);
 }
 
-/** Slot 0 of each run's own slots (one read: 8 bytes each, one after the other). */
-function readSlacks(
-  pid: number,
-  own: readonly { tid: number; slots: bigint }[],
-): ReadonlyMap<number, bigint> {
-  const out = new Map<number, bigint>();
+/** Each run's own area (one read: {@link RUN_AREA_BYTES} each, one after the other). */
+function readRunAreas(pid: number, own: readonly { tid: number; slots: bigint }[]): RunAreas {
+  const out = new Map<number, DataView>();
   if (own.length === 0) return out;
-  const buf = new Uint8Array(8 * own.length);
+  const buf = new Uint8Array(RUN_AREA_BYTES * own.length);
   processVmReadFully(pid, own[0].slots, buf);
-  const view = new DataView(buf.buffer);
   own.forEach((s, i) => {
-    if (s.slots !== own[0].slots + BigInt(8 * i)) {
+    if (s.slots !== own[0].slots + BigInt(RUN_AREA_BYTES * i)) {
       throw new RestoreError(`internal error: the slots of thread ${s.tid} are not in order`);
     }
-    out.set(s.tid, view.getBigUint64(8 * i, true));
+    out.set(s.tid, new DataView(buf.buffer, RUN_AREA_BYTES * i, RUN_AREA_BYTES));
   });
   return out;
 }

@@ -122,15 +122,19 @@ export function emitTaskState(p: ProgramBuilder, proc: ProcessImage): void {
  * credentials drop; it stays suspended until detach). `traceOptions` are
  * the PTRACE_O_* options the tasks were seized with. `slackLater`: the
  * threads whose timer slack is read in their own run and checked after it
- * (sched.ts `checkTimerSlacks`).
+ * (sched.ts `checkTimerSlacks`); `schedLater`: the threads whose whole
+ * scheduling is read in their own run and checked after it (sched_run.ts
+ * `checkSchedsReadInRuns`), left alone here.
  */
 export function restoreTaskState(
   image: ProcessImage,
   inj: TaskInjector,
   traceOptions: number,
   slackLater?: ReadonlySet<number>,
+  schedLater?: ReadonlySet<number>,
 ): void {
   for (const t of image.threads) {
+    if (schedLater?.has(t.tid)) continue; // read in its own run: sched_run.ts
     restoreSched(image.pid, t.tid, t.sched!, slackLater?.has(t.tid));
   }
   restoreAttrsBeforeCredentials(image, inj);

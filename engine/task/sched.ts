@@ -25,6 +25,7 @@ import {
   setNice,
 } from "../../ffi/sched.ts";
 import { errnoName } from "../../ffi/errno.ts";
+import type { SchedAttr } from "../../ffi/structs.ts";
 import { readProcText } from "../proc/io.ts";
 import { RestoreError } from "../errors.ts";
 
@@ -84,23 +85,50 @@ function timerSlack(tid: number): number {
  * `timerSlackNs`: its timer slack when already read (PR_GET_TIMERSLACK in the thread).
  */
 export function collectSched(tid: number, timerSlackNs?: number): ThreadSched {
-  const a = schedGetattr(tid);
+  return schedOf(
+    schedGetattr(tid),
+    () => getNice(tid),
+    getAffinity(tid),
+    timerSlackNs !== undefined && timerSlackNs >= 0 ? timerSlackNs : timerSlack(tid),
+    getIoprio(tid),
+  );
+}
+
+/**
+ * A thread's scheduling state from what was read of it: its sched_getattr
+ * `a`, its nice value when `a` does not hold it (`nice`, called for the
+ * real-time and deadline policies only), its CPUs, timer slack and I/O
+ * priority. The one decoding of {@link collectSched} and of the reads a
+ * restored thread makes in its own run (engine/task/sched_run.ts).
+ */
+export function schedOf(
+  a: SchedAttr,
+  nice: () => number,
+  cpus: number[],
+  timerSlackNs: number,
+  ioprio: number,
+): ThreadSched {
   return {
     policy: a.policy,
     flags: Number(a.flags) & KEPT_FLAGS,
     priority: a.priority,
     // sched_getattr reports the nice value (task_nice, as getpriority) for the fair
     // policies only; a real-time or deadline thread's is read by getpriority.
-    nice: FAIR_POLICIES.has(a.policy) ? a.nice : getNice(tid),
+    nice: FAIR_POLICIES.has(a.policy) ? a.nice : nice(),
     runtime: a.runtime.toString(),
     deadline: a.deadline.toString(),
     period: a.period.toString(),
     utilMin: a.utilMin,
     utilMax: a.utilMax,
-    cpus: getAffinity(tid),
-    timerSlackNs: timerSlackNs !== undefined && timerSlackNs >= 0 ? timerSlackNs : timerSlack(tid),
-    ioprio: getIoprio(tid),
+    cpus,
+    timerSlackNs,
+    ioprio,
   };
+}
+
+/** Whether `policy` is a fair one (OTHER, BATCH, IDLE): sched_getattr gives its nice value. */
+export function isFairPolicy(policy: number): boolean {
+  return FAIR_POLICIES.has(policy);
 }
 
 /** A one-line description of a thread's scheduling, for messages. */
