@@ -476,9 +476,17 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
             ? {
               beside: async () => {
                 const images: ProcessImage[] = [];
-                rehearseOnHelper(pid, estimate?.mappings, opts.optIns, (i) => images.push(i));
-                warmUpCompile(images);
+                // The helper execs and starts while the final freeze's code is warmed.
+                const helper = startRehearsalHelper();
                 await warmUpFinalFreeze().then(() => warmed = true, () => {});
+                rehearseOnHelper(
+                  pid,
+                  estimate?.mappings,
+                  opts.optIns,
+                  (i) => images.push(i),
+                  helper,
+                );
+                warmUpCompile(images);
               },
             }
             : {}),

@@ -1,8 +1,11 @@
 /**
- * A second copy lane without a Worker: part of a pre-copy's segments
+ * A second copy lane without a Worker: a pre-copy's segments
  * (engine/dump/precopy_copy.ts) copied by a syscall table
  * (ffi/syscall_table.ts) that one of Deno's blocking-pool threads runs,
- * while cryo's thread copies the rest as before. Per MiB the table reads
+ * from the first on, while cryo's thread takes the last ones back, one by
+ * one, as long as the table has not reached them ({@link NativeCopy.claim}:
+ * each entry of the table has a guard that cryo's thread makes fail), and
+ * copies them as before. Per MiB the table reads
  * the pages into a page-aligned buffer of its own with `pread` of
  * /proc/<pid>/mem (it never pins, so it never unshares a page shared
  * copy-on-write, and needs no pagemap look-up to plan), folds its CRC and
@@ -52,29 +55,22 @@ import type { CopiedRun } from "./precopy_copy.ts";
  */
 export const NATIVE_LANE_MIN_BYTES = 8 << 20;
 
-/** Segment size of a copy on the native lane and cryo's thread. */
-export const NATIVE_SEGMENT_BYTES = 4 << 20;
+/**
+ * Segment size of a copy on the native lane and cryo's thread: what cryo's
+ * thread may wait for at the end, for the segment the table is copying.
+ */
+export const NATIVE_SEGMENT_BYTES = 2 << 20;
 
 /**
- * Share of the bytes given to the table's thread (it takes the last
- * segments): it runs no JavaScript, so it copies faster than cryo's
- * thread (64 MiB with both CPUs free: 0.6 to 0.7 gave the shortest copy).
+ * Share of the bytes given to the table's thread at the start (it takes
+ * the last segments): all of them. Cryo's thread then takes the table's
+ * last segments back one by one while the table has not reached them
+ * ({@link NativeCopy.claim}), so both lanes end together whatever each
+ * one's speed: a share fixed in advance (0.6, or 0.88 of 64 MiB with the
+ * collect's rehearsal beside) left one lane idle for 10 to 70 ms on a
+ * loaded machine (docs/PERFORMANCE.md, sixth pass).
  */
-export const NATIVE_SHARE = 0.6;
-
-/**
- * Share of `totalBytes` given to the table's thread when cryo's thread
- * first runs other work beside the copy ({@link NativeLaneOptions.beside}:
- * the collect's rehearsal on a helper, ~30 ms), so that both lanes end
- * together: the table copies ~1.3 MiB per ms, cryo's thread ~0.6 (CRCs and
- * its JavaScript per MiB), so it takes 0.88 of 64 MiB, 0.78 of 128 MiB, 0.7
- * of 1 GiB (a fixed 0.9 left cryo's thread idle for ~40 ms at 128 MiB;
- * docs/PERFORMANCE.md).
- */
-export function nativeShareBeside(totalBytes: number): number {
-  const mib = Math.max(totalBytes / (1 << 20), 1);
-  return Math.min(1, (1.3 * (mib + 0.6 * 30)) / (1.9 * mib));
-}
+export const NATIVE_SHARE = 1;
 
 /** Whether the native lane can run here (x86-64, PCLMULQDQ, an executable page). */
 export function nativeLaneAvailable(): boolean {
@@ -95,7 +91,16 @@ interface PlannedSegment {
   /** The 16-byte fold remainders of its blocks, in order. */
   folds: Uint8Array[];
   copied: CopiedRun[];
+  /**
+   * The guard entry before each of its entries ({@link NativeCopy.claim}):
+   * `fcntl(fd, F_GETFD)` on one of the table's own fds, which skips the
+   * entry after it once its fd is patched to -1 (EBADF). Result 0: not run
+   * yet; above 0: it passed and the entry after it ran.
+   */
+  guards: number[];
 }
+
+const F_GETFD = 1;
 
 /** A set of segments being copied by a table on another thread. */
 export class NativeCopy {
@@ -104,8 +109,14 @@ export class NativeCopy {
   readonly #segments: PlannedSegment[];
   readonly #fds: number[];
   #closed = false;
+  /** Segments [tail, length) are claimed by cryo's thread ({@link claim}). */
+  #tail: number;
   /** Tables started by this process so far (tests check that the lane took part). */
   static started = 0;
+  /** Segments claimed back from tables by this process so far (tests). */
+  static claimed = 0;
+  /** Claimed segments the table ran entries of anyway, copied again (tests). */
+  static conflicts = 0;
 
   private constructor(
     table: SyscallTable,
@@ -115,8 +126,33 @@ export class NativeCopy {
     this.#table = table;
     this.#segments = segments;
     this.#fds = fds;
+    this.#tail = segments.length;
     this.#run = table.run();
     NativeCopy.started++;
+  }
+
+  /**
+   * Takes the table's last unclaimed segment away from it while it runs:
+   * its index (cryo's thread must copy it, see {@link touched}), or
+   * undefined when the table is done or has reached it (the first segment
+   * is never claimed). Its guards are patched to fail once the table is
+   * seen not to have run the first one: a table that got there meanwhile
+   * runs some of its entries, which shows in {@link touched}.
+   */
+  claim(): number | undefined {
+    const next = this.#tail - 1;
+    if (next < 1 || this.#run.done()) return undefined;
+    const segs = this.#segments;
+    if (this.#table.result(segs[next].guards[0]) !== 0n) return undefined; // reached
+    for (const g of segs[next].guards) this.#table.patch(g, [-1]);
+    this.#tail = next;
+    NativeCopy.claimed++;
+    return next;
+  }
+
+  /** Whether the table ran any entry of segment `i` (only once it is done). */
+  touched(i: number): boolean {
+    return this.#segments[i].guards.some((g) => this.#table.result(g) > 0n);
   }
 
   /** True once the table's thread is done (no event loop turn needed). */
@@ -146,7 +182,7 @@ export class NativeCopy {
       }
       return fd;
     };
-    const table = new SyscallTable(16 * segments.length + 8);
+    const table = new SyscallTable(32 * segments.length + 8);
     const buffer = pageAlignedBuffer(CRC_BLOCK); // one block at a time
     table.keep(buffer);
     const base = addressOf(buffer);
@@ -154,7 +190,7 @@ export class NativeCopy {
     try {
       for (const seg of segments) {
         const fd = fdOf(files, seg.path, seg.path, true);
-        const p: PlannedSegment = { expects: [], folds: [], copied: [] };
+        const p: PlannedSegment = { expects: [], folds: [], copied: [], guards: [] };
         planned.push(p);
         let fileAt = seg.fileOffset;
         let chunk: { addr: number; length: number; at: number }[] = [];
@@ -229,7 +265,9 @@ function emitChunk(
   fds: { mem: number; file: number },
   fileAt: number,
 ): void {
+  const guard = () => seg.guards.push(table.syscallOrSkipNext(SYS.fcntl, fds.mem, F_GETFD));
   for (const piece of pieces) {
+    guard();
     const e = table.syscall(
       SYS.pread64,
       fds.mem,
@@ -240,8 +278,10 @@ function emitChunk(
     seg.expects.push({ entry: e, bytes: piece.length });
   }
   const out = new Uint8Array(16);
+  guard();
   table.fold(base, fill, 0xffffffff, out);
   seg.folds.push(out);
+  guard();
   const w = table.syscall(SYS.pwrite64, fds.file, base, fill, fileAt);
   seg.expects.push({ entry: w, bytes: fill });
 }
@@ -272,7 +312,8 @@ export interface NativeLaneOptions {
  * segments on a syscall table's thread ({@link NativeCopy}), started by
  * {@link start} (synchronous: it may run in a freeze), the rest on this
  * thread by {@link finish} (`copySegment`, with the `precopy-pages` pause
- * point), then any segment the table could not copy whole, here too.
+ * point), then the table's last segments it can claim back, then any
+ * segment the table could not copy whole, here too.
  */
 export class NativeLaneCopy {
   readonly #jobs: readonly CopyJob[];
@@ -320,11 +361,21 @@ export class NativeLaneCopy {
       await this.#beside?.();
       for (let i = 0; i < k; i++) results.push(await copySegment(segments[i], lane, pause));
       if (k === 0) pause(); // the table's thread copies everything (its pages may be in flight)
+      // Then the table's last segments, one by one, while it has not reached them.
+      const claimed = new Map<number, SegmentResult>();
+      for (let c = native?.claim(); c !== undefined; c = native!.claim()) {
+        claimed.set(c, await copySegment(segments[k + c], lane, pause));
+      }
       if (native) {
         await native.finished;
         const got = native.results();
         for (let i = k; i < segments.length; i++) {
-          results.push(got[i - k] ?? await copySegment(segments[i], lane, pause));
+          const mine = claimed.get(i - k);
+          // A claimed segment the table wrote into too (it got there first) is copied again.
+          const conflict = mine !== undefined && native.touched(i - k);
+          if (conflict) NativeCopy.conflicts++;
+          const ok = mine ? (conflict ? undefined : mine) : got[i - k];
+          results.push(ok ?? await copySegment(segments[i], lane, pause));
         }
       }
       return mergeSegments(this.#jobs, segments, results);

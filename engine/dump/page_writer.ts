@@ -14,6 +14,7 @@
  */
 
 import { pageAlignedBuffer, PageFile } from "../../ffi/page_file.ts";
+import { openPagemap, type PagemapReader } from "../proc/pagemap.ts";
 
 /** A buffer to fill, then hand back with {@link PageWriter.submit}. */
 export interface PageWriter {
@@ -54,6 +55,22 @@ export const PAGE_BUFFER_BYTES = 1 << 20;
  */
 export class LaneFiles {
   readonly #files = new Map<string, PageFile>();
+  readonly #pagemaps = new Map<number, PagemapReader>();
+
+  /**
+   * The pagemap of process `pid` (opened on first use): one reader, and
+   * its 512 KiB buffer, for all the lane's segments of that process (a
+   * reader per 2 MiB segment grew a table lane's claims by 20 to 50 MiB of
+   * RSS at 512 MiB: docs/PERFORMANCE.md, sixth pass).
+   */
+  pagemap(pid: number): PagemapReader {
+    let r = this.#pagemaps.get(pid);
+    if (!r) {
+      r = openPagemap(pid);
+      this.#pagemaps.set(pid, r);
+    }
+    return r;
+  }
 
   /** The file at `path` (opened on first use). */
   get(path: string): PageFile {
@@ -65,10 +82,12 @@ export class LaneFiles {
     return f;
   }
 
-  /** Closes every file. */
+  /** Closes every file (and pagemap). */
   close(): void {
     for (const f of this.#files.values()) f.close();
     this.#files.clear();
+    for (const r of this.#pagemaps.values()) r.close();
+    this.#pagemaps.clear();
   }
 }
 

@@ -11,7 +11,7 @@
  * @module
  */
 
-import { openPagemap, type PagemapReader, type PageRunTuple, PM } from "../proc/pagemap.ts";
+import { type PagemapReader, type PageRunTuple, PM } from "../proc/pagemap.ts";
 import { CRC_BLOCK, MemoryStreamer, pageBufferBytes } from "./memory.ts";
 import { pausePoint } from "../pause.ts";
 import { LaneFiles, LanePageWriter, PAGE_BUFFER_BYTES } from "./page_writer.ts";
@@ -151,7 +151,7 @@ export async function copySegment(
   streamer.blockCrcs = [];
   const copied: CopiedRun[] = [];
   try {
-    using pagemap = openPagemap(seg.pid);
+    const pagemap = lane.files.pagemap(seg.pid); // the lane's, kept for its next segments
     for (const { vma, runs } of seg.planned) {
       const pieces = pinnableRuns(pagemap, runs);
       for (const r of streamer.saveRuns(vma, pieces, onBytes)) {

@@ -18,12 +18,7 @@
 
 import { Precopy } from "./precopy.ts";
 import { CopyLanes, LANE_MIN_BYTES, lanesAvailable } from "./copy_lanes.ts";
-import {
-  copyOnNativeLane,
-  NATIVE_LANE_MIN_BYTES,
-  nativeLaneAvailable,
-  nativeShareBeside,
-} from "./native_lane.ts";
+import { copyOnNativeLane, NATIVE_LANE_MIN_BYTES, nativeLaneAvailable } from "./native_lane.ts";
 import type { FrozenTree } from "./freeze.ts";
 import { laneDeathAt } from "./lane_claims.ts";
 import { releaseUffdOnTable } from "./uffd_release.ts";
@@ -129,12 +124,7 @@ export async function precopyTree(
       if (native) {
         const results = await copyOnNativeLane(procs.map((p) => p.job), {
           preallocate: noSync,
-          ...(beside
-            ? {
-              beside: rehearsal!.beside,
-              share: nativeShareBeside(procs.reduce((n, p) => n + p.plannedBytes, 0)),
-            }
-            : {}),
+          ...(beside ? { beside: rehearsal!.beside } : {}),
         });
         procs.forEach((p, i) => p.copied(results[i]));
       } else if (!lanes) await precopy.copy();

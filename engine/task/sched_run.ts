@@ -32,13 +32,7 @@ import { CPU_MASK_BYTES, cpusOfMask, IOPRIO_WHO_PROCESS } from "../../ffi/sched.
 import { schedAttr } from "../../ffi/structs.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
 import type { ThreadState } from "../model.ts";
-import {
-  isFairPolicy,
-  restoreSched,
-  schedDifferences,
-  schedOf,
-  type ThreadSched,
-} from "./sched.ts";
+import { isFairPolicy, restoreSched, schedOf, type ThreadSched } from "./sched.ts";
 
 /** Slot (of the thread's run) receiving the result of sched_getattr. */
 const ATTR_SLOT = 1;
