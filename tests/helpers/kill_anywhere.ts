@@ -133,7 +133,12 @@ async function runAndKill(
     reached = await until(() => done, () => stateOf(child.pid) === "T");
   } else {
     reached = await until(() => done, () => mark(child.pid));
-    if (reached && point.afterMs > 0) await sleep(point.afterMs);
+    if (reached && point.afterMs > 0) {
+      await sleep(Math.floor(point.afterMs));
+      // A fraction of a millisecond (the offsets between whole ones): spun.
+      const end = performance.now() + (point.afterMs % 1);
+      while (performance.now() < end) { /* spin */ }
+    }
     reached &&= !done;
   }
   try {
