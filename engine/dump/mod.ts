@@ -217,6 +217,7 @@ function warmUpCompile(images: ProcessImage[]): void {
       pathOf: (pid) => `/nonexistent/${pid}.elf`,
       rootPid: images[0]?.pid ?? 0,
       ghosts: [],
+      checkOnly: true,
     }, new Refusals());
   } catch { /* only a warm-up */ }
 }
@@ -637,6 +638,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         pathOf: (pid) => `${finalDir}/${pid}.elf`,
         rootPid: pid,
         ghosts,
+        checkOnly: true, // only the verdict: the programs are sized, not encoded
       }, refusals);
     // A tree left running is never killed: unless something is refused already
     // (then every refusal is reported at once, before any page is read), the

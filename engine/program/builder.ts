@@ -237,12 +237,21 @@ export class ProgramBuilder {
   readonly #data = new Bytes();
   #built: BuiltProgram | undefined;
   #onBuild: ((p: BuiltProgram) => void) | undefined;
+  /** Size only: see the constructor. */
+  readonly #sizeOnly: boolean;
 
-  /** `onBuild` is called once by `build()` (used by the bootstrap builder). */
-  constructor(base: bigint, onBuild?: (p: BuiltProgram) => void) {
+  /**
+   * `onBuild` is called once by `build()` (used by the bootstrap builder).
+   * `sizeOnly` (the dump's restorability check, engine/restore/restorable.ts):
+   * every call checks and throws exactly as it would otherwise and every
+   * address and size is the same, but no op or data byte is written and no
+   * comment kept; the built program's bytes are zeros of the right length.
+   */
+  constructor(base: bigint, onBuild?: (p: BuiltProgram) => void, sizeOnly = false) {
     if (base % 64n !== 0n) throw new Error(`program base 0x${base.toString(16)} not 64-aligned`);
     this.base = base;
     this.#onBuild = onBuild;
+    this.#sizeOnly = sizeOnly;
   }
 
   /** Address of the data area. */
@@ -264,6 +273,11 @@ export class ProgramBuilder {
     this.#check();
     if (align <= 0 || (align & (align - 1)) !== 0) throw new Error(`bad alignment ${align}`);
     const pad = (align - this.#data.length % align) % align;
+    if (this.#sizeOnly) {
+      const at = this.#data.length + pad;
+      this.#data.length = at + bytes.length;
+      return this.dataAddress + BigInt(at);
+    }
     const at = this.#data.grow(pad + bytes.length) + pad; // new bytes are zero
     this.#data.buf.set(bytes, at);
     return this.dataAddress + BigInt(at);
@@ -303,6 +317,7 @@ export class ProgramBuilder {
     this.#check();
     if (args.length > 6) throw new Error(`${opName(nr)}: more than 6 arguments`);
     if (opts.store !== undefined) checkSlot(opts.store);
+    if (this.#sizeOnly) return this.#countOp(args, opts);
     const at = this.#encoded.grow(OP_SIZE);
     const view = this.#encoded.view;
     let mask = 0;
@@ -330,6 +345,21 @@ export class ProgramBuilder {
     return index;
   }
 
+  /** {@link op} of a size-only builder: the same checks (setU64's and checkSlot's), no bytes. */
+  #countOp(args: readonly ArgInput[], opts: OpOptions): number {
+    for (let i = 0; i < args.length; i++) {
+      const a = args[i];
+      if (typeof a === "object") checkSlot(a.slot);
+      else if (!(typeof a === "number" && a >= 0 && Number.isSafeInteger(a))) toU64(a);
+    }
+    const index = this.#count++;
+    if (opts.jumpIfZeroTo !== undefined) {
+      this.#jumps.push(index);
+      this.#jumpTo.set(index, opts.jumpIfZeroTo);
+    }
+    return index;
+  }
+
   /**
    * Appends `count` ops of syscall `nr`, each with `arity` literal arguments
    * taken in order from `args` (op k's from `args[k * arity]`), no options:
@@ -341,6 +371,16 @@ export class ProgramBuilder {
     this.#check();
     if (arity > 6) throw new Error(`${opName(nr)}: more than 6 arguments`);
     if (count <= 0) return;
+    if (this.#sizeOnly) {
+      for (let a = 0; a < count * arity; a++) {
+        const v = args[a];
+        if (!(v >= 0 && Number.isSafeInteger(v))) {
+          throw new Error(`${opName(nr)}: argument ${v} is not a non-negative safe integer`);
+        }
+      }
+      this.#count += count;
+      return;
+    }
     const at = this.#encoded.grow(count * OP_SIZE);
     const words = new Uint32Array(this.#encoded.buf.buffer, at, count * (OP_SIZE / 4));
     const bytes = this.#encoded.buf;
@@ -393,6 +433,22 @@ export class ProgramBuilder {
     const total = opsOffset + count * OP_SIZE;
     const bytes = new Uint8Array(total);
     const view = new DataView(bytes.buffer);
+    if (this.#sizeOnly) {
+      const built: BuiltProgram = {
+        base: this.base,
+        bytes,
+        opsAddress,
+        dataAddress: this.dataAddress,
+        opCount: count,
+        end: this.base + BigInt(total),
+        get ops(): Op[] {
+          throw new Error("a size-only program has no ops to decode");
+        },
+      };
+      this.#built = built;
+      this.#onBuild?.(built);
+      return built;
+    }
     bytes.set(new TextEncoder().encode(PROGRAM_MAGIC), 0);
     view.setUint32(8, PROGRAM_VERSION, true);
     view.setUint32(12, count, true);

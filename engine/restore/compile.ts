@@ -120,6 +120,13 @@ export interface CompileOptions {
   unixSockets?: UnixTreePlan;
   /** Lazy restore: private anonymous memory is registered with a userfaultfd (engine/memory/lazy.ts). */
   lazy?: boolean;
+  /**
+   * Only whether it compiles (the dump's restorability check): every emitter
+   * runs as for a restore (each throw and the size check stay), but the
+   * program builders are size-only (engine/program/builder.ts): no op or
+   * data byte is encoded, and the bootstrap blob is zeros of its exact length.
+   */
+  checkOnly?: boolean;
 }
 
 /** A compiled process: its bootstrap blob and what the engine does afterwards. */
@@ -178,7 +185,7 @@ export function compileProcess(proc: ProcessImage, opts: CompileOptions): Compil
     opts.unixSockets,
   );
   const base = hexBig(proc.bootstrap.start);
-  const boot = new BootstrapBuilder(base);
+  const boot = new BootstrapBuilder(base, opts.checkOnly === true);
   const standalone = messageProgram(
     boot.program(),
     opts.standaloneMessage ??

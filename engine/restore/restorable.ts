@@ -30,6 +30,11 @@ export interface TreeCompileOptions {
   ghosts?: readonly GhostFile[];
   /** Lazy restore (engine/memory/lazy.ts). */
   lazy?: boolean;
+  /**
+   * The dump's check: the same verdict, but the programs are only sized, not
+   * encoded (compile.ts `CompileOptions.checkOnly`); their bytes are zeros.
+   */
+  checkOnly?: boolean;
 }
 
 /** Every process of a tree compiled, and what the engine itself provides to the tree. */
@@ -82,6 +87,7 @@ export function compileTree(
           images: byPid,
           unixSockets,
           lazy: opts.lazy,
+          checkOnly: opts.checkOnly,
         }),
       );
     } catch (e) {

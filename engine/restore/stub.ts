@@ -286,8 +286,12 @@ export class BootstrapBuilder {
   readonly #programs: BuiltProgram[] = [];
   #cursor: bigint;
   #open = false;
+  /** Programs are size-only ({@link ProgramBuilder}'s constructor). */
+  readonly #sizeOnly: boolean;
 
-  constructor(base: bigint) {
+  /** `sizeOnly`: every program is size-only (the blob is zeros of its exact length). */
+  constructor(base: bigint, sizeOnly = false) {
+    this.#sizeOnly = sizeOnly;
     if (base % 4096n !== 0n) {
       throw new Error(`bootstrap base 0x${base.toString(16)} not page aligned`);
     }
@@ -304,7 +308,7 @@ export class BootstrapBuilder {
       this.#programs.push(built);
       this.#cursor = built.end;
       this.#open = false;
-    });
+    }, this.#sizeOnly);
   }
 
   /**
