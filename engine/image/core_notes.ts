@@ -14,8 +14,8 @@ import type { ProcessImage, ThreadState } from "../model.ts";
 import {
   encodeAuxv,
   encodeFileNote,
-  encodePrpsinfo,
   encodeSiginfo,
+  fileNoteEntries,
   FPREGS_SIZE,
   hexToBigInt,
   NT_AUXV,
@@ -25,11 +25,11 @@ import {
   NT_PRSTATUS,
   NT_SIGINFO,
   NT_X86_XSTATE,
+  prpsinfoOf,
   PRSTATUS_REG_OFFSET,
   PRSTATUS_SIZE,
   SIGSTOP,
 } from "./notes.ts";
-import { fileNoteEntries } from "./notes.ts";
 import { USER_REGS_FIELDS } from "../../ffi/regs.ts";
 
 /** "CORE\0" padded to 8: the owner field of every note but NT_X86_XSTATE. */
@@ -52,18 +52,7 @@ export function encodeCoreNotes(proc: ProcessImage): Uint8Array<ArrayBuffer> {
   const first: [number, Uint8Array][] = threads.length === 0 ? [] : [
     [
       NT_PRPSINFO,
-      encodePrpsinfo({
-        state: 3,
-        sname: "T",
-        uid: proc.creds.uid[0],
-        gid: proc.creds.gid[0],
-        pid: proc.pid,
-        ppid: proc.ppid,
-        pgrp: proc.pgid,
-        sid: proc.sid,
-        fname: proc.comm,
-        psargs: proc.cmdline.join(" "),
-      }),
+      prpsinfoOf(proc),
     ],
     [NT_SIGINFO, encodeSiginfo(SIGSTOP)],
     [NT_AUXV, encodeAuxv(proc.auxv)],

@@ -275,6 +275,22 @@ export function encodePrpsinfo(
   return b;
 }
 
+/** The NT_PRPSINFO descriptor of a stopped process `proc` (a core file's, as gdb reads it). */
+export function prpsinfoOf(proc: ProcessImage): Uint8Array<ArrayBuffer> {
+  return encodePrpsinfo({
+    state: 3,
+    sname: "T",
+    uid: proc.creds.uid[0],
+    gid: proc.creds.gid[0],
+    pid: proc.pid,
+    ppid: proc.ppid,
+    pgrp: proc.pgid,
+    sid: proc.sid,
+    fname: proc.comm,
+    psargs: proc.cmdline.join(" "),
+  });
+}
+
 /** Decodes an NT_PRPSINFO descriptor. */
 export function decodePrpsinfo(desc: Uint8Array): PrPsInfo {
   if (desc.length !== PRPSINFO_SIZE) {
@@ -501,18 +517,7 @@ export function coreNoteSpecs(proc: ProcessImage, opts: CoreNoteOptions = {}): N
       notes.push({
         owner: OWNER_CORE,
         type: NT_PRPSINFO,
-        desc: encodePrpsinfo({
-          state: 3,
-          sname: "T",
-          uid: proc.creds.uid[0],
-          gid: proc.creds.gid[0],
-          pid: proc.pid,
-          ppid: proc.ppid,
-          pgrp: proc.pgid,
-          sid: proc.sid,
-          fname: proc.comm,
-          psargs: proc.cmdline.join(" "),
-        }),
+        desc: prpsinfoOf(proc),
       });
       notes.push({ owner: OWNER_CORE, type: NT_SIGINFO, desc: encodeSiginfo(SIGSTOP) });
       notes.push({ owner: OWNER_CORE, type: NT_AUXV, desc: encodeAuxv(proc.auxv) });
