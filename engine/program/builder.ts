@@ -433,7 +433,8 @@ export class ProgramBuilder {
     const total = opsOffset + count * OP_SIZE;
     const bytes = new Uint8Array(total);
     const view = new DataView(bytes.buffer);
-    if (this.#sizeOnly) {
+    /** The built program of these bytes, its ops decoded by `decode` when asked. */
+    const done = (decode: () => Op[]): BuiltProgram => {
       const built: BuiltProgram = {
         base: this.base,
         bytes,
@@ -442,12 +443,17 @@ export class ProgramBuilder {
         opCount: count,
         end: this.base + BigInt(total),
         get ops(): Op[] {
-          throw new Error("a size-only program has no ops to decode");
+          return decode();
         },
       };
       this.#built = built;
       this.#onBuild?.(built);
       return built;
+    };
+    if (this.#sizeOnly) {
+      return done(() => {
+        throw new Error("a size-only program has no ops to decode");
+      });
     }
     bytes.set(new TextEncoder().encode(PROGRAM_MAGIC), 0);
     view.setUint32(8, PROGRAM_VERSION, true);
@@ -467,28 +473,16 @@ export class ProgramBuilder {
     const encoded = new DataView(this.#encoded.buf.buffer, 0, count * OP_SIZE);
     const comments = this.#comments;
     let ops: Op[] | undefined;
-    const built: BuiltProgram = {
-      base: this.base,
-      bytes,
-      opsAddress,
-      dataAddress: this.dataAddress,
-      opCount: count,
-      end: this.base + BigInt(total),
-      get ops(): Op[] {
-        ops ??= Array.from({ length: count }, (_, i) => {
-          const op = opFields(encoded, i * OP_SIZE);
-          const t = targets.get(i);
-          if (t !== undefined) op.jumpIfZeroTo = t;
-          const comment = comments.get(i);
-          if (comment !== undefined) op.comment = comment;
-          return op;
-        });
-        return ops;
-      },
-    };
-    this.#built = built;
-    this.#onBuild?.(built);
-    return built;
+    return done(() =>
+      ops ??= Array.from({ length: count }, (_, i) => {
+        const op = opFields(encoded, i * OP_SIZE);
+        const t = targets.get(i);
+        if (t !== undefined) op.jumpIfZeroTo = t;
+        const comment = comments.get(i);
+        if (comment !== undefined) op.comment = comment;
+        return op;
+      })
+    );
   }
 }
 
