@@ -18,23 +18,13 @@
  */
 
 import assert from "node:assert/strict";
-import { checkpoint } from "../engine/dump/mod.ts";
 import { DeferredPageWriter, deferredStats } from "../engine/dump/deferred_pages.ts";
 import { EBADF, WriteQueue } from "../ffi/write_queue.ts";
 import { crc32 } from "../engine/image/crc32.ts";
 import { closeRawFd, openRawFd, tablesAvailable } from "../ffi/syscall_table.ts";
-import { startTriggered } from "./helpers/roundtrip.ts";
 import { withTargets } from "./helpers/targets.ts";
-import {
-  assertOriginalThenRestored,
-  RT_PRECOPY_CHECKS,
-  RT_PRECOPY_READY,
-  trackingTraces,
-} from "./helpers/tracking.ts";
-import { assertChecksPassed } from "./helpers/checks.ts";
-import { pathExists, tempDir } from "./helpers/fs.ts";
-import { startPaused } from "./helpers/kill_anywhere.ts";
-import { waitUntil } from "./helpers/wait.ts";
+import { tempDir } from "./helpers/fs.ts";
+import { frozenOnceRoundTrip, killedDumpLeavesTarget } from "./helpers/copy_lane_runs.ts";
 
 const MiB = 1 << 20;
 const ignore = !tablesAvailable();
@@ -108,22 +98,9 @@ Deno.test({
   name:
     "a dump frozen once with its page writes deferred: exact at the freeze, the original runs on",
   ignore,
-  fn: withTargets(async () => {
-    const { t, trigger } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
-      extra: ["4"],
-    });
-    const dir = `${await tempDir("cryo-deferred-rt-")}/image`;
-    const before = deferredStats.writes;
-    Deno.env.set("CRYO_COPY_LANES", "native");
-    try {
-      const r = await checkpoint(t.pid, { dir, leaveRunning: true, sync: false });
-      assert.equal(r.stats.precopy, undefined, "frozen once");
-    } finally {
-      Deno.env.delete("CRYO_COPY_LANES");
-    }
-    assert.ok(deferredStats.writes - before >= 4, "the page writes were deferred");
-    await assertOriginalThenRestored(t, trigger, dir);
-  }),
+  fn: withTargets(() =>
+    frozenOnceRoundTrip("native", () => deferredStats.writes, "the page writes were deferred")
+  ),
 });
 
 for (
@@ -135,33 +112,6 @@ for (
   Deno.test({
     name: `cryo dump --leave-running killed ${when}: no image, the target untouched`,
     ignore,
-    fn: withTargets(async () => {
-      const { t, trigger, ready } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
-        extra: ["4"],
-      });
-      const region = BigInt(`0x${ready[2]}`), pages = Number(ready[3]);
-      const before = trackingTraces(t.pid, region, pages);
-      const dir = `${await tempDir("cryo-deferred-kill-")}/image`;
-      Deno.env.set("CRYO_COPY_LANES", "native");
-      const paused = await startPaused(
-        ["dump", String(t.pid), "--dir", dir, "--leave-running", "--no-sync"],
-        at,
-      ).finally(() => Deno.env.delete("CRYO_COPY_LANES"));
-      const tracer = () =>
-        Deno.readTextFileSync(`/proc/${t.pid}/status`).match(/^TracerPid:\s+(\d+)$/m)![1];
-      if (at === "notes") assert.equal(tracer(), "0", "thawed");
-      else assert.notEqual(tracer(), "0", "frozen");
-      paused.child.kill("SIGKILL");
-      await paused.output;
-      await waitUntil("the target let go", () => tracer() === "0");
-      assert.equal(pathExists(dir), false, "no image");
-      const after = trackingTraces(t.pid, region, pages);
-      assert.deepEqual(after.fds, before.fds, "the same fds");
-      assert.equal(after.maps, before.maps, "the same mappings");
-      await Deno.writeTextFile(trigger, "");
-      assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), {
-        what: "original after the killed dump",
-      });
-    }),
+    fn: withTargets(() => killedDumpLeavesTarget("native", at)),
   });
 }

@@ -18,24 +18,14 @@
  */
 
 import assert from "node:assert/strict";
-import { checkpoint } from "../engine/dump/mod.ts";
 import { HELD_MAX_BYTES, HeldPageWriter, heldStats } from "../engine/dump/held_pages.ts";
 import { freeHugeBlocks, hugePagesFree } from "../engine/proc/buddyinfo.ts";
 import { faultInCalls, HUGE_PAGE, hugeAlignedBuffer, runCalls } from "../ffi/huge_buffer.ts";
 import { addressOf } from "../ffi/libc.ts";
 import { crc32 } from "../engine/image/crc32.ts";
-import { startTriggered } from "./helpers/roundtrip.ts";
 import { withTargets } from "./helpers/targets.ts";
-import {
-  assertOriginalThenRestored,
-  RT_PRECOPY_CHECKS,
-  RT_PRECOPY_READY,
-  trackingTraces,
-} from "./helpers/tracking.ts";
-import { assertChecksPassed } from "./helpers/checks.ts";
-import { pathExists, tempDir } from "./helpers/fs.ts";
-import { startPaused } from "./helpers/kill_anywhere.ts";
-import { waitUntil } from "./helpers/wait.ts";
+import { tempDir } from "./helpers/fs.ts";
+import { frozenOnceRoundTrip, killedDumpLeavesTarget } from "./helpers/copy_lane_runs.ts";
 
 const MiB = 1 << 20;
 
@@ -101,22 +91,9 @@ Deno.test("free huge blocks from buddyinfo; a 2 MiB aligned buffer faulted in", 
 
 Deno.test(
   "a dump frozen once with its page writes held to the thaw: exact at the freeze, the original runs on",
-  withTargets(async () => {
-    const { t, trigger } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
-      extra: ["4"],
-    });
-    const dir = `${await tempDir("cryo-held-rt-")}/image`;
-    const before = heldStats.buffers;
-    Deno.env.set("CRYO_COPY_LANES", "held");
-    try {
-      const r = await checkpoint(t.pid, { dir, leaveRunning: true, sync: false });
-      assert.equal(r.stats.precopy, undefined, "frozen once");
-    } finally {
-      Deno.env.delete("CRYO_COPY_LANES");
-    }
-    assert.ok(heldStats.buffers - before >= 4, "the page writes were held");
-    await assertOriginalThenRestored(t, trigger, dir);
-  }),
+  withTargets(() =>
+    frozenOnceRoundTrip("held", () => heldStats.buffers, "the page writes were held")
+  ),
 );
 
 for (
@@ -127,33 +104,6 @@ for (
 ) {
   Deno.test(
     `cryo dump --leave-running killed ${when}: no image, the target untouched`,
-    withTargets(async () => {
-      const { t, trigger, ready } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
-        extra: ["4"],
-      });
-      const region = BigInt(`0x${ready[2]}`), pages = Number(ready[3]);
-      const before = trackingTraces(t.pid, region, pages);
-      const dir = `${await tempDir("cryo-held-kill-")}/image`;
-      Deno.env.set("CRYO_COPY_LANES", "held");
-      const paused = await startPaused(
-        ["dump", String(t.pid), "--dir", dir, "--leave-running", "--no-sync"],
-        at,
-      ).finally(() => Deno.env.delete("CRYO_COPY_LANES"));
-      const tracer = () =>
-        Deno.readTextFileSync(`/proc/${t.pid}/status`).match(/^TracerPid:\s+(\d+)$/m)![1];
-      if (at === "notes") assert.equal(tracer(), "0", "thawed");
-      else assert.notEqual(tracer(), "0", "frozen");
-      paused.child.kill("SIGKILL");
-      await paused.output;
-      await waitUntil("the target let go", () => tracer() === "0");
-      assert.equal(pathExists(dir), false, "no image");
-      const after = trackingTraces(t.pid, region, pages);
-      assert.deepEqual(after.fds, before.fds, "the same fds");
-      assert.equal(after.maps, before.maps, "the same mappings");
-      await Deno.writeTextFile(trigger, "");
-      assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), {
-        what: "original after the killed dump",
-      });
-    }),
+    withTargets(() => killedDumpLeavesTarget("held", at)),
   );
 }
