@@ -26,7 +26,7 @@ import {
   tablesAvailable,
 } from "../../ffi/syscall_table.ts";
 import { SYS } from "../../ffi/sysno.ts";
-import { PAGE_BUFFER_BYTES, type PageWriter } from "./page_writer.ts";
+import { PAGE_BUFFER_BYTES, type PageWriter, takeAcquired } from "./page_writer.ts";
 import { lanesAvailable } from "./copy_lanes.ts";
 import { lanesOverride } from "./precopy_lanes.ts";
 import { sleepSync } from "../sleep_sync.ts";
@@ -183,9 +183,7 @@ export class DeferredPageWriter implements PageWriter {
   }
 
   submit(length: number, offset: number): void {
-    const c = this.#current;
-    if (!c) throw new Error("page buffer submitted without acquire");
-    if (offset !== c.offset) throw new Error(`page buffer for ${c.offset} submitted for ${offset}`);
+    const c = takeAcquired(this.#current, offset);
     this.#current = undefined;
     const seq = this.#submitted++;
     const index = this.#queue?.post(this.#fd, c.buffer, length, offset) ?? -1;

@@ -25,7 +25,7 @@ import { pageAlignedBuffer, PageFile } from "../../ffi/page_file.ts";
 import { faultInCalls, hugeAlignedBuffer, runCalls } from "../../ffi/huge_buffer.ts";
 import { hugePagesFree } from "../proc/buddyinfo.ts";
 import { crc32 } from "../image/crc32.ts";
-import { PAGE_BUFFER_BYTES, type PageWriter } from "./page_writer.ts";
+import { PAGE_BUFFER_BYTES, type PageWriter, takeAcquired } from "./page_writer.ts";
 import { lanesOverride } from "./precopy_lanes.ts";
 import { SyscallTable, type TableRun, tablesAvailable } from "../../ffi/syscall_table.ts";
 
@@ -123,9 +123,7 @@ export class HeldPageWriter implements PageWriter {
   }
 
   submit(length: number, offset: number): void {
-    const c = this.#current;
-    if (!c) throw new Error("page buffer submitted without acquire");
-    if (offset !== c.offset) throw new Error(`page buffer for ${c.offset} submitted for ${offset}`);
+    const c = takeAcquired(this.#current, offset);
     this.#current = undefined;
     this.#held.push({ buffer: c.buffer, length, offset });
     heldBytes += c.buffer.length;

@@ -16,6 +16,24 @@
 import { pageAlignedBuffer, PageFile } from "../../ffi/page_file.ts";
 import { openPagemap, type PagemapReader } from "../proc/pagemap.ts";
 
+/**
+ * Throws unless a submit for `offset` matches the buffer acquired for
+ * `acquired` (undefined: none acquired): a {@link PageWriter}'s contract.
+ */
+export function checkSubmit(acquired: number | undefined, offset: number): void {
+  if (acquired === undefined) throw new Error("page buffer submitted without acquire");
+  if (offset !== acquired) throw new Error(`page buffer for ${acquired} submitted for ${offset}`);
+}
+
+/** {@link checkSubmit} of a writer that keeps its acquired buffer as `current`: that buffer. */
+export function takeAcquired<T extends { offset: number }>(
+  current: T | undefined,
+  offset: number,
+): T {
+  checkSubmit(current?.offset, offset);
+  return current!;
+}
+
 /** A buffer to fill, then hand back with {@link PageWriter.submit}. */
 export interface PageWriter {
   /**
@@ -115,10 +133,7 @@ export class LanePageWriter implements PageWriter {
   }
 
   submit(length: number, offset: number): void {
-    if (this.#at < 0) throw new Error("page buffer submitted without acquire");
-    if (offset !== this.#at) {
-      throw new Error(`page buffer for ${this.#at} submitted for ${offset}`);
-    }
+    checkSubmit(this.#at < 0 ? undefined : this.#at, offset);
     this.#file.writeAt(offset, this.#buffer.subarray(0, length));
     this.#at = -1;
   }
