@@ -175,6 +175,20 @@ function peekAll(fd: number, length: number, what: string): Uint8Array {
   return got.slice();
 }
 
+/**
+ * Peeks at the send queue of a socket in repair mode, `queued` bytes when its
+ * size was read. The peer's ACKs are still processed in repair mode and free
+ * the queue's head meanwhile: fewer bytes may be left, and they are the
+ * queue's tail, which ends at write_seq as the whole did (the restore sets
+ * snd_una to write_seq minus what was kept). More is an error: nothing is
+ * queued while the owner is frozen.
+ */
+function peekSendQueue(fd: number, queued: number): Uint8Array {
+  if (queued === 0) return new Uint8Array();
+  const got = peekBytes(fd, queued) ?? new Uint8Array();
+  return got.slice();
+}
+
 /** Reads the rcv_nxt of a socket in repair mode (to see if data arrived meanwhile). */
 export function receiveSequence(fd: number): number {
   return queueSeq(fd, REPAIR_QUEUE.RECV);
@@ -189,7 +203,7 @@ export function readRepairedConnection(fd: number): RepairedConnection {
   const outq = outqBytes(fd);
   const unsent = unsentBytes(fd);
   const sndSeq = queueSeq(fd, REPAIR_QUEUE.SEND);
-  const sendQueue = peekAll(fd, outq, "send queue");
+  const sendQueue = peekSendQueue(fd, outq);
   const inq = inqBytes(fd);
   const rcvSeq = queueSeq(fd, REPAIR_QUEUE.RECV);
   const recvQueue = peekAll(fd, inq, "receive queue");
