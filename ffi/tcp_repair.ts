@@ -189,6 +189,22 @@ function peekSendQueue(fd: number, queued: number): Uint8Array {
   return got.slice();
 }
 
+/**
+ * Reads rcv_nxt and the receive queue of a socket in repair mode as one
+ * state. Segments from the peer are still taken in repair mode: bytes that
+ * arrive between the reads would be counted in rcv_nxt (acknowledged to the
+ * peer) but missing from the queue read, so the pair is read again until
+ * rcv_nxt is the same before and after the queue.
+ */
+function readReceiveQueue(fd: number): { rcvSeq: number; recvQueue: Uint8Array } {
+  for (let attempt = 1;; attempt++) {
+    const rcvSeq = queueSeq(fd, REPAIR_QUEUE.RECV);
+    const recvQueue = peekAll(fd, inqBytes(fd), "receive queue");
+    if (queueSeq(fd, REPAIR_QUEUE.RECV) === rcvSeq) return { rcvSeq, recvQueue };
+    if (attempt === 8) throw new Error("receive queue: the peer kept sending while it was read");
+  }
+}
+
 /** Reads the rcv_nxt of a socket in repair mode (to see if data arrived meanwhile). */
 export function receiveSequence(fd: number): number {
   return queueSeq(fd, REPAIR_QUEUE.RECV);
@@ -204,9 +220,7 @@ export function readRepairedConnection(fd: number): RepairedConnection {
   const unsent = unsentBytes(fd);
   const sndSeq = queueSeq(fd, REPAIR_QUEUE.SEND);
   const sendQueue = peekSendQueue(fd, outq);
-  const inq = inqBytes(fd);
-  const rcvSeq = queueSeq(fd, REPAIR_QUEUE.RECV);
-  const recvQueue = peekAll(fd, inq, "receive queue");
+  const { rcvSeq, recvQueue } = readReceiveQueue(fd);
   setsockoptInt(fd, SOL.TCP, TCP.REPAIR_QUEUE, REPAIR_QUEUE.NONE);
   const w = getsockoptBytes(fd, SOL.TCP, TCP.REPAIR_WINDOW, tcpRepairWindow.size);
   if (typeof w === "number") throw new SyscallError("getsockopt(TCP_REPAIR_WINDOW)", [fd], -w);
