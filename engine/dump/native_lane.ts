@@ -111,6 +111,8 @@ export class NativeCopy {
   #closed = false;
   /** Segments [tail, length) are claimed by cryo's thread ({@link claim}). */
   #tail: number;
+  /** Claims leave the guards as they are (tests: {@link NativeLaneOptions.unguardedClaims}). */
+  readonly #unguarded: boolean;
   /** Tables started by this process so far (tests check that the lane took part). */
   static started = 0;
   /** Segments claimed back from tables by this process so far (tests). */
@@ -122,7 +124,9 @@ export class NativeCopy {
     table: SyscallTable,
     segments: PlannedSegment[],
     fds: number[],
+    unguarded: boolean,
   ) {
+    this.#unguarded = unguarded;
     this.#table = table;
     this.#segments = segments;
     this.#fds = fds;
@@ -144,7 +148,7 @@ export class NativeCopy {
     if (next < 1 || this.#run.done()) return undefined;
     const segs = this.#segments;
     if (this.#table.result(segs[next].guards[0]) !== 0n) return undefined; // reached
-    for (const g of segs[next].guards) this.#table.patch(g, [-1]);
+    if (!this.#unguarded) { for (const g of segs[next].guards) this.#table.patch(g, [-1]); }
     this.#tail = next;
     NativeCopy.claimed++;
     return next;
@@ -167,9 +171,10 @@ export class NativeCopy {
 
   /**
    * Plans `segments` (whose files exist) into a table and starts it.
-   * Throws before anything runs when a file cannot be opened.
+   * Throws before anything runs when a file cannot be opened. With
+   * `unguarded` (tests) the claims leave the table's guards as they are.
    */
-  static start(segments: readonly CopySegment[]): NativeCopy {
+  static start(segments: readonly CopySegment[], unguarded = false): NativeCopy {
     const fds: number[] = [];
     const files = new Map<string, number>();
     const mems = new Map<number, number>();
@@ -218,7 +223,7 @@ export class NativeCopy {
         }
         flush();
       }
-      return new NativeCopy(table, planned, fds);
+      return new NativeCopy(table, planned, fds, unguarded);
     } catch (e) {
       for (const fd of fds) closeRawFd(fd); // nothing runs: the table did not start
       throw e;
@@ -305,6 +310,14 @@ export interface NativeLaneOptions {
    * a helper, engine/dump/rehearsal.ts). Must not throw.
    */
   beside?: () => unknown;
+  /**
+   * Test hook: cryo's thread claims segments without patching the table's
+   * guards, so the table copies every claimed segment too: each claim is a
+   * conflict ({@link NativeCopy.conflicts}), the segment copied again here
+   * once the table is done, as when the table reaches a segment between
+   * the claim's look and its patch.
+   */
+  unguardedClaims?: boolean;
 }
 
 /**
@@ -342,7 +355,9 @@ export class NativeLaneCopy {
     }
     this.#segments = segments;
     this.#mine = k;
-    this.#native = k < segments.length ? NativeCopy.start(segments.slice(k)) : undefined;
+    this.#native = k < segments.length
+      ? NativeCopy.start(segments.slice(k), opts.unguardedClaims === true)
+      : undefined;
   }
 
   /** Creates (or truncates) the jobs' files and starts the table's share. */
