@@ -154,6 +154,27 @@ export class NativeCopy {
     return next;
   }
 
+  /**
+   * Takes the last half of the segments the table has not reached away
+   * from it at once (each as {@link claim} does): the first of them (they
+   * run to the end), or undefined when fewer than two are left to it.
+   */
+  claimHalf(): number | undefined {
+    if (this.#run.done()) return undefined;
+    const segs = this.#segments;
+    let first = this.#tail; // the table's first unreached segment, looked for from the end
+    while (first > 1 && this.#table.result(segs[first - 1].guards[0]) === 0n) first--;
+    const left = this.#tail - first;
+    if (left < 2) return undefined;
+    const from = this.#tail - Math.floor(left / 2);
+    for (let i = this.#tail - 1; i >= from; i--) {
+      if (!this.#unguarded) { for (const g of segs[i].guards) this.#table.patch(g, [-1]); }
+      NativeCopy.claimed++;
+    }
+    this.#tail = from;
+    return from;
+  }
+
   /** Whether the table ran any entry of segment `i` (only once it is done). */
   touched(i: number): boolean {
     return this.#segments[i].guards.some((g) => this.#table.result(g) > 0n);
@@ -318,6 +339,12 @@ export interface NativeLaneOptions {
    * the claim's look and its patch.
    */
   unguardedClaims?: boolean;
+  /**
+   * Cryo's thread copies the segments it claims itself, one by one (with
+   * `copySegment`), instead of claiming the last half of what the table has
+   * not reached for a second table (tests; the default is the second table).
+   */
+  claimsHere?: boolean;
 }
 
 /**
@@ -334,12 +361,18 @@ export class NativeLaneCopy {
   /** Segments [0, mine) are this thread's. */
   readonly #mine: number;
   readonly #native: NativeCopy | undefined;
+  /** The second table: the table's segments [from, ...) that cryo's thread claimed for it. */
+  #second: { from: number; copy: NativeCopy } | undefined;
   readonly #size: number;
   readonly #beside: (() => unknown) | undefined;
+  readonly #unguarded: boolean;
+  readonly #claimsHere: boolean;
 
   private constructor(jobs: readonly CopyJob[], opts: NativeLaneOptions) {
     this.#jobs = jobs;
     this.#beside = opts.beside;
+    this.#unguarded = opts.unguardedClaims === true;
+    this.#claimsHere = opts.claimsHere === true;
     this.#size = opts.segmentBytes ?? NATIVE_SEGMENT_BYTES;
     const share = opts.share ?? NATIVE_SHARE;
     for (const job of jobs) {
@@ -356,7 +389,7 @@ export class NativeLaneCopy {
     this.#segments = segments;
     this.#mine = k;
     this.#native = k < segments.length
-      ? NativeCopy.start(segments.slice(k), opts.unguardedClaims === true)
+      ? NativeCopy.start(segments.slice(k), this.#unguarded)
       : undefined;
   }
 
@@ -376,8 +409,17 @@ export class NativeLaneCopy {
       await this.#beside?.();
       for (let i = 0; i < k; i++) results.push(await copySegment(segments[i], lane, pause));
       if (k === 0) pause(); // the table's thread copies everything (its pages may be in flight)
-      // Then the table's last segments, one by one, while it has not reached them.
-      const claimed = new Map<number, SegmentResult>();
+      // Then the last half of the segments the table has not reached, on a second table
+      // (this thread waits: a table copies a MiB for about half the CPU of `copySegment`)...
+      const claimed = new Map<number, SegmentResult | undefined>();
+      const from = this.#claimsHere ? undefined : native?.claimHalf();
+      if (from !== undefined) {
+        const copy = NativeCopy.start(segments.slice(k + from), this.#unguarded);
+        this.#second = { from, copy };
+        await copy.finished;
+        copy.results().forEach((r, j) => claimed.set(from + j, r));
+      }
+      // ...or (tests, or too few left) the table's last segments, one by one, here.
       for (let c = native?.claim(); c !== undefined; c = native!.claim()) {
         claimed.set(c, await copySegment(segments[k + c], lane, pause));
       }
@@ -386,10 +428,11 @@ export class NativeLaneCopy {
         const got = native.results();
         for (let i = k; i < segments.length; i++) {
           const mine = claimed.get(i - k);
-          // A claimed segment the table wrote into too (it got there first) is copied again.
-          const conflict = mine !== undefined && native.touched(i - k);
+          // A claimed segment the table wrote into too (it got there first) is copied again,
+          // as is one the second table could not copy whole.
+          const conflict = claimed.has(i - k) && native.touched(i - k);
           if (conflict) NativeCopy.conflicts++;
-          const ok = mine ? (conflict ? undefined : mine) : got[i - k];
+          const ok = claimed.has(i - k) ? (conflict ? undefined : mine) : got[i - k];
           results.push(ok ?? await copySegment(segments[i], lane, pause));
         }
       }
@@ -400,11 +443,13 @@ export class NativeLaneCopy {
     }
   }
 
-  /** Waits until the table's thread is done and closes its fds (a copy given up). */
+  /** Waits until the tables' threads are done and closes their fds (a copy given up). */
   async abandon(): Promise<void> {
-    if (!this.#native) return;
-    await this.#native.finished;
-    this.#native.close();
+    for (const t of [this.#native, this.#second?.copy]) {
+      if (!t) continue;
+      await t.finished;
+      t.close();
+    }
   }
 }
 
