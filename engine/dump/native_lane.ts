@@ -2,10 +2,15 @@
  * A second copy lane without a Worker: a pre-copy's segments
  * (engine/dump/precopy_copy.ts) copied by a syscall table
  * (ffi/syscall_table.ts) that one of Deno's blocking-pool threads runs,
- * from the first on, while cryo's thread takes the last ones back, one by
- * one, as long as the table has not reached them ({@link NativeCopy.claim}:
- * each entry of the table has a guard that cryo's thread makes fail), and
- * copies them as before. Per MiB the table reads
+ * from the first on. Once free (the collect's rehearsal beside done),
+ * cryo's thread takes the last half of the segments the table has not
+ * reached back at once ({@link NativeCopy.claimHalf}: each entry of the
+ * table has a guard that cryo's thread makes fail) and has a second table
+ * copy them on another blocking-pool thread while it waits (a table copies
+ * a MiB for about half the CPU of `copySegment` on cryo's thread:
+ * docs/PERFORMANCE.md, smalldump2); then it takes whatever the first table
+ * still has not reached back one by one ({@link NativeCopy.claim}) and
+ * copies it with `copySegment`. Per MiB a table reads
  * the pages into a page-aligned buffer of its own with `pread` of
  * /proc/<pid>/mem (it never pins, so it never unshares a page shared
  * copy-on-write, and needs no pagemap look-up to plan), folds its CRC and
@@ -64,9 +69,9 @@ export const NATIVE_SEGMENT_BYTES = 2 << 20;
 /**
  * Share of the bytes given to the table's thread at the start (it takes
  * the last segments): all of them. Cryo's thread then takes the table's
- * last segments back one by one while the table has not reached them
- * ({@link NativeCopy.claim}), so both lanes end together whatever each
- * one's speed: a share fixed in advance (0.6, or 0.88 of 64 MiB with the
+ * last segments back while the table has not reached them (for a second
+ * table, then one by one: {@link NativeLaneCopy.finish}), so the lanes end
+ * together whatever each one's speed: a share fixed in advance (0.6, or 0.88 of 64 MiB with the
  * collect's rehearsal beside) left one lane idle for 10 to 70 ms on a
  * loaded machine (docs/PERFORMANCE.md, sixth pass).
  */
@@ -352,8 +357,9 @@ export interface NativeLaneOptions {
  * segments on a syscall table's thread ({@link NativeCopy}), started by
  * {@link start} (synchronous: it may run in a freeze), the rest on this
  * thread by {@link finish} (`copySegment`, with the `precopy-pages` pause
- * point), then the table's last segments it can claim back, then any
- * segment the table could not copy whole, here too.
+ * point), then the last half of the segments the table has not reached on
+ * a second table, then the ones it still has not reached here, then any
+ * segment a table could not copy whole (or both lanes wrote), here too.
  */
 export class NativeLaneCopy {
   readonly #jobs: readonly CopyJob[];
