@@ -15,7 +15,12 @@
  * - a job of a process that does not exist fails the copy (its memory
  *   cannot be opened), and the next copy works;
  * - cryo's thread claims the table's last segments back while the table
- *   copies the first ones: the same files, block CRCs and runs.
+ *   copies the first ones, for a second table (the last half of what the
+ *   table has not reached) or one by one for itself (`claimsHere`): the
+ *   same files, block CRCs and runs;
+ * - a claimed segment the table copied too (forced: the claims leave the
+ *   table's guards, `unguardedClaims`) is a conflict, copied again by cryo's
+ *   thread: the same files, block CRCs and runs, either way.
  *
  * The round trip and the kill of cryo during a copy on this lane are in
  * tests/precopy_test.ts (`CRYO_COPY_LANES=native`).
@@ -167,7 +172,18 @@ Deno.test("a job of a process that does not exist fails the copy, leaving nothin
   }
 });
 
-Deno.test("cryo's thread claims the table's last segments back: the same files, CRCs and runs", async () => {
+for (const claimsHere of [false, true]) {
+  Deno.test(
+    `cryo's thread claims the table's last segments back${
+      claimsHere ? ", one by one" : " for a second table"
+    }: the same files, CRCs and runs`,
+    async () => {
+      await claimedCopy(claimsHere);
+    },
+  );
+}
+
+async function claimedCopy(claimsHere: boolean): Promise<void> {
   if (!nativeLaneAvailable()) return;
   const { buf, addr } = patterned(64);
   const dir = await Deno.makeTempDir({ prefix: "cryo-native-" });
@@ -178,7 +194,10 @@ Deno.test("cryo's thread claims the table's last segments back: the same files, 
     // at once (a copy of 1 MiB takes the table ~1 ms): some are claimed in one of a few tries.
     for (let attempt = 0; attempt < 4 && NativeCopy.claimed === claimedBefore; attempt++) {
       const path = `${dir}/two-${attempt}`;
-      const got = await copyOnNativeLane([jobOf(addr, path, 8192, 3)], { segmentBytes: MiB });
+      const got = await copyOnNativeLane([jobOf(addr, path, 8192, 3)], {
+        segmentBytes: MiB,
+        claimsHere,
+      });
       assertSameResult(got[0], serial, `try ${attempt}`);
       assertSameFiles(`${dir}/one`, path, `try ${attempt}`);
       assert.deepEqual(got[0].blockCrcs, blocksOf(path, 8192, got[0].pagesEnd), "block CRCs");
@@ -188,4 +207,43 @@ Deno.test("cryo's thread claims the table's last segments back: the same files, 
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
-});
+}
+
+for (const claimsHere of [false, true]) {
+  Deno.test(
+    `a claimed segment the table copied too is copied again${
+      claimsHere ? " (claims one by one)" : ""
+    }: the same files, CRCs and runs`,
+    async () => {
+      await conflictedCopy(claimsHere);
+    },
+  );
+}
+
+async function conflictedCopy(claimsHere: boolean): Promise<void> {
+  if (!nativeLaneAvailable()) return;
+  const { buf, addr } = patterned(64);
+  const dir = await Deno.makeTempDir({ prefix: "cryo-native-" });
+  try {
+    const serial = await copyPlanned(jobOf(addr, `${dir}/one`, 8192, 3));
+    const claimedBefore = NativeCopy.claimed, conflictsBefore = NativeCopy.conflicts;
+    // The claims leave the table's guards: the table copies every claimed segment as well.
+    for (let attempt = 0; attempt < 4 && NativeCopy.claimed === claimedBefore; attempt++) {
+      const path = `${dir}/two-${attempt}`;
+      const got = await copyOnNativeLane([jobOf(addr, path, 8192, 3)], {
+        segmentBytes: MiB,
+        unguardedClaims: true,
+        claimsHere,
+      });
+      assertSameResult(got[0], serial, `try ${attempt}`);
+      assertSameFiles(`${dir}/one`, path, `try ${attempt}`);
+      assert.deepEqual(got[0].blockCrcs, blocksOf(path, 8192, got[0].pagesEnd), "block CRCs");
+    }
+    const claims = NativeCopy.claimed - claimedBefore;
+    assert.ok(claims > 0, "segments were claimed back from the table");
+    assert.equal(NativeCopy.conflicts - conflictsBefore, claims, "every claim was a conflict");
+    assert.equal(buf[1 + PAGE], 1, "the memory copied is still this buffer's (not collected)");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}

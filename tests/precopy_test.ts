@@ -80,7 +80,9 @@ for (const [lanes, die] of [["", ""], ["2", ""], ["2", "release"], ["native", ""
       );
       assert.equal(CopyLanes.lost, lost + (die ? 1 : 0), "the worker died as told, or lived");
       if (lanes === "native" && nativeLaneAvailable()) {
-        assert.equal(NativeCopy.started, tables + 1, "a syscall table copied its share");
+        // One table, and a second one for the segments cryo's thread claimed (native_lane.ts).
+        const started = NativeCopy.started - tables;
+        assert.ok(started === 1 || started === 2, `${started} syscall tables copied the pages`);
       }
       assert.equal(uffds(), ownUffds, "cryo's copies of the userfaultfd closed");
       const pre = dump.stats.precopy;

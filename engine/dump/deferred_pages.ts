@@ -64,14 +64,12 @@ const ready: Uint8Array<ArrayBuffer>[] = [];
  * its page writes: syscall tables run here, at most
  * {@link DEFERRED_DUMP_MAX_BYTES}, and a CPU to spare (copy_lanes.ts
  * `lanesAvailable`: with none the writes only wait for the freeze's own
- * CPU); `CRYO_COPY_LANES=1` or `held` never, another value always. If so, buffers
+ * CPU); `CRYO_COPY_LANES=1` never, another value always. If so, buffers
  * for them are prepared ({@link prepareDeferredBuffers}).
  */
 export function prepareDeferredWrites(bytes: number): boolean {
   const force = lanesOverride();
-  if (force === 1 || force === "held" || bytes > DEFERRED_DUMP_MAX_BYTES || !tablesAvailable()) {
-    return false;
-  }
+  if (force === 1 || bytes > DEFERRED_DUMP_MAX_BYTES || !tablesAvailable()) return false;
   if (force === undefined && !lanesAvailable()) return false;
   prepareDeferredBuffers(bytes, PAGE_BUFFER_BYTES);
   return true;

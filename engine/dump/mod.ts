@@ -51,7 +51,6 @@ import { BootstrapBuilder, messageProgram } from "../restore/stub.ts";
 import type { Precopy, PrecopyProcess } from "./precopy.ts";
 import { precopyPays } from "./precopy_policy.ts";
 import { DeferredPageWriter, prepareDeferredWrites } from "./deferred_pages.ts";
-import { dropHeldBuffers, HeldPageWriter, prepareHeldWrites } from "./held_pages.ts";
 import { closeStatusesAhead, openStatusesAhead, startStatusReads } from "../proc/status_ahead.ts";
 import { dropLanes, precopyTree, releasePrecopy } from "./precopy_lanes.ts";
 import {
@@ -507,13 +506,10 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       ? startRehearsalHelper()
       : undefined;
     if (helper) pausePoint("helper-started");
-    let deferWrites, holdWrites;
+    let deferWrites;
     try {
       // Frozen once, a CPU to spare: the page writes go on past the thaw (deferred_pages.ts).
       deferWrites = !precopy && estimate !== undefined && prepareDeferredWrites(estimate.bytes);
-      // Else, a small one: its sums and writes wait for the thaw (held_pages.ts).
-      holdWrites = !precopy && !deferWrites && estimate !== undefined &&
-        prepareHeldWrites(estimate.bytes);
     } catch (e) {
       if (helper) endRehearsalHelper(helper);
       throw e;
@@ -553,7 +549,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       pre?: PrecopyProcess;
       overwritten: { fileOffset: number; length: number }[];
       /** Its page data's writes, if they go on past the thaw. */
-      deferred?: DeferredPageWriter | HeldPageWriter;
+      deferred?: DeferredPageWriter;
       /** Sets the `pages` of its mappings read whole (engine/dump/plan.ts `savePlanned`). */
       runsToPages: () => void;
     }[] = [];
@@ -692,8 +688,6 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       parentBytes += plan.parentBytes;
       const deferred = deferWrites
         ? new DeferredPageWriter(pageBufferBytes(total), writer.partialPath, total, true)
-        : holdWrites
-        ? new HeldPageWriter(pageBufferBytes(total), writer.partialPath)
         : undefined;
       const out = deferred ?? new BufferPageWriter(pageBufferBytes(total), writer.partialPath);
       const streamer = new MemoryStreamer(p.pid, out, (n) => writer.reservePages(n));
@@ -762,7 +756,6 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       opts.onEvent?.({ type: "thawed", freezeSeconds });
     }
     for (const p of pending) p.runsToPages(); // the page records, once the tree runs again
-    if (holdWrites) dropHeldBuffers(); // the ones no process took
     dropScansAhead(); // page walks started ahead and not planned (engine/dump/scan_ahead.ts)
     // The vdso's digest runs on another thread meanwhile.
     const hostPending = hostFacts(images[0], vdsoCopy, xsaveBytes);

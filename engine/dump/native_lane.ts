@@ -2,10 +2,15 @@
  * A second copy lane without a Worker: a pre-copy's segments
  * (engine/dump/precopy_copy.ts) copied by a syscall table
  * (ffi/syscall_table.ts) that one of Deno's blocking-pool threads runs,
- * from the first on, while cryo's thread takes the last ones back, one by
- * one, as long as the table has not reached them ({@link NativeCopy.claim}:
- * each entry of the table has a guard that cryo's thread makes fail), and
- * copies them as before. Per MiB the table reads
+ * from the first on. Once free (the collect's rehearsal beside done),
+ * cryo's thread takes the last half of the segments the table has not
+ * reached back at once ({@link NativeCopy.claimHalf}: each entry of the
+ * table has a guard that cryo's thread makes fail) and has a second table
+ * copy them on another blocking-pool thread while it waits (a table copies
+ * a MiB for about half the CPU of `copySegment` on cryo's thread:
+ * docs/PERFORMANCE.md, smalldump2); then it takes whatever the first table
+ * still has not reached back one by one ({@link NativeCopy.claim}) and
+ * copies it with `copySegment`. Per MiB a table reads
  * the pages into a page-aligned buffer of its own with `pread` of
  * /proc/<pid>/mem (it never pins, so it never unshares a page shared
  * copy-on-write, and needs no pagemap look-up to plan), folds its CRC and
@@ -64,9 +69,9 @@ export const NATIVE_SEGMENT_BYTES = 2 << 20;
 /**
  * Share of the bytes given to the table's thread at the start (it takes
  * the last segments): all of them. Cryo's thread then takes the table's
- * last segments back one by one while the table has not reached them
- * ({@link NativeCopy.claim}), so both lanes end together whatever each
- * one's speed: a share fixed in advance (0.6, or 0.88 of 64 MiB with the
+ * last segments back while the table has not reached them (for a second
+ * table, then one by one: {@link NativeLaneCopy.finish}), so the lanes end
+ * together whatever each one's speed: a share fixed in advance (0.6, or 0.88 of 64 MiB with the
  * collect's rehearsal beside) left one lane idle for 10 to 70 ms on a
  * loaded machine (docs/PERFORMANCE.md, sixth pass).
  */
@@ -111,6 +116,8 @@ export class NativeCopy {
   #closed = false;
   /** Segments [tail, length) are claimed by cryo's thread ({@link claim}). */
   #tail: number;
+  /** Claims leave the guards as they are (tests: {@link NativeLaneOptions.unguardedClaims}). */
+  readonly #unguarded: boolean;
   /** Tables started by this process so far (tests check that the lane took part). */
   static started = 0;
   /** Segments claimed back from tables by this process so far (tests). */
@@ -122,7 +129,9 @@ export class NativeCopy {
     table: SyscallTable,
     segments: PlannedSegment[],
     fds: number[],
+    unguarded: boolean,
   ) {
+    this.#unguarded = unguarded;
     this.#table = table;
     this.#segments = segments;
     this.#fds = fds;
@@ -144,10 +153,31 @@ export class NativeCopy {
     if (next < 1 || this.#run.done()) return undefined;
     const segs = this.#segments;
     if (this.#table.result(segs[next].guards[0]) !== 0n) return undefined; // reached
-    for (const g of segs[next].guards) this.#table.patch(g, [-1]);
+    if (!this.#unguarded) { for (const g of segs[next].guards) this.#table.patch(g, [-1]); }
     this.#tail = next;
     NativeCopy.claimed++;
     return next;
+  }
+
+  /**
+   * Takes the last half of the segments the table has not reached away
+   * from it at once (each as {@link claim} does): the first of them (they
+   * run to the end), or undefined when fewer than two are left to it.
+   */
+  claimHalf(): number | undefined {
+    if (this.#run.done()) return undefined;
+    const segs = this.#segments;
+    let first = this.#tail; // the table's first unreached segment, looked for from the end
+    while (first > 1 && this.#table.result(segs[first - 1].guards[0]) === 0n) first--;
+    const left = this.#tail - first;
+    if (left < 2) return undefined;
+    const from = this.#tail - Math.floor(left / 2);
+    for (let i = this.#tail - 1; i >= from; i--) {
+      if (!this.#unguarded) { for (const g of segs[i].guards) this.#table.patch(g, [-1]); }
+      NativeCopy.claimed++;
+    }
+    this.#tail = from;
+    return from;
   }
 
   /** Whether the table ran any entry of segment `i` (only once it is done). */
@@ -167,9 +197,10 @@ export class NativeCopy {
 
   /**
    * Plans `segments` (whose files exist) into a table and starts it.
-   * Throws before anything runs when a file cannot be opened.
+   * Throws before anything runs when a file cannot be opened. With
+   * `unguarded` (tests) the claims leave the table's guards as they are.
    */
-  static start(segments: readonly CopySegment[]): NativeCopy {
+  static start(segments: readonly CopySegment[], unguarded = false): NativeCopy {
     const fds: number[] = [];
     const files = new Map<string, number>();
     const mems = new Map<number, number>();
@@ -218,7 +249,7 @@ export class NativeCopy {
         }
         flush();
       }
-      return new NativeCopy(table, planned, fds);
+      return new NativeCopy(table, planned, fds, unguarded);
     } catch (e) {
       for (const fd of fds) closeRawFd(fd); // nothing runs: the table did not start
       throw e;
@@ -305,6 +336,20 @@ export interface NativeLaneOptions {
    * a helper, engine/dump/rehearsal.ts). Must not throw.
    */
   beside?: () => unknown;
+  /**
+   * Test hook: cryo's thread claims segments without patching the table's
+   * guards, so the table copies every claimed segment too: each claim is a
+   * conflict ({@link NativeCopy.conflicts}), the segment copied again here
+   * once the table is done, as when the table reaches a segment between
+   * the claim's look and its patch.
+   */
+  unguardedClaims?: boolean;
+  /**
+   * Cryo's thread copies the segments it claims itself, one by one (with
+   * `copySegment`), instead of claiming the last half of what the table has
+   * not reached for a second table (tests; the default is the second table).
+   */
+  claimsHere?: boolean;
 }
 
 /**
@@ -312,8 +357,9 @@ export interface NativeLaneOptions {
  * segments on a syscall table's thread ({@link NativeCopy}), started by
  * {@link start} (synchronous: it may run in a freeze), the rest on this
  * thread by {@link finish} (`copySegment`, with the `precopy-pages` pause
- * point), then the table's last segments it can claim back, then any
- * segment the table could not copy whole, here too.
+ * point), then the last half of the segments the table has not reached on
+ * a second table, then the ones it still has not reached here, then any
+ * segment a table could not copy whole (or both lanes wrote), here too.
  */
 export class NativeLaneCopy {
   readonly #jobs: readonly CopyJob[];
@@ -321,12 +367,18 @@ export class NativeLaneCopy {
   /** Segments [0, mine) are this thread's. */
   readonly #mine: number;
   readonly #native: NativeCopy | undefined;
+  /** The second table: the table's segments [from, ...) that cryo's thread claimed for it. */
+  #second: { from: number; copy: NativeCopy } | undefined;
   readonly #size: number;
   readonly #beside: (() => unknown) | undefined;
+  readonly #unguarded: boolean;
+  readonly #claimsHere: boolean;
 
   private constructor(jobs: readonly CopyJob[], opts: NativeLaneOptions) {
     this.#jobs = jobs;
     this.#beside = opts.beside;
+    this.#unguarded = opts.unguardedClaims === true;
+    this.#claimsHere = opts.claimsHere === true;
     this.#size = opts.segmentBytes ?? NATIVE_SEGMENT_BYTES;
     const share = opts.share ?? NATIVE_SHARE;
     for (const job of jobs) {
@@ -342,7 +394,9 @@ export class NativeLaneCopy {
     }
     this.#segments = segments;
     this.#mine = k;
-    this.#native = k < segments.length ? NativeCopy.start(segments.slice(k)) : undefined;
+    this.#native = k < segments.length
+      ? NativeCopy.start(segments.slice(k), this.#unguarded)
+      : undefined;
   }
 
   /** Creates (or truncates) the jobs' files and starts the table's share. */
@@ -361,8 +415,17 @@ export class NativeLaneCopy {
       await this.#beside?.();
       for (let i = 0; i < k; i++) results.push(await copySegment(segments[i], lane, pause));
       if (k === 0) pause(); // the table's thread copies everything (its pages may be in flight)
-      // Then the table's last segments, one by one, while it has not reached them.
-      const claimed = new Map<number, SegmentResult>();
+      // Then the last half of the segments the table has not reached, on a second table
+      // (this thread waits: a table copies a MiB for about half the CPU of `copySegment`)...
+      const claimed = new Map<number, SegmentResult | undefined>();
+      const from = this.#claimsHere ? undefined : native?.claimHalf();
+      if (from !== undefined) {
+        const copy = NativeCopy.start(segments.slice(k + from), this.#unguarded);
+        this.#second = { from, copy };
+        await copy.finished;
+        copy.results().forEach((r, j) => claimed.set(from + j, r));
+      }
+      // ...or (tests, or too few left) the table's last segments, one by one, here.
       for (let c = native?.claim(); c !== undefined; c = native!.claim()) {
         claimed.set(c, await copySegment(segments[k + c], lane, pause));
       }
@@ -371,10 +434,11 @@ export class NativeLaneCopy {
         const got = native.results();
         for (let i = k; i < segments.length; i++) {
           const mine = claimed.get(i - k);
-          // A claimed segment the table wrote into too (it got there first) is copied again.
-          const conflict = mine !== undefined && native.touched(i - k);
+          // A claimed segment the table wrote into too (it got there first) is copied again,
+          // as is one the second table could not copy whole.
+          const conflict = claimed.has(i - k) && native.touched(i - k);
           if (conflict) NativeCopy.conflicts++;
-          const ok = mine ? (conflict ? undefined : mine) : got[i - k];
+          const ok = claimed.has(i - k) ? (conflict ? undefined : mine) : got[i - k];
           results.push(ok ?? await copySegment(segments[i], lane, pause));
         }
       }
@@ -385,11 +449,13 @@ export class NativeLaneCopy {
     }
   }
 
-  /** Waits until the table's thread is done and closes its fds (a copy given up). */
+  /** Waits until the tables' threads are done and closes their fds (a copy given up). */
   async abandon(): Promise<void> {
-    if (!this.#native) return;
-    await this.#native.finished;
-    this.#native.close();
+    for (const t of [this.#native, this.#second?.copy]) {
+      if (!t) continue;
+      await t.finished;
+      t.close();
+    }
   }
 }
 

@@ -38,27 +38,15 @@ export function residentBytes(root: number): number {
   return bytes;
 }
 
-/**
- * The `CRYO_COPY_LANES` override: 1, 2, "native", "held" (one lane, a small
- * one-freeze dump's writes held until the thaw: engine/dump/held_pages.ts),
- * or undefined.
- */
-export function lanesOverride(): 1 | 2 | "native" | "held" | undefined {
+/** The `CRYO_COPY_LANES` override: 1, 2, "native", or undefined. */
+export function lanesOverride(): 1 | 2 | "native" | undefined {
   let v: string | undefined;
   try {
     v = Deno.env.get("CRYO_COPY_LANES");
   } catch {
     return undefined; // no env permission
   }
-  return v === "1"
-    ? 1
-    : v === "2"
-    ? 2
-    : v === "native"
-    ? "native"
-    : v === "held"
-    ? "held"
-    : undefined;
+  return v === "1" ? 1 : v === "2" ? 2 : v === "native" ? "native" : undefined;
 }
 
 /**

@@ -1,8 +1,8 @@
 /**
- * The two real-process scenarios every one-freeze copy mode of a dump
- * (`CRYO_COPY_LANES`: the deferred writes' queue thread, the writes held
- * to the thaw) is tested through, on rt_precopy: a round trip, and a kill
- * of `cryo dump --leave-running` at a pause point.
+ * The two real-process scenarios a one-freeze copy mode of a dump
+ * (`CRYO_COPY_LANES`: the deferred writes' queue thread) is tested
+ * through, on rt_precopy: a round trip, and a kill of
+ * `cryo dump --leave-running` at a pause point.
  *
  * @module
  */
