@@ -50,8 +50,14 @@ const PREAD_MAX = 1 << 30;
 /** Runs from this size up are faulted in before the pread (cheaper than a fault per page). */
 const POPULATE_MIN = 64 << 10;
 const MADV_POPULATE_WRITE = 23;
-/** A mapping with this many bytes of pages or more is loaded by two threads. */
-export const SPLIT_MIN = 16 << 20;
+/**
+ * A mapping with this many bytes of pages or more is loaded by two threads
+ * (the helper's clone3, futex wait and exit cost ~0.1 ms; a MiB of pages
+ * ~0.6 ms of one thread here: python-128MiB's mappings of 2 to 16 MiB,
+ * 30 MiB in all, were loaded by one thread while the other CPU idled;
+ * docs/PERFORMANCE.md, "Small restores, seventh pass").
+ */
+export const SPLIT_MIN = 2 << 20;
 /** clone(2)'s CLONE_UNTRACED: no tracer's TRACECLONE attaches to the helper. */
 const CLONE_UNTRACED = 0x800000n;
 const FUTEX_WAIT = 0;
