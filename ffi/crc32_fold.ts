@@ -142,10 +142,13 @@ const JB = [0x0f, 0x82], JMP = [0xe9];
  * CRC register (zlib's CRC inverted), rcx = 16-byte output, r8 = constants.
  * With `doneFlag`, the code also stores 1 in the 32-bit word right after
  * the output once the output is written (a fold run on another thread,
- * {@link crc32FoldInBackground}).
+ * {@link crc32FoldInBackground}); before that, when r9 is not 0, it
+ * unmaps the r9 bytes at the buffer's start (`munmap(buf, r9)`: the
+ * window it folded, off cryo's main thread).
  */
 export function foldCode(doneFlag = false, wide = hasWideFold()): Uint8Array {
   const c = new Code();
+  if (doneFlag) c.emit(0x49, 0x89, 0xfa); // mov r10, rdi (the buffer, for the munmap)
   // The wide part (from 256 bytes): its 16-byte block goes on at the 16-byte steps below.
   const toNarrow = wide ? c.jump(cmpLen256(c)) : -1;
   const toSteps = wide ? emitWide(c) : -1;
@@ -185,7 +188,18 @@ export function foldCode(doneFlag = false, wide = hasWideFold()): Uint8Array {
   c.patch(c.jump(JMP), loop1);
   c.patch(exit1);
   c.emit(0xf3, 0x0f, 0x7f, 0x01); // movdqu [rcx], xmm0
-  if (doneFlag) c.emit(0xc7, 0x41, 0x10, 0x01, 0x00, 0x00, 0x00); // mov dword [rcx+16], 1
+  if (doneFlag) {
+    c.emit(0x4d, 0x85, 0xc9); // test r9, r9
+    const keep = c.jump([0x0f, 0x84]); // jz: nothing to unmap
+    c.emit(0x49, 0x89, 0xc8); // mov r8, rcx (syscall clobbers rcx and r11)
+    c.emit(0x4c, 0x89, 0xd7); // mov rdi, r10
+    c.emit(0x4c, 0x89, 0xce); // mov rsi, r9
+    c.emit(0xb8, 0x0b, 0x00, 0x00, 0x00); // mov eax, 11 (munmap)
+    c.emit(0x0f, 0x05); // syscall
+    c.emit(0x4c, 0x89, 0xc1); // mov rcx, r8
+    c.patch(keep);
+    c.emit(0xc7, 0x41, 0x10, 0x01, 0x00, 0x00, 0x00); // mov dword [rcx+16], 1
+  }
   c.emit(0xc3); // ret
   return new Uint8Array(c.bytes);
 }
@@ -358,15 +372,23 @@ export interface BackgroundFold {
  * Starts folding `len` bytes at address `addr` (a multiple of 16, >= 64;
  * memory that stays mapped until the fold is done) from CRC register
  * `init`, on another thread; at most {@link BACKGROUND_SLOTS} at once.
+ * With `unmapLength`, the fold's thread unmaps that many bytes from `addr`
+ * once it has folded them (before {@link BackgroundFold.done}): the
+ * caller must not touch them after this call.
  */
-export type BackgroundFoldFn = (addr: bigint, len: number, init: number) => BackgroundFold;
+export type BackgroundFoldFn = (
+  addr: bigint,
+  len: number,
+  init: number,
+  unmapLength?: number,
+) => BackgroundFold;
 
 /** How many background folds may run at once (one output slot each). */
 export const BACKGROUND_SLOTS = 8;
 
 /** The C signature of the flagged code, called without blocking (a Promise, ignored). */
 const FOLD_BG_DEF = {
-  parameters: ["pointer", "u64", "u32", "pointer", "pointer"],
+  parameters: ["pointer", "u64", "u32", "pointer", "pointer", "u64"],
   result: "void",
   nonblocking: true,
 } as const;
@@ -395,7 +417,7 @@ export function crc32FoldInBackground(): BackgroundFoldFn | null {
     FOLD_BG_DEF,
   );
   let next = 0;
-  background = (buf, len, init) => {
+  background = (buf, len, init, unmapLength = 0) => {
     const slot = 64 + 32 * (next++ % BACKGROUND_SLOTS);
     const out = dataView.subarray(slot, slot + 32);
     const flag = new Int32Array(dataView.buffer, slot + 16, 1);
@@ -406,6 +428,7 @@ export function crc32FoldInBackground(): BackgroundFoldFn | null {
       init,
       Deno.UnsafePointer.create(data + BigInt(slot)),
       constants,
+      BigInt(unmapLength),
     );
     return {
       done: () => Atomics.load(flag, 0) === 1,
