@@ -262,8 +262,22 @@ export function emitRunLoads(
     jumpIfZeroTo: join,
     comment: "wait for the page helper's exit",
   });
+  // The word is cleared before the helper's tid is free again: wait (yielding) until it is,
+  // so that the next mapping's helper can take the same tid (else its clone3 fails, EEXIST,
+  // and this thread loads that whole mapping alone). ESRCH for a tid that is not this
+  // process's (no helper was made, the tid being someone else's) ends it at once.
+  const gone = `page-gone-${at}`;
+  const yieldLabel = `page-yield-${at}`;
+  p.label(gone);
+  p.op(SYS.tgkill, [proc.pid, helperTid, 0], {
+    allowFail: true,
+    jumpIfZeroTo: yieldLabel,
+    comment: "the page helper's tid still taken",
+  });
   // Always 0 (a no-op): the main thread jumps over the helper's code.
   p.op(SYS.rt_sigprocmask, [0, 0, 0, 8], { jumpIfZeroTo: after });
+  p.label(yieldLabel);
+  p.op(SYS.sched_yield, [], { jumpIfZeroTo: gone });
   p.label(helperLabel);
   emitPieces(p, theirs, imageSlot);
   p.op(SYS.exit, [0], { comment: "the page helper ends" });
