@@ -32,6 +32,11 @@ export interface FileWindow {
   view(): Uint8Array;
   /** Unmaps it (idempotent). */
   unmap(): void;
+  /**
+   * Hands the mapping over to whoever unmaps it now (a fold on another
+   * thread, ffi/crc32_fold.ts): {@link unmap} then does nothing.
+   */
+  handOver(): void;
 }
 
 /** A file opened for windowed reads; {@link MappedFile.close} (or `using`) releases it. */
@@ -79,7 +84,9 @@ export class MappedFile {
   map(offset: number, length: number): FileWindow {
     if (offset % PAGE !== 0) throw new RangeError(`window offset ${offset} is not page aligned`);
     const len = Math.max(0, Math.min(length, this.size - offset));
-    if (len === 0) return { addr: 0n, length: 0, view: () => new Uint8Array(0), unmap: () => {} };
+    if (len === 0) {
+      return { addr: 0n, length: 0, view: () => new Uint8Array(0), unmap() {}, handOver() {} };
+    }
     // Touching a mapped page past the end of a file that shrank is SIGBUS: refuse
     // a file shorter than when it was opened (the window is read right after).
     const now = Number(syscall(SYS.lseek, this.#fd, 0, 2 /* SEEK_END */));
@@ -107,6 +114,9 @@ export class MappedFile {
         if (!mapped) return;
         mapped = false;
         syscall(SYS.munmap, addr, len);
+      },
+      handOver: () => {
+        mapped = false;
       },
     };
   }

@@ -1,6 +1,6 @@
 /**
  * The page helper thread of a restore (engine/restore/page_loads.ts): a
- * mapping with 16 MiB of pages or more is loaded by two threads.
+ * mapping with 2 MiB of pages or more is loaded by two threads.
  * tests/targets/rt_pages.c has a read-write region, a region made
  * read-only after it was filled, and a sparse reservation, all above that
  * size; after the restore it checks every page, the zeros between the

@@ -46,6 +46,12 @@ Deno.test("inline verify: same CRC as checksumFile over several windows, step by
   }
 });
 
+/** How many lines of this process's /proc/self/maps map `path`. */
+function mappedLines(path: string): number {
+  return Deno.readTextFileSync("/proc/self/maps").split("\n").filter((l) => l.endsWith(` ${path}`))
+    .length;
+}
+
 Deno.test("background verify: same CRC as checksumFile, across windows and files", async () => {
   for (const size of [0, 4096, 4096 + 40, 16 * MiB, 16 * MiB + 4096 + 8, 70 * MiB + 123]) {
     const path = await patternFile(size);
@@ -65,6 +71,8 @@ Deno.test("background verify: same CRC as checksumFile, across windows and files
         const given = new ImageVerifier([{ path, checksum }], { table });
         given.step();
         given.close();
+        // Every window was unmapped (by the fold's thread, for the mapped windows).
+        assert.equal(mappedLines(path), 0, `size ${size}, table ${table}`);
       }
     } finally {
       await removeFileDir(path);
@@ -86,6 +94,7 @@ Deno.test("background verify: images over TABLE_MAX_BYTES in all, by mapped wind
     await f.write(new Uint8Array([1]));
     f.close();
     assert.match(String(new ImageVerifier([{ path, checksum }]).finish()?.message), /differs/);
+    assert.equal(mappedLines(path), 0);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

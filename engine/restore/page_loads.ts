@@ -50,8 +50,14 @@ const PREAD_MAX = 1 << 30;
 /** Runs from this size up are faulted in before the pread (cheaper than a fault per page). */
 const POPULATE_MIN = 64 << 10;
 const MADV_POPULATE_WRITE = 23;
-/** A mapping with this many bytes of pages or more is loaded by two threads. */
-export const SPLIT_MIN = 16 << 20;
+/**
+ * A mapping with this many bytes of pages or more is loaded by two threads
+ * (the helper's clone3, futex wait and exit cost ~0.1 ms; a MiB of pages
+ * ~0.6 ms of one thread here: python-128MiB's mappings of 2 to 16 MiB,
+ * 30 MiB in all, were loaded by one thread while the other CPU idled;
+ * docs/PERFORMANCE.md, "Small restores, seventh pass").
+ */
+export const SPLIT_MIN = 2 << 20;
 /** clone(2)'s CLONE_UNTRACED: no tracer's TRACECLONE attaches to the helper. */
 const CLONE_UNTRACED = 0x800000n;
 const FUTEX_WAIT = 0;
@@ -256,8 +262,22 @@ export function emitRunLoads(
     jumpIfZeroTo: join,
     comment: "wait for the page helper's exit",
   });
+  // The word is cleared before the helper's tid is free again: wait (yielding) until it is,
+  // so that the next mapping's helper can take the same tid (else its clone3 fails, EEXIST,
+  // and this thread loads that whole mapping alone). ESRCH for a tid that is not this
+  // process's (no helper was made, the tid being someone else's) ends it at once.
+  const gone = `page-gone-${at}`;
+  const yieldLabel = `page-yield-${at}`;
+  p.label(gone);
+  p.op(SYS.tgkill, [proc.pid, helperTid, 0], {
+    allowFail: true,
+    jumpIfZeroTo: yieldLabel,
+    comment: "the page helper's tid still taken",
+  });
   // Always 0 (a no-op): the main thread jumps over the helper's code.
   p.op(SYS.rt_sigprocmask, [0, 0, 0, 8], { jumpIfZeroTo: after });
+  p.label(yieldLabel);
+  p.op(SYS.sched_yield, [], { jumpIfZeroTo: gone });
   p.label(helperLabel);
   emitPieces(p, theirs, imageSlot);
   p.op(SYS.exit, [0], { comment: "the page helper ends" });
