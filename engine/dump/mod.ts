@@ -687,7 +687,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         p.pid,
         collected.vmas,
         image.mappings.map((m) => m.excluded ? "none" : pagePolicy(m.kind)),
-        (k) => inheritance.runs(p.pid, k),
+        // (No lookup per mapping for a process that inherits nothing: engine/memory/inherit.ts.)
+        image.inheritsMemory ? (k) => inheritance.runs(p.pid, k) : () => undefined,
         pre ?? parent?.processes.get(p.pid),
       );
       const total = plan.readBytes;
