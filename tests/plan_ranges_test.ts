@@ -75,11 +75,14 @@ function layout(seed: number): Layout {
 /** A streamer stand-in: data laid out in the order saved; records each saved piece. */
 function fakeStreamer(merge: boolean) {
   const saved: [number, number][] = [];
+  const pieces: [number, number][] = [];
   let offset = 0;
   const s = {
     onUnreadable: merge ? undefined : () => {},
+    pieces,
     saveRun(_v: Vma, addr: number, length: number, onBytes?: (n: number) => void) {
       const at = offset;
+      pieces.push([addr, length]);
       const last = saved[saved.length - 1];
       if (last && last[0] + last[1] === addr) last[1] += length;
       else saved.push([addr, length]);
@@ -88,14 +91,14 @@ function fakeStreamer(merge: boolean) {
       return at;
     },
   };
-  return { s: s as unknown as MemoryStreamer, saved };
+  return { s: s as unknown as MemoryStreamer & { pieces: [number, number][] }, saved };
 }
 
 /** The plan mapping by mapping: each mapping's runs, the data in address order. */
-function reference(l: Layout) {
-  const pages: { addr: number; length: number; fileOffset: number }[][] = [];
+function reference(l: Layout, order: readonly number[]) {
+  const pages: { addr: number; length: number; fileOffset: number }[][] = l.vmas.map(() => []);
   let offset = 0;
-  for (let k = 0; k < l.vmas.length; k++) {
+  for (const k of order) {
     const v = l.vmas[k];
     const runs: { addr: number; length: number }[] = [];
     const given = l.given.get(k);
@@ -110,76 +113,85 @@ function reference(l: Layout) {
         runs,
       );
     }
-    pages.push(runs.map((x) => {
+    pages[k] = runs.map((x) => {
       const run = { addr: x.addr, length: x.length, fileOffset: offset };
       offset += x.length;
       return run;
-    }));
+    });
   }
   return { pages, bytes: offset };
+}
+
+/** The layout listed backwards (indexes no longer in address order), and its address order. */
+function reversed(l: Layout): { l: Layout; order: number[] } {
+  const n = l.vmas.length;
+  const given = new Map<number, PageSpan[]>();
+  for (const [k, g] of l.given) given.set(n - 1 - k, g);
+  return {
+    l: {
+      vmas: [...l.vmas].reverse(),
+      policies: [...l.policies].reverse(),
+      regions: l.regions,
+      given,
+    },
+    order: l.vmas.map((_, i) => n - 1 - i),
+  };
+}
+
+/** Plans and saves `l` as the freeze does; checks records and data against {@link reference}. */
+function check(l: Layout, order: number[], merge: boolean, what: string): void {
+  const { reads, bytes } = planReads(l.vmas, order, l.policies, (k) => l.given.get(k), l.regions);
+  const want = reference(l, order);
+  assert.equal(bytes, want.bytes, `${what}: bytes`);
+  const plan: PagePlan = {
+    pieces: l.vmas.map(() => []),
+    reads,
+    readBytes: bytes,
+    reusedBytes: 0,
+    parentBytes: 0,
+  };
+  const mappings = l.vmas.map(() => ({ pages: [] as PageRun[] })) as unknown as Mapping[];
+  const { s, saved } = fakeStreamer(merge);
+  let told = 0;
+  const later = savePlanned(plan, l.vmas, mappings, s, undefined as unknown as ImageWriter, (n) => {
+    told += n;
+  });
+  later();
+  assert.equal(told, bytes, `${what}: bytes told`);
+  const got = mappings.map((m) =>
+    m.pages.map((p) => ({
+      addr: Number(BigInt(p.addr)),
+      length: p.length,
+      fileOffset: p.fileOffset,
+    }))
+  );
+  assert.deepEqual(got, want.pages, `${what}: records`);
+  // The data read: every run, in address order, back to back.
+  const flat: [number, number][] = [];
+  for (const k of order) {
+    for (const x of want.pages[k]) {
+      const last = flat[flat.length - 1];
+      if (last && last[0] + last[1] === x.addr) last[1] += x.length;
+      else flat.push([x.addr, x.length]);
+    }
+  }
+  assert.deepEqual(saved, flat, `${what}: data`);
+  if (!merge) {
+    // Not merged: no piece saved crosses the end of a mapping.
+    for (const [a, n] of s.pieces) {
+      const v = l.vmas.find((m) => Number(m.start) <= a && a + n <= Number(m.end));
+      assert.ok(v, `${what}: piece ${a.toString(16)}+${n} in one mapping`);
+    }
+  }
 }
 
 for (const merge of [true, false]) {
   Deno.test(`plan ranges: the same records and data as a plan per mapping (${merge ? "merged" : "a running tree"})`, () => {
     for (let seed = 1; seed <= 400; seed++) {
       const l = layout(seed);
-      const order = l.vmas.map((_, i) => i);
-      const { reads, bytes } = planReads(
-        l.vmas,
-        order,
-        l.policies,
-        (k) => l.given.get(k),
-        l.regions,
-      );
-      const want = reference(l);
-      assert.equal(bytes, want.bytes, `seed ${seed}: bytes`);
-      const plan: PagePlan = {
-        pieces: l.vmas.map(() => []),
-        reads,
-        readBytes: bytes,
-        reusedBytes: 0,
-        parentBytes: 0,
-      };
-      const mappings = l.vmas.map(() => ({ pages: [] as PageRun[] })) as unknown as Mapping[];
-      const { s, saved } = fakeStreamer(merge);
-      let told = 0;
-      const later = savePlanned(
-        plan,
-        l.vmas,
-        mappings,
-        s,
-        undefined as unknown as ImageWriter,
-        (n) => {
-          told += n;
-        },
-      );
-      later();
-      assert.equal(told, bytes, `seed ${seed}: bytes told`);
-      const got = mappings.map((m) =>
-        m.pages.map((p) => ({
-          addr: Number(BigInt(p.addr)),
-          length: p.length,
-          fileOffset: p.fileOffset,
-        }))
-      );
-      assert.deepEqual(got, want.pages, `seed ${seed}: records`);
-      // The data read: every run, in address order, back to back.
-      const flat: [number, number][] = [];
-      for (const runs of want.pages) {
-        for (const x of runs) {
-          const last = flat[flat.length - 1];
-          if (last && last[0] + last[1] === x.addr) last[1] += x.length;
-          else flat.push([x.addr, x.length]);
-        }
-      }
-      assert.deepEqual(saved, flat, `seed ${seed}: data`);
-      if (!merge) {
-        // Not merged: no piece saved crosses the end of a mapping.
-        for (const [a, n] of saved) {
-          const v = l.vmas.find((m) => Number(m.start) <= a && a < Number(m.end))!;
-          assert.ok(v, `seed ${seed}: a piece in a mapping`);
-        }
-      }
+      check(l, l.vmas.map((_, i) => i), merge, `seed ${seed}`);
+      const r = reversed(l);
+      check(r.l, r.order, merge, `seed ${seed}, listed backwards`);
     }
   });
 }

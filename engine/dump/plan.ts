@@ -332,12 +332,13 @@ export function savePlanned(
     // Each run's part in each mapping it covers: the mapping it is tagged with, or, for a
     // run planned over a range of mappings (planPages; index order is address order
     // then), each mapping of the range it reaches.
-    let k = -1, end = 0;
+    // Consecutive runs of one tag are one mapping's, or one range's in address order.
+    let tag = -1, k = -1, end = 0;
     let pages: PageRun[] = NO_PAGES;
     for (let i = 0; i < later.length; i += 4) {
       let addr = later[i + 1], length = later[i + 2], at = later[i + 3];
-      if (later[i] > k) {
-        k = later[i];
+      if (later[i] !== tag) {
+        tag = k = later[i];
         end = Number(vmas[k].end);
         pages = NO_PAGES;
       }
