@@ -15,6 +15,7 @@
 import { addressOf, cstr, rawSyscall } from "./libc.ts";
 import { errnoName } from "./errno.ts";
 import { SYS } from "./sysno.ts";
+import { SyscallTable, type TableRun } from "./syscall_table.ts";
 
 /** bpf(2) on x86-64. */
 export const SYS_BPF = 321;
@@ -276,6 +277,98 @@ export function withIterator<T>(
   } finally {
     rawSyscall(SYS.close, link);
   }
+}
+
+/** The most one read of a task_vma iterator returns (its seq_file buffer, 6.18). */
+const ITER_READ_BYTES = 32 * 1024;
+
+/** {@link readTaskVmas} running on another thread ({@link startTaskVmasRead}). */
+export interface TaskVmasRead {
+  /** Settles once every read ran. */
+  finished: Promise<void>;
+  /**
+   * The records read, to their proven end (a read that returned nothing, or
+   * records that start over, as {@link readAll} ends), once finished; or
+   * undefined when a read failed or the reads did not reach the end.
+   */
+  take(): Uint8Array<ArrayBuffer> | undefined;
+  /** Closes the iterator's fds (once finished; again: nothing). */
+  close(): void;
+}
+
+/**
+ * {@link readTaskVmas} on one of Deno's blocking-pool threads: the link and
+ * the iterator fd made here, then a syscall table (ffi/syscall_table.ts) of
+ * reads of {@link ITER_READ_BYTES} each into their own slots, enough for
+ * `expectBytes` of records and two reads more (the end is proven by a read
+ * beyond it). Throws when the link or the iterator cannot be made.
+ */
+export function startTaskVmasRead(progFd: number, tid: number, expectBytes: number): TaskVmasRead {
+  const info = new Uint8Array(ITER_LINK_INFO_SIZE);
+  new DataView(info.buffer).setUint32(0, tid, true); // task.tid
+  const attr = new Uint8Array(ATTR_SIZE);
+  const dv = new DataView(attr.buffer);
+  dv.setUint32(LINK_CREATE_ATTR.prog_fd, progFd, true);
+  dv.setUint32(LINK_CREATE_ATTR.attach_type, BPF_TRACE_ITER, true);
+  dv.setBigUint64(LINK_CREATE_ATTR.iter_info, addressOf(info), true);
+  dv.setUint32(LINK_CREATE_ATTR.iter_info_len, info.length, true);
+  const link = bpf(BPF_CMD.LINK_CREATE, attr);
+  if (typeof link !== "number") throw new BpfError("BPF_LINK_CREATE", link.errno);
+  const iterAttr = new Uint8Array(8);
+  new DataView(iterAttr.buffer).setUint32(0, link, true); // link_fd
+  const fd = bpf(BPF_CMD.ITER_CREATE, iterAttr);
+  if (typeof fd !== "number") {
+    rawSyscall(SYS.close, link);
+    throw new BpfError("BPF_ITER_CREATE", fd.errno);
+  }
+  const slots = Math.ceil(expectBytes / (ITER_READ_BYTES - VMA_RECORD_SIZE)) + 2;
+  const buf = new Uint8Array(slots * ITER_READ_BYTES);
+  const table = new SyscallTable(slots);
+  for (let i = 0; i < slots; i++) {
+    const at = i * ITER_READ_BYTES;
+    table.syscall(SYS.read, fd, buf.subarray(at, at + ITER_READ_BYTES), ITER_READ_BYTES);
+  }
+  let run: TableRun;
+  try {
+    run = table.run();
+  } catch (e) {
+    rawSyscall(SYS.close, fd);
+    rawSyscall(SYS.close, link);
+    throw e;
+  }
+  let open = true;
+  return {
+    finished: run.finished,
+    take: () => {
+      if (!run.done()) return undefined;
+      const out = new Uint8Array(slots * ITER_READ_BYTES);
+      const w = new Uint32Array(buf.buffer);
+      let n = 0, lastEnd = 0;
+      for (let i = 0; i < slots; i++) {
+        const r = table.result(i);
+        if (r < 0n) return undefined;
+        if (r === 0n) return out.slice(0, n); // the end
+        const at = i * ITER_READ_BYTES, len = Number(r);
+        if (len % VMA_RECORD_SIZE !== 0) return undefined;
+        // A read past the last area gives the records of the read before it again: its
+        // first record does not lie above the last one (addresses as numbers from their
+        // 32-bit halves). Within a read the kernel walks up; the caller compares every
+        // record with maps, so records that did not would never be taken for the areas.
+        const k = at >> 2, e = (at + len - VMA_RECORD_SIZE) >> 2;
+        if (w[k + 1] * 0x100000000 + w[k] < lastEnd) return out.slice(0, n);
+        lastEnd = w[e + 3] * 0x100000000 + w[e + 2];
+        out.set(buf.subarray(at, at + len), n);
+        n += len;
+      }
+      return undefined; // no read beyond the end: not proven complete
+    },
+    close: () => {
+      if (!open || !run.done()) return;
+      open = false;
+      rawSyscall(SYS.close, fd);
+      rawSyscall(SYS.close, link);
+    },
+  };
 }
 
 /** The read buffer, kept between calls (10,000 areas make 240 KB). */

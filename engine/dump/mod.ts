@@ -74,8 +74,10 @@ import { freezeTree, type FrozenTree, thawTree } from "./freeze.ts";
 import { collectProcess, describeFd, pipeTopology } from "./process.ts";
 import {
   awaitVmFlags,
+  dropMapsAhead,
   peekFrozenMaps,
   prepareFrozenMaps,
+  startFrozenMapsAhead,
   startVmFlagsCheck,
   type VmFlagsCheck,
 } from "./vm_flags.ts";
@@ -527,6 +529,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     if (!helper) warmUpThreadStates(pid); // (above, beside the helper's exec)
     openStatusesAhead(pid); // read in the freeze beside the fds (engine/proc/status_ahead.ts)
     tree = freezeTree(pid);
+    if (!precopy) startFrozenMapsAhead(flagsCheck); // beside the fds and statuses (vm_flags.ts)
     startStatusReads(pid, tree.processes[0].threads);
     const locks = readLocksOffThread(); // its grace period passes while the tree is collected
     chain.onFrozen();
@@ -680,7 +683,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         p.pid,
         collected.vmas,
         image.mappings.map((m) => m.excluded ? "none" : pagePolicy(m.kind)),
-        (k) => inheritance.runs(p.pid, k),
+        // (No lookup per mapping for a process that inherits nothing: engine/memory/inherit.ts.)
+        image.inheritsMemory ? (k) => inheritance.runs(p.pid, k) : () => undefined,
         pre ?? parent?.processes.get(p.pid),
       );
       const total = plan.readBytes;
@@ -757,6 +761,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     }
     for (const p of pending) p.runsToPages(); // the page records, once the tree runs again
     dropScansAhead(); // page walks started ahead and not planned (engine/dump/scan_ahead.ts)
+    dropMapsAhead(); // maps reads started at the freeze and not taken (engine/dump/vm_flags.ts)
     // The vdso's digest runs on another thread meanwhile.
     const hostPending = hostFacts(images[0], vdsoCopy, xsaveBytes);
     hostPending.catch(() => {}); // awaited below, or dropped with a failed dump
@@ -885,6 +890,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     await releasing?.catch(() => {});
     dropLanes(precopy);
     dropScansAhead();
+    dropMapsAhead();
     precopy?.close();
     chain.failed(tree);
     for (const s of streamers) await s.abort();

@@ -31,7 +31,10 @@ export interface PagePlan {
   /**
    * Without a page source: every run to read, as mapping index, address,
    * length (three numbers per run, mappings in address order): no object
-   * per run of 10,000 mappings in the freeze.
+   * per run of 10,000 mappings in the freeze. A run of readable mappings
+   * may go on into the mappings after its own (index order is address
+   * order then): touching readable mappings of one policy are planned as
+   * one range, and {@link savePlanned} gives each mapping its part.
    */
   reads?: number[];
   /** Bytes to read from the process now. */
@@ -82,27 +85,8 @@ export function planPages(
   const split = { i: 0 };
   const runs: { addr: number; length: number }[] = [];
   if (!pre) {
-    const reads: number[] = [];
-    for (let o = 0; o < order.length; o++) {
-      const k = order[o];
-      const given = inherited(k);
-      if (given) {
-        for (const r of given) reads.push(k, Number(r.addr), r.length);
-      } else if (wanted(k)) {
-        const v = vmas[k];
-        cursor = runsOfRangeFlat(
-          regions,
-          cursor,
-          Number(v.start),
-          Number(v.end),
-          policies[k] === "anon-present",
-          k,
-          reads,
-        );
-      }
-    }
-    for (let i = 2; i < reads.length; i += 3) readBytes += reads[i];
-    return { pieces, reads, readBytes, reusedBytes, parentBytes };
+    const { reads, bytes } = planReads(vmas, order, policies, inherited, regions);
+    return { pieces, reads, readBytes: bytes, reusedBytes, parentBytes };
   }
   // Indexed loops: this runs once per dump, mostly before V8 optimises it (no iterators).
   for (let o = 0; o < order.length; o++) {
@@ -143,6 +127,59 @@ export function planPages(
     }
   }
   return { pieces, readBytes, reusedBytes, parentBytes };
+}
+
+/**
+ * The reads of a plan without a page source ({@link PagePlan.reads}):
+ * `order` the indexes of `vmas` in address order, `regions` the data
+ * pages of the process (PAGEMAP_SCAN). Exported for tests.
+ */
+export function planReads(
+  vmas: readonly Vma[],
+  order: readonly number[],
+  policies: readonly PagePolicy[],
+  inherited: (index: number) => PageSpan[] | undefined,
+  regions: readonly ScanRegion[],
+): { reads: number[]; bytes: number } {
+  const wanted = (k: number) => policies[k] !== "none" && vmas[k].path !== "[vsyscall]";
+  let cursor = 0;
+  const reads: number[] = [];
+  // Touching readable mappings of one policy, none given its runs, whose indexes follow
+  // each other in address order, are one range (10,000 one-page mappings of alternating
+  // protections: a few): its runs are theirs, cut where each one ends (savePlanned's
+  // records, after the thaw).
+  for (let o = 0; o < order.length; o++) {
+    const k = order[o];
+    const given = inherited(k);
+    if (given) {
+      for (const r of given) reads.push(k, Number(r.addr), r.length);
+    } else if (wanted(k)) {
+      const v = vmas[k], policy = policies[k];
+      let end = Number(v.end);
+      if (v.perms[0] === "r") {
+        for (let next = k + 1; o + 1 < order.length && order[o + 1] === next; next++, o++) {
+          const w = vmas[next];
+          if (
+            policies[next] !== policy || w.perms[0] !== "r" || Number(w.start) !== end ||
+            w.path === "[vsyscall]" || inherited(next)
+          ) break;
+          end = Number(w.end);
+        }
+      }
+      cursor = runsOfRangeFlat(
+        regions,
+        cursor,
+        Number(v.start),
+        end,
+        policy === "anon-present",
+        k,
+        reads,
+      );
+    }
+  }
+  let bytes = 0;
+  for (let i = 2; i < reads.length; i += 3) bytes += reads[i];
+  return { reads, bytes };
 }
 
 /** The data regions of [lo, hi) of `pid`, walked on this thread. */
@@ -191,6 +228,17 @@ export function savePlanned(
   // Runs of readable mappings that touch (one-page mappings of alternating protections)
   // are read as one: their data lies back to back in the image, each run's offset follows.
   const merge = streamer.onUnreadable === undefined;
+  /** Saves read `i` (at `reads[i]`) one mapping at a time; returns the offset of its data. */
+  const savePieces = (i: number) => {
+    let k = reads![i], addr = reads![i + 1], left = reads![i + 2];
+    const at = streamer.saveRun(vmas[k], addr, Math.min(left, Number(vmas[k].end) - addr), onBytes);
+    for (let n = Number(vmas[k].end) - addr; n < left; n = Number(vmas[k].end) - addr) {
+      addr += n;
+      left -= n;
+      streamer.saveRun(vmas[++k], addr, Math.min(left, Number(vmas[k].end) - addr), onBytes);
+    }
+    return at;
+  };
   for (let i = 0; reads && i < reads.length;) {
     const k = reads[i], addr = reads[i + 1];
     let length = reads[i + 2], j = i + 3;
@@ -202,7 +250,8 @@ export function savePlanned(
         j += 3;
       }
     }
-    const at = streamer.saveRun(vmas[k], addr, length, onBytes);
+    // (Not merged, a run planned over a range is read mapping by mapping, each a piece.)
+    const at = merge ? streamer.saveRun(vmas[k], addr, length, onBytes) : savePieces(i);
     for (; i < j; i += 3) {
       later.push(reads[i], reads[i + 1], reads[i + 2], at + reads[i + 1] - addr);
     }
@@ -280,17 +329,34 @@ export function savePlanned(
     mappings[k].pages = pages;
   }
   return () => {
-    for (let i = 0; i < later.length;) {
-      const k = later[i];
-      const pages: PageRun[] = [];
-      for (; i < later.length && later[i] === k; i += 4) {
-        pages.push({
-          addr: `0x${later[i + 1].toString(16)}`,
-          length: later[i + 2],
-          fileOffset: later[i + 3],
-        });
+    // Each run's part in each mapping it covers: the mapping it is tagged with, or, for a
+    // run planned over a range of mappings (planPages; index order is address order
+    // then), each mapping of the range it reaches.
+    // Consecutive runs of one tag are one mapping's, or one range's in address order.
+    let tag = -1, k = -1, end = 0;
+    let pages: PageRun[] = NO_PAGES;
+    for (let i = 0; i < later.length; i += 4) {
+      let addr = later[i + 1], length = later[i + 2], at = later[i + 3];
+      if (later[i] !== tag) {
+        tag = k = later[i];
+        end = Number(vmas[k].end);
+        pages = NO_PAGES;
       }
-      mappings[k].pages = pages;
+      while (addr >= end) {
+        end = Number(vmas[++k].end);
+        pages = NO_PAGES;
+      }
+      for (;;) {
+        if (pages === NO_PAGES) mappings[k].pages = pages = [];
+        const n = Math.min(length, end - addr);
+        pages.push({ addr: `0x${addr.toString(16)}`, length: n, fileOffset: at });
+        if (n === length) break;
+        addr += n;
+        length -= n;
+        at += n;
+        end = Number(vmas[++k].end);
+        pages = NO_PAGES;
+      }
     }
     later.length = 0;
   };

@@ -16,10 +16,12 @@ import { devMajor, devMinor, type ProcFd, readFds } from "../proc/fds.ts";
 import { readMapFileIdentity } from "../proc/maps.ts";
 import { readSmapsFlags, readSmapsFlagsOffThread, type SmapsArea } from "../proc/smaps_flags.ts";
 import {
+  completeFlagsOffThread,
   completeVmFlags,
-  frozenVmFlags,
+  frozenMapsForFlags,
   mapsWithoutFlags,
   smapsOverlaps,
+  startFrozenFlagsRead,
   type VmFlagsCheck,
 } from "./vm_flags.ts";
 import { fileIdentityOf, readProcLink, readProcText } from "../proc/io.ts";
@@ -182,9 +184,10 @@ export function collectProcess(
   // beside the rest of the collect (engine/dump/vm_flags.ts).
   // Smaller processes (or many small mappings) read smaps alone, in one pass.
   // First choice: maps and a BPF iterator's flags, no page walk (vm_flags.ts).
-  const bpf = areas ? undefined : frozenVmFlags(pid, vmFlagsCheck);
+  // Its records are read on another thread after the injected calls (completeFlagsOffThread).
+  const bpf = areas ? undefined : frozenMapsForFlags(pid, vmFlagsCheck);
   const overlap = !areas && !bpf && smapsOverlaps(stat.rss);
-  const maps: SmapsArea[] = areas ?? bpf ??
+  const maps: SmapsArea[] = areas ?? bpf?.maps ??
     (overlap ? mapsWithoutFlags(pid) : readSmapsFlags(pid));
   // Everything read by injected syscalls, in one session (one scratch page).
   const { injected, posixTimers, credentials, aio } = withInjection(
@@ -219,6 +222,8 @@ export function collectProcess(
   );
   // Started once the injected calls' own areas are gone: smaps lists the target's alone.
   const smaps = overlap ? readSmapsFlagsOffThread(pid) : undefined;
+  // So is the iterator's read of the VmFlags (vm_flags.ts), beside the rest of the collect.
+  if (bpf) startFrozenFlagsRead(bpf);
   // The page plan's walk, on another thread once no injected call writes (engine/dump/scan_ahead.ts).
   if (scanAhead && !areas) startScanAhead(pid, Math.max(4096, 2 * maps.length + 256));
   const owners = queryFdOwners(pid, fds.map((f) => f.fd));
@@ -267,7 +272,7 @@ export function collectProcess(
   }
 
   const details = () => collectMemoryDetails(pid, mappings, injected.mlockFuture, refusals);
-  const memoryFlags = smaps ? {} : details();
+  const memoryFlags = smaps || bpf ? {} : details();
 
   const fdInfos = fds.map((f) => toFdInfo(pid, f, topology));
   for (const f of fdInfos) if (owners.has(f.fd)) f.owner = owners.get(f.fd);
@@ -333,6 +338,7 @@ export function collectProcess(
       ...(Object.keys(memoryFlags).length ? { memoryFlags } : {}),
     },
     ...(smaps ? { vmFlags: completeVmFlags(pid, maps, mappings, smaps, details) } : {}),
+    ...(bpf ? { vmFlags: completeFlagsOffThread(bpf, mappings, details) } : {}),
   };
 }
 

@@ -38,6 +38,7 @@ import {
 } from "../proc/maps.ts";
 import {
   flagsOfMaps,
+  readSmapsFlags,
   readSmapsFlagsOffThread,
   sameArea,
   type SmapsArea,
@@ -48,9 +49,12 @@ import {
   decodeVmFlags,
   loadVmaIterator,
   readVmaBytes,
+  startVmaBytesRead,
+  type VmaBytesRead,
   type VmaRecords,
   vmaRecordsOf,
 } from "../proc/vma_flags_bpf.ts";
+import { VMA_RECORD_SIZE } from "../../ffi/bpf.ts";
 import {
   type ConfirmedDecoding,
   recallConfirmed,
@@ -188,6 +192,8 @@ export interface MapsBeforeFreeze {
    * flags) instead of decoding 10,000 records again.
    */
   records?: Uint8Array;
+  /** Its text read again on another thread since the freeze began ({@link startFrozenMapsAhead}). */
+  ahead?: MapsAhead;
 }
 
 /** The iterator's records as read, and decoded. */
@@ -281,11 +287,37 @@ function startMapsAhead(pid: number, before?: MapsBeforeFreeze): MapsAhead | und
     return undefined; // read here, which tells
   }
   try {
-    return { fd, read: new ReadAhead(fd, Math.ceil(before.bytes.length / 4096) + 4) };
+    const a = { fd, read: new ReadAhead(fd, Math.ceil(before.bytes.length / 4096) + 4) };
+    aheads.add(a);
+    return a;
   } catch {
     closeRawFd(fd);
     return undefined;
   }
+}
+
+/** The maps reads started and not ended yet ({@link dropMapsAhead}). */
+const aheads = new Set<MapsAhead>();
+
+/**
+ * With the tree just frozen, before its fds and statuses are read: starts
+ * the read of the maps text of each process of `check` whose parse made
+ * before the freeze {@link frozenVmFlags} will compare, on another thread
+ * (the kernel's formatting of 10,000 lines, ~5 to 8 ms, goes on beside the
+ * fds and the statuses read on cryo's thread). Started after the freeze:
+ * the text is the frozen tree's, as if read at the collect. Not with a
+ * pre-copy, whose validation reads the maps itself.
+ */
+export function startFrozenMapsAhead(check: VmFlagsCheck | undefined): void {
+  if (!check) return;
+  for (const [pid, p] of check.processes) {
+    if (p.maps && !p.maps.ahead) p.maps.ahead = startMapsAhead(pid, p.maps);
+  }
+}
+
+/** Waits for and drops every maps read started ahead and not taken (the end of a dump). */
+export function dropMapsAhead(): void {
+  for (const a of [...aheads]) endMapsAhead(a);
 }
 
 /**
@@ -294,7 +326,7 @@ function startMapsAhead(pid: number, before?: MapsBeforeFreeze): MapsAhead | und
  * caller reads it again itself).
  */
 function endMapsAhead(a: MapsAhead | undefined): Uint8Array | undefined {
-  if (!a) return undefined;
+  if (!a || !aheads.delete(a)) return undefined;
   while (!a.read.done()) sleepSync(0.02);
   closeRawFd(a.fd);
   const r = a.read.collect();
@@ -491,41 +523,153 @@ function permsOf(perms: string, flags: bigint): boolean {
  * must list exactly the areas of maps, by address, but the gate area (which
  * must then be the one the check read); every flag bit must be one the
  * check confirmed, and the maps permissions must be the flags' own.
+ * {@link frozenMapsForFlags} then {@link flagsOfRecords}, with the
+ * iterator read in between on this thread.
  */
 export function frozenVmFlags(pid: number, check?: VmFlagsCheck): SmapsArea[] | undefined {
+  const frozen = frozenMapsForFlags(pid, check);
+  if (!frozen) return undefined;
+  let bytes;
+  try {
+    bytes = readVmaBytes(pid);
+  } catch (e) {
+    return failFlags(pid, `iterator: ${e instanceof Error ? e.message : e}`);
+  }
+  return flagsOfRecords(frozen, bytes);
+}
+
+/**
+ * The maps of a frozen process taken for the BPF path ({@link frozenMapsForFlags}),
+ * their VmFlags not settled until {@link flagsOfRecords} took the iterator's records.
+ */
+export interface FrozenMaps {
+  pid: number;
+  /** The areas (the parse made before the freeze when maps read the same bytes). */
+  maps: SmapsArea[];
+  /** The parse made before the freeze, if any. */
+  prepared?: SmapsArea[];
+  /** The iterator's records read before the freeze, when that parse got its VmFlags from them. */
+  preparedRecords?: Uint8Array;
+  confirmed: Confirmed;
+  /** The iterator's read on another thread ({@link startFrozenFlagsRead}). */
+  read?: VmaBytesRead;
+}
+
+function failFlags(pid: number, why: string): undefined {
+  vmFlagsPaths.set(pid, `smaps: ${why}`);
+  return undefined;
+}
+
+/**
+ * First half of {@link frozenVmFlags}: the areas of frozen `pid` from maps
+ * (its text read on another thread, {@link startFrozenMapsAhead}), or
+ * undefined when the BPF path is not to be taken (the caller reads smaps).
+ * Their VmFlags are those given before the freeze (or none) until
+ * {@link flagsOfRecords} settles them from an iterator read made later at
+ * this freeze.
+ */
+export function frozenMapsForFlags(pid: number, check?: VmFlagsCheck): FrozenMaps | undefined {
   const confirmed = check?.processes.get(pid);
   if (!confirmed) {
     if (!vmFlagsPaths.has(pid)) vmFlagsPaths.set(pid, "smaps: not checked");
     // (set already when it was too small, unavailable, or failed its check)
     return undefined;
   }
-  const fail = (why: string) => {
-    vmFlagsPaths.set(pid, `smaps: ${why}`);
-    return undefined;
-  };
   const before = confirmed.maps;
   const prepared = before?.areas, preparedRecords = before?.records;
-  // The maps text is read on another thread while the iterator is read here (each walks the areas).
-  const ahead = startMapsAhead(pid, before);
-  let bytes;
+  const ahead = before?.ahead ?? startMapsAhead(pid, before);
+  if (before) before.ahead = undefined;
+  let maps;
   try {
-    bytes = readVmaBytes(pid);
+    maps = frozenMaps(pid, before, endMapsAhead(ahead));
   } catch (e) {
-    endMapsAhead(ahead);
-    return fail(`iterator: ${e instanceof Error ? e.message : e}`);
+    return failFlags(pid, `maps: ${e instanceof Error ? e.message : e}`);
   }
-  const maps = frozenMaps(pid, before, endMapsAhead(ahead));
   if (before) before.records = undefined;
-  // The same maps text and the same records as before the freeze: the flags given then.
+  return { pid, maps, prepared, preparedRecords, confirmed };
+}
+
+/**
+ * Second half of {@link frozenVmFlags}: settles the VmFlags of `frozen`'s
+ * areas from the iterator's records `bytes` read at this freeze; returns
+ * the areas, or undefined (some areas may have other flags then: the
+ * caller reads smaps). The same maps text and the same records as before
+ * the freeze keep the flags given then (the same inputs give the same flags).
+ */
+export function flagsOfRecords(
+  frozen: FrozenMaps,
+  bytes: Uint8Array<ArrayBuffer>,
+): SmapsArea[] | undefined {
+  return settleFlags(frozen, bytes) === undefined ? undefined : frozen.maps;
+}
+
+/** {@link flagsOfRecords}: whether the flags given before were kept, or undefined. */
+function settleFlags(frozen: FrozenMaps, bytes: Uint8Array<ArrayBuffer>): boolean | undefined {
+  const { pid, maps, prepared, preparedRecords, confirmed } = frozen;
+  let kept = false;
   if (maps === prepared && preparedRecords && sameBytes(bytes, preparedRecords)) {
     recordsReuse.reused++;
+    kept = true;
   } else {
     const why = flagsFromRecords(maps, vmaRecordsOf(bytes), confirmed);
-    if (why !== undefined) return fail(why);
+    if (why !== undefined) return failFlags(pid, why);
     recordsReuse.decoded++;
   }
   vmFlagsPaths.set(pid, "bpf");
-  return maps;
+  return kept;
+}
+
+/**
+ * Starts the iterator's read of `frozen`'s process on another thread, once
+ * the injected calls' own areas are gone (the collect, engine/dump/process.ts):
+ * the kernel's walk of 10,000 areas (4 to 7 ms) goes on beside the rest of
+ * the collect. When it cannot start, {@link completeFlagsOffThread} reads here.
+ */
+export function startFrozenFlagsRead(frozen: FrozenMaps): void {
+  try {
+    const expect = frozen.preparedRecords?.length ?? frozen.maps.length * VMA_RECORD_SIZE;
+    frozen.read = startVmaBytesRead(frozen.pid, expect);
+  } catch { /* read on cryo's thread */ }
+}
+
+/**
+ * Takes the iterator's records of `frozen` ({@link startFrozenFlagsRead}, or
+ * read now), and settles with the areas' VmFlags in `frozen.maps` and in `mappings`
+ * (built from them, same order), then runs `details` (which reads the
+ * flags) and settles with its result, as {@link completeVmFlags} does for
+ * smaps. When the records do not give every area its flags (a bit smaps
+ * never confirmed, an area not in maps), the flags come from smaps read
+ * then, area by area ({@link flagsOfMaps}: a different area list fails the
+ * dump). Never rejects unhandled: a failure is thrown where it is awaited.
+ */
+export function completeFlagsOffThread(
+  frozen: FrozenMaps,
+  mappings: Mapping[],
+  details: () => MemoryProcessFlags,
+): Promise<MemoryProcessFlags> {
+  const { pid, maps, read } = frozen;
+  const settle = () => {
+    let bytes = read?.take();
+    if (!bytes) {
+      try {
+        bytes = readVmaBytes(pid);
+      } catch (e) {
+        failFlags(pid, `iterator: ${e instanceof Error ? e.message : e}`);
+      }
+    }
+    const kept = bytes && settleFlags(frozen, bytes);
+    if (kept === undefined) {
+      // From smaps (the injected calls' areas are gone: it lists the areas of maps).
+      const flags = flagsOfMaps(pid, maps, readSmapsFlags(pid));
+      for (let i = 0; i < maps.length; i++) maps[i].vmFlags = flags[i];
+    }
+    // (Kept: `mappings` were made from these very areas and flags.)
+    if (!kept) { for (let i = 0; i < maps.length; i++) mappings[i].vmFlags = maps[i].vmFlags; }
+    return details();
+  };
+  const p = (read ? read.finished : Promise.resolve()).then(settle).finally(() => read?.close());
+  p.catch(() => {}); // awaited later, or not at all when the dump failed first
+  return p;
 }
 
 /**

@@ -17,6 +17,7 @@ import { Btf, BTF_KIND } from "../../ffi/btf.ts";
 import {
   loadTaskVmaProgram,
   readTaskVmas,
+  startTaskVmasRead,
   type TaskVmaLayout,
   VMA_RECORD_SIZE,
 } from "../../ffi/bpf.ts";
@@ -187,6 +188,37 @@ export function readVmaBytes(pid: number): Uint8Array<ArrayBuffer> {
     throw new Error(`the vma iterator gave ${bytes.length} bytes, not whole records`);
   }
   return bytes;
+}
+
+/** {@link readVmaBytes} on another thread ({@link startVmaBytesRead}). */
+export interface VmaBytesRead {
+  /** Settles once every read ran. */
+  finished: Promise<void>;
+  /**
+   * The records read (once finished), or undefined when the reads did not
+   * prove their end or failed (the caller reads them again).
+   */
+  take(): Uint8Array<ArrayBuffer> | undefined;
+  /** Closes the iterator's fds (once finished). */
+  close(): void;
+}
+
+/**
+ * Starts {@link readVmaBytes} of `pid` on another thread (a syscall table of
+ * reads, ffi/bpf.ts `startTaskVmasRead`), sized for about `expectBytes` of
+ * records. Throws when it cannot start (the caller reads on its thread).
+ */
+export function startVmaBytesRead(pid: number, expectBytes: number): VmaBytesRead {
+  if (!loaded || !("fd" in loaded)) throw new Error("the vma iterator is not loaded");
+  const r = startTaskVmasRead(loaded.fd, pid, expectBytes);
+  return {
+    finished: r.finished,
+    take: () => {
+      const bytes = r.take();
+      return bytes && bytes.length % VMA_RECORD_SIZE === 0 ? bytes : undefined;
+    },
+    close: () => r.close(),
+  };
 }
 
 /** The records of {@link readVmaBytes}' `bytes` (whole records). */
