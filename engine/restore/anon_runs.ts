@@ -67,7 +67,7 @@ const protOf = (perms: string) =>
  * read them in). A read-only area without pages is mapped without write
  * (or faulted and dropped when accounted): never in a run.
  */
-function joinable(m: Mapping, prev: Mapping | undefined): boolean {
+export function joinable(m: Mapping, prev: Mapping | undefined): boolean {
   // (The cheapest tests first: this runs once per mapping of every image.)
   if (m.kind !== "anon" || m.name !== "") return false;
   const perms = m.perms;
