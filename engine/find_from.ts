@@ -29,7 +29,7 @@ export function findFrom<T>(
 ): number {
   const end = Math.min(to, items.length);
   if (from === 0 && end === items.length) return items.findIndex(test);
-  let chunk = 64;
+  let chunk = 16;
   for (let at = from; at < end; at += chunk, chunk *= 2) {
     const base = at;
     const k = items.slice(at, Math.min(at + chunk, end)).findIndex((x, j) => test(x, base + j));

@@ -22,7 +22,7 @@ const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)];
 
 Deno.test("findFrom: the items an indexed loop visits, in order, holes too, up to the first true", () => {
   for (let round = 0; round < 3000; round++) {
-    const n = pick([0, 1, 2, 63, 64, 65, 191, 192, 193, 500, 1000]);
+    const n = pick([0, 1, 2, 15, 16, 17, 47, 48, 49, 63, 64, 65, 191, 192, 193, 500, 1000]);
     const items: (number | undefined)[] = [];
     items.length = n;
     for (let k = 0; k < n; k++) if (rnd() < 0.9) items[k] = Math.floor(rnd() * 50);
@@ -195,7 +195,7 @@ Deno.test("the shape check's arrays by findIndex: the same first problem and pat
     return undefined;
   };
   for (let round = 0; round < 2000; round++) {
-    const n = pick([0, 1, 3, 100]);
+    const n = pick([0, 1, 3, 32, 33, 100]);
     const x: unknown[] = [];
     x.length = n;
     for (let k = 0; k < n; k++) {

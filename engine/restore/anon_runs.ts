@@ -99,15 +99,19 @@ let plainFrozen2: readonly string[] | undefined;
  */
 export function anonRunLength(mappings: readonly Mapping[], i: number): number {
   if (!joinable(mappings[i], mappings[i - 1])) return 0;
-  let end = mappings[i].end;
-  // The first mapping after i that does not follow on (findFrom: no loop of 10,000 rounds here).
+  // The dump writes addresses one way ("0x" and lower-case digits, no leading zeros):
+  // equal strings are equal addresses, and an image written otherwise only makes no run.
+  // The one after i first (most candidates end there), then by findFrom: no loop of 10,000
+  // rounds here (engine/find_from.ts).
+  if (i + 1 >= mappings.length) return 0;
+  const second = mappings[i + 1];
+  if (second.start !== mappings[i].end || !joinable(second, mappings[i])) return 0;
+  let end = second.end;
   const stop = findFrom(mappings, (next, k) => {
-    // The dump writes addresses one way ("0x" and lower-case digits, no leading zeros):
-    // equal strings are equal addresses, and an image written otherwise only makes no run.
     if (next.start !== end || !joinable(next, mappings[k - 1])) return true;
     end = next.end;
     return false;
-  }, i + 1);
+  }, i + 2);
   const n = (stop < 0 ? mappings.length : stop) - i;
   return n >= 2 ? n : 0;
 }
