@@ -15,6 +15,8 @@ import * as z from "../engine/image/shape.ts";
 import { mappingChecks, schemaProblem } from "../engine/image/schema.ts";
 import { USER_REGS_FIELDS } from "../ffi/regs.ts";
 import type { Mapping, ProcessImage } from "../engine/model.ts";
+import { ProgramBuilder } from "../engine/program/builder.ts";
+import { SYS } from "../ffi/sysno.ts";
 
 let seed = 2026;
 const rnd = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
@@ -219,4 +221,29 @@ Deno.test("the shape check's arrays by findIndex: the same first problem and pat
     schemaProblem(z.array(mappingChecks), mappings) ?? "",
     /^7\.perms: /,
   );
+});
+
+Deno.test("opsOfNumbers by findIndex: a size-only builder refuses what the full one refuses", () => {
+  const values = [0, 0x1000, 1, 2 ** 53 - 1, 2 ** 53, -1, 1.5, NaN, Infinity];
+  for (let round = 0; round < 2000; round++) {
+    const arity = pick([1, 3, 6]);
+    const count = pick([1, 2, 5, 40]);
+    // Sometimes fewer values than count * arity (the rest read as undefined), sometimes more.
+    const length = Math.max(0, count * arity + pick([-2, -1, 0, 0, 0, 3]));
+    const plain = Array.from(
+      { length },
+      () => (rnd() < 0.98 ? pick(values.slice(0, 4)) : pick(values)),
+    );
+    const args = rnd() < 0.5 ? plain : Float64Array.from(plain);
+    const verdict = (sizeOnly: boolean) => {
+      const p = new ProgramBuilder(0x1000n, undefined, sizeOnly);
+      try {
+        p.opsOfNumbers(SYS.mprotect, arity, args, count);
+        return `ok ${p.opCount}`;
+      } catch (e) {
+        return (e as Error).message;
+      }
+    };
+    assert.equal(verdict(true), verdict(false));
+  }
 });

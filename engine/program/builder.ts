@@ -372,11 +372,17 @@ export class ProgramBuilder {
     if (arity > 6) throw new Error(`${opName(nr)}: more than 6 arguments`);
     if (count <= 0) return;
     if (this.#sizeOnly) {
-      for (let a = 0; a < count * arity; a++) {
-        const v = args[a];
-        if (!(v >= 0 && Number.isSafeInteger(v))) {
-          throw new Error(`${opName(nr)}: argument ${v} is not a non-negative safe integer`);
-        }
+      // (By findIndex, not a loop of 15,000 rounds: see below.)
+      const n = count * arity;
+      const values: ArrayLike<number> & { findIndex(f: (v: number) => boolean): number } =
+        ArrayBuffer.isView(args)
+          ? (args as unknown as Float64Array).subarray(0, n)
+          : Array.prototype.slice.call(args, 0, n);
+      const bad = values.findIndex((v) => !(v >= 0 && Number.isSafeInteger(v)));
+      if (bad >= 0 || values.length < n) {
+        // (The first bad value, or past the end of `args`, undefined, as args[a] reads it.)
+        const v = bad >= 0 ? values[bad] : undefined;
+        throw new Error(`${opName(nr)}: argument ${v} is not a non-negative safe integer`);
       }
       this.#count += count;
       return;
