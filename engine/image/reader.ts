@@ -11,7 +11,7 @@
  */
 
 import { processImageSchema, schemaProblem } from "./schema.ts";
-import { IMAGE_FORMAT_VERSION, type PageRun, type ProcessImage } from "../model.ts";
+import { IMAGE_FORMAT_VERSION, type Mapping, type PageRun, type ProcessImage } from "../model.ts";
 import {
   decodeEhdr,
   decodeNotes,
@@ -31,7 +31,7 @@ import {
   stringAt,
 } from "./elf.ts";
 import { ImageFormatError } from "./errors.ts";
-import { hexNum, hexPlus } from "./hexnum.ts";
+import { type HexNum, hexNum, hexPlus } from "./hexnum.ts";
 import { sharedFlagList } from "./flag_lists.ts";
 import {
   noteTypeName,
@@ -254,48 +254,7 @@ export function readImageFileSync(path: string): ImageInfo {
     if (shapeError) fail(`NT_CRYO_PROCESS: ${shapeError}`);
     const proc = parsed as ProcessImage;
 
-    // (Indexed: a loop run once starts interpreted, where an array iterator costs more.)
-    const mappings = proc.mappings;
-    for (let k = 0; k < mappings.length; k++) {
-      const m = mappings[k];
-      m.vmFlags = sharedFlagList(m.vmFlags); // (the plan's list tests by identity: flag_lists.ts)
-      if (m.pages.length === 0) continue; // (most of 10,000 small mappings: nothing to parse)
-      const start = hexNum(m.start);
-      const end = hexNum(m.end);
-      if (m.pages.length === 1) {
-        // (The common case: one run, no array of addresses made for it.)
-        const r = m.pages[0];
-        const addr = r.addr === m.start ? start : hexNum(r.addr);
-        if (addr < start || hexPlus(addr, r.length) > end) {
-          fail(`${runWhere(r, m)} lies outside its mapping`);
-        }
-        checkRunPlace(r, m, pages, size, fail);
-        continue;
-      }
-      // Each address parsed once (a fragmented image has a run every few pages).
-      const addrs = m.pages.length === 1
-        ? [hexNum(m.pages[0].addr)]
-        : m.pages.map((r) => hexNum(r.addr));
-      if (addrs.length > 1) {
-        const order = addrs.map((_, i) => i).sort((a, b) => (addrs[a] < addrs[b] ? -1 : 1));
-        for (let k = 1; k < order.length; k++) {
-          const [i, j] = [order[k - 1], order[k]];
-          if (hexPlus(addrs[i], m.pages[i].length) > addrs[j]) {
-            fail(
-              `page runs ${m.pages[i].addr} and ${m.pages[j].addr} of mapping ${m.start} overlap`,
-            );
-          }
-        }
-      }
-      for (let i = 0; i < m.pages.length; i++) {
-        const r = m.pages[i];
-        const addr = addrs[i];
-        if (addr < start || hexPlus(addr, r.length) > end) {
-          fail(`${runWhere(r, m)} lies outside its mapping`);
-        }
-        checkRunPlace(r, m, pages, size, fail);
-      }
-    }
+    checkMappingRuns(proc.mappings, pages, size, fail);
 
     const prstatus = notes.filter((n) => n.owner === OWNER_CORE && n.type === NT_PRSTATUS);
     if (prstatus.some((n) => n.size !== PRSTATUS_SIZE)) fail("NT_PRSTATUS note of the wrong size");
@@ -340,6 +299,75 @@ export function decodeUtf8(bytes: Uint8Array): string {
   const text = new TextDecoder().decode(bytes);
   if (text.indexOf("\uFFFD") < 0) return text;
   return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+}
+
+/**
+ * The reader's pass over the mappings (each VmFlags list shared, each page
+ * run inside its mapping and inside `.cryo.pages`), in a function of its
+ * own: its loop runs 10,000 times for 10,000 mappings, long enough for V8
+ * to compile it optimized while it runs (on-stack replacement), and that
+ * compile takes the whole function it sits in (the reader's: tens of ms
+ * of CPU on V8's worker threads, beside the plan on 2 vCPUs; this one:
+ * a few).
+ */
+function checkMappingRuns(
+  mappings: ProcessImage["mappings"],
+  pages: { offset: number; size: number },
+  size: number,
+  fail: (reason: string) => never,
+): void {
+  mappings.findIndex((m) => {
+    m.vmFlags = sharedFlagList(m.vmFlags); // (the plan's list tests by identity: flag_lists.ts)
+    if (m.pages.length === 0) return false; // (most of 10,000 small mappings: nothing to parse)
+    const start = hexNum(m.start);
+    const end = hexNum(m.end);
+    if (m.pages.length === 1) {
+      // (The common case: one run, no array of addresses made for it.)
+      const r = m.pages[0];
+      const addr = r.addr === m.start ? start : hexNum(r.addr);
+      if (addr < start || hexPlus(addr, r.length) > end) {
+        fail(`${runWhere(r, m)} lies outside its mapping`);
+      }
+      checkRunPlace(r, m, pages, size, fail);
+      return false;
+    }
+    checkRuns(m, start, end, pages, size, fail);
+    return false;
+  });
+}
+
+/** {@link checkMappingRuns} for a mapping of several page runs: in order, apart, inside it. */
+function checkRuns(
+  m: Mapping,
+  start: HexNum,
+  end: HexNum,
+  pages: { offset: number; size: number },
+  size: number,
+  fail: (reason: string) => never,
+): void {
+  // Each address parsed once (a fragmented image has a run every few pages).
+  const addrs = m.pages.length === 1
+    ? [hexNum(m.pages[0].addr)]
+    : m.pages.map((r) => hexNum(r.addr));
+  if (addrs.length > 1) {
+    const order = addrs.map((_, i) => i).sort((a, b) => (addrs[a] < addrs[b] ? -1 : 1));
+    for (let k = 1; k < order.length; k++) {
+      const [i, j] = [order[k - 1], order[k]];
+      if (hexPlus(addrs[i], m.pages[i].length) > addrs[j]) {
+        fail(
+          `page runs ${m.pages[i].addr} and ${m.pages[j].addr} of mapping ${m.start} overlap`,
+        );
+      }
+    }
+  }
+  for (let i = 0; i < m.pages.length; i++) {
+    const r = m.pages[i];
+    const addr = addrs[i];
+    if (addr < start || hexPlus(addr, r.length) > end) {
+      fail(`${runWhere(r, m)} lies outside its mapping`);
+    }
+    checkRunPlace(r, m, pages, size, fail);
+  }
 }
 
 /** Checks that page run `r` of mapping `m` is page aligned and inside `.cryo.pages` of the file. */

@@ -275,17 +275,33 @@ function enumOf<const V extends string>(values: readonly V[]): Shape<V> {
 }
 export { enumOf as enum };
 
+/** Arrays up to this length are walked by a loop, longer ones by `findIndex` (see `array`). */
+const SHORT_ARRAY = 32;
+
 /** An array whose elements all fit `element`. */
 export function array<E>(element: Shape<E>): ArrayShape<E> {
   return new ArrayShape<E>([(x, p) => {
     if (!Array.isArray(x)) return expected("array", x, p);
-    for (let i = 0; i < x.length; i++) {
-      p.push(i);
-      const issue = element.problem(x[i], p);
-      p.pop();
-      if (issue) return issue;
+    if (x.length <= SHORT_ARRAY) {
+      for (let i = 0; i < x.length; i++) {
+        p.push(i);
+        const issue = element.problem(x[i], p);
+        p.pop();
+        if (issue) return issue;
+      }
+      return undefined;
     }
-    return undefined;
+    // A long one by findIndex, which visits every index (holes too) in order as the loop
+    // above does: a loop of 10,000 rounds (an image's mappings) would be compiled for
+    // on-stack replacement on V8's worker threads, for a loop that runs once.
+    let issue: Issue | undefined;
+    x.findIndex((e, i) => {
+      p.push(i);
+      issue = element.problem(e, p);
+      p.pop();
+      return issue !== undefined;
+    });
+    return issue;
   }]);
 }
 

@@ -49,6 +49,71 @@ function pathProblem(what: string, p: unknown, absolute = true): string | undefi
 }
 
 /**
+ * The first problem of the mappings (bounds, order, user space, the
+ * bootstrap range `[boot, bootEnd)`, permissions, offsets, file paths), or
+ * undefined. A function of its own: its loop runs once per mapping, long
+ * enough for V8 to compile it optimized while it runs (on-stack
+ * replacement), and that compile takes the whole function it sits in.
+ */
+function mappingsProblem(
+  mappings: ProcessImage["mappings"],
+  boot: bigint,
+  bootEnd: bigint,
+): string | undefined {
+  // The same bounds as numbers (exact: at most USER_END, 2^47), compared with a
+  // mapping's bounds when they are numbers (every address below 2^52): a number
+  // compared with a bigint takes V8's slow path, three times for each of 10,000 mappings.
+  const bootN = Number(boot), bootEndN = Number(bootEnd);
+  let prevEnd: HexNum = 0;
+  let problem: string | undefined;
+  const stop = (why: string): boolean => {
+    problem = why;
+    return true;
+  };
+  // (By findIndex, which visits every index as an indexed loop does: a loop of 10,000
+  // rounds in this function would be compiled for on-stack replacement on V8's workers.)
+  mappings.findIndex((m) => {
+    if (m.kind === "vsyscall") return false; // the kernel's, above user space
+    const start = hexNum(m.start);
+    const end = hexNum(m.end);
+    if (!hexAligned(start, 4096) || !hexAligned(end, 4096) || start >= end) {
+      return stop(`${where(m)} is malformed`);
+    }
+    if (typeof start === "number" && typeof end === "number") {
+      if (end > USER_END_N) return stop(`${where(m)} lies beyond user space`);
+      if (start < prevEnd) {
+        return stop(`${where(m)} overlaps the previous mapping`);
+      }
+      if (start < bootEndN && bootN < end) {
+        return stop(`${where(m)} overlaps the bootstrap range`);
+      }
+    } else {
+      if (end > USER_END) return stop(`${where(m)} lies beyond user space`);
+      if (start < prevEnd) {
+        return stop(`${where(m)} overlaps the previous mapping`);
+      }
+      if (start < bootEnd && boot < end) {
+        return stop(`${where(m)} overlaps the bootstrap range`);
+      }
+    }
+    if (!permsFit(m.perms)) {
+      return stop(`${where(m)} has bad permissions ${m.perms}`);
+    }
+    // ("0x0", the offset of every anonymous mapping, is aligned: nothing to parse.)
+    if (m.offset !== "0x0" && !hexAligned(hexNum(m.offset), 4096)) {
+      return stop(`${where(m)} has an unaligned file offset`);
+    }
+    const bad = m.kind.charCodeAt(0) === 102 /* "f" */ && m.kind.startsWith("file")
+      ? pathProblem(`${where(m)} file`, m.file?.path ?? m.name)
+      : undefined;
+    if (bad) return stop(bad);
+    prevEnd = end;
+    return false;
+  });
+  return problem;
+}
+
+/**
  * Problems of one process description; returns the first, or undefined.
  * `pidOne`: the process is the root of a tree in its own pid namespace
  * (engine/pidns/), which is pid 1 there.
@@ -68,41 +133,8 @@ export function processProblem(p: ProcessImage, pidOne = false): string | undefi
     return "bad bootstrap range";
   }
   if (bootEnd > USER_END) return "bootstrap range beyond user space";
-  // The same bounds as numbers (exact: at most USER_END, 2^47), compared with a
-  // mapping's bounds when they are numbers (every address below 2^52): a number
-  // compared with a bigint takes V8's slow path, three times for each of 10,000 mappings.
-  const bootN = Number(boot), bootEndN = Number(bootEnd);
-  let prevEnd: HexNum = 0;
-  // (Indexed: a loop run once starts interpreted, where an array iterator costs more.)
-  const mappings = p.mappings;
-  for (let k = 0; k < mappings.length; k++) {
-    const m = mappings[k];
-    if (m.kind === "vsyscall") continue; // the kernel's, above user space
-    const start = hexNum(m.start);
-    const end = hexNum(m.end);
-    if (!hexAligned(start, 4096) || !hexAligned(end, 4096) || start >= end) {
-      return `${where(m)} is malformed`;
-    }
-    if (typeof start === "number" && typeof end === "number") {
-      if (end > USER_END_N) return `${where(m)} lies beyond user space`;
-      if (start < prevEnd) return `${where(m)} overlaps the previous mapping`;
-      if (start < bootEndN && bootN < end) return `${where(m)} overlaps the bootstrap range`;
-    } else {
-      if (end > USER_END) return `${where(m)} lies beyond user space`;
-      if (start < prevEnd) return `${where(m)} overlaps the previous mapping`;
-      if (start < bootEnd && boot < end) return `${where(m)} overlaps the bootstrap range`;
-    }
-    if (!permsFit(m.perms)) return `${where(m)} has bad permissions ${m.perms}`;
-    // ("0x0", the offset of every anonymous mapping, is aligned: nothing to parse.)
-    if (m.offset !== "0x0" && !hexAligned(hexNum(m.offset), 4096)) {
-      return `${where(m)} has an unaligned file offset`;
-    }
-    const bad = m.kind.charCodeAt(0) === 102 /* "f" */ && m.kind.startsWith("file")
-      ? pathProblem(`${where(m)} file`, m.file?.path ?? m.name)
-      : undefined;
-    if (bad) return bad;
-    prevEnd = end;
-  }
+  const mappingProblem = mappingsProblem(p.mappings, boot, bootEnd);
+  if (mappingProblem) return mappingProblem;
   const tids = new Set<number>();
   for (const t of p.threads) {
     if (

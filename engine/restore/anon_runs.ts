@@ -41,6 +41,7 @@ import { type ProgramBuilder, slot } from "../program/builder.ts";
 import { emitVmFlags, noAdvice, quietFlags } from "../memory/flags.ts";
 import { hexMinus, type HexNum, hexNum, hexPlus } from "../image/hexnum.ts";
 import { chooseBootstrap, type Vma } from "../dump/vmas.ts";
+import { findFrom } from "../find_from.ts";
 
 const PROT_READ = 1;
 const PROT_WRITE = 2;
@@ -66,7 +67,7 @@ const protOf = (perms: string) =>
  * read them in). A read-only area without pages is mapped without write
  * (or faulted and dropped when accounted): never in a run.
  */
-function joinable(m: Mapping, prev: Mapping | undefined): boolean {
+export function joinable(m: Mapping, prev: Mapping | undefined): boolean {
   // (The cheapest tests first: this runs once per mapping of every image.)
   if (m.kind !== "anon" || m.name !== "") return false;
   const perms = m.perms;
@@ -98,16 +99,20 @@ let plainFrozen2: readonly string[] | undefined;
  */
 export function anonRunLength(mappings: readonly Mapping[], i: number): number {
   if (!joinable(mappings[i], mappings[i - 1])) return 0;
-  let n = 1;
-  let end = mappings[i].end;
-  while (i + n < mappings.length) {
-    const next = mappings[i + n];
-    // The dump writes addresses one way ("0x" and lower-case digits, no leading zeros):
-    // equal strings are equal addresses, and an image written otherwise only makes no run.
-    if (next.start !== end || !joinable(next, mappings[i + n - 1])) break;
+  // The dump writes addresses one way ("0x" and lower-case digits, no leading zeros):
+  // equal strings are equal addresses, and an image written otherwise only makes no run.
+  // The one after i first (most candidates end there), then by findFrom: no loop of 10,000
+  // rounds here (engine/find_from.ts).
+  if (i + 1 >= mappings.length) return 0;
+  const second = mappings[i + 1];
+  if (second.start !== mappings[i].end || !joinable(second, mappings[i])) return 0;
+  let end = second.end;
+  const stop = findFrom(mappings, (next, k) => {
+    if (next.start !== end || !joinable(next, mappings[k - 1])) return true;
     end = next.end;
-    n++;
-  }
+    return false;
+  }, i + 2);
+  const n = (stop < 0 ? mappings.length : stop) - i;
   return n >= 2 ? n : 0;
 }
 
@@ -186,49 +191,56 @@ export function emitAnonRun(
   // The stretch being gathered: `runLength` bytes at `runAddr` (ending at `runEnd`) from
   // `runOffset` of the image.
   let runAddr: HexNum = 0, runEnd: HexNum = 0, runLength = 0, runOffset = 0;
-  for (let k = 0; k < n; k++) {
-    const m = mappings[i + k];
-    const mEnd = k === n - 1 ? hexNum(last.end) : hexNum(m.end);
-    const pages = m.pages;
-    for (let q = 0; q < pages.length; q++) {
-      const r = pages[q];
-      const addr = r.addr === m.start ? mStart : hexNum(r.addr);
-      const length = r.length;
-      // (Both numbers, the common case, compare with ===; a number and a bigint by value.)
-      if (
-        runLength > 0 && runOffset + runLength === r.fileOffset &&
-        (runEnd === addr || (typeof runEnd !== typeof addr && same(runEnd, addr)))
-      ) {
-        runLength += length;
-        const end: number = typeof runEnd === "number" ? runEnd + length : 0;
-        runEnd = Number.isSafeInteger(end) && end > 0 ? end : hexPlus(runEnd, length);
-        continue;
+  // (By findFrom: no loop of 10,000 rounds in this function, see engine/find_from.ts.)
+  findFrom(
+    mappings,
+    (m, at) => {
+      const k = at - i;
+      const mEnd = k === n - 1 ? hexNum(last.end) : hexNum(m.end);
+      const pages = m.pages;
+      for (let q = 0; q < pages.length; q++) {
+        const r = pages[q];
+        const addr = r.addr === m.start ? mStart : hexNum(r.addr);
+        const length = r.length;
+        // (Both numbers, the common case, compare with ===; a number and a bigint by value.)
+        if (
+          runLength > 0 && runOffset + runLength === r.fileOffset &&
+          (runEnd === addr || (typeof runEnd !== typeof addr && same(runEnd, addr)))
+        ) {
+          runLength += length;
+          const end: number = typeof runEnd === "number" ? runEnd + length : 0;
+          runEnd = Number.isSafeInteger(end) && end > 0 ? end : hexPlus(runEnd, length);
+          continue;
+        }
+        if (runLength > 0) read(runAddr, runLength, runOffset);
+        runAddr = addr;
+        runLength = length;
+        runOffset = r.fileOffset;
+        runEnd = hexPlus(addr, length);
       }
-      if (runLength > 0) read(runAddr, runLength, runOffset);
-      runAddr = addr;
-      runLength = length;
-      runOffset = r.fileOffset;
-      runEnd = hexPlus(addr, length);
-    }
-    const readOnly = m.perms[1] !== "w";
-    const quiet = quietFlags(m.vmFlags);
-    if (examine && (!quiet || m.guards !== undefined)) examine.push(i + k);
-    if (quiet || noAdvice(m.vmFlags)) {
-      if (readOnly && typeof mStart === "number" && typeof mEnd === "number") {
-        const row = 3 * count++;
-        rows[row] = mStart;
-        rows[row + 1] = mEnd - mStart;
-        rows[row + 2] = protOf(m.perms);
-      } else if (readOnly) {
+      const readOnly = m.perms[1] !== "w";
+      const quiet = quietFlags(m.vmFlags);
+      if (examine && (!quiet || m.guards !== undefined)) examine.push(i + k);
+      if (quiet || noAdvice(m.vmFlags)) {
+        if (readOnly && typeof mStart === "number" && typeof mEnd === "number") {
+          const row = 3 * count++;
+          rows[row] = mStart;
+          rows[row + 1] = mEnd - mStart;
+          rows[row + 2] = protOf(m.perms);
+        } else if (readOnly) {
+          alone.push(k);
+          rowsBefore.push(count);
+        }
+      } else {
         alone.push(k);
         rowsBefore.push(count);
       }
-    } else {
-      alone.push(k);
-      rowsBefore.push(count);
-    }
-    mStart = mEnd;
-  }
+      mStart = mEnd;
+      return false;
+    },
+    i,
+    i + n,
+  );
   if (runLength > 0) read(runAddr, runLength, runOffset);
   if (load) load(stretches);
   let written = 0;
