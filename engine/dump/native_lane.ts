@@ -31,9 +31,11 @@ import {
   jobBytes,
   mergeSegments,
   newLane,
+  pinnableRuns,
   segmentJobs,
   type SegmentResult,
 } from "./precopy_copy.ts";
+import { openPagemap, type PagemapReader } from "../proc/pagemap.ts";
 import { CRC_BLOCK, pageBufferBytes } from "./memory.ts";
 import { pausePoint } from "../pause.ts";
 import { crc32AfterFold } from "../image/crc32.ts";
@@ -71,6 +73,16 @@ export const NATIVE_SEGMENT_BYTES = 2 << 20;
  * loaded machine (docs/PERFORMANCE.md, sixth pass).
  */
 export const NATIVE_SHARE = 1;
+
+/**
+ * The table's first segments, up to this many bytes, are a table of their
+ * own, planned without a pagemap look-up (/proc/<pid>/mem reads), so that
+ * it copies from the start; the rest is a second table whose exclusively
+ * mapped pages are read with process_vm_readv, planned meanwhile
+ * ({@link NativeCopy.start}'s `pin`). A copy this size or smaller is one
+ * table of /proc/<pid>/mem reads.
+ */
+export const NATIVE_FIRST_BYTES = 32 << 20;
 
 /** Whether the native lane can run here (x86-64, PCLMULQDQ, an executable page). */
 export function nativeLaneAvailable(): boolean {
@@ -111,8 +123,10 @@ export class NativeCopy {
   #closed = false;
   /** Segments [tail, length) are claimed by cryo's thread ({@link claim}). */
   #tail: number;
-  /** Tables started by this process so far (tests check that the lane took part). */
+  /** Copies started on tables by this process so far (tests check that the lane took part). */
   static started = 0;
+  /** Pieces read with process_vm_readv by tables of this process so far (tests). */
+  static pinned = 0;
   /** Segments claimed back from tables by this process so far (tests). */
   static claimed = 0;
   /** Claimed segments the table ran entries of anyway, copied again (tests). */
@@ -128,7 +142,6 @@ export class NativeCopy {
     this.#fds = fds;
     this.#tail = segments.length;
     this.#run = table.run();
-    NativeCopy.started++;
   }
 
   /**
@@ -169,8 +182,18 @@ export class NativeCopy {
    * Plans `segments` (whose files exist) into a table and starts it.
    * Throws before anything runs when a file cannot be opened.
    */
-  static start(segments: readonly CopySegment[]): NativeCopy {
+  static start(segments: readonly CopySegment[], pin = false): NativeCopy {
     const fds: number[] = [];
+    // With `pin`: each run split by pinnableRuns (pagemap bit 56), its exclusively
+    // mapped pages read with process_vm_readv (one copy, no bounce page: 48 against
+    // 80 ms of CPU per 256 MiB), the others with a pread of /proc/<pid>/mem.
+    const pagemaps = new Map<number, PagemapReader>();
+    const piecesOf = (seg: CopySegment, runs: { addr: bigint; length: number }[]) => {
+      if (!pin) return runs.map((r) => ({ ...r, pin: false }));
+      let pm = pagemaps.get(seg.pid);
+      if (!pm) pagemaps.set(seg.pid, pm = openPagemap(seg.pid));
+      return pinnableRuns(pm, runs);
+    };
     const files = new Map<string, number>();
     const mems = new Map<number, number>();
     const fdOf = <K>(map: Map<K, number>, key: K, path: string, write: boolean) => {
@@ -188,28 +211,42 @@ export class NativeCopy {
     const base = addressOf(buffer);
     const planned: PlannedSegment[] = [];
     try {
+      // The blocks first, then the iovecs of the pinned pieces as one array, then the entries.
+      const blocks: {
+        p: PlannedSegment;
+        chunk: Piece[];
+        fill: number;
+        fds: BlockFds;
+        at: number;
+      }[] = [];
+      let pins = 0;
       for (const seg of segments) {
         const fd = fdOf(files, seg.path, seg.path, true);
         const p: PlannedSegment = { expects: [], folds: [], copied: [], guards: [] };
         planned.push(p);
         let fileAt = seg.fileOffset;
-        let chunk: { addr: number; length: number; at: number }[] = [];
+        let chunk: Piece[] = [];
         let fill = 0;
         const flush = () => {
           if (fill === 0) return;
           const mem = fdOf(mems, seg.pid, `/proc/${seg.pid}/mem`, false);
-          emitChunk(table, p, chunk, base, fill, { mem, file: fd }, fileAt);
+          blocks.push({ p, chunk, fill, fds: { mem, file: fd, pid: seg.pid }, at: fileAt });
           fileAt += fill;
           chunk = [];
           fill = 0;
         };
         for (const { runs } of seg.planned) {
+          let pos = fileAt + fill; // where the runs' data goes, as the pieces fill the blocks
           for (const r of runs) {
+            p.copied.push({ addr: Number(r.addr), length: r.length, fileOffset: pos });
+            pos += r.length;
+          }
+          for (const r of piecesOf(seg, runs)) {
             const addr = Number(r.addr);
-            p.copied.push({ addr, length: r.length, fileOffset: fileAt + fill });
             for (let done = 0; done < r.length;) {
               const n = Math.min(CRC_BLOCK - fill, r.length - done);
-              chunk.push({ addr: addr + done, length: n, at: fill });
+              chunk.push({ addr: addr + done, length: n, at: fill, pin: r.pin });
+              if (r.pin) pins++;
               fill += n;
               done += n;
               if (fill === CRC_BLOCK) flush();
@@ -218,10 +255,18 @@ export class NativeCopy {
         }
         flush();
       }
+      // [local address, length, remote address, length] per pinned piece, kept with the table.
+      const iovs = new BigUint64Array(4 * pins);
+      if (pins) table.keep(iovs);
+      NativeCopy.pinned += pins;
+      const iov = { words: iovs, at: pins ? addressOf(iovs) : 0n, next: 0 };
+      for (const b of blocks) emitChunk(table, b.p, b.chunk, base, b.fill, b.fds, iov, b.at);
       return new NativeCopy(table, planned, fds);
     } catch (e) {
       for (const fd of fds) closeRawFd(fd); // nothing runs: the table did not start
       throw e;
+    } finally {
+      for (const pm of pagemaps.values()) pm.close();
     }
   }
 
@@ -252,29 +297,49 @@ export class NativeCopy {
   }
 }
 
+/** The fds (and pid) the entries of a block name. */
+interface BlockFds {
+  mem: number;
+  file: number;
+  pid: number;
+}
+
+/** A piece of a block: `length` bytes from `addr` into the buffer at `at`. */
+interface Piece {
+  addr: number;
+  length: number;
+  at: number;
+  /** Read with process_vm_readv (mapped by the process only), else /proc/<pid>/mem. */
+  pin: boolean;
+}
+
 /**
- * The entries of one block of a segment: a `pread` of /proc/<pid>/mem into
- * the buffer per piece, its CRC fold, its `pwrite`.
+ * The entries of one block of a segment: a `pread` of /proc/<pid>/mem (or a
+ * process_vm_readv) into the buffer per piece, its CRC fold, its `pwrite`.
  */
 function emitChunk(
   table: SyscallTable,
   seg: PlannedSegment,
-  pieces: { addr: number; length: number; at: number }[],
+  pieces: Piece[],
   base: bigint,
   fill: number,
-  fds: { mem: number; file: number },
+  fds: BlockFds,
+  /** The iovec array of the pinned pieces, and the next one free. */
+  iov: { words: BigUint64Array; at: bigint; next: number },
   fileAt: number,
 ): void {
   const guard = () => seg.guards.push(table.syscallOrSkipNext(SYS.fcntl, fds.mem, F_GETFD));
   for (const piece of pieces) {
     guard();
-    const e = table.syscall(
-      SYS.pread64,
-      fds.mem,
-      base + BigInt(piece.at),
-      piece.length,
-      piece.addr,
-    );
+    let e;
+    if (piece.pin) {
+      const i = 4 * iov.next++, len = BigInt(piece.length);
+      iov.words.set([base + BigInt(piece.at), len, BigInt(piece.addr), len], i);
+      const local = iov.at + BigInt(8 * i);
+      e = table.syscall(SYS.process_vm_readv, fds.pid, local, 1, local + 16n, 1, 0);
+    } else {
+      e = table.syscall(SYS.pread64, fds.mem, base + BigInt(piece.at), piece.length, piece.addr);
+    }
     seg.expects.push({ entry: e, bytes: piece.length });
   }
   const out = new Uint8Array(16);
@@ -300,6 +365,14 @@ export interface NativeLaneOptions {
    */
   preallocate?: boolean;
   /**
+   * false: one table of /proc/<pid>/mem reads, no pagemap look-up
+   * (default: above {@link NATIVE_FIRST_BYTES}, two tables, the second's
+   * exclusively mapped pages read with process_vm_readv).
+   */
+  pin?: boolean;
+  /** Bytes of the first table (default {@link NATIVE_FIRST_BYTES}; tests). */
+  firstBytes?: number;
+  /**
    * Run on cryo's thread once the table's thread copies, before this
    * thread's own share (work that needs no copy: the collect's rehearsal on
    * a helper, engine/dump/rehearsal.ts). Must not throw.
@@ -321,6 +394,9 @@ export class NativeLaneCopy {
   /** Segments [0, mine) are this thread's. */
   readonly #mine: number;
   readonly #native: NativeCopy | undefined;
+  /** The table of the first segments after this thread's ({@link NATIVE_FIRST_BYTES}), and their count. */
+  readonly #first: NativeCopy | undefined;
+  readonly #head: number;
   readonly #size: number;
   readonly #beside: (() => unknown) | undefined;
 
@@ -342,7 +418,23 @@ export class NativeLaneCopy {
     }
     this.#segments = segments;
     this.#mine = k;
-    this.#native = k < segments.length ? NativeCopy.start(segments.slice(k)) : undefined;
+    let head = 0, bytes = 0;
+    const firstBytes = opts.firstBytes ?? NATIVE_FIRST_BYTES;
+    while (k + head < segments.length && bytes < firstBytes) {
+      bytes += segments[k + head++].bytes;
+    }
+    const split = opts.pin !== false && k + head < segments.length;
+    this.#first = split ? NativeCopy.start(segments.slice(k, k + head)) : undefined;
+    this.#head = split ? head : 0;
+    try {
+      this.#native = k + this.#head < segments.length
+        ? NativeCopy.start(segments.slice(k + this.#head), split)
+        : undefined;
+    } catch (e) {
+      this.#first?.finished.then(() => this.#first!.close()); // its fds once its thread is done
+      throw e;
+    }
+    if (this.#first || this.#native) NativeCopy.started++;
   }
 
   /** Creates (or truncates) the jobs' files and starts the table's share. */
@@ -352,19 +444,28 @@ export class NativeLaneCopy {
 
   /** Copies this thread's share, waits for the table's, and returns each job's result. */
   async finish(): Promise<CopyResult[]> {
-    const segments = this.#segments, k = this.#mine, native = this.#native;
+    const segments = this.#segments, native = this.#native, first = this.#first;
+    const head = this.#head, k = this.#mine + head; // the second table's segments start at k
     const total = this.#jobs.reduce((n, j) => n + jobBytes(j), 0);
     const lane = newLane(pageBufferBytes(Math.min(total, this.#size)));
     try {
       const results: SegmentResult[] = [];
       const pause = () => pausePoint("precopy-pages");
       await this.#beside?.();
-      for (let i = 0; i < k; i++) results.push(await copySegment(segments[i], lane, pause));
-      if (k === 0) pause(); // the table's thread copies everything (its pages may be in flight)
+      const mine = this.#mine;
+      for (let i = 0; i < mine; i++) results.push(await copySegment(segments[i], lane, pause));
+      if (mine === 0) pause(); // the table's thread copies everything (its pages may be in flight)
       // Then the table's last segments, one by one, while it has not reached them.
       const claimed = new Map<number, SegmentResult>();
       for (let c = native?.claim(); c !== undefined; c = native!.claim()) {
         claimed.set(c, await copySegment(segments[k + c], lane, pause));
+      }
+      if (first) {
+        await first.finished;
+        const got = first.results();
+        for (let i = 0; i < head; i++) {
+          results.push(got[i] ?? await copySegment(segments[this.#mine + i], lane, pause));
+        }
       }
       if (native) {
         await native.finished;
@@ -387,9 +488,11 @@ export class NativeLaneCopy {
 
   /** Waits until the table's thread is done and closes its fds (a copy given up). */
   async abandon(): Promise<void> {
-    if (!this.#native) return;
-    await this.#native.finished;
-    this.#native.close();
+    for (const t of [this.#first, this.#native]) {
+      if (!t) continue;
+      await t.finished;
+      t.close();
+    }
   }
 }
 
