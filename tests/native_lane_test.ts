@@ -99,7 +99,7 @@ for (const share of [1, 0.5, "beside", "pinned"] as const) {
           segmentBytes: MiB,
           share: share === "beside" ? 0.9 : share === "pinned" ? 1 : share,
           preallocate: share !== 1,
-          ...(share === "pinned" ? { firstBytes: MiB } : {}),
+          ...(share === "pinned" ? { firstBytes: MiB, pinMinBytes: PAGE } : {}),
           ...(share === "beside"
             ? { beside: () => new Promise((r) => setTimeout(r, 5)).then(() => besides++) }
             : {}),
@@ -154,6 +154,7 @@ Deno.test("a segment the table cannot read whole is copied again here: zeros, re
       segmentBytes: MiB,
       share: 1,
       firstBytes: MiB,
+      pinMinBytes: PAGE,
     });
     assertSameResult(pinned[0], serial, "with a hole, read by process_vm_readv");
     assertSameFiles(`${dir}/one`, `${dir}/three`, "with a hole, read by process_vm_readv");

@@ -79,10 +79,18 @@ export const NATIVE_SHARE = 1;
  * own, planned without a pagemap look-up (/proc/<pid>/mem reads), so that
  * it copies from the start; the rest is a second table whose exclusively
  * mapped pages are read with process_vm_readv, planned meanwhile
- * ({@link NativeCopy.start}'s `pin`). A copy this size or smaller is one
+ * ({@link NativeCopy.start}'s `pinMinBytes`). A copy this size or smaller is one
  * table of /proc/<pid>/mem reads.
  */
 export const NATIVE_FIRST_BYTES = 32 << 20;
+
+/**
+ * Runs shorter than this are read from /proc/<pid>/mem by the second table
+ * too: its pagemap look-up costs ~70 µs a call (bit 56 has no cheaper
+ * source), process_vm_readv saves ~0.1 ms per MiB (sparse-8GiB's 1 MiB runs:
+ * no gain; docs/PERFORMANCE.md, seventh pass).
+ */
+export const PIN_MIN_BYTES = 2 << 20;
 
 /** Whether the native lane can run here (x86-64, PCLMULQDQ, an executable page). */
 export function nativeLaneAvailable(): boolean {
@@ -182,17 +190,24 @@ export class NativeCopy {
    * Plans `segments` (whose files exist) into a table and starts it.
    * Throws before anything runs when a file cannot be opened.
    */
-  static start(segments: readonly CopySegment[], pin = false): NativeCopy {
+  static start(segments: readonly CopySegment[], pinMinBytes = Infinity): NativeCopy {
     const fds: number[] = [];
-    // With `pin`: each run split by pinnableRuns (pagemap bit 56), its exclusively
+    // Each run of `pinMinBytes` or more split by pinnableRuns (pagemap bit 56), its exclusively
     // mapped pages read with process_vm_readv (one copy, no bounce page: 48 against
     // 80 ms of CPU per 256 MiB), the others with a pread of /proc/<pid>/mem.
     const pagemaps = new Map<number, PagemapReader>();
     const piecesOf = (seg: CopySegment, runs: { addr: bigint; length: number }[]) => {
-      if (!pin) return runs.map((r) => ({ ...r, pin: false }));
-      let pm = pagemaps.get(seg.pid);
-      if (!pm) pagemaps.set(seg.pid, pm = openPagemap(seg.pid));
-      return pinnableRuns(pm, runs);
+      const out: { addr: bigint; length: number; pin: boolean }[] = [];
+      for (const r of runs) {
+        if (r.length < pinMinBytes) {
+          out.push({ ...r, pin: false });
+          continue;
+        }
+        let pm = pagemaps.get(seg.pid);
+        if (!pm) pagemaps.set(seg.pid, pm = openPagemap(seg.pid));
+        out.push(...pinnableRuns(pm, [r]));
+      }
+      return out;
     };
     const files = new Map<string, number>();
     const mems = new Map<number, number>();
@@ -372,6 +387,8 @@ export interface NativeLaneOptions {
   pin?: boolean;
   /** Bytes of the first table (default {@link NATIVE_FIRST_BYTES}; tests). */
   firstBytes?: number;
+  /** Shortest run the second table reads with process_vm_readv (default {@link PIN_MIN_BYTES}; tests). */
+  pinMinBytes?: number;
   /**
    * Run on cryo's thread once the table's thread copies, before this
    * thread's own share (work that needs no copy: the collect's rehearsal on
@@ -423,12 +440,20 @@ export class NativeLaneCopy {
     while (k + head < segments.length && bytes < firstBytes) {
       bytes += segments[k + head++].bytes;
     }
-    const split = opts.pin !== false && k + head < segments.length;
+    // Split only where the second table would read something with process_vm_readv.
+    const pinMin = opts.pinMinBytes ?? PIN_MIN_BYTES;
+    const split = opts.pin !== false && k + head < segments.length &&
+      segments.slice(k + head).some((seg) =>
+        seg.planned.some((p) => p.runs.some((r) => r.length >= pinMin))
+      );
     this.#first = split ? NativeCopy.start(segments.slice(k, k + head)) : undefined;
     this.#head = split ? head : 0;
     try {
       this.#native = k + this.#head < segments.length
-        ? NativeCopy.start(segments.slice(k + this.#head), split)
+        ? NativeCopy.start(
+          segments.slice(k + this.#head),
+          split ? pinMin : Infinity,
+        )
         : undefined;
     } catch (e) {
       this.#first?.finished.then(() => this.#first!.close()); // its fds once its thread is done
