@@ -204,8 +204,10 @@ export class NativeCopy {
           continue;
         }
         let pm = pagemaps.get(seg.pid);
-        if (!pm) pagemaps.set(seg.pid, pm = openPagemap(seg.pid));
-        out.push(...pinnableRuns(pm, [r]));
+        try {
+          if (!pm) pagemaps.set(seg.pid, pm = openPagemap(seg.pid));
+        } catch { /* gone: its reads fail and cryo's thread copies the segment again */ }
+        out.push(...(pm ? pinnableRuns(pm, [r]) : [{ ...r, pin: false }]));
       }
       return out;
     };
@@ -414,6 +416,8 @@ export class NativeLaneCopy {
   /** The table of the first segments after this thread's ({@link NATIVE_FIRST_BYTES}), and their count. */
   readonly #first: NativeCopy | undefined;
   readonly #head: number;
+  /** The second table could not start (a file or fd could not be opened). */
+  #startError: { error: unknown } | undefined;
   readonly #size: number;
   readonly #beside: (() => unknown) | undefined;
 
@@ -456,8 +460,8 @@ export class NativeLaneCopy {
         )
         : undefined;
     } catch (e) {
-      this.#first?.finished.then(() => this.#first!.close()); // its fds once its thread is done
-      throw e;
+      // Thrown by finish() once the first table is done (nothing may be writing then).
+      this.#startError = { error: e };
     }
     if (this.#first || this.#native) NativeCopy.started++;
   }
@@ -471,6 +475,10 @@ export class NativeLaneCopy {
   async finish(): Promise<CopyResult[]> {
     const segments = this.#segments, native = this.#native, first = this.#first;
     const head = this.#head, k = this.#mine + head; // the second table's segments start at k
+    if (this.#startError) {
+      await this.abandon();
+      throw this.#startError.error;
+    }
     const total = this.#jobs.reduce((n, j) => n + jobBytes(j), 0);
     const lane = newLane(pageBufferBytes(Math.min(total, this.#size)));
     try {
