@@ -502,12 +502,14 @@ export class NativeLaneCopy {
     while (k + head < segments.length && bytes < firstBytes) {
       bytes += segments[k + head++].bytes;
     }
-    // Split only where the second table would read something with process_vm_readv.
+    // Split only where the second table would read enough with process_vm_readv to pay
+    // for itself (at ~0.1 ms per MiB: as many bytes in long runs as the first table holds).
     const pinMin = opts.pinMinBytes ?? PIN_MIN_BYTES;
-    const split = opts.pin !== false && k + head < segments.length &&
-      segments.slice(k + head).some((seg) =>
-        seg.planned.some((p) => p.runs.some((r) => r.length >= pinMin))
-      );
+    let long = 0;
+    for (const seg of segments.slice(k + head)) {
+      for (const p of seg.planned) for (const r of p.runs) if (r.length >= pinMin) long += r.length;
+    }
+    const split = opts.pin !== false && k + head < segments.length && long >= firstBytes;
     this.#first = split ? NativeCopy.start(segments.slice(k, k + head)) : undefined;
     this.#head = split ? head : 0;
     try {
