@@ -75,10 +75,17 @@ Deno.test("a syscall table runs its syscalls and folds on another thread, in ord
 });
 
 // "beside": the table copies it all while cryo's thread runs other work (the dump's rehearsal).
-for (const share of [1, 0.5, "beside"] as const) {
+// "pinned": two tables, the second reading with process_vm_readv (NATIVE_FIRST_BYTES, made small).
+for (const share of [1, 0.5, "beside", "pinned"] as const) {
   Deno.test(
     `the table lane${
-      share === 1 ? " alone" : share === "beside" ? " beside other work" : " with cryo's thread"
+      share === 1
+        ? " alone"
+        : share === "beside"
+        ? " beside other work"
+        : share === "pinned"
+        ? " in two tables, the second's pages read by process_vm_readv,"
+        : " with cryo's thread"
     } writes the same files, block CRCs and runs as one lane`,
     async () => {
       if (!nativeLaneAvailable()) return;
@@ -92,15 +99,22 @@ for (const share of [1, 0.5, "beside"] as const) {
         const jobs = [jobOf(addr, `${dir}/two-a`, 12288, 0), jobOf(addr, `${dir}/two-b`, 8192, 7)];
         // With cryo's thread: the files' page regions preallocated too (a dump not synced).
         let besides = 0;
+        const pinnedBefore = NativeCopy.pinned;
         const got = await copyOnNativeLane(jobs, {
           segmentBytes: MiB,
-          share: share === "beside" ? 0.9 : share,
+          share: share === "beside" ? 0.9 : share === "pinned" ? 1 : share,
           preallocate: share !== 1,
+          ...(share === "pinned" ? { firstBytes: MiB, pinMinBytes: PAGE } : {}),
           ...(share === "beside"
             ? { beside: () => new Promise((r) => setTimeout(r, 5)).then(() => besides++) }
             : {}),
         });
         assert.equal(besides, share === "beside" ? 1 : 0, "the work beside ran once, awaited");
+        assert.equal(
+          NativeCopy.pinned > pinnedBefore,
+          share === "pinned",
+          "process_vm_readv read the second table's pieces (and only there)",
+        );
         for (const [k, name] of [[0, "a"], [1, "b"]] as const) {
           const what = `file ${name}`;
           assertSameResult(got[k], serial[k], what);
@@ -132,12 +146,23 @@ Deno.test("a segment the table cannot read whole is copied again here: zeros, re
     for (let i = 0; i < size; i += PAGE) mem[i] = 1 + (i / PAGE) % 251;
     // A hole in the middle of the second run (pages 5..305): unreadable by both copies.
     syscall(SYS.munmap, at + BigInt(100 * PAGE), 50 * PAGE);
+    // And one in its second MiB (pages 280..290): in the second table when it is split.
+    syscall(SYS.munmap, at + BigInt(280 * PAGE), 10 * PAGE);
     const serial = await copyPlanned(jobOf(at, `${dir}/one`, 4096, 0));
     const got = await copyOnNativeLane([jobOf(at, `${dir}/two`, 4096, 0)], {
       segmentBytes: MiB,
       share: 1,
     });
     assertSameResult(got[0], serial, "with a hole");
+    // The same with the hole in the second table's process_vm_readv pieces.
+    const pinned = await copyOnNativeLane([jobOf(at, `${dir}/three`, 4096, 0)], {
+      segmentBytes: MiB,
+      share: 1,
+      firstBytes: MiB,
+      pinMinBytes: PAGE,
+    });
+    assertSameResult(pinned[0], serial, "with a hole, read by process_vm_readv");
+    assertSameFiles(`${dir}/one`, `${dir}/three`, "with a hole, read by process_vm_readv");
     assertSameFiles(`${dir}/one`, `${dir}/two`, "with a hole");
     assert.ok(
       !got[0].copied.some((r) =>

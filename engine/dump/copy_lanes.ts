@@ -54,7 +54,9 @@ function isUserfaultfd(fd: number): boolean {
 const F_DUPFD_CLOEXEC = 1030;
 
 /**
- * Below this many bytes to copy, no worker lane: the worker's creation
+ * Where syscall tables cannot run (engine/dump/precopy_lanes.ts; elsewhere the
+ * table is the second lane at every size), below this many bytes to copy,
+ * no worker lane: the worker's creation
  * blocks cryo's thread 20 to 40 ms and adds 11 to 13 MiB of RSS, and below
  * it a syscall table as the second lane (engine/dump/native_lane.ts)
  * copies as fast for less (256 and 512 MiB measured: the same wall, less

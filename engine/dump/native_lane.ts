@@ -39,6 +39,7 @@ import {
   segmentJobs,
   type SegmentResult,
 } from "./precopy_copy.ts";
+import { openPagemap, PM } from "../proc/pagemap.ts";
 import { CRC_BLOCK, pageBufferBytes } from "./memory.ts";
 import { pausePoint } from "../pause.ts";
 import { crc32AfterFold } from "../image/crc32.ts";
@@ -76,6 +77,24 @@ export const NATIVE_SEGMENT_BYTES = 2 << 20;
  * loaded machine (docs/PERFORMANCE.md, sixth pass).
  */
 export const NATIVE_SHARE = 1;
+
+/**
+ * The table's first segments, up to this many bytes, are a table of their
+ * own, planned without a pagemap look-up (/proc/<pid>/mem reads), so that
+ * it copies from the start; the rest is a second table whose exclusively
+ * mapped pages are read with process_vm_readv, planned meanwhile
+ * ({@link NativeCopy.start}'s `pinMinBytes`). A copy this size or smaller is one
+ * table of /proc/<pid>/mem reads.
+ */
+export const NATIVE_FIRST_BYTES = 32 << 20;
+
+/**
+ * Runs shorter than this are read from /proc/<pid>/mem by the second table
+ * too: its pagemap look-up costs ~70 µs a call (bit 56 has no cheaper
+ * source), process_vm_readv saves ~0.1 ms per MiB (sparse-8GiB's 1 MiB runs:
+ * no gain; docs/PERFORMANCE.md, seventh pass).
+ */
+export const PIN_MIN_BYTES = 2 << 20;
 
 /** Whether the native lane can run here (x86-64, PCLMULQDQ, an executable page). */
 export function nativeLaneAvailable(): boolean {
@@ -118,8 +137,10 @@ export class NativeCopy {
   #tail: number;
   /** Claims leave the guards as they are (tests: {@link NativeLaneOptions.unguardedClaims}). */
   readonly #unguarded: boolean;
-  /** Tables started by this process so far (tests check that the lane took part). */
+  /** Copies started on tables by this process so far (tests check that the lane took part). */
   static started = 0;
+  /** Pieces read with process_vm_readv by tables of this process so far (tests). */
+  static pinned = 0;
   /** Segments claimed back from tables by this process so far (tests). */
   static claimed = 0;
   /** Claimed segments the table ran entries of anyway, copied again (tests). */
@@ -137,7 +158,6 @@ export class NativeCopy {
     this.#fds = fds;
     this.#tail = segments.length;
     this.#run = table.run();
-    NativeCopy.started++;
   }
 
   /**
@@ -200,8 +220,25 @@ export class NativeCopy {
    * Throws before anything runs when a file cannot be opened. With
    * `unguarded` (tests) the claims leave the table's guards as they are.
    */
-  static start(segments: readonly CopySegment[], unguarded = false): NativeCopy {
+  static start(
+    segments: readonly CopySegment[],
+    pinMinBytes = Infinity,
+    unguarded = false,
+  ): NativeCopy {
     const fds: number[] = [];
+    // Each run of `pinMinBytes` or more split as pinnableRuns does (pagemap bit 56): its
+    // exclusively mapped pages read with process_vm_readv (one copy, no bounce page: 48
+    // against 80 ms of CPU per 256 MiB), the others with a pread of /proc/<pid>/mem. The
+    // bits are read per stretch of touching runs, not per run (a call costs ~70 µs).
+    const exclusive = pinMinBytes < Infinity ? exclusivePages(segments, pinMinBytes) : new Map();
+    const piecesOf = (seg: CopySegment, runs: { addr: bigint; length: number }[]) => {
+      const out: { addr: bigint; length: number; pin: boolean }[] = [];
+      for (const r of runs) {
+        if (r.length < pinMinBytes) out.push({ ...r, pin: false });
+        else splitByPin(exclusive.get(seg.pid) ?? [], r, out);
+      }
+      return out;
+    };
     const files = new Map<string, number>();
     const mems = new Map<number, number>();
     const fdOf = <K>(map: Map<K, number>, key: K, path: string, write: boolean) => {
@@ -219,28 +256,42 @@ export class NativeCopy {
     const base = addressOf(buffer);
     const planned: PlannedSegment[] = [];
     try {
+      // The blocks first, then the iovecs of the pinned pieces as one array, then the entries.
+      const blocks: {
+        p: PlannedSegment;
+        chunk: Piece[];
+        fill: number;
+        fds: BlockFds;
+        at: number;
+      }[] = [];
+      let pins = 0;
       for (const seg of segments) {
         const fd = fdOf(files, seg.path, seg.path, true);
         const p: PlannedSegment = { expects: [], folds: [], copied: [], guards: [] };
         planned.push(p);
         let fileAt = seg.fileOffset;
-        let chunk: { addr: number; length: number; at: number }[] = [];
+        let chunk: Piece[] = [];
         let fill = 0;
         const flush = () => {
           if (fill === 0) return;
           const mem = fdOf(mems, seg.pid, `/proc/${seg.pid}/mem`, false);
-          emitChunk(table, p, chunk, base, fill, { mem, file: fd }, fileAt);
+          blocks.push({ p, chunk, fill, fds: { mem, file: fd, pid: seg.pid }, at: fileAt });
           fileAt += fill;
           chunk = [];
           fill = 0;
         };
         for (const { runs } of seg.planned) {
+          let pos = fileAt + fill; // where the runs' data goes, as the pieces fill the blocks
           for (const r of runs) {
+            p.copied.push({ addr: Number(r.addr), length: r.length, fileOffset: pos });
+            pos += r.length;
+          }
+          for (const r of piecesOf(seg, runs)) {
             const addr = Number(r.addr);
-            p.copied.push({ addr, length: r.length, fileOffset: fileAt + fill });
             for (let done = 0; done < r.length;) {
               const n = Math.min(CRC_BLOCK - fill, r.length - done);
-              chunk.push({ addr: addr + done, length: n, at: fill });
+              chunk.push({ addr: addr + done, length: n, at: fill, pin: r.pin });
+              if (r.pin) pins++;
               fill += n;
               done += n;
               if (fill === CRC_BLOCK) flush();
@@ -249,6 +300,12 @@ export class NativeCopy {
         }
         flush();
       }
+      // [local address, length, remote address, length] per pinned piece, kept with the table.
+      const iovs = new BigUint64Array(4 * pins);
+      if (pins) table.keep(iovs);
+      NativeCopy.pinned += pins;
+      const iov = { words: iovs, at: pins ? addressOf(iovs) : 0n, next: 0 };
+      for (const b of blocks) emitChunk(table, b.p, b.chunk, base, b.fill, b.fds, iov, b.at);
       return new NativeCopy(table, planned, fds, unguarded);
     } catch (e) {
       for (const fd of fds) closeRawFd(fd); // nothing runs: the table did not start
@@ -284,28 +341,115 @@ export class NativeCopy {
 }
 
 /**
- * The entries of one block of a segment: a `pread` of /proc/<pid>/mem into
- * the buffer per piece, its CRC fold, its `pwrite`.
+ * By pid, the [start, end) address ranges (sorted) of the pages pagemap
+ * reports present and mapped by that process alone (bit 56) within the
+ * runs of `segments` of `minBytes` or more, read per stretch of touching
+ * runs. A process whose pagemap cannot be read has none.
+ */
+function exclusivePages(
+  segments: readonly CopySegment[],
+  minBytes: number,
+): Map<number, [number, number][]> {
+  const spans = new Map<number, [number, number][]>();
+  for (const seg of segments) {
+    for (const { runs } of seg.planned) {
+      for (const r of runs) {
+        if (r.length < minBytes) continue;
+        let list = spans.get(seg.pid);
+        if (!list) spans.set(seg.pid, list = []);
+        const s = Number(r.addr), e = s + r.length;
+        const last = list[list.length - 1];
+        if (last && last[1] === s) last[1] = e;
+        else list.push([s, e]);
+      }
+    }
+  }
+  const out = new Map<number, [number, number][]>();
+  for (const [pid, list] of spans) {
+    const found: [number, number][] = [];
+    try {
+      using pm = openPagemap(pid);
+      for (const [s, e] of list) {
+        pm.forEachRun(s, e, { all: PM.PRESENT | PM.EXCLUSIVE }, (a, l) => found.push([a, a + l]));
+      }
+    } catch {
+      found.length = 0; // gone: read through /proc/<pid>/mem (which fails: copied again)
+    }
+    out.set(pid, found.sort((x, y) => x[0] - y[0]));
+  }
+  return out;
+}
+
+/**
+ * Appends `r` to `out` cut at the edges of the sorted `exclusive` ranges:
+ * the pieces inside them with `pin`, the rest without.
+ */
+function splitByPin(
+  exclusive: readonly [number, number][],
+  r: { addr: bigint; length: number },
+  out: { addr: bigint; length: number; pin: boolean }[],
+): void {
+  const s0 = Number(r.addr), e0 = s0 + r.length;
+  let lo = 0, hi = exclusive.length;
+  while (lo < hi) {
+    const m = (lo + hi) >> 1;
+    if (exclusive[m][1] <= s0) lo = m + 1;
+    else hi = m;
+  }
+  let at = s0;
+  for (let i = lo; i < exclusive.length && exclusive[i][0] < e0; i++) {
+    const a = Math.max(exclusive[i][0], at), b = Math.min(exclusive[i][1], e0);
+    if (b <= a) continue;
+    if (a > at) out.push({ addr: BigInt(at), length: a - at, pin: false });
+    out.push({ addr: BigInt(a), length: b - a, pin: true });
+    at = b;
+  }
+  if (at < e0) out.push({ addr: BigInt(at), length: e0 - at, pin: false });
+}
+
+/** The fds (and pid) the entries of a block name. */
+interface BlockFds {
+  mem: number;
+  file: number;
+  pid: number;
+}
+
+/** A piece of a block: `length` bytes from `addr` into the buffer at `at`. */
+interface Piece {
+  addr: number;
+  length: number;
+  at: number;
+  /** Read with process_vm_readv (mapped by the process only), else /proc/<pid>/mem. */
+  pin: boolean;
+}
+
+/**
+ * The entries of one block of a segment: a `pread` of /proc/<pid>/mem (or a
+ * process_vm_readv) into the buffer per piece, its CRC fold, its `pwrite`.
  */
 function emitChunk(
   table: SyscallTable,
   seg: PlannedSegment,
-  pieces: { addr: number; length: number; at: number }[],
+  pieces: Piece[],
   base: bigint,
   fill: number,
-  fds: { mem: number; file: number },
+  fds: BlockFds,
+  /** The iovec array of the pinned pieces, and the next one free. */
+  iov: { words: BigUint64Array; at: bigint; next: number },
   fileAt: number,
 ): void {
   const guard = () => seg.guards.push(table.syscallOrSkipNext(SYS.fcntl, fds.mem, F_GETFD));
   for (const piece of pieces) {
     guard();
-    const e = table.syscall(
-      SYS.pread64,
-      fds.mem,
-      base + BigInt(piece.at),
-      piece.length,
-      piece.addr,
-    );
+    let e;
+    if (piece.pin) {
+      const i = 4 * iov.next++, len = BigInt(piece.length);
+      iov.words.set([base + BigInt(piece.at), len, BigInt(piece.addr), len], i);
+      const local = iov.at + BigInt(8 * i);
+      e = table.syscall(SYS.process_vm_readv, fds.pid, local, 1, local + 16n, 1, 0);
+    } else {
+      e = table.syscall(SYS.pread64, fds.mem, base + BigInt(piece.at), piece.length, piece.addr);
+    }
     seg.expects.push({ entry: e, bytes: piece.length });
   }
   const out = new Uint8Array(16);
@@ -330,6 +474,16 @@ export interface NativeLaneOptions {
    * that is not synced.
    */
   preallocate?: boolean;
+  /**
+   * false: one table of /proc/<pid>/mem reads, no pagemap look-up
+   * (default: above {@link NATIVE_FIRST_BYTES}, two tables, the second's
+   * exclusively mapped pages read with process_vm_readv).
+   */
+  pin?: boolean;
+  /** Bytes of the first table (default {@link NATIVE_FIRST_BYTES}; tests). */
+  firstBytes?: number;
+  /** Shortest run the second table reads with process_vm_readv (default {@link PIN_MIN_BYTES}; tests). */
+  pinMinBytes?: number;
   /**
    * Run on cryo's thread once the table's thread copies, before this
    * thread's own share (work that needs no copy: the collect's rehearsal on
@@ -367,7 +521,14 @@ export class NativeLaneCopy {
   /** Segments [0, mine) are this thread's. */
   readonly #mine: number;
   readonly #native: NativeCopy | undefined;
-  /** The second table: the table's segments [from, ...) that cryo's thread claimed for it. */
+  /** The table of the first segments after this thread's ({@link NATIVE_FIRST_BYTES}), and their count. */
+  readonly #first: NativeCopy | undefined;
+  readonly #head: number;
+  /** The second table could not start (a file or fd could not be opened). */
+  #startError: { error: unknown } | undefined;
+  /** The shortest run the tables after the first read with process_vm_readv (Infinity: none). */
+  readonly #pinMin: number;
+  /** The claimed table: the table's segments [from, ...) that cryo's thread claimed for it. */
   #second: { from: number; copy: NativeCopy } | undefined;
   readonly #size: number;
   readonly #beside: (() => unknown) | undefined;
@@ -394,9 +555,37 @@ export class NativeLaneCopy {
     }
     this.#segments = segments;
     this.#mine = k;
-    this.#native = k < segments.length
-      ? NativeCopy.start(segments.slice(k), this.#unguarded)
+    let head = 0, bytes = 0;
+    const firstBytes = opts.firstBytes ?? NATIVE_FIRST_BYTES;
+    while (k + head < segments.length && bytes < firstBytes) {
+      bytes += segments[k + head++].bytes;
+    }
+    // Split only where the second table would read enough with process_vm_readv to pay
+    // for itself (at ~0.1 ms per MiB: as many bytes in long runs as the first table holds).
+    const pinMin = opts.pinMinBytes ?? PIN_MIN_BYTES;
+    let long = 0;
+    for (const seg of segments.slice(k + head)) {
+      for (const p of seg.planned) for (const r of p.runs) if (r.length >= pinMin) long += r.length;
+    }
+    const split = opts.pin !== false && k + head < segments.length && long >= firstBytes;
+    this.#first = split
+      ? NativeCopy.start(segments.slice(k, k + head), Infinity, this.#unguarded)
       : undefined;
+    this.#head = split ? head : 0;
+    this.#pinMin = split ? pinMin : Infinity;
+    try {
+      this.#native = k + this.#head < segments.length
+        ? NativeCopy.start(
+          segments.slice(k + this.#head),
+          this.#pinMin,
+          this.#unguarded,
+        )
+        : undefined;
+    } catch (e) {
+      // Thrown by finish() once the first table is done (nothing may be writing then).
+      this.#startError = { error: e };
+    }
+    if (this.#first || this.#native) NativeCopy.started++;
   }
 
   /** Creates (or truncates) the jobs' files and starts the table's share. */
@@ -406,21 +595,27 @@ export class NativeLaneCopy {
 
   /** Copies this thread's share, waits for the table's, and returns each job's result. */
   async finish(): Promise<CopyResult[]> {
-    const segments = this.#segments, k = this.#mine, native = this.#native;
+    const segments = this.#segments, native = this.#native, first = this.#first;
+    const head = this.#head, k = this.#mine + head; // the second table's segments start at k
+    if (this.#startError) {
+      await this.abandon();
+      throw this.#startError.error;
+    }
     const total = this.#jobs.reduce((n, j) => n + jobBytes(j), 0);
     const lane = newLane(pageBufferBytes(Math.min(total, this.#size)));
     try {
       const results: SegmentResult[] = [];
       const pause = () => pausePoint("precopy-pages");
       await this.#beside?.();
-      for (let i = 0; i < k; i++) results.push(await copySegment(segments[i], lane, pause));
-      if (k === 0) pause(); // the table's thread copies everything (its pages may be in flight)
-      // Then the last half of the segments the table has not reached, on a second table
+      const mine = this.#mine;
+      for (let i = 0; i < mine; i++) results.push(await copySegment(segments[i], lane, pause));
+      if (mine === 0) pause(); // the table's thread copies everything (its pages may be in flight)
+      // Then the last half of the segments the table has not reached, on another table
       // (this thread waits: a table copies a MiB for about half the CPU of `copySegment`)...
       const claimed = new Map<number, SegmentResult | undefined>();
       const from = this.#claimsHere ? undefined : native?.claimHalf();
       if (from !== undefined) {
-        const copy = NativeCopy.start(segments.slice(k + from), this.#unguarded);
+        const copy = NativeCopy.start(segments.slice(k + from), this.#pinMin, this.#unguarded);
         this.#second = { from, copy };
         await copy.finished;
         copy.results().forEach((r, j) => claimed.set(from + j, r));
@@ -428,6 +623,13 @@ export class NativeLaneCopy {
       // ...or (tests, or too few left) the table's last segments, one by one, here.
       for (let c = native?.claim(); c !== undefined; c = native!.claim()) {
         claimed.set(c, await copySegment(segments[k + c], lane, pause));
+      }
+      if (first) {
+        await first.finished;
+        const got = first.results();
+        for (let i = 0; i < head; i++) {
+          results.push(got[i] ?? await copySegment(segments[this.#mine + i], lane, pause));
+        }
       }
       if (native) {
         await native.finished;
@@ -451,7 +653,7 @@ export class NativeLaneCopy {
 
   /** Waits until the tables' threads are done and closes their fds (a copy given up). */
   async abandon(): Promise<void> {
-    for (const t of [this.#native, this.#second?.copy]) {
+    for (const t of [this.#first, this.#native, this.#second?.copy]) {
       if (!t) continue;
       await t.finished;
       t.close();

@@ -1,12 +1,11 @@
 /**
- * The pre-copy (engine/dump/precopy.ts) with its page copy on two lanes
- * (engine/dump/copy_lanes.ts) when the tree has enough memory for them to
- * pay: the worker lane is started before the pre-copy's freeze, so that it
- * has loaded by the time the copy begins.
- *
- * Below that, from {@link NATIVE_LANE_MIN_BYTES}, the second lane is a
+ * The pre-copy (engine/dump/precopy.ts) with its page copy on two lanes:
+ * from {@link NATIVE_LANE_MIN_BYTES}, at every size, the second lane is a
  * syscall table on one of Deno's blocking-pool threads
- * (engine/dump/native_lane.ts), which costs no isolate.
+ * (engine/dump/native_lane.ts), which costs no isolate. Where tables cannot
+ * run, a tree of {@link LANE_MIN_BYTES} or more copies with a worker lane
+ * (engine/dump/copy_lanes.ts), started before the pre-copy's freeze so that
+ * it has loaded by the time the copy begins.
  *
  * `CRYO_COPY_LANES=1` in the environment keeps the copy on one lane,
  * `CRYO_COPY_LANES=2` uses two (cryo's thread and a worker) whatever the
@@ -70,11 +69,10 @@ export interface PrecopyRehearsal {
 }
 
 /**
- * {@link Precopy.start} (`inBarrier` is its own) then the copy of every process's pages, on two
- * lanes when the tree holds at least {@link LANE_MIN_BYTES} and the machine
- * has two CPUs, else with a syscall table as the second lane from
- * {@link NATIVE_LANE_MIN_BYTES} when a CPU is idle. A failed copy closes the
- * pre-copy's tracking and throws.
+ * {@link Precopy.start} (`inBarrier` is its own) then the copy of every process's pages, with
+ * a syscall table as the second lane from {@link NATIVE_LANE_MIN_BYTES} when a CPU is idle
+ * (where tables cannot run: a worker lane from {@link LANE_MIN_BYTES}, two CPUs and one idle).
+ * A failed copy closes the pre-copy's tracking and throws.
  */
 export async function precopyTree(
   root: number,
@@ -93,10 +91,16 @@ export async function precopyTree(
 ): Promise<Precopy> {
   const force = lanesOverride();
   const resident = force === undefined ? residentKnown ?? residentBytes(root) : 0;
-  const lanes = force === 2 || (force === undefined && resident >= LANE_MIN_BYTES)
+  // The syscall table is the second lane at every size where it can run: from 1 GiB
+  // (a tree of 3 x 512 MiB, 2 GiB) the worker lane cost more CPU and wall (its
+  // isolate, the JavaScript per MiB): docs/PERFORMANCE.md, "The large workloads,
+  // seventh pass". The worker is left for a machine where tables cannot run.
+  const tables = nativeLaneAvailable();
+  const lanes = force === 2 ||
+      (force === undefined && !tables && resident >= LANE_MIN_BYTES)
     ? CopyLanes.start(force === 2)
     : undefined;
-  const native = !lanes && nativeLaneAvailable() &&
+  const native = !lanes && tables &&
     (force === "native" ||
       (force === undefined && resident >= NATIVE_LANE_MIN_BYTES && lanesAvailable()));
   let keepLanes = false;
@@ -143,7 +147,8 @@ const keptLanes = new WeakMap<Precopy, CopyLanes>();
 
 /**
  * Closes the pre-copy's tracking after the dump's thaw (Precopy.close):
- * each process's release runs on a syscall table's thread, or, when it was
+ * each process's release runs on a syscall table's thread of its own (all
+ * at once), or, when it was
  * copied with a worker lane, on the worker's thread, while cryo's goes on
  * (the dump writes its notes meanwhile; docs/PERFORMANCE.md "The
  * tracking's release beside the notes"), then the worker stops. Resolves
@@ -155,7 +160,13 @@ export async function releasePrecopy(precopy: Precopy): Promise<void> {
   if (!lanes) {
     // On a syscall table's thread (engine/dump/uffd_release.ts), the notes written meanwhile.
     try {
-      for (const p of [...precopy.processes.values()]) await p.closeWith(releaseUffdOnTable);
+      // One table per process, all at once: each takes its own mm's lock, so on a tree
+      // they run side by side (one after the other, the last ended 17 to 37 ms after the notes).
+      const done = await Promise.allSettled(
+        [...precopy.processes.values()].map((p) => p.closeWith(releaseUffdOnTable)),
+      );
+      const failed = done.find((d) => d.status === "rejected");
+      if (failed) throw (failed as PromiseRejectedResult).reason;
     } finally {
       precopy.close(); // anything a failure left (a no-op otherwise)
     }

@@ -131,6 +131,28 @@ function addPage(runs: PageSpan[], start: bigint, i: number): void {
   else runs.push({ addr, length: PAGE });
 }
 
+/**
+ * The page comparison's shortcut ({@link comparePages}): `exclusive` false
+ * reads and compares every page (tests compare both); `taken` counts the
+ * mappings it settled.
+ */
+export const inheritShortcut = { exclusive: true, taken: 0 };
+
+/**
+ * Whether every page entry `e` holds data for is present and mapped by this
+ * mm only (pagemap bit 56: the kernel sets it only for a page no other mm
+ * maps), so that none can be a frame of the parent's.
+ */
+function onlyExclusive(e: PagemapEntries): boolean {
+  const need = PM.PRESENT | PM.EXCLUSIVE;
+  for (let i = 0; i < e.length; i++) {
+    const hi = e.hi(i);
+    if ((hi & DATA) === 0 || (hi & (PM.FILE | PM.GUARD)) !== 0) continue; // not stored
+    if ((hi & need) !== need) return false;
+  }
+  return true;
+}
+
 /** Compares a private mapping page by page: what the child must store and drop. */
 function comparePages(
   child: PagemapReader,
@@ -139,6 +161,13 @@ function comparePages(
   end: bigint,
 ): { shared: number; runs: PageSpan[]; discard: PageSpan[] } {
   const c = child.read(start, end);
+  // No stored page of the child is mapped by another mm: none is shared, the
+  // loop below would count 0, and the parent's entries need not be read (a
+  // 512 MiB mapping: ~8 ms of pagemap read and the loop, in the freeze).
+  if (inheritShortcut.exclusive && onlyExclusive(c)) {
+    inheritShortcut.taken++;
+    return { shared: 0, runs: [], discard: [] };
+  }
   const p = parent.read(start, end);
   const runs: PageSpan[] = [];
   const discard: PageSpan[] = [];
