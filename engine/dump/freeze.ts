@@ -6,6 +6,7 @@
  */
 
 import { listTids, readChildrenOfThreads } from "../proc/tasks.ts";
+import { ChildrenFiles } from "../proc/children_ahead.ts";
 import { detach, interrupt, PTRACE_O, seize, TraceeGoneError } from "../../ffi/ptrace.ts";
 import { __WALL, waitPid, WNOHANG } from "../../ffi/wait.ts";
 import { SyscallError } from "../../ffi/libc.ts";
@@ -17,6 +18,7 @@ import {
   refuseZombieLeader,
 } from "../task/refusals.ts";
 import { sleepSync } from "../sleep_sync.ts";
+import { fmark } from "./freeze_marks.ts";
 
 /** A frozen tree: every thread of every process is in a ptrace stop. */
 export interface FrozenTree {
@@ -49,6 +51,15 @@ function threadsOf(pid: number): number[] {
 function childrenOfThreads(pid: number, tids: readonly number[]): number[] {
   try {
     return readChildrenOfThreads(pid, tids);
+  } catch {
+    return [];
+  }
+}
+
+/** {@link childrenOfThreads} through the children files opened ahead. */
+function childrenOfThreadsFrom(files: ChildrenFiles, tids: readonly number[]): number[] {
+  try {
+    return files.read(tids);
   } catch {
     return [];
   }
@@ -103,6 +114,9 @@ function exiting(tid: number): boolean {
   }
 }
 
+/** The first sleep of {@link awaitStops} when no thread stopped yet (doubled up to 1 ms). */
+const FIRST_NAP_MS = 0.05;
+
 /** How long a thread may take to stop after PTRACE_INTERRUPT. */
 const STOP_TIMEOUT_MS = 10_000;
 
@@ -116,10 +130,16 @@ const STOP_TIMEOUT_MS = 10_000;
  * out: the caller lists the threads again, which shows it gone; only the
  * root's main thread exiting is an error.
  */
-function awaitStops(tids: readonly number[], root: number): Map<number, number> {
+function awaitStops(
+  tids: readonly number[],
+  root: number,
+  /** Filled with the threads that exited instead of stopping. */
+  gone?: Set<number>,
+): Map<number, number> {
   const groupStops = new Map<number, number>();
   const deadline = performance.now() + STOP_TIMEOUT_MS;
   let waiting = [...tids];
+  let nap = FIRST_NAP_MS;
   while (waiting.length) {
     const left: number[] = [];
     for (const tid of waiting) {
@@ -130,6 +150,7 @@ function awaitStops(tids: readonly number[], root: number): Map<number, number> 
       }
       if (st.kind === "exited" || st.kind === "signaled") {
         if (tid === root) throw new TraceeGoneError(tid, st);
+        gone?.add(tid);
         continue;
       }
       left.push(tid);
@@ -142,8 +163,12 @@ function awaitStops(tids: readonly number[], root: number): Map<number, number> 
         } s (uninterruptible sleep?)`,
       );
     }
-    // Sleep only when no thread stopped in this pass.
-    if (left.length === waiting.length) sleepSync(1);
+    // Sleep only when no thread stopped in this pass: short naps first (a thread
+    // woken by the interrupt stops within tens of microseconds when it has a CPU).
+    if (left.length === waiting.length) {
+      sleepSync(nap);
+      nap = Math.min(1, nap * 2);
+    }
     waiting = left;
   }
   return groupStops;
@@ -198,64 +223,84 @@ export function freezeTree(root: number): FrozenTree {
         // thread on its way out cannot be seized: the threads are listed again
         // until it is gone.
         const deadline = performance.now() + STOP_TIMEOUT_MS;
-        for (;;) {
-          const started: number[] = [];
-          let exiting = 0;
-          for (const tid of threads) {
-            if (seizedSet.has(tid)) continue;
-            if (!startSeize(tid, root)) {
-              if (tid === pid) break; // the process is exiting: the next round sees its end
-              exiting++;
+        // The children files of the threads seized first, read in one table run below.
+        let files: ChildrenFiles | undefined;
+        let kids: number[];
+        try {
+          for (;;) {
+            const started: number[] = [];
+            let exiting = 0;
+            for (const tid of threads) {
+              if (seizedSet.has(tid)) continue;
+              if (!startSeize(tid, root)) {
+                if (tid === pid) break; // the process is exiting: the next round sees its end
+                exiting++;
+                continue;
+              }
+              if (!frozenAt) frozenAt = performance.now();
+              seized.push(tid); // detached again on failure
+              seizedSet.add(tid);
+              started.push(tid);
+            }
+            fmark("fz:seize");
+            if (!seizedSet.has(pid)) {
+              unsettled = true; // its main thread is exiting: left to the next round
+              threads = [];
+              break;
+            }
+            if (started.length === 0 && exiting === 0) break;
+            if (started.length === 0) {
+              if (performance.now() > deadline) {
+                throw new TargetError(`a thread of process ${pid} did not finish exiting`);
+              }
+              sleepSync(1);
+              threads = threadsOf(pid);
+              if (threads.length === 0) break;
               continue;
             }
-            if (!frozenAt) frozenAt = performance.now();
-            seized.push(tid); // detached again on failure
-            seizedSet.add(tid);
-            started.push(tid);
-          }
-          if (!seizedSet.has(pid)) {
-            unsettled = true; // its main thread is exiting: left to the next round
-            threads = [];
-            break;
-          }
-          if (started.length === 0 && exiting === 0) break;
-          if (started.length === 0) {
-            if (performance.now() > deadline) {
-              throw new TargetError(`a thread of process ${pid} did not finish exiting`);
+            // Opened with the threads seized (a seized thread's tid stays its own until
+            // cryo waits for its exit) and still running: no open in the freeze.
+            files ??= ChildrenFiles.open(pid, started);
+            const interrupted = started.filter((tid) => {
+              try {
+                interrupt(tid);
+                return true;
+              } catch (e) {
+                if (e instanceof SyscallError && e.code === "ESRCH") {
+                  files?.forget(tid);
+                  return false; // gone
+                }
+                throw e;
+              }
+            });
+            fmark("fz:interrupt");
+            const exited = new Set<number>();
+            const stops = awaitStops(interrupted, root, exited);
+            for (const tid of exited) files?.forget(tid);
+            fmark("fz:awaitStops");
+            for (const tid of interrupted) {
+              const stopSignal = stops.get(tid);
+              if (stopSignal !== undefined && !groupStops.has(pid)) groupStops.set(pid, stopSignal);
             }
-            sleepSync(1);
+            added += started.length;
             threads = threadsOf(pid);
             if (threads.length === 0) break;
+          }
+          if (threads.length === 0) {
+            if (pid === root) throw new TargetError(`process ${root} vanished while being frozen`);
+            unsettled = true; // gone meanwhile: its parent's children are read again
             continue;
           }
-          const interrupted = started.filter((tid) => {
-            try {
-              interrupt(tid);
-              return true;
-            } catch (e) {
-              if (e instanceof SyscallError && e.code === "ESRCH") return false; // gone
-              throw e;
-            }
-          });
-          const stops = awaitStops(interrupted, root);
-          for (const tid of interrupted) {
-            const stopSignal = stops.get(tid);
-            if (stopSignal !== undefined && !groupStops.has(pid)) groupStops.set(pid, stopSignal);
-          }
-          added += started.length;
-          threads = threadsOf(pid);
-          if (threads.length === 0) break;
+          // Read with every thread of `pid` stopped: none of them forks any more. Only
+          // another process (a child's CLONE_PARENT, an auto-reaped child) can still
+          // change this list, which the confirming round below catches. (A thread in
+          // vfork() never stopped: the check before the seize refused it.)
+          fmark("fz:relist");
+          kids = files ? childrenOfThreadsFrom(files, threads) : childrenOfThreads(pid, threads);
+        } finally {
+          files?.close();
         }
-        if (threads.length === 0) {
-          if (pid === root) throw new TargetError(`process ${root} vanished while being frozen`);
-          unsettled = true; // gone meanwhile: its parent's children are read again
-          continue;
-        }
-        // Read with every thread of `pid` stopped: none of them forks any more. Only
-        // another process (a child's CLONE_PARENT, an auto-reaped child) can still
-        // change this list, which the confirming round below catches. (A thread in
-        // vfork() never stopped: the check before the seize refused it.)
-        const kids = childrenOfThreads(pid, threads);
+        fmark("fz:children");
         const { live: children, zombies } = splitZombies(kids);
         const groupStop = groupStops.get(pid);
         processes.push({

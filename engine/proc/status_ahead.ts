@@ -19,7 +19,7 @@
  */
 
 import {
-  closeRawFd,
+  closeRawFdsOffThread,
   openRawFd,
   SyscallTable,
   type TableRun,
@@ -75,31 +75,31 @@ export function openStatusesAhead(pid: number, minThreads = MIN_AHEAD): void {
     } catch { /* gone: read the usual way if it is there at the freeze */ }
   }
   ahead = { pid, fds, slots: new Map() };
+  if (fds.size === 0) return;
+  // The table is built now too (the freeze only starts it): one pread per file opened.
+  const a = ahead;
+  const buf = new Uint8Array(fds.size * SLOT);
+  a.buf = buf;
+  a.table = new SyscallTable(fds.size);
+  let i = 0;
+  for (const [tid, fd] of fds) {
+    a.slots.set(
+      tid,
+      a.table.syscall(SYS.pread64, fd, buf.subarray(i * SLOT, (i + 1) * SLOT), SLOT, 0),
+    );
+    i++;
+  }
 }
 
 /**
  * Starts reading, on another thread, the statuses opened ahead of the
- * threads `tids` of the frozen `pid`.
+ * threads of the frozen `pid` (`tids`: its threads now; the ones opened
+ * ahead are read, a thread not in `tids` costs one failed or unused read).
  */
 export function startStatusReads(pid: number, tids: readonly number[]): void {
   const a = ahead;
-  if (!a || a.pid !== pid || a.run) return;
-  const mine = tids.filter((t) => a.fds.has(t));
-  if (mine.length === 0) return;
-  a.buf = new Uint8Array(mine.length * SLOT);
-  a.table = new SyscallTable(mine.length);
-  for (const [i, tid] of mine.entries()) {
-    a.slots.set(
-      tid,
-      a.table.syscall(
-        SYS.pread64,
-        a.fds.get(tid)!,
-        a.buf.subarray(i * SLOT, (i + 1) * SLOT),
-        SLOT,
-        0,
-      ),
-    );
-  }
+  if (!a || a.pid !== pid || a.run || !a.table) return;
+  if (!tids.some((t) => a.fds.has(t))) return;
   a.run = a.table.run();
 }
 
@@ -129,9 +129,5 @@ export function closeStatusesAhead(): void {
   if (!a) return;
   ahead = undefined;
   if (a.run) { while (!a.run.done()) sleepSync(0.02); }
-  for (const fd of a.fds.values()) {
-    try {
-      closeRawFd(fd);
-    } catch { /* already closed */ }
-  }
+  closeRawFdsOffThread([...a.fds.values()]); // (in a freeze: not waited for)
 }
