@@ -6,7 +6,7 @@
  */
 
 import { listTids, readChildrenOfThreads } from "../proc/tasks.ts";
-import { ChildrenFiles } from "../proc/children_ahead.ts";
+import { ChildrenFiles, closeChildrenFilesLeft } from "../proc/children_ahead.ts";
 import { detach, interrupt, PTRACE_O, seize, TraceeGoneError } from "../../ffi/ptrace.ts";
 import { __WALL, waitPid, WNOHANG } from "../../ffi/wait.ts";
 import { SyscallError } from "../../ffi/libc.ts";
@@ -193,6 +193,7 @@ export function freezeTree(root: number): FrozenTree {
   const seizedSet = new Set<number>();
   const groupStops = new Map<number, number>();
   let frozenAt = 0;
+  closeChildrenFilesLeft(); // by a freeze not thawed (a tree killed)
   refuseVforkChild(root);
   try {
     for (let round = 0;; round++) {
@@ -298,7 +299,8 @@ export function freezeTree(root: number): FrozenTree {
           fmark("fz:relist");
           kids = files ? childrenOfThreadsFrom(files, threads) : childrenOfThreads(pid, threads);
         } finally {
-          files?.close();
+          fmark("fz:childread");
+          files?.closeLater(); // closed after the thaw (thawTree)
         }
         fmark("fz:children");
         const { live: children, zombies } = splitZombies(kids);
@@ -322,6 +324,7 @@ export function freezeTree(root: number): FrozenTree {
       if (unsettled && added === 0) sleepSync(1); // a process on its way out
     }
   } catch (e) {
+    closeChildrenFilesLeft();
     for (const tid of seized) {
       try {
         detach(tid);
@@ -331,7 +334,10 @@ export function freezeTree(root: number): FrozenTree {
   }
 }
 
-/** Resumes every thread of a frozen tree (PTRACE_DETACH), ignoring vanished ones. */
+/**
+ * Resumes every thread of a frozen tree (PTRACE_DETACH), ignoring vanished
+ * ones; then closes the children files the freeze read (children_ahead.ts).
+ */
 export function thawTree(tree: FrozenTree): void {
   for (const p of tree.processes) {
     for (const tid of p.threads) {
@@ -340,4 +346,5 @@ export function thawTree(tree: FrozenTree): void {
       } catch { /* gone */ }
     }
   }
+  closeChildrenFilesLeft();
 }

@@ -586,7 +586,6 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       )
     );
     fmark("collectProcess");
-    closeStatusesAhead();
     for (const c of collectedAll) precopy?.fixRestarts(c.image);
     // Queued socket bytes are sent again by whichever process creates the socket.
     const socketData = collectedAll.reduce((n, c) => n + fdQueueBytes(c.image.fds), 0) +
@@ -780,6 +779,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       chain.frozen = false;
       opts.onEvent?.({ type: "thawed", freezeSeconds });
     }
+    closeStatusesAhead(); // (each status was taken by the collect: the fds are closed after the thaw)
     for (const p of pending) p.runsToPages(); // the page records, once the tree runs again
     if (holdWrites) dropHeldBuffers(); // the ones no process took
     dropScansAhead(); // page walks started ahead and not planned (engine/dump/scan_ahead.ts)

@@ -21,6 +21,7 @@ import { collectTaskState } from "../task/mod.ts";
 import { readThreadCreds } from "../task/creds.ts";
 import { readThreadsHere, threadReadsAvailable } from "../../ffi/thread_reads.ts";
 import { xsaveSize } from "../../ffi/ptrace.ts";
+import { ChildrenFiles } from "../proc/children_ahead.ts";
 
 /**
  * At most this many rounds (each reads the helper's thread once per
@@ -81,6 +82,10 @@ export function rehearseThreads(helper: number, target: number, rounds: number):
     }));
     for (const _ of threads) readThreadCreds(helper, helper, 0, false, status);
     sharedPending(helper);
+    // The children files read in one table run, as the freeze reads them (children_ahead.ts).
+    const files = ChildrenFiles.open(helper, [helper], 1);
+    files?.read(tids);
+    files?.close();
     return threads.length;
   } catch {
     return 0; // only a rehearsal

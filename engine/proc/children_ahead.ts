@@ -25,6 +25,7 @@ import {
   tablesRunHere,
 } from "../../ffi/syscall_table.ts";
 import { SYS } from "../../ffi/sysno.ts";
+import { fmark } from "../dump/freeze_marks.ts";
 import { ProcEntryNotFoundError } from "./errors.ts";
 import { childrenFileSupported, readChildrenOfThreads, readTaskChildren } from "./tasks.ts";
 
@@ -37,6 +38,14 @@ export const CHILDREN_AHEAD_MIN = 8;
 export const childrenAheadStats = { runs: 0 };
 
 const decoder = new TextDecoder();
+
+/** Fds left open by {@link ChildrenFiles.closeLater}. */
+const left: number[] = [];
+
+/** Closes the files left by {@link ChildrenFiles.closeLater} (on another thread). */
+export function closeChildrenFilesLeft(): void {
+  if (left.length) closeRawFdsOffThread(left.splice(0));
+}
 
 /** The children files of some threads of one process, open, and the table that reads them. */
 export class ChildrenFiles {
@@ -95,8 +104,10 @@ export class ChildrenFiles {
     const pid = this.#pid;
     const mine = tids.filter((t) => this.#slots.has(t));
     if (mine.length === 0) return readChildrenOfThreads(pid, tids);
+    fmark("ch:filter");
     this.#table.runHere(); // every file opened here, read again at each call
     childrenAheadStats.runs++;
+    fmark("ch:run");
     const all = new Set<number>();
     const add = (ids: number[]) => {
       for (const c of ids) all.add(c);
@@ -123,6 +134,13 @@ export class ChildrenFiles {
   /** Closes the files (on another thread: see ffi/syscall_table.ts `closeRawFdsOffThread`). */
   close(): void {
     closeRawFdsOffThread([...this.#fds.values()]);
+    this.#fds.clear();
+    this.#slots.clear();
+  }
+
+  /** Leaves the files to {@link closeChildrenFilesLeft} (a freeze need not close them). */
+  closeLater(): void {
+    left.push(...this.#fds.values());
     this.#fds.clear();
     this.#slots.clear();
   }
