@@ -275,6 +275,16 @@ export class SyscallTable {
     return end;
   }
 
+  /**
+   * The result of entry `i` as stored so far, read atomically while the
+   * table may still run on another thread: 0 until the entry ran (and when
+   * it returned 0). For waiting on one entry of a run: an entry that
+   * returns a non-zero result has run once this is non-zero.
+   */
+  resultSoFar(i: number): bigint {
+    return BigInt.asIntN(64, Atomics.load(this.#words, WORDS * i + 7));
+  }
+
   /** The raw result of entry `i` (a syscall's: -errno on failure). Only once the run is done. */
   result(i: number): bigint {
     return BigInt.asIntN(64, this.#words[WORDS * i + 7]);

@@ -211,3 +211,17 @@ function schedAttrAt(view: DataView, at: number): SchedAttr {
     utilMax: view.getUint32(at + 52, true),
   };
 }
+
+/**
+ * PTRACE_INTERRUPT (or another request whose address and data are 0, such
+ * as PTRACE_DETACH without a signal) of every thread of `tids`, in one table
+ * run on this thread (the tracer); each thread's result in order: 0, or
+ * -errno as the one-call path (ffi/ptrace.ts) would have thrown it. Only
+ * where {@link threadReadsAvailable}.
+ */
+export function ptraceEach(request: number, tids: readonly number[]): bigint[] {
+  const table = new SyscallTable(tids.length);
+  for (const tid of tids) table.syscall(SYS.ptrace, request, tid, 0, 0);
+  table.runHere();
+  return tids.map((_, i) => table.result(i));
+}

@@ -7,7 +7,8 @@
 
 import { listTids, readChildrenOfThreads } from "../proc/tasks.ts";
 import { ChildrenFiles, closeChildrenFilesLeft } from "../proc/children_ahead.ts";
-import { detach, interrupt, PTRACE_O, seize, TraceeGoneError } from "../../ffi/ptrace.ts";
+import { detach, interrupt, PTRACE, PTRACE_O, seize, TraceeGoneError } from "../../ffi/ptrace.ts";
+import { ptraceEach, threadReadsAvailable } from "../../ffi/thread_reads.ts";
 import { __WALL, waitPid, WNOHANG } from "../../ffi/wait.ts";
 import { SyscallError } from "../../ffi/libc.ts";
 import { TargetError } from "../errors.ts";
@@ -54,6 +55,31 @@ function childrenOfThreads(pid: number, tids: readonly number[]): number[] {
   } catch {
     return [];
   }
+}
+
+/**
+ * PTRACE_INTERRUPT of every thread of `tids` (seized); returns the ones not
+ * gone meanwhile (forgotten by `files`). One table run on this thread for
+ * two threads or more (ffi/thread_reads.ts `ptraceEach`), else one call each.
+ */
+function interruptAll(tids: readonly number[], files?: ChildrenFiles): number[] {
+  const results = tids.length >= 2 && threadReadsAvailable()
+    ? ptraceEach(PTRACE.INTERRUPT, tids)
+    : undefined;
+  return tids.filter((tid, i) => {
+    try {
+      const r = results?.[i];
+      if (r === undefined) interrupt(tid);
+      else if (r < 0n) throw new SyscallError("ptrace(PTRACE_INTERRUPT)", [tid], Number(-r));
+      return true;
+    } catch (e) {
+      if (e instanceof SyscallError && e.code === "ESRCH") {
+        files?.forget(tid);
+        return false; // gone
+      }
+      throw e;
+    }
+  });
 }
 
 /** {@link childrenOfThreads} through the children files opened ahead. */
@@ -262,18 +288,7 @@ export function freezeTree(root: number): FrozenTree {
             // Opened with the threads seized (a seized thread's tid stays its own until
             // cryo waits for its exit) and still running: no open in the freeze.
             files ??= ChildrenFiles.open(pid, started);
-            const interrupted = started.filter((tid) => {
-              try {
-                interrupt(tid);
-                return true;
-              } catch (e) {
-                if (e instanceof SyscallError && e.code === "ESRCH") {
-                  files?.forget(tid);
-                  return false; // gone
-                }
-                throw e;
-              }
-            });
+            const interrupted = interruptAll(started, files);
             fmark("fz:interrupt");
             const exited = new Set<number>();
             const stops = awaitStops(interrupted, root, exited);
@@ -340,6 +355,11 @@ export function freezeTree(root: number): FrozenTree {
  */
 export function thawTree(tree: FrozenTree): void {
   for (const p of tree.processes) {
+    // One table run for the threads of a process (ffi/thread_reads.ts `ptraceEach`).
+    if (p.threads.length >= 2 && threadReadsAvailable()) {
+      ptraceEach(PTRACE.DETACH, p.threads); // a failure: gone, as below
+      continue;
+    }
     for (const tid of p.threads) {
       try {
         detach(tid);
