@@ -21,7 +21,7 @@ import type { InjectedThreadState } from "../engine/dump/injected.ts";
 import { collectSched } from "../engine/task/sched.ts";
 import { readThreadStatuses } from "../engine/proc/status.ts";
 import { readChildrenOfThreads } from "../engine/proc/tasks.ts";
-import { ChildrenFiles, childrenAheadStats } from "../engine/proc/children_ahead.ts";
+import { childrenAheadStats, ChildrenFiles } from "../engine/proc/children_ahead.ts";
 import {
   getRegs,
   getRseqConfig,
@@ -37,8 +37,8 @@ import {
   PEEK_BATCH,
   prepareThreadReads,
   readThreadsHere,
-  threadReadsAvailable,
   type ThreadReads,
+  threadReadsAvailable,
 } from "../ffi/thread_reads.ts";
 
 const PENDING_READY = /^ready pid=(\d+) worker=(\d+)$/m;

@@ -19,7 +19,6 @@ import {
   refuseZombieLeader,
 } from "../task/refusals.ts";
 import { sleepSync } from "../sleep_sync.ts";
-import { fmark } from "./freeze_marks.ts";
 
 /** A frozen tree: every thread of every process is in a ptrace stop. */
 export interface FrozenTree {
@@ -59,10 +58,10 @@ function childrenOfThreads(pid: number, tids: readonly number[]): number[] {
 
 /**
  * PTRACE_INTERRUPT of every thread of `tids` (seized); returns the ones not
- * gone meanwhile (forgotten by `files`). One table run on this thread for
+ * gone meanwhile. One table run on this thread for
  * two threads or more (ffi/thread_reads.ts `ptraceEach`), else one call each.
  */
-function interruptAll(tids: readonly number[], files?: ChildrenFiles): number[] {
+function interruptAll(tids: readonly number[]): number[] {
   const results = tids.length >= 2 && threadReadsAvailable()
     ? ptraceEach(PTRACE.INTERRUPT, tids)
     : undefined;
@@ -73,10 +72,7 @@ function interruptAll(tids: readonly number[], files?: ChildrenFiles): number[] 
       else if (r < 0n) throw new SyscallError("ptrace(PTRACE_INTERRUPT)", [tid], Number(-r));
       return true;
     } catch (e) {
-      if (e instanceof SyscallError && e.code === "ESRCH") {
-        files?.forget(tid);
-        return false; // gone
-      }
+      if (e instanceof SyscallError && e.code === "ESRCH") return false; // gone
       throw e;
     }
   });
@@ -269,7 +265,6 @@ export function freezeTree(root: number): FrozenTree {
               seizedSet.add(tid);
               started.push(tid);
             }
-            fmark("fz:seize");
             if (!seizedSet.has(pid)) {
               unsettled = true; // its main thread is exiting: left to the next round
               threads = [];
@@ -285,15 +280,14 @@ export function freezeTree(root: number): FrozenTree {
               if (threads.length === 0) break;
               continue;
             }
-            // Opened with the threads seized (a seized thread's tid stays its own until
-            // cryo waits for its exit) and still running: no open in the freeze.
-            files ??= ChildrenFiles.open(pid, started);
-            const interrupted = interruptAll(started, files);
-            fmark("fz:interrupt");
+            const interrupted = interruptAll(started);
+            // Opened while the threads enter their stops (a seized thread's tid stays its
+            // own until cryo waits for its exit); not before the interrupts, which would
+            // leave the threads seized and running (a signal then stops a thread) longer.
+            files ??= ChildrenFiles.open(pid, interrupted);
             const exited = new Set<number>();
             const stops = awaitStops(interrupted, root, exited);
             for (const tid of exited) files?.forget(tid);
-            fmark("fz:awaitStops");
             for (const tid of interrupted) {
               const stopSignal = stops.get(tid);
               if (stopSignal !== undefined && !groupStops.has(pid)) groupStops.set(pid, stopSignal);
@@ -311,13 +305,10 @@ export function freezeTree(root: number): FrozenTree {
           // another process (a child's CLONE_PARENT, an auto-reaped child) can still
           // change this list, which the confirming round below catches. (A thread in
           // vfork() never stopped: the check before the seize refused it.)
-          fmark("fz:relist");
           kids = files ? childrenOfThreadsFrom(files, threads) : childrenOfThreads(pid, threads);
         } finally {
-          fmark("fz:childread");
           files?.closeLater(); // closed after the thaw (thawTree)
         }
-        fmark("fz:children");
         const { live: children, zombies } = splitZombies(kids);
         const groupStop = groupStops.get(pid);
         processes.push({

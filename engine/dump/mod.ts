@@ -72,7 +72,6 @@ import { readLocksOffThread } from "../proc/locks.ts";
 import { readStat } from "../proc/stat.ts";
 import { readFds } from "../proc/fds.ts";
 import { freezeTree, type FrozenTree, thawTree } from "./freeze.ts";
-import { fmark, fmarkFlush } from "./freeze_marks.ts";
 import { collectProcess, describeFd, pipeTopology } from "./process.ts";
 import { prepareThreadReadsOf } from "./threads.ts";
 import {
@@ -533,9 +532,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     if (!helper) warmUpThreadStates(pid); // (above, beside the helper's exec)
     openStatusesAhead(pid); // read in the freeze beside the fds (engine/proc/status_ahead.ts)
     prepareThreadReadsOf(pid); // the per-thread reads' table, run in the freeze (threads.ts)
-    fmark("start");
     tree = freezeTree(pid);
-    fmark("freezeTree");
     startStatusReads(pid, tree.processes[0].threads);
     const locks = readLocksOffThread(); // its grace period passes while the tree is collected
     chain.onFrozen();
@@ -544,14 +541,12 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     chain.touched ||= parent !== undefined;
     parent?.attach(tree, opts.preDump === true, !opts.leaveRunning);
     pausePoint("frozen");
-    fmark("precopy/parent/locks/statusstart");
     const threadCount = tree.processes.reduce((n, p) => n + p.threads.length, 0);
     opts.onEvent?.({ type: "frozen", processes: tree.processes.length, threads: threadCount });
     const fdLists = tree.processes.map((p) =>
       readFds(p.pid).filter((f) => !isTrackingFd(p.pid, f.fd)) // cryo's own (engine/dump/tracking.ts)
     );
     const topology = pipeTopology(tree.processes.map((p, i) => ({ pid: p.pid, fds: fdLists[i] })));
-    fmark("fds");
     const images: ProcessImage[] = [];
     const pending: {
       writer: ImageWriter;
@@ -585,7 +580,6 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         true, // planned below; the walks not taken dropped at the thaw or on failure
       )
     );
-    fmark("collectProcess");
     for (const c of collectedAll) precopy?.fixRestarts(c.image);
     // Queued socket bytes are sent again by whichever process creates the socket.
     const socketData = collectedAll.reduce((n, c) => n + fdQueueBytes(c.image.fds), 0) +
@@ -613,7 +607,6 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       pausePoint("collect");
       return { p, collected, image, start, size };
     });
-    fmark("described");
     markSharedDescriptions(
       described.map((d, i) => ({ pid: d.p.pid, fds: d.image.fds, proc: fdLists[i] })),
     );
@@ -628,10 +621,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     checkFdOwners(described.map((d) => d.image), refusals);
     refuseSharedAcrossTree(described.map((d) => d.image), refusals);
     sockets.finish(refusals);
-    fmark("checks");
     const ghosts = await collectGhosts(described.map((d) => d.image), tmp, refusals);
     pausePoint("ghosts");
-    fmark("ghosts");
     await awaitVmFlags(described); // read beside the collect (engine/dump/vm_flags.ts)
     const sysvShm = collectSysvShm(described.map((d) => d.image), tmp, refusals);
     refuseMqueueFds(described.map((d) => d.image), refusals);
@@ -663,7 +654,6 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     }
     await parent?.scanned(); // the final dump's page table walks (engine/dump/parent.ts)
     await precopy?.validated(); // the same for a pre-copy (engine/dump/precopy.ts)
-    fmark("vmflags/shm/inherit");
     let reused = 0, parentBytes = 0;
     for (const { p, collected, image } of described) {
       // planInheritance may have moved (and grown) the bootstrap.
@@ -698,7 +688,6 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         (k) => inheritance.runs(p.pid, k),
         pre ?? parent?.processes.get(p.pid),
       );
-      fmark("blob/writer/plan");
       const total = plan.readBytes;
       reused += plan.reusedBytes;
       parentBytes += plan.parentBytes;
@@ -735,9 +724,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
           opts.onEvent?.({ type: "pages", pid: p.pid, bytes: done, totalBytes: total });
         },
       );
-      fmark("savePlanned");
       await streamer.finish();
-      fmark("streamer.finish");
       pending.push({
         writer,
         image,
@@ -756,7 +743,6 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         `process ${died.join(", ")} died while being checkpointed; nothing was written`,
       );
     }
-    fmark("gone");
     const vdsoCopy = readVdso(pid, described.find((d) => d.p.pid === pid)?.collected.vmas);
     const xsaveBytes = xsaveSize(pid);
     let thawed = false;
@@ -766,10 +752,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       // completed, synced and checksummed.
       sockets.checkUnchanged();
       sockets.releaseRunning();
-      fmark("vdso/xsave/sockets");
       thawTree(tree);
-      fmark("thaw");
-      fmarkFlush();
       freezeSeconds = (performance.now() - tree.frozenAt) / 1000;
       if (precopy) pausePoint("precopy-release");
       // Lifts the tracking's protections with the tree running (on the copy lane's thread

@@ -5,7 +5,6 @@
  * @module
  */
 
-import { fmark } from "./freeze_marks.ts";
 import { readThreadsHere, threadReadsAvailable } from "../../ffi/thread_reads.ts";
 import { xsaveSize } from "../../ffi/ptrace.ts";
 import { readCmdline } from "../proc/misc.ts";
@@ -175,13 +174,10 @@ export function collectProcess(
 ): CollectedProcess {
   checkNamespaces(pid, refusals);
   const stat = readStat(pid);
-  fmark("ns/stat");
   // Each thread's status once (credentials, seccomp, masks, comm...): they hold while it is frozen.
   const statuses = readThreadStatuses(pid, tids);
-  fmark("statuses");
   const status = statuses.get(pid) ?? readStatus(pid);
   prepareTaskCollection(pid, tids, statuses);
-  fmark("prepareTask(seccomp)");
   // smaps (its area headers are the maps lines) walks every page table entry:
   // for a large resident set the areas come from maps (no page walk) and the
   // VmFlags from smaps read on another thread after the injected calls,
@@ -192,14 +188,11 @@ export function collectProcess(
   const overlap = !areas && !bpf && smapsOverlaps(stat.rss);
   const maps: SmapsArea[] = areas ?? bpf ??
     (overlap ? mapsWithoutFlags(pid) : readSmapsFlags(pid));
-  fmark("maps");
   // Everything read by injected syscalls, in one session (one scratch page).
   const { injected, posixTimers, credentials, aio } = withInjection(
     pid,
     (s) => {
-      fmark("inj:open");
       const state = queryInjectedState(s, tids);
-      fmark("inj:queryInjectedState");
       const perThread = (f: (t: InjectedThreadState) => number) =>
         new Map([...state.threads].map(([tid, t]) => [tid, f(t)]));
       return {
@@ -214,9 +207,9 @@ export function collectProcess(
           ),
           mlockFuture: probeMlockFuture(s),
         },
-        posixTimers: (fmark("inj:task+mlock"), collectTimers(s, tids, fds, refusals)),
-        credentials: (fmark("inj:timers"), collectCreds)(s, tids, perThread((t) => t.securebits)),
-        aio: (fmark("inj:creds"), collectAioRings)(
+        posixTimers: collectTimers(s, tids, fds, refusals),
+        credentials: collectCreds(s, tids, perThread((t) => t.securebits)),
+        aio: collectAioRings(
           { pid, tid: pid, call: (nr, ...a) => s.call(pid, nr, ...a), scratch: s.scratch },
           refusals,
           maps, // read at this freeze; injected syscalls make no ring
@@ -227,19 +220,13 @@ export function collectProcess(
     maps,
   );
   // Started once the injected calls' own areas are gone: smaps lists the target's alone.
-  fmark("injection");
   const smaps = overlap ? readSmapsFlagsOffThread(pid) : undefined;
   // The page plan's walk, on another thread once no injected call writes (engine/dump/scan_ahead.ts).
   if (scanAhead && !areas) startScanAhead(pid, Math.max(4096, 2 * maps.length + 256));
-  fmark("scanAhead");
   const owners = queryFdOwners(pid, fds.map((f) => f.fd));
   // Every thread's ptrace and scheduling reads in one call on this (the tracer's) thread.
-  fmark("owners0");
   const reads = threadReadsAvailable() ? readThreadsHere(tids, xsaveSize(pid)) : undefined;
-  fmark("owners");
-  fmark("threadReads");
   const task = collectTaskState(pid, tids, injected.task, refusals, statuses, reads);
-  fmark("taskState");
   // The smaps records are the dump's mappings as they are (no copy per mapping).
   const vmas: Vma[] = maps;
   // One object per mapping, built without spreads (10,000 mappings: this runs frozen).
@@ -283,7 +270,6 @@ export function collectProcess(
     mappings[i] = mapping;
   }
 
-  fmark("mappings");
   const details = () => collectMemoryDetails(pid, mappings, injected.mlockFuture, refusals);
   const memoryFlags = smaps ? {} : details();
 
@@ -295,28 +281,24 @@ export function collectProcess(
   collectUnixSockets(pid, fdInfos, refusals);
   sockets?.collect(pid, fdInfos);
 
-  fmark("details/fds");
   let exe: ProcessImage["exe"] = null;
   try {
     const path = readProcLink(pid, "exe");
     exe = fileIdentityOf(path.replace(/ \(deleted\)$/, ""), Deno.statSync(`/proc/${pid}/exe`));
   } catch { /* kernel thread or unreadable */ }
 
-  fmark("exe");
   const threads = tids.map((tid) => ({
     ...collectThread(pid, tid, injected.threads.get(tid)!, statuses.get(tid), reads?.get(tid)),
     ...task.threads.get(tid),
   }));
   // The main thread first.
   threads.sort((a, b) => (a.tid === pid ? -1 : b.tid === pid ? 1 : a.tid - b.tid));
-  fmark("collectThread");
   const shared = sharedPending(pid);
   takeTimerSignals(posixTimers, [shared, ...threads.map((t) => t.pending)]);
   for (const t of threads) t.creds = credentials.threads.get(t.tid);
   refusals.use("task.creds", `process ${pid}`);
   refusals.use("task.caps", `process ${pid}`);
 
-  fmark("shared/creds");
   return {
     vmas,
     image: {

@@ -1,7 +1,7 @@
 /**
  * The children files of a process's seized threads
- * (/proc/<pid>/task/<tid>/children), opened before the threads are
- * interrupted and read once they are stopped by a syscall table run on
+ * (/proc/<pid>/task/<tid>/children), opened while the interrupted threads
+ * enter their stops and read once they are stopped by a syscall table run on
  * cryo's thread: one FFI call for all of them instead of an open, a read
  * and a close per thread in the freeze (engine/dump/freeze.ts; 64 of each
  * for threads-64). A children file is generated at each read (offset 0 of
@@ -25,7 +25,6 @@ import {
   tablesRunHere,
 } from "../../ffi/syscall_table.ts";
 import { SYS } from "../../ffi/sysno.ts";
-import { fmark } from "../dump/freeze_marks.ts";
 import { ProcEntryNotFoundError } from "./errors.ts";
 import { childrenFileSupported, readChildrenOfThreads, readTaskChildren } from "./tasks.ts";
 
@@ -76,7 +75,7 @@ export class ChildrenFiles {
 
   /**
    * Opens the children files of threads `tids` of `pid` (seized by this
-   * thread, not yet awaited), or undefined for fewer than `minThreads`,
+   * thread, their stops not yet awaited), or undefined for fewer than `minThreads`,
    * without children files, or where tables cannot run here.
    */
   static open(
@@ -104,10 +103,8 @@ export class ChildrenFiles {
     const pid = this.#pid;
     const mine = tids.filter((t) => this.#slots.has(t));
     if (mine.length === 0) return readChildrenOfThreads(pid, tids);
-    fmark("ch:filter");
     this.#table.runHere(); // every file opened here, read again at each call
     childrenAheadStats.runs++;
-    fmark("ch:run");
     const all = new Set<number>();
     const add = (ids: number[]) => {
       for (const c of ids) all.add(c);

@@ -115,9 +115,10 @@ export function takeStatusAhead(pid: number, tid: number): string | undefined {
   if (!a || a.pid !== pid || !a.run) return undefined;
   const i = a.slots.get(tid);
   if (i === undefined) return undefined;
-  // Its own read only (a status read returns bytes, never 0): the ones before it are parsed
-  // while the later ones are read.
-  while (a.table!.resultSoFar(i) === 0n && !a.run.done()) sleepSync(0.02);
+  // Taken at once when its own read is done (a status read returns bytes, never 0): the
+  // first ones are parsed while the later ones are read. Else it waits for them all (one
+  // sleep per 20 us at most, not one per status).
+  if (a.table!.resultSoFar(i) === 0n) { while (!a.run.done()) sleepSync(0.02); }
   a.slots.delete(tid); // once: a later read is a new one
   const n = a.table!.result(i);
   if (n <= 0n || n >= BigInt(SLOT)) return undefined;
