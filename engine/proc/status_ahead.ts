@@ -12,8 +12,10 @@
  * whose read fails), a new thread, a failed or possibly cut read: read the
  * usual way.
  *
- * threads-64: the 64 opens and closes leave the freeze, and the reads run
- * beside cryo's thread (the parse stays on it).
+ * threads-64: the 64 opens, the table's build and the closes (after the
+ * thaw: engine/dump/mod.ts) leave the freeze, and the reads run beside
+ * cryo's thread (the parse stays on it, each status parsed once its own
+ * read is done, the later ones read meanwhile).
  *
  * @module
  */
