@@ -208,9 +208,15 @@ function tracerOf(tid: number): number {
 /**
  * Stops every thread of `root` and its descendants. On failure, everything
  * already seized is detached again (left running untouched) and the error
- * is rethrown.
+ * is rethrown. `onRootStopped`: called once, with the root's threads that
+ * reported their stop, as soon as they all have (before the threads are
+ * listed again and the rest of the tree is frozen): reads of frozen threads
+ * may start then (engine/proc/status_ahead.ts).
  */
-export function freezeTree(root: number): FrozenTree {
+export function freezeTree(
+  root: number,
+  onRootStopped?: (tids: readonly number[]) => void,
+): FrozenTree {
   const seized: number[] = [];
   const seizedSet = new Set<number>();
   const groupStops = new Map<number, number>();
@@ -288,6 +294,10 @@ export function freezeTree(root: number): FrozenTree {
             const exited = new Set<number>();
             const stops = awaitStops(interrupted, root, exited);
             for (const tid of exited) files?.forget(tid);
+            if (pid === root && onRootStopped) {
+              onRootStopped(interrupted.filter((tid) => !exited.has(tid)));
+              onRootStopped = undefined;
+            }
             for (const tid of interrupted) {
               const stopSignal = stops.get(tid);
               if (stopSignal !== undefined && !groupStops.has(pid)) groupStops.set(pid, stopSignal);

@@ -532,8 +532,9 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     if (!helper) warmUpThreadStates(pid); // (above, beside the helper's exec)
     openStatusesAhead(pid); // read in the freeze beside the fds (engine/proc/status_ahead.ts)
     prepareThreadReadsOf(pid); // the per-thread reads' table, run in the freeze (threads.ts)
-    tree = freezeTree(pid);
-    startStatusReads(pid, tree.processes[0].threads);
+    // The statuses' reads start as soon as the root's threads are stopped.
+    tree = freezeTree(pid, (tids) => startStatusReads(pid, tids));
+    startStatusReads(pid, tree.processes[0].threads); // (nothing when started above)
     const locks = readLocksOffThread(); // its grace period passes while the tree is collected
     chain.onFrozen();
     // Keeps the pre-copied pages not written since, and removes the tracking.

@@ -42,8 +42,10 @@ interface Ahead {
   pid: number;
   /** Open fd of each thread's status. */
   fds: Map<number, number>;
-  /** Slot of each thread whose read was started, its entry's index. */
+  /** Slot of each thread opened, its entry's index. */
   slots: Map<number, number>;
+  /** The threads stopped when the reads started: only their texts are taken. */
+  stopped?: Set<number>;
   buf?: Uint8Array<ArrayBuffer>;
   table?: SyscallTable;
   run?: TableRun;
@@ -95,13 +97,16 @@ export function openStatusesAhead(pid: number, minThreads = MIN_AHEAD): void {
 
 /**
  * Starts reading, on another thread, the statuses opened ahead of the
- * threads of the frozen `pid` (`tids`: its threads now; the ones opened
- * ahead are read, a thread not in `tids` costs one failed or unused read).
+ * threads of `pid` once `tids` are stopped (all of them, or the first ones
+ * to stop: engine/dump/freeze.ts `onRootStopped`). Every file opened ahead
+ * is read; only the texts of `tids` are taken ({@link takeStatusAhead}),
+ * any other thread is read the usual way.
  */
 export function startStatusReads(pid: number, tids: readonly number[]): void {
   const a = ahead;
   if (!a || a.pid !== pid || a.run || !a.table) return;
   if (!tids.some((t) => a.fds.has(t))) return;
+  a.stopped = new Set(tids);
   a.run = a.table.run();
 }
 
@@ -109,13 +114,13 @@ const decoder = new TextDecoder();
 
 /**
  * The status text of thread `tid` of `pid` read ahead in this freeze, or
- * undefined (not read ahead, failed, or perhaps cut: read it the usual
- * way). Waits for the reads if they still run.
+ * undefined (not read ahead, not stopped when the reads started, failed,
+ * or perhaps cut: read it the usual way). Waits for the reads if they still run.
  */
 export function takeStatusAhead(pid: number, tid: number): string | undefined {
   const a = ahead;
   if (!a || a.pid !== pid || !a.run) return undefined;
-  const i = a.slots.get(tid);
+  const i = a.stopped?.has(tid) ? a.slots.get(tid) : undefined;
   if (i === undefined) return undefined;
   // Taken at once when its own read is done (a status read returns bytes, never 0): the
   // first ones are parsed while the later ones are read. Else it waits for them all (one
