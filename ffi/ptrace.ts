@@ -153,6 +153,11 @@ export function xsaveSize(tid: number): number {
   return xsaveSizeCache;
 }
 
+/** The XSAVE area's size when {@link xsaveSize} found it already in this process, else undefined. */
+export function knownXsaveSize(): number | undefined {
+  return xsaveSizeCache;
+}
+
 /** Reads the full XSAVE area (NT_X86_XSTATE). */
 export function getXstate(tid: number): Uint8Array {
   return getRegset(tid, NT.X86_XSTATE, xsaveSize(tid));

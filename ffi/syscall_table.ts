@@ -105,7 +105,29 @@ const PAGE = 4096;
 /** The C signature of the code, called without blocking: void run(table). */
 const RUN_DEF = { parameters: ["pointer"], result: "void", nonblocking: true } as const;
 
+/** The same code called on the calling thread (ptrace requests must come from the tracer). */
+const RUN_HERE_DEF = { parameters: ["pointer"], result: "void" } as const;
+
 let runner: Deno.UnsafeFnPointer<typeof RUN_DEF> | null | undefined;
+let hereRunner: Deno.UnsafeFnPointer<typeof RUN_HERE_DEF> | null | undefined;
+
+/** The code called synchronously on this thread, or null where tables cannot run. */
+function tableRunnerHere(): Deno.UnsafeFnPointer<typeof RUN_HERE_DEF> | null {
+  if (hereRunner !== undefined) return hereRunner;
+  const fn = tableRunner();
+  hereRunner = fn
+    ? new Deno.UnsafeFnPointer(fn.pointer as Deno.PointerObject<typeof RUN_HERE_DEF>, RUN_HERE_DEF)
+    : null;
+  return hereRunner;
+}
+
+/**
+ * Whether {@link SyscallTable.runHere} can run here (x86-64, an executable
+ * page; no CRC fold needed).
+ */
+export function tablesRunHere(): boolean {
+  return tableRunnerHere() !== null;
+}
 
 /** The runner (one page of code, read+exec, kept for the process's lifetime), or null. */
 function tableRunner(): Deno.UnsafeFnPointer<typeof RUN_DEF> | null {
@@ -229,6 +251,40 @@ export class SyscallTable {
     if (args.length) Atomics.store(w, at + 1, word(args[0]));
   }
 
+  /**
+   * Runs every entry on the calling thread, in one synchronous FFI call
+   * (no JavaScript per entry): for requests only this thread may make, such
+   * as ptrace requests to the tracees of this thread. Only where
+   * {@link tablesRunHere}; the results are read with {@link result} after.
+   */
+  runHere(): void {
+    const fn = tableRunnerHere();
+    if (!fn) throw new Error("syscall tables cannot run on this machine");
+    this.#ended();
+    fn.call(Deno.UnsafePointer.of(this.#words));
+  }
+
+  /** Writes the end entry after the last one; returns its index in words. */
+  #ended(): number {
+    const w = this.#words, end = WORDS * this.#count;
+    if (this.#count > 0 && (w[end - WORDS] & SKIP_NEXT_ON_ERROR) !== 0n) {
+      throw new Error("the last entry of a table may not skip the next one"); // the end entry
+    }
+    w.fill(0n, end, end + WORDS);
+    w[end] = 0xffffffffffffffffn; // the end entry; its second word becomes the done flag
+    return end;
+  }
+
+  /**
+   * The result of entry `i` as stored so far, read atomically while the
+   * table may still run on another thread: 0 until the entry ran (and when
+   * it returned 0). For waiting on one entry of a run: an entry that
+   * returns a non-zero result has run once this is non-zero.
+   */
+  resultSoFar(i: number): bigint {
+    return BigInt.asIntN(64, Atomics.load(this.#words, WORDS * i + 7));
+  }
+
   /** The raw result of entry `i` (a syscall's: -errno on failure). Only once the run is done. */
   result(i: number): bigint {
     return BigInt.asIntN(64, this.#words[WORDS * i + 7]);
@@ -242,12 +298,7 @@ export class SyscallTable {
   run(): TableRun {
     const fn = tableRunner();
     if (!fn) throw new Error("syscall tables cannot run on this machine");
-    const w = this.#words, end = WORDS * this.#count;
-    if (this.#count > 0 && (w[end - WORDS] & SKIP_NEXT_ON_ERROR) !== 0n) {
-      throw new Error("the last entry of a table may not skip the next one"); // the end entry
-    }
-    w.fill(0n, end, end + WORDS);
-    w[end] = 0xffffffffffffffffn; // the end entry; its second word becomes the done flag
+    const w = this.#words, end = this.#ended();
     const flag = new Int32Array(w.buffer, (end + 1) * 8, 1);
     const keep = [w, ...this.#keep];
     const finished = (fn.call(Deno.UnsafePointer.of(w)) as Promise<void>).then(() => {
@@ -275,4 +326,24 @@ export function openRawFd(path: string, write: boolean): number {
 /** Closes a raw fd from {@link openRawFd}. */
 export function closeRawFd(fd: number): void {
   syscall(SYS.close, fd);
+}
+
+/**
+ * Closes raw fds from {@link openRawFd} on another thread (one table run,
+ * not awaited: a freeze need not wait for 64 closes), or here where
+ * tables cannot run. The fds must not be used again.
+ */
+export function closeRawFdsOffThread(fds: readonly number[]): void {
+  if (fds.length === 0) return;
+  if (!tableRunner()) {
+    for (const fd of fds) {
+      try {
+        closeRawFd(fd);
+      } catch { /* already closed */ }
+    }
+    return;
+  }
+  const table = new SyscallTable(fds.length);
+  for (const fd of fds) table.syscall(SYS.close, fd);
+  table.run().finished.catch(() => {});
 }

@@ -113,6 +113,23 @@ Deno.test("parseStatus finds each line by its key: every field equals the plain 
   assert.equal(st.pid, Deno.pid);
   assert.deepEqual(st.seccomp, Number(st.fields.Seccomp));
   assert.throws(() => parseStatus(own.replace(/^Uid:.*\n/m, "")), /no Uid line/);
+  // The lines in other orders (the parse searches on from the last line found, and from the
+  // start when that misses): the same fields.
+  const lines = own.trimEnd().split("\n");
+  const orders = [
+    [...lines].reverse(),
+    [...lines.slice(20), ...lines.slice(0, 20)],
+    lines.map((_, i) => lines[(i * 7) % lines.length]).filter((l, i, a) => a.indexOf(l) === i),
+  ];
+  const want = parseStatus(own);
+  for (const order of orders) {
+    const text = [...new Set([...order, ...lines])].join("\n") + "\n";
+    const got = parseStatus(text);
+    const { fields: _f, ...g } = got;
+    const { fields: _w, ...w } = want;
+    assert.deepEqual(g, w);
+    assert.deepEqual(parseStatus(text, 0, "status", want).sigBlk, want.sigBlk);
+  }
 });
 
 Deno.test("parseStatus like a sibling's: the same fields as parsed alone, shared blocks or not", () => {

@@ -6,7 +6,9 @@
  */
 
 import { listTids, readChildrenOfThreads } from "../proc/tasks.ts";
-import { detach, interrupt, PTRACE_O, seize, TraceeGoneError } from "../../ffi/ptrace.ts";
+import { ChildrenFiles, closeChildrenFilesLeft } from "../proc/children_ahead.ts";
+import { detach, interrupt, PTRACE, PTRACE_O, seize, TraceeGoneError } from "../../ffi/ptrace.ts";
+import { ptraceEach, threadReadsAvailable } from "../../ffi/thread_reads.ts";
 import { __WALL, waitPid, WNOHANG } from "../../ffi/wait.ts";
 import { SyscallError } from "../../ffi/libc.ts";
 import { TargetError } from "../errors.ts";
@@ -49,6 +51,37 @@ function threadsOf(pid: number): number[] {
 function childrenOfThreads(pid: number, tids: readonly number[]): number[] {
   try {
     return readChildrenOfThreads(pid, tids);
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * PTRACE_INTERRUPT of every thread of `tids` (seized); returns the ones not
+ * gone meanwhile. One table run on this thread for
+ * two threads or more (ffi/thread_reads.ts `ptraceEach`), else one call each.
+ */
+function interruptAll(tids: readonly number[]): number[] {
+  const results = tids.length >= 2 && threadReadsAvailable()
+    ? ptraceEach(PTRACE.INTERRUPT, tids)
+    : undefined;
+  return tids.filter((tid, i) => {
+    try {
+      const r = results?.[i];
+      if (r === undefined) interrupt(tid);
+      else if (r < 0n) throw new SyscallError("ptrace(PTRACE_INTERRUPT)", [tid], Number(-r));
+      return true;
+    } catch (e) {
+      if (e instanceof SyscallError && e.code === "ESRCH") return false; // gone
+      throw e;
+    }
+  });
+}
+
+/** {@link childrenOfThreads} through the children files opened ahead. */
+function childrenOfThreadsFrom(files: ChildrenFiles, tids: readonly number[]): number[] {
+  try {
+    return files.read(tids);
   } catch {
     return [];
   }
@@ -103,6 +136,9 @@ function exiting(tid: number): boolean {
   }
 }
 
+/** The first sleep of {@link awaitStops} when no thread stopped yet (doubled up to 1 ms). */
+const FIRST_NAP_MS = 0.05;
+
 /** How long a thread may take to stop after PTRACE_INTERRUPT. */
 const STOP_TIMEOUT_MS = 10_000;
 
@@ -116,10 +152,16 @@ const STOP_TIMEOUT_MS = 10_000;
  * out: the caller lists the threads again, which shows it gone; only the
  * root's main thread exiting is an error.
  */
-function awaitStops(tids: readonly number[], root: number): Map<number, number> {
+function awaitStops(
+  tids: readonly number[],
+  root: number,
+  /** Filled with the threads that exited instead of stopping. */
+  gone?: Set<number>,
+): Map<number, number> {
   const groupStops = new Map<number, number>();
   const deadline = performance.now() + STOP_TIMEOUT_MS;
   let waiting = [...tids];
+  let nap = FIRST_NAP_MS;
   while (waiting.length) {
     const left: number[] = [];
     for (const tid of waiting) {
@@ -130,6 +172,7 @@ function awaitStops(tids: readonly number[], root: number): Map<number, number> 
       }
       if (st.kind === "exited" || st.kind === "signaled") {
         if (tid === root) throw new TraceeGoneError(tid, st);
+        gone?.add(tid);
         continue;
       }
       left.push(tid);
@@ -142,8 +185,12 @@ function awaitStops(tids: readonly number[], root: number): Map<number, number> 
         } s (uninterruptible sleep?)`,
       );
     }
-    // Sleep only when no thread stopped in this pass.
-    if (left.length === waiting.length) sleepSync(1);
+    // Sleep only when no thread stopped in this pass: short naps first (a thread
+    // woken by the interrupt stops within tens of microseconds when it has a CPU).
+    if (left.length === waiting.length) {
+      sleepSync(nap);
+      nap = Math.min(1, nap * 2);
+    }
     waiting = left;
   }
   return groupStops;
@@ -161,13 +208,20 @@ function tracerOf(tid: number): number {
 /**
  * Stops every thread of `root` and its descendants. On failure, everything
  * already seized is detached again (left running untouched) and the error
- * is rethrown.
+ * is rethrown. `onRootStopped`: called once, with the root's threads that
+ * reported their stop, as soon as they all have (before the threads are
+ * listed again and the rest of the tree is frozen): reads of frozen threads
+ * may start then (engine/proc/status_ahead.ts).
  */
-export function freezeTree(root: number): FrozenTree {
+export function freezeTree(
+  root: number,
+  onRootStopped?: (tids: readonly number[]) => void,
+): FrozenTree {
   const seized: number[] = [];
   const seizedSet = new Set<number>();
   const groupStops = new Map<number, number>();
   let frozenAt = 0;
+  closeChildrenFilesLeft(); // by a freeze not thawed (a tree killed)
   refuseVforkChild(root);
   try {
     for (let round = 0;; round++) {
@@ -198,64 +252,73 @@ export function freezeTree(root: number): FrozenTree {
         // thread on its way out cannot be seized: the threads are listed again
         // until it is gone.
         const deadline = performance.now() + STOP_TIMEOUT_MS;
-        for (;;) {
-          const started: number[] = [];
-          let exiting = 0;
-          for (const tid of threads) {
-            if (seizedSet.has(tid)) continue;
-            if (!startSeize(tid, root)) {
-              if (tid === pid) break; // the process is exiting: the next round sees its end
-              exiting++;
+        // The children files of the threads seized first, read in one table run below.
+        let files: ChildrenFiles | undefined;
+        let kids: number[];
+        try {
+          for (;;) {
+            const started: number[] = [];
+            let exiting = 0;
+            for (const tid of threads) {
+              if (seizedSet.has(tid)) continue;
+              if (!startSeize(tid, root)) {
+                if (tid === pid) break; // the process is exiting: the next round sees its end
+                exiting++;
+                continue;
+              }
+              if (!frozenAt) frozenAt = performance.now();
+              seized.push(tid); // detached again on failure
+              seizedSet.add(tid);
+              started.push(tid);
+            }
+            if (!seizedSet.has(pid)) {
+              unsettled = true; // its main thread is exiting: left to the next round
+              threads = [];
+              break;
+            }
+            if (started.length === 0 && exiting === 0) break;
+            if (started.length === 0) {
+              if (performance.now() > deadline) {
+                throw new TargetError(`a thread of process ${pid} did not finish exiting`);
+              }
+              sleepSync(1);
+              threads = threadsOf(pid);
+              if (threads.length === 0) break;
               continue;
             }
-            if (!frozenAt) frozenAt = performance.now();
-            seized.push(tid); // detached again on failure
-            seizedSet.add(tid);
-            started.push(tid);
-          }
-          if (!seizedSet.has(pid)) {
-            unsettled = true; // its main thread is exiting: left to the next round
-            threads = [];
-            break;
-          }
-          if (started.length === 0 && exiting === 0) break;
-          if (started.length === 0) {
-            if (performance.now() > deadline) {
-              throw new TargetError(`a thread of process ${pid} did not finish exiting`);
+            const interrupted = interruptAll(started);
+            // Opened while the threads enter their stops (a seized thread's tid stays its
+            // own until cryo waits for its exit); not before the interrupts, which would
+            // leave the threads seized and running (a signal then stops a thread) longer.
+            files ??= ChildrenFiles.open(pid, interrupted);
+            const exited = new Set<number>();
+            const stops = awaitStops(interrupted, root, exited);
+            for (const tid of exited) files?.forget(tid);
+            if (pid === root && onRootStopped) {
+              onRootStopped(interrupted.filter((tid) => !exited.has(tid)));
+              onRootStopped = undefined;
             }
-            sleepSync(1);
+            for (const tid of interrupted) {
+              const stopSignal = stops.get(tid);
+              if (stopSignal !== undefined && !groupStops.has(pid)) groupStops.set(pid, stopSignal);
+            }
+            added += started.length;
             threads = threadsOf(pid);
             if (threads.length === 0) break;
+          }
+          if (threads.length === 0) {
+            if (pid === root) throw new TargetError(`process ${root} vanished while being frozen`);
+            unsettled = true; // gone meanwhile: its parent's children are read again
             continue;
           }
-          const interrupted = started.filter((tid) => {
-            try {
-              interrupt(tid);
-              return true;
-            } catch (e) {
-              if (e instanceof SyscallError && e.code === "ESRCH") return false; // gone
-              throw e;
-            }
-          });
-          const stops = awaitStops(interrupted, root);
-          for (const tid of interrupted) {
-            const stopSignal = stops.get(tid);
-            if (stopSignal !== undefined && !groupStops.has(pid)) groupStops.set(pid, stopSignal);
-          }
-          added += started.length;
-          threads = threadsOf(pid);
-          if (threads.length === 0) break;
+          // Read with every thread of `pid` stopped: none of them forks any more. Only
+          // another process (a child's CLONE_PARENT, an auto-reaped child) can still
+          // change this list, which the confirming round below catches. (A thread in
+          // vfork() never stopped: the check before the seize refused it.)
+          kids = files ? childrenOfThreadsFrom(files, threads) : childrenOfThreads(pid, threads);
+        } finally {
+          files?.closeLater(); // closed after the thaw (thawTree)
         }
-        if (threads.length === 0) {
-          if (pid === root) throw new TargetError(`process ${root} vanished while being frozen`);
-          unsettled = true; // gone meanwhile: its parent's children are read again
-          continue;
-        }
-        // Read with every thread of `pid` stopped: none of them forks any more. Only
-        // another process (a child's CLONE_PARENT, an auto-reaped child) can still
-        // change this list, which the confirming round below catches. (A thread in
-        // vfork() never stopped: the check before the seize refused it.)
-        const kids = childrenOfThreads(pid, threads);
         const { live: children, zombies } = splitZombies(kids);
         const groupStop = groupStops.get(pid);
         processes.push({
@@ -277,6 +340,7 @@ export function freezeTree(root: number): FrozenTree {
       if (unsettled && added === 0) sleepSync(1); // a process on its way out
     }
   } catch (e) {
+    closeChildrenFilesLeft();
     for (const tid of seized) {
       try {
         detach(tid);
@@ -286,13 +350,22 @@ export function freezeTree(root: number): FrozenTree {
   }
 }
 
-/** Resumes every thread of a frozen tree (PTRACE_DETACH), ignoring vanished ones. */
+/**
+ * Resumes every thread of a frozen tree (PTRACE_DETACH), ignoring vanished
+ * ones; then closes the children files the freeze read (children_ahead.ts).
+ */
 export function thawTree(tree: FrozenTree): void {
   for (const p of tree.processes) {
+    // One table run for the threads of a process (ffi/thread_reads.ts `ptraceEach`).
+    if (p.threads.length >= 2 && threadReadsAvailable()) {
+      ptraceEach(PTRACE.DETACH, p.threads); // a failure: gone, as below
+      continue;
+    }
     for (const tid of p.threads) {
       try {
         detach(tid);
       } catch { /* gone */ }
     }
   }
+  closeChildrenFilesLeft();
 }

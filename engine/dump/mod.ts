@@ -72,6 +72,7 @@ import { readStat } from "../proc/stat.ts";
 import { readFds } from "../proc/fds.ts";
 import { freezeTree, type FrozenTree, thawTree } from "./freeze.ts";
 import { collectProcess, describeFd, pipeTopology } from "./process.ts";
+import { prepareThreadReadsOf } from "./threads.ts";
 import {
   awaitVmFlags,
   dropMapsAhead,
@@ -528,9 +529,11 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     prepareFrozenMaps(flagsCheck); // parsed with the tree running; the freeze compares bytes
     if (!helper) warmUpThreadStates(pid); // (above, beside the helper's exec)
     openStatusesAhead(pid); // read in the freeze beside the fds (engine/proc/status_ahead.ts)
-    tree = freezeTree(pid);
+    prepareThreadReadsOf(pid); // the per-thread reads' table, run in the freeze (threads.ts)
+    // The statuses' reads start as soon as the root's threads are stopped.
+    tree = freezeTree(pid, (tids) => startStatusReads(pid, tids));
     if (!precopy) startFrozenMapsAhead(flagsCheck); // beside the fds and statuses (vm_flags.ts)
-    startStatusReads(pid, tree.processes[0].threads);
+    startStatusReads(pid, tree.processes[0].threads); // (nothing when started above)
     const locks = readLocksOffThread(); // its grace period passes while the tree is collected
     chain.onFrozen();
     // Keeps the pre-copied pages not written since, and removes the tracking.
@@ -577,7 +580,6 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         true, // planned below; the walks not taken dropped at the thaw or on failure
       )
     );
-    closeStatusesAhead();
     for (const c of collectedAll) precopy?.fixRestarts(c.image);
     // Queued socket bytes are sent again by whichever process creates the socket.
     const socketData = collectedAll.reduce((n, c) => n + fdQueueBytes(c.image.fds), 0) +
@@ -759,6 +761,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       chain.frozen = false;
       opts.onEvent?.({ type: "thawed", freezeSeconds });
     }
+    closeStatusesAhead(); // (each status was taken by the collect: the fds are closed after the thaw)
     for (const p of pending) p.runsToPages(); // the page records, once the tree runs again
     dropScansAhead(); // page walks started ahead and not planned (engine/dump/scan_ahead.ts)
     dropMapsAhead(); // maps reads started at the freeze and not taken (engine/dump/vm_flags.ts)

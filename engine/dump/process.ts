@@ -5,6 +5,8 @@
  * @module
  */
 
+import { readThreadsHere, threadReadsAvailable } from "../../ffi/thread_reads.ts";
+import { xsaveSize } from "../../ffi/ptrace.ts";
 import { readCmdline } from "../proc/misc.ts";
 import { readLimits } from "../proc/limits.ts";
 import type { FdInfo, Mapping, ProcessImage } from "../model.ts";
@@ -227,7 +229,9 @@ export function collectProcess(
   // The page plan's walk, on another thread once no injected call writes (engine/dump/scan_ahead.ts).
   if (scanAhead && !areas) startScanAhead(pid, Math.max(4096, 2 * maps.length + 256));
   const owners = queryFdOwners(pid, fds.map((f) => f.fd));
-  const task = collectTaskState(pid, tids, injected.task, refusals, statuses);
+  // Every thread's ptrace and scheduling reads in one call on this (the tracer's) thread.
+  const reads = threadReadsAvailable() ? readThreadsHere(tids, xsaveSize(pid)) : undefined;
+  const task = collectTaskState(pid, tids, injected.task, refusals, statuses, reads);
   // The smaps records are the dump's mappings as they are (no copy per mapping).
   const vmas: Vma[] = maps;
   // One object per mapping, built without spreads (10,000 mappings: this runs frozen).
@@ -289,7 +293,7 @@ export function collectProcess(
   } catch { /* kernel thread or unreadable */ }
 
   const threads = tids.map((tid) => ({
-    ...collectThread(pid, tid, injected.threads.get(tid)!, statuses.get(tid)),
+    ...collectThread(pid, tid, injected.threads.get(tid)!, statuses.get(tid), reads?.get(tid)),
     ...task.threads.get(tid),
   }));
   // The main thread first.

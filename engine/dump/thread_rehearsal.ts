@@ -19,6 +19,9 @@ import { collectThread, sharedPending } from "./threads.ts";
 import type { InjectedThreadState } from "./injected.ts";
 import { collectTaskState } from "../task/mod.ts";
 import { readThreadCreds } from "../task/creds.ts";
+import { readThreadsHere, threadReadsAvailable } from "../../ffi/thread_reads.ts";
+import { xsaveSize } from "../../ffi/ptrace.ts";
+import { ChildrenFiles } from "../proc/children_ahead.ts";
 
 /**
  * At most this many rounds (each reads the helper's thread once per
@@ -56,6 +59,8 @@ export function rehearseThreads(helper: number, target: number, rounds: number):
       securebits: 0,
       timerSlackNs: -1,
     };
+    // The reads of every thread in one table run, as the freeze makes them (process.ts).
+    const reads = threadReadsAvailable() ? readThreadsHere(tids, xsaveSize(helper)) : undefined;
     const task = collectTaskState(
       helper,
       tids,
@@ -69,13 +74,18 @@ export function rehearseThreads(helper: number, target: number, rounds: number):
       },
       new Refusals(),
       statuses,
+      reads,
     );
     const threads = tids.map((tid) => ({
-      ...collectThread(helper, tid, values, status),
+      ...collectThread(helper, tid, values, status, reads?.get(tid)),
       ...task.threads.get(tid),
     }));
     for (const _ of threads) readThreadCreds(helper, helper, 0, false, status);
     sharedPending(helper);
+    // The children files read in one table run, as the freeze reads them (children_ahead.ts).
+    const files = ChildrenFiles.open(helper, [helper], 1);
+    files?.read(tids);
+    files?.close();
     return threads.length;
   } catch {
     return 0; // only a rehearsal

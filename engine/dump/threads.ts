@@ -6,7 +6,14 @@
  * @module
  */
 
-import { getRegs, getRseqConfig, getSigmask, getXstate, peekSiginfo } from "../../ffi/ptrace.ts";
+import {
+  getRegs,
+  getRseqConfig,
+  getSigmask,
+  getXstate,
+  knownXsaveSize,
+  peekSiginfo,
+} from "../../ffi/ptrace.ts";
 import { regsToHex, signed, type UserRegs } from "../../ffi/regs.ts";
 import { decodeSiginfo } from "../../ffi/structs.ts";
 import { rawSyscall } from "../../ffi/libc.ts";
@@ -16,6 +23,8 @@ import { encodeBase64 } from "../base64.ts";
 import type { SigInfoRecord, ThreadState } from "../model.ts";
 import type { InjectedThreadState } from "./injected.ts";
 import { type ProcStatus, statusComm } from "../proc/status.ts";
+import { prepareThreadReads, type ThreadReads } from "../../ffi/thread_reads.ts";
+import { listTids } from "../proc/tasks.ts";
 
 const hex = (v: bigint) => `0x${v.toString(16)}`;
 
@@ -61,33 +70,54 @@ function comm(pid: number, tid: number): string {
 
 /**
  * Collects the state of stopped thread `tid` of process `pid` (`status`:
- * its status read after the freeze, whose Name is its comm).
+ * its status read after the freeze, whose Name is its comm; `read`: its
+ * ptrace and robust-list reads made already, ffi/thread_reads.ts, else
+ * each is made here).
  */
 export function collectThread(
   pid: number,
   tid: number,
   injected: InjectedThreadState,
   status?: ProcStatus,
+  read?: ThreadReads,
 ): ThreadState {
   // Read once when the thread was opened for injection, if it was (put back exactly since).
   const own = injected.own;
-  const regs = own?.regs ?? getRegs(tid);
-  const rseq = getRseqConfig(tid);
+  const regs = own?.regs ?? read?.regs ?? getRegs(tid);
+  const rseq = read?.rseq ?? getRseqConfig(tid);
+  const robust = read?.robustList;
   return {
     tid,
     comm: status ? statusComm(status) : comm(pid, tid),
     regs: regsToHex(regs),
-    xsave: encodeBase64(own?.xstate ?? getXstate(tid)),
-    sigmask: hex(own?.mask ?? getSigmask(tid)),
-    pending: siginfoRecords(peekSiginfo(tid, false)),
+    xsave: encodeBase64(own?.xstate ?? read?.xstate ?? getXstate(tid)),
+    sigmask: hex(own?.mask ?? read?.sigmask ?? getSigmask(tid)),
+    pending: siginfoRecords(read?.pending ?? peekSiginfo(tid, false)),
     sigaltstack: injected.sigaltstack,
     rseq: rseq.addr === 0n
       ? null
       : { addr: hex(rseq.addr), len: rseq.len, sig: hex(BigInt(rseq.sig)), flags: rseq.flags },
-    robustList: robustList(tid),
+    robustList: read
+      ? (robust ? { head: hex(robust.head), len: robust.len } : { head: "0x0", len: 0 })
+      : robustList(tid),
     clearChildTid: injected.clearChildTid,
     syscall: restartKind(regs),
   };
+}
+
+/**
+ * Before a freeze: builds the table of the per-thread reads of the threads
+ * of `pid` as listed now (ffi/thread_reads.ts `prepareThreadReads`), so
+ * that the freeze only runs it when it finds the same threads. Nothing when
+ * the XSAVE size is not known yet in this process (the rehearsal's collect
+ * finds it) or `pid` is gone. Never throws.
+ */
+export function prepareThreadReadsOf(pid: number): void {
+  const xsaveBytes = knownXsaveSize();
+  if (xsaveBytes === undefined) return;
+  try {
+    prepareThreadReads(listTids(pid), xsaveBytes);
+  } catch { /* gone: the freeze finds out */ }
 }
 
 /** Signals pending for the whole process (read through any of its threads). */

@@ -91,37 +91,6 @@ function statusFields(text: string): Record<string, string> {
   return fields;
 }
 
-/**
- * The raw value of line `key` of a status text (after "Key:"), or
- * undefined. Every line starts at the text's start or after a newline, and
- * no value holds a newline (the kernel escapes one in Name).
- */
-function lineValue(text: string, key: string): string | undefined {
-  let at: number;
-  if (text.startsWith(key) && text.charCodeAt(key.length) === 58 /* : */) at = 0;
-  else {
-    at = text.indexOf(`\n${key}:`);
-    if (at < 0) return undefined;
-    at++;
-  }
-  at += key.length + 1;
-  const end = text.indexOf("\n", at);
-  return text.slice(at, end < 0 ? text.length : end);
-}
-
-/**
- * The lines of a status text from line `first` to line `last` included
- * (raw, newlines kept), or undefined when either is missing.
- */
-function linesBetween(text: string, first: string, last: string): string | undefined {
-  const from = text.indexOf(`\n${first}:`);
-  if (from < 0) return undefined;
-  const at = text.indexOf(`\n${last}:`, from);
-  if (at < 0) return undefined;
-  const end = text.indexOf("\n", at + 1);
-  return text.slice(from, end < 0 ? text.length : end);
-}
-
 /** The blocks of lines of a status that sibling threads most often share (see {@link parseStatus}). */
 interface SharedBlocks {
   /** Uid, Gid, FDSize, Groups. */
@@ -151,7 +120,43 @@ export function parseStatus(
   path = "status",
   like?: ProcStatus,
 ): ProcStatus {
-  const get = (key: string) => lineValue(text, key)?.trim();
+  // The lines are searched from the end of the last one found, in the kernel's order (each
+  // "\nKey:" occurs once: the same line as a search from the start, which a miss falls back to).
+  let cursor = 0;
+  const raw = (key: string): string | undefined => {
+    if (cursor > 0) {
+      const at = text.indexOf(`\n${key}:`, cursor - 1);
+      if (at >= 0) {
+        const from = at + key.length + 2;
+        const end = text.indexOf("\n", from);
+        cursor = end < 0 ? text.length : end + 1;
+        return text.slice(from, end < 0 ? text.length : end);
+      }
+    }
+    // From the start: the line at the text's start, or after a newline (no value holds
+    // one: the kernel escapes a newline in Name).
+    let at: number;
+    if (text.startsWith(key) && text.charCodeAt(key.length) === 58 /* : */) at = 0;
+    else {
+      at = text.indexOf(`\n${key}:`);
+      if (at < 0) return undefined;
+      at++;
+    }
+    const from = at + key.length + 1;
+    const end = text.indexOf("\n", from);
+    cursor = end < 0 ? text.length : end + 1;
+    return text.slice(from, end < 0 ? text.length : end);
+  };
+  const between = (first: string, last: string): string | undefined => {
+    let from = cursor > 0 ? text.indexOf(`\n${first}:`, cursor - 1) : -1;
+    if (from < 0) from = text.indexOf(`\n${first}:`);
+    if (from < 0) return undefined;
+    const at = text.indexOf(`\n${last}:`, from);
+    if (at < 0) return undefined;
+    const end = text.indexOf("\n", at + 1);
+    return text.slice(from, end < 0 ? text.length : end);
+  };
+  const get = (key: string) => raw(key)?.trim();
   const need = (key: string): string => {
     const v = get(key);
     if (v === undefined) throw new ProcFormatError(pid, path, `no ${key} line`);
@@ -164,18 +169,18 @@ export function parseStatus(
     if (v.length !== 4) throw new ProcFormatError(pid, path, `${key} has ${v.length} values`);
     return [v[0], v[1], v[2], v[3]];
   };
-  const [queued, limit] = need("SigQ").split("/").map(Number);
-  // Name may legitimately be anything (even end in spaces): taken raw after its tab.
-  const rawName = lineValue(text, "Name");
-  const umask = get("Umask");
-  const kthread = get("Kthread");
-  const blocks: SharedBlocks = {
-    ids: linesBetween(text, "Uid", "Groups"),
-    actions: linesBetween(text, "SigIgn", "SigCgt"),
-    caps: linesBetween(text, "CapInh", "Seccomp"),
-  };
   const their = like && blocksOf.get(like);
+  const blocks: SharedBlocks = {};
   const same = (k: keyof SharedBlocks) => their?.[k] !== undefined && their[k] === blocks[k];
+  // Name may legitimately be anything (even end in spaces): taken raw after its tab.
+  const rawName = raw("Name");
+  const umask = get("Umask");
+  const state = need("State").charAt(0);
+  const tgid = num("Tgid");
+  const tid = num("Pid");
+  const ppid = num("PPid");
+  const tracerPid = num("TracerPid");
+  blocks.ids = between("Uid", "Groups");
   const ids = like && same("ids")
     ? {
       uid: [...like.uid] as typeof like.uid,
@@ -183,9 +188,21 @@ export function parseStatus(
       groups: [...like.groups],
     }
     : { uid: four("Uid"), gid: four("Gid"), groups: ints(get("Groups")) };
+  const nstgid = ints(get("NStgid"));
+  const nspid = ints(get("NSpid"));
+  const nspgid = ints(get("NSpgid"));
+  const nssid = ints(get("NSsid"));
+  const kthread = get("Kthread");
+  const threads = num("Threads");
+  const [queued, limit] = need("SigQ").split("/").map(Number);
+  const sigPnd = mask("SigPnd");
+  const shdPnd = mask("ShdPnd");
+  const sigBlk = mask("SigBlk");
+  blocks.actions = between("SigIgn", "SigCgt");
   const actions = like && same("actions")
     ? { sigIgn: like.sigIgn, sigCgt: like.sigCgt }
     : { sigIgn: mask("SigIgn"), sigCgt: mask("SigCgt") };
+  blocks.caps = between("CapInh", "Seccomp");
   let caps: Pick<
     ProcStatus,
     "capInh" | "capPrm" | "capEff" | "capBnd" | "capAmb" | "noNewPrivs" | "seccomp"
@@ -194,39 +211,45 @@ export function parseStatus(
     const { capInh, capPrm, capEff, capBnd, capAmb, noNewPrivs, seccomp } = like;
     caps = { capInh, capPrm, capEff, capBnd, capAmb, noNewPrivs, seccomp };
   } else {
+    const capInh = mask("CapInh");
+    const capPrm = mask("CapPrm");
+    const capEff = mask("CapEff");
+    const capBnd = mask("CapBnd");
     const capAmb = get("CapAmb");
+    const noNewPrivs = get("NoNewPrivs") === "1";
     const seccomp = get("Seccomp");
     caps = {
-      capInh: mask("CapInh"),
-      capPrm: mask("CapPrm"),
-      capEff: mask("CapEff"),
-      capBnd: mask("CapBnd"),
+      capInh,
+      capPrm,
+      capEff,
+      capBnd,
       capAmb: capAmb === undefined ? 0n : hexToBigInt(capAmb),
-      noNewPrivs: get("NoNewPrivs") === "1",
+      noNewPrivs,
       seccomp: seccomp === undefined ? 0 : Number(seccomp),
     };
   }
+  const threadFeatures = get("x86_Thread_features") ?? "";
   let fields: Record<string, string> | undefined;
   const st: ProcStatus = {
     name: rawName?.startsWith("\t") ? rawName.slice(1) : need("Name"),
     umask: umask === undefined ? null : parseInt(umask, 8),
-    state: need("State").charAt(0),
-    tgid: num("Tgid"),
-    pid: num("Pid"),
-    ppid: num("PPid"),
-    tracerPid: num("TracerPid"),
+    state,
+    tgid,
+    pid: tid,
+    ppid,
+    tracerPid,
     uid: ids.uid,
     gid: ids.gid,
     groups: ids.groups,
-    nstgid: ints(get("NStgid")),
-    nspid: ints(get("NSpid")),
-    nspgid: ints(get("NSpgid")),
-    nssid: ints(get("NSsid")),
-    threads: num("Threads"),
+    nstgid,
+    nspid,
+    nspgid,
+    nssid,
+    threads,
     sigQ: { queued, limit },
-    sigPnd: mask("SigPnd"),
-    shdPnd: mask("ShdPnd"),
-    sigBlk: mask("SigBlk"),
+    sigPnd,
+    shdPnd,
+    sigBlk,
     sigIgn: actions.sigIgn,
     sigCgt: actions.sigCgt,
     capInh: caps.capInh,
@@ -237,7 +260,7 @@ export function parseStatus(
     noNewPrivs: caps.noNewPrivs,
     seccomp: caps.seccomp,
     kthread: kthread === undefined ? null : kthread === "1",
-    threadFeatures: get("x86_Thread_features") ?? "",
+    threadFeatures,
     get fields() {
       return fields ??= statusFields(text);
     },

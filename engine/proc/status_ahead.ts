@@ -12,14 +12,16 @@
  * whose read fails), a new thread, a failed or possibly cut read: read the
  * usual way.
  *
- * threads-64: the 64 opens and closes leave the freeze, and the reads run
- * beside cryo's thread (the parse stays on it).
+ * threads-64: the 64 opens, the table's build and the closes (after the
+ * thaw: engine/dump/mod.ts) leave the freeze, and the reads run beside
+ * cryo's thread (the parse stays on it, each status parsed once its own
+ * read is done, the later ones read meanwhile).
  *
  * @module
  */
 
 import {
-  closeRawFd,
+  closeRawFdsOffThread,
   openRawFd,
   SyscallTable,
   type TableRun,
@@ -40,8 +42,10 @@ interface Ahead {
   pid: number;
   /** Open fd of each thread's status. */
   fds: Map<number, number>;
-  /** Slot of each thread whose read was started, its entry's index. */
+  /** Slot of each thread opened, its entry's index. */
   slots: Map<number, number>;
+  /** The threads stopped when the reads started: only their texts are taken. */
+  stopped?: Set<number>;
   buf?: Uint8Array<ArrayBuffer>;
   table?: SyscallTable;
   run?: TableRun;
@@ -75,31 +79,34 @@ export function openStatusesAhead(pid: number, minThreads = MIN_AHEAD): void {
     } catch { /* gone: read the usual way if it is there at the freeze */ }
   }
   ahead = { pid, fds, slots: new Map() };
+  if (fds.size === 0) return;
+  // The table is built now too (the freeze only starts it): one pread per file opened.
+  const a = ahead;
+  const buf = new Uint8Array(fds.size * SLOT);
+  a.buf = buf;
+  a.table = new SyscallTable(fds.size);
+  let i = 0;
+  for (const [tid, fd] of fds) {
+    a.slots.set(
+      tid,
+      a.table.syscall(SYS.pread64, fd, buf.subarray(i * SLOT, (i + 1) * SLOT), SLOT, 0),
+    );
+    i++;
+  }
 }
 
 /**
  * Starts reading, on another thread, the statuses opened ahead of the
- * threads `tids` of the frozen `pid`.
+ * threads of `pid` once `tids` are stopped (all of them, or the first ones
+ * to stop: engine/dump/freeze.ts `onRootStopped`). Every file opened ahead
+ * is read; only the texts of `tids` are taken ({@link takeStatusAhead}),
+ * any other thread is read the usual way.
  */
 export function startStatusReads(pid: number, tids: readonly number[]): void {
   const a = ahead;
-  if (!a || a.pid !== pid || a.run) return;
-  const mine = tids.filter((t) => a.fds.has(t));
-  if (mine.length === 0) return;
-  a.buf = new Uint8Array(mine.length * SLOT);
-  a.table = new SyscallTable(mine.length);
-  for (const [i, tid] of mine.entries()) {
-    a.slots.set(
-      tid,
-      a.table.syscall(
-        SYS.pread64,
-        a.fds.get(tid)!,
-        a.buf.subarray(i * SLOT, (i + 1) * SLOT),
-        SLOT,
-        0,
-      ),
-    );
-  }
+  if (!a || a.pid !== pid || a.run || !a.table) return;
+  if (!tids.some((t) => a.fds.has(t))) return;
+  a.stopped = new Set(tids);
   a.run = a.table.run();
 }
 
@@ -107,15 +114,18 @@ const decoder = new TextDecoder();
 
 /**
  * The status text of thread `tid` of `pid` read ahead in this freeze, or
- * undefined (not read ahead, failed, or perhaps cut: read it the usual
- * way). Waits for the reads if they still run.
+ * undefined (not read ahead, not stopped when the reads started, failed,
+ * or perhaps cut: read it the usual way). Waits for the reads if they still run.
  */
 export function takeStatusAhead(pid: number, tid: number): string | undefined {
   const a = ahead;
   if (!a || a.pid !== pid || !a.run) return undefined;
-  const i = a.slots.get(tid);
+  const i = a.stopped?.has(tid) ? a.slots.get(tid) : undefined;
   if (i === undefined) return undefined;
-  while (!a.run.done()) sleepSync(0.02);
+  // Taken at once when its own read is done (a status read returns bytes, never 0): the
+  // first ones are parsed while the later ones are read. Else it waits for them all (one
+  // sleep per 20 us at most, not one per status).
+  if (a.table!.resultSoFar(i) === 0n) { while (!a.run.done()) sleepSync(0.02); }
   a.slots.delete(tid); // once: a later read is a new one
   const n = a.table!.result(i);
   if (n <= 0n || n >= BigInt(SLOT)) return undefined;
@@ -129,9 +139,5 @@ export function closeStatusesAhead(): void {
   if (!a) return;
   ahead = undefined;
   if (a.run) { while (!a.run.done()) sleepSync(0.02); }
-  for (const fd of a.fds.values()) {
-    try {
-      closeRawFd(fd);
-    } catch { /* already closed */ }
-  }
+  closeRawFdsOffThread([...a.fds.values()]); // (in a freeze: not waited for)
 }

@@ -39,6 +39,7 @@ import {
 import { checkSchedulable, collectSched, restoreSched } from "./sched.ts";
 import { PTRACE_O } from "../../ffi/ptrace.ts";
 import type { ProcStatus } from "../proc/status.ts";
+import type { ThreadReads } from "../../ffi/thread_reads.ts";
 import { collectSeccomp, restoreSeccomp, suspendSeccomp, type TaskInjector } from "./seccomp.ts";
 
 export type { TaskInjector } from "./seccomp.ts";
@@ -88,12 +89,14 @@ export function collectTaskState(
   refusals: Refusals,
   /** Each thread's status when already read. */
   statuses?: ReadonlyMap<number, ProcStatus>,
+  /** Each thread's scheduling reads when already made (ffi/thread_reads.ts). */
+  reads?: ReadonlyMap<number, ThreadReads>,
 ): CollectedTaskState {
   const threads: CollectedTaskState["threads"] = new Map();
   for (const tid of tids) {
     const status = statuses?.get(tid);
     threads.set(tid, {
-      sched: collectSched(tid, injected.timerSlackNs?.get(tid)),
+      sched: collectSched(tid, injected.timerSlackNs?.get(tid), reads?.get(tid)?.sched),
       attrs: collectThreadAttrs(pid, tid, injected, status),
       seccomp: collectSeccomp(pid, tid, refusals, status),
     });

@@ -82,15 +82,20 @@ function timerSlack(tid: number): number {
 
 /**
  * Reads the scheduling state of thread `tid` (any thread cryo may inspect);
- * `timerSlackNs`: its timer slack when already read (PR_GET_TIMERSLACK in the thread).
+ * `timerSlackNs`: its timer slack when already read (PR_GET_TIMERSLACK in the thread);
+ * `read`: its sched_getattr, CPUs and I/O priority when already read (ffi/thread_reads.ts).
  */
-export function collectSched(tid: number, timerSlackNs?: number): ThreadSched {
+export function collectSched(
+  tid: number,
+  timerSlackNs?: number,
+  read?: { attr: SchedAttr; cpus: number[]; ioprio: number },
+): ThreadSched {
   return schedOf(
-    schedGetattr(tid),
+    read?.attr ?? schedGetattr(tid),
     () => getNice(tid),
-    getAffinity(tid),
+    read?.cpus ?? getAffinity(tid),
     timerSlackNs !== undefined && timerSlackNs >= 0 ? timerSlackNs : timerSlack(tid),
-    getIoprio(tid),
+    read?.ioprio ?? getIoprio(tid),
   );
 }
 
