@@ -7,7 +7,15 @@
 
 import { listTids, readChildrenOfThreads } from "../proc/tasks.ts";
 import { ChildrenFiles, closeChildrenFilesLeft } from "../proc/children_ahead.ts";
-import { detach, interrupt, PTRACE, PTRACE_O, seize, TraceeGoneError } from "../../ffi/ptrace.ts";
+import {
+  cont,
+  detach,
+  interrupt,
+  PTRACE,
+  PTRACE_O,
+  seize,
+  TraceeGoneError,
+} from "../../ffi/ptrace.ts";
 import { ptraceEach, threadReadsAvailable } from "../../ffi/thread_reads.ts";
 import { __WALL, waitPid, WNOHANG } from "../../ffi/wait.ts";
 import { SyscallError } from "../../ffi/libc.ts";
@@ -167,6 +175,15 @@ function awaitStops(
     for (const tid of waiting) {
       const st = waitPid(tid, __WALL | WNOHANG);
       if (st.kind === "stopped") {
+        if (st.event === 0) {
+          // A signal-delivery stop: a signal came between the seize and the interrupt and
+          // was taken from the queue. Resumed with it, the thread gets it as it would have
+          // (its handler's frame, a group stop, its death), then stops for the interrupt,
+          // still pending: detached here, the signal would be lost, and left out of an image.
+          cont(tid, st.signal);
+          left.push(tid);
+          continue;
+        }
         if (st.groupStop) groupStops.set(tid, st.signal);
         continue;
       }

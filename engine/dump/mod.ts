@@ -93,7 +93,7 @@ import {
 } from "./tree_state.ts";
 import { MemoryStreamer, pageBufferBytes } from "./memory.ts";
 import { BufferPageWriter } from "./page_writer.ts";
-import { bootstrapSizeFor, chooseBootstrap, pagePolicy } from "./vmas.ts";
+import { bootstrapSizeFor, chooseBootstrap, pagePolicy, pendingSignalBytes } from "./vmas.ts";
 import { TOOL_VERSION } from "../version.ts";
 import { pausePoint } from "../pause.ts";
 import { makePrivateDir, removeStalePartials } from "./partial.ts";
@@ -594,7 +594,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         collected.vmas.length,
         collected.image.fds.length,
         collected.image.threads.length,
-        socketData + inetQueueBytes(collected.image.fds),
+        socketData + inetQueueBytes(collected.image.fds) + pendingSignalBytes(collected.image),
       );
       const start = chooseBootstrap(collected.vmas, size);
       const image: ProcessImage = {

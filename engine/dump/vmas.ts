@@ -109,6 +109,18 @@ export function chooseBootstrap(vmas: readonly Vma[], size: number): bigint {
   throw new Error("no free address range for the restore bootstrap");
 }
 
+/**
+ * Bytes the restore program carries for the signals queued to a process
+ * and its threads (each a siginfo and its queueing op): a process flooded
+ * with queued real-time signals while frozen can hold thousands.
+ */
+export function pendingSignalBytes(
+  image: { sharedPending: readonly unknown[]; threads: readonly { pending: readonly unknown[] }[] },
+): number {
+  const queued = image.threads.reduce((n, t) => n + t.pending.length, image.sharedPending.length);
+  return queued * 192;
+}
+
 /** Bytes to reserve for the restore stub and program of a process. */
 export function bootstrapSizeFor(
   mappings: number,
