@@ -13,6 +13,7 @@ import { rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { Errno } from "../../ffi/errno.ts";
 import { encodeBase64 } from "../base64.ts";
+import { setThreadXsave } from "../image/thread_xsave.ts";
 import type { SigInfoRecord, ThreadState } from "../model.ts";
 import type { InjectedThreadState } from "./injected.ts";
 import { type ProcStatus, statusComm } from "../proc/status.ts";
@@ -73,11 +74,10 @@ export function collectThread(
   const own = injected.own;
   const regs = own?.regs ?? getRegs(tid);
   const rseq = getRseqConfig(tid);
-  return {
+  const t: ThreadState = {
     tid,
     comm: status ? statusComm(status) : comm(pid, tid),
     regs: regsToHex(regs),
-    xsave: encodeBase64(own?.xstate ?? getXstate(tid)),
     sigmask: hex(own?.mask ?? getSigmask(tid)),
     pending: siginfoRecords(peekSiginfo(tid, false)),
     sigaltstack: injected.sigaltstack,
@@ -88,6 +88,9 @@ export function collectThread(
     clearChildTid: injected.clearChildTid,
     syscall: restartKind(regs),
   };
+  // The XSAVE area as bytes, written once, to the thread's NT_X86_XSTATE note.
+  setThreadXsave(t, own?.xstate ?? getXstate(tid));
+  return t;
 }
 
 /** Signals pending for the whole process (read through any of its threads). */

@@ -11,7 +11,7 @@
  */
 
 import { regsFromHex, type UserRegs } from "../../ffi/regs.ts";
-import { decodeBase64 } from "../base64.ts";
+import { threadXsave } from "../image/thread_xsave.ts";
 import type { ThreadState } from "../model.ts";
 import { reissueInterrupted } from "../task/syscalls.ts";
 
@@ -27,7 +27,7 @@ export function finalThreadState(t: ThreadState): FinalThreadState {
   const regs = regsFromHex(t.regs);
   reissueInterrupted(t, regs); // see engine/task/syscalls.ts
   regs.orig_rax = 0xffffffffffffffffn;
-  return { regs, xsave: decodeBase64(t.xsave), sigmask: BigInt(t.sigmask) };
+  return { regs, xsave: threadXsave(t), sigmask: BigInt(t.sigmask) };
 }
 
 /** The final states of a tree's threads, decoded a few at a time ahead of use. */

@@ -50,7 +50,7 @@ import { findSyscallInstruction, injectSyscall } from "../../ffi/inject.ts";
 import { processVmWriteFully } from "../../ffi/process_vm.ts";
 import { decodeXsaveHeader, xsaveXcr0 } from "../../ffi/structs.ts";
 import { errnoName } from "../../ffi/errno.ts";
-import { decodeBase64 } from "../base64.ts";
+import { threadXsave } from "../image/thread_xsave.ts";
 import type { ProcessImage } from "../model.ts";
 import { RestoreError } from "../errors.ts";
 import { describeFailedOp, describeFailure } from "../program/builder.ts";
@@ -257,7 +257,7 @@ export class RestoreSession {
     const have = xsaveXcr0(getXstate(tid));
     for (const u of this.#units.values()) {
       for (const t of u.image.threads) {
-        const used = decodeXsaveHeader(decodeBase64(t.xsave)).xstateBv;
+        const used = decodeXsaveHeader(threadXsave(t)).xstateBv;
         if ((used & ~have) !== 0n) {
           throw new RestoreError(
             `cannot restore: thread ${t.tid} uses XSAVE features 0x${
