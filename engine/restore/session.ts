@@ -41,9 +41,8 @@ import {
   interrupt,
   PTRACE_O,
   seize,
+  setFinalState,
   setRegs,
-  setSigmask,
-  setXstate,
   waitStop,
 } from "../../ffi/ptrace.ts";
 import { findSyscallInstruction, injectSyscall } from "../../ffi/inject.ts";
@@ -483,12 +482,8 @@ export class RestoreSession {
         "munmap(bootstrap)",
         injectSyscall(pid, outside, SYS.munmap, compiled.bootstrap.base, size),
       );
-      for (const t of image.threads) {
-        const { regs, xsave, sigmask } = this.#final.take(t); // final_state.ts
-        setXstate(t.tid, xsave);
-        setRegs(t.tid, regs);
-        setSigmask(t.tid, sigmask);
-      }
+      // XSAVE area, registers and mask, from buffers made while the stubs ran (final_state.ts).
+      for (const t of image.threads) setFinalState(t.tid, this.#final.take(t).requests);
     }
     // TCP connections leave repair mode once every socket of the tree exists.
     finishInetSockets([...this.#units.values()].map((u) => u.image));
