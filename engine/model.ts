@@ -466,8 +466,20 @@ export interface ThreadState {
   comm: string;
   /** user_regs_struct fields by name (hex). */
   regs: Record<string, Hex>;
-  /** XSAVE area, base64 (standard NT_X86_XSTATE layout). */
-  xsave: string;
+  /**
+   * XSAVE area, base64 (standard NT_X86_XSTATE layout): in images written
+   * before its bytes moved to the thread's `NT_X86_XSTATE` note, and for an
+   * area too short to have one. Absent: see {@link xstate}. Read both
+   * through engine/image/thread_xsave.ts `threadXsave`.
+   */
+  xsave?: string;
+  /**
+   * The XSAVE area's bytes when the record has no {@link xsave}: the
+   * thread's `NT_X86_XSTATE` note, attached by the image reader (or by the
+   * dump); not enumerable, so never in the JSON
+   * (engine/image/thread_xsave.ts).
+   */
+  xstate?: Uint8Array;
   /** Blocked signals mask (hex). */
   sigmask: Hex;
   /** Signals pending for this thread only. */

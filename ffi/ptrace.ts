@@ -168,6 +168,52 @@ export function setXstate(tid: number, bytes: Uint8Array): void {
   setRegset(tid, NT.X86_XSTATE, bytes);
 }
 
+/**
+ * The buffers of the three requests that set a thread's final state
+ * (its XSAVE area, registers and signal mask), made ahead of
+ * {@link setFinalState} (engine/restore/final_state.ts makes them while
+ * the restore waits for its stubs).
+ */
+export interface FinalStateRequests {
+  /** The iovec of PTRACE_SETREGSET NT_X86_XSTATE (pointing into {@link xstate}). */
+  xstateIov: BigUint64Array;
+  /** A copy of the XSAVE area (kept alive with its iovec). */
+  xstate: Uint8Array;
+  /** `user_regs_struct` as {@link setRegs} writes it. */
+  regs: Uint8Array;
+  /** The mask as {@link setSigmask} writes it. */
+  sigmask: BigUint64Array;
+}
+
+/** The buffers {@link setFinalState} writes: the same bytes setXstate, setRegs, setSigmask write. */
+export function finalStateRequests(
+  xstate: Uint8Array,
+  regs: UserRegs,
+  sigmask: bigint,
+): FinalStateRequests {
+  const copy = new Uint8Array(xstate);
+  const iov = new BigUint64Array(2);
+  iov[0] = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(copy)));
+  iov[1] = BigInt(copy.length);
+  return {
+    xstateIov: iov,
+    xstate: copy,
+    regs: encodeUserRegs(regs),
+    sigmask: new BigUint64Array([sigmask]),
+  };
+}
+
+/**
+ * `setXstate`, `setRegs` and `setSigmask` of stopped thread `tid`, in that
+ * order, from buffers made by {@link finalStateRequests} (each set used
+ * once: the kernel may shorten the iovec's length).
+ */
+export function setFinalState(tid: number, r: FinalStateRequests): void {
+  ptrace(PTRACE.SETREGSET, tid, NT.X86_XSTATE, r.xstateIov);
+  ptrace(PTRACE.SETREGS, tid, 0, r.regs);
+  ptrace(PTRACE.SETSIGMASK, tid, 8, r.sigmask);
+}
+
 /** Reads the blocked-signal mask. */
 export function getSigmask(tid: number): bigint {
   const buf = new BigUint64Array(1);

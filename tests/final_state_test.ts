@@ -2,14 +2,18 @@
  * The threads' final states decoded ahead of the finalize
  * (engine/restore/final_state.ts): the same registers (with the
  * interrupted syscall re-issued), XSAVE bytes and mask whether decoded
- * ahead by `prepare` or when taken, and `prepare` says when it has
- * nothing left. The round trips (tests/restore_threads_test.ts,
+ * ahead by `prepare` or when taken, encoded as the ptrace requests write
+ * them, and `prepare` says when it has nothing left. The round trips (tests/restore_threads_test.ts,
  * tests/restore_taskstate_test.ts) release every thread with them.
  */
 
 import assert from "node:assert/strict";
-import { FinalStates, finalThreadState } from "../engine/restore/final_state.ts";
-import { USER_REGS_FIELDS } from "../ffi/regs.ts";
+import {
+  FinalStates,
+  type FinalThreadState,
+  finalThreadState,
+} from "../engine/restore/final_state.ts";
+import { encodeUserRegs, USER_REGS_FIELDS } from "../ffi/regs.ts";
 import type { ThreadState } from "../engine/model.ts";
 
 function thread(tid: number, restart: boolean): ThreadState {
@@ -37,8 +41,18 @@ Deno.test("final states: decoded ahead or when taken, the same values", () => {
   for (const t of threads) {
     const a = ahead.take(t);
     const b = lazy.take(t);
-    assert.deepEqual(a, b);
-    assert.deepEqual(a, finalThreadState(t));
+    const plain = ({ regs, xsave, sigmask }: FinalThreadState) => ({ regs, xsave, sigmask });
+    assert.deepEqual(plain(a), plain(b));
+    assert.deepEqual(plain(a), plain(finalThreadState(t)));
+    // The requests' buffers: the bytes setXstate, setRegs and setSigmask write.
+    const r = a.requests;
+    assert.deepEqual(r.regs, encodeUserRegs(a.regs));
+    assert.deepEqual(r.xstate, a.xsave);
+    assert.notEqual(r.xstate.buffer, a.xsave.buffer, "a copy of its own");
+    assert.equal(r.xstateIov[0], BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(r.xstate))));
+    assert.equal(r.xstateIov[1], BigInt(a.xsave.length));
+    assert.deepEqual([...r.sigmask], [a.sigmask]);
+    assert.deepEqual(r.regs, b.requests.regs);
     assert.equal(a.regs.orig_rax, 0xffffffffffffffffn);
     assert.equal(a.sigmask, BigInt(t.tid * 3));
     assert.deepEqual([...a.xsave], [t.tid & 0xff, 1, 2, 3, 4]);

@@ -34,6 +34,7 @@ import {
   writeManifest,
   xsaveInStandardLayout,
 } from "../engine/image/mod.ts";
+import { setThreadXsave, threadXsave } from "../engine/image/thread_xsave.ts";
 
 const PAGE = 4096;
 const BOOT = 0x10000000n;
@@ -215,7 +216,10 @@ function syntheticProcess(runs: { a: number; b: number; c: number; exe: number }
 const pattern = (byte: number, length: number) => new Uint8Array(length).fill(byte);
 
 /** Writes the synthetic image to `<dir>/<PID>.elf`; returns the process written. */
-async function writeSynthetic(dir: string): Promise<ProcessImage> {
+async function writeSynthetic(
+  dir: string,
+  edit: (proc: ProcessImage) => void = () => {},
+): Promise<ProcessImage> {
   const w = await ImageWriter.create(`${dir}/${PID}.elf`, writerOptions());
   const a = w.reservePages(PAGE);
   await w.writePagesAt(a, pattern(0xa1, PAGE));
@@ -226,6 +230,7 @@ async function writeSynthetic(dir: string): Promise<ProcessImage> {
   const exe = w.reservePages(PAGE);
   await w.writePagesAt(exe, pattern(0xe4, PAGE));
   const proc = syntheticProcess({ a, b, c, exe });
+  edit(proc);
   const summary = await w.finish(proc);
   assert.equal(summary.pagesBytes, 5 * PAGE);
   assert.match(summary.checksum, /^crc32:[0-9a-f]{8}$/);
@@ -359,6 +364,72 @@ Deno.test("round trip: the reader returns what the writer wrote", () =>
     const xs = info.notes.filter((n) => n.name === "NT_X86_XSTATE")[0].desc;
     assert.deepEqual(xs, fakeXsave(PID & 0xff));
     assert.deepEqual(fp, xs.subarray(0, 512));
+  }));
+
+Deno.test("XSAVE areas: bytes in the threads' NT_X86_XSTATE notes, not in the JSON; base64 records read as before", () =>
+  withTempDir(TMP, async (dir) => {
+    const path = `${dir}/${PID}.elf`;
+    // The main thread's area as bytes (what a dump records now), the other's as base64 (an
+    // image written before): both in one image.
+    const proc = await writeSynthetic(dir, (p) => setThreadXsave(p.threads[0], fakeXsave(1)));
+    assert.equal(proc.threads[0].xsave, undefined);
+    const tid1 = proc.threads[1].tid;
+    assert.ok(!JSON.stringify(proc).includes("xstate"), "the bytes are not in any JSON");
+    const info = await readImageFile(path);
+    const json = JSON.parse(
+      new TextDecoder().decode(info.notes.find((n) => n.name === "NT_CRYO_PROCESS")!.desc),
+    );
+    assert.ok(!("xsave" in json.threads[0]) && !("xstate" in json.threads[0]));
+    assert.equal(json.threads[1].xsave, bytesToBase64(fakeXsave(tid1 & 0xff)));
+    const [t0, t1] = info.process.threads;
+    assert.deepEqual(threadXsave(t0), fakeXsave(1));
+    assert.deepEqual(threadXsave(t1), fakeXsave(tid1 & 0xff));
+    assert.equal(t1.xstate, undefined, "a base64 record keeps its base64");
+    const xs = info.notes.filter((n) => n.name === "NT_X86_XSTATE").map((n) => n.desc);
+    // (The main thread's notes first: it is the second record.)
+    assert.deepEqual(xs, [fakeXsave(tid1 & 0xff), fakeXsave(1)], "the notes gdb reads");
+    assert.deepEqual(JSON.parse(JSON.stringify(info.process)), json, "no bytes in the JSON");
+    // Read back and written again: the same image (the bytes go on by the note).
+    const again = `${dir}/again`;
+    await Deno.mkdir(again);
+    const w = await ImageWriter.create(`${again}/${PID}.elf`, writerOptions());
+    w.reservePages(5 * PAGE);
+    await w.finish(info.process);
+    const info2 = await readImageFile(`${again}/${PID}.elf`);
+    assert.deepEqual(
+      info2.notes.map((n) => [n.name, n.desc]),
+      info.notes.map((n) => [n.name, n.desc]),
+    );
+
+    // Every area as bytes; a thread whose NT_PRSTATUS names another tid has no note of its own
+    // (the second NT_PRSTATUS is the first record's: the main thread's notes come first).
+    await Deno.remove(path);
+    await writeSynthetic(dir, (p) => p.threads.forEach((t, i) => setThreadXsave(t, fakeXsave(i))));
+    const all = await readImageFile(path);
+    assert.deepEqual(all.process.threads.map(threadXsave), [fakeXsave(0), fakeXsave(1)]);
+    const bytes = await Deno.readFile(path);
+    const second = all.notes.filter((n) => n.name === "NT_PRSTATUS")[1];
+    const view = new DataView(bytes.buffer);
+    view.setInt32(second.descOffset + 32, PID + 7, true);
+    await Deno.writeFile(path, bytes);
+    const other = await readImageFile(path);
+    assert.deepEqual(threadXsave(other.process.threads[0]), new Uint8Array(0));
+    assert.deepEqual(threadXsave(other.process.threads[1]), fakeXsave(1));
+    // Two notes for one thread: refused.
+    view.setInt32(second.descOffset + 32, PID, true);
+    await Deno.writeFile(path, bytes);
+    await assert.rejects(
+      readImageFile(path),
+      (e: Error) =>
+        e instanceof ImageFormatError && /two NT_X86_XSTATE notes for thread \d+/.test(e.message),
+    );
+
+    // Too short for a note: kept as base64. A record that lost its bytes: an internal error.
+    const t = { ...info.process.threads[1] };
+    setThreadXsave(t, new Uint8Array(100).fill(9));
+    assert.equal(t.xsave, bytesToBase64(new Uint8Array(100).fill(9)));
+    delete t.xsave;
+    assert.throws(() => threadXsave(t), /internal error: the record of thread \d+ has no XSAVE/);
   }));
 
 Deno.test("readelf reads an image without a warning, like a table of contents", () =>

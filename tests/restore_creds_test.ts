@@ -19,6 +19,7 @@ import { readImageFile } from "../engine/image/reader.ts";
 import type { ProcessImage, ThreadCredentials } from "../engine/model.ts";
 import { credsDifferences, credsProblems } from "../engine/task/creds_check.ts";
 import { emitCredsSections } from "../engine/task/creds.ts";
+import { RUN_DONE_SLOT } from "../engine/task/sched_run.ts";
 import { ProgramBuilder } from "../engine/program/builder.ts";
 import { SYS, syscallName } from "../ffi/sysno.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
@@ -334,8 +335,12 @@ Deno.test("credentials sections: one per thread after the program's END, privile
     "prctl 28",
     "capset",
     "prctl 38",
+    "gettid",
   ]);
-  assert.equal(names(sections.threads[1].op).at(-1), "capset", "no no_new_privs for thread 11");
+  // The run's done mark last (its tid, into the run's area: creds_restore.ts).
+  const mark = built.ops[sections.threads[0].op + first.length - 1];
+  assert.equal(mark.store, RUN_DONE_SLOT);
+  assert.equal(names(sections.threads[1].op).at(-2), "capset", "no no_new_privs for thread 11");
   assert.ok(sections.threads[0].op > 0, "the sections come after the main program's END");
 });
 
@@ -353,18 +358,21 @@ Deno.test("securebits recorded as 0 are read back by the section itself, before 
   const ops = p.build().ops;
   const endOf = (from: number) => ops.findIndex((o, i) => i >= from && o.nr === 0xffffffff);
   const end = endOf(sections.threads[0].op);
-  const [get, fail] = [ops[end - 2], ops[end - 1]];
+  const [get, fail, mark] = [ops[end - 3], ops[end - 2], ops[end - 1]];
   assert.equal(get.nr, SYS.prctl);
   assert.equal(get.args[0], 27n, "PR_GET_SECUREBITS");
-  assert.equal(get.jumpIfZeroTo, end, "0 read back: on to the section's END");
+  assert.equal(get.jumpIfZeroTo, end - 1, "0 read back: on to the done mark and the section's END");
+  assert.equal(mark.nr, SYS.gettid);
+  assert.equal(mark.store, RUN_DONE_SLOT);
   assert.equal(fail.nr, SYS.prctl);
   assert.equal(fail.args[0], 0xffffffffffffffffn, "otherwise an unknown prctl option: FAIL");
   assert.ok(!fail.allowFail);
   assert.match(fail.comment ?? "", /securebits read back not 0/);
   // Recorded securebits 0x10: read back by the engine (a prctl in the thread), no check here.
   const other = endOf(sections.threads[1].op);
-  assert.notEqual(ops[other - 1].args[0], 0xffffffffffffffffn);
-  assert.notEqual(ops[other - 2].args[0], 27n);
+  assert.equal(ops[other - 1].nr, SYS.gettid);
+  assert.notEqual(ops[other - 2].args[0], 0xffffffffffffffffn);
+  assert.notEqual(ops[other - 3].args[0], 27n);
 });
 
 Deno.test("credentials pre-flight and read-back comparison", () => {

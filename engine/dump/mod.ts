@@ -25,7 +25,7 @@ import { SYS } from "../../ffi/sysno.ts";
 import { __WALL, parkStatus, waitPid } from "../../ffi/wait.ts";
 import { xsaveSize } from "../../ffi/ptrace.ts";
 import { xsaveXcr0 } from "../../ffi/structs.ts";
-import { decodeBase64 } from "../base64.ts";
+import { threadXsave } from "../image/thread_xsave.ts";
 import {
   type DumpStats,
   type FdInfo,
@@ -308,7 +308,7 @@ async function hostFacts(
   xsaveBytes: number,
 ): Promise<HostFacts> {
   const { layout: vdso, sha256: vdsoSha256 } = await hashVdso(vdsoCopy);
-  const xsave = decodeBase64(image.threads[0].xsave);
+  const xsave = threadXsave(image.threads[0]);
   return {
     kernelRelease: Deno.osRelease(),
     hostname: Deno.hostname(),

@@ -292,10 +292,13 @@ export function collectProcess(
     exe = fileIdentityOf(path.replace(/ \(deleted\)$/, ""), Deno.statSync(`/proc/${pid}/exe`));
   } catch { /* kernel thread or unreadable */ }
 
-  const threads = tids.map((tid) => ({
-    ...collectThread(pid, tid, injected.threads.get(tid)!, statuses.get(tid), reads?.get(tid)),
-    ...task.threads.get(tid),
-  }));
+  // (Object.assign, not a spread: the record's XSAVE bytes are not enumerable, thread_xsave.ts.)
+  const threads = tids.map((tid) =>
+    Object.assign(
+      collectThread(pid, tid, injected.threads.get(tid)!, statuses.get(tid), reads?.get(tid)),
+      task.threads.get(tid),
+    )
+  );
   // The main thread first.
   threads.sort((a, b) => (a.tid === pid ? -1 : b.tid === pid ? 1 : a.tid - b.tid));
   const shared = sharedPending(pid);

@@ -20,6 +20,7 @@ import { rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { Errno } from "../../ffi/errno.ts";
 import { encodeBase64 } from "../base64.ts";
+import { setThreadXsave } from "../image/thread_xsave.ts";
 import type { SigInfoRecord, ThreadState } from "../model.ts";
 import type { InjectedThreadState } from "./injected.ts";
 import { type ProcStatus, statusComm } from "../proc/status.ts";
@@ -86,11 +87,10 @@ export function collectThread(
   const regs = own?.regs ?? read?.regs ?? getRegs(tid);
   const rseq = read?.rseq ?? getRseqConfig(tid);
   const robust = read?.robustList;
-  return {
+  const t: ThreadState = {
     tid,
     comm: status ? statusComm(status) : comm(pid, tid),
     regs: regsToHex(regs),
-    xsave: encodeBase64(own?.xstate ?? read?.xstate ?? getXstate(tid)),
     sigmask: hex(own?.mask ?? read?.sigmask ?? getSigmask(tid)),
     pending: siginfoRecords(read?.pending ?? peekSiginfo(tid, false)),
     sigaltstack: injected.sigaltstack,
@@ -103,6 +103,9 @@ export function collectThread(
     clearChildTid: injected.clearChildTid,
     syscall: restartKind(regs),
   };
+  // The XSAVE area as bytes, written once, to the thread's NT_X86_XSTATE note.
+  setThreadXsave(t, own?.xstate ?? read?.xstate ?? getXstate(tid));
+  return t;
 }
 
 /**

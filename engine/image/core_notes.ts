@@ -31,6 +31,7 @@ import {
   SIGSTOP,
 } from "./notes.ts";
 import { USER_REGS_FIELDS } from "../../ffi/regs.ts";
+import { threadXsave } from "./thread_xsave.ts";
 
 /** "CORE\0" padded to 8: the owner field of every note but NT_X86_XSTATE. */
 const CORE_NAME = [0x43, 0x4f, 0x52, 0x45, 0, 0, 0, 0];
@@ -47,7 +48,7 @@ export function encodeCoreNotes(proc: ProcessImage): Uint8Array<ArrayBuffer> {
   const threads = [...proc.threads].sort((a, b) =>
     (a.tid === proc.pid ? 0 : 1) - (b.tid === proc.pid ? 0 : 1)
   );
-  const xsaves = threads.map((t) => t.xsave ? Uint8Array.fromBase64(t.xsave) : new Uint8Array(0));
+  const xsaves = threads.map(threadXsave);
   // The process-wide notes after the first thread's NT_PRSTATUS, in coreNoteSpecs' order.
   const first: [number, Uint8Array][] = threads.length === 0 ? [] : [
     [

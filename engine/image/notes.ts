@@ -11,6 +11,7 @@
  */
 
 import { USER_REGS_FIELDS } from "../../ffi/regs.ts";
+import { threadXsave } from "./thread_xsave.ts";
 import { type Hex, IMAGE_FORMAT_VERSION, type Mapping, type ProcessImage } from "../model.ts";
 import { concatBytes, encodeNote, PAGE_SIZE } from "./elf.ts";
 import { ImageFormatError } from "./errors.ts";
@@ -497,7 +498,7 @@ export function coreNoteSpecs(proc: ProcessImage, opts: CoreNoteOptions = {}): N
   );
   const notes: NoteSpec[] = [];
   threads.forEach((t, i) => {
-    const xsave = t.xsave ? base64ToBytes(t.xsave) : new Uint8Array(0);
+    const xsave = threadXsave(t);
     notes.push({
       owner: OWNER_CORE,
       type: NT_PRSTATUS,

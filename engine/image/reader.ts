@@ -38,10 +38,15 @@ import {
   NT_CRYO_PROCESS,
   NT_CRYO_VERSION,
   NT_PRSTATUS,
+  NT_X86_XSTATE,
   OWNER_CORE,
   OWNER_CRYO,
+  OWNER_LINUX,
   PRSTATUS_SIZE,
 } from "./notes.ts";
+
+/** Offset of pr_pid in NT_PRSTATUS (engine/image/notes.ts `encodePrstatus`). */
+const PRSTATUS_PID_OFFSET = 32;
 
 /** One note of an image, decoded from the PT_NOTE segment. */
 export interface ImageNote {
@@ -261,6 +266,7 @@ export function readImageFileSync(path: string): ImageInfo {
     if (prstatus.length !== proc.threads.length) {
       fail(`${prstatus.length} NT_PRSTATUS notes for ${proc.threads.length} threads`);
     }
+    attachXstates(proc, notes, fail);
 
     return {
       path,
@@ -275,6 +281,53 @@ export function readImageFileSync(path: string): ImageInfo {
     };
   } finally {
     file.close();
+  }
+}
+
+/**
+ * Gives each thread record without a base64 `xsave` its XSAVE area: the
+ * descriptor of the `NT_X86_XSTATE` note that follows the thread's
+ * `NT_PRSTATUS` (pr_pid = its tid) in the core notes, or none (an empty
+ * area) when no such note follows it (engine/image/thread_xsave.ts). A
+ * record that has `xsave` keeps it (images written before the area moved
+ * to the note carry both).
+ */
+function attachXstates(
+  proc: ProcessImage,
+  notes: readonly ImageNote[],
+  fail: (reason: string) => never,
+): void {
+  const threads = proc.threads;
+  let all = true;
+  for (let i = 0; i < threads.length; i++) {
+    if (threads[i].xsave === undefined) all = false;
+    else delete threads[i].xstate; // (not the image's to give: never read when xsave is there)
+  }
+  if (all) return;
+  const byTid = new Map<number, Uint8Array>();
+  let tid: number | undefined;
+  for (let i = 0; i < notes.length; i++) {
+    const n = notes[i];
+    if (n.type === NT_PRSTATUS && n.owner === OWNER_CORE) {
+      tid = new DataView(n.desc.buffer, n.desc.byteOffset, n.desc.length).getInt32(
+        PRSTATUS_PID_OFFSET,
+        true,
+      );
+    } else if (n.type === NT_X86_XSTATE && n.owner === OWNER_LINUX) {
+      if (tid === undefined) fail("NT_X86_XSTATE note before any NT_PRSTATUS");
+      if (byTid.has(tid!)) fail(`two NT_X86_XSTATE notes for thread ${tid}`);
+      byTid.set(tid!, n.desc);
+    }
+  }
+  for (let i = 0; i < threads.length; i++) {
+    const t = threads[i];
+    if (t.xsave !== undefined) continue;
+    Object.defineProperty(t, "xstate", {
+      value: byTid.get(t.tid) ?? new Uint8Array(0),
+      enumerable: false,
+      writable: true,
+      configurable: true,
+    });
   }
 }
 

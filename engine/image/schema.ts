@@ -62,7 +62,8 @@ export const threadChecks = z.looseObject({
   tid: int,
   comm: z.string(),
   regs: z.record(z.string(), hex),
-  xsave: base64,
+  // Absent: in the thread's NT_X86_XSTATE note (engine/image/thread_xsave.ts).
+  xsave: base64.optional(),
   sigmask: hex,
   pending: z.array(sigInfo),
   sigaltstack: z.looseObject({ sp: hex, flags: int, size: nat }),

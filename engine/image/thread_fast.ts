@@ -81,7 +81,8 @@ export function plainThreadFits(x: unknown): boolean {
   if (!isPlainObject(regs)) return false;
   const names = Object.keys(regs);
   for (let i = 0; i < names.length; i++) if (!isHex64(regs[names[i]])) return false;
-  if (!isBase64(x.xsave) || !isHex64(x.sigmask) || !allOf(x.pending, isSigInfo)) return false;
+  if (x.xsave !== undefined && !isBase64(x.xsave)) return false;
+  if (!isHex64(x.sigmask) || !allOf(x.pending, isSigInfo)) return false;
   const ss = x.sigaltstack;
   if (!isPlainObject(ss) || !isHex64(ss.sp) || !isInt(ss.flags) || !isNat(ss.size)) return false;
   const rseq = x.rseq;

@@ -1,17 +1,19 @@
 /**
  * The state each restored thread is released with (registers, with the
  * interrupted syscall set to be re-issued; its XSAVE area; its signal
- * mask), decoded from the image ahead of the finalize: the session
- * decodes a few threads at a time while it waits for the stubs (its main
- * thread is otherwise asleep then), so that the finalize of a process
- * with many threads only sets them. Pure decoding of the image's values:
+ * mask), decoded from the image ahead of the finalize, and encoded as the
+ * buffers of the ptrace requests that set them: the session decodes a few
+ * threads at a time while it waits for the stubs (its main thread is
+ * otherwise asleep then), so that the finalize of a process with many
+ * threads only makes the requests. Pure decoding of the image's values:
  * what is set, and when, is the finalize's, as before.
  *
  * @module
  */
 
 import { regsFromHex, type UserRegs } from "../../ffi/regs.ts";
-import { decodeBase64 } from "../base64.ts";
+import { type FinalStateRequests, finalStateRequests } from "../../ffi/ptrace.ts";
+import { threadXsave } from "../image/thread_xsave.ts";
 import type { ThreadState } from "../model.ts";
 import { reissueInterrupted } from "../task/syscalls.ts";
 
@@ -20,6 +22,8 @@ export interface FinalThreadState {
   regs: UserRegs;
   xsave: Uint8Array;
   sigmask: bigint;
+  /** The same, as the buffers of the requests that set them (ffi/ptrace.ts `setFinalState`). */
+  requests: FinalStateRequests;
 }
 
 /** Decodes thread `t`'s final state from its record. */
@@ -27,7 +31,9 @@ export function finalThreadState(t: ThreadState): FinalThreadState {
   const regs = regsFromHex(t.regs);
   reissueInterrupted(t, regs); // see engine/task/syscalls.ts
   regs.orig_rax = 0xffffffffffffffffn;
-  return { regs, xsave: decodeBase64(t.xsave), sigmask: BigInt(t.sigmask) };
+  const xsave = threadXsave(t);
+  const sigmask = BigInt(t.sigmask);
+  return { regs, xsave, sigmask, requests: finalStateRequests(xsave, regs, sigmask) };
 }
 
 /** The final states of a tree's threads, decoded a few at a time ahead of use. */

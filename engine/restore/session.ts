@@ -41,16 +41,15 @@ import {
   interrupt,
   PTRACE_O,
   seize,
+  setFinalState,
   setRegs,
-  setSigmask,
-  setXstate,
   waitStop,
 } from "../../ffi/ptrace.ts";
 import { findSyscallInstruction, injectSyscall } from "../../ffi/inject.ts";
 import { processVmWriteFully } from "../../ffi/process_vm.ts";
 import { decodeXsaveHeader, xsaveXcr0 } from "../../ffi/structs.ts";
 import { errnoName } from "../../ffi/errno.ts";
-import { decodeBase64 } from "../base64.ts";
+import { threadXsave } from "../image/thread_xsave.ts";
 import type { ProcessImage } from "../model.ts";
 import { RestoreError } from "../errors.ts";
 import { describeFailedOp, describeFailure } from "../program/builder.ts";
@@ -257,7 +256,7 @@ export class RestoreSession {
     const have = xsaveXcr0(getXstate(tid));
     for (const u of this.#units.values()) {
       for (const t of u.image.threads) {
-        const used = decodeXsaveHeader(decodeBase64(t.xsave)).xstateBv;
+        const used = decodeXsaveHeader(threadXsave(t)).xstateBv;
         if ((used & ~have) !== 0n) {
           throw new RestoreError(
             `cannot restore: thread ${t.tid} uses XSAVE features 0x${
@@ -483,12 +482,8 @@ export class RestoreSession {
         "munmap(bootstrap)",
         injectSyscall(pid, outside, SYS.munmap, compiled.bootstrap.base, size),
       );
-      for (const t of image.threads) {
-        const { regs, xsave, sigmask } = this.#final.take(t); // final_state.ts
-        setXstate(t.tid, xsave);
-        setRegs(t.tid, regs);
-        setSigmask(t.tid, sigmask);
-      }
+      // XSAVE area, registers and mask, from buffers made while the stubs ran (final_state.ts).
+      for (const t of image.threads) setFinalState(t.tid, this.#final.take(t).requests);
     }
     // TCP connections leave repair mode once every socket of the tree exists.
     finishInetSockets([...this.#units.values()].map((u) => u.image));

@@ -45,6 +45,7 @@ import type { InjectionSession } from "../dump/injected.ts";
 import { type ProcStatus, readStatus } from "../proc/status.ts";
 import { UnsupportedError } from "../errors.ts";
 import { setgroupsDenied } from "./userns.ts";
+import { RUN_DONE_SLOT } from "./sched_run.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
 
 /** prctl options used here. */
@@ -258,6 +259,9 @@ function emitThreadCreds(
   p.op(SYS.capset, [header, p.data(final)], say(`capabilities eff ${hex(eff)} prm ${hex(prm)}`));
   if (c.noNewPrivs) p.op(SYS.prctl, [PR.SET_NO_NEW_PRIVS, 1, 0, 0, 0], say("no_new_privs"));
   if (c.securebits === 0) emitNoSecurebitsCheck(p, first);
+  // The run's done mark: its tid, after every op that can fail (creds_restore.ts reads it from
+  // the run's area instead of the registers at its stop; sched_run.ts RUN_DONE_SLOT).
+  p.op(SYS.gettid, [], { store: RUN_DONE_SLOT, comment: "credentials: the run's done mark" });
   p.end(`credentials restored (first used by thread ${tid})`);
   return first;
 }

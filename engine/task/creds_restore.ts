@@ -34,7 +34,7 @@ import { procPath, readProcText } from "../proc/io.ts";
 import { CredsLines, statusHoldsCreds } from "./creds_text.ts";
 import { processVmReadFully } from "../../ffi/process_vm.ts";
 import type { RunAreas } from "../restore/thread_state.ts";
-import { RUN_AREA_BYTES } from "./sched_run.ts";
+import { RUN_AREA_BYTES, RUN_DONE_SLOT } from "./sched_run.ts";
 
 const SIGTRAP = 5;
 const NO_SYSCALL = 0xffffffffffffffffn;
@@ -172,18 +172,32 @@ export function restoreCreds(
   // The threads but the main one are all parked at their birth in the stub, after the same
   // clone3: one's registers serve as the start of every run (one PTRACE_GETREGS, not one each).
   let parked: UserRegs | undefined;
-  runAll(
-    compiled.creds.threads.map(({ tid, op }) => {
-      if (tid === pid) return sectionRun(tid, boot, op, slotsOf.get(tid));
-      parked ??= getRegs(tid);
-      return sectionRun(tid, boot, op, slotsOf.get(tid), parked);
-    }),
+  const runs = compiled.creds.threads.map(({ tid, op }) => {
+    if (tid === pid) return sectionRun(tid, boot, op, slotsOf.get(tid));
+    parked ??= getRegs(tid);
+    return sectionRun(tid, boot, op, slotsOf.get(tid), parked);
+  });
+  for (const r of runs) {
+    setRegs(r.tid, r.regs);
+    cont(r.tid, 0);
+  }
+  const stops = runs.map((r) => waitStop(r.tid));
+  // Each run's area, read once every run stopped: a run that stopped with SIGTRAP and left its
+  // tid as its done mark is at its section's END; any other stop is explained from its registers.
+  const areas = readRunAreas(pid, own);
+  let problem: string | undefined;
+  runs.forEach((r, i) => {
+    const st = stops[i];
+    const area = areas.get(r.tid);
+    if (st.signal === SIGTRAP && area && doneMarkOf(area) === BigInt(r.tid)) return;
+    const why = r.check(st, getRegs(r.tid));
     // A thread but the main one runs its own-state section first (engine/restore/thread_state.ts).
-    (tid) =>
-      tid === pid
-        ? fail(`thread ${tid}`)
-        : `cannot restore the state or the credentials of process ${pid} (thread ${tid})`,
-  );
+    const who = r.tid === pid
+      ? fail(`thread ${r.tid}`)
+      : `cannot restore the state or the credentials of process ${pid} (thread ${r.tid})`;
+    if (why !== null) problem ??= `${who}: ${why}`;
+  });
+  if (problem !== undefined) throw new RestoreError(problem);
 
   // Read back: securebits recorded as 0 by the sections themselves (creds.ts), the
   // others by a prctl in their threads; the rest from the status files.
@@ -219,7 +233,12 @@ export function restoreCreds(
       );
     }
   });
-  return readRunAreas(pid, own);
+  return areas;
+}
+
+/** The done mark a run left in its area (sched_run.ts RUN_DONE_SLOT): its tid, or all ones. */
+function doneMarkOf(area: DataView): bigint {
+  return area.getBigUint64(RUN_DONE_SLOT * 8, true);
 }
 
 /** Each run's own area (one read: {@link RUN_AREA_BYTES} each, one after the other). */

@@ -44,8 +44,16 @@ const IOPRIO_SLOT = 3;
 const ATTR_AT = 32;
 /** Offset of the CPU mask in a thread's area. */
 const MASK_AT = ATTR_AT + 64;
-/** Bytes of each thread's run area (slots, sched_attr, CPU mask), 8-aligned. */
-export const RUN_AREA_BYTES = MASK_AT + CPU_MASK_BYTES;
+/**
+ * Slot (of a thread's run) where the end of every credentials section
+ * stores the running thread's tid (engine/task/creds.ts): after the
+ * section's last op that can fail, so a run that stopped with SIGTRAP and
+ * left its tid there stopped at the section's END (creds_restore.ts reads
+ * no registers for it). Just after the CPU mask.
+ */
+export const RUN_DONE_SLOT = (MASK_AT + CPU_MASK_BYTES + 7) >> 3;
+/** Bytes of each thread's run area (slots, sched_attr, CPU mask, the done mark), 8-aligned. */
+export const RUN_AREA_BYTES = RUN_DONE_SLOT * 8 + 8;
 
 /** Whether thread `t`'s section reads its scheduling in its run. */
 export function schedReadInRun(t: Pick<ThreadState, "sched">): boolean {

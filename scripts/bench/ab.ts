@@ -5,8 +5,9 @@
  * this one (B), on the bench workloads. Every round dumps the same running workload with A and B,
  * in alternating order; it reports per variant the medians of the command's wall time, CPU
  * (user + system, from wait4), peak RSS and the freeze the workload saw (its heartbeat).
- * With `--restore`: B dumps each workload once, then every round kills the workload and
- * restores that image with A and B (`restore --detach --json`, alternating order), and the
+ * With `--restore`: A and B each dump each workload once (each its own image: the two trees
+ * may write formats the other does not read), then every round kills the workload and
+ * restores them, each variant its own (`restore --detach --json`, alternating order), and the
  * table has the restore's wall, CPU, peak RSS and the time until the restored process's first
  * heartbeat; the workload checks its memory at the end.
  *
@@ -56,15 +57,17 @@ try {
     const w = await startWorkload(spec, work);
     const got = new Map<string, { wall: number; cpu: number; rss: number; seen: number }[]>();
     try {
-      const image = `${work}/${spec.name}-image`;
-      if (opts.restore) await cryoDump(w, image, `${image}.log`, variants[1].rt);
+      const imageOf = (v: { name: string }) => `${work}/${spec.name}-image-${v.name}`;
+      if (opts.restore) {
+        for (const v of variants) await cryoDump(w, imageOf(v), `${imageOf(v)}.log`, v.rt);
+      }
       for (let i = 0; i < Number(opts.rounds); i++) {
         const order = i % 2 ? [...variants].reverse() : variants;
         for (const v of order) {
           if (opts.restore) {
             await killWorkload(w);
             await flushDirty();
-            const d = await cryoRestore(w, image, true, `${image}-${v.name}-${i}`, v.rt);
+            const d = await cryoRestore(w, imageOf(v), true, `${imageOf(v)}-${i}`, v.rt);
             const r = {
               wall: d.process.wallSeconds,
               cpu: d.process.userSeconds + d.process.systemSeconds,
