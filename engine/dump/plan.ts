@@ -196,8 +196,7 @@ const NO_PIECES: SplitPiece[] = Object.freeze([]) as unknown as SplitPiece[];
 
 /** Indexes of `vmas` in address order (smaps lists them so: no sort then). */
 function addressOrder(vmas: readonly Vma[]): number[] {
-  const order = new Array<number>(vmas.length);
-  for (let k = 0; k < vmas.length; k++) order[k] = k;
+  const order = Array.from(vmas.keys()); // (no loop of 10,000 rounds for V8 to compile)
   if (inAddressOrder(vmas)) return order; // (known for the maps parsed before the freeze)
   return order.sort((a, b) => (vmas[a].start < vmas[b].start ? -1 : 1));
 }
