@@ -20,6 +20,8 @@ import { takeScanAhead } from "./scan_ahead.ts";
 import type { PrecopyProcess, SplitPiece } from "./precopy.ts";
 import type { MemoryStreamer } from "./memory.ts";
 import type { ImageWriter } from "../image/writer.ts";
+import { findFrom } from "../find_from.ts";
+import { findIndexBelow } from "../index_rounds.ts";
 
 /** The pages to save of each mapping of one process. */
 export interface PagePlan {
@@ -147,25 +149,30 @@ export function planReads(
   // Touching readable mappings of one policy, none given its runs, whose indexes follow
   // each other in address order, are one range (10,000 one-page mappings of alternating
   // protections: a few): its runs are theirs, cut where each one ends (savePlanned's
-  // records, after the thaw).
-  for (let o = 0; o < order.length; o++) {
-    const k = order[o];
+  // records, after the thaw). Through findFrom: no loop of 10,000 rounds for V8 to
+  // compile (engine/find_from.ts); `skipTo` is the next position not joined to a range.
+  let skipTo = 0;
+  findFrom(order, (k, o) => {
+    if (o < skipTo) return false;
+    skipTo = o + 1;
     const given = inherited(k);
     if (given) {
       for (const r of given) reads.push(k, Number(r.addr), r.length);
     } else if (wanted(k)) {
       const v = vmas[k], policy = policies[k];
-      let end = Number(v.end);
       if (v.perms[0] === "r") {
-        for (let next = k + 1; o + 1 < order.length && order[o + 1] === next; next++, o++) {
-          const w = vmas[next];
-          if (
-            policies[next] !== policy || w.perms[0] !== "r" || Number(w.start) !== end ||
-            w.path === "[vsyscall]" || inherited(next)
-          ) break;
-          end = Number(w.end);
+        // Position `p` of `order` holds the mapping after the one before, joined to the range.
+        const joins = (kk: number, p: number) =>
+          kk === k + (p - o) && policies[kk] === policy && vmas[kk].perms[0] === "r" &&
+          Number(vmas[kk].start) === Number(vmas[kk - 1].end) && vmas[kk].path !== "[vsyscall]" &&
+          !inherited(kk);
+        // (The first one tested here: most ranges are one mapping, no slice for them.)
+        if (o + 1 < order.length && joins(order[o + 1], o + 1)) {
+          const stop = findFrom(order, (kk, p) => !joins(kk, p), o + 2);
+          skipTo = stop < 0 ? order.length : stop;
         }
       }
+      const end = Number(vmas[order[skipTo - 1]].end);
       cursor = runsOfRangeFlat(
         regions,
         cursor,
@@ -176,7 +183,8 @@ export function planReads(
         reads,
       );
     }
-  }
+    return false;
+  });
   let bytes = 0;
   for (let i = 2; i < reads.length; i += 3) bytes += reads[i];
   return { reads, bytes };
@@ -196,8 +204,7 @@ const NO_PIECES: SplitPiece[] = Object.freeze([]) as unknown as SplitPiece[];
 
 /** Indexes of `vmas` in address order (smaps lists them so: no sort then). */
 function addressOrder(vmas: readonly Vma[]): number[] {
-  const order = new Array<number>(vmas.length);
-  for (let k = 0; k < vmas.length; k++) order[k] = k;
+  const order = Array.from(vmas.keys()); // (no loop of 10,000 rounds for V8 to compile)
   if (inAddressOrder(vmas)) return order; // (known for the maps parsed before the freeze)
   return order.sort((a, b) => (vmas[a].start < vmas[b].start ? -1 : 1));
 }
@@ -239,7 +246,12 @@ export function savePlanned(
     }
     return at;
   };
-  for (let i = 0; reads && i < reads.length;) {
+  // Read by read through findIndex: no loop of 10,000 rounds for V8 to compile
+  // (engine/index_rounds.ts); `next` is the first read not saved yet.
+  let next = 0;
+  findIndexBelow(reads ? reads.length / 3 : 0, (r) => {
+    const i = 3 * r;
+    if (!reads || i < next) return false;
     const k = reads[i], addr = reads[i + 1];
     let length = reads[i + 2], j = i + 3;
     if (merge && vmas[k].perms[0] === "r") {
@@ -252,10 +264,12 @@ export function savePlanned(
     }
     // (Not merged, a run planned over a range is read mapping by mapping, each a piece.)
     const at = merge ? streamer.saveRun(vmas[k], addr, length, onBytes) : savePieces(i);
-    for (; i < j; i += 3) {
-      later.push(reads[i], reads[i + 1], reads[i + 2], at + reads[i + 1] - addr);
+    for (let q = i; q < j; q += 3) {
+      later.push(reads[q], reads[q + 1], reads[q + 2], at + reads[q + 1] - addr);
     }
-  }
+    next = j;
+    return false;
+  });
   let scratch: Uint8Array | undefined;
   // The batch's entries are reused from mapping to mapping (saveRuns keeps none of them).
   // Addresses stay numbers (exact below 2^53): no bigint per run.
@@ -267,9 +281,9 @@ export function savePlanned(
     e.length = length;
     return e;
   };
-  for (let k = 0; k < plan.pieces.length; k++) {
-    const pieces = plan.pieces[k];
-    if (pieces.length === 0) continue;
+  // By forEach: no loop of 10,000 rounds for V8 to compile (engine/find_from.ts).
+  plan.pieces.forEach((pieces, k) => {
+    if (pieces.length === 0) return;
     const v = vmas[k];
     let allRead = true;
     for (let i = 0; i < pieces.length && allRead; i++) allRead = pieces[i].source === "read";
@@ -278,7 +292,7 @@ export function savePlanned(
         const p = pieces[i];
         later.push(k, p.addr, p.length, streamer.saveRun(v, p.addr, p.length, onBytes));
       }
-      continue;
+      return;
     }
     let pages: PageRun[] = NO_PAGES;
     for (let i = 0; i < pieces.length; i++) {
@@ -327,37 +341,56 @@ export function savePlanned(
       }
     }
     mappings[k].pages = pages;
-  }
-  return () => {
+  });
+  return function runsToPages() {
     // Each run's part in each mapping it covers: the mapping it is tagged with, or, for a
     // run planned over a range of mappings (planPages; index order is address order
     // then), each mapping of the range it reaches.
     // Consecutive runs of one tag are one mapping's, or one range's in address order.
+    // Run by run, and mapping by mapping, through findIndex: no loop of 10,000 rounds
+    // for V8 to compile (engine/find_from.ts).
     let tag = -1, k = -1, end = 0;
     let pages: PageRun[] = NO_PAGES;
-    for (let i = 0; i < later.length; i += 4) {
+    /** Adds the part of [addr, addr + length) at file offset `at` in mapping `k`; its length. */
+    const addPart = (addr: number, length: number, at: number) => {
+      if (pages === NO_PAGES) mappings[k].pages = pages = [];
+      const n = Math.min(length, end - addr);
+      pages.push({ addr: `0x${addr.toString(16)}`, length: n, fileOffset: at });
+      return n;
+    };
+    findIndexBelow(later.length / 4, (r) => {
+      const i = 4 * r;
       let addr = later[i + 1], length = later[i + 2], at = later[i + 3];
       if (later[i] !== tag) {
         tag = k = later[i];
         end = Number(vmas[k].end);
         pages = NO_PAGES;
       }
-      while (addr >= end) {
-        end = Number(vmas[++k].end);
+      if (addr >= end) { // the first mapping after k that the run reaches
+        k = findFrom(vmas, (v) => addr < Number(v.end), k + 1);
+        if (k < 0) throw new RangeError(`page run 0x${addr.toString(16)} beyond the mappings`);
+        end = Number(vmas[k].end);
         pages = NO_PAGES;
       }
-      for (;;) {
-        if (pages === NO_PAGES) mappings[k].pages = pages = [];
-        const n = Math.min(length, end - addr);
-        pages.push({ addr: `0x${addr.toString(16)}`, length: n, fileOffset: at });
-        if (n === length) break;
-        addr += n;
-        length -= n;
-        at += n;
-        end = Number(vmas[++k].end);
+      const n = addPart(addr, length, at);
+      if (n === length) return false;
+      addr += n;
+      length -= n;
+      at += n;
+      // The mappings after k that it covers, up to the one where it ends.
+      k = findFrom(vmas, (v, next) => {
+        k = next;
+        end = Number(v.end);
         pages = NO_PAGES;
-      }
-    }
+        const part = addPart(addr, length, at);
+        addr += part;
+        length -= part;
+        at += part;
+        return length === 0;
+      }, k + 1);
+      if (k < 0) throw new RangeError(`page run 0x${addr.toString(16)} beyond the mappings`);
+      return false;
+    });
     later.length = 0;
   };
 }

@@ -68,6 +68,8 @@ import { inAddressOrder } from "./vmas.ts";
 import { ReadAhead } from "../../ffi/read_ahead.ts";
 import { closeRawFd, openRawFd, tablesAvailable } from "../../ffi/syscall_table.ts";
 import { sleepSync } from "../sleep_sync.ts";
+import { countByte } from "../index_rounds.ts";
+import { findFrom } from "../find_from.ts";
 
 /**
  * From which resident set the smaps read overlaps the collect. Below it the
@@ -88,7 +90,7 @@ const UNKNOWN: string[] = Object.freeze([]) as unknown as string[];
 /** The areas of /proc/<pid>/maps, their VmFlags not read yet. */
 export function mapsWithoutFlags(pid: number): SmapsArea[] {
   const maps = readMaps(pid) as SmapsArea[];
-  for (const m of maps) m.vmFlags = UNKNOWN;
+  maps.forEach(flagsUnknown);
   return maps;
 }
 
@@ -107,10 +109,10 @@ export function completeVmFlags(
 ): Promise<MemoryProcessFlags> {
   const p = smaps.then((areas) => {
     const flags = flagsOfMaps(pid, maps, areas);
-    for (let i = 0; i < maps.length; i++) {
-      maps[i].vmFlags = flags[i];
-      mappings[i].vmFlags = flags[i];
-    }
+    flags.forEach((f, i) => { // (forEach: no loop of 10,000 rounds for V8 to compile)
+      maps[i].vmFlags = f;
+      mappings[i].vmFlags = f;
+    });
     return details();
   });
   p.catch(() => {}); // awaited later, or not at all when the dump failed first
@@ -168,9 +170,7 @@ function bpfPays(pid: number, maps: Map<number, Uint8Array>): boolean {
   // One line per area; reading maps does not walk pages. The policy's count just read it.
   const bytes = takeCountedMaps(pid, 1000) ?? readMapsBytes(pid);
   maps.set(pid, bytes);
-  let lines = 0;
-  for (let at = bytes.indexOf(10); at >= 0; at = bytes.indexOf(10, at + 1)) lines++;
-  return lines >= bpfFlagsPay.minAreas;
+  return countByte(bytes, 10) >= bpfFlagsPay.minAreas;
 }
 
 /**
@@ -220,7 +220,7 @@ function mapsBeforeFreeze(
   try {
     const bytes = read ?? readMapsBytes(pid);
     const areas = parseMapsBytes(bytes, pid) as SmapsArea[];
-    for (const m of areas) m.vmFlags = UNKNOWN;
+    areas.forEach(flagsUnknown);
     prepareAreaAnswers(areas); // what the injection asks of them at the freeze
     draftMappings(areas); // the records of its anonymous mappings (mapping_drafts.ts)
     inAddressOrder(areas); // asked at the freeze (the bootstrap's range, the page plan)
@@ -262,7 +262,7 @@ function frozenMaps(pid: number, before?: MapsBeforeFreeze, readAhead?: Uint8Arr
   }
   mapsReuse.parsed++;
   const fresh = parseMapsBytes(bytes, pid) as SmapsArea[];
-  for (const m of fresh) m.vmFlags = UNKNOWN;
+  fresh.forEach(flagsUnknown);
   return fresh;
 }
 
@@ -492,18 +492,25 @@ function memoCovers(pid: number, memo: ConfirmedDecoding, check: VmFlagsCheck): 
   }
   const others = ~memo.bits;
   let good = -1n; // the last flags found to hold no other bit (neighbours share theirs)
-  for (let i = 0; i < records.count; i++) {
-    const flags = records.flags[i];
-    if (flags === good) continue;
-    if ((flags & others) !== 0n) return false;
+  // By findIndex: no loop of 10,000 rounds for V8 to compile (engine/index_rounds.ts).
+  const other = records.flags.subarray(0, records.count).findIndex((flags) => {
+    if (flags === good) return false;
+    if ((flags & others) !== 0n) return true;
     good = flags;
-  }
+    return false;
+  });
+  if (other >= 0) return false;
   check.processes.set(pid, {
     bits: memo.bits,
     gate: memo.gate,
     records: { bytes, decoded: records },
   });
   return true;
+}
+
+/** Marks an area's VmFlags as not read yet (by forEach: no loop of 10,000 rounds to compile). */
+function flagsUnknown(m: SmapsArea): void {
+  m.vmFlags = UNKNOWN;
 }
 
 /** vm_flags bits that maps shows as permissions: read, write, exec, may-share. */
@@ -661,10 +668,10 @@ export function completeFlagsOffThread(
     if (kept === undefined) {
       // From smaps (the injected calls' areas are gone: it lists the areas of maps).
       const flags = flagsOfMaps(pid, maps, readSmapsFlags(pid));
-      for (let i = 0; i < maps.length; i++) maps[i].vmFlags = flags[i];
+      maps.forEach((m, i) => m.vmFlags = flags[i]); // (no loop of 10,000 rounds to compile)
     }
     // (Kept: `mappings` were made from these very areas and flags.)
-    if (!kept) { for (let i = 0; i < maps.length; i++) mappings[i].vmFlags = maps[i].vmFlags; }
+    if (!kept) maps.forEach((m, i) => mappings[i].vmFlags = m.vmFlags);
     return details();
   };
   const p = (read ? read.finished : Promise.resolve()).then(settle).finally(() => read?.close());
@@ -692,34 +699,41 @@ function flagsFromRecords(
   // The last two (flags, perms) pairs found good, and their codes: neighbours share
   // or alternate theirs (no bigint operations for most of 10,000 areas).
   let f0 = -1n, p0 = "", c0: string[] = UNKNOWN, f1 = -1n, p1 = "", c1: string[] = UNKNOWN;
-  for (let i = 0; i < maps.length; i++) {
-    const m = maps[i];
+  let why: string | undefined;
+  // Through findFrom: no loop of 10,000 rounds for V8 to compile (engine/find_from.ts).
+  findFrom(maps, (m) => {
     if (j < records.count && records.start[j] === m.start) {
       const flags = records.flags[j];
-      if (records.end[j++] !== m.end) return `area ${m.start.toString(16)} differs from maps`;
+      if (records.end[j++] !== m.end) {
+        return !!(why = `area ${m.start.toString(16)} differs from maps`);
+      }
       if (flags === f0 && m.perms === p0) {
         m.vmFlags = c0;
-        continue;
+        return false;
       }
       if (flags === f1 && m.perms === p1) {
         m.vmFlags = c1;
-        continue;
+        return false;
       }
       if ((flags & ~confirmed.bits) !== 0n) {
-        return `flags 0x${flags.toString(16)} have a bit smaps did not confirm`;
+        return !!(why = `flags 0x${flags.toString(16)} have a bit smaps did not confirm`);
       }
       const codes = decodeVmFlags(flags);
-      if (!codes) return `flags 0x${flags.toString(16)} have an unknown bit`;
-      if (!permsOf(m.perms, flags)) return `flags 0x${flags.toString(16)} are not ${m.perms}`;
+      if (!codes) return !!(why = `flags 0x${flags.toString(16)} have an unknown bit`);
+      if (!permsOf(m.perms, flags)) {
+        return !!(why = `flags 0x${flags.toString(16)} are not ${m.perms}`);
+      }
       m.vmFlags = codes;
       [f1, p1, c1] = [f0, p0, c0];
       [f0, p0, c0] = [flags, m.perms, codes];
     } else {
       const gate = confirmed.gate.find((g) => sameArea(g, m));
-      if (!gate) return `area ${m.start.toString(16)} of maps is not the iterator's`;
+      if (!gate) return !!(why = `area ${m.start.toString(16)} of maps is not the iterator's`);
       m.vmFlags = gate.vmFlags;
     }
-  }
+    return false;
+  });
+  if (why !== undefined) return why;
   if (j !== records.count) return `the iterator lists ${records.count} areas, maps ${j}`;
   return undefined;
 }

@@ -30,7 +30,7 @@ import {
   openTmpfile,
   truncateFd,
 } from "../../ffi/files.ts";
-import type { FdInfo, GhostFile, ProcessImage } from "../model.ts";
+import type { FdInfo, GhostFile, Mapping, ProcessImage } from "../model.ts";
 import { formatChecksum } from "../image/checksum.ts";
 import { RestoreError } from "../errors.ts";
 import type { Refusals, SupportId } from "../support.ts";
@@ -135,9 +135,8 @@ export async function collectGhosts(
         refusals.use("fd.ghost", `process ${p.pid} fd ${f.fd}`);
       }
     }
-    for (const m of p.mappings) {
-      if (m.excluded || (m.kind !== "file-private" && m.kind !== "file-shared")) continue;
-      if (!ghostKind(m.name)) continue;
+    // Filtered first: no loop of 10,000 rounds for V8 to compile (engine/find_from.ts).
+    for (const m of p.mappings.filter(maybeGhostMapping)) {
       const range = `${BigInt(m.start).toString(16)}-${BigInt(m.end).toString(16)}`;
       const where = `process ${p.pid} mapping ${m.start}-${m.end} (${m.name})`;
       const id = await save(
@@ -153,6 +152,12 @@ export async function collectGhosts(
     }
   }
   return [...ghosts.values()];
+}
+
+/** Whether mapping `m` is saved if its file is a ghost (its file deleted, of a kind saved). */
+function maybeGhostMapping(m: Mapping): boolean {
+  return !m.excluded && (m.kind === "file-private" || m.kind === "file-shared") &&
+    ghostKind(m.name) !== null;
 }
 
 /** Ghost files with the transfer fd number each is handed to the tree at. */

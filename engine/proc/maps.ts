@@ -15,6 +15,8 @@ import {
 } from "./errors.ts";
 import { fileIdentityOf, procPath, procRead, readProcBytes, readProcText } from "./io.ts";
 import { bytesEqual } from "../../ffi/libc.ts";
+import { findFrom } from "../find_from.ts";
+import { countByte } from "../index_rounds.ts";
 import {
   PROCMAP_QUERY_COVERING_OR_NEXT_VMA,
   PROCMAP_QUERY_VMA_EXECUTABLE,
@@ -192,11 +194,17 @@ export function parseMapsLine(line: string): MapEntry | null {
 /** Parses the whole text of a maps file (throws ProcFormatError on a bad line). */
 export function parseMaps(text: string, pid = 0, path = "maps"): MapEntry[] {
   const out: MapEntry[] = [];
-  for (const line of text.split("\n")) {
-    if (line === "") continue;
+  const lines = text.split("\n");
+  // By findIndex: no loop of 10,000 lines for V8 to compile (engine/index_rounds.ts).
+  const bad = lines.findIndex((line) => {
+    if (line === "") return false;
     const e = parseMapsLine(line);
-    if (!e) throw new ProcFormatError(pid, path, `bad maps line ${JSON.stringify(line)}`);
+    if (!e) return true;
     out.push(e);
+    return false;
+  });
+  if (bad >= 0) {
+    throw new ProcFormatError(pid, path, `bad maps line ${JSON.stringify(lines[bad])}`);
   }
   return out;
 }
@@ -464,17 +472,24 @@ function knownGap(areas: readonly MapArea[]): { start: bigint; size: bigint } {
   return memo.gap ??= gapOf(areas);
 }
 
-function gapOf(areas: readonly MapArea[]): { start: bigint; size: bigint } {
+/**
+ * The largest gap between consecutive `areas` below USER_TOP (the first of
+ * equal ones); exported for tests.
+ */
+export function gapOf(areas: readonly MapArea[]): { start: bigint; size: bigint } {
   // Compared as numbers (exact below USER_TOP, 2^47): no bigint per area of 10,000.
   let best = 0, bestI = 0;
-  for (let i = 1; i < areas.length; i++) {
-    if (areas[i].start >= USER_TOP) break;
-    const size = Number(areas[i].start) - Number(areas[i - 1].end);
+  // Through findFrom: no loop of 10,000 rounds for V8 to compile (engine/find_from.ts).
+  findFrom(areas, (a, i) => {
+    if (i === 0) return false;
+    if (a.start >= USER_TOP) return true;
+    const size = Number(a.start) - Number(areas[i - 1].end);
     if (size > best) {
       best = size;
       bestI = i;
     }
-  }
+    return false;
+  });
   if (bestI === 0) return { start: 0n, size: 0n };
   return { start: areas[bestI - 1].end, size: areas[bestI].start - areas[bestI - 1].end };
 }
@@ -517,14 +532,19 @@ export function executableMapsText(areas: readonly MapEntry[]): string {
   return memo.exec ??= executableText(areas);
 }
 
-function executableText(areas: readonly MapEntry[]): string {
-  let out = "";
-  for (const a of areas) {
-    if (a.perms[0] !== "r" || a.perms[2] !== "x") continue;
-    out += `${a.start.toString(16)}-${a.end.toString(16)} ${a.perms} ` +
-      `${a.offset.toString(16).padStart(8, "0")} ${a.dev} ${a.inode} ${a.path}\n`;
-  }
-  return out;
+/**
+ * The maps lines of the readable and executable ones of `areas` (by
+ * filter and map: no loop of 10,000 rounds for V8 to compile); exported
+ * for tests.
+ */
+export function executableText(areas: readonly MapEntry[]): string {
+  return areas.filter((a) => a.perms[0] === "r" && a.perms[2] === "x").map(mapsLineOf).join("");
+}
+
+/** The maps line of `a`, with its newline. */
+function mapsLineOf(a: MapEntry): string {
+  return `${a.start.toString(16)}-${a.end.toString(16)} ${a.perms} ` +
+    `${a.offset.toString(16).padStart(8, "0")} ${a.dev} ${a.inode} ${a.path}\n`;
 }
 
 /**
@@ -533,8 +553,7 @@ function executableText(areas: readonly MapEntry[]): string {
  */
 export function countMappings(pid: number): number {
   const bytes = readProcBytes(pid, "maps");
-  let n = 0;
-  for (let i = bytes.indexOf(10); i >= 0; i = bytes.indexOf(10, i + 1)) n++;
+  const n = countByte(bytes, 10);
   if (n) lastCounted = { pid, bytes, at: performance.now() };
   return n;
 }

@@ -12,6 +12,7 @@ import { assertAlive, ProcFormatError } from "./errors.ts";
 import { type MapEntry, parseMapsLine } from "./maps.ts";
 import { procPath, procRead } from "./io.ts";
 import { translateProcError } from "./errors.ts";
+import { findIndexBelow } from "../index_rounds.ts";
 
 /**
  * Shared values: the VmFlags of 10,000 mappings are a few distinct lines,
@@ -224,8 +225,12 @@ export function flagsOfMaps(
   smaps: readonly SmapsArea[],
 ): string[][] {
   const hexOf = (m: MapEntry) => `${m.start.toString(16)}-${m.end.toString(16)} ${m.path}`;
-  for (let i = 0; i < Math.max(maps.length, smaps.length); i++) {
-    if (i < maps.length && i < smaps.length && sameArea(maps[i], smaps[i])) continue;
+  // The first area that differs, by findIndex: no loop of 10,000 rounds for V8 to compile.
+  const i = findIndexBelow(
+    Math.max(maps.length, smaps.length),
+    (i) => !(i < maps.length && i < smaps.length && sameArea(maps[i], smaps[i])),
+  );
+  if (i >= 0) {
     const was = i < maps.length ? hexOf(maps[i]) : "nothing";
     const now = i < smaps.length ? hexOf(smaps[i]) : "nothing";
     throw new ProcFormatError(
