@@ -8,7 +8,8 @@
  * is over. The loop of `Array.prototype.findIndex` is V8's own, compiled
  * already; the test it calls is a small function that V8 optimizes the
  * ordinary way, once. `findIndex` visits every index in order, holes too
- * (as `undefined`), as an indexed loop does.
+ * (as `undefined`), as an indexed loop does. Passes counted by index use
+ * a typed array's `findIndex` the same way ({@link findIndexBelow}).
  *
  * @module
  */
@@ -36,4 +37,29 @@ export function findFrom<T>(
     if (k >= 0) return base + k;
   }
   return -1;
+}
+
+/**
+ * The first `k` in `[0, count)` for which `test(k)` is true, or -1; `test`
+ * sees the indexes in order, none after the first true (as
+ * `for (let k = 0; k < count; k++) if (test(k)) return k;` would).
+ */
+export function findIndexBelow(count: number, test: (k: number) => boolean): number {
+  if (!(count > 0)) return -1;
+  return new Uint8Array(count).findIndex((_, k) => test(k));
+}
+
+/**
+ * How many bytes of `bytes` are `byte` (e.g. the lines of a maps text):
+ * found by `indexOf`, counted in rounds of doubling length (a text of few
+ * lines allocates little).
+ */
+export function countByte(bytes: Uint8Array, byte: number): number {
+  let at = -1, counted = 0;
+  const next = () => (at = bytes.indexOf(byte, at + 1)) < 0;
+  for (let rounds = 256;; rounds *= 2) {
+    const k = findIndexBelow(rounds, next);
+    if (k >= 0) return counted + k;
+    counted += rounds;
+  }
 }

@@ -399,7 +399,7 @@ function readAll(fd: number): Uint8Array<ArrayBuffer> {
     // Addresses as numbers from their 32-bit halves (exact below 2^53): no bigint per record.
     const w = new Uint32Array(buffer.buffer, 0, n >> 2);
     // The new records by findIndex, V8's own loop: no loop of 10,000 rounds for V8 to
-    // compile for on-stack replacement (engine/index_rounds.ts).
+    // compile for on-stack replacement (engine/find_from.ts).
     const from = checked, fresh = Math.floor((n - checked) / VMA_RECORD_SIZE);
     const over = new Uint8Array(fresh).findIndex((_, i) => {
       const k = (from + i * VMA_RECORD_SIZE) >> 2;

@@ -9,7 +9,7 @@
  */
 
 import assert from "node:assert/strict";
-import { countByte, findIndexBelow } from "../engine/index_rounds.ts";
+import { countByte, findIndexBelow } from "../engine/find_from.ts";
 import {
   executableText,
   gapOf,

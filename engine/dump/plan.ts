@@ -20,8 +20,7 @@ import { takeScanAhead } from "./scan_ahead.ts";
 import type { PrecopyProcess, SplitPiece } from "./precopy.ts";
 import type { MemoryStreamer } from "./memory.ts";
 import type { ImageWriter } from "../image/writer.ts";
-import { findFrom } from "../find_from.ts";
-import { findIndexBelow } from "../index_rounds.ts";
+import { findFrom, findIndexBelow } from "../find_from.ts";
 
 /** The pages to save of each mapping of one process. */
 export interface PagePlan {
@@ -247,7 +246,7 @@ export function savePlanned(
     return at;
   };
   // Read by read through findIndex: no loop of 10,000 rounds for V8 to compile
-  // (engine/index_rounds.ts); `next` is the first read not saved yet.
+  // (engine/find_from.ts); `next` is the first read not saved yet.
   let next = 0;
   findIndexBelow(reads ? reads.length / 3 : 0, (r) => {
     const i = 3 * r;

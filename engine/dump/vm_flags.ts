@@ -68,8 +68,7 @@ import { inAddressOrder } from "./vmas.ts";
 import { ReadAhead } from "../../ffi/read_ahead.ts";
 import { closeRawFd, openRawFd, tablesAvailable } from "../../ffi/syscall_table.ts";
 import { sleepSync } from "../sleep_sync.ts";
-import { countByte } from "../index_rounds.ts";
-import { findFrom } from "../find_from.ts";
+import { countByte, findFrom } from "../find_from.ts";
 
 /**
  * From which resident set the smaps read overlaps the collect. Below it the
@@ -492,7 +491,7 @@ function memoCovers(pid: number, memo: ConfirmedDecoding, check: VmFlagsCheck): 
   }
   const others = ~memo.bits;
   let good = -1n; // the last flags found to hold no other bit (neighbours share theirs)
-  // By findIndex: no loop of 10,000 rounds for V8 to compile (engine/index_rounds.ts).
+  // By findIndex: no loop of 10,000 rounds for V8 to compile (engine/find_from.ts).
   const other = records.flags.subarray(0, records.count).findIndex((flags) => {
     if (flags === good) return false;
     if ((flags & others) !== 0n) return true;

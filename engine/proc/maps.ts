@@ -15,8 +15,7 @@ import {
 } from "./errors.ts";
 import { fileIdentityOf, procPath, procRead, readProcBytes, readProcText } from "./io.ts";
 import { bytesEqual } from "../../ffi/libc.ts";
-import { findFrom } from "../find_from.ts";
-import { countByte } from "../index_rounds.ts";
+import { countByte, findFrom } from "../find_from.ts";
 import {
   PROCMAP_QUERY_COVERING_OR_NEXT_VMA,
   PROCMAP_QUERY_VMA_EXECUTABLE,
@@ -195,7 +194,7 @@ export function parseMapsLine(line: string): MapEntry | null {
 export function parseMaps(text: string, pid = 0, path = "maps"): MapEntry[] {
   const out: MapEntry[] = [];
   const lines = text.split("\n");
-  // By findIndex: no loop of 10,000 lines for V8 to compile (engine/index_rounds.ts).
+  // By findIndex: no loop of 10,000 lines for V8 to compile (engine/find_from.ts).
   const bad = lines.findIndex((line) => {
     if (line === "") return false;
     const e = parseMapsLine(line);

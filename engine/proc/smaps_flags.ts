@@ -12,7 +12,7 @@ import { assertAlive, ProcFormatError } from "./errors.ts";
 import { type MapEntry, parseMapsLine } from "./maps.ts";
 import { procPath, procRead } from "./io.ts";
 import { translateProcError } from "./errors.ts";
-import { findIndexBelow } from "../index_rounds.ts";
+import { findIndexBelow } from "../find_from.ts";
 
 /**
  * Shared values: the VmFlags of 10,000 mappings are a few distinct lines,

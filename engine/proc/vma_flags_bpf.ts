@@ -22,7 +22,7 @@ import {
   VMA_RECORD_SIZE,
 } from "../../ffi/bpf.ts";
 import type { SmapsArea } from "./smaps_flags.ts";
-import { findIndexBelow } from "../index_rounds.ts";
+import { findIndexBelow } from "../find_from.ts";
 
 /**
  * The smaps code of each vm_flags bit on x86-64 (fs/proc/task_mmu.c,
@@ -228,7 +228,7 @@ export function vmaRecordsOf(bytes: Uint8Array<ArrayBuffer>): VmaRecords {
   const count = bytes.length / VMA_RECORD_SIZE;
   const start = new BigUint64Array(count), end = new BigUint64Array(count);
   const flags = new BigUint64Array(count);
-  // No loop of 10,000 rounds for V8 to compile (engine/index_rounds.ts).
+  // No loop of 10,000 rounds for V8 to compile (engine/find_from.ts).
   findIndexBelow(count, (i) => {
     start[i] = all[3 * i];
     end[i] = all[3 * i + 1];
