@@ -256,6 +256,21 @@ export function withIterator<T>(
   info: Uint8Array<ArrayBuffer>,
   read: (fd: number) => T,
 ): T {
+  const { link, fd } = openIterator(progFd, info);
+  try {
+    return read(fd);
+  } finally {
+    rawSyscall(SYS.close, fd);
+    rawSyscall(SYS.close, link);
+  }
+}
+
+/**
+ * A link of iterator program `progFd` made with `info` (a union
+ * bpf_iter_link_info) and an iterator fd on it; the caller closes both.
+ * Throws (nothing left open) when either cannot be made.
+ */
+function openIterator(progFd: number, info: Uint8Array<ArrayBuffer>): { link: number; fd: number } {
   const attr = new Uint8Array(ATTR_SIZE);
   const dv = new DataView(attr.buffer);
   dv.setUint32(LINK_CREATE_ATTR.prog_fd, progFd, true);
@@ -264,19 +279,14 @@ export function withIterator<T>(
   dv.setUint32(LINK_CREATE_ATTR.iter_info_len, info.length, true);
   const link = bpf(BPF_CMD.LINK_CREATE, attr);
   if (typeof link !== "number") throw new BpfError("BPF_LINK_CREATE", link.errno);
-  try {
-    const iterAttr = new Uint8Array(8);
-    new DataView(iterAttr.buffer).setUint32(0, link, true); // link_fd
-    const fd = bpf(BPF_CMD.ITER_CREATE, iterAttr);
-    if (typeof fd !== "number") throw new BpfError("BPF_ITER_CREATE", fd.errno);
-    try {
-      return read(fd);
-    } finally {
-      rawSyscall(SYS.close, fd);
-    }
-  } finally {
+  const iterAttr = new Uint8Array(8);
+  new DataView(iterAttr.buffer).setUint32(0, link, true); // link_fd
+  const fd = bpf(BPF_CMD.ITER_CREATE, iterAttr);
+  if (typeof fd !== "number") {
     rawSyscall(SYS.close, link);
+    throw new BpfError("BPF_ITER_CREATE", fd.errno);
   }
+  return { link, fd };
 }
 
 /** The most one read of a task_vma iterator returns (its seq_file buffer, 6.18). */
@@ -306,21 +316,7 @@ export interface TaskVmasRead {
 export function startTaskVmasRead(progFd: number, tid: number, expectBytes: number): TaskVmasRead {
   const info = new Uint8Array(ITER_LINK_INFO_SIZE);
   new DataView(info.buffer).setUint32(0, tid, true); // task.tid
-  const attr = new Uint8Array(ATTR_SIZE);
-  const dv = new DataView(attr.buffer);
-  dv.setUint32(LINK_CREATE_ATTR.prog_fd, progFd, true);
-  dv.setUint32(LINK_CREATE_ATTR.attach_type, BPF_TRACE_ITER, true);
-  dv.setBigUint64(LINK_CREATE_ATTR.iter_info, addressOf(info), true);
-  dv.setUint32(LINK_CREATE_ATTR.iter_info_len, info.length, true);
-  const link = bpf(BPF_CMD.LINK_CREATE, attr);
-  if (typeof link !== "number") throw new BpfError("BPF_LINK_CREATE", link.errno);
-  const iterAttr = new Uint8Array(8);
-  new DataView(iterAttr.buffer).setUint32(0, link, true); // link_fd
-  const fd = bpf(BPF_CMD.ITER_CREATE, iterAttr);
-  if (typeof fd !== "number") {
-    rawSyscall(SYS.close, link);
-    throw new BpfError("BPF_ITER_CREATE", fd.errno);
-  }
+  const { link, fd } = openIterator(progFd, info);
   const slots = Math.ceil(expectBytes / (ITER_READ_BYTES - VMA_RECORD_SIZE)) + 2;
   const buf = new Uint8Array(slots * ITER_READ_BYTES);
   const table = new SyscallTable(slots);
