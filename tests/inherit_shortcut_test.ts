@@ -13,12 +13,9 @@ import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { inheritShortcut } from "../engine/memory/inherit.ts";
 import { readImageFile } from "../engine/image/reader.ts";
-import { assertChecksPassed } from "./helpers/checks.ts";
+import { assertChecksPassed, RT_COW_CHECKS, RT_COW_READY } from "./helpers/checks.ts";
 import { startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
 import { withTargets } from "./helpers/targets.ts";
-
-const COW_READY =
-  /^ready pid=(\d+) child=(\d+) region=0x([0-9a-f]+) pages=(\d+) file=0x([0-9a-f]+)$/m;
 
 /** Byte ranges [start, end) of `runs`, touching ones merged (file offsets and splits left out). */
 function ranges(runs: { addr: string; length: number }[]): string[] {
@@ -56,7 +53,7 @@ async function inheritanceOf(dir: string, pids: number[]) {
 Deno.test(
   "the exclusive-page shortcut of the inheritance check gives the images of the full comparison",
   withTargets(async () => {
-    const { t, trigger, ready } = await startTriggered("rt_cow", COW_READY, { passWork: true });
+    const { t, trigger, ready } = await startTriggered("rt_cow", RT_COW_READY, { passWork: true });
     const pids = [t.pid, Number(ready[2])];
     try {
       const fast = await tempImageDir();
@@ -80,19 +77,6 @@ Deno.test(
     } finally {
       await Deno.writeTextFile(trigger, "");
     }
-    assertChecksPassed(t, [
-      "maps",
-      "child-maps",
-      "region",
-      "heap",
-      "kept",
-      "file",
-      "child-region",
-      "child-heap",
-      "child-own",
-      "child-unmapped",
-      "child-file",
-      "child",
-    ], await t.wait(20000));
+    assertChecksPassed(t, RT_COW_CHECKS, await t.wait(20000));
   }),
 );

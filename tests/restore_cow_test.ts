@@ -19,7 +19,7 @@ import { checkpoint } from "../engine/dump/mod.ts";
 import { UnsupportedError } from "../engine/errors.ts";
 import { readImageFile } from "../engine/image/reader.ts";
 import { readPagemap } from "../engine/proc/pagemap.ts";
-import { assertChecksPassed } from "./helpers/checks.ts";
+import { assertChecksPassed, RT_COW_CHECKS, RT_COW_READY } from "./helpers/checks.ts";
 import { pathExists } from "./helpers/fs.ts";
 import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
 import { startTarget, withTargets } from "./helpers/targets.ts";
@@ -51,13 +51,10 @@ async function savedBytes(path: string): Promise<number> {
   return image.process.mappings.reduce((n, m) => n + m.pages.reduce((k, r) => k + r.length, 0), 0);
 }
 
-const COW_READY =
-  /^ready pid=(\d+) child=(\d+) region=0x([0-9a-f]+) pages=(\d+) file=0x([0-9a-f]+)$/m;
-
 Deno.test(
   "pages shared copy-on-write across fork are stored once and shared again after restore",
   withTargets(async () => {
-    const { t, trigger, ready } = await startTriggered("rt_cow", COW_READY, { passWork: true });
+    const { t, trigger, ready } = await startTriggered("rt_cow", RT_COW_READY, { passWork: true });
     const child = Number(ready[2]);
     const region = BigInt(`0x${ready[3]}`);
     const pages = Number(ready[4]);
@@ -106,20 +103,7 @@ Deno.test(
     assert.ok(childAgain < 2 * MiB, `second dump: child image holds ${childAgain} bytes`);
 
     await Deno.writeTextFile(trigger, "");
-    assertChecksPassed(t, [
-      "maps",
-      "child-maps",
-      "region",
-      "heap",
-      "kept",
-      "file",
-      "child-region",
-      "child-heap",
-      "child-own",
-      "child-unmapped",
-      "child-file",
-      "child",
-    ], await t.wait(20000));
+    assertChecksPassed(t, RT_COW_CHECKS, await t.wait(20000));
   }),
 );
 
@@ -176,7 +160,7 @@ Deno.test(
 Deno.test(
   "a child sharing its parent's whole address space (CLONE_VM) is refused at dump",
   withTargets(async () => {
-    const { t, trigger, ready } = await startTriggered("rt_cow", COW_READY, {
+    const { t, trigger, ready } = await startTriggered("rt_cow", RT_COW_READY, {
       passWork: true,
       extra: ["clonevm"],
     });

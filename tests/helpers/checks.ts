@@ -99,3 +99,26 @@ export const RT_REGS_CHECKS: readonly string[] = [
   "tls",
   "mask-words",
 ];
+
+/**
+ * The ready line of tests/targets/rt_cow.c: its pid, its child's, the
+ * shared region's address and pages, the file mapping's address.
+ */
+export const RT_COW_READY =
+  /^ready pid=(\d+) child=(\d+) region=0x([0-9a-f]+) pages=(\d+) file=0x([0-9a-f]+)$/m;
+
+/** The checks tests/targets/rt_cow.c reports (the parent's, then its child's). */
+export const RT_COW_CHECKS: readonly string[] = [
+  "maps",
+  "child-maps",
+  "region",
+  "heap",
+  "kept",
+  "file",
+  "child-region",
+  "child-heap",
+  "child-own",
+  "child-unmapped",
+  "child-file",
+  "child",
+];
