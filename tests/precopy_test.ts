@@ -211,8 +211,10 @@ for (
     ["inject-mid:3", "in the collect's rehearsal, an injected syscall's registers set", "1"],
     ["batch-mid", "in the collect's rehearsal, inside its syscall batch", "1"],
     ["probe", "in the collect's rehearsal, the mlockall probe page mapped", "1"],
-    // The second piece: the copy is under way, the tree runs, its pages are write-protected.
-    ["precopy-pages:2", "during the pre-copy's page copy"],
+    // The second piece: the copy is under way, the tree runs, its pages are write-protected
+    // (one lane: with a table's lane, which an idle machine picks, cryo's thread may copy no
+    // second piece, the tables taking them all: below).
+    ["precopy-pages:2", "during the pre-copy's page copy", "1"],
     // The same on two copy lanes (CRYO_COPY_LANES=2: engine/dump/copy_lanes.ts's worker copying too).
     ["precopy-pages:2", "during a two-lane pre-copy's page copy", "2"],
     // The same with a syscall table copying on another thread (engine/dump/native_lane.ts).
