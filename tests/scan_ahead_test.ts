@@ -31,8 +31,8 @@ import { tablesAvailable } from "../ffi/syscall_table.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
 import { withTargets } from "./helpers/targets.ts";
+import { RT_MAPS_READY, withVmFlagsMode } from "./helpers/vmflags_mode.ts";
 
-const MAPS_READY = /^ready pid=(\d+) base=0x[0-9a-f]+ count=\d+$/m;
 const CHECKS = ["lines", "vmflags", "content", "file-untouched"];
 const ignore = !tablesAvailable();
 
@@ -40,7 +40,10 @@ Deno.test({
   name: "scan ahead: equal to a walk here; a full buffer continued here; a failed call redone",
   ignore,
   fn: withTargets(async () => {
-    const { t } = await startTriggered("rt_maps", MAPS_READY, { passWork: true, extra: ["300"] });
+    const { t } = await startTriggered("rt_maps", RT_MAPS_READY, {
+      passWork: true,
+      extra: ["300"],
+    });
     const tree = freezeTree(t.pid);
     try {
       const here = (() => {
@@ -75,18 +78,16 @@ Deno.test({
   name: "scan ahead: a --leave-running dump planned from the walk ahead restores every mapping",
   ignore: ignore || !loadVmaIterator(),
   fn: withTargets(async () => {
-    const { t, trigger } = await startTriggered("rt_maps", MAPS_READY, {
+    const { t, trigger } = await startTriggered("rt_maps", RT_MAPS_READY, {
       passWork: true,
       extra: ["300"],
     });
     const dir = await tempImageDir();
     const was = { ...scanAheadStats };
-    Deno.env.set("CRYO_VMFLAGS", "bpf");
-    try {
-      await checkpoint(t.pid, { dir, leaveRunning: true, precopy: false, sync: false });
-    } finally {
-      Deno.env.delete("CRYO_VMFLAGS");
-    }
+    await withVmFlagsMode(
+      "bpf",
+      () => checkpoint(t.pid, { dir, leaveRunning: true, precopy: false, sync: false }),
+    );
     assert.equal(scanAheadStats.used - was.used, 1, "the plan took the walk ahead");
     await t.kill();
     const tree = await restore(dir);
@@ -112,7 +113,10 @@ Deno.test({
   name: "scan ahead: a collect without a plan leaves no pagemap fd open; a dump closes its walks",
   ignore: ignore || !loadVmaIterator(),
   fn: withTargets(async () => {
-    const { t } = await startTriggered("rt_maps", MAPS_READY, { passWork: true, extra: ["300"] });
+    const { t } = await startTriggered("rt_maps", RT_MAPS_READY, {
+      passWork: true,
+      extra: ["300"],
+    });
     const tree = freezeTree(t.pid);
     try {
       const p = tree.processes[0];
@@ -145,12 +149,10 @@ Deno.test({
     // A whole dump: its walk taken by the plan, nothing open afterwards.
     const dir = await tempImageDir();
     const was = { ...scanAheadStats };
-    Deno.env.set("CRYO_VMFLAGS", "bpf");
-    try {
-      await checkpoint(t.pid, { dir, leaveRunning: true, precopy: false, sync: false });
-    } finally {
-      Deno.env.delete("CRYO_VMFLAGS");
-    }
+    await withVmFlagsMode(
+      "bpf",
+      () => checkpoint(t.pid, { dir, leaveRunning: true, precopy: false, sync: false }),
+    );
     assert.equal(scanAheadStats.used - was.used, 1, "the plan took the walk ahead");
     assert.equal(pagemapFds(t.pid), 0, "the dump left a pagemap fd open");
     await t.kill();

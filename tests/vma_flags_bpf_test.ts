@@ -44,6 +44,7 @@ import { readImageFile } from "../engine/image/reader.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
 import { withTargets } from "./helpers/targets.ts";
+import { RT_MAPS_READY, withVmFlagsMode } from "./helpers/vmflags_mode.ts";
 
 /**
  * Whether this machine lets cryo load the iterator (root, BPF, BTF): where it
@@ -57,7 +58,6 @@ function bpfTest(name: string, fn: () => void | Promise<void>): void {
 }
 
 const MEMFLAGS_READY = /^ready pid=(\d+)$/m;
-const MAPS_READY = /^ready pid=(\d+) base=0x[0-9a-f]+ count=\d+$/m;
 
 /** Areas of frozen `pid` from the iterator equal smaps' (but the gate area), flags decoded. */
 function assertIteratorIsSmaps(pid: number, what: string): number {
@@ -75,16 +75,6 @@ function assertIteratorIsSmaps(pid: number, what: string): number {
     );
   });
   return smaps.length;
-}
-
-/** Runs `fn` with CRYO_VMFLAGS=bpf (the iterator for a process of any size). */
-async function withBpfForced<T>(fn: () => Promise<T>): Promise<T> {
-  Deno.env.set("CRYO_VMFLAGS", "bpf");
-  try {
-    return await fn();
-  } finally {
-    Deno.env.delete("CRYO_VMFLAGS");
-  }
 }
 
 /** Runs `fn` on the frozen tree of `pid`, then thaws it. */
@@ -136,7 +126,10 @@ bpfTest(
       }
       await t.kill();
     }
-    const { t } = await startTriggered("rt_maps", MAPS_READY, { passWork: true, extra: ["3000"] });
+    const { t } = await startTriggered("rt_maps", RT_MAPS_READY, {
+      passWork: true,
+      extra: ["3000"],
+    });
     const n = frozen(t.pid, () => assertIteratorIsSmaps(t.pid, "rt_maps"));
     assert.ok(n > 3000, `${n} areas`);
     await t.kill();
@@ -150,7 +143,7 @@ bpfTest(
     // By default a small process is not worth the iterator's check.
     assert.equal(await startVmFlagsCheck(t.pid), undefined);
     assert.equal(vmFlagsPaths.get(t.pid), "smaps: small");
-    const check = await withBpfForced(() => startVmFlagsCheck(t.pid));
+    const check = await withVmFlagsMode("bpf", () => startVmFlagsCheck(t.pid));
     assert.ok(check?.processes.has(t.pid), `checked: ${vmFlagsPaths.get(t.pid)}`);
     frozen(t.pid, () => {
       const areas = frozenVmFlags(t.pid, check);
@@ -228,7 +221,7 @@ bpfTest(
       Deno.env.delete("CRYO_VMFLAGS");
     }
     assert.equal(vmFlagsPaths.get(pid), "smaps: not checked");
-    const { dir } = await withBpfForced(() => dumpKillRestore(t));
+    const { dir } = await withVmFlagsMode("bpf", () => dumpKillRestore(t));
     assert.equal(vmFlagsPaths.get(pid), "bpf");
     const a = (await readImageFile(`${forcedDir}/${pid}.elf`)).process.mappings;
     const b = (await readImageFile(`${dir}/${pid}.elf`)).process.mappings;
@@ -251,8 +244,9 @@ bpfTest(
   withTargets(async () => {
     const { t, trigger } = await startTriggered("rt_memflags", MEMFLAGS_READY);
     const dir = await tempImageDir();
-    const dump = await withBpfForced(() =>
-      checkpoint(t.pid, { dir, leaveRunning: true, precopy: true })
+    const dump = await withVmFlagsMode(
+      "bpf",
+      () => checkpoint(t.pid, { dir, leaveRunning: true, precopy: true }),
     );
     assert.ok(dump.stats.precopy, "pre-copied");
     assert.equal(vmFlagsPaths.get(t.pid), "bpf");
@@ -283,7 +277,7 @@ bpfTest(
     }.json`;
     const { t } = await startTriggered("rt_memflags", MEMFLAGS_READY);
     try {
-      const first = await withBpfForced(() => startVmFlagsCheck(t.pid));
+      const first = await withVmFlagsMode("bpf", () => startVmFlagsCheck(t.pid));
       const bits = first!.processes.get(t.pid)!.bits;
       const memo = recallConfirmed();
       assert.equal(memo?.bits, bits, "the check's confirmed bits are remembered");
@@ -291,7 +285,7 @@ bpfTest(
       // A memo that holds one more bit shows whether the next check took it.
       const fake = 1n << 60n;
       rememberConfirmed({ bits: bits | fake, gate: memo!.gate });
-      const second = await withBpfForced(() => startVmFlagsCheck(t.pid));
+      const second = await withVmFlagsMode("bpf", () => startVmFlagsCheck(t.pid));
       assert.equal(second!.processes.get(t.pid)!.bits, bits | fake, "the memo was used");
       frozen(t.pid, () => {
         assert.deepEqual(frozenVmFlags(t.pid, second), readSmapsFlags(t.pid));
@@ -309,7 +303,7 @@ bpfTest(
       const lo = 1n << 13n;
       assert.ok((bits & lo) !== 0n, "rt_memflags has a locked area");
       rememberConfirmed({ bits: (bits & ~lo) | fake, gate: memo!.gate });
-      const third = await withBpfForced(() => startVmFlagsCheck(t.pid));
+      const third = await withVmFlagsMode("bpf", () => startVmFlagsCheck(t.pid));
       assert.equal(third!.processes.get(t.pid)!.bits, bits, "checked against smaps");
       assert.equal(recallConfirmed()?.bits, bits | fake, "and the memo grew");
       // The iterator's kernel layout is remembered beside the bits, and a damaged one is not used.

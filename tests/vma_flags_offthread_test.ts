@@ -30,26 +30,19 @@ import { Refusals } from "../engine/support.ts";
 import { SYS } from "../ffi/sysno.ts";
 import { startTriggered } from "./helpers/roundtrip.ts";
 import { withTargets } from "./helpers/targets.ts";
+import { RT_MAPS_READY, withVmFlagsMode } from "./helpers/vmflags_mode.ts";
 
 const BPF_HERE = loadVmaIterator();
-const MAPS_READY = /^ready pid=(\d+) base=0x[0-9a-f]+ count=\d+$/m;
-
-/** Runs `fn` with CRYO_VMFLAGS=bpf (the iterator for a process of any size). */
-async function withBpfForced<T>(fn: () => Promise<T>): Promise<T> {
-  Deno.env.set("CRYO_VMFLAGS", "bpf");
-  try {
-    return await fn();
-  } finally {
-    Deno.env.delete("CRYO_VMFLAGS");
-  }
-}
 
 Deno.test({
   name: "flags off thread: the table's records are readVmaBytes', a short table is not taken",
   ignore: !BPF_HERE,
   fn: withTargets(async () => {
     // 3,000 spaced mappings: ~3,000 records, three reads of the iterator's 32 KiB.
-    const { t } = await startTriggered("rt_maps", MAPS_READY, { passWork: true, extra: ["3000"] });
+    const { t } = await startTriggered("rt_maps", RT_MAPS_READY, {
+      passWork: true,
+      extra: ["3000"],
+    });
     const tree = freezeTree(t.pid);
     try {
       const whole = readVmaBytes(t.pid);
@@ -80,7 +73,10 @@ Deno.test({
   name: "flags off thread: the collect's mappings get smaps' flags, kept, decoded or from smaps",
   ignore: !BPF_HERE,
   fn: withTargets(async () => {
-    const { t } = await startTriggered("rt_maps", MAPS_READY, { passWork: true, extra: ["300"] });
+    const { t } = await startTriggered("rt_maps", RT_MAPS_READY, {
+      passWork: true,
+      extra: ["300"],
+    });
     try {
       const all = readMaps(t.pid);
       const other = all.filter((m, i) =>
@@ -121,7 +117,7 @@ Deno.test({
         }
       };
       const prepared = async () => {
-        const check = await withBpfForced(() => startVmFlagsCheck(t.pid));
+        const check = await withVmFlagsMode("bpf", () => startVmFlagsCheck(t.pid));
         assert.ok(check?.processes.has(t.pid), `checked: ${vmFlagsPaths.get(t.pid)}`);
         prepareFrozenMaps(check);
         assert.ok(check!.processes.get(t.pid)!.maps?.records, "flags given before the freeze");

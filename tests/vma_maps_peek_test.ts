@@ -25,28 +25,28 @@ import { withInjection } from "../engine/dump/injected.ts";
 import { SYS } from "../ffi/sysno.ts";
 import { startTriggered } from "./helpers/roundtrip.ts";
 import { withTargets } from "./helpers/targets.ts";
+import { RT_MAPS_READY, withVmFlagsMode } from "./helpers/vmflags_mode.ts";
 
 const BPF_HERE = loadVmaIterator();
-const MAPS_READY = /^ready pid=(\d+) base=0x[0-9a-f]+ count=\d+$/m;
 
 /** The check made before a freeze, with CRYO_VMFLAGS=bpf (the iterator for a process of any size). */
 async function checkNow(pid: number) {
-  Deno.env.set("CRYO_VMFLAGS", "bpf");
-  try {
+  return await withVmFlagsMode("bpf", async () => {
     const check = await startVmFlagsCheck(pid);
     assert.ok(check?.processes.has(pid), `checked: ${vmFlagsPaths.get(pid)}`);
     prepareFrozenMaps(check);
     return check;
-  } finally {
-    Deno.env.delete("CRYO_VMFLAGS");
-  }
+  });
 }
 
 Deno.test({
   name: "maps peek: the scan and the collect share the parse for the same bytes; a change is seen",
   ignore: !BPF_HERE,
   fn: withTargets(async () => {
-    const { t } = await startTriggered("rt_maps", MAPS_READY, { passWork: true, extra: ["300"] });
+    const { t } = await startTriggered("rt_maps", RT_MAPS_READY, {
+      passWork: true,
+      extra: ["300"],
+    });
     try {
       const all = readMaps(t.pid);
       const target = all.find((m, i) =>

@@ -34,19 +34,9 @@ import { withInjection } from "../engine/dump/injected.ts";
 import { SYS } from "../ffi/sysno.ts";
 import { startTriggered } from "./helpers/roundtrip.ts";
 import { withTargets } from "./helpers/targets.ts";
+import { RT_MAPS_READY, withVmFlagsMode } from "./helpers/vmflags_mode.ts";
 
 const BPF_HERE = loadVmaIterator();
-const MAPS_READY = /^ready pid=(\d+) base=0x[0-9a-f]+ count=\d+$/m;
-
-/** Runs `fn` with CRYO_VMFLAGS=bpf (the iterator for a process of any size). */
-async function withBpfForced<T>(fn: () => Promise<T>): Promise<T> {
-  Deno.env.set("CRYO_VMFLAGS", "bpf");
-  try {
-    return await fn();
-  } finally {
-    Deno.env.delete("CRYO_VMFLAGS");
-  }
-}
 
 Deno.test("maps reuse: the policy's count hands its bytes on once, fresh, for that pid", async () => {
   const n = countMappings(Deno.pid);
@@ -83,7 +73,10 @@ Deno.test({
   name: "maps reuse: the freeze reuses the parse only for the same bytes; a change is seen",
   ignore: !BPF_HERE,
   fn: withTargets(async () => {
-    const { t } = await startTriggered("rt_maps", MAPS_READY, { passWork: true, extra: ["300"] });
+    const { t } = await startTriggered("rt_maps", RT_MAPS_READY, {
+      passWork: true,
+      extra: ["300"],
+    });
     try {
       // One-page private anonymous read-write areas with a gap on each side (no
       // merge with a neighbour after the changes below), to change.
@@ -95,7 +88,7 @@ Deno.test({
       const [target, other] = [alone[0], alone[alone.length - 1]];
       assert.ok(target && other && target !== other, `two one-page rw-p areas: ${alone.length}`);
       const round = async () => {
-        const check = await withBpfForced(() => startVmFlagsCheck(t.pid));
+        const check = await withVmFlagsMode("bpf", () => startVmFlagsCheck(t.pid));
         assert.ok(check?.processes.has(t.pid), `checked: ${vmFlagsPaths.get(t.pid)}`);
         prepareFrozenMaps(check);
         const before = check!.processes.get(t.pid)!.maps!;
@@ -124,7 +117,7 @@ Deno.test({
           calls++;
           s.check(pid, "mprotect", SYS.mprotect, target.start, 4096, 1 /* PROT_READ */);
         });
-      const check = await withBpfForced(() => startVmFlagsCheck(t.pid));
+      const check = await withVmFlagsMode("bpf", () => startVmFlagsCheck(t.pid));
       prepareFrozenMaps(check);
       const tree = freezeTree(t.pid);
       let changed;
@@ -150,7 +143,7 @@ Deno.test({
       }
       assert.equal(calls, 1);
       // VmFlags alone (MADV_DONTFORK: maps unchanged): reused, the flag read at the freeze.
-      const check2 = await withBpfForced(() => startVmFlagsCheck(t.pid));
+      const check2 = await withVmFlagsMode("bpf", () => startVmFlagsCheck(t.pid));
       prepareFrozenMaps(check2);
       const tree2 = freezeTree(t.pid);
       try {
