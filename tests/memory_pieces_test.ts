@@ -18,36 +18,12 @@ import { MemoryStreamer } from "../engine/dump/memory.ts";
 import { type PagePlan, savePlanned } from "../engine/dump/plan.ts";
 import type { ImageWriter } from "../engine/image/writer.ts";
 import type { Mapping, PageRun } from "../engine/model.ts";
-import type { PageWriter } from "../engine/dump/page_writer.ts";
+import { MemoryPageWriter } from "./helpers/memory_page_writer.ts";
 import type { Vma } from "../engine/dump/vmas.ts";
 import { rawSyscall } from "../ffi/libc.ts";
 import { SYS } from "../ffi/sysno.ts";
 
 const PAGE = 4096;
-
-/** A page writer into memory, with buffers of `size` bytes. */
-class MemoryPageWriter implements PageWriter {
-  readonly size: number;
-  readonly out: Uint8Array;
-  #buf: Uint8Array;
-  constructor(size: number, total: number) {
-    this.size = size;
-    this.#buf = new Uint8Array(size);
-    this.out = new Uint8Array(total);
-  }
-  acquire(): Uint8Array {
-    return this.#buf;
-  }
-  submit(length: number, offset: number): void {
-    this.out.set(this.#buf.subarray(0, length), offset);
-  }
-  close(): Promise<void> {
-    return Promise.resolve();
-  }
-  abort(): Promise<void> {
-    return Promise.resolve();
-  }
-}
 
 /** `pages` anonymous pages of this process, no two alike. */
 function region(pages: number): { base: number; view: Uint8Array } {

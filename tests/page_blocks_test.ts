@@ -17,7 +17,7 @@ import assert from "node:assert/strict";
 import * as zlib from "node:zlib";
 import { MemoryStreamer } from "../engine/dump/memory.ts";
 import { streamedPageBlocks } from "../engine/dump/page_blocks.ts";
-import type { PageWriter } from "../engine/dump/page_writer.ts";
+import { MemoryPageWriter } from "./helpers/memory_page_writer.ts";
 import type { Vma } from "../engine/dump/vmas.ts";
 import {
   checksumWithBlocks,
@@ -47,30 +47,6 @@ function blocksOf(data: Uint8Array, size = MIB): number[] {
     out.push(zlib.crc32(data.subarray(o, Math.min(o + size, data.length))) >>> 0);
   }
   return out;
-}
-
-/** A page writer into memory, with buffers of `size` bytes. */
-class MemoryPageWriter implements PageWriter {
-  readonly size: number;
-  readonly out: Uint8Array;
-  #buf: Uint8Array;
-  constructor(size: number, total: number) {
-    this.size = size;
-    this.#buf = new Uint8Array(size);
-    this.out = new Uint8Array(total);
-  }
-  acquire(): Uint8Array {
-    return this.#buf;
-  }
-  submit(length: number, offset: number): void {
-    this.out.set(this.#buf.subarray(0, length), offset);
-  }
-  close(): Promise<void> {
-    return Promise.resolve();
-  }
-  abort(): Promise<void> {
-    return Promise.resolve();
-  }
 }
 
 /** Streams `data` (this process's memory) from file offset `start` with `phase`. */
