@@ -19,20 +19,14 @@ import type { Mapping, PageRun } from "../engine/model.ts";
 import type { MemoryStreamer } from "../engine/dump/memory.ts";
 import type { ImageWriter } from "../engine/image/writer.ts";
 import type { PageSpan } from "../engine/memory/inherit.ts";
+import { Rng } from "../scripts/fuzz/mutate.ts";
 
 const PAGE = 4096;
 
-/** A small deterministic generator (tests repeat). */
+/** A seeded generator of floats in [0, 1) (the fuzzer's: tests repeat). */
 function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x / 2 ** 32;
-  };
+  const r = new Rng(seed);
+  return () => r.next();
 }
 
 interface Layout {
