@@ -187,29 +187,13 @@ export function readThreadsHere(
         }
         : undefined,
       sched: {
-        attr: schedAttrAt(view, at + ATTR),
+        attr: schedAttr.decode(bytes.subarray(at + ATTR)),
         cpus: cpusOfMask(bytes.subarray(at + CPUS, at + CPUS + CPU_MASK_BYTES), Number(mask)),
         ioprio: Number(r(8)),
       },
     });
   }
   return out;
-}
-
-/** The `struct sched_attr` at `at` of `view`: as `schedAttr.decode` gives it (ffi/structs.ts). */
-function schedAttrAt(view: DataView, at: number): SchedAttr {
-  return {
-    size: view.getUint32(at, true),
-    policy: view.getUint32(at + 4, true),
-    flags: view.getBigUint64(at + 8, true),
-    nice: view.getInt32(at + 16, true),
-    priority: view.getUint32(at + 20, true),
-    runtime: view.getBigUint64(at + 24, true),
-    deadline: view.getBigUint64(at + 32, true),
-    period: view.getBigUint64(at + 40, true),
-    utilMin: view.getUint32(at + 48, true),
-    utilMax: view.getUint32(at + 52, true),
-  };
 }
 
 /**
