@@ -26,7 +26,12 @@ import {
 } from "../../ffi/syscall_table.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { ProcEntryNotFoundError } from "./errors.ts";
-import { childrenFileSupported, readChildrenOfThreads, readTaskChildren } from "./tasks.ts";
+import {
+  childrenFileSupported,
+  parseIds,
+  readChildrenOfThreads,
+  readTaskChildren,
+} from "./tasks.ts";
 
 /** Bytes read of each children file (a longer one is read again the usual way). */
 const SLOT = 1024;
@@ -115,7 +120,7 @@ export class ChildrenFiles {
       if (n === 0n) continue; // no children
       if (n > 0n && n < BigInt(SLOT)) {
         const text = decoder.decode(this.#buf.subarray(i! * SLOT, i! * SLOT + Number(n)));
-        add(text.split(/\s+/).filter((s) => s !== "").map(Number));
+        add(parseIds(text));
         continue;
       }
       try {

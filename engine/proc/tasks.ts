@@ -13,7 +13,8 @@ export function listTids(pid: number): number[] {
   return readProcNumericDir(pid, "task");
 }
 
-function parseIds(text: string): number[] {
+/** The ids of a whitespace-separated list (a children file's text). */
+export function parseIds(text: string): number[] {
   return text.split(/\s+/).filter((s) => s !== "").map(Number);
 }
 
