@@ -287,10 +287,12 @@ export function readImageFileSync(path: string): ImageInfo {
 /**
  * Gives each thread record without a base64 `xsave` its XSAVE area: the
  * descriptor of the `NT_X86_XSTATE` note that follows the thread's
- * `NT_PRSTATUS` (pr_pid = its tid) in the core notes, or none (an empty
- * area) when no such note follows it (engine/image/thread_xsave.ts). A
- * record that has `xsave` keeps it (images written before the area moved
- * to the note carry both).
+ * `NT_PRSTATUS` (pr_pid = its tid) in the core notes
+ * (engine/image/thread_xsave.ts). A record that has `xsave` keeps it
+ * (images written before the area moved to the note carry both). A record
+ * with neither is refused: cryo writes every area one way or the other,
+ * and restoring a thread without its floating-point and vector state
+ * would run it on with registers the image did not record.
  */
 function attachXstates(
   proc: ProcessImage,
@@ -322,8 +324,12 @@ function attachXstates(
   for (let i = 0; i < threads.length; i++) {
     const t = threads[i];
     if (t.xsave !== undefined) continue;
+    const xstate = byTid.get(t.tid);
+    if (xstate === undefined) {
+      fail(`thread ${t.tid} has no XSAVE area: no xsave in its record, no NT_X86_XSTATE note`);
+    }
     Object.defineProperty(t, "xstate", {
-      value: byTid.get(t.tid) ?? new Uint8Array(0),
+      value: xstate,
       enumerable: false,
       writable: true,
       configurable: true,
