@@ -21,41 +21,16 @@
  * bundle itself) runs the source files as before. `CRYO_NO_BUNDLE=1`
  * turns it off; `CRYO_CACHE_DIR` moves the cache.
  *
+ * This module is what every `dump` and `restore` loads before its bundle:
+ * the check and the import. Building a bundle is cli/bundle_build.ts's
+ * work, loaded only when a bundle is missing or stale (a module loaded at
+ * start costs its source, its emitted code and a code cache look-up).
+ *
  * @module
  */
 
 /** Format of the manifest, of the generated entry and of the bundle's form (part of the cache key). */
-const FORMAT = 3;
-
-/** A file must be this much older than the stat that records it (see the module doc). */
-export const SETTLE_MS = 2000;
-
-/** Modules loaded on demand (engine/modules.ts `importModule`) that a bundle may carry ({@link ON_DEMAND_OF}). */
-export const ON_DEMAND: readonly string[] = [
-  "engine/pidns/mod.ts",
-  "engine/pidns/extras.ts",
-  "engine/image/chain.ts",
-  "engine/memory/lazy_serve.ts",
-];
-
-/**
- * The modules of {@link ON_DEMAND} each command's bundle carries: those its
- * own graph may ask for (tests/cli_startup_test.ts checks every
- * `importModule` of a bundle's graph against it). A dump never serves a lazy
- * restore nor flattens a chain, so its bundle goes without those (~37 KB).
- */
-export const ON_DEMAND_OF: Readonly<Record<string, readonly string[]>> = {
-  dump: ["engine/pidns/mod.ts", "engine/pidns/extras.ts"],
-  restore: ON_DEMAND,
-};
-
-/**
- * Modules loaded on demand that a bundle leaves to be loaded from their
- * source: each imports no module of cryo (tests/cli_startup_test.ts checks),
- * so none is then evaluated twice, and carrying it would cost every start
- * (cli-progress: ~20 ms).
- */
-export const FROM_SOURCE: readonly string[] = ["cli/progress_bar.ts"];
+export const FORMAT = 3;
 
 /** The commands that start from a bundle, with their command module. */
 export const BUNDLED_COMMANDS: Readonly<Record<string, string>> = {
@@ -63,37 +38,8 @@ export const BUNDLED_COMMANDS: Readonly<Record<string, string>> = {
   restore: "cli/restore.ts",
 };
 
-/**
- * The functions each command's typical runs call (scripts/bundle_hot.ts
- * writes it): only those are made eager in its bundle (cli/bundle_eager.ts).
- */
-const HOT_FILE = "cli/bundle_hot.json";
-
-/** The hot functions of `command` (a set of names), or undefined (then every function is made eager). */
-function hotFunctions(command: string): Set<string> | undefined {
-  try {
-    const all = JSON.parse(Deno.readTextFileSync(ROOT_PATH + HOT_FILE));
-    const names = all?.[command];
-    return Array.isArray(names) ? new Set(names.map(String)) : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/** Files that decide what a bundle holds without being in its module graph. */
-const ALSO_TRACKED = [
-  "deno.json",
-  "deno.lock",
-  "cli/bundle.ts",
-  "cli/bundle_eager.ts",
-  HOT_FILE,
-];
-
-/**
- * The bundle's rewrite (cli/bundle_eager.ts), loaded only by a build:
- * every command imports this module, and most never build.
- */
-const EAGER_MODULE = "./bundle_eager.ts";
+/** The bundle's builder (cli/bundle_build.ts), loaded only when a bundle must be built. */
+const BUILD_MODULE = "./bundle_build.ts";
 
 /** The program a bundle exports: cli/program.ts's `main`. */
 export interface BundledProgram {
@@ -102,9 +48,10 @@ export interface BundledProgram {
 }
 
 /** One tracked file: path (relative to the root), size, inode, mtime and ctime (ms). */
-type Stamp = [string, number, number, number, number];
+export type Stamp = [string, number, number, number, number];
 
-interface Manifest {
+/** A bundle's manifest: whose it is and the stamps of its keys. */
+export interface Manifest {
   format: number;
   deno: string;
   root: string;
@@ -112,9 +59,10 @@ interface Manifest {
   files: Stamp[];
 }
 
-const ROOT = new URL("../", import.meta.url);
+/** cryo's source root (URL ending in `/`). */
+export const ROOT = new URL("../", import.meta.url);
 /** The root as a file system path (stat'ing ~200 files by URL would parse ~200 URLs). */
-const ROOT_PATH = ROOT.protocol === "file:" ? decodeURIComponent(ROOT.pathname) : "";
+export const ROOT_PATH = ROOT.protocol === "file:" ? decodeURIComponent(ROOT.pathname) : "";
 
 /** The cache directory, or undefined when there is none. */
 function cacheDir(): string | undefined {
@@ -125,12 +73,14 @@ function cacheDir(): string | undefined {
   return base ? `${base}/cryo/startup` : undefined;
 }
 
-function stamp(path: string): Stamp {
+/** The stamp of the file `path` (relative to the root). */
+export function stamp(path: string): Stamp {
   const st = Deno.statSync(ROOT_PATH + path);
   return [path, st.size, st.ino ?? -1, st.mtime?.getTime() ?? -1, st.ctime?.getTime() ?? -1];
 }
 
-function sameStamps(a: readonly Stamp[], b: readonly Stamp[]): boolean {
+/** True when two lists of stamps are the same. */
+export function sameStamps(a: readonly Stamp[], b: readonly Stamp[]): boolean {
   return a.length === b.length && a.every((s, i) => s.every((v, j) => v === b[i][j]));
 }
 
@@ -141,32 +91,12 @@ function fnv(text: string): string {
   return (h >>> 0).toString(16).padStart(8, "0");
 }
 
-async function hex(text: string): Promise<string> {
-  const d = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
-  return Array.from(new Uint8Array(d), (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-/** The entry module of a command's bundle: every module it carries, registered by path. */
-export function entrySource(command: string): string {
-  const paths = ["cli/program.ts", BUNDLED_COMMANDS[command], ...ON_DEMAND_OF[command]];
-  const url = (p: string) => JSON.stringify(new URL(p, ROOT).href);
-  return [
-    `import { installBundle } from ${url("engine/modules.ts")};`,
-    ...paths.map((p, i) => `import * as m${i} from ${url(p)};`),
-    `installBundle(${JSON.stringify(ROOT.href)}, new Map<string, unknown>([`,
-    ...paths.map((p, i) => `  [${JSON.stringify(p)}, m${i}],`),
-    `]), ${JSON.stringify(FROM_SOURCE)});`,
-    `export const main = m0.main;`,
-    ``,
-  ].join("\n");
-}
-
 /**
  * True when `path` belongs to the user cryo runs as and nobody else may
  * write it: cryo runs as root, and whoever can write its cache decides
  * the code it runs.
  */
-function ownedByUs(path: string): boolean {
+export function ownedByUs(path: string): boolean {
   const st = Deno.statSync(path);
   return st.uid === Deno.uid() && ((st.mode ?? 0o777) & 0o022) === 0;
 }
@@ -195,178 +125,6 @@ function verified(manifestPath: string, dir: string): string | undefined {
   return `${dir}/${m.bundle}`;
 }
 
-/** How long a `deno info` or `deno bundle` may take before the command runs from source. */
-const BUILD_TIMEOUT_MS = 120_000;
-
-/** Runs `deno <args>`: its stdout, or undefined if it failed or took too long. */
-async function run(args: string[]): Promise<string | undefined> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "null",
-    env: { NO_COLOR: "1" },
-    signal: AbortSignal.timeout(BUILD_TIMEOUT_MS),
-  }).output();
-  return out.success ? new TextDecoder().decode(out.stdout) : undefined;
-}
-
-/** What `deno info --json` says of one module. */
-interface InfoModule {
-  specifier: string;
-  dependencies?: { code?: { specifier?: string }; type?: unknown }[];
-}
-
-/**
- * The local files whose code `entry` runs (relative to the root; undefined
- * if any is outside it): the modules reachable from `entry` through
- * imports of code. A module imported only for its types (`import type`,
- * `typeof import(...)`) is erased from the bundle, so it is not a key of
- * it: an edit that makes its code matter changes the importing file, which
- * is one. An import that names code but uses only types (`import { T }`)
- * still counts.
- */
-export function codeFiles(
-  modules: readonly InfoModule[],
-  entry: string,
-  root: string,
-): string[] | undefined {
-  const byUrl = new Map(modules.map((m) => [m.specifier, m]));
-  const seen = new Set<string>([entry]);
-  const queue = [entry];
-  while (queue.length > 0) {
-    for (const dep of byUrl.get(queue.pop()!)?.dependencies ?? []) {
-      const next = dep.code?.specifier;
-      if (next === undefined || seen.has(next) || !next.startsWith("file:")) continue;
-      seen.add(next);
-      queue.push(next);
-    }
-  }
-  seen.delete(entry);
-  const files: string[] = [];
-  for (const url of seen) {
-    if (!url.startsWith(root)) return undefined;
-    files.push(decodeURIComponent(url.slice(root.length)));
-  }
-  return files;
-}
-
-/** The local files of `entry`'s bundle ({@link codeFiles}), relative to the root. */
-async function graphFiles(entry: string, config: string[]): Promise<string[] | undefined> {
-  const text = await run(["info", "--json", ...config, entry]);
-  if (text === undefined) return undefined;
-  const info = JSON.parse(text) as { modules: InfoModule[] };
-  return codeFiles(info.modules, new URL(`file://${entry}`).href, ROOT.href);
-}
-
-/**
- * True when `code` (a bundle) never means the bundle file where its source
- * meant its own file: the only `import.meta` outside comments are
- * engine/modules.ts's fallback (which a bundle does not reach) and the
- * `require` of bundled CommonJS packages, which must load only `node:`
- * modules.
- */
-export function selfContained(code: string): boolean {
-  const allowed = [
-    'bundled()?.root ?? new URL("../", import.meta.url)',
-    "var __require = __deno_internal_createRequire(import.meta.url);",
-  ];
-  for (const line of code.split("\n")) {
-    if (!line.includes("import.meta")) continue;
-    const t = line.trim();
-    if (t.startsWith("*") || t.startsWith("//")) continue;
-    if (!allowed.some((a) => t.includes(a))) return false;
-  }
-  const required = [...code.matchAll(/__require\(([^)]*)\)/g)].map((m) => m[1]);
-  return required.every((r) => /^"node:[a-z_/]+"$/.test(r));
-}
-
-/**
- * Creates the lock file of a build; false if another build holds it (one
- * older than two build time-outs is taken over: its builder is gone).
- */
-function takeLock(lock: string): boolean {
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      Deno.writeTextFileSync(lock, `${Deno.pid}\n`, { createNew: true, mode: 0o600 });
-      return true;
-    } catch (e) {
-      if (!(e instanceof Deno.errors.AlreadyExists)) return false;
-      const age = Date.now() - (Deno.statSync(lock).mtime?.getTime() ?? 0);
-      if (age < 2 * BUILD_TIMEOUT_MS) return false;
-      Deno.removeSync(lock);
-    }
-  }
-  return false;
-}
-
-/** Builds the bundle of `command` into `dir`; its path, or undefined when it cannot be trusted. */
-async function build(command: string, dir: string, key: string): Promise<string | undefined> {
-  Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  if (!ownedByUs(dir)) return undefined;
-  const lock = `${dir}/${key}.lock`;
-  if (!takeLock(lock)) return undefined; // another cryo is building it: run from source
-  const tmp = `${dir}/${key}.${Deno.pid}.${Date.now()}`;
-  const entry = `${tmp}.entry.ts`;
-  const out = `${tmp}.js`;
-  try {
-    Deno.writeTextFileSync(entry, entrySource(command));
-    const config = [
-      "--config",
-      new URL("deno.json", ROOT).pathname,
-      "--lock",
-      new URL("deno.lock", ROOT).pathname,
-      "--frozen-lockfile",
-    ];
-    const graph = await graphFiles(entry, config);
-    if (!graph) return undefined;
-    const paths = [...new Set([...graph, ...ALSO_TRACKED])].sort();
-    const now = Date.now();
-    const before = paths.map(stamp);
-    if (before.some((s) => s[3] > now - SETTLE_MS || s[4] > now - SETTLE_MS)) return undefined;
-    const bundled = await run([
-      "bundle",
-      "--quiet",
-      "--platform",
-      "deno",
-      ...config,
-      "-o",
-      out,
-      entry,
-    ]);
-    if (bundled === undefined) return undefined;
-    const code = Deno.readTextFileSync(out);
-    if (!selfContained(code)) return undefined;
-    const { eagerFunctions }: typeof import("./bundle_eager.ts") = await import(EAGER_MODULE);
-    const eager = eagerFunctions(code, hotFunctions(command));
-    Deno.writeTextFileSync(out, eager);
-    if (!sameStamps(before, paths.map(stamp))) return undefined;
-    const name = `${key}-${(await hex(eager)).slice(0, 16)}.js`;
-    Deno.chmodSync(out, 0o644);
-    Deno.renameSync(out, `${dir}/${name}`);
-    const manifest: Manifest = {
-      format: FORMAT,
-      deno: Deno.version.deno,
-      root: ROOT.href,
-      bundle: name,
-      files: before,
-    };
-    Deno.writeTextFileSync(`${tmp}.json`, JSON.stringify(manifest));
-    Deno.chmodSync(`${tmp}.json`, 0o644);
-    Deno.renameSync(`${tmp}.json`, `${dir}/${key}.json`);
-    for (const e of Deno.readDirSync(dir)) {
-      if (e.name.startsWith(`${key}-`) && e.name !== name) Deno.removeSync(`${dir}/${e.name}`);
-    }
-    return `${dir}/${name}`;
-  } finally {
-    for (const f of [entry, out, `${tmp}.json`, lock]) {
-      try {
-        Deno.removeSync(f);
-      } catch { /* gone already */ }
-    }
-  }
-}
-
 /**
  * The bundled program for `argv`'s command (dump or restore), building
  * its bundle if there is none or the sources changed; undefined when the
@@ -382,7 +140,11 @@ export async function loadBundle(argv: readonly string[]): Promise<BundledProgra
   let path: string | undefined;
   try {
     const key = `${command}-${fnv(`${FORMAT}\0${Deno.version.deno}\0${ROOT.href}\0${command}`)}`;
-    path = verified(`${dir}/${key}.json`, dir) ?? await build(command, dir, key);
+    path = verified(`${dir}/${key}.json`, dir);
+    if (!path) {
+      const { build }: typeof import("./bundle_build.ts") = await import(BUILD_MODULE);
+      path = await build(command, dir, key);
+    }
   } catch {
     return undefined;
   }

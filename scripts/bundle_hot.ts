@@ -14,7 +14,7 @@
  * @module
  */
 
-import { entrySource } from "../cli/bundle.ts";
+import { entrySource } from "../cli/bundle_build.ts";
 import { becomeSubreaper, cleanupProcesses, killAndReap } from "./bench/procs.ts";
 import { rawSyscall } from "../ffi/libc.ts";
 import { SYS } from "../ffi/sysno.ts";

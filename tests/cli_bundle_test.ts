@@ -18,7 +18,7 @@ import {
   ON_DEMAND_OF,
   selfContained,
   SETTLE_MS,
-} from "../cli/bundle.ts";
+} from "../cli/bundle_build.ts";
 import { eagerFunctions } from "../cli/bundle_eager.ts";
 import { functionsRun } from "../scripts/bundle_hot.ts";
 
@@ -136,7 +136,14 @@ Deno.test("cli bundle: built once, used while the sources are unchanged, never a
     assert.ok(held.length > 150, `${held.length} modules`);
     for (const p of held) assert.ok(tracked.has(p), `${p} is not tracked`);
     for (
-      const p of ["deno.json", "deno.lock", "cli/bundle.ts", "cli/bundle_eager.ts", HOT]
+      const p of [
+        "deno.json",
+        "deno.lock",
+        "cli/bundle.ts",
+        "cli/bundle_build.ts",
+        "cli/bundle_eager.ts",
+        HOT,
+      ]
     ) {
       assert.ok(tracked.has(p), p);
     }
