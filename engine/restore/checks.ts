@@ -6,7 +6,7 @@
  */
 
 import { zombiePids } from "../task/zombies.ts";
-import { hashVdso, readVdso, type VdsoCopy, vdsoFacts } from "../vdso.ts";
+import { vdsoFacts } from "../vdso.ts";
 import { readStatus } from "../proc/status.ts";
 import type { FileIdentity, Manifest, ProcessImage } from "../model.ts";
 import { RestoreError } from "../errors.ts";
@@ -120,70 +120,35 @@ export function checkFiles(processes: readonly ProcessImage[]): void {
 /** cryo's own vvar/vdso layout and vdso hash, as {@link vdsoFacts} gives them. */
 export type OwnVdso = Awaited<ReturnType<typeof vdsoFacts>>;
 
-/** cryo's own vdso as {@link startOwnVdso} starts it: its layout now, its hash later. */
-export interface OwnVdsoStart {
-  /** The vvar/vdso layout, read at the start (undefined when the read failed: `facts` says why). */
-  layout?: OwnVdso["layout"];
-  /** The layout and the hash of the [vdso] code, hashed on Deno's blocking pool. */
-  facts: Promise<OwnVdso>;
+/**
+ * Starts reading cryo's own vdso facts ({@link checkVdso} awaits them):
+ * the hash runs on Deno's blocking pool while the restore plans. A
+ * failure is kept for the check (never an unhandled rejection).
+ */
+export function startOwnVdso(): Promise<OwnVdso> {
+  const facts = (async () => await vdsoFacts(Deno.pid))();
+  facts.catch(() => {}); // handled by the check's await
+  return facts;
 }
 
 /**
- * Starts reading cryo's own vdso facts: the layout is read at once (for
- * {@link checkVdsoLayout}), the hash runs on Deno's blocking pool while the
- * restore plans ({@link checkVdsoHash} awaits it). A failure is kept for
- * the check that awaits `facts` (never an unhandled rejection).
+ * Refuses a restore on a kernel whose vdso differs from the dumped one;
+ * `own`: cryo's own facts when started already ({@link startOwnVdso}).
  */
-export function startOwnVdso(): OwnVdsoStart {
-  let copy: VdsoCopy;
-  try {
-    copy = readVdso(Deno.pid);
-  } catch (e) {
-    const facts = Promise.reject(e);
-    facts.catch(() => {}); // handled by the check's await
-    return { facts };
-  }
-  const facts = hashVdso(copy);
-  facts.catch(() => {}); // handled by the check's await
-  return { layout: copy.layout, facts };
-}
-
-/** Refuses a restore on a kernel whose vvar/vdso layout differs from the dumped one. */
-export function checkVdsoLayout(manifest: Manifest, layout: OwnVdso["layout"]): void {
+export async function checkVdso(manifest: Manifest, own?: Promise<OwnVdso>): Promise<void> {
+  const cur = await (own ?? vdsoFacts(Deno.pid));
   const want = manifest.host.vdso.map((v) => `${v.name}:${v.size}`).join(" ");
-  const have = layout.map((v) => `${v.name}:${v.size}`).join(" ");
+  const have = cur.layout.map((v) => `${v.name}:${v.size}`).join(" ");
   if (want !== have) {
     throw new RestoreError(
       `cannot restore: this kernel's vdso layout (${have}) differs from the dumped one (${want})`,
     );
   }
-}
-
-/**
- * Refuses a restore on a kernel whose [vdso] code differs from the dumped
- * one (by its hash); `own` from {@link startOwnVdso}. Its await is an event
- * loop turn (~1.5 ms of cryo's main thread on this VM), which restore()
- * takes while the root's program runs (docs/PERFORMANCE.md, eighth pass,
- * smallrestore2).
- */
-export async function checkVdsoHash(manifest: Manifest, own: Promise<OwnVdso>): Promise<void> {
-  const cur = await own;
   if (manifest.host.vdsoSha256 && manifest.host.vdsoSha256 !== cur.sha256) {
     throw new RestoreError(
       `cannot restore: this kernel's vdso differs from the dumped one (kernel ${Deno.osRelease()}, image from ${manifest.host.kernelRelease})`,
     );
   }
-}
-
-/**
- * Refuses a restore on a kernel whose vdso differs from the dumped one
- * (layout, then hash); `own`: cryo's own facts when started already
- * ({@link startOwnVdso}).
- */
-export async function checkVdso(manifest: Manifest, own?: OwnVdsoStart): Promise<void> {
-  const facts = own?.facts ?? vdsoFacts(Deno.pid);
-  checkVdsoLayout(manifest, own?.layout ?? (await facts).layout);
-  await checkVdsoHash(manifest, facts);
 }
 
 /** Refuses early when the privileges for same-pid restore are missing. */

@@ -39,9 +39,7 @@ import {
   checkPidsFree,
   checkPrivileges,
   checkVdso,
-  checkVdsoHash,
-  checkVdsoLayout,
-  type OwnVdsoStart,
+  type OwnVdso,
   startOwnVdso,
 } from "./checks.ts";
 import { checkInotifyPaths } from "../fds/inotify.ts";
@@ -263,18 +261,12 @@ export async function preflight(
   plan: RestorePlan,
   existingRoot?: number,
   tick?: () => void,
-  /**
-   * cryo's own vdso, started before the plan (checks.ts `startOwnVdso`):
-   * only its layout is checked here, its hash by the caller (restore():
-   * while the root's program runs, so that the await's event loop turn is
-   * not on the serial path); without it, both here.
-   */
-  ownVdso?: OwnVdsoStart,
+  /** cryo's own vdso facts, started before the plan (checks.ts `startOwnVdso`). */
+  ownVdso?: Promise<OwnVdso>,
 ): Promise<void> {
   checkPrivileges();
   checkOwnCredentials(plan.units.map((u) => u.image));
-  if (!ownVdso) await checkVdso(plan.manifest);
-  else checkVdsoLayout(plan.manifest, ownVdso.layout ?? (await ownVdso.facts).layout);
+  await checkVdso(plan.manifest, ownVdso);
   tick?.();
   const processes = plan.units.map((u) => u.image);
   checkFiles(processes);
@@ -391,7 +383,7 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
     verifier ??= byBlocks
       ? new LazyImageVerifier(plan.units, plan.manifest)
       : new ImageVerifier(verify ? imagesToVerify(plan) : []);
-    return await runPlanned(plan, opts, verifier, lazyServe, byBlocks, t0, ownVdso);
+    return await runPlanned(plan, opts, verifier, lazyServe, byBlocks, t0);
   } finally {
     // Nothing is left mapped or folding, whatever happened (idempotent after finish()).
     verifier?.close();
@@ -406,8 +398,6 @@ async function runPlanned(
   lazyServe: Promise<typeof import("../memory/lazy_serve.ts")> | undefined,
   byBlocks: boolean | undefined,
   t0: number,
-  /** cryo's own vdso: its hash is checked while the root's program runs (its layout was, by preflight). */
-  ownVdso: OwnVdsoStart,
 ): Promise<RestoredTree> {
   const shm = CreatedSysvShm.create(plan.manifest.sysvShm ?? [], plan.dir);
   let provided: ProvidedFds;
@@ -426,8 +416,7 @@ async function runPlanned(
     opts.existingRoot,
   );
   try {
-    // The vdso hash's await (an event loop turn) while the root's program loads its pages.
-    await session.prepareWith(() => checkVdsoHash(plan.manifest, ownVdso.facts));
+    session.prepare();
   } catch (e) {
     shm.discard();
     // Every task it made is gone: a pid still used as a group or session id is why, if one is.

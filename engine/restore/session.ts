@@ -136,10 +136,6 @@ export class RestoreSession {
   readonly #final: FinalStates;
 
   readonly #timeoutMs: number;
-  /** When the restore programs must be done by (set by the first drive). */
-  #deadline: number | undefined;
-  /** The root's restore program has been started (its exec stop handled). */
-  #rootRunning = false;
   readonly #existingRoot: ExistingRoot | undefined;
 
   /** Fds cryo made for the tree (closed once the tree runs or the restore fails). */
@@ -192,28 +188,6 @@ export class RestoreSession {
   prepare(): void {
     try {
       this.#launch();
-      this.#drive();
-    } catch (e) {
-      this.#killAll();
-      this.#provided?.close();
-      throw e;
-    } finally {
-      if (this.#launcher) removeLauncher(this.#launcher);
-    }
-  }
-
-  /**
-   * As {@link prepare}, with `during` awaited once the root's restore
-   * program runs (its event loop turn then overlaps the program's page
-   * loads instead of coming before the launch); a rejection of `during`
-   * kills everything created, as any failure does. Nothing of the tree
-   * runs before both are done.
-   */
-  async prepareWith(during: () => Promise<void>): Promise<void> {
-    try {
-      this.#launch();
-      this.#drive(() => this.#rootRunning);
-      await during();
       this.#drive();
     } catch (e) {
       this.#killAll();
@@ -299,12 +273,10 @@ export class RestoreSession {
       this.#parked.size === this.#expectedThreads.size && this.#launcherExited;
   }
 
-  /** Runs the restore until every program is done, or until `until` says so (then again). */
-  #drive(until?: () => boolean): void {
+  #drive(): void {
     // A stub that never reaches its end must not hang cryo: poll with a deadline.
-    this.#deadline ??= performance.now() + this.#timeoutMs;
-    const deadline = this.#deadline;
-    while (!this.#allDone() && !until?.()) {
+    const deadline = performance.now() + this.#timeoutMs;
+    while (!this.#allDone()) {
       const st = waitPid(-1, __WALL | WNOHANG);
       if (st.kind === "none") {
         if (performance.now() > deadline) {
@@ -456,7 +428,6 @@ export class RestoreSession {
     regs.orig_rax = 0xffffffffffffffffn;
     setRegs(pid, regs);
     cont(pid, 0);
-    if (pid === this.#rootPid) this.#rootRunning = true;
   }
 
   #finalize(): void {
