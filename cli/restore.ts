@@ -6,7 +6,7 @@
 
 import type { Command } from "npm:@commander-js/extra-typings@15.1.0";
 import { restore } from "../engine/restore/mod.ts";
-import { humanDuration, printJson } from "./format.ts";
+import { humanDuration, printJson, toJson } from "./format.ts";
 import { optInsOf } from "./opt_ins.ts";
 import { waitForwardingSignals } from "./wait_tree.ts";
 import type { LazyServer } from "../engine/memory/lazy_serve.ts";
@@ -39,6 +39,17 @@ export function parseInheritFds(specs: readonly string[] = []): Map<number, stri
     out.set(Number(m[1]), m[2]);
   }
   return out;
+}
+
+/**
+ * Writes one line on stdout: the restored pid or summary of `--detach`,
+ * right before cryo exits. Not by `console.log`, whose first call is ~1 ms
+ * of cold code on the command's wall (docs/PERFORMANCE.md, eighth pass,
+ * smallrestore2).
+ */
+function writeLine(text: string): void {
+  const bytes = new TextEncoder().encode(text + "\n");
+  for (let at = 0; at < bytes.length;) at += Deno.stdout.writeSync(bytes.subarray(at));
 }
 
 const SIGNAL_NUMBERS: Record<string, number> = { SIGINT: 2, SIGTERM: 15, SIGHUP: 1 };
@@ -141,8 +152,7 @@ export async function run(dir: string, opts: RestoreCliOptions): Promise<void> {
     detached: !!opts.detach,
   };
   if (opts.detach) {
-    if (opts.json) printJson(summary);
-    else console.log(tree.rootPid);
+    writeLine(opts.json ? toJson(summary) : String(tree.rootPid));
     return;
   }
   const announce = () => {

@@ -66,6 +66,11 @@ function childPids(): number[] {
   return text === "" ? [] : text.split(/\s+/).map(Number).sort((a, b) => a - b);
 }
 
+/** Whether a process (or zombie) has the id `pid` (`kill(pid, 0)` does not say ESRCH). */
+function pidTaken(pid: number): boolean {
+  return rawSyscall(SYS.kill, pid, 0) !== -3n;
+}
+
 /** SHA-256 of every file of an image directory, by name. */
 async function dirHashes(dir: string): Promise<Record<string, string>> {
   const out: Record<string, string> = {};
@@ -288,6 +293,28 @@ Deno.test(
     // Another format version.
     const version = await variant((d) => editManifest(d, (m) => m.formatVersion = 99));
     await assertRestoreRefused(version, ImageFormatError, /image format version 99/);
+
+    // Another kernel's vdso (its layout, or its code by hash): refused by the preflight, before
+    // anything is created.
+    const layout = await variant((d) =>
+      editManifest(d, (m) => {
+        const host = m.host as { vdso: { name: string; size: number }[] };
+        host.vdso = host.vdso.map((v) => ({ ...v, size: v.size + 4096 }));
+      })
+    );
+    await assertRestoreRefused(layout, RestoreError, /vdso layout .* differs from the dumped one/);
+    const vdso = await variant((d) =>
+      editManifest(d, (m) => (m.host as { vdsoSha256: string }).vdsoSha256 = "00".repeat(32))
+    );
+    await assertRestoreRefused(
+      vdso,
+      RestoreError,
+      /this kernel's vdso differs from the dumped one/,
+    );
+    const seen: string[] = [];
+    await assert.rejects(restore(vdso, { onEvent: (e) => seen.push(e.type) }), /vdso differs/);
+    assert.deepEqual(seen, [], "nothing was launched");
+    assert.ok(!pidTaken(pid), "the refused restore left its pid taken");
 
     // No manifest, or no image file.
     const noManifest = await variant((d) => Deno.remove(`${d}/manifest.json`));
