@@ -182,7 +182,11 @@ Deno.test("page copy: the plan's touching runs read as one, each run's record at
       next += n;
       return at;
     });
-    const mappings = vmas.map(() => ({ pages: [] as PageRun[] })) as unknown as Mapping[];
+    // Each record with its start text, as the collect makes it (savePlanned's records take it).
+    const mappings = vmas.map((v) => ({
+      start: `0x${v.start.toString(16)}`,
+      pages: [] as PageRun[],
+    })) as unknown as Mapping[];
     let told = 0;
     const later = savePlanned(plan, vmas, mappings, s, undefined as unknown as ImageWriter, (n) => {
       told += n;
@@ -194,6 +198,9 @@ Deno.test("page copy: the plan's touching runs read as one, each run's record at
     assert.equal(s.remotePieces, 4);
     const saved = mappings.flatMap((m) => m.pages.map((r) => [Number(BigInt(r.addr)), r]));
     assert.equal(saved.length, reads.length / 3, "one record per run");
+    for (const [addr, r] of saved as [number, PageRun][]) {
+      assert.equal(r.addr, `0x${addr.toString(16)}`, "the address text of the run");
+    }
     for (const [addr, r] of saved as [number, PageRun][]) {
       const page = (addr - base) / PAGE;
       const data = out.out.subarray(r.fileOffset, r.fileOffset + r.length);

@@ -144,7 +144,10 @@ function check(l: Layout, order: number[], merge: boolean, what: string): void {
     reusedBytes: 0,
     parentBytes: 0,
   };
-  const mappings = l.vmas.map(() => ({ pages: [] as PageRun[] })) as unknown as Mapping[];
+  const mappings = l.vmas.map((v) => ({
+    start: `0x${v.start.toString(16)}`,
+    pages: [] as PageRun[],
+  })) as unknown as Mapping[];
   const { s, saved } = fakeStreamer(merge);
   let told = 0;
   const later = savePlanned(plan, l.vmas, mappings, s, undefined as unknown as ImageWriter, (n) => {
@@ -160,6 +163,10 @@ function check(l: Layout, order: number[], merge: boolean, what: string): void {
     }))
   );
   assert.deepEqual(got, want.pages, `${what}: records`);
+  // Each run's address text is the one the image always had: `0x` and lower-case hex.
+  for (const m of mappings) {
+    for (const p of m.pages) assert.equal(p.addr, `0x${BigInt(p.addr).toString(16)}`, what);
+  }
   // The data read: every run, in address order, back to back.
   const flat: [number, number][] = [];
   for (const k of order) {

@@ -212,7 +212,9 @@ function addressOrder(vmas: readonly Vma[]): number[] {
 const OVERWRITE_CHUNK = 1 << 20;
 
 /**
- * Saves the planned pages: reads the "read" pieces through `streamer`
+ * Saves the planned pages of `vmas`, whose records are `mappings` (the same
+ * index; each record's `start` the text of its area's start, `0x` and
+ * lower-case hex, as engine/dump/mapping_drafts.ts makes it): reads the "read" pieces through `streamer`
  * (packed, appended), keeps the "reuse" ones where they are, reads the
  * "overwrite" ones and writes them over their pre-copy. Sets each mapping's
  * `pages`, except those of mappings whose pieces are all read: their
@@ -350,11 +352,17 @@ export function savePlanned(
     // for V8 to compile (engine/find_from.ts).
     let tag = -1, k = -1, end = 0;
     let pages: PageRun[] = NO_PAGES;
-    /** Adds the part of [addr, addr + length) at file offset `at` in mapping `k`; its length. */
+    /**
+     * Adds the part of [addr, addr + length) at file offset `at` in mapping `k`; its length.
+     * A part from the mapping's start takes the record's own text of it (the same text:
+     * most of 10,000 one-run mappings make none).
+     */
     const addPart = (addr: number, length: number, at: number) => {
-      if (pages === NO_PAGES) mappings[k].pages = pages = [];
+      const m = mappings[k];
+      if (pages === NO_PAGES) m.pages = pages = [];
       const n = Math.min(length, end - addr);
-      pages.push({ addr: `0x${addr.toString(16)}`, length: n, fileOffset: at });
+      const text = addr === Number(vmas[k].start) ? m.start : `0x${addr.toString(16)}`;
+      pages.push({ addr: text, length: n, fileOffset: at });
       return n;
     };
     findIndexBelow(later.length / 4, (r) => {

@@ -222,17 +222,27 @@ export function startVmaBytesRead(pid: number, expectBytes: number): VmaBytesRea
   };
 }
 
-/** The records of {@link readVmaBytes}' `bytes` (whole records). */
+/**
+ * The records of {@link readVmaBytes}' `bytes` (whole records), copied as
+ * 32-bit halves: the same 64-bit values, no bigint made per field (30,000
+ * for 10,000 areas, twice per dump).
+ */
 export function vmaRecordsOf(bytes: Uint8Array<ArrayBuffer>): VmaRecords {
-  const all = new BigUint64Array(bytes.buffer, bytes.byteOffset, bytes.length / 8);
+  const all = new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.length / 4);
   const count = bytes.length / VMA_RECORD_SIZE;
   const start = new BigUint64Array(count), end = new BigUint64Array(count);
   const flags = new BigUint64Array(count);
+  const s = new Uint32Array(start.buffer), e = new Uint32Array(end.buffer);
+  const f = new Uint32Array(flags.buffer);
   // No loop of 10,000 rounds for V8 to compile (engine/find_from.ts).
   findIndexBelow(count, (i) => {
-    start[i] = all[3 * i];
-    end[i] = all[3 * i + 1];
-    flags[i] = all[3 * i + 2];
+    const w = 6 * i, h = 2 * i;
+    s[h] = all[w];
+    s[h + 1] = all[w + 1];
+    e[h] = all[w + 2];
+    e[h + 1] = all[w + 3];
+    f[h] = all[w + 4];
+    f[h + 1] = all[w + 5];
     return false;
   });
   return { count, start, end, flags };
