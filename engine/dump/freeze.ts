@@ -303,16 +303,11 @@ export function freezeTree(
               if (threads.length === 0) break;
               continue;
             }
-            // The children files are opened before the interrupts, the threads seized and
-            // still running (a seized thread's tid stays its own until cryo waits for its
-            // exit): their opens are not frozen time. A signal a thread takes meanwhile is a
-            // signal-delivery stop, which awaitStops resumes with the signal.
-            const opened = files === undefined;
-            files ??= ChildrenFiles.open(pid, started);
             const interrupted = interruptAll(started);
-            if (opened && files && interrupted.length < started.length) {
-              for (const tid of started) if (!interrupted.includes(tid)) files.forget(tid);
-            }
+            // Opened while the threads enter their stops (a seized thread's tid stays its
+            // own until cryo waits for its exit); not before the interrupts, which would
+            // leave the threads seized and running (a signal then stops a thread) longer.
+            files ??= ChildrenFiles.open(pid, interrupted);
             const exited = new Set<number>();
             const stops = awaitStops(interrupted, root, exited);
             for (const tid of exited) files?.forget(tid);

@@ -1,22 +1,19 @@
 /**
  * The children files of a process's seized threads
- * (/proc/<pid>/task/<tid>/children), opened once the threads are seized,
- * before they are interrupted (the opens are not frozen time), and read
- * once they are stopped by a syscall table run on cryo's thread: one FFI
- * call for all of them instead of an open, a read and a close per thread in
- * the freeze (engine/dump/freeze.ts; 64 of each for threads-64). A children
- * file is generated at each read (offset 0 of a seq_file): the text is the
- * thread's children at the read, as a fresh open gives.
+ * (/proc/<pid>/task/<tid>/children), opened while the interrupted threads
+ * enter their stops and read once they are stopped by a syscall table run on
+ * cryo's thread: one FFI call for all of them instead of an open, a read
+ * and a close per thread in the freeze (engine/dump/freeze.ts; 64 of each
+ * for threads-64). A children file is generated at each read (offset 0 of
+ * a seq_file): the text is the thread's children at the read, as a fresh
+ * open gives.
  *
  * Why an fd opened ahead names the thread read: the files are opened after
  * the threads were seized by this thread, and are read only for threads
- * that reported their stop since (not their exit; one gone at its
- * interrupt is forgotten). A traced thread that exits stays a zombie until
- * its tracer waits for it, so its tid cannot name another thread
- * meanwhile. (Opened before its seize, a file would not do: a children file
- * of a task gone reads empty, not an error, so a tid freed and reused in
- * between would read as childless.) Any other thread, a failed read or a
- * text that may be cut is read the usual way.
+ * that reported their stop since (not their exit). A traced thread that
+ * exits stays a zombie until its tracer waits for it, so its tid cannot
+ * name another thread meanwhile. Any other thread, a failed read or a text
+ * that may be cut is read the usual way.
  *
  * @module
  */
@@ -83,9 +80,8 @@ export class ChildrenFiles {
 
   /**
    * Opens the children files of threads `tids` of `pid` (seized by this
-   * thread, not yet interrupted or their stops not yet awaited), or
-   * undefined for fewer than `minThreads`, without children files, or where
-   * tables cannot run here.
+   * thread, their stops not yet awaited), or undefined for fewer than `minThreads`,
+   * without children files, or where tables cannot run here.
    */
   static open(
     pid: number,

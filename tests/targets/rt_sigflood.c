@@ -1,9 +1,7 @@
 /* Target for signals arriving while a freeze seizes the threads: two
- * threads spin beside the main one and six sleep 1 ms at a time (nine in
- * all: from eight, a freeze opens the children files between the seizes and
- * the interrupts, engine/proc/children_ahead.ts), a SIGRTMIN+3 handler
- * counts every signal (real-time signals are queued, never merged, so each
- * one sent must be counted once). With "send <pid> <count>" it is the sender instead: it queues
+ * threads spin beside the main one, a SIGRTMIN+3 handler counts every signal (real-time
+ * signals are queued, never merged, so each one sent must be counted
+ * once). With "send <pid> <count>" it is the sender instead: it queues
  * <count> SIGRTMIN+3 to <pid>, one every 25 us, then prints "sent <count>".
  *
  * usage: rt_sigflood <trigger-path>   (prints "ready pid=<pid>"; once the
@@ -22,12 +20,6 @@ static atomic_long received;
 static void on_signal(int sig) {
   (void)sig;
   atomic_fetch_add(&received, 1);
-}
-
-static void *nap(void *arg) {
-  (void)arg;
-  for (;;) sleep_ms(1);
-  return NULL;
 }
 
 static void *spin(void *arg) {
@@ -69,9 +61,9 @@ int main(int argc, char **argv) {
   struct sigaction sa = {.sa_handler = on_signal, .sa_flags = SA_RESTART};
   sigemptyset(&sa.sa_mask);
   if (sigaction(SIGRTMIN + 3, &sa, NULL) != 0) die("sigaction");
-  for (int i = 0; i < 8; i++) {
+  for (int i = 0; i < 2; i++) {
     pthread_t t;
-    if (pthread_create(&t, NULL, i < 2 ? spin : nap, NULL) != 0) die("pthread_create");
+    if (pthread_create(&t, NULL, spin, NULL) != 0) die("pthread_create");
   }
   print_ready("pid=%d", getpid());
   /* Not wait_trigger(): each signal cuts its sleep short, which it counts as a round. */
