@@ -50,6 +50,8 @@ import {
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { pathExists, tempDir } from "./helpers/fs.ts";
 import { startPaused } from "./helpers/kill_anywhere.ts";
+import { HELPER_FIRST_MIN_THREADS } from "../engine/dump/precopy_lanes.ts";
+import { NATIVE_LANE_MIN_BYTES } from "../engine/dump/native_lane.ts";
 
 /** The children of `pid` (every thread's). */
 function childrenOf(pid: number): number[] {
@@ -229,5 +231,36 @@ Deno.test(
     assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), {
       what: "original after the killed dump",
     });
+  }),
+);
+
+Deno.test(
+  "a pre-copy without a table lane of a root of many threads: rehearsed on the helper before its first freeze, exact",
+  withTargets(async () => {
+    const mib = 4;
+    assert.ok(mib << 20 < NATIVE_LANE_MIN_BYTES, "below the table lane's size");
+    const { t, trigger, ready } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
+      extra: [String(mib), "threads"],
+    });
+    const threads = [...Deno.readDirSync(`/proc/${t.pid}/task`)].length;
+    assert.ok(threads >= HELPER_FIRST_MIN_THREADS, `${threads} threads`);
+    const region = BigInt(`0x${ready[2]}`), pages = Number(ready[3]);
+    const before = trackingTraces(t.pid, region, pages);
+    const dir = `${await tempDir("cryo-rehearsal-first-")}/image`;
+    const paused = await startPaused(
+      ["dump", String(t.pid), "--dir", dir, "--leave-running", "--no-sync", "--precopy"],
+      "rehearsal-helper",
+    );
+    const helpers = childrenOf(paused.child.pid);
+    assert.equal(helpers.length, 1, "cryo has one child, the helper");
+    // Before the pre-copy's first freeze: the target neither traced nor tracked yet.
+    assert.match(Deno.readTextFileSync(`/proc/${t.pid}/status`), /^TracerPid:\s+0$/m);
+    const now = trackingTraces(t.pid, region, pages);
+    assert.deepEqual(now.fds, before.fds, "no userfaultfd yet");
+    assert.deepEqual(now, before, "no tracking yet");
+    paused.child.kill("SIGCONT");
+    const out = await paused.output;
+    assert.equal(out.code, 0, out.stderr);
+    await assertOriginalThenRestored(t, trigger, dir, [...RT_PRECOPY_CHECKS, "threads"]);
   }),
 );

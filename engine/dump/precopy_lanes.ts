@@ -21,7 +21,7 @@ import { copyOnNativeLane, NATIVE_LANE_MIN_BYTES, nativeLaneAvailable } from "./
 import type { FrozenTree } from "./freeze.ts";
 import { laneDeathAt } from "./lane_claims.ts";
 import { releaseUffdOnTable } from "./uffd_release.ts";
-import { treePidsOrRoot } from "../proc/tasks.ts";
+import { listTids, treePidsOrRoot } from "../proc/tasks.ts";
 import { readStatus } from "../proc/status.ts";
 
 /** Resident anonymous and shmem bytes of the tree of `root` (what a pre-copy copies, roughly). */
@@ -35,6 +35,22 @@ export function residentBytes(root: number): number {
     } catch { /* gone */ }
   }
   return bytes;
+}
+
+/**
+ * From this many threads in the root, a pre-copy without a table lane
+ * rehearses the collect on the helper before its first freeze rather than
+ * in its barrier's freeze ({@link precopyTree}).
+ */
+export const HELPER_FIRST_MIN_THREADS = 8;
+
+/** Threads of `pid`, 0 when it cannot be read. */
+function threadCount(pid: number): number {
+  try {
+    return listTids(pid).length;
+  } catch {
+    return 0;
+  }
 }
 
 /** The `CRYO_COPY_LANES` override: 1, 2, "native", or undefined. */
@@ -63,7 +79,10 @@ export interface PrecopyRehearsal {
   warmUp?: () => void;
   /**
    * On cryo's thread while a syscall table copies (the tree running, on a
-   * process of cryo's own): the barrier's freeze then rehearses nothing. Never throws.
+   * process of cryo's own), or before the first freeze when no table copies
+   * a root of {@link HELPER_FIRST_MIN_THREADS} threads or more (and the
+   * lanes are not forced): the barrier's freeze then rehearses nothing.
+   * Never throws.
    */
   beside?: () => unknown;
 }
@@ -106,9 +125,16 @@ export async function precopyTree(
   let keepLanes = false;
   try {
     const beside = native && rehearsal?.beside !== undefined;
-    if (!beside) rehearsal?.warmUp?.();
+    // Without a table lane, a root of many threads is rehearsed on the helper first: in
+    // the barrier the per-thread code would run cold for each of its threads with the tree
+    // frozen, the dump's longest freeze (docs/PERFORMANCE.md, "The threads-64 freeze,
+    // fifth wave"). Forced lanes keep the rehearsal in the barrier.
+    const first = !beside && force === undefined && rehearsal?.beside !== undefined &&
+      threadCount(root) >= HELPER_FIRST_MIN_THREADS;
+    if (first) await rehearsal!.beside!();
+    else if (!beside) rehearsal?.warmUp?.();
     const precopy = Precopy.start(root, dir, keep, (tree) => {
-      if (!beside) rehearsal?.inBarrier(tree);
+      if (!beside && !first) rehearsal?.inBarrier(tree);
       inBarrier?.(tree);
     });
     try {

@@ -55,13 +55,15 @@ export async function assertOriginalThenRestored(
   t: Target,
   trigger: string,
   dir: string,
+  /** The checks to find (rt_precopy's "threads" mode adds one). */
+  checks: readonly string[] = RT_PRECOPY_CHECKS,
 ): Promise<void> {
   await Deno.writeTextFile(trigger, "");
-  assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), {
+  assertChecksPassed(t, checks, await t.wait(30000), {
     what: "original after the dump",
   });
   const tree = await restore(dir);
   t.resetAfterRestore();
   for (const pid of tree.pids) if (pid !== t.pid) adoptPid(pid);
-  assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), { run: 2, what: "restored" });
+  assertChecksPassed(t, checks, await t.wait(30000), { run: 2, what: "restored" });
 }

@@ -23,9 +23,13 @@
  * first: the region is one mapping per page (2 * 256 per MiB), and the
  * writes land in many of them (a pre-copy tracks each).
  *
- * usage: rt_precopy <trigger> <mib> [churn|maps]
+ * With "threads", 12 more threads sleep 1 ms at a time all along (a root
+ * of many threads; the check also asks that each still runs).
+ *
+ * usage: rt_precopy <trigger> <mib> [churn|maps|threads]
  */
 #define _GNU_SOURCE
+#include <pthread.h>
 #include <stdint.h>
 #include <sys/mman.h>
 
@@ -33,6 +37,19 @@
 
 #define PAGE 4096u
 #define WORDS (PAGE / 8u)
+
+#define SLEEPERS 12
+/* Rounds of each sleeping thread ("threads"). */
+static volatile uint64_t rounds[SLEEPERS];
+
+static void *sleeper(void *arg) {
+  volatile uint64_t *mine = arg;
+  for (;;) {
+    sleep_ms(1);
+    (*mine)++;
+  }
+  return NULL;
+}
 
 static uint64_t mix(uint64_t p, uint64_t g, uint64_t w) {
   uint64_t x = p * 0x9e3779b97f4a7c15ull ^ (g << 20) ^ w;
@@ -61,10 +78,15 @@ static long bad_pages(uint64_t *base, const uint32_t *gen, size_t pages, long sk
 }
 
 int main(int argc, char **argv) {
-  need_args(argc, 2, "rt_precopy <trigger> <mib> [churn|maps]");
+  need_args(argc, 2, "rt_precopy <trigger> <mib> [churn|maps|threads]");
   const char *trigger = argv[1];
   int churn = argc > 3 && strcmp(argv[3], "churn") == 0;
   int maps = argc > 3 && strcmp(argv[3], "maps") == 0;
+  int threads = argc > 3 && strcmp(argv[3], "threads") == 0;
+  for (int i = 0; threads && i < SLEEPERS; i++) {
+    pthread_t t;
+    if (pthread_create(&t, NULL, sleeper, (void *)&rounds[i]) != 0) die("pthread_create");
+  }
   size_t pages = (size_t)atol(argv[2]) * 256u;
   uint64_t *base = mmap(NULL, pages * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
                         -1, 0);
@@ -118,5 +140,13 @@ int main(int argc, char **argv) {
   for (size_t p = 0; p < pages; p++) fill(base + p * WORDS, p, ++gen[p]);
   bad = bad_pages(base, gen, pages, -1, 0);
   check("rewrite", bad == 0, "%ld pages wrong after rewriting them", bad);
+  if (threads) {
+    uint64_t before[SLEEPERS];
+    for (int i = 0; i < SLEEPERS; i++) before[i] = rounds[i];
+    sleep_ms(50);
+    int stuck = 0;
+    for (int i = 0; i < SLEEPERS; i++) stuck += rounds[i] == before[i];
+    check("threads", stuck == 0, "%d of %d sleeping threads did not run", stuck, SLEEPERS);
+  }
   return verdict();
 }
