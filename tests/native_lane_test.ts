@@ -15,9 +15,10 @@
  * - a job of a process that does not exist fails the copy (its memory
  *   cannot be opened), and the next copy works;
  * - cryo's thread claims the table's last segments back while the table
- *   copies the first ones, for a second table (the last half of what the
- *   table has not reached) or one by one for itself (`claimsHere`): the
- *   same files, block CRCs and runs;
+ *   copies the first ones, for other tables (the last half of what the
+ *   table has not reached, again and again) or one by one for itself
+ *   (`claimsHere`), also from each of two tables (a starter of half the
+ *   segments): the same files, block CRCs and runs;
  * - a claimed segment the table copied too (forced: the claims leave the
  *   table's guards, `unguardedClaims`) is a conflict, copied again by cryo's
  *   thread: the same files, block CRCs and runs, either way.
@@ -200,7 +201,7 @@ Deno.test("a job of a process that does not exist fails the copy, leaving nothin
 for (const claimsHere of [false, true]) {
   Deno.test(
     `cryo's thread claims the table's last segments back${
-      claimsHere ? ", one by one" : " for a second table"
+      claimsHere ? ", one by one" : " for another table"
     }: the same files, CRCs and runs`,
     async () => {
       await claimedCopy(claimsHere);
@@ -208,7 +209,12 @@ for (const claimsHere of [false, true]) {
   );
 }
 
-async function claimedCopy(claimsHere: boolean): Promise<void> {
+Deno.test("cryo's thread claims segments back from each of two tables: the same files, CRCs and runs", async () => {
+  // A starter table of half the segments: both tables have segments they have not reached.
+  await claimedCopy(false, 32 * MiB);
+});
+
+async function claimedCopy(claimsHere: boolean, starterBytes?: number): Promise<void> {
   if (!nativeLaneAvailable()) return;
   const { buf, addr } = patterned(64);
   const dir = await Deno.makeTempDir({ prefix: "cryo-native-" });
@@ -222,6 +228,7 @@ async function claimedCopy(claimsHere: boolean): Promise<void> {
       const got = await copyOnNativeLane([jobOf(addr, path, 8192, 3)], {
         segmentBytes: MiB,
         claimsHere,
+        ...(starterBytes ? { starterBytes } : {}),
       });
       assertSameResult(got[0], serial, `try ${attempt}`);
       assertSameFiles(`${dir}/one`, path, `try ${attempt}`);
