@@ -2,15 +2,16 @@
  * A second copy lane without a Worker: a pre-copy's segments
  * (engine/dump/precopy_copy.ts) copied by a syscall table
  * (ffi/syscall_table.ts) that one of Deno's blocking-pool threads runs,
- * from the first on. Once free (the collect's rehearsal beside done),
- * cryo's thread takes the last half of the segments the table has not
- * reached back at once ({@link NativeCopy.claimHalf}: each entry of the
- * table has a guard that cryo's thread makes fail) and has a second table
- * copy them on another blocking-pool thread while it waits (a table copies
- * a MiB for about half the CPU of `copySegment` on cryo's thread:
- * docs/PERFORMANCE.md, smalldump2); then it takes whatever the first table
- * still has not reached back one by one ({@link NativeCopy.claim}) and
- * copies it with `copySegment`. Per MiB a table reads
+ * from the first on (a small starter table first, so that the copy starts
+ * while the others are planned). Once free (the collect's rehearsal beside
+ * done), cryo's thread takes the last half of the segments the table with
+ * the most of them not reached yet back at once ({@link NativeCopy.claimHalf}:
+ * each entry of a table has a guard that cryo's thread makes fail) and has
+ * another table copy them on another blocking-pool thread while it waits (a
+ * table copies a MiB for about half the CPU of `copySegment` on cryo's
+ * thread: docs/PERFORMANCE.md, smalldump2), and again until no table has a
+ * segment it has not reached (the last one is claimed alone), so that the
+ * tables end together. Per MiB a table reads
  * the pages into a page-aligned buffer of its own with `pread` of
  * /proc/<pid>/mem (it never pins, so it never unshares a page shared
  * copy-on-write, and needs no pagemap look-up to plan), folds its CRC and
@@ -87,6 +88,12 @@ export const NATIVE_SHARE = 1;
  * table of /proc/<pid>/mem reads.
  */
 export const NATIVE_FIRST_BYTES = 32 << 20;
+
+/**
+ * The first table, up to this many bytes, is planned and started before
+ * the others are planned, so that the copy starts at once.
+ */
+export const NATIVE_STARTER_BYTES = 4 << 20;
 
 /**
  * Runs shorter than this are read from /proc/<pid>/mem by the second table
@@ -181,23 +188,40 @@ export class NativeCopy {
 
   /**
    * Takes the last half of the segments the table has not reached away
-   * from it at once (each as {@link claim} does): the first of them (they
-   * run to the end), or undefined when fewer than two are left to it.
+   * from it at once (each as {@link claim} does; the last one alone when
+   * `minLeft` is 1): the first of them (they run to the old {@link tail}),
+   * or undefined when fewer than `minLeft` are left to it.
    */
-  claimHalf(): number | undefined {
+  claimHalf(minLeft = 2): number | undefined {
     if (this.#run.done()) return undefined;
-    const segs = this.#segments;
-    let first = this.#tail; // the table's first unreached segment, looked for from the end
-    while (first > 1 && this.#table.result(segs[first - 1].guards[0]) === 0n) first--;
-    const left = this.#tail - first;
-    if (left < 2) return undefined;
-    const from = this.#tail - Math.floor(left / 2);
+    const left = this.unreached();
+    if (left < minLeft) return undefined;
+    const from = this.#tail - Math.max(1, Math.floor(left / 2));
     for (let i = this.#tail - 1; i >= from; i--) {
-      if (!this.#unguarded) { for (const g of segs[i].guards) this.#table.patch(g, [-1]); }
+      if (!this.#unguarded) {
+        for (const g of this.#segments[i].guards) this.#table.patch(g, [-1]);
+      }
       NativeCopy.claimed++;
     }
     this.#tail = from;
     return from;
+  }
+
+  /**
+   * How many of the segments left to the table it has not reached yet (its
+   * first segment is never counted): what {@link claimHalf} may take.
+   */
+  unreached(): number {
+    if (this.#run.done()) return 0;
+    const segs = this.#segments;
+    let first = this.#tail; // the table's first unreached segment, looked for from the end
+    while (first > 1 && this.#table.result(segs[first - 1].guards[0]) === 0n) first--;
+    return this.#tail - first;
+  }
+
+  /** Segments [tail, length) are claimed ({@link claim}, {@link claimHalf}). */
+  get tail(): number {
+    return this.#tail;
   }
 
   /** Whether the table ran any entry of segment `i` (only once it is done). */
@@ -480,8 +504,10 @@ export interface NativeLaneOptions {
    * exclusively mapped pages read with process_vm_readv).
    */
   pin?: boolean;
-  /** Bytes of the first table (default {@link NATIVE_FIRST_BYTES}; tests). */
+  /** Bytes of the first tables (default {@link NATIVE_FIRST_BYTES}; tests). */
   firstBytes?: number;
+  /** Bytes of the starter table (default {@link NATIVE_STARTER_BYTES}; tests). */
+  starterBytes?: number;
   /** Shortest run the second table reads with process_vm_readv (default {@link PIN_MIN_BYTES}; tests). */
   pinMinBytes?: number;
   /**
@@ -499,9 +525,10 @@ export interface NativeLaneOptions {
    */
   unguardedClaims?: boolean;
   /**
-   * Cryo's thread copies the segments it claims itself, one by one (with
-   * `copySegment`), instead of claiming the last half of what the table has
-   * not reached for a second table (tests; the default is the second table).
+   * Cryo's thread copies the segments it claims from the last table itself,
+   * one by one (with `copySegment`), instead of claiming the last half of
+   * what a table has not reached for another table (tests; the default is
+   * the other tables).
    */
   claimsHere?: boolean;
 }
@@ -511,25 +538,28 @@ export interface NativeLaneOptions {
  * segments on a syscall table's thread ({@link NativeCopy}), started by
  * {@link start} (synchronous: it may run in a freeze), the rest on this
  * thread by {@link finish} (`copySegment`, with the `precopy-pages` pause
- * point), then the last half of the segments the table has not reached on
- * a second table, then the ones it still has not reached here, then any
- * segment a table could not copy whole (or both lanes wrote), here too.
+ * point), then, again and again, the last half of the segments the table
+ * with the most of them not reached yet has not reached, on another table,
+ * then any segment a table could not copy whole (or both lanes wrote), here too.
  */
 export class NativeLaneCopy {
   readonly #jobs: readonly CopyJob[];
   readonly #segments: CopySegment[];
   /** Segments [0, mine) are this thread's. */
   readonly #mine: number;
-  readonly #native: NativeCopy | undefined;
-  /** The table of the first segments after this thread's ({@link NATIVE_FIRST_BYTES}), and their count. */
-  readonly #first: NativeCopy | undefined;
-  readonly #head: number;
-  /** The second table could not start (a file or fd could not be opened). */
+  /**
+   * The tables started at once, in segment order, each with the index of its
+   * first segment: the starter ({@link NATIVE_STARTER_BYTES}), the rest of
+   * the first {@link NATIVE_FIRST_BYTES}, then the table whose exclusively
+   * mapped pages are read with process_vm_readv (where it pays).
+   */
+  readonly #tables: { copy: NativeCopy; at: number }[] = [];
+  /** A table after the first could not start (a file or fd could not be opened). */
   #startError: { error: unknown } | undefined;
   /** The shortest run the tables after the first read with process_vm_readv (Infinity: none). */
   readonly #pinMin: number;
-  /** The claimed table: the table's segments [from, ...) that cryo's thread claimed for it. */
-  #second: { from: number; copy: NativeCopy } | undefined;
+  /** The tables of the segments cryo's thread claimed back from the others. */
+  readonly #claimed: NativeCopy[] = [];
   readonly #size: number;
   readonly #beside: (() => unknown) | undefined;
   readonly #unguarded: boolean;
@@ -555,37 +585,45 @@ export class NativeLaneCopy {
     }
     this.#segments = segments;
     this.#mine = k;
-    let head = 0, bytes = 0;
+    const upTo = (from: number, limit: number) => {
+      let end = from, bytes = 0;
+      while (end < segments.length && bytes < limit) bytes += segments[end++].bytes;
+      return end;
+    };
     const firstBytes = opts.firstBytes ?? NATIVE_FIRST_BYTES;
-    while (k + head < segments.length && bytes < firstBytes) {
-      bytes += segments[k + head++].bytes;
-    }
-    // Split only where the second table would read enough with process_vm_readv to pay
-    // for itself (at ~0.1 ms per MiB: as many bytes in long runs as the first table holds).
+    const head = upTo(k, firstBytes);
+    // Split only where the last table would read enough with process_vm_readv to pay
+    // for itself (at ~0.1 ms per MiB: as many bytes in long runs as the first tables hold).
     const pinMin = opts.pinMinBytes ?? PIN_MIN_BYTES;
     let long = 0;
-    for (const seg of segments.slice(k + head)) {
+    for (const seg of segments.slice(head)) {
       for (const p of seg.planned) for (const r of p.runs) if (r.length >= pinMin) long += r.length;
     }
-    const split = opts.pin !== false && k + head < segments.length && long >= firstBytes;
-    this.#first = split
-      ? NativeCopy.start(segments.slice(k, k + head), Infinity, this.#unguarded)
-      : undefined;
-    this.#head = split ? head : 0;
+    const split = opts.pin !== false && head < segments.length && long >= firstBytes;
     this.#pinMin = split ? pinMin : Infinity;
-    try {
-      this.#native = k + this.#head < segments.length
-        ? NativeCopy.start(
-          segments.slice(k + this.#head),
-          this.#pinMin,
-          this.#unguarded,
-        )
-        : undefined;
-    } catch (e) {
-      // Thrown by finish() once the first table is done (nothing may be writing then).
-      this.#startError = { error: e };
+    // The starter is planned first and copies while the rest is planned (a table of
+    // 32 MiB of a fragmented heap took 2 to 4 ms of cryo's thread to plan).
+    const end = split ? head : segments.length; // of the tables read with pread alone
+    const starter = Math.min(upTo(k, opts.starterBytes ?? NATIVE_STARTER_BYTES), end);
+    // Each table's first segment, then the end; the last table pinned when split.
+    const bounds = [k];
+    for (const b of [starter, end, segments.length]) {
+      if (b > bounds[bounds.length - 1]) bounds.push(b);
     }
-    if (this.#first || this.#native) NativeCopy.started++;
+    for (let t = 0; t + 1 < bounds.length; t++) {
+      const pins = split && bounds[t] >= head ? pinMin : Infinity;
+      try {
+        this.#tables.push({
+          copy: NativeCopy.start(segments.slice(bounds[t], bounds[t + 1]), pins, this.#unguarded),
+          at: bounds[t],
+        });
+      } catch (e) {
+        // Thrown by finish() once the tables started are done (nothing may be writing then).
+        this.#startError = { error: e };
+        break;
+      }
+    }
+    if (this.#tables.length) NativeCopy.started++;
   }
 
   /** Creates (or truncates) the jobs' files and starts the table's share. */
@@ -593,10 +631,9 @@ export class NativeLaneCopy {
     return new NativeLaneCopy(jobs, opts);
   }
 
-  /** Copies this thread's share, waits for the table's, and returns each job's result. */
+  /** Copies this thread's share, waits for the tables', and returns each job's result. */
   async finish(): Promise<CopyResult[]> {
-    const segments = this.#segments, native = this.#native, first = this.#first;
-    const head = this.#head, k = this.#mine + head; // the second table's segments start at k
+    const segments = this.#segments;
     if (this.#startError) {
       await this.abandon();
       throw this.#startError.error;
@@ -604,57 +641,66 @@ export class NativeLaneCopy {
     const total = this.#jobs.reduce((n, j) => n + jobBytes(j), 0);
     const lane = newLane(pageBufferBytes(Math.min(total, this.#size)));
     try {
-      const results: SegmentResult[] = [];
+      const results: (SegmentResult | undefined)[] = [];
       const pause = () => pausePoint("precopy-pages");
       await this.#beside?.();
       const mine = this.#mine;
       for (let i = 0; i < mine; i++) results.push(await copySegment(segments[i], lane, pause));
       if (mine === 0) pause(); // the table's thread copies everything (its pages may be in flight)
-      // Then the last half of the segments the table has not reached, on another table
-      // (this thread waits: a table copies a MiB for about half the CPU of `copySegment`)...
-      const claimed = new Map<number, SegmentResult | undefined>();
-      const from = this.#claimsHere ? undefined : native?.claimHalf();
-      if (from !== undefined) {
-        const copy = NativeCopy.start(segments.slice(k + from), this.#pinMin, this.#unguarded);
-        this.#second = { from, copy };
+      // Then, while a table has segments it has not reached, the last half of the most of
+      // them (the last one alone at the end) on another table, this thread waiting (a table
+      // copies a MiB for about half the CPU of `copySegment`): the tables end together.
+      const tables = this.#tables.map((t) => ({
+        ...t,
+        claimed: new Map<number, SegmentResult | undefined>(),
+      }));
+      while (!this.#claimsHere) {
+        let pick: (typeof tables)[number] | undefined, most = 0;
+        for (const t of tables) {
+          const n = t.copy.unreached();
+          if (n > most) [pick, most] = [t, n];
+        }
+        if (!pick) break;
+        const to = pick.copy.tail, from = pick.copy.claimHalf(1);
+        if (from === undefined) continue; // reached meanwhile: look again
+        const copy = NativeCopy.start(
+          segments.slice(pick.at + from, pick.at + to),
+          this.#pinMin,
+          this.#unguarded,
+        );
+        this.#claimed.push(copy);
         await copy.finished;
+        const claimed = pick.claimed;
         copy.results().forEach((r, j) => claimed.set(from + j, r));
       }
-      // ...or (tests, or too few left) the table's last segments, one by one, here.
-      for (let c = native?.claim(); c !== undefined; c = native!.claim()) {
-        claimed.set(c, await copySegment(segments[k + c], lane, pause));
+      // ...or (tests) the last table's last segments, one by one, here.
+      const last = tables[tables.length - 1];
+      for (let c = last?.copy.claim(); c !== undefined; c = last.copy.claim()) {
+        last.claimed.set(c, await copySegment(segments[last.at + c], lane, pause));
       }
-      if (first) {
-        await first.finished;
-        const got = first.results();
-        for (let i = 0; i < head; i++) {
-          results.push(got[i] ?? await copySegment(segments[this.#mine + i], lane, pause));
-        }
-      }
-      if (native) {
-        await native.finished;
-        const got = native.results();
-        for (let i = k; i < segments.length; i++) {
-          const mine = claimed.get(i - k);
+      for (const t of tables) {
+        await t.copy.finished;
+        t.copy.results().forEach((r, j) => {
           // A claimed segment the table wrote into too (it got there first) is copied again,
-          // as is one the second table could not copy whole.
-          const conflict = claimed.has(i - k) && native.touched(i - k);
+          // as is one a table could not copy whole.
+          const conflict = t.claimed.has(j) && t.copy.touched(j);
           if (conflict) NativeCopy.conflicts++;
-          const ok = claimed.has(i - k) ? (conflict ? undefined : mine) : got[i - k];
-          results.push(ok ?? await copySegment(segments[i], lane, pause));
-        }
+          results[t.at + j] = t.claimed.has(j) ? (conflict ? undefined : t.claimed.get(j)) : r;
+        });
       }
-      return mergeSegments(this.#jobs, segments, results);
+      for (let i = mine; i < segments.length; i++) {
+        results[i] ??= await copySegment(segments[i], lane, pause);
+      }
+      return mergeSegments(this.#jobs, segments, results as SegmentResult[]);
     } finally {
-      await this.abandon(); // the table's thread must be done before its fds close
+      await this.abandon(); // the tables' threads must be done before their fds close
       lane.files.close();
     }
   }
 
   /** Waits until the tables' threads are done and closes their fds (a copy given up). */
   async abandon(): Promise<void> {
-    for (const t of [this.#first, this.#native, this.#second?.copy]) {
-      if (!t) continue;
+    for (const t of [...this.#tables.map((t) => t.copy), ...this.#claimed]) {
       await t.finished;
       t.close();
     }
