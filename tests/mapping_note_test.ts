@@ -13,6 +13,7 @@ import type { Mapping } from "../engine/model.ts";
 import {
   decodeMappingNote,
   encodeMappingNote,
+  hexAt,
   MappingNoteError,
   MAPPINGS_IN_NOTE,
   WHOLE_ROW,
@@ -107,7 +108,7 @@ function odd(rng: Rng, m: Mapping): Mapping {
 
 function randomList(rng: Rng, n: number): Mapping[] {
   const out: Mapping[] = [];
-  let at = 0x10000 + rng.int(100) * PAGE;
+  let at = rng.pick([0x10000, 0x555555554000, 0x7f1a2d91c000, 0xfffff000000]) + rng.int(100) * PAGE;
   for (let i = 0; i < n; i++) {
     const pages = 1 + rng.int(6);
     const m = plain(rng, at, pages);
@@ -254,4 +255,24 @@ Deno.test("mapping rows: damaged notes are refused by name or decode to one reco
     JSON.stringify(decodeMappingNote(shifted, whole).mappings),
     JSON.stringify(list),
   );
+});
+
+Deno.test("mapping rows: every u64 gives its hex text", () => {
+  const rng = new Rng(5);
+  const words = new Uint32Array(2);
+  const values: bigint[] = [0n, 1n, 0xffn, 0x100n, 0xffffn, 0x10000n, 0xffffffn, 0x1000000n];
+  for (let bit = 0; bit < 64; bit++) values.push(1n << BigInt(bit), (1n << BigInt(bit)) - 1n);
+  for (let i = 0; i < 20000; i++) {
+    const bits = BigInt(1 + rng.int(64));
+    values.push(
+      BigInt(Math.floor(rng.next() * 2 ** 32)) << 32n |
+        BigInt(rng.int(2 ** 32)) & ((1n << bits) - 1n),
+    );
+  }
+  for (const v of values) {
+    const x = BigInt.asUintN(64, v);
+    words[0] = Number(x & 0xffffffffn);
+    words[1] = Number(x >> 32n);
+    assert.equal(hexAt(words, 0), `0x${x.toString(16)}`);
+  }
 });

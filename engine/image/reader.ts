@@ -10,7 +10,7 @@
  * @module
  */
 
-import { processImageSchema, schemaProblem } from "./schema.ts";
+import { mappingsInNoteSchema, processImageSchema, schemaProblem } from "./schema.ts";
 import { IMAGE_FORMAT_VERSION, type Mapping, type PageRun, type ProcessImage } from "../model.ts";
 import {
   decodeEhdr,
@@ -380,11 +380,18 @@ function attachXstates(
  * Checks the parts of a ProcessImage that readers and restore rely on
  * (ids, mappings with page runs, threads with registers, bootstrap: all
  * of them in the schema, engine/image/schema.ts); returns a reason, or
- * undefined when the shape is fine.
+ * undefined when the shape is fine. A `mappings` object (the records in an
+ * NT_CRYO_MAPPINGS note) is checked after the rest: its records kept whole.
  */
 export function processImageShapeError(x: unknown): string | undefined {
   if (typeof x !== "object" || x === null || Array.isArray(x)) return "not an object";
-  return schemaProblem(processImageSchema, x);
+  const listed = (x as { mappings?: unknown }).mappings;
+  if (typeof listed !== "object" || listed === null || Array.isArray(listed)) {
+    return schemaProblem(processImageSchema, x);
+  }
+  // The records in NT_CRYO_MAPPINGS: the rest of the process, then the records kept whole.
+  const rest = { ...x, mappings: [] };
+  return schemaProblem(processImageSchema, rest) ?? schemaProblem(mappingsInNoteSchema, x);
 }
 
 /**

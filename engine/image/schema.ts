@@ -12,7 +12,6 @@
 import * as z from "./shape.ts";
 import { MAPPING_KINDS, plainMappingFits } from "./mapping_fast.ts";
 import { plainThreadFits } from "./thread_fast.ts";
-import { MAPPINGS_IN_NOTE } from "./mapping_note.ts";
 
 /** A 64-bit value as a 0x-prefixed hex string. */
 const hex = z.string().regex(/^0x[0-9a-fA-F]{1,16}$/, "expected a 0x-prefixed 64-bit hex value");
@@ -57,16 +56,18 @@ export const mappingChecks = z.looseObject({
 });
 /** A mapping record; its common form is checked by a fast path (engine/image/mapping_fast.ts). */
 const mapping = mappingChecks.fastPath(plainMappingFits);
-const mappingList = z.array(mapping);
-/** The process note's `mappings` when its common records are in NT_CRYO_MAPPINGS (mapping_note.ts). */
-const mappingsInNote = z.looseObject({
-  columns: z.literal(MAPPINGS_IN_NOTE),
-  whole: mappingList,
+/**
+ * NT_CRYO_PROCESS's `mappings` when the common records are in the
+ * NT_CRYO_MAPPINGS note (engine/image/mapping_note.ts, whose
+ * `MAPPINGS_IN_NOTE` is the literal): the records kept whole, in order.
+ * Checked as the field of an object, for the paths of its problems.
+ */
+export const mappingsInNoteSchema = z.looseObject({
+  mappings: z.looseObject({
+    columns: z.literal("NT_CRYO_MAPPINGS"),
+    whole: z.array(mapping),
+  }),
 });
-/** `mappings`: the list of records, or (an object) the records the NT_CRYO_MAPPINGS note does not hold. */
-const mappings = new z.Shape<unknown>([
-  (x, p) => Array.isArray(x) ? mappingList.problem(x, p) : mappingsInNote.problem(x, p),
-]);
 
 /** The checks of a thread record (without the fast path: tests compare the two). */
 export const threadChecks = z.looseObject({
@@ -167,7 +168,7 @@ export const processImageSchema = z.looseObject({
   }),
   auxv: z.array(z.tuple([nat, hex])),
   rlimits: z.array(z.looseObject({ resource: int, name: z.string(), soft: limit, hard: limit })),
-  mappings,
+  mappings: z.array(mapping),
   threads: z.array(thread).min(1),
   sigactions: z.array(z.looseObject({ handler: hex, flags: hex, restorer: hex, mask: hex })),
   sharedPending: z.array(sigInfo),
