@@ -56,7 +56,13 @@ function plain(rng: Rng, start: number, pages: number): Mapping {
 /** Records a row cannot give back the same: each must stay whole. */
 function odd(rng: Rng, m: Mapping): Mapping {
   const r = { ...m } as Record<string, unknown>;
-  switch (rng.int(14)) {
+  switch (rng.int(16)) {
+    case 14:
+      r.name = "/tmp/lone \ud800 surrogate";
+      break;
+    case 15:
+      r.vmFlags = ["rd", "\udc00"];
+      break;
     case 0:
       r.file = { path: "/x", dev: 1, ino: 2, size: 3, mtimeMs: 4 };
       break;
@@ -154,7 +160,8 @@ function plainCopy(m: Mapping): unknown {
   if (Object.keys(r).length !== 8) return null;
   if (![m.start, m.end, m.offset].every((h) => ok.test(h))) return null;
   if (!/^[r-][w-][x-][ps]$/.test(m.perms) || m.name.includes("\0")) return null;
-  if (!m.vmFlags.every((f) => f !== "" && !f.includes(" "))) return null;
+  if (!m.name.isWellFormed()) return null;
+  if (!m.vmFlags.every((f) => f !== "" && !f.includes(" ") && f.isWellFormed())) return null;
   const pages = m.pages.map((p) =>
     Object.keys(p).length === 3 && ok.test(p.addr) && Number.isSafeInteger(p.length) &&
       p.length >= 0

@@ -178,7 +178,9 @@ class Rows {
         return -1;
       }
     }
-    const i = this.text(list.join(" "));
+    const joined = list.join(" ");
+    if (!joined.isWellFormed()) return -1;
+    const i = this.text(joined);
     this.flagIndex.set(list, i);
     return i;
   }
@@ -205,7 +207,8 @@ class Rows {
     const perms = permsBits(m.perms);
     const kind = KIND_INDEX.get(m.kind);
     if (perms < 0 || kind === undefined || typeof m.name !== "string") return false;
-    if (m.name.indexOf("\0") >= 0) return false;
+    // (A lone surrogate has no UTF-8: JSON keeps it, the text table would not.)
+    if (m.name.indexOf("\0") >= 0 || !m.name.isWellFormed()) return false;
     const pages = m.pages;
     if (!Array.isArray(pages) || keyCount(m) !== ROW_FIELDS) return false;
     const flags = this.flags(m.vmFlags);
