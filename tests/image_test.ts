@@ -682,6 +682,7 @@ Deno.test("corrupt and truncated images are rejected with a one-line reason", ()
     const old = await readImageFile(`${dir}/${PID}.elf`);
     assert.ok(!old.notes.some((x) => x.name === "NT_CRYO_MAPPINGS"));
     assert.deepEqual(old.process, info.process);
+    assert.equal(JSON.stringify(old.process), JSON.stringify(info.process), "same key order");
     const oldJson = (from: string, to: string) => (b: Uint8Array) => {
       const json = old.notes.find((x) => x.name === "NT_CRYO_PROCESS")!;
       const text = new TextDecoder().decode(json.desc).replace(from, to);
