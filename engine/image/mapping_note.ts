@@ -157,9 +157,11 @@ class Rows {
     this.runs = new Uint32Array(6 * Math.min(rows + 16, 1 << 20));
   }
 
+  /** The index of text `s` in the table, or -1 when UTF-8 would not give it back (a lone surrogate). */
   text(s: string): number {
     let i = this.textIndex.get(s);
     if (i === undefined) {
+      if (!s.isWellFormed()) return -1; // (JSON keeps it, the text table would not)
       i = this.texts.length;
       this.texts.push(s);
       this.textIndex.set(s, i);
@@ -178,10 +180,8 @@ class Rows {
         return -1;
       }
     }
-    const joined = list.join(" ");
-    if (!joined.isWellFormed()) return -1;
-    const i = this.text(joined);
-    this.flagIndex.set(list, i);
+    const i = this.text(list.join(" "));
+    if (i >= 0) this.flagIndex.set(list, i);
     return i;
   }
 
@@ -207,18 +207,18 @@ class Rows {
     const perms = permsBits(m.perms);
     const kind = KIND_INDEX.get(m.kind);
     if (perms < 0 || kind === undefined || typeof m.name !== "string") return false;
-    // (A lone surrogate has no UTF-8: JSON keeps it, the text table would not.)
-    if (m.name.indexOf("\0") >= 0 || !m.name.isWellFormed()) return false;
+    if (m.name.indexOf("\0") >= 0) return false;
     const pages = m.pages;
     if (!Array.isArray(pages) || keyCount(m) !== ROW_FIELDS) return false;
     const flags = this.flags(m.vmFlags);
-    if (flags < 0) return false;
+    const name = this.text(m.name);
+    if (flags < 0 || name < 0) return false;
     if (pages.length > 0 && !this.addRuns(pages, startText, start)) return false;
     const i = this.n, n = this.rows, words = this.words;
     putU64(words, 2 * i, start);
     putU64(words, 2 * (n + i), end);
     putU64(words, 2 * (2 * n + i), offset);
-    words[6 * n + i] = this.text(m.name);
+    words[6 * n + i] = name;
     words[7 * n + i] = flags;
     words[8 * n + i] = pages.length;
     this.bytes[36 * n + i] = perms;
