@@ -13,7 +13,12 @@ import { readelf, runCommand } from "./helpers/commands.ts";
 import { withTempDir } from "./helpers/fs.ts";
 import { startTarget, withTargets } from "./helpers/targets.ts";
 import { processProblem } from "../engine/image/validate.ts";
-import { cryoNoteSpecs, encodeCryoNotes, encodeNotes } from "../engine/image/notes.ts";
+import {
+  cryoNoteSpecs,
+  encodeCryoNotes,
+  encodeNotes,
+  setMappingNote,
+} from "../engine/image/notes.ts";
 import {
   bytesToBase64,
   checksumFile,
@@ -324,6 +329,7 @@ Deno.test("round trip: the reader returns what the writer wrote", () =>
       "LINUX/NT_X86_XSTATE",
       "CRYO/NT_CRYO_VERSION",
       "CRYO/NT_CRYO_PROCESS",
+      "CRYO/NT_CRYO_MAPPINGS",
     ]);
     const [first, second] = info.notes.filter((n) => n.name === "NT_PRSTATUS").map((n) =>
       decodePrstatus(n.desc)
@@ -388,7 +394,11 @@ Deno.test("XSAVE areas: bytes in the threads' NT_X86_XSTATE notes, not in the JS
     const xs = info.notes.filter((n) => n.name === "NT_X86_XSTATE").map((n) => n.desc);
     // (The main thread's notes first: it is the second record.)
     assert.deepEqual(xs, [fakeXsave(tid1 & 0xff), fakeXsave(1)], "the notes gdb reads");
-    assert.deepEqual(JSON.parse(JSON.stringify(info.process)), json, "no bytes in the JSON");
+    assert.deepEqual(
+      JSON.parse(JSON.stringify({ ...info.process, mappings: json.mappings })),
+      json,
+      "no bytes in the JSON",
+    );
     // Read back and written again: the same image (the bytes go on by the note).
     const again = `${dir}/again`;
     await Deno.mkdir(again);
@@ -467,7 +477,7 @@ Deno.test("readelf reads an image without a warning, like a table of contents", 
     assert.match(n, /Displaying notes found in: \.note\.cryo/);
     assert.equal(n.match(/^\s+CORE\s+0x00000150\s/gm)?.length, 2, "two NT_PRSTATUS (336 bytes)");
     assert.equal(n.match(/^\s+LINUX\s+0x00000340\s/gm)?.length, 2, "two NT_X86_XSTATE");
-    assert.equal(n.match(/^\s+CRYO\s/gm)?.length, 2, "two CRYO notes");
+    assert.equal(n.match(/^\s+CRYO\s/gm)?.length, 3, "three CRYO notes");
   }));
 
 Deno.test("the kernel execs an image: the bootstrap segment runs at its address", () =>
@@ -537,14 +547,6 @@ Deno.test("corrupt and truncated images are rejected with a one-line reason", ()
       new DataView(b.buffer, b.byteOffset).setUint32(offset, value, true);
       return b;
     };
-    /** Damage: `from` becomes `to` (same length) in the NT_CRYO_PROCESS JSON. */
-    const editProcessJson = (from: string, to: string) => (b: Uint8Array) => {
-      const json = noteOf("NT_CRYO_PROCESS");
-      const text = new TextDecoder().decode(json.desc).replace(from, to);
-      b.set(new TextEncoder().encode(text), json.descOffset);
-      return b;
-    };
-
     await expectCorrupt(dir, "empty", () => new Uint8Array(0), /too short/);
     await expectCorrupt(dir, "magic", setByte(1, 0x46), /bad magic/);
     await expectCorrupt(dir, "class", setByte(4, 1), /not ELF64/);
@@ -569,17 +571,142 @@ Deno.test("corrupt and truncated images are rejected with a one-line reason", ()
     const nType = version.offset + 8;
     const noVersion = /expected one CRYO NT_CRYO_VERSION note, found 0/;
     await expectCorrupt(dir, "no-version", setWord(nType, 77), noVersion);
+    // The common mapping records are binary rows (NT_CRYO_MAPPINGS): damaged, each refused
+    // by name; a row whose runs its decode does not find in place goes to the reader's own
+    // check, with that check's message.
+    const rows = noteOf("NT_CRYO_MAPPINGS");
+    const word = (at: number) =>
+      new DataView(rows.desc.buffer, rows.desc.byteOffset).getUint32(at, true);
+    const n = word(8), r = word(16);
+    assert.deepEqual([n, word(12), r], [info.process.mappings.length, 1, 3], "one record whole");
+    const at = rows.descOffset;
+    const runsAt = at + 32 + ((38 * n + 3) & ~3);
+    await expectCorrupt(
+      dir,
+      "row-run-unaligned",
+      setWord(runsAt + 16, 9192), // run 0's fileOffset
+      /page run 0x7f0000000000\+4096 .* not page aligned/,
+    );
+    await expectCorrupt(
+      dir,
+      "row-runs-overlap",
+      setWord(runsAt + 24, 0), // run 1's address: 0x7f0000002000 -> 0x7f0000000000
+      /page runs 0x7f0000000000 and 0x7f0000000000 of mapping 0x7f0000000000 overlap/,
+    );
+    await expectCorrupt(
+      dir,
+      "row-run-outside",
+      setWord(runsAt + 48 + 4, 0x7f20), // run 2's address high word
+      /page run 0x7f2003fff000\+4096 of mapping 0x7f1000000000-0x7f1004000000 lies outside/,
+    );
+    const named = (what: string) => new RegExp(`^NT_CRYO_MAPPINGS: ${what}`);
+    await expectCorrupt(dir, "rows-magic", setWord(at, 0x41414141), named("bad magic"));
+    await expectCorrupt(dir, "rows-layout", setWord(at + 4, 2), named("layout 2, this cryo"));
+    await expectCorrupt(dir, "rows-reserved", setWord(at + 28, 1), named("reserved"));
+    for (const [field, off] of [["rows", 8], ["runs", 16], ["text", 24]] as const) {
+      await expectCorrupt(
+        dir,
+        `rows-count-${field}`,
+        setWord(at + off, word(off) + 1),
+        named(".* \\(expected \\d+\\): truncated or damaged"),
+      );
+    }
+    await expectCorrupt(dir, "rows-texts", setWord(at + 20, word(20) + 1), named("its text table"));
+    await expectCorrupt(
+      dir,
+      "rows-whole",
+      setWord(at + 12, 0),
+      named("0 whole records, the process note has 1"),
+    );
+    await expectCorrupt(
+      dir,
+      "rows-kind",
+      setByte(at + 32 + 37 * n + 1, 9),
+      named("row 1 has kind 9"),
+    );
+    await expectCorrupt(
+      dir,
+      "rows-no-whole",
+      setByte(at + 32 + 37 * n, 0),
+      named("1 whole records but 0 rows that take one"),
+    );
+    await expectCorrupt(
+      dir,
+      "rows-extra-whole",
+      setByte(at + 32 + 37 * n + 3, 255),
+      named("row 3 takes a whole record (beyond|but has)"),
+    );
+    await expectCorrupt(
+      dir,
+      "rows-perms",
+      setByte(at + 32 + 36 * n + 1, 16),
+      named("row 1 has perms 16"),
+    );
+    await expectCorrupt(
+      dir,
+      "rows-text-index",
+      setWord(at + 32 + 24 * n + 4, 999),
+      named("row 1 names text 999"),
+    );
+    await expectCorrupt(
+      dir,
+      "rows-run-count",
+      setWord(at + 32 + 32 * n + 4, 3),
+      named("row 2 has 1 page runs, beyond the 3 there are"),
+    );
+    await expectCorrupt(
+      dir,
+      "rows-run-count-short",
+      setWord(at + 32 + 32 * n + 4, 1),
+      named("rows take 2 of its 3 page runs"),
+    );
+    await expectCorrupt(
+      dir,
+      "rows-run-big",
+      setWord(runsAt + 12, 0x200000),
+      named("page run 0 has"),
+    );
+    await expectCorrupt(
+      dir,
+      "rows-utf8",
+      setByte(runsAt + 24 * r, 0xff),
+      named("its text table is not valid UTF-8"),
+    );
+    await expectCorrupt(
+      dir,
+      "rows-gone",
+      setWord(rows.offset + 8, 77),
+      /NT_CRYO_PROCESS keeps its mappings in an NT_CRYO_MAPPINGS note, found none/,
+    );
+
+    // An image written before the note: its mapping list is JSON, judged the same way.
+    setMappingNote(false);
+    try {
+      await writeSynthetic(dir);
+    } finally {
+      setMappingNote(true);
+    }
+    const old = await readImageFile(`${dir}/${PID}.elf`);
+    assert.ok(!old.notes.some((x) => x.name === "NT_CRYO_MAPPINGS"));
+    assert.deepEqual(old.process, info.process);
+    assert.equal(JSON.stringify(old.process), JSON.stringify(info.process), "same key order");
+    const oldJson = (from: string, to: string) => (b: Uint8Array) => {
+      const json = old.notes.find((x) => x.name === "NT_CRYO_PROCESS")!;
+      const text = new TextDecoder().decode(json.desc).replace(from, to);
+      b.set(new TextEncoder().encode(text), json.descOffset);
+      return b;
+    };
     // 8192 -> 9192: same length, not page aligned.
     await expectCorrupt(
       dir,
       "run-outside",
-      editProcessJson('"fileOffset":8192', '"fileOffset":9192'),
+      oldJson('"fileOffset":8192', '"fileOffset":9192'),
       /page run 0x7f0000000000\+4096 .* not page aligned/,
     );
     await expectCorrupt(
       dir,
       "overlap",
-      editProcessJson('"addr":"0x7f0000002000"', '"addr":"0x7f0000000000"'),
+      oldJson('"addr":"0x7f0000002000"', '"addr":"0x7f0000000000"'),
       /page runs 0x7f0000000000 and 0x7f0000000000 of mapping 0x7f0000000000 overlap/,
     );
     await assert.rejects(readImageFile(`${dir}/missing.elf`), ImageFormatError);

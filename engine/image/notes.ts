@@ -15,6 +15,7 @@ import { threadXsave } from "./thread_xsave.ts";
 import { type Hex, IMAGE_FORMAT_VERSION, type Mapping, type ProcessImage } from "../model.ts";
 import { concatBytes, encodeNote, PAGE_SIZE } from "./elf.ts";
 import { ImageFormatError } from "./errors.ts";
+import { encodeMappingNote } from "./mapping_note.ts";
 
 /** Owner of the standard core notes. */
 export const OWNER_CORE = "CORE";
@@ -42,6 +43,8 @@ export const NT_X86_XSTATE = 0x202;
 export const NT_CRYO_PROCESS = 1;
 /** CRYO note: the image format version, u32 little-endian. */
 export const NT_CRYO_VERSION = 2;
+/** CRYO note: the common mapping records as binary columns (engine/image/mapping_note.ts). */
+export const NT_CRYO_MAPPINGS = 3;
 
 /** sizeof(struct elf_prstatus) on x86-64. */
 export const PRSTATUS_SIZE = 336;
@@ -68,6 +71,7 @@ export function noteTypeName(owner: string, type: number): string {
   if (owner === OWNER_CRYO) {
     if (type === NT_CRYO_PROCESS) return "NT_CRYO_PROCESS";
     if (type === NT_CRYO_VERSION) return "NT_CRYO_VERSION";
+    if (type === NT_CRYO_MAPPINGS) return "NT_CRYO_MAPPINGS";
   } else if (owner === OWNER_CORE || owner === OWNER_LINUX) {
     switch (type) {
       case NT_PRSTATUS:
@@ -536,12 +540,41 @@ export function coreNoteSpecs(proc: ProcessImage, opts: CoreNoteOptions = {}): N
   return notes;
 }
 
-/** cryo's own notes: NT_CRYO_VERSION (u32) then NT_CRYO_PROCESS (ProcessImage JSON). */
+/** Whether the writer puts the common mapping records in an NT_CRYO_MAPPINGS note. */
+let mappingNote = true;
+
+/**
+ * Turns the NT_CRYO_MAPPINGS note on (the default) or off: off, every
+ * mapping record stays in the process JSON, as images were written before
+ * the note (tests write such images to check they still read).
+ */
+export function setMappingNote(on: boolean): void {
+  mappingNote = on;
+}
+
+/**
+ * The JSON text of NT_CRYO_PROCESS and the NT_CRYO_MAPPINGS descriptor
+ * (undefined when the note is turned off): the process with its
+ * `mappings` replaced by what {@link encodeMappingNote} leaves in JSON.
+ */
+function processJson(proc: ProcessImage): { json: string; mappings?: Uint8Array<ArrayBuffer> } {
+  if (!mappingNote) return { json: JSON.stringify(proc) };
+  const encoded = encodeMappingNote(proc.mappings);
+  return { json: JSON.stringify({ ...proc, mappings: encoded.json }), mappings: encoded.desc };
+}
+
+/**
+ * cryo's own notes: NT_CRYO_VERSION (u32), NT_CRYO_PROCESS (ProcessImage
+ * JSON), then NT_CRYO_MAPPINGS (the common mapping records as columns).
+ */
 export function cryoNoteSpecs(proc: ProcessImage): NoteSpec[] {
-  return [
+  const { json, mappings } = processJson(proc);
+  const specs = [
     cryoVersionSpec(),
-    { owner: OWNER_CRYO, type: NT_CRYO_PROCESS, desc: utf8.encode(JSON.stringify(proc)) },
+    { owner: OWNER_CRYO, type: NT_CRYO_PROCESS, desc: utf8.encode(json) },
   ];
+  if (mappings) specs.push({ owner: OWNER_CRYO, type: NT_CRYO_MAPPINGS, desc: mappings });
+  return specs;
 }
 
 /** The NT_CRYO_VERSION note. */
@@ -553,27 +586,32 @@ function cryoVersionSpec(): NoteSpec {
 
 /**
  * `encodeNotes(cryoNoteSpecs(proc))`, byte for byte, with the process JSON
- * (~2 MB for 10,000 mappings) encoded straight into the notes: no UTF-8
- * copy, note copy and concatenation of it one after the other. Used by the
- * image writer.
+ * encoded straight into the notes: no UTF-8 copy, note copy and
+ * concatenation of it one after the other. Used by the image writer.
  */
 export function encodeCryoNotes(proc: ProcessImage): Uint8Array<ArrayBuffer> {
   const versionSpec = cryoVersionSpec();
   const versionNote = encodeNote(versionSpec.owner, versionSpec.type, versionSpec.desc);
-  const json = JSON.stringify(proc);
+  const { json, mappings } = processJson(proc);
+  const mappingsNote = mappings
+    ? encodeNote(OWNER_CRYO, NT_CRYO_MAPPINGS, mappings)
+    : new Uint8Array(0);
   const owner = utf8.encode(OWNER_CRYO);
   const nameArea = (owner.length + 1 + 3) & ~3;
   const descAt = versionNote.length + 12 + nameArea;
   // UTF-8 is at least as long as the string (one byte per unit only when all is ASCII): an
   // encoding that fits in as many bytes as the string has units is the whole of it.
-  const out = new Uint8Array(descAt + ((json.length + 3) & ~3));
-  const { read, written } = utf8.encodeInto(json, out.subarray(descAt));
+  const jsonEnd = descAt + ((json.length + 3) & ~3);
+  const out = new Uint8Array(jsonEnd + mappingsNote.length);
+  const { read, written } = utf8.encodeInto(json, out.subarray(descAt, descAt + json.length));
   if (read !== json.length || written !== json.length) {
-    return encodeNotes([versionSpec, {
+    const specs: NoteSpec[] = [versionSpec, {
       owner: OWNER_CRYO,
       type: NT_CRYO_PROCESS,
       desc: utf8.encode(json),
-    }]);
+    }];
+    if (mappings) specs.push({ owner: OWNER_CRYO, type: NT_CRYO_MAPPINGS, desc: mappings });
+    return encodeNotes(specs);
   }
   out.set(versionNote, 0);
   const v = view(out);
@@ -581,6 +619,7 @@ export function encodeCryoNotes(proc: ProcessImage): Uint8Array<ArrayBuffer> {
   v.setUint32(versionNote.length + 4, written, true);
   v.setUint32(versionNote.length + 8, NT_CRYO_PROCESS, true);
   out.set(owner, versionNote.length + 12);
+  out.set(mappingsNote, jsonEnd);
   return out;
 }
 

@@ -10,7 +10,7 @@
  * @module
  */
 
-import { processImageSchema, schemaProblem } from "./schema.ts";
+import { mappingsInNoteSchema, processImageSchema, schemaProblem } from "./schema.ts";
 import { IMAGE_FORMAT_VERSION, type Mapping, type PageRun, type ProcessImage } from "../model.ts";
 import {
   decodeEhdr,
@@ -34,7 +34,14 @@ import { ImageFormatError } from "./errors.ts";
 import { type HexNum, hexNum, hexPlus } from "./hexnum.ts";
 import { sharedFlagList } from "./flag_lists.ts";
 import {
+  decodeMappingNote,
+  MappingNoteError,
+  type MappingsInNote,
+  type RunPlace,
+} from "./mapping_note.ts";
+import {
   noteTypeName,
+  NT_CRYO_MAPPINGS,
   NT_CRYO_PROCESS,
   NT_CRYO_VERSION,
   NT_PRSTATUS,
@@ -258,8 +265,11 @@ export function readImageFileSync(path: string): ImageInfo {
     const shapeError = processImageShapeError(parsed);
     if (shapeError) fail(`NT_CRYO_PROCESS: ${shapeError}`);
     const proc = parsed as ProcessImage;
-
-    checkMappingRuns(proc.mappings, pages, size, fail);
+    const place = { offset: pages.offset, end: Math.min(pages.offset + pages.size, size) };
+    const read = mappingsOf(proc.mappings, notes, place, fail);
+    proc.mappings = read.mappings;
+    if (read.unchecked === undefined) checkMappingRuns(proc.mappings, pages, size, fail);
+    else checkSomeMappingRuns(proc.mappings, read.unchecked, pages, size, fail);
 
     const prstatus = notes.filter((n) => n.owner === OWNER_CORE && n.type === NT_PRSTATUS);
     if (prstatus.some((n) => n.size !== PRSTATUS_SIZE)) fail("NT_PRSTATUS note of the wrong size");
@@ -281,6 +291,41 @@ export function readImageFileSync(path: string): ImageInfo {
     };
   } finally {
     file.close();
+  }
+}
+
+/**
+ * The mapping records of a process whose note's `mappings` (shape checked)
+ * is `listed`: that list itself when it is one (images written before
+ * NT_CRYO_MAPPINGS, or with it turned off), else the rows of the one
+ * NT_CRYO_MAPPINGS note with the records kept whole in JSON in their
+ * places (engine/image/mapping_note.ts). A damaged note is refused by name.
+ */
+function mappingsOf(
+  listed: Mapping[] | MappingsInNote,
+  notes: readonly ImageNote[],
+  place: RunPlace,
+  fail: (reason: string) => never,
+): { mappings: Mapping[]; unchecked?: number[] } {
+  let note: ImageNote | undefined;
+  for (let i = 0; i < notes.length; i++) {
+    const n = notes[i];
+    if (n.owner !== OWNER_CRYO || n.type !== NT_CRYO_MAPPINGS) continue;
+    if (note !== undefined) fail("more than one CRYO NT_CRYO_MAPPINGS note");
+    note = n;
+  }
+  if (Array.isArray(listed)) {
+    if (note !== undefined) fail("an NT_CRYO_MAPPINGS note beside a mapping list in JSON");
+    return { mappings: listed };
+  }
+  if (note === undefined) {
+    fail("NT_CRYO_PROCESS keeps its mappings in an NT_CRYO_MAPPINGS note, found none");
+  }
+  try {
+    return decodeMappingNote(note!.desc, listed.whole, place);
+  } catch (e) {
+    if (e instanceof MappingNoteError) fail(e.message);
+    throw e;
   }
 }
 
@@ -341,11 +386,18 @@ function attachXstates(
  * Checks the parts of a ProcessImage that readers and restore rely on
  * (ids, mappings with page runs, threads with registers, bootstrap: all
  * of them in the schema, engine/image/schema.ts); returns a reason, or
- * undefined when the shape is fine.
+ * undefined when the shape is fine. A `mappings` object (the records in an
+ * NT_CRYO_MAPPINGS note) is checked after the rest: its records kept whole.
  */
 export function processImageShapeError(x: unknown): string | undefined {
   if (typeof x !== "object" || x === null || Array.isArray(x)) return "not an object";
-  return schemaProblem(processImageSchema, x);
+  const listed = (x as { mappings?: unknown }).mappings;
+  if (typeof listed !== "object" || listed === null || Array.isArray(listed)) {
+    return schemaProblem(processImageSchema, x);
+  }
+  // The records in NT_CRYO_MAPPINGS: the rest of the process, then the records kept whole.
+  const rest = { ...x, mappings: [] };
+  return schemaProblem(processImageSchema, rest) ?? schemaProblem(mappingsInNoteSchema, x);
 }
 
 /**
@@ -393,6 +445,24 @@ function checkMappingRuns(
     checkRuns(m, start, end, pages, size, fail);
     return false;
   });
+}
+
+/**
+ * {@link checkMappingRuns} of the records at `indexes` only: the records of
+ * an NT_CRYO_MAPPINGS note whose runs its decode did not find in place
+ * (engine/image/mapping_note.ts `DecodedMappings.unchecked`); the others
+ * were checked there, and their VmFlags lists are shared already.
+ */
+function checkSomeMappingRuns(
+  mappings: ProcessImage["mappings"],
+  indexes: readonly number[],
+  pages: { offset: number; size: number },
+  size: number,
+  fail: (reason: string) => never,
+): void {
+  for (let i = 0; i < indexes.length; i++) {
+    checkMappingRuns([mappings[indexes[i]]], pages, size, fail);
+  }
 }
 
 /** {@link checkMappingRuns} for a mapping of several page runs: in order, apart, inside it. */

@@ -56,6 +56,18 @@ export const mappingChecks = z.looseObject({
 });
 /** A mapping record; its common form is checked by a fast path (engine/image/mapping_fast.ts). */
 const mapping = mappingChecks.fastPath(plainMappingFits);
+/**
+ * NT_CRYO_PROCESS's `mappings` when the common records are in the
+ * NT_CRYO_MAPPINGS note (engine/image/mapping_note.ts, whose
+ * `MAPPINGS_IN_NOTE` is the literal): the records kept whole, in order.
+ * Checked as the field of an object, for the paths of its problems.
+ */
+export const mappingsInNoteSchema = z.looseObject({
+  mappings: z.looseObject({
+    columns: z.literal("NT_CRYO_MAPPINGS"),
+    whole: z.array(mapping),
+  }),
+});
 
 /** The checks of a thread record (without the fast path: tests compare the two). */
 export const threadChecks = z.looseObject({

@@ -10,7 +10,7 @@
 
 import { readImageFile } from "../../engine/image/reader.ts";
 import { checksumFile } from "../../engine/image/writer.ts";
-import { NT_CRYO_PROCESS } from "../../engine/image/notes.ts";
+import { NT_CRYO_MAPPINGS, NT_CRYO_PROCESS } from "../../engine/image/notes.ts";
 
 /** A small seeded PRNG (mulberry32). */
 export class Rng {
@@ -123,7 +123,7 @@ async function refreshManifest(dir: string, file: string): Promise<void> {
 }
 
 /** The kinds of damage. */
-export const MUTATIONS = ["bytes", "truncate", "manifest", "process"] as const;
+export const MUTATIONS = ["bytes", "truncate", "manifest", "process", "mappings"] as const;
 
 /**
  * Damages the image directory `dir` (a copy) in place with one mutation
@@ -177,6 +177,24 @@ export async function mutateImage(dir: string, rng: Rng): Promise<string | null>
       }
       await refreshManifest(dir, file);
       return `${file} process: ${what}`;
+    }
+    case "mappings": {
+      // Bits of the NT_CRYO_MAPPINGS rows flipped, the checksum made to match: the reader's
+      // checks, not the checksum, must refuse what is wrong.
+      const file = rng.pick(elfs);
+      const info = await readImageFile(`${dir}/${file}`);
+      const note = info.notes.find((n) => n.owner === "CRYO" && n.type === NT_CRYO_MAPPINGS);
+      if (!note) return null;
+      const bytes = await Deno.readFile(`${dir}/${file}`);
+      const n = 1 + rng.int(4);
+      for (let i = 0; i < n; i++) {
+        // The header and the rows' narrow columns half of the time.
+        const span = rng.int(2) === 0 ? Math.min(note.size, 64 + rng.int(512)) : note.size;
+        bytes[note.descOffset + rng.int(span)] ^= 1 << rng.int(8);
+      }
+      await Deno.writeFile(`${dir}/${file}`, bytes);
+      await refreshManifest(dir, file);
+      return `${file} mappings: flip ${n} bits`;
     }
   }
 }
