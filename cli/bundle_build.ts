@@ -206,6 +206,22 @@ function takeLock(lock: string): boolean {
   return false;
 }
 
+/** The flags that make `deno info` and `deno bundle` use cryo's config and lock file. */
+export function configArgs(): string[] {
+  return [
+    "--config",
+    new URL("deno.json", ROOT).pathname,
+    "--lock",
+    new URL("deno.lock", ROOT).pathname,
+    "--frozen-lockfile",
+  ];
+}
+
+/** The arguments of `deno` that bundle `entry` into `out` the way a start-up bundle is built. */
+export function bundleArgs(config: readonly string[], out: string, entry: string): string[] {
+  return ["bundle", "--quiet", "--platform", "deno", ...config, "-o", out, entry];
+}
+
 /** Builds the bundle of `command` into `dir`; its path, or undefined when it cannot be trusted. */
 export async function build(
   command: string,
@@ -221,29 +237,14 @@ export async function build(
   const out = `${tmp}.js`;
   try {
     Deno.writeTextFileSync(entry, entrySource(command));
-    const config = [
-      "--config",
-      new URL("deno.json", ROOT).pathname,
-      "--lock",
-      new URL("deno.lock", ROOT).pathname,
-      "--frozen-lockfile",
-    ];
+    const config = configArgs();
     const graph = await graphFiles(entry, config);
     if (!graph) return undefined;
     const paths = [...new Set([...graph, ...ALSO_TRACKED])].sort();
     const now = Date.now();
     const before = paths.map(stamp);
     if (before.some((s) => s[3] > now - SETTLE_MS || s[4] > now - SETTLE_MS)) return undefined;
-    const bundled = await run([
-      "bundle",
-      "--quiet",
-      "--platform",
-      "deno",
-      ...config,
-      "-o",
-      out,
-      entry,
-    ]);
+    const bundled = await run(bundleArgs(config, out, entry));
     if (bundled === undefined) return undefined;
     const code = Deno.readTextFileSync(out);
     if (!selfContained(code)) return undefined;

@@ -14,7 +14,7 @@
  * @module
  */
 
-import { entrySource } from "../cli/bundle_build.ts";
+import { bundleArgs, configArgs, entrySource } from "../cli/bundle_build.ts";
 import { becomeSubreaper, cleanupProcesses, killAndReap } from "./bench/procs.ts";
 import { rawSyscall } from "../ffi/libc.ts";
 import { SYS } from "../ffi/sysno.ts";
@@ -83,29 +83,13 @@ export function functionsRun(log: string, url: string): Set<string> {
 async function main(): Promise<void> {
   becomeSubreaper();
   const tmp = Deno.makeTempDirSync({ prefix: "cryo-hot-" });
-  const config = [
-    "--config",
-    `${ROOT}deno.json`,
-    "--lock",
-    `${ROOT}deno.lock`,
-    "--frozen-lockfile",
-  ];
+  const config = configArgs();
   const bundles: Record<string, string> = {};
   for (const command of ["dump", "restore"]) {
     const entry = `${tmp}/${command}.entry.ts`;
     Deno.writeTextFileSync(entry, entrySource(command));
     bundles[command] = `${tmp}/${command}.js`;
-    await run([
-      Deno.execPath(),
-      "bundle",
-      "--quiet",
-      "--platform",
-      "deno",
-      ...config,
-      "-o",
-      bundles[command],
-      entry,
-    ]);
+    await run([Deno.execPath(), ...bundleArgs(config, bundles[command], entry)]);
   }
   const runner = `${tmp}/run.ts`;
   Deno.writeTextFileSync(

@@ -129,6 +129,20 @@ const PERMS = Array.from(
   { length: 16 },
   (_, b) => (b & 1 ? "r" : "-") + (b & 2 ? "w" : "-") + (b & 4 ? "x" : "-") + (b & 8 ? "s" : "p"),
 );
+/**
+ * The permission string of the four characters (char codes) of a maps
+ * line's permission field, one shared string per set, or undefined when
+ * they are not `[r-][w-][x-][ps]`.
+ */
+function permsOfChars(p0: number, p1: number, p2: number, p3: number): string | undefined {
+  if (
+    (p0 !== 114 && p0 !== 45) || (p1 !== 119 && p1 !== 45) || (p2 !== 120 && p2 !== 45) ||
+    (p3 !== 112 && p3 !== 115)
+  ) return undefined;
+  return PERMS[
+    (p0 === 114 ? 1 : 0) | (p1 === 119 ? 2 : 0) | (p2 === 120 ? 4 : 0) | (p3 === 115 ? 8 : 0)
+  ];
+}
 /** Device strings seen, each kept once. */
 const DEVS = new Map<string, string>();
 
@@ -145,17 +159,14 @@ export function parseMapsLine(line: string): MapEntry | null {
   const end = cursor.value;
   let at = cursor.at;
   if (at + 5 > line.length || line.charCodeAt(at + 4) !== SP) return null;
-  const p0 = line.charCodeAt(at), p1 = line.charCodeAt(at + 1);
-  const p2 = line.charCodeAt(at + 2), p3 = line.charCodeAt(at + 3);
-  if (
-    (p0 !== 114 && p0 !== 45) || (p1 !== 119 && p1 !== 45) || (p2 !== 120 && p2 !== 45) ||
-    (p3 !== 112 && p3 !== 115)
-  ) return null;
   // One string per permission set and per device (10,000 mappings share a few).
-  const perms = PERMS[
-    (p0 === 114 ? 1 : 0) | (p1 === 119 ? 2 : 0) | (p2 === 120 ? 4 : 0) |
-    (p3 === 115 ? 8 : 0)
-  ];
+  const perms = permsOfChars(
+    line.charCodeAt(at),
+    line.charCodeAt(at + 1),
+    line.charCodeAt(at + 2),
+    line.charCodeAt(at + 3),
+  );
+  if (perms === undefined) return null;
   if (!hexUntil(line, at + 5, SP)) return null;
   const offset = cursor.value;
   // dev: hex ":" hex
@@ -297,15 +308,8 @@ function parseMapsLineBytes(bytes: Uint8Array, at: number, end: number): MapEntr
   const stop = byteCursor.value;
   at = byteCursor.at;
   if (at + 5 > end || bytes[at + 4] !== SP) return null;
-  const p0 = bytes[at], p1 = bytes[at + 1], p2 = bytes[at + 2], p3 = bytes[at + 3];
-  if (
-    (p0 !== 114 && p0 !== 45) || (p1 !== 119 && p1 !== 45) || (p2 !== 120 && p2 !== 45) ||
-    (p3 !== 112 && p3 !== 115)
-  ) return null;
-  const perms = PERMS[
-    (p0 === 114 ? 1 : 0) | (p1 === 119 ? 2 : 0) | (p2 === 120 ? 4 : 0) |
-    (p3 === 115 ? 8 : 0)
-  ];
+  const perms = permsOfChars(bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]);
+  if (perms === undefined) return null;
   if (!hexBytesUntil(bytes, at + 5, end, SP)) return null;
   const offset = byteCursor.value;
   // dev: hex ":" hex, its string kept once per key
