@@ -221,12 +221,6 @@ export function getSigmask(tid: number): bigint {
   return buf[0];
 }
 
-/** PTRACE_SETREGS from `user_regs_struct` bytes as {@link setRegs} encodes them. */
-export function setRegsBytes(tid: number, regs: Uint8Array): void {
-  if (regs.length !== USER_REGS_SIZE) throw new Error("internal error: not a user_regs_struct");
-  ptrace(PTRACE.SETREGS, tid, 0, regs);
-}
-
 /** Sets the blocked-signal mask. */
 export function setSigmask(tid: number, mask: bigint): void {
   const buf = new BigUint64Array([mask]);

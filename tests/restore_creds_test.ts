@@ -20,10 +20,6 @@ import type { ProcessImage, ThreadCredentials } from "../engine/model.ts";
 import { credsDifferences, credsProblems } from "../engine/task/creds_check.ts";
 import { emitCredsSections } from "../engine/task/creds.ts";
 import { RUN_DONE_SLOT } from "../engine/task/sched_run.ts";
-import { type Run, runRegsBytes, sectionRun } from "../engine/task/creds_restore.ts";
-import type { Bootstrap } from "../engine/restore/stub.ts";
-import { encodeUserRegs, USER_REGS_FIELDS, USER_REGS_SIZE, type UserRegs } from "../ffi/regs.ts";
-import { Rng } from "../scripts/fuzz/mutate.ts";
 import { ProgramBuilder } from "../engine/program/builder.ts";
 import { SYS, syscallName } from "../ffi/sysno.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
@@ -391,46 +387,4 @@ Deno.test("credentials pre-flight and read-back comparison", () => {
     "uids 0 0 0 0, recorded 1001 1002 0 1002",
     "CapEff 0x0, recorded 0x20",
   ]);
-});
-
-Deno.test("the runs' registers: one encoding per parked thread's registers, the same bytes as each run's own", () => {
-  // runRegsBytes gives every run the bytes encodeUserRegs(run.regs) gives: runs from the same
-  // registers (with slots or without) patched in rbx and r12, any other encoded whole.
-  const rng = new Rng(20261202);
-  const u64 = () => (BigInt(rng.int(2 ** 32)) << 32n) | BigInt(rng.int(2 ** 32));
-  const regsOf = (): UserRegs =>
-    Object.fromEntries(USER_REGS_FIELDS.map((f) => [f, u64()])) as unknown as UserRegs;
-  const boot = {
-    resumeRip: 0x7000_0000_1000n,
-    loopRip: 0x7000_0000_1040n,
-    doneRip: 0x7000_0000_1080n,
-    failRip: 0x7000_0000_10c0n,
-    restore: { opsAddress: 0x7000_0001_0000n },
-  } as unknown as Bootstrap;
-  for (let round = 0; round < 200; round++) {
-    const bases = [regsOf(), regsOf()];
-    const runs: Run[] = [];
-    const n = 1 + rng.int(40);
-    for (let k = 0; k < n; k++) {
-      const pick = rng.int(5);
-      if (pick === 4) {
-        // Not a section run from another thread's registers (a prctl run's kind): encoded whole.
-        runs.push({ tid: 1000 + k, regs: regsOf(), check: () => null });
-        continue;
-      }
-      const slots = pick % 2 ? undefined : 0x7000_0002_0000n + BigInt(232 * k);
-      runs.push(sectionRun(1000 + k, boot, rng.int(5000), slots, bases[pick >> 1]));
-    }
-    const before = bases.map((b) => ({ ...b }));
-    const bytes = runRegsBytes(runs);
-    assert.equal(bytes.length, USER_REGS_SIZE * runs.length);
-    runs.forEach((r, k) => {
-      assert.deepEqual(
-        bytes.subarray(k * USER_REGS_SIZE, (k + 1) * USER_REGS_SIZE),
-        encodeUserRegs(r.regs),
-        `round ${round}, run ${k}`,
-      );
-    });
-    assert.deepEqual(bases, before); // the parked thread's registers are never changed
-  }
 });

@@ -19,8 +19,8 @@
  * @module
  */
 
-import { cont, getRegs, setRegs, setRegsBytes, waitStop } from "../../ffi/ptrace.ts";
-import { encodeUserRegs, USER_REGS_SIZE, type UserRegs } from "../../ffi/regs.ts";
+import { cont, getRegs, setRegs, waitStop } from "../../ffi/ptrace.ts";
+import type { UserRegs } from "../../ffi/regs.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { errnoName } from "../../ffi/errno.ts";
 import type { ProcessImage } from "../model.ts";
@@ -58,14 +58,6 @@ export interface CompiledCreds {
 export interface Run {
   tid: number;
   regs: UserRegs;
-  /**
-   * A run of {@link sectionRun} from another thread's registers: those
-   * registers, and the run's rbx (its op) and r12 (its slots, if it has
-   * any); its registers are those of any other such run from the same
-   * `from`, with slots or without as it, but rbx and r12
-   * (see {@link runRegsBytes}).
-   */
-  start?: { from: UserRegs; rbx: bigint; r12?: bigint };
   /** Explains the stop when it is not the expected one (null: as expected). */
   check: (st: { signal: number }, after: UserRegs) => string | null;
 }
@@ -110,28 +102,18 @@ export function sectionRun(
   from?: UserRegs,
 ): Run {
   const program = boot.restore;
-  const rbx = program.opsAddress + BigInt(op * OP_SIZE);
-  const make = (base: UserRegs) => {
-    const regs = base;
-    regs.rip = boot.resumeRip;
-    if (slots !== undefined) {
-      regs.rip = boot.loopRip;
-      regs.r12 = slots;
-      regs.eflags &= ~EFLAGS_DF;
-    }
-    regs.rbx = rbx;
-    regs.orig_rax = NO_SYSCALL; // no syscall restart on the way out of this stop
-    return regs;
-  };
-  // From another thread's registers: made when first asked for (runRegsBytes encodes most
-  // such runs from the first one's bytes).
-  let regs = from ? undefined : make(getRegs(tid));
+  const regs = from ? { ...from } : getRegs(tid);
+  regs.rip = boot.resumeRip;
+  if (slots !== undefined) {
+    regs.rip = boot.loopRip;
+    regs.r12 = slots;
+    regs.eflags &= ~EFLAGS_DF;
+  }
+  regs.rbx = program.opsAddress + BigInt(op * OP_SIZE);
+  regs.orig_rax = NO_SYSCALL; // no syscall restart on the way out of this stop
   return {
     tid,
-    get regs() {
-      return regs ??= make({ ...from! });
-    },
-    start: from ? { from, rbx, r12: slots } : undefined,
+    regs,
     check: (st, after) => {
       if (st.signal === SIGTRAP && after.rip === boot.doneRip) return null;
       if (st.signal === SIGTRAP && after.rip === boot.failRip) {
@@ -140,51 +122,6 @@ export function sectionRun(
       return `unexpected stop (signal ${st.signal}) at 0x${after.rip.toString(16)}`;
     },
   };
-}
-
-/** Offsets of rbx and r12 in `user_regs_struct` (ffi/regs.ts: r15, r14, r13, r12, rbp, rbx). */
-const R12_AT = 24;
-const RBX_AT = 40;
-
-/**
- * The registers of every run as the bytes PTRACE_SETREGS takes,
- * {@link USER_REGS_SIZE} each, in order: `encodeUserRegs(run.regs)`. A run
- * of {@link sectionRun} from the same registers as an earlier one, both
- * with slots or both without, differs from it in rbx and r12 only (its op
- * and its slots): its bytes are the earlier one's with those two set, and
- * its `regs` are never made (the threads parked at birth: one object and
- * one encoding per process, not one per thread).
- */
-export function runRegsBytes(runs: readonly Run[]): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(USER_REGS_SIZE * runs.length);
-  const view = new DataView(out.buffer);
-  const firsts: { start: NonNullable<Run["start"]>; at: number }[] = [];
-  runs.forEach((r, k) => {
-    const at = k * USER_REGS_SIZE;
-    const s = r.start;
-    const like = s &&
-      firsts.find((f) =>
-        f.start.from === s.from && (f.start.r12 === undefined) === (s.r12 === undefined)
-      );
-    if (!like) {
-      out.set(encodeUserRegs(r.regs), at);
-      if (s) firsts.push({ start: s, at });
-      return;
-    }
-    out.copyWithin(at, like.at, like.at + USER_REGS_SIZE);
-    view.setBigUint64(at + RBX_AT, s.rbx, true);
-    if (s.r12 !== undefined) view.setBigUint64(at + R12_AT, s.r12, true);
-  });
-  return out;
-}
-
-/** Sets each run's registers and continues it, run after run (`setRegs` + `cont`). */
-function startRuns(runs: readonly Run[]): void {
-  const bytes = runRegsBytes(runs);
-  runs.forEach((r, k) => {
-    setRegsBytes(r.tid, bytes.subarray(k * USER_REGS_SIZE, (k + 1) * USER_REGS_SIZE));
-    cont(r.tid, 0);
-  });
 }
 
 /** A prctl(`option`) run in thread `tid` (stopped) through the `syscall; int3` gadget. */
@@ -240,7 +177,10 @@ export function restoreCreds(
     parked ??= getRegs(tid);
     return sectionRun(tid, boot, op, slotsOf.get(tid), parked);
   });
-  startRuns(runs);
+  for (const r of runs) {
+    setRegs(r.tid, r.regs);
+    cont(r.tid, 0);
+  }
   const stops = runs.map((r) => waitStop(r.tid));
   // Each run's area, read once every run stopped: a run that stopped with SIGTRAP and left its
   // tid as its done mark is at its section's END; any other stop is explained from its registers.
