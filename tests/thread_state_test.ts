@@ -110,6 +110,43 @@ Deno.test("thread sections: one per non-main thread, only what each record asks 
   assert.deepEqual(sections.map((s) => s.schedRead), [false, false]);
 });
 
+Deno.test("thread sections: each name is the bytes cstring writes, for PR_SET_NAME's first 16", () => {
+  // ASCII names share one block (16 bytes each); any other character: cstring as before.
+  const names = [
+    "",
+    "a",
+    "worker",
+    "exactly-15-char",
+    "longer-than-fifteen",
+    "caf\u00e9-\u00fcber-long",
+    "x\u{1F600}y",
+  ];
+  const proc = {
+    pid: 200,
+    threads: [thread(200), ...names.map((comm, i) => thread(201 + i, { comm }))],
+  } as unknown as ProcessImage;
+  const base = 0x20000n;
+  const p = new ProgramBuilder(base);
+  p.end("main program");
+  const sections = emitThreadSections(p, proc);
+  const built = p.build();
+  const ops = decodeProgram(built.bytes, base);
+  sections.forEach((s, i) => {
+    let k = s.op;
+    while (!(ops[k].nr === SYS.prctl && ops[k].args[0] === 15n)) k++;
+    const at = Number(ops[k].args[1] - base);
+    // The kernel copies at most 15 bytes, up to a NUL: those of a cstring of the name.
+    const kernelReads = (b: Uint8Array) => {
+      const f = b.subarray(0, 15);
+      const end = f.indexOf(0);
+      return [...(end < 0 ? f : f.subarray(0, end))];
+    };
+    const want = kernelReads(new TextEncoder().encode(names[i].slice(0, 15) + "\0"));
+    const have = kernelReads(built.bytes.subarray(at, at + 16));
+    assert.deepEqual(have, want, `name of thread ${s.tid}`);
+  });
+});
+
 Deno.test("thread sections go on into each thread's credentials section: one run per thread", () => {
   const proc = {
     pid: 100,

@@ -30,7 +30,7 @@
 import { SYS } from "../../ffi/sysno.ts";
 import { stackT } from "../../ffi/structs.ts";
 import { decodeBase64 } from "../base64.ts";
-import type { ProcessImage } from "../model.ts";
+import type { ProcessImage, ThreadState } from "../model.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
 import type { CredsSections } from "../task/creds.ts";
 import { emitSchedReads, RUN_AREA_BYTES, schedReadInRun } from "../task/sched_run.ts";
@@ -61,6 +61,37 @@ export function slacksOf(areas: RunAreas): ReadonlyMap<number, bigint> {
   return out;
 }
 
+/** The name a thread's section gives it: its record's first 15 characters, as before. */
+function nameOf(t: ThreadState): string {
+  return t.comm.slice(0, 15);
+}
+
+/** Bytes of a name's slot in {@link threadNames}' block (TASK_COMM_LEN). */
+const NAME_SLOT = 16;
+
+/**
+ * The address of each thread's name for PR_SET_NAME, NUL-terminated, all
+ * in one data block of {@link NAME_SLOT} bytes per thread instead of a
+ * string (and a buffer, and a TextEncoder) each: the same bytes `cstring`
+ * writes for an ASCII name, which is at most 15 characters. A name with
+ * any other character gets no slot here (undefined: `cstring` as before).
+ */
+function threadNames(p: ProgramBuilder, threads: readonly ThreadState[]): (bigint | undefined)[] {
+  const block = new Uint8Array(NAME_SLOT * threads.length);
+  const ascii = threads.map((t, i) => {
+    const s = nameOf(t);
+    for (let k = 0; k < s.length; k++) {
+      const c = s.charCodeAt(k);
+      if (c >= 0x80) return false;
+      block[NAME_SLOT * i + k] = c;
+    }
+    return true; // (the slot's other bytes stay 0: the NUL after the name)
+  });
+  if (!ascii.some((a) => a)) return [];
+  const at = p.data(block, 1);
+  return ascii.map((a, i) => a ? at + BigInt(NAME_SLOT * i) : undefined);
+}
+
 /**
  * Appends one section per non-main thread of `proc` to the program (after
  * its END: the main program never reaches them). Pending SIGSTOP and
@@ -82,6 +113,7 @@ export function emitThreadSections(
   const area = others.length
     ? p.data(new Uint8Array(RUN_AREA_BYTES * others.length).fill(0xff))
     : 0n;
+  const names = threadNames(p, others);
   for (const t of others) {
     const op = p.opCount;
     const say = (what: string) => ({ comment: `thread ${t.tid}: ${what}` });
@@ -106,7 +138,8 @@ export function emitThreadSections(
         say(`pending signal ${sig.signo}`),
       );
     }
-    p.op(SYS.prctl, [PR_SET_NAME, p.cstring(t.comm.slice(0, 15)), 0, 0, 0], say("name"));
+    const name = names[out.length] ?? p.cstring(nameOf(t));
+    p.op(SYS.prctl, [PR_SET_NAME, name, 0, 0, 0], say("name"));
     // Read back by the engine from slot 0 of the run's own slots (any result, checked there).
     p.op(SYS.prctl, [PR_GET_TIMERSLACK, 0, 0, 0, 0], {
       store: 0,
