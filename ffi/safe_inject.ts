@@ -56,7 +56,7 @@ import {
   waitStop,
 } from "./ptrace.ts";
 import { signed, syscallRegs, type UserRegs } from "./regs.ts";
-import { encodeSigframe, sigframeFpstate, sigframeSize } from "./sigframe.ts";
+import { encodeSigframe, FRAME_UC_STACK, sigframeFpstate, sigframeSize } from "./sigframe.ts";
 import { executableMapsLines, InjectionError } from "./inject.ts";
 import { BATCH_AFTER_SYSCALL } from "./syscall_batch.ts";
 import type { VmPiece } from "./process_vm_pieces.ts";
@@ -532,6 +532,16 @@ export class CrashSafeThread {
         restorer: this.#sites.restorer,
       }),
     };
+  }
+
+  /**
+   * Address of eight zero bytes in the undo frame (its `uc_stack.ss_sp`,
+   * always left zero): an `int` 0 that an undo syscall can point at. It
+   * stays intact while the undo runs: the frame is below the stack pointer
+   * then, with every signal blocked.
+   */
+  get undoZero(): bigint {
+    return this.#undo + BigInt(FRAME_UC_STACK);
   }
 
   /** The second half of {@link armUndo}, once the piece of {@link undoPiece} is written. */

@@ -20,8 +20,8 @@ import {
 /**
  * Dump points: every phase boundary, injected syscalls (before, inside: the
  * injected registers set, and while a thread gets its own state back), the
- * mlockall probe page mapped, inside and at the end of a syscall batch, page
- * chunks, and time offsets (from the
+ * mlockall probe page mapped, inside and at the end of a syscall batch, each
+ * TCP connection in repair mode, page chunks, and time offsets (from the
  * freeze: they fall among the injected syscalls).
  */
 export const DUMP_POINTS: KillPoint[] = [
@@ -35,6 +35,8 @@ export const DUMP_POINTS: KillPoint[] = [
   ...[1, 2, 3, 4].map((n) => ({ phase: `inject-restore:${n}` })),
   // The second of each: the other thread's batch, run at the same time as the main thread's.
   ...["batch-mid", "batch-end", "batch-mid:2", "batch-end:2"].map((phase) => ({ phase })),
+  // Each of the target's two TCP sockets while it is read in repair mode.
+  ...["tcp-repair", "tcp-repair:2"].map((phase) => ({ phase })),
   ...[1, 2, 3, 4].map((n) => ({ phase: `pages:${n}` })),
   ...[0, 1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50].map((afterMs) => ({ afterMs })),
   ...[0, 5, 20, 80].map((afterMs) => ({ afterMs, fromPages: true })),

@@ -27,6 +27,8 @@ import {
 } from "../../ffi/process_vm_pieces.ts";
 import { itimerval, kernelSigaction, stackT } from "../../ffi/structs.ts";
 import { SYS } from "../../ffi/sysno.ts";
+import { SOL } from "../../ffi/net.ts";
+import { TCP } from "../../ffi/tcp_repair.ts";
 import { errnoName } from "../../ffi/errno.ts";
 import type { ITimer, SigAction } from "../model.ts";
 import { CryoError } from "../errors.ts";
@@ -220,6 +222,34 @@ export class InjectionSession {
     } finally {
       t?.disarmUndo();
       this.call(tid, ...undo);
+    }
+  }
+
+  /**
+   * Runs `fn`, which switches the connection of the process's fd `fd` into
+   * TCP repair mode (through a copy of the fd) and back out, such that a
+   * cryo killed meanwhile leaves the main thread to switch repair mode off
+   * first when it goes on (`setsockopt(fd, SOL_TCP, TCP_REPAIR, &0)`, which
+   * needs the thread's own CAP_NET_ADMIN; harmless when repair mode is off
+   * already). Without crash-safe injection in the main thread, `fn` runs
+   * as is (engine/fds/inet_session.ts).
+   */
+  withRepairUndo<T>(fd: number, fn: () => T): T {
+    this.endBatches();
+    const t = this.#thread(this.pid);
+    if (!t) return fn();
+    if (this.#current !== t) {
+      this.#current?.close();
+      this.#current = t;
+    }
+    t.armUndo(SYS.setsockopt, fd, SOL.TCP, TCP.REPAIR, t.undoZero, 4);
+    // Let go from here on, the thread runs the undo first.
+    t.park();
+    try {
+      return fn();
+    } finally {
+      t.disarmUndo();
+      t.park();
     }
   }
 
@@ -569,6 +599,12 @@ export function withInjection<T>(
   statuses?: ReadonlyMap<number, ProcStatus>,
   /** The process's mappings read at this freeze, if the caller has them ({@link InjectionSession.areas}). */
   areas?: readonly MapEntry[],
+  /**
+   * Run instead when the main thread's stack has no room for the session
+   * (then nothing is mapped in the process): for a caller whose readers of
+   * the mappings may be running on other threads.
+   */
+  withoutRoom?: () => T,
 ): T {
   const s = new InjectionSession(pid, statuses, areas);
   s.areas = areas;
@@ -602,6 +638,7 @@ export function withInjection<T>(
     }
     return result;
   }
+  if (withoutRoom) return withoutRoom();
   s.scratch = s.check(pid, "mmap(scratch)", SYS.mmap, 0, SCRATCH_BYTES, 3, 0x22, -1, 0);
   pausePoint("scratch");
   try {

@@ -284,7 +284,14 @@ export function collectProcess(
   collectInotify(pid, fds, fdInfos, refusals);
 
   collectUnixSockets(pid, fdInfos, refusals);
-  sockets?.collect(pid, fdInfos);
+  // A connection is read in repair mode: a cryo killed then has the target switch it off, in
+  // a session of its own (opened only for an established TCP connection; nothing mapped for it,
+  // the flags' and pages' readers may be running).
+  sockets?.collect(
+    pid,
+    fdInfos,
+    (fd) => (fn) => withInjection(pid, (s) => s.withRepairUndo(fd, fn), statuses, maps, fn),
+  );
 
   let exe: ProcessImage["exe"] = null;
   try {

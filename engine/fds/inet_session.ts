@@ -43,7 +43,7 @@ import { CryoError } from "../errors.ts";
 import type { FdInfo, SockAddr } from "../model.ts";
 import type { Refusals, SupportId } from "../support.ts";
 import { type Collected, formatAddr, IPPROTO_TCP, IPPROTO_UDP, REFUSED_PREFIX } from "./inet.ts";
-import { collectTcp } from "./tcp.ts";
+import { collectTcp, type RepairGuard } from "./tcp.ts";
 import { inetQueueBytes } from "./inet_plan.ts";
 import { collectUdp } from "./udp.ts";
 import { collectNetlink } from "./netlink.ts";
@@ -125,7 +125,12 @@ export class InetSocketSession {
    * already read): fills `inet` of TCP and UDP sockets and `netlink` of
    * route netlink sockets, and marks what is refused (`restore` = "inet-refused:<row id>", with the reason in `extra`).
    */
-  collect(pid: number, fds: FdInfo[]): void {
+  collect(
+    pid: number,
+    fds: FdInfo[],
+    /** The guard of the repair-mode read of the connection of fd `fd` (engine/fds/tcp.ts). */
+    guardOf?: (fd: number) => RepairGuard,
+  ): void {
     for (const f of fds) {
       if (f.kind !== "socket" || f.restore === "inherit" || f.sameAs !== undefined) continue;
       if (this.#first.has(f.target)) {
@@ -134,21 +139,21 @@ export class InetSocketSession {
         continue;
       }
       this.#first.set(f.target, f);
-      this.#collectOne(pid, f);
+      this.#collectOne(pid, f, guardOf?.(f.fd));
     }
   }
 
-  #collectOne(pid: number, f: FdInfo): void {
+  #collectOne(pid: number, f: FdInfo, guard?: RepairGuard): void {
     const where = `process ${pid} fd ${f.fd} (${f.target})`;
     try {
-      this.#read(pid, f, where);
+      this.#read(pid, f, where, guard);
     } catch (e) {
       if (e instanceof CryoError) throw e;
       throw new CryoError(`${where}: reading the socket failed: ${(e as Error).message}`);
     }
   }
 
-  #read(pid: number, f: FdInfo, where: string): void {
+  #read(pid: number, f: FdInfo, where: string, guard?: RepairGuard): void {
     const copy = pidfdGetfd(pid, f.fd);
     let keep = false;
     let owner: SocketOwner | undefined;
@@ -181,7 +186,7 @@ export class InetSocketSession {
       const family = domain === AF.INET ? "ipv4" : "ipv6";
       let got: Collected;
       if (type === SOCK.STREAM && protocol === IPPROTO_TCP) {
-        got = collectTcp(copy, family, () => this.#shutdownOf(domain, f.target));
+        got = collectTcp(copy, family, () => this.#shutdownOf(domain, f.target), guard);
       } else if (type === SOCK.DGRAM && protocol === IPPROTO_UDP) {
         got = collectUdp(copy, family);
       } else {

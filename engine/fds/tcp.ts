@@ -14,6 +14,7 @@
  * @module
  */
 
+import { pausePoint } from "../pause.ts";
 import { inInitialUserNs } from "../task/userns.ts";
 import {
   encodeRepairOptions,
@@ -62,6 +63,13 @@ import {
   sockAddrOf,
 } from "./inet.ts";
 
+/**
+ * Runs `fn`, the time a connection is in repair mode while it is read, such
+ * that a cryo killed meanwhile does not leave it in repair mode where it can
+ * (engine/dump/injected.ts `withRepairUndo`: the target switches it off).
+ */
+export type RepairGuard = <T>(fn: () => T) => T;
+
 /** Queued bytes are written back in pieces of this size. */
 const WRITE_CHUNK = 64 << 10;
 
@@ -77,6 +85,8 @@ export function collectTcp(
   family: InetSocket["family"],
   /** Its sk_shutdown as sock_diag reports it (for an established connection). */
   shutdownOf: () => number | undefined,
+  /** Runs the connection's time in repair mode ({@link RepairGuard}); by default as is. */
+  guard: RepairGuard = (fn) => fn(),
 ): Collected {
   const info = tcpInfo(copy);
   const fresh = freshSocket(familyNumber(family), SOCK.STREAM, IPPROTO_TCP);
@@ -123,15 +133,17 @@ export function collectTcp(
       if (!inInitialUserNs()) return { refused: "socket.tcp-rootless", detail: where };
       // Read before the sequence numbers: data arriving in between fails the dump, never lost.
       const bytesReceived = tcpInfo(copy).bytesReceived;
-      setRepair(copy, true);
-      let c;
-      try {
-        c = readRepairedConnection(copy);
-      } finally {
-        // Repair mode ends at once: a cryo killed from here on leaves the socket as it was.
-        setRepair(copy, false);
-        setsockoptInt(copy, SOL.SOCKET, SO.REUSEADDR, reuseaddrOf(base));
-      }
+      const c = guard(() => {
+        setRepair(copy, true);
+        try {
+          pausePoint("tcp-repair");
+          return readRepairedConnection(copy);
+        } finally {
+          // Repair mode ends at once: a cryo killed from here on leaves the socket as it was.
+          setRepair(copy, false);
+          setsockoptInt(copy, SOL.SOCKET, SO.REUSEADDR, reuseaddrOf(base));
+        }
+      });
       return {
         repairCopy: true,
         bytesReceived,
