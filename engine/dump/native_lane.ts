@@ -58,7 +58,7 @@ import type { CopiedRun } from "./precopy_copy.ts";
 
 /**
  * Below this many resident bytes, one lane (a few ms of copy; the table's
- * set-up is ~1 ms). The pre-copy itself starts at 16 MiB unless forced.
+ * set-up is ~1 ms). The pre-copy itself starts at 32 MiB unless forced.
  */
 export const NATIVE_LANE_MIN_BYTES = 8 << 20;
 

@@ -16,7 +16,7 @@ import { readStatus } from "../proc/status.ts";
 import { countMappings } from "../proc/maps.ts";
 
 /** Below this much resident anonymous and shared memory, the tree is copied frozen. */
-export const PRECOPY_MIN_BYTES = 16 * 1024 * 1024;
+export const PRECOPY_MIN_BYTES = 32 * 1024 * 1024;
 /** Below this many resident bytes per mapping on average, the tree is copied frozen. */
 export const PRECOPY_MIN_BYTES_PER_MAPPING = 64 * 1024;
 
