@@ -611,67 +611,29 @@ Deno.test("corrupt and truncated images are rejected with a one-line reason", ()
         named(".* \\(expected \\d+\\): truncated or damaged"),
       );
     }
-    await expectCorrupt(dir, "rows-texts", setWord(at + 20, word(20) + 1), named("its text table"));
-    await expectCorrupt(
-      dir,
-      "rows-whole",
-      setWord(at + 12, 0),
-      named("0 whole records, the process note has 1"),
-    );
-    await expectCorrupt(
-      dir,
-      "rows-kind",
-      setByte(at + 32 + 37 * n + 1, 9),
-      named("row 1 has kind 9"),
-    );
-    await expectCorrupt(
-      dir,
-      "rows-no-whole",
-      setByte(at + 32 + 37 * n, 0),
-      named("1 whole records but 0 rows that take one"),
-    );
-    await expectCorrupt(
-      dir,
-      "rows-extra-whole",
-      setByte(at + 32 + 37 * n + 3, 255),
-      named("row 3 takes a whole record (beyond|but has)"),
-    );
-    await expectCorrupt(
-      dir,
-      "rows-perms",
-      setByte(at + 32 + 36 * n + 1, 16),
-      named("row 1 has perms 16"),
-    );
-    await expectCorrupt(
-      dir,
-      "rows-text-index",
-      setWord(at + 32 + 24 * n + 4, 999),
-      named("row 1 names text 999"),
-    );
-    await expectCorrupt(
-      dir,
-      "rows-run-count",
-      setWord(at + 32 + 32 * n + 4, 3),
-      named("row 2 has 1 page runs, beyond the 3 there are"),
-    );
-    await expectCorrupt(
-      dir,
-      "rows-run-count-short",
-      setWord(at + 32 + 32 * n + 4, 1),
-      named("rows take 2 of its 3 page runs"),
-    );
-    await expectCorrupt(
-      dir,
-      "rows-run-big",
-      setWord(runsAt + 12, 0x200000),
-      named("page run 0 has"),
-    );
-    await expectCorrupt(
-      dir,
-      "rows-utf8",
-      setByte(runsAt + 24 * r, 0xff),
-      named("its text table is not valid UTF-8"),
-    );
+    // Each damage, and the start of the one-line refusal it must get.
+    const damages: [string, (b: Uint8Array) => Uint8Array, string][] = [
+      ["rows-texts", setWord(at + 20, word(20) + 1), "its text table"],
+      ["rows-whole", setWord(at + 12, 0), "0 whole records, the process note has 1"],
+      ["rows-kind", setByte(at + 32 + 37 * n + 1, 9), "row 1 has kind 9"],
+      ["rows-no-whole", setByte(at + 32 + 37 * n, 0), "1 whole records but 0 rows that take one"],
+      [
+        "rows-extra-whole",
+        setByte(at + 32 + 37 * n + 3, 255),
+        "row 3 takes a whole record (beyond|but has)",
+      ],
+      ["rows-perms", setByte(at + 32 + 36 * n + 1, 16), "row 1 has perms 16"],
+      ["rows-text-index", setWord(at + 32 + 24 * n + 4, 999), "row 1 names text 999"],
+      [
+        "rows-run-count",
+        setWord(at + 32 + 32 * n + 4, 3),
+        "row 2 has 1 page runs, beyond the 3 there are",
+      ],
+      ["rows-run-count-short", setWord(at + 32 + 32 * n + 4, 1), "rows take 2 of its 3 page runs"],
+      ["rows-run-big", setWord(runsAt + 12, 0x200000), "page run 0 has"],
+      ["rows-utf8", setByte(runsAt + 24 * r, 0xff), "its text table is not valid UTF-8"],
+    ];
+    for (const [name, damage, what] of damages) await expectCorrupt(dir, name, damage, named(what));
     await expectCorrupt(
       dir,
       "rows-gone",

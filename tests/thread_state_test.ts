@@ -21,6 +21,15 @@ import { Rng } from "../scripts/fuzz/mutate.ts";
 import { rawSyscall } from "../ffi/libc.ts";
 import type { ProcessImage } from "../engine/model.ts";
 
+/** The threads' sections of `proc` in a program at `base` after its main part, built and decoded. */
+function threadProgram(proc: ProcessImage, base: bigint) {
+  const p = new ProgramBuilder(base);
+  p.end("main program");
+  const sections = emitThreadSections(p, proc);
+  const built = p.build();
+  return { sections, built, ops: decodeProgram(built.bytes, base) };
+}
+
 /** The fields of a thread record the sections read. */
 function thread(tid: number, extra: Record<string, unknown> = {}) {
   return {
@@ -54,11 +63,7 @@ Deno.test("thread sections: one per non-main thread, only what each record asks 
     ],
   } as unknown as ProcessImage;
   const base = 0x10000n;
-  const p = new ProgramBuilder(base);
-  p.end("main program");
-  const sections = emitThreadSections(p, proc);
-  const built = p.build();
-  const ops = decodeProgram(built.bytes, base);
+  const { sections, built, ops } = threadProgram(proc, base);
   assert.deepEqual(sections.map((s) => s.tid), [101, 102]);
   const section = (i: number) => {
     const out = [];
@@ -126,11 +131,7 @@ Deno.test("thread sections: each name is the bytes cstring writes, for PR_SET_NA
     threads: [thread(200), ...names.map((comm, i) => thread(201 + i, { comm }))],
   } as unknown as ProcessImage;
   const base = 0x20000n;
-  const p = new ProgramBuilder(base);
-  p.end("main program");
-  const sections = emitThreadSections(p, proc);
-  const built = p.build();
-  const ops = decodeProgram(built.bytes, base);
+  const { sections, built, ops } = threadProgram(proc, base);
   sections.forEach((s, i) => {
     let k = s.op;
     while (!(ops[k].nr === SYS.prctl && ops[k].args[0] === 15n)) k++;
@@ -213,10 +214,7 @@ Deno.test("thread sections: a fair-policy thread reads its scheduling into its o
     ],
   } as unknown as ProcessImage;
   const base = 0x10000n;
-  const p = new ProgramBuilder(base);
-  p.end("main program");
-  const sections = emitThreadSections(p, proc);
-  const ops = decodeProgram(p.build().bytes, base);
+  const { sections, ops } = threadProgram(proc, base);
   assert.deepEqual(sections.map((s) => [s.tid, s.schedRead]), [[101, true], [102, false], [
     103,
     true,
