@@ -252,7 +252,12 @@ for (
       // as at "precopy-release-table", where that thread may have finished before the stop).
       if (phase !== "precopy-arm" && phase !== "notes" && phase !== "precopy-release-table") {
         const at = trackingTraces(t.pid, region, pages);
-        assert.ok(at.uffdFlags > 0 && at.protectedPages > 0, "the tracking was there");
+        // Some of it: which chunk holds the region's pages depends on where the kernel put the
+        // other tracked mappings (a release at its second chunk may have lifted the region's).
+        assert.ok(
+          at.uffdFlags > 0 || at.protectedPages > 0,
+          `the tracking was there: ${JSON.stringify(at)}`,
+        );
       }
       if (!phase.startsWith("precopy-") && phase !== "notes" && phase !== "rehearsal-helper") {
         // Still in the barrier: nothing pre-copied yet.
