@@ -49,10 +49,16 @@ export function pauseWanted(phase: string): boolean {
   return target?.phase === phase;
 }
 
-/** Stops cryo (SIGSTOP) if `CRYO_TEST_PAUSE_AT` names this occurrence of `phase`. */
+/**
+ * Stops cryo (SIGSTOP) if `CRYO_TEST_PAUSE_AT` names this occurrence of
+ * `phase`. The signal is sent to the calling thread (tgkill): it stops the
+ * whole process, and the caller before it goes on. Sent to the process, it
+ * was taken by the main thread, and a worker that paused went on meanwhile
+ * (a pre-copy's release on the copy lane's thread ran to its end).
+ */
 export function pausePoint(phase: string): void {
   if (!target || muted || target.phase !== phase || ++seen !== target.nth) return;
-  rawSyscall(SYS.kill, selfPid(), 19 /* SIGSTOP */);
+  rawSyscall(SYS.tgkill, selfPid(), rawSyscall(SYS.gettid), 19 /* SIGSTOP */);
 }
 
 let muted = 0;
