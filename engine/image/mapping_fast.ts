@@ -11,6 +11,8 @@
  * @module
  */
 
+import { permsBits } from "../perms.ts";
+
 /** The kinds a mapping record may have (the schema's enum, engine/image/schema.ts). */
 export const MAPPING_KINDS = [
   "anon",
@@ -41,16 +43,8 @@ export function isHex64(s: unknown): boolean {
 }
 
 /** The schema's `nat`: a finite safe integer, at least 0. */
-function isNat(v: unknown): boolean {
+export function isNat(v: unknown): v is number {
   return typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
-}
-
-/** Whether `s` matches `^[r-][w-][x-][ps]$`. */
-function isPerms(s: unknown): boolean {
-  if (typeof s !== "string" || s.length !== 4) return false;
-  const r = s.charCodeAt(0), w = s.charCodeAt(1), x = s.charCodeAt(2), p = s.charCodeAt(3);
-  return (r === 114 || r === 45) && (w === 119 || w === 45) && (x === 120 || x === 45) &&
-    (p === 112 || p === 115);
 }
 
 function isPlainObject(x: unknown): x is Record<string, unknown> {
@@ -68,7 +62,9 @@ export function plainMappingFits(x: unknown): boolean {
   // A text equal to one that passed passes: a mapping's start is mostly the end
   // before it, its offset "0x0", its first page run's address its start.
   const start = x.start;
-  if (!(start === lastEnd || isHex64(start)) || !isHex64(x.end) || !isPerms(x.perms)) return false;
+  if (!(start === lastEnd || isHex64(start)) || !isHex64(x.end) || permsBits(x.perms) < 0) {
+    return false;
+  }
   lastEnd = x.end as string;
   if (!(x.offset === "0x0" || isHex64(x.offset))) return false;
   if (!KINDS.has(x.kind) || typeof x.name !== "string") return false;

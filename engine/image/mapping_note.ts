@@ -31,7 +31,8 @@
  */
 
 import type { Mapping, PageRun } from "../model.ts";
-import { MAPPING_KINDS } from "./mapping_fast.ts";
+import { isNat, MAPPING_KINDS } from "./mapping_fast.ts";
+import { PERMS_TEXT, permsBits } from "../perms.ts";
 import { sharedFlagList } from "./flag_lists.ts";
 
 /** "CMAP" as a little-endian u32: the first word of the note. */
@@ -86,32 +87,6 @@ function canonicalHex(s: unknown): number {
     else return -1;
   }
   return v;
-}
-
-/** Whether `x` is a value of the schema's `nat` that a u64 column gives back (a safe integer >= 0). */
-function isNat(x: unknown): x is number {
-  return typeof x === "number" && Number.isSafeInteger(x) && x >= 0;
-}
-
-/** The perms text of each 4-bit value (r 1, w 2, x 4, shared 8). */
-const PERMS_TEXT: string[] = [];
-for (let b = 0; b < 16; b++) {
-  PERMS_TEXT.push(
-    (b & 1 ? "r" : "-") + (b & 2 ? "w" : "-") + (b & 4 ? "x" : "-") + (b & 8 ? "s" : "p"),
-  );
-}
-
-/** The 4-bit value of a perms text (`^[r-][w-][x-][ps]$`), or -1. */
-function permsBits(s: unknown): number {
-  if (typeof s !== "string" || s.length !== 4) return -1;
-  const r = s.charCodeAt(0), w = s.charCodeAt(1), x = s.charCodeAt(2), p = s.charCodeAt(3);
-  if (
-    !((r === 114 || r === 45) && (w === 119 || w === 45) && (x === 120 || x === 45) &&
-      (p === 112 || p === 115))
-  ) {
-    return -1;
-  }
-  return (r === 114 ? 1 : 0) | (w === 119 ? 2 : 0) | (x === 120 ? 4 : 0) | (p === 115 ? 8 : 0);
 }
 
 /** The number of enumerable keys of `o` (no array made, as `Object.keys` would). */

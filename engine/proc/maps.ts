@@ -16,6 +16,7 @@ import {
 import { fileIdentityOf, procPath, procRead, readProcBytes, readProcText } from "./io.ts";
 import { bytesEqual } from "../../ffi/libc.ts";
 import { countByte, findFrom, findIndexBelow } from "../find_from.ts";
+import { PERMS_TEXT, permsBitsOfCodes } from "../perms.ts";
 import {
   PROCMAP_QUERY_COVERING_OR_NEXT_VMA,
   PROCMAP_QUERY_VMA_EXECUTABLE,
@@ -124,24 +125,14 @@ function bigOf(n: number): bigint {
   return lastBig.big = BigInt(n);
 }
 
-/** The 16 permission strings of maps, by bits r 1, w 2, x 4, s 8. */
-const PERMS = Array.from(
-  { length: 16 },
-  (_, b) => (b & 1 ? "r" : "-") + (b & 2 ? "w" : "-") + (b & 4 ? "x" : "-") + (b & 8 ? "s" : "p"),
-);
 /**
  * The permission string of the four characters (char codes) of a maps
- * line's permission field, one shared string per set, or undefined when
- * they are not `[r-][w-][x-][ps]`.
+ * line's permission field, one shared string per set (engine/perms.ts), or
+ * undefined when they are not `[r-][w-][x-][ps]`.
  */
 function permsOfChars(p0: number, p1: number, p2: number, p3: number): string | undefined {
-  if (
-    (p0 !== 114 && p0 !== 45) || (p1 !== 119 && p1 !== 45) || (p2 !== 120 && p2 !== 45) ||
-    (p3 !== 112 && p3 !== 115)
-  ) return undefined;
-  return PERMS[
-    (p0 === 114 ? 1 : 0) | (p1 === 119 ? 2 : 0) | (p2 === 120 ? 4 : 0) | (p3 === 115 ? 8 : 0)
-  ];
+  const bits = permsBitsOfCodes(p0, p1, p2, p3);
+  return bits < 0 ? undefined : PERMS_TEXT[bits];
 }
 /** Device strings seen, each kept once. */
 const DEVS = new Map<string, string>();
