@@ -19,7 +19,7 @@ import { mapsReuse } from "../engine/dump/vm_flags.ts";
 import { loadVmaIterator } from "../engine/proc/vma_flags_bpf.ts";
 import { readMaps } from "../engine/proc/maps.ts";
 import { readImageFileSync } from "../engine/image/reader.ts";
-import { startTriggered } from "./helpers/roundtrip.ts";
+import { startRtMaps } from "./helpers/vmflags_mode.ts";
 import { withTargets } from "./helpers/targets.ts";
 import { tempDir } from "./helpers/fs.ts";
 
@@ -62,10 +62,7 @@ Deno.test({
   name: "mapping drafts: the records of a reused parse are those of a dump that read smaps",
   ignore: !loadVmaIterator(),
   fn: withTargets(async () => {
-    const { t } = await startTriggered("rt_maps", /^ready pid=(\d+)/m, {
-      passWork: true,
-      extra: ["300"],
-    });
+    const { t } = await startRtMaps(300);
     const base = await tempDir("cryo-drafts-");
     const dump = async (flags: string, dir: string) => {
       Deno.env.set("CRYO_VMFLAGS", flags);

@@ -18,7 +18,7 @@ import {
   readMapsMatching,
 } from "../engine/proc/maps.ts";
 import { executableMapsLines } from "../ffi/inject.ts";
-import { startTriggered } from "./helpers/roundtrip.ts";
+import { startRtMaps } from "./helpers/vmflags_mode.ts";
 import { withTargets } from "./helpers/targets.ts";
 
 function same(line: string): void {
@@ -95,10 +95,7 @@ Deno.test("maps lines: edge cases and mutations parse as with the regular expres
 Deno.test(
   "maps lookups: PROCMAP_QUERY areas, the largest gap and matching lines agree with the full parse",
   withTargets(async () => {
-    const { t } = await startTriggered("rt_maps", /^ready pid=(\d+)/m, {
-      passWork: true,
-      extra: ["2000"],
-    });
+    const { t } = await startRtMaps(2000);
     t.signal(19); // SIGSTOP: nothing changes while both are read
     try {
       const maps = readMaps(t.pid);

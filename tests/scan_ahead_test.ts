@@ -29,9 +29,9 @@ import { Refusals } from "../engine/support.ts";
 import { loadVmaIterator } from "../engine/proc/vma_flags_bpf.ts";
 import { tablesAvailable } from "../ffi/syscall_table.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
-import { startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
+import { tempImageDir } from "./helpers/roundtrip.ts";
 import { withTargets } from "./helpers/targets.ts";
-import { RT_MAPS_READY, withVmFlagsMode } from "./helpers/vmflags_mode.ts";
+import { startRtMaps, withVmFlagsMode } from "./helpers/vmflags_mode.ts";
 
 const CHECKS = ["lines", "vmflags", "content", "file-untouched"];
 const ignore = !tablesAvailable();
@@ -40,10 +40,7 @@ Deno.test({
   name: "scan ahead: equal to a walk here; a full buffer continued here; a failed call redone",
   ignore,
   fn: withTargets(async () => {
-    const { t } = await startTriggered("rt_maps", RT_MAPS_READY, {
-      passWork: true,
-      extra: ["300"],
-    });
+    const { t } = await startRtMaps(300);
     const tree = freezeTree(t.pid);
     try {
       const here = (() => {
@@ -78,10 +75,7 @@ Deno.test({
   name: "scan ahead: a --leave-running dump planned from the walk ahead restores every mapping",
   ignore: ignore || !loadVmaIterator(),
   fn: withTargets(async () => {
-    const { t, trigger } = await startTriggered("rt_maps", RT_MAPS_READY, {
-      passWork: true,
-      extra: ["300"],
-    });
+    const { t, trigger } = await startRtMaps(300);
     const dir = await tempImageDir();
     const was = { ...scanAheadStats };
     await withVmFlagsMode(
@@ -113,10 +107,7 @@ Deno.test({
   name: "scan ahead: a collect without a plan leaves no pagemap fd open; a dump closes its walks",
   ignore: ignore || !loadVmaIterator(),
   fn: withTargets(async () => {
-    const { t } = await startTriggered("rt_maps", RT_MAPS_READY, {
-      passWork: true,
-      extra: ["300"],
-    });
+    const { t } = await startRtMaps(300);
     const tree = freezeTree(t.pid);
     try {
       const p = tree.processes[0];

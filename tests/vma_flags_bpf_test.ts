@@ -44,7 +44,7 @@ import { readImageFile } from "../engine/image/reader.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
 import { withTargets } from "./helpers/targets.ts";
-import { RT_MAPS_READY, withVmFlagsMode } from "./helpers/vmflags_mode.ts";
+import { startRtMaps, withVmFlagsMode } from "./helpers/vmflags_mode.ts";
 
 /**
  * Whether this machine lets cryo load the iterator (root, BPF, BTF): where it
@@ -126,10 +126,7 @@ bpfTest(
       }
       await t.kill();
     }
-    const { t } = await startTriggered("rt_maps", RT_MAPS_READY, {
-      passWork: true,
-      extra: ["3000"],
-    });
+    const { t } = await startRtMaps(3000);
     const n = frozen(t.pid, () => assertIteratorIsSmaps(t.pid, "rt_maps"));
     assert.ok(n > 3000, `${n} areas`);
     await t.kill();

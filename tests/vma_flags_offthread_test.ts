@@ -21,16 +21,14 @@ import {
 } from "../engine/dump/vm_flags.ts";
 import { loadVmaIterator, readVmaBytes, startVmaBytesRead } from "../engine/proc/vma_flags_bpf.ts";
 import { readSmapsFlags } from "../engine/proc/smaps_flags.ts";
-import { readMaps } from "../engine/proc/maps.ts";
 import { freezeTree, thawTree } from "../engine/dump/freeze.ts";
 import { withInjection } from "../engine/dump/injected.ts";
 import { collectProcess, pipeTopology } from "../engine/dump/process.ts";
 import { readFds } from "../engine/proc/fds.ts";
 import { Refusals } from "../engine/support.ts";
 import { SYS } from "../ffi/sysno.ts";
-import { startTriggered } from "./helpers/roundtrip.ts";
 import { withTargets } from "./helpers/targets.ts";
-import { RT_MAPS_READY, withVmFlagsMode } from "./helpers/vmflags_mode.ts";
+import { loneRwPages, startRtMaps, withVmFlagsMode } from "./helpers/vmflags_mode.ts";
 
 const BPF_HERE = loadVmaIterator();
 
@@ -39,10 +37,7 @@ Deno.test({
   ignore: !BPF_HERE,
   fn: withTargets(async () => {
     // 3,000 spaced mappings: ~3,000 records, three reads of the iterator's 32 KiB.
-    const { t } = await startTriggered("rt_maps", RT_MAPS_READY, {
-      passWork: true,
-      extra: ["3000"],
-    });
+    const { t } = await startRtMaps(3000);
     const tree = freezeTree(t.pid);
     try {
       const whole = readVmaBytes(t.pid);
@@ -73,16 +68,9 @@ Deno.test({
   name: "flags off thread: the collect's mappings get smaps' flags, kept, decoded or from smaps",
   ignore: !BPF_HERE,
   fn: withTargets(async () => {
-    const { t } = await startTriggered("rt_maps", RT_MAPS_READY, {
-      passWork: true,
-      extra: ["300"],
-    });
+    const { t } = await startRtMaps(300);
     try {
-      const all = readMaps(t.pid);
-      const other = all.filter((m, i) =>
-        i > 0 && i + 1 < all.length && m.path === "" && m.perms === "rw-p" &&
-        m.end - m.start === 4096n && all[i - 1].end < m.start && all[i + 1].start > m.end
-      ).at(-1);
+      const other = loneRwPages(t.pid).at(-1);
       assert.ok(other, "a one-page rw-p area alone");
       /** One collect of the frozen target with `check`, `change` run first; its mappings' flags. */
       const collect = async (check: VmFlagsCheck | undefined, change?: () => void) => {

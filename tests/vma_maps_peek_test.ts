@@ -19,13 +19,11 @@ import {
 } from "../engine/dump/vm_flags.ts";
 import { loadVmaIterator } from "../engine/proc/vma_flags_bpf.ts";
 import { readSmapsFlags } from "../engine/proc/smaps_flags.ts";
-import { readMaps } from "../engine/proc/maps.ts";
 import { freezeTree, thawTree } from "../engine/dump/freeze.ts";
 import { withInjection } from "../engine/dump/injected.ts";
 import { SYS } from "../ffi/sysno.ts";
-import { startTriggered } from "./helpers/roundtrip.ts";
 import { withTargets } from "./helpers/targets.ts";
-import { RT_MAPS_READY, withVmFlagsMode } from "./helpers/vmflags_mode.ts";
+import { loneRwPages, startRtMaps, withVmFlagsMode } from "./helpers/vmflags_mode.ts";
 
 const BPF_HERE = loadVmaIterator();
 
@@ -43,16 +41,9 @@ Deno.test({
   name: "maps peek: the scan and the collect share the parse for the same bytes; a change is seen",
   ignore: !BPF_HERE,
   fn: withTargets(async () => {
-    const { t } = await startTriggered("rt_maps", RT_MAPS_READY, {
-      passWork: true,
-      extra: ["300"],
-    });
+    const { t } = await startRtMaps(300);
     try {
-      const all = readMaps(t.pid);
-      const target = all.find((m, i) =>
-        i > 0 && i + 1 < all.length && m.path === "" && m.perms === "rw-p" &&
-        m.end - m.start === 4096n && all[i - 1].end < m.start && all[i + 1].start > m.end
-      );
+      const target = loneRwPages(t.pid)[0];
       assert.ok(target, "a one-page rw-p area");
 
       // Unchanged: the peek gives the parse, the collect takes it without another read.

@@ -22,19 +22,12 @@ import {
 } from "../engine/dump/vm_flags.ts";
 import { loadVmaIterator } from "../engine/proc/vma_flags_bpf.ts";
 import { readSmapsFlags } from "../engine/proc/smaps_flags.ts";
-import {
-  countMappings,
-  parseMapsBytes,
-  readMaps,
-  sameBytes,
-  takeCountedMaps,
-} from "../engine/proc/maps.ts";
+import { countMappings, parseMapsBytes, sameBytes, takeCountedMaps } from "../engine/proc/maps.ts";
 import { freezeTree, thawTree } from "../engine/dump/freeze.ts";
 import { withInjection } from "../engine/dump/injected.ts";
 import { SYS } from "../ffi/sysno.ts";
-import { startTriggered } from "./helpers/roundtrip.ts";
 import { withTargets } from "./helpers/targets.ts";
-import { RT_MAPS_READY, withVmFlagsMode } from "./helpers/vmflags_mode.ts";
+import { loneRwPages, startRtMaps, withVmFlagsMode } from "./helpers/vmflags_mode.ts";
 
 const BPF_HERE = loadVmaIterator();
 
@@ -73,18 +66,11 @@ Deno.test({
   name: "maps reuse: the freeze reuses the parse only for the same bytes; a change is seen",
   ignore: !BPF_HERE,
   fn: withTargets(async () => {
-    const { t } = await startTriggered("rt_maps", RT_MAPS_READY, {
-      passWork: true,
-      extra: ["300"],
-    });
+    const { t } = await startRtMaps(300);
     try {
       // One-page private anonymous read-write areas with a gap on each side (no
       // merge with a neighbour after the changes below), to change.
-      const all = readMaps(t.pid);
-      const alone = all.filter((m, i) =>
-        i > 0 && i + 1 < all.length && m.path === "" && m.perms === "rw-p" &&
-        m.end - m.start === 4096n && all[i - 1].end < m.start && all[i + 1].start > m.end
-      );
+      const alone = loneRwPages(t.pid);
       const [target, other] = [alone[0], alone[alone.length - 1]];
       assert.ok(target && other && target !== other, `two one-page rw-p areas: ${alone.length}`);
       const round = async () => {
