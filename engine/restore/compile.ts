@@ -81,7 +81,7 @@ import { emitThreadClones } from "./thread_clone.ts";
 import { chainedCreds, emitThreadSections, type ThreadSections } from "./thread_state.ts";
 import { hexMinus, hexNum } from "../image/hexnum.ts";
 import { anonRunLength, emitAnonMmap, emitAnonRun } from "./anon_runs.ts";
-import { emitPageLoads, emitRunLoads, pageHelperTid } from "./page_loads.ts";
+import { emitPageLoads, emitRunLoads, pageHelperTid, UFFD_BUDGET } from "./page_loads.ts";
 
 /** Slot numbers used by compiled programs. */
 export const SLOTS = {
@@ -322,6 +322,10 @@ function emitMemory(
     tid: pageHelperTid(proc, opts.images),
     slot: SLOTS.scratch,
     slotAddress: slotsAddress + BigInt(SLOTS.scratch * 8),
+    // The vdso scratch area (free while the program runs): the userfaultfd loads' staging.
+    stage: BigInt(proc.bootstrap.start) + BigInt(proc.bootstrap.size) - BigInt(VDSO_SCRATCH_BYTES),
+    uffdSlot: SLOTS.uffd,
+    uffdBudget: UFFD_BUDGET,
   };
   for (let i = 0; i < proc.mappings.length; i++) {
     const m = proc.mappings[i];
@@ -338,7 +342,7 @@ function emitMemory(
         i,
         run,
         SLOTS.image,
-        (stretches) => emitRunLoads(p, proc, stretches, SLOTS.image, helper, m.start),
+        (stretches) => emitRunLoads(p, proc, stretches, SLOTS.image, helper, m.start, true),
         examine,
       ); // page_loads.ts
       i += run - 1;
