@@ -45,8 +45,10 @@
  * fails the restore. Once both halves are in, the range is unregistered
  * and the userfaultfd closed, before anything else touches the mapping.
  * A kernel or sandbox without userfaultfd, or a range it refuses, loads
- * the pages as above (the same ops, emitted beside); so does a helper
- * that never ran, after the range is unregistered. The staging buffers
+ * the pages as above (the same ops, emitted beside); so does a process
+ * whose helper does not run when the main thread looks (none was made, or
+ * it is done already: its pages are read again), after the range is
+ * unregistered. The staging buffers
  * are the bootstrap's vdso scratch area (engine/restore/compile.ts),
  * unused after the exec set-up, mapped afresh by the first such load (the
  * vdso parked there left a hole) and unmapped with the bootstrap.
@@ -311,10 +313,9 @@ export function emitRunLoads(
     (helper.uffdBudget ?? 0) >= total;
   const usual = `page-usual-${at}`;
   const after = `page-after-${at}`;
-  const join = `page-join-${at}`;
   if (byUffd) {
     helper.uffdBudget! -= total;
-    emitUffdLoads(p, proc, pieces, mine, theirs, imageSlot, helper, at, usual, join, after);
+    emitUffdLoads(p, proc, pieces, mine, theirs, imageSlot, helper, at, usual, after);
   }
   p.label(usual);
   const helperTid = helper.tid;
@@ -325,6 +326,7 @@ export function emitRunLoads(
   const args = helperCloneArgs(p, helper);
   const helperLabel = `page-helper-${at}`;
   const mineLabel = `page-main-${at}`;
+  const join = `page-join-${at}`;
   p.op(SYS.clone3, [args, cloneArgs.size], {
     allowFail: true,
     jumpIfZeroTo: helperLabel,
@@ -391,9 +393,9 @@ function helperCloneArgs(p: ProgramBuilder, helper: PageHelper): bigint {
 /**
  * The userfaultfd loads of one split range (see the module doc): jumps to
  * `usual` (the usual loads) when the userfaultfd or its registration is
- * refused, to `join` (the usual loads' wait for the helper) when no helper
- * runs, after the range is unregistered and loaded the usual way; else
- * ends at `after`, the range unregistered and the userfaultfd closed.
+ * refused, or when no helper runs (after the range is unregistered and
+ * the userfaultfd closed); else ends at `after`, the range unregistered
+ * and the userfaultfd closed.
  */
 function emitUffdLoads(
   p: ProgramBuilder,
@@ -405,7 +407,6 @@ function emitUffdLoads(
   helper: PageHelper,
   at: string,
   usual: string,
-  join: string,
   after: string,
 ): void {
   const u = helper.uffdSlot!;
@@ -464,11 +465,11 @@ function emitUffdLoads(
     jumpIfZeroTo: mineLabel,
     comment: "the helper runs; else unregister and load it all the usual way",
   });
+  // No helper runs (none was made, or it is done already): the usual loads, from their own
+  // clone on (pages the helper copied in are read again, the same bytes).
   p.op(SYS.ioctl, [slot(u), UFFDIO_UNREGISTER, range]);
   p.op(SYS.close, [slot(u)]);
-  emitPieces(p, theirs, imageSlot);
-  emitPieces(p, mine, imageSlot);
-  p.op(SYS.rt_sigprocmask, [0, 0, 0, 8], { jumpIfZeroTo: join });
+  p.op(SYS.rt_sigprocmask, [0, 0, 0, 8], { jumpIfZeroTo: usual });
   p.label(mineLabel);
   emitCopies(p, mine, imageSlot, u, stage);
   const word = helper.slotAddress;
