@@ -86,11 +86,13 @@ const PAGE = 4096;
 /** Each loading thread's staging buffer for `UFFDIO_COPY`: half of the 1 MiB staging area. */
 export const STAGE_BYTES = 512 << 10;
 /**
- * Bytes of one process loaded by userfaultfd at most: each piece adds two
- * ops and a 40-byte struct to the program, which must fit the bootstrap
- * (the rest loads the usual way).
+ * Bytes of one process loaded by userfaultfd at most: each piece of
+ * {@link STAGE_BYTES} adds two ops and a 40-byte struct to the program
+ * (~170 KiB per 512 MiB), which must fit the bootstrap; a range beyond
+ * the budget left loads the usual way, and a program that would not fit
+ * is compiled again without these loads (engine/restore/compile.ts).
  */
-export const UFFD_BUDGET = 256 << 20;
+export const UFFD_BUDGET = 1 << 30;
 /** userfaultfd(2) flags: close-on-exec, user-mode faults only (allowed unprivileged). */
 const UFFD_FLAGS = 0o2000000 | 1;
 const UFFD_API = 0xaan;
