@@ -16,7 +16,8 @@
 import assert from "node:assert/strict";
 import type { ProcessImage } from "../engine/model.ts";
 import { planRestore, restore } from "../engine/restore/mod.ts";
-import { pageHelperTid, splitPieces } from "../engine/restore/page_loads.ts";
+import { pageHelperTid, splitPieces, uffdEligible } from "../engine/restore/page_loads.ts";
+import type { Mapping } from "../engine/model.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
 import { adoptPid, startTarget, withTargets } from "./helpers/targets.ts";
@@ -36,6 +37,8 @@ const CHECKS = [
   "ro-region-perms",
 ];
 const READY = /^ready pid=(\d+)$/m;
+/** _IOWR(0xAA, 0x03, struct uffdio_copy). */
+const UFFDIO_COPY = 0xc028aa03n;
 
 /** A single-threaded process image with just what {@link pageHelperTid} reads. */
 function imageOf(pid: number, tids: number[] = [pid]): ProcessImage {
@@ -57,6 +60,16 @@ Deno.test("the pages are split in two halves of the same size, at a page boundar
     fileOffset: 0x1000 + 2 * MiB + 4096,
   });
   assert.deepEqual(b[1], { addr: 0x20000000, length: MiB + 8192, fileOffset: 0x1000 + 3 * MiB });
+});
+
+Deno.test("only private anonymous memory of the process's own is loaded by userfaultfd", () => {
+  const m = (extra: Partial<Mapping>) =>
+    ({ kind: "anon", vmFlags: ["rd", "wr", "mr", "mw", "me", "ac"], ...extra }) as Mapping;
+  assert.equal(uffdEligible(m({})), true);
+  assert.equal(uffdEligible(m({ kind: "file-private" })), false);
+  assert.equal(uffdEligible(m({ kind: "anon-shared" })), false);
+  assert.equal(uffdEligible(m({ inherited: true } as Partial<Mapping>)), false);
+  assert.equal(uffdEligible(m({ vmFlags: ["rd", "wr", "ht"] })), false);
 });
 
 Deno.test("the helper's tid is outside every pid and tid of the tree, one per process", () => {
@@ -86,6 +99,12 @@ async function roundTrip(): Promise<void> {
   ops.forEach((o, i) => {
     if (o.comment?.startsWith("page helper thread")) assert.equal(ops[i + 1].nr, SYS.tgkill);
   });
+  // Both ranges are private anonymous: copied in by the process's own userfaultfd, the usual
+  // loads beside them as the fallback.
+  assert.equal(ops.filter((o) => o.nr === SYS.userfaultfd).length, 2);
+  const copies = ops.filter((o) => o.nr === SYS.ioctl && BigInt(o.args[1]) === UFFDIO_COPY);
+  assert.ok(copies.length >= 8, `${copies.length} UFFDIO_COPY ops`);
+  assert.ok(ops.some((o) => o.nr === SYS.madvise), "the usual loads are there too");
   await Deno.writeTextFile(trigger, "");
   assertChecksPassed(t, CHECKS, await t.wait(20000));
 }

@@ -81,7 +81,7 @@ import { emitThreadClones } from "./thread_clone.ts";
 import { chainedCreds, emitThreadSections, type ThreadSections } from "./thread_state.ts";
 import { hexMinus, hexNum } from "../image/hexnum.ts";
 import { anonRunLength, emitAnonMmap, emitAnonRun } from "./anon_runs.ts";
-import { emitPageLoads, emitRunLoads, pageHelperTid } from "./page_loads.ts";
+import { emitPageLoads, emitRunLoads, pageHelperTid, UFFD_BUDGET } from "./page_loads.ts";
 
 /** Slot numbers used by compiled programs. */
 export const SLOTS = {
@@ -127,6 +127,12 @@ export interface CompileOptions {
    * data byte is encoded, and the bootstrap blob is zeros of its exact length.
    */
   checkOnly?: boolean;
+  /**
+   * false: no page loads by userfaultfd (engine/restore/page_loads.ts);
+   * {@link compileProcess} compiles again so when the program would not
+   * fit the bootstrap with them.
+   */
+  uffdLoads?: boolean;
 }
 
 /** A compiled process: its bootstrap blob and what the engine does afterwards. */
@@ -209,6 +215,8 @@ export function compileProcess(proc: ProcessImage, opts: CompileOptions): Compil
   const bootstrap = boot.finish({ restore, standalone });
   const limit = base + BigInt(proc.bootstrap.size) - BigInt(VDSO_SCRATCH_BYTES);
   if (base + BigInt(bootstrap.blob.length) > limit) {
+    // The userfaultfd loads' ops are what made it too large: without them, as before.
+    if (opts.uffdLoads !== false) return compileProcess(proc, { ...opts, uffdLoads: false });
     throw new UnsupportedError(`process ${proc.pid}`, [
       `restore program (${bootstrap.blob.length} bytes) does not fit the reserved bootstrap range`,
     ]);
@@ -322,6 +330,10 @@ function emitMemory(
     tid: pageHelperTid(proc, opts.images),
     slot: SLOTS.scratch,
     slotAddress: slotsAddress + BigInt(SLOTS.scratch * 8),
+    // The vdso scratch area (free while the program runs): the userfaultfd loads' staging.
+    stage: BigInt(proc.bootstrap.start) + BigInt(proc.bootstrap.size) - BigInt(VDSO_SCRATCH_BYTES),
+    uffdSlot: SLOTS.uffd,
+    uffdBudget: opts.uffdLoads === false ? 0 : UFFD_BUDGET,
   };
   for (let i = 0; i < proc.mappings.length; i++) {
     const m = proc.mappings[i];
@@ -338,7 +350,7 @@ function emitMemory(
         i,
         run,
         SLOTS.image,
-        (stretches) => emitRunLoads(p, proc, stretches, SLOTS.image, helper, m.start),
+        (stretches) => emitRunLoads(p, proc, stretches, SLOTS.image, helper, m.start, true),
         examine,
       ); // page_loads.ts
       i += run - 1;

@@ -32,6 +32,27 @@
  * `int3`: untraced, the helper dies of SIGTRAP, and with it the whole
  * process, which the session reports as a failed restore.
  *
+ * **By userfaultfd** (a split load of private anonymous memory, when the
+ * compile gave a staging area): the range is registered with a
+ * userfaultfd of the restored process's own (missing mode, user-mode
+ * faults only: no page of it is faulted while it is registered) and each
+ * piece of at most {@link STAGE_BYTES} is read into the loading thread's
+ * staging buffer and copied in with `UFFDIO_COPY`, which allocates each
+ * page and copies into it: no zeroing of the page first and no page-table
+ * walk of `MADV_POPULATE_WRITE` (128 MiB on two threads here: 21 to 25 ms
+ * against 30 to 36; docs/PERFORMANCE.md, "Small and mid restores, ninth
+ * pass"). A `UFFDIO_COPY` that fails (a page already there included)
+ * fails the restore. Once both halves are in, the range is unregistered
+ * and the userfaultfd closed, before anything else touches the mapping.
+ * A kernel or sandbox without userfaultfd, or a range it refuses, loads
+ * the pages as above (the same ops, emitted beside); so does a process
+ * whose helper does not run when the main thread looks (none was made, or
+ * it is done already: its pages are read again), after the range is
+ * unregistered. The staging buffers
+ * are the bootstrap's vdso scratch area (engine/restore/compile.ts),
+ * unused after the exec set-up, mapped afresh by the first such load (the
+ * vdso parked there left a hole) and unmapped with the bootstrap.
+ *
  * @module
  */
 
@@ -62,6 +83,27 @@ export const SPLIT_MIN = 2 << 20;
 const CLONE_UNTRACED = 0x800000n;
 const FUTEX_WAIT = 0;
 const PAGE = 4096;
+/** Each loading thread's staging buffer for `UFFDIO_COPY`: half of the 1 MiB staging area. */
+export const STAGE_BYTES = 512 << 10;
+/**
+ * Bytes of one process loaded by userfaultfd at most: each piece of
+ * {@link STAGE_BYTES} adds two ops and a 40-byte struct to the program
+ * (~170 KiB per 512 MiB), which must fit the bootstrap; a range beyond
+ * the budget left loads the usual way, and a program that would not fit
+ * is compiled again without these loads (engine/restore/compile.ts).
+ */
+export const UFFD_BUDGET = 1 << 30;
+/** userfaultfd(2) flags: close-on-exec, user-mode faults only (allowed unprivileged). */
+const UFFD_FLAGS = 0o2000000 | 1;
+const UFFD_API = 0xaan;
+const UFFDIO_API = 0xc018aa3fn;
+const UFFDIO_REGISTER = 0xc020aa00n;
+const UFFDIO_UNREGISTER = 0x8010aa01n;
+const UFFDIO_COPY = 0xc028aa03n;
+const UFFDIO_REGISTER_MODE_MISSING = 1n;
+const PROT_RW = 3;
+/** MAP_PRIVATE | MAP_FIXED | MAP_ANONYMOUS. */
+const MAP_PRIVATE_FIXED_ANON = 0x32;
 
 /** One pread of pages: `length` bytes at `addr` from `fileOffset` of the image. */
 export interface Piece {
@@ -176,6 +218,17 @@ export interface PageHelper {
   slot: number;
   /** Its address in the restored process. */
   slotAddress: bigint;
+  /**
+   * The staging area of the userfaultfd loads: 2 x {@link STAGE_BYTES},
+   * free while pages load; none: no userfaultfd loads.
+   */
+  stage?: bigint;
+  /** A slot free while pages load, for the userfaultfd. */
+  uffdSlot?: number;
+  /** Bytes this process may still load by userfaultfd (starts at {@link UFFD_BUDGET}). */
+  uffdBudget?: number;
+  /** Whether the staging area was mapped afresh already (the first userfaultfd load does). */
+  stageMapped?: boolean;
 }
 
 /**
@@ -195,7 +248,47 @@ export function emitPageLoads(
     length: r.length,
     fileOffset: r.fileOffset,
   }));
-  emitRunLoads(p, proc, runs, imageSlot, helper, m.start);
+  emitRunLoads(p, proc, runs, imageSlot, helper, m.start, uffdEligible(m));
+}
+
+/**
+ * Whether `m`'s pages may be loaded by userfaultfd: private anonymous
+ * memory that is not hugetlb, nor inherited (a forked child's pages may
+ * be there already), nor System V or AIO memory.
+ */
+export function uffdEligible(m: Mapping): boolean {
+  return m.kind === "anon" && !m.inherited && m.sysvShm === undefined && !m.aio &&
+    !m.vmFlags.includes("ht");
+}
+
+/** `pieces` cut further into pieces of at most `max` bytes (page multiples). */
+function cutPieces(pieces: readonly Piece[], max: number): Piece[] {
+  const out: Piece[] = [];
+  for (const piece of pieces) {
+    for (let done = 0; done < piece.length; done += max) {
+      out.push({
+        addr: hexPlus(piece.addr, done),
+        length: Math.min(max, piece.length - done),
+        fileOffset: piece.fileOffset + done,
+      });
+    }
+  }
+  return out;
+}
+
+/** Each piece read into `stage` and copied into place with `UFFDIO_COPY` (which must succeed). */
+function emitCopies(
+  p: ProgramBuilder,
+  pieces: readonly Piece[],
+  imageSlot: number,
+  uffdSlot: number,
+  stage: bigint,
+): void {
+  for (const piece of cutPieces(pieces, STAGE_BYTES)) {
+    p.op(SYS.pread64, [slot(imageSlot), stage, piece.length, piece.fileOffset]);
+    const copy = p.u64s([BigInt(piece.addr), stage, BigInt(piece.length), 0n, 0n]);
+    p.op(SYS.ioctl, [slot(uffdSlot), UFFDIO_COPY, copy]);
+  }
 }
 
 /**
@@ -211,36 +304,31 @@ export function emitRunLoads(
   imageSlot: number,
   helper: PageHelper,
   key: string,
+  uffd = false,
 ): void {
   const pieces = piecesOf(runs);
   const total = pieces.reduce((a, piece) => a + piece.length, 0);
   if (total < SPLIT_MIN) return emitPieces(p, pieces, imageSlot);
   const [mine, theirs] = splitPieces(pieces);
   const at = key;
+  const byUffd = uffd && helper.stage !== undefined && helper.uffdSlot !== undefined &&
+    (helper.uffdBudget ?? 0) >= total;
+  const usual = `page-usual-${at}`;
+  const after = `page-after-${at}`;
+  if (byUffd) {
+    helper.uffdBudget! -= total;
+    emitUffdLoads(p, proc, pieces, mine, theirs, imageSlot, helper, at, usual, after);
+  }
+  p.label(usual);
   const helperTid = helper.tid;
   // The futex word, in the scratch slot: 0, then the helper's tid while it runs
   // (CLONE_PARENT_SETTID, only if clone3 made it), 0 again once it exited.
   const word = helper.slotAddress;
   p.op(SYS.rt_sigprocmask, [0, 0, 0, 8], { store: helper.slot, comment: "zero the helper's word" });
-  const flags = CLONE.VM | CLONE.FS | CLONE.FILES | CLONE.SIGHAND | CLONE.THREAD |
-    CLONE.SYSVSEM | CLONE_UNTRACED | CLONE.PARENT_SETTID | CLONE.CHILD_CLEARTID;
-  const args = p.data(cloneArgs.encode({
-    flags,
-    pidfd: 0n,
-    childTid: word,
-    parentTid: word,
-    exitSignal: 0n,
-    stack: 0n,
-    stackSize: 0n,
-    tls: 0n,
-    cgroup: 0n,
-    setTid: p.u64s([helperTid]),
-    setTidSize: 1n,
-  }));
+  const args = helperCloneArgs(p, helper);
   const helperLabel = `page-helper-${at}`;
   const mineLabel = `page-main-${at}`;
   const join = `page-join-${at}`;
-  const after = `page-after-${at}`;
   p.op(SYS.clone3, [args, cloneArgs.size], {
     allowFail: true,
     jumpIfZeroTo: helperLabel,
@@ -282,4 +370,129 @@ export function emitRunLoads(
   emitPieces(p, theirs, imageSlot);
   p.op(SYS.exit, [0], { comment: "the page helper ends" });
   p.label(after);
+}
+
+/** The clone3 arguments of the page helper (see the module doc). */
+function helperCloneArgs(p: ProgramBuilder, helper: PageHelper): bigint {
+  const word = helper.slotAddress;
+  const flags = CLONE.VM | CLONE.FS | CLONE.FILES | CLONE.SIGHAND | CLONE.THREAD |
+    CLONE.SYSVSEM | CLONE_UNTRACED | CLONE.PARENT_SETTID | CLONE.CHILD_CLEARTID;
+  return p.data(cloneArgs.encode({
+    flags,
+    pidfd: 0n,
+    childTid: word,
+    parentTid: word,
+    exitSignal: 0n,
+    stack: 0n,
+    stackSize: 0n,
+    tls: 0n,
+    cgroup: 0n,
+    setTid: p.u64s([helper.tid]),
+    setTidSize: 1n,
+  }));
+}
+
+/**
+ * The userfaultfd loads of one split range (see the module doc): jumps to
+ * `usual` (the usual loads) when the userfaultfd or its registration is
+ * refused, or when no helper runs (after the range is unregistered and
+ * the userfaultfd closed); else ends at `after`, the range unregistered
+ * and the userfaultfd closed.
+ */
+function emitUffdLoads(
+  p: ProgramBuilder,
+  proc: ProcessImage,
+  pieces: readonly Piece[],
+  mine: readonly Piece[],
+  theirs: readonly Piece[],
+  imageSlot: number,
+  helper: PageHelper,
+  at: string,
+  usual: string,
+  after: string,
+): void {
+  const u = helper.uffdSlot!;
+  const stage = helper.stage!;
+  const first = pieces[0];
+  const last = pieces[pieces.length - 1];
+  const start = BigInt(first.addr);
+  const end = BigInt(last.addr) + BigInt(last.length);
+  const apiOk = `page-uffd-api-${at}`;
+  const registered = `page-uffd-reg-${at}`;
+  const refused = `page-uffd-refused-${at}`;
+  const helperLabel = `page-uffd-helper-${at}`;
+  const mineLabel = `page-uffd-main-${at}`;
+  const uJoin = `page-uffd-join-${at}`;
+  const uGone = `page-uffd-gone-${at}`;
+  const uYield = `page-uffd-yield-${at}`;
+  if (!helper.stageMapped) {
+    // The exec set-up parked the vdso there (and left a hole): mapped afresh, read-write.
+    p.op(SYS.mmap, [stage, 2 * STAGE_BYTES, PROT_RW, MAP_PRIVATE_FIXED_ANON, -1, 0], {
+      comment: "the staging area of the userfaultfd loads",
+    });
+    helper.stageMapped = true;
+  }
+  p.op(SYS.userfaultfd, [UFFD_FLAGS], {
+    allowFail: true,
+    store: u,
+    comment: `userfaultfd for ${at}'s pages`,
+  });
+  p.op(SYS.ioctl, [slot(u), UFFDIO_API, p.u64s([UFFD_API, 0n, 0n])], {
+    allowFail: true,
+    jumpIfZeroTo: apiOk,
+  });
+  p.label(refused);
+  p.op(SYS.close, [slot(u)], { allowFail: true });
+  p.op(SYS.rt_sigprocmask, [0, 0, 0, 8], { jumpIfZeroTo: usual, comment: "the usual loads" });
+  p.label(apiOk);
+  const range = p.u64s([start, end - start]);
+  p.op(SYS.ioctl, [
+    slot(u),
+    UFFDIO_REGISTER,
+    p.u64s([start, end - start, UFFDIO_REGISTER_MODE_MISSING, 0n]),
+  ], {
+    allowFail: true,
+    jumpIfZeroTo: registered,
+  });
+  p.op(SYS.rt_sigprocmask, [0, 0, 0, 8], { jumpIfZeroTo: refused });
+  p.label(registered);
+  p.op(SYS.rt_sigprocmask, [0, 0, 0, 8], { store: helper.slot, comment: "zero the helper's word" });
+  p.op(SYS.clone3, [helperCloneArgs(p, helper), cloneArgs.size], {
+    allowFail: true,
+    jumpIfZeroTo: helperLabel,
+    comment: `page helper thread ${helper.tid} copies half of ${at}'s pages in`,
+  });
+  p.op(SYS.tgkill, [proc.pid, slot(helper.slot), 0], {
+    allowFail: true,
+    jumpIfZeroTo: mineLabel,
+    comment: "the helper runs; else unregister and load it all the usual way",
+  });
+  // No helper runs (none was made, or it is done already): the usual loads, from their own
+  // clone on (pages the helper copied in are read again, the same bytes).
+  p.op(SYS.ioctl, [slot(u), UFFDIO_UNREGISTER, range]);
+  p.op(SYS.close, [slot(u)]);
+  p.op(SYS.rt_sigprocmask, [0, 0, 0, 8], { jumpIfZeroTo: usual });
+  p.label(mineLabel);
+  emitCopies(p, mine, imageSlot, u, stage);
+  const word = helper.slotAddress;
+  p.label(uJoin);
+  p.op(SYS.futex, [word, FUTEX_WAIT, helper.tid, 0, 0, 0], {
+    allowFail: true,
+    jumpIfZeroTo: uJoin,
+    comment: "wait for the page helper's exit",
+  });
+  p.label(uGone);
+  p.op(SYS.tgkill, [proc.pid, helper.tid, 0], {
+    allowFail: true,
+    jumpIfZeroTo: uYield,
+    comment: "the page helper's tid still taken",
+  });
+  p.op(SYS.ioctl, [slot(u), UFFDIO_UNREGISTER, range], { comment: `${at}'s pages are in` });
+  p.op(SYS.close, [slot(u)]);
+  p.op(SYS.rt_sigprocmask, [0, 0, 0, 8], { jumpIfZeroTo: after });
+  p.label(uYield);
+  p.op(SYS.sched_yield, [], { jumpIfZeroTo: uGone });
+  p.label(helperLabel);
+  emitCopies(p, theirs, imageSlot, u, stage + BigInt(STAGE_BYTES));
+  p.op(SYS.exit, [0], { comment: "the page helper ends" });
 }
