@@ -70,6 +70,12 @@ Deno.test("only private anonymous memory of the process's own is loaded by userf
   assert.equal(uffdEligible(m({ kind: "anon-shared" })), false);
   assert.equal(uffdEligible(m({ inherited: true } as Partial<Mapping>)), false);
   assert.equal(uffdEligible(m({ vmFlags: ["rd", "wr", "ht"] })), false);
+  assert.equal(uffdEligible(m({ vmFlags: ["rd", "wr", "hg"] })), false, "huge pages asked for");
+  assert.equal(
+    uffdEligible(m({ vmFlags: ["rd", "wr", "um"] })),
+    false,
+    "the program's own userfaultfd",
+  );
 });
 
 Deno.test("the helper's tid is outside every pid and tid of the tree, one per process", () => {

@@ -254,12 +254,17 @@ export function emitPageLoads(
 /**
  * Whether `m`'s pages may be loaded by userfaultfd: private anonymous
  * memory that is not hugetlb, nor inherited (a forked child's pages may
- * be there already), nor System V or AIO memory.
+ * be there already), nor System V or AIO memory; nor marked for huge
+ * pages ("hg": a copy makes small pages where a populate made huge ones),
+ * nor registered with a userfaultfd of the program's own ("um", "uw", "ui").
  */
 export function uffdEligible(m: Mapping): boolean {
   return m.kind === "anon" && !m.inherited && m.sysvShm === undefined && !m.aio &&
-    !m.vmFlags.includes("ht");
+    !UFFD_INELIGIBLE_FLAGS.some((f) => m.vmFlags.includes(f));
 }
+
+/** VmFlags that keep a mapping's pages out of the userfaultfd loads (see {@link uffdEligible}). */
+const UFFD_INELIGIBLE_FLAGS = ["ht", "hg", "um", "uw", "ui"];
 
 /** `pieces` cut further into pieces of at most `max` bytes (page multiples). */
 function cutPieces(pieces: readonly Piece[], max: number): Piece[] {
