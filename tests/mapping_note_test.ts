@@ -4,9 +4,7 @@
  * gives it back (the same fields, values, key order); the records a row
  * cannot give back the same stay whole; a damaged note is refused by name
  * or decodes to one record per row, whose runs are left to the reader's
- * check unless they lie in place; the address values a dump gives with its
- * records change no byte of the note, whatever became of the records after
- * (a text changed is parsed). The images through the reader:
+ * check unless they lie in place. The images through the reader:
  * tests/image_test.ts.
  */
 
@@ -16,10 +14,8 @@ import {
   decodeMappingNote,
   encodeMappingNote,
   hexAt,
-  knowMappingValues,
   MappingNoteError,
   MAPPINGS_IN_NOTE,
-  type MappingValues,
   WHOLE_ROW,
 } from "../engine/image/mapping_note.ts";
 import { Rng } from "../scripts/fuzz/mutate.ts";
@@ -184,60 +180,6 @@ function plainCopy(m: Mapping): unknown {
     pages,
   };
 }
-
-/** The values of `list`'s canonical texts (some left out), as a dump gives them. */
-function valuesOf(rng: Rng, list: Mapping[]): MappingValues {
-  const n = list.length;
-  const v: MappingValues = {
-    startText: new Array(n),
-    start: new Float64Array(n),
-    endText: new Array(n),
-    end: new Float64Array(n),
-    offsetText: new Array(n),
-    offset: new Float64Array(n),
-  };
-  const ok = /^0x([1-9a-f][0-9a-f]{0,12}|0)$/;
-  list.forEach((m, i) => {
-    for (const f of ["start", "end", "offset"] as const) {
-      const t = m[f];
-      if (typeof t !== "string" || !ok.test(t) || rng.int(5) === 0) continue;
-      v[`${f}Text`][i] = t;
-      v[f][i] = parseInt(t.slice(2), 16);
-    }
-  });
-  return v;
-}
-
-Deno.test("mapping rows: the values given with the records change no byte, records changed after are parsed", () => {
-  const rng = new Rng(31);
-  let changed = 0;
-  for (let round = 0; round < 200; round++) {
-    const list = randomList(rng, rng.int(80));
-    const values = valuesOf(rng, list);
-    // Records changed after their values were given: another text, or another record.
-    for (const m of list) {
-      if (rng.int(8) !== 0) continue;
-      const f = rng.pick(["start", "end", "offset"] as const);
-      m[f] = rng.pick([hex(rng.int(2 ** 40) * PAGE), "0x00", "0xABC", "zz", `${m[f]}`]);
-      changed++;
-    }
-    if (list.length > 2 && rng.int(4) === 0) list.reverse();
-    const plainList = JSON.parse(JSON.stringify(list));
-    knowMappingValues(list, values);
-    const withValues = encodeMappingNote(list);
-    const without = encodeMappingNote(plainList);
-    assert.deepEqual(withValues.desc, without.desc, `round ${round}`);
-    assert.deepEqual(withValues.json, without.json, `round ${round}`);
-  }
-  assert.ok(changed > 500, `${changed} changed`);
-  // A value not its text's would be written: the rows do take the values.
-  const list = randomList(new Rng(5), 20).map((m) => ({ ...m, end: m.end }));
-  const values = valuesOf(new Rng(6), list);
-  values.end.forEach((e, i) => values.end[i] = e + PAGE);
-  const plainCopyOf = JSON.parse(JSON.stringify(list));
-  knowMappingValues(list, values);
-  assert.notDeepEqual(encodeMappingNote(list).desc, encodeMappingNote(plainCopyOf).desc);
-});
 
 Deno.test("mapping rows: runs in place are checked in the decode, the others left to the reader", () => {
   const pages = { offset: 8 * PAGE, end: 40 * PAGE };

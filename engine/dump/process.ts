@@ -32,7 +32,6 @@ import { startScanAhead } from "./scan_ahead.ts";
 import { collectThread, sharedPending } from "./threads.ts";
 import { classifyVma, refusedMapping, type Vma } from "./vmas.ts";
 import { mappingRecord, takeMappingDrafts } from "./mapping_drafts.ts";
-import { knowMappingValues } from "../image/mapping_note.ts";
 import { collectPipe } from "../fds/pipe.ts";
 import { collectUnixSockets } from "../fds/unix.ts";
 import { queryFdOwners } from "../fds/owner.ts";
@@ -240,7 +239,7 @@ export function collectProcess(
   // The hex text of the last end (the next area's start, when they touch) and of offset 0.
   let lastEnd = -1n, lastEndHex = "";
   // Records made before the freeze from the very maps text read at it (mapping_drafts.ts).
-  const taken = takeMappingDrafts(maps), drafts = taken?.records;
+  const drafts = takeMappingDrafts(maps);
   // By forEach: no loop of 10,000 rounds for V8 to compile (engine/find_from.ts).
   maps.forEach((m, i) => {
     const draft = drafts?.[i];
@@ -275,9 +274,6 @@ export function collectProcess(
     if (ring) mapping.aio = ring;
     mappings[i] = mapping;
   });
-
-  // The drafts' address values, for the image's mapping rows (index for index, as the records).
-  if (taken) knowMappingValues(mappings, taken.values);
 
   const details = () => collectMemoryDetails(pid, mappings, injected.mlockFuture, refusals);
   const memoryFlags = smaps || bpf ? {} : details();

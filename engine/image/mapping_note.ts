@@ -111,43 +111,6 @@ function putU64(words: Uint32Array, w: number, v: number): void {
   words[w + 1] = Math.floor(v / TWO32);
 }
 
-/**
- * The address values of a list of records as their maker gave them (the
- * dump, engine/dump/mapping_drafts.ts), so that the rows need not parse the
- * texts back: for record `i`, the very texts it was given (`startText[i]`,
- * `endText[i]`, `offsetText[i]`; undefined where none is known) and their
- * values. A text is given only when it is canonical ("0x", lowercase digits,
- * no leading zero) with at most 13 digits. A row takes a value only while
- * its record still holds that text (`===`: the same string, mostly the same
- * object), else it parses the record's text as without values.
- */
-export interface MappingValues {
-  startText: (string | undefined)[];
-  start: Float64Array;
-  endText: (string | undefined)[];
-  end: Float64Array;
-  offsetText: (string | undefined)[];
-  offset: Float64Array;
-}
-
-/** Values given by {@link knowMappingValues}, by the list they are of. */
-const knownValues = new WeakMap<readonly Mapping[], MappingValues>();
-
-/**
- * Gives {@link encodeMappingNote} the values of `mappings`' address texts
- * (index for index): the note then takes them instead of parsing the texts.
- * `values` must be as {@link MappingValues} says; the list may change after
- * (a record whose text changed is parsed).
- */
-export function knowMappingValues(mappings: readonly Mapping[], values: MappingValues): void {
-  knownValues.set(mappings, values);
-}
-
-/** `values`' value of text `s` at `i` (`texts[i]` the same text), else its parse ({@link canonicalHex}). */
-function valueOf(s: unknown, i: number, texts?: (string | undefined)[], values?: Float64Array) {
-  return texts !== undefined && s === texts[i] ? values![i] : canonicalHex(s);
-}
-
 /** The encoder's rows (written in place: their count is known) and runs (grown as they come). */
 class Rows {
   /** Rows given so far. */
@@ -163,7 +126,7 @@ class Rows {
   readonly textIndex = new Map<string, number>();
   readonly flagIndex = new Map<readonly string[], number>();
 
-  constructor(readonly rows: number, readonly values?: MappingValues) {
+  constructor(readonly rows: number) {
     this.bytes = new Uint8Array(rowBytes(rows));
     this.words = new Uint32Array(this.bytes.buffer);
     this.runs = new Uint32Array(6 * Math.min(rows + 16, 1 << 20));
@@ -209,14 +172,12 @@ class Rows {
   lastEndText = "";
   lastEnd = -1;
 
-  /** Adds `m` (record `at` of the list) as a row; false (nothing added) when it must stay a JSON record. */
-  row(m: Mapping, at: number): boolean {
-    const startText = m.start, v = this.values;
-    const start = startText === this.lastEndText
-      ? this.lastEnd
-      : valueOf(startText, at, v?.startText, v?.start);
-    const end = valueOf(m.end, at, v?.endText, v?.end);
-    const offset = m.offset === "0x0" ? 0 : valueOf(m.offset, at, v?.offsetText, v?.offset);
+  /** Adds `m` as a row; false (nothing added) when it must stay a JSON record. */
+  row(m: Mapping): boolean {
+    const startText = m.start;
+    const start = startText === this.lastEndText ? this.lastEnd : canonicalHex(startText);
+    const end = canonicalHex(m.end);
+    const offset = m.offset === "0x0" ? 0 : canonicalHex(m.offset);
     if (start < 0 || end < 0 || offset < 0) return false;
     const perms = permsBits(m.perms);
     const kind = KIND_INDEX.get(m.kind);
@@ -279,10 +240,10 @@ const utf8 = new TextEncoder();
  * on-stack replacement on V8's worker threads (engine/find_from.ts).
  */
 export function encodeMappingNote(mappings: readonly Mapping[]): EncodedMappings {
-  const rows = new Rows(mappings.length, knownValues.get(mappings));
+  const rows = new Rows(mappings.length);
   const whole: Mapping[] = [];
-  mappings.findIndex((m, i) => {
-    if (typeof m !== "object" || m === null || !rows.row(m, i)) {
+  mappings.findIndex((m) => {
+    if (typeof m !== "object" || m === null || !rows.row(m)) {
       whole.push(m);
       rows.wholeRow();
     }
