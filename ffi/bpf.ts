@@ -296,8 +296,6 @@ const ITER_READ_BYTES = 32 * 1024;
 export interface TaskVmasRead {
   /** Settles once every read ran. */
   finished: Promise<void>;
-  /** Whether every read ran (polled without the event loop). */
-  done(): boolean;
   /**
    * The records read, to their proven end (a read that returned nothing, or
    * records that start over, as {@link readAll} ends), once finished; or
@@ -337,7 +335,6 @@ export function startTaskVmasRead(progFd: number, tid: number, expectBytes: numb
   let open = true;
   return {
     finished: run.finished,
-    done: () => run.done(),
     take: () => {
       if (!run.done()) return undefined;
       const out = new Uint8Array(slots * ITER_READ_BYTES);

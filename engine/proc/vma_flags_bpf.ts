@@ -195,8 +195,6 @@ export function readVmaBytes(pid: number): Uint8Array<ArrayBuffer> {
 export interface VmaBytesRead {
   /** Settles once every read ran. */
   finished: Promise<void>;
-  /** Whether every read ran (polled without the event loop). */
-  done(): boolean;
   /**
    * The records read (once finished), or undefined when the reads did not
    * prove their end or failed (the caller reads them again).
@@ -216,7 +214,6 @@ export function startVmaBytesRead(pid: number, expectBytes: number): VmaBytesRea
   const r = startTaskVmasRead(loaded.fd, pid, expectBytes);
   return {
     finished: r.finished,
-    done: () => r.done(),
     take: () => {
       const bytes = r.take();
       return bytes && bytes.length % VMA_RECORD_SIZE === 0 ? bytes : undefined;
