@@ -6,17 +6,13 @@
  * maps text unchanged) still shows, from the iterator read at the freeze.
  * The VmFlags given before the freeze (from the iterator's records read
  * then) are kept only when the freeze reads the same records; a madvise
- * between them makes the freeze decode what it reads. With bits confirmed
- * earlier (the memo) and no forced source, the check parses the maps while
- * its iterator walk runs on another thread: the freeze takes that parse and
- * those flags the same way, and a change between them and the freeze is seen.
+ * between them makes the freeze decode what it reads.
  *
  * @module
  */
 
 import assert from "node:assert/strict";
 import {
-  bpfFlagsPay,
   frozenVmFlags,
   mapsReuse,
   prepareFrozenMaps,
@@ -160,56 +156,6 @@ Deno.test({
         thawTree(tree2);
       }
     } finally {
-      await t.kill();
-    }
-  }),
-});
-
-Deno.test({
-  name: "maps reuse: the check's parse beside its walk (memo, no forced source) is the freeze's",
-  ignore: !BPF_HERE,
-  fn: withTargets(async () => {
-    const { t } = await startRtMaps(300);
-    const pay = { ...bpfFlagsPay };
-    try {
-      const [target] = loneRwPages(t.pid);
-      assert.ok(target, "a one-page rw-p area");
-      // The bits of rt_maps confirmed on this boot (the memo), then the path of a large process.
-      assert.ok(await withVmFlagsMode("bpf", () => startVmFlagsCheck(t.pid)), "confirmed");
-      Object.assign(bpfFlagsPay, { minRssBytes: 2 ** 50, minAreas: 100 });
-      for (const change of [false, true]) {
-        const check = await startVmFlagsCheck(t.pid);
-        assert.ok(check?.processes.has(t.pid), `checked: ${vmFlagsPaths.get(t.pid)}`);
-        assert.ok(check!.parsed?.get(t.pid)?.areas, "parsed beside the walk");
-        const parsed = check!.parsed!.get(t.pid)!;
-        prepareFrozenMaps(check);
-        const before = check!.processes.get(t.pid)!.maps!;
-        assert.equal(before, parsed, "the check's parse taken");
-        assert.ok(before.records, "flags given from the walk");
-        assert.ok(before.areas!.every((a) => a.vmFlags.length > 0), "every area has flags");
-        const tree = freezeTree(t.pid);
-        try {
-          if (change) {
-            withInjection(t.pid, (s) => {
-              s.check(t.pid, "mprotect", SYS.mprotect, target.start, 4096, 1 /* PROT_READ */);
-            });
-          }
-          const was = { ...mapsReuse, records: { ...recordsReuse } };
-          const areas = frozenVmFlags(t.pid, check);
-          assert.ok(areas, `bpf: ${vmFlagsPaths.get(t.pid)}`);
-          assert.deepEqual(areas, readSmapsFlags(t.pid));
-          assert.deepEqual(
-            { reused: mapsReuse.reused - was.reused, parsed: mapsReuse.parsed - was.parsed },
-            change ? { reused: 0, parsed: 1 } : { reused: 1, parsed: 0 },
-          );
-          assert.equal(recordsReuse.reused - was.records.reused, change ? 0 : 1);
-          if (change) assert.equal(areas.find((a) => a.start === target.start)!.perms, "r--p");
-        } finally {
-          thawTree(tree);
-        }
-      }
-    } finally {
-      Object.assign(bpfFlagsPay, pay);
       await t.kill();
     }
   }),

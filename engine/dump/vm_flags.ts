@@ -203,35 +203,28 @@ type Confirmed = VmFlagsCheck["processes"] extends Map<number, infer T> ? T : ne
 
 /**
  * Reads (unless read already) and parses the maps of `pid` before the
- * freeze, their VmFlags unknown ({@link flagsBeforeFreeze} gives them);
- * undefined when that fails (the freeze reads the maps again and tells).
+ * freeze, and gives the areas their VmFlags from the iterator's records
+ * (read now, unless the check read them with the maps it passes).
  */
-function parseBeforeFreeze(pid: number, read?: Uint8Array): MapsBeforeFreeze | undefined {
+function mapsBeforeFreeze(
+  pid: number,
+  confirmed: Confirmed,
+  read?: Uint8Array,
+  readRecords?: CheckedRecords,
+): MapsBeforeFreeze | undefined {
+  let before: MapsBeforeFreeze;
   try {
     const bytes = read ?? readMapsBytes(pid);
     const areas = parseMapsBytes(bytes, pid, UNKNOWN);
     prepareAreaAnswers(areas); // what the injection asks of them at the freeze
     draftMappings(areas); // the records of its anonymous mappings (mapping_drafts.ts)
     inAddressOrder(areas); // asked at the freeze (the bootstrap's range, the page plan)
-    return { bytes, areas };
+    before = { bytes, areas };
   } catch {
-    return undefined;
+    return undefined; // the freeze reads it again and tells
   }
-}
-
-/**
- * Gives the areas of `before` their VmFlags from the iterator's records
- * `checked` (read now when not given); when they do not give every area
- * its flags, the freeze decodes what it reads.
- */
-function flagsBeforeFreeze(
-  pid: number,
-  before: MapsBeforeFreeze,
-  confirmed: Confirmed,
-  checked?: CheckedRecords,
-): void {
   try {
-    let records = checked;
+    let records = read && readRecords;
     if (!records) {
       const bytes = readVmaBytes(pid);
       records = { bytes, decoded: vmaRecordsOf(bytes) };
@@ -241,6 +234,7 @@ function flagsBeforeFreeze(
       before.records = records.bytes;
     }
   } catch { /* the freeze reads them and tells */ }
+  return before;
 }
 
 /**
@@ -379,8 +373,6 @@ export interface VmFlagsCheck {
   }>;
   /** Maps bytes the check read with the tree running, for {@link prepareFrozenMaps}. */
   read?: Map<number, Uint8Array>;
-  /** Their parse, made while the check's iterator reads ran on another thread. */
-  parsed?: Map<number, MapsBeforeFreeze | undefined>;
 }
 
 /**
@@ -391,16 +383,10 @@ export interface VmFlagsCheck {
 export function prepareFrozenMaps(check: VmFlagsCheck | undefined): void {
   if (!check) return;
   for (const [pid, p] of check.processes) {
-    const read = check.read?.get(pid);
-    // Parsed while the check's iterator read ran, or now.
-    const before = check.parsed?.has(pid) ? check.parsed.get(pid) : parseBeforeFreeze(pid, read);
-    // The check's records go with the maps it read, else they are read again.
-    if (before) flagsBeforeFreeze(pid, before, p, read && p.records);
-    p.maps = before;
+    p.maps = mapsBeforeFreeze(pid, p, check.read?.get(pid), p.records);
     p.records = undefined;
   }
   check.read = undefined;
-  check.parsed = undefined;
 }
 
 /**
@@ -417,11 +403,7 @@ export const vmFlagsPaths = new Map<number, string>();
  * area by area. Settles with undefined when the BPF path is not to be used
  * for this dump (forced off, unavailable, or one disagreement anywhere);
  * never rejects. Awaited before the freeze: its smaps walk must not hold a
- * frozen target's mmap lock against the injected calls. With bits confirmed
- * earlier on this boot and the tree running, the iterator's walks run on
- * another thread while this one parses the maps just read to count the
- * areas ({@link prepareFrozenMaps} takes the parse: ~3 ms of a maps-10000
- * dump's main thread no longer spent waiting for the kernel's walk).
+ * frozen target's mmap lock against the injected calls.
  */
 export function startVmFlagsCheck(
   root: number,
@@ -451,54 +433,13 @@ export function startVmFlagsCheck(
   const check: VmFlagsCheck = { processes: new Map() };
   // Bits confirmed earlier on this boot spare the smaps read of a process that sets no other.
   const memo = recallConfirmed();
-  // Read just now with the tree running (not in a pre-copy's barrier): kept for prepareFrozenMaps.
+  const unconfirmed = memo ? list.filter((pid) => !memoCovers(pid, memo, check)) : list;
+  // Read just now with the tree running (not in a pre-copy's barrier): kept for mapsBeforeFreeze.
   const withMaps = () => {
     if (running) check.read = read;
     return check;
   };
-  if (memo && running && read.size > 0) {
-    // The iterator's walks on another thread while this one parses the maps read just now.
-    const walks = list.map((pid) => startMemoWalk(pid, read.get(pid)));
-    check.parsed = new Map([...read].map(([pid, bytes]) => [pid, parseBeforeFreeze(pid, bytes)]));
-    return Promise.all(walks.map((w) => w?.finished.catch(() => {}))).then(() => {
-      const unconfirmed = list.filter((pid, i) => !memoCovers(pid, memo, check, walks[i]));
-      return unconfirmed.length === 0
-        ? withMaps()
-        : checkWithSmaps(unconfirmed, list, memo, check, withMaps);
-    });
-  }
-  const unconfirmed = memo ? list.filter((pid) => !memoCovers(pid, memo, check)) : list;
   if (unconfirmed.length === 0) return Promise.resolve(withMaps());
-  return checkWithSmaps(unconfirmed, list, memo, check, withMaps);
-}
-
-/**
- * The iterator's walk of `pid` started on another thread, sized by its maps
- * text `maps` (one record per line); undefined when it cannot start (then
- * {@link memoCovers} reads on this thread).
- */
-function startMemoWalk(pid: number, maps?: Uint8Array): VmaBytesRead | undefined {
-  if (!maps || !tablesAvailable()) return undefined;
-  try {
-    return startVmaBytesRead(pid, (countByte(maps, 10) + 16) * VMA_RECORD_SIZE);
-  } catch {
-    return undefined;
-  }
-}
-
-/**
- * The check's smaps reads of the processes `unconfirmed` (of `list`) on
- * another thread, each compared area by area with the iterator's decoding
- * ({@link startVmFlagsCheck}); settles with `withMaps()` when every process
- * agrees, else undefined.
- */
-function checkWithSmaps(
-  unconfirmed: number[],
-  list: number[],
-  memo: ConfirmedDecoding | undefined,
-  check: VmFlagsCheck,
-  withMaps: () => VmFlagsCheck,
-): Promise<VmFlagsCheck | undefined> {
   const reads = unconfirmed.map((pid) => readSmapsFlagsOffThread(pid));
   let disagreement: string | undefined;
   let bits = memo?.bits ?? 0n;
@@ -534,18 +475,10 @@ function checkWithSmaps(
  * `memo` holds as confirmed; if so, `check` takes the memo for it. (A bit
  * set later, before the freeze, sends that process to smaps at the freeze.)
  */
-function memoCovers(
-  pid: number,
-  memo: ConfirmedDecoding,
-  check: VmFlagsCheck,
-  /** The walk started on another thread ({@link startMemoWalk}), finished; taken and closed. */
-  walk?: VmaBytesRead,
-): boolean {
+function memoCovers(pid: number, memo: ConfirmedDecoding, check: VmFlagsCheck): boolean {
   let bytes, records;
   try {
-    bytes = walk?.take();
-    walk?.close();
-    bytes ??= readVmaBytes(pid); // (not proven complete, or not started: read here)
+    bytes = readVmaBytes(pid);
     records = vmaRecordsOf(bytes);
   } catch {
     return false;
