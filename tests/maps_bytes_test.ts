@@ -169,23 +169,3 @@ Deno.test("parseMapsBytes: edge cases as parseMaps", () => {
   const two = parseMapsBytes(withRaw(cases[16] + cases[17]));
   assert.deepEqual(two.map((a) => a.dev), ["0000000:0000000", "000000:000000"]);
 });
-
-Deno.test("parseMapsBytes: with a VmFlags list, the same areas each holding that very list", () => {
-  const flags: string[] = Object.freeze([]) as unknown as string[];
-  const texts = [
-    Deno.readFileSync("/proc/self/maps"),
-    // Left to the text's parse: a byte order mark at the start.
-    withRaw("\u0001ef\u0001bb\u0001bf7f0000000000-7f0000001000 rw-p 00000000 00:00 0\n"),
-  ];
-  for (const bytes of texts) {
-    const plain = parseMapsBytes(bytes, 7);
-    const withFlags = parseMapsBytes(bytes, 7, flags);
-    assert.ok(withFlags.length > 0 && withFlags.every((a) => a.vmFlags === flags));
-    assert.deepEqual(withFlags, plain.map((a) => ({ ...a, vmFlags: flags })));
-    // The fields in the order of the areas without flags, the list last.
-    assert.deepEqual(Object.keys(withFlags[0]), [...Object.keys(plain[0]), "vmFlags"]);
-  }
-  // A bad text throws as without flags.
-  const bad = withRaw("7f0000000000-7f0000001000 rw-p\n");
-  assert.throws(() => parseMapsBytes(bad, 7, flags), /bad maps line/);
-});

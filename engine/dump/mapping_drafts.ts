@@ -22,19 +22,7 @@ export const NO_PAGES: Mapping["pages"] = Object.freeze([]) as unknown as Mappin
 /** VmFlags not known yet (set by the collect). */
 const NO_FLAGS: string[] = Object.freeze([]) as unknown as string[];
 
-/** The pair {@link hex} joins: "0x" and the digits. */
-const HEX_PAIR = ["0x", ""];
-
-/**
- * `0x${v.toString(16)}` as one flat string: joined, not concatenated (a
- * concatenation of 13 characters or more is a rope, which the first reader
- * of its characters, the image's checks and rows, flattens into a copy:
- * 20,000 texts for 10,000 mappings).
- */
-function hex(v: bigint): string {
-  HEX_PAIR[1] = v.toString(16);
-  return HEX_PAIR.join("");
-}
+const hex = (v: bigint) => `0x${v.toString(16)}`;
 
 /**
  * The record of area `m` of `kind` (its hex `start` and `end` given: the

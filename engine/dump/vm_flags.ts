@@ -31,6 +31,7 @@ import type { MemoryProcessFlags } from "../memory/flags.ts";
 import {
   parseMapsBytes,
   prepareAreaAnswers,
+  readMaps,
   readMapsBytes,
   sameBytes,
   takeCountedMaps,
@@ -87,7 +88,9 @@ const UNKNOWN: string[] = Object.freeze([]) as unknown as string[];
 
 /** The areas of /proc/<pid>/maps, their VmFlags not read yet. */
 export function mapsWithoutFlags(pid: number): SmapsArea[] {
-  return parseMapsBytes(readMapsBytes(pid), pid, UNKNOWN);
+  const maps = readMaps(pid) as SmapsArea[];
+  maps.forEach(flagsUnknown);
+  return maps;
 }
 
 /**
@@ -215,7 +218,8 @@ function mapsBeforeFreeze(
   let before: MapsBeforeFreeze;
   try {
     const bytes = read ?? readMapsBytes(pid);
-    const areas = parseMapsBytes(bytes, pid, UNKNOWN);
+    const areas = parseMapsBytes(bytes, pid) as SmapsArea[];
+    areas.forEach(flagsUnknown);
     prepareAreaAnswers(areas); // what the injection asks of them at the freeze
     draftMappings(areas); // the records of its anonymous mappings (mapping_drafts.ts)
     inAddressOrder(areas); // asked at the freeze (the bootstrap's range, the page plan)
@@ -256,7 +260,9 @@ function frozenMaps(pid: number, before?: MapsBeforeFreeze, readAhead?: Uint8Arr
     return areas;
   }
   mapsReuse.parsed++;
-  return parseMapsBytes(bytes, pid, UNKNOWN);
+  const fresh = parseMapsBytes(bytes, pid) as SmapsArea[];
+  fresh.forEach(flagsUnknown);
+  return fresh;
 }
 
 /** A read of a frozen process's maps text on another thread ({@link startMapsAhead}). */
@@ -505,6 +511,11 @@ export function holdsOtherBit(records: VmaRecords, bits: bigint): boolean {
     records.count,
     (i) => (halves[2 * i] & otherLo) !== 0 || (halves[2 * i + 1] & otherHi) !== 0,
   ) >= 0;
+}
+
+/** Marks an area's VmFlags as not read yet (by forEach: no loop of 10,000 rounds to compile). */
+function flagsUnknown(m: SmapsArea): void {
+  m.vmFlags = UNKNOWN;
 }
 
 /** vm_flags bits that maps shows as permissions: read, write, exec, may-share. */

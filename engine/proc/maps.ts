@@ -240,22 +240,10 @@ export function readMapsBytes(pid: number): Uint8Array {
  * byte order mark at the start) is parsed from the decoded text instead,
  * which gives the same areas or throws the same error.
  */
-export function parseMapsBytes(bytes: Uint8Array, pid?: number): MapEntry[];
-/**
- * The same, each area with `vmFlags` set to `flags` (one shared list: VmFlags
- * not read yet), a field of the object as made by the byte scan.
- */
-export function parseMapsBytes(
-  bytes: Uint8Array,
-  pid: number,
-  flags: readonly string[],
-): (MapEntry & { vmFlags: string[] })[];
-export function parseMapsBytes(bytes: Uint8Array, pid = 0, flags?: readonly string[]) {
-  const fast = scanMapsBytes(bytes, flags);
+export function parseMapsBytes(bytes: Uint8Array, pid = 0): MapEntry[] {
+  const fast = scanMapsBytes(bytes);
   if (fast) return fast;
-  const areas = parseMaps(new TextDecoder().decode(bytes), pid, procPath(pid, "maps"));
-  if (flags !== undefined) areas.forEach((a) => (a as { vmFlags?: unknown }).vmFlags = flags);
-  return areas;
+  return parseMaps(new TextDecoder().decode(bytes), pid, procPath(pid, "maps"));
 }
 
 /** Value of each byte as a lower-case hex digit (0 to 15), or -1. */
@@ -303,12 +291,7 @@ const DEVS_BY_KEY = new Map<number, string>();
  * {@link parseMapsLine} parses its string; null where that gives null, or
  * where this scan leaves the line to it.
  */
-function parseMapsLineBytes(
-  bytes: Uint8Array,
-  at: number,
-  end: number,
-  vmFlags?: readonly string[],
-): MapEntry | null {
+function parseMapsLineBytes(bytes: Uint8Array, at: number, end: number): MapEntry | null {
   const SP = 32;
   if (!hexBytesUntil(bytes, at, end, 45 /* - */)) return null;
   const start = byteCursor.value;
@@ -348,17 +331,13 @@ function parseMapsLineBytes(
   if (at === inodeAt) return null;
   if (at - inodeAt > 15) return null; // (the string's parse: Number of its digits)
   while (at < end && bytes[at] === SP) at++;
-  let path = "", deleted = false;
-  if (at !== end) {
-    path = pathDecoder.decode(bytes.subarray(at, end));
-    // `.` of the regular expression stops at line terminators: none may be left.
-    if (/[\n\r\u2028\u2029]/.test(path)) return null;
-    deleted = path.endsWith(DELETED);
+  if (at === end) {
+    return { start, end: stop, perms, offset, dev, inode, path: "", deleted: false };
   }
-  // With `vmFlags` in the literal: no property added to each of 10,000 objects later.
-  return vmFlags === undefined
-    ? { start, end: stop, perms, offset, dev, inode, path, deleted }
-    : { start, end: stop, perms, offset, dev, inode, path, deleted, vmFlags } as MapEntry;
+  const path = pathDecoder.decode(bytes.subarray(at, end));
+  // `.` of the regular expression stops at line terminators: none may be left.
+  if (/[\n\r\u2028\u2029]/.test(path)) return null;
+  return { start, end: stop, perms, offset, dev, inode, path, deleted: path.endsWith(DELETED) };
 }
 
 /**
@@ -366,14 +345,9 @@ function parseMapsLineBytes(
  * line through {@link findIndexBelow} (no loop of 10,000 rounds for V8 to
  * compile); undefined at the first line it does not take, or for a text
  * that starts with a byte order mark (the decoder drops it from the text).
- * {@link parseMapsBytes} parses those from the text. With `vmFlags`, each
- * area has that list as its `vmFlags`, made with the object (no property
- * added to 10,000 objects afterwards). Exported for tests.
+ * {@link parseMapsBytes} parses those from the text. Exported for tests.
  */
-export function scanMapsBytes(
-  bytes: Uint8Array,
-  vmFlags?: readonly string[],
-): MapEntry[] | undefined {
+export function scanMapsBytes(bytes: Uint8Array): MapEntry[] | undefined {
   if (bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf) return undefined;
   const out: MapEntry[] = [];
   let at = 0;
@@ -383,7 +357,7 @@ export function scanMapsBytes(
     const from = at;
     at = end + 1;
     if (end === from) return false; // an empty line, as the text's split gives it
-    const e = parseMapsLineBytes(bytes, from, end, vmFlags);
+    const e = parseMapsLineBytes(bytes, from, end);
     if (!e) return true;
     out.push(e);
     return false;
