@@ -167,6 +167,8 @@ Deno.test(
         /SYSV.*attached by processes outside the tree.*2 attaches, 1 of them/.test(e.message),
     );
     assert.equal(t.poll(), undefined, "still running");
-    assert.equal(Deno.readTextFileSync(`/proc/${child}/stat`).split(" ")[2], "S");
+    // Asleep in its loop, or running just after the thaw's wake-up (seen under load): not stopped.
+    const state = Deno.readTextFileSync(`/proc/${child}/stat`).split(" ")[2];
+    assert.match(state, /^[RS]$/, `state ${state}: not stopped`);
   }),
 );
