@@ -85,6 +85,12 @@ export interface PrecopyRehearsal {
    * Never throws.
    */
   beside?: () => unknown;
+  /**
+   * With `beside` on a table lane: run on cryo's thread while the arming's
+   * walks run on other threads (Precopy.startAside), before `beside` (which
+   * must also do its work when this did not run). Never throws.
+   */
+  early?: () => unknown;
 }
 
 /**
@@ -133,10 +139,13 @@ export async function precopyTree(
       threadCount(root) >= HELPER_FIRST_MIN_THREADS;
     if (first) await rehearsal!.beside!();
     else if (!beside) rehearsal?.warmUp?.();
-    const precopy = Precopy.start(root, dir, keep, (tree) => {
+    const barrier = (tree: FrozenTree) => {
       if (!beside && !first) rehearsal?.inBarrier(tree);
       inBarrier?.(tree);
-    });
+    };
+    const precopy = beside && !keep && rehearsal?.early
+      ? await Precopy.startAside(root, dir, rehearsal.early, barrier)
+      : Precopy.start(root, dir, keep, barrier);
     try {
       const procs = [...precopy.processes.values()].filter((p) => p.plannedBytes > 0);
       if (native) {
