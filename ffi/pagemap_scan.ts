@@ -91,24 +91,6 @@ export class ScanBuffer {
     };
   }
 
-  /**
-   * {@link scan} as the next entry of `table` (run by the caller; the
-   * buffer must not be used until it has run): reads its result once the
-   * table is done (`n` is `-errno` on failure).
-   */
-  scanEntry(
-    table: SyscallTable,
-    fd: number,
-    start: bigint,
-    end: bigint,
-    t: ScanTest,
-  ): () => { n: number; walkEnd: bigint } {
-    const arg = this.#argFor(start, end, t);
-    const e = table.syscall(SYS.ioctl, fd, PAGEMAP_SCAN, arg);
-    table.keep(this.vec);
-    return () => ({ n: Number(table.result(e)), walkEnd: arg[4] });
-  }
-
   #argFor(start: bigint, end: bigint, t: ScanTest): BigUint64Array<ArrayBuffer> {
     const a = this.#arg;
     a[0] = 96n;

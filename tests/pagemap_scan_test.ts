@@ -16,7 +16,6 @@ import {
   PRESENT_OR_SWAPPED,
 } from "../engine/proc/pagemap.ts";
 import { PagemapScanner, runsOfRange } from "../engine/proc/pagemap_scan.ts";
-import { PAGE_IS } from "../ffi/probe.ts";
 import { startTriggered } from "./helpers/roundtrip.ts";
 import { withTargets } from "./helpers/targets.ts";
 
@@ -71,40 +70,3 @@ for (
     }),
   );
 }
-
-Deno.test(
-  "PAGEMAP_SCAN of many ranges, first calls on a syscall table: the regions of one scan per range",
-  withTargets(async () => {
-    const { t } = await startTriggered("rt_memory", /^ready pid=(\d+)/m, { passWork: true });
-    const vmas = readSmapsFlags(t.pid).filter((v) => v.path !== "[vsyscall]");
-    const ranges = vmas.map((v) => [Number(v.start), Number(v.end)] as const);
-    const test = {
-      anyOf: PAGE_IS.PRESENT | PAGE_IS.SWAPPED,
-      returnMask: PAGE_IS.FILE | PAGE_IS.GUARD | PAGE_IS.PRESENT,
-    };
-    // Two regions per call: a range of more resumes on this thread from where its call stopped.
-    for (const capacity of [2, 4096]) {
-      using scanner = new PagemapScanner(t.pid, capacity);
-      const off: [number, number, number][][] = ranges.map(() => []);
-      assert.ok(
-        await scanner.scanRangesOffThread(ranges, test, (i, s, e, c) => off[i].push([s, e, c])),
-      );
-      const here = ranges.map(([s, e]) => {
-        const out: [number, number, number][] = [];
-        scanner.scan(s, e, test, (a, b, c) => out.push([a, b, c]));
-        return out;
-      });
-      assert.deepEqual(off, here, `capacity ${capacity}`);
-      assert.ok(here.filter((r) => r.length > 2).length > 0, "a range of more than two regions");
-    }
-    // A range the kernel refuses (not page aligned): false, nothing reported.
-    using scanner = new PagemapScanner(t.pid);
-    let reported = 0;
-    assert.equal(
-      await scanner.scanRangesOffThread([[ranges[0][0] + 1, ranges[0][1]]], test, () => reported++),
-      false,
-    );
-    assert.equal(reported, 0);
-    await t.kill();
-  }),
-);

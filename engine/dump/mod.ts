@@ -460,53 +460,42 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     ) {
       chain.touched = opts.preDump === true;
       let warmed = false; // warmUpFinalFreeze, beside the copy
-      let earlyHelper: ReturnType<typeof startRehearsalHelper>; // started while arming
       warmUpInjection(pid);
       // Precopy.start, then the copy: on two lanes when it pays (engine/dump/precopy_lanes.ts).
-      try {
-        precopy = await precopyTree(
-          pid,
-          tmp,
-          opts.preDump === true,
-          (frozen) => {
-            // Its smaps read runs beside the copy (engine/dump/vm_flags.ts).
-            vmFlagsCheck = startVmFlagsCheck(pid, frozen.processes.map((p) => p.pid));
-          },
-          !sync,
-          // In the barrier's freeze, or on a helper while a syscall table copies (few mappings).
-          {
-            inBarrier: (frozen) => rehearseCollect(frozen, opts.optIns),
-            warmUp: warmUpProcReaders,
-            ...(rehearsesOnHelper(pid, estimate?.mappings)
-              ? {
-                // While the arming walks the page tables on other threads: the helper
-                // execs and starts while the final freeze's code is warmed.
-                early: async () => {
-                  earlyHelper = startRehearsalHelper();
-                  await warmUpFinalFreeze().then(() => warmed = true, () => {});
-                },
-                beside: async () => {
-                  const images: ProcessImage[] = [];
-                  const helper = earlyHelper ?? startRehearsalHelper();
-                  earlyHelper = undefined; // ended by the rehearsal
-                  if (!warmed) await warmUpFinalFreeze().then(() => warmed = true, () => {});
-                  rehearseOnHelper(
-                    pid,
-                    estimate?.mappings,
-                    opts.optIns,
-                    (i) => images.push(i),
-                    helper,
-                  );
-                  warmUpCompile(images);
-                },
-              }
-              : {}),
-          },
-          estimate?.bytes,
-        );
-      } finally {
-        if (earlyHelper) endRehearsalHelper(earlyHelper); // the copy failed before its rehearsal
-      }
+      precopy = await precopyTree(
+        pid,
+        tmp,
+        opts.preDump === true,
+        (frozen) => {
+          // Its smaps read runs beside the copy (engine/dump/vm_flags.ts).
+          vmFlagsCheck = startVmFlagsCheck(pid, frozen.processes.map((p) => p.pid));
+        },
+        !sync,
+        // In the barrier's freeze, or on a helper while a syscall table copies (few mappings).
+        {
+          inBarrier: (frozen) => rehearseCollect(frozen, opts.optIns),
+          warmUp: warmUpProcReaders,
+          ...(rehearsesOnHelper(pid, estimate?.mappings)
+            ? {
+              beside: async () => {
+                const images: ProcessImage[] = [];
+                // The helper execs and starts while the final freeze's code is warmed.
+                const helper = startRehearsalHelper();
+                await warmUpFinalFreeze().then(() => warmed = true, () => {});
+                rehearseOnHelper(
+                  pid,
+                  estimate?.mappings,
+                  opts.optIns,
+                  (i) => images.push(i),
+                  helper,
+                );
+                warmUpCompile(images);
+              },
+            }
+            : {}),
+        },
+        estimate?.bytes,
+      );
       if (!warmed) await warmUpFinalFreeze();
       opts.onEvent?.({
         type: "precopied",

@@ -495,15 +495,6 @@ export function register(uffd: number, vmas: Vma[]): Vma[][] {
  */
 export const PROTECT_SCAN_REGIONS = 512;
 
-/** The test of {@link protectData}: write-protects and reports the process's own data pages. */
-const PROTECT_TEST = {
-  flags: PM_SCAN_WP_MATCHING,
-  inverted: PAGE_IS.FILE | PAGE_IS.GUARD,
-  mask: PAGE_IS.FILE | PAGE_IS.GUARD,
-  anyOf: PAGE_IS.PRESENT | PAGE_IS.SWAPPED,
-  returnMask: PAGE_IS.PRESENT,
-};
-
 /** Write-protects the process's own data pages of registered [start, end), reporting them. */
 export function protectData(
   scanner: PagemapScanner,
@@ -511,7 +502,13 @@ export function protectData(
   end: number,
   onRun: (s: number, e: number) => void = () => {},
 ): void {
-  scanner.scan(start, end, PROTECT_TEST, onRun);
+  scanner.scan(start, end, {
+    flags: PM_SCAN_WP_MATCHING,
+    inverted: PAGE_IS.FILE | PAGE_IS.GUARD,
+    mask: PAGE_IS.FILE | PAGE_IS.GUARD,
+    anyOf: PAGE_IS.PRESENT | PAGE_IS.SWAPPED,
+    returnMask: PAGE_IS.PRESENT,
+  }, onRun);
 }
 
 /**
@@ -560,63 +557,25 @@ function armProcess(proc: PrecopyProcess, vmas: Vma[]): void {
   for (const range of register(proc.uffd, vmas)) {
     const start = Number(range[0].start), end = Number(range[range.length - 1].end);
     for (const v of range) proc.registered.push([Number(v.start), Number(v.end)]);
-    const runs = new RunList();
+    const runs: { addr: number; length: number }[] = [];
     // Protects exactly the pages it reports: the process's own data pages.
-    protectData(scanner, start, end, runs.add);
-    planRange(proc, range, runs.runs);
-  }
-}
-
-/**
- * {@link armProcess} with the first write-protecting PAGEMAP_SCAN call of
- * every registered range made by a syscall table on another thread (the
- * same test, at most {@link PROTECT_SCAN_REGIONS} regions per call, a range
- * that fills them resumed on cryo's thread from where its call stopped),
- * so that cryo's thread works meanwhile. Where tables cannot run, as
- * {@link armProcess}. Throws when a call failed (the ranges registered stay
- * in {@link PrecopyProcess.registered}: drop the process).
- */
-async function armProcessOffThread(proc: PrecopyProcess, vmas: Vma[]): Promise<void> {
-  using scanner = new PagemapScanner(proc.pid, PROTECT_SCAN_REGIONS);
-  const ranges = register(proc.uffd, vmas);
-  for (const range of ranges) {
-    for (const v of range) proc.registered.push([Number(v.start), Number(v.end)]);
-  }
-  const lists = ranges.map(() => new RunList());
-  const bounds = ranges.map((r) => [Number(r[0].start), Number(r[r.length - 1].end)] as const);
-  if (!await scanner.scanRangesOffThread(bounds, PROTECT_TEST, (i, s, e) => lists[i].add(s, e))) {
-    // A first call failed (or no table here): all of it on this thread, for the error.
-    lists.forEach((l, i) => scanner.scan(bounds[i][0], bounds[i][1], PROTECT_TEST, l.add));
-  }
-  ranges.forEach((r, i) => planRange(proc, r, lists[i].runs));
-}
-
-/** Runs reported in address order, touching ones merged. */
-class RunList {
-  readonly runs: { addr: number; length: number }[] = [];
-  readonly add = (s: number, e: number): void => {
-    const last = this.runs[this.runs.length - 1];
-    if (last && last.addr + last.length === s) last.length += e - s;
-    else this.runs.push({ addr: s, length: e - s });
-  };
-}
-
-/** Plans the protected `runs` of a registered range, split by mapping (a run never spans two). */
-function planRange(
-  proc: PrecopyProcess,
-  range: Vma[],
-  runs: readonly { addr: number; length: number }[],
-): void {
-  let k = 0;
-  for (const v of range) {
-    const mine: { addr: bigint; length: number }[] = [];
-    const vs = Number(v.start), ve = Number(v.end);
-    while (k < runs.length && runs[k].addr + runs[k].length <= vs) k++;
-    for (let j = k; j < runs.length && runs[j].addr < ve; j++) {
-      const s = Math.max(runs[j].addr, vs), e = Math.min(runs[j].addr + runs[j].length, ve);
-      if (e > s) mine.push({ addr: BigInt(s), length: e - s });
+    protectData(scanner, start, end, (s, e) => {
+      const last = runs[runs.length - 1];
+      if (last && last.addr + last.length === s) last.length += e - s;
+      else runs.push({ addr: s, length: e - s });
+    });
+    // Split by mapping (a run never spans two: each lies in one mapping's pages).
+    let k = 0;
+    for (const v of range) {
+      const mine: { addr: bigint; length: number }[] = [];
+      const vs = Number(v.start), ve = Number(v.end);
+      while (k < runs.length && runs[k].addr + runs[k].length <= vs) k++;
+      for (let j = k; j < runs.length && runs[j].addr < ve; j++) {
+        const s = Math.max(runs[j].addr, vs), e = Math.min(runs[j].addr + runs[j].length, ve);
+        if (e > s) mine.push({ addr: BigInt(s), length: e - s });
+      }
+      proc.plan(v, mine);
     }
-    proc.plan(v, mine);
   }
 }
 
@@ -675,64 +634,6 @@ export class Precopy {
     /** Run in the pin barrier's freeze, after the arming (engine/dump/rehearsal.ts). */
     inBarrier?: (tree: FrozenTree) => void,
   ): Precopy {
-    const { pc, toArm } = Precopy.#setUp(root, dir, keep);
-    for (const { proc, vmas } of toArm) {
-      pausePoint("precopy-arm");
-      try {
-        armProcess(proc, vmas);
-      } catch {
-        pc.drop(proc.pid); // gone, or changed under us: copied frozen by the dump
-      }
-    }
-    if (toArm.length) pc.#settlePins(root, inBarrier);
-    return pc;
-  }
-
-  /**
-   * {@link start} without `keep`, each process's write-protecting walks on
-   * another thread (one process after the other) while `aside` runs on
-   * cryo's thread: work that needs no pre-copy, which would otherwise wait
-   * for the arming or the copy (the collect's rehearsal's helper started
-   * and the final freeze's code warmed: engine/dump/mod.ts). The walks of
-   * sparse-8GiB's 256 MiB took 8 to 17 ms of cryo's thread. `aside` runs
-   * once the first freeze is over (not when it throws), and must not throw.
-   */
-  static async startAside(
-    root: number,
-    dir: string,
-    aside: () => unknown,
-    /** As {@link start}'s. */
-    inBarrier?: (tree: FrozenTree) => void,
-  ): Promise<Precopy> {
-    const { pc, toArm } = Precopy.#setUp(root, dir, false);
-    const arming = (async () => {
-      for (const { proc, vmas } of toArm) {
-        pausePoint("precopy-arm");
-        try {
-          await armProcessOffThread(proc, vmas);
-        } catch {
-          pc.drop(proc.pid); // gone, or changed under us: copied frozen by the dump
-        }
-      }
-    })();
-    try {
-      await aside();
-    } finally {
-      await arming; // never rejects
-    }
-    if (toArm.length) pc.#settlePins(root, inBarrier);
-    return pc;
-  }
-
-  /**
-   * The first freeze of {@link start}: the userfaultfds taken (and, with
-   * `keep`, armed); the processes to arm with the tree running.
-   */
-  static #setUp(
-    root: number,
-    dir: string,
-    keep: boolean,
-  ): { pc: Precopy; toArm: { proc: PrecopyProcess; vmas: Vma[] }[] } {
     const pc = new Precopy();
     const toArm: { proc: PrecopyProcess; vmas: Vma[] }[] = [];
     // Each process's maps read and parsed with the tree running: the freeze
@@ -791,7 +692,16 @@ export class Precopy {
     // one written after is reported written at the dump's freeze: either way the
     // image gets its content of the final freeze. A mapping changed meanwhile is
     // matched by address at the dump (an unprotected page is never reused).
-    return { pc, toArm };
+    for (const { proc, vmas } of toArm) {
+      pausePoint("precopy-arm");
+      try {
+        armProcess(proc, vmas);
+      } catch {
+        pc.drop(proc.pid); // gone, or changed under us: copied frozen by the dump
+      }
+    }
+    if (toArm.length) pc.#settlePins(root, inBarrier);
+    return pc;
   }
 
   /**

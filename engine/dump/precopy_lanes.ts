@@ -85,12 +85,6 @@ export interface PrecopyRehearsal {
    * Never throws.
    */
   beside?: () => unknown;
-  /**
-   * With `beside` on a table lane: run on cryo's thread while the arming's
-   * walks run on other threads (Precopy.startAside), before `beside` (which
-   * must also do its work when this did not run). Never throws.
-   */
-  early?: () => unknown;
 }
 
 /**
@@ -139,13 +133,10 @@ export async function precopyTree(
       threadCount(root) >= HELPER_FIRST_MIN_THREADS;
     if (first) await rehearsal!.beside!();
     else if (!beside) rehearsal?.warmUp?.();
-    const barrier = (tree: FrozenTree) => {
+    const precopy = Precopy.start(root, dir, keep, (tree) => {
       if (!beside && !first) rehearsal?.inBarrier(tree);
       inBarrier?.(tree);
-    };
-    const precopy = beside && !keep && rehearsal?.early
-      ? await Precopy.startAside(root, dir, rehearsal.early, barrier)
-      : Precopy.start(root, dir, keep, barrier);
+    });
     try {
       const procs = [...precopy.processes.values()].filter((p) => p.plannedBytes > 0);
       if (native) {

@@ -17,7 +17,6 @@ import { cstr, rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { PAGE_IS } from "../../ffi/probe.ts";
 import { ScanBuffer, type ScanInTable, type ScanTest } from "../../ffi/pagemap_scan.ts";
-import { SyscallTable, tablesAvailable } from "../../ffi/syscall_table.ts";
 import { assertAlive } from "./errors.ts";
 
 /** A run of data pages with its categories. */
@@ -74,57 +73,15 @@ export class PagemapScanner implements Disposable {
     onRegion: (start: number, end: number, categories: number) => void,
     first?: { n: number; walkEnd: bigint },
   ): void {
-    this.#scanIn(this.#buf, start, end, test, onRegion, first);
-  }
-
-  /**
-   * {@link scan} of each of `ranges` ([start, end), address order) with
-   * `test`, the first call of each made by one syscall table on another
-   * thread (a buffer of the scanner's capacity each: one event loop turn in
-   * all, whatever the number of ranges), any further call (a range whose
-   * regions filled its buffer) on this thread once it is done;
-   * `onRegion(i, ...)` for the regions of range `i`, in order. Resolves
-   * false, before reporting anything, when a first call failed or tables
-   * cannot run here (call {@link scan} for the error); throws as
-   * {@link scan} on a further call's error.
-   */
-  async scanRangesOffThread(
-    ranges: readonly (readonly [number, number])[],
-    test: ScanTest,
-    onRegion: (range: number, start: number, end: number, categories: number) => void,
-  ): Promise<boolean> {
-    if (!tablesAvailable()) return false;
-    const table = new SyscallTable(ranges.length + 1);
-    const bufs = ranges.map(() => new ScanBuffer(this.#buf.capacity));
-    const firsts = ranges.map(([s, e], i) =>
-      bufs[i].scanEntry(table, this.#fd, BigInt(s), BigInt(e), test)
-    );
-    await table.run().finished;
-    const got = firsts.map((f) => f());
-    if (got.some((g) => g.n < 0)) return false;
-    ranges.forEach(([s, e], i) =>
-      this.#scanIn(bufs[i], s, e, test, (a, b, c) => onRegion(i, a, b, c), got[i])
-    );
-    return true;
-  }
-
-  #scanIn(
-    buf: ScanBuffer,
-    start: number,
-    end: number,
-    test: ScanTest,
-    onRegion: (start: number, end: number, categories: number) => void,
-    first?: { n: number; walkEnd: bigint },
-  ): void {
     let at = BigInt(start);
     const stop = BigInt(end);
     // The regions read as 32-bit halves: no bigint per field (10,000 mappings: 30,000 of them).
-    const vec = buf.vec;
+    const vec = this.#buf.vec;
     const w = new Uint32Array(vec.buffer, vec.byteOffset, vec.length * 2);
     const u64 = (k: number) => w[2 * k] + w[2 * k + 1] * 0x100000000; // below 2^53: addresses, bits
     let floor = 0; // end of the last region reported
     while (at < stop) {
-      const { n, walkEnd } = first ?? buf.scan(this.#fd, at, stop, test);
+      const { n, walkEnd } = first ?? this.#buf.scan(this.#fd, at, stop, test);
       first = undefined;
       if (n < 0) {
         assertAlive(this.pid, `/proc/${this.pid}/pagemap`);
