@@ -329,7 +329,9 @@ export class PrecopyProcess {
    */
   close(): void {
     if (this.uffd >= 0 && this.keep) rawSyscall(SYS.close, this.uffd);
-    else if (this.uffd >= 0) releaseUffd(this.uffd, this.registered, releaseChunk.bytes);
+    else if (this.uffd >= 0) {
+      releaseUffd(this.uffd, this.registered, releaseChunk.bytes, this.scanned?.regions);
+    }
     this.uffd = -1;
     endLifting(this.pid);
   }
@@ -339,13 +341,19 @@ export class PrecopyProcess {
    * by `release` (engine/dump/precopy_lanes.ts: on the copy lane's thread).
    */
   async closeWith(
-    release: (uffd: number, ranges: [number, number][], chunkBytes: number) => Promise<void>,
+    release: (
+      uffd: number,
+      ranges: [number, number][],
+      chunkBytes: number,
+      /** The pages present at the dump's freeze, when scanned (uffd_release.ts `releaseChunks`). */
+      data?: readonly ScanRegion[],
+    ) => Promise<void>,
   ): Promise<void> {
     if (this.uffd < 0 || this.keep) return this.close();
     const uffd = this.uffd;
     this.uffd = -1; // a close() meanwhile has nothing left to do
     try {
-      await release(uffd, this.registered, releaseChunk.bytes);
+      await release(uffd, this.registered, releaseChunk.bytes, this.scanned?.regions);
     } finally {
       endLifting(this.pid);
     }

@@ -51,7 +51,9 @@ import { pausePoint, pauseWanted } from "../pause.ts";
 
 /**
  * Bytes lifted and unregistered per ioctl (bounds how long one holds the
- * target's mmap lock); 0: the plain close (benchmarks compare them).
+ * target's mmap lock): of address space, or of the pages present where
+ * they are known ({@link releaseChunks}); 0: the plain close (benchmarks
+ * compare them).
  */
 export const releaseChunk = {
   bytes: 16 * 1024 * 1024,
@@ -92,6 +94,59 @@ function adjacentMerged(ranges: readonly [number, number][]): [number, number][]
 }
 
 /**
+ * Address space one release chunk may span at most, in chunks' bytes: where
+ * the pages present are known, a chunk runs on past empty address space
+ * (a huge mapping with few pages: sparse-8GiB's 8 GiB had 512 chunks of 16
+ * MiB, two ioctls each, for 256 MiB of pages), up to this bound for pages
+ * populated since they were listed.
+ */
+export const RELEASE_SPAN_CHUNKS = 64;
+
+/** Chunk ends are rounded up to this (a chunk edge inside a huge page would split it). */
+const HUGE_PAGE = 2 << 20;
+
+/**
+ * The [start, end) chunks a release lifts and unregisters one ioctl pair
+ * each: `ranges` (address order, touching ones merged) cut every
+ * `chunkBytes`, or, given `data` (the sorted [start, end) runs of pages
+ * present when last listed: a pre-copy's scan at the dump's freeze), once
+ * each chunk holds `chunkBytes` of them (its end rounded up to a 2 MiB
+ * boundary) or spans {@link RELEASE_SPAN_CHUNKS} chunks' bytes. Either way
+ * the chunks cover `ranges` exactly: only how long one ioctl holds the
+ * target's mmap lock depends on `data` (the pages it walks).
+ */
+export function releaseChunks(
+  ranges: readonly [number, number][],
+  chunkBytes: number,
+  data?: readonly { start: number; end: number }[],
+): [number, number][] {
+  const out: [number, number][] = [];
+  let k = 0; // the first data run that may end past `at`
+  for (const [start, end] of adjacentMerged(ranges)) {
+    for (let at = start; at < end;) {
+      let e = Math.min(end, at + chunkBytes);
+      if (data) {
+        const limit = Math.min(end, at + RELEASE_SPAN_CHUNKS * chunkBytes);
+        while (k < data.length && data[k].end <= at) k++;
+        let need = chunkBytes;
+        e = limit;
+        for (let j = k; j < data.length && data[j].start < limit; j++) {
+          const s = Math.max(data[j].start, at), de = Math.min(data[j].end, limit);
+          if (de - s >= need) {
+            e = Math.min(limit, Math.ceil((s + need) / HUGE_PAGE) * HUGE_PAGE);
+            break;
+          }
+          need -= Math.max(0, de - s);
+        }
+      }
+      out.push([at, e]);
+      at = e;
+    }
+  }
+  return out;
+}
+
+/**
  * Releases cryo's userfaultfd `uffd` (a copy whose creator's mm registered
  * the mappings `ranges`, [start, end) in address order, in write-protect
  * mode): lifts and unregisters them `chunkBytes` at a time, then closes it.
@@ -101,6 +156,8 @@ export function releaseUffd(
   uffd: number,
   ranges: readonly [number, number][],
   chunkBytes = releaseChunk.bytes,
+  /** The pages present, when known ({@link releaseChunks}). */
+  data?: readonly { start: number; end: number }[],
 ): void {
   const t0 = performance.now();
   const s: ReleaseStats = {
@@ -121,18 +178,16 @@ export function releaseUffd(
     return r;
   };
   if (chunkBytes > 0) {
-    for (const [start, end] of adjacentMerged(ranges)) {
-      for (let at = start; at < end; at += chunkBytes) {
-        const a = BigInt(at), len = BigInt(Math.min(chunkBytes, end - at));
-        pausePoint("precopy-release-chunk");
-        if (timed("register", () => uffdRegister(uffd, a, len, UFFDIO_REGISTER_MODE_WP)) < 0n) {
-          s.leftToClose++;
-          continue;
-        }
-        if (releaseChunk.liftFirst) timed("writeprotect", () => uffdWriteProtect(uffd, a, len, 0n));
-        if (timed("unregister", () => uffdUnregister(uffd, a, len)) < 0n) s.leftToClose++;
-        else s.chunks++;
+    for (const [at, e] of releaseChunks(ranges, chunkBytes, data)) {
+      const a = BigInt(at), len = BigInt(e - at);
+      pausePoint("precopy-release-chunk");
+      if (timed("register", () => uffdRegister(uffd, a, len, UFFDIO_REGISTER_MODE_WP)) < 0n) {
+        s.leftToClose++;
+        continue;
       }
+      if (releaseChunk.liftFirst) timed("writeprotect", () => uffdWriteProtect(uffd, a, len, 0n));
+      if (timed("unregister", () => uffdUnregister(uffd, a, len)) < 0n) s.leftToClose++;
+      else s.chunks++;
     }
   }
   const c = performance.now();
@@ -156,20 +211,20 @@ export async function releaseUffdOnTable(
   uffd: number,
   ranges: readonly [number, number][],
   chunkBytes = releaseChunk.bytes,
+  /** The pages present, when known ({@link releaseChunks}). */
+  data?: readonly { start: number; end: number }[],
 ): Promise<void> {
   if (
     chunkBytes <= 0 || releaseChunk.liftFirst || pauseWanted("precopy-release-chunk") ||
     !tablesAvailable()
   ) {
-    return releaseUffd(uffd, ranges, chunkBytes);
+    return releaseUffd(uffd, ranges, chunkBytes, data);
   }
   const t0 = performance.now();
   const table = new SyscallTable(64);
   const pairs: [number, number][] = [];
-  for (const [start, end] of adjacentMerged(ranges)) {
-    for (let at = start; at < end; at += chunkBytes) {
-      pairs.push(tableRelease(table, uffd, BigInt(at), BigInt(Math.min(chunkBytes, end - at))));
-    }
+  for (const [at, e] of releaseChunks(ranges, chunkBytes, data)) {
+    pairs.push(tableRelease(table, uffd, BigInt(at), BigInt(e - at)));
   }
   const close = table.syscall(SYS.close, uffd);
   const run = table.run();
