@@ -173,6 +173,11 @@ export function collectProcess(
    * (engine/dump/scan_ahead.ts). Otherwise none starts, and no fd stays open.
    */
   scanAhead = false,
+  /**
+   * Called with the mappings once the injected calls are done and the page
+   * walk started ahead (engine/dump/copy_ahead.ts starts the page copy then).
+   */
+  onInjected?: (maps: SmapsArea[]) => void,
 ): CollectedProcess {
   checkNamespaces(pid, refusals);
   const stat = readStat(pid);
@@ -228,6 +233,7 @@ export function collectProcess(
   if (bpf) startFrozenFlagsRead(bpf);
   // The page plan's walk, on another thread once no injected call writes (engine/dump/scan_ahead.ts).
   if (scanAhead && !areas) startScanAhead(pid, Math.max(4096, 2 * maps.length + 256));
+  if (scanAhead && !areas) onInjected?.(maps);
   const owners = queryFdOwners(pid, fds.map((f) => f.fd));
   // Every thread's ptrace and scheduling reads in one call on this (the tracer's) thread.
   const reads = threadReadsAvailable() ? readThreadsHere(tids, xsaveSize(pid)) : undefined;
