@@ -51,12 +51,14 @@ async function roundTrip(mode: string | undefined, delayMs: number): Promise<voi
   const before = { ...copyAheadStats };
   Deno.env.set("CRYO_COPY_LANES", "native");
   copyAheadHooks.delayMs = delayMs;
+  copyAheadHooks.waitWalk = true; // (else under load it may begin too late, or not at all)
   try {
     const r = await checkpoint(t.pid, { dir, leaveRunning: true, sync: false });
     assert.equal(r.stats.precopy, undefined, "frozen once");
   } finally {
     Deno.env.delete("CRYO_COPY_LANES");
     copyAheadHooks.delayMs = 0;
+    copyAheadHooks.waitWalk = false;
   }
   assert.equal(copyAheadStats.started - before.started, 1, "a copy started ahead");
   assert.equal(copyAheadStats.taken - before.taken, 1, "its plan taken");

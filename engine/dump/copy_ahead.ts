@@ -1,8 +1,9 @@
 /**
  * The page copy of a process frozen once, made ahead on another thread:
- * as soon as the collect's injected calls are done (engine/dump/process.ts)
- * the page plan is made (engine/dump/plan.ts: the pagemap walk started
- * ahead, each mapping's policy from its kind) and its reads run in a
+ * once the collect's injected calls are done (engine/dump/process.ts) and
+ * the pagemap walk then started ahead is over (checked at a few points of
+ * the collect: cryo's thread never waits for it), the page plan is made
+ * (engine/dump/plan.ts, each mapping's policy from its kind) and its reads run in a
  * syscall table (ffi/process_vm_table.ts) into the buffers the deferred
  * writes made ready before the freeze (engine/dump/deferred_pages.ts),
  * each buffer the bytes the stream (engine/dump/memory.ts) would pack into
@@ -28,6 +29,7 @@ import { pageBufferBytes } from "./memory.ts";
 import { type PagePlan, planPages } from "./plan.ts";
 import { classifyVma, type PagePolicy, pagePolicy, type Vma } from "./vmas.ts";
 import { beforeInjection } from "./injected.ts";
+import { scanAheadDone } from "./scan_ahead.ts";
 
 /**
  * Most bytes copied ahead: the buffers made ready before the freeze first,
@@ -51,11 +53,18 @@ interface Ahead {
 
 let current: Ahead | undefined;
 
+/** A copy ahead asked for, waiting for the page walk started ahead ({@link pumpCopyAhead}). */
+let pending: { pid: number; vmas: readonly Vma[] } | undefined;
+
 /** What the copies ahead did in this process (tests). */
 export const copyAheadStats = { started: 0, taken: 0, dropped: 0, buffersUsed: 0 };
 
-/** Tests: a sleep of the table's thread before its reads (a table that falls behind). */
-export const copyAheadHooks = { delayMs: 0 };
+/**
+ * Tests: a sleep of the table's thread before its reads (a table that
+ * falls behind); `waitWalk`: {@link startCopyAhead} waits for the walk
+ * ahead (the copy ahead begins whatever the machine's load).
+ */
+export const copyAheadHooks = { delayMs: 0, waitWalk: false };
 
 /** Whether reads ahead are still running on the table's thread (tests). */
 export function copyAheadRunning(): boolean {
@@ -69,12 +78,33 @@ function policiesOf(vmas: readonly Vma[]): PagePolicy[] {
 
 /**
  * Plans the pages of frozen `pid` (whose mappings are `vmas`, the injected
- * calls done) and starts reading them on another thread. Nothing when the
- * plan is empty or has no buffers. Never throws: a failure leaves the copy
- * to the streamer.
+ * calls done) and starts reading them on another thread, as soon as the
+ * page walk started ahead is over (engine/dump/scan_ahead.ts): now if it
+ * is, else at a later {@link pumpCopyAhead} (cryo's thread does not wait
+ * for the walk's thread). Nothing when the plan is empty or has no
+ * buffers. Never throws: a failure leaves the copy to the streamer.
  */
 export function startCopyAhead(pid: number, vmas: readonly Vma[]): void {
   dropCopyAhead();
+  pending = { pid, vmas };
+  pumpCopyAhead();
+}
+
+/**
+ * Starts the copy ahead asked for by {@link startCopyAhead} if the page
+ * walk started ahead is over by now (called at a few points of the
+ * collect: engine/dump/process.ts).
+ */
+export function pumpCopyAhead(): void {
+  if (pending && (copyAheadHooks.waitWalk || scanAheadDone(pending.pid))) {
+    const { pid, vmas } = pending;
+    pending = undefined;
+    begin(pid, vmas);
+  }
+}
+
+/** {@link startCopyAhead} once the walk is over. */
+function begin(pid: number, vmas: readonly Vma[]): void {
   let ahead: Ahead | undefined;
   try {
     const policies = policiesOf(vmas);
@@ -139,6 +169,7 @@ export function takeCopyAhead(
   policies: readonly PagePolicy[],
   plain: boolean,
 ): { plan: PagePlan; buffer: (k: number) => Uint8Array<ArrayBuffer> | undefined } | undefined {
+  pending = undefined; // not begun by now: the dump plans and copies itself
   const a = current;
   if (!a) return undefined;
   if (
@@ -199,6 +230,7 @@ export function settleCopyAhead(pid: number): void {
  * on failure.
  */
 export function dropCopyAhead(): void {
+  pending = undefined;
   const a = current;
   if (!a) return;
   current = undefined;
