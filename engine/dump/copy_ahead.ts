@@ -209,6 +209,7 @@ export function rehearseCopyAhead(pid: number, vmas: readonly Vma[]): void {
   try {
     startCopyAhead(pid, vmas);
     const a = current;
+    a?.reads.finish(); // its buffers back to the pool at the drop below, not at an event loop turn
     const taken = takeCopyAhead(pid, vmas, policiesOf(vmas), true);
     if (taken) { for (let k = 0; taken.buffer(k); k++); }
     a?.given.clear(); // every buffer back to the pool
