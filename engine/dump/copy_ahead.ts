@@ -11,7 +11,10 @@
  * plan if it is the one it would make (the same mappings, the same
  * policies, no page source, no inherited runs: {@link takeCopyAhead}) and
  * the streamer writes the buffers filled ahead instead of reading them
- * again; a buffer whose reads fell short is read by the streamer as before.
+ * again; a buffer whose reads fell short, or that the table has not
+ * reached (the streamer waits only for the one the table is on), is read
+ * by the streamer into a buffer of its own, as before (the table's later
+ * reads land in buffers nothing uses).
  *
  * Nothing may write the process's memory between the reads ahead and the
  * thaw: an injection session (engine/dump/injected.ts `withInjection`)
