@@ -317,3 +317,20 @@ bpfTest(
     }
   }),
 );
+
+bpfTest(
+  "vma flags bpf: a small process of 8 threads or more is checked for the iterator; the freeze's flags are smaps'",
+  withTargets(async () => {
+    // rt_precopy "threads": 4 MiB, 13 threads (each a stack and a guard area).
+    const { t } = await startTriggered("rt_precopy", /^ready pid=(\d+) region=/m, {
+      extra: ["4", "threads"],
+    });
+    const check = await startVmFlagsCheck(t.pid);
+    assert.ok(check?.processes.has(t.pid), `checked: ${vmFlagsPaths.get(t.pid)}`);
+    frozen(t.pid, () => {
+      assert.deepEqual(frozenVmFlags(t.pid, check), readSmapsFlags(t.pid));
+      assert.equal(vmFlagsPaths.get(t.pid), "bpf");
+    });
+    await t.kill();
+  }),
+);

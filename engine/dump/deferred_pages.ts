@@ -91,6 +91,26 @@ export function prepareDeferredBuffers(bytes: number, size: number): void {
   for (let i = 0; i < n; i++) ready.push(all.subarray(i * size, (i + 1) * size));
 }
 
+/**
+ * Up to `n` of the buffers made ready before the freeze, of `size` bytes
+ * each (none when they are of another size), taken out of the pool: for a
+ * copy made ahead into them (engine/dump/copy_ahead.ts), which hands them
+ * to a writer ({@link DeferredPageWriter.acquireFilled}) or gives them back
+ * ({@link giveBackReady}).
+ */
+export function takeReadyBuffers(n: number, size: number): Uint8Array<ArrayBuffer>[] {
+  const out: Uint8Array<ArrayBuffer>[] = [];
+  while (out.length < n && ready.length && ready[ready.length - 1].length === size) {
+    out.push(ready.pop()!);
+  }
+  return out;
+}
+
+/** Puts buffers taken with {@link takeReadyBuffers} and not used back into the pool. */
+export function giveBackReady(buffers: readonly Uint8Array<ArrayBuffer>[]): void {
+  for (const b of buffers) ready.push(b);
+}
+
 interface Pending {
   buffer: Uint8Array<ArrayBuffer>;
   /** Its own table (no queue), or its index in the queue. */
@@ -176,6 +196,17 @@ export class DeferredPageWriter implements PageWriter {
       buffer = pageAlignedBuffer(this.size);
       this.#buffers++;
     }
+    this.#current = { buffer, offset };
+    return buffer;
+  }
+
+  /**
+   * {@link acquire} of `buffer`, already filled (a copy made ahead, its
+   * bytes read: engine/dump/copy_ahead.ts): it is written and then reused
+   * as one of this writer's.
+   */
+  acquireFilled(offset: number, buffer: Uint8Array<ArrayBuffer>): Uint8Array {
+    if (buffer.length !== this.size) throw new RangeError("a filled buffer of another size");
     this.#current = { buffer, offset };
     return buffer;
   }

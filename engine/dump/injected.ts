@@ -589,6 +589,13 @@ export class InjectionSession {
 }
 
 /**
+ * Called with the pid before an injection session into it opens: a copy of
+ * its pages made ahead on another thread (engine/dump/copy_ahead.ts) waits
+ * for its reads there, before the session writes the process's memory.
+ */
+export const beforeInjection: { hook?: (pid: number) => void } = {};
+
+/**
  * Opens an injection session on the stopped process `pid`, runs `fn`, and
  * puts the threads and the scratch space back (also when `fn` throws).
  */
@@ -606,6 +613,7 @@ export function withInjection<T>(
    */
   withoutRoom?: () => T,
 ): T {
+  beforeInjection.hook?.(pid);
   const s = new InjectionSession(pid, statuses, areas);
   s.areas = areas;
   const rsp = getRegs(pid).rsp;

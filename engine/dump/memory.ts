@@ -57,6 +57,16 @@ export class MemoryStreamer {
    * stored as zeros and reported here instead of failing the dump.
    */
   onUnreadable?: (addr: bigint, length: number) => void;
+  /**
+   * Buffers filled ahead (engine/dump/copy_ahead.ts): the `k`-th buffer of
+   * this stream (from 0) already holding its bytes, or undefined (read
+   * here). Used only with a writer that takes them (`acquireFilled`).
+   */
+  ahead?: (k: number) => Uint8Array<ArrayBuffer> | undefined;
+  /** Buffers acquired so far. */
+  #acquired = 0;
+  /** Whether the buffer being filled came filled from {@link ahead}: nothing to read into it. */
+  #filled = false;
   /** Bytes of page data written so far. */
   bytes = 0;
   /** Remote pieces given to process_vm_readv so far (adjacent runs are one: tests). */
@@ -162,12 +172,12 @@ export class MemoryStreamer {
     onBytes: ((n: number) => void) | undefined,
   ): void {
     for (let done = 0; done < length;) {
-      this.#buffer ??= this.#out.acquire(this.#offset);
+      this.#buffer ??= this.#acquire();
       const n = Math.min(this.#out.size - this.#fill, length - done);
       if (readable) {
         if (typeof addr === "number") this.#queueNumber(addr + done, n);
         else this.#queue(addr + BigInt(done), n);
-      } else {
+      } else if (!this.#filled) {
         this.#drain(); // queued pieces land contiguously from where they began
         this.#readMem(
           BigInt(addr) + BigInt(done),
@@ -181,6 +191,16 @@ export class MemoryStreamer {
       if (this.#fill === this.#out.size) this.#flush();
       onBytes?.(n);
     }
+  }
+
+  /** The next buffer: filled ahead when {@link ahead} has it, else the writer's. */
+  #acquire(): Uint8Array {
+    const k = this.#acquired++;
+    const filled = this.#out.acquireFilled ? this.ahead?.(k) : undefined;
+    this.#filled = filled !== undefined;
+    return filled
+      ? this.#out.acquireFilled!(this.#offset, filled)
+      : this.#out.acquire(this.#offset);
   }
 
   /** Queues a piece of readable memory landing at the current fill offset. */
@@ -231,6 +251,7 @@ export class MemoryStreamer {
     if (count === 0 || !this.#buffer) return;
     this.#iovCount = 0;
     this.remotePieces += count;
+    if (this.#filled) return; // read ahead (copy_ahead.ts)
     let total = 0;
     for (let i = 0; i < count; i++) total += Number(this.#iov[2 * i + 1]);
     const dest = this.#buffer.subarray(this.#iovAt, this.#iovAt + total);
@@ -271,6 +292,7 @@ export class MemoryStreamer {
     } else this.#crc = crc32(this.#buffer.subarray(0, this.#fill), this.#crc);
     this.#out.submit(this.#fill, this.#reserve(this.#fill));
     this.#buffer = undefined;
+    this.#filled = false;
     this.#fill = 0;
   }
 

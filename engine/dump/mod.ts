@@ -64,6 +64,7 @@ import {
   warmUpProcReaders,
 } from "./rehearsal.ts";
 import { planPages, savePlanned } from "./plan.ts";
+import { dropCopyAhead, startCopyAhead, takeCopyAhead } from "./copy_ahead.ts";
 import { dropScansAhead } from "./scan_ahead.ts";
 import { readStatus } from "../proc/status.ts";
 import { countMappings } from "../proc/maps.ts";
@@ -566,6 +567,10 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     // Describe every process first, and decide while the tree is frozen that
     // it can be restored: nothing is written or killed for a tree that could not come back.
     const refusals = new Refusals(opts.optIns);
+    // One process frozen once, its writes deferred: its page copy starts once its injected
+    // calls are done, beside the rest of the collect (engine/dump/copy_ahead.ts).
+    const copyAhead = deferWrites && !precopy && !parent && tree.processes.length === 1 &&
+      !opts.include?.mapping;
     const collectedAll = tree.processes.map((p, i) =>
       collectProcess(
         p.pid,
@@ -578,6 +583,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         undefined,
         flagsCheck,
         true, // planned below; the walks not taken dropped at the thaw or on failure
+        copyAhead ? (maps) => startCopyAhead(p.pid, maps) : undefined,
       )
     );
     for (const c of collectedAll) precopy?.fixRestarts(c.image);
@@ -681,13 +687,22 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         ...(pre ? { pages: { start: pre.pagesStart, end: pre.pagesEnd } } : {}),
       });
       writers.push(writer);
-      const plan = planPages(
+      const policies = image.mappings.map((m) => m.excluded ? "none" : pagePolicy(m.kind));
+      const source = pre ?? parent?.processes.get(p.pid);
+      // The plan of the copy made ahead when it is this one (copy_ahead.ts), else made here.
+      const ahead = takeCopyAhead(
         p.pid,
         collected.vmas,
-        image.mappings.map((m) => m.excluded ? "none" : pagePolicy(m.kind)),
+        policies,
+        !image.inheritsMemory && !source,
+      );
+      const plan = ahead?.plan ?? planPages(
+        p.pid,
+        collected.vmas,
+        policies,
         // (No lookup per mapping for a process that inherits nothing: engine/memory/inherit.ts.)
         image.inheritsMemory ? (k) => inheritance.runs(p.pid, k) : () => undefined,
-        pre ?? parent?.processes.get(p.pid),
+        source,
       );
       const total = plan.readBytes;
       reused += plan.reusedBytes;
@@ -697,6 +712,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         : undefined;
       const out = deferred ?? new BufferPageWriter(pageBufferBytes(total), writer.partialPath);
       const streamer = new MemoryStreamer(p.pid, out, (n) => writer.reservePages(n));
+      if (ahead) streamer.ahead = ahead.buffer;
       // The manifest's pageBlocks (engine/image/page_blocks.ts): blocks aligned to the page data's start.
       streamer.blockCrcs = [];
       if (pre) streamer.blockPhase = pre.pagesEnd - writer.pagesStart;
@@ -724,6 +740,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         },
       );
       await streamer.finish();
+      dropCopyAhead(); // (its buffers not taken back to the pool)
       pending.push({
         writer,
         image,
@@ -884,6 +901,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     return { dir: finalDir, manifest, stats };
   } catch (e) {
     closeStatusesAhead();
+    dropCopyAhead(); // (its ready buffers back to the pool once its reads are over)
     if (
       rootIsOurChild && e instanceof TraceeGoneError && e.tid === pid &&
       (e.status.kind === "exited" || e.status.kind === "signaled")

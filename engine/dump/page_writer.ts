@@ -42,6 +42,12 @@ export interface PageWriter {
    * {@link PageWriter.submit} that follows).
    */
   acquire(offset: number): Uint8Array;
+  /**
+   * Like {@link PageWriter.acquire}, but the buffer is `buffer`, whose
+   * bytes are already read (engine/dump/copy_ahead.ts): only writers that
+   * can write from any page-aligned buffer of {@link PageWriter.size} bytes.
+   */
+  acquireFilled?(offset: number, buffer: Uint8Array<ArrayBuffer>): Uint8Array;
   /** Writes the first `length` bytes of the buffer last acquired at `offset`. */
   submit(length: number, offset: number): void;
   /** Buffer size. */

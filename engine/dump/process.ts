@@ -29,6 +29,7 @@ import {
 import { fileIdentityOf, readProcLink, readProcText } from "../proc/io.ts";
 import { type InjectedThreadState, queryInjectedState, withInjection } from "./injected.ts";
 import { startScanAhead } from "./scan_ahead.ts";
+import { pumpCopyAhead } from "./copy_ahead.ts";
 import { collectThread, sharedPending } from "./threads.ts";
 import { classifyVma, refusedMapping, type Vma } from "./vmas.ts";
 import { mappingRecord, takeMappingDrafts } from "./mapping_drafts.ts";
@@ -173,6 +174,11 @@ export function collectProcess(
    * (engine/dump/scan_ahead.ts). Otherwise none starts, and no fd stays open.
    */
   scanAhead = false,
+  /**
+   * Called with the mappings once the injected calls are done and the page
+   * walk started ahead (engine/dump/copy_ahead.ts starts the page copy then).
+   */
+  onInjected?: (maps: SmapsArea[]) => void,
 ): CollectedProcess {
   checkNamespaces(pid, refusals);
   const stat = readStat(pid);
@@ -228,9 +234,12 @@ export function collectProcess(
   if (bpf) startFrozenFlagsRead(bpf);
   // The page plan's walk, on another thread once no injected call writes (engine/dump/scan_ahead.ts).
   if (scanAhead && !areas) startScanAhead(pid, Math.max(4096, 2 * maps.length + 256));
+  if (scanAhead && !areas) onInjected?.(maps);
   const owners = queryFdOwners(pid, fds.map((f) => f.fd));
+  pumpCopyAhead(); // (begun once the walk ahead is over: copy_ahead.ts)
   // Every thread's ptrace and scheduling reads in one call on this (the tracer's) thread.
   const reads = threadReadsAvailable() ? readThreadsHere(tids, xsaveSize(pid)) : undefined;
+  pumpCopyAhead();
   const task = collectTaskState(pid, tids, injected.task, refusals, statuses, reads);
   // The smaps records are the dump's mappings as they are (no copy per mapping).
   const vmas: Vma[] = maps;
@@ -275,6 +284,7 @@ export function collectProcess(
     mappings[i] = mapping;
   });
 
+  pumpCopyAhead();
   const details = () => collectMemoryDetails(pid, mappings, injected.mlockFuture, refusals);
   const memoryFlags = smaps || bpf ? {} : details();
 

@@ -37,6 +37,7 @@ import { treePidsOrRoot } from "../proc/tasks.ts";
 import { sleepSync } from "../sleep_sync.ts";
 import { crc32Combine } from "../image/checksum.ts";
 import { rehearseThreads } from "./thread_rehearsal.ts";
+import { rehearseCopyAhead } from "./copy_ahead.ts";
 
 /**
  * Collects every process of frozen `tree` and discards the result; never
@@ -222,6 +223,8 @@ export function rehearseOnHelper(
       pausePoint("rehearsal-helper");
       const frozen = tree;
       withoutPausePoints(() => rehearseCollect(frozen, optIns, onImage));
+      // The page copy made ahead (copy_ahead.ts), of the helper's pages.
+      rehearseCopyAhead(helper.pid, readMaps(helper.pid).map((m) => ({ ...m, vmFlags: [] })));
       withoutPausePoints(() => rehearseThreads(helper.pid, root, threadCount(root)));
     } finally {
       if (tree) thawTree(tree);

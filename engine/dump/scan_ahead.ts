@@ -73,6 +73,12 @@ function failedScan(end: number): ScanInTable {
   return new ScanBuffer(16).scanInTable(-1, 0n, BigInt(end), { returnMask: 0n });
 }
 
+/** Whether the walk started ahead of `pid` is over (true when none was started). */
+export function scanAheadDone(pid: number): boolean {
+  const a = started.get(pid);
+  return !a || a.call.done();
+}
+
 /**
  * The data regions of [lo, hi) of `pid` walked ahead (the whole walk, in
  * address order: regions outside [lo, hi) included), or undefined when no

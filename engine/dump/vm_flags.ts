@@ -155,16 +155,22 @@ export function vmFlagsOverride(): "smaps" | "bpf" | undefined {
  * freeze cost ~50 ms of a fresh CLI, while the smaps walk it saves at the
  * freeze is ~2 ms for 64 MiB resident in a few hundred areas, 60 to 90 ms at
  * 2 GiB, and the kernel's formatting of ~0.7 KB of text per area (~7 MB and
- * tens of ms for 10,000 areas).
+ * tens of ms for 10,000 areas). A process of `minThreads` threads or more
+ * takes it too: each thread adds a stack and its guard to smaps (64 threads
+ * of 16 MiB: 151 areas, ~2 ms of the freeze on cryo's thread, the kernel's
+ * text and its parse), and the BTF is read for the threads' state anyway
+ * (engine/dump/thread_state.ts, from 8 threads).
  */
-export const bpfFlagsPay = { minRssBytes: 256 * 2 ** 20, minAreas: 1000 };
+export const bpfFlagsPay = { minRssBytes: 256 * 2 ** 20, minAreas: 1000, minThreads: 8 };
 
 /**
- * Whether process `pid` is large enough for the BPF iterator
- * ({@link bpfFlagsPay}); `maps` gets the maps bytes read to count its areas.
+ * Whether process `pid` is large enough, or has threads enough, for the BPF
+ * iterator ({@link bpfFlagsPay}); `maps` gets the maps bytes read to count its areas.
  */
 function bpfPays(pid: number, maps: Map<number, Uint8Array>): boolean {
-  if (readStat(pid).rss * 4096 >= bpfFlagsPay.minRssBytes) return true;
+  const stat = readStat(pid);
+  if (stat.rss * 4096 >= bpfFlagsPay.minRssBytes) return true;
+  if (stat.numThreads >= bpfFlagsPay.minThreads) return true;
   if (bpfFlagsPay.minAreas <= 0) return true;
   // One line per area; reading maps does not walk pages. The policy's count just read it.
   const bytes = takeCountedMaps(pid, 1000) ?? readMapsBytes(pid);

@@ -1,0 +1,111 @@
+/**
+ * The page copy of a dump frozen once, made ahead on another thread
+ * (engine/dump/copy_ahead.ts), on tests/targets/rt_precopy.c (its memory
+ * rewritten all the time: a byte read at another moment than the freeze's
+ * fails its check after the restore):
+ *
+ * - a `--leave-running` dump with the writes deferred
+ *   (`CRYO_COPY_LANES=native`) takes the plan and the buffers read ahead,
+ *   for a plain region, for one mapping per page ("maps": many pieces
+ *   merged in a read) and for a root of 13 threads ("threads"); the
+ *   original runs on and the image restores exactly;
+ * - the same with the table's thread held back (a sleep first): the
+ *   streamer reads the buffers the table has not reached itself, the reads
+ *   the table makes later land in buffers nothing uses, and the image is
+ *   exact;
+ * - an injection into the process waits for the reads ahead first
+ *   (injected.ts `beforeInjection`).
+ */
+
+import assert from "node:assert/strict";
+import { checkpoint } from "../engine/dump/mod.ts";
+import {
+  copyAheadHooks,
+  copyAheadRunning,
+  copyAheadStats,
+  dropCopyAhead,
+  startCopyAhead,
+} from "../engine/dump/copy_ahead.ts";
+import { freezeTree, thawTree } from "../engine/dump/freeze.ts";
+import { withInjection } from "../engine/dump/injected.ts";
+import { readSmapsFlags } from "../engine/proc/smaps_flags.ts";
+import { SYS } from "../ffi/sysno.ts";
+import { tablesAvailable } from "../ffi/syscall_table.ts";
+import { withTargets } from "./helpers/targets.ts";
+import { startTriggered } from "./helpers/roundtrip.ts";
+import {
+  assertOriginalThenRestored,
+  RT_PRECOPY_CHECKS,
+  RT_PRECOPY_READY,
+} from "./helpers/tracking.ts";
+import { tempDir } from "./helpers/fs.ts";
+
+const ignore = !tablesAvailable();
+
+/** Dumps rt_precopy (4 MiB, `mode`) frozen once with deferred writes; asserts the copy ahead was used as `expect` says. */
+async function roundTrip(mode: string | undefined, delayMs: number): Promise<void> {
+  const { t, trigger } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
+    extra: ["4", ...(mode ? [mode] : [])],
+  });
+  const dir = `${await tempDir("cryo-copy-ahead-")}/image`;
+  const before = { ...copyAheadStats };
+  Deno.env.set("CRYO_COPY_LANES", "native");
+  copyAheadHooks.delayMs = delayMs;
+  copyAheadHooks.waitWalk = true; // (else under load it may begin too late, or not at all)
+  try {
+    const r = await checkpoint(t.pid, { dir, leaveRunning: true, sync: false });
+    assert.equal(r.stats.precopy, undefined, "frozen once");
+  } finally {
+    Deno.env.delete("CRYO_COPY_LANES");
+    copyAheadHooks.delayMs = 0;
+    copyAheadHooks.waitWalk = false;
+  }
+  assert.equal(copyAheadStats.started - before.started, 1, "a copy started ahead");
+  assert.equal(copyAheadStats.taken - before.taken, 1, "its plan taken");
+  const used = copyAheadStats.buffersUsed - before.buffersUsed;
+  if (delayMs > 0) assert.equal(used, 0, "the table behind: every buffer read by the streamer");
+  else assert.ok(used >= 4, `the buffers read ahead written (${used})`);
+  const checks = mode === "threads" ? [...RT_PRECOPY_CHECKS, "threads"] : RT_PRECOPY_CHECKS;
+  await assertOriginalThenRestored(t, trigger, dir, checks);
+}
+
+for (const mode of [undefined, "maps", "threads"]) {
+  Deno.test({
+    name: `copy ahead: a dump frozen once (${mode ?? "one region"}) writes the buffers read ` +
+      "ahead; the original runs on, the image restores exactly",
+    ignore,
+    fn: withTargets(() => roundTrip(mode, 0)),
+  });
+}
+
+Deno.test({
+  name: "copy ahead: its table held back, the streamer reads every buffer itself; exact image",
+  ignore,
+  fn: withTargets(() => roundTrip(undefined, 300)),
+});
+
+Deno.test({
+  name: "copy ahead: an injection into the process waits for the reads ahead",
+  ignore,
+  fn: withTargets(async () => {
+    const { t, trigger } = await startTriggered("rt_precopy", RT_PRECOPY_READY, { extra: ["4"] });
+    const tree = freezeTree(t.pid);
+    try {
+      copyAheadHooks.delayMs = 150;
+      startCopyAhead(t.pid, readSmapsFlags(t.pid));
+      assert.equal(copyAheadRunning(), true, "reading (held back)");
+      let running: boolean | undefined;
+      withInjection(t.pid, (s) => {
+        running = copyAheadRunning();
+        s.call(t.pid, SYS.getpid);
+      });
+      assert.equal(running, false, "the reads were over when the session opened");
+    } finally {
+      copyAheadHooks.delayMs = 0;
+      dropCopyAhead();
+      thawTree(tree);
+    }
+    await Deno.writeTextFile(trigger, "");
+    await t.wait(30000);
+  }),
+});
