@@ -112,6 +112,13 @@ import type { ParentPages } from "./parent.ts";
 import { ChainDump } from "./chain_dump.ts";
 import { isTrackingFd } from "./tracking.ts";
 import { importModule } from "../modules.ts";
+import {
+  endSnapshot,
+  type ForkSnapshot,
+  forkSnapshotWanted,
+  snapshotFits,
+  takeSnapshot,
+} from "./fork_snapshot.ts";
 
 /** Progress events of a dump. */
 export type DumpEvent =
@@ -448,6 +455,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
   /** Whether the VmFlags may come from the BPF iterator (engine/dump/vm_flags.ts). */
   let vmFlagsCheck: Promise<VmFlagsCheck | undefined> | undefined;
   let parent: ParentPages | undefined;
+  /** The fork the pages are read from after the thaw, while it lives (fork_snapshot.ts). */
+  let snapshot: ForkSnapshot | undefined;
   const chain = new ChainDump(pid, opts);
   try {
     parent = await chain.begin();
@@ -655,6 +664,10 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     await parent?.scanned(); // the final dump's page table walks (engine/dump/parent.ts)
     await precopy?.validated(); // the same for a pre-copy (engine/dump/precopy.ts)
     let reused = 0, parentBytes = 0;
+    // One process frozen once and left running: its pages may come from a fork (fork_snapshot.ts).
+    const snapshots = opts.leaveRunning === true && !precopy && !parent && described.length === 1 &&
+      forkSnapshotWanted();
+    let copyFromSnapshot: (() => Promise<void>) | undefined;
     for (const { p, collected, image } of described) {
       // planInheritance may have moved (and grown) the bootstrap.
       const start = BigInt(image.bootstrap.start);
@@ -681,10 +694,11 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         ...(pre ? { pages: { start: pre.pagesStart, end: pre.pagesEnd } } : {}),
       });
       writers.push(writer);
+      const policies = image.mappings.map((m) => m.excluded ? "none" : pagePolicy(m.kind));
       const plan = planPages(
         p.pid,
         collected.vmas,
-        image.mappings.map((m) => m.excluded ? "none" : pagePolicy(m.kind)),
+        policies,
         // (No lookup per mapping for a process that inherits nothing: engine/memory/inherit.ts.)
         image.inheritsMemory ? (k) => inheritance.runs(p.pid, k) : () => undefined,
         pre ?? parent?.processes.get(p.pid),
@@ -696,7 +710,14 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         ? new DeferredPageWriter(pageBufferBytes(total), writer.partialPath, total, true)
         : undefined;
       const out = deferred ?? new BufferPageWriter(pageBufferBytes(total), writer.partialPath);
-      const streamer = new MemoryStreamer(p.pid, out, (n) => writer.reservePages(n));
+      // Frozen once and left running: the pages may be read from a fork after the thaw.
+      const snap = snapshots && total > 0 && !pre &&
+          !image.threads.some((t) => t.seccomp?.mode) &&
+          snapshotFits(image.mappings, policies)
+        ? takeSnapshot(p.pid)
+        : undefined;
+      if (snap) snapshot = snap;
+      const streamer = new MemoryStreamer(snap?.pid ?? p.pid, out, (n) => writer.reservePages(n));
       // The manifest's pageBlocks (engine/image/page_blocks.ts): blocks aligned to the page data's start.
       streamer.blockCrcs = [];
       if (pre) streamer.blockPhase = pre.pagesEnd - writer.pagesStart;
@@ -708,22 +729,27 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         bytesToSave: total,
       });
       let done = 0, told = -1;
-      // Told at the first run, at each MiB and at the end (not at each of 10,000 runs).
-      const runsToPages = savePlanned(
-        plan,
-        collected.vmas,
-        image.mappings,
-        streamer,
-        writer,
-        (n) => {
-          done += n;
-          pausePoint("pages");
-          if (told >= 0 && done - told < PAGES_EVENT_BYTES && done !== total) return;
-          told = done;
-          opts.onEvent?.({ type: "pages", pid: p.pid, bytes: done, totalBytes: total });
-        },
-      );
-      await streamer.finish();
+      let runsToPages = () => {};
+      const copy = async () => {
+        // Told at the first run, at each MiB and at the end (not at each of 10,000 runs).
+        runsToPages = savePlanned(
+          plan,
+          collected.vmas,
+          image.mappings,
+          streamer,
+          writer,
+          (n) => {
+            done += n;
+            pausePoint("pages");
+            if (told >= 0 && done - told < PAGES_EVENT_BYTES && done !== total) return;
+            told = done;
+            opts.onEvent?.({ type: "pages", pid: p.pid, bytes: done, totalBytes: total });
+          },
+        );
+        await streamer.finish();
+      };
+      if (snap) copyFromSnapshot = copy;
+      else await copy();
       pending.push({
         writer,
         image,
@@ -731,7 +757,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         pre,
         overwritten: pre ? plan.pieces.flat().filter((x) => x.source === "overwrite") : [],
         deferred,
-        runsToPages,
+        runsToPages: () => runsToPages(),
       });
       images.push(image);
     }
@@ -760,6 +786,16 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       thawed = true;
       chain.frozen = false;
       opts.onEvent?.({ type: "thawed", freezeSeconds });
+    }
+    if (snapshot) {
+      // The pages from the fork, the tree running; then the fork ends, reaped in its parent too.
+      const snap = snapshot;
+      try {
+        await copyFromSnapshot!();
+      } finally {
+        snapshot = undefined;
+        endSnapshot(snap);
+      }
     }
     closeStatusesAhead(); // (each status was taken by the collect: the fds are closed after the thaw)
     for (const p of pending) p.runsToPages(); // the page records, once the tree runs again
@@ -901,6 +937,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     const gone = tree ? await goneProcesses(tree, e) : [];
     sockets.releaseRunning();
     if (tree) thawTree(tree); // detaching an already resumed task is a harmless ESRCH
+    if (snapshot) endSnapshot(snapshot); // (reaped in the target once it is thawed)
     await Deno.remove(tmp, { recursive: true }).catch(() => {});
     if (gone.length && !(e instanceof TargetError || e instanceof UnsupportedError)) {
       throw new TargetError(

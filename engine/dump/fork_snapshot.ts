@@ -1,0 +1,215 @@
+/**
+ * The fork snapshot of `dump --leave-running` frozen once: once the
+ * collect and the page plan have read all they need from the frozen
+ * process, its main thread is made to run a `clone` (crash-safe injection,
+ * engine/dump/injected.ts) whose child shares every private page with it
+ * copy-on-write; the tree is thawed at once and the planned pages are read
+ * from the child instead, which never runs.
+ *
+ * The child (ffi/fork_snapshot.ts): exit signal 0, the fd table and fs
+ * shared (`CLONE_FILES | CLONE_FS`: it holds no copy of a pipe's write end
+ * or a socket), traced by cryo from birth (`CLONE_PTRACE`: the kernel stops
+ * it before it reaches user mode), its stack at a frame of its own whose
+ * registers run `exit(0)`: a cryo killed before it told the child to die
+ * with it (`PTRACE_O_EXITKILL`, set at its first stop) lets it exit without
+ * running a line of the target's code. The scratch space and the main
+ * thread's injection frame (below its red zone) are written back into the
+ * child with the target's bytes, so the child's memory is the target's at
+ * the freeze.
+ *
+ * After the copy the child is killed and reaped by cryo (its tracer), which
+ * leaves a zombie of exit signal 0 to its parent (no SIGCHLD, invisible to
+ * waits without `__WALL`/`__WCLONE`); the target's main thread is stopped
+ * again for an injected `waitid(P_PID, child, WEXITED | __WALL | WNOHANG)`
+ * that reaps it in the target.
+ *
+ * Only where the child holds the pages faithfully: every planned mapping
+ * private (no shared memory, hugetlb, VM_IO/PFNMAP), no MADV_DONTFORK or
+ * MADV_WIPEONFORK mapping, no userfaultfd registration (a fork event to a
+ * monitor), no seccomp filter (a filter could kill the process at the
+ * clone), the target in cryo's pid namespace, crash-safe injection in its
+ * main thread with room on its stack. Any failure of the clone (RLIMIT_NPROC,
+ * a pids cgroup, ENOMEM) leaves the dump to copy frozen as before.
+ *
+ * Off unless `CRYO_FORK_SNAPSHOT=1` (docs/PERFORMANCE.md, ninth pass, branch forksnap).
+ *
+ * @module
+ */
+
+import { SNAPSHOT_CLONE_FLAGS, snapshotExitFrame } from "../../ffi/fork_snapshot.ts";
+import { rawSyscall } from "../../ffi/libc.ts";
+import { processVmReadFully, processVmWriteFully } from "../../ffi/process_vm.ts";
+import {
+  cont,
+  detach,
+  interrupt,
+  PTRACE_O,
+  seize,
+  setOptions,
+  waitStop,
+  xsaveSize,
+} from "../../ffi/ptrace.ts";
+import { CrashSafeThread } from "../../ffi/safe_inject.ts";
+import { SYS } from "../../ffi/sysno.ts";
+import { __WALL, PTRACE_EVENT, waitPid, WNOHANG } from "../../ffi/wait.ts";
+import type { Mapping } from "../model.ts";
+import { pausePoint } from "../pause.ts";
+import type { MapEntry } from "../proc/maps.ts";
+import { withInjection } from "./injected.ts";
+import { type PagePolicy } from "./vmas.ts";
+
+const P_PID = 1;
+const WEXITED = 4;
+const SIGKILL = 9;
+
+/** A snapshot child of a process. */
+export interface ForkSnapshot {
+  /** The child (in cryo's pid namespace, the target's too). */
+  pid: number;
+  /** The process it was forked from. */
+  target: number;
+}
+
+/** Counts for tests: snapshots made, and the reaps in the target that failed. */
+export const forkSnapshotStats = { made: 0, reapFailed: 0 };
+
+/** Whether `CRYO_FORK_SNAPSHOT=1` asks for the fork snapshot. */
+export function forkSnapshotWanted(): boolean {
+  try {
+    return Deno.env.get("CRYO_FORK_SNAPSHOT") === "1";
+  } catch {
+    return false;
+  }
+}
+
+/** VmFlags of a mapping (any, planned or not) that the child would not have as the target has it. */
+const NOT_COPIED = new Set(["dc", "wf", "um", "uw", "ui"]);
+/** VmFlags of a planned mapping whose pages the child would not hold as private copies. */
+const NOT_PRIVATE = new Set(["sh", "ms", "ht", "io", "pf", "ss"]);
+
+/**
+ * Whether a snapshot child holds every planned page of a process with
+ * these `mappings` (and their page `policies`) as the target had it.
+ */
+export function snapshotFits(
+  mappings: readonly Mapping[],
+  policies: readonly PagePolicy[],
+): boolean {
+  return mappings.every((m, i) => {
+    if (m.vmFlags.some((f) => NOT_COPIED.has(f))) return false;
+    if (m.excluded || policies[i] === "none") return true;
+    if (m.kind !== "anon" && m.kind !== "file-private") return false;
+    if (m.aio || m.sysvShm !== undefined) return false;
+    return !m.vmFlags.some((f) => NOT_PRIVATE.has(f));
+  });
+}
+
+/** Whether `pid` is in cryo's own pid namespace (the child's pid is the same number for both). */
+function samePidNamespace(pid: number): boolean {
+  try {
+    return Deno.readLinkSync(`/proc/${pid}/ns/pid`) === Deno.readLinkSync("/proc/self/ns/pid");
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Forks a snapshot of the frozen process `pid` (its main thread stopped by
+ * the freeze, `areas` its mappings read at this freeze); undefined, with
+ * nothing left behind, when it cannot.
+ */
+export function takeSnapshot(pid: number, areas?: readonly MapEntry[]): ForkSnapshot | undefined {
+  if (!samePidNamespace(pid)) return undefined;
+  let child = -1;
+  let lo = 0n, hi = 0n;
+  withInjection(
+    pid,
+    (s) => {
+      const sites = s.safeSites;
+      if (!sites || s.mainArea === undefined) return;
+      // Opens the main thread for crash-safe injection (or finds it cannot be).
+      s.call(pid, SYS.getpid);
+      const own = s.ownState(pid);
+      if (!own) return;
+      s.write(0, snapshotExitFrame(s.scratch, own.regs, sites.call, sites.restorer));
+      const r = s.call(pid, SYS.clone, SNAPSHOT_CLONE_FLAGS, s.scratch, 0, 0, 0);
+      if (r <= 0n) return;
+      child = Number(r);
+      lo = s.scratch;
+      hi = s.mainArea + BigInt(CrashSafeThread.bytesFor(xsaveSize(pid)));
+    },
+    undefined,
+    areas,
+    () => undefined, // no room on the stack: no page mapped for it (the child would have it)
+  );
+  if (child < 0) return undefined;
+  const snap = { pid: child, target: pid };
+  forkSnapshotStats.made++;
+  pausePoint("snapshot-born"); // a cryo killed here: the child exits at its first instruction
+  try {
+    // Stopped before user mode (its trap stop); told to die with cryo.
+    waitStop(child);
+    setOptions(child, PTRACE_O.TRACESYSGOOD | PTRACE_O.EXITKILL);
+    // The scratch space and the injection frame as the target has them again.
+    const buf = new Uint8Array(Number(hi - lo));
+    processVmReadFully(pid, lo, buf);
+    processVmWriteFully(child, lo, buf);
+  } catch {
+    endSnapshot(snap);
+    return undefined;
+  }
+  pausePoint("snapshot");
+  return snap;
+}
+
+/**
+ * Kills the snapshot child and reaps it, then reaps its zombie inside its
+ * parent (one thread stopped for an injected `waitid`): the target is left
+ * with no trace of it. False when the reap in the target could not be made
+ * (the target gone, or a wait of its own took the zombie first: nothing
+ * left then either).
+ */
+export function endSnapshot(snap: ForkSnapshot): boolean {
+  rawSyscall(SYS.kill, snap.pid, SIGKILL);
+  for (let i = 0; i < 64; i++) {
+    let st;
+    try {
+      st = waitPid(snap.pid, __WALL);
+    } catch {
+      break; // not ours any more
+    }
+    if (st.kind === "exited" || st.kind === "signaled" || st.kind === "none") break;
+  }
+  pausePoint("snapshot-reaped");
+  const ok = reapInTarget(snap.target, snap.pid);
+  if (!ok) forkSnapshotStats.reapFailed++;
+  return ok;
+}
+
+/** Reaps zombie `child` of process `pid` with a `waitid` injected into its main thread. */
+function reapInTarget(pid: number, child: number): boolean {
+  try {
+    seize(pid, PTRACE_O.TRACESYSGOOD);
+  } catch {
+    return false;
+  }
+  try {
+    interrupt(pid);
+    for (let i = 0; i < 64; i++) {
+      const st = waitStop(pid);
+      if (st.event === PTRACE_EVENT.STOP) break;
+      cont(pid, st.signal); // a signal-delivery stop: delivered, the interrupt's stop follows
+    }
+    return withInjection(pid, (s) => {
+      s.write(0, new Uint8Array(128)); // its siginfo: si_pid stays 0 when nothing was reaped
+      const r = s.call(pid, SYS.waitid, P_PID, child, s.scratch, WEXITED | __WALL | WNOHANG, 0);
+      return r === 0n && new DataView(s.read(16, 4).buffer).getInt32(0, true) === child;
+    });
+  } catch {
+    return false;
+  } finally {
+    try {
+      detach(pid);
+    } catch { /* gone */ }
+  }
+}
