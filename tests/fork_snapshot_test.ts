@@ -14,7 +14,11 @@
 
 import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
-import { forkSnapshotStats, snapshotFits } from "../engine/dump/fork_snapshot.ts";
+import {
+  forkSnapshotStats,
+  SNAPSHOT_MIN_BYTES,
+  snapshotFits,
+} from "../engine/dump/fork_snapshot.ts";
 import type { Mapping } from "../engine/model.ts";
 import { restore } from "../engine/restore/mod.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
@@ -234,3 +238,26 @@ for (const phase of ["snapshot-born", "snapshot"]) {
     }),
   );
 }
+
+Deno.test(
+  "fork snapshot: by default from SNAPSHOT_MIN_BYTES of planned pages, never with CRYO_FORK_SNAPSHOT=0",
+  withTargets(async () => {
+    for (const [mib, env, taken] of [[4, "", 0], [16, "", 1], [16, "0", 0]] as const) {
+      const { t, trigger } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
+        extra: [String(mib)],
+      });
+      const dir = await tempImageDir();
+      const { made } = forkSnapshotStats;
+      if (env) Deno.env.set("CRYO_FORK_SNAPSHOT", env);
+      try {
+        await checkpoint(t.pid, { dir, leaveRunning: true, precopy: false });
+      } finally {
+        Deno.env.delete("CRYO_FORK_SNAPSHOT");
+      }
+      assert.equal(forkSnapshotStats.made, made + taken, `${mib} MiB, CRYO_FORK_SNAPSHOT=${env}`);
+      assert.ok(16 * 2 ** 20 >= SNAPSHOT_MIN_BYTES && 4 * 2 ** 20 < SNAPSHOT_MIN_BYTES);
+      assert.deepEqual(childrenOf(t.pid), [], "no child or zombie left in the target");
+      await assertOriginalThenRestored(t, trigger, dir);
+    }
+  }),
+);

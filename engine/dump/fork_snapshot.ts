@@ -31,7 +31,8 @@
  * main thread with room on its stack. Any failure of the clone (RLIMIT_NPROC,
  * a pids cgroup, ENOMEM) leaves the dump to copy frozen as before.
  *
- * Off unless `CRYO_FORK_SNAPSHOT=1` (docs/PERFORMANCE.md, ninth pass, branch forksnap).
+ * Taken from {@link SNAPSHOT_MIN_BYTES} of planned pages; `CRYO_FORK_SNAPSHOT=1` at any
+ * size, `=0` never (docs/PERFORMANCE.md, ninth pass, branch forksnap).
  *
  * @module
  */
@@ -55,8 +56,9 @@ import { __WALL, PTRACE_EVENT, waitPid, WNOHANG } from "../../ffi/wait.ts";
 import type { Mapping } from "../model.ts";
 import { pausePoint } from "../pause.ts";
 import type { MapEntry } from "../proc/maps.ts";
+import { sleepSync } from "../sleep_sync.ts";
 import { withInjection } from "./injected.ts";
-import { type PagePolicy } from "./vmas.ts";
+import type { PagePolicy } from "./vmas.ts";
 
 const P_PID = 1;
 const WEXITED = 4;
@@ -73,13 +75,25 @@ export interface ForkSnapshot {
 /** Counts for tests: snapshots made, and the reaps in the target that failed. */
 export const forkSnapshotStats = { made: 0, reapFailed: 0 };
 
-/** Whether `CRYO_FORK_SNAPSHOT=1` asks for the fork snapshot. */
-export function forkSnapshotWanted(): boolean {
+/**
+ * Planned bytes from which a snapshot shortens the freeze: it costs ~1.5 ms
+ * frozen plus the fork's page table copy (~2.5 ms at 64 MiB), the copy it
+ * moves past the thaw ~0.5 ms per MiB (docs/PERFORMANCE.md: even at ~10 MiB
+ * on the bench VM).
+ */
+export const SNAPSHOT_MIN_BYTES = 12 * 1024 * 1024;
+
+/**
+ * Whether to read `bytes` of planned pages from a snapshot:
+ * `CRYO_FORK_SNAPSHOT=1` always, `=0` never, else from {@link SNAPSHOT_MIN_BYTES}.
+ */
+export function forkSnapshotWanted(bytes: number): boolean {
+  let mode: string | undefined;
   try {
-    return Deno.env.get("CRYO_FORK_SNAPSHOT") === "1";
-  } catch {
-    return false;
-  }
+    mode = Deno.env.get("CRYO_FORK_SNAPSHOT");
+  } catch { /* no env permission: the default */ }
+  if (mode === "0") return false;
+  return bytes > 0 && (mode === "1" || bytes >= SNAPSHOT_MIN_BYTES);
 }
 
 /** VmFlags of a mapping (any, planned or not) that the child would not have as the target has it. */
@@ -162,15 +176,20 @@ export function takeSnapshot(pid: number, areas?: readonly MapEntry[]): ForkSnap
   return snap;
 }
 
+/** Kills the snapshot child (its exit, the teardown of its memory, runs on its own). */
+export function killSnapshot(snap: ForkSnapshot): void {
+  rawSyscall(SYS.kill, snap.pid, SIGKILL);
+}
+
 /**
- * Kills the snapshot child and reaps it, then reaps its zombie inside its
+ * Kills the snapshot child (if not yet) and reaps it, then reaps its zombie inside its
  * parent (one thread stopped for an injected `waitid`): the target is left
  * with no trace of it. False when the reap in the target could not be made
  * (the target gone, or a wait of its own took the zombie first: nothing
  * left then either).
  */
 export function endSnapshot(snap: ForkSnapshot): boolean {
-  rawSyscall(SYS.kill, snap.pid, SIGKILL);
+  killSnapshot(snap);
   for (let i = 0; i < 64; i++) {
     let st;
     try {
@@ -188,6 +207,7 @@ export function endSnapshot(snap: ForkSnapshot): boolean {
 
 /** Reaps zombie `child` of process `pid` with a `waitid` injected into its main thread. */
 function reapInTarget(pid: number, child: number): boolean {
+  if (threadState(pid) === "Z") return false; // its main thread exited: it stops no more
   try {
     seize(pid, PTRACE_O.TRACESYSGOOD);
   } catch {
@@ -195,21 +215,56 @@ function reapInTarget(pid: number, child: number): boolean {
   }
   try {
     interrupt(pid);
-    for (let i = 0; i < 64; i++) {
-      const st = waitStop(pid);
-      if (st.event === PTRACE_EVENT.STOP) break;
-      cont(pid, st.signal); // a signal-delivery stop: delivered, the interrupt's stop follows
-    }
-    return withInjection(pid, (s) => {
+    if (!awaitInterruptStop(pid)) return false; // left to cryo's exit to detach
+    const r = withInjection(pid, (s) => {
       s.write(0, new Uint8Array(128)); // its siginfo: si_pid stays 0 when nothing was reaped
       const r = s.call(pid, SYS.waitid, P_PID, child, s.scratch, WEXITED | __WALL | WNOHANG, 0);
       return r === 0n && new DataView(s.read(16, 4).buffer).getInt32(0, true) === child;
     });
-  } catch {
-    return false;
-  } finally {
     try {
       detach(pid);
     } catch { /* gone */ }
+    return r;
+  } catch {
+    try {
+      detach(pid);
+    } catch { /* gone, or not stopped: detached when cryo exits */ }
+    return false;
+  }
+}
+
+/** How long the main thread may take to stop for the reap (as the freeze's threads). */
+const STOP_TIMEOUT_MS = 10_000;
+
+/**
+ * Waits (polling, with a deadline: a thread in uninterruptible sleep gives
+ * false, not a hang) for interrupted thread `tid`'s interrupt stop; a
+ * signal-delivery stop on the way is resumed with its signal.
+ */
+function awaitInterruptStop(tid: number): boolean {
+  const deadline = performance.now() + STOP_TIMEOUT_MS;
+  let nap = 0.05;
+  while (performance.now() < deadline) {
+    const st = waitPid(tid, __WALL | WNOHANG);
+    if (st.kind === "stopped") {
+      if (st.event === PTRACE_EVENT.STOP) return true;
+      cont(tid, st.signal); // delivered as it would have been; the interrupt's stop follows
+      continue;
+    }
+    if (st.kind !== "none") return false; // gone
+    sleepSync(nap);
+    nap = Math.min(1, nap * 2);
+  }
+  return false;
+}
+
+/** The state letter of thread `tid` ("" when gone). */
+function threadState(tid: number): string {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${tid}/stat`);
+    const at = stat.lastIndexOf(")") + 2;
+    return stat.slice(at, at + 1);
+  } catch {
+    return "";
   }
 }

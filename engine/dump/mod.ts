@@ -116,6 +116,7 @@ import {
   endSnapshot,
   type ForkSnapshot,
   forkSnapshotWanted,
+  killSnapshot,
   snapshotFits,
   takeSnapshot,
 } from "./fork_snapshot.ts";
@@ -665,8 +666,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     await precopy?.validated(); // the same for a pre-copy (engine/dump/precopy.ts)
     let reused = 0, parentBytes = 0;
     // One process frozen once and left running: its pages may come from a fork (fork_snapshot.ts).
-    const snapshots = opts.leaveRunning === true && !precopy && !parent && described.length === 1 &&
-      forkSnapshotWanted();
+    const snapshots = opts.leaveRunning === true && !precopy && !parent && described.length === 1;
     let copyFromSnapshot: (() => Promise<void>) | undefined;
     for (const { p, collected, image } of described) {
       // planInheritance may have moved (and grown) the bootstrap.
@@ -711,13 +711,15 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         : undefined;
       const out = deferred ?? new BufferPageWriter(pageBufferBytes(total), writer.partialPath);
       // Frozen once and left running: the pages may be read from a fork after the thaw.
-      const snap = snapshots && total > 0 && !pre &&
+      const snap = snapshots && forkSnapshotWanted(total) && !pre &&
           !image.threads.some((t) => t.seccomp?.mode) &&
           snapshotFits(image.mappings, policies)
         ? takeSnapshot(p.pid)
         : undefined;
       if (snap) snapshot = snap;
       const streamer = new MemoryStreamer(snap?.pid ?? p.pid, out, (n) => writer.reservePages(n));
+      // A pinning read (process_vm_readv) of a page shared with the fork would copy it first.
+      if (snap) streamer.viaMemFile = true;
       // The manifest's pageBlocks (engine/image/page_blocks.ts): blocks aligned to the page data's start.
       streamer.blockCrcs = [];
       if (pre) streamer.blockPhase = pre.pagesEnd - writer.pagesStart;
@@ -788,13 +790,12 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       opts.onEvent?.({ type: "thawed", freezeSeconds });
     }
     if (snapshot) {
-      // The pages from the fork, the tree running; then the fork ends, reaped in its parent too.
-      const snap = snapshot;
+      // The pages from the fork, the tree running; then the fork is killed (its exit runs
+      // beside the notes) and reaped at the end, in its parent too (fork_snapshot.ts).
       try {
         await copyFromSnapshot!();
       } finally {
-        snapshot = undefined;
-        endSnapshot(snap);
+        killSnapshot(snapshot);
       }
     }
     closeStatusesAhead(); // (each status was taken by the collect: the fds are closed after the thaw)
@@ -916,6 +917,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       pausePoint("killed");
     }
     tree = undefined;
+    if (snapshot) endSnapshot(snapshot);
+    snapshot = undefined;
     opts.onEvent?.({ type: "done", stats });
     return { dir: finalDir, manifest, stats };
   } catch (e) {
