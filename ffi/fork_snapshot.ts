@@ -19,17 +19,18 @@ import { SYS } from "./sysno.ts";
 
 /** CLONE_FILES: the child shares the fd table (holds no copy of a pipe's write end or a socket). */
 const CLONE_FILES = 0x400;
-/** CLONE_FS: the child shares cwd, root and umask (nothing to copy). */
-const CLONE_FS = 0x200;
 /** CLONE_PTRACE: a traced caller's child is traced by the same tracer, stopped before it runs. */
 const CLONE_PTRACE = 0x2000;
 
 /**
  * The flags of the snapshot's `clone`: exit signal 0 (its end sends its
  * parent nothing, and only a `__WALL`/`__WCLONE` wait sees it), the fd table
- * and fs shared, traced from birth.
+ * shared, traced from birth. Not CLONE_FS: a shared fs_struct would make a
+ * set-user-ID exec of the target unsafe (no privilege gained) while the
+ * child lives; a copy holds only references to the cwd and root the target
+ * holds anyway.
  */
-export const SNAPSHOT_CLONE_FLAGS = CLONE_FILES | CLONE_FS | CLONE_PTRACE;
+export const SNAPSHOT_CLONE_FLAGS = CLONE_FILES | CLONE_PTRACE;
 
 /** Bytes of the frame of {@link snapshotExitFrame} (no XSAVE area: its pointer is NULL). */
 export const SNAPSHOT_FRAME_BYTES = 320;

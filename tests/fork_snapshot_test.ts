@@ -16,6 +16,7 @@ import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
 import {
   forkSnapshotStats,
+  memoryRoom,
   SNAPSHOT_MIN_BYTES,
   snapshotFits,
 } from "../engine/dump/fork_snapshot.ts";
@@ -151,6 +152,12 @@ function mapping(kind: Mapping["kind"], vmFlags: string[]): Mapping {
     pages: [],
   };
 }
+
+Deno.test("fork snapshot: the room for copies is read from meminfo and the memory cgroup", () => {
+  const room = memoryRoom(Deno.pid);
+  assert.ok(room > 0 && room !== Infinity, `${room} bytes`);
+  assert.equal(memoryRoom(2 ** 22 + 1), 0, "a process that is not there: no room");
+});
 
 Deno.test("fork snapshot: which mappings a snapshot holds faithfully", () => {
   const anon = mapping("anon", ["rd", "wr", "mr", "mw", "me", "ac"]);

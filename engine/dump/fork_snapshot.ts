@@ -6,9 +6,8 @@
  * copy-on-write; the tree is thawed at once and the planned pages are read
  * from the child instead, which never runs.
  *
- * The child (ffi/fork_snapshot.ts): exit signal 0, the fd table and fs
- * shared (`CLONE_FILES | CLONE_FS`: it holds no copy of a pipe's write end
- * or a socket), traced by cryo from birth (`CLONE_PTRACE`: the kernel stops
+ * The child (ffi/fork_snapshot.ts): exit signal 0, the fd table shared
+ * (`CLONE_FILES`: it holds no copy of a pipe's write end or a socket), traced by cryo from birth (`CLONE_PTRACE`: the kernel stops
  * it before it reaches user mode), its stack at a frame of its own whose
  * registers run `exit(0)`: a cryo killed before it told the child to die
  * with it (`PTRACE_O_EXITKILL`, set at its first stop) lets it exit without
@@ -27,7 +26,8 @@
  * private (no shared memory, hugetlb, VM_IO/PFNMAP), no MADV_DONTFORK or
  * MADV_WIPEONFORK mapping, no userfaultfd registration (a fork event to a
  * monitor), no seccomp filter (a filter could kill the process at the
- * clone), the target in cryo's pid namespace, crash-safe injection in its
+ * clone), the target in cryo's pid namespace, memory for a copy of every
+ * planned page in its memory cgroup and the system ({@link memoryRoom}), crash-safe injection in its
  * main thread with room on its stack. Any failure of the clone (RLIMIT_NPROC,
  * a pids cgroup, ENOMEM) leaves the dump to copy frozen as before.
  *
@@ -116,6 +116,51 @@ export function snapshotFits(
     if (m.aio || m.sysvShm !== undefined) return false;
     return !m.vmFlags.some((f) => NOT_PRIVATE.has(f));
   });
+}
+
+/**
+ * The memory `pid` may take for copies of its pages while a snapshot
+ * lives, in bytes: each page the target writes meanwhile is copied (at
+ * worst every planned page), charged to its memory cgroup (the room left
+ * under the limit of each ancestor: cgroup v1's memory controller on a
+ * hybrid host, else v2) and taken from the system's available memory (half
+ * of it). A target near its limit is copied frozen instead of risking an
+ * OOM kill. Read before the freeze; 0 when it cannot be read.
+ */
+export function memoryRoom(pid: number): number {
+  try {
+    const avail = Deno.readTextFileSync("/proc/meminfo").match(/^MemAvailable:\s+(\d+) kB/m);
+    let room = avail ? Number(avail[1]) * 512 : Infinity;
+    const lines = Deno.readTextFileSync(`/proc/${pid}/cgroup`).split("\n");
+    const v1 = lines.find((l) => /^\d+:memory:/.test(l));
+    const v2 = lines.find((l) => l.startsWith("0::"));
+    const [root, max, current] = v1
+      ? ["/sys/fs/cgroup/memory", "memory.limit_in_bytes", "memory.usage_in_bytes"]
+      : ["/sys/fs/cgroup", "memory.max", "memory.current"];
+    const path = v1 ? v1.slice(v1.indexOf(":memory:") + 8) : v2?.slice(3);
+    if (path === undefined) return room; // no memory cgroup: no limit
+    for (let dir = `${root}${path}`.replace(/\/$/, ""); dir.length >= root.length;) {
+      const limit = readTrimmed(`${dir}/${max}`);
+      if (limit !== undefined && limit !== "max") {
+        const used = Number(readTrimmed(`${dir}/${current}`) ?? "0");
+        room = Math.min(room, Number(limit) - used);
+      }
+      if (dir === root) break;
+      dir = dir.slice(0, dir.lastIndexOf("/"));
+    }
+    return room;
+  } catch {
+    return 0; // unreadable: not known to fit
+  }
+}
+
+/** A file's text without its trailing newline, undefined when it cannot be read. */
+function readTrimmed(path: string): string | undefined {
+  try {
+    return Deno.readTextFileSync(path).trim();
+  } catch {
+    return undefined;
+  }
 }
 
 /** Whether `pid` is in cryo's own pid namespace (the child's pid is the same number for both). */

@@ -117,6 +117,7 @@ import {
   type ForkSnapshot,
   forkSnapshotWanted,
   killSnapshot,
+  memoryRoom,
   snapshotFits,
   takeSnapshot,
 } from "./fork_snapshot.ts";
@@ -534,6 +535,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     ) {
       await warmUpFinalFreeze();
     }
+    // Memory for the copies a fork snapshot may cause (fork_snapshot.ts), read before the freeze.
+    const snapshotRoom = opts.leaveRunning && !precopy && !parent ? memoryRoom(pid) : 0;
     // Before the freeze: the check's smaps walk must not hold a frozen mm's lock.
     const flagsCheck = await (vmFlagsCheck ?? startVmFlagsCheck(pid, listed, true));
     prepareFrozenMaps(flagsCheck); // parsed with the tree running; the freeze compares bytes
@@ -713,7 +716,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       // Frozen once and left running: the pages may be read from a fork after the thaw.
       const snap = snapshots && forkSnapshotWanted(total) && !pre &&
           !image.threads.some((t) => t.seccomp?.mode) &&
-          snapshotFits(image.mappings, policies)
+          total <= snapshotRoom && snapshotFits(image.mappings, policies)
         ? takeSnapshot(p.pid)
         : undefined;
       if (snap) snapshot = snap;
