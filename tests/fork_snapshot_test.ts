@@ -32,6 +32,8 @@ import {
   RT_PRECOPY_READY,
 } from "./helpers/tracking.ts";
 import { sleep, waitUntil } from "./helpers/wait.ts";
+import { pathExists } from "./helpers/fs.ts";
+import { SIGKILL } from "./helpers/signals.ts";
 
 /** The children of every thread of `pid` (/proc/<pid>/task/<tid>/children). */
 function childrenOf(pid: number): number[] {
@@ -268,3 +270,68 @@ Deno.test(
     }
   }),
 );
+
+Deno.test(
+  "fork snapshot: the target killed while its pages are read from the snapshot: the image is complete and exact",
+  withTargets(async () => {
+    const { t, trigger } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
+      extra: ["16"],
+    });
+    const dir = await tempImageDir();
+    const { made, reapFailed } = forkSnapshotStats;
+    let killed = false;
+    await withSnapshots(() =>
+      checkpoint(t.pid, {
+        dir,
+        leaveRunning: true,
+        precopy: false,
+        onEvent: (e) => {
+          // The first pages event comes after the thaw: the copy reads the snapshot.
+          if (e.type === "pages" && !killed) {
+            killed = true;
+            t.signal(SIGKILL);
+          }
+        },
+      })
+    );
+    assert.ok(killed, "killed during the copy");
+    assert.equal(forkSnapshotStats.made, made + 1, "the pages came from a snapshot");
+    assert.equal(forkSnapshotStats.reapFailed, reapFailed + 1, "no target left to reap it in");
+    await t.wait(5000);
+    const tree = await restore(dir);
+    t.resetAfterRestore();
+    for (const pid of tree.pids) if (pid !== t.pid) adoptPid(pid);
+    await Deno.writeTextFile(trigger, "");
+    assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), { what: "restored" });
+  }),
+);
+
+const PIDS_CGROUP = "/sys/fs/cgroup/pids";
+
+Deno.test({
+  name: "fork snapshot: a clone the pids cgroup refuses leaves the dump to copy frozen",
+  ignore: !pathExists(`${PIDS_CGROUP}/cgroup.procs`),
+  fn: withTargets(async () => {
+    const { t, trigger } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
+      extra: ["16"],
+    });
+    const group = `${PIDS_CGROUP}/cryo-forksnap-${t.pid}`;
+    Deno.mkdirSync(group);
+    try {
+      Deno.writeTextFileSync(`${group}/pids.max`, "1");
+      Deno.writeTextFileSync(`${group}/cgroup.procs`, String(t.pid));
+      const dir = await tempImageDir();
+      const { made } = forkSnapshotStats;
+      await withSnapshots(() => checkpoint(t.pid, { dir, leaveRunning: true, precopy: false }));
+      assert.equal(forkSnapshotStats.made, made, "no snapshot: the clone failed (EAGAIN)");
+      assert.deepEqual(childrenOf(t.pid), [], "no child left in the target");
+      Deno.writeTextFileSync(`${PIDS_CGROUP}/cgroup.procs`, String(t.pid));
+      await assertOriginalThenRestored(t, trigger, dir);
+    } finally {
+      try {
+        Deno.writeTextFileSync(`${PIDS_CGROUP}/cgroup.procs`, String(t.pid));
+      } catch { /* gone */ }
+      Deno.removeSync(group);
+    }
+  }),
+});

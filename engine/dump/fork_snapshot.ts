@@ -214,7 +214,7 @@ export function takeSnapshot(pid: number, areas?: readonly MapEntry[]): ForkSnap
     processVmReadFully(pid, lo, buf);
     processVmWriteFully(child, lo, buf);
   } catch {
-    endSnapshot(snap);
+    endSnapshot(snap, true);
     return undefined;
   }
   pausePoint("snapshot");
@@ -233,7 +233,7 @@ export function killSnapshot(snap: ForkSnapshot): void {
  * (the target gone, or a wait of its own took the zombie first: nothing
  * left then either).
  */
-export function endSnapshot(snap: ForkSnapshot): boolean {
+export function endSnapshot(snap: ForkSnapshot, frozen = false): boolean {
   killSnapshot(snap);
   for (let i = 0; i < 64; i++) {
     let st;
@@ -245,13 +245,23 @@ export function endSnapshot(snap: ForkSnapshot): boolean {
     if (st.kind === "exited" || st.kind === "signaled" || st.kind === "none") break;
   }
   pausePoint("snapshot-reaped");
-  const ok = reapInTarget(snap.target, snap.pid);
+  const ok = reapInTarget(snap.target, snap.pid, frozen);
   if (!ok) forkSnapshotStats.reapFailed++;
   return ok;
 }
 
-/** Reaps zombie `child` of process `pid` with a `waitid` injected into its main thread. */
-function reapInTarget(pid: number, child: number): boolean {
+/**
+ * Reaps zombie `child` of process `pid` with a `waitid` injected into its
+ * main thread; `frozen`: the thread is stopped by the freeze still.
+ */
+function reapInTarget(pid: number, child: number, frozen: boolean): boolean {
+  if (frozen) {
+    try {
+      return waitInTarget(pid, child);
+    } catch {
+      return false;
+    }
+  }
   if (threadState(pid) === "Z") return false; // its main thread exited: it stops no more
   try {
     seize(pid, PTRACE_O.TRACESYSGOOD);
@@ -261,11 +271,7 @@ function reapInTarget(pid: number, child: number): boolean {
   try {
     interrupt(pid);
     if (!awaitInterruptStop(pid)) return false; // left to cryo's exit to detach
-    const r = withInjection(pid, (s) => {
-      s.write(0, new Uint8Array(128)); // its siginfo: si_pid stays 0 when nothing was reaped
-      const r = s.call(pid, SYS.waitid, P_PID, child, s.scratch, WEXITED | __WALL | WNOHANG, 0);
-      return r === 0n && new DataView(s.read(16, 4).buffer).getInt32(0, true) === child;
-    });
+    const r = waitInTarget(pid, child);
     try {
       detach(pid);
     } catch { /* gone */ }
@@ -276,6 +282,15 @@ function reapInTarget(pid: number, child: number): boolean {
     } catch { /* gone, or not stopped: detached when cryo exits */ }
     return false;
   }
+}
+
+/** The injected `waitid` of {@link reapInTarget} (the main thread stopped); whether it reaped `child`. */
+function waitInTarget(pid: number, child: number): boolean {
+  return withInjection(pid, (s) => {
+    s.write(0, new Uint8Array(128)); // its siginfo: si_pid stays 0 when nothing was reaped
+    const r = s.call(pid, SYS.waitid, P_PID, child, s.scratch, WEXITED | __WALL | WNOHANG, 0);
+    return r === 0n && new DataView(s.read(16, 4).buffer).getInt32(0, true) === child;
+  });
 }
 
 /** How long the main thread may take to stop for the reap (as the freeze's threads). */
