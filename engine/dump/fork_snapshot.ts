@@ -55,7 +55,7 @@ import { SYS } from "../../ffi/sysno.ts";
 import { __WALL, PTRACE_EVENT, waitPid, WNOHANG } from "../../ffi/wait.ts";
 import type { Mapping } from "../model.ts";
 import { pausePoint } from "../pause.ts";
-import type { MapEntry } from "../proc/maps.ts";
+import { type MapEntry, readMaps } from "../proc/maps.ts";
 import { sleepSync } from "../sleep_sync.ts";
 import { withInjection } from "./injected.ts";
 import type { PagePolicy } from "./vmas.ts";
@@ -263,6 +263,12 @@ function reapInTarget(pid: number, child: number, frozen: boolean): boolean {
     }
   }
   if (threadState(pid) === "Z") return false; // its main thread exited: it stops no more
+  let areas;
+  try {
+    areas = readMaps(pid); // read running: the stop is for the waitid alone
+  } catch {
+    return false;
+  }
   try {
     seize(pid, PTRACE_O.TRACESYSGOOD);
   } catch {
@@ -271,7 +277,7 @@ function reapInTarget(pid: number, child: number, frozen: boolean): boolean {
   try {
     interrupt(pid);
     if (!awaitInterruptStop(pid)) return false; // left to cryo's exit to detach
-    const r = waitInTarget(pid, child);
+    const r = waitInTarget(pid, child, areas);
     try {
       detach(pid);
     } catch { /* gone */ }
@@ -285,12 +291,17 @@ function reapInTarget(pid: number, child: number, frozen: boolean): boolean {
 }
 
 /** The injected `waitid` of {@link reapInTarget} (the main thread stopped); whether it reaped `child`. */
-function waitInTarget(pid: number, child: number): boolean {
-  return withInjection(pid, (s) => {
-    s.write(0, new Uint8Array(128)); // its siginfo: si_pid stays 0 when nothing was reaped
-    const r = s.call(pid, SYS.waitid, P_PID, child, s.scratch, WEXITED | __WALL | WNOHANG, 0);
-    return r === 0n && new DataView(s.read(16, 4).buffer).getInt32(0, true) === child;
-  });
+function waitInTarget(pid: number, child: number, areas?: readonly MapEntry[]): boolean {
+  return withInjection(
+    pid,
+    (s) => {
+      s.write(0, new Uint8Array(128)); // its siginfo: si_pid stays 0 when nothing was reaped
+      const r = s.call(pid, SYS.waitid, P_PID, child, s.scratch, WEXITED | __WALL | WNOHANG, 0);
+      return r === 0n && new DataView(s.read(16, 4).buffer).getInt32(0, true) === child;
+    },
+    undefined,
+    areas,
+  );
 }
 
 /** How long the main thread may take to stop for the reap (as the freeze's threads). */
