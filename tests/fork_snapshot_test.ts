@@ -256,14 +256,17 @@ Deno.test(
         extra: [String(mib)],
       });
       const dir = await tempImageDir();
-      const { made } = forkSnapshotStats;
+      const { made, rehearsed } = forkSnapshotStats;
       if (env) Deno.env.set("CRYO_FORK_SNAPSHOT", env);
       try {
-        await checkpoint(t.pid, { dir, leaveRunning: true, precopy: false });
+        // Below the pre-copy's threshold: frozen once, the collect rehearsed on a helper first.
+        await checkpoint(t.pid, { dir, leaveRunning: true });
       } finally {
         Deno.env.delete("CRYO_FORK_SNAPSHOT");
       }
       assert.equal(forkSnapshotStats.made, made + taken, `${mib} MiB, CRYO_FORK_SNAPSHOT=${env}`);
+      // The snapshot's code warmed on the helper before the freeze (engine/dump/rehearsal.ts).
+      assert.equal(forkSnapshotStats.rehearsed, rehearsed + taken, "rehearsed on the helper");
       assert.ok(16 * 2 ** 20 >= SNAPSHOT_MIN_BYTES && 4 * 2 ** 20 < SNAPSHOT_MIN_BYTES);
       assert.deepEqual(childrenOf(t.pid), [], "no child or zombie left in the target");
       await assertOriginalThenRestored(t, trigger, dir);

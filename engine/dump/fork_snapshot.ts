@@ -72,8 +72,8 @@ export interface ForkSnapshot {
   target: number;
 }
 
-/** Counts for tests: snapshots made, and the reaps in the target that failed. */
-export const forkSnapshotStats = { made: 0, reapFailed: 0 };
+/** Counts for tests: snapshots made, the reaps in the target that failed, rehearsals made. */
+export const forkSnapshotStats = { made: 0, reapFailed: 0, rehearsed: 0 };
 
 /**
  * Planned bytes from which a snapshot shortens the freeze: it costs ~1.5 ms
@@ -177,7 +177,12 @@ function samePidNamespace(pid: number): boolean {
  * the freeze, `areas` its mappings read at this freeze); undefined, with
  * nothing left behind, when it cannot.
  */
-export function takeSnapshot(pid: number, areas?: readonly MapEntry[]): ForkSnapshot | undefined {
+export function takeSnapshot(
+  pid: number,
+  areas?: readonly MapEntry[],
+  /** Counted in {@link forkSnapshotStats} (not a rehearsal's). */
+  count = true,
+): ForkSnapshot | undefined {
   if (!samePidNamespace(pid)) return undefined;
   let child = -1;
   let lo = 0n, hi = 0n;
@@ -203,7 +208,7 @@ export function takeSnapshot(pid: number, areas?: readonly MapEntry[]): ForkSnap
   );
   if (child < 0) return undefined;
   const snap = { pid: child, target: pid };
-  forkSnapshotStats.made++;
+  if (count) forkSnapshotStats.made++;
   pausePoint("snapshot-born"); // a cryo killed here: the child exits at its first instruction
   try {
     // Stopped before user mode (its trap stop); told to die with cryo.
@@ -214,11 +219,23 @@ export function takeSnapshot(pid: number, areas?: readonly MapEntry[]): ForkSnap
     processVmReadFully(pid, lo, buf);
     processVmWriteFully(child, lo, buf);
   } catch {
-    endSnapshot(snap, true);
+    endSnapshot(snap, true, count);
     return undefined;
   }
   pausePoint("snapshot");
   return snap;
+}
+
+/**
+ * A snapshot of frozen process `pid` (the rehearsal's helper,
+ * engine/dump/rehearsal.ts), taken and ended at once, not counted: the
+ * dump's freeze then runs this code warm. Never throws.
+ */
+export function rehearseSnapshot(pid: number): void {
+  try {
+    const snap = takeSnapshot(pid, undefined, false);
+    if (snap && endSnapshot(snap, true, false)) forkSnapshotStats.rehearsed++;
+  } catch { /* only a rehearsal */ }
 }
 
 /** Kills the snapshot child (its exit, the teardown of its memory, runs on its own). */
@@ -231,9 +248,11 @@ export function killSnapshot(snap: ForkSnapshot): void {
  * parent (one thread stopped for an injected `waitid`): the target is left
  * with no trace of it. False when the reap in the target could not be made
  * (the target gone, or a wait of its own took the zombie first: nothing
- * left then either).
+ * left then either). `frozen`: the target is still frozen by the dump
+ * (its main thread is injected into as it is); `count`: a failed reap is
+ * counted in {@link forkSnapshotStats}.
  */
-export function endSnapshot(snap: ForkSnapshot, frozen = false): boolean {
+export function endSnapshot(snap: ForkSnapshot, frozen = false, count = true): boolean {
   killSnapshot(snap);
   for (let i = 0; i < 64; i++) {
     let st;
@@ -246,7 +265,7 @@ export function endSnapshot(snap: ForkSnapshot, frozen = false): boolean {
   }
   pausePoint("snapshot-reaped");
   const ok = reapInTarget(snap.target, snap.pid, frozen);
-  if (!ok) forkSnapshotStats.reapFailed++;
+  if (!ok && count) forkSnapshotStats.reapFailed++;
   return ok;
 }
 

@@ -233,6 +233,16 @@ function warmUpCompile(images: ProcessImage[]): void {
   } catch { /* only a warm-up */ }
 }
 
+/** Resident anonymous and shmem bytes of `pid` (0 when it cannot be read). */
+function residentBytes(pid: number): number {
+  try {
+    const f = readStatus(pid).fields;
+    return (parseInt(f.RssAnon ?? "0", 10) + parseInt(f.RssShmem ?? "0", 10)) * 1024;
+  } catch {
+    return 0;
+  }
+}
+
 function checkTarget(pid: number, ownPidNamespace = false): void {
   if (!Number.isInteger(pid) || pid <= 0) throw new TargetError(`invalid pid ${pid}`);
   let status;
@@ -531,7 +541,16 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     warmUpThreadStates(pid); // the per-thread state's BPF program (engine/dump/thread_state.ts)
     const listed = estimate?.pids; // the tree as the estimate listed it (not listed again)
     if (
-      helper && rehearseOnHelper(pid, estimate?.mappings, opts.optIns, undefined, helper, listed)
+      helper &&
+      rehearseOnHelper(
+        pid,
+        estimate?.mappings,
+        opts.optIns,
+        undefined,
+        helper,
+        listed,
+        forkSnapshotWanted(estimate?.bytes ?? residentBytes(pid)), // its code warm for the freeze
+      )
     ) {
       await warmUpFinalFreeze();
     }

@@ -37,6 +37,7 @@ import { treePidsOrRoot } from "../proc/tasks.ts";
 import { sleepSync } from "../sleep_sync.ts";
 import { crc32Combine } from "../image/checksum.ts";
 import { rehearseThreads } from "./thread_rehearsal.ts";
+import { rehearseSnapshot } from "./fork_snapshot.ts";
 
 /**
  * Collects every process of frozen `tree` and discards the result; never
@@ -202,6 +203,8 @@ export function rehearseOnHelper(
   started?: PipeChild,
   /** The tree's processes, when the caller listed them just now ({@link warmUpInjection}). */
   pids?: readonly number[],
+  /** Whether the dump may take a fork snapshot: one is taken of the helper too (fork_snapshot.ts). */
+  snapshot = false,
 ): boolean {
   if ((mappings ?? mappingCount(root)) > HELPER_REHEARSAL_MAX_MAPPINGS) {
     if (started) endRehearsalHelper(started);
@@ -223,6 +226,7 @@ export function rehearseOnHelper(
       const frozen = tree;
       withoutPausePoints(() => rehearseCollect(frozen, optIns, onImage));
       withoutPausePoints(() => rehearseThreads(helper.pid, root, threadCount(root)));
+      if (snapshot) withoutPausePoints(() => rehearseSnapshot(helper.pid));
     } finally {
       if (tree) thawTree(tree);
     }
