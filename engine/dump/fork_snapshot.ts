@@ -186,26 +186,32 @@ export function takeSnapshot(
   if (!samePidNamespace(pid)) return undefined;
   let child = -1;
   let lo = 0n, hi = 0n;
-  withInjection(
-    pid,
-    (s) => {
-      const sites = s.safeSites;
-      if (!sites || s.mainArea === undefined) return;
-      // Opens the main thread for crash-safe injection (or finds it cannot be).
-      s.call(pid, SYS.getpid);
-      const own = s.ownState(pid);
-      if (!own) return;
-      s.write(0, snapshotExitFrame(s.scratch, own.regs, sites.call, sites.restorer));
-      const r = s.call(pid, SYS.clone, SNAPSHOT_CLONE_FLAGS, s.scratch, 0, 0, 0);
-      if (r <= 0n) return;
-      child = Number(r);
-      lo = s.scratch;
-      hi = s.mainArea + BigInt(CrashSafeThread.bytesFor(xsaveSize(pid)));
-    },
-    undefined,
-    areas,
-    () => undefined, // no room on the stack: no page mapped for it (the child would have it)
-  );
+  try {
+    withInjection(
+      pid,
+      (s) => {
+        const sites = s.safeSites;
+        if (!sites || s.mainArea === undefined) return;
+        // Opens the main thread for crash-safe injection (or finds it cannot be).
+        s.call(pid, SYS.getpid);
+        const own = s.ownState(pid);
+        if (!own) return;
+        s.write(0, snapshotExitFrame(s.scratch, own.regs, sites.call, sites.restorer));
+        const r = s.call(pid, SYS.clone, SNAPSHOT_CLONE_FLAGS, s.scratch, 0, 0, 0);
+        if (r <= 0n) return;
+        child = Number(r);
+        lo = s.scratch;
+        hi = s.mainArea + BigInt(CrashSafeThread.bytesFor(xsaveSize(pid)));
+      },
+      undefined,
+      areas,
+      () => undefined, // no room on the stack: no page mapped for it (the child would have it)
+    );
+  } catch {
+    // The session put the thread back as far as it could: the dump copies frozen.
+    if (child > 0) endSnapshot({ pid: child, target: pid }, true, count);
+    return undefined;
+  }
   if (child < 0) return undefined;
   const snap = { pid: child, target: pid };
   if (count) forkSnapshotStats.made++;
