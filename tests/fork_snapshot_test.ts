@@ -338,3 +338,18 @@ Deno.test({
     }
   }),
 });
+
+Deno.test(
+  "fork snapshot: a MAP_SHARED area makes the dump copy frozen, exactly",
+  withTargets(async () => {
+    const { t, trigger } = await startTriggered("rt_forksnap", /^ready pid=(\d+)$/m);
+    const dir = await tempImageDir();
+    const { made } = forkSnapshotStats;
+    const dump = await withSnapshots(() =>
+      checkpoint(t.pid, { dir, leaveRunning: true, precopy: false })
+    );
+    assert.equal(forkSnapshotStats.made, made, "no snapshot: the dump copied frozen");
+    assert.ok(dump.stats.pagesBytes >= 17 << 20, `${dump.stats.pagesBytes} bytes saved`);
+    await assertOriginalThenRestored(t, trigger, dir, ["private", "shared"]);
+  }),
+);
