@@ -17,7 +17,10 @@
  * precopy-release-chunk (before each chunk of the tracking's release), notes, written,
  * manifest, fsync, rename, killed; rehearsal-helper (a dump frozen once: the
  * collect's rehearsal's helper process frozen, engine/dump/rehearsal.ts), helper-started
- * (that helper started, not yet waited for). Restore phases: planned, spawned,
+ * (that helper started, not yet waited for); snapshot-born (a fork snapshot made, not yet
+ * told to die with cryo), snapshot (the snapshot ready, the tree not yet thawed),
+ * snapshot-reaped (the snapshot reaped by cryo, not yet in the target:
+ * engine/dump/fork_snapshot.ts). Restore phases: planned, spawned,
  * launched, exec, program-done, finalize, released; with --lazy, lazy-serve
  * (before each chunk of the background pass, after the tree was released).
  * Migration (`cryo migrate`): migrate-stopped (the source stopped after the

@@ -113,6 +113,15 @@ import type { ParentPages } from "./parent.ts";
 import { ChainDump } from "./chain_dump.ts";
 import { isTrackingFd } from "./tracking.ts";
 import { importModule } from "../modules.ts";
+import {
+  endSnapshot,
+  type ForkSnapshot,
+  forkSnapshotWanted,
+  killSnapshot,
+  memoryRoom,
+  snapshotFits,
+  takeSnapshot,
+} from "./fork_snapshot.ts";
 
 /** Progress events of a dump. */
 export type DumpEvent =
@@ -223,6 +232,16 @@ function warmUpCompile(images: ProcessImage[]): void {
       checkOnly: true,
     }, new Refusals());
   } catch { /* only a warm-up */ }
+}
+
+/** Resident anonymous and shmem bytes of `pid` (0 when it cannot be read). */
+function residentBytes(pid: number): number {
+  try {
+    const f = readStatus(pid).fields;
+    return (parseInt(f.RssAnon ?? "0", 10) + parseInt(f.RssShmem ?? "0", 10)) * 1024;
+  } catch {
+    return 0;
+  }
 }
 
 function checkTarget(pid: number, ownPidNamespace = false): void {
@@ -449,6 +468,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
   /** Whether the VmFlags may come from the BPF iterator (engine/dump/vm_flags.ts). */
   let vmFlagsCheck: Promise<VmFlagsCheck | undefined> | undefined;
   let parent: ParentPages | undefined;
+  /** The fork the pages are read from after the thaw, while it lives (fork_snapshot.ts). */
+  let snapshot: ForkSnapshot | undefined;
   const chain = new ChainDump(pid, opts);
   try {
     parent = await chain.begin();
@@ -521,10 +542,21 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     warmUpThreadStates(pid); // the per-thread state's BPF program (engine/dump/thread_state.ts)
     const listed = estimate?.pids; // the tree as the estimate listed it (not listed again)
     if (
-      helper && rehearseOnHelper(pid, estimate?.mappings, opts.optIns, undefined, helper, listed)
+      helper &&
+      rehearseOnHelper(
+        pid,
+        estimate?.mappings,
+        opts.optIns,
+        undefined,
+        helper,
+        listed,
+        forkSnapshotWanted(estimate?.bytes ?? residentBytes(pid)), // its code warm for the freeze
+      )
     ) {
       await warmUpFinalFreeze();
     }
+    // Memory for the copies a fork snapshot may cause (fork_snapshot.ts), read before the freeze.
+    const snapshotRoom = opts.leaveRunning && !precopy && !parent ? memoryRoom(pid) : 0;
     // Before the freeze: the check's smaps walk must not hold a frozen mm's lock.
     const flagsCheck = await (vmFlagsCheck ?? startVmFlagsCheck(pid, listed, true));
     prepareFrozenMaps(flagsCheck); // parsed with the tree running; the freeze compares bytes
@@ -661,6 +693,9 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     await parent?.scanned(); // the final dump's page table walks (engine/dump/parent.ts)
     await precopy?.validated(); // the same for a pre-copy (engine/dump/precopy.ts)
     let reused = 0, parentBytes = 0;
+    // One process frozen once and left running: its pages may come from a fork (fork_snapshot.ts).
+    const snapshots = opts.leaveRunning === true && !precopy && !parent && described.length === 1;
+    let copyFromSnapshot: (() => Promise<void>) | undefined;
     for (const { p, collected, image } of described) {
       // planInheritance may have moved (and grown) the bootstrap.
       const start = BigInt(image.bootstrap.start);
@@ -711,8 +746,18 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         ? new DeferredPageWriter(pageBufferBytes(total), writer.partialPath, total, true)
         : undefined;
       const out = deferred ?? new BufferPageWriter(pageBufferBytes(total), writer.partialPath);
-      const streamer = new MemoryStreamer(p.pid, out, (n) => writer.reservePages(n));
+      // Frozen once and left running, its pages not read ahead in the freeze (copy_ahead.ts):
+      // they may be read from a fork after the thaw (fork_snapshot.ts).
+      const snap = !ahead && snapshots && forkSnapshotWanted(total) && !pre &&
+          !image.threads.some((t) => t.seccomp?.mode) &&
+          total <= snapshotRoom && snapshotFits(image.mappings, policies)
+        ? takeSnapshot(p.pid)
+        : undefined;
+      if (snap) snapshot = snap;
+      const streamer = new MemoryStreamer(snap?.pid ?? p.pid, out, (n) => writer.reservePages(n));
       if (ahead) streamer.ahead = ahead.buffer;
+      // A pinning read (process_vm_readv) of a page shared with the fork would copy it first.
+      if (snap) streamer.viaMemFile = true;
       // The manifest's pageBlocks (engine/image/page_blocks.ts): blocks aligned to the page data's start.
       streamer.blockCrcs = [];
       if (pre) streamer.blockPhase = pre.pagesEnd - writer.pagesStart;
@@ -724,23 +769,28 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         bytesToSave: total,
       });
       let done = 0, told = -1;
-      // Told at the first run, at each MiB and at the end (not at each of 10,000 runs).
-      const runsToPages = savePlanned(
-        plan,
-        collected.vmas,
-        image.mappings,
-        streamer,
-        writer,
-        (n) => {
-          done += n;
-          pausePoint("pages");
-          if (told >= 0 && done - told < PAGES_EVENT_BYTES && done !== total) return;
-          told = done;
-          opts.onEvent?.({ type: "pages", pid: p.pid, bytes: done, totalBytes: total });
-        },
-      );
-      await streamer.finish();
-      dropCopyAhead(); // (its buffers not taken back to the pool)
+      let runsToPages = () => {};
+      const copy = async () => {
+        // Told at the first run, at each MiB and at the end (not at each of 10,000 runs).
+        runsToPages = savePlanned(
+          plan,
+          collected.vmas,
+          image.mappings,
+          streamer,
+          writer,
+          (n) => {
+            done += n;
+            pausePoint("pages");
+            if (told >= 0 && done - told < PAGES_EVENT_BYTES && done !== total) return;
+            told = done;
+            opts.onEvent?.({ type: "pages", pid: p.pid, bytes: done, totalBytes: total });
+          },
+        );
+        await streamer.finish();
+        dropCopyAhead(); // (its buffers not taken back to the pool)
+      };
+      if (snap) copyFromSnapshot = copy;
+      else await copy();
       pending.push({
         writer,
         image,
@@ -748,7 +798,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         pre,
         overwritten: pre ? plan.pieces.flat().filter((x) => x.source === "overwrite") : [],
         deferred,
-        runsToPages,
+        runsToPages: () => runsToPages(),
       });
       images.push(image);
     }
@@ -777,6 +827,15 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       thawed = true;
       chain.frozen = false;
       opts.onEvent?.({ type: "thawed", freezeSeconds });
+    }
+    if (snapshot) {
+      // The pages from the fork, the tree running; then the fork is killed (its exit runs
+      // beside the notes) and reaped at the end, in its parent too (fork_snapshot.ts).
+      try {
+        await copyFromSnapshot!();
+      } finally {
+        killSnapshot(snapshot);
+      }
     }
     closeStatusesAhead(); // (each status was taken by the collect: the fds are closed after the thaw)
     for (const p of pending) p.runsToPages(); // the page records, once the tree runs again
@@ -897,6 +956,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       pausePoint("killed");
     }
     tree = undefined;
+    if (snapshot) endSnapshot(snapshot);
+    snapshot = undefined;
     opts.onEvent?.({ type: "done", stats });
     return { dir: finalDir, manifest, stats };
   } catch (e) {
@@ -919,6 +980,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     const gone = tree ? await goneProcesses(tree, e) : [];
     sockets.releaseRunning();
     if (tree) thawTree(tree); // detaching an already resumed task is a harmless ESRCH
+    if (snapshot) endSnapshot(snapshot); // (reaped in the target once it is thawed)
     await Deno.remove(tmp, { recursive: true }).catch(() => {});
     if (gone.length && !(e instanceof TargetError || e instanceof UnsupportedError)) {
       throw new TargetError(

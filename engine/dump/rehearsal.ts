@@ -38,6 +38,7 @@ import { sleepSync } from "../sleep_sync.ts";
 import { crc32Combine } from "../image/checksum.ts";
 import { rehearseThreads } from "./thread_rehearsal.ts";
 import { rehearseCopyAhead } from "./copy_ahead.ts";
+import { rehearseSnapshot } from "./fork_snapshot.ts";
 
 /**
  * Collects every process of frozen `tree` and discards the result; never
@@ -203,6 +204,8 @@ export function rehearseOnHelper(
   started?: PipeChild,
   /** The tree's processes, when the caller listed them just now ({@link warmUpInjection}). */
   pids?: readonly number[],
+  /** Whether the dump may take a fork snapshot: one is taken of the helper too (fork_snapshot.ts). */
+  snapshot = false,
 ): boolean {
   if ((mappings ?? mappingCount(root)) > HELPER_REHEARSAL_MAX_MAPPINGS) {
     if (started) endRehearsalHelper(started);
@@ -226,6 +229,7 @@ export function rehearseOnHelper(
       // The page copy made ahead (copy_ahead.ts), of the helper's pages.
       rehearseCopyAhead(helper.pid, readMaps(helper.pid).map((m) => ({ ...m, vmFlags: [] })));
       withoutPausePoints(() => rehearseThreads(helper.pid, root, threadCount(root)));
+      if (snapshot) withoutPausePoints(() => rehearseSnapshot(helper.pid));
     } finally {
       if (tree) thawTree(tree);
     }

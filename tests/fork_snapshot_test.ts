@@ -1,0 +1,355 @@
+/**
+ * The fork snapshot of `dump --leave-running` frozen once
+ * (engine/dump/fork_snapshot.ts, `CRYO_FORK_SNAPSHOT=1`): the pages read
+ * from an injected clone after the thaw are the memory as of the freeze
+ * (tests/targets/rt_precopy.c writes its pages all the time and checks
+ * each against a generation count kept in other pages); the target is left
+ * with no child or zombie; mappings a fork does not copy faithfully
+ * (shared memory, MADV_DONTFORK, MADV_WIPEONFORK) make the dump copy frozen
+ * as before; a cryo killed while the snapshot exists leaves the target
+ * running and the snapshot dead (at worst a zombie of the target's).
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { checkpoint } from "../engine/dump/mod.ts";
+import {
+  forkSnapshotStats,
+  memoryRoom,
+  SNAPSHOT_MIN_BYTES,
+  snapshotFits,
+} from "../engine/dump/fork_snapshot.ts";
+import type { Mapping } from "../engine/model.ts";
+import { restore } from "../engine/restore/mod.ts";
+import { assertChecksPassed } from "./helpers/checks.ts";
+import { repoRoot } from "./helpers/commands.ts";
+import { startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
+import { adoptPid, withTargets } from "./helpers/targets.ts";
+import {
+  assertOriginalThenRestored,
+  RT_PRECOPY_CHECKS,
+  RT_PRECOPY_READY,
+} from "./helpers/tracking.ts";
+import { sleep, waitUntil } from "./helpers/wait.ts";
+import { pathExists } from "./helpers/fs.ts";
+import { SIGKILL } from "./helpers/signals.ts";
+
+/** The children of every thread of `pid` (/proc/<pid>/task/<tid>/children). */
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const e of Deno.readDirSync(`/proc/${pid}/task`)) {
+    const text = Deno.readTextFileSync(`/proc/${pid}/task/${e.name}/children`).trim();
+    if (text) out.push(...text.split(" ").map(Number));
+  }
+  return out;
+}
+
+/** The state letter of `pid` ("" when gone). */
+function stateOf(pid: number): string {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+  } catch {
+    return "";
+  }
+}
+
+/** The exit status of zombie `pid` (the last field of its stat). */
+function exitCodeOf(pid: number): string {
+  return Deno.readTextFileSync(`/proc/${pid}/stat`).trim().split(" ").at(-1)!;
+}
+
+/** Runs `fn` with CRYO_FORK_SNAPSHOT=1. */
+async function withSnapshots<T>(fn: () => Promise<T>): Promise<T> {
+  Deno.env.set("CRYO_FORK_SNAPSHOT", "1");
+  try {
+    return await fn();
+  } finally {
+    Deno.env.delete("CRYO_FORK_SNAPSHOT");
+  }
+}
+
+Deno.test(
+  "fork snapshot: a process writing its memory is saved as of the freeze, and left with no child",
+  withTargets(async () => {
+    const { t, trigger } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
+      extra: ["16"],
+    });
+    const dir = await tempImageDir();
+    const { made, reapFailed } = forkSnapshotStats;
+    const dump = await withSnapshots(() =>
+      checkpoint(t.pid, { dir, leaveRunning: true, precopy: false })
+    );
+    assert.equal(forkSnapshotStats.made, made + 1, "the pages came from a snapshot");
+    assert.equal(forkSnapshotStats.reapFailed, reapFailed, "reaped in the target");
+    assert.ok(dump.stats.pagesBytes >= 16 << 20, `${dump.stats.pagesBytes} bytes saved`);
+    assert.deepEqual(childrenOf(t.pid), [], "no child or zombie left in the target");
+    const status = Deno.readTextFileSync(`/proc/${t.pid}/status`);
+    assert.match(status, /^SigPnd:\s+0+$/m, "no signal left pending in the target");
+    assert.match(status, /^ShdPnd:\s+0+$/m, "no signal left pending in the target");
+    await assertOriginalThenRestored(t, trigger, dir);
+  }),
+);
+
+Deno.test(
+  "fork snapshot: with threads, and twice in a row",
+  withTargets(async () => {
+    const { t, trigger } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
+      extra: ["8", "threads"],
+    });
+    const { made } = forkSnapshotStats;
+    let dir = "";
+    for (let i = 0; i < 2; i++) {
+      dir = await tempImageDir();
+      await withSnapshots(() => checkpoint(t.pid, { dir, leaveRunning: true, precopy: false }));
+      assert.deepEqual(childrenOf(t.pid), [], "no child or zombie left in the target");
+    }
+    assert.equal(forkSnapshotStats.made, made + 2, "the pages came from snapshots");
+    await assertOriginalThenRestored(t, trigger, dir, [...RT_PRECOPY_CHECKS, "threads"]);
+  }),
+);
+
+const MEMFLAGS_READY = /^ready pid=(\d+)$/m;
+const MEMFLAGS_CHECKS = [
+  "maps-and-flags",
+  "vmlck",
+  "contents",
+  "guard-pages",
+  "growsdown-grows",
+  "thp-disable",
+  "ksm-merge-any",
+  "fork-flags",
+  "mlock-future",
+];
+
+Deno.test(
+  "fork snapshot: MADV_DONTFORK and MADV_WIPEONFORK areas make the dump copy frozen, exactly",
+  withTargets(async () => {
+    const { t, trigger } = await startTriggered("rt_memflags", MEMFLAGS_READY);
+    const dir = await tempImageDir();
+    const { made } = forkSnapshotStats;
+    await withSnapshots(() => checkpoint(t.pid, { dir, leaveRunning: true, precopy: false }));
+    assert.equal(forkSnapshotStats.made, made, "no snapshot: the dump copied frozen");
+    t.kill();
+    await t.wait();
+    const tree = await restore(dir);
+    t.resetAfterRestore();
+    for (const pid of tree.pids) if (pid !== t.pid) adoptPid(pid);
+    await Deno.writeTextFile(trigger, "");
+    assertChecksPassed(t, MEMFLAGS_CHECKS, await t.wait(15000), { what: "restored" });
+  }),
+);
+
+/** A mapping with these kind and flags. */
+function mapping(kind: Mapping["kind"], vmFlags: string[]): Mapping {
+  return {
+    start: "0x1000",
+    end: "0x2000",
+    perms: "rw-p",
+    offset: "0x0",
+    kind,
+    name: "",
+    vmFlags,
+    pages: [],
+  };
+}
+
+Deno.test("fork snapshot: the room for copies is read from meminfo and the memory cgroup", () => {
+  const room = memoryRoom(Deno.pid);
+  assert.ok(room > 0 && room !== Infinity, `${room} bytes`);
+  assert.equal(memoryRoom(2 ** 22 + 1), 0, "a process that is not there: no room");
+});
+
+Deno.test("fork snapshot: which mappings a snapshot holds faithfully", () => {
+  const anon = mapping("anon", ["rd", "wr", "mr", "mw", "me", "ac"]);
+  assert.ok(snapshotFits([anon], ["anon-present"]));
+  assert.ok(snapshotFits([mapping("file-private", ["rd", "mr"])], ["anon-present"]));
+  // Shared memory is written through by the target after the thaw.
+  assert.ok(
+    !snapshotFits([anon, mapping("anon-shared", ["rd", "sh"])], ["anon-present", "all-present"]),
+  );
+  // Not copied by fork (left out, or zero in the child), planned or not.
+  for (const f of ["dc", "wf", "um", "uw"]) {
+    assert.ok(!snapshotFits([mapping("anon", ["rd", f])], ["anon-present"]), f);
+    assert.ok(!snapshotFits([mapping("anon", ["rd", f])], ["none"]), `${f}, not planned`);
+  }
+  assert.ok(!snapshotFits([mapping("anon", ["rd", "ht"])], ["anon-present"]), "hugetlb");
+  // A shared file mapping holds no planned page: it does not matter.
+  assert.ok(snapshotFits([anon, mapping("file-shared", ["rd", "sh"])], ["anon-present", "none"]));
+});
+
+/**
+ * Starts `cryo dump --leave-running --no-precopy` of `pid` with the fork
+ * snapshot and CRYO_TEST_PAUSE_AT=`phase`; returns it stopped there.
+ */
+async function pausedDump(pid: number, phase: string, dir: string) {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      `${repoRoot}cli.ts`,
+      "dump",
+      String(pid),
+      "--dir",
+      dir,
+      "--leave-running",
+      "--no-precopy",
+      "--no-sync",
+    ],
+    cwd: repoRoot,
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+    env: { NO_COLOR: "1", CRYO_FORK_SNAPSHOT: "1", CRYO_TEST_PAUSE_AT: phase },
+  }).spawn();
+  let done = false;
+  const output = child.output().then((o) => {
+    done = true;
+    return o;
+  });
+  await waitUntil(`cryo at ${phase}`, () => done || stateOf(child.pid) === "T", 30000);
+  if (done) {
+    throw new Error(
+      `cryo exited before ${phase}: ${new TextDecoder().decode((await output).stderr)}`,
+    );
+  }
+  return { child, output };
+}
+
+for (const phase of ["snapshot-born", "snapshot"]) {
+  Deno.test(
+    `fork snapshot: cryo killed at ${phase} leaves the target running and the snapshot dead`,
+    withTargets(async () => {
+      const { t, trigger } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
+        extra: ["16"],
+      });
+      const dir = await tempImageDir();
+      const cryo = await pausedDump(t.pid, phase, dir);
+      const snaps = childrenOf(t.pid);
+      assert.equal(snaps.length, 1, "one snapshot");
+      assert.equal(stateOf(snaps[0]), "t", "the snapshot waits in a trace stop");
+      cryo.child.kill("SIGKILL");
+      await cryo.output;
+      // The snapshot never runs the target's code: it dies (a zombie of the target) or is gone.
+      await waitUntil("the snapshot's end", () => ["Z", ""].includes(stateOf(snaps[0])));
+      await sleep(50);
+      assert.ok(["Z", ""].includes(stateOf(snaps[0])), `the snapshot is ${stateOf(snaps[0])}`);
+      if (stateOf(snaps[0]) === "Z") {
+        // Let go before it was told to die with cryo: its own frame's exit(0); after: SIGKILL.
+        const code = Number(exitCodeOf(snaps[0]));
+        assert.equal(code, phase === "snapshot-born" ? 0 : 9, `the snapshot's exit status ${code}`);
+      }
+      await Deno.writeTextFile(trigger, "");
+      assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), {
+        what: "the target after a killed dump",
+      });
+    }),
+  );
+}
+
+Deno.test(
+  "fork snapshot: by default from SNAPSHOT_MIN_BYTES of planned pages, never with CRYO_FORK_SNAPSHOT=0",
+  withTargets(async () => {
+    for (const [mib, env, taken] of [[4, "", 0], [16, "", 1], [16, "0", 0]] as const) {
+      const { t, trigger } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
+        extra: [String(mib)],
+      });
+      const dir = await tempImageDir();
+      const { made, rehearsed } = forkSnapshotStats;
+      if (env) Deno.env.set("CRYO_FORK_SNAPSHOT", env);
+      try {
+        // Below the pre-copy's threshold: frozen once, the collect rehearsed on a helper first.
+        await checkpoint(t.pid, { dir, leaveRunning: true });
+      } finally {
+        Deno.env.delete("CRYO_FORK_SNAPSHOT");
+      }
+      assert.equal(forkSnapshotStats.made, made + taken, `${mib} MiB, CRYO_FORK_SNAPSHOT=${env}`);
+      // The snapshot's code warmed on the helper before the freeze (engine/dump/rehearsal.ts).
+      assert.equal(forkSnapshotStats.rehearsed, rehearsed + taken, "rehearsed on the helper");
+      assert.ok(16 * 2 ** 20 >= SNAPSHOT_MIN_BYTES && 4 * 2 ** 20 < SNAPSHOT_MIN_BYTES);
+      assert.deepEqual(childrenOf(t.pid), [], "no child or zombie left in the target");
+      await assertOriginalThenRestored(t, trigger, dir);
+    }
+  }),
+);
+
+Deno.test(
+  "fork snapshot: the target killed while its pages are read from the snapshot: the image is complete and exact",
+  withTargets(async () => {
+    const { t, trigger } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
+      extra: ["16"],
+    });
+    const dir = await tempImageDir();
+    const { made, reapFailed } = forkSnapshotStats;
+    let killed = false;
+    await withSnapshots(() =>
+      checkpoint(t.pid, {
+        dir,
+        leaveRunning: true,
+        precopy: false,
+        onEvent: (e) => {
+          // The first pages event comes after the thaw: the copy reads the snapshot.
+          if (e.type === "pages" && !killed) {
+            killed = true;
+            t.signal(SIGKILL);
+          }
+        },
+      })
+    );
+    assert.ok(killed, "killed during the copy");
+    assert.equal(forkSnapshotStats.made, made + 1, "the pages came from a snapshot");
+    assert.equal(forkSnapshotStats.reapFailed, reapFailed + 1, "no target left to reap it in");
+    await t.wait(5000);
+    const tree = await restore(dir);
+    t.resetAfterRestore();
+    for (const pid of tree.pids) if (pid !== t.pid) adoptPid(pid);
+    await Deno.writeTextFile(trigger, "");
+    assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), { what: "restored" });
+  }),
+);
+
+const PIDS_CGROUP = "/sys/fs/cgroup/pids";
+
+Deno.test({
+  name: "fork snapshot: a clone the pids cgroup refuses leaves the dump to copy frozen",
+  ignore: !pathExists(`${PIDS_CGROUP}/cgroup.procs`),
+  fn: withTargets(async () => {
+    const { t, trigger } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
+      extra: ["16"],
+    });
+    const group = `${PIDS_CGROUP}/cryo-forksnap-${t.pid}`;
+    Deno.mkdirSync(group);
+    try {
+      Deno.writeTextFileSync(`${group}/pids.max`, "1");
+      Deno.writeTextFileSync(`${group}/cgroup.procs`, String(t.pid));
+      const dir = await tempImageDir();
+      const { made } = forkSnapshotStats;
+      await withSnapshots(() => checkpoint(t.pid, { dir, leaveRunning: true, precopy: false }));
+      assert.equal(forkSnapshotStats.made, made, "no snapshot: the clone failed (EAGAIN)");
+      assert.deepEqual(childrenOf(t.pid), [], "no child left in the target");
+      Deno.writeTextFileSync(`${PIDS_CGROUP}/cgroup.procs`, String(t.pid));
+      await assertOriginalThenRestored(t, trigger, dir);
+    } finally {
+      try {
+        Deno.writeTextFileSync(`${PIDS_CGROUP}/cgroup.procs`, String(t.pid));
+      } catch { /* gone */ }
+      Deno.removeSync(group);
+    }
+  }),
+});
+
+Deno.test(
+  "fork snapshot: a MAP_SHARED area makes the dump copy frozen, exactly",
+  withTargets(async () => {
+    const { t, trigger } = await startTriggered("rt_forksnap", /^ready pid=(\d+)$/m);
+    const dir = await tempImageDir();
+    const { made } = forkSnapshotStats;
+    const dump = await withSnapshots(() =>
+      checkpoint(t.pid, { dir, leaveRunning: true, precopy: false })
+    );
+    assert.equal(forkSnapshotStats.made, made, "no snapshot: the dump copied frozen");
+    assert.ok(dump.stats.pagesBytes >= 17 << 20, `${dump.stats.pagesBytes} bytes saved`);
+    await assertOriginalThenRestored(t, trigger, dir, ["private", "shared"]);
+  }),
+);
