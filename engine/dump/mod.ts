@@ -64,7 +64,12 @@ import {
   warmUpProcReaders,
 } from "./rehearsal.ts";
 import { planPages, savePlanned } from "./plan.ts";
-import { dropCopyAhead, startCopyAhead, takeCopyAhead } from "./copy_ahead.ts";
+import {
+  COPY_AHEAD_MAX_BYTES,
+  dropCopyAhead,
+  startCopyAhead,
+  takeCopyAhead,
+} from "./copy_ahead.ts";
 import { dropScansAhead } from "./scan_ahead.ts";
 import { readStatus } from "../proc/status.ts";
 import { countMappings } from "../proc/maps.ts";
@@ -601,8 +606,12 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     const refusals = new Refusals(opts.optIns);
     // One process frozen once, its writes deferred: its page copy starts once its injected
     // calls are done, beside the rest of the collect (engine/dump/copy_ahead.ts).
+    // Beyond what the copy ahead reads (COPY_AHEAD_MAX_BYTES), a fork snapshot where one
+    // can be taken (fork_snapshot.ts) keeps the rest of the copy out of the freeze too.
     const copyAhead = deferWrites && !precopy && !parent && tree.processes.length === 1 &&
-      !opts.include?.mapping;
+      !opts.include?.mapping &&
+      !(opts.leaveRunning && estimate!.bytes > COPY_AHEAD_MAX_BYTES &&
+        forkSnapshotWanted(estimate!.bytes));
     const collectedAll = tree.processes.map((p, i) =>
       collectProcess(
         p.pid,
