@@ -35,6 +35,7 @@ import {
 import { sleep, waitUntil } from "./helpers/wait.ts";
 import { pathExists } from "./helpers/fs.ts";
 import { SIGKILL } from "./helpers/signals.ts";
+import { MEMFLAGS_CHECKS, MEMFLAGS_READY } from "./helpers/memflags.ts";
 
 /** The children of every thread of `pid` (/proc/<pid>/task/<tid>/children). */
 function childrenOf(pid: number): number[] {
@@ -110,19 +111,6 @@ Deno.test(
     await assertOriginalThenRestored(t, trigger, dir, [...RT_PRECOPY_CHECKS, "threads"]);
   }),
 );
-
-const MEMFLAGS_READY = /^ready pid=(\d+)$/m;
-const MEMFLAGS_CHECKS = [
-  "maps-and-flags",
-  "vmlck",
-  "contents",
-  "guard-pages",
-  "growsdown-grows",
-  "thp-disable",
-  "ksm-merge-any",
-  "fork-flags",
-  "mlock-future",
-];
 
 Deno.test(
   "fork snapshot: MADV_DONTFORK and MADV_WIPEONFORK areas make the dump copy frozen, exactly",

@@ -17,20 +17,7 @@ import { assertChecksPassed } from "./helpers/checks.ts";
 import { pathExists } from "./helpers/fs.ts";
 import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
 import { withTargets } from "./helpers/targets.ts";
-
-const READY = /^ready pid=(\d+)$/m;
-
-const CHECKS = [
-  "maps-and-flags",
-  "vmlck",
-  "contents",
-  "guard-pages",
-  "growsdown-grows",
-  "thp-disable",
-  "ksm-merge-any",
-  "fork-flags",
-  "mlock-future",
-];
+import { MEMFLAGS_CHECKS, MEMFLAGS_READY } from "./helpers/memflags.ts";
 
 /**
  * Every op restoring a flag of the image in `path` may not fail: a flag
@@ -48,12 +35,14 @@ async function assertFlagOpsMustSucceed(path: string): Promise<void> {
 }
 
 async function roundTrip(modes: string[]): Promise<void> {
-  const { t, trigger } = await startTriggered("rt_memflags", READY, { extra: modes });
+  const { t, trigger } = await startTriggered("rt_memflags", MEMFLAGS_READY, { extra: modes });
   const { dump, dir } = await dumpKillRestore(t);
   assert.ok(dump.stats.processes === 1);
   await assertFlagOpsMustSucceed(`${dir}/${t.pid}.elf`);
   await Deno.writeTextFile(trigger, "");
-  assertChecksPassed(t, CHECKS, await t.wait(15000), { what: `rt_memflags ${modes.join(" ")}` });
+  assertChecksPassed(t, MEMFLAGS_CHECKS, await t.wait(15000), {
+    what: `rt_memflags ${modes.join(" ")}`,
+  });
 }
 
 Deno.test(
@@ -74,7 +63,9 @@ Deno.test(
 Deno.test(
   "a sealed mapping is refused at dump, naming it; the target runs on",
   withTargets(async () => {
-    const { t, trigger } = await startTriggered("rt_memflags", READY, { extra: ["sealed"] });
+    const { t, trigger } = await startTriggered("rt_memflags", MEMFLAGS_READY, {
+      extra: ["sealed"],
+    });
     const dir = await tempImageDir();
     await assert.rejects(
       () => checkpoint(t.pid, { dir }),
@@ -88,6 +79,8 @@ Deno.test(
     );
     assert.ok(!pathExists(dir), "a refused dump left its directory");
     await Deno.writeTextFile(trigger, "");
-    assertChecksPassed(t, CHECKS, await t.wait(15000), { what: "rt_memflags after the refusal" });
+    assertChecksPassed(t, MEMFLAGS_CHECKS, await t.wait(15000), {
+      what: "rt_memflags after the refusal",
+    });
   }),
 );

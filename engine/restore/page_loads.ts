@@ -114,17 +114,7 @@ export interface Piece {
 
 /** `runs` (in order) cut into pieces of at most {@link PREAD_MAX} bytes. */
 function piecesOf(runs: readonly Piece[]): Piece[] {
-  const out: Piece[] = [];
-  for (const run of runs) {
-    for (let done = 0; done < run.length; done += PREAD_MAX) {
-      out.push({
-        addr: hexPlus(run.addr, done),
-        length: Math.min(PREAD_MAX, run.length - done),
-        fileOffset: run.fileOffset + done,
-      });
-    }
-  }
-  return out;
+  return cutPieces(runs, PREAD_MAX);
 }
 
 /** Splits `pieces` into two lists of about the same bytes (a piece cut at a page boundary). */
