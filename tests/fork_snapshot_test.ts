@@ -17,8 +17,10 @@ import { checkpoint } from "../engine/dump/mod.ts";
 import { copyAheadStats } from "../engine/dump/copy_ahead.ts";
 import {
   forkSnapshotStats,
+  forkSnapshotWanted,
   memoryRoom,
   SNAPSHOT_MIN_BYTES,
+  SNAPSHOT_MIN_BYTES_PER_MAPPING,
   snapshotFits,
 } from "../engine/dump/fork_snapshot.ts";
 import type { Mapping } from "../engine/model.ts";
@@ -350,3 +352,19 @@ Deno.test(
     await assertOriginalThenRestored(t, trigger, dir, ["private", "shared"]);
   }),
 );
+
+Deno.test("fork snapshot: not for many small mappings, whose clone would take longer than their copy", () => {
+  const MiB = 2 ** 20;
+  assert.equal(forkSnapshotWanted(16 * MiB, 151), true, "threads-64's shape");
+  assert.equal(forkSnapshotWanted(40 * MiB, 10_024), false, "maps-10000's shape");
+  assert.equal(forkSnapshotWanted(4 * MiB, 10), false, "below SNAPSHOT_MIN_BYTES");
+  const n = 2000;
+  assert.equal(forkSnapshotWanted(n * SNAPSHOT_MIN_BYTES_PER_MAPPING, n), true);
+  assert.equal(forkSnapshotWanted(n * SNAPSHOT_MIN_BYTES_PER_MAPPING - 1, n), false);
+  Deno.env.set("CRYO_FORK_SNAPSHOT", "1");
+  try {
+    assert.equal(forkSnapshotWanted(40 * MiB, 10_024), true, "=1 at any shape");
+  } finally {
+    Deno.env.delete("CRYO_FORK_SNAPSHOT");
+  }
+});

@@ -84,16 +84,29 @@ export const forkSnapshotStats = { made: 0, reapFailed: 0, rehearsed: 0 };
 export const SNAPSHOT_MIN_BYTES = 12 * 1024 * 1024;
 
 /**
- * Whether to read `bytes` of planned pages from a snapshot:
- * `CRYO_FORK_SNAPSHOT=1` always, `=0` never, else from {@link SNAPSHOT_MIN_BYTES}.
+ * Planned bytes per mapping (on average) below which a snapshot lengthens
+ * the freeze: the clone copies each mapping (~2.3 us each on the bench VM,
+ * 22 ms for 10,000) where the frozen copy takes ~0.5 ms per MiB, so the
+ * break-even is ~5 KiB a mapping (docs/PERFORMANCE.md, ninth pass: the
+ * maps-10000 workload froze 0.043 -> 0.072 s with a snapshot).
  */
-export function forkSnapshotWanted(bytes: number): boolean {
+export const SNAPSHOT_MIN_BYTES_PER_MAPPING = 16 * 1024;
+
+/**
+ * Whether to read `bytes` of planned pages of a process of `mappings`
+ * mappings from a snapshot: `CRYO_FORK_SNAPSHOT=1` always, `=0` never,
+ * else from {@link SNAPSHOT_MIN_BYTES} and
+ * {@link SNAPSHOT_MIN_BYTES_PER_MAPPING} on average.
+ */
+export function forkSnapshotWanted(bytes: number, mappings: number): boolean {
   let mode: string | undefined;
   try {
     mode = Deno.env.get("CRYO_FORK_SNAPSHOT");
   } catch { /* no env permission: the default */ }
   if (mode === "0") return false;
-  return bytes > 0 && (mode === "1" || bytes >= SNAPSHOT_MIN_BYTES);
+  return bytes > 0 &&
+    (mode === "1" ||
+      bytes >= SNAPSHOT_MIN_BYTES && bytes >= SNAPSHOT_MIN_BYTES_PER_MAPPING * mappings);
 }
 
 /** VmFlags of a mapping (any, planned or not) that the child would not have as the target has it. */

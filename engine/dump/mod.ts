@@ -555,7 +555,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         undefined,
         helper,
         listed,
-        forkSnapshotWanted(estimate?.bytes ?? residentBytes(pid)), // its code warm for the freeze
+        forkSnapshotWanted(estimate?.bytes ?? residentBytes(pid), estimate?.mappings ?? 0), // warm
       )
     ) {
       await warmUpFinalFreeze();
@@ -611,7 +611,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     const copyAhead = deferWrites && !precopy && !parent && tree.processes.length === 1 &&
       !opts.include?.mapping &&
       !(opts.leaveRunning && estimate!.bytes > COPY_AHEAD_MAX_BYTES &&
-        forkSnapshotWanted(estimate!.bytes));
+        forkSnapshotWanted(estimate!.bytes, estimate!.mappings));
     const collectedAll = tree.processes.map((p, i) =>
       collectProcess(
         p.pid,
@@ -757,11 +757,12 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       const out = deferred ?? new BufferPageWriter(pageBufferBytes(total), writer.partialPath);
       // Frozen once and left running, its pages not read ahead in the freeze (copy_ahead.ts):
       // they may be read from a fork after the thaw (fork_snapshot.ts).
-      const snap = !ahead && snapshots && forkSnapshotWanted(total) && !pre &&
+      const snap =
+        !ahead && snapshots && forkSnapshotWanted(total, image.mappings.length) && !pre &&
           !image.threads.some((t) => t.seccomp?.mode) &&
           total <= snapshotRoom && snapshotFits(image.mappings, policies)
-        ? takeSnapshot(p.pid)
-        : undefined;
+          ? takeSnapshot(p.pid)
+          : undefined;
       if (snap) snapshot = snap;
       const streamer = new MemoryStreamer(snap?.pid ?? p.pid, out, (n) => writer.reservePages(n));
       if (ahead) streamer.ahead = ahead.buffer;
