@@ -556,6 +556,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         helper,
         listed,
         forkSnapshotWanted(estimate?.bytes ?? residentBytes(pid), estimate?.mappings ?? 0), // warm
+        deferWrites, // the copy ahead is made only with deferred writes
       )
     ) {
       await warmUpFinalFreeze();

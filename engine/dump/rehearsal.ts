@@ -206,6 +206,8 @@ export function rehearseOnHelper(
   pids?: readonly number[],
   /** Whether the dump may take a fork snapshot: one is taken of the helper too (fork_snapshot.ts). */
   snapshot = false,
+  /** Whether the dump may copy its pages ahead in the freeze: the helper's are (copy_ahead.ts). */
+  copyAhead = false,
 ): boolean {
   if ((mappings ?? mappingCount(root)) > HELPER_REHEARSAL_MAX_MAPPINGS) {
     if (started) endRehearsalHelper(started);
@@ -227,7 +229,9 @@ export function rehearseOnHelper(
       const frozen = tree;
       withoutPausePoints(() => rehearseCollect(frozen, optIns, onImage));
       // The page copy made ahead (copy_ahead.ts), of the helper's pages.
-      rehearseCopyAhead(helper.pid, readMaps(helper.pid).map((m) => ({ ...m, vmFlags: [] })));
+      if (copyAhead) {
+        rehearseCopyAhead(helper.pid, readMaps(helper.pid).map((m) => ({ ...m, vmFlags: [] })));
+      }
       withoutPausePoints(() => rehearseThreads(helper.pid, root, threadCount(root)));
       if (snapshot) withoutPausePoints(() => rehearseSnapshot(helper.pid));
     } finally {
