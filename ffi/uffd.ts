@@ -99,7 +99,12 @@ const UFFDIO_ZEROPAGE = 0xc020aa04n;
 const UFFDIO_WAKE = 0x8010aa02n;
 
 /** The UFFDIO_* numbers a restore program needs (the stub issues them itself). */
-export const UFFDIO = { API: UFFDIO_API, REGISTER: UFFDIO_REGISTER } as const;
+export const UFFDIO = {
+  API: UFFDIO_API,
+  REGISTER: UFFDIO_REGISTER,
+  UNREGISTER: UFFDIO_UNREGISTER,
+  COPY: UFFDIO_COPY,
+} as const;
 /** UFFDIO_REGISTER_MODE_MISSING. */
 export const UFFDIO_REGISTER_MODE_MISSING = 1n;
 /** UFFD_FEATURE_* bits a lazy restore asks for (non-cooperative events). */

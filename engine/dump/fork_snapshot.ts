@@ -56,6 +56,7 @@ import { __WALL, PTRACE_EVENT, waitPid, WNOHANG } from "../../ffi/wait.ts";
 import type { Mapping } from "../model.ts";
 import { pausePoint } from "../pause.ts";
 import { type MapEntry, readMaps } from "../proc/maps.ts";
+import { readStat } from "../proc/stat.ts";
 import { sleepSync } from "../sleep_sync.ts";
 import { withInjection } from "./injected.ts";
 import type { PagePolicy } from "./vmas.ts";
@@ -300,7 +301,11 @@ function reapInTarget(pid: number, child: number, frozen: boolean): boolean {
       return false;
     }
   }
-  if (threadState(pid) === "Z") return false; // its main thread exited: it stops no more
+  try {
+    if (readStat(pid).state === "Z") return false; // its main thread exited: it stops no more
+  } catch {
+    return false; // gone
+  }
   let areas;
   try {
     areas = readMaps(pid); // read running: the stop is for the waitid alone
@@ -365,15 +370,4 @@ function awaitInterruptStop(tid: number): boolean {
     nap = Math.min(1, nap * 2);
   }
   return false;
-}
-
-/** The state letter of thread `tid` ("" when gone). */
-function threadState(tid: number): string {
-  try {
-    const stat = Deno.readTextFileSync(`/proc/${tid}/stat`);
-    const at = stat.lastIndexOf(")") + 2;
-    return stat.slice(at, at + 1);
-  } catch {
-    return "";
-  }
 }

@@ -233,8 +233,10 @@ export function collectProcess(
   // So is the iterator's read of the VmFlags (vm_flags.ts), beside the rest of the collect.
   if (bpf) startFrozenFlagsRead(bpf);
   // The page plan's walk, on another thread once no injected call writes (engine/dump/scan_ahead.ts).
-  if (scanAhead && !areas) startScanAhead(pid, Math.max(4096, 2 * maps.length + 256));
-  if (scanAhead && !areas) onInjected?.(maps);
+  if (scanAhead && !areas) {
+    startScanAhead(pid, Math.max(4096, 2 * maps.length + 256));
+    onInjected?.(maps);
+  }
   const owners = queryFdOwners(pid, fds.map((f) => f.fd));
   pumpCopyAhead(); // (begun once the walk ahead is over: copy_ahead.ts)
   // Every thread's ptrace and scheduling reads in one call on this (the tracer's) thread.

@@ -65,6 +65,8 @@ import { type ProgramBuilder, slot } from "../program/builder.ts";
 import type { Mapping, ProcessImage } from "../model.ts";
 import { type HexNum, hexNum, hexPlus } from "../image/hexnum.ts";
 import { zombiePids } from "../task/zombies.ts";
+import { UFFD_API } from "../../ffi/probe.ts";
+import { UFFD_USER_MODE_ONLY, UFFDIO, UFFDIO_REGISTER_MODE_MISSING } from "../../ffi/uffd.ts";
 
 /** One `pread` moves at most this much (below 0x7ffff000). */
 const PREAD_MAX = 1 << 30;
@@ -94,13 +96,7 @@ export const STAGE_BYTES = 512 << 10;
  */
 export const UFFD_BUDGET = 1 << 30;
 /** userfaultfd(2) flags: close-on-exec, user-mode faults only (allowed unprivileged). */
-const UFFD_FLAGS = 0o2000000 | 1;
-const UFFD_API = 0xaan;
-const UFFDIO_API = 0xc018aa3fn;
-const UFFDIO_REGISTER = 0xc020aa00n;
-const UFFDIO_UNREGISTER = 0x8010aa01n;
-const UFFDIO_COPY = 0xc028aa03n;
-const UFFDIO_REGISTER_MODE_MISSING = 1n;
+const UFFD_FLAGS = 0o2000000 | UFFD_USER_MODE_ONLY;
 const PROT_RW = 3;
 /** MAP_PRIVATE | MAP_FIXED | MAP_ANONYMOUS. */
 const MAP_PRIVATE_FIXED_ANON = 0x32;
@@ -282,7 +278,7 @@ function emitCopies(
   for (const piece of cutPieces(pieces, STAGE_BYTES)) {
     p.op(SYS.pread64, [slot(imageSlot), stage, piece.length, piece.fileOffset]);
     const copy = p.u64s([BigInt(piece.addr), stage, BigInt(piece.length), 0n, 0n]);
-    p.op(SYS.ioctl, [slot(uffdSlot), UFFDIO_COPY, copy]);
+    p.op(SYS.ioctl, [slot(uffdSlot), UFFDIO.COPY, copy]);
   }
 }
 
@@ -318,12 +314,10 @@ export function emitRunLoads(
   const helperTid = helper.tid;
   // The futex word, in the scratch slot: 0, then the helper's tid while it runs
   // (CLONE_PARENT_SETTID, only if clone3 made it), 0 again once it exited.
-  const word = helper.slotAddress;
   p.op(SYS.rt_sigprocmask, [0, 0, 0, 8], { store: helper.slot, comment: "zero the helper's word" });
   const args = helperCloneArgs(p, helper);
   const helperLabel = `page-helper-${at}`;
   const mineLabel = `page-main-${at}`;
-  const join = `page-join-${at}`;
   p.op(SYS.clone3, [args, cloneArgs.size], {
     allowFail: true,
     jumpIfZeroTo: helperLabel,
@@ -338,29 +332,7 @@ export function emitRunLoads(
   emitPieces(p, theirs, imageSlot);
   p.label(mineLabel);
   emitPieces(p, mine, imageSlot);
-  p.label(join);
-  // Woken (0): wait again, until the word is 0 (EAGAIN); a spurious wake-up waits again.
-  p.op(SYS.futex, [word, FUTEX_WAIT, helperTid, 0, 0, 0], {
-    allowFail: true,
-    jumpIfZeroTo: join,
-    comment: "wait for the page helper's exit",
-  });
-  // The word is cleared before the helper's tid is free again: wait (yielding) until it is,
-  // so that the next mapping's helper can take the same tid (else its clone3 fails, EEXIST,
-  // and this thread loads that whole mapping alone). ESRCH for a tid that is not this
-  // process's (no helper was made, the tid being someone else's) ends it at once.
-  const gone = `page-gone-${at}`;
-  const yieldLabel = `page-yield-${at}`;
-  p.label(gone);
-  p.op(SYS.tgkill, [proc.pid, helperTid, 0], {
-    allowFail: true,
-    jumpIfZeroTo: yieldLabel,
-    comment: "the page helper's tid still taken",
-  });
-  // Always 0 (a no-op): the main thread jumps over the helper's code.
-  p.op(SYS.rt_sigprocmask, [0, 0, 0, 8], { jumpIfZeroTo: after });
-  p.label(yieldLabel);
-  p.op(SYS.sched_yield, [], { jumpIfZeroTo: gone });
+  emitJoin(p, proc, helper, "page", at, after);
   p.label(helperLabel);
   emitPieces(p, theirs, imageSlot);
   p.op(SYS.exit, [0], { comment: "the page helper ends" });
@@ -417,9 +389,6 @@ function emitUffdLoads(
   const refused = `page-uffd-refused-${at}`;
   const helperLabel = `page-uffd-helper-${at}`;
   const mineLabel = `page-uffd-main-${at}`;
-  const uJoin = `page-uffd-join-${at}`;
-  const uGone = `page-uffd-gone-${at}`;
-  const uYield = `page-uffd-yield-${at}`;
   if (!helper.stageMapped) {
     // The exec set-up parked the vdso there (and left a hole): mapped afresh, read-write.
     p.op(SYS.mmap, [stage, 2 * STAGE_BYTES, PROT_RW, MAP_PRIVATE_FIXED_ANON, -1, 0], {
@@ -432,7 +401,7 @@ function emitUffdLoads(
     store: u,
     comment: `userfaultfd for ${at}'s pages`,
   });
-  p.op(SYS.ioctl, [slot(u), UFFDIO_API, p.u64s([UFFD_API, 0n, 0n])], {
+  p.op(SYS.ioctl, [slot(u), UFFDIO.API, p.u64s([UFFD_API, 0n, 0n])], {
     allowFail: true,
     jumpIfZeroTo: apiOk,
   });
@@ -443,7 +412,7 @@ function emitUffdLoads(
   const range = p.u64s([start, end - start]);
   p.op(SYS.ioctl, [
     slot(u),
-    UFFDIO_REGISTER,
+    UFFDIO.REGISTER,
     p.u64s([start, end - start, UFFDIO_REGISTER_MODE_MISSING, 0n]),
   ], {
     allowFail: true,
@@ -464,30 +433,57 @@ function emitUffdLoads(
   });
   // No helper runs (none was made, or it is done already): the usual loads, from their own
   // clone on (pages the helper copied in are read again, the same bytes).
-  p.op(SYS.ioctl, [slot(u), UFFDIO_UNREGISTER, range]);
+  p.op(SYS.ioctl, [slot(u), UFFDIO.UNREGISTER, range]);
   p.op(SYS.close, [slot(u)]);
   p.op(SYS.rt_sigprocmask, [0, 0, 0, 8], { jumpIfZeroTo: usual });
   p.label(mineLabel);
   emitCopies(p, mine, imageSlot, u, stage);
-  const word = helper.slotAddress;
-  p.label(uJoin);
-  p.op(SYS.futex, [word, FUTEX_WAIT, helper.tid, 0, 0, 0], {
-    allowFail: true,
-    jumpIfZeroTo: uJoin,
-    comment: "wait for the page helper's exit",
+  emitJoin(p, proc, helper, "page-uffd", at, after, () => {
+    p.op(SYS.ioctl, [slot(u), UFFDIO.UNREGISTER, range], { comment: `${at}'s pages are in` });
+    p.op(SYS.close, [slot(u)]);
   });
-  p.label(uGone);
-  p.op(SYS.tgkill, [proc.pid, helper.tid, 0], {
-    allowFail: true,
-    jumpIfZeroTo: uYield,
-    comment: "the page helper's tid still taken",
-  });
-  p.op(SYS.ioctl, [slot(u), UFFDIO_UNREGISTER, range], { comment: `${at}'s pages are in` });
-  p.op(SYS.close, [slot(u)]);
-  p.op(SYS.rt_sigprocmask, [0, 0, 0, 8], { jumpIfZeroTo: after });
-  p.label(uYield);
-  p.op(SYS.sched_yield, [], { jumpIfZeroTo: uGone });
   p.label(helperLabel);
   emitCopies(p, theirs, imageSlot, u, stage + BigInt(STAGE_BYTES));
   p.op(SYS.exit, [0], { comment: "the page helper ends" });
+}
+
+/**
+ * The main thread's wait for the page helper of `key`'s load to exit (its
+ * futex word cleared) and its tid to be free again, then `done`'s ops and
+ * a jump to `after`. Labels `${prefix}-join-${key}` and the like.
+ */
+function emitJoin(
+  p: ProgramBuilder,
+  proc: ProcessImage,
+  helper: PageHelper,
+  prefix: string,
+  key: string,
+  after: string,
+  done?: () => void,
+): void {
+  const join = `${prefix}-join-${key}`;
+  const gone = `${prefix}-gone-${key}`;
+  const yieldLabel = `${prefix}-yield-${key}`;
+  p.label(join);
+  // Woken (0): wait again, until the word is 0 (EAGAIN); a spurious wake-up waits again.
+  p.op(SYS.futex, [helper.slotAddress, FUTEX_WAIT, helper.tid, 0, 0, 0], {
+    allowFail: true,
+    jumpIfZeroTo: join,
+    comment: "wait for the page helper's exit",
+  });
+  // The word is cleared before the helper's tid is free again: wait (yielding) until it is,
+  // so that the next mapping's helper can take the same tid (else its clone3 fails, EEXIST,
+  // and this thread loads that whole mapping alone). ESRCH for a tid that is not this
+  // process's (no helper was made, the tid being someone else's) ends it at once.
+  p.label(gone);
+  p.op(SYS.tgkill, [proc.pid, helper.tid, 0], {
+    allowFail: true,
+    jumpIfZeroTo: yieldLabel,
+    comment: "the page helper's tid still taken",
+  });
+  done?.();
+  // Always 0 (a no-op): the main thread jumps over the helper's code.
+  p.op(SYS.rt_sigprocmask, [0, 0, 0, 8], { jumpIfZeroTo: after });
+  p.label(yieldLabel);
+  p.op(SYS.sched_yield, [], { jumpIfZeroTo: gone });
 }
