@@ -38,6 +38,7 @@ import { sleep, waitUntil } from "./helpers/wait.ts";
 import { pathExists } from "./helpers/fs.ts";
 import { SIGKILL } from "./helpers/signals.ts";
 import { MEMFLAGS_CHECKS, MEMFLAGS_READY } from "./helpers/memflags.ts";
+import { cgroupDirOf } from "../engine/task/placement.ts";
 
 /** The children of every thread of `pid` (/proc/<pid>/task/<tid>/children). */
 function childrenOf(pid: number): number[] {
@@ -332,6 +333,37 @@ Deno.test({
     } finally {
       try {
         Deno.writeTextFileSync(`${PIDS_CGROUP}/cgroup.procs`, String(t.pid));
+      } catch { /* gone */ }
+      Deno.removeSync(group);
+    }
+  }),
+});
+
+const MEMORY_CGROUP = cgroupDirOf(Deno.pid, "memory");
+
+Deno.test({
+  name: "fork snapshot: a memory cgroup without room for the copies leaves the dump to copy frozen",
+  ignore: !MEMORY_CGROUP?.v1, // (a v2 child needs the controller enabled above it)
+  fn: withTargets(async () => {
+    const { t, trigger } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
+      extra: ["16"],
+    });
+    const root = MEMORY_CGROUP!.root;
+    const group = `${root}/cryo-forksnap-${t.pid}`;
+    Deno.mkdirSync(group);
+    try {
+      Deno.writeTextFileSync(`${group}/memory.limit_in_bytes`, String(8 << 20));
+      Deno.writeTextFileSync(`${group}/cgroup.procs`, String(t.pid));
+      assert.ok(memoryRoom(t.pid) <= 8 << 20, `${memoryRoom(t.pid)} bytes of room`);
+      const dir = await tempImageDir();
+      const { made } = forkSnapshotStats;
+      await withSnapshots(() => checkpoint(t.pid, { dir, leaveRunning: true, precopy: false }));
+      assert.equal(forkSnapshotStats.made, made, "no snapshot: 16 MiB of copies would not fit");
+      Deno.writeTextFileSync(`${root}/cgroup.procs`, String(t.pid));
+      await assertOriginalThenRestored(t, trigger, dir);
+    } finally {
+      try {
+        Deno.writeTextFileSync(`${root}/cgroup.procs`, String(t.pid));
       } catch { /* gone */ }
       Deno.removeSync(group);
     }

@@ -57,6 +57,7 @@ import type { Mapping } from "../model.ts";
 import { pausePoint } from "../pause.ts";
 import { type MapEntry, readMaps } from "../proc/maps.ts";
 import { readStat } from "../proc/stat.ts";
+import { cgroupDirOf } from "../task/placement.ts";
 import { sleepSync } from "../sleep_sync.ts";
 import { withInjection } from "./injected.ts";
 import type { PagePolicy } from "./vmas.ts";
@@ -145,21 +146,18 @@ export function memoryRoom(pid: number): number {
   try {
     const avail = Deno.readTextFileSync("/proc/meminfo").match(/^MemAvailable:\s+(\d+) kB/m);
     let room = avail ? Number(avail[1]) * 512 : Infinity;
-    const lines = Deno.readTextFileSync(`/proc/${pid}/cgroup`).split("\n");
-    const v1 = lines.find((l) => /^\d+:memory:/.test(l));
-    const v2 = lines.find((l) => l.startsWith("0::"));
-    const [root, max, current] = v1
-      ? ["/sys/fs/cgroup/memory", "memory.limit_in_bytes", "memory.usage_in_bytes"]
-      : ["/sys/fs/cgroup", "memory.max", "memory.current"];
-    const path = v1 ? v1.slice(v1.indexOf(":memory:") + 8) : v2?.slice(3);
-    if (path === undefined) return room; // no memory cgroup: no limit
-    for (let dir = `${root}${path}`.replace(/\/$/, ""); dir.length >= root.length;) {
+    const cg = cgroupDirOf(pid, "memory");
+    if (!cg) return room; // no memory cgroup: no limit
+    const [max, current] = cg.v1
+      ? ["memory.limit_in_bytes", "memory.usage_in_bytes"]
+      : ["memory.max", "memory.current"];
+    for (let dir = cg.dir;;) {
       const limit = readTrimmed(`${dir}/${max}`);
       if (limit !== undefined && limit !== "max") {
         const used = Number(readTrimmed(`${dir}/${current}`) ?? "0");
         room = Math.min(room, Number(limit) - used);
       }
-      if (dir === root) break;
+      if (dir.length <= cg.root.length) break;
       dir = dir.slice(0, dir.lastIndexOf("/"));
     }
     return room;

@@ -72,6 +72,31 @@ function cgroupMounts(): Map<string, string> {
   return out;
 }
 
+/**
+ * Where process `pid`'s cgroup of `controller` is: the directory of the v1
+ * hierarchy holding that controller when one is mounted, else of its v2
+ * cgroup (`root`: the hierarchy's mount point, which `dir` is under);
+ * undefined when neither is mounted.
+ */
+export function cgroupDirOf(
+  pid: number,
+  controller: string,
+): { dir: string; root: string; v1: boolean } | undefined {
+  const mounts = cgroupMounts();
+  let v2: { dir: string; root: string; v1: boolean } | undefined;
+  for (const line of collectCgroups(pid)) {
+    const m = line.match(/^(\d+):([^:]*):(.*)$/);
+    if (!m) continue;
+    const names = m[2].split(",").filter((c) => c !== "");
+    const root = mounts.get([...names].sort().join(","));
+    if (root === undefined) continue;
+    const dir = m[3] === "/" ? root : `${root}${m[3]}`;
+    if (names.includes(controller)) return { dir, root, v1: true };
+    if (names.length === 0) v2 = { dir, root, v1: false };
+  }
+  return v2;
+}
+
 /** The cgroup.procs file of one /proc/<pid>/cgroup line, or null when that hierarchy is not mounted. */
 function procsFile(line: string, mounts: Map<string, string>): string | null {
   const m = line.match(/^(\d+):([^:]*):(.*)$/);
