@@ -34,13 +34,13 @@ async function assertFlagOpsMustSucceed(path: string): Promise<void> {
   for (const op of flagOps) assert.ok(!op.allowFail, `${op.comment} may fail silently`);
 }
 
-async function roundTrip(modes: string[]): Promise<void> {
+async function roundTrip(modes: string[], checks: readonly string[] = []): Promise<void> {
   const { t, trigger } = await startTriggered("rt_memflags", MEMFLAGS_READY, { extra: modes });
   const { dump, dir } = await dumpKillRestore(t);
   assert.ok(dump.stats.processes === 1);
   await assertFlagOpsMustSucceed(`${dir}/${t.pid}.elf`);
   await Deno.writeTextFile(trigger, "");
-  assertChecksPassed(t, MEMFLAGS_CHECKS, await t.wait(15000), {
+  assertChecksPassed(t, [...MEMFLAGS_CHECKS, ...checks], await t.wait(15000), {
     what: `rt_memflags ${modes.join(" ")}`,
   });
 }
@@ -58,6 +58,11 @@ Deno.test(
 Deno.test(
   "mlockall(MCL_FUTURE|MCL_ONFAULT) comes back",
   withTargets(() => roundTrip(["future-onfault"])),
+);
+
+Deno.test(
+  "an area asking for huge pages (MADV_HUGEPAGE, 4 MiB) comes back with its contents and huge pages",
+  withTargets(() => roundTrip(["huge"], ["huge-pages"])),
 );
 
 Deno.test(

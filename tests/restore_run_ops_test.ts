@@ -106,6 +106,14 @@ function member(at: bigint, len: number, perms: string, vmFlags: string[], fileO
 function referenceRun(p: ProgramBuilder, ms: Mapping[]): void {
   const start = BigInt(ms[0].start), end = BigInt(ms[ms.length - 1].end);
   p.op(SYS.mmap, [start, end - start, 3, 0x32, -1, 0], { comment: "x" });
+  // A member's huge-page advice comes before every read (its faults allocate by it).
+  for (const m of ms) {
+    if (m.pages.length === 0) continue;
+    const s = BigInt(m.start), len = BigInt(m.end) - s;
+    for (const f of m.vmFlags) {
+      if (f === "hg" || f === "nh") p.op(SYS.madvise, [s, len, MADVISE_FOR_FLAG[f]]);
+    }
+  }
   let runAddr = 0n, runLen = 0, runOff = 0;
   const flush = () => {
     if (runLen === 0) return;

@@ -309,6 +309,26 @@ export function quietFlags(flags: readonly string[]): boolean {
   return true;
 }
 
+/**
+ * Restore: the huge-page advice of a mapping ("hg" MADV_HUGEPAGE, "nh"
+ * MADV_NOHUGEPAGE), before its pages are loaded: the faults of the load
+ * allocate huge pages or not by it (advice given after the load would leave
+ * an "hg" area in 4 KiB pages, or give an "nh" area huge ones under THP
+ * "always"). {@link emitVmFlags} gives it again with the rest (no change).
+ */
+export function emitHugePageAdvice(p: ProgramBuilder, m: Mapping): void {
+  const flags = m.vmFlags;
+  if (sameList(flags, plainFlags) || sameList(flags, plainFlags2)) return;
+  for (let i = 0; i < flags.length; i++) {
+    const f = flags[i];
+    if (f !== "hg" && f !== "nh") continue;
+    const start = BigInt(m.start);
+    p.op(SYS.madvise, [start, BigInt(m.end) - start, MADVISE_FOR_FLAG[f]], {
+      comment: `VmFlag ${f}, before the pages`,
+    });
+  }
+}
+
 /** Restore: the madvise flags of a mapping, once its pages are in. */
 export function emitVmFlags(p: ProgramBuilder, m: Mapping): void {
   const flags = m.vmFlags;

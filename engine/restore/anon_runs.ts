@@ -38,7 +38,7 @@
 import { SYS } from "../../ffi/sysno.ts";
 import type { Mapping, ProcessImage } from "../model.ts";
 import { type ProgramBuilder, slot } from "../program/builder.ts";
-import { emitVmFlags, noAdvice, quietFlags } from "../memory/flags.ts";
+import { emitHugePageAdvice, emitVmFlags, noAdvice, quietFlags } from "../memory/flags.ts";
 import { hexMinus, type HexNum, hexNum, hexPlus } from "../image/hexnum.ts";
 import { chooseBootstrap, type Vma } from "../dump/vmas.ts";
 import { findFrom } from "../find_from.ts";
@@ -169,12 +169,11 @@ export function emitAnonRun(
   ], {
     comment: `${n} private anonymous mappings ${first.start}-${last.end}, mapped together`,
   });
+  // The stretches are gathered in the pass and read after it: the pass emits only the
+  // members' huge-page advice, which must come before the reads.
   const stretches: { addr: HexNum; length: number; fileOffset: number }[] = [];
-  const read = load
-    ? (addr: HexNum, length: number, fileOffset: number) =>
-      stretches.push({ addr, length, fileOffset })
-    : (addr: HexNum, length: number, fileOffset: number) =>
-      emitRead(p, imageSlot, addr, length, fileOffset);
+  const read = (addr: HexNum, length: number, fileOffset: number) =>
+    stretches.push({ addr, length, fileOffset });
   // One pass over the members: each one's bounds, parsed once (members follow on
   // (anonRunLength), so each starts where the one before ends; a page run at its member's
   // start needs no parse), its page runs gathered into stretches, and its closing ops noted.
@@ -232,6 +231,8 @@ export function emitAnonRun(
           rowsBefore.push(count);
         }
       } else {
+        // (The huge-page advice before the loads, which come after this pass.)
+        if (pages.length > 0) emitHugePageAdvice(p, m);
         alone.push(k);
         rowsBefore.push(count);
       }
@@ -243,6 +244,7 @@ export function emitAnonRun(
   );
   if (runLength > 0) read(runAddr, runLength, runOffset);
   if (load) load(stretches);
+  else for (const r of stretches) emitRead(p, imageSlot, r.addr, r.length, r.fileOffset);
   let written = 0;
   for (let j = 0; j < alone.length; j++) {
     p.opsOfNumbers(SYS.mprotect, 3, rows.subarray(3 * written), rowsBefore[j] - written);

@@ -55,7 +55,7 @@ import { type ProgramBuilder, slot } from "../program/builder.ts";
 import { type DeferredSyscall, emitPosixTimers } from "../task/timers.ts";
 import { emitTaskState } from "../task/mod.ts";
 import { type CredsSections, emitCredsSections } from "../task/creds.ts";
-import { emitMemoryFlagsAfter, emitVmFlags } from "../memory/flags.ts";
+import { emitHugePageAdvice, emitMemoryFlagsAfter, emitVmFlags } from "../memory/flags.ts";
 import { emitSysvShmAttach } from "../memory/sysvshm.ts";
 import { emitAioRings } from "../memory/aio.ts";
 import {
@@ -408,6 +408,7 @@ function emitMemory(
       p.copy(start, zeroByte, 1, { comment: "give the area an anon_vma" });
       p.op(SYS.madvise, [start, 4096, 4 /* MADV_DONTNEED */]);
     }
+    if (m.pages.length > 0) emitHugePageAdvice(p, m);
     // Lazy restore: the pages are served later (engine/memory/lazy.ts).
     if (lazy && lazyMappingEligible(m)) emitHotPages(p, m, hot, SLOTS.image);
     else emitPageLoads(p, proc, m, SLOTS.image, helper); // engine/restore/page_loads.ts

@@ -6,7 +6,11 @@
  * [|MCL_ONFAULT]), PR_SET_THP_DISABLE, PR_SET_MEMORY_MERGE, or a sealed
  * mapping (which the dump must refuse).
  *
- * usage: rt_memflags <trigger-file> [future|future-onfault|nothp|ksm|sealed]...
+ * With "huge", also a 4 MiB area on a 2 MiB boundary with MADV_HUGEPAGE,
+ * filled: the restore must give back its contents, its hg flag and (when
+ * it had them) huge pages, not 4 KiB ones.
+ *
+ * usage: rt_memflags <trigger-file> [future|future-onfault|nothp|ksm|sealed|huge]...
  * Prints "ready pid=N", waits for the trigger file, then checks that the
  * maps lines and VmFlags of its areas, their contents, VmLck and the
  * process-wide settings are what they were, and that the flags still act.
@@ -122,6 +126,24 @@ static int has_flag(const char *flags, const char *f) {
   return 0;
 }
 
+/* AnonHugePages (kB) of the area holding `p`, or -1. */
+static long huge_kb_of(void *p) {
+  FILE *f = fopen("/proc/self/smaps", "r");
+  char line[512];
+  int here = 0;
+  long kb = -1;
+  while (f && fgets(line, sizeof line, f)) {
+    uintptr_t s, e;
+    if (sscanf(line, "%lx-%lx ", &s, &e) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+      here = (uintptr_t)p >= s && (uintptr_t)p < e;
+    } else if (here && strncmp(line, "AnonHugePages:", 14) == 0) {
+      kb = strtol(line + 14, NULL, 10);
+    }
+  }
+  if (f) fclose(f);
+  return kb;
+}
+
 static uint64_t pagemap_entry(void *p) {
   int fd = open("/proc/self/pagemap", O_RDONLY);
   uint64_t e = 0;
@@ -198,6 +220,23 @@ int main(int argc, char **argv) {
   fill(guarded, 8 * PAGE, 7);
   if (madvise(guarded + 2 * PAGE, 2 * PAGE, MADV_GUARD_INSTALL)) die("madvise(MADV_GUARD_INSTALL)");
 
+  /* 4 MiB on a 2 MiB boundary asking for huge pages (mode "huge"). */
+  char *huge = NULL;
+  const size_t huge_len = 4UL << 20;
+  if (mode(argc, argv, "huge")) {
+    char *r = mmap(NULL, huge_len + (2UL << 20), PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (r == MAP_FAILED) die("mmap huge room");
+    char *aligned = (char *)(((uintptr_t)r + (2UL << 20) - 1) & ~((2UL << 20) - 1));
+    huge = mmap(aligned, huge_len, PROT_READ | PROT_WRITE,
+                MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    if (huge == MAP_FAILED) die("mmap huge");
+    if (madvise(huge, huge_len, MADV_HUGEPAGE)) die("madvise(MADV_HUGEPAGE)");
+    fill(huge, huge_len, 9);
+    areas[nareas].at = huge;
+    areas[nareas].len = huge_len;
+    nareas++;
+  }
+
   if (mode(argc, argv, "sealed")) {
     char *sealed = map_area(1, PROT_READ, 0);
     if (syscall(462 /* mseal */, sealed, PAGE, 0)) die("mseal");
@@ -210,6 +249,8 @@ int main(int argc, char **argv) {
   snapshot(before, sizeof before);
   long vmlck = status_kb("VmLck");
   int thp = prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0), ksm = ksm_merge_any();
+
+  long huge_kb = huge ? huge_kb_of(huge) : 0;
 
   print_ready("pid=%d", getpid());
   wait_trigger(argv[1]);
@@ -231,6 +272,13 @@ int main(int argc, char **argv) {
   check("growsdown-grows", has_flag(f, "gd") && gd[-PAGE - 1] == 8, "flags %s", f);
   check("thp-disable", prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0) == thp, "");
   check("ksm-merge-any", ksm_merge_any() == ksm, "");
+
+  if (huge) {
+    long now_kb = huge_kb_of(huge);
+    check("huge-pages", same(huge, huge_len, 9) && now_kb >= huge_kb,
+          "AnonHugePages %ld kB, was %ld kB", now_kb, huge_kb);
+    printf("huge area: AnonHugePages %ld kB, was %ld kB\n", now_kb, huge_kb);
+  }
 
   /* The fork flags still act: the child has no DONTFORK part and a zeroed WIPEONFORK part. */
   pid_t child = fork();
