@@ -2,8 +2,8 @@
  * A BPF `task` iterator, restricted to the threads of one process, that
  * writes per thread the task_struct fields no outside interface shows:
  * the sigaltstack (sas_ss_sp, sas_ss_size, sas_ss_flags), clear_child_tid,
- * pdeath_signal, timer_slack_ns and cred->securebits, with the thread's
- * tid and tgid. Hand-assembled like the task_vma program (ffi/bpf.ts); the
+ * pdeath_signal, timer_slack_ns, cred->securebits and mm->def_flags, with
+ * the thread's tid and tgid. Hand-assembled like the task_vma program (ffi/bpf.ts); the
  * struct offsets come from the caller, who reads them from the running
  * kernel's BTF (engine/proc/thread_state_bpf.ts).
  *
@@ -58,10 +58,14 @@ export interface TaskStateLayout {
   cred: number;
   /** Offset of securebits in struct cred (4 bytes). */
   securebits: number;
+  /** mm (a pointer to struct mm_struct). */
+  mm: number;
+  /** Offset of def_flags in struct mm_struct (8 bytes: the flags of mappings to come). */
+  defFlags: number;
 }
 
 /** Bytes the program writes per thread (see {@link decodeTaskRecords}). */
-export const TASK_RECORD_SIZE = 56;
+export const TASK_RECORD_SIZE = 72;
 
 /** One thread's record, as the program wrote it. */
 export interface TaskRecord {
@@ -78,6 +82,10 @@ export interface TaskRecord {
   securebits: number;
   /** Whether the task had a cred to read securebits from. */
   credRead: boolean;
+  /** mm->def_flags (0 when `mmRead` is false): VM_LOCKED and VM_LOCKONFAULT after mlockall(MCL_FUTURE). */
+  defFlags: bigint;
+  /** Whether the task had an mm to read def_flags from. */
+  mmRead: boolean;
 }
 
 const R0 = 0, R1 = 1, R2 = 2, R3 = 3, R6 = 6, R7 = 7, R8 = 8, R10 = 10;
@@ -89,17 +97,18 @@ const stx32 = (dst: number, off: number, src: number) => insn(0x63, dst, src, of
 /**
  * The program, one instruction per line. It runs once per thread of the
  * process and once more at the end with `task` NULL; each call writes one
- * {@link TASK_RECORD_SIZE}-byte record at fp - 56:
+ * {@link TASK_RECORD_SIZE}-byte record at fp - 72:
  * tid u32 @0, tgid u32 @4, sas_ss_sp u64 @8, sas_ss_size u64 @16,
  * sas_ss_flags u32 @24, pdeath_signal u32 @28, clear_child_tid u64 @32,
- * timer_slack_ns u64 @40, securebits u32 @48, cred read (1) u32 @52.
+ * timer_slack_ns u64 @40, securebits u32 @48, cred read (1) u32 @52,
+ * mm->def_flags u64 @56, mm read (1) u32 @64, 0 u32 @68.
  */
 export function taskStateProgram(l: TaskStateLayout): Uint8Array<ArrayBuffer> {
   const R = -TASK_RECORD_SIZE;
   return encodeInsns([
     ldx64(R6, R1, l.ctxMeta), //           0: r6 = ctx->meta
     ldx64(R7, R1, l.ctxTask), //           1: r7 = ctx->task
-    jeqImm(R7, 0, 29), //                  2: if r7 == NULL goto 32 (the end call)
+    jeqImm(R7, 0, 38), //                  2: if r7 == NULL goto 41 (the end call)
     ldx32(R2, R7, l.pid), //               3: r2 = task->pid
     stx32(R10, R + 0, R2), //              4: record.tid = r2
     ldx32(R2, R7, l.tgid), //              5: r2 = task->tgid
@@ -124,13 +133,22 @@ export function taskStateProgram(l: TaskStateLayout): Uint8Array<ArrayBuffer> {
     stx32(R10, R + 48, R2), //            24: record.securebits = r2
     mov64Imm(R2, 1), //                   25: r2 = 1
     stx32(R10, R + 52, R2), //            26: record.cred_read = 1
-    ldx64(R1, R6, l.metaSeq), //          27: r1 = meta->seq
-    mov64(R2, R10), //                    28: r2 = fp
-    add64Imm(R2, R), //                   29: r2 = fp - 56 (the record)
-    mov64Imm(R3, TASK_RECORD_SIZE), //    30: r3 = 56
-    call(l.seqWriteHelper), //            31: bpf_seq_write(r1, r2, r3)
-    mov64Imm(R0, 0), //                   32: r0 = 0
-    exit(), //                            33: return r0
+    mov64Imm(R2, 0), //                   27: r2 = 0
+    stx64(R10, R + 56, R2), //            28: record.def_flags = 0
+    stx64(R10, R + 64, R2), //            29: record.mm_read = record's last word = 0
+    ldx64(R8, R7, l.mm), //               30: r8 = task->mm
+    jeqImm(R8, 0, 4), //                  31: if r8 == NULL goto 36 (write)
+    ldx64(R2, R8, l.defFlags), //         32: r2 = mm->def_flags
+    stx64(R10, R + 56, R2), //            33: record.def_flags = r2
+    mov64Imm(R2, 1), //                   34: r2 = 1
+    stx32(R10, R + 64, R2), //            35: record.mm_read = 1
+    ldx64(R1, R6, l.metaSeq), //          36: r1 = meta->seq
+    mov64(R2, R10), //                    37: r2 = fp
+    add64Imm(R2, R), //                   38: r2 = fp - 72 (the record)
+    mov64Imm(R3, TASK_RECORD_SIZE), //    39: r3 = 72
+    call(l.seqWriteHelper), //            40: bpf_seq_write(r1, r2, r3)
+    mov64Imm(R0, 0), //                   41: r0 = 0
+    exit(), //                            42: return r0
   ]);
 }
 
@@ -198,6 +216,8 @@ export function decodeTaskRecords(bytes: Uint8Array): TaskRecord[] {
       timerSlackNs: dv.getBigUint64(at + 40, true),
       securebits: dv.getUint32(at + 48, true),
       credRead: dv.getUint32(at + 52, true) === 1,
+      defFlags: dv.getBigUint64(at + 56, true),
+      mmRead: dv.getUint32(at + 64, true) === 1,
     });
   }
   return out;

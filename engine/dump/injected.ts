@@ -47,7 +47,14 @@ import {
 import { executableMapsText, largestGap, type MapEntry, mappingAt } from "../proc/maps.ts";
 import { type ProcStatus, readStatus, usesShadowStack } from "../proc/status.ts";
 import { pausePoint } from "../pause.ts";
-import { bpfThreadStates, checkThreadStates, takeThreadStates } from "./thread_state.ts";
+import {
+  bpfThreadStates,
+  checkThreadStates,
+  type IteratorMlockFuture,
+  mlockFutureOf,
+  takeThreadStates,
+  threadStatePaths,
+} from "./thread_state.ts";
 
 const hex = (v: bigint) => `0x${v.toString(16)}`;
 
@@ -78,6 +85,8 @@ export interface InjectedState {
   threads: Map<number, InjectedThreadState>;
   /** Dumpable, subreaper, THP disable, membarrier: read in the main thread's batch (engine/task/attrs.ts). */
   processAttrs?: ProcessAttrValues;
+  /** mlockall(MCL_FUTURE) as the BPF task iterator read it, when it did (engine/dump/thread_state.ts). */
+  mlockFuture?: IteratorMlockFuture;
 }
 
 /** Size of the scratch area mapped in the target for injected syscalls' results. */
@@ -873,6 +882,7 @@ export function queryInjectedState(s: InjectionSession, tids: readonly number[])
     }
   }
   if (bpf && !bpf.trusted) checkThreadStates(bpf, threads);
+  const mlockFuture = bpf && mlockFutureOf(bpf, threadStatePaths.get(main) === "bpf");
   const out = s.read(0, AT.thread);
   const outView = new DataView(out.buffer, out.byteOffset, out.byteLength);
   const sigactions: SigAction[] = [];
@@ -910,6 +920,7 @@ export function queryInjectedState(s: InjectionSession, tids: readonly number[])
     itimers: { real: timers[0], virtual: timers[1], prof: timers[2] },
     threads,
     processAttrs,
+    ...(mlockFuture ? { mlockFuture } : {}),
   };
 }
 

@@ -31,6 +31,7 @@ import { type InjectedThreadState, queryInjectedState, withInjection } from "./i
 import { startScanAhead } from "./scan_ahead.ts";
 import { pumpCopyAhead } from "./copy_ahead.ts";
 import { collectThread, sharedPending } from "./threads.ts";
+import { takeMlockFuture } from "./thread_state.ts";
 import { classifyVma, refusedMapping, type Vma } from "./vmas.ts";
 import { mappingRecord, takeMappingDrafts } from "./mapping_drafts.ts";
 import { collectPipe } from "../fds/pipe.ts";
@@ -214,7 +215,8 @@ export function collectProcess(
             perThread((t) => t.timerSlackNs),
             state.processAttrs,
           ),
-          mlockFuture: probeMlockFuture(s),
+          // From the BPF task iterator when trusted, else probed (and compared: thread_state.ts).
+          mlockFuture: takeMlockFuture(pid, state.mlockFuture, () => probeMlockFuture(s)),
         },
         posixTimers: collectTimers(s, tids, fds, refusals),
         credentials: collectCreds(s, tids, perThread((t) => t.securebits)),

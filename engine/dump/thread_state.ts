@@ -26,6 +26,12 @@
  * Otherwise every thread is injected as before. The reason is kept in
  * {@link threadStatePaths}, which the tests read.
  *
+ * The same records give the process's mlockall(MCL_FUTURE) state (the main
+ * thread's mm->def_flags: VM_LOCKED, VM_LOCKONFAULT): taken instead of the
+ * injected probe (engine/memory/flags.ts `probeMlockFuture`: an mmap, an
+ * munmap and two status reads in the freeze) when the thread states are;
+ * otherwise the probe is made and compared with it, as part of the check.
+ *
  * @module
  */
 
@@ -91,6 +97,74 @@ export interface BpfThreadStates {
   set: Set<string>;
   /** Whether the values may be used without injecting (else: injected, and compared: the check). */
   trusted: boolean;
+  /** mlockall(MCL_FUTURE) from the main thread's mm->def_flags, when it had an mm. */
+  mlockFuture?: { value: MlockFuture };
+}
+
+/** What mlockall(MCL_FUTURE) leaves (the image's `memoryFlags.mlockFuture`). */
+export type MlockFuture = "locked" | "onfault" | undefined;
+
+/** mm->def_flags' VM_LOCKED and VM_LOCKONFAULT (include/linux/mm.h; set by mlockall(MCL_FUTURE[|MCL_ONFAULT])). */
+const VM_LOCKED = 0x2000n, VM_LOCKONFAULT = 0x80000n;
+
+/** The mlockall(MCL_FUTURE) state of an mm's def_flags, as the injected probe reports it. */
+export function mlockFutureOfFlags(defFlags: bigint): MlockFuture {
+  if ((defFlags & VM_LOCKED) === 0n) return undefined;
+  return (defFlags & VM_LOCKONFAULT) !== 0n ? "onfault" : "locked";
+}
+
+/**
+ * The iterator's mlockall(MCL_FUTURE) for a process (engine/memory/flags.ts
+ * `probeMlockFuture` otherwise): `trusted` when this process's thread
+ * states were taken from the iterator (the check passed on this boot and
+ * the main thread agreed); otherwise the probe is made and compared with
+ * it ({@link checkMlockFuture}).
+ */
+export interface IteratorMlockFuture {
+  value: MlockFuture;
+  trusted: boolean;
+}
+
+/** `bpf`'s mlockall(MCL_FUTURE) (`taken`: its thread states were used), or undefined. */
+export function mlockFutureOf(
+  bpf: BpfThreadStates,
+  taken: boolean,
+): IteratorMlockFuture | undefined {
+  if (!bpf.mlockFuture) return undefined;
+  return { value: bpf.mlockFuture.value, trusted: bpf.trusted && taken };
+}
+
+/**
+ * mlockall(MCL_FUTURE) of process `pid`: the iterator's when trusted,
+ * else `probe()`'s, compared with the iterator's when it read one (the
+ * check: {@link checkMlockFuture}).
+ */
+export function takeMlockFuture(
+  pid: number,
+  iterator: IteratorMlockFuture | undefined,
+  probe: () => MlockFuture,
+): MlockFuture {
+  if (iterator?.trusted) return iterator.value;
+  const probed = probe();
+  if (iterator) checkMlockFuture(pid, iterator.value, probed);
+  return probed;
+}
+
+/**
+ * The check of the iterator's mlockall(MCL_FUTURE) against the probe's
+ * (`probed`) for process `pid`: a difference is remembered for the boot
+ * (the iterator is not used again) and returned.
+ */
+export function checkMlockFuture(
+  pid: number,
+  iterator: MlockFuture,
+  probed: MlockFuture,
+): string | undefined {
+  if (iterator === probed) return undefined;
+  const d = `mlockall(MCL_FUTURE) ${iterator ?? "none"} (iterator) != ${probed ?? "none"} (probe)`;
+  threadStatePaths.set(pid, `inject: ${d}`);
+  rememberThreadRefuted(`process ${pid}: ${d}`);
+  return d;
 }
 
 /** `CRYO_THREADSTATE`: "inject" (never the iterator), "bpf" (whatever the thread count), or unset. */
@@ -113,6 +187,8 @@ function fieldsSet(r: TaskRecord): string[] {
   if (r.pdeathSignal !== 0) out.push("pdeath_signal");
   if (r.timerSlackNs !== 0n) out.push("timer_slack_ns");
   if (r.securebits !== 0) out.push("securebits");
+  if ((r.defFlags & VM_LOCKED) !== 0n) out.push("mlock_future");
+  if ((r.defFlags & VM_LOCKONFAULT) !== 0n) out.push("mlock_onfault");
   return out;
 }
 
@@ -162,7 +238,14 @@ export function bpfThreadStates(pid: number, tids: readonly number[]): BpfThread
     }
     const trusted = memo !== undefined && memo.checked &&
       [...set].every((f) => memo.confirmed.has(f));
-    return { pid, states, set, trusted };
+    const main = records.find((r) => r.tid === pid);
+    return {
+      pid,
+      states,
+      set,
+      trusted,
+      ...(main?.mmRead ? { mlockFuture: { value: mlockFutureOfFlags(main.defFlags) } } : {}),
+    };
   } catch (e) {
     return no(`the iterator failed: ${e instanceof Error ? e.message : e}`);
   }

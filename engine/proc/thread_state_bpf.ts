@@ -60,6 +60,8 @@ export function taskStateLayout(btf: Btf): TaskStateLayout {
     timerSlackNs: member(task, "timer_slack_ns", 8),
     cred: member(task, "cred", "ptr"),
     securebits: member(struct("cred"), "securebits", 4),
+    mm: member(task, "mm", "ptr"),
+    defFlags: member(struct("mm_struct"), "def_flags", 8),
   };
 }
 

@@ -206,6 +206,8 @@ const THREAD_LAYOUT_FIELDS: readonly (keyof TaskStateLayout)[] = [
   "timerSlackNs",
   "cred",
   "securebits",
+  "mm",
+  "defFlags",
 ];
 
 /** What this boot's memo holds of the per-thread state's iterator. */
