@@ -297,6 +297,10 @@ Deno.test("thread state bpf: sigaltstack's flags derived as the kernel reports t
     credRead: true,
     defFlags: 0n,
     mmRead: true,
+    realCred: 0n,
+    atomicFlags: 0n,
+    seccompMode: 0,
+    comm: new Uint8Array(),
   });
   const AUTODISARM = 0x80000000 | 0;
   // No size: SS_DISABLE whatever the stored flags (a disabled stack keeps its SS_DISABLE).
@@ -335,6 +339,9 @@ Deno.test("thread state bpf: a main thread whose injected values differ sends th
       states: new Map([[10, v(50000)], [11, v(50000)]]),
       set: new Set(["clear_child_tid", "timer_slack_ns"]),
       trusted: true,
+      facts: new Map(),
+      factsSet: new Set<string>(),
+      factsTrusted: false,
     };
     const threads = new Map([[10, v(1)]]);
     assert.equal(takeThreadStates(bpf, threads), false);

@@ -48,6 +48,7 @@ import { executableMapsText, largestGap, type MapEntry, mappingAt } from "../pro
 import { type ProcStatus, readStatus, usesShadowStack } from "../proc/status.ts";
 import { pausePoint } from "../pause.ts";
 import {
+  type BpfThreadStates,
   bpfThreadStates,
   checkThreadStates,
   type IteratorMlockFuture,
@@ -807,7 +808,12 @@ const OUT = {
  * sigaltstack, clear_child_tid, parent-death signal, securebits and timer slack: the
  * syscalls of each thread in one batch ({@link InjectionSession.calls}).
  */
-export function queryInjectedState(s: InjectionSession, tids: readonly number[]): InjectedState {
+export function queryInjectedState(
+  s: InjectionSession,
+  tids: readonly number[],
+  /** The iterator's records when read already for this freeze (engine/dump/thread_state.ts). */
+  read?: { bpf: BpfThreadStates | undefined },
+): InjectedState {
   const main = s.pid;
   const sc = s.scratch;
   /** The per-thread queries, their results written at `out` (layout {@link OUT}). */
@@ -865,7 +871,7 @@ export function queryInjectedState(s: InjectionSession, tids: readonly number[])
     return all.slice(0, first.length);
   };
   // The other threads' state from a BPF task iterator, once trusted (engine/dump/thread_state.ts).
-  const bpf = others.length === 0 ? undefined : bpfThreadStates(main, tids);
+  const bpf = others.length === 0 ? undefined : read ? read.bpf : bpfThreadStates(main, tids);
   const together = others.length === 0 || bpf?.trusted ? undefined : s.callsTogether([
     { tid: main, steps: (o) => [...processSteps, ...threadSteps(o)], outBytes: OUT.end },
     ...others.map((tid) => ({ tid, steps: threadSteps, outBytes: OUT.end })),

@@ -88,6 +88,9 @@ export function warmUpThreadStates(root: number): void {
 /** The values of one thread, as {@link InjectedThreadState} holds them. */
 export type ThreadValues = Omit<InjectedThreadState, "own">;
 
+/** The name a check of the status facts is remembered by (engine/dump/thread_facts.ts). */
+export const STATUS_FACTS = "status_facts";
+
 /** The iterator's values for the threads of one process. */
 export interface BpfThreadStates {
   pid: number;
@@ -99,6 +102,35 @@ export interface BpfThreadStates {
   trusted: boolean;
   /** mlockall(MCL_FUTURE) from the main thread's mm->def_flags, when it had an mm. */
   mlockFuture?: { value: MlockFuture };
+  /** Each thread's status facts (engine/dump/thread_facts.ts). */
+  facts: Map<number, ThreadFacts>;
+  /** The facts some thread sets ("no_new_privs", "seccomp_mode"). */
+  factsSet: Set<string>;
+  /** Whether the facts may stand in for the statuses (the check passed on this boot for them). */
+  factsTrusted: boolean;
+}
+
+/** What a thread's status shows that the iterator reads too (engine/dump/thread_facts.ts). */
+export interface ThreadFacts {
+  /** task->real_cred: threads with the same one have the same ids, groups and capabilities. */
+  realCred: bigint;
+  noNewPrivs: boolean;
+  /** The seccomp mode (0, 1 strict, 2 filter). */
+  seccomp: number;
+  /** The comm as the status's Name line holds it ("\\" and "\n" escaped). */
+  name: string;
+}
+
+const commDecoder = new TextDecoder();
+
+/** The status facts of a record (the comm escaped as the status's Name line escapes it). */
+export function factsOf(r: TaskRecord): ThreadFacts {
+  return {
+    realCred: r.realCred,
+    noNewPrivs: (r.atomicFlags & 1n) !== 0n, // PFA_NO_NEW_PRIVS
+    seccomp: r.seccompMode,
+    name: commDecoder.decode(r.comm).replace(/[\\\n]/g, (c) => c === "\n" ? "\\n" : "\\\\"),
+  };
 }
 
 /** What mlockall(MCL_FUTURE) leaves (the image's `memoryFlags.mlockFuture`). */
@@ -225,7 +257,13 @@ export function bpfThreadStates(pid: number, tids: readonly number[]): BpfThread
     }
     const states = new Map<number, ThreadValues>();
     const set = new Set<string>();
+    const facts = new Map<number, ThreadFacts>();
+    const factsSet = new Set<string>();
     for (const r of records) {
+      const f = factsOf(r);
+      facts.set(r.tid, f);
+      if (f.noNewPrivs) factsSet.add("no_new_privs");
+      if (f.seccomp !== 0) factsSet.add("seccomp_mode");
       let rsp: bigint | undefined;
       if (flagsNeedStackPointer(r)) {
         rsp = getRegs(r.tid).rsp;
@@ -239,11 +277,16 @@ export function bpfThreadStates(pid: number, tids: readonly number[]): BpfThread
     const trusted = memo !== undefined && memo.checked &&
       [...set].every((f) => memo.confirmed.has(f));
     const main = records.find((r) => r.tid === pid);
+    const factsTrusted = memo !== undefined && memo.checked &&
+      memo.confirmed.has(STATUS_FACTS) && [...factsSet].every((f) => memo.confirmed.has(f));
     return {
       pid,
       states,
       set,
       trusted,
+      facts,
+      factsSet,
+      factsTrusted,
       ...(main?.mmRead ? { mlockFuture: { value: mlockFutureOfFlags(main.defFlags) } } : {}),
     };
   } catch (e) {
@@ -273,6 +316,7 @@ function warmUpRecords(pid: number): void {
     const set = new Set<string>();
     for (const r of readThreadRecords(pid)) {
       if (!flagsNeedStackPointer(r)) valuesOf(r, undefined);
+      factsOf(r);
       for (const f of fieldsSet(r)) set.add(f);
     }
   } catch { /* only a warm-up */ }

@@ -62,7 +62,21 @@ export function taskStateLayout(btf: Btf): TaskStateLayout {
     securebits: member(struct("cred"), "securebits", 4),
     mm: member(task, "mm", "ptr"),
     defFlags: member(struct("mm_struct"), "def_flags", 8),
+    realCred: member(task, "real_cred", "ptr"),
+    atomicFlags: member(task, "atomic_flags", 8),
+    seccompMode: need(btf.member(task, "seccomp"), "member seccomp of task_struct").offset +
+      member(struct("seccomp"), "mode", 4),
+    comm: commOffset(btf, task),
   };
+}
+
+/** Offset of task_struct's comm, checked to be an array (of 16 bytes: checked against status). */
+function commOffset(btf: Btf, task: number): number {
+  const m = btf.member(task, "comm");
+  if (!m || btf.kind(btf.resolve(m.type)) !== BTF_KIND.ARRAY) {
+    throw new Error("BTF has no array comm in task_struct");
+  }
+  return m.offset;
 }
 
 /** The loaded program, or why there is none; made once per cryo process. */

@@ -208,6 +208,10 @@ const THREAD_LAYOUT_FIELDS: readonly (keyof TaskStateLayout)[] = [
   "securebits",
   "mm",
   "defFlags",
+  "realCred",
+  "atomicFlags",
+  "seccompMode",
+  "comm",
 ];
 
 /** What this boot's memo holds of the per-thread state's iterator. */
