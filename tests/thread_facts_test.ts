@@ -7,7 +7,8 @@
  * stand-in status answers every field as the thread's own status does;
  * the first dump is the check, the next takes the records, and both record
  * what a dump that reads every status records; the restored target passes
- * its checks. A comm with a backslash and a newline is escaped as the
+ * its checks; before a trusted freeze only the statuses it reads are
+ * opened ahead. A comm with a backslash and a newline is escaped as the
  * kernel's status escapes it.
  */
 
@@ -16,8 +17,10 @@ import { loadThreadIterator, readThreadRecords } from "../engine/proc/thread_sta
 import {
   bpfThreadStates,
   factsOf,
+  statusNeeded,
   type ThreadFacts,
   threadStatePaths,
+  warmUpThreadStates,
 } from "../engine/dump/thread_state.ts";
 import {
   checkStatusFacts,
@@ -135,6 +138,15 @@ async function factsRoundTrip(
   await checkpoint(t.pid, { dir: first, leaveRunning: true });
   assert.equal(statusFactPaths.get(t.pid), "bpf: checked", `${target}: the check`);
   assert.ok(recallThreadState()?.confirmed.has("status_facts"));
+  // Before the next freeze only the statuses it will read are opened ahead: the main
+  // thread's and those of threads with credentials of their own.
+  warmUpThreadStates(t.pid);
+  const need = statusNeeded(t.pid);
+  const records = readThreadRecords(t.pid);
+  const mainCred = records.find((r) => r.tid === t.pid)!.realCred;
+  for (const r of records) {
+    assert.equal(need(r.tid), r.tid === t.pid || r.realCred !== mainCred, `${target} ${r.tid}`);
+  }
   const second = await tempImageDir();
   await checkpoint(t.pid, { dir: second, leaveRunning: true });
   assert.equal(statusFactPaths.get(t.pid), "bpf", `${target}: the records`);

@@ -73,6 +73,7 @@ let recalled: RecalledThreadState | undefined | null = null;
  */
 export function warmUpThreadStates(root: number): void {
   recalled = null;
+  predicted = undefined;
   const mode = override();
   if (mode === "inject") return;
   try {
@@ -83,6 +84,21 @@ export function warmUpThreadStates(root: number): void {
   if (!loadThreadIterator()) return;
   recalled = recallThreadState();
   warmUpRecords(root);
+}
+
+/** The threads whose statuses the next freeze of `pid` will read, as the warm-up predicted them. */
+let predicted: { pid: number; read: Set<number> } | undefined;
+
+/**
+ * Before the freeze of `pid`: whether the status of thread `tid` will be
+ * read in it (engine/proc/status_ahead.ts opens only those): all of them
+ * unless the warm-up found the status facts trusted, then the main thread
+ * and any with credentials of its own (engine/dump/thread_facts.ts). Only
+ * a prediction: a status the freeze needs and was not opened is read then.
+ */
+export function statusNeeded(pid: number): (tid: number) => boolean {
+  const p = predicted?.pid === pid ? predicted : undefined;
+  return (tid) => !p || p.read.has(tid);
 }
 
 /** The values of one thread, as {@link InjectedThreadState} holds them. */
@@ -312,12 +328,26 @@ function valuesOf(r: TaskRecord, rsp: bigint | undefined): ThreadValues {
  * from them. Never throws.
  */
 function warmUpRecords(pid: number): void {
+  predicted = undefined;
   try {
     const set = new Set<string>();
-    for (const r of readThreadRecords(pid)) {
+    const factsSet = new Set<string>();
+    const records = readThreadRecords(pid);
+    const main = records.find((r) => r.tid === pid);
+    for (const r of records) {
       if (!flagsNeedStackPointer(r)) valuesOf(r, undefined);
-      factsOf(r);
+      const f = factsOf(r);
+      if (f.noNewPrivs) factsSet.add("no_new_privs");
+      if (f.seccomp !== 0) factsSet.add("seccomp_mode");
       for (const f of fieldsSet(r)) set.add(f);
+    }
+    const memo = recalled;
+    if (
+      main && memo && !memo.refuted && memo.checked && memo.confirmed.has(STATUS_FACTS) &&
+      [...factsSet].every((f) => memo.confirmed.has(f))
+    ) {
+      const read = new Set(records.filter((r) => r.realCred !== main.realCred).map((r) => r.tid));
+      predicted = { pid, read: read.add(pid) };
     }
   } catch { /* only a warm-up */ }
 }
