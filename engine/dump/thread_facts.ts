@@ -143,75 +143,100 @@ export function statusFromFacts(
   main: ProcStatus,
   f: ThreadFacts,
 ): ProcStatus {
-  let real: ProcStatus | undefined;
-  const r = () => real ??= readStatus(pid, tid);
-  return {
-    name: f.name,
-    tgid: main.tgid,
-    pid: tid,
-    uid: [...main.uid],
-    gid: [...main.gid],
-    groups: [...main.groups],
-    capInh: main.capInh,
-    capPrm: main.capPrm,
-    capEff: main.capEff,
-    capBnd: main.capBnd,
-    capAmb: main.capAmb,
-    noNewPrivs: f.noNewPrivs,
-    seccomp: f.seccomp,
-    get umask() {
-      return r().umask;
-    },
-    get state() {
-      return r().state;
-    },
-    get ppid() {
-      return r().ppid;
-    },
-    get tracerPid() {
-      return r().tracerPid;
-    },
-    get nstgid() {
-      return r().nstgid;
-    },
-    get nspid() {
-      return r().nspid;
-    },
-    get nspgid() {
-      return r().nspgid;
-    },
-    get nssid() {
-      return r().nssid;
-    },
-    get threads() {
-      return r().threads;
-    },
-    get sigQ() {
-      return r().sigQ;
-    },
-    get sigPnd() {
-      return r().sigPnd;
-    },
-    get shdPnd() {
-      return r().shdPnd;
-    },
-    get sigBlk() {
-      return r().sigBlk;
-    },
-    get sigIgn() {
-      return r().sigIgn;
-    },
-    get sigCgt() {
-      return r().sigCgt;
-    },
-    get kthread() {
-      return r().kthread;
-    },
-    get threadFeatures() {
-      return r().threadFeatures;
-    },
-    get fields() {
-      return r().fields;
-    },
-  };
+  return new StandInStatus(pid, tid, main, f);
+}
+
+/** A status made from a thread's facts (see {@link statusFromFacts}); its getters on one prototype. */
+class StandInStatus implements ProcStatus {
+  name: string;
+  tgid: number;
+  pid: number;
+  uid: [number, number, number, number];
+  gid: [number, number, number, number];
+  groups: number[];
+  capInh: bigint;
+  capPrm: bigint;
+  capEff: bigint;
+  capBnd: bigint;
+  capAmb: bigint;
+  noNewPrivs: boolean;
+  seccomp: number;
+  #process: number;
+  #real: ProcStatus | undefined;
+
+  constructor(pid: number, tid: number, main: ProcStatus, f: ThreadFacts) {
+    this.name = f.name;
+    this.tgid = main.tgid;
+    this.pid = tid;
+    this.uid = [...main.uid];
+    this.gid = [...main.gid];
+    this.groups = [...main.groups];
+    this.capInh = main.capInh;
+    this.capPrm = main.capPrm;
+    this.capEff = main.capEff;
+    this.capBnd = main.capBnd;
+    this.capAmb = main.capAmb;
+    this.noNewPrivs = f.noNewPrivs;
+    this.seccomp = f.seccomp;
+    this.#process = pid;
+  }
+
+  /** The thread's own status, read once, on first use. */
+  #r(): ProcStatus {
+    return this.#real ??= readStatus(this.#process, this.pid);
+  }
+  get umask() {
+    return this.#r().umask;
+  }
+  get state() {
+    return this.#r().state;
+  }
+  get ppid() {
+    return this.#r().ppid;
+  }
+  get tracerPid() {
+    return this.#r().tracerPid;
+  }
+  get nstgid() {
+    return this.#r().nstgid;
+  }
+  get nspid() {
+    return this.#r().nspid;
+  }
+  get nspgid() {
+    return this.#r().nspgid;
+  }
+  get nssid() {
+    return this.#r().nssid;
+  }
+  get threads() {
+    return this.#r().threads;
+  }
+  get sigQ() {
+    return this.#r().sigQ;
+  }
+  get sigPnd() {
+    return this.#r().sigPnd;
+  }
+  get shdPnd() {
+    return this.#r().shdPnd;
+  }
+  get sigBlk() {
+    return this.#r().sigBlk;
+  }
+  get sigIgn() {
+    return this.#r().sigIgn;
+  }
+  get sigCgt() {
+    return this.#r().sigCgt;
+  }
+  get kthread() {
+    return this.#r().kthread;
+  }
+  get threadFeatures() {
+    return this.#r().threadFeatures;
+  }
+  get fields() {
+    return this.#r().fields;
+  }
 }
