@@ -145,8 +145,17 @@ export function factsOf(r: TaskRecord): ThreadFacts {
     realCred: r.realCred,
     noNewPrivs: (r.atomicFlags & 1n) !== 0n, // PFA_NO_NEW_PRIVS
     seccomp: r.seccompMode,
-    name: commDecoder.decode(r.comm).replace(/[\\\n]/g, (c) => c === "\n" ? "\\n" : "\\\\"),
+    name: commName(r.comm),
   };
+}
+
+/** A comm's bytes as the status's Name line shows them, decoded ("\\" and "\n" escaped). */
+function commName(comm: Uint8Array): string {
+  // Printable ASCII without a backslash (most names): the bytes are the text.
+  if (comm.every((b) => b >= 0x20 && b < 0x7f && b !== 0x5c)) {
+    return String.fromCharCode(...comm);
+  }
+  return commDecoder.decode(comm).replace(/[\\\n]/g, (c) => c === "\n" ? "\\n" : "\\\\");
 }
 
 /** What mlockall(MCL_FUTURE) leaves (the image's `memoryFlags.mlockFuture`). */
