@@ -3,8 +3,9 @@
  * writes per thread the task_struct fields no outside interface shows:
  * the sigaltstack (sas_ss_sp, sas_ss_size, sas_ss_flags), clear_child_tid,
  * pdeath_signal, timer_slack_ns, cred->securebits, mm->def_flags, the
- * real_cred pointer, atomic_flags, seccomp.mode and comm, with the
- * thread's tid and tgid. Hand-assembled like the task_vma program (ffi/bpf.ts); the
+ * real_cred pointer, atomic_flags, seccomp.mode, comm, and the task's own
+ * address with its children list's first link, with the thread's tid and
+ * tgid. Hand-assembled like the task_vma program (ffi/bpf.ts); the
  * struct offsets come from the caller, who reads them from the running
  * kernel's BTF (engine/proc/thread_state_bpf.ts).
  *
@@ -71,10 +72,12 @@ export interface TaskStateLayout {
   seccompMode: number;
   /** comm (16 bytes). */
   comm: number;
+  /** children (a struct list_head, whose first member is `next`). */
+  children: number;
 }
 
 /** Bytes the program writes per thread (see {@link decodeTaskRecords}). */
-export const TASK_RECORD_SIZE = 112;
+export const TASK_RECORD_SIZE = 128;
 
 /** One thread's record, as the program wrote it. */
 export interface TaskRecord {
@@ -103,6 +106,9 @@ export interface TaskRecord {
   seccompMode: number;
   /** task->comm's bytes up to its first NUL (at most 16). */
   comm: Uint8Array;
+  /** The task_struct's address, and task->children.next: the list is empty when that is the address of task->children itself. */
+  task: bigint;
+  childrenNext: bigint;
 }
 
 const R0 = 0, R1 = 1, R2 = 2, R3 = 3, R6 = 6, R7 = 7, R8 = 8, R10 = 10;
@@ -114,20 +120,20 @@ const stx32 = (dst: number, off: number, src: number) => insn(0x63, dst, src, of
 /**
  * The program, one instruction per line. It runs once per thread of the
  * process and once more at the end with `task` NULL; each call writes one
- * {@link TASK_RECORD_SIZE}-byte record at fp - 112:
+ * {@link TASK_RECORD_SIZE}-byte record at fp - 128:
  * tid u32 @0, tgid u32 @4, sas_ss_sp u64 @8, sas_ss_size u64 @16,
  * sas_ss_flags u32 @24, pdeath_signal u32 @28, clear_child_tid u64 @32,
  * timer_slack_ns u64 @40, securebits u32 @48, cred read (1) u32 @52,
  * mm->def_flags u64 @56, mm read (1) u32 @64, 0 u32 @68, real_cred u64
  * @72, atomic_flags u64 @80, seccomp.mode u32 @88, 0 u32 @92, comm 16
- * bytes @96.
+ * bytes @96, the task's address u64 @112, children.next u64 @120.
  */
 export function taskStateProgram(l: TaskStateLayout): Uint8Array<ArrayBuffer> {
   const R = -TASK_RECORD_SIZE;
   return encodeInsns([
     ldx64(R6, R1, l.ctxMeta), //           0: r6 = ctx->meta
     ldx64(R7, R1, l.ctxTask), //           1: r7 = ctx->task
-    jeqImm(R7, 0, 50), //                  2: if r7 == NULL goto 53 (the end call)
+    jeqImm(R7, 0, 53), //                  2: if r7 == NULL goto 56 (the end call)
     ldx32(R2, R7, l.pid), //               3: r2 = task->pid
     stx32(R10, R + 0, R2), //              4: record.tid = r2
     ldx32(R2, R7, l.tgid), //              5: r2 = task->tgid
@@ -173,13 +179,16 @@ export function taskStateProgram(l: TaskStateLayout): Uint8Array<ArrayBuffer> {
     stx64(R10, R + 96, R2), //            45: record.comm[0..8] = r2
     ldx64(R2, R7, l.comm + 8), //         46: r2 = task->comm[8..16]
     stx64(R10, R + 104, R2), //           47: record.comm[8..16] = r2
-    ldx64(R1, R6, l.metaSeq), //          48: r1 = meta->seq
-    mov64(R2, R10), //                    49: r2 = fp
-    add64Imm(R2, R), //                   50: r2 = fp - 112 (the record)
-    mov64Imm(R3, TASK_RECORD_SIZE), //    51: r3 = 112
-    call(l.seqWriteHelper), //            52: bpf_seq_write(r1, r2, r3)
-    mov64Imm(R0, 0), //                   53: r0 = 0
-    exit(), //                            54: return r0
+    stx64(R10, R + 112, R7), //           48: record.task = r7
+    ldx64(R2, R7, l.children), //         49: r2 = task->children.next
+    stx64(R10, R + 120, R2), //           50: record.children_next = r2
+    ldx64(R1, R6, l.metaSeq), //          51: r1 = meta->seq
+    mov64(R2, R10), //                    52: r2 = fp
+    add64Imm(R2, R), //                   53: r2 = fp - 128 (the record)
+    mov64Imm(R3, TASK_RECORD_SIZE), //    54: r3 = 128
+    call(l.seqWriteHelper), //            55: bpf_seq_write(r1, r2, r3)
+    mov64Imm(R0, 0), //                   56: r0 = 0
+    exit(), //                            57: return r0
   ]);
 }
 
@@ -253,6 +262,8 @@ export function decodeTaskRecords(bytes: Uint8Array): TaskRecord[] {
       atomicFlags: dv.getBigUint64(at + 80, true),
       seccompMode: dv.getUint32(at + 88, true),
       comm: commBytes(bytes.subarray(at + 96, at + 112)),
+      task: dv.getBigUint64(at + 112, true),
+      childrenNext: dv.getBigUint64(at + 120, true),
     });
   }
   return out;

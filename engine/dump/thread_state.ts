@@ -43,6 +43,7 @@ import {
   loadThreadIterator,
   nearAltStack,
   readThreadRecords,
+  recordHasChildren,
   sigaltstackFlags,
   threadIteratorLoaded,
   threadIteratorUnavailable,
@@ -99,6 +100,53 @@ let predicted: { pid: number; read: Set<number> } | undefined;
 export function statusNeeded(pid: number): (tid: number) => boolean {
   const p = predicted?.pid === pid ? predicted : undefined;
   return (tid) => !p || p.read.has(tid);
+}
+
+/** Freezes whose children came from the iterator, in this process (tests). */
+export const childrenIteratorStats = { used: 0 };
+
+/**
+ * Whether the freeze of a process of `threads` threads takes its children
+ * from the iterator ({@link childrenByIterator}) instead of opening every
+ * thread's children file: as for the thread states, from
+ * {@link threadStateBpf}.minThreads threads (`CRYO_THREADSTATE`), the
+ * program loaded before the freeze, cryo in the initial pid namespace.
+ */
+export function childrenIteratorServes(threads: number): boolean {
+  const mode = override();
+  if (mode === "inject") return false;
+  if (mode !== "bpf" && threads < threadStateBpf.minThreads) return false;
+  return threadIteratorLoaded() && inInitialPidNamespace();
+}
+
+/**
+ * The children of process `pid` whose threads `tids` are all stopped (by
+ * this tracer): the iterator's records say which threads have any (their
+ * task->children list not empty), and only their children files are read
+ * (a stopped, traced thread's tid names it until its tracer waits for it).
+ * A stopped thread makes no child; a child could only be added to a list
+ * by that list's own children (CLONE_PARENT) or by reparenting from a
+ * descendant, and a thread with an empty list has neither. Undefined when
+ * the records are not exactly `tids` or cannot be read: the caller reads
+ * every thread's file.
+ */
+export function childrenByIterator(
+  pid: number,
+  tids: readonly number[],
+  read: (tids: readonly number[]) => number[],
+): number[] | undefined {
+  try {
+    const records = readThreadRecords(pid);
+    const want = new Set(tids);
+    if (records.length !== want.size || records.some((r) => r.tgid !== pid || !want.has(r.tid))) {
+      return undefined;
+    }
+    const parents = records.filter(recordHasChildren).map((r) => r.tid);
+    childrenIteratorStats.used++;
+    return parents.length ? read(parents) : [];
+  } catch {
+    return undefined;
+  }
 }
 
 /** The values of one thread, as {@link InjectedThreadState} holds them. */

@@ -212,6 +212,7 @@ const THREAD_LAYOUT_FIELDS: readonly (keyof TaskStateLayout)[] = [
   "atomicFlags",
   "seccompMode",
   "comm",
+  "children",
 ];
 
 /** What this boot's memo holds of the per-thread state's iterator. */
