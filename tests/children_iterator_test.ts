@@ -8,7 +8,9 @@
  * holds every thread and exactly the children every thread's children file
  * lists, nothing changes until the thaw, and the iterator was used; a
  * record's children flag is its children file's emptiness, thread by
- * thread, on a process whose second thread has a child.
+ * thread, on a process whose second thread has a child; the thread states
+ * take the records the freeze read (the same values as a read of their
+ * own), and a later freeze reads its own.
  */
 
 import assert from "node:assert/strict";
@@ -21,7 +23,8 @@ import {
   readThreadRecords,
   recordHasChildren,
 } from "../engine/proc/thread_state_bpf.ts";
-import { childrenIteratorStats } from "../engine/dump/thread_state.ts";
+import { bpfThreadStates, childrenIteratorStats } from "../engine/dump/thread_state.ts";
+import { startTriggered } from "./helpers/roundtrip.ts";
 
 /** Whether this machine lets cryo load the program (root, BPF, BTF, the initial pid namespace). */
 const BPF_HERE = loadThreadIterator() &&
@@ -89,4 +92,38 @@ Deno.test({
       await child.status;
     }
   },
+});
+
+Deno.test({
+  name:
+    "children iterator: the thread states take the records the freeze read, with the values of a read of their own; a later freeze does not",
+  ignore: !BPF_HERE,
+  fn: withTargets(async () => {
+    Deno.env.set("CRYO_THREADSTATE", "bpf");
+    try {
+      const { t } = await startTriggered("rt_threadstate", /^ready pid=(\d+)$/m);
+      const tree = freezeTree(t.pid);
+      try {
+        const tids = tree.processes[0].threads;
+        const taken = childrenIteratorStats.recordsTaken;
+        const first = bpfThreadStates(t.pid, tids);
+        assert.equal(childrenIteratorStats.recordsTaken, taken + 1, "the freeze's records");
+        const second = bpfThreadStates(t.pid, tids); // read again: taken once only
+        assert.equal(childrenIteratorStats.recordsTaken, taken + 1);
+        assert.ok(first && second);
+        assert.deepEqual(first.states, second.states);
+        assert.deepEqual(first.facts, second.facts);
+        assert.deepEqual(first.set, second.set);
+      } finally {
+        thawTree(tree);
+      }
+      // Thawed: nothing left for a later read.
+      const after = childrenIteratorStats.recordsTaken;
+      bpfThreadStates(t.pid, listTids(t.pid));
+      assert.equal(childrenIteratorStats.recordsTaken, after);
+      await t.kill();
+    } finally {
+      Deno.env.delete("CRYO_THREADSTATE");
+    }
+  }),
 });

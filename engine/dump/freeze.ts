@@ -27,7 +27,7 @@ import {
   refuseZombieLeader,
 } from "../task/refusals.ts";
 import { sleepSync } from "../sleep_sync.ts";
-import { childrenByIterator, childrenIteratorServes } from "./thread_state.ts";
+import { childrenByIterator, childrenIteratorServes, forgetFrozenRecords } from "./thread_state.ts";
 
 /** A frozen tree: every thread of every process is in a ptrace stop. */
 export interface FrozenTree {
@@ -240,6 +240,7 @@ export function freezeTree(
   const groupStops = new Map<number, number>();
   let frozenAt = 0;
   closeChildrenFilesLeft(); // by a freeze not thawed (a tree killed)
+  forgetFrozenRecords(); // (an earlier freeze's)
   refuseVforkChild(root);
   try {
     for (let round = 0;; round++) {
@@ -390,4 +391,5 @@ export function thawTree(tree: FrozenTree): void {
     }
   }
   closeChildrenFilesLeft();
+  forgetFrozenRecords();
 }

@@ -102,8 +102,21 @@ export function statusNeeded(pid: number): (tid: number) => boolean {
   return (tid) => !p || p.read.has(tid);
 }
 
+/**
+ * The records {@link childrenByIterator} read in the current freeze (every
+ * thread of `pid` stopped): {@link bpfThreadStates} takes them instead of
+ * reading again. Forgotten at each freeze's start and thaw
+ * ({@link forgetFrozenRecords}).
+ */
+let frozenRecords: { pid: number; records: TaskRecord[] } | undefined;
+
+/** Forgets the records read in a freeze (engine/dump/freeze.ts: at its start and at the thaw). */
+export function forgetFrozenRecords(): void {
+  frozenRecords = undefined;
+}
+
 /** Freezes whose children came from the iterator, in this process (tests). */
-export const childrenIteratorStats = { used: 0 };
+export const childrenIteratorStats = { used: 0, recordsTaken: 0 };
 
 /**
  * Whether the freeze of a process of `threads` threads takes its children
@@ -143,6 +156,8 @@ export function childrenByIterator(
     }
     const parents = records.filter(recordHasChildren).map((r) => r.tid);
     childrenIteratorStats.used++;
+    frozenRecords = { pid, records }; // read with every thread stopped: the collect's too
+
     return parents.length ? read(parents) : [];
   } catch {
     return undefined;
@@ -320,7 +335,11 @@ export function bpfThreadStates(pid: number, tids: readonly number[]): BpfThread
   recalled = null;
   if (memo?.refuted) return no(`a check on this boot found a difference: ${memo.refuted}`);
   try {
-    const records = readThreadRecords(pid);
+    // Those read for the children in this freeze, if they were (all its threads stopped then).
+    const taken = frozenRecords?.pid === pid ? frozenRecords.records : undefined;
+    frozenRecords = undefined;
+    if (taken) childrenIteratorStats.recordsTaken++;
+    const records = taken ?? readThreadRecords(pid);
     const want = new Set(tids);
     if (
       records.length !== want.size ||
