@@ -2,8 +2,10 @@
  * A BPF `task` iterator, restricted to the threads of one process, that
  * writes per thread the task_struct fields no outside interface shows:
  * the sigaltstack (sas_ss_sp, sas_ss_size, sas_ss_flags), clear_child_tid,
- * pdeath_signal, timer_slack_ns and cred->securebits, with the thread's
- * tid and tgid. Hand-assembled like the task_vma program (ffi/bpf.ts); the
+ * pdeath_signal, timer_slack_ns, cred->securebits, mm->def_flags, the
+ * real_cred pointer, atomic_flags, seccomp.mode, comm, and the task's own
+ * address with its children list's first link, with the thread's tid and
+ * tgid. Hand-assembled like the task_vma program (ffi/bpf.ts); the
  * struct offsets come from the caller, who reads them from the running
  * kernel's BTF (engine/proc/thread_state_bpf.ts).
  *
@@ -58,10 +60,24 @@ export interface TaskStateLayout {
   cred: number;
   /** Offset of securebits in struct cred (4 bytes). */
   securebits: number;
+  /** mm (a pointer to struct mm_struct). */
+  mm: number;
+  /** Offset of def_flags in struct mm_struct (8 bytes: the flags of mappings to come). */
+  defFlags: number;
+  /** real_cred (a pointer: the credentials /proc/<pid>/task/<tid>/status shows). */
+  realCred: number;
+  /** atomic_flags (8 bytes; bit 0 PFA_NO_NEW_PRIVS). */
+  atomicFlags: number;
+  /** Offset of seccomp.mode in task_struct (4 bytes). */
+  seccompMode: number;
+  /** comm (16 bytes). */
+  comm: number;
+  /** children (a struct list_head, whose first member is `next`). */
+  children: number;
 }
 
 /** Bytes the program writes per thread (see {@link decodeTaskRecords}). */
-export const TASK_RECORD_SIZE = 56;
+export const TASK_RECORD_SIZE = 128;
 
 /** One thread's record, as the program wrote it. */
 export interface TaskRecord {
@@ -78,6 +94,21 @@ export interface TaskRecord {
   securebits: number;
   /** Whether the task had a cred to read securebits from. */
   credRead: boolean;
+  /** mm->def_flags (0 when `mmRead` is false): VM_LOCKED and VM_LOCKONFAULT after mlockall(MCL_FUTURE). */
+  defFlags: bigint;
+  /** Whether the task had an mm to read def_flags from. */
+  mmRead: boolean;
+  /** task->real_cred, as a number: threads with the same one have the same credentials. */
+  realCred: bigint;
+  /** task->atomic_flags. */
+  atomicFlags: bigint;
+  /** task->seccomp.mode. */
+  seccompMode: number;
+  /** task->comm's bytes up to its first NUL (at most 16). */
+  comm: Uint8Array;
+  /** The task_struct's address, and task->children.next: the list is empty when that is the address of task->children itself. */
+  task: bigint;
+  childrenNext: bigint;
 }
 
 const R0 = 0, R1 = 1, R2 = 2, R3 = 3, R6 = 6, R7 = 7, R8 = 8, R10 = 10;
@@ -89,17 +120,20 @@ const stx32 = (dst: number, off: number, src: number) => insn(0x63, dst, src, of
 /**
  * The program, one instruction per line. It runs once per thread of the
  * process and once more at the end with `task` NULL; each call writes one
- * {@link TASK_RECORD_SIZE}-byte record at fp - 56:
+ * {@link TASK_RECORD_SIZE}-byte record at fp - 128:
  * tid u32 @0, tgid u32 @4, sas_ss_sp u64 @8, sas_ss_size u64 @16,
  * sas_ss_flags u32 @24, pdeath_signal u32 @28, clear_child_tid u64 @32,
- * timer_slack_ns u64 @40, securebits u32 @48, cred read (1) u32 @52.
+ * timer_slack_ns u64 @40, securebits u32 @48, cred read (1) u32 @52,
+ * mm->def_flags u64 @56, mm read (1) u32 @64, 0 u32 @68, real_cred u64
+ * @72, atomic_flags u64 @80, seccomp.mode u32 @88, 0 u32 @92, comm 16
+ * bytes @96, the task's address u64 @112, children.next u64 @120.
  */
 export function taskStateProgram(l: TaskStateLayout): Uint8Array<ArrayBuffer> {
   const R = -TASK_RECORD_SIZE;
   return encodeInsns([
     ldx64(R6, R1, l.ctxMeta), //           0: r6 = ctx->meta
     ldx64(R7, R1, l.ctxTask), //           1: r7 = ctx->task
-    jeqImm(R7, 0, 29), //                  2: if r7 == NULL goto 32 (the end call)
+    jeqImm(R7, 0, 53), //                  2: if r7 == NULL goto 56 (the end call)
     ldx32(R2, R7, l.pid), //               3: r2 = task->pid
     stx32(R10, R + 0, R2), //              4: record.tid = r2
     ldx32(R2, R7, l.tgid), //              5: r2 = task->tgid
@@ -124,13 +158,37 @@ export function taskStateProgram(l: TaskStateLayout): Uint8Array<ArrayBuffer> {
     stx32(R10, R + 48, R2), //            24: record.securebits = r2
     mov64Imm(R2, 1), //                   25: r2 = 1
     stx32(R10, R + 52, R2), //            26: record.cred_read = 1
-    ldx64(R1, R6, l.metaSeq), //          27: r1 = meta->seq
-    mov64(R2, R10), //                    28: r2 = fp
-    add64Imm(R2, R), //                   29: r2 = fp - 56 (the record)
-    mov64Imm(R3, TASK_RECORD_SIZE), //    30: r3 = 56
-    call(l.seqWriteHelper), //            31: bpf_seq_write(r1, r2, r3)
-    mov64Imm(R0, 0), //                   32: r0 = 0
-    exit(), //                            33: return r0
+    mov64Imm(R2, 0), //                   27: r2 = 0
+    stx64(R10, R + 56, R2), //            28: record.def_flags = 0
+    stx64(R10, R + 64, R2), //            29: record.mm_read = record's last word = 0
+    ldx64(R8, R7, l.mm), //               30: r8 = task->mm
+    jeqImm(R8, 0, 4), //                  31: if r8 == NULL goto 36 (write)
+    ldx64(R2, R8, l.defFlags), //         32: r2 = mm->def_flags
+    stx64(R10, R + 56, R2), //            33: record.def_flags = r2
+    mov64Imm(R2, 1), //                   34: r2 = 1
+    stx32(R10, R + 64, R2), //            35: record.mm_read = 1
+    ldx64(R2, R7, l.realCred), //         36: r2 = task->real_cred
+    stx64(R10, R + 72, R2), //            37: record.real_cred = r2
+    ldx64(R2, R7, l.atomicFlags), //      38: r2 = task->atomic_flags
+    stx64(R10, R + 80, R2), //            39: record.atomic_flags = r2
+    mov64Imm(R2, 0), //                   40: r2 = 0
+    stx64(R10, R + 88, R2), //            41: record.seccomp_mode = record's word @92 = 0
+    ldx32(R2, R7, l.seccompMode), //      42: r2 = task->seccomp.mode
+    stx32(R10, R + 88, R2), //            43: record.seccomp_mode = r2
+    ldx64(R2, R7, l.comm), //             44: r2 = task->comm[0..8]
+    stx64(R10, R + 96, R2), //            45: record.comm[0..8] = r2
+    ldx64(R2, R7, l.comm + 8), //         46: r2 = task->comm[8..16]
+    stx64(R10, R + 104, R2), //           47: record.comm[8..16] = r2
+    stx64(R10, R + 112, R7), //           48: record.task = r7
+    ldx64(R2, R7, l.children), //         49: r2 = task->children.next
+    stx64(R10, R + 120, R2), //           50: record.children_next = r2
+    ldx64(R1, R6, l.metaSeq), //          51: r1 = meta->seq
+    mov64(R2, R10), //                    52: r2 = fp
+    add64Imm(R2, R), //                   53: r2 = fp - 128 (the record)
+    mov64Imm(R3, TASK_RECORD_SIZE), //    54: r3 = 128
+    call(l.seqWriteHelper), //            55: bpf_seq_write(r1, r2, r3)
+    mov64Imm(R0, 0), //                   56: r0 = 0
+    exit(), //                            57: return r0
   ]);
 }
 
@@ -198,9 +256,23 @@ export function decodeTaskRecords(bytes: Uint8Array): TaskRecord[] {
       timerSlackNs: dv.getBigUint64(at + 40, true),
       securebits: dv.getUint32(at + 48, true),
       credRead: dv.getUint32(at + 52, true) === 1,
+      defFlags: dv.getBigUint64(at + 56, true),
+      mmRead: dv.getUint32(at + 64, true) === 1,
+      realCred: dv.getBigUint64(at + 72, true),
+      atomicFlags: dv.getBigUint64(at + 80, true),
+      seccompMode: dv.getUint32(at + 88, true),
+      comm: commBytes(bytes.subarray(at + 96, at + 112)),
+      task: dv.getBigUint64(at + 112, true),
+      childrenNext: dv.getBigUint64(at + 120, true),
     });
   }
   return out;
+}
+
+/** A comm's bytes up to its first NUL (a copy). */
+function commBytes(b: Uint8Array): Uint8Array {
+  const nul = b.indexOf(0);
+  return b.slice(0, nul < 0 ? b.length : nul);
 }
 
 /** Closes a program fd (a test's, or one replaced). */

@@ -27,6 +27,8 @@ import {
   bpfThreadStates,
   checkThreadStates,
   differs,
+  mlockFutureOfFlags,
+  takeMlockFuture,
   takeThreadStates,
   threadStateBpf,
   threadStatePaths,
@@ -41,6 +43,7 @@ import {
 } from "../engine/proc/vm_flags_memo.ts";
 import { freezeTree, thawTree } from "../engine/dump/freeze.ts";
 import { checkpoint } from "../engine/dump/mod.ts";
+import { probeMlockFuture } from "../engine/memory/flags.ts";
 import { readImageFile } from "../engine/image/reader.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
@@ -292,6 +295,14 @@ Deno.test("thread state bpf: sigaltstack's flags derived as the kernel reports t
     timerSlackNs: 0n,
     securebits: 0,
     credRead: true,
+    defFlags: 0n,
+    mmRead: true,
+    realCred: 0n,
+    atomicFlags: 0n,
+    seccompMode: 0,
+    comm: new Uint8Array(),
+    task: 0n,
+    childrenNext: 0n,
   });
   const AUTODISARM = 0x80000000 | 0;
   // No size: SS_DISABLE whatever the stored flags (a disabled stack keeps its SS_DISABLE).
@@ -330,6 +341,9 @@ Deno.test("thread state bpf: a main thread whose injected values differ sends th
       states: new Map([[10, v(50000)], [11, v(50000)]]),
       set: new Set(["clear_child_tid", "timer_slack_ns"]),
       trusted: true,
+      facts: new Map(),
+      factsSet: new Set<string>(),
+      factsTrusted: false,
     };
     const threads = new Map([[10, v(1)]]);
     assert.equal(takeThreadStates(bpf, threads), false);
@@ -344,5 +358,89 @@ Deno.test("thread state bpf: a main thread whose injected values differ sends th
     assert.match(checkThreadStates(bpf, new Map([[10, v(50000)], [11, v(7)]]))!, /thread 11/);
     assert.match(recallThreadState()!.refuted!, /^process 10 thread 11: timer slack 50000/);
     assert.equal(recallThreadState()!.checked, false);
+    await Promise.resolve();
+  }));
+
+bpfTest(
+  "thread state bpf: mlockall(MCL_FUTURE) from the iterator's mm->def_flags is the probe's, and a trusted dump records the same",
+  withTargets(() =>
+    withEnv({ CRYO_THREADSTATE: "bpf" }, async () => {
+      const cases: [string[], "locked" | "onfault" | undefined, string[]][] = [
+        [[], undefined, []],
+        [["future"], "locked", ["mlock_future"]],
+        [["future-onfault"], "onfault", ["mlock_future", "mlock_onfault"]],
+      ];
+      for (const [extra, want, fields] of cases) {
+        const { t, trigger } = await startTriggered("rt_threadstate", READY, { extra });
+        const tree = freezeTree(t.pid);
+        try {
+          const tids = tree.processes[0].threads;
+          const bpf = bpfThreadStates(t.pid, tids);
+          assert.ok(bpf?.mlockFuture, threadStatePaths.get(t.pid));
+          const probed = withInjection(t.pid, (s) => probeMlockFuture(s));
+          assert.equal(probed, want, `${extra}: the probe`);
+          assert.equal(bpf.mlockFuture.value, probed, `${extra}: the iterator against the probe`);
+          for (const f of ["mlock_future", "mlock_onfault"]) {
+            assert.equal(bpf.set.has(f), fields.includes(f), `${extra}: ${f}`);
+          }
+        } finally {
+          thawTree(tree);
+        }
+        // The first dump checks (the probe made and compared), the second takes the iterator's.
+        const first = await tempImageDir();
+        await checkpoint(t.pid, { dir: first, leaveRunning: true });
+        assert.equal(threadStatePaths.get(t.pid), "bpf: checked", `${extra}`);
+        const second = await tempImageDir();
+        await checkpoint(t.pid, { dir: second, leaveRunning: true });
+        assert.equal(threadStatePaths.get(t.pid), "bpf", `${extra}`);
+        for (const d of [first, second]) {
+          const img = (await readImageFile(`${d}/${t.pid}.elf`)).process;
+          assert.equal(img.memoryFlags?.mlockFuture, want, `${extra}: ${d}`);
+        }
+        await Deno.writeTextFile(trigger, "");
+        assertChecksPassed(
+          t,
+          Array.from({ length: THREADS }, (_, i) => `thread${i}`),
+          await t.wait(15000),
+          { what: `rt_threadstate ${extra.join(" ")}` },
+        );
+      }
+    })
+  ),
+);
+
+Deno.test("thread state bpf: an mlockall(MCL_FUTURE) the probe does not confirm is refuted for the boot, and the probe's value kept", () =>
+  withEnv({}, async () => {
+    assert.equal(mlockFutureOfFlags(0n), undefined);
+    assert.equal(mlockFutureOfFlags(0x2000n), "locked");
+    assert.equal(mlockFutureOfFlags(0x2000n | 0x80000n), "onfault");
+    assert.equal(mlockFutureOfFlags(0x80000n), undefined);
+    let probes = 0;
+    const probe = (v: "locked" | "onfault" | undefined) => () => (probes++, v);
+    // Trusted: the iterator's value, no probe.
+    assert.equal(
+      takeMlockFuture(20, { value: "locked", trusted: true }, probe(undefined)),
+      "locked",
+    );
+    assert.equal(probes, 0);
+    // No iterator: the probe.
+    assert.equal(takeMlockFuture(20, undefined, probe("onfault")), "onfault");
+    // Not trusted, equal: the probe's value, nothing refuted.
+    assert.equal(
+      takeMlockFuture(20, { value: "locked", trusted: false }, probe("locked")),
+      "locked",
+    );
+    assert.equal(recallThreadState()?.refuted, undefined);
+    // Not trusted, different: the probe's value, refuted for the boot.
+    assert.equal(
+      takeMlockFuture(20, { value: undefined, trusted: false }, probe("locked")),
+      "locked",
+    );
+    assert.equal(probes, 3);
+    assert.match(
+      threadStatePaths.get(20)!,
+      /^inject: mlockall\(MCL_FUTURE\) none \(iterator\) != locked/,
+    );
+    assert.match(recallThreadState()!.refuted!, /^process 20: mlockall/);
     await Promise.resolve();
   }));

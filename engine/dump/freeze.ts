@@ -27,6 +27,7 @@ import {
   refuseZombieLeader,
 } from "../task/refusals.ts";
 import { sleepSync } from "../sleep_sync.ts";
+import { childrenByIterator, childrenIteratorServes, forgetFrozenRecords } from "./thread_state.ts";
 
 /** A frozen tree: every thread of every process is in a ptrace stop. */
 export interface FrozenTree {
@@ -239,6 +240,7 @@ export function freezeTree(
   const groupStops = new Map<number, number>();
   let frozenAt = 0;
   closeChildrenFilesLeft(); // by a freeze not thawed (a tree killed)
+  forgetFrozenRecords(); // (an earlier freeze's)
   refuseVforkChild(root);
   try {
     for (let round = 0;; round++) {
@@ -269,7 +271,9 @@ export function freezeTree(
         // thread on its way out cannot be seized: the threads are listed again
         // until it is gone.
         const deadline = performance.now() + STOP_TIMEOUT_MS;
-        // The children files of the threads seized first, read in one table run below.
+        // The children files of the threads seized first, read in one table run below; for a
+        // root of many threads, only those the task iterator shows with children (thread_state.ts).
+        const viaIterator = pid === root && childrenIteratorServes(threads.length);
         let files: ChildrenFiles | undefined;
         let kids: number[];
         try {
@@ -307,7 +311,7 @@ export function freezeTree(
             // Opened while the threads enter their stops (a seized thread's tid stays its
             // own until cryo waits for its exit); not before the interrupts, which would
             // leave the threads seized and running (a signal then stops a thread) longer.
-            files ??= ChildrenFiles.open(pid, interrupted);
+            if (!viaIterator) files ??= ChildrenFiles.open(pid, interrupted);
             const exited = new Set<number>();
             const stops = awaitStops(interrupted, root, exited);
             for (const tid of exited) files?.forget(tid);
@@ -332,7 +336,9 @@ export function freezeTree(
           // another process (a child's CLONE_PARENT, an auto-reaped child) can still
           // change this list, which the confirming round below catches. (A thread in
           // vfork() never stopped: the check before the seize refused it.)
-          kids = files ? childrenOfThreadsFrom(files, threads) : childrenOfThreads(pid, threads);
+          kids = files ? childrenOfThreadsFrom(files, threads) : (viaIterator &&
+            childrenByIterator(pid, threads, (tids) => childrenOfThreads(pid, tids))) ||
+            childrenOfThreads(pid, threads);
         } finally {
           files?.closeLater(); // closed after the thaw (thawTree)
         }
@@ -385,4 +391,5 @@ export function thawTree(tree: FrozenTree): void {
     }
   }
   closeChildrenFilesLeft();
+  forgetFrozenRecords();
 }

@@ -47,7 +47,15 @@ import {
 import { executableMapsText, largestGap, type MapEntry, mappingAt } from "../proc/maps.ts";
 import { type ProcStatus, readStatus, usesShadowStack } from "../proc/status.ts";
 import { pausePoint } from "../pause.ts";
-import { bpfThreadStates, checkThreadStates, takeThreadStates } from "./thread_state.ts";
+import {
+  type BpfThreadStates,
+  bpfThreadStates,
+  checkThreadStates,
+  type IteratorMlockFuture,
+  mlockFutureOf,
+  takeThreadStates,
+  threadStatePaths,
+} from "./thread_state.ts";
 
 const hex = (v: bigint) => `0x${v.toString(16)}`;
 
@@ -78,6 +86,8 @@ export interface InjectedState {
   threads: Map<number, InjectedThreadState>;
   /** Dumpable, subreaper, THP disable, membarrier: read in the main thread's batch (engine/task/attrs.ts). */
   processAttrs?: ProcessAttrValues;
+  /** mlockall(MCL_FUTURE) as the BPF task iterator read it, when it did (engine/dump/thread_state.ts). */
+  mlockFuture?: IteratorMlockFuture;
 }
 
 /** Size of the scratch area mapped in the target for injected syscalls' results. */
@@ -798,7 +808,12 @@ const OUT = {
  * sigaltstack, clear_child_tid, parent-death signal, securebits and timer slack: the
  * syscalls of each thread in one batch ({@link InjectionSession.calls}).
  */
-export function queryInjectedState(s: InjectionSession, tids: readonly number[]): InjectedState {
+export function queryInjectedState(
+  s: InjectionSession,
+  tids: readonly number[],
+  /** The iterator's records when read already for this freeze (engine/dump/thread_state.ts). */
+  read?: { bpf: BpfThreadStates | undefined },
+): InjectedState {
   const main = s.pid;
   const sc = s.scratch;
   /** The per-thread queries, their results written at `out` (layout {@link OUT}). */
@@ -856,7 +871,7 @@ export function queryInjectedState(s: InjectionSession, tids: readonly number[])
     return all.slice(0, first.length);
   };
   // The other threads' state from a BPF task iterator, once trusted (engine/dump/thread_state.ts).
-  const bpf = others.length === 0 ? undefined : bpfThreadStates(main, tids);
+  const bpf = others.length === 0 ? undefined : read ? read.bpf : bpfThreadStates(main, tids);
   const together = others.length === 0 || bpf?.trusted ? undefined : s.callsTogether([
     { tid: main, steps: (o) => [...processSteps, ...threadSteps(o)], outBytes: OUT.end },
     ...others.map((tid) => ({ tid, steps: threadSteps, outBytes: OUT.end })),
@@ -873,6 +888,7 @@ export function queryInjectedState(s: InjectionSession, tids: readonly number[])
     }
   }
   if (bpf && !bpf.trusted) checkThreadStates(bpf, threads);
+  const mlockFuture = bpf && mlockFutureOf(bpf, threadStatePaths.get(main) === "bpf");
   const out = s.read(0, AT.thread);
   const outView = new DataView(out.buffer, out.byteOffset, out.byteLength);
   const sigactions: SigAction[] = [];
@@ -910,6 +926,7 @@ export function queryInjectedState(s: InjectionSession, tids: readonly number[])
     itimers: { real: timers[0], virtual: timers[1], prof: timers[2] },
     threads,
     processAttrs,
+    ...(mlockFuture ? { mlockFuture } : {}),
   };
 }
 

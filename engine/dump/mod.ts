@@ -88,7 +88,7 @@ import {
   startVmFlagsCheck,
   type VmFlagsCheck,
 } from "./vm_flags.ts";
-import { warmUpThreadStates } from "./thread_state.ts";
+import { statusNeeded, warmUpThreadStates } from "./thread_state.ts";
 import { markSharedDescriptions } from "../fds/descriptions.ts";
 import { resolveInFlightFds } from "../fds/unix_scm.ts";
 import {
@@ -567,7 +567,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     const flagsCheck = await (vmFlagsCheck ?? startVmFlagsCheck(pid, listed, true));
     prepareFrozenMaps(flagsCheck); // parsed with the tree running; the freeze compares bytes
     if (!helper) warmUpThreadStates(pid); // (above, beside the helper's exec)
-    openStatusesAhead(pid); // read in the freeze beside the fds (engine/proc/status_ahead.ts)
+    openStatusesAhead(pid, undefined, statusNeeded(pid)); // read in the freeze beside the fds (status_ahead.ts)
     prepareThreadReadsOf(pid); // the per-thread reads' table, run in the freeze (threads.ts)
     // The statuses' reads start as soon as the root's threads are stopped.
     tree = freezeTree(pid, (tids) => startStatusReads(pid, tids));

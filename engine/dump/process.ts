@@ -12,7 +12,7 @@ import { readLimits } from "../proc/limits.ts";
 import type { FdInfo, Mapping, ProcessImage } from "../model.ts";
 import { Refusals } from "../support.ts";
 import { mmFieldsOf, readStat } from "../proc/stat.ts";
-import { readStatus, readThreadStatuses } from "../proc/status.ts";
+import { readStatus } from "../proc/status.ts";
 import { auxvToModel, readAuxv } from "../proc/auxv.ts";
 import { devMajor, devMinor, type ProcFd, readFds } from "../proc/fds.ts";
 import { readMapFileIdentity } from "../proc/maps.ts";
@@ -31,6 +31,8 @@ import { type InjectedThreadState, queryInjectedState, withInjection } from "./i
 import { startScanAhead } from "./scan_ahead.ts";
 import { pumpCopyAhead } from "./copy_ahead.ts";
 import { collectThread, sharedPending } from "./threads.ts";
+import { bpfThreadStates, takeMlockFuture } from "./thread_state.ts";
+import { threadStatuses } from "./thread_facts.ts";
 import { classifyVma, refusedMapping, type Vma } from "./vmas.ts";
 import { mappingRecord, takeMappingDrafts } from "./mapping_drafts.ts";
 import { collectPipe } from "../fds/pipe.ts";
@@ -182,8 +184,11 @@ export function collectProcess(
 ): CollectedProcess {
   checkNamespaces(pid, refusals);
   const stat = readStat(pid);
+  // The other threads' state from the BPF task iterator, when it serves (thread_state.ts).
+  const bpfStates = tids.length > 1 ? bpfThreadStates(pid, tids) : undefined;
   // Each thread's status once (credentials, seccomp, masks, comm...): they hold while it is frozen.
-  const statuses = readThreadStatuses(pid, tids);
+  // Most threads' stand in from the iterator's records when trusted (thread_facts.ts).
+  const statuses = threadStatuses(pid, tids, bpfStates);
   const status = statuses.get(pid) ?? readStatus(pid);
   prepareTaskCollection(pid, tids, statuses);
   // smaps (its area headers are the maps lines) walks every page table entry:
@@ -201,7 +206,7 @@ export function collectProcess(
   const { injected, posixTimers, credentials, aio } = withInjection(
     pid,
     (s) => {
-      const state = queryInjectedState(s, tids);
+      const state = queryInjectedState(s, tids, { bpf: bpfStates });
       const perThread = (f: (t: InjectedThreadState) => number) =>
         new Map([...state.threads].map(([tid, t]) => [tid, f(t)]));
       return {
@@ -214,7 +219,8 @@ export function collectProcess(
             perThread((t) => t.timerSlackNs),
             state.processAttrs,
           ),
-          mlockFuture: probeMlockFuture(s),
+          // From the BPF task iterator when trusted, else probed (and compared: thread_state.ts).
+          mlockFuture: takeMlockFuture(pid, state.mlockFuture, () => probeMlockFuture(s)),
         },
         posixTimers: collectTimers(s, tids, fds, refusals),
         credentials: collectCreds(s, tids, perThread((t) => t.securebits)),

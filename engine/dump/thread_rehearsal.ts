@@ -22,6 +22,7 @@ import { readThreadCreds } from "../task/creds.ts";
 import { readThreadsHere, threadReadsAvailable } from "../../ffi/thread_reads.ts";
 import { xsaveSize } from "../../ffi/ptrace.ts";
 import { ChildrenFiles } from "../proc/children_ahead.ts";
+import { factsDiffer, statusFromFacts } from "./thread_facts.ts";
 
 /**
  * At most this many rounds (each reads the helper's thread once per
@@ -76,11 +77,23 @@ export function rehearseThreads(helper: number, target: number, rounds: number):
       statuses,
       reads,
     );
-    const threads = tids.map((tid) => ({
-      ...collectThread(helper, tid, values, status, reads?.get(tid)),
+    // The stand-in statuses made from the iterator's records (thread_facts.ts), every other round.
+    const facts = {
+      realCred: 0n,
+      noNewPrivs: status.noNewPrivs,
+      seccomp: status.seccomp,
+      name: status.name,
+    };
+    const stand = statusFromFacts(helper, helper, status, facts);
+    const statusOf = (i: number) => i % 2 ? stand : status;
+    const threads = tids.map((tid, i) => ({
+      ...collectThread(helper, tid, values, statusOf(i), reads?.get(tid)),
       ...task.threads.get(tid),
     }));
-    for (const _ of threads) readThreadCreds(helper, helper, 0, false, status);
+    threads.forEach((_, i) => {
+      factsDiffer(facts, statusOf(i), status, true);
+      readThreadCreds(helper, helper, 0, false, statusOf(i));
+    });
     sharedPending(helper);
     // The children files read in one table run, as the freeze reads them (children_ahead.ts).
     const files = ChildrenFiles.open(helper, [helper], 1);

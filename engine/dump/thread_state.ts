@@ -26,6 +26,12 @@
  * Otherwise every thread is injected as before. The reason is kept in
  * {@link threadStatePaths}, which the tests read.
  *
+ * The same records give the process's mlockall(MCL_FUTURE) state (the main
+ * thread's mm->def_flags: VM_LOCKED, VM_LOCKONFAULT): taken instead of the
+ * injected probe (engine/memory/flags.ts `probeMlockFuture`: an mmap, an
+ * munmap and two status reads in the freeze) when the thread states are;
+ * otherwise the probe is made and compared with it, as part of the check.
+ *
  * @module
  */
 
@@ -37,6 +43,7 @@ import {
   loadThreadIterator,
   nearAltStack,
   readThreadRecords,
+  recordHasChildren,
   sigaltstackFlags,
   threadIteratorLoaded,
   threadIteratorUnavailable,
@@ -67,6 +74,7 @@ let recalled: RecalledThreadState | undefined | null = null;
  */
 export function warmUpThreadStates(root: number): void {
   recalled = null;
+  predicted = undefined;
   const mode = override();
   if (mode === "inject") return;
   try {
@@ -79,8 +87,88 @@ export function warmUpThreadStates(root: number): void {
   warmUpRecords(root);
 }
 
+/** The threads whose statuses the next freeze of `pid` will read, as the warm-up predicted them. */
+let predicted: { pid: number; read: Set<number> } | undefined;
+
+/**
+ * Before the freeze of `pid`: whether the status of thread `tid` will be
+ * read in it (engine/proc/status_ahead.ts opens only those): all of them
+ * unless the warm-up found the status facts trusted, then the main thread
+ * and any with credentials of its own (engine/dump/thread_facts.ts). Only
+ * a prediction: a status the freeze needs and was not opened is read then.
+ */
+export function statusNeeded(pid: number): (tid: number) => boolean {
+  const p = predicted?.pid === pid ? predicted : undefined;
+  return (tid) => !p || p.read.has(tid);
+}
+
+/**
+ * The records {@link childrenByIterator} read in the current freeze (every
+ * thread of `pid` stopped): {@link bpfThreadStates} takes them instead of
+ * reading again. Forgotten at each freeze's start and thaw
+ * ({@link forgetFrozenRecords}).
+ */
+let frozenRecords: { pid: number; records: TaskRecord[] } | undefined;
+
+/** Forgets the records read in a freeze (engine/dump/freeze.ts: at its start and at the thaw). */
+export function forgetFrozenRecords(): void {
+  frozenRecords = undefined;
+}
+
+/** Freezes whose children came from the iterator, in this process (tests). */
+export const childrenIteratorStats = { used: 0, recordsTaken: 0 };
+
+/**
+ * Whether the freeze of a process of `threads` threads takes its children
+ * from the iterator ({@link childrenByIterator}) instead of opening every
+ * thread's children file: as for the thread states, from
+ * {@link threadStateBpf}.minThreads threads (`CRYO_THREADSTATE`), the
+ * program loaded before the freeze, cryo in the initial pid namespace.
+ */
+export function childrenIteratorServes(threads: number): boolean {
+  const mode = override();
+  if (mode === "inject") return false;
+  if (mode !== "bpf" && threads < threadStateBpf.minThreads) return false;
+  return threadIteratorLoaded() && inInitialPidNamespace();
+}
+
+/**
+ * The children of process `pid` whose threads `tids` are all stopped (by
+ * this tracer): the iterator's records say which threads have any (their
+ * task->children list not empty), and only their children files are read
+ * (a stopped, traced thread's tid names it until its tracer waits for it).
+ * A stopped thread makes no child; a child could only be added to a list
+ * by that list's own children (CLONE_PARENT) or by reparenting from a
+ * descendant, and a thread with an empty list has neither. Undefined when
+ * the records are not exactly `tids` or cannot be read: the caller reads
+ * every thread's file.
+ */
+export function childrenByIterator(
+  pid: number,
+  tids: readonly number[],
+  read: (tids: readonly number[]) => number[],
+): number[] | undefined {
+  try {
+    const records = readThreadRecords(pid);
+    const want = new Set(tids);
+    if (records.length !== want.size || records.some((r) => r.tgid !== pid || !want.has(r.tid))) {
+      return undefined;
+    }
+    const parents = records.filter(recordHasChildren).map((r) => r.tid);
+    childrenIteratorStats.used++;
+    frozenRecords = { pid, records }; // read with every thread stopped: the collect's too
+
+    return parents.length ? read(parents) : [];
+  } catch {
+    return undefined;
+  }
+}
+
 /** The values of one thread, as {@link InjectedThreadState} holds them. */
 export type ThreadValues = Omit<InjectedThreadState, "own">;
+
+/** The name a check of the status facts is remembered by (engine/dump/thread_facts.ts). */
+export const STATUS_FACTS = "status_facts";
 
 /** The iterator's values for the threads of one process. */
 export interface BpfThreadStates {
@@ -91,6 +179,112 @@ export interface BpfThreadStates {
   set: Set<string>;
   /** Whether the values may be used without injecting (else: injected, and compared: the check). */
   trusted: boolean;
+  /** mlockall(MCL_FUTURE) from the main thread's mm->def_flags, when it had an mm. */
+  mlockFuture?: { value: MlockFuture };
+  /** Each thread's status facts (engine/dump/thread_facts.ts). */
+  facts: Map<number, ThreadFacts>;
+  /** The facts some thread sets ("no_new_privs", "seccomp_mode"). */
+  factsSet: Set<string>;
+  /** Whether the facts may stand in for the statuses (the check passed on this boot for them). */
+  factsTrusted: boolean;
+}
+
+/** What a thread's status shows that the iterator reads too (engine/dump/thread_facts.ts). */
+export interface ThreadFacts {
+  /** task->real_cred: threads with the same one have the same ids, groups and capabilities. */
+  realCred: bigint;
+  noNewPrivs: boolean;
+  /** The seccomp mode (0, 1 strict, 2 filter). */
+  seccomp: number;
+  /** The comm as the status's Name line holds it ("\\" and "\n" escaped). */
+  name: string;
+}
+
+const commDecoder = new TextDecoder();
+
+/** The status facts of a record (the comm escaped as the status's Name line escapes it). */
+export function factsOf(r: TaskRecord): ThreadFacts {
+  return {
+    realCred: r.realCred,
+    noNewPrivs: (r.atomicFlags & 1n) !== 0n, // PFA_NO_NEW_PRIVS
+    seccomp: r.seccompMode,
+    name: commName(r.comm),
+  };
+}
+
+/** A comm's bytes as the status's Name line shows them, decoded ("\\" and "\n" escaped). */
+function commName(comm: Uint8Array): string {
+  // Printable ASCII without a backslash (most names): the bytes are the text.
+  if (comm.every((b) => b >= 0x20 && b < 0x7f && b !== 0x5c)) {
+    return String.fromCharCode(...comm);
+  }
+  return commDecoder.decode(comm).replace(/[\\\n]/g, (c) => c === "\n" ? "\\n" : "\\\\");
+}
+
+/** What mlockall(MCL_FUTURE) leaves (the image's `memoryFlags.mlockFuture`). */
+export type MlockFuture = "locked" | "onfault" | undefined;
+
+/** mm->def_flags' VM_LOCKED and VM_LOCKONFAULT (include/linux/mm.h; set by mlockall(MCL_FUTURE[|MCL_ONFAULT])). */
+const VM_LOCKED = 0x2000n, VM_LOCKONFAULT = 0x80000n;
+
+/** The mlockall(MCL_FUTURE) state of an mm's def_flags, as the injected probe reports it. */
+export function mlockFutureOfFlags(defFlags: bigint): MlockFuture {
+  if ((defFlags & VM_LOCKED) === 0n) return undefined;
+  return (defFlags & VM_LOCKONFAULT) !== 0n ? "onfault" : "locked";
+}
+
+/**
+ * The iterator's mlockall(MCL_FUTURE) for a process (engine/memory/flags.ts
+ * `probeMlockFuture` otherwise): `trusted` when this process's thread
+ * states were taken from the iterator (the check passed on this boot and
+ * the main thread agreed); otherwise the probe is made and compared with
+ * it ({@link checkMlockFuture}).
+ */
+export interface IteratorMlockFuture {
+  value: MlockFuture;
+  trusted: boolean;
+}
+
+/** `bpf`'s mlockall(MCL_FUTURE) (`taken`: its thread states were used), or undefined. */
+export function mlockFutureOf(
+  bpf: BpfThreadStates,
+  taken: boolean,
+): IteratorMlockFuture | undefined {
+  if (!bpf.mlockFuture) return undefined;
+  return { value: bpf.mlockFuture.value, trusted: bpf.trusted && taken };
+}
+
+/**
+ * mlockall(MCL_FUTURE) of process `pid`: the iterator's when trusted,
+ * else `probe()`'s, compared with the iterator's when it read one (the
+ * check: {@link checkMlockFuture}).
+ */
+export function takeMlockFuture(
+  pid: number,
+  iterator: IteratorMlockFuture | undefined,
+  probe: () => MlockFuture,
+): MlockFuture {
+  if (iterator?.trusted) return iterator.value;
+  const probed = probe();
+  if (iterator) checkMlockFuture(pid, iterator.value, probed);
+  return probed;
+}
+
+/**
+ * The check of the iterator's mlockall(MCL_FUTURE) against the probe's
+ * (`probed`) for process `pid`: a difference is remembered for the boot
+ * (the iterator is not used again) and returned.
+ */
+export function checkMlockFuture(
+  pid: number,
+  iterator: MlockFuture,
+  probed: MlockFuture,
+): string | undefined {
+  if (iterator === probed) return undefined;
+  const d = `mlockall(MCL_FUTURE) ${iterator ?? "none"} (iterator) != ${probed ?? "none"} (probe)`;
+  threadStatePaths.set(pid, `inject: ${d}`);
+  rememberThreadRefuted(`process ${pid}: ${d}`);
+  return d;
 }
 
 /** `CRYO_THREADSTATE`: "inject" (never the iterator), "bpf" (whatever the thread count), or unset. */
@@ -113,6 +307,8 @@ function fieldsSet(r: TaskRecord): string[] {
   if (r.pdeathSignal !== 0) out.push("pdeath_signal");
   if (r.timerSlackNs !== 0n) out.push("timer_slack_ns");
   if (r.securebits !== 0) out.push("securebits");
+  if ((r.defFlags & VM_LOCKED) !== 0n) out.push("mlock_future");
+  if ((r.defFlags & VM_LOCKONFAULT) !== 0n) out.push("mlock_onfault");
   return out;
 }
 
@@ -139,7 +335,11 @@ export function bpfThreadStates(pid: number, tids: readonly number[]): BpfThread
   recalled = null;
   if (memo?.refuted) return no(`a check on this boot found a difference: ${memo.refuted}`);
   try {
-    const records = readThreadRecords(pid);
+    // Those read for the children in this freeze, if they were (all its threads stopped then).
+    const taken = frozenRecords?.pid === pid ? frozenRecords.records : undefined;
+    frozenRecords = undefined;
+    if (taken) childrenIteratorStats.recordsTaken++;
+    const records = taken ?? readThreadRecords(pid);
     const want = new Set(tids);
     if (
       records.length !== want.size ||
@@ -149,7 +349,13 @@ export function bpfThreadStates(pid: number, tids: readonly number[]): BpfThread
     }
     const states = new Map<number, ThreadValues>();
     const set = new Set<string>();
+    const facts = new Map<number, ThreadFacts>();
+    const factsSet = new Set<string>();
     for (const r of records) {
+      const f = factsOf(r);
+      facts.set(r.tid, f);
+      if (f.noNewPrivs) factsSet.add("no_new_privs");
+      if (f.seccomp !== 0) factsSet.add("seccomp_mode");
       let rsp: bigint | undefined;
       if (flagsNeedStackPointer(r)) {
         rsp = getRegs(r.tid).rsp;
@@ -162,7 +368,19 @@ export function bpfThreadStates(pid: number, tids: readonly number[]): BpfThread
     }
     const trusted = memo !== undefined && memo.checked &&
       [...set].every((f) => memo.confirmed.has(f));
-    return { pid, states, set, trusted };
+    const main = records.find((r) => r.tid === pid);
+    const factsTrusted = memo !== undefined && memo.checked &&
+      memo.confirmed.has(STATUS_FACTS) && [...factsSet].every((f) => memo.confirmed.has(f));
+    return {
+      pid,
+      states,
+      set,
+      trusted,
+      facts,
+      factsSet,
+      factsTrusted,
+      ...(main?.mmRead ? { mlockFuture: { value: mlockFutureOfFlags(main.defFlags) } } : {}),
+    };
   } catch (e) {
     return no(`the iterator failed: ${e instanceof Error ? e.message : e}`);
   }
@@ -186,11 +404,26 @@ function valuesOf(r: TaskRecord, rsp: bigint | undefined): ThreadValues {
  * from them. Never throws.
  */
 function warmUpRecords(pid: number): void {
+  predicted = undefined;
   try {
     const set = new Set<string>();
-    for (const r of readThreadRecords(pid)) {
+    const factsSet = new Set<string>();
+    const records = readThreadRecords(pid);
+    const main = records.find((r) => r.tid === pid);
+    for (const r of records) {
       if (!flagsNeedStackPointer(r)) valuesOf(r, undefined);
+      const f = factsOf(r);
+      if (f.noNewPrivs) factsSet.add("no_new_privs");
+      if (f.seccomp !== 0) factsSet.add("seccomp_mode");
       for (const f of fieldsSet(r)) set.add(f);
+    }
+    const memo = recalled;
+    if (
+      main && memo && !memo.refuted && memo.checked && memo.confirmed.has(STATUS_FACTS) &&
+      [...factsSet].every((f) => memo.confirmed.has(f))
+    ) {
+      const read = new Set(records.filter((r) => r.realCred !== main.realCred).map((r) => r.tid));
+      predicted = { pid, read: read.add(pid) };
     }
   } catch { /* only a warm-up */ }
 }

@@ -57,17 +57,22 @@ let ahead: Ahead | undefined;
 export const statusAheadStats = { taken: 0 };
 
 /**
- * Opens the status file of each thread of `pid` (at most
- * {@link MAX_AHEAD}) for {@link startStatusReads}; nothing for fewer than
- * `minThreads` threads or where syscall tables cannot run. Closes any left
+ * Opens the status file of each thread of `pid` that `needed` names (at
+ * most {@link MAX_AHEAD}) for {@link startStatusReads}; nothing for fewer
+ * than `minThreads` of them or where syscall tables cannot run. Closes any left
  * open by an earlier dump.
  */
-export function openStatusesAhead(pid: number, minThreads = MIN_AHEAD): void {
+export function openStatusesAhead(
+  pid: number,
+  minThreads = MIN_AHEAD,
+  /** Which threads' statuses the freeze will read (engine/dump/thread_state.ts `statusNeeded`). */
+  needed: (tid: number) => boolean = () => true,
+): void {
   closeStatusesAhead();
   if (!tablesAvailable()) return;
   let tids: number[];
   try {
-    tids = listTids(pid).slice(0, MAX_AHEAD);
+    tids = listTids(pid).filter(needed).slice(0, MAX_AHEAD);
   } catch {
     return;
   }

@@ -60,11 +60,41 @@ export function taskStateLayout(btf: Btf): TaskStateLayout {
     timerSlackNs: member(task, "timer_slack_ns", 8),
     cred: member(task, "cred", "ptr"),
     securebits: member(struct("cred"), "securebits", 4),
+    mm: member(task, "mm", "ptr"),
+    defFlags: member(struct("mm_struct"), "def_flags", 8),
+    realCred: member(task, "real_cred", "ptr"),
+    atomicFlags: member(task, "atomic_flags", 8),
+    seccompMode: need(btf.member(task, "seccomp"), "member seccomp of task_struct").offset +
+      member(struct("seccomp"), "mode", 4),
+    comm: commOffset(btf, task),
+    children: childrenOffset(btf, task),
   };
 }
 
+/** Offset of task_struct's children list (a struct list_head, `next` its first member). */
+function childrenOffset(btf: Btf, task: number): number {
+  const m = btf.member(task, "children");
+  const head = btf.find(BTF_KIND.STRUCT, "list_head");
+  if (
+    !m || head === undefined || btf.resolve(m.type) !== head ||
+    btf.member(head, "next")?.offset !== 0
+  ) {
+    throw new Error("BTF has no list_head children in task_struct");
+  }
+  return m.offset;
+}
+
+/** Offset of task_struct's comm, checked to be an array (of 16 bytes: checked against status). */
+function commOffset(btf: Btf, task: number): number {
+  const m = btf.member(task, "comm");
+  if (!m || btf.kind(btf.resolve(m.type)) !== BTF_KIND.ARRAY) {
+    throw new Error("BTF has no array comm in task_struct");
+  }
+  return m.offset;
+}
+
 /** The loaded program, or why there is none; made once per cryo process. */
-let loaded: { fd: number } | { unavailable: string } | undefined;
+let loaded: { fd: number; layout: TaskStateLayout } | { unavailable: string } | undefined;
 
 /**
  * Loads the task program once (its layout from BTF, or as read earlier on
@@ -76,7 +106,7 @@ export function loadThreadIterator(): boolean {
     try {
       const remembered = recallThreadState()?.layout;
       const layout = remembered ?? taskStateLayout(Btf.vmlinux());
-      loaded = { fd: loadTaskStateProgram(layout) };
+      loaded = { fd: loadTaskStateProgram(layout), layout };
       if (!remembered) rememberThreadLayout(layout);
     } catch (e) {
       loaded = { unavailable: e instanceof Error ? e.message : String(e) };
@@ -99,6 +129,16 @@ export function threadIteratorUnavailable(): string | undefined {
 export function readThreadRecords(pid: number): TaskRecord[] {
   if (!loaded || !("fd" in loaded)) throw new Error("the task iterator is not loaded");
   return readTaskStates(loaded.fd, pid);
+}
+
+/**
+ * Whether the thread of record `r` has children (its task->children list
+ * is not empty: its first link is not the list head itself). The program
+ * must be loaded (the records are its).
+ */
+export function recordHasChildren(r: TaskRecord): boolean {
+  if (!loaded || !("fd" in loaded)) throw new Error("the task iterator is not loaded");
+  return r.childrenNext !== r.task + BigInt(loaded.layout.children);
 }
 
 /** The inode of the initial pid namespace (PROC_PID_INIT_INO). */

@@ -206,6 +206,13 @@ const THREAD_LAYOUT_FIELDS: readonly (keyof TaskStateLayout)[] = [
   "timerSlackNs",
   "cred",
   "securebits",
+  "mm",
+  "defFlags",
+  "realCred",
+  "atomicFlags",
+  "seccompMode",
+  "comm",
+  "children",
 ];
 
 /** What this boot's memo holds of the per-thread state's iterator. */

@@ -11,9 +11,11 @@
  * per thread, then PASS or FAIL, and exits (the workers are never joined:
  * their clear_child_tid no longer points at glibc's tid field).
  *
- * usage: rt_threadstate <trigger-path> [onstack]
+ * usage: rt_threadstate <trigger-path> [onstack] [future|future-onfault]
  *   onstack: worker 1 waits inside a signal handler on its alternate stack
  *   (sigaltstack reports SS_ONSTACK there; the dump injects such a process).
+ *   future, future-onfault: mlockall(MCL_FUTURE [| MCL_ONFAULT]) once the
+ *   threads are set up (mm->def_flags, which the task iterator reads).
  */
 #define _GNU_SOURCE
 #include <linux/securebits.h>
@@ -22,6 +24,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -117,6 +120,10 @@ static void park(int i) {
 
 /* With "onstack": worker 1 parks inside a SIGUSR2 handler, on its alternate stack. */
 static int onstack;
+
+#ifndef MCL_ONFAULT
+#define MCL_ONFAULT 4
+#endif
 static void on_usr2(int sig) {
   (void)sig;
   read_values(&threads[1].before); /* SS_ONSTACK now */
@@ -140,7 +147,12 @@ static void *worker(void *arg) {
 
 int main(int argc, char **argv) {
   need_args(argc, 1, "rt_threadstate <trigger-path> [onstack]");
-  onstack = argc > 2 && strcmp(argv[2], "onstack") == 0;
+  int future = 0;
+  for (int i = 2; i < argc; i++) {
+    if (strcmp(argv[i], "onstack") == 0) onstack = 1;
+    else if (strcmp(argv[i], "future") == 0) future = MCL_FUTURE;
+    else if (strcmp(argv[i], "future-onfault") == 0) future = MCL_FUTURE | MCL_ONFAULT;
+  }
   for (int i = 0; i < NTHREADS; i++) threads[i].idx = i;
   for (int i = 1; i < NTHREADS; i++) {
     pthread_t th;
@@ -151,6 +163,7 @@ int main(int argc, char **argv) {
   pthread_mutex_lock(&lock);
   while (set_up < NWORKERS) pthread_cond_wait(&cv, &lock);
   pthread_mutex_unlock(&lock);
+  if (future && mlockall(future) != 0) die("mlockall");
   for (int i = 0; i < NTHREADS; i++) report_before(&threads[i]);
   print_ready("pid=%d", getpid());
   wait_trigger(argv[1]);

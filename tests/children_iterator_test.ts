@@ -1,0 +1,129 @@
+/**
+ * The children of a frozen process of many threads from the BPF task
+ * iterator (engine/dump/thread_state.ts `childrenByIterator`, used by
+ * engine/dump/freeze.ts): which threads have children comes from their
+ * task->children lists, and only those threads' children files are read.
+ * Against tests/targets/freeze_churn.c (threads creating threads, two
+ * non-main threads forking short-lived children that fork): every freeze
+ * holds every thread and exactly the children every thread's children file
+ * lists, nothing changes until the thaw, and the iterator was used; a
+ * record's children flag is its children file's emptiness, thread by
+ * thread, on a process whose second thread has a child; the thread states
+ * take the records the freeze read (the same values as a read of their
+ * own), and a later freeze reads its own.
+ */
+
+import assert from "node:assert/strict";
+import { startTarget, withTargets } from "./helpers/targets.ts";
+import { sleep } from "./helpers/wait.ts";
+import { freezeTree, type FrozenTree, thawTree } from "../engine/dump/freeze.ts";
+import { listTids, readChildren } from "../engine/proc/tasks.ts";
+import {
+  loadThreadIterator,
+  readThreadRecords,
+  recordHasChildren,
+} from "../engine/proc/thread_state_bpf.ts";
+import { bpfThreadStates, childrenIteratorStats } from "../engine/dump/thread_state.ts";
+import { startTriggered } from "./helpers/roundtrip.ts";
+
+/** Whether this machine lets cryo load the program (root, BPF, BTF, the initial pid namespace). */
+const BPF_HERE = loadThreadIterator() &&
+  Deno.readLinkSync("/proc/self/ns/pid") === "pid:[4026531836]";
+
+/** Asserts that `tree` is the whole tree as /proc shows it now (every thread's children file). */
+function assertWhole(tree: FrozenTree): void {
+  const pids = new Set(tree.processes.map((p) => p.pid));
+  for (const p of tree.processes) {
+    assert.deepEqual(listTids(p.pid), p.threads, `threads of ${p.pid}`);
+    const all = [...p.children, ...(p.zombies ?? [])].sort((a, b) => a - b);
+    assert.deepEqual(readChildren(p.pid), all, `children of ${p.pid}`);
+    for (const c of p.children) assert.ok(pids.has(c), `child ${c} of ${p.pid} not frozen`);
+  }
+}
+
+Deno.test({
+  name:
+    "children iterator: threads forking children under churn: each freeze holds exactly the children the files list, found through the iterator",
+  ignore: !BPF_HERE,
+  fn: withTargets(async () => {
+    Deno.env.set("CRYO_THREADSTATE", "bpf");
+    try {
+      const t = await startTarget("freeze_churn", []);
+      await t.waitFor(/^ready pid=(\d+)$/m);
+      const before = childrenIteratorStats.used;
+      let multi = 0;
+      for (let i = 0; i < 30; i++) {
+        const tree = freezeTree(t.pid);
+        try {
+          assertWhole(tree);
+          await sleep(5);
+          assertWhole(tree);
+        } finally {
+          thawTree(tree);
+        }
+        if (tree.processes.length > 1) multi++;
+        await sleep(5);
+      }
+      assert.ok(childrenIteratorStats.used - before >= 30, "the iterator was not used");
+      assert.ok(multi > 0, "no freeze caught a child");
+    } finally {
+      Deno.env.delete("CRYO_THREADSTATE");
+    }
+  }),
+});
+
+Deno.test({
+  name:
+    "children iterator: a record's children flag is its children file's emptiness, thread by thread",
+  ignore: !BPF_HERE,
+  fn: async () => {
+    // This process: its threads, one of them (whichever spawned it) with a child now.
+    const child = new Deno.Command("sleep", { args: ["5"] }).spawn();
+    try {
+      const records = readThreadRecords(Deno.pid);
+      assert.ok(records.length > 2);
+      for (const r of records) {
+        const text = Deno.readTextFileSync(`/proc/${Deno.pid}/task/${r.tid}/children`);
+        assert.equal(recordHasChildren(r), text.trim() !== "", `thread ${r.tid}: ${text}`);
+      }
+      assert.ok(records.some(recordHasChildren));
+    } finally {
+      child.kill("SIGKILL");
+      await child.status;
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "children iterator: the thread states take the records the freeze read, with the values of a read of their own; a later freeze does not",
+  ignore: !BPF_HERE,
+  fn: withTargets(async () => {
+    Deno.env.set("CRYO_THREADSTATE", "bpf");
+    try {
+      const { t } = await startTriggered("rt_threadstate", /^ready pid=(\d+)$/m);
+      const tree = freezeTree(t.pid);
+      try {
+        const tids = tree.processes[0].threads;
+        const taken = childrenIteratorStats.recordsTaken;
+        const first = bpfThreadStates(t.pid, tids);
+        assert.equal(childrenIteratorStats.recordsTaken, taken + 1, "the freeze's records");
+        const second = bpfThreadStates(t.pid, tids); // read again: taken once only
+        assert.equal(childrenIteratorStats.recordsTaken, taken + 1);
+        assert.ok(first && second);
+        assert.deepEqual(first.states, second.states);
+        assert.deepEqual(first.facts, second.facts);
+        assert.deepEqual(first.set, second.set);
+      } finally {
+        thawTree(tree);
+      }
+      // Thawed: nothing left for a later read.
+      const after = childrenIteratorStats.recordsTaken;
+      bpfThreadStates(t.pid, listTids(t.pid));
+      assert.equal(childrenIteratorStats.recordsTaken, after);
+      await t.kill();
+    } finally {
+      Deno.env.delete("CRYO_THREADSTATE");
+    }
+  }),
+});
