@@ -143,12 +143,13 @@ export function checkCgroups(processes: readonly ProcessImage[]): void {
 
 /**
  * Restore (engine, before the tree runs): moves process `image.pid` into
- * each recorded cgroup it is not in.
+ * each recorded cgroup it is not in; true when it moved it (into any).
  */
-export function restoreCgroups(image: ProcessImage): void {
-  if (!image.cgroups) return;
+export function restoreCgroups(image: ProcessImage): boolean {
+  if (!image.cgroups) return false;
   const now = new Set(collectCgroups(image.pid));
   let mounts: Map<string, string> | undefined; // read only when a cgroup differs
+  let moved = false;
   for (const line of image.cgroups) {
     if (now.has(line)) continue;
     mounts ??= cgroupMounts();
@@ -163,5 +164,7 @@ export function restoreCgroups(image: ProcessImage): void {
         }`,
       );
     }
+    moved = true;
   }
+  return moved;
 }
