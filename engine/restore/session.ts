@@ -74,7 +74,6 @@ import { handOverFds } from "../pidns/handover.ts";
 import { execSetupProgram, runExecSetup } from "./exec_setup.ts";
 import { syscallOutside } from "./unmap_gadget.ts";
 import { FinalStates } from "./final_state.ts";
-import { BirthRuns } from "./thread_birth.ts";
 import { sleepSync } from "../sleep_sync.ts";
 
 /** One process to restore: its description, image path and compiled program. */
@@ -135,8 +134,6 @@ export class RestoreSession {
   readonly #zombies = new Set<number>();
   /** Each thread's final registers, XSAVE area and mask, decoded while the stubs run. */
   readonly #final: FinalStates;
-  /** The threads' runs started at their birth (thread_birth.ts). */
-  readonly #births: BirthRuns;
 
   readonly #timeoutMs: number;
   readonly #existingRoot: ExistingRoot | undefined;
@@ -173,7 +170,6 @@ export class RestoreSession {
     }
     this.#rootPid = units[0].image.pid;
     this.#final = new FinalStates(units.flatMap((u) => u.image.threads));
-    this.#births = new BirthRuns(units);
     for (const z of zombiePids(units.map((u) => u.image))) this.#zombies.add(z);
     this.#onEvent = onEvent;
   }
@@ -291,8 +287,7 @@ export class RestoreSession {
           );
         }
         // While the stubs run: the checksum pass, then the threads' final states, else sleep.
-        // (Threads running at birth: their births and stops come every few tens of us.)
-        if (!this.#idle?.() && !this.#final.prepare(8)) sleepSync(this.#births.pending ? 0.05 : 1);
+        if (!this.#idle?.() && !this.#final.prepare(8)) sleepSync(1); // 1 ms
         continue;
       }
       if (st.kind === "continued") continue;
@@ -341,9 +336,7 @@ export class RestoreSession {
         continue;
       }
       if (st.signal === SIGTRAP) {
-        // The end of a thread's run started at its birth: it is parked now (thread_birth.ts).
-        if (this.#births.stopped(tid)) this.#parked.add(tid);
-        else this.#trap(tid);
+        this.#trap(tid);
         continue;
       }
       // Any other signal: deliver it (all are blocked once the program starts).
@@ -358,9 +351,8 @@ export class RestoreSession {
     }
     const owner = this.#expectedThreads.get(tid);
     if (owner !== undefined) {
-      // Its own state and credentials now (parked at their end), or it stays stopped until finalize.
-      if (!this.#births.start(tid)) this.#parked.add(tid);
-      return;
+      this.#parked.add(tid);
+      return; // stays stopped until finalize
     }
     const unit = this.#units.get(tid);
     if (unit) {
@@ -447,7 +439,7 @@ export class RestoreSession {
       // Per-thread state that only the thread itself can set (engine/restore/thread_state.ts)
       // is set in the same run as its credentials (restoreCreds below).
       this.#joinGroup(image, gadget);
-      this.#births.afterCgroups(image, restoreCgroups(image));
+      restoreCgroups(image);
       this.#setForegroundGroup(image, gadget, scratch);
       // Scheduling, process attributes and seccomp (engine/task/mod.ts), then the
       // credentials (last of what needs the restorer's privileges), then what a
@@ -470,7 +462,7 @@ export class RestoreSession {
         compiled.threadSections.filter((s) => s.schedRead).map((s) => s.tid),
       );
       restoreTaskState(image, taskInjector, TRACE_OPTIONS, slackLater, schedLater);
-      const runs = restoreCreds(image, compiled, this.#births.ranOf(pid));
+      const runs = restoreCreds(image, compiled);
       checkSchedsReadInRuns(pid, image.threads, runs);
       checkTimerSlacks(image, slacksOf(runs));
       restoreTaskStateAfterCredentials(image, taskInjector);

@@ -124,12 +124,6 @@ export function sectionRun(
   };
 }
 
-/** The check of a run started at thread `tid`'s birth (its registers are not needed to start it). */
-function birthRunCheck(tid: number, boot: Bootstrap): Run {
-  const run = sectionRun(tid, boot, 0, undefined, {} as UserRegs);
-  return { tid, regs: run.regs, check: run.check };
-}
-
 /** A prctl(`option`) run in thread `tid` (stopped) through the `syscall; int3` gadget. */
 function prctlRun(tid: number, gadget: bigint, option: number): Run {
   const regs = getRegs(tid);
@@ -163,14 +157,11 @@ function prctlRun(tid: number, gadget: bigint, option: number): Run {
  * others parked), with the bootstrap still mapped. Returns the run area
  * of each thread of `compiled.threadSections` (its timer slack and the
  * scheduling it read, unchecked: engine/task/sched.ts `checkTimerSlacks`,
- * engine/task/sched_run.ts `checkSchedsReadInRuns`). `ranAtBirth`: the
- * threads whose run the session started at their birth and saw stop
- * (engine/restore/thread_birth.ts): not run again, only checked.
+ * engine/task/sched_run.ts `checkSchedsReadInRuns`).
  */
 export function restoreCreds(
   image: ProcessImage,
   compiled: CompiledCreds,
-  ranAtBirth: ReadonlySet<number> = new Set(),
 ): RunAreas {
   const pid = image.pid;
   const boot = compiled.bootstrap;
@@ -183,17 +174,14 @@ export function restoreCreds(
   let parked: UserRegs | undefined;
   const runs = compiled.creds.threads.map(({ tid, op }) => {
     if (tid === pid) return sectionRun(tid, boot, op, slotsOf.get(tid));
-    if (ranAtBirth.has(tid)) return birthRunCheck(tid, boot);
     parked ??= getRegs(tid);
     return sectionRun(tid, boot, op, slotsOf.get(tid), parked);
   });
   for (const r of runs) {
-    if (ranAtBirth.has(r.tid)) continue;
     setRegs(r.tid, r.regs);
     cont(r.tid, 0);
   }
-  // A run at birth stopped with SIGTRAP (the session saw it): its END or a failed op.
-  const stops = runs.map((r) => ranAtBirth.has(r.tid) ? { signal: SIGTRAP } : waitStop(r.tid));
+  const stops = runs.map((r) => waitStop(r.tid));
   // Each run's area, read once every run stopped: a run that stopped with SIGTRAP and left its
   // tid as its done mark is at its section's END; any other stop is explained from its registers.
   const areas = readRunAreas(pid, own);

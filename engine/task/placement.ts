@@ -143,13 +143,12 @@ export function checkCgroups(processes: readonly ProcessImage[]): void {
 
 /**
  * Restore (engine, before the tree runs): moves process `image.pid` into
- * each recorded cgroup it is not in; true when it moved it (into any).
+ * each recorded cgroup it is not in.
  */
-export function restoreCgroups(image: ProcessImage): boolean {
-  if (!image.cgroups) return false;
+export function restoreCgroups(image: ProcessImage): void {
+  if (!image.cgroups) return;
   const now = new Set(collectCgroups(image.pid));
   let mounts: Map<string, string> | undefined; // read only when a cgroup differs
-  let moved = false;
   for (const line of image.cgroups) {
     if (now.has(line)) continue;
     mounts ??= cgroupMounts();
@@ -164,7 +163,5 @@ export function restoreCgroups(image: ProcessImage): boolean {
         }`,
       );
     }
-    moved = true;
   }
-  return moved;
 }
