@@ -127,6 +127,8 @@ export class RestoreSession {
   readonly #done = new Set<number>();
   readonly #parked = new Set<number>();
   readonly #expectedThreads = new Map<number, number>();
+  /** Threads that create others (thread_clone.ts), until they reach their part's END. */
+  readonly #cloners = new Set<number>();
   #launcher: { pid: number; path: string } | undefined;
   #launcherExited = false;
   #launcherBoot: Bootstrap | undefined;
@@ -167,6 +169,7 @@ export class RestoreSession {
       for (const t of u.image.threads) {
         if (t.tid !== u.image.pid) this.#expectedThreads.set(t.tid, u.image.pid);
       }
+      for (const tid of u.compiled.threadCloners) this.#cloners.add(tid);
     }
     this.#rootPid = units[0].image.pid;
     this.#final = new FinalStates(units.flatMap((u) => u.image.threads));
@@ -286,8 +289,9 @@ export class RestoreSession {
             })`,
           );
         }
-        // While the stubs run: the checksum pass, then the threads' final states, else sleep.
-        if (!this.#idle?.() && !this.#final.prepare(8)) sleepSync(1); // 1 ms
+        // While the stubs run: the checksum pass, then the threads' final states, else sleep
+        // (a cloner waits for its resume at its birth: thread_clone.ts).
+        if (!this.#idle?.() && !this.#final.prepare(8)) sleepSync(this.#cloners.size ? 0.05 : 1);
         continue;
       }
       if (st.kind === "continued") continue;
@@ -336,7 +340,8 @@ export class RestoreSession {
         continue;
       }
       if (st.signal === SIGTRAP) {
-        this.#trap(tid);
+        if (this.#cloners.has(tid)) this.#clonerStop(tid);
+        else this.#trap(tid);
         continue;
       }
       // Any other signal: deliver it (all are blocked once the program starts).
@@ -351,8 +356,10 @@ export class RestoreSession {
     }
     const owner = this.#expectedThreads.get(tid);
     if (owner !== undefined) {
-      this.#parked.add(tid);
-      return; // stays stopped until finalize
+      // A cloner creates its share of the threads first (thread_clone.ts), then parks.
+      if (this.#cloners.has(tid)) cont(tid, 0);
+      else this.#parked.add(tid); // stays stopped until finalize
+      return;
     }
     const unit = this.#units.get(tid);
     if (unit) {
@@ -370,6 +377,22 @@ export class RestoreSession {
     }
     const tgid = readStatus(tid).tgid;
     throw new RestoreError(`unexpected task ${tid} (process ${tgid}) appeared during the restore`);
+  }
+
+  /** A cloner stopped in its part of the program: at its END (parked now) or at a failed clone. */
+  #clonerStop(tid: number): void {
+    const pid = this.#expectedThreads.get(tid)!;
+    const boot = this.#units.get(pid)!.compiled.bootstrap;
+    const regs = getRegs(tid);
+    if (regs.rip === boot.doneRip) {
+      this.#cloners.delete(tid);
+      this.#parked.add(tid);
+      return;
+    }
+    const why = regs.rip === boot.failRip
+      ? describeFailedOp(boot.restore, regs.rbx, regs.rax)
+      : `unexpected SIGTRAP at 0x${regs.rip.toString(16)}`;
+    throw new RestoreError(`restore of process ${pid} failed: thread ${tid}: ${why}`);
   }
 
   #trap(tid: number): void {
