@@ -157,8 +157,6 @@ export interface CompiledProcess {
   lazy?: LazyRegion[];
   /** The own-state section of each thread but the main one (thread_state.ts), run with `creds`. */
   threadSections: ThreadSections;
-  /** Threads that create others: let run from their birth stop to an END (thread_clone.ts). */
-  threadCloners: number[];
 }
 
 const PROT = (perms: string) =>
@@ -204,7 +202,7 @@ export function compileProcess(proc: ProcessImage, opts: CompileOptions): Compil
   const p = boot.program();
   const gadget = p.data(new Uint8Array([0x0f, 0x05, 0xcc, 0xcc]), 16);
   const deferred: DeferredSyscall[] = [];
-  const threadCloners = emitProgram(p, proc, opts, fds, boot.slotsAddress, deferred);
+  emitProgram(p, proc, opts, fds, boot.slotsAddress, deferred);
   const sections = emitCredsSections(p, proc);
   // Each thread's own state, then on into its credentials: one run per thread at finalize.
   const threadSections = emitThreadSections(
@@ -236,7 +234,6 @@ export function compileProcess(proc: ProcessImage, opts: CompileOptions): Compil
     deferred,
     lazy: opts.lazy ? lazyRegions(proc, opts.images) : undefined,
     threadSections,
-    threadCloners,
   };
 }
 
@@ -247,7 +244,7 @@ function emitProgram(
   fds: PlannedFd[],
   slotsAddress: bigint,
   deferred: DeferredSyscall[],
-): number[] {
+): void {
   const allSignals = p.u64s([0xffffffffffffffffn]);
   p.op(SYS.rt_sigprocmask, [SIG_SETMASK, allSignals, 0, 8], { comment: "block all signals" });
   // Session and group first, so the children forked below are born into them
@@ -283,7 +280,7 @@ function emitProgram(
   emitProcessState(p, proc, fds);
   emitZombies(p, proc);
   emitMainThread(p, proc);
-  const cloners = emitThreadClones(p, proc); // thread_clone.ts
+  emitThreadClones(p, proc); // thread_clone.ts
   emitSignalsAndTimers(p, proc);
   emitPosixLocks(p, proc, fds);
   emitFdOwners(p, proc, fds);
@@ -305,7 +302,6 @@ function emitProgram(
   emitZombieBranches(p, proc);
   p.label("thread-park");
   p.end("new thread parks here; the engine sets its registers");
-  return cloners;
 }
 
 /**

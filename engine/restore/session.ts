@@ -127,8 +127,6 @@ export class RestoreSession {
   readonly #done = new Set<number>();
   readonly #parked = new Set<number>();
   readonly #expectedThreads = new Map<number, number>();
-  /** Threads that create others (thread_clone.ts), until they reach their part's END. */
-  readonly #cloners = new Set<number>();
   #launcher: { pid: number; path: string } | undefined;
   #launcherExited = false;
   #launcherBoot: Bootstrap | undefined;
@@ -169,7 +167,6 @@ export class RestoreSession {
       for (const t of u.image.threads) {
         if (t.tid !== u.image.pid) this.#expectedThreads.set(t.tid, u.image.pid);
       }
-      for (const tid of u.compiled.threadCloners) this.#cloners.add(tid);
     }
     this.#rootPid = units[0].image.pid;
     this.#final = new FinalStates(units.flatMap((u) => u.image.threads));
@@ -289,9 +286,8 @@ export class RestoreSession {
             })`,
           );
         }
-        // While the stubs run: the checksum pass, then the threads' final states, else sleep
-        // (a cloner waits for its resume at its birth: thread_clone.ts).
-        if (!this.#idle?.() && !this.#final.prepare(8)) sleepSync(this.#cloners.size ? 0.05 : 1);
+        // While the stubs run: the checksum pass, then the threads' final states, else sleep.
+        if (!this.#idle?.() && !this.#final.prepare(8)) sleepSync(1); // 1 ms
         continue;
       }
       if (st.kind === "continued") continue;
@@ -340,8 +336,7 @@ export class RestoreSession {
         continue;
       }
       if (st.signal === SIGTRAP) {
-        if (this.#cloners.has(tid)) this.#clonerStop(tid);
-        else this.#trap(tid);
+        this.#trap(tid);
         continue;
       }
       // Any other signal: deliver it (all are blocked once the program starts).
@@ -356,10 +351,8 @@ export class RestoreSession {
     }
     const owner = this.#expectedThreads.get(tid);
     if (owner !== undefined) {
-      // A cloner creates its share of the threads first (thread_clone.ts), then parks.
-      if (this.#cloners.has(tid)) cont(tid, 0);
-      else this.#parked.add(tid); // stays stopped until finalize
-      return;
+      this.#parked.add(tid);
+      return; // stays stopped until finalize
     }
     const unit = this.#units.get(tid);
     if (unit) {
@@ -377,22 +370,6 @@ export class RestoreSession {
     }
     const tgid = readStatus(tid).tgid;
     throw new RestoreError(`unexpected task ${tid} (process ${tgid}) appeared during the restore`);
-  }
-
-  /** A cloner stopped in its part of the program: at its END (parked now) or at a failed clone. */
-  #clonerStop(tid: number): void {
-    const pid = this.#expectedThreads.get(tid)!;
-    const boot = this.#units.get(pid)!.compiled.bootstrap;
-    const regs = getRegs(tid);
-    if (regs.rip === boot.doneRip) {
-      this.#cloners.delete(tid);
-      this.#parked.add(tid);
-      return;
-    }
-    const why = regs.rip === boot.failRip
-      ? describeFailedOp(boot.restore, regs.rbx, regs.rax)
-      : `unexpected SIGTRAP at 0x${regs.rip.toString(16)}`;
-    throw new RestoreError(`restore of process ${pid} failed: thread ${tid}: ${why}`);
   }
 
   #trap(tid: number): void {

@@ -12,17 +12,6 @@
  * a cold plan); the bytes of each `clone_args` are those
  * `cloneArgs.encode` gives (tests/thread_clone_test.ts).
  *
- * A process of {@link TREE_MIN} threads or more is created by a tree of
- * clones: the main thread creates the first √n threads (the cloners), each
- * of which, let run from its birth stop by the engine
- * (engine/restore/session.ts), creates its share of the others from its
- * own part of the program and stops at that part's END; the main thread
- * jumps over those parts. A `clone3` costs the creating thread ~60 us
- * (64 threads: 4 ms of the restored main thread, one after the other);
- * the cloners' clones run beside the main thread's program on the other
- * CPU. Every thread is still created by one `clone3` with its own tid,
- * flags and clear-child-tid address, traced from birth.
- *
  * @module
  */
 
@@ -51,19 +40,10 @@ function setU64(view: DataView, at: number, v: HexNum): void {
   }
 }
 
-/** From this many threads but the main one, they are created by a tree of clones. */
-export const TREE_MIN = 16;
-
-/**
- * Emits the clone3 of each thread of `proc` but the main one (in record
- * order; from {@link TREE_MIN} threads, by a tree of clones: the module
- * doc). Returns the cloners' tids: each must be let run from its birth
- * stop to its part's END (the threads it creates are parked at birth as
- * any other).
- */
-export function emitThreadClones(p: ProgramBuilder, proc: ProcessImage): number[] {
+/** Emits the clone3 of each thread of `proc` but the main one, in record order. */
+export function emitThreadClones(p: ProgramBuilder, proc: ProcessImage): void {
   const others = proc.threads.filter((t) => t.tid !== proc.pid);
-  if (others.length === 0) return [];
+  if (others.length === 0) return;
   const size = cloneArgs.size;
   const tids = p.u64s(others.map((t) => t.tid));
   const block = new Uint8Array(size * others.length);
@@ -77,28 +57,10 @@ export function emitThreadClones(p: ProgramBuilder, proc: ProcessImage): number[
     setU64(view, at + SET_TID_SIZE, 1);
   });
   const args = p.data(block, 8);
-  const clone = (i: number, child: string) =>
+  others.forEach((t, i) => {
     p.op(SYS.clone3, [args + BigInt(i * size), size], {
-      jumpIfZeroTo: child,
-      comment: `thread ${others[i].tid}`,
+      jumpIfZeroTo: "thread-park",
+      comment: `thread ${t.tid}`,
     });
-  if (others.length < TREE_MIN) {
-    others.forEach((_, i) => clone(i, "thread-park"));
-    return [];
-  }
-  // The first k threads are the cloners; cloner c creates threads k + c*per ... (a slice each).
-  const k = Math.ceil(Math.sqrt(others.length));
-  const per = Math.ceil((others.length - k) / k);
-  const cloners = others.slice(0, k).map((t) => t.tid);
-  cloners.forEach((tid, c) => clone(c, `thread-cloner-${tid}`));
-  // An empty copy: result 0, so always a jump.
-  p.copy(0, 0, 0, { jumpIfZeroTo: "thread-cloners-done", comment: "on past the cloners' parts" });
-  cloners.forEach((tid, c) => {
-    p.label(`thread-cloner-${tid}`);
-    const from = k + c * per;
-    for (let i = from; i < Math.min(from + per, others.length); i++) clone(i, "thread-park");
-    p.end(`thread ${tid} created its share of the threads`);
   });
-  p.label("thread-cloners-done");
-  return cloners;
 }
