@@ -343,3 +343,78 @@ Deno.test("scheduling read in the run: the byte comparison says equal only where
   }
   assert.ok(same > 100 && other > 1000, `${same} equal, ${other} not`);
 });
+
+Deno.test("thread sections: copied from an earlier thread's where alike, the same program as op by op", () => {
+  const siginfo = btoa(String.fromCharCode(...new Uint8Array(128)));
+  const hex = (rng: Rng) => "0x" + (rng.int(2 ** 31) * 4096 + 0x7f0000000000).toString(16);
+  for (let seed = 1; seed <= 40; seed++) {
+    const rng = new Rng(seed);
+    const n = 1 + rng.int(70);
+    const threads: ReturnType<typeof thread>[] = [];
+    for (let i = 0; i < n; i++) {
+      const tid = 1000 + i * 3;
+      const extra: Record<string, unknown> = {};
+      if (rng.int(4)) extra.robustList = { head: hex(rng), len: rng.pick([24, 32]) };
+      if (rng.int(3)) {
+        extra.rseq = { addr: hex(rng), len: rng.pick([32, 64]), sig: "0x53053053", flags: 0 };
+      }
+      if (rng.int(10) === 0) extra.sigaltstack = { sp: hex(rng), flags: 0, size: 8192 };
+      if (rng.int(10) === 0) {
+        extra.pending = [{ signo: rng.pick([10, 19, 5]), code: 0, raw: siginfo }];
+      }
+      if (rng.int(8) === 0) extra.comm = "wörker-" + i;
+      const sched = rng.int(5);
+      if (sched) extra.sched = fairSched(sched === 4 ? { policy: 1, priority: 5 } : {});
+      threads.push(thread(tid, extra));
+    }
+    const proc = { pid: 1000, threads } as unknown as ProcessImage;
+    const base = 0x10000n;
+    const build = (templates: boolean, sizeOnly = false) => {
+      const p = new ProgramBuilder(base, undefined, sizeOnly);
+      p.end("main program");
+      // Two stand-ins for credentials sections; some threads stop at their own END instead.
+      const c1 = p.end("credentials 1");
+      const c2 = p.end("credentials 2");
+      const then = new Map(
+        threads.filter((t) => t.tid % 7 !== 0).map((t) => [t.tid, t.tid % 2 ? c1 : c2]),
+      );
+      let copies = 0;
+      const repeat = p.repeatOps.bind(p);
+      p.repeatOps = (...a: Parameters<typeof repeat>) => (copies++, repeat(...a));
+      const sections = emitThreadSections(p, proc, then, { templates });
+      return { sections, built: p.build(), copies };
+    };
+    const want = build(false), got = build(true);
+    assert.equal(want.copies, 0);
+    assert.ok(n < 20 || got.copies > 0, `seed ${seed}: no section copied`);
+    assert.deepEqual(got.sections, want.sections, `seed ${seed}`);
+    assert.deepEqual(got.built.bytes, want.built.bytes, `seed ${seed}`);
+    assert.deepEqual(
+      got.built.ops.map((o) => o.comment),
+      want.built.ops.map((o) => o.comment),
+      `seed ${seed}`,
+    );
+    // The dump's size-only check: the same size.
+    assert.equal(build(true, true).built.bytes.length, want.built.bytes.length);
+  }
+});
+
+Deno.test("program builder: repeatOps and setArg refuse what op() refuses", () => {
+  const p = new ProgramBuilder(0x10000n);
+  const a = p.op(SYS.getpid, [1, 2], { comment: "x" });
+  const slotted = p.op(SYS.getpid, [{ slot: 3 }]);
+  assert.throws(() => p.repeatOps(a, 3), /do not exist/);
+  const c = p.repeatOps(a, 2, (s) => s + "!");
+  assert.equal(c, 2);
+  assert.throws(() => p.setArg(c + 1, 0, 5), /is a slot/);
+  assert.throws(() => p.setArg(c, 6, 5), /no argument/);
+  assert.throws(() => p.setArg(9, 0, 5), /no argument/);
+  assert.throws(() => p.setArg(c, 0, 2 ** 70), /safe integer|64 bits/);
+  assert.throws(() => p.setArg(c, 0, 1n << 64n), /64 bits/);
+  p.setArg(c, 1, 0xffffffffffffn);
+  const ops = p.build().ops;
+  assert.deepEqual(ops[c].args.slice(0, 2), [1n, 0xffffffffffffn]);
+  assert.equal(ops[c].comment, "x!");
+  assert.equal(ops[c + 1].comment, undefined);
+  assert.deepEqual(ops[slotted].argSlots, ops[c + 1].argSlots);
+});
