@@ -417,58 +417,6 @@ export class ProgramBuilder {
     this.#count += count;
   }
 
-  /**
-   * Appends a copy of the `count` ops from op `first` (their numbers,
-   * arguments, slots, flags and jumps); returns the index of the first
-   * copy. A copied op's comment is `comment` of the original's (none when
-   * the original has none or `comment` is not given). With {@link setArg}
-   * the copies come out as {@link op} would have encoded the same calls (a
-   * thread's own section for each of 63 threads: engine/restore/thread_state.ts).
-   */
-  repeatOps(first: number, count: number, comment?: (original: string) => string): number {
-    this.#check();
-    if (
-      !(Number.isInteger(first) && Number.isInteger(count) && first >= 0 && count >= 0) ||
-      first + count > this.#count
-    ) {
-      throw new Error(`ops #${first} to #${first + count - 1} do not exist`);
-    }
-    const index = this.#count;
-    if (!this.#sizeOnly) {
-      const at = this.#encoded.grow(count * OP_SIZE);
-      this.#encoded.buf.copyWithin(at, first * OP_SIZE, (first + count) * OP_SIZE);
-    }
-    for (let k = 0; k < count; k++) {
-      const to = this.#jumpTo.get(first + k);
-      if (to !== undefined) {
-        this.#jumps.push(index + k);
-        this.#jumpTo.set(index + k, to);
-      }
-      const c = comment && this.#comments.get(first + k);
-      if (c !== undefined) this.#comments.set(index + k, comment!(c));
-    }
-    this.#count += count;
-    return index;
-  }
-
-  /** Sets literal argument `i` of op `index` to `v` (checked as {@link op} checks it). */
-  setArg(index: number, i: number, v: number | bigint): void {
-    this.#check();
-    if (!(Number.isInteger(index) && index >= 0 && index < this.#count && i >= 0 && i < 6)) {
-      throw new Error(`op #${index} has no argument ${i}`);
-    }
-    if (this.#sizeOnly) {
-      if (!(typeof v === "number" && v >= 0 && Number.isSafeInteger(v))) toU64(v);
-      return;
-    }
-    const view = this.#encoded.view;
-    const at = index * OP_SIZE;
-    if ((view.getUint8(at + 4) & (1 << i)) !== 0) {
-      throw new Error(`op #${index}: argument ${i} is a slot`);
-    }
-    setU64(view, at + 8 + i * 8, v);
-  }
-
   /** Appends a COPY op: memcpy(dst, src, len) inside the stub; returns its index. */
   copy(dst: ArgInput, src: ArgInput, len: ArgInput, opts: OpOptions = NO_OPTS): number {
     return this.op(OP_COPY, [dst, src, len], opts);

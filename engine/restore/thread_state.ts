@@ -33,12 +33,7 @@ import { decodeBase64 } from "../base64.ts";
 import type { ProcessImage, ThreadState } from "../model.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
 import type { CredsSections } from "../task/creds.ts";
-import {
-  emitSchedReads,
-  RUN_AREA_BYTES,
-  schedReadAreaArgs,
-  schedReadInRun,
-} from "../task/sched_run.ts";
+import { emitSchedReads, RUN_AREA_BYTES, schedReadInRun } from "../task/sched_run.ts";
 
 const PR_SET_NAME = 15;
 const PR_GET_TIMERSLACK = 30;
@@ -97,35 +92,6 @@ function threadNames(p: ProgramBuilder, threads: readonly ThreadState[]): (bigin
   return ascii.map((a, i) => a ? at + BigInt(NAME_SLOT * i) : undefined);
 }
 
-/** What makes a thread's section differ from another's beyond its own values (see below). */
-function templateKey(
-  t: ThreadState,
-  name: bigint | undefined,
-  schedRead: boolean,
-  next: number | undefined,
-): string | undefined {
-  if (name === undefined || altStackOf(t) !== undefined || pendingOf(t).length) return undefined;
-  const robust = BigInt(t.robustList.head) !== 0n ? 1 : 0;
-  return `${robust} ${t.rseq ? 1 : 0} ${schedRead ? 1 : 0} ${next ?? "end"}`;
-}
-
-/** The sigaltstack a thread's section sets, or undefined when it sets none. */
-function altStackOf(t: ThreadState): Uint8Array | undefined {
-  if (BigInt(t.sigaltstack.sp) === 0n && t.sigaltstack.flags === SS_DISABLE) return undefined;
-  return stackT.encode({
-    sp: BigInt(t.sigaltstack.sp),
-    flags: t.sigaltstack.flags & ~SS_ONSTACK, // not settable
-    size: BigInt(t.sigaltstack.size),
-  });
-}
-
-/** The signals a thread's section queues to it (pending SIGSTOP and SIGTRAP are left out). */
-function pendingOf(t: ThreadState): ThreadState["pending"] {
-  return t.pending.length === 0
-    ? t.pending
-    : t.pending.filter((x) => x.signo !== SIGSTOP && x.signo !== SIGTRAP);
-}
-
 /**
  * Appends one section per non-main thread of `proc` to the program (after
  * its END: the main program never reaches them). Pending SIGSTOP and
@@ -134,19 +100,11 @@ function pendingOf(t: ThreadState): ThreadState["pending"] {
  * credentials section, engine/task/creds.ts: one resume of the thread
  * sets both, its own state first, see {@link chainedCreds}); a thread
  * without one stops at its section's END.
- *
- * A thread whose section has the same ops as an earlier thread's but for
- * its own values (its robust list, rseq area, name, run area), the usual
- * case, gets that section's ops copied and patched
- * (`ProgramBuilder.repeatOps`) instead of ~8 `op()` calls: the same bytes
- * and comments (tests/thread_state_test.ts; `templates: false` emits
- * every section op by op).
  */
 export function emitThreadSections(
   p: ProgramBuilder,
   proc: ProcessImage,
   then?: ReadonlyMap<number, number>,
-  opts: { templates?: boolean } = {},
 ): ThreadSections {
   const out: ThreadSections = [];
   const others = proc.threads.filter((t) => t.tid !== proc.pid);
@@ -156,55 +114,31 @@ export function emitThreadSections(
     ? p.data(new Uint8Array(RUN_AREA_BYTES * others.length).fill(0xff))
     : 0n;
   const names = threadNames(p, others);
-  const templates = new Map<string, { op: number; count: number; prefix: string }>();
   for (const t of others) {
-    const i = out.length;
-    const slots = area + BigInt(RUN_AREA_BYTES * i);
-    const schedRead = schedReadInRun(t);
-    const next = then?.get(t.tid);
-    const prefix = `thread ${t.tid}: `;
-    const key = opts.templates === false ? undefined : templateKey(t, names[i], schedRead, next);
-    const template = key === undefined ? undefined : templates.get(key);
-    if (template) {
-      const op = p.repeatOps(
-        template.op,
-        template.count,
-        (c) => prefix + c.slice(template.prefix.length),
-      );
-      let k = op;
-      if (BigInt(t.robustList.head) !== 0n) {
-        p.setArg(k, 0, BigInt(t.robustList.head));
-        p.setArg(k++, 1, t.robustList.len);
-      }
-      if (t.rseq) {
-        p.setArg(k, 0, BigInt(t.rseq.addr));
-        p.setArg(k, 1, t.rseq.len);
-        p.setArg(k++, 3, BigInt(t.rseq.sig));
-      }
-      p.setArg(k++, 1, names[i]!);
-      k++; // the timer slack's read: nothing of its own
-      if (schedRead) { for (const [o, a, v] of schedReadAreaArgs(slots)) p.setArg(k + o, a, v); }
-      out.push({ tid: t.tid, op, slots, schedRead });
-      continue;
-    }
     const op = p.opCount;
-    const say = (what: string) => ({ comment: prefix + what });
+    const say = (what: string) => ({ comment: `thread ${t.tid}: ${what}` });
     if (BigInt(t.robustList.head) !== 0n) {
       p.op(SYS.set_robust_list, [BigInt(t.robustList.head), t.robustList.len], say("robust list"));
     }
     if (t.rseq) {
       p.op(SYS.rseq, [BigInt(t.rseq.addr), t.rseq.len, 0, BigInt(t.rseq.sig)], say("rseq"));
     }
-    const ss = altStackOf(t);
-    if (ss) p.op(SYS.sigaltstack, [p.data(ss), 0], say("sigaltstack"));
-    for (const sig of pendingOf(t)) {
+    if (BigInt(t.sigaltstack.sp) !== 0n || t.sigaltstack.flags !== SS_DISABLE) {
+      const ss = stackT.encode({
+        sp: BigInt(t.sigaltstack.sp),
+        flags: t.sigaltstack.flags & ~SS_ONSTACK, // not settable
+        size: BigInt(t.sigaltstack.size),
+      });
+      p.op(SYS.sigaltstack, [p.data(ss), 0], say("sigaltstack"));
+    }
+    for (const sig of t.pending.filter((x) => x.signo !== SIGSTOP && x.signo !== SIGTRAP)) {
       p.op(
         SYS.rt_tgsigqueueinfo,
         [proc.pid, t.tid, sig.signo, p.data(decodeBase64(sig.raw))],
         say(`pending signal ${sig.signo}`),
       );
     }
-    const name = names[i] ?? p.cstring(nameOf(t));
+    const name = names[out.length] ?? p.cstring(nameOf(t));
     p.op(SYS.prctl, [PR_SET_NAME, name, 0, 0, 0], say("name"));
     // Read back by the engine from slot 0 of the run's own slots (any result, checked there).
     p.op(SYS.prctl, [PR_GET_TIMERSLACK, 0, 0, 0, 0], {
@@ -212,12 +146,14 @@ export function emitThreadSections(
       allowFail: true,
       ...say("timer slack read back"),
     });
+    const slots = area + BigInt(RUN_AREA_BYTES * out.length);
+    const schedRead = schedReadInRun(t);
     if (schedRead) emitSchedReads(p, slots, say);
+    const next = then?.get(t.tid);
     // An empty copy: result 0, so always a jump.
     if (next !== undefined) {
       p.copy(0, 0, 0, { jumpIfZeroTo: next, ...say("on to its credentials") });
-    } else p.end(prefix + "own state restored");
-    if (key !== undefined) templates.set(key, { op, count: p.opCount - op, prefix });
+    } else p.end(`thread ${t.tid}: own state restored`);
     out.push({ tid: t.tid, op, slots, schedRead });
   }
   return out;

@@ -88,14 +88,6 @@ export function emitSchedReads(
 }
 
 /**
- * The arguments of {@link emitSchedReads}' ops that depend on `area`:
- * `[op, argument, value]`, the op counted from the first of the three.
- */
-export function schedReadAreaArgs(area: bigint): [number, number, bigint][] {
-  return [[0, 1, area + BigInt(ATTR_AT)], [1, 2, area + BigInt(MASK_AT)]];
-}
-
-/**
  * The scheduling a thread read in its run, from its area (`view`, at its
  * start); undefined when a read failed or did not run.
  */
