@@ -55,7 +55,10 @@ const rows: string[] = [];
 try {
   for (const spec of specs) {
     const w = await startWorkload(spec, work);
-    const got = new Map<string, { wall: number; cpu: number; rss: number; seen: number }[]>();
+    const got = new Map<
+      string,
+      { wall: number; cpu: number; rss: number; seen: number; kids?: number }[]
+    >();
     try {
       const imageOf = (v: { name: string }) => `${work}/${spec.name}-image-${v.name}`;
       if (opts.restore) {
@@ -80,13 +83,16 @@ try {
           }
           const dir = `${work}/${spec.name}-${v.name}-${i}`;
           await flushDirty();
+          const kids0 = childrenCpu(w.child.pid);
           const d = await cryoDump(w, dir, `${dir}.log`, v.rt, v.flags);
+          const kids = childrenCpu(w.child.pid) - kids0;
           await Deno.remove(dir, { recursive: true }).catch(() => {});
           const r = {
             wall: d.process.wallSeconds,
             cpu: d.process.userSeconds + d.process.systemSeconds,
             rss: d.process.maxRssBytes / 2 ** 20,
             seen: d.observedFreezeSeconds ?? 0,
+            kids,
           };
           console.error(`${spec.name} ${v.name} #${i + 1}: ${JSON.stringify(r)}`);
           got.set(v.name, [...(got.get(v.name) ?? []), r]);
@@ -98,10 +104,12 @@ try {
     }
     for (const v of variants) {
       const l = got.get(v.name) ?? [];
-      const f = (k: "wall" | "cpu" | "rss" | "seen", d = 3) =>
-        median(l.map((x) => x[k])).toFixed(d);
+      const f = (k: "wall" | "cpu" | "rss" | "seen" | "kids", d = 3) =>
+        median(l.map((x) => x[k] ?? NaN)).toFixed(d);
       rows.push(
-        `| ${spec.name} | ${v.name} | ${f("wall")} | ${f("cpu")} | ${f("seen")} | ${f("rss", 0)} |`,
+        `| ${spec.name} | ${v.name} | ${f("wall")} | ${f("cpu")} | ${f("seen")} | ${f("rss", 0)} |${
+          opts.restore ? "" : ` ${f("kids", 2)} |`
+        }`,
       );
     }
   }
@@ -111,7 +119,21 @@ try {
 console.log(
   opts.restore
     ? "| workload | variant | restore wall s | restore CPU s | until running s | peak RSS MiB |"
-    : "| workload | variant | dump wall s | dump CPU s | seen freeze s | peak RSS MiB |",
+    : "| workload | variant | dump wall s | dump CPU s | seen freeze s | peak RSS MiB | workload's children CPU s |",
 );
-console.log("| --- | --- | --- | --- | --- | --- |");
+console.log(`| --- | --- | --- | --- | --- | --- |${opts.restore ? "" : " --- |"}`);
 for (const r of rows) console.log(r);
+
+/**
+ * CPU seconds of the reaped children of `pid` (cutime + cstime, in ticks of 10 ms): a fork
+ * snapshot's child is reaped in the workload, its CPU counted there, not in cryo's wait4.
+ */
+function childrenCpu(pid: number): number {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(f[13]) + Number(f[14])) / 100;
+  } catch {
+    return NaN;
+  }
+}
