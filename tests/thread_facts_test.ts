@@ -114,6 +114,7 @@ async function factsRoundTrip(
 ): Promise<void> {
   const { t, trigger } = await startTriggered(target, ready, { extra });
   const tree = freezeTree(t.pid);
+  let thawed = false;
   try {
     const tids = tree.processes[0].threads;
     const bpf = bpfThreadStates(t.pid, tids);
@@ -131,8 +132,20 @@ async function factsRoundTrip(
       for (const k of FIELDS) assert.deepEqual(stand[k], st[k], `${target} thread ${tid}: ${k}`);
     }
     expect([...bpf.facts.values()], mine.realCred);
+    // A stand-in whose own status was not read in the freeze refuses to read it after the
+    // thaw (it would give the running thread's masks as the frozen ones).
+    const other = tids.find((tid) =>
+      tid !== t.pid && bpf.facts.get(tid)!.realCred === mine.realCred
+    );
+    if (other !== undefined) {
+      const late = statusFromFacts(t.pid, other, main, bpf.facts.get(other)!);
+      thawTree(tree);
+      thawed = true;
+      assert.throws(() => late.sigBlk, /after its freeze ended/);
+      assert.equal(late.name, bpf.facts.get(other)!.name, "what the records gave stays");
+    }
   } finally {
-    thawTree(tree);
+    if (!thawed) thawTree(tree);
   }
   const first = await tempImageDir();
   await checkpoint(t.pid, { dir: first, leaveRunning: true });

@@ -31,7 +31,12 @@ import {
   rememberThreadCheck,
   rememberThreadRefuted,
 } from "../proc/vm_flags_memo.ts";
-import { type BpfThreadStates, STATUS_FACTS, type ThreadFacts } from "./thread_state.ts";
+import {
+  type BpfThreadStates,
+  freezeEpoch,
+  STATUS_FACTS,
+  type ThreadFacts,
+} from "./thread_state.ts";
 
 /** Per process of the last dumps: where its threads' statuses came from ("bpf", "bpf: checked", "status: <why>"). */
 export const statusFactPaths = new Map<number, string>();
@@ -163,6 +168,8 @@ class StandInStatus implements ProcStatus {
   seccomp: number;
   #process: number;
   #real: ProcStatus | undefined;
+  /** The freeze it was made in: its own status may be read only while that lasts. */
+  #epoch = freezeEpoch();
 
   constructor(pid: number, tid: number, main: ProcStatus, f: ThreadFacts) {
     this.name = f.name;
@@ -181,8 +188,12 @@ class StandInStatus implements ProcStatus {
     this.#process = pid;
   }
 
-  /** The thread's own status, read once, on first use. */
+  /** The thread's own status, read once, on first use (in the freeze it was made in). */
   #r(): ProcStatus {
+    if (this.#real === undefined && this.#epoch !== freezeEpoch()) {
+      // (A field read now would be the running thread's, not the frozen state.)
+      throw new Error(`internal: thread ${this.pid}'s status asked for after its freeze ended`);
+    }
     return this.#real ??= readStatus(this.#process, this.pid);
   }
   get umask() {

@@ -110,9 +110,22 @@ export function statusNeeded(pid: number): (tid: number) => boolean {
  */
 let frozenRecords: { pid: number; records: TaskRecord[] } | undefined;
 
+/** Freezes started or thawed so far in this process (see {@link freezeEpoch}). */
+let epoch = 0;
+
+/**
+ * A number that changes at each freeze's start and thaw: what was read
+ * from a frozen thread under one value may be completed from /proc only
+ * while it holds (engine/dump/thread_facts.ts).
+ */
+export function freezeEpoch(): number {
+  return epoch;
+}
+
 /** Forgets the records read in a freeze (engine/dump/freeze.ts: at its start and at the thaw). */
 export function forgetFrozenRecords(): void {
   frozenRecords = undefined;
+  epoch++;
 }
 
 /** Freezes whose children came from the iterator, in this process (tests). */
