@@ -18,17 +18,10 @@ import { startTarget, withTargets } from "./helpers/targets.ts";
 import { sleep } from "./helpers/wait.ts";
 import { freezeTree, type FrozenTree, thawTree } from "../engine/dump/freeze.ts";
 import { listTids, readChildren } from "../engine/proc/tasks.ts";
-import {
-  loadThreadIterator,
-  readThreadRecords,
-  recordHasChildren,
-} from "../engine/proc/thread_state_bpf.ts";
+import { readThreadRecords, recordHasChildren } from "../engine/proc/thread_state_bpf.ts";
 import { bpfThreadStates, childrenIteratorStats } from "../engine/dump/thread_state.ts";
 import { startTriggered } from "./helpers/roundtrip.ts";
-
-/** Whether this machine lets cryo load the program (root, BPF, BTF, the initial pid namespace). */
-const BPF_HERE = loadThreadIterator() &&
-  Deno.readLinkSync("/proc/self/ns/pid") === "pid:[4026531836]";
+import { THREAD_BPF_HERE } from "./helpers/thread_bpf.ts";
 
 /** Asserts that `tree` is the whole tree as /proc shows it now (every thread's children file). */
 function assertWhole(tree: FrozenTree): void {
@@ -44,7 +37,7 @@ function assertWhole(tree: FrozenTree): void {
 Deno.test({
   name:
     "children iterator: threads forking children under churn: each freeze holds exactly the children the files list, found through the iterator",
-  ignore: !BPF_HERE,
+  ignore: !THREAD_BPF_HERE,
   fn: withTargets(async () => {
     Deno.env.set("CRYO_THREADSTATE", "bpf");
     try {
@@ -75,7 +68,7 @@ Deno.test({
 Deno.test({
   name:
     "children iterator: a record's children flag is its children file's emptiness, thread by thread",
-  ignore: !BPF_HERE,
+  ignore: !THREAD_BPF_HERE,
   fn: async () => {
     // This process: its threads, one of them (whichever spawned it) with a child now.
     const child = new Deno.Command("sleep", { args: ["5"] }).spawn();
@@ -97,7 +90,7 @@ Deno.test({
 Deno.test({
   name:
     "children iterator: the thread states take the records the freeze read, with the values of a read of their own; a later freeze does not",
-  ignore: !BPF_HERE,
+  ignore: !THREAD_BPF_HERE,
   fn: withTargets(async () => {
     Deno.env.set("CRYO_THREADSTATE", "bpf");
     try {

@@ -61,7 +61,7 @@ Deno.test(
 );
 
 Deno.test(
-  "an area asking for huge pages (MADV_HUGEPAGE, 4 MiB) comes back with its contents and huge pages",
+  "areas asking for huge pages and for none, beside a plain page, come back with their contents and pages as they were",
   withTargets(() => roundTrip(["huge"], ["huge-pages"])),
 );
 

@@ -13,7 +13,7 @@
  */
 
 import assert from "node:assert/strict";
-import { loadThreadIterator, readThreadRecords } from "../engine/proc/thread_state_bpf.ts";
+import { readThreadRecords } from "../engine/proc/thread_state_bpf.ts";
 import {
   bpfThreadStates,
   factsOf,
@@ -37,27 +37,7 @@ import { recallThreadState } from "../engine/proc/vm_flags_memo.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
 import { withTargets } from "./helpers/targets.ts";
-
-/** Whether this machine lets cryo load the program (root, BPF, BTF, the initial pid namespace). */
-const BPF_HERE = loadThreadIterator() &&
-  Deno.readLinkSync("/proc/self/ns/pid") === "pid:[4026531836]";
-
-function bpfTest(name: string, fn: () => void | Promise<void>): void {
-  Deno.test({ name, ignore: !BPF_HERE, fn });
-}
-
-/** Runs `fn` with `env` set and a private cache directory (the memo), both undone after. */
-async function withEnv<T>(env: Record<string, string>, fn: () => Promise<T>): Promise<T> {
-  const cache = Deno.makeTempDirSync({ prefix: "cryo-threadfacts-memo-" });
-  const all = { CRYO_CACHE_DIR: cache, ...env };
-  for (const [k, v] of Object.entries(all)) Deno.env.set(k, v);
-  try {
-    return await fn();
-  } finally {
-    for (const k of Object.keys(all)) Deno.env.delete(k);
-    Deno.removeSync(cache, { recursive: true });
-  }
-}
+import { threadBpfTest, withMemoEnv } from "./helpers/thread_bpf.ts";
 
 /** The fields a stand-in status must answer as the thread's own does. */
 const FIELDS: (keyof ProcStatus)[] = [
@@ -180,10 +160,10 @@ async function factsRoundTrip(
   assertChecksPassed(t, [], await t.wait(15000), { what: `${target} ${extra.join(" ")}` });
 }
 
-bpfTest(
+threadBpfTest(
   "thread facts: rt_creds' threads with credentials of their own are read from their statuses, and it restores",
   withTargets(() =>
-    withEnv({ CRYO_THREADSTATE: "bpf" }, () =>
+    withMemoEnv({ CRYO_THREADSTATE: "bpf" }, () =>
       factsRoundTrip(
         "rt_creds",
         ["threads"],
@@ -196,10 +176,10 @@ bpfTest(
   ),
 );
 
-bpfTest(
+threadBpfTest(
   "thread facts: rt_attrs' seccomp modes, no_new_privs and thread names are the statuses', and it restores",
   withTargets(() =>
-    withEnv(
+    withMemoEnv(
       { CRYO_THREADSTATE: "bpf" },
       () =>
         factsRoundTrip("rt_attrs", [], /^ready pid=(\d+)$/m, (facts, main) => {
@@ -212,10 +192,10 @@ bpfTest(
   ),
 );
 
-bpfTest(
+threadBpfTest(
   "thread facts: rt_threadstate's threads (their own securebits: their own credentials) are read, and it restores",
   withTargets(() =>
-    withEnv(
+    withMemoEnv(
       { CRYO_THREADSTATE: "bpf" },
       () =>
         factsRoundTrip("rt_threadstate", [], /^ready pid=(\d+)$/m, (facts, main) => {
@@ -225,7 +205,7 @@ bpfTest(
   ),
 );
 
-bpfTest(
+threadBpfTest(
   "thread facts: a comm with a backslash and a newline is escaped as the status's Name",
   () => {
     // One of this process's own threads, renamed for the test and named back.
@@ -251,7 +231,7 @@ Deno.test("thread facts: without the records every status is read", () => {
 });
 
 Deno.test("thread facts: a fact other than the status's is refuted for the boot; a trusted main thread that differs sends every thread to its status", () =>
-  withEnv({}, async () => {
+  withMemoEnv({}, async () => {
     const pid = Deno.pid;
     const tids = [
       pid,

@@ -48,31 +48,10 @@ import { readImageFile } from "../engine/image/reader.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
 import { withTargets } from "./helpers/targets.ts";
-
-/** Whether this machine lets cryo load the program (root, BPF, BTF, the initial pid namespace). */
-const BPF_HERE = loadThreadIterator() &&
-  Deno.readLinkSync("/proc/self/ns/pid") === "pid:[4026531836]";
-
-/** A test that needs the iterator. */
-function bpfTest(name: string, fn: () => void | Promise<void>): void {
-  Deno.test({ name, ignore: !BPF_HERE, fn });
-}
+import { threadBpfTest, withMemoEnv } from "./helpers/thread_bpf.ts";
 
 const READY = /^ready pid=(\d+)$/m;
 const THREADS = 7;
-
-/** Runs `fn` with `env` set and a private cache directory (the memo), both undone after. */
-async function withEnv<T>(env: Record<string, string>, fn: () => Promise<T>): Promise<T> {
-  const cache = Deno.makeTempDirSync({ prefix: "cryo-threadstate-memo-" });
-  const all = { CRYO_CACHE_DIR: cache, ...env };
-  for (const [k, v] of Object.entries(all)) Deno.env.set(k, v);
-  try {
-    return await fn();
-  } finally {
-    for (const k of Object.keys(all)) Deno.env.delete(k);
-    Deno.removeSync(cache, { recursive: true });
-  }
-}
 
 /** The values each thread printed before its ready line, by tid. */
 function printedValues(out: string): Map<number, ThreadValues> {
@@ -91,23 +70,29 @@ function printedValues(out: string): Map<number, ThreadValues> {
   return m;
 }
 
-bpfTest("thread state bpf: the program's layout and link info are the running kernel's", () => {
-  const btf = Btf.vmlinux();
-  const info = btf.find(BTF_KIND.UNION, "bpf_iter_link_info")!;
-  const task = btf.resolve(btf.member(info, "task")!.type);
-  assert.equal(btf.member(info, "task")!.offset, 0);
-  assert.equal(btf.member(task, "pid")?.offset, ITER_TASK_PID_OFFSET);
-  const l = taskStateLayout(btf);
-  const ts = btf.find(BTF_KIND.STRUCT, "task_struct")!;
-  assert.equal(l.timerSlackNs, btf.member(ts, "timer_slack_ns")!.offset);
-  assert.equal(l.securebits, btf.member(btf.find(BTF_KIND.STRUCT, "cred")!, "securebits")!.offset);
-  assert.ok(loadThreadIterator(), `loads: ${threadIteratorUnavailable()}`);
-});
+threadBpfTest(
+  "thread state bpf: the program's layout and link info are the running kernel's",
+  () => {
+    const btf = Btf.vmlinux();
+    const info = btf.find(BTF_KIND.UNION, "bpf_iter_link_info")!;
+    const task = btf.resolve(btf.member(info, "task")!.type);
+    assert.equal(btf.member(info, "task")!.offset, 0);
+    assert.equal(btf.member(task, "pid")?.offset, ITER_TASK_PID_OFFSET);
+    const l = taskStateLayout(btf);
+    const ts = btf.find(BTF_KIND.STRUCT, "task_struct")!;
+    assert.equal(l.timerSlackNs, btf.member(ts, "timer_slack_ns")!.offset);
+    assert.equal(
+      l.securebits,
+      btf.member(btf.find(BTF_KIND.STRUCT, "cred")!, "securebits")!.offset,
+    );
+    assert.ok(loadThreadIterator(), `loads: ${threadIteratorUnavailable()}`);
+  },
+);
 
-bpfTest(
+threadBpfTest(
   "thread state bpf: on frozen rt_threadstate the iterator's values are the injected ones and the target's own, thread by thread",
   withTargets(() =>
-    withEnv({ CRYO_THREADSTATE: "bpf" }, async () => {
+    withMemoEnv({ CRYO_THREADSTATE: "bpf" }, async () => {
       const { t } = await startTriggered("rt_threadstate", READY);
       const printed = printedValues(t.output());
       assert.equal(printed.size, THREADS, t.output());
@@ -146,10 +131,10 @@ bpfTest(
   ),
 );
 
-bpfTest(
+threadBpfTest(
   "thread state bpf: the check confirms, the next dump takes the iterator's values, and the restored target finds its own",
   withTargets(() =>
-    withEnv({ CRYO_THREADSTATE: "bpf" }, async () => {
+    withMemoEnv({ CRYO_THREADSTATE: "bpf" }, async () => {
       const { t, trigger } = await startTriggered("rt_threadstate", READY);
       const first = await tempImageDir();
       await checkpoint(t.pid, { dir: first, leaveRunning: true });
@@ -179,10 +164,10 @@ bpfTest(
   ),
 );
 
-bpfTest(
+threadBpfTest(
   "thread state bpf: a thread waiting in a handler on its alternate stack sends the process to injection, and it restores",
   withTargets(() =>
-    withEnv({ CRYO_THREADSTATE: "bpf" }, async () => {
+    withMemoEnv({ CRYO_THREADSTATE: "bpf" }, async () => {
       const { t, trigger } = await startTriggered("rt_threadstate", READY, { extra: ["onstack"] });
       const onStack = [...printedValues(t.output())].filter(([, v]) => v.sigaltstack.flags === 1);
       assert.equal(onStack.length, 1, t.output());
@@ -205,7 +190,7 @@ bpfTest(
 Deno.test(
   "thread state bpf: forced injection and a process with few threads stay on the injected path, and restore",
   withTargets(() =>
-    withEnv({}, async () => {
+    withMemoEnv({}, async () => {
       const { t, trigger } = await startTriggered("rt_threadstate", READY);
       const dir = await tempImageDir();
       await checkpoint(t.pid, { dir, leaveRunning: true });
@@ -225,10 +210,10 @@ Deno.test(
   ),
 );
 
-bpfTest(
+threadBpfTest(
   "thread state bpf: the memo is trusted only when checked on this boot, private, and confirming every field the process sets",
   withTargets(() =>
-    withEnv({ CRYO_THREADSTATE: "bpf" }, async () => {
+    withMemoEnv({ CRYO_THREADSTATE: "bpf" }, async () => {
       const memoPath = `${Deno.env.get("CRYO_CACHE_DIR")}/vmflags/${
         Deno.readTextFileSync("/proc/sys/kernel/random/boot_id").trim()
       }.json`;
@@ -328,7 +313,7 @@ Deno.test("thread state bpf: sigaltstack's flags derived as the kernel reports t
 });
 
 Deno.test("thread state bpf: a main thread whose injected values differ sends the other threads to injection, and a difference is remembered for the boot", () =>
-  withEnv({}, async () => {
+  withMemoEnv({}, async () => {
     const v = (slack: number): ThreadValues => ({
       sigaltstack: { sp: "0x0", flags: 2, size: 0 },
       clearChildTid: "0x10",
@@ -361,10 +346,10 @@ Deno.test("thread state bpf: a main thread whose injected values differ sends th
     await Promise.resolve();
   }));
 
-bpfTest(
+threadBpfTest(
   "thread state bpf: mlockall(MCL_FUTURE) from the iterator's mm->def_flags is the probe's, and a trusted dump records the same",
   withTargets(() =>
-    withEnv({ CRYO_THREADSTATE: "bpf" }, async () => {
+    withMemoEnv({ CRYO_THREADSTATE: "bpf" }, async () => {
       const cases: [string[], "locked" | "onfault" | undefined, string[]][] = [
         [[], undefined, []],
         [["future"], "locked", ["mlock_future"]],
@@ -410,7 +395,7 @@ bpfTest(
 );
 
 Deno.test("thread state bpf: an mlockall(MCL_FUTURE) the probe does not confirm is refuted for the boot, and the probe's value kept", () =>
-  withEnv({}, async () => {
+  withMemoEnv({}, async () => {
     assert.equal(mlockFutureOfFlags(0n), undefined);
     assert.equal(mlockFutureOfFlags(0x2000n), "locked");
     assert.equal(mlockFutureOfFlags(0x2000n | 0x80000n), "onfault");

@@ -38,7 +38,7 @@
 import { SYS } from "../../ffi/sysno.ts";
 import type { Mapping, ProcessImage } from "../model.ts";
 import { type ProgramBuilder, slot } from "../program/builder.ts";
-import { emitHugePageAdvice, emitVmFlags, noAdvice, quietFlags } from "../memory/flags.ts";
+import { emitVmFlags, noAdvice, quietFlags } from "../memory/flags.ts";
 import { hexMinus, type HexNum, hexNum, hexPlus } from "../image/hexnum.ts";
 import { chooseBootstrap, type Vma } from "../dump/vmas.ts";
 import { findFrom } from "../find_from.ts";
@@ -65,7 +65,8 @@ const protOf = (perms: string) =>
  * mprotect to its protection, its madvise flags": a plain private
  * anonymous area, read-write, or read-only with pages (mapped writable to
  * read them in). A read-only area without pages is mapped without write
- * (or faulted and dropped when accounted): never in a run.
+ * (or faulted and dropped when accounted): never in a run; nor one that
+ * grows down, is not reserved, or has a huge-page advice ("hg", "nh").
  */
 export function joinable(m: Mapping, prev: Mapping | undefined): boolean {
   // (The cheapest tests first: this runs once per mapping of every image.)
@@ -78,7 +79,13 @@ export function joinable(m: Mapping, prev: Mapping | undefined): boolean {
   if (prev && keptApart(prev, m)) return false;
   const flags = m.vmFlags;
   if (flags === plainFrozen || flags === plainFrozen2) return true;
-  for (let k = 0; k < flags.length; k++) if (flags[k] === "gd" || flags[k] === "nr") return false;
+  for (let k = 0; k < flags.length; k++) {
+    const f = flags[k];
+    // (A huge-page advice is given before the pages are loaded, on the area alone:
+    // compile.ts. Given to a member of a run it would split the run's area under the
+    // run's loads, whose userfaultfd copies must each stay inside one area.)
+    if (f === "gd" || f === "nr" || f === "hg" || f === "nh") return false;
+  }
   if (Object.isFrozen(flags)) {
     plainFrozen2 = plainFrozen;
     plainFrozen = flags;
@@ -87,7 +94,7 @@ export function joinable(m: Mapping, prev: Mapping | undefined): boolean {
 }
 
 /**
- * The two frozen VmFlags lists last found without "gd" and "nr" by {@link joinable}: the
+ * The two frozen VmFlags lists last found without "gd", "nr", "hg" and "nh" by {@link joinable}: the
  * dump's lists are shared and frozen (engine/proc/smaps_flags.ts), so identity answers.
  */
 let plainFrozen: readonly string[] | undefined;
@@ -169,11 +176,12 @@ export function emitAnonRun(
   ], {
     comment: `${n} private anonymous mappings ${first.start}-${last.end}, mapped together`,
   });
-  // The stretches are gathered in the pass and read after it: the pass emits only the
-  // members' huge-page advice, which must come before the reads.
   const stretches: { addr: HexNum; length: number; fileOffset: number }[] = [];
-  const read = (addr: HexNum, length: number, fileOffset: number) =>
-    stretches.push({ addr, length, fileOffset });
+  const read = load
+    ? (addr: HexNum, length: number, fileOffset: number) =>
+      stretches.push({ addr, length, fileOffset })
+    : (addr: HexNum, length: number, fileOffset: number) =>
+      emitRead(p, imageSlot, addr, length, fileOffset);
   // One pass over the members: each one's bounds, parsed once (members follow on
   // (anonRunLength), so each starts where the one before ends; a page run at its member's
   // start needs no parse), its page runs gathered into stretches, and its closing ops noted.
@@ -231,8 +239,6 @@ export function emitAnonRun(
           rowsBefore.push(count);
         }
       } else {
-        // (The huge-page advice before the loads, which come after this pass.)
-        if (pages.length > 0) emitHugePageAdvice(p, m);
         alone.push(k);
         rowsBefore.push(count);
       }
@@ -244,7 +250,6 @@ export function emitAnonRun(
   );
   if (runLength > 0) read(runAddr, runLength, runOffset);
   if (load) load(stretches);
-  else for (const r of stretches) emitRead(p, imageSlot, r.addr, r.length, r.fileOffset);
   let written = 0;
   for (let j = 0; j < alone.length; j++) {
     p.opsOfNumbers(SYS.mprotect, 3, rows.subarray(3 * written), rowsBefore[j] - written);

@@ -6,9 +6,10 @@
  * [|MCL_ONFAULT]), PR_SET_THP_DISABLE, PR_SET_MEMORY_MERGE, or a sealed
  * mapping (which the dump must refuse).
  *
- * With "huge", also a 4 MiB area on a 2 MiB boundary with MADV_HUGEPAGE,
- * filled: the restore must give back its contents, its hg flag and (when
- * it had them) huge pages, not 4 KiB ones.
+ * With "huge", also a 4 MiB area on a 2 MiB boundary with MADV_HUGEPAGE
+ * between a plain page and 2 MiB with MADV_NOHUGEPAGE, filled: the restore
+ * must give back their contents, flags and (when it had them) huge pages in
+ * the first, none in the second.
  *
  * usage: rt_memflags <trigger-file> [future|future-onfault|nothp|ksm|sealed|huge]...
  * Prints "ready pid=N", waits for the trigger file, then checks that the
@@ -220,20 +221,25 @@ int main(int argc, char **argv) {
   fill(guarded, 8 * PAGE, 7);
   if (madvise(guarded + 2 * PAGE, 2 * PAGE, MADV_GUARD_INSTALL)) die("madvise(MADV_GUARD_INSTALL)");
 
-  /* 4 MiB on a 2 MiB boundary asking for huge pages (mode "huge"). */
+  /* Mode "huge": one page, then 4 MiB on a 2 MiB boundary asking for huge pages, then 2 MiB
+   * asking for none: three areas side by side (the restore must load each as the area it is,
+   * not as one run split by the advice under its loads). */
   char *huge = NULL;
-  const size_t huge_len = 4UL << 20;
+  const size_t huge_len = 4UL << 20, nohuge_len = 2UL << 20;
   if (mode(argc, argv, "huge")) {
-    char *r = mmap(NULL, huge_len + (2UL << 20), PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *r = mmap(NULL, huge_len + nohuge_len + (4UL << 20), PROT_NONE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (r == MAP_FAILED) die("mmap huge room");
-    char *aligned = (char *)(((uintptr_t)r + (2UL << 20) - 1) & ~((2UL << 20) - 1));
-    huge = mmap(aligned, huge_len, PROT_READ | PROT_WRITE,
-                MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
-    if (huge == MAP_FAILED) die("mmap huge");
+    char *aligned = (char *)(((uintptr_t)r + (2UL << 20) - 1) & ~((2UL << 20) - 1)) + (2UL << 20);
+    char *first = mmap(aligned - PAGE, PAGE + huge_len + nohuge_len, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    if (first == MAP_FAILED) die("mmap huge");
+    huge = aligned;
     if (madvise(huge, huge_len, MADV_HUGEPAGE)) die("madvise(MADV_HUGEPAGE)");
-    fill(huge, huge_len, 9);
-    areas[nareas].at = huge;
-    areas[nareas].len = huge_len;
+    if (madvise(huge + huge_len, nohuge_len, MADV_NOHUGEPAGE)) die("madvise(MADV_NOHUGEPAGE)");
+    fill(first, PAGE + huge_len + nohuge_len, 9);
+    areas[nareas].at = first;
+    areas[nareas].len = PAGE + huge_len + nohuge_len;
     nareas++;
   }
 
@@ -275,7 +281,8 @@ int main(int argc, char **argv) {
 
   if (huge) {
     long now_kb = huge_kb_of(huge);
-    check("huge-pages", same(huge, huge_len, 9) && now_kb >= huge_kb,
+    check("huge-pages", same(huge - PAGE, PAGE + huge_len + nohuge_len, 9) && now_kb >= huge_kb &&
+                            huge_kb_of(huge + huge_len) == 0,
           "AnonHugePages %ld kB, was %ld kB", now_kb, huge_kb);
     printf("huge area: AnonHugePages %ld kB, was %ld kB\n", now_kb, huge_kb);
   }
