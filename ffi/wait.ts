@@ -16,6 +16,16 @@ export const WUNTRACED = 2;
 export const WCONTINUED = 8;
 /** Wait for all children, clone or not (needed for threads). */
 export const __WALL = 0x40000000;
+/** waitid: children that exited. */
+export const WEXITED = 4;
+/** waitid: children that stopped (WUNTRACED's bit). */
+export const WSTOPPED = 2;
+/** waitid: leave the child waitable (report only). */
+export const WNOWAIT = 0x01000000;
+/** waitid's idtype: any child. */
+export const P_ALL = 0;
+/** waitid's idtype: the child with this pid. */
+export const P_PID = 1;
 
 /** ptrace event codes (status >> 16). */
 export const PTRACE_EVENT = {

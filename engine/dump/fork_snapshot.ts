@@ -52,7 +52,7 @@ import {
 } from "../../ffi/ptrace.ts";
 import { CrashSafeThread } from "../../ffi/safe_inject.ts";
 import { SYS } from "../../ffi/sysno.ts";
-import { __WALL, PTRACE_EVENT, waitPid, WNOHANG } from "../../ffi/wait.ts";
+import { __WALL, P_PID, PTRACE_EVENT, waitPid, WEXITED, WNOHANG } from "../../ffi/wait.ts";
 import type { Mapping } from "../model.ts";
 import { pausePoint } from "../pause.ts";
 import { type MapEntry, readMaps } from "../proc/maps.ts";
@@ -62,8 +62,6 @@ import { sleepSync } from "../sleep_sync.ts";
 import { withInjection } from "./injected.ts";
 import type { PagePolicy } from "./vmas.ts";
 
-const P_PID = 1;
-const WEXITED = 4;
 const SIGKILL = 9;
 
 /** A snapshot child of a process. */

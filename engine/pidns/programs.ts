@@ -23,6 +23,7 @@
  */
 
 import { SYS } from "../../ffi/sysno.ts";
+import { P_ALL, P_PID, WEXITED, WNOHANG, WNOWAIT } from "../../ffi/wait.ts";
 import { CLONE, cloneArgs } from "../../ffi/structs.ts";
 import { CLONE_NS, MS, O } from "../../ffi/ns.ts";
 import { BootstrapBuilder } from "../restore/stub.ts";
@@ -102,11 +103,6 @@ function writeExe(build: (p: ProgramBuilder, slotsAddress: bigint) => void): str
   return file;
 }
 
-const P_ALL = 0;
-const P_PID = 1;
-const WEXITED = 4;
-const WNOWAIT = 0x1000000;
-const WNOHANG = 1;
 const SEEK_SET = 0;
 const SEEK_CUR = 1;
 

@@ -29,13 +29,10 @@ import { readStat } from "../proc/stat.ts";
 import { RestoreError } from "../errors.ts";
 import { withInjection } from "../dump/injected.ts";
 import { sleepSync } from "../sleep_sync.ts";
+import { P_PID, WNOHANG, WNOWAIT, WSTOPPED } from "../../ffi/wait.ts";
 
 const SIGCHLD = 17;
 const SIGSTOP = 19;
-const P_PID = 1;
-const WSTOPPED = 2;
-const WNOHANG = 1;
-const WNOWAIT = 0x01000000;
 /** How long a released process may take to enter its stop. */
 const STOP_TIMEOUT_MS = 5000;
 

@@ -30,15 +30,11 @@ import { listTids } from "../proc/tasks.ts";
 import { readStat } from "../proc/stat.ts";
 import { readStatus } from "../proc/status.ts";
 import { cloneWithTid } from "../restore/compile.ts";
-import { __WALL, waitPid, WNOHANG } from "../../ffi/wait.ts";
+import { __WALL, P_PID, waitPid, WEXITED, WNOHANG, WNOWAIT } from "../../ffi/wait.ts";
 
 const SIGKILL = 9;
 const SIGCHLD = 17;
 const SIG_UNBLOCK = 1;
-const P_PID = 1;
-const WEXITED = 4;
-const WNOWAIT = 0x01000000;
-const WALL = 0x40000000; // also a child whose exit signal is not SIGCHLD
 const PR_SET_DUMPABLE = 4;
 const SA_NOCLDWAIT = 2n;
 
@@ -136,7 +132,7 @@ export function emitZombies(p: ProgramBuilder, proc: ProcessImage): void {
   const info = p.reserve(128);
   const noWait = p.data(new Uint8Array(16)); // a zero timeout
   for (const z of zombies) {
-    p.op(SYS.waitid, [P_PID, z.pid, info, WEXITED | WNOWAIT | WALL, 0], {
+    p.op(SYS.waitid, [P_PID, z.pid, info, WEXITED | WNOWAIT | __WALL, 0], {
       comment: `zombie ${z.pid} exited (not reaped)`,
     });
     if (z.exitSignal === 0) continue;
