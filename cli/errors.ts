@@ -29,11 +29,6 @@ export class NotAvailableError extends CommandFailedError {
   }
 }
 
-/** Throws {@link NotAvailableError} for `command`. */
-export function notAvailable(command: string): never {
-  throw new NotAvailableError(command);
-}
-
 /** What common errno names mean, for messages read by people. */
 const ERRNO_MEANING: Readonly<Record<string, string>> = {
   EPERM: "operation not permitted",

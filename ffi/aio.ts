@@ -64,18 +64,6 @@ export interface IoEvent {
   res2: bigint;
 }
 
-/** Decodes event slot `index` of a ring whose bytes start at `ring`. */
-export function decodeIoEvent(ring: Uint8Array, index: number): IoEvent {
-  const o = AIO_RING_HEADER_BYTES + index * IO_EVENT_BYTES;
-  const dv = new DataView(ring.buffer, ring.byteOffset + o, IO_EVENT_BYTES);
-  return {
-    data: dv.getBigUint64(0, true),
-    obj: dv.getBigUint64(8, true),
-    res: dv.getBigInt64(16, true),
-    res2: dv.getBigInt64(24, true),
-  };
-}
-
 /** A read request: `nbytes` from `fd` into `buf` at `offset`. */
 export function encodeIocbPread(
   fd: number,

@@ -17,7 +17,6 @@ export const IPC_EXCL = 0o2000;
 export const SHM_RDONLY = 0o10000;
 const IPC_RMID = 0;
 const IPC_SET = 1;
-const IPC_STAT = 2;
 const SHMID_DS_SIZE = 112;
 
 /** shmget(key, size, flags): the shmid, or -errno. */
@@ -28,35 +27,6 @@ export function shmGet(key: number, size: number, flags: number): number {
 /** Marks segment `shmid` for removal (IPC_RMID); -errno on failure, else 0. */
 export function shmRemove(shmid: number): number {
   return Number(rawSyscall(SYS.shmctl, shmid, IPC_RMID, 0));
-}
-
-/** The fields of a segment's `shmid64_ds` cryo needs. */
-export interface ShmStat {
-  key: number;
-  uid: number;
-  gid: number;
-  cuid: number;
-  cgid: number;
-  mode: number;
-  size: number;
-  nattch: number;
-}
-
-/** shmctl(IPC_STAT) of `shmid`. */
-export function shmStat(shmid: number): ShmStat {
-  const b = new Uint8Array(SHMID_DS_SIZE);
-  syscall(SYS.shmctl, shmid, IPC_STAT, b);
-  const v = new DataView(b.buffer);
-  return {
-    key: v.getInt32(0, true),
-    uid: v.getUint32(4, true),
-    gid: v.getUint32(8, true),
-    cuid: v.getUint32(12, true),
-    cgid: v.getUint32(16, true),
-    mode: v.getUint32(20, true),
-    size: Number(v.getBigUint64(48, true)),
-    nattch: Number(v.getBigUint64(88, true)),
-  };
 }
 
 /** shmctl(IPC_SET): sets the owner and the permission bits of `shmid`. */

@@ -15,10 +15,8 @@ import {
   type InetAddr,
   intBytes,
   newSocket,
-  peerName,
   SO,
   SOCK,
-  sockName,
   SOL,
 } from "../../ffi/net.ts";
 import { TCP } from "../../ffi/tcp_repair.ts";
@@ -149,16 +147,6 @@ export function toSockAddr(a: InetAddr | null): SockAddr | null {
 export function formatAddr(a: SockAddr | null): string {
   if (!a) return "*";
   return a.address.includes(":") ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
-}
-
-/** Peer-independent address reading shared by tcp.ts and udp.ts. */
-export function addressesOf(fd: number): { local: SockAddr | null; peer: SockAddr | null } {
-  const l = sockName(fd);
-  const p = peerName(fd);
-  return {
-    local: toSockAddr(l ? decodeInetAddr(l) : null),
-    peer: toSockAddr(p ? decodeInetAddr(p) : null),
-  };
 }
 
 /** The result of collecting one socket: its state, or the row refusing it. */

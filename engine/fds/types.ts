@@ -1,12 +1,11 @@
 /**
  * Types shared by the per-kind fd modules: how a restored fd is re-created
- * ({@link FdSource}) and the context a kind emits its restore ops into.
+ * ({@link FdSource}).
  *
  * @module
  */
 
-import type { FdInfo, InetSocket, NetlinkSocket, ProcessImage } from "../model.ts";
-import type { ProgramBuilder } from "../program/builder.ts";
+import type { InetSocket, NetlinkSocket } from "../model.ts";
 
 /** How one fd of a restored process is re-created. */
 export type FdSource =
@@ -106,27 +105,6 @@ export interface FileLock {
   start: number;
   /** Last byte, or "EOF" for a lock to the end of the file. */
   end: number | "EOF";
-}
-
-/** Where restore ops go while the fds of one process are re-created. */
-export interface FdEmitContext {
-  /** The program being built. */
-  p: ProgramBuilder;
-  /** Slot holding a freshly created fd (number below `high`). */
-  scratchSlot: number;
-  /** Address of the slots array (for COPY into slots). */
-  slotsAddress: bigint;
-  /**
-   * Moves the fd in the scratch slot to the next temporary number (>= the
-   * highest restored fd + 1), closes the original and returns that number.
-   */
-  keepScratch(comment: string): number;
-}
-
-/** One fd kind: how to describe it at dump time and re-create it at restore. */
-export interface FdKindModule {
-  /** Restore plan for `f`, or the reason it cannot be restored. */
-  plan(f: FdInfo, proc: ProcessImage): FdSource | string;
 }
 
 /** Open-file status flags that F_SETFL can change. */

@@ -57,31 +57,6 @@ export const PM64 = {
   PFN_MASK: (1n << 55n) - 1n,
 } as const;
 
-/** Bit 63 of an entry. */
-export function pmPresent(entry: bigint): boolean {
-  return (entry & PM64.PRESENT) !== 0n;
-}
-/** Bit 62 of an entry. */
-export function pmSwapped(entry: bigint): boolean {
-  return (entry & PM64.SWAPPED) !== 0n;
-}
-/** Bit 61 of an entry: file page or shared anonymous. */
-export function pmFileOrSharedAnon(entry: bigint): boolean {
-  return (entry & PM64.FILE) !== 0n;
-}
-/** Bit 56 of an entry: exclusively mapped. */
-export function pmExclusive(entry: bigint): boolean {
-  return (entry & PM64.EXCLUSIVE) !== 0n;
-}
-/** Bit 55 of an entry: soft-dirty. */
-export function pmSoftDirty(entry: bigint): boolean {
-  return (entry & PM64.SOFT_DIRTY) !== 0n;
-}
-/** Bits 0-54 of an entry: the page frame number of a present page. */
-export function pmPfn(entry: bigint): bigint {
-  return entry & PM64.PFN_MASK;
-}
-
 /**
  * A declarative page test on the high word: every bit of `all` set, at
  * least one bit of `any` set (if given), no bit of `none` set.
