@@ -56,14 +56,6 @@ export function decodeAioRingHeader(bytes: Uint8Array): AioRingHeader {
   };
 }
 
-/** One completion event (`struct io_event`). */
-export interface IoEvent {
-  data: bigint;
-  obj: bigint;
-  res: bigint;
-  res2: bigint;
-}
-
 /** A read request: `nbytes` from `fd` into `buf` at `offset`. */
 export function encodeIocbPread(
   fd: number,

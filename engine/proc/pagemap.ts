@@ -44,19 +44,6 @@ export const PM = {
   PRESENT: 1 << 31,
 } as const;
 
-/** Same bits on a whole 64-bit entry. */
-export const PM64 = {
-  SOFT_DIRTY: 1n << 55n,
-  EXCLUSIVE: 1n << 56n,
-  UFFD_WP: 1n << 57n,
-  GUARD: 1n << 58n,
-  FILE: 1n << 61n,
-  SWAPPED: 1n << 62n,
-  PRESENT: 1n << 63n,
-  /** Bits 0-54: PFN (present) or swap type/offset (swapped). */
-  PFN_MASK: (1n << 55n) - 1n,
-} as const;
-
 /**
  * A declarative page test on the high word: every bit of `all` set, at
  * least one bit of `any` set (if given), no bit of `none` set.
