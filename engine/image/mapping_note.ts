@@ -34,6 +34,7 @@ import type { Mapping, PageRun } from "../model.ts";
 import { isNat, MAPPING_KINDS } from "./mapping_fast.ts";
 import { PERMS_TEXT, permsBits } from "../perms.ts";
 import { sharedFlagList } from "./flag_lists.ts";
+import type { MappingColumns } from "./mapping_columns.ts";
 
 /** "CMAP" as a little-endian u32: the first word of the note. */
 export const MAPPING_NOTE_MAGIC = 0x50414d43;
@@ -287,6 +288,11 @@ export interface DecodedMappings {
    * `.cryo.pages`): the reader checks those the generic way.
    */
   unchecked: number[];
+  /**
+   * The rows' numbers, each beside the hex text made of it and put in the
+   * record (engine/image/mapping_columns.ts): -1 for a whole record's.
+   */
+  columns: MappingColumns;
 }
 
 /** A refusal of a damaged NT_CRYO_MAPPINGS note or `mappings` object (one line). */
@@ -392,6 +398,14 @@ export function decodeMappingNote(
   const flagLists: (string[] | undefined)[] = new Array(t);
   const out: Mapping[] = new Array(n);
   const unchecked: number[] = [];
+  const columns: MappingColumns = {
+    start: new Float64Array(n),
+    startText: new Array(n),
+    end: new Float64Array(n),
+    endText: new Array(n),
+  };
+  const starts = columns.start, ends = columns.end;
+  const startTexts = columns.startText, endTexts = columns.endText;
   let nextWhole = 0;
   let run = 0;
   let prevEnd = -1;
@@ -406,6 +420,10 @@ export function decodeMappingNote(
       }
       out[i] = whole[nextWhole++] as Mapping;
       unchecked.push(i);
+      starts[i] = -1;
+      startTexts[i] = "";
+      ends[i] = -1;
+      endTexts[i] = "";
       prevEnd = -1;
       return false;
     }
@@ -422,6 +440,10 @@ export function decodeMappingNote(
     const end = hexAt(words, w0 + 2 * (n + i));
     prevEnd = endNum;
     prevEndText = end;
+    starts[i] = startNum;
+    startTexts[i] = start;
+    ends[i] = endNum;
+    endTexts[i] = end;
     const offsetW = w0 + 2 * (2 * n + i);
     const offset = words[offsetW] === 0 && words[offsetW + 1] === 0 ? "0x0" : hexAt(words, offsetW);
     let vmFlags = flagLists[flags];
@@ -468,5 +490,5 @@ export function decodeMappingNote(
   });
   if (nextWhole !== w) refuse(`${w} whole records but ${nextWhole} rows that take one`);
   if (run !== r) refuse(`rows take ${run} of its ${r} page runs`);
-  return { mappings: out, unchecked };
+  return { mappings: out, unchecked, columns };
 }
