@@ -315,19 +315,34 @@ for (let b = 0; b < 256; b++) {
   LEAD_HEX.push(b.toString(16));
 }
 
+/** The character code of each hex digit's value. */
+const DIGIT_CODE: number[] = [48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 97, 98, 99, 100, 101, 102];
+
 /**
  * `"0x..."` of the u64 at word `w` of `words`: below 2^48 (every user-space
  * address) from a table of byte digits (`Number.prototype.toString(16)`
  * took about twice as long, ~0.5 us a value cold), above it by `toString`.
+ * From 2^40 (11 and 12 digits: a text of 13 characters or more, which `+`
+ * makes as a tree of pieces that a later read flattens into a copy) the
+ * text is made flat at once from its characters' codes: ~1.4 MB less
+ * garbage for 10,000 mappings, one scavenge less in their restore's plan.
  */
 export function hexAt(words: Uint32Array, w: number): string {
   const lo = words[w], hi = words[w + 1];
+  if (hi >= 0x100 && hi < 0x10000) {
+    const c = DIGIT_CODE;
+    const l0 = c[lo & 15], l1 = c[(lo >>> 4) & 15], l2 = c[(lo >>> 8) & 15];
+    const l3 = c[(lo >>> 12) & 15], l4 = c[(lo >>> 16) & 15], l5 = c[(lo >>> 20) & 15];
+    const l6 = c[(lo >>> 24) & 15], l7 = c[lo >>> 28];
+    const h0 = c[hi & 15], h1 = c[(hi >>> 4) & 15], h2 = c[(hi >>> 8) & 15];
+    if (hi >= 0x1000) {
+      return String.fromCharCode(48, 120, c[hi >>> 12], h2, h1, h0, l7, l6, l5, l4, l3, l2, l1, l0);
+    }
+    return String.fromCharCode(48, 120, h2, h1, h0, l7, l6, l5, l4, l3, l2, l1, l0);
+  }
   if (hi < 0x10000) {
     const b0 = BYTE_HEX[lo & 255], b1 = BYTE_HEX[(lo >>> 8) & 255];
     const b2 = (lo >>> 16) & 255, b3 = lo >>> 24;
-    if (hi >= 0x100) {
-      return "0x" + LEAD_HEX[hi >>> 8] + BYTE_HEX[hi & 255] + BYTE_HEX[b3] + BYTE_HEX[b2] + b1 + b0;
-    }
     if (hi !== 0) return "0x" + LEAD_HEX[hi] + BYTE_HEX[b3] + BYTE_HEX[b2] + b1 + b0;
     if (b3 !== 0) return "0x" + LEAD_HEX[b3] + BYTE_HEX[b2] + b1 + b0;
     if (b2 !== 0) return "0x" + LEAD_HEX[b2] + b1 + b0;
