@@ -276,6 +276,11 @@ Deno.test("mapping rows: every u64 gives its hex text", () => {
         BigInt(rng.int(2 ** 32)) & ((1n << bits) - 1n),
     );
   }
+  // User-space addresses from 2^40 (11 and 12 digits, made from character codes) and around.
+  for (let i = 0; i < 5000; i++) {
+    const hi = 0x80 + rng.int(0x10000 - 0x80);
+    values.push(BigInt(hi) << 32n | BigInt(rng.int(2 ** 32)), BigInt(hi) << 32n);
+  }
   for (const v of values) {
     const x = BigInt.asUintN(64, v);
     words[0] = Number(x & 0xffffffffn);

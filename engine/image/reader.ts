@@ -33,6 +33,7 @@ import {
 import { ImageFormatError } from "./errors.ts";
 import { type HexNum, hexNum, hexPlus } from "./hexnum.ts";
 import { sharedFlagList } from "./flag_lists.ts";
+import { type MappingColumns, setMappingColumns } from "./mapping_columns.ts";
 import {
   decodeMappingNote,
   MappingNoteError,
@@ -268,6 +269,8 @@ export function readImageFileSync(path: string): ImageInfo {
     const place = { offset: pages.offset, end: Math.min(pages.offset + pages.size, size) };
     const read = mappingsOf(proc.mappings, notes, place, fail);
     proc.mappings = read.mappings;
+    // (validate and the restore's compile read these numbers, not the texts made of them.)
+    if (read.columns) setMappingColumns(read.mappings, read.columns);
     if (read.unchecked === undefined) checkMappingRuns(proc.mappings, pages, size, fail);
     else checkSomeMappingRuns(proc.mappings, read.unchecked, pages, size, fail);
 
@@ -306,7 +309,7 @@ function mappingsOf(
   notes: readonly ImageNote[],
   place: RunPlace,
   fail: (reason: string) => never,
-): { mappings: Mapping[]; unchecked?: number[] } {
+): { mappings: Mapping[]; unchecked?: number[]; columns?: MappingColumns } {
   let note: ImageNote | undefined;
   for (let i = 0; i < notes.length; i++) {
     const n = notes[i];

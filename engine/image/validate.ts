@@ -15,6 +15,7 @@ import type { GhostFile, Manifest, ProcessImage } from "../model.ts";
 import { ImageFormatError } from "./errors.ts";
 import { hexAligned, type HexNum, hexNum } from "./hexnum.ts";
 import { isHex64 } from "./mapping_fast.ts";
+import { columnAt, mappingColumns } from "./mapping_columns.ts";
 
 /** The end of user space on x86-64 (47-bit addresses). */
 const USER_END = 0x800000000000n;
@@ -72,10 +73,17 @@ function mappingsProblem(
   };
   // (By findIndex, which visits every index as an indexed loop does: a loop of 10,000
   // rounds in this function would be compiled for on-stack replacement on V8's workers.)
-  mappings.findIndex((m) => {
+  // A list read from an NT_CRYO_MAPPINGS note has its texts' values remembered
+  // (engine/image/mapping_columns.ts): used where the record still holds the text decoded
+  // (-1 otherwise: the text is parsed).
+  const cols = mappingColumns(mappings);
+  const starts = cols?.start, ends = cols?.end, startTexts = cols?.startText;
+  const endTexts = cols?.endText;
+  mappings.findIndex((m, i) => {
     if (m.kind === "vsyscall") return false; // the kernel's, above user space
-    const start = hexNum(m.start);
-    const end = hexNum(m.end);
+    const s = columnAt(starts, startTexts, i, m.start), e = columnAt(ends, endTexts, i, m.end);
+    const start = s >= 0 ? s : hexNum(m.start);
+    const end = e >= 0 ? e : hexNum(m.end);
     if (!hexAligned(start, 4096) || !hexAligned(end, 4096) || start >= end) {
       return stop(`${where(m)} is malformed`);
     }

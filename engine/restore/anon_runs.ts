@@ -42,6 +42,7 @@ import { emitVmFlags, noAdvice, quietFlags } from "../memory/flags.ts";
 import { hexMinus, type HexNum, hexNum, hexPlus } from "../image/hexnum.ts";
 import { chooseBootstrap, type Vma } from "../dump/vmas.ts";
 import { findFrom } from "../find_from.ts";
+import { columnAt, mappingColumns } from "../image/mapping_columns.ts";
 
 const PROT_READ = 1;
 const PROT_WRITE = 2;
@@ -198,12 +199,18 @@ export function emitAnonRun(
   // The stretch being gathered: `runLength` bytes at `runAddr` (ending at `runEnd`) from
   // `runOffset` of the image.
   let runAddr: HexNum = 0, runEnd: HexNum = 0, runLength = 0, runOffset = 0;
+  // A list read from an NT_CRYO_MAPPINGS note has its texts' values remembered
+  // (engine/image/mapping_columns.ts): read there where the record still holds the text
+  // decoded, no text parsed; -1 otherwise.
+  const cols = mappingColumns(mappings);
+  const ends = cols?.end, endTexts = cols?.endText;
   // (By findFrom: no loop of 10,000 rounds in this function, see engine/find_from.ts.)
   findFrom(
     mappings,
     (m, at) => {
       const k = at - i;
-      const mEnd = k === n - 1 ? hexNum(last.end) : hexNum(m.end);
+      const e = columnAt(ends, endTexts, at, m.end);
+      const mEnd = e >= 0 ? e : k === n - 1 ? hexNum(last.end) : hexNum(m.end);
       const pages = m.pages;
       for (let q = 0; q < pages.length; q++) {
         const r = pages[q];
