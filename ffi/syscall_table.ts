@@ -163,16 +163,21 @@ export type TableArg = number | bigint | Uint8Array<ArrayBuffer> | BigUint64Arra
 
 /** Words per entry. */
 const WORDS = 8;
+/** 2^32: a number written as two u32 halves. */
+const TWO32 = 2 ** 32;
 
 /** A table being built; {@link run} starts it on another thread. */
 export class SyscallTable {
   #words: BigUint64Array<ArrayBuffer>;
+  /** {@link #words} as u32 halves (little-endian: the low half first). */
+  #halves: Uint32Array<ArrayBuffer>;
   #count = 0;
   /** Buffers the entries name: kept alive with the table until the run is over. */
   readonly #keep: object[] = [];
 
   constructor(capacity = 64) {
     this.#words = new BigUint64Array(WORDS * (capacity + 1));
+    this.#halves = new Uint32Array(this.#words.buffer);
   }
 
   /** Entries so far. */
@@ -185,11 +190,20 @@ export class SyscallTable {
       const grown = new BigUint64Array(this.#words.length * 2);
       grown.set(this.#words);
       this.#words = grown;
+      this.#halves = new Uint32Array(grown.buffer);
     }
     const w = this.#words, at = WORDS * this.#count;
     w[at] = nr;
     for (let i = 0; i < 6; i++) {
       const a = args[i] ?? 0;
+      if (typeof a === "number" && a >= 0 && a <= Number.MAX_SAFE_INTEGER) {
+        // Two u32 halves, no bigint: the checksum pass adds ~130 entries per 64 MiB in code
+        // that is still cold (docs/PERFORMANCE.md, "Small restores, eleventh pass").
+        const h = this.#halves, k = 2 * (at + 1 + i);
+        h[k] = a % TWO32;
+        h[k + 1] = Math.floor(a / TWO32);
+        continue;
+      }
       w[at + 1 + i] = typeof a === "number"
         ? BigInt.asUintN(64, BigInt(a))
         : typeof a === "bigint"
@@ -216,11 +230,12 @@ export class SyscallTable {
 
   /**
    * Adds a CRC fold of `len` bytes at `buf` (len a multiple of 16, >= 64)
-   * from the CRC register `init` into the 16 bytes `out`
+   * from the CRC register `init` into the 16 bytes `out` (or at the
+   * address `out`, of a buffer the caller keeps alive with the table)
    * (ffi/crc32_fold.ts; engine/image/crc32.ts `crc32AfterFold` finishes it).
    * Only where {@link tablesAvailable}.
    */
-  fold(buf: bigint, len: number, init: number, out: Uint8Array<ArrayBuffer>): number {
+  fold(buf: bigint, len: number, init: number, out: Uint8Array<ArrayBuffer> | bigint): number {
     const f = foldEntry();
     if (!f) throw new Error("no CRC fold on this machine");
     return this.#add(f.fn, [buf, len, init >>> 0, out, f.constants]);

@@ -208,7 +208,9 @@ export class TableVerifier {
    */
   *#runs(files: FileCheck[]): Generator<SyscallTable> {
     const buf = this.#buf;
+    // Addresses once (one bigint each), not an addressOf per entry.
     const base = addressOf(buf);
+    const chunk = base + 16n;
     let table = new SyscallTable(256);
     let bytes = 0;
     let left = files.reduce((n, f) => n + f.bulk, 0);
@@ -225,8 +227,8 @@ export class TableVerifier {
           table.keep(buf);
           bytes = 0;
         }
-        read(file, base + 16n, p.length, p.offset);
-        const out = p.last ? file.out : buf;
+        read(file, chunk, p.length, p.offset);
+        const out = p.last ? file.out : base; // buf, kept with the table
         if (p.first) table.fold(base + 16n, p.length, 0xffffffff, out);
         else table.fold(base, 16 + p.length, 0, out);
         bytes += p.length;
