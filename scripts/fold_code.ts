@@ -40,9 +40,7 @@ for (const [name, flag, wide] of variants) {
 out.push(`/** The bytes of \`foldCode(doneFlag, wide)\`, from the literals. */
 export function foldCodeLiteral(doneFlag: boolean, wide: boolean): Uint8Array {
   const hex = doneFlag ? (wide ? WIDE_FLAGGED : NARROW_FLAGGED) : (wide ? WIDE : NARROW);
-  const bytes = new Uint8Array(hex.length / 2);
-  for (let i = 0; i < bytes.length; i++) bytes[i] = parseInt(hex.slice(2 * i, 2 * i + 2), 16);
-  return bytes;
+  return Uint8Array.fromHex(hex); // native: a loop over the pairs is ~0.6 ms of cold code
 }
 `);
 console.log(out.join("\n").trimEnd());
