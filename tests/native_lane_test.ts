@@ -75,7 +75,7 @@ Deno.test("a syscall table runs its syscalls and folds on another thread, in ord
   assert.throws(() => last.run(), /last entry/, "no skip over the end");
 });
 
-Deno.test("a syscall table's number arguments: above 2^32, negative, and a fold's output by address", async () => {
+Deno.test("a syscall table's number arguments and results: above 2^32, negative, and a fold's output by address", async () => {
   if (!tablesAvailable()) return;
   const path = await Deno.makeTempFile();
   const fd = openRawFd(path, false);
@@ -93,6 +93,9 @@ Deno.test("a syscall table's number arguments: above 2^32, negative, and a fold'
     assert.equal(t.result(far), BigInt(2 ** 40 + 4096 * 3 + 7));
     assert.equal(t.result(near), BigInt(2 ** 32 - 1));
     assert.equal(t.result(negative), -22n, "EINVAL: -1 written as all ones");
+    assert.equal(t.resultNumber(far), 2 ** 40 + 4096 * 3 + 7);
+    assert.equal(t.resultNumber(near), 2 ** 32 - 1);
+    assert.equal(t.resultNumber(negative), -22);
     assert.equal(crc32AfterFold(out, new Uint8Array(0)), crc32(buf), "the fold's CRC");
   } finally {
     closeRawFd(fd);
