@@ -24,6 +24,7 @@
 
 import { syscall } from "./libc.ts";
 import { SYS } from "./sysno.ts";
+import { foldCodeLiteral } from "./crc32_fold_code.ts";
 
 /** The folding function: (buf, len: a multiple of 16, >= 64, ~crc, out: 16 bytes, constants). */
 export type FoldFn = (
@@ -140,6 +141,8 @@ const JB = [0x0f, 0x82], JMP = [0xe9];
 /**
  * The code: rdi = buf, rsi = len (multiple of 16, >= 64), edx = initial
  * CRC register (zlib's CRC inverted), rcx = 16-byte output, r8 = constants.
+ * Mapped from its literals (ffi/crc32_fold_code.ts, written from this by
+ * scripts/fold_code.ts): generating it is ~1 ms of cold code.
  * With `doneFlag`, the code also stores 1 in the 32-bit word right after
  * the output once the output is written (a fold run on another thread,
  * {@link crc32FoldInBackground}); before that, when r9 is not 0, it
@@ -348,7 +351,7 @@ export function crc32Fold(wide = hasWideFold()): FoldFn | null {
   if (known !== undefined) return known;
   folds.set(wide, null);
   if (!hasPclmul() || (wide && !hasWideFold())) return null;
-  const pages = mapCodePages(foldCode(false, wide), 0);
+  const pages = mapCodePages(foldCodeLiteral(false, wide), 0);
   if (!pages) return null;
   const fn = new Deno.UnsafeFnPointer(
     pages.code as Deno.PointerObject<typeof FOLD_DEF>,
@@ -407,7 +410,7 @@ export function crc32FoldInBackground(): BackgroundFoldFn | null {
   if (background !== undefined) return background;
   background = null;
   if (!hasPclmul()) return null;
-  const pages = mapCodePages(foldCode(true), 1);
+  const pages = mapCodePages(foldCodeLiteral(true, hasWideFold()), 1);
   if (!pages) return null;
   const { data, dataView } = pages;
   dataView.set(new Uint8Array(CONSTANTS.buffer));
@@ -458,7 +461,7 @@ export function foldEntry(): FoldEntry | null {
   if (entry !== undefined) return entry;
   entry = null;
   if (!hasPclmul()) return null;
-  const pages = mapCodePages(foldCode(), 1);
+  const pages = mapCodePages(foldCodeLiteral(false, hasWideFold()), 1);
   if (!pages) return null;
   pages.dataView.set(new Uint8Array(CONSTANTS.buffer));
   entry = { fn: Deno.UnsafePointer.value(pages.code), constants: pages.data };

@@ -163,16 +163,21 @@ export type TableArg = number | bigint | Uint8Array<ArrayBuffer> | BigUint64Arra
 
 /** Words per entry. */
 const WORDS = 8;
+/** 2^32: a number written as two u32 halves. */
+const TWO32 = 2 ** 32;
 
 /** A table being built; {@link run} starts it on another thread. */
 export class SyscallTable {
   #words: BigUint64Array<ArrayBuffer>;
+  /** {@link #words} as u32 halves (little-endian: the low half first). */
+  #halves: Uint32Array<ArrayBuffer>;
   #count = 0;
   /** Buffers the entries name: kept alive with the table until the run is over. */
   readonly #keep: object[] = [];
 
   constructor(capacity = 64) {
     this.#words = new BigUint64Array(WORDS * (capacity + 1));
+    this.#halves = new Uint32Array(this.#words.buffer);
   }
 
   /** Entries so far. */
@@ -180,21 +185,30 @@ export class SyscallTable {
     return this.#count;
   }
 
-  #add(nr: bigint, args: TableArg[]): number {
+  #add(nr: number | bigint, args: TableArg[]): number {
     if (WORDS * (this.#count + 2) > this.#words.length) {
       const grown = new BigUint64Array(this.#words.length * 2);
       grown.set(this.#words);
       this.#words = grown;
+      this.#halves = new Uint32Array(grown.buffer);
     }
     const w = this.#words, at = WORDS * this.#count;
-    w[at] = nr;
+    if (typeof nr === "number") {
+      this.#halves[2 * at] = nr; // a syscall number (below 0x1000)
+      this.#halves[2 * at + 1] = 0;
+    } else w[at] = nr;
     for (let i = 0; i < 6; i++) {
       const a = args[i] ?? 0;
-      w[at + 1 + i] = typeof a === "number"
-        ? BigInt.asUintN(64, BigInt(a))
-        : typeof a === "bigint"
-        ? BigInt.asUintN(64, a)
-        : addressOf(a);
+      if (typeof a === "number" && a >= 0 && a <= Number.MAX_SAFE_INTEGER) {
+        // Two u32 halves, no bigint: the checksum pass adds ~130 entries per 64 MiB in code
+        // that is still cold (docs/PERFORMANCE.md, "Small restores, eleventh pass").
+        const h = this.#halves, k = 2 * (at + 1 + i);
+        h[k] = a % TWO32;
+        h[k + 1] = Math.floor(a / TWO32);
+        continue;
+      }
+      // (A BigUint64Array stores any bigint modulo 2^64: a negative one as its two's complement.)
+      w[at + 1 + i] = typeof a === "number" ? BigInt(a) : typeof a === "bigint" ? a : addressOf(a);
       if (typeof a === "object") this.#keep.push(a);
     }
     w[at + 7] = 0n;
@@ -203,7 +217,7 @@ export class SyscallTable {
 
   /** Adds syscall `nr` with `args`; returns its index (its result: {@link result}). */
   syscall(nr: number, ...args: TableArg[]): number {
-    return this.#add(BigInt(nr), args);
+    return this.#add(nr, args);
   }
 
   /**
@@ -216,11 +230,12 @@ export class SyscallTable {
 
   /**
    * Adds a CRC fold of `len` bytes at `buf` (len a multiple of 16, >= 64)
-   * from the CRC register `init` into the 16 bytes `out`
+   * from the CRC register `init` into the 16 bytes `out` (or at the
+   * address `out`, of a buffer the caller keeps alive with the table)
    * (ffi/crc32_fold.ts; engine/image/crc32.ts `crc32AfterFold` finishes it).
    * Only where {@link tablesAvailable}.
    */
-  fold(buf: bigint, len: number, init: number, out: Uint8Array<ArrayBuffer>): number {
+  fold(buf: bigint, len: number, init: number, out: Uint8Array<ArrayBuffer> | bigint): number {
     const f = foldEntry();
     if (!f) throw new Error("no CRC fold on this machine");
     return this.#add(f.fn, [buf, len, init >>> 0, out, f.constants]);
@@ -288,6 +303,16 @@ export class SyscallTable {
   /** The raw result of entry `i` (a syscall's: -errno on failure). Only once the run is done. */
   result(i: number): bigint {
     return BigInt.asIntN(64, this.#words[WORDS * i + 7]);
+  }
+
+  /**
+   * {@link result} as a number, read without a bigint when it is below
+   * 2^32 (a read's byte count: the checksum pass compares ~130 of them in
+   * code that is still cold). Exact up to 2^53 in magnitude.
+   */
+  resultNumber(i: number): number {
+    const k = 2 * (WORDS * i + 7);
+    return this.#halves[k + 1] === 0 ? this.#halves[k] : Number(this.result(i));
   }
 
   /**

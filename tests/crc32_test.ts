@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import * as zlib from "node:zlib";
 import { byteTable, crc32, crc32AfterFold, crc32Table } from "../engine/image/crc32.ts";
 import { crc32Fold, foldCode, hasWideFold } from "../ffi/crc32_fold.ts";
+import { foldCodeLiteral } from "../ffi/crc32_fold_code.ts";
 
 const random = (n: number) => {
   const out = new Uint8Array(n);
@@ -48,6 +49,19 @@ Deno.test("the fold code is used on this machine when it has PCLMULQDQ, and is s
   const cpu = Deno.readTextFileSync("/proc/cpuinfo");
   if (Deno.build.arch === "x86_64" && /\bpclmulqdq\b/.test(cpu)) assert(crc32Fold() !== null);
   assert(foldCode().length < 4096);
+});
+
+Deno.test("the fold code written as literals is the generator's, for each variant", () => {
+  for (const doneFlag of [false, true]) {
+    for (const wide of [false, true]) {
+      const want = foldCode(doneFlag, wide);
+      const got = foldCodeLiteral(doneFlag, wide);
+      assert(
+        got.length === want.length && got.every((b, i) => b === want[i]),
+        `foldCode(${doneFlag}, ${wide}) differs from ffi/crc32_fold_code.ts: run scripts/fold_code.ts`,
+      );
+    }
+  }
 });
 
 Deno.test("the byte-wise table written as a literal is the one the polynomial gives", () => {

@@ -30,7 +30,7 @@
 import assert from "node:assert/strict";
 import { copyPlanned } from "../engine/dump/precopy_copy.ts";
 import { copyOnNativeLane, NativeCopy, nativeLaneAvailable } from "../engine/dump/native_lane.ts";
-import { SyscallTable, tablesAvailable } from "../ffi/syscall_table.ts";
+import { closeRawFd, openRawFd, SyscallTable, tablesAvailable } from "../ffi/syscall_table.ts";
 import { crc32, crc32AfterFold } from "../engine/image/crc32.ts";
 import { addressOf, syscall } from "../ffi/libc.ts";
 import { SYS } from "../ffi/sysno.ts";
@@ -73,6 +73,34 @@ Deno.test("a syscall table runs its syscalls and folds on another thread, in ord
   const last = new SyscallTable();
   last.syscallOrSkipNext(SYS.getpid);
   assert.throws(() => last.run(), /last entry/, "no skip over the end");
+});
+
+Deno.test("a syscall table's number arguments and results: above 2^32, negative, and a fold's output by address", async () => {
+  if (!tablesAvailable()) return;
+  const path = await Deno.makeTempFile();
+  const fd = openRawFd(path, false);
+  try {
+    const buf = new Uint8Array(4096).map((_, i) => (i * 13 + 1) & 0xff);
+    const out = new Uint8Array(16);
+    const t = new SyscallTable(1);
+    const far = t.syscall(SYS.lseek, fd, 2 ** 40 + 4096 * 3 + 7, 0 /* SEEK_SET */);
+    const near = t.syscall(SYS.lseek, fd, 2 ** 32 - 1, 0);
+    const negative = t.syscall(SYS.lseek, fd, -1, 0);
+    t.fold(addressOf(buf), buf.length, 0xffffffff, addressOf(out));
+    t.keep(out);
+    const run = t.run();
+    await run.finished;
+    assert.equal(t.result(far), BigInt(2 ** 40 + 4096 * 3 + 7));
+    assert.equal(t.result(near), BigInt(2 ** 32 - 1));
+    assert.equal(t.result(negative), -22n, "EINVAL: -1 written as all ones");
+    assert.equal(t.resultNumber(far), 2 ** 40 + 4096 * 3 + 7);
+    assert.equal(t.resultNumber(near), 2 ** 32 - 1);
+    assert.equal(t.resultNumber(negative), -22);
+    assert.equal(crc32AfterFold(out, new Uint8Array(0)), crc32(buf), "the fold's CRC");
+  } finally {
+    closeRawFd(fd);
+    await Deno.remove(path);
+  }
 });
 
 // "beside": the table copies it all while cryo's thread runs other work (the dump's rehearsal).
