@@ -11,7 +11,6 @@ import { optInsOf } from "./opt_ins.ts";
 import { waitForwardingSignals } from "./wait_tree.ts";
 import type { LazyServer } from "../engine/memory/lazy_serve.ts";
 import { commander } from "./commander_lib.ts";
-import { holdMemoryPastExit } from "../ffi/exit_holder.ts";
 
 /** Serves a lazy restore's pages in steps, letting signals and exits be handled between them. */
 async function serveLazy(server: LazyServer): Promise<void> {
@@ -154,9 +153,6 @@ export async function run(dir: string, opts: RestoreCliOptions): Promise<void> {
   };
   if (opts.detach) {
     writeLine(opts.json ? toJson(summary) : String(tree.rootPid));
-    // cryo exits next: its memory's teardown (~3 ms) then runs in a holder's exit, after the
-    // parent's wait4 (ffi/exit_holder.ts). Not beside a lazy restore's background server.
-    if (!tree.lazy) holdMemoryPastExit();
     return;
   }
   const announce = () => {
