@@ -68,7 +68,7 @@ let recalled: RecalledThreadState | undefined | null = null;
 
 /**
  * Before the freeze: when root process `root` has threads enough, loads
- * the task program (the verifier: ~3 ms, or the BTF read too: ~30 ms, once
+ * the task program (the verifier: ~0.5 ms, or the BTF read too: ~30 ms, once
  * per boot) and reads the memo, so that the freeze does neither, and reads
  * the root's records once (compiled in the freeze). Never throws.
  */

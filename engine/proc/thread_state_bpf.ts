@@ -44,9 +44,14 @@ export function taskStateLayout(btf: Btf): TaskStateLayout {
   const ctx = struct("bpf_iter__task");
   const task = struct("task_struct");
   const helper = need(btf.enumerator("bpf_func_id", "BPF_FUNC_seq_write"), "BPF_FUNC_seq_write");
+  const probeRead = need(
+    btf.enumerator("bpf_func_id", "BPF_FUNC_probe_read_kernel"),
+    "BPF_FUNC_probe_read_kernel",
+  );
   return {
     attachBtfId: need(btf.find(BTF_KIND.FUNC, "bpf_iter_task"), "FUNC bpf_iter_task"),
     seqWriteHelper: Number(helper),
+    probeReadHelper: Number(probeRead),
     ctxMeta: member(ctx, "meta", "ptr"),
     ctxTask: member(ctx, "task", "ptr"),
     metaSeq: member(struct("bpf_iter_meta"), "seq", "ptr"),

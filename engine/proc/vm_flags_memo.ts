@@ -193,6 +193,7 @@ export function rememberLayout(layout: TaskVmaLayout): void {
 const THREAD_LAYOUT_FIELDS: readonly (keyof TaskStateLayout)[] = [
   "attachBtfId",
   "seqWriteHelper",
+  "probeReadHelper",
   "ctxMeta",
   "ctxTask",
   "metaSeq",
