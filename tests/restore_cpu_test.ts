@@ -35,7 +35,7 @@ async function roundTripRegisters(args: string[]): Promise<void> {
   assert.deepEqual(rt.tree.pids, [pid]);
 
   // The dump must have caught the thread inside the checking loop, with DF and AC set (with
-  // `thread`, the second thread: restored from its parking at birth, its XSAVE area set there).
+  // `thread`, the second thread: parked at its birth, its state set by the finalize).
   const image = await readImageFile(`${rt.dir}/${pid}.elf`);
   const threaded = args.includes("thread");
   assert.equal(image.process.threads.length, threaded ? 2 : 1);

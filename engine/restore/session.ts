@@ -42,7 +42,6 @@ import {
   PTRACE_O,
   seize,
   setFinalState,
-  setFinalXstate,
   setRegs,
   waitStop,
 } from "../../ffi/ptrace.ts";
@@ -51,7 +50,7 @@ import { processVmWriteFully } from "../../ffi/process_vm.ts";
 import { decodeXsaveHeader, xsaveXcr0 } from "../../ffi/structs.ts";
 import { errnoName } from "../../ffi/errno.ts";
 import { threadXsave } from "../image/thread_xsave.ts";
-import type { ProcessImage, ThreadState } from "../model.ts";
+import type { ProcessImage } from "../model.ts";
 import { RestoreError } from "../errors.ts";
 import { describeFailedOp, describeFailure } from "../program/builder.ts";
 import type { CompiledProcess } from "./compile.ts";
@@ -74,7 +73,7 @@ import { restoreSigtrap } from "../task/sigtrap.ts";
 import { handOverFds } from "../pidns/handover.ts";
 import { execSetupProgram, runExecSetup } from "./exec_setup.ts";
 import { syscallOutside } from "./unmap_gadget.ts";
-import { FinalStates, xstateAheadOfRun } from "./final_state.ts";
+import { FinalStates } from "./final_state.ts";
 import { sleepSync } from "../sleep_sync.ts";
 
 /** One process to restore: its description, image path and compiled program. */
@@ -128,8 +127,6 @@ export class RestoreSession {
   readonly #done = new Set<number>();
   readonly #parked = new Set<number>();
   readonly #expectedThreads = new Map<number, number>();
-  /** Each thread but a main one, by tid (their final XSAVE areas are set once parked). */
-  readonly #threadRecords = new Map<number, ThreadState>();
   #launcher: { pid: number; path: string } | undefined;
   #launcherExited = false;
   #launcherBoot: Bootstrap | undefined;
@@ -168,10 +165,7 @@ export class RestoreSession {
     for (const u of units) {
       this.#units.set(u.image.pid, u);
       for (const t of u.image.threads) {
-        if (t.tid !== u.image.pid) {
-          this.#expectedThreads.set(t.tid, u.image.pid);
-          this.#threadRecords.set(t.tid, t);
-        }
+        if (t.tid !== u.image.pid) this.#expectedThreads.set(t.tid, u.image.pid);
       }
     }
     this.#rootPid = units[0].image.pid;
@@ -358,7 +352,6 @@ export class RestoreSession {
     const owner = this.#expectedThreads.get(tid);
     if (owner !== undefined) {
       this.#parked.add(tid);
-      this.#xstateAhead(tid);
       return; // stays stopped until finalize
     }
     const unit = this.#units.get(tid);
@@ -377,17 +370,6 @@ export class RestoreSession {
     }
     const tgid = readStatus(tid).tgid;
     throw new RestoreError(`unexpected task ${tid} (process ${tgid}) appeared during the restore`);
-  }
-
-  /**
-   * Sets the final XSAVE area of thread `tid`, just parked at its birth
-   * (final_state.ts `xstateAheadOfRun`: not one holding PKRU), while its
-   * process's main thread goes on with its program: the finalize then sets
-   * only its registers and mask.
-   */
-  #xstateAhead(tid: number): void {
-    const s = this.#final.peek(this.#threadRecords.get(tid)!);
-    if (xstateAheadOfRun(s.xsave)) setFinalXstate(tid, s.requests);
   }
 
   #trap(tid: number): void {
