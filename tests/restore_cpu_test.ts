@@ -34,10 +34,13 @@ async function roundTripRegisters(args: string[]): Promise<void> {
   const rt = await dumpKillRestore(t);
   assert.deepEqual(rt.tree.pids, [pid]);
 
-  // The dump must have caught the thread inside the checking loop, with DF and AC set.
+  // The dump must have caught the thread inside the checking loop, with DF and AC set (with
+  // `thread`, the second thread: parked at its birth, its state set by the finalize).
   const image = await readImageFile(`${rt.dir}/${pid}.elf`);
-  const main = image.process.threads.find((x) => x.tid === pid);
-  assert.ok(main, "no main thread in the image");
+  const threaded = args.includes("thread");
+  assert.equal(image.process.threads.length, threaded ? 2 : 1);
+  const main = image.process.threads.find((x) => threaded ? x.tid !== pid : x.tid === pid);
+  assert.ok(main, "no checking thread in the image");
   const rip = BigInt(main.regs.rip);
   assert.ok(
     rip >= loopStart && rip <= loopEnd,
@@ -69,4 +72,9 @@ Deno.test(
 Deno.test(
   "registers survive dump, kill and restore with AVX only (AVX-512 state unused)",
   withTargets(() => roundTripRegisters(["noavx512"])),
+);
+
+Deno.test(
+  "registers of a thread but the main one survive dump, kill and restore inside a checking loop",
+  withTargets(() => roundTripRegisters(["thread"])),
 );

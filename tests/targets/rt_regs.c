@@ -11,11 +11,14 @@
  * Afterwards it prints one "check <name> ok|FAIL <detail>" line per item,
  * then PASS or FAIL.
  *
- * usage: rt_regs [noavx512]
- *   noavx512: use only the AVX (ymm) part even when AVX-512 is available.
+ * usage: rt_regs [noavx512] [thread]
+ *   noavx512: use only the AVX (ymm) part even when AVX-512 is available;
+ *   thread: all of the above (the setup, the loop, the checks) on a second
+ *   thread, the main thread waiting for it in pthread_join.
  */
 #define _GNU_SOURCE
 #include <asm/prctl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -326,8 +329,33 @@ static int first_bit(uint64_t mask, int lo, int n) {
 static const char *gpr_names[12] = {"rbx", "rcx", "rdx", "rbp", "r8",  "r9",
                                     "r10", "r11", "r12", "r13", "r14", "r15"};
 
+static int want512 = 1;
+
+static int body(void);
+
+static void *body_thread(void *arg) {
+  (void)arg;
+  return (void *)(intptr_t)body();
+}
+
 int main(int argc, char **argv) {
-  int want512 = !(argc > 1 && strcmp(argv[1], "noavx512") == 0);
+  int threaded = 0;
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "noavx512") == 0) want512 = 0;
+    if (strcmp(argv[i], "thread") == 0) threaded = 1;
+  }
+  if (!threaded) return body();
+  pthread_t th;
+  if (pthread_create(&th, NULL, body_thread, NULL) != 0) {
+    printf("setup failed: pthread_create\nFAIL\n");
+    return 2;
+  }
+  void *rc;
+  pthread_join(th, &rc);
+  return (int)(intptr_t)rc;
+}
+
+static int body(void) {
   __builtin_cpu_init();
   if (!__builtin_cpu_supports("avx")) {
     printf("setup failed: this CPU has no AVX\nFAIL\n");
