@@ -29,7 +29,14 @@
 
 import assert from "node:assert/strict";
 import { copyPlanned } from "../engine/dump/precopy_copy.ts";
-import { copyOnNativeLane, NativeCopy, nativeLaneAvailable } from "../engine/dump/native_lane.ts";
+import {
+  copyOnNativeLane,
+  firstTableBytes,
+  NATIVE_FIRST_BYTES,
+  NATIVE_STARTER_BYTES,
+  NativeCopy,
+  nativeLaneAvailable,
+} from "../engine/dump/native_lane.ts";
 import { closeRawFd, openRawFd, SyscallTable, tablesAvailable } from "../ffi/syscall_table.ts";
 import { crc32, crc32AfterFold } from "../engine/image/crc32.ts";
 import { addressOf, syscall } from "../ffi/libc.ts";
@@ -162,6 +169,15 @@ for (const share of [1, 0.5, "beside", "pinned"] as const) {
     },
   );
 }
+
+Deno.test("the first tables hold a sixteenth of the copy, from the starter's bytes to 32 MiB", () => {
+  const MiB = 2 ** 20;
+  assert.equal(firstTableBytes(8 * MiB), NATIVE_STARTER_BYTES);
+  assert.equal(firstTableBytes(64 * MiB), 4 * MiB);
+  assert.equal(firstTableBytes(256 * MiB), 16 * MiB);
+  assert.equal(firstTableBytes(512 * MiB), NATIVE_FIRST_BYTES);
+  assert.equal(firstTableBytes(8192 * MiB), NATIVE_FIRST_BYTES);
+});
 
 Deno.test("a segment the table cannot read whole is copied again here: zeros, reported lost", async () => {
   if (!nativeLaneAvailable()) return;

@@ -73,7 +73,7 @@ import {
 import { dropScansAhead } from "./scan_ahead.ts";
 import { readStatus } from "../proc/status.ts";
 import { countMappings } from "../proc/maps.ts";
-import { readLocksOffThread } from "../proc/locks.ts";
+import { readLocksOffThread, warmLocksRead } from "../proc/locks.ts";
 import { readStat } from "../proc/stat.ts";
 import { readFds } from "../proc/fds.ts";
 import { freezeTree, type FrozenTree, thawTree } from "./freeze.ts";
@@ -533,6 +533,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
               beside: async () => {
                 const images: ProcessImage[] = [];
                 // The helper execs and starts while the final freeze's code is warmed.
+                warmLocksRead(); // (the freeze's /proc/locks read then waits for no grace period)
                 const helper = startRehearsalHelper();
                 await warmUpFinalFreeze().then(() => warmed = true, () => {});
                 rehearseOnHelper(
@@ -542,6 +543,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
                   (i) => images.push(i),
                   helper,
                 );
+                warmLocksRead();
                 warmUpCompile(images);
               },
             }
@@ -550,6 +552,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         estimate?.bytes,
       );
       if (!warmed) await warmUpFinalFreeze();
+      warmLocksRead(); // the last of the reads that keep /proc/locks quick for the freeze
       opts.onEvent?.({
         type: "precopied",
         bytes: precopy.bytes,
@@ -562,6 +565,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       ? startRehearsalHelper()
       : undefined;
     if (helper) pausePoint("helper-started");
+    if (helper) warmLocksRead(); // (as beside the pre-copy's copy: again before the freeze)
     let deferWrites;
     try {
       // Frozen once, a CPU to spare: the page writes go on past the thaw (deferred_pages.ts).
@@ -588,6 +592,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     ) {
       await warmUpFinalFreeze();
     }
+    if (helper) warmLocksRead();
     // Memory for the copies a fork snapshot may cause (fork_snapshot.ts), read before the freeze.
     const snapshotRoom = opts.leaveRunning && !precopy && !parent ? memoryRoom(pid) : 0;
     // Before the freeze: the check's smaps walk must not hold a frozen mm's lock.
