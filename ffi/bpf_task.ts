@@ -296,8 +296,3 @@ function commBytes(b: Uint8Array): Uint8Array {
   const nul = b.indexOf(0);
   return b.slice(0, nul < 0 ? b.length : nul);
 }
-
-/** Closes a program fd (a test's, or one replaced). */
-export function closeProgram(fd: number): void {
-  rawSyscall(SYS.close, fd);
-}

@@ -105,16 +105,6 @@ export function bigIntToHex(v: bigint): Hex {
   return `0x${BigInt.asUintN(64, v).toString(16)}`;
 }
 
-/**
- * Decodes standard base64 into bytes (as `atob` did: whitespace skipped,
- * padding optional, anything else invalid throws); one native call (a
- * JavaScript loop per byte ran cold in every dump's notes: 2 to 3 ms for
- * one thread's XSAVE area).
- */
-export function base64ToBytes(b64: string): Uint8Array<ArrayBuffer> {
-  return Uint8Array.fromBase64(b64);
-}
-
 /** Encodes bytes as standard base64. */
 export function bytesToBase64(bytes: Uint8Array): string {
   return bytes.toBase64();
