@@ -37,6 +37,16 @@ export async function withInterrupt<T>(fn: (signal: AbortSignal) => Promise<T>):
   }
 }
 
+/**
+ * Whether a restore failed only because a pid it needs is still held: by a
+ * live task (the source still exiting), as a group or session id, or by a
+ * zombie its parent has not reaped yet (the source killed by the sender,
+ * same-host migration: its parent reaps it when it next looks).
+ */
+export function pidStillHeld(message: string): boolean {
+  return / in use/.test(message) || / held by a zombie /.test(message);
+}
+
 /** Restores `dir`, waiting up to 30 s while a pid it needs is still held (same-host migration). */
 async function restoreWhenFree(
   dir: string,
@@ -51,7 +61,7 @@ async function restoreWhenFree(
         pending ? { lazy, verifyChecksums: false, lazyEnsure: pending.ensure } : { lazy },
       );
     } catch (e) {
-      if (!/ in use/.test((e as Error).message) || Date.now() > until) throw e;
+      if (!pidStillHeld((e as Error).message) || Date.now() > until) throw e;
       await new Promise((r) => setTimeout(r, 100));
     }
   }

@@ -11,6 +11,8 @@
  *   the chain as received and merges it into one image while the tree
  *   runs (pages merged after the restore > 0; the image in --dir complete,
  *   checksums recorded and matching);
+ * - the test (the source's parent) reaping the killed source only 1.5 s after
+ *   it became a zombie: the receiver waits for the pid (bounded) and restores;
  * - `receive --lazy` SIGKILLed while it serves (CRYO_TEST_PAUSE_AT=lazy-serve):
  *   the restored tree is killed (never runs with a missing page), the
  *   received chain is kept (marked: the next reception does not remove
@@ -43,7 +45,7 @@ import { assertOneLineError, cliCommand, runCli } from "./helpers/commands.ts";
 import { tempDir } from "./helpers/fs.ts";
 import { verifyImageDir } from "../engine/image/manifest.ts";
 import { statusField } from "./helpers/proc.ts";
-import { waitUntil } from "./helpers/wait.ts";
+import { sleep, waitUntil } from "./helpers/wait.ts";
 import { netnsUnavailable, withNetnsPair } from "./helpers/netns.ts";
 import { startTriggered } from "./helpers/roundtrip.ts";
 import { buildTarget, startTarget, withTargets } from "./helpers/targets.ts";
@@ -141,8 +143,16 @@ const LOOPBACK: Path = {
   txWrapper: [],
 };
 
-/** Migrates rt_precopy to a receiver started with `rxArgs` more, and checks the restored tree. */
-async function migrateAndCheck(rxArgs: string[], path: Path = LOOPBACK): Promise<void> {
+/**
+ * Migrates rt_precopy to a receiver started with `rxArgs` more, and checks the restored tree.
+ * With `reapLateMs`, the test (the source's parent) reaps the killed source only that long
+ * after it became a zombie, as a busy parent would: the receiver must wait for its pid.
+ */
+async function migrateAndCheck(
+  rxArgs: string[],
+  path: Path = LOOPBACK,
+  reapLateMs?: number,
+): Promise<void> {
   const { t, trigger } = path.txWrapper.length
     ? await startWrapped(path.txWrapper, "rt_precopy", READY, ["16"])
     : await startTriggered("rt_precopy", READY, { extra: ["16"] });
@@ -156,7 +166,8 @@ async function migrateAndCheck(rxArgs: string[], path: Path = LOOPBACK): Promise
   );
   try {
     const port = await rx.port(path.listening);
-    const reaped = t.wait(120000); // the sender kills the source; the test reaps it
+    // The sender kills the source; the test reaps it (or later, see reapLateMs).
+    const reaped = reapLateMs === undefined ? t.wait(120000) : undefined;
     const tx = await runCli([
       "migrate",
       String(t.pid),
@@ -171,7 +182,11 @@ async function migrateAndCheck(rxArgs: string[], path: Path = LOOPBACK): Promise
     assert.match(tx.stdout, new RegExp(`^migrated the tree of ${t.pid} in \\d+ rounds`));
     assert.match(tx.stderr, /round 0: .*\n(.*\n)*.*\(final\)/);
     assert.match(tx.stderr, /^cryo: round 1: /m, "a second pre-copy round");
-    const killed = await reaped;
+    if (reapLateMs !== undefined) {
+      await waitUntil("the source a zombie", () => statusField(t.pid, "State")[0] === "Z", 90000);
+      await sleep(reapLateMs); // the parent's lateness itself (the receiver restores meanwhile)
+    }
+    const killed = await (reaped ?? t.wait(120000));
     assert.equal(killed.kind, "signaled", "the source is killed");
     const r = await rx.done();
     assert.equal(r.code, 0, `receive: ${r.stderr}`);
@@ -210,6 +225,11 @@ async function migrateAndCheck(rxArgs: string[], path: Path = LOOPBACK): Promise
 Deno.test(
   "migrate to a receiver on loopback: pre-copy rounds, the source killed, restored there with its memory exact",
   withTargets(() => migrateAndCheck([])),
+);
+
+Deno.test(
+  "migrate on one host, the source's zombie reaped late by its parent: the receiver waits for its pid",
+  withTargets(() => migrateAndCheck([], LOOPBACK, 1500)),
 );
 
 Deno.test(

@@ -12,6 +12,7 @@
  *     pipe holding 5 bytes,
  *   - sends one byte each way over a loopback TCP connection between two
  *     of its own sockets (a connection left in repair mode fails here).
+ * "ready" is printed once the extra thread has set its mask.
  * On SIGUSR1 the main thread prints "alive <n> rounds=<r>" (n counts the
  * SIGUSR1s) after a full round of checks. Any failed check prints
  * "FAIL <what>" and exits 3.
@@ -91,6 +92,9 @@ static void check_mask(const sigset_t *want, const char *who) {
   }
 }
 
+/* Passed by the worker once its mask is set: "ready" is printed only after that. */
+static pthread_barrier_t started;
+
 static void *worker(void *arg) {
   (void)arg;
   sigset_t mask;
@@ -98,6 +102,7 @@ static void *worker(void *arg) {
   sigaddset(&mask, SIGUSR1);
   sigaddset(&mask, SIGUSR2);
   pthread_sigmask(SIG_SETMASK, &mask, NULL);
+  pthread_barrier_wait(&started);
   for (;;) {
     if (reg_check(2000000)) fail("thread registers");
     check_mask(&mask, "thread");
@@ -163,7 +168,12 @@ int main(int argc, char **argv) {
   sa.sa_handler = on_usr1;
   sigaction(SIGUSR1, &sa, NULL);
   pthread_t th;
+  pthread_barrier_init(&started, NULL, 2);
   pthread_create(&th, NULL, worker, NULL);
+  /* A new thread starts with every signal blocked (glibc's pthread_create) until it
+   * first runs: on a busy machine that can be after "ready" and the first answers,
+   * and the harness would take that for the thread's own mask. */
+  pthread_barrier_wait(&started);
 
   print_ready("pid=%d", getpid());
   sig_atomic_t seen = 0;
