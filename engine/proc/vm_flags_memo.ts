@@ -16,7 +16,9 @@
  * keeps what the per-thread state's task iterator
  * (engine/proc/thread_state_bpf.ts) needs for the boot: its layout, and
  * which of its fields a check against the injected values confirmed
- * (engine/dump/thread_state.ts), under the same trust rules.
+ * (engine/dump/thread_state.ts), under the same trust rules; and cryo's own
+ * vvar/vdso layout and [vdso] hash (engine/restore/checks.ts
+ * `startOwnVdso`: the same for every 64-bit process of the boot).
  *
  * @module
  */
@@ -48,6 +50,13 @@ interface MemoFile {
     vmFlags: string[];
   }[];
   threadState?: ThreadStateMemo;
+  ownVdso?: OwnVdsoMemo;
+}
+
+/** cryo's own vvar/vdso layout and the SHA-256 of its [vdso] ("" without one), as read on this boot. */
+export interface OwnVdsoMemo {
+  layout: { name: string; size: number }[];
+  sha256: string;
 }
 
 /** What the memo keeps of the per-thread state's task iterator. */
@@ -275,4 +284,35 @@ export function rememberThreadRefuted(why: string): void {
   if (!read) return;
   const threadState = { ...read.memo?.threadState, refuted: why };
   writeMemo(read.path, { ...read.memo, boot: read.boot, threadState });
+}
+
+const VDSO_NAMES: ReadonlySet<string> = new Set(["[vvar]", "[vvar_vclock]", "[vdso]"]);
+
+/**
+ * cryo's own vdso facts as read earlier on this boot (the kernel's vdso and
+ * vvar do not change before it boots again), or undefined when there are
+ * none to trust or they are not well formed.
+ */
+export function recallOwnVdso(): OwnVdsoMemo | undefined {
+  const v = readMemo()?.memo?.ownVdso;
+  if (!v || typeof v !== "object" || !Array.isArray(v.layout) || typeof v.sha256 !== "string") {
+    return undefined;
+  }
+  if (!/^([0-9a-f]{64})?$/.test(v.sha256)) return undefined;
+  const layout: OwnVdsoMemo["layout"] = [];
+  for (const e of v.layout) {
+    if (!e || !VDSO_NAMES.has(e.name) || !Number.isSafeInteger(e.size) || e.size <= 0) {
+      return undefined;
+    }
+    layout.push({ name: e.name, size: e.size });
+  }
+  return { layout, sha256: v.sha256 };
+}
+
+/** Remembers cryo's own vdso facts for the rest of this boot. Never throws. */
+export function rememberOwnVdso(own: OwnVdsoMemo): void {
+  const read = readMemo();
+  if (!read) return;
+  const ownVdso = { layout: own.layout.map((e) => ({ ...e })), sha256: own.sha256 };
+  writeMemo(read.path, { ...read.memo, boot: read.boot, ownVdso });
 }

@@ -7,6 +7,7 @@
 
 import { zombiePids } from "../task/zombies.ts";
 import { vdsoFacts } from "../vdso.ts";
+import { recallOwnVdso, rememberOwnVdso } from "../proc/vm_flags_memo.ts";
 import { readStatus } from "../proc/status.ts";
 import type { FileIdentity, Manifest, ProcessImage } from "../model.ts";
 import { RestoreError } from "../errors.ts";
@@ -122,11 +123,19 @@ export type OwnVdso = Awaited<ReturnType<typeof vdsoFacts>>;
 
 /**
  * Starts reading cryo's own vdso facts ({@link checkVdso} awaits them):
- * the hash runs on Deno's blocking pool while the restore plans. A
- * failure is kept for the check (never an unhandled rejection).
+ * as read earlier on this boot when remembered (engine/proc/vm_flags_memo.ts:
+ * the kernel's vdso does not change before the next boot), else read and
+ * hashed (on Deno's blocking pool while the restore plans), then remembered.
+ * A failure is kept for the check (never an unhandled rejection).
  */
 export function startOwnVdso(): Promise<OwnVdso> {
-  const facts = (async () => await vdsoFacts(Deno.pid))();
+  const known = recallOwnVdso();
+  if (known) return Promise.resolve(known);
+  const facts = (async () => {
+    const own = await vdsoFacts(Deno.pid);
+    rememberOwnVdso(own);
+    return own;
+  })();
   facts.catch(() => {}); // handled by the check's await
   return facts;
 }
