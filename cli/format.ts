@@ -47,9 +47,16 @@ export function toJson(value: unknown): string {
   );
 }
 
-/** Prints `value` as JSON on stdout. */
+/**
+ * Prints `value` as JSON on stdout, with one direct write: `console.log`'s first
+ * call in a command ran its formatting code cold (~1.5 ms on the dump's wall, issue 10).
+ * A failed write is ignored, as `console.log` ignores one (a closed pipe).
+ */
 export function printJson(value: unknown): void {
-  console.log(toJson(value));
+  const bytes = new TextEncoder().encode(`${toJson(value)}\n`);
+  try {
+    for (let done = 0; done < bytes.length;) done += Deno.stdout.writeSync(bytes.subarray(done));
+  } catch { /* as console.log: the output's reader is gone */ }
 }
 
 /**
