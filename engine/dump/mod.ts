@@ -854,10 +854,6 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     }
     const vdsoCopy = readVdso(pid, described.find((d) => d.p.pid === pid)?.collected.vmas);
     const xsaveBytes = xsaveSize(pid);
-    // The vdso's digest starts now, on another thread (its thread hand-off was ~1 ms of
-    // the wall when it started after the thaw); awaited below, or dropped with a failed dump.
-    const hostPending = hostFacts(images[0], vdsoCopy, xsaveBytes);
-    hostPending.catch(() => {});
     let thawed = false;
     let freezeSeconds = 0;
     if (opts.leaveRunning) {
@@ -888,6 +884,9 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     for (const p of pending) p.runsToPages(); // the page records, once the tree runs again
     dropScansAhead(); // page walks started ahead and not planned (engine/dump/scan_ahead.ts)
     dropMapsAhead(); // maps reads started at the freeze and not taken (engine/dump/vm_flags.ts)
+    // The vdso's digest runs on another thread meanwhile.
+    const hostPending = hostFacts(images[0], vdsoCopy, xsaveBytes);
+    hostPending.catch(() => {}); // awaited below, or dropped with a failed dump
     // The pre-copied pages' CRCs, the blocks written over read back (on another thread: precopy.ts).
     const preCrcs = pending.map((p) => p.pre?.pagesCrc(p.writer.partialPath, p.overwritten));
     for (const c of preCrcs) c?.catch(() => {}); // awaited below, or dropped with a failed dump
