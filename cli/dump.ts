@@ -6,7 +6,14 @@
 
 import type { Command } from "npm:@commander-js/extra-typings@15.1.0";
 import { checkpoint, type DumpEvent } from "../engine/dump/mod.ts";
-import { humanBytes, humanDuration, humanRate, positiveInt, printJson } from "./format.ts";
+import {
+  humanBytes,
+  humanDuration,
+  humanRate,
+  positiveInt,
+  printJson,
+  printLine,
+} from "./format.ts";
 import { Progress } from "./progress.ts";
 import { optInsOf } from "./opt_ins.ts";
 
@@ -118,7 +125,7 @@ export async function run(pid: number, opts: DumpCliOptions): Promise<void> {
     });
     return;
   }
-  console.log(
+  printLine(
     `dumped ${s.processes} process${s.processes === 1 ? "" : "es"}, ${s.threads} thread${
       s.threads === 1 ? "" : "s"
     }, ${s.mappings} mappings: ${humanBytes(s.pagesBytes)} of pages ` +
