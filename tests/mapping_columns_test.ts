@@ -14,8 +14,8 @@ import { columnAt, mappingColumns, setMappingColumns } from "../engine/image/map
 import { processProblem } from "../engine/image/validate.ts";
 import { anonRunLength, emitAnonRun } from "../engine/restore/anon_runs.ts";
 import { ProgramBuilder } from "../engine/program/builder.ts";
-import { USER_REGS_FIELDS } from "../ffi/regs.ts";
 import { Rng } from "../scripts/fuzz/mutate.ts";
+import { minimalProcessImage } from "./helpers/minimal_image.ts";
 
 const PAGE = 4096;
 const hex = (v: number | bigint) => `0x${v.toString(16)}`;
@@ -108,21 +108,7 @@ function read(list: Mapping[]): Mapping[] {
 }
 
 function processOf(mappings: Mapping[]): ProcessImage {
-  return {
-    pid: 100,
-    ppid: 1,
-    pgid: 100,
-    sid: 100,
-    bootstrap: { start: "0x10000000", size: 0x400000 },
-    mappings,
-    threads: [{ tid: 100, regs: Object.fromEntries(USER_REGS_FIELDS.map((f) => [f, "0x0"])) }],
-    fds: [],
-    cwd: "/",
-    root: "/",
-    exe: { path: "/bin/true" },
-    sigactions: Array.from({ length: 64 }, () => ({})),
-    rlimits: [],
-  } as unknown as ProcessImage;
+  return minimalProcessImage(mappings);
 }
 
 Deno.test("mapping columns: the values of the decode's texts, -1 for whole records", () => {

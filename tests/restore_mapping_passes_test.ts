@@ -18,8 +18,8 @@ import { processProblem } from "../engine/image/validate.ts";
 import { plainMappingFits } from "../engine/image/mapping_fast.ts";
 import { mappingChecks, schemaProblem } from "../engine/image/schema.ts";
 import { SYS } from "../ffi/sysno.ts";
-import { USER_REGS_FIELDS } from "../ffi/regs.ts";
-import type { Mapping, ProcessImage } from "../engine/model.ts";
+import type { Mapping } from "../engine/model.ts";
+import { minimalProcessImage } from "./helpers/minimal_image.ts";
 
 /** The reference parse: what hexNum gave before it remembered anything. */
 const reference = (h: string) => h.length <= 15 ? parseInt(h, 16) : BigInt(h);
@@ -211,29 +211,15 @@ Deno.test("emitAnonRun: member bounds parsed once give the ops of the plain way"
 
 Deno.test("validate: bounds checked as numbers and as bigints give the same verdicts", () => {
   const image = (mappings: { start: string; end: string }[]) =>
-    ({
-      pid: 100,
-      ppid: 1,
-      pgid: 100,
-      sid: 100,
-      bootstrap: { start: "0x10000000", size: 0x400000 },
-      mappings: mappings.map((m) => ({
-        kind: "anon",
-        name: "",
-        offset: "0x0",
-        perms: "rw-p",
-        vmFlags: [],
-        pages: [],
-        ...m,
-      })),
-      threads: [{ tid: 100, regs: Object.fromEntries(USER_REGS_FIELDS.map((f) => [f, "0x0"])) }],
-      fds: [],
-      cwd: "/",
-      root: "/",
-      exe: { path: "/bin/true" },
-      sigactions: Array.from({ length: 64 }, () => ({})),
-      rlimits: [],
-    }) as unknown as ProcessImage;
+    minimalProcessImage(mappings.map((m) => ({
+      kind: "anon",
+      name: "",
+      offset: "0x0",
+      perms: "rw-p",
+      vmFlags: [],
+      pages: [],
+      ...m,
+    })));
   // Each bound as a number (few digits) and as a bigint (16 digits, leading zeros).
   const wide = (h: string) => "0x" + h.slice(2).padStart(16, "0");
   const cases: [string | undefined, { start: string; end: string }[]][] = [

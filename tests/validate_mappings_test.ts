@@ -6,31 +6,16 @@
 
 import assert from "node:assert/strict";
 import { processProblem } from "../engine/image/validate.ts";
-import { USER_REGS_FIELDS } from "../ffi/regs.ts";
-import type { ProcessImage } from "../engine/model.ts";
+import { minimalProcessImage } from "./helpers/minimal_image.ts";
 
 function image(mappings: { start: string; end: string; offset?: string; perms?: string }[]) {
-  return {
-    pid: 100,
-    ppid: 1,
-    pgid: 100,
-    sid: 100,
-    bootstrap: { start: "0x10000000", size: 0x400000 },
-    mappings: mappings.map((m) => ({
-      kind: "anon",
-      name: "",
-      offset: "0x0",
-      perms: "rw-p",
-      ...m,
-    })),
-    threads: [{ tid: 100, regs: Object.fromEntries(USER_REGS_FIELDS.map((f) => [f, "0x0"])) }],
-    fds: [],
-    cwd: "/",
-    root: "/",
-    exe: { path: "/bin/true" },
-    sigactions: Array.from({ length: 64 }, () => ({})),
-    rlimits: [],
-  } as unknown as ProcessImage;
+  return minimalProcessImage(mappings.map((m) => ({
+    kind: "anon",
+    name: "",
+    offset: "0x0",
+    perms: "rw-p",
+    ...m,
+  })));
 }
 
 Deno.test("validate: mapping bounds, order and alignment, numbers and bigints alike", () => {
