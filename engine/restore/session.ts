@@ -221,13 +221,19 @@ export class RestoreSession {
     if (this.#existingRoot) return this.#adoptRoot(this.#existingRoot);
     const root = this.#units.get(this.#rootPid)!;
     const { path, bootstrap } = writeLauncher(this.#rootPid, root.path);
-    const launcher = spawnLauncher(path, this.#provided?.fds);
+    let launcher: ReturnType<typeof spawnLauncher>;
+    try {
+      launcher = spawnLauncher(path, this.#provided?.fds);
+    } finally {
+      // posix_spawn returns once the child has exec'd the file (or says why it could not):
+      // the file is no longer needed, and nothing is left of it if cryo dies from here on.
+      removeLauncher({ path });
+    }
     this.#launcher = launcher;
     this.#launcherBoot = bootstrap;
     this.#tasks.add(launcher.pid);
     pausePoint("spawned");
     const st = waitPid(launcher.pid, WUNTRACED);
-    removeLauncher(launcher); // exec'd: the file is no longer needed (nothing left if cryo dies)
     if (st.kind !== "stopped") {
       throw new RestoreError(`launcher ${launcher.pid} did not start (${st.kind})`);
     }

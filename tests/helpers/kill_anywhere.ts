@@ -59,14 +59,19 @@ export function pointName(p: KillPoint): string {
   return "phase" in p ? p.phase : `${p.afterMs}ms${p.fromPages ? " after the pages start" : ""}`;
 }
 
-function cli(args: string[], pause?: string): Deno.ChildProcess {
+function cli(args: string[], pause?: string, tmpDir?: string): Deno.ChildProcess {
   return new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", `${repoRoot}cli.ts`, ...args],
     cwd: repoRoot,
     stdin: "null",
     stdout: "null",
     stderr: "null",
-    env: { NO_COLOR: "1", CRYO_DEBUG: "0", ...(pause ? { CRYO_TEST_PAUSE_AT: pause } : {}) },
+    env: {
+      NO_COLOR: "1",
+      CRYO_DEBUG: "0",
+      ...(pause ? { CRYO_TEST_PAUSE_AT: pause } : {}),
+      ...(tmpDir ? { TMPDIR: tmpDir } : {}),
+    },
   }).spawn();
 }
 
@@ -120,8 +125,9 @@ async function runAndKill(
   args: string[],
   point: KillPoint,
   mark: (cryoPid: number) => boolean,
+  tmpDir?: string,
 ): Promise<{ reached: boolean; code: number }> {
-  const child = cli(args, "phase" in point ? point.phase : undefined);
+  const child = cli(args, "phase" in point ? point.phase : undefined, tmpDir);
   running.add(child.pid);
   let done = false;
   const status = child.status.then((s) => {
@@ -409,7 +415,12 @@ export class RestoreLane {
   async trial(point: KillPoint): Promise<KillOutcome> {
     const name = pointName(point);
     const exists = () => isAlive(this.pid);
-    const { reached } = await runAndKill(["restore", this.dir, "--detach"], point, exists);
+    // The killed cryo's temporary files (the launcher) go to a directory of the trial's own.
+    const tmp = Deno.makeTempDirSync({ prefix: "cryo-kill-tmp-" });
+    const { reached } = await runAndKill(["restore", this.dir, "--detach"], point, exists, tmp);
+    const tmpLeft = [...Deno.readDirSync(tmp)].map((e) => e.name);
+    Deno.removeSync(tmp, { recursive: true });
+    assert.deepEqual(tmpLeft, [], `${name}: temporary files left`);
     // EXITKILL kills the traced tasks as cryo dies: give them a moment. One
     // still there after that is a released (complete) restore, or a bug.
     // A task with SIGKILL pending is dying, however long that takes on a busy machine.
