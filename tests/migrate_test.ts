@@ -40,6 +40,7 @@
  */
 
 import assert from "node:assert/strict";
+import { removeStaleWorkDirs } from "../engine/migrate/work_dir.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { assertOneLineError, cliCommand, runCli } from "./helpers/commands.ts";
 import { tempDir } from "./helpers/fs.ts";
@@ -381,10 +382,17 @@ Deno.test(
     for (const { when, pauseAt } of points) {
       const { t, trigger, before, work, key, rx } = await interruptibleSetup();
       let tx: Deno.ChildProcess | undefined;
+      let tmp: string | undefined;
       try {
         const port = await rx.port();
         const args = ["migrate", String(t.pid), "--to", `127.0.0.1:${port}`, "--key-file", key];
-        const wrapper = pauseAt ? ["env", `CRYO_TEST_PAUSE_AT=${pauseAt}`] : [];
+        // The sender's work directory goes to a temporary directory of the test's own.
+        tmp = Deno.makeTempDirSync({ prefix: "cryo-migrate-test-tmp-" });
+        const wrapper = [
+          "env",
+          `TMPDIR=${tmp}`,
+          ...(pauseAt ? [`CRYO_TEST_PAUSE_AT=${pauseAt}`] : []),
+        ];
         tx = cliCommand([...args, "--rounds", "8"], "piped", wrapper).spawn();
         let txErr = "";
         const drained = (async () => {
@@ -401,6 +409,12 @@ Deno.test(
         assert.equal((await tx.status).signal, "SIGKILL");
         await drained;
         await tx.stdout.cancel();
+        // A killed sender leaves its work directory; the next sender removes it (its pid gone).
+        const left = [...Deno.readDirSync(tmp)].map((e) => e.name);
+        assert.equal(left.length, 1, `the killed sender's work directory: ${left}`);
+        assert.match(left[0], new RegExp(`^cryo-migrate-${txPid}-`));
+        assert.deepEqual(removeStaleWorkDirs(tmp), [`${tmp}/${left[0]}`]);
+        assert.deepEqual([...Deno.readDirSync(tmp)], [], "the stale work directory removed");
         const r = await rx.done();
         assert.equal(r.code, 1, r.stderr);
         assert.match(r.stderr, /^cryo: migration: the peer closed the connection$/m);
@@ -417,6 +431,7 @@ Deno.test(
           tx?.kill("SIGKILL");
         } catch { /* exited */ }
         rx.stop();
+        if (tmp) Deno.removeSync(tmp, { recursive: true });
       }
     }
   }),

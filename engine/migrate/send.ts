@@ -20,6 +20,7 @@ import { CryoError } from "../errors.ts";
 import { type Channel, connectReceiver, FRAME } from "./wire.ts";
 import { SourceGuard } from "./guard_spawn.ts";
 import { pausePoint } from "../pause.ts";
+import { makeWorkDir } from "./work_dir.ts";
 
 /** Options of {@link migrate}. */
 export interface MigrateOptions {
@@ -113,7 +114,7 @@ export async function migrate(pid: number, opts: MigrateOptions): Promise<Migrat
   });
   const onAbort = () => conn.close();
   opts.signal?.addEventListener("abort", onAbort);
-  const tmp = await Deno.makeTempDir({ prefix: "cryo-migrate-" });
+  const tmp = await makeWorkDir();
   let guard: SourceGuard;
   try {
     guard = SourceGuard.start(pid);
