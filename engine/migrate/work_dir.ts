@@ -10,6 +10,7 @@
  */
 
 import { dirname } from "../path.ts";
+import { removeStaleDirs } from "../stale_dirs.ts";
 
 /** Matches a work directory's name; group 1 is its sender's pid. */
 export const WORK_DIR_RE = /^cryo-migrate-(\d+)-/;
@@ -30,29 +31,8 @@ export async function makeWorkDir(): Promise<string> {
  * longer exists, owned by the user cryo runs as; returns the paths removed.
  */
 export function removeStaleWorkDirs(parent: string): string[] {
-  const removed: string[] = [];
-  let entries: Deno.DirEntry[];
-  try {
-    entries = [...Deno.readDirSync(parent)];
-  } catch {
-    return removed;
-  }
-  const uid = Deno.uid();
-  for (const e of entries) {
-    const m = e.name.match(WORK_DIR_RE);
-    if (!m || !e.isDirectory) continue;
-    const pid = Number(m[1]);
-    if (pid === Deno.pid) continue;
-    const path = `${parent}/${e.name}`;
-    try {
-      Deno.statSync(`/proc/${pid}`);
-      continue; // that sender may still be running
-    } catch { /* gone */ }
-    try {
-      if (Deno.lstatSync(path).uid !== uid) continue; // not ours
-      Deno.removeSync(path, { recursive: true });
-      removed.push(path);
-    } catch { /* removed meanwhile */ }
-  }
-  return removed;
+  return removeStaleDirs(parent, (name) => {
+    const m = name.match(WORK_DIR_RE);
+    return m ? Number(m[1]) : undefined;
+  });
 }
