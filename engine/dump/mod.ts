@@ -447,26 +447,29 @@ const PIDNS_EXTRAS_MODULE = "engine/pidns/extras.ts";
 export const snapshotRehearsalStats = { skipped: 0 };
 
 /**
- * Whether the helper's rehearsal of a dump frozen once leaves the fork
- * snapshot out (fork_snapshot.ts; 2.7 to 5 ms before the freeze) although
- * the dump may take one: its pages are expected to be copied ahead in the
- * freeze instead (copy_ahead.ts: its writes deferred, one process as the
- * estimate listed it, at most {@link COPY_AHEAD_MAX_BYTES}, no mapping
+ * Whether the helper's rehearsal of a dump frozen once warms the fork
+ * snapshot (fork_snapshot.ts; 2.7 to 5 ms before the freeze): when the
+ * dump may take one, unless its pages are expected to be copied ahead in
+ * the freeze instead (copy_ahead.ts: its writes deferred, one process as
+ * the estimate listed it, at most {@link COPY_AHEAD_MAX_BYTES}, no mapping
  * predicate). The snapshot stays the fallback when the copy ahead cannot
  * be made (cold then). Counts the dumps that leave it out in
  * {@link snapshotRehearsalStats}.
  */
-function snapshotLeftOut(
+function snapshotRehearsed(
+  pid: number,
   deferWrites: boolean | undefined,
   pids: readonly number[] | undefined,
   estimate: { bytes: number; mappings: number } | undefined,
   mappingPredicate: boolean,
 ): boolean {
+  if (!forkSnapshotWanted(estimate?.bytes ?? residentBytes(pid), estimate?.mappings ?? 0)) {
+    return false;
+  }
   const aheadExpected = deferWrites === true && pids?.length === 1 && !mappingPredicate &&
     estimate !== undefined && estimate.bytes <= COPY_AHEAD_MAX_BYTES;
-  if (!aheadExpected || !forkSnapshotWanted(estimate.bytes, estimate.mappings)) return false;
-  snapshotRehearsalStats.skipped++;
-  return true;
+  if (aheadExpected) snapshotRehearsalStats.skipped++;
+  return !aheadExpected;
 }
 
 /** Checkpoints process `pid` and its descendants into `opts.dir`. */
@@ -585,8 +588,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         undefined,
         helper,
         listed,
-        !snapshotLeftOut(deferWrites, listed, estimate, opts.include?.mapping !== undefined) &&
-          forkSnapshotWanted(estimate?.bytes ?? residentBytes(pid), estimate?.mappings ?? 0), // warm
+        snapshotRehearsed(pid, deferWrites, listed, estimate, opts.include?.mapping !== undefined),
         deferWrites, // the copy ahead is made only with deferred writes
       )
     ) {
