@@ -229,7 +229,7 @@ export class TableVerifier {
         }
         read(file, chunk, p.length, p.offset);
         const out = p.last ? file.out : base; // buf, kept with the table
-        if (p.first) table.fold(base + 16n, p.length, 0xffffffff, out);
+        if (p.first) table.fold(chunk, p.length, 0xffffffff, out);
         else table.fold(base, 16 + p.length, 0, out);
         bytes += p.length;
         left -= p.length;
