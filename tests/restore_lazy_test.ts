@@ -48,8 +48,26 @@ import { hotPages, lazyRegions } from "../engine/memory/lazy.ts";
 const READY = /^ready pid=(\d+) child=(\d+)$/m;
 const CHECKS = ["dropped", "moved", "region", "rewrite", "heap"];
 
-/** Dumps rt_lazy in `mode` (killing it), writes the trigger, restores it lazily and serves it. */
-async function lazyRoundTrip(mode: string, mib = 32) {
+/**
+ * Whether the restored process's main thread waits in a page fault the
+ * server has not answered (its kernel stack is in the userfaultfd handler).
+ */
+function waitsInUserfault(pid: number): boolean {
+  try {
+    return Deno.readTextFileSync(`/proc/${pid}/stack`).includes("handle_userfault");
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Dumps rt_lazy in `mode` (killing it), writes the trigger, restores it
+ * lazily and serves it. With `faultFirst`, serving starts only once the
+ * target waits in a fault, so that the fault path is taken whatever the
+ * scheduler does (otherwise the background pass may bring every page in
+ * before the target first runs).
+ */
+async function lazyRoundTrip(mode: string, mib = 32, faultFirst = false) {
   const { t, trigger, ready } = await startTriggered("rt_lazy", READY, {
     extra: [String(mib), mode],
   });
@@ -62,6 +80,7 @@ async function lazyRoundTrip(mode: string, mib = 32) {
   for (const pid of tree.pids) if (pid !== t.pid) adoptPid(pid);
   assert.ok(tree.lazy, "the restore is lazy");
   const before = tree.lazy.progress.remaining;
+  if (faultFirst) await waitUntil("the target's first fault", () => waitsInUserfault(t.pid));
   tree.lazy.serve();
   return { t, tree, before, child: Number(ready[2]), dir };
 }
@@ -83,7 +102,7 @@ function uffdsOf(pid: number): number {
 Deno.test(
   "restore --lazy: one thread checks its whole memory while it is served",
   withTargets(async () => {
-    const { t, tree, before, dir } = await lazyRoundTrip("mem");
+    const { t, tree, before, dir } = await lazyRoundTrip("mem", 32, true);
     assert.equal(tree.lazy!.failure, undefined);
     // Before the release: one plan entry per saved run, pages copied only around the hot ones.
     const proc = (await readImageFile(`${dir}/${imageFileName(t.pid)}`)).process;
