@@ -9,6 +9,7 @@ import { resolve } from "node:path";
 import type { Manifest, ProcessImage } from "./model.ts";
 import { readImageFile } from "./image/reader.ts";
 import { verifyImageDir } from "./image/manifest.ts";
+import { ImageFormatError } from "./image/errors.ts";
 
 /** A checkpoint as a typed model. */
 export interface ImageModel {
@@ -34,7 +35,10 @@ export async function readImage(
   opts: { verifyChecksums?: boolean } = {},
 ): Promise<ImageModel> {
   const abs = resolve(path);
-  const st = await Deno.stat(abs);
+  const st = await Deno.stat(abs).catch((e) => {
+    if (e instanceof Deno.errors.NotFound) throw new ImageFormatError(abs, "no such image");
+    throw e;
+  });
   if (st.isDirectory) {
     const { manifest, images } = await verifyImageDir(abs, {
       checksums: opts.verifyChecksums ?? false,

@@ -423,7 +423,14 @@ Deno.test(
       [["show", `${truncated}/${elfName}`, "--json"], /truncated/],
       [["show", notElf], /not\.elf: not an ELF file \(bad magic\)$/],
       [["show", badManifest], /manifest\.json: not valid JSON/],
-      [["show", `${work}/missing`], /No such file or directory.*\/missing'$/],
+      [["show", `${work}/missing`], /\/missing: no such image$/],
+      [["restore", `${work}/missing`], /cannot restore: there is no image directory .*\/missing$/],
+      [["restore", notElf], /cannot restore: .*not\.elf is not a directory \(an image is/],
+      [
+        ["image", "flatten", `${work}/missing`, "--out", `${work}/f1`],
+        /missing: no such image directory$/,
+      ],
+      [["export-core", notElf, "--pid", "1", "--out", `${work}/c2`], /not\.elf: not a directory/],
       [["restore", flipped], /(checksum|SHA-256) .*differs from the manifest/],
       [["restore", truncated], /size \d+ differs from the manifest's \d+$/],
       [["restore", good], new RegExp(`cannot restore: pid ${t.pid} is in use by `)],
@@ -433,6 +440,10 @@ Deno.test(
     const runs = await Promise.all(cases.map(([args]) => runCli(args)));
     cases.forEach(([args, re], i) => assertOneLineError(runs[i], 1, re, args.join(" ")));
     assert.ok(!pathExists(`${work}/c1`), "no core from a corrupt image");
+    assert.ok(
+      !pathExists(`${work}/c2`) && !pathExists(`${work}/f1`),
+      "nothing from a missing image",
+    );
     assert.ok(pathExists(`/proc/${t.pid}`), "the failed restores did not touch the running target");
     assertCliOk(await runCli(["show", good]), "the good image still shows");
     await ping(t, work, t.pid);

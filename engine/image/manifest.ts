@@ -49,6 +49,15 @@ export function manifestShapeError(x: unknown): string | undefined {
   return undefined;
 }
 
+/** Whether `path` names a directory (following links). */
+function isDirectory(path: string): boolean {
+  try {
+    return Deno.statSync(path).isDirectory;
+  } catch {
+    return false;
+  }
+}
+
 /** Reads and validates `<dir>/manifest.json`; throws {@link ImageFormatError}. */
 export async function readManifest(dir: string): Promise<Manifest> {
   return await Promise.resolve().then(() => readManifestSync(dir));
@@ -61,8 +70,12 @@ export function readManifestSync(dir: string): Manifest {
   try {
     text = Deno.readTextFileSync(path);
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) throw new ImageFormatError(path, "no manifest.json");
-    throw e;
+    if (e instanceof Deno.errors.NotADirectory) {
+      throw new ImageFormatError(dir, "not a directory (an image is the directory a dump wrote)");
+    }
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+    if (!isDirectory(dir)) throw new ImageFormatError(dir, "no such image directory");
+    throw new ImageFormatError(path, "no manifest.json");
   }
   let parsed: unknown;
   try {

@@ -64,6 +64,14 @@ export function checkImageDirTrust(dir: string, trustOwner = false): void {
         `cannot restore: ${dir} is not readable by uid ${euid} (images are private to their owner)`,
       );
     }
+    if (e instanceof Deno.errors.NotFound) {
+      throw new RestoreError(`cannot restore: there is no image directory ${dir}`);
+    }
+    if (e instanceof Deno.errors.NotADirectory) {
+      throw new RestoreError(
+        `cannot restore: ${dir} is not a directory (an image is the directory a dump wrote)`,
+      );
+    }
     throw e;
   }
   if (euid !== 0 || trustOwner) return;
