@@ -8,7 +8,8 @@
  *   name, and checks its pids, its parent and its memory;
  * - what the user namespace cannot reach (SysV shm of the host's IPC
  *   namespace, TCP repair, map_files of a memfd) is refused by name at
- *   dump and the tree runs on; a restore into a cgroup the user cannot
+ *   dump and the tree runs on, as is an image directory in a parent the
+ *   user may not write; a restore into a cgroup the user cannot
  *   write is refused in pre-flight; `cryo check` names the user's mode;
  * - the same user cannot read an image root made (0700 directory), nor
  *   restore an image recording other credentials (made readable to it
@@ -203,6 +204,27 @@ Deno.test(
         assertOneLineError(d, 1, re, `dump of ${kind}`);
         assert.match(status(pid, "State")[0], /^[SR]$/, `${kind}: the tree runs on`);
         assert.equal(status(pid, "TracerPid")[0], "0", `${kind}: released`);
+      }
+      // An image directory in a parent the user may not write: said so, nothing made.
+      const rootsOwn = await tempDir("cryo-rootless-parent-");
+      Deno.chmodSync(rootsOwn, 0o755);
+      try {
+        const d = await runCliAs(NOBODY, denoDir, [
+          "dump",
+          String(inits[0]),
+          "--dir",
+          `${rootsOwn}/img`,
+        ]);
+        assertOneLineError(
+          d,
+          1,
+          /cannot write .*\/img: no permission to create files in its parent$/,
+          "dir",
+        );
+        assert.deepEqual([...Deno.readDirSync(rootsOwn)], [], "nothing made in the parent");
+        assert.match(status(inits[0], "State")[0], /^[SR]$/, "the tree runs on");
+      } finally {
+        Deno.removeSync(rootsOwn, { recursive: true });
       }
     } finally {
       for (const p of inits) killNamespace(p);

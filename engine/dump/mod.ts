@@ -315,6 +315,9 @@ function prepareDir(dir: string): string {
       if (e instanceof Deno.errors.NotFound) {
         throw new TargetError(`parent directory of ${dir} does not exist`);
       }
+      if (e instanceof Deno.errors.PermissionDenied) {
+        throw new TargetError(`cannot write ${dir}: no permission to create files in its parent`);
+      }
       // Left by an earlier dump of a process with this pid: removed, then made again.
       if (!(e instanceof Deno.errors.AlreadyExists) || attempt > 0) throw e;
       Deno.removeSync(tmp, { recursive: true });
