@@ -8,6 +8,8 @@
  *
  * 1. block all signals (nothing may run a handler during the restore);
  * 2. fork the children (clone3 with set_tid), each exec'ing its own image;
+ *    then the other threads (clone3 with set_tid; they stop at birth and
+ *    stay parked until the engine's finalize: thread_clone.ts);
  * 3. open the image itself, re-create every mapping (anonymous pages pread
  *    straight from the image file, file mappings mapped from their files),
  *    set final protections and madvise flags, native AIO contexts at their
@@ -19,9 +21,7 @@
  * 5. rlimits, fds (via temporaries above every target number), cwd,
  *    umask, personality, session/group, signal actions, comm;
  * 6. the main thread's rseq, robust list, clear_child_tid, sigaltstack;
- * 7. the other threads (clone3 with set_tid; they stop at birth, the
- *    engine sets their registers);
- * 8. pending signals, interval timers, POSIX timers; END.
+ * 7. pending signals, interval timers, POSIX timers; END.
  *
  * After the END: each thread's credentials section and the process's, run
  * by the engine last of all (engine/task/creds.ts).
@@ -269,6 +269,9 @@ function emitProgram(
     });
   }
 
+  // The threads before the memory: their births (a CPU each, then a stop cryo handles) come
+  // while the pages load instead of at the END (thread_clone.ts says what they inherit).
+  emitThreadClones(p, proc); // thread_clone.ts
   const examine = emitMemory(p, proc, opts, slotsAddress);
   emitAioRings(p, proc, slotsAddress, SLOTS.scratch, examine);
   emitMemoryFlagsAfter(p, proc, examine);
@@ -280,7 +283,6 @@ function emitProgram(
   emitProcessState(p, proc, fds);
   emitZombies(p, proc);
   emitMainThread(p, proc);
-  emitThreadClones(p, proc); // thread_clone.ts
   emitSignalsAndTimers(p, proc);
   emitPosixLocks(p, proc, fds);
   emitFdOwners(p, proc, fds);

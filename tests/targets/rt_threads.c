@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/personality.h>
 #include <sys/rseq.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -310,6 +311,8 @@ int main(int argc, char **argv) {
   pthread_mutexattr_setrobust(&ma, PTHREAD_MUTEX_ROBUST);
   pthread_mutex_init(&robust, &ma);
 
+  /* A personality other than the default, inherited by every thread (each task has its own). */
+  personality(personality(0xffffffff) | ADDR_NO_RANDOMIZE);
   for (int i = 0; i < NWORKERS; i++) {
     workers[i].idx = i;
     int e = pthread_create(&workers[i].th, NULL, worker_main, &workers[i]);
