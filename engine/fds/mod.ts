@@ -243,16 +243,20 @@ function keptFrom(f: PlannedFd): number | undefined {
   return s.kind === "open" && s.via !== undefined ? s.via : takenFrom(f);
 }
 
-/** Emits the ops re-creating `fds` (see the module doc for the phases). */
+/**
+ * Emits the ops re-creating `fds` (see the module doc for the phases);
+ * returns the highest fd number they use (the last temporary), -1 when
+ * there are no fds.
+ */
 export function emitFds(
   p: ProgramBuilder,
   fds: PlannedFd[],
   slotsAddress: bigint,
   scratchSlot: number,
-): void {
+): number {
   if (fds.length === 0) {
     p.op(SYS.close_range, [0, 0xffffffff, 0], { comment: "the process had no fds" });
-    return;
+    return -1;
   }
   const high = Math.max(
     3,
@@ -312,6 +316,7 @@ export function emitFds(
       });
     }
   }
+  return next - 1;
 }
 
 /** Ops setting CLOEXEC on the fds that had it (dup3 above cleared it). */

@@ -168,6 +168,8 @@ const MAP_ANONYMOUS = 0x20;
 const MAP_GROWSDOWN = 0x100;
 const MAP_NORESERVE = 0x4000;
 const O_CLOEXEC = 0o2000000;
+const O_PATH = 0o10000000;
+const F_DUPFD_CLOEXEC = 1030;
 const PR_SET_NAME = 15;
 const PR_SET_MM = 35;
 const PR_SET_MM_MAP = 14;
@@ -271,14 +273,18 @@ function emitProgram(
 
   // The threads before the memory: their births (a CPU each, then a stop cryo handles) come
   // while the pages load instead of at the END (thread_clone.ts says what they inherit).
+  emitNofileForFds(p, proc);
+  const fdTop = emitFdTableGrowth(p, proc, slotsAddress);
   emitThreadClones(p, proc); // thread_clone.ts
   const examine = emitMemory(p, proc, opts, slotsAddress);
   emitAioRings(p, proc, slotsAddress, SLOTS.scratch, examine);
   emitMemoryFlagsAfter(p, proc, examine);
   emitInheritForks(p, inheriting);
   emitMm(p, proc, slotsAddress);
-  emitNofileForFds(p, proc);
-  emitFds(p, fds, slotsAddress, SLOTS.scratch);
+  const top = emitFds(p, fds, slotsAddress, SLOTS.scratch);
+  if (fdTop !== undefined) {
+    p.patchData(fdTop, new Uint8Array(new BigUint64Array([BigInt(Math.max(top, 0))]).buffer));
+  }
   emitRlimits(p, proc);
   emitProcessState(p, proc, fds);
   emitZombies(p, proc);
@@ -477,6 +483,40 @@ function emitNofileForFds(p: ProgramBuilder, proc: ProcessImage): void {
     allowFail: true,
     comment: "NOFILE soft = hard while fds are placed",
   });
+}
+
+/**
+ * Before the threads are cloned: the fd table grown to the fd phase's
+ * highest number (written at the returned address once the fds are
+ * emitted: `patchData`). The kernel grows a table that other tasks share
+ * (CLONE_FILES) only after an RCU grace period (6.8 ms measured here, in
+ * the fd phase of a process whose fds reach 251), never one of a single
+ * task's, and a close does not shrink it. So: `/` opened `O_PATH`, an
+ * `F_DUPFD_CLOEXEC` of it at or above that number (the lowest free one:
+ * nothing open is replaced), both closed. Each op may fail (the open, a
+ * number beyond the limit): the fd phase then grows the table itself, as
+ * before. Nothing for a process without threads.
+ */
+function emitFdTableGrowth(
+  p: ProgramBuilder,
+  proc: ProcessImage,
+  slotsAddress: bigint,
+): bigint | undefined {
+  if (!proc.threads.some((t) => t.tid !== proc.pid)) return undefined;
+  const top = p.reserve(8);
+  const say = (comment: string) => ({ allowFail: true, comment });
+  p.op(SYS.open, [p.cstring("/"), O_PATH | O_CLOEXEC, 0], {
+    store: SLOTS.file,
+    ...say("the fd table grown while no thread shares it: any fd"),
+  });
+  p.copy(slotsAddress + BigInt(SLOTS.scratch * 8), top, 8, { comment: "the fd phase's top" });
+  p.op(SYS.fcntl, [slot(SLOTS.file), F_DUPFD_CLOEXEC, slot(SLOTS.scratch)], {
+    store: SLOTS.scratch,
+    ...say("a copy at the fd phase's highest number or above"),
+  });
+  p.op(SYS.close, [slot(SLOTS.scratch)], say("closed again (the table stays)"));
+  p.op(SYS.close, [slot(SLOTS.file)], say("closed again"));
+  return top;
 }
 
 function emitRlimits(p: ProgramBuilder, proc: ProcessImage): void {
