@@ -183,8 +183,6 @@ export interface FinalStateRequests {
   regs: Uint8Array;
   /** The mask as {@link setSigmask} writes it. */
   sigmask: BigUint64Array;
-  /** Set once {@link setFinalXstate} wrote the XSAVE area: {@link setFinalState} leaves it. */
-  xstateSet?: boolean;
 }
 
 /** The buffers {@link setFinalState} writes: the same bytes setXstate, setRegs, setSigmask write. */
@@ -211,20 +209,9 @@ export function finalStateRequests(
  * once: the kernel may shorten the iovec's length).
  */
 export function setFinalState(tid: number, r: FinalStateRequests): void {
-  setFinalXstate(tid, r);
+  ptrace(PTRACE.SETREGSET, tid, NT.X86_XSTATE, r.xstateIov);
   ptrace(PTRACE.SETREGS, tid, 0, r.regs);
   ptrace(PTRACE.SETSIGMASK, tid, 8, r.sigmask);
-}
-
-/**
- * The XSAVE area of {@link setFinalState}'s requests, set ahead of the
- * rest (at most once: a second call, or setFinalState after this one,
- * leaves it).
- */
-export function setFinalXstate(tid: number, r: FinalStateRequests): void {
-  if (r.xstateSet) return;
-  ptrace(PTRACE.SETREGSET, tid, NT.X86_XSTATE, r.xstateIov);
-  r.xstateSet = true;
 }
 
 /** Reads the blocked-signal mask. */

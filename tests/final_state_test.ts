@@ -3,9 +3,7 @@
  * (engine/restore/final_state.ts): the same registers (with the
  * interrupted syscall re-issued), XSAVE bytes and mask whether decoded
  * ahead by `prepare` or when taken, encoded as the ptrace requests write
- * them, and `prepare` says when it has nothing left; `peek` keeps what it
- * decodes for `take`; an XSAVE area holding PKRU is never set ahead of a
- * thread's run. The round trips (and tests/restore_cpu_test.ts's thread) (tests/restore_threads_test.ts,
+ * them, and `prepare` says when it has nothing left. The round trips (tests/restore_threads_test.ts,
  * tests/restore_taskstate_test.ts) release every thread with them.
  */
 
@@ -14,7 +12,6 @@ import {
   FinalStates,
   type FinalThreadState,
   finalThreadState,
-  xstateAheadOfRun,
 } from "../engine/restore/final_state.ts";
 import { encodeUserRegs, USER_REGS_FIELDS } from "../ffi/regs.ts";
 import type { ThreadState } from "../engine/model.ts";
@@ -64,31 +61,4 @@ Deno.test("final states: decoded ahead or when taken, the same values", () => {
     assert.equal(a.regs.rax, restart ? 0x23n : 0xfffffffffffffdfcn);
     assert.equal(a.regs.rip, restart ? 0x401000n : 0x401002n);
   }
-});
-
-Deno.test("final states: peek decodes once and keeps the state for take", () => {
-  const threads = [thread(20, true), thread(21, false)];
-  const f = new FinalStates(threads);
-  const peeked = f.peek(threads[1]);
-  assert.equal(f.peek(threads[1]), peeked, "decoded once");
-  peeked.requests.xstateSet = true; // as setFinalXstate marks it
-  assert.equal(f.prepare(8), true);
-  assert.equal(f.prepare(8), false);
-  const taken = f.take(threads[1]);
-  assert.equal(taken, peeked, "prepare did not decode it again");
-  assert.equal(taken.requests.xstateSet, true);
-  assert.notEqual(f.take(threads[1]), peeked, "each is handed out once");
-});
-
-Deno.test("final states: an XSAVE area is set ahead of the run unless it holds PKRU", () => {
-  const area = (bv: bigint) => {
-    const a = new Uint8Array(576);
-    new DataView(a.buffer).setBigUint64(512, bv, true);
-    return a;
-  };
-  assert.equal(xstateAheadOfRun(area(0n)), true);
-  assert.equal(xstateAheadOfRun(area(0x3n)), true); // x87, SSE
-  assert.equal(xstateAheadOfRun(area(0x2e7n)), false); // ... AVX-512, PKRU
-  assert.equal(xstateAheadOfRun(area(0x200n)), false); // PKRU alone
-  assert.equal(xstateAheadOfRun(area(0xe7n)), true); // AVX-512 without PKRU
 });

@@ -47,7 +47,6 @@ Deno.test("thread sections: one per non-main thread, only what each record asks 
   const siginfo = btoa(String.fromCharCode(...new Uint8Array(128)));
   const proc = {
     pid: 100,
-    personality: 0x0040000,
     threads: [
       thread(100, { robustList: { head: "0x7000", len: 24 } }), // the main thread: its program's
       thread(101),
@@ -71,18 +70,12 @@ Deno.test("thread sections: one per non-main thread, only what each record asks 
     for (let k = sections[i].op; ops[k].nr !== OP_END; k++) out.push(ops[k]);
     return out;
   };
-  // Every section first sets the process's personality (a task's own; allowed to fail, as the
-  // main thread's op). 101: then its name only (and its timer slack read back, as every section).
-  for (const ops of [section(0), section(1)]) {
-    assert.equal(ops[0].nr, SYS.personality);
-    assert.deepEqual(ops[0].args[0], 0x0040000n);
-    assert.equal(ops[0].allowFail, true);
-  }
-  const a = section(0).slice(1);
+  // 101: its name only (then its timer slack read back, as every section).
+  const a = section(0);
   assert.deepEqual(a.map((o) => o.nr), [SYS.prctl, SYS.prctl]);
   assert.deepEqual(a[0].args[0], 15n); // PR_SET_NAME
   // 102: robust list, rseq, sigaltstack (SS_ONSTACK dropped), SIGUSR1 queued to itself, name.
-  const b = section(1).slice(1);
+  const b = section(1);
   assert.deepEqual(b.map((o) => o.nr), [
     SYS.set_robust_list,
     SYS.rseq,
@@ -135,7 +128,6 @@ Deno.test("thread sections: each name is the bytes cstring writes, for PR_SET_NA
   ];
   const proc = {
     pid: 200,
-    personality: 0,
     threads: [thread(200), ...names.map((comm, i) => thread(201 + i, { comm }))],
   } as unknown as ProcessImage;
   const base = 0x20000n;
@@ -159,7 +151,6 @@ Deno.test("thread sections: each name is the bytes cstring writes, for PR_SET_NA
 Deno.test("thread sections go on into each thread's credentials section: one run per thread", () => {
   const proc = {
     pid: 100,
-    personality: 0x0040000,
     threads: [thread(100), thread(101), thread(102)],
   } as unknown as ProcessImage;
   const base = 0x10000n;
@@ -176,10 +167,9 @@ Deno.test("thread sections go on into each thread's credentials section: one run
   const sections = emitThreadSections(p, proc, new Map(creds.threads.map((t) => [t.tid, t.op])));
   const ops = decodeProgram(p.build().bytes, base);
   for (const s of sections) {
-    // Its own state (here its personality and name), its timer slack read back, then an empty
-    // copy that always jumps to its credentials.
-    const [persona, name, slack, jump] = [ops[s.op], ops[s.op + 1], ops[s.op + 2], ops[s.op + 3]];
-    assert.equal(persona.nr, SYS.personality);
+    // Its own state (here its name), its timer slack read back, then an empty copy that
+    // always jumps to its credentials.
+    const [name, slack, jump] = [ops[s.op], ops[s.op + 1], ops[s.op + 2]];
     assert.equal(name.nr, SYS.prctl);
     assert.equal(slack.nr, SYS.prctl);
     assert.equal(jump.nr, OP_COPY);
@@ -216,7 +206,6 @@ function fairSched(extra: Partial<ThreadSched> = {}): ThreadSched {
 Deno.test("thread sections: a fair-policy thread reads its scheduling into its own area", () => {
   const proc = {
     pid: 100,
-    personality: 0x0040000,
     threads: [
       thread(100, { sched: fairSched() }),
       thread(101, { sched: fairSched({ policy: 3, nice: 5 }) }), // BATCH

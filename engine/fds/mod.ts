@@ -243,20 +243,16 @@ function keptFrom(f: PlannedFd): number | undefined {
   return s.kind === "open" && s.via !== undefined ? s.via : takenFrom(f);
 }
 
-/**
- * Emits the ops re-creating `fds` (see the module doc for the phases);
- * returns the highest fd number they use (the last temporary), -1 when
- * there are no fds.
- */
+/** Emits the ops re-creating `fds` (see the module doc for the phases). */
 export function emitFds(
   p: ProgramBuilder,
   fds: PlannedFd[],
   slotsAddress: bigint,
   scratchSlot: number,
-): number {
+): void {
   if (fds.length === 0) {
     p.op(SYS.close_range, [0, 0xffffffff, 0], { comment: "the process had no fds" });
-    return -1;
+    return;
   }
   const high = Math.max(
     3,
@@ -316,7 +312,6 @@ export function emitFds(
       });
     }
   }
-  return next - 1;
 }
 
 /** Ops setting CLOEXEC on the fds that had it (dup3 above cleared it). */

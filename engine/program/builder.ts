@@ -283,20 +283,6 @@ export class ProgramBuilder {
     return this.dataAddress + BigInt(at);
   }
 
-  /**
-   * Writes `bytes` over data already in the data area at `addr` (an address
-   * {@link data} or {@link reserve} returned): for a value known only once
-   * later ops are emitted. Nothing is written in a size-only builder.
-   */
-  patchData(addr: bigint, bytes: Uint8Array): void {
-    this.#check();
-    const at = Number(addr - this.dataAddress);
-    if (!(at >= 0 && at + bytes.length <= this.#data.length)) {
-      throw new Error(`patch at 0x${addr.toString(16)} outside the data area`);
-    }
-    if (!this.#sizeOnly) this.#data.buf.set(bytes, at);
-  }
-
   /** Reserves `size` zero bytes in the data area (e.g. a read buffer); returns the address. */
   reserve(size: number, align = 8): bigint {
     return this.data(new Uint8Array(size), align);

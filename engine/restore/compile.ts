@@ -8,8 +8,6 @@
  *
  * 1. block all signals (nothing may run a handler during the restore);
  * 2. fork the children (clone3 with set_tid), each exec'ing its own image;
- *    then the other threads (clone3 with set_tid; they stop at birth and
- *    stay parked until the engine's finalize: thread_clone.ts);
  * 3. open the image itself, re-create every mapping (anonymous pages pread
  *    straight from the image file, file mappings mapped from their files),
  *    set final protections and madvise flags, native AIO contexts at their
@@ -21,7 +19,9 @@
  * 5. rlimits, fds (via temporaries above every target number), cwd,
  *    umask, personality, session/group, signal actions, comm;
  * 6. the main thread's rseq, robust list, clear_child_tid, sigaltstack;
- * 7. pending signals, interval timers, POSIX timers; END.
+ * 7. the other threads (clone3 with set_tid; they stop at birth, the
+ *    engine sets their registers);
+ * 8. pending signals, interval timers, POSIX timers; END.
  *
  * After the END: each thread's credentials section and the process's, run
  * by the engine last of all (engine/task/creds.ts).
@@ -168,8 +168,6 @@ const MAP_ANONYMOUS = 0x20;
 const MAP_GROWSDOWN = 0x100;
 const MAP_NORESERVE = 0x4000;
 const O_CLOEXEC = 0o2000000;
-const O_PATH = 0o10000000;
-const F_DUPFD_CLOEXEC = 1030;
 const PR_SET_NAME = 15;
 const PR_SET_MM = 35;
 const PR_SET_MM_MAP = 14;
@@ -271,24 +269,18 @@ function emitProgram(
     });
   }
 
-  // The threads before the memory: their births (a CPU each, then a stop cryo handles) come
-  // while the pages load instead of at the END (thread_clone.ts says what they inherit).
-  emitNofileForFds(p, proc);
-  const fdTop = emitFdTableGrowth(p, proc, slotsAddress);
-  emitThreadClones(p, proc); // thread_clone.ts
   const examine = emitMemory(p, proc, opts, slotsAddress);
   emitAioRings(p, proc, slotsAddress, SLOTS.scratch, examine);
   emitMemoryFlagsAfter(p, proc, examine);
   emitInheritForks(p, inheriting);
   emitMm(p, proc, slotsAddress);
-  const top = emitFds(p, fds, slotsAddress, SLOTS.scratch);
-  if (fdTop !== undefined) {
-    p.patchData(fdTop, new Uint8Array(new BigUint64Array([BigInt(Math.max(top, 0))]).buffer));
-  }
+  emitNofileForFds(p, proc);
+  emitFds(p, fds, slotsAddress, SLOTS.scratch);
   emitRlimits(p, proc);
   emitProcessState(p, proc, fds);
   emitZombies(p, proc);
   emitMainThread(p, proc);
+  emitThreadClones(p, proc); // thread_clone.ts
   emitSignalsAndTimers(p, proc);
   emitPosixLocks(p, proc, fds);
   emitFdOwners(p, proc, fds);
@@ -483,40 +475,6 @@ function emitNofileForFds(p: ProgramBuilder, proc: ProcessImage): void {
     allowFail: true,
     comment: "NOFILE soft = hard while fds are placed",
   });
-}
-
-/**
- * Before the threads are cloned: the fd table grown to the fd phase's
- * highest number (written at the returned address once the fds are
- * emitted: `patchData`). The kernel grows a table that other tasks share
- * (CLONE_FILES) only after an RCU grace period (6.8 ms measured here, in
- * the fd phase of a process whose fds reach 251), never one of a single
- * task's, and a close does not shrink it. So: `/` opened `O_PATH`, an
- * `F_DUPFD_CLOEXEC` of it at or above that number (the lowest free one:
- * nothing open is replaced), both closed. Each op may fail (the open, a
- * number beyond the limit): the fd phase then grows the table itself, as
- * before. Nothing for a process without threads.
- */
-function emitFdTableGrowth(
-  p: ProgramBuilder,
-  proc: ProcessImage,
-  slotsAddress: bigint,
-): bigint | undefined {
-  if (!proc.threads.some((t) => t.tid !== proc.pid)) return undefined;
-  const top = p.reserve(8);
-  const say = (comment: string) => ({ allowFail: true, comment });
-  p.op(SYS.open, [p.cstring("/"), O_PATH | O_CLOEXEC, 0], {
-    store: SLOTS.file,
-    ...say("the fd table grown while no thread shares it: any fd"),
-  });
-  p.copy(slotsAddress + BigInt(SLOTS.scratch * 8), top, 8, { comment: "the fd phase's top" });
-  p.op(SYS.fcntl, [slot(SLOTS.file), F_DUPFD_CLOEXEC, slot(SLOTS.scratch)], {
-    store: SLOTS.scratch,
-    ...say("a copy at the fd phase's highest number or above"),
-  });
-  p.op(SYS.close, [slot(SLOTS.scratch)], say("closed again (the table stays)"));
-  p.op(SYS.close, [slot(SLOTS.file)], say("closed again"));
-  return top;
 }
 
 function emitRlimits(p: ProgramBuilder, proc: ProcessImage): void {

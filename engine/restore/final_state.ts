@@ -13,7 +13,6 @@
 
 import { regsFromHex, type UserRegs } from "../../ffi/regs.ts";
 import { type FinalStateRequests, finalStateRequests } from "../../ffi/ptrace.ts";
-import { decodeXsaveHeader } from "../../ffi/structs.ts";
 import { threadXsave } from "../image/thread_xsave.ts";
 import type { ThreadState } from "../model.ts";
 import { reissueInterrupted } from "../task/syscalls.ts";
@@ -37,24 +36,6 @@ export function finalThreadState(t: ThreadState): FinalThreadState {
   return { regs, xsave, sigmask, requests: finalStateRequests(xsave, regs, sigmask) };
 }
 
-/** XSTATE_BV's bit of PKRU, the protection-key rights register. */
-const XFEATURE_PKRU = 1n << 9n;
-
-/**
- * Whether a thread's final XSAVE area can be set while it is parked at its
- * birth, before its run (engine/restore/session.ts): the stub and the
- * syscalls of its run use no floating-point or vector register, the kernel
- * keeps them across syscalls and ptrace stops, and nothing between its
- * birth and its release sets them, so the area it is released with is the
- * same. Not when the area holds PKRU: protection-key rights apply to the
- * run's own memory accesses and those the kernel makes for it (the stub's
- * data, the run's area), so such a thread keeps the rights it was born
- * with until its final state, as before.
- */
-export function xstateAheadOfRun(xsave: Uint8Array): boolean {
-  return (decodeXsaveHeader(xsave).xstateBv & XFEATURE_PKRU) === 0n;
-}
-
 /** The final states of a tree's threads, decoded a few at a time ahead of use. */
 export class FinalStates {
   readonly #todo: ThreadState[];
@@ -70,19 +51,9 @@ export class FinalStates {
     if (this.#todo.length === 0) return false;
     for (let i = 0; i < n && this.#todo.length; i++) {
       const t = this.#todo.pop()!;
-      if (!this.#done.has(t)) this.#done.set(t, finalThreadState(t));
+      this.#done.set(t, finalThreadState(t));
     }
     return true;
-  }
-
-  /** Thread `t`'s final state, decoded now when it was not yet, kept for {@link take}. */
-  peek(t: ThreadState): FinalThreadState {
-    let s = this.#done.get(t);
-    if (!s) {
-      s = finalThreadState(t);
-      this.#done.set(t, s);
-    }
-    return s;
   }
 
   /** Thread `t`'s final state (decoded now when it was not yet); each is handed out once. */

@@ -42,7 +42,6 @@ import {
   PTRACE_O,
   seize,
   setFinalState,
-  setFinalXstate,
   setRegs,
   waitStop,
 } from "../../ffi/ptrace.ts";
@@ -51,8 +50,7 @@ import { processVmWriteFully } from "../../ffi/process_vm.ts";
 import { decodeXsaveHeader, xsaveXcr0 } from "../../ffi/structs.ts";
 import { errnoName } from "../../ffi/errno.ts";
 import { threadXsave } from "../image/thread_xsave.ts";
-import type { ProcessImage, ThreadState } from "../model.ts";
-import type { UserRegs } from "../../ffi/regs.ts";
+import type { ProcessImage } from "../model.ts";
 import { RestoreError } from "../errors.ts";
 import { describeFailedOp, describeFailure } from "../program/builder.ts";
 import type { CompiledProcess } from "./compile.ts";
@@ -66,7 +64,7 @@ import { checkSchedsReadInRuns } from "../task/sched_run.ts";
 import { slacksOf } from "./thread_state.ts";
 import { pausePoint } from "../pause.ts";
 import { restoreCgroups } from "../task/placement.ts";
-import { restoreCreds, runStart } from "../task/creds_restore.ts";
+import { restoreCreds } from "../task/creds_restore.ts";
 import { restoreAioRings } from "../memory/aio.ts";
 import { startInheritedChild } from "./inherit_session.ts";
 import { zombiePids } from "../task/zombies.ts";
@@ -75,7 +73,7 @@ import { restoreSigtrap } from "../task/sigtrap.ts";
 import { handOverFds } from "../pidns/handover.ts";
 import { execSetupProgram, runExecSetup } from "./exec_setup.ts";
 import { syscallOutside } from "./unmap_gadget.ts";
-import { FinalStates, xstateAheadOfRun } from "./final_state.ts";
+import { FinalStates } from "./final_state.ts";
 import { sleepSync } from "../sleep_sync.ts";
 
 /** One process to restore: its description, image path and compiled program. */
@@ -129,15 +127,6 @@ export class RestoreSession {
   readonly #done = new Set<number>();
   readonly #parked = new Set<number>();
   readonly #expectedThreads = new Map<number, number>();
-  /** Each thread but a main one, by tid (their final XSAVE areas are set once parked). */
-  readonly #threadRecords = new Map<number, ThreadState>();
-  /** Parked threads whose registers are their finalize run's start ({@link #runAhead}). */
-  readonly #runReady = new Set<number>();
-  /** Per process: the registers of its first parked thread, and each thread's run (op, slots). */
-  readonly #runPlans = new Map<
-    number,
-    { from?: UserRegs; runs: Map<number, { op: number; slots?: bigint }> }
-  >();
   #launcher: { pid: number; path: string } | undefined;
   #launcherExited = false;
   #launcherBoot: Bootstrap | undefined;
@@ -176,10 +165,7 @@ export class RestoreSession {
     for (const u of units) {
       this.#units.set(u.image.pid, u);
       for (const t of u.image.threads) {
-        if (t.tid !== u.image.pid) {
-          this.#expectedThreads.set(t.tid, u.image.pid);
-          this.#threadRecords.set(t.tid, t);
-        }
+        if (t.tid !== u.image.pid) this.#expectedThreads.set(t.tid, u.image.pid);
       }
     }
     this.#rootPid = units[0].image.pid;
@@ -372,8 +358,6 @@ export class RestoreSession {
     const owner = this.#expectedThreads.get(tid);
     if (owner !== undefined) {
       this.#parked.add(tid);
-      this.#xstateAhead(tid);
-      this.#runAhead(tid, owner);
       return; // stays stopped until finalize
     }
     const unit = this.#units.get(tid);
@@ -392,43 +376,6 @@ export class RestoreSession {
     }
     const tgid = readStatus(tid).tgid;
     throw new RestoreError(`unexpected task ${tid} (process ${tgid}) appeared during the restore`);
-  }
-
-  /**
-   * Sets the final XSAVE area of thread `tid`, just parked at its birth
-   * (final_state.ts `xstateAheadOfRun`: not one holding PKRU), while its
-   * process's main thread goes on with its program: the finalize then sets
-   * only its registers and mask.
-   */
-  #xstateAhead(tid: number): void {
-    const s = this.#final.peek(this.#threadRecords.get(tid)!);
-    if (xstateAheadOfRun(s.xsave)) setFinalXstate(tid, s.requests);
-  }
-
-  /**
-   * Sets the registers of thread `tid` of process `pid`, just parked at its
-   * birth, to the start of its run at finalize (engine/task/creds_restore.ts
-   * `runStart`: its own state, then its credentials), the same registers the
-   * finalize would set, from a copy of the first parked thread's: nothing
-   * between its birth and that run sets them (an injected syscall puts back
-   * the registers it found), so the finalize only resumes it.
-   */
-  #runAhead(tid: number, pid: number): void {
-    const unit = this.#units.get(pid)!;
-    let plan = this.#runPlans.get(pid);
-    if (!plan) {
-      const slots = new Map(unit.compiled.threadSections.map((s) => [s.tid, s.slots]));
-      const runs = new Map(
-        unit.compiled.creds.threads.map((t) => [t.tid, { op: t.op, slots: slots.get(t.tid) }]),
-      );
-      plan = { runs };
-      this.#runPlans.set(pid, plan);
-    }
-    const run = plan.runs.get(tid);
-    if (!run) return; // (every thread has one: the finalize's restoreCreds says so)
-    plan.from ??= getRegs(tid);
-    setRegs(tid, runStart(unit.compiled.bootstrap, run.op, run.slots, plan.from));
-    this.#runReady.add(tid);
   }
 
   #trap(tid: number): void {
@@ -521,7 +468,7 @@ export class RestoreSession {
         compiled.threadSections.filter((s) => s.schedRead).map((s) => s.tid),
       );
       restoreTaskState(image, taskInjector, TRACE_OPTIONS, slackLater, schedLater);
-      const runs = restoreCreds(image, compiled, this.#runReady);
+      const runs = restoreCreds(image, compiled);
       checkSchedsReadInRuns(pid, image.threads, runs);
       checkTimerSlacks(image, slacksOf(runs));
       restoreTaskStateAfterCredentials(image, taskInjector);

@@ -6,20 +6,6 @@
  * clear-child-tid address as recorded. The new thread jumps to the
  * program's `thread-park` label, where the engine takes it over.
  *
- * The clones come early in the program (compile.ts: after the child
- * processes, before the memory), so that the threads' births, each needing
- * a CPU and then a stop cryo handles, happen while the pages load, not
- * after the main thread's END. What the program sets later either is
- * shared by the threads (fds, fs: cwd, root, umask; signal actions,
- * rlimits, the mm and its settings, the session and group), is a task's
- * own and set by each thread in its own section at finalize
- * (thread_state.ts: personality, robust list, rseq, sigaltstack, name,
- * credentials: engine/task/creds.ts), or is the main thread's alone
- * (clear_child_tid, a temporary effective uid while sockets are made:
- * engine/fds/socket_owner.ts, put back at once). Every signal is blocked
- * before the clones, so each thread is born with all blocked; its final
- * mask, registers and XSAVE area are set at finalize.
- *
  * The `clone_args` of all threads are written into the program's data as
  * one block (and their tids as another), from numbers, without a codec
  * call and a `bigint` per field for each thread (64 threads: 1 to 4 ms of

@@ -1,18 +1,13 @@
 /**
- * The per-thread state that only a thread itself can set (its personality,
- * robust futex list, rseq area, alternate signal stack, the signals queued
- * to it, its name), for every thread but the main one (whose restore program sets
+ * The per-thread state that only a thread itself can set (robust futex
+ * list, rseq area, alternate signal stack, the signals queued to it, its
+ * name), for every thread but the main one (whose restore program sets
  * them): one section of the restore program per thread, after its END,
  * that goes on into the thread's credentials section. At finalize the
  * engine runs every thread of a process at once from its section (one
  * resume and one stop per thread for both, all threads in parallel:
  * engine/task/creds_restore.ts) instead of injecting each syscall into
  * each thread in turn.
- *
- * The personality is a task's own, and the threads are created before the
- * program sets the main thread's (compile.ts: they inherit what the exec
- * left): each thread sets the process's recorded one itself, as the main
- * thread's program does (a failure allowed there and here).
  *
  * A section's syscalls are checked like any op of the program: a refusal
  * stops the thread at the stub's FAIL and fails the restore with the op's
@@ -122,7 +117,6 @@ export function emitThreadSections(
   for (const t of others) {
     const op = p.opCount;
     const say = (what: string) => ({ comment: `thread ${t.tid}: ${what}` });
-    p.op(SYS.personality, [proc.personality], { allowFail: true, ...say("personality") });
     if (BigInt(t.robustList.head) !== 0n) {
       p.op(SYS.set_robust_list, [BigInt(t.robustList.head), t.robustList.len], say("robust list"));
     }

@@ -57,8 +57,7 @@ export interface CompiledCreds {
 /** A stopped thread to continue from other registers, and where it must stop again. */
 export interface Run {
   tid: number;
-  /** The registers it continues from (undefined: set already). */
-  regs?: UserRegs;
+  regs: UserRegs;
   /** Explains the stop when it is not the expected one (null: as expected). */
   check: (st: { signal: number }, after: UserRegs) => string | null;
 }
@@ -70,7 +69,7 @@ export interface Run {
  */
 export function runAll(runs: Run[], fail: (tid: number) => string): UserRegs[] {
   for (const r of runs) {
-    if (r.regs) setRegs(r.tid, r.regs);
+    setRegs(r.tid, r.regs);
     cont(r.tid, 0);
   }
   const out: UserRegs[] = [];
@@ -102,38 +101,19 @@ export function sectionRun(
   slots?: bigint,
   from?: UserRegs,
 ): Run {
-  return { ...sectionCheck(tid, boot), regs: runStart(boot, op, slots, from ?? getRegs(tid)) };
-}
-
-/**
- * The registers of a run of the program from op `op` until DONE (see
- * {@link sectionRun}): a copy of `from` (the registers of a thread stopped
- * in the stub) with the stub's entry, the op, and with `slots`, the run's
- * own slots.
- */
-export function runStart(
-  boot: Bootstrap,
-  op: number,
-  slots: bigint | undefined,
-  from: UserRegs,
-): UserRegs {
-  const regs = { ...from };
+  const program = boot.restore;
+  const regs = from ? { ...from } : getRegs(tid);
   regs.rip = boot.resumeRip;
   if (slots !== undefined) {
     regs.rip = boot.loopRip;
     regs.r12 = slots;
     regs.eflags &= ~EFLAGS_DF;
   }
-  regs.rbx = boot.restore.opsAddress + BigInt(op * OP_SIZE);
+  regs.rbx = program.opsAddress + BigInt(op * OP_SIZE);
   regs.orig_rax = NO_SYSCALL; // no syscall restart on the way out of this stop
-  return regs;
-}
-
-/** A run of the program in thread `tid` whose registers are set already ({@link runStart}). */
-function sectionCheck(tid: number, boot: Bootstrap): Run {
-  const program = boot.restore;
   return {
     tid,
+    regs,
     check: (st, after) => {
       if (st.signal === SIGTRAP && after.rip === boot.doneRip) return null;
       if (st.signal === SIGTRAP && after.rip === boot.failRip) {
@@ -182,11 +162,6 @@ function prctlRun(tid: number, gadget: bigint, option: number): Run {
 export function restoreCreds(
   image: ProcessImage,
   compiled: CompiledCreds,
-  /**
-   * Threads whose registers were set to their run's start already
-   * ({@link runStart}, by the session while they were parked): only resumed.
-   */
-  ready?: ReadonlySet<number>,
 ): RunAreas {
   const pid = image.pid;
   const boot = compiled.bootstrap;
@@ -199,12 +174,11 @@ export function restoreCreds(
   let parked: UserRegs | undefined;
   const runs = compiled.creds.threads.map(({ tid, op }) => {
     if (tid === pid) return sectionRun(tid, boot, op, slotsOf.get(tid));
-    if (ready?.has(tid)) return sectionCheck(tid, boot);
     parked ??= getRegs(tid);
     return sectionRun(tid, boot, op, slotsOf.get(tid), parked);
   });
   for (const r of runs) {
-    if (r.regs) setRegs(r.tid, r.regs);
+    setRegs(r.tid, r.regs);
     cont(r.tid, 0);
   }
   const stops = runs.map((r) => waitStop(r.tid));
