@@ -56,7 +56,18 @@ async function roundTripThreads(withPending: boolean): Promise<void> {
   assert.deepEqual(rt.tree.pids, [pid]);
   assert.equal(rt.dump.stats.threads, 6);
   assert.deepEqual(tasksOf(pid), tids, "restored with other thread ids");
+  // Every thread's own personality (the target's has ADDR_NO_RANDOMIZE, 0x0040000).
+  for (const tid of tids) {
+    const persona = parseInt(Deno.readTextFileSync(`/proc/${pid}/task/${tid}/personality`), 16);
+    assert.equal(
+      persona & 0x0040000,
+      0x0040000,
+      `thread ${tid}: personality 0x${persona.toString(16)}`,
+    );
+  }
 
+  // The fd above the fd table's first 64 is back.
+  assert.equal(Deno.readLinkSync(`/proc/${pid}/fd/300`), "/dev/null");
   const proc = (await readImageFile(`${rt.dir}/${pid}.elf`)).process;
   assert.deepEqual(proc.threads.map((x) => x.tid).sort((a, b) => a - b), tids);
   const spinner = proc.threads.find((x) => x.comm === "w3-spin");

@@ -18,6 +18,7 @@
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/futex.h>
 #include <pthread.h>
 #include <signal.h>
@@ -25,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/personality.h>
 #include <sys/rseq.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -310,6 +312,12 @@ int main(int argc, char **argv) {
   pthread_mutexattr_setrobust(&ma, PTHREAD_MUTEX_ROBUST);
   pthread_mutex_init(&robust, &ma);
 
+  /* An fd above the fd table's first 64 (the restore grows the table before the threads). */
+  int null_fd = open("/dev/null", O_RDONLY);
+  if (null_fd < 0 || dup2(null_fd, 300) != 300) die("dup2 300");
+  close(null_fd);
+  /* A personality other than the default, inherited by every thread (each task has its own). */
+  personality(personality(0xffffffff) | ADDR_NO_RANDOMIZE);
   for (int i = 0; i < NWORKERS; i++) {
     workers[i].idx = i;
     int e = pthread_create(&workers[i].th, NULL, worker_main, &workers[i]);
