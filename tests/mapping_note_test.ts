@@ -220,6 +220,43 @@ Deno.test("mapping rows: runs in place are checked in the decode, the others lef
   assert.deepEqual(decodeMappingNote(desc, []).unchecked, [1, 2, 3, 4, 5], "no place: all");
 });
 
+Deno.test("mapping rows: run lengths and offsets of every size come back, placed or not", () => {
+  // Below 2^31 the decode reads them as the u32 itself (a V8 small integer), above by their sum.
+  const sizes = [
+    0,
+    PAGE,
+    2 ** 31 - PAGE,
+    2 ** 31,
+    2 ** 32 - PAGE,
+    2 ** 32,
+    2 ** 32 + PAGE,
+    2 ** 40,
+  ];
+  sizes.push(2 ** 53 - PAGE, 0x7fffffff, 0x80000000, 0xffffffff, 1, 4095);
+  const list: Mapping[] = [];
+  let at = 0x10000;
+  for (const length of sizes) {
+    for (const fileOffset of sizes) {
+      const m = plain(new Rng(at), at, 1);
+      list.push({ ...m, pages: [{ addr: m.start, length, fileOffset }] });
+      at += 2 * PAGE;
+    }
+  }
+  const { json, desc } = encodeMappingNote(list);
+  assert.equal(json.whole.length, 0);
+  const place = { offset: 0, end: 2 ** 53 - 1 };
+  const { mappings, unchecked } = decodeMappingNote(desc, [], place);
+  assert.equal(JSON.stringify(mappings), JSON.stringify(list));
+  // In place: aligned, inside the mapping (one page) and inside the pages.
+  const expected = list.flatMap((m, i) => {
+    const { length, fileOffset } = m.pages[0];
+    const placed = length % PAGE === 0 && fileOffset % PAGE === 0 && length <= PAGE &&
+      fileOffset + length <= place.end;
+    return placed ? [] : [i];
+  });
+  assert.deepEqual(unchecked, expected);
+});
+
 Deno.test("mapping rows: damaged notes are refused by name or decode to one record per row", () => {
   const rng = new Rng(77);
   const list = randomList(rng, 60);
