@@ -12,9 +12,13 @@
  * thread: docs/PERFORMANCE.md, smalldump2), and again until no table has a
  * segment it has not reached (the last one is claimed alone), so that the
  * tables end together. Per MiB a table reads
- * the pages into a page-aligned buffer of its own with `pread` of
- * /proc/<pid>/mem (it never pins, so it never unshares a page shared
- * copy-on-write, and needs no pagemap look-up to plan), folds its CRC and
+ * the pages into a page-aligned buffer of its own, each piece of
+ * {@link PIN_MIN_BYTES} or more with `process_vm_readv` where the table
+ * itself finds, from the piece's pagemap entries read just before, every
+ * page present and mapped by the process alone (ffi/pin_check.ts: the pin
+ * then cannot unshare a page shared copy-on-write), else with `pread` of
+ * /proc/<pid>/mem (which never pins); cryo's thread plans no look-up. It
+ * folds the block's CRC and
  * writes it with `pwrite` at its file offset: the same bytes, block CRCs
  * and runs as `copySegment`, with no JavaScript per MiB and no isolate to
  * create (a Worker costs cryo's thread 20 to 40 ms to create: the Worker
@@ -266,6 +270,16 @@ export class NativeCopy {
       }
       return fd;
     };
+    // A pagemap that cannot be opened (it never fails where /proc/<pid>/mem opens) is -1: its
+    // reads fail, the entries stay zero, every piece is read from /proc/<pid>/mem.
+    const pagemapOf = (pid: number) => {
+      try {
+        return fdOf(pagemaps, pid, `/proc/${pid}/pagemap`, false);
+      } catch {
+        pagemaps.set(pid, -1);
+        return -1;
+      }
+    };
     const table = new SyscallTable(32 * segments.length + 8);
     const buffer = pageAlignedBuffer(CRC_BLOCK); // one block at a time
     table.keep(buffer);
@@ -292,7 +306,7 @@ export class NativeCopy {
         const flush = () => {
           if (fill === 0) return;
           const mem = fdOf(mems, seg.pid, `/proc/${seg.pid}/mem`, false);
-          const pm = check ? fdOf(pagemaps, seg.pid, `/proc/${seg.pid}/pagemap`, false) : -1;
+          const pm = check ? pagemapOf(seg.pid) : -1;
           blocks.push({ p, chunk, fill, fds: { mem, pm, file: fd, pid: seg.pid }, at: fileAt });
           fileAt += fill;
           chunk = [];
