@@ -229,6 +229,15 @@ export class SyscallTable {
   }
 
   /**
+   * Adds a call of the function at `fn` (an address of executable code,
+   * SysV arguments, e.g. ffi/pin_check.ts), as {@link syscallOrSkipNext}:
+   * the next entry is skipped when it returns a negative number.
+   */
+  callOrSkipNext(fn: bigint, ...args: TableArg[]): number {
+    return this.#add(fn | SKIP_NEXT_ON_ERROR, args);
+  }
+
+  /**
    * Adds a CRC fold of `len` bytes at `buf` (len a multiple of 16, >= 64)
    * from the CRC register `init` into the 16 bytes `out` (or at the
    * address `out`, of a buffer the caller keeps alive with the table)

@@ -29,18 +29,18 @@
 
 import assert from "node:assert/strict";
 import { copyPlanned } from "../engine/dump/precopy_copy.ts";
-import {
-  copyOnNativeLane,
-  firstTableBytes,
-  NATIVE_FIRST_BYTES,
-  NATIVE_STARTER_BYTES,
-  NativeCopy,
-  nativeLaneAvailable,
-} from "../engine/dump/native_lane.ts";
+import { copyOnNativeLane, NativeCopy, nativeLaneAvailable } from "../engine/dump/native_lane.ts";
 import { closeRawFd, openRawFd, SyscallTable, tablesAvailable } from "../ffi/syscall_table.ts";
 import { crc32, crc32AfterFold } from "../engine/image/crc32.ts";
 import { addressOf, syscall } from "../ffi/libc.ts";
 import { SYS } from "../ffi/sysno.ts";
+import { pinCheckFn } from "../ffi/pin_check.ts";
+import { readPagemap } from "../engine/proc/pagemap.ts";
+import type { CopyJob } from "../engine/dump/precopy_copy.ts";
+import type { Vma } from "../engine/dump/vmas.ts";
+import { RT_COW_READY } from "./helpers/checks.ts";
+import { startTriggered } from "./helpers/roundtrip.ts";
+import { withTargets } from "./helpers/targets.ts";
 import {
   assertSameFiles,
   assertSameResult,
@@ -111,16 +111,16 @@ Deno.test("a syscall table's number arguments and results: above 2^32, negative,
 });
 
 // "beside": the table copies it all while cryo's thread runs other work (the dump's rehearsal).
-// "pinned": two tables, the second reading with process_vm_readv (NATIVE_FIRST_BYTES, made small).
+// "pinned": every piece checked (pinMinBytes: a page); alone: no piece checked (pin: false).
 for (const share of [1, 0.5, "beside", "pinned"] as const) {
   Deno.test(
     `the table lane${
       share === 1
-        ? " alone"
+        ? " alone, every piece read from /proc/<pid>/mem,"
         : share === "beside"
         ? " beside other work"
         : share === "pinned"
-        ? " in two tables, the second's pages read by process_vm_readv,"
+        ? " with every piece read by process_vm_readv,"
         : " with cryo's thread"
     } writes the same files, block CRCs and runs as one lane`,
     async () => {
@@ -140,7 +140,7 @@ for (const share of [1, 0.5, "beside", "pinned"] as const) {
           segmentBytes: MiB,
           share: share === "beside" ? 0.9 : share === "pinned" ? 1 : share,
           preallocate: share !== 1,
-          ...(share === "pinned" ? { firstBytes: MiB, pinMinBytes: PAGE } : {}),
+          ...(share === "pinned" ? { pinMinBytes: PAGE } : share === 1 ? { pin: false } : {}),
           ...(share === "beside"
             ? { beside: () => new Promise((r) => setTimeout(r, 5)).then(() => besides++) }
             : {}),
@@ -148,8 +148,8 @@ for (const share of [1, 0.5, "beside", "pinned"] as const) {
         assert.equal(besides, share === "beside" ? 1 : 0, "the work beside ran once, awaited");
         assert.equal(
           NativeCopy.pinned > pinnedBefore,
-          share === "pinned",
-          "process_vm_readv read the second table's pieces (and only there)",
+          share !== 1,
+          "process_vm_readv read pieces (and only where they are checked)",
         );
         for (const [k, name] of [[0, "a"], [1, "b"]] as const) {
           const what = `file ${name}`;
@@ -170,13 +170,43 @@ for (const share of [1, 0.5, "beside", "pinned"] as const) {
   );
 }
 
-Deno.test("the first tables hold a sixteenth of the copy, from the starter's bytes to 32 MiB", () => {
-  const MiB = 2 ** 20;
-  assert.equal(firstTableBytes(8 * MiB), NATIVE_STARTER_BYTES);
-  assert.equal(firstTableBytes(64 * MiB), 4 * MiB);
-  assert.equal(firstTableBytes(256 * MiB), 16 * MiB);
-  assert.equal(firstTableBytes(512 * MiB), NATIVE_FIRST_BYTES);
-  assert.equal(firstTableBytes(8192 * MiB), NATIVE_FIRST_BYTES);
+Deno.test("a table's pin check: 1 when every entry's present and exclusive bits are as asked, else negative (the next entry skipped)", async () => {
+  const check = pinCheckFn();
+  if (!check || !tablesAvailable()) return;
+  const both = (1n << 63n) | (1n << 56n);
+  const all = new BigUint64Array([both, both | 0x1234n, both]);
+  const one = new BigUint64Array([both, 1n << 63n, both]); // present, not exclusive
+  const none = new BigUint64Array(3); // never read: zeros
+  const fd = openRawFd("/dev/null", false);
+  try {
+    const t = new SyscallTable(1);
+    const cases: [BigUint64Array<ArrayBuffer>, number, number, bigint][] = [
+      [all, 1, 1, 1n],
+      [all, 0, 1, -2n],
+      [one, 1, 1, -2n],
+      [one, 0, 1, 1n],
+      [none, 1, 1, -2n],
+      [none, 0, 1, 1n],
+      [one, 1, -1, -9n], // a guard patched by a claim
+      [one, 0, -1, -9n],
+    ];
+    const at = cases.map(([e, want, f]) => {
+      const c = t.callOrSkipNext(check, f < 0 ? -1 : fd, e, e.length, want);
+      return [c, t.syscall(SYS.getpid)];
+    });
+    // Only the entries before a failing one count: [both, both] then [both, no bit 56].
+    const firstTwo = t.callOrSkipNext(check, fd, one, 1, 1);
+    const firstTwoNext = t.syscall(SYS.getpid);
+    await t.run().finished;
+    cases.forEach(([, , , want], i) => {
+      assert.equal(t.result(at[i][0]), want, `case ${i}`);
+      assert.equal(t.result(at[i][1]), want > 0n ? BigInt(Deno.pid) : 0n, `case ${i}: next`);
+    });
+    assert.equal(t.result(firstTwo), 1n, "only n entries are looked at");
+    assert.equal(t.result(firstTwoNext), BigInt(Deno.pid));
+  } finally {
+    closeRawFd(fd);
+  }
 });
 
 Deno.test("a segment the table cannot read whole is copied again here: zeros, reported lost", async () => {
@@ -203,7 +233,6 @@ Deno.test("a segment the table cannot read whole is copied again here: zeros, re
     const pinned = await copyOnNativeLane([jobOf(at, `${dir}/three`, 4096, 0)], {
       segmentBytes: MiB,
       share: 1,
-      firstBytes: MiB,
       pinMinBytes: PAGE,
     });
     assertSameResult(pinned[0], serial, "with a hole, read by process_vm_readv");
@@ -358,3 +387,53 @@ async function conflictedCopy(claimsHere: boolean): Promise<void> {
     await Deno.remove(dir, { recursive: true });
   }
 }
+
+Deno.test(
+  "pages shared copy-on-write with a fork are read without a pin (still shared), the others with process_vm_readv",
+  withTargets(async () => {
+    if (!nativeLaneAvailable() || !pinCheckFn()) return;
+    // rt_cow: pages 20-29 of the region written by the parent since the fork (its own), 30.. shared.
+    const { t, ready } = await startTriggered("rt_cow", RT_COW_READY, { passWork: true });
+    const child = Number(ready[2]);
+    const region = BigInt(`0x${ready[3]}`);
+    const sharedAt = region + 30n * BigInt(PAGE), sharedPages = 600;
+    const shared = () => {
+      const a = readPagemap(t.pid, sharedAt, sharedAt + BigInt(sharedPages * PAGE));
+      const b = readPagemap(child, sharedAt, sharedAt + BigInt(sharedPages * PAGE));
+      let n = 0;
+      for (let i = 0; i < sharedPages; i++) {
+        if (a.present(i) && a.pfn(i) !== 0 && a.pfn(i) === b.pfn(i) && !a.exclusive(i)) n++;
+      }
+      return n;
+    };
+    assert.equal(shared(), sharedPages, "shared before the copy");
+    const dir = await Deno.makeTempDir({ prefix: "cryo-native-" });
+    try {
+      const job = (path: string): CopyJob => ({
+        pid: t.pid,
+        path,
+        pagesStart: 4096,
+        planned: [{
+          vma: { start: region, end: region + 8192n * BigInt(PAGE), perms: "rw-p" } as Vma,
+          runs: [
+            { addr: region + 20n * BigInt(PAGE), length: 10 * PAGE }, // the parent's own
+            { addr: sharedAt, length: sharedPages * PAGE }, // shared with the child
+          ],
+        }],
+      });
+      const pinnedBefore = NativeCopy.pinned;
+      const got = await copyOnNativeLane([job(`${dir}/two`)], {
+        segmentBytes: MiB,
+        share: 1,
+        pinMinBytes: PAGE,
+      });
+      assert.equal(NativeCopy.pinned - pinnedBefore, 1, "only the parent's own run was pinned");
+      assert.equal(shared(), sharedPages, "still shared after the copy: nothing unshared");
+      const serial = await copyPlanned(job(`${dir}/one`));
+      assertSameResult(got[0], serial, "rt_cow");
+      assertSameFiles(`${dir}/one`, `${dir}/two`, "rt_cow");
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  }),
+);

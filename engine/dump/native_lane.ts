@@ -12,9 +12,13 @@
  * thread: docs/PERFORMANCE.md, smalldump2), and again until no table has a
  * segment it has not reached (the last one is claimed alone), so that the
  * tables end together. Per MiB a table reads
- * the pages into a page-aligned buffer of its own with `pread` of
- * /proc/<pid>/mem (it never pins, so it never unshares a page shared
- * copy-on-write, and needs no pagemap look-up to plan), folds its CRC and
+ * the pages into a page-aligned buffer of its own, each piece of
+ * {@link PIN_MIN_BYTES} or more with `process_vm_readv` where the table
+ * itself finds, from the piece's pagemap entries read just before, every
+ * page present and mapped by the process alone (ffi/pin_check.ts: the pin
+ * then cannot unshare a page shared copy-on-write), else with `pread` of
+ * /proc/<pid>/mem (which never pins); cryo's thread plans no look-up. It
+ * folds the block's CRC and
  * writes it with `pwrite` at its file offset: the same bytes, block CRCs
  * and runs as `copySegment`, with no JavaScript per MiB and no isolate to
  * create (a Worker costs cryo's thread 20 to 40 ms to create: the Worker
@@ -40,13 +44,13 @@ import {
   segmentJobs,
   type SegmentResult,
 } from "./precopy_copy.ts";
-import { openPagemap, PM } from "../proc/pagemap.ts";
 import { CRC_BLOCK, pageBufferBytes } from "./memory.ts";
 import { pausePoint } from "../pause.ts";
 import { crc32AfterFold } from "../image/crc32.ts";
 import { pageAlignedBuffer, preallocate } from "../../ffi/page_file.ts";
 import { addressOf } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
+import { pinCheckFn } from "../../ffi/pin_check.ts";
 import {
   closeRawFd,
   openRawFd,
@@ -80,43 +84,22 @@ export const NATIVE_SEGMENT_BYTES = 2 << 20;
 export const NATIVE_SHARE = 1;
 
 /**
- * The table's first segments, up to this many bytes, are a table of their
- * own, planned without a pagemap look-up (/proc/<pid>/mem reads), so that
- * it copies from the start; the rest is a second table whose exclusively
- * mapped pages are read with process_vm_readv, planned meanwhile
- * ({@link NativeCopy.start}'s `pinMinBytes`). A copy this size or smaller is one
- * table of /proc/<pid>/mem reads. The most: a copy smaller than 16 times
- * this has first tables of a sixteenth of it ({@link firstTableBytes}).
- */
-export const NATIVE_FIRST_BYTES = 32 << 20;
-
-/**
- * The first tables' bytes for a copy of `total` bytes: a sixteenth of it,
- * from {@link NATIVE_STARTER_BYTES} to {@link NATIVE_FIRST_BYTES}. The
- * pinned table copies a MiB for ~0.3 ms of CPU where a /proc/<pid>/mem
- * table takes ~0.42 (reads and page-cache writes, in C here), and its
- * pagemap look-up (~0.04 ms per MiB of one stretch) is planned while the
- * first tables copy: what they hold need only cover the look-up.
- * anon-64MiB (4 MiB instead of 32), 12 alternating CLI runs: the copy
- * window 31.8 -> 23.5 ms, the command 93.7 -> 83.9 ms.
- */
-export function firstTableBytes(total: number): number {
-  return Math.min(NATIVE_FIRST_BYTES, Math.max(NATIVE_STARTER_BYTES, Math.floor(total / 16)));
-}
-
-/**
  * The first table, up to this many bytes, is planned and started before
  * the others are planned, so that the copy starts at once.
  */
 export const NATIVE_STARTER_BYTES = 4 << 20;
 
 /**
- * Runs shorter than this are read from /proc/<pid>/mem by the second table
- * too: its pagemap look-up costs ~70 µs a call (bit 56 has no cheaper
- * source), process_vm_readv saves ~0.1 ms per MiB (sparse-8GiB's 1 MiB runs:
- * no gain; docs/PERFORMANCE.md, seventh pass).
+ * Pieces shorter than this are read from /proc/<pid>/mem without a look;
+ * from this size the table reads the piece's pagemap entries and reads it
+ * with process_vm_readv when every page is present and mapped by the
+ * process alone (pagemap bits 63 and 56: the pin never unshares a page
+ * shared copy-on-write), with a pread of /proc/<pid>/mem otherwise
+ * (ffi/pin_check.ts decides in the table). Measured in C on sparse-8GiB's
+ * pages: per piece of 16 pages the pagemap read costs 1.2 us, the pread 8.8
+ * and process_vm_readv 5.8; of 256 pages 8, 143 and 76 us.
  */
-export const PIN_MIN_BYTES = 2 << 20;
+export const PIN_MIN_BYTES = 64 << 10;
 
 /** Whether the native lane can run here (x86-64, PCLMULQDQ, an executable page). */
 export function nativeLaneAvailable(): boolean {
@@ -129,6 +112,11 @@ interface Expect {
   entry: number;
   /** The bytes it must return. */
   bytes: number;
+  /**
+   * A piece whose read the table chooses: `entry` is its process_vm_readv,
+   * this its pread of /proc/<pid>/mem; the one that ran must return `bytes`.
+   */
+  alt?: number;
 }
 
 /** One segment in the table. */
@@ -147,6 +135,7 @@ interface PlannedSegment {
 }
 
 const F_GETFD = 1;
+const PAGE = 4096;
 
 /** A set of segments being copied by a table on another thread. */
 export class NativeCopy {
@@ -161,7 +150,7 @@ export class NativeCopy {
   readonly #unguarded: boolean;
   /** Copies started on tables by this process so far (tests check that the lane took part). */
   static started = 0;
-  /** Pieces read with process_vm_readv by tables of this process so far (tests). */
+  /** Pieces read with process_vm_readv by tables of this process so far (counted by {@link results}; tests). */
   static pinned = 0;
   /** Segments claimed back from tables by this process so far (tests). */
   static claimed = 0;
@@ -256,8 +245,11 @@ export class NativeCopy {
 
   /**
    * Plans `segments` (whose files exist) into a table and starts it.
-   * Throws before anything runs when a file cannot be opened. With
-   * `unguarded` (tests) the claims leave the table's guards as they are.
+   * Throws before anything runs when a file cannot be opened. Pieces of
+   * `pinMinBytes` or more are read with process_vm_readv where the table
+   * finds all their pages mapped by the process alone (ffi/pin_check.ts),
+   * the others with a pread of /proc/<pid>/mem. With `unguarded` (tests)
+   * the claims leave the table's guards as they are.
    */
   static start(
     segments: readonly CopySegment[],
@@ -265,21 +257,10 @@ export class NativeCopy {
     unguarded = false,
   ): NativeCopy {
     const fds: number[] = [];
-    // Each run of `pinMinBytes` or more split as pinnableRuns does (pagemap bit 56): its
-    // exclusively mapped pages read with process_vm_readv (one copy, no bounce page: 48
-    // against 80 ms of CPU per 256 MiB), the others with a pread of /proc/<pid>/mem. The
-    // bits are read per stretch of touching runs, not per run (a call costs ~70 µs).
-    const exclusive = pinMinBytes < Infinity ? exclusivePages(segments, pinMinBytes) : new Map();
-    const piecesOf = (seg: CopySegment, runs: { addr: bigint; length: number }[]) => {
-      const out: { addr: bigint; length: number; pin: boolean }[] = [];
-      for (const r of runs) {
-        if (r.length < pinMinBytes) out.push({ ...r, pin: false });
-        else splitByPin(exclusive.get(seg.pid) ?? [], r, out);
-      }
-      return out;
-    };
+    const check = pinMinBytes < Infinity ? pinCheckFn() : null;
     const files = new Map<string, number>();
     const mems = new Map<number, number>();
+    const pagemaps = new Map<number, number>();
     const fdOf = <K>(map: Map<K, number>, key: K, path: string, write: boolean) => {
       let fd = map.get(key);
       if (fd === undefined) {
@@ -289,13 +270,24 @@ export class NativeCopy {
       }
       return fd;
     };
+    // A pagemap that cannot be opened (it never fails where /proc/<pid>/mem opens) is -1: its
+    // reads fail, the entries stay zero, every piece is read from /proc/<pid>/mem.
+    const pagemapOf = (pid: number) => {
+      try {
+        return fdOf(pagemaps, pid, `/proc/${pid}/pagemap`, false);
+      } catch {
+        pagemaps.set(pid, -1);
+        return -1;
+      }
+    };
     const table = new SyscallTable(32 * segments.length + 8);
     const buffer = pageAlignedBuffer(CRC_BLOCK); // one block at a time
     table.keep(buffer);
     const base = addressOf(buffer);
     const planned: PlannedSegment[] = [];
     try {
-      // The blocks first, then the iovecs of the pinned pieces as one array, then the entries.
+      // The blocks first, then the iovecs and pagemap entries of the checked pieces as one
+      // array each, then the entries.
       const blocks: {
         p: PlannedSegment;
         chunk: Piece[];
@@ -303,7 +295,7 @@ export class NativeCopy {
         fds: BlockFds;
         at: number;
       }[] = [];
-      let pins = 0;
+      let checked = 0, pages = 0;
       for (const seg of segments) {
         const fd = fdOf(files, seg.path, seg.path, true);
         const p: PlannedSegment = { expects: [], folds: [], copied: [], guards: [] };
@@ -314,23 +306,21 @@ export class NativeCopy {
         const flush = () => {
           if (fill === 0) return;
           const mem = fdOf(mems, seg.pid, `/proc/${seg.pid}/mem`, false);
-          blocks.push({ p, chunk, fill, fds: { mem, file: fd, pid: seg.pid }, at: fileAt });
+          const pm = check ? pagemapOf(seg.pid) : -1;
+          blocks.push({ p, chunk, fill, fds: { mem, pm, file: fd, pid: seg.pid }, at: fileAt });
           fileAt += fill;
           chunk = [];
           fill = 0;
         };
         for (const { runs } of seg.planned) {
-          let pos = fileAt + fill; // where the runs' data goes, as the pieces fill the blocks
           for (const r of runs) {
-            p.copied.push({ addr: Number(r.addr), length: r.length, fileOffset: pos });
-            pos += r.length;
-          }
-          for (const r of piecesOf(seg, runs)) {
+            p.copied.push({ addr: Number(r.addr), length: r.length, fileOffset: fileAt + fill });
             const addr = Number(r.addr);
             for (let done = 0; done < r.length;) {
               const n = Math.min(CRC_BLOCK - fill, r.length - done);
-              chunk.push({ addr: addr + done, length: n, at: fill, pin: r.pin });
-              if (r.pin) pins++;
+              const pin = check !== null && n >= pinMinBytes;
+              chunk.push({ addr: addr + done, length: n, at: fill, pin });
+              if (pin) [checked, pages] = [checked + 1, pages + n / PAGE];
               fill += n;
               done += n;
               if (fill === CRC_BLOCK) flush();
@@ -339,11 +329,19 @@ export class NativeCopy {
         }
         flush();
       }
-      // [local address, length, remote address, length] per pinned piece, kept with the table.
-      const iovs = new BigUint64Array(4 * pins);
-      if (pins) table.keep(iovs);
-      NativeCopy.pinned += pins;
-      const iov = { words: iovs, at: pins ? addressOf(iovs) : 0n, next: 0 };
+      // [local address, length, remote address, length] per checked piece, and its pagemap
+      // entries (zeros until read: a short read leaves pages that are not exclusive).
+      const iovs = new BigUint64Array(4 * checked);
+      const entries = new BigUint64Array(pages);
+      if (checked) table.keep(iovs), table.keep(entries);
+      const iov = {
+        words: iovs,
+        at: checked ? addressOf(iovs) : 0n,
+        next: 0,
+        entries: checked ? addressOf(entries) : 0n,
+        page: 0,
+        check: check ?? 0n,
+      };
       for (const b of blocks) emitChunk(table, b.p, b.chunk, base, b.fill, b.fds, iov, b.at);
       return new NativeCopy(table, planned, fds, unguarded);
     } catch (e) {
@@ -359,9 +357,12 @@ export class NativeCopy {
   results(): (SegmentResult | undefined)[] {
     if (!this.#run.done()) throw new Error("native copy not finished");
     this.close();
+    const t = this.#table;
     return this.#segments.map((s) => {
       for (const x of s.expects) {
-        if (this.#table.result(x.entry) !== BigInt(x.bytes)) return undefined;
+        if (x.alt !== undefined && t.result(x.entry) > 0n) NativeCopy.pinned++;
+        if (t.resultNumber(x.entry) === x.bytes) continue;
+        if (x.alt === undefined || t.resultNumber(x.alt) !== x.bytes) return undefined;
       }
       return {
         blockCrcs: s.folds.map((f) => crc32AfterFold(f, new Uint8Array(0))),
@@ -379,76 +380,11 @@ export class NativeCopy {
   }
 }
 
-/**
- * By pid, the [start, end) address ranges (sorted) of the pages pagemap
- * reports present and mapped by that process alone (bit 56) within the
- * runs of `segments` of `minBytes` or more, read per stretch of touching
- * runs. A process whose pagemap cannot be read has none.
- */
-function exclusivePages(
-  segments: readonly CopySegment[],
-  minBytes: number,
-): Map<number, [number, number][]> {
-  const spans = new Map<number, [number, number][]>();
-  for (const seg of segments) {
-    for (const { runs } of seg.planned) {
-      for (const r of runs) {
-        if (r.length < minBytes) continue;
-        let list = spans.get(seg.pid);
-        if (!list) spans.set(seg.pid, list = []);
-        const s = Number(r.addr), e = s + r.length;
-        const last = list[list.length - 1];
-        if (last && last[1] === s) last[1] = e;
-        else list.push([s, e]);
-      }
-    }
-  }
-  const out = new Map<number, [number, number][]>();
-  for (const [pid, list] of spans) {
-    const found: [number, number][] = [];
-    try {
-      using pm = openPagemap(pid);
-      for (const [s, e] of list) {
-        pm.forEachRun(s, e, { all: PM.PRESENT | PM.EXCLUSIVE }, (a, l) => found.push([a, a + l]));
-      }
-    } catch {
-      found.length = 0; // gone: read through /proc/<pid>/mem (which fails: copied again)
-    }
-    out.set(pid, found.sort((x, y) => x[0] - y[0]));
-  }
-  return out;
-}
-
-/**
- * Appends `r` to `out` cut at the edges of the sorted `exclusive` ranges:
- * the pieces inside them with `pin`, the rest without.
- */
-function splitByPin(
-  exclusive: readonly [number, number][],
-  r: { addr: bigint; length: number },
-  out: { addr: bigint; length: number; pin: boolean }[],
-): void {
-  const s0 = Number(r.addr), e0 = s0 + r.length;
-  let lo = 0, hi = exclusive.length;
-  while (lo < hi) {
-    const m = (lo + hi) >> 1;
-    if (exclusive[m][1] <= s0) lo = m + 1;
-    else hi = m;
-  }
-  let at = s0;
-  for (let i = lo; i < exclusive.length && exclusive[i][0] < e0; i++) {
-    const a = Math.max(exclusive[i][0], at), b = Math.min(exclusive[i][1], e0);
-    if (b <= a) continue;
-    if (a > at) out.push({ addr: BigInt(at), length: a - at, pin: false });
-    out.push({ addr: BigInt(a), length: b - a, pin: true });
-    at = b;
-  }
-  if (at < e0) out.push({ addr: BigInt(at), length: e0 - at, pin: false });
-}
-
 /** The fds (and pid) the entries of a block name. */
 interface BlockFds {
   mem: number;
+  /** /proc/<pid>/pagemap (-1 without checked pieces). */
+  pm: number;
   file: number;
   pid: number;
 }
@@ -458,13 +394,18 @@ interface Piece {
   addr: number;
   length: number;
   at: number;
-  /** Read with process_vm_readv (mapped by the process only), else /proc/<pid>/mem. */
+  /**
+   * The table reads its pagemap entries and reads it with process_vm_readv
+   * when all its pages are mapped by the process alone, else /proc/<pid>/mem.
+   */
   pin: boolean;
 }
 
 /**
- * The entries of one block of a segment: a `pread` of /proc/<pid>/mem (or a
- * process_vm_readv) into the buffer per piece, its CRC fold, its `pwrite`.
+ * The entries of one block of a segment: a `pread` of /proc/<pid>/mem into
+ * the buffer per piece (a piece to check: a `pread` of its pagemap entries,
+ * then its process_vm_readv or its pread, whichever the check lets run), its
+ * CRC fold, its `pwrite`.
  */
 function emitChunk(
   table: SyscallTable,
@@ -473,23 +414,38 @@ function emitChunk(
   base: bigint,
   fill: number,
   fds: BlockFds,
-  /** The iovec array of the pinned pieces, and the next one free. */
-  iov: { words: BigUint64Array; at: bigint; next: number },
+  /** The iovec array and the pagemap entries of the checked pieces, the next ones free, the check. */
+  iov: {
+    words: BigUint64Array;
+    at: bigint;
+    next: number;
+    entries: bigint;
+    page: number;
+    check: bigint;
+  },
   fileAt: number,
 ): void {
   const guard = () => seg.guards.push(table.syscallOrSkipNext(SYS.fcntl, fds.mem, F_GETFD));
   for (const piece of pieces) {
     guard();
-    let e;
+    const into = base + BigInt(piece.at);
     if (piece.pin) {
-      const i = 4 * iov.next++, len = BigInt(piece.length);
-      iov.words.set([base + BigInt(piece.at), len, BigInt(piece.addr), len], i);
-      const local = iov.at + BigInt(8 * i);
-      e = table.syscall(SYS.process_vm_readv, fds.pid, local, 1, local + 16n, 1, 0);
+      const i = 4 * iov.next++, len = BigInt(piece.length), n = piece.length / PAGE;
+      iov.words.set([into, len, BigInt(piece.addr), len], i);
+      const local = iov.at + BigInt(8 * i), ents = iov.entries + BigInt(8 * iov.page);
+      iov.page += n;
+      // (Skipped with the guard: the entries stay zero, the checks fail on the patched fd.)
+      table.syscall(SYS.pread64, fds.pm, ents, 8 * n, (piece.addr / PAGE) * 8);
+      // Each check has the guard's fd as its first argument: patched by a claim too.
+      seg.guards.push(table.callOrSkipNext(iov.check, fds.mem, ents, n, 1));
+      const e = table.syscall(SYS.process_vm_readv, fds.pid, local, 1, local + 16n, 1, 0);
+      seg.guards.push(table.callOrSkipNext(iov.check, fds.mem, ents, n, 0));
+      const alt = table.syscall(SYS.pread64, fds.mem, into, piece.length, piece.addr);
+      seg.expects.push({ entry: e, bytes: piece.length, alt });
     } else {
-      e = table.syscall(SYS.pread64, fds.mem, base + BigInt(piece.at), piece.length, piece.addr);
+      const e = table.syscall(SYS.pread64, fds.mem, into, piece.length, piece.addr);
+      seg.expects.push({ entry: e, bytes: piece.length });
     }
-    seg.expects.push({ entry: e, bytes: piece.length });
   }
   const out = new Uint8Array(16);
   guard();
@@ -514,16 +470,14 @@ export interface NativeLaneOptions {
    */
   preallocate?: boolean;
   /**
-   * false: one table of /proc/<pid>/mem reads, no pagemap look-up
-   * (default: above {@link NATIVE_FIRST_BYTES}, two tables, the second's
-   * exclusively mapped pages read with process_vm_readv).
+   * false: every piece read from /proc/<pid>/mem, no pagemap read (default:
+   * the tables check pieces of {@link PIN_MIN_BYTES} or more and read those
+   * mapped by the process alone with process_vm_readv).
    */
   pin?: boolean;
-  /** Bytes of the first tables (default {@link NATIVE_FIRST_BYTES}; tests). */
-  firstBytes?: number;
   /** Bytes of the starter table (default {@link NATIVE_STARTER_BYTES}; tests). */
   starterBytes?: number;
-  /** Shortest run the second table reads with process_vm_readv (default {@link PIN_MIN_BYTES}; tests). */
+  /** Shortest piece the tables check for process_vm_readv (default {@link PIN_MIN_BYTES}; tests). */
   pinMinBytes?: number;
   /**
    * Run on cryo's thread once the table's thread copies, before this
@@ -564,14 +518,12 @@ export class NativeLaneCopy {
   readonly #mine: number;
   /**
    * The tables started at once, in segment order, each with the index of its
-   * first segment: the starter ({@link NATIVE_STARTER_BYTES}), the rest of
-   * the first {@link NATIVE_FIRST_BYTES}, then the table whose exclusively
-   * mapped pages are read with process_vm_readv (where it pays).
+   * first segment: the starter ({@link NATIVE_STARTER_BYTES}), then the rest.
    */
   readonly #tables: { copy: NativeCopy; at: number }[] = [];
   /** A table after the first could not start (a file or fd could not be opened). */
   #startError: { error: unknown } | undefined;
-  /** The shortest run the tables after the first read with process_vm_readv (Infinity: none). */
+  /** The shortest piece the tables check for process_vm_readv (Infinity: none). */
   readonly #pinMin: number;
   /** The tables of the segments cryo's thread claimed back from the others. */
   readonly #claimed: NativeCopy[] = [];
@@ -605,31 +557,20 @@ export class NativeLaneCopy {
       while (end < segments.length && bytes < limit) bytes += segments[end++].bytes;
       return end;
     };
-    const firstBytes = opts.firstBytes ?? firstTableBytes(total);
-    const head = upTo(k, firstBytes);
-    // Split only where the last table would read enough with process_vm_readv to pay
-    // for itself (at ~0.1 ms per MiB: as many bytes in long runs as the first tables hold).
-    const pinMin = opts.pinMinBytes ?? PIN_MIN_BYTES;
-    let long = 0;
-    for (const seg of segments.slice(head)) {
-      for (const p of seg.planned) for (const r of p.runs) if (r.length >= pinMin) long += r.length;
-    }
-    const split = opts.pin !== false && head < segments.length && long >= firstBytes;
-    this.#pinMin = split ? pinMin : Infinity;
+    // Every table checks its pieces' pages itself (no look-up on this thread to wait for).
+    this.#pinMin = opts.pin === false ? Infinity : opts.pinMinBytes ?? PIN_MIN_BYTES;
     // The starter is planned first and copies while the rest is planned (a table of
     // 32 MiB of a fragmented heap took 2 to 4 ms of cryo's thread to plan).
-    const end = split ? head : segments.length; // of the tables read with pread alone
-    const starter = Math.min(upTo(k, opts.starterBytes ?? NATIVE_STARTER_BYTES), end);
-    // Each table's first segment, then the end; the last table pinned when split.
+    const starter = upTo(k, opts.starterBytes ?? NATIVE_STARTER_BYTES);
     const bounds = [k];
-    for (const b of [starter, end, segments.length]) {
+    for (const b of [starter, segments.length]) {
       if (b > bounds[bounds.length - 1]) bounds.push(b);
     }
     for (let t = 0; t + 1 < bounds.length; t++) {
-      const pins = split && bounds[t] >= head ? pinMin : Infinity;
       try {
+        const segs = segments.slice(bounds[t], bounds[t + 1]);
         this.#tables.push({
-          copy: NativeCopy.start(segments.slice(bounds[t], bounds[t + 1]), pins, this.#unguarded),
+          copy: NativeCopy.start(segs, this.#pinMin, this.#unguarded),
           at: bounds[t],
         });
       } catch (e) {
