@@ -60,14 +60,22 @@ let current: Ahead | undefined;
 let pending: { pid: number; vmas: readonly Vma[] } | undefined;
 
 /** What the copies ahead did in this process (tests). */
-export const copyAheadStats = { started: 0, taken: 0, dropped: 0, buffersUsed: 0 };
+export const copyAheadStats = {
+  started: 0,
+  taken: 0,
+  dropped: 0,
+  buffersUsed: 0,
+  /** Waits for the table in which the taker's `whileWaiting` ran ({@link takeCopyAhead}). */
+  workedInWait: 0,
+};
 
 /**
  * Tests: a sleep of the table's thread before its reads (a table that
- * falls behind); `waitWalk`: {@link startCopyAhead} waits for the walk
- * ahead (the copy ahead begins whatever the machine's load).
+ * falls behind); `pauseAfterFirstMs`: one after its first buffer (the
+ * streamer then waits for the second); `waitWalk`: {@link startCopyAhead}
+ * waits for the walk ahead (the copy ahead begins whatever the machine's load).
  */
-export const copyAheadHooks = { delayMs: 0, waitWalk: false };
+export const copyAheadHooks = { delayMs: 0, pauseAfterFirstMs: 0, waitWalk: false };
 
 /** Whether reads ahead are still running on the table's thread (tests). */
 export function copyAheadRunning(): boolean {
@@ -141,6 +149,9 @@ function begin(pid: number, vmas: readonly Vma[]): void {
         fill += n;
         if (fill === size) {
           table.addBuffer(buffers[k++], pieces);
+          if (k === 1 && copyAheadHooks.pauseAfterFirstMs > 0) {
+            table.addDelay(copyAheadHooks.pauseAfterFirstMs);
+          }
           pieces = [];
           fill = 0;
         }
@@ -163,7 +174,8 @@ function begin(pid: number, vmas: readonly Vma[]): void {
  * The copy ahead of `pid` when it was made for this plan: the same
  * mappings `vmas` and `policies`, nothing inherited, no page source (the
  * caller says so with `plain`). Its plan, and the buffer of the stream's
- * `k`-th buffer when it read all its bytes (waits for its reads). Any
+ * `k`-th buffer when it read all its bytes (waits for its reads, running
+ * `whileWaiting` first at the first such wait). Any
  * other copy ahead is dropped.
  */
 export function takeCopyAhead(
@@ -171,6 +183,11 @@ export function takeCopyAhead(
   vmas: readonly Vma[],
   policies: readonly PagePolicy[],
   plain: boolean,
+  /**
+   * Run once, at the first wait for the table's reads, before that wait: work for cryo's
+   * thread, idle there (an exception from it is dropped).
+   */
+  whileWaiting?: () => void,
 ): { plan: PagePlan; buffer: (k: number) => Uint8Array<ArrayBuffer> | undefined } | undefined {
   pending = undefined; // not begun by now: the dump plans and copies itself
   const a = current;
@@ -192,7 +209,13 @@ export function takeCopyAhead(
       // the streamer reads this one itself, into its own buffer.
       let filled = a.reads.filledSoFar(k);
       if (filled === undefined && k > 0 && a.reads.filledSoFar(k - 1) !== undefined) {
-        filled = a.reads.filled(k);
+        const idle = whileWaiting;
+        whileWaiting = undefined;
+        try {
+          if (idle) copyAheadStats.workedInWait++;
+          idle?.();
+        } catch { /* the caller's work: done again later */ }
+        filled = a.reads.filledSoFar(k) ?? a.reads.filled(k);
       }
       if (!filled) return undefined;
       a.given.add(k);

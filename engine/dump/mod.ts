@@ -44,6 +44,7 @@ import { refuseSharedAcrossTree } from "../fds/shared_anon.ts";
 import { SyscallError } from "../../ffi/libc.ts";
 import { TraceeGoneError } from "../../ffi/ptrace.ts";
 import { BOOTSTRAP_FILE_OFFSET, ImageWriter } from "../image/writer.ts";
+import { encodeCoreNotes } from "../image/core_notes.ts";
 import { checksumAround, crc32Combine } from "../image/checksum.ts";
 import { streamedPageBlocks } from "./page_blocks.ts";
 import { writeManifest, writeManifestNoSync } from "../image/manifest.ts";
@@ -631,6 +632,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       deferred?: DeferredPageWriter;
       /** Sets the `pages` of its mappings read whole (engine/dump/plan.ts `savePlanned`). */
       runsToPages: () => void;
+      /** Its core notes, when encoded in the freeze's wait for the copy ahead. */
+      coreNotes?: Uint8Array<ArrayBuffer>;
     }[] = [];
     const entries: Manifest["processes"] = [];
     let pagesBytes = 0;
@@ -769,11 +772,15 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       const policies = image.mappings.map((m) => m.excluded ? "none" : pagePolicy(m.kind));
       const source = pre ?? parent?.processes.get(p.pid);
       // The plan of the copy made ahead when it is this one (copy_ahead.ts), else made here.
+      // The core notes need no page records: encoded in the copy's first wait for the reads
+      // ahead, if it has one (cryo's thread idle there), else by the writer after the thaw.
+      let coreNotes: Uint8Array<ArrayBuffer> | undefined;
       const ahead = takeCopyAhead(
         p.pid,
         collected.vmas,
         policies,
         !image.inheritsMemory && !source,
+        () => coreNotes = encodeCoreNotes(image),
       );
       const plan = ahead?.plan ?? planPages(
         p.pid,
@@ -843,6 +850,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         pre,
         overwritten: pre ? plan.pieces.flat().filter((x) => x.source === "overwrite") : [],
         deferred,
+        coreNotes,
         runsToPages: () => runsToPages(),
       });
       images.push(image);
@@ -894,11 +902,11 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     for (const c of preCrcs) c?.catch(() => {}); // awaited below, or dropped with a failed dump
     if (checkAfterThaw) checkRestorable();
     const host = await hostPending;
-    for (const [i, { writer, image, streamer, pre, deferred }] of pending.entries()) {
+    for (const [i, { writer, image, streamer, pre, deferred, coreNotes }] of pending.entries()) {
       pausePoint("notes");
       await deferred?.settled();
       const preCrc = pre ? await preCrcs[i]! : 0;
-      const summary = await writer.finish(image, { checksum: false, sync });
+      const summary = await writer.finish(image, { checksum: false, sync, coreNotes });
       // The page data's CRC was computed while streaming: read only the rest.
       const pagesCrc = pre
         ? crc32Combine(
