@@ -13,8 +13,11 @@
  *   streamer reads the buffers the table has not reached itself, the reads
  *   the table makes later land in buffers nothing uses, and the image is
  *   exact;
+ * - every buffer read ahead in the freeze: the stream (the buffers' writes,
+ *   sums and the page records) runs after the thaw, and the image is still
+ *   exact (the target rewrites its memory all the time);
  * - the table paused after its first buffer: the dump's core notes are
- *   encoded while the streamer waits for the second, and are the bytes the
+ *   encoded while cryo's thread waits for the rest, and are the bytes the
  *   image writer encodes;
  * - an injection into the process waits for the reads ahead first
  *   (injected.ts `beforeInjection`).
@@ -67,15 +70,28 @@ async function roundTrip(
   copyAheadHooks.delayMs = delayMs;
   copyAheadHooks.pauseAfterFirstMs = pauseAfterFirstMs;
   copyAheadHooks.waitWalk = true; // (else under load it may begin too late, or not at all)
+  copyAheadHooks.waitFirst = delayMs === 0; // (else under load the table may be behind)
+  const events: string[] = [];
   try {
-    const r = await checkpoint(t.pid, { dir, leaveRunning: true, sync: false });
+    const r = await checkpoint(t.pid, {
+      dir,
+      leaveRunning: true,
+      sync: false,
+      onEvent: (e) => events.push(e.type),
+    });
     assert.equal(r.stats.precopy, undefined, "frozen once");
   } finally {
     Deno.env.delete("CRYO_COPY_LANES");
     copyAheadHooks.delayMs = 0;
     copyAheadHooks.pauseAfterFirstMs = 0;
     copyAheadHooks.waitWalk = false;
+    copyAheadHooks.waitFirst = false;
   }
+  // Every buffer read ahead in the freeze: the stream (writes, sums, records) after the thaw.
+  assert.equal(copyAheadStats.readAll - before.readAll, delayMs === 0 ? 1 : 0, "read whole ahead");
+  const pagesAt = events.indexOf("pages"), thawedAt = events.indexOf("thawed");
+  if (delayMs === 0) assert.ok(pagesAt > thawedAt, `streamed after the thaw: ${events}`);
+  else assert.ok(pagesAt < thawedAt, `streamed in the freeze: ${events}`);
   if (pauseAfterFirstMs > 0) {
     assert.equal(copyAheadStats.workedInWait - before.workedInWait, 1, "notes encoded in the wait");
     const info = await readImageFile(`${dir}/${t.pid}.elf`);
@@ -112,7 +128,7 @@ Deno.test({
 
 Deno.test({
   name: "copy ahead: the table paused after its first buffer, the core notes are encoded while " +
-    "the streamer waits for the second (13 threads); the same bytes, exact image",
+    "the dump waits for the rest (13 threads); the same bytes, exact image",
   ignore,
   fn: withTargets(() => roundTrip("threads", 0, 200)),
 });

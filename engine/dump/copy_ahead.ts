@@ -67,6 +67,8 @@ export const copyAheadStats = {
   buffersUsed: 0,
   /** Waits for the table in which the taker's `whileWaiting` ran ({@link takeCopyAhead}). */
   workedInWait: 0,
+  /** Copies whose table read the whole plan (its `readAll`). */
+  readAll: 0,
 };
 
 /**
@@ -75,7 +77,13 @@ export const copyAheadStats = {
  * streamer then waits for the second); `waitWalk`: {@link startCopyAhead}
  * waits for the walk ahead (the copy ahead begins whatever the machine's load).
  */
-export const copyAheadHooks = { delayMs: 0, pauseAfterFirstMs: 0, waitWalk: false };
+export const copyAheadHooks = {
+  delayMs: 0,
+  pauseAfterFirstMs: 0,
+  waitWalk: false,
+  /** `readAll` waits for the table's first buffer too (else: false when it is not read yet). */
+  waitFirst: false,
+};
 
 /** Whether reads ahead are still running on the table's thread (tests). */
 export function copyAheadRunning(): boolean {
@@ -188,7 +196,11 @@ export function takeCopyAhead(
    * thread, idle there (an exception from it is dropped).
    */
   whileWaiting?: () => void,
-): { plan: PagePlan; buffer: (k: number) => Uint8Array<ArrayBuffer> | undefined } | undefined {
+): {
+  plan: PagePlan;
+  buffer: (k: number) => Uint8Array<ArrayBuffer> | undefined;
+  readAll: () => boolean;
+} | undefined {
   pending = undefined; // not begun by now: the dump plans and copies itself
   const a = current;
   if (!a) return undefined;
@@ -200,24 +212,54 @@ export function takeCopyAhead(
     return undefined;
   }
   copyAheadStats.taken++;
+  /** Set by a true `readAll`: every buffer the streamer asks for is one read ahead. */
+  let whole = false;
+  /** Runs `whileWaiting` (once) before a wait for the table. */
+  const beforeWait = () => {
+    const idle = whileWaiting;
+    whileWaiting = undefined;
+    try {
+      if (idle) copyAheadStats.workedInWait++;
+      idle?.();
+    } catch { /* the caller's work: done again later */ }
+  };
   return {
     plan: a.plan,
+    // Whether the table read the whole plan: waits for its reads unless it is behind from
+    // the start (its first buffer not read: the streamer reads it, as buffer() says), then
+    // checks that every buffer of the stream is filled, so that the streamer will read
+    // nothing from the process (its buffers are then theirs at any time: after the thaw).
+    readAll: () => {
+      if (current !== a) return false;
+      if (a.reads.filledSoFar(0) === undefined && !copyAheadHooks.waitFirst) return false;
+      const size = a.buffers[0]?.length ?? 0;
+      const count = size ? Math.ceil(a.plan.readBytes / size) : Infinity;
+      if (count > a.buffers.length) return false;
+      if (!a.reads.done()) beforeWait();
+      a.reads.finish();
+      for (let k = 0; k < count; k++) if (a.reads.filledSoFar(k) !== true) return false;
+      whole = true;
+      copyAheadStats.readAll++;
+      return true;
+    },
     buffer: (k) => {
-      if (current !== a || k >= a.buffers.length || a.given.has(k)) return undefined;
+      if (current !== a || k >= a.buffers.length || a.given.has(k)) {
+        // After readAll, the streamer may run with the process thawed: it must read nothing.
+        if (whole) throw new Error(`internal error: buffer ${k} read ahead is not there`);
+        return undefined;
+      }
       // Waited for when the table is on it (its previous one read): otherwise the table is
       // behind (a busy machine: it had the rest of the collect to read the first one) and
       // the streamer reads this one itself, into its own buffer.
       let filled = a.reads.filledSoFar(k);
       if (filled === undefined && k > 0 && a.reads.filledSoFar(k - 1) !== undefined) {
-        const idle = whileWaiting;
-        whileWaiting = undefined;
-        try {
-          if (idle) copyAheadStats.workedInWait++;
-          idle?.();
-        } catch { /* the caller's work: done again later */ }
+        beforeWait();
         filled = a.reads.filledSoFar(k) ?? a.reads.filled(k);
       }
-      if (!filled) return undefined;
+      if (!filled) {
+        if (whole) throw new Error(`internal error: buffer ${k} read ahead is not there`);
+        return undefined;
+      }
       a.given.add(k);
       copyAheadStats.buffersUsed++;
       return a.buffers[k];

@@ -742,7 +742,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     let reused = 0, parentBytes = 0;
     // One process frozen once and left running: its pages may come from a fork (fork_snapshot.ts).
     const snapshots = opts.leaveRunning === true && !precopy && !parent && described.length === 1;
-    let copyFromSnapshot: (() => Promise<void>) | undefined;
+    /** The copy run after the thaw: from a fork, or of buffers all read ahead in the freeze. */
+    let copyAfterThaw: (() => Promise<void>) | undefined;
     for (const { p, collected, image } of described) {
       // planInheritance may have moved (and grown) the bootstrap.
       const start = BigInt(image.bootstrap.start);
@@ -841,8 +842,13 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         await streamer.finish();
         dropCopyAhead(); // (its buffers not taken back to the pool)
       };
-      if (snap) copyFromSnapshot = copy;
-      else await copy();
+      // Every page read ahead, in the freeze (copy_ahead.ts `readAll`: nothing left for the
+      // streamer to read from the process): their writes, sums and records after the thaw.
+      if (snap) copyAfterThaw = copy;
+      else if (ahead && deferred && opts.leaveRunning && ahead.readAll()) {
+        streamer.noReads = true;
+        copyAfterThaw = copy;
+      } else await copy();
       pending.push({
         writer,
         image,
@@ -881,13 +887,14 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       chain.frozen = false;
       opts.onEvent?.({ type: "thawed", freezeSeconds });
     }
-    if (snapshot) {
+    if (copyAfterThaw) {
       // The pages from the fork, the tree running; then the fork is killed (its exit runs
       // beside the notes) and reaped at the end, in its parent too (fork_snapshot.ts).
+      // Or the buffers read ahead in the freeze, streamed now.
       try {
-        await copyFromSnapshot!();
+        await copyAfterThaw();
       } finally {
-        killSnapshot(snapshot);
+        if (snapshot) killSnapshot(snapshot);
       }
     }
     closeStatusesAhead(); // (each status was taken by the collect: the fds are closed after the thaw)
