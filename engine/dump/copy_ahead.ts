@@ -16,6 +16,11 @@
  * by the streamer into a buffer of its own, as before (the table's later
  * reads land in buffers nothing uses).
  *
+ * When the table read every buffer of the plan whole (`readAll`, waited
+ * for in the freeze), the dump streams them after the thaw (its writes,
+ * sums and page records out of the freeze); the streamer then reads
+ * nothing from the process (engine/dump/memory.ts `noReads`).
+ *
  * Nothing may write the process's memory between the reads ahead and the
  * thaw: an injection session (engine/dump/injected.ts `withInjection`)
  * waits for the reads first ({@link settleCopyAhead}). The pages present
