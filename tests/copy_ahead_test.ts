@@ -13,12 +13,20 @@
  *   streamer reads the buffers the table has not reached itself, the reads
  *   the table makes later land in buffers nothing uses, and the image is
  *   exact;
+ * - every buffer read ahead in the freeze: the stream (the buffers' writes,
+ *   sums and the page records) runs after the thaw, and the image is still
+ *   exact (the target rewrites its memory all the time);
+ * - the table paused after its first buffer: the dump's core notes are
+ *   encoded while cryo's thread waits for the rest, and are the bytes the
+ *   image writer encodes;
  * - an injection into the process waits for the reads ahead first
  *   (injected.ts `beforeInjection`).
  */
 
 import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
+import { encodeCoreNotes } from "../engine/image/core_notes.ts";
+import { readImageFile } from "../engine/image/mod.ts";
 import {
   copyAheadHooks,
   copyAheadRunning,
@@ -42,8 +50,17 @@ import { tempDir } from "./helpers/fs.ts";
 
 const ignore = !tablesAvailable();
 
-/** Dumps rt_precopy (4 MiB, `mode`) frozen once with deferred writes; asserts the copy ahead was used as `expect` says. */
-async function roundTrip(mode: string | undefined, delayMs: number): Promise<void> {
+/**
+ * Dumps rt_precopy (4 MiB, `mode`) frozen once with deferred writes; asserts the copy ahead was
+ * used as `delayMs` (the table held back) says; with `pauseAfterFirstMs` (the table paused after
+ * its first buffer), that the core notes were encoded in the wait, the very bytes the writer
+ * would have encoded.
+ */
+async function roundTrip(
+  mode: string | undefined,
+  delayMs: number,
+  pauseAfterFirstMs = 0,
+): Promise<void> {
   const { t, trigger } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
     extra: ["4", ...(mode ? [mode] : [])],
   });
@@ -51,14 +68,39 @@ async function roundTrip(mode: string | undefined, delayMs: number): Promise<voi
   const before = { ...copyAheadStats };
   Deno.env.set("CRYO_COPY_LANES", "native");
   copyAheadHooks.delayMs = delayMs;
+  copyAheadHooks.pauseAfterFirstMs = pauseAfterFirstMs;
   copyAheadHooks.waitWalk = true; // (else under load it may begin too late, or not at all)
+  copyAheadHooks.waitFirst = delayMs === 0; // (else under load the table may be behind)
+  const events: string[] = [];
   try {
-    const r = await checkpoint(t.pid, { dir, leaveRunning: true, sync: false });
+    const r = await checkpoint(t.pid, {
+      dir,
+      leaveRunning: true,
+      sync: false,
+      onEvent: (e) => events.push(e.type),
+    });
     assert.equal(r.stats.precopy, undefined, "frozen once");
   } finally {
     Deno.env.delete("CRYO_COPY_LANES");
     copyAheadHooks.delayMs = 0;
+    copyAheadHooks.pauseAfterFirstMs = 0;
     copyAheadHooks.waitWalk = false;
+    copyAheadHooks.waitFirst = false;
+  }
+  // Every buffer read ahead in the freeze: the stream (writes, sums, records) after the thaw.
+  assert.equal(copyAheadStats.readAll - before.readAll, delayMs === 0 ? 1 : 0, "read whole ahead");
+  const pagesAt = events.indexOf("pages"), thawedAt = events.indexOf("thawed");
+  if (delayMs === 0) assert.ok(pagesAt > thawedAt, `streamed after the thaw: ${events}`);
+  else assert.ok(pagesAt < thawedAt, `streamed in the freeze: ${events}`);
+  if (pauseAfterFirstMs > 0) {
+    assert.equal(copyAheadStats.workedInWait - before.workedInWait, 1, "notes encoded in the wait");
+    const info = await readImageFile(`${dir}/${t.pid}.elf`);
+    const section = info.sections.find((s) => s.name === ".note.core")!;
+    const written = new Uint8Array(section.size);
+    using f = await Deno.open(`${dir}/${t.pid}.elf`);
+    await f.seek(section.offset, Deno.SeekMode.Start);
+    for (let n = 0; n < written.length;) n += (await f.read(written.subarray(n)))!;
+    assert.deepEqual(written, encodeCoreNotes(info.process), "the core notes as the writer's");
   }
   assert.equal(copyAheadStats.started - before.started, 1, "a copy started ahead");
   assert.equal(copyAheadStats.taken - before.taken, 1, "its plan taken");
@@ -82,6 +124,13 @@ Deno.test({
   name: "copy ahead: its table held back, the streamer reads every buffer itself; exact image",
   ignore,
   fn: withTargets(() => roundTrip(undefined, 300)),
+});
+
+Deno.test({
+  name: "copy ahead: the table paused after its first buffer, the core notes are encoded while " +
+    "the dump waits for the rest (13 threads); the same bytes, exact image",
+  ignore,
+  fn: withTargets(() => roundTrip("threads", 0, 200)),
 });
 
 Deno.test({

@@ -12,9 +12,10 @@
  *   (4 MiB rewritten all the time) with the writes deferred
  *   (`CRYO_COPY_LANES=native`) restores the memory of its freeze, and the
  *   original runs on and checks itself;
- * - cryo SIGKILLed in the freeze, its queue's thread waiting (`pages`),
- *   and after the thaw, its writes perhaps in flight (`notes`): no image,
- *   the target untouched.
+ * - cryo SIGKILLed at its first page write, its queue's thread waiting
+ *   (`pages`: in the freeze, or after the thaw when every page was read
+ *   ahead in it), and after the thaw, its writes perhaps in flight
+ *   (`notes`): no image, the target untouched.
  */
 
 import assert from "node:assert/strict";
@@ -105,7 +106,10 @@ Deno.test({
 
 for (
   const [at, when] of [
-    ["pages", "in the freeze, its queue's thread waiting for writes"],
+    [
+      "pages",
+      "at its first page write (frozen, or thawed: read ahead), its queue's thread waiting",
+    ],
     ["notes", "after the thaw, its deferred page writes in flight"],
   ] as const
 ) {

@@ -8,7 +8,8 @@
  * tree running (`onUnreadable`) nothing is merged, and an unmapped page's
  * zeros stop at its run. The plan's runs of touching readable mappings are
  * saved as one (engine/dump/plan.ts `savePlanned`), each run's record
- * still pointing at its own data.
+ * still pointing at its own data. With `noReads` (the buffers all read
+ * ahead, the process running again) any read of the process throws.
  *
  * @module
  */
@@ -213,4 +214,24 @@ Deno.test("page copy: the plan's touching runs read as one, each run's record at
   } finally {
     rawSyscall(SYS.munmap, base, pages * PAGE);
   }
+});
+
+Deno.test("memory: with noReads (every buffer read ahead, the process running), a read throws", async () => {
+  const { base } = region(4);
+  for (const readable of [true, false]) {
+    const out = new MemoryPageWriter(2 * PAGE, 4 * PAGE);
+    let next = 0;
+    const s = new MemoryStreamer(Deno.pid, out, (n) => {
+      const at = next;
+      next += n;
+      return at;
+    });
+    s.noReads = true;
+    await assert.rejects(async () => {
+      s.saveRun({ perms: readable ? "rw-p" : "---p" } as Vma, base, 4 * PAGE);
+      await s.finish();
+    }, /a page read after the pages were read ahead/);
+    await s.abort();
+  }
+  assert.equal(rawSyscall(SYS.munmap, base, 4 * PAGE), 0n);
 });

@@ -16,6 +16,11 @@
  * by the streamer into a buffer of its own, as before (the table's later
  * reads land in buffers nothing uses).
  *
+ * When the table read every buffer of the plan whole (`readAll`, waited
+ * for in the freeze), the dump streams them after the thaw (its writes,
+ * sums and page records out of the freeze); the streamer then reads
+ * nothing from the process (engine/dump/memory.ts `noReads`).
+ *
  * Nothing may write the process's memory between the reads ahead and the
  * thaw: an injection session (engine/dump/injected.ts `withInjection`)
  * waits for the reads first ({@link settleCopyAhead}). The pages present
@@ -60,14 +65,30 @@ let current: Ahead | undefined;
 let pending: { pid: number; vmas: readonly Vma[] } | undefined;
 
 /** What the copies ahead did in this process (tests). */
-export const copyAheadStats = { started: 0, taken: 0, dropped: 0, buffersUsed: 0 };
+export const copyAheadStats = {
+  started: 0,
+  taken: 0,
+  dropped: 0,
+  buffersUsed: 0,
+  /** Waits for the table in which the taker's `whileWaiting` ran ({@link takeCopyAhead}). */
+  workedInWait: 0,
+  /** Copies whose table read the whole plan (its `readAll`). */
+  readAll: 0,
+};
 
 /**
  * Tests: a sleep of the table's thread before its reads (a table that
- * falls behind); `waitWalk`: {@link startCopyAhead} waits for the walk
- * ahead (the copy ahead begins whatever the machine's load).
+ * falls behind); `pauseAfterFirstMs`: one after its first buffer (the
+ * streamer then waits for the second); `waitWalk`: {@link startCopyAhead}
+ * waits for the walk ahead (the copy ahead begins whatever the machine's load).
  */
-export const copyAheadHooks = { delayMs: 0, waitWalk: false };
+export const copyAheadHooks = {
+  delayMs: 0,
+  pauseAfterFirstMs: 0,
+  waitWalk: false,
+  /** `readAll` waits for the table's first buffer too (else: false when it is not read yet). */
+  waitFirst: false,
+};
 
 /** Whether reads ahead are still running on the table's thread (tests). */
 export function copyAheadRunning(): boolean {
@@ -141,6 +162,9 @@ function begin(pid: number, vmas: readonly Vma[]): void {
         fill += n;
         if (fill === size) {
           table.addBuffer(buffers[k++], pieces);
+          if (k === 1 && copyAheadHooks.pauseAfterFirstMs > 0) {
+            table.addDelay(copyAheadHooks.pauseAfterFirstMs);
+          }
           pieces = [];
           fill = 0;
         }
@@ -163,7 +187,8 @@ function begin(pid: number, vmas: readonly Vma[]): void {
  * The copy ahead of `pid` when it was made for this plan: the same
  * mappings `vmas` and `policies`, nothing inherited, no page source (the
  * caller says so with `plain`). Its plan, and the buffer of the stream's
- * `k`-th buffer when it read all its bytes (waits for its reads). Any
+ * `k`-th buffer when it read all its bytes (waits for its reads, running
+ * `whileWaiting` first at the first such wait). Any
  * other copy ahead is dropped.
  */
 export function takeCopyAhead(
@@ -171,7 +196,16 @@ export function takeCopyAhead(
   vmas: readonly Vma[],
   policies: readonly PagePolicy[],
   plain: boolean,
-): { plan: PagePlan; buffer: (k: number) => Uint8Array<ArrayBuffer> | undefined } | undefined {
+  /**
+   * Run once, at the first wait for the table's reads, before that wait: work for cryo's
+   * thread, idle there (an exception from it is dropped).
+   */
+  whileWaiting?: () => void,
+): {
+  plan: PagePlan;
+  buffer: (k: number) => Uint8Array<ArrayBuffer> | undefined;
+  readAll: () => boolean;
+} | undefined {
   pending = undefined; // not begun by now: the dump plans and copies itself
   const a = current;
   if (!a) return undefined;
@@ -183,18 +217,54 @@ export function takeCopyAhead(
     return undefined;
   }
   copyAheadStats.taken++;
+  /** Set by a true `readAll`: every buffer the streamer asks for is one read ahead. */
+  let whole = false;
+  /** Runs `whileWaiting` (once) before a wait for the table. */
+  const beforeWait = () => {
+    const idle = whileWaiting;
+    whileWaiting = undefined;
+    try {
+      if (idle) copyAheadStats.workedInWait++;
+      idle?.();
+    } catch { /* the caller's work: done again later */ }
+  };
   return {
     plan: a.plan,
+    // Whether the table read the whole plan: waits for its reads unless it is behind from
+    // the start (its first buffer not read: the streamer reads it, as buffer() says), then
+    // checks that every buffer of the stream is filled, so that the streamer will read
+    // nothing from the process (its buffers are then theirs at any time: after the thaw).
+    readAll: () => {
+      if (current !== a) return false;
+      if (a.reads.filledSoFar(0) === undefined && !copyAheadHooks.waitFirst) return false;
+      const size = a.buffers[0]?.length ?? 0;
+      const count = size ? Math.ceil(a.plan.readBytes / size) : Infinity;
+      if (count > a.buffers.length) return false;
+      if (!a.reads.done()) beforeWait();
+      a.reads.finish();
+      for (let k = 0; k < count; k++) if (a.reads.filledSoFar(k) !== true) return false;
+      whole = true;
+      copyAheadStats.readAll++;
+      return true;
+    },
     buffer: (k) => {
-      if (current !== a || k >= a.buffers.length || a.given.has(k)) return undefined;
+      if (current !== a || k >= a.buffers.length || a.given.has(k)) {
+        // After readAll, the streamer may run with the process thawed: it must read nothing.
+        if (whole) throw new Error(`internal error: buffer ${k} read ahead is not there`);
+        return undefined;
+      }
       // Waited for when the table is on it (its previous one read): otherwise the table is
       // behind (a busy machine: it had the rest of the collect to read the first one) and
       // the streamer reads this one itself, into its own buffer.
       let filled = a.reads.filledSoFar(k);
       if (filled === undefined && k > 0 && a.reads.filledSoFar(k - 1) !== undefined) {
-        filled = a.reads.filled(k);
+        beforeWait();
+        filled = a.reads.filledSoFar(k) ?? a.reads.filled(k);
       }
-      if (!filled) return undefined;
+      if (!filled) {
+        if (whole) throw new Error(`internal error: buffer ${k} read ahead is not there`);
+        return undefined;
+      }
       a.given.add(k);
       copyAheadStats.buffersUsed++;
       return a.buffers[k];

@@ -63,6 +63,12 @@ export class MemoryStreamer {
    * here). Used only with a writer that takes them (`acquireFilled`).
    */
   ahead?: (k: number) => Uint8Array<ArrayBuffer> | undefined;
+  /**
+   * Set when every buffer comes from {@link ahead} and the process may run
+   * again meanwhile (engine/dump/mod.ts): a read of the process then throws
+   * instead of taking bytes of another moment than the freeze.
+   */
+  noReads = false;
   /** Buffers acquired so far. */
   #acquired = 0;
   /** Whether the buffer being filled came filled from {@link ahead}: nothing to read into it. */
@@ -252,6 +258,7 @@ export class MemoryStreamer {
     this.#iovCount = 0;
     this.remotePieces += count;
     if (this.#filled) return; // read ahead (copy_ahead.ts)
+    this.#mayRead();
     let total = 0;
     for (let i = 0; i < count; i++) total += Number(this.#iov[2 * i + 1]);
     const dest = this.#buffer.subarray(this.#iovAt, this.#iovAt + total);
@@ -338,7 +345,15 @@ export class MemoryStreamer {
     }
   }
 
+  /** Throws when {@link noReads} is set. */
+  #mayRead(): void {
+    if (this.noReads) {
+      throw new Error("internal error: a page read after the pages were read ahead");
+    }
+  }
+
   #read(addr: bigint, buf: Uint8Array, readable: boolean): void {
+    this.#mayRead();
     if (readable) {
       let done = 0;
       while (done < buf.length) {
@@ -365,6 +380,7 @@ export class MemoryStreamer {
   }
 
   #readMem(addr: bigint, buf: Uint8Array): void {
+    this.#mayRead();
     this.#memFile ??= Deno.openSync(`/proc/${this.#pid}/mem`, { read: true });
     let done = 0;
     while (done < buf.length) {

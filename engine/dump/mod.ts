@@ -44,6 +44,7 @@ import { refuseSharedAcrossTree } from "../fds/shared_anon.ts";
 import { SyscallError } from "../../ffi/libc.ts";
 import { TraceeGoneError } from "../../ffi/ptrace.ts";
 import { BOOTSTRAP_FILE_OFFSET, ImageWriter } from "../image/writer.ts";
+import { encodeCoreNotes } from "../image/core_notes.ts";
 import { checksumAround, crc32Combine } from "../image/checksum.ts";
 import { streamedPageBlocks } from "./page_blocks.ts";
 import { writeManifest, writeManifestNoSync } from "../image/manifest.ts";
@@ -634,6 +635,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       deferred?: DeferredPageWriter;
       /** Sets the `pages` of its mappings read whole (engine/dump/plan.ts `savePlanned`). */
       runsToPages: () => void;
+      /** Its core notes, when encoded in the freeze's wait for the copy ahead. */
+      coreNotes?: Uint8Array<ArrayBuffer>;
     }[] = [];
     const entries: Manifest["processes"] = [];
     let pagesBytes = 0;
@@ -742,7 +745,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     let reused = 0, parentBytes = 0;
     // One process frozen once and left running: its pages may come from a fork (fork_snapshot.ts).
     const snapshots = opts.leaveRunning === true && !precopy && !parent && described.length === 1;
-    let copyFromSnapshot: (() => Promise<void>) | undefined;
+    /** The copy run after the thaw: from a fork, or of buffers all read ahead in the freeze. */
+    let copyAfterThaw: (() => Promise<void>) | undefined;
     for (const { p, collected, image } of described) {
       // planInheritance may have moved (and grown) the bootstrap.
       const start = BigInt(image.bootstrap.start);
@@ -772,11 +776,15 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       const policies = image.mappings.map((m) => m.excluded ? "none" : pagePolicy(m.kind));
       const source = pre ?? parent?.processes.get(p.pid);
       // The plan of the copy made ahead when it is this one (copy_ahead.ts), else made here.
+      // The core notes need no page records: encoded in the copy's first wait for the reads
+      // ahead, if it has one (cryo's thread idle there), else by the writer after the thaw.
+      let coreNotes: Uint8Array<ArrayBuffer> | undefined;
       const ahead = takeCopyAhead(
         p.pid,
         collected.vmas,
         policies,
         !image.inheritsMemory && !source,
+        () => coreNotes = encodeCoreNotes(image),
       );
       const plan = ahead?.plan ?? planPages(
         p.pid,
@@ -837,8 +845,13 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         await streamer.finish();
         dropCopyAhead(); // (its buffers not taken back to the pool)
       };
-      if (snap) copyFromSnapshot = copy;
-      else await copy();
+      // Every page read ahead, in the freeze (copy_ahead.ts `readAll`: nothing left for the
+      // streamer to read from the process): their writes, sums and records after the thaw.
+      if (snap) copyAfterThaw = copy;
+      else if (ahead && deferred && opts.leaveRunning && ahead.readAll()) {
+        streamer.noReads = true;
+        copyAfterThaw = copy;
+      } else await copy();
       pending.push({
         writer,
         image,
@@ -846,6 +859,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         pre,
         overwritten: pre ? plan.pieces.flat().filter((x) => x.source === "overwrite") : [],
         deferred,
+        coreNotes,
         runsToPages: () => runsToPages(),
       });
       images.push(image);
@@ -876,13 +890,14 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       chain.frozen = false;
       opts.onEvent?.({ type: "thawed", freezeSeconds });
     }
-    if (snapshot) {
+    if (copyAfterThaw) {
       // The pages from the fork, the tree running; then the fork is killed (its exit runs
       // beside the notes) and reaped at the end, in its parent too (fork_snapshot.ts).
+      // Or the buffers read ahead in the freeze, streamed now.
       try {
-        await copyFromSnapshot!();
+        await copyAfterThaw();
       } finally {
-        killSnapshot(snapshot);
+        if (snapshot) killSnapshot(snapshot);
       }
     }
     closeStatusesAhead(); // (each status was taken by the collect: the fds are closed after the thaw)
@@ -897,11 +912,11 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     for (const c of preCrcs) c?.catch(() => {}); // awaited below, or dropped with a failed dump
     if (checkAfterThaw) checkRestorable();
     const host = await hostPending;
-    for (const [i, { writer, image, streamer, pre, deferred }] of pending.entries()) {
+    for (const [i, { writer, image, streamer, pre, deferred, coreNotes }] of pending.entries()) {
       pausePoint("notes");
       await deferred?.settled();
       const preCrc = pre ? await preCrcs[i]! : 0;
-      const summary = await writer.finish(image, { checksum: false, sync });
+      const summary = await writer.finish(image, { checksum: false, sync, coreNotes });
       // The page data's CRC was computed while streaming: read only the rest.
       const pagesCrc = pre
         ? crc32Combine(

@@ -90,6 +90,12 @@ export interface FinishOptions {
   checksum?: boolean;
   /** fdatasync the file and fsync its directory (default true; false for throw-away images). */
   sync?: boolean;
+  /**
+   * The core notes, when the caller encoded them already: `encodeCoreNotes(proc)`
+   * (engine/image/core_notes.ts) of this very `proc`, nothing they record changed since
+   * (its threads, auxv, file mappings, ids, creds, comm and command line).
+   */
+  coreNotes?: Uint8Array<ArrayBuffer>;
 }
 
 /** What {@link ImageWriter.finish} produced. */
@@ -268,7 +274,7 @@ export class ImageWriter {
     this.#validate(proc);
     const o = this.#opts;
     const pagesEnd = alignUp(this.#pagesEnd, PAGE_SIZE);
-    const coreNotes = encodeCoreNotes(proc);
+    const coreNotes = opts.coreNotes ?? encodeCoreNotes(proc);
     const cryoNotes = encodeCryoNotes(proc);
     const coreOff = pagesEnd;
     const cryoOff = coreOff + coreNotes.length;
