@@ -47,7 +47,7 @@ export const SUPPORT_TABLE = [
   { id: "task.rlimits", area: "task", what: "resource limits", support: "saved" },
   { id: "task.misc", area: "task", what: "umask, cwd, comm, personality", support: "saved" },
   { id: "task.sched", area: "task", what: "per-thread policy and priority, nice, CPU affinity, timer slack, ioprio", support: "saved", note: "restore fails, naming the thread, where not allowed" },
-  { id: "task.attrs", area: "task", what: "oom_score_adj, dumpable, child subreaper, THP disable, membarrier registrations", support: "saved" },
+  { id: "task.attrs", area: "task", what: "oom_score_adj, dumpable, child subreaper, THP disable, membarrier registrations, memory-deny-write-execute (PR_SET_MDWE), coredump_filter, TSC mode (PR_SET_TSC), MCE kill policy (PR_MCE_KILL)", support: "saved", note: "TSC mode and MCE kill policy: the main thread's, given to every thread" },
   { id: "task.thread-attrs", area: "task", what: "parent-death signal, no_new_privs, thread names", support: "saved" },
   { id: "task.seccomp", area: "task", what: "seccomp strict mode and filters", support: "saved", note: "installed last; they act from detach on" },
   { id: "task.login", area: "task", what: "login uid and session id", support: "saved", note: "cannot be set: restore refuses unless the restorer's match" },
@@ -76,6 +76,7 @@ export const SUPPORT_TABLE = [
   { id: "task.stopped", area: "task", what: "stopped processes (group stop), pending SIGSTOP", support: "saved", note: "restored stopped by the same signal" },
   { id: "task.stopped-handled", area: "task", what: "processes stopped by a signal they now catch or block", support: "refused", note: "the stop could not be re-created with its signal" },
   { id: "task.leader-exited", area: "task", what: "processes whose main thread exited before the others", support: "refused", note: "a zombie main thread cannot be re-created" },
+  { id: "task.exit-signal", area: "task", what: "children cloned with an exit signal other than SIGCHLD (or none)", support: "refused", note: "restore forks every child with SIGCHLD" },
   { id: "task.vfork", area: "task", what: "parents waiting in vfork() for their child", support: "refused", note: "the child runs on the parent's memory, which cryo cannot share again" },
   // Memory.
   { id: "memory.anon", area: "memory", what: "private and shared anonymous memory", support: "saved" },

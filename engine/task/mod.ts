@@ -35,6 +35,7 @@ import {
   queryAttrs,
   restoreAttrsAfterCredentials,
   restoreAttrsBeforeCredentials,
+  restoreCpuAndMdwe,
 } from "./attrs.ts";
 import { checkSchedulable, collectSched, restoreSched } from "./sched.ts";
 import { PTRACE_O } from "../../ffi/ptrace.ts";
@@ -147,10 +148,12 @@ export function restoreTaskState(
 /**
  * Engine finalize of one restored process, after credentials are restored
  * (a change of euid, egid, fsuid or fsgid resets these): each thread's
- * parent-death signal and the dumpable flag.
+ * parent-death signal and the dumpable flag; then TSC mode, MCE kill
+ * policy and memory-deny-write-execute (attrs.ts `restoreCpuAndMdwe`).
  */
 export function restoreTaskStateAfterCredentials(image: ProcessImage, inj: TaskInjector): void {
   restoreAttrsAfterCredentials(image, inj);
+  restoreCpuAndMdwe(image, inj);
 }
 
 /**

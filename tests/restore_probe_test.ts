@@ -1,0 +1,74 @@
+/**
+ * Round trips of per-process kernel state first probed by
+ * tests/targets/rt_probe.c: memory-deny-write-execute, TSC mode, MCE kill
+ * policy, coredump_filter, a command line rewritten in place, epoll watch
+ * flags (EPOLLONESHOT armed and disarmed, EPOLLET, EPOLLEXCLUSIVE); and a
+ * child cloned with an exit signal other than SIGCHLD, which dump refuses
+ * (the target runs on untouched). Items this kernel refuses at setup are
+ * reported by the target as unavailable and not checked.
+ */
+
+import assert from "node:assert/strict";
+import { checkpoint } from "../engine/dump/mod.ts";
+import { UnsupportedError } from "../engine/errors.ts";
+import { assertChecksPassed } from "./helpers/checks.ts";
+import { pathExists } from "./helpers/fs.ts";
+import { statusField } from "./helpers/proc.ts";
+import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
+import { withTargets } from "./helpers/targets.ts";
+
+const READY = /^ready pid=(\d+)$/m;
+
+const ROUND_TRIPS: [string, string[]][] = [
+  ["mdwe", ["mdwe"]],
+  ["tsc", ["tsc"]],
+  ["mce", ["mce"]],
+  ["coredump", ["coredump"]],
+  ["cmdline", ["cmdline"]],
+  ["epoll", [
+    "epoll-oneshot-disarmed",
+    "epoll-oneshot-armed",
+    "epoll-oneshot-once",
+    "epoll-et",
+    "epoll-exclusive",
+  ]],
+];
+
+for (const [item, checks] of ROUND_TRIPS) {
+  Deno.test(
+    `probe ${item}: the state comes back after dump, kill and restore`,
+    withTargets(async () => {
+      const a = await startTriggered("rt_probe", READY, { extra: [item] });
+      await dumpKillRestore(a.t);
+      await Deno.writeTextFile(a.trigger, "");
+      const status = await a.t.wait();
+      // Unavailable on this kernel: nothing to check (the target said so).
+      const unavailable = new RegExp(`^info ${item}=unavailable`, "m").test(a.t.output());
+      assertChecksPassed(a.t, unavailable ? [] : checks, status);
+    }),
+  );
+}
+
+Deno.test(
+  "dump refuses a child cloned with an exit signal other than SIGCHLD; the target runs on untouched",
+  withTargets(async () => {
+    const a = await startTriggered("rt_probe", READY, { extra: ["exitsig"] });
+    const child = Number(a.t.output().match(/^info child=(\d+)/m)![1]);
+    const dir = await tempImageDir();
+    await assert.rejects(checkpoint(a.t.pid, { dir }), (e: unknown) => {
+      assert.ok(e instanceof UnsupportedError, `expected UnsupportedError, got ${e}`);
+      assert.match(
+        e.message,
+        new RegExp(
+          `process ${child}: children cloned with an exit signal other than SIGCHLD \\(or none\\): ` +
+            `its exit sends its parent ${a.t.pid} signal 12, not SIGCHLD`,
+        ),
+      );
+      return true;
+    });
+    assert.equal(pathExists(dir), false, "the refused dump left an image");
+    assert.equal(statusField(a.t.pid, "TracerPid"), "0");
+    await Deno.writeTextFile(a.trigger, "");
+    assertChecksPassed(a.t, ["exitsig-stat", "exitsig-signal"], await a.t.wait());
+  }),
+);
