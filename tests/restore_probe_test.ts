@@ -10,7 +10,8 @@
 
 import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
-import { UnsupportedError } from "../engine/errors.ts";
+import { restore } from "../engine/restore/mod.ts";
+import { RestoreError, UnsupportedError } from "../engine/errors.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { pathExists } from "./helpers/fs.ts";
 import { statusField } from "./helpers/proc.ts";
@@ -70,5 +71,75 @@ Deno.test(
     assert.equal(statusField(a.t.pid, "TracerPid"), "0");
     await Deno.writeTextFile(a.trigger, "");
     assertChecksPassed(a.t, ["exitsig-stat", "exitsig-signal"], await a.t.wait());
+  }),
+);
+
+Deno.test(
+  "dump refuses a process keyring; the target runs on untouched",
+  withTargets(async () => {
+    const a = await startTriggered("rt_probe", READY, { extra: ["keyring"] });
+    const dir = await tempImageDir();
+    await assert.rejects(checkpoint(a.t.pid, { dir }), (e: unknown) => {
+      assert.ok(e instanceof UnsupportedError, `expected UnsupportedError, got ${e}`);
+      assert.match(
+        e.message,
+        new RegExp(
+          `process ${a.t.pid}: thread and process keyrings \\(keyctl\\): it has a process keyring \\(\\d+\\)`,
+        ),
+      );
+      return true;
+    });
+    assert.equal(pathExists(dir), false, "the refused dump left an image");
+    await Deno.writeTextFile(a.trigger, "");
+    assertChecksPassed(
+      a.t,
+      ["keyring-session", "keyring-key", "keyring-process"],
+      await a.t.wait(),
+    );
+  }),
+);
+
+Deno.test(
+  "restore refuses a session keyring other than the restorer's, creating nothing",
+  withTargets(async () => {
+    const a = await startTriggered("rt_probe", READY, { extra: ["sessionkeyring"] });
+    const dir = await tempImageDir();
+    await checkpoint(a.t.pid, { dir });
+    await a.t.wait();
+    await assert.rejects(restore(dir), (e: unknown) => {
+      assert.ok(e instanceof RestoreError, `expected RestoreError, got ${e}`);
+      assert.match(
+        e.message,
+        new RegExp(
+          `^cannot restore: process ${a.t.pid} had session keyring \\d+, ` +
+            `restored processes get the restorer's \\(\\w+\\)$`,
+        ),
+      );
+      return true;
+    });
+    assert.equal(pathExists(`/proc/${a.t.pid}`), false, "the refused restore created the process");
+  }),
+);
+
+Deno.test(
+  "dump refuses syscall user dispatch before injecting anything; the target runs on untouched",
+  withTargets(async () => {
+    const a = await startTriggered("rt_probe", READY, { extra: ["sud"] });
+    const dir = await tempImageDir();
+    await assert.rejects(checkpoint(a.t.pid, { dir }), (e: unknown) => {
+      assert.ok(e instanceof UnsupportedError, `expected UnsupportedError, got ${e}`);
+      assert.match(
+        e.message,
+        new RegExp(
+          `process ${a.t.pid} thread ${a.t.pid}: syscall user dispatch ` +
+            "\\(PR_SET_SYSCALL_USER_DISPATCH\\): not saved yet",
+        ),
+      );
+      return true;
+    });
+    assert.equal(pathExists(dir), false, "the refused dump left an image");
+    assert.equal(statusField(a.t.pid, "TracerPid"), "0");
+    await Deno.writeTextFile(a.trigger, "");
+    assertChecksPassed(a.t, ["sud"], await a.t.wait());
   }),
 );

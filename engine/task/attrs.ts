@@ -27,6 +27,7 @@ import { type ProcStatus, readStatus } from "../proc/status.ts";
 import { RestoreError } from "../errors.ts";
 import type { Refusals } from "../support.ts";
 import type { TaskInjector } from "./seccomp.ts";
+import { collectKeyrings, type KeyringIds, keyringIdsFrom, keyringSteps } from "./keyrings.ts";
 
 /** Process-wide attributes. */
 export interface ProcessAttrs {
@@ -49,6 +50,8 @@ export interface ProcessAttrs {
    */
   tsc?: number;
   mceKill?: number;
+  /** The session keyring's serial when not the user's fallback (keyrings.ts). */
+  sessionKeyring?: number;
   /** /proc/<pid>/coredump_filter (hex), absent in older images. */
   coredumpFilter?: string;
   /** /proc/<pid>/loginuid (4294967295 = unset). */
@@ -76,6 +79,8 @@ export interface InjectedAttrs {
   mdwe?: number;
   tsc?: number;
   mceKill?: number;
+  /** The special keyrings' serials (keyrings.ts), when read. */
+  keyrings?: KeyringIds;
   /** Parent-death signal by tid. */
   pdeathsig: Map<number, number>;
   /** Timer slack by tid (PR_GET_TIMERSLACK in each thread), when read by injection. */
@@ -106,7 +111,14 @@ const SUID_DUMP_ROOT = 2;
 /** The process-wide attributes {@link queryAttrs} reads in the main thread. */
 export type ProcessAttrValues = Pick<
   InjectedAttrs,
-  "dumpable" | "childSubreaper" | "thpDisable" | "membarrier" | "mdwe" | "tsc" | "mceKill"
+  | "dumpable"
+  | "childSubreaper"
+  | "thpDisable"
+  | "membarrier"
+  | "mdwe"
+  | "tsc"
+  | "mceKill"
+  | "keyrings"
 >;
 
 /**
@@ -124,6 +136,7 @@ export function processAttrSteps(out: bigint): BatchStep[] {
     { nr: SYS.prctl, args: [PR_GET_MDWE, 0, 0, 0, 0] },
     { nr: SYS.prctl, args: [PR_GET_TSC, out + 4n, 0, 0, 0] },
     { nr: SYS.prctl, args: [PR_MCE_KILL_GET, 0, 0, 0, 0] },
+    ...keyringSteps(),
   ];
 }
 
@@ -165,6 +178,7 @@ export function processAttrsFrom(
     thpDisable: Number(r[2]),
     membarrier: membarrierRegistrations(r[3]),
     ...mmAndCpuFrom(r.slice(4, 7), out.byteLength >= 8 ? dv.getInt32(4, true) : PR_TSC_ENABLE),
+    keyrings: keyringIdsFrom(r.slice(7, 11)),
   };
 }
 
@@ -211,6 +225,9 @@ export function queryAttrs(
       ],
       int32(4),
     ),
+    keyrings: keyringIdsFrom(
+      keyringSteps().map((step) => s.call(main, step.nr, ...step.args)),
+    ),
     pdeathsig,
   };
 }
@@ -218,6 +235,11 @@ export function queryAttrs(
 /** A kernel without membarrier (ENOSYS) has no registrations; other errors mean it cannot tell. */
 function membarrierRegistrations(r: bigint): number {
   return r === -38n /* ENOSYS */ ? 0 : Number(r);
+}
+
+/** `{ [key]: value }`, or nothing when `value` is undefined. */
+function optional<K extends string>(key: K, value: number | undefined) {
+  return value === undefined ? {} : { [key]: value } as Record<K, number>;
 }
 
 function procNumber(pid: number, name: string): number {
@@ -255,6 +277,7 @@ export function collectProcessAttrs(
       ? { mceKill: injected.mceKill }
       : {}),
     coredumpFilter: readProcText(pid, "coredump_filter").trim(),
+    ...optional("sessionKeyring", collectKeyrings(pid, injected.keyrings, refusals)),
     loginuid: procNumber(pid, "loginuid"),
     sessionid: procNumber(pid, "sessionid"),
   };

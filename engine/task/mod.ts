@@ -41,6 +41,7 @@ import { checkSchedulable, collectSched, restoreSched } from "./sched.ts";
 import { PTRACE_O } from "../../ffi/ptrace.ts";
 import type { ProcStatus } from "../proc/status.ts";
 import type { ThreadReads } from "../../ffi/thread_reads.ts";
+import { checkSessionKeyrings } from "./keyrings.ts";
 import { collectSeccomp, restoreSeccomp, suspendSeccomp, type TaskInjector } from "./seccomp.ts";
 
 export type { TaskInjector } from "./seccomp.ts";
@@ -163,5 +164,6 @@ export function restoreTaskStateAfterCredentials(image: ProcessImage, inj: TaskI
  */
 export function checkTaskState(processes: readonly ProcessImage[]): void {
   checkLoginIds(processes);
+  checkSessionKeyrings(processes);
   checkSchedulable(processes);
 }

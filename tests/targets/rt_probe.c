@@ -17,6 +17,7 @@
  *   coredump:  /proc/self/coredump_filter set to 0x7c;
  *   keyring:   a named session keyring joined, a key in it and one in the
  *              process keyring;
+ *   sessionkeyring: only the session keyring and its key;
  *   landlock:  a landlock domain refusing mkdir;
  *   sud:       syscall user dispatch on, a blocked syscall raises SIGSYS;
  *   cpuid:     arch_prctl(ARCH_SET_CPUID, 0) (cpuid faults);
@@ -218,6 +219,7 @@ static int setup_keyring(void) {
   if (syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, "probe-ring") < 0) return unavailable(item), 0;
   if (syscall(SYS_add_key, "user", "probe-key", "secret", 6, KEY_SPEC_SESSION_KEYRING) < 0)
     return unavailable(item), 0;
+  if (!strcmp(item, "sessionkeyring")) return 1;
   if (syscall(SYS_add_key, "user", "probe-pkey", "psecret", 7, KEY_SPEC_PROCESS_KEYRING) < 0)
     return unavailable(item), 0;
   return 1;
@@ -230,6 +232,7 @@ static void check_keyring(void) {
         desc);
   r = syscall(SYS_keyctl, KEYCTL_SEARCH, KEY_SPEC_SESSION_KEYRING, "user", "probe-key", 0);
   check("keyring-key", r > 0, "probe-key not found: %s", strerror(errno));
+  if (!strcmp(item, "sessionkeyring")) return;
   r = syscall(SYS_keyctl, KEYCTL_SEARCH, KEY_SPEC_PROCESS_KEYRING, "user", "probe-pkey", 0);
   check("keyring-process", r > 0, "probe-pkey not found: %s", strerror(errno));
 }
@@ -454,6 +457,7 @@ int main(int argc, char **argv) {
     ITEM(cmdline)
     ITEM(coredump)
     ITEM(keyring)
+    else if (!strcmp(item, "sessionkeyring")) ok = setup_keyring();
     ITEM(landlock)
     ITEM(sud)
     ITEM(schedcore)
@@ -477,6 +481,7 @@ int main(int argc, char **argv) {
     CHECK(cmdline)
     CHECK(coredump)
     CHECK(keyring)
+    else if (!strcmp(item, "sessionkeyring")) check_keyring();
     CHECK(landlock)
     CHECK(sud)
     CHECK(schedcore)
