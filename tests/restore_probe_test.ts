@@ -1,10 +1,13 @@
 /**
  * Round trips of per-process kernel state first probed by
  * tests/targets/rt_probe.c: memory-deny-write-execute, TSC mode, MCE kill
- * policy, coredump_filter, a command line rewritten in place, epoll watch
+ * policy, coredump_filter, a command line rewritten in place, fd status and
+ * descriptor flags, pipe size, eventfd semaphore mode, utilization clamps,
+ * ITIMER_PROF, a clock_nanosleep(TIMER_ABSTIME) across a restore, epoll watch
  * flags (EPOLLONESHOT armed and disarmed, EPOLLET, EPOLLEXCLUSIVE); and a
- * child cloned with an exit signal other than SIGCHLD, which dump refuses
- * (the target runs on untouched). Items this kernel refuses at setup are
+ * child cloned with an exit signal other than SIGCHLD, syscall user dispatch
+ * and a process keyring, which dump refuses (the target runs on untouched),
+ * and a joined session keyring, which restore refuses. Items this kernel refuses at setup are
  * reported by the target as unavailable and not checked.
  */
 
@@ -26,6 +29,9 @@ const ROUND_TRIPS: [string, string[]][] = [
   ["mce", ["mce"]],
   ["coredump", ["coredump"]],
   ["cmdline", ["cmdline"]],
+  ["fdflags", ["fdflags", "pipe-size", "eventfd-semaphore"]],
+  ["uclamp", ["uclamp"]],
+  ["itprof", ["itprof"]],
   ["epoll", [
     "epoll-oneshot-disarmed",
     "epoll-oneshot-armed",
@@ -49,6 +55,24 @@ for (const [item, checks] of ROUND_TRIPS) {
     }),
   );
 }
+
+Deno.test(
+  "probe absleep: a clock_nanosleep(TIMER_ABSTIME) wakes at its deadline, not later, after a restore",
+  withTargets(async () => {
+    const a = await startTriggered("rt_probe", READY, { extra: ["absleep"] });
+    const dir = await tempImageDir();
+    await checkpoint(a.t.pid, { dir });
+    await a.t.wait();
+    // The sleep ends 3 s after it began: restore 2.5 s after, so a relative
+    // restart (in full or of the time left at dump) would wake it late.
+    await new Promise((r) => setTimeout(r, 2500));
+    const tree = await restore(dir);
+    a.t.resetAfterRestore();
+    assert.equal(tree.rootPid, a.t.pid);
+    await Deno.writeTextFile(a.trigger, "");
+    assertChecksPassed(a.t, ["absleep"], await a.t.wait());
+  }),
+);
 
 Deno.test(
   "dump refuses a child cloned with an exit signal other than SIGCHLD; the target runs on untouched",

@@ -7,6 +7,7 @@
  * <error>" and is not checked.
  *
  * usage: rt_probe <trigger-path> <item> [work-dir]
+ *   (work-dir defaults to the trigger's directory)
  *   mdwe:      prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN);
  *   ioflusher: prctl(PR_SET_IO_FLUSHER, 1);
  *   tsc:       prctl(PR_SET_TSC, PR_TSC_SIGSEGV);
@@ -25,7 +26,13 @@
  *   epoll:     EPOLLONESHOT (armed, and fired so disarmed), EPOLLEXCLUSIVE,
  *              EPOLLET, and the data of each watch;
  *   exitsig:   a child cloned with exit signal SIGUSR2 instead of SIGCHLD;
- *   dnotify:   fcntl(F_NOTIFY) on a directory (work-dir), with F_SETSIG.
+ *   dnotify:   fcntl(F_NOTIFY) on a directory (work-dir), with F_SETSIG;
+ *   fdflags:   O_APPEND|O_NOATIME, FD_CLOEXEC on some fds only, O_NONBLOCK on
+ *              one pipe end, F_SETPIPE_SZ, an eventfd in semaphore mode;
+ *   uclamp:    sched_setattr utilization clamps (100..800);
+ *   itprof:    ITIMER_PROF with an interval;
+ *   absleep:   a thread in clock_nanosleep(TIMER_ABSTIME) 3 s ahead (the test
+ *              restores after 2.5 s: it must wake at the deadline, not later).
  */
 #define _GNU_SOURCE
 #include "common.h"
@@ -39,7 +46,9 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/wait.h>
+#include <pthread.h>
 
 #ifndef PR_SET_MDWE
 #define PR_SET_MDWE 65
@@ -440,13 +449,141 @@ static void check_dnotify(void) {
   check("dnotify", dn_count > before, "no signal for a file created in the directory");
 }
 
+/* ---- fd status and descriptor flags ---------------------------------- */
+
+#define NFD 5
+static int fds[NFD], fl_before[NFD], fd_before[NFD], pipe_size_before;
+
+static int setup_fdflags(void) {
+  char path[4200];
+  snprintf(path, sizeof path, "%s/appended", workdir);
+  fds[0] = open(path, O_RDWR | O_CREAT | O_APPEND | O_NOATIME, 0600);
+  if (fds[0] < 0) die("open");
+  fds[1] = fcntl(fds[0], F_DUPFD_CLOEXEC, 0);
+  int p[2];
+  if (pipe2(p, O_NONBLOCK) != 0) die("pipe2");
+  fds[2] = p[0];
+  fds[3] = p[1];
+  fcntl(p[1], F_SETFL, 0); /* the write end blocking again */
+  fcntl(p[1], F_SETFD, FD_CLOEXEC);
+  if (fcntl(p[0], F_SETPIPE_SZ, 1 << 20) < 0) die("F_SETPIPE_SZ");
+  pipe_size_before = fcntl(p[0], F_GETPIPE_SZ);
+  fds[4] = eventfd(3, EFD_SEMAPHORE | EFD_CLOEXEC);
+  for (int i = 0; i < NFD; i++) {
+    fl_before[i] = fcntl(fds[i], F_GETFL);
+    fd_before[i] = fcntl(fds[i], F_GETFD);
+  }
+  return 1;
+}
+
+static void check_fdflags(void) {
+  int same = 1;
+  char detail[512] = "";
+  for (int i = 0; i < NFD; i++) {
+    int fl = fcntl(fds[i], F_GETFL), fd = fcntl(fds[i], F_GETFD);
+    if (fl != fl_before[i] || fd != fd_before[i]) {
+      same = 0;
+      snprintf(detail + strlen(detail), sizeof detail - strlen(detail),
+               "fd %d: fl %#x->%#x fd %d->%d; ", fds[i], fl_before[i], fl, fd_before[i], fd);
+    }
+  }
+  check("fdflags", same, "%s", detail);
+  int ps = fcntl(fds[2], F_GETPIPE_SZ);
+  check("pipe-size", ps == pipe_size_before, "was %d, now %d", pipe_size_before, ps);
+  uint64_t v = 0;
+  ssize_t n = read(fds[4], &v, 8);
+  check("eventfd-semaphore", n == 8 && v == 1, "read %zd bytes, value %lu", n, (unsigned long)v);
+}
+
+/* ---- utilization clamps ---------------------------------------------- */
+
+struct probe_sched_attr {
+  uint32_t size, policy;
+  uint64_t flags;
+  int32_t nice;
+  uint32_t priority;
+  uint64_t runtime, deadline, period;
+  uint32_t util_min, util_max;
+};
+
+static struct probe_sched_attr uclamp_before;
+
+static int setup_uclamp(void) {
+  struct probe_sched_attr a = {.size = sizeof a,
+                               .flags = 0x18 /* KEEP_ALL */ | 0x20 | 0x40 /* UTIL_CLAMP_MIN|MAX */,
+                               .util_min = 100,
+                               .util_max = 800};
+  if (syscall(SYS_sched_setattr, 0, &a, 0)) return unavailable(item), 0;
+  if (syscall(SYS_sched_getattr, 0, &uclamp_before, sizeof uclamp_before, 0))
+    return unavailable(item), 0;
+  return 1;
+}
+
+static void check_uclamp(void) {
+  struct probe_sched_attr a = {0};
+  syscall(SYS_sched_getattr, 0, &a, sizeof a, 0);
+  check("uclamp", a.util_min == uclamp_before.util_min && a.util_max == uclamp_before.util_max,
+        "was %u..%u, now %u..%u", uclamp_before.util_min, uclamp_before.util_max, a.util_min,
+        a.util_max);
+}
+
+/* ---- ITIMER_PROF ----------------------------------------------------- */
+
+static int setup_itprof(void) {
+  struct itimerval v = {.it_interval = {7, 0}, .it_value = {100, 0}};
+  if (setitimer(ITIMER_PROF, &v, NULL)) die("setitimer");
+  return 1;
+}
+
+static void check_itprof(void) {
+  struct itimerval v;
+  getitimer(ITIMER_PROF, &v);
+  check("itprof", v.it_interval.tv_sec == 7 && v.it_value.tv_sec > 90 && v.it_value.tv_sec <= 100,
+        "interval %ld s, value %ld s", (long)v.it_interval.tv_sec, (long)v.it_value.tv_sec);
+}
+
+/* ---- clock_nanosleep(TIMER_ABSTIME) in a thread ----------------------- */
+
+static struct timespec abs_deadline, abs_woke;
+static int abs_rc = -1;
+
+static void *abs_sleeper(void *arg) {
+  (void)arg;
+  do abs_rc = clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &abs_deadline, NULL);
+  while (abs_rc == EINTR);
+  clock_gettime(CLOCK_MONOTONIC, &abs_woke);
+  return NULL;
+}
+
+static pthread_t abs_thread;
+
+static int setup_absleep(void) {
+  clock_gettime(CLOCK_MONOTONIC, &abs_deadline);
+  abs_deadline.tv_sec += 3;
+  if (pthread_create(&abs_thread, NULL, abs_sleeper, NULL)) die("pthread_create");
+  sleep_ms(50);
+  return 1;
+}
+
+static void check_absleep(void) {
+  pthread_join(abs_thread, NULL);
+  double late = (double)(abs_woke.tv_sec - abs_deadline.tv_sec) +
+                (double)(abs_woke.tv_nsec - abs_deadline.tv_nsec) / 1e9;
+  check("absleep", abs_rc == 0 && late >= 0 && late < 1.5, "rc %d, woke %.3f s after the deadline",
+        abs_rc, late);
+}
+
 /* ---------------------------------------------------------------------- */
 
 int main(int argc, char **argv) {
   need_args(argc, 2, "rt_probe <trigger-path> <item> [work-dir]");
   g_argv = argv;
   item = argv[2];
-  workdir = argc > 3 ? argv[3] : "/tmp";
+  static char trigger_dir[4096];
+  snprintf(trigger_dir, sizeof trigger_dir, "%s", argv[1]);
+  char *slash = strrchr(trigger_dir, '/');
+  if (slash) *slash = 0;
+  workdir = argc > 3 ? argv[3] : slash ? trigger_dir : ".";
   int ok = setup_simple();
   if (ok < 0) {
 #define ITEM(name)                                                                                 \
@@ -464,6 +601,10 @@ int main(int argc, char **argv) {
     ITEM(epoll)
     ITEM(exitsig)
     ITEM(dnotify)
+    ITEM(fdflags)
+    ITEM(uclamp)
+    ITEM(itprof)
+    ITEM(absleep)
     else {
       fprintf(stderr, "unknown item %s\n", item);
       return 2;
@@ -488,6 +629,10 @@ int main(int argc, char **argv) {
     CHECK(epoll)
     CHECK(exitsig)
     CHECK(dnotify)
+    CHECK(fdflags)
+    CHECK(uclamp)
+    CHECK(itprof)
+    CHECK(absleep)
   }
   return verdict();
 }
