@@ -1,14 +1,15 @@
 /**
  * Round trips of per-process kernel state first probed by
  * tests/targets/rt_probe.c: memory-deny-write-execute, TSC mode, MCE kill
- * policy, coredump_filter, a command line rewritten in place, fd status and
- * descriptor flags, pipe size, eventfd semaphore mode, utilization clamps,
- * ITIMER_PROF, a clock_nanosleep(TIMER_ABSTIME) across a restore, epoll watch
- * flags (EPOLLONESHOT armed and disarmed, EPOLLET, EPOLLEXCLUSIVE); and a
- * child cloned with an exit signal other than SIGCHLD, syscall user dispatch
- * and a process keyring, which dump refuses (the target runs on untouched),
- * and a joined session keyring, which restore refuses. Items this kernel refuses at setup are
- * reported by the target as unavailable and not checked.
+ * policy, coredump_filter, a command line rewritten in place, the exe link,
+ * auxv and mm fields, fd status and descriptor flags, pipe size, eventfd
+ * semaphore mode, utilization clamps, ITIMER_PROF, a clock_nanosleep
+ * (TIMER_ABSTIME) across a restore, epoll watch flags (EPOLLONESHOT armed
+ * and disarmed, EPOLLET, EPOLLEXCLUSIVE). Refused: a child cloned with an
+ * exit signal other than SIGCHLD, syscall user dispatch and a process
+ * keyring by dump (the target runs on untouched), a joined session keyring
+ * by restore. Items this kernel refuses at setup are reported by the target
+ * as unavailable and not checked.
  */
 
 import assert from "node:assert/strict";
@@ -29,6 +30,7 @@ const ROUND_TRIPS: [string, string[]][] = [
   ["mce", ["mce"]],
   ["coredump", ["coredump"]],
   ["cmdline", ["cmdline"]],
+  ["mmfields", ["exe", "auxv", "mm-fields"]],
   ["fdflags", ["fdflags", "pipe-size", "eventfd-semaphore"]],
   ["uclamp", ["uclamp"]],
   ["itprof", ["itprof"]],

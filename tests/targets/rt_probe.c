@@ -16,6 +16,8 @@
  *   anonname:  prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME) on a private mapping;
  *   cmdline:   argv rewritten in place (setproctitle), /proc/self/cmdline;
  *   coredump:  /proc/self/coredump_filter set to 0x7c;
+ *   mmfields:  /proc/self/exe, /proc/self/auxv and the mm fields of
+ *              /proc/self/stat (code, stack, data, brk, arguments, environment);
  *   keyring:   a named session keyring joined, a key in it and one in the
  *              process keyring;
  *   sessionkeyring: only the session keyring and its key;
@@ -194,6 +196,44 @@ static void check_cmdline(void) {
   check("cmdline", n == cmdline_len && !memcmp(now, cmdline_before, (size_t)n),
         "was %zd bytes \"%s\", now %zd bytes \"%s\"", cmdline_len, cmdline_before, n,
         n > 0 ? now : "");
+}
+
+/* ---- exe link, auxv, mm fields of stat --------------------------------- */
+
+static char exe_before[4096], auxv_before[1024], mm_before[512];
+static ssize_t auxv_len;
+
+/* Fields 26-28 and 45-51 of /proc/self/stat (code, stack, data, brk, args, env). */
+static void mm_fields(char *out, size_t n) {
+  char buf[2048];
+  ssize_t r = read_file("/proc/self/stat", buf, sizeof buf - 1);
+  out[0] = 0;
+  if (r <= 0) return;
+  buf[r] = 0;
+  char *p = strrchr(buf, ')') + 2;
+  int field = 3;
+  for (char *tok = strtok(p, " \n"); tok; tok = strtok(NULL, " \n"), field++) {
+    if ((field >= 26 && field <= 28) || (field >= 45 && field <= 51))
+      snprintf(out + strlen(out), n - strlen(out), "%d=%s ", field, tok);
+  }
+}
+
+static int setup_mmfields(void) {
+  if (readlink("/proc/self/exe", exe_before, sizeof exe_before - 1) < 0) die("readlink");
+  auxv_len = read_file("/proc/self/auxv", auxv_before, sizeof auxv_before);
+  mm_fields(mm_before, sizeof mm_before);
+  return 1;
+}
+
+static void check_mmfields(void) {
+  char exe[4096] = "", auxv[1024], mm[512];
+  if (readlink("/proc/self/exe", exe, sizeof exe - 1) < 0) strcpy(exe, strerror(errno));
+  check("exe", !strcmp(exe, exe_before), "was %s, now %s", exe_before, exe);
+  ssize_t n = read_file("/proc/self/auxv", auxv, sizeof auxv);
+  check("auxv", n == auxv_len && !memcmp(auxv, auxv_before, (size_t)n), "%zd bytes, were %zd", n,
+        auxv_len);
+  mm_fields(mm, sizeof mm);
+  check("mm-fields", !strcmp(mm, mm_before), "were %s, now %s", mm_before, mm);
 }
 
 /* ---- coredump_filter ------------------------------------------------- */
@@ -602,6 +642,7 @@ int main(int argc, char **argv) {
     ITEM(exitsig)
     ITEM(dnotify)
     ITEM(fdflags)
+    ITEM(mmfields)
     ITEM(uclamp)
     ITEM(itprof)
     ITEM(absleep)
@@ -630,6 +671,7 @@ int main(int argc, char **argv) {
     CHECK(exitsig)
     CHECK(dnotify)
     CHECK(fdflags)
+    CHECK(mmfields)
     CHECK(uclamp)
     CHECK(itprof)
     CHECK(absleep)
