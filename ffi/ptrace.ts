@@ -37,6 +37,7 @@ export const PTRACE = {
   SETSIGMASK: 0x420b,
   GET_SYSCALL_INFO: 0x420e,
   GET_RSEQ_CONFIGURATION: 0x420f,
+  GET_SYSCALL_USER_DISPATCH_CONFIG: 0x4211,
 } as const;
 
 /** PTRACE_O_* option bits for {@link seize}. */
@@ -313,6 +314,21 @@ export function getRseqConfig(tid: number): RseqConfig {
     sig: dv.getUint32(12, true),
     flags: dv.getUint32(16, true),
   };
+}
+
+/**
+ * The syscall user dispatch mode of a stopped tracee
+ * (PTRACE_GET_SYSCALL_USER_DISPATCH_CONFIG, Linux 6.4: 0 off, 1 on), or
+ * undefined when the kernel has no such request.
+ */
+export function syscallUserDispatchMode(tid: number): number | undefined {
+  const buf = new BigUint64Array(4); // struct ptrace_sud_config: mode, selector, offset, len
+  const r = rawSyscall(SYS.ptrace, PTRACE.GET_SYSCALL_USER_DISPATCH_CONFIG, tid, 32, buf);
+  if (r === -5n /* EIO: unknown request */ || r === -22n /* EINVAL */) return undefined;
+  if (r < 0n) {
+    throw new SyscallError("ptrace(PTRACE_GET_SYSCALL_USER_DISPATCH_CONFIG)", [tid], Number(-r));
+  }
+  return Number(buf[0]);
 }
 
 /** Reads one word of the tracee's memory. */

@@ -139,6 +139,7 @@ export const SYS = {
   io_getevents: 208,
   io_submit: 209,
   sched_getaffinity: 204,
+  keyctl: 250,
   ioprio_set: 251,
   ioprio_get: 252,
   sched_setattr: 314,

@@ -791,7 +791,7 @@ const AT = {
   sigactions: 0, // 64 x kernel sigaction (32 bytes)
   itimers: 64 * 32, // 3 x itimerval (32 bytes)
   thread: 64 * 32 + 3 * 32, // one thread's results (OUT) when threads go one by one
-  attrs: 64 * 32 + 3 * 32 + 64, // the subreaper flag (int) of processAttrSteps
+  attrs: 64 * 32 + 3 * 32 + 64, // the subreaper flag and TSC mode (2 ints) of processAttrSteps
 } as const;
 
 /** One thread's results of {@link queryInjectedState}. */
@@ -918,7 +918,7 @@ export function queryInjectedState(
     const at = AT.itimers + which * 32;
     timers.push(timer(out.slice(at, at + itimerval.size)));
   }
-  const processAttrs = processAttrsFrom(s.pid, r.slice(68), s.read(AT.attrs, 4));
+  const processAttrs = processAttrsFrom(s.pid, r.slice(68), s.read(AT.attrs, 8));
   s.endBatches();
   return {
     brk: BigInt.asUintN(64, r[67]),

@@ -93,6 +93,7 @@ import { statusNeeded, warmUpThreadStates } from "./thread_state.ts";
 import { markSharedDescriptions } from "../fds/descriptions.ts";
 import { resolveInFlightFds } from "../fds/unix_scm.ts";
 import {
+  checkExitSignals,
   checkFdOwners,
   checkProcessPaths,
   checkSharedTables,
@@ -707,6 +708,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     for (const d of described) checkProcessPaths(d.image, refusals);
     checkUnattachedLocks(described.map((d) => d.image), refusals, await locks);
     checkFdOwners(described.map((d) => d.image), refusals);
+    checkExitSignals(described.map((d) => d.image), refusals);
     refuseSharedAcrossTree(described.map((d) => d.image), refusals);
     sockets.finish(refusals);
     const ghosts = await collectGhosts(described.map((d) => d.image), tmp, refusals);

@@ -13,6 +13,7 @@ import type { FdInfo, Mapping, ProcessImage } from "../model.ts";
 import { Refusals } from "../support.ts";
 import { mmFieldsOf, readStat } from "../proc/stat.ts";
 import { readStatus } from "../proc/status.ts";
+import { refuseSyscallUserDispatch } from "../task/syscall_dispatch.ts";
 import { auxvToModel, readAuxv } from "../proc/auxv.ts";
 import { devMajor, devMinor, type ProcFd, readFds } from "../proc/fds.ts";
 import { readMapFileIdentity } from "../proc/maps.ts";
@@ -191,6 +192,8 @@ export function collectProcess(
   const statuses = threadStatuses(pid, tids, bpfStates);
   const status = statuses.get(pid) ?? readStatus(pid);
   prepareTaskCollection(pid, tids, statuses);
+  // Before any injected syscall, which the dispatch could turn into a SIGSYS.
+  refuseSyscallUserDispatch(pid, tids);
   // smaps (its area headers are the maps lines) walks every page table entry:
   // for a large resident set the areas come from maps (no page walk) and the
   // VmFlags from smaps read on another thread after the injected calls,

@@ -1,8 +1,9 @@
 /**
  * Dump-time checks of state that processes of the tree share with each
  * other or that has no path any more: fd tables, fs info or memory shared
- * by processes (not threads), a deleted cwd or root, file leases, and locks
- * /proc/locks shows for the tree that no fd of it carries.
+ * by processes (not threads), a deleted cwd or root, file leases, locks
+ * /proc/locks shows for the tree that no fd of it carries, and children
+ * cloned with an exit signal other than SIGCHLD.
  * Each is refused by name through the restorability table.
  *
  * @module
@@ -15,6 +16,7 @@ import type { Refusals, SupportId } from "../support.ts";
 import { locksOf } from "../fds/locks.ts";
 import { devMajor, devMinor } from "../proc/fds.ts";
 import { lockFileId, parseLockLine, type ProcLock, readLocks } from "../proc/locks.ts";
+import { readStat } from "../proc/stat.ts";
 
 const KCMP_VM = 1;
 const KCMP_FILES = 2;
@@ -35,6 +37,27 @@ export function checkSharedTables(pids: readonly number[], refusals: Refusals): 
           refusals.use(id, `processes ${pids[j]} and ${pids[i]} ${what}`);
         }
       }
+    }
+  }
+}
+
+/**
+ * Refuses processes whose parent is in the tree and whose exit would send
+ * it a signal other than SIGCHLD (clone() with another exit signal, or
+ * none): restore forks every child with SIGCHLD. (The root's exit signal
+ * goes to a parent outside the tree, the restorer after restore.)
+ */
+export function checkExitSignals(images: readonly ProcessImage[], refusals: Refusals): void {
+  const pids = new Set(images.map((p) => p.pid));
+  for (const p of images) {
+    if (!pids.has(p.ppid)) continue;
+    const sig = readStat(p.pid).exitSignal;
+    if (sig !== 17 /* SIGCHLD */) {
+      refusals.use(
+        "task.exit-signal",
+        `process ${p.pid}`,
+        `its exit sends its parent ${p.ppid} signal ${sig}, not SIGCHLD`,
+      );
     }
   }
 }

@@ -27,6 +27,7 @@ import { type ProcStatus, readStatus } from "../proc/status.ts";
 import { RestoreError } from "../errors.ts";
 import type { Refusals } from "../support.ts";
 import type { TaskInjector } from "./seccomp.ts";
+import { collectKeyrings, type KeyringIds, keyringIdsFrom, keyringSteps } from "./keyrings.ts";
 
 /** Process-wide attributes. */
 export interface ProcessAttrs {
@@ -40,6 +41,19 @@ export interface ProcessAttrs {
   thpDisable: number;
   /** MEMBARRIER_CMD_GET_REGISTRATIONS: the register commands in effect. */
   membarrier: number;
+  /** PR_GET_MDWE (memory-deny-write-execute flags), absent when 0 or from older images. */
+  mdwe?: number;
+  /**
+   * The main thread's PR_GET_TSC (1 enable, 2 SIGSEGV) and PR_MCE_KILL_GET
+   * (0 late, 1 early, 2 default), absent when the default; restore gives
+   * them to every thread (the kernel keeps them per thread, inherited at clone).
+   */
+  tsc?: number;
+  mceKill?: number;
+  /** The session keyring's serial when not the user's fallback (keyrings.ts). */
+  sessionKeyring?: number;
+  /** /proc/<pid>/coredump_filter (hex), absent in older images. */
+  coredumpFilter?: string;
   /** /proc/<pid>/loginuid (4294967295 = unset). */
   loginuid: number;
   /** /proc/<pid>/sessionid (4294967295 = unset). */
@@ -61,6 +75,12 @@ export interface InjectedAttrs {
   thpDisable: number;
   /** Registrations, or -errno when the kernel cannot tell. */
   membarrier: number;
+  /** PR_GET_MDWE, PR_GET_TSC, PR_MCE_KILL_GET of the main thread (0, 1, 2 when not read). */
+  mdwe?: number;
+  tsc?: number;
+  mceKill?: number;
+  /** The special keyrings' serials (keyrings.ts), when read. */
+  keyrings?: KeyringIds;
   /** Parent-death signal by tid. */
   pdeathsig: Map<number, number>;
   /** Timer slack by tid (PR_GET_TIMERSLACK in each thread), when read by injection. */
@@ -77,19 +97,35 @@ const PR_SET_NO_NEW_PRIVS = 38;
 const PR_SET_THP_DISABLE = 41;
 const PR_GET_THP_DISABLE = 42;
 const MEMBARRIER_CMD_GET_REGISTRATIONS = 1 << 9;
+const PR_GET_TSC = 25;
+const PR_SET_TSC = 26;
+const PR_TSC_ENABLE = 1;
+const PR_MCE_KILL = 33;
+const PR_MCE_KILL_GET = 34;
+const PR_MCE_KILL_SET = 1;
+const PR_MCE_KILL_DEFAULT = 2;
+const PR_SET_MDWE = 65;
+const PR_GET_MDWE = 66;
 const SUID_DUMP_ROOT = 2;
 
 /** The process-wide attributes {@link queryAttrs} reads in the main thread. */
 export type ProcessAttrValues = Pick<
   InjectedAttrs,
-  "dumpable" | "childSubreaper" | "thpDisable" | "membarrier"
+  | "dumpable"
+  | "childSubreaper"
+  | "thpDisable"
+  | "membarrier"
+  | "mdwe"
+  | "tsc"
+  | "mceKill"
+  | "keyrings"
 >;
 
 /**
  * The process-wide queries of {@link queryAttrs} as steps of the main
  * thread's batch (engine/dump/injected.ts `queryInjectedState`), instead of
- * one injected round trip each; `out`: 4 bytes of the target's scratch
- * for the subreaper flag. Decoded by {@link processAttrsFrom}.
+ * one injected round trip each; `out`: 8 bytes of the target's scratch
+ * for the subreaper flag and the TSC mode. Decoded by {@link processAttrsFrom}.
  */
 export function processAttrSteps(out: bigint): BatchStep[] {
   return [
@@ -97,7 +133,24 @@ export function processAttrSteps(out: bigint): BatchStep[] {
     { nr: SYS.prctl, args: [PR_GET_DUMPABLE] },
     { nr: SYS.prctl, args: [PR_GET_THP_DISABLE, 0, 0, 0, 0] },
     { nr: SYS.membarrier, args: [MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0] },
+    { nr: SYS.prctl, args: [PR_GET_MDWE, 0, 0, 0, 0] },
+    { nr: SYS.prctl, args: [PR_GET_TSC, out + 4n, 0, 0, 0] },
+    { nr: SYS.prctl, args: [PR_MCE_KILL_GET, 0, 0, 0, 0] },
+    ...keyringSteps(),
   ];
+}
+
+/**
+ * MDWE, TSC mode and MCE kill policy from the results of their prctls
+ * (`r`: mdwe, tsc, mce; `tsc`: the int PR_GET_TSC wrote): a kernel or
+ * architecture without one (EINVAL) has its default.
+ */
+function mmAndCpuFrom(r: readonly bigint[], tsc: number) {
+  return {
+    mdwe: r[0] >= 0n ? Number(r[0]) : 0,
+    tsc: r[1] >= 0n ? tsc : PR_TSC_ENABLE,
+    mceKill: r[2] >= 0n ? Number(r[2]) : PR_MCE_KILL_DEFAULT,
+  };
 }
 
 /**
@@ -118,11 +171,14 @@ export function processAttrsFrom(
         );
       }
     });
+  const dv = new DataView(out.buffer, out.byteOffset, out.byteLength);
   return {
     dumpable: Number(r[1]),
-    childSubreaper: new DataView(out.buffer, out.byteOffset, 4).getInt32(0, true) !== 0,
+    childSubreaper: dv.getInt32(0, true) !== 0,
     thpDisable: Number(r[2]),
     membarrier: membarrierRegistrations(r[3]),
+    ...mmAndCpuFrom(r.slice(4, 7), out.byteLength >= 8 ? dv.getInt32(4, true) : PR_TSC_ENABLE),
+    keyrings: keyringIdsFrom(r.slice(7, 11)),
   };
 }
 
@@ -161,6 +217,17 @@ export function queryAttrs(
     membarrier: membarrierRegistrations(
       s.call(main, SYS.membarrier, MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0),
     ),
+    ...mmAndCpuFrom(
+      [
+        s.call(main, SYS.prctl, PR_GET_MDWE, 0, 0, 0, 0),
+        s.call(main, SYS.prctl, PR_GET_TSC, s.scratch + 4n, 0, 0, 0),
+        s.call(main, SYS.prctl, PR_MCE_KILL_GET, 0, 0, 0, 0),
+      ],
+      int32(4),
+    ),
+    keyrings: keyringIdsFrom(
+      keyringSteps().map((step) => s.call(main, step.nr, ...step.args)),
+    ),
     pdeathsig,
   };
 }
@@ -168,6 +235,11 @@ export function queryAttrs(
 /** A kernel without membarrier (ENOSYS) has no registrations; other errors mean it cannot tell. */
 function membarrierRegistrations(r: bigint): number {
   return r === -38n /* ENOSYS */ ? 0 : Number(r);
+}
+
+/** `{ [key]: value }`, or nothing when `value` is undefined. */
+function optional<K extends string>(key: K, value: number | undefined) {
+  return value === undefined ? {} : { [key]: value } as Record<K, number>;
 }
 
 function procNumber(pid: number, name: string): number {
@@ -199,6 +271,13 @@ export function collectProcessAttrs(
     childSubreaper: injected.childSubreaper,
     thpDisable: injected.thpDisable,
     membarrier: Math.max(0, injected.membarrier),
+    ...(injected.mdwe ? { mdwe: injected.mdwe } : {}),
+    ...(injected.tsc !== undefined && injected.tsc !== PR_TSC_ENABLE ? { tsc: injected.tsc } : {}),
+    ...(injected.mceKill !== undefined && injected.mceKill !== PR_MCE_KILL_DEFAULT
+      ? { mceKill: injected.mceKill }
+      : {}),
+    coredumpFilter: readProcText(pid, "coredump_filter").trim(),
+    ...optional("sessionKeyring", collectKeyrings(pid, injected.keyrings, refusals)),
     loginuid: procNumber(pid, "loginuid"),
     sessionid: procNumber(pid, "sessionid"),
   };
@@ -264,11 +343,58 @@ export function restoreAttrsBeforeCredentials(image: ProcessImage, inj: TaskInje
       `cannot restore oom_score_adj of process ${pid}: it is ${now}, the image has ${a.oomScoreAdj}`,
     );
   }
+  if (a.coredumpFilter !== undefined) restoreCoredumpFilter(pid, a.coredumpFilter);
   for (const t of image.threads) {
     if (t.attrs!.noNewPrivs) {
       prctlIn(inj, pid, t.tid, "prctl(PR_SET_NO_NEW_PRIVS)", PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
     }
   }
+}
+
+/** Writes /proc/<pid>/coredump_filter and reads it back. */
+function restoreCoredumpFilter(pid: number, filter: string): void {
+  try {
+    Deno.writeTextFileSync(`/proc/${pid}/coredump_filter`, `0x${filter}`);
+  } catch (e) {
+    throw new RestoreError(
+      `cannot restore coredump_filter ${filter} of process ${pid}: ${(e as Error).message}`,
+    );
+  }
+  const now = readProcText(pid, "coredump_filter").trim();
+  if (now !== filter) {
+    throw new RestoreError(
+      `cannot restore coredump_filter of process ${pid}: it is ${now}, the image has ${filter}`,
+    );
+  }
+}
+
+/**
+ * Sets each thread's TSC mode and MCE kill policy (the main thread's at
+ * dump), then the process's memory-deny-write-execute flags, last: MDWE
+ * cannot be undone and refuses executable mappings made writable.
+ */
+export function restoreCpuAndMdwe(image: ProcessImage, inj: TaskInjector): void {
+  const pid = image.pid;
+  const a = image.attrs!;
+  for (const t of image.threads) {
+    if (a.tsc !== undefined) {
+      prctlIn(inj, pid, t.tid, `prctl(PR_SET_TSC, ${a.tsc})`, PR_SET_TSC, a.tsc, 0, 0, 0);
+    }
+    if (a.mceKill !== undefined) {
+      prctlIn(
+        inj,
+        pid,
+        t.tid,
+        `prctl(PR_MCE_KILL, ${a.mceKill})`,
+        PR_MCE_KILL,
+        PR_MCE_KILL_SET,
+        a.mceKill,
+        0,
+        0,
+      );
+    }
+  }
+  if (a.mdwe) prctlIn(inj, pid, pid, `prctl(PR_SET_MDWE, ${a.mdwe})`, PR_SET_MDWE, a.mdwe, 0, 0, 0);
 }
 
 /**

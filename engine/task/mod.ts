@@ -35,11 +35,13 @@ import {
   queryAttrs,
   restoreAttrsAfterCredentials,
   restoreAttrsBeforeCredentials,
+  restoreCpuAndMdwe,
 } from "./attrs.ts";
 import { checkSchedulable, collectSched, restoreSched } from "./sched.ts";
 import { PTRACE_O } from "../../ffi/ptrace.ts";
 import type { ProcStatus } from "../proc/status.ts";
 import type { ThreadReads } from "../../ffi/thread_reads.ts";
+import { checkSessionKeyrings } from "./keyrings.ts";
 import { collectSeccomp, restoreSeccomp, suspendSeccomp, type TaskInjector } from "./seccomp.ts";
 
 export type { TaskInjector } from "./seccomp.ts";
@@ -147,10 +149,12 @@ export function restoreTaskState(
 /**
  * Engine finalize of one restored process, after credentials are restored
  * (a change of euid, egid, fsuid or fsgid resets these): each thread's
- * parent-death signal and the dumpable flag.
+ * parent-death signal and the dumpable flag; then TSC mode, MCE kill
+ * policy and memory-deny-write-execute (attrs.ts `restoreCpuAndMdwe`).
  */
 export function restoreTaskStateAfterCredentials(image: ProcessImage, inj: TaskInjector): void {
   restoreAttrsAfterCredentials(image, inj);
+  restoreCpuAndMdwe(image, inj);
 }
 
 /**
@@ -160,5 +164,6 @@ export function restoreTaskStateAfterCredentials(image: ProcessImage, inj: TaskI
  */
 export function checkTaskState(processes: readonly ProcessImage[]): void {
   checkLoginIds(processes);
+  checkSessionKeyrings(processes);
   checkSchedulable(processes);
 }

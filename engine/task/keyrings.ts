@@ -1,0 +1,75 @@
+/**
+ * Keyrings (keyctl(2)). A process's thread and process keyrings are not
+ * saved yet: dump refuses them (task.keyrings; the thread keyring is
+ * looked for in the main thread). Its session keyring is the restorer's
+ * after restore: dump records it when it is not the user's fallback
+ * (`_uid_ses.<uid>`, which a process of that uid gets again), and the
+ * restore pre-flight refuses an image whose session keyring is not the
+ * restorer's (task.session-keyring).
+ *
+ * @module
+ */
+
+import { SYS } from "../../ffi/sysno.ts";
+import { rawSyscall } from "../../ffi/libc.ts";
+import type { BatchStep } from "../../ffi/syscall_batch.ts";
+import { RestoreError } from "../errors.ts";
+import type { ProcessImage } from "../model.ts";
+import type { Refusals } from "../support.ts";
+
+const KEYCTL_GET_KEYRING_ID = 0;
+/** KEY_SPEC_THREAD_KEYRING .. KEY_SPEC_USER_SESSION_KEYRING. */
+const SPECS = [-1, -2, -3, -4];
+
+/** What the target's keyctl calls returned: serials, or -errno (-ENOKEY: none). */
+export interface KeyringIds {
+  thread: number;
+  process: number;
+  session: number;
+  userSession: number;
+}
+
+/** The injected queries (main thread): each special keyring's serial, none created. */
+export function keyringSteps(): BatchStep[] {
+  return SPECS.map((spec) => ({ nr: SYS.keyctl, args: [KEYCTL_GET_KEYRING_ID, spec, 0] }));
+}
+
+/** The {@link KeyringIds} of {@link keyringSteps}' results `r` (in order). */
+export function keyringIdsFrom(r: readonly bigint[]): KeyringIds {
+  const [thread, process, session, userSession] = r.map(Number);
+  return { thread, process, session, userSession };
+}
+
+/**
+ * Refuses a thread or process keyring; returns the session keyring's
+ * serial to record, undefined when it is the user's fallback (or none).
+ */
+export function collectKeyrings(
+  pid: number,
+  ids: KeyringIds | undefined,
+  refusals: Refusals,
+): number | undefined {
+  if (!ids) return undefined;
+  for (const [what, id] of [["thread", ids.thread], ["process", ids.process]] as const) {
+    if (id > 0) refusals.use("task.keyrings", `process ${pid}`, `it has a ${what} keyring (${id})`);
+  }
+  return ids.session > 0 && ids.session !== ids.userSession ? ids.session : undefined;
+}
+
+/**
+ * Restore pre-flight: a restored process gets the restorer's session
+ * keyring; refuses an image that recorded another one.
+ */
+export function checkSessionKeyrings(processes: readonly ProcessImage[]): void {
+  const wanted = processes.filter((p) => p.attrs?.sessionKeyring !== undefined);
+  if (wanted.length === 0) return;
+  const own = Number(rawSyscall(SYS.keyctl, KEYCTL_GET_KEYRING_ID, -3, 0));
+  for (const p of wanted) {
+    if (p.attrs!.sessionKeyring !== own) {
+      throw new RestoreError(
+        `cannot restore: process ${p.pid} had session keyring ${p.attrs!.sessionKeyring}, ` +
+          `restored processes get the restorer's (${own > 0 ? own : "none"})`,
+      );
+    }
+  }
+}
