@@ -148,6 +148,21 @@ Deno.test(
 );
 
 Deno.test(
+  "an empty session keyring of its own (a login's, a service's) is not recorded: restored",
+  withTargets(async () => {
+    const a = await startTriggered("rt_probe", READY, { extra: ["emptyring"] });
+    const dir = await tempImageDir();
+    await checkpoint(a.t.pid, { dir });
+    await a.t.wait();
+    const tree = await restore(dir);
+    a.t.resetAfterRestore();
+    assert.deepEqual(tree.pids, [a.t.pid]);
+    await Deno.writeTextFile(a.trigger, "");
+    assertChecksPassed(a.t, ["emptyring"], await a.t.wait());
+  }),
+);
+
+Deno.test(
   "dump refuses syscall user dispatch before injecting anything; the target runs on untouched",
   withTargets(async () => {
     const a = await startTriggered("rt_probe", READY, { extra: ["sud"] });

@@ -178,7 +178,7 @@ export function processAttrsFrom(
     thpDisable: Number(r[2]),
     membarrier: membarrierRegistrations(r[3]),
     ...mmAndCpuFrom(r.slice(4, 7), out.byteLength >= 8 ? dv.getInt32(4, true) : PR_TSC_ENABLE),
-    keyrings: keyringIdsFrom(r.slice(7, 11)),
+    keyrings: keyringIdsFrom(r.slice(7)),
   };
 }
 

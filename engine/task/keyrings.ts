@@ -2,10 +2,13 @@
  * Keyrings (keyctl(2)). A process's thread and process keyrings are not
  * saved yet: dump refuses them (task.keyrings; the thread keyring is
  * looked for in the main thread). Its session keyring is the restorer's
- * after restore: dump records it when it is not the user's fallback
- * (`_uid_ses.<uid>`, which a process of that uid gets again), and the
- * restore pre-flight refuses an image whose session keyring is not the
- * restorer's (task.session-keyring).
+ * after restore: dump records it when it holds keys and is not the user's
+ * fallback (`_uid_ses.<uid>`, which a process of that uid gets again), and
+ * the restore pre-flight refuses an image whose recorded session keyring
+ * is not the restorer's (task.session-keyring). An empty session keyring
+ * of its own (a login's or a systemd service's: pam_keyinit, KeyringMode)
+ * is not recorded, so that such processes stay restorable from another
+ * session: the restored process then has the restorer's.
  *
  * @module
  */
@@ -18,8 +21,10 @@ import type { ProcessImage } from "../model.ts";
 import type { Refusals } from "../support.ts";
 
 const KEYCTL_GET_KEYRING_ID = 0;
+const KEYCTL_READ = 11;
 /** KEY_SPEC_THREAD_KEYRING .. KEY_SPEC_USER_SESSION_KEYRING. */
 const SPECS = [-1, -2, -3, -4];
+const KEY_SPEC_SESSION_KEYRING = -3;
 
 /** What the target's keyctl calls returned: serials, or -errno (-ENOKEY: none). */
 export interface KeyringIds {
@@ -27,22 +32,32 @@ export interface KeyringIds {
   process: number;
   session: number;
   userSession: number;
+  /** The bytes of the session keyring's list of keys (4 per key), or -errno. */
+  sessionBytes: number;
 }
 
-/** The injected queries (main thread): each special keyring's serial, none created. */
+/**
+ * The injected queries (main thread): each special keyring's serial, none
+ * created, then the size of the session keyring's list of keys (a read
+ * into no buffer).
+ */
 export function keyringSteps(): BatchStep[] {
-  return SPECS.map((spec) => ({ nr: SYS.keyctl, args: [KEYCTL_GET_KEYRING_ID, spec, 0] }));
+  return [
+    ...SPECS.map((spec) => ({ nr: SYS.keyctl, args: [KEYCTL_GET_KEYRING_ID, spec, 0] })),
+    { nr: SYS.keyctl, args: [KEYCTL_READ, KEY_SPEC_SESSION_KEYRING, 0, 0] },
+  ];
 }
 
-/** The {@link KeyringIds} of {@link keyringSteps}' results `r` (in order). */
+/** The {@link KeyringIds} of {@link keyringSteps}' results `r` (in order; more are ignored). */
 export function keyringIdsFrom(r: readonly bigint[]): KeyringIds {
-  const [thread, process, session, userSession] = r.map(Number);
-  return { thread, process, session, userSession };
+  const [thread, process, session, userSession, sessionBytes] = r.map(Number);
+  return { thread, process, session, userSession, sessionBytes };
 }
 
 /**
  * Refuses a thread or process keyring; returns the session keyring's
- * serial to record, undefined when it is the user's fallback (or none).
+ * serial to record, undefined when it is the user's fallback, empty (or
+ * unreadable) or none.
  */
 export function collectKeyrings(
   pid: number,
@@ -53,7 +68,8 @@ export function collectKeyrings(
   for (const [what, id] of [["thread", ids.thread], ["process", ids.process]] as const) {
     if (id > 0) refusals.use("task.keyrings", `process ${pid}`, `it has a ${what} keyring (${id})`);
   }
-  return ids.session > 0 && ids.session !== ids.userSession ? ids.session : undefined;
+  const own = ids.session > 0 && ids.session !== ids.userSession;
+  return own && ids.sessionBytes > 0 ? ids.session : undefined;
 }
 
 /**

@@ -21,6 +21,7 @@
  *   keyring:   a named session keyring joined, a key in it and one in the
  *              process keyring;
  *   sessionkeyring: only the session keyring and its key;
+ *   emptyring: only a named session keyring joined, no key in it;
  *   landlock:  a landlock domain refusing mkdir;
  *   sud:       syscall user dispatch on, a blocked syscall raises SIGSYS;
  *   cpuid:     arch_prctl(ARCH_SET_CPUID, 0) (cpuid faults);
@@ -261,11 +262,13 @@ static void check_coredump(void) {
 #define KEYCTL_JOIN_SESSION_KEYRING 1
 #define KEYCTL_DESCRIBE 6
 #define KEYCTL_SEARCH 10
+#define KEYCTL_READ 11
 #define KEY_SPEC_PROCESS_KEYRING (-2)
 #define KEY_SPEC_SESSION_KEYRING (-3)
 
 static int setup_keyring(void) {
   if (syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, "probe-ring") < 0) return unavailable(item), 0;
+  if (!strcmp(item, "emptyring")) return 1;
   if (syscall(SYS_add_key, "user", "probe-key", "secret", 6, KEY_SPEC_SESSION_KEYRING) < 0)
     return unavailable(item), 0;
   if (!strcmp(item, "sessionkeyring")) return 1;
@@ -276,6 +279,11 @@ static int setup_keyring(void) {
 
 static void check_keyring(void) {
   char desc[256] = "";
+  if (!strcmp(item, "emptyring")) { /* restored with the restorer's session keyring */
+    long n = syscall(SYS_keyctl, KEYCTL_READ, KEY_SPEC_SESSION_KEYRING, NULL, 0);
+    check("emptyring", n >= 0, "session keyring unreadable: %s", strerror(errno));
+    return;
+  }
   long r = syscall(SYS_keyctl, KEYCTL_DESCRIBE, KEY_SPEC_SESSION_KEYRING, desc, sizeof desc);
   check("keyring-session", r > 0 && strstr(desc, ";probe-ring") != NULL, "session keyring is \"%s\"",
         desc);
@@ -634,7 +642,7 @@ int main(int argc, char **argv) {
     ITEM(cmdline)
     ITEM(coredump)
     ITEM(keyring)
-    else if (!strcmp(item, "sessionkeyring")) ok = setup_keyring();
+    else if (!strcmp(item, "sessionkeyring") || !strcmp(item, "emptyring")) ok = setup_keyring();
     ITEM(landlock)
     ITEM(sud)
     ITEM(schedcore)
@@ -663,7 +671,7 @@ int main(int argc, char **argv) {
     CHECK(cmdline)
     CHECK(coredump)
     CHECK(keyring)
-    else if (!strcmp(item, "sessionkeyring")) check_keyring();
+    else if (!strcmp(item, "sessionkeyring") || !strcmp(item, "emptyring")) check_keyring();
     CHECK(landlock)
     CHECK(sud)
     CHECK(schedcore)
