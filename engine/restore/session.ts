@@ -193,9 +193,10 @@ export class RestoreSession {
       this.#killAll();
       this.#provided?.close();
       throw e;
-    } finally {
-      if (this.#launcher) removeLauncher(this.#launcher);
     }
+    // (The launcher's file is gone already: #launch removes it as soon as posix_spawn returns.
+    // A second removal here threw and caught NotFound on every restore, ~0.3 ms of cold error
+    // path right after the last program's end: docs/PERFORMANCE.md, twelfth pass, smallrestore6.)
   }
 
   /** Sets the final state of every thread and lets the whole tree run. */
