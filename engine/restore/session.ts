@@ -26,8 +26,7 @@
  */
 
 import { finishInetSockets } from "../fds/inet_plan.ts";
-import { parseMaps, readMaps } from "../proc/maps.ts";
-import { readProcText } from "../proc/io.ts";
+import { readMaps } from "../proc/maps.ts";
 import { readStatus } from "../proc/status.ts";
 import { readStat } from "../proc/stat.ts";
 import { rawSyscall } from "../../ffi/libc.ts";
@@ -108,24 +107,9 @@ const SIGSTOP = 19;
 /** The PTRACE_O_* options every restored task is traced with. */
 const TRACE_OPTIONS = PTRACE_O.TRACEFORK | PTRACE_O.TRACEEXEC | PTRACE_O.EXITKILL;
 
-/** The mappings of `pid` with the names restore cares about (from `text` if given). */
-function mapsOf(pid: number, text?: string): { start: bigint; end: bigint; name: string }[] {
-  const maps = text === undefined ? readMaps(pid) : parseMaps(text, pid);
-  return maps.map((m) => ({ start: m.start, end: m.end, name: m.path }));
-}
-
-/**
- * Whether every mapping of `maps` lies wholly inside or wholly outside
- * [`start`, `end`): then a `MAP_FIXED` mapping of that range changes the
- * inside ones only, and `maps` read before it say what the exec set-up
- * needs (it keeps the inside, unmaps or moves the outside).
- */
-function clearOf(
-  maps: readonly { start: bigint; end: bigint }[],
-  start: bigint,
-  end: bigint,
-): boolean {
-  return maps.every((m) => m.end <= start || m.start >= end || (m.start >= start && m.end <= end));
+/** The mappings of `pid` with the names restore cares about. */
+function mapsOf(pid: number): { start: bigint; end: bigint; name: string }[] {
+  return readMaps(pid).map((m) => ({ start: m.start, end: m.end, name: m.path }));
 }
 
 function check(what: string, r: bigint): bigint {
@@ -431,9 +415,7 @@ export class RestoreSession {
     const base = boot.base;
     const size = BigInt(image.bootstrap.size);
     // 1. Anonymous bootstrap with the fresh program (the image file must not stay mapped).
-    // The fresh maps are read once, for the syscall site and for step 2.
-    const fresh = readProcText(pid, "maps");
-    const site = findSyscallInstruction(pid, undefined, fresh);
+    const site = findSyscallInstruction(pid);
     check(
       "mmap(bootstrap)",
       injectSyscall(pid, site, SYS.mmap, base, size, PROT_RWX, MAP_PRIVATE_FIXED_ANON, -1, 0),
@@ -442,10 +424,11 @@ export class RestoreSession {
     // 2. Unmap what the kernel set up for the exec, move vvar/vdso to the dumped
     // addresses: one program the stub runs (engine/restore/exec_setup.ts).
     const wanted = image.mappings.filter((m) => m.kind === "vdso");
-    let maps = mapsOf(pid, fresh);
-    // A mapping across the bootstrap's edge was cut by the mmap: read them again.
-    if (!clearOf(maps, base, base + size)) maps = mapsOf(pid);
-    runExecSetup(pid, boot, execSetupProgram(maps, wanted, base, size, compiled.vdsoScratch));
+    runExecSetup(
+      pid,
+      boot,
+      execSetupProgram(mapsOf(pid), wanted, base, size, compiled.vdsoScratch),
+    );
     // 3. Run the restore program.
     const regs = getRegs(pid);
     regs.rip = boot.entryRestore;
