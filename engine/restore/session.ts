@@ -31,7 +31,15 @@ import { readStatus } from "../proc/status.ts";
 import { readStat } from "../proc/stat.ts";
 import { rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
-import { __WALL, parkStatus, PTRACE_EVENT, waitPid, WNOHANG, WUNTRACED } from "../../ffi/wait.ts";
+import {
+  __WALL,
+  napUntilSignal,
+  parkStatus,
+  PTRACE_EVENT,
+  waitPid,
+  WNOHANG,
+  WUNTRACED,
+} from "../../ffi/wait.ts";
 import {
   cont,
   detach,
@@ -74,7 +82,6 @@ import { handOverFds } from "../pidns/handover.ts";
 import { execSetupProgram, runExecSetup } from "./exec_setup.ts";
 import { syscallOutside } from "./unmap_gadget.ts";
 import { FinalStates } from "./final_state.ts";
-import { sleepSync } from "../sleep_sync.ts";
 
 /** One process to restore: its description, image path and compiled program. */
 export interface RestoreUnit {
@@ -294,7 +301,8 @@ export class RestoreSession {
           );
         }
         // While the stubs run: the checksum pass, then the threads' final states, else sleep.
-        if (!this.#idle?.() && !this.#final.prepare(8)) sleepSync(1); // 1 ms
+        // Woken early by the SIGCHLD of the next event (ffi/wait.ts napUntilSignal).
+        if (!this.#idle?.() && !this.#final.prepare(8)) napUntilSignal(1); // 1 ms
         continue;
       }
       if (st.kind === "continued") continue;
