@@ -82,6 +82,7 @@ import { handOverFds } from "../pidns/handover.ts";
 import { execSetupProgram, runExecSetup } from "./exec_setup.ts";
 import { syscallOutside } from "./unmap_gadget.ts";
 import { FinalStates } from "./final_state.ts";
+import { wakeOnSigchld } from "../../ffi/sigchld_wake.ts";
 
 /** One process to restore: its description, image path and compiled program. */
 export interface RestoreUnit {
@@ -193,6 +194,8 @@ export class RestoreSession {
    * On failure kills everything it created and throws.
    */
   prepare(): void {
+    // The drive's naps end at each stop of a task (ffi/sigchld_wake.ts), not up to 1 ms later.
+    const unwake = wakeOnSigchld();
     try {
       this.#launch();
       this.#drive();
@@ -200,6 +203,8 @@ export class RestoreSession {
       this.#killAll();
       this.#provided?.close();
       throw e;
+    } finally {
+      unwake();
     }
     // (The launcher's file is gone already: #launch removes it as soon as posix_spawn returns.
     // A second removal here threw and caught NotFound on every restore, ~0.3 ms of cold error
