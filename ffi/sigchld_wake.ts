@@ -79,6 +79,11 @@ export function wakeOnSigchld(): () => void {
   });
   if (rawSyscall(SYS.rt_sigaction, SIGCHLD, act, 0, 8) !== 0n) return () => {};
   return () => {
+    // Only while it is still this handler: one put in over it since (a worker's Deno.Command, whose
+    // handler may call this one: the page stays mapped for good) stays.
+    const now = new Uint8Array(kernelSigaction.size);
+    if (rawSyscall(SYS.rt_sigaction, SIGCHLD, 0, now, 8) !== 0n) return;
+    if (kernelSigaction.decode(now).handler !== page) return;
     rawSyscall(SYS.rt_sigaction, SIGCHLD, old, 0, 8);
   };
 }

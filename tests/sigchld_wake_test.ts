@@ -65,3 +65,20 @@ Deno.test("napUntilSignal: a child's exit ends the nap once wakeOnSigchld is on"
     }
   }
 });
+
+Deno.test("wakeOnSigchld: a disposition put in over it since is not undone", () => {
+  if (sigchldHandler() !== 0n) return; // someone's handler: nothing is put in (first test)
+  const old = new Uint8Array(kernelSigaction.size);
+  assert.equal(rawSyscall(SYS.rt_sigaction, 17, 0, old, 8), 0n);
+  const unwake = wakeOnSigchld();
+  try {
+    // Another disposition over it (SIG_IGN here; no child of this test exists meanwhile).
+    const ign = kernelSigaction.encode({ handler: 1n, flags: 0n, restorer: 0n, mask: 0n });
+    assert.equal(rawSyscall(SYS.rt_sigaction, 17, ign, 0, 8), 0n);
+    unwake();
+    assert.equal(sigchldHandler(), 1n, "the later disposition stays");
+  } finally {
+    rawSyscall(SYS.rt_sigaction, 17, old, 0, 8); // SIG_DFL again
+  }
+  assert.equal(sigchldHandler(), 0n);
+});
