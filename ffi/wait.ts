@@ -97,3 +97,21 @@ export function waitPid(pid: number, flags = __WALL): WaitStatus {
     return decodeWaitStatus(Number(r), status[0]);
   }
 }
+
+/** The `struct timespec` of {@link napUntilSignal} (one per thread that naps: the main one). */
+const napSpec = new BigInt64Array(2);
+
+/**
+ * Sleeps the calling thread for up to `ms` milliseconds, or until a signal
+ * handler runs on it: `nanosleep` is never restarted after a handler
+ * (signal(7)), where `Atomics.wait`'s futex is, to its full timeout. The
+ * SIGCHLD of a tracee's stop or exit goes to its tracer thread, and Deno
+ * handles SIGCHLD: a tracer polling with `WNOHANG` wakes at the event
+ * instead of up to `ms` later (without a handler it sleeps the whole `ms`).
+ */
+export function napUntilSignal(ms: number): void {
+  const ns = Math.round(ms * 1e6);
+  napSpec[0] = BigInt(Math.floor(ns / 1e9));
+  napSpec[1] = BigInt(ns % 1e9);
+  rawSyscall(SYS.nanosleep, napSpec, 0);
+}

@@ -53,8 +53,13 @@ export function writeLauncher(
     entry: bootstrap.entryRestore,
   });
   const file = Deno.makeTempFileSync({ prefix: "cryo-launcher-" });
-  Deno.writeFileSync(file, exe, { mode: 0o700 });
-  Deno.chmodSync(file, 0o700);
+  try {
+    Deno.writeFileSync(file, exe, { mode: 0o700 });
+    Deno.chmodSync(file, 0o700);
+  } catch (e) {
+    removeLauncher({ path: file }); // not spawned: nothing else removes it
+    throw e;
+  }
   return { path: file, bootstrap };
 }
 

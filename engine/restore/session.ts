@@ -31,7 +31,15 @@ import { readStatus } from "../proc/status.ts";
 import { readStat } from "../proc/stat.ts";
 import { rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
-import { __WALL, parkStatus, PTRACE_EVENT, waitPid, WNOHANG, WUNTRACED } from "../../ffi/wait.ts";
+import {
+  __WALL,
+  napUntilSignal,
+  parkStatus,
+  PTRACE_EVENT,
+  waitPid,
+  WNOHANG,
+  WUNTRACED,
+} from "../../ffi/wait.ts";
 import {
   cont,
   detach,
@@ -74,7 +82,7 @@ import { handOverFds } from "../pidns/handover.ts";
 import { execSetupProgram, runExecSetup } from "./exec_setup.ts";
 import { syscallOutside } from "./unmap_gadget.ts";
 import { FinalStates } from "./final_state.ts";
-import { sleepSync } from "../sleep_sync.ts";
+import { wakeOnSigchld } from "../../ffi/sigchld_wake.ts";
 
 /** One process to restore: its description, image path and compiled program. */
 export interface RestoreUnit {
@@ -186,6 +194,8 @@ export class RestoreSession {
    * On failure kills everything it created and throws.
    */
   prepare(): void {
+    // The drive's naps end at each stop of a task (ffi/sigchld_wake.ts), not up to 1 ms later.
+    const unwake = wakeOnSigchld();
     try {
       this.#launch();
       this.#drive();
@@ -194,8 +204,11 @@ export class RestoreSession {
       this.#provided?.close();
       throw e;
     } finally {
-      if (this.#launcher) removeLauncher(this.#launcher);
+      unwake();
     }
+    // (The launcher's file is gone already: #launch removes it as soon as posix_spawn returns.
+    // A second removal here threw and caught NotFound on every restore, ~0.3 ms of cold error
+    // path right after the last program's end: docs/PERFORMANCE.md, twelfth pass, smallrestore6.)
   }
 
   /** Sets the final state of every thread and lets the whole tree run. */
@@ -293,7 +306,8 @@ export class RestoreSession {
           );
         }
         // While the stubs run: the checksum pass, then the threads' final states, else sleep.
-        if (!this.#idle?.() && !this.#final.prepare(8)) sleepSync(1); // 1 ms
+        // Woken early by the SIGCHLD of the next event (ffi/wait.ts napUntilSignal).
+        if (!this.#idle?.() && !this.#final.prepare(8)) napUntilSignal(1); // 1 ms
         continue;
       }
       if (st.kind === "continued") continue;
