@@ -105,9 +105,10 @@ const napSpec = new BigInt64Array(2);
  * Sleeps the calling thread for up to `ms` milliseconds, or until a signal
  * handler runs on it: `nanosleep` is never restarted after a handler
  * (signal(7)), where `Atomics.wait`'s futex is, to its full timeout. The
- * SIGCHLD of a tracee's stop or exit goes to its tracer thread, and Deno
- * handles SIGCHLD: a tracer polling with `WNOHANG` wakes at the event
- * instead of up to `ms` later (without a handler it sleeps the whole `ms`).
+ * SIGCHLD of a tracee's stop or exit goes to its tracer thread: with a
+ * handler for it (ffi/sigchld_wake.ts `wakeOnSigchld`) a tracer polling
+ * with `WNOHANG` wakes at the event instead of up to `ms` later (at
+ * SIG_DFL the signal is discarded and it sleeps the whole `ms`).
  */
 export function napUntilSignal(ms: number): void {
   const ns = Math.round(ms * 1e6);
