@@ -101,6 +101,8 @@ export const SUPPORT_TABLE = [
   { id: "fd.ghost", area: "fd", what: "files deleted while open, O_TMPFILE files, memfds (content, holes, size, mode, owner, seals; restored unlinked)", support: "saved" },
   { id: "fd.deleted", area: "fd", what: "deleted directories and special files", support: "refused", note: "they cannot be re-created unlinked" },
   { id: "fd.pipe", area: "fd", what: "pipes (in a process, shared by the tree, leading out)", support: "saved" },
+  { id: "fd.pipe-packets", area: "fd", what: "packets (O_DIRECT writes) waiting in pipes and FIFOs, with their boundaries", support: "saved", note: "written again one by one in packet mode" },
+  { id: "fd.pipe-packets-mixed", area: "fd", what: "a pipe or FIFO holding packets (O_DIRECT writes) after plain bytes, or plain bytes and a packet read as one", support: "refused", note: "they could not be queued again exactly; retry when the pipe is drained" },
   { id: "fd.pipe-reopened", area: "fd", what: "a pipe end open through several descriptions (reopened through /proc)", support: "refused", note: "not saved yet" },
   { id: "fd.epoll-split", area: "fd", what: "a shared epoll watching fds that no one holder has", support: "refused", note: "its watches cannot be re-added" },
   { id: "fd.fifo", area: "fd", what: "named pipes (FIFOs) with their buffered bytes", support: "saved" },

@@ -17,6 +17,7 @@
 
 import type { FdInfo } from "../model.ts";
 import type { FdSource } from "./types.ts";
+import { pipePackets } from "./pipe.ts";
 
 const O_CREAT_TRUNC_EXCL = 0o100 | 0o1000 | 0o200;
 const DELETED = " (deleted)";
@@ -45,6 +46,8 @@ export function planFifo(f: FdInfo): FdSource | string {
   if (deleted && f.extra["fifo-mode"] === undefined) {
     return "FIFO whose path was removed: its mode and owner were not recorded";
   }
+  const packets = pipePackets(f);
+  if (typeof packets === "string") return packets;
   return {
     kind: "fifo",
     id: fifoId(f),
@@ -52,6 +55,7 @@ export function planFifo(f: FdInfo): FdSource | string {
     flags: f.flags & ~O_CREAT_TRUNC_EXCL,
     ...(f.extra["pipe-data"] ? { data: f.extra["pipe-data"] } : {}),
     ...(f.extra["pipe-size"] ? { size: Number(f.extra["pipe-size"]) } : {}),
+    ...packets,
     ...(deleted
       ? {
         deleted: {
