@@ -43,6 +43,7 @@ import { CryoError } from "../errors.ts";
 import type { FdInfo, SockAddr } from "../model.ts";
 import type { Refusals, SupportId } from "../support.ts";
 import { type Collected, formatAddr, IPPROTO_TCP, IPPROTO_UDP, REFUSED_PREFIX } from "./inet.ts";
+import { filterProblem } from "./socket_common.ts";
 import { collectTcp, type RepairGuard } from "./tcp.ts";
 import { inetQueueBytes } from "./inet_plan.ts";
 import { collectUdp } from "./udp.ts";
@@ -172,6 +173,10 @@ export class InetSocketSession {
             `owned by uid ${skUid}, its fd by uid ${owner?.uid ?? 0}`,
           );
         }
+      }
+      if (domain === AF.NETLINK || domain === AF.INET || domain === AF.INET6) {
+        const filter = filterProblem(copy);
+        if (filter) return this.#refuse(f, "socket.filter", filter);
       }
       if (domain === AF.NETLINK) {
         const row = this.#netlinkRow(pid, f.target);
