@@ -2,11 +2,12 @@
  * Fd state the other round trips leave out (tests/targets/rt_fdextra.c):
  * packets waiting in a pipe and a FIFO in packet mode (O_DIRECT), with a
  * plain tail, a directory fd part-way through getdents (on ext4 its offset
- * is past 2^53), an O_PATH fd, and IPv4/IPv6 UDP and TCP sockets with
+ * is past 2^53), an O_PATH fd, /proc/self/status part-read, and IPv4/IPv6 UDP and TCP sockets with
  * options the kernel keeps per socket (TTLs, marks, the device bound to,
  * multicast settings, ancillary-data switches, TCP_MAXSEG of a listener,
  * ...). After dump, kill and restore the target checks each item. A socket
- * with a packet filter attached (UDP and unix) and a pipe holding plain
+ * with a packet filter attached (UDP and unix), a file of another
+ * process's /proc directory and a pipe holding plain
  * bytes then a packet are refused by name, and the target runs on.
  */
 
@@ -27,6 +28,7 @@ const CHECKS = [
   "dir-pos",
   "dir-more",
   "o-path",
+  "proc-own",
   "udp-ttl",
   "udp-mark",
   "udp-mcast-ttl",
@@ -59,7 +61,7 @@ Deno.test(
 );
 
 Deno.test(
-  "socket filters and a pipe mixing plain bytes and a packet are refused by name",
+  "socket filters, another process's /proc file and a pipe mixing plain bytes and a packet are refused by name",
   withTargets(async () => {
     const rt = await startTriggered("rt_fdextra", READY, { passWork: true, extra: ["refuse"] });
     const dir = await tempImageDir();
@@ -82,7 +84,13 @@ Deno.test(
     await Deno.writeTextFile(rt.trigger, "");
     assertChecksPassed(
       rt.t,
-      [...CHECKS, "refused-udp-filter", "refused-unix-filter", "refused-mixed-pipe"],
+      [
+        ...CHECKS,
+        "refused-udp-filter",
+        "refused-unix-filter",
+        "refused-proc-other",
+        "refused-mixed-pipe",
+      ],
       await rt.t.wait(),
     );
   }),

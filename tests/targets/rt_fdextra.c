@@ -6,7 +6,7 @@
  *   3, 5 and 8 bytes, then 3 plain bytes; a FIFO in <work-dir> opened
  *   read-write in packet mode holding packets of 4 and 6 bytes;
  * - a directory fd part-way through getdents (on ext4 its offset is a hash
- *   cookie past 2^53), and an O_PATH fd;
+ *   cookie past 2^53), an O_PATH fd, and /proc/self/status read 10 bytes in;
  * - sockets with options set: an IPv4 UDP socket (IP_TTL, SO_MARK,
  *   IP_MULTICAST_TTL/LOOP, SO_TIMESTAMP, IP_PKTINFO, IP_RECVERR,
  *   IP_FREEBIND, IP_MTU_DISCOVER, SO_BINDTODEVICE "lo"), an IPv4 TCP
@@ -14,8 +14,8 @@
  *   never connected (SO_MARK, TCP_WINDOW_CLAMP), an IPv6 UDP socket
  *   (IPV6_UNICAST_HOPS, IPV6_RECVPKTINFO).
  * With "refuse": an IPv4 UDP socket and a unix datagram socket with a
- * classic BPF filter attached, and a pipe holding a page of plain bytes
- * then a packet (one read returns both): the dump refuses all three, the target runs on.
+ * classic BPF filter attached, /proc/1/stat held open, and a pipe holding a page of plain bytes
+ * then a packet (one read returns both): the dump refuses all four, the target runs on.
  *
  * Prints "ready pid=<pid> dirpos=<offset>", waits for the trigger file,
  * then checks each item (check lines, then PASS or FAIL).
@@ -86,6 +86,9 @@ int main(int argc, char **argv) {
   off_t dirpos = lseek(dir, 0, SEEK_CUR);
   int opath = open(path, O_PATH);
   if (opath < 0) die("O_PATH");
+  char first[16];
+  int own = open("/proc/self/status", O_RDONLY);
+  if (own < 0 || read(own, first, 10) != 10) die("/proc/self/status");
 
   int u4 = socket(AF_INET, SOCK_DGRAM, 0);
   set(u4, IPPROTO_IP, IP_TTL, 9);
@@ -115,7 +118,7 @@ int main(int argc, char **argv) {
   set(u6, IPPROTO_IPV6, IPV6_UNICAST_HOPS, 12);
   set(u6, IPPROTO_IPV6, IPV6_RECVPKTINFO, 1);
 
-  int fu = -1, fx[2] = {-1, -1}, mixed[2] = {-1, -1};
+  int fu = -1, fx[2] = {-1, -1}, mixed[2] = {-1, -1}, other = -1;
   if (refuse) {
     struct sock_filter code[] = {BPF_STMT(BPF_RET | BPF_K, 0xffff)};
     struct sock_fprog prog = {1, code};
@@ -125,6 +128,8 @@ int main(int argc, char **argv) {
     if (setsockopt(fx[1], SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog)) die("filter");
     /* A full page of plain bytes (a write merges into a plain buffer with
      * room, packet mode or not), then a packet. */
+    other = open("/proc/1/stat", O_RDONLY);
+    if (other < 0) die("/proc/1/stat");
     if (pipe(mixed)) die("pipe");
     static char page[4096];
     memset(page, 'a', sizeof page);
@@ -155,6 +160,9 @@ int main(int argc, char **argv) {
   check("dir-more", more > 0, "%ld", more);
   int fl = fcntl(opath, F_GETFL);
   check("o-path", fl >= 0 && (fl & O_PATH), "%x", fl);
+
+  off_t ownpos = lseek(own, 0, SEEK_CUR);
+  check("proc-own", ownpos == 10, "%lld", (long long)ownpos);
 
   check_opt("udp-ttl", u4, IPPROTO_IP, IP_TTL, 9);
   check_opt("udp-mark", u4, SOL_SOCKET, SO_MARK, 7);
@@ -188,6 +196,7 @@ int main(int argc, char **argv) {
     check("refused-unix-filter", n == 1, "%u", n);
     static char all[8192];
     ssize_t m = read(mixed[0], all, sizeof all);
+    check("refused-proc-other", fcntl(other, F_GETFD) >= 0, "");
     check("refused-mixed-pipe", m == 4098 && !memcmp(all + 4096, "cd", 2), "%zd", m);
   }
   return verdict();
