@@ -168,6 +168,7 @@ export const SUPPORT_TABLE = [
   { id: "socket.inet-shared", area: "socket", what: "TCP, UDP and netlink sockets shared by several processes (pre-fork servers, connections inherited across fork)", support: "saved", note: "created once, by the holders' common ancestor, and inherited by every holder" },
   { id: "socket.inet-owner", area: "socket", what: "TCP, UDP and netlink sockets owned by a user other than root", support: "saved", note: "created with the owner's fs uid and gid" },
   { id: "socket.inet-owner-split", area: "socket", what: "TCP and UDP sockets whose owner (sk_uid) is not their fd's owner", support: "refused", note: "a re-created socket has one owner for both (the kernel keeps them equal: a safety check)" },
+  { id: "socket.inet-multicast", area: "socket", what: "TCP and UDP sockets that joined multicast groups", support: "refused", note: "not saved yet" },
   { id: "socket.inet-other", area: "socket", what: "other IPv4/IPv6 sockets (raw, SCTP, ...)", support: "refused", note: "not saved yet" },
   { id: "socket.netlink-route", area: "socket", what: "netlink route sockets (NETLINK_ROUTE)", support: "saved" },
   { id: "socket.netlink-queued", area: "socket", what: "netlink messages waiting to be read, or a dump in progress", support: "refused", note: "the kernel's replies cannot be queued again" },

@@ -6,7 +6,8 @@
  * options the kernel keeps per socket (TTLs, marks, the device bound to,
  * multicast settings, ancillary-data switches, TCP_MAXSEG of a listener,
  * ...). After dump, kill and restore the target checks each item. A socket
- * with a packet filter attached (UDP and unix), a file of another
+ * with a packet filter attached (UDP and unix), sockets that joined
+ * multicast groups (IPv4, IPv6), a file of another
  * process's /proc directory and a pipe holding plain
  * bytes then a packet are refused by name, and the target runs on.
  */
@@ -61,7 +62,7 @@ Deno.test(
 );
 
 Deno.test(
-  "socket filters, another process's /proc file and a pipe mixing plain bytes and a packet are refused by name",
+  "socket filters, multicast groups, another process's /proc file and a pipe mixing plain bytes and a packet are refused by name",
   withTargets(async () => {
     const rt = await startTriggered("rt_fdextra", READY, { passWork: true, extra: ["refuse"] });
     const dir = await tempImageDir();

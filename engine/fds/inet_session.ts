@@ -44,6 +44,7 @@ import type { FdInfo, SockAddr } from "../model.ts";
 import type { Refusals, SupportId } from "../support.ts";
 import { type Collected, formatAddr, IPPROTO_TCP, IPPROTO_UDP, REFUSED_PREFIX } from "./inet.ts";
 import { filterProblem } from "./socket_common.ts";
+import { multicastGroups } from "./inet_multicast.ts";
 import { collectTcp, type RepairGuard } from "./tcp.ts";
 import { inetQueueBytes } from "./inet_plan.ts";
 import { collectUdp } from "./udp.ts";
@@ -189,6 +190,8 @@ export class InetSocketSession {
       }
       if (domain !== AF.INET && domain !== AF.INET6) return; // another module's kind
       const family = domain === AF.INET ? "ipv4" : "ipv6";
+      const groups = multicastGroups(copy, pid, family);
+      if (groups.length) return this.#refuse(f, "socket.inet-multicast", groups.join(", "));
       let got: Collected;
       if (type === SOCK.STREAM && protocol === IPPROTO_TCP) {
         got = collectTcp(copy, family, () => this.#shutdownOf(domain, f.target), guard);

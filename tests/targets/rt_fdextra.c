@@ -14,8 +14,9 @@
  *   never connected (SO_MARK, TCP_WINDOW_CLAMP), an IPv6 UDP socket
  *   (IPV6_UNICAST_HOPS, IPV6_RECVPKTINFO).
  * With "refuse": an IPv4 UDP socket and a unix datagram socket with a
- * classic BPF filter attached, /proc/1/stat held open, and a pipe holding a page of plain bytes
- * then a packet (one read returns both): the dump refuses all four, the target runs on.
+ * classic BPF filter attached, IPv4 and IPv6 UDP sockets that joined
+ * multicast groups on lo, /proc/1/stat held open, and a pipe holding a page of plain bytes
+ * then a packet (one read returns both): the dump refuses them all, the target runs on.
  *
  * Prints "ready pid=<pid> dirpos=<offset>", waits for the trigger file,
  * then checks each item (check lines, then PASS or FAIL).
@@ -118,7 +119,7 @@ int main(int argc, char **argv) {
   set(u6, IPPROTO_IPV6, IPV6_UNICAST_HOPS, 12);
   set(u6, IPPROTO_IPV6, IPV6_RECVPKTINFO, 1);
 
-  int fu = -1, fx[2] = {-1, -1}, mixed[2] = {-1, -1}, other = -1;
+  int fu = -1, fx[2] = {-1, -1}, mixed[2] = {-1, -1}, other = -1, m4 = -1, m6 = -1;
   if (refuse) {
     struct sock_filter code[] = {BPF_STMT(BPF_RET | BPF_K, 0xffff)};
     struct sock_fprog prog = {1, code};
@@ -128,6 +129,14 @@ int main(int argc, char **argv) {
     if (setsockopt(fx[1], SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog)) die("filter");
     /* A full page of plain bytes (a write merges into a plain buffer with
      * room, packet mode or not), then a packet. */
+    m4 = socket(AF_INET, SOCK_DGRAM, 0);
+    struct ip_mreqn mr = {.imr_ifindex = 1};
+    inet_pton(AF_INET, "239.1.2.3", &mr.imr_multiaddr);
+    if (setsockopt(m4, IPPROTO_IP, IP_ADD_MEMBERSHIP, &mr, sizeof mr)) die("IP_ADD_MEMBERSHIP");
+    m6 = socket(AF_INET6, SOCK_DGRAM, 0);
+    struct ipv6_mreq mr6 = {.ipv6mr_interface = 1};
+    inet_pton(AF_INET6, "ff02::1:3", &mr6.ipv6mr_multiaddr);
+    if (setsockopt(m6, IPPROTO_IPV6, IPV6_ADD_MEMBERSHIP, &mr6, sizeof mr6)) die("IPV6_ADD_MEMBERSHIP");
     other = open("/proc/1/stat", O_RDONLY);
     if (other < 0) die("/proc/1/stat");
     if (pipe(mixed)) die("pipe");
@@ -196,6 +205,11 @@ int main(int argc, char **argv) {
     check("refused-unix-filter", n == 1, "%u", n);
     static char all[8192];
     ssize_t m = read(mixed[0], all, sizeof all);
+    struct ip_mreqn again = {.imr_ifindex = 1};
+    inet_pton(AF_INET, "239.1.2.3", &again.imr_multiaddr);
+    int e4 = setsockopt(m4, IPPROTO_IP, IP_ADD_MEMBERSHIP, &again, sizeof again) ? errno : 0;
+    check("refused-multicast", e4 == EADDRINUSE, "%d", e4); /* still a member */
+    (void)m6;
     check("refused-proc-other", fcntl(other, F_GETFD) >= 0, "");
     check("refused-mixed-pipe", m == 4098 && !memcmp(all + 4096, "cd", 2), "%zd", m);
   }
