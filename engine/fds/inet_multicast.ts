@@ -20,7 +20,7 @@ const AF_INET6 = 10;
 const FILTER_SIZE = 144 + 128;
 
 /** One group joined on an interface of the namespace. */
-interface Group {
+export interface Group {
   ifindex: number;
   device: string;
   /** The group's address bytes (4 or 16). */
@@ -88,13 +88,28 @@ function isMember(fd: number, v6: boolean, g: Group): boolean {
   return getsockoptWith(fd, v6 ? SOL_IPV6 : SOL_IP, MCAST_MSFILTER, buf) >= 0;
 }
 
+/** The groups joined in the network namespace of process `pid`: IPv4 and IPv6. */
+export interface NamespaceGroups {
+  v4: Group[];
+  v6: Group[];
+}
+
+/** Reads the groups joined in the network namespace of process `pid`. */
+export function namespaceGroups(pid: number): NamespaceGroups {
+  return { v4: igmpGroups(pid), v6: igmp6Groups(pid) };
+}
+
 /**
- * The multicast groups socket `fd` (a copy of process `pid`'s fd, of
- * `family`) is a member of, as text ("239.1.2.3 on lo"); empty when none.
- * An IPv6 socket may have joined IPv4 groups too (through its v4-mapped side).
+ * The multicast groups socket `fd` (of `family`) is a member of, among
+ * `groups` ({@link namespaceGroups}), as text ("239.1.2.3 on lo"); empty
+ * when none. An IPv6 socket may have joined IPv4 groups too.
  */
-export function multicastGroups(fd: number, pid: number, family: "ipv4" | "ipv6"): string[] {
+export function multicastGroups(
+  fd: number,
+  family: "ipv4" | "ipv6",
+  groups: NamespaceGroups,
+): string[] {
   const v6 = family === "ipv6";
-  const groups = v6 ? [...igmp6Groups(pid), ...igmpGroups(pid)] : igmpGroups(pid);
-  return groups.filter((g) => isMember(fd, v6 && g.addr.length === 16, g)).map(groupText);
+  const all = v6 ? [...groups.v6, ...groups.v4] : groups.v4;
+  return all.filter((g) => isMember(fd, v6 && g.addr.length === 16, g)).map(groupText);
 }

@@ -44,7 +44,7 @@ import type { FdInfo, SockAddr } from "../model.ts";
 import type { Refusals, SupportId } from "../support.ts";
 import { type Collected, formatAddr, IPPROTO_TCP, IPPROTO_UDP, REFUSED_PREFIX } from "./inet.ts";
 import { filterProblem } from "./socket_common.ts";
-import { multicastGroups } from "./inet_multicast.ts";
+import { multicastGroups, type NamespaceGroups, namespaceGroups } from "./inet_multicast.ts";
 import { collectTcp, type RepairGuard } from "./tcp.ts";
 import { inetQueueBytes } from "./inet_plan.ts";
 import { collectUdp } from "./udp.ts";
@@ -78,6 +78,8 @@ export class InetSocketSession {
   /** Fds of other processes holding a socket already read: they get its record in finish(). */
   readonly #followers: FdInfo[] = [];
   readonly #netlinks: Entry[] = [];
+  /** The multicast groups of the tree's network namespace, read at the first socket. */
+  #groups?: NamespaceGroups;
   /** Address family -> (inode -> sk_shutdown) of established TCP sockets, read once. */
   readonly #shutdowns = new Map<number, Map<number, number>>();
   /** Pid -> sk_uid of its TCP and UDP sockets, by inode, read once. */
@@ -190,7 +192,7 @@ export class InetSocketSession {
       }
       if (domain !== AF.INET && domain !== AF.INET6) return; // another module's kind
       const family = domain === AF.INET ? "ipv4" : "ipv6";
-      const groups = multicastGroups(copy, pid, family);
+      const groups = multicastGroups(copy, family, this.#groups ??= namespaceGroups(pid));
       if (groups.length) return this.#refuse(f, "socket.inet-multicast", groups.join(", "));
       let got: Collected;
       if (type === SOCK.STREAM && protocol === IPPROTO_TCP) {
