@@ -49,6 +49,7 @@ const CHECKS = [
   "tcp-window-clamp",
   "udp6-hops",
   "udp6-recvpktinfo",
+  "udp6-timestampns-new",
 ];
 
 Deno.test(

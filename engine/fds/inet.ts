@@ -86,6 +86,8 @@ const OPTIONS: OptionSpec[] = [
   { level: SOL.SOCKET, name: 25, label: "SO_BINDTODEVICE", size: 16 },
   { level: SOL.SOCKET, name: 29, label: "SO_TIMESTAMP", size: 4 },
   { level: SOL.SOCKET, name: 35, label: "SO_TIMESTAMPNS", size: 4 },
+  { level: SOL.SOCKET, name: 63, label: "SO_TIMESTAMP_NEW", size: 4 },
+  { level: SOL.SOCKET, name: 64, label: "SO_TIMESTAMPNS_NEW", size: 4 },
   { level: SOL.SOCKET, name: 40, label: "SO_RXQ_OVFL", size: 4 },
   { level: SOL.IP, name: 2, label: "IP_TTL", size: 4, family: "ipv4" },
   { level: SOL.IP, name: 6, label: "IP_RECVOPTS", size: 4, family: "ipv4" },

@@ -82,6 +82,8 @@ export const SOCKET_OPTIONS: readonly OptionSpec[] = [
   opt("SO_TIMESTAMP", 29),
   opt("SO_PASSSEC", 34),
   opt("SO_TIMESTAMPNS", 35),
+  opt("SO_TIMESTAMP_NEW", 63),
+  opt("SO_TIMESTAMPNS_NEW", 64),
   opt("SO_MARK", 36),
   opt("SO_RXQ_OVFL", 40),
   opt("SO_PEEK_OFF", 42),

@@ -12,7 +12,7 @@
  *   IP_FREEBIND, IP_MTU_DISCOVER, SO_BINDTODEVICE "lo"), an IPv4 TCP
  *   listener (TCP_MAXSEG, TCP_SYNCNT, TCP_LINGER2, IP_TTL), a TCP socket
  *   never connected (SO_MARK, TCP_WINDOW_CLAMP), an IPv6 UDP socket
- *   (IPV6_UNICAST_HOPS, IPV6_RECVPKTINFO).
+ *   (IPV6_UNICAST_HOPS, IPV6_RECVPKTINFO, SO_TIMESTAMPNS_NEW).
  * With "refuse": an IPv4 UDP socket and a unix datagram socket with a
  * classic BPF filter attached, IPv4 and IPv6 UDP sockets that joined
  * multicast groups on lo, /proc/1/stat held open, and a pipe holding a page of plain bytes
@@ -118,6 +118,7 @@ int main(int argc, char **argv) {
   int u6 = socket(AF_INET6, SOCK_DGRAM, 0);
   set(u6, IPPROTO_IPV6, IPV6_UNICAST_HOPS, 12);
   set(u6, IPPROTO_IPV6, IPV6_RECVPKTINFO, 1);
+  set(u6, SOL_SOCKET, 64 /* SO_TIMESTAMPNS_NEW */, 1);
 
   int fu = -1, fx[2] = {-1, -1}, mixed[2] = {-1, -1}, other = -1, m4 = -1, m6 = -1;
   if (refuse) {
@@ -195,6 +196,7 @@ int main(int argc, char **argv) {
   check_opt("tcp-window-clamp", tc, IPPROTO_TCP, TCP_WINDOW_CLAMP, 4000);
   check_opt("udp6-hops", u6, IPPROTO_IPV6, IPV6_UNICAST_HOPS, 12);
   check_opt("udp6-recvpktinfo", u6, IPPROTO_IPV6, IPV6_RECVPKTINFO, 1);
+  check_opt("udp6-timestampns-new", u6, SOL_SOCKET, 64, 1);
 
   if (refuse) {
     socklen_t n = 0;
