@@ -584,6 +584,7 @@ export interface FdInfo {
   /** open flags from fdinfo (octal in /proc, number here), without O_CLOEXEC. */
   flags: number;
   cloexec: boolean;
+  /** Offset (0 past 2^53: the exact decimal is then in extra.pos). */
   pos: number;
   mntId: number;
   /** File identity for regular files and dirs. */

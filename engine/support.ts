@@ -101,10 +101,14 @@ export const SUPPORT_TABLE = [
   { id: "memory.anon-shared-tree", area: "memory", what: "shared anonymous memory shared other than by inheritance at the same address", support: "refused", note: "not restored yet" },
   // Fds.
   { id: "fd.file", area: "fd", what: "regular files, directories, devices", support: "saved" },
+  { id: "fd.proc-own", area: "fd", what: "files of the process's own /proc/<pid> directory (its main thread's), with their offsets", support: "saved", note: "reopened by path once the process exists again" },
+  { id: "fd.proc-other", area: "fd", what: "files of another process's or thread's /proc/<pid> directory", support: "refused", note: "outside the tree the pid may name another process (or none) at restore time; inside it, that process may not exist yet when the fd is opened" },
   { id: "fd.mqueue", area: "fd", what: "POSIX message queue descriptors (mq_open)", support: "refused", note: "not saved yet (/proc shows them as regular files; their statfs magic tells)" },
   { id: "fd.ghost", area: "fd", what: "files deleted while open, O_TMPFILE files, memfds (content, holes, size, mode, owner, seals; restored unlinked)", support: "saved" },
   { id: "fd.deleted", area: "fd", what: "deleted directories and special files", support: "refused", note: "they cannot be re-created unlinked" },
   { id: "fd.pipe", area: "fd", what: "pipes (in a process, shared by the tree, leading out)", support: "saved" },
+  { id: "fd.pipe-packets", area: "fd", what: "packets (O_DIRECT writes) waiting in pipes and FIFOs, with their boundaries", support: "saved", note: "written again one by one in packet mode" },
+  { id: "fd.pipe-packets-mixed", area: "fd", what: "a pipe or FIFO holding packets (O_DIRECT writes) after plain bytes, or plain bytes and a packet read as one", support: "refused", note: "they could not be queued again exactly; retry when the pipe is drained" },
   { id: "fd.pipe-reopened", area: "fd", what: "a pipe end open through several descriptions (reopened through /proc)", support: "refused", note: "not saved yet" },
   { id: "fd.epoll-split", area: "fd", what: "a shared epoll watching fds that no one holder has", support: "refused", note: "its watches cannot be re-added" },
   { id: "fd.fifo", area: "fd", what: "named pipes (FIFOs) with their buffered bytes", support: "saved" },
@@ -168,10 +172,12 @@ export const SUPPORT_TABLE = [
   { id: "socket.inet-shared", area: "socket", what: "TCP, UDP and netlink sockets shared by several processes (pre-fork servers, connections inherited across fork)", support: "saved", note: "created once, by the holders' common ancestor, and inherited by every holder" },
   { id: "socket.inet-owner", area: "socket", what: "TCP, UDP and netlink sockets owned by a user other than root", support: "saved", note: "created with the owner's fs uid and gid" },
   { id: "socket.inet-owner-split", area: "socket", what: "TCP and UDP sockets whose owner (sk_uid) is not their fd's owner", support: "refused", note: "a re-created socket has one owner for both (the kernel keeps them equal: a safety check)" },
+  { id: "socket.inet-multicast", area: "socket", what: "TCP and UDP sockets that joined multicast groups", support: "refused", note: "not saved yet" },
   { id: "socket.inet-other", area: "socket", what: "other IPv4/IPv6 sockets (raw, SCTP, ...)", support: "refused", note: "not saved yet" },
   { id: "socket.netlink-route", area: "socket", what: "netlink route sockets (NETLINK_ROUTE)", support: "saved" },
   { id: "socket.netlink-queued", area: "socket", what: "netlink messages waiting to be read, or a dump in progress", support: "refused", note: "the kernel's replies cannot be queued again" },
   { id: "socket.netlink", area: "socket", what: "other netlink sockets (generic, audit, uevent, ...)", support: "refused", note: "not saved yet" },
+  { id: "socket.filter", area: "socket", what: "sockets with a packet filter attached (SO_ATTACH_FILTER, SO_ATTACH_BPF)", support: "refused", note: "not saved yet" },
   { id: "socket.other", area: "socket", what: "other sockets", support: "refused", note: "not saved yet" },
 ] as const satisfies readonly SupportRow[];
 

@@ -83,6 +83,26 @@ export function getsockoptBytes(
   return buf.subarray(0, len[0]);
 }
 
+/**
+ * getsockopt with no room for the value: the length the kernel reports
+ * (SO_GET_FILTER: the attached filter's instructions), or -errno.
+ */
+export function getsockoptLength(fd: number, level: number, name: number): number {
+  const len = new Uint32Array([0]);
+  const r = rawSyscall(SYS.getsockopt, fd, level, name, null, len);
+  return r < 0n ? Number(r) : len[0];
+}
+
+/**
+ * getsockopt whose buffer `buf` carries input too (MCAST_MSFILTER: the
+ * interface and group asked about); the length written, or -errno.
+ */
+export function getsockoptWith(fd: number, level: number, name: number, buf: Uint8Array): number {
+  const len = new Uint32Array([buf.length]);
+  const r = rawSyscall(SYS.getsockopt, fd, level, name, buf, len);
+  return r < 0n ? Number(r) : len[0];
+}
+
 /** An integer socket option, or null when the kernel refuses to tell. */
 export function getsockoptInt(fd: number, level: number, name: number): number | null {
   const b = getsockoptBytes(fd, level, name, 4);

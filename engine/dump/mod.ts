@@ -116,6 +116,7 @@ import { listTids } from "../proc/tasks.ts";
 import { ownNamespaceRoot } from "../pidns/detect.ts";
 import type { NamespaceExtrasRequest } from "../pidns/extras.ts";
 import { refuseMqueueFds } from "../fds/mqueue.ts";
+import { refuseOtherProcFds } from "../fds/procfs.ts";
 import type { ParentPages } from "./parent.ts";
 import { ChainDump } from "./chain_dump.ts";
 import { isTrackingFd } from "./tracking.ts";
@@ -716,6 +717,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     await awaitVmFlags(described); // read beside the collect (engine/dump/vm_flags.ts)
     const sysvShm = collectSysvShm(described.map((d) => d.image), tmp, refusals);
     refuseMqueueFds(described.map((d) => d.image), refusals);
+    refuseOtherProcFds(described.map((d) => d.image), refusals);
     const namespaces = opts.namespaceExtras &&
       (await importModule<typeof import("../pidns/extras.ts")>(PIDNS_EXTRAS_MODULE))
         .collectNamespaceExtras(opts.namespaceExtras, tmp, sysvShm, refusals);

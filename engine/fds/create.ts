@@ -23,6 +23,7 @@ import { O_CLOEXEC, O_NONBLOCK, type PlannedFd } from "./types.ts";
 
 const O_RDWR = 2;
 const F_SETPIPE_SZ = 1031;
+const F_SETFL = 4;
 const EFD_SEMAPHORE = 1;
 const POLLIN = 1;
 const S_IFIFO = 0o10000;
@@ -85,7 +86,9 @@ export function emitCreate(cx: CreateContext, f: PlannedFd, batch: readonly Plan
       const withData = batch.map((x) => x.source).find((x) =>
         x.kind === "pipe" && x.id === s.id && (x.data || x.size)
       );
-      if (withData?.kind === "pipe" && w >= 0) fillPipe(p, w, s.id, withData.data, withData.size);
+      if (withData?.kind === "pipe" && w >= 0) {
+        fillPipe(p, w, s.id, withData.data, withData.size, withData.packets);
+      }
       break;
     }
     case "fifo": {
@@ -112,7 +115,9 @@ export function emitCreate(cx: CreateContext, f: PlannedFd, batch: readonly Plan
         const withData = batch.map((x) => x.source).find((x) =>
           x.kind === "fifo" && x.id === s.id && (x.data || x.size)
         );
-        if (withData?.kind === "fifo") fillFifo(p, h, s.path, withData.data, withData.size);
+        if (withData?.kind === "fifo") {
+          fillFifo(p, h, s.path, withData.data, withData.size, withData.packets);
+        }
       }
       // A removed FIFO is opened through its helper's /proc/self/fd link.
       const path = s.deleted ? `/proc/self/fd/${cx.numberOf(helperKey)}` : s.path;
@@ -167,12 +172,49 @@ export function emitCreate(cx: CreateContext, f: PlannedFd, batch: readonly Plan
   }
 }
 
-function fillPipe(p: ProgramBuilder, w: number, id: string, data?: string, size?: number): void {
+function fillPipe(
+  p: ProgramBuilder,
+  w: number,
+  id: string,
+  data?: string,
+  size?: number,
+  packets?: readonly number[],
+): void {
   if (size && size !== 65536) p.op(SYS.fcntl, [w, F_SETPIPE_SZ, size], { comment: "pipe size" });
   const bytes = data ? decodeBase64(data) : new Uint8Array();
-  if (bytes.length) {
-    p.op(SYS.write, [w, p.data(bytes, 1), bytes.length], {
-      comment: `${bytes.length} bytes back into ${id}`,
+  writeBack(p, w, 0, bytes, id, packets);
+}
+
+const O_DIRECT = 0o40000;
+
+/**
+ * Writes `bytes` into a pipe through `w` (whose status flags are `flags`):
+ * the `packets` at their head one write each in packet mode (O_DIRECT),
+ * the rest in one plain write. The exact flags of `w`'s description are
+ * set afterwards (state.ts).
+ */
+function writeBack(
+  p: ProgramBuilder,
+  w: number,
+  flags: number,
+  bytes: Uint8Array,
+  id: string,
+  packets: readonly number[] = [],
+): void {
+  let at = 0;
+  if (packets.length) {
+    p.op(SYS.fcntl, [w, F_SETFL, flags | O_DIRECT], { comment: "packet mode" });
+    for (const n of packets) {
+      p.op(SYS.write, [w, p.data(bytes.subarray(at, at + n), 1), n], {
+        comment: `a packet of ${n} bytes back into ${id}`,
+      });
+      at += n;
+    }
+    p.op(SYS.fcntl, [w, F_SETFL, flags], { comment: "packet mode off" });
+  }
+  if (bytes.length > at) {
+    p.op(SYS.write, [w, p.data(bytes.subarray(at), 1), bytes.length - at], {
+      comment: `${bytes.length - at} bytes back into ${id}`,
     });
   }
 }
@@ -182,7 +224,14 @@ function fillPipe(p: ProgramBuilder, w: number, id: string, data?: string, size?
  * the FIFO is empty: a holder outside the tree may have kept it (and its
  * bytes) alive since the dump.
  */
-function fillFifo(p: ProgramBuilder, h: number, path: string, data?: string, size?: number) {
+function fillFifo(
+  p: ProgramBuilder,
+  h: number,
+  path: string,
+  data?: string,
+  size?: number,
+  packets?: readonly number[],
+) {
   if (size && size !== 65536) p.op(SYS.fcntl, [h, F_SETPIPE_SZ, size], { comment: "FIFO size" });
   const bytes = data ? decodeBase64(data) : new Uint8Array();
   if (!bytes.length) return;
@@ -194,8 +243,6 @@ function fillFifo(p: ProgramBuilder, h: number, path: string, data?: string, siz
   p.op(SYS.poll, [p.data(pfd), 1, 0], { jumpIfZeroTo: fill, comment: `is ${path} empty?` });
   p.op(SYS.sched_yield, [], { jumpIfZeroTo: after, comment: "it kept its bytes: skip" });
   p.label(fill);
-  p.op(SYS.write, [h, p.data(bytes, 1), bytes.length], {
-    comment: `${bytes.length} bytes back into ${path}`,
-  });
+  writeBack(p, h, O_NONBLOCK, bytes, path, packets);
   p.label(after);
 }

@@ -17,8 +17,11 @@
 
 import type { FdInfo } from "../model.ts";
 import type { FdSource } from "./types.ts";
+import { pipePackets } from "./pipe.ts";
 
 const O_CREAT_TRUNC_EXCL = 0o100 | 0o1000 | 0o200;
+/** open() refuses O_DIRECT on a FIFO (EINVAL); F_SETFL sets it after (state.ts). */
+const O_DIRECT = 0o40000;
 const DELETED = " (deleted)";
 
 /** The identity of the FIFO behind `f` (device and inode). */
@@ -45,13 +48,16 @@ export function planFifo(f: FdInfo): FdSource | string {
   if (deleted && f.extra["fifo-mode"] === undefined) {
     return "FIFO whose path was removed: its mode and owner were not recorded";
   }
+  const packets = pipePackets(f);
+  if (typeof packets === "string") return packets;
   return {
     kind: "fifo",
     id: fifoId(f),
     path: deleted ? f.target.slice(0, -DELETED.length) : f.target,
-    flags: f.flags & ~O_CREAT_TRUNC_EXCL,
+    flags: f.flags & ~O_CREAT_TRUNC_EXCL & ~O_DIRECT,
     ...(f.extra["pipe-data"] ? { data: f.extra["pipe-data"] } : {}),
     ...(f.extra["pipe-size"] ? { size: Number(f.extra["pipe-size"]) } : {}),
+    ...packets,
     ...(deleted
       ? {
         deleted: {

@@ -15,6 +15,7 @@ import {
   type InetAddr,
   intBytes,
   newSocket,
+  peerName,
   SO,
   SOCK,
   SOL,
@@ -42,6 +43,11 @@ interface OptionSpec {
   only?: "tcp" | "udp";
   /** Only for this family. */
   family?: "ipv4" | "ipv6";
+  /**
+   * Only on a socket without a peer: on a connection its value is the
+   * kernel's current one (the MSS, the window), not a setting.
+   */
+  unconnected?: true;
 }
 
 /**
@@ -74,6 +80,50 @@ const OPTIONS: OptionSpec[] = [
   { level: SOL.TCP, name: TCP.DEFER_ACCEPT, label: "TCP_DEFER_ACCEPT", size: 4, only: "tcp" },
   { level: SOL.TCP, name: TCP.FASTOPEN, label: "TCP_FASTOPEN", size: 4, only: "tcp" },
   { level: SOL.TCP, name: TCP.CONGESTION, label: "TCP_CONGESTION", size: 16, only: "tcp" },
+  // Multicast settings only for UDP: TCP refuses to set them, and an
+  // accepted connection's IP_MULTICAST_TTL is its SYN's TTL.
+  { level: SOL.SOCKET, name: 36, label: "SO_MARK", size: 4 },
+  { level: SOL.SOCKET, name: 25, label: "SO_BINDTODEVICE", size: 16 },
+  { level: SOL.SOCKET, name: 29, label: "SO_TIMESTAMP", size: 4 },
+  { level: SOL.SOCKET, name: 35, label: "SO_TIMESTAMPNS", size: 4 },
+  { level: SOL.SOCKET, name: 63, label: "SO_TIMESTAMP_NEW", size: 4 },
+  { level: SOL.SOCKET, name: 64, label: "SO_TIMESTAMPNS_NEW", size: 4 },
+  { level: SOL.SOCKET, name: 40, label: "SO_RXQ_OVFL", size: 4 },
+  { level: SOL.IP, name: 2, label: "IP_TTL", size: 4, family: "ipv4" },
+  { level: SOL.IP, name: 6, label: "IP_RECVOPTS", size: 4, family: "ipv4" },
+  { level: SOL.IP, name: 7, label: "IP_RETOPTS", size: 4, family: "ipv4" },
+  { level: SOL.IP, name: 8, label: "IP_PKTINFO", size: 4, family: "ipv4" },
+  { level: SOL.IP, name: 10, label: "IP_MTU_DISCOVER", size: 4, family: "ipv4" },
+  { level: SOL.IP, name: 11, label: "IP_RECVERR", size: 4, family: "ipv4" },
+  { level: SOL.IP, name: 12, label: "IP_RECVTTL", size: 4, family: "ipv4" },
+  { level: SOL.IP, name: 13, label: "IP_RECVTOS", size: 4, family: "ipv4" },
+  { level: SOL.IP, name: 15, label: "IP_FREEBIND", size: 4, family: "ipv4" },
+  { level: SOL.IP, name: 19, label: "IP_TRANSPARENT", size: 4, family: "ipv4" },
+  { level: SOL.IP, name: 20, label: "IP_RECVORIGDSTADDR", size: 4, family: "ipv4" },
+  { level: SOL.IP, name: 21, label: "IP_MINTTL", size: 4, family: "ipv4" },
+  { level: SOL.IP, name: 22, label: "IP_NODEFRAG", size: 4, family: "ipv4" },
+  { level: SOL.IP, name: 24, label: "IP_BIND_ADDRESS_NO_PORT", size: 4, family: "ipv4" },
+  { level: SOL.IP, name: 33, label: "IP_MULTICAST_TTL", size: 4, family: "ipv4", only: "udp" },
+  { level: SOL.IP, name: 34, label: "IP_MULTICAST_LOOP", size: 4, family: "ipv4", only: "udp" },
+  { level: SOL.IP, name: 49, label: "IP_MULTICAST_ALL", size: 4, family: "ipv4", only: "udp" },
+  { level: SOL.IPV6, name: 16, label: "IPV6_UNICAST_HOPS", size: 4, family: "ipv6" },
+  { level: SOL.IPV6, name: 18, label: "IPV6_MULTICAST_HOPS", size: 4, family: "ipv6", only: "udp" },
+  { level: SOL.IPV6, name: 19, label: "IPV6_MULTICAST_LOOP", size: 4, family: "ipv6", only: "udp" },
+  { level: SOL.IPV6, name: 23, label: "IPV6_MTU_DISCOVER", size: 4, family: "ipv6" },
+  { level: SOL.IPV6, name: 25, label: "IPV6_RECVERR", size: 4, family: "ipv6" },
+  { level: SOL.IPV6, name: 49, label: "IPV6_RECVPKTINFO", size: 4, family: "ipv6" },
+  { level: SOL.IPV6, name: 51, label: "IPV6_RECVHOPLIMIT", size: 4, family: "ipv6" },
+  { level: SOL.IPV6, name: 60, label: "IPV6_RECVPATHMTU", size: 4, family: "ipv6" },
+  { level: SOL.IPV6, name: 62, label: "IPV6_DONTFRAG", size: 4, family: "ipv6" },
+  { level: SOL.IPV6, name: 66, label: "IPV6_RECVTCLASS", size: 4, family: "ipv6" },
+  { level: SOL.IPV6, name: 74, label: "IPV6_RECVORIGDSTADDR", size: 4, family: "ipv6" },
+  { level: SOL.IPV6, name: 75, label: "IPV6_TRANSPARENT", size: 4, family: "ipv6" },
+  { level: SOL.IPV6, name: 78, label: "IPV6_FREEBIND", size: 4, family: "ipv6" },
+  { level: SOL.TCP, name: 2, label: "TCP_MAXSEG", size: 4, only: "tcp", unconnected: true },
+  { level: SOL.TCP, name: 7, label: "TCP_SYNCNT", size: 4, only: "tcp" },
+  { level: SOL.TCP, name: 8, label: "TCP_LINGER2", size: 4, only: "tcp" },
+  { level: SOL.TCP, name: 10, label: "TCP_WINDOW_CLAMP", size: 4, only: "tcp", unconnected: true },
+  { level: SOL.TCP, name: 16, label: "TCP_THIN_LINEAR_TIMEOUTS", size: 4, only: "tcp" },
 ];
 
 /** SO_REUSEADDR's option record (restore sets it around bind). */
@@ -102,8 +152,10 @@ export function readOptions(
   if (family === "ipv6") {
     out.push({ ...V6ONLY, int: getsockoptInt(fd, SOL.IPV6, V6ONLY.name) ?? 0 });
   }
+  const connected = peerName(fd) !== null;
   for (const o of OPTIONS) {
     if ((o.only && o.only !== proto) || (o.family && o.family !== family)) continue;
+    if (o.unconnected && connected) continue;
     const mine = getsockoptBytes(fd, o.level, o.name, o.size);
     const theirs = getsockoptBytes(fresh, o.level, o.name, o.size);
     if (typeof mine === "number") continue; // not applicable to this socket

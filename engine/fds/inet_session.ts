@@ -43,6 +43,8 @@ import { CryoError } from "../errors.ts";
 import type { FdInfo, SockAddr } from "../model.ts";
 import type { Refusals, SupportId } from "../support.ts";
 import { type Collected, formatAddr, IPPROTO_TCP, IPPROTO_UDP, REFUSED_PREFIX } from "./inet.ts";
+import { filterProblem } from "./socket_common.ts";
+import { multicastGroups, type NamespaceGroups, namespaceGroups } from "./inet_multicast.ts";
 import { collectTcp, type RepairGuard } from "./tcp.ts";
 import { inetQueueBytes } from "./inet_plan.ts";
 import { collectUdp } from "./udp.ts";
@@ -76,6 +78,8 @@ export class InetSocketSession {
   /** Fds of other processes holding a socket already read: they get its record in finish(). */
   readonly #followers: FdInfo[] = [];
   readonly #netlinks: Entry[] = [];
+  /** The multicast groups of the tree's network namespace, read at the first socket. */
+  #groups?: NamespaceGroups;
   /** Address family -> (inode -> sk_shutdown) of established TCP sockets, read once. */
   readonly #shutdowns = new Map<number, Map<number, number>>();
   /** Pid -> sk_uid of its TCP and UDP sockets, by inode, read once. */
@@ -173,6 +177,10 @@ export class InetSocketSession {
           );
         }
       }
+      if (domain === AF.NETLINK || domain === AF.INET || domain === AF.INET6) {
+        const filter = filterProblem(copy);
+        if (filter) return this.#refuse(f, "socket.filter", filter);
+      }
       if (domain === AF.NETLINK) {
         const row = this.#netlinkRow(pid, f.target);
         const got = collectNetlink(copy, type ?? 0, protocol ?? 0, row);
@@ -184,6 +192,8 @@ export class InetSocketSession {
       }
       if (domain !== AF.INET && domain !== AF.INET6) return; // another module's kind
       const family = domain === AF.INET ? "ipv4" : "ipv6";
+      const groups = multicastGroups(copy, family, this.#groups ??= namespaceGroups(pid));
+      if (groups.length) return this.#refuse(f, "socket.inet-multicast", groups.join(", "));
       let got: Collected;
       if (type === SOCK.STREAM && protocol === IPPROTO_TCP) {
         got = collectTcp(copy, family, () => this.#shutdownOf(domain, f.target), guard);

@@ -14,24 +14,46 @@ import { encodeBase64 } from "../base64.ts";
 import type { FdInfo } from "../model.ts";
 import type { FdSource } from "./types.ts";
 import { ownerOf } from "../task/creds.ts";
+import { supportOf } from "../support.ts";
 
 const O_ACCMODE = 3;
 
 /**
  * Dump-time extras of a pipe or FIFO end held by `pid`: the pipe's owner
  * (its creator's fs ids) when it is not root, and for a read or read-write
- * end the buffered bytes and buffer size.
+ * end the buffered bytes and buffer size, and the sizes of the packets
+ * (O_DIRECT writes) at their head ("pipe-packets": "3,5", or "mixed" when
+ * packets and plain bytes mix: refused by {@link pipePackets}).
  */
 export function collectPipe(pid: number, fd: number, flags: number): Record<string, string> {
   const owner = ownerOf(Deno.statSync(`/proc/${pid}/fd/${fd}`));
   const out: Record<string, string> = owner ? { "pipe-owner": owner } : {};
   if ((flags & O_ACCMODE) === 1) return out;
   try {
-    const { data, size } = peekPipe(pid, fd);
-    return { ...out, "pipe-data": encodeBase64(data), "pipe-size": String(size) };
+    const { data, size, packets } = peekPipe(pid, fd);
+    return {
+      ...out,
+      "pipe-data": encodeBase64(data),
+      "pipe-size": String(size),
+      ...(packets !== undefined ? { "pipe-packets": packets?.join(",") ?? "mixed" } : {}),
+    };
   } catch {
     return out;
   }
+}
+
+/**
+ * The packets recorded at the head of pipe or FIFO `f`'s bytes, or the
+ * refusal of bytes in packet mode that cannot be queued again exactly.
+ */
+export function pipePackets(f: FdInfo): { packets?: number[] } | string {
+  const v = f.extra["pipe-packets"];
+  if (v === undefined) return {};
+  if (v === "mixed") {
+    const row = supportOf("fd.pipe-packets-mixed");
+    return `${row.what}: ${row.note}`;
+  }
+  return { packets: v.split(",").map(Number) };
 }
 
 /** Restore plan of a pipe end (the restorer's stdio for a pipe leading out of the tree). */
@@ -41,6 +63,8 @@ export function planPipe(f: FdInfo, stdioFor: number): FdSource | string {
     return `a pipe end of unknown kind "${f.restore}"`;
   }
   const end = (f.flags & O_ACCMODE) === 0 ? "read" : "write";
+  const packets = pipePackets(f);
+  if (typeof packets === "string") return packets;
   return {
     kind: "pipe",
     id: f.target,
@@ -48,6 +72,7 @@ export function planPipe(f: FdInfo, stdioFor: number): FdSource | string {
     flags: f.flags,
     ...(f.extra["pipe-data"] ? { data: f.extra["pipe-data"] } : {}),
     ...(f.extra["pipe-size"] ? { size: Number(f.extra["pipe-size"]) } : {}),
+    ...packets,
     ...(f.extra["pipe-owner"] ? { owner: f.extra["pipe-owner"] } : {}),
   };
 }

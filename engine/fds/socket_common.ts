@@ -13,7 +13,14 @@ import type { FdInfo, QueuedMessage, SocketOption } from "../model.ts";
 import type { ArgInput, ProgramBuilder } from "../program/builder.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { peekQueue } from "../../ffi/socket.ts";
-import { closeFd, getsockoptBytes, getsockoptInt, newSocket, SOL } from "../../ffi/net.ts";
+import {
+  closeFd,
+  getsockoptBytes,
+  getsockoptInt,
+  getsockoptLength,
+  newSocket,
+  SOL,
+} from "../../ffi/net.ts";
 
 const SOL_SOCKET = SOL.SOCKET;
 
@@ -31,6 +38,21 @@ const opt = (name: string, optname: number, size = 4): OptionSpec => ({
   optname,
   size,
 });
+
+const SO_GET_FILTER = 26;
+
+/**
+ * Why socket `fd` (a copy of the target's fd) cannot be restored because
+ * of a packet filter attached to it (SO_ATTACH_FILTER, SO_ATTACH_BPF), or
+ * null when it has none: the filter is not saved.
+ */
+export function filterProblem(fd: number): string | null {
+  // With no room for it, the kernel tells the filter's length in
+  // instructions; an eBPF filter cannot be read (EACCES).
+  const n = getsockoptLength(fd, SOL.SOCKET, SO_GET_FILTER);
+  if (n < 0) return "an eBPF filter (SO_ATTACH_BPF) is attached";
+  return n > 0 ? `a classic BPF filter of ${n} instructions (SO_ATTACH_FILTER) is attached` : null;
+}
 
 /** SO_SNDBUF. */
 export const SO_SNDBUF = 7;
@@ -60,6 +82,8 @@ export const SOCKET_OPTIONS: readonly OptionSpec[] = [
   opt("SO_TIMESTAMP", 29),
   opt("SO_PASSSEC", 34),
   opt("SO_TIMESTAMPNS", 35),
+  opt("SO_TIMESTAMP_NEW", 63),
+  opt("SO_TIMESTAMPNS_NEW", 64),
   opt("SO_MARK", 36),
   opt("SO_RXQ_OVFL", 40),
   opt("SO_PEEK_OFF", 42),

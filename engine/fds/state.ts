@@ -16,15 +16,19 @@ import { descriptionLocks, emitDescriptionLocks } from "./locks.ts";
 import { type DescriptionState, type FdSource, SETFL_MASK } from "./types.ts";
 
 const F_SETFL = 4;
+const O_PATH = 0o10000000;
 
 /** The description state of `f` re-created as `source` (none for fds taken from a holder). */
 export function descriptionState(f: FdInfo, source: FdSource): DescriptionState | undefined {
   if (source.kind === "same" || source.kind === "transfer") return undefined;
   const state: DescriptionState = { setfl: f.flags & SETFL_MASK };
+  // An O_PATH fd has no status flags to set (fcntl F_SETFL fails with EBADF).
+  if (source.kind === "open" && f.flags & O_PATH) state.pathOnly = true;
   const seekable = f.kind === "file" || f.kind === "directory" || f.kind === "memfd" ||
     f.ghost !== undefined;
-  if (source.kind === "open" && seekable && f.pos > 0) {
-    state.pos = f.pos;
+  // extra.pos: the exact offset when it is past 2^53 (engine/proc/fdinfo.ts).
+  if (source.kind === "open" && seekable && (f.pos > 0 || f.extra.pos)) {
+    state.pos = f.extra.pos ? BigInt(f.extra.pos) : f.pos;
   }
   const locks = descriptionLocks(f);
   if (locks.length) state.locks = locks;
@@ -33,9 +37,11 @@ export function descriptionState(f: FdInfo, source: FdSource): DescriptionState 
 
 /** Ops setting `state` on the description at `fd`. */
 export function emitDescriptionState(p: ProgramBuilder, fd: number, state: DescriptionState) {
-  p.op(SYS.fcntl, [fd, F_SETFL, state.setfl], {
-    comment: `fd ${fd} status flags 0${state.setfl.toString(8)}`,
-  });
+  if (!state.pathOnly) {
+    p.op(SYS.fcntl, [fd, F_SETFL, state.setfl], {
+      comment: `fd ${fd} status flags 0${state.setfl.toString(8)}`,
+    });
+  }
   if (state.pos !== undefined) p.op(SYS.lseek, [fd, state.pos, 0], { comment: `fd ${fd} offset` });
   if (state.locks) emitDescriptionLocks(p, fd, state.locks);
 }

@@ -20,6 +20,8 @@ export type FdSource =
     flags: number;
     data?: string;
     size?: number;
+    /** Sizes of the packets (O_DIRECT writes) at the head of `data`; the rest is plain. */
+    packets?: number[];
     /** "uid:gid" the pipe is created with, when not root's. */
     owner?: string;
   }
@@ -44,6 +46,8 @@ export type FdSource =
     flags: number;
     data?: string;
     size?: number;
+    /** Sizes of the packets (O_DIRECT writes) at the head of `data`; the rest is plain. */
+    packets?: number[];
     /** Its path was removed: made again there with this mode and owner, then unlinked. */
     deleted?: { mode: number; uid: number; gid: number };
   }
@@ -89,8 +93,13 @@ export interface PlannedFd {
 export interface DescriptionState {
   /** Exact F_SETFL status flags (O_APPEND, O_NONBLOCK, O_ASYNC, O_DIRECT, O_NOATIME). */
   setfl: number;
-  /** File offset to lseek to (regular files and directories reopened by path). */
-  pos?: number;
+  /** Opened O_PATH: no status flags to set (F_SETFL fails on it). */
+  pathOnly?: true;
+  /**
+   * File offset to lseek to (regular files and directories reopened by
+   * path); a bigint past 2^53 (ext4 directory hash cookies).
+   */
+  pos?: number | bigint;
   /** flock and OFD locks held through this description. */
   locks?: FileLock[];
 }

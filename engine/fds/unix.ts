@@ -48,7 +48,7 @@ import {
   emitRefill,
   emitRefillBuffer,
 } from "./socket_common.ts";
-import { emitSocketOptions } from "./socket_common.ts";
+import { emitSocketOptions, filterProblem } from "./socket_common.ts";
 import { creatorOf, transferBase, treeParents } from "./transfer.ts";
 import type { FdSource } from "./types.ts";
 import { readProcLink } from "../proc/io.ts";
@@ -212,6 +212,8 @@ function collectOne(
       );
     }
   }
+  const filter = filterProblem(copy);
+  if (filter) refuse("socket.filter", filter);
   if (hasPendingError(copy)) u.pendingError = true;
   if (u.peerClosed) {
     // A closed peer keeps its address: getpeername() still returns it.

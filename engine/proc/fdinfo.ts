@@ -25,7 +25,7 @@ export const REPEATED_FDINFO_KEYS: ReadonlySet<string> = new Set([
 
 /** A parsed fdinfo file. */
 export interface FdInfoRecord {
-  /** File position. */
+  /** File position (0 past 2^53: the exact decimal is then in extra.pos). */
   pos: number;
   /** Open flags as in /proc (octal there), INCLUDING O_CLOEXEC if set. */
   flags: number;
@@ -71,6 +71,12 @@ export function parseFdInfo(text: string, pid = 0, path = "fdinfo"): FdInfoRecor
     switch (key) {
       case "pos":
         pos = Number(value);
+        // Offsets past 2^53 (ext4 directory hash cookies, seeks far into a
+        // device) keep their exact decimal text in extra.pos; pos is 0.
+        if (!Number.isSafeInteger(pos)) {
+          extra.pos = value;
+          pos = 0;
+        }
         continue;
       case "flags":
         flags = parseInt(value, 8);

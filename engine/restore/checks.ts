@@ -12,6 +12,7 @@ import { readStatus } from "../proc/status.ts";
 import type { FileIdentity, Manifest, ProcessImage } from "../model.ts";
 import { RestoreError } from "../errors.ts";
 import { deletedFifoProblem } from "../fds/fifo.ts";
+import { isOwnProcPath } from "../fds/procfs.ts";
 import { credsProblems } from "../task/creds_check.ts";
 import { rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
@@ -205,6 +206,8 @@ export function checkFdFiles(
     if (info?.extra["tty-role"] === "slave") continue;
     // Deleted files and memfds are re-created by the engine from the image.
     if (info?.ghost !== undefined) continue;
+    // A file of the process's own /proc directory appears with the process.
+    if (source.kind === "open" && isOwnProcPath(source.path, image.pid)) continue;
     // A FIFO whose path was removed is made again there.
     if (source.kind === "fifo" && source.deleted) {
       const why = deletedFifoProblem(source.path);

@@ -1,0 +1,99 @@
+/**
+ * Fd state the other round trips leave out (tests/targets/rt_fdextra.c):
+ * packets waiting in a pipe and a FIFO in packet mode (O_DIRECT), with a
+ * plain tail, a directory fd part-way through getdents (on ext4 its offset
+ * is past 2^53), an O_PATH fd, /proc/self/status part-read, and IPv4/IPv6 UDP and TCP sockets with
+ * options the kernel keeps per socket (TTLs, marks, the device bound to,
+ * multicast settings, ancillary-data switches, TCP_MAXSEG of a listener,
+ * ...). After dump, kill and restore the target checks each item. A socket
+ * with a packet filter attached (UDP and unix), sockets that joined
+ * multicast groups (IPv4, IPv6), a file of another
+ * process's /proc directory and a pipe holding plain
+ * bytes then a packet are refused by name, and the target runs on.
+ */
+
+import assert from "node:assert/strict";
+import { checkpoint } from "../engine/dump/mod.ts";
+import { UnsupportedError } from "../engine/errors.ts";
+import { assertChecksPassed } from "./helpers/checks.ts";
+import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
+import { withTargets } from "./helpers/targets.ts";
+
+const READY = /^ready pid=(\d+) dirpos=(\d+)$/m;
+
+const CHECKS = [
+  "pipe-packets",
+  "pipe-plain-tail",
+  "pipe-odirect",
+  "fifo-packets",
+  "dir-pos",
+  "dir-more",
+  "o-path",
+  "proc-own",
+  "udp-ttl",
+  "udp-mark",
+  "udp-mcast-ttl",
+  "udp-mcast-loop",
+  "udp-timestamp",
+  "udp-pktinfo",
+  "udp-recverr",
+  "udp-freebind",
+  "udp-pmtu",
+  "udp-bindtodevice",
+  "tcp-maxseg",
+  "tcp-syncnt",
+  "tcp-linger2",
+  "tcp-ttl",
+  "tcp-listening",
+  "tcp-mark",
+  "tcp-window-clamp",
+  "udp6-hops",
+  "udp6-recvpktinfo",
+  "udp6-timestampns-new",
+];
+
+Deno.test(
+  "pipe packets, a directory's far offset, O_PATH and per-socket options come back",
+  withTargets(async () => {
+    const rt = await startTriggered("rt_fdextra", READY, { passWork: true });
+    await dumpKillRestore(rt.t);
+    await Deno.writeTextFile(rt.trigger, "");
+    assertChecksPassed(rt.t, CHECKS, await rt.t.wait());
+  }),
+);
+
+Deno.test(
+  "socket filters, multicast groups, another process's /proc file and a pipe mixing plain bytes and a packet are refused by name",
+  withTargets(async () => {
+    const rt = await startTriggered("rt_fdextra", READY, { passWork: true, extra: ["refuse"] });
+    const dir = await tempImageDir();
+    await assert.rejects(
+      () => checkpoint(rt.t.pid, { dir }),
+      (e: Error) => {
+        assert.ok(e instanceof UnsupportedError, String(e));
+        const filters = e.message.match(
+          /sockets with a packet filter attached \(SO_ATTACH_FILTER, SO_ATTACH_BPF\): a classic BPF filter of 1 instructions/g,
+        );
+        assert.equal(filters?.length, 2, e.message);
+        assert.match(
+          e.message,
+          /a pipe or FIFO holding packets \(O_DIRECT writes\) after plain bytes/,
+        );
+        return true;
+      },
+    );
+    assert.equal(rt.t.poll(), undefined, "the target died");
+    await Deno.writeTextFile(rt.trigger, "");
+    assertChecksPassed(
+      rt.t,
+      [
+        ...CHECKS,
+        "refused-udp-filter",
+        "refused-unix-filter",
+        "refused-proc-other",
+        "refused-mixed-pipe",
+      ],
+      await rt.t.wait(),
+    );
+  }),
+);
