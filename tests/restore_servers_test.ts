@@ -17,54 +17,9 @@ import { SUPPORT_TABLE } from "../engine/support.ts";
 import { dumpKillRestore } from "./helpers/roundtrip.ts";
 import { startTarget, type Target, withTargets } from "./helpers/targets.ts";
 import { tempDir } from "./helpers/fs.ts";
-import { deadlineIn } from "./helpers/wait.ts";
+import { findProgram, freePort, readUntil, waitListening } from "./helpers/servers.ts";
 
 const OPT_IN = { optIns: ["tcp-established"] };
-
-/**
- * A TCP port that was free a moment ago, for a server that must be told
- * its port (redis has no port 0). It is taken below the kernel's ephemeral
- * range, where no connect() or port-0 bind on this busy machine picks its
- * local port between our check and the server's bind.
- */
-function freePort(): number {
-  const [low] = Deno.readTextFileSync("/proc/sys/net/ipv4/ip_local_port_range").trim()
-    .split(/\s+/).map(Number);
-  const base = Math.max(1024, Math.min(low, 32768) - 12000);
-  for (let tries = 0; tries < 1000; tries++) {
-    const port = base + Math.floor(Math.random() * 12000);
-    try {
-      Deno.listen({ hostname: "127.0.0.1", port }).close();
-      return port;
-    } catch { /* in use: another */ }
-  }
-  throw new Error("no free port below the ephemeral range");
-}
-
-/** The first of `candidates` that exists, else `name` found in PATH, else undefined. */
-function findProgram(name: string, ...candidates: string[]): string | undefined {
-  const path = (Deno.env.get("PATH") ?? "").split(":").filter(Boolean).map((d) => `${d}/${name}`);
-  for (const p of [...candidates, ...path]) {
-    try {
-      if (Deno.statSync(p).isFile) return p;
-    } catch { /* not there */ }
-  }
-  return undefined;
-}
-
-/** Reads from `conn` until `done(text)` says the reply is complete (5 s at most). */
-async function readUntil(conn: Deno.Conn, done: (text: string) => boolean): Promise<string> {
-  const buf = new Uint8Array(4096);
-  let text = "";
-  const deadline = deadlineIn(5000);
-  while (!done(text)) {
-    if (Date.now() > deadline) throw new Error(`no complete reply, got ${JSON.stringify(text)}`);
-    const n = await conn.read(buf);
-    if (n === null) throw new Error(`connection closed, got ${JSON.stringify(text)}`);
-    text += new TextDecoder().decode(buf.subarray(0, n));
-  }
-  return text;
-}
 
 /** Sends one HTTP/1.1 keep-alive GET on `conn`; returns the response body. */
 async function httpGet(conn: Deno.Conn, path: string): Promise<string> {
@@ -81,17 +36,6 @@ async function httpGet(conn: Deno.Conn, path: string): Promise<string> {
   });
   assert.match(text, /^HTTP\/1\.[01] 200/, text);
   return text.slice(text.indexOf("\r\n\r\n") + 4);
-}
-
-/** Waits until the server listens on 127.0.0.1:`port` (seen in /proc/net/tcp, no probe connection). */
-async function waitListening(t: Target, port: number): Promise<void> {
-  const want = `0100007F:${port.toString(16).toUpperCase().padStart(4, "0")} 00000000:0000 0A`;
-  const deadline = deadlineIn(20000);
-  while (!Deno.readTextFileSync("/proc/net/tcp").includes(want)) {
-    if (t.poll()) throw new Error(`server exited:\n${t.output()}`);
-    if (Date.now() > deadline) throw new Error(`server never listened:\n${t.output()}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 /**
