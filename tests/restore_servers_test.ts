@@ -17,6 +17,8 @@ import { SUPPORT_TABLE } from "../engine/support.ts";
 import { dumpKillRestore } from "./helpers/roundtrip.ts";
 import { startTarget, type Target, withTargets } from "./helpers/targets.ts";
 import { tempDir } from "./helpers/fs.ts";
+import { tcpReceiveQueue } from "./helpers/tcp.ts";
+import { waitUntil } from "./helpers/wait.ts";
 import { findProgram, freePort, readUntil, waitListening } from "./helpers/servers.ts";
 
 const OPT_IN = { optIns: ["tcp-established"] };
@@ -190,5 +192,81 @@ Deno.test({
       conn.close();
     }
     assert.equal(t.poll(), undefined, `the restored redis exited:\n${t.output()}`);
+  }),
+});
+
+Deno.test({
+  name:
+    "python3 -m http.server goes on with a download it was in the middle of, and serves new clients",
+  ignore: !python,
+  fn: withTargets(async () => {
+    const work = await tempDir("cryo-py-download-");
+    // 8 MiB that no run of bytes repeats in: a lost, repeated or reordered chunk shows.
+    const big = new Uint8Array(8 << 20);
+    const view = new DataView(big.buffer);
+    for (let i = 0; i < big.length; i += 4) view.setUint32(i, i * 2654435761 >>> 0);
+    await Deno.writeFile(`${work}/big.bin`, big);
+    await Deno.writeTextFile(`${work}/small.txt`, "small\n");
+    const port = freePort();
+    const t = await startTarget(python!, [
+      "-m",
+      "http.server",
+      "--bind",
+      "127.0.0.1",
+      "--directory",
+      work,
+      String(port),
+    ], { cwd: work });
+    await waitListening(t, port);
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    try {
+      await conn.write(new TextEncoder().encode("GET /big.bin HTTP/1.0\r\nHost: x\r\n\r\n"));
+      // Read the first 64 KiB, then stop reading: the server blocks in send() with full queues.
+      const got: Uint8Array[] = [];
+      let total = 0;
+      const buf = new Uint8Array(65536);
+      while (total < 65536) {
+        const n = await conn.read(buf);
+        if (n === null) throw new Error("closed early");
+        got.push(buf.slice(0, n));
+        total += n;
+      }
+      // Our receive queue filled up: the rest waits in the server's send queue and in its send().
+      const mine = (conn.localAddr as Deno.NetAddr).port;
+      await waitUntil("a full receive queue", () => tcpReceiveQueue(Deno.pid, mine, port) > 65536);
+      await new Promise((r) => setTimeout(r, 200));
+      await dumpKillRestore(t, OPT_IN, OPT_IN);
+      const fresh = await Deno.connect({ hostname: "127.0.0.1", port });
+      try {
+        await fresh.write(new TextEncoder().encode("GET /small.txt HTTP/1.0\r\nHost: x\r\n\r\n"));
+        const reply = await readUntil(fresh, (s) => s.endsWith("small\n"));
+        assert.match(reply, /^HTTP\/1\.0 200/);
+      } finally {
+        fresh.close();
+      }
+      for (;;) {
+        const n = await conn.read(buf);
+        if (n === null) break;
+        got.push(buf.slice(0, n));
+        total += n;
+      }
+      const all = new Uint8Array(total);
+      let at = 0;
+      for (const g of got) {
+        all.set(g, at);
+        at += g.length;
+      }
+      const text = new TextDecoder("latin1").decode(all.subarray(0, 4096));
+      const head = text.indexOf("\r\n\r\n") + 4;
+      assert.match(text, /^HTTP\/1\.0 200/);
+      assert.equal(total - head, big.length, "the whole file, no more, no less");
+      assert.ok(
+        all.subarray(head).every((b, i) => b === big[i]),
+        "the file's bytes in order",
+      );
+    } finally {
+      conn.close();
+    }
+    assert.equal(t.poll(), undefined, `the restored server exited:\n${t.output()}`);
   }),
 });
