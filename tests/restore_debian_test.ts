@@ -236,3 +236,66 @@ for (const journal of ["delete", "wal"]) {
     }),
   });
 }
+
+const nginx = need("nginx", "nginx-light", "/usr/sbin/nginx");
+
+Deno.test({
+  name: "nginx (a master and two workers as nobody) keeps a keep-alive client and serves new ones",
+  ignore: !nginx,
+  fn: withTargets(async () => {
+    const work = await tempDir("cryo-nginx-");
+    await Deno.chmod(work, 0o755);
+    const port = freePort();
+    await Deno.writeTextFile(`${work}/a.txt`, "file a\n");
+    await Deno.writeTextFile(`${work}/b.txt`, "file b\n");
+    await Deno.writeTextFile(
+      `${work}/nginx.conf`,
+      `daemon off;
+master_process on;
+worker_processes 2;
+pid ${work}/nginx.pid;
+error_log ${work}/error.log;
+events { worker_connections 64; }
+http {
+  access_log off;
+  client_body_temp_path ${work}/body;
+  proxy_temp_path ${work}/proxy;
+  server {
+    listen 127.0.0.1:${port};
+    root ${work};
+    keepalive_timeout 600;
+  }
+}
+`,
+    );
+    const t = await startTarget(nginx!, ["-c", `${work}/nginx.conf`, "-p", work]);
+    await waitListening(t, port);
+    await waitUntil("two workers", () => childrenOf(t.pid).length === 2);
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    try {
+      assert.equal(await httpGet(conn, "/a.txt"), "file a\n");
+      const { tree } = await dumpKillRestore(t, OPT_IN, OPT_IN);
+      assert.equal(tree.pids.length, 3, `restored ${tree.pids}`);
+      assert.equal(await httpGet(conn, "/b.txt"), "file b\n");
+      for (let i = 0; i < 4; i++) {
+        const fresh = await Deno.connect({ hostname: "127.0.0.1", port });
+        try {
+          assert.equal(await httpGet(fresh, "/a.txt"), "file a\n");
+        } finally {
+          fresh.close();
+        }
+      }
+      assert.equal(await httpGet(conn, "/a.txt"), "file a\n");
+    } finally {
+      conn.close();
+    }
+    assert.equal(t.poll(), undefined, `the restored nginx exited:\n${t.output()}`);
+    assert.equal(childrenOf(t.pid).length, 2, "both workers run on");
+  }),
+});
+
+/** The child pids of `pid`. */
+function childrenOf(pid: number): number[] {
+  return Deno.readTextFileSync(`/proc/${pid}/task/${pid}/children`).split(/\s+/).filter(Boolean)
+    .map(Number);
+}
