@@ -217,3 +217,37 @@ Deno.test({
     assert.ok(!pathExists(`${work}/image`), "no image left");
   }),
 });
+
+Deno.test(
+  "a python3 inotify watcher (ctypes) reports files created after the restore",
+  withTargets(async () => {
+    const work = await tempDir("cryo-inotify-");
+    await Deno.mkdir(`${work}/watched`);
+    const t = await startTarget("/usr/bin/python3", [
+      "-c",
+      `import ctypes, os, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+fd = libc.inotify_init1(0)
+wd = libc.inotify_add_watch(fd, sys.argv[1].encode(), 0x100 | 0x200)  # IN_CREATE | IN_DELETE
+print("watching", wd, flush=True)
+while True:
+    buf = os.read(fd, 4096)
+    at = 0
+    while at < len(buf):
+        w, mask, cookie, n = struct.unpack_from("iIII", buf, at)
+        name = buf[at + 16:at + 16 + n].rstrip(b"\\0").decode()
+        print("create" if mask & 0x100 else "delete", w, name, flush=True)
+        at += 16 + n
+`,
+      `${work}/watched`,
+    ]);
+    await t.waitFor(/watching 1\n/);
+    await Deno.writeTextFile(`${work}/watched/before`, "");
+    await t.waitFor(/create 1 before\n/);
+    await dumpKillRestore(t);
+    await Deno.writeTextFile(`${work}/watched/after`, "");
+    await Deno.remove(`${work}/watched/before`);
+    await t.waitFor(/create 1 after\ndelete 1 before\n/);
+    assert.equal(t.poll(), undefined, `the restored watcher exited:\n${t.output()}`);
+  }),
+);
