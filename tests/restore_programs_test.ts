@@ -251,3 +251,41 @@ while True:
     assert.equal(t.poll(), undefined, `the restored watcher exited:\n${t.output()}`);
   }),
 );
+
+Deno.test(
+  "a python3 multiprocessing Pool (forked workers, pipes, POSIX semaphores) goes on after restore",
+  withTargets(async () => {
+    const work = await tempDir("cryo-mp-");
+    const fifo = `${work}/in`;
+    const mk = await new Deno.Command("mkfifo", { args: [fifo] }).output();
+    assert.equal(mk.code, 0);
+    const input = await Deno.open(fifo, { read: true, write: true });
+    try {
+      const t = await startTarget("/usr/bin/python3", [
+        "-c",
+        `import multiprocessing as mp, sys
+def square(x):
+    return x * x
+if __name__ == "__main__":
+    mp.set_start_method("fork")
+    state = []
+    with mp.Pool(2) as pool:
+        for line in sys.stdin:
+            n = int(line)
+            state.append(sum(pool.map(square, range(n))))
+            print("sum", n, state, flush=True)
+`,
+      ], { stdin: fifo });
+      const say = (s: string) => input.write(new TextEncoder().encode(s + "\n"));
+      await say("10");
+      await t.waitFor(/sum 10 \[285\]\n/);
+      const { tree } = await dumpKillRestore(t);
+      assert.ok(tree.pids.length >= 3, `restored ${tree.pids}`);
+      await say("20");
+      await t.waitFor(/sum 20 \[285, 2470\]\n/);
+      assert.equal(t.poll(), undefined, `the restored pool exited:\n${t.output()}`);
+    } finally {
+      input.close();
+    }
+  }),
+);
