@@ -270,3 +270,52 @@ Deno.test({
     assert.equal(t.poll(), undefined, `the restored server exited:\n${t.output()}`);
   }),
 });
+
+const node = findProgram("node", "/usr/bin/node");
+
+Deno.test({
+  name:
+    "a Node.js cluster (a primary handing connections to two workers) keeps its client and serves new ones",
+  ignore: !node,
+  fn: withTargets(async () => {
+    const work = await tempDir("cryo-node-cluster-");
+    const script = `${work}/cluster.js`;
+    await Deno.writeTextFile(
+      script,
+      `const cluster = require("node:cluster");
+const http = require("node:http");
+if (cluster.isPrimary) {
+  for (let i = 0; i < 2; i++) cluster.fork();
+} else {
+  let n = 0;
+  const s = http.createServer((req, res) => res.end("hello " + ++n + " " + req.url));
+  s.keepAliveTimeout = 600000;
+  s.listen(Number(process.argv[2]), "127.0.0.1", () => console.log("worker listening"));
+}
+`,
+    );
+    const port = freePort();
+    const t = await startTarget(node!, [script, String(port)], { cwd: work });
+    await t.waitFor(/worker listening\n(.|\n)*worker listening\n/, 30000);
+    await waitListening(t, port);
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    try {
+      const first = await httpGet(conn, "/a");
+      assert.match(first, /^hello 1 \/a$/);
+      const { tree } = await dumpKillRestore(t, OPT_IN, OPT_IN);
+      assert.equal(tree.pids.length, 3, `restored ${tree.pids}`);
+      assert.equal(await httpGet(conn, "/b"), "hello 2 /b", "the same worker, its counter on");
+      for (let i = 0; i < 3; i++) {
+        const fresh = await Deno.connect({ hostname: "127.0.0.1", port });
+        try {
+          assert.match(await httpGet(fresh, "/c"), /^hello \d+ \/c$/);
+        } finally {
+          fresh.close();
+        }
+      }
+    } finally {
+      conn.close();
+    }
+    assert.equal(t.poll(), undefined, `the restored primary exited:\n${t.output()}`);
+  }),
+});
