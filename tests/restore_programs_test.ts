@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { ppidOf } from "./helpers/proc.ts";
 import { dumpKillRestore } from "./helpers/roundtrip.ts";
-import { startTarget, type Target, withTargets } from "./helpers/targets.ts";
+import { adoptPid, startTarget, type Target, withTargets } from "./helpers/targets.ts";
 import { deadlineIn, sleep } from "./helpers/wait.ts";
 import { pathExists, tempDir } from "./helpers/fs.ts";
 import { assertOneLineError, runCli } from "./helpers/commands.ts";
@@ -287,5 +287,47 @@ if __name__ == "__main__":
     } finally {
       input.close();
     }
+  }),
+);
+
+Deno.test(
+  "shared anonymous memory keeps the pages only forked children wrote (PostgreSQL's shared buffers)",
+  withTargets(async () => {
+    const work = await tempDir("cryo-shmem-");
+    const t = await startTarget("/usr/bin/python3", [
+      "-c",
+      `import mmap, os, sys, time
+m = mmap.mmap(-1, 64 * 4096)  # MAP_SHARED | MAP_ANONYMOUS, not touched here
+gone = os.fork()
+if gone == 0:
+    m[8 * 4096:8 * 4096 + 5] = b"gone!"  # written by a child that exits
+    os._exit(0)
+os.waitpid(gone, 0)
+kid = os.fork()
+if kid == 0:
+    m[20 * 4096:20 * 4096 + 6] = b"alive!"  # written by a child that lives on
+    m[30 * 4096] = 1
+    while not os.path.exists(sys.argv[1] + "/go"):
+        time.sleep(0.02)
+    print("child sees", bytes(m[8 * 4096:8 * 4096 + 5]), bytes(m[20 * 4096:20 * 4096 + 6]), flush=True)
+    os._exit(0)
+while m[30 * 4096] == 0:  # (maps page 30 here, not 8 or 20)
+    time.sleep(0.01)
+print("ready", kid, flush=True)
+while not os.path.exists(sys.argv[1] + "/go"):
+    time.sleep(0.02)
+os.waitpid(kid, 0)
+print("parent sees", bytes(m[8 * 4096:8 * 4096 + 5]), bytes(m[20 * 4096:20 * 4096 + 6]), flush=True)
+`,
+      work,
+    ]);
+    const kid = Number((await t.waitFor(/^ready (\d+)$/m))[1]);
+    adoptPid(kid);
+    const { tree } = await dumpKillRestore(t);
+    assert.deepEqual([...tree.pids].sort(), [t.pid, kid].sort());
+    await Deno.writeTextFile(`${work}/go`, "");
+    await t.waitFor(/^parent sees/m);
+    assert.match(t.output(), /^child sees b'gone!' b'alive!'$/m);
+    assert.match(t.output(), /^parent sees b'gone!' b'alive!'$/m);
   }),
 );
