@@ -16,7 +16,7 @@
 
 import assert from "node:assert/strict";
 import { dumpKillRestore } from "./helpers/roundtrip.ts";
-import { startTarget, withTargets } from "./helpers/targets.ts";
+import { cleanupTargets, startTarget, withTargets } from "./helpers/targets.ts";
 import { tempDir } from "./helpers/fs.ts";
 import { findProgram, freePort, readUntil, waitListening } from "./helpers/servers.ts";
 import { runCommand } from "./helpers/commands.ts";
@@ -299,3 +299,108 @@ function childrenOf(pid: number): number[] {
   return Deno.readTextFileSync(`/proc/${pid}/task/${pid}/children`).split(/\s+/).filter(Boolean)
     .map(Number);
 }
+
+/** PostgreSQL's server binary (the newest installed), or undefined. */
+function findPostgres(): string | undefined {
+  try {
+    const versions = [...Deno.readDirSync("/usr/lib/postgresql")].map((e) => e.name)
+      .sort((a, b) => Number(b) - Number(a));
+    for (const v of versions) {
+      const p = `/usr/lib/postgresql/${v}/bin/postgres`;
+      if (findProgram("postgres", p) === p) return p;
+    }
+  } catch { /* not installed */ }
+  console.error(
+    "restore_debian_test: PostgreSQL not found (apt-get install -y postgresql); skipping",
+  );
+  return undefined;
+}
+
+const postgres = findPostgres();
+
+Deno.test({
+  name: "PostgreSQL (postmaster, workers, a backend in an open transaction) goes on after restore",
+  ignore: !postgres,
+  fn: withTargets(async () => {
+    const bin = postgres!.slice(0, postgres!.lastIndexOf("/"));
+    const work = await tempDir("cryo-postgres-");
+    const asPostgres = [
+      "/usr/bin/setpriv",
+      "--reuid=postgres",
+      "--regid=postgres",
+      "--init-groups",
+    ];
+    assert.equal((await runCommand(["chown", "postgres", work])).code, 0);
+    const init = await runCommand([
+      ...asPostgres,
+      `${bin}/initdb`,
+      "-D",
+      `${work}/data`,
+      "-A",
+      "trust",
+      "--no-sync",
+      "-U",
+      "postgres",
+    ]);
+    assert.equal(init.code, 0, init.stderr);
+    const port = freePort();
+    const shmBefore = new Set([...Deno.readDirSync("/dev/shm")].map((e) => e.name));
+    const t = await startTarget(asPostgres[0], [
+      ...asPostgres.slice(1),
+      postgres!,
+      "-D",
+      `${work}/data`,
+      "-k",
+      work,
+      "-p",
+      String(port),
+      "-c",
+      "listen_addresses=127.0.0.1",
+      "-c",
+      "shared_buffers=16MB",
+      "-c",
+      "fsync=off",
+    ]);
+    const segments: number[] = [];
+    const fifo = `${work}/in`;
+    assert.equal((await runCommand(["mkfifo", fifo])).code, 0);
+    const input = await Deno.open(fifo, { read: true, write: true });
+    try {
+      await waitListening(t, port);
+      const psqlArgs = ["-h", "127.0.0.1", "-p", String(port), "-U", "postgres", "-X", "-A", "-t"];
+      const client = await startTarget(`${bin}/psql`, [...psqlArgs, "-q"], { stdin: fifo });
+      const say = (sql: string) => input.write(new TextEncoder().encode(sql + "\n"));
+      await say(
+        "CREATE TABLE t(x int); INSERT INTO t VALUES (1); BEGIN; INSERT INTO t VALUES (2);" +
+          " SELECT 'inside', count(*) FROM t;",
+      );
+      await client.waitFor(/^inside\|2$/m, 30000);
+      const { tree, dump } = await dumpKillRestore(t, OPT_IN, OPT_IN);
+      segments.push(...(dump.manifest.sysvShm ?? []).map((s) => s.shmid));
+      assert.ok(tree.pids.length >= 6, `restored ${tree.pids}`);
+      // The same session, in its transaction: its own rows are there (shared buffers).
+      await say("INSERT INTO t VALUES (3); SELECT 'still', count(*) FROM t; COMMIT;");
+      await client.waitFor(/^still\|3$/m);
+      const fresh = await runCommand([
+        `${bin}/psql`,
+        ...psqlArgs,
+        "-c",
+        "SELECT string_agg(x::text, ',' ORDER BY x) FROM t",
+      ]);
+      assert.equal(fresh.stdout.trim(), "1,2,3", fresh.stderr);
+      assert.equal(t.poll(), undefined, `the restored postmaster exited:\n${t.output()}`);
+      assert.doesNotMatch(t.output(), /terminated by signal/, t.output());
+    } finally {
+      input.close();
+      await cleanupTargets(); // before its leftovers are removed
+      for (const id of segments) {
+        await runCommand(["ipcrm", "-m", String(id)]);
+      }
+      for (const e of Deno.readDirSync("/dev/shm")) {
+        if (e.name.startsWith("PostgreSQL.") && !shmBefore.has(e.name)) {
+          await Deno.remove(`/dev/shm/${e.name}`).catch(() => {});
+        }
+      }
+    }
+  }),
+});
