@@ -30,6 +30,10 @@ const VIM = ["/usr/bin/vim.basic", "/usr/bin/vim.tiny", "/usr/bin/vim"].find((p)
   }
 });
 
+if (VIM === undefined) {
+  console.error("restore_tmux_test: vim not found (apt-get install -y vim-tiny); skipping its test");
+}
+
 /**
  * Checkpoints the tmux server once it has closed the connections of the
  * tmux clients this test ran: until it has, the accepted socket of a client
