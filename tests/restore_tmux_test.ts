@@ -31,7 +31,9 @@ const VIM = ["/usr/bin/vim.basic", "/usr/bin/vim.tiny", "/usr/bin/vim"].find((p)
 });
 
 if (VIM === undefined) {
-  console.error("restore_tmux_test: vim not found (apt-get install -y vim-tiny); skipping its test");
+  console.error(
+    "restore_tmux_test: vim not found (apt-get install -y vim-tiny); skipping its test",
+  );
 }
 
 /**
