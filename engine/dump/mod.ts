@@ -619,7 +619,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     parent?.attach(tree, opts.preDump === true, !opts.leaveRunning);
     pausePoint("frozen");
     // Shared anonymous pages written by another holder are mapped in before any page is planned.
-    for (const p of tree.processes) mapShmemPages(p.pid);
+    for (const p of tree.processes) mapShmemPages(p.pid, peekFrozenMaps(p.pid, flagsCheck));
     const threadCount = tree.processes.reduce((n, p) => n + p.threads.length, 0);
     opts.onEvent?.({ type: "frozen", processes: tree.processes.length, threads: threadCount });
     const fdLists = tree.processes.map((p) =>

@@ -20,8 +20,11 @@
 
 import { dataExtents } from "../../ffi/files.ts";
 import { closeRawFd, openRawFd } from "../../ffi/syscall_table.ts";
-import { readMapsMatching } from "../proc/maps.ts";
+import { type MapEntry, readMapsMatching } from "../proc/maps.ts";
 import { openPagemap, PAGE_SIZE } from "../proc/pagemap.ts";
+
+/** How maps names shared anonymous memory (a shmem object). */
+const SHMEM_PATH = "/dev/zero (deleted)";
 
 /** What {@link mapShmemPages} did for one process. */
 export interface ShmemFaults {
@@ -33,11 +36,16 @@ export interface ShmemFaults {
 
 /**
  * Maps into frozen process `pid` every page its shared anonymous mappings'
- * objects hold and its pagemap lacks (see the module doc).
+ * objects hold and its pagemap lacks (see the module doc). `frozenMaps`:
+ * its maps as the freeze found them, when the dump has them (no read of
+ * maps here then).
  */
-export function mapShmemPages(pid: number): ShmemFaults {
+export function mapShmemPages(pid: number, frozenMaps?: readonly MapEntry[]): ShmemFaults {
   const out: ShmemFaults = { pages: 0, unopened: 0 };
-  const areas = readMapsMatching(pid, "/dev/zero (deleted)").filter((v) => v.perms[3] === "s");
+  const areas =
+    (frozenMaps
+      ? frozenMaps.filter((v) => v.path === SHMEM_PATH)
+      : readMapsMatching(pid, SHMEM_PATH)).filter((v) => v.perms[3] === "s");
   if (areas.length === 0) return out;
   using pagemap = openPagemap(pid);
   let mem: Deno.FsFile | undefined;
