@@ -319,3 +319,53 @@ if (cluster.isPrimary) {
     assert.equal(t.poll(), undefined, `the restored primary exited:\n${t.output()}`);
   }),
 });
+
+Deno.test({
+  name:
+    "redis-server in the middle of a BGSAVE (its forked child writing) finishes the save after restore",
+  ignore: !redis,
+  fn: withTargets(async () => {
+    const work = await tempDir("cryo-redis-bgsave-");
+    const port = freePort();
+    const t = await startTarget(redis!, [
+      "--port",
+      String(port),
+      "--bind",
+      "127.0.0.1",
+      "--save",
+      "",
+      "--appendonly",
+      "no",
+      "--rdbcompression",
+      "no",
+      "--dir",
+      work,
+    ]);
+    await waitListening(t, port);
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    try {
+      const keys = 3000;
+      const batch = [];
+      for (let i = 0; i < keys; i++) batch.push(resp("SET", `k${i}`, `value ${i} `.repeat(20)));
+      await conn.write(new Uint8Array(batch.flatMap((b) => [...b])));
+      await readUntil(conn, (s) => s.split("+OK\r\n").length - 1 === keys);
+      // 1 ms per key: the child writes for ~3 s.
+      assert.equal(await command(conn, "CONFIG", "SET", "rdb-key-save-delay", "1000"), "+OK\r\n");
+      assert.equal(await command(conn, "BGSAVE"), "+Background saving started\r\n");
+      const info = async () => await command(conn, "INFO", "persistence");
+      await waitUntil(
+        "the save's child",
+        async () => /rdb_bgsave_in_progress:1/.test(await info()),
+      );
+      const { tree } = await dumpKillRestore(t, OPT_IN, OPT_IN);
+      assert.equal(tree.pids.length, 2, `restored ${tree.pids}: the server and its saving child`);
+      await waitUntil("the save's end", async () => /rdb_bgsave_in_progress:0/.test(await info()));
+      assert.match(await info(), /rdb_last_bgsave_status:ok/);
+      const rdb = await Deno.readFile(`${work}/dump.rdb`);
+      assert.equal(new TextDecoder().decode(rdb.subarray(0, 5)), "REDIS");
+      assert.equal(await command(conn, "DBSIZE"), `:${keys}\r\n`);
+    } finally {
+      conn.close();
+    }
+  }),
+});
