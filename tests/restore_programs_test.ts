@@ -331,3 +331,21 @@ print("parent sees", bytes(m[8 * 4096:8 * 4096 + 5]), bytes(m[20 * 4096:20 * 409
     assert.match(t.output(), /^parent sees b'gone!' b'alive!'$/m);
   }),
 );
+
+Deno.test(
+  "tail -f (inotify and a file offset) prints only the lines appended after the restore",
+  withTargets(async () => {
+    const work = await tempDir("cryo-tail-");
+    const log = `${work}/log`;
+    await Deno.writeTextFile(log, "one\n");
+    const t = await startTarget("/usr/bin/tail", ["-n", "+1", "-f", log]);
+    await t.waitFor(/^one\n$/);
+    await Deno.writeTextFile(log, "two\n", { append: true });
+    await t.waitFor(/^one\ntwo\n$/);
+    await dumpKillRestore(t);
+    await Deno.writeTextFile(log, "three\n", { append: true });
+    await t.waitFor(/three\n/);
+    assert.equal(t.output(), "one\ntwo\nthree\n");
+    assert.equal(t.poll(), undefined, `the restored tail exited:\n${t.output()}`);
+  }),
+);
