@@ -49,7 +49,7 @@ export function mapShmemPages(pid: number, frozenMaps?: readonly MapEntry[]): Sh
   if (areas.length === 0) return out;
   using pagemap = openPagemap(pid);
   let mem: Deno.FsFile | undefined;
-  const buf = new Uint8Array(1 << 20);
+  let buf: Uint8Array | undefined;
   try {
     for (const v of areas) {
       let obj: number;
@@ -85,6 +85,7 @@ export function mapShmemPages(pid: number, frozenMaps?: readonly MapEntry[]): Sh
           let j = i;
           while (j < entries.length && !entries.present(j) && !entries.swapped(j)) j++;
           mem ??= Deno.openSync(`/proc/${pid}/mem`, { read: true });
+          buf ??= new Uint8Array(1 << 20);
           let addr = Number(start) + i * PAGE_SIZE;
           const stop = Number(start) + j * PAGE_SIZE;
           while (addr < stop) {
