@@ -349,3 +349,37 @@ Deno.test(
     assert.equal(t.poll(), undefined, `the restored tail exited:\n${t.output()}`);
   }),
 );
+
+const bc = ["/usr/bin/bc"].find((p) => {
+  try {
+    return Deno.statSync(p).isFile;
+  } catch {
+    return false;
+  }
+});
+
+Deno.test({
+  name: "bc keeps its variables and its input (a FIFO) across the checkpoint",
+  ignore: !bc,
+  fn: withTargets(async () => {
+    const work = await tempDir("cryo-bc-");
+    const fifo = `${work}/in`;
+    assert.equal((await new Deno.Command("mkfifo", { args: [fifo] }).output()).code, 0);
+    const input = await Deno.open(fifo, { read: true, write: true });
+    try {
+      const t = await startTarget(bc!, ["-q"], { stdin: fifo });
+      const say = (s: string) => input.write(new TextEncoder().encode(s + "\n"));
+      await say("scale=5; x = 6 * 7\ndefine f(n) {\nreturn (n * x)\n}");
+      // Read by then, or still in the FIFO: the image holds it either way (its output to a file
+      // is buffered until it exits).
+      await sleep(300);
+      await dumpKillRestore(t);
+      await say("f(2)\nx / 8\nquit");
+      const st = await t.wait();
+      assert.equal(st.kind, "exited");
+      assert.equal(t.output(), "84\n5.25000\n");
+    } finally {
+      input.close();
+    }
+  }),
+});
