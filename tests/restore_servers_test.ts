@@ -231,10 +231,17 @@ Deno.test({
         got.push(buf.slice(0, n));
         total += n;
       }
-      // Our receive queue filled up: the rest waits in the server's send queue and in its send().
+      // Our receive queue filled up (it stopped growing): the rest waits in the server's send
+      // queue and in its send().
       const mine = (conn.localAddr as Deno.NetAddr).port;
-      await waitUntil("a full receive queue", () => tcpReceiveQueue(Deno.pid, mine, port) > 65536);
-      await new Promise((r) => setTimeout(r, 200));
+      let last = -1;
+      await waitUntil("a full receive queue", async () => {
+        const now = tcpReceiveQueue(Deno.pid, mine, port);
+        const full = now > 0 && now === last;
+        last = now;
+        if (!full) await new Promise((r) => setTimeout(r, 200));
+        return full;
+      });
       await dumpKillRestore(t, OPT_IN, OPT_IN);
       const fresh = await Deno.connect({ hostname: "127.0.0.1", port });
       try {
