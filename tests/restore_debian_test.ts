@@ -213,10 +213,11 @@ for (const journal of ["delete", "wal"]) {
       // Held open for writing by this process: the shell's open does not block, and it never sees EOF.
       const input = await Deno.open(fifo, { read: true, write: true });
       try {
-        const t = await startTarget(sqlite3!, [db], { stdin: fifo });
+        const t = await startTarget(sqlite3!, ["-cmd", ".timeout 10000", db], { stdin: fifo });
         const say = (sql: string) => input.write(new TextEncoder().encode(sql + "\n"));
         const locked = async () => {
-          const r = await outside("INSERT INTO t VALUES (99);");
+          // Takes the write lock for a moment and changes nothing (the shell waits meanwhile).
+          const r = await outside("BEGIN IMMEDIATE; ROLLBACK;");
           return r.code !== 0 && /locked|busy/i.test(r.stderr);
         };
         // Its output to a file is buffered: the lock, seen from outside, says the shell is there.
