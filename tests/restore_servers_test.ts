@@ -17,54 +17,11 @@ import { SUPPORT_TABLE } from "../engine/support.ts";
 import { dumpKillRestore } from "./helpers/roundtrip.ts";
 import { startTarget, type Target, withTargets } from "./helpers/targets.ts";
 import { tempDir } from "./helpers/fs.ts";
-import { deadlineIn } from "./helpers/wait.ts";
+import { tcpReceiveQueue } from "./helpers/tcp.ts";
+import { waitUntil } from "./helpers/wait.ts";
+import { findProgram, freePort, readUntil, waitListening } from "./helpers/servers.ts";
 
 const OPT_IN = { optIns: ["tcp-established"] };
-
-/**
- * A TCP port that was free a moment ago, for a server that must be told
- * its port (redis has no port 0). It is taken below the kernel's ephemeral
- * range, where no connect() or port-0 bind on this busy machine picks its
- * local port between our check and the server's bind.
- */
-function freePort(): number {
-  const [low] = Deno.readTextFileSync("/proc/sys/net/ipv4/ip_local_port_range").trim()
-    .split(/\s+/).map(Number);
-  const base = Math.max(1024, Math.min(low, 32768) - 12000);
-  for (let tries = 0; tries < 1000; tries++) {
-    const port = base + Math.floor(Math.random() * 12000);
-    try {
-      Deno.listen({ hostname: "127.0.0.1", port }).close();
-      return port;
-    } catch { /* in use: another */ }
-  }
-  throw new Error("no free port below the ephemeral range");
-}
-
-/** The first of `candidates` that exists, else `name` found in PATH, else undefined. */
-function findProgram(name: string, ...candidates: string[]): string | undefined {
-  const path = (Deno.env.get("PATH") ?? "").split(":").filter(Boolean).map((d) => `${d}/${name}`);
-  for (const p of [...candidates, ...path]) {
-    try {
-      if (Deno.statSync(p).isFile) return p;
-    } catch { /* not there */ }
-  }
-  return undefined;
-}
-
-/** Reads from `conn` until `done(text)` says the reply is complete (5 s at most). */
-async function readUntil(conn: Deno.Conn, done: (text: string) => boolean): Promise<string> {
-  const buf = new Uint8Array(4096);
-  let text = "";
-  const deadline = deadlineIn(5000);
-  while (!done(text)) {
-    if (Date.now() > deadline) throw new Error(`no complete reply, got ${JSON.stringify(text)}`);
-    const n = await conn.read(buf);
-    if (n === null) throw new Error(`connection closed, got ${JSON.stringify(text)}`);
-    text += new TextDecoder().decode(buf.subarray(0, n));
-  }
-  return text;
-}
 
 /** Sends one HTTP/1.1 keep-alive GET on `conn`; returns the response body. */
 async function httpGet(conn: Deno.Conn, path: string): Promise<string> {
@@ -81,17 +38,6 @@ async function httpGet(conn: Deno.Conn, path: string): Promise<string> {
   });
   assert.match(text, /^HTTP\/1\.[01] 200/, text);
   return text.slice(text.indexOf("\r\n\r\n") + 4);
-}
-
-/** Waits until the server listens on 127.0.0.1:`port` (seen in /proc/net/tcp, no probe connection). */
-async function waitListening(t: Target, port: number): Promise<void> {
-  const want = `0100007F:${port.toString(16).toUpperCase().padStart(4, "0")} 00000000:0000 0A`;
-  const deadline = deadlineIn(20000);
-  while (!Deno.readTextFileSync("/proc/net/tcp").includes(want)) {
-    if (t.poll()) throw new Error(`server exited:\n${t.output()}`);
-    if (Date.now() > deadline) throw new Error(`server never listened:\n${t.output()}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 /**
@@ -246,5 +192,187 @@ Deno.test({
       conn.close();
     }
     assert.equal(t.poll(), undefined, `the restored redis exited:\n${t.output()}`);
+  }),
+});
+
+Deno.test({
+  name:
+    "python3 -m http.server goes on with a download it was in the middle of, and serves new clients",
+  ignore: !python,
+  fn: withTargets(async () => {
+    const work = await tempDir("cryo-py-download-");
+    // 8 MiB that no run of bytes repeats in: a lost, repeated or reordered chunk shows.
+    const big = new Uint8Array(8 << 20);
+    const view = new DataView(big.buffer);
+    for (let i = 0; i < big.length; i += 4) view.setUint32(i, i * 2654435761 >>> 0);
+    await Deno.writeFile(`${work}/big.bin`, big);
+    await Deno.writeTextFile(`${work}/small.txt`, "small\n");
+    const port = freePort();
+    const t = await startTarget(python!, [
+      "-m",
+      "http.server",
+      "--bind",
+      "127.0.0.1",
+      "--directory",
+      work,
+      String(port),
+    ], { cwd: work });
+    await waitListening(t, port);
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    try {
+      await conn.write(new TextEncoder().encode("GET /big.bin HTTP/1.0\r\nHost: x\r\n\r\n"));
+      // Read the first 64 KiB, then stop reading: the server blocks in send() with full queues.
+      const got: Uint8Array[] = [];
+      let total = 0;
+      const buf = new Uint8Array(65536);
+      while (total < 65536) {
+        const n = await conn.read(buf);
+        if (n === null) throw new Error("closed early");
+        got.push(buf.slice(0, n));
+        total += n;
+      }
+      // Our receive queue filled up (it stopped growing): the rest waits in the server's send
+      // queue and in its send().
+      const mine = (conn.localAddr as Deno.NetAddr).port;
+      let last = -1;
+      await waitUntil("a full receive queue", async () => {
+        const now = tcpReceiveQueue(Deno.pid, mine, port);
+        const full = now > 0 && now === last;
+        last = now;
+        if (!full) await new Promise((r) => setTimeout(r, 200));
+        return full;
+      });
+      await dumpKillRestore(t, OPT_IN, OPT_IN);
+      const fresh = await Deno.connect({ hostname: "127.0.0.1", port });
+      try {
+        await fresh.write(new TextEncoder().encode("GET /small.txt HTTP/1.0\r\nHost: x\r\n\r\n"));
+        const reply = await readUntil(fresh, (s) => s.endsWith("small\n"));
+        assert.match(reply, /^HTTP\/1\.0 200/);
+      } finally {
+        fresh.close();
+      }
+      for (;;) {
+        const n = await conn.read(buf);
+        if (n === null) break;
+        got.push(buf.slice(0, n));
+        total += n;
+      }
+      const all = new Uint8Array(total);
+      let at = 0;
+      for (const g of got) {
+        all.set(g, at);
+        at += g.length;
+      }
+      const text = new TextDecoder("latin1").decode(all.subarray(0, 4096));
+      const head = text.indexOf("\r\n\r\n") + 4;
+      assert.match(text, /^HTTP\/1\.0 200/);
+      assert.equal(total - head, big.length, "the whole file, no more, no less");
+      assert.ok(
+        all.subarray(head).every((b, i) => b === big[i]),
+        "the file's bytes in order",
+      );
+    } finally {
+      conn.close();
+    }
+    assert.equal(t.poll(), undefined, `the restored server exited:\n${t.output()}`);
+  }),
+});
+
+const node = findProgram("node", "/usr/bin/node");
+
+Deno.test({
+  name:
+    "a Node.js cluster (a primary handing connections to two workers) keeps its client and serves new ones",
+  ignore: !node,
+  fn: withTargets(async () => {
+    const work = await tempDir("cryo-node-cluster-");
+    const script = `${work}/cluster.js`;
+    await Deno.writeTextFile(
+      script,
+      `const cluster = require("node:cluster");
+const http = require("node:http");
+if (cluster.isPrimary) {
+  for (let i = 0; i < 2; i++) cluster.fork();
+} else {
+  let n = 0;
+  const s = http.createServer((req, res) => res.end("hello " + ++n + " " + req.url));
+  s.keepAliveTimeout = 600000;
+  s.listen(Number(process.argv[2]), "127.0.0.1", () => console.log("worker listening"));
+}
+`,
+    );
+    const port = freePort();
+    const t = await startTarget(node!, [script, String(port)], { cwd: work });
+    await t.waitFor(/worker listening\n(.|\n)*worker listening\n/, 30000);
+    await waitListening(t, port);
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    try {
+      const first = await httpGet(conn, "/a");
+      assert.match(first, /^hello 1 \/a$/);
+      const { tree } = await dumpKillRestore(t, OPT_IN, OPT_IN);
+      assert.equal(tree.pids.length, 3, `restored ${tree.pids}`);
+      assert.equal(await httpGet(conn, "/b"), "hello 2 /b", "the same worker, its counter on");
+      for (let i = 0; i < 3; i++) {
+        const fresh = await Deno.connect({ hostname: "127.0.0.1", port });
+        try {
+          assert.match(await httpGet(fresh, "/c"), /^hello \d+ \/c$/);
+        } finally {
+          fresh.close();
+        }
+      }
+    } finally {
+      conn.close();
+    }
+    assert.equal(t.poll(), undefined, `the restored primary exited:\n${t.output()}`);
+  }),
+});
+
+Deno.test({
+  name:
+    "redis-server in the middle of a BGSAVE (its forked child writing) finishes the save after restore",
+  ignore: !redis,
+  fn: withTargets(async () => {
+    const work = await tempDir("cryo-redis-bgsave-");
+    const port = freePort();
+    const t = await startTarget(redis!, [
+      "--port",
+      String(port),
+      "--bind",
+      "127.0.0.1",
+      "--save",
+      "",
+      "--appendonly",
+      "no",
+      "--rdbcompression",
+      "no",
+      "--dir",
+      work,
+    ]);
+    await waitListening(t, port);
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    try {
+      const keys = 3000;
+      const batch = [];
+      for (let i = 0; i < keys; i++) batch.push(resp("SET", `k${i}`, `value ${i} `.repeat(20)));
+      await conn.write(new Uint8Array(batch.flatMap((b) => [...b])));
+      await readUntil(conn, (s) => s.split("+OK\r\n").length - 1 === keys);
+      // 1 ms per key: the child writes for ~3 s.
+      assert.equal(await command(conn, "CONFIG", "SET", "rdb-key-save-delay", "1000"), "+OK\r\n");
+      assert.equal(await command(conn, "BGSAVE"), "+Background saving started\r\n");
+      const info = async () => await command(conn, "INFO", "persistence");
+      await waitUntil(
+        "the save's child",
+        async () => /rdb_bgsave_in_progress:1/.test(await info()),
+      );
+      const { tree } = await dumpKillRestore(t, OPT_IN, OPT_IN);
+      assert.equal(tree.pids.length, 2, `restored ${tree.pids}: the server and its saving child`);
+      await waitUntil("the save's end", async () => /rdb_bgsave_in_progress:0/.test(await info()));
+      assert.match(await info(), /rdb_last_bgsave_status:ok/);
+      const rdb = await Deno.readFile(`${work}/dump.rdb`);
+      assert.equal(new TextDecoder().decode(rdb.subarray(0, 5)), "REDIS");
+      assert.equal(await command(conn, "DBSIZE"), `:${keys}\r\n`);
+    } finally {
+      conn.close();
+    }
   }),
 });

@@ -109,6 +109,7 @@ import { fdQueueBytes } from "../fds/socket_common.ts";
 import { InetSocketSession } from "../fds/inet_session.ts";
 import { inetQueueBytes } from "../fds/inet_plan.ts";
 import { planInheritance } from "../memory/inherit.ts";
+import { mapShmemPages } from "../memory/shmem_pages.ts";
 import { collectLifecycle } from "../task/lifecycle.ts";
 import { reapOrphanedZombies } from "../task/zombies.ts";
 import { refuseZombieLeader } from "../task/refusals.ts";
@@ -620,6 +621,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     chain.touched ||= parent !== undefined;
     parent?.attach(tree, opts.preDump === true, !opts.leaveRunning);
     pausePoint("frozen");
+    // Shared anonymous pages written by another holder are mapped in before any page is planned.
+    for (const p of tree.processes) mapShmemPages(p.pid, peekFrozenMaps(p.pid, flagsCheck));
     const threadCount = tree.processes.reduce((n, p) => n + p.threads.length, 0);
     opts.onEvent?.({ type: "frozen", processes: tree.processes.length, threads: threadCount });
     const fdLists = tree.processes.map((p) =>

@@ -230,17 +230,27 @@ export function collectSysvShm(
 /**
  * Pre-flight: every segment's id (and key) must be free on this host, and
  * its creator must be cryo's own user and group (shmget records the
- * caller's). Throws a one-line RestoreError; never touches another segment.
+ * caller's), unless the id holds the image's own segment left behind by
+ * the killed tree (see {@link leftoverMismatch}), which the restore then
+ * attaches as it is. Returns the ids of those leftovers. Throws a one-line
+ * RestoreError; never touches another segment.
  */
-export function checkSysvShmFree(segments: readonly SysvShmSegment[]): void {
-  if (segments.length === 0) return;
+export function checkSysvShmFree(segments: readonly SysvShmSegment[]): ReadonlySet<number> {
+  const leftovers = new Set<number>();
+  if (segments.length === 0) return leftovers;
   const present = readSysvShm();
   const keys = new Map([...present.values()].map((s) => [s.key, s.shmid]));
   for (const s of segments) {
-    if (present.has(s.shmid)) {
-      throw new RestoreError(
-        `cannot restore: System V shm id ${s.shmid} is in use on this host`,
-      );
+    const live = present.get(s.shmid);
+    if (live) {
+      const why = leftoverMismatch(s, live);
+      if (why) {
+        throw new RestoreError(
+          `cannot restore: System V shm id ${s.shmid} is in use on this host (${why})`,
+        );
+      }
+      leftovers.add(s.shmid);
+      continue;
     }
     if (!s.removed && s.key !== 0 && keys.has(s.key)) {
       throw new RestoreError(
@@ -256,6 +266,34 @@ export function checkSysvShmFree(segments: readonly SysvShmSegment[]): void {
       );
     }
   }
+  return leftovers;
+}
+
+/**
+ * Why the live segment `live` with the id of the image's segment `s` is
+ * not the image's own segment as the dump left it, or undefined when it
+ * is: a segment not marked for removal outlives the tree the dump killed
+ * (PostgreSQL's), and it is taken back only when nothing has it attached
+ * and its key, size, mode, owner, creator and content (the manifest's
+ * checksum) are all the image's, so the restored tree finds exactly the
+ * recorded state.
+ */
+function leftoverMismatch(s: SysvShmSegment, live: SysvShmEntry): string | undefined {
+  if (s.removed) return "the image's segment was marked for removal";
+  if (live.nattch !== 0) return `attached ${live.nattch} times`;
+  if (live.perms & (SHM_DEST | SHM_LOCKED)) return "marked for removal or locked";
+  const same = live.key === s.key && live.size === s.size && (live.perms & 0o777) === s.mode &&
+    live.uid === s.uid && live.gid === s.gid && live.cuid === s.cuid && live.cgid === s.cgid;
+  if (!same) return "another segment than the image's";
+  const crc = withShmAttached(live.shmid, live.size, false, (v) => {
+    let crc = 0;
+    for (let at = 0; at < v.length; at += CHUNK) {
+      crc = crc32(v.subarray(at, Math.min(v.length, at + CHUNK)), crc);
+    }
+    return formatChecksum(crc);
+  });
+  if (crc !== s.checksum) return "its content changed since the dump";
+  return undefined;
 }
 
 /** The segments the engine created for one restore. */
@@ -270,13 +308,18 @@ export class CreatedSysvShm {
 
   /**
    * Re-creates every segment of `dir` with its id, key, size, mode, owner
-   * and content (checksum verified). Throws a RestoreError having removed
-   * what it created.
+   * and content (checksum verified), but for the `leftovers` that
+   * {@link checkSysvShmFree} found still in place, which are used as they
+   * are. Throws a RestoreError having removed what it created.
    */
-  static create(segments: readonly SysvShmSegment[], dir: string): CreatedSysvShm {
+  static create(
+    segments: readonly SysvShmSegment[],
+    dir: string,
+    leftovers: ReadonlySet<number> = new Set(),
+  ): CreatedSysvShm {
     const out = new CreatedSysvShm(segments);
     try {
-      for (const s of segments) out.#createOne(s, dir);
+      for (const s of segments) if (!leftovers.has(s.shmid)) out.#createOne(s, dir);
     } catch (e) {
       out.discard();
       throw e;

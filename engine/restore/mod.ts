@@ -399,7 +399,9 @@ async function runPlanned(
   byBlocks: boolean | undefined,
   t0: number,
 ): Promise<RestoredTree> {
-  const shm = CreatedSysvShm.create(plan.manifest.sysvShm ?? [], plan.dir);
+  // The pre-flight once more, just before: the leftovers of the dumped tree are taken as they are now.
+  const segments = plan.manifest.sysvShm ?? [];
+  const shm = CreatedSysvShm.create(segments, plan.dir, checkSysvShmFree(segments));
   let provided: ProvidedFds;
   try {
     provided = await ProvidedFds.open(plan.ptys, plan.ghosts, plan.dir);

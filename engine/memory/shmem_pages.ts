@@ -1,0 +1,106 @@
+/**
+ * Shared anonymous memory: pages of the shmem object that the dumping
+ * process has not mapped.
+ *
+ * The dump saves a shared anonymous mapping's pages as the pagemap of the
+ * process that stores it shows them (present or swapped), and a child that
+ * inherits the mapping stores none (engine/memory/inherit.ts). But the
+ * pages of one shmem object exist once for all its holders, and a page that
+ * another process wrote (a forked worker: PostgreSQL's backends write its
+ * shared buffers, the postmaster does not read them), or that a process
+ * since gone wrote, is in the object without being in this process's page
+ * tables: left out, it would come back as zeros. So, while the tree is
+ * frozen and before any page is planned, every page the object holds (its
+ * data extents, SEEK_DATA through /proc/<pid>/map_files) that this
+ * process's pagemap does not show is read once through /proc/<pid>/mem,
+ * which maps it; holes stay holes (a read fault there would allocate).
+ *
+ * @module
+ */
+
+import { dataExtents } from "../../ffi/files.ts";
+import { closeRawFd, openRawFd } from "../../ffi/syscall_table.ts";
+import { type MapEntry, readMapsMatching } from "../proc/maps.ts";
+import { openPagemap, PAGE_SIZE } from "../proc/pagemap.ts";
+
+/** How maps names shared anonymous memory (a shmem object). */
+const SHMEM_PATH = "/dev/zero (deleted)";
+
+/** What {@link mapShmemPages} did for one process. */
+export interface ShmemFaults {
+  /** Pages read in. */
+  pages: number;
+  /** Shared anonymous mappings whose object could not be opened (map_files: rootless). */
+  unopened: number;
+}
+
+/**
+ * Maps into frozen process `pid` every page its shared anonymous mappings'
+ * objects hold and its pagemap lacks (see the module doc). `frozenMaps`:
+ * its maps as the freeze found them, when the dump has them (no read of
+ * maps here then).
+ */
+export function mapShmemPages(pid: number, frozenMaps?: readonly MapEntry[]): ShmemFaults {
+  const out: ShmemFaults = { pages: 0, unopened: 0 };
+  const areas =
+    (frozenMaps
+      ? frozenMaps.filter((v) => v.path === SHMEM_PATH)
+      : readMapsMatching(pid, SHMEM_PATH)).filter((v) => v.perms[3] === "s");
+  if (areas.length === 0) return out;
+  using pagemap = openPagemap(pid);
+  let mem: Deno.FsFile | undefined;
+  let buf: Uint8Array | undefined;
+  try {
+    for (const v of areas) {
+      let obj: number;
+      try {
+        obj = openRawFd(
+          `/proc/${pid}/map_files/${v.start.toString(16)}-${v.end.toString(16)}`,
+          false,
+        );
+      } catch {
+        obj = -1;
+      }
+      if (obj < 0) {
+        out.unopened++;
+        continue;
+      }
+      let extents: [number, number][];
+      try {
+        extents = dataExtents(obj, Number(v.offset + v.end - v.start));
+      } finally {
+        closeRawFd(obj);
+      }
+      const off = Number(v.offset);
+      for (const [at, len] of extents) {
+        const from = Math.max(at, off), to = Math.min(at + len, off + Number(v.end - v.start));
+        if (from >= to) continue;
+        const start = v.start + BigInt(from - off);
+        const entries = pagemap.read(start, start + BigInt(to - from));
+        for (let i = 0; i < entries.length;) {
+          if (entries.present(i) || entries.swapped(i)) {
+            i++;
+            continue;
+          }
+          let j = i;
+          while (j < entries.length && !entries.present(j) && !entries.swapped(j)) j++;
+          mem ??= Deno.openSync(`/proc/${pid}/mem`, { read: true });
+          buf ??= new Uint8Array(1 << 20);
+          let addr = Number(start) + i * PAGE_SIZE;
+          const stop = Number(start) + j * PAGE_SIZE;
+          while (addr < stop) {
+            mem.seekSync(addr, Deno.SeekMode.Start);
+            const n = mem.readSync(buf.subarray(0, Math.min(buf.length, stop - addr)));
+            if (n === null || n === 0) break;
+            addr += n;
+          }
+          out.pages += j - i;
+          i = j;
+        }
+      }
+    }
+  } finally {
+    mem?.close();
+  }
+  return out;
+}
