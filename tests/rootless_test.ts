@@ -7,7 +7,8 @@
  *   copy runs as the user's uid with the recorded pids inside, its host
  *   name, and checks its pids, its parent and its memory;
  * - what the user namespace cannot reach (SysV shm of the host's IPC
- *   namespace, TCP repair, map_files of a memfd) is refused by name at
+ *   namespace, TCP repair, map_files of a memfd, shared anonymous memory
+ *   another process wrote) is refused by name at
  *   dump and the tree runs on, as is an image directory in a parent the
  *   user may not write; a restore into a cgroup the user cannot
  *   write is refused in pre-flight; `cryo check` names the user's mode;
@@ -174,6 +175,10 @@ Deno.test(
       ["shm", /System V shm segments of a tree dumped rootless/],
       ["tcp", /established TCP connections of a tree dumped rootless/],
       ["memfd", /map_files cannot be opened without CAP_CHECKPOINT_RESTORE on the host/],
+      [
+        "sharedanon",
+        /mapping [0-9a-f]+-[0-9a-f]+: shared anonymous memory with pages the process has not mapped/,
+      ],
     ];
     const inits: number[] = [];
     try {

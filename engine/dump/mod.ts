@@ -109,7 +109,7 @@ import { fdQueueBytes } from "../fds/socket_common.ts";
 import { InetSocketSession } from "../fds/inet_session.ts";
 import { inetQueueBytes } from "../fds/inet_plan.ts";
 import { planInheritance } from "../memory/inherit.ts";
-import { mapShmemPages } from "../memory/shmem_pages.ts";
+import { mapShmemPages, refuseUnreachableShmem } from "../memory/shmem_pages.ts";
 import { collectLifecycle } from "../task/lifecycle.ts";
 import { reapOrphanedZombies } from "../task/zombies.ts";
 import { refuseZombieLeader } from "../task/refusals.ts";
@@ -622,7 +622,9 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     parent?.attach(tree, opts.preDump === true, !opts.leaveRunning);
     pausePoint("frozen");
     // Shared anonymous pages written by another holder are mapped in before any page is planned.
-    for (const p of tree.processes) mapShmemPages(p.pid, peekFrozenMaps(p.pid, flagsCheck));
+    const shmemFaults = tree.processes.map((p) =>
+      mapShmemPages(p.pid, peekFrozenMaps(p.pid, flagsCheck))
+    );
     const threadCount = tree.processes.reduce((n, p) => n + p.threads.length, 0);
     opts.onEvent?.({ type: "frozen", processes: tree.processes.length, threads: threadCount });
     const fdLists = tree.processes.map((p) =>
@@ -713,6 +715,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     checkUnattachedLocks(described.map((d) => d.image), refusals, await locks);
     checkFdOwners(described.map((d) => d.image), refusals);
     checkExitSignals(described.map((d) => d.image), refusals);
+    tree.processes.forEach((p, i) => refuseUnreachableShmem(p.pid, shmemFaults[i], refusals));
     refuseSharedAcrossTree(described.map((d) => d.image), refusals);
     sockets.finish(refusals);
     const ghosts = await collectGhosts(described.map((d) => d.image), tmp, refusals);

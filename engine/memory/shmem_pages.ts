@@ -14,6 +14,9 @@
  * data extents, SEEK_DATA through /proc/<pid>/map_files) that this
  * process's pagemap does not show is read once through /proc/<pid>/mem,
  * which maps it; holes stay holes (a read fault there would allocate).
+ * Where the object cannot be opened (no access to map_files: a rootless
+ * dump), a mapping whose pages this process has not all mapped is
+ * reported ({@link ShmemFaults.unreachable}): the dump refuses it.
  *
  * @module
  */
@@ -22,6 +25,7 @@ import { dataExtents } from "../../ffi/files.ts";
 import { closeRawFd, openRawFd } from "../../ffi/syscall_table.ts";
 import { type MapEntry, readMapsMatching } from "../proc/maps.ts";
 import { openPagemap, PAGE_SIZE } from "../proc/pagemap.ts";
+import type { Refusals } from "../support.ts";
 
 /** How maps names shared anonymous memory (a shmem object). */
 const SHMEM_PATH = "/dev/zero (deleted)";
@@ -32,6 +36,11 @@ export interface ShmemFaults {
   pages: number;
   /** Shared anonymous mappings whose object could not be opened (map_files: rootless). */
   unopened: number;
+  /**
+   * Of those, the ones whose pages this process has not all mapped: pages
+   * another holder wrote may be missing from them, and cannot be found.
+   */
+  unreachable: { start: bigint; end: bigint }[];
 }
 
 /**
@@ -41,7 +50,7 @@ export interface ShmemFaults {
  * maps here then).
  */
 export function mapShmemPages(pid: number, frozenMaps?: readonly MapEntry[]): ShmemFaults {
-  const out: ShmemFaults = { pages: 0, unopened: 0 };
+  const out: ShmemFaults = { pages: 0, unopened: 0, unreachable: [] };
   const areas =
     (frozenMaps
       ? frozenMaps.filter((v) => v.path === SHMEM_PATH)
@@ -63,6 +72,12 @@ export function mapShmemPages(pid: number, frozenMaps?: readonly MapEntry[]): Sh
       }
       if (obj < 0) {
         out.unopened++;
+        const entries = pagemap.read(v.start, v.end);
+        for (let i = 0; i < entries.length; i++) {
+          if (entries.present(i) || entries.swapped(i)) continue;
+          out.unreachable.push({ start: v.start, end: v.end });
+          break;
+        }
         continue;
       }
       let extents: [number, number][];
@@ -103,4 +118,15 @@ export function mapShmemPages(pid: number, frozenMaps?: readonly MapEntry[]): Sh
     mem?.close();
   }
   return out;
+}
+
+/** Refuses the mappings {@link mapShmemPages} found unreachable in process `pid`. */
+export function refuseUnreachableShmem(pid: number, faults: ShmemFaults, refusals: Refusals): void {
+  for (const { start, end } of faults.unreachable) {
+    refusals.use(
+      "memory.shmem-unreachable",
+      `process ${pid} mapping ${start.toString(16)}-${end.toString(16)}`,
+      "some of its pages are not mapped by the process, and without CAP_SYS_ADMIN over /proc/<pid>/map_files the pages another process wrote cannot be found",
+    );
+  }
 }

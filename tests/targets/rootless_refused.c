@@ -1,12 +1,15 @@
 /* State a rootless dump refuses by name (tests/rootless_test.ts).
  *
- * usage: rootless_refused <shm|tcp|memfd>   (run by "cryo launch" as a user)
+ * usage: rootless_refused <shm|tcp|memfd|sharedanon>   (run by "cryo launch" as a user)
  *
  * shm:   attaches a System V shm segment (its id needs the host's shm_next_id);
  * tcp:   holds an established TCP connection to itself (TCP repair needs
  *        CAP_NET_ADMIN in the host's network namespace);
  * memfd: maps a memfd (map_files cannot be opened without
- *        CAP_CHECKPOINT_RESTORE on the host).
+ *        CAP_CHECKPOINT_RESTORE on the host);
+ * sharedanon: shared anonymous memory a child wrote a page of and exited
+ *        (the page is in the memory object, not in this process's page
+ *        tables: found only through map_files).
  * Prints "ready" and sleeps; the test checks it still runs after the refusal.
  */
 #define _GNU_SOURCE
@@ -17,9 +20,10 @@
 #include <sys/mman.h>
 #include <sys/shm.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 
 int main(int argc, char **argv) {
-  need_args(argc, 1, "rootless_refused <shm|tcp|memfd>");
+  need_args(argc, 1, "rootless_refused <shm|tcp|memfd|sharedanon>");
   if (strcmp(argv[1], "shm") == 0) {
     int id = shmget(IPC_PRIVATE, 4096, IPC_CREAT | 0600);
     if (id < 0) die("shmget");
@@ -38,6 +42,17 @@ int main(int argc, char **argv) {
     int s = accept(l, NULL, NULL);
     if (s < 0) die("accept");
     close(l);
+  } else if (strcmp(argv[1], "sharedanon") == 0) {
+    char *p = mmap(NULL, 4 * 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) die("mmap");
+    p[0] = 1;
+    pid_t c = fork();
+    if (c < 0) die("fork");
+    if (c == 0) {
+      p[2 * 4096] = 42; /* a page the parent never maps */
+      _exit(0);
+    }
+    if (waitpid(c, NULL, 0) != c) die("waitpid");
   } else {
     int fd = memfd_create("rootless", 0);
     if (fd < 0 || ftruncate(fd, 4096)) die("memfd");
