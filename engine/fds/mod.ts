@@ -149,6 +149,8 @@ export function planSharedObjects(
  * listing the rest. `shared` is the tree's plan of shared objects (fds
  * taken from transfer numbers).
  * `unix` is its unix sockets (sockets the unix plan refused are left out).
+ * `root`: `proc` is the tree's root, whose fds `--inherit-fd` can replace
+ * (its errors say so).
  */
 export function planFds(
   proc: ProcessImage,
@@ -157,6 +159,7 @@ export function planFds(
   ptys?: readonly PlannedPty[],
   ghosts?: PlannedGhosts,
   unix?: UnixTreePlan,
+  root = false,
 ): PlannedFd[] {
   const out: PlannedFd[] = [];
   const problems: string[] = [];
@@ -184,7 +187,8 @@ export function planFds(
     const src = planOne(f, proc, ptys, ghosts, unix);
     if (src === null) continue; // refused by the tree's unix plan, which named it
     if (typeof src === "string") {
-      problems.push(`fd ${f.fd} (${f.target}): ${src} (use --inherit-fd ${f.fd}=PATH)`);
+      const hint = root ? ` (use --inherit-fd ${f.fd}=PATH)` : "";
+      problems.push(`fd ${f.fd} (${f.target}): ${src}${hint}`);
       continue;
     }
     const state = descriptionState(f, src);

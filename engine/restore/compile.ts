@@ -106,6 +106,8 @@ export interface CompileOptions {
   childImages: Map<number, string>;
   /** User overrides: fd number -> "path" or "fd:N" (the restorer's own fd N). */
   inheritFds?: Map<number, string>;
+  /** Whether this is the tree's root, whose fds `--inherit-fd` can replace (errors say so). */
+  root?: boolean;
   /** Descriptions and pipes shared between processes of the tree (see engine/fds/shared.ts). */
   shared?: SharedPlan;
   /** Pseudo-terminals of the tree, whose masters the engine hands over (engine/fds/tty.ts). */
@@ -189,6 +191,7 @@ export function compileProcess(proc: ProcessImage, opts: CompileOptions): Compil
     opts.ptys,
     opts.ghosts,
     opts.unixSockets,
+    opts.root === true,
   );
   const base = hexBig(proc.bootstrap.start);
   const boot = new BootstrapBuilder(base, opts.checkOnly === true);

@@ -81,6 +81,7 @@ export function compileTree(
           imagePath: opts.pathOf(image.pid),
           childImages: new Map(image.children.map((c) => [c, opts.pathOf(c)])),
           inheritFds: image.pid === opts.rootPid ? opts.inheritFds : undefined,
+          root: image.pid === opts.rootPid,
           shared,
           ptys,
           ghosts,
