@@ -87,6 +87,12 @@ const OPTIONS: OptionSpec[] = [
   // accepted connection's IP_MULTICAST_TTL is its SYN's TTL.
   { level: SOL.SOCKET, name: 36, label: "SO_MARK", size: 4 },
   { level: SOL.SOCKET, name: 25, label: "SO_BINDTODEVICE", size: 16 },
+  // struct so_timestamping: flags and the PHC bound to (SOF_TIMESTAMPING_BIND_PHC).
+  // Setting the _OLD form clears SOCK_TSTAMP_NEW (the cmsg format, shared
+  // with SO_TIMESTAMP*), and the _NEW form shows the flags only with it
+  // set: _OLD, then _NEW, then the SO_TIMESTAMP* switches.
+  { level: SOL.SOCKET, name: SO_TIMESTAMPING, label: "SO_TIMESTAMPING", size: 8 },
+  { level: SOL.SOCKET, name: 65, label: "SO_TIMESTAMPING_NEW", size: 8 },
   { level: SOL.SOCKET, name: 29, label: "SO_TIMESTAMP", size: 4 },
   { level: SOL.SOCKET, name: 35, label: "SO_TIMESTAMPNS", size: 4 },
   { level: SOL.SOCKET, name: 63, label: "SO_TIMESTAMP_NEW", size: 4 },
@@ -139,8 +145,6 @@ const OPTIONS: OptionSpec[] = [
   { level: SOL.IPV6, name: 59, label: "IPV6_DSTOPTS", size: 2048, family: "ipv6" },
   { level: SOL.IP, name: 4, label: "IP_OPTIONS", size: 40, family: "ipv4" },
   { level: SOL.IP, name: 25, label: "IP_RECVFRAGSIZE", size: 4, family: "ipv4" },
-  // struct so_timestamping: flags and the PHC bound to (SOF_TIMESTAMPING_BIND_PHC).
-  { level: SOL.SOCKET, name: SO_TIMESTAMPING, label: "SO_TIMESTAMPING", size: 8 },
   { level: SOL.TCP, name: 2, label: "TCP_MAXSEG", size: 4, only: "tcp", unconnected: true },
   { level: SOL.TCP, name: 7, label: "TCP_SYNCNT", size: 4, only: "tcp" },
   { level: SOL.TCP, name: 8, label: "TCP_LINGER2", size: 4, only: "tcp" },
