@@ -54,7 +54,7 @@ const CHECKS = [
   "udp-timestamping",
   "udp-ip-options",
   "udp6-tclass",
-  "udp6-timestamping-new",
+  "tcp-timestamping-new",
   "udp6-recvhopopts",
   "udp6-recvrthdr",
   "udp6-recvdstopts",

@@ -138,13 +138,13 @@ int main(int argc, char **argv) {
   int tc = socket(AF_INET, SOCK_STREAM, 0);
   set(tc, SOL_SOCKET, SO_MARK, 3);
   set(tc, IPPROTO_TCP, TCP_WINDOW_CLAMP, 4000);
+  set(tc, SOL_SOCKET, 65 /* SO_TIMESTAMPING_NEW: flags shown only in this form */, 0x18);
 
   int u6 = socket(AF_INET6, SOCK_DGRAM, 0);
   set(u6, IPPROTO_IPV6, IPV6_UNICAST_HOPS, 12);
   set(u6, IPPROTO_IPV6, IPV6_RECVPKTINFO, 1);
   set(u6, SOL_SOCKET, 64 /* SO_TIMESTAMPNS_NEW */, 1);
   set(u6, IPPROTO_IPV6, IPV6_TCLASS, 0x20);
-  set(u6, SOL_SOCKET, 65 /* SO_TIMESTAMPING_NEW */, 0x18);
   set(u6, IPPROTO_IPV6, IPV6_RECVHOPOPTS, 1);
   set(u6, IPPROTO_IPV6, IPV6_RECVRTHDR, 1);
   set(u6, IPPROTO_IPV6, IPV6_RECVDSTOPTS, 1);
@@ -237,7 +237,7 @@ int main(int argc, char **argv) {
   check_opt("udp-timestamping", u4, SOL_SOCKET, SO_TIMESTAMPING, 0x18);
   check_bytes("udp-ip-options", u4, IPPROTO_IP, IP_OPTIONS, &ipopts);
   check_opt("udp6-tclass", u6, IPPROTO_IPV6, IPV6_TCLASS, 0x20);
-  check_opt("udp6-timestamping-new", u6, SOL_SOCKET, 65, 0x18);
+  check_opt("tcp-timestamping-new", tc, SOL_SOCKET, 65, 0x18);
   check_opt("udp6-recvhopopts", u6, IPPROTO_IPV6, IPV6_RECVHOPOPTS, 1);
   check_opt("udp6-recvrthdr", u6, IPPROTO_IPV6, IPV6_RECVRTHDR, 1);
   check_opt("udp6-recvdstopts", u6, IPPROTO_IPV6, IPV6_RECVDSTOPTS, 1);
