@@ -47,7 +47,7 @@ export const SUPPORT_TABLE = [
   { id: "task.rlimits", area: "task", what: "resource limits", support: "saved" },
   { id: "task.misc", area: "task", what: "umask, cwd, comm, personality", support: "saved" },
   { id: "task.sched", area: "task", what: "per-thread policy and priority, nice, CPU affinity, timer slack, ioprio", support: "saved", note: "restore fails, naming the thread, where not allowed" },
-  { id: "task.attrs", area: "task", what: "oom_score_adj, dumpable, child subreaper, THP disable, membarrier registrations, memory-deny-write-execute (PR_SET_MDWE), coredump_filter, TSC mode (PR_SET_TSC), MCE kill policy (PR_MCE_KILL)", support: "saved", note: "TSC mode and MCE kill policy: the main thread's, given to every thread" },
+  { id: "task.attrs", area: "task", what: "oom_score_adj, dumpable, child subreaper, THP disable, membarrier registrations, memory-deny-write-execute (PR_SET_MDWE), coredump_filter, TSC mode (PR_SET_TSC), MCE kill policy (PR_MCE_KILL), speculation controls (PR_SET_SPECULATION_CTRL), I/O flusher (PR_SET_IO_FLUSHER)", support: "saved", note: "TSC mode, MCE kill policy and speculation controls: the main thread's, given to every thread; a forced disable is set last; the I/O flusher per thread (needs CAP_SYS_RESOURCE at restore)" },
   { id: "task.thread-attrs", area: "task", what: "parent-death signal, no_new_privs, thread names", support: "saved" },
   { id: "task.seccomp", area: "task", what: "seccomp strict mode and filters", support: "saved", note: "installed last; they act from detach on" },
   { id: "task.keyrings", area: "task", what: "thread and process keyrings (keyctl)", support: "refused", note: "not saved yet (the thread keyring is looked for in the main thread)" },
@@ -178,6 +178,7 @@ export const SUPPORT_TABLE = [
   { id: "socket.netlink-route", area: "socket", what: "netlink route sockets (NETLINK_ROUTE)", support: "saved" },
   { id: "socket.netlink-queued", area: "socket", what: "netlink messages waiting to be read, or a dump in progress", support: "refused", note: "the kernel's replies cannot be queued again" },
   { id: "socket.netlink", area: "socket", what: "other netlink sockets (generic, audit, uevent, ...)", support: "refused", note: "not saved yet" },
+  { id: "socket.inet-option", area: "socket", what: "TCP and UDP sockets with SO_TIMESTAMPING's SOF_TIMESTAMPING_OPT_ID", support: "refused", note: "its per-socket counter cannot be set: setsockopt restarts it" },
   { id: "socket.filter", area: "socket", what: "sockets with a packet filter attached (SO_ATTACH_FILTER, SO_ATTACH_BPF)", support: "refused", note: "not saved yet" },
   { id: "socket.other", area: "socket", what: "other sockets", support: "refused", note: "not saved yet" },
 ] as const satisfies readonly SupportRow[];

@@ -38,6 +38,11 @@ export function pidfdOpen(pid: number, flags = 0): RawResult {
   return rawSyscall(SYS.pidfd_open, pid, flags);
 }
 
+/** PR_GET_SPECULATION_CTRL of `which` (0 store bypass, 1 indirect branch, 2 L1D flush) in this process's calling thread, or -errno. */
+export function speculationCtrl(which: number): RawResult {
+  return rawSyscall(SYS.prctl, 52, which, 0, 0, 0);
+}
+
 /** prctl option PR_SET_MM. */
 export const PR_SET_MM = 35;
 /** PR_SET_MM sub-option: replace all mm fields at once from a `struct prctl_mm_map`. */

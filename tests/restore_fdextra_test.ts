@@ -5,9 +5,10 @@
  * is past 2^53), an O_PATH fd, /proc/self/status part-read, and IPv4/IPv6 UDP and TCP sockets with
  * options the kernel keeps per socket (TTLs, marks, the device bound to,
  * multicast settings, ancillary-data switches, TCP_MAXSEG of a listener,
- * ...). After dump, kill and restore the target checks each item. A socket
+ * SO_TIMESTAMPING, IP_OPTIONS, IPv6 sticky extension headers and traffic
+ * class, ...). After dump, kill and restore the target checks each item. A socket
  * with a packet filter attached (UDP and unix), sockets that joined
- * multicast groups (IPv4, IPv6), a file of another
+ * multicast groups (IPv4, IPv6), SO_TIMESTAMPING with OPT_ID, a file of another
  * process's /proc directory and a pipe holding plain
  * bytes then a packet are refused by name, and the target runs on.
  */
@@ -50,6 +51,15 @@ const CHECKS = [
   "udp6-hops",
   "udp6-recvpktinfo",
   "udp6-timestampns-new",
+  "udp-timestamping",
+  "udp-ip-options",
+  "udp6-tclass",
+  "tcp-timestamping-new",
+  "udp6-recvhopopts",
+  "udp6-recvrthdr",
+  "udp6-recvdstopts",
+  "udp6-hopopts",
+  "udp6-dstopts",
 ];
 
 Deno.test(
@@ -75,6 +85,7 @@ Deno.test(
           /sockets with a packet filter attached \(SO_ATTACH_FILTER, SO_ATTACH_BPF\): a classic BPF filter of 1 instructions/g,
         );
         assert.equal(filters?.length, 2, e.message);
+        assert.match(e.message, /SO_TIMESTAMPING 0x82 with SOF_TIMESTAMPING_OPT_ID/);
         assert.match(
           e.message,
           /a pipe or FIFO holding packets \(O_DIRECT writes\) after plain bytes/,
@@ -92,6 +103,7 @@ Deno.test(
         "refused-unix-filter",
         "refused-proc-other",
         "refused-mixed-pipe",
+        "refused-timestamping-id",
       ],
       await rt.t.wait(),
     );

@@ -50,6 +50,9 @@ interface OptionSpec {
   unconnected?: true;
 }
 
+/** SO_TIMESTAMPING (SO_TIMESTAMPING_OLD). */
+const SO_TIMESTAMPING = 37;
+
 /**
  * Options saved when their value differs from a fresh socket's (so that
  * defaults keep following the host's sysctls). SO_REUSEADDR and
@@ -84,6 +87,12 @@ const OPTIONS: OptionSpec[] = [
   // accepted connection's IP_MULTICAST_TTL is its SYN's TTL.
   { level: SOL.SOCKET, name: 36, label: "SO_MARK", size: 4 },
   { level: SOL.SOCKET, name: 25, label: "SO_BINDTODEVICE", size: 16 },
+  // struct so_timestamping: flags and the PHC bound to (SOF_TIMESTAMPING_BIND_PHC).
+  // Setting the _OLD form clears SOCK_TSTAMP_NEW (the cmsg format, shared
+  // with SO_TIMESTAMP*), and the _NEW form shows the flags only with it
+  // set: _OLD, then _NEW, then the SO_TIMESTAMP* switches.
+  { level: SOL.SOCKET, name: SO_TIMESTAMPING, label: "SO_TIMESTAMPING", size: 8 },
+  { level: SOL.SOCKET, name: 65, label: "SO_TIMESTAMPING_NEW", size: 8 },
   { level: SOL.SOCKET, name: 29, label: "SO_TIMESTAMP", size: 4 },
   { level: SOL.SOCKET, name: 35, label: "SO_TIMESTAMPNS", size: 4 },
   { level: SOL.SOCKET, name: 63, label: "SO_TIMESTAMP_NEW", size: 4 },
@@ -119,12 +128,44 @@ const OPTIONS: OptionSpec[] = [
   { level: SOL.IPV6, name: 74, label: "IPV6_RECVORIGDSTADDR", size: 4, family: "ipv6" },
   { level: SOL.IPV6, name: 75, label: "IPV6_TRANSPARENT", size: 4, family: "ipv6" },
   { level: SOL.IPV6, name: 78, label: "IPV6_FREEBIND", size: 4, family: "ipv6" },
+  { level: SOL.IPV6, name: 2, label: "IPV6_2292PKTINFO", size: 4, family: "ipv6" },
+  { level: SOL.IPV6, name: 3, label: "IPV6_2292HOPOPTS", size: 4, family: "ipv6" },
+  { level: SOL.IPV6, name: 4, label: "IPV6_2292DSTOPTS", size: 4, family: "ipv6" },
+  { level: SOL.IPV6, name: 5, label: "IPV6_2292RTHDR", size: 4, family: "ipv6" },
+  { level: SOL.IPV6, name: 8, label: "IPV6_2292HOPLIMIT", size: 4, family: "ipv6" },
+  { level: SOL.IPV6, name: 53, label: "IPV6_RECVHOPOPTS", size: 4, family: "ipv6" },
+  { level: SOL.IPV6, name: 56, label: "IPV6_RECVRTHDR", size: 4, family: "ipv6" },
+  { level: SOL.IPV6, name: 58, label: "IPV6_RECVDSTOPTS", size: 4, family: "ipv6" },
+  { level: SOL.IPV6, name: 77, label: "IPV6_RECVFRAGSIZE", size: 4, family: "ipv6" },
+  // Sticky extension headers: the kernel copies min(room, length) without
+  // saying it cut, so the room is the largest header (8 * (255 + 1)).
+  { level: SOL.IPV6, name: 54, label: "IPV6_HOPOPTS", size: 2048, family: "ipv6" },
+  { level: SOL.IPV6, name: 55, label: "IPV6_RTHDRDSTOPTS", size: 2048, family: "ipv6" },
+  { level: SOL.IPV6, name: 57, label: "IPV6_RTHDR", size: 2048, family: "ipv6" },
+  { level: SOL.IPV6, name: 59, label: "IPV6_DSTOPTS", size: 2048, family: "ipv6" },
+  { level: SOL.IP, name: 4, label: "IP_OPTIONS", size: 40, family: "ipv4" },
+  { level: SOL.IP, name: 25, label: "IP_RECVFRAGSIZE", size: 4, family: "ipv4" },
   { level: SOL.TCP, name: 2, label: "TCP_MAXSEG", size: 4, only: "tcp", unconnected: true },
   { level: SOL.TCP, name: 7, label: "TCP_SYNCNT", size: 4, only: "tcp" },
   { level: SOL.TCP, name: 8, label: "TCP_LINGER2", size: 4, only: "tcp" },
   { level: SOL.TCP, name: 10, label: "TCP_WINDOW_CLAMP", size: 4, only: "tcp", unconnected: true },
   { level: SOL.TCP, name: 16, label: "TCP_THIN_LINEAR_TIMEOUTS", size: 4, only: "tcp" },
 ];
+
+/** SOF_TIMESTAMPING_OPT_ID: timestamps carry a counter setsockopt restarts. */
+const SOF_TIMESTAMPING_OPT_ID = 1 << 7;
+
+/**
+ * Why socket `fd` holds option state cryo cannot set again (the
+ * `socket.inet-option` row), or null: SO_TIMESTAMPING with
+ * SOF_TIMESTAMPING_OPT_ID, whose per-socket counter setsockopt restarts.
+ */
+export function optionProblem(fd: number): string | null {
+  const flags = getsockoptInt(fd, SOL.SOCKET, SO_TIMESTAMPING) ?? 0;
+  return flags & SOF_TIMESTAMPING_OPT_ID
+    ? `SO_TIMESTAMPING 0x${flags.toString(16)} with SOF_TIMESTAMPING_OPT_ID (its counter)`
+    : null;
+}
 
 /** SO_REUSEADDR's option record (restore sets it around bind). */
 export const REUSEADDR = { level: SOL.SOCKET, name: SO.REUSEADDR, label: "SO_REUSEADDR" };

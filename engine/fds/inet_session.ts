@@ -42,7 +42,14 @@ import { tcpShutdownStates } from "../../ffi/inet_diag.ts";
 import { CryoError } from "../errors.ts";
 import type { FdInfo, SockAddr } from "../model.ts";
 import type { Refusals, SupportId } from "../support.ts";
-import { type Collected, formatAddr, IPPROTO_TCP, IPPROTO_UDP, REFUSED_PREFIX } from "./inet.ts";
+import {
+  type Collected,
+  formatAddr,
+  IPPROTO_TCP,
+  IPPROTO_UDP,
+  optionProblem,
+  REFUSED_PREFIX,
+} from "./inet.ts";
 import { filterProblem } from "./socket_common.ts";
 import { multicastGroups, type NamespaceGroups, namespaceGroups } from "./inet_multicast.ts";
 import { collectTcp, type RepairGuard } from "./tcp.ts";
@@ -194,6 +201,8 @@ export class InetSocketSession {
       const family = domain === AF.INET ? "ipv4" : "ipv6";
       const groups = multicastGroups(copy, family, this.#groups ??= namespaceGroups(pid));
       if (groups.length) return this.#refuse(f, "socket.inet-multicast", groups.join(", "));
+      const unsaved = optionProblem(copy);
+      if (unsaved) return this.#refuse(f, "socket.inet-option", unsaved);
       let got: Collected;
       if (type === SOCK.STREAM && protocol === IPPROTO_TCP) {
         got = collectTcp(copy, family, () => this.#shutdownOf(domain, f.target), guard);

@@ -24,6 +24,8 @@ import type { ProcessImage } from "../model.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
 import { readProcText } from "../proc/io.ts";
 import { type ProcStatus, readStatus } from "../proc/status.ts";
+import { readStat } from "../proc/stat.ts";
+import { speculationCtrl } from "../../ffi/probe.ts";
 import { RestoreError } from "../errors.ts";
 import type { Refusals } from "../support.ts";
 import type { TaskInjector } from "./seccomp.ts";
@@ -50,6 +52,12 @@ export interface ProcessAttrs {
    */
   tsc?: number;
   mceKill?: number;
+  /**
+   * The main thread's speculation controls (PR_GET_SPECULATION_CTRL) that a
+   * process can set, where they differ from cryo's own (which restored
+   * tasks inherit): the PR_SPEC_* value to set; absent in older images.
+   */
+  speculation?: Partial<Record<SpeculationControl, number>>;
   /** The session keyring's serial when not the user's fallback (keyrings.ts). */
   sessionKeyring?: number;
   /** /proc/<pid>/coredump_filter (hex), absent in older images. */
@@ -66,7 +74,14 @@ export interface ThreadAttrs {
   pdeathsig: number;
   /** no_new_privs (NoNewPrivs of the thread's status). */
   noNewPrivs: boolean;
+  /** PR_SET_IO_FLUSHER in effect (PF_MEMALLOC_NOIO and PF_LOCAL_THROTTLE in its stat flags). */
+  ioFlusher?: true;
 }
+
+/** The speculation controls of PR_SET_SPECULATION_CTRL, in the kernel's order (0, 1, 2). */
+export const SPECULATION_CONTROLS = ["storeBypass", "indirectBranch", "l1dFlush"] as const;
+/** One of {@link SPECULATION_CONTROLS}. */
+export type SpeculationControl = typeof SPECULATION_CONTROLS[number];
 
 /** What the injected queries of {@link queryAttrs} found. */
 export interface InjectedAttrs {
@@ -79,6 +94,8 @@ export interface InjectedAttrs {
   mdwe?: number;
   tsc?: number;
   mceKill?: number;
+  /** PR_GET_SPECULATION_CTRL of each control in the main thread (-errno when unsupported). */
+  speculation?: number[];
   /** The special keyrings' serials (keyrings.ts), when read. */
   keyrings?: KeyringIds;
   /** Parent-death signal by tid. */
@@ -106,6 +123,15 @@ const PR_MCE_KILL_SET = 1;
 const PR_MCE_KILL_DEFAULT = 2;
 const PR_SET_MDWE = 65;
 const PR_GET_MDWE = 66;
+const PR_GET_SPECULATION_CTRL = 52;
+const PR_SET_SPECULATION_CTRL = 53;
+/** PR_SPEC_PRCTL: the process may change the control. */
+const PR_SPEC_PRCTL = 1;
+/** PR_SPEC_FORCE_DISABLE: cannot be undone, so set last. */
+const PR_SPEC_FORCE_DISABLE = 8;
+const PR_SET_IO_FLUSHER = 57;
+/** PF_MEMALLOC_NOIO | PF_LOCAL_THROTTLE: what PR_SET_IO_FLUSHER sets. */
+const PF_IO_FLUSHER = 0x00080000 | 0x00100000;
 const SUID_DUMP_ROOT = 2;
 
 /** The process-wide attributes {@link queryAttrs} reads in the main thread. */
@@ -118,6 +144,7 @@ export type ProcessAttrValues = Pick<
   | "mdwe"
   | "tsc"
   | "mceKill"
+  | "speculation"
   | "keyrings"
 >;
 
@@ -136,6 +163,10 @@ export function processAttrSteps(out: bigint): BatchStep[] {
     { nr: SYS.prctl, args: [PR_GET_MDWE, 0, 0, 0, 0] },
     { nr: SYS.prctl, args: [PR_GET_TSC, out + 4n, 0, 0, 0] },
     { nr: SYS.prctl, args: [PR_MCE_KILL_GET, 0, 0, 0, 0] },
+    ...SPECULATION_CONTROLS.map((_, i) => ({
+      nr: SYS.prctl,
+      args: [PR_GET_SPECULATION_CTRL, i, 0, 0, 0],
+    })),
     ...keyringSteps(),
   ];
 }
@@ -178,7 +209,8 @@ export function processAttrsFrom(
     thpDisable: Number(r[2]),
     membarrier: membarrierRegistrations(r[3]),
     ...mmAndCpuFrom(r.slice(4, 7), out.byteLength >= 8 ? dv.getInt32(4, true) : PR_TSC_ENABLE),
-    keyrings: keyringIdsFrom(r.slice(7)),
+    speculation: r.slice(7, 10).map(Number),
+    keyrings: keyringIdsFrom(r.slice(10)),
   };
 }
 
@@ -225,6 +257,9 @@ export function queryAttrs(
       ],
       int32(4),
     ),
+    speculation: SPECULATION_CONTROLS.map((_, i) =>
+      Number(s.call(main, SYS.prctl, PR_GET_SPECULATION_CTRL, i, 0, 0, 0))
+    ),
     keyrings: keyringIdsFrom(
       keyringSteps().map((step) => s.call(main, step.nr, ...step.args)),
     ),
@@ -235,6 +270,23 @@ export function queryAttrs(
 /** A kernel without membarrier (ENOSYS) has no registrations; other errors mean it cannot tell. */
 function membarrierRegistrations(r: bigint): number {
   return r === -38n /* ENOSYS */ ? 0 : Number(r);
+}
+
+/**
+ * The speculation controls to save: those the process may set
+ * (PR_SPEC_PRCTL; an unsupported control, EINVAL or ENODEV, or one the
+ * kernel fixes, has no per-process state) whose value differs from cryo's
+ * own, which restored tasks inherit; undefined when none.
+ */
+function speculationToSave(read: readonly number[] | undefined) {
+  const out: Partial<Record<SpeculationControl, number>> = {};
+  SPECULATION_CONTROLS.forEach((name, i) => {
+    const v = read?.[i] ?? -1;
+    if (v < 0 || !(v & PR_SPEC_PRCTL)) return;
+    if (v === Number(speculationCtrl(i))) return;
+    out[name] = v & ~PR_SPEC_PRCTL;
+  });
+  return Object.keys(out).length ? { speculation: out } : {};
 }
 
 /** `{ [key]: value }`, or nothing when `value` is undefined. */
@@ -276,6 +328,7 @@ export function collectProcessAttrs(
     ...(injected.mceKill !== undefined && injected.mceKill !== PR_MCE_KILL_DEFAULT
       ? { mceKill: injected.mceKill }
       : {}),
+    ...speculationToSave(injected.speculation),
     coredumpFilter: readProcText(pid, "coredump_filter").trim(),
     ...optional("sessionKeyring", collectKeyrings(pid, injected.keyrings, refusals)),
     loginuid: procNumber(pid, "loginuid"),
@@ -293,6 +346,7 @@ export function collectThreadAttrs(
   return {
     pdeathsig: injected.pdeathsig.get(tid) ?? 0,
     noNewPrivs: (status ?? readStatus(pid, tid)).noNewPrivs,
+    ...((readStat(pid, tid).flags & PF_IO_FLUSHER) === PF_IO_FLUSHER ? { ioFlusher: true } : {}),
   };
 }
 
@@ -348,6 +402,10 @@ export function restoreAttrsBeforeCredentials(image: ProcessImage, inj: TaskInje
     if (t.attrs!.noNewPrivs) {
       prctlIn(inj, pid, t.tid, "prctl(PR_SET_NO_NEW_PRIVS)", PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
     }
+    if (t.attrs!.ioFlusher) {
+      // Needs CAP_SYS_RESOURCE: before credentials are dropped.
+      prctlIn(inj, pid, t.tid, "prctl(PR_SET_IO_FLUSHER, 1)", PR_SET_IO_FLUSHER, 1, 0, 0, 0);
+    }
   }
 }
 
@@ -392,6 +450,18 @@ export function restoreCpuAndMdwe(image: ProcessImage, inj: TaskInjector): void 
         0,
         0,
       );
+    }
+  }
+  // A forced disable cannot be undone: after the others.
+  const spec = Object.entries(a.speculation ?? {}) as [SpeculationControl, number][];
+  spec.sort(([, x], [, y]) =>
+    Number(x === PR_SPEC_FORCE_DISABLE) - Number(y === PR_SPEC_FORCE_DISABLE)
+  );
+  for (const [name, v] of spec) {
+    const which = SPECULATION_CONTROLS.indexOf(name);
+    for (const t of image.threads) {
+      const what = `prctl(PR_SET_SPECULATION_CTRL, ${which}, ${v})`;
+      prctlIn(inj, pid, t.tid, what, PR_SET_SPECULATION_CTRL, which, v, 0, 0);
     }
   }
   if (a.mdwe) prctlIn(inj, pid, pid, `prctl(PR_SET_MDWE, ${a.mdwe})`, PR_SET_MDWE, a.mdwe, 0, 0, 0);

@@ -52,6 +52,25 @@ static void check_opt(const char *name, int fd, int level, int opt_name, int wan
   check(name, v == want, "%d, not %d", v, want);
 }
 
+/* An option's bytes (getsockopt), kept to compare after the restore. */
+struct saved_opt {
+  unsigned char b[256];
+  socklen_t len;
+};
+
+static void set_bytes(int fd, int level, int name, const void *v, socklen_t len, struct saved_opt *keep) {
+  if (setsockopt(fd, level, name, v, len)) die("setsockopt bytes");
+  keep->len = sizeof keep->b;
+  if (getsockopt(fd, level, name, keep->b, &keep->len) || !keep->len) die("getsockopt bytes");
+}
+
+static void check_bytes(const char *name, int fd, int level, int opt_name, const struct saved_opt *was) {
+  unsigned char b[256];
+  socklen_t l = sizeof b;
+  int r = getsockopt(fd, level, opt_name, b, &l);
+  check(name, !r && l == was->len && !memcmp(b, was->b, l), "%u bytes, not %u", r ? 0 : l, was->len);
+}
+
 int main(int argc, char **argv) {
   need_args(argc, 2, "rt_fdextra <trigger-file> <work-dir> [refuse]");
   const char *trigger = argv[1], *work = argv[2];
@@ -102,6 +121,11 @@ int main(int argc, char **argv) {
   set(u4, IPPROTO_IP, IP_FREEBIND, 1);
   set(u4, IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO);
   if (setsockopt(u4, SOL_SOCKET, SO_BINDTODEVICE, "lo", 3)) die("SO_BINDTODEVICE");
+  set(u4, SOL_SOCKET, SO_TIMESTAMPING, 0x18 /* SOF_TIMESTAMPING_RX_SOFTWARE | SOFTWARE */);
+  struct saved_opt ipopts, hop, dst;
+  /* Record route with room for one address, then the end of the list. */
+  static const unsigned char rr[8] = {7, 7, 4, 0, 0, 0, 0, 0};
+  set_bytes(u4, IPPROTO_IP, IP_OPTIONS, rr, sizeof rr, &ipopts);
 
   int tl = socket(AF_INET, SOCK_STREAM, 0);
   set(tl, IPPROTO_TCP, TCP_MAXSEG, 1000);
@@ -114,14 +138,27 @@ int main(int argc, char **argv) {
   int tc = socket(AF_INET, SOCK_STREAM, 0);
   set(tc, SOL_SOCKET, SO_MARK, 3);
   set(tc, IPPROTO_TCP, TCP_WINDOW_CLAMP, 4000);
+  set(tc, SOL_SOCKET, 65 /* SO_TIMESTAMPING_NEW: flags shown only in this form */, 0x18);
 
   int u6 = socket(AF_INET6, SOCK_DGRAM, 0);
   set(u6, IPPROTO_IPV6, IPV6_UNICAST_HOPS, 12);
   set(u6, IPPROTO_IPV6, IPV6_RECVPKTINFO, 1);
   set(u6, SOL_SOCKET, 64 /* SO_TIMESTAMPNS_NEW */, 1);
+  set(u6, IPPROTO_IPV6, IPV6_TCLASS, 0x20);
+  set(u6, IPPROTO_IPV6, IPV6_RECVHOPOPTS, 1);
+  set(u6, IPPROTO_IPV6, IPV6_RECVRTHDR, 1);
+  set(u6, IPPROTO_IPV6, IPV6_RECVDSTOPTS, 1);
+  /* Sticky extension headers: hop-by-hop and destination options, a PadN
+   * each (this kernel takes no routing header from setsockopt). */
+  static const unsigned char padn[8] = {0, 0, 1, 4, 0, 0, 0, 0};
+  set_bytes(u6, IPPROTO_IPV6, IPV6_HOPOPTS, padn, sizeof padn, &hop);
+  set_bytes(u6, IPPROTO_IPV6, IPV6_DSTOPTS, padn, sizeof padn, &dst);
 
-  int fu = -1, fx[2] = {-1, -1}, mixed[2] = {-1, -1}, other = -1, m4 = -1, m6 = -1;
+
+  int fu = -1, fx[2] = {-1, -1}, mixed[2] = {-1, -1}, other = -1, m4 = -1, m6 = -1, ts = -1;
   if (refuse) {
+    ts = socket(AF_INET, SOCK_DGRAM, 0);
+    set(ts, SOL_SOCKET, SO_TIMESTAMPING, 0x80 | 0x2 /* SOF_TIMESTAMPING_OPT_ID | TX_SOFTWARE */);
     struct sock_filter code[] = {BPF_STMT(BPF_RET | BPF_K, 0xffff)};
     struct sock_fprog prog = {1, code};
     fu = socket(AF_INET, SOCK_DGRAM, 0);
@@ -197,6 +234,16 @@ int main(int argc, char **argv) {
   check_opt("udp6-hops", u6, IPPROTO_IPV6, IPV6_UNICAST_HOPS, 12);
   check_opt("udp6-recvpktinfo", u6, IPPROTO_IPV6, IPV6_RECVPKTINFO, 1);
   check_opt("udp6-timestampns-new", u6, SOL_SOCKET, 64, 1);
+  check_opt("udp-timestamping", u4, SOL_SOCKET, SO_TIMESTAMPING, 0x18);
+  check_bytes("udp-ip-options", u4, IPPROTO_IP, IP_OPTIONS, &ipopts);
+  check_opt("udp6-tclass", u6, IPPROTO_IPV6, IPV6_TCLASS, 0x20);
+  check_opt("tcp-timestamping-new", tc, SOL_SOCKET, 65, 0x18);
+  check_opt("udp6-recvhopopts", u6, IPPROTO_IPV6, IPV6_RECVHOPOPTS, 1);
+  check_opt("udp6-recvrthdr", u6, IPPROTO_IPV6, IPV6_RECVRTHDR, 1);
+  check_opt("udp6-recvdstopts", u6, IPPROTO_IPV6, IPV6_RECVDSTOPTS, 1);
+  check_bytes("udp6-hopopts", u6, IPPROTO_IPV6, IPV6_HOPOPTS, &hop);
+  check_bytes("udp6-dstopts", u6, IPPROTO_IPV6, IPV6_DSTOPTS, &dst);
+
 
   if (refuse) {
     socklen_t n = 0;
@@ -212,6 +259,7 @@ int main(int argc, char **argv) {
     int e4 = setsockopt(m4, IPPROTO_IP, IP_ADD_MEMBERSHIP, &again, sizeof again) ? errno : 0;
     check("refused-multicast", e4 == EADDRINUSE, "%d", e4); /* still a member */
     (void)m6;
+    check_opt("refused-timestamping-id", ts, SOL_SOCKET, SO_TIMESTAMPING, 0x82);
     check("refused-proc-other", fcntl(other, F_GETFD) >= 0, "");
     check("refused-mixed-pipe", m == 4098 && !memcmp(all + 4096, "cd", 2), "%zd", m);
   }

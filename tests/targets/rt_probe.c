@@ -11,7 +11,10 @@
  *   mdwe:      prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN);
  *   ioflusher: prctl(PR_SET_IO_FLUSHER, 1);
  *   tsc:       prctl(PR_SET_TSC, PR_TSC_SIGSEGV);
- *   spec:      prctl(PR_SET_SPECULATION_CTRL, store bypass, disable);
+ *   spec:      prctl(PR_SET_SPECULATION_CTRL) of each control the process may
+ *              set (store bypass, indirect branch, L1D flush) to the value
+ *              it does not have (enable <-> disable);
+ *   specforce: the same, with PR_SPEC_FORCE_DISABLE where it was enabled;
  *   mce:       prctl(PR_MCE_KILL, PR_MCE_KILL_SET, PR_MCE_KILL_EARLY);
  *   anonname:  prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME) on a private mapping;
  *   cmdline:   argv rewritten in place (setproctitle), /proc/self/cmdline;
@@ -93,6 +96,7 @@ static long prctl_get(int op, long a) { return prctl(op, a, 0, 0, 0); }
 
 static long before_val;
 static int tsc_before;
+static long spec_before[3];
 
 static int setup_simple(void) {
   if (!strcmp(item, "mdwe")) {
@@ -105,15 +109,20 @@ static int setup_simple(void) {
     if (prctl(PR_SET_TSC, PR_TSC_SIGSEGV, 0, 0, 0)) return unavailable(item), 0;
     prctl(PR_GET_TSC, &tsc_before, 0, 0, 0);
     before_val = tsc_before;
-  } else if (!strcmp(item, "spec")) {
-    long g = prctl_get(PR_GET_SPECULATION_CTRL, PR_SPEC_STORE_BYPASS);
-    if (g < 0 || !(g & PR_SPEC_PRCTL)) {
-      errno = g < 0 ? errno : EOPNOTSUPP;
-      return unavailable(item), 0;
+  } else if (!strcmp(item, "spec") || !strcmp(item, "specforce")) {
+    int set = 0;
+    for (int c = 0; c < 3; c++) {
+      long g = prctl_get(PR_GET_SPECULATION_CTRL, c);
+      if (g < 0 || !(g & PR_SPEC_PRCTL)) continue; /* nothing a process can set */
+      long want = g & PR_SPEC_ENABLE ? (item[4] == 'f' ? PR_SPEC_FORCE_DISABLE : PR_SPEC_DISABLE)
+                                     : PR_SPEC_ENABLE;
+      if (prctl(PR_SET_SPECULATION_CTRL, c, want, 0, 0)) continue;
+      spec_before[c] = prctl_get(PR_GET_SPECULATION_CTRL, c);
+      printf("info %s-%d=%ld (was %ld)\n", item, c, spec_before[c], g);
+      set++;
     }
-    if (prctl(PR_SET_SPECULATION_CTRL, PR_SPEC_STORE_BYPASS, PR_SPEC_DISABLE, 0, 0))
-      return unavailable(item), 0;
-    before_val = prctl_get(PR_GET_SPECULATION_CTRL, PR_SPEC_STORE_BYPASS);
+    if (!set) return errno = EOPNOTSUPP, unavailable(item), 0;
+    return 1;
   } else if (!strcmp(item, "mce")) {
     if (prctl(PR_MCE_KILL, PR_MCE_KILL_SET, PR_MCE_KILL_EARLY, 0, 0)) return unavailable(item), 0;
     before_val = prctl_get(PR_MCE_KILL_GET, 0);
@@ -135,7 +144,13 @@ static void check_simple(void) {
     int v = -1;
     prctl(PR_GET_TSC, &v, 0, 0, 0);
     now = v;
-  } else if (!strcmp(item, "spec")) now = prctl_get(PR_GET_SPECULATION_CTRL, PR_SPEC_STORE_BYPASS);
+  } else if (!strcmp(item, "spec") || !strcmp(item, "specforce")) {
+    for (int c = 0; c < 3; c++) {
+      long v = spec_before[c] ? prctl_get(PR_GET_SPECULATION_CTRL, c) : 0;
+      if (v != spec_before[c]) now = before_val + 1;
+      if (v != spec_before[c]) printf("info %s-%d was %ld, now %ld\n", item, c, spec_before[c], v);
+    }
+  }
   else if (!strcmp(item, "mce")) now = prctl_get(PR_MCE_KILL_GET, 0);
   else if (!strcmp(item, "cpuid")) now = syscall(SYS_arch_prctl, ARCH_GET_CPUID, 0);
   check(item, now == before_val, "was %ld, now %ld", before_val, now);
@@ -665,7 +680,7 @@ int main(int argc, char **argv) {
   if (ok) {
 #define CHECK(name) else if (!strcmp(item, #name)) check_##name();
     if (!strcmp(item, "mdwe") || !strcmp(item, "ioflusher") || !strcmp(item, "tsc") ||
-        !strcmp(item, "spec") || !strcmp(item, "mce") || !strcmp(item, "cpuid"))
+        !strcmp(item, "spec") || !strcmp(item, "specforce") || !strcmp(item, "mce") || !strcmp(item, "cpuid"))
       check_simple();
     CHECK(anonname)
     CHECK(cmdline)
