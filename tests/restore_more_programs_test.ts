@@ -94,7 +94,18 @@ Deno.test({
     const work = await tempDir("cryo-ssh-agent-");
     const sock = `${work}/agent.sock`;
     const key = `${work}/id_ed25519`;
-    const gen = await runCommand([sshKeygen!, "-q", "-t", "ed25519", "-N", "", "-C", "cryo", "-f", key]);
+    const gen = await runCommand([
+      sshKeygen!,
+      "-q",
+      "-t",
+      "ed25519",
+      "-N",
+      "",
+      "-C",
+      "cryo",
+      "-f",
+      key,
+    ]);
     assert.equal(gen.code, 0, gen.stderr);
     await Deno.remove(key + ".pub");
     const t = await startTarget(sshAgent!, ["-D", "-a", sock]);
