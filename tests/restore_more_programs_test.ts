@@ -273,3 +273,108 @@ Deno.serve({ hostname: "127.0.0.1", port: ${port}, onListen() {} }, (req) => {
     }
   }),
 });
+
+const rustc = findProgram("rustc", `${Deno.env.get("HOME") ?? "/root"}/.cargo/bin/rustc`);
+if (!rustc) console.error("restore_more_programs_test: rustc not found; skipping the Rust test");
+
+Deno.test({
+  name: "a static Rust binary (std threads, a TCP echo server) keeps its client and counts",
+  ignore: !rustc,
+  fn: withTargets(async () => {
+    const work = await tempDir("cryo-rust-");
+    const bin = `${work}/rust_echo_counter`;
+    const src = new URL("./targets/rust_echo_counter.rs", import.meta.url).pathname;
+    const built = await runCommand([
+      rustc!,
+      "-O",
+      "-C",
+      "target-feature=+crt-static",
+      "-o",
+      bin,
+      src,
+    ]);
+    assert.equal(built.code, 0, built.stderr);
+    assert.match((await runCommand(["file", bin])).stdout, /statically linked|static-pie/);
+    const port = freePort();
+    const t = await startTarget(bin, [String(port)]);
+    await t.waitFor(/ready (\d+)/);
+    await waitListening(t, port);
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    try {
+      assert.equal(await exchange(conn, "a\n", "\n"), "1 true a\n");
+      assert.equal(await exchange(conn, "b\n", "\n"), "2 true b\n");
+      await dumpKillRestore(t, OPT_IN, OPT_IN);
+      assert.equal(await exchange(conn, "c\n", "\n"), "3 true c\n");
+      const fresh = await Deno.connect({ hostname: "127.0.0.1", port });
+      try {
+        assert.equal(await exchange(fresh, "d\n", "\n"), "4 true d\n");
+      } finally {
+        fresh.close();
+      }
+      assert.equal(t.poll(), undefined, `the restored program exited:\n${t.output()}`);
+    } finally {
+      conn.close();
+    }
+  }),
+});
+
+const rsync = need("rsync", "rsync");
+
+Deno.test({
+  name: "rsync --daemon mid-transfer: the client's download completes intact after restore",
+  ignore: !rsync,
+  fn: withTargets(async () => {
+    const work = await tempDir("cryo-rsync-");
+    await Deno.mkdir(`${work}/src`);
+    await Deno.mkdir(`${work}/dst`);
+    const data = new Uint8Array(1 << 20);
+    for (let i = 0; i < data.length; i += 65536) {
+      crypto.getRandomValues(data.subarray(i, i + 65536));
+    }
+    await Deno.writeFile(`${work}/src/big`, data);
+    const port = freePort();
+    await Deno.writeTextFile(
+      `${work}/rsyncd.conf`,
+      `use chroot = no
+log file = ${work}/rsyncd.log
+[m]
+  path = ${work}/src
+  read only = yes
+`,
+    );
+    const daemon = await startTarget(rsync!, [
+      "--daemon",
+      "--no-detach",
+      `--config=${work}/rsyncd.conf`,
+      "--address=127.0.0.1",
+      `--port=${port}`,
+    ]);
+    await waitListening(daemon, port);
+    const client = await startTarget(rsync!, [
+      "--bwlimit=256",
+      `rsync://127.0.0.1:${port}/m/big`,
+      `${work}/dst/`,
+    ]);
+    // Mid-transfer: the daemon has forked the connection's process and the
+    // client has written part of the file.
+    const children = () =>
+      Deno.readTextFileSync(`/proc/${daemon.pid}/task/${daemon.pid}/children`).trim();
+    const partial = () => {
+      for (const e of Deno.readDirSync(`${work}/dst`)) {
+        if (Deno.statSync(`${work}/dst/${e.name}`).size > 64 * 1024) return true;
+      }
+      return false;
+    };
+    await waitUntil("the transfer under way", () => children() !== "" && partial());
+    const rt = await dumpKillRestore(daemon, OPT_IN, OPT_IN);
+    assert.equal(rt.tree.pids.length, 2, `restored pids ${rt.tree.pids}`);
+    const status = await client.wait(30000);
+    assert.deepEqual(
+      status,
+      { kind: "exited", pid: client.pid, code: 0 },
+      `the client failed:\n${client.output()}`,
+    );
+    assert.deepEqual(await Deno.readFile(`${work}/dst/big`), data, "the downloaded file differs");
+    assert.equal(daemon.poll(), undefined, `the restored daemon exited:\n${daemon.output()}`);
+  }),
+});
