@@ -378,3 +378,41 @@ log file = ${work}/rsyncd.log
     assert.equal(daemon.poll(), undefined, `the restored daemon exited:\n${daemon.output()}`);
   }),
 });
+
+Deno.test({
+  name: "a Deno program with a Worker and a piped subprocess goes on, and sees the child exit",
+  fn: withTargets(async () => {
+    const work = await tempDir("cryo-deno-child-");
+    await Deno.writeTextFile(
+      `${work}/main.ts`,
+      `const src = "let n = 0; self.onmessage = (e) => { n += e.data; self.postMessage(n); };";
+const w = new Worker(URL.createObjectURL(new Blob([src], { type: "text/javascript" })), { type: "module" });
+const p = new Deno.Command("cat", { stdin: "piped", stdout: "piped" }).spawn();
+const out = p.stdin.getWriter();
+const lines = p.stdout.pipeThrough(new TextDecoderStream()).getReader();
+p.status.then((s) => { console.log("child", s.signal); Deno.exit(0); });
+w.onmessage = async (e) => {
+  await out.write(new TextEncoder().encode(\`echo \${e.data}\\n\`));
+  console.log((await lines.read()).value.trim());
+};
+setInterval(() => w.postMessage(1), 50);
+`,
+    );
+    const t = await startTarget(deno, ["run", "-A", "--no-config", `${work}/main.ts`], {
+      cwd: work,
+    });
+    const echoes = () => (t.output().match(/^echo (\d+)$/gm) ?? []).map((l) => Number(l.slice(5)));
+    await waitUntil("five echoes", () => echoes().length >= 5, 20000);
+    const rt = await dumpKillRestore(t);
+    assert.equal(rt.tree.pids.length, 2, `restored pids ${rt.tree.pids}`);
+    const last = echoes().at(-1)!;
+    await waitUntil("five more echoes", () => (echoes().at(-1) ?? 0) >= last + 5);
+    const lines = echoes();
+    assert.deepEqual(lines, lines.map((_, i) => i + 1), "the worker's sum did not go on");
+    const child = rt.tree.pids.find((p) => p !== t.pid)!;
+    Deno.kill(child, "SIGTERM");
+    const status = await t.wait();
+    assert.deepEqual(status, { kind: "exited", pid: t.pid, code: 0 }, t.output());
+    assert.match(t.output(), /^child SIGTERM$/m);
+  }),
+});

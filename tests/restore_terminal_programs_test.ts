@@ -148,6 +148,8 @@ Deno.test({
 });
 
 const tmuxPath = need("tmux", "tmux");
+const lessPath = need("less", "less");
+const topPath = need("top", "procps");
 
 /**
  * Runs `command` alone in a new tmux session, waits for `ready` on its
@@ -180,7 +182,7 @@ async function tmuxRoundTrip(
 
 Deno.test({
   name: "less in a tmux pane pages on after dump, kill and restore",
-  ignore: !tmuxPath || !findProgram("less"),
+  ignore: !tmuxPath || !lessPath,
   fn: withTargets(async () => {
     const file = `${await tempDir("cryo-less-")}/lines.txt`;
     await Deno.writeTextFile(
@@ -202,7 +204,7 @@ Deno.test({
 
 Deno.test({
   name: "top in a tmux pane refreshes and takes keys after dump, kill and restore",
-  ignore: !tmuxPath || !findProgram("top"),
+  ignore: !tmuxPath || !topPath,
   fn: withTargets(async () => {
     const { tmux, pane } = await tmuxRoundTrip(
       "env -i TERM=screen HOME=/nonexistent top -d 0.3",
