@@ -90,30 +90,49 @@ export function checkGroupIdsFree(processes: readonly ProcessImage[]): void {
   }
 }
 
-/** Throws if a file differs from its recorded identity (or is gone). */
-export function checkFileIdentity(what: string, f: FileIdentity): void {
+/**
+ * Throws if a file differs from its recorded identity (or is gone). With
+ * `sameFileOnly`, only its device and inode must match: its content and
+ * size may have changed (a shared mapping's, see {@link checkFiles}).
+ */
+export function checkFileIdentity(what: string, f: FileIdentity, sameFileOnly = false): void {
   let st: Deno.FileInfo;
   try {
     st = Deno.statSync(f.path);
   } catch {
     throw new RestoreError(`cannot restore: ${what} ${f.path} is missing`);
   }
+  if (st.ino !== f.ino || st.dev !== f.dev) {
+    throw new RestoreError(`cannot restore: ${what} ${f.path} is another file than at the dump`);
+  }
+  if (sameFileOnly) return;
   const mtime = st.mtime?.getTime() ?? 0;
-  if (st.ino !== f.ino || st.dev !== f.dev || st.size !== f.size || mtime !== f.mtimeMs) {
+  if (st.size !== f.size || mtime !== f.mtimeMs) {
     throw new RestoreError(`cannot restore: ${what} ${f.path} changed since the dump`);
   }
 }
 
-/** Checks every backing file and executable of the processes. */
+/**
+ * Checks every backing file and executable of the processes. A file only
+ * mapped shared must be the same file (device, inode) but may have been
+ * written since: the image keeps none of its pages (the file has them), and
+ * other processes writing it is how shared file memory lives on (SQLite's
+ * `-shm` index, which every Deno process maps from its cache). A file also
+ * mapped private, or an executable, must be unchanged: its pages not copied
+ * into the image would come back from the new content.
+ */
 export function checkFiles(processes: readonly ProcessImage[]): void {
   for (const p of processes) {
     if (p.exe) checkFileIdentity(`executable of ${p.pid}`, p.exe);
-    const seen = new Set<string>();
+    const strict = new Set<string>();
+    const loose = new Set<string>();
     // (10,000 mappings, one pass: by findFrom, no long loop here: engine/find_from.ts.)
     findFrom(p.mappings, (m) => {
-      if (!m.file || m.ghost !== undefined || seen.has(m.file.path)) return false;
-      seen.add(m.file.path);
-      checkFileIdentity(`file mapped by ${p.pid}`, m.file);
+      if (!m.file || m.ghost !== undefined || strict.has(m.file.path)) return false;
+      const shared = m.kind === "file-shared";
+      if (shared && loose.has(m.file.path)) return false;
+      (shared ? loose : strict).add(m.file.path);
+      checkFileIdentity(`file mapped by ${p.pid}`, m.file, shared);
       return false;
     });
   }
