@@ -17,8 +17,7 @@
  * @module
  */
 
-import { syscall } from "./libc.ts";
-import { SYS } from "./sysno.ts";
+import { codePage } from "./code_page.ts";
 
 /**
  * The code, 72 bytes:
@@ -73,10 +72,6 @@ export const PIN_CHECK_CODE: Uint8Array = new Uint8Array([
   0xc3,
 ]);
 
-const PROT_READ = 1, PROT_WRITE = 2, PROT_EXEC = 4;
-const MAP_PRIVATE = 2, MAP_ANONYMOUS = 0x20;
-const PAGE = 4096;
-
 let fn: bigint | null | undefined;
 
 /**
@@ -85,24 +80,6 @@ let fn: bigint | null | undefined;
  * executable page).
  */
 export function pinCheckFn(): bigint | null {
-  if (fn !== undefined) return fn;
-  fn = null;
-  if (Deno.build.arch !== "x86_64") return null;
-  let addr: bigint;
-  try {
-    addr = syscall(SYS.mmap, 0, PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  } catch {
-    return null;
-  }
-  try {
-    const ptr = Deno.UnsafePointer.create(addr)!;
-    new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(ptr, PAGE)).set(PIN_CHECK_CODE);
-    syscall(SYS.mprotect, addr, PAGE, PROT_READ | PROT_EXEC);
-    fn = addr;
-  } catch {
-    try {
-      syscall(SYS.munmap, addr, PAGE);
-    } catch { /* keep going without it */ }
-  }
+  if (fn === undefined) fn = codePage(PIN_CHECK_CODE);
   return fn;
 }

@@ -11,14 +11,14 @@
  * @module
  */
 
-import { rawSyscall, syscall } from "./libc.ts";
+import { rawSyscall } from "./libc.ts";
+import { codePage } from "./code_page.ts";
 import { SYS } from "./sysno.ts";
 import { kernelSigaction } from "./structs.ts";
 
 const SIGCHLD = 17;
 const SA_RESTART = 0x10000000n;
 const SA_RESTORER = 0x04000000n;
-const PAGE = 4096;
 
 /**
  * The handler (`ret`) and, 16 bytes in, its restorer (`mov eax, 15;
@@ -36,28 +36,12 @@ const CODE = new Uint8Array([
   0x05, // syscall
 ]);
 
-let codePage: bigint | null | undefined;
+let codePageAddr: bigint | null | undefined;
 
 /** The code page's address, mapped on first use; null when the kernel refuses a step. */
 function handlerPage(): bigint | null {
-  if (codePage !== undefined) return codePage;
-  codePage = null;
-  let addr: bigint;
-  try {
-    addr = syscall(SYS.mmap, 0, PAGE, 3, /* PROT_READ|PROT_WRITE */ 0x22, -1, 0);
-  } catch {
-    return null;
-  }
-  try {
-    const view = Deno.UnsafePointerView.getArrayBuffer(Deno.UnsafePointer.create(addr)!, PAGE);
-    new Uint8Array(view).set(CODE);
-    syscall(SYS.mprotect, addr, PAGE, 5 /* PROT_READ|PROT_EXEC */);
-  } catch {
-    rawSyscall(SYS.munmap, addr, PAGE);
-    return null;
-  }
-  codePage = addr;
-  return addr;
+  if (codePageAddr === undefined) codePageAddr = codePage(CODE);
+  return codePageAddr;
 }
 
 /**

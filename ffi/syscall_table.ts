@@ -21,6 +21,7 @@
  * @module
  */
 
+import { codePage } from "./code_page.ts";
 import { foldEntry } from "./crc32_fold.ts";
 import { addressOf, cstr, syscall } from "./libc.ts";
 import { SYS } from "./sysno.ts";
@@ -98,10 +99,6 @@ export const TABLE_CODE: Uint8Array = new Uint8Array([
 /** Flag of an entry's number: when its result is negative, the next entry is skipped. */
 export const SKIP_NEXT_ON_ERROR = 1n << 62n;
 
-const PROT_READ = 1, PROT_WRITE = 2, PROT_EXEC = 4;
-const MAP_PRIVATE = 2, MAP_ANONYMOUS = 0x20;
-const PAGE = 4096;
-
 /** The C signature of the code, called without blocking: void run(table). */
 const RUN_DEF = { parameters: ["pointer"], result: "void", nonblocking: true } as const;
 
@@ -132,24 +129,11 @@ export function tablesRunHere(): boolean {
 /** The runner (one page of code, read+exec, kept for the process's lifetime), or null. */
 function tableRunner(): Deno.UnsafeFnPointer<typeof RUN_DEF> | null {
   if (runner !== undefined) return runner;
-  runner = null;
-  if (Deno.build.arch !== "x86_64") return null;
-  let addr: bigint;
-  try {
-    addr = syscall(SYS.mmap, 0, PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  } catch {
-    return null;
-  }
-  try {
-    const ptr = Deno.UnsafePointer.create(addr)!;
-    new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(ptr, PAGE)).set(TABLE_CODE);
-    syscall(SYS.mprotect, addr, PAGE, PROT_READ | PROT_EXEC);
-    runner = new Deno.UnsafeFnPointer(ptr as Deno.PointerObject<typeof RUN_DEF>, RUN_DEF);
-  } catch {
-    try {
-      syscall(SYS.munmap, addr, PAGE);
-    } catch { /* keep going without it */ }
-  }
+  const addr = codePage(TABLE_CODE);
+  runner = addr === null ? null : new Deno.UnsafeFnPointer(
+    Deno.UnsafePointer.create(addr) as Deno.PointerObject<typeof RUN_DEF>,
+    RUN_DEF,
+  );
   return runner;
 }
 

@@ -1,0 +1,41 @@
+/**
+ * Machine code of cryo's own (x86-64) on a page of its own: mapped
+ * read+write, filled, then made read+exec, and kept for the process's
+ * lifetime. Used by the syscall tables' runner (ffi/syscall_table.ts), the
+ * tables' pin check (ffi/pin_check.ts) and the SIGCHLD wake handler
+ * (ffi/sigchld_wake.ts).
+ *
+ * @module
+ */
+
+import { syscall } from "./libc.ts";
+import { SYS } from "./sysno.ts";
+
+const PROT_READ = 1, PROT_WRITE = 2, PROT_EXEC = 4;
+const MAP_PRIVATE = 2, MAP_ANONYMOUS = 0x20;
+const PAGE = 4096;
+
+/**
+ * The address of a new read+exec page holding `code` (at most a page), or
+ * null where it cannot be made (not x86-64, the kernel refuses a step).
+ */
+export function codePage(code: Uint8Array): bigint | null {
+  if (Deno.build.arch !== "x86_64" || code.length > PAGE) return null;
+  let addr: bigint;
+  try {
+    addr = syscall(SYS.mmap, 0, PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  } catch {
+    return null;
+  }
+  try {
+    const ptr = Deno.UnsafePointer.create(addr)!;
+    new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(ptr, PAGE)).set(code);
+    syscall(SYS.mprotect, addr, PAGE, PROT_READ | PROT_EXEC);
+    return addr;
+  } catch {
+    try {
+      syscall(SYS.munmap, addr, PAGE);
+    } catch { /* the page stays: nothing runs on it */ }
+    return null;
+  }
+}
