@@ -2,8 +2,9 @@
  * Machine code of cryo's own (x86-64) on a page of its own: mapped
  * read+write, filled, then made read+exec, and kept for the process's
  * lifetime. Used by the syscall tables' runner (ffi/syscall_table.ts), the
- * tables' pin check (ffi/pin_check.ts) and the SIGCHLD wake handler
- * (ffi/sigchld_wake.ts).
+ * tables' pin check (ffi/pin_check.ts), the SIGCHLD wake handler
+ * (ffi/sigchld_wake.ts) and the CRC fold with its data pages
+ * (ffi/crc32_fold.ts).
  *
  * @module
  */
@@ -16,14 +17,16 @@ const MAP_PRIVATE = 2, MAP_ANONYMOUS = 0x20;
 const PAGE = 4096;
 
 /**
- * The address of a new read+exec page holding `code` (at most a page), or
- * null where it cannot be made (not x86-64, the kernel refuses a step).
+ * The address of a new read+exec page holding `code` (at most a page),
+ * followed by `dataPages` read+write pages, or null where it cannot be made
+ * (not x86-64, the kernel refuses a step).
  */
-export function codePage(code: Uint8Array): bigint | null {
+export function codePage(code: Uint8Array, dataPages = 0): bigint | null {
   if (Deno.build.arch !== "x86_64" || code.length > PAGE) return null;
+  const bytes = (1 + dataPages) * PAGE;
   let addr: bigint;
   try {
-    addr = syscall(SYS.mmap, 0, PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    addr = syscall(SYS.mmap, 0, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   } catch {
     return null;
   }
@@ -34,7 +37,7 @@ export function codePage(code: Uint8Array): bigint | null {
     return addr;
   } catch {
     try {
-      syscall(SYS.munmap, addr, PAGE);
+      syscall(SYS.munmap, addr, bytes);
     } catch { /* the page stays: nothing runs on it */ }
     return null;
   }

@@ -22,8 +22,7 @@
  * @module
  */
 
-import { syscall } from "./libc.ts";
-import { SYS } from "./sysno.ts";
+import { codePage } from "./code_page.ts";
 import { foldCodeLiteral } from "./crc32_fold_code.ts";
 
 /** The folding function: (buf, len: a multiple of 16, >= 64, ~crc, out: 16 bytes, constants). */
@@ -287,8 +286,6 @@ function readPclmul(): boolean {
   return cpuFlags().has("pclmulqdq");
 }
 
-const PROT_READ = 1, PROT_WRITE = 2, PROT_EXEC = 4;
-const MAP_PRIVATE = 2, MAP_ANONYMOUS = 0x20;
 const PAGE = 4096;
 
 /** A page of code made read+exec, and the read-write data pages mapped right after it. */
@@ -306,28 +303,13 @@ interface CodePages {
  * kept for the process's lifetime. Null when the kernel refuses any step.
  */
 function mapCodePages(code: Uint8Array, dataPages: number): CodePages | null {
-  const bytes = (1 + dataPages) * PAGE;
-  let addr: bigint;
-  try {
-    addr = syscall(SYS.mmap, 0, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  } catch {
-    return null;
-  }
-  try {
-    const ptr = Deno.UnsafePointer.create(addr)!;
-    new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(ptr, PAGE)).set(code);
-    syscall(SYS.mprotect, addr, PAGE, PROT_READ | PROT_EXEC);
-    const data = addr + BigInt(PAGE);
-    const dataView = dataPages === 0 ? new Uint8Array(0) : new Uint8Array(
-      Deno.UnsafePointerView.getArrayBuffer(Deno.UnsafePointer.create(data)!, dataPages * PAGE),
-    );
-    return { code: ptr, data, dataView };
-  } catch {
-    try {
-      syscall(SYS.munmap, addr, bytes);
-    } catch { /* keep going without it */ }
-    return null;
-  }
+  const addr = codePage(code, dataPages);
+  if (addr === null) return null;
+  const data = addr + BigInt(PAGE);
+  const dataView = dataPages === 0 ? new Uint8Array(0) : new Uint8Array(
+    Deno.UnsafePointerView.getArrayBuffer(Deno.UnsafePointer.create(data)!, dataPages * PAGE),
+  );
+  return { code: Deno.UnsafePointer.create(addr)!, data, dataView };
 }
 
 /** The C signature of the code: void fold(buf, len, init, out, constants). */
