@@ -327,9 +327,11 @@ async function claimedCopy(
     const claimedBefore = NativeCopy.claimed;
     // The table starts at the first of 64 segments; cryo's thread claims from the last one on
     // at once (a copy of 1 MiB takes the table ~1 ms): some are claimed in one of a few tries.
+    // On a loaded machine the table can finish before cryo's thread runs at all, so it tries up
+    // to 12 times (seen failing once in 4 tries under load); a broken claim never passes.
     const wanted = claimedAsWanted ?? (() => NativeCopy.claimed > claimedBefore);
     let seen = false;
-    for (let attempt = 0; attempt < 4 && !seen; attempt++) {
+    for (let attempt = 0; attempt < 12 && !seen; attempt++) {
       const path = `${dir}/two-${attempt}`;
       beforeTry?.();
       const got = await copyOnNativeLane([jobOf(addr, path, 8192, 3)], {
