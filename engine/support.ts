@@ -97,6 +97,7 @@ export const SUPPORT_TABLE = [
   { id: "memory.deleted-special", area: "memory", what: "mappings of deleted device or special files", support: "refused", note: "they cannot be re-created unlinked" },
   { id: "memory.flags", area: "memory", what: "madvise and mlock flags, mlockall, guard regions, KSM merge-any", support: "saved" },
   { id: "memory.vmflags", area: "memory", what: "hugetlb, userfaultfd, sealed, shadow-stack and droppable mappings", support: "refused", note: "not re-created yet" },
+  { id: "memory.pkey", area: "memory", what: "mappings given a memory protection key (pkey_mprotect; smaps ProtectionKey, CPUs with PKU)", support: "refused", note: "not re-created yet: the restored mapping would have key 0, open to every access the key denied" },
   { id: "memory.cow", area: "memory", what: "pages shared copy-on-write across fork, shared anonymous memory inherited across fork", support: "saved", note: "stored once, inherited by the child at restore" },
   { id: "memory.shmem-unreachable", area: "memory", what: "shared anonymous memory with pages the process has not mapped, dumped without access to /proc/<pid>/map_files (rootless)", support: "refused", note: "pages another holder wrote are found only through the memory object itself" },
   { id: "memory.anon-shared-tree", area: "memory", what: "shared anonymous memory shared other than by inheritance at the same address", support: "refused", note: "not restored yet" },

@@ -10,6 +10,10 @@
 import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { UnsupportedError } from "../engine/errors.ts";
+import { collectMemoryDetails } from "../engine/memory/flags.ts";
+import type { Mapping } from "../engine/model.ts";
+import { PKEY_CODE, readSmapsFlags, type SmapsArea } from "../engine/proc/smaps_flags.ts";
+import { Refusals } from "../engine/support.ts";
 import { readImageFile } from "../engine/image/reader.ts";
 import { compileProcess } from "../engine/restore/compile.ts";
 import { SYS } from "../ffi/sysno.ts";
@@ -88,4 +92,42 @@ Deno.test(
       what: "rt_memflags after the refusal",
     });
   }),
+);
+
+Deno.test(
+  "a mapping with a memory protection key is refused by name, other odd flags beside it too",
+  () => {
+    // This machine's CPU has no PKU (no process can hold a key), so the refusal is tested on
+    // this process's own areas, one given the code both VmFlags readers put for a key.
+    const areas = readSmapsFlags(Deno.pid).filter((a) => a.path === "" && a.perms[1] === "w");
+    assert.ok(areas.length >= 2, "two writable anonymous areas");
+    const mapping = (a: SmapsArea, vmFlags: string[]): Mapping => ({
+      start: `0x${a.start.toString(16)}`,
+      end: `0x${a.end.toString(16)}`,
+      perms: a.perms,
+      offset: "0x0",
+      kind: "anon",
+      name: "",
+      vmFlags,
+      pages: [],
+    });
+    const refusals = new Refusals();
+    collectMemoryDetails(
+      Deno.pid,
+      [
+        mapping(areas[0], [...areas[0].vmFlags, PKEY_CODE]),
+        mapping(areas[1], [...areas[1].vmFlags, PKEY_CODE, "ss"]),
+      ],
+      undefined,
+      refusals,
+    );
+    const problems = refusals.problems;
+    assert.equal(problems.length, 3, problems.join("\n"));
+    assert.match(problems[0], /mapping 0x[0-9a-f]+-0x[0-9a-f]+ \(anonymous\): .*protection key/);
+    assert.match(problems[1], /protection key \(pkey_mprotect\) is not re-created/);
+    assert.match(problems[2], /VmFlags ss not re-created/);
+    const plain = new Refusals();
+    collectMemoryDetails(Deno.pid, [mapping(areas[0], areas[0].vmFlags)], undefined, plain);
+    assert.deepEqual(plain.problems, []);
+  },
 );

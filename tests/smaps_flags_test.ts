@@ -13,7 +13,7 @@
 
 import assert from "node:assert/strict";
 import { parseSmaps } from "../engine/proc/smaps.ts";
-import { parseSmapsFlags, readSmapsFlags } from "../engine/proc/smaps_flags.ts";
+import { parseSmapsFlags, PKEY_CODE, readSmapsFlags } from "../engine/proc/smaps_flags.ts";
 import { readMaps } from "../engine/proc/maps.ts";
 import { ProcFormatError } from "../engine/proc/errors.ts";
 import { startTriggered } from "./helpers/roundtrip.ts";
@@ -91,4 +91,23 @@ Deno.test("smaps: a text whose area lacks Size or VmFlags, or with a bad header,
   assert.throws(() => parseSmapsFlags(noSize), ProcFormatError);
   assert.throws(() => parseSmapsFlags(area("7f0000000000") + noSize), ProcFormatError);
   assert.deepEqual(parseSmapsFlags(""), []);
+});
+
+Deno.test("smaps: a ProtectionKey other than 0 adds cryo's pkey code where the key's bits stand", () => {
+  const area = (start: string, key: number | undefined, flags: string) =>
+    `${start}-7f0000001000 rw-p 00000000 00:00 0 \nSize:                  4 kB\n` +
+    (key === undefined ? "" : `ProtectionKey:  ${String(key).padStart(8)}\n`) +
+    `VmFlags: ${flags} \n`;
+  const areas = parseSmapsFlags(
+    area("7f0000000000", 2, "rd wr mr mw me ac") +
+      area("7f0000001000", 0, "rd wr mr mw me ac") +
+      area("7f0000002000", undefined, "rd wr mr mw me ac") +
+      area("7f0000003000", 15, "rd wr mr mw me ac ss sl"),
+  );
+  assert.deepEqual(areas.map((a) => a.vmFlags), [
+    ["rd", "wr", "mr", "mw", "me", "ac", PKEY_CODE],
+    ["rd", "wr", "mr", "mw", "me", "ac"],
+    ["rd", "wr", "mr", "mw", "me", "ac"],
+    ["rd", "wr", "mr", "mw", "me", "ac", PKEY_CODE, "ss", "sl"],
+  ]);
 });

@@ -29,7 +29,7 @@ import {
   readVmaRecords,
   taskVmaLayout,
 } from "../engine/proc/vma_flags_bpf.ts";
-import { readSmapsFlags, type SmapsArea } from "../engine/proc/smaps_flags.ts";
+import { PKEY_CODE, readSmapsFlags, type SmapsArea } from "../engine/proc/smaps_flags.ts";
 import {
   recallConfirmed,
   recallLayout,
@@ -202,6 +202,15 @@ Deno.test("vma flags bpf: a decoding smaps does not show is a disagreement", () 
   assert.match(bad.disagreement!, /area 3000-4000/);
   // A bit without a code is never decoded.
   assert.equal(decodeVmFlags(1n << 63n), null);
+  // A protection key (bits 32 to 35) is cryo's one pkey code, where smaps_flags.ts puts it.
+  assert.deepEqual(decodeVmFlags(0x3n | (0x2n << 32n)), ["rd", "wr", PKEY_CODE]);
+  assert.deepEqual(decodeVmFlags(0x3n | (0xfn << 32n) | (1n << 37n)), [
+    "rd",
+    "wr",
+    PKEY_CODE,
+    "ss",
+  ]);
+  assert.deepEqual(decodeVmFlags(0x3n | (1n << 37n)), ["rd", "wr", "ss"]);
 });
 
 bpfTest(

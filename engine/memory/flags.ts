@@ -22,6 +22,7 @@ import type { ProgramBuilder } from "../program/builder.ts";
 import type { InjectionSession } from "../dump/injected.ts";
 import { readStatus } from "../proc/status.ts";
 import { largestGap, type MapArea } from "../proc/maps.ts";
+import { PKEY_CODE } from "../proc/smaps_flags.ts";
 import { CryoError } from "../errors.ts";
 import { pausePoint } from "../pause.ts";
 import {
@@ -231,11 +232,18 @@ function collectMappingDetails(
   }
   const odd = v.odd;
   if (odd.length) {
-    refusals.use(
-      "memory.vmflags",
-      `process ${pid} mapping ${m.start}-${m.end} (${m.name || "anonymous"})`,
-      `VmFlags ${odd.join(" ")} not re-created`,
-    );
+    const where = `process ${pid} mapping ${m.start}-${m.end} (${m.name || "anonymous"})`;
+    const others = odd.filter((f) => f !== PKEY_CODE);
+    if (others.length !== odd.length) {
+      refusals.use(
+        "memory.pkey",
+        where,
+        "a memory protection key (pkey_mprotect) is not re-created",
+      );
+    }
+    if (others.length) {
+      refusals.use("memory.vmflags", where, `VmFlags ${others.join(" ")} not re-created`);
+    }
   }
   // Guard regions show as VmFlag "gu" (VM_MAYBE_GUARD, kernel 6.18): only those
   // areas are scanned; older kernels get every area scanned.

@@ -60,6 +60,43 @@ export class Interned {
   }
 }
 
+/**
+ * cryo's own VmFlags code for a mapping with a memory protection key other
+ * than 0 (smaps shows the key on its ProtectionKey line, the BPF iterator as
+ * vm_flags bits 32 to 35): it stands where the key's bits would (after "mg",
+ * before "ss"), and no restore re-creates it, so the dump refuses such a
+ * mapping (engine/memory/flags.ts).
+ */
+export const PKEY_CODE = "pk";
+
+/** Codes of vm_flags bits above the protection key's: {@link PKEY_CODE} goes before them. */
+const CODES_AFTER_PKEY = new Set(["ss", "ui", "dp", "sl"]);
+
+/** `codes` with {@link PKEY_CODE} in its place, one list per list (interned like them). */
+const withPkey = new WeakMap<readonly string[], string[]>();
+
+/** The VmFlags `codes` of an area whose ProtectionKey line is not 0. */
+function codesWithPkey(codes: string[]): string[] {
+  let out = withPkey.get(codes);
+  if (!out) {
+    const at = codes.findIndex((c) => CODES_AFTER_PKEY.has(c));
+    const i = at < 0 ? codes.length : at;
+    out = Object.freeze([...codes.slice(0, i), PKEY_CODE, ...codes.slice(i)]) as string[];
+    withPkey.set(codes, out);
+  }
+  return out;
+}
+
+/** The "ProtectionKey:" line smaps prints right before VmFlags on CPUs with PKU. */
+const PKEY_LINE = "\nProtectionKey:";
+
+/** Whether the line before `flagsAt` (a "\nVmFlags:") is a ProtectionKey line with a key. */
+function hasPkey(text: string, flagsAt: number): boolean {
+  const lineAt = text.lastIndexOf("\n", flagsAt - 1);
+  if (lineAt < 0 || !text.startsWith(PKEY_LINE, lineAt)) return false;
+  return Number(text.slice(lineAt + PKEY_LINE.length, flagsAt)) !== 0;
+}
+
 /** One area of smaps: its maps record and VmFlags codes. */
 export interface SmapsArea extends MapEntry {
   /** VmFlags two-letter codes, e.g. ["rd","wr","mr","mw","me","ac"]. */
@@ -114,6 +151,7 @@ function scanAreas(
     const area = head as SmapsArea;
     area.path = interned.path(head.path);
     area.vmFlags = interned.flagsIn(text, flagsAt + VMFLAGS.length, flagsEnd);
+    if (hasPkey(text, flagsAt)) area.vmFlags = codesWithPkey(area.vmFlags);
     out.push(area);
     at = flagsEnd + 1;
   }

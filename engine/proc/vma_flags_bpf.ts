@@ -21,14 +21,15 @@ import {
   type TaskVmaLayout,
   VMA_RECORD_SIZE,
 } from "../../ffi/bpf.ts";
-import type { SmapsArea } from "./smaps_flags.ts";
+import { PKEY_CODE, type SmapsArea } from "./smaps_flags.ts";
 import { findIndexBelow } from "../find_from.ts";
 
 /**
  * The smaps code of each vm_flags bit on x86-64 (fs/proc/task_mmu.c,
  * show_smap_vma_flags; include/linux/mm.h for the bits). "" for a bit
- * smaps does not show as a code (the protection key bits, shown as
- * ProtectionKey). A bit not here is not decoded at all.
+ * smaps does not show as a code: the protection key bits, shown as the
+ * ProtectionKey line, which both readers turn into cryo's own code
+ * {@link PKEY_CODE}. A bit not here is not decoded at all.
  */
 export const VM_FLAG_CODES: ReadonlyMap<number, string> = new Map([
   [0, "rd"], // VM_READ
@@ -73,6 +74,9 @@ export const VM_FLAG_CODES: ReadonlyMap<number, string> = new Map([
   [42, "sl"], // VM_SEALED
 ]);
 
+/** The protection key bits of vm_flags (VM_PKEY_BIT0 to VM_PKEY_BIT3). */
+const PKEY_BITS = 0xfn << 32n;
+
 /** The bits of {@link VM_FLAG_CODES}. */
 const KNOWN_BITS = [...VM_FLAG_CODES.keys()].reduce((m, b) => m | (1n << BigInt(b)), 0n);
 
@@ -94,6 +98,7 @@ export function decodeVmFlags(flags: bigint): string[] | null {
         const code = VM_FLAG_CODES.get(b)!;
         if (code !== "") out.push(code);
       }
+      if (b === 35 && (flags & PKEY_BITS) !== 0n) out.push(PKEY_CODE);
     }
     Object.freeze(out);
   }
