@@ -28,12 +28,12 @@ const KINDS: [string, "restored" | RegExp][] = [
   ["spec", "restored"],
   ["ioflusher", "restored"],
   ["personality", "restored"],
-  ["mempolicy", "restored"],
+  ["mempolicy", /thread \d+: a NUMA memory policy of a thread \(set_mempolicy\): mode 1/],
   ["seccomp", "restored"],
   ["gsbase", "restored"],
-  ["unsharefs", "restored"],
-  ["unsharefiles", "restored"],
-  ["uts", "restored"],
+  ["unsharefs", /thread \d+: a thread with cwd, root and umask of its own/],
+  ["unsharefiles", /thread \d+: a thread with an fd table of its own/],
+  ["uts", /thread \d+: a thread in namespaces other than its main thread's/],
   ["nnp", "restored"],
   ["slack", "restored"],
   ["sigmask", "restored"],
@@ -45,7 +45,7 @@ const KINDS: [string, "restored" | RegExp][] = [
   ["uid", "restored"],
   ["cpuid", "restored"],
   ["timertid", "restored"],
-  ["cputimer", "restored"],
+  ["cputimer", /POSIX timer 0 \(CLOCK_THREAD_CPUTIME_ID\): POSIX timers tied to a thread or process cryo cannot name/],
 ];
 
 const TIMERS = new Set(["timertid", "cputimer"]);

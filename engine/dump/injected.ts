@@ -69,6 +69,15 @@ export interface InjectedThreadState {
   securebits: number;
   /** PR_GET_TIMERSLACK, read in the same visit (engine/task/sched.ts uses it); -1: not read. */
   timerSlackNs: number;
+  /** PR_GET_TSC (1 enable, 2 SIGSEGV), read in the same visit (engine/task/attrs.ts uses it). */
+  tsc: number;
+  /** personality(0xffffffff): the thread's own personality. */
+  personality: number;
+  /**
+   * get_mempolicy's mode (0 the default policy; -1: a policy the task
+   * iterator saw but cannot tell, or the call failed): any other is refused.
+   */
+  mempolicy: number;
   /**
    * The thread's own registers, signal mask and XSAVE area as read when it
    * was opened for crash-safe injection (the session puts exactly these
@@ -799,13 +808,16 @@ const OUT = {
   altstack: 0, // stack_t (24 bytes)
   tidAddress: 32, // 8 bytes
   pdeathsig: 40, // int
+  tsc: 44, // int
+  mempolicy: 48, // int
   end: 64,
 } as const;
 
 /**
  * Reads sigactions, itimers, the program break, the process's dumpable,
  * subreaper, THP disable and membarrier flags, and each thread's
- * sigaltstack, clear_child_tid, parent-death signal, securebits and timer slack: the
+ * sigaltstack, clear_child_tid, parent-death signal, securebits, timer slack, TSC mode,
+ * personality and NUMA policy mode: the
  * syscalls of each thread in one batch ({@link InjectionSession.calls}).
  */
 export function queryInjectedState(
@@ -823,6 +835,9 @@ export function queryInjectedState(
     { nr: SYS.prctl, args: [PR_GET_PDEATHSIG, out + BigInt(OUT.pdeathsig)] },
     { nr: SYS.prctl, args: [PR_GET_SECUREBITS] },
     { nr: SYS.prctl, args: [PR_GET_TIMERSLACK] },
+    { nr: SYS.prctl, args: [PR_GET_TSC, out + BigInt(OUT.tsc), 0, 0, 0] },
+    { nr: SYS.personality, args: [0xffffffff] },
+    { nr: SYS.get_mempolicy, args: [out + BigInt(OUT.mempolicy), 0, 0, 0, 0] },
   ];
   const names = ["sigaltstack", "prctl(PR_GET_TID_ADDRESS)", "prctl(PR_GET_PDEATHSIG)"];
   const threads = new Map<number, InjectedThreadState>();
@@ -830,7 +845,8 @@ export function queryInjectedState(
   const record = (tid: number, own: bigint[], out: Uint8Array) => {
     own.forEach((v, i) => {
       if (v < 0n) {
-        if (i === 4) return; // timer slack: read from /proc instead (-1 below)
+        // Timer slack: read from /proc instead (-1 below); TSC mode, mempolicy: below.
+        if (i >= 4) return;
         const what = names[i] ?? "prctl(PR_GET_SECUREBITS)";
         throw new CryoError(
           `process ${s.pid}: ${what} in the target failed: ${errnoName(Number(-v))}`,
@@ -845,6 +861,11 @@ export function queryInjectedState(
       pdeathsig: dv.getInt32(OUT.pdeathsig, true),
       securebits: Number(own[3]),
       timerSlackNs: own[4] >= 0n ? Number(own[4]) : -1,
+      // EINVAL: no TSC mode on this machine (the default).
+      tsc: own[5] >= 0n ? dv.getInt32(OUT.tsc, true) : PR_TSC_ENABLE,
+      personality: Number(BigInt.asUintN(32, own[6])),
+      // ENOSYS: a kernel without NUMA (the default policy).
+      mempolicy: own[7] >= 0n ? dv.getInt32(OUT.mempolicy, true) : own[7] === -38n ? 0 : -1,
       own: s.ownState(tid),
     });
   };
@@ -934,3 +955,5 @@ const PR_GET_PDEATHSIG = 2;
 const PR_GET_SECUREBITS = 27;
 const PR_GET_TID_ADDRESS = 40;
 const PR_GET_TIMERSLACK = 30;
+const PR_GET_TSC = 25;
+const PR_TSC_ENABLE = 1;

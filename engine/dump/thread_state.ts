@@ -42,6 +42,7 @@ import {
   inInitialPidNamespace,
   loadThreadIterator,
   nearAltStack,
+  noTscBit,
   readThreadRecords,
   recordHasChildren,
   sigaltstackFlags,
@@ -200,6 +201,8 @@ export interface BpfThreadStates {
   factsSet: Set<string>;
   /** Whether the facts may stand in for the statuses (the check passed on this boot for them). */
   factsTrusted: boolean;
+  /** Each thread's task->nsproxy (exact: no check needed; engine/task/thread_sharing.ts). */
+  nsproxy: Map<number, bigint>;
 }
 
 /** What a thread's status shows that the iterator reads too (engine/dump/thread_facts.ts). */
@@ -322,6 +325,9 @@ function fieldsSet(r: TaskRecord): string[] {
   if (r.securebits !== 0) out.push("securebits");
   if ((r.defFlags & VM_LOCKED) !== 0n) out.push("mlock_future");
   if ((r.defFlags & VM_LOCKONFAULT) !== 0n) out.push("mlock_onfault");
+  if (tscOf(r) !== PR_TSC_ENABLE) out.push("tsc");
+  if (r.personality !== 0) out.push("personality");
+  if (r.mempolicy !== 0n) out.push("mempolicy");
   return out;
 }
 
@@ -343,6 +349,7 @@ export function bpfThreadStates(pid: number, tids: readonly number[]): BpfThread
   if (!threadIteratorLoaded()) {
     return no(threadIteratorUnavailable() ?? "the program was not loaded before the freeze");
   }
+  if (noTscBit() === undefined) return no("the TSC mode's bit in thread_info.flags is not known");
   // The warm-up's read serves this dump's first process; the next read again.
   const memo = recalled !== null ? recalled : recallThreadState();
   recalled = null;
@@ -364,9 +371,11 @@ export function bpfThreadStates(pid: number, tids: readonly number[]): BpfThread
     const set = new Set<string>();
     const facts = new Map<number, ThreadFacts>();
     const factsSet = new Set<string>();
+    const nsproxy = new Map<number, bigint>();
     for (const r of records) {
       const f = factsOf(r);
       facts.set(r.tid, f);
+      nsproxy.set(r.tid, r.nsproxy);
       if (f.noNewPrivs) factsSet.add("no_new_privs");
       if (f.seccomp !== 0) factsSet.add("seccomp_mode");
       let rsp: bigint | undefined;
@@ -392,6 +401,7 @@ export function bpfThreadStates(pid: number, tids: readonly number[]): BpfThread
       facts,
       factsSet,
       factsTrusted,
+      nsproxy,
       ...(main?.mmRead ? { mlockFuture: { value: mlockFutureOfFlags(main.defFlags) } } : {}),
     };
   } catch (e) {
@@ -399,9 +409,23 @@ export function bpfThreadStates(pid: number, tids: readonly number[]): BpfThread
   }
 }
 
+const PR_TSC_ENABLE = 1;
+const PR_TSC_SIGSEGV = 2;
+
+/** The TSC mode (PR_GET_TSC) of the thread of record `r` (its TIF_NOTSC bit, which must be known). */
+function tscOf(r: TaskRecord): number {
+  const bit = noTscBit();
+  if (bit === undefined) throw new Error("the TSC mode's bit is not known");
+  return (r.tifFlags >>> bit) & 1 ? PR_TSC_SIGSEGV : PR_TSC_ENABLE;
+}
+
 /** The values of a thread from its record (`rsp`: its stack pointer, when the flags need it). */
 function valuesOf(r: TaskRecord, rsp: bigint | undefined): ThreadValues {
   return {
+    tsc: tscOf(r),
+    personality: r.personality,
+    // A policy the record cannot tell (a pointer): refused as any other.
+    mempolicy: r.mempolicy === 0n ? 0 : -1,
     sigaltstack: { sp: hex(r.sasSsSp), flags: sigaltstackFlags(r, rsp), size: Number(r.sasSsSize) },
     clearChildTid: hex(r.clearChildTid),
     pdeathsig: r.pdeathSignal,
@@ -451,6 +475,9 @@ export function differs(a: ThreadValues, b: ThreadValues): string | undefined {
     ["pdeath signal", a.pdeathsig, b.pdeathsig],
     ["securebits", a.securebits, b.securebits],
     ["timer slack", a.timerSlackNs, b.timerSlackNs],
+    ["TSC mode", a.tsc, b.tsc],
+    ["personality", a.personality, b.personality],
+    ["NUMA policy set", a.mempolicy !== 0, b.mempolicy !== 0],
   ];
   const d = fields.find(([, x, y]) => x !== y);
   return d && `${d[0]} ${d[1]} (iterator) != ${d[2]} (injected)`;

@@ -36,6 +36,7 @@ import {
   restoreAttrsAfterCredentials,
   restoreAttrsBeforeCredentials,
   restoreCpuAndMdwe,
+  type ThreadCpuValues,
 } from "./attrs.ts";
 import { checkSchedulable, collectSched, restoreSched } from "./sched.ts";
 import { PTRACE_O } from "../../ffi/ptrace.ts";
@@ -43,6 +44,7 @@ import type { ProcStatus } from "../proc/status.ts";
 import type { ThreadReads } from "../../ffi/thread_reads.ts";
 import { checkSessionKeyrings } from "./keyrings.ts";
 import { collectSeccomp, restoreSeccomp, suspendSeccomp, type TaskInjector } from "./seccomp.ts";
+import { checkThreadSharing } from "./thread_sharing.ts";
 
 export type { TaskInjector } from "./seccomp.ts";
 
@@ -76,10 +78,13 @@ export function queryTaskState(
   timerSlackNs?: ReadonlyMap<number, number>,
   /** The process-wide attributes when already read in the main thread's batch (attrs.ts). */
   processAttrs?: ProcessAttrValues,
+  /** Each thread's TSC mode, personality and NUMA policy mode, when read (engine/dump/injected.ts). */
+  cpu?: ReadonlyMap<number, ThreadCpuValues>,
 ): InjectedAttrs {
   return {
     ...queryAttrs(s, tids, pdeathsig, processAttrs),
     ...(timerSlackNs ? { timerSlackNs } : {}),
+    ...(cpu ? { cpu } : {}),
   };
 }
 
@@ -93,13 +98,16 @@ export function collectTaskState(
   statuses?: ReadonlyMap<number, ProcStatus>,
   /** Each thread's scheduling reads when already made (ffi/thread_reads.ts). */
   reads?: ReadonlyMap<number, ThreadReads>,
+  /** Each thread's task->nsproxy when the task iterator read them (thread_sharing.ts). */
+  nsproxy?: ReadonlyMap<number, bigint>,
 ): CollectedTaskState {
   const threads: CollectedTaskState["threads"] = new Map();
+  checkThreadSharing(pid, tids, refusals, nsproxy);
   for (const tid of tids) {
     const status = statuses?.get(tid);
     threads.set(tid, {
       sched: collectSched(tid, injected.timerSlackNs?.get(tid), reads?.get(tid)?.sched),
-      attrs: collectThreadAttrs(pid, tid, injected, status),
+      attrs: collectThreadAttrs(pid, tid, injected, status, refusals),
       seccomp: collectSeccomp(pid, tid, refusals, status),
     });
   }

@@ -384,7 +384,7 @@ int main(int argc, char **argv) {
     atomic_store(&worker_hits, 0);
     spin_cpu(0.15); /* the main thread's CPU time must not move the worker's clock */
     int early = atomic_load(&worker_hits) + atomic_load(&other_hits);
-    for (int i = 1; i < nthreads; i++) atomic_store(&threads[i].phase, 2);
+    atomic_store(&w->phase, 2);
     wait_phase(w, 3);
     int wh = atomic_load(&worker_hits), oh = atomic_load(&other_hits);
     check("cputimer", early == 0 && wh >= 5 && oh == 0,
@@ -392,7 +392,10 @@ int main(int argc, char **argv) {
           oh);
   }
   get_value(main_t->after, sizeof main_t->after);
-  for (int i = 1; i < nthreads; i++) atomic_store(&threads[i].phase, 2);
+  for (int i = 1; i < nthreads; i++) {
+    int one = 1;
+    atomic_compare_exchange_strong(&threads[i].phase, &one, 2);
+  }
   for (int i = 1; i < nthreads; i++) wait_phase(&threads[i], 3);
   if (!timers && w->set_ok) {
     for (int i = 0; i < nthreads; i++) {

@@ -1,0 +1,93 @@
+/**
+ * What the threads of one process normally share but a thread can make its
+ * own: its fs info (cwd, root, umask: `unshare(CLONE_FS)`), its fd table
+ * (`unshare(CLONE_FILES)`) and its namespaces (`unshare` or `setns` in the
+ * thread). Restored threads are cloned sharing all of these, so dump
+ * refuses a thread that has its own, by name (task.thread-fs,
+ * task.thread-files, task.thread-namespaces).
+ *
+ * fs info and fd table: kcmp(KCMP_FS, KCMP_FILES) of each thread with the
+ * main thread, from cryo (two syscalls a thread). Namespaces: the task
+ * iterator's nsproxy pointers when its records were read in this freeze
+ * (engine/dump/thread_state.ts), else each thread's /proc ns links.
+ *
+ * @module
+ */
+
+import { rawSyscall } from "../../ffi/libc.ts";
+import { SYS } from "../../ffi/sysno.ts";
+import type { Refusals, SupportId } from "../support.ts";
+
+const KCMP_FILES = 2;
+const KCMP_FS = 3;
+
+const SHARED: [number, SupportId, string][] = [
+  [KCMP_FS, "task.thread-fs", "its own cwd, root and umask"],
+  [KCMP_FILES, "task.thread-files", "its own fd table"],
+];
+
+/** The namespace links compared thread by thread (those of task->nsproxy). */
+const NAMESPACES = [
+  "mnt",
+  "net",
+  "ipc",
+  "uts",
+  "cgroup",
+  "pid_for_children",
+  "time_for_children",
+] as const;
+
+/**
+ * Refuses the threads `tids` of frozen process `pid` that do not share
+ * their fs info, fd table or namespaces with the main thread (`nsproxy`:
+ * each thread's task->nsproxy, when the task iterator read them).
+ */
+export function checkThreadSharing(
+  pid: number,
+  tids: readonly number[],
+  refusals: Refusals,
+  nsproxy?: ReadonlyMap<number, bigint>,
+): void {
+  if (tids.length < 2) return;
+  const mainNs = nsproxy?.get(pid);
+  let mainLinks: (string | undefined)[] | undefined;
+  for (const tid of tids) {
+    if (tid === pid) continue;
+    for (const [type, id, what] of SHARED) {
+      const r = rawSyscall(SYS.kcmp, pid, tid, type, 0, 0);
+      // 0: the same; a thread gone meanwhile (ESRCH) is the freeze's business.
+      if (r > 0n) refusals.use(id, `process ${pid} thread ${tid}`, `it has ${what}`);
+    }
+    const ns = nsproxy?.get(tid);
+    if (mainNs !== undefined && ns !== undefined) {
+      if (ns !== mainNs) {
+        refusals.use(
+          "task.thread-namespaces",
+          `process ${pid} thread ${tid}`,
+          "its namespaces are not its main thread's",
+        );
+      }
+      continue;
+    }
+    mainLinks ??= NAMESPACES.map((n) => link(pid, pid, n));
+    NAMESPACES.forEach((n, i) => {
+      const theirs = link(pid, tid, n);
+      if (theirs !== undefined && mainLinks![i] !== undefined && theirs !== mainLinks![i]) {
+        refusals.use(
+          "task.thread-namespaces",
+          `process ${pid} thread ${tid}`,
+          `its ${n} namespace (${theirs}) is not its main thread's (${mainLinks![i]})`,
+        );
+      }
+    });
+  }
+}
+
+/** /proc/<pid>/task/<tid>/ns/<name>, or undefined (a kind this kernel lacks, a thread gone). */
+function link(pid: number, tid: number, name: string): string | undefined {
+  try {
+    return Deno.readLinkSync(`/proc/${pid}/task/${tid}/ns/${name}`);
+  } catch {
+    return undefined;
+  }
+}
