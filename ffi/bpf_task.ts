@@ -29,7 +29,7 @@ import {
   stx64,
   withIterator,
 } from "./bpf.ts";
-import { rawSyscall } from "./libc.ts";
+import { addressOf, rawSyscall } from "./libc.ts";
 import { SYS } from "./sysno.ts";
 import { SyscallTable, tablesRunHere } from "./syscall_table.ts";
 
@@ -295,6 +295,9 @@ const PR_GET_TSC = 25;
 const PR_SET_TSC = 26;
 const PR_TSC_ENABLE = 1;
 const PR_TSC_SIGSEGV = 2;
+/** Reads of the iterator per look at cryo's records, each into its own part of this many bytes. */
+const READS = 4;
+const READ_PART = 16 * 1024;
 
 /**
  * The bit of thread_info.flags that PR_SET_TSC(PR_TSC_SIGSEGV) sets
@@ -311,35 +314,51 @@ export function findNoTscBit(progFd: number): number | undefined {
   try {
     if (!tablesRunHere()) return undefined;
     const info = new Uint8Array(ITER_LINK_INFO_SIZE);
-    const self = Deno.pid; // this (the main) thread's tid
-    new DataView(info.buffer).setUint32(ITER_TASK_PID_OFFSET, self, true);
-    const own = (bytes: Uint8Array, n: bigint) =>
-      n > 0n
-        ? decodeTaskRecords(bytes.subarray(0, Number(n))).find((r) => r.tid === self)?.tifFlags
-        : undefined;
+    new DataView(info.buffer).setUint32(ITER_TASK_PID_OFFSET, Deno.pid, true);
+    // This thread's record (not necessarily the main thread's: a test runs in a worker),
+    // from reads of whole records, each into its own part of a buffer.
+    const own = (bytes: Uint8Array, results: bigint[], self: number) => {
+      for (const [i, n] of results.entries()) {
+        if (n <= 0n) break;
+        const part = bytes.subarray(i * READ_PART, i * READ_PART + Number(n));
+        const r = decodeTaskRecords(part).find((r) => r.tid === self);
+        if (r) return r.tifFlags;
+      }
+      return undefined;
+    };
     for (let round = 0; round < 3; round++) {
-      const set = new Uint8Array(64 * 1024), plain = new Uint8Array(64 * 1024);
+      const set = new Uint8Array(READS * READ_PART), plain = new Uint8Array(READS * READ_PART);
       const mode = new Uint8Array(4);
-      const t = new SyscallTable(8);
+      const t = new SyscallTable(16);
+      const tid = t.syscall(SYS.gettid);
       const got = t.syscall(SYS.prctl, PR_GET_TSC, mode, 0, 0, 0);
       const on = t.syscall(SYS.prctl, PR_SET_TSC, PR_TSC_SIGSEGV, 0, 0, 0);
+      const reads = (fd: number, buf: Uint8Array<ArrayBuffer>) => {
+        t.keep(buf);
+        return Array.from(
+          { length: READS },
+          (_, i) => t.syscall(SYS.read, fd, addressOf(buf) + BigInt(i * READ_PART), READ_PART),
+        );
+      };
       const [r1, off, r2] = withIterator(
         progFd,
         info,
         (fd1) =>
           withIterator(progFd, info, (fd2) => {
-            const r1 = t.syscall(SYS.read, fd1, set, set.length);
+            const r1 = reads(fd1, set);
             const off = t.syscall(SYS.prctl, PR_SET_TSC, PR_TSC_ENABLE, 0, 0, 0);
-            const r2 = t.syscall(SYS.read, fd2, plain, plain.length);
+            const r2 = reads(fd2, plain);
             t.runHere();
-            return [r1, off, r2];
+            return [r1, off, r2] as const;
           }),
       );
       if (t.result(got) < 0n || new DataView(mode.buffer).getInt32(0, true) !== PR_TSC_ENABLE) {
         return undefined;
       }
       if (t.result(on) < 0n || t.result(off) < 0n) return undefined;
-      const a = own(set, t.result(r1)), b = own(plain, t.result(r2));
+      const self = Number(t.result(tid));
+      const a = own(set, r1.map((i) => t.result(i)), self);
+      const b = own(plain, r2.map((i) => t.result(i)), self);
       if (a === undefined || b === undefined) return undefined;
       const diff = (a & ~b) >>> 0;
       if (diff !== 0 && (diff & (diff - 1)) === 0) return 31 - Math.clz32(diff);

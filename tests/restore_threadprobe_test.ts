@@ -45,7 +45,10 @@ const KINDS: [string, "restored" | RegExp][] = [
   ["uid", "restored"],
   ["cpuid", "restored"],
   ["timertid", "restored"],
-  ["cputimer", /POSIX timer 0 \(CLOCK_THREAD_CPUTIME_ID\): POSIX timers tied to a thread or process cryo cannot name/],
+  [
+    "cputimer",
+    /POSIX timer 0 \(CLOCK_THREAD_CPUTIME_ID\): POSIX timers tied to a thread or process cryo cannot name/,
+  ],
 ];
 
 const TIMERS = new Set(["timertid", "cputimer"]);

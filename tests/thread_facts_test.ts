@@ -257,6 +257,7 @@ Deno.test("thread facts: a fact other than the status's is refuted for the boot;
       factsSet: new Set<string>(),
       factsTrusted: trusted,
       nsproxy: new Map<number, bigint>(),
+      specFlags: new Map<number, number>(),
     });
     // Equal: the check passes and is remembered.
     assert.equal(checkStatusFacts(bpf(false, false), real), undefined);

@@ -341,6 +341,7 @@ Deno.test("thread state bpf: a main thread whose injected values differ sends th
       factsSet: new Set<string>(),
       factsTrusted: false,
       nsproxy: new Map<number, bigint>(),
+      specFlags: new Map<number, number>(),
     };
     const threads = new Map([[10, v(1)]]);
     assert.equal(takeThreadStates(bpf, threads), false);

@@ -79,6 +79,13 @@ export interface InjectedThreadState {
    */
   mempolicy: number;
   /**
+   * PR_GET_SPECULATION_CTRL of each control (store bypass, indirect branch,
+   * L1D flush; -errno where unsupported), when read by injection (the task
+   * iterator's records hold atomic_flags instead: engine/task/attrs.ts
+   * `checkThreadSpeculation`).
+   */
+  speculation?: number[];
+  /**
    * The thread's own registers, signal mask and XSAVE area as read when it
    * was opened for crash-safe injection (the session puts exactly these
    * back), if it was: engine/dump/threads.ts need not read them again.
@@ -838,6 +845,7 @@ export function queryInjectedState(
     { nr: SYS.prctl, args: [PR_GET_TSC, out + BigInt(OUT.tsc), 0, 0, 0] },
     { nr: SYS.personality, args: [0xffffffff] },
     { nr: SYS.get_mempolicy, args: [out + BigInt(OUT.mempolicy), 0, 0, 0, 0] },
+    ...[0, 1, 2].map((i) => ({ nr: SYS.prctl, args: [PR_GET_SPECULATION_CTRL, i, 0, 0, 0] })),
   ];
   const names = ["sigaltstack", "prctl(PR_GET_TID_ADDRESS)", "prctl(PR_GET_PDEATHSIG)"];
   const threads = new Map<number, InjectedThreadState>();
@@ -866,6 +874,7 @@ export function queryInjectedState(
       personality: Number(BigInt.asUintN(32, own[6])),
       // ENOSYS: a kernel without NUMA (the default policy).
       mempolicy: own[7] >= 0n ? dv.getInt32(OUT.mempolicy, true) : own[7] === -38n ? 0 : -1,
+      speculation: own.slice(8, 11).map(Number),
       own: s.ownState(tid),
     });
   };
@@ -904,7 +913,11 @@ export function queryInjectedState(
     others.forEach((tid, i) => record(tid, together[i + 1].r, together[i + 1].out));
   } else {
     r = visit(main, processSteps);
-    if (!bpf?.trusted || !takeThreadStates(bpf, threads)) {
+    // The iterator's records cannot tell a thread's L1D flush control: where
+    // the process may set it (PR_SPEC_PRCTL), every thread reads its own.
+    const l1d = r[PROCESS_ATTRS_AT + L1D_FLUSH_AT];
+    const l1dPerThread = l1d >= 0n && (l1d & PR_SPEC_PRCTL) !== 0n;
+    if (!bpf?.trusted || l1dPerThread || !takeThreadStates(bpf, threads)) {
       for (const tid of others) visit(tid, []);
     }
   }
@@ -939,7 +952,11 @@ export function queryInjectedState(
     const at = AT.itimers + which * 32;
     timers.push(timer(out.slice(at, at + itimerval.size)));
   }
-  const processAttrs = processAttrsFrom(s.pid, r.slice(68), s.read(AT.attrs, 8));
+  const processAttrs = processAttrsFrom(
+    s.pid,
+    r.slice(PROCESS_ATTRS_AT),
+    s.read(AT.attrs, 8),
+  );
   s.endBatches();
   return {
     brk: BigInt.asUintN(64, r[67]),
@@ -957,3 +974,9 @@ const PR_GET_TID_ADDRESS = 40;
 const PR_GET_TIMERSLACK = 30;
 const PR_GET_TSC = 25;
 const PR_TSC_ENABLE = 1;
+const PR_GET_SPECULATION_CTRL = 52;
+const PR_SPEC_PRCTL = 1n;
+/** Where processAttrSteps' results begin in the main thread's process steps (64 sigactions, 3 itimers, brk). */
+const PROCESS_ATTRS_AT = 68;
+/** The L1D flush control's PR_GET_SPECULATION_CTRL among them (engine/task/attrs.ts processAttrSteps). */
+const L1D_FLUSH_AT = 9;

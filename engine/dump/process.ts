@@ -224,7 +224,12 @@ export function collectProcess(
             new Map(
               [...state.threads].map((
                 [tid, t],
-              ) => [tid, { tsc: t.tsc, personality: t.personality, mempolicy: t.mempolicy }]),
+              ) => [tid, {
+                tsc: t.tsc,
+                personality: t.personality,
+                mempolicy: t.mempolicy,
+                ...(t.speculation ? { speculation: t.speculation } : {}),
+              }]),
             ),
           ),
           // From the BPF task iterator when trusted, else probed (and compared: thread_state.ts).
@@ -263,7 +268,7 @@ export function collectProcess(
     refusals,
     statuses,
     reads,
-    bpfStates?.nsproxy,
+    bpfStates,
   );
   // The smaps records are the dump's mappings as they are (no copy per mapping).
   const vmas: Vma[] = maps;

@@ -203,6 +203,8 @@ export interface BpfThreadStates {
   factsTrusted: boolean;
   /** Each thread's task->nsproxy (exact: no check needed; engine/task/thread_sharing.ts). */
   nsproxy: Map<number, bigint>;
+  /** Each thread's speculation bits of task->atomic_flags (engine/task/attrs.ts `checkThreadSpeculation`). */
+  specFlags: Map<number, number>;
 }
 
 /** What a thread's status shows that the iterator reads too (engine/dump/thread_facts.ts). */
@@ -372,10 +374,12 @@ export function bpfThreadStates(pid: number, tids: readonly number[]): BpfThread
     const facts = new Map<number, ThreadFacts>();
     const factsSet = new Set<string>();
     const nsproxy = new Map<number, bigint>();
+    const specFlags = new Map<number, number>();
     for (const r of records) {
       const f = factsOf(r);
       facts.set(r.tid, f);
       nsproxy.set(r.tid, r.nsproxy);
+      specFlags.set(r.tid, Number(r.atomicFlags & PFA_SPEC_BITS));
       if (f.noNewPrivs) factsSet.add("no_new_privs");
       if (f.seccomp !== 0) factsSet.add("seccomp_mode");
       let rsp: bigint | undefined;
@@ -402,6 +406,7 @@ export function bpfThreadStates(pid: number, tids: readonly number[]): BpfThread
       factsSet,
       factsTrusted,
       nsproxy,
+      specFlags,
       ...(main?.mmRead ? { mlockFuture: { value: mlockFutureOfFlags(main.defFlags) } } : {}),
     };
   } catch (e) {
@@ -411,6 +416,12 @@ export function bpfThreadStates(pid: number, tids: readonly number[]): BpfThread
 
 const PR_TSC_ENABLE = 1;
 const PR_TSC_SIGSEGV = 2;
+/**
+ * PFA_SPEC_SSB_DISABLE, _SSB_FORCE_DISABLE, _IB_DISABLE, _IB_FORCE_DISABLE
+ * and _SSB_NOEXEC (bits 3 to 7 of task->atomic_flags): a thread's own
+ * store-bypass and indirect-branch speculation controls.
+ */
+const PFA_SPEC_BITS = 0xf8n;
 
 /** The TSC mode (PR_GET_TSC) of the thread of record `r` (its TIF_NOTSC bit, which must be known). */
 function tscOf(r: TaskRecord): number {

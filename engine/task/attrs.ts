@@ -96,6 +96,56 @@ export interface ThreadCpuValues {
   personality: number;
   /** get_mempolicy's mode (0: the default; -1: not the default, mode unknown). */
   mempolicy: number;
+  /** PR_GET_SPECULATION_CTRL of each control, when read by injection. */
+  speculation?: number[];
+}
+
+/** What the task iterator's records say per thread (engine/dump/thread_state.ts). */
+export interface ThreadRecordValues {
+  /** task->nsproxy. */
+  nsproxy: ReadonlyMap<number, bigint>;
+  /** The speculation-control bits of task->atomic_flags. */
+  specFlags: ReadonlyMap<number, number>;
+}
+
+/**
+ * Refuses the threads of `pid` whose speculation controls differ from the
+ * main thread's (restore gives the main thread's to every thread):
+ * compared by their PR_GET_SPECULATION_CTRL values where each thread read
+ * its own (`cpu`), else by the speculation bits of the task iterator's
+ * atomic_flags (store bypass, indirect branch; the iterator is not used
+ * for the threads where the L1D flush control is per task: engine/dump/injected.ts).
+ */
+export function checkThreadSpeculation(
+  pid: number,
+  tids: readonly number[],
+  refusals: Refusals,
+  cpu?: ReadonlyMap<number, ThreadCpuValues>,
+  records?: ThreadRecordValues,
+): void {
+  const mine = cpu?.get(pid)?.speculation;
+  const mineFlags = records?.specFlags.get(pid);
+  for (const tid of tids) {
+    if (tid === pid) continue;
+    const theirs = cpu?.get(tid)?.speculation;
+    let detail: string | undefined;
+    if (mine && theirs) {
+      const i = theirs.findIndex((v, i) => v !== mine[i]);
+      if (i >= 0) {
+        detail = `its ${SPECULATION_CONTROLS[i]} control is ${theirs[i]}, the main thread's ${
+          mine[i]
+        }`;
+      }
+    } else {
+      const flags = records?.specFlags.get(tid);
+      if (flags !== undefined && mineFlags !== undefined && flags !== mineFlags) {
+        detail = `its speculation flags are 0x${flags.toString(16)}, the main thread's 0x${
+          mineFlags.toString(16)
+        }`;
+      }
+    }
+    if (detail) refusals.use("task.thread-speculation", `process ${pid} thread ${tid}`, detail);
+  }
 }
 
 /** The speculation controls of PR_SET_SPECULATION_CTRL, in the kernel's order (0, 1, 2). */

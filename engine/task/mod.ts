@@ -26,6 +26,7 @@ import type { Refusals } from "../support.ts";
 import { UnsupportedError } from "../errors.ts";
 import {
   checkLoginIds,
+  checkThreadSpeculation,
   collectProcessAttrs,
   collectThreadAttrs,
   emitProcessAttrs,
@@ -37,6 +38,7 @@ import {
   restoreAttrsBeforeCredentials,
   restoreCpuAndMdwe,
   type ThreadCpuValues,
+  type ThreadRecordValues,
 } from "./attrs.ts";
 import { checkSchedulable, collectSched, restoreSched } from "./sched.ts";
 import { PTRACE_O } from "../../ffi/ptrace.ts";
@@ -98,11 +100,12 @@ export function collectTaskState(
   statuses?: ReadonlyMap<number, ProcStatus>,
   /** Each thread's scheduling reads when already made (ffi/thread_reads.ts). */
   reads?: ReadonlyMap<number, ThreadReads>,
-  /** Each thread's task->nsproxy when the task iterator read them (thread_sharing.ts). */
-  nsproxy?: ReadonlyMap<number, bigint>,
+  /** What the task iterator read per thread, when it did (engine/dump/thread_state.ts). */
+  records?: ThreadRecordValues,
 ): CollectedTaskState {
   const threads: CollectedTaskState["threads"] = new Map();
-  checkThreadSharing(pid, tids, refusals, nsproxy);
+  checkThreadSharing(pid, tids, refusals, records?.nsproxy);
+  checkThreadSpeculation(pid, tids, refusals, injected.cpu, records);
   for (const tid of tids) {
     const status = statuses?.get(tid);
     threads.set(tid, {
