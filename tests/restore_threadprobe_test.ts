@@ -44,6 +44,12 @@ const KINDS: [string, "restored" | RegExp][] = [
   ["caps", "restored"],
   ["uid", "restored"],
   ["cpuid", "restored"],
+  ["sigaltstack", "restored"],
+  ["pdeathsig", "restored"],
+  ["pending", "restored"],
+  ["ctid", "restored"],
+  ["robust", "restored"],
+  ["threadkeyring", "restored"],
   ["timertid", "restored"],
   [
     "cputimer",

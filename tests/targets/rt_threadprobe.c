@@ -32,6 +32,12 @@
  *   caps:       capset in the worker (CAP_NET_RAW dropped from effective);
  *   uid:        SYS_setresuid(1000, 1000, 0) in the worker;
  *   cpuid:      arch_prctl(ARCH_SET_CPUID, 0) in the worker;
+ *   sigaltstack: an alternate signal stack in the worker;
+ *   pdeathsig:  PR_SET_PDEATHSIG in the worker;
+ *   pending:    SIGUSR2 blocked in the worker and sent to it alone (tgkill);
+ *   ctid:       set_tid_address in the worker;
+ *   robust:     set_robust_list in the worker (an empty list of its own);
+ *   threadkeyring: a thread keyring of the worker's own (keyctl);
  *   timertid:   a CLOCK_MONOTONIC timer with SIGEV_THREAD_ID to the worker:
  *               after the trigger its signals reach the worker only;
  *   cputimer:   a timer on the worker's own CPU clock (CLOCK_THREAD_CPUTIME_ID,
@@ -44,6 +50,7 @@
 #include <fcntl.h>
 #include <linux/capability.h>
 #include <linux/filter.h>
+#include <linux/futex.h>
 #include <linux/seccomp.h>
 #include <pthread.h>
 #include <sched.h>
@@ -77,6 +84,11 @@ static const char *kind;
 static char workdir[4096];
 
 /* ---- the value of the kind in the calling thread ---------------------- */
+
+static unsigned long gs_area[16];
+static uint8_t altstack[64 * 1024];
+static int ctid_word;
+static struct robust_list_head robust_head = {{&robust_head.list}, 0, NULL};
 
 static void status_line(const char *key, char *out, size_t n) {
   char buf[8192];
@@ -123,10 +135,9 @@ static void get_value(char *out, size_t n) {
     syscall(SYS_arch_prctl, ARCH_GET_GS, &gs);
     snprintf(out, n, "gs=0x%lx", gs);
   } else if (!strcmp(kind, "unsharefs")) {
-    char cwd[4096];
-    mode_t m = umask(0);
-    umask(m);
-    snprintf(out, n, "cwd=%s umask=%03o", getcwd(cwd, sizeof cwd) ? cwd : "?", m);
+    char cwd[4096], line[64];
+    status_line("Umask:", line, sizeof line); /* umask() would race with the other threads' reads */
+    snprintf(out, n, "cwd=%s %s", getcwd(cwd, sizeof cwd) ? cwd : "?", line);
   } else if (!strcmp(kind, "unsharefiles")) {
     snprintf(out, n, "fd%d=%s fd%d=%s", PROBE_FD, fcntl(PROBE_FD, F_GETFD) >= 0 ? "open" : "closed",
              OWN_FD, fcntl(OWN_FD, F_GETFD) >= 0 ? "open" : "closed");
@@ -165,6 +176,30 @@ static void get_value(char *out, size_t n) {
     snprintf(out, n, "uid=%d,%d,%d fsuid=%d", r, e, s, setfsuid(-1));
   } else if (!strcmp(kind, "cpuid")) {
     snprintf(out, n, "cpuid=%ld", syscall(SYS_arch_prctl, ARCH_GET_CPUID, 0));
+  } else if (!strcmp(kind, "sigaltstack")) {
+    stack_t ss;
+    sigaltstack(NULL, &ss);
+    snprintf(out, n, "ss=%p,%zu,%d", ss.ss_sp, ss.ss_size, ss.ss_flags);
+  } else if (!strcmp(kind, "pdeathsig")) {
+    int sig = -1;
+    prctl(PR_GET_PDEATHSIG, &sig, 0, 0, 0);
+    snprintf(out, n, "pdeathsig=%d", sig);
+  } else if (!strcmp(kind, "pending")) {
+    sigset_t s;
+    sigpending(&s);
+    snprintf(out, n, "usr2-pending=%d", sigismember(&s, SIGUSR2));
+  } else if (!strcmp(kind, "ctid")) {
+    int *addr = NULL;
+    prctl(PR_GET_TID_ADDRESS, &addr, 0, 0, 0);
+    snprintf(out, n, "ctid=%s", addr == &ctid_word ? "own" : "glibc");
+  } else if (!strcmp(kind, "robust")) {
+    void *head = NULL;
+    size_t len = 0;
+    syscall(SYS_get_robust_list, 0, &head, &len);
+    snprintf(out, n, "robust=%s,%zu", head == &robust_head ? "own" : "glibc", len);
+  } else if (!strcmp(kind, "threadkeyring")) {
+    snprintf(out, n, "threadkeyring=%s",
+             syscall(SYS_keyctl, 0 /* KEYCTL_GET_KEYRING_ID */, -1 /* THREAD */, 0) > 0 ? "yes" : "no");
   } else {
     snprintf(out, n, "-");
   }
@@ -172,7 +207,6 @@ static void get_value(char *out, size_t n) {
 
 /* ---- the worker's own value ------------------------------------------- */
 
-static unsigned long gs_area[16];
 
 /* Sets the kind in the calling thread (the worker); 0 when the kernel refuses. */
 static int set_value(void) {
@@ -248,6 +282,23 @@ static int set_value(void) {
   }
   if (!strcmp(kind, "uid")) return syscall(SYS_setresuid, 1000, 1000, 0) == 0;
   if (!strcmp(kind, "cpuid")) return syscall(SYS_arch_prctl, ARCH_SET_CPUID, 0) == 0;
+  if (!strcmp(kind, "sigaltstack")) {
+    stack_t ss = {altstack, 0, sizeof altstack};
+    return sigaltstack(&ss, NULL) == 0;
+  }
+  if (!strcmp(kind, "pdeathsig")) return prctl(PR_SET_PDEATHSIG, SIGUSR1, 0, 0, 0) == 0;
+  if (!strcmp(kind, "pending")) {
+    sigset_t s;
+    sigemptyset(&s);
+    sigaddset(&s, SIGUSR2);
+    return pthread_sigmask(SIG_BLOCK, &s, NULL) == 0 &&
+           syscall(SYS_tgkill, getpid(), gettid_raw(), SIGUSR2) == 0;
+  }
+  if (!strcmp(kind, "ctid")) return syscall(SYS_set_tid_address, &ctid_word) > 0;
+  if (!strcmp(kind, "robust"))
+    return syscall(SYS_set_robust_list, &robust_head, sizeof robust_head) == 0;
+  if (!strcmp(kind, "threadkeyring"))
+    return syscall(SYS_keyctl, 0 /* KEYCTL_GET_KEYRING_ID */, -1 /* THREAD */, 1) > 0;
   return 1;
 }
 
