@@ -49,7 +49,7 @@ const KINDS: [string, "restored" | RegExp][] = [
   ["pending", "restored"],
   ["ctid", "restored"],
   ["robust", "restored"],
-  ["threadkeyring", "restored"],
+  ["threadkeyring", /thread \d+: thread and process keyrings \(keyctl\): it has a thread keyring/],
   ["timertid", "restored"],
   [
     "cputimer",

@@ -98,6 +98,8 @@ export interface ThreadCpuValues {
   mempolicy: number;
   /** PR_GET_SPECULATION_CTRL of each control, when read by injection. */
   speculation?: number[];
+  /** Its thread and session keyrings' serials (-errno: none), when read by injection. */
+  keyrings?: { thread: number; session: number };
 }
 
 /** What the task iterator's records say per thread (engine/dump/thread_state.ts). */

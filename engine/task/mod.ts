@@ -44,7 +44,7 @@ import { checkSchedulable, collectSched, restoreSched } from "./sched.ts";
 import { PTRACE_O } from "../../ffi/ptrace.ts";
 import type { ProcStatus } from "../proc/status.ts";
 import type { ThreadReads } from "../../ffi/thread_reads.ts";
-import { checkSessionKeyrings } from "./keyrings.ts";
+import { checkSessionKeyrings, checkThreadKeyrings } from "./keyrings.ts";
 import { collectSeccomp, restoreSeccomp, suspendSeccomp, type TaskInjector } from "./seccomp.ts";
 import { checkThreadSharing } from "./thread_sharing.ts";
 
@@ -106,6 +106,7 @@ export function collectTaskState(
   const threads: CollectedTaskState["threads"] = new Map();
   checkThreadSharing(pid, tids, refusals, records?.nsproxy);
   checkThreadSpeculation(pid, tids, refusals, injected.cpu, records);
+  checkThreadKeyrings(pid, tids, (tid) => injected.cpu?.get(tid)?.keyrings, refusals);
   for (const tid of tids) {
     const status = statuses?.get(tid);
     threads.set(tid, {
