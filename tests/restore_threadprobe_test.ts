@@ -28,7 +28,7 @@ const KINDS: [string, "restored" | RegExp][] = [
   ["spec", "restored"],
   ["ioflusher", "restored"],
   ["personality", "restored"],
-  ["mempolicy", /thread \d+: a NUMA memory policy of a thread \(set_mempolicy\): mode 1/],
+  ["mempolicy", /thread \d+: a NUMA memory policy of a thread \(set_mempolicy\)/],
   ["seccomp", "restored"],
   ["gsbase", "restored"],
   ["unsharefs", /thread \d+: a thread with cwd, root and umask of its own/],
