@@ -55,7 +55,7 @@ export const SUPPORT_TABLE = [
   { id: "task.thread-speculation", area: "task", what: "a thread with speculation controls other than its main thread's (PR_SET_SPECULATION_CTRL in a thread)", support: "refused", note: "not saved per thread yet" },
   { id: "task.thread-namespaces", area: "task", what: "a thread in namespaces other than its main thread's (unshare or setns in a thread)", support: "refused", note: "restored threads share the process's" },
   { id: "task.seccomp", area: "task", what: "seccomp strict mode and filters", support: "saved", note: "installed last; they act from detach on" },
-  { id: "task.keyrings", area: "task", what: "thread and process keyrings (keyctl)", support: "refused", note: "not saved yet (looked for in every thread; a thread's session keyring other than its main thread's too)" },
+  { id: "task.keyrings", area: "task", what: "thread and process keyrings (keyctl)", support: "refused", note: "not saved yet (looked for in every thread)" },
   { id: "task.session-keyring", area: "task", what: "a session keyring joined (keyctl) that holds keys, other than the user's fallback", support: "saved", note: "cannot be given: restore refuses unless it is the restorer's; an empty one (a login's, a service's) is not recorded and the restored process has the restorer's" },
   { id: "task.login", area: "task", what: "login uid and session id", support: "saved", note: "cannot be set: restore refuses unless the restorer's match" },
   { id: "task.dumpable-root", area: "task", what: "dumpable 2 (suid_dumpable after a set-id exec)", support: "refused", note: "prctl cannot set it" },

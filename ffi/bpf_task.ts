@@ -86,12 +86,14 @@ export interface TaskStateLayout {
   mempolicy: number;
   /** nsproxy (a pointer: threads with the same one share their namespaces). */
   nsproxy: number;
+  /** Offset of thread_keyring in struct cred (a pointer); -1 without keys (CONFIG_KEYS): 0 is written. */
+  threadKeyring: number;
   /** The TIF_NOTSC bit of thread_info.flags when found ({@link findNoTscBit}; not read by the program). */
   noTscBit?: number;
 }
 
 /** Bytes the program writes per thread (see {@link decodeTaskRecords}). */
-export const TASK_RECORD_SIZE = 144;
+export const TASK_RECORD_SIZE = 152;
 
 /** One thread's record, as the program wrote it. */
 export interface TaskRecord {
@@ -131,6 +133,8 @@ export interface TaskRecord {
   mempolicy: bigint;
   /** task->nsproxy, as a number: threads with the same one share their namespaces. */
   nsproxy: bigint;
+  /** task->cred->thread_keyring, as a number (0: none, or no cred). */
+  threadKeyring: bigint;
 }
 
 const R0 = 0, R1 = 1, R2 = 2, R3 = 3, R6 = 6, R7 = 7, R10 = 10;
@@ -152,7 +156,8 @@ const jneImm = (dst: number, imm: number, off: number) => insn(0x55, dst, 0, off
  * mm->def_flags u64 @56, mm read (1) u32 @64, thread_info.flags' low word
  * u32 @68, real_cred u64 @72, atomic_flags u64 @80, seccomp.mode u32 @88,
  * personality u32 @92, comm 16 bytes @96, the task's address u64 @112,
- * children.next u64 @120, mempolicy u64 @128, nsproxy u64 @136.
+ * children.next u64 @120, mempolicy u64 @128, nsproxy u64 @136,
+ * cred->thread_keyring u64 @144.
  *
  * The members that are pointers to structs (cred, mm, real_cred,
  * children.next) are read with bpf_probe_read_kernel, not loaded: the
@@ -176,7 +181,7 @@ export function taskStateProgram(l: TaskStateLayout): Uint8Array<ArrayBuffer> {
   return encodeInsns([
     ldx64(R6, R1, l.ctxMeta), //           0: r6 = ctx->meta
     ldx64(R7, R1, l.ctxTask), //           1: r7 = ctx->task
-    jeqImm(R7, 0, 97), //                  2: if r7 == NULL goto 100 (the end call)
+    jeqImm(R7, 0, 112), //                 2: if r7 == NULL goto 115 (the end call)
     ldx32(R2, R7, l.pid), //               3: r2 = task->pid
     stx32(R10, R + 0, R2), //              4: record.tid = r2
     ldx32(R2, R7, l.tgid), //              5: r2 = task->tgid
@@ -233,13 +238,23 @@ export function taskStateProgram(l: TaskStateLayout): Uint8Array<ArrayBuffer> {
       ? probe(R + 128, 8, l.mempolicy)
       : [mov64Imm(R2, 0), stx64(R10, R + 128, R2), ...Array(4).fill(mov64Imm(R2, 0))]),
     ...probe(R + 136, 8, l.nsproxy), //   89-94: record.nsproxy = task->nsproxy
-    ldx64(R1, R6, l.metaSeq), //          95: r1 = meta->seq
-    mov64(R2, R10), //                    96: r2 = fp
-    add64Imm(R2, R), //                   97: r2 = fp - 144 (the record)
-    mov64Imm(R3, TASK_RECORD_SIZE), //    98: r3 = 144
-    call(l.seqWriteHelper), //            99: bpf_seq_write(r1, r2, r3)
-    mov64Imm(R0, 0), //                  100: r0 = 0
-    exit(), //                           101: return r0
+    mov64Imm(R2, 0), //                   95: r2 = 0
+    stx64(R10, R + 144, R2), //           96: record.thread_keyring = 0
+    ...(l.threadKeyring >= 0 //        97-109: record.thread_keyring = task->cred->thread_keyring
+      ? [
+        ...probe(TMP, 8, l.cred), //      97-102: tmp = task->cred
+        ldx64(R3, R10, TMP), //          103: r3 = tmp
+        jeqImm(R3, 0, 5), //             104: if r3 == NULL goto 110
+        ...probe(R + 144, 8, l.threadKeyring, false), // 105-109
+      ]
+      : Array(13).fill(mov64Imm(R2, 0))),
+    ldx64(R1, R6, l.metaSeq), //         110: r1 = meta->seq
+    mov64(R2, R10), //                   111: r2 = fp
+    add64Imm(R2, R), //                  112: r2 = fp - 152 (the record)
+    mov64Imm(R3, TASK_RECORD_SIZE), //   113: r3 = 152
+    call(l.seqWriteHelper), //           114: bpf_seq_write(r1, r2, r3)
+    mov64Imm(R0, 0), //                  115: r0 = 0
+    exit(), //                           116: return r0
   ]);
 }
 
@@ -395,6 +410,7 @@ export function decodeTaskRecords(bytes: Uint8Array): TaskRecord[] {
       personality: dv.getUint32(at + 92, true),
       mempolicy: dv.getBigUint64(at + 128, true),
       nsproxy: dv.getBigUint64(at + 136, true),
+      threadKeyring: dv.getBigUint64(at + 144, true),
     });
   }
   return out;

@@ -122,6 +122,7 @@ Deno.test("speculation controls per thread: a thread whose controls differ from 
   const records = (a: number, b: number) => ({
     nsproxy: new Map<number, bigint>(),
     specFlags: new Map([[10, a], [11, b]]),
+    threadKeyring: new Map<number, bigint>(),
   });
   const iterSame = new Refusals();
   checkThreadSpeculation(10, [10, 11], iterSame, undefined, records(0x08, 0x08));

@@ -258,6 +258,7 @@ Deno.test("thread facts: a fact other than the status's is refuted for the boot;
       factsTrusted: trusted,
       nsproxy: new Map<number, bigint>(),
       specFlags: new Map<number, number>(),
+      threadKeyring: new Map<number, bigint>(),
     });
     // Equal: the check passes and is remembered.
     assert.equal(checkStatusFacts(bpf(false, false), real), undefined);

@@ -296,6 +296,7 @@ Deno.test("thread state bpf: sigaltstack's flags derived as the kernel reports t
     personality: 0,
     mempolicy: 0n,
     nsproxy: 0n,
+    threadKeyring: 0n,
   });
   const AUTODISARM = 0x80000000 | 0;
   // No size: SS_DISABLE whatever the stored flags (a disabled stack keeps its SS_DISABLE).
@@ -342,6 +343,7 @@ Deno.test("thread state bpf: a main thread whose injected values differ sends th
       factsTrusted: false,
       nsproxy: new Map<number, bigint>(),
       specFlags: new Map<number, number>(),
+      threadKeyring: new Map<number, bigint>(),
     };
     const threads = new Map([[10, v(1)]]);
     assert.equal(takeThreadStates(bpf, threads), false);

@@ -86,12 +86,11 @@ export interface InjectedThreadState {
    */
   speculation?: number[];
   /**
-   * The serials of its thread and session keyrings (-errno: none), when
-   * read by injection (the task iterator's threads share the main thread's
-   * credentials, where keyrings are kept): engine/task/keyrings.ts
-   * `checkThreadKeyrings`.
+   * The serial of its thread keyring (-errno: none), when read by injection
+   * (the task iterator's records hold cred->thread_keyring instead):
+   * engine/task/keyrings.ts `checkThreadKeyrings`.
    */
-  keyrings?: { thread: number; session: number };
+  threadKeyring?: number;
   /**
    * The thread's own registers, signal mask and XSAVE area as read when it
    * was opened for crash-safe injection (the session puts exactly these
@@ -853,8 +852,8 @@ export function queryInjectedState(
     { nr: SYS.personality, args: [0xffffffff] },
     { nr: SYS.get_mempolicy, args: [out + BigInt(OUT.mempolicy), 0, 0, 0, 0] },
     ...[0, 1, 2].map((i) => ({ nr: SYS.prctl, args: [PR_GET_SPECULATION_CTRL, i, 0, 0, 0] })),
+    // Not the session keyring: asking for it installs one in a thread that has none.
     { nr: SYS.keyctl, args: [KEYCTL_GET_KEYRING_ID, KEY_SPEC_THREAD_KEYRING, 0] },
-    { nr: SYS.keyctl, args: [KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING, 0] },
   ];
   const names = ["sigaltstack", "prctl(PR_GET_TID_ADDRESS)", "prctl(PR_GET_PDEATHSIG)"];
   const threads = new Map<number, InjectedThreadState>();
@@ -884,7 +883,7 @@ export function queryInjectedState(
       // ENOSYS: a kernel without NUMA (the default policy).
       mempolicy: own[7] >= 0n ? dv.getInt32(OUT.mempolicy, true) : own[7] === -38n ? 0 : -1,
       speculation: own.slice(8, 11).map(Number),
-      keyrings: { thread: Number(own[11]), session: Number(own[12]) },
+      threadKeyring: Number(own[11]),
       own: s.ownState(tid),
     });
   };
@@ -929,12 +928,6 @@ export function queryInjectedState(
     const l1dPerThread = l1d >= 0n && (l1d & PR_SPEC_PRCTL) !== 0n;
     if (!bpf?.trusted || l1dPerThread || !takeThreadStates(bpf, threads)) {
       for (const tid of others) visit(tid, []);
-    } else {
-      // A thread with credentials of its own may have keyrings of its own,
-      // which the records do not show: it reads them (rare: pthread_create
-      // shares the creator's credentials).
-      const mine = bpf.facts.get(main)?.realCred;
-      for (const tid of others) if (bpf.facts.get(tid)?.realCred !== mine) visit(tid, []);
     }
   }
   if (bpf && !bpf.trusted) checkThreadStates(bpf, threads);
@@ -993,7 +986,6 @@ const PR_TSC_ENABLE = 1;
 const PR_GET_SPECULATION_CTRL = 52;
 const KEYCTL_GET_KEYRING_ID = 0;
 const KEY_SPEC_THREAD_KEYRING = -1;
-const KEY_SPEC_SESSION_KEYRING = -3;
 const PR_SPEC_PRCTL = 1n;
 /** Where processAttrSteps' results begin in the main thread's process steps (64 sigactions, 3 itimers, brk). */
 const PROCESS_ATTRS_AT = 68;

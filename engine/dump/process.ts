@@ -229,7 +229,7 @@ export function collectProcess(
                 personality: t.personality,
                 mempolicy: t.mempolicy,
                 ...(t.speculation ? { speculation: t.speculation } : {}),
-                ...(t.keyrings ? { keyrings: t.keyrings } : {}),
+                ...(t.threadKeyring !== undefined ? { threadKeyring: t.threadKeyring } : {}),
               }]),
             ),
           ),

@@ -205,6 +205,8 @@ export interface BpfThreadStates {
   nsproxy: Map<number, bigint>;
   /** Each thread's speculation bits of task->atomic_flags (engine/task/attrs.ts `checkThreadSpeculation`). */
   specFlags: Map<number, number>;
+  /** Each thread's cred->thread_keyring (exact; engine/task/keyrings.ts `checkThreadKeyrings`). */
+  threadKeyring: Map<number, bigint>;
 }
 
 /** What a thread's status shows that the iterator reads too (engine/dump/thread_facts.ts). */
@@ -375,11 +377,13 @@ export function bpfThreadStates(pid: number, tids: readonly number[]): BpfThread
     const factsSet = new Set<string>();
     const nsproxy = new Map<number, bigint>();
     const specFlags = new Map<number, number>();
+    const threadKeyring = new Map<number, bigint>();
     for (const r of records) {
       const f = factsOf(r);
       facts.set(r.tid, f);
       nsproxy.set(r.tid, r.nsproxy);
       specFlags.set(r.tid, Number(r.atomicFlags & PFA_SPEC_BITS));
+      threadKeyring.set(r.tid, r.threadKeyring);
       if (f.noNewPrivs) factsSet.add("no_new_privs");
       if (f.seccomp !== 0) factsSet.add("seccomp_mode");
       let rsp: bigint | undefined;
@@ -407,6 +411,7 @@ export function bpfThreadStates(pid: number, tids: readonly number[]): BpfThread
       factsTrusted,
       nsproxy,
       specFlags,
+      threadKeyring,
       ...(main?.mmRead ? { mlockFuture: { value: mlockFutureOfFlags(main.defFlags) } } : {}),
     };
   } catch (e) {

@@ -199,7 +199,10 @@ export function rememberLayout(layout: TaskVmaLayout): void {
   writeMemo(read.path, { ...read.memo, boot: read.boot, layout: kept });
 }
 
-const THREAD_LAYOUT_FIELDS: readonly Exclude<keyof TaskStateLayout, "noTscBit">[] = [
+const THREAD_LAYOUT_FIELDS: readonly Exclude<
+  keyof TaskStateLayout,
+  "noTscBit" | "mempolicy" | "threadKeyring"
+>[] = [
   "attachBtfId",
   "seqWriteHelper",
   "probeReadHelper",
@@ -248,7 +251,7 @@ export function recallThreadState(): RecalledThreadState | undefined {
   if (
     !layout || typeof layout !== "object" ||
     THREAD_LAYOUT_FIELDS.some((f) => !Number.isSafeInteger(layout![f]) || layout![f] < 0) ||
-    !Number.isSafeInteger(layout.mempolicy) || layout.mempolicy < -1
+    [layout.mempolicy, layout.threadKeyring].some((v) => !Number.isSafeInteger(v) || v < -1)
   ) layout = undefined;
   else if (
     layout.noTscBit !== undefined &&

@@ -98,8 +98,8 @@ export interface ThreadCpuValues {
   mempolicy: number;
   /** PR_GET_SPECULATION_CTRL of each control, when read by injection. */
   speculation?: number[];
-  /** Its thread and session keyrings' serials (-errno: none), when read by injection. */
-  keyrings?: { thread: number; session: number };
+  /** Its thread keyring's serial (-errno: none), when read by injection. */
+  threadKeyring?: number;
 }
 
 /** What the task iterator's records say per thread (engine/dump/thread_state.ts). */
@@ -108,6 +108,8 @@ export interface ThreadRecordValues {
   nsproxy: ReadonlyMap<number, bigint>;
   /** The speculation-control bits of task->atomic_flags. */
   specFlags: ReadonlyMap<number, number>;
+  /** cred->thread_keyring (0: none). */
+  threadKeyring: ReadonlyMap<number, bigint>;
 }
 
 /**

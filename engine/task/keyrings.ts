@@ -1,8 +1,10 @@
 /**
  * Keyrings (keyctl(2)). A process's thread and process keyrings are not
- * saved yet: dump refuses them (task.keyrings; the thread keyring and the
- * session keyring, which the kernel keeps per thread, are looked for in
- * every thread that has credentials of its own: {@link checkThreadKeyrings}). Its session keyring is the restorer's
+ * saved yet: dump refuses them (task.keyrings; the thread keyring is
+ * looked for in every thread: {@link checkThreadKeyrings}). The session
+ * keyring is looked for in the main thread only: asking a thread for it
+ * installs one where there is none (a thread that joined its own session
+ * keyring is not seen). Its session keyring is the restorer's
  * after restore: dump records it when it holds keys and is not the user's
  * fallback (`_uid_ses.<uid>`, which a process of that uid gets again), and
  * the restore pre-flight refuses an image whose recorded session keyring
@@ -75,28 +77,26 @@ export function collectKeyrings(
 
 /**
  * Refuses the threads of `pid` other than the main thread that have a
- * thread keyring, or a session keyring other than the main thread's
- * (restored threads share the main thread's credentials); `keyrings`:
- * each thread's, where it read them (a thread that did not shares the main
- * thread's credentials).
+ * thread keyring (restored threads have none): `injected`, a thread's
+ * keyring serial where it read it (-errno: none), else `records`, its
+ * cred->thread_keyring from the task iterator (0: none).
  */
 export function checkThreadKeyrings(
   pid: number,
   tids: readonly number[],
-  keyrings: (tid: number) => { thread: number; session: number } | undefined,
   refusals: Refusals,
+  injected: (tid: number) => number | undefined,
+  records?: ReadonlyMap<number, bigint>,
 ): void {
-  const mine = keyrings(pid);
   for (const tid of tids) {
-    const k = tid === pid ? undefined : keyrings(tid);
-    if (!k) continue;
-    const where = `process ${pid} thread ${tid}`;
-    if (k.thread > 0) refusals.use("task.keyrings", where, `it has a thread keyring (${k.thread})`);
-    if (mine && k.session !== mine.session) {
+    if (tid === pid) continue; // the process's own query (collectKeyrings)
+    const id = injected(tid);
+    const has = id !== undefined ? id > 0 : (records?.get(tid) ?? 0n) !== 0n;
+    if (has) {
       refusals.use(
         "task.keyrings",
-        where,
-        `its session keyring (${k.session}) is not its main thread's (${mine.session})`,
+        `process ${pid} thread ${tid}`,
+        `it has a thread keyring${id !== undefined ? ` (${id})` : ""}`,
       );
     }
   }

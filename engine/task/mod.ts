@@ -106,7 +106,13 @@ export function collectTaskState(
   const threads: CollectedTaskState["threads"] = new Map();
   checkThreadSharing(pid, tids, refusals, records?.nsproxy);
   checkThreadSpeculation(pid, tids, refusals, injected.cpu, records);
-  checkThreadKeyrings(pid, tids, (tid) => injected.cpu?.get(tid)?.keyrings, refusals);
+  checkThreadKeyrings(
+    pid,
+    tids,
+    refusals,
+    (tid) => injected.cpu?.get(tid)?.threadKeyring,
+    records?.threadKeyring,
+  );
   for (const tid of tids) {
     const status = statuses?.get(tid);
     threads.set(tid, {
