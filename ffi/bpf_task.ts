@@ -86,6 +86,9 @@ export interface TaskStateLayout {
   mempolicy: number;
   /** nsproxy (a pointer: threads with the same one share their namespaces). */
   nsproxy: number;
+  /** fs and files (pointers: threads with the same ones share cwd, root, umask and the fd table). */
+  fs: number;
+  files: number;
   /** Offset of thread_keyring in struct cred (a pointer); -1 without keys (CONFIG_KEYS): 0 is written. */
   threadKeyring: number;
   /** The TIF_NOTSC bit of thread_info.flags when found ({@link findNoTscBit}; not read by the program). */
@@ -93,7 +96,7 @@ export interface TaskStateLayout {
 }
 
 /** Bytes the program writes per thread (see {@link decodeTaskRecords}). */
-export const TASK_RECORD_SIZE = 152;
+export const TASK_RECORD_SIZE = 168;
 
 /** One thread's record, as the program wrote it. */
 export interface TaskRecord {
@@ -135,6 +138,9 @@ export interface TaskRecord {
   nsproxy: bigint;
   /** task->cred->thread_keyring, as a number (0: none, or no cred). */
   threadKeyring: bigint;
+  /** task->fs and task->files, as numbers. */
+  fs: bigint;
+  files: bigint;
 }
 
 const R0 = 0, R1 = 1, R2 = 2, R3 = 3, R6 = 6, R7 = 7, R10 = 10;
@@ -157,7 +163,7 @@ const jneImm = (dst: number, imm: number, off: number) => insn(0x55, dst, 0, off
  * u32 @68, real_cred u64 @72, atomic_flags u64 @80, seccomp.mode u32 @88,
  * personality u32 @92, comm 16 bytes @96, the task's address u64 @112,
  * children.next u64 @120, mempolicy u64 @128, nsproxy u64 @136,
- * cred->thread_keyring u64 @144.
+ * cred->thread_keyring u64 @144, fs u64 @152, files u64 @160.
  *
  * The members that are pointers to structs (cred, mm, real_cred,
  * children.next) are read with bpf_probe_read_kernel, not loaded: the
@@ -181,7 +187,7 @@ export function taskStateProgram(l: TaskStateLayout): Uint8Array<ArrayBuffer> {
   return encodeInsns([
     ldx64(R6, R1, l.ctxMeta), //           0: r6 = ctx->meta
     ldx64(R7, R1, l.ctxTask), //           1: r7 = ctx->task
-    jeqImm(R7, 0, 112), //                 2: if r7 == NULL goto 115 (the end call)
+    jeqImm(R7, 0, 124), //                 2: if r7 == NULL goto 127 (the end call)
     ldx32(R2, R7, l.pid), //               3: r2 = task->pid
     stx32(R10, R + 0, R2), //              4: record.tid = r2
     ldx32(R2, R7, l.tgid), //              5: r2 = task->tgid
@@ -248,13 +254,15 @@ export function taskStateProgram(l: TaskStateLayout): Uint8Array<ArrayBuffer> {
         ...probe(R + 144, 8, l.threadKeyring, false), // 105-109
       ]
       : Array(13).fill(mov64Imm(R2, 0))),
-    ldx64(R1, R6, l.metaSeq), //         110: r1 = meta->seq
-    mov64(R2, R10), //                   111: r2 = fp
-    add64Imm(R2, R), //                  112: r2 = fp - 152 (the record)
-    mov64Imm(R3, TASK_RECORD_SIZE), //   113: r3 = 152
-    call(l.seqWriteHelper), //           114: bpf_seq_write(r1, r2, r3)
-    mov64Imm(R0, 0), //                  115: r0 = 0
-    exit(), //                           116: return r0
+    ...probe(R + 152, 8, l.fs), //    110-115: record.fs = task->fs
+    ...probe(R + 160, 8, l.files), // 116-121: record.files = task->files
+    ldx64(R1, R6, l.metaSeq), //         122: r1 = meta->seq
+    mov64(R2, R10), //                   123: r2 = fp
+    add64Imm(R2, R), //                  124: r2 = fp - 168 (the record)
+    mov64Imm(R3, TASK_RECORD_SIZE), //   125: r3 = 168
+    call(l.seqWriteHelper), //           126: bpf_seq_write(r1, r2, r3)
+    mov64Imm(R0, 0), //                  127: r0 = 0
+    exit(), //                           128: return r0
   ]);
 }
 
@@ -411,6 +419,8 @@ export function decodeTaskRecords(bytes: Uint8Array): TaskRecord[] {
       mempolicy: dv.getBigUint64(at + 128, true),
       nsproxy: dv.getBigUint64(at + 136, true),
       threadKeyring: dv.getBigUint64(at + 144, true),
+      fs: dv.getBigUint64(at + 152, true),
+      files: dv.getBigUint64(at + 160, true),
     });
   }
   return out;

@@ -121,6 +121,8 @@ Deno.test("speculation controls per thread: a thread whose controls differ from 
   // The task iterator's atomic_flags where the threads were not injected.
   const records = (a: number, b: number) => ({
     nsproxy: new Map<number, bigint>(),
+    fs: new Map<number, bigint>(),
+    files: new Map<number, bigint>(),
     specFlags: new Map([[10, a], [11, b]]),
     threadKeyring: new Map<number, bigint>(),
   });

@@ -201,8 +201,13 @@ export interface BpfThreadStates {
   factsSet: Set<string>;
   /** Whether the facts may stand in for the statuses (the check passed on this boot for them). */
   factsTrusted: boolean;
-  /** Each thread's task->nsproxy (exact: no check needed; engine/task/thread_sharing.ts). */
+  /**
+   * Each thread's task->nsproxy, task->fs and task->files (exact: no check
+   * needed; engine/task/thread_sharing.ts).
+   */
   nsproxy: Map<number, bigint>;
+  fs: Map<number, bigint>;
+  files: Map<number, bigint>;
   /** Each thread's speculation bits of task->atomic_flags (engine/task/attrs.ts `checkThreadSpeculation`). */
   specFlags: Map<number, number>;
   /** Each thread's cred->thread_keyring (exact; engine/task/keyrings.ts `checkThreadKeyrings`). */
@@ -378,12 +383,15 @@ export function bpfThreadStates(pid: number, tids: readonly number[]): BpfThread
     const nsproxy = new Map<number, bigint>();
     const specFlags = new Map<number, number>();
     const threadKeyring = new Map<number, bigint>();
+    const fs = new Map<number, bigint>(), files = new Map<number, bigint>();
     for (const r of records) {
       const f = factsOf(r);
       facts.set(r.tid, f);
       nsproxy.set(r.tid, r.nsproxy);
       specFlags.set(r.tid, Number(r.atomicFlags & PFA_SPEC_BITS));
       threadKeyring.set(r.tid, r.threadKeyring);
+      fs.set(r.tid, r.fs);
+      files.set(r.tid, r.files);
       if (f.noNewPrivs) factsSet.add("no_new_privs");
       if (f.seccomp !== 0) factsSet.add("seccomp_mode");
       let rsp: bigint | undefined;
@@ -410,6 +418,8 @@ export function bpfThreadStates(pid: number, tids: readonly number[]): BpfThread
       factsSet,
       factsTrusted,
       nsproxy,
+      fs,
+      files,
       specFlags,
       threadKeyring,
       ...(main?.mmRead ? { mlockFuture: { value: mlockFutureOfFlags(main.defFlags) } } : {}),

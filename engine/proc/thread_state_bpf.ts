@@ -80,6 +80,8 @@ export function taskStateLayout(btf: Btf): TaskStateLayout {
     // Absent without CONFIG_NUMA: every task has the default policy.
     mempolicy: btf.member(task, "mempolicy") ? member(task, "mempolicy", "ptr") : -1,
     nsproxy: member(task, "nsproxy", "ptr"),
+    fs: member(task, "fs", "ptr"),
+    files: member(task, "files", "ptr"),
     // Absent without CONFIG_KEYS: no task has a thread keyring.
     threadKeyring: btf.member(struct("cred"), "thread_keyring")
       ? member(struct("cred"), "thread_keyring", "ptr")

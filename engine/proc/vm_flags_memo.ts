@@ -229,6 +229,8 @@ const THREAD_LAYOUT_FIELDS: readonly Exclude<
   "threadInfoFlags",
   "personality",
   "nsproxy",
+  "fs",
+  "files",
 ];
 
 /** What this boot's memo holds of the per-thread state's iterator. */

@@ -104,8 +104,10 @@ export interface ThreadCpuValues {
 
 /** What the task iterator's records say per thread (engine/dump/thread_state.ts). */
 export interface ThreadRecordValues {
-  /** task->nsproxy. */
+  /** task->nsproxy, task->fs, task->files. */
   nsproxy: ReadonlyMap<number, bigint>;
+  fs: ReadonlyMap<number, bigint>;
+  files: ReadonlyMap<number, bigint>;
   /** The speculation-control bits of task->atomic_flags. */
   specFlags: ReadonlyMap<number, number>;
   /** cred->thread_keyring (0: none). */

@@ -104,7 +104,7 @@ export function collectTaskState(
   records?: ThreadRecordValues,
 ): CollectedTaskState {
   const threads: CollectedTaskState["threads"] = new Map();
-  checkThreadSharing(pid, tids, refusals, records?.nsproxy);
+  checkThreadSharing(pid, tids, refusals, records);
   checkThreadSpeculation(pid, tids, refusals, injected.cpu, records);
   checkThreadKeyrings(
     pid,

@@ -6,10 +6,10 @@
  * refuses a thread that has its own, by name (task.thread-fs,
  * task.thread-files, task.thread-namespaces).
  *
- * fs info and fd table: kcmp(KCMP_FS, KCMP_FILES) of each thread with the
- * main thread, from cryo (two syscalls a thread). Namespaces: the task
- * iterator's nsproxy pointers when its records were read in this freeze
- * (engine/dump/thread_state.ts), else each thread's /proc ns links.
+ * The task iterator's fs, files and nsproxy pointers when its records were
+ * read in this freeze (engine/dump/thread_state.ts); else kcmp(KCMP_FS,
+ * KCMP_FILES) of each thread with the main thread, from cryo (two
+ * syscalls a thread), and each thread's /proc ns links.
  *
  * @module
  */
@@ -21,10 +21,17 @@ import type { Refusals, SupportId } from "../support.ts";
 const KCMP_FILES = 2;
 const KCMP_FS = 3;
 
-const SHARED: [number, SupportId, string][] = [
-  [KCMP_FS, "task.thread-fs", "its own cwd, root and umask"],
-  [KCMP_FILES, "task.thread-files", "its own fd table"],
+const SHARED: [number, SupportId, string, "fs" | "files"][] = [
+  [KCMP_FS, "task.thread-fs", "its own cwd, root and umask", "fs"],
+  [KCMP_FILES, "task.thread-files", "its own fd table", "files"],
 ];
+
+/** The task iterator's pointers per thread (engine/dump/thread_state.ts). */
+export interface SharingRecords {
+  nsproxy: ReadonlyMap<number, bigint>;
+  fs: ReadonlyMap<number, bigint>;
+  files: ReadonlyMap<number, bigint>;
+}
 
 /** The namespace links compared thread by thread (those of task->nsproxy). */
 const NAMESPACES = [
@@ -39,26 +46,29 @@ const NAMESPACES = [
 
 /**
  * Refuses the threads `tids` of frozen process `pid` that do not share
- * their fs info, fd table or namespaces with the main thread (`nsproxy`:
- * each thread's task->nsproxy, when the task iterator read them).
+ * their fs info, fd table or namespaces with the main thread (`records`:
+ * each thread's pointers, when the task iterator read them).
  */
 export function checkThreadSharing(
   pid: number,
   tids: readonly number[],
   refusals: Refusals,
-  nsproxy?: ReadonlyMap<number, bigint>,
+  records?: SharingRecords,
 ): void {
   if (tids.length < 2) return;
-  const mainNs = nsproxy?.get(pid);
+  const mainNs = records?.nsproxy.get(pid);
   let mainLinks: (string | undefined)[] | undefined;
   for (const tid of tids) {
     if (tid === pid) continue;
-    for (const [type, id, what] of SHARED) {
-      const r = rawSyscall(SYS.kcmp, pid, tid, type, 0, 0);
-      // 0: the same; a thread gone meanwhile (ESRCH) is the freeze's business.
-      if (r > 0n) refusals.use(id, `process ${pid} thread ${tid}`, `it has ${what}`);
+    for (const [type, id, what, field] of SHARED) {
+      const mine = records?.[field].get(pid), theirs = records?.[field].get(tid);
+      // kcmp: 0 the same; a thread gone meanwhile (ESRCH) is the freeze's business.
+      const own = mine !== undefined && theirs !== undefined
+        ? theirs !== mine
+        : rawSyscall(SYS.kcmp, pid, tid, type, 0, 0) > 0n;
+      if (own) refusals.use(id, `process ${pid} thread ${tid}`, `it has ${what}`);
     }
-    const ns = nsproxy?.get(tid);
+    const ns = records?.nsproxy.get(tid);
     if (mainNs !== undefined && ns !== undefined) {
       if (ns !== mainNs) {
         refusals.use(
