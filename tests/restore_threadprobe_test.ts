@@ -29,6 +29,11 @@ const KINDS: [string, "restored" | RegExp][] = [
   ["ioflusher", "restored"],
   ["personality", "restored"],
   ["mempolicy", /thread \d+: a NUMA memory policy of a thread \(set_mempolicy\)/],
+  // The main thread is always injected: its mode is told.
+  [
+    "mempolicymain",
+    /process (\d+) thread \1: a NUMA memory policy of a thread \(set_mempolicy\): mode 1/,
+  ],
   ["seccomp", "restored"],
   ["gsbase", "restored"],
   ["unsharefs", /thread \d+: a thread with cwd, root and umask of its own/],

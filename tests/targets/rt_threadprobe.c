@@ -17,6 +17,7 @@
  *   ioflusher:  PR_SET_IO_FLUSHER in the worker;
  *   personality: personality(ADDR_NO_RANDOMIZE) in the worker;
  *   mempolicy:  set_mempolicy(MPOL_PREFERRED, node 0) in the worker;
+ *   mempolicymain: the same in the main thread only (after the worker started);
  *   seccomp:    a filter (sched_yield fails with errno 77) in the worker only;
  *   gsbase:     arch_prctl(ARCH_SET_GS) in the worker;
  *   unsharefs:  unshare(CLONE_FS), its own cwd and umask in the worker;
@@ -121,7 +122,7 @@ static void get_value(char *out, size_t n) {
     snprintf(out, n, "ioflusher=%d", prctl(PR_GET_IO_FLUSHER, 0, 0, 0, 0));
   } else if (!strcmp(kind, "personality")) {
     snprintf(out, n, "personality=0x%x", personality(0xffffffff));
-  } else if (!strcmp(kind, "mempolicy")) {
+  } else if (!strcmp(kind, "mempolicy") || !strcmp(kind, "mempolicymain")) {
     int mode = -1;
     long r = syscall(SYS_get_mempolicy, &mode, NULL, 0, NULL, 0);
     snprintf(out, n, "mempolicy=%d r=%ld", mode, r);
@@ -359,7 +360,7 @@ static void *run(void *arg) {
   if (t->worker) {
     atomic_store(&worker_tid, t->tid);
     if (!strcmp(kind, "cputimer")) make_timer(CLOCK_THREAD_CPUTIME_ID, t->tid, SIGRTMIN + 1, 5000000);
-    else if (strcmp(kind, "tscmain") != 0) {
+    else if (strcmp(kind, "tscmain") != 0 && strcmp(kind, "mempolicymain") != 0) {
       t->set_ok = set_value();
       t->set_errno = errno;
     }
@@ -405,6 +406,11 @@ int main(int argc, char **argv) {
   struct thread *w = &threads[1];
   if (!strcmp(kind, "tscmain")) {
     w->set_ok = prctl(PR_SET_TSC, PR_TSC_SIGSEGV, 0, 0, 0) == 0;
+    w->set_errno = errno;
+  }
+  if (!strcmp(kind, "mempolicymain")) {
+    unsigned long mask = 1;
+    w->set_ok = syscall(SYS_set_mempolicy, MPOL_PREFERRED, &mask, 64) == 0;
     w->set_errno = errno;
   }
   if (!strcmp(kind, "timertid")) make_timer(CLOCK_MONOTONIC, w->tid, SIGRTMIN, 20000000);
