@@ -62,6 +62,7 @@ export const SYS = {
   getsid: 124,
   sigaltstack: 131,
   personality: 135,
+  get_mempolicy: 239,
   prctl: 157,
   arch_prctl: 158,
   setrlimit: 160,

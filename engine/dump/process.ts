@@ -221,6 +221,17 @@ export function collectProcess(
             perThread((t) => t.pdeathsig),
             perThread((t) => t.timerSlackNs),
             state.processAttrs,
+            new Map(
+              [...state.threads].map((
+                [tid, t],
+              ) => [tid, {
+                tsc: t.tsc,
+                personality: t.personality,
+                mempolicy: t.mempolicy,
+                ...(t.speculation ? { speculation: t.speculation } : {}),
+                ...(t.threadKeyring !== undefined ? { threadKeyring: t.threadKeyring } : {}),
+              }]),
+            ),
           ),
           // From the BPF task iterator when trusted, else probed (and compared: thread_state.ts).
           mlockFuture: takeMlockFuture(pid, state.mlockFuture, () => probeMlockFuture(s)),
@@ -251,7 +262,15 @@ export function collectProcess(
   // Every thread's ptrace and scheduling reads in one call on this (the tracer's) thread.
   const reads = threadReadsAvailable() ? readThreadsHere(tids, xsaveSize(pid)) : undefined;
   pumpCopyAhead();
-  const task = collectTaskState(pid, tids, injected.task, refusals, statuses, reads);
+  const task = collectTaskState(
+    pid,
+    tids,
+    injected.task,
+    refusals,
+    statuses,
+    reads,
+    bpfStates,
+  );
   // The smaps records are the dump's mappings as they are (no copy per mapping).
   const vmas: Vma[] = maps;
   // One object per mapping, built without spreads (10,000 mappings: this runs frozen).
