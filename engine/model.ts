@@ -257,6 +257,12 @@ export interface ProcessImage {
   exe: FileIdentity | null;
   cwd: string;
   root: string;
+  /**
+   * Device and inode of the cwd and root directories at dump: restore
+   * refuses another directory at their paths. Absent in images of older
+   * cryo versions.
+   */
+  dirIds?: { cwd: DirId; root: DirId };
   umask: number;
   personality: number;
   cmdline: string[];
@@ -347,6 +353,21 @@ export interface FileIdentity {
   ino: number;
   size: number;
   mtimeMs: number;
+  /**
+   * Change time in ns since the epoch, as a decimal string (statx): set by
+   * the kernel on every write, truncate or metadata change and never by
+   * utimes, so a file rewritten with its old mtime still differs. Absent in
+   * images of older cryo versions.
+   */
+  ctimeNs?: string;
+  /** A device node's device number (st_rdev): what it opens, whatever its inode. */
+  rdev?: number;
+}
+
+/** A directory's device and inode. */
+export interface DirId {
+  dev: number;
+  ino: number;
 }
 
 /** Real, effective, saved and fs uids/gids plus supplementary groups. */

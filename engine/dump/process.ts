@@ -7,7 +7,7 @@
 
 import { readThreadsHere, threadReadsAvailable } from "../../ffi/thread_reads.ts";
 import { xsaveSize } from "../../ffi/ptrace.ts";
-import { readCmdline } from "../proc/misc.ts";
+import { readCmdline, readDirIds } from "../proc/misc.ts";
 import { readLimits } from "../proc/limits.ts";
 import type { FdInfo, Mapping, ProcessImage } from "../model.ts";
 import { Refusals } from "../support.ts";
@@ -317,7 +317,8 @@ export function collectProcess(
   let exe: ProcessImage["exe"] = null;
   try {
     const path = readProcLink(pid, "exe");
-    exe = fileIdentityOf(path.replace(/ \(deleted\)$/, ""), Deno.statSync(`/proc/${pid}/exe`));
+    const proc = `/proc/${pid}/exe`;
+    exe = fileIdentityOf(path.replace(/ \(deleted\)$/, ""), Deno.statSync(proc), proc);
   } catch { /* kernel thread or unreadable */ }
 
   // (Object.assign, not a spread: the record's XSAVE bytes are not enumerable, thread_xsave.ts.)
@@ -346,6 +347,7 @@ export function collectProcess(
       exe,
       cwd: readProcLink(pid, "cwd"),
       root: readProcLink(pid, "root"),
+      dirIds: readDirIds(pid),
       umask: status.umask ?? 0o022,
       personality: parseInt(readProcText(pid, "personality").trim(), 16),
       cmdline: readCmdline(pid),

@@ -27,6 +27,8 @@ const fileIdentity = z.looseObject({
   ino: nat,
   size: nat,
   mtimeMs: z.number(),
+  ctimeNs: z.string().regex(/^\d+$/).optional(),
+  rdev: nat.optional(),
 });
 
 const sigInfo = z.looseObject({ signo: int.min(1).max(64), code: int, raw: base64 });
@@ -145,6 +147,10 @@ export const processImageSchema = z.looseObject({
   exe: fileIdentity.nullable(),
   cwd: z.string(),
   root: z.string(),
+  dirIds: z.looseObject({
+    cwd: z.looseObject({ dev: nat, ino: nat }),
+    root: z.looseObject({ dev: nat, ino: nat }),
+  }).optional(),
   umask: nat,
   personality: nat,
   cmdline: z.array(z.string()),

@@ -405,7 +405,7 @@ export function readMapFileIdentity(pid: number, entry: MapEntry): FileIdentity 
   const path = procPath(pid, `map_files/${entry.start.toString(16)}-${entry.end.toString(16)}`);
   try {
     const info = procRead(pid, path, () => Deno.statSync(path));
-    return fileIdentityOf(mappingFilePath(entry), info);
+    return fileIdentityOf(mappingFilePath(entry), info, path);
   } catch (err) {
     if (err instanceof ProcEntryNotFoundError) return null;
     if (err instanceof ProcPermissionError) return identityByPath(pid, entry);
@@ -452,7 +452,7 @@ function identityByPath(pid: number, entry: MapEntry): FileIdentity {
       `${where}: ${path} is no longer the mapped file and map_files cannot be opened without CAP_CHECKPOINT_RESTORE on the host (rootless dump)`,
     );
   }
-  return fileIdentityOf(path, info);
+  return fileIdentityOf(path, info, path);
 }
 
 /** An area's range and permissions, as a PROCMAP_QUERY lookup gives them. */

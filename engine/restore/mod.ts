@@ -38,6 +38,7 @@ import {
   checkGroupIdsFree,
   checkPidsFree,
   checkPrivileges,
+  checkProcessDirs,
   checkVdso,
   type OwnVdso,
   startOwnVdso,
@@ -271,6 +272,7 @@ export async function preflight(
   const processes = plan.units.map((u) => u.image);
   checkFiles(processes);
   checkFdFiles(plan.units);
+  checkProcessDirs(processes, plan.manifest.namespaces?.mounts?.map((m) => m.mountPoint));
   checkUnixNamesFree(processes);
   checkInotifyPaths(processes);
   checkCgroups(processes);
