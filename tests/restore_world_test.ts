@@ -13,6 +13,7 @@ import { RestoreError } from "../engine/errors.ts";
 import { restore } from "../engine/restore/mod.ts";
 import { startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
 import { adoptPid, withTargets } from "./helpers/targets.ts";
+import { pathExists } from "./helpers/fs.ts";
 
 const READY = /^ready (\d+)$/m;
 
@@ -37,6 +38,8 @@ async function probe(
   try {
     tree = await restore(dir);
   } catch (e) {
+    // (The work directory a case moved away is not withTargets' to remove.)
+    if (pathExists(`${work}.moved`)) Deno.removeSync(`${work}.moved`, { recursive: true });
     if (!(e instanceof RestoreError)) throw e;
     assert.equal(Deno.readDirSync(`/proc`).some((p) => p.name === String(t.pid)), false);
     assert.deepEqual(imageListing(dir), before, "the image is left as it was");
@@ -64,87 +67,188 @@ const run = (cmd: string, ...args: string[]) => {
   }
 };
 
-/** Every probed case: mode, what changes, and the change. */
-const CASES: [string, string, (work: string, dir: string) => Promise<void> | void][] = [
-  ["fd", "unchanged", () => {}],
-  ["fd", "modified", (w) => Deno.writeFileSync(`${w}/f.bin`, new Uint8Array(8192).fill(65))],
-  ["fd", "truncated", (w) => Deno.truncateSync(`${w}/f.bin`, 10)],
-  ["fd", "extended", (w) => Deno.writeTextFileSync(`${w}/f.bin`, "more", { append: true })],
+/**
+ * What a case must end in: refused with a message matching the pattern, or
+ * restored with exactly these of the target's checks failing (none: a
+ * faithful restore; the content of a file an fd holds is not the fd's
+ * state: it may change, as under a running process).
+ */
+type Expect = RegExp | string[];
+
+const REPLACED_FILE =
+  /^cannot restore: fd 3 of process \d+: \S+\/f\.bin was replaced by another file since the dump \(--inherit-fd 3=\S+ takes it as it is now\)$/;
+const MISSING_FD =
+  /^cannot restore: fd 3 of process \d+ was \S+, which is missing \(use --inherit-fd 3=PATH\)$/;
+const CHANGED_MAPPED = /^cannot restore: file mapped by \d+ \S+\/p\.bin changed since the dump/;
+
+/** Every probed case: mode, what changes, the change, what must come of it. */
+const CASES: [string, string, (work: string, dir: string) => Promise<void> | void, Expect][] = [
+  ["fd", "unchanged", () => {}, []],
+  ["fd", "modified", (w) => Deno.writeFileSync(`${w}/f.bin`, new Uint8Array(8192).fill(65)), [
+    "content",
+  ]],
+  ["fd", "truncated", (w) => Deno.truncateSync(`${w}/f.bin`, 10), ["size", "content"]],
+  ["fd", "extended", (w) => Deno.writeTextFileSync(`${w}/f.bin`, "more", { append: true }), [
+    "size",
+  ]],
   ["fd", "replaced", (w) => {
     Deno.writeTextFileSync(`${w}/new`, "x");
     Deno.renameSync(`${w}/new`, `${w}/f.bin`);
-  }],
-  ["fd", "deleted", (w) => Deno.removeSync(`${w}/f.bin`)],
-  ["fd", "chmod000", (w) => Deno.chmodSync(`${w}/f.bin`, 0)],
-  ["fd", "now-dir", (w) => {
-    Deno.removeSync(`${w}/f.bin`);
-    Deno.mkdirSync(`${w}/f.bin`);
-  }],
-  ["fd", "parent-renamed", (w) => Deno.renameSync(w, `${w}.moved`)],
-  ["private", "unchanged", () => {}],
+  }, REPLACED_FILE],
+  ["fd", "deleted", (w) => Deno.removeSync(`${w}/f.bin`), MISSING_FD],
+  ["fd", "chmod000", (w) => Deno.chmodSync(`${w}/f.bin`, 0), []],
+  [
+    "fd",
+    "now-dir",
+    (w) => {
+      Deno.removeSync(`${w}/f.bin`);
+      Deno.mkdirSync(`${w}/f.bin`);
+    },
+    /^cannot restore: fd 3 of process \d+: \S+\/f\.bin is no longer a regular file \(--inherit-fd/,
+  ],
+  ["fd", "parent-renamed", (w) => Deno.renameSync(w, `${w}.moved`), MISSING_FD],
+  ["private", "unchanged", () => {}, []],
   [
     "private",
     "modified",
     (w) => Deno.writeFileSync(`${w}/p.bin`, new Uint8Array(3 * 4096).fill(66)),
+    CHANGED_MAPPED,
   ],
-  ["private", "modified-same-mtime", (w) => {
-    const m = Deno.statSync(`${w}/p.bin`).mtime!;
-    Deno.writeFileSync(`${w}/p.bin`, new Uint8Array(3 * 4096).fill(66));
-    Deno.utimeSync(`${w}/p.bin`, m, m);
-  }],
+  [
+    "private",
+    "modified-same-mtime",
+    (w) => {
+      const m = Deno.statSync(`${w}/p.bin`).mtime!;
+      Deno.writeFileSync(`${w}/p.bin`, new Uint8Array(3 * 4096).fill(66));
+      Deno.utimeSync(`${w}/p.bin`, m, m);
+    },
+    /^cannot restore: file mapped by \d+ \S+\/p\.bin changed since the dump \(its change time moved/,
+  ],
+  ["private", "chmod", (w) => Deno.chmodSync(`${w}/p.bin`, 0o600), CHANGED_MAPPED],
   ["private", "replaced-same-size", (w) => {
     Deno.writeFileSync(`${w}/n`, new Uint8Array(3 * 4096).fill(66));
     Deno.renameSync(`${w}/n`, `${w}/p.bin`);
-  }],
-  ["private", "deleted", (w) => Deno.removeSync(`${w}/p.bin`)],
-  ["shared", "unchanged", () => {}],
-  ["shared", "modified", (w) => Deno.writeFileSync(`${w}/s.bin`, new Uint8Array(4096).fill(67))],
-  ["shared", "truncated", (w) => Deno.truncateSync(`${w}/s.bin`, 0)],
+  }, /^cannot restore: file mapped by \d+ \S+\/p\.bin is another file than at the dump$/],
+  [
+    "private",
+    "deleted",
+    (w) => Deno.removeSync(`${w}/p.bin`),
+    /^cannot restore: file mapped by \d+ \S+\/p\.bin is missing$/,
+  ],
+  ["shared", "unchanged", () => {}, []],
+  // Shared file memory is the file's: written by others since, it is what the process sees.
+  [
+    "shared",
+    "modified",
+    (w) => Deno.writeFileSync(`${w}/s.bin`, new Uint8Array(4096).fill(67)),
+    [],
+  ],
   ["shared", "replaced", (w) => {
     Deno.writeFileSync(`${w}/n`, new Uint8Array(4096).fill(67));
     Deno.renameSync(`${w}/n`, `${w}/s.bin`);
-  }],
-  ["cwd", "unchanged", () => {}],
-  ["cwd", "removed", (w) => Deno.removeSync(`${w}/d`)],
-  ["cwd", "renamed", (w) => Deno.renameSync(`${w}/d`, `${w}/e`)],
-  ["cwd", "replaced", (w) => {
-    Deno.renameSync(`${w}/d`, `${w}/e`);
-    Deno.mkdirSync(`${w}/d`);
-  }],
-  ["dirfd", "replaced", (w) => {
-    Deno.renameSync(`${w}/d`, `${w}/e`);
-    Deno.mkdirSync(`${w}/d`);
-  }],
+  }, /^cannot restore: file mapped by \d+ \S+\/s\.bin is another file than at the dump$/],
+  ["cwd", "unchanged", () => {}, []],
+  [
+    "cwd",
+    "removed",
+    (w) => Deno.removeSync(`${w}/d`),
+    /^cannot restore: the cwd of process \d+, \S+\/d, is missing$/,
+  ],
+  [
+    "cwd",
+    "renamed",
+    (w) => Deno.renameSync(`${w}/d`, `${w}/e`),
+    /^cannot restore: the cwd of process \d+, \S+\/d, is missing$/,
+  ],
+  [
+    "cwd",
+    "replaced",
+    (w) => {
+      Deno.renameSync(`${w}/d`, `${w}/e`);
+      Deno.mkdirSync(`${w}/d`);
+    },
+    /^cannot restore: the cwd of process \d+, \S+\/d, was replaced by another directory since the dump$/,
+  ],
+  ["cwd", "now-file", (w) => {
+    Deno.removeSync(`${w}/d`);
+    Deno.writeTextFileSync(`${w}/d`, "x");
+  }, /^cannot restore: the cwd of process \d+, \S+\/d, is no longer a directory$/],
+  ["dirfd", "unchanged", () => {}, []],
+  [
+    "dirfd",
+    "replaced",
+    (w) => {
+      Deno.renameSync(`${w}/d`, `${w}/e`);
+      Deno.mkdirSync(`${w}/d`);
+    },
+    /^cannot restore: fd 3 of process \d+: \S+\/d was replaced by another directory since the dump/,
+  ],
   ["dirfd", "now-file", (w) => {
     Deno.removeSync(`${w}/d`);
     Deno.writeTextFileSync(`${w}/d`, "x");
-  }],
-  ["dev", "unchanged", () => {}],
+  }, /^cannot restore: fd 3 of process \d+: \S+\/d is no longer a directory/],
+  ["dev", "unchanged", () => {}, []],
+  // Another node of the same device opens the same device: taken, though fstat shows another
+  // inode (/dev is made anew at each boot, a device fd must survive that).
+  ["dev", "same-device-new-node", (w) => {
+    run("mknod", `${w}/nul2`, "c", "1", "3");
+    Deno.renameSync(`${w}/nul2`, `${w}/nul`);
+  }, ["same-inode"]],
   ["dev", "other-device", (w) => {
-    Deno.removeSync(`${w}/nul`);
-    run("mknod", `${w}/nul`, "c", "1", "5");
-  }],
+    run("mknod", `${w}/nul2`, "c", "1", "5");
+    Deno.renameSync(`${w}/nul2`, `${w}/nul`);
+  }, /^cannot restore: fd 3 of process \d+: \S+\/nul is now device 1:5, not 1:3/],
   ["dev", "now-file", (w) => {
-    Deno.removeSync(`${w}/nul`);
-    Deno.writeTextFileSync(`${w}/nul`, "x");
-  }],
-  ["fifo", "unchanged", () => {}],
+    Deno.writeTextFileSync(`${w}/nul2`, "x");
+    Deno.renameSync(`${w}/nul2`, `${w}/nul`);
+  }, /^cannot restore: fd 3 of process \d+: \S+\/nul is no longer a character device/],
+  ["fifo", "unchanged", () => {}, []],
   ["fifo", "now-file", (w) => {
-    Deno.removeSync(`${w}/fifo`);
-    Deno.writeTextFileSync(`${w}/fifo`, "x");
-  }],
+    Deno.writeTextFileSync(`${w}/f2`, "x");
+    Deno.renameSync(`${w}/f2`, `${w}/fifo`);
+  }, /^cannot restore: fd 3 of process \d+: \S+\/fifo is no longer a FIFO$/],
   ["fifo", "other-fifo", (w) => {
-    Deno.removeSync(`${w}/fifo`);
-    run("mkfifo", `${w}/fifo`);
-  }],
-  ["fifo", "removed", (w) => Deno.removeSync(`${w}/fifo`)],
-  ["unix", "unchanged", () => {}],
-  ["unix", "path-removed", (w) => Deno.removeSync(`${w}/sock`)],
+    run("mkfifo", `${w}/f2`);
+    Deno.renameSync(`${w}/f2`, `${w}/fifo`);
+  }, /^cannot restore: fd 3 of process \d+: \S+\/fifo was replaced by another file since the dump/],
+  [
+    "fifo",
+    "removed",
+    (w) => Deno.removeSync(`${w}/fifo`),
+    /^cannot restore: fd 3 of process \d+ was \S+\/fifo, which is missing/,
+  ],
+  ["unix", "unchanged", () => {}, []],
+  // The socket file is made again at its path.
+  ["unix", "path-removed", (w) => Deno.removeSync(`${w}/sock`), []],
   ["unix", "path-now-file", (w) => {
     Deno.removeSync(`${w}/sock`);
     Deno.writeTextFileSync(`${w}/sock`, "x");
-  }],
+  }, /^cannot restore: \S+\/sock \(process \d+ fd 3\) exists and is not a socket file$/],
 ];
+
+for (const [mode, what, change, expect] of CASES) {
+  Deno.test(
+    `world changed before restore: ${mode} ${what}: ${
+      expect instanceof RegExp
+        ? "refused"
+        : expect.length
+        ? `restored (${expect.join(", ")} differ)`
+        : "restored as dumped"
+    }`,
+    withTargets(async () => {
+      const out = await probe(mode, change);
+      if (expect instanceof RegExp) {
+        assert.ok("refused" in out, `restored: ${"restored" in out ? out.restored : ""}`);
+        assert.match(out.refused, expect);
+      } else {
+        assert.ok("restored" in out, `refused: ${"refused" in out ? out.refused : ""}`);
+        const failed = [...out.restored.matchAll(/check (\S+) FAIL/g)].map((m) => m[1]);
+        assert.deepEqual(failed, expect, out.restored);
+        assert.equal(out.restored.endsWith(expect.length ? "FAIL" : "PASS"), true, out.restored);
+      }
+    }),
+  );
+}
 
 if (Deno.env.get("CRYO_WORLD_REPORT")) {
   Deno.test(
@@ -161,6 +265,74 @@ if (Deno.env.get("CRYO_WORLD_REPORT")) {
         }
         console.log(`WORLD ${mode}/${what}: ${out}`);
       }
+    }),
+  );
+}
+
+if (Deno.env.get("CRYO_WORLD_REPORT_IMAGE")) {
+  Deno.test(
+    "report: restore of a mixed or redirected image",
+    withTargets(async () => {
+      const { t, trigger } = await startTriggered("rt_world", READY, {
+        passWork: true,
+        extra: ["plain"],
+      });
+      const first = await tempImageDir();
+      await checkpoint(t.pid, { dir: first, leaveRunning: true });
+      await new Promise((r) => setTimeout(r, 300));
+      const second = await tempImageDir();
+      await checkpoint(t.pid, { dir: second });
+      await t.wait();
+      const elf = `${t.pid}.elf`;
+      console.log(
+        "sizes",
+        Deno.statSync(`${first}/${elf}`).size,
+        Deno.statSync(`${second}/${elf}`).size,
+      );
+      const variant = async (name: string, edit: (d: string) => void, opts = {}) => {
+        const d = await tempImageDir();
+        Deno.mkdirSync(d, { mode: 0o700 });
+        for (const e of Deno.readDirSync(second)) {
+          Deno.copyFileSync(`${second}/${e.name}`, `${d}/${e.name}`);
+        }
+        edit(d);
+        try {
+          const tree = await restore(d, opts);
+          t.resetAfterRestore();
+          for (const pid of tree.pids) if (pid !== t.pid) adoptPid(pid);
+          await Deno.writeTextFile(trigger, "");
+          await t.wait();
+          console.log(
+            `IMAGE ${name}: restored ${
+              t.output().split("\n").filter((l) => /FAIL|PASS/.test(l)).join("; ")
+            }`,
+          );
+          Deno.removeSync(trigger);
+        } catch (e) {
+          console.log(
+            `IMAGE ${name}: refused ${
+              e instanceof Error ? `${e.constructor.name}: ${e.message}` : e
+            }`,
+          );
+        }
+      };
+      await variant(
+        "elf-from-other-dump",
+        (d) => Deno.copyFileSync(`${first}/${elf}`, `${d}/${elf}`),
+      );
+      await variant(
+        "elf-from-other-dump-no-verify",
+        (d) => Deno.copyFileSync(`${first}/${elf}`, `${d}/${elf}`),
+        { verifyChecksums: false },
+      );
+      await variant("elf-symlink", (d) => {
+        Deno.removeSync(`${d}/${elf}`);
+        Deno.symlinkSync(`${second}/${elf}`, `${d}/${elf}`);
+      });
+      await variant("manifest-symlink", (d) => {
+        Deno.removeSync(`${d}/manifest.json`);
+        Deno.symlinkSync(`${second}/manifest.json`, `${d}/manifest.json`);
+      });
     }),
   );
 }
