@@ -11,24 +11,49 @@ import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { RestoreError } from "../engine/errors.ts";
 import { restore } from "../engine/restore/mod.ts";
-import { startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
-import { adoptPid, withTargets } from "./helpers/targets.ts";
-import { pathExists } from "./helpers/fs.ts";
+import { tempImageDir } from "./helpers/roundtrip.ts";
+import { adoptPid, buildTarget, startTarget, withTargets } from "./helpers/targets.ts";
+import { pathExists, tempDir } from "./helpers/fs.ts";
 
 const READY = /^ready (\d+)$/m;
 
 /** What a restore after `change` did: refused (the message) or restored (the target's report). */
 type Outcome = { refused: string } | { restored: string };
 
+/** How a probe starts rt_world: from a copy in its work directory, under another uid. */
+interface Start {
+  /** Run a copy of the executable at `<work>/rt_world` (the case may change it). */
+  exeCopy?: boolean;
+  /** Run it as this uid and gid (setpriv), no groups. */
+  uid?: number;
+}
+
 /** Starts rt_world in `mode`, dumps it (killed), runs `change(work)`, restores; the outcome. */
 async function probe(
   mode: string,
   change: (work: string, dir: string) => Promise<void> | void,
+  start: Start = {},
 ): Promise<Outcome> {
-  const { t, work, trigger } = await startTriggered("rt_world", READY, {
-    passWork: true,
-    extra: [mode],
-  });
+  const work = await tempDir("cryo-rt-world-");
+  Deno.chmodSync(work, 0o755);
+  const trigger = `${work}/go`;
+  let exe = await buildTarget("rt_world");
+  if (start.exeCopy) {
+    Deno.copyFileSync(exe, `${work}/rt_world`);
+    exe = `${work}/rt_world`;
+  }
+  const args = [exe, trigger, work, mode];
+  const t = start.uid === undefined
+    ? await startTarget(exe, args.slice(1))
+    : await startTarget("/usr/bin/setpriv", [
+      `--reuid=${start.uid}`,
+      `--regid=${start.uid}`,
+      "--clear-groups",
+      ...args,
+    ]);
+  assert.equal(Number((await t.waitFor(READY))[1]), t.pid);
+  const uidLine = () => Deno.readTextFileSync(`/proc/${t.pid}/status`).match(/^Uid:.*$/m)?.[0];
+  const uidBefore = uidLine();
   const dir = await tempImageDir();
   await checkpoint(t.pid, { dir });
   await t.wait();
@@ -47,6 +72,7 @@ async function probe(
   }
   t.resetAfterRestore();
   for (const pid of tree.pids) if (pid !== t.pid) adoptPid(pid);
+  assert.equal(uidLine(), uidBefore, "the same uids");
   await Deno.writeTextFile(trigger, "");
   await t.wait();
   return { restored: t.output().split("\n").filter((l) => / FAIL|^PASS|^FAIL/.test(l)).join("; ") };
@@ -60,6 +86,7 @@ function imageListing(dir: string): string {
     .sort().join(" ");
 }
 
+/** Runs a command, throwing with its stderr when it fails. */
 const run = (cmd: string, ...args: string[]) => {
   const r = new Deno.Command(cmd, { args }).outputSync();
   if (!r.success) {
@@ -82,7 +109,13 @@ const MISSING_FD =
 const CHANGED_MAPPED = /^cannot restore: file mapped by \d+ \S+\/p\.bin changed since the dump/;
 
 /** Every probed case: mode, what changes, the change, what must come of it. */
-const CASES: [string, string, (work: string, dir: string) => Promise<void> | void, Expect][] = [
+const CASES: [
+  string,
+  string,
+  (work: string, dir: string) => Promise<void> | void,
+  Expect,
+  Start?,
+][] = [
   ["fd", "unchanged", () => {}, []],
   ["fd", "modified", (w) => Deno.writeFileSync(`${w}/f.bin`, new Uint8Array(8192).fill(65)), [
     "content",
@@ -217,6 +250,47 @@ const CASES: [string, string, (work: string, dir: string) => Promise<void> | voi
     (w) => Deno.removeSync(`${w}/fifo`),
     /^cannot restore: fd 3 of process \d+ was \S+\/fifo, which is missing/,
   ],
+  ["plain", "exe unchanged", () => {}, [], { exeCopy: true }],
+  [
+    "plain",
+    "exe rewritten in place",
+    (w) => {
+      const b = Deno.readFileSync(`${w}/rt_world`);
+      b[b.length - 1] ^= 1;
+      Deno.writeFileSync(`${w}/rt_world`, b);
+    },
+    /^cannot restore: executable of \d+ \S+\/rt_world changed since the dump$/,
+    { exeCopy: true },
+  ],
+  [
+    "plain",
+    "exe rebuilt with its old mtime",
+    (w) => {
+      const m = Deno.statSync(`${w}/rt_world`).mtime!;
+      const b = Deno.readFileSync(`${w}/rt_world`);
+      b[b.length - 1] ^= 1;
+      Deno.writeFileSync(`${w}/rt_world`, b);
+      Deno.utimeSync(`${w}/rt_world`, m, m);
+    },
+    /^cannot restore: executable of \d+ \S+\/rt_world changed since the dump \(its change time moved/,
+    {
+      exeCopy: true,
+    },
+  ],
+  [
+    "plain",
+    "exe replaced",
+    (w) => {
+      Deno.copyFileSync(`${w}/rt_world`, `${w}/n`);
+      Deno.renameSync(`${w}/n`, `${w}/rt_world`);
+    },
+    /^cannot restore: executable of \d+ \S+\/rt_world is another file than at the dump$/,
+    {
+      exeCopy: true,
+    },
+  ],
+  // Numeric ids are what a process has: a uid with no passwd entry comes back as it was.
+  ["plain", "uid without a passwd entry", () => {}, [], { uid: 54321 }],
   ["unix", "unchanged", () => {}, []],
   // The socket file is made again at its path.
   ["unix", "path-removed", (w) => Deno.removeSync(`${w}/sock`), []],
@@ -226,7 +300,7 @@ const CASES: [string, string, (work: string, dir: string) => Promise<void> | voi
   }, /^cannot restore: \S+\/sock \(process \d+ fd 3\) exists and is not a socket file$/],
 ];
 
-for (const [mode, what, change, expect] of CASES) {
+for (const [mode, what, change, expect, start] of CASES) {
   Deno.test(
     `world changed before restore: ${mode} ${what}: ${
       expect instanceof RegExp
@@ -236,7 +310,7 @@ for (const [mode, what, change, expect] of CASES) {
         : "restored as dumped"
     }`,
     withTargets(async () => {
-      const out = await probe(mode, change);
+      const out = await probe(mode, change, start);
       if (expect instanceof RegExp) {
         assert.ok("refused" in out, `restored: ${"restored" in out ? out.restored : ""}`);
         assert.match(out.refused, expect);
@@ -269,70 +343,44 @@ if (Deno.env.get("CRYO_WORLD_REPORT")) {
   );
 }
 
-if (Deno.env.get("CRYO_WORLD_REPORT_IMAGE")) {
-  Deno.test(
-    "report: restore of a mixed or redirected image",
-    withTargets(async () => {
-      const { t, trigger } = await startTriggered("rt_world", READY, {
-        passWork: true,
-        extra: ["plain"],
-      });
-      const first = await tempImageDir();
-      await checkpoint(t.pid, { dir: first, leaveRunning: true });
-      await new Promise((r) => setTimeout(r, 300));
-      const second = await tempImageDir();
-      await checkpoint(t.pid, { dir: second });
-      await t.wait();
-      const elf = `${t.pid}.elf`;
-      console.log(
-        "sizes",
-        Deno.statSync(`${first}/${elf}`).size,
-        Deno.statSync(`${second}/${elf}`).size,
-      );
-      const variant = async (name: string, edit: (d: string) => void, opts = {}) => {
-        const d = await tempImageDir();
-        Deno.mkdirSync(d, { mode: 0o700 });
-        for (const e of Deno.readDirSync(second)) {
-          Deno.copyFileSync(`${second}/${e.name}`, `${d}/${e.name}`);
-        }
-        edit(d);
-        try {
-          const tree = await restore(d, opts);
-          t.resetAfterRestore();
-          for (const pid of tree.pids) if (pid !== t.pid) adoptPid(pid);
-          await Deno.writeTextFile(trigger, "");
-          await t.wait();
-          console.log(
-            `IMAGE ${name}: restored ${
-              t.output().split("\n").filter((l) => /FAIL|PASS/.test(l)).join("; ")
-            }`,
-          );
-          Deno.removeSync(trigger);
-        } catch (e) {
-          console.log(
-            `IMAGE ${name}: refused ${
-              e instanceof Error ? `${e.constructor.name}: ${e.message}` : e
-            }`,
-          );
-        }
-      };
-      await variant(
-        "elf-from-other-dump",
-        (d) => Deno.copyFileSync(`${first}/${elf}`, `${d}/${elf}`),
-      );
-      await variant(
-        "elf-from-other-dump-no-verify",
-        (d) => Deno.copyFileSync(`${first}/${elf}`, `${d}/${elf}`),
-        { verifyChecksums: false },
-      );
-      await variant("elf-symlink", (d) => {
-        Deno.removeSync(`${d}/${elf}`);
-        Deno.symlinkSync(`${second}/${elf}`, `${d}/${elf}`);
-      });
-      await variant("manifest-symlink", (d) => {
-        Deno.removeSync(`${d}/manifest.json`);
-        Deno.symlinkSync(`${second}/manifest.json`, `${d}/manifest.json`);
-      });
-    }),
-  );
-}
+Deno.test(
+  "image changed before restore: a process file from another dump of it is refused (checksum), a symlinked file by name",
+  withTargets(async () => {
+    const work = await tempDir("cryo-rt-world-");
+    const t = await startTarget("rt_world", [`${work}/go`, work, "plain"]);
+    assert.equal(Number((await t.waitFor(READY))[1]), t.pid);
+    const first = await tempImageDir();
+    await checkpoint(t.pid, { dir: first, leaveRunning: true });
+    await new Promise((r) => setTimeout(r, 100)); // other times, registers: another file
+    const second = await tempImageDir();
+    await checkpoint(t.pid, { dir: second });
+    await t.wait();
+    const elf = `${t.pid}.elf`;
+    const variant = async (edit: (d: string) => void) => {
+      const d = await tempImageDir();
+      Deno.mkdirSync(d, { mode: 0o700 });
+      for (const e of Deno.readDirSync(second)) {
+        Deno.copyFileSync(`${second}/${e.name}`, `${d}/${e.name}`);
+      }
+      edit(d);
+      const before = imageListing(d);
+      const err = await restore(d).then(() => undefined, (e) => e);
+      assert.ok(err instanceof Error, "restored");
+      assert.ok(!pathExists(`/proc/${t.pid}`), "nothing left running");
+      assert.equal(imageListing(d), before, "the image is left as it was");
+      return err.message as string;
+    };
+    const mixed = await variant((d) => Deno.copyFileSync(`${first}/${elf}`, `${d}/${elf}`));
+    assert.match(mixed, new RegExp(`${elf}: checksum crc32:\\w+ differs from the manifest's`));
+    const linked = await variant((d) => {
+      Deno.removeSync(`${d}/${elf}`);
+      Deno.symlinkSync(`${second}/${elf}`, `${d}/${elf}`);
+    });
+    assert.match(
+      linked,
+      new RegExp(
+        `^cannot restore: \\S+/${elf} is a symbolic link to \\S+/${elf}, not a file of the dump; restore it only if you trust`,
+      ),
+    );
+  }),
+);
