@@ -260,6 +260,8 @@ export function collectProcess(
   let lastEnd = -1n, lastEndHex = "";
   // Records made before the freeze from the very maps text read at it (mapping_drafts.ts).
   const drafts = takeMappingDrafts(maps);
+  // One statx per file for its change time, however many times it is mapped.
+  const ctimes = new Map<string, string | undefined>();
   // By forEach: no loop of 10,000 rounds for V8 to compile (engine/find_from.ts).
   maps.forEach((m, i) => {
     const draft = drafts?.[i];
@@ -278,7 +280,7 @@ export function collectProcess(
     }
     const kind = classifyVma(m);
     const file = kind === "file-private" || kind === "file-shared"
-      ? readMapFileIdentity(pid, m) ?? undefined
+      ? readMapFileIdentity(pid, m, ctimes) ?? undefined
       : undefined;
     // Deleted files and memfds are saved by content (engine/fds/ghost.ts).
     const refused = refusedMapping(m);

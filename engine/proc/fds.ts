@@ -143,7 +143,7 @@ export function readFd(pid: number, fd: number): ProcFd {
   };
   const cls = classifyFd(target, stat);
   const out: ProcFd = { fd, target, info, stat, ...cls };
-  if (cls.path !== undefined) out.file = fileIdentityOf(cls.path, st, procPath(pid, `fd/${fd}`));
+  if (cls.path !== undefined) out.file = fileIdentityOf(cls.path, st);
   return out;
 }
 

@@ -7,7 +7,7 @@
 
 import type { FileIdentity } from "../model.ts";
 import { translateProcError } from "./errors.ts";
-import { fileTimesNs } from "../../ffi/statx.ts";
+import { changeTimeNs } from "../../ffi/statx.ts";
 
 /** Path of `/proc/<pid>/<rel>`, or `/proc/<pid>/task/<tid>/<rel>` when `tid` is given. */
 export function procPath(pid: number, rel: string, tid?: number): string {
@@ -75,8 +75,8 @@ export function fileIdentityOf(path: string, info: Deno.FileInfo, statPath?: str
   };
   if (info.isCharDevice || info.isBlockDevice) id.rdev = info.rdev ?? 0;
   if (statPath !== undefined) {
-    const times = fileTimesNs(statPath);
-    if (typeof times !== "number") id.ctimeNs = String(times.ctimeNs);
+    const ctime = changeTimeNs(statPath);
+    if (typeof ctime === "string") id.ctimeNs = ctime;
   }
   return id;
 }

@@ -18,7 +18,7 @@ import { rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { Errno } from "../../ffi/errno.ts";
 import { findFrom } from "../find_from.ts";
-import { fileTimesNs } from "../../ffi/statx.ts";
+import { changeTimeNs } from "../../ffi/statx.ts";
 
 function describeHolder(pid: number): string | undefined {
   try {
@@ -113,8 +113,7 @@ export function checkFileIdentity(what: string, f: FileIdentity, sameFileOnly = 
   }
   if (f.ctimeNs === undefined) return;
   // Same size and mtime, but utimes can set an mtime back: the change time it cannot.
-  const times = fileTimesNs(f.path);
-  if (typeof times === "number" || String(times.ctimeNs) !== f.ctimeNs) {
+  if (changeTimeNs(f.path) !== f.ctimeNs) {
     throw new RestoreError(
       `cannot restore: ${what} ${f.path} changed since the dump (its change time moved: rewritten with its old mtime, or renamed, linked or chmod'ed)`,
     );
