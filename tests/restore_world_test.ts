@@ -36,7 +36,7 @@ async function probe(
 ): Promise<Outcome> {
   const work = await tempDir("cryo-rt-world-");
   Deno.chmodSync(work, 0o755);
-  const trigger = `${work}/go`;
+  const trigger = mode === "root" ? `${work}/r/go` : `${work}/go`;
   let exe = await buildTarget("rt_world");
   if (start.exeCopy) {
     Deno.copyFileSync(exe, `${work}/rt_world`);
@@ -206,6 +206,22 @@ const CASES: [
     Deno.removeSync(`${w}/d`);
     Deno.writeTextFileSync(`${w}/d`, "x");
   }, /^cannot restore: the cwd of process \d+, \S+\/d, is no longer a directory$/],
+  ["root", "unchanged", () => {}, []],
+  [
+    "root",
+    "removed",
+    (w) => Deno.removeSync(`${w}/r`),
+    /^cannot restore: the root of process \d+, \S+\/r, is missing$/,
+  ],
+  [
+    "root",
+    "replaced",
+    (w) => {
+      Deno.renameSync(`${w}/r`, `${w}/r2`);
+      Deno.mkdirSync(`${w}/r`);
+    },
+    /^cannot restore: the root of process \d+, \S+\/r, was replaced by another directory since the dump$/,
+  ],
   ["dirfd", "unchanged", () => {}, []],
   [
     "dirfd",

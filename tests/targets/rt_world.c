@@ -16,6 +16,7 @@
  *   dev      <work>/nul, a character device node (1:3, /dev/null's), open
  *   fifo     <work>/fifo open O_RDWR
  *   unix     a listening unix socket bound at <work>/sock
+ *   root     root directory <work>/r (chroot; the trigger is then /go in it)
  *   plain    nothing outside (for image probes): a page of memory pattern
  */
 #define _GNU_SOURCE
@@ -118,13 +119,18 @@ int main(int argc, char **argv) {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     snprintf(sa.sun_path, sizeof sa.sun_path, "%s", at("sock"));
     if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) || listen(fd, 4)) die("unix");
+  } else if (!strcmp(mode, "root")) {
+    /* The trigger is then <work>/r/go, seen as /go; the cwd stays <work>, outside the root. */
+    mkdir(at("r"), 0755);
+    if (chroot(at("r"))) die("chroot");
+    stat("/", &before);
   } else if (strcmp(mode, "plain")) {
     fprintf(stderr, "unknown mode %s\n", mode);
     return 2;
   }
 
   print_ready("%d", getpid());
-  wait_trigger(argv[1]);
+  wait_trigger(strcmp(mode, "root") ? argv[1] : "/go");
 
   int mem_ok = 1;
   for (int i = 0; i < PAGE; i++) mem_ok &= memory[i] == orig(i * 7);
@@ -158,6 +164,9 @@ int main(int argc, char **argv) {
   } else if (!strcmp(mode, "cwd")) {
     int ok = stat(".", &now) == 0;
     check("cwd-inode", ok && now.st_ino == before.st_ino && now.st_dev == before.st_dev, "");
+  } else if (!strcmp(mode, "root")) {
+    int ok = stat("/", &now) == 0;
+    check("root-inode", ok && now.st_ino == before.st_ino && now.st_dev == before.st_dev, "");
   } else if (!strcmp(mode, "fifo")) {
     char c = 0;
     fcntl(fd, F_SETFL, O_NONBLOCK);
