@@ -38,6 +38,13 @@ export interface Manifest {
   toolVersion: string;
   /** ISO time of the dump. */
   createdAt: string;
+  /**
+   * A random id of the dump, also in each process's image
+   * ({@link ProcessImage.dumpId}): a restore refuses a process file of
+   * another dump even without its checksum check. Absent in images of older
+   * cryo versions.
+   */
+  dumpId?: string;
   /** Kernel and CPU facts that restore checks. */
   host: HostFacts;
   /** Pid of the root of the dumped tree. */
@@ -283,6 +290,8 @@ export interface ProcessImage {
   children: number[];
   /** Start of the bootstrap range reserved for the restore stub. */
   bootstrap: { start: Hex; size: number };
+  /** The id of the dump that wrote it ({@link Manifest.dumpId}). */
+  dumpId?: string;
   /** Things left out of the image on purpose (policy include/exclude). */
   excluded: { what: string; reason: string }[];
   /** POSIX timers (timer_create), by id; absent in images of processes without any. */

@@ -182,6 +182,7 @@ export const processImageSchema = z.looseObject({
   fds: z.array(fd),
   children: z.array(int),
   bootstrap: z.looseObject({ start: hex, size: nat }),
+  dumpId: z.string().optional(),
   excluded: z.array(z.looseObject({ what: z.string(), reason: z.string() })),
   ctty: z.looseObject({ ttyNr: int, fgPgrp: int }).optional(),
   cgroups: z.array(z.string()).optional(),
@@ -224,6 +225,7 @@ export const manifestSchema = z.looseObject({
   formatVersion: int,
   toolVersion: z.string(),
   createdAt: z.string(),
+  dumpId: z.string().optional(),
   host: z.looseObject({
     kernelRelease: z.string(),
     hostname: z.string(),

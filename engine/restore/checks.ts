@@ -147,6 +147,23 @@ export function checkFiles(processes: readonly ProcessImage[]): void {
 }
 
 /**
+ * Throws if a process's image was written by another dump than the
+ * manifest (a file copied in from another image directory): the checksum
+ * check finds that too, but not with `--no-verify`. Images without ids
+ * (older cryo versions) are not compared.
+ */
+export function checkSameDump(manifest: Manifest, processes: readonly ProcessImage[]): void {
+  if (manifest.dumpId === undefined) return;
+  for (const p of processes) {
+    if (p.dumpId === undefined || p.dumpId === manifest.dumpId) continue;
+    const file = manifest.processes.find((e) => e.pid === p.pid)?.file ?? `${p.pid}.elf`;
+    throw new RestoreError(
+      `cannot restore: ${file} was written by another dump (${p.dumpId}) than the manifest (${manifest.dumpId})`,
+    );
+  }
+}
+
+/**
  * Throws if the cwd or root directory of a process is gone or is another
  * directory than at the dump (same device and inode, when the image
  * recorded them). A directory under one of `remade` (the tmpfs mounts a

@@ -39,6 +39,7 @@ import {
   checkPidsFree,
   checkPrivileges,
   checkProcessDirs,
+  checkSameDump,
   checkVdso,
   type OwnVdso,
   startOwnVdso,
@@ -159,6 +160,7 @@ export async function planRestore(
     );
   }
   validateImage(abs, manifest, images.map((i) => i.process));
+  checkSameDump(manifest, images.map((i) => i.process));
   tick?.();
   const byPid = new Map<number, ProcessImage>(images.map((i) => [i.process.pid, i.process]));
   const pathOf = (pid: number) => `${abs}/${manifest.processes.find((p) => p.pid === pid)!.file}`;
