@@ -380,7 +380,10 @@ Deno.test(
       }
       edit(d);
       const before = imageListing(d);
-      const err = await restore(d, { verifyChecksums }).then(() => undefined, (e) => e);
+      const err = await restore(d, { verifyChecksums }).then((tree) => {
+        for (const pid of tree.pids) adoptPid(pid); // (killed at the end of the test)
+        return undefined;
+      }, (e) => e);
       assert.ok(err instanceof Error, "restored");
       assert.ok(!pathExists(`/proc/${t.pid}`), "nothing left running");
       assert.equal(imageListing(d), before, "the image is left as it was");
