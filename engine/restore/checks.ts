@@ -345,6 +345,9 @@ export function reopenedFileProblem(
 ): string | undefined {
   const type = TYPE_NAMES[kind];
   if (!type) return undefined;
+  // procfs and sysfs make their inodes as they are looked up (and a launched tree's /proc is
+  // mounted again): only a regular file there is compared, as before.
+  if (kind !== "file" && /^\/(proc|sys)(\/|$)/.test(f.path)) return undefined;
   if (!type[1](st)) return `is no longer ${type[0]}`;
   if (kind === "chardev" || kind === "blockdev") {
     if (f.rdev === undefined || st.rdev === f.rdev) return undefined;
