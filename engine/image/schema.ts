@@ -27,6 +27,8 @@ const fileIdentity = z.looseObject({
   ino: nat,
   size: nat,
   mtimeMs: z.number(),
+  ctimeNs: z.string().regex(/^\d+$/).optional(),
+  rdev: nat.optional(),
 });
 
 const sigInfo = z.looseObject({ signo: int.min(1).max(64), code: int, raw: base64 });
@@ -145,6 +147,10 @@ export const processImageSchema = z.looseObject({
   exe: fileIdentity.nullable(),
   cwd: z.string(),
   root: z.string(),
+  dirIds: z.looseObject({
+    cwd: z.looseObject({ dev: nat, ino: nat }),
+    root: z.looseObject({ dev: nat, ino: nat }),
+  }).optional(),
   umask: nat,
   personality: nat,
   cmdline: z.array(z.string()),
@@ -176,6 +182,7 @@ export const processImageSchema = z.looseObject({
   fds: z.array(fd),
   children: z.array(int),
   bootstrap: z.looseObject({ start: hex, size: nat }),
+  dumpId: z.string().optional(),
   excluded: z.array(z.looseObject({ what: z.string(), reason: z.string() })),
   ctty: z.looseObject({ ttyNr: int, fgPgrp: int }).optional(),
   cgroups: z.array(z.string()).optional(),
@@ -218,6 +225,7 @@ export const manifestSchema = z.looseObject({
   formatVersion: int,
   toolVersion: z.string(),
   createdAt: z.string(),
+  dumpId: z.string().optional(),
   host: z.looseObject({
     kernelRelease: z.string(),
     hostname: z.string(),

@@ -38,6 +38,8 @@ import {
   checkGroupIdsFree,
   checkPidsFree,
   checkPrivileges,
+  checkProcessDirs,
+  checkSameDump,
   checkVdso,
   type OwnVdso,
   startOwnVdso,
@@ -158,6 +160,7 @@ export async function planRestore(
     );
   }
   validateImage(abs, manifest, images.map((i) => i.process));
+  checkSameDump(manifest, images.map((i) => i.process));
   tick?.();
   const byPid = new Map<number, ProcessImage>(images.map((i) => [i.process.pid, i.process]));
   const pathOf = (pid: number) => `${abs}/${manifest.processes.find((p) => p.pid === pid)!.file}`;
@@ -271,6 +274,7 @@ export async function preflight(
   const processes = plan.units.map((u) => u.image);
   checkFiles(processes);
   checkFdFiles(plan.units);
+  checkProcessDirs(processes, plan.manifest.namespaces?.mounts?.map((m) => m.mountPoint));
   checkUnixNamesFree(processes);
   checkInotifyPaths(processes);
   checkCgroups(processes);
