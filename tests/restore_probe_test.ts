@@ -15,6 +15,7 @@
 import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { restore } from "../engine/restore/mod.ts";
+import { readImageFile } from "../engine/image/reader.ts";
 import { RestoreError, UnsupportedError } from "../engine/errors.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { pathExists } from "./helpers/fs.ts";
@@ -163,6 +164,23 @@ Deno.test(
     assert.deepEqual(tree.pids, [a.t.pid]);
     await Deno.writeTextFile(a.trigger, "");
     assertChecksPassed(a.t, ["emptyring"], await a.t.wait());
+  }),
+);
+
+Deno.test(
+  "the user's fallback session keyring (holding the user keyring) is not recorded",
+  withTargets(async () => {
+    // A process that joined no session keyring gets its user's session keyring, which links
+    // the user keyring: it holds a key, and the restorer of another user namespace has
+    // another one. It was recorded (the query asked for the user keyring, KEY_SPEC -4, in
+    // place of the user's session keyring, -5) and a rootless restore refused it.
+    const a = await startTriggered("rt_probe", READY, { extra: ["mce"] });
+    const dir = await tempImageDir();
+    await checkpoint(a.t.pid, { dir, leaveRunning: true });
+    const { process } = await readImageFile(`${dir}/${a.t.pid}.elf`);
+    assert.equal(process.attrs?.sessionKeyring, undefined, "a session keyring was recorded");
+    await Deno.writeTextFile(a.trigger, "");
+    assertChecksPassed(a.t, ["mce"], await a.t.wait());
   }),
 );
 

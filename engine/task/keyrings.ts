@@ -25,8 +25,11 @@ import type { Refusals } from "../support.ts";
 
 const KEYCTL_GET_KEYRING_ID = 0;
 const KEYCTL_READ = 11;
-/** KEY_SPEC_THREAD_KEYRING .. KEY_SPEC_USER_SESSION_KEYRING. */
-const SPECS = [-1, -2, -3, -4];
+/**
+ * KEY_SPEC_THREAD_KEYRING, _PROCESS_, _SESSION_ and _USER_SESSION_KEYRING
+ * (-5; -4 is the user keyring, never a process's session keyring).
+ */
+const SPECS = [-1, -2, -3, -5];
 const KEY_SPEC_SESSION_KEYRING = -3;
 
 /** What the target's keyctl calls returned: serials, or -errno (-ENOKEY: none). */
