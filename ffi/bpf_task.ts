@@ -3,7 +3,7 @@
  * writes per thread the task_struct fields no outside interface shows:
  * the sigaltstack (sas_ss_sp, sas_ss_size, sas_ss_flags), clear_child_tid,
  * pdeath_signal, timer_slack_ns, cred->securebits, mm->def_flags, the
- * real_cred pointer, atomic_flags, seccomp.mode, comm, and the task's own
+ * real_cred pointer, atomic_flags, seccomp.mode, flags, comm, and the task's own
  * address with its children list's first link, with the thread's tid and
  * tgid. Hand-assembled like the task_vma program (ffi/bpf.ts); the
  * struct offsets come from the caller, who reads them from the running
@@ -72,6 +72,8 @@ export interface TaskStateLayout {
   atomicFlags: number;
   /** Offset of seccomp.mode in task_struct (4 bytes). */
   seccompMode: number;
+  /** flags (4 bytes: the PF_* bits, /proc/<pid>/stat's ninth field). */
+  flags: number;
   /** comm (16 bytes). */
   comm: number;
   /** children (a struct list_head, whose first member is `next`). */
@@ -106,6 +108,8 @@ export interface TaskRecord {
   atomicFlags: bigint;
   /** task->seccomp.mode. */
   seccompMode: number;
+  /** task->flags (PF_*: what /proc/<pid>/task/<tid>/stat shows as its flags). */
+  flags: number;
   /** task->comm's bytes up to its first NUL (at most 16). */
   comm: Uint8Array;
   /** The task_struct's address, and task->children.next: the list is empty when that is the address of task->children itself. */
@@ -130,7 +134,7 @@ const jneImm = (dst: number, imm: number, off: number) => insn(0x55, dst, 0, off
  * sas_ss_flags u32 @24, pdeath_signal u32 @28, clear_child_tid u64 @32,
  * timer_slack_ns u64 @40, securebits u32 @48, cred read (1) u32 @52,
  * mm->def_flags u64 @56, mm read (1) u32 @64, 0 u32 @68, real_cred u64
- * @72, atomic_flags u64 @80, seccomp.mode u32 @88, 0 u32 @92, comm 16
+ * @72, atomic_flags u64 @80, seccomp.mode u32 @88, flags u32 @92, comm 16
  * bytes @96, the task's address u64 @112, children.next u64 @120.
  *
  * The members that are pointers to structs (cred, mm, real_cred,
@@ -155,7 +159,7 @@ export function taskStateProgram(l: TaskStateLayout): Uint8Array<ArrayBuffer> {
   return encodeInsns([
     ldx64(R6, R1, l.ctxMeta), //           0: r6 = ctx->meta
     ldx64(R7, R1, l.ctxTask), //           1: r7 = ctx->task
-    jeqImm(R7, 0, 81), //                  2: if r7 == NULL goto 84 (the end call)
+    jeqImm(R7, 0, 83), //                  2: if r7 == NULL goto 86 (the end call)
     ldx32(R2, R7, l.pid), //               3: r2 = task->pid
     stx32(R10, R + 0, R2), //              4: record.tid = r2
     ldx32(R2, R7, l.tgid), //              5: r2 = task->tgid
@@ -195,22 +199,24 @@ export function taskStateProgram(l: TaskStateLayout): Uint8Array<ArrayBuffer> {
     ldx64(R2, R7, l.atomicFlags), //      62: r2 = task->atomic_flags
     stx64(R10, R + 80, R2), //            63: record.atomic_flags = r2
     mov64Imm(R2, 0), //                   64: r2 = 0
-    stx64(R10, R + 88, R2), //            65: record.seccomp_mode = record's word @92 = 0
+    stx64(R10, R + 88, R2), //            65: record.seccomp_mode = record.flags = 0
     ldx32(R2, R7, l.seccompMode), //      66: r2 = task->seccomp.mode
     stx32(R10, R + 88, R2), //            67: record.seccomp_mode = r2
-    ldx64(R2, R7, l.comm), //             68: r2 = task->comm[0..8]
-    stx64(R10, R + 96, R2), //            69: record.comm[0..8] = r2
-    ldx64(R2, R7, l.comm + 8), //         70: r2 = task->comm[8..16]
-    stx64(R10, R + 104, R2), //           71: record.comm[8..16] = r2
-    stx64(R10, R + 112, R7), //           72: record.task = r7
-    ...probe(R + 120, 8, l.children), // 73-78: record.children_next = task->children.next
-    ldx64(R1, R6, l.metaSeq), //          79: r1 = meta->seq
-    mov64(R2, R10), //                    80: r2 = fp
-    add64Imm(R2, R), //                   81: r2 = fp - 128 (the record)
-    mov64Imm(R3, TASK_RECORD_SIZE), //    82: r3 = 128
-    call(l.seqWriteHelper), //            83: bpf_seq_write(r1, r2, r3)
-    mov64Imm(R0, 0), //                   84: r0 = 0
-    exit(), //                            85: return r0
+    ldx32(R2, R7, l.flags), //            68: r2 = task->flags
+    stx32(R10, R + 92, R2), //            69: record.flags = r2
+    ldx64(R2, R7, l.comm), //             70: r2 = task->comm[0..8]
+    stx64(R10, R + 96, R2), //            71: record.comm[0..8] = r2
+    ldx64(R2, R7, l.comm + 8), //         72: r2 = task->comm[8..16]
+    stx64(R10, R + 104, R2), //           73: record.comm[8..16] = r2
+    stx64(R10, R + 112, R7), //           74: record.task = r7
+    ...probe(R + 120, 8, l.children), // 75-80: record.children_next = task->children.next
+    ldx64(R1, R6, l.metaSeq), //          81: r1 = meta->seq
+    mov64(R2, R10), //                    82: r2 = fp
+    add64Imm(R2, R), //                   83: r2 = fp - 128 (the record)
+    mov64Imm(R3, TASK_RECORD_SIZE), //    84: r3 = 128
+    call(l.seqWriteHelper), //            85: bpf_seq_write(r1, r2, r3)
+    mov64Imm(R0, 0), //                   86: r0 = 0
+    exit(), //                            87: return r0
   ]);
 }
 
@@ -283,6 +289,7 @@ export function decodeTaskRecords(bytes: Uint8Array): TaskRecord[] {
       realCred: dv.getBigUint64(at + 72, true),
       atomicFlags: dv.getBigUint64(at + 80, true),
       seccompMode: dv.getUint32(at + 88, true),
+      flags: dv.getUint32(at + 92, true),
       comm: commBytes(bytes.subarray(at + 96, at + 112)),
       task: dv.getBigUint64(at + 112, true),
       childrenNext: dv.getBigUint64(at + 120, true),

@@ -3,7 +3,8 @@
  * (engine/dump/thread_facts.ts): on frozen targets whose threads differ
  * (rt_creds "threads": ids, groups, capabilities, no_new_privs per thread;
  * rt_attrs: seccomp filters, a thread in strict mode, no_new_privs, thread
- * names; rt_threadstate) every thread's facts equal its status, and a
+ * names, an I/O flusher thread; rt_threadstate) every thread's facts equal
+ * its status (and their task flags its stat file's), and a
  * stand-in status answers every field as the thread's own status does;
  * the first dump is the check, the next takes the records, and both record
  * what a dump that reads every status records; the restored target passes
@@ -25,6 +26,7 @@ import {
 import {
   checkStatusFacts,
   factsDiffer,
+  ioFlushersOf,
   statusFactPaths,
   statusFromFacts,
   threadStatuses,
@@ -34,6 +36,7 @@ import { freezeTree, thawTree } from "../engine/dump/freeze.ts";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { readImageFile } from "../engine/image/reader.ts";
 import { recallThreadState } from "../engine/proc/vm_flags_memo.ts";
+import { readStat } from "../engine/proc/stat.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
 import { withTargets } from "./helpers/targets.ts";
@@ -88,8 +91,10 @@ async function factsRoundTrip(
   extra: string[],
   ready: RegExp,
   expect: (
-    facts: { realCred: bigint; noNewPrivs: boolean; seccomp: number }[],
+    facts: { realCred: bigint; noNewPrivs: boolean; seccomp: number; ioFlusher?: boolean }[],
     main: bigint,
+    /** The target's output so far. */
+    output: string,
   ) => void,
 ): Promise<void> {
   const { t, trigger } = await startTriggered(target, ready, { extra });
@@ -111,7 +116,7 @@ async function factsRoundTrip(
       const stand = statusFromFacts(t.pid, tid, main, f);
       for (const k of FIELDS) assert.deepEqual(stand[k], st[k], `${target} thread ${tid}: ${k}`);
     }
-    expect([...bpf.facts.values()], mine.realCred);
+    expect([...bpf.facts.values()], mine.realCred, t.output());
     // A stand-in whose own status was not read in the freeze refuses to read it after the
     // thaw (it would give the running thread's masks as the frozen ones).
     const other = tids.find((tid) =>
@@ -131,6 +136,7 @@ async function factsRoundTrip(
   await checkpoint(t.pid, { dir: first, leaveRunning: true });
   assert.equal(statusFactPaths.get(t.pid), "bpf: checked", `${target}: the check`);
   assert.ok(recallThreadState()?.confirmed.has("status_facts"));
+  assert.ok(recallThreadState()?.confirmed.has("task_flags"), "the task flags checked too");
   // Before the next freeze only the statuses it will read are opened ahead: the main
   // thread's and those of threads with credentials of their own.
   warmUpThreadStates(t.pid);
@@ -182,11 +188,14 @@ threadBpfTest(
     withMemoEnv(
       { CRYO_THREADSTATE: "bpf" },
       () =>
-        factsRoundTrip("rt_attrs", [], /^ready pid=(\d+)$/m, (facts, main) => {
+        factsRoundTrip("rt_attrs", [], /^ready pid=(\d+)$/m, (facts, main, output) => {
           assert.ok(facts.some((f) => f.seccomp === 1), "a thread in strict mode");
           assert.ok(facts.some((f) => f.seccomp === 2), "a thread with filters");
           assert.ok(facts.some((f) => f.noNewPrivs));
           assert.ok(facts.filter((f) => f.realCred === main).length > 1, "stand-ins");
+          // PR_SET_IO_FLUSHER needs CAP_SYS_RESOURCE (the target says when it could not set it).
+          const flushers = /^info io-flusher=unavailable/m.test(output) ? 0 : 1;
+          assert.equal(facts.filter((f) => f.ioFlusher).length, flushers, "I/O flusher threads");
         }),
     )
   ),
@@ -272,5 +281,53 @@ Deno.test("thread facts: a fact other than the status's is refuted for the boot;
     for (const t of tids) assert.equal(read.get(t)!.seccomp, real.get(t)!.seccomp);
     // The check finds a thread's difference.
     assert.match(checkStatusFacts(bpf(true, false), real)!, /^thread \d+: seccomp 2 != 0/);
+    await Promise.resolve();
+  }));
+
+Deno.test("thread facts: the task flags are checked against the stat files, and stand in for them only once checked", () =>
+  withMemoEnv({}, async () => {
+    const pid = Deno.pid;
+    const tids = [
+      pid,
+      ...[...Deno.readDirSync(`/proc/${pid}/task`)].map((e) => Number(e.name))
+        .filter((t) => t !== pid).slice(0, 2),
+    ];
+    const real = readThreadStatuses(pid, tids);
+    const PF_IO_FLUSHER = 0x00080000 | 0x00100000;
+    const bpf = (extraFlags: number, trusted: boolean, flagsTrusted: boolean) => ({
+      pid,
+      states: new Map(),
+      set: new Set<string>(),
+      trusted: false,
+      facts: new Map(tids.map((t) => {
+        const st = real.get(t)!;
+        const taskFlags = readStat(pid, t).flags | (t === pid ? extraFlags : 0);
+        return [t, {
+          realCred: 1n,
+          noNewPrivs: st.noNewPrivs,
+          seccomp: st.seccomp,
+          name: st.name,
+          taskFlags,
+          ioFlusher: (taskFlags & PF_IO_FLUSHER) === PF_IO_FLUSHER,
+        }] as const;
+      })),
+      factsSet: new Set<string>(),
+      factsTrusted: trusted,
+      flagsTrusted,
+    });
+    // Not yet checked: no stand-in for the stat files.
+    assert.equal(ioFlushersOf(bpf(0, true, false)), undefined);
+    // Equal flags: the check passes and remembers the flags checked too.
+    assert.equal(checkStatusFacts(bpf(0, false, false), real), undefined);
+    assert.ok(recallThreadState()?.confirmed.has("task_flags"));
+    const taken = ioFlushersOf(bpf(0, true, true))!;
+    assert.deepEqual([...taken.keys()].sort(), [...tids].sort());
+    for (const t of tids) {
+      const st = (readStat(pid, t).flags & PF_IO_FLUSHER) === PF_IO_FLUSHER;
+      assert.equal(taken.get(t), st, `thread ${t}`);
+    }
+    // Flags other than the stat file's: refuted for the boot.
+    assert.match(checkStatusFacts(bpf(PF_IO_FLUSHER, false, false), real)!, /^thread \d+: flags /);
+    assert.match(recallThreadState()!.refuted!, /flags 0x[0-9a-f]+ != 0x[0-9a-f]+ \(stat\)/);
     await Promise.resolve();
   }));

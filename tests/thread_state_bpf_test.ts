@@ -285,6 +285,7 @@ Deno.test("thread state bpf: sigaltstack's flags derived as the kernel reports t
     realCred: 0n,
     atomicFlags: 0n,
     seccompMode: 0,
+    flags: 0,
     comm: new Uint8Array(),
     task: 0n,
     childrenNext: 0n,

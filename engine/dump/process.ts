@@ -33,7 +33,7 @@ import { startScanAhead } from "./scan_ahead.ts";
 import { pumpCopyAhead } from "./copy_ahead.ts";
 import { collectThread, sharedPending } from "./threads.ts";
 import { bpfThreadStates, takeMlockFuture } from "./thread_state.ts";
-import { threadStatuses } from "./thread_facts.ts";
+import { ioFlushersOf, threadStatuses } from "./thread_facts.ts";
 import { classifyVma, refusedMapping, type Vma } from "./vmas.ts";
 import { mappingRecord, takeMappingDrafts } from "./mapping_drafts.ts";
 import { collectPipe } from "../fds/pipe.ts";
@@ -251,7 +251,16 @@ export function collectProcess(
   // Every thread's ptrace and scheduling reads in one call on this (the tracer's) thread.
   const reads = threadReadsAvailable() ? readThreadsHere(tids, xsaveSize(pid)) : undefined;
   pumpCopyAhead();
-  const task = collectTaskState(pid, tids, injected.task, refusals, statuses, reads);
+  const task = collectTaskState(
+    pid,
+    tids,
+    injected.task,
+    refusals,
+    statuses,
+    reads,
+    // PR_SET_IO_FLUSHER from the iterator's task flags when trusted (no stat file per thread).
+    ioFlushersOf(bpfStates),
+  );
   // The smaps records are the dump's mappings as they are (no copy per mapping).
   const vmas: Vma[] = maps;
   // One object per mapping, built without spreads (10,000 mappings: this runs frozen).

@@ -55,6 +55,7 @@ import {
   rememberThreadRefuted,
 } from "../proc/vm_flags_memo.ts";
 import { readStat } from "../proc/stat.ts";
+import { isIoFlusher } from "../task/attrs.ts";
 import type { InjectedThreadState } from "./injected.ts";
 
 /** From how many threads the iterator is used (tests may change it). */
@@ -200,6 +201,11 @@ export interface BpfThreadStates {
   factsSet: Set<string>;
   /** Whether the facts may stand in for the statuses (the check passed on this boot for them). */
   factsTrusted: boolean;
+  /**
+   * Whether the facts' task flags may stand in for the threads' stat files
+   * (the facts are trusted, and a check on this boot compared the flags too).
+   */
+  flagsTrusted?: boolean;
 }
 
 /** What a thread's status shows that the iterator reads too (engine/dump/thread_facts.ts). */
@@ -211,7 +217,14 @@ export interface ThreadFacts {
   seccomp: number;
   /** The comm as the status's Name line holds it ("\\" and "\n" escaped). */
   name: string;
+  /** task->flags (PF_*: what the thread's stat file shows); undefined: not read. */
+  taskFlags?: number;
+  /** PR_SET_IO_FLUSHER from `taskFlags`; undefined: not read. */
+  ioFlusher?: boolean;
 }
+
+/** The name a check of the task flags against the stat files is remembered by (thread_facts.ts). */
+export const TASK_FLAGS = "task_flags";
 
 const commDecoder = new TextDecoder();
 
@@ -222,6 +235,8 @@ export function factsOf(r: TaskRecord): ThreadFacts {
     noNewPrivs: (r.atomicFlags & 1n) !== 0n, // PFA_NO_NEW_PRIVS
     seccomp: r.seccompMode,
     name: commName(r.comm),
+    taskFlags: r.flags,
+    ioFlusher: isIoFlusher(r.flags),
   };
 }
 
@@ -369,6 +384,7 @@ export function bpfThreadStates(pid: number, tids: readonly number[]): BpfThread
       facts.set(r.tid, f);
       if (f.noNewPrivs) factsSet.add("no_new_privs");
       if (f.seccomp !== 0) factsSet.add("seccomp_mode");
+      if (f.ioFlusher) factsSet.add("io_flusher");
       let rsp: bigint | undefined;
       if (flagsNeedStackPointer(r)) {
         rsp = getRegs(r.tid).rsp;
@@ -392,6 +408,7 @@ export function bpfThreadStates(pid: number, tids: readonly number[]): BpfThread
       facts,
       factsSet,
       factsTrusted,
+      flagsTrusted: factsTrusted && memo!.confirmed.has(TASK_FLAGS),
       ...(main?.mmRead ? { mlockFuture: { value: mlockFutureOfFlags(main.defFlags) } } : {}),
     };
   } catch (e) {

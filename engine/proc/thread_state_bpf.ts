@@ -71,6 +71,7 @@ export function taskStateLayout(btf: Btf): TaskStateLayout {
     atomicFlags: member(task, "atomic_flags", 8),
     seccompMode: need(btf.member(task, "seccomp"), "member seccomp of task_struct").offset +
       member(struct("seccomp"), "mode", 4),
+    flags: member(task, "flags", 4),
     comm: commOffset(btf, task),
     children: childrenOffset(btf, task),
   };

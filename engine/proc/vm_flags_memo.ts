@@ -221,6 +221,7 @@ const THREAD_LAYOUT_FIELDS: readonly (keyof TaskStateLayout)[] = [
   "realCred",
   "atomicFlags",
   "seccompMode",
+  "flags",
   "comm",
   "children",
 ];

@@ -336,18 +336,28 @@ export function collectProcessAttrs(
   };
 }
 
-/** The attributes of thread `tid` of `pid` (`status`: its status when already read). */
+/**
+ * The attributes of thread `tid` of `pid` (`status`: its status when
+ * already read; `ioFlusher`: its PR_SET_IO_FLUSHER when already known, from
+ * the BPF task iterator's task->flags; else its stat file is read).
+ */
 export function collectThreadAttrs(
   pid: number,
   tid: number,
   injected: InjectedAttrs,
   status?: ProcStatus,
+  ioFlusher?: boolean,
 ): ThreadAttrs {
   return {
     pdeathsig: injected.pdeathsig.get(tid) ?? 0,
     noNewPrivs: (status ?? readStatus(pid, tid)).noNewPrivs,
-    ...((readStat(pid, tid).flags & PF_IO_FLUSHER) === PF_IO_FLUSHER ? { ioFlusher: true } : {}),
+    ...((ioFlusher ?? isIoFlusher(readStat(pid, tid).flags)) ? { ioFlusher: true } : {}),
   };
+}
+
+/** Whether a task's PF_* flags (task->flags, stat's ninth field) hold PR_SET_IO_FLUSHER's two bits. */
+export function isIoFlusher(flags: number): boolean {
+  return (flags & PF_IO_FLUSHER) === PF_IO_FLUSHER;
 }
 
 /** Emits the restore-program ops of the process-wide attributes (main thread, no privilege). */

@@ -93,13 +93,15 @@ export function collectTaskState(
   statuses?: ReadonlyMap<number, ProcStatus>,
   /** Each thread's scheduling reads when already made (ffi/thread_reads.ts). */
   reads?: ReadonlyMap<number, ThreadReads>,
+  /** Each thread's PR_SET_IO_FLUSHER when already known (the task iterator's flags), else read. */
+  ioFlushers?: ReadonlyMap<number, boolean>,
 ): CollectedTaskState {
   const threads: CollectedTaskState["threads"] = new Map();
   for (const tid of tids) {
     const status = statuses?.get(tid);
     threads.set(tid, {
       sched: collectSched(tid, injected.timerSlackNs?.get(tid), reads?.get(tid)?.sched),
-      attrs: collectThreadAttrs(pid, tid, injected, status),
+      attrs: collectThreadAttrs(pid, tid, injected, status, ioFlushers?.get(tid)),
       seccomp: collectSeccomp(pid, tid, refusals, status),
     });
   }
