@@ -26,7 +26,6 @@ import {
 import {
   checkStatusFacts,
   factsDiffer,
-  ioFlushersOf,
   statusFactPaths,
   statusFromFacts,
   threadStatuses,
@@ -37,6 +36,7 @@ import { checkpoint } from "../engine/dump/mod.ts";
 import { readImageFile } from "../engine/image/reader.ts";
 import { recallThreadState } from "../engine/proc/vm_flags_memo.ts";
 import { readStat } from "../engine/proc/stat.ts";
+import { ioFlushersOf, taskFlagPaths } from "../engine/dump/task_flags.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
 import { withTargets } from "./helpers/targets.ts";
@@ -149,6 +149,7 @@ async function factsRoundTrip(
   const second = await tempImageDir();
   await checkpoint(t.pid, { dir: second, leaveRunning: true });
   assert.equal(statusFactPaths.get(t.pid), "bpf", `${target}: the records`);
+  assert.equal(taskFlagPaths.get(t.pid), "bpf", `${target}: the records' task flags`);
   Deno.env.set("CRYO_THREADSTATE", "inject");
   const third = await tempImageDir();
   try {
@@ -292,42 +293,48 @@ Deno.test("thread facts: the task flags are checked against the stat files, and 
       ...[...Deno.readDirSync(`/proc/${pid}/task`)].map((e) => Number(e.name))
         .filter((t) => t !== pid).slice(0, 2),
     ];
-    const real = readThreadStatuses(pid, tids);
     const PF_IO_FLUSHER = 0x00080000 | 0x00100000;
-    const bpf = (extraFlags: number, trusted: boolean, flagsTrusted: boolean) => ({
+    const stat = new Map(tids.map((t) => [t, readStat(pid, t).flags]));
+    const bpf = (extraFlags: number, flagsTrusted: boolean) => ({
       pid,
       states: new Map(),
       set: new Set<string>(),
       trusted: false,
       facts: new Map(tids.map((t) => {
-        const st = real.get(t)!;
-        const taskFlags = readStat(pid, t).flags | (t === pid ? extraFlags : 0);
+        const taskFlags = stat.get(t)! | (t === pid ? extraFlags : 0);
         return [t, {
           realCred: 1n,
-          noNewPrivs: st.noNewPrivs,
-          seccomp: st.seccomp,
-          name: st.name,
+          noNewPrivs: false,
+          seccomp: 0,
+          name: "",
           taskFlags,
           ioFlusher: (taskFlags & PF_IO_FLUSHER) === PF_IO_FLUSHER,
         }] as const;
       })),
       factsSet: new Set<string>(),
-      factsTrusted: trusted,
+      factsTrusted: false,
       flagsTrusted,
     });
-    // Not yet checked: no stand-in for the stat files.
-    assert.equal(ioFlushersOf(bpf(0, true, false)), undefined);
-    // Equal flags: the check passes and remembers the flags checked too.
-    assert.equal(checkStatusFacts(bpf(0, false, false), real), undefined);
-    assert.ok(recallThreadState()?.confirmed.has("task_flags"));
-    const taken = ioFlushersOf(bpf(0, true, true))!;
-    assert.deepEqual([...taken.keys()].sort(), [...tids].sort());
-    for (const t of tids) {
-      const st = (readStat(pid, t).flags & PF_IO_FLUSHER) === PF_IO_FLUSHER;
-      assert.equal(taken.get(t), st, `thread ${t}`);
-    }
-    // Flags other than the stat file's: refuted for the boot.
-    assert.match(checkStatusFacts(bpf(PF_IO_FLUSHER, false, false), real)!, /^thread \d+: flags /);
+    const fromStat = (m: Map<number, boolean>) => {
+      assert.deepEqual([...m.keys()].sort(), [...tids].sort());
+      for (const t of tids) {
+        assert.equal(m.get(t), (stat.get(t)! & PF_IO_FLUSHER) === PF_IO_FLUSHER, `thread ${t}`);
+      }
+    };
+    assert.equal(ioFlushersOf(undefined), undefined);
+    // Not yet checked: the stat files are read (their values taken) and compared.
+    fromStat(ioFlushersOf(bpf(0, false))!);
+    assert.equal(taskFlagPaths.get(pid), "stat: checked");
+    const memo = recallThreadState()!;
+    assert.ok(memo.confirmed.has("task_flags"));
+    assert.ok(!memo.checked, "the flags' check marks nothing else checked");
+    // Trusted: the records' flags.
+    const taken = ioFlushersOf(bpf(PF_IO_FLUSHER, true))!;
+    assert.equal(taskFlagPaths.get(pid), "bpf");
+    assert.equal(taken.get(pid), true, "the records' value");
+    // Flags other than the stat file's: the stat file's taken, refuted for the boot.
+    fromStat(ioFlushersOf(bpf(PF_IO_FLUSHER, false))!);
+    assert.match(taskFlagPaths.get(pid)!, /^stat: thread \d+: flags /);
     assert.match(recallThreadState()!.refuted!, /flags 0x[0-9a-f]+ != 0x[0-9a-f]+ \(stat\)/);
     await Promise.resolve();
   }));

@@ -26,7 +26,6 @@
  */
 
 import { type ProcStatus, readStatus, readThreadStatuses } from "../proc/status.ts";
-import { readStat } from "../proc/stat.ts";
 import {
   recallThreadState,
   rememberThreadCheck,
@@ -36,7 +35,6 @@ import {
   type BpfThreadStates,
   freezeEpoch,
   STATUS_FACTS,
-  TASK_FLAGS,
   type ThreadFacts,
 } from "./thread_state.ts";
 
@@ -109,8 +107,7 @@ export function factsDiffer(
 }
 
 /**
- * The check: compares every thread's facts with its status (and its task
- * flags, when the records hold them, with its stat file's); when all are
+ * The check: compares every thread's facts with its status; when all are
  * equal, remembers for the boot that they were (with the facts seen set),
  * else remembers the difference (the iterator is not used again on this
  * boot). Returns the first difference, if any.
@@ -125,7 +122,7 @@ export function checkStatusFacts(
     const st = statuses.get(tid);
     const d = !st || !main || !mine
       ? "not read"
-      : factsDiffer(f, st, main, f.realCred === mine.realCred) ?? flagsDiffer(bpf.pid, tid, f);
+      : factsDiffer(f, st, main, f.realCred === mine.realCred);
     if (d) {
       statusFactPaths.set(bpf.pid, `status: thread ${tid}: ${d}`);
       rememberThreadRefuted(`process ${bpf.pid} thread ${tid} status: ${d}`);
@@ -134,34 +131,9 @@ export function checkStatusFacts(
   }
   statusFactPaths.set(bpf.pid, "bpf: checked");
   const memo = recallThreadState();
-  const flagsRead = [...bpf.facts.values()].every((f) => f.taskFlags !== undefined);
-  const want = [STATUS_FACTS, ...(flagsRead ? [TASK_FLAGS] : []), ...bpf.factsSet];
+  const want = [STATUS_FACTS, ...bpf.factsSet];
   if (!memo?.checked || want.some((f) => !memo.confirmed.has(f))) rememberThreadCheck(want);
   return undefined;
-}
-
-/** The difference between a thread's task flags in its facts and its stat file's flags, if any. */
-function flagsDiffer(pid: number, tid: number, f: ThreadFacts): string | undefined {
-  if (f.taskFlags === undefined) return undefined;
-  const flags = readStat(pid, tid).flags;
-  return f.taskFlags === flags
-    ? undefined
-    : `flags 0x${f.taskFlags.toString(16)} != 0x${flags.toString(16)} (stat)`;
-}
-
-/**
- * Each thread's PR_SET_IO_FLUSHER from the iterator's task flags, when
- * they may stand in for its stat file (`flagsTrusted`), else undefined
- * (engine/task/attrs.ts then reads each thread's stat file).
- */
-export function ioFlushersOf(bpf: BpfThreadStates | undefined): Map<number, boolean> | undefined {
-  if (!bpf?.flagsTrusted) return undefined;
-  const out = new Map<number, boolean>();
-  for (const [tid, f] of bpf.facts) {
-    if (f.ioFlusher === undefined) return undefined;
-    out.set(tid, f.ioFlusher);
-  }
-  return out;
 }
 
 /**

@@ -203,7 +203,8 @@ export interface BpfThreadStates {
   factsTrusted: boolean;
   /**
    * Whether the facts' task flags may stand in for the threads' stat files
-   * (the facts are trusted, and a check on this boot compared the flags too).
+   * (a check on this boot found them equal, with every flag the process
+   * sets that the dump uses seen set there: engine/dump/task_flags.ts).
    */
   flagsTrusted?: boolean;
 }
@@ -223,8 +224,10 @@ export interface ThreadFacts {
   ioFlusher?: boolean;
 }
 
-/** The name a check of the task flags against the stat files is remembered by (thread_facts.ts). */
+/** The name a check of the task flags against the stat files is remembered by (task_flags.ts). */
 export const TASK_FLAGS = "task_flags";
+/** The name of the I/O flusher flags seen set in such a check. */
+export const IO_FLUSHER_FACT = "io_flusher";
 
 const commDecoder = new TextDecoder();
 
@@ -384,7 +387,6 @@ export function bpfThreadStates(pid: number, tids: readonly number[]): BpfThread
       facts.set(r.tid, f);
       if (f.noNewPrivs) factsSet.add("no_new_privs");
       if (f.seccomp !== 0) factsSet.add("seccomp_mode");
-      if (f.ioFlusher) factsSet.add("io_flusher");
       let rsp: bigint | undefined;
       if (flagsNeedStackPointer(r)) {
         rsp = getRegs(r.tid).rsp;
@@ -408,7 +410,8 @@ export function bpfThreadStates(pid: number, tids: readonly number[]): BpfThread
       facts,
       factsSet,
       factsTrusted,
-      flagsTrusted: factsTrusted && memo!.confirmed.has(TASK_FLAGS),
+      flagsTrusted: memo !== undefined && memo.confirmed.has(TASK_FLAGS) &&
+        (![...facts.values()].some((f) => f.ioFlusher) || memo.confirmed.has(IO_FLUSHER_FACT)),
       ...(main?.mmRead ? { mlockFuture: { value: mlockFutureOfFlags(main.defFlags) } } : {}),
     };
   } catch (e) {
