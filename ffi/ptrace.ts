@@ -177,13 +177,13 @@ export function setXstate(tid: number, bytes: Uint8Array): void {
  */
 export interface FinalStateRequests {
   /** The iovec of PTRACE_SETREGSET NT_X86_XSTATE (pointing into {@link xstate}). */
-  xstateIov: BigUint64Array<ArrayBuffer>;
+  xstateIov: BigUint64Array;
   /** A copy of the XSAVE area (kept alive with its iovec). */
-  xstate: Uint8Array<ArrayBuffer>;
+  xstate: Uint8Array;
   /** `user_regs_struct` as {@link setRegs} writes it. */
-  regs: Uint8Array<ArrayBuffer>;
+  regs: Uint8Array;
   /** The mask as {@link setSigmask} writes it. */
-  sigmask: BigUint64Array<ArrayBuffer>;
+  sigmask: BigUint64Array;
 }
 
 /** The buffers {@link setFinalState} writes: the same bytes setXstate, setRegs, setSigmask write. */

@@ -14,8 +14,8 @@
  * @module
  */
 
-import { addressOf, SyscallError } from "./libc.ts";
-import { type FinalStateRequests, NT, PTRACE, type RseqConfig, SIGINFO_SIZE } from "./ptrace.ts";
+import { addressOf } from "./libc.ts";
+import { NT, PTRACE, type RseqConfig, SIGINFO_SIZE } from "./ptrace.ts";
 import { decodeUserRegs, USER_REGS_SIZE, type UserRegs } from "./regs.ts";
 import { CPU_MASK_BYTES, cpusOfMask, IOPRIO_WHO_PROCESS } from "./sched.ts";
 import { type SchedAttr, schedAttr } from "./structs.ts";
@@ -208,44 +208,4 @@ export function ptraceEach(request: number, tids: readonly number[]): bigint[] {
   for (const tid of tids) table.syscall(SYS.ptrace, request, tid, 0, 0);
   table.runHere();
   return tids.map((_, i) => table.result(i));
-}
-
-/**
- * ffi/ptrace.ts `setFinalState` of every thread of `items` (each in a
- * ptrace stop of this thread), in one table run on this thread: per
- * thread its XSAVE area, registers and signal mask, in that order (a
- * failed request skips the thread's next one). Throws the first failure
- * as the one-call path would have (a SyscallError naming the request and
- * the thread). Only where {@link threadReadsAvailable}.
- */
-export function setFinalStatesHere(
-  items: readonly { tid: number; requests: FinalStateRequests }[],
-): void {
-  const table = new SyscallTable(3 * items.length);
-  for (const { tid, requests: r } of items) {
-    table.keep(r.xstate); // named by the iovec only
-    table.syscallOrSkipNext(SYS.ptrace, PTRACE.SETREGSET, tid, NT.X86_XSTATE, r.xstateIov);
-    table.syscallOrSkipNext(SYS.ptrace, PTRACE.SETREGS, tid, 0, r.regs);
-    table.syscall(SYS.ptrace, PTRACE.SETSIGMASK, tid, 8, r.sigmask);
-  }
-  table.runHere();
-  const names = ["PTRACE_SETREGSET", "PTRACE_SETREGS", "PTRACE_SETSIGMASK"];
-  items.forEach(({ tid }, i) => {
-    for (let k = 0; k < 3; k++) {
-      const r = table.result(3 * i + k);
-      if (r < 0n) throw new SyscallError(`ptrace(${names[k]})`, [tid], Number(-r));
-    }
-  });
-}
-
-/**
- * PTRACE_DETACH (no signal) of every thread of `tids`, in one table run on
- * this thread (the tracer), in order; throws the first failure as
- * ffi/ptrace.ts `detach` would have (the others are detached all the
- * same). Only where {@link threadReadsAvailable}.
- */
-export function detachEach(tids: readonly number[]): void {
-  const results = ptraceEach(PTRACE.DETACH, tids);
-  const i = results.findIndex((r) => r < 0n);
-  if (i >= 0) throw new SyscallError("ptrace(PTRACE_DETACH)", [tids[i]], Number(-results[i]));
 }

@@ -54,7 +54,6 @@ import {
   waitStop,
 } from "../../ffi/ptrace.ts";
 import { findSyscallInstruction, injectSyscall } from "../../ffi/inject.ts";
-import { detachEach, setFinalStatesHere, threadReadsAvailable } from "../../ffi/thread_reads.ts";
 import { processVmWriteFully } from "../../ffi/process_vm.ts";
 import { decodeXsaveHeader, xsaveXcr0 } from "../../ffi/structs.ts";
 import { errnoName } from "../../ffi/errno.ts";
@@ -503,22 +502,13 @@ export class RestoreSession {
         "munmap(bootstrap)",
         injectSyscall(pid, outside, SYS.munmap, compiled.bootstrap.base, size),
       );
-      // XSAVE area, registers and mask, from buffers made while the stubs ran (final_state.ts);
-      // for several threads, in one table run (no JavaScript per request).
-      const finals = image.threads.map((t) => ({
-        tid: t.tid,
-        requests: this.#final.take(t).requests,
-      }));
-      if (finals.length > 1 && threadReadsAvailable()) setFinalStatesHere(finals);
-      else for (const f of finals) setFinalState(f.tid, f.requests);
+      // XSAVE area, registers and mask, from buffers made while the stubs ran (final_state.ts).
+      for (const t of image.threads) setFinalState(t.tid, this.#final.take(t).requests);
     }
     // TCP connections leave repair mode once every socket of the tree exists.
     finishInetSockets([...this.#units.values()].map((u) => u.image));
     // Everyone is ready: let them all go (stopped processes first).
-    releaseTree([...this.#units.values()].map((u) => u.image), (tids) => {
-      if (tids.length > 1 && threadReadsAvailable()) detachEach(tids);
-      else for (const tid of tids) detach(tid, 0);
-    });
+    releaseTree([...this.#units.values()].map((u) => u.image), (tid) => detach(tid, 0));
     this.#onEvent?.({ type: "running", pids: [...this.#units.keys()] });
   }
 

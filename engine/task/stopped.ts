@@ -94,25 +94,23 @@ function stopPending(image: ProcessImage): boolean {
  * first, as the module describes. Every thread must be held in a ptrace
  * stop with its final state set.
  */
-export function releaseTree(
-  images: readonly ProcessImage[],
-  /** Detaches the threads given, in order (one table run where it can: session.ts). */
-  detach: (tids: readonly number[]) => void,
-): void {
+export function releaseTree(images: readonly ProcessImage[], detach: (tid: number) => void): void {
   const stopping = images.filter((i) => i.stopped || stopPending(i));
   const byPid = new Map(images.map((i) => [i.pid, i]));
   // Children before parents (images come parents first): a parent is still
   // held while its child's new stop is taken for it.
   for (const image of [...stopping].reverse()) {
     rawSyscall(SYS.kill, image.pid, image.stopped?.signal ?? SIGSTOP);
-    detach(image.threads.map((t) => t.tid));
+    for (const t of image.threads) detach(t.tid);
     if (!image.stopped) continue;
     awaitStopped(image.pid, image.stopped.signal);
     const parent = byPid.get(image.ppid);
     if (parent) takeStopReport(parent, image.pid, image.stopped.reported);
   }
-  // The others together, in the same order.
-  detach(images.filter((i) => !stopping.includes(i)).flatMap((i) => i.threads.map((t) => t.tid)));
+  for (const image of images) {
+    if (stopping.includes(image)) continue;
+    for (const t of image.threads) detach(t.tid);
+  }
 }
 
 /**
