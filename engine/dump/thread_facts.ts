@@ -12,8 +12,12 @@
  * status shows): its name, no_new_privs and seccomp mode come from its
  * record, everything else the dump could ask of it (signal masks, the
  * shadow stack feature: for a thread injected into) is read from its
- * status on first use, in the freeze. A thread with credentials of its own
- * is read as before.
+ * status on first use, in the freeze. Threads that share a real_cred other
+ * than the main thread's have one status read, the lowest tid's, standing
+ * for the others' ids, groups and capabilities in the same way (cryo's
+ * injected keyctl of the session keyring gives a main thread without one
+ * a new struct cred, so after a first dump the other threads share the old
+ * one); a thread alone with its real_cred is read as before.
  *
  * The facts are trusted once a check on this boot found them equal to the
  * statuses, thread by thread, in a real process, with every fact the
@@ -33,6 +37,7 @@ import {
 } from "../proc/vm_flags_memo.ts";
 import {
   type BpfThreadStates,
+  credReferences,
   freezeEpoch,
   STATUS_FACTS,
   type ThreadFacts,
@@ -68,10 +73,26 @@ export function threadStatuses(
     return all;
   }
   const out = new Map<number, ProcStatus>();
+  // One status read per struct cred: the main thread's, and for the threads with another one
+  // (after a restore each thread has its own; an injected keyctl gives the main thread a new
+  // one), the lowest tid's, whose ids, groups and capabilities the others of it share.
+  const refs = credReferences(
+    tids.flatMap((t) => {
+      const f = bpf.facts.get(t);
+      return f ? [[t, f.realCred] as const] : [];
+    }),
+    mine!.realCred,
+  );
+  const byCred = new Map<bigint, ProcStatus>([[mine!.realCred, main]]);
+  for (const tid of refs) {
+    byCred.set(bpf.facts.get(tid)!.realCred, readThreadStatuses(pid, [tid]).get(tid)!);
+  }
   for (const tid of tids) {
     const f = tid === pid ? undefined : bpf.facts.get(tid);
+    const ref = f && byCred.get(f.realCred);
     if (tid === pid) out.set(tid, main);
-    else if (f && f.realCred === mine!.realCred) out.set(tid, statusFromFacts(pid, tid, main, f));
+    else if (refs.has(tid)) out.set(tid, ref!);
+    else if (f && ref) out.set(tid, statusFromFacts(pid, tid, ref, f));
     else out.set(tid, readThreadStatuses(pid, [tid]).get(tid)!);
   }
   statusFactPaths.set(pid, "bpf");

@@ -455,10 +455,29 @@ function warmUpRecords(pid: number): void {
       main && memo && !memo.refuted && memo.checked && memo.confirmed.has(STATUS_FACTS) &&
       [...factsSet].every((f) => memo.confirmed.has(f))
     ) {
-      const read = new Set(records.filter((r) => r.realCred !== main.realCred).map((r) => r.tid));
+      const read = credReferences(records.map((r) => [r.tid, r.realCred]), main.realCred);
       predicted = { pid, read: read.add(pid) };
     }
   } catch { /* only a warm-up */ }
+}
+
+/**
+ * The threads whose statuses stand for the others' credentials: of the
+ * threads whose task->real_cred is not `mainCred` (the main thread's, whose
+ * status is read anyway), the lowest tid of each real_cred (threads that
+ * share one struct cred have the same ids, groups and capabilities).
+ */
+export function credReferences(
+  threads: Iterable<readonly [number, bigint]>,
+  mainCred: bigint,
+): Set<number> {
+  const ref = new Map<bigint, number>();
+  for (const [tid, cred] of threads) {
+    if (cred === mainCred) continue;
+    const seen = ref.get(cred);
+    if (seen === undefined || tid < seen) ref.set(cred, tid);
+  }
+  return new Set(ref.values());
 }
 
 /** The first difference between two threads' values, or undefined. */
