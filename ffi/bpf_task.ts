@@ -74,6 +74,24 @@ export interface TaskStateLayout {
   seccompMode: number;
   /** flags (4 bytes: the PF_* bits, /proc/<pid>/stat's ninth field). */
   flags: number;
+  /** Offsets in struct cred of uid, gid, suid, sgid, euid, egid, fsuid, fsgid (4 bytes each). */
+  credUid: number;
+  credGid: number;
+  credSuid: number;
+  credSgid: number;
+  credEuid: number;
+  credEgid: number;
+  credFsuid: number;
+  credFsgid: number;
+  /** Offsets in struct cred of the capability sets (8 bytes each). */
+  credCapInh: number;
+  credCapPrm: number;
+  credCapEff: number;
+  credCapBnd: number;
+  credCapAmb: number;
+  /** Offset of group_info (a pointer) in struct cred, of ngroups (4 bytes) in struct group_info. */
+  groupInfo: number;
+  ngroups: number;
   /** comm (16 bytes). */
   comm: number;
   /** children (a struct list_head, whose first member is `next`). */
@@ -81,7 +99,22 @@ export interface TaskStateLayout {
 }
 
 /** Bytes the program writes per thread (see {@link decodeTaskRecords}). */
-export const TASK_RECORD_SIZE = 128;
+export const TASK_RECORD_SIZE = 256;
+
+/** At most this many bytes of a struct cred are copied, from its first id to its last capability set. */
+export const CRED_BYTES = 96;
+
+/** The part of struct cred the record copies: its start and length (throws when it is too long). */
+export function credRange(l: TaskStateLayout): { start: number; length: number } {
+  const ids = [l.credUid, l.credGid, l.credSuid, l.credSgid, l.credEuid, l.credEgid, l.credFsuid];
+  const caps = [l.credCapInh, l.credCapPrm, l.credCapEff, l.credCapBnd, l.credCapAmb];
+  const start = Math.min(...ids, l.credFsgid, ...caps);
+  const end = Math.max(...[...ids, l.credFsgid].map((o) => o + 4), ...caps.map((o) => o + 8));
+  if (end - start > CRED_BYTES) {
+    throw new Error(`struct cred's ids and capabilities span ${end - start} bytes`);
+  }
+  return { start, length: end - start };
+}
 
 /** One thread's record, as the program wrote it. */
 export interface TaskRecord {
@@ -110,6 +143,16 @@ export interface TaskRecord {
   seccompMode: number;
   /** task->flags (PF_*: what /proc/<pid>/task/<tid>/stat shows as its flags). */
   flags: number;
+  /**
+   * The bytes of *real_cred from {@link credRange}'s start ({@link CRED_BYTES}, zeros after the
+   * range), when read (`credBytesRead`); `groupInfo` (real_cred->group_info) and its `ngroups` when
+   * `groupsRead`.
+   */
+  credBytes: Uint8Array;
+  credBytesRead: boolean;
+  groupInfo: bigint;
+  ngroups: number;
+  groupsRead: boolean;
   /** task->comm's bytes up to its first NUL (at most 16). */
   comm: Uint8Array;
   /** The task_struct's address, and task->children.next: the list is empty when that is the address of task->children itself. */
@@ -135,7 +178,10 @@ const jneImm = (dst: number, imm: number, off: number) => insn(0x55, dst, 0, off
  * timer_slack_ns u64 @40, securebits u32 @48, cred read (1) u32 @52,
  * mm->def_flags u64 @56, mm read (1) u32 @64, 0 u32 @68, real_cred u64
  * @72, atomic_flags u64 @80, seccomp.mode u32 @88, flags u32 @92, comm 16
- * bytes @96, the task's address u64 @112, children.next u64 @120.
+ * bytes @96, the task's address u64 @112, children.next u64 @120; then
+ * from *real_cred the {@link credRange} bytes @128 (96, zeros after),
+ * real_cred->group_info u64 @224, group_info->ngroups u32 @232, what was
+ * read u32 @236 (1: the cred bytes, 3: and the groups), 0 to the end.
  *
  * The members that are pointers to structs (cred, mm, real_cred,
  * children.next) are read with bpf_probe_read_kernel, not loaded: the
@@ -159,7 +205,7 @@ export function taskStateProgram(l: TaskStateLayout): Uint8Array<ArrayBuffer> {
   return encodeInsns([
     ldx64(R6, R1, l.ctxMeta), //           0: r6 = ctx->meta
     ldx64(R7, R1, l.ctxTask), //           1: r7 = ctx->task
-    jeqImm(R7, 0, 83), //                  2: if r7 == NULL goto 86 (the end call)
+    jeqImm(R7, 0, 83 + CRED_INSNS), //     2: if r7 == NULL goto the end call
     ldx32(R2, R7, l.pid), //               3: r2 = task->pid
     stx32(R10, R + 0, R2), //              4: record.tid = r2
     ldx32(R2, R7, l.tgid), //              5: r2 = task->tgid
@@ -210,6 +256,7 @@ export function taskStateProgram(l: TaskStateLayout): Uint8Array<ArrayBuffer> {
     stx64(R10, R + 104, R2), //           73: record.comm[8..16] = r2
     stx64(R10, R + 112, R7), //           74: record.task = r7
     ...probe(R + 120, 8, l.children), // 75-80: record.children_next = task->children.next
+    ...credPart(l, R, probe), //             the cred's ids, capabilities and groups
     ldx64(R1, R6, l.metaSeq), //          81: r1 = meta->seq
     mov64(R2, R10), //                    82: r2 = fp
     add64Imm(R2, R), //                   83: r2 = fp - 128 (the record)
@@ -218,6 +265,45 @@ export function taskStateProgram(l: TaskStateLayout): Uint8Array<ArrayBuffer> {
     mov64Imm(R0, 0), //                   86: r0 = 0
     exit(), //                            87: return r0
   ]);
+}
+
+/** Instructions {@link credPart} adds. */
+const CRED_INSNS = 1 + 16 + 27;
+
+/**
+ * The record's bytes @128 to the end: zeros, then from *real_cred (read
+ * @72) its {@link credRange}, group_info and group_info->ngroups, and the
+ * read marks @236 (see {@link taskStateProgram}).
+ */
+function credPart(
+  l: TaskStateLayout,
+  R: number,
+  probe: (dst: number, size: number, off: number, fromTask?: boolean) => number[][],
+): number[][] {
+  const { start, length } = credRange(l);
+  const zeros = [];
+  for (let at = 128; at < TASK_RECORD_SIZE; at += 8) zeros.push(stx64(R10, R + at, R2));
+  const out = [
+    mov64Imm(R2, 0), //                      r2 = 0
+    ...zeros, //                             record @128 to the end = 0 (16 stores)
+    ldx64(R3, R10, R + 72), //               0: r3 = real_cred
+    jeqImm(R3, 0, 25), //                    1: if NULL goto the end
+    ...probe(R + 128, length, start, false), // 2-6: record.cred = real_cred's bytes
+    jneImm(R0, 0, 19), //                    7: if the read failed goto the end
+    mov64Imm(R2, 1), //                      8
+    stx32(R10, R + 236, R2), //              9: record.read = 1
+    ldx64(R3, R10, R + 72), //              10: r3 = real_cred
+    ...probe(R + 224, 8, l.groupInfo, false), // 11-15: record.group_info = real_cred->group_info
+    jneImm(R0, 0, 10), //                   16: if the read failed goto the end
+    ldx64(R3, R10, R + 224), //             17: r3 = group_info
+    jeqImm(R3, 0, 8), //                    18: if NULL goto the end
+    ...probe(R + 232, 4, l.ngroups, false), // 19-23: record.ngroups = group_info->ngroups
+    jneImm(R0, 0, 2), //                    24: if the read failed goto the end
+    mov64Imm(R2, 3), //                     25
+    stx32(R10, R + 236, R2), //             26: record.read = 3
+  ];
+  if (out.length !== CRED_INSNS) throw new Error(`internal: ${out.length} cred instructions`);
+  return out;
 }
 
 /** Loads the task program; returns its fd. Throws {@link BpfError} (with the verifier's log). */
@@ -290,6 +376,11 @@ export function decodeTaskRecords(bytes: Uint8Array): TaskRecord[] {
       atomicFlags: dv.getBigUint64(at + 80, true),
       seccompMode: dv.getUint32(at + 88, true),
       flags: dv.getUint32(at + 92, true),
+      credBytes: bytes.slice(at + 128, at + 128 + CRED_BYTES),
+      credBytesRead: (dv.getUint32(at + 236, true) & 1) !== 0,
+      groupInfo: dv.getBigUint64(at + 224, true),
+      ngroups: dv.getInt32(at + 232, true),
+      groupsRead: (dv.getUint32(at + 236, true) & 2) !== 0,
       comm: commBytes(bytes.subarray(at + 96, at + 112)),
       task: dv.getBigUint64(at + 112, true),
       childrenNext: dv.getBigUint64(at + 120, true),

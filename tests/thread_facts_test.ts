@@ -18,6 +18,7 @@ import { readThreadRecords } from "../engine/proc/thread_state_bpf.ts";
 import type { TaskRecord } from "../ffi/bpf_task.ts";
 import {
   bpfThreadStates,
+  credKeyOf,
   credReferences,
   factsOf,
   statusNeeded,
@@ -80,6 +81,22 @@ async function perThread(dir: string, pid: number) {
     seccomp: th.seccomp,
     sigmask: th.sigmask,
   }));
+}
+
+/**
+ * The threads whose statuses a trusted freeze of `pid` reads, from its
+ * records: the main thread, and of the others whose struct cred is not the
+ * main thread's nor has its contents, the lowest tid per struct cred.
+ */
+function expectedReads(records: TaskRecord[], pid: number): Set<number> {
+  const mine = factsOf(records.find((r) => r.tid === pid)!);
+  const read = new Set([pid]);
+  const keyed = records.map((r) => [r.tid, credKeyOf(factsOf(r), mine)] as const);
+  for (const cred of new Set(keyed.map(([, k]) => k))) {
+    if (cred === mine.realCred) continue;
+    read.add(Math.min(...keyed.filter(([, k]) => k === cred).map(([tid]) => tid)));
+  }
+  return read;
 }
 
 /**
@@ -146,12 +163,7 @@ async function factsRoundTrip(
   warmUpThreadStates(t.pid);
   const need = statusNeeded(t.pid);
   const records = readThreadRecords(t.pid);
-  const mainCred = records.find((r) => r.tid === t.pid)!.realCred;
-  const read = new Set([t.pid]);
-  for (const cred of new Set(records.map((r) => r.realCred))) {
-    if (cred === mainCred) continue;
-    read.add(Math.min(...records.filter((r) => r.realCred === cred).map((r) => r.tid)));
-  }
+  const read = expectedReads(records, t.pid);
   for (const r of records) assert.equal(need(r.tid), read.has(r.tid), `${target} ${r.tid}`);
   afterFirst?.(records, read);
   const second = await tempImageDir();
@@ -199,10 +211,44 @@ threadBpfTest(
             }
             assert.equal(others.length, records.length - 1, "the main thread has a new cred");
             assert.equal(new Set(others.map((r) => r.realCred)).size, 1, "the others share one");
-            assert.equal(read.size, 2, "two statuses read");
+            // Its contents are the main thread's (the session keyring is not in them).
+            assert.equal(read.size, 1, "the main thread's status alone");
           },
         ),
     )
+  ),
+);
+
+threadBpfTest(
+  "thread facts: a restored process's threads, each with its own struct cred of the same contents, stand in from the main thread's status, and record what every status read records",
+  withTargets(() =>
+    withMemoEnv({ CRYO_THREADSTATE: "bpf" }, async () => {
+      const { t, trigger } = await startTriggered("rt_threads", /^ready pid=(\d+) tids=([\d,]+)$/m);
+      await dumpKillRestore(t);
+      const records = readThreadRecords(t.pid);
+      assert.equal(new Set(records.map((r) => r.realCred)).size, records.length, "own creds");
+      assert.deepEqual([...expectedReads(records, t.pid)], [t.pid], "the main thread's alone");
+      const first = await tempImageDir();
+      await checkpoint(t.pid, { dir: first, leaveRunning: true }); // the check
+      warmUpThreadStates(t.pid);
+      const need = statusNeeded(t.pid);
+      for (const r of records) assert.equal(need(r.tid), r.tid === t.pid, `thread ${r.tid}`);
+      const second = await tempImageDir();
+      await checkpoint(t.pid, { dir: second, leaveRunning: true });
+      assert.equal(statusFactPaths.get(t.pid), "bpf", "the records");
+      Deno.env.set("CRYO_THREADSTATE", "inject");
+      const third = await tempImageDir();
+      try {
+        await checkpoint(t.pid, { dir: third, leaveRunning: true });
+      } finally {
+        Deno.env.set("CRYO_THREADSTATE", "bpf");
+      }
+      const want = await perThread(third, t.pid);
+      assert.deepEqual(await perThread(first, t.pid), want, "the check's image");
+      assert.deepEqual(await perThread(second, t.pid), want, "the records' image");
+      await Deno.writeTextFile(trigger, "");
+      assertChecksPassed(t, [], await t.wait(15000), { what: "rt_threads restored" });
+    })
   ),
 );
 

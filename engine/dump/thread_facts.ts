@@ -30,6 +30,7 @@
  */
 
 import { type ProcStatus, readStatus, readThreadStatuses } from "../proc/status.ts";
+import { threadIteratorLayout } from "../proc/thread_state_bpf.ts";
 import {
   recallThreadState,
   rememberThreadCheck,
@@ -37,7 +38,9 @@ import {
 } from "../proc/vm_flags_memo.ts";
 import {
   type BpfThreadStates,
+  credKeyOf,
   credReferences,
+  credsAreStatus,
   freezeEpoch,
   STATUS_FACTS,
   type ThreadFacts,
@@ -76,20 +79,27 @@ export function threadStatuses(
   // One status read per struct cred: the main thread's, and for the threads with another one
   // (after a restore each thread has its own; an injected keyctl gives the main thread a new
   // one), the lowest tid's, whose ids, groups and capabilities the others of it share.
+  // A thread with its own struct cred whose contents are the main thread's (each restored thread
+  // has one) stands in from the main thread's status too, once the main thread's bytes are found
+  // to be its status's ids, capabilities and group count (credKeyOf, credsAreStatus).
+  const layout = threadIteratorLayout();
+  const contents = layout !== undefined && mine!.cred !== undefined &&
+    credsAreStatus(mine!.cred, main, layout);
+  const keyOf = (f: ThreadFacts) => contents ? credKeyOf(f, mine!) : f.realCred;
   const refs = credReferences(
     tids.flatMap((t) => {
       const f = bpf.facts.get(t);
-      return f ? [[t, f.realCred] as const] : [];
+      return f ? [[t, keyOf(f)] as const] : [];
     }),
     mine!.realCred,
   );
   const byCred = new Map<bigint, ProcStatus>([[mine!.realCred, main]]);
   for (const tid of refs) {
-    byCred.set(bpf.facts.get(tid)!.realCred, readThreadStatuses(pid, [tid]).get(tid)!);
+    byCred.set(keyOf(bpf.facts.get(tid)!), readThreadStatuses(pid, [tid]).get(tid)!);
   }
   for (const tid of tids) {
     const f = tid === pid ? undefined : bpf.facts.get(tid);
-    const ref = f && byCred.get(f.realCred);
+    const ref = f && byCred.get(keyOf(f));
     if (tid === pid) out.set(tid, main);
     else if (refs.has(tid)) out.set(tid, ref!);
     else if (f && ref) out.set(tid, statusFromFacts(pid, tid, ref, f));
@@ -143,7 +153,7 @@ export function checkStatusFacts(
     const st = statuses.get(tid);
     const d = !st || !main || !mine
       ? "not read"
-      : factsDiffer(f, st, main, f.realCred === mine.realCred);
+      : factsDiffer(f, st, main, credKeyOf(f, mine) === mine.realCred);
     if (d) {
       statusFactPaths.set(bpf.pid, `status: thread ${tid}: ${d}`);
       rememberThreadRefuted(`process ${bpf.pid} thread ${tid} status: ${d}`);

@@ -36,7 +36,8 @@
  */
 
 import { getRegs } from "../../ffi/ptrace.ts";
-import type { TaskRecord } from "../../ffi/bpf_task.ts";
+import { credRange, type TaskRecord, type TaskStateLayout } from "../../ffi/bpf_task.ts";
+import type { ProcStatus } from "../proc/status.ts";
 import {
   flagsNeedStackPointer,
   inInitialPidNamespace,
@@ -222,6 +223,11 @@ export interface ThreadFacts {
   taskFlags?: number;
   /** PR_SET_IO_FLUSHER from `taskFlags`; undefined: not read. */
   ioFlusher?: boolean;
+  /**
+   * The bytes of its real_cred's ids and capabilities, its group_info
+   * pointer and group count (ffi/bpf_task.ts), when all were read.
+   */
+  cred?: { bytes: Uint8Array; groupInfo: bigint; ngroups: number };
 }
 
 /** The name a check of the task flags against the stat files is remembered by (task_flags.ts). */
@@ -240,6 +246,9 @@ export function factsOf(r: TaskRecord): ThreadFacts {
     name: commName(r.comm),
     taskFlags: r.flags,
     ioFlusher: isIoFlusher(r.flags),
+    ...(r.credBytesRead && r.groupsRead
+      ? { cred: { bytes: r.credBytes, groupInfo: r.groupInfo, ngroups: r.ngroups } }
+      : {}),
   };
 }
 
@@ -455,10 +464,56 @@ function warmUpRecords(pid: number): void {
       main && memo && !memo.refuted && memo.checked && memo.confirmed.has(STATUS_FACTS) &&
       [...factsSet].every((f) => memo.confirmed.has(f))
     ) {
-      const read = credReferences(records.map((r) => [r.tid, r.realCred]), main.realCred);
+      const mine = factsOf(main);
+      const read = credReferences(
+        records.map((r) => [r.tid, credKeyOf(factsOf(r), mine)]),
+        main.realCred,
+      );
       predicted = { pid, read: read.add(pid) };
     }
   } catch { /* only a warm-up */ }
+}
+
+/**
+ * The struct cred whose status stands for thread facts `f`'s credentials:
+ * the main thread's (`mine`) when `f`'s real_cred is it, or when its ids,
+ * capabilities (the same bytes) and groups (the same group_info, or none in
+ * either) are the main thread's (a restored thread has its own struct cred
+ * with the same contents); else `f`'s own real_cred. The caller checks
+ * first that the main thread's bytes are its status's ({@link credsAreStatus}).
+ */
+export function credKeyOf(f: ThreadFacts, mine: ThreadFacts): bigint {
+  const a = f.cred, b = mine.cred;
+  if (f.realCred === mine.realCred || !a || !b) return f.realCred;
+  const groups = a.groupInfo === b.groupInfo || (a.ngroups === 0 && b.ngroups === 0);
+  if (!groups || a.bytes.length !== b.bytes.length) return f.realCred;
+  for (let i = 0; i < a.bytes.length; i++) if (a.bytes[i] !== b.bytes[i]) return f.realCred;
+  return mine.realCred;
+}
+
+/**
+ * Whether cred bytes `c` (read with `layout`) hold exactly the ids,
+ * capabilities and group count of status `st` (the same thread's): the
+ * check that the bytes are what their offsets say, made on the main thread
+ * at each freeze before any other thread's bytes stand for a status.
+ */
+export function credsAreStatus(
+  c: { bytes: Uint8Array; ngroups: number },
+  st: ProcStatus,
+  layout: TaskStateLayout,
+): boolean {
+  const { start } = credRange(layout);
+  const dv = new DataView(c.bytes.buffer, c.bytes.byteOffset, c.bytes.byteLength);
+  const u = (o: number) => dv.getUint32(o - start, true);
+  const q = (o: number) => dv.getBigUint64(o - start, true);
+  const l = layout;
+  return u(l.credUid) === st.uid[0] && u(l.credEuid) === st.uid[1] &&
+    u(l.credSuid) === st.uid[2] && u(l.credFsuid) === st.uid[3] &&
+    u(l.credGid) === st.gid[0] && u(l.credEgid) === st.gid[1] &&
+    u(l.credSgid) === st.gid[2] && u(l.credFsgid) === st.gid[3] &&
+    q(l.credCapInh) === st.capInh && q(l.credCapPrm) === st.capPrm &&
+    q(l.credCapEff) === st.capEff && q(l.credCapBnd) === st.capBnd &&
+    q(l.credCapAmb) === st.capAmb && c.ngroups === st.groups.length;
 }
 
 /**
