@@ -99,7 +99,7 @@ export interface TaskStateLayout {
 }
 
 /** Bytes the program writes per thread (see {@link decodeTaskRecords}). */
-export const TASK_RECORD_SIZE = 256;
+export const TASK_RECORD_SIZE = 288;
 
 /** At most this many bytes of a struct cred are copied, from its first id to its last capability set. */
 export const CRED_BYTES = 96;
@@ -177,11 +177,12 @@ const jneImm = (dst: number, imm: number, off: number) => insn(0x55, dst, 0, off
  * sas_ss_flags u32 @24, pdeath_signal u32 @28, clear_child_tid u64 @32,
  * timer_slack_ns u64 @40, securebits u32 @48, cred read (1) u32 @52,
  * mm->def_flags u64 @56, mm read (1) u32 @64, 0 u32 @68, real_cred u64
- * @72, atomic_flags u64 @80, seccomp.mode u32 @88, flags u32 @92, comm 16
+ * @72, atomic_flags u64 @80, seccomp.mode u32 @88, 0 u32 @92, comm 16
  * bytes @96, the task's address u64 @112, children.next u64 @120; then
- * from *real_cred the {@link credRange} bytes @128 (96, zeros after),
- * real_cred->group_info u64 @224, group_info->ngroups u32 @232, what was
- * read u32 @236 (1: the cred bytes, 3: and the groups), 0 to the end.
+ * zeros @128 to @167 (words other branches use), task->flags u32 @168,
+ * what was read of the cred u32 @172 (1: its bytes, 3: and its groups),
+ * from *real_cred the {@link credRange} bytes @176 (96, zeros after),
+ * real_cred->group_info u64 @272, group_info->ngroups u32 @280, 0 u32 @284.
  *
  * The members that are pointers to structs (cred, mm, real_cred,
  * children.next) are read with bpf_probe_read_kernel, not loaded: the
@@ -205,7 +206,7 @@ export function taskStateProgram(l: TaskStateLayout): Uint8Array<ArrayBuffer> {
   return encodeInsns([
     ldx64(R6, R1, l.ctxMeta), //           0: r6 = ctx->meta
     ldx64(R7, R1, l.ctxTask), //           1: r7 = ctx->task
-    jeqImm(R7, 0, 83 + CRED_INSNS), //     2: if r7 == NULL goto the end call
+    jeqImm(R7, 0, 81 + CRED_INSNS), //     2: if r7 == NULL goto the end call
     ldx32(R2, R7, l.pid), //               3: r2 = task->pid
     stx32(R10, R + 0, R2), //              4: record.tid = r2
     ldx32(R2, R7, l.tgid), //              5: r2 = task->tgid
@@ -245,18 +246,16 @@ export function taskStateProgram(l: TaskStateLayout): Uint8Array<ArrayBuffer> {
     ldx64(R2, R7, l.atomicFlags), //      62: r2 = task->atomic_flags
     stx64(R10, R + 80, R2), //            63: record.atomic_flags = r2
     mov64Imm(R2, 0), //                   64: r2 = 0
-    stx64(R10, R + 88, R2), //            65: record.seccomp_mode = record.flags = 0
+    stx64(R10, R + 88, R2), //            65: record.seccomp_mode = record's word @92 = 0
     ldx32(R2, R7, l.seccompMode), //      66: r2 = task->seccomp.mode
     stx32(R10, R + 88, R2), //            67: record.seccomp_mode = r2
-    ldx32(R2, R7, l.flags), //            68: r2 = task->flags
-    stx32(R10, R + 92, R2), //            69: record.flags = r2
-    ldx64(R2, R7, l.comm), //             70: r2 = task->comm[0..8]
-    stx64(R10, R + 96, R2), //            71: record.comm[0..8] = r2
-    ldx64(R2, R7, l.comm + 8), //         72: r2 = task->comm[8..16]
-    stx64(R10, R + 104, R2), //           73: record.comm[8..16] = r2
-    stx64(R10, R + 112, R7), //           74: record.task = r7
-    ...probe(R + 120, 8, l.children), // 75-80: record.children_next = task->children.next
-    ...credPart(l, R, probe), //             the cred's ids, capabilities and groups
+    ldx64(R2, R7, l.comm), //             68: r2 = task->comm[0..8]
+    stx64(R10, R + 96, R2), //            69: record.comm[0..8] = r2
+    ldx64(R2, R7, l.comm + 8), //         70: r2 = task->comm[8..16]
+    stx64(R10, R + 104, R2), //           71: record.comm[8..16] = r2
+    stx64(R10, R + 112, R7), //           72: record.task = r7
+    ...probe(R + 120, 8, l.children), // 73-78: record.children_next = task->children.next
+    ...credPart(l, R, probe), //             task->flags, the cred's ids, capabilities and groups
     ldx64(R1, R6, l.metaSeq), //          81: r1 = meta->seq
     mov64(R2, R10), //                    82: r2 = fp
     add64Imm(R2, R), //                   83: r2 = fp - 128 (the record)
@@ -268,12 +267,12 @@ export function taskStateProgram(l: TaskStateLayout): Uint8Array<ArrayBuffer> {
 }
 
 /** Instructions {@link credPart} adds. */
-const CRED_INSNS = 1 + 16 + 27;
+const CRED_INSNS = 1 + 20 + 2 + 27;
 
 /**
- * The record's bytes @128 to the end: zeros, then from *real_cred (read
+ * The record's bytes @128 to the end: zeros, task->flags, then from *real_cred (read
  * @72) its {@link credRange}, group_info and group_info->ngroups, and the
- * read marks @236 (see {@link taskStateProgram}).
+ * read marks (see {@link taskStateProgram}).
  */
 function credPart(
   l: TaskStateLayout,
@@ -285,22 +284,24 @@ function credPart(
   for (let at = 128; at < TASK_RECORD_SIZE; at += 8) zeros.push(stx64(R10, R + at, R2));
   const out = [
     mov64Imm(R2, 0), //                      r2 = 0
-    ...zeros, //                             record @128 to the end = 0 (16 stores)
+    ...zeros, //                             record @128 to the end = 0 (20 stores)
+    ldx32(R2, R7, l.flags), //               r2 = task->flags
+    stx32(R10, R + 168, R2), //              record.flags = r2
     ldx64(R3, R10, R + 72), //               0: r3 = real_cred
     jeqImm(R3, 0, 25), //                    1: if NULL goto the end
-    ...probe(R + 128, length, start, false), // 2-6: record.cred = real_cred's bytes
+    ...probe(R + 176, length, start, false), // 2-6: record.cred = real_cred's bytes
     jneImm(R0, 0, 19), //                    7: if the read failed goto the end
     mov64Imm(R2, 1), //                      8
-    stx32(R10, R + 236, R2), //              9: record.read = 1
+    stx32(R10, R + 172, R2), //              9: record.read = 1
     ldx64(R3, R10, R + 72), //              10: r3 = real_cred
-    ...probe(R + 224, 8, l.groupInfo, false), // 11-15: record.group_info = real_cred->group_info
+    ...probe(R + 272, 8, l.groupInfo, false), // 11-15: record.group_info = real_cred->group_info
     jneImm(R0, 0, 10), //                   16: if the read failed goto the end
-    ldx64(R3, R10, R + 224), //             17: r3 = group_info
+    ldx64(R3, R10, R + 272), //             17: r3 = group_info
     jeqImm(R3, 0, 8), //                    18: if NULL goto the end
-    ...probe(R + 232, 4, l.ngroups, false), // 19-23: record.ngroups = group_info->ngroups
+    ...probe(R + 280, 4, l.ngroups, false), // 19-23: record.ngroups = group_info->ngroups
     jneImm(R0, 0, 2), //                    24: if the read failed goto the end
     mov64Imm(R2, 3), //                     25
-    stx32(R10, R + 236, R2), //             26: record.read = 3
+    stx32(R10, R + 172, R2), //             26: record.read = 3
   ];
   if (out.length !== CRED_INSNS) throw new Error(`internal: ${out.length} cred instructions`);
   return out;
@@ -375,12 +376,12 @@ export function decodeTaskRecords(bytes: Uint8Array): TaskRecord[] {
       realCred: dv.getBigUint64(at + 72, true),
       atomicFlags: dv.getBigUint64(at + 80, true),
       seccompMode: dv.getUint32(at + 88, true),
-      flags: dv.getUint32(at + 92, true),
-      credBytes: bytes.slice(at + 128, at + 128 + CRED_BYTES),
-      credBytesRead: (dv.getUint32(at + 236, true) & 1) !== 0,
-      groupInfo: dv.getBigUint64(at + 224, true),
-      ngroups: dv.getInt32(at + 232, true),
-      groupsRead: (dv.getUint32(at + 236, true) & 2) !== 0,
+      flags: dv.getUint32(at + 168, true),
+      credBytes: bytes.slice(at + 176, at + 176 + CRED_BYTES),
+      credBytesRead: (dv.getUint32(at + 172, true) & 1) !== 0,
+      groupInfo: dv.getBigUint64(at + 272, true),
+      ngroups: dv.getInt32(at + 280, true),
+      groupsRead: (dv.getUint32(at + 172, true) & 2) !== 0,
       comm: commBytes(bytes.subarray(at + 96, at + 112)),
       task: dv.getBigUint64(at + 112, true),
       childrenNext: dv.getBigUint64(at + 120, true),
