@@ -5,8 +5,10 @@
  * pdeath_signal, timer_slack_ns, cred->securebits, mm->def_flags, the
  * real_cred pointer, atomic_flags, seccomp.mode, comm, the task's own
  * address with its children list's first link, the low word of
- * thread_info.flags, personality, and the mempolicy and nsproxy pointers,
- * with the thread's tid and tgid. Hand-assembled like the task_vma program (ffi/bpf.ts); the
+ * thread_info.flags, personality, the mempolicy, nsproxy, fs and files
+ * pointers, cred->thread_keyring, task->flags and *real_cred's ids,
+ * capabilities and groups, with the thread's tid and tgid. Hand-assembled
+ * like the task_vma program (ffi/bpf.ts); the
  * struct offsets come from the caller, who reads them from the running
  * kernel's BTF (engine/proc/thread_state_bpf.ts).
  *
@@ -74,6 +76,26 @@ export interface TaskStateLayout {
   atomicFlags: number;
   /** Offset of seccomp.mode in task_struct (4 bytes). */
   seccompMode: number;
+  /** flags (4 bytes: the PF_* bits, /proc/<pid>/stat's ninth field). */
+  flags: number;
+  /** Offsets in struct cred of uid, gid, suid, sgid, euid, egid, fsuid, fsgid (4 bytes each). */
+  credUid: number;
+  credGid: number;
+  credSuid: number;
+  credSgid: number;
+  credEuid: number;
+  credEgid: number;
+  credFsuid: number;
+  credFsgid: number;
+  /** Offsets in struct cred of the capability sets (8 bytes each). */
+  credCapInh: number;
+  credCapPrm: number;
+  credCapEff: number;
+  credCapBnd: number;
+  credCapAmb: number;
+  /** Offset of group_info (a pointer) in struct cred, of ngroups (4 bytes) in struct group_info. */
+  groupInfo: number;
+  ngroups: number;
   /** comm (16 bytes). */
   comm: number;
   /** children (a struct list_head, whose first member is `next`). */
@@ -96,7 +118,22 @@ export interface TaskStateLayout {
 }
 
 /** Bytes the program writes per thread (see {@link decodeTaskRecords}). */
-export const TASK_RECORD_SIZE = 168;
+export const TASK_RECORD_SIZE = 288;
+
+/** At most this many bytes of a struct cred are copied, from its first id to its last capability set. */
+export const CRED_BYTES = 96;
+
+/** The part of struct cred the record copies: its start and length (throws when it is too long). */
+export function credRange(l: TaskStateLayout): { start: number; length: number } {
+  const ids = [l.credUid, l.credGid, l.credSuid, l.credSgid, l.credEuid, l.credEgid, l.credFsuid];
+  const caps = [l.credCapInh, l.credCapPrm, l.credCapEff, l.credCapBnd, l.credCapAmb];
+  const start = Math.min(...ids, l.credFsgid, ...caps);
+  const end = Math.max(...[...ids, l.credFsgid].map((o) => o + 4), ...caps.map((o) => o + 8));
+  if (end - start > CRED_BYTES) {
+    throw new Error(`struct cred's ids and capabilities span ${end - start} bytes`);
+  }
+  return { start, length: end - start };
+}
 
 /** One thread's record, as the program wrote it. */
 export interface TaskRecord {
@@ -123,6 +160,18 @@ export interface TaskRecord {
   atomicFlags: bigint;
   /** task->seccomp.mode. */
   seccompMode: number;
+  /** task->flags (PF_*: what /proc/<pid>/task/<tid>/stat shows as its flags). */
+  flags: number;
+  /**
+   * The bytes of *real_cred from {@link credRange}'s start ({@link CRED_BYTES}, zeros after the
+   * range), when read (`credBytesRead`); `groupInfo` (real_cred->group_info) and its `ngroups` when
+   * `groupsRead`.
+   */
+  credBytes: Uint8Array;
+  credBytesRead: boolean;
+  groupInfo: bigint;
+  ngroups: number;
+  groupsRead: boolean;
   /** task->comm's bytes up to its first NUL (at most 16). */
   comm: Uint8Array;
   /** The task_struct's address, and task->children.next: the list is empty when that is the address of task->children itself. */
@@ -163,7 +212,11 @@ const jneImm = (dst: number, imm: number, off: number) => insn(0x55, dst, 0, off
  * u32 @68, real_cred u64 @72, atomic_flags u64 @80, seccomp.mode u32 @88,
  * personality u32 @92, comm 16 bytes @96, the task's address u64 @112,
  * children.next u64 @120, mempolicy u64 @128, nsproxy u64 @136,
- * cred->thread_keyring u64 @144, fs u64 @152, files u64 @160.
+ * cred->thread_keyring u64 @144, fs u64 @152, files u64 @160,
+ * task->flags u32 @168, what was read of the cred u32 @172 (1: its bytes,
+ * 3: and its groups), from *real_cred the {@link credRange} bytes @176
+ * (96, zeros after), real_cred->group_info u64 @272,
+ * group_info->ngroups u32 @280, 0 u32 @284.
  *
  * The members that are pointers to structs (cred, mm, real_cred,
  * children.next) are read with bpf_probe_read_kernel, not loaded: the
@@ -255,20 +308,62 @@ export function taskStateProgram(l: TaskStateLayout): Uint8Array<ArrayBuffer> {
       : []),
     ...probe(R + 152, 8, l.fs), //    110-115: record.fs = task->fs
     ...probe(R + 160, 8, l.files), // 116-121: record.files = task->files
-    ldx64(R1, R6, l.metaSeq), //         122: r1 = meta->seq
-    mov64(R2, R10), //                   123: r2 = fp
-    add64Imm(R2, R), //                  124: r2 = fp - 168 (the record)
-    mov64Imm(R3, TASK_RECORD_SIZE), //   125: r3 = 168
-    call(l.seqWriteHelper), //           126: bpf_seq_write(r1, r2, r3)
+    ...credPart(l, R, probe), //  122-166: task->flags, the cred's ids, capabilities and groups
+    ldx64(R1, R6, l.metaSeq), //         167: r1 = meta->seq
+    mov64(R2, R10), //                   168: r2 = fp
+    add64Imm(R2, R), //                  169: r2 = fp - 288 (the record)
+    mov64Imm(R3, TASK_RECORD_SIZE), //   170: r3 = 288
+    call(l.seqWriteHelper), //           171: bpf_seq_write(r1, r2, r3)
   ];
   return encodeInsns([
     ldx64(R6, R1, l.ctxMeta), //           0: r6 = ctx->meta
     ldx64(R7, R1, l.ctxTask), //           1: r7 = ctx->task
-    jeqImm(R7, 0, body.length), //         2: if r7 == NULL goto the end (127)
-    ...body, //                       3-126: the record, written
-    mov64Imm(R0, 0), //                  127: r0 = 0
-    exit(), //                           128: return r0
+    jeqImm(R7, 0, body.length), //         2: if r7 == NULL goto the end (172)
+    ...body, //                       3-171: the record, written
+    mov64Imm(R0, 0), //                  172: r0 = 0
+    exit(), //                           173: return r0
   ]);
+}
+
+/** Instructions {@link credPart} adds. */
+const CRED_INSNS = 1 + 15 + 2 + 27;
+
+/**
+ * The record's bytes @168 to the end: zeros, task->flags, then from *real_cred (read
+ * @72) its {@link credRange}, group_info and group_info->ngroups, and the
+ * read marks (see {@link taskStateProgram}).
+ */
+function credPart(
+  l: TaskStateLayout,
+  R: number,
+  probe: (dst: number, size: number, off: number, fromTask?: boolean) => number[][],
+): number[][] {
+  const { start, length } = credRange(l);
+  const zeros = [];
+  for (let at = 168; at < TASK_RECORD_SIZE; at += 8) zeros.push(stx64(R10, R + at, R2));
+  const out = [
+    mov64Imm(R2, 0), //                      r2 = 0
+    ...zeros, //                             record @168 to the end = 0 (15 stores)
+    ldx32(R2, R7, l.flags), //               r2 = task->flags
+    stx32(R10, R + 168, R2), //              record.flags = r2
+    ldx64(R3, R10, R + 72), //               0: r3 = real_cred
+    jeqImm(R3, 0, 25), //                    1: if NULL goto the end
+    ...probe(R + 176, length, start, false), // 2-6: record.cred = real_cred's bytes
+    jneImm(R0, 0, 19), //                    7: if the read failed goto the end
+    mov64Imm(R2, 1), //                      8
+    stx32(R10, R + 172, R2), //              9: record.read = 1
+    ldx64(R3, R10, R + 72), //              10: r3 = real_cred
+    ...probe(R + 272, 8, l.groupInfo, false), // 11-15: record.group_info = real_cred->group_info
+    jneImm(R0, 0, 10), //                   16: if the read failed goto the end
+    ldx64(R3, R10, R + 272), //             17: r3 = group_info
+    jeqImm(R3, 0, 8), //                    18: if NULL goto the end
+    ...probe(R + 280, 4, l.ngroups, false), // 19-23: record.ngroups = group_info->ngroups
+    jneImm(R0, 0, 2), //                    24: if the read failed goto the end
+    mov64Imm(R2, 3), //                     25
+    stx32(R10, R + 172, R2), //             26: record.read = 3
+  ];
+  if (out.length !== CRED_INSNS) throw new Error(`internal: ${out.length} cred instructions`);
+  return out;
 }
 
 /** Loads the task program; returns its fd. Throws {@link BpfError} (with the verifier's log). */
@@ -416,6 +511,12 @@ export function decodeTaskRecords(bytes: Uint8Array): TaskRecord[] {
       realCred: dv.getBigUint64(at + 72, true),
       atomicFlags: dv.getBigUint64(at + 80, true),
       seccompMode: dv.getUint32(at + 88, true),
+      flags: dv.getUint32(at + 168, true),
+      credBytes: bytes.slice(at + 176, at + 176 + CRED_BYTES),
+      credBytesRead: (dv.getUint32(at + 172, true) & 1) !== 0,
+      groupInfo: dv.getBigUint64(at + 272, true),
+      ngroups: dv.getInt32(at + 280, true),
+      groupsRead: (dv.getUint32(at + 172, true) & 2) !== 0,
       comm: commBytes(bytes.subarray(at + 96, at + 112)),
       task: dv.getBigUint64(at + 112, true),
       childrenNext: dv.getBigUint64(at + 120, true),

@@ -3,7 +3,8 @@
  * (engine/dump/thread_facts.ts): on frozen targets whose threads differ
  * (rt_creds "threads": ids, groups, capabilities, no_new_privs per thread;
  * rt_attrs: seccomp filters, a thread in strict mode, no_new_privs, thread
- * names; rt_threadstate) every thread's facts equal its status, and a
+ * names, an I/O flusher thread; rt_threadstate) every thread's facts equal
+ * its status (and their task flags its stat file's), and a
  * stand-in status answers every field as the thread's own status does;
  * the first dump is the check, the next takes the records, and both record
  * what a dump that reads every status records; the restored target passes
@@ -14,8 +15,11 @@
 
 import assert from "node:assert/strict";
 import { readThreadRecords } from "../engine/proc/thread_state_bpf.ts";
+import type { TaskRecord } from "../ffi/bpf_task.ts";
 import {
   bpfThreadStates,
+  credKeyOf,
+  credReferences,
   factsOf,
   statusNeeded,
   type ThreadFacts,
@@ -34,6 +38,8 @@ import { freezeTree, thawTree } from "../engine/dump/freeze.ts";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { readImageFile } from "../engine/image/reader.ts";
 import { recallThreadState } from "../engine/proc/vm_flags_memo.ts";
+import { readStat } from "../engine/proc/stat.ts";
+import { taskFlagPaths, taskFlagsOf } from "../engine/dump/task_flags.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
 import { withTargets } from "./helpers/targets.ts";
@@ -78,6 +84,22 @@ async function perThread(dir: string, pid: number) {
 }
 
 /**
+ * The threads whose statuses a trusted freeze of `pid` reads, from its
+ * records: the main thread, and of the others whose struct cred is not the
+ * main thread's nor has its contents, the lowest tid per struct cred.
+ */
+function expectedReads(records: TaskRecord[], pid: number): Set<number> {
+  const mine = factsOf(records.find((r) => r.tid === pid)!);
+  const read = new Set([pid]);
+  const keyed = records.map((r) => [r.tid, credKeyOf(factsOf(r), mine)] as const);
+  for (const cred of new Set(keyed.map(([, k]) => k))) {
+    if (cred === mine.realCred) continue;
+    read.add(Math.min(...keyed.filter(([, k]) => k === cred).map(([tid]) => tid)));
+  }
+  return read;
+}
+
+/**
  * Starts `target` (`extra` its arguments), compares its frozen threads'
  * facts and stand-ins with their statuses (`expect` asserts what the
  * records show), then dumps it three times (the check, the records, every
@@ -88,9 +110,13 @@ async function factsRoundTrip(
   extra: string[],
   ready: RegExp,
   expect: (
-    facts: { realCred: bigint; noNewPrivs: boolean; seccomp: number }[],
+    facts: { realCred: bigint; noNewPrivs: boolean; seccomp: number; ioFlusher?: boolean }[],
     main: bigint,
+    /** The target's output so far. */
+    output: string,
   ) => void,
+  /** Asserts on the records read after the first dump (with the threads whose statuses are read). */
+  afterFirst?: (records: TaskRecord[], read: Set<number>) => void,
 ): Promise<void> {
   const { t, trigger } = await startTriggered(target, ready, { extra });
   const tree = freezeTree(t.pid);
@@ -111,7 +137,7 @@ async function factsRoundTrip(
       const stand = statusFromFacts(t.pid, tid, main, f);
       for (const k of FIELDS) assert.deepEqual(stand[k], st[k], `${target} thread ${tid}: ${k}`);
     }
-    expect([...bpf.facts.values()], mine.realCred);
+    expect([...bpf.facts.values()], mine.realCred, t.output());
     // A stand-in whose own status was not read in the freeze refuses to read it after the
     // thaw (it would give the running thread's masks as the frozen ones).
     const other = tids.find((tid) =>
@@ -131,18 +157,19 @@ async function factsRoundTrip(
   await checkpoint(t.pid, { dir: first, leaveRunning: true });
   assert.equal(statusFactPaths.get(t.pid), "bpf: checked", `${target}: the check`);
   assert.ok(recallThreadState()?.confirmed.has("status_facts"));
+  assert.ok(recallThreadState()?.confirmed.has("task_flags"), "the task flags checked too");
   // Before the next freeze only the statuses it will read are opened ahead: the main
-  // thread's and those of threads with credentials of their own.
+  // thread's and, of the threads with another struct cred, one per struct cred.
   warmUpThreadStates(t.pid);
   const need = statusNeeded(t.pid);
   const records = readThreadRecords(t.pid);
-  const mainCred = records.find((r) => r.tid === t.pid)!.realCred;
-  for (const r of records) {
-    assert.equal(need(r.tid), r.tid === t.pid || r.realCred !== mainCred, `${target} ${r.tid}`);
-  }
+  const read = expectedReads(records, t.pid);
+  for (const r of records) assert.equal(need(r.tid), read.has(r.tid), `${target} ${r.tid}`);
+  afterFirst?.(records, read);
   const second = await tempImageDir();
   await checkpoint(t.pid, { dir: second, leaveRunning: true });
   assert.equal(statusFactPaths.get(t.pid), "bpf", `${target}: the records`);
+  assert.equal(taskFlagPaths.get(t.pid), "bpf", `${target}: the records' task flags`);
   Deno.env.set("CRYO_THREADSTATE", "inject");
   const third = await tempImageDir();
   try {
@@ -159,6 +186,71 @@ async function factsRoundTrip(
   await Deno.writeTextFile(trigger, "");
   assertChecksPassed(t, [], await t.wait(15000), { what: `${target} ${extra.join(" ")}` });
 }
+
+// First: before any dump in this process makes it a session keyring, which the targets inherit.
+threadBpfTest(
+  "thread facts: threads sharing a struct cred other than the main thread's (after a first dump's keyctl) have one status read for them all, and it restores",
+  withTargets(() =>
+    withMemoEnv(
+      { CRYO_THREADSTATE: "bpf" },
+      () =>
+        factsRoundTrip(
+          "rt_threads",
+          [],
+          /^ready pid=(\d+) tids=([\d,]+)$/m,
+          (facts, main) => assert.ok(facts.every((f) => f.realCred === main), "fresh: one cred"),
+          (records, read) => {
+            const mainCred = records.find((r) => r.tid === r.tgid)!.realCred;
+            const others = records.filter((r) => r.realCred !== mainCred);
+            if (others.length === 0) {
+              // The target inherited a session keyring (this test process made one): the
+              // dump's keyctl gave its main thread no new cred. Nothing else to see here.
+              console.log("rt_threads kept one struct cred (it had a session keyring)");
+              assert.equal(read.size, 1);
+              return;
+            }
+            assert.equal(others.length, records.length - 1, "the main thread has a new cred");
+            assert.equal(new Set(others.map((r) => r.realCred)).size, 1, "the others share one");
+            // Its contents are the main thread's (the session keyring is not in them).
+            assert.equal(read.size, 1, "the main thread's status alone");
+          },
+        ),
+    )
+  ),
+);
+
+threadBpfTest(
+  "thread facts: a restored process's threads, each with its own struct cred of the same contents, stand in from the main thread's status, and record what every status read records",
+  withTargets(() =>
+    withMemoEnv({ CRYO_THREADSTATE: "bpf" }, async () => {
+      const { t, trigger } = await startTriggered("rt_threads", /^ready pid=(\d+) tids=([\d,]+)$/m);
+      await dumpKillRestore(t);
+      const records = readThreadRecords(t.pid);
+      assert.equal(new Set(records.map((r) => r.realCred)).size, records.length, "own creds");
+      assert.deepEqual([...expectedReads(records, t.pid)], [t.pid], "the main thread's alone");
+      const first = await tempImageDir();
+      await checkpoint(t.pid, { dir: first, leaveRunning: true }); // the check
+      warmUpThreadStates(t.pid);
+      const need = statusNeeded(t.pid);
+      for (const r of records) assert.equal(need(r.tid), r.tid === t.pid, `thread ${r.tid}`);
+      const second = await tempImageDir();
+      await checkpoint(t.pid, { dir: second, leaveRunning: true });
+      assert.equal(statusFactPaths.get(t.pid), "bpf", "the records");
+      Deno.env.set("CRYO_THREADSTATE", "inject");
+      const third = await tempImageDir();
+      try {
+        await checkpoint(t.pid, { dir: third, leaveRunning: true });
+      } finally {
+        Deno.env.set("CRYO_THREADSTATE", "bpf");
+      }
+      const want = await perThread(third, t.pid);
+      assert.deepEqual(await perThread(first, t.pid), want, "the check's image");
+      assert.deepEqual(await perThread(second, t.pid), want, "the records' image");
+      await Deno.writeTextFile(trigger, "");
+      assertChecksPassed(t, [], await t.wait(15000), { what: "rt_threads restored" });
+    })
+  ),
+);
 
 threadBpfTest(
   "thread facts: rt_creds' threads with credentials of their own are read from their statuses, and it restores",
@@ -182,11 +274,14 @@ threadBpfTest(
     withMemoEnv(
       { CRYO_THREADSTATE: "bpf" },
       () =>
-        factsRoundTrip("rt_attrs", [], /^ready pid=(\d+)$/m, (facts, main) => {
+        factsRoundTrip("rt_attrs", [], /^ready pid=(\d+)$/m, (facts, main, output) => {
           assert.ok(facts.some((f) => f.seccomp === 1), "a thread in strict mode");
           assert.ok(facts.some((f) => f.seccomp === 2), "a thread with filters");
           assert.ok(facts.some((f) => f.noNewPrivs));
           assert.ok(facts.filter((f) => f.realCred === main).length > 1, "stand-ins");
+          // PR_SET_IO_FLUSHER needs CAP_SYS_RESOURCE (the target says when it could not set it).
+          const flushers = /^info io-flusher=unavailable/m.test(output) ? 0 : 1;
+          assert.equal(facts.filter((f) => f.ioFlusher).length, flushers, "I/O flusher threads");
         }),
     )
   ),
@@ -223,6 +318,12 @@ threadBpfTest(
     }
   },
 );
+
+Deno.test("thread facts: one status per struct cred other than the main thread's, the lowest tid's", () => {
+  const refs = credReferences([[7, 1n], [5, 2n], [9, 2n], [3, 2n], [4, 3n], [8, 1n]], 1n);
+  assert.deepEqual([...refs].sort((a, b) => a - b), [3, 4]);
+  assert.equal(credReferences([[7, 1n], [8, 1n]], 1n).size, 0);
+});
 
 Deno.test("thread facts: without the records every status is read", () => {
   const tids = [Deno.pid];
@@ -277,5 +378,62 @@ Deno.test("thread facts: a fact other than the status's is refuted for the boot;
     for (const t of tids) assert.equal(read.get(t)!.seccomp, real.get(t)!.seccomp);
     // The check finds a thread's difference.
     assert.match(checkStatusFacts(bpf(true, false), real)!, /^thread \d+: seccomp 2 != 0/);
+    await Promise.resolve();
+  }));
+
+Deno.test("thread facts: the task flags are checked against the stat files, and stand in for them only once checked", () =>
+  withMemoEnv({}, async () => {
+    const pid = Deno.pid;
+    const tids = [
+      pid,
+      ...[...Deno.readDirSync(`/proc/${pid}/task`)].map((e) => Number(e.name))
+        .filter((t) => t !== pid).slice(0, 2),
+    ];
+    const PF_IO_FLUSHER = 0x00080000 | 0x00100000;
+    const stat = new Map(tids.map((t) => [t, readStat(pid, t).flags]));
+    const bpf = (extraFlags: number, flagsTrusted: boolean) => ({
+      pid,
+      states: new Map(),
+      set: new Set<string>(),
+      trusted: false,
+      facts: new Map(tids.map((t) => {
+        const taskFlags = stat.get(t)! | (t === pid ? extraFlags : 0);
+        return [t, {
+          realCred: 1n,
+          noNewPrivs: false,
+          seccomp: 0,
+          name: "",
+          taskFlags,
+          ioFlusher: (taskFlags & PF_IO_FLUSHER) === PF_IO_FLUSHER,
+        }] as const;
+      })),
+      factsSet: new Set<string>(),
+      factsTrusted: false,
+      nsproxy: new Map(),
+      fs: new Map(),
+      files: new Map(),
+      specFlags: new Map(),
+      threadKeyring: new Map(),
+      flagsTrusted,
+    });
+    const fromStat = (m: Map<number, number>) => {
+      assert.deepEqual([...m.keys()].sort(), [...tids].sort());
+      for (const t of tids) assert.equal(m.get(t), stat.get(t)!, `thread ${t}`);
+    };
+    assert.equal(taskFlagsOf(undefined), undefined);
+    // Not yet checked: the stat files are read (their values taken) and compared.
+    fromStat(taskFlagsOf(bpf(0, false))!);
+    assert.equal(taskFlagPaths.get(pid), "stat: checked");
+    const memo = recallThreadState()!;
+    assert.ok(memo.confirmed.has("task_flags"));
+    assert.ok(!memo.checked, "the flags' check marks nothing else checked");
+    // Trusted: the records' flags.
+    const taken = taskFlagsOf(bpf(PF_IO_FLUSHER, true))!;
+    assert.equal(taskFlagPaths.get(pid), "bpf");
+    assert.equal(taken.get(pid), stat.get(pid)! | PF_IO_FLUSHER, "the records' value");
+    // Flags other than the stat file's: the stat file's taken, refuted for the boot.
+    fromStat(taskFlagsOf(bpf(PF_IO_FLUSHER, false))!);
+    assert.match(taskFlagPaths.get(pid)!, /^stat: thread \d+: flags /);
+    assert.match(recallThreadState()!.refuted!, /flags 0x[0-9a-f]+ != 0x[0-9a-f]+ \(stat\)/);
     await Promise.resolve();
   }));

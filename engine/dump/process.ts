@@ -34,6 +34,7 @@ import { pumpCopyAhead } from "./copy_ahead.ts";
 import { collectThread, sharedPending } from "./threads.ts";
 import { bpfThreadStates, takeMlockFuture } from "./thread_state.ts";
 import { threadStatuses } from "./thread_facts.ts";
+import { taskFlagsOf } from "./task_flags.ts";
 import { classifyVma, refusedMapping, type Vma } from "./vmas.ts";
 import { mappingRecord, takeMappingDrafts } from "./mapping_drafts.ts";
 import { collectPipe } from "../fds/pipe.ts";
@@ -270,6 +271,8 @@ export function collectProcess(
     statuses,
     reads,
     bpfStates,
+    // Task flags (I/O flusher, MCE kill policy) from the iterator when trusted (no stat file per thread).
+    taskFlagsOf(bpfStates),
   );
   // The smaps records are the dump's mappings as they are (no copy per mapping).
   const vmas: Vma[] = maps;

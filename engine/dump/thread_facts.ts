@@ -12,8 +12,12 @@
  * status shows): its name, no_new_privs and seccomp mode come from its
  * record, everything else the dump could ask of it (signal masks, the
  * shadow stack feature: for a thread injected into) is read from its
- * status on first use, in the freeze. A thread with credentials of its own
- * is read as before.
+ * status on first use, in the freeze. Threads that share a real_cred other
+ * than the main thread's have one status read, the lowest tid's, standing
+ * for the others' ids, groups and capabilities in the same way (cryo's
+ * injected keyctl of the session keyring gives a main thread without one
+ * a new struct cred, so after a first dump the other threads share the old
+ * one); a thread alone with its real_cred is read as before.
  *
  * The facts are trusted once a check on this boot found them equal to the
  * statuses, thread by thread, in a real process, with every fact the
@@ -26,6 +30,7 @@
  */
 
 import { type ProcStatus, readStatus, readThreadStatuses } from "../proc/status.ts";
+import { threadIteratorLayout } from "../proc/thread_state_bpf.ts";
 import {
   recallThreadState,
   rememberThreadCheck,
@@ -33,6 +38,9 @@ import {
 } from "../proc/vm_flags_memo.ts";
 import {
   type BpfThreadStates,
+  credKeyOf,
+  credReferences,
+  credsAreStatus,
   freezeEpoch,
   STATUS_FACTS,
   type ThreadFacts,
@@ -68,10 +76,33 @@ export function threadStatuses(
     return all;
   }
   const out = new Map<number, ProcStatus>();
+  // One status read per struct cred: the main thread's, and for the threads with another one
+  // (after a restore each thread has its own; an injected keyctl gives the main thread a new
+  // one), the lowest tid's, whose ids, groups and capabilities the others of it share.
+  // A thread with its own struct cred whose contents are the main thread's (each restored thread
+  // has one) stands in from the main thread's status too, once the main thread's bytes are found
+  // to be its status's ids, capabilities and group count (credKeyOf, credsAreStatus).
+  const layout = threadIteratorLayout();
+  const contents = layout !== undefined && mine!.cred !== undefined &&
+    credsAreStatus(mine!.cred, main, layout);
+  const keyOf = (f: ThreadFacts) => contents ? credKeyOf(f, mine!) : f.realCred;
+  const refs = credReferences(
+    tids.flatMap((t) => {
+      const f = bpf.facts.get(t);
+      return f ? [[t, keyOf(f)] as const] : [];
+    }),
+    mine!.realCred,
+  );
+  const byCred = new Map<bigint, ProcStatus>([[mine!.realCred, main]]);
+  for (const tid of refs) {
+    byCred.set(keyOf(bpf.facts.get(tid)!), readThreadStatuses(pid, [tid]).get(tid)!);
+  }
   for (const tid of tids) {
     const f = tid === pid ? undefined : bpf.facts.get(tid);
+    const ref = f && byCred.get(keyOf(f));
     if (tid === pid) out.set(tid, main);
-    else if (f && f.realCred === mine!.realCred) out.set(tid, statusFromFacts(pid, tid, main, f));
+    else if (refs.has(tid)) out.set(tid, ref!);
+    else if (f && ref) out.set(tid, statusFromFacts(pid, tid, ref, f));
     else out.set(tid, readThreadStatuses(pid, [tid]).get(tid)!);
   }
   statusFactPaths.set(pid, "bpf");
@@ -122,7 +153,7 @@ export function checkStatusFacts(
     const st = statuses.get(tid);
     const d = !st || !main || !mine
       ? "not read"
-      : factsDiffer(f, st, main, f.realCred === mine.realCred);
+      : factsDiffer(f, st, main, credKeyOf(f, mine) === mine.realCred);
     if (d) {
       statusFactPaths.set(bpf.pid, `status: thread ${tid}: ${d}`);
       rememberThreadRefuted(`process ${bpf.pid} thread ${tid} status: ${d}`);

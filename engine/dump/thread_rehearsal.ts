@@ -23,6 +23,9 @@ import { readThreadsHere, threadReadsAvailable } from "../../ffi/thread_reads.ts
 import { xsaveSize } from "../../ffi/ptrace.ts";
 import { ChildrenFiles } from "../proc/children_ahead.ts";
 import { factsDiffer, statusFromFacts } from "./thread_facts.ts";
+import { credKeyOf, credsAreStatus } from "./thread_state.ts";
+import { threadIteratorLayout } from "../proc/thread_state_bpf.ts";
+import { CRED_BYTES } from "../../ffi/bpf_task.ts";
 
 /**
  * At most this many rounds (each reads the helper's thread once per
@@ -93,9 +96,16 @@ export function rehearseThreads(helper: number, target: number, rounds: number):
       ...collectThread(helper, tid, values, statusOf(i), reads?.get(tid)),
       ...task.threads.get(tid),
     }));
+    // The creds' contents compared as the freeze compares a restored process's (thread_state.ts).
+    const layout = threadIteratorLayout();
+    const cred = { bytes: new Uint8Array(CRED_BYTES), groupInfo: 1n, ngroups: 0 };
+    const mine = { ...facts, cred };
+    const other = { ...facts, realCred: 1n, cred: { ...cred, bytes: new Uint8Array(CRED_BYTES) } };
     threads.forEach((_, i) => {
       factsDiffer(facts, statusOf(i), status, true);
       readThreadCreds(helper, helper, 0, false, statusOf(i));
+      credKeyOf(other, mine);
+      if (layout) credsAreStatus(cred, status, layout);
     });
     sharedPending(helper);
     // The children files read in one table run, as the freeze reads them (children_ahead.ts).

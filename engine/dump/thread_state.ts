@@ -36,7 +36,8 @@
  */
 
 import { getRegs } from "../../ffi/ptrace.ts";
-import type { TaskRecord } from "../../ffi/bpf_task.ts";
+import { credRange, type TaskRecord, type TaskStateLayout } from "../../ffi/bpf_task.ts";
+import type { ProcStatus } from "../proc/status.ts";
 import {
   flagsNeedStackPointer,
   inInitialPidNamespace,
@@ -56,6 +57,7 @@ import {
   rememberThreadRefuted,
 } from "../proc/vm_flags_memo.ts";
 import { readStat } from "../proc/stat.ts";
+import { isIoFlusher } from "../task/attrs.ts";
 import type { InjectedThreadState } from "./injected.ts";
 
 /** From how many threads the iterator is used (tests may change it). */
@@ -212,6 +214,12 @@ export interface BpfThreadStates {
   specFlags: Map<number, number>;
   /** Each thread's cred->thread_keyring (exact; engine/task/keyrings.ts `checkThreadKeyrings`). */
   threadKeyring: Map<number, bigint>;
+  /**
+   * Whether the facts' task flags may stand in for the threads' stat files
+   * (a check on this boot found them equal, with every flag the process
+   * sets that the dump uses seen set there: engine/dump/task_flags.ts).
+   */
+  flagsTrusted?: boolean;
 }
 
 /** What a thread's status shows that the iterator reads too (engine/dump/thread_facts.ts). */
@@ -223,7 +231,21 @@ export interface ThreadFacts {
   seccomp: number;
   /** The comm as the status's Name line holds it ("\\" and "\n" escaped). */
   name: string;
+  /** task->flags (PF_*: what the thread's stat file shows); undefined: not read. */
+  taskFlags?: number;
+  /** PR_SET_IO_FLUSHER from `taskFlags`; undefined: not read. */
+  ioFlusher?: boolean;
+  /**
+   * The bytes of its real_cred's ids and capabilities, its group_info
+   * pointer and group count (ffi/bpf_task.ts), when all were read.
+   */
+  cred?: { bytes: Uint8Array; groupInfo: bigint; ngroups: number };
 }
+
+/** The name a check of the task flags against the stat files is remembered by (task_flags.ts). */
+export const TASK_FLAGS = "task_flags";
+/** The name of the I/O flusher flags seen set in such a check. */
+export const IO_FLUSHER_FACT = "io_flusher";
 
 const commDecoder = new TextDecoder();
 
@@ -234,6 +256,11 @@ export function factsOf(r: TaskRecord): ThreadFacts {
     noNewPrivs: (r.atomicFlags & 1n) !== 0n, // PFA_NO_NEW_PRIVS
     seccomp: r.seccompMode,
     name: commName(r.comm),
+    taskFlags: r.flags,
+    ioFlusher: isIoFlusher(r.flags),
+    ...(r.credBytesRead && r.groupsRead
+      ? { cred: { bytes: r.credBytes, groupInfo: r.groupInfo, ngroups: r.ngroups } }
+      : {}),
   };
 }
 
@@ -422,6 +449,8 @@ export function bpfThreadStates(pid: number, tids: readonly number[]): BpfThread
       files,
       specFlags,
       threadKeyring,
+      flagsTrusted: memo !== undefined && memo.confirmed.has(TASK_FLAGS) &&
+        (![...facts.values()].some((f) => f.ioFlusher) || memo.confirmed.has(IO_FLUSHER_FACT)),
       ...(main?.mmRead ? { mlockFuture: { value: mlockFutureOfFlags(main.defFlags) } } : {}),
     };
   } catch (e) {
@@ -485,10 +514,75 @@ function warmUpRecords(pid: number): void {
       main && memo && !memo.refuted && memo.checked && memo.confirmed.has(STATUS_FACTS) &&
       [...factsSet].every((f) => memo.confirmed.has(f))
     ) {
-      const read = new Set(records.filter((r) => r.realCred !== main.realCred).map((r) => r.tid));
+      const mine = factsOf(main);
+      const read = credReferences(
+        records.map((r) => [r.tid, credKeyOf(factsOf(r), mine)]),
+        main.realCred,
+      );
       predicted = { pid, read: read.add(pid) };
     }
   } catch { /* only a warm-up */ }
+}
+
+/**
+ * The struct cred whose status stands for thread facts `f`'s credentials:
+ * the main thread's (`mine`) when `f`'s real_cred is it, or when its ids,
+ * capabilities (the same bytes) and groups (the same group_info, or none in
+ * either) are the main thread's (a restored thread has its own struct cred
+ * with the same contents); else `f`'s own real_cred. The caller checks
+ * first that the main thread's bytes are its status's ({@link credsAreStatus}).
+ */
+export function credKeyOf(f: ThreadFacts, mine: ThreadFacts): bigint {
+  const a = f.cred, b = mine.cred;
+  if (f.realCred === mine.realCred || !a || !b) return f.realCred;
+  const groups = a.groupInfo === b.groupInfo || (a.ngroups === 0 && b.ngroups === 0);
+  if (!groups || a.bytes.length !== b.bytes.length) return f.realCred;
+  for (let i = 0; i < a.bytes.length; i++) if (a.bytes[i] !== b.bytes[i]) return f.realCred;
+  return mine.realCred;
+}
+
+/**
+ * Whether cred bytes `c` (read with `layout`) hold exactly the ids,
+ * capabilities and group count of status `st` (the same thread's): the
+ * check that the bytes are what their offsets say, made on the main thread
+ * at each freeze before any other thread's bytes stand for a status.
+ */
+export function credsAreStatus(
+  c: { bytes: Uint8Array; ngroups: number },
+  st: ProcStatus,
+  layout: TaskStateLayout,
+): boolean {
+  const { start } = credRange(layout);
+  const dv = new DataView(c.bytes.buffer, c.bytes.byteOffset, c.bytes.byteLength);
+  const u = (o: number) => dv.getUint32(o - start, true);
+  const q = (o: number) => dv.getBigUint64(o - start, true);
+  const l = layout;
+  return u(l.credUid) === st.uid[0] && u(l.credEuid) === st.uid[1] &&
+    u(l.credSuid) === st.uid[2] && u(l.credFsuid) === st.uid[3] &&
+    u(l.credGid) === st.gid[0] && u(l.credEgid) === st.gid[1] &&
+    u(l.credSgid) === st.gid[2] && u(l.credFsgid) === st.gid[3] &&
+    q(l.credCapInh) === st.capInh && q(l.credCapPrm) === st.capPrm &&
+    q(l.credCapEff) === st.capEff && q(l.credCapBnd) === st.capBnd &&
+    q(l.credCapAmb) === st.capAmb && c.ngroups === st.groups.length;
+}
+
+/**
+ * The threads whose statuses stand for the others' credentials: of the
+ * threads whose task->real_cred is not `mainCred` (the main thread's, whose
+ * status is read anyway), the lowest tid of each real_cred (threads that
+ * share one struct cred have the same ids, groups and capabilities).
+ */
+export function credReferences(
+  threads: Iterable<readonly [number, bigint]>,
+  mainCred: bigint,
+): Set<number> {
+  const ref = new Map<bigint, number>();
+  for (const [tid, cred] of threads) {
+    if (cred === mainCred) continue;
+    const seen = ref.get(cred);
+    if (seen === undefined || tid < seen) ref.set(cred, tid);
+  }
+  return new Set(ref.values());
 }
 
 /** The first difference between two threads' values, or undefined. */

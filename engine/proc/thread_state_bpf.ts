@@ -72,6 +72,8 @@ export function taskStateLayout(btf: Btf): TaskStateLayout {
     atomicFlags: member(task, "atomic_flags", 8),
     seccompMode: need(btf.member(task, "seccomp"), "member seccomp of task_struct").offset +
       member(struct("seccomp"), "mode", 4),
+    flags: member(task, "flags", 4),
+    ...credFields(btf, struct("cred"), struct("group_info")),
     comm: commOffset(btf, task),
     children: childrenOffset(btf, task),
     threadInfoFlags: need(btf.member(task, "thread_info"), "member thread_info of task_struct")
@@ -86,6 +88,39 @@ export function taskStateLayout(btf: Btf): TaskStateLayout {
     threadKeyring: btf.member(struct("cred"), "thread_keyring")
       ? member(struct("cred"), "thread_keyring", "ptr")
       : -1,
+  };
+}
+
+/** The offsets in struct cred of its ids and capabilities (each a one-member struct), group_info's. */
+function credFields(btf: Btf, cred: number, groupInfo: number) {
+  /** Offset of a member of `s` whose type is `size` bytes (a struct such as kuid_t or an integer). */
+  const sized = (s: number, name: string, size: number) => {
+    const m = btf.member(s, name);
+    if (!m || btf.sizeOrType(btf.resolve(m.type)) !== size) {
+      throw new Error(`BTF has no ${size}-byte member ${name} of ${btf.name(s)}`);
+    }
+    return m.offset;
+  };
+  const gi = btf.member(cred, "group_info");
+  if (!gi || btf.kind(btf.resolve(gi.type)) !== BTF_KIND.PTR) {
+    throw new Error("BTF has no pointer group_info in struct cred");
+  }
+  return {
+    credUid: sized(cred, "uid", 4),
+    credGid: sized(cred, "gid", 4),
+    credSuid: sized(cred, "suid", 4),
+    credSgid: sized(cred, "sgid", 4),
+    credEuid: sized(cred, "euid", 4),
+    credEgid: sized(cred, "egid", 4),
+    credFsuid: sized(cred, "fsuid", 4),
+    credFsgid: sized(cred, "fsgid", 4),
+    credCapInh: sized(cred, "cap_inheritable", 8),
+    credCapPrm: sized(cred, "cap_permitted", 8),
+    credCapEff: sized(cred, "cap_effective", 8),
+    credCapBnd: sized(cred, "cap_bset", 8),
+    credCapAmb: sized(cred, "cap_ambient", 8),
+    groupInfo: gi.offset,
+    ngroups: sized(groupInfo, "ngroups", 4),
   };
 }
 
@@ -149,6 +184,11 @@ export function loadThreadIterator(): boolean {
  */
 export function noTscBit(): number | undefined {
   return loaded && "fd" in loaded ? loaded.noTscBit : undefined;
+}
+
+/** The loaded task program's kernel layout (undefined when it is not loaded). */
+export function threadIteratorLayout(): TaskStateLayout | undefined {
+  return loaded && "fd" in loaded ? loaded.layout : undefined;
 }
 
 /** Whether the task program is loaded (without trying to load it). */

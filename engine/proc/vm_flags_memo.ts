@@ -224,6 +224,22 @@ const THREAD_LAYOUT_FIELDS: readonly Exclude<
   "realCred",
   "atomicFlags",
   "seccompMode",
+  "flags",
+  "credUid",
+  "credGid",
+  "credSuid",
+  "credSgid",
+  "credEuid",
+  "credEgid",
+  "credFsuid",
+  "credFsgid",
+  "credCapInh",
+  "credCapPrm",
+  "credCapEff",
+  "credCapBnd",
+  "credCapAmb",
+  "groupInfo",
+  "ngroups",
   "comm",
   "children",
   "threadInfoFlags",
@@ -280,6 +296,20 @@ export function rememberThreadLayout(layout: TaskStateLayout): void {
  * remembered). Never throws.
  */
 export function rememberThreadCheck(confirmed: Iterable<string>): void {
+  rememberThreadNames(confirmed, true);
+}
+
+/**
+ * Remembers that a check on this boot confirmed `confirmed` (added to those
+ * remembered) without marking the iterator's values checked
+ * (engine/dump/task_flags.ts: a check of other fields). Never throws.
+ */
+export function rememberThreadConfirmed(confirmed: Iterable<string>): void {
+  rememberThreadNames(confirmed, false);
+}
+
+/** Adds `confirmed` to the thread state's confirmed names (`checked`: and marks it checked). */
+function rememberThreadNames(confirmed: Iterable<string>, checked: boolean): void {
   const read = readMemo();
   if (!read) return;
   const before = read.memo?.threadState;
@@ -287,7 +317,11 @@ export function rememberThreadCheck(confirmed: Iterable<string>): void {
     ...(Array.isArray(before?.confirmed) ? before.confirmed : []),
     ...confirmed,
   ]);
-  const threadState = { ...before, checked: true, confirmed: [...all].sort() };
+  const threadState = {
+    ...before,
+    ...(checked ? { checked: true } : {}),
+    confirmed: [...all].sort(),
+  };
   writeMemo(read.path, { ...read.memo, boot: read.boot, threadState });
 }
 

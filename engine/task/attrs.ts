@@ -418,7 +418,9 @@ export function collectProcessAttrs(
 
 /**
  * The attributes of thread `tid` of `pid` (`status`: its status when
- * already read); reports a NUMA memory policy (not saved) to `refusals`.
+ * already read; `taskFlags`: its task->flags when already known, from the
+ * BPF task iterator, else its stat file is read); reports a NUMA memory
+ * policy (not saved) to `refusals`.
  */
 export function collectThreadAttrs(
   pid: number,
@@ -426,8 +428,9 @@ export function collectThreadAttrs(
   injected: InjectedAttrs,
   status?: ProcStatus,
   refusals?: Refusals,
+  taskFlags?: number,
 ): ThreadAttrs {
-  const flags = readStat(pid, tid).flags;
+  const flags = taskFlags ?? readStat(pid, tid).flags;
   const cpu = injected.cpu?.get(tid);
   const main = injected.cpu?.get(pid);
   if (cpu && cpu.mempolicy !== 0) {
@@ -445,13 +448,18 @@ export function collectThreadAttrs(
   return {
     pdeathsig: injected.pdeathsig.get(tid) ?? 0,
     noNewPrivs: (status ?? readStatus(pid, tid)).noNewPrivs,
-    ...((flags & PF_IO_FLUSHER) === PF_IO_FLUSHER ? { ioFlusher: true } : {}),
+    ...(isIoFlusher(flags) ? { ioFlusher: true } : {}),
     ...(cpu && cpu.tsc !== PR_TSC_ENABLE ? { tsc: cpu.tsc } : {}),
     ...(mce !== PR_MCE_KILL_DEFAULT ? { mceKill: mce } : {}),
     ...(cpu && main && cpu.personality !== main.personality
       ? { personality: cpu.personality }
       : {}),
   };
+}
+
+/** Whether a task's PF_* flags (task->flags, stat's ninth field) hold PR_SET_IO_FLUSHER's two bits. */
+export function isIoFlusher(flags: number): boolean {
+  return (flags & PF_IO_FLUSHER) === PF_IO_FLUSHER;
 }
 
 /** Emits the restore-program ops of the process-wide attributes (main thread, no privilege). */

@@ -102,6 +102,8 @@ export function collectTaskState(
   reads?: ReadonlyMap<number, ThreadReads>,
   /** What the task iterator read per thread, when it did (engine/dump/thread_state.ts). */
   records?: ThreadRecordValues,
+  /** Each thread's task->flags when already known (the task iterator's), else read. */
+  taskFlags?: ReadonlyMap<number, number>,
 ): CollectedTaskState {
   const threads: CollectedTaskState["threads"] = new Map();
   checkThreadSharing(pid, tids, refusals, records);
@@ -117,7 +119,7 @@ export function collectTaskState(
     const status = statuses?.get(tid);
     threads.set(tid, {
       sched: collectSched(tid, injected.timerSlackNs?.get(tid), reads?.get(tid)?.sched),
-      attrs: collectThreadAttrs(pid, tid, injected, status, refusals),
+      attrs: collectThreadAttrs(pid, tid, injected, status, refusals, taskFlags?.get(tid)),
       seccomp: collectSeccomp(pid, tid, refusals, status),
     });
   }

@@ -2,7 +2,8 @@
  * signal (per thread), dumpable, child subreaper, THP disable, membarrier
  * registrations, no_new_privs, seccomp filters (one shared by all threads
  * with SECCOMP_FILTER_FLAG_LOG, one more in one thread), a thread in
- * seccomp strict mode, thread names, login uid and session id. Records
+ * seccomp strict mode, thread names, PR_SET_IO_FLUSHER in one thread, login
+ * uid and session id. Records
  * everything, prints "ready ...", waits until the trigger file argv[1]
  * exists, then checks every value again and prints one
  * "check <name> ok|FAIL <detail>" line per item, then PASS or FAIL.
@@ -34,14 +35,20 @@
 #define MEMBARRIER_CMD_GET_REGISTRATIONS_ (1 << 9)
 #define MB_REGISTERED (MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED | MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED)
 
+#ifndef PR_SET_IO_FLUSHER
+#define PR_SET_IO_FLUSHER 57
+#define PR_GET_IO_FLUSHER 58
+#endif
+
 struct thread_seen {
-  int pdeathsig, nnp, errno_all, errno_one, filters;
+  int pdeathsig, nnp, errno_all, errno_one, filters, io_flusher;
   char comm[16];
 };
 
 static pthread_barrier_t ready_barrier, go_barrier, done_barrier;
 static struct thread_seen before[2], after[2]; /* [0] main, [1] "attr-extra" */
 static pid_t extra_tid, strict_tid;
+static int io_flusher_set;
 static int strict_in[2], strict_out[2];
 static long loginuid_before, sessionid_before;
 
@@ -115,6 +122,7 @@ static void observe(struct thread_seen *s) {
   s->errno_one = errno_of(FILTERED_ONE);
   s->filters = (int)status_field(gettid_raw(), "Seccomp_filters");
   prctl(PR_GET_NAME, s->comm, 0, 0, 0);
+  s->io_flusher = (int)prctl(PR_GET_IO_FLUSHER, 0, 0, 0, 0);
 }
 
 static void *extra_main(void *arg) {
@@ -122,6 +130,9 @@ static void *extra_main(void *arg) {
   extra_tid = gettid_raw();
   prctl(PR_SET_NAME, "attr-extra", 0, 0, 0);
   if (prctl(PR_SET_PDEATHSIG, SIGWINCH, 0, 0, 0)) die("PR_SET_PDEATHSIG thread");
+  /* Needs CAP_SYS_RESOURCE: without it the thread is no flusher, and the checks expect none. */
+  io_flusher_set = prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) == 0;
+  if (!io_flusher_set) printf("info io-flusher=unavailable %s\n", strerror(errno));
   if (!tsync_mode) install_filter(FILTERED_ONE, 78, 0);
   if (notify_mode) install_action(SYS_acct, SECCOMP_RET_USER_NOTIF, SECCOMP_FILTER_FLAG_NEW_LISTENER);
   observe(&before[1]);
@@ -230,6 +241,10 @@ int main(int argc, char **argv) {
                     b->errno_one == one[i],
           "syslog errno %d getpgid errno %d, were %d %d", a->errno_all, a->errno_one,
           b->errno_all, b->errno_one);
+    snprintf(name, sizeof name, "%s-io-flusher", who[i]);
+    if (io_flusher_set) /* (PR_GET_IO_FLUSHER needs CAP_SYS_RESOURCE too) */
+      check(name, a->io_flusher == b->io_flusher && b->io_flusher == i, "%d, was %d",
+            a->io_flusher, b->io_flusher);
     snprintf(name, sizeof name, "%s-comm", who[i]);
     check(name, !strcmp(a->comm, comm[i]) && !strcmp(b->comm, comm[i]), "\"%s\", was \"%s\"",
           a->comm, b->comm);
