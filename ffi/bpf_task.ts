@@ -76,10 +76,12 @@ export interface TaskStateLayout {
   comm: number;
   /** children (a struct list_head, whose first member is `next`). */
   children: number;
+  /** mempolicy (a pointer: NULL for the default NUMA policy); -1 when the kernel has none (no NUMA). */
+  mempolicy: number;
 }
 
 /** Bytes the program writes per thread (see {@link decodeTaskRecords}). */
-export const TASK_RECORD_SIZE = 128;
+export const TASK_RECORD_SIZE = 136;
 
 /** One thread's record, as the program wrote it. */
 export interface TaskRecord {
@@ -111,6 +113,8 @@ export interface TaskRecord {
   /** The task_struct's address, and task->children.next: the list is empty when that is the address of task->children itself. */
   task: bigint;
   childrenNext: bigint;
+  /** task->mempolicy, as a number: 0 when the thread has the default NUMA policy (or no NUMA). */
+  mempolicy: bigint;
 }
 
 const R0 = 0, R1 = 1, R2 = 2, R3 = 3, R6 = 6, R7 = 7, R10 = 10;
@@ -131,7 +135,8 @@ const jneImm = (dst: number, imm: number, off: number) => insn(0x55, dst, 0, off
  * timer_slack_ns u64 @40, securebits u32 @48, cred read (1) u32 @52,
  * mm->def_flags u64 @56, mm read (1) u32 @64, 0 u32 @68, real_cred u64
  * @72, atomic_flags u64 @80, seccomp.mode u32 @88, 0 u32 @92, comm 16
- * bytes @96, the task's address u64 @112, children.next u64 @120.
+ * bytes @96, the task's address u64 @112, children.next u64 @120,
+ * mempolicy u64 @128 (0 when the layout has none).
  *
  * The members that are pointers to structs (cred, mm, real_cred,
  * children.next) are read with bpf_probe_read_kernel, not loaded: the
@@ -152,10 +157,7 @@ export function taskStateProgram(l: TaskStateLayout): Uint8Array<ArrayBuffer> {
     add64Imm(R3, off),
     call(l.probeReadHelper),
   ];
-  return encodeInsns([
-    ldx64(R6, R1, l.ctxMeta), //           0: r6 = ctx->meta
-    ldx64(R7, R1, l.ctxTask), //           1: r7 = ctx->task
-    jeqImm(R7, 0, 81), //                  2: if r7 == NULL goto 84 (the end call)
+  const body = [
     ldx32(R2, R7, l.pid), //               3: r2 = task->pid
     stx32(R10, R + 0, R2), //              4: record.tid = r2
     ldx32(R2, R7, l.tgid), //              5: r2 = task->tgid
@@ -204,13 +206,22 @@ export function taskStateProgram(l: TaskStateLayout): Uint8Array<ArrayBuffer> {
     stx64(R10, R + 104, R2), //           71: record.comm[8..16] = r2
     stx64(R10, R + 112, R7), //           72: record.task = r7
     ...probe(R + 120, 8, l.children), // 73-78: record.children_next = task->children.next
-    ldx64(R1, R6, l.metaSeq), //          79: r1 = meta->seq
-    mov64(R2, R10), //                    80: r2 = fp
-    add64Imm(R2, R), //                   81: r2 = fp - 128 (the record)
-    mov64Imm(R3, TASK_RECORD_SIZE), //    82: r3 = 128
-    call(l.seqWriteHelper), //            83: bpf_seq_write(r1, r2, r3)
-    mov64Imm(R0, 0), //                   84: r0 = 0
-    exit(), //                            85: return r0
+    ...(l.mempolicy >= 0 //             79-84: record.mempolicy = task->mempolicy (or 0)
+      ? probe(R + 128, 8, l.mempolicy)
+      : [mov64Imm(R2, 0), stx64(R10, R + 128, R2)]),
+    ldx64(R1, R6, l.metaSeq), //            r1 = meta->seq
+    mov64(R2, R10), //                      r2 = fp
+    add64Imm(R2, R), //                     r2 = fp - 136 (the record)
+    mov64Imm(R3, TASK_RECORD_SIZE), //      r3 = 136
+    call(l.seqWriteHelper), //              bpf_seq_write(r1, r2, r3)
+  ];
+  return encodeInsns([
+    ldx64(R6, R1, l.ctxMeta), //           0: r6 = ctx->meta
+    ldx64(R7, R1, l.ctxTask), //           1: r7 = ctx->task
+    jeqImm(R7, 0, body.length), //         2: if r7 == NULL goto the end call
+    ...body, //                            3-: the record, written
+    mov64Imm(R0, 0), //                     r0 = 0
+    exit(), //                              return r0
   ]);
 }
 
@@ -286,6 +297,7 @@ export function decodeTaskRecords(bytes: Uint8Array): TaskRecord[] {
       comm: commBytes(bytes.subarray(at + 96, at + 112)),
       task: dv.getBigUint64(at + 112, true),
       childrenNext: dv.getBigUint64(at + 120, true),
+      mempolicy: dv.getBigUint64(at + 128, true),
     });
   }
   return out;

@@ -32,6 +32,7 @@ import { TCP } from "../../ffi/tcp_repair.ts";
 import { errnoName } from "../../ffi/errno.ts";
 import type { ITimer, SigAction } from "../model.ts";
 import { CryoError } from "../errors.ts";
+import { MASK_BYTES, MAX_NODES, type MemPolicy, policyOf } from "../memory/mempolicy.ts";
 import { processAttrsFrom, processAttrSteps, type ProcessAttrValues } from "../task/attrs.ts";
 import { getRegs, xsaveSize } from "../../ffi/ptrace.ts";
 import type { UserRegs } from "../../ffi/regs.ts";
@@ -69,6 +70,8 @@ export interface InjectedThreadState {
   securebits: number;
   /** PR_GET_TIMERSLACK, read in the same visit (engine/task/sched.ts uses it); -1: not read. */
   timerSlackNs: number;
+  /** get_mempolicy, read in the same visit: its NUMA task policy, absent for the default (engine/memory/mempolicy.ts). */
+  mempolicy?: MemPolicy;
   /**
    * The thread's own registers, signal mask and XSAVE area as read when it
    * was opened for crash-safe injection (the session puts exactly these
@@ -791,7 +794,7 @@ const AT = {
   sigactions: 0, // 64 x kernel sigaction (32 bytes)
   itimers: 64 * 32, // 3 x itimerval (32 bytes)
   thread: 64 * 32 + 3 * 32, // one thread's results (OUT) when threads go one by one
-  attrs: 64 * 32 + 3 * 32 + 64, // the subreaper flag and TSC mode (2 ints) of processAttrSteps
+  attrs: 64 * 32 + 3 * 32 + 192, // the subreaper flag and TSC mode (2 ints) of processAttrSteps
 } as const;
 
 /** One thread's results of {@link queryInjectedState}. */
@@ -799,7 +802,9 @@ const OUT = {
   altstack: 0, // stack_t (24 bytes)
   tidAddress: 32, // 8 bytes
   pdeathsig: 40, // int
-  end: 64,
+  mempolicyMode: 48, // int (get_mempolicy)
+  mempolicyMask: 64, // MASK_BYTES (128)
+  end: 64 + MASK_BYTES,
 } as const;
 
 /**
@@ -823,6 +828,10 @@ export function queryInjectedState(
     { nr: SYS.prctl, args: [PR_GET_PDEATHSIG, out + BigInt(OUT.pdeathsig)] },
     { nr: SYS.prctl, args: [PR_GET_SECUREBITS] },
     { nr: SYS.prctl, args: [PR_GET_TIMERSLACK] },
+    {
+      nr: SYS.get_mempolicy,
+      args: [out + BigInt(OUT.mempolicyMode), out + BigInt(OUT.mempolicyMask), MAX_NODES, 0, 0],
+    },
   ];
   const names = ["sigaltstack", "prctl(PR_GET_TID_ADDRESS)", "prctl(PR_GET_PDEATHSIG)"];
   const threads = new Map<number, InjectedThreadState>();
@@ -831,7 +840,8 @@ export function queryInjectedState(
     own.forEach((v, i) => {
       if (v < 0n) {
         if (i === 4) return; // timer slack: read from /proc instead (-1 below)
-        const what = names[i] ?? "prctl(PR_GET_SECUREBITS)";
+        if (i === 5 && v === -ENOSYS) return; // no NUMA in this kernel: no policy
+        const what = names[i] ?? (i === 5 ? "get_mempolicy" : "prctl(PR_GET_SECUREBITS)");
         throw new CryoError(
           `process ${s.pid}: ${what} in the target failed: ${errnoName(Number(-v))}`,
         );
@@ -839,12 +849,19 @@ export function queryInjectedState(
     });
     const dv = new DataView(out.buffer, out.byteOffset, out.byteLength);
     const st = stackT.decode(out.subarray(OUT.altstack, OUT.altstack + stackT.size));
+    const policy = own[5] === 0n
+      ? policyOf(
+        dv.getInt32(OUT.mempolicyMode, true),
+        out.subarray(OUT.mempolicyMask, OUT.mempolicyMask + MASK_BYTES),
+      )
+      : undefined;
     threads.set(tid, {
       sigaltstack: { sp: hex(st.sp), flags: st.flags, size: Number(st.size) },
       clearChildTid: hex(dv.getBigUint64(OUT.tidAddress, true)),
       pdeathsig: dv.getInt32(OUT.pdeathsig, true),
       securebits: Number(own[3]),
       timerSlackNs: own[4] >= 0n ? Number(own[4]) : -1,
+      ...(policy ? { mempolicy: policy } : {}),
       own: s.ownState(tid),
     });
   };
@@ -885,6 +902,9 @@ export function queryInjectedState(
     r = visit(main, processSteps);
     if (!bpf?.trusted || !takeThreadStates(bpf, threads)) {
       for (const tid of others) visit(tid, []);
+    } else {
+      // Only a thread itself reads its NUMA policy: those whose task->mempolicy is set are visited.
+      for (const tid of others) if (bpf.withPolicy?.has(tid)) visit(tid, []);
     }
   }
   if (bpf && !bpf.trusted) checkThreadStates(bpf, threads);
@@ -931,6 +951,7 @@ export function queryInjectedState(
 }
 
 const PR_GET_PDEATHSIG = 2;
+const ENOSYS = 38n;
 const PR_GET_SECUREBITS = 27;
 const PR_GET_TID_ADDRESS = 40;
 const PR_GET_TIMERSLACK = 30;

@@ -55,6 +55,7 @@ import {
   probeMlockFuture,
 } from "../memory/flags.ts";
 import { collectAioRings } from "../memory/aio.ts";
+import { queryMappingPolicies, recordMappingPolicies } from "../memory/mempolicy.ts";
 
 const hex = (v: bigint) => `0x${v.toString(16)}`;
 
@@ -206,7 +207,7 @@ export function collectProcess(
   const maps: SmapsArea[] = areas ?? bpf?.maps ??
     (overlap ? mapsWithoutFlags(pid) : readSmapsFlags(pid));
   // Everything read by injected syscalls, in one session (one scratch page).
-  const { injected, posixTimers, credentials, aio } = withInjection(
+  const { injected, posixTimers, credentials, aio, mempolicies } = withInjection(
     pid,
     (s) => {
       const state = queryInjectedState(s, tids, { bpf: bpfStates });
@@ -232,6 +233,8 @@ export function collectProcess(
           refusals,
           maps, // read at this freeze; injected syscalls make no ring
         ),
+        // Each mapping's own NUMA policy (mbind), by index in `maps` (engine/memory/mempolicy.ts).
+        mempolicies: queryMappingPolicies(s, maps),
       };
     },
     statuses,
@@ -295,6 +298,7 @@ export function collectProcess(
     mappings[i] = mapping;
   });
 
+  if (mempolicies.size) recordMappingPolicies(pid, mappings, mempolicies, refusals);
   pumpCopyAhead();
   const details = () => collectMemoryDetails(pid, mappings, injected.mlockFuture, refusals);
   const memoryFlags = smaps || bpf ? {} : details();

@@ -200,6 +200,12 @@ export interface BpfThreadStates {
   factsSet: Set<string>;
   /** Whether the facts may stand in for the statuses (the check passed on this boot for them). */
   factsTrusted: boolean;
+  /**
+   * The threads whose task->mempolicy is set (a NUMA policy of their own):
+   * only the thread itself reads it, so these are injected even when the
+   * rest is taken from here (engine/memory/mempolicy.ts).
+   */
+  withPolicy?: Set<number>;
 }
 
 /** What a thread's status shows that the iterator reads too (engine/dump/thread_facts.ts). */
@@ -392,6 +398,7 @@ export function bpfThreadStates(pid: number, tids: readonly number[]): BpfThread
       facts,
       factsSet,
       factsTrusted,
+      withPolicy: new Set(records.filter((r) => r.mempolicy !== 0n).map((r) => r.tid)),
       ...(main?.mmRead ? { mlockFuture: { value: mlockFutureOfFlags(main.defFlags) } } : {}),
     };
   } catch (e) {

@@ -73,6 +73,8 @@ export function taskStateLayout(btf: Btf): TaskStateLayout {
       member(struct("seccomp"), "mode", 4),
     comm: commOffset(btf, task),
     children: childrenOffset(btf, task),
+    // CONFIG_NUMA only; without it no thread has a policy (engine/memory/mempolicy.ts).
+    mempolicy: btf.member(task, "mempolicy") ? member(task, "mempolicy", "ptr") : -1,
   };
 }
 

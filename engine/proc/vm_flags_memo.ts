@@ -244,7 +244,9 @@ export function recallThreadState(): RecalledThreadState | undefined {
   let layout: TaskStateLayout | undefined = t.layout;
   if (
     !layout || typeof layout !== "object" ||
-    THREAD_LAYOUT_FIELDS.some((f) => !Number.isSafeInteger(layout![f]) || layout![f] < 0)
+    THREAD_LAYOUT_FIELDS.some((f) => !Number.isSafeInteger(layout![f]) || layout![f] < 0) ||
+    // -1: a kernel without NUMA (a memo written before the field had none: read again).
+    !Number.isSafeInteger(layout.mempolicy) || layout.mempolicy < -1
   ) layout = undefined;
   const confirmed = Array.isArray(t.confirmed) && t.confirmed.every((f) => typeof f === "string")
     ? new Set(t.confirmed)
