@@ -7,13 +7,36 @@
  */
 
 import assert from "node:assert/strict";
+import { checkpoint } from "../engine/dump/mod.ts";
+import { planRestore, preflight } from "../engine/restore/mod.ts";
+import { RestoreError, UnsupportedError } from "../engine/errors.ts";
+import { readImageFile } from "../engine/image/reader.ts";
+import { threadStatePaths } from "../engine/dump/thread_state.ts";
+import {
+  checkPolicyNodes,
+  describePolicy,
+  MASK_BYTES,
+  maskOfNodes,
+  nodesOfMask,
+  parseNodeList,
+  policyOf,
+} from "../engine/memory/mempolicy.ts";
+import { threadBpfTest, withMemoEnv } from "./helpers/thread_bpf.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
-import { dumpKillRestore, startTriggered } from "./helpers/roundtrip.ts";
+import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
 import { withTargets } from "./helpers/targets.ts";
 import { withVmFlagsMode } from "./helpers/vmflags_mode.ts";
 
 const READY = /^ready pid=(\d+)$/m;
-const CHECKS = ["main_policy", "thread_policy", "mapping_a", "mapping_b", "mapping_c", "patterns"];
+const CHECKS = [
+  "main_policy",
+  "thread_policy",
+  "thread2_policy",
+  "mapping_a",
+  "mapping_b",
+  "mapping_c",
+  "patterns",
+];
 
 /** Starts rt_numa (`none`: without policies), round-trips it, asserts its checks. */
 async function roundTrip(extra: string[] = []): Promise<void> {
@@ -36,3 +59,90 @@ Deno.test(
   "numa: a process without policies comes back with the default ones",
   withTargets(() => roundTrip(["none"])),
 );
+
+threadBpfTest(
+  "numa: on the BPF task path, the threads with a policy are injected and every policy comes back",
+  withTargets(() =>
+    withMemoEnv({ CRYO_THREADSTATE: "bpf" }, async () => {
+      const { t, trigger } = await startTriggered("rt_numa", READY);
+      // The first dump checks the iterator against the injected values; the next takes them.
+      const first = await tempImageDir();
+      await checkpoint(t.pid, { dir: first, leaveRunning: true });
+      assert.equal(threadStatePaths.get(t.pid), "bpf: checked");
+      const { dir } = await dumpKillRestore(t);
+      assert.equal(threadStatePaths.get(t.pid), "bpf");
+      const policies = async (d: string) =>
+        (await readImageFile(`${d}/${t.pid}.elf`)).process.threads.map((th) => th.mempolicy);
+      const taken = await policies(dir);
+      assert.deepEqual(taken, await policies(first));
+      assert.equal(taken.filter((p) => p).length, 2, "main and worker 1 have one, worker 2 none");
+      await Deno.writeTextFile(trigger, "");
+      assertChecksPassed(t, [...CHECKS, "policies_set"], await t.wait(15000));
+    })
+  ),
+);
+
+Deno.test("numa: a policy naming a node that is not online is refused in one line", () => {
+  const proc = {
+    pid: 42,
+    threads: [{ tid: 42, mempolicy: { mode: 2, nodes: [0] } }],
+    mappings: [{ start: "0x1000", end: "0x2000", mempolicy: { mode: 3 | (1 << 14), nodes: [5] } }],
+  } as unknown as Parameters<typeof checkPolicyNodes>[0];
+  assert.throws(
+    () => checkPolicyNodes(proc, new Set([0])),
+    (e: Error) =>
+      e instanceof RestoreError && !e.message.includes("\n") &&
+      e.message ===
+        "cannot restore the NUMA memory policy of process 42 mapping 0x1000-0x2000 (interleave(relative) nodes 5): node 5 is not online on this host (online: 0)",
+  );
+  checkPolicyNodes(proc, new Set([0, 5])); // both online: nothing to refuse
+});
+
+Deno.test(
+  "numa: a policy on a shared mapping is refused at dump, in one line, the process left running",
+  withTargets(async () => {
+    const { t } = await startTriggered("rt_numa", READY, { extra: ["shared"] });
+    const dir = await tempImageDir();
+    await assert.rejects(
+      () => checkpoint(t.pid, { dir }),
+      (e: Error) =>
+        e instanceof UnsupportedError && !e.message.includes("\n") &&
+        /NUMA policy bind nodes 0 on a mapping of kind anon-shared/.test(e.message),
+    );
+    assert.ok(Deno.statSync(`/proc/${t.pid}`), "left running");
+    await t.kill();
+  }),
+);
+
+Deno.test(
+  "numa: an image naming node 5 is refused by the restore's preflight, in one line",
+  withTargets(async () => {
+    const { t } = await startTriggered("rt_numa", READY);
+    const dir = await tempImageDir();
+    await checkpoint(t.pid, { dir });
+    await t.wait();
+    const plan = await planRestore(dir);
+    await preflight(plan); // as dumped: node 0 is online here
+    // The loaded image edited: the main thread's policy names node 5 (not online here).
+    const main = plan.units[0].image.threads.find((th) => th.tid === t.pid)!;
+    assert.deepEqual(main.mempolicy, { mode: 2, nodes: [0] });
+    main.mempolicy = { mode: 2, nodes: [5] };
+    await assert.rejects(
+      () => preflight(plan),
+      (e: Error) =>
+        e instanceof RestoreError && !e.message.includes("\n") &&
+        e.message ===
+          `cannot restore the NUMA memory policy of process ${t.pid} thread ${t.pid} (bind nodes 5): node 5 is not online on this host (online: 0)`,
+    );
+  }),
+);
+
+Deno.test("numa: node masks round-trip and policies read as words", () => {
+  assert.deepEqual(nodesOfMask(maskOfNodes([0, 3, 64, 1023])), [0, 3, 64, 1023]);
+  assert.equal(maskOfNodes([]).length, MASK_BYTES);
+  assert.throws(() => maskOfNodes([1024]));
+  assert.equal(describePolicy({ mode: 1 | (1 << 15), nodes: [0] }), "preferred(static) nodes 0");
+  assert.equal(describePolicy({ mode: 4, nodes: [] }), "local");
+  assert.deepEqual([...parseNodeList("0-2,5\n")], [0, 1, 2, 5]);
+  assert.equal(policyOf(0, new Uint8Array(MASK_BYTES)), undefined);
+});

@@ -253,7 +253,7 @@ export function recordMappingPolicies(
     refusals.use(
       "memory.mempolicy-shared",
       `process ${pid} mapping ${m.start}-${m.end} (${m.name || "anonymous"})`,
-      `NUMA policy ${describePolicy(policy)} on a ${m.kind} mapping`,
+      `NUMA policy ${describePolicy(policy)} on a mapping of kind ${m.kind}`,
     );
   }
 }

@@ -1,6 +1,7 @@
 /* Round-trip target for NUMA memory policies: the main thread sets a task
  * policy (set_mempolicy MPOL_BIND on node 0), a second thread another one
- * (MPOL_PREFERRED | MPOL_F_STATIC_NODES on node 0), and two private
+ * (MPOL_PREFERRED | MPOL_F_STATIC_NODES on node 0), a third goes back to
+ * the default (MPOL_DEFAULT: it was created with the main thread's), and two private
  * anonymous mappings get policies of their own with mbind (MPOL_INTERLEAVE
  * | MPOL_F_RELATIVE_NODES on node 0, and MPOL_BIND); a third mapping keeps
  * the default. Node 0 is the one node every NUMA host has. Each mapping
@@ -10,9 +11,11 @@
  * with MPOL_F_ADDR and its pattern, and prints "check <name> ok|FAIL
  * <detail>" lines, then PASS or FAIL.
  *
- * usage: rt_numa <trigger-path> [none]
+ * usage: rt_numa <trigger-path> [none|shared]
  *   none: set no policy at all (the default everywhere: what a restore
  *   must give back then too).
+ *   shared: also mbind a shared anonymous mapping (a policy of the shmem
+ *   object: the dump refuses it).
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -65,23 +68,26 @@ static const char *trigger;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 static int thread_set, thread_done;
-static struct pol thread_after;
+static struct pol thread_after, want_thread2, thread2_after;
 
+/* Worker 1 (arg NULL) sets MPOL_PREFERRED | MPOL_F_STATIC_NODES, worker 2 MPOL_DEFAULT. */
 static void *worker(void *arg) {
-  (void)arg;
+  int second = arg != NULL;
   unsigned long node0 = 1;
-  if (!none && set_mempolicy_(MPOL_PREFERRED | MPOL_F_STATIC_NODES, &node0, 64) != 0) {
+  if (!none && !second &&
+      set_mempolicy_(MPOL_PREFERRED | MPOL_F_STATIC_NODES, &node0, 64) != 0) {
     die("set_mempolicy in the thread");
   }
-  want_thread = read_pol(NULL);
+  if (!none && second && set_mempolicy_(MPOL_DEFAULT, NULL, 0) != 0) die("set_mempolicy default");
+  *(second ? &want_thread2 : &want_thread) = read_pol(NULL);
   pthread_mutex_lock(&lock);
-  thread_set = 1;
+  thread_set++;
   pthread_cond_broadcast(&cv);
   pthread_mutex_unlock(&lock);
   wait_trigger(trigger);
-  thread_after = read_pol(NULL);
+  *(second ? &thread2_after : &thread_after) = read_pol(NULL);
   pthread_mutex_lock(&lock);
-  thread_done = 1;
+  thread_done++;
   pthread_cond_broadcast(&cv);
   pthread_mutex_unlock(&lock);
   return NULL;
@@ -103,6 +109,12 @@ int main(int argc, char **argv) {
   need_args(argc, 1, "rt_numa <trigger-path> [none]");
   trigger = argv[1];
   none = argc > 2 && strcmp(argv[2], "none") == 0;
+  if (argc > 2 && strcmp(argv[2], "shared") == 0) {
+    unsigned long node = 1;
+    void *sh = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (sh == MAP_FAILED) die("mmap shared");
+    if (mbind_(sh, 4096, MPOL_BIND, &node, 64) != 0) die("mbind shared");
+  }
   const size_t len = 16 * 4096;
   /* Three mappings with guard gaps, so none merges with another. */
   unsigned char *area = mmap(NULL, 7 * len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -129,10 +141,11 @@ int main(int argc, char **argv) {
   want_a = read_pol(a);
   want_b = read_pol(b);
   want_c = read_pol(c);
-  pthread_t th;
+  pthread_t th, th2;
   if (pthread_create(&th, NULL, worker, NULL) != 0) die("pthread_create");
+  if (pthread_create(&th2, NULL, worker, &th2) != 0) die("pthread_create");
   pthread_mutex_lock(&lock);
-  while (!thread_set) pthread_cond_wait(&cv, &lock);
+  while (thread_set < 2) pthread_cond_wait(&cv, &lock);
   pthread_mutex_unlock(&lock);
   printf("policies main=0x%x/0x%lx thread=0x%x/0x%lx a=0x%x/0x%lx b=0x%x/0x%lx c=0x%x/0x%lx\n",
          want_main.mode, want_main.mask, want_thread.mode, want_thread.mask, want_a.mode,
@@ -140,16 +153,20 @@ int main(int argc, char **argv) {
   print_ready("pid=%d", getpid());
   wait_trigger(trigger);
   pthread_mutex_lock(&lock);
-  while (!thread_done) pthread_cond_wait(&cv, &lock);
+  while (thread_done < 2) pthread_cond_wait(&cv, &lock);
   pthread_mutex_unlock(&lock);
   check_pol("main_policy", read_pol(NULL), want_main);
   check_pol("thread_policy", thread_after, want_thread);
+  check_pol("thread2_policy", thread2_after, want_thread2);
   check_pol("mapping_a", read_pol(a), want_a);
   check_pol("mapping_b", read_pol(b), want_b);
   check_pol("mapping_c", read_pol(c), want_c);
   check("patterns", pattern_ok(a, len, 1) && pattern_ok(b, len, 2) && pattern_ok(c, len, 3), "");
   if (!none) {
-    check("policies_set", want_main.mode == MPOL_BIND && want_a.mode != MPOL_DEFAULT, "");
+    check("policies_set",
+          want_main.mode == MPOL_BIND && want_thread2.mode == MPOL_DEFAULT &&
+              want_a.mode != MPOL_DEFAULT,
+          "");
   }
   return verdict();
 }
