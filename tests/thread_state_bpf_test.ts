@@ -288,6 +288,7 @@ Deno.test("thread state bpf: sigaltstack's flags derived as the kernel reports t
     comm: new Uint8Array(),
     task: 0n,
     childrenNext: 0n,
+    mempolicy: 0n,
   });
   const AUTODISARM = 0x80000000 | 0;
   // No size: SS_DISABLE whatever the stored flags (a disabled stack keeps its SS_DISABLE).
