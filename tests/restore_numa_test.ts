@@ -12,6 +12,7 @@ import { planRestore, preflight } from "../engine/restore/mod.ts";
 import { RestoreError, UnsupportedError } from "../engine/errors.ts";
 import { readImageFile } from "../engine/image/reader.ts";
 import { threadStatePaths } from "../engine/dump/thread_state.ts";
+import { vmFlagsPaths } from "../engine/dump/vm_flags.ts";
 import {
   checkPolicyNodes,
   describePolicy,
@@ -38,11 +39,16 @@ const CHECKS = [
   "patterns",
 ];
 
-/** Starts rt_numa (`none`: without policies), round-trips it, asserts its checks. */
-async function roundTrip(extra: string[] = []): Promise<void> {
+/**
+ * Starts rt_numa (`none`: without policies), round-trips it, asserts its
+ * checks (and, given `path`, the VmFlags path the dump took: on the BPF one
+ * the iterator's vm_policy says which areas to ask).
+ */
+async function roundTrip(extra: string[] = [], path?: "bpf" | "smaps"): Promise<void> {
   const { t, trigger } = await startTriggered("rt_numa", READY, { extra });
   assert.match(t.output(), /^policies main=/m);
   await dumpKillRestore(t);
+  if (path) assert.match(vmFlagsPaths.get(t.pid) ?? "", new RegExp(`^${path}`));
   await Deno.writeTextFile(trigger, "");
   const status = await t.wait();
   assertChecksPassed(t, extra.length ? CHECKS : [...CHECKS, "policies_set"], status);
@@ -51,7 +57,7 @@ async function roundTrip(extra: string[] = []): Promise<void> {
 for (const mode of ["smaps", "bpf"] as const) {
   Deno.test(
     `numa: task and mapping policies come back (${mode} VmFlags)`,
-    withTargets(() => withVmFlagsMode(mode, () => roundTrip())),
+    withTargets(() => withVmFlagsMode(mode, () => roundTrip([], mode))),
   );
 }
 

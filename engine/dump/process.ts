@@ -22,6 +22,7 @@ import {
   completeFlagsOffThread,
   completeVmFlags,
   frozenMapsForFlags,
+  policyAreasOf,
   mapsWithoutFlags,
   smapsOverlaps,
   startFrozenFlagsRead,
@@ -206,6 +207,8 @@ export function collectProcess(
   const overlap = !areas && !bpf && smapsOverlaps(stat.rss);
   const maps: SmapsArea[] = areas ?? bpf?.maps ??
     (overlap ? mapsWithoutFlags(pid) : readSmapsFlags(pid));
+  // The areas with a NUMA policy of their own, when the iterator tells (else every one is asked).
+  const policyAreas = bpf ? policyAreasOf(bpf) : undefined;
   // Everything read by injected syscalls, in one session (one scratch page).
   const { injected, posixTimers, credentials, aio, mempolicies } = withInjection(
     pid,
@@ -234,7 +237,7 @@ export function collectProcess(
           maps, // read at this freeze; injected syscalls make no ring
         ),
         // Each mapping's own NUMA policy (mbind), by index in `maps` (engine/memory/mempolicy.ts).
-        mempolicies: queryMappingPolicies(s, maps),
+        mempolicies: queryMappingPolicies(s, maps, policyAreas),
       };
     },
     statuses,

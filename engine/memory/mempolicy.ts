@@ -179,7 +179,7 @@ const EFAULT = -14n;
 const ENOSYS = -38n;
 
 /**
- * The NUMA policy of each of `areas` (their start addresses) of the frozen
+ * The NUMA policy of each of `all` (their start addresses) of the frozen
  * process of `s`, by index (only those with one): get_mempolicy(MPOL_F_ADDR)
  * run by its main thread, the modes of {@link MODE_BATCH} areas per batch,
  * then the node mask of each area whose mode is not MPOL_DEFAULT. An area
@@ -188,9 +188,18 @@ const ENOSYS = -38n;
  */
 export function queryMappingPolicies(
   s: PolicyQuerySession,
-  areas: readonly { start: bigint; path: string }[],
+  all: readonly { start: bigint }[],
+  /** Only the areas starting here (the BPF iterator's vm_policy not NULL), else every one. */
+  only?: ReadonlySet<bigint>,
 ): Map<number, MemPolicy> {
   const out = new Map<number, MemPolicy>();
+  if (only?.size === 0) return out;
+  // The areas asked, and their indexes in `all`.
+  const index: number[] = [];
+  all.forEach((a, i) => {
+    if (!only || only.has(a.start)) index.push(i);
+  });
+  const areas = index.map((i) => all[i]);
   const fail = (i: number, r: bigint): never => {
     throw new Error(
       `process ${s.pid}: get_mempolicy of mapping 0x${
@@ -226,7 +235,7 @@ export function queryMappingPolicies(
     if (r < 0n) fail(i, r);
     const got = s.read(0, 8 + MASK_BYTES);
     const p = policyOf(new DataView(got.buffer, got.byteOffset).getInt32(0, true), got.subarray(8));
-    if (p) out.set(i, p);
+    if (p) out.set(index[i], p);
   }
   return out;
 }
