@@ -91,6 +91,8 @@ export interface InjectedState {
   processAttrs?: ProcessAttrValues;
   /** mlockall(MCL_FUTURE) as the BPF task iterator read it, when it did (engine/dump/thread_state.ts). */
   mlockFuture?: IteratorMlockFuture;
+  /** The results of the `extra` steps given to {@link queryInjectedState}, in order. */
+  extraResults?: bigint[];
 }
 
 /** Size of the scratch area mapped in the target for injected syscalls' results. */
@@ -797,6 +799,13 @@ const AT = {
   attrs: 64 * 32 + 3 * 32 + 192, // the subreaper flag and TSC mode (2 ints) of processAttrSteps
 } as const;
 
+/**
+ * The part of the scratch page {@link queryInjectedState} leaves to the
+ * `extra` steps a caller adds to the main thread's batch (from `at` on,
+ * `bytes` long): engine/memory/mempolicy.ts reads mapping policies there.
+ */
+export const EXTRA_SCRATCH = { at: AT.attrs + 64, bytes: SCRATCH_BYTES - (AT.attrs + 64) };
+
 /** One thread's results of {@link queryInjectedState}. */
 const OUT = {
   altstack: 0, // stack_t (24 bytes)
@@ -818,6 +827,11 @@ export function queryInjectedState(
   tids: readonly number[],
   /** The iterator's records when read already for this freeze (engine/dump/thread_state.ts). */
   read?: { bpf: BpfThreadStates | undefined },
+  /**
+   * More steps for the main thread's batch (their results in `extraResults`),
+   * writing only in {@link EXTRA_SCRATCH}: no round trip of their own.
+   */
+  extra: readonly BatchStep[] = [],
 ): InjectedState {
   const main = s.pid;
   const sc = s.scratch;
@@ -878,6 +892,8 @@ export function queryInjectedState(
   }
   processSteps.push({ nr: SYS.brk, args: [0] });
   processSteps.push(...processAttrSteps(sc + BigInt(AT.attrs)));
+  const attrsEnd = processSteps.length;
+  processSteps.push(...extra);
   const own = processSteps.length;
   // Every thread at once when they all can (one round trip for the process);
   // otherwise one thread after the other, results in the scratch page.
@@ -938,7 +954,7 @@ export function queryInjectedState(
     const at = AT.itimers + which * 32;
     timers.push(timer(out.slice(at, at + itimerval.size)));
   }
-  const processAttrs = processAttrsFrom(s.pid, r.slice(68), s.read(AT.attrs, 8));
+  const processAttrs = processAttrsFrom(s.pid, r.slice(68, attrsEnd), s.read(AT.attrs, 8));
   s.endBatches();
   return {
     brk: BigInt.asUintN(64, r[67]),
@@ -947,6 +963,7 @@ export function queryInjectedState(
     threads,
     processAttrs,
     ...(mlockFuture ? { mlockFuture } : {}),
+    ...(extra.length ? { extraResults: r.slice(attrsEnd) } : {}),
   };
 }
 

@@ -29,7 +29,12 @@ import {
   type VmFlagsCheck,
 } from "./vm_flags.ts";
 import { fileIdentityOf, readProcLink, readProcText } from "../proc/io.ts";
-import { type InjectedThreadState, queryInjectedState, withInjection } from "./injected.ts";
+import {
+  EXTRA_SCRATCH,
+  type InjectedThreadState,
+  queryInjectedState,
+  withInjection,
+} from "./injected.ts";
 import { startScanAhead } from "./scan_ahead.ts";
 import { pumpCopyAhead } from "./copy_ahead.ts";
 import { collectThread, sharedPending } from "./threads.ts";
@@ -56,7 +61,11 @@ import {
   probeMlockFuture,
 } from "../memory/flags.ts";
 import { collectAioRings } from "../memory/aio.ts";
-import { queryMappingPolicies, recordMappingPolicies } from "../memory/mempolicy.ts";
+import {
+  finishMappingPolicies,
+  planMappingPolicies,
+  recordMappingPolicies,
+} from "../memory/mempolicy.ts";
 
 const hex = (v: bigint) => `0x${v.toString(16)}`;
 
@@ -213,7 +222,18 @@ export function collectProcess(
   const { injected, posixTimers, credentials, aio, mempolicies } = withInjection(
     pid,
     (s) => {
-      const state = queryInjectedState(s, tids, { bpf: bpfStates });
+      // The first mapping policy reads go in the main thread's batch (engine/memory/mempolicy.ts).
+      const policyQuery = planMappingPolicies(
+        maps,
+        policyAreas,
+        s.scratch,
+        EXTRA_SCRATCH.at,
+        // (At most 128: 8 KiB more of the batch's table on the main thread's stack.)
+        Math.min(128, EXTRA_SCRATCH.bytes >> 2),
+      );
+      const state = queryInjectedState(s, tids, { bpf: bpfStates }, policyQuery.first);
+      // Read before any other query writes the scratch page.
+      const mempolicies = finishMappingPolicies(s, policyQuery, state.extraResults);
       const perThread = (f: (t: InjectedThreadState) => number) =>
         new Map([...state.threads].map(([tid, t]) => [tid, f(t)]));
       return {
@@ -237,7 +257,7 @@ export function collectProcess(
           maps, // read at this freeze; injected syscalls make no ring
         ),
         // Each mapping's own NUMA policy (mbind), by index in `maps` (engine/memory/mempolicy.ts).
-        mempolicies: queryMappingPolicies(s, maps, policyAreas),
+        mempolicies,
       };
     },
     statuses,

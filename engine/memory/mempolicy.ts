@@ -178,66 +178,129 @@ const SYS_GET_MEMPOLICY = 239;
 const EFAULT = -14n;
 const ENOSYS = -38n;
 
+/** One injected call (ffi/syscall_batch.ts BatchStep). */
+type Step = { nr: number; args: readonly (number | bigint)[] };
+
+/** The mapping policies to read in one process, planned before its injected calls. */
+export interface MappingPolicyQuery {
+  /** The indexes (in the area list) of the areas asked, in order. */
+  index: number[];
+  /** Their start addresses. */
+  starts: bigint[];
+  /**
+   * The mode reads of the first of them (at most the planned capacity),
+   * their results at the planned scratch offset, 4 bytes each: they go in
+   * the main thread's first batch (engine/dump/injected.ts
+   * `queryInjectedState`), no round trip of their own.
+   */
+  first: Step[];
+  /** The scratch offset of the first reads' results. */
+  at: number;
+}
+
+/** get_mempolicy(&mode at `out`, no mask, of the area at `addr`). */
+function modeStep(out: bigint, addr: bigint): Step {
+  return { nr: SYS_GET_MEMPOLICY, args: [out, 0, 0, addr, MPOL_F_ADDR] };
+}
+
 /**
- * The NUMA policy of each of `all` (their start addresses) of the frozen
- * process of `s`, by index (only those with one): get_mempolicy(MPOL_F_ADDR)
- * run by its main thread, the modes of {@link MODE_BATCH} areas per batch,
- * then the node mask of each area whose mode is not MPOL_DEFAULT. An area
- * the kernel finds no mapping at (the vsyscall page) has none. Throws
- * naming the area when the call fails otherwise.
+ * Plans the reads of the NUMA policies of `all` (their start addresses):
+ * only those starting in `only` when given (the BPF iterator's vm_policy
+ * not NULL), else every one; the first `capacity` mode reads write at
+ * scratch offset `at` of the page at `scratch`.
  */
-export function queryMappingPolicies(
-  s: PolicyQuerySession,
+export function planMappingPolicies(
   all: readonly { start: bigint }[],
-  /** Only the areas starting here (the BPF iterator's vm_policy not NULL), else every one. */
-  only?: ReadonlySet<bigint>,
+  only: ReadonlySet<bigint> | undefined,
+  scratch: bigint,
+  at: number,
+  capacity: number,
+): MappingPolicyQuery {
+  const index: number[] = [], starts: bigint[] = [];
+  if (only?.size !== 0) {
+    all.forEach((a, i) => {
+      if (!only || only.has(a.start)) {
+        index.push(i);
+        starts.push(a.start);
+      }
+    });
+  }
+  const first = starts.slice(0, capacity).map((addr, k) =>
+    modeStep(scratch + BigInt(at + 4 * k), addr)
+  );
+  return { index, starts, first, at };
+}
+
+/**
+ * The NUMA policy of each area of `q` in the frozen process of `s`, by
+ * index in the area list (only those with one): the modes of the first
+ * areas from `firstResults` (their calls ran in the main thread's first
+ * batch; undefined: they did not, and run now), the others' read by
+ * get_mempolicy(MPOL_F_ADDR) in batches of {@link MODE_BATCH}, then the node
+ * mask of each area whose mode is not MPOL_DEFAULT. An area the kernel finds
+ * no mapping at (the vsyscall page) has none. Throws naming the area when
+ * the call fails otherwise.
+ */
+export function finishMappingPolicies(
+  s: PolicyQuerySession,
+  q: MappingPolicyQuery,
+  firstResults: readonly bigint[] | undefined,
 ): Map<number, MemPolicy> {
   const out = new Map<number, MemPolicy>();
-  if (only?.size === 0) return out;
-  // The areas asked, and their indexes in `all`.
-  const index: number[] = [];
-  all.forEach((a, i) => {
-    if (!only || only.has(a.start)) index.push(i);
-  });
-  const areas = index.map((i) => all[i]);
+  const areas = q.starts;
+  if (areas.length === 0) return out;
   const fail = (i: number, r: bigint): never => {
     throw new Error(
-      `process ${s.pid}: get_mempolicy of mapping 0x${
-        areas[i].start.toString(16)
-      } failed: errno ${-r}`,
+      `process ${s.pid}: get_mempolicy of mapping 0x${areas[i].toString(16)} failed: errno ${-r}`,
     );
   };
   const withPolicy: number[] = [];
-  for (let from = 0; from < areas.length; from += MODE_BATCH) {
-    const n = Math.min(MODE_BATCH, areas.length - from);
-    const steps = new Array(n);
-    for (let k = 0; k < n; k++) {
-      steps[k] = {
-        nr: SYS_GET_MEMPOLICY,
-        args: [s.scratch + BigInt(4 * k), 0, 0, areas[from + k].start, MPOL_F_ADDR],
-      };
-    }
-    const r = s.calls(s.pid, steps);
-    if (r[0] === ENOSYS) return out; // no NUMA in this kernel: no policy anywhere
-    const modes = s.read(0, 4 * n);
+  /** Takes the results `r` of the mode reads of areas from `from` on, written at scratch offset `at`. */
+  const take = (from: number, r: readonly bigint[], at: number): boolean => {
+    if (r[0] === ENOSYS) return false; // no NUMA in this kernel: no policy anywhere
+    const modes = s.read(at, 4 * r.length);
     const dv = new DataView(modes.buffer, modes.byteOffset, modes.byteLength);
-    for (let k = 0; k < n; k++) {
+    for (let k = 0; k < r.length; k++) {
       if (r[k] === EFAULT) continue;
       if (r[k] < 0n) fail(from + k, r[k]);
       if (dv.getInt32(4 * k, true) !== MPOL_DEFAULT) withPolicy.push(from + k);
     }
+    return true;
+  };
+  let from = 0;
+  if (firstResults && firstResults.length === q.first.length) {
+    if (!take(0, firstResults, q.at)) return out;
+    from = q.first.length;
+  }
+  for (; from < areas.length; from += MODE_BATCH) {
+    const n = Math.min(MODE_BATCH, areas.length - from);
+    const steps = new Array<Step>(n);
+    for (let k = 0; k < n; k++) steps[k] = modeStep(s.scratch + BigInt(4 * k), areas[from + k]);
+    if (!take(from, s.calls(s.pid, steps), 0)) return out;
   }
   for (const i of withPolicy) {
     const [r] = s.calls(s.pid, [{
       nr: SYS_GET_MEMPOLICY,
-      args: [s.scratch, s.scratch + 8n, MAX_NODES, areas[i].start, MPOL_F_ADDR],
+      args: [s.scratch, s.scratch + 8n, MAX_NODES, areas[i], MPOL_F_ADDR],
     }]);
     if (r < 0n) fail(i, r);
     const got = s.read(0, 8 + MASK_BYTES);
     const p = policyOf(new DataView(got.buffer, got.byteOffset).getInt32(0, true), got.subarray(8));
-    if (p) out.set(index[i], p);
+    if (p) out.set(q.index[i], p);
   }
   return out;
+}
+
+/**
+ * {@link planMappingPolicies} and {@link finishMappingPolicies} at once,
+ * every read in batches of its own.
+ */
+export function queryMappingPolicies(
+  s: PolicyQuerySession,
+  all: readonly { start: bigint }[],
+  only?: ReadonlySet<bigint>,
+): Map<number, MemPolicy> {
+  return finishMappingPolicies(s, planMappingPolicies(all, only, s.scratch, 0, 0), undefined);
 }
 
 /**
