@@ -21,7 +21,11 @@ import {
   nodesOfMask,
   parseNodeList,
   policyOf,
+  queryMappingPolicies,
 } from "../engine/memory/mempolicy.ts";
+import { freezeTree, thawTree } from "../engine/dump/freeze.ts";
+import { withInjection } from "../engine/dump/injected.ts";
+import { readMaps } from "../engine/proc/maps.ts";
 import { threadBpfTest, withMemoEnv } from "./helpers/thread_bpf.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
@@ -152,3 +156,24 @@ Deno.test("numa: node masks round-trip and policies read as words", () => {
   assert.deepEqual([...parseNodeList("0-2,5\n")], [0, 1, 2, 5]);
   assert.equal(policyOf(0, new Uint8Array(MASK_BYTES)), undefined);
 });
+
+Deno.test(
+  "numa: the mapping policies read in batches of their own are the ones the target set",
+  withTargets(async () => {
+    const { t } = await startTriggered("rt_numa", READY);
+    const tree = freezeTree(t.pid);
+    try {
+      const maps = readMaps(t.pid);
+      const found = withInjection(t.pid, (s) => queryMappingPolicies(s, maps));
+      const got = [...found].map(([i, p]) => [maps[i].start, p.mode, p.nodes] as const);
+      // rt_numa's mapping a (interleave, relative nodes) and b (bind), in address order.
+      assert.deepEqual(got.map(([, mode, nodes]) => [mode, nodes]), [[0x4003, [0]], [2, [0]]]);
+      assert.equal(got[1][0] - got[0][0], 2n * 16n * 4096n);
+      // Only the areas asked: none.
+      assert.equal(withInjection(t.pid, (s) => queryMappingPolicies(s, maps, new Set())).size, 0);
+    } finally {
+      thawTree(tree);
+      await t.kill();
+    }
+  }),
+);
