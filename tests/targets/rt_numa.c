@@ -4,7 +4,10 @@
  * the default (MPOL_DEFAULT: it was created with the main thread's), and two private
  * anonymous mappings get policies of their own with mbind (MPOL_INTERLEAVE
  * | MPOL_F_RELATIVE_NODES on node 0, and MPOL_BIND); a third mapping keeps
- * the default. Node 0 is the one node every NUMA host has. Each mapping
+ * the default; four more get MPOL_LOCAL, MPOL_PREFERRED_MANY,
+ * MPOL_WEIGHTED_INTERLEAVE and MPOL_BIND | MPOL_F_NUMA_BALANCING (each
+ * where the kernel has it: a mode it refuses with EINVAL is left default,
+ * "skip <mode>" printed). Node 0 is the one node every NUMA host has. Each mapping
  * holds a pattern. Then the target prints "ready pid=<pid>" and waits until
  * the trigger file argv[1] exists; then each thread reads its task policy
  * again with get_mempolicy, the main thread reads each mapping's policy
@@ -116,11 +119,15 @@ int main(int argc, char **argv) {
     if (mbind_(sh, 4096, MPOL_BIND, &node, 64) != 0) die("mbind shared");
   }
   const size_t len = 16 * 4096;
-  /* Three mappings with guard gaps, so none merges with another. */
-  unsigned char *area = mmap(NULL, 7 * len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  /* Seven mappings with guard gaps, so none merges with another. */
+  unsigned char *area = mmap(NULL, 15 * len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (area == MAP_FAILED) die("mmap");
   unsigned char *a = area + len, *b = area + 3 * len, *c = area + 5 * len;
-  for (unsigned char *m = a; m <= c; m += 2 * len) {
+  unsigned char *more[4] = {area + 7 * len, area + 9 * len, area + 11 * len, area + 13 * len};
+  const int more_modes[4] = {4 /* MPOL_LOCAL */, 5 /* MPOL_PREFERRED_MANY */,
+                             6 /* MPOL_WEIGHTED_INTERLEAVE */, MPOL_BIND | (1 << 13)};
+  struct pol want_more[4];
+  for (unsigned char *m = a; m <= more[3]; m += 2 * len) {
     if (mmap(m, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) !=
         m) {
       die("mmap fixed");
@@ -131,6 +138,13 @@ int main(int argc, char **argv) {
     if (set_mempolicy_(MPOL_BIND, &node0, 64) != 0) die("set_mempolicy");
     if (mbind_(a, len, MPOL_INTERLEAVE | MPOL_F_RELATIVE_NODES, &node0, 64) != 0) die("mbind a");
     if (mbind_(b, len, MPOL_BIND, &node0, 64) != 0) die("mbind b");
+    for (int i = 0; i < 4; i++) {
+      int local = more_modes[i] == 4;
+      if (mbind_(more[i], len, more_modes[i], local ? NULL : &node0, local ? 0 : 64) != 0) {
+        if (errno != EINVAL) die("mbind more");
+        printf("skip 0x%x\n", more_modes[i]);
+      }
+    }
   }
   for (size_t i = 0; i < len; i += 512) {
     a[i] = (unsigned char)(1 + i / 512);
@@ -141,6 +155,7 @@ int main(int argc, char **argv) {
   want_a = read_pol(a);
   want_b = read_pol(b);
   want_c = read_pol(c);
+  for (int i = 0; i < 4; i++) want_more[i] = read_pol(more[i]);
   pthread_t th, th2;
   if (pthread_create(&th, NULL, worker, NULL) != 0) die("pthread_create");
   if (pthread_create(&th2, NULL, worker, &th2) != 0) die("pthread_create");
@@ -161,6 +176,9 @@ int main(int argc, char **argv) {
   check_pol("mapping_a", read_pol(a), want_a);
   check_pol("mapping_b", read_pol(b), want_b);
   check_pol("mapping_c", read_pol(c), want_c);
+  const char *more_names[4] = {"mapping_local", "mapping_preferred_many", "mapping_weighted",
+                               "mapping_balancing"};
+  for (int i = 0; i < 4; i++) check_pol(more_names[i], read_pol(more[i]), want_more[i]);
   check("patterns", pattern_ok(a, len, 1) && pattern_ok(b, len, 2) && pattern_ok(c, len, 3), "");
   if (!none) {
     check("policies_set",
