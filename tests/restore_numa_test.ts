@@ -9,10 +9,10 @@
 import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { planRestore, preflight } from "../engine/restore/mod.ts";
-import { RestoreError, UnsupportedError } from "../engine/errors.ts";
+import { CryoError, RestoreError, UnsupportedError } from "../engine/errors.ts";
 import { readImageFile } from "../engine/image/reader.ts";
 import { threadStatePaths } from "../engine/dump/thread_state.ts";
-import { vmFlagsPaths } from "../engine/dump/vm_flags.ts";
+import { checkPolicyAreas, vmFlagsPaths } from "../engine/dump/vm_flags.ts";
 import {
   checkPolicyNodes,
   describePolicy,
@@ -190,3 +190,21 @@ Deno.test(
     }
   }),
 );
+
+Deno.test("numa: an area given a policy after the areas to ask were chosen fails the dump", () => {
+  // Two iterator records (start, end, flags, vm_policy): the second area has a policy.
+  const words = new BigUint64Array([0x1000n, 0x2000n, 0x73n, 0n, 0x3000n, 0x4000n, 0x73n, 0xffffn]);
+  const bytes = new Uint8Array(words.buffer);
+  const frozen = { pid: 7, policies: new Set<bigint>() } as unknown as Parameters<
+    typeof checkPolicyAreas
+  >[0];
+  assert.throws(
+    () => checkPolicyAreas(frozen, bytes),
+    (e: Error) =>
+      e instanceof CryoError &&
+      e.message ===
+        "process 7: the mapping at 0x3000 was given a NUMA policy while cryo read the process; dump it again",
+  );
+  frozen.policies = new Set([0x3000n]);
+  checkPolicyAreas(frozen, bytes); // asked: nothing to refuse
+});

@@ -594,8 +594,13 @@ export function policyAreasOf(frozen: FrozenMaps): ReadonlySet<bigint> | undefin
   }
 }
 
-/** Throws when `bytes` show an area with a NUMA policy that the injected calls did not read. */
-function checkPolicyAreas(frozen: FrozenMaps, bytes: Uint8Array): void {
+/**
+ * Throws when the iterator's records `bytes` read at the freeze show an
+ * area with a NUMA policy that the injected calls did not read (`frozen`'s
+ * `policies`, when it has them): one given a policy after the records they
+ * were chosen from were read.
+ */
+export function checkPolicyAreas(frozen: FrozenMaps, bytes: Uint8Array): void {
   if (!frozen.policies) return;
   for (const start of policyStarts(bytes)) {
     if (!frozen.policies.has(start)) {
