@@ -39,6 +39,13 @@ export interface Manifest {
   toolVersion: string;
   /** ISO time of the dump. */
   createdAt: string;
+  /**
+   * A random id of the dump, also in each process's image
+   * ({@link ProcessImage.dumpId}): a restore refuses a process file of
+   * another dump even without its checksum check. Absent in images of older
+   * cryo versions.
+   */
+  dumpId?: string;
   /** Kernel and CPU facts that restore checks. */
   host: HostFacts;
   /** Pid of the root of the dumped tree. */
@@ -258,6 +265,12 @@ export interface ProcessImage {
   exe: FileIdentity | null;
   cwd: string;
   root: string;
+  /**
+   * Device and inode of the cwd and root directories at dump: restore
+   * refuses another directory at their paths. Absent in images of older
+   * cryo versions.
+   */
+  dirIds?: { cwd: DirId; root: DirId };
   umask: number;
   personality: number;
   cmdline: string[];
@@ -278,6 +291,8 @@ export interface ProcessImage {
   children: number[];
   /** Start of the bootstrap range reserved for the restore stub. */
   bootstrap: { start: Hex; size: number };
+  /** The id of the dump that wrote it ({@link Manifest.dumpId}). */
+  dumpId?: string;
   /** Things left out of the image on purpose (policy include/exclude). */
   excluded: { what: string; reason: string }[];
   /** POSIX timers (timer_create), by id; absent in images of processes without any. */
@@ -348,6 +363,21 @@ export interface FileIdentity {
   ino: number;
   size: number;
   mtimeMs: number;
+  /**
+   * Change time in ns since the epoch, as a decimal string (statx): set by
+   * the kernel on every write, truncate or metadata change and never by
+   * utimes, so a file rewritten with its old mtime still differs. Absent in
+   * images of older cryo versions.
+   */
+  ctimeNs?: string;
+  /** A device node's device number (st_rdev): what it opens, whatever its inode. */
+  rdev?: number;
+}
+
+/** A directory's device and inode. */
+export interface DirId {
+  dev: number;
+  ino: number;
 }
 
 /** Real, effective, saved and fs uids/gids plus supplementary groups. */

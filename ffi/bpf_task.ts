@@ -3,9 +3,10 @@
  * writes per thread the task_struct fields no outside interface shows:
  * the sigaltstack (sas_ss_sp, sas_ss_size, sas_ss_flags), clear_child_tid,
  * pdeath_signal, timer_slack_ns, cred->securebits, mm->def_flags, the
- * real_cred pointer, atomic_flags, seccomp.mode, comm, and the task's own
- * address with its children list's first link, with the thread's tid and
- * tgid. Hand-assembled like the task_vma program (ffi/bpf.ts); the
+ * real_cred pointer, atomic_flags, seccomp.mode, comm, the task's own
+ * address with its children list's first link, the low word of
+ * thread_info.flags, personality, and the mempolicy and nsproxy pointers,
+ * with the thread's tid and tgid. Hand-assembled like the task_vma program (ffi/bpf.ts); the
  * struct offsets come from the caller, who reads them from the running
  * kernel's BTF (engine/proc/thread_state_bpf.ts).
  *
@@ -28,8 +29,9 @@ import {
   stx64,
   withIterator,
 } from "./bpf.ts";
-import { rawSyscall } from "./libc.ts";
+import { addressOf, rawSyscall } from "./libc.ts";
 import { SYS } from "./sysno.ts";
+import { SyscallTable, tablesRunHere } from "./syscall_table.ts";
 
 /** The kernel layout the task program reads, from the running kernel's BTF. */
 export interface TaskStateLayout {
@@ -76,12 +78,25 @@ export interface TaskStateLayout {
   comm: number;
   /** children (a struct list_head, whose first member is `next`). */
   children: number;
-  /** mempolicy (a pointer: NULL for the default NUMA policy); -1 when the kernel has none (no NUMA). */
+  /** thread_info.flags (8 bytes; its low word is read: the TIF_* bits). */
+  threadInfoFlags: number;
+  /** personality (4 bytes). */
+  personality: number;
+  /** mempolicy (a pointer: NULL for the default policy); -1 when the kernel has none (no NUMA): 0 is written. */
   mempolicy: number;
+  /** nsproxy (a pointer: threads with the same one share their namespaces). */
+  nsproxy: number;
+  /** fs and files (pointers: threads with the same ones share cwd, root, umask and the fd table). */
+  fs: number;
+  files: number;
+  /** Offset of thread_keyring in struct cred (a pointer); -1 without keys (CONFIG_KEYS): 0 is written. */
+  threadKeyring: number;
+  /** The TIF_NOTSC bit of thread_info.flags when found ({@link findNoTscBit}; not read by the program). */
+  noTscBit?: number;
 }
 
 /** Bytes the program writes per thread (see {@link decodeTaskRecords}). */
-export const TASK_RECORD_SIZE = 136;
+export const TASK_RECORD_SIZE = 168;
 
 /** One thread's record, as the program wrote it. */
 export interface TaskRecord {
@@ -113,8 +128,19 @@ export interface TaskRecord {
   /** The task_struct's address, and task->children.next: the list is empty when that is the address of task->children itself. */
   task: bigint;
   childrenNext: bigint;
-  /** task->mempolicy, as a number: 0 when the thread has the default NUMA policy (or no NUMA). */
+  /** The low 32 bits of task->thread_info.flags (TIF_* bits). */
+  tifFlags: number;
+  /** task->personality. */
+  personality: number;
+  /** task->mempolicy, as a number (0: the default policy). */
   mempolicy: bigint;
+  /** task->nsproxy, as a number: threads with the same one share their namespaces. */
+  nsproxy: bigint;
+  /** task->cred->thread_keyring, as a number (0: none, or no cred). */
+  threadKeyring: bigint;
+  /** task->fs and task->files, as numbers. */
+  fs: bigint;
+  files: bigint;
 }
 
 const R0 = 0, R1 = 1, R2 = 2, R3 = 3, R6 = 6, R7 = 7, R10 = 10;
@@ -133,17 +159,20 @@ const jneImm = (dst: number, imm: number, off: number) => insn(0x55, dst, 0, off
  * tid u32 @0, tgid u32 @4, sas_ss_sp u64 @8, sas_ss_size u64 @16,
  * sas_ss_flags u32 @24, pdeath_signal u32 @28, clear_child_tid u64 @32,
  * timer_slack_ns u64 @40, securebits u32 @48, cred read (1) u32 @52,
- * mm->def_flags u64 @56, mm read (1) u32 @64, 0 u32 @68, real_cred u64
- * @72, atomic_flags u64 @80, seccomp.mode u32 @88, 0 u32 @92, comm 16
- * bytes @96, the task's address u64 @112, children.next u64 @120,
- * mempolicy u64 @128 (0 when the layout has none).
+ * mm->def_flags u64 @56, mm read (1) u32 @64, thread_info.flags' low word
+ * u32 @68, real_cred u64 @72, atomic_flags u64 @80, seccomp.mode u32 @88,
+ * personality u32 @92, comm 16 bytes @96, the task's address u64 @112,
+ * children.next u64 @120, mempolicy u64 @128, nsproxy u64 @136,
+ * cred->thread_keyring u64 @144, fs u64 @152, files u64 @160.
  *
  * The members that are pointers to structs (cred, mm, real_cred,
  * children.next) are read with bpf_probe_read_kernel, not loaded: the
  * verifier looks up a type by name in the whole kernel BTF for each such
  * load from the trusted task pointer (btf_nested_type_is_trusted, a linear
  * scan: ~1.2 ms each on 6.18, 7 ms for the program as loads; 0.15 ms read
- * this way). A failed read leaves zeros, as a NULL pointer would.
+ * this way). A failed read leaves zeros, as a NULL pointer would. The
+ * instruction numbers in the comments are those of a kernel with NUMA and
+ * keys (without them, fewer instructions write zeros).
  */
 export function taskStateProgram(l: TaskStateLayout): Uint8Array<ArrayBuffer> {
   const R = -TASK_RECORD_SIZE;
@@ -206,22 +235,39 @@ export function taskStateProgram(l: TaskStateLayout): Uint8Array<ArrayBuffer> {
     stx64(R10, R + 104, R2), //           71: record.comm[8..16] = r2
     stx64(R10, R + 112, R7), //           72: record.task = r7
     ...probe(R + 120, 8, l.children), // 73-78: record.children_next = task->children.next
-    ...(l.mempolicy >= 0 //             79-84: record.mempolicy = task->mempolicy (or 0)
+    ldx64(R2, R7, l.threadInfoFlags), //  79: r2 = task->thread_info.flags
+    stx32(R10, R + 68, R2), //            80: record.tif_flags = its low word
+    ldx32(R2, R7, l.personality), //      81: r2 = task->personality
+    stx32(R10, R + 92, R2), //            82: record.personality = r2
+    ...(l.mempolicy >= 0 //            83-88: record.mempolicy = task->mempolicy (0 without NUMA)
       ? probe(R + 128, 8, l.mempolicy)
       : [mov64Imm(R2, 0), stx64(R10, R + 128, R2)]),
-    ldx64(R1, R6, l.metaSeq), //            r1 = meta->seq
-    mov64(R2, R10), //                      r2 = fp
-    add64Imm(R2, R), //                     r2 = fp - 136 (the record)
-    mov64Imm(R3, TASK_RECORD_SIZE), //      r3 = 136
-    call(l.seqWriteHelper), //              bpf_seq_write(r1, r2, r3)
+    ...probe(R + 136, 8, l.nsproxy), //   89-94: record.nsproxy = task->nsproxy
+    mov64Imm(R2, 0), //                   95: r2 = 0
+    stx64(R10, R + 144, R2), //           96: record.thread_keyring = 0
+    ...(l.threadKeyring >= 0 //        97-109: record.thread_keyring = task->cred->thread_keyring
+      ? [
+        ...probe(TMP, 8, l.cred), //      97-102: tmp = task->cred
+        ldx64(R3, R10, TMP), //          103: r3 = tmp
+        jeqImm(R3, 0, 5), //             104: if r3 == NULL goto 110
+        ...probe(R + 144, 8, l.threadKeyring, false), // 105-109
+      ]
+      : []),
+    ...probe(R + 152, 8, l.fs), //    110-115: record.fs = task->fs
+    ...probe(R + 160, 8, l.files), // 116-121: record.files = task->files
+    ldx64(R1, R6, l.metaSeq), //         122: r1 = meta->seq
+    mov64(R2, R10), //                   123: r2 = fp
+    add64Imm(R2, R), //                  124: r2 = fp - 168 (the record)
+    mov64Imm(R3, TASK_RECORD_SIZE), //   125: r3 = 168
+    call(l.seqWriteHelper), //           126: bpf_seq_write(r1, r2, r3)
   ];
   return encodeInsns([
     ldx64(R6, R1, l.ctxMeta), //           0: r6 = ctx->meta
     ldx64(R7, R1, l.ctxTask), //           1: r7 = ctx->task
-    jeqImm(R7, 0, body.length), //         2: if r7 == NULL goto the end call
-    ...body, //                            3-: the record, written
-    mov64Imm(R0, 0), //                     r0 = 0
-    exit(), //                              return r0
+    jeqImm(R7, 0, body.length), //         2: if r7 == NULL goto the end (127)
+    ...body, //                       3-126: the record, written
+    mov64Imm(R0, 0), //                  127: r0 = 0
+    exit(), //                           128: return r0
   ]);
 }
 
@@ -273,6 +319,82 @@ export function readTaskStates(progFd: number, pid: number): TaskRecord[] {
   });
 }
 
+const PR_GET_TSC = 25;
+const PR_SET_TSC = 26;
+const PR_TSC_ENABLE = 1;
+const PR_TSC_SIGSEGV = 2;
+/** Reads of the iterator per look at cryo's records, each into its own part of this many bytes. */
+const READS = 4;
+const READ_PART = 16 * 1024;
+
+/**
+ * The bit of thread_info.flags that PR_SET_TSC(PR_TSC_SIGSEGV) sets
+ * (TIF_NOTSC: 16 before Linux 6.18's generic TIF bits, 21 after; it is
+ * in no BTF), found by experiment on cryo's own thread: one syscall table
+ * run here sets the mode, reads task program `progFd`'s records of cryo's
+ * process and sets the mode back (no user code runs in between, so no
+ * rdtsc can fault), a second read without it; the bit set in the first
+ * record of this thread and not in the second, when exactly one is (up to
+ * 3 tries). Undefined when it cannot be told, or when this thread's mode
+ * was not the default. Never throws.
+ */
+export function findNoTscBit(progFd: number): number | undefined {
+  try {
+    if (!tablesRunHere()) return undefined;
+    const info = new Uint8Array(ITER_LINK_INFO_SIZE);
+    new DataView(info.buffer).setUint32(ITER_TASK_PID_OFFSET, Deno.pid, true);
+    // This thread's record (not necessarily the main thread's: a test runs in a worker),
+    // from reads of whole records, each into its own part of a buffer.
+    const own = (bytes: Uint8Array, results: bigint[], self: number) => {
+      for (const [i, n] of results.entries()) {
+        if (n <= 0n) break;
+        const part = bytes.subarray(i * READ_PART, i * READ_PART + Number(n));
+        const r = decodeTaskRecords(part).find((r) => r.tid === self);
+        if (r) return r.tifFlags;
+      }
+      return undefined;
+    };
+    for (let round = 0; round < 3; round++) {
+      const set = new Uint8Array(READS * READ_PART), plain = new Uint8Array(READS * READ_PART);
+      const mode = new Uint8Array(4);
+      const t = new SyscallTable(16);
+      const tid = t.syscall(SYS.gettid);
+      const got = t.syscall(SYS.prctl, PR_GET_TSC, mode, 0, 0, 0);
+      const on = t.syscall(SYS.prctl, PR_SET_TSC, PR_TSC_SIGSEGV, 0, 0, 0);
+      const reads = (fd: number, buf: Uint8Array<ArrayBuffer>) => {
+        t.keep(buf);
+        return Array.from(
+          { length: READS },
+          (_, i) => t.syscall(SYS.read, fd, addressOf(buf) + BigInt(i * READ_PART), READ_PART),
+        );
+      };
+      const [r1, off, r2] = withIterator(
+        progFd,
+        info,
+        (fd1) =>
+          withIterator(progFd, info, (fd2) => {
+            const r1 = reads(fd1, set);
+            const off = t.syscall(SYS.prctl, PR_SET_TSC, PR_TSC_ENABLE, 0, 0, 0);
+            const r2 = reads(fd2, plain);
+            t.runHere();
+            return [r1, off, r2] as const;
+          }),
+      );
+      if (t.result(got) < 0n || new DataView(mode.buffer).getInt32(0, true) !== PR_TSC_ENABLE) {
+        return undefined;
+      }
+      if (t.result(on) < 0n || t.result(off) < 0n) return undefined;
+      const self = Number(t.result(tid));
+      const a = own(set, r1.map((i) => t.result(i)), self);
+      const b = own(plain, r2.map((i) => t.result(i)), self);
+      if (a === undefined || b === undefined) return undefined;
+      const diff = (a & ~b) >>> 0;
+      if (diff !== 0 && (diff & (diff - 1)) === 0) return 31 - Math.clz32(diff);
+    }
+  } catch { /* cannot tell */ }
+  return undefined;
+}
+
 /** Decodes whole records (layout: {@link taskStateProgram}). */
 export function decodeTaskRecords(bytes: Uint8Array): TaskRecord[] {
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -297,7 +419,13 @@ export function decodeTaskRecords(bytes: Uint8Array): TaskRecord[] {
       comm: commBytes(bytes.subarray(at + 96, at + 112)),
       task: dv.getBigUint64(at + 112, true),
       childrenNext: dv.getBigUint64(at + 120, true),
+      tifFlags: dv.getUint32(at + 68, true),
+      personality: dv.getUint32(at + 92, true),
       mempolicy: dv.getBigUint64(at + 128, true),
+      nsproxy: dv.getBigUint64(at + 136, true),
+      threadKeyring: dv.getBigUint64(at + 144, true),
+      fs: dv.getBigUint64(at + 152, true),
+      files: dv.getBigUint64(at + 160, true),
     });
   }
   return out;

@@ -179,6 +179,7 @@ export const SYS = {
   sethostname: 170,
   setdomainname: 171,
   umount2: 166,
+  statx: 332,
 } as const;
 
 /** Name of a syscall by number, for plan printing and error messages. */

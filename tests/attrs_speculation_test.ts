@@ -1,13 +1,15 @@
 /**
  * Speculation controls and PR_SET_IO_FLUSHER (engine/task/attrs.ts), on
  * their own: which values a dump saves and in what order restore sets
- * them, with made-up prctl results (the probes of
+ * them, which threads' controls are refused for differing from the main
+ * thread's, and which TSC mode and MCE policy each thread gets back, with made-up prctl results (the probes of
  * tests/restore_probe_test.ts need a CPU with controls a process may set
  * and CAP_SYS_RESOURCE, and skip without them).
  */
 
 import assert from "node:assert/strict";
 import {
+  checkThreadSpeculation,
   collectProcessAttrs,
   type InjectedAttrs,
   restoreAttrsBeforeCredentials,
@@ -87,4 +89,82 @@ Deno.test("speculation controls are set in every thread, a forced disable last, 
   restoreAttrsBeforeCredentials({ ...image, attrs: { oomScoreAdj } } as ProcessImage, inj);
   assert.ok(calls.includes(`${Deno.pid}:57,1,0`), calls.join(" "));
   assert.ok(!calls.some((c) => c.startsWith("-1:57")), calls.join(" "));
+});
+
+Deno.test("speculation controls per thread: a thread whose controls differ from the main thread's is refused by name", () => {
+  const values = (speculation: number[]) => ({ tsc: 1, personality: 0, mempolicy: 0, speculation });
+  const same = new Refusals();
+  checkThreadSpeculation(
+    10,
+    [10, 11],
+    same,
+    new Map([[10, values([PRCTL | ENABLE, -19, -19])], [
+      11,
+      values([PRCTL | ENABLE, -19, -19]),
+    ]]),
+  );
+  assert.doesNotThrow(() => same.throwIfAny("x"));
+  const injectedDiff = new Refusals();
+  checkThreadSpeculation(
+    10,
+    [10, 11],
+    injectedDiff,
+    new Map([[10, values([PRCTL | ENABLE, -19, -19])], [
+      11,
+      values([PRCTL | DISABLE, -19, -19]),
+    ]]),
+  );
+  assert.throws(
+    () => injectedDiff.throwIfAny("x"),
+    /process 10 thread 11: a thread with speculation controls other than its main thread's .*: its storeBypass control is 5, the main thread's 3/,
+  );
+  // The task iterator's atomic_flags where the threads were not injected.
+  const records = (a: number, b: number) => ({
+    nsproxy: new Map<number, bigint>(),
+    fs: new Map<number, bigint>(),
+    files: new Map<number, bigint>(),
+    specFlags: new Map([[10, a], [11, b]]),
+    threadKeyring: new Map<number, bigint>(),
+  });
+  const iterSame = new Refusals();
+  checkThreadSpeculation(10, [10, 11], iterSame, undefined, records(0x08, 0x08));
+  assert.doesNotThrow(() => iterSame.throwIfAny("x"));
+  const iterDiff = new Refusals();
+  checkThreadSpeculation(10, [10, 11], iterDiff, undefined, records(0, 0x20));
+  assert.throws(
+    () => iterDiff.throwIfAny("x"),
+    /process 10 thread 11: .*its speculation flags are 0x20, the main thread's 0x0/,
+  );
+});
+
+Deno.test("TSC mode and MCE kill policy: each thread's own; an older image's process-wide values go to threads without their own", () => {
+  const calls: string[] = [];
+  const inj = {
+    call: (tid: number, _nr: number, ...a: (number | bigint)[]) => {
+      calls.push(`${tid}:${a.slice(0, 3).join(",")}`);
+      return 0n;
+    },
+    write: () => {},
+  };
+  const image = (
+    attrs: object,
+    threads: object[],
+  ) => ({ pid: 10, attrs, threads } as unknown as ProcessImage);
+  restoreCpuAndMdwe(
+    image({}, [
+      { tid: 10, attrs: { pdeathsig: 0, noNewPrivs: false } },
+      { tid: 11, attrs: { pdeathsig: 0, noNewPrivs: false, tsc: 2, mceKill: 1 } },
+    ]),
+    inj,
+  );
+  assert.deepEqual(calls, ["11:26,2,0", "11:33,1,1"]);
+  calls.length = 0;
+  restoreCpuAndMdwe(
+    image({ tsc: 2, mceKill: 0 }, [
+      { tid: 10, attrs: { pdeathsig: 0, noNewPrivs: false } },
+      { tid: 11, attrs: { pdeathsig: 0, noNewPrivs: false } },
+    ]),
+    inj,
+  );
+  assert.deepEqual(calls, ["10:26,2,0", "10:33,1,0", "11:26,2,0", "11:33,1,0"]);
 });

@@ -256,6 +256,11 @@ Deno.test("thread facts: a fact other than the status's is refuted for the boot;
       })),
       factsSet: new Set<string>(),
       factsTrusted: trusted,
+      nsproxy: new Map<number, bigint>(),
+      fs: new Map<number, bigint>(),
+      files: new Map<number, bigint>(),
+      specFlags: new Map<number, number>(),
+      threadKeyring: new Map<number, bigint>(),
     });
     // Equal: the check passes and is remembered.
     assert.equal(checkStatusFacts(bpf(false, false), real), undefined);

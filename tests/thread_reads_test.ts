@@ -49,6 +49,9 @@ const values: InjectedThreadState = {
   pdeathsig: 0,
   securebits: 0,
   timerSlackNs: 50000,
+  tsc: 1,
+  personality: 0,
+  mempolicy: 0,
 };
 
 /** Checks `r` against the reads made one call each for thread `tid`. */

@@ -65,6 +65,10 @@ function printedValues(out: string): Map<number, ThreadValues> {
       pdeathsig: Number(x[6]),
       securebits: Number(x[7]),
       timerSlackNs: Number(x[8]),
+      // rt_threadstate leaves these at their defaults.
+      tsc: 1,
+      personality: 0,
+      mempolicy: 0,
     });
   }
   return m;
@@ -288,7 +292,13 @@ Deno.test("thread state bpf: sigaltstack's flags derived as the kernel reports t
     comm: new Uint8Array(),
     task: 0n,
     childrenNext: 0n,
+    tifFlags: 0,
+    personality: 0,
     mempolicy: 0n,
+    nsproxy: 0n,
+    threadKeyring: 0n,
+    fs: 0n,
+    files: 0n,
   });
   const AUTODISARM = 0x80000000 | 0;
   // No size: SS_DISABLE whatever the stored flags (a disabled stack keeps its SS_DISABLE).
@@ -321,6 +331,9 @@ Deno.test("thread state bpf: a main thread whose injected values differ sends th
       pdeathsig: 0,
       securebits: 0,
       timerSlackNs: slack,
+      tsc: 1,
+      personality: 0,
+      mempolicy: 0,
     });
     const bpf = {
       pid: 10,
@@ -330,6 +343,11 @@ Deno.test("thread state bpf: a main thread whose injected values differ sends th
       facts: new Map(),
       factsSet: new Set<string>(),
       factsTrusted: false,
+      nsproxy: new Map<number, bigint>(),
+      fs: new Map<number, bigint>(),
+      files: new Map<number, bigint>(),
+      specFlags: new Map<number, number>(),
+      threadKeyring: new Map<number, bigint>(),
     };
     const threads = new Map([[10, v(1)]]);
     assert.equal(takeThreadStates(bpf, threads), false);

@@ -70,8 +70,33 @@ export interface InjectedThreadState {
   securebits: number;
   /** PR_GET_TIMERSLACK, read in the same visit (engine/task/sched.ts uses it); -1: not read. */
   timerSlackNs: number;
-  /** get_mempolicy, read in the same visit: its NUMA task policy, absent for the default (engine/memory/mempolicy.ts). */
-  mempolicy?: MemPolicy;
+  /** PR_GET_TSC (1 enable, 2 SIGSEGV), read in the same visit (engine/task/attrs.ts uses it). */
+  tsc: number;
+  /** personality(0xffffffff): the thread's own personality. */
+  personality: number;
+  /**
+   * get_mempolicy's mode (0 the default policy; -1: a policy the task
+   * iterator saw but cannot tell, or the call failed): any other is refused.
+   */
+  mempolicy: number;
+  /**
+   * PR_GET_SPECULATION_CTRL of each control (store bypass, indirect branch,
+   * L1D flush; -errno where unsupported), when read by injection (the task
+   * iterator's records hold atomic_flags instead: engine/task/attrs.ts
+   * `checkThreadSpeculation`).
+   */
+  speculation?: number[];
+  /**
+   * The serial of its thread keyring (-errno: none), when read by injection
+   * (the task iterator's records hold cred->thread_keyring instead):
+   * engine/task/keyrings.ts `checkThreadKeyrings`.
+   */
+  threadKeyring?: number;
+  /**
+   * The thread's NUMA policy (get_mempolicy with its node mask, read in the
+   * same call as `mempolicy`), absent for the default (engine/memory/mempolicy.ts).
+   */
+  numaPolicy?: MemPolicy;
   /**
    * The thread's own registers, signal mask and XSAVE area as read when it
    * was opened for crash-safe injection (the session puts exactly these
@@ -811,15 +836,17 @@ const OUT = {
   altstack: 0, // stack_t (24 bytes)
   tidAddress: 32, // 8 bytes
   pdeathsig: 40, // int
-  mempolicyMode: 48, // int (get_mempolicy)
-  mempolicyMask: 64, // MASK_BYTES (128)
+  tsc: 44, // int
+  mempolicy: 48, // int (get_mempolicy's mode)
+  mempolicyMask: 64, // its node mask, MASK_BYTES (128)
   end: 64 + MASK_BYTES,
 } as const;
 
 /**
  * Reads sigactions, itimers, the program break, the process's dumpable,
  * subreaper, THP disable and membarrier flags, and each thread's
- * sigaltstack, clear_child_tid, parent-death signal, securebits and timer slack: the
+ * sigaltstack, clear_child_tid, parent-death signal, securebits, timer slack, TSC mode,
+ * personality and NUMA policy mode: the
  * syscalls of each thread in one batch ({@link InjectionSession.calls}).
  */
 export function queryInjectedState(
@@ -842,10 +869,15 @@ export function queryInjectedState(
     { nr: SYS.prctl, args: [PR_GET_PDEATHSIG, out + BigInt(OUT.pdeathsig)] },
     { nr: SYS.prctl, args: [PR_GET_SECUREBITS] },
     { nr: SYS.prctl, args: [PR_GET_TIMERSLACK] },
+    { nr: SYS.prctl, args: [PR_GET_TSC, out + BigInt(OUT.tsc), 0, 0, 0] },
+    { nr: SYS.personality, args: [0xffffffff] },
     {
       nr: SYS.get_mempolicy,
-      args: [out + BigInt(OUT.mempolicyMode), out + BigInt(OUT.mempolicyMask), MAX_NODES, 0, 0],
+      args: [out + BigInt(OUT.mempolicy), out + BigInt(OUT.mempolicyMask), MAX_NODES, 0, 0],
     },
+    ...[0, 1, 2].map((i) => ({ nr: SYS.prctl, args: [PR_GET_SPECULATION_CTRL, i, 0, 0, 0] })),
+    // Not the session keyring: asking for it installs one in a thread that has none.
+    { nr: SYS.keyctl, args: [KEYCTL_GET_KEYRING_ID, KEY_SPEC_THREAD_KEYRING, 0] },
   ];
   const names = ["sigaltstack", "prctl(PR_GET_TID_ADDRESS)", "prctl(PR_GET_PDEATHSIG)"];
   const threads = new Map<number, InjectedThreadState>();
@@ -853,9 +885,9 @@ export function queryInjectedState(
   const record = (tid: number, own: bigint[], out: Uint8Array) => {
     own.forEach((v, i) => {
       if (v < 0n) {
-        if (i === 4) return; // timer slack: read from /proc instead (-1 below)
-        if (i === 5 && v === -ENOSYS) return; // no NUMA in this kernel: no policy
-        const what = names[i] ?? (i === 5 ? "get_mempolicy" : "prctl(PR_GET_SECUREBITS)");
+        // Timer slack: read from /proc instead (-1 below); TSC mode, mempolicy: below.
+        if (i >= 4) return;
+        const what = names[i] ?? "prctl(PR_GET_SECUREBITS)";
         throw new CryoError(
           `process ${s.pid}: ${what} in the target failed: ${errnoName(Number(-v))}`,
         );
@@ -863,9 +895,9 @@ export function queryInjectedState(
     });
     const dv = new DataView(out.buffer, out.byteOffset, out.byteLength);
     const st = stackT.decode(out.subarray(OUT.altstack, OUT.altstack + stackT.size));
-    const policy = own[5] === 0n
+    const policy = own[7] === 0n
       ? policyOf(
-        dv.getInt32(OUT.mempolicyMode, true),
+        dv.getInt32(OUT.mempolicy, true),
         out.subarray(OUT.mempolicyMask, OUT.mempolicyMask + MASK_BYTES),
       )
       : undefined;
@@ -875,7 +907,14 @@ export function queryInjectedState(
       pdeathsig: dv.getInt32(OUT.pdeathsig, true),
       securebits: Number(own[3]),
       timerSlackNs: own[4] >= 0n ? Number(own[4]) : -1,
-      ...(policy ? { mempolicy: policy } : {}),
+      // EINVAL: no TSC mode on this machine (the default).
+      tsc: own[5] >= 0n ? dv.getInt32(OUT.tsc, true) : PR_TSC_ENABLE,
+      personality: Number(BigInt.asUintN(32, own[6])),
+      // ENOSYS: a kernel without NUMA (the default policy).
+      mempolicy: own[7] >= 0n ? dv.getInt32(OUT.mempolicy, true) : own[7] === -38n ? 0 : -1,
+      speculation: own.slice(8, 11).map(Number),
+      threadKeyring: Number(own[11]),
+      ...(policy ? { numaPolicy: policy } : {}),
       own: s.ownState(tid),
     });
   };
@@ -916,7 +955,11 @@ export function queryInjectedState(
     others.forEach((tid, i) => record(tid, together[i + 1].r, together[i + 1].out));
   } else {
     r = visit(main, processSteps);
-    if (!bpf?.trusted || !takeThreadStates(bpf, threads)) {
+    // The iterator's records cannot tell a thread's L1D flush control: where
+    // the process may set it (PR_SPEC_PRCTL), every thread reads its own.
+    const l1d = r[PROCESS_ATTRS_AT + L1D_FLUSH_AT];
+    const l1dPerThread = l1d >= 0n && (l1d & PR_SPEC_PRCTL) !== 0n;
+    if (!bpf?.trusted || l1dPerThread || !takeThreadStates(bpf, threads)) {
       for (const tid of others) visit(tid, []);
     } else {
       // Only a thread itself reads its NUMA policy: those whose task->mempolicy is set are visited.
@@ -954,7 +997,11 @@ export function queryInjectedState(
     const at = AT.itimers + which * 32;
     timers.push(timer(out.slice(at, at + itimerval.size)));
   }
-  const processAttrs = processAttrsFrom(s.pid, r.slice(68, attrsEnd), s.read(AT.attrs, 8));
+  const processAttrs = processAttrsFrom(
+    s.pid,
+    r.slice(PROCESS_ATTRS_AT, attrsEnd),
+    s.read(AT.attrs, 8),
+  );
   s.endBatches();
   return {
     brk: BigInt.asUintN(64, r[67]),
@@ -968,7 +1015,16 @@ export function queryInjectedState(
 }
 
 const PR_GET_PDEATHSIG = 2;
-const ENOSYS = 38n;
 const PR_GET_SECUREBITS = 27;
 const PR_GET_TID_ADDRESS = 40;
 const PR_GET_TIMERSLACK = 30;
+const PR_GET_TSC = 25;
+const PR_TSC_ENABLE = 1;
+const PR_GET_SPECULATION_CTRL = 52;
+const KEYCTL_GET_KEYRING_ID = 0;
+const KEY_SPEC_THREAD_KEYRING = -1;
+const PR_SPEC_PRCTL = 1n;
+/** Where processAttrSteps' results begin in the main thread's process steps (64 sigactions, 3 itimers, brk). */
+const PROCESS_ATTRS_AT = 68;
+/** The L1D flush control's PR_GET_SPECULATION_CTRL among them (engine/task/attrs.ts processAttrSteps). */
+const L1D_FLUSH_AT = 9;

@@ -496,6 +496,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
   // by a tracer wait, is kept for its parent's own wait (a policy runner's).
   const rootIsOurChild = readStat(pid).ppid === Deno.pid;
   const t0 = performance.now();
+  const dumpId = crypto.randomUUID();
   const tmp = prepareDir(opts.dir);
   const finalDir = resolve(opts.dir);
   const sync = opts.sync !== false;
@@ -697,6 +698,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         ...collectLifecycle(p, collected.image, tree!, refusals),
         excluded: [],
         bootstrap: { start: `0x${start.toString(16)}`, size },
+        dumpId,
       };
       applyIncludes(image, opts.include);
       pausePoint("collect");
@@ -984,6 +986,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       formatVersion: IMAGE_FORMAT_VERSION,
       toolVersion: TOOL_VERSION,
       createdAt: new Date().toISOString(),
+      dumpId,
       host,
       rootPid: pid,
       processes: entries,

@@ -7,7 +7,7 @@
 
 import { readThreadsHere, threadReadsAvailable } from "../../ffi/thread_reads.ts";
 import { xsaveSize } from "../../ffi/ptrace.ts";
-import { readCmdline } from "../proc/misc.ts";
+import { readCmdline, readDirIds } from "../proc/misc.ts";
 import { readLimits } from "../proc/limits.ts";
 import type { FdInfo, Mapping, ProcessImage } from "../model.ts";
 import { Refusals } from "../support.ts";
@@ -245,6 +245,17 @@ export function collectProcess(
             perThread((t) => t.pdeathsig),
             perThread((t) => t.timerSlackNs),
             state.processAttrs,
+            new Map(
+              [...state.threads].map((
+                [tid, t],
+              ) => [tid, {
+                tsc: t.tsc,
+                personality: t.personality,
+                mempolicy: t.mempolicy,
+                ...(t.speculation ? { speculation: t.speculation } : {}),
+                ...(t.threadKeyring !== undefined ? { threadKeyring: t.threadKeyring } : {}),
+              }]),
+            ),
           ),
           // From the BPF task iterator when trusted, else probed (and compared: thread_state.ts).
           mlockFuture: takeMlockFuture(pid, state.mlockFuture, () => probeMlockFuture(s)),
@@ -277,7 +288,15 @@ export function collectProcess(
   // Every thread's ptrace and scheduling reads in one call on this (the tracer's) thread.
   const reads = threadReadsAvailable() ? readThreadsHere(tids, xsaveSize(pid)) : undefined;
   pumpCopyAhead();
-  const task = collectTaskState(pid, tids, injected.task, refusals, statuses, reads);
+  const task = collectTaskState(
+    pid,
+    tids,
+    injected.task,
+    refusals,
+    statuses,
+    reads,
+    bpfStates,
+  );
   // The smaps records are the dump's mappings as they are (no copy per mapping).
   const vmas: Vma[] = maps;
   // One object per mapping, built without spreads (10,000 mappings: this runs frozen).
@@ -286,6 +305,8 @@ export function collectProcess(
   let lastEnd = -1n, lastEndHex = "";
   // Records made before the freeze from the very maps text read at it (mapping_drafts.ts).
   const drafts = takeMappingDrafts(maps);
+  // One statx per file for its change time, however many times it is mapped.
+  const ctimes = new Map<string, string | undefined>();
   // By forEach: no loop of 10,000 rounds for V8 to compile (engine/find_from.ts).
   maps.forEach((m, i) => {
     const draft = drafts?.[i];
@@ -304,7 +325,7 @@ export function collectProcess(
     }
     const kind = classifyVma(m);
     const file = kind === "file-private" || kind === "file-shared"
-      ? readMapFileIdentity(pid, m) ?? undefined
+      ? readMapFileIdentity(pid, m, ctimes) ?? undefined
       : undefined;
     // Deleted files and memfds are saved by content (engine/fds/ghost.ts).
     const refused = refusedMapping(m);
@@ -344,7 +365,8 @@ export function collectProcess(
   let exe: ProcessImage["exe"] = null;
   try {
     const path = readProcLink(pid, "exe");
-    exe = fileIdentityOf(path.replace(/ \(deleted\)$/, ""), Deno.statSync(`/proc/${pid}/exe`));
+    const proc = `/proc/${pid}/exe`;
+    exe = fileIdentityOf(path.replace(/ \(deleted\)$/, ""), Deno.statSync(proc), proc);
   } catch { /* kernel thread or unreadable */ }
 
   // (Object.assign, not a spread: the record's XSAVE bytes are not enumerable, thread_xsave.ts.)
@@ -373,6 +395,7 @@ export function collectProcess(
       exe,
       cwd: readProcLink(pid, "cwd"),
       root: readProcLink(pid, "root"),
+      dirIds: readDirIds(pid),
       umask: status.umask ?? 0o022,
       personality: parseInt(readProcText(pid, "personality").trim(), 16),
       cmdline: readCmdline(pid),

@@ -59,6 +59,9 @@ export function rehearseThreads(helper: number, target: number, rounds: number):
       pdeathsig: 0,
       securebits: 0,
       timerSlackNs: -1,
+      tsc: 1,
+      personality: 0,
+      mempolicy: 0,
     };
     // The reads of every thread in one table run, as the freeze makes them (process.ts).
     const reads = threadReadsAvailable() ? readThreadsHere(tids, xsaveSize(helper)) : undefined;

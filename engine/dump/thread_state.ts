@@ -42,6 +42,7 @@ import {
   inInitialPidNamespace,
   loadThreadIterator,
   nearAltStack,
+  noTscBit,
   readThreadRecords,
   recordHasChildren,
   sigaltstackFlags,
@@ -201,6 +202,17 @@ export interface BpfThreadStates {
   /** Whether the facts may stand in for the statuses (the check passed on this boot for them). */
   factsTrusted: boolean;
   /**
+   * Each thread's task->nsproxy, task->fs and task->files (exact: no check
+   * needed; engine/task/thread_sharing.ts).
+   */
+  nsproxy: Map<number, bigint>;
+  fs: Map<number, bigint>;
+  files: Map<number, bigint>;
+  /** Each thread's speculation bits of task->atomic_flags (engine/task/attrs.ts `checkThreadSpeculation`). */
+  specFlags: Map<number, number>;
+  /** Each thread's cred->thread_keyring (exact; engine/task/keyrings.ts `checkThreadKeyrings`). */
+  threadKeyring: Map<number, bigint>;
+  /**
    * The threads whose task->mempolicy is set (a NUMA policy of their own):
    * only the thread itself reads it, so these are injected even when the
    * rest is taken from here (engine/memory/mempolicy.ts).
@@ -328,6 +340,9 @@ function fieldsSet(r: TaskRecord): string[] {
   if (r.securebits !== 0) out.push("securebits");
   if ((r.defFlags & VM_LOCKED) !== 0n) out.push("mlock_future");
   if ((r.defFlags & VM_LOCKONFAULT) !== 0n) out.push("mlock_onfault");
+  if (tscOf(r) !== PR_TSC_ENABLE) out.push("tsc");
+  if (r.personality !== 0) out.push("personality");
+  if (r.mempolicy !== 0n) out.push("mempolicy");
   return out;
 }
 
@@ -349,6 +364,7 @@ export function bpfThreadStates(pid: number, tids: readonly number[]): BpfThread
   if (!threadIteratorLoaded()) {
     return no(threadIteratorUnavailable() ?? "the program was not loaded before the freeze");
   }
+  if (noTscBit() === undefined) return no("the TSC mode's bit in thread_info.flags is not known");
   // The warm-up's read serves this dump's first process; the next read again.
   const memo = recalled !== null ? recalled : recallThreadState();
   recalled = null;
@@ -370,9 +386,18 @@ export function bpfThreadStates(pid: number, tids: readonly number[]): BpfThread
     const set = new Set<string>();
     const facts = new Map<number, ThreadFacts>();
     const factsSet = new Set<string>();
+    const nsproxy = new Map<number, bigint>();
+    const specFlags = new Map<number, number>();
+    const threadKeyring = new Map<number, bigint>();
+    const fs = new Map<number, bigint>(), files = new Map<number, bigint>();
     for (const r of records) {
       const f = factsOf(r);
       facts.set(r.tid, f);
+      nsproxy.set(r.tid, r.nsproxy);
+      specFlags.set(r.tid, Number(r.atomicFlags & PFA_SPEC_BITS));
+      threadKeyring.set(r.tid, r.threadKeyring);
+      fs.set(r.tid, r.fs);
+      files.set(r.tid, r.files);
       if (f.noNewPrivs) factsSet.add("no_new_privs");
       if (f.seccomp !== 0) factsSet.add("seccomp_mode");
       let rsp: bigint | undefined;
@@ -398,6 +423,11 @@ export function bpfThreadStates(pid: number, tids: readonly number[]): BpfThread
       facts,
       factsSet,
       factsTrusted,
+      nsproxy,
+      fs,
+      files,
+      specFlags,
+      threadKeyring,
       withPolicy: new Set(records.filter((r) => r.mempolicy !== 0n).map((r) => r.tid)),
       ...(main?.mmRead ? { mlockFuture: { value: mlockFutureOfFlags(main.defFlags) } } : {}),
     };
@@ -406,9 +436,29 @@ export function bpfThreadStates(pid: number, tids: readonly number[]): BpfThread
   }
 }
 
+const PR_TSC_ENABLE = 1;
+const PR_TSC_SIGSEGV = 2;
+/**
+ * PFA_SPEC_SSB_DISABLE, _SSB_FORCE_DISABLE, _IB_DISABLE, _IB_FORCE_DISABLE
+ * and _SSB_NOEXEC (bits 3 to 7 of task->atomic_flags): a thread's own
+ * store-bypass and indirect-branch speculation controls.
+ */
+const PFA_SPEC_BITS = 0xf8n;
+
+/** The TSC mode (PR_GET_TSC) of the thread of record `r` (its TIF_NOTSC bit, which must be known). */
+function tscOf(r: TaskRecord): number {
+  const bit = noTscBit();
+  if (bit === undefined) throw new Error("the TSC mode's bit is not known");
+  return (r.tifFlags >>> bit) & 1 ? PR_TSC_SIGSEGV : PR_TSC_ENABLE;
+}
+
 /** The values of a thread from its record (`rsp`: its stack pointer, when the flags need it). */
 function valuesOf(r: TaskRecord, rsp: bigint | undefined): ThreadValues {
   return {
+    tsc: tscOf(r),
+    personality: r.personality,
+    // A policy the record cannot tell (a pointer): refused as any other.
+    mempolicy: r.mempolicy === 0n ? 0 : -1,
     sigaltstack: { sp: hex(r.sasSsSp), flags: sigaltstackFlags(r, rsp), size: Number(r.sasSsSize) },
     clearChildTid: hex(r.clearChildTid),
     pdeathsig: r.pdeathSignal,
@@ -458,6 +508,9 @@ export function differs(a: ThreadValues, b: ThreadValues): string | undefined {
     ["pdeath signal", a.pdeathsig, b.pdeathsig],
     ["securebits", a.securebits, b.securebits],
     ["timer slack", a.timerSlackNs, b.timerSlackNs],
+    ["TSC mode", a.tsc, b.tsc],
+    ["personality", a.personality, b.personality],
+    ["NUMA policy set", a.mempolicy !== 0, b.mempolicy !== 0],
   ];
   const d = fields.find(([, x, y]) => x !== y);
   return d && `${d[0]} ${d[1]} (iterator) != ${d[2]} (injected)`;

@@ -419,9 +419,10 @@ export function fileNoteEntries(proc: ProcessImage): FileNoteEntry[] {
 /**
  * User XSAVE components gdb knows: [index, size, offset in the standard
  * (Intel) layout, offset in the layout of AMD CPUs, which have no MPX
- * components and put everything after AVX 256 bytes lower].
+ * components and put everything after AVX 256 bytes lower]. Also what a
+ * restore moves between the two layouts (engine/restore/xsave_fit.ts).
  */
-const XSAVE_COMPONENTS: readonly (readonly [number, number, number, number | null])[] = [
+export const XSAVE_COMPONENTS: readonly (readonly [number, number, number, number | null])[] = [
   [2, 256, 576, 576], // AVX (YMM_Hi128)
   [3, 64, 960, null], // MPX BNDREGS
   [4, 64, 1024, null], // MPX BNDCSR

@@ -27,6 +27,8 @@ const fileIdentity = z.looseObject({
   ino: nat,
   size: nat,
   mtimeMs: z.number(),
+  ctimeNs: z.string().regex(/^\d+$/).optional(),
+  rdev: nat.optional(),
 });
 
 /** A NUMA memory policy (engine/memory/mempolicy.ts): mode with flags, nodes below 1024. */
@@ -150,6 +152,10 @@ export const processImageSchema = z.looseObject({
   exe: fileIdentity.nullable(),
   cwd: z.string(),
   root: z.string(),
+  dirIds: z.looseObject({
+    cwd: z.looseObject({ dev: nat, ino: nat }),
+    root: z.looseObject({ dev: nat, ino: nat }),
+  }).optional(),
   umask: nat,
   personality: nat,
   cmdline: z.array(z.string()),
@@ -181,6 +187,7 @@ export const processImageSchema = z.looseObject({
   fds: z.array(fd),
   children: z.array(int),
   bootstrap: z.looseObject({ start: hex, size: nat }),
+  dumpId: z.string().optional(),
   excluded: z.array(z.looseObject({ what: z.string(), reason: z.string() })),
   ctty: z.looseObject({ ttyNr: int, fgPgrp: int }).optional(),
   cgroups: z.array(z.string()).optional(),
@@ -223,6 +230,7 @@ export const manifestSchema = z.looseObject({
   formatVersion: int,
   toolVersion: z.string(),
   createdAt: z.string(),
+  dumpId: z.string().optional(),
   host: z.looseObject({
     kernelRelease: z.string(),
     hostname: z.string(),

@@ -7,6 +7,7 @@
 
 import type { FileIdentity } from "../model.ts";
 import { translateProcError } from "./errors.ts";
+import { changeTimeNs } from "../../ffi/statx.ts";
 
 /** Path of `/proc/<pid>/<rel>`, or `/proc/<pid>/task/<tid>/<rel>` when `tid` is given. */
 export function procPath(pid: number, rel: string, tid?: number): string {
@@ -59,15 +60,25 @@ export function readProcNumericDir(pid: number, rel: string, tid?: number): numb
   }, tid);
 }
 
-/** Builds a {@link FileIdentity} from a path and its stat result. */
-export function fileIdentityOf(path: string, info: Deno.FileInfo): FileIdentity {
-  return {
+/**
+ * Builds a {@link FileIdentity} from a path and its stat result; with
+ * `statPath` (the path that was stat'ed, e.g. a /proc link), also its
+ * change time in ns (one statx; left out if the file is gone meanwhile).
+ */
+export function fileIdentityOf(path: string, info: Deno.FileInfo, statPath?: string): FileIdentity {
+  const id: FileIdentity = {
     path,
     dev: info.dev,
     ino: info.ino ?? 0,
     size: info.size,
     mtimeMs: info.mtime?.getTime() ?? 0,
   };
+  if (info.isCharDevice || info.isBlockDevice) id.rdev = info.rdev ?? 0;
+  if (statPath !== undefined) {
+    const ctime = changeTimeNs(statPath);
+    if (typeof ctime === "string") id.ctimeNs = ctime;
+  }
+  return id;
 }
 
 /** Parses a hex string (with or without `0x`) into a bigint. */

@@ -25,6 +25,7 @@ import {
   PROCMAP_QUERY_VMA_WRITABLE,
   ProcmapQuery,
 } from "../../ffi/procmap_query.ts";
+import { changeTimeNs } from "../../ffi/statx.ts";
 
 /** One line of /proc/<pid>/maps. */
 export interface MapEntry {
@@ -400,12 +401,27 @@ export function isFileBacked(entry: MapEntry): boolean {
  * Returns null for anonymous areas or when the kernel has no map_files
  * entry for it.
  */
-export function readMapFileIdentity(pid: number, entry: MapEntry): FileIdentity | null {
+export function readMapFileIdentity(
+  pid: number,
+  entry: MapEntry,
+  /** Change times found so far in this collect, by "dev:ino" (a file mapped many times: one statx). */
+  ctimes?: Map<string, string | undefined>,
+): FileIdentity | null {
   if (!isFileBacked(entry)) return null;
   const path = procPath(pid, `map_files/${entry.start.toString(16)}-${entry.end.toString(16)}`);
   try {
     const info = procRead(pid, path, () => Deno.statSync(path));
-    return fileIdentityOf(mappingFilePath(entry), info);
+    if (!ctimes) return fileIdentityOf(mappingFilePath(entry), info, path);
+    const key = `${info.dev}:${info.ino}`;
+    let ctime = ctimes.get(key);
+    if (ctime === undefined && !ctimes.has(key)) {
+      const found = changeTimeNs(path);
+      ctime = typeof found === "string" ? found : undefined;
+      ctimes.set(key, ctime);
+    }
+    const id = fileIdentityOf(mappingFilePath(entry), info);
+    if (ctime !== undefined) id.ctimeNs = ctime;
+    return id;
   } catch (err) {
     if (err instanceof ProcEntryNotFoundError) return null;
     if (err instanceof ProcPermissionError) return identityByPath(pid, entry);
@@ -452,7 +468,7 @@ function identityByPath(pid: number, entry: MapEntry): FileIdentity {
       `${where}: ${path} is no longer the mapped file and map_files cannot be opened without CAP_CHECKPOINT_RESTORE on the host (rootless dump)`,
     );
   }
-  return fileIdentityOf(path, info);
+  return fileIdentityOf(path, info, path);
 }
 
 /** An area's range and permissions, as a PROCMAP_QUERY lookup gives them. */

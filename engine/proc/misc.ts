@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { FileIdentity } from "../model.ts";
+import type { FileIdentity, ProcessImage } from "../model.ts";
 import { assertAlive } from "./errors.ts";
 import {
   fileIdentityOf,
@@ -17,6 +17,19 @@ import {
 } from "./io.ts";
 
 const DELETED = " (deleted)";
+
+/** Device and inode of the cwd and root of a process; undefined if one cannot be stat'ed. */
+export function readDirIds(pid: number): ProcessImage["dirIds"] {
+  try {
+    const id = (which: string) => {
+      const st = statProc(pid, which);
+      return { dev: st.dev, ino: st.ino ?? 0 };
+    };
+    return { cwd: id("cwd"), root: id("root") };
+  } catch {
+    return undefined;
+  }
+}
 
 /** readlink of /proc/<pid>/cwd (ProcessGoneError for a zombie). */
 export function readCwd(pid: number): string {
@@ -37,7 +50,7 @@ export function readExe(pid: number): string {
 export function readExeIdentity(pid: number): FileIdentity {
   const link = readExe(pid);
   const path = link.endsWith(DELETED) ? link.slice(0, -DELETED.length) : link;
-  return fileIdentityOf(path, statProc(pid, "exe"));
+  return fileIdentityOf(path, statProc(pid, "exe"), procPath(pid, "exe"));
 }
 
 /** Splits NUL-separated bytes into strings (a trailing NUL ends the last one). */

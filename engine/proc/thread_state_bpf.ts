@@ -13,6 +13,7 @@
 
 import { Btf, BTF_KIND } from "../../ffi/btf.ts";
 import {
+  findNoTscBit,
   loadTaskStateProgram,
   readTaskStates,
   type TaskRecord,
@@ -73,8 +74,18 @@ export function taskStateLayout(btf: Btf): TaskStateLayout {
       member(struct("seccomp"), "mode", 4),
     comm: commOffset(btf, task),
     children: childrenOffset(btf, task),
-    // CONFIG_NUMA only; without it no thread has a policy (engine/memory/mempolicy.ts).
+    threadInfoFlags: need(btf.member(task, "thread_info"), "member thread_info of task_struct")
+      .offset + member(struct("thread_info"), "flags", 8),
+    personality: member(task, "personality", 4),
+    // Absent without CONFIG_NUMA: every task has the default policy.
     mempolicy: btf.member(task, "mempolicy") ? member(task, "mempolicy", "ptr") : -1,
+    nsproxy: member(task, "nsproxy", "ptr"),
+    fs: member(task, "fs", "ptr"),
+    files: member(task, "files", "ptr"),
+    // Absent without CONFIG_KEYS: no task has a thread keyring.
+    threadKeyring: btf.member(struct("cred"), "thread_keyring")
+      ? member(struct("cred"), "thread_keyring", "ptr")
+      : -1,
   };
 }
 
@@ -101,7 +112,10 @@ function commOffset(btf: Btf, task: number): number {
 }
 
 /** The loaded program, or why there is none; made once per cryo process. */
-let loaded: { fd: number; layout: TaskStateLayout } | { unavailable: string } | undefined;
+let loaded:
+  | { fd: number; layout: TaskStateLayout; noTscBit: number | undefined }
+  | { unavailable: string }
+  | undefined;
 
 /**
  * Loads the task program once (its layout from BTF, or as read earlier on
@@ -113,13 +127,28 @@ export function loadThreadIterator(): boolean {
     try {
       const remembered = recallThreadState()?.layout;
       const layout = remembered ?? taskStateLayout(Btf.vmlinux());
-      loaded = { fd: loadTaskStateProgram(layout), layout };
-      if (!remembered) rememberThreadLayout(layout);
+      const fd = loadTaskStateProgram(layout);
+      // Found once per boot, remembered with the layout.
+      const noTscBit = layout.noTscBit ?? findNoTscBit(fd);
+      loaded = { fd, layout, noTscBit };
+      if (!remembered || (noTscBit !== undefined && layout.noTscBit === undefined)) {
+        rememberThreadLayout({ ...layout, ...(noTscBit !== undefined ? { noTscBit } : {}) });
+      }
     } catch (e) {
       loaded = { unavailable: e instanceof Error ? e.message : String(e) };
     }
   }
   return "fd" in loaded;
+}
+
+/**
+ * The bit of a record's `tifFlags` that says the thread's TSC mode is
+ * PR_TSC_SIGSEGV (found on cryo's own thread when the program was
+ * loaded), or undefined when the program is not loaded or it could not
+ * be told (the records then cannot tell a thread's TSC mode).
+ */
+export function noTscBit(): number | undefined {
+  return loaded && "fd" in loaded ? loaded.noTscBit : undefined;
 }
 
 /** Whether the task program is loaded (without trying to load it). */

@@ -202,7 +202,10 @@ export function rememberLayout(layout: TaskVmaLayout): void {
   writeMemo(read.path, { ...read.memo, boot: read.boot, layout: kept });
 }
 
-const THREAD_LAYOUT_FIELDS: readonly (keyof TaskStateLayout)[] = [
+const THREAD_LAYOUT_FIELDS: readonly Exclude<
+  keyof TaskStateLayout,
+  "noTscBit" | "mempolicy" | "threadKeyring"
+>[] = [
   "attachBtfId",
   "seqWriteHelper",
   "probeReadHelper",
@@ -226,6 +229,11 @@ const THREAD_LAYOUT_FIELDS: readonly (keyof TaskStateLayout)[] = [
   "seccompMode",
   "comm",
   "children",
+  "threadInfoFlags",
+  "personality",
+  "nsproxy",
+  "fs",
+  "files",
 ];
 
 /** What this boot's memo holds of the per-thread state's iterator. */
@@ -248,9 +256,12 @@ export function recallThreadState(): RecalledThreadState | undefined {
   if (
     !layout || typeof layout !== "object" ||
     THREAD_LAYOUT_FIELDS.some((f) => !Number.isSafeInteger(layout![f]) || layout![f] < 0) ||
-    // -1: a kernel without NUMA (a memo written before the field had none: read again).
-    !Number.isSafeInteger(layout.mempolicy) || layout.mempolicy < -1
+    [layout.mempolicy, layout.threadKeyring].some((v) => !Number.isSafeInteger(v) || v < -1)
   ) layout = undefined;
+  else if (
+    layout.noTscBit !== undefined &&
+    !(Number.isSafeInteger(layout.noTscBit) && layout.noTscBit >= 0 && layout.noTscBit < 32)
+  ) layout = { ...layout, noTscBit: undefined };
   const confirmed = Array.isArray(t.confirmed) && t.confirmed.every((f) => typeof f === "string")
     ? new Set(t.confirmed)
     : new Set<string>();

@@ -9,7 +9,7 @@ import { zombiePids } from "../task/zombies.ts";
 import { vdsoFacts } from "../vdso.ts";
 import { recallOwnVdso, rememberOwnVdso } from "../proc/vm_flags_memo.ts";
 import { readStatus } from "../proc/status.ts";
-import type { FileIdentity, Manifest, ProcessImage } from "../model.ts";
+import type { FdInfo, FileIdentity, Manifest, ProcessImage } from "../model.ts";
 import { RestoreError } from "../errors.ts";
 import { deletedFifoProblem } from "../fds/fifo.ts";
 import { isOwnProcPath } from "../fds/procfs.ts";
@@ -18,6 +18,7 @@ import { rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { Errno } from "../../ffi/errno.ts";
 import { findFrom } from "../find_from.ts";
+import { changeTimeNs } from "../../ffi/statx.ts";
 
 function describeHolder(pid: number): string | undefined {
   try {
@@ -110,6 +111,13 @@ export function checkFileIdentity(what: string, f: FileIdentity, sameFileOnly = 
   if (st.size !== f.size || mtime !== f.mtimeMs) {
     throw new RestoreError(`cannot restore: ${what} ${f.path} changed since the dump`);
   }
+  if (f.ctimeNs === undefined) return;
+  // Same size and mtime, but utimes can set an mtime back: the change time it cannot.
+  if (changeTimeNs(f.path) !== f.ctimeNs) {
+    throw new RestoreError(
+      `cannot restore: ${what} ${f.path} changed since the dump (its change time moved: rewritten with its old mtime, or renamed, linked or chmod'ed)`,
+    );
+  }
 }
 
 /**
@@ -135,6 +143,63 @@ export function checkFiles(processes: readonly ProcessImage[]): void {
       checkFileIdentity(`file mapped by ${p.pid}`, m.file, shared);
       return false;
     });
+  }
+}
+
+/**
+ * Throws if a process's image was written by another dump than the
+ * manifest (a file copied in from another image directory): the checksum
+ * check finds that too, but not with `--no-verify`. Images without ids
+ * (older cryo versions) are not compared.
+ */
+export function checkSameDump(manifest: Manifest, processes: readonly ProcessImage[]): void {
+  if (manifest.dumpId === undefined) return;
+  for (const p of processes) {
+    if (p.dumpId === undefined || p.dumpId === manifest.dumpId) continue;
+    const file = manifest.processes.find((e) => e.pid === p.pid)?.file ?? `${p.pid}.elf`;
+    throw new RestoreError(
+      `cannot restore: ${file} was written by another dump (${p.dumpId}) than the manifest (${manifest.dumpId})`,
+    );
+  }
+}
+
+/**
+ * Throws if the cwd or root directory of a process is gone or is another
+ * directory than at the dump (same device and inode, when the image
+ * recorded them). A directory under one of `remade` (the tmpfs mounts a
+ * launched tree's restore makes again) is not there yet, and gets a new
+ * inode: left out.
+ */
+export function checkProcessDirs(
+  processes: readonly ProcessImage[],
+  remade: readonly string[] = [],
+): void {
+  const under = (p: string) =>
+    remade.some((m) => p === m || p.startsWith(m.endsWith("/") ? m : `${m}/`));
+  for (const p of processes) {
+    for (const which of ["cwd", "root"] as const) {
+      const path = p[which];
+      if (under(path)) continue;
+      let st: Deno.FileInfo;
+      try {
+        st = Deno.statSync(path);
+      } catch {
+        throw new RestoreError(
+          `cannot restore: the ${which} of process ${p.pid}, ${path}, is missing`,
+        );
+      }
+      const id = p.dirIds?.[which];
+      if (!st.isDirectory) {
+        throw new RestoreError(
+          `cannot restore: the ${which} of process ${p.pid}, ${path}, is no longer a directory`,
+        );
+      }
+      if (id && (st.ino !== id.ino || st.dev !== id.dev)) {
+        throw new RestoreError(
+          `cannot restore: the ${which} of process ${p.pid}, ${path}, was replaced by another directory since the dump`,
+        );
+      }
+    }
   }
 }
 
@@ -241,20 +306,58 @@ export function checkFdFiles(
         `cannot restore: fd ${fd} of process ${image.pid} was ${source.path}, which is missing (use --inherit-fd ${fd}=PATH)`,
       );
     }
-    if (
-      info?.file && info.file.path === source.path && info.kind === "file" &&
-      (st.ino !== info.file.ino || st.dev !== info.file.dev)
-    ) {
-      throw new RestoreError(
-        `cannot restore: fd ${fd} of process ${image.pid}: ${source.path} was replaced by another file since the dump`,
-      );
-    }
     if (source.kind === "fifo" && !st.isFifo) {
       throw new RestoreError(
         `cannot restore: fd ${fd} of process ${image.pid}: ${source.path} is no longer a FIFO`,
       );
     }
+    const why = info?.file && info.file.path === source.path
+      ? reopenedFileProblem(info.kind, info.file, st)
+      : undefined;
+    if (why) {
+      throw new RestoreError(
+        `cannot restore: fd ${fd} of process ${image.pid}: ${source.path} ${why} (--inherit-fd ${fd}=${source.path} takes it as it is now)`,
+      );
+    }
   }
+}
+
+const TYPE_NAMES: Partial<Record<FdInfo["kind"], [string, (st: Deno.FileInfo) => boolean]>> = {
+  file: ["a regular file", (st) => st.isFile],
+  directory: ["a directory", (st) => st.isDirectory],
+  chardev: ["a character device", (st) => st.isCharDevice === true],
+  blockdev: ["a block device", (st) => st.isBlockDevice === true],
+  fifo: ["a FIFO", (st) => st.isFifo === true],
+};
+
+/**
+ * Why the file at a reopened fd's path is not the one the fd had, or
+ * undefined: it must be of the same type, and the same file (device and
+ * inode) for files, directories and FIFOs; a device node must open the
+ * same device (its inode may differ: /dev is made anew at every boot).
+ * The content of a file is not the fd's: it may have changed (as it may
+ * under a running process).
+ */
+export function reopenedFileProblem(
+  kind: FdInfo["kind"],
+  f: FileIdentity,
+  st: Deno.FileInfo,
+): string | undefined {
+  const type = TYPE_NAMES[kind];
+  if (!type) return undefined;
+  // procfs and sysfs make their inodes as they are looked up (and a launched tree's /proc is
+  // mounted again): only a regular file there is compared, as before.
+  if (kind !== "file" && /^\/(proc|sys)(\/|$)/.test(f.path)) return undefined;
+  if (!type[1](st)) return `is no longer ${type[0]}`;
+  if (kind === "chardev" || kind === "blockdev") {
+    if (f.rdev === undefined || st.rdev === f.rdev) return undefined;
+    const dev = (d: number) => `${Math.floor(d / 256) & 0xfff}:${(d & 0xff) | ((d >> 12) & ~0xff)}`;
+    return `is now device ${dev(st.rdev ?? 0)}, not ${dev(f.rdev)}`;
+  }
+  if (st.ino !== f.ino || st.dev !== f.dev) {
+    return `was replaced by another ${kind === "directory" ? "directory" : "file"} since the dump`;
+  }
+  return undefined;
 }
 
 /**

@@ -39,6 +39,8 @@ import {
   checkGroupIdsFree,
   checkPidsFree,
   checkPrivileges,
+  checkProcessDirs,
+  checkSameDump,
   checkVdso,
   type OwnVdso,
   startOwnVdso,
@@ -159,6 +161,7 @@ export async function planRestore(
     );
   }
   validateImage(abs, manifest, images.map((i) => i.process));
+  checkSameDump(manifest, images.map((i) => i.process));
   tick?.();
   const byPid = new Map<number, ProcessImage>(images.map((i) => [i.process.pid, i.process]));
   const pathOf = (pid: number) => `${abs}/${manifest.processes.find((p) => p.pid === pid)!.file}`;
@@ -272,6 +275,7 @@ export async function preflight(
   const processes = plan.units.map((u) => u.image);
   checkFiles(processes);
   checkFdFiles(plan.units);
+  checkProcessDirs(processes, plan.manifest.namespaces?.mounts?.map((m) => m.mountPoint));
   checkUnixNamesFree(processes);
   checkInotifyPaths(processes);
   checkCgroups(processes);

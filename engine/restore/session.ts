@@ -55,9 +55,10 @@ import {
 } from "../../ffi/ptrace.ts";
 import { findSyscallInstruction, injectSyscall } from "../../ffi/inject.ts";
 import { processVmWriteFully } from "../../ffi/process_vm.ts";
-import { decodeXsaveHeader, xsaveXcr0 } from "../../ffi/structs.ts";
+import { xsaveXcr0 } from "../../ffi/structs.ts";
 import { errnoName } from "../../ffi/errno.ts";
-import { threadXsave } from "../image/thread_xsave.ts";
+import { setThreadXsave, threadXsave } from "../image/thread_xsave.ts";
+import { fitXsave } from "./xsave_fit.ts";
 import type { ProcessImage } from "../model.ts";
 import { RestoreError } from "../errors.ts";
 import { describeFailedOp, describeFailure } from "../program/builder.ts";
@@ -270,19 +271,20 @@ export class RestoreSession {
     cont(root.pid, 0);
   }
 
-  /** Refuses images whose threads use XSAVE features this CPU/kernel lacks. */
+  /**
+   * Refuses images whose threads use XSAVE features this CPU/kernel lacks or
+   * lays out otherwise; moves an area of another size that only uses
+   * x87/SSE/AVX into one of this CPU's size (engine/restore/xsave_fit.ts).
+   */
   #checkXsave(tid: number): void {
-    const have = xsaveXcr0(getXstate(tid));
+    const host = getXstate(tid);
+    const have = xsaveXcr0(host);
     for (const u of this.#units.values()) {
       for (const t of u.image.threads) {
-        const used = decodeXsaveHeader(threadXsave(t)).xstateBv;
-        if ((used & ~have) !== 0n) {
-          throw new RestoreError(
-            `cannot restore: thread ${t.tid} uses XSAVE features 0x${
-              used.toString(16)
-            } but this CPU offers 0x${have.toString(16)}`,
-          );
-        }
+        const area = threadXsave(t);
+        const fit = fitXsave(t.tid, area, have, host.length);
+        if (typeof fit === "string") throw new RestoreError(`cannot restore: ${fit}`);
+        if (fit !== area) setThreadXsave(t, fit);
       }
     }
   }

@@ -82,7 +82,10 @@ export function checkImageDirTrust(dir: string, trustOwner = false): void {
   }
   for (const e of Deno.readDirSync(dir)) {
     const fst = Deno.lstatSync(`${dir}/${e.name}`);
-    const p = problemOf(fst);
+    // A link's own mode is 0777: say what it is (its target may be anyone's file).
+    const p = fst.isSymlink
+      ? `a symbolic link to ${Deno.readLinkSync(`${dir}/${e.name}`)}, not a file of the dump`
+      : problemOf(fst);
     if (p) throw new RestoreError(`cannot restore: ${dir}/${e.name} is ${p}${trust}`);
   }
 }

@@ -46,9 +46,10 @@ export interface ProcessAttrs {
   /** PR_GET_MDWE (memory-deny-write-execute flags), absent when 0 or from older images. */
   mdwe?: number;
   /**
-   * The main thread's PR_GET_TSC (1 enable, 2 SIGSEGV) and PR_MCE_KILL_GET
+   * In images written before they were saved per thread ({@link ThreadAttrs}):
+   * the main thread's PR_GET_TSC (1 enable, 2 SIGSEGV) and PR_MCE_KILL_GET
    * (0 late, 1 early, 2 default), absent when the default; restore gives
-   * them to every thread (the kernel keeps them per thread, inherited at clone).
+   * them to the threads that have none of their own.
    */
   tsc?: number;
   mceKill?: number;
@@ -76,6 +77,81 @@ export interface ThreadAttrs {
   noNewPrivs: boolean;
   /** PR_SET_IO_FLUSHER in effect (PF_MEMALLOC_NOIO and PF_LOCAL_THROTTLE in its stat flags). */
   ioFlusher?: true;
+  /** PR_GET_TSC when not the default (2: SIGSEGV), read in the thread. */
+  tsc?: number;
+  /**
+   * PR_MCE_KILL_GET when not the default (0 late, 1 early): PF_MCE_PROCESS
+   * and PF_MCE_EARLY in its stat flags.
+   */
+  mceKill?: number;
+  /** The thread's personality where it is not the process's (its main thread's). */
+  personality?: number;
+}
+
+/** What each thread's injected batch (or the task iterator) read for {@link ThreadAttrs}. */
+export interface ThreadCpuValues {
+  /** PR_GET_TSC. */
+  tsc: number;
+  /** personality(0xffffffff). */
+  personality: number;
+  /** get_mempolicy's mode (0: the default; -1: not the default, mode unknown). */
+  mempolicy: number;
+  /** PR_GET_SPECULATION_CTRL of each control, when read by injection. */
+  speculation?: number[];
+  /** Its thread keyring's serial (-errno: none), when read by injection. */
+  threadKeyring?: number;
+}
+
+/** What the task iterator's records say per thread (engine/dump/thread_state.ts). */
+export interface ThreadRecordValues {
+  /** task->nsproxy, task->fs, task->files. */
+  nsproxy: ReadonlyMap<number, bigint>;
+  fs: ReadonlyMap<number, bigint>;
+  files: ReadonlyMap<number, bigint>;
+  /** The speculation-control bits of task->atomic_flags. */
+  specFlags: ReadonlyMap<number, number>;
+  /** cred->thread_keyring (0: none). */
+  threadKeyring: ReadonlyMap<number, bigint>;
+}
+
+/**
+ * Refuses the threads of `pid` whose speculation controls differ from the
+ * main thread's (restore gives the main thread's to every thread):
+ * compared by their PR_GET_SPECULATION_CTRL values where each thread read
+ * its own (`cpu`), else by the speculation bits of the task iterator's
+ * atomic_flags (store bypass, indirect branch; the iterator is not used
+ * for the threads where the L1D flush control is per task: engine/dump/injected.ts).
+ */
+export function checkThreadSpeculation(
+  pid: number,
+  tids: readonly number[],
+  refusals: Refusals,
+  cpu?: ReadonlyMap<number, ThreadCpuValues>,
+  records?: ThreadRecordValues,
+): void {
+  const mine = cpu?.get(pid)?.speculation;
+  const mineFlags = records?.specFlags.get(pid);
+  for (const tid of tids) {
+    if (tid === pid) continue;
+    const theirs = cpu?.get(tid)?.speculation;
+    let detail: string | undefined;
+    if (mine && theirs) {
+      const i = theirs.findIndex((v, i) => v !== mine[i]);
+      if (i >= 0) {
+        detail = `its ${SPECULATION_CONTROLS[i]} control is ${theirs[i]}, the main thread's ${
+          mine[i]
+        }`;
+      }
+    } else {
+      const flags = records?.specFlags.get(tid);
+      if (flags !== undefined && mineFlags !== undefined && flags !== mineFlags) {
+        detail = `its speculation flags are 0x${flags.toString(16)}, the main thread's 0x${
+          mineFlags.toString(16)
+        }`;
+      }
+    }
+    if (detail) refusals.use("task.thread-speculation", `process ${pid} thread ${tid}`, detail);
+  }
 }
 
 /** The speculation controls of PR_SET_SPECULATION_CTRL, in the kernel's order (0, 1, 2). */
@@ -102,6 +178,8 @@ export interface InjectedAttrs {
   pdeathsig: Map<number, number>;
   /** Timer slack by tid (PR_GET_TIMERSLACK in each thread), when read by injection. */
   timerSlackNs?: ReadonlyMap<number, number>;
+  /** TSC mode, personality and NUMA policy by tid, when read (engine/dump/injected.ts). */
+  cpu?: ReadonlyMap<number, ThreadCpuValues>;
 }
 
 const PR_SET_PDEATHSIG = 1;
@@ -132,6 +210,12 @@ const PR_SPEC_FORCE_DISABLE = 8;
 const PR_SET_IO_FLUSHER = 57;
 /** PF_MEMALLOC_NOIO | PF_LOCAL_THROTTLE: what PR_SET_IO_FLUSHER sets. */
 const PF_IO_FLUSHER = 0x00080000 | 0x00100000;
+/** PF_MCE_PROCESS: the thread has its own MCE kill policy (PR_MCE_KILL_SET). */
+const PF_MCE_PROCESS = 0x00000080;
+/** PF_MCE_EARLY: that policy is early kill. */
+const PF_MCE_EARLY = 0x08000000;
+const PR_MCE_KILL_LATE = 0;
+const PR_MCE_KILL_EARLY = 1;
 const SUID_DUMP_ROOT = 2;
 
 /** The process-wide attributes {@link queryAttrs} reads in the main thread. */
@@ -324,10 +408,6 @@ export function collectProcessAttrs(
     thpDisable: injected.thpDisable,
     membarrier: Math.max(0, injected.membarrier),
     ...(injected.mdwe ? { mdwe: injected.mdwe } : {}),
-    ...(injected.tsc !== undefined && injected.tsc !== PR_TSC_ENABLE ? { tsc: injected.tsc } : {}),
-    ...(injected.mceKill !== undefined && injected.mceKill !== PR_MCE_KILL_DEFAULT
-      ? { mceKill: injected.mceKill }
-      : {}),
     ...speculationToSave(injected.speculation),
     coredumpFilter: readProcText(pid, "coredump_filter").trim(),
     ...optional("sessionKeyring", collectKeyrings(pid, injected.keyrings, refusals)),
@@ -336,17 +416,40 @@ export function collectProcessAttrs(
   };
 }
 
-/** The attributes of thread `tid` of `pid` (`status`: its status when already read). */
+/**
+ * The attributes of thread `tid` of `pid` (`status`: its status when
+ * already read); reports a NUMA memory policy whose mode could not be read
+ * to `refusals` (one that was read is saved: engine/memory/mempolicy.ts).
+ */
 export function collectThreadAttrs(
   pid: number,
   tid: number,
   injected: InjectedAttrs,
   status?: ProcStatus,
+  refusals?: Refusals,
 ): ThreadAttrs {
+  const flags = readStat(pid, tid).flags;
+  const cpu = injected.cpu?.get(tid);
+  const main = injected.cpu?.get(pid);
+  // A policy whose mode was read is saved (engine/memory/mempolicy.ts); one the
+  // iterator saw but no call read (-1: the call failed) cannot be.
+  if (cpu && cpu.mempolicy < 0) {
+    refusals?.use("task.mempolicy", `process ${pid} thread ${tid}`, "its mode could not be read");
+  }
+  const mce = (flags & PF_MCE_PROCESS) === 0
+    ? PR_MCE_KILL_DEFAULT
+    : (flags & PF_MCE_EARLY) !== 0
+    ? PR_MCE_KILL_EARLY
+    : PR_MCE_KILL_LATE;
   return {
     pdeathsig: injected.pdeathsig.get(tid) ?? 0,
     noNewPrivs: (status ?? readStatus(pid, tid)).noNewPrivs,
-    ...((readStat(pid, tid).flags & PF_IO_FLUSHER) === PF_IO_FLUSHER ? { ioFlusher: true } : {}),
+    ...((flags & PF_IO_FLUSHER) === PF_IO_FLUSHER ? { ioFlusher: true } : {}),
+    ...(cpu && cpu.tsc !== PR_TSC_ENABLE ? { tsc: cpu.tsc } : {}),
+    ...(mce !== PR_MCE_KILL_DEFAULT ? { mceKill: mce } : {}),
+    ...(cpu && main && cpu.personality !== main.personality
+      ? { personality: cpu.personality }
+      : {}),
   };
 }
 
@@ -427,29 +530,45 @@ function restoreCoredumpFilter(pid: number, filter: string): void {
 }
 
 /**
- * Sets each thread's TSC mode and MCE kill policy (the main thread's at
- * dump), then the process's memory-deny-write-execute flags, last: MDWE
- * cannot be undone and refuses executable mappings made writable.
+ * Sets each thread's TSC mode and MCE kill policy (its own; in older images
+ * the main thread's, given to every thread) and personality where it is
+ * not the process's, then the process's memory-deny-write-execute flags,
+ * last: MDWE cannot be undone and refuses executable mappings made writable.
  */
 export function restoreCpuAndMdwe(image: ProcessImage, inj: TaskInjector): void {
   const pid = image.pid;
   const a = image.attrs!;
   for (const t of image.threads) {
-    if (a.tsc !== undefined) {
-      prctlIn(inj, pid, t.tid, `prctl(PR_SET_TSC, ${a.tsc})`, PR_SET_TSC, a.tsc, 0, 0, 0);
+    const tsc = t.attrs?.tsc ?? a.tsc;
+    if (tsc !== undefined) {
+      prctlIn(inj, pid, t.tid, `prctl(PR_SET_TSC, ${tsc})`, PR_SET_TSC, tsc, 0, 0, 0);
     }
-    if (a.mceKill !== undefined) {
+    const mceKill = t.attrs?.mceKill ?? a.mceKill;
+    if (mceKill !== undefined) {
       prctlIn(
         inj,
         pid,
         t.tid,
-        `prctl(PR_MCE_KILL, ${a.mceKill})`,
+        `prctl(PR_MCE_KILL, ${mceKill})`,
         PR_MCE_KILL,
         PR_MCE_KILL_SET,
-        a.mceKill,
+        mceKill,
         0,
         0,
       );
+    }
+    const personality = t.attrs?.personality;
+    if (personality !== undefined) {
+      // Returns the previous personality: check by reading it back.
+      inj.call(t.tid, SYS.personality, personality);
+      const now = Number(BigInt.asUintN(32, inj.call(t.tid, SYS.personality, 0xffffffff)));
+      if (now !== personality) {
+        throw new RestoreError(
+          `cannot restore thread ${t.tid} of process ${pid}: its personality is 0x${
+            now.toString(16)
+          }, the image has 0x${personality.toString(16)}`,
+        );
+      }
     }
   }
   // A forced disable cannot be undone: after the others.

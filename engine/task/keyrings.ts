@@ -1,7 +1,10 @@
 /**
  * Keyrings (keyctl(2)). A process's thread and process keyrings are not
  * saved yet: dump refuses them (task.keyrings; the thread keyring is
- * looked for in the main thread). Its session keyring is the restorer's
+ * looked for in every thread: {@link checkThreadKeyrings}). The session
+ * keyring is looked for in the main thread only: asking a thread for it
+ * installs one where there is none (a thread that joined its own session
+ * keyring is not seen). Its session keyring is the restorer's
  * after restore: dump records it when it holds keys and is not the user's
  * fallback (`_uid_ses.<uid>`, which a process of that uid gets again), and
  * the restore pre-flight refuses an image whose recorded session keyring
@@ -70,6 +73,33 @@ export function collectKeyrings(
   }
   const own = ids.session > 0 && ids.session !== ids.userSession;
   return own && ids.sessionBytes > 0 ? ids.session : undefined;
+}
+
+/**
+ * Refuses the threads of `pid` other than the main thread that have a
+ * thread keyring (restored threads have none): `injected`, a thread's
+ * keyring serial where it read it (-errno: none), else `records`, its
+ * cred->thread_keyring from the task iterator (0: none).
+ */
+export function checkThreadKeyrings(
+  pid: number,
+  tids: readonly number[],
+  refusals: Refusals,
+  injected: (tid: number) => number | undefined,
+  records?: ReadonlyMap<number, bigint>,
+): void {
+  for (const tid of tids) {
+    if (tid === pid) continue; // the process's own query (collectKeyrings)
+    const id = injected(tid);
+    const has = id !== undefined ? id > 0 : (records?.get(tid) ?? 0n) !== 0n;
+    if (has) {
+      refusals.use(
+        "task.keyrings",
+        `process ${pid} thread ${tid}`,
+        `it has a thread keyring${id !== undefined ? ` (${id})` : ""}`,
+      );
+    }
+  }
 }
 
 /**

@@ -26,6 +26,7 @@ import type { Refusals } from "../support.ts";
 import { UnsupportedError } from "../errors.ts";
 import {
   checkLoginIds,
+  checkThreadSpeculation,
   collectProcessAttrs,
   collectThreadAttrs,
   emitProcessAttrs,
@@ -36,13 +37,16 @@ import {
   restoreAttrsAfterCredentials,
   restoreAttrsBeforeCredentials,
   restoreCpuAndMdwe,
+  type ThreadCpuValues,
+  type ThreadRecordValues,
 } from "./attrs.ts";
 import { checkSchedulable, collectSched, restoreSched } from "./sched.ts";
 import { PTRACE_O } from "../../ffi/ptrace.ts";
 import type { ProcStatus } from "../proc/status.ts";
 import type { ThreadReads } from "../../ffi/thread_reads.ts";
-import { checkSessionKeyrings } from "./keyrings.ts";
+import { checkSessionKeyrings, checkThreadKeyrings } from "./keyrings.ts";
 import { collectSeccomp, restoreSeccomp, suspendSeccomp, type TaskInjector } from "./seccomp.ts";
+import { checkThreadSharing } from "./thread_sharing.ts";
 
 export type { TaskInjector } from "./seccomp.ts";
 
@@ -76,10 +80,13 @@ export function queryTaskState(
   timerSlackNs?: ReadonlyMap<number, number>,
   /** The process-wide attributes when already read in the main thread's batch (attrs.ts). */
   processAttrs?: ProcessAttrValues,
+  /** Each thread's TSC mode, personality and NUMA policy mode, when read (engine/dump/injected.ts). */
+  cpu?: ReadonlyMap<number, ThreadCpuValues>,
 ): InjectedAttrs {
   return {
     ...queryAttrs(s, tids, pdeathsig, processAttrs),
     ...(timerSlackNs ? { timerSlackNs } : {}),
+    ...(cpu ? { cpu } : {}),
   };
 }
 
@@ -93,13 +100,24 @@ export function collectTaskState(
   statuses?: ReadonlyMap<number, ProcStatus>,
   /** Each thread's scheduling reads when already made (ffi/thread_reads.ts). */
   reads?: ReadonlyMap<number, ThreadReads>,
+  /** What the task iterator read per thread, when it did (engine/dump/thread_state.ts). */
+  records?: ThreadRecordValues,
 ): CollectedTaskState {
   const threads: CollectedTaskState["threads"] = new Map();
+  checkThreadSharing(pid, tids, refusals, records);
+  checkThreadSpeculation(pid, tids, refusals, injected.cpu, records);
+  checkThreadKeyrings(
+    pid,
+    tids,
+    refusals,
+    (tid) => injected.cpu?.get(tid)?.threadKeyring,
+    records?.threadKeyring,
+  );
   for (const tid of tids) {
     const status = statuses?.get(tid);
     threads.set(tid, {
       sched: collectSched(tid, injected.timerSlackNs?.get(tid), reads?.get(tid)?.sched),
-      attrs: collectThreadAttrs(pid, tid, injected, status),
+      attrs: collectThreadAttrs(pid, tid, injected, status, refusals),
       seccomp: collectSeccomp(pid, tid, refusals, status),
     });
   }

@@ -1,0 +1,30 @@
+/**
+ * statx(2) for the change time of a file in nanoseconds: Deno's
+ * `FileInfo.ctime` keeps whole seconds only, and the change time is what
+ * tells a rewritten file whose modification time was set back (utimes
+ * cannot set it) from the file a dump saw.
+ *
+ * @module
+ */
+
+import { cstr, rawSyscall } from "./libc.ts";
+import { SYS } from "./sysno.ts";
+
+const AT_FDCWD = -100;
+const STATX_CTIME = 0x80;
+/** Offset in struct statx of stx_ctime (struct statx_timestamp: i64 sec, u32 nsec). */
+const CTIME_AT = 0x60;
+
+const buf = new Uint8Array(256);
+const view = new DataView(buf.buffer);
+
+/**
+ * The change time of `path` (symlinks followed) in ns since the epoch, as
+ * a decimal string, or -errno.
+ */
+export function changeTimeNs(path: string): string | number {
+  const r = rawSyscall(SYS.statx, AT_FDCWD, cstr(path), 0, STATX_CTIME, buf);
+  if (r < 0n) return Number(r);
+  const sec = view.getUint32(CTIME_AT, true) + view.getInt32(CTIME_AT + 4, true) * 2 ** 32;
+  return `${sec}${String(view.getUint32(CTIME_AT + 8, true)).padStart(9, "0")}`;
+}
