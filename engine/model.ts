@@ -11,6 +11,7 @@
 
 import type { ProcessAttrs, ThreadAttrs } from "./task/attrs.ts";
 import type { ThreadSched } from "./task/sched.ts";
+import type { MemPolicy } from "./memory/mempolicy.ts";
 import type { SeccompState } from "./task/seccomp.ts";
 import type { InotifyWatchImage } from "./fds/inotify.ts";
 
@@ -456,6 +457,8 @@ export interface Mapping {
   sysvShm?: number;
   /** The ring of a native AIO context (engine/memory/aio.ts). */
   aio?: AioRing;
+  /** Its own NUMA memory policy (mbind), when it has one (engine/memory/mempolicy.ts). */
+  mempolicy?: MemPolicy;
 }
 
 /** A native AIO context (io_setup), known by its ring mapping; its address is the context id. */
@@ -523,6 +526,8 @@ export interface ThreadState {
   syscall: { nr: number; restart: "none" | "restart" | "eintr" };
   /** Policy, priorities, nice, affinity, timer slack, ioprio (engine/task/sched.ts). */
   sched?: ThreadSched;
+  /** Its NUMA memory policy (set_mempolicy), when it has one (engine/memory/mempolicy.ts). */
+  mempolicy?: MemPolicy;
   /** Parent-death signal and no_new_privs (engine/task/attrs.ts). */
   attrs?: ThreadAttrs;
   /** Seccomp mode and filters (engine/task/seccomp.ts). */

@@ -88,10 +88,17 @@ export interface TaskVmaLayout {
   vmStart: number;
   vmEnd: number;
   vmFlags: number;
+  /** The bpf_probe_read_kernel helper's number (enum bpf_func_id). */
+  probeReadHelper: number;
+  /** Offset of vm_policy (a pointer) in struct vm_area_struct; -1 when the kernel has none (no NUMA). */
+  vmPolicy: number;
 }
 
-/** Bytes the program writes per memory area: vm_start, vm_end, vm_flags (u64 each). */
-export const VMA_RECORD_SIZE = 24;
+/**
+ * Bytes the program writes per memory area: vm_start, vm_end, vm_flags,
+ * vm_policy (u64 each; the last 0 for an area without a NUMA policy of its own).
+ */
+export const VMA_RECORD_SIZE = 32;
 
 const R0 = 0, R1 = 1, R2 = 2, R3 = 3, R6 = 6, R7 = 7, R10 = 10;
 
@@ -119,26 +126,43 @@ export const exit = () => insn(0x95, 0, 0, 0, 0);
 /**
  * The program, one instruction per line (as a disassembly would show it).
  * It runs once per memory area of the task, and once more at the end with
- * `vma` NULL; each call writes one 24-byte record to the iterator's seq file.
+ * `vma` NULL; each call writes one 32-byte record to the iterator's seq file.
+ * vm_policy, a pointer, is read with bpf_probe_read_kernel, not loaded (as
+ * ffi/bpf_task.ts does: a load of a pointer member makes the verifier look
+ * its type up in the whole kernel BTF).
  */
 export function taskVmaProgram(l: TaskVmaLayout): Uint8Array<ArrayBuffer> {
+  const policy = l.vmPolicy >= 0
+    ? [
+      mov64(R1, R10), //                    r1 = fp
+      add64Imm(R1, -8), //                  r1 = fp - 8
+      mov64Imm(R2, 8), //                   r2 = 8
+      mov64(R3, R7), //                     r3 = vma
+      add64Imm(R3, l.vmPolicy), //          r3 = &vma->vm_policy
+      call(l.probeReadHelper), //           *(u64 *)(fp - 8) = vma->vm_policy (0 if it fails)
+    ]
+    : [mov64Imm(R2, 0), stx64(R10, -8, R2)]; // no NUMA: *(u64 *)(fp - 8) = 0
+  const body = [
+    ldx64(R2, R7, l.vmStart), //          r2 = vma->vm_start
+    stx64(R10, -32, R2), //               *(u64 *)(fp - 32) = r2
+    ldx64(R2, R7, l.vmEnd), //            r2 = vma->vm_end
+    stx64(R10, -24, R2), //               *(u64 *)(fp - 24) = r2
+    ldx64(R2, R7, l.vmFlags), //          r2 = vma->vm_flags
+    stx64(R10, -16, R2), //               *(u64 *)(fp - 16) = r2
+    ...policy,
+    ldx64(R1, R6, l.metaSeq), //          r1 = meta->seq
+    mov64(R2, R10), //                    r2 = fp
+    add64Imm(R2, -VMA_RECORD_SIZE), //    r2 = fp - 32 (the record)
+    mov64Imm(R3, VMA_RECORD_SIZE), //     r3 = 32
+    call(l.seqWriteHelper), //            bpf_seq_write(r1, r2, r3)
+  ];
   const list = [
-    ldx64(R6, R1, l.ctxMeta), //        0: r6 = ctx->meta
-    ldx64(R7, R1, l.ctxVma), //         1: r7 = ctx->vma
-    jeqImm(R7, 0, 11), //               2: if r7 == NULL goto 14 (the end call)
-    ldx64(R2, R7, l.vmStart), //        3: r2 = vma->vm_start
-    stx64(R10, -24, R2), //             4: *(u64 *)(fp - 24) = r2
-    ldx64(R2, R7, l.vmEnd), //          5: r2 = vma->vm_end
-    stx64(R10, -16, R2), //             6: *(u64 *)(fp - 16) = r2
-    ldx64(R2, R7, l.vmFlags), //        7: r2 = vma->vm_flags
-    stx64(R10, -8, R2), //              8: *(u64 *)(fp - 8) = r2
-    ldx64(R1, R6, l.metaSeq), //        9: r1 = meta->seq
-    mov64(R2, R10), //                 10: r2 = fp
-    add64Imm(R2, -24), //              11: r2 = fp - 24 (the record)
-    mov64Imm(R3, VMA_RECORD_SIZE), //  12: r3 = 24
-    call(l.seqWriteHelper), //         13: bpf_seq_write(r1, r2, r3)
-    mov64Imm(R0, 0), //                14: r0 = 0
-    exit(), //                         15: return r0
+    ldx64(R6, R1, l.ctxMeta), //          0: r6 = ctx->meta
+    ldx64(R7, R1, l.ctxVma), //           1: r7 = ctx->vma
+    jeqImm(R7, 0, body.length), //        2: if r7 == NULL goto the end call
+    ...body,
+    mov64Imm(R0, 0), //                   r0 = 0
+    exit(), //                            return r0
   ];
   return encodeInsns(list);
 }

@@ -28,12 +28,9 @@ const KINDS: [string, "restored" | RegExp][] = [
   ["spec", "restored"],
   ["ioflusher", "restored"],
   ["personality", "restored"],
-  ["mempolicy", /thread \d+: a NUMA memory policy of a thread \(set_mempolicy\)/],
-  // The main thread is always injected: its mode is told.
-  [
-    "mempolicymain",
-    /process (\d+) thread \1: a NUMA memory policy of a thread \(set_mempolicy\): mode 1/,
-  ],
+  // Saved and set again in each thread (engine/memory/mempolicy.ts; branch numapolicy).
+  ["mempolicy", "restored"],
+  ["mempolicymain", "restored"],
   ["seccomp", "restored"],
   ["gsbase", "restored"],
   ["unsharefs", /thread \d+: a thread with cwd, root and umask of its own/],

@@ -32,6 +32,7 @@ import { TCP } from "../../ffi/tcp_repair.ts";
 import { errnoName } from "../../ffi/errno.ts";
 import type { ITimer, SigAction } from "../model.ts";
 import { CryoError } from "../errors.ts";
+import { MASK_BYTES, MAX_NODES, type MemPolicy, policyOf } from "../memory/mempolicy.ts";
 import { processAttrsFrom, processAttrSteps, type ProcessAttrValues } from "../task/attrs.ts";
 import { getRegs, xsaveSize } from "../../ffi/ptrace.ts";
 import type { UserRegs } from "../../ffi/regs.ts";
@@ -92,6 +93,11 @@ export interface InjectedThreadState {
    */
   threadKeyring?: number;
   /**
+   * The thread's NUMA policy (get_mempolicy with its node mask, read in the
+   * same call as `mempolicy`), absent for the default (engine/memory/mempolicy.ts).
+   */
+  numaPolicy?: MemPolicy;
+  /**
    * The thread's own registers, signal mask and XSAVE area as read when it
    * was opened for crash-safe injection (the session puts exactly these
    * back), if it was: engine/dump/threads.ts need not read them again.
@@ -110,6 +116,8 @@ export interface InjectedState {
   processAttrs?: ProcessAttrValues;
   /** mlockall(MCL_FUTURE) as the BPF task iterator read it, when it did (engine/dump/thread_state.ts). */
   mlockFuture?: IteratorMlockFuture;
+  /** The results of the `extra` steps given to {@link queryInjectedState}, in order. */
+  extraResults?: bigint[];
 }
 
 /** Size of the scratch area mapped in the target for injected syscalls' results. */
@@ -813,8 +821,15 @@ const AT = {
   sigactions: 0, // 64 x kernel sigaction (32 bytes)
   itimers: 64 * 32, // 3 x itimerval (32 bytes)
   thread: 64 * 32 + 3 * 32, // one thread's results (OUT) when threads go one by one
-  attrs: 64 * 32 + 3 * 32 + 64, // the subreaper flag and TSC mode (2 ints) of processAttrSteps
+  attrs: 64 * 32 + 3 * 32 + 192, // the subreaper flag and TSC mode (2 ints) of processAttrSteps
 } as const;
+
+/**
+ * The part of the scratch page {@link queryInjectedState} leaves to the
+ * `extra` steps a caller adds to the main thread's batch (from `at` on,
+ * `bytes` long): engine/memory/mempolicy.ts reads mapping policies there.
+ */
+export const EXTRA_SCRATCH = { at: AT.attrs + 64, bytes: SCRATCH_BYTES - (AT.attrs + 64) };
 
 /** One thread's results of {@link queryInjectedState}. */
 const OUT = {
@@ -822,8 +837,9 @@ const OUT = {
   tidAddress: 32, // 8 bytes
   pdeathsig: 40, // int
   tsc: 44, // int
-  mempolicy: 48, // int
-  end: 64,
+  mempolicy: 48, // int (get_mempolicy's mode)
+  mempolicyMask: 64, // its node mask, MASK_BYTES (128)
+  end: 64 + MASK_BYTES,
 } as const;
 
 /**
@@ -838,6 +854,11 @@ export function queryInjectedState(
   tids: readonly number[],
   /** The iterator's records when read already for this freeze (engine/dump/thread_state.ts). */
   read?: { bpf: BpfThreadStates | undefined },
+  /**
+   * More steps for the main thread's batch (their results in `extraResults`),
+   * writing only in {@link EXTRA_SCRATCH}: no round trip of their own.
+   */
+  extra: readonly BatchStep[] = [],
 ): InjectedState {
   const main = s.pid;
   const sc = s.scratch;
@@ -850,7 +871,10 @@ export function queryInjectedState(
     { nr: SYS.prctl, args: [PR_GET_TIMERSLACK] },
     { nr: SYS.prctl, args: [PR_GET_TSC, out + BigInt(OUT.tsc), 0, 0, 0] },
     { nr: SYS.personality, args: [0xffffffff] },
-    { nr: SYS.get_mempolicy, args: [out + BigInt(OUT.mempolicy), 0, 0, 0, 0] },
+    {
+      nr: SYS.get_mempolicy,
+      args: [out + BigInt(OUT.mempolicy), out + BigInt(OUT.mempolicyMask), MAX_NODES, 0, 0],
+    },
     ...[0, 1, 2].map((i) => ({ nr: SYS.prctl, args: [PR_GET_SPECULATION_CTRL, i, 0, 0, 0] })),
     // Not the session keyring: asking for it installs one in a thread that has none.
     { nr: SYS.keyctl, args: [KEYCTL_GET_KEYRING_ID, KEY_SPEC_THREAD_KEYRING, 0] },
@@ -871,6 +895,12 @@ export function queryInjectedState(
     });
     const dv = new DataView(out.buffer, out.byteOffset, out.byteLength);
     const st = stackT.decode(out.subarray(OUT.altstack, OUT.altstack + stackT.size));
+    const policy = own[7] === 0n
+      ? policyOf(
+        dv.getInt32(OUT.mempolicy, true),
+        out.subarray(OUT.mempolicyMask, OUT.mempolicyMask + MASK_BYTES),
+      )
+      : undefined;
     threads.set(tid, {
       sigaltstack: { sp: hex(st.sp), flags: st.flags, size: Number(st.size) },
       clearChildTid: hex(dv.getBigUint64(OUT.tidAddress, true)),
@@ -884,6 +914,7 @@ export function queryInjectedState(
       mempolicy: own[7] >= 0n ? dv.getInt32(OUT.mempolicy, true) : own[7] === -38n ? 0 : -1,
       speculation: own.slice(8, 11).map(Number),
       threadKeyring: Number(own[11]),
+      ...(policy ? { numaPolicy: policy } : {}),
       own: s.ownState(tid),
     });
   };
@@ -900,6 +931,8 @@ export function queryInjectedState(
   }
   processSteps.push({ nr: SYS.brk, args: [0] });
   processSteps.push(...processAttrSteps(sc + BigInt(AT.attrs)));
+  const attrsEnd = processSteps.length;
+  processSteps.push(...extra);
   const own = processSteps.length;
   // Every thread at once when they all can (one round trip for the process);
   // otherwise one thread after the other, results in the scratch page.
@@ -928,6 +961,9 @@ export function queryInjectedState(
     const l1dPerThread = l1d >= 0n && (l1d & PR_SPEC_PRCTL) !== 0n;
     if (!bpf?.trusted || l1dPerThread || !takeThreadStates(bpf, threads)) {
       for (const tid of others) visit(tid, []);
+    } else {
+      // Only a thread itself reads its NUMA policy: those whose task->mempolicy is set are visited.
+      for (const tid of others) if (bpf.withPolicy?.has(tid)) visit(tid, []);
     }
   }
   if (bpf && !bpf.trusted) checkThreadStates(bpf, threads);
@@ -963,7 +999,7 @@ export function queryInjectedState(
   }
   const processAttrs = processAttrsFrom(
     s.pid,
-    r.slice(PROCESS_ATTRS_AT),
+    r.slice(PROCESS_ATTRS_AT, attrsEnd),
     s.read(AT.attrs, 8),
   );
   s.endBatches();
@@ -974,6 +1010,7 @@ export function queryInjectedState(
     threads,
     processAttrs,
     ...(mlockFuture ? { mlockFuture } : {}),
+    ...(extra.length ? { extraResults: r.slice(attrsEnd) } : {}),
   };
 }
 

@@ -23,12 +23,18 @@ import {
   completeVmFlags,
   frozenMapsForFlags,
   mapsWithoutFlags,
+  policyAreasOf,
   smapsOverlaps,
   startFrozenFlagsRead,
   type VmFlagsCheck,
 } from "./vm_flags.ts";
 import { fileIdentityOf, readProcLink, readProcText } from "../proc/io.ts";
-import { type InjectedThreadState, queryInjectedState, withInjection } from "./injected.ts";
+import {
+  EXTRA_SCRATCH,
+  type InjectedThreadState,
+  queryInjectedState,
+  withInjection,
+} from "./injected.ts";
 import { startScanAhead } from "./scan_ahead.ts";
 import { pumpCopyAhead } from "./copy_ahead.ts";
 import { collectThread, sharedPending } from "./threads.ts";
@@ -56,6 +62,11 @@ import {
   probeMlockFuture,
 } from "../memory/flags.ts";
 import { collectAioRings } from "../memory/aio.ts";
+import {
+  finishMappingPolicies,
+  planMappingPolicies,
+  recordMappingPolicies,
+} from "../memory/mempolicy.ts";
 
 const hex = (v: bigint) => `0x${v.toString(16)}`;
 
@@ -206,11 +217,24 @@ export function collectProcess(
   const overlap = !areas && !bpf && smapsOverlaps(stat.rss);
   const maps: SmapsArea[] = areas ?? bpf?.maps ??
     (overlap ? mapsWithoutFlags(pid) : readSmapsFlags(pid));
+  // The areas with a NUMA policy of their own, when the iterator tells (else every one is asked).
+  const policyAreas = bpf ? policyAreasOf(bpf) : undefined;
   // Everything read by injected syscalls, in one session (one scratch page).
-  const { injected, posixTimers, credentials, aio } = withInjection(
+  const { injected, posixTimers, credentials, aio, mempolicies } = withInjection(
     pid,
     (s) => {
-      const state = queryInjectedState(s, tids, { bpf: bpfStates });
+      // The first mapping policy reads go in the main thread's batch (engine/memory/mempolicy.ts).
+      const policyQuery = planMappingPolicies(
+        maps,
+        policyAreas,
+        s.scratch,
+        EXTRA_SCRATCH.at,
+        // (At most 128: 8 KiB more of the batch's table on the main thread's stack.)
+        Math.min(128, EXTRA_SCRATCH.bytes >> 2),
+      );
+      const state = queryInjectedState(s, tids, { bpf: bpfStates }, policyQuery.first);
+      // Read before any other query writes the scratch page.
+      const mempolicies = finishMappingPolicies(s, policyQuery, state.extraResults);
       const perThread = (f: (t: InjectedThreadState) => number) =>
         new Map([...state.threads].map(([tid, t]) => [tid, f(t)]));
       return {
@@ -244,6 +268,8 @@ export function collectProcess(
           refusals,
           maps, // read at this freeze; injected syscalls make no ring
         ),
+        // Each mapping's own NUMA policy (mbind), by index in `maps` (engine/memory/mempolicy.ts).
+        mempolicies,
       };
     },
     statuses,
@@ -319,6 +345,7 @@ export function collectProcess(
     mappings[i] = mapping;
   });
 
+  if (mempolicies.size) recordMappingPolicies(pid, mappings, mempolicies, refusals);
   pumpCopyAhead();
   const details = () => collectMemoryDetails(pid, mappings, injected.mlockFuture, refusals);
   const memoryFlags = smaps || bpf ? {} : details();

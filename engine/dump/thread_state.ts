@@ -220,6 +220,12 @@ export interface BpfThreadStates {
    * sets that the dump uses seen set there: engine/dump/task_flags.ts).
    */
   flagsTrusted?: boolean;
+  /**
+   * The threads whose task->mempolicy is set (a NUMA policy of their own):
+   * only the thread itself reads it, so these are injected even when the
+   * rest is taken from here (engine/memory/mempolicy.ts).
+   */
+  withPolicy?: Set<number>;
 }
 
 /** What a thread's status shows that the iterator reads too (engine/dump/thread_facts.ts). */
@@ -451,6 +457,7 @@ export function bpfThreadStates(pid: number, tids: readonly number[]): BpfThread
       threadKeyring,
       flagsTrusted: memo !== undefined && memo.confirmed.has(TASK_FLAGS) &&
         (![...facts.values()].some((f) => f.ioFlusher) || memo.confirmed.has(IO_FLUSHER_FACT)),
+      withPolicy: new Set(records.filter((r) => r.mempolicy !== 0n).map((r) => r.tid)),
       ...(main?.mmRead ? { mlockFuture: { value: mlockFutureOfFlags(main.defFlags) } } : {}),
     };
   } catch (e) {

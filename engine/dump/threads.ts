@@ -103,6 +103,7 @@ export function collectThread(
     clearChildTid: injected.clearChildTid,
     syscall: restartKind(regs),
   };
+  if (injected.numaPolicy) t.mempolicy = injected.numaPolicy; // engine/memory/mempolicy.ts
   // The XSAVE area as bytes, written once, to the thread's NT_X86_XSTATE note.
   setThreadXsave(t, own?.xstate ?? read?.xstate ?? getXstate(tid));
   return t;

@@ -27,6 +27,7 @@
  */
 
 import type { Mapping, ProcessImage } from "../model.ts";
+import { CryoError } from "../errors.ts";
 import type { MemoryProcessFlags } from "../memory/flags.ts";
 import {
   parseMapsBytes,
@@ -48,6 +49,7 @@ import {
   checkDecoding,
   decodeVmFlags,
   loadVmaIterator,
+  policyStarts,
   readVmaBytes,
   startVmaBytesRead,
   type VmaBytesRead,
@@ -571,6 +573,44 @@ export interface FrozenMaps {
   confirmed: Confirmed;
   /** The iterator's read on another thread ({@link startFrozenFlagsRead}). */
   read?: VmaBytesRead;
+  /** The areas whose NUMA policies the injected calls read ({@link policyAreasOf}). */
+  policies?: ReadonlySet<bigint>;
+}
+
+/**
+ * The start addresses of the areas of `frozen` with a NUMA policy of their
+ * own (vm_policy not NULL), whose policies the injected calls then read
+ * (engine/memory/mempolicy.ts): from the records read before the freeze,
+ * or, without them, from a read now. Remembered in `frozen`: the records
+ * read at the freeze must show no other ({@link completeFlagsOffThread}).
+ * Undefined when the iterator cannot be read (every area is asked then).
+ */
+export function policyAreasOf(frozen: FrozenMaps): ReadonlySet<bigint> | undefined {
+  try {
+    const bytes = frozen.preparedRecords ?? readVmaBytes(frozen.pid);
+    return frozen.policies = policyStarts(bytes);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Throws when the iterator's records `bytes` read at the freeze show an
+ * area with a NUMA policy that the injected calls did not read (`frozen`'s
+ * `policies`, when it has them): one given a policy after the records they
+ * were chosen from were read.
+ */
+export function checkPolicyAreas(frozen: FrozenMaps, bytes: Uint8Array): void {
+  if (!frozen.policies) return;
+  for (const start of policyStarts(bytes)) {
+    if (!frozen.policies.has(start)) {
+      throw new CryoError(
+        `process ${frozen.pid}: the mapping at 0x${
+          start.toString(16)
+        } was given a NUMA policy while cryo read the process; dump it again`,
+      );
+    }
+  }
 }
 
 function failFlags(pid: number, why: string): undefined {
@@ -675,6 +715,7 @@ export function completeFlagsOffThread(
         failFlags(pid, `iterator: ${e instanceof Error ? e.message : e}`);
       }
     }
+    if (bytes) checkPolicyAreas(frozen, bytes); // engine/memory/mempolicy.ts
     const kept = bytes && settleFlags(frozen, bytes);
     if (kept === undefined) {
       // From smaps (the injected calls' areas are gone: it lists the areas of maps).

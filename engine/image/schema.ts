@@ -31,6 +31,9 @@ const fileIdentity = z.looseObject({
   rdev: nat.optional(),
 });
 
+/** A NUMA memory policy (engine/memory/mempolicy.ts): mode with flags, nodes below 1024. */
+const mempolicy = z.looseObject({ mode: int.min(1), nodes: z.array(nat.max(1023)) });
+
 const sigInfo = z.looseObject({ signo: int.min(1).max(64), code: int, raw: base64 });
 
 /** The checks of a mapping record (without the fast path: tests compare the two). */
@@ -47,6 +50,7 @@ export const mappingChecks = z.looseObject({
   excluded: z.boolean().optional(),
   ghost: z.string().optional(),
   sysvShm: nat.optional(),
+  mempolicy: mempolicy.optional(),
   aio: z.looseObject({
     id: nat,
     nr: nat,
@@ -99,6 +103,7 @@ export const threadChecks = z.looseObject({
     timerSlackNs: z.number(),
     ioprio: int,
   }).optional(),
+  mempolicy: mempolicy.optional(),
   creds: z.looseObject({
     uid: z.array(id32).length(4),
     gid: z.array(id32).length(4),

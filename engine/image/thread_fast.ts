@@ -100,5 +100,6 @@ export function plainThreadFits(x: unknown): boolean {
   if (!isPlainObject(sc) || !isInt(sc.nr) || !RESTARTS.has(sc.restart)) return false;
   if (x.sched !== undefined && !isSched(x.sched)) return false;
   if (x.creds !== undefined && !isCreds(x.creds)) return false;
+  if (x.mempolicy !== undefined) return false; // checked by the schema
   return true;
 }

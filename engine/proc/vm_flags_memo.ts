@@ -179,6 +179,7 @@ const LAYOUT_FIELDS: readonly (keyof TaskVmaLayout)[] = [
   "vmStart",
   "vmEnd",
   "vmFlags",
+  "probeReadHelper",
 ];
 
 /** The iterator's kernel layout as read from BTF earlier on this boot, or undefined. */
@@ -188,6 +189,8 @@ export function recallLayout(): TaskVmaLayout | undefined {
   for (const f of LAYOUT_FIELDS) {
     if (!Number.isSafeInteger(layout[f]) || layout[f] < 0) return undefined;
   }
+  // -1: a kernel without NUMA (a memo written before the field had none: read again).
+  if (!Number.isSafeInteger(layout.vmPolicy) || layout.vmPolicy < -1) return undefined;
   return layout;
 }
 

@@ -146,6 +146,14 @@ export function taskVmaLayout(btf: Btf): TaskVmaLayout {
     vmStart: member(vma, "vm_start", "u64"),
     vmEnd: member(vma, "vm_end", "u64"),
     vmFlags: member(vma, "vm_flags", "u64"),
+    probeReadHelper: Number(
+      need(
+        btf.enumerator("bpf_func_id", "BPF_FUNC_probe_read_kernel"),
+        "BPF_FUNC_probe_read_kernel",
+      ),
+    ),
+    // CONFIG_NUMA only (engine/memory/mempolicy.ts): without it no area has a policy.
+    vmPolicy: btf.member(vma, "vm_policy") ? member(vma, "vm_policy", "ptr") : -1,
   };
 }
 
@@ -241,7 +249,7 @@ export function vmaRecordsOf(bytes: Uint8Array<ArrayBuffer>): VmaRecords {
   const f = new Uint32Array(flags.buffer);
   // No loop of 10,000 rounds for V8 to compile (engine/find_from.ts).
   findIndexBelow(count, (i) => {
-    const w = 6 * i, h = 2 * i;
+    const w = 8 * i, h = 2 * i;
     s[h] = all[w];
     s[h + 1] = all[w + 1];
     e[h] = all[w + 2];
@@ -297,4 +305,23 @@ function sameCodes(a: readonly string[], b: readonly string[]): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
+}
+
+/**
+ * The start addresses of the areas of `bytes` (whole records,
+ * {@link readVmaBytes}) that have a NUMA policy of their own (vm_policy not
+ * NULL): engine/memory/mempolicy.ts reads only those.
+ */
+export function policyStarts(bytes: Uint8Array): Set<bigint> {
+  const all = new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.length >> 2);
+  const out = new Set<bigint>();
+  const count = bytes.length / VMA_RECORD_SIZE;
+  findIndexBelow(count, (i) => {
+    const w = 8 * i;
+    if ((all[w + 6] | all[w + 7]) !== 0) {
+      out.add(BigInt(all[w]) | (BigInt(all[w + 1]) << 32n));
+    }
+    return false;
+  });
+  return out;
 }

@@ -76,7 +76,7 @@ export function joinable(m: Mapping, prev: Mapping | undefined): boolean {
   if (perms.length !== 4 || perms[3] !== "p" || perms[2] !== "-" || perms[0] !== "r") return false;
   // Read-write, or read-only with pages.
   if (perms[1] !== "w" && (perms[1] !== "-" || m.pages.length === 0)) return false;
-  if (m.inherited || m.sysvShm !== undefined || m.aio) return false;
+  if (m.inherited || m.sysvShm !== undefined || m.aio || m.mempolicy) return false;
   if (prev && keptApart(prev, m)) return false;
   const flags = m.vmFlags;
   if (flags === plainFrozen || flags === plainFrozen2) return true;

@@ -80,6 +80,7 @@ import { SIGTRAP } from "../task/sigtrap.ts";
 import { emitThreadClones } from "./thread_clone.ts";
 import { chainedCreds, emitThreadSections, type ThreadSections } from "./thread_state.ts";
 import { hexMinus, hexNum } from "../image/hexnum.ts";
+import { emitMbind, emitSetMempolicy } from "../memory/mempolicy.ts";
 import { anonRunLength, emitAnonMmap, emitAnonRun } from "./anon_runs.ts";
 import { emitPageLoads, emitRunLoads, pageHelperTid, UFFD_BUDGET } from "./page_loads.ts";
 
@@ -272,6 +273,9 @@ function emitProgram(
     });
   }
 
+  // Before the mappings are filled, so that their pages land as the policy says; the
+  // threads cloned below inherit it (engine/memory/mempolicy.ts, thread_state.ts).
+  emitSetMempolicy(p, mainThreadOf(proc)?.mempolicy, "main thread");
   const examine = emitMemory(p, proc, opts, slotsAddress);
   emitAioRings(p, proc, slotsAddress, SLOTS.scratch, examine);
   emitMemoryFlagsAfter(p, proc, examine);
@@ -327,6 +331,8 @@ function emitMemory(
   const zeroByte = p.reserve(8);
   const parent = inheritedFrom(proc, opts.images);
   if (parent) emitDropInherited(p, proc, parent);
+  // An inherited mapping has the parent's policy (fork copies it): set again when the parent had any.
+  const parentPolicies = parent?.mappings.some((m) => m.mempolicy) ?? false;
   const lazy = opts.lazy && lazyProcessEligible(proc, opts.images);
   const hot = lazy ? hotPages(proc) : new Set<bigint>();
   const helper = {
@@ -362,6 +368,10 @@ function emitMemory(
     examine.push(i);
     if (m.inherited) {
       emitInheritedMapping(p, m, SLOTS.image);
+      if (parentPolicies || m.mempolicy) {
+        const start = hexNum(m.start);
+        emitMbind(p, start, hexMinus(hexNum(m.end), start), m.mempolicy, mappingLabel(m));
+      }
       continue;
     }
     if (m.sysvShm !== undefined) {
@@ -405,6 +415,8 @@ function emitMemory(
         comment: mappingLabel(m),
       });
     }
+    // Before the pages are written: they land as the policy says (engine/memory/mempolicy.ts).
+    if (m.mempolicy) emitMbind(p, start, len, m.mempolicy, mappingLabel(m));
     if (accounted && m.pages.length === 0 && m.kind === "anon") {
       // The kernel drops VM_ACCOUNT when write is removed from a never-faulted
       // anonymous area: fault one page in (and drop it again) first.
@@ -509,6 +521,11 @@ function emitProcessState(p: ProgramBuilder, proc: ProcessImage, fds: PlannedFd[
     p.op(SYS.rt_sigaction, [sig, p.data(act), 0, 8], { comment: `signal ${sig}` });
   });
   p.op(SYS.prctl, [PR_SET_NAME, p.cstring(proc.threads[0]?.comm ?? proc.comm), 0, 0, 0]);
+}
+
+/** The record of `proc`'s main thread (its first when none has its pid). */
+function mainThreadOf(proc: ProcessImage): ProcessImage["threads"][number] | undefined {
+  return proc.threads.find((x) => x.tid === proc.pid) ?? proc.threads[0];
 }
 
 function emitMainThread(p: ProgramBuilder, proc: ProcessImage): void {

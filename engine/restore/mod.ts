@@ -11,6 +11,7 @@
  * @module
  */
 
+import { checkPolicyNodes } from "../memory/mempolicy.ts";
 import { resolve } from "../path.ts";
 import { rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
@@ -286,6 +287,7 @@ export async function preflight(
   checkTaskState(processes);
   checkInetPorts(processes);
   checkCredentials(processes);
+  for (const proc of processes) checkPolicyNodes(proc); // engine/memory/mempolicy.ts
   checkSysvShmFree(plan.manifest.sysvShm ?? []);
 }
 

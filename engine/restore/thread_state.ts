@@ -34,6 +34,7 @@ import type { ProcessImage, ThreadState } from "../model.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
 import type { CredsSections } from "../task/creds.ts";
 import { emitSchedReads, RUN_AREA_BYTES, schedReadInRun } from "../task/sched_run.ts";
+import { emitSetMempolicy, samePolicy } from "../memory/mempolicy.ts";
 
 const PR_SET_NAME = 15;
 const PR_GET_TIMERSLACK = 30;
@@ -114,6 +115,8 @@ export function emitThreadSections(
     ? p.data(new Uint8Array(RUN_AREA_BYTES * others.length).fill(0xff))
     : 0n;
   const names = threadNames(p, others);
+  // A thread is cloned with the main thread's NUMA policy (set by the program first).
+  const mainPolicy = proc.threads.find((t) => t.tid === proc.pid)?.mempolicy;
   for (const t of others) {
     const op = p.opCount;
     const say = (what: string) => ({ comment: `thread ${t.tid}: ${what}` });
@@ -137,6 +140,9 @@ export function emitThreadSections(
         [proc.pid, t.tid, sig.signo, p.data(decodeBase64(sig.raw))],
         say(`pending signal ${sig.signo}`),
       );
+    }
+    if (!samePolicy(t.mempolicy, mainPolicy)) {
+      emitSetMempolicy(p, t.mempolicy, `thread ${t.tid}`); // engine/memory/mempolicy.ts
     }
     const name = names[out.length] ?? p.cstring(nameOf(t));
     p.op(SYS.prctl, [PR_SET_NAME, name, 0, 0, 0], say("name"));

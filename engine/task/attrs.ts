@@ -420,7 +420,8 @@ export function collectProcessAttrs(
  * The attributes of thread `tid` of `pid` (`status`: its status when
  * already read; `taskFlags`: its task->flags when already known, from the
  * BPF task iterator, else its stat file is read); reports a NUMA memory
- * policy (not saved) to `refusals`.
+ * policy whose mode could not be read to `refusals` (one that was read is
+ * saved: engine/memory/mempolicy.ts).
  */
 export function collectThreadAttrs(
   pid: number,
@@ -433,12 +434,10 @@ export function collectThreadAttrs(
   const flags = taskFlags ?? readStat(pid, tid).flags;
   const cpu = injected.cpu?.get(tid);
   const main = injected.cpu?.get(pid);
-  if (cpu && cpu.mempolicy !== 0) {
-    refusals?.use(
-      "task.mempolicy",
-      `process ${pid} thread ${tid}`,
-      cpu.mempolicy > 0 ? `mode ${cpu.mempolicy}` : undefined,
-    );
+  // A policy whose mode was read is saved (engine/memory/mempolicy.ts); one the
+  // iterator saw but no call read (-1: the call failed) cannot be.
+  if (cpu && cpu.mempolicy < 0) {
+    refusals?.use("task.mempolicy", `process ${pid} thread ${tid}`, "its mode could not be read");
   }
   const mce = (flags & PF_MCE_PROCESS) === 0
     ? PR_MCE_KILL_DEFAULT
