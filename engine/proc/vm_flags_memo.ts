@@ -18,7 +18,9 @@
  * which of its fields a check against the injected values confirmed
  * (engine/dump/thread_state.ts), under the same trust rules; and cryo's own
  * vvar/vdso layout and [vdso] hash (engine/restore/checks.ts
- * `startOwnVdso`: the same for every 64-bit process of the boot).
+ * `startOwnVdso`: the same for every 64-bit process of the boot), and where
+ * in the mapped files the dumps found the safe injection sites
+ * (engine/dump/site_memo.ts: hints, read back before use).
  *
  * @module
  */
