@@ -7,11 +7,29 @@
  * @module
  */
 
-/** The permission text of each 4-bit value. */
-export const PERMS_TEXT: readonly string[] = Array.from(
-  { length: 16 },
-  (_, b) => (b & 1 ? "r" : "-") + (b & 2 ? "w" : "-") + (b & 4 ? "x" : "-") + (b & 8 ? "s" : "p"),
-);
+/**
+ * The permission text of each 4-bit value (written out: a table built at
+ * import ran a cold callback 16 times in every dump and restore;
+ * tests/perms_test.ts checks it against the bits).
+ */
+export const PERMS_TEXT: readonly string[] = [
+  "---p",
+  "r--p",
+  "-w-p",
+  "rw-p",
+  "--xp",
+  "r-xp",
+  "-wxp",
+  "rwxp",
+  "---s",
+  "r--s",
+  "-w-s",
+  "rw-s",
+  "--xs",
+  "r-xs",
+  "-wxs",
+  "rwxs",
+];
 
 /** The bits of a permission text given as its four char codes, or -1 when it is not one. */
 export function permsBitsOfCodes(r: number, w: number, x: number, p: number): number {

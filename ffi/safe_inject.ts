@@ -123,6 +123,12 @@ export function findSafeSites(
   pid: number,
   /** The text of /proc/<pid>/maps if the caller just read it. */
   mapsText?: string,
+  /**
+   * Where the sites probably are (found in another process mapping the same
+   * files: engine/dump/site_memo.ts): used only once {@link stillThere}
+   * confirmed them, as a remembered pair; else the search runs.
+   */
+  hint?: SafeSites,
 ): SafeSites | undefined {
   // Only the executable lines are split: a process may have 10,000s of mappings.
   const ranges = executableMapsLines(mapsText ?? Deno.readTextFileSync(`/proc/${pid}/maps`))
@@ -135,6 +141,11 @@ export function findSafeSites(
   const known = foundSites.get(pid);
   if (known && stillThere(pid, known, ranges)) return known;
   foundSites.delete(pid);
+  if (hint && stillThere(pid, hint, ranges)) {
+    const sites = { call: hint.call, restorer: hint.restorer };
+    foundSites.set(pid, sites);
+    return sites;
+  }
   // The vdso and libc (which has the restorer) first: a large executable is read last.
   const rank = (name: string) => name === "[vdso]" ? 0 : /\/libc[.-]/.test(name) ? 1 : 2;
   ranges.sort((x, y) => rank(x.name) - rank(y.name));

@@ -76,6 +76,22 @@ Deno.test("shape: types, bounds, patterns, optional, nullable, unions, refinemen
   assert.match(problem(z.array(nat).min(1), [])!, /Too small/);
 });
 
+Deno.test("shape: lazy builds its shape at the first check, once, and checks the same", () => {
+  let builds = 0;
+  const inner = () =>
+    z.looseObject({ a: z.array(z.number().int()).max(2), b: z.string().optional() });
+  const lazy = z.lazy(() => (builds++, inner()));
+  const wrapped = z.array(lazy.optional()).min(1);
+  assert.equal(builds, 0, "nothing built when made or composed");
+  const cases: unknown[] = [{ a: [1] }, { a: [1, 2, 3] }, { a: [1.5] }, { a: [], b: 3 }, null, "x"];
+  for (const c of cases) {
+    assert.equal(problem(lazy, c), problem(inner(), c), JSON.stringify(c));
+    assert.equal(problem(wrapped, [c]), problem(z.array(inner().optional()).min(1), [c]));
+  }
+  assert.equal(problem(wrapped, []), problem(z.array(inner()).min(1), []));
+  assert.equal(builds, 1, "built once");
+});
+
 /** engine/image/schema.ts built with zod instead of shape.ts (a copy in a temporary module). */
 async function zodSchemas(): Promise<typeof import("../engine/image/schema.ts")> {
   const src = await Deno.readTextFile(new URL("../engine/image/schema.ts", import.meta.url));

@@ -32,7 +32,7 @@ import { closePipe, type PipeChild, spawnPipeReader } from "../../ffi/pipe_child
 import { __WALL, waitPid } from "../../ffi/wait.ts";
 import { pausePoint, withoutPausePoints } from "../pause.ts";
 import { rawSyscall, rawSyscallOffThread } from "../../ffi/libc.ts";
-import { findSafeSites } from "../../ffi/safe_inject.ts";
+import { findSafeSitesRemembered } from "./site_memo.ts";
 import { treePidsOrRoot } from "../proc/tasks.ts";
 import { sleepSync } from "../sleep_sync.ts";
 import { crc32Combine } from "../image/checksum.ts";
@@ -101,7 +101,9 @@ export async function warmUpFinalFreeze(): Promise<void> {
  * Finds, with the tree of `root` running, the code sequences crash-safe
  * injection needs in each of its processes (ffi/safe_inject.ts
  * `findSafeSites`, which remembers them): the first freeze then only reads
- * them back instead of searching megabytes of code (~7 ms cold). Never throws.
+ * them back instead of searching megabytes of code (~7 ms cold). First at
+ * the places an earlier dump of this boot found them (site_memo.ts). Never
+ * throws.
  */
 export function warmUpInjection(
   root: number,
@@ -110,7 +112,7 @@ export function warmUpInjection(
 ): void {
   for (const pid of pids) {
     try {
-      findSafeSites(pid);
+      findSafeSitesRemembered(pid);
     } catch { /* only a warm-up */ }
   }
 }

@@ -2,7 +2,8 @@
  * Schemas of the socket records an image holds (`FdInfo.inet`,
  * `FdInfo.netlink`): the image schema keeps fd records loose, and each
  * kind checks its own record before it plans anything from it, so a
- * damaged or hostile image is refused naming the field.
+ * damaged or hostile image is refused naming the field. The schemas are
+ * built at the first check (`z.lazy`), not at every dump's start.
  *
  * @module
  */
@@ -28,106 +29,120 @@ function exactAddress(family: number) {
   };
 }
 
-const sockAddr = z.looseObject({
-  address: z.string().max(64),
-  port: nat.max(65535),
-  flowinfo: u32.optional(),
-  scopeId: u32.optional(),
-});
+const sockAddr = z.lazy(() =>
+  z.looseObject({
+    address: z.string().max(64),
+    port: nat.max(65535),
+    flowinfo: u32.optional(),
+    scopeId: u32.optional(),
+  })
+);
 
-const sockOption = z.looseObject({
-  level: nat,
-  name: nat,
-  label: z.string().max(64),
-  int: int.optional(),
-  bytes: base64.max(128).optional(),
-});
+const sockOption = z.lazy(() =>
+  z.looseObject({
+    level: nat,
+    name: nat,
+    label: z.string().max(64),
+    int: int.optional(),
+    bytes: base64.max(128).optional(),
+  })
+);
 
-const buffers = z.looseObject({ snd: nat.optional(), rcv: nat.optional() }).optional();
+const buffers = z.lazy(() =>
+  z.looseObject({ snd: nat.optional(), rcv: nat.optional() }).optional()
+);
 
 /** A socket's owner: ids the restore program switches to (u32, not the -1 "unchanged"). */
-const owner = z.looseObject({ uid: nat.max(0xfffffffe), gid: nat.max(0xfffffffe) }).optional();
+const owner = z.lazy(() =>
+  z.looseObject({ uid: nat.max(0xfffffffe), gid: nat.max(0xfffffffe) }).optional()
+);
 
-const tcp = z.looseObject({
-  peerInTree: z.boolean(),
-  sndSeq: u32,
-  rcvSeq: u32,
-  sendQueue: base64,
-  unsent: nat,
-  recvQueue: base64,
-  mss: nat.max(65535),
-  wscale: z.looseObject({ snd: nat.max(14), rcv: nat.max(14) }).nullable(),
-  sack: z.boolean(),
-  timestamps: z.boolean(),
-  timestamp: u32,
-  window: z.looseObject({ sndWl1: u32, sndWnd: u32, maxWindow: u32, rcvWnd: u32, rcvWup: u32 }),
-}).refine((t) => t.unsent <= decodeBase64(t.sendQueue).length, {
-  message: "more unsent bytes than the send queue holds",
-  path: ["unsent"],
-});
+const tcp = z.lazy(() =>
+  z.looseObject({
+    peerInTree: z.boolean(),
+    sndSeq: u32,
+    rcvSeq: u32,
+    sendQueue: base64,
+    unsent: nat,
+    recvQueue: base64,
+    mss: nat.max(65535),
+    wscale: z.looseObject({ snd: nat.max(14), rcv: nat.max(14) }).nullable(),
+    sack: z.boolean(),
+    timestamps: z.boolean(),
+    timestamp: u32,
+    window: z.looseObject({ sndWl1: u32, sndWnd: u32, maxWindow: u32, rcvWnd: u32, rcvWup: u32 }),
+  }).refine((t) => t.unsent <= decodeBase64(t.sendQueue).length, {
+    message: "more unsent bytes than the send queue holds",
+    path: ["unsent"],
+  })
+);
 
-const inet = z.looseObject({
-  family: z.enum(["ipv4", "ipv6"]),
-  proto: z.enum(["tcp", "udp"]),
-  state: z.enum(["listen", "established", "closed"]),
-  local: sockAddr.nullable(),
-  peer: sockAddr.nullable(),
-  options: z.array(sockOption).max(64),
-  buffers,
-  backlog: nat.max(1 << 20).optional(),
-  tcp: tcp.optional(),
-  owner,
-  datagrams: z.array(z.looseObject({ from: sockAddr, data: base64.max(87400) })).max(1 << 16)
-    .optional(),
-}).superRefine((s, ctx) => {
-  const family = s.family === "ipv4" ? AF.INET : AF.INET6;
-  for (const key of ["local", "peer"] as const) {
-    const a = s[key];
-    if (a && !exactAddress(family)(a)) {
+const inet = z.lazy(() =>
+  z.looseObject({
+    family: z.enum(["ipv4", "ipv6"]),
+    proto: z.enum(["tcp", "udp"]),
+    state: z.enum(["listen", "established", "closed"]),
+    local: sockAddr.nullable(),
+    peer: sockAddr.nullable(),
+    options: z.array(sockOption).max(64),
+    buffers,
+    backlog: nat.max(1 << 20).optional(),
+    tcp: tcp.optional(),
+    owner,
+    datagrams: z.array(z.looseObject({ from: sockAddr, data: base64.max(87400) })).max(1 << 16)
+      .optional(),
+  }).superRefine((s, ctx) => {
+    const family = s.family === "ipv4" ? AF.INET : AF.INET6;
+    for (const key of ["local", "peer"] as const) {
+      const a = s[key];
+      if (a && !exactAddress(family)(a)) {
+        ctx.addIssue({
+          code: "custom",
+          message: `not an ${s.family} address`,
+          path: [key, "address"],
+        });
+      }
+    }
+    const established = s.state === "established";
+    if (established !== (s.tcp !== undefined) || (established && (!s.local || !s.peer))) {
       ctx.addIssue({
         code: "custom",
-        message: `not an ${s.family} address`,
-        path: [key, "address"],
+        message: "an established connection needs tcp, local and peer",
       });
     }
-  }
-  const established = s.state === "established";
-  if (established !== (s.tcp !== undefined) || (established && (!s.local || !s.peer))) {
-    ctx.addIssue({
-      code: "custom",
-      message: "an established connection needs tcp, local and peer",
+    if (s.datagrams && (s.proto !== "udp" || !s.local)) {
+      ctx.addIssue({ code: "custom", message: "only a bound UDP socket has queued datagrams" });
+    }
+    (s.datagrams ?? []).forEach((d, i) => {
+      if (!exactAddress(s.family === "ipv4" ? AF.INET : AF.INET6)(d.from)) {
+        ctx.addIssue({
+          code: "custom",
+          message: `not an ${s.family} address`,
+          path: ["datagrams", i, "from", "address"],
+        });
+      }
     });
-  }
-  if (s.datagrams && (s.proto !== "udp" || !s.local)) {
-    ctx.addIssue({ code: "custom", message: "only a bound UDP socket has queued datagrams" });
-  }
-  (s.datagrams ?? []).forEach((d, i) => {
-    if (!exactAddress(s.family === "ipv4" ? AF.INET : AF.INET6)(d.from)) {
-      ctx.addIssue({
-        code: "custom",
-        message: `not an ${s.family} address`,
-        path: ["datagrams", i, "from", "address"],
-      });
+    if (s.proto === "udp" && s.state !== "closed") {
+      ctx.addIssue({ code: "custom", message: "a UDP socket is never listening or established" });
     }
-  });
-  if (s.proto === "udp" && s.state !== "closed") {
-    ctx.addIssue({ code: "custom", message: "a UDP socket is never listening or established" });
-  }
-  if (s.state === "listen" && (!s.local || s.peer)) {
-    ctx.addIssue({ code: "custom", message: "a listener is bound and has no peer" });
-  }
-});
+    if (s.state === "listen" && (!s.local || s.peer)) {
+      ctx.addIssue({ code: "custom", message: "a listener is bound and has no peer" });
+    }
+  })
+);
 
-const netlink = z.looseObject({
-  protocol: z.literal(0),
-  type: z.union([z.literal(2), z.literal(3)]),
-  portid: u32,
-  groups: z.array(int.min(1).max(1024)).max(1024),
-  peer: z.looseObject({ portid: u32, groups: u32 }).nullable(),
-  options: z.array(sockOption).max(64),
-  buffers,
-  owner,
-});
+const netlink = z.lazy(() =>
+  z.looseObject({
+    protocol: z.literal(0),
+    type: z.union([z.literal(2), z.literal(3)]),
+    portid: u32,
+    groups: z.array(int.min(1).max(1024)).max(1024),
+    peer: z.looseObject({ portid: u32, groups: u32 }).nullable(),
+    options: z.array(sockOption).max(64),
+    buffers,
+    owner,
+  })
+);
 
 /** Why the socket record of `f` cannot be used, or undefined when it is sound. */
 export function socketRecordProblem(f: FdInfo): string | undefined {

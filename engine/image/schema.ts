@@ -5,6 +5,8 @@
  * hostile image is refused with one line naming the field. Objects are
  * loose (fields this cryo does not know are kept), so records that resource
  * kinds add stay readable; each kind checks its own record where it plans.
+ * The large schemas are built at their first check (`z.lazy`): a dump,
+ * which checks none, does not build them at every start.
  *
  * @module
  */
@@ -37,29 +39,31 @@ const mempolicy = z.looseObject({ mode: int.min(1), nodes: z.array(nat.max(1023)
 const sigInfo = z.looseObject({ signo: int.min(1).max(64), code: int, raw: base64 });
 
 /** The checks of a mapping record (without the fast path: tests compare the two). */
-export const mappingChecks = z.looseObject({
-  start: hex,
-  end: hex,
-  perms: z.string().regex(/^[r-][w-][x-][ps]$/),
-  offset: hex,
-  kind: z.enum(MAPPING_KINDS),
-  name: z.string(),
-  file: fileIdentity.optional(),
-  vmFlags: z.array(z.string()),
-  pages: z.array(z.looseObject({ addr: hex, length: nat, fileOffset: nat })),
-  excluded: z.boolean().optional(),
-  ghost: z.string().optional(),
-  sysvShm: nat.optional(),
-  mempolicy: mempolicy.optional(),
-  aio: z.looseObject({
-    id: nat,
-    nr: nat,
-    nrEvents: nat,
-    head: nat,
-    tail: nat,
-    ring: base64,
-  }).optional(),
-});
+export const mappingChecks = z.lazy(() =>
+  z.looseObject({
+    start: hex,
+    end: hex,
+    perms: z.string().regex(/^[r-][w-][x-][ps]$/),
+    offset: hex,
+    kind: z.enum(MAPPING_KINDS),
+    name: z.string(),
+    file: fileIdentity.optional(),
+    vmFlags: z.array(z.string()),
+    pages: z.array(z.looseObject({ addr: hex, length: nat, fileOffset: nat })),
+    excluded: z.boolean().optional(),
+    ghost: z.string().optional(),
+    sysvShm: nat.optional(),
+    mempolicy: mempolicy.optional(),
+    aio: z.looseObject({
+      id: nat,
+      nr: nat,
+      nrEvents: nat,
+      head: nat,
+      tail: nat,
+      ring: base64,
+    }).optional(),
+  })
+);
 /** A mapping record; its common form is checked by a fast path (engine/image/mapping_fast.ts). */
 const mapping = mappingChecks.fastPath(plainMappingFits);
 /**
@@ -68,208 +72,221 @@ const mapping = mappingChecks.fastPath(plainMappingFits);
  * `MAPPINGS_IN_NOTE` is the literal): the records kept whole, in order.
  * Checked as the field of an object, for the paths of its problems.
  */
-export const mappingsInNoteSchema = z.looseObject({
-  mappings: z.looseObject({
-    columns: z.literal("NT_CRYO_MAPPINGS"),
-    whole: z.array(mapping),
-  }),
-});
+export const mappingsInNoteSchema = z.lazy(() =>
+  z.looseObject({
+    mappings: z.looseObject({
+      columns: z.literal("NT_CRYO_MAPPINGS"),
+      whole: z.array(mapping),
+    }),
+  })
+);
 
 /** The checks of a thread record (without the fast path: tests compare the two). */
-export const threadChecks = z.looseObject({
-  tid: int,
-  comm: z.string(),
-  regs: z.record(z.string(), hex),
-  // Absent: in the thread's NT_X86_XSTATE note (engine/image/thread_xsave.ts).
-  xsave: base64.optional(),
-  sigmask: hex,
-  pending: z.array(sigInfo),
-  sigaltstack: z.looseObject({ sp: hex, flags: int, size: nat }),
-  rseq: z.looseObject({ addr: hex, len: nat, sig: hex, flags: int }).nullable(),
-  robustList: z.looseObject({ head: hex, len: nat }),
-  clearChildTid: hex,
-  syscall: z.looseObject({ nr: int, restart: z.enum(["none", "restart", "eintr"]) }),
-  sched: z.looseObject({
-    policy: int,
-    flags: int,
-    priority: int,
-    nice: int,
-    runtime: z.string(),
-    deadline: z.string(),
-    period: z.string(),
-    utilMin: int,
-    utilMax: int,
-    cpus: z.array(nat),
-    timerSlackNs: z.number(),
-    ioprio: int,
-  }).optional(),
-  mempolicy: mempolicy.optional(),
-  creds: z.looseObject({
-    uid: z.array(id32).length(4),
-    gid: z.array(id32).length(4),
-    groups: z.array(id32).max(65536),
-    capInh: hex,
-    capPrm: hex,
-    capEff: hex,
-    capBnd: hex,
-    capAmb: hex,
-    securebits: nat,
-    keepCaps: z.boolean(),
-    noNewPrivs: z.boolean(),
-  }).optional(),
-});
+export const threadChecks = z.lazy(() =>
+  z.looseObject({
+    tid: int,
+    comm: z.string(),
+    regs: z.record(z.string(), hex),
+    // Absent: in the thread's NT_X86_XSTATE note (engine/image/thread_xsave.ts).
+    xsave: base64.optional(),
+    sigmask: hex,
+    pending: z.array(sigInfo),
+    sigaltstack: z.looseObject({ sp: hex, flags: int, size: nat }),
+    rseq: z.looseObject({ addr: hex, len: nat, sig: hex, flags: int }).nullable(),
+    robustList: z.looseObject({ head: hex, len: nat }),
+    clearChildTid: hex,
+    syscall: z.looseObject({ nr: int, restart: z.enum(["none", "restart", "eintr"]) }),
+    sched: z.looseObject({
+      policy: int,
+      flags: int,
+      priority: int,
+      nice: int,
+      runtime: z.string(),
+      deadline: z.string(),
+      period: z.string(),
+      utilMin: int,
+      utilMax: int,
+      cpus: z.array(nat),
+      timerSlackNs: z.number(),
+      ioprio: int,
+    }).optional(),
+    mempolicy: mempolicy.optional(),
+    creds: z.looseObject({
+      uid: z.array(id32).length(4),
+      gid: z.array(id32).length(4),
+      groups: z.array(id32).max(65536),
+      capInh: hex,
+      capPrm: hex,
+      capEff: hex,
+      capBnd: hex,
+      capAmb: hex,
+      securebits: nat,
+      keepCaps: z.boolean(),
+      noNewPrivs: z.boolean(),
+    }).optional(),
+  })
+);
 /** A thread record; its common form is checked by a fast path (engine/image/thread_fast.ts). */
 const thread = threadChecks.fastPath(plainThreadFits);
 
-const fd = z.looseObject({
-  fd: int,
-  kind: z.string(),
-  target: z.string(),
-  flags: nat,
-  cloexec: z.boolean(),
-  pos: nat,
-  mntId: nat,
-  file: fileIdentity.optional(),
-  extra: z.record(z.string(), z.string()),
-  restore: z.string(),
-  sameAs: int.optional(),
-  excluded: z.boolean().optional(),
-  ghost: z.string().optional(),
-  description: z.string().optional(),
-  owner: z.looseObject({ type: z.number().int().min(0).max(2), pid: int, sig: nat }).optional(),
-});
+const fd = z.lazy(() =>
+  z.looseObject({
+    fd: int,
+    kind: z.string(),
+    target: z.string(),
+    flags: nat,
+    cloexec: z.boolean(),
+    pos: nat,
+    mntId: nat,
+    file: fileIdentity.optional(),
+    extra: z.record(z.string(), z.string()),
+    restore: z.string(),
+    sameAs: int.optional(),
+    excluded: z.boolean().optional(),
+    ghost: z.string().optional(),
+    description: z.string().optional(),
+    owner: z.looseObject({ type: z.number().int().min(0).max(2), pid: int, sig: nat }).optional(),
+  })
+);
 
 const limit = z.union([nat, z.literal("inf")]);
 const itimer = z.looseObject({ intervalUs: nat, valueUs: nat });
 
 /** NT_CRYO_PROCESS: one process description. */
-export const processImageSchema = z.looseObject({
-  pid: int,
-  ppid: int,
-  pgid: int,
-  sid: int,
-  comm: z.string(),
-  exe: fileIdentity.nullable(),
-  cwd: z.string(),
-  root: z.string(),
-  dirIds: z.looseObject({
-    cwd: z.looseObject({ dev: nat, ino: nat }),
-    root: z.looseObject({ dev: nat, ino: nat }),
-  }).optional(),
-  umask: nat,
-  personality: nat,
-  cmdline: z.array(z.string()),
-  creds: z.looseObject({
-    uid: z.array(nat).length(4),
-    gid: z.array(nat).length(4),
-    groups: z.array(nat),
-  }),
-  mm: z.looseObject({
-    startCode: hex,
-    endCode: hex,
-    startData: hex,
-    endData: hex,
-    startBrk: hex,
-    brk: hex,
-    startStack: hex,
-    argStart: hex,
-    argEnd: hex,
-    envStart: hex,
-    envEnd: hex,
-  }),
-  auxv: z.array(z.tuple([nat, hex])),
-  rlimits: z.array(z.looseObject({ resource: int, name: z.string(), soft: limit, hard: limit })),
-  mappings: z.array(mapping),
-  threads: z.array(thread).min(1),
-  sigactions: z.array(z.looseObject({ handler: hex, flags: hex, restorer: hex, mask: hex })),
-  sharedPending: z.array(sigInfo),
-  itimers: z.looseObject({ real: itimer, virtual: itimer, prof: itimer }),
-  fds: z.array(fd),
-  children: z.array(int),
-  bootstrap: z.looseObject({ start: hex, size: nat }),
-  dumpId: z.string().optional(),
-  excluded: z.array(z.looseObject({ what: z.string(), reason: z.string() })),
-  ctty: z.looseObject({ ttyNr: int, fgPgrp: int }).optional(),
-  cgroups: z.array(z.string()).optional(),
-  zombies: z.array(z.looseObject({
-    pid: int.min(2),
-    pgid: nat,
-    sid: nat,
+export const processImageSchema = z.lazy(() =>
+  z.looseObject({
+    pid: int,
+    ppid: int,
+    pgid: int,
+    sid: int,
     comm: z.string(),
-    waitStatus: int.min(0).max(0xffff),
-    exitSignal: int.min(0).max(64),
+    exe: fileIdentity.nullable(),
+    cwd: z.string(),
+    root: z.string(),
+    dirIds: z.looseObject({
+      cwd: z.looseObject({ dev: nat, ino: nat }),
+      root: z.looseObject({ dev: nat, ino: nat }),
+    }).optional(),
+    umask: nat,
+    personality: nat,
+    cmdline: z.array(z.string()),
     creds: z.looseObject({
       uid: z.array(nat).length(4),
       gid: z.array(nat).length(4),
-      groups: z.array(nat).max(65536),
+      groups: z.array(nat),
+    }),
+    mm: z.looseObject({
+      startCode: hex,
+      endCode: hex,
+      startData: hex,
+      endData: hex,
+      startBrk: hex,
+      brk: hex,
+      startStack: hex,
+      argStart: hex,
+      argEnd: hex,
+      envStart: hex,
+      envEnd: hex,
+    }),
+    auxv: z.array(z.tuple([nat, hex])),
+    rlimits: z.array(z.looseObject({ resource: int, name: z.string(), soft: limit, hard: limit })),
+    mappings: z.array(mapping),
+    threads: z.array(thread).min(1),
+    sigactions: z.array(z.looseObject({ handler: hex, flags: hex, restorer: hex, mask: hex })),
+    sharedPending: z.array(sigInfo),
+    itimers: z.looseObject({ real: itimer, virtual: itimer, prof: itimer }),
+    fds: z.array(fd),
+    children: z.array(int),
+    bootstrap: z.looseObject({ start: hex, size: nat }),
+    dumpId: z.string().optional(),
+    excluded: z.array(z.looseObject({ what: z.string(), reason: z.string() })),
+    ctty: z.looseObject({ ttyNr: int, fgPgrp: int }).optional(),
+    cgroups: z.array(z.string()).optional(),
+    zombies: z.array(z.looseObject({
+      pid: int.min(2),
+      pgid: nat,
+      sid: nat,
+      comm: z.string(),
+      waitStatus: int.min(0).max(0xffff),
+      exitSignal: int.min(0).max(64),
+      creds: z.looseObject({
+        uid: z.array(nat).length(4),
+        gid: z.array(nat).length(4),
+        groups: z.array(nat).max(65536),
+      }).optional(),
+    })).optional(),
+    stopped: z.looseObject({
+      signal: z.union([z.literal(19), z.literal(20), z.literal(21), z.literal(22)]),
+      reported: z.boolean(),
     }).optional(),
-  })).optional(),
-  stopped: z.looseObject({
-    signal: z.union([z.literal(19), z.literal(20), z.literal(21), z.literal(22)]),
-    reported: z.boolean(),
-  }).optional(),
-});
+  })
+);
 
-const ghost = z.looseObject({
-  id: z.string(),
-  kind: z.enum(["memfd", "deleted"]),
-  name: z.string(),
-  size: nat,
-  mode: nat,
-  uid: nat,
-  gid: nat,
-  seals: nat,
-  extents: z.array(z.tuple([nat, nat])),
-  file: z.string(),
-  checksum: z.string(),
-});
-
-/** manifest.json. */
-export const manifestSchema = z.looseObject({
-  kind: z.literal("cryo-image"),
-  formatVersion: int,
-  toolVersion: z.string(),
-  createdAt: z.string(),
-  dumpId: z.string().optional(),
-  host: z.looseObject({
-    kernelRelease: z.string(),
-    hostname: z.string(),
-    vdso: z.array(z.looseObject({ name: z.string(), size: nat })),
-    vdsoSha256: z.string(),
-    xfeatures: hex,
-    xsaveSize: nat,
-    pageSize: nat,
-  }),
-  rootPid: int,
-  processes: z.array(z.looseObject({
-    pid: int,
-    ppid: int,
-    file: z.string().regex(/^[^/\0]+$/).refine((f) => f !== "." && f !== "..", "not a file name"),
-    size: nat,
-    checksum: z.string(),
-    threads: z.array(int),
-    comm: z.string(),
-    pageBlocks: z.looseObject({ offset: nat, length: nat, size: nat, crcs: z.string() }).optional(),
-  })).min(1),
-  stats: z.looseObject({}),
-  optIns: z.array(z.string()).optional(),
-  ghosts: z.array(ghost).optional(),
-  pidNamespace: z.literal("own").optional(),
-  namespaces: z.looseObject({}).optional(),
-  sysvShm: z.array(z.looseObject({
-    shmid: nat,
-    key: int,
+const ghost = z.lazy(() =>
+  z.looseObject({
+    id: z.string(),
+    kind: z.enum(["memfd", "deleted"]),
+    name: z.string(),
     size: nat,
     mode: nat,
     uid: nat,
     gid: nat,
-    cuid: nat,
-    cgid: nat,
-    removed: z.boolean(),
+    seals: nat,
+    extents: z.array(z.tuple([nat, nat])),
     file: z.string(),
     checksum: z.string(),
-  })).optional(),
-});
+  })
+);
+
+/** manifest.json. */
+export const manifestSchema = z.lazy(() =>
+  z.looseObject({
+    kind: z.literal("cryo-image"),
+    formatVersion: int,
+    toolVersion: z.string(),
+    createdAt: z.string(),
+    dumpId: z.string().optional(),
+    host: z.looseObject({
+      kernelRelease: z.string(),
+      hostname: z.string(),
+      vdso: z.array(z.looseObject({ name: z.string(), size: nat })),
+      vdsoSha256: z.string(),
+      xfeatures: hex,
+      xsaveSize: nat,
+      pageSize: nat,
+    }),
+    rootPid: int,
+    processes: z.array(z.looseObject({
+      pid: int,
+      ppid: int,
+      file: z.string().regex(/^[^/\0]+$/).refine((f) => f !== "." && f !== "..", "not a file name"),
+      size: nat,
+      checksum: z.string(),
+      threads: z.array(int),
+      comm: z.string(),
+      pageBlocks: z.looseObject({ offset: nat, length: nat, size: nat, crcs: z.string() })
+        .optional(),
+    })).min(1),
+    stats: z.looseObject({}),
+    optIns: z.array(z.string()).optional(),
+    ghosts: z.array(ghost).optional(),
+    pidNamespace: z.literal("own").optional(),
+    namespaces: z.looseObject({}).optional(),
+    sysvShm: z.array(z.looseObject({
+      shmid: nat,
+      key: int,
+      size: nat,
+      mode: nat,
+      uid: nat,
+      gid: nat,
+      cuid: nat,
+      cgid: nat,
+      removed: z.boolean(),
+      file: z.string(),
+      checksum: z.string(),
+    })).optional(),
+  })
+);
 
 /** The first problem of `x` against `schema`, as one line, or undefined when it fits. */
 export function schemaProblem(schema: z.ZodType, x: unknown): string | undefined {

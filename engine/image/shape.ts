@@ -236,6 +236,16 @@ export class ArrayShape<E> extends Shape<E[]> {
 /** Any shape (the type of a schema whose accepted type does not matter). */
 export type ZodType = Shape<unknown>;
 
+/**
+ * The shape `build` returns, built at its first check (zod's `z.lazy`): a
+ * module's large schemas then cost nothing at import for a command that
+ * never checks them (a dump reads no image).
+ */
+export function lazy<T>(build: () => Shape<T>): Shape<T> {
+  let built: Shape<T> | undefined;
+  return new Shape<T>([(x, p) => (built ??= build()).problem(x, p)]);
+}
+
 /** A string. */
 export function string(): StringShape {
   return new StringShape([(x, p) => typeof x === "string" ? undefined : expected("string", x, p)]);

@@ -247,8 +247,14 @@ export function parseMapsBytes(bytes: Uint8Array, pid = 0): MapEntry[] {
   return parseMaps(new TextDecoder().decode(bytes), pid, procPath(pid, "maps"));
 }
 
-/** Value of each byte as a lower-case hex digit (0 to 15), or -1. */
-const HEX_OF = Int8Array.from({ length: 256 }, (_, c) => hexDigit(c));
+/**
+ * Value of each byte as a lower-case hex digit (0 to 15), or -1: `hexDigit`
+ * of every byte, filled by two short loops (not a callback run 256 times,
+ * cold, at every import).
+ */
+const HEX_OF = new Int8Array(256).fill(-1);
+for (let c = 48; c <= 57; c++) HEX_OF[c] = c - 48;
+for (let c = 97; c <= 102; c++) HEX_OF[c] = c - 87;
 
 /** UTF-8 for the paths of maps lines, a leading U+FEFF kept (it is not at the text's start). */
 const pathDecoder = new TextDecoder("utf-8", { ignoreBOM: true });

@@ -18,7 +18,9 @@
  * which of its fields a check against the injected values confirmed
  * (engine/dump/thread_state.ts), under the same trust rules; and cryo's own
  * vvar/vdso layout and [vdso] hash (engine/restore/checks.ts
- * `startOwnVdso`: the same for every 64-bit process of the boot).
+ * `startOwnVdso`: the same for every 64-bit process of the boot), and where
+ * in the mapped files the dumps found the safe injection sites
+ * (engine/dump/site_memo.ts: hints, read back before use).
  *
  * @module
  */
@@ -51,7 +53,29 @@ interface MemoFile {
   }[];
   threadState?: ThreadStateMemo;
   ownVdso?: OwnVdsoMemo;
+  safeSites?: SitesMemo[];
 }
+
+/**
+ * Where a code sequence of crash-safe injection (ffi/safe_inject.ts) lies
+ * in a mapped file, as /proc/<pid>/maps names the file: device, inode and
+ * path (`[vdso]` with device 00:00 and inode 0), and the offset in the file.
+ */
+export interface SitePlace {
+  dev: string;
+  inode: string;
+  path: string;
+  offset: number;
+}
+
+/** The two sites a dump found in one process (engine/dump/site_memo.ts). */
+export interface SitesMemo {
+  call: SitePlace;
+  restorer: SitePlace;
+}
+
+/** Pairs kept (one per libc a dumped process used, the latest first). */
+const SITES_KEPT = 8;
 
 /** cryo's own vvar/vdso layout and the SHA-256 of its [vdso] ("" without one), as read on this boot. */
 export interface OwnVdsoMemo {
@@ -365,4 +389,48 @@ export function rememberOwnVdso(own: OwnVdsoMemo): void {
   if (!read) return;
   const ownVdso = { layout: own.layout.map((e) => ({ ...e })), sha256: own.sha256 };
   writeMemo(read.path, { ...read.memo, boot: read.boot, ownVdso });
+}
+
+function sitePlace(x: unknown): SitePlace | undefined {
+  const p = x as SitePlace;
+  if (!p || typeof p !== "object" || typeof p.dev !== "string" || typeof p.path !== "string") {
+    return undefined;
+  }
+  if (!/^[0-9a-f]+:[0-9a-f]+$/.test(p.dev) || typeof p.inode !== "string") return undefined;
+  if (!/^\d{1,20}$/.test(p.inode) || !Number.isSafeInteger(p.offset) || p.offset < 0) {
+    return undefined;
+  }
+  return { dev: p.dev, inode: p.inode, path: p.path, offset: p.offset };
+}
+
+/**
+ * The safe sites' places found earlier on this boot (latest first; none
+ * when there is no memo to trust). Only hints: ffi/safe_inject.ts reads
+ * their bytes back before it uses one.
+ */
+export function recallSafeSites(): SitesMemo[] {
+  const v = readMemo()?.memo?.safeSites;
+  if (!Array.isArray(v)) return [];
+  const out: SitesMemo[] = [];
+  for (const e of v.slice(0, SITES_KEPT)) {
+    const call = sitePlace(e?.call), restorer = sitePlace(e?.restorer);
+    if (call && restorer) out.push({ call, restorer });
+  }
+  return out;
+}
+
+/** Remembers a pair of sites' places for the rest of this boot (first in the list). Never throws. */
+export function rememberSafeSites(pair: SitesMemo): void {
+  const read = readMemo();
+  if (!read) return;
+  const same = (a: SitePlace, b: SitePlace) =>
+    a.dev === b.dev && a.inode === b.inode && a.path === b.path && a.offset === b.offset;
+  const others = recallSafeSites().filter((m) =>
+    !same(m.call, pair.call) || !same(m.restorer, pair.restorer)
+  );
+  const safeSites = [
+    { call: { ...pair.call }, restorer: { ...pair.restorer } },
+    ...others,
+  ].slice(0, SITES_KEPT);
+  writeMemo(read.path, { ...read.memo, boot: read.boot, safeSites });
 }

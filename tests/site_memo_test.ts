@@ -1,0 +1,90 @@
+/**
+ * engine/dump/site_memo.ts: the safe injection sites (ffi/safe_inject.ts)
+ * found from their places in the per-boot memo. A place found in one process
+ * gives the very sites a search finds in another process mapping the same
+ * files; a wrong place is never used (the search runs and its pair is
+ * remembered instead).
+ */
+
+import assert from "node:assert/strict";
+import { findSafeSites } from "../ffi/safe_inject.ts";
+import {
+  addressIn,
+  execAreas,
+  findSafeSitesRemembered,
+  placeOf,
+} from "../engine/dump/site_memo.ts";
+import { recallSafeSites, rememberSafeSites } from "../engine/proc/vm_flags_memo.ts";
+import { startTarget, withTargets } from "./helpers/targets.ts";
+
+/** Runs `fn` with the per-boot memo in a fresh cache directory. */
+async function withFreshMemo(fn: () => Promise<void>): Promise<void> {
+  const dir = Deno.makeTempDirSync({ prefix: "cryo-site-memo-" });
+  const before = Deno.env.get("CRYO_CACHE_DIR");
+  Deno.env.set("CRYO_CACHE_DIR", dir);
+  try {
+    await fn();
+  } finally {
+    if (before === undefined) Deno.env.delete("CRYO_CACHE_DIR");
+    else Deno.env.set("CRYO_CACHE_DIR", before);
+    Deno.removeSync(dir, { recursive: true });
+  }
+}
+
+Deno.test(
+  "site memo: places found in one process give another's sites; a wrong place is not used",
+  withTargets(() =>
+    withFreshMemo(async () => {
+      const targets = [];
+      for (let i = 0; i < 3; i++) {
+        const t = await startTarget("sleeper", ["600"]);
+        await t.waitFor(/^ready pid=/m);
+        targets.push(t);
+      }
+      const [a, b, c] = targets;
+      const maps = (pid: number) => Deno.readTextFileSync(`/proc/${pid}/maps`);
+      assert.deepEqual(recallSafeSites(), [], "an empty memo");
+
+      // The first process: searched, and its pair remembered as places in the files.
+      const found = findSafeSitesRemembered(a.pid);
+      assert.ok(found, "sites found in a C program");
+      const memo = recallSafeSites();
+      assert.equal(memo.length, 1);
+      const areasA = execAreas(maps(a.pid));
+      assert.deepEqual(placeOf(areasA, found.call), memo[0].call);
+      assert.equal(addressIn(areasA, memo[0].call), found.call);
+      assert.equal(addressIn(areasA, memo[0].restorer), found.restorer);
+
+      // Another process (its own addresses): the places give what a search there finds.
+      const areasB = execAreas(maps(b.pid));
+      const hinted = {
+        call: addressIn(areasB, memo[0].call),
+        restorer: addressIn(areasB, memo[0].restorer),
+      };
+      assert.deepEqual(findSafeSitesRemembered(b.pid), hinted);
+      assert.deepEqual(findSafeSites(c.pid), {
+        call: addressIn(execAreas(maps(c.pid)), memo[0].call),
+        restorer: addressIn(execAreas(maps(c.pid)), memo[0].restorer),
+      }, "a search (no hint) finds the same places");
+
+      // A place one byte off names no sequence: not used; the search's pair goes first.
+      const wrong = {
+        ...memo[0],
+        restorer: { ...memo[0].restorer, offset: memo[0].restorer.offset + 1 },
+      };
+      rememberSafeSites(wrong);
+      assert.deepEqual(recallSafeSites()[0], wrong);
+      const t = await startTarget("sleeper", ["600"]);
+      await t.waitFor(/^ready pid=/m);
+      const areasT = execAreas(maps(t.pid));
+      const got = findSafeSitesRemembered(t.pid);
+      assert.deepEqual(got, {
+        call: addressIn(areasT, memo[0].call),
+        restorer: addressIn(areasT, memo[0].restorer),
+      });
+      assert.notEqual(got?.restorer, addressIn(areasT, wrong.restorer));
+      assert.deepEqual(recallSafeSites()[0], memo[0], "the pair the search found, first");
+      assert.equal(recallSafeSites().length, 2);
+    })
+  ),
+);
