@@ -176,6 +176,53 @@ export function collectTcp(
   }
 }
 
+/**
+ * Room a restored queue of `bytes` needs in its socket buffer. The kernel
+ * charges each queued skb's truesize (payload and bookkeeping) against
+ * sk_sndbuf / sk_rcvbuf, and the restored queue is cut into skbs
+ * differently from the original's: the recorded size, which held the
+ * original queue, may fall short by that overhead. A quarter more and
+ * 256 KiB covers it (64 KiB writes: a few hundred bytes per skb).
+ */
+function roomFor(bytes: number): number {
+  return bytes + (bytes >> 2) + (256 << 10);
+}
+
+/**
+ * Emits the size of a connection's send or receive buffer, set with the
+ * FORCE option (repair mode needs CAP_NET_ADMIN anyway): exactly as
+ * recorded (`saved`, the doubled value getsockopt gave), not capped by
+ * net.core.wmem_max / rmem_max as SO_SNDBUF / SO_RCVBUF would be, and
+ * raised to {@link roomFor} the queue while it is put back (set to the
+ * recorded size again afterwards). A socket too small for its queue made
+ * the restore block forever on the write (the peer's window is often 0:
+ * nothing drains it) or fail with ENOMEM.
+ */
+function emitQueueBuffer(
+  p: ProgramBuilder,
+  fdSlot: number,
+  force: number,
+  saved: number | undefined,
+  queued: number,
+  what: string,
+): void {
+  const size = Math.max(saved ?? 0, queued ? roomFor(queued) : 0);
+  if (size === 0) return;
+  emitSetInt(
+    p,
+    fdSlot,
+    SOL.SOCKET,
+    force,
+    Math.ceil(size / 2),
+    `${what} buffer ${size}` +
+      (saved === undefined
+        ? " (not recorded: the default)"
+        : saved < size
+        ? ` (saved ${saved})`
+        : ""),
+  );
+}
+
 function emitWrites(p: ProgramBuilder, fdSlot: number, bytes: Uint8Array, what: string): void {
   for (let at = 0; at < bytes.length; at += WRITE_CHUNK) {
     const piece = bytes.subarray(at, Math.min(at + WRITE_CHUNK, bytes.length));
@@ -221,7 +268,9 @@ export function emitTcp(p: ProgramBuilder, fdSlot: number, s: InetSocket, label:
   emitSetInt(p, fdSlot, SOL.TCP, TCP.QUEUE_SEQ, (t.sndSeq - send.length) >>> 0 | 0, "snd_una");
   emitSetInt(p, fdSlot, SOL.TCP, TCP.REPAIR_QUEUE, REPAIR_QUEUE.RECV, "receive queue");
   emitSetInt(p, fdSlot, SOL.TCP, TCP.QUEUE_SEQ, (t.rcvSeq - recv.length) >>> 0 | 0, "rcv_nxt");
-  emitBuffers(p, fdSlot, s.buffers);
+  // Buffers big enough for the queues put back below (and the unsent bytes, finishTcp).
+  emitQueueBuffer(p, fdSlot, SO.SNDBUFFORCE, s.buffers?.snd, send.length, "send");
+  emitQueueBuffer(p, fdSlot, SO.RCVBUFFORCE, s.buffers?.rcv, recv.length, "receive");
   emitBind(p, fdSlot, s);
   if (t.timestamps) {
     emitSetInt(p, fdSlot, SOL.TCP, TCP.TIMESTAMP, t.timestamp | 0, "timestamp clock");
@@ -240,6 +289,10 @@ export function emitTcp(p: ProgramBuilder, fdSlot: number, s: InetSocket, label:
   if (recv.length) {
     emitSetInt(p, fdSlot, SOL.TCP, TCP.REPAIR_QUEUE, REPAIR_QUEUE.RECV, "receive queue");
     emitWrites(p, fdSlot, recv, "the receive queue");
+    // Its recorded size back: the queue, already charged, stays (the window is 0 until it is read).
+    if (s.buffers?.rcv && s.buffers.rcv < roomFor(recv.length)) {
+      emitSetInt(p, fdSlot, SOL.SOCKET, SO.RCVBUFFORCE, s.buffers.rcv >> 1, "SO_RCVBUF as saved");
+    }
   }
   if (sent.length) {
     emitSetInt(p, fdSlot, SOL.TCP, TCP.REPAIR_QUEUE, REPAIR_QUEUE.SEND, "send queue");
@@ -272,6 +325,11 @@ export function finishTcp(pid: number, fd: number, s: InetSocket): void {
     setRepair(copy, false);
     setsockoptInt(copy, SOL.SOCKET, SO.REUSEADDR, reuseaddrOf(s));
     writeAll(copy, unsent, `process ${pid} fd ${fd}: unsent data`);
+    // The send buffer as saved, once the queue is back (emitQueueBuffer raised it).
+    const saved = s.buffers?.snd;
+    if (saved && send.length && saved < roomFor(send.length)) {
+      setsockoptInt(copy, SOL.SOCKET, SO.SNDBUFFORCE, saved >> 1);
+    }
   } finally {
     closeFd(copy);
   }

@@ -1,0 +1,159 @@
+/**
+ * A TCP connection dumped with a zero window, in both directions, to a
+ * peer outside the tree (the opt-in "tcp-established"), each stream then
+ * checked byte for byte:
+ *
+ * - the target sends: its peer stopped reading (its receive window is 0),
+ *   the target's send queue holds megabytes never sent and the target is
+ *   blocked in send(); after restore the peer reads again and must get the
+ *   whole stream, then the end of it (the target closed its socket once
+ *   all was queued: FIN-WAIT-1 with data queued, an orphan);
+ * - the target receives: it stopped reading, its receive queue is full (it
+ *   advertised a zero window) and the peer's send queue holds the rest;
+ *   after restore the target reads again, its window update must reach the
+ *   peer and the whole stream arrive.
+ *
+ * The target's buffers are set above net.core.{w,r}mem_max with
+ * SO_SNDBUFFORCE / SO_RCVBUFFORCE, so a restore that gave the new socket
+ * smaller buffers than the queues it must hold is caught (it used to block
+ * forever writing the unsent bytes). Every wait is bounded.
+ */
+
+import assert from "node:assert/strict";
+import { dumpKillRestore } from "./helpers/roundtrip.ts";
+import { startTarget, type Target, withTargets } from "./helpers/targets.ts";
+import { tempDir } from "./helpers/fs.ts";
+import { sleep, waitUntil } from "./helpers/wait.ts";
+
+const OPT_IN = { optIns: ["tcp-established"] };
+const PY = "/usr/bin/python3";
+/** Bytes of the stream: more than both ends' buffers hold together. */
+const TOTAL = 40 << 20;
+/** SO_SNDBUFFORCE / SO_RCVBUFFORCE of the target's end (the kernel doubles it). */
+const FORCE = 8 << 20;
+
+/** The stream: little-endian 32-bit counters, so a lost, repeated or reordered piece shows. */
+const STREAM = `import array
+def stream(n): return array.array("I", range(n // 4)).tobytes()
+`;
+
+/**
+ * The target: listens, prints its port, accepts one connection. "send":
+ * sends the stream (blocking), then shuts down and closes the socket.
+ * "recv": reads 64 KiB, prints "paused", waits for the trigger file, reads
+ * the rest to the end and prints whether it is the stream.
+ */
+const TARGET = `${STREAM}
+import os, socket, sys, time
+mode, trigger, total, force = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+data = stream(total)
+l = socket.socket()
+l.bind(("127.0.0.1", 0))
+if mode == "recv": l.setsockopt(socket.SOL_SOCKET, 33, force)  # SO_RCVBUFFORCE, inherited
+l.listen()
+print("port", l.getsockname()[1], flush=True)
+a, _ = l.accept()
+if mode == "send":
+    a.setsockopt(socket.SOL_SOCKET, 32, force)  # SO_SNDBUFFORCE
+    a.sendall(data)
+    a.shutdown(socket.SHUT_WR)
+    a.close()
+    print("sent all", flush=True)
+else:
+    got = bytearray()
+    while len(got) < 65536: got += a.recv(65536)
+    print("paused", flush=True)
+    while not os.path.exists(trigger): time.sleep(0.01)
+    a.settimeout(60)
+    while True:
+        b = a.recv(1 << 20)
+        if not b: break
+        got += b
+    ok = bytes(got) == data
+    print("check recv-stream", "pass" if ok else "FAIL got %d of %d bytes" % (len(got), total), flush=True)
+time.sleep(600)
+`;
+
+/**
+ * The peer (outside the tree): connects with a small receive buffer.
+ * "send" (the target sends): reads 64 KiB, prints "paused", waits for the
+ * trigger, reads to the end and prints whether it is the stream. "recv":
+ * sends the stream, shuts down, prints "sent all".
+ */
+const PEER = `${STREAM}
+import os, socket, sys, time
+mode, port, trigger, total = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+data = stream(total)
+c = socket.socket()
+c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+c.connect(("127.0.0.1", port))
+c.settimeout(120)
+if mode == "send":
+    got = bytearray()
+    while len(got) < 65536: got += c.recv(65536)
+    print("paused", flush=True)
+    while not os.path.exists(trigger): time.sleep(0.01)
+    while True:
+        b = c.recv(1 << 20)
+        if not b: break
+        got += b
+    ok = bytes(got) == data
+    print("check send-stream", "pass" if ok else "FAIL got %d of %d bytes" % (len(got), total), flush=True)
+else:
+    c.sendall(data)
+    c.shutdown(socket.SHUT_WR)
+    print("sent all", flush=True)
+    time.sleep(600)
+`;
+
+/** tx_queue and rx_queue of every IPv4 TCP socket on `port` (either end), as one string. */
+function queuesOn(port: number): string {
+  const hex = `:${port.toString(16).toUpperCase().padStart(4, "0")} `;
+  return Deno.readTextFileSync("/proc/net/tcp").split("\n").slice(1)
+    .filter((l) => l.includes(hex)).map((l) => l.trim().split(/\s+/)[4]).sort().join(",");
+}
+
+/** Waits until the connection's queues stop changing (both ends blocked by a zero window). */
+async function waitStuck(port: number, peer: Target, t: Target): Promise<void> {
+  let last = "";
+  await waitUntil("both ends of the connection blocked", async () => {
+    const now = queuesOn(port);
+    const stuck = now === last && now.split(",").length >= 2 && !/^0+:0+,0+:0+$/.test(now);
+    last = now;
+    if (!stuck) await sleep(300);
+    return stuck;
+  }).catch((e) => {
+    throw new Error(`${e.message}\npeer: ${peer.output()}\ntarget: ${t.output()}`);
+  });
+}
+
+async function roundTrip(mode: "send" | "recv"): Promise<void> {
+  const work = await tempDir("cryo-tcpwin-");
+  const trigger = `${work}/go`;
+  const t = await startTarget(PY, ["-c", TARGET, mode, trigger, String(TOTAL), String(FORCE)]);
+  const port = Number((await t.waitFor(/^port (\d+)$/m, 30000))[1]);
+  const peer = await startTarget(PY, ["-c", PEER, mode, String(port), trigger, String(TOTAL)]);
+  await (mode === "send" ? peer : t).waitFor(/^paused$/m, 30000);
+  await waitStuck(port, peer, t);
+  await dumpKillRestore(t, OPT_IN, OPT_IN);
+  await Deno.writeTextFile(trigger, "");
+  const reader = mode === "send" ? peer : t;
+  const m = await reader.waitFor(/^check \S+ (.*)$/m, 60000);
+  assert.equal(
+    m[1],
+    "pass",
+    `reader: ${reader.output()}\nwriter: ${(mode === "send" ? t : peer).output()}`,
+  );
+  if (mode === "recv") await peer.waitFor(/^sent all$/m, 30000);
+  assert.equal(t.poll(), undefined, `the restored target exited:\n${t.output()}`);
+}
+
+Deno.test(
+  "tcp window: a target blocked sending to a peer whose window is zero goes on after restore, the whole stream and its end arrive",
+  withTargets(() => roundTrip("send")),
+);
+
+Deno.test(
+  "tcp window: a target whose full receive queue closed its window reads on after restore, its window update reaches the peer",
+  withTargets(() => roundTrip("recv")),
+);
