@@ -4,8 +4,9 @@
  * mode: at dump the socket (through cryo's copy of the fd) enters repair
  * mode and gives its sequence numbers, both queues (peeked), the options
  * negotiated at the handshake, its timestamp clock and window; at restore a
- * new socket in repair mode is bound to the same address, given the same
- * sequence numbers and queues, "connected" without a handshake and given
+ * new socket in repair mode is bound to the same address, given buffers
+ * that hold its queues (`emitQueueBuffer`), the same sequence numbers and
+ * queues, "connected" without a handshake and given
  * its options and window by the restore program; it leaves repair mode
  * (which sends one window probe to the peer) in {@link finishTcp}, run by
  * the engine once every socket of the tree exists. Bytes that were never
@@ -176,6 +177,9 @@ export function collectTcp(
   }
 }
 
+/** A queue this small fits a default buffer again (tcp_wmem[1] is 16 KiB, tcp_rmem[1] 128 KiB). */
+const DEFAULT_ROOM = 16 << 10;
+
 /**
  * Room a restored queue of `bytes` needs in its socket buffer. The kernel
  * charges each queued skb's truesize (payload and bookkeeping) against
@@ -196,7 +200,9 @@ function roomFor(bytes: number): number {
  * raised to {@link roomFor} the queue while it is put back (set to the
  * recorded size again afterwards). A socket too small for its queue made
  * the restore block forever on the write (the peer's window is often 0:
- * nothing drains it) or fail with ENOMEM.
+ * nothing drains it) or fail with ENOBUFS. A buffer not recorded (the
+ * kernel's default, autotuned) is left alone for a small queue; for a
+ * bigger one it is set (and so locked, as SO_SNDBUF locks it).
  */
 function emitQueueBuffer(
   p: ProgramBuilder,
@@ -206,6 +212,9 @@ function emitQueueBuffer(
   queued: number,
   what: string,
 ): void {
+  // Not recorded: the buffer was the kernel's default (tcp_wmem/tcp_rmem), left so (not
+  // locked) unless the queue is more than a default buffer surely holds again.
+  if (saved === undefined && queued <= DEFAULT_ROOM) return;
   const size = Math.max(saved ?? 0, queued ? roomFor(queued) : 0);
   if (size === 0) return;
   emitSetInt(
@@ -314,7 +323,9 @@ export function emitTcp(p: ProgramBuilder, fdSlot: number, s: InetSocket, label:
  * half-restored socket): through a copy of the restored fd, repair mode
  * off (the kernel sends a window probe, to which the peer answers with an
  * ACK), SO_REUSEADDR as saved (repair mode overrode it), then the bytes
- * that were never sent, written as ordinary data.
+ * that were never sent, written as ordinary data (never blocking: a send
+ * buffer still full after a bounded wait fails the restore), and the send
+ * buffer's recorded size if it was raised for the queue.
  */
 export function finishTcp(pid: number, fd: number, s: InetSocket): void {
   const t = s.tcp!;
