@@ -11,7 +11,11 @@
  * - the target receives: it stopped reading, its receive queue is full (it
  *   advertised a zero window) and the peer's send queue holds the rest;
  *   after restore the target reads again, its window update must reach the
- *   peer and the whole stream arrive.
+ *   peer and the whole stream arrive;
+ * - bytes in flight: the peer drops every segment (a classic BPF socket
+ *   filter returning 0) and drains its queue, so the target sends into the
+ *   drop; the dump records those bytes sent and never acknowledged, and the
+ *   restored socket must retransmit them once the peer takes segments again.
  *
  * The target's buffers are set above net.core.{w,r}mem_max with
  * SO_SNDBUFFORCE / SO_RCVBUFFORCE, so a restore that gave the new socket
@@ -53,7 +57,7 @@ if mode == "recv": l.setsockopt(socket.SOL_SOCKET, 33, force)  # SO_RCVBUFFORCE,
 l.listen()
 print("port", l.getsockname()[1], flush=True)
 a, _ = l.accept()
-if mode == "send":
+if mode != "recv":
     a.setsockopt(socket.SOL_SOCKET, 32, force)  # SO_SNDBUFFORCE
     a.sendall(data)
     a.shutdown(socket.SHUT_WR)
@@ -83,18 +87,31 @@ time.sleep(600)
  * sends the stream, shuts down, prints "sent all".
  */
 const PEER = `${STREAM}
-import os, socket, sys, time
+import ctypes, os, socket, struct, sys, time
 mode, port, trigger, total = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 data = stream(total)
 c = socket.socket()
 c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
 c.connect(("127.0.0.1", port))
 c.settimeout(120)
-if mode == "send":
+if mode != "recv":
     got = bytearray()
     while len(got) < 65536: got += c.recv(65536)
     print("paused", flush=True)
+    if mode == "lost":
+        while not os.path.exists(trigger + "-drop"): time.sleep(0.01)
+        # A classic BPF filter returning 0: every segment from the target is dropped unseen.
+        drop = (ctypes.c_ubyte * 8)(*struct.pack("<HBBI", 0x06, 0, 0, 0))
+        c.setsockopt(socket.SOL_SOCKET, 26, struct.pack("<HxxxxxxQ", 1, ctypes.addressof(drop)))
+        c.setblocking(False)
+        try:
+            while True: got += c.recv(1 << 20)
+        except BlockingIOError: pass
+        c.setblocking(True)
+        c.settimeout(120)
+        print("drained", flush=True)
     while not os.path.exists(trigger): time.sleep(0.01)
+    if mode == "lost": c.setsockopt(socket.SOL_SOCKET, 27, 0)  # SO_DETACH_FILTER
     while True:
         b = c.recv(1 << 20)
         if not b: break
@@ -127,6 +144,13 @@ function peerProbeIn(port: number): number {
   return tr === "04" ? parseInt(when, 16) / 100 : 0;
 }
 
+/** The retransmit timer ("tr" 1) is armed on the target's end of the connection to `port`. */
+function targetRetransmits(port: number): boolean {
+  const hex = `:${port.toString(16).toUpperCase().padStart(4, "0")}`;
+  const row = rowsOn(port).find((f) => f[1].endsWith(hex) && f[3] === "01"); // ESTABLISHED
+  return row?.[5].startsWith("01:") ?? false;
+}
+
 /**
  * Waits until the connection's queues stop changing (both ends blocked by
  * a zero window). With `quietPeer`, also until the peer's next zero-window
@@ -149,23 +173,33 @@ async function waitStuck(port: number, peer: Target, t: Target, quietPeer: boole
   });
 }
 
-async function roundTrip(mode: "send" | "recv"): Promise<void> {
+async function roundTrip(mode: "send" | "recv" | "lost"): Promise<void> {
   const work = await tempDir("cryo-tcpwin-");
   const trigger = `${work}/go`;
   const t = await startTarget(PY, ["-c", TARGET, mode, trigger, String(TOTAL), String(FORCE)]);
   const port = Number((await t.waitFor(/^port (\d+)$/m, 30000))[1]);
   const peer = await startTarget(PY, ["-c", PEER, mode, String(port), trigger, String(TOTAL)]);
-  await (mode === "send" ? peer : t).waitFor(/^paused$/m, 30000);
+  await (mode === "recv" ? t : peer).waitFor(/^paused$/m, 30000);
   await waitStuck(port, peer, t, mode === "recv");
+  if (mode === "lost") {
+    // The peer drops what arrives and reads its queue: its window update lets the target send
+    // again, into the drop. The dump finds those bytes sent and never acknowledged.
+    await Deno.writeTextFile(`${trigger}-drop`, "");
+    await peer.waitFor(/^drained$/m, 30000);
+    await waitUntil("the target retransmitting", () => targetRetransmits(port), 30000)
+      .catch((e) => {
+        throw new Error(`${e.message}: ${JSON.stringify(rowsOn(port))}\npeer: ${peer.output()}`);
+      });
+  }
   await dumpKillRestore(t, OPT_IN, OPT_IN);
   const probeIn = peerProbeIn(port);
   await Deno.writeTextFile(trigger, "");
-  const reader = mode === "send" ? peer : t;
+  const reader = mode === "recv" ? t : peer;
   const m = await reader.waitFor(/^check \S+ (.*)$/m, 60000);
   assert.equal(
     m[1],
     "pass",
-    `reader: ${reader.output()}\nwriter: ${(mode === "send" ? t : peer).output()}`,
+    `reader: ${reader.output()}\nwriter: ${(mode === "recv" ? peer : t).output()}`,
   );
   if (mode === "recv") {
     await peer.waitFor(/^sent all$/m, 30000);
@@ -190,4 +224,9 @@ Deno.test(
 Deno.test(
   "tcp window: a target whose full receive queue closed its window reads on after restore, its window update reaches the peer",
   withTargets(() => roundTrip("recv")),
+);
+
+Deno.test(
+  "tcp window: bytes the target sent that never reached the peer (in flight at the dump) are retransmitted by the restored socket",
+  withTargets(() => roundTrip("lost")),
 );
