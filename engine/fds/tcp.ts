@@ -317,6 +317,17 @@ export function emitTcp(p: ProgramBuilder, fdSlot: number, s: InetSocket, label:
 }
 
 /**
+ * The recorded send buffer size that {@link finishTcp} sets again once the
+ * send queue is back, when the restore raised the buffer for the queue;
+ * undefined when it was not raised.
+ */
+export function sendBufferAfter(s: InetSocket): number | undefined {
+  const saved = s.buffers?.snd;
+  const queued = s.tcp ? decodeBase64(s.tcp.sendQueue).length : 0;
+  return saved && queued && saved < roomFor(queued) ? saved : undefined;
+}
+
+/**
  * The end of an established connection's restore, done by the engine once
  * every process of the tree has run its restore program (so the peer of a
  * connection inside the tree exists and the listener's port holds no
@@ -337,10 +348,8 @@ export function finishTcp(pid: number, fd: number, s: InetSocket): void {
     setsockoptInt(copy, SOL.SOCKET, SO.REUSEADDR, reuseaddrOf(s));
     writeAll(copy, unsent, `process ${pid} fd ${fd}: unsent data`);
     // The send buffer as saved, once the queue is back (emitQueueBuffer raised it).
-    const saved = s.buffers?.snd;
-    if (saved && send.length && saved < roomFor(send.length)) {
-      setsockoptInt(copy, SOL.SOCKET, SO.SNDBUFFORCE, saved >> 1);
-    }
+    const saved = sendBufferAfter(s);
+    if (saved !== undefined) setsockoptInt(copy, SOL.SOCKET, SO.SNDBUFFORCE, saved >> 1);
   } finally {
     closeFd(copy);
   }
