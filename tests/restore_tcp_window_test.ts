@@ -11,7 +11,8 @@
  * - the target receives: it stopped reading, its receive queue is full (it
  *   advertised a zero window) and the peer's send queue holds the rest;
  *   after restore the target reads again, its window update must reach the
- *   peer and the whole stream arrive;
+ *   peer and the whole stream arrive; the peer's MSS is 1400, and the
+ *   target's segment size (TCP_MAXSEG) must be the same after restore;
  * - bytes in flight: the peer drops every segment (a classic BPF socket
  *   filter returning 0) and drains its queue, so the target sends into the
  *   drop; the dump records those bytes sent and never acknowledged, and the
@@ -66,8 +67,10 @@ if mode != "recv":
 else:
     got = bytearray()
     while len(got) < 65536: got += a.recv(65536)
+    print("mss", a.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG), flush=True)
     print("paused", flush=True)
     while not os.path.exists(trigger): time.sleep(0.01)
+    print("mss-after", a.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG), flush=True)
     a.settimeout(60)
     t0 = time.monotonic()
     while True:
@@ -92,6 +95,8 @@ mode, port, trigger, total = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys
 data = stream(total)
 c = socket.socket()
 c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+# An MSS below loopback's: the target's segment size (TCP_MAXSEG) must be the same after restore.
+if mode == "recv": c.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 1400)
 c.connect(("127.0.0.1", port))
 c.settimeout(120)
 if mode != "recv":
@@ -203,6 +208,8 @@ async function roundTrip(mode: "send" | "recv" | "lost"): Promise<void> {
   );
   if (mode === "recv") {
     await peer.waitFor(/^sent all$/m, 30000);
+    const mss = t.output().match(/^mss (\d+)$/m)?.[1];
+    assert.equal(t.output().match(/^mss-after (\d+)$/m)?.[1], mss, "TCP_MAXSEG (mss_cache)");
     // The restored socket announced its open window itself, as soon as the target read: the
     // stream did not wait for the peer's next zero-window probe.
     const took = Number(t.output().match(/^read in ([\d.]+) s$/m)?.[1]);

@@ -71,6 +71,9 @@ import {
  */
 export type RepairGuard = <T>(fn: () => T) => T;
 
+/** The largest TCP_MAXSEG the kernel takes (MAX_TCP_WINDOW). */
+const MAX_USER_MSS = 32767;
+
 /** Queued bytes are written back in pieces of this size. */
 const WRITE_CHUNK = 64 << 10;
 
@@ -284,7 +287,14 @@ export function emitTcp(p: ProgramBuilder, fdSlot: number, s: InetSocket, label:
   if (t.timestamps) {
     emitSetInt(p, fdSlot, SOL.TCP, TCP.TIMESTAMP, t.timestamp | 0, "timestamp clock");
   }
+  // connect() sizes the segments (mss_cache, what TCP_MAXSEG reads) from the clamp it sees,
+  // 536 by default: TCP_REPAIR_OPTIONS sets the negotiated clamp only after it. TCP_MAXSEG
+  // (user_mss) gives connect() the clamp, and is cleared after it. Not above 32767 (its limit:
+  // loopback's 65495), where it would also lower advmss; those stay at 524 (docs).
+  const userMss = t.mss <= MAX_USER_MSS;
+  if (userMss) emitSetInt(p, fdSlot, SOL.TCP, TCP.MAXSEG, t.mss, "the clamp for connect");
   emitConnect(p, fdSlot, s, " (repair mode: no handshake)");
+  if (userMss) emitSetInt(p, fdSlot, SOL.TCP, TCP.MAXSEG, 0, "no user mss");
   const opts = encodeRepairOptions({
     mss: t.mss,
     wscale: t.wscale,
