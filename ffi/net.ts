@@ -23,6 +23,10 @@ export const SO = {
   BROADCAST: 6,
   SNDBUF: 7,
   RCVBUF: 8,
+  /** SO_SNDBUF without the net.core.wmem_max cap (CAP_NET_ADMIN). */
+  SNDBUFFORCE: 32,
+  /** SO_RCVBUF without the net.core.rmem_max cap (CAP_NET_ADMIN). */
+  RCVBUFFORCE: 33,
   KEEPALIVE: 9,
   OOBINLINE: 10,
   PRIORITY: 12,
@@ -284,8 +288,10 @@ export function newSocket(family: number, type: number, protocol = 0): number {
 }
 
 /**
- * Writes all of `bytes` to socket `fd`, waiting (poll, up to 10 s) when
- * its send buffer is full; throws naming `what` on failure.
+ * Writes all of `bytes` to socket `fd`, waiting (poll, up to 10 s without
+ * progress) when its send buffer is full; throws naming `what` on failure.
+ * Never blocks in the write itself (MSG_DONTWAIT), even on a blocking fd:
+ * a send buffer that stays full fails after the wait instead of hanging.
  */
 export function writeAll(fd: number, bytes: Uint8Array, what: string): void {
   let done = 0;
@@ -296,7 +302,7 @@ export function writeAll(fd: number, bytes: Uint8Array, what: string): void {
       fd,
       bytes.subarray(done),
       bytes.length - done,
-      MSG_NOSIGNAL,
+      MSG_NOSIGNAL | MSG_DONTWAIT,
       0,
       0,
     );

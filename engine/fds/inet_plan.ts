@@ -17,7 +17,7 @@ import { closeFd, encodeInetAddr, newSocket, setsockoptInt, SO, SOCK, SOL } from
 import { rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { errnoName } from "../../ffi/errno.ts";
-import { emitTcp, finishTcp } from "./tcp.ts";
+import { emitTcp, finishTcp, sendBufferAfter } from "./tcp.ts";
 import { emitUdp } from "./udp.ts";
 import { checkSocketOwners } from "./socket_owner.ts";
 import { finishUdpQueues, finishUdpQueuesPlan } from "./udp_queue.ts";
@@ -127,8 +127,10 @@ function finishInetPlanTcp(image: ProcessImage): string[] {
     (f.description === undefined || f.description === `${image.pid}:${f.fd}`)
   ).map((f) => {
     const t = f.inet!.tcp!;
+    const snd = sendBufferAfter(f.inet!);
     return `fd ${f.fd}: TCP_REPAIR off through a pidfd_getfd copy, SO_REUSEADDR as saved` +
-      (t.unsent ? `, then ${t.unsent} never-sent bytes written` : "");
+      (t.unsent ? `, then ${t.unsent} never-sent bytes written` : "") +
+      (snd !== undefined ? `, then the send buffer back to ${snd}` : "");
   });
 }
 

@@ -4,8 +4,9 @@
  * mode: at dump the socket (through cryo's copy of the fd) enters repair
  * mode and gives its sequence numbers, both queues (peeked), the options
  * negotiated at the handshake, its timestamp clock and window; at restore a
- * new socket in repair mode is bound to the same address, given the same
- * sequence numbers and queues, "connected" without a handshake and given
+ * new socket in repair mode is bound to the same address, given buffers
+ * that hold its queues (`emitQueueBuffer`), the same sequence numbers and
+ * queues, "connected" without a handshake and given
  * its options and window by the restore program; it leaves repair mode
  * (which sends one window probe to the peer) in {@link finishTcp}, run by
  * the engine once every socket of the tree exists. Bytes that were never
@@ -69,6 +70,9 @@ import {
  * (engine/dump/injected.ts `withRepairUndo`: the target switches it off).
  */
 export type RepairGuard = <T>(fn: () => T) => T;
+
+/** The largest TCP_MAXSEG the kernel takes (MAX_TCP_WINDOW). */
+const MAX_USER_MSS = 32767;
 
 /** Queued bytes are written back in pieces of this size. */
 const WRITE_CHUNK = 64 << 10;
@@ -176,6 +180,61 @@ export function collectTcp(
   }
 }
 
+/** A queue this small fits a default buffer again (tcp_wmem[1] is 16 KiB, tcp_rmem[1] 128 KiB). */
+const DEFAULT_ROOM = 16 << 10;
+
+/**
+ * Room a restored queue of `bytes` needs in its socket buffer. The kernel
+ * charges each queued skb's truesize (payload and bookkeeping) against
+ * sk_sndbuf / sk_rcvbuf, and the restored queue is cut into skbs
+ * differently from the original's: the recorded size, which held the
+ * original queue, may fall short by that overhead. A quarter more and
+ * 256 KiB covers it (64 KiB writes: a few hundred bytes per skb).
+ */
+function roomFor(bytes: number): number {
+  return bytes + (bytes >> 2) + (256 << 10);
+}
+
+/**
+ * Emits the size of a connection's send or receive buffer, set with the
+ * FORCE option (repair mode needs CAP_NET_ADMIN anyway): exactly as
+ * recorded (`saved`, the doubled value getsockopt gave), not capped by
+ * net.core.wmem_max / rmem_max as SO_SNDBUF / SO_RCVBUF would be, and
+ * raised to {@link roomFor} the queue while it is put back (set to the
+ * recorded size again afterwards). A socket too small for its queue made
+ * the restore block forever on the write (the peer's window is often 0:
+ * nothing drains it) or fail with ENOBUFS. A buffer not recorded (the
+ * kernel's default, autotuned) is left alone for a small queue; for a
+ * bigger one it is set (and so locked, as SO_SNDBUF locks it).
+ */
+function emitQueueBuffer(
+  p: ProgramBuilder,
+  fdSlot: number,
+  force: number,
+  saved: number | undefined,
+  queued: number,
+  what: string,
+): void {
+  // Not recorded: the buffer was the kernel's default (tcp_wmem/tcp_rmem), left so (not
+  // locked) unless the queue is more than a default buffer surely holds again.
+  if (saved === undefined && queued <= DEFAULT_ROOM) return;
+  const size = Math.max(saved ?? 0, queued ? roomFor(queued) : 0);
+  if (size === 0) return;
+  emitSetInt(
+    p,
+    fdSlot,
+    SOL.SOCKET,
+    force,
+    Math.ceil(size / 2),
+    `${what} buffer ${size}` +
+      (saved === undefined
+        ? " (not recorded: the default)"
+        : saved < size
+        ? ` (saved ${saved})`
+        : ""),
+  );
+}
+
 function emitWrites(p: ProgramBuilder, fdSlot: number, bytes: Uint8Array, what: string): void {
   for (let at = 0; at < bytes.length; at += WRITE_CHUNK) {
     const piece = bytes.subarray(at, Math.min(at + WRITE_CHUNK, bytes.length));
@@ -221,12 +280,21 @@ export function emitTcp(p: ProgramBuilder, fdSlot: number, s: InetSocket, label:
   emitSetInt(p, fdSlot, SOL.TCP, TCP.QUEUE_SEQ, (t.sndSeq - send.length) >>> 0 | 0, "snd_una");
   emitSetInt(p, fdSlot, SOL.TCP, TCP.REPAIR_QUEUE, REPAIR_QUEUE.RECV, "receive queue");
   emitSetInt(p, fdSlot, SOL.TCP, TCP.QUEUE_SEQ, (t.rcvSeq - recv.length) >>> 0 | 0, "rcv_nxt");
-  emitBuffers(p, fdSlot, s.buffers);
+  // Buffers big enough for the queues put back below (and the unsent bytes, finishTcp).
+  emitQueueBuffer(p, fdSlot, SO.SNDBUFFORCE, s.buffers?.snd, send.length, "send");
+  emitQueueBuffer(p, fdSlot, SO.RCVBUFFORCE, s.buffers?.rcv, recv.length, "receive");
   emitBind(p, fdSlot, s);
   if (t.timestamps) {
     emitSetInt(p, fdSlot, SOL.TCP, TCP.TIMESTAMP, t.timestamp | 0, "timestamp clock");
   }
+  // connect() sizes the segments (mss_cache, what TCP_MAXSEG reads) from the clamp it sees,
+  // 536 by default: TCP_REPAIR_OPTIONS sets the negotiated clamp only after it. TCP_MAXSEG
+  // (user_mss) gives connect() the clamp, and is cleared after it. Not above 32767 (its limit:
+  // loopback's 65495), where it would also lower advmss; those stay at 524 (docs).
+  const userMss = t.mss <= MAX_USER_MSS;
+  if (userMss) emitSetInt(p, fdSlot, SOL.TCP, TCP.MAXSEG, t.mss, "the clamp for connect");
   emitConnect(p, fdSlot, s, " (repair mode: no handshake)");
+  if (userMss) emitSetInt(p, fdSlot, SOL.TCP, TCP.MAXSEG, 0, "no user mss");
   const opts = encodeRepairOptions({
     mss: t.mss,
     wscale: t.wscale,
@@ -240,6 +308,10 @@ export function emitTcp(p: ProgramBuilder, fdSlot: number, s: InetSocket, label:
   if (recv.length) {
     emitSetInt(p, fdSlot, SOL.TCP, TCP.REPAIR_QUEUE, REPAIR_QUEUE.RECV, "receive queue");
     emitWrites(p, fdSlot, recv, "the receive queue");
+    // Its recorded size back: the queue, already charged, stays (the window is 0 until it is read).
+    if (s.buffers?.rcv && s.buffers.rcv < roomFor(recv.length)) {
+      emitSetInt(p, fdSlot, SOL.SOCKET, SO.RCVBUFFORCE, s.buffers.rcv >> 1, "SO_RCVBUF as saved");
+    }
   }
   if (sent.length) {
     emitSetInt(p, fdSlot, SOL.TCP, TCP.REPAIR_QUEUE, REPAIR_QUEUE.SEND, "send queue");
@@ -255,13 +327,26 @@ export function emitTcp(p: ProgramBuilder, fdSlot: number, s: InetSocket, label:
 }
 
 /**
+ * The recorded send buffer size that {@link finishTcp} sets again once the
+ * send queue is back, when the restore raised the buffer for the queue;
+ * undefined when it was not raised.
+ */
+export function sendBufferAfter(s: InetSocket): number | undefined {
+  const saved = s.buffers?.snd;
+  const queued = s.tcp ? decodeBase64(s.tcp.sendQueue).length : 0;
+  return saved && queued && saved < roomFor(queued) ? saved : undefined;
+}
+
+/**
  * The end of an established connection's restore, done by the engine once
  * every process of the tree has run its restore program (so the peer of a
  * connection inside the tree exists and the listener's port holds no
  * half-restored socket): through a copy of the restored fd, repair mode
  * off (the kernel sends a window probe, to which the peer answers with an
  * ACK), SO_REUSEADDR as saved (repair mode overrode it), then the bytes
- * that were never sent, written as ordinary data.
+ * that were never sent, written as ordinary data (never blocking: a send
+ * buffer still full after a bounded wait fails the restore), and the send
+ * buffer's recorded size if it was raised for the queue.
  */
 export function finishTcp(pid: number, fd: number, s: InetSocket): void {
   const t = s.tcp!;
@@ -272,6 +357,9 @@ export function finishTcp(pid: number, fd: number, s: InetSocket): void {
     setRepair(copy, false);
     setsockoptInt(copy, SOL.SOCKET, SO.REUSEADDR, reuseaddrOf(s));
     writeAll(copy, unsent, `process ${pid} fd ${fd}: unsent data`);
+    // The send buffer as saved, once the queue is back (emitQueueBuffer raised it).
+    const saved = sendBufferAfter(s);
+    if (saved !== undefined) setsockoptInt(copy, SOL.SOCKET, SO.SNDBUFFORCE, saved >> 1);
   } finally {
     closeFd(copy);
   }
