@@ -19,6 +19,7 @@ import {
 } from "../engine/proc/maps.ts";
 import { inAddressOrder, type PagePolicy, type Vma } from "../engine/dump/vmas.ts";
 import { vmaRecordsOf } from "../engine/proc/vma_flags_bpf.ts";
+import { VMA_RECORD_SIZE } from "../ffi/bpf.ts";
 import { flagsOfMaps, type SmapsArea } from "../engine/proc/smaps_flags.ts";
 import { planReads } from "../engine/dump/plan.ts";
 import { runsOfRangeFlat, type ScanRegion } from "../engine/proc/pagemap_scan.ts";
@@ -177,15 +178,16 @@ Deno.test("gapOf, executableText, inAddressOrder: what their loops give", () => 
 Deno.test("vmaRecordsOf and flagsOfMaps: what their loops give", () => {
   for (let round = 0; round < 200; round++) {
     const count = pick([0, 1, 5, 1365, 1366]);
-    const bytes = new Uint8Array(count * 24);
+    const bytes = new Uint8Array(count * VMA_RECORD_SIZE);
     const all = new BigUint64Array(bytes.buffer);
     for (let i = 0; i < all.length; i++) all[i] = BigInt(Math.floor(rnd() * 2 ** 40));
     const r = vmaRecordsOf(bytes);
     assert.equal(r.count, count);
+    const words = VMA_RECORD_SIZE / 8;
     for (let i = 0; i < count; i++) {
-      assert.equal(r.start[i], all[3 * i]);
-      assert.equal(r.end[i], all[3 * i + 1]);
-      assert.equal(r.flags[i], all[3 * i + 2]);
+      assert.equal(r.start[i], all[words * i]);
+      assert.equal(r.end[i], all[words * i + 1]);
+      assert.equal(r.flags[i], all[words * i + 2]);
     }
   }
   for (let round = 0; round < 300; round++) {
