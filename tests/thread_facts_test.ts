@@ -170,13 +170,7 @@ async function factsRoundTrip(
   await checkpoint(t.pid, { dir: second, leaveRunning: true });
   assert.equal(statusFactPaths.get(t.pid), "bpf", `${target}: the records`);
   assert.equal(taskFlagPaths.get(t.pid), "bpf", `${target}: the records' task flags`);
-  Deno.env.set("CRYO_THREADSTATE", "inject");
-  const third = await tempImageDir();
-  try {
-    await checkpoint(t.pid, { dir: third, leaveRunning: true });
-  } finally {
-    Deno.env.set("CRYO_THREADSTATE", "bpf");
-  }
+  const third = await injectedDump(t.pid);
   const want = await perThread(third, t.pid);
   assert.deepEqual(await perThread(first, t.pid), want, `${target}: the check's image`);
   assert.deepEqual(await perThread(second, t.pid), want, `${target}: the records' image`);
@@ -236,13 +230,7 @@ threadBpfTest(
       const second = await tempImageDir();
       await checkpoint(t.pid, { dir: second, leaveRunning: true });
       assert.equal(statusFactPaths.get(t.pid), "bpf", "the records");
-      Deno.env.set("CRYO_THREADSTATE", "inject");
-      const third = await tempImageDir();
-      try {
-        await checkpoint(t.pid, { dir: third, leaveRunning: true });
-      } finally {
-        Deno.env.set("CRYO_THREADSTATE", "bpf");
-      }
+      const third = await injectedDump(t.pid);
       const want = await perThread(third, t.pid);
       assert.deepEqual(await perThread(first, t.pid), want, "the check's image");
       assert.deepEqual(await perThread(second, t.pid), want, "the records' image");
@@ -318,6 +306,18 @@ threadBpfTest(
     }
   },
 );
+
+/** A dump (left running) with every thread's state injected (CRYO_THREADSTATE=inject; "bpf" after). */
+async function injectedDump(pid: number): Promise<string> {
+  Deno.env.set("CRYO_THREADSTATE", "inject");
+  const dir = await tempImageDir();
+  try {
+    await checkpoint(pid, { dir, leaveRunning: true });
+  } finally {
+    Deno.env.set("CRYO_THREADSTATE", "bpf");
+  }
+  return dir;
+}
 
 Deno.test("thread facts: one status per struct cred other than the main thread's, the lowest tid's", () => {
   const refs = credReferences([[7, 1n], [5, 2n], [9, 2n], [3, 2n], [4, 3n], [8, 1n]], 1n);
