@@ -34,6 +34,7 @@ import type { ITimer, SigAction } from "../model.ts";
 import { CryoError } from "../errors.ts";
 import { MASK_BYTES, MAX_NODES, type MemPolicy, policyOf } from "../memory/mempolicy.ts";
 import { processAttrsFrom, processAttrSteps, type ProcessAttrValues } from "../task/attrs.ts";
+import { mainSessionKeyring } from "../task/keyrings.ts";
 import { getRegs, xsaveSize } from "../../ffi/ptrace.ts";
 import type { UserRegs } from "../../ffi/regs.ts";
 import { CrashSafeThread, findSafeSites, type SafeSites } from "../../ffi/safe_inject.ts";
@@ -1039,7 +1040,9 @@ export function queryInjectedState(
     processSteps.push({ nr: SYS.getitimer, args: [which, sc + BigInt(AT.itimers + which * 32)] });
   }
   processSteps.push({ nr: SYS.brk, args: [0] });
-  processSteps.push(...processAttrSteps(sc + BigInt(AT.attrs)));
+  // Whether the main thread has a session keyring, when a record tells (asking installs one).
+  const session = mainSessionKeyring(main, read?.bpf);
+  processSteps.push(...processAttrSteps(sc + BigInt(AT.attrs), session));
   const attrsEnd = processSteps.length;
   processSteps.push(...extra);
   const own = processSteps.length;
@@ -1110,6 +1113,7 @@ export function queryInjectedState(
     s.pid,
     r.slice(PROCESS_ATTRS_AT, attrsEnd),
     s.read(AT.attrs, 8),
+    session,
   );
   s.endBatches();
   return {
