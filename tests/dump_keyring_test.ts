@@ -18,6 +18,7 @@ import { assertChecksPassed } from "./helpers/checks.ts";
 import { startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
 import { withTargets } from "./helpers/targets.ts";
 import { threadBpfTest } from "./helpers/thread_bpf.ts";
+import { waitUntil } from "./helpers/wait.ts";
 
 const READY = /^ready pid=(\d+)$/m;
 
@@ -47,6 +48,11 @@ function unusedUid(): number {
   }
 }
 
+/** Each thread's real_cred pointer (as in its iterator record). */
+function realCreds(pid: number): Map<number, bigint> {
+  return new Map(readThreadRecords(pid).map((r) => [r.tid, r.realCred]));
+}
+
 /** The session keyring state of the main thread of `pid` in its iterator record. */
 function sessionOf(pid: number): string | undefined {
   return readThreadRecords(pid).find((r) => r.tid === pid)?.sessionKeyring;
@@ -64,6 +70,26 @@ threadBpfTest(
     assert.ok(!keyUsers().has(uid), `the dump created keys of uid ${uid}`);
     const { process } = await readImageFile(`${dir}/${a.t.pid}.elf`);
     assert.equal(process.attrs?.sessionKeyring, undefined);
+    await Deno.writeTextFile(a.trigger, "");
+    assertChecksPassed(a.t, ["keyusers_before", "keyusers_after"], await a.t.wait());
+  }),
+);
+
+threadBpfTest(
+  "dump --leave-running of 8 threads without a session keyring: all keep one struct cred",
+  withTargets(async () => {
+    // The dump reads the task records of 8 threads or more (engine/dump/thread_state.ts); the
+    // main thread's says it has no session keyring. Asked, the kernel gave the main thread a
+    // new struct cred, and later dumps found the threads' creds differ (slower: a status each).
+    const uid = unusedUid();
+    const a = await startTriggered("keyring_none", READY, { extra: [String(uid), "7"] });
+    await waitUntil("8 threads", () => realCreds(a.t.pid).size === 8);
+    const before = realCreds(a.t.pid);
+    assert.equal(new Set(before.values()).size, 1, "the threads share one struct cred");
+    await checkpoint(a.t.pid, { dir: await tempImageDir(), leaveRunning: true });
+    assert.deepEqual(realCreds(a.t.pid), before, "a thread's struct cred changed");
+    assert.equal(sessionOf(a.t.pid), "none", "the dump installed a session keyring");
+    assert.ok(!keyUsers().has(uid), `the dump created keys of uid ${uid}`);
     await Deno.writeTextFile(a.trigger, "");
     assertChecksPassed(a.t, ["keyusers_before", "keyusers_after"], await a.t.wait());
   }),

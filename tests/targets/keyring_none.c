@@ -8,13 +8,17 @@
  * keyrings, and install one in its cred (security/keys/process_keys.c
  * lookup_user_key). It never asks itself: that would install one.
  *
- * usage: keyring_none <trigger-path> <uid>
+ * With a thread count, that many more threads (made after the uid change,
+ * so all share the main thread's struct cred) wait until the process ends.
+ *
+ * usage: keyring_none <trigger-path> <uid> [threads]
  * Prints "ready pid=N".
  */
 #define _GNU_SOURCE
 #include "common.h"
 #include <stdio.h>
 #include <stdlib.h>
+#include <pthread.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 
@@ -32,11 +36,23 @@ static int has_line(unsigned uid) {
   return found;
 }
 
+static void *idle(void *arg) {
+  (void)arg;
+  for (;;) pause();
+  return NULL;
+}
+
 int main(int argc, char **argv) {
   need_args(argc, 2, "keyring_none <trigger-path> <uid>");
   unsigned uid = (unsigned)strtoul(argv[2], NULL, 10);
   if (syscall(SYS_setresuid, uid, 0, 0) != 0) die_err("setresuid", errno);
   int before = has_line(uid);
+  int threads = argc > 3 ? atoi(argv[3]) : 0;
+  for (int i = 0; i < threads; i++) {
+    pthread_t t;
+    int err = pthread_create(&t, NULL, idle, NULL);
+    if (err) die_err("pthread_create", err);
+  }
   print_ready("pid=%d", getpid());
   /* Not wait_trigger(): access() checks the real uid, which may not search the test's directory. */
   struct stat st;
