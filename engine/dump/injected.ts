@@ -491,6 +491,8 @@ export class InjectionSession {
     }
     const n = plan.length;
     flush();
+    // Nothing run yet: a step pointing into a thread's own stack is refused here.
+    for (const p of plan) this.#guard(p.t.tid, p.steps);
     const at = freePage(this.pid, n, this.areas);
     if (at === undefined) return undefined;
     const bytes = n * PAGE;
