@@ -6,7 +6,8 @@
  * real_cred pointer, atomic_flags, seccomp.mode, comm, the task's own
  * address with its children list's first link, the low word of
  * thread_info.flags, personality, the mempolicy, nsproxy, fs and files
- * pointers, cred->thread_keyring, task->flags and *real_cred's ids,
+ * pointers, cred->thread_keyring, whether cred->session_keyring is set,
+ * task->flags and *real_cred's ids,
  * capabilities and groups, with the thread's tid and tgid. Hand-assembled
  * like the task_vma program (ffi/bpf.ts); the
  * struct offsets come from the caller, who reads them from the running
@@ -113,6 +114,11 @@ export interface TaskStateLayout {
   files: number;
   /** Offset of thread_keyring in struct cred (a pointer); -1 without keys (CONFIG_KEYS): 0 is written. */
   threadKeyring: number;
+  /**
+   * Offset of session_keyring in struct cred (a pointer); -1 without keys
+   * (then no record says it was read: {@link TaskRecord.sessionKeyring}).
+   */
+  sessionKeyring: number;
   /** The TIF_NOTSC bit of thread_info.flags when found ({@link findNoTscBit}; not read by the program). */
   noTscBit?: number;
 }
@@ -187,6 +193,12 @@ export interface TaskRecord {
   nsproxy: bigint;
   /** task->cred->thread_keyring, as a number (0: none, or no cred). */
   threadKeyring: bigint;
+  /**
+   * Whether task->cred->session_keyring (the cred keyctl's lookups use) is
+   * set: "none" (NULL), "set", or undefined when it could not be read (no
+   * cred, a failed read, a kernel without keys).
+   */
+  sessionKeyring?: "none" | "set";
   /** task->fs and task->files, as numbers. */
   fs: bigint;
   files: bigint;
@@ -216,7 +228,8 @@ const jneImm = (dst: number, imm: number, off: number) => insn(0x55, dst, 0, off
  * task->flags u32 @168, what was read of the cred u32 @172 (1: its bytes,
  * 3: and its groups), from *real_cred the {@link credRange} bytes @176
  * (96, zeros after), real_cred->group_info u64 @272,
- * group_info->ngroups u32 @280, 0 u32 @284.
+ * group_info->ngroups u32 @280, cred->session_keyring u32 @284 (0: not
+ * read, 1: NULL, 2: set).
  *
  * The members that are pointers to structs (cred, mm, real_cred,
  * children.next) are read with bpf_probe_read_kernel, not loaded: the
@@ -309,6 +322,7 @@ export function taskStateProgram(l: TaskStateLayout): Uint8Array<ArrayBuffer> {
     ...probe(R + 152, 8, l.fs), //    110-115: record.fs = task->fs
     ...probe(R + 160, 8, l.files), // 116-121: record.files = task->files
     ...credPart(l, R, probe), //  122-166: task->flags, the cred's ids, capabilities and groups
+    ...sessionKeyringPart(l, R, TMP, probe), // record.session_keyring (0 without keys)
     ldx64(R1, R6, l.metaSeq), //         167: r1 = meta->seq
     mov64(R2, R10), //                   168: r2 = fp
     add64Imm(R2, R), //                  169: r2 = fp - 288 (the record)
@@ -364,6 +378,32 @@ function credPart(
   ];
   if (out.length !== CRED_INSNS) throw new Error(`internal: ${out.length} cred instructions`);
   return out;
+}
+
+/**
+ * Instructions writing whether task->cred->session_keyring is set, u32 @284
+ * (after {@link credPart}, which zeroes it): 1 for NULL, 2 for set, 0 when
+ * not read (a kernel without keys: no instruction).
+ */
+function sessionKeyringPart(
+  l: TaskStateLayout,
+  R: number,
+  TMP: number,
+  probe: (dst: number, size: number, off: number, fromTask?: boolean) => number[][],
+): number[][] {
+  if (l.sessionKeyring < 0) return [];
+  return [
+    ...probe(TMP, 8, l.cred), //                   0-5: tmp = task->cred
+    ldx64(R3, R10, TMP), //                          6: r3 = tmp
+    jeqImm(R3, 0, 11), //                            7: if NULL goto the end
+    ...probe(TMP, 8, l.sessionKeyring, false), // 8-12: tmp = cred->session_keyring
+    jneImm(R0, 0, 5), //                            13: if the read failed goto the end
+    ldx64(R2, R10, TMP), //                         14: r2 = tmp
+    mov64Imm(R3, 1), //                             15: r3 = 1
+    jeqImm(R2, 0, 1), //                            16: if r2 == NULL goto 18
+    mov64Imm(R3, 2), //                             17: r3 = 2
+    stx32(R10, R + 284, R3), //                     18: record.session_keyring = r3
+  ];
 }
 
 /** Loads the task program; returns its fd. Throws {@link BpfError} (with the verifier's log). */
@@ -525,11 +565,17 @@ export function decodeTaskRecords(bytes: Uint8Array): TaskRecord[] {
       mempolicy: dv.getBigUint64(at + 128, true),
       nsproxy: dv.getBigUint64(at + 136, true),
       threadKeyring: dv.getBigUint64(at + 144, true),
+      ...sessionKeyringOf(dv.getUint32(at + 284, true)),
       fs: dv.getBigUint64(at + 152, true),
       files: dv.getBigUint64(at + 160, true),
     });
   }
   return out;
+}
+
+/** The record's session keyring word (@284) as {@link TaskRecord.sessionKeyring}. */
+function sessionKeyringOf(v: number): Pick<TaskRecord, "sessionKeyring"> {
+  return v === 1 ? { sessionKeyring: "none" } : v === 2 ? { sessionKeyring: "set" } : {};
 }
 
 /** A comm's bytes up to its first NUL (a copy). */

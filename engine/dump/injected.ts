@@ -34,6 +34,7 @@ import type { ITimer, SigAction } from "../model.ts";
 import { CryoError } from "../errors.ts";
 import { MASK_BYTES, MAX_NODES, type MemPolicy, policyOf } from "../memory/mempolicy.ts";
 import { processAttrsFrom, processAttrSteps, type ProcessAttrValues } from "../task/attrs.ts";
+import { mainSessionKeyring } from "../task/keyrings.ts";
 import { getRegs, xsaveSize } from "../../ffi/ptrace.ts";
 import type { UserRegs } from "../../ffi/regs.ts";
 import { CrashSafeThread, findSafeSites, type SafeSites } from "../../ffi/safe_inject.ts";
@@ -124,6 +125,24 @@ export interface InjectedState {
 export const SCRATCH_BYTES = 4096;
 
 /**
+ * Steps of one batch run at most (a table of 64 KiB on the thread's free
+ * stack): {@link InjectionSession.calls} splits more into several runs.
+ */
+export const MAX_BATCH = 1024;
+
+/**
+ * An injection was refused before it touched the target: its steps point
+ * into memory the session must keep intact, or read or write past the end
+ * of the scratch page (a defect of the caller, not of the target).
+ */
+export class InjectionLimitError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "InjectionLimitError";
+  }
+}
+
+/**
  * An injection session on a stopped process: a syscall site and a scratch
  * page mapped in the target (results are read back from it). Open it with
  * {@link withInjection}, which unmaps the page again whatever happens.
@@ -143,6 +162,8 @@ export class InjectionSession {
   }
   /** Address of the scratch page in the target. */
   scratch = 0n;
+  /** Batch runs made by {@link calls} (each one resume of its thread), for tests. */
+  batchRuns = 0;
   /** Code sequences for crash-safe injection, if the target has them. */
   readonly safeSites: SafeSites | undefined;
   /** Threads opened for crash-safe injection (undefined: plain protocol). */
@@ -218,6 +239,7 @@ export class InjectionSession {
     if (this.#batchPage && this.#batchPage.owner.tid !== tid) this.endBatches();
     pausePoint("inject");
     const t = this.#thread(tid);
+    this.#guard(tid, [{ nr, args }]);
     if (t) {
       if (this.#current !== t) {
         this.#current?.close();
@@ -310,16 +332,94 @@ export class InjectionSession {
     if (steps.length < MIN_BATCH) return one();
     pausePoint("inject");
     const t = this.#thread(tid, true);
+    this.#guard(tid, steps);
     const stop = t && batchStop(this.pid, tid, t.mask, this.#status(tid));
-    const table = stop && this.#tableArea(t, batchTableBytes(steps.length));
-    if (!t || !stop || table === undefined) return one();
+    if (!t || !stop) return one();
+    // Runs of at most MAX_BATCH steps, each as many as the stack has room
+    // for: any number of steps, one table area (saved once) for all runs.
+    const room = this.#tableRoom(t);
+    const per = Math.min(MAX_BATCH, steps.length, room);
+    if (per < MIN_BATCH) return one();
+    const table = this.#tableArea(t, batchTableBytes(per));
+    if (table === undefined) return one();
     const code = this.#batchCode(t);
     if (code === undefined) return one();
-    processVmWriteFully(this.pid, table, encodeBatchTable(table, steps, stop, t.site));
-    t.runBatch(code, table, stop.signal);
-    const out = new Uint8Array(steps.length * 64);
-    processVmReadFully(this.pid, table, out);
-    return batchResults(out, steps.length);
+    const results: bigint[] = [];
+    for (let from = 0; from < steps.length; from += per) {
+      const run = steps.slice(from, from + per);
+      processVmWriteFully(this.pid, table, encodeBatchTable(table, run, stop, t.site));
+      t.runBatch(code, table, stop.signal);
+      this.batchRuns++;
+      const out = new Uint8Array(run.length * 64);
+      processVmReadFully(this.pid, table, out);
+      results.push(...batchResults(out, run.length));
+    }
+    return results;
+  }
+
+  /**
+   * Refuses (an {@link InjectionLimitError}, before anything runs) steps
+   * for thread `tid` that point into what the session must keep intact:
+   * the main thread's stack above the scratch page (the crash-safe frames,
+   * the red zone and the thread's live stack), another thread's stack from
+   * its crash-safe area up. A caller that puts results past the end of the
+   * scratch page would write there (a read of NUMA policies with 2000
+   * results of 4 bytes each at 4-byte steps from the scratch page's start
+   * overwrote the main thread's live stack, and the target died).
+   */
+  #guard(tid: number, steps: readonly BatchStep[]): void {
+    const range = this.#kept(tid);
+    if (!range) return;
+    const [lo, hi] = range;
+    steps.forEach((st, i) => {
+      for (const a of st.args) {
+        const v = BigInt.asUintN(64, BigInt(a));
+        if (v >= lo && v < hi) {
+          throw new InjectionLimitError(
+            `process ${this.pid} thread ${tid}: injected step ${i} (syscall ${st.nr}) points at ` +
+              `0x${v.toString(16)}, above the scratch space (0x${lo.toString(16)}): ` +
+              `the thread's own stack`,
+          );
+        }
+      }
+    });
+  }
+
+  /** The stack range of thread `tid` injected steps must not point into (see {@link #guard}). */
+  #kept(tid: number): [bigint, bigint] | undefined {
+    const known = this.#keptRanges.get(tid);
+    if (known) return known;
+    let lo: bigint | undefined;
+    if (tid === this.pid && this.scratch !== 0n && this.mainArea !== undefined) {
+      lo = this.scratch + BigInt(SCRATCH_BYTES);
+    } else {
+      lo = this.#threads.get(tid)?.area;
+    }
+    if (lo === undefined) return undefined;
+    const vma = this.areas ? holding(this.areas, lo) : mappingAt(this.pid, lo);
+    if (!vma) return undefined;
+    const range: [bigint, bigint] = [lo, vma.end];
+    this.#keptRanges.set(tid, range);
+    return range;
+  }
+
+  /** Each thread's range found by {@link #kept}. */
+  readonly #keptRanges = new Map<number, [bigint, bigint]>();
+
+  /** How many steps a batch table below thread `t`'s area (or the scratch page) has room for. */
+  #tableRoom(t: CrashSafeThread): number {
+    const top = this.#tableTop(t);
+    const vma = this.areas ? holding(this.areas, top - 1n) : mappingAt(this.pid, top - 1n);
+    if (!vma || vma.perms[0] !== "r" || vma.perms[1] !== "w") return 0;
+    // batchTableBytes(n) + 64 (alignment) bytes must fit between the mapping's start and `top`.
+    return Math.max(0, Math.floor((Number(top - vma.start) - 64 - 8) / 64) - 3);
+  }
+
+  /** Where batch tables of thread `t` end (they lie below it). */
+  #tableTop(t: CrashSafeThread): bigint {
+    return t.tid === this.pid && this.scratch !== 0n && this.scratch < t.area
+      ? this.scratch
+      : t.area;
   }
 
   /**
@@ -391,6 +491,8 @@ export class InjectionSession {
     }
     const n = plan.length;
     flush();
+    // Nothing run yet: a step pointing into a thread's own stack is refused here.
+    for (const p of plan) this.#guard(p.t.tid, p.steps);
     const at = freePage(this.pid, n, this.areas);
     if (at === undefined) return undefined;
     const bytes = n * PAGE;
@@ -547,9 +649,7 @@ export class InjectionSession {
 
   /** Where `bytes` fit below the area of thread `t` in its stack mapping (saved first). */
   #tableArea(t: CrashSafeThread, bytes: number, read = true): bigint | undefined {
-    const top = t.tid === this.pid && this.scratch !== 0n && this.scratch < t.area
-      ? this.scratch
-      : t.area;
+    const top = this.#tableTop(t);
     const at = (top - BigInt(bytes)) & ~63n;
     // The mapping the table lies in: the one holding the byte below `top` (start < top <= end).
     const vma = this.areas ? holding(this.areas, top - 1n) : mappingAt(this.pid, top - 1n);
@@ -615,8 +715,19 @@ export class InjectionSession {
     return r;
   }
 
+  /** Refuses (an {@link InjectionLimitError}) `length` bytes at `offset` not all in the scratch page. */
+  #inScratch(offset: number, length: number): void {
+    if (offset < 0 || length < 0 || offset + length > SCRATCH_BYTES) {
+      throw new InjectionLimitError(
+        `process ${this.pid}: ${length} bytes at offset ${offset} of the scratch page ` +
+          `(${SCRATCH_BYTES} bytes)`,
+      );
+    }
+  }
+
   /** Reads `length` bytes of the scratch page from `offset`. */
   read(offset: number, length: number): Uint8Array {
+    this.#inScratch(offset, length);
     const buf = new Uint8Array(length);
     processVmReadFully(this.pid, this.scratch + BigInt(offset), buf);
     return buf;
@@ -624,6 +735,7 @@ export class InjectionSession {
 
   /** Writes `bytes` into the scratch page at `offset` (arguments for a syscall). */
   write(offset: number, bytes: Uint8Array): void {
+    this.#inScratch(offset, bytes.length);
     processVmWriteFully(this.pid, this.scratch + BigInt(offset), bytes);
   }
 }
@@ -930,7 +1042,9 @@ export function queryInjectedState(
     processSteps.push({ nr: SYS.getitimer, args: [which, sc + BigInt(AT.itimers + which * 32)] });
   }
   processSteps.push({ nr: SYS.brk, args: [0] });
-  processSteps.push(...processAttrSteps(sc + BigInt(AT.attrs)));
+  // Whether the main thread has a session keyring, when a record tells (asking installs one).
+  const session = mainSessionKeyring(main, read?.bpf);
+  processSteps.push(...processAttrSteps(sc + BigInt(AT.attrs), session));
   const attrsEnd = processSteps.length;
   processSteps.push(...extra);
   const own = processSteps.length;
@@ -1001,6 +1115,7 @@ export function queryInjectedState(
     s.pid,
     r.slice(PROCESS_ATTRS_AT, attrsEnd),
     s.read(AT.attrs, 8),
+    session,
   );
   s.endBatches();
   return {

@@ -226,6 +226,11 @@ export interface BpfThreadStates {
    * rest is taken from here (engine/memory/mempolicy.ts).
    */
   withPolicy?: Set<number>;
+  /**
+   * Whether the main thread's task->cred has a session keyring (its record;
+   * undefined when not read): engine/task/keyrings.ts asks for it only then.
+   */
+  sessionKeyring?: "none" | "set";
 }
 
 /** What a thread's status shows that the iterator reads too (engine/dump/thread_facts.ts). */
@@ -458,6 +463,7 @@ export function bpfThreadStates(pid: number, tids: readonly number[]): BpfThread
       flagsTrusted: memo !== undefined && memo.confirmed.has(TASK_FLAGS) &&
         (![...facts.values()].some((f) => f.ioFlusher) || memo.confirmed.has(IO_FLUSHER_FACT)),
       withPolicy: new Set(records.filter((r) => r.mempolicy !== 0n).map((r) => r.tid)),
+      ...(main?.sessionKeyring ? { sessionKeyring: main.sessionKeyring } : {}),
       ...(main?.mmRead ? { mlockFuture: { value: mlockFutureOfFlags(main.defFlags) } } : {}),
     };
   } catch (e) {

@@ -88,6 +88,10 @@ export function taskStateLayout(btf: Btf): TaskStateLayout {
     threadKeyring: btf.member(struct("cred"), "thread_keyring")
       ? member(struct("cred"), "thread_keyring", "ptr")
       : -1,
+    // The session keyring keyctl's lookups see (task->cred's): whether it is set.
+    sessionKeyring: btf.member(struct("cred"), "session_keyring")
+      ? member(struct("cred"), "session_keyring", "ptr")
+      : -1,
   };
 }
 

@@ -228,7 +228,7 @@ export function rememberLayout(layout: TaskVmaLayout): void {
 
 const THREAD_LAYOUT_FIELDS: readonly Exclude<
   keyof TaskStateLayout,
-  "noTscBit" | "mempolicy" | "threadKeyring"
+  "noTscBit" | "mempolicy" | "threadKeyring" | "sessionKeyring"
 >[] = [
   "attachBtfId",
   "seqWriteHelper",
@@ -296,7 +296,9 @@ export function recallThreadState(): RecalledThreadState | undefined {
   if (
     !layout || typeof layout !== "object" ||
     THREAD_LAYOUT_FIELDS.some((f) => !Number.isSafeInteger(layout![f]) || layout![f] < 0) ||
-    [layout.mempolicy, layout.threadKeyring].some((v) => !Number.isSafeInteger(v) || v < -1)
+    [layout.mempolicy, layout.threadKeyring, layout.sessionKeyring].some((v) =>
+      !Number.isSafeInteger(v) || v < -1
+    )
   ) layout = undefined;
   else if (
     layout.noTscBit !== undefined &&

@@ -29,7 +29,13 @@ import { speculationCtrl } from "../../ffi/probe.ts";
 import { RestoreError } from "../errors.ts";
 import type { Refusals } from "../support.ts";
 import type { TaskInjector } from "./seccomp.ts";
-import { collectKeyrings, type KeyringIds, keyringIdsFrom, keyringSteps } from "./keyrings.ts";
+import {
+  collectKeyrings,
+  type KeyringIds,
+  keyringIdsFrom,
+  keyringSteps,
+  type SessionKeyringKnown,
+} from "./keyrings.ts";
 
 /** Process-wide attributes. */
 export interface ProcessAttrs {
@@ -238,7 +244,11 @@ export type ProcessAttrValues = Pick<
  * one injected round trip each; `out`: 8 bytes of the target's scratch
  * for the subreaper flag and the TSC mode. Decoded by {@link processAttrsFrom}.
  */
-export function processAttrSteps(out: bigint): BatchStep[] {
+export function processAttrSteps(
+  out: bigint,
+  /** Whether the main thread has a session keyring, when known (engine/task/keyrings.ts). */
+  session?: SessionKeyringKnown,
+): BatchStep[] {
   return [
     { nr: SYS.prctl, args: [PR_GET_CHILD_SUBREAPER, out] },
     { nr: SYS.prctl, args: [PR_GET_DUMPABLE] },
@@ -251,7 +261,7 @@ export function processAttrSteps(out: bigint): BatchStep[] {
       nr: SYS.prctl,
       args: [PR_GET_SPECULATION_CTRL, i, 0, 0, 0],
     })),
-    ...keyringSteps(),
+    ...keyringSteps(session),
   ];
 }
 
@@ -277,6 +287,8 @@ export function processAttrsFrom(
   pid: number,
   r: readonly bigint[],
   out: Uint8Array,
+  /** What {@link processAttrSteps} was given. */
+  session?: SessionKeyringKnown,
 ): ProcessAttrValues {
   ["prctl(PR_GET_CHILD_SUBREAPER)", "prctl(PR_GET_DUMPABLE)", "prctl(PR_GET_THP_DISABLE)"]
     .forEach((what, i) => {
@@ -294,7 +306,7 @@ export function processAttrsFrom(
     membarrier: membarrierRegistrations(r[3]),
     ...mmAndCpuFrom(r.slice(4, 7), out.byteLength >= 8 ? dv.getInt32(4, true) : PR_TSC_ENABLE),
     speculation: r.slice(7, 10).map(Number),
-    keyrings: keyringIdsFrom(r.slice(10)),
+    keyrings: keyringIdsFrom(r.slice(10), session),
   };
 }
 

@@ -3,8 +3,18 @@
  * saved yet: dump refuses them (task.keyrings; the thread keyring is
  * looked for in every thread: {@link checkThreadKeyrings}). The session
  * keyring is looked for in the main thread only: asking a thread for it
- * installs one where there is none (a thread that joined its own session
- * keyring is not seen). Its session keyring is the restorer's
+ * (KEYCTL_GET_KEYRING_ID or any lookup of KEY_SPEC_SESSION_KEYRING, even
+ * without create: security/keys/process_keys.c lookup_user_key) installs
+ * the user's session keyring in its task->cred where there is none, a new
+ * struct cred; asking for KEY_SPEC_USER_SESSION_KEYRING creates the user's
+ * keyrings where they do not exist. So where the BPF task iterator's record
+ * of the main thread says its task->cred has no session keyring
+ * ({@link SessionKeyringKnown} "none"), neither is asked and the process
+ * has none; without a record (the iterator not loaded: a process of fewer
+ * threads than engine/dump/thread_state.ts `threadStateBpf.minThreads`
+ * whose dump did not load it, a rootless dump) they are asked as before,
+ * and a process without a session keyring leaves the dump with the user's
+ * (a thread that joined its own session keyring is not seen). Its session keyring is the restorer's
  * after restore: dump records it when it holds keys and is not the user's
  * fallback (`_uid_ses.<uid>`, which a process of that uid gets again), and
  * the restore pre-flight refuses an image whose recorded session keyring
@@ -22,6 +32,11 @@ import type { BatchStep } from "../../ffi/syscall_batch.ts";
 import { RestoreError } from "../errors.ts";
 import type { ProcessImage } from "../model.ts";
 import type { Refusals } from "../support.ts";
+import {
+  inInitialPidNamespace,
+  readThreadRecords,
+  threadIteratorLoaded,
+} from "../proc/thread_state_bpf.ts";
 
 const KEYCTL_GET_KEYRING_ID = 0;
 const KEYCTL_READ = 11;
@@ -31,6 +46,35 @@ const KEYCTL_READ = 11;
  */
 const SPECS = [-1, -2, -3, -5];
 const KEY_SPEC_SESSION_KEYRING = -3;
+
+/**
+ * Whether the main thread's task->cred has a session keyring, as the BPF
+ * task iterator read it (ffi/bpf_task.ts `TaskRecord.sessionKeyring`), or
+ * undefined when not known (then it is asked by injection).
+ */
+export type SessionKeyringKnown = "none" | "set" | undefined;
+
+const ENOKEY = 126;
+
+/**
+ * Whether the main thread `pid` (stopped) has a session keyring: from the
+ * iterator's records already read for this freeze (`known`), else from its
+ * record read now when the task program is loaded (~0.1 ms; the dump loads
+ * it only for processes with many threads), else undefined.
+ */
+export function mainSessionKeyring(
+  pid: number,
+  known?: { sessionKeyring?: "none" | "set" },
+): SessionKeyringKnown {
+  if (known?.sessionKeyring) return known.sessionKeyring;
+  if (!threadIteratorLoaded() || !inInitialPidNamespace()) return undefined;
+  try {
+    const main = readThreadRecords(pid).find((r) => r.tid === pid && r.tgid === pid);
+    return main?.credRead ? main.sessionKeyring : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 /** What the target's keyctl calls returned: serials, or -errno (-ENOKEY: none). */
 export interface KeyringIds {
@@ -45,19 +89,29 @@ export interface KeyringIds {
 /**
  * The injected queries (main thread): each special keyring's serial, none
  * created, then the size of the session keyring's list of keys (a read
- * into no buffer).
+ * into no buffer). With `session` "none" (the main thread has no session
+ * keyring), only the thread and process keyrings' (lookups that install
+ * nothing without create): asking for the session keyring would install
+ * one.
  */
-export function keyringSteps(): BatchStep[] {
+export function keyringSteps(session?: SessionKeyringKnown): BatchStep[] {
+  const specs = session === "none" ? SPECS.slice(0, 2) : SPECS;
   return [
-    ...SPECS.map((spec) => ({ nr: SYS.keyctl, args: [KEYCTL_GET_KEYRING_ID, spec, 0] })),
-    { nr: SYS.keyctl, args: [KEYCTL_READ, KEY_SPEC_SESSION_KEYRING, 0, 0] },
+    ...specs.map((spec) => ({ nr: SYS.keyctl, args: [KEYCTL_GET_KEYRING_ID, spec, 0] })),
+    ...(session === "none"
+      ? []
+      : [{ nr: SYS.keyctl, args: [KEYCTL_READ, KEY_SPEC_SESSION_KEYRING, 0, 0] }]),
   ];
 }
 
-/** The {@link KeyringIds} of {@link keyringSteps}' results `r` (in order; more are ignored). */
-export function keyringIdsFrom(r: readonly bigint[]): KeyringIds {
-  const [thread, process, session, userSession, sessionBytes] = r.map(Number);
-  return { thread, process, session, userSession, sessionBytes };
+/**
+ * The {@link KeyringIds} of {@link keyringSteps}' results `r` (in order;
+ * more are ignored): the session keyring's, not asked ("none"), are -ENOKEY.
+ */
+export function keyringIdsFrom(r: readonly bigint[], session?: SessionKeyringKnown): KeyringIds {
+  const [thread, process, ...rest] = r.map(Number);
+  const [sess, userSession, sessionBytes] = session === "none" ? [-ENOKEY, -ENOKEY, -ENOKEY] : rest;
+  return { thread, process, session: sess, userSession, sessionBytes };
 }
 
 /**
