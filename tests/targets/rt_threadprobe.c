@@ -444,7 +444,10 @@ int main(int argc, char **argv) {
     atomic_store(&w->phase, 2);
     wait_phase(w, 3);
     int wh = atomic_load(&worker_hits), oh = atomic_load(&other_hits);
-    check("cputimer", early == 0 && wh >= 5 && oh == 0,
+    /* The worker's clock may expire once early: the restore's own steps in the worker count
+     * on its CPU clock (microseconds), enough when the dump caught the timer about to fire.
+     * Driven by the main thread's CPU time it would fire ~30 times in the 150 ms spin. */
+    check("cputimer", early <= 1 && wh >= 5 && oh == 0,
           "%d signals while the main thread spun, then %d in the worker, %d elsewhere", early, wh,
           oh);
   }
