@@ -73,7 +73,7 @@ import { checkSchedsReadInRuns } from "../task/sched_run.ts";
 import { slacksOf } from "./thread_state.ts";
 import { pausePoint } from "../pause.ts";
 import { restoreCgroups } from "../task/placement.ts";
-import { RECORDS_FROM_THREADS, restoreCreds, warmUpCredsReadBack } from "../task/creds_restore.ts";
+import { restoreCreds } from "../task/creds_restore.ts";
 import { restoreAioRings } from "../memory/aio.ts";
 import { startInheritedChild } from "./inherit_session.ts";
 import { zombiePids } from "../task/zombies.ts";
@@ -149,11 +149,6 @@ export class RestoreSession {
 
   /** Fds cryo made for the tree (closed once the tree runs or the restore fails). */
   readonly #provided: ProvidedFds | undefined;
-  /**
-   * The processes whose credentials' read-back uses the task records
-   * (creds_restore.ts), not yet warmed up: done once each, after its exec.
-   */
-  readonly #credsWarmUps: number[] = [];
   /** Work done while no task needs the engine (returns false when it has none left). */
   readonly #idle: (() => boolean) | undefined;
 
@@ -183,9 +178,6 @@ export class RestoreSession {
       }
     }
     this.#rootPid = units[0].image.pid;
-    for (const u of units) {
-      if (u.image.threads.length >= RECORDS_FROM_THREADS) this.#credsWarmUps.push(u.image.pid);
-    }
     this.#final = new FinalStates(units.flatMap((u) => u.image.threads));
     for (const z of zombiePids(units.map((u) => u.image))) this.#zombies.add(z);
     this.#onEvent = onEvent;
@@ -302,14 +294,6 @@ export class RestoreSession {
       this.#parked.size === this.#expectedThreads.size && this.#launcherExited;
   }
 
-  /** One process's read-back warm-up (false when none is left to do). */
-  #warmUpCreds(): boolean {
-    const pid = this.#credsWarmUps.pop();
-    if (pid === undefined) return false;
-    warmUpCredsReadBack(pid);
-    return true;
-  }
-
   #drive(): void {
     // A stub that never reaches its end must not hang cryo: poll with a deadline.
     const deadline = performance.now() + this.#timeoutMs;
@@ -325,9 +309,7 @@ export class RestoreSession {
         }
         // While the stubs run: the checksum pass, then the threads' final states, else sleep.
         // Woken early by the SIGCHLD of the next event (ffi/wait.ts napUntilSignal).
-        if (!this.#idle?.() && !this.#final.prepare(8) && !this.#warmUpCreds()) {
-          napUntilSignal(1); // 1 ms
-        }
+        if (!this.#idle?.() && !this.#final.prepare(8)) napUntilSignal(1); // 1 ms
         continue;
       }
       if (st.kind === "continued") continue;

@@ -7,9 +7,7 @@
  * section, which goes on into it (engine/restore/thread_state.ts). Every
  * thread's credentials
  * are then read back (status file; securebits by the section itself when
- * recorded as 0, else by a prctl run in the thread; from 8 threads on, a
- * thread whose task record's creds are the main thread's stands in from
- * the main thread's status) and compared with the
+ * recorded as 0, else by a prctl run in the thread) and compared with the
  * record: a difference, or a step the
  * kernel refused, fails the restore with one line; it never goes on with
  * other credentials.
@@ -37,14 +35,6 @@ import { CredsLines, statusHoldsCreds } from "./creds_text.ts";
 import { processVmReadFully } from "../../ffi/process_vm.ts";
 import type { RunAreas } from "../restore/thread_state.ts";
 import { RUN_AREA_BYTES, RUN_DONE_SLOT } from "./sched_run.ts";
-import {
-  inInitialPidNamespace,
-  loadThreadIterator,
-  readThreadRecords,
-  threadIteratorLayout,
-} from "../proc/thread_state_bpf.ts";
-import { credRange, type TaskStateLayout } from "../../ffi/bpf_task.ts";
-import type { ThreadCredentials } from "../model.ts";
 
 const SIGTRAP = 5;
 const NO_SYSCALL = 0xffffffffffffffffn;
@@ -223,13 +213,7 @@ export function restoreCreds(
   // values) and compared field by field.
   let like: ProcStatus | undefined;
   const lines = new CredsLines();
-  // Threads whose creds' contents are the main thread's, as the task records show them: checked
-  // from the main thread's status alone (the main thread first, below).
-  const standIn = standingIn(image, bits);
-  const ordered = standIn.size ? mainFirst(image.threads, pid) : image.threads;
-  ordered.forEach((t) => {
-    if (standIn.has(t.tid)) return;
-    const i = image.threads.indexOf(t);
+  image.threads.forEach((t, i) => {
     const want = t.creds!;
     const text = readProcText(pid, "status", t.tid);
     const keepCaps = (bits[i] & SECBIT_KEEP_CAPS) !== 0;
@@ -250,144 +234,6 @@ export function restoreCreds(
     }
   });
   return areas;
-}
-
-/** The fewest threads of a process for which the task records stand in for status files. */
-export const RECORDS_FROM_THREADS = 8;
-
-/**
- * Loads the task program and reads the records of process `pid` once,
- * unused: done while the restore programs run (engine/restore/session.ts),
- * so that the read-back of a process of at least
- * {@link RECORDS_FROM_THREADS} threads finds the program loaded and its
- * code compiled. Never throws (the read-back then reads every status).
- */
-export function warmUpCredsReadBack(pid: number): void {
-  try {
-    if (!inInitialPidNamespace() || !loadThreadIterator()) return;
-    const layout = threadIteratorLayout();
-    const records = readThreadRecords(pid);
-    if (!layout || !records.length) return;
-    const none: ThreadCredentials = {
-      uid: [0, 0, 0, 0],
-      gid: [0, 0, 0, 0],
-      groups: [],
-      capInh: "0x0",
-      capPrm: "0x0",
-      capEff: "0x0",
-      capBnd: "0x0",
-      capAmb: "0x0",
-      securebits: 0,
-      keepCaps: false,
-      noNewPrivs: false,
-    };
-    for (const r of records) {
-      sameBytes(r.credBytes, records[0].credBytes);
-      bytesHoldCreds(r.credBytes, r.ngroups, none, layout);
-    }
-  } catch { /* only a warm-up */ }
-}
-
-/** `threads` with the main thread (`pid`) first. */
-function mainFirst<T extends { tid: number }>(threads: readonly T[], pid: number): readonly T[] {
-  const main = threads.find((t) => t.tid === pid);
-  return main ? [main, ...threads.filter((t) => t !== main)] : threads;
-}
-
-/**
- * The threads of `image` (not the main one) whose restored credentials the
- * main thread's status, read and compared anyway, stands for: read from
- * the task records (engine/proc/thread_state_bpf.ts) once every thread's
- * section stopped at its end. A thread stands in when its recorded
- * credentials are the main thread's (it ran the same credentials section,
- * creds.ts: the same `setgroups` data, whose op succeeded), read back the main thread's securebits, and
- * its record's *real_cred bytes (ids, securebits, the five capability
- * sets), group count and no_new_privs are the main thread's — and only
- * once the main thread's own bytes are found to be exactly its recorded
- * ids, capabilities and group count (the bytes are what their offsets say).
- * Empty (every status read) below {@link RECORDS_FROM_THREADS} threads,
- * without the task program, outside the initial pid namespace, or when
- * anything differs from that.
- */
-function standingIn(
-  image: ProcessImage,
-  bits: readonly number[],
-): Set<number> {
-  const out = new Set<number>();
-  const pid = image.pid;
-  if (image.threads.length < RECORDS_FROM_THREADS) return out;
-  if (!inInitialPidNamespace() || !loadThreadIterator()) return out;
-
-  const layout = threadIteratorLayout();
-  const mainIndex = image.threads.findIndex((t) => t.tid === pid);
-  if (!layout || mainIndex < 0) return out;
-  let records;
-  try {
-    records = readThreadRecords(pid);
-  } catch {
-    return out;
-  }
-
-  const byTid = new Map(records.map((r) => [r.tid, r]));
-  const main = byTid.get(pid);
-  const want = image.threads[mainIndex].creds!;
-  if (!main || !main.credBytesRead || !main.groupsRead) return out;
-  if (((main.atomicFlags & 1n) !== 0n) !== want.noNewPrivs) return out; // PFA_NO_NEW_PRIVS
-  if (!bytesHoldCreds(main.credBytes, main.ngroups, want, layout)) return out;
-  image.threads.forEach((t, i) => {
-    if (t.tid === pid || bits[i] !== bits[mainIndex] || !sameCreds(t.creds!, want)) return;
-    const r = byTid.get(t.tid);
-    if (!r || !r.credBytesRead || !r.groupsRead || r.ngroups !== main.ngroups) return;
-    if (((r.atomicFlags ^ main.atomicFlags) & 1n) !== 0n) return; // no_new_privs
-    if (!sameBytes(r.credBytes, main.credBytes)) return;
-    out.add(t.tid);
-  });
-  return out;
-}
-
-/**
- * Whether recorded credentials `a` and `b` are equal (then one credentials
- * section serves both: creds.ts emitCredsSections).
- */
-function sameCreds(a: ThreadCredentials, b: ThreadCredentials): boolean {
-  if (a === b) return true;
-  for (let i = 0; i < 4; i++) if (a.uid[i] !== b.uid[i] || a.gid[i] !== b.gid[i]) return false;
-  if (a.groups.length !== b.groups.length) return false;
-  for (let i = 0; i < a.groups.length; i++) if (a.groups[i] !== b.groups[i]) return false;
-  return a.capInh === b.capInh && a.capPrm === b.capPrm && a.capEff === b.capEff &&
-    a.capBnd === b.capBnd && a.capAmb === b.capAmb && a.securebits === b.securebits &&
-    a.keepCaps === b.keepCaps && a.noNewPrivs === b.noNewPrivs;
-}
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
-
-/**
- * Whether cred bytes `bytes` (a task record's, read with `layout`) and
- * group count `ngroups` hold exactly the ids, capabilities and group count
- * of recorded credentials `c`.
- */
-export function bytesHoldCreds(
-  bytes: Uint8Array,
-  ngroups: number,
-  c: ThreadCredentials,
-  layout: TaskStateLayout,
-): boolean {
-  const { start } = credRange(layout);
-  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const u = (o: number) => dv.getUint32(o - start, true);
-  const q = (o: number) => dv.getBigUint64(o - start, true);
-  const l = layout;
-  return u(l.credUid) === c.uid[0] && u(l.credEuid) === c.uid[1] &&
-    u(l.credSuid) === c.uid[2] && u(l.credFsuid) === c.uid[3] &&
-    u(l.credGid) === c.gid[0] && u(l.credEgid) === c.gid[1] &&
-    u(l.credSgid) === c.gid[2] && u(l.credFsgid) === c.gid[3] &&
-    q(l.credCapInh) === BigInt(c.capInh) && q(l.credCapPrm) === BigInt(c.capPrm) &&
-    q(l.credCapEff) === BigInt(c.capEff) && q(l.credCapBnd) === BigInt(c.capBnd) &&
-    q(l.credCapAmb) === BigInt(c.capAmb) && ngroups === c.groups.length;
 }
 
 /** The done mark a run left in its area (sched_run.ts RUN_DONE_SLOT): its tid, or all ones. */
