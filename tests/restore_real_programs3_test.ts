@@ -1,0 +1,572 @@
+/**
+ * Still more real programs from Debian across dump, kill and restore, each
+ * checked from outside (skipped, with a message, when not installed):
+ *
+ * - OpenSSH's sshd (its own config, host key and port) with an interactive
+ *   ssh session on a pty: the same session runs a command in the same
+ *   shell after the restore, and a new login works;
+ * - a Go net/http server (goroutines, many threads, epoll, futexes, signal
+ *   handlers), built with cgo and static, with a keep-alive client;
+ * - haproxy in master-worker mode proxying an open connection to a backend
+ *   in this test; after the restore the connection goes on and a reload
+ *   (SIGUSR2: the master re-executes itself) forks a new worker;
+ * - PHP's built-in web server with two forked workers;
+ * - a Ruby TCPServer with a thread per client and a ticker thread;
+ * - an Erlang VM (beam.smp: ~20 threads and its erl_child_setup child)
+ *   counting;
+ * - gunicorn pre-forking two workers (their heartbeat files are deleted
+ *   mkstemp files, opened with O_NOFOLLOW): each worker keeps its request
+ *   count;
+ * - rsyslogd receiving syslog over UDP and writing a file.
+ */
+
+import assert from "node:assert/strict";
+import { dumpKillRestore } from "./helpers/roundtrip.ts";
+import { startTarget, type Target, withTargets } from "./helpers/targets.ts";
+import { tempDir } from "./helpers/fs.ts";
+import { findProgram, freePort, readUntil, waitListening } from "./helpers/servers.ts";
+import { repoRoot, runCommand } from "./helpers/commands.ts";
+import { waitUntil } from "./helpers/wait.ts";
+
+const OPT_IN = { optIns: ["tcp-established"] };
+
+/** Logs once why a test is skipped. */
+function need(name: string, pkg: string): string | undefined {
+  const path = findProgram(name);
+  if (!path) {
+    console.error(
+      `restore_real_programs3_test: ${name} not found (apt-get install -y ${pkg}); skipping`,
+    );
+  }
+  return path;
+}
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+/** Sends `text` and reads until the reply ends with `end`. */
+async function exchange(conn: Deno.Conn, text: string, end: string): Promise<string> {
+  await conn.write(enc.encode(text));
+  return await readUntil(conn, (t) => t.endsWith(end));
+}
+
+/** One GET on a fresh connection (HTTP/1.0, closed by the server); returns the body. */
+async function httpGet10(port: number, path: string): Promise<string> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await conn.write(enc.encode(`GET ${path} HTTP/1.0\r\nHost: localhost\r\n\r\n`));
+    let text = "";
+    const buf = new Uint8Array(4096);
+    for (;;) {
+      const n = await conn.read(buf);
+      if (n === null) break;
+      text += dec.decode(buf.subarray(0, n));
+    }
+    const head = text.indexOf("\r\n\r\n");
+    assert.match(text, /^HTTP\/1\.[01] 200 /, `reply: ${JSON.stringify(text)}`);
+    return text.slice(head + 4);
+  } finally {
+    conn.close();
+  }
+}
+
+/** The pids of the children of `pid` (its main thread's). */
+function childrenOf(pid: number): number[] {
+  return Deno.readTextFileSync(`/proc/${pid}/task/${pid}/children`).trim().split(/\s+/)
+    .filter(Boolean).map(Number);
+}
+
+const sshd = need("sshd", "openssh-server");
+const ssh = findProgram("ssh");
+const sshKeygen = findProgram("ssh-keygen");
+
+/** An ssh client on pipes, its output collected. */
+interface SshClient {
+  child: Deno.ChildProcess;
+  write(text: string): Promise<void>;
+  /** Waits until the output contains `text` (5 s at most). */
+  until(text: string): Promise<void>;
+  output(): string;
+}
+
+function sshArgs(work: string, port: number): string[] {
+  return [
+    "-i",
+    `${work}/user`,
+    "-p",
+    String(port),
+    "-o",
+    "StrictHostKeyChecking=no",
+    "-o",
+    "UserKnownHostsFile=/dev/null",
+    "-o",
+    "BatchMode=yes",
+    "-o",
+    "LogLevel=ERROR",
+    "root@127.0.0.1",
+  ];
+}
+
+function startSsh(work: string, port: number): SshClient {
+  const child = new Deno.Command(ssh!, {
+    args: ["-tt", ...sshArgs(work, port)],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let out = "";
+  const collect = async (s: ReadableStream<Uint8Array>) => {
+    for await (const c of s) out += dec.decode(c);
+  };
+  collect(child.stdout).catch(() => {});
+  collect(child.stderr).catch(() => {});
+  const writer = child.stdin.getWriter();
+  return {
+    child,
+    write: (text) => writer.write(enc.encode(text)),
+    output: () => out,
+    until: (text) =>
+      waitUntil(`ssh output ${JSON.stringify(text)}:\n${out}`, () => out.includes(text), 5000),
+  };
+}
+
+Deno.test({
+  name:
+    "sshd with an interactive ssh session on a pty: the same shell runs a command after restore",
+  ignore: !sshd || !ssh || !sshKeygen,
+  fn: withTargets(async () => {
+    const work = await tempDir("cryo-sshd-");
+    for (const key of ["host", "user"]) {
+      const gen = await runCommand([
+        sshKeygen!,
+        "-q",
+        "-t",
+        "ed25519",
+        "-N",
+        "",
+        "-f",
+        `${work}/${key}`,
+      ]);
+      assert.equal(gen.code, 0, gen.stderr);
+    }
+    await Deno.copyFile(`${work}/user.pub`, `${work}/authorized_keys`);
+    await Deno.mkdir("/run/sshd", { recursive: true }); // sshd's privilege separation directory
+    const port = freePort();
+    await Deno.writeTextFile(
+      `${work}/sshd_config`,
+      `Port ${port}
+ListenAddress 127.0.0.1
+HostKey ${work}/host
+PidFile none
+AuthorizedKeysFile ${work}/authorized_keys
+StrictModes no
+UsePAM no
+PermitRootLogin prohibit-password
+`,
+    );
+    const t = await startTarget(sshd!, ["-D", "-e", "-f", `${work}/sshd_config`]);
+    await waitListening(t, port);
+    const client = startSsh(work, port);
+    try {
+      // A shell variable only this session's shell holds, and its pid.
+      await client.write("X=4$((1+1)); echo one-$((2+3))-$$\n");
+      await client.until("one-5-");
+      const shellPid = client.output().match(/one-5-(\d+)/)![1];
+      const rt = await dumpKillRestore(t, OPT_IN, OPT_IN);
+      assert.ok(rt.tree.pids.length >= 3, `restored pids ${rt.tree.pids}`);
+      await client.write("echo two-$X-$$; tty\n");
+      await client.until(`two-42-${shellPid}`);
+      await client.until("/dev/pts/");
+      // A new login through the restored listener.
+      const fresh = await runCommand([ssh!, ...sshArgs(work, port), "echo fresh-$((6*7))"]);
+      assert.equal(fresh.code, 0, fresh.stderr);
+      assert.equal(fresh.stdout, "fresh-42\n");
+      // The session ends cleanly: ssh exits with the shell's status.
+      await client.write("exit 3\n");
+      const status = await client.child.status;
+      assert.equal(status.code, 3, client.output());
+      assert.equal(t.poll(), undefined, `the restored sshd exited:\n${t.output()}`);
+    } finally {
+      try {
+        client.child.kill("SIGKILL");
+      } catch { /* exited */ }
+      await client.child.status;
+    }
+  }),
+});
+
+const go = need("go", "golang-go");
+
+/** GET /n on a keep-alive connection: [requests, ticks]. */
+async function goCount(conn: Deno.Conn): Promise<[number, number]> {
+  await conn.write(enc.encode("GET /n HTTP/1.1\r\nHost: localhost\r\n\r\n"));
+  const reply = await readUntil(conn, (t) => /\r\n\r\n\d+ \d+\n$/.test(t));
+  const m = reply.match(/(\d+) (\d+)\n$/)!;
+  return [Number(m[1]), Number(m[2])];
+}
+
+for (const cgo of [true, false]) {
+  Deno.test({
+    name: `a Go net/http server (${
+      cgo ? "cgo" : "static"
+    }) keeps its keep-alive client and its goroutines after restore`,
+    ignore: !go,
+    fn: withTargets(async () => {
+      const work = await tempDir("cryo-go-");
+      const bin = `${work}/go_http_counter`;
+      const built = await runCommand(
+        [go!, "build", "-o", bin, `${repoRoot}tests/targets/go_http_counter.go`],
+        {
+          cwd: work,
+          env: {
+            GOCACHE: `${repoRoot}tests/.cache/go-build`,
+            GOPATH: `${work}/gopath`,
+            GO111MODULE: "off",
+            CGO_ENABLED: cgo ? "1" : "0",
+          },
+        },
+      );
+      assert.equal(built.code, 0, built.stderr);
+      const port = freePort();
+      const t = await startTarget(bin, [String(port)]);
+      await waitListening(t, port);
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      try {
+        assert.equal((await goCount(conn))[0], 1);
+        await waitUntil("ticks", async () => (await goCount(conn))[1] >= 5);
+        const [n0, ticks0] = await goCount(conn);
+        assert.ok(Deno.readDirSync(`/proc/${t.pid}/task`).toArray().length >= 3, "threads");
+        await dumpKillRestore(t, OPT_IN, OPT_IN);
+        const [n1, ticks1] = await goCount(conn);
+        assert.equal(n1, n0 + 1, "the request count of the same connection");
+        assert.ok(ticks1 >= ticks0, `ticks ${ticks0} -> ${ticks1}`);
+        await waitUntil("the ticker goroutine", async () => (await goCount(conn))[1] >= ticks1 + 5);
+        const fresh = await Deno.connect({ hostname: "127.0.0.1", port });
+        try {
+          assert.ok((await goCount(fresh))[0] > n1, "a new client");
+        } finally {
+          fresh.close();
+        }
+        assert.equal(t.poll(), undefined, `the restored program exited:\n${t.output()}`);
+      } finally {
+        conn.close();
+      }
+    }),
+  });
+}
+
+const haproxy = need("haproxy", "haproxy");
+
+/** An echo server in this test that prefixes "up:"; close() stops it. */
+function startUpstream(): { port: number; close(): Promise<void> } {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns = new Set<Deno.Conn>();
+  const serve = async (c: Deno.Conn) => {
+    conns.add(c);
+    const buf = new Uint8Array(4096);
+    try {
+      for (;;) {
+        const n = await c.read(buf);
+        if (n === null) break;
+        await c.write(enc.encode("up:" + dec.decode(buf.subarray(0, n))));
+      }
+    } catch { /* closed */ }
+    conns.delete(c);
+    try {
+      c.close();
+    } catch { /* closed */ }
+  };
+  const loop = (async () => {
+    try {
+      for await (const c of listener) serve(c);
+    } catch { /* closed */ }
+  })();
+  return {
+    port: (listener.addr as Deno.NetAddr).port,
+    async close() {
+      listener.close();
+      for (const c of conns) {
+        try {
+          c.close();
+        } catch { /* closed */ }
+      }
+      await loop;
+    },
+  };
+}
+
+Deno.test({
+  name: "haproxy (master-worker) proxies the same connection after restore, then reloads",
+  ignore: !haproxy,
+  fn: withTargets(async () => {
+    const upstream = startUpstream();
+    const work = await tempDir("cryo-haproxy-");
+    const port = freePort();
+    await Deno.writeTextFile(
+      `${work}/haproxy.cfg`,
+      `defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+frontend f
+  bind 127.0.0.1:${port}
+  default_backend b
+backend b
+  server s1 127.0.0.1:${upstream.port}
+`,
+    );
+    const t = await startTarget(haproxy!, ["-W", "-db", "-f", `${work}/haproxy.cfg`]);
+    await waitListening(t, port);
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    try {
+      assert.equal(await exchange(conn, "one\n", "\n"), "up:one\n");
+      const [worker] = childrenOf(t.pid);
+      const rt = await dumpKillRestore(t, OPT_IN, OPT_IN);
+      assert.deepEqual(rt.tree.pids.toSorted(), [t.pid, worker].toSorted());
+      assert.equal(await exchange(conn, "two\n", "\n"), "up:two\n");
+      const fresh = await Deno.connect({ hostname: "127.0.0.1", port });
+      try {
+        assert.equal(await exchange(fresh, "three\n", "\n"), "up:three\n");
+      } finally {
+        fresh.close();
+      }
+      // A reload: the master re-executes itself and forks a new worker; the
+      // old one keeps serving the open connection.
+      Deno.kill(t.pid, "SIGUSR2");
+      await waitUntil("a new worker", () => childrenOf(t.pid).some((p) => p !== worker));
+      const next = childrenOf(t.pid).find((p) => p !== worker)!;
+      const after = await Deno.connect({ hostname: "127.0.0.1", port });
+      try {
+        assert.equal(await exchange(after, "four\n", "\n"), "up:four\n");
+      } finally {
+        after.close();
+      }
+      assert.equal(await exchange(conn, "five\n", "\n"), "up:five\n");
+      conn.close();
+      await waitUntil("the old worker's exit", () => !childrenOf(t.pid).includes(worker));
+      assert.match(t.output(), new RegExp(`Former worker \\(${worker}\\) exited with code 0`));
+      assert.deepEqual(childrenOf(t.pid), [next]);
+      assert.equal(t.poll(), undefined, `the restored haproxy exited:\n${t.output()}`);
+    } finally {
+      try {
+        conn.close();
+      } catch { /* closed */ }
+      await upstream.close();
+    }
+  }),
+});
+
+const php = need("php", "php-cli");
+const env = findProgram("env");
+
+Deno.test({
+  name: "PHP's built-in server with two workers serves after restore",
+  ignore: !php || !env,
+  fn: withTargets(async () => {
+    const work = await tempDir("cryo-php-");
+    await Deno.writeTextFile(`${work}/i.php`, `<?php echo "php ", 6 * 7, "\\n";`);
+    const port = freePort();
+    const t = await startTarget(env!, [
+      "PHP_CLI_SERVER_WORKERS=2",
+      php!,
+      "-S",
+      `127.0.0.1:${port}`,
+      "-t",
+      work,
+    ]);
+    await waitListening(t, port);
+    await waitUntil("two workers", () => childrenOf(t.pid).length === 2);
+    assert.equal(await httpGet10(port, "/i.php"), "php 42\n");
+    const rt = await dumpKillRestore(t);
+    assert.equal(rt.tree.pids.length, 3, `restored pids ${rt.tree.pids}`);
+    for (let i = 0; i < 4; i++) assert.equal(await httpGet10(port, "/i.php"), "php 42\n");
+    assert.equal(childrenOf(t.pid).length, 2);
+    assert.equal(t.poll(), undefined, `the restored php exited:\n${t.output()}`);
+  }),
+});
+
+const ruby = need("ruby", "ruby");
+
+Deno.test({
+  name: "a Ruby TCPServer with a thread per client keeps its client and its counter",
+  ignore: !ruby,
+  fn: withTargets(async () => {
+    const work = await tempDir("cryo-ruby-");
+    const port = freePort();
+    await Deno.writeTextFile(
+      `${work}/server.rb`,
+      `require "socket"
+n = 0
+m = Mutex.new
+ticks = 0
+Thread.new { loop { sleep 0.01; ticks += 1 } }
+s = TCPServer.new("127.0.0.1", ${port})
+loop do
+  Thread.new(s.accept) do |c|
+    while (l = c.gets)
+      k = m.synchronize { n += 1 }
+      c.write("#{k} #{ticks > 0} #{l}")
+    end
+    c.close
+  end
+end
+`,
+    );
+    const t = await startTarget(ruby!, [`${work}/server.rb`]);
+    await waitListening(t, port);
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    try {
+      assert.equal(await exchange(conn, "a\n", "\n"), "1 true a\n");
+      await dumpKillRestore(t, OPT_IN, OPT_IN);
+      assert.equal(await exchange(conn, "b\n", "\n"), "2 true b\n");
+      const fresh = await Deno.connect({ hostname: "127.0.0.1", port });
+      try {
+        assert.equal(await exchange(fresh, "c\n", "\n"), "3 true c\n");
+      } finally {
+        fresh.close();
+      }
+      assert.equal(t.poll(), undefined, `the restored ruby exited:\n${t.output()}`);
+    } finally {
+      conn.close();
+    }
+  }),
+});
+
+const erl = need("erl", "erlang-base");
+
+/** The numbered lines "tick <i>" a program printed. */
+function ticksOf(t: Target): number[] {
+  return (t.output().match(/^tick (\d+)$/gm) ?? []).map((l) => Number(l.slice(5)));
+}
+
+Deno.test({
+  name: "an Erlang VM (beam.smp, its threads and erl_child_setup) counts on after restore",
+  ignore: !erl,
+  fn: withTargets(async () => {
+    const t = await startTarget(erl!, [
+      "-noshell",
+      "-eval",
+      'L = fun F(N) -> io:format("tick ~p~n", [N]), timer:sleep(50), F(N + 1) end, L(1).',
+    ]);
+    await waitUntil("five ticks", () => ticksOf(t).length >= 5, 20000);
+    const rt = await dumpKillRestore(t);
+    assert.equal(rt.tree.pids.length, 2, `restored pids ${rt.tree.pids}`);
+    const last = ticksOf(t).at(-1)!;
+    await waitUntil("five more ticks", () => (ticksOf(t).at(-1) ?? 0) >= last + 5);
+    const ticks = ticksOf(t);
+    assert.deepEqual(ticks, ticks.map((_, i) => i + 1), "the counter did not go on");
+    assert.equal(t.poll(), undefined, `the restored VM exited:\n${t.output()}`);
+  }),
+});
+
+const gunicorn = need("gunicorn", "gunicorn");
+
+Deno.test({
+  name: "gunicorn pre-forking two workers: each keeps its request count after restore",
+  ignore: !gunicorn,
+  fn: withTargets(async () => {
+    const work = await tempDir("cryo-gunicorn-");
+    await Deno.writeTextFile(
+      `${work}/app.py`,
+      `import os
+n = 0
+def app(environ, start_response):
+    global n
+    n += 1
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [f"{os.getpid()} {n}\\n".encode()]
+`,
+    );
+    const port = freePort();
+    const t = await startTarget(gunicorn!, [
+      "-w",
+      "2",
+      "-b",
+      `127.0.0.1:${port}`,
+      "--chdir",
+      work,
+      "app:app",
+    ]);
+    await waitListening(t, port);
+    await waitUntil("two workers", () => childrenOf(t.pid).length === 2);
+    /** The last request count each worker answered with. */
+    const counts = new Map<number, number>();
+    const get = async () => {
+      const [pid, n] = (await httpGet10(port, "/")).trim().split(" ").map(Number);
+      const before = counts.get(pid) ?? 0;
+      assert.equal(n, before + 1, `worker ${pid} counted ${n} after ${before}`);
+      counts.set(pid, n);
+    };
+    for (let i = 0; i < 6; i++) await get();
+    const workers = childrenOf(t.pid).toSorted();
+    const rt = await dumpKillRestore(t);
+    assert.equal(rt.tree.pids.length, 3, `restored pids ${rt.tree.pids}`);
+    for (let i = 0; i < 6; i++) await get();
+    assert.deepEqual(childrenOf(t.pid).toSorted(), workers, "the same workers");
+    assert.ok(
+      [...counts.keys()].every((p) => workers.includes(p)),
+      `answered by ${[...counts.keys()]}`,
+    );
+    assert.equal(t.poll(), undefined, `the restored gunicorn exited:\n${t.output()}`);
+  }),
+});
+
+const rsyslogd = need("rsyslogd", "rsyslog");
+const logger = findProgram("logger");
+
+Deno.test({
+  name: "rsyslogd receiving syslog over UDP writes the messages sent after restore",
+  ignore: !rsyslogd || !logger,
+  fn: withTargets(async () => {
+    const work = await tempDir("cryo-rsyslog-");
+    const port = freePort();
+    await Deno.writeTextFile(
+      `${work}/rsyslog.conf`,
+      `global(workDirectory="${work}")
+module(load="imudp")
+input(type="imudp" address="127.0.0.1" port="${port}")
+*.* action(type="omfile" file="${work}/out.log")
+`,
+    );
+    const t = await startTarget(rsyslogd!, [
+      "-n",
+      "-f",
+      `${work}/rsyslog.conf`,
+      "-i",
+      `${work}/rsyslogd.pid`,
+    ]);
+    const bound = `0100007F:${port.toString(16).toUpperCase().padStart(4, "0")}`;
+    await waitUntil("the UDP input", () => Deno.readTextFileSync("/proc/net/udp").includes(bound));
+    const log = () => {
+      try {
+        return Deno.readTextFileSync(`${work}/out.log`);
+      } catch {
+        return "";
+      }
+    };
+    const send = async (text: string) => {
+      const r = await runCommand([
+        logger!,
+        "-d",
+        "-n",
+        "127.0.0.1",
+        "-P",
+        String(port),
+        "--rfc3164",
+        "-t",
+        "cryo",
+        text,
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+    };
+    await send("before-restore");
+    await waitUntil("the first message", () => log().includes("cryo: before-restore"));
+    await dumpKillRestore(t);
+    await send("after-restore");
+    await waitUntil("the message after restore", () => log().includes("cryo: after-restore"));
+    const lines = log().trim().split("\n");
+    assert.equal(lines.length, 2, log());
+    assert.equal(t.poll(), undefined, `the restored rsyslogd exited:\n${t.output()}`);
+  }),
+});
