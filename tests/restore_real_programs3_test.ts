@@ -17,7 +17,12 @@
  * - gunicorn pre-forking two workers (their heartbeat files are deleted
  *   mkstemp files, opened with O_NOFOLLOW): each worker keeps its request
  *   count;
- * - rsyslogd receiving syslog over UDP and writing a file.
+ * - rsyslogd receiving syslog over UDP and writing a file;
+ * - atd: a job queued with `at` after the restore runs (at finds the
+ *   daemon by its pid file and signals it); skipped when an atd runs;
+ * - Xvfb (an X server) with a property on its root window, served to new
+ *   clients after the restore (its clients are outside the tree: an X
+ *   client inside the tree is refused, see docs/COMPATIBILITY.md).
  */
 
 import assert from "node:assert/strict";
@@ -568,5 +573,108 @@ input(type="imudp" address="127.0.0.1" port="${port}")
     const lines = log().trim().split("\n");
     assert.equal(lines.length, 2, log());
     assert.equal(t.poll(), undefined, `the restored rsyslogd exited:\n${t.output()}`);
+  }),
+});
+
+const atd = need("atd", "at");
+const atCmd = findProgram("at");
+
+/** The pid in /run/atd.pid when that process is alive (a system atd: the test leaves it alone). */
+function runningAtd(): number | undefined {
+  try {
+    const pid = Number(Deno.readTextFileSync("/run/atd.pid").trim());
+    Deno.statSync(`/proc/${pid}`);
+    return pid;
+  } catch {
+    return undefined;
+  }
+}
+
+const systemAtd = atd ? runningAtd() : undefined;
+if (systemAtd) {
+  console.error(`restore_real_programs3_test: an atd runs (pid ${systemAtd}); skipping`);
+}
+
+Deno.test({
+  name: "atd runs a job queued with at after restore (at signals it by the pid in its pid file)",
+  ignore: !atd || !atCmd || systemAtd !== undefined,
+  fn: withTargets(async () => {
+    const work = await tempDir("cryo-atd-");
+    const ran = (name: string) => {
+      try {
+        return Deno.readTextFileSync(`${work}/${name}`) === "ran\n";
+      } catch {
+        return false;
+      }
+    };
+    const queue = async (name: string) => {
+      const r = await runCommand(["sh", "-c", `echo 'echo ran > ${work}/${name}' | ${atCmd} now`]);
+      assert.equal(r.code, 0, r.stderr);
+    };
+    const t = await startTarget(atd!, ["-f"]);
+    try {
+      await waitUntil("atd's pid file", () => runningAtd() === t.pid);
+      await queue("one");
+      await waitUntil("the first job", () => ran("one"));
+      // The job's child has exited and been reaped before the dump.
+      await waitUntil("no job running", () => childrenOf(t.pid).length === 0);
+      await dumpKillRestore(t);
+      await queue("two");
+      await waitUntil("the job queued after restore", () => ran("two"));
+      assert.equal(t.poll(), undefined, `the restored atd exited:\n${t.output()}`);
+    } finally {
+      // A killed atd leaves its pid file behind.
+      await t.kill();
+      if (runningAtd() === undefined) await Deno.remove("/run/atd.pid").catch(() => {});
+    }
+  }),
+});
+
+const xvfb = need("Xvfb", "xvfb");
+const xprop = findProgram("xprop");
+const xdpyinfo = findProgram("xdpyinfo");
+
+Deno.test({
+  name: "Xvfb keeps a root window property and serves new X clients after restore",
+  ignore: !xvfb || !xprop || !xdpyinfo,
+  fn: withTargets(async () => {
+    let n = 100 + Math.floor(Math.random() * 800);
+    const taken = (n: number) =>
+      [`/tmp/.X${n}-lock`, `/tmp/.X11-unix/X${n}`].some((p) => {
+        try {
+          Deno.lstatSync(p);
+          return true;
+        } catch {
+          return false;
+        }
+      });
+    while (taken(n)) n++;
+    const display = `:${n}`;
+    const x = (argv: string[]) => runCommand(argv, { env: { DISPLAY: display } });
+    try {
+      // -noreset: the server keeps its state when its last client leaves.
+      const t = await startTarget(xvfb!, [
+        display,
+        "-nolisten",
+        "tcp",
+        "-noreset",
+        "-screen",
+        "0",
+        "320x240x24",
+      ]);
+      await waitUntil("the X server", async () => (await x([xdpyinfo!])).code === 0);
+      const set = await x([xprop!, "-root", "-f", "CRYO", "8s", "-set", "CRYO", "before"]);
+      assert.equal(set.code, 0, set.stderr);
+      await dumpKillRestore(t);
+      const got = await x([xprop!, "-root", "CRYO"]);
+      assert.equal(got.stdout, 'CRYO(STRING) = "before"\n', got.stderr);
+      const info = await x([xdpyinfo!]);
+      assert.match(info.stdout, /dimensions: +320x240 pixels/);
+      assert.equal(t.poll(), undefined, `the restored Xvfb exited:\n${t.output()}`);
+    } finally {
+      // A killed X server leaves its lock file and socket behind.
+      await Deno.remove(`/tmp/.X${n}-lock`).catch(() => {});
+      await Deno.remove(`/tmp/.X11-unix/X${n}`).catch(() => {});
+    }
   }),
 });
