@@ -3,8 +3,10 @@
  * checked from outside (skipped, with a message, when not installed):
  *
  * - OpenSSH's sshd (its own config, host key and port) with an interactive
- *   ssh session on a pty: the same session runs a command in the same
- *   shell after the restore, and a new login works;
+ *   ssh session on a pty, a background job, `cat` in the foreground and a
+ *   forwarded port (ssh -L): after the restore the cat reads on, ^C stops
+ *   it, the same shell runs commands and kills its job, the forwarded
+ *   connection goes on and new ones are forwarded, and a new login works;
  * - a Go net/http server (goroutines, many threads, epoll, futexes, signal
  *   handlers), built with cgo and static, with a keep-alive client;
  * - haproxy in master-worker mode proxying an open connection to a backend
@@ -81,6 +83,17 @@ function childrenOf(pid: number): number[] {
     .filter(Boolean).map(Number);
 }
 
+/** The command names of `pids` (those that still exist). */
+function commsOf(pids: number[]): string[] {
+  return pids.flatMap((p) => {
+    try {
+      return [Deno.readTextFileSync(`/proc/${p}/comm`).trim()];
+    } catch {
+      return [];
+    }
+  });
+}
+
 const sshd = need("sshd", "openssh-server");
 const ssh = findProgram("ssh");
 const sshKeygen = findProgram("ssh-keygen");
@@ -112,9 +125,9 @@ function sshArgs(work: string, port: number): string[] {
   ];
 }
 
-function startSsh(work: string, port: number): SshClient {
+function startSsh(work: string, port: number, extra: string[] = []): SshClient {
   const child = new Deno.Command(ssh!, {
-    args: ["-tt", ...sshArgs(work, port)],
+    args: ["-tt", ...extra, ...sshArgs(work, port)],
     stdin: "piped",
     stdout: "piped",
     stderr: "piped",
@@ -137,7 +150,7 @@ function startSsh(work: string, port: number): SshClient {
 
 Deno.test({
   name:
-    "sshd with an interactive ssh session on a pty: the same shell runs a command after restore",
+    "sshd with an ssh session (pty, a job, a foreground cat, a forwarded port) goes on after restore",
   ignore: !sshd || !ssh || !sshKeygen,
   fn: withTargets(async () => {
     const work = await tempDir("cryo-sshd-");
@@ -171,22 +184,60 @@ PermitRootLogin prohibit-password
     );
     const t = await startTarget(sshd!, ["-D", "-e", "-f", `${work}/sshd_config`]);
     await waitListening(t, port);
-    const client = startSsh(work, port);
+    // The session forwards a local port to an echo server in this test (ssh -L): sshd's
+    // session process holds the forwarded TCP connection.
+    const upstream = startUpstream();
+    const forwarded = freePort();
+    const client = startSsh(work, port, ["-L", `${forwarded}:127.0.0.1:${upstream.port}`]);
+    let tunnel: Deno.Conn | undefined;
     try {
-      // A shell variable only this session's shell holds, and its pid.
-      await client.write("X=4$((1+1)); echo one-$((2+3))-$$\n");
+      // A shell variable only this session's shell holds, its pid, a background job.
+      await client.write("X=4$((1+1)); sleep 1000 & echo one-$((2+3))-$$\n");
       await client.until("one-5-");
       const shellPid = client.output().match(/one-5-(\d+)/)![1];
+      await waitUntil("the forwarded port", async () => {
+        try {
+          tunnel = await Deno.connect({ hostname: "127.0.0.1", port: forwarded });
+          return true;
+        } catch {
+          return false;
+        }
+      });
+      assert.equal(await exchange(tunnel!, "f1\n", "\n"), "up:f1\n");
+      // A foreground program reading the terminal.
+      await client.write("cat -n\n");
+      await waitUntil(
+        "cat on the terminal",
+        () => commsOf(childrenOf(Number(shellPid))).includes("cat"),
+      );
+      await client.write("line1\n");
+      await client.until("1\tline1");
       const rt = await dumpKillRestore(t, OPT_IN, OPT_IN);
-      assert.ok(rt.tree.pids.length >= 3, `restored pids ${rt.tree.pids}`);
-      await client.write("echo two-$X-$$; tty\n");
+      assert.ok(rt.tree.pids.length >= 5, `restored pids ${rt.tree.pids}`);
+      await client.write("line2\n");
+      await client.until("2\tline2");
+      assert.equal(await exchange(tunnel!, "f2\n", "\n"), "up:f2\n");
+      // ^C reaches the foreground cat through the terminal; the shell's job table is whole.
+      await client.write("\x03");
+      // (^C flushes the terminal's input: the next line is typed once cat is gone.)
+      await waitUntil("cat's exit", () => !commsOf(childrenOf(Number(shellPid))).includes("cat"));
+      await client.write("echo two-$X-$$; tty; jobs; kill %1; wait; echo killed-$?\n");
       await client.until(`two-42-${shellPid}`);
-      await client.until("/dev/pts/");
-      // A new login through the restored listener.
+      await client.until("killed-0");
+      assert.match(client.output(), /\/dev\/pts\/\d+\r\n\[1\]\+ +Running +sleep 1000 &/);
+      // A new forwarded connection and a new login through the restored listener.
+      const tunnel2 = await Deno.connect({ hostname: "127.0.0.1", port: forwarded });
+      try {
+        assert.equal(await exchange(tunnel2, "f3\n", "\n"), "up:f3\n");
+      } finally {
+        tunnel2.close();
+      }
       const fresh = await runCommand([ssh!, ...sshArgs(work, port), "echo fresh-$((6*7))"]);
       assert.equal(fresh.code, 0, fresh.stderr);
       assert.equal(fresh.stdout, "fresh-42\n");
       // The session ends cleanly: ssh exits with the shell's status.
+      tunnel!.close();
+      tunnel = undefined;
       await client.write("exit 3\n");
       const status = await client.child.status;
       assert.equal(status.code, 3, client.output());
@@ -196,6 +247,8 @@ PermitRootLogin prohibit-password
         client.child.kill("SIGKILL");
       } catch { /* exited */ }
       await client.child.status;
+      tunnel?.close();
+      await upstream.close();
     }
   }),
 });
