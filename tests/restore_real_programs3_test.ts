@@ -8,7 +8,8 @@
  *   it, the same shell runs commands and kills its job, the forwarded
  *   connection goes on and new ones are forwarded, and a new login works;
  * - a Go net/http server (goroutines, many threads, epoll, futexes, signal
- *   handlers), built with cgo and static, with a keep-alive client;
+ *   handlers), built with cgo and static, with a keep-alive client; a Go
+ *   program under async preemption (SIGURG), GC and signal.Notify;
  * - haproxy in master-worker mode proxying an open connection to a backend
  *   in this test; after the restore the connection goes on and a reload
  *   (SIGUSR2: the master re-executes itself) forks a new worker;
@@ -271,20 +272,7 @@ for (const cgo of [true, false]) {
     ignore: !go,
     fn: withTargets(async () => {
       const work = await tempDir("cryo-go-");
-      const bin = `${work}/go_http_counter`;
-      const built = await runCommand(
-        [go!, "build", "-o", bin, `${repoRoot}tests/targets/go_http_counter.go`],
-        {
-          cwd: work,
-          env: {
-            GOCACHE: `${repoRoot}tests/.cache/go-build`,
-            GOPATH: `${work}/gopath`,
-            GO111MODULE: "off",
-            CGO_ENABLED: cgo ? "1" : "0",
-          },
-        },
-      );
-      assert.equal(built.code, 0, built.stderr);
+      const bin = await buildGo("go_http_counter", work, cgo);
       const port = freePort();
       const t = await startTarget(bin, [String(port)]);
       await waitListening(t, port);
@@ -311,6 +299,55 @@ for (const cgo of [true, false]) {
       }
     }),
   });
+}
+
+/** Builds tests/targets/<name>.go into `work` (cgo or static); returns the binary's path. */
+async function buildGo(name: string, work: string, cgo: boolean): Promise<string> {
+  const bin = `${work}/${name}`;
+  const built = await runCommand([go!, "build", "-o", bin, `${repoRoot}tests/targets/${name}.go`], {
+    cwd: work,
+    env: {
+      GOCACHE: `${repoRoot}tests/.cache/go-build`,
+      GOPATH: `${work}/gopath`,
+      GO111MODULE: "off",
+      CGO_ENABLED: cgo ? "1" : "0",
+    },
+  });
+  assert.equal(built.code, 0, built.stderr);
+  return bin;
+}
+
+Deno.test({
+  name: "a Go program under preemption (SIGURG), GC and signal.Notify goes on after restore",
+  ignore: !go,
+  fn: withTargets(async () => {
+    const work = await tempDir("cryo-go-signals-");
+    const t = await startTarget(await buildGo("go_runtime_signals", work, true));
+    await waitUntil("five ticks", () => ticksOf(t).length >= 5);
+    t.signal(10 /* SIGUSR1 */);
+    await t.waitFor(/^sig user defined signal 1 gc \d+ spins>0 true$/m);
+    await dumpKillRestore(t);
+    const last = ticksOf(t).at(-1)!;
+    await waitUntil("five more ticks", () => (ticksOf(t).at(-1) ?? 0) >= last + 5);
+    // One at a time: signals sent while one is pending merge (in the kernel and in Go).
+    for (let i = 2; i <= 4; i++) {
+      t.signal(10 /* SIGUSR1 */);
+      await waitUntil(`signal ${i}`, () => sigLines(t).length >= i, 5000).catch((e) => {
+        throw new Error(`${e.message}:\n${t.output().slice(-600)}`);
+      });
+    }
+    const gcs = sigLines(t).map((l) => Number(l.match(/gc (\d+)/)![1]));
+    assert.ok(gcs.at(-1)! > gcs[0], `GC cycles after the restore: ${gcs}`);
+    const ticks = ticksOf(t);
+    assert.deepEqual(ticks, ticks.map((_, i) => i + 1), "the ticks did not go on");
+    t.signal(15 /* SIGTERM */);
+    assert.deepEqual(await t.wait(), { kind: "exited", pid: t.pid, code: 7 }, t.output());
+  }),
+});
+
+/** The "sig ..." lines a Go target printed. */
+function sigLines(t: Target): string[] {
+  return t.output().match(/^sig user defined signal 1 gc \d+ spins>0 true$/gm) ?? [];
 }
 
 const haproxy = need("haproxy", "haproxy");
