@@ -20,6 +20,8 @@
  * - gunicorn pre-forking two workers (their heartbeat files are deleted
  *   mkstemp files, opened with O_NOFOLLOW): each worker keeps its request
  *   count;
+ * - uWSGI with a master and two workers: each worker counts on, and so does
+ *   the total in the stats memory they share;
  * - rsyslogd receiving syslog over UDP and writing a file;
  * - atd: a job queued with `at` after the restore runs (at finds the
  *   daemon by its pid file and signals it); skipped when an atd runs;
@@ -604,6 +606,78 @@ def app(environ, start_response):
       `answered by ${[...counts.keys()]}`,
     );
     assert.equal(t.poll(), undefined, `the restored gunicorn exited:\n${t.output()}`);
+  }),
+});
+
+const uwsgi = need("uwsgi", "uwsgi-core uwsgi-plugin-python3");
+/** uwsgi's python3 plugin (uwsgi-plugin-python3), loaded with `--plugin python3`. */
+const uwsgiPython = uwsgi !== undefined && (() => {
+  try {
+    return Deno.statSync("/usr/lib/uwsgi/plugins/python3_plugin.so").isFile;
+  } catch {
+    return false;
+  }
+})();
+if (uwsgi && !uwsgiPython) {
+  console.error(
+    "restore_real_programs3_test: uwsgi's python3 plugin not found (apt-get install -y uwsgi-plugin-python3); skipping",
+  );
+}
+
+Deno.test({
+  name: "uWSGI (master, two workers, shared stats): each worker counts on, the total too",
+  ignore: !uwsgiPython,
+  fn: withTargets(async () => {
+    const work = await tempDir("cryo-uwsgi-");
+    await Deno.writeTextFile(
+      `${work}/app.py`,
+      `import os
+n = 0
+def application(environ, start_response):
+    global n
+    n += 1
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [f"{os.getpid()} {n}\\n".encode()]
+`,
+    );
+    const port = freePort();
+    const t = await startTarget(uwsgi!, [
+      "--plugin",
+      "python3",
+      "--http-socket",
+      `127.0.0.1:${port}`,
+      "--master",
+      "--processes",
+      "2",
+      "--wsgi-file",
+      `${work}/app.py`,
+    ]);
+    await waitListening(t, port);
+    await waitUntil("two workers", () => childrenOf(t.pid).length === 2);
+    const counts = new Map<number, number>();
+    const get = async () => {
+      const [pid, n] = (await httpGet10(port, "/")).trim().split(" ").map(Number);
+      const before = counts.get(pid) ?? 0;
+      assert.equal(n, before + 1, `worker ${pid} counted ${n} after ${before}`);
+      counts.set(pid, n);
+    };
+    for (let i = 0; i < 4; i++) await get();
+    const workers = childrenOf(t.pid).toSorted();
+    const rt = await dumpKillRestore(t);
+    assert.equal(rt.tree.pids.length, 3, `restored pids ${rt.tree.pids}`);
+    for (let i = 0; i < 4; i++) await get();
+    assert.deepEqual(childrenOf(t.pid).toSorted(), workers, "the same workers");
+    // The request log's "req: <worker's>/<total>": the total lives in memory the master and
+    // the workers share.
+    await waitUntil(
+      "eight requests logged",
+      () => (t.output().match(/\breq: \d+\/\d+\]/g) ?? []).length >= 8,
+    );
+    const totals = (t.output().match(/\breq: \d+\/(\d+)\]/g) ?? []).map((m) =>
+      Number(m.match(/\/(\d+)/)![1])
+    );
+    assert.deepEqual(totals, [1, 2, 3, 4, 5, 6, 7, 8], t.output());
+    assert.equal(t.poll(), undefined, `the restored uwsgi exited:\n${t.output()}`);
   }),
 });
 
