@@ -7,6 +7,8 @@
  *   forwarded port (ssh -L): after the restore the cat reads on, ^C stops
  *   it, the same shell runs commands and kills its job, the forwarded
  *   connection goes on and new ones are forwarded, and a new login works;
+ * - an ssh client forwarding a port (-N -L) to a server outside the tree:
+ *   its encrypted session goes on (forwarded connections, keepalives);
  * - a Go net/http server (goroutines, many threads, epoll, futexes, signal
  *   handlers), built with cgo and static, with a keep-alive client; a Go
  *   program under async preemption (SIGURG), GC and signal.Notify;
@@ -157,34 +159,8 @@ Deno.test({
   ignore: !sshd || !ssh || !sshKeygen,
   fn: withTargets(async () => {
     const work = await tempDir("cryo-sshd-");
-    for (const key of ["host", "user"]) {
-      const gen = await runCommand([
-        sshKeygen!,
-        "-q",
-        "-t",
-        "ed25519",
-        "-N",
-        "",
-        "-f",
-        `${work}/${key}`,
-      ]);
-      assert.equal(gen.code, 0, gen.stderr);
-    }
-    await Deno.copyFile(`${work}/user.pub`, `${work}/authorized_keys`);
-    await Deno.mkdir("/run/sshd", { recursive: true }); // sshd's privilege separation directory
     const port = freePort();
-    await Deno.writeTextFile(
-      `${work}/sshd_config`,
-      `Port ${port}
-ListenAddress 127.0.0.1
-HostKey ${work}/host
-PidFile none
-AuthorizedKeysFile ${work}/authorized_keys
-StrictModes no
-UsePAM no
-PermitRootLogin prohibit-password
-`,
-    );
+    await sshdSetup(work, port);
     const t = await startTarget(sshd!, ["-D", "-e", "-f", `${work}/sshd_config`]);
     await waitListening(t, port);
     // The session forwards a local port to an echo server in this test (ssh -L): sshd's
@@ -251,6 +227,78 @@ PermitRootLogin prohibit-password
       } catch { /* exited */ }
       await client.child.status;
       tunnel?.close();
+      await upstream.close();
+    }
+  }),
+});
+
+/** Writes host and user keys and an sshd config for 127.0.0.1:`port` into `work`. */
+async function sshdSetup(work: string, port: number): Promise<void> {
+  for (const key of ["host", "user"]) {
+    const gen = await runCommand([
+      sshKeygen!,
+      "-q",
+      "-t",
+      "ed25519",
+      "-N",
+      "",
+      "-f",
+      `${work}/${key}`,
+    ]);
+    assert.equal(gen.code, 0, gen.stderr);
+  }
+  await Deno.copyFile(`${work}/user.pub`, `${work}/authorized_keys`);
+  await Deno.mkdir("/run/sshd", { recursive: true }); // sshd's privilege separation directory
+  await Deno.writeTextFile(
+    `${work}/sshd_config`,
+    `Port ${port}
+ListenAddress 127.0.0.1
+HostKey ${work}/host
+PidFile none
+AuthorizedKeysFile ${work}/authorized_keys
+StrictModes no
+UsePAM no
+PermitRootLogin prohibit-password
+`,
+  );
+}
+
+Deno.test({
+  name: "an ssh client forwarding a port (ssh -N -L) keeps its encrypted session after restore",
+  ignore: !sshd || !ssh || !sshKeygen,
+  fn: withTargets(async () => {
+    const work = await tempDir("cryo-ssh-client-");
+    const port = freePort();
+    await sshdSetup(work, port);
+    const server = await startTarget(sshd!, ["-D", "-e", "-f", `${work}/sshd_config`]);
+    await waitListening(server, port);
+    const upstream = startUpstream();
+    const forwarded = freePort();
+    // The client is the tree; sshd (outside it) sees the same TCP connection go on.
+    const t = await startTarget(ssh!, [
+      "-N",
+      "-L",
+      `${forwarded}:127.0.0.1:${upstream.port}`,
+      "-o",
+      "ServerAliveInterval=1",
+      ...sshArgs(work, port),
+    ]);
+    const tunnels: Deno.Conn[] = [];
+    try {
+      await waitListening(t, forwarded);
+      tunnels.push(await Deno.connect({ hostname: "127.0.0.1", port: forwarded }));
+      assert.equal(await exchange(tunnels[0], "f1\n", "\n"), "up:f1\n");
+      await dumpKillRestore(t, OPT_IN, OPT_IN);
+      assert.equal(await exchange(tunnels[0], "f2\n", "\n"), "up:f2\n");
+      tunnels.push(await Deno.connect({ hostname: "127.0.0.1", port: forwarded }));
+      assert.equal(await exchange(tunnels[1], "f3\n", "\n"), "up:f3\n");
+      // Keepalives (every second) go over the restored connection and are answered.
+      await new Promise((r) => setTimeout(r, 1500));
+      assert.equal(await exchange(tunnels[1], "f4\n", "\n"), "up:f4\n");
+      assert.equal(t.poll(), undefined, `the restored ssh exited:\n${t.output()}`);
+      assert.equal(server.poll(), undefined, `sshd exited:\n${server.output()}`);
+    } finally {
+      for (const c of tunnels) c.close();
       await upstream.close();
     }
   }),
