@@ -24,6 +24,11 @@
  *   count;
  * - uWSGI with a master and two workers: each worker counts on, and so does
  *   the total in the stats memory they share;
+ * - supervisord (its control socket bound at a temporary name and renamed)
+ *   with a child counting: the child goes on, supervisorctl status and
+ *   restart work after the restore;
+ * - mosquitto (an MQTT broker) with a subscribed client outside the tree:
+ *   a message published after the restore reaches it;
  * - rsyslogd receiving syslog over UDP and writing a file;
  * - atd: a job queued with `at` after the restore runs (at finds the
  *   daemon by its pid file and signals it); skipped when an atd runs;
@@ -38,7 +43,7 @@ import { startTarget, type Target, withTargets } from "./helpers/targets.ts";
 import { tempDir } from "./helpers/fs.ts";
 import { findProgram, freePort, readUntil, waitListening } from "./helpers/servers.ts";
 import { repoRoot, runCommand } from "./helpers/commands.ts";
-import { waitUntil } from "./helpers/wait.ts";
+import { sleep, waitUntil } from "./helpers/wait.ts";
 
 const OPT_IN = { optIns: ["tcp-established"] };
 
@@ -726,6 +731,136 @@ def application(environ, start_response):
     );
     assert.deepEqual(totals, [1, 2, 3, 4, 5, 6, 7, 8], t.output());
     assert.equal(t.poll(), undefined, `the restored uwsgi exited:\n${t.output()}`);
+  }),
+});
+
+const supervisord = need("supervisord", "supervisor");
+const supervisorctl = findProgram("supervisorctl");
+
+Deno.test({
+  name: "supervisord: its child counts on, and supervisorctl status and restart work after restore",
+  ignore: !supervisord || !supervisorctl,
+  fn: withTargets(async () => {
+    const work = await tempDir("cryo-supervisord-");
+    const conf = `${work}/supervisord.conf`;
+    // Its control socket is bound as ctl.sock.<pid> and renamed to ctl.sock.
+    await Deno.writeTextFile(
+      conf,
+      `[unix_http_server]
+file=${work}/ctl.sock
+[supervisord]
+nodaemon=true
+logfile=${work}/supervisord.log
+pidfile=${work}/supervisord.pid
+childlogdir=${work}
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+[supervisorctl]
+serverurl=unix://${work}/ctl.sock
+[program:counter]
+command=/bin/sh -c 'i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.05; done'
+stdout_logfile=${work}/counter.log
+startsecs=0
+`,
+    );
+    const t = await startTarget(supervisord!, ["-c", conf]);
+    const ctl = (...args: string[]) => runCommand([supervisorctl!, "-c", conf, ...args]);
+    const ticks = () => {
+      try {
+        return (Deno.readTextFileSync(`${work}/counter.log`).match(/^tick \d+$/gm) ?? [])
+          .map((l) => Number(l.slice(5)));
+      } catch {
+        return [];
+      }
+    };
+    await waitUntil("five ticks", () => ticks().length >= 5, 20000);
+    const status = await ctl("status", "counter");
+    const child = Number(status.stdout.match(/RUNNING +pid (\d+)/)?.[1]);
+    assert.ok(child > 0, status.stdout);
+    // supervisorctl's connection closes as it exits: wait until supervisord dropped it.
+    const rt = await dumpSettled(t);
+    assert.ok(rt.tree.pids.includes(child), `restored pids ${rt.tree.pids}`);
+    const last = ticks().at(-1)!;
+    await waitUntil("five more ticks", () => (ticks().at(-1) ?? 0) >= last + 5);
+    const seq = ticks();
+    assert.deepEqual(seq, seq.map((_, i) => i + 1), "the child's counter did not go on");
+    const after = await ctl("status", "counter");
+    assert.match(after.stdout, new RegExp(`RUNNING +pid ${child},`), after.stderr);
+    const restart = await ctl("restart", "counter");
+    assert.match(restart.stdout, /counter: started/, restart.stderr);
+    const again = await ctl("status", "counter");
+    const next = Number(again.stdout.match(/RUNNING +pid (\d+)/)?.[1]);
+    assert.ok(next > 0 && next !== child, again.stdout);
+    assert.equal(t.poll(), undefined, `the restored supervisord exited:\n${t.output()}`);
+  }),
+});
+
+/**
+ * Dumps, kills and restores `t`, retrying while the dump refuses an
+ * accepted socket whose peer (a client that just exited) is named in
+ * SO_PEERCRED: the server closes it a moment later.
+ */
+async function dumpSettled(t: Target): ReturnType<typeof dumpKillRestore> {
+  for (let tries = 0;; tries++) {
+    try {
+      return await dumpKillRestore(t);
+    } catch (e) {
+      if (tries >= 50 || !/SO_PEERCRED/.test(String(e))) throw e;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
+const mosquitto = need("mosquitto", "mosquitto");
+const mosquittoSub = findProgram("mosquitto_sub");
+const mosquittoPub = findProgram("mosquitto_pub");
+
+Deno.test({
+  name: "mosquitto (MQTT broker) delivers to its subscribed client after restore",
+  ignore: !mosquitto || !mosquittoSub || !mosquittoPub,
+  fn: withTargets(async () => {
+    const work = await tempDir("cryo-mosquitto-");
+    const port = freePort();
+    await Deno.writeTextFile(
+      `${work}/mosquitto.conf`,
+      `listener ${port} 127.0.0.1\nallow_anonymous true\npersistence false\n`,
+    );
+    const t = await startTarget(mosquitto!, ["-c", `${work}/mosquitto.conf`]);
+    await waitListening(t, port);
+    const sub = await startTarget(mosquittoSub!, [
+      "-h",
+      "127.0.0.1",
+      "-p",
+      String(port),
+      "-t",
+      "cryo/#",
+      "-v",
+    ]);
+    const publish = async (message: string) => {
+      const r = await runCommand([
+        mosquittoPub!,
+        "-h",
+        "127.0.0.1",
+        "-p",
+        String(port),
+        "-t",
+        "cryo/a",
+        "-m",
+        message,
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+    };
+    // Published until the subscription is in place.
+    await waitUntil("the subscriber", async () => {
+      await publish("one");
+      await sleep(50);
+      return sub.output().includes("cryo/a one\n");
+    });
+    await dumpKillRestore(t, OPT_IN, OPT_IN);
+    await publish("two");
+    await waitUntil("the message after restore", () => sub.output().includes("cryo/a two\n"));
+    assert.equal(sub.poll(), undefined, `the subscriber exited:\n${sub.output()}`);
+    assert.equal(t.poll(), undefined, `the restored broker exited:\n${t.output()}`);
   }),
 });
 
