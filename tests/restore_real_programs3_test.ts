@@ -18,7 +18,7 @@
  * - PHP's built-in web server with two forked workers;
  * - a Ruby TCPServer with a thread per client and a ticker thread;
  * - an Erlang VM (beam.smp: ~20 threads and its erl_child_setup child)
- *   counting;
+ *   counting, and serving TCP (gen_tcp, a process per client, ETS);
  * - gunicorn pre-forking two workers (their heartbeat files are deleted
  *   mkstemp files, opened with O_NOFOLLOW): each worker keeps its request
  *   count;
@@ -607,6 +607,49 @@ Deno.test({
     const ticks = ticksOf(t);
     assert.deepEqual(ticks, ticks.map((_, i) => i + 1), "the counter did not go on");
     assert.equal(t.poll(), undefined, `the restored VM exited:\n${t.output()}`);
+  }),
+});
+
+const erlc = findProgram("erlc");
+
+Deno.test({
+  name: "an Erlang gen_tcp server (a process per client, an ETS counter) keeps its client",
+  ignore: !erl || !erlc,
+  fn: withTargets(async () => {
+    const work = await tempDir("cryo-erlang-tcp-");
+    const built = await runCommand([
+      erlc!,
+      "-o",
+      work,
+      `${repoRoot}tests/targets/erl_echo_counter.erl`,
+    ]);
+    assert.equal(built.code, 0, built.stderr);
+    const port = freePort();
+    const t = await startTarget(erl!, [
+      "-noshell",
+      "-pa",
+      work,
+      "-s",
+      "erl_echo_counter",
+      "start",
+      String(port),
+    ]);
+    await waitListening(t, port);
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    try {
+      assert.equal(await exchange(conn, "a\n", "\n"), "1 a\n");
+      await dumpKillRestore(t, OPT_IN, OPT_IN);
+      assert.equal(await exchange(conn, "b\n", "\n"), "2 b\n");
+      const fresh = await Deno.connect({ hostname: "127.0.0.1", port });
+      try {
+        assert.equal(await exchange(fresh, "c\n", "\n"), "3 c\n");
+      } finally {
+        fresh.close();
+      }
+      assert.equal(t.poll(), undefined, `the restored VM exited:\n${t.output()}`);
+    } finally {
+      conn.close();
+    }
   }),
 });
 
