@@ -15,6 +15,8 @@
  * - haproxy in master-worker mode proxying an open connection to a backend
  *   in this test; after the restore the connection goes on and a reload
  *   (SIGUSR2: the master re-executes itself) forks a new worker;
+ * - varnish (a manager and a child of another user, a malloc cache, stats
+ *   in shared files) serving hits from its cache after the restore;
  * - PHP's built-in web server with two forked workers;
  * - a Ruby TCPServer with a thread per client and a ticker thread;
  * - an Erlang VM (beam.smp: ~20 threads and its erl_child_setup child)
@@ -503,6 +505,91 @@ backend b
         conn.close();
       } catch { /* closed */ }
       await upstream.close();
+    }
+  }),
+});
+
+const varnishd = need("varnishd", "varnish");
+const varnishstat = findProgram("varnishstat");
+
+Deno.test({
+  name: "varnish (manager and child, its cache and shared stats) serves from cache after restore",
+  ignore: !varnishd || !varnishstat,
+  fn: withTargets(async () => {
+    let fetched = 0;
+    const backend = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, () => {
+      fetched++;
+      return new Response(`backend ${fetched}\n`, { headers: { "cache-control": "max-age=300" } });
+    });
+    try {
+      // The child runs as varnish's own user: its files must be readable by it.
+      const work = await tempDir("cryo-varnish-");
+      await Deno.chmod(work, 0o755);
+      await Deno.writeTextFile(
+        `${work}/default.vcl`,
+        `vcl 4.1;\nbackend b { .host = "127.0.0.1"; .port = "${backend.addr.port}"; }\n`,
+      );
+      await Deno.chmod(`${work}/default.vcl`, 0o644);
+      const port = freePort();
+      const t = await startTarget(varnishd!, [
+        "-F",
+        "-n",
+        `${work}/n`,
+        "-a",
+        `127.0.0.1:${port}`,
+        "-f",
+        `${work}/default.vcl`,
+        "-s",
+        "malloc,16m",
+        "-T",
+        "none",
+      ]);
+      await waitListening(t, port);
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      const get = async (c: Deno.Conn, path: string) => {
+        await c.write(enc.encode(`GET ${path} HTTP/1.1\r\nHost: localhost\r\n\r\n`));
+        return (await readUntil(c, (r) => /\r\n\r\nbackend \d+\n$/.test(r))).match(
+          /backend \d+\n$/,
+        )![0];
+      };
+      try {
+        assert.equal(await get(conn, "/a"), "backend 1\n");
+        assert.equal(await get(conn, "/b"), "backend 2\n");
+        assert.equal(await get(conn, "/a"), "backend 1\n"); // a hit
+        const rt = await dumpKillRestore(t, OPT_IN, OPT_IN);
+        assert.equal(rt.tree.pids.length, 2, `restored pids ${rt.tree.pids}`);
+        assert.equal(await get(conn, "/a"), "backend 1\n"); // hits from the restored cache
+        assert.equal(await get(conn, "/b"), "backend 2\n");
+        const fresh = await Deno.connect({ hostname: "127.0.0.1", port });
+        try {
+          assert.equal(await get(fresh, "/c"), "backend 3\n"); // a miss: fetched
+        } finally {
+          fresh.close();
+        }
+        assert.equal(fetched, 3);
+        // The counters live in files both processes map shared; varnishstat reads them.
+        // (Worker threads add their counts there now and then.)
+        let stat = "";
+        await waitUntil("three cache hits counted", async () => {
+          const r = await runCommand([
+            varnishstat!,
+            "-1",
+            "-n",
+            `${work}/n`,
+            "-f",
+            "MAIN.cache_hit",
+          ]);
+          stat = r.stdout + r.stderr;
+          return /^MAIN\.cache_hit +3 /m.test(stat);
+        }, 8000).catch((e) => {
+          throw new Error(`${e.message}: ${stat}`);
+        });
+        assert.equal(t.poll(), undefined, `the restored varnishd exited:\n${t.output()}`);
+      } finally {
+        conn.close();
+      }
+    } finally {
+      await backend.shutdown();
     }
   }),
 });
