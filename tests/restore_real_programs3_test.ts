@@ -17,6 +17,8 @@
  *   (SIGUSR2: the master re-executes itself) forks a new worker;
  * - varnish (a manager and a child of another user, a malloc cache, stats
  *   in shared files) serving hits from its cache after the restore;
+ * - squid (its pinger off) proxying on a client's keep-alive connection;
+ * - unbound (two threads) answering DNS over UDP;
  * - PHP's built-in web server with two forked workers;
  * - a Ruby TCPServer with a thread per client and a ticker thread;
  * - an Erlang VM (beam.smp: ~20 threads and its erl_child_setup child)
@@ -591,6 +593,122 @@ Deno.test({
     } finally {
       await backend.shutdown();
     }
+  }),
+});
+
+const squid = need("squid", "squid");
+
+Deno.test({
+  name: "squid (no pinger) proxies on the same client connection after restore",
+  ignore: !squid,
+  fn: withTargets(async () => {
+    let fetched = 0;
+    const backend = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, () => {
+      fetched++;
+      return new Response(`backend ${fetched}\n`);
+    });
+    try {
+      // squid runs as its own user (proxy): its directory must be writable by it.
+      const work = await tempDir("cryo-squid-");
+      await Deno.chmod(work, 0o777);
+      const port = freePort();
+      // The pinger helper holds raw ICMP sockets, which are refused: it is off.
+      await Deno.writeTextFile(
+        `${work}/squid.conf`,
+        `http_port 127.0.0.1:${port}
+http_access allow all
+pid_filename none
+cache_log ${work}/cache.log
+access_log none
+cache deny all
+coredump_dir ${work}
+pinger_enable off
+`,
+      );
+      const t = await startTarget(squid!, ["-N", "-f", `${work}/squid.conf`]);
+      await waitListening(t, port);
+      const url = `http://127.0.0.1:${backend.addr.port}/`;
+      const get = async (c: Deno.Conn) => {
+        await c.write(
+          enc.encode(`GET ${url} HTTP/1.1\r\nHost: 127.0.0.1:${backend.addr.port}\r\n\r\n`),
+        );
+        return (await readUntil(c, (r) => /\r\n\r\nbackend \d+\n$/.test(r))).match(
+          /backend \d+\n$/,
+        )![0];
+      };
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      try {
+        assert.equal(await get(conn), "backend 1\n");
+        await dumpKillRestore(t, OPT_IN, OPT_IN);
+        assert.equal(await get(conn), "backend 2\n");
+        const fresh = await Deno.connect({ hostname: "127.0.0.1", port });
+        try {
+          assert.equal(await get(fresh), "backend 3\n");
+        } finally {
+          fresh.close();
+        }
+        assert.equal(t.poll(), undefined, `the restored squid exited:\n${t.output()}`);
+      } finally {
+        conn.close();
+      }
+    } finally {
+      await backend.shutdown();
+    }
+  }),
+});
+
+const unbound = need("unbound", "unbound");
+const systemPython = findProgram("python3", "/usr/bin/python3");
+
+/** Asks the DNS server on 127.0.0.1:`port` (UDP) for the A record of `name`; the address. */
+async function dnsA(port: number, name: string): Promise<string> {
+  const r = await runCommand([
+    systemPython!,
+    "-c",
+    `import socket, struct, sys
+q = struct.pack(">HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0)
+q += b"".join(bytes([len(p)]) + p.encode() for p in sys.argv[2].split(".")) + b"\\0"
+q += struct.pack(">HH", 1, 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(3)
+s.sendto(q, ("127.0.0.1", int(sys.argv[1])))
+print(".".join(str(b) for b in s.recv(512)[-4:]))`,
+    String(port),
+    name,
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  return r.stdout.trim();
+}
+
+Deno.test({
+  name: "unbound (two threads) answers DNS queries over UDP after restore",
+  ignore: !unbound || !systemPython,
+  fn: withTargets(async () => {
+    const work = await tempDir("cryo-unbound-");
+    const port = freePort();
+    await Deno.writeTextFile(
+      `${work}/unbound.conf`,
+      `server:
+  interface: 127.0.0.1@${port}
+  num-threads: 2
+  do-daemonize: no
+  username: ""
+  chroot: ""
+  directory: "${work}"
+  pidfile: ""
+  use-syslog: no
+  local-zone: "cryo.test." static
+  local-data: "a.cryo.test. IN A 10.1.2.3"
+remote-control:
+  control-enable: no
+`,
+    );
+    const t = await startTarget(unbound!, ["-d", "-c", `${work}/unbound.conf`]);
+    await waitListening(t, port);
+    assert.equal(await dnsA(port, "a.cryo.test"), "10.1.2.3");
+    await dumpKillRestore(t);
+    for (let i = 0; i < 4; i++) assert.equal(await dnsA(port, "a.cryo.test"), "10.1.2.3");
+    assert.equal(t.poll(), undefined, `the restored unbound exited:\n${t.output()}`);
   }),
 });
 
