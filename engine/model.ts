@@ -873,6 +873,12 @@ export interface UnixSocketImage {
     mode?: number;
     uid?: number;
     gid?: number;
+    /**
+     * Absolute path the socket file was renamed to after the bind (found in
+     * the name's directory at dump: supervisord binds `<path>.<pid>` and
+     * renames it to `<path>`). The restore binds at the name, then renames.
+     */
+    renamed?: string;
   };
   /** Inode of the peer (connected sockets). */
   peer?: number;

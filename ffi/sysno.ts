@@ -52,6 +52,7 @@ export const SYS = {
   fsync: 74,
   chdir: 80,
   fchdir: 81,
+  rename: 82,
   umask: 95,
   ptrace: 101,
   getuid: 102,

@@ -3,7 +3,7 @@
  * while open or mapped, O_TMPFILE files, sealed memfds and removed POSIX
  * shared memory come back unlinked with their content, holes, size, mode,
  * seals, offsets and access modes, and fds and mappings of one file stay
- * one file. SHM_LOCKed System V shared memory is refused by name
+ * one file (also a deleted mkstemp file, opened with O_NOFOLLOW). SHM_LOCKed System V shared memory is refused by name
  * (tests/restore_sysvshm_test.ts restores the rest).
  */
 
@@ -30,6 +30,22 @@ Deno.test(
       sparse.extents.reduce((n, [, len]) => n + len, 0) < 1 << 20,
       "holes are not stored",
     );
+    t.signal(SIGUSR1);
+    const st = await t.wait();
+    assert.equal(st.kind, "exited", t.output());
+    assert.match(t.output(), /^PASS$/m, t.output());
+  }),
+);
+
+Deno.test(
+  "ghost files: a deleted mkstemp file (O_NOFOLLOW) shared with a child comes back (gunicorn)",
+  withTargets(async () => {
+    const work = await tempDir("cryo-ghost-nofollow-");
+    const t = await startTarget("rt_ghost_nofollow", [work]);
+    await t.waitFor(/^ready pid=\d+$/m);
+    const { dump, tree } = await dumpKillRestore(t);
+    assert.equal(tree.pids.length, 2, `restored pids ${tree.pids}`);
+    assert.deepEqual((dump.manifest.ghosts ?? []).map((g) => g.kind), ["deleted"]);
     t.signal(SIGUSR1);
     const st = await t.wait();
     assert.equal(st.kind, "exited", t.output());

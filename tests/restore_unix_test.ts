@@ -542,3 +542,21 @@ Deno.test(
     }
   }),
 );
+
+Deno.test(
+  "unix listener whose file was renamed after the bind (supervisord): bound, then renamed again",
+  withTargets(async () => {
+    const work = await tempDir("cryo-unix-renamed-");
+    const t = await startTarget("rt_unix_renamed", [work]);
+    await t.waitFor(READY);
+    const { dir } = await dumpKillRestore(t);
+    const image = await readImage(dir);
+    const file = image.processes.flatMap((p) => p.fds).find((f) => f.socket?.unix?.listen)
+      ?.socket?.unix?.file;
+    assert.equal(file?.renamed, `${work}/ctl.sock`);
+    t.signal(10 /* SIGUSR1 */);
+    const st = await t.wait();
+    assert.equal(st.kind, "exited", t.output());
+    assert.match(t.output(), /^PASS$/m, t.output());
+  }),
+);

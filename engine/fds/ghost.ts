@@ -42,6 +42,7 @@ const O_CREAT = 0o100;
 const O_EXCL = 0o200;
 const O_TRUNC = 0o1000;
 const O_TMPFILE = 0o20200000;
+const O_NOFOLLOW = 0o400000;
 const S_IFMT = 0o170000;
 const S_IFREG = 0o100000;
 const CHUNK = 16 << 20;
@@ -170,10 +171,15 @@ export function planGhosts(ghosts: readonly GhostFile[], firstTransferFd: number
 
 /**
  * Flags an fd of a ghost file is reopened with: its access mode and status
- * flags, without creation flags or O_TMPFILE (which includes O_DIRECTORY).
+ * flags, without creation flags, O_TMPFILE (which includes O_DIRECTORY) or
+ * O_NOFOLLOW: the reopen goes through the magic link /proc/self/fd/<n>,
+ * which O_NOFOLLOW refuses (ELOOP). A file made by mkstemp (Python's
+ * tempfile, gunicorn's worker heartbeats) has it; it only governs the
+ * lookup at open, so the open file behaves the same without it (only
+ * F_GETFL and fdinfo no longer show it).
  */
 export function ghostOpenFlags(f: FdInfo): number {
-  return f.flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_TMPFILE);
+  return f.flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_TMPFILE | O_NOFOLLOW);
 }
 
 /** The path a restored process reopens ghost `id` by, and the transfer fd it names. */

@@ -52,6 +52,7 @@ import { emitSocketOptions, filterProblem } from "./socket_common.ts";
 import { creatorOf, transferBase, treeParents } from "./transfer.ts";
 import type { FdSource } from "./types.ts";
 import { readProcLink } from "../proc/io.ts";
+import { dirname } from "../path.ts";
 import { RestoreError } from "../errors.ts";
 import { emitOwnerIds, emitRootIds, type SocketOwner, socketOwner } from "./socket_owner.ts";
 import { type CarriedFd, carriedFdNumbers, carriedSocket } from "./unix_scm.ts";
@@ -288,12 +289,37 @@ function socketFile(pid: number, d: UnixDiag, name: string): UnixSocketImage["fi
   try {
     st = Deno.lstatSync(full);
   } catch {
-    return { dir }; // the file was removed: bound again, then removed again
+    // Renamed in its directory after the bind (the file is bound again at the name, then
+    // renamed), or removed (bound again, then removed again).
+    const renamed = d.vfs ? renamedSocketFile(dirname(full), d.vfs.ino) : undefined;
+    if (!renamed) return { dir };
+    return { dir, ...fileOwner(renamed.st), renamed: renamed.path };
   }
   if (!d.vfs || low32(st.ino ?? 0) !== d.vfs.ino) {
     return `its socket file ${full} was replaced by another file`;
   }
-  return { dir, mode: (st.mode ?? 0) & 0o7777, uid: st.uid ?? 0, gid: st.gid ?? 0 };
+  return { dir, ...fileOwner(st) };
+}
+
+function fileOwner(st: Deno.FileInfo): { mode: number; uid: number; gid: number } {
+  return { mode: (st.mode ?? 0) & 0o7777, uid: st.uid ?? 0, gid: st.gid ?? 0 };
+}
+
+/** The socket file with inode `ino` (low 32 bits, as sock_diag gives it) in `dir`, if any. */
+function renamedSocketFile(
+  dir: string,
+  ino: number,
+): { path: string; st: Deno.FileInfo } | undefined {
+  try {
+    for (const e of Deno.readDirSync(dir)) {
+      const path = dir === "/" ? `/${e.name}` : `${dir}/${e.name}`;
+      try {
+        const st = Deno.lstatSync(path);
+        if (st.isSocket && low32(st.ino ?? 0) === ino) return { path, st };
+      } catch { /* gone meanwhile */ }
+    }
+  } catch { /* an unreadable directory: taken as removed */ }
+  return undefined;
 }
 
 // ---------------------------------------------------------------- restore
@@ -312,27 +338,29 @@ export function checkUnixNamesFree(processes: readonly ProcessImage[]): void {
       const u = f.socket?.unix;
       if (!u?.name || !u.file || f.excluded || !isPathName(u.name)) continue;
       const name = unixNameText(u.name);
-      const path = name.startsWith("/") ? name : `${u.file.dir}/${name}`;
-      if (seen.has(path)) continue;
-      seen.add(path);
-      let st: Deno.FileInfo;
-      try {
-        st = Deno.lstatSync(path);
-      } catch {
-        continue; // free
-      }
-      // Only a stale socket file is ever unlinked to bind again.
-      if (!st.isSocket) {
-        throw new RestoreError(
-          `cannot restore: ${path} (process ${p.pid} fd ${f.fd}) exists and is not a socket file`,
-        );
-      }
-      const ino = st.ino ?? 0;
-      live ??= new Set([...dumpUnixSockets().values()].flatMap((d) => d.vfs ? [d.vfs.ino] : []));
-      if (live.has(low32(ino))) {
-        throw new RestoreError(
-          `cannot restore: ${path} (process ${p.pid} fd ${f.fd}) is bound by a live socket`,
-        );
+      const bound = name.startsWith("/") ? name : `${u.file.dir}/${name}`;
+      for (const path of u.file.renamed ? [bound, u.file.renamed] : [bound]) {
+        if (seen.has(path)) continue;
+        seen.add(path);
+        let st: Deno.FileInfo;
+        try {
+          st = Deno.lstatSync(path);
+        } catch {
+          continue; // free
+        }
+        // Only a stale socket file is ever unlinked to bind again.
+        if (!st.isSocket) {
+          throw new RestoreError(
+            `cannot restore: ${path} (process ${p.pid} fd ${f.fd}) exists and is not a socket file`,
+          );
+        }
+        const ino = st.ino ?? 0;
+        live ??= new Set([...dumpUnixSockets().values()].flatMap((d) => d.vfs ? [d.vfs.ino] : []));
+        if (live.has(low32(ino))) {
+          throw new RestoreError(
+            `cannot restore: ${path} (process ${p.pid} fd ${f.fd}) is bound by a live socket`,
+          );
+        }
       }
     }
   }
@@ -765,6 +793,7 @@ function emitGroup(
     if (path && file?.mode !== undefined) {
       p.op(SYS.chmod, [p.cstring(path), file.mode], { comment: `mode ${file.mode.toString(8)}` });
       p.op(SYS.lchown, [p.cstring(path), file.uid!, file.gid!], { comment: "owner" });
+      if (file.renamed) removeLater.push(s); // renamed, after the tree's clients connected
     } else if (path) removeLater.push(s); // once the tree's clients have connected through it
   };
   const removeLater: Sock[] = [];
@@ -919,9 +948,17 @@ function emitGroup(
   }
   for (const s of removeLater) {
     chdirFor(s.u.name!, s);
-    p.op(SYS.unlink, [p.cstring(unixNameText(s.u.name))], {
-      comment: `${label(s)}: its file had been removed`,
-    });
+    const renamed = s.u.file?.renamed;
+    if (renamed) {
+      // Over the stale socket file left there by the dumped process, as rename(2) does.
+      p.op(SYS.rename, [p.cstring(unixNameText(s.u.name)), p.cstring(renamed)], {
+        comment: `${label(s)}: its file had been renamed to ${renamed}`,
+      });
+    } else {
+      p.op(SYS.unlink, [p.cstring(unixNameText(s.u.name))], {
+        comment: `${label(s)}: its file had been removed`,
+      });
+    }
   }
   // SO_PASSCRED turned on for a refill goes off again (the options below set it if it was on).
   for (const s of members) {
