@@ -150,7 +150,8 @@ export function planSharedObjects(
  * taken from transfer numbers).
  * `unix` is its unix sockets (sockets the unix plan refused are left out).
  * `root`: `proc` is the tree's root, whose fds `--inherit-fd` can replace
- * (its errors say so).
+ * at restore (its errors say so; the dump's check passes false: a refused
+ * dump has nothing to restore).
  */
 export function planFds(
   proc: ProcessImage,

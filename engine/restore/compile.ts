@@ -192,7 +192,8 @@ export function compileProcess(proc: ProcessImage, opts: CompileOptions): Compil
     opts.ptys,
     opts.ghosts,
     opts.unixSockets,
-    opts.root === true,
+    // The `--inherit-fd` hint only where that restore option exists: not in the dump's check.
+    opts.root === true && opts.checkOnly !== true,
   );
   const base = hexBig(proc.bootstrap.start);
   const boot = new BootstrapBuilder(base, opts.checkOnly === true);
