@@ -53,7 +53,7 @@ import { collectTty } from "../fds/tty.ts";
 import { collectDeadPidfd } from "../fds/pidfd.ts";
 import { collectDeletedFifo } from "../fds/fifo.ts";
 import { collectInotify } from "../fds/inotify.ts";
-import { checkNamespaces, collectCgroups } from "../task/placement.ts";
+import { checkNamespaces, collectCgroups, refuseFrozenCgroup } from "../task/placement.ts";
 import { collectTaskState, prepareTaskCollection, queryTaskState } from "../task/mod.ts";
 import { collectCreds } from "../task/creds.ts";
 import {
@@ -196,6 +196,9 @@ export function collectProcess(
   onInjected?: (maps: SmapsArea[]) => void,
 ): CollectedProcess {
   checkNamespaces(pid, refusals);
+  const cgroups = collectCgroups(pid);
+  // Before any injection, which a frozen cgroup would hold until its thaw.
+  refuseFrozenCgroup(pid, cgroups);
   const stat = readStat(pid);
   // The other threads' state from the BPF task iterator, when it serves (thread_state.ts).
   const bpfStates = tids.length > 1 ? bpfThreadStates(pid, tids) : undefined;
@@ -421,7 +424,7 @@ export function collectProcess(
       excluded: [],
       ...(posixTimers.length ? { posixTimers } : {}),
       ctty: { ttyNr: stat.ttyNr, fgPgrp: stat.tpgid },
-      cgroups: collectCgroups(pid),
+      cgroups,
       attrs: task.attrs,
       ...(Object.keys(memoryFlags).length ? { memoryFlags } : {}),
     },
