@@ -8,9 +8,12 @@
  */
 
 import { assertChecksPassed } from "./helpers/checks.ts";
-import { dumpKillRestore, startTriggered } from "./helpers/roundtrip.ts";
+import assert from "node:assert/strict";
+import { checkpoint } from "../engine/dump/mod.ts";
+import { restore } from "../engine/restore/mod.ts";
+import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
 import { withTargets } from "./helpers/targets.ts";
-import { waitUntil } from "./helpers/wait.ts";
+import { sleep, waitUntil } from "./helpers/wait.ts";
 import { SYS } from "../ffi/sysno.ts";
 
 const READY = /^ready pid=(\d+)$/m;
@@ -74,3 +77,25 @@ for (
     }),
   );
 }
+
+Deno.test(
+  "odd state select: dumped inside a select with a 3 s timeout, it times out no earlier than 3 s",
+  withTargets(async () => {
+    const a = await startTriggered("rt_oddstate", READY, { extra: ["select"] });
+    await waitUntil(
+      "select entered",
+      () => inSyscall(a.t.pid, SYS.select) || inSyscall(a.t.pid, SYS.pselect6),
+    );
+    await sleep(1000);
+    const dir = await tempImageDir();
+    await checkpoint(a.t.pid, { dir });
+    await a.t.wait();
+    // 1.5 s in the image: a restart that counted the time the image lay
+    // (or a timeout cut short) would wake before its 3 s.
+    await sleep(1500);
+    const tree = await restore(dir);
+    a.t.resetAfterRestore();
+    assert.equal(tree.rootPid, a.t.pid);
+    assertChecksPassed(a.t, ["select", "select-elapsed"], await a.t.wait());
+  }),
+);

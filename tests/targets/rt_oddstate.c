@@ -21,6 +21,9 @@
  *     runs on the altstack, that SIGUSR2 is not blocked in it (NODEFER) and
  *     its action is SIG_DFL again (RESETHAND); after it returns the mask
  *     must be the one before and a local value intact;
+ *   select: select() on a pipe no one writes, with a 3 s timeout; it must
+ *     time out (0) no earlier than 3 s after it began (CLOCK_REALTIME: the
+ *     test restores after a delay), its timeval written down to zero;
  *   rtqueue: SIGRTMIN+1 blocked, queued three times with values 11, 22, 33
  *     (sigqueue); after the trigger they must come in that order, SI_QUEUE.
  */
@@ -177,6 +180,26 @@ static int in_handler(void) {
   return verdict();
 }
 
+static int select_timeout(void) {
+  int p[2];
+  if (pipe(p) != 0) die("pipe");
+  fd_set rd;
+  FD_ZERO(&rd);
+  FD_SET(p[0], &rd);
+  struct timeval tv = {3, 0};
+  struct timespec a, b;
+  clock_gettime(CLOCK_REALTIME, &a);
+  print_ready("pid=%d", getpid());
+  int r = select(p[0] + 1, &rd, NULL, NULL, &tv);
+  clock_gettime(CLOCK_REALTIME, &b);
+  double el = (b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9;
+  check("select", r == 0 && tv.tv_sec == 0 && tv.tv_usec == 0, "returned %d, timeval %ld.%06ld", r,
+        (long)tv.tv_sec, (long)tv.tv_usec);
+  check("select-elapsed", el >= 2.99, "woke after %.3f s, before its 3 s", el);
+  printf("elapsed=%.3f\n", el);
+  return verdict();
+}
+
 static int rt_queue(void) {
   int sig = SIGRTMIN + 1;
   sigset_t set;
@@ -238,6 +261,7 @@ int main(int argc, char **argv) {
     return run_wait(mode, how);
   if (!strcmp(mode, "inhandler")) return in_handler();
   if (!strcmp(mode, "rtqueue")) return rt_queue();
+  if (!strcmp(mode, "select")) return select_timeout();
   fprintf(stderr, "unknown mode %s\n", mode);
   return 2;
 }
