@@ -18,7 +18,7 @@
 
 import type { BatchStep } from "../../ffi/syscall_batch.ts";
 import { SYS } from "../../ffi/sysno.ts";
-import { P_ALL, __WALL, WCONTINUED, WEXITED, WNOHANG, WNOWAIT, WSTOPPED } from "../../ffi/wait.ts";
+import { __WALL, P_ALL, WCONTINUED, WEXITED, WNOHANG, WNOWAIT, WSTOPPED } from "../../ffi/wait.ts";
 import { Errno } from "../../ffi/errno.ts";
 import type { Refusals } from "../support.ts";
 
