@@ -65,12 +65,14 @@ for (
   const [mode, checks] of [
     ["inhandler", ["handler-ran", "altstack", "nodefer", "resethand", "mask-after", "local"]],
     ["rtqueue", ["queued-11", "queued-22", "queued-33"]],
+    ["wait4", ["wait4"]],
   ] as const
 ) {
   Deno.test(
     `odd state ${mode}: comes back as it was`,
     withTargets(async () => {
       const a = await startTriggered("rt_oddstate", READY, { extra: [mode] });
+      if (mode === "wait4") await waitUntil("wait4 entered", () => inSyscall(a.t.pid, SYS.wait4));
       await dumpKillRestore(a.t);
       await Deno.writeTextFile(a.trigger, "");
       assertChecksPassed(a.t, checks, await a.t.wait());
@@ -97,5 +99,22 @@ Deno.test(
     a.t.resetAfterRestore();
     assert.equal(tree.rootPid, a.t.pid);
     assertChecksPassed(a.t, ["select", "select-elapsed"], await a.t.wait());
+  }),
+);
+
+Deno.test(
+  "odd state futexrt: a FUTEX_CLOCK_REALTIME absolute wait times out at its deadline across a restore",
+  withTargets(async () => {
+    const a = await startTriggered("rt_oddstate", READY, { extra: ["futexrt"] });
+    await waitUntil("futex entered", () => inSyscall(a.t.pid, SYS.futex));
+    const dir = await tempImageDir();
+    await checkpoint(a.t.pid, { dir });
+    await a.t.wait();
+    // The deadline is 3 s after it began: a relative restart would wake late.
+    await sleep(2500);
+    const tree = await restore(dir);
+    a.t.resetAfterRestore();
+    assert.equal(tree.rootPid, a.t.pid);
+    assertChecksPassed(a.t, ["futexrt", "futexrt-deadline"], await a.t.wait());
   }),
 );

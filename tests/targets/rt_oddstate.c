@@ -24,6 +24,11 @@
  *   select: select() on a pipe no one writes, with a 3 s timeout; it must
  *     time out (0) no earlier than 3 s after it began (CLOCK_REALTIME: the
  *     test restores after a delay), its timeval written down to zero;
+ *   wait4: a child waits for the trigger file and exits 7; the parent waits
+ *     for it in wait4, dumped with it, and must get exit status 7;
+ *   futexrt: FUTEX_WAIT_BITSET|FUTEX_CLOCK_REALTIME on a word no one
+ *     changes, deadline 3 s ahead (absolute); the test restores after 2.5 s:
+ *     it must time out at the deadline, not before, not a restart later;
  *   rtqueue: SIGRTMIN+1 blocked, queued three times with values 11, 22, 33
  *     (sigqueue); after the trigger they must come in that order, SI_QUEUE.
  */
@@ -31,7 +36,9 @@
 #include "common.h"
 
 #include <poll.h>
+#include <linux/futex.h>
 #include <pthread.h>
+#include <sys/wait.h>
 #include <stdint.h>
 #include <sys/epoll.h>
 #include <sys/select.h>
@@ -200,6 +207,40 @@ static int select_timeout(void) {
   return verdict();
 }
 
+static int wait_child(void) {
+  pid_t c = fork();
+  if (c < 0) die("fork");
+  if (c == 0) {
+    wait_trigger(trigger);
+    _exit(7);
+  }
+  print_ready("pid=%d", getpid());
+  int st = 0;
+  pid_t r = wait4(c, &st, 0, NULL);
+  check("wait4", r == c && WIFEXITED(st) && WEXITSTATUS(st) == 7, "returned %d status 0x%x (%s)",
+        r, st, r < 0 ? strerror(errno) : "");
+  return verdict();
+}
+
+static int futex_realtime(void) {
+  static uint32_t word;
+  struct timespec deadline, after;
+  clock_gettime(CLOCK_REALTIME, &deadline);
+  deadline.tv_sec += 3;
+  print_ready("pid=%d", getpid());
+  long r;
+  do {
+    r = syscall(SYS_futex, &word, FUTEX_WAIT_BITSET | FUTEX_CLOCK_REALTIME, 0, &deadline, NULL,
+                FUTEX_BITSET_MATCH_ANY);
+  } while (r < 0 && errno == EINTR);
+  int err = errno;
+  clock_gettime(CLOCK_REALTIME, &after);
+  double late = (after.tv_sec - deadline.tv_sec) + (after.tv_nsec - deadline.tv_nsec) / 1e9;
+  check("futexrt", r < 0 && err == ETIMEDOUT, "returned %ld errno %d", r, err);
+  check("futexrt-deadline", late >= 0 && late < 1.0, "woke %.3f s after its deadline", late);
+  return verdict();
+}
+
 static int rt_queue(void) {
   int sig = SIGRTMIN + 1;
   sigset_t set;
@@ -262,6 +303,8 @@ int main(int argc, char **argv) {
   if (!strcmp(mode, "inhandler")) return in_handler();
   if (!strcmp(mode, "rtqueue")) return rt_queue();
   if (!strcmp(mode, "select")) return select_timeout();
+  if (!strcmp(mode, "wait4")) return wait_child();
+  if (!strcmp(mode, "futexrt")) return futex_realtime();
   fprintf(stderr, "unknown mode %s\n", mode);
   return 2;
 }
