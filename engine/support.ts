@@ -85,6 +85,8 @@ export const SUPPORT_TABLE = [
   { id: "task.stopped-handled", area: "task", what: "processes stopped by a signal they now catch or block", support: "refused", note: "the stop could not be re-created with its signal" },
   { id: "task.leader-exited", area: "task", what: "processes whose main thread exited before the others", support: "refused", note: "a zombie main thread cannot be re-created" },
   { id: "task.exit-signal", area: "task", what: "children cloned with an exit signal other than SIGCHLD (or none)", support: "refused", note: "restore forks every child with SIGCHLD" },
+  { id: "task.tracer", area: "task", what: "processes tracing (ptrace) a process outside the tree", support: "refused", note: "the tracee is not dumped; a restored tracer would trace nothing (a tracee inside the tree cannot be seized: refused as already traced)" },
+  { id: "task.frozen-cgroup", area: "task", what: "processes in a frozen cgroup (cgroup v2 cgroup.freeze, v1 freezer)", support: "refused", note: "injected syscalls would wait for the thaw; cryo neither thaws nor re-freezes: thaw it first" },
   { id: "task.vfork", area: "task", what: "parents waiting in vfork() for their child", support: "refused", note: "the child runs on the parent's memory, which cryo cannot share again" },
   // Memory.
   { id: "memory.anon", area: "memory", what: "private and shared anonymous memory", support: "saved" },

@@ -19,8 +19,9 @@ import {
 import { ptraceEach, threadReadsAvailable } from "../../ffi/thread_reads.ts";
 import { __WALL, waitPid, WNOHANG } from "../../ffi/wait.ts";
 import { SyscallError } from "../../ffi/libc.ts";
-import { TargetError } from "../errors.ts";
+import { TargetError, UnsupportedError } from "../errors.ts";
 import { splitZombies } from "../task/zombies.ts";
+import { collectCgroups, refuseFrozenCgroup } from "../task/placement.ts";
 import {
   refuseSharedMemoryChildren,
   refuseVforkChild,
@@ -197,6 +198,12 @@ function awaitStops(
     }
     if (left.length === 0) break;
     if (performance.now() > deadline) {
+      // A v1 freezer holds its tasks in uninterruptible sleep: said so by name.
+      try {
+        refuseFrozenCgroup(left[0], collectCgroups(left[0]));
+      } catch (e) {
+        if (e instanceof UnsupportedError) throw e;
+      }
       throw new TargetError(
         `thread ${left[0]} did not stop within ${
           STOP_TIMEOUT_MS / 1000

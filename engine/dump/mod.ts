@@ -77,6 +77,7 @@ import { countMappings } from "../proc/maps.ts";
 import { readLocksOffThread, warmLocksRead } from "../proc/locks.ts";
 import { readStat } from "../proc/stat.ts";
 import { readFds } from "../proc/fds.ts";
+import { collectCgroups, refuseFrozenCgroup } from "../task/placement.ts";
 import { freezeTree, type FrozenTree, thawTree } from "./freeze.ts";
 import { collectProcess, describeFd, pipeTopology } from "./process.ts";
 import { prepareThreadReadsOf } from "./threads.ts";
@@ -283,6 +284,9 @@ function checkTarget(pid: number, ownPidNamespace = false): void {
   }
   refuseZombieLeader(pid, listTids(pid)); // a zombie main thread with live threads
   if (stat.state === "Z" || stat.state === "X") throw new TargetError(`pid ${pid} is a zombie`);
+  // A v1 freezer holds its tasks in uninterruptible sleep, where a seized
+  // task could neither stop nor be let go again: refused before the seize.
+  if (stat.state === "D") refuseFrozenCgroup(pid, collectCgroups(pid));
   if (status.tracerPid !== 0) {
     throw new TargetError(`process ${pid} is already traced by pid ${status.tracerPid}`);
   }

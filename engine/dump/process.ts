@@ -53,7 +53,8 @@ import { collectTty } from "../fds/tty.ts";
 import { collectDeadPidfd } from "../fds/pidfd.ts";
 import { collectDeletedFifo } from "../fds/fifo.ts";
 import { collectInotify } from "../fds/inotify.ts";
-import { checkNamespaces, collectCgroups } from "../task/placement.ts";
+import { refuseOutsideTracees, WAITABLE_STEP } from "../task/tracees.ts";
+import { checkNamespaces, collectCgroups, refuseFrozenCgroup } from "../task/placement.ts";
 import { collectTaskState, prepareTaskCollection, queryTaskState } from "../task/mod.ts";
 import { collectCreds } from "../task/creds.ts";
 import {
@@ -196,6 +197,9 @@ export function collectProcess(
   onInjected?: (maps: SmapsArea[]) => void,
 ): CollectedProcess {
   checkNamespaces(pid, refusals);
+  const cgroups = collectCgroups(pid);
+  // Before any injection, which a frozen cgroup would hold until its thaw.
+  refuseFrozenCgroup(pid, cgroups);
   const stat = readStat(pid);
   // The other threads' state from the BPF task iterator, when it serves (thread_state.ts).
   const bpfStates = tids.length > 1 ? bpfThreadStates(pid, tids) : undefined;
@@ -232,9 +236,17 @@ export function collectProcess(
         // (At most 128: 8 KiB more of the batch's table on the main thread's stack.)
         Math.min(128, EXTRA_SCRATCH.bytes >> 2),
       );
-      const state = queryInjectedState(s, tids, { bpf: bpfStates }, policyQuery.first);
+      // Last in the batch: whether any thread has a child or a tracee (engine/task/tracees.ts).
+      const extra = [...policyQuery.first, WAITABLE_STEP];
+      const state = queryInjectedState(s, tids, { bpf: bpfStates }, extra);
+      const waitable = state.extraResults?.[policyQuery.first.length];
+      refuseOutsideTracees(pid, tids, children, waitable, refusals);
       // Read before any other query writes the scratch page.
-      const mempolicies = finishMappingPolicies(s, policyQuery, state.extraResults);
+      const mempolicies = finishMappingPolicies(
+        s,
+        policyQuery,
+        state.extraResults?.slice(0, policyQuery.first.length),
+      );
       const perThread = (f: (t: InjectedThreadState) => number) =>
         new Map([...state.threads].map(([tid, t]) => [tid, f(t)]));
       return {
@@ -421,7 +433,7 @@ export function collectProcess(
       excluded: [],
       ...(posixTimers.length ? { posixTimers } : {}),
       ctty: { ttyNr: stat.ttyNr, fgPgrp: stat.tpgid },
-      cgroups: collectCgroups(pid),
+      cgroups,
       attrs: task.attrs,
       ...(Object.keys(memoryFlags).length ? { memoryFlags } : {}),
     },

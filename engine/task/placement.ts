@@ -16,7 +16,7 @@
 
 import { readProcLink, readProcText } from "../proc/io.ts";
 import type { ProcessImage } from "../model.ts";
-import type { Refusals } from "../support.ts";
+import { Refusals } from "../support.ts";
 import { RestoreError } from "../errors.ts";
 
 /** The namespaces compared with cryo's own. */
@@ -46,6 +46,42 @@ export function checkNamespaces(pid: number, refusals: Refusals): void {
 /** Dump: the cgroup lines of a process ("<id>:<controllers>:<path>"). */
 export function collectCgroups(pid: number): string[] {
   return readProcText(pid, "cgroup").split("\n").filter((l) => l !== "");
+}
+
+/**
+ * Dump: throws (one line, `task.frozen-cgroup`) when process `pid`, whose
+ * cgroup lines are `lines`, sits in a frozen cgroup: a v2 cgroup frozen
+ * (cgroup.freeze, or frozen through an ancestor: cgroup.events) or a v1
+ * freezer cgroup not THAWED. Its threads take the freeze's ptrace stops,
+ * but every injected syscall would wait for the thaw. Called frozen,
+ * before any injection; only lines that differ from cryo's own are looked
+ * at (cryo runs, so its cgroups are not frozen).
+ */
+export function refuseFrozenCgroup(pid: number, lines: readonly string[]): void {
+  const ours = new Set(collectCgroups(Deno.pid));
+  let mounts: Map<string, string> | undefined;
+  for (const line of lines) {
+    if (ours.has(line)) continue;
+    const m = line.match(/^(\d+):([^:]*):(.*)$/);
+    if (!m) continue;
+    const names = m[2].split(",").filter((c) => c !== "");
+    if (names.length > 0 && !names.includes("freezer")) continue;
+    mounts ??= cgroupMounts();
+    const root = mounts.get([...names].sort().join(","));
+    if (root === undefined) continue;
+    const dir = m[3] === "/" ? root : `${root}${m[3]}`;
+    let frozen = false;
+    try {
+      frozen = names.length === 0
+        ? Deno.readTextFileSync(`${dir}/cgroup.freeze`).trim() === "1" ||
+          /^frozen 1$/m.test(Deno.readTextFileSync(`${dir}/cgroup.events`))
+        : Deno.readTextFileSync(`${dir}/freezer.state`).trim() !== "THAWED";
+    } catch { /* the root cgroup (no such file), or gone */ }
+    if (!frozen) continue;
+    const refusals = new Refusals();
+    refusals.use("task.frozen-cgroup", `process ${pid}`, `its cgroup ${dir} is frozen`);
+    refusals.throwIfAny("the tree cannot be checkpointed");
+  }
 }
 
 /** Mount points of the cgroup hierarchies of this host, by "<controllers>" ("" for v2). */
