@@ -16,7 +16,7 @@ import { assertChecksPassed, RT_REGS_CHECKS } from "./helpers/checks.ts";
 import { SIGUSR1 } from "./helpers/signals.ts";
 import { withTargets } from "./helpers/targets.ts";
 import { readWord, startRegsInLoop, waitIterations } from "./helpers/rt_regs.ts";
-import { detach, getRegs, interrupt, PTRACE_O, seize, waitStop } from "../ffi/ptrace.ts";
+import { detach, getRegs } from "../ffi/ptrace.ts";
 import { processVmReadFully } from "../ffi/process_vm.ts";
 import { SYS } from "../ffi/sysno.ts";
 import {
@@ -26,19 +26,8 @@ import {
   SCRATCH_BYTES,
   withInjection,
 } from "../engine/dump/injected.ts";
-import { listTids } from "../engine/proc/tasks.ts";
+import { freezeThreads as freeze } from "./helpers/ptrace_stop.ts";
 import { readMaps } from "../engine/proc/maps.ts";
-
-/** Seizes and stops every thread of `pid` as a dump's freeze does. */
-function freeze(pid: number): number[] {
-  const tids = listTids(pid);
-  for (const tid of tids) {
-    seize(tid, PTRACE_O.TRACESYSGOOD);
-    interrupt(tid);
-    waitStop(tid);
-  }
-  return tids;
-}
 
 /** Bytes of the live stack compared above the stack pointer. */
 const LIVE = 2048;

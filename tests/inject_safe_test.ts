@@ -18,25 +18,14 @@ import { deadlineIn, sleep, waitUntil } from "./helpers/wait.ts";
 import { statusField } from "./helpers/proc.ts";
 import { readWord, startRegsInLoop, waitIterations } from "./helpers/rt_regs.ts";
 import { tempDir } from "./helpers/fs.ts";
-import { detach, getRegs, interrupt, PTRACE_O, seize, waitStop } from "../ffi/ptrace.ts";
+import { detach, getRegs } from "../ffi/ptrace.ts";
 import { CrashSafeThread, findSafeSites } from "../ffi/safe_inject.ts";
 import { signed } from "../ffi/regs.ts";
 import { SYS } from "../ffi/sysno.ts";
 import { areaBelow } from "../engine/dump/injected.ts";
 import { batchResults, encodeBatchTable, installBatchCode } from "../ffi/syscall_batch.ts";
 import { processVmReadFully, processVmWriteFully } from "../ffi/process_vm.ts";
-import { listTids } from "../engine/proc/tasks.ts";
-
-/** Seizes and stops every thread of `pid` as a dump's freeze does. */
-function freeze(pid: number): number[] {
-  const tids = listTids(pid);
-  for (const tid of tids) {
-    seize(tid, PTRACE_O.TRACESYSGOOD);
-    interrupt(tid);
-    waitStop(tid);
-  }
-  return tids;
-}
+import { freezeThreads as freeze } from "./helpers/ptrace_stop.ts";
 
 /**
  * Where a test lets go of the thread. "batch-restore": in the close right

@@ -858,24 +858,48 @@ Deno.test({
   }),
 });
 
+/**
+ * A temp dir holding app.py, a WSGI app (`fn`) answering "<worker pid> <its request count>"
+ * for a pre-forking server.
+ */
+async function preforkApp(prefix: string, fn: string): Promise<string> {
+  const work = await tempDir(prefix);
+  await Deno.writeTextFile(
+    `${work}/app.py`,
+    `import os
+n = 0
+def ${fn}(environ, start_response):
+    global n
+    n += 1
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [f"{os.getpid()} {n}\\n".encode()]
+`,
+  );
+  return work;
+}
+
+/**
+ * `get` asks the app of {@link preforkApp} on `port` once and checks that the worker that
+ * answered counted one more than it last did; `counts` is each worker's last count.
+ */
+function workerCounts(port: number): { counts: Map<number, number>; get: () => Promise<void> } {
+  const counts = new Map<number, number>();
+  const get = async () => {
+    const [pid, n] = (await httpGet10(port, "/")).trim().split(" ").map(Number);
+    const before = counts.get(pid) ?? 0;
+    assert.equal(n, before + 1, `worker ${pid} counted ${n} after ${before}`);
+    counts.set(pid, n);
+  };
+  return { counts, get };
+}
+
 const gunicorn = need("gunicorn", "gunicorn");
 
 Deno.test({
   name: "gunicorn pre-forking two workers: each keeps its request count after restore",
   ignore: !gunicorn,
   fn: withTargets(async () => {
-    const work = await tempDir("cryo-gunicorn-");
-    await Deno.writeTextFile(
-      `${work}/app.py`,
-      `import os
-n = 0
-def app(environ, start_response):
-    global n
-    n += 1
-    start_response("200 OK", [("Content-Type", "text/plain")])
-    return [f"{os.getpid()} {n}\\n".encode()]
-`,
-    );
+    const work = await preforkApp("cryo-gunicorn-", "app");
     const port = freePort();
     const t = await startTarget(gunicorn!, [
       "-w",
@@ -888,14 +912,7 @@ def app(environ, start_response):
     ]);
     await waitListening(t, port);
     await waitUntil("two workers", () => childrenOf(t.pid).length === 2);
-    /** The last request count each worker answered with. */
-    const counts = new Map<number, number>();
-    const get = async () => {
-      const [pid, n] = (await httpGet10(port, "/")).trim().split(" ").map(Number);
-      const before = counts.get(pid) ?? 0;
-      assert.equal(n, before + 1, `worker ${pid} counted ${n} after ${before}`);
-      counts.set(pid, n);
-    };
+    const { counts, get } = workerCounts(port);
     for (let i = 0; i < 6; i++) await get();
     const workers = childrenOf(t.pid).toSorted();
     const rt = await dumpKillRestore(t);
@@ -929,18 +946,7 @@ Deno.test({
   name: "uWSGI (master, two workers, shared stats): each worker counts on, the total too",
   ignore: !uwsgiPython,
   fn: withTargets(async () => {
-    const work = await tempDir("cryo-uwsgi-");
-    await Deno.writeTextFile(
-      `${work}/app.py`,
-      `import os
-n = 0
-def application(environ, start_response):
-    global n
-    n += 1
-    start_response("200 OK", [("Content-Type", "text/plain")])
-    return [f"{os.getpid()} {n}\\n".encode()]
-`,
-    );
+    const work = await preforkApp("cryo-uwsgi-", "application");
     const port = freePort();
     const t = await startTarget(uwsgi!, [
       "--plugin",
@@ -955,13 +961,7 @@ def application(environ, start_response):
     ]);
     await waitListening(t, port);
     await waitUntil("two workers", () => childrenOf(t.pid).length === 2);
-    const counts = new Map<number, number>();
-    const get = async () => {
-      const [pid, n] = (await httpGet10(port, "/")).trim().split(" ").map(Number);
-      const before = counts.get(pid) ?? 0;
-      assert.equal(n, before + 1, `worker ${pid} counted ${n} after ${before}`);
-      counts.set(pid, n);
-    };
+    const { get } = workerCounts(port);
     for (let i = 0; i < 4; i++) await get();
     const workers = childrenOf(t.pid).toSorted();
     const rt = await dumpKillRestore(t);
