@@ -17,7 +17,13 @@ import assert from "node:assert/strict";
 import { dumpKillRestore } from "./helpers/roundtrip.ts";
 import { startTarget, type Target, withTargets } from "./helpers/targets.ts";
 import { tempDir } from "./helpers/fs.ts";
-import { findProgram, freePort, readUntil, waitListening } from "./helpers/servers.ts";
+import {
+  exchange,
+  findProgram,
+  freePort,
+  onFreshConnection,
+  waitListening,
+} from "./helpers/servers.ts";
 import { runCommand } from "./helpers/commands.ts";
 import { waitUntil } from "./helpers/wait.ts";
 
@@ -35,12 +41,6 @@ function need(name: string, pkg: string): string | undefined {
 }
 
 const enc = new TextEncoder();
-
-/** Sends `text` and reads until the reply ends with `end`. */
-async function exchange(conn: Deno.Conn, text: string, end: string): Promise<string> {
-  await conn.write(enc.encode(text));
-  return await readUntil(conn, (t) => t.endsWith(end));
-}
 
 const socat = need("socat", "socat");
 
@@ -305,12 +305,10 @@ Deno.test({
       assert.equal(await exchange(conn, "b\n", "\n"), "2 true b\n");
       await dumpKillRestore(t, OPT_IN, OPT_IN);
       assert.equal(await exchange(conn, "c\n", "\n"), "3 true c\n");
-      const fresh = await Deno.connect({ hostname: "127.0.0.1", port });
-      try {
-        assert.equal(await exchange(fresh, "d\n", "\n"), "4 true d\n");
-      } finally {
-        fresh.close();
-      }
+      assert.equal(
+        await onFreshConnection(port, (fresh) => exchange(fresh, "d\n", "\n")),
+        "4 true d\n",
+      );
       assert.equal(t.poll(), undefined, `the restored program exited:\n${t.output()}`);
     } finally {
       conn.close();

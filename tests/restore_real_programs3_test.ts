@@ -45,7 +45,14 @@ import assert from "node:assert/strict";
 import { dumpKillRestore } from "./helpers/roundtrip.ts";
 import { startTarget, type Target, withTargets } from "./helpers/targets.ts";
 import { tempDir } from "./helpers/fs.ts";
-import { findProgram, freePort, readUntil, waitListening } from "./helpers/servers.ts";
+import {
+  exchange,
+  findProgram,
+  freePort,
+  onFreshConnection,
+  readUntil,
+  waitListening,
+} from "./helpers/servers.ts";
 import { repoRoot, runCommand } from "./helpers/commands.ts";
 import { sleep, waitUntil } from "./helpers/wait.ts";
 
@@ -64,12 +71,6 @@ function need(name: string, pkg: string): string | undefined {
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
-
-/** Sends `text` and reads until the reply ends with `end`. */
-async function exchange(conn: Deno.Conn, text: string, end: string): Promise<string> {
-  await conn.write(enc.encode(text));
-  return await readUntil(conn, (t) => t.endsWith(end));
-}
 
 /** One GET on a fresh connection (HTTP/1.0, closed by the server); returns the body. */
 async function httpGet10(port: number, path: string): Promise<string> {
@@ -346,12 +347,10 @@ for (const cgo of [true, false]) {
         assert.equal(n1, n0 + 1, "the request count of the same connection");
         assert.ok(ticks1 >= ticks0, `ticks ${ticks0} -> ${ticks1}`);
         await waitUntil("the ticker goroutine", async () => (await goCount(conn))[1] >= ticks1 + 5);
-        const fresh = await Deno.connect({ hostname: "127.0.0.1", port });
-        try {
-          assert.ok((await goCount(fresh))[0] > n1, "a new client");
-        } finally {
-          fresh.close();
-        }
+        assert.ok(
+          (await onFreshConnection(port, (fresh) => goCount(fresh)))[0] > n1,
+          "a new client",
+        );
         assert.equal(t.poll(), undefined, `the restored program exited:\n${t.output()}`);
       } finally {
         conn.close();
@@ -479,12 +478,10 @@ backend b
       const rt = await dumpKillRestore(t, OPT_IN, OPT_IN);
       assert.deepEqual(rt.tree.pids.toSorted(), [t.pid, worker].toSorted());
       assert.equal(await exchange(conn, "two\n", "\n"), "up:two\n");
-      const fresh = await Deno.connect({ hostname: "127.0.0.1", port });
-      try {
-        assert.equal(await exchange(fresh, "three\n", "\n"), "up:three\n");
-      } finally {
-        fresh.close();
-      }
+      assert.equal(
+        await onFreshConnection(port, (fresh) => exchange(fresh, "three\n", "\n")),
+        "up:three\n",
+      );
       // A reload: the master re-executes itself and forks a new worker; the
       // old one keeps serving the open connection.
       Deno.kill(t.pid, "SIGUSR2");
@@ -562,12 +559,7 @@ Deno.test({
         assert.equal(rt.tree.pids.length, 2, `restored pids ${rt.tree.pids}`);
         assert.equal(await get(conn, "/a"), "backend 1\n"); // hits from the restored cache
         assert.equal(await get(conn, "/b"), "backend 2\n");
-        const fresh = await Deno.connect({ hostname: "127.0.0.1", port });
-        try {
-          assert.equal(await get(fresh, "/c"), "backend 3\n"); // a miss: fetched
-        } finally {
-          fresh.close();
-        }
+        assert.equal(await onFreshConnection(port, (fresh) => get(fresh, "/c")), "backend 3\n"); // a miss: fetched
         assert.equal(fetched, 3);
         // The counters live in files both processes map shared; varnishstat reads them.
         // (Worker threads add their counts there now and then.)
@@ -641,12 +633,7 @@ pinger_enable off
         assert.equal(await get(conn), "backend 1\n");
         await dumpKillRestore(t, OPT_IN, OPT_IN);
         assert.equal(await get(conn), "backend 2\n");
-        const fresh = await Deno.connect({ hostname: "127.0.0.1", port });
-        try {
-          assert.equal(await get(fresh), "backend 3\n");
-        } finally {
-          fresh.close();
-        }
+        assert.equal(await onFreshConnection(port, (fresh) => get(fresh)), "backend 3\n");
         assert.equal(t.poll(), undefined, `the restored squid exited:\n${t.output()}`);
       } finally {
         conn.close();
@@ -776,12 +763,10 @@ end
       assert.match(await exchange(conn, "a\n", "\n"), /^1 (true|false) a\n$/);
       await dumpKillRestore(t, OPT_IN, OPT_IN);
       assert.equal(await exchange(conn, "b\n", "\n"), "2 true b\n");
-      const fresh = await Deno.connect({ hostname: "127.0.0.1", port });
-      try {
-        assert.equal(await exchange(fresh, "c\n", "\n"), "3 true c\n");
-      } finally {
-        fresh.close();
-      }
+      assert.equal(
+        await onFreshConnection(port, (fresh) => exchange(fresh, "c\n", "\n")),
+        "3 true c\n",
+      );
       assert.equal(t.poll(), undefined, `the restored ruby exited:\n${t.output()}`);
     } finally {
       conn.close();
@@ -846,12 +831,7 @@ Deno.test({
       assert.equal(await exchange(conn, "a\n", "\n"), "1 a\n");
       await dumpKillRestore(t, OPT_IN, OPT_IN);
       assert.equal(await exchange(conn, "b\n", "\n"), "2 b\n");
-      const fresh = await Deno.connect({ hostname: "127.0.0.1", port });
-      try {
-        assert.equal(await exchange(fresh, "c\n", "\n"), "3 c\n");
-      } finally {
-        fresh.close();
-      }
+      assert.equal(await onFreshConnection(port, (fresh) => exchange(fresh, "c\n", "\n")), "3 c\n");
       assert.equal(t.poll(), undefined, `the restored VM exited:\n${t.output()}`);
     } finally {
       conn.close();

@@ -68,3 +68,22 @@ export async function waitListening(t: Target, port: number): Promise<void> {
     await new Promise((r) => setTimeout(r, 50));
   }
 }
+
+/** Sends `text` on `conn` and reads until the reply ends with `end`. */
+export async function exchange(conn: Deno.Conn, text: string, end: string): Promise<string> {
+  await conn.write(new TextEncoder().encode(text));
+  return await readUntil(conn, (t) => t.endsWith(end));
+}
+
+/** Runs `fn` on a new connection to 127.0.0.1:`port`, closed after (a client new since the restore). */
+export async function onFreshConnection<T>(
+  port: number,
+  fn: (conn: Deno.Conn) => Promise<T>,
+): Promise<T> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    return await fn(conn);
+  } finally {
+    conn.close();
+  }
+}
