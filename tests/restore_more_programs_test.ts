@@ -21,6 +21,7 @@ import {
   exchange,
   findProgram,
   freePort,
+  needProgram,
   onFreshConnection,
   waitListening,
 } from "./helpers/servers.ts";
@@ -29,16 +30,8 @@ import { waitUntil } from "./helpers/wait.ts";
 
 const OPT_IN = { optIns: ["tcp-established"] };
 
-/** Logs once why a test is skipped. */
-function need(name: string, pkg: string): string | undefined {
-  const path = findProgram(name);
-  if (!path) {
-    console.error(
-      `restore_more_programs_test: ${name} not found (apt-get install -y ${pkg}); skipping`,
-    );
-  }
-  return path;
-}
+/** The path of program `name` (a line on stderr when the tests needing it skip). */
+const need = (name: string, pkg: string) => needProgram("restore_more_programs_test", name, pkg);
 
 const enc = new TextEncoder();
 

@@ -49,6 +49,7 @@ import {
   exchange,
   findProgram,
   freePort,
+  needProgram,
   onFreshConnection,
   readUntil,
   waitListening,
@@ -58,16 +59,8 @@ import { sleep, waitUntil } from "./helpers/wait.ts";
 
 const OPT_IN = { optIns: ["tcp-established"] };
 
-/** Logs once why a test is skipped. */
-function need(name: string, pkg: string): string | undefined {
-  const path = findProgram(name);
-  if (!path) {
-    console.error(
-      `restore_real_programs3_test: ${name} not found (apt-get install -y ${pkg}); skipping`,
-    );
-  }
-  return path;
-}
+/** The path of program `name` (a line on stderr when the tests needing it skip). */
+const need = (name: string, pkg: string) => needProgram("restore_real_programs3_test", name, pkg);
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();

@@ -20,19 +20,12 @@ import {
   type Target,
   withTargets,
 } from "./helpers/targets.ts";
-import { findProgram } from "./helpers/servers.ts";
+import { needProgram } from "./helpers/servers.ts";
 import { waitUntil } from "./helpers/wait.ts";
 
-/** Logs once why a test is skipped. */
-function need(name: string, pkg: string): string | undefined {
-  const path = findProgram(name);
-  if (!path) {
-    console.error(
-      `restore_terminal_programs_test: ${name} not found (apt-get install -y ${pkg}); skipping`,
-    );
-  }
-  return path;
-}
+/** The path of program `name` (a line on stderr when the tests needing it skip). */
+const need = (name: string, pkg: string) =>
+  needProgram("restore_terminal_programs_test", name, pkg);
 
 /**
  * Checkpoints `pid` once it has closed the connections of the clients this

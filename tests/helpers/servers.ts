@@ -87,3 +87,13 @@ export async function onFreshConnection<T>(
     conn.close();
   }
 }
+
+/**
+ * The path of program `name`, or undefined after a line on stderr saying that `test` skips
+ * what needs it and which Debian package `pkg` brings it.
+ */
+export function needProgram(test: string, name: string, pkg: string): string | undefined {
+  const path = findProgram(name);
+  if (!path) console.error(`${test}: ${name} not found (apt-get install -y ${pkg}); skipping`);
+  return path;
+}
