@@ -33,7 +33,12 @@ import { errnoName } from "../../ffi/errno.ts";
 import type { ITimer, SigAction } from "../model.ts";
 import { CryoError } from "../errors.ts";
 import { MASK_BYTES, MAX_NODES, type MemPolicy, policyOf } from "../memory/mempolicy.ts";
-import { processAttrsFrom, processAttrSteps, type ProcessAttrValues } from "../task/attrs.ts";
+import {
+  processAttrsFrom,
+  processAttrSteps,
+  type ProcessAttrValues,
+  SPECULATION_STEPS_AT,
+} from "../task/attrs.ts";
 import { mainSessionKeyring } from "../task/keyrings.ts";
 import { getRegs, xsaveSize } from "../../ffi/ptrace.ts";
 import type { UserRegs } from "../../ffi/regs.ts";
@@ -933,7 +938,7 @@ const AT = {
   sigactions: 0, // 64 x kernel sigaction (32 bytes)
   itimers: 64 * 32, // 3 x itimerval (32 bytes)
   thread: 64 * 32 + 3 * 32, // one thread's results (OUT) when threads go one by one
-  attrs: 64 * 32 + 3 * 32 + 192, // the subreaper flag and TSC mode (2 ints) of processAttrSteps
+  attrs: 64 * 32 + 3 * 32 + 192, // the subreaper flag (an int) of processAttrSteps
 } as const;
 
 /**
@@ -1141,5 +1146,5 @@ const KEY_SPEC_THREAD_KEYRING = -1;
 const PR_SPEC_PRCTL = 1n;
 /** Where processAttrSteps' results begin in the main thread's process steps (64 sigactions, 3 itimers, brk). */
 const PROCESS_ATTRS_AT = 68;
-/** The L1D flush control's PR_GET_SPECULATION_CTRL among them (engine/task/attrs.ts processAttrSteps). */
-const L1D_FLUSH_AT = 9;
+/** The L1D flush control's PR_GET_SPECULATION_CTRL among them (the third control). */
+const L1D_FLUSH_AT = SPECULATION_STEPS_AT + 2;

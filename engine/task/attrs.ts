@@ -172,10 +172,8 @@ export interface InjectedAttrs {
   thpDisable: number;
   /** Registrations, or -errno when the kernel cannot tell. */
   membarrier: number;
-  /** PR_GET_MDWE, PR_GET_TSC, PR_MCE_KILL_GET of the main thread (0, 1, 2 when not read). */
+  /** PR_GET_MDWE of the main thread (0 when not read). */
   mdwe?: number;
-  tsc?: number;
-  mceKill?: number;
   /** PR_GET_SPECULATION_CTRL of each control in the main thread (-errno when unsupported). */
   speculation?: number[];
   /** The special keyrings' serials (keyrings.ts), when read. */
@@ -198,11 +196,9 @@ const PR_SET_NO_NEW_PRIVS = 38;
 const PR_SET_THP_DISABLE = 41;
 const PR_GET_THP_DISABLE = 42;
 const MEMBARRIER_CMD_GET_REGISTRATIONS = 1 << 9;
-const PR_GET_TSC = 25;
 const PR_SET_TSC = 26;
 const PR_TSC_ENABLE = 1;
 const PR_MCE_KILL = 33;
-const PR_MCE_KILL_GET = 34;
 const PR_MCE_KILL_SET = 1;
 const PR_MCE_KILL_DEFAULT = 2;
 const PR_SET_MDWE = 65;
@@ -232,8 +228,6 @@ export type ProcessAttrValues = Pick<
   | "thpDisable"
   | "membarrier"
   | "mdwe"
-  | "tsc"
-  | "mceKill"
   | "speculation"
   | "keyrings"
 >;
@@ -241,8 +235,9 @@ export type ProcessAttrValues = Pick<
 /**
  * The process-wide queries of {@link queryAttrs} as steps of the main
  * thread's batch (engine/dump/injected.ts `queryInjectedState`), instead of
- * one injected round trip each; `out`: 8 bytes of the target's scratch
- * for the subreaper flag and the TSC mode. Decoded by {@link processAttrsFrom}.
+ * one injected round trip each; `out`: 4 bytes of the target's scratch
+ * for the subreaper flag. Decoded by {@link processAttrsFrom}. (TSC mode
+ * and MCE kill policy are read per thread: engine/dump/injected.ts.)
  */
 export function processAttrSteps(
   out: bigint,
@@ -255,8 +250,6 @@ export function processAttrSteps(
     { nr: SYS.prctl, args: [PR_GET_THP_DISABLE, 0, 0, 0, 0] },
     { nr: SYS.membarrier, args: [MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0] },
     { nr: SYS.prctl, args: [PR_GET_MDWE, 0, 0, 0, 0] },
-    { nr: SYS.prctl, args: [PR_GET_TSC, out + 4n, 0, 0, 0] },
-    { nr: SYS.prctl, args: [PR_MCE_KILL_GET, 0, 0, 0, 0] },
     ...SPECULATION_CONTROLS.map((_, i) => ({
       nr: SYS.prctl,
       args: [PR_GET_SPECULATION_CTRL, i, 0, 0, 0],
@@ -265,17 +258,12 @@ export function processAttrSteps(
   ];
 }
 
-/**
- * MDWE, TSC mode and MCE kill policy from the results of their prctls
- * (`r`: mdwe, tsc, mce; `tsc`: the int PR_GET_TSC wrote): a kernel or
- * architecture without one (EINVAL) has its default.
- */
-function mmAndCpuFrom(r: readonly bigint[], tsc: number) {
-  return {
-    mdwe: r[0] >= 0n ? Number(r[0]) : 0,
-    tsc: r[1] >= 0n ? tsc : PR_TSC_ENABLE,
-    mceKill: r[2] >= 0n ? Number(r[2]) : PR_MCE_KILL_DEFAULT,
-  };
+/** Where the speculation controls' results stand among {@link processAttrSteps}' results. */
+export const SPECULATION_STEPS_AT = 5;
+
+/** MDWE from its prctl's result: a kernel without it (EINVAL) has none. */
+function mdweFrom(r: bigint): number {
+  return r >= 0n ? Number(r) : 0;
 }
 
 /**
@@ -304,9 +292,10 @@ export function processAttrsFrom(
     childSubreaper: dv.getInt32(0, true) !== 0,
     thpDisable: Number(r[2]),
     membarrier: membarrierRegistrations(r[3]),
-    ...mmAndCpuFrom(r.slice(4, 7), out.byteLength >= 8 ? dv.getInt32(4, true) : PR_TSC_ENABLE),
-    speculation: r.slice(7, 10).map(Number),
-    keyrings: keyringIdsFrom(r.slice(10), session),
+    mdwe: mdweFrom(r[4]),
+    speculation: r.slice(SPECULATION_STEPS_AT, SPECULATION_STEPS_AT + SPECULATION_CONTROLS.length)
+      .map(Number),
+    keyrings: keyringIdsFrom(r.slice(SPECULATION_STEPS_AT + SPECULATION_CONTROLS.length), session),
   };
 }
 
@@ -345,14 +334,7 @@ export function queryAttrs(
     membarrier: membarrierRegistrations(
       s.call(main, SYS.membarrier, MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0),
     ),
-    ...mmAndCpuFrom(
-      [
-        s.call(main, SYS.prctl, PR_GET_MDWE, 0, 0, 0, 0),
-        s.call(main, SYS.prctl, PR_GET_TSC, s.scratch + 4n, 0, 0, 0),
-        s.call(main, SYS.prctl, PR_MCE_KILL_GET, 0, 0, 0, 0),
-      ],
-      int32(4),
-    ),
+    mdwe: mdweFrom(s.call(main, SYS.prctl, PR_GET_MDWE, 0, 0, 0, 0)),
     speculation: SPECULATION_CONTROLS.map((_, i) =>
       Number(s.call(main, SYS.prctl, PR_GET_SPECULATION_CTRL, i, 0, 0, 0))
     ),
