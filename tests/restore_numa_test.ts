@@ -7,6 +7,7 @@
  */
 
 import assert from "node:assert/strict";
+import { parseCpuList } from "../engine/task/sched.ts";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { planRestore, preflight } from "../engine/restore/mod.ts";
 import { CryoError, RestoreError, UnsupportedError } from "../engine/errors.ts";
@@ -19,7 +20,6 @@ import {
   MASK_BYTES,
   maskOfNodes,
   nodesOfMask,
-  parseNodeList,
   policyOf,
   queryMappingPolicies,
 } from "../engine/memory/mempolicy.ts";
@@ -157,7 +157,7 @@ Deno.test("numa: node masks round-trip and policies read as words", () => {
   assert.throws(() => maskOfNodes([1024]));
   assert.equal(describePolicy({ mode: 1 | (1 << 15), nodes: [0] }), "preferred(static) nodes 0");
   assert.equal(describePolicy({ mode: 4, nodes: [] }), "local");
-  assert.deepEqual([...parseNodeList("0-2,5\n")], [0, 1, 2, 5]);
+  assert.deepEqual([...parseCpuList("0-2,5\n")], [0, 1, 2, 5]);
   assert.equal(policyOf(0, new Uint8Array(MASK_BYTES)), undefined);
 });
 

@@ -30,7 +30,9 @@
  * @module
  */
 
+import { cpusOfMask } from "../../ffi/sched.ts";
 import { RestoreError } from "../errors.ts";
+import { parseCpuList } from "../task/sched.ts";
 import type { Mapping, ProcessImage } from "../model.ts";
 import type { ArgInput, ProgramBuilder } from "../program/builder.ts";
 
@@ -76,13 +78,7 @@ export function describePolicy(p: MemPolicy): string {
 
 /** The node numbers set in `mask` (little-endian words, as the kernel writes them). */
 export function nodesOfMask(mask: Uint8Array): number[] {
-  const out: number[] = [];
-  for (let i = 0; i < mask.length; i++) {
-    const b = mask[i];
-    if (b === 0) continue;
-    for (let bit = 0; bit < 8; bit++) if (b & (1 << bit)) out.push(i * 8 + bit);
-  }
-  return out;
+  return cpusOfMask(mask, mask.length); // the same bitmap layout as a CPU mask
 }
 
 /** The node mask of `nodes`, {@link MASK_BYTES} bytes. Throws for a node beyond {@link MAX_NODES}. */
@@ -100,21 +96,11 @@ export function policyOf(mode: number, mask: Uint8Array): MemPolicy | undefined 
   return mode === MPOL_DEFAULT ? undefined : { mode, nodes: nodesOfMask(mask) };
 }
 
-/** The node numbers of a list like "0-3,5" (/sys/devices/system/node/online). */
-export function parseNodeList(text: string): Set<number> {
-  const out = new Set<number>();
-  for (const part of text.trim().split(",")) {
-    if (!part) continue;
-    const [a, b] = part.split("-").map(Number);
-    for (let n = a; n <= (b ?? a); n++) out.add(n);
-  }
-  return out;
-}
-
 /** The nodes online on this host (node 0 alone when the kernel has no NUMA sysfs). */
 export function onlineNodes(): Set<number> {
   try {
-    return parseNodeList(Deno.readTextFileSync("/sys/devices/system/node/online"));
+    // The same list format as the CPUs' ("0-3,5").
+    return parseCpuList(Deno.readTextFileSync("/sys/devices/system/node/online"));
   } catch {
     return new Set([0]);
   }
