@@ -319,6 +319,13 @@ async function injectedDump(pid: number): Promise<string> {
   return dir;
 }
 
+/** `pid` and two of its other threads (this test process: Deno's own threads). */
+function mainAndTwoThreads(pid: number): number[] {
+  const others = [...Deno.readDirSync(`/proc/${pid}/task`)].map((e) => Number(e.name))
+    .filter((t) => t !== pid);
+  return [pid, ...others.slice(0, 2)];
+}
+
 Deno.test("thread facts: one status per struct cred other than the main thread's, the lowest tid's", () => {
   const refs = credReferences([[7, 1n], [5, 2n], [9, 2n], [3, 2n], [4, 3n], [8, 1n]], 1n);
   assert.deepEqual([...refs].sort((a, b) => a - b), [3, 4]);
@@ -334,11 +341,7 @@ Deno.test("thread facts: without the records every status is read", () => {
 Deno.test("thread facts: a fact other than the status's is refuted for the boot; a trusted main thread that differs sends every thread to its status", () =>
   withMemoEnv({}, async () => {
     const pid = Deno.pid;
-    const tids = [
-      pid,
-      ...[...Deno.readDirSync(`/proc/${pid}/task`)].map((e) => Number(e.name))
-        .filter((t) => t !== pid).slice(0, 2),
-    ];
+    const tids = mainAndTwoThreads(pid);
     const real = readThreadStatuses(pid, tids);
     const factsFor = (st: ProcStatus, seccomp = st.seccomp): ThreadFacts => ({
       realCred: 1n,
@@ -384,11 +387,7 @@ Deno.test("thread facts: a fact other than the status's is refuted for the boot;
 Deno.test("thread facts: the task flags are checked against the stat files, and stand in for them only once checked", () =>
   withMemoEnv({}, async () => {
     const pid = Deno.pid;
-    const tids = [
-      pid,
-      ...[...Deno.readDirSync(`/proc/${pid}/task`)].map((e) => Number(e.name))
-        .filter((t) => t !== pid).slice(0, 2),
-    ];
+    const tids = mainAndTwoThreads(pid);
     const PF_IO_FLUSHER = 0x00080000 | 0x00100000;
     const stat = new Map(tids.map((t) => [t, readStat(pid, t).flags]));
     const bpf = (extraFlags: number, flagsTrusted: boolean) => ({
