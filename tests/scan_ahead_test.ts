@@ -83,6 +83,30 @@ Deno.test({
       () => checkpoint(t.pid, { dir, leaveRunning: true, precopy: false, sync: false }),
     );
     assert.equal(scanAheadStats.used - was.used, 1, "the plan took the walk ahead");
+    assert.equal(scanAheadStats.started - was.started, 1, "one walk ahead started");
+    await t.kill();
+    const tree = await restore(dir);
+    t.resetAfterRestore();
+    assert.equal(tree.rootPid, t.pid);
+    await Deno.writeTextFile(trigger, "");
+    assertChecksPassed(t, CHECKS, await t.wait(30000), { what: "rt_maps" });
+  }),
+});
+
+Deno.test({
+  name: "scan ahead: none for a pre-copied dump (its validation walks); the image restores",
+  ignore: ignore || !loadVmaIterator(),
+  fn: withTargets(async () => {
+    const { t, trigger } = await startRtMaps(300);
+    const dir = await tempImageDir();
+    const was = { ...scanAheadStats };
+    const r = await withVmFlagsMode(
+      "bpf",
+      () => checkpoint(t.pid, { dir, leaveRunning: true, precopy: true, sync: false }),
+    );
+    assert.ok((r.stats.precopy?.reusedBytes ?? 0) > 0, "pages kept from the pre-copy");
+    assert.equal(scanAheadStats.started - was.started, 0, "no walk ahead started");
+    assert.equal(pagemapFds(t.pid), 0, "the dump left a pagemap fd open");
     await t.kill();
     const tree = await restore(dir);
     t.resetAfterRestore();

@@ -138,6 +138,13 @@ export class ParentPages {
     await this.#scanning;
   }
 
+  /**
+   * The processes whose walk {@link attach} started: it also finds the data
+   * pages the dump plans from, so the collect starts no walk of its own
+   * (engine/dump/scan_ahead.ts).
+   */
+  readonly scanningPids = new Set<number>();
+
   /** Whether the live tracking is the parent's generation (else everything is read). */
   #valid = false;
 
@@ -181,6 +188,7 @@ export class ParentPages {
         scans.push(scanOffThread(pid, start, end).then(found));
       }
     }
+    for (const t of tracked) this.scanningPids.add(t.pid);
     this.#scanning = Promise.all(scans).then(() => {});
     this.#scanning.catch(() => {}); // settled by {@link scanned}, or dropped with a failed dump
     if (!keep) return;

@@ -192,7 +192,8 @@ export function collectProcess(
   scanAhead = false,
   /**
    * Called with the mappings once the injected calls are done and the page
-   * walk started ahead (engine/dump/copy_ahead.ts starts the page copy then).
+   * walk started ahead when asked (engine/dump/copy_ahead.ts starts the page
+   * copy then; a pre-copy's validation its walk: engine/dump/precopy.ts).
    */
   onInjected?: (maps: SmapsArea[]) => void,
 ): CollectedProcess {
@@ -292,10 +293,8 @@ export function collectProcess(
   // So is the iterator's read of the VmFlags (vm_flags.ts), beside the rest of the collect.
   if (bpf) startFrozenFlagsRead(bpf);
   // The page plan's walk, on another thread once no injected call writes (engine/dump/scan_ahead.ts).
-  if (scanAhead && !areas) {
-    startScanAhead(pid, Math.max(4096, 2 * maps.length + 256));
-    onInjected?.(maps);
-  }
+  if (scanAhead && !areas) startScanAhead(pid, Math.max(4096, 2 * maps.length + 256));
+  if (!areas) onInjected?.(maps);
   const owners = queryFdOwners(pid, fds.map((f) => f.fd));
   pumpCopyAhead(); // (begun once the walk ahead is over: copy_ahead.ts)
   // Every thread's ptrace and scheduling reads in one call on this (the tracer's) thread.

@@ -35,6 +35,8 @@ const started = new Map<number, Ahead>();
 
 /** What the walks ahead gave (tests), and a fault to inject. */
 export const scanAheadStats = {
+  /** Walks started. */
+  started: 0,
   /** Walks whose regions the plan took. */
   used: 0,
   /** Walks taken but made again by cryo's thread (a failed call). */
@@ -62,6 +64,7 @@ export function startScanAhead(pid: number, capacity: number): void {
     const end = SCAN_AHEAD_END;
     const call = scanAheadStats.failNext ? failedScan(end) : scanner.startDataRegions(0, end);
     started.set(pid, { scanner, call, start: 0, end });
+    scanAheadStats.started++;
   } catch {
     scanner.close();
   }
