@@ -535,7 +535,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         tmp,
         opts.preDump === true,
         (frozen) => {
-          // Its smaps read runs beside the copy (engine/dump/vm_flags.ts).
+          // Once the barrier's freeze is over, with its list of the tree's processes: the
+          // iterator's load is not frozen time; its smaps read runs beside the copy (vm_flags.ts).
           vmFlagsCheck = startVmFlagsCheck(pid, frozen.processes.map((p) => p.pid));
         },
         !sync,

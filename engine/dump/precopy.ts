@@ -651,6 +651,11 @@ export class Precopy {
     keep = false,
     /** Run in the pin barrier's freeze, after the arming (engine/dump/rehearsal.ts). */
     inBarrier?: (tree: FrozenTree) => void,
+    /**
+     * Run right after the pin barrier's thaw, with the tree the barrier froze
+     * (what needs its processes' list but not the processes stopped).
+     */
+    afterBarrier?: (tree: FrozenTree) => void,
   ): Precopy {
     const pc = new Precopy();
     const toArm: { proc: PrecopyProcess; vmas: Vma[] }[] = [];
@@ -718,7 +723,7 @@ export class Precopy {
         pc.drop(proc.pid); // gone, or changed under us: copied frozen by the dump
       }
     }
-    if (toArm.length) pc.#settlePins(root, inBarrier);
+    if (toArm.length) pc.#settlePins(root, inBarrier, afterBarrier);
     return pc;
   }
 
@@ -732,9 +737,14 @@ export class Precopy {
    * pinned pages before the protection has landed before the copy reads
    * them; a read begun after it faults on the protection (reported
    * written). If the tree cannot be frozen, nothing is pre-copied. The
-   * freeze also runs `inBarrier` (the collect's rehearsal, engine/dump/rehearsal.ts).
+   * freeze also runs `inBarrier` (the collect's rehearsal, engine/dump/rehearsal.ts),
+   * and `afterBarrier` runs once the tree is thawed.
    */
-  #settlePins(root: number, inBarrier?: (tree: FrozenTree) => void): void {
+  #settlePins(
+    root: number,
+    inBarrier?: (tree: FrozenTree) => void,
+    afterBarrier?: (tree: FrozenTree) => void,
+  ): void {
     try {
       const tree = freezeTree(root);
       pausePoint("precopy-settle");
@@ -743,6 +753,7 @@ export class Precopy {
       } catch { /* only a warm-up */ }
       thawTree(tree);
       this.frozenSeconds += (performance.now() - tree.frozenAt) / 1000;
+      afterBarrier?.(tree);
     } catch {
       for (const pid of [...this.processes.keys()]) this.drop(pid);
     }

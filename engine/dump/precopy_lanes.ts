@@ -88,7 +88,7 @@ export interface PrecopyRehearsal {
 }
 
 /**
- * {@link Precopy.start} (`inBarrier` is its own) then the copy of every process's pages, with
+ * {@link Precopy.start} (`afterBarrier` is its own) then the copy of every process's pages, with
  * a syscall table as the second lane from {@link NATIVE_LANE_MIN_BYTES} when a CPU is idle
  * (where tables cannot run: a worker lane from {@link LANE_MIN_BYTES}, two CPUs and one idle).
  * A failed copy closes the pre-copy's tracking and throws.
@@ -97,7 +97,11 @@ export async function precopyTree(
   root: number,
   dir: string,
   keep: boolean,
-  inBarrier?: Parameters<typeof Precopy.start>[3],
+  /**
+   * Run once the pin barrier's freeze is over (the VmFlags check, engine/dump/vm_flags.ts:
+   * its load of the BPF iterator took 14 to 60 ms of that freeze on a loaded machine).
+   */
+  afterBarrier?: Parameters<typeof Precopy.start>[4],
   /** The image will not be synced: the syscall table's lane may preallocate (native_lane.ts). */
   noSync = false,
   /**
@@ -135,8 +139,7 @@ export async function precopyTree(
     else if (!beside) rehearsal?.warmUp?.();
     const precopy = Precopy.start(root, dir, keep, (tree) => {
       if (!beside && !first) rehearsal?.inBarrier(tree);
-      inBarrier?.(tree);
-    });
+    }, afterBarrier);
     try {
       const procs = [...precopy.processes.values()].filter((p) => p.plannedBytes > 0);
       if (native) {

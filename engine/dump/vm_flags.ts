@@ -448,7 +448,7 @@ export function startVmFlagsCheck(
   // Bits confirmed earlier on this boot spare the smaps read of a process that sets no other.
   const memo = recallConfirmed();
   const unconfirmed = memo ? list.filter((pid) => !memoCovers(pid, memo, check)) : list;
-  // Read just now with the tree running (not in a pre-copy's barrier): kept for mapsBeforeFreeze.
+  // Read just now before the freeze (not after a pre-copy's barrier, long before it): kept for mapsBeforeFreeze.
   const withMaps = () => {
     if (running) check.read = read;
     return check;
