@@ -108,6 +108,7 @@ import { pausePoint } from "../pause.ts";
 import { makePrivateDir, removeStalePartials } from "./partial.ts";
 import { fdQueueBytes } from "../fds/socket_common.ts";
 import { InetSocketSession } from "../fds/inet_session.ts";
+import { lockConnections, type LockOutcome, unlockConnections } from "../fds/tcp_lock.ts";
 import { inetQueueBytes } from "../fds/inet_plan.ts";
 import { planInheritance } from "../memory/inherit.ts";
 import { mapShmemPages, refuseUnreachableShmem } from "../memory/shmem_pages.ts";
@@ -203,6 +204,12 @@ export interface CheckpointOptions {
    * written since, referencing the rest there (engine/dump/parent.ts).
    */
   parent?: string;
+  /**
+   * A tree that is killed: drop the incoming segments of its TCP connections
+   * to peers outside it until the restore (engine/fds/tcp_lock.ts), so that
+   * a peer sending meanwhile is not reset. Default true.
+   */
+  networkLock?: boolean;
 }
 
 /** What a checkpoint produced. */
@@ -211,6 +218,8 @@ export interface CheckpointResult {
   dir: string;
   manifest: Manifest;
   stats: DumpStats;
+  /** The network lock of its connections to peers outside the tree, when it has any (killed tree). */
+  networkLock?: LockOutcome;
 }
 
 /**
@@ -1018,7 +1027,14 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     await fsyncDir(dirname(finalDir), sync);
     chain.done(manifest, finalDir, tree);
     pausePoint("rename");
+    let networkLock: LockOutcome | undefined;
     if (!thawed) {
+      const outside = sockets.outsideConnections();
+      if (outside.length) {
+        networkLock = opts.networkLock === false
+          ? { skipped: "not asked for" }
+          : lockConnections(pid, dumpId, outside);
+      }
       sockets.enterRepairForKill(); // closing them once the tree is gone sends nothing
       opts.beforeKill?.({ dir: finalDir, manifest, stats });
       killTree(tree);
@@ -1028,6 +1044,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       const late = sockets.releaseAfterKill();
       if (late.length) {
         await Deno.remove(finalDir, { recursive: true }).catch(() => {});
+        unlockConnections(dumpId);
         throw new CryoError(
           `${late.join("; ")}: data arrived after it was saved, while the tree was being killed; ` +
             `the image is removed and these connections were reset`,
@@ -1039,7 +1056,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     if (snapshot) endSnapshot(snapshot);
     snapshot = undefined;
     opts.onEvent?.({ type: "done", stats });
-    return { dir: finalDir, manifest, stats };
+    return { dir: finalDir, manifest, stats, ...(networkLock ? { networkLock } : {}) };
   } catch (e) {
     closeStatusesAhead();
     dropCopyAhead(); // (its ready buffers back to the pool once its reads are over)
@@ -1059,6 +1076,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     for (const w of writers) await w.abort().catch(() => {});
     const gone = tree ? await goneProcesses(tree, e) : [];
     sockets.releaseRunning();
+    if (tree) unlockConnections(dumpId); // the tree goes on: its connections take segments again
     if (tree) thawTree(tree); // detaching an already resumed task is a harmless ESRCH
     if (snapshot) endSnapshot(snapshot); // (reaped in the target once it is thawed)
     await Deno.remove(tmp, { recursive: true }).catch(() => {});

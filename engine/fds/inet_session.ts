@@ -53,6 +53,7 @@ import {
 import { filterProblem } from "./socket_common.ts";
 import { multicastGroups, type NamespaceGroups, namespaceGroups } from "./inet_multicast.ts";
 import { collectTcp, type RepairGuard } from "./tcp.ts";
+import type { OutsideConnection } from "./tcp_lock.ts";
 import { inetQueueBytes } from "./inet_plan.ts";
 import { collectUdp } from "./udp.ts";
 import { collectNetlink } from "./netlink.ts";
@@ -284,6 +285,20 @@ export class InetSocketSession {
       const where = InetSocketSession.describe(e.pid, e.fd);
       refusals.use(s.tcp.peerInTree ? "socket.tcp-tree" : "socket.tcp-established", where);
     }
+  }
+
+  /**
+   * The established connections to peers outside the tree that the dump
+   * keeps (for the network lock, engine/fds/tcp_lock.ts), once finished.
+   */
+  outsideConnections(): OutsideConnection[] {
+    const out: OutsideConnection[] = [];
+    for (const e of this.#entries) {
+      const s = e.fd.inet;
+      if (!e.repair || !s?.tcp || s.tcp.peerInTree || !s.local || !s.peer) continue;
+      out.push({ family: s.family, local: s.local, peer: s.peer });
+    }
+    return out;
   }
 
   /**
