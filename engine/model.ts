@@ -593,6 +593,8 @@ export interface ITimer {
 export type FdKind =
   | "file"
   | "directory"
+  /** An O_PATH fd of a symbolic link itself, a socket's file or a FIFO. */
+  | "path"
   | "chardev"
   | "blockdev"
   | "pipe"
@@ -759,9 +761,16 @@ export interface NetlinkSocket {
 export interface GhostFile {
   /** "<dev>:<ino>" of the original inode. */
   id: string;
-  kind: "memfd" | "deleted";
+  /**
+   * "linked": a file whose name in the fd or mapping was removed but which
+   * has another (a hard link): not copied, reopened by its file handle
+   * (`handle`; `file`, `checksum` and `extents` are empty).
+   */
+  kind: "memfd" | "deleted" | "linked";
   /** The memfd's name, or the deleted file's path. */
   name: string;
+  /** How a "linked" file is found again: its kernel file handle on the mount at `mount`. */
+  handle?: { type: number; hex: string; mount: string };
   /** Size in bytes (holes included). */
   size: number;
   /** st_mode permission bits, owner. */

@@ -88,9 +88,12 @@ export interface CollectedProcess {
 export function toFdInfo(pid: number, f: ProcFd, topology: PipeTopology): FdInfo {
   const flags = f.info.flags ?? 0;
   const O_CLOEXEC = 0o2000000;
+  const O_PATH = 0o10000000;
   let restore = "open";
   let kind = f.kind;
   if (f.deleted && kind === "directory") kind = "unknown";
+  // An O_PATH fd of a FIFO holds no pipe: reopened by its path like a link's or a socket file's.
+  if (kind === "fifo" && flags & O_PATH) kind = "path";
   if (kind === "tty") restore = "inherit";
   else if (kind === "pipe" || kind === "fifo") restore = pipeRestore(f.target, topology);
   else if (kind === "socket") restore = f.fd <= 2 ? "inherit" : "socket";

@@ -5,8 +5,15 @@
  * extents only: holes stay holes, the size is exact) with mode, owner and
  * memfd seals.
  *
+ * A file whose name was removed but which has another (a hard link: its
+ * link count is not 0) is not one: its content is not copied (the restored
+ * process must write to the file the other name shows), it is found again
+ * by its kernel file handle ("linked"). A file system without handles
+ * refuses it (`fd.deleted-linked`).
+ *
  * At restore the engine itself re-creates each one, unlinked — a memfd
- * with the same name, or an O_TMPFILE file in the original directory — and
+ * with the same name, or an O_TMPFILE file in the original directory — or
+ * opens a linked one by its handle (it must still exist), and
  * hands it to the tree through the launcher at a transfer fd number
  * (engine/restore/provided.ts). Every fd reopens it through
  * `/proc/self/fd/<transfer>` with its own flags and offset, and every
@@ -33,6 +40,9 @@ import {
 import type { FdInfo, GhostFile, Mapping, ProcessImage } from "../model.ts";
 import { formatChecksum } from "../image/checksum.ts";
 import { RestoreError } from "../errors.ts";
+import { errnoName } from "../../ffi/errno.ts";
+import { closeFd, nameToHandle, openByHandle, openDirFd } from "../../ffi/fhandle.ts";
+import { readMountInfo } from "../proc/mountinfo.ts";
 import type { Refusals, SupportId } from "../support.ts";
 
 const DELETED = " (deleted)";
@@ -94,6 +104,16 @@ export async function collectGhosts(
     }
     const id = `${st.dev}:${st.ino}`;
     if (ghosts.has(id)) return id;
+    if (kind === "deleted" && (st.nlink ?? 0) > 0) {
+      // Its name was removed, not the file: another name links it.
+      const linked = linkedGhost(id, source, ghostName(path, kind), st);
+      if (typeof linked === "string") {
+        refusals.use("fd.deleted-linked", `${where}: ${linked}`);
+        return null;
+      }
+      ghosts.set(id, linked);
+      return id;
+    }
     const fd = syscallNum(SYS.open, new TextEncoder().encode(source + "\0"), O_RDONLY | O_CLOEXEC);
     try {
       const extents = dataExtents(fd, st.size);
@@ -155,6 +175,76 @@ export async function collectGhosts(
   return [...ghosts.values()];
 }
 
+/**
+ * The record of a file reached through `source` whose name `name` was
+ * removed while another name links it: its file handle and the mount
+ * point to decode it on; or why it cannot be found again.
+ */
+function linkedGhost(
+  id: string,
+  source: string,
+  name: string,
+  st: Deno.FileInfo,
+): GhostFile | string {
+  const h = nameToHandle(source);
+  if (typeof h === "number") return `no file handle (${errnoName(-h)})`;
+  const mount = readMountInfo(Deno.pid).find((m) => m.mountId === h.mountId)?.mountPoint;
+  if (!mount) return `its mount ${h.mountId} is not in cryo's mount namespace`;
+  const hex = [...h.bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
+  return {
+    id,
+    kind: "linked",
+    name,
+    handle: { type: h.type, hex, mount },
+    size: st.size,
+    mode: (st.mode ?? 0) & 0o7777,
+    uid: st.uid ?? 0,
+    gid: st.gid ?? 0,
+    seals: 0,
+    extents: [],
+    file: "",
+    checksum: "",
+  };
+}
+
+/**
+ * Restore: the fd (O_PATH, close-on-exec) of linked ghost `g`, opened by
+ * its file handle; a RestoreError when it is gone or is another file.
+ */
+function openLinked(g: GhostFile): number {
+  const h = g.handle!;
+  const mountFd = openDirFd(h.mount);
+  if (mountFd < 0) {
+    throw new RestoreError(
+      `cannot restore: ${g.name} (deleted, linked elsewhere): its mount ${h.mount} cannot be opened (${
+        errnoName(-mountFd)
+      })`,
+    );
+  }
+  let fd: number;
+  try {
+    const bytes = new Uint8Array(h.hex.match(/../g)!.map((x) => parseInt(x, 16)));
+    fd = openByHandle(mountFd, h.type, bytes);
+  } finally {
+    closeFd(mountFd);
+  }
+  if (fd < 0) {
+    throw new RestoreError(
+      `cannot restore: ${g.name} (deleted, linked elsewhere) is gone since the dump (${
+        errnoName(-fd)
+      })`,
+    );
+  }
+  const st = Deno.statSync(`/proc/self/fd/${fd}`);
+  if (`${st.dev}:${st.ino}` !== g.id || !st.isFile) {
+    closeFd(fd);
+    throw new RestoreError(
+      `cannot restore: ${g.name} (deleted, linked elsewhere): its file handle opens another file`,
+    );
+  }
+  return fd;
+}
+
 /** Whether mapping `m` is saved if its file is a ghost (its file deleted, of a kind saved). */
 function maybeGhostMapping(m: Mapping): boolean {
   return !m.excluded && (m.kind === "file-private" || m.kind === "file-shared") &&
@@ -199,6 +289,7 @@ export function ghostPath(
  * RestoreError.
  */
 export async function createGhost(g: GhostFile, dir: string): Promise<number> {
+  if (g.kind === "linked") return openLinked(g);
   let fd: number;
   if (g.kind === "memfd") fd = memfdCreate(g.name);
   else {

@@ -29,6 +29,7 @@ import { planEpoll } from "./epoll.ts";
 import { planFifo } from "./fifo.ts";
 import { creationOrder, describeSocket, planInet } from "./inet_plan.ts";
 import { planPipe } from "./pipe.ts";
+import { planPath } from "./opath.ts";
 import { planRegular, replacementFlags } from "./regular.ts";
 import { planShared, type SharedPlan } from "./shared.ts";
 import { descriptionState, emitDescriptionState } from "./state.ts";
@@ -68,6 +69,8 @@ function planOne(
     case "file":
     case "directory":
       return planRegular(f);
+    case "path":
+      return planPath(f);
     case "chardev":
       return f.restore === "inherit" ? { kind: "inherit", from: stdioFor(f) } : planRegular(f);
     case "tty":

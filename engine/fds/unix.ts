@@ -325,6 +325,18 @@ function renamedSocketFile(
 // ---------------------------------------------------------------- restore
 
 /**
+ * The paths of the file of unix socket fd `f` if it is bound to a path
+ * (the bound name, and where it was renamed to); none for any other fd.
+ */
+export function socketFilePaths(f: FdInfo): string[] {
+  const u = f.socket?.unix;
+  if (!u?.name || !u.file || f.excluded || !isPathName(u.name)) return [];
+  const name = unixNameText(u.name);
+  const bound = name.startsWith("/") ? name : `${u.file.dir}/${name}`;
+  return u.file.renamed ? [bound, u.file.renamed] : [bound];
+}
+
+/**
  * Restore pre-flight: the path of each path-bound socket of the tree is
  * free or a stale socket file (which is unlinked to bind again), not
  * another kind of file and not the file of a live socket (found with
@@ -335,11 +347,7 @@ export function checkUnixNamesFree(processes: readonly ProcessImage[]): void {
   const seen = new Set<string>();
   for (const p of processes) {
     for (const f of p.fds) {
-      const u = f.socket?.unix;
-      if (!u?.name || !u.file || f.excluded || !isPathName(u.name)) continue;
-      const name = unixNameText(u.name);
-      const bound = name.startsWith("/") ? name : `${u.file.dir}/${name}`;
-      for (const path of u.file.renamed ? [bound, u.file.renamed] : [bound]) {
+      for (const path of socketFilePaths(f)) {
         if (seen.has(path)) continue;
         seen.add(path);
         let st: Deno.FileInfo;

@@ -225,8 +225,9 @@ export const processImageSchema = z.lazy(() =>
 const ghost = z.lazy(() =>
   z.looseObject({
     id: z.string(),
-    kind: z.enum(["memfd", "deleted"]),
+    kind: z.enum(["memfd", "deleted", "linked"]),
     name: z.string(),
+    handle: z.looseObject({ type: int, hex: z.string(), mount: z.string() }).optional(),
     size: nat,
     mode: nat,
     uid: nat,

@@ -300,7 +300,8 @@ export function checkFdFiles(
     }
     let st: Deno.FileInfo;
     try {
-      st = Deno.statSync(source.path);
+      // An O_PATH | O_NOFOLLOW fd of a symbolic link is the link itself.
+      st = info?.kind === "path" ? Deno.lstatSync(source.path) : Deno.statSync(source.path);
     } catch {
       throw new RestoreError(
         `cannot restore: fd ${fd} of process ${image.pid} was ${source.path}, which is missing (use --inherit-fd ${fd}=PATH)`,
@@ -325,6 +326,10 @@ export function checkFdFiles(
 const TYPE_NAMES: Partial<Record<FdInfo["kind"], [string, (st: Deno.FileInfo) => boolean]>> = {
   file: ["a regular file", (st) => st.isFile],
   directory: ["a directory", (st) => st.isDirectory],
+  path: [
+    "a symbolic link, socket file or FIFO",
+    (st) => st.isSymlink || st.isSocket === true || st.isFifo === true,
+  ],
   chardev: ["a character device", (st) => st.isCharDevice === true],
   blockdev: ["a block device", (st) => st.isBlockDevice === true],
   fifo: ["a FIFO", (st) => st.isFifo === true],
