@@ -31,6 +31,7 @@ const CHECKS = [
   "hardlink-same",
   "hardlink-nlink",
   "hardlink-write",
+  "hardlink-mapping",
   "tmpfile-linkat",
 ];
 
@@ -40,7 +41,7 @@ Deno.test(
     const rt = await startTriggered("rt_fdpaths", READY, { passWork: true });
     const { dump } = await dumpKillRestore(rt.t);
     const ghosts = dump.manifest.ghosts ?? [];
-    assert.deepEqual(ghosts.map((g) => g.kind).sort(), ["deleted", "linked"]);
+    assert.deepEqual(ghosts.map((g) => g.kind).sort(), ["deleted", "linked", "linked"]);
     await Deno.writeTextFile(rt.trigger, "");
     assertChecksPassed(rt.t, CHECKS, await rt.t.wait());
   }),

@@ -11,16 +11,20 @@
  * - a file opened as "hl_a", then linked as "hl_b" and "hl_a" removed: the
  *   fd's name is gone but the file is not (its link count is 1);
  * - an O_TMPFILE file with content (linked to a name after the restore);
+ * - a MAP_SHARED mapping of a file whose name was removed the same way
+ *   ("map_a" linked as "map_b"), its fd closed;
  * then prints "ready pid=<pid>", waits for the trigger file, and checks
  * that each fd is still the same file: the link's fd a link with the same
  * inode, the socket's and the FIFO's fds theirs, a write through the
  * hard-linked file's fd visible through "hl_b" (the same file, not a
- * copy), and the temporary file linkable with its content.
+ * copy), a write through the mapping visible through "map_b", and the
+ * temporary file linkable with its content.
  */
 #define _GNU_SOURCE
 #include "common.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -70,6 +74,13 @@ int main(int argc, char **argv) {
   int tmp = open(work, O_TMPFILE | O_RDWR, 0600);
   if (tmp < 0 || write(tmp, "tmpdata", 7) != 7) die("O_TMPFILE");
 
+  int mf = open(at("map_a"), O_CREAT | O_RDWR, 0644);
+  if (mf < 0 || ftruncate(mf, 4096) != 0 || pwrite(mf, "M", 1, 0) != 1) die("map_a");
+  char *map = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, mf, 0);
+  if (map == MAP_FAILED) die("mmap");
+  close(mf);
+  if (link(at("map_a"), at("map_b")) != 0 || unlink(at("map_a")) != 0) die("link map_b");
+
   struct stat s_link, s_sock, s_fifo, s_hl;
   if (fstat(link_fd, &s_link) || fstat(sock_fd, &s_sock) || fstat(fifo_fd, &s_fifo) ||
       fstat(hl, &s_hl))
@@ -94,6 +105,12 @@ int main(int argc, char **argv) {
   int hb = open(at("hl_b"), O_RDONLY);
   check("hardlink-write", pwrite(hl, "Z", 1, 0) == 1 && hb >= 0 && pread(hb, &c, 1, 0) == 1 && c == 'Z',
         "a write through the fd is not seen through hl_b (read %c)", c);
+
+  map[1] = 'Q';
+  char mb[2] = {0};
+  int mbfd = open(at("map_b"), O_RDONLY);
+  check("hardlink-mapping", mbfd >= 0 && pread(mbfd, mb, 2, 0) == 2 && mb[0] == 'M' && mb[1] == 'Q',
+        "map_b reads %c%c: the mapping is not of that file", mb[0], mb[1]);
 
   char fdpath[64], data[16] = {0};
   snprintf(fdpath, sizeof fdpath, "/proc/self/fd/%d", tmp);
