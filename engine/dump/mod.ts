@@ -40,6 +40,7 @@ import { Refusals } from "../support.ts";
 import { compileTree } from "../restore/restorable.ts";
 import { collectGhosts } from "../fds/ghost.ts";
 import { refuseTreeSocketPaths } from "../fds/opath.ts";
+import { refuseStatefulDevices } from "../fds/devices.ts";
 import { collectSysvShm } from "../memory/sysvshm.ts";
 import { refuseSharedAcrossTree } from "../fds/shared_anon.ts";
 import { SyscallError } from "../../ffi/libc.ts";
@@ -741,6 +742,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     refuseMqueueFds(described.map((d) => d.image), refusals);
     refuseOtherProcFds(described.map((d) => d.image), refusals);
     refuseTreeSocketPaths(described.map((d) => d.image), refusals);
+    refuseStatefulDevices(described.map((d) => d.image), refusals);
     const namespaces = opts.namespaceExtras &&
       (await importModule<typeof import("../pidns/extras.ts")>(PIDNS_EXTRAS_MODULE))
         .collectNamespaceExtras(opts.namespaceExtras, tmp, sysvShm, refusals);
