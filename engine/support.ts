@@ -163,6 +163,7 @@ export const SUPPORT_TABLE = [
   { id: "tty.pty-output-blocked", area: "tty", what: "a pty whose output is stopped (^S, tcflow) or whose master's buffer is full", support: "refused", note: "its bytes could not be written back" },
   { id: "tty.pty-slave-unopened", area: "tty", what: "a pty of the tree whose slave no process ever opened", support: "refused", note: "its input cannot be read without opening the slave, and closing it again would show the master a hang-up" },
   { id: "tty.pty-input-full", area: "tty", what: "a pty whose input fills the line discipline (4095 bytes)", support: "refused", note: "more bytes may wait before it, not processed yet" },
+  { id: "task.autogroup-outside", area: "task", what: "an autogroup nice value (/proc/<pid>/autogroup) of a session whose leader is outside the tree", support: "refused", note: "the restored process joins the restorer's session, whose autogroup is not the image's to change" },
   { id: "tty.external", area: "tty", what: "terminals outside the tree (the user's terminal, a pty whose master is outside)", support: "opt-in", optIn: "shell-job", note: "restore attaches them to the restorer's stdin/stdout/stderr" },
   { id: "tty.external-ctty", area: "tty", what: "a session leader whose controlling terminal is outside the tree", support: "refused", note: "its session could not get that terminal back" },
   // Sockets.

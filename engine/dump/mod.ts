@@ -41,6 +41,7 @@ import { compileTree } from "../restore/restorable.ts";
 import { collectGhosts } from "../fds/ghost.ts";
 import { refuseTreeSocketPaths } from "../fds/opath.ts";
 import { refuseStatefulDevices } from "../fds/devices.ts";
+import { checkAutogroups } from "../task/attrs.ts";
 import { collectSysvShm } from "../memory/sysvshm.ts";
 import { refuseSharedAcrossTree } from "../fds/shared_anon.ts";
 import { SyscallError } from "../../ffi/libc.ts";
@@ -743,6 +744,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     refuseOtherProcFds(described.map((d) => d.image), refusals);
     refuseTreeSocketPaths(described.map((d) => d.image), refusals);
     refuseStatefulDevices(described.map((d) => d.image), refusals);
+    checkAutogroups(described.map((d) => d.image), refusals);
     const namespaces = opts.namespaceExtras &&
       (await importModule<typeof import("../pidns/extras.ts")>(PIDNS_EXTRAS_MODULE))
         .collectNamespaceExtras(opts.namespaceExtras, tmp, sysvShm, refusals);
