@@ -68,6 +68,7 @@ const SPECS: Readonly<Record<string, QuickSpec>> = {
       "--trust-image-owner": ["trustImageOwner", true],
       "--lazy": ["lazy", true],
       "--json": ["json", true],
+      "--allow-clock-backwards": ["allowClockBackwards", true],
       ...OPT_INS,
     },
     defaults: { verify: true },

@@ -225,6 +225,12 @@ export interface HostFacts {
   xsaveSize: number;
   /** Page size. */
   pageSize: number;
+  /**
+   * CLOCK_MONOTONIC and CLOCK_BOOTTIME (decimal ns) once the tree's state
+   * was taken: a restore where they are lower would turn the tree's clocks
+   * back (engine/task/clocks.ts). Absent in older images.
+   */
+  clocks?: { monotonicNs: string; boottimeNs: string };
 }
 
 /** Totals reported by a dump. */

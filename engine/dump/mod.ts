@@ -39,6 +39,7 @@ import { CryoError, TargetError, UnsupportedError } from "../errors.ts";
 import { Refusals } from "../support.ts";
 import { compileTree } from "../restore/restorable.ts";
 import { collectGhosts } from "../fds/ghost.ts";
+import { dumpClocks } from "../task/clocks.ts";
 import { refuseTreeSocketPaths } from "../fds/opath.ts";
 import { refuseStatefulDevices } from "../fds/devices.ts";
 import { checkAutogroups } from "../task/attrs.ts";
@@ -365,6 +366,7 @@ async function hostFacts(
     xfeatures: `0x${xsaveXcr0(xsave).toString(16)}`,
     xsaveSize: xsaveBytes,
     pageSize: 4096,
+    clocks: dumpClocks(),
   };
 }
 

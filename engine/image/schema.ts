@@ -255,6 +255,7 @@ export const manifestSchema = z.lazy(() =>
       xfeatures: hex,
       xsaveSize: nat,
       pageSize: nat,
+      clocks: z.looseObject({ monotonicNs: z.string(), boottimeNs: z.string() }).optional(),
     }),
     rootPid: int,
     processes: z.array(z.looseObject({

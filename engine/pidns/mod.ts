@@ -352,6 +352,7 @@ export function restoreInNamespace(dir: string, opts: RestoreOptions): RestoredT
         verifyChecksums: opts.verifyChecksums ?? true,
         optIns: opts.optIns ?? [],
         trustImageOwner: !!opts.trustImageOwner,
+        allowClockBackwards: !!opts.allowClockBackwards,
         inheritFds: [...(opts.inheritFds ?? new Map())],
       }),
     );

@@ -56,6 +56,7 @@ import { shrunkImage } from "./intact.ts";
 import type { ExistingRoot } from "./session.ts";
 import { manifestPidNamespace } from "../pidns/detect.ts";
 import { unlockConnections } from "../fds/tcp_lock.ts";
+import { checkClocks } from "../task/clocks.ts";
 import { importModule } from "../modules.ts";
 
 /** Options of {@link restore}. */
@@ -99,6 +100,12 @@ export interface RestoreOptions {
    * the server asks this before reading any.
    */
   lazyEnsure?: LazyEnsure;
+  /**
+   * Restore even where CLOCK_MONOTONIC or CLOCK_BOOTTIME is behind the
+   * image's (another boot or host): the tree then sees them go back
+   * (engine/task/clocks.ts). Default false: such a restore is refused.
+   */
+  allowClockBackwards?: boolean;
 }
 
 /** How a restored root ended. */
@@ -163,6 +170,7 @@ export async function planRestore(
   }
   validateImage(abs, manifest, images.map((i) => i.process));
   checkSameDump(manifest, images.map((i) => i.process));
+  checkClocks(manifest, opts.allowClockBackwards);
   tick?.();
   const byPid = new Map<number, ProcessImage>(images.map((i) => [i.process.pid, i.process]));
   const pathOf = (pid: number) => `${abs}/${manifest.processes.find((p) => p.pid === pid)!.file}`;
