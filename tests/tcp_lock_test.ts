@@ -12,7 +12,7 @@
 import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { restore } from "../engine/restore/mod.ts";
-import { isLocked, lockDir, unlockConnections } from "../engine/fds/tcp_lock.ts";
+import { isLocked, lockDir, probeNetworkLock, unlockConnections } from "../engine/fds/tcp_lock.ts";
 import { Btf } from "../ffi/btf.ts";
 import { BPF_CMD } from "../ffi/bpf.ts";
 import {
@@ -181,4 +181,8 @@ Deno.test("network lock: the program's UAPI numbers are the running kernel's", (
   assert.equal(e("bpf_func_id", "BPF_FUNC_skb_load_bytes_relative"), SKB_LOAD_BYTES_RELATIVE);
   assert.equal(e("tcx_action_base", "TCX_DROP"), TCX.DROP);
   assert.equal(e("tcx_action_base", "TCX_NEXT"), TCX.NEXT);
+});
+
+Deno.test("network lock: cryo check's probe loads the program and attaches it on lo", () => {
+  assert.equal(probeNetworkLock(), undefined);
 });

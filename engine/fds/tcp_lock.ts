@@ -159,6 +159,30 @@ export function unlockConnections(dumpId: string): boolean {
   return removeLock(lockDir(dumpId));
 }
 
+/**
+ * `cryo check`: loads the lock program (for no connection) and attaches it
+ * to the loopback device's ingress for a moment; undefined when both work,
+ * else why not. The BPF file system is not mounted by the check.
+ */
+export function probeNetworkLock(): string | undefined {
+  let prog: number;
+  try {
+    prog = loadLockProgram([]);
+  } catch (e) {
+    return `the BPF program was refused (${(e as Error).message.split("\n")[0]})`;
+  }
+  try {
+    const lo = devices().find((d) => d.name === "lo");
+    if (!lo) return "no loopback device to try it on";
+    closeFd(attachIngress(prog, lo.ifindex)); // detached with its last fd
+    return undefined;
+  } catch (e) {
+    return `attaching it failed (${(e as Error).message})`;
+  } finally {
+    closeFd(prog);
+  }
+}
+
 /** Whether dump `dumpId` has a lock in place. */
 export function isLocked(dumpId: string): boolean {
   return /^[0-9a-f-]+$/.test(dumpId) && inode(lockDir(dumpId)) !== undefined;
