@@ -181,6 +181,7 @@ export const SUPPORT_TABLE = [
   { id: "socket.tcp-accept-queue", area: "socket", what: "listening TCP sockets with connections not accepted yet", support: "refused", note: "those connections cannot be carried over" },
   { id: "socket.tcp-other", area: "socket", what: "TCP sockets connecting or closing (SYN_SENT, FIN_WAIT, CLOSE_WAIT, ...)", support: "refused", note: "not saved yet" },
   { id: "socket.tcp-urgent", area: "socket", what: "TCP urgent (out-of-band) data not read yet", support: "refused", note: "not saved yet" },
+  { id: "socket.tcp-md5", area: "socket", what: "TCP sockets with MD5 signature keys (TCP_MD5SIG: BGP sessions)", support: "refused", note: "not saved yet: a restored socket without its keys would have its segments dropped by the peer (a dump by a user without CAP_NET_ADMIN cannot see them)" },
   { id: "socket.tcp-rootless", area: "socket", what: "established TCP connections of a tree dumped rootless", support: "refused", note: "TCP repair mode needs CAP_NET_ADMIN in the host's network namespace" },
   { id: "socket.udp", area: "socket", what: "UDP sockets (bound, connected)", support: "saved" },
   { id: "socket.udp-queued", area: "socket", what: "UDP datagrams waiting to be read", support: "saved", note: "sent again at restore from their senders' addresses" },
