@@ -15,7 +15,7 @@ import { unlockConnections } from "../engine/fds/tcp_lock.ts";
 export function register(program: Command): void {
   const image = program
     .command("image")
-    .description("work on image directories: flatten a pre-copy chain, lift a network lock");
+    .description("merge a pre-copy chain into one image; lift an image's network lock");
   image
     .command("flatten")
     .description("write one self-contained image with the content of a chained image")

@@ -24,7 +24,6 @@
  * @module
  */
 
-import { readlinkSync } from "node:fs";
 import { basename } from "../path.ts";
 import type { ProcessImage } from "../model.ts";
 import type { Refusals } from "../support.ts";
@@ -55,7 +54,7 @@ export function statefulDevice(rdev: number): { name: string; lost: string } | u
   }
   let link: string;
   try {
-    link = readlinkSync(`/sys/dev/char/${major}:${minor}`);
+    link = Deno.readLinkSync(`/sys/dev/char/${major}:${minor}`);
   } catch {
     return undefined;
   }

@@ -18,7 +18,6 @@
  * @module
  */
 
-import { readdirSync, readFileSync, statSync } from "node:fs";
 import { AF, closeFd, inetAddressBytes } from "../../ffi/net.ts";
 import { fsMagic, mount } from "../../ffi/mounts.ts";
 import {
@@ -69,7 +68,7 @@ function asLocked(c: OutsideConnection): LockedConnection {
 
 function inode(path: string): number | undefined {
   try {
-    return statSync(path).ino;
+    return Deno.statSync(path).ino ?? undefined;
   } catch {
     return undefined;
   }
@@ -88,9 +87,9 @@ function bpfFs(): string | undefined {
 
 /** The network devices of cryo's network namespace: name and ifindex. */
 function devices(): { name: string; ifindex: number }[] {
-  return readdirSync("/sys/class/net").map((name) => ({
+  return [...Deno.readDirSync("/sys/class/net")].map(({ name }) => ({
     name,
-    ifindex: Number(readFileSync(`/sys/class/net/${name}/ifindex`, "utf8").trim()),
+    ifindex: Number(Deno.readTextFileSync(`/sys/class/net/${name}/ifindex`).trim()),
   }));
 }
 
@@ -141,7 +140,7 @@ export function lockConnections(
 function removeLock(dir: string): boolean {
   let names: string[];
   try {
-    names = readdirSync(dir);
+    names = [...Deno.readDirSync(dir)].map((e) => e.name);
   } catch {
     return false;
   }
