@@ -53,6 +53,7 @@ import { collectTty } from "../fds/tty.ts";
 import { collectDeadPidfd } from "../fds/pidfd.ts";
 import { collectDeletedFifo } from "../fds/fifo.ts";
 import { collectInotify } from "../fds/inotify.ts";
+import { collectEpoll } from "../fds/epoll.ts";
 import { refuseOutsideTracees, WAITABLE_STEP } from "../task/tracees.ts";
 import { checkNamespaces, collectCgroups, refuseFrozenCgroup } from "../task/placement.ts";
 import { collectTaskState, prepareTaskCollection, queryTaskState } from "../task/mod.ts";
@@ -366,6 +367,7 @@ export function collectProcess(
   for (const f of fdInfos) if (owners.has(f.fd)) f.owner = owners.get(f.fd);
   markDuplicates(pid, fdInfos, fds);
   collectInotify(pid, fds, fdInfos, refusals);
+  collectEpoll(pid, fds, fdInfos);
 
   collectUnixSockets(pid, fdInfos, refusals);
   // A connection is read in repair mode: a cryo killed then has the target switch it off, in

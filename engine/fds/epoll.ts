@@ -2,21 +2,135 @@
  * epoll instances: re-created empty, then every watched fd added back with
  * its event mask and data once all fds have their final numbers.
  *
+ * A watch is a (file, fd number) pair, and outlives the close of its fd
+ * number while the file stays open through another fd (a dup): fdinfo
+ * still shows the old number, which may now be closed or hold another
+ * file. **Dump** (`collectEpoll`) checks each watch against the fd at its
+ * number: the inode first (from the stat every fd has), then
+ * kcmp(KCMP_EPOLL_TFD) where the number's inode is the watched one but the
+ * process holds more than one description of it (both ends of a pipe); a
+ * watch whose number does not hold its file is looked for among the
+ * process's other fds of that inode (kcmp again) and recorded with the fd
+ * found (`tfd-at`, one entry per `tfd` line, "" where the number holds
+ * it). **Restore** adds such a watch through its old number made, for that
+ * one call, a duplicate of the fd found (the number's own file is moved
+ * aside to the first temporary number and put back), then closes the
+ * number if it was closed. A watch whose file no fd of the process holds,
+ * and an EPOLLONESHOT watch that fired and was not re-armed (its events
+ * are cleared: an add would arm it again), are refused.
+ *
  * @module
  */
 
+import { rawSyscall } from "../../ffi/libc.ts";
+import { SYS } from "../../ffi/sysno.ts";
 import type { FdInfo } from "../model.ts";
+import type { ProcFd } from "../proc/fds.ts";
+import { supportOf } from "../support.ts";
 import type { FdSource } from "./types.ts";
 
-/** Parses the `tfd:` lines of an epoll fdinfo (`tfd: N events: HEX data: HEX ...`). */
-export function epollTargets(f: FdInfo): { fd: number; events: number; data: string }[] {
-  const text = f.extra["tfd"];
+/** One watch of an epoll fd as a plan keeps it. */
+export interface EpollWatch {
+  /** The fd number it was added under. */
+  fd: number;
+  /** Event mask (with EPOLLET, EPOLLONESHOT, EPOLLEXCLUSIVE, EPOLLWAKEUP). */
+  events: number;
+  /** The data word, "0x..." hex. */
+  data: string;
+  /** Another fd of the process holding the watched file, when `fd` no longer does. */
+  at?: number;
+}
+
+const KCMP_EPOLL_TFD = 7;
+const EPOLLONESHOT = 1 << 30;
+/** EPOLLWAKEUP, EPOLLONESHOT, EPOLLET, EPOLLEXCLUSIVE: what a fired one-shot watch keeps. */
+const EP_PRIVATE_BITS = (1 << 29) | (1 << 30) | (1 << 31) | (1 << 28);
+
+interface TfdLine {
+  fd: number;
+  events: number;
+  data: string;
+  ino: number;
+}
+
+function parseLines(text: string | undefined): TfdLine[] {
   if (!text) return [];
   return text.split("\n").filter(Boolean).map((line) => {
     const m = line.match(/^\s*(\d+)\s+events:\s*([0-9a-f]+)\s+data:\s*([0-9a-f]+)/i);
     if (!m) throw new Error(`unreadable epoll watch: ${line}`);
-    return { fd: Number(m[1]), events: parseInt(m[2], 16), data: `0x${m[3]}` };
+    const ino = line.match(/\bino:\s*([0-9a-f]+)/i);
+    return {
+      fd: Number(m[1]),
+      events: parseInt(m[2], 16) >>> 0,
+      data: `0x${m[3]}`,
+      ino: ino ? parseInt(ino[1], 16) : -1,
+    };
   });
+}
+
+/** Parses the `tfd:` lines of an epoll fdinfo (`tfd: N events: HEX data: HEX ...`) and `tfd-at`. */
+export function epollTargets(f: FdInfo): EpollWatch[] {
+  const at = f.extra["tfd-at"]?.split(",");
+  return parseLines(f.extra["tfd"]).map((l, i) => {
+    const w: EpollWatch = { fd: l.fd, events: l.events, data: l.data };
+    if (at?.[i]) w.at = at[i] === "-" ? -1 : Number(at[i]);
+    return w;
+  });
+}
+
+/**
+ * kcmp(KCMP_EPOLL_TFD): whether `pid`'s fd `fd` is the file of the `toff`-th
+ * watch (in fdinfo order) added under number `tfd` to epoll `efd`.
+ */
+function holdsWatched(pid: number, fd: number, efd: number, tfd: number, toff: number): boolean {
+  const slot = new Uint32Array([efd, tfd, toff]); // struct kcmp_epoll_slot
+  return rawSyscall(SYS.kcmp, pid, pid, KCMP_EPOLL_TFD, fd, slot) === 0n;
+}
+
+/**
+ * Dump: finds, for each watch of the epoll fds of `pid`, whether its fd
+ * number still holds the watched file, else which fd does (`tfd-at` in the
+ * epoll fd's extras; "-" when none). One kcmp per watch only where the
+ * inode alone cannot tell; nothing is recorded when every number holds its
+ * file.
+ */
+export function collectEpoll(pid: number, procFds: readonly ProcFd[], fdInfos: FdInfo[]): void {
+  let byIno: Map<number, ProcFd[]> | undefined;
+  const fdsOf = (ino: number) => {
+    if (!byIno) {
+      byIno = new Map();
+      for (const p of procFds) byIno.set(p.stat.ino, [...byIno.get(p.stat.ino) ?? [], p]);
+    }
+    return byIno.get(ino) ?? [];
+  };
+  const sameAs = new Map(fdInfos.map((f) => [f.fd, f.sameAs ?? f.fd]));
+  for (const f of fdInfos) {
+    if (f.kind !== "epoll" || !f.extra["tfd"]) continue;
+    let lines;
+    try {
+      lines = parseLines(f.extra["tfd"]);
+    } catch {
+      continue; // planEpoll names it
+    }
+    let moved = false;
+    const seen = new Map<number, number>();
+    const at = lines.map((l) => {
+      // The kernel counts the watches under one number in fdinfo's order.
+      const toff = seen.get(l.fd) ?? 0;
+      seen.set(l.fd, toff + 1);
+      if (l.ino < 0) return "";
+      const same = fdsOf(l.ino);
+      const here = same.find((p) => p.fd === l.fd);
+      // One description of that inode in the process: the number holds the file.
+      const descriptions = new Set(same.map((p) => sameAs.get(p.fd)));
+      if (here && descriptions.size === 1) return "";
+      if (here && holdsWatched(pid, l.fd, f.fd, l.fd, toff)) return "";
+      moved = true;
+      const found = same.find((p) => p.fd !== l.fd && holdsWatched(pid, p.fd, f.fd, l.fd, toff));
+      return found ? String(found.fd) : "-";
+    });
+    if (moved) f.extra["tfd-at"] = at.join(",");
+  }
 }
 
 /** Restore plan of an epoll fd. */
@@ -28,9 +142,18 @@ export function planEpoll(f: FdInfo, allFds: readonly FdInfo[]): FdSource | stri
     return (e as Error).message;
   }
   for (const t of targets) {
-    const watched = allFds.find((x) => x.fd === t.fd);
+    if ((t.events & EPOLLONESHOT) && !(t.events & ~EP_PRIVATE_BITS)) {
+      const row = supportOf("fd.epoll-oneshot-fired");
+      return `${row.what}: the watch of fd ${t.fd} (data ${t.data}); ${row.note}`;
+    }
+    if (t.at === -1) {
+      const row = supportOf("fd.epoll-orphan");
+      return `${row.what}: the watch of fd ${t.fd} (data ${t.data}); ${row.note}`;
+    }
+    const held = t.at ?? t.fd;
+    const watched = allFds.find((x) => x.fd === held);
     if (!watched || watched.excluded) {
-      return `watches fd ${t.fd}, which is not restored (its watch cannot be re-added)`;
+      return `watches fd ${held}, which is not restored (its watch cannot be re-added)`;
     }
   }
   return { kind: "epoll", flags: f.flags, targets };

@@ -28,6 +28,7 @@
  * @module
  */
 
+import { epollTargets } from "./epoll.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import type { FdInfo, ProcessImage } from "../model.ts";
 import { type SupportId, supportOf } from "../support.ts";
@@ -217,8 +218,11 @@ export function planShared(
       if (source.kind === "epoll" && source.targets.length) {
         // Watches are (file, fd number) pairs: one holder that has every
         // watched fd number adds them back.
+        // Each holder's own record says which of its fds holds each watched file (epoll.ts).
         watcher = hs.find((h) =>
-          source.targets.every((t) => h.proc.fds.some((x) => x.fd === t.fd && !x.excluded))
+          epollTargets(h.f).every((t) =>
+            t.at !== -1 && h.proc.fds.some((x) => x.fd === (t.at ?? t.fd) && !x.excluded)
+          )
         );
         if (!watcher) {
           problems.push(
@@ -236,7 +240,7 @@ export function planShared(
           kind: "transfer",
           from: fd,
           key,
-          ...(h === watcher && source.kind === "epoll" ? { watches: source.targets } : {}),
+          ...(h === watcher && source.kind === "epoll" ? { watches: epollTargets(h.f) } : {}),
           ...(first && asyncFlags ? { setfl: asyncFlags } : {}),
         });
         holders.set(h.proc.pid, byFd);

@@ -1,0 +1,104 @@
+/**
+ * A second probe of fd state (tests/targets/rt_fdprobe2.c, one mode per
+ * piece of state): epoll watches (one-shot fired or armed, edge-triggered,
+ * exclusive, wakeup, nested, a watch whose fd number was closed or reused,
+ * one file under two numbers), inotify watch flags, timerfd flags and
+ * clocks, a signalfd with a signal pending, memfd seals, a thread owning an
+ * fd's signals, write-life hints and unix socket options and queues. Each
+ * mode is dumped (killed), restored, and checks itself; what cannot come
+ * back exactly is refused by name and the target runs on.
+ */
+
+import assert from "node:assert/strict";
+import { checkpoint } from "../engine/dump/mod.ts";
+import { UnsupportedError } from "../engine/errors.ts";
+import { pathExists } from "./helpers/fs.ts";
+import { assertChecksPassed } from "./helpers/checks.ts";
+import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
+import { withTargets } from "./helpers/targets.ts";
+
+const READY = /^ready pid=(\d+)$/m;
+
+/** Modes that come back exactly, with the checks each must pass. */
+const ROUND_TRIPS: Record<string, string[]> = {
+  "pipe-widowed": ["pipe-widowed"],
+  "ep-reused": ["ep-reused-other", "ep-closed-watch"],
+  "ep-armed": ["ep-armed-fires", "ep-armed-once"],
+  "ep-exclusive": ["ep-exclusive", "ep-wakeup"],
+  "ep-nested": ["ep-nested-outer", "ep-nested-inner"],
+  "ep-closed": ["ep-closed-stays-closed", "ep-closed-watch"],
+  "ep-twofds": ["ep-twofds"],
+  "in-masks": ["in-oneshot", "in-mask-add", "in-excl-unlink"],
+  "tfd-flags": [
+    "tfd-cancel-on-set",
+    "tfd-realtime-abs",
+    "tfd-boottime",
+    "tfd-boottime-left",
+    "tfd-ticks",
+  ],
+  "sfd-pending": ["sfd-pending", "sfd-mask"],
+  "memfd-seals": [
+    "memfd-seals",
+    "memfd-seal-write",
+    "memfd-noexec-seal",
+    "memfd-exec-seals",
+    "memfd-noexec-mode",
+    "memfd-exec-mode",
+    "memfd-noexec-chmod",
+  ],
+  "owner-tid": ["owner-tid", "owner-sig", "owner-async"],
+  "rw-hint": ["rw-hint"],
+  "unix-peekoff": ["unix-peekoff", "unix-peekoff-peek"],
+  "unix-creds": ["unix-creds"],
+  "unix-opts": [
+    "unix-rcvlowat",
+    "unix-rcvtimeo",
+    "unix-sndtimeo",
+    "unix-passsec",
+    "unix-passpidfd",
+  ],
+  "unix-shut": ["unix-shut-wr", "unix-shut-wr-send", "unix-shut-rd-peer"],
+};
+
+for (const [mode, checks] of Object.entries(ROUND_TRIPS)) {
+  Deno.test(
+    `fd state comes back: ${mode}`,
+    withTargets(async () => {
+      const rt = await startTriggered("rt_fdprobe2", READY, { passWork: true, extra: [mode] });
+      await dumpKillRestore(rt.t);
+      await Deno.writeTextFile(rt.trigger, "");
+      assertChecksPassed(rt.t, checks, await rt.t.wait(), { what: mode });
+    }),
+  );
+}
+
+/** Modes the dump refuses: the line it must print, and the checks of the target running on. */
+const REFUSED: Record<string, { line: RegExp; checks: string[] }> = {
+  "ep-oneshot": {
+    line:
+      /an EPOLLONESHOT epoll watch that fired and was not re-armed \(EPOLL_CTL_MOD\): the watch of fd 4 \(data 0x11\)/,
+    checks: ["ep-oneshot-disarmed", "ep-oneshot-rearm"],
+  },
+};
+
+for (const [mode, { line, checks }] of Object.entries(REFUSED)) {
+  Deno.test(
+    `fd state refused by name: ${mode}`,
+    withTargets(async () => {
+      const rt = await startTriggered("rt_fdprobe2", READY, { passWork: true, extra: [mode] });
+      const dir = await tempImageDir();
+      await assert.rejects(
+        () => checkpoint(rt.t.pid, { dir }),
+        (e: Error) => {
+          assert.ok(e instanceof UnsupportedError, String(e));
+          assert.match(e.message, line);
+          return true;
+        },
+      );
+      assert.equal(rt.t.poll(), undefined, "the target died");
+      assert.equal(pathExists(dir), false, "an image was left");
+      await Deno.writeTextFile(rt.trigger, "");
+      assertChecksPassed(rt.t, checks, await rt.t.wait(), { what: mode });
+    }),
+  );
+}
