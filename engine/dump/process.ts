@@ -43,7 +43,7 @@ import { threadStatuses } from "./thread_facts.ts";
 import { taskFlagsOf } from "./task_flags.ts";
 import { classifyVma, refusedMapping, type Vma } from "./vmas.ts";
 import { mappingRecord, takeMappingDrafts } from "./mapping_drafts.ts";
-import { collectPipe } from "../fds/pipe.ts";
+import { collectPipe, pipeWidowed } from "../fds/pipe.ts";
 import { collectUnixSockets } from "../fds/unix.ts";
 import { queryFdOwners } from "../fds/owner.ts";
 import { markDuplicates } from "../fds/descriptions.ts";
@@ -94,7 +94,10 @@ export function toFdInfo(pid: number, f: ProcFd, topology: PipeTopology): FdInfo
   if (f.deleted && kind === "directory") kind = "unknown";
   if (kind === "tty") restore = "inherit";
   else if (kind === "pipe" || kind === "fifo") restore = pipeRestore(f.target, topology);
-  else if (kind === "socket") restore = f.fd <= 2 ? "inherit" : "socket";
+  // A pipe whose other end is gone comes back as it is, not from the restorer's stdio.
+  if (kind === "pipe" && restore === "inherit" && pipeWidowed(pid, f.fd, flags)) {
+    restore = (topology.get(f.target)?.pids.size ?? 1) > 1 ? "tree" : "process";
+  } else if (kind === "socket") restore = f.fd <= 2 ? "inherit" : "socket";
   else if (kind === "chardev" && f.target.startsWith("/dev/pts/")) restore = "inherit";
   const extra: Record<string, string> = {};
   for (const [k, v] of Object.entries(f.info.extra ?? {})) {

@@ -8,7 +8,8 @@
  *
  *   ep-oneshot    an EPOLLONESHOT watch that fired (disarmed until
  *                 EPOLL_CTL_MOD): refused at dump (an add would re-arm it)
- *   pipe-widowed  a pipe whose write end was closed, bytes left in it
+ *   pipe-widowed  a pipe whose write end was closed, bytes left in it, and
+ *                 one whose read end was closed
  *   ep-armed      an EPOLLONESHOT watch that has not fired (still armed)
  *   ep-et         an EPOLLET watch whose edge was consumed, bytes left (a
  *                 known gap: restored, it reports once more; not in the test)
@@ -141,12 +142,16 @@ int main(int argc, char **argv) {
     check("ep-oneshot-rearm", n == 1 && got[0] == 0x11, "%d events, data %llx", n, got[0]);
   } else if (!strcmp(mode, "pipe-widowed")) {
     /* a pipe whose write end is closed everywhere, bytes left: EOF after them */
-    int b[2];
-    if (pipe(b)) die("pipe");
+    int b[2], w[2];
+    if (pipe(b) || pipe(w)) die("pipe");
     put(b[1], "yz");
     close(b[1]);
+    close(w[0]); /* and a pipe whose read end is closed: writes fail with EPIPE */
+    signal(SIGPIPE, SIG_IGN);
     print_ready("pid=%d", getpid());
     wait_trigger(trigger);
+    ssize_t wr = write(w[1], "x", 1);
+    check("pipe-widowed-write", wr == -1 && errno == EPIPE, "%zd", wr);
     char c[4] = {0};
     fcntl(b[0], F_SETFL, O_NONBLOCK);
     ssize_t r1 = read(b[0], c, sizeof c), r2 = read(b[0], c + 2, 2);
