@@ -57,6 +57,10 @@ const ROUND_TRIPS: Record<string, string[]> = {
     "unix-passsec",
     "unix-passpidfd",
   ],
+  "ep-busypoll": ["ep-busypoll"],
+  "pidfd-zombie": ["pidfd-zombie"],
+  locks: ["locks"],
+  "memfd-misc": ["memfd-name", "memfd-rw-hint"],
   "unix-shut": ["unix-shut-wr", "unix-shut-wr-send", "unix-shut-rd-peer"],
 };
 
@@ -78,6 +82,10 @@ const REFUSED: Record<string, { line: RegExp; checks: string[] }> = {
     line:
       /an EPOLLONESHOT epoll watch that fired and was not re-armed \(EPOLL_CTL_MOD\): the watch of fd 4 \(data 0x11\)/,
     checks: ["ep-oneshot-disarmed", "ep-oneshot-rearm"],
+  },
+  "unix-oob": {
+    line: /urgent \(MSG_OOB\) data in its receive queue/,
+    checks: ["unix-oob"],
   },
 };
 

@@ -19,15 +19,21 @@
  * and an EPOLLONESHOT watch that fired and was not re-armed (its events
  * are cleared: an add would arm it again), are refused.
  *
+ * The instance's busy-poll parameters (EPIOCSPARAMS: microseconds, budget,
+ * prefer) are read at dump (EPIOCGPARAMS on a copy of the fd) and kept
+ * when set (`epoll-params`), set again right after epoll_create1.
+ *
  * @module
  */
 
 import { rawSyscall } from "../../ffi/libc.ts";
+import { withTargetFd } from "../../ffi/pidfd.ts";
+import { type ProgramBuilder, slot } from "../program/builder.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import type { FdInfo } from "../model.ts";
 import type { ProcFd } from "../proc/fds.ts";
 import { supportOf } from "../support.ts";
-import type { FdSource } from "./types.ts";
+import { type FdSource, O_CLOEXEC } from "./types.ts";
 
 /** One watch of an epoll fd as a plan keeps it. */
 export interface EpollWatch {
@@ -88,7 +94,8 @@ function holdsWatched(pid: number, fd: number, efd: number, tfd: number, toff: n
 }
 
 /**
- * Dump: finds, for each watch of the epoll fds of `pid`, whether its fd
+ * Dump: reads the busy-poll parameters of each epoll of `pid` (one
+ * pidfd_getfd and ioctl per epoll description) and finds, for each watch of the epoll fds of `pid`, whether its fd
  * number still holds the watched file, else which fd does (`tfd-at` in the
  * epoll fd's extras; "-" when none). One kcmp per watch only where the
  * inode alone cannot tell; nothing is recorded when every number holds its
@@ -105,7 +112,10 @@ export function collectEpoll(pid: number, procFds: readonly ProcFd[], fdInfos: F
   };
   const sameAs = new Map(fdInfos.map((f) => [f.fd, f.sameAs ?? f.fd]));
   for (const f of fdInfos) {
-    if (f.kind !== "epoll" || !f.extra["tfd"]) continue;
+    if (f.kind !== "epoll" || f.sameAs !== undefined) continue;
+    const params = busyPollParams(pid, f.fd);
+    if (params) f.extra["epoll-params"] = params;
+    if (!f.extra["tfd"]) continue;
     let lines;
     try {
       lines = parseLines(f.extra["tfd"]);
@@ -133,6 +143,47 @@ export function collectEpoll(pid: number, procFds: readonly ProcFd[], fdInfos: F
   }
 }
 
+/** EPIOCGPARAMS and EPIOCSPARAMS (_IOR/_IOW(0x8A, 2/1, struct epoll_params), 8 bytes). */
+const EPIOCGPARAMS = 0x80088a02;
+const EPIOCSPARAMS = 0x40088a01;
+
+/**
+ * The busy-poll parameters of `pid`'s epoll fd `fd` as "usecs,budget,prefer"
+ * when any is set (undefined otherwise, or where the kernel has no such ioctl).
+ */
+function busyPollParams(pid: number, fd: number): string | undefined {
+  const b = new Uint8Array(8); // u32 busy_poll_usecs, u16 busy_poll_budget, u8 prefer, u8 pad
+  try {
+    if (withTargetFd(pid, fd, (copy) => rawSyscall(SYS.ioctl, copy, EPIOCGPARAMS, b)) < 0n) {
+      return undefined;
+    }
+  } catch {
+    return undefined;
+  }
+  const v = new DataView(b.buffer);
+  const [usecs, budget, prefer] = [v.getUint32(0, true), v.getUint16(4, true), b[6]];
+  return usecs || budget || prefer ? `${usecs},${budget},${prefer}` : undefined;
+}
+
+/** Emits the creation of an epoll instance into `scratchSlot`, with its busy-poll parameters. */
+export function emitEpoll(
+  p: ProgramBuilder,
+  s: Extract<FdSource, { kind: "epoll" }>,
+  scratchSlot: number,
+): void {
+  p.op(SYS.epoll_create1, [O_CLOEXEC], { store: scratchSlot });
+  if (!s.busyPoll) return;
+  const [usecs, budget, prefer] = s.busyPoll;
+  const b = new Uint8Array(8);
+  const v = new DataView(b.buffer);
+  v.setUint32(0, usecs, true);
+  v.setUint16(4, budget, true);
+  b[6] = prefer;
+  p.op(SYS.ioctl, [slot(scratchSlot), EPIOCSPARAMS, p.data(b, 4)], {
+    comment: `epoll busy poll: ${usecs} us, budget ${budget}, prefer ${prefer}`,
+  });
+}
+
 /** Restore plan of an epoll fd. */
 export function planEpoll(f: FdInfo, allFds: readonly FdInfo[]): FdSource | string {
   let targets;
@@ -156,5 +207,11 @@ export function planEpoll(f: FdInfo, allFds: readonly FdInfo[]): FdSource | stri
       return `watches fd ${held}, which is not restored (its watch cannot be re-added)`;
     }
   }
-  return { kind: "epoll", flags: f.flags, targets };
+  const params = f.extra["epoll-params"]?.split(",").map(Number);
+  return {
+    kind: "epoll",
+    flags: f.flags,
+    targets,
+    ...(params?.length === 3 ? { busyPoll: params as [number, number, number] } : {}),
+  };
 }

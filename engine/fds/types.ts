@@ -39,7 +39,13 @@ export type FdSource =
     settimeFlags?: number;
   }
   | { kind: "signalfd"; mask: string; flags: number }
-  | { kind: "epoll"; flags: number; targets: EpollWatch[] }
+  | {
+    kind: "epoll";
+    flags: number;
+    targets: EpollWatch[];
+    /** EPIOCSPARAMS: busy_poll_usecs, busy_poll_budget, prefer_busy_poll, when set. */
+    busyPoll?: [number, number, number];
+  }
   | {
     kind: "fifo";
     id: string;

@@ -30,6 +30,11 @@
  *   unix-creds    SCM_CREDENTIALS in a datagram queue
  *   unix-opts     SO_RCVLOWAT, SO_RCVTIMEO, SO_SNDTIMEO, SO_PASSSEC, SO_PASSPIDFD
  *   unix-shut     shutdown(SHUT_RD) and shutdown(SHUT_WR) on a pair
+ *   ep-busypoll   an epoll's busy-poll parameters (EPIOCSPARAMS)
+ *   pidfd-zombie  a pidfd of a child that exited and was not reaped
+ *   locks         POSIX read and write locks (ranges, to EOF), an OFD lock, a flock
+ *   memfd-misc    a memfd's name and write-life hint (F_SET_RW_HINT)
+ *   unix-oob      a byte sent MSG_OOB on a unix stream, not read yet
  */
 #define _GNU_SOURCE
 #include "common.h"
@@ -38,6 +43,9 @@
 #include <linux/memfd.h>
 #include <pthread.h>
 #include <sys/epoll.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/wait.h>
 #include <sys/inotify.h>
 #include <sys/mman.h>
 #include <sys/signalfd.h>
@@ -57,6 +65,11 @@
 #endif
 #ifndef MFD_EXEC
 #define MFD_EXEC 0x0010U
+#endif
+#define EPIOCSPARAMS_ _IOW(0x8A, 0x01, struct epoll_params_)
+#define EPIOCGPARAMS_ _IOR(0x8A, 0x02, struct epoll_params_)
+#ifndef P_PIDFD
+#define P_PIDFD 3
 #endif
 #ifndef SO_PASSPIDFD
 #define SO_PASSPIDFD 76
@@ -109,6 +122,28 @@ static int opt(int fd, int name) {
 
 static void set(int fd, int name, int v) {
   if (setsockopt(fd, SOL_SOCKET, name, &v, sizeof v)) die("setsockopt");
+}
+
+static int by_text(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* The lines of /proc/locks on inode `ino`, without their ordinal, sorted. */
+static void locks_of(unsigned long ino, char *out, size_t size) {
+  static char lines[16][256];
+  char *sorted[16], tail[64];
+  int n = 0;
+  snprintf(tail, sizeof tail, ":%lu ", ino);
+  out[0] = 0;
+  FILE *f = fopen("/proc/locks", "r");
+  while (f && n < 16 && fgets(lines[n], sizeof lines[n], f)) {
+    if (!strstr(lines[n], tail) || strstr(lines[n], "->")) continue;
+    sorted[n] = strchr(lines[n], ' ');
+    if (sorted[n]) n++;
+  }
+  if (f) fclose(f);
+  qsort(sorted, n, sizeof *sorted, by_text);
+  for (int i = 0; i < n; i++) {
+    if (strlen(out) + strlen(sorted[i]) < size) strcat(out, sorted[i]);
+  }
 }
 
 static volatile int thread_tid;
@@ -483,6 +518,77 @@ int main(int argc, char **argv) {
     check("unix-shut-wr-send", w == -1 && errno == EPIPE, "%zd", w);
     ssize_t w2 = send(sv[1], "z", 1, MSG_DONTWAIT);
     check("unix-shut-rd-peer", w2 == 1, "%zd (only the peer shut writing)", w2);
+  } else if (!strcmp(mode, "ep-busypoll")) {
+    int ep = epoll_create1(0);
+    struct epoll_params_ {
+      uint32_t usecs;
+      uint16_t budget;
+      uint8_t prefer;
+      uint8_t pad;
+    } want = {.usecs = 25, .budget = 16, .prefer = 1}, now = {0};
+    if (ioctl(ep, EPIOCSPARAMS_, &want)) die("EPIOCSPARAMS");
+    print_ready("pid=%d", getpid());
+    wait_trigger(trigger);
+    int r = ioctl(ep, EPIOCGPARAMS_, &now);
+    check("ep-busypoll", !r && now.usecs == 25 && now.budget == 16 && now.prefer == 1, "%d: %u us, budget %u, prefer %u",
+          r, now.usecs, now.budget, now.prefer);
+  } else if (!strcmp(mode, "pidfd-zombie")) {
+    pid_t c = fork();
+    if (c == 0) _exit(7);
+    int pfd = (int)syscall(SYS_pidfd_open, c, 0);
+    if (pfd < 0) die("pidfd_open");
+    siginfo_t si = {0};
+    if (waitid(P_PID, c, &si, WEXITED | WNOWAIT)) die("waitid"); /* exited, not reaped */
+    print_ready("pid=%d", getpid());
+    wait_trigger(trigger);
+    memset(&si, 0, sizeof si);
+    int r = waitid(P_PIDFD, pfd, &si, WEXITED | WNOHANG);
+    check("pidfd-zombie", !r && si.si_pid == c && si.si_status == 7, "%d: pid %d (child %d) status %d", r, si.si_pid,
+          c, si.si_status);
+  } else if (!strcmp(mode, "locks")) {
+    snprintf(path, sizeof path, "%s/locked", work);
+    int f = open(path, O_CREAT | O_RDWR, 0644), g = open(path, O_RDWR), h = open(path, O_RDWR);
+    if (f < 0 || g < 0 || h < 0 || ftruncate(f, 4096)) die("open");
+    struct flock rd = {.l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 10};
+    struct flock wr = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 100, .l_len = 50};
+    struct flock eof = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 1000, .l_len = 0};
+    struct flock ofd = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 200, .l_len = 20};
+    if (fcntl(f, F_SETLK, &rd) || fcntl(f, F_SETLK, &wr) || fcntl(f, F_SETLK, &eof)) die("posix lock");
+    if (fcntl(g, F_OFD_SETLK, &ofd)) die("ofd lock");
+    if (flock(h, LOCK_SH)) die("flock");
+    struct stat st;
+    fstat(f, &st);
+    static char before[4096], after[4096];
+    locks_of(st.st_ino, before, sizeof before);
+    print_ready("pid=%d", getpid());
+    wait_trigger(trigger);
+    locks_of(st.st_ino, after, sizeof after);
+    check("locks", !strcmp(before, after), "before:\n%safter:\n%s", before, after);
+  } else if (!strcmp(mode, "memfd-misc")) {
+    int m = memfd_create("some name", MFD_CLOEXEC);
+    if (m < 0) die("memfd");
+    uint64_t hint = 3; /* RWH_WRITE_LIFE_MEDIUM */
+    if (fcntl(m, F_SET_RW_HINT, &hint)) die("rw hint");
+    char before[256] = {0}, after[256] = {0}, link[64];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", m);
+    if (readlink(link, before, sizeof before - 1) < 0) die("readlink");
+    print_ready("pid=%d", getpid());
+    wait_trigger(trigger);
+    readlink(link, after, sizeof after - 1);
+    check("memfd-name", !strcmp(before, after), "'%s', not '%s'", after, before);
+    uint64_t now = 0;
+    fcntl(m, F_GET_RW_HINT, &now);
+    check("memfd-rw-hint", now == 3, "%llu", (unsigned long long)now);
+  } else if (!strcmp(mode, "unix-oob")) {
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv)) die("socketpair");
+    put(sv[1], "ab");
+    if (send(sv[1], "!", 1, MSG_OOB) != 1) die("send oob");
+    print_ready("pid=%d", getpid());
+    wait_trigger(trigger);
+    char c = 0;
+    ssize_t r = recv(sv[0], &c, 1, MSG_OOB | MSG_DONTWAIT);
+    check("unix-oob", r == 1 && c == '!', "%zd '%c'", r, c);
   } else {
     fprintf(stderr, "unknown mode %s\n", mode);
     return 2;
