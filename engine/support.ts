@@ -145,6 +145,7 @@ export const SUPPORT_TABLE = [
   { id: "fd.pidfd", area: "fd", what: "pidfds of the process itself, its children or its ancestors in the tree", support: "saved", note: "re-opened with pidfd_open once that process exists" },
   { id: "fd.pidfd-unordered", area: "fd", what: "pidfds of other processes of the tree (siblings, grandchildren, threads other than a leader)", support: "refused", note: "their creation is not ordered before the holder's fds" },
   { id: "fd.pidfd-outside", area: "fd", what: "pidfds of processes outside the tree", support: "refused", note: "the pid may name another process (or none) at restore time" },
+  { id: "fd.pidfd-zombie", area: "fd", what: "pidfds of children that exited and were not reaped (zombies)", support: "refused", note: "a zombie is made again after its parent's fds" },
   { id: "fd.pidfd-shared", area: "fd", what: "pidfds shared by several processes of the tree", support: "refused", note: "each process would get a pidfd of its own, no longer sharing status flags" },
   { id: "fd.pidfd-dead", area: "fd", what: "pidfds of processes that have exited and were reaped (exit status kept)", support: "saved", note: "from a child cloned with CLONE_PIDFD that ends the same way at once and is reaped" },
   { id: "fd.pidfd-dead-other", area: "fd", what: "pidfds of exited processes that dumped core, of exited threads, or without an exit status", support: "refused", note: "a child cannot end that way without a core dump, or the status is unknown" },

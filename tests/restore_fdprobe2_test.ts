@@ -58,7 +58,6 @@ const ROUND_TRIPS: Record<string, string[]> = {
     "unix-passpidfd",
   ],
   "ep-busypoll": ["ep-busypoll"],
-  "pidfd-zombie": ["pidfd-zombie"],
   locks: ["locks"],
   "memfd-misc": ["memfd-name", "memfd-rw-hint"],
   "unix-shut": ["unix-shut-wr", "unix-shut-wr-send", "unix-shut-rd-peer"],
@@ -82,6 +81,10 @@ const REFUSED: Record<string, { line: RegExp; checks: string[] }> = {
     line:
       /an EPOLLONESHOT epoll watch that fired and was not re-armed \(EPOLL_CTL_MOD\): the watch of fd 4 \(data 0x11\)/,
     checks: ["ep-oneshot-disarmed", "ep-oneshot-rearm"],
+  },
+  "pidfd-zombie": {
+    line: /pidfds of children that exited and were not reaped \(zombies\): process \d+ is a zombie/,
+    checks: ["pidfd-zombie"],
   },
   "unix-oob": {
     line: /urgent \(MSG_OOB\) data in its receive queue/,
