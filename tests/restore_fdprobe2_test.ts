@@ -60,6 +60,7 @@ const ROUND_TRIPS: Record<string, string[]> = {
   "ep-busypoll": ["ep-busypoll"],
   locks: ["locks"],
   "memfd-misc": ["memfd-name", "memfd-rw-hint"],
+  "unix-senders": ["unix-senders"],
   "unix-shut": ["unix-shut-wr", "unix-shut-wr-send", "unix-shut-rd-peer"],
 };
 
@@ -85,6 +86,10 @@ const REFUSED: Record<string, { line: RegExp; checks: string[] }> = {
   "pidfd-zombie": {
     line: /pidfds of children that exited and were not reaped \(zombies\): process \d+ is a zombie/,
     checks: ["pidfd-zombie"],
+  },
+  "unix-sender-gone": {
+    line: /unix sockets in a state cryo cannot re-create exactly: datagrams from \S+\/a, outside the tree/,
+    checks: ["unix-senders"],
   },
   "unix-oob": {
     line: /urgent \(MSG_OOB\) data in its receive queue/,

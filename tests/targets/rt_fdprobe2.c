@@ -34,6 +34,9 @@
  *   pidfd-zombie  a pidfd of a child that exited and was not reaped
  *   locks         POSIX read and write locks (ranges, to EOF), an OFD lock, a flock
  *   memfd-misc    a memfd's name and write-life hint (F_SET_RW_HINT)
+ *   unix-senders  a datagram queue from two named senders, an unnamed
+ *                 one and an autobound one
+ *   unix-sender-gone  the same, one named sender closed since (refused)
  *   unix-oob      a byte sent MSG_OOB on a unix stream, not read yet
  */
 #define _GNU_SOURCE
@@ -579,6 +582,48 @@ int main(int argc, char **argv) {
     uint64_t now = 0;
     fcntl(m, F_GET_RW_HINT, &now);
     check("memfd-rw-hint", now == 3, "%llu", (unsigned long long)now);
+  } else if (!strcmp(mode, "unix-senders") || !strcmp(mode, "unix-sender-gone")) {
+    /* a bound datagram socket holding messages from a named sender (closed since in
+     * unix-sender-gone: refused), an unnamed one, an autobound one and another named one */
+    struct sockaddr_un rx = {.sun_family = AF_UNIX}, na = {.sun_family = AF_UNIX}, nb = {.sun_family = AF_UNIX};
+    snprintf(rx.sun_path, sizeof rx.sun_path, "%s/rx", work);
+    snprintf(na.sun_path, sizeof na.sun_path, "%s/a", work);
+    snprintf(nb.sun_path, sizeof nb.sun_path, "%s/b", work);
+    int r = socket(AF_UNIX, SOCK_DGRAM, 0), a = socket(AF_UNIX, SOCK_DGRAM, 0);
+    int u = socket(AF_UNIX, SOCK_DGRAM, 0), ab = socket(AF_UNIX, SOCK_DGRAM, 0), b = socket(AF_UNIX, SOCK_DGRAM, 0);
+    if (bind(r, (struct sockaddr *)&rx, sizeof rx) || bind(a, (struct sockaddr *)&na, sizeof na) ||
+        bind(b, (struct sockaddr *)&nb, sizeof nb))
+      die("bind");
+    struct sockaddr_un auto_ = {.sun_family = AF_UNIX};
+    if (bind(ab, (struct sockaddr *)&auto_, sizeof(sa_family_t))) die("autobind");
+    if (sendto(a, "1", 1, 0, (struct sockaddr *)&rx, sizeof rx) != 1) die("send a");
+    if (sendto(u, "2", 1, 0, (struct sockaddr *)&rx, sizeof rx) != 1) die("send u");
+    if (sendto(ab, "3", 1, 0, (struct sockaddr *)&rx, sizeof rx) != 1) die("send ab");
+    if (sendto(b, "4", 1, 0, (struct sockaddr *)&rx, sizeof rx) != 1) die("send b");
+    if (!strcmp(mode, "unix-sender-gone")) close(a);
+    struct sockaddr_un abname;
+    socklen_t abl = sizeof abname;
+    getsockname(ab, (struct sockaddr *)&abname, &abl);
+    print_ready("pid=%d", getpid());
+    wait_trigger(trigger);
+    char got_s[5] = {0};
+    int ok = 1;
+    for (int i = 0; i < 4; i++) {
+      struct sockaddr_un from = {0};
+      socklen_t fl = sizeof from;
+      char c = 0;
+      ssize_t n = recvfrom(r, &c, 1, MSG_DONTWAIT, (struct sockaddr *)&from, &fl);
+      got_s[i] = n == 1 ? c : '?';
+      if (c == '1') ok &= fl > sizeof(sa_family_t) && !strcmp(from.sun_path, na.sun_path);
+      if (c == '2') ok &= fl == 0; /* unnamed: no address */
+      if (c == '3') ok &= fl == abl && !memcmp(&from, &abname, abl);
+      if (c == '4') ok &= fl > sizeof(sa_family_t) && !strcmp(from.sun_path, nb.sun_path);
+      if (n == 1 && !ok) {
+        check("unix-senders-address", 0, "message %c from the wrong address (%u bytes)", c, fl);
+        ok = 1;
+      }
+    }
+    check("unix-senders", !strcmp(got_s, "1234"), "'%s'", got_s);
   } else if (!strcmp(mode, "unix-oob")) {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv)) die("socketpair");
