@@ -46,6 +46,11 @@ const ROUND_TRIPS: Record<string, string[]> = {
     "memfd-exec-mode",
     "memfd-noexec-chmod",
   ],
+  "memfd-mapped": [
+    "memfd-future-write-map",
+    "memfd-write-seal-map",
+    "memfd-write-seal-mprotect",
+  ],
   "owner-tid": ["owner-tid", "owner-sig", "owner-async"],
   "rw-hint": ["rw-hint"],
   "unix-peekoff": ["unix-peekoff", "unix-peekoff-peek"],
@@ -88,8 +93,19 @@ const REFUSED: Record<string, { line: RegExp; checks: string[] }> = {
     checks: ["pidfd-zombie"],
   },
   "unix-sender-gone": {
-    line: /unix sockets in a state cryo cannot re-create exactly: datagrams from \S+\/a, outside the tree/,
+    line:
+      /unix sockets in a state cryo cannot re-create exactly: datagrams from \S+\/a, outside the tree/,
     checks: ["unix-senders"],
+  },
+  "memfd-mapped-fw": {
+    line:
+      /a memfd sealed with F_SEAL_FUTURE_WRITE that a shared writable mapping \(made before the seal\) maps/,
+    checks: [
+      "memfd-future-write-map",
+      "memfd-future-write-fd",
+      "memfd-write-seal-map",
+      "memfd-write-seal-mprotect",
+    ],
   },
   "unix-oob": {
     line: /urgent \(MSG_OOB\) data in its receive queue/,

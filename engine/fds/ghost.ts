@@ -47,6 +47,7 @@ const S_IFMT = 0o170000;
 const S_IFREG = 0o100000;
 const CHUNK = 16 << 20;
 
+const F_SEAL_FUTURE_WRITE = 0x10;
 const F_GET_RW_HINT = 1035;
 const F_SET_RW_HINT = 1036;
 
@@ -161,6 +162,11 @@ export async function collectGhosts(
       if (id) {
         m.ghost = id;
         refusals.use("memory.ghost", where);
+        if (
+          (ghosts.get(id)!.seals & F_SEAL_FUTURE_WRITE) && m.perms[1] === "w" && m.perms[3] === "s"
+        ) {
+          refusals.use("fd.memfd-future-write-mapped", where);
+        }
       }
     }
   }

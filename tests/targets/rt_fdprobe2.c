@@ -33,6 +33,9 @@
  *   ep-busypoll   an epoll's busy-poll parameters (EPIOCSPARAMS)
  *   pidfd-zombie  a pidfd of a child that exited and was not reaped
  *   locks         POSIX read and write locks (ranges, to EOF), an OFD lock, a flock
+ *   memfd-mapped  sealed memfds mapped shared: GROW under a writable
+ *                 mapping, WRITE under a read-only one
+ *   memfd-mapped-fw  the same with FUTURE_WRITE under the writable one (refused)
  *   memfd-misc    a memfd's name and write-life hint (F_SET_RW_HINT)
  *   unix-senders  a datagram queue from two named senders, an unnamed
  *                 one and an autobound one
@@ -624,6 +627,30 @@ int main(int argc, char **argv) {
       }
     }
     check("unix-senders", !strcmp(got_s, "1234"), "'%s'", got_s);
+  } else if (!strcmp(mode, "memfd-mapped") || !strcmp(mode, "memfd-mapped-fw")) {
+    /* sealed memfds mapped shared: F_SEAL_WRITE under a read-only mapping; with
+     * memfd-mapped-fw (refused) F_SEAL_FUTURE_WRITE under a writable mapping made before
+     * it (writes through the mapping still go) */
+    int fw = !strcmp(mode, "memfd-mapped-fw");
+    int m = memfd_create("fw", MFD_ALLOW_SEALING), w = memfd_create("w", MFD_ALLOW_SEALING);
+    if (m < 0 || w < 0 || ftruncate(m, 4096) || ftruncate(w, 4096)) die("memfd");
+    char *p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, m, 0);
+    if (p == MAP_FAILED) die("mmap");
+    if (fcntl(m, F_ADD_SEALS, fw ? F_SEAL_FUTURE_WRITE : F_SEAL_GROW)) die("future write seal");
+    if (pwrite(w, "seal", 4, 0) != 4 || fcntl(w, F_ADD_SEALS, F_SEAL_WRITE)) die("write seal");
+    char *q = mmap(NULL, 4096, PROT_READ, MAP_SHARED, w, 0);
+    if (q == MAP_FAILED) die("mmap ro");
+    p[0] = 'a';
+    print_ready("pid=%d", getpid());
+    wait_trigger(trigger);
+    p[1] = 'b';
+    char c[2] = {0};
+    pread(m, c, 2, 0);
+    check("memfd-future-write-map", c[0] == 'a' && c[1] == 'b', "'%.2s'", c);
+    if (fw) check("memfd-future-write-fd", pwrite(m, "x", 1, 0) == -1 && errno == EPERM, "a write went");
+    check("memfd-write-seal-map", !memcmp(q, "seal", 4), "'%.4s'", q);
+    check("memfd-write-seal-mprotect", mprotect(q, 4096, PROT_READ | PROT_WRITE) == -1,
+          "mprotect to writable succeeded");
   } else if (!strcmp(mode, "unix-oob")) {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv)) die("socketpair");
