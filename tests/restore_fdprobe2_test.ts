@@ -88,6 +88,11 @@ const REFUSED: Record<string, { line: RegExp; checks: string[] }> = {
       /an EPOLLONESHOT epoll watch that fired and was not re-armed \(EPOLL_CTL_MOD\): the watch of fd 4 \(data 0x11\)/,
     checks: ["ep-oneshot-disarmed", "ep-oneshot-rearm"],
   },
+  "ep-orphan": {
+    line:
+      /an epoll watch whose fd number was closed while only another process or a message holds its file: the watch of fd 4 \(data 0x0*aa\)/,
+    checks: ["ep-orphan"],
+  },
   "pidfd-zombie": {
     line: /pidfds of children that exited and were not reaped \(zombies\): process \d+ is a zombie/,
     checks: ["pidfd-zombie"],

@@ -17,6 +17,7 @@
  *   ep-nested     an epoll watching an epoll that has a ready watch
  *   ep-closed     a watch whose fd was closed while a dup keeps the file
  *   ep-reused     the same, and the closed fd number reused by another pipe
+ *   ep-orphan     a watch whose file only an SCM_RIGHTS message holds (refused)
  *   ep-twofds     one file watched under two fd numbers, 64-bit data
  *   in-masks      inotify watches with IN_ONESHOT, IN_MASK_ADD, IN_EXCL_UNLINK
  *   tfd-flags     timerfds: REALTIME ABSTIME|CANCEL_ON_SET, BOOTTIME,
@@ -276,6 +277,26 @@ int main(int argc, char **argv) {
     int n = ready_now(ep, got, 8);
     check("ep-closed-watch", n == 1 && got[0] == 0x99, "%d events, data %llx", n, got[0]);
     (void)keep;
+  } else if (!strcmp(mode, "ep-orphan")) {
+    /* a watched pipe end passed in an SCM_RIGHTS message, then closed: only the message holds it */
+    int a[2], sv[2], ep = epoll_create1(0);
+    if (pipe(a) || socketpair(AF_UNIX, SOCK_DGRAM, 0, sv) || ep < 0) die("pipe");
+    add(ep, a[0], EPOLLIN, 0xaa);
+    char cbuf[CMSG_SPACE(sizeof(int))] = {0};
+    struct iovec io = {.iov_base = "f", .iov_len = 1};
+    struct msghdr mh = {.msg_iov = &io, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof cbuf};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &a[0], sizeof(int));
+    if (sendmsg(sv[1], &mh, 0) != 1) die("sendmsg");
+    close(a[0]);
+    print_ready("pid=%d", getpid());
+    wait_trigger(trigger);
+    put(a[1], "x");
+    int n = ready_now(ep, got, 8);
+    check("ep-orphan", n == 1 && got[0] == 0xaa, "%d events, data %llx", n, got[0]);
   } else if (!strcmp(mode, "ep-twofds")) {
     int a[2], ep = epoll_create1(0);
     if (pipe(a) || ep < 0) die("pipe");
