@@ -27,6 +27,11 @@ const ROUND_TRIPS: Record<string, string[]> = {
   "ep-exclusive": ["ep-exclusive", "ep-wakeup"],
   "ep-nested": ["ep-nested-outer", "ep-nested-inner"],
   "ep-closed": ["ep-closed-stays-closed", "ep-closed-watch"],
+  "ep-shared-closed": [
+    "ep-shared-closed-stays-closed",
+    "ep-shared-closed-watch",
+    "ep-shared-child",
+  ],
   "ep-twofds": ["ep-twofds"],
   "in-masks": ["in-oneshot", "in-mask-add", "in-excl-unlink"],
   "tfd-flags": [

@@ -17,6 +17,7 @@
  *   ep-nested     an epoll watching an epoll that has a ready watch
  *   ep-closed     a watch whose fd was closed while a dup keeps the file
  *   ep-reused     the same, and the closed fd number reused by another pipe
+ *   ep-shared-closed  ep-closed in an epoll shared with a child
  *   ep-orphan     a watch whose file only an SCM_RIGHTS message holds (refused)
  *   ep-twofds     one file watched under two fd numbers, 64-bit data
  *   in-masks      inotify watches with IN_ONESHOT, IN_MASK_ADD, IN_EXCL_UNLINK
@@ -297,6 +298,27 @@ int main(int argc, char **argv) {
     put(a[1], "x");
     int n = ready_now(ep, got, 8);
     check("ep-orphan", n == 1 && got[0] == 0xaa, "%d events, data %llx", n, got[0]);
+  } else if (!strcmp(mode, "ep-shared-closed")) {
+    /* ep-closed in an epoll shared with a child (forked after the close) */
+    int a[2], ep = epoll_create1(0);
+    if (pipe(a) || ep < 0) die("pipe");
+    add(ep, a[0], EPOLLIN, 0xbb);
+    int keep = dup(a[0]), was = a[0];
+    close(a[0]);
+    pid_t c = fork();
+    if (c == 0) {
+      wait_trigger(trigger);
+      _exit(0);
+    }
+    print_ready("pid=%d", getpid());
+    wait_trigger(trigger);
+    check("ep-shared-closed-stays-closed", fcntl(was, F_GETFD) == -1, "fd %d is open", was);
+    put(a[1], "a");
+    int n = ready_now(ep, got, 8);
+    check("ep-shared-closed-watch", n == 1 && got[0] == 0xbb, "%d events, data %llx", n, got[0]);
+    int st = 0;
+    check("ep-shared-child", waitpid(c, &st, 0) == c && WIFEXITED(st) && !WEXITSTATUS(st), "status %x", st);
+    (void)keep;
   } else if (!strcmp(mode, "ep-twofds")) {
     int a[2], ep = epoll_create1(0);
     if (pipe(a) || ep < 0) die("pipe");
