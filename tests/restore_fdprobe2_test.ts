@@ -22,6 +22,7 @@ const READY = /^ready pid=(\d+)$/m;
 /** Modes that come back exactly, with the checks each must pass. */
 const ROUND_TRIPS: Record<string, string[]> = {
   "pipe-widowed": ["pipe-widowed", "pipe-widowed-write"],
+  "pipe-widowed-shared": ["pipe-widowed-shared-child", "pipe-widowed-shared"],
   "ep-reused": ["ep-reused-other", "ep-closed-watch"],
   "ep-armed": ["ep-armed-fires", "ep-armed-once"],
   "ep-exclusive": ["ep-exclusive", "ep-wakeup"],

@@ -10,6 +10,7 @@
  *                 EPOLL_CTL_MOD): refused at dump (an add would re-arm it)
  *   pipe-widowed  a pipe whose write end was closed, bytes left in it, and
  *                 one whose read end was closed
+ *   pipe-widowed-shared  such a read end held by the process and a child
  *   ep-armed      an EPOLLONESHOT watch that has not fired (still armed)
  *   ep-et         an EPOLLET watch whose edge was consumed, bytes left (a
  *                 known gap: restored, it reports once more; not in the test)
@@ -183,6 +184,28 @@ int main(int argc, char **argv) {
     epoll_ctl(ep, EPOLL_CTL_MOD, a[0], &ev);
     n = ready_now(ep, got, 8);
     check("ep-oneshot-rearm", n == 1 && got[0] == 0x11, "%d events, data %llx", n, got[0]);
+  } else if (!strcmp(mode, "pipe-widowed-shared")) {
+    /* a widowed pipe's read end held by the process and a child; the child reads first */
+    int b[2];
+    if (pipe(b)) die("pipe");
+    put(b[1], "yz");
+    close(b[1]);
+    pid_t c = fork();
+    if (c == 0) {
+      wait_trigger(trigger);
+      char x;
+      _exit(read(b[0], &x, 1) == 1 && x == 'y' ? 0 : 1);
+    }
+    print_ready("pid=%d", getpid());
+    wait_trigger(trigger);
+    int st = 0;
+    pid_t w = waitpid(c, &st, 0);
+    check("pipe-widowed-shared-child", w == c && WIFEXITED(st) && !WEXITSTATUS(st), "waitpid %d (%s), status %x",
+          w, w < 0 ? strerror(errno) : "", st);
+    char cc[4] = {0};
+    fcntl(b[0], F_SETFL, O_NONBLOCK);
+    ssize_t r1 = read(b[0], cc, sizeof cc), r2 = read(b[0], cc + 2, 2);
+    check("pipe-widowed-shared", r1 == 1 && cc[0] == 'z' && r2 == 0, "%zd '%.1s', then %zd", r1, cc, r2);
   } else if (!strcmp(mode, "pipe-widowed")) {
     /* a pipe whose write end is closed everywhere, bytes left: EOF after them */
     int b[2], w[2];
