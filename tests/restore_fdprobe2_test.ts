@@ -15,7 +15,9 @@ import { UnsupportedError } from "../engine/errors.ts";
 import { pathExists } from "./helpers/fs.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
-import { withTargets } from "./helpers/targets.ts";
+import { restore } from "../engine/restore/mod.ts";
+import { RestoreError } from "../engine/errors.ts";
+import { adoptPid, withTargets } from "./helpers/targets.ts";
 
 const READY = /^ready pid=(\d+)$/m;
 
@@ -72,6 +74,7 @@ const ROUND_TRIPS: Record<string, string[]> = {
   locks: ["locks"],
   "memfd-misc": ["memfd-name", "memfd-rw-hint"],
   "unix-senders": ["unix-senders"],
+  "opath-kinds": ["opath-symlink", "opath-fifo", "opath-fifo-no-reader", "opath-socket"],
   "unix-shut": ["unix-shut-wr", "unix-shut-wr-send", "unix-shut-rd-peer"],
 };
 
@@ -145,3 +148,27 @@ for (const [mode, { line, checks }] of Object.entries(REFUSED)) {
     }),
   );
 }
+
+Deno.test(
+  "an O_PATH fd's symlink replaced after the dump: the restore refuses it by path",
+  withTargets(async () => {
+    const rt = await startTriggered("rt_fdprobe2", READY, {
+      passWork: true,
+      extra: ["opath-kinds"],
+    });
+    const dir = await tempImageDir();
+    await checkpoint(rt.t.pid, { dir });
+    await rt.t.wait();
+    // Made beside it, then renamed over it: another inode (a freed number could come back).
+    await Deno.symlink("nowhere", `${rt.work}/link2`);
+    await Deno.rename(`${rt.work}/link2`, `${rt.work}/link`);
+    await assert.rejects(async () => {
+      const tree = await restore(dir);
+      for (const pid of tree.pids) adoptPid(pid); // cleaned up by withTargets
+    }, (e: Error) => {
+      assert.ok(e instanceof RestoreError, String(e));
+      assert.match(e.message, /link was replaced by another file since the dump/);
+      return true;
+    });
+  }),
+);

@@ -40,6 +40,8 @@ import type { FdSource, PlannedFd } from "./types.ts";
 import { planUnixFd, type UnixTreePlan } from "./unix.ts";
 import { carriedDescriptions } from "./unix_scm.ts";
 
+const O_PATH = 0o10000000;
+
 export type { FdSource, PlannedFd } from "./types.ts";
 export type { SharedPlan } from "./shared.ts";
 
@@ -63,6 +65,10 @@ function planOne(
   if (f.ghost !== undefined) {
     const { path, transferFd } = ghostPath(ghosts, f.ghost);
     return { kind: "open", path, flags: ghostOpenFlags(f), via: transferFd };
+  }
+  // An O_PATH fd names a path, whatever is there (a symlink, a FIFO, a socket's file): reopened so.
+  if (f.flags & O_PATH && f.target.startsWith("/") && !f.target.endsWith(" (deleted)")) {
+    return planRegular(f);
   }
   switch (f.kind) {
     case "file":

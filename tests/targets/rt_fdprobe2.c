@@ -43,6 +43,7 @@
  *   unix-senders  a datagram queue from two named senders, an unnamed
  *                 one and an autobound one
  *   unix-sender-gone  the same, one named sender closed since (refused)
+ *   opath-kinds   O_PATH fds on a symlink (O_NOFOLLOW), a FIFO, a socket file
  *   unix-oob      a byte sent MSG_OOB on a unix stream, not read yet
  */
 #define _GNU_SOURCE
@@ -717,6 +718,31 @@ int main(int argc, char **argv) {
     check("memfd-write-seal-map", !memcmp(q, "seal", 4), "'%.4s'", q);
     check("memfd-write-seal-mprotect", mprotect(q, 4096, PROT_READ | PROT_WRITE) == -1,
           "mprotect to writable succeeded");
+  } else if (!strcmp(mode, "opath-kinds")) {
+    /* O_PATH fds on a symlink (O_NOFOLLOW), a FIFO and a unix socket's file */
+    char lnk[4200], fifo[4200], sock[4200];
+    snprintf(lnk, sizeof lnk, "%s/link", work);
+    snprintf(fifo, sizeof fifo, "%s/fifo", work);
+    snprintf(sock, sizeof sock, "%s/sock", work);
+    if (symlink("nowhere", lnk) || mkfifo(fifo, 0600)) die("symlink/mkfifo");
+    struct sockaddr_un su = {.sun_family = AF_UNIX};
+    snprintf(su.sun_path, sizeof su.sun_path, "%s", sock);
+    int srv = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (srv < 0 || bind(srv, (struct sockaddr *)&su, sizeof su)) die("bind");
+    close(srv); /* the file stays */
+    int l = open(lnk, O_PATH | O_NOFOLLOW), f = open(fifo, O_PATH), so = open(sock, O_PATH);
+    if (l < 0 || f < 0 || so < 0) die("open O_PATH");
+    print_ready("pid=%d", getpid());
+    wait_trigger(trigger);
+    struct stat st;
+    int r = fstatat(l, "", &st, AT_EMPTY_PATH);
+    check("opath-symlink", !r && S_ISLNK(st.st_mode) && (fcntl(l, F_GETFL) & O_PATH), "%d mode %o", r, st.st_mode);
+    r = fstatat(f, "", &st, AT_EMPTY_PATH);
+    check("opath-fifo", !r && S_ISFIFO(st.st_mode) && (fcntl(f, F_GETFL) & O_PATH), "%d mode %o", r, st.st_mode);
+    int w = open(fifo, O_WRONLY | O_NONBLOCK);
+    check("opath-fifo-no-reader", w == -1 && errno == ENXIO, "a writer opened it: someone reads");
+    r = fstatat(so, "", &st, AT_EMPTY_PATH);
+    check("opath-socket", !r && S_ISSOCK(st.st_mode) && (fcntl(so, F_GETFL) & O_PATH), "%d mode %o", r, st.st_mode);
   } else if (!strcmp(mode, "unix-oob")) {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv)) die("socketpair");
