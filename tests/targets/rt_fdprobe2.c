@@ -58,6 +58,7 @@
 #include <sys/wait.h>
 #include <sys/inotify.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -193,6 +194,7 @@ int main(int argc, char **argv) {
     close(b[1]);
     pid_t c = fork();
     if (c == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL); /* gone with its parent if a test fails */
       wait_trigger(trigger);
       char x;
       _exit(read(b[0], &x, 1) == 1 && x == 'y' ? 0 : 1);
@@ -331,6 +333,7 @@ int main(int argc, char **argv) {
     close(a[0]);
     pid_t c = fork();
     if (c == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL); /* gone with its parent if a test fails */
       wait_trigger(trigger);
       _exit(0);
     }
@@ -720,13 +723,13 @@ int main(int argc, char **argv) {
           "mprotect to writable succeeded");
   } else if (!strcmp(mode, "opath-kinds")) {
     /* O_PATH fds on a symlink (O_NOFOLLOW), a FIFO and a unix socket's file */
-    char lnk[4200], fifo[4200], sock[4200];
+    char lnk[4200], fifo[4200];
     snprintf(lnk, sizeof lnk, "%s/link", work);
     snprintf(fifo, sizeof fifo, "%s/fifo", work);
-    snprintf(sock, sizeof sock, "%s/sock", work);
     if (symlink("nowhere", lnk) || mkfifo(fifo, 0600)) die("symlink/mkfifo");
     struct sockaddr_un su = {.sun_family = AF_UNIX};
-    snprintf(su.sun_path, sizeof su.sun_path, "%s", sock);
+    snprintf(su.sun_path, sizeof su.sun_path, "%s/sock", work);
+    const char *sock = su.sun_path;
     int srv = socket(AF_UNIX, SOCK_STREAM, 0);
     if (srv < 0 || bind(srv, (struct sockaddr *)&su, sizeof su)) die("bind");
     close(srv); /* the file stays */
