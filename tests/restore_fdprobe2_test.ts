@@ -36,6 +36,7 @@ const ROUND_TRIPS: Record<string, string[]> = {
     "ep-shared-child",
   ],
   "ep-twofds": ["ep-twofds"],
+  "in-symlink": ["in-symlink-target-quiet", "in-symlink-link"],
   "in-masks": ["in-oneshot", "in-mask-add", "in-excl-unlink"],
   "tfd-flags": [
     "tfd-cancel-on-set",
@@ -120,6 +121,11 @@ const REFUSED: Record<string, { line: RegExp; checks: string[] }> = {
       "memfd-write-seal-map",
       "memfd-write-seal-mprotect",
     ],
+  },
+  "refused-kinds": {
+    line:
+      /^(?=[^]*fanotify: needs a global view)(?=[^]*file leases and delegations)(?=[^]*inotify events not yet read)/,
+    checks: ["refused-fanotify", "refused-lease", "refused-inotify-queued"],
   },
   "unix-oob": {
     line: /urgent \(MSG_OOB\) data in its receive queue/,

@@ -21,6 +21,7 @@
  *   ep-shared-closed  ep-closed in an epoll shared with a child
  *   ep-orphan     a watch whose file only an SCM_RIGHTS message holds (refused)
  *   ep-twofds     one file watched under two fd numbers, 64-bit data
+ *   in-symlink    an inotify watch on a symlink itself (IN_DONT_FOLLOW)
  *   in-masks      inotify watches with IN_ONESHOT, IN_MASK_ADD, IN_EXCL_UNLINK
  *   tfd-flags     timerfds: REALTIME ABSTIME|CANCEL_ON_SET, BOOTTIME,
  *                 1 ms periodic with expirations not read
@@ -44,6 +45,7 @@
  *                 one and an autobound one
  *   unix-sender-gone  the same, one named sender closed since (refused)
  *   opath-kinds   O_PATH fds on a symlink (O_NOFOLLOW), a FIFO, a socket file
+ *   refused-kinds a fanotify group, a read lease, an inotify event queued (refused)
  *   unix-oob      a byte sent MSG_OOB on a unix stream, not read yet
  */
 #define _GNU_SOURCE
@@ -746,6 +748,43 @@ int main(int argc, char **argv) {
     check("opath-fifo-no-reader", w == -1 && errno == ENXIO, "a writer opened it: someone reads");
     r = fstatat(so, "", &st, AT_EMPTY_PATH);
     check("opath-socket", !r && S_ISSOCK(st.st_mode) && (fcntl(so, F_GETFL) & O_PATH), "%d mode %o", r, st.st_mode);
+  } else if (!strcmp(mode, "in-symlink")) {
+    /* an inotify watch on a symlink itself (IN_DONT_FOLLOW), not on what it points to */
+    char lnk[4200], tgt[4200];
+    snprintf(lnk, sizeof lnk, "%s/ilink", work);
+    snprintf(tgt, sizeof tgt, "%s/itarget", work);
+    int t = open(tgt, O_CREAT | O_RDWR, 0644);
+    if (t < 0 || symlink(tgt, lnk)) die("symlink");
+    int in = inotify_init1(IN_NONBLOCK);
+    int w = inotify_add_watch(in, lnk, IN_ATTRIB | IN_DONT_FOLLOW);
+    if (w < 0) die("add watch");
+    print_ready("pid=%d", getpid());
+    wait_trigger(trigger);
+    char buf[4096];
+    fchmod(t, 0600); /* the target: no event for the link's watch */
+    ssize_t r = read(in, buf, sizeof buf);
+    check("in-symlink-target-quiet", r < 0, "%zd bytes of events for a change of the link's target", r);
+    struct timespec ts[2] = {{0, UTIME_NOW}, {0, UTIME_NOW}};
+    utimensat(AT_FDCWD, lnk, ts, AT_SYMLINK_NOFOLLOW);
+    r = read(in, buf, sizeof buf);
+    check("in-symlink-link", r > 0 && ((struct inotify_event *)buf)->wd == w, "%zd", r);
+  } else if (!strcmp(mode, "refused-kinds")) {
+    /* refused at dump: a fanotify group, a read lease, an inotify instance with an event queued */
+    int fan = (int)syscall(SYS_fanotify_init, 0, O_RDONLY);
+    snprintf(path, sizeof path, "%s/leased", work);
+    int f = open(path, O_CREAT | O_RDONLY, 0644);
+    if (fan < 0 || f < 0 || fcntl(f, F_SETLEASE, F_RDLCK)) die("fanotify/lease");
+    int in = inotify_init1(IN_NONBLOCK);
+    if (in < 0 || inotify_add_watch(in, work, IN_CREATE) < 0) die("inotify");
+    char name[4200];
+    snprintf(name, sizeof name, "%s/queued", work);
+    close(open(name, O_CREAT | O_RDWR, 0644));
+    print_ready("pid=%d", getpid());
+    wait_trigger(trigger);
+    check("refused-fanotify", fcntl(fan, F_GETFD) >= 0, "");
+    check("refused-lease", fcntl(f, F_GETLEASE) == F_RDLCK, "%d", fcntl(f, F_GETLEASE));
+    char buf[4096];
+    check("refused-inotify-queued", read(in, buf, sizeof buf) > 0, "the queued event is gone");
   } else if (!strcmp(mode, "unix-oob")) {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv)) die("socketpair");
