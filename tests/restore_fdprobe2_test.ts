@@ -73,6 +73,7 @@ const ROUND_TRIPS: Record<string, string[]> = {
   ],
   "ep-busypoll": ["ep-busypoll"],
   locks: ["locks"],
+  "locks-deleted": ["locks"],
   "memfd-misc": ["memfd-name", "memfd-rw-hint"],
   "unix-senders": ["unix-senders"],
   "opath-kinds": ["opath-symlink", "opath-fifo", "opath-fifo-no-reader", "opath-socket"],
