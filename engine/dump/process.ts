@@ -94,11 +94,12 @@ export function toFdInfo(pid: number, f: ProcFd, topology: PipeTopology): FdInfo
   if (f.deleted && kind === "directory") kind = "unknown";
   if (kind === "tty") restore = "inherit";
   else if (kind === "pipe" || kind === "fifo") restore = pipeRestore(f.target, topology);
+  else if (kind === "socket") restore = f.fd <= 2 ? "inherit" : "socket";
+  else if (kind === "chardev" && f.target.startsWith("/dev/pts/")) restore = "inherit";
   // A pipe whose other end is gone comes back as it is, not from the restorer's stdio.
   if (kind === "pipe" && restore === "inherit" && pipeWidowed(pid, f.fd, flags)) {
     restore = (topology.get(f.target)?.pids.size ?? 1) > 1 ? "tree" : "process";
-  } else if (kind === "socket") restore = f.fd <= 2 ? "inherit" : "socket";
-  else if (kind === "chardev" && f.target.startsWith("/dev/pts/")) restore = "inherit";
+  }
   const extra: Record<string, string> = {};
   for (const [k, v] of Object.entries(f.info.extra ?? {})) {
     extra[k] = Array.isArray(v) ? v.join("\n") : String(v);
