@@ -76,6 +76,7 @@ const ROUND_TRIPS: Record<string, string[]> = {
   "locks-deleted": ["locks"],
   "memfd-misc": ["memfd-name", "memfd-rw-hint"],
   "unix-senders": ["unix-senders"],
+  "unix-backlog": ["unix-backlog-accept", "unix-backlog-first", "unix-backlog-second"],
   "opath-kinds": ["opath-symlink", "opath-fifo", "opath-fifo-no-reader", "opath-socket"],
   "unix-shut": ["unix-shut-wr", "unix-shut-wr-send", "unix-shut-rd-peer"],
 };
@@ -127,6 +128,10 @@ const REFUSED: Record<string, { line: RegExp; checks: string[] }> = {
     line:
       /^(?=[^]*fanotify: needs a global view)(?=[^]*file leases and delegations)(?=[^]*inotify events not yet read)/,
     checks: ["refused-fanotify", "refused-lease", "refused-inotify-queued"],
+  },
+  "unix-backlog-gone": {
+    line: /1 connection\(s\) whose client was closed wait to be accepted on it/,
+    checks: ["unix-backlog-accept", "unix-backlog-first", "unix-backlog-gone-eof"],
   },
   "unix-oob": {
     line: /urgent \(MSG_OOB\) data in its receive queue/,

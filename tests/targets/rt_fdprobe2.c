@@ -47,6 +47,8 @@
  *   unix-sender-gone  the same, one named sender closed since (refused)
  *   opath-kinds   O_PATH fds on a symlink (O_NOFOLLOW), a FIFO, a socket file
  *   refused-kinds a fanotify group, a read lease, an inotify event queued (refused)
+ *   unix-backlog  a listener with two connections not accepted yet
+ *   unix-backlog-gone  the same, the second client closed since
  *   unix-oob      a byte sent MSG_OOB on a unix stream, not read yet
  */
 #define _GNU_SOURCE
@@ -791,6 +793,34 @@ int main(int argc, char **argv) {
     check("refused-lease", fcntl(f, F_GETLEASE) == F_RDLCK, "%d", fcntl(f, F_GETLEASE));
     char buf[4096];
     check("refused-inotify-queued", read(in, buf, sizeof buf) > 0, "the queued event is gone");
+  } else if (!strcmp(mode, "unix-backlog") || !strcmp(mode, "unix-backlog-gone")) {
+    /* a listener with two connections not accepted yet, in order; with unix-backlog-gone
+     * the second client was closed before it was accepted */
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s/listen", work);
+    int l = socket(AF_UNIX, SOCK_STREAM, 0), c1 = socket(AF_UNIX, SOCK_STREAM, 0);
+    int c2 = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (bind(l, (struct sockaddr *)&sa, sizeof sa) || listen(l, 8)) die("listen");
+    if (connect(c1, (struct sockaddr *)&sa, sizeof sa) || connect(c2, (struct sockaddr *)&sa, sizeof sa))
+      die("connect");
+    int gone = !strcmp(mode, "unix-backlog-gone");
+    if (gone) close(c2);
+    print_ready("pid=%d", getpid());
+    wait_trigger(trigger);
+    int a1 = accept4(l, NULL, NULL, SOCK_NONBLOCK), a2 = accept4(l, NULL, NULL, SOCK_NONBLOCK);
+    check("unix-backlog-accept", a1 >= 0 && a2 >= 0, "%d %d", a1, a2);
+    put(c1, "1");
+    char b = 0;
+    ssize_t r = read(a1, &b, 1);
+    check("unix-backlog-first", r == 1 && b == '1', "%zd '%c' (the first accepted is not the first client)", r, b);
+    if (gone) {
+      r = read(a2, &b, 1);
+      check("unix-backlog-gone-eof", r == 0, "%zd (the closed client's connection)", r);
+    } else {
+      put(c2, "2");
+      r = read(a2, &b, 1);
+      check("unix-backlog-second", r == 1 && b == '2', "%zd '%c'", r, b);
+    }
   } else if (!strcmp(mode, "unix-oob")) {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv)) die("socketpair");
