@@ -785,6 +785,8 @@ export interface GhostFile {
   gid: number;
   /** memfd seals (F_SEAL_*). */
   seals: number;
+  /** The inode's write-life hint (F_SET_RW_HINT, RWH_WRITE_LIFE_*), when set. */
+  writeHint?: number;
   /** Data extents [offset, length]; the rest are holes. */
   extents: [number, number][];
   /** File in the image directory holding the extents' bytes, one after the other. */

@@ -43,7 +43,7 @@ import { threadStatuses } from "./thread_facts.ts";
 import { taskFlagsOf } from "./task_flags.ts";
 import { classifyVma, refusedMapping, type Vma } from "./vmas.ts";
 import { mappingRecord, takeMappingDrafts } from "./mapping_drafts.ts";
-import { collectPipe } from "../fds/pipe.ts";
+import { collectPipe, pipeWidowed } from "../fds/pipe.ts";
 import { collectUnixSockets } from "../fds/unix.ts";
 import { queryFdOwners } from "../fds/owner.ts";
 import { markDuplicates } from "../fds/descriptions.ts";
@@ -53,6 +53,7 @@ import { collectTty } from "../fds/tty.ts";
 import { collectDeadPidfd } from "../fds/pidfd.ts";
 import { collectDeletedFifo } from "../fds/fifo.ts";
 import { collectInotify } from "../fds/inotify.ts";
+import { collectEpoll } from "../fds/epoll.ts";
 import { refuseOutsideTracees, WAITABLE_STEP } from "../task/tracees.ts";
 import { checkNamespaces, collectCgroups, refuseFrozenCgroup } from "../task/placement.ts";
 import { collectTaskState, prepareTaskCollection, queryTaskState } from "../task/mod.ts";
@@ -98,6 +99,10 @@ export function toFdInfo(pid: number, f: ProcFd, topology: PipeTopology): FdInfo
   else if (kind === "pipe" || kind === "fifo") restore = pipeRestore(f.target, topology);
   else if (kind === "socket") restore = f.fd <= 2 ? "inherit" : "socket";
   else if (kind === "chardev" && f.target.startsWith("/dev/pts/")) restore = "inherit";
+  // A pipe whose other end is gone comes back as it is, not from the restorer's stdio.
+  if (kind === "pipe" && restore === "inherit" && pipeWidowed(pid, f.fd, flags)) {
+    restore = (topology.get(f.target)?.pids.size ?? 1) > 1 ? "tree" : "process";
+  }
   const extra: Record<string, string> = {};
   for (const [k, v] of Object.entries(f.info.extra ?? {})) {
     extra[k] = Array.isArray(v) ? v.join("\n") : String(v);
@@ -369,6 +374,7 @@ export function collectProcess(
   for (const f of fdInfos) if (owners.has(f.fd)) f.owner = owners.get(f.fd);
   markDuplicates(pid, fdInfos, fds);
   collectInotify(pid, fds, fdInfos, refusals);
+  collectEpoll(pid, fds, fdInfos);
 
   collectUnixSockets(pid, fdInfos, refusals);
   // A connection is read in repair mode: a cryo killed then has the target switch it off, in

@@ -2,8 +2,8 @@
  * Ghost files: files with no name to reopen at restore — deleted while
  * open or mapped, made with O_TMPFILE, or memfds (also /dev/shm files that
  * were removed). Their content is saved in the image directory (data
- * extents only: holes stay holes, the size is exact) with mode, owner and
- * memfd seals.
+ * extents only: holes stay holes, the size is exact) with mode, owner,
+ * memfd seals and the inode's write-life hint (F_SET_RW_HINT).
  *
  * A file whose name was removed but which has another (a hard link: its
  * link count is not 0) is not one: its content is not copied (the restored
@@ -56,6 +56,18 @@ const O_NOFOLLOW = 0o400000;
 const S_IFMT = 0o170000;
 const S_IFREG = 0o100000;
 const CHUNK = 16 << 20;
+
+const F_SEAL_FUTURE_WRITE = 0x10;
+const F_GET_RW_HINT = 1035;
+const F_SET_RW_HINT = 1036;
+
+/** The write-life hint of the inode open at `fd`, when one is set. */
+function writeHintOf(fd: number): { writeHint?: number } {
+  const v = new BigUint64Array(1);
+  return rawSyscall(SYS.fcntl, fd, F_GET_RW_HINT, v) === 0n && v[0]
+    ? { writeHint: Number(v[0]) }
+    : {};
+}
 
 /** The ghost-file name of a fd target or mapping path, or null when it has a name to reopen. */
 function ghostKind(path: string): GhostFile["kind"] | null {
@@ -137,6 +149,7 @@ export async function collectGhosts(
         uid: st.uid ?? 0,
         gid: st.gid ?? 0,
         seals: kind === "memfd" ? getSeals(fd) : 0,
+        ...writeHintOf(fd),
         extents,
         file,
         checksum: formatChecksum(crc),
@@ -169,6 +182,11 @@ export async function collectGhosts(
       if (id) {
         m.ghost = id;
         refusals.use("memory.ghost", where);
+        if (
+          (ghosts.get(id)!.seals & F_SEAL_FUTURE_WRITE) && m.perms[1] === "w" && m.perms[3] === "s"
+        ) {
+          refusals.use("fd.memfd-future-write-mapped", where);
+        }
       }
     }
   }
@@ -337,6 +355,9 @@ export async function createGhost(g: GhostFile, dir: string): Promise<number> {
     }
     truncateFd(fd, g.size);
     chownChmodFd(fd, g.uid, g.gid, g.mode);
+    if (g.writeHint) {
+      rawSyscall(SYS.fcntl, fd, F_SET_RW_HINT, new BigUint64Array([BigInt(g.writeHint)]));
+    }
     addSeals(fd, g.seals);
     return fd;
   } catch (e) {

@@ -1,7 +1,8 @@
 /**
  * O_PATH fds of files no plain open reaches: a symbolic link itself
  * (opened with O_NOFOLLOW), a socket's file, a FIFO (an O_PATH fd of one
- * holds no pipe). Each is reopened by its path with its O_PATH flags; the
+ * holds no pipe): classified as kind "path" at dump. Every O_PATH fd is
+ * reopened by its path with its flags (engine/fds/mod.ts `planOne`); the
  * restore's pre-flight checks that the path still names the same file
  * (engine/restore/checks.ts, by lstat: the link itself). The file of a
  * socket bound in the tree is refused (`fd.path-tree-socket`): the restore
@@ -11,16 +12,9 @@
  * @module
  */
 
-import type { FdInfo, ProcessImage } from "../model.ts";
+import type { ProcessImage } from "../model.ts";
 import type { Refusals } from "../support.ts";
-import type { FdSource } from "./types.ts";
-import { planRegular } from "./regular.ts";
 import { socketFilePaths } from "./unix.ts";
-
-/** Restore plan of an O_PATH fd of a link, socket file or FIFO: opened again by its path. */
-export function planPath(f: FdInfo): FdSource | string {
-  return planRegular(f);
-}
 
 /** Dump: refuses the O_PATH fds of the files of sockets bound in the tree. */
 export function refuseTreeSocketPaths(images: readonly ProcessImage[], refusals: Refusals): void {

@@ -542,12 +542,21 @@ export function planUnixSockets(
     }
     if (u.listen) {
       s.role = "listener";
-      const outside = u.listen.pending.filter((c) => !byIno.has(c));
+      // A client closed before it was accepted shows as inode 0 (no socket file any more).
+      const closed = u.listen.pending.filter((c) => c === 0).length;
+      const outside = u.listen.pending.filter((c) => c !== 0 && !byIno.has(c));
       if (outside.length) {
         refuse(
           s,
           "socket.unix-other",
           `${outside.length} connection(s) from outside the tree wait to be accepted on it`,
+        );
+      }
+      if (closed) {
+        refuse(
+          s,
+          "socket.unix-other",
+          `${closed} connection(s) whose client was closed wait to be accepted on it (the client's credentials are not known)`,
         );
       }
       for (const c of u.listen.pending) if (byIno.has(c)) union(s.ino, c);

@@ -233,6 +233,7 @@ const ghost = z.lazy(() =>
     uid: nat,
     gid: nat,
     seals: nat,
+    writeHint: nat.optional(),
     extents: z.array(z.tuple([nat, nat])),
     file: z.string(),
     checksum: z.string(),

@@ -20,6 +20,8 @@ import { Errno } from "../../ffi/errno.ts";
 import { findFrom } from "../find_from.ts";
 import { changeTimeNs } from "../../ffi/statx.ts";
 
+const O_NOFOLLOW = 0o400000;
+
 function describeHolder(pid: number): string | undefined {
   try {
     const { name, state, tgid, ppid } = readStatus(pid);
@@ -300,8 +302,10 @@ export function checkFdFiles(
     }
     let st: Deno.FileInfo;
     try {
-      // An O_PATH | O_NOFOLLOW fd of a symbolic link is the link itself.
-      st = info?.kind === "path" ? Deno.lstatSync(source.path) : Deno.statSync(source.path);
+      // The link itself for an O_PATH fd of one (kind "path", or opened O_NOFOLLOW).
+      st = info?.kind === "path" || (info?.flags ?? 0) & O_NOFOLLOW
+        ? Deno.lstatSync(source.path)
+        : Deno.statSync(source.path);
     } catch {
       throw new RestoreError(
         `cannot restore: fd ${fd} of process ${image.pid} was ${source.path}, which is missing (use --inherit-fd ${fd}=PATH)`,
@@ -333,6 +337,9 @@ const TYPE_NAMES: Partial<Record<FdInfo["kind"], [string, (st: Deno.FileInfo) =>
   chardev: ["a character device", (st) => st.isCharDevice === true],
   blockdev: ["a block device", (st) => st.isBlockDevice === true],
   fifo: ["a FIFO", (st) => st.isFifo === true],
+  // O_PATH fds (engine/fds/mod.ts): a symlink opened O_NOFOLLOW, a socket's file.
+  unknown: ["a symlink", (st) => st.isSymlink],
+  socket: ["a socket file", (st) => st.isSocket === true],
 };
 
 /**
