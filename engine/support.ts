@@ -104,6 +104,7 @@ export const SUPPORT_TABLE = [
   { id: "memory.deleted-special", area: "memory", what: "mappings of deleted device or special files", support: "refused", note: "they cannot be re-created unlinked" },
   { id: "memory.flags", area: "memory", what: "madvise and mlock flags, mlockall, guard regions, KSM merge-any", support: "saved" },
   { id: "memory.vmflags", area: "memory", what: "hugetlb, userfaultfd, sealed, shadow-stack and droppable mappings", support: "refused", note: "not re-created yet" },
+  { id: "memory.secretmem", area: "memory", what: "memfd_secret areas and fds", support: "refused", note: "no other process can read their pages (not even through /proc/<pid>/mem)" },
   { id: "memory.pkey", area: "memory", what: "mappings given a memory protection key (pkey_mprotect; smaps ProtectionKey, CPUs with PKU)", support: "refused", note: "not re-created yet: the restored mapping would have key 0, open to every access the key denied" },
   { id: "memory.mempolicy", area: "memory", what: "NUMA memory policies: each thread's (set_mempolicy, numactl) and each private mapping's own (mbind): mode, mode flags, nodes", support: "saved", note: "refused at restore when a node they name is not online on the host" },
   { id: "memory.mempolicy-shared", area: "memory", what: "NUMA policies of shared mappings (shmem, System V shm, shared file mappings; mbind)", support: "refused", note: "the policy lives on the memory object, which other holders share" },

@@ -7,8 +7,14 @@
  * skipped with a message.
  */
 
+import assert from "node:assert/strict";
+import { checkpoint } from "../engine/dump/mod.ts";
+import { UnsupportedError } from "../engine/errors.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
-import { dumpKillRestore, startTriggered } from "./helpers/roundtrip.ts";
+import { assertOneLineError, runCli } from "./helpers/commands.ts";
+import { pathExists } from "./helpers/fs.ts";
+import { statusField } from "./helpers/proc.ts";
+import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
 import { adoptPid, withTargets } from "./helpers/targets.ts";
 
 const READY = /^ready pid=(\d+)$/m;
@@ -40,11 +46,6 @@ const ROUND_TRIPS: [string, string[]][] = [
   ["memfdseal", ["memfdseal-mprotect", "memfdseal-seals", "memfdseal-contents"]],
   ["stack", ["stack-grows", "stack-name"]],
   ["brkempty", ["brk-same", "brk-grows"]],
-  ["sealed", ["sealed-flag", "sealed-contents", "sealed-munmap", "sealed-mprotect"]],
-  ["secret", ["secret-contents", "secret-kind"]],
-  ["uffd-missing", ["uffd-flags"]],
-  ["uffd-wp", ["uffd-flags"]],
-  ["hugetlb", ["hugetlb"]],
 ];
 
 for (const [mode, checks] of ROUND_TRIPS) {
@@ -58,10 +59,121 @@ for (const [mode, checks] of ROUND_TRIPS) {
       await Deno.writeTextFile(a.trigger, "");
       const status = await a.t.wait();
       const unavailable = new RegExp(`^info ${mode}=unavailable`, "m").test(a.t.output());
-      if (unavailable) console.log(`memory probe ${mode}: not available on this machine, not checked`);
+      if (unavailable) {
+        console.log(`memory probe ${mode}: not available on this machine, not checked`);
+      }
       assertChecksPassed(a.t, unavailable ? [] : ["maps", ...checks], status, {
         what: `rt_memprobe ${mode}`,
       });
     }),
   );
 }
+
+/**
+ * Modes the dump refuses: each refusal's text (after "process <pid> "), and
+ * the checks the target passes afterwards (it runs on untouched).
+ */
+const REFUSED: [string, RegExp, string[]][] = [
+  [
+    "sealed",
+    /^mapping 0x[0-9a-f]+-0x[0-9a-f]+ \(anonymous\): .*: VmFlags sl not re-created$/,
+    ["sealed-flag", "sealed-contents", "sealed-munmap", "sealed-mprotect"],
+  ],
+  [
+    "secret",
+    /^mapping 0x[0-9a-f]+-0x[0-9a-f]+: memfd_secret areas and fds: no other process can read/,
+    ["secret-contents", "secret-kind"],
+  ],
+  [
+    "uffd-missing",
+    /^mapping 0x[0-9a-f]+-0x[0-9a-f]+ \(anonymous\): .*: VmFlags um not re-created$/,
+    ["uffd-flags"],
+  ],
+  [
+    "uffd-wp",
+    /^mapping 0x[0-9a-f]+-0x[0-9a-f]+ \(anonymous\): .*: VmFlags uw not re-created$/,
+    ["uffd-flags"],
+  ],
+  [
+    "shareddup",
+    /^mapping 0x[0-9a-f]+-0x[0-9a-f]+ \(\/dev\/zero \(deleted\)\): shared anonymous memory shared other than by inheritance/,
+    ["shareddup"],
+  ],
+  [
+    "hugetlb",
+    /^mapping 0x[0-9a-f]+-0x[0-9a-f]+ \(\/anon_hugepage \(deleted\)\): .*: VmFlags ht not re-created$/,
+    ["hugetlb"],
+  ],
+];
+
+const NR_HUGEPAGES = "/proc/sys/vm/nr_hugepages";
+
+/** Runs `fn` with `n` huge pages reserved when the mode needs them (the old count put back after). */
+async function withHugePages<T>(mode: string, n: number, fn: () => Promise<T>): Promise<T> {
+  if (mode !== "hugetlb") return fn();
+  let old: string | undefined;
+  try {
+    old = Deno.readTextFileSync(NR_HUGEPAGES);
+    if (Number(old) < n) Deno.writeTextFileSync(NR_HUGEPAGES, String(n));
+  } catch (e) {
+    console.log(`memory probe hugetlb: cannot reserve huge pages (${e}): the target says so`);
+    old = undefined;
+  }
+  try {
+    return await fn();
+  } finally {
+    if (old !== undefined) Deno.writeTextFileSync(NR_HUGEPAGES, old);
+  }
+}
+
+for (const [mode, refusal, checks] of REFUSED) {
+  Deno.test(
+    `memory probe ${mode}: refused at dump by name, no image left, the target runs on untouched`,
+    withTargets(() =>
+      withHugePages(mode, 2, async () => {
+        const a = await startTriggered("rt_memprobe", READY, { passWork: true, extra: [mode] });
+        const holder = a.t.output().match(/^info holder=(\d+)$/m);
+        if (holder) adoptPid(Number(holder[1]));
+        const unavailable = new RegExp(`^info ${mode}=unavailable`, "m").test(a.t.output());
+        if (unavailable) {
+          console.log(`memory probe ${mode}: not available on this machine, not checked`);
+          await Deno.writeTextFile(a.trigger, "");
+          return assertChecksPassed(a.t, [], await a.t.wait());
+        }
+        const dir = await tempImageDir();
+        await assert.rejects(checkpoint(a.t.pid, { dir }), (e: unknown) => {
+          assert.ok(e instanceof UnsupportedError, `expected UnsupportedError, got ${e}`);
+          assert.equal(e.items.length, 1, e.message);
+          const prefix = `process ${a.t.pid} `;
+          assert.ok(e.items[0].startsWith(prefix), e.items[0]);
+          assert.match(e.items[0].slice(prefix.length), refusal);
+          return true;
+        });
+        assert.equal(pathExists(dir), false, "the refused dump left an image");
+        assert.equal(statusField(a.t.pid, "TracerPid"), "0");
+        await Deno.writeTextFile(a.trigger, "");
+        assertChecksPassed(a.t, ["maps", ...checks], await a.t.wait(), {
+          what: `rt_memprobe ${mode} after the refusal`,
+        });
+      })
+    ),
+  );
+}
+
+Deno.test(
+  "memory probe secretfd: the CLI refuses a memfd_secret fd in one line, no image left",
+  withTargets(async () => {
+    const a = await startTriggered("rt_memprobe", READY, { passWork: true, extra: ["secretfd"] });
+    if (/^info secretfd=unavailable/m.test(a.t.output())) {
+      console.log("memory probe secretfd: not available on this machine, not checked");
+      await Deno.writeTextFile(a.trigger, "");
+      return assertChecksPassed(a.t, [], await a.t.wait());
+    }
+    const dir = await tempImageDir();
+    const r = await runCli(["dump", String(a.t.pid), "--dir", dir]);
+    assertOneLineError(r, 1, /memfd_secret areas and fds/, "dump of a memfd_secret fd");
+    assert.equal(pathExists(dir), false, "the refused dump left an image");
+    await Deno.writeTextFile(a.trigger, "");
+    assertChecksPassed(a.t, ["maps", "secret-contents", "secret-kind"], await a.t.wait());
+  }),
+);

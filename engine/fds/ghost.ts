@@ -34,6 +34,7 @@ import type { FdInfo, GhostFile, Mapping, ProcessImage } from "../model.ts";
 import { formatChecksum } from "../image/checksum.ts";
 import { RestoreError } from "../errors.ts";
 import type { Refusals, SupportId } from "../support.ts";
+import { isSecretMem } from "../memory/secretmem.ts";
 
 const DELETED = " (deleted)";
 const O_RDONLY = 0;
@@ -130,6 +131,10 @@ export async function collectGhosts(
     for (const f of p.fds) {
       if (f.excluded || (f.kind !== "memfd" && f.kind !== "file") || !ghostKind(f.target)) continue;
       const where = `process ${p.pid} fd ${f.fd} (${f.target})`;
+      if (isSecretMem(f.target)) {
+        refusals.use("memory.secretmem", where);
+        continue;
+      }
       const id = await save(`/proc/${p.pid}/fd/${f.fd}`, f.target, where, "fd.deleted");
       if (id) {
         f.ghost = id;
@@ -158,7 +163,7 @@ export async function collectGhosts(
 /** Whether mapping `m` is saved if its file is a ghost (its file deleted, of a kind saved). */
 function maybeGhostMapping(m: Mapping): boolean {
   return !m.excluded && (m.kind === "file-private" || m.kind === "file-shared") &&
-    ghostKind(m.name) !== null;
+    ghostKind(m.name) !== null && !isSecretMem(m.name); // (refused: engine/memory/flags.ts)
 }
 
 /** Ghost files with the transfer fd number each is handed to the tree at. */

@@ -15,6 +15,7 @@
  */
 
 import { isOwnTrackingFlag } from "./own_tracking.ts";
+import { isSecretMem } from "./secretmem.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import type { Mapping, ProcessImage } from "../model.ts";
 import type { Refusals } from "../support.ts";
@@ -223,6 +224,9 @@ function collectMappingDetails(
   judged: Map<readonly string[], FlagsVerdict>,
 ): void {
   if (m.kind === "vdso" || m.kind === "vsyscall") return;
+  if (m.kind === "file-shared" && isSecretMem(m.name)) {
+    refusals.use("memory.secretmem", `process ${pid} mapping ${m.start}-${m.end}`);
+  }
   let v = verdictOf(m.vmFlags, judged);
   // cryo's own dirty tracking of a pre-dump (engine/dump/tracking.ts): never recorded.
   // (Only an area with "uw" can be one: 10,000 areas without it skip the lookup.)

@@ -30,7 +30,7 @@
  *   mremap:     areas grown and moved by mremap (also MREMAP_DONTUNMAP);
  *   shared:     MAP_SHARED|MAP_ANONYMOUS shared with a forked child, and a
  *               private area the child wrote after the fork (stays private);
- *   secret:     a memfd_secret area (its fd closed);
+ *   secret:     a memfd_secret area (its fd closed); secretfd: its fd kept;
  *   uffd:       ranges registered with a userfaultfd (MISSING and WP) whose
  *               fd is held only by a process outside the tree;
  *   hugetlb:    a MAP_HUGETLB area;
@@ -414,13 +414,13 @@ static int setup(void) {
     }
     for (int i = 0; i < 6000 && *(volatile char *)&a[100] != 1; i++) sleep_ms(10);
     snprintf(info, sizeof info, "child=%d", child);
-  } else if (!strcmp(mode, "secret")) {
+  } else if (!strcmp(mode, "secret") || !strcmp(mode, "secretfd")) {
     int fd = syscall(447 /* memfd_secret */, 0);
     if (fd < 0) return unavailable(mode), 0;
     if (ftruncate(fd, 2 * PAGE)) die("ftruncate");
     a = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (a == MAP_FAILED) return unavailable(mode), 0;
-    close(fd);
+    if (!strcmp(mode, "secret")) close(fd);
     track(a, 2 * PAGE);
     fill(a, 2 * PAGE, 1);
   } else if (!strcmp(mode, "uffd-missing") || !strcmp(mode, "uffd-wp")) {
@@ -764,7 +764,7 @@ static void check_mode(void) {
                                    WEXITSTATUS(st) == 0,
           "status 0x%x", st);
     check("shared-private-stays", b[0] == 2 && same(b + PAGE, 3 * PAGE, 2 + 8), "b[0]=%d", b[0]);
-  } else if (!strcmp(mode, "secret")) {
+  } else if (!strcmp(mode, "secret") || !strcmp(mode, "secretfd")) {
     maps_line_of(a, line, sizeof line);
     check("secret-contents", same(a, 2 * PAGE, 1), "");
     check("secret-kind", strstr(line, "secretmem") != NULL, "%s", line);
