@@ -402,9 +402,11 @@ function emitMemory(
         ? ghostPath(opts.ghosts ?? new Map(), m.ghost).path
         : m.file?.path ?? m.name;
       const shared = m.kind === "file-shared";
-      // A shared mapping that may become writable (VM_MAYWRITE, "mw") needs the file read-write.
-      const oflags = (shared && (m.perms[1] === "w" || m.vmFlags.includes("mw")) ? 2 : 0) |
-        O_CLOEXEC;
+      // A shared mapping that may become writable (VM_MAYWRITE, "mw") needs the file read-write;
+      // so does one of a write-sealed memfd ("sh" without "mw"): read-only, VM_SHARED is dropped.
+      const readWrite = shared &&
+        (m.perms[1] === "w" || m.vmFlags.includes("mw") || m.vmFlags.includes("sh"));
+      const oflags = (readWrite ? 2 : 0) | O_CLOEXEC;
       const opened = `${oflags} ${path}`;
       if (openPath !== opened) {
         if (openPath !== undefined) p.op(SYS.close, [slot(SLOTS.file)]);
