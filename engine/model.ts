@@ -459,6 +459,12 @@ export interface Mapping {
   aio?: AioRing;
   /** Its own NUMA memory policy (mbind), when it has one (engine/memory/mempolicy.ts). */
   mempolicy?: MemPolicy;
+  /**
+   * A shared anonymous mapping grown past its memory object (mremap): the
+   * bytes of it the object covers; the rest raises SIGBUS
+   * (engine/memory/shmem_pages.ts). Absent: the object covers it all.
+   */
+  shmemSize?: number;
 }
 
 /** A native AIO context (io_setup), known by its ring mapping; its address is the context id. */

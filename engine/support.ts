@@ -110,6 +110,7 @@ export const SUPPORT_TABLE = [
   { id: "memory.mempolicy-shared", area: "memory", what: "NUMA policies of shared mappings (shmem, System V shm, shared file mappings; mbind)", support: "refused", note: "the policy lives on the memory object, which other holders share" },
   { id: "memory.cow", area: "memory", what: "pages shared copy-on-write across fork, shared anonymous memory inherited across fork", support: "saved", note: "stored once, inherited by the child at restore" },
   { id: "memory.shmem-unreachable", area: "memory", what: "shared anonymous memory with pages the process has not mapped, dumped without access to /proc/<pid>/map_files (rootless)", support: "refused", note: "pages another holder wrote are found only through the memory object itself" },
+  { id: "memory.shmem-past-end", area: "memory", what: "shared anonymous mappings wholly past the end of their memory object (grown with mremap, then the object's part unmapped)", support: "refused", note: "not re-created yet (a mapping partly past it is: SIGBUS stays past the end)" },
   { id: "memory.anon-shared-tree", area: "memory", what: "shared anonymous memory shared other than by inheritance at the same address", support: "refused", note: "not restored yet" },
   // Fds.
   { id: "fd.file", area: "fd", what: "regular files, directories, devices", support: "saved" },

@@ -100,6 +100,11 @@ const REFUSED: [string, RegExp, string[]][] = [
     ["shareddup"],
   ],
   [
+    "sharedpast",
+    /^mapping 0x[0-9a-f]+-0x[0-9a-f]+: shared anonymous mappings wholly past the end of their memory object/,
+    ["sharedpast-sigbus"],
+  ],
+  [
     "hugetlb",
     /^mapping 0x[0-9a-f]+-0x[0-9a-f]+ \(\/anon_hugepage \(deleted\)\): .*: VmFlags ht not re-created$/,
     ["hugetlb"],

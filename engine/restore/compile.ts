@@ -80,6 +80,7 @@ import { SIGTRAP } from "../task/sigtrap.ts";
 import { emitThreadClones } from "./thread_clone.ts";
 import { chainedCreds, emitThreadSections, type ThreadSections } from "./thread_state.ts";
 import { hexMinus, hexNum } from "../image/hexnum.ts";
+import { emitShortShmem } from "../memory/shmem_restore.ts";
 import { emitMbind, emitSetMempolicy } from "../memory/mempolicy.ts";
 import { anonRunLength, emitAnonMmap, emitAnonRun } from "./anon_runs.ts";
 import { emitPageLoads, emitRunLoads, pageHelperTid, UFFD_BUDGET } from "./page_loads.ts";
@@ -396,7 +397,17 @@ function emitMemory(
         growsDown;
       // (An area the kernel kept apart from the one before is made apart again.)
       if (m.kind === "anon") emitAnonMmap(p, proc, i, [start, len, mapProt, flags], zeroByte);
-      else p.op(SYS.mmap, [start, len, mapProt, flags, -1, 0], { comment: mappingLabel(m) });
+      else if (m.shmemSize !== undefined) {
+        emitShortShmem(
+          p,
+          m as Mapping & { shmemSize: number },
+          start,
+          len,
+          mapProt,
+          flags,
+          mappingLabel(m),
+        );
+      } else p.op(SYS.mmap, [start, len, mapProt, flags, -1, 0], { comment: mappingLabel(m) });
     } else {
       const path = m.ghost !== undefined
         ? ghostPath(opts.ghosts ?? new Map(), m.ghost).path

@@ -45,6 +45,8 @@
  *   hidden:     contents of areas made PROT_NONE after they were written;
  *   sharedgrow: a shared anonymous area grown with mremap past its object
  *               (SIGBUS there), and one split by mprotect;
+ *   sharedpast: a shared anonymous area grown with mremap past its object,
+ *               then the object's part unmapped (all of it SIGBUS);
  *   shareddup:  a shared anonymous area mapped a second time (mremap with
  *               old size 0): a write through one shows through the other;
  *   deletedtwice: a deleted file and a memfd, each mapped shared twice
@@ -542,6 +544,14 @@ static int setup(void) {
     track(b, 3 * PAGE);
     fill(b, 3 * PAGE, 2);
     if (mprotect(b + PAGE, PAGE, PROT_READ)) die("mprotect");
+  } else if (!strcmp(mode, "sharedpast")) {
+    a = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (a == MAP_FAILED) die("mmap");
+    a = mremap(a, 2 * PAGE, 4 * PAGE, MREMAP_MAYMOVE);
+    if (a == MAP_FAILED) return unavailable(mode), 0;
+    if (munmap(a, 2 * PAGE)) die("munmap");
+    a += 2 * PAGE;
+    track(a, 2 * PAGE);
   } else if (!strcmp(mode, "shareddup")) {
     a = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (a == MAP_FAILED) die("mmap");
@@ -621,6 +631,9 @@ static void check_mode(void) {
     waitpid(k, NULL, 0);
     check("sharedgrow-split", ok && same(b, 3 * PAGE, 2) && b[PAGE + 1] == 9 && b[2 * PAGE + 1] == 10,
           "the child's writes: %d %d", b[PAGE + 1], b[2 * PAGE + 1]);
+  } else if (!strcmp(mode, "sharedpast")) {
+    int s1 = touch(a, 0, 0), s2 = touch(a + PAGE, 1, 1);
+    check("sharedpast-sigbus", s1 == SIGBUS && s2 == SIGBUS, "signals %d %d", s1, s2);
   } else if (!strcmp(mode, "shareddup")) {
     a[100] = 5;
     b[PAGE + 100] = 6;
