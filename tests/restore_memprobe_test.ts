@@ -41,9 +41,9 @@ const ROUND_TRIPS: [string, string[]][] = [
   ["maywrite", ["maywrite-readonly-file", "maywrite-readwrite-file", "maywrite-private"]],
   ["hidden", ["hidden-contents"]],
   ["sharedgrow", ["sharedgrow-sigbus", "sharedgrow-split"]],
-  ["shareddup", ["shareddup"]],
   ["deletedtwice", ["deletedtwice-file", "deletedtwice-memfd"]],
   ["memfdseal", ["memfdseal-mprotect", "memfdseal-seals", "memfdseal-contents"]],
+  ["fork", ["fork-parent", "fork-child"]],
   ["stack", ["stack-grows", "stack-name"]],
   ["brkempty", ["brk-same", "brk-grows"]],
 ];

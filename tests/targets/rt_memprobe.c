@@ -54,6 +54,12 @@
  *   memfdseal:  a sealed memfd (F_SEAL_FUTURE_WRITE, grow, shrink) mapped
  *               shared read-only, its fd closed: mprotect to write fails, the
  *               seals read through /proc/self/map_files are the same;
+ *   fork:       areas a forked child holds differently from its parent: one
+ *               MADV_WIPEONFORK before the fork (the child wrote its copy),
+ *               one made WIPEONFORK and one DONTFORK by the parent after the
+ *               fork, one whose guard region the child removed (and put
+ *               another), one the child advised MADV_RANDOM; the child checks
+ *               its copies and its own maps lines after the restore;
  *   stack:      the main stack grows past its size at the dump (a deep call);
  *   brkempty:   the heap shrunk back to its start: sbrk(0) is the same, the
  *               heap grows on from there.
@@ -129,7 +135,7 @@ static int in_areas(uintptr_t s, uintptr_t e) {
 static void snapshot(char *out, size_t cap, int all) {
   FILE *f = fopen("/proc/self/smaps", "r");
   if (!f) die("smaps");
-  char line[512], head[160] = "";
+  char line[512], head[300] = "";
   int keep = 0;
   size_t n = 0;
   out[0] = 0;
@@ -139,8 +145,22 @@ static void snapshot(char *out, size_t cap, int all) {
     if (sscanf(line, "%lx-%lx %7s", &s, &e, perms) == 3 && strchr(line, '-') < strchr(line, ' ')) {
       keep = all ? !strstr(line, "[vdso]") && !strstr(line, "[vvar") && !strstr(line, "[vsyscall]")
                  : in_areas(s, e);
-      snprintf(head, sizeof head, "%lx-%lx %s", s, e, perms);
+      /* The name column too (after offset, device and inode). */
+      const char *name = line;
+      for (int field = 0; field < 5 && name; field++) {
+        name = strchr(name, ' ');
+        while (name && *name == ' ') name++;
+      }
+      char nm[200] = "";
+      if (name) snprintf(nm, sizeof nm, "%s", name);
+      nm[strcspn(nm, "\n")] = 0;
+      snprintf(head, sizeof head, "%lx-%lx %s %s:", s, e, perms, nm);
     } else if (keep && strncmp(line, "VmFlags:", 8) == 0) {
+      /* "gu" (VM_MAYBE_GUARD) left out: a hint the kernel keeps on an area that ever had a
+       * guard region (or merged with one that had), whether or not it still has one; the
+       * guard regions themselves are checked by pagemap. */
+      char *gu = strstr(line, " gu ");
+      if (gu) memmove(gu, gu + 3, strlen(gu + 3) + 1);
       n += snprintf(out + n, cap - n, "%s%s", head, line + 8);
       if (n >= cap) die_err("snapshot too long", E2BIG);
     }
@@ -595,6 +615,60 @@ static int setup(void) {
     if (a == MAP_FAILED) die("mmap");
     track(a, 2 * PAGE);
     close(mfd);
+  } else if (!strcmp(mode, "fork")) {
+    a = map_area(4 * PAGE, PROT_READ | PROT_WRITE, 0); /* WIPEONFORK before the fork */
+    fill(a, 4 * PAGE, 1);
+    if (madvise(a, 4 * PAGE, MADV_WIPEONFORK)) die("madvise");
+    b = map_area(4 * PAGE, PROT_READ | PROT_WRITE, 0); /* WIPEONFORK after */
+    fill(b, 4 * PAGE, 2);
+    c = map_area(4 * PAGE, PROT_READ | PROT_WRITE, 0); /* DONTFORK after */
+    fill(c, 4 * PAGE, 3);
+    char *g = map_area(8 * PAGE, PROT_READ | PROT_WRITE, 0); /* guards */
+    fill(g, 8 * PAGE, 4);
+    if (madvise(g + 2 * PAGE, PAGE, MADV_GUARD_INSTALL)) return unavailable(mode), 0;
+    char *r = map_area(4 * PAGE, PROT_READ | PROT_WRITE, 0); /* the child's MADV_RANDOM */
+    fill(r, 4 * PAGE, 5);
+    v1 = (long)g;
+    int p[2];
+    if (pipe(p)) die("pipe");
+    child = fork();
+    if (child < 0) die("fork");
+    if (child == 0) {
+      static char kbefore[65536], kafter[65536];
+      close(p[0]);
+      a[0] = 50;
+      a[PAGE] = 51;
+      c[0] = 60;
+      if (madvise(g + 2 * PAGE, PAGE, 103 /* MADV_GUARD_REMOVE */)) _exit(20);
+      g[2 * PAGE] = 70;
+      if (madvise(g + 5 * PAGE, PAGE, MADV_GUARD_INSTALL)) _exit(21);
+      if (madvise(r, 4 * PAGE, MADV_RANDOM)) _exit(22);
+      snapshot(kbefore, sizeof kbefore, 0);
+      if (write(p[1], "x", 1) != 1) _exit(23);
+      wait_trigger(getenv("RT_TRIGGER"));
+      snapshot(kafter, sizeof kafter, 0);
+      int bad = 0;
+      if (strcmp(kbefore, kafter)) {
+        printf("child maps before:\n%safter:\n%s", kbefore, kafter);
+        bad |= 1;
+      }
+      if (!(a[0] == 50 && a[PAGE] == 51 && a[2 * PAGE] == 0 && a[3 * PAGE + 512] == 0)) bad |= 2;
+      if (!same(b, 4 * PAGE, 2)) bad |= 4;
+      if (!(c[0] == 60 && same(c + PAGE, 3 * PAGE, 3 + 8))) bad |= 8;
+      if (guarded(g + 2 * PAGE) || !guarded(g + 5 * PAGE) || g[2 * PAGE] != 70 ||
+          !same(g + 3 * PAGE, 2 * PAGE, 4 + 24))
+        bad |= 16;
+      if (!same(r, 4 * PAGE, 5)) bad |= 32;
+      fflush(stdout);
+      _exit(bad);
+    }
+    close(p[1]);
+    char x;
+    if (read(p[0], &x, 1) != 1) die("child setup");
+    close(p[0]);
+    if (madvise(b, 4 * PAGE, MADV_WIPEONFORK)) die("madvise");
+    if (madvise(c, 4 * PAGE, MADV_DONTFORK)) die("madvise");
+    snprintf(info, sizeof info, "child=%d", child);
   } else if (!strcmp(mode, "stack")) {
     if (v1 == 0) die_err("no stack area", ENOENT);
   } else if (!strcmp(mode, "brkempty")) {
@@ -658,6 +732,17 @@ static void check_mode(void) {
     long seals = fd < 0 ? -1 : fcntl(fd, F_GET_SEALS);
     check("memfdseal-seals", seals == v1, "seals %ld, were %ld (%s)", seals, v1, line);
     check("memfdseal-contents", same(a, 2 * PAGE, 1), "");
+  } else if (!strcmp(mode, "fork")) {
+    char *g = (char *)v1;
+    check("fork-parent", same(a, 4 * PAGE, 1) && same(b, 4 * PAGE, 2) && same(c, 4 * PAGE, 3) &&
+                             guarded(g + 2 * PAGE) && !guarded(g + 5 * PAGE),
+          "");
+    int st = 0;
+    pid_t w = waitpid(child, &st, 0);
+    check("fork-child", w == child && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+          "waitpid %d (%s), child status 0x%x (exit bits: 1 maps, 2 wipeonfork-before, 4 wipeonfork-after, "
+          "8 dontfork-after, 16 guards, 32 advice)",
+          w, strerror(errno), st);
   } else if (!strcmp(mode, "stack")) {
     size_t before = v1, now = area_size(&f);
     long sum = deep(2048); /* 2 MiB more than the few KiB used so far */
