@@ -33,6 +33,7 @@ const ROUND_TRIPS: [string, string[]][] = [
   ["noreserve", ["noreserve-contents"]],
   ["madvfree", ["madvfree-contents"]],
   ["protnone", ["protnone-contents", "protnone-faults", "protnone-reserved", "protnone-usable"]],
+  ["bigreserve", ["bigreserve-contents", "bigreserve-rss"]],
   ["mremap", ["mremap-contents", "mremap-again"]],
   ["shared", ["shared-child-answers", "shared-child-exit", "shared-private-stays"]],
   ["brk", ["brk-same", "brk-contents", "brk-grows"]],
@@ -44,6 +45,7 @@ const ROUND_TRIPS: [string, string[]][] = [
   ["deletedtwice", ["deletedtwice-file", "deletedtwice-memfd"]],
   ["memfdseal", ["memfdseal-mprotect", "memfdseal-seals", "memfdseal-contents"]],
   ["fork", ["fork-parent", "fork-child"]],
+  ["ksmfork", ["ksmfork-parent", "ksmfork-child"]],
   ["stack", ["stack-grows", "stack-name"]],
   ["brkempty", ["brk-same", "brk-grows"]],
 ];

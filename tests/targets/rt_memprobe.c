@@ -27,6 +27,8 @@
  *   noreserve:  MAP_NORESERVE, a PROT_READ private area and MAP_32BIT;
  *   madvfree:   MADV_FREE'd pages (one written again after it);
  *   protnone:   a 256 MiB PROT_NONE reservation with an mprotect'd piece;
+ *   bigreserve: 4 TiB PROT_NONE and 1 TiB read-write MAP_NORESERVE (as Go,
+ *               V8 and sanitizers reserve), a few pages written far apart;
  *   mremap:     areas grown and moved by mremap (also MREMAP_DONTUNMAP);
  *   shared:     MAP_SHARED|MAP_ANONYMOUS shared with a forked child, and a
  *               private area the child wrote after the fork (stays private);
@@ -60,6 +62,10 @@
  *               fork, one whose guard region the child removed (and put
  *               another), one the child advised MADV_RANDOM; the child checks
  *               its copies and its own maps lines after the restore;
+ *   ksmfork:    KSM merge-any (PR_SET_MEMORY_MERGE) set in the parent before
+ *               a fork, turned off in the child (which advises its copy of an
+ *               area MADV_MERGEABLE again, so that it has the parent's flags):
+ *               each keeps its own;
  *   stack:      the main stack grows past its size at the dump (a deep call);
  *   brkempty:   the heap shrunk back to its start: sbrk(0) is the same, the
  *               heap grows on from there.
@@ -400,6 +406,14 @@ static int setup(void) {
     a = map_area(256UL << 20, PROT_NONE, 0);
     if (mprotect(a + (128UL << 20), 16 * PAGE, PROT_READ | PROT_WRITE)) die("mprotect");
     fill(a + (128UL << 20), 16 * PAGE, 1);
+  } else if (!strcmp(mode, "bigreserve")) {
+    a = mmap(NULL, 4UL << 40, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    b = mmap(NULL, 1UL << 40, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+             -1, 0);
+    if (a == MAP_FAILED || b == MAP_FAILED) return unavailable(mode), 0;
+    track(a, 4UL << 40);
+    track(b, 1UL << 40);
+    for (int i = 0; i < 16; i++) b[(size_t)i << 36] = (char)(i + 1);
   } else if (!strcmp(mode, "mremap")) {
     char *p = mmap(NULL, 4 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) die("mmap");
@@ -669,6 +683,33 @@ static int setup(void) {
     if (madvise(b, 4 * PAGE, MADV_WIPEONFORK)) die("madvise");
     if (madvise(c, 4 * PAGE, MADV_DONTFORK)) die("madvise");
     snprintf(info, sizeof info, "child=%d", child);
+  } else if (!strcmp(mode, "ksmfork")) {
+    a = map_area(4 * PAGE, PROT_READ | PROT_WRITE, 0);
+    fill(a, 4 * PAGE, 1);
+    if (prctl(PR_SET_MEMORY_MERGE, 1, 0, 0, 0)) return unavailable(mode), 0;
+    int p[2];
+    if (pipe(p)) die("pipe");
+    child = fork();
+    if (child < 0) die("fork");
+    if (child == 0) {
+      close(p[0]);
+      if (prctl(PR_SET_MEMORY_MERGE, 0, 0, 0, 0)) _exit(20);
+      /* Advised mergeable again on its own: its copy of the area has the parent's flags. */
+      if (madvise(a, 4 * PAGE, MADV_MERGEABLE)) _exit(21);
+      long before = prctl(68, 0, 0, 0, 0);
+      if (write(p[1], "x", 1) != 1) _exit(23);
+      wait_trigger(getenv("RT_TRIGGER"));
+      long now = prctl(68, 0, 0, 0, 0);
+      if (now != before) printf("child: merge-any %ld, was %ld\n", now, before);
+      fflush(stdout);
+      _exit(now == before && same(a, 4 * PAGE, 1) ? 0 : 1);
+    }
+    close(p[1]);
+    char x;
+    if (read(p[0], &x, 1) != 1) die("child setup");
+    close(p[0]);
+    v1 = prctl(68, 0, 0, 0, 0);
+    snprintf(info, sizeof info, "child=%d", child);
   } else if (!strcmp(mode, "stack")) {
     if (v1 == 0) die_err("no stack area", ENOENT);
   } else if (!strcmp(mode, "brkempty")) {
@@ -743,6 +784,12 @@ static void check_mode(void) {
           "waitpid %d (%s), child status 0x%x (exit bits: 1 maps, 2 wipeonfork-before, 4 wipeonfork-after, "
           "8 dontfork-after, 16 guards, 32 advice)",
           w, strerror(errno), st);
+  } else if (!strcmp(mode, "ksmfork")) {
+    long now = prctl(68, 0, 0, 0, 0);
+    check("ksmfork-parent", now == v1, "merge-any %ld, was %ld", now, v1);
+    int st = 0;
+    pid_t w = waitpid(child, &st, 0);
+    check("ksmfork-child", w == child && WIFEXITED(st) && WEXITSTATUS(st) == 0, "status 0x%x", st);
   } else if (!strcmp(mode, "stack")) {
     size_t before = v1, now = area_size(&f);
     long sum = deep(2048); /* 2 MiB more than the few KiB used so far */
@@ -847,6 +894,11 @@ static void check_mode(void) {
     check("protnone-reserved", r == MAP_FAILED && errno == EEXIST, "mmap inside: %p", r);
     int grow = mprotect(a, 16 * PAGE, PROT_READ | PROT_WRITE);
     check("protnone-usable", grow == 0 && touch(a + PAGE, 1, 3) == 0, "mprotect %d", grow);
+  } else if (!strcmp(mode, "bigreserve")) {
+    int ok = 1;
+    for (int i = 0; i < 16; i++) ok &= b[(size_t)i << 36] == (char)(i + 1) && b[((size_t)i << 36) + PAGE] == 0;
+    check("bigreserve-contents", ok, "");
+    check("bigreserve-rss", status_kb("VmRSS") < 64 * 1024, "VmRSS %ld kB", status_kb("VmRSS"));
   } else if (!strcmp(mode, "mremap")) {
     check("mremap-contents", same(a, 4 * PAGE, 1) && same(a + 4 * PAGE, 60 * PAGE, 2) &&
                                  same(b, 4 * PAGE, 3) && c[0] == 0 && c[3 * PAGE] == 0,
