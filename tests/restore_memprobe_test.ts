@@ -9,6 +9,7 @@
 
 import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
+import { vmFlagsPaths } from "../engine/dump/vm_flags.ts";
 import { UnsupportedError } from "../engine/errors.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { assertOneLineError, runCli } from "./helpers/commands.ts";
@@ -16,6 +17,7 @@ import { pathExists } from "./helpers/fs.ts";
 import { statusField } from "./helpers/proc.ts";
 import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
 import { adoptPid, withTargets } from "./helpers/targets.ts";
+import { withVmFlagsMode } from "./helpers/vmflags_mode.ts";
 
 const READY = /^ready pid=(\d+)$/m;
 
@@ -50,25 +52,29 @@ const ROUND_TRIPS: [string, string[]][] = [
   ["brkempty", ["brk-same", "brk-grows"]],
 ];
 
-for (const [mode, checks] of ROUND_TRIPS) {
-  Deno.test(
-    `memory probe ${mode}: the state comes back after dump, kill and restore`,
-    withTargets(async () => {
-      const a = await startTriggered("rt_memprobe", READY, { passWork: true, extra: [mode] });
-      const holder = a.t.output().match(/^info holder=(\d+)$/m);
-      if (holder) adoptPid(Number(holder[1]));
-      await dumpKillRestore(a.t);
-      await Deno.writeTextFile(a.trigger, "");
-      const status = await a.t.wait();
-      const unavailable = new RegExp(`^info ${mode}=unavailable`, "m").test(a.t.output());
-      if (unavailable) {
-        console.log(`memory probe ${mode}: not available on this machine, not checked`);
-      }
-      assertChecksPassed(a.t, unavailable ? [] : ["maps", ...checks], status, {
-        what: `rt_memprobe ${mode}`,
-      });
-    }),
-  );
+// Each mode with the VmFlags of smaps and of the BPF VMA iterator (engine/dump/vm_flags.ts).
+for (const source of ["smaps", "bpf"] as const) {
+  for (const [mode, checks] of ROUND_TRIPS) {
+    Deno.test(
+      `memory probe ${mode} (${source}): the state comes back after dump, kill and restore`,
+      withTargets(() =>
+        withVmFlagsMode(source, async () => {
+          const a = await startTriggered("rt_memprobe", READY, { passWork: true, extra: [mode] });
+          await dumpKillRestore(a.t);
+          assert.match(vmFlagsPaths.get(a.t.pid) ?? "", new RegExp(`^${source}`), "VmFlags source");
+          await Deno.writeTextFile(a.trigger, "");
+          const status = await a.t.wait();
+          const unavailable = new RegExp(`^info ${mode}=unavailable`, "m").test(a.t.output());
+          if (unavailable) {
+            console.log(`memory probe ${mode}: not available on this machine, not checked`);
+          }
+          assertChecksPassed(a.t, unavailable ? [] : ["maps", ...checks], status, {
+            what: `rt_memprobe ${mode} (${source})`,
+          });
+        })
+      ),
+    );
+  }
 }
 
 /**
@@ -133,38 +139,46 @@ async function withHugePages<T>(mode: string, n: number, fn: () => Promise<T>): 
   }
 }
 
-for (const [mode, refusal, checks] of REFUSED) {
-  Deno.test(
-    `memory probe ${mode}: refused at dump by name, no image left, the target runs on untouched`,
-    withTargets(() =>
-      withHugePages(mode, 2, async () => {
-        const a = await startTriggered("rt_memprobe", READY, { passWork: true, extra: [mode] });
-        const holder = a.t.output().match(/^info holder=(\d+)$/m);
-        if (holder) adoptPid(Number(holder[1]));
-        const unavailable = new RegExp(`^info ${mode}=unavailable`, "m").test(a.t.output());
-        if (unavailable) {
-          console.log(`memory probe ${mode}: not available on this machine, not checked`);
-          await Deno.writeTextFile(a.trigger, "");
-          return assertChecksPassed(a.t, [], await a.t.wait());
-        }
-        const dir = await tempImageDir();
-        await assert.rejects(checkpoint(a.t.pid, { dir }), (e: unknown) => {
-          assert.ok(e instanceof UnsupportedError, `expected UnsupportedError, got ${e}`);
-          assert.equal(e.items.length, 1, e.message);
-          const prefix = `process ${a.t.pid} `;
-          assert.ok(e.items[0].startsWith(prefix), e.items[0]);
-          assert.match(e.items[0].slice(prefix.length), refusal);
-          return true;
-        });
-        assert.equal(pathExists(dir), false, "the refused dump left an image");
-        assert.equal(statusField(a.t.pid, "TracerPid"), "0");
-        await Deno.writeTextFile(a.trigger, "");
-        assertChecksPassed(a.t, ["maps", ...checks], await a.t.wait(), {
-          what: `rt_memprobe ${mode} after the refusal`,
-        });
-      })
-    ),
-  );
+for (const source of ["smaps", "bpf"] as const) {
+  for (const [mode, refusal, checks] of REFUSED) {
+    Deno.test(
+      `memory probe ${mode} (${source}): refused at dump by name, no image left, the target runs on untouched`,
+      withTargets(() =>
+        withVmFlagsMode(source, () =>
+          withHugePages(mode, 2, async () => {
+            const a = await startTriggered("rt_memprobe", READY, { passWork: true, extra: [mode] });
+            const holder = a.t.output().match(/^info holder=(\d+)$/m);
+            if (holder) adoptPid(Number(holder[1]));
+            const unavailable = new RegExp(`^info ${mode}=unavailable`, "m").test(a.t.output());
+            if (unavailable) {
+              console.log(`memory probe ${mode}: not available on this machine, not checked`);
+              await Deno.writeTextFile(a.trigger, "");
+              return assertChecksPassed(a.t, [], await a.t.wait());
+            }
+            const dir = await tempImageDir();
+            await assert.rejects(checkpoint(a.t.pid, { dir }), (e: unknown) => {
+              assert.ok(e instanceof UnsupportedError, `expected UnsupportedError, got ${e}`);
+              assert.equal(e.items.length, 1, e.message);
+              const prefix = `process ${a.t.pid} `;
+              assert.ok(e.items[0].startsWith(prefix), e.items[0]);
+              assert.match(e.items[0].slice(prefix.length), refusal);
+              return true;
+            });
+            assert.equal(pathExists(dir), false, "the refused dump left an image");
+            assert.match(
+              vmFlagsPaths.get(a.t.pid) ?? "",
+              new RegExp(`^${source}`),
+              "VmFlags source",
+            );
+            assert.equal(statusField(a.t.pid, "TracerPid"), "0");
+            await Deno.writeTextFile(a.trigger, "");
+            assertChecksPassed(a.t, ["maps", ...checks], await a.t.wait(), {
+              what: `rt_memprobe ${mode} after the refusal (${source})`,
+            });
+          }))
+      ),
+    );
+  }
 }
 
 Deno.test(
