@@ -9,6 +9,9 @@
 
 import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
+import { restore } from "../engine/restore/mod.ts";
+import { readImageFile } from "../engine/image/reader.ts";
+import { lazyRegions } from "../engine/memory/lazy.ts";
 import { vmFlagsPaths } from "../engine/dump/vm_flags.ts";
 import { UnsupportedError } from "../engine/errors.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
@@ -23,6 +26,7 @@ const READY = /^ready pid=(\d+)$/m;
 
 /** Each mode and the checks it reports besides "maps". */
 const ROUND_TRIPS: [string, string[]][] = [
+  ["sealedfork", ["sealedfork-parent", "sealedfork-child"]],
   ["guard", ["guard-anon", "guard-file", "guard-shared"]],
   ["madvise", ["madvise-contents", "madvise-fork"]],
   ["thp", ["thp-disable"]],
@@ -43,6 +47,17 @@ const ROUND_TRIPS: [string, string[]][] = [
   ["filecow", ["filecow-contents", "filecow-follows-file"]],
   ["maywrite", ["maywrite-readonly-file", "maywrite-readwrite-file", "maywrite-private"]],
   ["hidden", ["hidden-contents"]],
+  [
+    "sealed",
+    [
+      "sealed-flag",
+      "sealed-contents",
+      "sealed-munmap",
+      "sealed-mprotect",
+      "sealed-readonly",
+      "sealed-file",
+    ],
+  ],
   ["sharedgrow", ["sharedgrow-sigbus", "sharedgrow-split"]],
   ["deletedtwice", ["deletedtwice-file", "deletedtwice-memfd"]],
   ["memfdseal", ["memfdseal-mprotect", "memfdseal-seals", "memfdseal-contents"]],
@@ -82,11 +97,6 @@ for (const source of ["smaps", "bpf"] as const) {
  * the checks the target passes afterwards (it runs on untouched).
  */
 const REFUSED: [string, RegExp, string[]][] = [
-  [
-    "sealed",
-    /^mapping 0x[0-9a-f]+-0x[0-9a-f]+ \(anonymous\): .*: VmFlags sl not re-created$/,
-    ["sealed-flag", "sealed-contents", "sealed-munmap", "sealed-mprotect"],
-  ],
   [
     "secret",
     /^mapping 0x[0-9a-f]+-0x[0-9a-f]+: memfd_secret areas and fds: no other process can read/,
@@ -196,5 +206,30 @@ Deno.test(
     assert.equal(pathExists(dir), false, "the refused dump left an image");
     await Deno.writeTextFile(a.trigger, "");
     assertChecksPassed(a.t, ["maps", "secret-contents", "secret-kind"], await a.t.wait());
+  }),
+);
+
+Deno.test(
+  "memory probe sealed: a lazy restore serves sealed mappings (sealed by the engine after the program) and keeps read-only areas accounted",
+  withTargets(async () => {
+    const a = await startTriggered("rt_memprobe", READY, { passWork: true, extra: ["sealed"] });
+    const dir = await tempImageDir();
+    await checkpoint(a.t.pid, { dir });
+    await a.t.wait();
+    const { process } = await readImageFile(`${dir}/${a.t.pid}.elf`);
+    const sealed = process.mappings.filter((m) => m.vmFlags.includes("sl")).map((m) => m.start);
+    const served = lazyRegions(process).map((r) => `0x${r.start.toString(16)}`);
+    assert.ok(sealed.some((s) => served.includes(s)), `no sealed area served: ${sealed} ${served}`);
+    const tree = await restore(dir, { lazy: true });
+    a.t.resetAfterRestore();
+    assert.ok(tree.lazy, "the restore is lazy");
+    tree.lazy?.serve();
+    await Deno.writeTextFile(a.trigger, "");
+    assertChecksPassed(
+      a.t,
+      ["maps", "sealed-flag", "sealed-contents", "sealed-readonly"],
+      await a.t.wait(),
+    );
+    assert.equal(tree.lazy?.failure, undefined);
   }),
 );

@@ -55,7 +55,12 @@ import { type ProgramBuilder, slot } from "../program/builder.ts";
 import { type DeferredSyscall, emitPosixTimers } from "../task/timers.ts";
 import { emitTaskState } from "../task/mod.ts";
 import { type CredsSections, emitCredsSections } from "../task/creds.ts";
-import { emitHugePageAdvice, emitMemoryFlagsAfter, emitVmFlags } from "../memory/flags.ts";
+import {
+  deferSeals,
+  emitHugePageAdvice,
+  emitMemoryFlagsAfter,
+  emitVmFlags,
+} from "../memory/flags.ts";
 import { emitSysvShmAttach } from "../memory/sysvshm.ts";
 import { emitAioRings } from "../memory/aio.ts";
 import {
@@ -209,6 +214,7 @@ export function compileProcess(proc: ProcessImage, opts: CompileOptions): Compil
   const gadget = p.data(new Uint8Array([0x0f, 0x05, 0xcc, 0xcc]), 16);
   const deferred: DeferredSyscall[] = [];
   emitProgram(p, proc, opts, fds, boot.slotsAddress, deferred);
+  deferSeals(proc, deferred); // after everything else (engine/memory/flags.ts)
   const sections = emitCredsSections(p, proc);
   // Each thread's own state, then on into its credentials: one run per thread at finalize.
   const threadSections = emitThreadSections(
@@ -431,7 +437,9 @@ function emitMemory(
     }
     // Before the pages are written: they land as the policy says (engine/memory/mempolicy.ts).
     if (m.mempolicy) emitMbind(p, start, len, m.mempolicy, mappingLabel(m));
-    if (accounted && m.pages.length === 0 && m.kind === "anon") {
+    // (A lazily served area gets its pages after: as good as never faulted here.)
+    const servedLater = lazy && lazyMappingEligible(m);
+    if (accounted && (m.pages.length === 0 || servedLater) && m.kind === "anon") {
       // The kernel drops VM_ACCOUNT when write is removed from a never-faulted
       // anonymous area: fault one page in (and drop it again) first.
       p.copy(start, zeroByte, 1, { comment: "give the area an anon_vma" });
@@ -439,7 +447,7 @@ function emitMemory(
     }
     if (m.pages.length > 0) emitHugePageAdvice(p, m);
     // Lazy restore: the pages are served later (engine/memory/lazy.ts).
-    if (lazy && lazyMappingEligible(m)) emitHotPages(p, m, hot, SLOTS.image);
+    if (servedLater) emitHotPages(p, m, hot, SLOTS.image);
     else emitPageLoads(p, proc, m, SLOTS.image, helper); // engine/restore/page_loads.ts
     if (needsWrite) p.op(SYS.mprotect, [start, len, prot]);
     emitVmFlags(p, m);

@@ -11,7 +11,9 @@
  * it made (check "maps") before and after.
  *
  * usage: rt_memprobe <trigger-path> <work-dir> <mode>
- *   sealed:     a read-write area sealed with mseal;
+ *   sealed:     a read-write area sealed with mseal, the middle of a
+ *               read-only one with contents, a private file mapping;
+ *   sealedfork: a sealed area a forked child inherited (sealed in both);
  *   guard:      guard regions (MADV_GUARD_INSTALL) in a private anonymous,
  *               a private file and a shared anonymous area;
  *   madvise:    one part per madvise flag (dc wf dd hg nh mg rr sr); a child
@@ -329,6 +331,30 @@ static int setup(void) {
     a = map_area(2 * PAGE, PROT_READ | PROT_WRITE, 0);
     fill(a, 2 * PAGE, 1);
     if (syscall(462 /* mseal */, a, 2 * PAGE, 0)) return unavailable(mode), 0;
+    b = map_area(4 * PAGE, PROT_READ | PROT_WRITE, 0); /* written, then read-only, then sealed */
+    fill(b, 4 * PAGE, 2);
+    if (mprotect(b, 4 * PAGE, PROT_READ)) die("mprotect");
+    if (syscall(462, b + PAGE, 2 * PAGE, 0)) die("mseal");
+    int fd = make_file("sealed", 2 * PAGE, 3, O_RDONLY); /* a sealed file mapping */
+    c = mmap(NULL, 2 * PAGE, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (c == MAP_FAILED) die("mmap");
+    close(fd);
+    track(c, 2 * PAGE);
+    if (syscall(462, c, 2 * PAGE, 0)) die("mseal");
+  } else if (!strcmp(mode, "sealedfork")) {
+    a = map_area(2 * PAGE, PROT_READ | PROT_WRITE, 0);
+    fill(a, 2 * PAGE, 1);
+    if (syscall(462 /* mseal */, a, 2 * PAGE, 0)) return unavailable(mode), 0;
+    child = fork();
+    if (child < 0) die("fork");
+    if (child == 0) {
+      a[0] = 9; /* its own copy of the first page */
+      wait_trigger(getenv("RT_TRIGGER"));
+      errno = 0;
+      int sealed = munmap(a, PAGE) == -1 && errno == EPERM;
+      _exit(sealed && a[0] == 9 && same(a + PAGE, PAGE, 1 + 8) ? 0 : 1);
+    }
+    snprintf(info, sizeof info, "child=%d", child);
   } else if (!strcmp(mode, "guard")) {
     a = map_area(8 * PAGE, PROT_READ | PROT_WRITE, 0);
     fill(a, 8 * PAGE, 1);
@@ -813,6 +839,24 @@ static void check_mode(void) {
     errno = 0;
     check("sealed-mprotect", mprotect(a, PAGE, PROT_READ) == -1 && errno == EPERM, "mprotect: %s",
           strerror(errno));
+    /* The read-only one: sealed in the middle only; its ends still change. */
+    errno = 0;
+    int mid = mprotect(b + PAGE, PAGE, PROT_READ | PROT_WRITE);
+    int mid_errno = errno;
+    int ends = mprotect(b, PAGE, PROT_READ | PROT_WRITE) == 0 && munmap(b + 3 * PAGE, PAGE) == 0;
+    check("sealed-readonly", mid == -1 && mid_errno == EPERM && ends && same(b, 3 * PAGE, 2),
+          "mprotect of the sealed middle: %d %s; ends changed: %d", mid, strerror(mid_errno), ends);
+    errno = 0;
+    int fm = munmap(c, PAGE);
+    check("sealed-file", fm == -1 && errno == EPERM && c[512] == 3 + 1, "munmap: %s", strerror(errno));
+  } else if (!strcmp(mode, "sealedfork")) {
+    errno = 0;
+    check("sealedfork-parent", munmap(a, PAGE) == -1 && errno == EPERM && same(a, 2 * PAGE, 1),
+          "munmap: %s", strerror(errno));
+    int st = 0;
+    pid_t w = waitpid(child, &st, 0);
+    check("sealedfork-child", w == child && WIFEXITED(st) && WEXITSTATUS(st) == 0, "status 0x%x",
+          st);
   } else if (!strcmp(mode, "guard")) {
     check("guard-anon", guarded(a + 2 * PAGE) && guarded(a + 3 * PAGE) && !guarded(a + PAGE) &&
                             !guarded(a + 4 * PAGE) && touch(a + 2 * PAGE, 0, 0) == SIGSEGV &&
