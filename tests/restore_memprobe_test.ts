@@ -233,3 +233,29 @@ Deno.test(
     assert.equal(tree.lazy?.failure, undefined);
   }),
 );
+
+/** Modes whose anonymous areas a lazy restore serves (locked ones it loads at once). */
+const LAZY_MODES = ["hidden", "madvise", "guard", "mremap", "protnone", "madvfree", "fork"];
+
+for (const mode of LAZY_MODES) {
+  Deno.test(
+    `memory probe ${mode} (lazy): the state comes back after a lazy restore`,
+    withTargets(async () => {
+      const a = await startTriggered("rt_memprobe", READY, { passWork: true, extra: [mode] });
+      const dir = await tempImageDir();
+      await checkpoint(a.t.pid, { dir });
+      await a.t.wait();
+      const tree = await restore(dir, { lazy: true });
+      a.t.resetAfterRestore();
+      for (const pid of tree.pids) if (pid !== a.t.pid) adoptPid(pid);
+      assert.ok(tree.lazy, "the restore is lazy");
+      tree.lazy.serve();
+      await Deno.writeTextFile(a.trigger, "");
+      const checks = ROUND_TRIPS.find(([m]) => m === mode)![1];
+      assertChecksPassed(a.t, ["maps", ...checks], await a.t.wait(), {
+        what: `rt_memprobe ${mode} (lazy)`,
+      });
+      assert.equal(tree.lazy.failure, undefined);
+    }),
+  );
+}
