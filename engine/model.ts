@@ -465,6 +465,12 @@ export interface Mapping {
    * (engine/memory/shmem_pages.ts). Absent: the object covers it all.
    */
   shmemSize?: number;
+  /**
+   * A shared anonymous mapping that continues the memory object of the
+   * mapping before it (one area split by mprotect or madvise): restored as
+   * part of one object with it (engine/memory/shmem_restore.ts).
+   */
+  shmemJoin?: true;
 }
 
 /** A native AIO context (io_setup), known by its ring mapping; its address is the context id. */

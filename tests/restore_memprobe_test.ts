@@ -59,7 +59,7 @@ const ROUND_TRIPS: [string, string[]][] = [
       "sealed-file",
     ],
   ],
-  ["sharedgrow", ["sharedgrow-sigbus", "sharedgrow-split"]],
+  ["sharedgrow", ["sharedgrow-sigbus", "sharedgrow-split", "sharedgrow-one-object"]],
   ["deletedtwice", ["deletedtwice-file", "deletedtwice-memfd"]],
   ["memfdseal", ["memfdseal-mprotect", "memfdseal-seals", "memfdseal-contents"]],
   ["fork", ["fork-parent", "fork-child"]],

@@ -55,6 +55,7 @@ export const mappingChecks = z.lazy(() =>
     sysvShm: nat.optional(),
     mempolicy: mempolicy.optional(),
     shmemSize: int.min(1).optional(),
+    shmemJoin: z.literal(true).optional(),
     aio: z.looseObject({
       id: nat,
       nr: nat,

@@ -22,7 +22,10 @@
  * a mapping grown with mremap past its object (SIGBUS there) records it
  * ({@link markShortShmem}, `Mapping.shmemSize`) so that the restore makes
  * the object no bigger; otherwise the restored object would be as long as
- * the mapping and the SIGBUS range readable.
+ * the mapping and the SIGBUS range readable. An area split by mprotect or
+ * madvise is several mappings of one object: each one that continues the
+ * object of the one before (adjacent, same inode, offset following on) is
+ * marked (`Mapping.shmemJoin`), and the restore maps the run as one object.
  *
  * @module
  */
@@ -54,6 +57,12 @@ export interface ShmemFaults {
    * less: the whole mapping is past the end).
    */
   short?: Map<bigint, number>;
+  /**
+   * Mappings that continue the object of the mapping just before them (an
+   * area split by mprotect or madvise: same object, adjacent, its offset
+   * following on), by start.
+   */
+  joined?: Set<bigint>;
 }
 
 /**
@@ -72,8 +81,16 @@ export function mapShmemPages(pid: number, frozenMaps?: readonly MapEntry[]): Sh
   using pagemap = openPagemap(pid);
   let mem: Deno.FsFile | undefined;
   let buf: Uint8Array | undefined;
+  let prev: MapEntry | undefined;
   try {
     for (const v of areas) {
+      if (
+        prev && prev.end === v.start && prev.inode === v.inode && prev.dev === v.dev &&
+        v.offset === prev.offset + (prev.end - prev.start)
+      ) {
+        (out.joined ??= new Set()).add(v.start);
+      }
+      prev = v;
       let obj: number;
       try {
         obj = openRawFd(
@@ -151,7 +168,8 @@ export function refuseUnreachableShmem(pid: number, faults: ShmemFaults, refusal
 /**
  * Records in the shared anonymous mappings of process `pid` that reach past
  * their object how much of each the object covers (`Mapping.shmemSize`,
- * from {@link mapShmemPages}); refuses one wholly past it.
+ * from {@link mapShmemPages}), and which continue the object of the mapping
+ * before them (`Mapping.shmemJoin`); refuses one wholly past its object.
  */
 export function markShortShmem(
   pid: number,
@@ -159,10 +177,11 @@ export function markShortShmem(
   faults: ShmemFaults,
   refusals: Refusals,
 ): void {
-  if (!faults.short) return;
+  if (!faults.short && !faults.joined) return;
   for (const m of mappings) {
     if (m.kind !== "anon-shared") continue;
-    const covered = faults.short.get(BigInt(m.start));
+    if (faults.joined?.has(BigInt(m.start))) m.shmemJoin = true;
+    const covered = faults.short?.get(BigInt(m.start));
     if (covered === undefined) continue;
     if (covered > 0) m.shmemSize = covered;
     else {

@@ -85,7 +85,7 @@ import { SIGTRAP } from "../task/sigtrap.ts";
 import { emitThreadClones } from "./thread_clone.ts";
 import { chainedCreds, emitThreadSections, type ThreadSections } from "./thread_state.ts";
 import { hexMinus, hexNum } from "../image/hexnum.ts";
-import { emitShortShmem } from "../memory/shmem_restore.ts";
+import { emitSharedAnon, inSharedAnonGroup } from "../memory/shmem_restore.ts";
 import { emitMbind, emitSetMempolicy } from "../memory/mempolicy.ts";
 import { anonRunLength, emitAnonMmap, emitAnonRun } from "./anon_runs.ts";
 import { emitPageLoads, emitRunLoads, pageHelperTid, UFFD_BUDGET } from "./page_loads.ts";
@@ -394,8 +394,10 @@ function emitMemory(
     // or when a private mapping was accounted ("ac": it had been writable),
     // so the kernel keeps its commit accounting as before.
     const accounted = m.vmFlags.includes("ac") && m.perms[3] === "p" && (prot & 2) === 0;
-    const needsWrite = (m.pages.length > 0 || accounted) && (prot & 2) === 0;
-    const mapProt = needsWrite ? prot | 2 : prot;
+    // A piece of a shared anonymous object mapped in several: mapped read-write with the others.
+    const grouped = m.kind === "anon-shared" && inSharedAnonGroup(proc.mappings, i);
+    const needsWrite = grouped ? prot !== 3 : (m.pages.length > 0 || accounted) && (prot & 2) === 0;
+    const mapProt = grouped ? 3 : needsWrite ? prot | 2 : prot;
     const growsDown = (m.vmFlags.includes("gd") ? MAP_GROWSDOWN : 0) |
       (m.vmFlags.includes("nr") ? MAP_NORESERVE : 0);
     if (m.kind === "anon" || m.kind === "anon-shared") {
@@ -403,17 +405,7 @@ function emitMemory(
         growsDown;
       // (An area the kernel kept apart from the one before is made apart again.)
       if (m.kind === "anon") emitAnonMmap(p, proc, i, [start, len, mapProt, flags], zeroByte);
-      else if (m.shmemSize !== undefined) {
-        emitShortShmem(
-          p,
-          m as Mapping & { shmemSize: number },
-          start,
-          len,
-          mapProt,
-          flags,
-          mappingLabel(m),
-        );
-      } else p.op(SYS.mmap, [start, len, mapProt, flags, -1, 0], { comment: mappingLabel(m) });
+      else emitSharedAnon(p, proc.mappings, i, start, mapProt, flags, mappingLabel(m));
     } else {
       const path = m.ghost !== undefined
         ? ghostPath(opts.ghosts ?? new Map(), m.ghost).path

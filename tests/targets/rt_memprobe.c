@@ -772,6 +772,15 @@ static void check_mode(void) {
     int s1 = touch(a + 2 * PAGE, 0, 0), s2 = touch(a + 3 * PAGE, 1, 1);
     check("sharedgrow-sigbus", s1 == SIGBUS && s2 == SIGBUS && same(a, 2 * PAGE, 1),
           "signals %d %d past the object", s1, s2);
+    /* The three pieces were one object (split by mprotect): one inode, offsets following on. */
+    unsigned long off[3], ino[3];
+    for (int k = 0; k < 3; k++) {
+      maps_line_of(b + k * PAGE, line, sizeof line);
+      if (sscanf(line, "%*s %*s %lx %*s %lu", &off[k], &ino[k]) != 2) off[k] = ino[k] = 0;
+    }
+    check("sharedgrow-one-object", ino[0] && ino[0] == ino[1] && ino[1] == ino[2] &&
+                                       off[1] == off[0] + PAGE && off[2] == off[0] + 2 * PAGE,
+          "inodes %lu %lu %lu, offsets %lx %lx %lx", ino[0], ino[1], ino[2], off[0], off[1], off[2]);
     int ok = !mprotect(b + PAGE, PAGE, PROT_READ | PROT_WRITE);
     pid_t k = fork();
     if (k == 0) {
