@@ -27,7 +27,7 @@ const READY = /^ready pid=(\d+)$/m;
 /** Each mode and the checks it reports besides "maps". */
 const ROUND_TRIPS: [string, string[]][] = [
   ["sealedfork", ["sealedfork-parent", "sealedfork-child"]],
-  ["guard", ["guard-anon", "guard-file", "guard-shared"]],
+  ["guard", ["guard-anon", "guard-file", "guard-shared", "guard-shared-file"]],
   ["madvise", ["madvise-contents", "madvise-fork"]],
   ["thp", ["thp-disable"]],
   ["thpexcept", ["thp-disable"]],
@@ -64,6 +64,8 @@ const ROUND_TRIPS: [string, string[]][] = [
   ["memfdseal", ["memfdseal-mprotect", "memfdseal-seals", "memfdseal-contents"]],
   ["fork", ["fork-parent", "fork-child"]],
   ["ksmfork", ["ksmfork-parent", "ksmfork-child"]],
+  ["deletedcow", ["deletedcow"]],
+  ["edges", ["edges"]],
   ["stack", ["stack-grows", "stack-name"]],
   ["brkempty", ["brk-same", "brk-grows"]],
 ];

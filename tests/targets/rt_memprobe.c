@@ -15,7 +15,7 @@
  *               read-only one with contents, a private file mapping;
  *   sealedfork: a sealed area a forked child inherited (sealed in both);
  *   guard:      guard regions (MADV_GUARD_INSTALL) in a private anonymous,
- *               a private file and a shared anonymous area;
+ *               a private file, a shared anonymous and a shared file area;
  *   madvise:    one part per madvise flag (dc wf dd hg nh mg rr sr); a child
  *               forked after the restore sees no DONTFORK part and zeroed
  *               WIPEONFORK pages;
@@ -71,6 +71,11 @@
  *               a fork, turned off in the child (which advises its copy of an
  *               area MADV_MERGEABLE again, so that it has the parent's flags):
  *               each keeps its own;
+ *   deletedcow: a private mapping of a deleted file, one page written (its
+ *               fd closed): the written page kept, the others the file's;
+ *   edges:      areas at the lowest address mmap allows (vm.mmap_min_addr,
+ *               64 KiB if it is lower) and 1 GiB below the top of the 47-bit
+ *               address space;
  *   stack:      the main stack grows past its size at the dump (a deep call);
  *   brkempty:   the heap shrunk back to its start: sbrk(0) is the same, the
  *               heap grows on from there.
@@ -374,6 +379,13 @@ static int setup(void) {
     track(c, 4 * PAGE);
     fill(c, 4 * PAGE, 3);
     if (madvise(c + 3 * PAGE, PAGE, MADV_GUARD_INSTALL)) die("guard in a shared area");
+    int sfd = make_file("guarded-shared", 4 * PAGE, 4, O_RDWR);
+    char *d = mmap(NULL, 4 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, sfd, 0);
+    if (d == MAP_FAILED) die("mmap shared file");
+    close(sfd);
+    track(d, 4 * PAGE);
+    if (madvise(d + 2 * PAGE, PAGE, MADV_GUARD_INSTALL)) die("guard in a shared file mapping");
+    v1 = (long)d;
   } else if (!strcmp(mode, "madvise")) {
     static const int advice[] = {MADV_DONTFORK, MADV_WIPEONFORK, MADV_DONTDUMP, MADV_HUGEPAGE,
                                  MADV_NOHUGEPAGE, MADV_MERGEABLE, MADV_SEQUENTIAL, MADV_RANDOM};
@@ -746,6 +758,32 @@ static int setup(void) {
     close(p[0]);
     v1 = prctl(68, 0, 0, 0, 0);
     snprintf(info, sizeof info, "child=%d", child);
+  } else if (!strcmp(mode, "deletedcow")) {
+    char path[512];
+    int fd = make_file("deletedcow", 3 * PAGE, 1, O_RDONLY);
+    a = mmap(NULL, 3 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    if (a == MAP_FAILED) die("mmap");
+    close(fd);
+    track(a, 3 * PAGE);
+    a[PAGE] = 42;
+    snprintf(path, sizeof path, "%s/deletedcow", workdir);
+    if (unlink(path)) die("unlink");
+  } else if (!strcmp(mode, "edges")) {
+    unsigned long low = 0x10000;
+    FILE *mf = fopen("/proc/sys/vm/mmap_min_addr", "r");
+    if (mf) {
+      if (fscanf(mf, "%lu", &low) != 1 || low < 0x10000) low = 0x10000;
+      fclose(mf);
+    }
+    a = mmap((void *)low, 2 * PAGE, PROT_READ | PROT_WRITE,
+             MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    b = mmap((void *)((1UL << 47) - (1UL << 30)), 2 * PAGE, PROT_READ | PROT_WRITE,
+             MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    if (a == MAP_FAILED || b == MAP_FAILED) return unavailable(mode), 0;
+    track(a, 2 * PAGE);
+    track(b, 2 * PAGE);
+    fill(a, 2 * PAGE, 1);
+    fill(b, 2 * PAGE, 2);
   } else if (!strcmp(mode, "stack")) {
     if (v1 == 0) die_err("no stack area", ENOENT);
   } else if (!strcmp(mode, "brkempty")) {
@@ -835,6 +873,12 @@ static void check_mode(void) {
     int st = 0;
     pid_t w = waitpid(child, &st, 0);
     check("ksmfork-child", w == child && WIFEXITED(st) && WEXITSTATUS(st) == 0, "status 0x%x", st);
+  } else if (!strcmp(mode, "deletedcow")) {
+    check("deletedcow", a[0] == 1 && a[PAGE] == 42 && a[PAGE + 512] == 1 + 9 &&
+                            same(a + 2 * PAGE, PAGE, 1 + 16),
+          "a[0]=%d a[p]=%d", a[0], a[PAGE]);
+  } else if (!strcmp(mode, "edges")) {
+    check("edges", same(a, 2 * PAGE, 1) && same(b, 2 * PAGE, 2), "");
   } else if (!strcmp(mode, "stack")) {
     size_t before = v1, now = area_size(&f);
     long sum = deep(2048); /* 2 MiB more than the few KiB used so far */
@@ -885,6 +929,10 @@ static void check_mode(void) {
     check("guard-file", guarded(b + PAGE) && !guarded(b) && !guarded(b + 2 * PAGE) &&
                             touch(b + PAGE, 0, 0) == SIGSEGV && b[0] == 9 && b[2 * PAGE] == 2 + 16,
           "pagemap %d%d%d", guarded(b), guarded(b + PAGE), guarded(b + 2 * PAGE));
+    char *d = (char *)v1;
+    check("guard-shared-file", guarded(d + 2 * PAGE) && !guarded(d + PAGE) &&
+                                   touch(d + 2 * PAGE, 0, 0) == SIGSEGV && d[PAGE] == 4 + 8,
+          "pagemap %d%d", guarded(d + PAGE), guarded(d + 2 * PAGE));
     check("guard-shared", guarded(c + 3 * PAGE) && !guarded(c + 2 * PAGE) &&
                               touch(c + 3 * PAGE, 0, 0) == SIGSEGV && same(c, 3 * PAGE, 3),
           "pagemap %d%d", guarded(c + 2 * PAGE), guarded(c + 3 * PAGE));
