@@ -110,7 +110,7 @@ import { fdQueueBytes } from "../fds/socket_common.ts";
 import { InetSocketSession } from "../fds/inet_session.ts";
 import { inetQueueBytes } from "../fds/inet_plan.ts";
 import { planInheritance } from "../memory/inherit.ts";
-import { mapShmemPages, markShortShmem, refuseUnreachableShmem } from "../memory/shmem_pages.ts";
+import { mapShmemPages, markShmemObjects, refuseUnreachableShmem } from "../memory/shmem_pages.ts";
 import { collectLifecycle } from "../task/lifecycle.ts";
 import { reapOrphanedZombies } from "../task/zombies.ts";
 import { refuseZombieLeader } from "../task/refusals.ts";
@@ -723,7 +723,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     checkExitSignals(described.map((d) => d.image), refusals);
     tree.processes.forEach((p, i) => {
       refuseUnreachableShmem(p.pid, shmemFaults[i], refusals);
-      markShortShmem(p.pid, described[i].image.mappings, shmemFaults[i], refusals);
+      markShmemObjects(p.pid, described[i].image.mappings, shmemFaults[i], refusals);
     });
     refuseSharedAcrossTree(described.map((d) => d.image), refusals);
     sockets.finish(refusals);

@@ -20,7 +20,7 @@
  *
  * The object's size is read on the way (one lseek on the fd already open):
  * a mapping grown with mremap past its object (SIGBUS there) records it
- * ({@link markShortShmem}, `Mapping.shmemSize`) so that the restore makes
+ * ({@link markShmemObjects}, `Mapping.shmemSize`) so that the restore makes
  * the object no bigger; otherwise the restored object would be as long as
  * the mapping and the SIGBUS range readable. An area split by mprotect or
  * madvise is several mappings of one object: each one that continues the
@@ -171,7 +171,7 @@ export function refuseUnreachableShmem(pid: number, faults: ShmemFaults, refusal
  * from {@link mapShmemPages}), and which continue the object of the mapping
  * before them (`Mapping.shmemJoin`); refuses one wholly past its object.
  */
-export function markShortShmem(
+export function markShmemObjects(
   pid: number,
   mappings: readonly Mapping[],
   faults: ShmemFaults,
