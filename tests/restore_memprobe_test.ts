@@ -42,7 +42,12 @@ const ROUND_TRIPS: [string, string[]][] = [
   ["protnone", ["protnone-contents", "protnone-faults", "protnone-reserved", "protnone-usable"]],
   ["bigreserve", ["bigreserve-contents", "bigreserve-rss"]],
   ["mremap", ["mremap-contents", "mremap-again"]],
-  ["shared", ["shared-child-answers", "shared-child-exit", "shared-private-stays"]],
+  ["shared", [
+    "shared-child-answers",
+    "shared-pieces",
+    "shared-child-exit",
+    "shared-private-stays",
+  ]],
   ["brk", ["brk-same", "brk-contents", "brk-grows"]],
   ["beyondeof", ["beyondeof-contents", "beyondeof-sigbus"]],
   ["filecow", ["filecow-contents", "filecow-follows-file"]],

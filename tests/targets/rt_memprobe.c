@@ -35,8 +35,9 @@
  *   bigreserve: 4 TiB PROT_NONE and 1 TiB read-write MAP_NORESERVE (as Go,
  *               V8 and sanitizers reserve), a few pages written far apart;
  *   mremap:     areas grown and moved by mremap (also MREMAP_DONTUNMAP);
- *   shared:     MAP_SHARED|MAP_ANONYMOUS shared with a forked child, and a
- *               private area the child wrote after the fork (stays private);
+ *   shared:     MAP_SHARED|MAP_ANONYMOUS shared with a forked child (split in
+ *               two pieces by mprotect in both), and a private area the child
+ *               wrote after the fork (stays private);
  *   secret:     a memfd_secret area (its fd closed); secretfd: its fd kept;
  *   uffd:       ranges registered with a userfaultfd (MISSING and WP) whose
  *               fd is held only by a process outside the tree;
@@ -482,6 +483,8 @@ static int setup(void) {
     a = mmap(NULL, 4 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (a == MAP_FAILED) die("mmap");
     track(a, 4 * PAGE);
+    a[3 * PAGE] = 33;
+    if (mprotect(a + 3 * PAGE, PAGE, PROT_READ)) die("mprotect"); /* two pieces of one object */
     b = map_area(4 * PAGE, PROT_READ | PROT_WRITE, 0);
     fill(b, 4 * PAGE, 2);
     child = fork();
@@ -494,7 +497,12 @@ static int setup(void) {
       for (int i = 0; i < 6000 && *(volatile char *)&a[0] != 'p'; i++) sleep_ms(10);
       b[PAGE] = 55;
       *(volatile char *)&a[1] = 'a';
-      _exit(a[0] == 'p' && b[0] == 77 ? 0 : 1);
+      /* Its pieces are still one object: made writable again, the read-only one takes a write
+       * the parent sees. */
+      int one = !mprotect(a + 3 * PAGE, PAGE, PROT_READ | PROT_WRITE);
+      if (one) a[3 * PAGE + 1] = 34;
+      *(volatile char *)&a[2] = 'b';
+      _exit(a[0] == 'p' && b[0] == 77 && one && a[3 * PAGE] == 33 ? 0 : 1);
     }
     for (int i = 0; i < 6000 && *(volatile char *)&a[100] != 1; i++) sleep_ms(10);
     snprintf(info, sizeof info, "child=%d", child);
@@ -1028,6 +1036,9 @@ static void check_mode(void) {
     for (int i = 0; i < 6000 && *(volatile char *)&a[1] != 'a'; i++) sleep_ms(10);
     int st = 0;
     check("shared-child-answers", a[1] == 'a', "");
+    for (int i = 0; i < 6000 && *(volatile char *)&a[2] != 'b'; i++) sleep_ms(10);
+    check("shared-pieces", a[3 * PAGE] == 33 && a[3 * PAGE + 1] == 34, "%d %d", a[3 * PAGE],
+          a[3 * PAGE + 1]);
     check("shared-child-exit", waitpid(child, &st, 0) == child && WIFEXITED(st) &&
                                    WEXITSTATUS(st) == 0,
           "status 0x%x", st);
