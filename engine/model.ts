@@ -465,6 +465,18 @@ export interface Mapping {
   aio?: AioRing;
   /** Its own NUMA memory policy (mbind), when it has one (engine/memory/mempolicy.ts). */
   mempolicy?: MemPolicy;
+  /**
+   * A shared anonymous mapping grown past its memory object (mremap): the
+   * bytes of it the object covers; the rest raises SIGBUS
+   * (engine/memory/shmem_pages.ts). Absent: the object covers it all.
+   */
+  shmemSize?: number;
+  /**
+   * A shared anonymous mapping that continues the memory object of the
+   * mapping before it (one area split by mprotect or madvise): restored as
+   * part of one object with it (engine/memory/shmem_restore.ts).
+   */
+  shmemJoin?: true;
 }
 
 /** A native AIO context (io_setup), known by its ring mapping; its address is the context id. */

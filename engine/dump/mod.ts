@@ -115,7 +115,7 @@ import { InetSocketSession } from "../fds/inet_session.ts";
 import { lockConnections, type LockOutcome, unlockConnections } from "../fds/tcp_lock.ts";
 import { inetQueueBytes } from "../fds/inet_plan.ts";
 import { planInheritance } from "../memory/inherit.ts";
-import { mapShmemPages, refuseUnreachableShmem } from "../memory/shmem_pages.ts";
+import { mapShmemPages, markShmemObjects, refuseUnreachableShmem } from "../memory/shmem_pages.ts";
 import { collectLifecycle } from "../task/lifecycle.ts";
 import { reapOrphanedZombies } from "../task/zombies.ts";
 import { refuseZombieLeader } from "../task/refusals.ts";
@@ -735,7 +735,10 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     checkUnattachedLocks(described.map((d) => d.image), refusals, await locks);
     checkFdOwners(described.map((d) => d.image), refusals);
     checkExitSignals(described.map((d) => d.image), refusals);
-    tree.processes.forEach((p, i) => refuseUnreachableShmem(p.pid, shmemFaults[i], refusals));
+    tree.processes.forEach((p, i) => {
+      refuseUnreachableShmem(p.pid, shmemFaults[i], refusals);
+      markShmemObjects(p.pid, described[i].image.mappings, shmemFaults[i], refusals);
+    });
     refuseSharedAcrossTree(described.map((d) => d.image), refusals);
     sockets.finish(refusals);
     const ghosts = await collectGhosts(described.map((d) => d.image), tmp, refusals);

@@ -44,6 +44,7 @@ import { errnoName } from "../../ffi/errno.ts";
 import { closeFd, nameToHandle, openByHandle, openDirFd } from "../../ffi/fhandle.ts";
 import { readMountInfo } from "../proc/mountinfo.ts";
 import type { Refusals, SupportId } from "../support.ts";
+import { isSecretMem } from "../memory/secretmem.ts";
 
 const DELETED = " (deleted)";
 const O_RDONLY = 0;
@@ -163,6 +164,10 @@ export async function collectGhosts(
     for (const f of p.fds) {
       if (f.excluded || (f.kind !== "memfd" && f.kind !== "file") || !ghostKind(f.target)) continue;
       const where = `process ${p.pid} fd ${f.fd} (${f.target})`;
+      if (isSecretMem(f.target)) {
+        refusals.use("memory.secretmem", where);
+        continue;
+      }
       const id = await save(`/proc/${p.pid}/fd/${f.fd}`, f.target, where, "fd.deleted");
       if (id) {
         f.ghost = id;
@@ -266,7 +271,7 @@ function openLinked(g: GhostFile): number {
 /** Whether mapping `m` is saved if its file is a ghost (its file deleted, of a kind saved). */
 function maybeGhostMapping(m: Mapping): boolean {
   return !m.excluded && (m.kind === "file-private" || m.kind === "file-shared") &&
-    ghostKind(m.name) !== null;
+    ghostKind(m.name) !== null && !isSecretMem(m.name); // (refused: engine/memory/flags.ts)
 }
 
 /** Ghost files with the transfer fd number each is handed to the tree at. */

@@ -54,6 +54,8 @@ export const mappingChecks = z.lazy(() =>
     ghost: z.string().optional(),
     sysvShm: nat.optional(),
     mempolicy: mempolicy.optional(),
+    shmemSize: int.min(1).optional(),
+    shmemJoin: z.literal(true).optional(),
     aio: z.looseObject({
       id: nat,
       nr: nat,
