@@ -32,9 +32,11 @@
  * Refused (before anything is touched): a packet-mode status byte not read
  * yet (reading it would consume it), a slave never opened (its queue cannot
  * be read without opening it, and closing it again would show the master a
- * hang-up), output stopped or a master buffer full (the bytes could not be
- * written back), an input queue at the line discipline's limit (more bytes
- * may wait before it, not processed yet).
+ * hang-up), a slave whose line discipline is not N_TTY (its state is not
+ * readable, and a restore would give N_TTY), output stopped or a master
+ * buffer full (the bytes could not be written back), an input queue at the
+ * line discipline's limit (more bytes may wait before it, not processed
+ * yet). The look also reads the slave's exclusive mode (TIOCEXCL).
  *
  * @module
  */
@@ -59,7 +61,7 @@ import {
 } from "../../ffi/pty_queue.ts";
 import { rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
-import { setPtyLock, TTY_IOCTL } from "../../ffi/tty.ts";
+import { isExclusive, lineDiscipline, setPtyLock, TTY_IOCTL } from "../../ffi/tty.ts";
 import { decodeBase64, encodeBase64 } from "../base64.ts";
 import { ImageFormatError } from "../image/errors.ts";
 import type { SupportId } from "../support.ts";
@@ -90,11 +92,16 @@ export type PtyQueueRefusal = Extract<
   | "tty.pty-output-blocked"
   | "tty.pty-input-full"
   | "tty.pty-slave-unopened"
+  | "tty.ldisc"
 >;
 
-/** What a dump found in a pty: nothing, the queues (put back already), or a refusal. */
+/**
+ * What a dump found in a pty: nothing, the queues (put back already), or a
+ * refusal; and whether its slave is in exclusive mode (read through the
+ * slave cryo opened: a master's TIOCGEXCL is the master's own).
+ */
 export type PtyQueueLook =
-  | { queue: PtyQueue | null }
+  | { queue: PtyQueue | null; slaveExclusive: boolean }
   | { refused: PtyQueueRefusal; detail: string };
 
 function ioctlInt(fd: number, req: number | bigint): number {
@@ -285,6 +292,11 @@ export function takePtyQueues(master: number, index: number, pid: number): PtyQu
     if (locked) setPtyLock(master, true);
   }
   try {
+    const ldisc = lineDiscipline(slave);
+    if (ldisc !== 0) {
+      return { refused: "tty.ldisc", detail: `its slave's line discipline is ${ldisc}, not N_TTY` };
+    }
+    const slaveExclusive = isExclusive(slave);
     const t = getTermios2(master);
     const saved = decodeTermios2(t);
     if (!(pollFd(slave, POLL.OUT) & POLL.OUT)) {
@@ -317,7 +329,7 @@ export function takePtyQueues(master: number, index: number, pid: number): PtyQu
     if (inputSlots(q, saved) >= LDISC_MAX) {
       return { refused: "tty.pty-input-full", detail: `${inputSlots(q, saved)} bytes wait in it` };
     }
-    return { queue: isEmpty(q) ? null : q };
+    return { queue: isEmpty(q) ? null : q, slaveExclusive };
   } finally {
     rawSyscall(SYS.close, slave);
   }
