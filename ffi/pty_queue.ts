@@ -62,6 +62,8 @@ export const LFLAG = {
 
 /** `c_oflag` OPOST. */
 export const OPOST = 1;
+/** `c_oflag` TAB3 (XTABS): a TAB written becomes spaces up to the next multiple of 8. */
+export const TAB3 = 0o14000;
 
 /** struct termios2, decoded. */
 export interface Termios2 {

@@ -4,7 +4,8 @@
  * its own terminal after the restore. What comes back: every termios flag
  * word and control character, BOTHER speeds (input != output), the window
  * size with its pixel fields, a partial canonical line under a blocked
- * reader, the slave lock, exclusive mode set through either side, a STOP
+ * reader, the output column modulo 8 (a TAB under TAB3, the echo of ERASE
+ * after a TAB typed at a prompt), the slave lock, exclusive mode set through either side, a STOP
  * byte of TCIOFF, a slave closed again (the master reads EIO), /dev/tty
  * open on the controlling terminal, O_NONBLOCK on both sides, a background
  * session leader. Refused by name at dump, the target running on
@@ -65,6 +66,8 @@ const RESTORED: [mode: string, checks: string[]][] = [
   ["speeds", ["speeds", "ispeed", "ospeed"]],
   ["winsize", ["winsize"]],
   ["partial", ["read"]],
+  ["column", ["tab-echo", "erase-tab-echo"]],
+  ["columnout", ["tab3-column"]],
   ["locked", ["locked", "open-refused"]],
   ["exclmaster", ["excl-slave", "excl-master"]],
   ["exclslave", ["excl-slave", "excl-master"]],
@@ -87,7 +90,7 @@ for (const [mode, checks] of RESTORED) {
   );
 }
 
-for (const mode of ["hup", "exclslave"]) {
+for (const mode of ["hup", "exclslave", "columnout"]) {
   Deno.test(
     `ttyprobe: ${mode} is left as it was by a dump that leaves the target running`,
     withTargets(async () => {

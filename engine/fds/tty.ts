@@ -124,6 +124,7 @@ export function collectTty(
     else {
       if (look.queue) queue["pty-queue"] = encodePtyQueue(look.queue);
       if (look.slaveExclusive) queue["pty-slave-exclusive"] = "1";
+      if (look.column) queue["pty-column"] = String(look.column);
     }
     return {
       ...queue,
@@ -156,6 +157,8 @@ export interface PlannedPty {
   slaveExclusive?: boolean;
   /** Every slave was closed again: the master reads EIO and polls POLLHUP. */
   hup?: boolean;
+  /** The output column modulo 8 (absent: 0), see tty_queue.ts. */
+  column?: number;
   /** Owner and mode of /dev/pts/<index> (absent in images from before they were recorded). */
   owner?: { uid: number; gid: number; mode: number };
   /** Bytes waiting in its queues, put back before the tree runs (absent: none). */
@@ -195,6 +198,7 @@ export function planPtys(images: readonly ProcessImage[], firstTransferFd: numbe
         exclusive: f.extra["pty-exclusive"] === "1",
         ...(f.extra["pty-slave-exclusive"] === "1" ? { slaveExclusive: true } : {}),
         ...(f.extra["pty-hup"] === "1" ? { hup: true } : {}),
+        ...(f.extra["pty-column"] ? { column: Number(f.extra["pty-column"]) % 8 } : {}),
         ...ownerOf(f.extra["pty-owner"]),
         ...(f.extra["pty-queue"] ? { queue: decodePtyQueue(f.extra["pty-queue"]) } : {}),
       });

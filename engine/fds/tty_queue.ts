@@ -38,6 +38,15 @@
  * line discipline's limit (more bytes may wait before it, not processed
  * yet). The look also reads the slave's exclusive mode (TIOCEXCL).
  *
+ * The output column (where the line discipline's output processing thinks
+ * the cursor is: it expands a TAB under TAB3, and starts the echo of a new
+ * input line from it, which the echo of ERASE after a TAB counts from) is
+ * not readable; modulo 8, which is all a TAB depends on, it is measured
+ * once the master's queue is empty: a TAB written under OPOST|TAB3 comes
+ * out as 8 - column % 8 spaces, and as many backspaces put the column back
+ * exactly. Restore writes column % 8 spaces into the new pty (read away
+ * from its master) before anything else.
+ *
  * @module
  */
 
@@ -55,6 +64,7 @@ import {
   readOnce,
   setPacketMode,
   setTermios2,
+  TAB3,
   type Termios2,
   VCC,
   writeAllWaiting,
@@ -101,7 +111,7 @@ export type PtyQueueRefusal = Extract<
  * slave cryo opened: a master's TIOCGEXCL is the master's own).
  */
 export type PtyQueueLook =
-  | { queue: PtyQueue | null; slaveExclusive: boolean }
+  | { queue: PtyQueue | null; slaveExclusive: boolean; column: number }
   | { refused: PtyQueueRefusal; detail: string };
 
 function ioctlInt(fd: number, req: number | bigint): number {
@@ -310,6 +320,7 @@ export function takePtyQueues(master: number, index: number, pid: number): PtyQu
     }
     if (packet) setPacketMode(master, false);
     let q: PtyQueue;
+    let column: number;
     try {
       const canonical = isCanonical(saved);
       let lines: Uint8Array[] = [];
@@ -320,6 +331,7 @@ export function takePtyQueues(master: number, index: number, pid: number): PtyQu
       setTermios2(master, encodeTermios2(rawOf(saved)));
       const partial = readAll(slave, false);
       const output = readAll(master, true);
+      column = measureColumn(master, slave, saved);
       q = { canonical, lines, partial, output };
       putBack(master, slave, q, t);
     } finally {
@@ -329,21 +341,77 @@ export function takePtyQueues(master: number, index: number, pid: number): PtyQu
     if (inputSlots(q, saved) >= LDISC_MAX) {
       return { refused: "tty.pty-input-full", detail: `${inputSlots(q, saved)} bytes wait in it` };
     }
-    return { queue: isEmpty(q) ? null : q, slaveExclusive };
+    return { queue: isEmpty(q) ? null : q, slaveExclusive, column };
   } finally {
     rawSyscall(SYS.close, slave);
   }
 }
 
+/** `n` bytes the master must find: waits (poll) up to WRITE_TIMEOUT_MS for each part. */
+function readExactly(master: number, n: number): Uint8Array {
+  const out = new Uint8Array(n);
+  let got = 0;
+  while (got < n) {
+    if (!(pollFd(master, POLL.IN, WRITE_TIMEOUT_MS) & POLL.IN)) break;
+    const b = readOnce(master, n - got);
+    if (b === null || b.length === 0) break;
+    out.set(b, got);
+    got += b.length;
+  }
+  if (got < n) throw new Error(`the pty's master gave ${got} of ${n} bytes`);
+  return out;
+}
+
+/** The slave's termios `t` with output processing reduced to OPOST (and `extra`), raw otherwise. */
+function columnTermios(t: Termios2, extra = 0): Uint8Array {
+  return encodeTermios2({ ...rawOf(t), oflag: OPOST | extra });
+}
+
 /**
- * Restore: puts `q` into the freshly opened pty whose master is `master`
- * (packet mode off, nothing queued) and sets termios `t`. Returns cryo's
- * slave fd, to close once the tree holds its own.
+ * Dump: the output column modulo 8 of the pty (master's queue empty, the
+ * tree frozen), left as it was. The caller puts the termios back.
  */
-export function refillPty(master: number, q: PtyQueue, t: Uint8Array): number {
+function measureColumn(master: number, slave: number, t: Termios2): number {
+  setTermios2(master, columnTermios(t, TAB3));
+  // A TAB, then a mark that ends its spaces.
+  writeAllWaiting(slave, new Uint8Array([0x09, 0x21]), WRITE_TIMEOUT_MS);
+  const seen: number[] = [];
+  while (seen.length < 9 && seen[seen.length - 1] !== 0x21) {
+    if (!(pollFd(master, POLL.IN, WRITE_TIMEOUT_MS) & POLL.IN)) break;
+    const b = readOnce(master, 9 - seen.length);
+    if (b === null || b.length === 0) break;
+    seen.push(...b);
+  }
+  const n = seen.length - 1;
+  if (seen[n] !== 0x21 || n < 1 || seen.slice(0, n).some((b) => b !== 0x20)) {
+    throw new Error("a TAB written to measure the pty's column did not come out as spaces");
+  }
+  writeAllWaiting(slave, new Uint8Array(n + 1).fill(0x08), WRITE_TIMEOUT_MS);
+  readExactly(master, n + 1);
+  return (8 - n) % 8;
+}
+
+/**
+ * Restore: fills the freshly opened pty whose master is `master` (packet
+ * mode off, nothing queued) — the output column (modulo 8) first, then the
+ * queued bytes `q` — and sets termios `t`. Returns cryo's slave fd, to
+ * close once the tree holds its own.
+ */
+export function refillPty(
+  master: number,
+  q: PtyQueue | undefined,
+  column: number,
+  t: Uint8Array,
+): number {
   const slave = openPeer(master);
   try {
-    putBack(master, slave, q, t);
+    if (column) {
+      setTermios2(master, columnTermios(decodeTermios2(t)));
+      writeAllWaiting(slave, new Uint8Array(column).fill(0x20), WRITE_TIMEOUT_MS);
+      readExactly(master, column);
+    }
+    if (q) putBack(master, slave, q, t);
+    setTermios2(master, t);
     return slave;
   } catch (e) {
     rawSyscall(SYS.close, slave);

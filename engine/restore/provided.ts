@@ -26,7 +26,7 @@ export class ProvidedFds {
   /** Transfer fd number -> cryo's fd (every cryo fd above every transfer number). */
   readonly fds = new Map<number, number>();
   /**
-   * cryo's slaves of the ptys it put bytes back into or set the slave's
+   * cryo's slaves of the ptys it put bytes or a column back into or set the slave's
    * exclusive mode on, open until the tree holds its own (a last slave
    * closing would show the master a hang-up).
    */
@@ -69,8 +69,10 @@ export class ProvidedFds {
         }
         let slave: number | undefined;
         try {
-          // Queued bytes go back first: that leaves the termios as saved.
-          if (p.queue) slave = refillPty(fd, p.queue, ptyStateBytes(p).termios);
+          // The column and queued bytes go back first: that leaves the termios as saved.
+          if (p.queue || p.column) {
+            slave = refillPty(fd, p.queue, p.column ?? 0, ptyStateBytes(p).termios);
+          }
           applyPtyState(fd, { ...ptyStateBytes(p), packet: p.packet });
           if (p.exclusive) setExclusive(fd);
           if (p.slaveExclusive) setExclusive(slave ??= openPeer(fd));
