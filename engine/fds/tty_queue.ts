@@ -44,14 +44,16 @@
  * not readable; modulo 8, which is all a TAB depends on, it is measured
  * once the master's queue is empty: a TAB written under OPOST|TAB3 comes
  * out as 8 - column % 8 spaces, and as many backspaces put the column back
- * exactly. Restore writes column % 8 spaces into the new pty (read away
- * from its master) before anything else.
+ * exactly (discarded from the master's input by a TCIFLUSH, without
+ * waiting for them). Restore writes column % 8 spaces into the new
+ * pty (discarded the same way) before anything else.
  *
  * @module
  */
 
 import {
   decodeTermios2,
+  discardMasterInput,
   encodeTermios2,
   getTermios2,
   injectInput,
@@ -347,21 +349,6 @@ export function takePtyQueues(master: number, index: number, pid: number): PtyQu
   }
 }
 
-/** `n` bytes the master must find: waits (poll) up to WRITE_TIMEOUT_MS for each part. */
-function readExactly(master: number, n: number): Uint8Array {
-  const out = new Uint8Array(n);
-  let got = 0;
-  while (got < n) {
-    if (!(pollFd(master, POLL.IN, WRITE_TIMEOUT_MS) & POLL.IN)) break;
-    const b = readOnce(master, n - got);
-    if (b === null || b.length === 0) break;
-    out.set(b, got);
-    got += b.length;
-  }
-  if (got < n) throw new Error(`the pty's master gave ${got} of ${n} bytes`);
-  return out;
-}
-
 /** The slave's termios `t` with output processing reduced to OPOST (and `extra`), raw otherwise. */
 function columnTermios(t: Termios2, extra = 0): Uint8Array {
   return encodeTermios2({ ...rawOf(t), oflag: OPOST | extra });
@@ -386,8 +373,9 @@ function measureColumn(master: number, slave: number, t: Termios2): number {
   if (seen[n] !== 0x21 || n < 1 || seen.slice(0, n).some((b) => b !== 0x20)) {
     throw new Error("a TAB written to measure the pty's column did not come out as spaces");
   }
+  // Backspaces put the column back; the master need not see them.
   writeAllWaiting(slave, new Uint8Array(n + 1).fill(0x08), WRITE_TIMEOUT_MS);
-  readExactly(master, n + 1);
+  discardMasterInput(master);
   return (8 - n) % 8;
 }
 
@@ -408,7 +396,7 @@ export function refillPty(
     if (column) {
       setTermios2(master, columnTermios(decodeTermios2(t)));
       writeAllWaiting(slave, new Uint8Array(column).fill(0x20), WRITE_TIMEOUT_MS);
-      readExactly(master, column);
+      discardMasterInput(master);
     }
     if (q) putBack(master, slave, q, t);
     setTermios2(master, t);
