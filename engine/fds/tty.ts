@@ -1,12 +1,18 @@
 /**
  * Terminals. A pseudo-terminal whose master is held inside the tree (tmux,
  * screen, `script`, expect) is re-created with the same index (/dev/pts/N),
- * termios, window size, packet mode, lock and the bytes waiting in it
- * (`tty_queue.ts`); its slave is reopened by path;
- * a session whose controlling terminal it was gets it back, with the same
- * foreground process group. Any other terminal (the user's own, a pty whose
- * master is outside the tree) is outside the tree: it needs the opt-in
- * `--shell-job`, and restore attaches such fds to the restorer's stdio.
+ * termios, window size, packet mode, lock, exclusive mode of either side,
+ * output column (modulo 8) and the bytes waiting in it (`tty_queue.ts`),
+ * and its slaves closed again when every holder had closed them (the
+ * master reads EIO); its slave is reopened by path, a `/dev/tty` fd as
+ * `/dev/tty` when the terminal behind it is its holder's controlling
+ * terminal restored with the tree; a session whose controlling terminal it
+ * was gets it back, with the same foreground process group. Any other
+ * terminal (the user's own, a pty whose master is outside the tree), and a
+ * controlling terminal that would not come back, is outside the tree: it
+ * needs the opt-in `--shell-job`, and restore attaches such fds to the
+ * restorer's stdio. Hung-up terminal fds and line disciplines other than
+ * N_TTY are refused.
  *
  * Dump reads a pty's state through a copy of its master (pidfd_getfd): on
  * a master, the termios and window-size ioctls act on the slave. Restore
@@ -303,7 +309,7 @@ export function checkTtys(images: readonly ProcessImage[], refusals: Refusals): 
       const why = byPid.has(p.sid)
         ? "its controlling terminal is outside the tree"
         : `its session leader ${p.sid} is outside the tree`;
-      refusals.use("tty.external-ctty-member", `process ${p.pid} (${why})`);
+      refusals.use("tty.external", `process ${p.pid} (${why})`);
     }
   }
 }
