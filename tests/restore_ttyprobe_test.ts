@@ -74,6 +74,7 @@ const RESTORED: [mode: string, checks: string[]][] = [
   ["tcioff", ["stop-byte"]],
   ["hup", ["master-hup", "master-eio"]],
   ["devtty", ["devtty-output", "devtty-sid"]],
+  ["devttyonly", ["devtty-output", "devtty-sid"]],
   ["nonblock", ["master-nonblock", "slave-nonblock", "slave-eagain"]],
   ["fgbg", ["sid", "fg"]],
 ];

@@ -73,10 +73,18 @@ import {
 } from "../../ffi/pty_queue.ts";
 import { rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
-import { isExclusive, lineDiscipline, setPtyLock, TTY_IOCTL } from "../../ffi/tty.ts";
+import { withTargetFd } from "../../ffi/pidfd.ts";
+import {
+  isExclusive,
+  lineDiscipline,
+  setPtyLock,
+  terminalDevice,
+  TTY_IOCTL,
+} from "../../ffi/tty.ts";
 import { decodeBase64, encodeBase64 } from "../base64.ts";
 import { ImageFormatError } from "../image/errors.ts";
 import type { SupportId } from "../support.ts";
+import { ptyIndexOfTtyNr } from "./tty.ts";
 
 /** N_TTY_BUF_SIZE - 1: the most bytes the line discipline holds. */
 const LDISC_MAX = 4095;
@@ -246,8 +254,9 @@ function isEmpty(q: PtyQueue): boolean {
 }
 
 /**
- * Whether any process cryo can see has /dev/pts/`index` open, looking at
- * process `first` (the master's holder) before all others.
+ * Whether any process cryo can see has /dev/pts/`index` open (by that path,
+ * or as /dev/tty: its controlling terminal), looking at process `first`
+ * (the master's holder) before all others.
  */
 export function slaveOpenAnywhere(index: number, first: number): boolean {
   const path = `/dev/pts/${index}`;
@@ -266,10 +275,17 @@ export function slaveOpenAnywhere(index: number, first: number): boolean {
     }
     for (const e of entries) {
       try {
-        if (Deno.readLinkSync(`/proc/${pid}/fd/${e.name}`) !== path) continue;
+        const link = Deno.readLinkSync(`/proc/${pid}/fd/${e.name}`);
+        if (link === "/dev/tty") {
+          // Its controlling terminal, opened as /dev/tty: the terminal behind it.
+          const dev = withTargetFd(Number(pid), Number(e.name), terminalDevice);
+          if (dev !== "hung-up" && ptyIndexOfTtyNr(dev) === index) return true;
+          continue;
+        }
+        if (link !== path) continue;
         const st = Deno.statSync(`/proc/${pid}/fd/${e.name}`);
         if (st.dev === want.dev && st.rdev === want.rdev) return true;
-      } catch { /* closed meanwhile */ }
+      } catch { /* closed meanwhile, or not ours to copy */ }
     }
     return false;
   };

@@ -25,8 +25,9 @@
  * ixoff     output stopped by a ^S typed (IXON)
  * tcioff    tcflow(TCIOFF): a STOP byte waits on the master
  * hup       the slave opened and closed again: the master reads EIO, polls HUP
- * devtty    session leader on the slave, holding /dev/tty open (and no
- *           other slave fd): writes through /dev/tty reach the master
+ * devtty    session leader on the slave, holding /dev/tty open (and the
+ *           slave): writes through /dev/tty reach the master
+ * devttyonly the same with the slave's fd closed: /dev/tty holds it open
  * nonblock  master and slave opened O_NONBLOCK
  * hangup    session leader on the slave, vhangup(): its slave fd is hung up
  * fgbg      session leader on the slave, a child in its own group is the
@@ -370,11 +371,13 @@ static int mode_hup(void) {
   return verdict();
 }
 
-static int mode_devtty(void) {
+/* `only`: the slave's own fd closed, /dev/tty its only holder. */
+static int mode_devtty(int only) {
   if (setsid() < 0) die("setsid");
   open_pair(0, 0); /* without O_NOCTTY: the controlling terminal */
   int tty = open("/dev/tty", O_RDWR);
   if (tty < 0) die("/dev/tty");
+  if (only) close(s);
   struct termios t;
   tcgetattr(tty, &t);
   t.c_oflag &= ~(tcflag_t)OPOST;
@@ -489,7 +492,8 @@ int main(int argc, char **argv) {
   if (!strcmp(mo, "ixoff")) return mode_ixoff();
   if (!strcmp(mo, "tcioff")) return mode_tcioff();
   if (!strcmp(mo, "hup")) return mode_hup();
-  if (!strcmp(mo, "devtty")) return mode_devtty();
+  if (!strcmp(mo, "devtty")) return mode_devtty(0);
+  if (!strcmp(mo, "devttyonly")) return mode_devtty(1);
   if (!strcmp(mo, "nonblock")) return mode_nonblock();
   if (!strcmp(mo, "hangup")) return mode_hangup();
   if (!strcmp(mo, "fgbg")) return mode_fgbg();
