@@ -152,7 +152,7 @@ export const SUPPORT_TABLE = [
   { id: "fd.userfaultfd", area: "fd", what: "userfaultfd", support: "refused", note: "its registered ranges and pending faults live in the kernel" },
   { id: "fd.anon-other", area: "fd", what: "other anonymous inodes", support: "refused", note: "unknown kind" },
   // Terminals.
-  { id: "tty.pty", area: "tty", what: "pseudo-terminals whose master is in the tree (same index, termios, window size, packet mode, lock, exclusive mode of either side, a slave closed again (EIO), controlling terminal, foreground group)", support: "saved" },
+  { id: "tty.pty", area: "tty", what: "pseudo-terminals whose master is in the tree (same index, termios, window size, packet mode, lock, exclusive mode of either side, the master's output stopped (tcflow), a slave closed again (EIO), output column modulo 8, controlling terminal, foreground group)", support: "saved" },
   { id: "tty.pty-queued", area: "tty", what: "bytes waiting in a pty of the tree: input the slave has not read (raw, or canonical lines and a partial line), output the master has not", support: "saved", note: "read at dump in a raw mode and put back unprocessed; restore puts them back before the tree runs" },
   { id: "tty.pty-queued-rootless", area: "tty", what: "bytes waiting in a pty of a tree dumped rootless", support: "refused", note: "putting input back (TIOCSTI) needs CAP_SYS_ADMIN in the initial user namespace" },
   { id: "tty.pty-packet-status", area: "tty", what: "a pty master in packet mode with a status byte not read yet", support: "refused", note: "reading it would consume it; retry when the terminal is idle" },

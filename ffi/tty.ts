@@ -32,6 +32,7 @@ export const TTY_IOCTL = {
   TIOCEXCL: 0x540c,
   TIOCGEXCL: 0x80045440n,
   TIOCGETD: 0x5424,
+  TCXONC: 0x540a,
   TIOCGDEV: 0x80045432n,
 } as const;
 
@@ -121,6 +122,11 @@ export function isExclusive(fd: number): boolean {
 /** Sets exclusive mode (TIOCEXCL) on the terminal of fd `fd`. */
 export function setExclusive(fd: number): void {
   syscall(SYS.ioctl, fd, TTY_IOCTL.TIOCEXCL, 0);
+}
+
+/** Stops the output of the terminal of fd `fd` as `tcflow(fd, TCOOFF)` does. */
+export function stopOutput(fd: number): void {
+  syscall(SYS.ioctl, fd, TTY_IOCTL.TCXONC, 0 /* TCOOFF */);
 }
 
 /** Sets termios, window size and packet mode of the pty whose master is `fd`. */

@@ -6,7 +6,7 @@
  * size with its pixel fields, a partial canonical line under a blocked
  * reader, the output column modulo 8 (a TAB under TAB3, the echo of ERASE
  * after a TAB typed at a prompt), the slave lock, exclusive mode set through either side, a STOP
- * byte of TCIOFF, a slave closed again (the master reads EIO), /dev/tty
+ * byte of TCIOFF, the master's output stopped (tcflow on the master), a slave closed again (the master reads EIO), /dev/tty
  * open on the controlling terminal, O_NONBLOCK on both sides, a background
  * session leader. Refused by name at dump, the target running on
  * untouched, no image: a line discipline other than N_TTY, a hung-up
@@ -72,6 +72,7 @@ const RESTORED: [mode: string, checks: string[]][] = [
   ["exclmaster", ["excl-slave", "excl-master"]],
   ["exclslave", ["excl-slave", "excl-master"]],
   ["tcioff", ["stop-byte"]],
+  ["mstopped", ["master-stopped", "master-write-waits", "master-restarted"]],
   ["hup", ["master-hup", "master-eio"]],
   ["devtty", ["devtty-output", "devtty-sid"]],
   ["devttyonly", ["devtty-output", "devtty-sid"]],
@@ -91,7 +92,7 @@ for (const [mode, checks] of RESTORED) {
   );
 }
 
-for (const mode of ["hup", "exclslave", "columnout"]) {
+for (const mode of ["hup", "exclslave", "columnout", "mstopped"]) {
   Deno.test(
     `ttyprobe: ${mode} is left as it was by a dump that leaves the target running`,
     withTargets(async () => {

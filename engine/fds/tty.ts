@@ -2,7 +2,7 @@
  * Terminals. A pseudo-terminal whose master is held inside the tree (tmux,
  * screen, `script`, expect) is re-created with the same index (/dev/pts/N),
  * termios, window size, packet mode, lock, exclusive mode of either side,
- * output column (modulo 8) and the bytes waiting in it (`tty_queue.ts`),
+ * the master's output stopped, output column (modulo 8) and the bytes waiting in it (`tty_queue.ts`),
  * and its slaves closed again when every holder had closed them (the
  * master reads EIO); its slave is reopened by path, a `/dev/tty` fd as
  * `/dev/tty` when the terminal behind it is its holder's controlling
@@ -122,10 +122,13 @@ export function collectTty(
     // The slave device's owner and mode (grantpt, chown by a login program).
     const slave = Deno.statSync(`/dev/pts/${s.index}`);
     // The slave closed by every holder: the master reads EIO (restore closes a slave again).
-    const hup = (pollFd(copy, 0) & POLL.HUP) !== 0;
+    // No room to write to the master with its input not full (else the look refuses): its
+    // output is stopped (tcflow on the master).
+    const revents = pollFd(copy, POLL.OUT);
     const look = takePtyQueues(copy, s.index, pid);
     const queue: Record<string, string> = { "pty-queue-look": "1" };
-    if (hup) queue["pty-hup"] = "1";
+    if (revents & POLL.HUP) queue["pty-hup"] = "1";
+    if (!(revents & POLL.OUT)) queue["pty-master-stopped"] = "1";
     if ("refused" in look) queue["pty-queue-refused"] = `${look.refused}\t${look.detail}`;
     else {
       if (look.queue) queue["pty-queue"] = encodePtyQueue(look.queue);
@@ -163,6 +166,8 @@ export interface PlannedPty {
   slaveExclusive?: boolean;
   /** Every slave was closed again: the master reads EIO and polls POLLHUP. */
   hup?: boolean;
+  /** The master's output was stopped (tcflow(master, TCOOFF)): writes to it wait. */
+  masterStopped?: boolean;
   /** The output column modulo 8 (absent: 0), see tty_queue.ts. */
   column?: number;
   /** Owner and mode of /dev/pts/<index> (absent in images from before they were recorded). */
@@ -204,6 +209,7 @@ export function planPtys(images: readonly ProcessImage[], firstTransferFd: numbe
         exclusive: f.extra["pty-exclusive"] === "1",
         ...(f.extra["pty-slave-exclusive"] === "1" ? { slaveExclusive: true } : {}),
         ...(f.extra["pty-hup"] === "1" ? { hup: true } : {}),
+        ...(f.extra["pty-master-stopped"] === "1" ? { masterStopped: true } : {}),
         ...(f.extra["pty-column"] ? { column: Number(f.extra["pty-column"]) % 8 } : {}),
         ...ownerOf(f.extra["pty-owner"]),
         ...(f.extra["pty-queue"] ? { queue: decodePtyQueue(f.extra["pty-queue"]) } : {}),

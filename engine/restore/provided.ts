@@ -10,7 +10,13 @@
 
 import { rawSyscall, syscallNum } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
-import { applyPtyState, openPtyMaster, setExclusive, setPtyLock } from "../../ffi/tty.ts";
+import {
+  applyPtyState,
+  openPtyMaster,
+  setExclusive,
+  setPtyLock,
+  stopOutput,
+} from "../../ffi/tty.ts";
 import { openPeer } from "../../ffi/pty_queue.ts";
 import { type PlannedPty, ptyStateBytes } from "../fds/tty.ts";
 import { createGhost, type PlannedGhosts } from "../fds/ghost.ts";
@@ -75,6 +81,7 @@ export class ProvidedFds {
           }
           applyPtyState(fd, { ...ptyStateBytes(p), packet: p.packet });
           if (p.exclusive) setExclusive(fd);
+          if (p.masterStopped) stopOutput(fd);
           if (p.slaveExclusive) setExclusive(slave ??= openPeer(fd));
           if (p.hup) {
             // Its slaves were all closed: closing cryo's shows the master the same EIO.

@@ -24,6 +24,7 @@
  * ldisc     the slave's line discipline switched to N_NULL (TIOCSETD)
  * ixoff     output stopped by a ^S typed (IXON)
  * tcioff    tcflow(TCIOFF): a STOP byte waits on the master
+ * mstopped  the master's own output stopped (tcflow(master, TCOOFF))
  * hup       the slave opened and closed again: the master reads EIO, polls HUP
  * devtty    session leader on the slave, holding /dev/tty open (and the
  *           slave): writes through /dev/tty reach the master
@@ -345,6 +346,24 @@ static int mode_ixoff(void) {
   return verdict();
 }
 
+/* The master's own output stopped (tcflow on the master): writes to it wait. */
+static int mode_mstopped(void) {
+  open_pair(O_NONBLOCK, O_NOCTTY);
+  if (tcflow(m, TCOOFF) != 0) die("tcflow master");
+  wait_go();
+  struct pollfd p = {.fd = m, .events = POLLOUT};
+  poll(&p, 1, 0);
+  check("master-stopped", !(p.revents & POLLOUT), "revents %x", p.revents);
+  ssize_t n = write(m, "x", 1);
+  check("master-write-waits", n < 0 && errno == EAGAIN, "write %zd: %s", n, strerror(errno));
+  if (tcflow(m, TCOON) != 0) die("tcflow master on");
+  n = write(m, "y\n", 2);
+  char buf[8];
+  ssize_t r = drain(s, buf, sizeof buf, 2000);
+  check("master-restarted", n == 2 && r == 2 && memcmp(buf, "y\n", 2) == 0, "write %zd, read %zd", n, r);
+  return verdict();
+}
+
 static int mode_tcioff(void) {
   open_pair(0, O_NOCTTY);
   if (tcflow(s, TCIOFF) != 0) die("tcflow");
@@ -491,6 +510,7 @@ int main(int argc, char **argv) {
   if (!strcmp(mo, "ldisc")) return mode_ldisc();
   if (!strcmp(mo, "ixoff")) return mode_ixoff();
   if (!strcmp(mo, "tcioff")) return mode_tcioff();
+  if (!strcmp(mo, "mstopped")) return mode_mstopped();
   if (!strcmp(mo, "hup")) return mode_hup();
   if (!strcmp(mo, "devtty")) return mode_devtty(0);
   if (!strcmp(mo, "devttyonly")) return mode_devtty(1);
