@@ -10,7 +10,7 @@
  * open on the controlling terminal, O_NONBLOCK on both sides, a background
  * session leader. Refused by name at dump, the target running on
  * untouched, no image: a line discipline other than N_TTY, a hung-up
- * slave fd, stopped output; and a process whose session leader (and
+ * slave fd, stopped output, a foreground group whose processes are gone; and a process whose session leader (and
  * controlling terminal) is outside the tree needs `--shell-job`.
  * docs/COMPATIBILITY.md "Terminals: probes of pty state" has the table.
  */
@@ -111,6 +111,9 @@ const REFUSED: [mode: string, message: RegExp, checks: string[]][] = [
   ["ldisc", /fd 3 \(\/dev\/ptmx\): a pty whose line discipline is not N_TTY.*is 27/, ["ldisc"]],
   ["hangup", /fd 4 \(\/dev\/pts\/\d+\): a terminal fd hung up/, ["slave-hung-up", "read-eof"]],
   ["ixoff", /fd 3 .*output is stopped/, ["stopped"]],
+  ["fggone", /session leader\): a pty of the tree whose foreground process group has no process/, [
+    "fg",
+  ]],
 ];
 
 for (const [mode, message, checks] of REFUSED) {

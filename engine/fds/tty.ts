@@ -310,6 +310,12 @@ export function checkTtys(images: readonly ProcessImage[], refusals: Refusals): 
           `process ${p.pid} (session leader)`,
           "its controlling terminal is outside the tree",
         );
+      } else if (ctty.fgPgrp > 0 && !images.some((x) => x.pgid === ctty.fgPgrp)) {
+        refusals.use(
+          "tty.fg-group-gone",
+          `process ${p.pid} (session leader)`,
+          `the foreground group ${ctty.fgPgrp} of /dev/pts/${index} has no process in the tree`,
+        );
       }
     } else if (ctty && ctty.ttyNr !== 0 && restoredCtty(p, byPid, inTree) === null) {
       const why = byPid.has(p.sid)

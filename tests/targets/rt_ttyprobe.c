@@ -33,6 +33,8 @@
  * hangup    session leader on the slave, vhangup(): its slave fd is hung up
  * fgbg      session leader on the slave, a child in its own group is the
  *           foreground group, the leader in the background
+ * fggone    session leader on the slave, its foreground group a child's
+ *           that exited and was reaped (an empty group)
  * extctty   (stdin is a pty the test holds) the parent makes it its
  *           controlling terminal, the child (this pid's child, dumped
  *           alone) checks that its controlling terminal is still that one
@@ -457,6 +459,25 @@ static int mode_fgbg(void) {
   return verdict();
 }
 
+/* Session leader on the slave whose foreground group is a child's, the child gone (reaped). */
+static int mode_fggone(void) {
+  if (setsid() < 0) die("setsid");
+  open_pair(0, 0);
+  signal(SIGTTOU, SIG_IGN);
+  pid_t c = fork();
+  if (c == 0) {
+    setpgid(0, 0);
+    _exit(0);
+  }
+  setpgid(c, c);
+  if (tcsetpgrp(s, c) != 0) die("tcsetpgrp");
+  waitpid(c, NULL, 0);
+  pid_t fg = tcgetpgrp(s);
+  wait_go();
+  check("fg", tcgetpgrp(s) == fg, "%d, was %d", tcgetpgrp(s), fg);
+  return verdict();
+}
+
 /* Parent: session leader on its stdin (a pty of the test); the child is dumped alone. */
 static int mode_extctty(int keep_fd) {
   if (setsid() < 0) die("setsid");
@@ -517,6 +538,7 @@ int main(int argc, char **argv) {
   if (!strcmp(mo, "nonblock")) return mode_nonblock();
   if (!strcmp(mo, "hangup")) return mode_hangup();
   if (!strcmp(mo, "fgbg")) return mode_fgbg();
+  if (!strcmp(mo, "fggone")) return mode_fggone();
   if (!strcmp(mo, "extctty")) return mode_extctty(1);
   if (!strcmp(mo, "extcttynofd")) return mode_extctty(0);
   fprintf(stderr, "unknown mode %s\n", mo);
