@@ -162,7 +162,7 @@ export const SUPPORT_TABLE = [
   { id: "fd.userfaultfd", area: "fd", what: "userfaultfd", support: "refused", note: "its registered ranges and pending faults live in the kernel" },
   { id: "fd.anon-other", area: "fd", what: "other anonymous inodes", support: "refused", note: "unknown kind" },
   // Terminals.
-  { id: "tty.pty", area: "tty", what: "pseudo-terminals whose master is in the tree (same index, termios, window size, packet mode, lock, controlling terminal, foreground group)", support: "saved" },
+  { id: "tty.pty", area: "tty", what: "pseudo-terminals whose master is in the tree (same index, termios, window size, packet mode, lock, exclusive mode of either side, the master's output stopped (tcflow), a slave closed again (EIO), output column modulo 8, controlling terminal, foreground group)", support: "saved" },
   { id: "tty.pty-queued", area: "tty", what: "bytes waiting in a pty of the tree: input the slave has not read (raw, or canonical lines and a partial line), output the master has not", support: "saved", note: "read at dump in a raw mode and put back unprocessed; restore puts them back before the tree runs" },
   { id: "tty.pty-queued-rootless", area: "tty", what: "bytes waiting in a pty of a tree dumped rootless", support: "refused", note: "putting input back (TIOCSTI) needs CAP_SYS_ADMIN in the initial user namespace" },
   { id: "tty.pty-packet-status", area: "tty", what: "a pty master in packet mode with a status byte not read yet", support: "refused", note: "reading it would consume it; retry when the terminal is idle" },
@@ -170,8 +170,13 @@ export const SUPPORT_TABLE = [
   { id: "tty.pty-slave-unopened", area: "tty", what: "a pty of the tree whose slave no process ever opened", support: "refused", note: "its input cannot be read without opening the slave, and closing it again would show the master a hang-up" },
   { id: "tty.pty-input-full", area: "tty", what: "a pty whose input fills the line discipline (4095 bytes)", support: "refused", note: "more bytes may wait before it, not processed yet" },
   { id: "task.autogroup-outside", area: "task", what: "an autogroup nice value (/proc/<pid>/autogroup) of a session whose leader is outside the tree", support: "refused", note: "the restored process joins the restorer's session, whose autogroup is not the image's to change" },
-  { id: "tty.external", area: "tty", what: "terminals outside the tree (the user's terminal, a pty whose master is outside)", support: "opt-in", optIn: "shell-job", note: "restore attaches them to the restorer's stdin/stdout/stderr" },
+  { id: "tty.external", area: "tty", what: "terminals outside the tree (the user's terminal, a pty whose master is outside); a process, not a session leader, whose controlling terminal would not come back (its session leader or its terminal outside the tree)", support: "opt-in", optIn: "shell-job", note: "restore attaches them to the restorer's stdin/stdout/stderr; such a process takes the restorer's session and controlling terminal" },
   { id: "tty.external-ctty", area: "tty", what: "a session leader whose controlling terminal is outside the tree", support: "refused", note: "its session could not get that terminal back" },
+  { id: "tty.fg-group-gone", area: "tty", what: "a pty of the tree whose foreground process group has no process in the tree (its members exited, or live outside)", support: "refused", note: "the restore could not make it the foreground group again (tcsetpgrp fails)" },
+  { id: "tty.devtty", area: "tty", what: "/dev/tty open, its terminal the holder's controlling terminal, a pty of the tree", support: "saved", note: "reopened as /dev/tty once the controlling terminal is back" },
+  { id: "tty.devtty-other", area: "tty", what: "/dev/tty open on a pty of the tree that is not its holder's controlling terminal as restored", support: "refused", note: "reopening /dev/tty would give another terminal" },
+  { id: "tty.hung-up", area: "tty", what: "a terminal fd hung up (vhangup, TIOCVHANGUP)", support: "refused", note: "a terminal reopened by the restore would not be hung up" },
+  { id: "tty.ldisc", area: "tty", what: "a pty whose line discipline is not N_TTY (TIOCSETD)", support: "refused", note: "the discipline's state cannot be read; the restore would give N_TTY" },
   // Sockets.
   { id: "socket.stdio", area: "socket", what: "sockets on fds 0-2 leading out of the tree", support: "saved", note: "re-attached to the restorer's stdio" },
   { id: "socket.unix", area: "socket", what: "unix sockets in the tree: pairs, listeners, pending and accepted connections, queued data, shutdown, options", support: "saved" },
