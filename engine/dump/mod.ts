@@ -112,7 +112,12 @@ import { pausePoint } from "../pause.ts";
 import { makePrivateDir, removeStalePartials } from "./partial.ts";
 import { fdQueueBytes } from "../fds/socket_common.ts";
 import { InetSocketSession } from "../fds/inet_session.ts";
-import { lockConnections, type LockOutcome, unlockConnections } from "../fds/tcp_lock.ts";
+import {
+  lockConnections,
+  type LockOutcome,
+  netNamespaceOf,
+  unlockConnections,
+} from "../fds/tcp_lock.ts";
 import { inetQueueBytes } from "../fds/inet_plan.ts";
 import { planInheritance } from "../memory/inherit.ts";
 import { mapShmemPages, markShmemObjects, refuseUnreachableShmem } from "../memory/shmem_pages.ts";
@@ -1041,16 +1046,31 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     let networkLock: LockOutcome | undefined;
     if (!thawed) {
       const outside = sockets.outsideConnections();
-      if (outside.length) {
-        networkLock = opts.networkLock === false
+      const netns = outside.length ? netNamespaceOf(pid) : undefined; // read while it lives
+      const lock = (): LockOutcome | undefined =>
+        !outside.length
+          ? undefined
+          : opts.networkLock === false
           ? { skipped: "not asked for" }
-          : lockConnections(pid, dumpId, outside);
-      }
+          : lockConnections(netns, dumpId, outside);
       sockets.enterRepairForKill(); // closing them once the tree is gone sends nothing
-      opts.beforeKill?.({ dir: finalDir, manifest, stats });
+      if (opts.beforeKill) {
+        // Killed from outside right after (engine/pidns/inner.ts): locked first.
+        networkLock = lock();
+        opts.beforeKill({
+          dir: finalDir,
+          manifest,
+          stats,
+          ...(networkLock ? { networkLock } : {}),
+        });
+      }
       killTree(tree);
       thawed = true;
       tree = undefined;
+      // The tree is gone, its connections held by cryo's copies until released: locked now, so
+      // that a cryo killed before this point leaves no lock on a tree that runs on (data that
+      // arrives meanwhile is seen below and fails the dump).
+      networkLock ??= lock();
       // Connections are closed in repair mode: the peers see nothing.
       const late = sockets.releaseAfterKill();
       if (late.length) {

@@ -93,20 +93,25 @@ function devices(): { name: string; ifindex: number }[] {
   }));
 }
 
+/** The inode of process `pid`'s network namespace (read while it lives), or undefined. */
+export function netNamespaceOf(pid: number): number | undefined {
+  return inode(`/proc/${pid}/ns/net`);
+}
+
 /**
- * Drops every incoming segment of `conns` (connections of process `pid`'s
- * network namespace) until {@link unlockConnections} with the same
- * `dumpId`. Never throws: what cannot be done is returned as `skipped`
- * (nothing is left in place then).
+ * Drops every incoming segment of `conns` (connections of the network
+ * namespace `netns`, {@link netNamespaceOf} the tree's root) until
+ * {@link unlockConnections} with the same `dumpId`. Never throws: what
+ * cannot be done is returned as `skipped` (nothing is left in place then).
  */
 export function lockConnections(
-  pid: number,
+  netns: number | undefined,
   dumpId: string,
   conns: readonly OutsideConnection[],
 ): LockOutcome {
   if (!conns.length) return { skipped: "no connection to lock" };
   const own = inode("/proc/self/ns/net");
-  if (own === undefined || own !== inode(`/proc/${pid}/ns/net`)) {
+  if (own === undefined || own !== netns) {
     return { skipped: "the tree is in another network namespace than cryo" };
   }
   const noFs = bpfFs();
