@@ -1052,10 +1052,13 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
           ? undefined
           : opts.networkLock === false
           ? { skipped: "not asked for" }
+          : opts.pidNamespace
+          // Its engine's mounts (a BPF file system mounted there) go with the namespace.
+          ? { skipped: "a tree in a pid namespace of its own (cryo launch) is not locked yet" }
           : lockConnections(netns, dumpId, outside);
       sockets.enterRepairForKill(); // closing them once the tree is gone sends nothing
       if (opts.beforeKill) {
-        // Killed from outside right after (engine/pidns/inner.ts): locked first.
+        // Killed from outside right after (engine/pidns/inner.ts).
         networkLock = lock();
         opts.beforeKill({
           dir: finalDir,
