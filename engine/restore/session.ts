@@ -141,6 +141,8 @@ export class RestoreSession {
   #launcherBoot: Bootstrap | undefined;
   /** Zombie children the programs re-create: their exits are expected. */
   readonly #zombies = new Set<number>();
+  /** Processes whose birth stop was seen. */
+  readonly #born = new Set<number>();
   /** Each thread's final registers, XSAVE area and mask, decoded while the stubs run. */
   readonly #final: FinalStates;
 
@@ -378,6 +380,13 @@ export class RestoreSession {
     }
     const unit = this.#units.get(tid);
     if (unit) {
+      // Its birth stop comes first; a later PTRACE_EVENT_STOP is a notification (a
+      // SIGCONT the program queued again): it just goes on.
+      if (this.#born.has(tid)) {
+        cont(tid, 0);
+        return;
+      }
+      this.#born.add(tid);
       // A process: it goes on to exec its image, or runs its own program in the memory it inherited.
       if (unit.image.inheritsMemory) {
         const parent = this.#units.get(unit.image.ppid)!;
@@ -516,13 +525,15 @@ export class RestoreSession {
 
   /**
    * A process whose group is led by another process of the tree (a
-   * pipeline of a job-control shell) joins it now that every group exists;
-   * the session, made by the program, is checked.
+   * pipeline of a job-control shell), or by a re-created zombie of it,
+   * joins it now that every group exists; the session, made by the
+   * program, is checked.
    */
   #joinGroup(image: ProcessImage, gadget: bigint): void {
     const pid = image.pid;
     const now = readStat(pid);
-    if (this.#units.has(image.pgid) && now.pgrp !== image.pgid) {
+    const led = this.#units.has(image.pgid) || this.#zombies.has(image.pgid);
+    if (led && now.pgrp !== image.pgid) {
       check(
         `setpgid(0, ${image.pgid}) in ${pid}`,
         injectSyscall(pid, gadget, SYS.setpgid, 0, image.pgid),
