@@ -97,6 +97,7 @@ import {
   checkExitSignals,
   checkFdOwners,
   checkProcessPaths,
+  checkSharedSemUndo,
   checkSharedTables,
   checkUnattachedLocks,
 } from "./tree_state.ts";
@@ -717,6 +718,10 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       describeFd,
     );
     checkSharedTables(described.map((d) => d.p.pid), refusals);
+    checkSharedSemUndo(
+      described.map((d) => ({ pid: d.p.pid, threads: d.image.threads.length })),
+      refusals,
+    );
     for (const d of described) checkProcessPaths(d.image, refusals);
     checkUnattachedLocks(described.map((d) => d.image), refusals, await locks);
     checkFdOwners(described.map((d) => d.image), refusals);
