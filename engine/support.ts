@@ -87,6 +87,9 @@ export const SUPPORT_TABLE = [
   { id: "task.exit-signal", area: "task", what: "children cloned with an exit signal other than SIGCHLD (or none)", support: "refused", note: "restore forks every child with SIGCHLD" },
   { id: "task.tracer", area: "task", what: "processes tracing (ptrace) a process outside the tree", support: "refused", note: "the tracee is not dumped; a restored tracer would trace nothing (a tracee inside the tree cannot be seized: refused as already traced)" },
   { id: "task.frozen-cgroup", area: "task", what: "processes in a frozen cgroup (cgroup v2 cgroup.freeze, v1 freezer)", support: "refused", note: "injected syscalls would wait for the thaw; cryo neither thaws nor re-freezes: thaw it first" },
+  { id: "task.session-other", area: "task", what: "processes in a session other than their parent's (its leader exited, or the parent called setsid after the fork)", support: "refused", note: "a restored process is born into its parent's session or makes its own; a session cannot be joined" },
+  { id: "task.group-leader-gone", area: "task", what: "processes in a process group other than their parent's whose leader is not in the tree (it exited and was reaped)", support: "refused", note: "a group can be joined only through a live or zombie member that leads it" },
+  { id: "task.sysvsem-undo", area: "task", what: "System V semaphore undo lists shared by processes (CLONE_SYSVSEM without CLONE_THREAD)", support: "refused", note: "a restored process has a list of its own; the adjustments themselves (semop with SEM_UNDO) are shown by no interface: a known gap" },
   { id: "task.vfork", area: "task", what: "parents waiting in vfork() for their child", support: "refused", note: "the child runs on the parent's memory, which cryo cannot share again" },
   // Memory.
   { id: "memory.anon", area: "memory", what: "private and shared anonymous memory", support: "saved" },

@@ -29,8 +29,12 @@ const CASES: [string, "restored" | RegExp][] = [
   ["clonesighand", /share one address space/],
   ["clonefiles", /share one fd table/],
   ["clonefs", /share cwd, root and umask/],
-  ["clonesysvsem", "restored"],
-  ["semundo", "restored"],
+  [
+    "clonesysvsem",
+    /processes \d+ and \d+: System V semaphore undo lists .*: they share one undo list/,
+  ],
+  // Mode semundo (a child's SEM_UNDO adjustment) stays out: a known gap.
+  // Nothing shows the adjustments, and the dump's kill applies them.
   ["cloneparent", "restored"],
   ["continued", "restored"],
   ["continuedseen", "restored"],
@@ -43,9 +47,19 @@ const CASES: [string, "restored" | RegExp][] = [
   ["pdeath", "restored"],
   ["setsid", "restored"],
   ["joingroup", "restored"],
-  ["deadgroup", "restored"],
-  ["deadsession", "restored"],
-  ["latesetsid", "restored"],
+  ["zombiegroup", "restored"],
+  [
+    "deadgroup",
+    /process \d+: processes in a process group other than their parent's whose leader is not in the tree/,
+  ],
+  [
+    "deadsession",
+    /processes in a session other than their parent's .*: it is in session \d+, its parent \d+ in session \d+ \(the leader \d+ is not in the tree\)/,
+  ],
+  [
+    "latesetsid",
+    /processes in a session other than their parent's .*: it is in session \d+, its parent \d+ in session \d+/,
+  ],
   ["orphanpg", "restored"],
 ];
 

@@ -44,6 +44,8 @@
  *   joingroup   a child leads a group; a second child joined it.
  *   deadgroup   a child led a group and exited (reaped); a second child
  *               that joined that group is still in it (pgid of a dead pid).
+ *   zombiegroup the same, the leader a zombie (not reaped): the member joins
+ *               it again, the root reaps the leader after the trigger.
  *   deadsession a child made a session and a grandchild (CLONE_PARENT: the
  *               root's child) in it, then exited (reaped): the grandchild is
  *               still in that session and group.
@@ -592,7 +594,7 @@ static int mode_groups(const char *mode) {
     if (write(p[1], "l", 1) != 1) _exit(3);
     char b;
     if (read(j[0], &b, 1) != 1) _exit(3); // the member joined
-    if (strcmp(mode, "deadgroup") == 0) _exit(0);
+    if (strcmp(mode, "joingroup") != 0) _exit(0);
     report_ids_after_trigger(sid, getpid());
   }
   char c;
@@ -610,6 +612,7 @@ static int mode_groups(const char *mode) {
   } else {
     add_pid(leader);
   }
+  if (strcmp(mode, "zombiegroup") == 0 && !await_state(leader, 'Z')) die("zombie leader");
   add_pid(member);
   (void)root;
   ready();
@@ -618,6 +621,7 @@ static int mode_groups(const char *mode) {
   char name[64];
   snprintf(name, sizeof name, "%s-member", mode);
   check_exit0(name, member);
+  if (strcmp(mode, "zombiegroup") == 0) check_exit0("zombiegroup-leader", leader);
   return verdict();
 }
 
@@ -721,7 +725,9 @@ int main(int argc, char **argv) {
   if (strcmp(m, "subreaper") == 0) return mode_subreaper();
   if (strcmp(m, "pdeath") == 0) return mode_pdeath();
   if (strcmp(m, "setsid") == 0) return mode_setsid();
-  if (strcmp(m, "joingroup") == 0 || strcmp(m, "deadgroup") == 0) return mode_groups(m);
+  if (strcmp(m, "joingroup") == 0 || strcmp(m, "deadgroup") == 0 || strcmp(m, "zombiegroup") == 0) {
+    return mode_groups(m);
+  }
   if (strcmp(m, "deadsession") == 0) return mode_deadsession2();
   if (strcmp(m, "latesetsid") == 0) return mode_latesetsid();
   if (strcmp(m, "orphanpg") == 0) return mode_orphanpg();
