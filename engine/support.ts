@@ -82,6 +82,8 @@ export const SUPPORT_TABLE = [
   { id: "task.zombie", area: "task", what: "zombie children (pid, exit status, group, uids and gids), reaped by their parent", support: "saved", note: "their capabilities are those of their ids" },
   { id: "task.zombie-unusual", area: "task", what: "zombies that dumped core, left their parent's group, or whose parent ignores SIGCHLD", support: "refused", note: "cannot be re-created as they were" },
   { id: "task.stopped", area: "task", what: "stopped processes (group stop), pending SIGSTOP", support: "saved", note: "restored stopped by the same signal" },
+  { id: "task.continued", area: "task", what: "children continued (SIGCONT) whose parent in the tree has not collected the continue report (waitpid WCONTINUED)", support: "saved", note: "stopped and continued again at restore while the parent is held" },
+  { id: "task.continued-handled", area: "task", what: "such children that catch or block SIGCONT", support: "refused", note: "the SIGCONT that makes the report again would reach the handler or stay pending" },
   { id: "task.stopped-handled", area: "task", what: "processes stopped by a signal they now catch or block", support: "refused", note: "the stop could not be re-created with its signal" },
   { id: "task.leader-exited", area: "task", what: "processes whose main thread exited before the others", support: "refused", note: "a zombie main thread cannot be re-created" },
   { id: "task.exit-signal", area: "task", what: "children cloned with an exit signal other than SIGCHLD (or none)", support: "refused", note: "restore forks every child with SIGCHLD" },

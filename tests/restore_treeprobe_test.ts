@@ -38,6 +38,10 @@ const CASES: [string, "restored" | RegExp][] = [
   ["cloneparent", "restored"],
   ["continued", "restored"],
   ["continuedseen", "restored"],
+  [
+    "continuedcaught",
+    /process \d+ \(continued, its parent \d+ not told yet\): .*: it catches SIGCONT/,
+  ],
   ["sigcont", "restored"],
   ["chldinfo", "restored"],
   ["sigign", "restored"],

@@ -17,6 +17,7 @@ import { checkTtys, type PlannedPty, planPtys } from "../fds/tty.ts";
 import { planUnixSockets } from "../fds/unix.ts";
 import { checkPidfds } from "../fds/pidfd.ts";
 import { checkGroupsAndSessions } from "../task/groups.ts";
+import { checkContinued } from "../task/continued.ts";
 import { type CompiledProcess, compileProcess } from "./compile.ts";
 
 /** Where each image of the tree lives (or would live) and the user's fd overrides. */
@@ -66,6 +67,7 @@ export function compileTree(
   for (const line of shared.problems) refusals.add(line);
   checkPidfds(images, refusals);
   checkGroupsAndSessions(images, refusals);
+  checkContinued(images, refusals);
   const byPid = new Map(images.map((i) => [i.pid, i]));
   // Unix sockets get their transfer fds above all of those.
   const unixSockets = planUnixSockets(

@@ -21,8 +21,11 @@
  *   continued   a child stopped (the stop collected by WUNTRACED), then
  *               continued by SIGCONT, the continue not collected: the root's
  *               waitid(WCONTINUED) reports it after the trigger.
+ *               A second child, never stopped, has no report.
  *   continuedseen  the same, the continue collected before the dump: not
  *               reported again.
+ *   continuedcaught  as continued, the child catching SIGCONT (its handler
+ *               ran once).
  *   sigcont     a child blocks SIGCONT (caught), one is pending: after the
  *               trigger it unblocks it and its handler runs once.
  *   chldinfo    SIGCHLD blocked; one child exited 42, a second was killed by
@@ -298,8 +301,20 @@ static pid_t spin_child(void) {
   return c;
 }
 
-static int mode_continued(int seen) {
-  pid_t c = spin_child();
+static int mode_continued(int seen, int caught) {
+  int p[2];
+  if (pipe(p) != 0) die("pipe");
+  pid_t c = fork();
+  if (c == 0) {
+    if (caught) signal(SIGCONT, on_cont);
+    if (write(p[1], "y", 1) != 1) _exit(3);
+    wait_trigger(trigger);
+    sleep_ms(200);
+    _exit(caught && cont_count != 1 ? 1 : 0);
+  }
+  char b;
+  if (read(p[0], &b, 1) != 1) die("read");
+  pid_t other = spin_child(); // never stopped: no report for it
   int st;
   kill(c, SIGSTOP);
   if (waitpid(c, &st, WUNTRACED) != c || !WIFSTOPPED(st)) die("waitpid(WUNTRACED)");
@@ -309,20 +324,25 @@ static int mode_continued(int seen) {
     if (waitpid(c, &st, WCONTINUED) != c || !WIFCONTINUED(st)) die("waitpid(WCONTINUED)");
   }
   add_pid(c);
+  add_pid(other);
   ready();
   wait_trigger(trigger);
   siginfo_t si;
   memset(&si, 0, sizeof si);
   int r = waitid(P_PID, c, &si, WCONTINUED | WNOHANG);
-  const char *name = seen ? "continuedseen-report" : "continued-report";
   if (seen) {
-    check(name, r == 0 && si.si_pid == 0, "a continue reported again (pid %d code %d)", si.si_pid,
-          si.si_code);
+    check("continued-report", r == 0 && si.si_pid == 0, "a continue reported again (pid %d code %d)",
+          si.si_pid, si.si_code);
   } else {
-    check(name, r == 0 && si.si_pid == c && si.si_code == CLD_CONTINUED,
+    check("continued-report", r == 0 && si.si_pid == c && si.si_code == CLD_CONTINUED,
           "no continue report (r %d pid %d code %d)", r, si.si_pid, si.si_code);
   }
-  check_exit0(seen ? "continuedseen-child" : "continued-child", c);
+  memset(&si, 0, sizeof si);
+  r = waitid(P_PID, other, &si, WCONTINUED | WNOHANG);
+  check("continued-other", r == 0 && si.si_pid == 0, "a report for a child never stopped (pid %d)",
+        si.si_pid);
+  check_exit0("continued-child", c);
+  check_exit0("continued-other-child", other);
   return verdict();
 }
 
@@ -715,8 +735,9 @@ int main(int argc, char **argv) {
   if (strncmp(m, "clone", 5) == 0 && strcmp(m, "cloneparent") != 0) return mode_clone(m);
   if (strcmp(m, "semundo") == 0) return mode_semundo();
   if (strcmp(m, "cloneparent") == 0) return mode_cloneparent();
-  if (strcmp(m, "continued") == 0) return mode_continued(0);
-  if (strcmp(m, "continuedseen") == 0) return mode_continued(1);
+  if (strcmp(m, "continued") == 0) return mode_continued(0, 0);
+  if (strcmp(m, "continuedseen") == 0) return mode_continued(1, 0);
+  if (strcmp(m, "continuedcaught") == 0) return mode_continued(0, 1);
   if (strcmp(m, "sigcont") == 0) return mode_sigcont();
   if (strcmp(m, "chldinfo") == 0) return mode_chldinfo();
   if (strcmp(m, "sigign") == 0) return mode_autoreap(0);
