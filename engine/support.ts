@@ -92,6 +92,7 @@ export const SUPPORT_TABLE = [
   { id: "task.session-other", area: "task", what: "processes in a session other than their parent's (its leader exited, or the parent called setsid after the fork)", support: "refused", note: "a restored process is born into its parent's session or makes its own; a session cannot be joined" },
   { id: "task.group-leader-gone", area: "task", what: "processes in a process group other than their parent's whose leader is not in the tree (it exited and was reaped)", support: "refused", note: "a group can be joined only through a live or zombie member that leads it" },
   { id: "task.sysvsem-undo", area: "task", what: "System V semaphore undo lists shared by processes (CLONE_SYSVSEM without CLONE_THREAD)", support: "refused", note: "a restored process has a list of its own; the adjustments themselves (semop with SEM_UNDO) are shown by no interface: a known gap" },
+  { id: "task.pdeath-thread", area: "task", what: "children with a parent-death signal (PR_SET_PDEATHSIG) forked by a thread other than their parent's main thread", support: "refused", note: "the signal fires when that thread exits; a restored child is forked by the main thread" },
   { id: "task.vfork", area: "task", what: "parents waiting in vfork() for their child", support: "refused", note: "the child runs on the parent's memory, which cryo cannot share again" },
   // Memory.
   { id: "memory.anon", area: "memory", what: "private and shared anonymous memory", support: "saved" },

@@ -49,6 +49,10 @@ const CASES: [string, "restored" | RegExp][] = [
   ["nocldstop", "restored"],
   ["subreaper", "restored"],
   ["pdeath", "restored"],
+  [
+    "pdeaththread",
+    /process \d+: children with a parent-death signal .*: thread \d+ of its parent \d+ forked it/,
+  ],
   ["setsid", "restored"],
   ["joingroup", "restored"],
   ["zombiegroup", "restored"],

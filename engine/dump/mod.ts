@@ -96,6 +96,7 @@ import { resolveInFlightFds } from "../fds/unix_scm.ts";
 import {
   checkExitSignals,
   checkFdOwners,
+  checkPdeathForkers,
   checkProcessPaths,
   checkSharedSemUndo,
   checkSharedTables,
@@ -726,6 +727,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     checkUnattachedLocks(described.map((d) => d.image), refusals, await locks);
     checkFdOwners(described.map((d) => d.image), refusals);
     checkExitSignals(described.map((d) => d.image), refusals);
+    checkPdeathForkers(described.map((d) => d.image), refusals);
     tree.processes.forEach((p, i) => refuseUnreachableShmem(p.pid, shmemFaults[i], refusals));
     refuseSharedAcrossTree(described.map((d) => d.image), refusals);
     sockets.finish(refusals);

@@ -2,8 +2,9 @@
  * Dump-time checks of state that processes of the tree share with each
  * other or that has no path any more: fd tables, fs info or memory shared
  * by processes (not threads), System V semaphore undo lists, a deleted cwd or root, file leases, locks
- * /proc/locks shows for the tree that no fd of it carries, and children
- * cloned with an exit signal other than SIGCHLD.
+ * /proc/locks shows for the tree that no fd of it carries, children
+ * cloned with an exit signal other than SIGCHLD, and children with a
+ * parent-death signal forked by a thread other than their parent's main one.
  * Each is refused by name through the restorability table.
  *
  * @module
@@ -105,6 +106,38 @@ export function checkExitSignals(images: readonly ProcessImage[], refusals: Refu
         "task.exit-signal",
         `process ${p.pid}`,
         `its exit sends its parent ${p.ppid} signal ${sig}, not SIGCHLD`,
+      );
+    }
+  }
+}
+
+/**
+ * Refuses children with a parent-death signal (PR_SET_PDEATHSIG, in any of
+ * their threads) forked by a thread of their parent other than its main
+ * thread: the signal fires when that thread exits, and a restored child is
+ * forked by its parent's main thread. The forking thread is the one whose
+ * children file lists the child (read while the tree is frozen, only for
+ * such children of multi-threaded parents).
+ */
+export function checkPdeathForkers(images: readonly ProcessImage[], refusals: Refusals): void {
+  const byPid = new Map(images.map((p) => [p.pid, p]));
+  for (const c of images) {
+    const parent = byPid.get(c.ppid);
+    if (!parent || parent.threads.length < 2) continue;
+    if (!c.threads.some((t) => (t.attrs?.pdeathsig ?? 0) !== 0)) continue;
+    for (const t of parent.threads) {
+      if (t.tid === parent.pid) continue;
+      let kids: string[];
+      try {
+        kids = Deno.readTextFileSync(`/proc/${parent.pid}/task/${t.tid}/children`).split(" ");
+      } catch {
+        continue;
+      }
+      if (!kids.includes(String(c.pid))) continue;
+      refusals.use(
+        "task.pdeath-thread",
+        `process ${c.pid}`,
+        `thread ${t.tid} of its parent ${parent.pid} forked it`,
       );
     }
   }

@@ -43,6 +43,9 @@
  *               orphan made then comes to it too.
  *   pdeath      a grandchild with PR_SET_PDEATHSIG(SIGUSR1): after the
  *               trigger its parent exits and the signal arrives.
+ *   pdeaththread  a worker thread of the root forked a child with
+ *               PR_SET_PDEATHSIG(SIGUSR1): the signal arrives when that
+ *               thread exits (the root lives on).
  *   setsid      a child leads its own session; its child is in it.
  *   joingroup   a child leads a group; a second child joined it.
  *   deadgroup   a child led a group and exited (reaped); a second child
@@ -61,6 +64,7 @@
 #include "common.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <sched.h>
 #include <sys/prctl.h>
 #include <sys/sem.h>
@@ -572,6 +576,48 @@ static int mode_pdeath(void) {
   return verdict();
 }
 
+/* pdeaththread: a worker thread forks the grandchild-to-be (here: a child)
+ * with PR_SET_PDEATHSIG; the signal fires when that thread exits. */
+static int pt_pipe[2], pt_sync[2];
+static pid_t pt_child;
+
+static void *pdeath_thread(void *arg) {
+  (void)arg;
+  pt_child = fork();
+  if (pt_child == 0) {
+    signal(SIGUSR1, on_usr1);
+    prctl(PR_SET_PDEATHSIG, SIGUSR1);
+    if (write(pt_sync[1], "r", 1) != 1) _exit(3);
+    wait_trigger(trigger);
+    for (int i = 0; i < 300 && usr1_count == 0; i++) sleep_ms(10);
+    char b = usr1_count == 1 ? 'y' : 'n';
+    if (write(pt_pipe[1], &b, 1) != 1) _exit(3);
+    _exit(0);
+  }
+  char r;
+  if (read(pt_sync[0], &r, 1) != 1) return NULL;
+  wait_trigger(trigger);
+  sleep_ms(50);
+  return NULL; // the thread exits: the child's parent-death signal fires
+}
+
+static int mode_pdeaththread(void) {
+  if (pipe(pt_pipe) != 0 || pipe(pt_sync) != 0) die("pipe");
+  pthread_t th;
+  if (pthread_create(&th, NULL, pdeath_thread, NULL) != 0) die("pthread_create");
+  while (pt_child == 0) sleep_ms(5);
+  add_pid(pt_child);
+  sleep_ms(50); // the child has set its signal (it wrote to pt_sync, read by the thread)
+  ready();
+  wait_trigger(trigger);
+  pthread_join(th, NULL);
+  char b = 0;
+  ssize_t n = read(pt_pipe[0], &b, 1);
+  check("pdeaththread-signal", n == 1 && b == 'y', "the child said %c (%zd)", b ? b : '-', n);
+  check_exit0("pdeaththread-child", pt_child);
+  return verdict();
+}
+
 /* --- sessions and groups --- */
 
 /* Exit 0 if this process is in session `sid` and group `pgid`, else 1. */
@@ -745,6 +791,7 @@ int main(int argc, char **argv) {
   if (strcmp(m, "nocldstop") == 0) return mode_nocldstop();
   if (strcmp(m, "subreaper") == 0) return mode_subreaper();
   if (strcmp(m, "pdeath") == 0) return mode_pdeath();
+  if (strcmp(m, "pdeaththread") == 0) return mode_pdeaththread();
   if (strcmp(m, "setsid") == 0) return mode_setsid();
   if (strcmp(m, "joingroup") == 0 || strcmp(m, "deadgroup") == 0 || strcmp(m, "zombiegroup") == 0) {
     return mode_groups(m);
