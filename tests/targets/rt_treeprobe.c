@@ -46,6 +46,9 @@
  *   pdeaththread  a worker thread of the root forked a child with
  *               PR_SET_PDEATHSIG(SIGUSR1): the signal arrives when that
  *               thread exits (the root lives on).
+ *   ptrace      the root traces its child (PTRACE_SEIZE, options), which
+ *               is in a ptrace stop; after the trigger it is still its
+ *               tracee, still stopped, and is let go.
  *   setsid      a child leads its own session; its child is in it.
  *   joingroup   a child leads a group; a second child joined it.
  *   deadgroup   a child led a group and exited (reaped); a second child
@@ -67,6 +70,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <sys/prctl.h>
+#include <sys/ptrace.h>
 #include <sys/sem.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -618,6 +622,33 @@ static int mode_pdeaththread(void) {
   return verdict();
 }
 
+/* ptrace: the root traces its child (PTRACE_SEIZE with options), which sits in a ptrace stop. */
+static int mode_ptrace(void) {
+  pid_t c = spin_child();
+  if (ptrace(PTRACE_SEIZE, c, 0, (void *)(long)(PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACEEXIT)) != 0) {
+    die("PTRACE_SEIZE");
+  }
+  if (ptrace(PTRACE_INTERRUPT, c, 0, 0) != 0) die("PTRACE_INTERRUPT");
+  int st;
+  if (waitpid(c, &st, __WALL) != c || !WIFSTOPPED(st)) die("waitpid(ptrace stop)");
+  add_pid(c);
+  ready();
+  wait_trigger(trigger);
+  char path[64], line[256];
+  int tracer = -1;
+  snprintf(path, sizeof path, "/proc/%d/status", c);
+  FILE *f = fopen(path, "r");
+  while (f && fgets(line, sizeof line, f)) sscanf(line, "TracerPid: %d", &tracer);
+  if (f) fclose(f);
+  check("ptrace-tracer", tracer == getpid(), "TracerPid %d", tracer);
+  long opts = 0;
+  check("ptrace-stopped", ptrace(PTRACE_GETEVENTMSG, c, 0, &opts) == 0, "not in a ptrace stop: %s",
+        strerror(errno));
+  check("ptrace-detach", ptrace(PTRACE_DETACH, c, 0, 0) == 0, "%s", strerror(errno));
+  check_exit0("ptrace-child", c);
+  return verdict();
+}
+
 /* --- sessions and groups --- */
 
 /* Exit 0 if this process is in session `sid` and group `pgid`, else 1. */
@@ -791,6 +822,7 @@ int main(int argc, char **argv) {
   if (strcmp(m, "nocldstop") == 0) return mode_nocldstop();
   if (strcmp(m, "subreaper") == 0) return mode_subreaper();
   if (strcmp(m, "pdeath") == 0) return mode_pdeath();
+  if (strcmp(m, "ptrace") == 0) return mode_ptrace();
   if (strcmp(m, "pdeaththread") == 0) return mode_pdeaththread();
   if (strcmp(m, "setsid") == 0) return mode_setsid();
   if (strcmp(m, "joingroup") == 0 || strcmp(m, "deadgroup") == 0 || strcmp(m, "zombiegroup") == 0) {
