@@ -76,6 +76,7 @@ import {
   inheritingChildren,
 } from "../memory/inherit_restore.ts";
 import { emitZombieBranches, emitZombies } from "../task/zombies.ts";
+import { emitPlaceholderBranches, emitPlaceholders, placeholdersOf } from "../task/groups.ts";
 import { SIGTRAP } from "../task/sigtrap.ts";
 import { emitThreadClones } from "./thread_clone.ts";
 import { chainedCreds, emitThreadSections, type ThreadSections } from "./thread_state.ts";
@@ -260,6 +261,9 @@ function emitProgram(
   } else if (proc.pgid === proc.pid) p.op(SYS.setpgid, [0, 0], { comment: "group leader" });
   emitSharedCreation(p, opts.shared, proc.pid, SLOTS.scratch, slotsAddress);
   emitUnixCreation(p, opts.unixSockets, proc.pid, SLOTS.scratch, slotsAddress);
+  // Groups whose leader is gone, made again by placeholders (engine/task/groups.ts).
+  const placeholders = opts.images ? placeholdersOf(proc.pid, opts.images) : [];
+  emitPlaceholders(p, placeholders);
 
   // Children first: they exec their own image and leave this memory behind.
   const inheriting = inheritingChildren(proc, opts.images);
@@ -308,6 +312,7 @@ function emitProgram(
     p.end();
   }
   emitZombieBranches(p, proc);
+  emitPlaceholderBranches(p, placeholders);
   p.label("thread-park");
   p.end("new thread parks here; the engine sets its registers");
 }

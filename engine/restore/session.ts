@@ -77,6 +77,7 @@ import { restoreCreds } from "../task/creds_restore.ts";
 import { restoreAioRings } from "../memory/aio.ts";
 import { startInheritedChild } from "./inherit_session.ts";
 import { zombiePids } from "../task/zombies.ts";
+import { endPlaceholder, placeholderPids } from "../task/groups.ts";
 import { releaseTree } from "../task/stopped.ts";
 import { restoreSigtrap } from "../task/sigtrap.ts";
 import { handOverFds } from "../pidns/handover.ts";
@@ -141,6 +142,8 @@ export class RestoreSession {
   #launcherBoot: Bootstrap | undefined;
   /** Zombie children the programs re-create: their exits are expected. */
   readonly #zombies = new Set<number>();
+  /** Placeholders of groups whose leader is gone, by pid, with the process that forks them. */
+  readonly #placeholders = new Map<number, number>();
   /** Processes whose birth stop was seen. */
   readonly #born = new Set<number>();
   /** Each thread's final registers, XSAVE area and mask, decoded while the stubs run. */
@@ -182,6 +185,9 @@ export class RestoreSession {
     this.#rootPid = units[0].image.pid;
     this.#final = new FinalStates(units.flatMap((u) => u.image.threads));
     for (const z of zombiePids(units.map((u) => u.image))) this.#zombies.add(z);
+    for (const { pid, host } of placeholderPids(units.map((u) => u.image))) {
+      this.#placeholders.set(pid, host);
+    }
     this.#onEvent = onEvent;
   }
 
@@ -395,8 +401,8 @@ export class RestoreSession {
       cont(tid, 0);
       return;
     }
-    if (this.#zombies.has(tid)) {
-      cont(tid, 0); // a zombie child re-created: it goes on to exit
+    if (this.#zombies.has(tid) || this.#placeholders.has(tid)) {
+      cont(tid, 0); // a zombie child re-created: it goes on to exit; a placeholder, to its pause
       return;
     }
     const tgid = readStatus(tid).tgid;
@@ -516,6 +522,10 @@ export class RestoreSession {
       // XSAVE area, registers and mask, from buffers made while the stubs ran (final_state.ts).
       for (const t of image.threads) setFinalState(t.tid, this.#final.take(t).requests);
     }
+    // Every group is joined: the placeholders go (engine/task/groups.ts).
+    for (const [pid, host] of this.#placeholders) {
+      endPlaceholder(pid, this.#units.get(host)!.image);
+    }
     // TCP connections leave repair mode once every socket of the tree exists.
     finishInetSockets([...this.#units.values()].map((u) => u.image));
     // Everyone is ready: let them all go (stopped processes first).
@@ -532,7 +542,8 @@ export class RestoreSession {
   #joinGroup(image: ProcessImage, gadget: bigint): void {
     const pid = image.pid;
     const now = readStat(pid);
-    const led = this.#units.has(image.pgid) || this.#zombies.has(image.pgid);
+    const led = this.#units.has(image.pgid) || this.#zombies.has(image.pgid) ||
+      this.#placeholders.has(image.pgid);
     if (led && now.pgrp !== image.pgid) {
       check(
         `setpgid(0, ${image.pgid}) in ${pid}`,

@@ -1,48 +1,96 @@
 /**
  * Process groups and sessions across the tree, checked before a restore is
- * attempted (at dump, by the restorability check, and at restore).
+ * attempted (at dump, by the restorability check, and at restore), and the
+ * groups whose leader is gone, which the restore makes again.
  *
  * A restored process is born into its parent's session and group (clone
  * inherits them), then makes its own session (setsid) or group
  * (setpgid(0, 0)) when it led one, and at finalize joins a group led by
- * another process of the tree (engine/restore/session.ts), or by a zombie
- * of the tree that leads its own group (re-created before the finalize,
- * reaped later by its parent). The root's session and group, when not its
- * own, are the restorer's. A process whose recorded session or group is
- * not what those steps give would come back silently in another one: a
- * session whose leader exited (a session cannot be joined), a parent that
- * called setsid after forking it, a group whose leader exited and was
- * reaped. Those are refused by name.
+ * another process of the tree (engine/restore/session.ts), by a zombie of
+ * the tree that leads its own group (re-created before the finalize,
+ * reaped later by its parent), or by a placeholder. The root's session and
+ * group, when not its own, are the restorer's.
+ *
+ * A group whose leader exited and was reaped (a pipeline of a job-control
+ * shell whose first command ended) is made again by a placeholder: the
+ * parent of its first member forks, with `set_tid`, a process with the
+ * leader's pid that makes the group (setpgid(0, 0)) and waits in pause();
+ * the members join it at finalize, then the session kills it and the
+ * parent reaps it (and has the SIGCHLD taken) before the tree runs.
+ *
+ * A process whose recorded session is not what those steps give would
+ * come back silently in another one: a session whose leader exited (a
+ * session cannot be joined, and a placeholder for it could not be the
+ * member's parent's child and its session at once), a parent that called
+ * setsid after forking it. Those are refused by name.
  *
  * @module
  */
 
+import { SYS } from "../../ffi/sysno.ts";
+import { rawSyscall } from "../../ffi/libc.ts";
+import { findSyscallInstruction, injectSyscall } from "../../ffi/inject.ts";
+import { processVmWriteFully } from "../../ffi/process_vm.ts";
+import { __WALL, P_PID, waitPid, WEXITED, WNOHANG } from "../../ffi/wait.ts";
+import { RestoreError } from "../errors.ts";
+import { cloneArgs } from "../../ffi/structs.ts";
 import type { ProcessImage } from "../model.ts";
 import type { Refusals } from "../support.ts";
+import type { ProgramBuilder } from "../program/builder.ts";
+import { cloneWithTid } from "../restore/compile.ts";
 
-/** Refuses processes of `images` (parents first) whose session or group a restore would change. */
-export function checkGroupsAndSessions(images: readonly ProcessImage[], refusals: Refusals): void {
+const SIGCHLD = 17n;
+const SIGKILL = 9;
+
+/** What the restore makes of the tree's sessions and groups. */
+interface GroupPlan {
+  /** Each process's restored session and group (the root's outside ids stand for the restorer's). */
+  sid: Map<number, number>;
+  pgid: Map<number, number>;
+  /** Groups whose leader is gone, by the pid of the process that forks their placeholder. */
+  placeholders: Map<number, number[]>;
+}
+
+/** Plans the sessions and groups of `images` (parents first). */
+function planGroups(images: readonly ProcessImage[]): GroupPlan {
   const byPid = new Map(images.map((i) => [i.pid, i]));
   const joinable = new Set(images.map((i) => i.pid));
   for (const i of images) {
     for (const z of i.zombies ?? []) if (z.pgid === z.pid) joinable.add(z.pid);
   }
-  // What the restore gives each process; the root's outside ids stand for the restorer's.
-  const sid = new Map<number, number>();
-  const pgid = new Map<number, number>();
+  const plan: GroupPlan = { sid: new Map(), pgid: new Map(), placeholders: new Map() };
   for (const p of images) {
     const parent = byPid.get(p.ppid);
     if (!parent) {
-      sid.set(p.pid, p.sid);
-      pgid.set(p.pid, p.pgid);
+      plan.sid.set(p.pid, p.sid);
+      plan.pgid.set(p.pid, p.pgid);
       continue;
     }
-    const s = p.sid === p.pid ? p.pid : sid.get(parent.pid) ?? parent.sid;
-    const g = p.pgid === p.pid || joinable.has(p.pgid)
-      ? p.pgid
-      : pgid.get(parent.pid) ?? parent.pgid;
-    sid.set(p.pid, s);
-    pgid.set(p.pid, g);
+    const s = p.sid === p.pid ? p.pid : plan.sid.get(parent.pid) ?? parent.sid;
+    let g = p.pgid === p.pid || joinable.has(p.pgid) ? p.pgid : plan.pgid.get(parent.pid)!;
+    if (g !== p.pgid && s === p.sid && !byPid.has(p.pgid)) {
+      // Its leader is gone: a placeholder forked by this parent makes the group again.
+      plan.placeholders.set(parent.pid, [...plan.placeholders.get(parent.pid) ?? [], p.pgid]);
+      joinable.add(p.pgid);
+      g = p.pgid;
+    }
+    plan.sid.set(p.pid, s);
+    plan.pgid.set(p.pid, g);
+  }
+  return plan;
+}
+
+/**
+ * Refuses processes of `images` (parents first) whose session a restore
+ * would change; reports the groups made again by a placeholder.
+ */
+export function checkGroupsAndSessions(images: readonly ProcessImage[], refusals: Refusals): void {
+  const byPid = new Map(images.map((i) => [i.pid, i]));
+  const plan = planGroups(images);
+  for (const p of images) {
+    const parent = byPid.get(p.ppid);
+    if (!parent) continue;
+    const s = plan.sid.get(p.pid)!;
     if (s !== p.sid) {
       refusals.use(
         "task.session-other",
@@ -50,12 +98,91 @@ export function checkGroupsAndSessions(images: readonly ProcessImage[], refusals
         `it is in session ${p.sid}, its parent ${parent.pid} in session ${s}` +
           (byPid.has(p.sid) ? "" : ` (the leader ${p.sid} is not in the tree)`),
       );
-    } else if (g !== p.pgid) {
+    } else if (plan.pgid.get(p.pid) !== p.pgid) {
       refusals.use(
         "task.group-leader-gone",
         `process ${p.pid}`,
-        `it is in process group ${p.pgid}, whose leader is not in the tree; its parent ${parent.pid} in group ${g}`,
+        `it is in process group ${p.pgid}, which the restore cannot make again`,
       );
     }
+  }
+  for (const [host, groups] of plan.placeholders) {
+    for (const g of groups) {
+      refusals.use("task.group-placeholder", `process group ${g} (made again by process ${host})`);
+    }
+  }
+}
+
+/** Plans by tree (the compile of each process asks). */
+const plans = new WeakMap<ReadonlyMap<number, ProcessImage>, GroupPlan>();
+
+/** The placeholders process `pid` of the tree forks (their pids: the groups' ids). */
+export function placeholdersOf(pid: number, images: ReadonlyMap<number, ProcessImage>): number[] {
+  let plan = plans.get(images);
+  if (!plan) plans.set(images, plan = planGroups([...images.values()]));
+  return plan.placeholders.get(pid) ?? [];
+}
+
+/** Emits the forks of the placeholders `groups` (their code: {@link emitPlaceholderBranches}). */
+export function emitPlaceholders(p: ProgramBuilder, groups: readonly number[]): void {
+  for (const g of groups) {
+    p.op(SYS.clone3, [cloneWithTid(p, g, { exitSignal: SIGCHLD }), cloneArgs.size], {
+      jumpIfZeroTo: `placeholder-${g}`,
+      comment: `placeholder of process group ${g}`,
+    });
+  }
+}
+
+/**
+ * Emits the code of each placeholder: make the group, then wait (every
+ * signal blocked) until the restore session kills it.
+ */
+export function emitPlaceholderBranches(p: ProgramBuilder, groups: readonly number[]): void {
+  for (const g of groups) {
+    p.label(`placeholder-${g}`);
+    p.op(SYS.setpgid, [0, 0], { comment: `process group ${g}` });
+    p.label(`placeholder-${g}-wait`);
+    p.op(SYS.pause, [], { allowFail: true, comment: "until the session kills it" });
+    p.op(SYS.sched_yield, [], { jumpIfZeroTo: `placeholder-${g}-wait` });
+    p.end("a placeholder that was not killed");
+  }
+}
+
+/** Every placeholder of a tree, with the process that forks it. */
+export function placeholderPids(images: readonly ProcessImage[]): { pid: number; host: number }[] {
+  return [...planGroups(images).placeholders].flatMap(([host, gs]) =>
+    gs.map((pid) => ({ pid, host }))
+  );
+}
+
+/**
+ * Ends placeholder `pid` once every member joined its group: kills it,
+ * collects the tracer's copy of its exit, then in its held parent `host`
+ * reaps it and takes the SIGCHLD it sent (unless one was pending at the
+ * dump, which it merged with), by injection.
+ */
+export function endPlaceholder(pid: number, host: ProcessImage): void {
+  rawSyscall(SYS.kill, pid, SIGKILL);
+  for (;;) {
+    const st = waitPid(pid, __WALL);
+    if (st.kind === "exited" || st.kind === "signaled") break;
+  }
+  const tid = host.pid;
+  const site = findSyscallInstruction(tid);
+  const scratch = injectSyscall(tid, site, SYS.mmap, 0, 4096, 3, 0x22, -1, 0);
+  if (scratch < 0n) throw new RestoreError(`process ${tid}: mmap(scratch) failed`);
+  try {
+    // ECHILD when its SIGCHLD action made the kernel reap it (SIG_IGN, SA_NOCLDWAIT).
+    injectSyscall(tid, site, SYS.waitid, P_PID, pid, scratch, WEXITED | WNOHANG | __WALL, 0);
+    if (!host.sharedPending.some((s) => s.signo === Number(SIGCHLD))) {
+      processVmWriteFully(
+        tid,
+        scratch + 128n,
+        new Uint8Array(new BigUint64Array([1n << 16n]).buffer),
+      );
+      injectSyscall(tid, site, SYS.rt_sigtimedwait, scratch + 128n, 0, scratch + 144n, 8);
+    }
+  } finally {
+    injectSyscall(tid, site, SYS.munmap, scratch, 4096);
   }
 }

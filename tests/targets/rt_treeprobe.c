@@ -52,7 +52,9 @@
  *   setsid      a child leads its own session; its child is in it.
  *   joingroup   a child leads a group; a second child joined it.
  *   deadgroup   a child led a group and exited (reaped); a second child
- *               that joined that group is still in it (pgid of a dead pid).
+ *               that joined that group is still in it (pgid of a dead pid);
+ *               the root got one SIGCHLD (a handler counts) and has no other
+ *               child waiting to be reaped.
  *   zombiegroup the same, the leader a zombie (not reaped): the member joins
  *               it again, the root reaps the leader after the trigger.
  *   deadsession a child made a session and a grandchild (CLONE_PARENT: the
@@ -651,10 +653,16 @@ static int mode_ptrace(void) {
 
 /* --- sessions and groups --- */
 
+/* A pipe whose write end the root closes when a member may exit (deadgroup); -1: none. */
+static int hold_fd = -1;
+
 /* Exit 0 if this process is in session `sid` and group `pgid`, else 1. */
 static void report_ids_after_trigger(pid_t sid, pid_t pgid) {
   wait_trigger(trigger);
-  _exit(getsid(0) == sid && getpgrp() == pgid ? 0 : 1);
+  int ok = getsid(0) == sid && getpgrp() == pgid;
+  char b;
+  if (hold_fd >= 0 && read(hold_fd, &b, 1) < 0) _exit(3);
+  _exit(ok ? 0 : 1);
 }
 
 static int mode_setsid(void) {
@@ -685,6 +693,11 @@ static int mode_groups(const char *mode) {
   int p[2], j[2];
   if (pipe(p) != 0 || pipe(j) != 0) die("pipe");
   pid_t root = getpid(), sid = getsid(0);
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_chld;
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGCHLD, &sa, NULL);
   pid_t leader = fork();
   if (leader == 0) {
     setpgid(0, 0);
@@ -696,8 +709,12 @@ static int mode_groups(const char *mode) {
   }
   char c;
   if (read(p[0], &c, 1) != 1) die("read");
+  int hold[2];
+  if (pipe(hold) != 0) die("pipe");
   pid_t member = fork();
   if (member == 0) {
+    close(hold[1]);
+    if (strcmp(mode, "deadgroup") == 0) hold_fd = hold[0];
     if (setpgid(0, leader) != 0) _exit(4);
     if (write(p[1], "m", 1) != 1) _exit(3);
     report_ids_after_trigger(sid, leader);
@@ -716,6 +733,15 @@ static int mode_groups(const char *mode) {
   wait_trigger(trigger);
   if (strcmp(mode, "joingroup") == 0) check_exit0("joingroup-leader", leader);
   char name[64];
+  if (strcmp(mode, "deadgroup") == 0) {
+    // One SIGCHLD (the leader's exit) and no child but the member: nothing left by the restore.
+    check("deadgroup-sigchld", chld_count == 1, "%d SIGCHLD before the member's exit (want 1)",
+          (int)chld_count);
+    int st;
+    pid_t r = waitpid(-1, &st, WNOHANG);
+    check("deadgroup-no-other-child", r == 0, "waitpid(-1) gave %d", r);
+  }
+  close(hold[1]); // the member may exit now
   snprintf(name, sizeof name, "%s-member", mode);
   check_exit0(name, member);
   if (strcmp(mode, "zombiegroup") == 0) check_exit0("zombiegroup-leader", leader);
