@@ -77,7 +77,7 @@ import { restoreCreds } from "../task/creds_restore.ts";
 import { restoreAioRings } from "../memory/aio.ts";
 import { startInheritedChild } from "./inherit_session.ts";
 import { zombiePids } from "../task/zombies.ts";
-import { endPlaceholder, placeholderPids } from "../task/groups.ts";
+import { awaitPlaceholder, endPlaceholder, placeholderPids } from "../task/groups.ts";
 import { releaseTree } from "../task/stopped.ts";
 import { restoreSigtrap } from "../task/sigtrap.ts";
 import { handOverFds } from "../pidns/handover.ts";
@@ -144,6 +144,8 @@ export class RestoreSession {
   readonly #zombies = new Set<number>();
   /** Placeholders of groups whose leader is gone, by pid, with the process that forks them. */
   readonly #placeholders = new Map<number, number>();
+  /** Placeholders whose birth stop was seen (the drive waits for every one). */
+  readonly #placeholdersBorn = new Set<number>();
   /** Processes whose birth stop was seen. */
   readonly #born = new Set<number>();
   /** Each thread's final registers, XSAVE area and mask, decoded while the stubs run. */
@@ -299,7 +301,8 @@ export class RestoreSession {
 
   #allDone(): boolean {
     return this.#done.size === this.#units.size &&
-      this.#parked.size === this.#expectedThreads.size && this.#launcherExited;
+      this.#parked.size === this.#expectedThreads.size && this.#launcherExited &&
+      this.#placeholdersBorn.size === this.#placeholders.size;
   }
 
   #drive(): void {
@@ -402,7 +405,9 @@ export class RestoreSession {
       return;
     }
     if (this.#zombies.has(tid) || this.#placeholders.has(tid)) {
-      cont(tid, 0); // a zombie child re-created: it goes on to exit; a placeholder, to its pause
+      // A zombie child re-created goes on to exit; a placeholder, to make its group and pause.
+      if (this.#placeholders.has(tid)) this.#placeholdersBorn.add(tid);
+      cont(tid, 0);
       return;
     }
     const tgid = readStatus(tid).tgid;
@@ -468,6 +473,8 @@ export class RestoreSession {
   }
 
   #finalize(): void {
+    // A placeholder runs on its own after its birth stop: its group must exist before the joins.
+    for (const pid of this.#placeholders.keys()) awaitPlaceholder(pid);
     for (const unit of this.#units.values()) {
       const { image, compiled } = unit;
       const pid = image.pid;

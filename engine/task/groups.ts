@@ -33,6 +33,8 @@ import { findSyscallInstruction, injectSyscall } from "../../ffi/inject.ts";
 import { processVmWriteFully } from "../../ffi/process_vm.ts";
 import { __WALL, P_PID, waitPid, WEXITED, WNOHANG } from "../../ffi/wait.ts";
 import { RestoreError } from "../errors.ts";
+import { readStat } from "../proc/stat.ts";
+import { sleepSync } from "../sleep_sync.ts";
 import { cloneArgs } from "../../ffi/structs.ts";
 import type { ProcessImage } from "../model.ts";
 import type { Refusals } from "../support.ts";
@@ -184,5 +186,16 @@ export function endPlaceholder(pid: number, host: ProcessImage): void {
     }
   } finally {
     injectSyscall(tid, site, SYS.munmap, scratch, 4096);
+  }
+}
+
+/** Waits (polling, with a deadline) until placeholder `pid` has made its group. */
+export function awaitPlaceholder(pid: number): void {
+  const deadline = performance.now() + 5000;
+  while (readStat(pid).pgrp !== pid) {
+    if (performance.now() > deadline) {
+      throw new RestoreError(`the placeholder of process group ${pid} did not make its group`);
+    }
+    sleepSync(1);
   }
 }
