@@ -58,10 +58,8 @@ const CASES: [string, "restored" | RegExp][] = [
   ["joingroup", "restored"],
   ["zombiegroup", "restored"],
   ["deadgroup", "restored"],
-  [
-    "deadsession",
-    /processes in a session other than their parent's .*: it is in session \d+, its parent \d+ in session \d+ \(the leader \d+ is not in the tree\)/,
-  ],
+  ["deadsession", "restored"],
+  ["daemon", "restored"],
   [
     "latesetsid",
     /processes in a session other than their parent's .*: it is in session \d+, its parent \d+ in session \d+/,

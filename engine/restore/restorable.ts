@@ -66,7 +66,7 @@ export function compileTree(
   const shared = planSharedObjects(images, ptys, ghosts);
   for (const line of shared.problems) refusals.add(line);
   checkPidfds(images, refusals);
-  checkGroupsAndSessions(images, refusals);
+  checkGroupsAndSessions(images, refusals, opts.checkOnly === true);
   checkContinued(images, refusals);
   const byPid = new Map(images.map((i) => [i.pid, i]));
   // Unix sockets get their transfer fds above all of those.

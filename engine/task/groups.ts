@@ -35,7 +35,7 @@ import { __WALL, P_PID, waitPid, WEXITED, WNOHANG } from "../../ffi/wait.ts";
 import { RestoreError } from "../errors.ts";
 import { readStat } from "../proc/stat.ts";
 import { sleepSync } from "../sleep_sync.ts";
-import { cloneArgs } from "../../ffi/structs.ts";
+import { CLONE, cloneArgs } from "../../ffi/structs.ts";
 import type { ProcessImage } from "../model.ts";
 import type { Refusals } from "../support.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
@@ -43,24 +43,50 @@ import { cloneWithTid } from "../restore/compile.ts";
 
 const SIGCHLD = 17n;
 const SIGKILL = 9;
+const ESRCH = 3;
+
+/**
+ * A placeholder: a process with the pid of a group's or session's leader
+ * that is gone, forked by the restore program of one process of the tree.
+ */
+export interface Placeholder {
+  /** Its pid: the group's (and session's) id. */
+  pid: number;
+  /** A session (setsid) rather than a group (setpgid(0, 0)). */
+  session: boolean;
+  /** A session's members it clones for its parent (CLONE_PARENT): children of that parent. */
+  members: number[];
+}
 
 /** What the restore makes of the tree's sessions and groups. */
 interface GroupPlan {
   /** Each process's restored session and group (the root's outside ids stand for the restorer's). */
   sid: Map<number, number>;
   pgid: Map<number, number>;
-  /** Groups whose leader is gone, by the pid of the process that forks their placeholder. */
-  placeholders: Map<number, number[]>;
+  /** Placeholders, by the pid of the process that forks them. */
+  placeholders: Map<number, Placeholder[]>;
 }
 
 /** Plans the sessions and groups of `images` (parents first). */
 function planGroups(images: readonly ProcessImage[]): GroupPlan {
   const byPid = new Map(images.map((i) => [i.pid, i]));
   const joinable = new Set(images.map((i) => i.pid));
+  const zombies = new Set<number>();
   for (const i of images) {
-    for (const z of i.zombies ?? []) if (z.pgid === z.pid) joinable.add(z.pid);
+    for (const z of i.zombies ?? []) {
+      zombies.add(z.pid);
+      if (z.pgid === z.pid) joinable.add(z.pid);
+    }
   }
   const plan: GroupPlan = { sid: new Map(), pgid: new Map(), placeholders: new Map() };
+  const add = (host: number, x: Placeholder) =>
+    plan.placeholders.set(host, [...plan.placeholders.get(host) ?? [], x]);
+  const sessionHost = new Map<number, number>();
+  // The root's session and group, when not its own, are the restorer's: no placeholder for them.
+  const outside = new Set<number>();
+  for (const p of images) {
+    if (!byPid.has(p.ppid)) outside.add(p.sid).add(p.pgid);
+  }
   for (const p of images) {
     const parent = byPid.get(p.ppid);
     if (!parent) {
@@ -68,11 +94,29 @@ function planGroups(images: readonly ProcessImage[]): GroupPlan {
       plan.pgid.set(p.pid, p.pgid);
       continue;
     }
-    const s = p.sid === p.pid ? p.pid : plan.sid.get(parent.pid) ?? parent.sid;
+    let s = p.sid === p.pid ? p.pid : plan.sid.get(parent.pid) ?? parent.sid;
+    if (
+      s !== p.sid && !byPid.has(p.sid) && !zombies.has(p.sid) && !outside.has(p.sid) &&
+      (sessionHost.get(p.sid) ?? parent.pid) === parent.pid
+    ) {
+      // Its session's leader is gone: a placeholder forked by this parent makes the session
+      // again and clones it into it, as this parent's child (CLONE_PARENT).
+      const mine = plan.placeholders.get(parent.pid)?.find((x) => x.pid === p.sid);
+      if (mine) mine.members.push(p.pid);
+      else add(parent.pid, { pid: p.sid, session: true, members: [p.pid] });
+      sessionHost.set(p.sid, parent.pid);
+      joinable.add(p.sid);
+      s = p.sid;
+    }
     let g = p.pgid === p.pid || joinable.has(p.pgid) ? p.pgid : plan.pgid.get(parent.pid)!;
-    if (g !== p.pgid && s === p.sid && !byPid.has(p.pgid)) {
-      // Its leader is gone: a placeholder forked by this parent makes the group again.
-      plan.placeholders.set(parent.pid, [...plan.placeholders.get(parent.pid) ?? [], p.pgid]);
+    const parentSid = plan.sid.get(parent.pid) ?? parent.sid;
+    if (
+      g !== p.pgid && parentSid === p.sid && !byPid.has(p.pgid) && !zombies.has(p.pgid) &&
+      !outside.has(p.pgid)
+    ) {
+      // Its leader is gone: a placeholder forked by this parent (in its session) makes the
+      // group again.
+      add(parent.pid, { pid: p.pgid, session: false, members: [] });
       joinable.add(p.pgid);
       g = p.pgid;
     }
@@ -86,7 +130,12 @@ function planGroups(images: readonly ProcessImage[]): GroupPlan {
  * Refuses processes of `images` (parents first) whose session a restore
  * would change; reports the groups made again by a placeholder.
  */
-export function checkGroupsAndSessions(images: readonly ProcessImage[], refusals: Refusals): void {
+export function checkGroupsAndSessions(
+  images: readonly ProcessImage[],
+  refusals: Refusals,
+  /** At dump: a placeholder's pid must be free (its leader exited, not alive outside the tree). */
+  atDump = false,
+): void {
   const byPid = new Map(images.map((i) => [i.pid, i]));
   const plan = planGroups(images);
   for (const p of images) {
@@ -108,9 +157,20 @@ export function checkGroupsAndSessions(images: readonly ProcessImage[], refusals
       );
     }
   }
-  for (const [host, groups] of plan.placeholders) {
-    for (const g of groups) {
-      refusals.use("task.group-placeholder", `process group ${g} (made again by process ${host})`);
+  for (const [host, list] of plan.placeholders) {
+    for (const x of list) {
+      if (atDump && rawSyscall(SYS.kill, x.pid, 0) !== -BigInt(ESRCH)) {
+        refusals.use(
+          x.session ? "task.session-other" : "task.group-leader-gone",
+          `${x.session ? "session" : "process group"} ${x.pid}`,
+          `its leader ${x.pid} is alive outside the tree`,
+        );
+        continue;
+      }
+      refusals.use(
+        x.session ? "task.session-placeholder" : "task.group-placeholder",
+        `${x.session ? "session" : "process group"} ${x.pid} (made again by process ${host})`,
+      );
     }
   }
 }
@@ -118,42 +178,63 @@ export function checkGroupsAndSessions(images: readonly ProcessImage[], refusals
 /** Plans by tree (the compile of each process asks). */
 const plans = new WeakMap<ReadonlyMap<number, ProcessImage>, GroupPlan>();
 
-/** The placeholders process `pid` of the tree forks (their pids: the groups' ids). */
-export function placeholdersOf(pid: number, images: ReadonlyMap<number, ProcessImage>): number[] {
+/** The placeholders process `pid` of the tree forks. */
+export function placeholdersOf(
+  pid: number,
+  images: ReadonlyMap<number, ProcessImage>,
+): Placeholder[] {
   let plan = plans.get(images);
   if (!plan) plans.set(images, plan = planGroups([...images.values()]));
   return plan.placeholders.get(pid) ?? [];
 }
 
-/** Emits the forks of the placeholders `groups` (their code: {@link emitPlaceholderBranches}). */
-export function emitPlaceholders(p: ProgramBuilder, groups: readonly number[]): void {
-  for (const g of groups) {
-    p.op(SYS.clone3, [cloneWithTid(p, g, { exitSignal: SIGCHLD }), cloneArgs.size], {
-      jumpIfZeroTo: `placeholder-${g}`,
-      comment: `placeholder of process group ${g}`,
+/** Emits the forks of `placeholders` (their code: {@link emitPlaceholderBranches}). */
+export function emitPlaceholders(p: ProgramBuilder, placeholders: readonly Placeholder[]): void {
+  for (const x of placeholders) {
+    p.op(SYS.clone3, [cloneWithTid(p, x.pid, { exitSignal: SIGCHLD }), cloneArgs.size], {
+      jumpIfZeroTo: `placeholder-${x.pid}`,
+      comment: `placeholder of ${x.session ? "session" : "process group"} ${x.pid}`,
     });
   }
 }
 
 /**
- * Emits the code of each placeholder: make the group, then wait (every
- * signal blocked) until the restore session kills it.
+ * Emits the code of each placeholder: make the session (and clone its
+ * members for its parent: they go on where the parent's own fork of them
+ * would have, exec'ing their image or inheriting its memory) or the group,
+ * then wait (every signal blocked) until the restore session kills it. A
+ * session's placeholder is forked once the parent's memory is in (with its
+ * children that inherit it), a group's first.
  */
-export function emitPlaceholderBranches(p: ProgramBuilder, groups: readonly number[]): void {
-  for (const g of groups) {
-    p.label(`placeholder-${g}`);
-    p.op(SYS.setpgid, [0, 0], { comment: `process group ${g}` });
-    p.label(`placeholder-${g}-wait`);
+export function emitPlaceholderBranches(
+  p: ProgramBuilder,
+  placeholders: readonly Placeholder[],
+  /** The label a member goes on at (`child-<pid>`, `inherit-<pid>`). */
+  labelOf: (member: number) => string,
+): void {
+  for (const x of placeholders) {
+    p.label(`placeholder-${x.pid}`);
+    if (x.session) p.op(SYS.setsid, [], { comment: `session ${x.pid}` });
+    else p.op(SYS.setpgid, [0, 0], { comment: `process group ${x.pid}` });
+    for (const m of x.members) {
+      // CLONE_PTRACE: traced from birth (its exit signal is its maker's: no fork event).
+      const args = cloneWithTid(p, m, { flags: CLONE.PARENT | CLONE.PTRACE, exitSignal: 0n });
+      p.op(SYS.clone3, [args, cloneArgs.size], {
+        jumpIfZeroTo: labelOf(m),
+        comment: `child ${m} of its parent, in session ${x.pid}`,
+      });
+    }
+    p.label(`placeholder-${x.pid}-wait`);
     p.op(SYS.pause, [], { allowFail: true, comment: "until the session kills it" });
-    p.op(SYS.sched_yield, [], { jumpIfZeroTo: `placeholder-${g}-wait` });
+    p.op(SYS.sched_yield, [], { jumpIfZeroTo: `placeholder-${x.pid}-wait` });
     p.end("a placeholder that was not killed");
   }
 }
 
 /** Every placeholder of a tree, with the process that forks it. */
 export function placeholderPids(images: readonly ProcessImage[]): { pid: number; host: number }[] {
-  return [...planGroups(images).placeholders].flatMap(([host, gs]) =>
-    gs.map((pid) => ({ pid, host }))
+  return [...planGroups(images).placeholders].flatMap(([host, list]) =>
+    list.map((x) => ({ pid: x.pid, host }))
   );
 }
 

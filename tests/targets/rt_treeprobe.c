@@ -60,6 +60,10 @@
  *   deadsession a child made a session and a grandchild (CLONE_PARENT: the
  *               root's child) in it, then exited (reaped): the grandchild is
  *               still in that session and group.
+ *   daemon      the root (a child subreaper) has a daemon's double fork: a
+ *               grandchild made a session, its child exec'd this program
+ *               and came to the root when its parent exited: after the
+ *               trigger it is still in that session and group.
  *   latesetsid  a child forked a grandchild, then made its own session: the
  *               grandchild is still in the root's session.
  *   orphanpg    the root leads a session; its child leads another (an
@@ -757,12 +761,19 @@ static int ds_member(void *arg) {
 }
 
 static int mode_deadsession2(void) {
-  int p[2];
-  if (pipe(p) != 0) die("pipe");
+  int p[2], hold[2];
+  if (pipe(p) != 0 || pipe(hold) != 0) die("pipe");
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_chld;
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGCHLD, &sa, NULL);
   pid_t l = fork();
   if (l == 0) {
     setsid();
     ds_leader = getpid();
+    close(hold[1]);
+    hold_fd = hold[0]; // the member waits for the root's checks before it exits
     pid_t m = clone(ds_member, stack_a + sizeof stack_a, CLONE_PARENT, NULL);
     if (write(p[1], &m, sizeof m) != sizeof m) _exit(3);
     _exit(0);
@@ -773,10 +784,84 @@ static int mode_deadsession2(void) {
   add_pid(m);
   ready();
   wait_trigger(trigger);
+  // One SIGCHLD (the leader's exit) and no child but the member: nothing left by the restore.
+  check("deadsession-sigchld", chld_count == 1, "%d SIGCHLD before the member's exit (want 1)",
+        (int)chld_count);
+  int st;
+  pid_t r = waitpid(-1, &st, WNOHANG);
+  check("deadsession-no-other-child", r == 0, "waitpid(-1) gave %d", r);
+  close(hold[1]);
   // A CLONE_PARENT child has the exit signal of its maker (SIGCHLD here).
-  int st = reap(m);
+  st = reap(m);
   check("deadsession-member", st == 0, "status %#x: not in session and group %d", st, l);
   return verdict();
+}
+
+/* daemon: a double fork under the root, a child subreaper: A forks B, B makes a session and
+ * forks C, which execs this program in mode "member"; B and A exit: C is the root's child, in
+ * the session and group of B (gone). */
+static int mode_daemon(char *self) {
+  prctl(PR_SET_CHILD_SUBREAPER, 1);
+  int p[2], hold[2];
+  if (pipe(p) != 0 || pipe(hold) != 0) die("pipe");
+  pid_t a = fork();
+  if (a == 0) {
+    pid_t b = fork();
+    if (b == 0) {
+      setsid();
+      pid_t c = fork();
+      if (c == 0) {
+        close(hold[1]);
+        char sid[16], fd[16];
+        snprintf(sid, sizeof sid, "%d", getsid(0));
+        snprintf(fd, sizeof fd, "%d", hold[0]);
+        execl("/proc/self/exe", self, trigger, "member", sid, fd, (char *)NULL);
+        _exit(5);
+      }
+      if (write(p[1], &c, sizeof c) != sizeof c) _exit(3);
+      _exit(0);
+    }
+    _exit(0);
+  }
+  pid_t c;
+  if (read(p[0], &c, sizeof c) != sizeof c) die("read");
+  check_exit0("daemon-setup", a);
+  for (int i = 0; i < 500 && getppid() != 0; i++) { // B's exit: C comes to the root
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", c);
+    FILE *f = fopen(path, "r");
+    if (!f) break;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *q = strrchr(buf, ')');
+    int ppid = 0;
+    if (q) sscanf(q + 2, "%*c %d", &ppid);
+    if (ppid == getpid()) break;
+    sleep_ms(10);
+  }
+  // B (reparented to the root as well, a zombie or gone) is reaped now.
+  int st;
+  while (waitpid(-1, &st, WNOHANG) > 0) {
+  }
+  add_pid(c);
+  ready();
+  wait_trigger(trigger);
+  pid_t r = waitpid(-1, &st, WNOHANG);
+  check("daemon-no-other-child", r == 0, "waitpid(-1) gave %d", r);
+  close(hold[1]);
+  st = reap(c);
+  check("daemon-member", st == 0, "status %#x: not in its session and group", st);
+  return verdict();
+}
+
+/* The exec'd member of mode daemon: exit 0 if in session and group <sid> after the trigger,
+ * once the root closed the hold pipe (fd <fd>). */
+static int mode_member(char **argv) {
+  pid_t sid = atoi(argv[3]);
+  hold_fd = atoi(argv[4]);
+  report_ids_after_trigger(sid, sid);
+  return 0;
 }
 
 static int mode_latesetsid(void) {
@@ -856,6 +941,8 @@ int main(int argc, char **argv) {
   }
   if (strcmp(m, "deadsession") == 0) return mode_deadsession2();
   if (strcmp(m, "latesetsid") == 0) return mode_latesetsid();
+  if (strcmp(m, "daemon") == 0) return mode_daemon(argv[0]);
+  if (strcmp(m, "member") == 0 && argc >= 5) return mode_member(argv);
   if (strcmp(m, "orphanpg") == 0) return mode_orphanpg();
   fprintf(stderr, "unknown mode %s\n", m);
   return 2;
