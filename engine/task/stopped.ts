@@ -104,7 +104,8 @@ export function releaseTree(images: readonly ProcessImage[], detach: (tid: numbe
   // Children before parents (images come parents first): a parent is still
   // held while its child's new stop is taken for it.
   for (const image of [...stopping].reverse()) {
-    const again = continued.has(image.pid) && !image.stopped;
+    // (A SIGSTOP pending at the dump would stop it again: then it is sent alone, as before.)
+    const again = continued.has(image.pid) && !image.stopped && !stopPending(image);
     rawSyscall(SYS.kill, image.pid, image.stopped?.signal ?? SIGSTOP);
     for (const t of image.threads) detach(t.tid);
     if (!image.stopped && !again) continue;
