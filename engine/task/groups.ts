@@ -16,13 +16,18 @@
  * parent of its first member forks, with `set_tid`, a process with the
  * leader's pid that makes the group (setpgid(0, 0)) and waits in pause();
  * the members join it at finalize, then the session kills it and the
- * parent reaps it (and has the SIGCHLD taken) before the tree runs.
+ * parent reaps it (and has the SIGCHLD taken) before the tree runs. A
+ * session whose leader exited (a daemon's double fork) is made the same
+ * way, by a placeholder that calls setsid and then clones the session's
+ * members that are children of its own parent with CLONE_PARENT (a session
+ * cannot be joined: its members must be born into it); it is forked once
+ * that parent's memory is in, so that members restored by inheritance get
+ * it. The root's outside session and group get no placeholder.
  *
- * A process whose recorded session is not what those steps give would
- * come back silently in another one: a session whose leader exited (a
- * session cannot be joined, and a placeholder for it could not be the
- * member's parent's child and its session at once), a parent that called
- * setsid after forking it. Those are refused by name.
+ * A process whose recorded session or group is not what those steps give
+ * would come back silently in another one: a parent that called setsid
+ * after forking it, members of one gone session with different parents, a
+ * leader alive outside the tree (seen at dump). Those are refused by name.
  *
  * @module
  */
