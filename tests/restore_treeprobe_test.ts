@@ -58,6 +58,7 @@ const CASES: [string, "restored" | RegExp][] = [
   ["joingroup", "restored"],
   ["zombiegroup", "restored"],
   ["deadgroup", "restored"],
+  ["deadgroupign", "restored"],
   ["deadsession", "restored"],
   ["daemon", "restored"],
   [

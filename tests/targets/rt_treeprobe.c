@@ -55,6 +55,8 @@
  *               that joined that group is still in it (pgid of a dead pid);
  *               the root got one SIGCHLD (a handler counts) and has no other
  *               child waiting to be reaped.
+ *   deadgroupign  deadgroup with SIGCHLD ignored by the root: the member
+ *               (reaped by the kernel) tells its ids through a pipe.
  *   zombiegroup the same, the leader a zombie (not reaped): the member joins
  *               it again, the root reaps the leader after the trigger.
  *   deadsession a child made a session and a grandchild (CLONE_PARENT: the
@@ -752,6 +754,48 @@ static int mode_groups(const char *mode) {
   return verdict();
 }
 
+/* deadgroupign: deadgroup with SIGCHLD ignored by the root (its children reaped by the
+ * kernel): the member tells its ids through a pipe; the placeholder must leave nothing. */
+static int mode_deadgroupign(void) {
+  signal(SIGCHLD, SIG_IGN);
+  int p[2], j[2], res[2];
+  if (pipe(p) != 0 || pipe(j) != 0 || pipe(res) != 0) die("pipe");
+  pid_t sid = getsid(0);
+  pid_t leader = fork();
+  if (leader == 0) {
+    setpgid(0, 0);
+    if (write(p[1], "l", 1) != 1) _exit(3);
+    char b;
+    if (read(j[0], &b, 1) != 1) _exit(3);
+    _exit(0);
+  }
+  char c;
+  if (read(p[0], &c, 1) != 1) die("read");
+  pid_t member = fork();
+  if (member == 0) {
+    if (setpgid(0, leader) != 0) _exit(4);
+    if (write(p[1], "m", 1) != 1) _exit(3);
+    wait_trigger(trigger);
+    char ok = getsid(0) == sid && getpgrp() == leader ? 'y' : 'n';
+    if (write(res[1], &ok, 1) != 1) _exit(3);
+    _exit(0);
+  }
+  if (read(p[0], &c, 1) != 1) die("read");
+  if (write(j[1], "j", 1) != 1) die("write");
+  if (!await_state(leader, '?')) die("leader not reaped by the kernel");
+  add_pid(member);
+  ready();
+  wait_trigger(trigger);
+  char ok = 0;
+  ssize_t n = read(res[0], &ok, 1);
+  check("deadgroupign-member", n == 1 && ok == 'y', "the member said %c: not in group %d",
+        ok ? ok : '-', leader);
+  check("deadgroupign-member-gone", await_state(member, '?'), "state %c", state_of(member));
+  int r = waitpid(-1, NULL, WNOHANG);
+  check("deadgroupign-echild", r < 0 && errno == ECHILD, "waitpid %d", r);
+  return verdict();
+}
+
 /* The CLONE_PARENT child of deadsession: its session and group are its maker's. */
 static pid_t ds_leader;
 static int ds_member(void *arg) {
@@ -940,6 +984,7 @@ int main(int argc, char **argv) {
     return mode_groups(m);
   }
   if (strcmp(m, "deadsession") == 0) return mode_deadsession2();
+  if (strcmp(m, "deadgroupign") == 0) return mode_deadgroupign();
   if (strcmp(m, "latesetsid") == 0) return mode_latesetsid();
   if (strcmp(m, "daemon") == 0) return mode_daemon(argv[0]);
   if (strcmp(m, "member") == 0 && argc >= 5) return mode_member(argv);
