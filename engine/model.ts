@@ -334,6 +334,12 @@ export interface ProcessImage {
    * restored stopped by the same signal. Absent when it was running.
    */
   stopped?: GroupStop;
+  /**
+   * Live children (in the tree) whose continue report (waitpid WCONTINUED)
+   * this process had not collected: made again at restore
+   * (engine/task/continued.ts). Absent when none.
+   */
+  continuedChildren?: number[];
 }
 
 /** A zombie child: an exited process its parent had not reaped. */

@@ -100,7 +100,9 @@ import { resolveInFlightFds } from "../fds/unix_scm.ts";
 import {
   checkExitSignals,
   checkFdOwners,
+  checkPdeathForkers,
   checkProcessPaths,
+  checkSharedSemUndo,
   checkSharedTables,
   checkUnattachedLocks,
 } from "./tree_state.ts";
@@ -736,10 +738,15 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       describeFd,
     );
     checkSharedTables(described.map((d) => d.p.pid), refusals);
+    checkSharedSemUndo(
+      described.map((d) => ({ pid: d.p.pid, threads: d.image.threads.length })),
+      refusals,
+    );
     for (const d of described) checkProcessPaths(d.image, refusals);
     checkUnattachedLocks(described.map((d) => d.image), refusals, await locks);
     checkFdOwners(described.map((d) => d.image), refusals);
     checkExitSignals(described.map((d) => d.image), refusals);
+    checkPdeathForkers(described.map((d) => d.image), refusals);
     tree.processes.forEach((p, i) => {
       refuseUnreachableShmem(p.pid, shmemFaults[i], refusals);
       markShmemObjects(p.pid, described[i].image.mappings, shmemFaults[i], refusals);

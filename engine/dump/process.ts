@@ -55,6 +55,7 @@ import { collectDeletedFifo } from "../fds/fifo.ts";
 import { collectInotify } from "../fds/inotify.ts";
 import { collectEpoll } from "../fds/epoll.ts";
 import { refuseOutsideTracees, WAITABLE_STEP } from "../task/tracees.ts";
+import { queryContinuedChildren } from "../task/continued.ts";
 import { checkNamespaces, collectCgroups, refuseFrozenCgroup } from "../task/placement.ts";
 import { collectTaskState, prepareTaskCollection, queryTaskState } from "../task/mod.ts";
 import { collectCreds } from "../task/creds.ts";
@@ -232,7 +233,7 @@ export function collectProcess(
   // The areas with a NUMA policy of their own, when the iterator tells (else every one is asked).
   const policyAreas = bpf ? policyAreasOf(bpf) : undefined;
   // Everything read by injected syscalls, in one session (one scratch page).
-  const { injected, posixTimers, credentials, aio, mempolicies } = withInjection(
+  const { injected, posixTimers, credentials, aio, mempolicies, continuedChildren } = withInjection(
     pid,
     (s) => {
       // The first mapping policy reads go in the main thread's batch (engine/memory/mempolicy.ts).
@@ -290,6 +291,8 @@ export function collectProcess(
         ),
         // Each mapping's own NUMA policy (mbind), by index in `maps` (engine/memory/mempolicy.ts).
         mempolicies,
+        // Children whose continue report it has not collected (engine/task/continued.ts).
+        continuedChildren: queryContinuedChildren(s, pid, children),
       };
     },
     statuses,
@@ -445,6 +448,7 @@ export function collectProcess(
       cgroups,
       attrs: task.attrs,
       ...(Object.keys(memoryFlags).length ? { memoryFlags } : {}),
+      ...(continuedChildren.length ? { continuedChildren } : {}),
     },
     ...(smaps ? { vmFlags: completeVmFlags(pid, maps, mappings, smaps, details) } : {}),
     ...(bpf ? { vmFlags: completeFlagsOffThread(bpf, mappings, details) } : {}),

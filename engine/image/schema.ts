@@ -221,6 +221,7 @@ export const processImageSchema = z.lazy(() =>
       signal: z.union([z.literal(19), z.literal(20), z.literal(21), z.literal(22)]),
       reported: z.boolean(),
     }).optional(),
+    continuedChildren: z.array(int.min(2)).optional(),
   })
 );
 

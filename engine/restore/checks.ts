@@ -6,6 +6,7 @@
  */
 
 import { zombiePids } from "../task/zombies.ts";
+import { placeholderPids } from "../task/groups.ts";
 import { vdsoFacts } from "../vdso.ts";
 import { recallOwnVdso, rememberOwnVdso } from "../proc/vm_flags_memo.ts";
 import { readStatus } from "../proc/status.ts";
@@ -64,8 +65,11 @@ function groupHolder(ids: Set<number>): { id: number; pid: number; what: string 
  * session id ({@link checkGroupIdsFree}).
  */
 export function checkPidsFree(processes: readonly ProcessImage[], groups = true): void {
-  for (const p of processes) {
-    for (const id of [p.pid, ...p.threads.map((t) => t.tid), ...zombiePids([p])]) {
+  // Placeholders of groups whose leader is gone take the leaders' pids (engine/task/groups.ts).
+  const placeholders = placeholderPids(processes).map((x) => x.pid);
+  for (const [i, p] of processes.entries()) {
+    const more = i === 0 ? placeholders : [];
+    for (const id of [p.pid, ...p.threads.map((t) => t.tid), ...zombiePids([p]), ...more]) {
       // kill(id, 0): ESRCH when no task has this id (a thread's tid included),
       // without a /proc lookup and an exception per free id.
       if (rawSyscall(SYS.kill, id, 0) !== -BigInt(Errno.ESRCH)) {
@@ -85,7 +89,13 @@ export function checkPidsFree(processes: readonly ProcessImage[], groups = true)
  * failed, to say why (engine/restore/mod.ts).
  */
 export function checkGroupIdsFree(processes: readonly ProcessImage[]): void {
-  const holder = groupHolder(new Set([...processes.map((p) => p.pid), ...zombiePids(processes)]));
+  const holder = groupHolder(
+    new Set([
+      ...processes.map((p) => p.pid),
+      ...zombiePids(processes),
+      ...placeholderPids(processes).map((x) => x.pid),
+    ]),
+  );
   if (holder) {
     throw new RestoreError(
       `cannot restore: pid ${holder.id} is still in use as the ${holder.what} id of process ${holder.pid}`,

@@ -81,6 +81,7 @@ import {
   inheritingChildren,
 } from "../memory/inherit_restore.ts";
 import { emitZombieBranches, emitZombies } from "../task/zombies.ts";
+import { emitPlaceholderBranches, emitPlaceholders, placeholdersOf } from "../task/groups.ts";
 import { SIGTRAP } from "../task/sigtrap.ts";
 import { emitThreadClones } from "./thread_clone.ts";
 import { chainedCreds, emitThreadSections, type ThreadSections } from "./thread_state.ts";
@@ -267,13 +268,19 @@ function emitProgram(
   } else if (proc.pgid === proc.pid) p.op(SYS.setpgid, [0, 0], { comment: "group leader" });
   emitSharedCreation(p, opts.shared, proc.pid, SLOTS.scratch, slotsAddress);
   emitUnixCreation(p, opts.unixSockets, proc.pid, SLOTS.scratch, slotsAddress);
+  // Groups whose leader is gone, made again by placeholders (engine/task/groups.ts).
+  const placeholders = opts.images ? placeholdersOf(proc.pid, opts.images) : [];
+  emitPlaceholders(p, placeholders.filter((x) => !x.session));
 
   // Children first: they exec their own image and leave this memory behind.
   const inheriting = inheritingChildren(proc, opts.images);
   const execChildren = proc.children.filter((c) => !inheriting.includes(c));
+  // A session's placeholder clones its members for this process (engine/task/groups.ts).
+  const cloned = new Set(placeholders.flatMap((x) => x.members));
   for (const child of execChildren) {
     const path = opts.childImages.get(child);
     if (!path) throw new Error(`no image for child ${child} of ${proc.pid}`);
+    if (cloned.has(child)) continue;
     const args = cloneWithTid(p, child, { exitSignal: 17n });
     p.op(SYS.clone3, [args, cloneArgs.size], {
       jumpIfZeroTo: `child-${child}`,
@@ -287,7 +294,9 @@ function emitProgram(
   const examine = emitMemory(p, proc, opts, slotsAddress);
   emitAioRings(p, proc, slotsAddress, SLOTS.scratch, examine);
   emitMemoryFlagsAfter(p, proc, examine);
-  emitInheritForks(p, inheriting);
+  emitInheritForks(p, inheriting.filter((c) => !cloned.has(c)));
+  emitPlaceholders(p, placeholders.filter((x) => x.session)); // with this memory
+
   emitMm(p, proc, slotsAddress);
   emitNofileForFds(p, proc);
   emitFds(p, fds, slotsAddress, SLOTS.scratch);
@@ -315,6 +324,11 @@ function emitProgram(
     p.end();
   }
   emitZombieBranches(p, proc);
+  emitPlaceholderBranches(
+    p,
+    placeholders,
+    (m) => inheriting.includes(m) ? `inherit-${m}` : `child-${m}`,
+  );
   p.label("thread-park");
   p.end("new thread parks here; the engine sets its registers");
 }
