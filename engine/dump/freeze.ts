@@ -27,6 +27,7 @@ import {
   refuseVforkChild,
   refuseZombieLeader,
 } from "../task/refusals.ts";
+import { abortRseqSections } from "../task/rseq.ts";
 import { sleepSync } from "../sleep_sync.ts";
 import { childrenByIterator, childrenIteratorServes, forgetFrozenRecords } from "./thread_state.ts";
 
@@ -322,6 +323,12 @@ export function freezeTree(
             const exited = new Set<number>();
             const stops = awaitStops(interrupted, root, exited);
             for (const tid of exited) files?.forget(tid);
+            // Before anything runs in them: a thread inside an rseq critical section is
+            // moved to its abort handler, as the kernel would on its way back (task/rseq.ts).
+            abortRseqSections(
+              pid,
+              exited.size ? interrupted.filter((t) => !exited.has(t)) : interrupted,
+            );
             if (pid === root && onRootStopped) {
               onRootStopped(interrupted.filter((tid) => !exited.has(tid)));
               onRootStopped = undefined;
