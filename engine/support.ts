@@ -87,6 +87,8 @@ export const SUPPORT_TABLE = [
   { id: "task.exit-signal", area: "task", what: "children cloned with an exit signal other than SIGCHLD (or none)", support: "refused", note: "restore forks every child with SIGCHLD" },
   { id: "task.tracer", area: "task", what: "processes tracing (ptrace) a process outside the tree", support: "refused", note: "the tracee is not dumped; a restored tracer would trace nothing (a tracee inside the tree cannot be seized: refused as already traced)" },
   { id: "task.frozen-cgroup", area: "task", what: "processes in a frozen cgroup (cgroup v2 cgroup.freeze, v1 freezer)", support: "refused", note: "injected syscalls would wait for the thaw; cryo neither thaws nor re-freezes: thaw it first" },
+  { id: "task.exiting", area: "task", what: "processes exiting (an exit that waits: a close a FUSE server has not answered, a large memory torn down)", support: "refused", note: "they run no more code, so they cannot stop; there is nothing left to restore" },
+  { id: "task.fuse-wait", area: "task", what: "threads waiting for a FUSE request whose server neither answers nor lets it be interrupted", support: "refused", note: "they cannot stop until the server answers: retry then (the thread is let go once it stops)" },
   { id: "task.vfork", area: "task", what: "parents waiting in vfork() for their child", support: "refused", note: "the child runs on the parent's memory, which cryo cannot share again" },
   // Memory.
   { id: "memory.anon", area: "memory", what: "private and shared anonymous memory", support: "saved" },

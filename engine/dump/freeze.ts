@@ -23,11 +23,14 @@ import { TargetError, UnsupportedError } from "../errors.ts";
 import { splitZombies } from "../task/zombies.ts";
 import { collectCgroups, refuseFrozenCgroup } from "../task/placement.ts";
 import {
+  refuseExitingThread,
   refuseSharedMemoryChildren,
+  refuseUnstoppable,
   refuseVforkChild,
   refuseZombieLeader,
 } from "../task/refusals.ts";
 import { abortRseqSections } from "../task/rseq.ts";
+import { releaseWhenStopped } from "./strays.ts";
 import { sleepSync } from "../sleep_sync.ts";
 import { childrenByIterator, childrenIteratorServes, forgetFrozenRecords } from "./thread_state.ts";
 
@@ -150,6 +153,9 @@ function exiting(tid: number): boolean {
 /** The first sleep of {@link awaitStops} when no thread stopped yet (doubled up to 1 ms). */
 const FIRST_NAP_MS = 0.05;
 
+/** After how long the threads not stopped yet are looked at for an exit in progress. */
+const EXITING_CHECK_MS = 100;
+
 /** How long a thread may take to stop after PTRACE_INTERRUPT. */
 const STOP_TIMEOUT_MS = 10_000;
 
@@ -166,11 +172,15 @@ const STOP_TIMEOUT_MS = 10_000;
 function awaitStops(
   tids: readonly number[],
   root: number,
+  /** The process the threads belong to (named by a refusal). */
+  pid: number,
   /** Filled with the threads that exited instead of stopping. */
   gone?: Set<number>,
 ): Map<number, number> {
   const groupStops = new Map<number, number>();
-  const deadline = performance.now() + STOP_TIMEOUT_MS;
+  const begun = performance.now();
+  const deadline = begun + STOP_TIMEOUT_MS;
+  let exitChecked = false;
   let waiting = [...tids];
   let nap = FIRST_NAP_MS;
   while (waiting.length) {
@@ -198,13 +208,22 @@ function awaitStops(
       left.push(tid);
     }
     if (left.length === 0) break;
-    if (performance.now() > deadline) {
+    const now = performance.now();
+    if (!exitChecked && now > begun + EXITING_CHECK_MS) {
+      // A thread still exiting by now waits in its exit (a close a FUSE server holds):
+      // it never stops. Refused by name at once (a flag of its stat file each).
+      exitChecked = true;
+      for (const tid of left) refuseExitingThread(pid, tid);
+    }
+    if (now > deadline) {
       // A v1 freezer holds its tasks in uninterruptible sleep: said so by name.
       try {
         refuseFrozenCgroup(left[0], collectCgroups(left[0]));
       } catch (e) {
         if (e instanceof UnsupportedError) throw e;
       }
+      // So is a FUSE request its server neither answers nor lets be interrupted.
+      for (const tid of left) refuseUnstoppable(pid, tid);
       throw new TargetError(
         `thread ${left[0]} did not stop within ${
           STOP_TIMEOUT_MS / 1000
@@ -321,7 +340,7 @@ export function freezeTree(
             // leave the threads seized and running (a signal then stops a thread) longer.
             if (!viaIterator) files ??= ChildrenFiles.open(pid, interrupted);
             const exited = new Set<number>();
-            const stops = awaitStops(interrupted, root, exited);
+            const stops = awaitStops(interrupted, root, pid, exited);
             for (const tid of exited) files?.forget(tid);
             // Before anything runs in them: a thread inside an rseq critical section is
             // moved to its abort handler, as the kernel would on its way back (task/rseq.ts).
@@ -381,7 +400,10 @@ export function freezeTree(
     for (const tid of seized) {
       try {
         detach(tid);
-      } catch { /* already gone */ }
+      } catch (d) {
+        // Not stopped (it never stopped in time): let go once it stops (strays.ts).
+        if (d instanceof SyscallError && d.code === "ESRCH") releaseWhenStopped(tid);
+      }
     }
     throw e;
   }

@@ -113,7 +113,7 @@ import { planInheritance } from "../memory/inherit.ts";
 import { mapShmemPages, refuseUnreachableShmem } from "../memory/shmem_pages.ts";
 import { collectLifecycle } from "../task/lifecycle.ts";
 import { reapOrphanedZombies } from "../task/zombies.ts";
-import { refuseZombieLeader } from "../task/refusals.ts";
+import { refuseExiting, refuseZombieLeader } from "../task/refusals.ts";
 import { listTids } from "../proc/tasks.ts";
 import { ownNamespaceRoot } from "../pidns/detect.ts";
 import type { NamespaceExtrasRequest } from "../pidns/extras.ts";
@@ -287,6 +287,8 @@ function checkTarget(pid: number, ownPidNamespace = false): void {
   // A v1 freezer holds its tasks in uninterruptible sleep, where a seized
   // task could neither stop nor be let go again: refused before the seize.
   if (stat.state === "D") refuseFrozenCgroup(pid, collectCgroups(pid));
+  // An exiting process runs no more code: it would never stop (task/refusals.ts).
+  refuseExiting(pid, stat.flags);
   if (status.tracerPid !== 0) {
     throw new TargetError(`process ${pid} is already traced by pid ${status.tracerPid}`);
   }

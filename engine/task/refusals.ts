@@ -79,3 +79,56 @@ export function refuseZombieLeader(pid: number, threads: readonly number[]): voi
   refusals.use("task.leader-exited", `process ${pid}`);
   refusals.throwIfAny("the tree cannot be checkpointed");
 }
+
+/** PF_EXITING in /proc/<pid>/stat's flags. */
+export const PF_EXITING = 0x4;
+
+/** Throws when `pid` (its stat `flags`) is exiting: it will run no code again, nor stop. */
+export function refuseExiting(pid: number, flags: number, where = `process ${pid}`): void {
+  if ((flags & PF_EXITING) === 0) return;
+  const refusals = new Refusals();
+  refusals.use("task.exiting", where, `it is exiting${waitingIn(pid)}`);
+  refusals.throwIfAny("the tree cannot be checkpointed");
+}
+
+/** Throws when thread `tid` of `pid` is exiting (checked through its stat file). */
+export function refuseExitingThread(pid: number, tid: number): void {
+  let flags;
+  try {
+    flags = readStat(pid, tid).flags;
+  } catch {
+    return; // gone
+  }
+  refuseExiting(tid, flags, tid === pid ? `process ${pid}` : `process ${pid} thread ${tid}`);
+}
+
+/** " (waits in <kernel function>)" for a sleeping `tid`, or "". */
+function waitingIn(tid: number): string {
+  try {
+    const w = Deno.readTextFileSync(`/proc/${tid}/wchan`).trim();
+    return w && w !== "0" ? ` (waits in ${w})` : "";
+  } catch {
+    return "";
+  }
+}
+
+/** The kernel function a thread waiting for a FUSE server's reply sleeps in. */
+const FUSE_WAIT = "request_wait_answer";
+
+/**
+ * Throws, naming the cause, when thread `tid` of process `pid` (seized and
+ * interrupted, not stopped in time) cannot stop: it is exiting, or it waits
+ * for a FUSE request whose server neither answers nor lets it be
+ * interrupted. Returns otherwise (the caller's error then).
+ */
+export function refuseUnstoppable(pid: number, tid: number): void {
+  refuseExitingThread(pid, tid);
+  let wchan = "";
+  try {
+    wchan = Deno.readTextFileSync(`/proc/${pid}/task/${tid}/wchan`).trim();
+  } catch { /* gone */ }
+  if (wchan !== FUSE_WAIT) return;
+  const refusals = new Refusals();
+  refusals.use("task.fuse-wait", tid === pid ? `process ${pid}` : `process ${pid} thread ${tid}`);
+  refusals.throwIfAny("the tree cannot be checkpointed");
+}
