@@ -1,14 +1,18 @@
 /**
  * Processes in odd states the dump refuses, leaving them running untouched
  * and no image: a tracer (ptrace) of a process outside the tree, a process
- * in a frozen cgroup (v2 cgroup.freeze, v1 freezer).
+ * in a frozen cgroup (v2 cgroup.freeze, v1 freezer), a process faulting on
+ * a page a userfaultfd of another process handles, a thread held in a FUSE
+ * request (tests/targets/fuse_stall.c), a process exiting.
  */
 
 import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { UnsupportedError } from "../engine/errors.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
-import { pathExists } from "./helpers/fs.ts";
+import { pathExists, tempDir } from "./helpers/fs.ts";
+import { umount } from "../ffi/mounts.ts";
+import { sleep, waitUntil } from "./helpers/wait.ts";
 import { statusField } from "./helpers/proc.ts";
 import { startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
 import { startTarget, withTargets } from "./helpers/targets.ts";
@@ -109,4 +113,107 @@ for (
       }
     }),
   );
+}
+
+Deno.test(
+  "dump refuses a process blocked in a page fault a userfaultfd of another process handles; the fault completes after",
+  withTargets(async () => {
+    const a = await startTriggered("rt_oddstate", READY, { extra: ["uffd"] });
+    const child = Number(a.t.output().match(/^child=(\d+)$/m)?.[1]);
+    assert.ok(child > 0, a.t.output());
+    const dir = await tempImageDir();
+    await assertRefused(checkpoint(child, { dir }), /userfaultfd/);
+    assert.equal(pathExists(dir), false, "the refused dump left an image");
+    assert.equal(statusField(child, "TracerPid"), "0");
+    await Deno.writeTextFile(a.trigger, "");
+    assertChecksPassed(a.t, ["uffd-fault"], await a.t.wait());
+  }),
+);
+
+const MNT_DETACH = 2;
+
+/**
+ * Starts tests/targets/fuse_stall.c in `mode` on a fresh mount point and
+ * runs `body` with it; the server is released (its held requests answered),
+ * stopped and unmounted after, whatever happens. Skips (with a message) where
+ * /dev/fuse or mounting is not available.
+ */
+async function withStalledFuse(
+  mode: string,
+  body: (file: string, release: () => Promise<void>) => Promise<void>,
+): Promise<void> {
+  if (!pathExists("/dev/fuse")) {
+    console.log("no /dev/fuse: not checked");
+    return;
+  }
+  const work = await tempDir("cryo-oddfuse-");
+  const mnt = `${work}/mnt`;
+  const releasePath = `${work}/release`;
+  Deno.mkdirSync(mnt);
+  const server = await startTarget("fuse_stall", [mnt, releasePath, mode]);
+  const out = await server.waitFor(/^ready pid=\d+$|^setup failed.*$/m);
+  if (out[0].startsWith("setup failed")) {
+    console.log(`no FUSE mount here (${out[0]}): not checked`);
+    await server.kill();
+    return;
+  }
+  const release = () => Deno.writeTextFile(releasePath, "");
+  try {
+    await body(`${mnt}/f`, release);
+  } finally {
+    await release();
+    await sleep(100);
+    umount(mnt, MNT_DETACH);
+    await server.kill();
+  }
+}
+
+Deno.test(
+  "dump refuses, by name, a process in a FUSE read its server holds (the interrupt ignored); the process is let go and reads on",
+  withTargets(() =>
+    withStalledFuse("read", async (file, release) => {
+      const a = await startTriggered("rt_oddstate", READY, { extra: ["fuseread", file] });
+      await waitUntil("read entered", () => wchanOf(a.t.pid) === "request_wait_answer");
+      const dir = await tempImageDir();
+      await assertRefused(
+        checkpoint(a.t.pid, { dir }),
+        new RegExp(`process ${a.t.pid}: threads waiting for a FUSE request`),
+      );
+      assert.equal(pathExists(dir), false, "the refused dump left an image");
+      await release();
+      // Not left stopped under cryo's trace: it gets its bytes and ends.
+      assertChecksPassed(a.t, ["fuse-read", "fuse-offset"], await a.t.wait());
+    })
+  ),
+);
+
+Deno.test(
+  "dump refuses at once, by name, a process exiting (its close of a FUSE file held by the server); it ends once answered",
+  withTargets(() =>
+    withStalledFuse("flush", async (file, release) => {
+      const a = await startTriggered("rt_oddstate", READY, { extra: ["fuseexit", file] });
+      await waitUntil("exit entered", () => wchanOf(a.t.pid) === "request_wait_answer");
+      const dir = await tempImageDir();
+      const began = performance.now();
+      await assertRefused(
+        checkpoint(a.t.pid, { dir }),
+        new RegExp(`process ${a.t.pid}: processes exiting .*: it is exiting`),
+      );
+      assert.ok(performance.now() - began < 5000, "not refused at once");
+      assert.equal(pathExists(dir), false, "the refused dump left an image");
+      assert.equal(statusField(a.t.pid, "TracerPid"), "0");
+      await release();
+      const st = await a.t.wait();
+      assert.deepEqual(st.kind === "exited" ? st.code : st, 0, a.t.output());
+    })
+  ),
+);
+
+/** The kernel function `pid` sleeps in ("" when gone). */
+function wchanOf(pid: number): string {
+  try {
+    return Deno.readTextFileSync(`/proc/${pid}/wchan`).trim();
+  } catch {
+    return "";
+  }
 }
