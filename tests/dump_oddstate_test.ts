@@ -217,3 +217,44 @@ function wchanOf(pid: number): string {
     return "";
   }
 }
+
+Deno.test(
+  "dump refuses a listener whose full queue holds a connection with bytes sent, while more children block in connect(); all go on",
+  withTargets(async () => {
+    const a = await startTriggered("rt_oddstate", READY, { extra: ["unixconnect"] });
+    const dir = await tempImageDir();
+    await assertRefused(
+      checkpoint(a.t.pid, { dir }),
+      /bytes sent on unix connections not accepted yet/,
+    );
+    assert.equal(pathExists(dir), false, "the refused dump left an image");
+    await Deno.writeTextFile(a.trigger, "");
+    assertChecksPassed(a.t, ["unix-connect"], await a.t.wait());
+  }),
+);
+
+Deno.test(
+  "dump refuses at once, by name, a process whose FUSE read was interrupted already (uninterruptible, the server holding it)",
+  withTargets(() =>
+    withStalledFuse("read", async (file, release) => {
+      const a = await startTriggered("rt_oddstate", READY, { extra: ["fuseread", file] });
+      await waitUntil("read entered", () => wchanOf(a.t.pid) === "request_wait_answer");
+      // A stop request interrupts the read: the kernel sends the server an INTERRUPT,
+      // which it ignores, and waits on uninterruptibly (D); SIGCONT cancels the stop.
+      a.t.signal(19); // SIGSTOP
+      await waitUntil("read interrupted", () => statusField(a.t.pid, "State")[0] === "D");
+      a.t.signal(18); // SIGCONT
+      const dir = await tempImageDir();
+      const began = performance.now();
+      await assertRefused(
+        checkpoint(a.t.pid, { dir }),
+        new RegExp(`process ${a.t.pid}: threads waiting for a FUSE request`),
+      );
+      assert.ok(performance.now() - began < 5000, "not refused at once");
+      assert.equal(pathExists(dir), false, "the refused dump left an image");
+      assert.equal(statusField(a.t.pid, "TracerPid"), "0");
+      await release();
+      assertChecksPassed(a.t, ["fuse-read", "fuse-offset"], await a.t.wait());
+    })
+  ),
+);

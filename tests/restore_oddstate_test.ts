@@ -129,6 +129,8 @@ const SYS_ACCEPT = 43;
 const SYS_SPLICE = 275;
 const SYS_FLOCK = 73;
 const SYS_FCNTL = 72;
+const SYS_RECVFROM = 45;
+const SYS_FUTEX_WAITV = 449;
 
 Deno.test(
   "odd state pause: dumped inside pause(), a signal after the restore ends it (EINTR, handler run)",
@@ -168,6 +170,9 @@ for (
     ["nested", undefined, ["nested-order", "nested-masks", "nested-mask-after"]],
     ["pendall", undefined, ["pending-shared", "pending-thread", "pending-not-moved"]],
     ["fresh", undefined, ["fresh-exec"]],
+    ["sockwrite", undefined, ["sock-write"]],
+    ["waitall", SYS_RECVFROM, ["recv-waitall"]],
+    ["futexwaitv", SYS_FUTEX_WAITV, ["futex-waitv"]],
   ] as const
 ) {
   Deno.test(

@@ -113,7 +113,7 @@ import { planInheritance } from "../memory/inherit.ts";
 import { mapShmemPages, refuseUnreachableShmem } from "../memory/shmem_pages.ts";
 import { collectLifecycle } from "../task/lifecycle.ts";
 import { reapOrphanedZombies } from "../task/zombies.ts";
-import { refuseExiting, refuseZombieLeader } from "../task/refusals.ts";
+import { refuseExiting, refuseUnstoppable, refuseZombieLeader } from "../task/refusals.ts";
 import { listTids } from "../proc/tasks.ts";
 import { ownNamespaceRoot } from "../pidns/detect.ts";
 import type { NamespaceExtrasRequest } from "../pidns/extras.ts";
@@ -286,7 +286,11 @@ function checkTarget(pid: number, ownPidNamespace = false): void {
   if (stat.state === "Z" || stat.state === "X") throw new TargetError(`pid ${pid} is a zombie`);
   // A v1 freezer holds its tasks in uninterruptible sleep, where a seized
   // task could neither stop nor be let go again: refused before the seize.
-  if (stat.state === "D") refuseFrozenCgroup(pid, collectCgroups(pid));
+  if (stat.state === "D") {
+    refuseFrozenCgroup(pid, collectCgroups(pid));
+    // So does a FUSE request already interrupted that its server holds (task/refusals.ts).
+    refuseUnstoppable(pid, pid);
+  }
   // An exiting process runs no more code: it would never stop (task/refusals.ts).
   refuseExiting(pid, stat.flags);
   if (status.tracerPid !== 0) {

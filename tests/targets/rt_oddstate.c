@@ -921,6 +921,148 @@ static int uffd_other(void) {
   return verdict();
 }
 
+/* unixconnect: a listener (backlog 1) whose queue is full; a child blocks in connect(). */
+static int unix_connect_full(void) {
+  int l = socket(AF_UNIX, SOCK_STREAM, 0);
+  struct sockaddr_un a = {.sun_family = AF_UNIX};
+  snprintf(a.sun_path, sizeof a.sun_path, "%s", work_path(".sock"));
+  if (l < 0 || bind(l, (void *)&a, sizeof a) != 0 || listen(l, 0) != 0) die("listen");
+  int c[3];
+  for (int i = 0; i < 3; i++) {
+    pid_t k = fork();
+    if (k < 0) die("fork");
+    if (k == 0) {
+      int s = socket(AF_UNIX, SOCK_STREAM, 0);
+      int r;
+      do r = connect(s, (void *)&a, sizeof a);
+      while (r != 0 && errno == EINTR);
+      char msg[2] = {(char)('a' + i), 0};
+      int ok = r == 0 && write(s, msg, 1) == 1;
+      wait_trigger(trigger);
+      _exit(ok ? 0 : 1);
+    }
+    c[i] = k;
+    sleep_ms(100);
+  }
+  print_ready("pid=%d", getpid());
+  wait_trigger(trigger);
+  int got = 0;
+  for (int i = 0; i < 3; i++) {
+    int s = accept(l, NULL, NULL);
+    char b = 0;
+    if (s >= 0 && read(s, &b, 1) == 1 && b >= 'a' && b <= 'c') got |= 1 << (b - 'a');
+  }
+  int ok = 1;
+  for (int i = 0; i < 3; i++) {
+    int st;
+    waitpid(c[i], &st, 0);
+    ok &= WIFEXITED(st) && WEXITSTATUS(st) == 0;
+  }
+  check("unix-connect", got == 7 && ok, "accepted mask %d, clients ok %d", got, ok);
+  return verdict();
+}
+
+/* sockwrite: a child writes 4 MiB into a stream socket its parent reads only after the trigger. */
+static int sock_write_full(void) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) die("socketpair");
+  pid_t k = fork();
+  if (k < 0) die("fork");
+  if (k == 0) {
+    close(sv[0]);
+    static unsigned char b[COPY_SIZE / 8];
+    for (long i = 0; i < (long)sizeof b; i++) b[i] = pattern_at(i);
+    long done = 0, shorts = 0;
+    while (done < (long)sizeof b) {
+      ssize_t n = write(sv[1], b + done, sizeof b - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) _exit(1);
+      if (n < (long)sizeof b - done) shorts++;
+      done += n;
+    }
+    printf("writer: short writes %ld\n", shorts);
+    fflush(stdout);
+    _exit(0);
+  }
+  close(sv[1]);
+  print_ready("pid=%d", getpid());
+  wait_trigger(trigger);
+  long bad = check_stream(sv[0], COPY_SIZE / 8);
+  int st;
+  waitpid(k, &st, 0);
+  check("sock-write", bad < 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+        "stream wrong at %ld, writer status 0x%x", bad, st);
+  return verdict();
+}
+
+/* waitall: recv(MSG_WAITALL) of 100 bytes, 50 sent before the dump, 50 after the trigger. */
+static int recv_waitall(void) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) die("socketpair");
+  pid_t k = fork();
+  if (k < 0) die("fork");
+  if (k == 0) {
+    close(sv[0]);
+    char b[50];
+    memset(b, 'x', sizeof b);
+    if (write(sv[1], b, 50) != 50) _exit(1);
+    wait_trigger(trigger);
+    if (write(sv[1], b, 50) != 50) _exit(1);
+    _exit(0);
+  }
+  close(sv[1]);
+  print_ready("pid=%d", getpid());
+  char b[100];
+  long total = 0, calls = 0;
+  while (total < 100) {
+    ssize_t n = recv(sv[0], b + total, sizeof b - total, MSG_WAITALL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    calls++;
+    total += n;
+  }
+  waitpid(k, NULL, 0);
+  /* The freeze cuts the first call short (50 bytes), as kill -STOP/-CONT does: 2 calls. */
+  printf("recv calls %ld\n", calls);
+  check("recv-waitall", total == 100, "got %ld bytes", total);
+  return verdict();
+}
+
+/* futexwaitv: waits on two words with futex_waitv; a thread wakes the second after the trigger. */
+#ifndef SYS_futex_waitv
+#define SYS_futex_waitv 449
+#endif
+#ifndef FUTEX2_SIZE_U32
+#define FUTEX2_SIZE_U32 0x02
+#endif
+#ifndef FUTEX2_PRIVATE
+#define FUTEX2_PRIVATE 128
+#endif
+static uint32_t waitv_words[2];
+static void *waitv_waker(void *arg) {
+  (void)arg;
+  wait_trigger(trigger);
+  sleep_ms(50);
+  __atomic_store_n(&waitv_words[1], 1, __ATOMIC_SEQ_CST);
+  syscall(SYS_futex, &waitv_words[1], FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+  return NULL;
+}
+static int futex_waitv_wait(void) {
+  struct futex_waitv w[2] = {
+      {.val = 0, .uaddr = (uintptr_t)&waitv_words[0], .flags = FUTEX2_SIZE_U32 | FUTEX2_PRIVATE},
+      {.val = 0, .uaddr = (uintptr_t)&waitv_words[1], .flags = FUTEX2_SIZE_U32 | FUTEX2_PRIVATE},
+  };
+  pthread_t th;
+  pthread_create(&th, NULL, waitv_waker, NULL);
+  print_ready("pid=%d", getpid());
+  long r;
+  do r = syscall(SYS_futex_waitv, w, 2, 0, NULL, CLOCK_MONOTONIC);
+  while (r < 0 && (errno == EINTR || (errno == EAGAIN && !waitv_words[1])));
+  pthread_join(th, NULL);
+  check("futex-waitv", r == 1, "returned %ld (%s)", r, r < 0 ? strerror(errno) : "");
+  return verdict();
+}
+
 int main(int argc, char **argv) {
   need_args(argc, 2, "rt_oddstate <trigger-path> <mode> [threads|worker]");
   trigger = argv[1];
@@ -954,6 +1096,10 @@ int main(int argc, char **argv) {
   if (!strcmp(mode, "fuseread") && argc > 3) return fuse_read(argv[3]);
   if (!strcmp(mode, "fuseexit") && argc > 3) return fuse_exit(argv[3]);
   if (!strcmp(mode, "uffd")) return uffd_other();
+  if (!strcmp(mode, "unixconnect")) return unix_connect_full();
+  if (!strcmp(mode, "sockwrite")) return sock_write_full();
+  if (!strcmp(mode, "waitall")) return recv_waitall();
+  if (!strcmp(mode, "futexwaitv")) return futex_waitv_wait();
   fprintf(stderr, "unknown mode %s\n", mode);
   return 2;
 }
