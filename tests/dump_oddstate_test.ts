@@ -10,9 +10,9 @@ import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { UnsupportedError } from "../engine/errors.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
-import { pathExists, tempDir } from "./helpers/fs.ts";
-import { umount } from "../ffi/mounts.ts";
-import { sleep, waitUntil } from "./helpers/wait.ts";
+import { pathExists } from "./helpers/fs.ts";
+import { wchanOf, withStalledFuse } from "./helpers/fuse.ts";
+import { waitUntil } from "./helpers/wait.ts";
 import { statusField } from "./helpers/proc.ts";
 import { startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
 import { startTarget, withTargets } from "./helpers/targets.ts";
@@ -130,44 +130,6 @@ Deno.test(
   }),
 );
 
-const MNT_DETACH = 2;
-
-/**
- * Starts tests/targets/fuse_stall.c in `mode` on a fresh mount point and
- * runs `body` with it; the server is released (its held requests answered),
- * stopped and unmounted after, whatever happens. Skips (with a message) where
- * /dev/fuse or mounting is not available.
- */
-async function withStalledFuse(
-  mode: string,
-  body: (file: string, release: () => Promise<void>) => Promise<void>,
-): Promise<void> {
-  if (!pathExists("/dev/fuse")) {
-    console.log("no /dev/fuse: not checked");
-    return;
-  }
-  const work = await tempDir("cryo-oddfuse-");
-  const mnt = `${work}/mnt`;
-  const releasePath = `${work}/release`;
-  Deno.mkdirSync(mnt);
-  const server = await startTarget("fuse_stall", [mnt, releasePath, mode]);
-  const out = await server.waitFor(/^ready pid=\d+$|^setup failed.*$/m);
-  if (out[0].startsWith("setup failed")) {
-    console.log(`no FUSE mount here (${out[0]}): not checked`);
-    await server.kill();
-    return;
-  }
-  const release = () => Deno.writeTextFile(releasePath, "");
-  try {
-    await body(`${mnt}/f`, release);
-  } finally {
-    await release();
-    await sleep(100);
-    umount(mnt, MNT_DETACH);
-    await server.kill();
-  }
-}
-
 Deno.test(
   "dump refuses, by name, a process in a FUSE read its server holds (the interrupt ignored); the process is let go and reads on",
   withTargets(() =>
@@ -208,15 +170,6 @@ Deno.test(
     })
   ),
 );
-
-/** The kernel function `pid` sleeps in ("" when gone). */
-function wchanOf(pid: number): string {
-  try {
-    return Deno.readTextFileSync(`/proc/${pid}/wchan`).trim();
-  } catch {
-    return "";
-  }
-}
 
 Deno.test(
   "dump refuses a listener whose full queue holds a connection with bytes sent, while more children block in connect(); all go on",

@@ -14,6 +14,7 @@ import { restore } from "../engine/restore/mod.ts";
 import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
 import { startTarget, withTargets } from "./helpers/targets.ts";
 import { pathExists, tempDir } from "./helpers/fs.ts";
+import { wchanOf, withStalledFuse } from "./helpers/fuse.ts";
 import { statusField } from "./helpers/proc.ts";
 import { getAffinity, setAffinity } from "../ffi/sched.ts";
 import { sleep, waitUntil } from "./helpers/wait.ts";
@@ -288,4 +289,18 @@ Deno.test(
     await migrateAndCommit(a.t.pid, `${a.trigger}.rseq`);
     assertChecksPassed(a.t, RSEQ_CHECKS, await a.t.wait());
   }),
+);
+
+Deno.test(
+  "odd state FUSE read: dumped inside a read its server holds but lets be interrupted (EINTR), the read restarts after the restore and gets its bytes",
+  withTargets(() =>
+    withStalledFuse("read-eintr", async (file, release) => {
+      const a = await startTriggered("rt_oddstate", READY, { extra: ["fuseread", file] });
+      await waitUntil("read entered", () => wchanOf(a.t.pid) === "request_wait_answer");
+      await dumpKillRestore(a.t);
+      await waitUntil("read re-entered", () => wchanOf(a.t.pid) === "request_wait_answer");
+      await release();
+      assertChecksPassed(a.t, ["fuse-read", "fuse-offset"], await a.t.wait());
+    })
+  ),
 );
