@@ -32,7 +32,7 @@ import {
   refuseZombieLeader,
 } from "../task/refusals.ts";
 import { abortRseqSections } from "../task/rseq.ts";
-import { forgetStray, releaseWhenStopped, settleStrays } from "./strays.ts";
+import { forgetStray, releaseWhenStopped, settleStrays, tracerTid } from "./strays.ts";
 import { sleepSync } from "../sleep_sync.ts";
 import { childrenByIterator, childrenIteratorServes, forgetFrozenRecords } from "./thread_state.ts";
 
@@ -143,7 +143,7 @@ function startSeize(tid: number, root: number, pid: number): boolean {
     if (e instanceof SyscallError && e.code === "EPERM") {
       const tracer = tracerOf(tid);
       // Still ours from a freeze given up (strays.ts): tried again once it is let go.
-      if (tracer === Deno.pid) retryForExec(pid);
+      if (tracer === tracerTid()) retryForExec(pid);
       if (tracer) {
         throw new TargetError(`process ${tid} is already traced by pid ${tracer}`);
       }

@@ -14,6 +14,8 @@
  */
 
 import { detach } from "../../ffi/ptrace.ts";
+import { rawSyscall } from "../../ffi/libc.ts";
+import { SYS } from "../../ffi/sysno.ts";
 import { __WALL, waitPid, WNOHANG } from "../../ffi/wait.ts";
 import { readStat } from "../proc/stat.ts";
 import { sleepSync } from "../sleep_sync.ts";
@@ -25,11 +27,18 @@ let timer: ReturnType<typeof setInterval> | undefined;
 /** How often the threads left are polled. */
 const POLL_MS = 20;
 
-/** The start time of `tid` if this process traces it, else undefined. */
+let self: number | undefined;
+
+/** This thread's tid: a tracee's TracerPid (not Deno.pid: tests run on another thread). */
+export function tracerTid(): number {
+  return self ??= Number(rawSyscall(SYS.gettid));
+}
+
+/** The start time of `tid` if this thread traces it, else undefined. */
 function ourTracee(tid: number): number | undefined {
   try {
     const m = Deno.readTextFileSync(`/proc/${tid}/status`).match(/^TracerPid:\s+(\d+)/m);
-    if (Number(m?.[1]) !== Deno.pid) return undefined;
+    if (Number(m?.[1]) !== tracerTid()) return undefined;
     return readStat(tid).starttime;
   } catch {
     return undefined;
