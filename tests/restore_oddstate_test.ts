@@ -194,10 +194,16 @@ for (
 }
 
 Deno.test(
-  "odd state execloop: a thread other than the main one execs again and again; dumped among them, it goes on",
+  "odd state execloop: a thread other than the main one execs again and again; dumped 12 times among the execs, it goes on",
   withTargets(async () => {
     const a = await startTriggered("rt_oddstate", READY, { extra: ["execloop", "0"] });
     await sleep(100);
+    // Each dump has a fair chance to meet an exec half done (before: refused as a zombie
+    // main thread or exiting, "no permission", ECHILD, "died", or 10 s then stuck).
+    for (let i = 0; i < 12; i++) {
+      await checkpoint(a.t.pid, { dir: await tempImageDir(), leaveRunning: true });
+      assert.equal(statusField(a.t.pid, "TracerPid"), "0");
+    }
     await dumpKillRestore(a.t);
     await sleep(100);
     await Deno.writeTextFile(a.trigger, "");
