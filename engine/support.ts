@@ -95,6 +95,8 @@ export const SUPPORT_TABLE = [
   { id: "task.group-leader-gone", area: "task", what: "processes in a process group the restore cannot make again (its leader gone, in another session than theirs)", support: "refused", note: "not reached by a tree the kernel allows; kept as the check's last word" },
   { id: "task.sysvsem-undo", area: "task", what: "System V semaphore undo lists shared by processes (CLONE_SYSVSEM without CLONE_THREAD)", support: "refused", note: "a restored process has a list of its own; the adjustments themselves (semop with SEM_UNDO) are shown by no interface: a known gap" },
   { id: "task.pdeath-thread", area: "task", what: "children with a parent-death signal (PR_SET_PDEATHSIG) forked by a thread other than their parent's main thread", support: "refused", note: "the signal fires when that thread exits; a restored child is forked by the main thread" },
+  { id: "task.exiting", area: "task", what: "processes exiting (an exit that waits: a close a FUSE server has not answered, a large memory torn down)", support: "refused", note: "they run no more code, so they cannot stop; there is nothing left to restore" },
+  { id: "task.fuse-wait", area: "task", what: "threads waiting for a FUSE request whose server neither answers nor lets it be interrupted", support: "refused", note: "they cannot stop until the server answers: retry then (the thread is let go once it stops)" },
   { id: "task.vfork", area: "task", what: "parents waiting in vfork() for their child", support: "refused", note: "the child runs on the parent's memory, which cryo cannot share again" },
   // Memory.
   { id: "memory.anon", area: "memory", what: "private and shared anonymous memory", support: "saved" },

@@ -125,7 +125,13 @@ import { planInheritance } from "../memory/inherit.ts";
 import { mapShmemPages, markShmemObjects, refuseUnreachableShmem } from "../memory/shmem_pages.ts";
 import { collectLifecycle } from "../task/lifecycle.ts";
 import { reapOrphanedZombies } from "../task/zombies.ts";
-import { refuseZombieLeader } from "../task/refusals.ts";
+import {
+  execInProgress,
+  PF_EXITING,
+  refuseExiting,
+  refuseUnstoppable,
+  refuseZombieLeader,
+} from "../task/refusals.ts";
 import { listTids } from "../proc/tasks.ts";
 import { ownNamespaceRoot } from "../pidns/detect.ts";
 import type { NamespaceExtrasRequest } from "../pidns/extras.ts";
@@ -303,15 +309,35 @@ function checkTarget(pid: number, ownPidNamespace = false): void {
     throw new TargetError(`pid ${pid} is a kernel thread`);
   }
   refuseZombieLeader(pid, listTids(pid)); // a zombie main thread with live threads
-  if (stat.state === "Z" || stat.state === "X") throw new TargetError(`pid ${pid} is a zombie`);
+  // (Read again: a zombie main thread may have been another thread's exec, now over.)
+  if ((stat.state === "Z" || stat.state === "X") && isZombieNow(pid)) {
+    throw new TargetError(`pid ${pid} is a zombie`);
+  }
   // A v1 freezer holds its tasks in uninterruptible sleep, where a seized
   // task could neither stop nor be let go again: refused before the seize.
-  if (stat.state === "D") refuseFrozenCgroup(pid, collectCgroups(pid));
+  if (stat.state === "D") {
+    refuseFrozenCgroup(pid, collectCgroups(pid));
+    // So does a FUSE request already interrupted that its server holds (task/refusals.ts).
+    refuseUnstoppable(pid, pid);
+  }
+  // An exiting process runs no more code: it would never stop (task/refusals.ts).
+  // (Not while another thread execs: the exec kills the main thread; the freeze waits.)
+  if ((stat.flags & PF_EXITING) !== 0 && !execInProgress(pid)) refuseExiting(pid, stat.flags);
   if (status.tracerPid !== 0) {
     throw new TargetError(`process ${pid} is already traced by pid ${status.tracerPid}`);
   }
   // The init of a namespace made by `cryo launch` is dumped from inside it (engine/pidns/).
   if (pid === 1 && !ownPidNamespace) throw new TargetError("pid 1 (init) cannot be checkpointed");
+}
+
+/** Whether `pid` is a zombie (or gone) now. */
+function isZombieNow(pid: number): boolean {
+  try {
+    const state = readStat(pid).state;
+    return state === "Z" || state === "X";
+  } catch {
+    return true;
+  }
 }
 
 /**
