@@ -97,7 +97,7 @@ for (const [mode, checks] of Object.entries(ROUND_TRIPS)) {
 const REFUSED: Record<string, { line: RegExp; checks: string[] }> = {
   "ep-oneshot": {
     line:
-      /an EPOLLONESHOT epoll watch that fired and was not re-armed \(EPOLL_CTL_MOD\): the watch of fd 4 \(data 0x11\)/,
+      /an EPOLLONESHOT epoll watch that fired and was not re-armed \(EPOLL_CTL_MOD\), of a file other than an eventfd, timerfd or signalfd: the watch of fd 4 \(data 0x11\)/,
     checks: ["ep-oneshot-disarmed", "ep-oneshot-rearm"],
   },
   "ep-orphan": {

@@ -204,6 +204,12 @@ export function emitEpoll(
   });
 }
 
+/**
+ * Files whose poll never reports EPOLLERR or EPOLLHUP: a fired EPOLLONESHOT
+ * watch of one comes back exactly (added with its private bits alone).
+ */
+const NO_ERR_HUP = new Set<FdInfo["kind"]>(["eventfd", "timerfd", "signalfd"]);
+
 /** Restore plan of an epoll fd. */
 export function planEpoll(f: FdInfo, allFds: readonly FdInfo[]): FdSource | string {
   let targets;
@@ -213,10 +219,6 @@ export function planEpoll(f: FdInfo, allFds: readonly FdInfo[]): FdSource | stri
     return (e as Error).message;
   }
   for (const t of targets) {
-    if ((t.events & EPOLLONESHOT) && !(t.events & ~EP_PRIVATE_BITS)) {
-      const row = supportOf("fd.epoll-oneshot-fired");
-      return `${row.what}: the watch of fd ${t.fd} (data ${t.data}); ${row.note}`;
-    }
     if (t.at === -1) {
       const row = supportOf("fd.epoll-orphan");
       return `${row.what}: the watch of fd ${t.fd} (data ${t.data}); ${row.note}`;
@@ -225,6 +227,14 @@ export function planEpoll(f: FdInfo, allFds: readonly FdInfo[]): FdSource | stri
     const watched = allFds.find((x) => x.fd === held);
     if (!watched || watched.excluded) {
       return `watches fd ${held}, which is not restored (its watch cannot be re-added)`;
+    }
+    // Added again with no event bits it reports nothing but EPOLLERR and EPOLLHUP (epoll_ctl adds
+    // both): exact for a file that never reports them.
+    if (
+      (t.events & EPOLLONESHOT) && !(t.events & ~EP_PRIVATE_BITS) && !NO_ERR_HUP.has(watched.kind)
+    ) {
+      const row = supportOf("fd.epoll-oneshot-fired");
+      return `${row.what}: the watch of fd ${t.fd} (data ${t.data}); ${row.note}`;
     }
   }
   const params = f.extra["epoll-params"]?.split(",").map(Number);
