@@ -13,6 +13,8 @@ import { checkpoint } from "../engine/dump/mod.ts";
 import { restore } from "../engine/restore/mod.ts";
 import { readImageFile } from "../engine/image/reader.ts";
 import { anonRunLength, keptApart, reservedRunLength } from "../engine/restore/anon_runs.ts";
+import { SPLIT_MIN } from "../engine/restore/page_loads.ts";
+import type { Mapping } from "../engine/model.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
 import { withTargets } from "./helpers/targets.ts";
@@ -62,12 +64,14 @@ Deno.test(
     await checkpoint(t.pid, { dir, leaveRunning: true, precopy: false });
     const { mappings } = (await readImageFile(`${dir}/${t.pid}.elf`)).process;
     // Where the compile makes them (no ordinary run starting there), with and without "nh".
-    let members = 0, nh = 0, nr = 0, opened = 0;
+    let members = 0, nh = 0, nr = 0, opened = 0, largest = 0;
     for (let i = 0; i < mappings.length; i++) {
       const n = anonRunLength(mappings, i) === 0 ? reservedRunLength(mappings, i) : 0;
       if (n === 0) continue;
       members += n;
-      for (const m of mappings.slice(i, i + n)) {
+      const run = mappings.slice(i, i + n);
+      largest = Math.max(largest, run.reduce((a, m) => a + pagesOf(m), 0));
+      for (const m of run) {
         if (m.vmFlags.includes("nh")) nh++;
         if (m.vmFlags.includes("nr")) nr++;
         if (m.perms === "rw-p" && m.pages.length > 0) opened++;
@@ -76,8 +80,10 @@ Deno.test(
     }
     // The region alone is 21 members with "nh", the stacks and their guards beside it 16 or
     // more, the arenas 2 each ("nr"); 12 stacks and 5 pieces of the region have pages.
-    const found = `${members} members, ${nh} nh, ${nr} nr, ${opened} with pages`;
+    // The first thread's arena: 3 MiB of pages, loaded by two threads (page_loads.ts SPLIT_MIN).
+    const found = `${members} members, ${nh} nh, ${nr} nr, ${opened} with pages, ${largest} bytes`;
     assert.ok(members >= 60 && nh >= 36 && nr >= 20 && opened >= 17, found);
+    assert.ok(largest >= SPLIT_MIN, found);
     await t.kill();
     await restore(dir);
     t.resetAfterRestore();
@@ -87,3 +93,8 @@ Deno.test(
     });
   }),
 );
+
+/** Bytes of pages a mapping's record holds. */
+function pagesOf(m: Mapping): number {
+  return m.pages.reduce((a, r) => a + r.length, 0);
+}

@@ -7,7 +7,8 @@
  * pages (glibc maps each with one PROT_NONE mmap and opens the stack with
  * mprotect; MAP_STACK gives "nh" on Linux 6.8 and later), each writing a
  * pattern into its own stack and into a malloc'd block (threads' malloc
- * makes arenas: a read-write head and a PROT_NONE reserve); and a region
+ * makes arenas: a read-write head and a PROT_NONE reserve; the first
+ * thread fills 3 MiB of its arena, which two threads load); and a region
  * of its own made the same way by hand: PROT_NONE with MADV_NOHUGEPAGE,
  * then pieces opened read-write by mprotect, some touched. Before waiting
  * it records every private anonymous area without a name (maps line and
@@ -29,6 +30,7 @@
 #define THREADS 12
 #define MAXAREAS 512
 #define REGION_PAGES 64
+#define SMALL 1024
 
 static char areas[2][MAXAREAS][192];
 static int nareas[2];
@@ -88,10 +90,19 @@ static void *worker(void *arg) {
   for (size_t j = 0; j < n; j++) buf[j] = pattern(i, j);
   unsigned char *block = malloc(PAGE * 3);
   for (size_t j = 0; j < PAGE * 3; j++) block[j] = pattern(i + 100, j);
+  /* Thread 0 fills its arena's head with 3 MiB of small blocks (loaded by two threads). */
+  static unsigned char *small[SMALL];
+  for (int k = 0; i == 0 && k < SMALL; k++) {
+    small[k] = malloc(3000);
+    for (size_t j = 0; j < 3000; j++) small[k][j] = pattern(k, j);
+  }
   while (!go) sleep_ms(5);
   int ok = 1;
   for (size_t j = 0; j < n; j++) ok &= buf[j] == pattern(i, j);
   for (size_t j = 0; j < PAGE * 3; j++) ok &= block[j] == pattern(i + 100, j);
+  for (int k = 0; i == 0 && k < SMALL; k++) {
+    for (size_t j = 0; j < 3000; j++) ok &= small[k][j] == pattern(k, j);
+  }
   thread_ok[i] = ok;
   free(block);
   return NULL;
