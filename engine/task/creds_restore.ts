@@ -181,20 +181,7 @@ export function restoreCreds(
     setRegs(r.tid, r.regs);
     cont(r.tid, 0);
   }
-  // Each thread's status is read as soon as its run stopped, while the later runs go on (on 2
-  // CPUs the reads overlap them): a run changes only its own thread's credentials, and what
-  // follows (the securebits reads) changes none. Used below only once every run is known to
-  // have ended at its END; a read that fails is made again there.
-  const statuses = new Map<number, string>();
-  const stops = runs.map((r) => {
-    const st = waitStop(r.tid);
-    if (st.signal === SIGTRAP) {
-      try {
-        statuses.set(r.tid, readProcText(pid, "status", r.tid));
-      } catch { /* read again below */ }
-    }
-    return st;
-  });
+  const stops = runs.map((r) => waitStop(r.tid));
   // Each run's area, read once every run stopped: a run that stopped with SIGTRAP and left its
   // tid as its done mark is at its section's END; any other stop is explained from its registers.
   const areas = readRunAreas(pid, own);
@@ -228,7 +215,7 @@ export function restoreCreds(
   const lines = new CredsLines();
   image.threads.forEach((t, i) => {
     const want = t.creds!;
-    const text = statuses.get(t.tid) ?? readProcText(pid, "status", t.tid);
+    const text = readProcText(pid, "status", t.tid);
     const keepCaps = (bits[i] & SECBIT_KEEP_CAPS) !== 0;
     if (
       bits[i] === want.securebits && keepCaps === want.keepCaps &&
