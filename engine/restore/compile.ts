@@ -88,7 +88,13 @@ import { chainedCreds, emitThreadSections, type ThreadSections } from "./thread_
 import { hexMinus, hexNum } from "../image/hexnum.ts";
 import { emitSharedAnon, inSharedAnonGroup } from "../memory/shmem_restore.ts";
 import { emitMbind, emitSetMempolicy } from "../memory/mempolicy.ts";
-import { anonRunLength, emitAnonMmap, emitAnonRun } from "./anon_runs.ts";
+import {
+  anonRunLength,
+  emitAnonMmap,
+  emitAnonRun,
+  emitReservedRun,
+  reservedRunLength,
+} from "./anon_runs.ts";
 import { emitPageLoads, emitRunLoads, pageHelperTid, UFFD_BUDGET } from "./page_loads.ts";
 
 /** Slot numbers used by compiled programs. */
@@ -385,6 +391,19 @@ function emitMemory(
         examine,
       ); // page_loads.ts
       i += run - 1;
+      continue;
+    }
+    // Thread stacks and their guards: one PROT_NONE mmap, the stacks opened (anon_runs.ts).
+    const reserved = lazy ? 0 : reservedRunLength(proc.mappings, i);
+    if (reserved) {
+      emitReservedRun(
+        p,
+        proc.mappings,
+        i,
+        reserved,
+        (stretches) => emitRunLoads(p, proc, stretches, SLOTS.image, helper, m.start, true),
+      );
+      i += reserved - 1;
       continue;
     }
     examine.push(i);
