@@ -12,6 +12,8 @@
 
 import { rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
+import { closePipe, type PipeChild, spawnPipeReader } from "../../ffi/pipe_child.ts";
+import { waitPid } from "../../ffi/wait.ts";
 import type { ProcessImage } from "../model.ts";
 import type { Refusals, SupportId } from "../support.ts";
 import { locksOf } from "../fds/locks.ts";
@@ -47,18 +49,32 @@ export function checkSharedTables(pids: readonly number[], refusals: Refusals): 
  * A task known to have no System V semaphore undo list, for
  * kcmp(KCMP_SYSVSEM) to compare with: kthreadd (pid 2 of the initial pid
  * namespace), which no clone with CLONE_SYSVSEM made and which never calls
- * semop. Undefined where it cannot be seen (a pid namespace) or compared.
+ * semop; where it cannot be seen (a pid namespace), a `cat` cryo starts for
+ * the comparison (posix_spawn clones without CLONE_SYSVSEM, and cat makes
+ * no thread and no semop), ended by `release`. Undefined where neither can
+ * be compared.
  */
-function noUndoListTask(): number | undefined {
+function noUndoListTask(): { pid: number; release(): void } | undefined {
+  const comparable = (pid: number) => rawSyscall(SYS.kcmp, Deno.pid, pid, KCMP_SYSVSEM, 0, 0) >= 0n;
   try {
     const stat = Deno.readTextFileSync("/proc/2/stat");
-    if (!stat.startsWith("2 (kthreadd) S 0 ") && !/^2 \(kthreadd\) \w 0 /.test(stat)) {
-      return undefined;
-    }
+    if (/^2 \(kthreadd\) \w 0 /.test(stat) && comparable(2)) return { pid: 2, release() {} };
+  } catch { /* not in this pid namespace */ }
+  let child: PipeChild;
+  try {
+    child = spawnPipeReader("/bin/cat", ["cat"]);
   } catch {
     return undefined;
   }
-  return rawSyscall(SYS.kcmp, Deno.pid, 2, KCMP_SYSVSEM, 0, 0) >= 0n ? 2 : undefined;
+  const release = () => {
+    closePipe(child);
+    try {
+      waitPid(child.pid);
+    } catch { /* reaped */ }
+  };
+  if (comparable(child.pid)) return { pid: child.pid, release };
+  release();
+  return undefined;
 }
 
 /**
@@ -75,11 +91,17 @@ export function checkSharedSemUndo(
   refusals: Refusals,
 ): void {
   if (procs.length < 2) return;
-  const none = noUndoListTask();
-  const withList = procs.filter((p) =>
-    p.threads > 1 ||
-    (none !== undefined && rawSyscall(SYS.kcmp, none, p.pid, KCMP_SYSVSEM, 0, 0) > 0n)
-  );
+  // A reference only where two single-threaded processes could share a list.
+  const none = procs.filter((p) => p.threads === 1).length > 0 ? noUndoListTask() : undefined;
+  let withList;
+  try {
+    withList = procs.filter((p) =>
+      p.threads > 1 ||
+      (none !== undefined && rawSyscall(SYS.kcmp, none.pid, p.pid, KCMP_SYSVSEM, 0, 0) > 0n)
+    );
+  } finally {
+    none?.release();
+  }
   for (let i = 0; i < withList.length; i++) {
     for (let j = 0; j < i; j++) {
       const [a, b] = [withList[j].pid, withList[i].pid];
