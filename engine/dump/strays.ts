@@ -45,6 +45,15 @@ function ourTracee(tid: number): number | undefined {
   }
 }
 
+/** Whether `tid` is in a ptrace stop (its stat's state "t"). */
+function inTraceStop(tid: number): boolean {
+  try {
+    return readStat(tid).state === "t";
+  } catch {
+    return false;
+  }
+}
+
 function poll(): void {
   for (const [tid, { pid, start }] of strays) {
     if (ourTracee(tid) !== start) {
@@ -59,12 +68,20 @@ function poll(): void {
     } catch {
       continue; // looked at again next time
     }
-    if (st.kind === "none" || st.kind === "continued") continue;
-    if (st.kind !== "stopped") continue; // an exit: the next poll sees whether it is gone
+    let signal = 0;
+    if (st.kind === "stopped") {
+      // A signal-delivery stop hands its signal back; the interrupt's own stop, none.
+      signal = st.event === 0 ? st.signal : 0;
+    } else if (st.kind !== "none" && st.kind !== "continued") {
+      continue; // an exit: the next poll sees whether it is gone
+    } else if (!inTraceStop(tid)) {
+      continue;
+    }
+    // (Stopped without a report here: the process's parent may be this process too, and its
+    // own wait for the child took the report.)
     strays.delete(tid);
     try {
-      // A signal-delivery stop hands its signal back; the interrupt's own stop, none.
-      detach(tid, st.event === 0 ? st.signal : 0);
+      detach(tid, signal);
     } catch { /* gone */ }
   }
   if (strays.size === 0 && timer !== undefined) {
