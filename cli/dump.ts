@@ -39,6 +39,10 @@ export function register(program: Command): void {
     .option("--ext-unix-sk", "allow unix sockets connected to a peer outside the tree")
     .option("--tcp-established", "save TCP connections to peers outside the tree (repair mode)")
     .option("--shell-job", "allow a job of a shell outside the tree (session, terminal)")
+    .option(
+      "--no-network-lock",
+      "with --tcp-established, do not drop the connections' segments until the restore",
+    )
     .addHelpText(
       "after",
       `
@@ -60,6 +64,11 @@ merges it). Each --pre-dump --parent continues the chain; a dump without
 removes the tracking of an abandoned chain.
 --ext-unix-sk reconnects such a unix socket to its peer's address at
 restore (a datagram socket stays unconnected if nothing is bound there).
+With --tcp-established, a dump that kills the tree drops the incoming
+segments of those connections until they are restored (a BPF program on
+each network device's ingress), so a peer sending meanwhile is not reset
+but sends again; "cryo image unlock <dir>" lifts the lock of an image that
+will not be restored.
 
 Examples:
   cryo dump 1234 --dir /var/lib/cryo/app-1
@@ -92,6 +101,8 @@ export interface DumpCliOptions {
   tcpEstablished?: boolean;
   /** --shell-job */
   shellJob?: boolean;
+  /** false with --no-network-lock */
+  networkLock?: boolean;
 }
 
 /** Runs `dump` once its command line is parsed. */
@@ -111,6 +122,7 @@ export async function run(pid: number, opts: DumpCliOptions): Promise<void> {
       precopy: opts.precopy,
       preDump: opts.preDump,
       parent: opts.parent,
+      networkLock: opts.networkLock,
     });
   } finally {
     progress.stop();
@@ -122,6 +134,7 @@ export async function run(pid: number, opts: DumpCliOptions): Promise<void> {
       rootPid: pid,
       leftRunning: !!(opts.leaveRunning || opts.preDump),
       ...s,
+      ...(result.networkLock ? { networkLock: result.networkLock } : {}),
     });
     return;
   }
@@ -142,4 +155,16 @@ export async function run(pid: number, opts: DumpCliOptions): Promise<void> {
           : ""
       }`,
   );
+  const lock = result.networkLock;
+  if (lock && "dir" in lock) {
+    printLine(
+      `${lock.connections} TCP connection${lock.connections === 1 ? "" : "s"} to peers outside ` +
+        `the tree locked until the restore (${lock.dir})`,
+    );
+  } else if (lock) {
+    console.error(
+      `cryo: warning: TCP connections to peers outside the tree are not locked: ` +
+        `${lock.skipped}; a segment a peer sends before the restore resets its connection`,
+    );
+  }
 }

@@ -33,8 +33,8 @@ Commands:
                                mappings, fds
   pre-dump [options] <pid>     remove the dirty tracking a pre-dump left in a
                                running tree
-  image flatten <dir>          merge a pre-copy chain of images into one
-                               self-contained image
+  image flatten|unlock <dir>   merge a pre-copy chain into one image; lift an
+                               image's network lock
   migrate [options] <pid>      move a running process tree to a cryo receive,
                                with a short freeze
   receive [options]            receive a process tree sent by cryo migrate, and

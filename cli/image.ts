@@ -1,18 +1,21 @@
 /**
  * `cryo image flatten <dir> --out <dir>`: merge a pre-copy chain into one
- * self-contained image.
+ * self-contained image; `cryo image unlock <dir>`: lift the network lock
+ * of an image's TCP connections (engine/fds/tcp_lock.ts).
  *
  * @module
  */
 
 import type { Command } from "npm:@commander-js/extra-typings@15.1.0";
 import { flattenImage } from "../engine/image/chain.ts";
+import { readManifestSync } from "../engine/image/manifest.ts";
+import { unlockConnections } from "../engine/fds/tcp_lock.ts";
 
 /** Registers `image` on the program. */
 export function register(program: Command): void {
   const image = program
     .command("image")
-    .description("merge a pre-copy chain of images into one self-contained image");
+    .description("merge a pre-copy chain into one image; lift an image's network lock");
   image
     .command("flatten")
     .description("write one self-contained image with the content of a chained image")
@@ -27,5 +30,16 @@ Examples:
     .action(async (dir, opts) => {
       const m = await flattenImage(dir, opts.out);
       console.log(`flattened ${dir} -> ${opts.out} (${m.processes.length} process(es))`);
+    });
+  image
+    .command("unlock")
+    .description(
+      "lift the network lock a dump left on the image's TCP connections (when it will not be restored)",
+    )
+    .argument("<dir>", "image directory")
+    .action((dir) => {
+      const m = readManifestSync(dir);
+      const lifted = m.dumpId !== undefined && unlockConnections(m.dumpId);
+      console.log(lifted ? `lifted the network lock of ${dir}` : `${dir} has no network lock`);
     });
 }

@@ -80,8 +80,8 @@ export const COMMANDS: readonly CommandEntry[] = [
   },
   {
     name: "image",
-    term: "image flatten <dir>",
-    summary: "merge a pre-copy chain of images into one self-contained image",
+    term: "image flatten|unlock <dir>",
+    summary: "merge a pre-copy chain into one image; lift an image's network lock",
     load: () => loadCommand("cli/image.ts"),
   },
   {

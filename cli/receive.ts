@@ -52,13 +52,16 @@ async function restoreWhenFree(
   dir: string,
   lazy: boolean,
   pending?: PendingImage,
+  allowClockBackwards = false,
 ): Promise<RestoredTree> {
   const until = Date.now() + 30_000;
   for (;;) {
     try {
       return await restore(
         dir,
-        pending ? { lazy, verifyChecksums: false, lazyEnsure: pending.ensure } : { lazy },
+        pending
+          ? { lazy, verifyChecksums: false, lazyEnsure: pending.ensure, allowClockBackwards }
+          : { lazy, allowClockBackwards },
       );
     } catch (e) {
       if (!pidStillHeld((e as Error).message) || Date.now() > until) throw e;
@@ -77,6 +80,10 @@ export function register(program: Command): void {
     .requiredOption("--key-file <file>", "shared secret (mode 600, at least 16 bytes)")
     .option("--lazy", "restore lazily: the tree runs before its memory is in")
     .option("--no-restore", "only write the image directory")
+    .option(
+      "--allow-clock-backwards",
+      "restore even where CLOCK_MONOTONIC/BOOTTIME is behind the sender's",
+    )
     .addHelpText(
       "after",
       `
@@ -105,6 +112,7 @@ Examples:
           key,
           signal,
           deferMerge: !!opts.lazy && opts.restore,
+          ...(opts.restore ? { clockCheck: opts.allowClockBackwards ? "allow" : "check" } : {}),
           onEvent: (e) => {
             if (e.type === "listening") {
               const loop = /^(127\.|::1$|localhost$)/.test(e.hostname);
@@ -125,7 +133,12 @@ Examples:
       if (!opts.restore) return;
       const pending = got.pending;
       if (!pending) {
-        const tree = await restoreWhenFree(got.dir, !!opts.lazy);
+        const tree = await restoreWhenFree(
+          got.dir,
+          !!opts.lazy,
+          undefined,
+          !!opts.allowClockBackwards,
+        );
         if (tree.lazy) tree.lazy.handOff();
         console.log(tree.rootPid);
         return;
@@ -134,7 +147,7 @@ Examples:
       // while the lazy server serves (each page copied in before it is served).
       let tree: RestoredTree;
       try {
-        tree = await restoreWhenFree(pending.dir, true, pending);
+        tree = await restoreWhenFree(pending.dir, true, pending, !!opts.allowClockBackwards);
       } catch (e) {
         await pending.complete();
         throw new CryoError(`${(e as Error).message} (the image is kept in ${got.dir})`);

@@ -82,6 +82,10 @@ export function register(program: Command): void {
     .option("--ext-unix-sk", "the image has unix sockets connected outside the tree")
     .option("--tcp-established", "restore TCP connections to peers outside the tree")
     .option("--shell-job", "the image is a job of a shell outside the tree")
+    .option(
+      "--allow-clock-backwards",
+      "restore even where CLOCK_MONOTONIC/BOOTTIME is behind the image's (another boot or host)",
+    )
     .addHelpText(
       "after",
       `
@@ -100,6 +104,9 @@ in the background (with --detach a background process does); if cryo dies
 first, a watchdog kills the tree (docs/ARCHITECTURE.md, "Lazy restore").
 Fds that led to a terminal, or to a pipe or socket outside the tree, are
 re-attached to cryo's own stdin/stdout/stderr ("cryo show" says which).
+An image dumped on another boot or host whose monotonic clock was ahead of
+this host's is refused: the tree would see its clocks go back
+(--allow-clock-backwards restores it anyway).
 
 Examples:
   cryo restore /var/lib/cryo/app-1
@@ -130,6 +137,8 @@ export interface RestoreCliOptions {
   tcpEstablished?: boolean;
   /** --shell-job */
   shellJob?: boolean;
+  /** --allow-clock-backwards */
+  allowClockBackwards?: boolean;
 }
 
 /** Runs `restore` once its command line is parsed. */
@@ -138,6 +147,7 @@ export async function run(dir: string, opts: RestoreCliOptions): Promise<void> {
     inheritFds: parseInheritFds(opts.inheritFd ?? []),
     verifyChecksums: opts.verify,
     trustImageOwner: opts.trustImageOwner,
+    allowClockBackwards: opts.allowClockBackwards,
     optIns: optInsOf(opts),
     newPidNs: opts.newPidNs,
     lazy: opts.lazy,

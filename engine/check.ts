@@ -11,6 +11,7 @@
  * @module
  */
 
+import { probeNetworkLock } from "./fds/tcp_lock.ts";
 import { errnoName } from "../ffi/errno.ts";
 import { findSyscallInstruction, injectSyscall } from "../ffi/inject.ts";
 import { addressOf, rawSyscall } from "../ffi/libc.ts";
@@ -530,6 +531,11 @@ function probeTiocsti(): Outcome {
     : pass("handed a byte to a new pty's line discipline");
 }
 
+function probeLock(): Outcome {
+  const why = probeNetworkLock();
+  return why ? fail(why) : pass("a BPF program attached to lo's tcx ingress and detached");
+}
+
 function probeTcpRepair(): Outcome {
   const r = tcpRepairProbe();
   if (r.error === 0n) return pass("setsockopt(TCP_REPAIR, 1) accepted on a TCP socket");
@@ -693,6 +699,12 @@ export function checkHost(): CheckReport {
       probeFdCall("pidfd_open", pidfdOpen(Deno.pid)),
     ),
     row("TCP repair", false, "checkpointing TCP connections", probeTcpRepair()),
+    row(
+      "tcx network lock",
+      false,
+      "keeping TCP peers from being reset between a dump and its restore",
+      probeLock(),
+    ),
     row(
       "PR_TIMER_CREATE_RESTORE_IDS",
       false,

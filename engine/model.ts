@@ -225,6 +225,12 @@ export interface HostFacts {
   xsaveSize: number;
   /** Page size. */
   pageSize: number;
+  /**
+   * CLOCK_MONOTONIC and CLOCK_BOOTTIME (decimal ns) once the tree's state
+   * was taken: a restore where they are lower would turn the tree's clocks
+   * back (engine/task/clocks.ts). Absent in older images.
+   */
+  clocks?: { monotonicNs: string; boottimeNs: string };
 }
 
 /** Totals reported by a dump. */
@@ -328,6 +334,12 @@ export interface ProcessImage {
    * restored stopped by the same signal. Absent when it was running.
    */
   stopped?: GroupStop;
+  /**
+   * Live children (in the tree) whose continue report (waitpid WCONTINUED)
+   * this process had not collected: made again at restore
+   * (engine/task/continued.ts). Absent when none.
+   */
+  continuedChildren?: number[];
 }
 
 /** A zombie child: an exited process its parent had not reaped. */
@@ -459,6 +471,18 @@ export interface Mapping {
   aio?: AioRing;
   /** Its own NUMA memory policy (mbind), when it has one (engine/memory/mempolicy.ts). */
   mempolicy?: MemPolicy;
+  /**
+   * A shared anonymous mapping grown past its memory object (mremap): the
+   * bytes of it the object covers; the rest raises SIGBUS
+   * (engine/memory/shmem_pages.ts). Absent: the object covers it all.
+   */
+  shmemSize?: number;
+  /**
+   * A shared anonymous mapping that continues the memory object of the
+   * mapping before it (one area split by mprotect or madvise): restored as
+   * part of one object with it (engine/memory/shmem_restore.ts).
+   */
+  shmemJoin?: true;
 }
 
 /** A native AIO context (io_setup), known by its ring mapping; its address is the context id. */
@@ -593,6 +617,8 @@ export interface ITimer {
 export type FdKind =
   | "file"
   | "directory"
+  /** An O_PATH fd of a symbolic link itself, a socket's file or a FIFO. */
+  | "path"
   | "chardev"
   | "blockdev"
   | "pipe"
@@ -759,9 +785,16 @@ export interface NetlinkSocket {
 export interface GhostFile {
   /** "<dev>:<ino>" of the original inode. */
   id: string;
-  kind: "memfd" | "deleted";
+  /**
+   * "linked": a file whose name in the fd or mapping was removed but which
+   * has another (a hard link): not copied, reopened by its file handle
+   * (`handle`; `file`, `checksum` and `extents` are empty).
+   */
+  kind: "memfd" | "deleted" | "linked";
   /** The memfd's name, or the deleted file's path. */
   name: string;
+  /** How a "linked" file is found again: its kernel file handle on the mount at `mount`. */
+  handle?: { type: number; hex: string; mount: string };
   /** Size in bytes (holes included). */
   size: number;
   /** st_mode permission bits, owner. */
@@ -770,6 +803,8 @@ export interface GhostFile {
   gid: number;
   /** memfd seals (F_SEAL_*). */
   seals: number;
+  /** The inode's write-life hint (F_SET_RW_HINT, RWH_WRITE_LIFE_*), when set. */
+  writeHint?: number;
   /** Data extents [offset, length]; the rest are holes. */
   extents: [number, number][];
   /** File in the image directory holding the extents' bytes, one after the other. */

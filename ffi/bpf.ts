@@ -21,7 +21,7 @@ import { SyscallTable, type TableRun } from "./syscall_table.ts";
 export const SYS_BPF = 321;
 
 /** The bpf(2) commands used (enum bpf_cmd). */
-export const BPF_CMD = { PROG_LOAD: 5, LINK_CREATE: 28, ITER_CREATE: 33 } as const;
+export const BPF_CMD = { PROG_LOAD: 5, OBJ_PIN: 6, LINK_CREATE: 28, ITER_CREATE: 33 } as const;
 /** BPF_PROG_TYPE_TRACING (enum bpf_prog_type). */
 export const BPF_PROG_TYPE_TRACING = 26;
 /** BPF_TRACE_ITER (enum bpf_attach_type). */
@@ -198,7 +198,11 @@ function withSignalsBlocked<T>(fn: () => T): T {
   }
 }
 
-function bpf(cmd: number, attr: Uint8Array<ArrayBuffer>): number | { errno: number } {
+/** bpf(2) with `attr`, retried on EINTR: the fd or value it returned, or its errno. */
+export function bpfSyscall(
+  cmd: number,
+  attr: Uint8Array<ArrayBuffer>,
+): number | { errno: number } {
   for (;;) {
     const r = rawSyscall(SYS_BPF, cmd, attr, attr.length);
     if (r === -4n) continue; // EINTR
@@ -225,26 +229,54 @@ export function loadIterProgram(
   name: string,
   attachBtfId: number,
 ): number {
+  return loadProgram({
+    type: BPF_PROG_TYPE_TRACING,
+    insns,
+    name,
+    expectedAttachType: BPF_TRACE_ITER,
+    attachBtfId,
+  });
+}
+
+/** What {@link loadProgram} loads. */
+export interface ProgramToLoad {
+  /** enum bpf_prog_type. */
+  type: number;
+  /** The instructions ({@link encodeInsns}). */
+  insns: Uint8Array<ArrayBuffer>;
+  /** The program's name (up to 15 characters are kept). */
+  name: string;
+  /** enum bpf_attach_type the program is loaded for (0: none). */
+  expectedAttachType?: number;
+  /** BTF id of the attach target (tracing programs). */
+  attachBtfId?: number;
+}
+
+/**
+ * Loads a BPF program (license GPL); returns its fd (close-on-exec). Throws
+ * {@link BpfError} (with the verifier's log when it refused it).
+ */
+export function loadProgram(p: ProgramToLoad): number {
   const license = cstr("GPL");
   const attempt = (log?: Uint8Array<ArrayBuffer>) => {
     const attr = new Uint8Array(ATTR_SIZE);
     const dv = new DataView(attr.buffer);
-    dv.setUint32(PROG_LOAD_ATTR.prog_type, BPF_PROG_TYPE_TRACING, true);
-    dv.setUint32(PROG_LOAD_ATTR.insn_cnt, insns.length / 8, true);
-    dv.setBigUint64(PROG_LOAD_ATTR.insns, addressOf(insns), true);
+    dv.setUint32(PROG_LOAD_ATTR.prog_type, p.type, true);
+    dv.setUint32(PROG_LOAD_ATTR.insn_cnt, p.insns.length / 8, true);
+    dv.setBigUint64(PROG_LOAD_ATTR.insns, addressOf(p.insns), true);
     dv.setBigUint64(PROG_LOAD_ATTR.license, addressOf(license), true);
     if (log) {
       dv.setUint32(PROG_LOAD_ATTR.log_level, 1, true);
       dv.setUint32(PROG_LOAD_ATTR.log_size, log.length, true);
       dv.setBigUint64(PROG_LOAD_ATTR.log_buf, addressOf(log), true);
     }
-    attr.set(new TextEncoder().encode(name.slice(0, 15)), PROG_LOAD_ATTR.prog_name);
-    dv.setUint32(PROG_LOAD_ATTR.expected_attach_type, BPF_TRACE_ITER, true);
-    dv.setUint32(PROG_LOAD_ATTR.attach_btf_id, attachBtfId, true);
+    attr.set(new TextEncoder().encode(p.name.slice(0, 15)), PROG_LOAD_ATTR.prog_name);
+    dv.setUint32(PROG_LOAD_ATTR.expected_attach_type, p.expectedAttachType ?? 0, true);
+    dv.setUint32(PROG_LOAD_ATTR.attach_btf_id, p.attachBtfId ?? 0, true);
     // The verifier gives up with EAGAIN when a signal is pending (a profiler's
     // SIGPROF every 50 us makes that the rule): a few more tries.
     for (let tries = 1;; tries++) {
-      const r = bpf(BPF_CMD.PROG_LOAD, attr);
+      const r = bpfSyscall(BPF_CMD.PROG_LOAD, attr);
       if (typeof r === "number" || r.errno !== EAGAIN || tries === LOAD_TRIES) return r;
     }
   };
@@ -301,11 +333,11 @@ function openIterator(progFd: number, info: Uint8Array<ArrayBuffer>): { link: nu
   dv.setUint32(LINK_CREATE_ATTR.attach_type, BPF_TRACE_ITER, true);
   dv.setBigUint64(LINK_CREATE_ATTR.iter_info, addressOf(info), true);
   dv.setUint32(LINK_CREATE_ATTR.iter_info_len, info.length, true);
-  const link = bpf(BPF_CMD.LINK_CREATE, attr);
+  const link = bpfSyscall(BPF_CMD.LINK_CREATE, attr);
   if (typeof link !== "number") throw new BpfError("BPF_LINK_CREATE", link.errno);
   const iterAttr = new Uint8Array(8);
   new DataView(iterAttr.buffer).setUint32(0, link, true); // link_fd
-  const fd = bpf(BPF_CMD.ITER_CREATE, iterAttr);
+  const fd = bpfSyscall(BPF_CMD.ITER_CREATE, iterAttr);
   if (typeof fd !== "number") {
     rawSyscall(SYS.close, link);
     throw new BpfError("BPF_ITER_CREATE", fd.errno);

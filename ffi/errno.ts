@@ -49,6 +49,7 @@ export const ERRNO_NAMES: Readonly<Record<number, string>> = {
   99: "EADDRNOTAVAIL",
   110: "ETIMEDOUT",
   111: "ECONNREFUSED",
+  116: "ESTALE",
   512: "ERESTARTSYS",
   513: "ERESTARTNOINTR",
   514: "ERESTARTNOHAND",

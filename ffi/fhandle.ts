@@ -1,6 +1,7 @@
 /**
- * Opening a file by its kernel file handle (open_by_handle_at), as fdinfo
- * prints it for inotify watches, to find the path of a watched inode.
+ * Kernel file handles: a file's handle (name_to_handle_at), and opening a
+ * file by its handle (open_by_handle_at), as fdinfo prints it for inotify
+ * watches, to find the path of a watched inode.
  *
  * @module
  */
@@ -35,6 +36,40 @@ export function openByHandle(mountFd: number, type: number, handle: Uint8Array):
   dv.setInt32(4, type, true);
   buf.set(handle, 8);
   return Number(rawSyscall(SYS.open_by_handle_at, mountFd, buf, O_PATH | O_CLOEXEC));
+}
+
+/** A file's kernel file handle and the id of the mount it was found through. */
+export interface FileHandle {
+  /** handle_type of struct file_handle. */
+  type: number;
+  /** f_handle's bytes. */
+  bytes: Uint8Array;
+  /** The mount id (as /proc/self/mountinfo's first column). */
+  mountId: number;
+}
+
+const SYS_NAME_TO_HANDLE_AT = 303;
+const AT_FDCWD = -100;
+const AT_SYMLINK_FOLLOW = 0x400;
+/** MAX_HANDLE_SZ: the largest handle the kernel makes. */
+const MAX_HANDLE_BYTES = 128;
+
+/**
+ * The file handle of what `path` names (a magic link such as
+ * /proc/<pid>/fd/<n> is followed to the open file), or -errno
+ * (EOPNOTSUPP: the file system makes no handles).
+ */
+export function nameToHandle(path: string): FileHandle | number {
+  const buf = new Uint8Array(8 + MAX_HANDLE_BYTES);
+  const dv = new DataView(buf.buffer);
+  dv.setUint32(0, MAX_HANDLE_BYTES, true);
+  const mount = new Int32Array(1);
+  const r = Number(
+    rawSyscall(SYS_NAME_TO_HANDLE_AT, AT_FDCWD, cstr(path), buf, mount, AT_SYMLINK_FOLLOW),
+  );
+  if (r < 0) return r;
+  const n = dv.getUint32(0, true);
+  return { type: dv.getInt32(4, true), bytes: buf.slice(8, 8 + n), mountId: mount[0] };
 }
 
 /** Closes an fd returned by the functions above. */

@@ -69,6 +69,12 @@ export function chownChmodFd(fd: number, uid: number, gid: number, mode: number)
   syscall(SYS.fchmod, fd, mode & 0o7777);
 }
 
+/** The size of the open file `fd` (lseek to its end), or -1 when it cannot be told. */
+export function fileSize(fd: number): number {
+  const end = rawSyscall(SYS.lseek, fd, 0, 2 /* SEEK_END */);
+  return end < 0n ? -1 : Number(end);
+}
+
 /**
  * The data extents [offset, length] of the open file `fd` of `size` bytes:
  * holes are left out (a file system without SEEK_DATA gives one extent).

@@ -2,7 +2,8 @@
  * The inet_diag netlink query (NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY):
  * what the kernel tells about TCP sockets that getsockopt does not, here
  * each socket's shutdown state (`sk_shutdown`: 1 = no more receiving,
- * 2 = no more sending), by inode.
+ * 2 = no more sending) and whether it has TCP MD5 signature keys (shown
+ * to CAP_NET_ADMIN only), by inode.
  *
  * @module
  */
@@ -15,7 +16,9 @@ import {
 } from "./netlink_diag.ts";
 
 const IPPROTO_TCP = 6;
+const INET_DIAG_INFO = 2;
 const INET_DIAG_SHUTDOWN = 8;
+const INET_DIAG_MD5SIG = 18;
 /** Size of `struct inet_diag_req_v2`. */
 const REQ_V2 = 56;
 /** Offset of `idiag_inode` in `struct inet_diag_msg`, and the message size. */
@@ -34,26 +37,39 @@ function request(family: number, states: number): Uint8Array<ArrayBuffer> {
   dv.setUint32(8, 1, true);
   out[16] = family;
   out[17] = IPPROTO_TCP;
+  // idiag_ext: INET_DIAG_INFO, without which the kernel adds no protocol attributes (MD5SIG).
+  out[18] = 1 << (INET_DIAG_INFO - 1);
   dv.setUint32(20, states >>> 0, true);
   return out;
 }
 
+/** What the dump says of one TCP socket. */
+export interface TcpDiagState {
+  /** sk_shutdown (absent when the kernel did not say). */
+  shutdown?: number;
+  /** It has TCP MD5 signature keys (TCP_MD5SIG). */
+  md5: boolean;
+}
+
 /**
- * The shutdown state of every TCP socket of address family `family` in
- * one of the TCP states of the bitmap `states` (bit n = state n), by inode.
+ * The diag state of every TCP socket of address family `family` in one of
+ * the TCP states of the bitmap `states` (bit n = state n), by inode.
  */
-export function tcpShutdownStates(family: number, states: number): Map<number, number> {
-  const out = new Map<number, number>();
+export function tcpDiagStates(family: number, states: number): Map<number, TcpDiagState> {
+  const out = new Map<number, TcpDiagState>();
   sockDiagDump(request(family, states), (body) => {
     const dv = new DataView(body.buffer, body.byteOffset, body.length);
     const inode = dv.getUint32(MSG_INODE, true);
+    const state: TcpDiagState = { md5: false };
     for (let a = MSG_SIZE; a + 4 <= body.length;) {
       const alen = dv.getUint16(a, true);
       const atype = dv.getUint16(a + 2, true) & 0x3fff;
       if (alen < 4) break;
-      if (atype === INET_DIAG_SHUTDOWN) out.set(inode, body[a + 4]);
+      if (atype === INET_DIAG_SHUTDOWN) state.shutdown = body[a + 4];
+      if (atype === INET_DIAG_MD5SIG && alen > 4) state.md5 = true;
       a += align4(alen);
     }
+    out.set(inode, state);
   });
   return out;
 }

@@ -205,6 +205,12 @@ export function decodeInetAddr(b: Uint8Array): InetAddr | null {
   return null;
 }
 
+/** The raw address bytes (4 or 16, network order) of an IPv4 or IPv6 address. */
+export function inetAddressBytes(family: number, address: string): Uint8Array<ArrayBuffer> {
+  const sa = encodeInetAddr(family, { address, port: 0 });
+  return family === AF.INET ? sa.slice(4, 8) : sa.slice(8, 24);
+}
+
 /** Encodes an address of `family` (AF.INET or AF.INET6) as its sockaddr. */
 export function encodeInetAddr(family: number, a: InetAddr): Uint8Array<ArrayBuffer> {
   const out = new Uint8Array(family === AF.INET ? 16 : 28);

@@ -16,6 +16,8 @@ import { TERMIOS2_BYTES, TTY_IOCTL } from "./tty.ts";
 
 const TIOCGPTPEER = 0x5441;
 const TIOCSTI = 0x5412;
+const TCFLSH = 0x540b;
+const TCIFLUSH = 0;
 const O_RDWR = 2;
 const O_NOCTTY = 0o400;
 const O_NONBLOCK = 0o4000;
@@ -62,6 +64,8 @@ export const LFLAG = {
 
 /** `c_oflag` OPOST. */
 export const OPOST = 1;
+/** `c_oflag` TAB3 (XTABS): a TAB written becomes spaces up to the next multiple of 8. */
+export const TAB3 = 0o14000;
 
 /** struct termios2, decoded. */
 export interface Termios2 {
@@ -126,6 +130,14 @@ export function setPacketMode(fd: number, on: boolean): void {
 /** Opens the slave of master `fd` in cryo: read-write, no controlling tty, non-blocking. */
 export function openPeer(master: number): number {
   return syscallNum(SYS.ioctl, master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+}
+
+/**
+ * Discards the bytes waiting to be read on master `master`, those still on
+ * their way to its line discipline included (TCIFLUSH, synchronous).
+ */
+export function discardMasterInput(master: number): void {
+  syscall(SYS.ioctl, master, TCFLSH, TCIFLUSH);
 }
 
 /** The revents of a zero-timeout poll of `fd` for `events` (or with a timeout in ms). */

@@ -41,6 +41,7 @@ export const SYS = {
   fork: 57,
   vfork: 58,
   execve: 59,
+  execveat: 322,
   exit: 60,
   wait4: 61,
   kill: 62,

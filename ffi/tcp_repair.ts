@@ -43,6 +43,7 @@ export const TCP = {
   TIMESTAMP: 24,
   NOTSENT_LOWAT: 25,
   REPAIR_WINDOW: 29,
+  ULP: 31,
 } as const;
 
 /** TCP_REPAIR_QUEUE values. */

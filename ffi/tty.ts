@@ -1,7 +1,8 @@
 /**
  * Terminal ioctls (x86-64 numbers) on pseudo-terminals: termios2, window
- * size, packet mode, the slave lock, the pty index and queue lengths, and
- * opening a pty master with a chosen index.
+ * size, packet mode, the slave lock, the pty index and queue lengths, the
+ * line discipline, exclusive mode, the device behind /dev/tty, and opening
+ * a pty master with a chosen index.
  *
  * On a pty master the termios and window-size ioctls act on its slave, so
  * cryo reads and sets a terminal's whole state through the master alone.
@@ -30,7 +31,12 @@ export const TTY_IOCTL = {
   TIOCGPTLCK: 0x80045439n,
   TIOCEXCL: 0x540c,
   TIOCGEXCL: 0x80045440n,
+  TIOCGETD: 0x5424,
+  TCXONC: 0x540a,
+  TIOCGDEV: 0x80045432n,
 } as const;
+
+const EIO = 5;
 
 /** sizeof(struct termios2). */
 export const TERMIOS2_BYTES = 44;
@@ -81,6 +87,46 @@ export function readPtyState(fd: number): PtyState {
 /** Bytes waiting to be read on a terminal fd (FIONREAD). */
 export function unreadBytes(fd: number): number {
   return ioctlInt(fd, TTY_IOCTL.FIONREAD);
+}
+
+/**
+ * The line discipline of terminal fd `fd` (TIOCGETD: 0 is N_TTY), or
+ * "hung-up" when the fd was hung up (vhangup: every ioctl fails with EIO).
+ */
+export function lineDiscipline(fd: number): number | "hung-up" {
+  const v = new Int32Array(1);
+  const r = rawSyscall(SYS.ioctl, fd, TTY_IOCTL.TIOCGETD, v);
+  if (r === -BigInt(EIO)) return "hung-up";
+  if (r < 0n) syscall(SYS.ioctl, fd, TTY_IOCTL.TIOCGETD, v); // throws, naming the errno
+  return v[0];
+}
+
+/**
+ * The device number (as /proc/<pid>/stat's tty_nr encodes it) of the
+ * terminal behind fd `fd` (TIOCGDEV: /dev/tty's real terminal), or
+ * "hung-up" for a hung-up fd.
+ */
+export function terminalDevice(fd: number): number | "hung-up" {
+  const v = new Uint32Array(1);
+  const r = rawSyscall(SYS.ioctl, fd, TTY_IOCTL.TIOCGDEV, v);
+  if (r === -BigInt(EIO)) return "hung-up";
+  if (r < 0n) syscall(SYS.ioctl, fd, TTY_IOCTL.TIOCGDEV, v);
+  return v[0];
+}
+
+/** Exclusive mode (TIOCGEXCL) of the terminal of fd `fd` (a master's is its own, not its slave's). */
+export function isExclusive(fd: number): boolean {
+  return ioctlInt(fd, TTY_IOCTL.TIOCGEXCL) !== 0;
+}
+
+/** Sets exclusive mode (TIOCEXCL) on the terminal of fd `fd`. */
+export function setExclusive(fd: number): void {
+  syscall(SYS.ioctl, fd, TTY_IOCTL.TIOCEXCL, 0);
+}
+
+/** Stops the output of the terminal of fd `fd` as `tcflow(fd, TCOOFF)` does. */
+export function stopOutput(fd: number): void {
+  syscall(SYS.ioctl, fd, TTY_IOCTL.TCXONC, 0 /* TCOOFF */);
 }
 
 /** Sets termios, window size and packet mode of the pty whose master is `fd`. */

@@ -10,7 +10,15 @@
 
 import { rawSyscall, SyscallError } from "./libc.ts";
 import { SYS } from "./sysno.ts";
-import { AF, encodeInetAddr, getsockoptBytes, type InetAddr, SOCK, SOL } from "./net.ts";
+import {
+  AF,
+  encodeInetAddr,
+  getsockoptBytes,
+  type InetAddr,
+  inetAddressBytes,
+  SOCK,
+  SOL,
+} from "./net.ts";
 
 /** SO_PEEK_OFF: where MSG_PEEK starts reading (-1: off, always the first datagram). */
 export const SO_PEEK_OFF = 42;
@@ -83,12 +91,6 @@ export function socketMemInfo(fd: number): SocketMemInfo {
   };
 }
 
-/** The raw address bytes (4 or 16) of an IPv4 or IPv6 address. */
-function addressBytes(family: number, address: string): Uint8Array {
-  const sa = encodeInetAddr(family, { address, port: 0 });
-  return family === AF.INET ? sa.slice(4, 8) : sa.slice(8, 24);
-}
-
 function checksum(parts: Uint8Array[]): number {
   let sum = 0;
   for (const p of parts) {
@@ -114,8 +116,8 @@ export interface ForgedDatagram {
  * header, where the receiver's recvfrom reads it.
  */
 export function encodeUdpPacket(d: ForgedDatagram): Uint8Array<ArrayBuffer> {
-  const src = addressBytes(d.family, d.from.address);
-  const dst = addressBytes(d.family, d.to.address);
+  const src = inetAddressBytes(d.family, d.from.address);
+  const dst = inetAddressBytes(d.family, d.to.address);
   const udpLength = 8 + d.payload.length;
   const udp = new Uint8Array(udpLength);
   const u = new DataView(udp.buffer);

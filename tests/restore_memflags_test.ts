@@ -3,13 +3,11 @@
  * mlock2(MLOCK_ONFAULT), madvise flags, mprotect splits, MAP_GROWSDOWN,
  * guard regions, mlockall(MCL_FUTURE[|MCL_ONFAULT]), PR_SET_THP_DISABLE,
  * PR_SET_MEMORY_MERGE; the target compares its maps lines and VmFlags
- * itself, and none of the ops setting them may fail silently. A sealed mapping is refused at dump, naming the mapping, and the
- * target runs on untouched.
+ * itself, and none of the ops setting them may fail silently. A sealed
+ * mapping comes back sealed.
  */
 
 import assert from "node:assert/strict";
-import { checkpoint } from "../engine/dump/mod.ts";
-import { UnsupportedError } from "../engine/errors.ts";
 import { collectMemoryDetails } from "../engine/memory/flags.ts";
 import type { Mapping } from "../engine/model.ts";
 import { PKEY_CODE, readSmapsFlags, type SmapsArea } from "../engine/proc/smaps_flags.ts";
@@ -18,8 +16,7 @@ import { readImageFile } from "../engine/image/reader.ts";
 import { compileProcess } from "../engine/restore/compile.ts";
 import { SYS } from "../ffi/sysno.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
-import { pathExists } from "./helpers/fs.ts";
-import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
+import { dumpKillRestore, startTriggered } from "./helpers/roundtrip.ts";
 import { withTargets } from "./helpers/targets.ts";
 import { MEMFLAGS_CHECKS, MEMFLAGS_READY } from "./helpers/memflags.ts";
 
@@ -70,28 +67,8 @@ Deno.test(
 );
 
 Deno.test(
-  "a sealed mapping is refused at dump, naming it; the target runs on",
-  withTargets(async () => {
-    const { t, trigger } = await startTriggered("rt_memflags", MEMFLAGS_READY, {
-      extra: ["sealed"],
-    });
-    const dir = await tempImageDir();
-    await assert.rejects(
-      () => checkpoint(t.pid, { dir }),
-      (e: unknown) => {
-        assert.ok(e instanceof UnsupportedError, String(e));
-        assert.equal(e.items.length, 1, e.message);
-        assert.match(e.items[0], new RegExp(`^process ${t.pid} mapping 0x[0-9a-f]+-0x[0-9a-f]+ `));
-        assert.match(e.items[0], /VmFlags sl not re-created/);
-        return true;
-      },
-    );
-    assert.ok(!pathExists(dir), "a refused dump left its directory");
-    await Deno.writeTextFile(trigger, "");
-    assertChecksPassed(t, MEMFLAGS_CHECKS, await t.wait(15000), {
-      what: "rt_memflags after the refusal",
-    });
-  }),
+  "a sealed mapping comes back sealed (mseal, by the engine after the program)",
+  withTargets(() => roundTrip(["sealed"])),
 );
 
 Deno.test(

@@ -393,7 +393,14 @@ Deno.test(
     const otherDump = new RegExp(
       `^cannot restore: ${elf} was written by another dump \\([\\w-]+\\) than the manifest \\([\\w-]+\\)$`,
     );
-    const copyFirst = (d: string) => Deno.copyFileSync(`${first}/${elf}`, `${d}/${elf}`);
+    const copyFirst = (d: string) => {
+      Deno.copyFileSync(`${first}/${elf}`, `${d}/${elf}`);
+      // The two dumps' files may differ in size (their notes): the manifest is given the copy's
+      // size, so that what refuses it is the dump id, not the size check before it.
+      const m = JSON.parse(Deno.readTextFileSync(`${d}/manifest.json`));
+      for (const p of m.processes) if (p.file === elf) p.size = Deno.statSync(`${d}/${elf}`).size;
+      Deno.writeTextFileSync(`${d}/manifest.json`, JSON.stringify(m));
+    };
     assert.match(await variant(copyFirst), otherDump);
     assert.match(await variant(copyFirst, false), otherDump);
     const linked = await variant((d) => {

@@ -61,6 +61,7 @@ import { cgroupDirOf } from "../task/placement.ts";
 import { sleepSync } from "../sleep_sync.ts";
 import { withInjection } from "./injected.ts";
 import type { PagePolicy } from "./vmas.ts";
+import { abortRseqSections } from "../task/rseq.ts";
 
 const SIGKILL = 9;
 
@@ -316,6 +317,7 @@ function reapInTarget(pid: number, child: number, frozen: boolean): boolean {
   try {
     interrupt(pid);
     if (!awaitInterruptStop(pid)) return false; // left to cryo's exit to detach
+    abortRseqSections(pid, [pid]); // before the injection (task/rseq.ts)
     const r = waitInTarget(pid, child, areas);
     try {
       detach(pid);

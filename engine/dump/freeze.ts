@@ -6,6 +6,7 @@
  */
 
 import { listTids, readChildrenOfThreads } from "../proc/tasks.ts";
+import { readStat } from "../proc/stat.ts";
 import { ChildrenFiles, closeChildrenFilesLeft } from "../proc/children_ahead.ts";
 import {
   cont,
@@ -23,10 +24,15 @@ import { TargetError, UnsupportedError } from "../errors.ts";
 import { splitZombies } from "../task/zombies.ts";
 import { collectCgroups, refuseFrozenCgroup } from "../task/placement.ts";
 import {
+  execInProgress,
+  refuseExitingThread,
   refuseSharedMemoryChildren,
+  refuseUnstoppable,
   refuseVforkChild,
   refuseZombieLeader,
 } from "../task/refusals.ts";
+import { abortRseqSections } from "../task/rseq.ts";
+import { forgetStray, releaseWhenStopped, settleStrays, tracerTid } from "./strays.ts";
 import { sleepSync } from "../sleep_sync.ts";
 import { childrenByIterator, childrenIteratorServes, forgetFrozenRecords } from "./thread_state.ts";
 
@@ -47,6 +53,35 @@ export interface FrozenTree {
   /** When the first thread was stopped (performance.now()). */
   frozenAt: number;
 }
+
+/**
+ * A thread of process `pid` is inside execve: the exec waits for its
+ * killed sibling threads to be released, which seized ones are only by
+ * their tracer's wait. {@link freezeTree} lets everything go, lets the
+ * exec end and freezes again.
+ */
+class ExecInProgress extends TargetError {
+  constructor(readonly pid: number) {
+    super(`process ${pid} kept exec'ing while being frozen`);
+  }
+}
+
+/**
+ * Whether this freeze is the last one tried: the signs of an exec in
+ * progress then give their own errors (a zombie main thread refused, a
+ * thread that could not be traced named) instead of another try.
+ */
+let lastTry = true;
+
+/** Throws {@link ExecInProgress} for `pid`, unless this is the last try. */
+function retryForExec(pid: number): void {
+  if (!lastTry) throw new ExecInProgress(pid);
+}
+
+/** Freezes tried before a process exec'ing meanwhile is given up on. */
+const EXEC_ATTEMPTS = 8;
+/** How long a freeze given up for an exec waits for the threads it let go. */
+const EXEC_SETTLE_MS = 2000;
 
 /** Threads of `pid`, or none when it is gone (the walk goes on without it). */
 function threadsOf(pid: number): number[] {
@@ -101,15 +136,20 @@ function childrenOfThreadsFrom(files: ChildrenFiles, tids: readonly number[]): n
  * Seizes `tid` and asks it to stop (PTRACE_INTERRUPT) without waiting for
  * the stop; false when it is gone (or a thread on its way out).
  */
-function startSeize(tid: number, root: number): boolean {
+function startSeize(tid: number, root: number, pid: number): boolean {
   try {
     seize(tid, PTRACE_O.TRACESYSGOOD); // syscall stops a dead tracer leaves send no SIGTRAP
   } catch (e) {
     if (e instanceof SyscallError && e.code === "EPERM") {
       const tracer = tracerOf(tid);
+      // Still ours from a freeze given up (strays.ts): tried again once it is let go.
+      if (tracer === tracerTid()) retryForExec(pid);
       if (tracer) {
         throw new TargetError(`process ${tid} is already traced by pid ${tracer}`);
       }
+      // A thread an exec kills, or the main thread's tid an exec takes over, is not
+      // traceable for a while.
+      if (tid === pid || execInProgress(pid)) retryForExec(pid);
       if (exiting(tid)) {
         // A thread, or a child process, on its way out: gone (or a zombie) next round.
         if (tid !== root || !isThreadGroupLeader(tid)) return false;
@@ -121,6 +161,16 @@ function startSeize(tid: number, root: number): boolean {
     throw e;
   }
   return true;
+}
+
+/** Whether the main thread of `pid` is a zombie (or gone). */
+function isZombie(pid: number): boolean {
+  try {
+    const state = readStat(pid).state;
+    return state === "Z" || state === "X";
+  } catch {
+    return true;
+  }
 }
 
 /** Whether `tid` is the main thread of its process (or cannot be read any more). */
@@ -149,6 +199,9 @@ function exiting(tid: number): boolean {
 /** The first sleep of {@link awaitStops} when no thread stopped yet (doubled up to 1 ms). */
 const FIRST_NAP_MS = 0.05;
 
+/** After how long the threads not stopped yet are looked at for an exit in progress. */
+const EXITING_CHECK_MS = 100;
+
 /** How long a thread may take to stop after PTRACE_INTERRUPT. */
 const STOP_TIMEOUT_MS = 10_000;
 
@@ -165,17 +218,28 @@ const STOP_TIMEOUT_MS = 10_000;
 function awaitStops(
   tids: readonly number[],
   root: number,
+  /** The process the threads belong to (named by a refusal). */
+  pid: number,
   /** Filled with the threads that exited instead of stopping. */
   gone?: Set<number>,
 ): Map<number, number> {
   const groupStops = new Map<number, number>();
-  const deadline = performance.now() + STOP_TIMEOUT_MS;
+  const begun = performance.now();
+  const deadline = begun + STOP_TIMEOUT_MS;
+  let nextCheck = begun + EXITING_CHECK_MS;
   let waiting = [...tids];
   let nap = FIRST_NAP_MS;
   while (waiting.length) {
     const left: number[] = [];
     for (const tid of waiting) {
-      const st = waitPid(tid, __WALL | WNOHANG);
+      let st;
+      try {
+        st = waitPid(tid, __WALL | WNOHANG);
+      } catch (e) {
+        // A seized thread gone without an exit report: it exec'd (its tid is its main thread's now).
+        if (e instanceof SyscallError && e.code === "ECHILD") retryForExec(pid);
+        throw e;
+      }
       if (st.kind === "stopped") {
         if (st.event === 0) {
           // A signal-delivery stop: a signal came between the seize and the interrupt and
@@ -190,20 +254,37 @@ function awaitStops(
         continue;
       }
       if (st.kind === "exited" || st.kind === "signaled") {
-        if (tid === root) throw new TraceeGoneError(tid, st);
+        if (tid === root) {
+          // The main thread's exit, reported while its tid lives on: another thread exec'd.
+          if (!isZombie(root)) retryForExec(pid);
+          throw new TraceeGoneError(tid, st);
+        }
         gone?.add(tid);
         continue;
       }
       left.push(tid);
     }
     if (left.length === 0) break;
-    if (performance.now() > deadline) {
+    const now = performance.now();
+    if (now > nextCheck) {
+      // A thread still exiting by now waits in its exit (a close a FUSE server holds):
+      // it never stops. Refused by name at once (a flag of its stat file each). Looked at
+      // every 100 ms, only in a freeze that takes that long.
+      nextCheck = now + EXITING_CHECK_MS;
+      // An exec by another thread waits for its killed (exiting) siblings to be reaped by
+      // their tracer, the main thread a zombie meanwhile: tried again, all let go first.
+      if (isZombie(pid) || execInProgress(pid)) retryForExec(pid);
+      for (const tid of left) refuseExitingThread(pid, tid);
+    }
+    if (now > deadline) {
       // A v1 freezer holds its tasks in uninterruptible sleep: said so by name.
       try {
         refuseFrozenCgroup(left[0], collectCgroups(left[0]));
       } catch (e) {
         if (e instanceof UnsupportedError) throw e;
       }
+      // So is a FUSE request its server neither answers nor lets be interrupted.
+      for (const tid of left) refuseUnstoppable(pid, tid);
       throw new TargetError(
         `thread ${left[0]} did not stop within ${
           STOP_TIMEOUT_MS / 1000
@@ -242,8 +323,27 @@ export function freezeTree(
   root: number,
   onRootStopped?: (tids: readonly number[]) => void,
 ): FrozenTree {
+  for (let attempt = 1;; attempt++) {
+    lastTry = attempt >= EXEC_ATTEMPTS;
+    try {
+      return freezeOnce(root, onRootStopped);
+    } catch (e) {
+      if (!(e instanceof ExecInProgress) || lastTry) throw e;
+      // Everything was let go; the threads seized and not stopped are reaped
+      // (the exec's killed ones) or let go (the exec'ing one, once it stops).
+      settleStrays(EXEC_SETTLE_MS);
+    }
+  }
+}
+
+function freezeOnce(
+  root: number,
+  onRootStopped?: (tids: readonly number[]) => void,
+): FrozenTree {
   const seized: number[] = [];
   const seizedSet = new Set<number>();
+  /** The process of each seized thread (a thread let go later: strays.ts). */
+  const processOf = new Map<number, number>();
   const groupStops = new Map<number, number>();
   let frozenAt = 0;
   closeChildrenFilesLeft(); // by a freeze not thawed (a tree killed)
@@ -266,7 +366,12 @@ export function freezeTree(
           unsettled = true; // gone meanwhile: its parent's children are read again
           continue;
         }
-        refuseZombieLeader(pid, threads);
+        // A zombie main thread with threads running: an exec by another thread (tried again:
+        // its threads seized here are released first), or, on the last try, refused.
+        if (threads.length > 1 && isZombie(pid)) {
+          retryForExec(pid);
+          refuseZombieLeader(pid, threads);
+        }
         // A thread waiting in vfork() never reports a stop: refused before any is awaited
         // (threads already stopped cannot have vforked since).
         if (threads.some((t) => !seizedSet.has(t))) {
@@ -289,13 +394,15 @@ export function freezeTree(
             let exiting = 0;
             for (const tid of threads) {
               if (seizedSet.has(tid)) continue;
-              if (!startSeize(tid, root)) {
+              if (!startSeize(tid, root, pid)) {
                 if (tid === pid) break; // the process is exiting: the next round sees its end
                 exiting++;
                 continue;
               }
               if (!frozenAt) frozenAt = performance.now();
               seized.push(tid); // detached again on failure
+              processOf.set(tid, pid);
+              forgetStray(tid);
               seizedSet.add(tid);
               started.push(tid);
             }
@@ -320,8 +427,14 @@ export function freezeTree(
             // leave the threads seized and running (a signal then stops a thread) longer.
             if (!viaIterator) files ??= ChildrenFiles.open(pid, interrupted);
             const exited = new Set<number>();
-            const stops = awaitStops(interrupted, root, exited);
+            const stops = awaitStops(interrupted, root, pid, exited);
             for (const tid of exited) files?.forget(tid);
+            // Before anything runs in them: a thread inside an rseq critical section is
+            // moved to its abort handler, as the kernel would on its way back (task/rseq.ts).
+            abortRseqSections(
+              pid,
+              exited.size ? interrupted.filter((t) => !exited.has(t)) : interrupted,
+            );
             if (pid === root && onRootStopped) {
               onRootStopped(interrupted.filter((tid) => !exited.has(tid)));
               onRootStopped = undefined;
@@ -374,7 +487,12 @@ export function freezeTree(
     for (const tid of seized) {
       try {
         detach(tid);
-      } catch { /* already gone */ }
+      } catch (d) {
+        // Not stopped (it never stopped in time): let go once it stops (strays.ts).
+        if (d instanceof SyscallError && d.code === "ESRCH") {
+          releaseWhenStopped(tid, processOf.get(tid) ?? tid);
+        }
+      }
     }
     throw e;
   }

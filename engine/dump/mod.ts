@@ -39,6 +39,10 @@ import { CryoError, TargetError, UnsupportedError } from "../errors.ts";
 import { Refusals } from "../support.ts";
 import { compileTree } from "../restore/restorable.ts";
 import { collectGhosts } from "../fds/ghost.ts";
+import { dumpClocks } from "../task/clocks.ts";
+import { refuseTreeSocketPaths } from "../fds/opath.ts";
+import { refuseStatefulDevices } from "../fds/devices.ts";
+import { checkAutogroups } from "../task/attrs.ts";
 import { collectSysvShm } from "../memory/sysvshm.ts";
 import { refuseSharedAcrossTree } from "../fds/shared_anon.ts";
 import { SyscallError } from "../../ffi/libc.ts";
@@ -96,7 +100,9 @@ import { resolveInFlightFds } from "../fds/unix_scm.ts";
 import {
   checkExitSignals,
   checkFdOwners,
+  checkPdeathForkers,
   checkProcessPaths,
+  checkSharedSemUndo,
   checkSharedTables,
   checkUnattachedLocks,
 } from "./tree_state.ts";
@@ -108,12 +114,24 @@ import { pausePoint } from "../pause.ts";
 import { makePrivateDir, removeStalePartials } from "./partial.ts";
 import { fdQueueBytes } from "../fds/socket_common.ts";
 import { InetSocketSession } from "../fds/inet_session.ts";
+import {
+  lockConnections,
+  type LockOutcome,
+  netNamespaceOf,
+  unlockConnections,
+} from "../fds/tcp_lock.ts";
 import { inetQueueBytes } from "../fds/inet_plan.ts";
 import { planInheritance } from "../memory/inherit.ts";
-import { mapShmemPages, refuseUnreachableShmem } from "../memory/shmem_pages.ts";
+import { mapShmemPages, markShmemObjects, refuseUnreachableShmem } from "../memory/shmem_pages.ts";
 import { collectLifecycle } from "../task/lifecycle.ts";
 import { reapOrphanedZombies } from "../task/zombies.ts";
-import { refuseZombieLeader } from "../task/refusals.ts";
+import {
+  execInProgress,
+  PF_EXITING,
+  refuseExiting,
+  refuseUnstoppable,
+  refuseZombieLeader,
+} from "../task/refusals.ts";
 import { listTids } from "../proc/tasks.ts";
 import { ownNamespaceRoot } from "../pidns/detect.ts";
 import type { NamespaceExtrasRequest } from "../pidns/extras.ts";
@@ -203,6 +221,12 @@ export interface CheckpointOptions {
    * written since, referencing the rest there (engine/dump/parent.ts).
    */
   parent?: string;
+  /**
+   * A tree that is killed: drop the incoming segments of its TCP connections
+   * to peers outside it until the restore (engine/fds/tcp_lock.ts), so that
+   * a peer sending meanwhile is not reset. Default true.
+   */
+  networkLock?: boolean;
 }
 
 /** What a checkpoint produced. */
@@ -211,6 +235,8 @@ export interface CheckpointResult {
   dir: string;
   manifest: Manifest;
   stats: DumpStats;
+  /** The network lock of its connections to peers outside the tree, when it has any (killed tree). */
+  networkLock?: LockOutcome;
 }
 
 /**
@@ -283,15 +309,35 @@ function checkTarget(pid: number, ownPidNamespace = false): void {
     throw new TargetError(`pid ${pid} is a kernel thread`);
   }
   refuseZombieLeader(pid, listTids(pid)); // a zombie main thread with live threads
-  if (stat.state === "Z" || stat.state === "X") throw new TargetError(`pid ${pid} is a zombie`);
+  // (Read again: a zombie main thread may have been another thread's exec, now over.)
+  if ((stat.state === "Z" || stat.state === "X") && isZombieNow(pid)) {
+    throw new TargetError(`pid ${pid} is a zombie`);
+  }
   // A v1 freezer holds its tasks in uninterruptible sleep, where a seized
   // task could neither stop nor be let go again: refused before the seize.
-  if (stat.state === "D") refuseFrozenCgroup(pid, collectCgroups(pid));
+  if (stat.state === "D") {
+    refuseFrozenCgroup(pid, collectCgroups(pid));
+    // So does a FUSE request already interrupted that its server holds (task/refusals.ts).
+    refuseUnstoppable(pid, pid);
+  }
+  // An exiting process runs no more code: it would never stop (task/refusals.ts).
+  // (Not while another thread execs: the exec kills the main thread; the freeze waits.)
+  if ((stat.flags & PF_EXITING) !== 0 && !execInProgress(pid)) refuseExiting(pid, stat.flags);
   if (status.tracerPid !== 0) {
     throw new TargetError(`process ${pid} is already traced by pid ${status.tracerPid}`);
   }
   // The init of a namespace made by `cryo launch` is dumped from inside it (engine/pidns/).
   if (pid === 1 && !ownPidNamespace) throw new TargetError("pid 1 (init) cannot be checkpointed");
+}
+
+/** Whether `pid` is a zombie (or gone) now. */
+function isZombieNow(pid: number): boolean {
+  try {
+    const state = readStat(pid).state;
+    return state === "Z" || state === "X";
+  } catch {
+    return true;
+  }
 }
 
 /**
@@ -353,6 +399,7 @@ async function hostFacts(
     xfeatures: `0x${xsaveXcr0(xsave).toString(16)}`,
     xsaveSize: xsaveBytes,
     pageSize: 4096,
+    clocks: dumpClocks(),
   };
 }
 
@@ -726,11 +773,19 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       describeFd,
     );
     checkSharedTables(described.map((d) => d.p.pid), refusals);
+    checkSharedSemUndo(
+      described.map((d) => ({ pid: d.p.pid, threads: d.image.threads.length })),
+      refusals,
+    );
     for (const d of described) checkProcessPaths(d.image, refusals);
     checkUnattachedLocks(described.map((d) => d.image), refusals, await locks);
     checkFdOwners(described.map((d) => d.image), refusals);
     checkExitSignals(described.map((d) => d.image), refusals);
-    tree.processes.forEach((p, i) => refuseUnreachableShmem(p.pid, shmemFaults[i], refusals));
+    checkPdeathForkers(described.map((d) => d.image), refusals);
+    tree.processes.forEach((p, i) => {
+      refuseUnreachableShmem(p.pid, shmemFaults[i], refusals);
+      markShmemObjects(p.pid, described[i].image.mappings, shmemFaults[i], refusals);
+    });
     refuseSharedAcrossTree(described.map((d) => d.image), refusals);
     sockets.finish(refusals);
     const ghosts = await collectGhosts(described.map((d) => d.image), tmp, refusals);
@@ -739,6 +794,9 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     const sysvShm = collectSysvShm(described.map((d) => d.image), tmp, refusals);
     refuseMqueueFds(described.map((d) => d.image), refusals);
     refuseOtherProcFds(described.map((d) => d.image), refusals);
+    refuseTreeSocketPaths(described.map((d) => d.image), refusals);
+    refuseStatefulDevices(described.map((d) => d.image), refusals);
+    checkAutogroups(described.map((d) => d.image), refusals);
     const namespaces = opts.namespaceExtras &&
       (await importModule<typeof import("../pidns/extras.ts")>(PIDNS_EXTRAS_MODULE))
         .collectNamespaceExtras(opts.namespaceExtras, tmp, sysvShm, refusals);
@@ -1028,16 +1086,42 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     await fsyncDir(dirname(finalDir), sync);
     chain.done(manifest, finalDir, tree);
     pausePoint("rename");
+    let networkLock: LockOutcome | undefined;
     if (!thawed) {
+      const outside = sockets.outsideConnections();
+      const netns = outside.length ? netNamespaceOf(pid) : undefined; // read while it lives
+      const lock = (): LockOutcome | undefined =>
+        !outside.length
+          ? undefined
+          : opts.networkLock === false
+          ? { skipped: "not asked for" }
+          : opts.pidNamespace
+          // Its engine's mounts (a BPF file system mounted there) go with the namespace.
+          ? { skipped: "a tree in a pid namespace of its own (cryo launch) is not locked yet" }
+          : lockConnections(netns, dumpId, outside);
       sockets.enterRepairForKill(); // closing them once the tree is gone sends nothing
-      opts.beforeKill?.({ dir: finalDir, manifest, stats });
+      if (opts.beforeKill) {
+        // Killed from outside right after (engine/pidns/inner.ts).
+        networkLock = lock();
+        opts.beforeKill({
+          dir: finalDir,
+          manifest,
+          stats,
+          ...(networkLock ? { networkLock } : {}),
+        });
+      }
       killTree(tree);
       thawed = true;
       tree = undefined;
+      // The tree is gone, its connections held by cryo's copies until released: locked now, so
+      // that a cryo killed before this point leaves no lock on a tree that runs on (data that
+      // arrives meanwhile is seen below and fails the dump).
+      networkLock ??= lock();
       // Connections are closed in repair mode: the peers see nothing.
       const late = sockets.releaseAfterKill();
       if (late.length) {
         await Deno.remove(finalDir, { recursive: true }).catch(() => {});
+        unlockConnections(dumpId);
         throw new CryoError(
           `${late.join("; ")}: data arrived after it was saved, while the tree was being killed; ` +
             `the image is removed and these connections were reset`,
@@ -1049,7 +1133,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     if (snapshot) endSnapshot(snapshot);
     snapshot = undefined;
     opts.onEvent?.({ type: "done", stats });
-    return { dir: finalDir, manifest, stats };
+    return { dir: finalDir, manifest, stats, ...(networkLock ? { networkLock } : {}) };
   } catch (e) {
     closeStatusesAhead();
     dropCopyAhead(); // (its ready buffers back to the pool once its reads are over)
@@ -1069,6 +1153,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     for (const w of writers) await w.abort().catch(() => {});
     const gone = tree ? await goneProcesses(tree, e) : [];
     sockets.releaseRunning();
+    if (tree) unlockConnections(dumpId); // the tree goes on: its connections take segments again
     if (tree) thawTree(tree); // detaching an already resumed task is a harmless ESRCH
     if (snapshot) endSnapshot(snapshot); // (reaped in the target once it is thawed)
     await Deno.remove(tmp, { recursive: true }).catch(() => {});

@@ -43,7 +43,7 @@ import { threadStatuses } from "./thread_facts.ts";
 import { taskFlagsOf } from "./task_flags.ts";
 import { classifyVma, refusedMapping, type Vma } from "./vmas.ts";
 import { mappingRecord, takeMappingDrafts } from "./mapping_drafts.ts";
-import { collectPipe } from "../fds/pipe.ts";
+import { collectPipe, pipeWidowed } from "../fds/pipe.ts";
 import { collectUnixSockets } from "../fds/unix.ts";
 import { queryFdOwners } from "../fds/owner.ts";
 import { markDuplicates } from "../fds/descriptions.ts";
@@ -53,7 +53,9 @@ import { collectTty } from "../fds/tty.ts";
 import { collectDeadPidfd } from "../fds/pidfd.ts";
 import { collectDeletedFifo } from "../fds/fifo.ts";
 import { collectInotify } from "../fds/inotify.ts";
+import { collectEpoll } from "../fds/epoll.ts";
 import { refuseOutsideTracees, WAITABLE_STEP } from "../task/tracees.ts";
+import { queryContinuedChildren } from "../task/continued.ts";
 import { checkNamespaces, collectCgroups, refuseFrozenCgroup } from "../task/placement.ts";
 import { collectTaskState, prepareTaskCollection, queryTaskState } from "../task/mod.ts";
 import { collectCreds } from "../task/creds.ts";
@@ -88,13 +90,20 @@ export interface CollectedProcess {
 export function toFdInfo(pid: number, f: ProcFd, topology: PipeTopology): FdInfo {
   const flags = f.info.flags ?? 0;
   const O_CLOEXEC = 0o2000000;
+  const O_PATH = 0o10000000;
   let restore = "open";
   let kind = f.kind;
   if (f.deleted && kind === "directory") kind = "unknown";
+  // An O_PATH fd of a FIFO holds no pipe: reopened by its path like a link's or a socket file's.
+  if (kind === "fifo" && flags & O_PATH) kind = "path";
   if (kind === "tty") restore = "inherit";
   else if (kind === "pipe" || kind === "fifo") restore = pipeRestore(f.target, topology);
   else if (kind === "socket") restore = f.fd <= 2 ? "inherit" : "socket";
   else if (kind === "chardev" && f.target.startsWith("/dev/pts/")) restore = "inherit";
+  // A pipe whose other end is gone comes back as it is, not from the restorer's stdio.
+  if (kind === "pipe" && restore === "inherit" && pipeWidowed(pid, f.fd, flags)) {
+    restore = (topology.get(f.target)?.pids.size ?? 1) > 1 ? "tree" : "process";
+  }
   const extra: Record<string, string> = {};
   for (const [k, v] of Object.entries(f.info.extra ?? {})) {
     extra[k] = Array.isArray(v) ? v.join("\n") : String(v);
@@ -225,7 +234,7 @@ export function collectProcess(
   // The areas with a NUMA policy of their own, when the iterator tells (else every one is asked).
   const policyAreas = bpf ? policyAreasOf(bpf) : undefined;
   // Everything read by injected syscalls, in one session (one scratch page).
-  const { injected, posixTimers, credentials, aio, mempolicies } = withInjection(
+  const { injected, posixTimers, credentials, aio, mempolicies, continuedChildren } = withInjection(
     pid,
     (s) => {
       // The first mapping policy reads go in the main thread's batch (engine/memory/mempolicy.ts).
@@ -283,6 +292,8 @@ export function collectProcess(
         ),
         // Each mapping's own NUMA policy (mbind), by index in `maps` (engine/memory/mempolicy.ts).
         mempolicies,
+        // Children whose continue report it has not collected (engine/task/continued.ts).
+        continuedChildren: queryContinuedChildren(s, pid, children),
       };
     },
     statuses,
@@ -365,6 +376,7 @@ export function collectProcess(
   for (const f of fdInfos) if (owners.has(f.fd)) f.owner = owners.get(f.fd);
   markDuplicates(pid, fdInfos, fds);
   collectInotify(pid, fds, fdInfos, refusals);
+  collectEpoll(pid, fds, fdInfos);
 
   collectUnixSockets(pid, fdInfos, refusals);
   // A connection is read in repair mode: a cryo killed then has the target switch it off, in
@@ -435,6 +447,7 @@ export function collectProcess(
       cgroups,
       attrs: task.attrs,
       ...(Object.keys(memoryFlags).length ? { memoryFlags } : {}),
+      ...(continuedChildren.length ? { continuedChildren } : {}),
     },
     ...(smaps ? { vmFlags: completeVmFlags(pid, maps, mappings, smaps, details) } : {}),
     ...(bpf ? { vmFlags: completeFlagsOffThread(bpf, mappings, details) } : {}),

@@ -14,6 +14,7 @@ import { decodeBase64 } from "../base64.ts";
 import { type ProgramBuilder, slot } from "../program/builder.ts";
 import { emitTimerfd } from "./anon.ts";
 import { emitAsOwner } from "../task/creds.ts";
+import { emitEpoll } from "./epoll.ts";
 import { emitInotify } from "./inotify.ts";
 import { emitPidfd } from "./pidfd.ts";
 import { emitInet } from "./inet_plan.ts";
@@ -149,7 +150,7 @@ export function emitCreate(cx: CreateContext, f: PlannedFd, batch: readonly Plan
       cx.keep(`fd:${f.fd}`, `${what} signalfd`);
       break;
     case "epoll":
-      p.op(SYS.epoll_create1, [O_CLOEXEC], { store: scratchSlot });
+      emitEpoll(p, s, scratchSlot);
       cx.keep(`fd:${f.fd}`, `${what} epoll`);
       break;
     case "inotify":

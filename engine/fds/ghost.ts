@@ -2,11 +2,18 @@
  * Ghost files: files with no name to reopen at restore — deleted while
  * open or mapped, made with O_TMPFILE, or memfds (also /dev/shm files that
  * were removed). Their content is saved in the image directory (data
- * extents only: holes stay holes, the size is exact) with mode, owner and
- * memfd seals.
+ * extents only: holes stay holes, the size is exact) with mode, owner,
+ * memfd seals and the inode's write-life hint (F_SET_RW_HINT).
+ *
+ * A file whose name was removed but which has another (a hard link: its
+ * link count is not 0) is not one: its content is not copied (the restored
+ * process must write to the file the other name shows), it is found again
+ * by its kernel file handle ("linked"). A file system without handles
+ * refuses it (`fd.deleted-linked`).
  *
  * At restore the engine itself re-creates each one, unlinked — a memfd
- * with the same name, or an O_TMPFILE file in the original directory — and
+ * with the same name, or an O_TMPFILE file in the original directory — or
+ * opens a linked one by its handle (it must still exist), and
  * hands it to the tree through the launcher at a transfer fd number
  * (engine/restore/provided.ts). Every fd reopens it through
  * `/proc/self/fd/<transfer>` with its own flags and offset, and every
@@ -33,7 +40,11 @@ import {
 import type { FdInfo, GhostFile, Mapping, ProcessImage } from "../model.ts";
 import { formatChecksum } from "../image/checksum.ts";
 import { RestoreError } from "../errors.ts";
+import { errnoName } from "../../ffi/errno.ts";
+import { closeFd, nameToHandle, openByHandle, openDirFd } from "../../ffi/fhandle.ts";
+import { readMountInfo } from "../proc/mountinfo.ts";
 import type { Refusals, SupportId } from "../support.ts";
+import { isSecretMem } from "../memory/secretmem.ts";
 
 const DELETED = " (deleted)";
 const O_RDONLY = 0;
@@ -46,6 +57,18 @@ const O_NOFOLLOW = 0o400000;
 const S_IFMT = 0o170000;
 const S_IFREG = 0o100000;
 const CHUNK = 16 << 20;
+
+const F_SEAL_FUTURE_WRITE = 0x10;
+const F_GET_RW_HINT = 1035;
+const F_SET_RW_HINT = 1036;
+
+/** The write-life hint of the inode open at `fd`, when one is set. */
+function writeHintOf(fd: number): { writeHint?: number } {
+  const v = new BigUint64Array(1);
+  return rawSyscall(SYS.fcntl, fd, F_GET_RW_HINT, v) === 0n && v[0]
+    ? { writeHint: Number(v[0]) }
+    : {};
+}
 
 /** The ghost-file name of a fd target or mapping path, or null when it has a name to reopen. */
 function ghostKind(path: string): GhostFile["kind"] | null {
@@ -94,6 +117,16 @@ export async function collectGhosts(
     }
     const id = `${st.dev}:${st.ino}`;
     if (ghosts.has(id)) return id;
+    if (kind === "deleted" && (st.nlink ?? 0) > 0) {
+      // Its name was removed, not the file: another name links it.
+      const linked = linkedGhost(id, source, ghostName(path, kind), st);
+      if (typeof linked === "string") {
+        refusals.use("fd.deleted-linked", `${where}: ${linked}`);
+        return null;
+      }
+      ghosts.set(id, linked);
+      return id;
+    }
     const fd = syscallNum(SYS.open, new TextEncoder().encode(source + "\0"), O_RDONLY | O_CLOEXEC);
     try {
       const extents = dataExtents(fd, st.size);
@@ -117,6 +150,7 @@ export async function collectGhosts(
         uid: st.uid ?? 0,
         gid: st.gid ?? 0,
         seals: kind === "memfd" ? getSeals(fd) : 0,
+        ...writeHintOf(fd),
         extents,
         file,
         checksum: formatChecksum(crc),
@@ -130,6 +164,10 @@ export async function collectGhosts(
     for (const f of p.fds) {
       if (f.excluded || (f.kind !== "memfd" && f.kind !== "file") || !ghostKind(f.target)) continue;
       const where = `process ${p.pid} fd ${f.fd} (${f.target})`;
+      if (isSecretMem(f.target)) {
+        refusals.use("memory.secretmem", where);
+        continue;
+      }
       const id = await save(`/proc/${p.pid}/fd/${f.fd}`, f.target, where, "fd.deleted");
       if (id) {
         f.ghost = id;
@@ -149,16 +187,91 @@ export async function collectGhosts(
       if (id) {
         m.ghost = id;
         refusals.use("memory.ghost", where);
+        if (
+          (ghosts.get(id)!.seals & F_SEAL_FUTURE_WRITE) && m.perms[1] === "w" && m.perms[3] === "s"
+        ) {
+          refusals.use("fd.memfd-future-write-mapped", where);
+        }
       }
     }
   }
   return [...ghosts.values()];
 }
 
+/**
+ * The record of a file reached through `source` whose name `name` was
+ * removed while another name links it: its file handle and the mount
+ * point to decode it on; or why it cannot be found again.
+ */
+function linkedGhost(
+  id: string,
+  source: string,
+  name: string,
+  st: Deno.FileInfo,
+): GhostFile | string {
+  const h = nameToHandle(source);
+  if (typeof h === "number") return `no file handle (${errnoName(-h)})`;
+  const mount = readMountInfo(Deno.pid).find((m) => m.mountId === h.mountId)?.mountPoint;
+  if (!mount) return `its mount ${h.mountId} is not in cryo's mount namespace`;
+  const hex = [...h.bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
+  return {
+    id,
+    kind: "linked",
+    name,
+    handle: { type: h.type, hex, mount },
+    size: st.size,
+    mode: (st.mode ?? 0) & 0o7777,
+    uid: st.uid ?? 0,
+    gid: st.gid ?? 0,
+    seals: 0,
+    extents: [],
+    file: "",
+    checksum: "",
+  };
+}
+
+/**
+ * Restore: the fd (O_PATH, close-on-exec) of linked ghost `g`, opened by
+ * its file handle; a RestoreError when it is gone or is another file.
+ */
+function openLinked(g: GhostFile): number {
+  const h = g.handle!;
+  const mountFd = openDirFd(h.mount);
+  if (mountFd < 0) {
+    throw new RestoreError(
+      `cannot restore: ${g.name} (deleted, linked elsewhere): its mount ${h.mount} cannot be opened (${
+        errnoName(-mountFd)
+      })`,
+    );
+  }
+  let fd: number;
+  try {
+    const bytes = new Uint8Array(h.hex.match(/../g)!.map((x) => parseInt(x, 16)));
+    fd = openByHandle(mountFd, h.type, bytes);
+  } finally {
+    closeFd(mountFd);
+  }
+  if (fd < 0) {
+    throw new RestoreError(
+      `cannot restore: ${g.name} (deleted, linked elsewhere) is gone since the dump (${
+        errnoName(-fd)
+      })`,
+    );
+  }
+  const st = Deno.statSync(`/proc/self/fd/${fd}`);
+  if (`${st.dev}:${st.ino}` !== g.id || !st.isFile) {
+    closeFd(fd);
+    throw new RestoreError(
+      `cannot restore: ${g.name} (deleted, linked elsewhere): its file handle opens another file`,
+    );
+  }
+  return fd;
+}
+
 /** Whether mapping `m` is saved if its file is a ghost (its file deleted, of a kind saved). */
 function maybeGhostMapping(m: Mapping): boolean {
   return !m.excluded && (m.kind === "file-private" || m.kind === "file-shared") &&
-    ghostKind(m.name) !== null;
+    ghostKind(m.name) !== null && !isSecretMem(m.name); // (refused: engine/memory/flags.ts)
 }
 
 /** Ghost files with the transfer fd number each is handed to the tree at. */
@@ -199,6 +312,7 @@ export function ghostPath(
  * RestoreError.
  */
 export async function createGhost(g: GhostFile, dir: string): Promise<number> {
+  if (g.kind === "linked") return openLinked(g);
   let fd: number;
   if (g.kind === "memfd") fd = memfdCreate(g.name);
   else {
@@ -246,6 +360,9 @@ export async function createGhost(g: GhostFile, dir: string): Promise<number> {
     }
     truncateFd(fd, g.size);
     chownChmodFd(fd, g.uid, g.gid, g.mode);
+    if (g.writeHint) {
+      rawSyscall(SYS.fcntl, fd, F_SET_RW_HINT, new BigUint64Array([BigInt(g.writeHint)]));
+    }
     addSeals(fd, g.seals);
     return fd;
   } catch (e) {

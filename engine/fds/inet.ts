@@ -162,9 +162,23 @@ const SOF_TIMESTAMPING_OPT_ID = 1 << 7;
  */
 export function optionProblem(fd: number): string | null {
   const flags = getsockoptInt(fd, SOL.SOCKET, SO_TIMESTAMPING) ?? 0;
-  return flags & SOF_TIMESTAMPING_OPT_ID
-    ? `SO_TIMESTAMPING 0x${flags.toString(16)} with SOF_TIMESTAMPING_OPT_ID (its counter)`
-    : null;
+  if (flags & SOF_TIMESTAMPING_OPT_ID) {
+    return `SO_TIMESTAMPING 0x${flags.toString(16)} with SOF_TIMESTAMPING_OPT_ID (its counter)`;
+  }
+  return ulpProblem(getsockoptBytes(fd, SOL.TCP, TCP.ULP, 16));
+}
+
+/**
+ * Why a TCP socket with an upper layer protocol (TCP_ULP, `value` as
+ * getsockopt gave it, or -errno) cannot be saved, or null: kernel TLS keeps
+ * its keys and record state where no getsockopt returns all of them, and a
+ * socket restored without it would send in the clear.
+ */
+export function ulpProblem(value: Uint8Array | number): string | null {
+  if (typeof value === "number") return null; // not TCP
+  const end = value.indexOf(0);
+  const name = new TextDecoder().decode(value.subarray(0, end < 0 ? value.length : end));
+  return name ? `an upper layer protocol on the connection (TCP_ULP "${name}")` : null;
 }
 
 /** SO_REUSEADDR's option record (restore sets it around bind). */

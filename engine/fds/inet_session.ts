@@ -38,7 +38,7 @@ import {
   SOL,
 } from "../../ffi/net.ts";
 import { receiveSequence, setRepair, TCP_STATE, tcpInfo } from "../../ffi/tcp_repair.ts";
-import { tcpShutdownStates } from "../../ffi/inet_diag.ts";
+import { type TcpDiagState, tcpDiagStates } from "../../ffi/inet_diag.ts";
 import { CryoError } from "../errors.ts";
 import type { FdInfo, SockAddr } from "../model.ts";
 import type { Refusals, SupportId } from "../support.ts";
@@ -53,6 +53,7 @@ import {
 import { filterProblem } from "./socket_common.ts";
 import { multicastGroups, type NamespaceGroups, namespaceGroups } from "./inet_multicast.ts";
 import { collectTcp, type RepairGuard } from "./tcp.ts";
+import type { OutsideConnection } from "./tcp_lock.ts";
 import { inetQueueBytes } from "./inet_plan.ts";
 import { collectUdp } from "./udp.ts";
 import { collectNetlink } from "./netlink.ts";
@@ -87,18 +88,18 @@ export class InetSocketSession {
   readonly #netlinks: Entry[] = [];
   /** The multicast groups of the tree's network namespace, read at the first socket. */
   #groups?: NamespaceGroups;
-  /** Address family -> (inode -> sk_shutdown) of established TCP sockets, read once. */
-  readonly #shutdowns = new Map<number, Map<number, number>>();
+  /** Address family -> (inode -> diag state) of established and listening TCP sockets, read once. */
+  readonly #diags = new Map<number, Map<number, TcpDiagState>>();
   /** Pid -> sk_uid of its TCP and UDP sockets, by inode, read once. */
   readonly #owners = new Map<number, Map<number, number>>();
   /** Pid -> its /proc/<pid>/net/netlink, by inode, read once. */
   readonly #netlinkTables = new Map<number, Map<number, NetlinkRow>>();
 
-  #shutdownOf(family: number, target: string): number | undefined {
-    let table = this.#shutdowns.get(family);
+  #diagOf(family: number, target: string): TcpDiagState | undefined {
+    let table = this.#diags.get(family);
     if (!table) {
-      table = tcpShutdownStates(family, 1 << TCP_STATE.ESTABLISHED);
-      this.#shutdowns.set(family, table);
+      table = tcpDiagStates(family, (1 << TCP_STATE.ESTABLISHED) | (1 << TCP_STATE.LISTEN));
+      this.#diags.set(family, table);
     }
     return table.get(Number(target.match(/\[(\d+)\]/)?.[1]));
   }
@@ -205,7 +206,11 @@ export class InetSocketSession {
       if (unsaved) return this.#refuse(f, "socket.inet-option", unsaved);
       let got: Collected;
       if (type === SOCK.STREAM && protocol === IPPROTO_TCP) {
-        got = collectTcp(copy, family, () => this.#shutdownOf(domain, f.target), guard);
+        // Signature keys: the kernel shows that they exist to CAP_NET_ADMIN only.
+        if (this.#diagOf(domain, f.target)?.md5) {
+          return this.#refuse(f, "socket.tcp-md5", "it has TCP MD5 signature keys (TCP_MD5SIG)");
+        }
+        got = collectTcp(copy, family, () => this.#diagOf(domain, f.target)?.shutdown, guard);
       } else if (type === SOCK.DGRAM && protocol === IPPROTO_UDP) {
         got = collectUdp(copy, family);
       } else {
@@ -284,6 +289,20 @@ export class InetSocketSession {
       const where = InetSocketSession.describe(e.pid, e.fd);
       refusals.use(s.tcp.peerInTree ? "socket.tcp-tree" : "socket.tcp-established", where);
     }
+  }
+
+  /**
+   * The established connections to peers outside the tree that the dump
+   * keeps (for the network lock, engine/fds/tcp_lock.ts), once finished.
+   */
+  outsideConnections(): OutsideConnection[] {
+    const out: OutsideConnection[] = [];
+    for (const e of this.#entries) {
+      const s = e.fd.inet;
+      if (!e.repair || !s?.tcp || s.tcp.peerInTree || !s.local || !s.peer) continue;
+      out.push({ family: s.family, local: s.local, peer: s.peer });
+    }
+    return out;
   }
 
   /**

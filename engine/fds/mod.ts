@@ -40,6 +40,8 @@ import type { FdSource, PlannedFd } from "./types.ts";
 import { planUnixFd, type UnixTreePlan } from "./unix.ts";
 import { carriedDescriptions } from "./unix_scm.ts";
 
+const O_PATH = 0o10000000;
+
 export type { FdSource, PlannedFd } from "./types.ts";
 export type { SharedPlan } from "./shared.ts";
 
@@ -64,9 +66,15 @@ function planOne(
     const { path, transferFd } = ghostPath(ghosts, f.ghost);
     return { kind: "open", path, flags: ghostOpenFlags(f), via: transferFd };
   }
+  // An O_PATH fd names a path, whatever is there (a symlink, a FIFO, a socket's file): reopened so.
+  if (f.flags & O_PATH && f.target.startsWith("/") && !f.target.endsWith(" (deleted)")) {
+    return planRegular(f);
+  }
   switch (f.kind) {
     case "file":
     case "directory":
+      return planRegular(f);
+    case "path": // (an O_PATH fd: planned above)
       return planRegular(f);
     case "chardev":
       return f.restore === "inherit" ? { kind: "inherit", from: stdioFor(f) } : planRegular(f);
@@ -312,9 +320,19 @@ export function emitFds(
       const dv = new DataView(ev.buffer);
       dv.setUint32(0, t.events, true);
       dv.setBigUint64(4, BigInt(t.data), true);
+      // A watch whose number no longer holds its file (closed or reused since, see
+      // epoll.ts): added through that number made a duplicate of the fd that holds it.
+      const moved = t.at !== undefined && t.at !== t.fd;
+      const occupied = moved && byFd.has(t.fd);
+      if (occupied) p.op(SYS.dup3, [t.fd, high, 0], { comment: `fd ${t.fd} aside` });
+      if (moved) p.op(SYS.dup3, [t.at!, t.fd, 0], { comment: `fd ${t.fd} as fd ${t.at}` });
       p.op(SYS.epoll_ctl, [f.fd, EPOLL_CTL_ADD, t.fd, p.data(ev, 4)], {
         comment: `epoll ${f.fd} watches fd ${t.fd}`,
       });
+      if (occupied) {
+        p.op(SYS.dup3, [high, t.fd, 0], { comment: `fd ${t.fd} back` });
+        p.op(SYS.close, [high]);
+      } else if (moved) p.op(SYS.close, [t.fd], { comment: `fd ${t.fd} was closed` });
     }
   }
 }

@@ -31,6 +31,7 @@ import type { FdInfo, ProcessImage } from "../model.ts";
 import { type ProgramBuilder, slot } from "../program/builder.ts";
 import { type Refusals, type SupportId, supportOf } from "../support.ts";
 import { type FdSource, O_NONBLOCK } from "./types.ts";
+import { zombiePids } from "../task/zombies.ts";
 
 /** PIDFD_THREAD (O_EXCL): the pidfd names a thread. */
 const PIDFD_THREAD = 0o200;
@@ -176,6 +177,7 @@ export function checkPidfds(images: readonly ProcessImage[], refusals: Refusals)
   const byPid = new Map(images.map((i) => [i.pid, i]));
   const ownerOf = new Map<number, number>();
   for (const i of images) for (const t of i.threads) ownerOf.set(t.tid, i.pid);
+  const zombies = new Set(zombiePids(images));
   const isAncestor = (pid: number, of: ProcessImage): boolean => {
     for (let p = byPid.get(of.ppid); p; p = byPid.get(p.ppid)) if (p.pid === pid) return true;
     return false;
@@ -193,8 +195,10 @@ export function checkPidfds(images: readonly ProcessImage[], refusals: Refusals)
         continue;
       }
       const owner = ownerOf.get(pid);
-      if (owner === undefined) refuse("fd.pidfd-outside", where, `pid ${pid} is not in the tree`);
-      else if (owner !== pid) {
+      if (zombies.has(pid)) refuse("fd.pidfd-zombie", where, `process ${pid} is a zombie`);
+      else if (owner === undefined) {
+        refuse("fd.pidfd-outside", where, `pid ${pid} is not in the tree`);
+      } else if (owner !== pid) {
         refuse("fd.pidfd-unordered", where, `thread ${pid} of process ${owner}`);
       } else if (pid !== image.pid && !image.children.includes(pid) && !isAncestor(pid, image)) {
         refuse("fd.pidfd-unordered", where, `process ${pid} is neither a child nor an ancestor`);

@@ -10,6 +10,8 @@
  */
 
 import { peekPipe } from "../../ffi/pipe.ts";
+import { withTargetFd } from "../../ffi/pidfd.ts";
+import { pollFd } from "../../ffi/pty_queue.ts";
 import { encodeBase64 } from "../base64.ts";
 import type { FdInfo } from "../model.ts";
 import type { FdSource } from "./types.ts";
@@ -39,6 +41,23 @@ export function collectPipe(pid: number, fd: number, flags: number): Record<stri
     };
   } catch {
     return out;
+  }
+}
+
+const POLLERR = 0x8;
+const POLLHUP = 0x10;
+
+/**
+ * Whether pipe end `fd` of `pid` (one not paired in the tree) has no other
+ * end anywhere: no writer left for a read end (POLLHUP), no reader for a
+ * write end (POLLERR). One pidfd_getfd and one poll.
+ */
+export function pipeWidowed(pid: number, fd: number, flags: number): boolean {
+  try {
+    const lone = (flags & O_ACCMODE) === 1 ? POLLERR : POLLHUP;
+    return withTargetFd(pid, fd, (copy) => (pollFd(copy, 0) & lone) !== 0);
+  } catch {
+    return false;
   }
 }
 

@@ -28,6 +28,7 @@
  * @module
  */
 
+import { epollTargets } from "./epoll.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import type { FdInfo, ProcessImage } from "../model.ts";
 import { type SupportId, supportOf } from "../support.ts";
@@ -47,7 +48,10 @@ export interface SharedObject {
   members: PlannedFd[];
   /** For each member, its first holder (whose fd it was planned from). */
   origins: { pid: number; fd: number }[];
-  /** Extra transfer numbers used while creating it (a FIFO's helper), closed afterwards. */
+  /**
+   * Extra transfer numbers used while creating it (a FIFO's helper, the write
+   * end of a pipe no one writes to any more), closed afterwards.
+   */
   helpers: { key: string; fd: number }[];
 }
 
@@ -180,7 +184,7 @@ export function planShared(
     }
   }
   const transferCount = shared.reduce(
-    (n, [g, descs]) => n + descs.size + (g.startsWith("fifo:") ? 1 : 0),
+    (n, [g, descs]) => n + descs.size + (g.startsWith("fifo:") || g.startsWith("pipe:") ? 1 : 0),
     0,
   );
   // Above every fd of the tree and above any number a creator's own
@@ -200,6 +204,11 @@ export function planShared(
     const creator = chains[0].find((a) => chains.every((c) => c.includes(a)))!;
     const obj: SharedObject = { key, creator, members: [], origins: [], helpers: [] };
     if (key.startsWith("fifo:")) obj.helpers.push({ key: `${key}:helper`, fd: next++ });
+    // A pipe whose write end no one holds (its writers gone, pipe.ts) is refilled
+    // through a write end kept at a helper number meanwhile.
+    if (key.startsWith("pipe:") && ![...descs.values()].some((hs) => hs[0].f.flags & O_ACCMODE)) {
+      obj.helpers.push({ key: `pipe:${key}:write`, fd: next++ });
+    }
     for (const hs of descs.values()) {
       const base = hs[0];
       const source = plan(base.f, base.proc);
@@ -217,8 +226,11 @@ export function planShared(
       if (source.kind === "epoll" && source.targets.length) {
         // Watches are (file, fd number) pairs: one holder that has every
         // watched fd number adds them back.
+        // Each holder's own record says which of its fds holds each watched file (epoll.ts).
         watcher = hs.find((h) =>
-          source.targets.every((t) => h.proc.fds.some((x) => x.fd === t.fd && !x.excluded))
+          epollTargets(h.f).every((t) =>
+            t.at !== -1 && h.proc.fds.some((x) => x.fd === (t.at ?? t.fd) && !x.excluded)
+          )
         );
         if (!watcher) {
           problems.push(
@@ -236,7 +248,7 @@ export function planShared(
           kind: "transfer",
           from: fd,
           key,
-          ...(h === watcher && source.kind === "epoll" ? { watches: source.targets } : {}),
+          ...(h === watcher && source.kind === "epoll" ? { watches: epollTargets(h.f) } : {}),
           ...(first && asyncFlags ? { setfl: asyncFlags } : {}),
         });
         holders.set(h.proc.pid, byFd);

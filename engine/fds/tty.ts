@@ -1,12 +1,18 @@
 /**
  * Terminals. A pseudo-terminal whose master is held inside the tree (tmux,
  * screen, `script`, expect) is re-created with the same index (/dev/pts/N),
- * termios, window size, packet mode, lock and the bytes waiting in it
- * (`tty_queue.ts`); its slave is reopened by path;
- * a session whose controlling terminal it was gets it back, with the same
- * foreground process group. Any other terminal (the user's own, a pty whose
- * master is outside the tree) is outside the tree: it needs the opt-in
- * `--shell-job`, and restore attaches such fds to the restorer's stdio.
+ * termios, window size, packet mode, lock, exclusive mode of either side,
+ * the master's output stopped, output column (modulo 8) and the bytes waiting in it (`tty_queue.ts`),
+ * and its slaves closed again when every holder had closed them (the
+ * master reads EIO); its slave is reopened by path, a `/dev/tty` fd as
+ * `/dev/tty` when the terminal behind it is its holder's controlling
+ * terminal restored with the tree; a session whose controlling terminal it
+ * was gets it back, with the same foreground process group. Any other
+ * terminal (the user's own, a pty whose master is outside the tree), and a
+ * controlling terminal that would not come back, is outside the tree: it
+ * needs the opt-in `--shell-job`, and restore attaches such fds to the
+ * restorer's stdio. Hung-up terminal fds and line disciplines other than
+ * N_TTY are refused.
  *
  * Dump reads a pty's state through a copy of its master (pidfd_getfd): on
  * a master, the termios and window-size ioctls act on the slave. Restore
@@ -20,7 +26,8 @@
 
 import { inInitialUserNs } from "../task/userns.ts";
 import { withTargetFd } from "../../ffi/pidfd.ts";
-import { readPtyState, unreadBytes } from "../../ffi/tty.ts";
+import { POLL, pollFd } from "../../ffi/pty_queue.ts";
+import { lineDiscipline, readPtyState, terminalDevice, unreadBytes } from "../../ffi/tty.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { decodeBase64, encodeBase64 } from "../base64.ts";
 import type { FdInfo, ProcessImage } from "../model.ts";
@@ -37,6 +44,8 @@ import {
 
 /** Major and minor of /dev/ptmx. */
 const PTMX = { major: 5, minor: 2 };
+/** Major and minor of /dev/tty (the opener's controlling terminal). */
+const DEV_TTY = { major: 5, minor: 0 };
 /** Majors of Unix98 pty slaves (/dev/pts/N). */
 const PTS_MAJOR_FIRST = 136;
 const PTS_MAJOR_LAST = 143;
@@ -82,22 +91,50 @@ export function collectTty(
   minor: number,
 ): Record<string, string> {
   const role = ttyRole(major, minor);
-  if (role.role === "terminal") return { "tty-role": "terminal" };
+  if (role.role === "terminal") {
+    if (major !== DEV_TTY.major || minor !== DEV_TTY.minor) return { "tty-role": "terminal" };
+    // /dev/tty: the terminal behind it (the opener's controlling terminal then).
+    const dev = withTargetFd(pid, fd, terminalDevice);
+    if (dev === "hung-up") return { "tty-role": "terminal", "tty-hung-up": "1" };
+    const index = ptyIndexOfTtyNr(dev);
+    return index === null
+      ? { "tty-role": "terminal" }
+      : { "tty-role": "devtty", "devtty-index": String(index) };
+  }
   return withTargetFd(pid, fd, (copy): Record<string, string> => {
+    // One ioctl tells a hung-up fd (vhangup: EIO) and a line discipline other than N_TTY.
+    const ldisc = lineDiscipline(copy);
+    const odd: Record<string, string> = ldisc === "hung-up"
+      ? { "tty-hung-up": "1" }
+      : ldisc !== 0
+      ? { "tty-ldisc": String(ldisc) }
+      : {};
     if (role.role === "slave") {
       return {
         "tty-role": "slave",
         "pty-index": String(role.index),
-        "pty-unread": String(unreadBytes(copy)),
+        ...odd,
+        ...(ldisc === 0 ? { "pty-unread": String(unreadBytes(copy)) } : {}),
       };
     }
+    if (ldisc !== 0) return { "tty-role": "master", ...odd }; // refused: see checkTtys
     const s = readPtyState(copy);
     // The slave device's owner and mode (grantpt, chown by a login program).
     const slave = Deno.statSync(`/dev/pts/${s.index}`);
+    // The slave closed by every holder: the master reads EIO (restore closes a slave again).
+    // No room to write to the master with its input not full (else the look refuses): its
+    // output is stopped (tcflow on the master).
+    const revents = pollFd(copy, POLL.OUT);
     const look = takePtyQueues(copy, s.index, pid);
     const queue: Record<string, string> = { "pty-queue-look": "1" };
+    if (revents & POLL.HUP) queue["pty-hup"] = "1";
+    if (!(revents & POLL.OUT)) queue["pty-master-stopped"] = "1";
     if ("refused" in look) queue["pty-queue-refused"] = `${look.refused}\t${look.detail}`;
-    else if (look.queue) queue["pty-queue"] = encodePtyQueue(look.queue);
+    else {
+      if (look.queue) queue["pty-queue"] = encodePtyQueue(look.queue);
+      if (look.slaveExclusive) queue["pty-slave-exclusive"] = "1";
+      if (look.column) queue["pty-column"] = String(look.column);
+    }
     return {
       ...queue,
       "pty-owner": `${slave.uid}:${slave.gid}:${(slave.mode ?? 0) & 0o7777}`,
@@ -119,12 +156,20 @@ export interface PlannedPty {
   index: number;
   /** The fd number the master is handed to the tree at. */
   transferFd: number;
-  /** struct termios2 and struct winsize (base64), packet mode, lock, exclusive mode. */
+  /** struct termios2 and struct winsize (base64), packet mode, lock, exclusive mode (the master's). */
   termios: string;
   winsize: string;
   packet: boolean;
   locked: boolean;
   exclusive: boolean;
+  /** The slave's exclusive mode (TIOCEXCL through the slave). */
+  slaveExclusive?: boolean;
+  /** Every slave was closed again: the master reads EIO and polls POLLHUP. */
+  hup?: boolean;
+  /** The master's output was stopped (tcflow(master, TCOOFF)): writes to it wait. */
+  masterStopped?: boolean;
+  /** The output column modulo 8 (absent: 0), see tty_queue.ts. */
+  column?: number;
   /** Owner and mode of /dev/pts/<index> (absent in images from before they were recorded). */
   owner?: { uid: number; gid: number; mode: number };
   /** Bytes waiting in its queues, put back before the tree runs (absent: none). */
@@ -151,7 +196,7 @@ export function planPtys(images: readonly ProcessImage[], firstTransferFd: numbe
   const out = new Map<number, PlannedPty>();
   for (const p of images) {
     for (const f of p.fds) {
-      if (f.excluded || f.extra["tty-role"] !== "master") continue;
+      if (f.excluded || f.extra["tty-role"] !== "master" || unusable(f)) continue;
       const index = indexOf(f)!;
       if (out.has(index)) continue;
       out.set(index, {
@@ -162,6 +207,10 @@ export function planPtys(images: readonly ProcessImage[], firstTransferFd: numbe
         packet: f.extra["pty-packet"] === "1",
         locked: f.extra["pty-locked"] === "1",
         exclusive: f.extra["pty-exclusive"] === "1",
+        ...(f.extra["pty-slave-exclusive"] === "1" ? { slaveExclusive: true } : {}),
+        ...(f.extra["pty-hup"] === "1" ? { hup: true } : {}),
+        ...(f.extra["pty-master-stopped"] === "1" ? { masterStopped: true } : {}),
+        ...(f.extra["pty-column"] ? { column: Number(f.extra["pty-column"]) % 8 } : {}),
         ...ownerOf(f.extra["pty-owner"]),
         ...(f.extra["pty-queue"] ? { queue: decodePtyQueue(f.extra["pty-queue"]) } : {}),
       });
@@ -170,14 +219,38 @@ export function planPtys(images: readonly ProcessImage[], firstTransferFd: numbe
   return [...out.values()];
 }
 
+/** A terminal fd hung up, or on a line discipline other than N_TTY: refused. */
+function unusable(f: FdInfo): boolean {
+  return f.extra["tty-hung-up"] === "1" || f.extra["tty-ldisc"] !== undefined;
+}
+
+/**
+ * The pty index of `p`'s controlling terminal when the restore gives it
+ * back: its session leader is in the tree (`byPid`) with the same
+ * controlling terminal, a pty of the tree (`inTree`). Otherwise null.
+ */
+function restoredCtty(
+  p: ProcessImage,
+  byPid: ReadonlyMap<number, ProcessImage>,
+  inTree: ReadonlySet<number>,
+): number | null {
+  const leader = byPid.get(p.sid);
+  if (!p.ctty || !leader?.ctty || leader.ctty.ttyNr !== p.ctty.ttyNr) return null;
+  const index = ptyIndexOfTtyNr(p.ctty.ttyNr);
+  return index !== null && inTree.has(index) ? index : null;
+}
+
 /**
  * Reports every terminal of the tree to the restorability table: ptys of
  * the tree are saved with the bytes waiting in them (unless their master's
- * look refused them), other terminals and controlling terminals outside
- * the tree need `--shell-job`.
+ * look refused them), /dev/tty when it is its holder's controlling terminal
+ * restored with the tree; other terminals, and controlling terminals that
+ * do not come back, need `--shell-job` (a session leader's is refused);
+ * hung-up terminal fds and line disciplines other than N_TTY are refused.
  */
 export function checkTtys(images: readonly ProcessImage[], refusals: Refusals): void {
   const inTree = new Set(planPtys(images, 0).map((p) => p.index));
+  const byPid = new Map(images.map((p) => [p.pid, p]));
   const masters = new Map<number, Record<string, string>>();
   for (const p of images) {
     for (const f of p.fds) {
@@ -194,6 +267,26 @@ export function checkTtys(images: readonly ProcessImage[], refusals: Refusals): 
       const index = indexOf(f);
       const role = f.extra["tty-role"];
       if (role === undefined) continue; // an image from before terminals were described
+      if (f.extra["tty-hung-up"] === "1") {
+        refusals.use("tty.hung-up", where);
+        continue;
+      }
+      if (f.extra["tty-ldisc"] !== undefined) {
+        refusals.use("tty.ldisc", where, `line discipline ${f.extra["tty-ldisc"]}, not N_TTY`);
+        continue;
+      }
+      if (role === "devtty") {
+        const real = Number(f.extra["devtty-index"]);
+        if (restoredCtty(p, byPid, inTree) === real) refusals.use("tty.devtty", where);
+        else if (inTree.has(real)) {
+          refusals.use(
+            "tty.devtty-other",
+            where,
+            `/dev/pts/${real} is not its controlling terminal restored with the tree`,
+          );
+        } else refusals.use("tty.external", where);
+        continue;
+      }
       if (index !== undefined && inTree.has(index)) {
         refusals.use("tty.pty", where);
         const master = masters.get(index)!;
@@ -217,12 +310,24 @@ export function checkTtys(images: readonly ProcessImage[], refusals: Refusals): 
           `process ${p.pid} (session leader)`,
           "its controlling terminal is outside the tree",
         );
+      } else if (ctty.fgPgrp > 0 && !images.some((x) => x.pgid === ctty.fgPgrp)) {
+        refusals.use(
+          "tty.fg-group-gone",
+          `process ${p.pid} (session leader)`,
+          `the foreground group ${ctty.fgPgrp} of /dev/pts/${index} has no process in the tree`,
+        );
       }
+    } else if (ctty && ctty.ttyNr !== 0 && restoredCtty(p, byPid, inTree) === null) {
+      const why = byPid.has(p.sid)
+        ? "its controlling terminal is outside the tree"
+        : `its session leader ${p.sid} is outside the tree`;
+      refusals.use("tty.external", `process ${p.pid} (${why})`);
     }
   }
 }
 
 const QUEUE_REFUSALS: readonly PtyQueueRefusal[] = [
+  "tty.ldisc",
   "tty.pty-packet-status",
   "tty.pty-output-blocked",
   "tty.pty-input-full",
@@ -248,6 +353,14 @@ export function planTty(
   stdio: number,
   ptys: readonly PlannedPty[],
 ): FdSource | string {
+  if (f.extra["tty-role"] === "devtty") {
+    // checkTtys let it through: its holder's controlling terminal by the time fds are opened.
+    const real = Number(f.extra["devtty-index"]);
+    if (ptys.some((p) => p.index === real)) {
+      return { kind: "open", path: "/dev/tty", flags: f.flags & ~O_CLOEXEC };
+    }
+    return { kind: "inherit", from: stdio };
+  }
   const index = indexOf(f);
   const pty = index === undefined ? undefined : ptys.find((p) => p.index === index);
   if (!pty) return { kind: "inherit", from: stdio };

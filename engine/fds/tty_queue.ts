@@ -32,15 +32,28 @@
  * Refused (before anything is touched): a packet-mode status byte not read
  * yet (reading it would consume it), a slave never opened (its queue cannot
  * be read without opening it, and closing it again would show the master a
- * hang-up), output stopped or a master buffer full (the bytes could not be
- * written back), an input queue at the line discipline's limit (more bytes
- * may wait before it, not processed yet).
+ * hang-up), a slave whose line discipline is not N_TTY (its state is not
+ * readable, and a restore would give N_TTY), output stopped or a master
+ * buffer full (the bytes could not be written back), an input queue at the
+ * line discipline's limit (more bytes may wait before it, not processed
+ * yet). The look also reads the slave's exclusive mode (TIOCEXCL).
+ *
+ * The output column (where the line discipline's output processing thinks
+ * the cursor is: it expands a TAB under TAB3, and starts the echo of a new
+ * input line from it, which the echo of ERASE after a TAB counts from) is
+ * not readable; modulo 8, which is all a TAB depends on, it is measured
+ * once the master's queue is empty: a TAB written under OPOST|TAB3 comes
+ * out as 8 - column % 8 spaces, and as many backspaces put the column back
+ * exactly (discarded from the master's input by a TCIFLUSH, without
+ * waiting for them). Restore writes column % 8 spaces into the new
+ * pty (discarded the same way) before anything else.
  *
  * @module
  */
 
 import {
   decodeTermios2,
+  discardMasterInput,
   encodeTermios2,
   getTermios2,
   injectInput,
@@ -53,16 +66,25 @@ import {
   readOnce,
   setPacketMode,
   setTermios2,
+  TAB3,
   type Termios2,
   VCC,
   writeAllWaiting,
 } from "../../ffi/pty_queue.ts";
 import { rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
-import { setPtyLock, TTY_IOCTL } from "../../ffi/tty.ts";
+import { withTargetFd } from "../../ffi/pidfd.ts";
+import {
+  isExclusive,
+  lineDiscipline,
+  setPtyLock,
+  terminalDevice,
+  TTY_IOCTL,
+} from "../../ffi/tty.ts";
 import { decodeBase64, encodeBase64 } from "../base64.ts";
 import { ImageFormatError } from "../image/errors.ts";
 import type { SupportId } from "../support.ts";
+import { ptyIndexOfTtyNr } from "./tty.ts";
 
 /** N_TTY_BUF_SIZE - 1: the most bytes the line discipline holds. */
 const LDISC_MAX = 4095;
@@ -90,11 +112,16 @@ export type PtyQueueRefusal = Extract<
   | "tty.pty-output-blocked"
   | "tty.pty-input-full"
   | "tty.pty-slave-unopened"
+  | "tty.ldisc"
 >;
 
-/** What a dump found in a pty: nothing, the queues (put back already), or a refusal. */
+/**
+ * What a dump found in a pty: nothing, the queues (put back already), or a
+ * refusal; and whether its slave is in exclusive mode (read through the
+ * slave cryo opened: a master's TIOCGEXCL is the master's own).
+ */
 export type PtyQueueLook =
-  | { queue: PtyQueue | null }
+  | { queue: PtyQueue | null; slaveExclusive: boolean; column: number }
   | { refused: PtyQueueRefusal; detail: string };
 
 function ioctlInt(fd: number, req: number | bigint): number {
@@ -227,8 +254,9 @@ function isEmpty(q: PtyQueue): boolean {
 }
 
 /**
- * Whether any process cryo can see has /dev/pts/`index` open, looking at
- * process `first` (the master's holder) before all others.
+ * Whether any process cryo can see has /dev/pts/`index` open (by that path,
+ * or as /dev/tty: its controlling terminal), looking at process `first`
+ * (the master's holder) before all others.
  */
 export function slaveOpenAnywhere(index: number, first: number): boolean {
   const path = `/dev/pts/${index}`;
@@ -247,10 +275,17 @@ export function slaveOpenAnywhere(index: number, first: number): boolean {
     }
     for (const e of entries) {
       try {
-        if (Deno.readLinkSync(`/proc/${pid}/fd/${e.name}`) !== path) continue;
+        const link = Deno.readLinkSync(`/proc/${pid}/fd/${e.name}`);
+        if (link === "/dev/tty") {
+          // Its controlling terminal, opened as /dev/tty: the terminal behind it.
+          const dev = withTargetFd(Number(pid), Number(e.name), terminalDevice);
+          if (dev !== "hung-up" && ptyIndexOfTtyNr(dev) === index) return true;
+          continue;
+        }
+        if (link !== path) continue;
         const st = Deno.statSync(`/proc/${pid}/fd/${e.name}`);
         if (st.dev === want.dev && st.rdev === want.rdev) return true;
-      } catch { /* closed meanwhile */ }
+      } catch { /* closed meanwhile, or not ours to copy */ }
     }
     return false;
   };
@@ -285,6 +320,11 @@ export function takePtyQueues(master: number, index: number, pid: number): PtyQu
     if (locked) setPtyLock(master, true);
   }
   try {
+    const ldisc = lineDiscipline(slave);
+    if (ldisc !== 0) {
+      return { refused: "tty.ldisc", detail: `its slave's line discipline is ${ldisc}, not N_TTY` };
+    }
+    const slaveExclusive = isExclusive(slave);
     const t = getTermios2(master);
     const saved = decodeTermios2(t);
     if (!(pollFd(slave, POLL.OUT) & POLL.OUT)) {
@@ -298,6 +338,7 @@ export function takePtyQueues(master: number, index: number, pid: number): PtyQu
     }
     if (packet) setPacketMode(master, false);
     let q: PtyQueue;
+    let column: number;
     try {
       const canonical = isCanonical(saved);
       let lines: Uint8Array[] = [];
@@ -308,6 +349,7 @@ export function takePtyQueues(master: number, index: number, pid: number): PtyQu
       setTermios2(master, encodeTermios2(rawOf(saved)));
       const partial = readAll(slave, false);
       const output = readAll(master, true);
+      column = measureColumn(master, slave, saved);
       q = { canonical, lines, partial, output };
       putBack(master, slave, q, t);
     } finally {
@@ -317,21 +359,63 @@ export function takePtyQueues(master: number, index: number, pid: number): PtyQu
     if (inputSlots(q, saved) >= LDISC_MAX) {
       return { refused: "tty.pty-input-full", detail: `${inputSlots(q, saved)} bytes wait in it` };
     }
-    return { queue: isEmpty(q) ? null : q };
+    return { queue: isEmpty(q) ? null : q, slaveExclusive, column };
   } finally {
     rawSyscall(SYS.close, slave);
   }
 }
 
+/** The slave's termios `t` with output processing reduced to OPOST (and `extra`), raw otherwise. */
+function columnTermios(t: Termios2, extra = 0): Uint8Array {
+  return encodeTermios2({ ...rawOf(t), oflag: OPOST | extra });
+}
+
 /**
- * Restore: puts `q` into the freshly opened pty whose master is `master`
- * (packet mode off, nothing queued) and sets termios `t`. Returns cryo's
- * slave fd, to close once the tree holds its own.
+ * Dump: the output column modulo 8 of the pty (master's queue empty, the
+ * tree frozen), left as it was. The caller puts the termios back.
  */
-export function refillPty(master: number, q: PtyQueue, t: Uint8Array): number {
+function measureColumn(master: number, slave: number, t: Termios2): number {
+  setTermios2(master, columnTermios(t, TAB3));
+  // A TAB, then a mark that ends its spaces.
+  writeAllWaiting(slave, new Uint8Array([0x09, 0x21]), WRITE_TIMEOUT_MS);
+  const seen: number[] = [];
+  while (seen.length < 9 && seen[seen.length - 1] !== 0x21) {
+    if (!(pollFd(master, POLL.IN, WRITE_TIMEOUT_MS) & POLL.IN)) break;
+    const b = readOnce(master, 9 - seen.length);
+    if (b === null || b.length === 0) break;
+    seen.push(...b);
+  }
+  const n = seen.length - 1;
+  if (seen[n] !== 0x21 || n < 1 || seen.slice(0, n).some((b) => b !== 0x20)) {
+    throw new Error("a TAB written to measure the pty's column did not come out as spaces");
+  }
+  // Backspaces put the column back; the master need not see them.
+  writeAllWaiting(slave, new Uint8Array(n + 1).fill(0x08), WRITE_TIMEOUT_MS);
+  discardMasterInput(master);
+  return (8 - n) % 8;
+}
+
+/**
+ * Restore: fills the freshly opened pty whose master is `master` (packet
+ * mode off, nothing queued) — the output column (modulo 8) first, then the
+ * queued bytes `q` — and sets termios `t`. Returns cryo's slave fd, to
+ * close once the tree holds its own.
+ */
+export function refillPty(
+  master: number,
+  q: PtyQueue | undefined,
+  column: number,
+  t: Uint8Array,
+): number {
   const slave = openPeer(master);
   try {
-    putBack(master, slave, q, t);
+    if (column) {
+      setTermios2(master, columnTermios(decodeTermios2(t)));
+      writeAllWaiting(slave, new Uint8Array(column).fill(0x20), WRITE_TIMEOUT_MS);
+      discardMasterInput(master);
+    }
+    if (q) putBack(master, slave, q, t);
+    setTermios2(master, t);
     return slave;
   } catch (e) {
     rawSyscall(SYS.close, slave);

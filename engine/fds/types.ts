@@ -6,6 +6,7 @@
  */
 
 import type { InetSocket, NetlinkSocket } from "../model.ts";
+import type { EpollWatch } from "./epoll.ts";
 
 /** How one fd of a restored process is re-created. */
 export type FdSource =
@@ -38,7 +39,13 @@ export type FdSource =
     settimeFlags?: number;
   }
   | { kind: "signalfd"; mask: string; flags: number }
-  | { kind: "epoll"; flags: number; targets: { fd: number; events: number; data: string }[] }
+  | {
+    kind: "epoll";
+    flags: number;
+    targets: EpollWatch[];
+    /** EPIOCSPARAMS: busy_poll_usecs, busy_poll_budget, prefer_busy_poll, when set. */
+    busyPoll?: [number, number, number];
+  }
   | {
     kind: "fifo";
     id: string;
@@ -58,7 +65,7 @@ export type FdSource =
     /** Key of the shared object, for plans. */
     key: string;
     /** Watches this holder adds to a shared epoll (one holder adds them). */
-    watches?: { fd: number; events: number; data: string }[];
+    watches?: EpollWatch[];
     /**
      * Status flags this holder sets with O_ASYNC: the kernel reports the fd
      * number O_ASYNC was set through in each signal (si_fd), so one holder

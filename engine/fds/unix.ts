@@ -325,6 +325,18 @@ function renamedSocketFile(
 // ---------------------------------------------------------------- restore
 
 /**
+ * The paths of the file of unix socket fd `f` if it is bound to a path
+ * (the bound name, and where it was renamed to); none for any other fd.
+ */
+export function socketFilePaths(f: FdInfo): string[] {
+  const u = f.socket?.unix;
+  if (!u?.name || !u.file || f.excluded || !isPathName(u.name)) return [];
+  const name = unixNameText(u.name);
+  const bound = name.startsWith("/") ? name : `${u.file.dir}/${name}`;
+  return u.file.renamed ? [bound, u.file.renamed] : [bound];
+}
+
+/**
  * Restore pre-flight: the path of each path-bound socket of the tree is
  * free or a stale socket file (which is unlinked to bind again), not
  * another kind of file and not the file of a live socket (found with
@@ -335,11 +347,7 @@ export function checkUnixNamesFree(processes: readonly ProcessImage[]): void {
   const seen = new Set<string>();
   for (const p of processes) {
     for (const f of p.fds) {
-      const u = f.socket?.unix;
-      if (!u?.name || !u.file || f.excluded || !isPathName(u.name)) continue;
-      const name = unixNameText(u.name);
-      const bound = name.startsWith("/") ? name : `${u.file.dir}/${name}`;
-      for (const path of u.file.renamed ? [bound, u.file.renamed] : [bound]) {
+      for (const path of socketFilePaths(f)) {
         if (seen.has(path)) continue;
         seen.add(path);
         let st: Deno.FileInfo;
@@ -534,12 +542,21 @@ export function planUnixSockets(
     }
     if (u.listen) {
       s.role = "listener";
-      const outside = u.listen.pending.filter((c) => !byIno.has(c));
+      // A client closed before it was accepted shows as inode 0 (no socket file any more).
+      const closed = u.listen.pending.filter((c) => c === 0).length;
+      const outside = u.listen.pending.filter((c) => c !== 0 && !byIno.has(c));
       if (outside.length) {
         refuse(
           s,
           "socket.unix-other",
           `${outside.length} connection(s) from outside the tree wait to be accepted on it`,
+        );
+      }
+      if (closed) {
+        refuse(
+          s,
+          "socket.unix-other",
+          `${closed} connection(s) whose client was closed wait to be accepted on it (the client's credentials are not known)`,
         );
       }
       for (const c of u.listen.pending) if (byIno.has(c)) union(s.ino, c);

@@ -69,7 +69,10 @@ export function plainMappingFits(x: unknown): boolean {
   if (!(x.offset === "0x0" || isHex64(x.offset))) return false;
   if (!KINDS.has(x.kind) || typeof x.name !== "string") return false;
   if (x.file !== undefined || x.sysvShm !== undefined || x.aio !== undefined) return false;
-  if (x.mempolicy !== undefined) return false; // checked by the schema
+  // Checked by the schema:
+  if (x.mempolicy !== undefined || x.shmemSize !== undefined || x.shmemJoin !== undefined) {
+    return false;
+  }
   if (x.excluded !== undefined && typeof x.excluded !== "boolean") return false;
   if (x.ghost !== undefined && typeof x.ghost !== "string") return false;
   const flags = x.vmFlags;

@@ -54,6 +54,8 @@ export const mappingChecks = z.lazy(() =>
     ghost: z.string().optional(),
     sysvShm: nat.optional(),
     mempolicy: mempolicy.optional(),
+    shmemSize: int.min(1).optional(),
+    shmemJoin: z.literal(true).optional(),
     aio: z.looseObject({
       id: nat,
       nr: nat,
@@ -219,19 +221,22 @@ export const processImageSchema = z.lazy(() =>
       signal: z.union([z.literal(19), z.literal(20), z.literal(21), z.literal(22)]),
       reported: z.boolean(),
     }).optional(),
+    continuedChildren: z.array(int.min(2)).optional(),
   })
 );
 
 const ghost = z.lazy(() =>
   z.looseObject({
     id: z.string(),
-    kind: z.enum(["memfd", "deleted"]),
+    kind: z.enum(["memfd", "deleted", "linked"]),
     name: z.string(),
+    handle: z.looseObject({ type: int, hex: z.string(), mount: z.string() }).optional(),
     size: nat,
     mode: nat,
     uid: nat,
     gid: nat,
     seals: nat,
+    writeHint: nat.optional(),
     extents: z.array(z.tuple([nat, nat])),
     file: z.string(),
     checksum: z.string(),
@@ -254,6 +259,7 @@ export const manifestSchema = z.lazy(() =>
       xfeatures: hex,
       xsaveSize: nat,
       pageSize: nat,
+      clocks: z.looseObject({ monotonicNs: z.string(), boottimeNs: z.string() }).optional(),
     }),
     rootPid: int,
     processes: z.array(z.looseObject({

@@ -187,6 +187,14 @@ export function processProblem(p: ProcessImage, pidOne = false): string | undefi
 }
 
 function ghostProblem(g: GhostFile): string | undefined {
+  if (g.kind === "linked") {
+    const h = g.handle;
+    if (!h || !/^([0-9a-f]{2}){1,128}$/.test(h.hex) || !Number.isSafeInteger(h.type)) {
+      return `ghost ${g.id}: a linked file without a valid file handle`;
+    }
+    return pathProblem(`ghost ${g.id} mount`, h.mount) ??
+      pathProblem(`ghost ${g.id} name`, g.name, true);
+  }
   if (typeof g.file !== "string" || !/^ghost-[0-9]+-[0-9]+\.data$/.test(g.file)) {
     return `ghost file ${JSON.stringify(g.file)} has a bad name`;
   }

@@ -1,6 +1,6 @@
 /**
  * Memory details beyond the pages: each mapping's madvise and mlock flags
- * (VmFlags), MADV_GUARD_INSTALL guard regions, and the process-wide memory
+ * (VmFlags), mseal, MADV_GUARD_INSTALL guard regions, and the process-wide memory
  * settings /proc does not show per mapping: mlockall(MCL_FUTURE) (found
  * with a probe page mapped by injection) and KSM
  * merge-any (PR_SET_MEMORY_MERGE). THP disable is a process attribute
@@ -9,12 +9,16 @@
  * Dump: {@link collectMemoryDetails} records them and refuses mappings with
  * flags cryo does not re-create. Restore: {@link emitVmFlags} per mapping,
  * then {@link emitMemoryFlagsAfter} (guards, locks, process-wide flags); none of them may fail
- * (a flag that cannot be set fails the restore instead of being lost).
+ * (a flag that cannot be set fails the restore instead of being lost). Sealed
+ * mappings ("sl", mseal) are sealed last of all, by the engine once the
+ * program has run ({@link deferSeals}): nothing of the restore may change
+ * them after that.
  *
  * @module
  */
 
 import { isOwnTrackingFlag } from "./own_tracking.ts";
+import { isSecretMem } from "./secretmem.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import type { Mapping, ProcessImage } from "../model.ts";
 import type { Refusals } from "../support.ts";
@@ -71,10 +75,15 @@ export const MADVISE_FOR_FLAG: Readonly<Record<string, number>> = {
 /** VmFlags set by mlock/mlock2/mlockall. */
 const LOCK_FLAGS = new Set(["lo", "lf"]);
 
+/** VM_SEALED (mseal): sealed again at the very end of the restore ({@link deferSeals}). */
+const SEALED = "sl";
+
 /** Flags a fork does not pass on to the child's copy of a mapping. */
 export const NOT_INHERITED_FLAGS: ReadonlySet<string> = LOCK_FLAGS;
 
 const MADV_GUARD_INSTALL = 102;
+/** mseal(2) (no libc wrapper; x86-64 number). */
+const SYS_MSEAL = 462;
 const MLOCK_ONFAULT = 1;
 const MCL_FUTURE = 2;
 const MCL_ONFAULT = 4;
@@ -186,7 +195,8 @@ function verdictOf(
   if (!v) {
     v = {
       odd: flags.filter((f) =>
-        !FROM_MMAP.has(f) && MADVISE_FOR_FLAG[f] === undefined && !LOCK_FLAGS.has(f)
+        !FROM_MMAP.has(f) && MADVISE_FOR_FLAG[f] === undefined && !LOCK_FLAGS.has(f) &&
+        f !== SEALED
       ),
       uw: flags.includes("uw"),
       gu: flags.includes("gu"),
@@ -223,6 +233,9 @@ function collectMappingDetails(
   judged: Map<readonly string[], FlagsVerdict>,
 ): void {
   if (m.kind === "vdso" || m.kind === "vsyscall") return;
+  if (m.kind === "file-shared" && isSecretMem(m.name)) {
+    refusals.use("memory.secretmem", `process ${pid} mapping ${m.start}-${m.end}`);
+  }
   let v = verdictOf(m.vmFlags, judged);
   // cryo's own dirty tracking of a pre-dump (engine/dump/tracking.ts): never recorded.
   // (Only an area with "uw" can be one: 10,000 areas without it skip the lookup.)
@@ -419,6 +432,34 @@ export function emitMemoryFlagsAfter(
     const flags = MCL_FUTURE | (f.mlockFuture === "onfault" ? MCL_ONFAULT : 0);
     p.op(SYS.mlockall, [flags], {
       comment: `mlockall(MCL_FUTURE${flags & 4 ? "|MCL_ONFAULT" : ""})`,
+    });
+  }
+}
+
+/** A syscall the engine injects once the restore program has run (engine/task/timers.ts's). */
+interface Deferred {
+  nr: number;
+  args: bigint[];
+  what: string;
+}
+
+/**
+ * Restore: the sealed mappings of `proc` ("sl") are sealed again with
+ * mseal, by the engine after the program and every other injection that
+ * may change them (`deferred`, run at the session's finalize): sealing
+ * forbids munmap, mremap, mprotect and mmap over them, and the program
+ * maps, fills, protects, advises and locks them first. A child forked from
+ * this process during its program inherits the mapping unsealed and seals
+ * it in its own finalize.
+ */
+export function deferSeals(proc: ProcessImage, deferred: Deferred[]): void {
+  for (const m of proc.mappings) {
+    if (m.kind === "vdso" || m.kind === "vsyscall" || !m.vmFlags.includes(SEALED)) continue;
+    const start = BigInt(m.start);
+    deferred.push({
+      nr: SYS_MSEAL,
+      args: [start, BigInt(m.end) - start, 0n],
+      what: `mseal(${m.start}-${m.end})`,
     });
   }
 }

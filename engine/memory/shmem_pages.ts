@@ -18,13 +18,23 @@
  * dump), a mapping whose pages this process has not all mapped is
  * reported ({@link ShmemFaults.unreachable}): the dump refuses it.
  *
+ * The object's size is read on the way (one lseek on the fd already open):
+ * a mapping grown with mremap past its object (SIGBUS there) records it
+ * ({@link markShmemObjects}, `Mapping.shmemSize`) so that the restore makes
+ * the object no bigger; otherwise the restored object would be as long as
+ * the mapping and the SIGBUS range readable. An area split by mprotect or
+ * madvise is several mappings of one object: each one that continues the
+ * object of the one before (adjacent, same inode, offset following on) is
+ * marked (`Mapping.shmemJoin`), and the restore maps the run as one object.
+ *
  * @module
  */
 
-import { dataExtents } from "../../ffi/files.ts";
+import { dataExtents, fileSize } from "../../ffi/files.ts";
 import { closeRawFd, openRawFd } from "../../ffi/syscall_table.ts";
 import { type MapEntry, readMapsMatching } from "../proc/maps.ts";
 import { openPagemap, PAGE_SIZE } from "../proc/pagemap.ts";
+import type { Mapping } from "../model.ts";
 import type { Refusals } from "../support.ts";
 
 /** How maps names shared anonymous memory (a shmem object). */
@@ -41,6 +51,18 @@ export interface ShmemFaults {
    * another holder wrote may be missing from them, and cannot be found.
    */
   unreachable: { start: bigint; end: bigint }[];
+  /**
+   * Mappings that reach past the end of their object (grown with mremap):
+   * their start and the object's bytes from the mapping's offset on (0 or
+   * less: the whole mapping is past the end).
+   */
+  short?: Map<bigint, number>;
+  /**
+   * Mappings that continue the object of the mapping just before them (an
+   * area split by mprotect or madvise: same object, adjacent, its offset
+   * following on), by start.
+   */
+  joined?: Set<bigint>;
 }
 
 /**
@@ -59,8 +81,16 @@ export function mapShmemPages(pid: number, frozenMaps?: readonly MapEntry[]): Sh
   using pagemap = openPagemap(pid);
   let mem: Deno.FsFile | undefined;
   let buf: Uint8Array | undefined;
+  let prev: MapEntry | undefined;
   try {
     for (const v of areas) {
+      if (
+        prev && prev.end === v.start && prev.inode === v.inode && prev.dev === v.dev &&
+        v.offset === prev.offset + (prev.end - prev.start)
+      ) {
+        (out.joined ??= new Set()).add(v.start);
+      }
+      prev = v;
       let obj: number;
       try {
         obj = openRawFd(
@@ -82,6 +112,10 @@ export function mapShmemPages(pid: number, frozenMaps?: readonly MapEntry[]): Sh
       }
       let extents: [number, number][];
       try {
+        const size = fileSize(obj);
+        if (size >= 0 && size < Number(v.offset + v.end - v.start)) {
+          (out.short ??= new Map()).set(v.start, size - Number(v.offset));
+        }
         extents = dataExtents(obj, Number(v.offset + v.end - v.start));
       } finally {
         closeRawFd(obj);
@@ -128,5 +162,33 @@ export function refuseUnreachableShmem(pid: number, faults: ShmemFaults, refusal
       `process ${pid} mapping ${start.toString(16)}-${end.toString(16)}`,
       "some of its pages are not mapped by the process, and without CAP_SYS_ADMIN over /proc/<pid>/map_files the pages another process wrote cannot be found",
     );
+  }
+}
+
+/**
+ * Records in the shared anonymous mappings of process `pid` that reach past
+ * their object how much of each the object covers (`Mapping.shmemSize`,
+ * from {@link mapShmemPages}), and which continue the object of the mapping
+ * before them (`Mapping.shmemJoin`); refuses one wholly past its object.
+ */
+export function markShmemObjects(
+  pid: number,
+  mappings: readonly Mapping[],
+  faults: ShmemFaults,
+  refusals: Refusals,
+): void {
+  if (!faults.short && !faults.joined) return;
+  for (const m of mappings) {
+    if (m.kind !== "anon-shared") continue;
+    if (faults.joined?.has(BigInt(m.start))) m.shmemJoin = true;
+    const covered = faults.short?.get(BigInt(m.start));
+    if (covered === undefined) continue;
+    if (covered > 0) m.shmemSize = covered;
+    else {
+      refusals.use(
+        "memory.shmem-past-end",
+        `process ${pid} mapping ${m.start}-${m.end}`,
+      );
+    }
   }
 }

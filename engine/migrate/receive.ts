@@ -20,6 +20,7 @@ import { readManifest, verifyImageDir, writeManifest } from "../image/manifest.t
 import type { LazyEnsure } from "../memory/lazy_serve.ts";
 import { StreamingFlatten } from "./stream_flatten.ts";
 import { CryoError } from "../errors.ts";
+import { checkClocks } from "../task/clocks.ts";
 import { acceptSender, type Channel, FRAME } from "./wire.ts";
 
 /** Options of {@link receive}. */
@@ -39,6 +40,13 @@ export interface ReceiveOptions {
    * as it arrives instead of all at the end.
    */
   deferMerge?: boolean;
+  /**
+   * The tree will be restored here: the final round's clocks are checked
+   * before it is acknowledged (engine/task/clocks.ts), so that a host whose
+   * clocks are behind fails the migration while the source still runs.
+   * "allow": restore anyway; undefined: no check (the image is only written).
+   */
+  clockCheck?: "check" | "allow";
 }
 
 /** An image restorable before it is complete (see {@link ReceiveOptions.deferMerge}). */
@@ -233,6 +241,7 @@ export async function receive(
       prev = done;
       if (opts.deferMerge) await verifyImageDir(done); // its sizes and checksums, now
       if (r.final) {
+        if (opts.clockCheck === "check") checkClocks(await readManifest(done));
         let sf: StreamingFlatten | undefined;
         if (opts.deferMerge) sf = await StreamingFlatten.prepare(done, `${partial}/flat`, dir);
         else await flattenImage(done, dir); // checks the whole chain; written aside, then renamed

@@ -67,6 +67,7 @@ async function main(): Promise<void> {
         verifyChecksums: req.verifyChecksums,
         optIns: req.optIns,
         trustImageOwner: req.trustImageOwner,
+        allowClockBackwards: req.allowClockBackwards,
         inheritFds: new Map(req.inheritFds),
         ...(req.adopt ? { existingRoot: { pid: 1, go } } : {}),
       });

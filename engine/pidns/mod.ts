@@ -196,6 +196,7 @@ export type InnerResult =
     dir?: string;
     manifest?: Manifest;
     stats?: CheckpointResult["stats"];
+    networkLock?: CheckpointResult["networkLock"];
     pids?: number[];
     seconds?: number;
   }
@@ -270,7 +271,12 @@ export async function checkpointInNamespace(
       await new Promise((r) => setTimeout(r, 5));
     }
     if (!result?.ok) throw failure(result, `cannot dump ${pid}`);
-    const out = { dir: result.dir!, manifest: result.manifest!, stats: result.stats! };
+    const out = {
+      dir: result.dir!,
+      manifest: result.manifest!,
+      stats: result.stats!,
+      ...(result.networkLock ? { networkLock: result.networkLock } : {}),
+    };
     opts.onEvent?.({ type: "done", stats: out.stats });
     return out;
   } finally {
@@ -352,6 +358,7 @@ export function restoreInNamespace(dir: string, opts: RestoreOptions): RestoredT
         verifyChecksums: opts.verifyChecksums ?? true,
         optIns: opts.optIns ?? [],
         trustImageOwner: !!opts.trustImageOwner,
+        allowClockBackwards: !!opts.allowClockBackwards,
         inheritFds: [...(opts.inheritFds ?? new Map())],
       }),
     );

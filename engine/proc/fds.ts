@@ -107,8 +107,10 @@ export function classifyFd(target: string, stat: Deno.FileInfo | FdStat | null):
       return { kind: "blockdev", deleted, path };
     case 0o010000:
       return { kind: "fifo", deleted, path };
+    // Only O_PATH opens these by a path: a link itself (with O_NOFOLLOW), a socket's file.
+    case 0o120000:
     case 0o140000:
-      return { kind: "socket", deleted, path };
+      return { kind: "path", deleted, path };
   }
   return { kind: "unknown", deleted, path };
 }

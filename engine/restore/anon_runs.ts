@@ -371,3 +371,149 @@ export function emitAnonMmap(
     comment: "moved into place: its page offset keeps it apart",
   });
 }
+
+/** What {@link reservedMember} found: a member mapped `PROT_NONE` and left so. */
+const SHUT = 1;
+/** What {@link reservedMember} found: a member opened read-write by `mprotect`. */
+const OPEN = 2;
+/** With {@link SHUT} or {@link OPEN}: the member has "nh" (MADV_NOHUGEPAGE). */
+const NH = 4;
+/** With {@link SHUT} or {@link OPEN}: the member has "nr" (MAP_NORESERVE). */
+const NR = 8;
+const MAP_NORESERVE = 0x4000;
+const MADV_NOHUGEPAGE = 15;
+
+/**
+ * Whether `m` may be a member of a reserved run ({@link reservedRunLength}),
+ * and which: {@link SHUT} for a private anonymous `---p` area without pages
+ * that was never writable (no "ac": a thread stack's guard page, the unused
+ * tail of a malloc arena), {@link OPEN} for a `rw-p` one (the stack, the
+ * arena's head), accounted ("ac") unless it is not reserved ("nr": then
+ * never accounted), each with {@link NH} when it has "nh" and {@link NR}
+ * when it has "nr"; 0 for anything else (a name, a policy, guard regions,
+ * or any VmFlag but "rd wr mr mw me ac sd nh nr").
+ */
+function reservedMember(m: Mapping): number {
+  const perms = m.perms;
+  const open = perms === "rw-p";
+  if (!open && perms !== "---p") return 0;
+  if (m.kind !== "anon" || m.name !== "" || (!open && m.pages.length > 0)) return 0;
+  if (m.inherited || m.sysvShm !== undefined || m.aio || m.mempolicy || m.guards) return 0;
+  const flags = m.vmFlags;
+  let seen = 0;
+  for (let k = 0; k < flags.length; k++) {
+    const f = flags[k];
+    if (f === "mr") seen |= 1;
+    else if (f === "mw") seen |= 2;
+    else if (f === "me") seen |= 4;
+    else if (f === "ac") seen |= 8;
+    else if (f === "nh") seen |= 16;
+    else if (f === "nr") seen |= 32;
+    else if (f !== "rd" && f !== "wr" && f !== "sd") return 0;
+  }
+  // Accounted exactly when read-write and reserved (mprotect charges only those).
+  if ((seen & 7) !== 7 || (open && (seen & 32) === 0) !== ((seen & 8) !== 0)) return 0;
+  return (open ? OPEN : SHUT) | (seen & 16 ? NH : 0) | (seen & 32 ? NR : 0);
+}
+
+/**
+ * How many mappings from `mappings[i]` on form a reserved run that
+ * {@link emitReservedRun} re-creates together: 0 when `mappings[i]` does not
+ * start one of at least two. Its members ({@link reservedMember}) follow on
+ * in memory, all with "nh" or all without, all with "nr" or all without
+ * (a malloc arena), none kept apart from the one
+ * before it ({@link keptApart}): thread stacks and their guard pages, one
+ * pair per thread, as glibc makes them (one `PROT_NONE` mmap, with
+ * MAP_STACK's "nh" since Linux 6.8, the stack then opened by `mprotect`).
+ */
+export function reservedRunLength(mappings: readonly Mapping[], i: number): number {
+  const kind = reservedMember(mappings[i]);
+  if (kind === 0 || i + 1 >= mappings.length) return 0;
+  if (i > 0 && keptApart(mappings[i - 1], mappings[i])) return 0;
+  const flags = kind & (NH | NR);
+  let end = mappings[i].end;
+  // (By findFrom: no loop of many rounds here, see engine/find_from.ts.)
+  const stop = findFrom(mappings, (next, k) => {
+    const member = reservedMember(next);
+    if (next.start !== end || member === 0 || (member & (NH | NR)) !== flags) return true;
+    if (keptApart(mappings[k - 1], next)) return true;
+    end = next.end;
+    return false;
+  }, i + 1);
+  const n = (stop < 0 ? mappings.length : stop) - i;
+  return n >= 2 ? n : 0;
+}
+
+/**
+ * Emits the reserved run of `n` mappings from `mappings[i]` (see
+ * {@link reservedRunLength}) as the process made it: one `PROT_NONE` mmap
+ * of the whole run (no commit charge, no "ac"; MAP_NORESERVE for "nr"), its
+ * "nh" advice given once on the whole area before anything is split or
+ * loaded, then each open member made read-write by `mprotect` (which
+ * charges it and sets "ac" unless "nr", as the process's own `mprotect`
+ * did), then the open members' pages, handed
+ * to `load` (in order, page runs that follow on both in memory and in the
+ * image joined). The areas come out as before: members alternate between
+ * protections (alike neighbours are never both members), so every boundary
+ * is one the `mprotect`s draw, and no member has another madvise flag. A
+ * `PROT_NONE` member never had pages nor an `anon_vma`, and has none after.
+ */
+export function emitReservedRun(
+  p: ProgramBuilder,
+  mappings: readonly Mapping[],
+  i: number,
+  n: number,
+  load: (stretches: { addr: HexNum; length: number; fileOffset: number }[]) => void,
+): void {
+  const first = mappings[i], last = mappings[i + n - 1];
+  const start = hexNum(first.start);
+  const len = hexMinus(hexNum(last.end), start);
+  const kind = reservedMember(first);
+  const flags = MAP_PRIVATE | MAP_FIXED | MAP_ANONYMOUS | (kind & NR ? MAP_NORESERVE : 0);
+  p.op(SYS.mmap, [start, len, 0, flags, -1, 0], {
+    comment:
+      `${n} private anonymous mappings ${first.start}-${last.end}, mapped PROT_NONE together`,
+  });
+  if (kind & NH) {
+    p.op(SYS.madvise, [start, len, MADV_NOHUGEPAGE], { comment: "VmFlag nh, every member's" });
+  }
+  const stretches: { addr: HexNum; length: number; fileOffset: number }[] = [];
+  const rows = new Float64Array(3 * n);
+  let count = 0;
+  // (By findFrom: no loop of many rounds in this function, see engine/find_from.ts.)
+  findFrom(
+    mappings,
+    (m) => {
+      if (m.perms !== "rw-p") return false;
+      const s = hexNum(m.start);
+      const e = hexNum(m.end);
+      if (typeof s === "number" && typeof e === "number") {
+        rows[3 * count] = s;
+        rows[3 * count + 1] = e - s;
+        rows[3 * count + 2] = PROT_READ | PROT_WRITE;
+        count++;
+      } else {
+        p.opsOfNumbers(SYS.mprotect, 3, rows, count);
+        count = 0;
+        p.op(SYS.mprotect, [s, hexMinus(e, s), PROT_READ | PROT_WRITE]);
+      }
+      const pages = m.pages;
+      for (let q = 0; q < pages.length; q++) {
+        const r = pages[q];
+        const addr = hexNum(r.addr);
+        const prev = stretches[stretches.length - 1];
+        if (
+          prev && prev.fileOffset + prev.length === r.fileOffset &&
+          same(hexPlus(prev.addr, prev.length), addr)
+        ) {
+          prev.length += r.length;
+        } else stretches.push({ addr, length: r.length, fileOffset: r.fileOffset });
+      }
+      return false;
+    },
+    i,
+    i + n,
+  );
+  p.opsOfNumbers(SYS.mprotect, 3, rows, count);
+  load(stretches);
+}

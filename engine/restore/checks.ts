@@ -6,6 +6,7 @@
  */
 
 import { zombiePids } from "../task/zombies.ts";
+import { placeholderPids } from "../task/groups.ts";
 import { vdsoFacts } from "../vdso.ts";
 import { recallOwnVdso, rememberOwnVdso } from "../proc/vm_flags_memo.ts";
 import { readStatus } from "../proc/status.ts";
@@ -19,6 +20,8 @@ import { SYS } from "../../ffi/sysno.ts";
 import { Errno } from "../../ffi/errno.ts";
 import { findFrom } from "../find_from.ts";
 import { changeTimeNs } from "../../ffi/statx.ts";
+
+const O_NOFOLLOW = 0o400000;
 
 function describeHolder(pid: number): string | undefined {
   try {
@@ -62,8 +65,11 @@ function groupHolder(ids: Set<number>): { id: number; pid: number; what: string 
  * session id ({@link checkGroupIdsFree}).
  */
 export function checkPidsFree(processes: readonly ProcessImage[], groups = true): void {
-  for (const p of processes) {
-    for (const id of [p.pid, ...p.threads.map((t) => t.tid), ...zombiePids([p])]) {
+  // Placeholders of groups whose leader is gone take the leaders' pids (engine/task/groups.ts).
+  const placeholders = placeholderPids(processes).map((x) => x.pid);
+  for (const [i, p] of processes.entries()) {
+    const more = i === 0 ? placeholders : [];
+    for (const id of [p.pid, ...p.threads.map((t) => t.tid), ...zombiePids([p]), ...more]) {
       // kill(id, 0): ESRCH when no task has this id (a thread's tid included),
       // without a /proc lookup and an exception per free id.
       if (rawSyscall(SYS.kill, id, 0) !== -BigInt(Errno.ESRCH)) {
@@ -83,7 +89,13 @@ export function checkPidsFree(processes: readonly ProcessImage[], groups = true)
  * failed, to say why (engine/restore/mod.ts).
  */
 export function checkGroupIdsFree(processes: readonly ProcessImage[]): void {
-  const holder = groupHolder(new Set([...processes.map((p) => p.pid), ...zombiePids(processes)]));
+  const holder = groupHolder(
+    new Set([
+      ...processes.map((p) => p.pid),
+      ...zombiePids(processes),
+      ...placeholderPids(processes).map((x) => x.pid),
+    ]),
+  );
   if (holder) {
     throw new RestoreError(
       `cannot restore: pid ${holder.id} is still in use as the ${holder.what} id of process ${holder.pid}`,
@@ -300,7 +312,10 @@ export function checkFdFiles(
     }
     let st: Deno.FileInfo;
     try {
-      st = Deno.statSync(source.path);
+      // The link itself for an O_PATH fd of one (kind "path", or opened O_NOFOLLOW).
+      st = info?.kind === "path" || (info?.flags ?? 0) & O_NOFOLLOW
+        ? Deno.lstatSync(source.path)
+        : Deno.statSync(source.path);
     } catch {
       throw new RestoreError(
         `cannot restore: fd ${fd} of process ${image.pid} was ${source.path}, which is missing (use --inherit-fd ${fd}=PATH)`,
@@ -325,9 +340,16 @@ export function checkFdFiles(
 const TYPE_NAMES: Partial<Record<FdInfo["kind"], [string, (st: Deno.FileInfo) => boolean]>> = {
   file: ["a regular file", (st) => st.isFile],
   directory: ["a directory", (st) => st.isDirectory],
+  path: [
+    "a symbolic link, socket file or FIFO",
+    (st) => st.isSymlink || st.isSocket === true || st.isFifo === true,
+  ],
   chardev: ["a character device", (st) => st.isCharDevice === true],
   blockdev: ["a block device", (st) => st.isBlockDevice === true],
   fifo: ["a FIFO", (st) => st.isFifo === true],
+  // O_PATH fds (engine/fds/mod.ts): a symlink opened O_NOFOLLOW, a socket's file.
+  unknown: ["a symlink", (st) => st.isSymlink],
+  socket: ["a socket file", (st) => st.isSocket === true],
 };
 
 /**

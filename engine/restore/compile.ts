@@ -55,7 +55,12 @@ import { type ProgramBuilder, slot } from "../program/builder.ts";
 import { type DeferredSyscall, emitPosixTimers } from "../task/timers.ts";
 import { emitTaskState } from "../task/mod.ts";
 import { type CredsSections, emitCredsSections } from "../task/creds.ts";
-import { emitHugePageAdvice, emitMemoryFlagsAfter, emitVmFlags } from "../memory/flags.ts";
+import {
+  deferSeals,
+  emitHugePageAdvice,
+  emitMemoryFlagsAfter,
+  emitVmFlags,
+} from "../memory/flags.ts";
 import { emitSysvShmAttach } from "../memory/sysvshm.ts";
 import { emitAioRings } from "../memory/aio.ts";
 import {
@@ -76,12 +81,20 @@ import {
   inheritingChildren,
 } from "../memory/inherit_restore.ts";
 import { emitZombieBranches, emitZombies } from "../task/zombies.ts";
+import { emitPlaceholderBranches, emitPlaceholders, placeholdersOf } from "../task/groups.ts";
 import { SIGTRAP } from "../task/sigtrap.ts";
 import { emitThreadClones } from "./thread_clone.ts";
 import { chainedCreds, emitThreadSections, type ThreadSections } from "./thread_state.ts";
 import { hexMinus, hexNum } from "../image/hexnum.ts";
+import { emitSharedAnon, inSharedAnonGroup } from "../memory/shmem_restore.ts";
 import { emitMbind, emitSetMempolicy } from "../memory/mempolicy.ts";
-import { anonRunLength, emitAnonMmap, emitAnonRun } from "./anon_runs.ts";
+import {
+  anonRunLength,
+  emitAnonMmap,
+  emitAnonRun,
+  emitReservedRun,
+  reservedRunLength,
+} from "./anon_runs.ts";
 import { emitPageLoads, emitRunLoads, pageHelperTid, UFFD_BUDGET } from "./page_loads.ts";
 
 /** Slot numbers used by compiled programs. */
@@ -208,6 +221,7 @@ export function compileProcess(proc: ProcessImage, opts: CompileOptions): Compil
   const gadget = p.data(new Uint8Array([0x0f, 0x05, 0xcc, 0xcc]), 16);
   const deferred: DeferredSyscall[] = [];
   emitProgram(p, proc, opts, fds, boot.slotsAddress, deferred);
+  deferSeals(proc, deferred); // after everything else (engine/memory/flags.ts)
   const sections = emitCredsSections(p, proc);
   // Each thread's own state, then on into its credentials: one run per thread at finalize.
   const threadSections = emitThreadSections(
@@ -260,13 +274,19 @@ function emitProgram(
   } else if (proc.pgid === proc.pid) p.op(SYS.setpgid, [0, 0], { comment: "group leader" });
   emitSharedCreation(p, opts.shared, proc.pid, SLOTS.scratch, slotsAddress);
   emitUnixCreation(p, opts.unixSockets, proc.pid, SLOTS.scratch, slotsAddress);
+  // Groups whose leader is gone, made again by placeholders (engine/task/groups.ts).
+  const placeholders = opts.images ? placeholdersOf(proc.pid, opts.images) : [];
+  emitPlaceholders(p, placeholders.filter((x) => !x.session));
 
   // Children first: they exec their own image and leave this memory behind.
   const inheriting = inheritingChildren(proc, opts.images);
   const execChildren = proc.children.filter((c) => !inheriting.includes(c));
+  // A session's placeholder clones its members for this process (engine/task/groups.ts).
+  const cloned = new Set(placeholders.flatMap((x) => x.members));
   for (const child of execChildren) {
     const path = opts.childImages.get(child);
     if (!path) throw new Error(`no image for child ${child} of ${proc.pid}`);
+    if (cloned.has(child)) continue;
     const args = cloneWithTid(p, child, { exitSignal: 17n });
     p.op(SYS.clone3, [args, cloneArgs.size], {
       jumpIfZeroTo: `child-${child}`,
@@ -280,7 +300,9 @@ function emitProgram(
   const examine = emitMemory(p, proc, opts, slotsAddress);
   emitAioRings(p, proc, slotsAddress, SLOTS.scratch, examine);
   emitMemoryFlagsAfter(p, proc, examine);
-  emitInheritForks(p, inheriting);
+  emitInheritForks(p, inheriting.filter((c) => !cloned.has(c)));
+  emitPlaceholders(p, placeholders.filter((x) => x.session)); // with this memory
+
   emitMm(p, proc, slotsAddress);
   emitNofileForFds(p, proc);
   emitFds(p, fds, slotsAddress, SLOTS.scratch);
@@ -308,6 +330,11 @@ function emitProgram(
     p.end();
   }
   emitZombieBranches(p, proc);
+  emitPlaceholderBranches(
+    p,
+    placeholders,
+    (m) => inheriting.includes(m) ? `inherit-${m}` : `child-${m}`,
+  );
   p.label("thread-park");
   p.end("new thread parks here; the engine sets its registers");
 }
@@ -366,6 +393,19 @@ function emitMemory(
       i += run - 1;
       continue;
     }
+    // Thread stacks and their guards: one PROT_NONE mmap, the stacks opened (anon_runs.ts).
+    const reserved = lazy ? 0 : reservedRunLength(proc.mappings, i);
+    if (reserved) {
+      emitReservedRun(
+        p,
+        proc.mappings,
+        i,
+        reserved,
+        (stretches) => emitRunLoads(p, proc, stretches, SLOTS.image, helper, m.start, true),
+      );
+      i += reserved - 1;
+      continue;
+    }
     examine.push(i);
     if (m.inherited) {
       emitInheritedMapping(p, m, SLOTS.image);
@@ -387,8 +427,10 @@ function emitMemory(
     // or when a private mapping was accounted ("ac": it had been writable),
     // so the kernel keeps its commit accounting as before.
     const accounted = m.vmFlags.includes("ac") && m.perms[3] === "p" && (prot & 2) === 0;
-    const needsWrite = (m.pages.length > 0 || accounted) && (prot & 2) === 0;
-    const mapProt = needsWrite ? prot | 2 : prot;
+    // A piece of a shared anonymous object mapped in several: mapped read-write with the others.
+    const grouped = m.kind === "anon-shared" && inSharedAnonGroup(proc.mappings, i);
+    const needsWrite = grouped ? prot !== 3 : (m.pages.length > 0 || accounted) && (prot & 2) === 0;
+    const mapProt = grouped ? 3 : needsWrite ? prot | 2 : prot;
     const growsDown = (m.vmFlags.includes("gd") ? MAP_GROWSDOWN : 0) |
       (m.vmFlags.includes("nr") ? MAP_NORESERVE : 0);
     if (m.kind === "anon" || m.kind === "anon-shared") {
@@ -396,15 +438,17 @@ function emitMemory(
         growsDown;
       // (An area the kernel kept apart from the one before is made apart again.)
       if (m.kind === "anon") emitAnonMmap(p, proc, i, [start, len, mapProt, flags], zeroByte);
-      else p.op(SYS.mmap, [start, len, mapProt, flags, -1, 0], { comment: mappingLabel(m) });
+      else emitSharedAnon(p, proc.mappings, i, start, mapProt, flags, mappingLabel(m));
     } else {
       const path = m.ghost !== undefined
         ? ghostPath(opts.ghosts ?? new Map(), m.ghost).path
         : m.file?.path ?? m.name;
       const shared = m.kind === "file-shared";
-      // A shared mapping that may become writable (VM_MAYWRITE, "mw") needs the file read-write.
-      const oflags = (shared && (m.perms[1] === "w" || m.vmFlags.includes("mw")) ? 2 : 0) |
-        O_CLOEXEC;
+      // A shared mapping that may become writable (VM_MAYWRITE, "mw") needs the file read-write;
+      // so does one of a write-sealed memfd ("sh" without "mw"): read-only, VM_SHARED is dropped.
+      const readWrite = shared &&
+        (m.perms[1] === "w" || m.vmFlags.includes("mw") || m.vmFlags.includes("sh"));
+      const oflags = (readWrite ? 2 : 0) | O_CLOEXEC;
       const opened = `${oflags} ${path}`;
       if (openPath !== opened) {
         if (openPath !== undefined) p.op(SYS.close, [slot(SLOTS.file)]);
@@ -418,7 +462,9 @@ function emitMemory(
     }
     // Before the pages are written: they land as the policy says (engine/memory/mempolicy.ts).
     if (m.mempolicy) emitMbind(p, start, len, m.mempolicy, mappingLabel(m));
-    if (accounted && m.pages.length === 0 && m.kind === "anon") {
+    // (A lazily served area gets its pages after: as good as never faulted here.)
+    const servedLater = lazy && lazyMappingEligible(m);
+    if (accounted && (m.pages.length === 0 || servedLater) && m.kind === "anon") {
       // The kernel drops VM_ACCOUNT when write is removed from a never-faulted
       // anonymous area: fault one page in (and drop it again) first.
       p.copy(start, zeroByte, 1, { comment: "give the area an anon_vma" });
@@ -426,7 +472,7 @@ function emitMemory(
     }
     if (m.pages.length > 0) emitHugePageAdvice(p, m);
     // Lazy restore: the pages are served later (engine/memory/lazy.ts).
-    if (lazy && lazyMappingEligible(m)) emitHotPages(p, m, hot, SLOTS.image);
+    if (servedLater) emitHotPages(p, m, hot, SLOTS.image);
     else emitPageLoads(p, proc, m, SLOTS.image, helper); // engine/restore/page_loads.ts
     if (needsWrite) p.op(SYS.mprotect, [start, len, prot]);
     emitVmFlags(p, m);

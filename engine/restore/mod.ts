@@ -55,6 +55,8 @@ import { pausePoint } from "../pause.ts";
 import { shrunkImage } from "./intact.ts";
 import type { ExistingRoot } from "./session.ts";
 import { manifestPidNamespace } from "../pidns/detect.ts";
+import { unlockConnections } from "../fds/tcp_lock.ts";
+import { checkClocks } from "../task/clocks.ts";
 import { importModule } from "../modules.ts";
 
 /** Options of {@link restore}. */
@@ -98,6 +100,12 @@ export interface RestoreOptions {
    * the server asks this before reading any.
    */
   lazyEnsure?: LazyEnsure;
+  /**
+   * Restore even where CLOCK_MONOTONIC or CLOCK_BOOTTIME is behind the
+   * image's (another boot or host): the tree then sees them go back
+   * (engine/task/clocks.ts). Default false: such a restore is refused.
+   */
+  allowClockBackwards?: boolean;
 }
 
 /** How a restored root ended. */
@@ -162,6 +170,7 @@ export async function planRestore(
   }
   validateImage(abs, manifest, images.map((i) => i.process));
   checkSameDump(manifest, images.map((i) => i.process));
+  checkClocks(manifest, opts.allowClockBackwards);
   tick?.();
   const byPid = new Map<number, ProcessImage>(images.map((i) => [i.process.pid, i.process]));
   const pathOf = (pid: number) => `${abs}/${manifest.processes.find((p) => p.pid === pid)!.file}`;
@@ -389,11 +398,26 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
     verifier ??= byBlocks
       ? new LazyImageVerifier(plan.units, plan.manifest)
       : new ImageVerifier(verify ? imagesToVerify(plan) : []);
-    return await runPlanned(plan, opts, verifier, lazyServe, byBlocks, t0);
+    const restored = await runPlanned(plan, opts, verifier, lazyServe, byBlocks, t0);
+    liftNetworkLock(plan.manifest);
+    return restored;
   } finally {
     // Nothing is left mapped or folding, whatever happened (idempotent after finish()).
     verifier?.close();
   }
+}
+
+/**
+ * The tree runs with its connections to peers outside it: lift the lock the
+ * dump left on them (engine/fds/tcp_lock.ts), so their segments reach the
+ * restored sockets. A lock that cannot be removed stays (`cryo image unlock`
+ * says why): the restore itself succeeded.
+ */
+function liftNetworkLock(manifest: Manifest): void {
+  if (!manifest.dumpId || !manifest.optIns?.includes("tcp-established")) return;
+  try {
+    unlockConnections(manifest.dumpId);
+  } catch { /* see above */ }
 }
 
 /** The part of {@link restore} that creates the tree, once `plan` is checked. */

@@ -10,14 +10,20 @@
 
 import { rawSyscall, syscallNum } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
-import { applyPtyState, openPtyMaster, setPtyLock } from "../../ffi/tty.ts";
+import {
+  applyPtyState,
+  openPtyMaster,
+  setExclusive,
+  setPtyLock,
+  stopOutput,
+} from "../../ffi/tty.ts";
+import { openPeer } from "../../ffi/pty_queue.ts";
 import { type PlannedPty, ptyStateBytes } from "../fds/tty.ts";
 import { createGhost, type PlannedGhosts } from "../fds/ghost.ts";
 import { refillPty } from "../fds/tty_queue.ts";
 import { RestoreError } from "../errors.ts";
 
 const F_DUPFD_CLOEXEC = 1030;
-const TIOCEXCL = 0x540c;
 
 /** The fds cryo provides to one restored tree. */
 export class ProvidedFds {
@@ -25,7 +31,11 @@ export class ProvidedFds {
   readonly ptys: readonly PlannedPty[];
   /** Transfer fd number -> cryo's fd (every cryo fd above every transfer number). */
   readonly fds = new Map<number, number>();
-  /** cryo's slaves of the ptys it put bytes back into, open until the tree holds its own. */
+  /**
+   * cryo's slaves of the ptys it put bytes or a column back into or set the slave's
+   * exclusive mode on, open until the tree holds its own (a last slave
+   * closing would show the master a hang-up).
+   */
   readonly #slaves: number[] = [];
 
   private constructor(ptys: readonly PlannedPty[]) {
@@ -63,17 +73,30 @@ export class ProvidedFds {
         if (fd === null) {
           throw new RestoreError(`cannot restore: /dev/pts/${p.index} is in use on this host`);
         }
+        let slave: number | undefined;
         try {
-          // Queued bytes go back first: that leaves the termios as saved.
-          if (p.queue) out.#slaves.push(refillPty(fd, p.queue, ptyStateBytes(p).termios));
+          // The column and queued bytes go back first: that leaves the termios as saved.
+          if (p.queue || p.column) {
+            slave = refillPty(fd, p.queue, p.column ?? 0, ptyStateBytes(p).termios);
+          }
           applyPtyState(fd, { ...ptyStateBytes(p), packet: p.packet });
-          if (p.exclusive) rawSyscall(SYS.ioctl, fd, TIOCEXCL, 0);
+          if (p.exclusive) setExclusive(fd);
+          if (p.masterStopped) stopOutput(fd);
+          if (p.slaveExclusive) setExclusive(slave ??= openPeer(fd));
+          if (p.hup) {
+            // Its slaves were all closed: closing cryo's shows the master the same EIO.
+            rawSyscall(SYS.close, slave ?? openPeer(fd));
+            slave = undefined;
+          }
+          if (slave !== undefined) out.#slaves.push(slave);
+          slave = undefined;
           if (p.owner) {
             const slave = `/dev/pts/${p.index}`;
             Deno.chownSync(slave, p.owner.uid, p.owner.gid);
             Deno.chmodSync(slave, p.owner.mode);
           }
         } catch (e) {
+          if (slave !== undefined) rawSyscall(SYS.close, slave);
           rawSyscall(SYS.close, fd);
           throw e;
         }

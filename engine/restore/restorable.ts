@@ -16,6 +16,8 @@ import { planSharedObjects, type SharedPlan } from "../fds/mod.ts";
 import { checkTtys, type PlannedPty, planPtys } from "../fds/tty.ts";
 import { planUnixSockets } from "../fds/unix.ts";
 import { checkPidfds } from "../fds/pidfd.ts";
+import { checkGroupsAndSessions } from "../task/groups.ts";
+import { checkContinued } from "../task/continued.ts";
 import { type CompiledProcess, compileProcess } from "./compile.ts";
 
 /** Where each image of the tree lives (or would live) and the user's fd overrides. */
@@ -64,6 +66,8 @@ export function compileTree(
   const shared = planSharedObjects(images, ptys, ghosts);
   for (const line of shared.problems) refusals.add(line);
   checkPidfds(images, refusals);
+  checkGroupsAndSessions(images, refusals, opts.checkOnly === true);
+  checkContinued(images, refusals);
   const byPid = new Map(images.map((i) => [i.pid, i]));
   // Unix sockets get their transfer fds above all of those.
   const unixSockets = planUnixSockets(

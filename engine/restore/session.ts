@@ -77,6 +77,7 @@ import { restoreCreds } from "../task/creds_restore.ts";
 import { restoreAioRings } from "../memory/aio.ts";
 import { startInheritedChild } from "./inherit_session.ts";
 import { zombiePids } from "../task/zombies.ts";
+import { awaitPlaceholder, endPlaceholder, placeholderPids } from "../task/groups.ts";
 import { releaseTree } from "../task/stopped.ts";
 import { restoreSigtrap } from "../task/sigtrap.ts";
 import { handOverFds } from "../pidns/handover.ts";
@@ -141,6 +142,12 @@ export class RestoreSession {
   #launcherBoot: Bootstrap | undefined;
   /** Zombie children the programs re-create: their exits are expected. */
   readonly #zombies = new Set<number>();
+  /** Placeholders of groups whose leader is gone, by pid, with the process that forks them. */
+  readonly #placeholders = new Map<number, number>();
+  /** Placeholders whose birth stop was seen (the drive waits for every one). */
+  readonly #placeholdersBorn = new Set<number>();
+  /** Processes whose birth stop was seen. */
+  readonly #born = new Set<number>();
   /** Each thread's final registers, XSAVE area and mask, decoded while the stubs run. */
   readonly #final: FinalStates;
 
@@ -180,6 +187,9 @@ export class RestoreSession {
     this.#rootPid = units[0].image.pid;
     this.#final = new FinalStates(units.flatMap((u) => u.image.threads));
     for (const z of zombiePids(units.map((u) => u.image))) this.#zombies.add(z);
+    for (const { pid, host } of placeholderPids(units.map((u) => u.image))) {
+      this.#placeholders.set(pid, host);
+    }
     this.#onEvent = onEvent;
   }
 
@@ -291,7 +301,8 @@ export class RestoreSession {
 
   #allDone(): boolean {
     return this.#done.size === this.#units.size &&
-      this.#parked.size === this.#expectedThreads.size && this.#launcherExited;
+      this.#parked.size === this.#expectedThreads.size && this.#launcherExited &&
+      this.#placeholdersBorn.size === this.#placeholders.size;
   }
 
   #drive(): void {
@@ -378,6 +389,13 @@ export class RestoreSession {
     }
     const unit = this.#units.get(tid);
     if (unit) {
+      // Its birth stop comes first; a later PTRACE_EVENT_STOP is a notification (a
+      // SIGCONT the program queued again): it just goes on.
+      if (this.#born.has(tid)) {
+        cont(tid, 0);
+        return;
+      }
+      this.#born.add(tid);
       // A process: it goes on to exec its image, or runs its own program in the memory it inherited.
       if (unit.image.inheritsMemory) {
         const parent = this.#units.get(unit.image.ppid)!;
@@ -386,8 +404,10 @@ export class RestoreSession {
       cont(tid, 0);
       return;
     }
-    if (this.#zombies.has(tid)) {
-      cont(tid, 0); // a zombie child re-created: it goes on to exit
+    if (this.#zombies.has(tid) || this.#placeholders.has(tid)) {
+      // A zombie child re-created goes on to exit; a placeholder, to make its group and pause.
+      if (this.#placeholders.has(tid)) this.#placeholdersBorn.add(tid);
+      cont(tid, 0);
       return;
     }
     const tgid = readStatus(tid).tgid;
@@ -453,6 +473,8 @@ export class RestoreSession {
   }
 
   #finalize(): void {
+    // A placeholder runs on its own after its birth stop: its group must exist before the joins.
+    for (const pid of this.#placeholders.keys()) awaitPlaceholder(pid);
     for (const unit of this.#units.values()) {
       const { image, compiled } = unit;
       const pid = image.pid;
@@ -507,6 +529,10 @@ export class RestoreSession {
       // XSAVE area, registers and mask, from buffers made while the stubs ran (final_state.ts).
       for (const t of image.threads) setFinalState(t.tid, this.#final.take(t).requests);
     }
+    // Every group is joined: the placeholders go (engine/task/groups.ts).
+    for (const [pid, host] of this.#placeholders) {
+      endPlaceholder(pid, this.#units.get(host)!.image);
+    }
     // TCP connections leave repair mode once every socket of the tree exists.
     finishInetSockets([...this.#units.values()].map((u) => u.image));
     // Everyone is ready: let them all go (stopped processes first).
@@ -516,13 +542,16 @@ export class RestoreSession {
 
   /**
    * A process whose group is led by another process of the tree (a
-   * pipeline of a job-control shell) joins it now that every group exists;
-   * the session, made by the program, is checked.
+   * pipeline of a job-control shell), or by a re-created zombie of it,
+   * joins it now that every group exists; the session, made by the
+   * program, is checked.
    */
   #joinGroup(image: ProcessImage, gadget: bigint): void {
     const pid = image.pid;
     const now = readStat(pid);
-    if (this.#units.has(image.pgid) && now.pgrp !== image.pgid) {
+    const led = this.#units.has(image.pgid) || this.#zombies.has(image.pgid) ||
+      this.#placeholders.has(image.pgid);
+    if (led && now.pgrp !== image.pgid) {
       check(
         `setpgid(0, ${image.pgid}) in ${pid}`,
         injectSyscall(pid, gadget, SYS.setpgid, 0, image.pgid),

@@ -73,6 +73,11 @@ export interface ProcessAttrs {
   loginuid: number;
   /** /proc/<pid>/sessionid (4294967295 = unset). */
   sessionid: number;
+  /**
+   * The nice value of its scheduler autogroup (/proc/<pid>/autogroup, one
+   * per session), when not 0; set again once the restored session exists.
+   */
+  autogroupNice?: number;
 }
 
 /** Per-thread attributes. */
@@ -407,7 +412,38 @@ export function collectProcessAttrs(
     ...optional("sessionKeyring", collectKeyrings(pid, injected.keyrings, refusals)),
     loginuid: procNumber(pid, "loginuid"),
     sessionid: procNumber(pid, "sessionid"),
+    ...optional("autogroupNice", autogroupNice(pid)),
   };
+}
+
+/** The nice value of `pid`'s autogroup when not 0 (undefined without autogroups). */
+function autogroupNice(pid: number): number | undefined {
+  let text: string;
+  try {
+    text = readProcText(pid, "autogroup");
+  } catch {
+    return undefined; // a kernel without CONFIG_SCHED_AUTOGROUP
+  }
+  const nice = Number(text.match(/ nice (-?\d+)/)?.[1] ?? 0);
+  return nice === 0 ? undefined : nice;
+}
+
+/**
+ * Dump: refuses an autogroup nice value of a process whose session leader
+ * is not in the tree: the restored process joins the restorer's session
+ * (its autogroup), whose nice value is not the image's to set.
+ */
+export function checkAutogroups(images: readonly ProcessImage[], refusals: Refusals): void {
+  const pids = new Set(images.map((p) => p.pid));
+  for (const p of images) {
+    const nice = p.attrs?.autogroupNice;
+    if (nice === undefined || pids.has(p.sid)) continue;
+    refusals.use(
+      "task.autogroup-outside",
+      `process ${p.pid}`,
+      `its session ${p.sid} (outside the tree) has autogroup nice ${nice}`,
+    );
+  }
 }
 
 /**
@@ -503,6 +539,7 @@ export function restoreAttrsBeforeCredentials(image: ProcessImage, inj: TaskInje
     );
   }
   if (a.coredumpFilter !== undefined) restoreCoredumpFilter(pid, a.coredumpFilter);
+  if (a.autogroupNice !== undefined) restoreAutogroupNice(pid, a.autogroupNice);
   for (const t of image.threads) {
     if (t.attrs!.noNewPrivs) {
       prctlIn(inj, pid, t.tid, "prctl(PR_SET_NO_NEW_PRIVS)", PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
@@ -511,6 +548,23 @@ export function restoreAttrsBeforeCredentials(image: ProcessImage, inj: TaskInje
       // Needs CAP_SYS_RESOURCE: before credentials are dropped.
       prctlIn(inj, pid, t.tid, "prctl(PR_SET_IO_FLUSHER, 1)", PR_SET_IO_FLUSHER, 1, 0, 0, 0);
     }
+  }
+}
+
+/** Writes the nice value of `pid`'s autogroup (its session's) and reads it back. */
+function restoreAutogroupNice(pid: number, nice: number): void {
+  try {
+    Deno.writeTextFileSync(`/proc/${pid}/autogroup`, String(nice));
+  } catch (e) {
+    throw new RestoreError(
+      `cannot restore the autogroup nice ${nice} of process ${pid}: ${(e as Error).message}`,
+    );
+  }
+  const now = autogroupNice(pid) ?? 0;
+  if (now !== nice) {
+    throw new RestoreError(
+      `cannot restore the autogroup nice of process ${pid}: it is ${now}, the image has ${nice}`,
+    );
   }
 }
 

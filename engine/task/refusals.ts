@@ -14,6 +14,7 @@ import { SYS } from "../../ffi/sysno.ts";
 import { readStat } from "../proc/stat.ts";
 import { listTids } from "../proc/tasks.ts";
 import { Refusals } from "../support.ts";
+import { sleepSync } from "../sleep_sync.ts";
 
 const KCMP_VM = 1;
 const VFORK_CALLS = new Set<number>([SYS.vfork, SYS.clone, SYS.clone3]);
@@ -65,7 +66,34 @@ export function refuseVforkChild(root: number): void {
   refusals.throwIfAny("the tree cannot be checkpointed");
 }
 
-/** Throws when the main thread of `pid` has exited while its other `threads` run. */
+const EXEC_CALLS = new Set<number>([SYS.execve, SYS.execveat]);
+
+/**
+ * Whether a thread of `pid` is inside execve: a thread other than the main
+ * one that execs kills the others and waits for them to be released (a
+ * tracer must reap the ones it traces), the main thread a zombie meanwhile.
+ * Reads each thread's syscall file: for the rare paths only.
+ */
+export function execInProgress(pid: number): boolean {
+  try {
+    for (const tid of listTids(pid)) {
+      try {
+        const text = Deno.readTextFileSync(`/proc/${pid}/task/${tid}/syscall`);
+        if (EXEC_CALLS.has(Number(text.split(" ")[0]))) return true;
+      } catch { /* gone */ }
+    }
+  } catch { /* gone */ }
+  return false;
+}
+
+/** How long a zombie main thread with threads running is watched for an exec's end. */
+const EXEC_GRACE_MS = 100;
+
+/**
+ * Throws when the main thread of `pid` has exited while its other `threads`
+ * run: still so after 100 ms (another thread's exec leaves it a zombie for
+ * a few ms; engine/dump/freeze.ts tries again meanwhile).
+ */
 export function refuseZombieLeader(pid: number, threads: readonly number[]): void {
   if (threads.length <= 1) return;
   let state;
@@ -75,7 +103,85 @@ export function refuseZombieLeader(pid: number, threads: readonly number[]): voi
     return;
   }
   if (state !== "Z" && state !== "X") return;
+  // An exec by another thread leaves the main thread a zombie for a few ms: given 100.
+  for (const deadline = performance.now() + EXEC_GRACE_MS; performance.now() < deadline;) {
+    sleepSync(1);
+    try {
+      state = readStat(pid).state;
+      if ((state !== "Z" && state !== "X") || listTids(pid).length <= 1) return;
+    } catch {
+      return;
+    }
+  }
   const refusals = new Refusals();
   refusals.use("task.leader-exited", `process ${pid}`);
+  refusals.throwIfAny("the tree cannot be checkpointed");
+}
+
+/** PF_EXITING in /proc/<pid>/stat's flags. */
+export const PF_EXITING = 0x4;
+
+/** How long a thread seen exiting is given to end before it is refused. */
+const EXIT_GRACE_MS = 200;
+
+/**
+ * Throws when `pid` (its stat `flags`) is exiting: it will run no code
+ * again, nor stop. Still so 200 ms on (an exit that does not wait ends
+ * sooner: a thread returning, or one another thread's exec kills).
+ */
+export function refuseExiting(pid: number, flags: number, where = `process ${pid}`): void {
+  if ((flags & PF_EXITING) === 0) return;
+  for (const deadline = performance.now() + EXIT_GRACE_MS; performance.now() < deadline;) {
+    sleepSync(1);
+    try {
+      if ((readStat(pid).flags & PF_EXITING) === 0) return;
+    } catch {
+      return; // gone
+    }
+  }
+  const refusals = new Refusals();
+  refusals.use("task.exiting", where, `it is exiting${waitingIn(pid)}`);
+  refusals.throwIfAny("the tree cannot be checkpointed");
+}
+
+/** Throws when thread `tid` of `pid` is exiting (checked through its stat file). */
+export function refuseExitingThread(pid: number, tid: number): void {
+  let flags;
+  try {
+    flags = readStat(pid, tid).flags;
+  } catch {
+    return; // gone
+  }
+  refuseExiting(tid, flags, tid === pid ? `process ${pid}` : `process ${pid} thread ${tid}`);
+}
+
+/** " (waits in <kernel function>)" for a sleeping `tid`, or "". */
+function waitingIn(tid: number): string {
+  try {
+    const w = Deno.readTextFileSync(`/proc/${tid}/wchan`).trim();
+    return w && w !== "0" ? ` (waits in ${w})` : "";
+  } catch {
+    return "";
+  }
+}
+
+/** The kernel function a thread waiting for a FUSE server's reply sleeps in. */
+const FUSE_WAIT = "request_wait_answer";
+
+/**
+ * Throws, naming the cause, when thread `tid` of process `pid` (seized and
+ * interrupted, not stopped in time) cannot stop: it is exiting, or it waits
+ * for a FUSE request whose server neither answers nor lets it be
+ * interrupted. Returns otherwise (the caller's error then).
+ */
+export function refuseUnstoppable(pid: number, tid: number): void {
+  refuseExitingThread(pid, tid);
+  let wchan = "";
+  try {
+    wchan = Deno.readTextFileSync(`/proc/${pid}/task/${tid}/wchan`).trim();
+  } catch { /* gone */ }
+  if (wchan !== FUSE_WAIT) return;
+  const refusals = new Refusals();
+  refusals.use("task.fuse-wait", tid === pid ? `process ${pid}` : `process ${pid} thread ${tid}`);
   refusals.throwIfAny("the tree cannot be checkpointed");
 }

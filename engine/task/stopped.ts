@@ -30,9 +30,11 @@ import { RestoreError } from "../errors.ts";
 import { withInjection } from "../dump/injected.ts";
 import { sleepSync } from "../sleep_sync.ts";
 import { P_PID, WNOHANG, WNOWAIT, WSTOPPED } from "../../ffi/wait.ts";
+import { notifiedOfStops } from "./continued.ts";
 
 const SIGCHLD = 17;
 const SIGSTOP = 19;
+const SIGCONT = 18;
 /** How long a released process may take to enter its stop. */
 const STOP_TIMEOUT_MS = 5000;
 
@@ -95,17 +97,25 @@ function stopPending(image: ProcessImage): boolean {
  * stop with its final state set.
  */
 export function releaseTree(images: readonly ProcessImage[], detach: (tid: number) => void): void {
-  const stopping = images.filter((i) => i.stopped || stopPending(i));
   const byPid = new Map(images.map((i) => [i.pid, i]));
+  // Children whose continue report their parent had not collected (engine/task/continued.ts).
+  const continued = new Set(images.flatMap((i) => i.continuedChildren ?? []));
+  const stopping = images.filter((i) => i.stopped || stopPending(i) || continued.has(i.pid));
   // Children before parents (images come parents first): a parent is still
   // held while its child's new stop is taken for it.
   for (const image of [...stopping].reverse()) {
+    // (A SIGSTOP pending at the dump would stop it again: then it is sent alone, as before.)
+    const again = continued.has(image.pid) && !image.stopped && !stopPending(image);
     rawSyscall(SYS.kill, image.pid, image.stopped?.signal ?? SIGSTOP);
     for (const t of image.threads) detach(t.tid);
-    if (!image.stopped) continue;
-    awaitStopped(image.pid, image.stopped.signal);
+    if (!image.stopped && !again) continue;
+    awaitStopped(image.pid, image.stopped?.signal ?? SIGSTOP);
     const parent = byPid.get(image.ppid);
-    if (parent) takeStopReport(parent, image.pid, image.stopped.reported);
+    if (parent) takeStopReport(parent, image.pid, image.stopped?.reported ?? true);
+    if (!again || !parent) continue;
+    // Continued again: the report is made anew; the SIGCHLD it sends is taken.
+    rawSyscall(SYS.kill, image.pid, SIGCONT);
+    takeStopReport(parent, image.pid, false);
   }
   for (const image of images) {
     if (stopping.includes(image)) continue;
@@ -138,6 +148,10 @@ function awaitStopped(pid: number, signal: number): void {
  */
 function takeStopReport(parent: ProcessImage, pid: number, reported: boolean): void {
   const tid = parent.pid;
+  const pending = parent.sharedPending.some((s) => s.signo === SIGCHLD);
+  // The SIGCHLD comes from the child once it stopped or woke (a held parent queues it
+  // whatever its action): wait for it, unless none is sent or one was there already.
+  if (!pending && notifiedOfStops(parent)) awaitSigchld(tid);
   const site = findSyscallInstruction(tid);
   const scratch = injectSyscall(tid, site, SYS.mmap, 0, 4096, 3, 0x22, -1, 0);
   if (scratch < 0n) throw new RestoreError(`process ${tid}: mmap(scratch) failed`);
@@ -151,7 +165,7 @@ function takeStopReport(parent: ProcessImage, pid: number, reported: boolean): v
         throw new RestoreError(`process ${tid}: the new stop report of ${pid} was not there`);
       }
     }
-    if (!parent.sharedPending.some((s) => s.signo === SIGCHLD)) {
+    if (!pending) {
       processVmWriteFully(
         tid,
         scratch + 128n,
@@ -161,5 +175,21 @@ function takeStopReport(parent: ProcessImage, pid: number, reported: boolean): v
     }
   } finally {
     injectSyscall(tid, site, SYS.munmap, scratch, 4096);
+  }
+}
+
+/** Waits (polling, with a deadline) until SIGCHLD is pending for the held process `pid`. */
+function awaitSigchld(pid: number): void {
+  const deadline = performance.now() + STOP_TIMEOUT_MS;
+  const bit = 1n << BigInt(SIGCHLD - 1);
+  for (;;) {
+    const m = Deno.readTextFileSync(`/proc/${pid}/status`).match(/^ShdPnd:\s+([0-9a-f]+)/m);
+    if (m && (BigInt(`0x${m[1]}`) & bit) !== 0n) return;
+    if (performance.now() > deadline) {
+      throw new RestoreError(
+        `process ${pid}: the SIGCHLD of its child's stop or continue never came`,
+      );
+    }
+    sleepSync(1);
   }
 }

@@ -11,7 +11,8 @@ import {
   type CheckpointResult,
 } from "../../engine/dump/mod.ts";
 import { restore, type RestoredTree, type RestoreOptions } from "../../engine/restore/mod.ts";
-import { tempDir } from "./fs.ts";
+import { UnsupportedError } from "../../engine/errors.ts";
+import { pathExists, tempDir } from "./fs.ts";
 import { adoptPid, startTarget, type Target } from "./targets.ts";
 
 /**
@@ -20,6 +21,23 @@ import { adoptPid, startTarget, type Target } from "./targets.ts";
  */
 export async function tempImageDir(): Promise<string> {
   return `${await tempDir("cryo-test-")}/image`;
+}
+
+/**
+ * Asserts that a dump of the tree of `pid` is refused (UnsupportedError)
+ * and leaves no image; `check` asserts on the refusal's lines.
+ */
+export async function assertDumpRefused(
+  pid: number,
+  check: (items: readonly string[], message: string) => void,
+): Promise<void> {
+  const dir = await tempImageDir();
+  await assert.rejects(() => checkpoint(pid, { dir }), (e: Error) => {
+    assert.ok(e instanceof UnsupportedError, String(e));
+    check(e.items, e.message);
+    return true;
+  });
+  assert.equal(pathExists(dir) && [...Deno.readDirSync(dir)].length > 0, false, "no image left");
 }
 
 /**
