@@ -35,7 +35,7 @@
 import { SYS } from "../../ffi/sysno.ts";
 import { rawSyscall } from "../../ffi/libc.ts";
 import { findSyscallInstruction, injectSyscall } from "../../ffi/inject.ts";
-import { processVmWriteFully } from "../../ffi/process_vm.ts";
+import { takeSigchld } from "./stopped.ts";
 import { __WALL, P_PID, waitPid, WEXITED, WNOHANG } from "../../ffi/wait.ts";
 import { RestoreError } from "../errors.ts";
 import { readStat } from "../proc/stat.ts";
@@ -263,12 +263,7 @@ export function endPlaceholder(pid: number, host: ProcessImage): void {
     // ECHILD when its SIGCHLD action made the kernel reap it (SIG_IGN, SA_NOCLDWAIT).
     injectSyscall(tid, site, SYS.waitid, P_PID, pid, scratch, WEXITED | WNOHANG | __WALL, 0);
     if (!host.sharedPending.some((s) => s.signo === Number(SIGCHLD))) {
-      processVmWriteFully(
-        tid,
-        scratch + 128n,
-        new Uint8Array(new BigUint64Array([1n << 16n]).buffer),
-      );
-      injectSyscall(tid, site, SYS.rt_sigtimedwait, scratch + 128n, 0, scratch + 144n, 8);
+      takeSigchld(tid, site, scratch);
     }
   } finally {
     injectSyscall(tid, site, SYS.munmap, scratch, 4096);

@@ -29,6 +29,21 @@ import { readStat } from "../proc/stat.ts";
 import { RestoreError } from "../errors.ts";
 import { withInjection } from "../dump/injected.ts";
 import { sleepSync } from "../sleep_sync.ts";
+
+/**
+ * Takes the SIGCHLD pending in thread `tid` (stopped, injectable at `site`)
+ * with an injected rt_sigtimedwait, its mask written at `scratch` + 128 (a
+ * page of the process's): a SIGCHLD that the restore's own child made and
+ * the image did not have.
+ */
+export function takeSigchld(tid: number, site: bigint, scratch: bigint): void {
+  processVmWriteFully(
+    tid,
+    scratch + 128n,
+    new Uint8Array(new BigUint64Array([1n << 16n]).buffer),
+  );
+  injectSyscall(tid, site, SYS.rt_sigtimedwait, scratch + 128n, 0, scratch + 144n, 8);
+}
 import { P_PID, WNOHANG, WNOWAIT, WSTOPPED } from "../../ffi/wait.ts";
 import { notifiedOfStops } from "./continued.ts";
 
@@ -165,14 +180,7 @@ function takeStopReport(parent: ProcessImage, pid: number, reported: boolean): v
         throw new RestoreError(`process ${tid}: the new stop report of ${pid} was not there`);
       }
     }
-    if (!pending) {
-      processVmWriteFully(
-        tid,
-        scratch + 128n,
-        new Uint8Array(new BigUint64Array([1n << 16n]).buffer),
-      );
-      injectSyscall(tid, site, SYS.rt_sigtimedwait, scratch + 128n, 0, scratch + 144n, 8);
-    }
+    if (!pending) takeSigchld(tid, site, scratch);
   } finally {
     injectSyscall(tid, site, SYS.munmap, scratch, 4096);
   }
