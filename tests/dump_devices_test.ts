@@ -14,7 +14,7 @@ import assert from "node:assert/strict";
 import { statefulDevice } from "../engine/fds/devices.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { pathExists } from "./helpers/fs.ts";
-import { assertDumpRefused, startTriggered } from "./helpers/roundtrip.ts";
+import { assertDumpRefused, dumpKillRestore, startTriggered } from "./helpers/roundtrip.ts";
 import { withTargets } from "./helpers/targets.ts";
 
 const READY = /^ready pid=(\d+)$/m;
@@ -62,3 +62,19 @@ Deno.test("devices: the stateless ones are not on the list", () => {
   if (pathExists("/sys/dev/char/10:200")) assert.equal(statefulDevice(dev(10, 200))?.name, "tun");
   if (pathExists("/sys/dev/char/10:232")) assert.equal(statefulDevice(dev(10, 232)), undefined); // kvm
 });
+
+Deno.test(
+  "devices: /dev/kmsg opened write-only (a logger) is saved and reopened",
+  withTargets(async () => {
+    const rt = await startTriggered("rt_devices", READY, { extra: ["kmsgw"] });
+    const fd = rt.t.output().match(/^opened kmsgw fd (\d+)$/m)?.[1];
+    if (!fd) {
+      console.log(`skipped: /dev/kmsg cannot be opened here:\n${rt.t.output()}`);
+      return;
+    }
+    await dumpKillRestore(rt.t);
+    assert.equal(Deno.readLinkSync(`/proc/${rt.t.pid}/fd/${fd}`), "/dev/kmsg");
+    await Deno.writeTextFile(rt.trigger, "");
+    assertChecksPassed(rt.t, [], await rt.t.wait());
+  }),
+);

@@ -6,8 +6,9 @@
  * loop device, ...). These are refused at dump by name
  * (`fd.device-stateful`), each with what would be lost:
  *
- * - /dev/kmsg: each open file has its own read position in the kernel log
- *   (a new one starts at the oldest record: every message read again);
+ * - /dev/kmsg opened for reading: each open file has its own read position
+ *   in the kernel log (a new one starts at the oldest record: every message
+ *   read again); one only written to is reopened;
  * - /dev/net/tun: the interface the fd was attached to (TUNSETIFF; a
  *   non-persistent interface goes with the dumped process);
  * - /dev/fuse: the connection to a FUSE mount;
@@ -30,6 +31,7 @@ import type { Refusals } from "../support.ts";
 import { devMajor, devMinor } from "../proc/fds.ts";
 
 const MISC_MAJOR = 10;
+const O_ACCMODE = 3, O_WRONLY = 1;
 
 /** Misc device names with state of their own per open file -> what reopening loses. */
 const STATEFUL_MISC: Readonly<Record<string, string>> = {
@@ -73,7 +75,8 @@ export function refuseStatefulDevices(images: readonly ProcessImage[], refusals:
     for (const f of p.fds) {
       if (f.excluded || f.kind !== "chardev" || f.file?.rdev === undefined) continue;
       const dev = statefulDevice(f.file.rdev);
-      if (!dev) continue;
+      // Written only (a daemon logging to /dev/kmsg), the log has no position of its own to lose.
+      if (!dev || (dev.name === "kmsg" && (f.flags & O_ACCMODE) === O_WRONLY)) continue;
       refusals.use(
         "fd.device-stateful",
         `process ${p.pid} fd ${f.fd} (${f.target})`,

@@ -3,7 +3,8 @@
  *
  * usage: rt_devices <trigger-file> <device>...
  *
- * Opens each device named (kmsg: /dev/kmsg, one record read; tun:
+ * Opens each device named (kmsg: /dev/kmsg, one record read; kmsgw:
+ * /dev/kmsg write-only; tun:
  * /dev/net/tun attached to a new interface; dma: /dev/cpu_dma_latency
  * with a 100 us request; null, urandom, kvm, loop-control: opened only),
  * printing "opened <name> fd <n>" or "skip <name> <why>" for each, then
@@ -34,6 +35,8 @@ int main(int argc, char **argv) {
         close(fd);
         continue;
       }
+    } else if (!strcmp(n, "kmsgw")) {
+      fd = open("/dev/kmsg", O_WRONLY); /* a logger: nothing of its own to lose */
     } else if (!strcmp(n, "tun")) {
       fd = open("/dev/net/tun", O_RDWR);
       struct ifreq ifr = {.ifr_flags = IFF_TUN | IFF_NO_PI};
