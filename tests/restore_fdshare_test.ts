@@ -51,16 +51,34 @@ async function withNonblockingStdin(fn: () => Promise<void>): Promise<number> {
   }
 }
 
+/** The fd of `pid` holding a pipe that `outside` holds too. */
+function outsideFd(pid: number, outside: number): number {
+  const theirs = new Set(
+    [...Deno.readDirSync(`/proc/${outside}/fd`)].map((e) =>
+      Deno.readLinkSync(`/proc/${outside}/fd/${e.name}`)
+    ),
+  );
+  const ours = [...Deno.readDirSync(`/proc/${pid}/fd`)].map((e) => Number(e.name)).filter((fd) => {
+    const link = Deno.readLinkSync(`/proc/${pid}/fd/${fd}`);
+    return link.startsWith("pipe:") && theirs.has(link);
+  });
+  assert.equal(ours.length, 1, `one fd of ${pid} leads to ${outside}`);
+  return ours[0];
+}
+
 Deno.test(
   "fd flags, shared open file descriptions, owners and symlinked paths survive",
   withTargets(async () => {
     const { t, trigger, ready } = await startTriggered("rt_fdshare", READY, { passWork: true });
-    adoptPid(Number(ready[3])); // the process holding the pipe's other end, outside the tree
-    // The pipe leading out of the tree comes back as the restorer's stdin,
-    // here a non-blocking pipe: the target's end must still be blocking.
+    const outside = Number(ready[3]);
+    adoptPid(outside); // the process holding the pipe's other end, outside the tree
+    // The pipe leading out of the tree (above fd 2) comes back as what
+    // --inherit-fd gives, here the restorer's stdin, a non-blocking pipe:
+    // the target's end must still be blocking.
+    const fd = outsideFd(t.pid, outside);
     let pids = 0;
     const flags = await withNonblockingStdin(async () => {
-      pids = (await dumpKillRestore(t)).tree.pids.length;
+      pids = (await dumpKillRestore(t, { inheritFds: new Map([[fd, "fd:0"]]) })).tree.pids.length;
     });
     assert.equal(pids, 2, "the child is restored too");
     await Deno.writeTextFile(trigger, "");

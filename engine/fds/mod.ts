@@ -28,7 +28,7 @@ import { type CreateContext, createKey, emitCreate } from "./create.ts";
 import { planEpoll } from "./epoll.ts";
 import { planFifo } from "./fifo.ts";
 import { creationOrder, describeSocket, planInet } from "./inet_plan.ts";
-import { planPipe } from "./pipe.ts";
+import { type OutsidePipeContext, outsidePipeSource, planPipe } from "./pipe.ts";
 import { planRegular, replacementFlags } from "./regular.ts";
 import { planShared, type SharedPlan } from "./shared.ts";
 import { descriptionState, emitDescriptionState } from "./state.ts";
@@ -61,6 +61,7 @@ function planOne(
   ptys: readonly PlannedPty[] = [],
   ghosts: PlannedGhosts = new Map(),
   unix?: UnixTreePlan,
+  outside?: OutsidePipeContext,
 ): FdSource | string | null {
   if (f.ghost !== undefined) {
     const { path, transferFd } = ghostPath(ghosts, f.ghost);
@@ -81,7 +82,10 @@ function planOne(
     case "tty":
       return planTty(f, stdioFor(f), ptys);
     case "pipe":
-      return planPipe(f, stdioFor(f));
+      return planPipe(
+        f,
+        outside ? outsidePipeSource(f, outside) : { kind: "inherit", from: stdioFor(f) },
+      );
     case "fifo":
       return planFifo(f);
     case "socket":
@@ -159,7 +163,9 @@ export function planSharedObjects(
  * `unix` is its unix sockets (sockets the unix plan refused are left out).
  * `root`: `proc` is the tree's root, whose fds `--inherit-fd` can replace
  * at restore (its errors say so; the dump's check passes false: a refused
- * dump has nothing to restore).
+ * dump has nothing to restore). `outside`: what the tree tells of pipes
+ * leading out of it (pipe.ts `outsidePipeSource`); without it they take
+ * the restorer's stdin or stdout (a plan shown, not restored).
  */
 export function planFds(
   proc: ProcessImage,
@@ -169,6 +175,7 @@ export function planFds(
   ghosts?: PlannedGhosts,
   unix?: UnixTreePlan,
   root = false,
+  outside?: OutsidePipeContext,
 ): PlannedFd[] {
   const out: PlannedFd[] = [];
   const problems: string[] = [];
@@ -193,10 +200,10 @@ export function planFds(
       out.push({ fd: f.fd, source: transfer });
       continue;
     }
-    const src = planOne(f, proc, ptys, ghosts, unix);
+    const src = planOne(f, proc, ptys, ghosts, unix, outside);
     if (src === null) continue; // refused by the tree's unix plan, which named it
     if (typeof src === "string") {
-      const hint = root ? ` (use --inherit-fd ${f.fd}=PATH)` : "";
+      const hint = root && !src.includes("--inherit-fd") ? ` (use --inherit-fd ${f.fd}=PATH)` : "";
       problems.push(`fd ${f.fd} (${f.target}): ${src}${hint}`);
       continue;
     }

@@ -122,6 +122,10 @@ export interface CompileOptions {
   inheritFds?: Map<number, string>;
   /** Whether this is the tree's root, whose fds `--inherit-fd` can replace (errors say so). */
   root?: boolean;
+  /** The tree's root (with `images`: pipes leading out of the tree, engine/fds/pipe.ts). */
+  rootPid?: number;
+  /** The root's `--inherit-fd` overrides (another process's fd holding the same pipe end takes them). */
+  rootInheritFds?: Map<number, string>;
   /** Descriptions and pipes shared between processes of the tree (see engine/fds/shared.ts). */
   shared?: SharedPlan;
   /** Pseudo-terminals of the tree, whose masters the engine hands over (engine/fds/tty.ts). */
@@ -207,6 +211,14 @@ export function compileProcess(proc: ProcessImage, opts: CompileOptions): Compil
     opts.unixSockets,
     // The `--inherit-fd` hint only where that restore option exists: not in the dump's check.
     opts.root === true && opts.checkOnly !== true,
+    opts.images && opts.rootPid !== undefined
+      ? {
+        tree: opts.images,
+        rootPid: opts.rootPid,
+        rootInheritFds: opts.rootInheritFds,
+        check: opts.checkOnly === true,
+      }
+      : undefined,
   );
   const base = hexBig(proc.bootstrap.start);
   const boot = new BootstrapBuilder(base, opts.checkOnly === true);

@@ -86,6 +86,8 @@ export function compileTree(
           childImages: new Map(image.children.map((c) => [c, opts.pathOf(c)])),
           inheritFds: image.pid === opts.rootPid ? opts.inheritFds : undefined,
           root: image.pid === opts.rootPid,
+          rootPid: opts.rootPid,
+          rootInheritFds: opts.inheritFds,
           shared,
           ptys,
           ghosts,
