@@ -135,6 +135,7 @@ export async function run(pid: number, opts: DumpCliOptions): Promise<void> {
       leftRunning: !!(opts.leaveRunning || opts.preDump),
       ...s,
       ...(result.networkLock ? { networkLock: result.networkLock } : {}),
+      ...(result.inheritFdsNeeded ? { inheritFdsNeeded: result.inheritFdsNeeded } : {}),
     });
     return;
   }
@@ -155,6 +156,12 @@ export async function run(pid: number, opts: DumpCliOptions): Promise<void> {
           : ""
       }`,
   );
+  for (const fd of result.inheritFdsNeeded ?? []) {
+    printLine(
+      `fd ${fd} of ${pid} is a pipe to a process outside the tree: restore with --inherit-fd ` +
+        `${fd}=PATH or ${fd}=fd:N`,
+    );
+  }
   const lock = result.networkLock;
   if (lock && "dir" in lock) {
     printLine(

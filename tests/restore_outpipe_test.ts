@@ -42,7 +42,8 @@ Deno.test(
   withTargets(async () => {
     const { work, outer, root } = await start("root");
     const dir = await tempImageDir();
-    await checkpoint(root, { dir });
+    const dump = await checkpoint(root, { dir });
+    assert.deepEqual(dump.inheritFdsNeeded, [3], "the dump says what the restore needs");
     await gone(root);
     await assert.rejects(() => restore(dir), (e: Error) => {
       assert.ok(e instanceof UnsupportedError, String(e));
@@ -93,7 +94,7 @@ Deno.test(
   withTargets(async () => {
     const { root, child } = await start("stdin");
     const dir = await tempImageDir();
-    await checkpoint(root, { dir });
+    assert.equal((await checkpoint(root, { dir })).inheritFdsNeeded, undefined);
     await gone(root);
     const tree = await restore(dir);
     for (const pid of tree.pids) adoptPid(pid, "");

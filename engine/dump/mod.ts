@@ -38,6 +38,7 @@ import {
 import { CryoError, TargetError, UnsupportedError } from "../errors.ts";
 import { Refusals } from "../support.ts";
 import { compileTree } from "../restore/restorable.ts";
+import { inheritFdsNeeded } from "../fds/pipe.ts";
 import { collectGhosts } from "../fds/ghost.ts";
 import { dumpClocks } from "../task/clocks.ts";
 import { refuseTreeSocketPaths } from "../fds/opath.ts";
@@ -237,6 +238,11 @@ export interface CheckpointResult {
   stats: DumpStats;
   /** The network lock of its connections to peers outside the tree, when it has any (killed tree). */
   networkLock?: LockOutcome;
+  /**
+   * The root's fds a restore must be given with `--inherit-fd` (pipe ends
+   * leading out of the tree that nothing of the restorer's stands for).
+   */
+  inheritFdsNeeded?: number[];
 }
 
 /**
@@ -1133,7 +1139,14 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     if (snapshot) endSnapshot(snapshot);
     snapshot = undefined;
     opts.onEvent?.({ type: "done", stats });
-    return { dir: finalDir, manifest, stats, ...(networkLock ? { networkLock } : {}) };
+    const needed = inheritFdsNeeded(described.map((d) => d.image), pid);
+    return {
+      dir: finalDir,
+      manifest,
+      stats,
+      ...(networkLock ? { networkLock } : {}),
+      ...(needed.length ? { inheritFdsNeeded: needed } : {}),
+    };
   } catch (e) {
     closeStatusesAhead();
     dropCopyAhead(); // (its ready buffers back to the pool once its reads are over)

@@ -137,6 +137,22 @@ export function outsidePipeSource(f: FdInfo, cx: OutsidePipeContext): FdSource |
 }
 
 /**
+ * The root's fds that a restore of the tree must be given with
+ * `--inherit-fd`: pipe ends leading out of the tree above fd 2 that nothing
+ * of the restorer's stands for ({@link outsidePipeSource}).
+ */
+export function inheritFdsNeeded(images: readonly ProcessImage[], rootPid: number): number[] {
+  const tree = new Map(images.map((i) => [i.pid, i]));
+  const root = tree.get(rootPid);
+  return (root?.fds ?? [])
+    .filter((f) =>
+      f.kind === "pipe" && f.restore === "inherit" && f.sameAs === undefined &&
+      typeof outsidePipeSource(f, { tree, rootPid, check: false }) === "string"
+    )
+    .map((f) => f.fd);
+}
+
+/**
  * Restore plan of a pipe end; `outside` is where one leading out of the
  * tree comes from ({@link outsidePipeSource}).
  */

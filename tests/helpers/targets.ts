@@ -14,6 +14,21 @@ import { waitPid, type WaitStatus, WNOHANG } from "../../ffi/wait.ts";
 import { pathExists, removeTempDirs } from "./fs.ts";
 import { deadlineIn } from "./wait.ts";
 
+/**
+ * Fds this test process inherited without FD_CLOEXEC (a harness's pipe, a
+ * shell's stray fd) leak into every program Deno.Command starts; a pipe
+ * leading out of a dumped tree above fd 2 must then be given at restore
+ * (engine/fds/pipe.ts). Made close-on-exec once, when the helpers load.
+ */
+function closeInheritedOnExec(): void {
+  const F_SETFD = 2, FD_CLOEXEC = 1;
+  for (const e of Deno.readDirSync("/proc/self/fd")) {
+    const fd = Number(e.name);
+    if (fd > 2) rawSyscall(SYS.fcntl, fd, F_SETFD, FD_CLOEXEC);
+  }
+}
+closeInheritedOnExec();
+
 const root = new URL("../../", import.meta.url).pathname;
 const targetsDir = `${root}tests/targets`;
 /** The header every target may include; part of every target's cache key. */
