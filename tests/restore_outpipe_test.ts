@@ -64,6 +64,33 @@ Deno.test(
   }),
 );
 
+Deno.test(
+  "the root's terminal outside the tree above fd 2 (not on 0-2): a --shell-job restore asks for --inherit-fd",
+  withTargets(async () => {
+    const { work, outer, root } = await start("tty");
+    const dir = await tempImageDir();
+    const dump = await checkpoint(root, { dir, optIns: ["shell-job"] });
+    assert.deepEqual(dump.inheritFdsNeeded, [3]);
+    await gone(root);
+    await assert.rejects(() => restore(dir, { optIns: ["shell-job"] }), (e: Error) => {
+      assert.ok(e instanceof UnsupportedError, String(e));
+      assert.match(
+        e.items.join("\n"),
+        /fd 3 \(\/dev\/pts\/\d+\): a terminal outside the tree \(\/dev\/pts\/\d+\): .* \(use --inherit-fd 3=PATH or 3=fd:N\)/,
+      );
+      return true;
+    });
+    await Deno.writeTextFile(`${work}/given`, "given\n");
+    const tree = await restore(dir, {
+      optIns: ["shell-job"],
+      inheritFds: new Map([[3, `${work}/given`]]),
+    });
+    const t: Target = adoptPid(tree.rootPid, outer.outputPath);
+    await Deno.writeTextFile(`${work}/go`, "");
+    assertChecksPassed(t, ["fd3"], await t.wait());
+  }),
+);
+
 function isZombie(pid: number): boolean {
   try {
     const s = Deno.readTextFileSync(`/proc/${pid}/stat`);

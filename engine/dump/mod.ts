@@ -38,7 +38,7 @@ import {
 import { CryoError, TargetError, UnsupportedError } from "../errors.ts";
 import { Refusals } from "../support.ts";
 import { compileTree } from "../restore/restorable.ts";
-import { inheritFdsNeeded } from "../fds/pipe.ts";
+import { inheritFdsNeeded } from "../fds/outside.ts";
 import { collectGhosts } from "../fds/ghost.ts";
 import { dumpClocks } from "../task/clocks.ts";
 import { refuseTreeSocketPaths } from "../fds/opath.ts";

@@ -28,7 +28,8 @@ import { type CreateContext, createKey, emitCreate } from "./create.ts";
 import { planEpoll } from "./epoll.ts";
 import { planFifo } from "./fifo.ts";
 import { creationOrder, describeSocket, planInet } from "./inet_plan.ts";
-import { type OutsidePipeContext, outsidePipeSource, planPipe } from "./pipe.ts";
+import { planPipe } from "./pipe.ts";
+import { type OutsideContext, outsideSource } from "./outside.ts";
 import { planRegular, replacementFlags } from "./regular.ts";
 import { planShared, type SharedPlan } from "./shared.ts";
 import { descriptionState, emitDescriptionState } from "./state.ts";
@@ -55,13 +56,18 @@ function stdioFor(f: FdInfo): number {
   return f.fd <= 2 ? f.fd : (f.flags & O_ACCMODE) === 0 ? 0 : 1;
 }
 
+/** Where `f`, if it leads out of the tree, comes from (outside.ts); the restorer's stdio without a context. */
+function leadingOut(f: FdInfo, outside: OutsideContext | undefined): FdSource | string {
+  return outside ? outsideSource(f, outside) : { kind: "inherit", from: stdioFor(f) };
+}
+
 function planOne(
   f: FdInfo,
   proc: ProcessImage,
   ptys: readonly PlannedPty[] = [],
   ghosts: PlannedGhosts = new Map(),
   unix?: UnixTreePlan,
-  outside?: OutsidePipeContext,
+  outside?: OutsideContext,
 ): FdSource | string | null {
   if (f.ghost !== undefined) {
     const { path, transferFd } = ghostPath(ghosts, f.ghost);
@@ -80,12 +86,9 @@ function planOne(
     case "chardev":
       return f.restore === "inherit" ? { kind: "inherit", from: stdioFor(f) } : planRegular(f);
     case "tty":
-      return planTty(f, stdioFor(f), ptys);
+      return planTty(f, stdioFor(f), ptys, leadingOut(f, outside));
     case "pipe":
-      return planPipe(
-        f,
-        outside ? outsidePipeSource(f, outside) : { kind: "inherit", from: stdioFor(f) },
-      );
+      return planPipe(f, leadingOut(f, outside));
     case "fifo":
       return planFifo(f);
     case "socket":
@@ -164,7 +167,7 @@ export function planSharedObjects(
  * `root`: `proc` is the tree's root, whose fds `--inherit-fd` can replace
  * at restore (its errors say so; the dump's check passes false: a refused
  * dump has nothing to restore). `outside`: what the tree tells of pipes
- * leading out of it (pipe.ts `outsidePipeSource`); without it they take
+ * and terminals leading out of it (outside.ts); without it they take
  * the restorer's stdin or stdout (a plan shown, not restored).
  */
 export function planFds(
@@ -175,7 +178,7 @@ export function planFds(
   ghosts?: PlannedGhosts,
   unix?: UnixTreePlan,
   root = false,
-  outside?: OutsidePipeContext,
+  outside?: OutsideContext,
 ): PlannedFd[] {
   const out: PlannedFd[] = [];
   const problems: string[] = [];

@@ -13,11 +13,10 @@ import { peekPipe } from "../../ffi/pipe.ts";
 import { withTargetFd } from "../../ffi/pidfd.ts";
 import { pollFd } from "../../ffi/pty_queue.ts";
 import { encodeBase64 } from "../base64.ts";
-import type { FdInfo, ProcessImage } from "../model.ts";
+import type { FdInfo } from "../model.ts";
 import type { FdSource } from "./types.ts";
 import { ownerOf } from "../task/creds.ts";
 import { supportOf } from "../support.ts";
-import { replacementFlags } from "./regular.ts";
 
 const O_ACCMODE = 3;
 
@@ -77,84 +76,8 @@ export function pipePackets(f: FdInfo): { packets?: number[] } | string {
 }
 
 /**
- * What a restore knows of the tree when it plans a pipe end leading out of
- * it (see {@link outsidePipeSource}).
- */
-export interface OutsidePipeContext {
-  /** Every process of the tree by pid. */
-  tree: ReadonlyMap<number, ProcessImage>;
-  /** The tree's root, whose fds `--inherit-fd` replaces. */
-  rootPid: number;
-  /** The root's `--inherit-fd` overrides: fd number -> "path" or "fd:N". */
-  rootInheritFds?: Map<number, string>;
-  /** The dump's check: what only `--inherit-fd` can give is accepted (the restore asks for it). */
-  check: boolean;
-}
-
-/** The lowest fd at most `below` of `p` holding the same end of the same pipe as `f`. */
-function sameEndIn(f: FdInfo, p: ProcessImage | undefined, below: number): number | undefined {
-  const reads = (f.flags & O_ACCMODE) === 0;
-  let best: number | undefined;
-  for (const g of p?.fds ?? []) {
-    if (g.fd > below || g.kind !== "pipe" || g.target !== f.target) continue;
-    if (((g.flags & O_ACCMODE) === 0) !== reads) continue;
-    best = Math.min(best ?? g.fd, g.fd);
-  }
-  return best;
-}
-
-/**
- * Where pipe end `f` leading out of the tree comes from at restore. Fds
- * 0-2 take the restorer's same stdio fd, and so does any fd of a pipe end
- * the tree also holds at 0-2 (a dup of a child's stdin). Anything else has
- * nothing of the restorer's standing for it: an end the root holds takes
- * what `--inherit-fd` gives the root's fd (asked for at restore), and one
- * the root does not hold is refused.
- */
-export function outsidePipeSource(f: FdInfo, cx: OutsidePipeContext): FdSource | string {
-  if (f.fd <= 2) return { kind: "inherit", from: f.fd };
-  let stdio: number | undefined;
-  for (const p of cx.tree.values()) {
-    const at = sameEndIn(f, p, 2);
-    if (at !== undefined) stdio = Math.min(stdio ?? at, at);
-  }
-  if (stdio !== undefined) return { kind: "inherit", from: stdio };
-  const end = (f.flags & O_ACCMODE) === 0 ? "read" : "write";
-  const what = `the ${end} end of a pipe to a process outside the tree`;
-  const rootFd = sameEndIn(f, cx.tree.get(cx.rootPid), Infinity);
-  if (rootFd === undefined) {
-    return `${what}, not held by the tree's root: nothing of the restorer's stands for it above fd 2`;
-  }
-  const given = cx.rootInheritFds?.get(rootFd);
-  if (given !== undefined) {
-    return given.startsWith("fd:")
-      ? { kind: "inherit", from: Number(given.slice(3)) }
-      : { kind: "open", path: given, flags: replacementFlags(f) };
-  }
-  if (cx.check) return { kind: "inherit", from: end === "read" ? 0 : 1 }; // restore asks for it
-  const as = f.fd === rootFd ? "" : ` (the root's fd ${rootFd})`;
-  return `${what}${as}: nothing of the restorer's stands for it above fd 2 (use --inherit-fd ${rootFd}=PATH or ${rootFd}=fd:N)`;
-}
-
-/**
- * The root's fds that a restore of the tree must be given with
- * `--inherit-fd`: pipe ends leading out of the tree above fd 2 that nothing
- * of the restorer's stands for ({@link outsidePipeSource}).
- */
-export function inheritFdsNeeded(images: readonly ProcessImage[], rootPid: number): number[] {
-  const tree = new Map(images.map((i) => [i.pid, i]));
-  const root = tree.get(rootPid);
-  return (root?.fds ?? [])
-    .filter((f) =>
-      f.kind === "pipe" && f.restore === "inherit" && f.sameAs === undefined &&
-      typeof outsidePipeSource(f, { tree, rootPid, check: false }) === "string"
-    )
-    .map((f) => f.fd);
-}
-
-/**
  * Restore plan of a pipe end; `outside` is where one leading out of the
- * tree comes from ({@link outsidePipeSource}).
+ * tree comes from (outside.ts `outsideSource`).
  */
 export function planPipe(f: FdInfo, outside: FdSource | string): FdSource | string {
   if (f.restore === "inherit") return outside;

@@ -182,7 +182,7 @@ function ownerOf(text: string | undefined): Pick<PlannedPty, "owner"> {
 }
 
 /** The pty index of a terminal fd, or undefined for other fds. */
-function indexOf(f: FdInfo): number | undefined {
+export function indexOf(f: FdInfo): number | undefined {
   return f.kind === "tty" && f.extra["pty-index"] !== undefined
     ? Number(f.extra["pty-index"])
     : undefined;
@@ -347,11 +347,16 @@ function checkQueue(master: Record<string, string>, where: string, refusals: Ref
   }
 }
 
-/** Restore plan of a terminal fd. */
+/**
+ * Restore plan of a terminal fd: a pty of the tree from its planned master;
+ * `/dev/tty` reopened, or the restorer's stdio fd `stdio`; a terminal
+ * outside the tree from `outside` (outside.ts `outsideSource`).
+ */
 export function planTty(
   f: FdInfo,
   stdio: number,
   ptys: readonly PlannedPty[],
+  outside: FdSource | string = { kind: "inherit", from: stdio },
 ): FdSource | string {
   if (f.extra["tty-role"] === "devtty") {
     // checkTtys let it through: its holder's controlling terminal by the time fds are opened.
@@ -363,7 +368,7 @@ export function planTty(
   }
   const index = indexOf(f);
   const pty = index === undefined ? undefined : ptys.find((p) => p.index === index);
-  if (!pty) return { kind: "inherit", from: stdio };
+  if (!pty) return outside;
   if (f.extra["tty-role"] === "master") return { kind: "inherit", from: pty.transferFd };
   return { kind: "open", path: `/dev/pts/${pty.index}`, flags: (f.flags & ~O_CLOEXEC) | O_NOCTTY };
 }

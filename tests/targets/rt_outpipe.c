@@ -10,11 +10,14 @@
  * - mode "nested": the root (holding nothing of the pipe) has a child that
  *   holds it: nothing can stand for it at restore;
  * - mode "stdin": the root holds the read end at fd 0, its child a dup at
- *   fd 3 (and /dev/null on 0): both stand for the restorer's stdin.
+ *   fd 3 (and /dev/null on 0): both stand for the restorer's stdin;
+ * - mode "tty": as "root", but fd 3 is the slave of a pty whose master the
+ *   outer process holds (a terminal outside the tree, not on fds 0-2).
  *
- * usage: rt_outpipe <trigger> <mode>
+ * usage: rt_outpipe <trigger> root|nested|stdin|tty
  * prints: ready outer=<pid> root=<dumped root> [child=<its child>]
  */
+#define _GNU_SOURCE
 #include "common.h"
 #include <fcntl.h>
 #include <poll.h>
@@ -42,15 +45,20 @@ static int read_fd3(const char *trigger) {
 }
 
 int main(int argc, char **argv) {
-  need_args(argc, 2, "rt_outpipe <trigger> root|nested|stdin");
+  need_args(argc, 2, "rt_outpipe <trigger> root|nested|stdin|tty");
   const char *trigger = argv[1], *mode = argv[2];
   int p[2];
-  if (pipe(p) != 0) die("pipe");
+  if (strcmp(mode, "tty") == 0) {
+    p[1] = posix_openpt(O_RDWR | O_NOCTTY);
+    if (p[1] < 0 || grantpt(p[1]) != 0 || unlockpt(p[1]) != 0) die("posix_openpt");
+    p[0] = open(ptsname(p[1]), O_RDWR | O_NOCTTY);
+    if (p[0] < 0) die("open the slave");
+  } else if (pipe(p) != 0) die("pipe");
   pid_t root = fork();
   if (root < 0) die("fork");
   if (root == 0) {
     close(p[1]);
-    if (strcmp(mode, "root") == 0) {
+    if (strcmp(mode, "root") == 0 || strcmp(mode, "tty") == 0) {
       null_stdin();
       if (dup2(p[0], 3) != 3) die("dup2");
       if (p[0] != 3) close(p[0]);
@@ -74,7 +82,7 @@ int main(int argc, char **argv) {
     for (;;) pause();
   }
   close(p[0]);
-  if (strcmp(mode, "root") == 0) {
+  if (strcmp(mode, "root") == 0 || strcmp(mode, "tty") == 0) {
     printf("ready outer=%d root=%d\n", getpid(), root);
     fflush(stdout);
   }
