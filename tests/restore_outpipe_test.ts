@@ -133,3 +133,23 @@ Deno.test(
     }
   }),
 );
+
+Deno.test(
+  "what --inherit-fd gives the root's fd 0, its child's fd 3 holding the same pipe end takes too",
+  withTargets(async () => {
+    const { work, root, child } = await start("stdin");
+    const dir = await tempImageDir();
+    await checkpoint(root, { dir });
+    await gone(root);
+    await Deno.writeTextFile(`${work}/given`, "given\n");
+    const tree = await restore(dir, { inheritFds: new Map([[0, `${work}/given`]]) });
+    for (const pid of tree.pids) adoptPid(pid, "");
+    for (const [pid, fd] of [[root, 0], [child, 3]]) {
+      assert.equal(
+        Deno.readLinkSync(`/proc/${pid}/fd/${fd}`),
+        `${work}/given`,
+        `fd ${fd} of ${pid}`,
+      );
+    }
+  }),
+);

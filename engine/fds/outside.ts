@@ -6,6 +6,8 @@
  * of a child's stdin). Any other such fd has nothing standing for it: an
  * fd the root holds takes what `--inherit-fd` gives it (the restore asks
  * for it by name), and one the root does not hold is refused at dump.
+ * What `--inherit-fd` gives a root's fd, every fd of the tree holding the
+ * same pipe end or terminal takes (a child's stdin shared with the root).
  *
  * @module
  */
@@ -57,6 +59,12 @@ function describe(f: FdInfo): string {
  * does (see the module doc).
  */
 export function outsideSource(f: FdInfo, cx: OutsideContext): FdSource | string {
+  // What the user gave a root's fd holding the same, every fd holding it takes.
+  const root = cx.tree.get(cx.rootPid);
+  for (const g of root?.fds ?? []) {
+    const given = sameOutside(f, g) ? cx.rootInheritFds?.get(g.fd) : undefined;
+    if (given !== undefined) return givenSource(f, given);
+  }
   if (f.fd <= 2) return { kind: "inherit", from: f.fd };
   let stdio: number | undefined;
   for (const p of cx.tree.values()) {
@@ -64,22 +72,22 @@ export function outsideSource(f: FdInfo, cx: OutsideContext): FdSource | string 
     if (at !== undefined) stdio = Math.min(stdio ?? at, at);
   }
   if (stdio !== undefined) return { kind: "inherit", from: stdio };
-  const rootFd = lowestHolding(f, cx.tree.get(cx.rootPid), Infinity);
+  const rootFd = lowestHolding(f, root, Infinity);
   if (rootFd === undefined) {
-    return `${
-      describe(f)
-    }, not held by the tree's root: nothing of the restorer's stands for it above fd 2`;
-  }
-  const given = cx.rootInheritFds?.get(rootFd);
-  if (given !== undefined) {
-    return given.startsWith("fd:")
-      ? { kind: "inherit", from: Number(given.slice(3)) }
-      : { kind: "open", path: given, flags: replacementFlags(f) };
+    return `${describe(f)}, not held by the tree's root: ` +
+      `nothing of the restorer's stands for it above fd 2`;
   }
   if (cx.check) return { kind: "inherit", from: 0 }; // the restore asks for it
   const as = f.fd === rootFd ? "" : ` (the root's fd ${rootFd})`;
   return `${describe(f)}${as}: nothing of the restorer's stands for it above fd 2 ` +
     `(use --inherit-fd ${rootFd}=PATH or ${rootFd}=fd:N)`;
+}
+
+/** The source of `f` from a user's `--inherit-fd` value ("PATH" or "fd:N"). */
+function givenSource(f: FdInfo, given: string): FdSource {
+  return given.startsWith("fd:")
+    ? { kind: "inherit", from: Number(given.slice(3)) }
+    : { kind: "open", path: given, flags: replacementFlags(f) };
 }
 
 /**
