@@ -144,7 +144,8 @@ export class InetSocketSession {
     guardOf?: (fd: number) => RepairGuard,
   ): void {
     for (const f of fds) {
-      if (f.kind !== "socket" || f.restore === "inherit" || f.sameAs !== undefined) continue;
+      // On fds 0-2 too ("inherit" until read): an inetd-style service's connection is its stdio.
+      if (f.kind !== "socket" || f.sameAs !== undefined) continue;
       if (this.#first.has(f.target)) {
         // Shared with a process read before (after fork): one socket, read once.
         this.#followers.push(f);
