@@ -189,7 +189,7 @@ export const SUPPORT_TABLE = [
   { id: "tty.hung-up", area: "tty", what: "a terminal fd hung up (vhangup, TIOCVHANGUP)", support: "refused", note: "a terminal reopened by the restore would not be hung up" },
   { id: "tty.ldisc", area: "tty", what: "a pty whose line discipline is not N_TTY (TIOCSETD)", support: "refused", note: "the discipline's state cannot be read; the restore would give N_TTY" },
   // Sockets.
-  { id: "socket.stdio", area: "socket", what: "sockets on fds 0-2 leading out of the tree", support: "saved", note: "re-attached to the restorer's stdio" },
+  { id: "socket.stdio", area: "socket", what: "unix sockets on fds 0-2 leading out of the tree", support: "saved", note: "re-attached to the restorer's stdio; a TCP, UDP or netlink socket on fds 0-2 (an inetd-style service's connection) is saved and restored like any other" },
   { id: "socket.unix", area: "socket", what: "unix sockets in the tree: pairs, listeners, pending and accepted connections, queued data, shutdown, options", support: "saved" },
   { id: "socket.unix-external", area: "socket", what: "unix sockets connected to a peer outside the tree", support: "opt-in", optIn: "ext-unix-sk", note: "reconnected to the peer's address at restore (a datagram socket stays unconnected if nothing is bound there)" },
   { id: "socket.unix-scm", area: "socket", what: "unix sockets with file descriptors in flight (SCM_RIGHTS) cryo cannot send again", support: "refused", note: "epoll, inotify, ttys, deleted files... no tree process holds; non-unix or fd-carrying sockets; stdio fds" },
