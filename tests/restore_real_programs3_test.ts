@@ -936,18 +936,20 @@ Deno.test({
     await waitListening(t, port);
     await waitUntil("two workers", () => childrenOf(t.pid).length === 2);
     const { get } = workerCounts(port);
-    for (let i = 0; i < 4; i++) await get();
+    // The request log's "req: <worker's>/<total>": the total lives in memory the master and
+    // the workers share. A worker reads it when it logs, after its answer: the next request
+    // waits for that line, or the other worker's increment could be logged in it.
+    const logged = () => (t.output().match(/\breq: \d+\/\d+\]/g) ?? []).length;
+    const getLogged = async (n: number) => {
+      await get();
+      await waitUntil(`${n} requests logged`, () => logged() >= n);
+    };
+    for (let i = 1; i <= 4; i++) await getLogged(i);
     const workers = childrenOf(t.pid).toSorted();
     const rt = await dumpKillRestore(t);
     assert.equal(rt.tree.pids.length, 3, `restored pids ${rt.tree.pids}`);
-    for (let i = 0; i < 4; i++) await get();
+    for (let i = 5; i <= 8; i++) await getLogged(i);
     assert.deepEqual(childrenOf(t.pid).toSorted(), workers, "the same workers");
-    // The request log's "req: <worker's>/<total>": the total lives in memory the master and
-    // the workers share.
-    await waitUntil(
-      "eight requests logged",
-      () => (t.output().match(/\breq: \d+\/\d+\]/g) ?? []).length >= 8,
-    );
     const totals = (t.output().match(/\breq: \d+\/(\d+)\]/g) ?? []).map((m) =>
       Number(m.match(/\/(\d+)/)![1])
     );
