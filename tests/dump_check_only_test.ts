@@ -56,12 +56,16 @@ async function dumpImages(
   pid: number,
 ): Promise<{ images: ProcessImage[]; opts: TreeCompileOptions }> {
   const dir = await tempImageDir();
-  await checkpoint(pid, { dir, leaveRunning: true });
+  const { inheritFdsNeeded } = await checkpoint(pid, { dir, leaveRunning: true });
   const { manifest, images } = await verifyImageDir(dir, {});
   const opts: TreeCompileOptions = {
     pathOf: (p) => `${dir}/${manifest.processes.find((e) => e.pid === p)!.file}`,
     rootPid: manifest.rootPid,
     ghosts: manifest.ghosts,
+    // What a restore must be given (a pipe leading out of the tree), the check takes as given.
+    ...(inheritFdsNeeded
+      ? { inheritFds: new Map(inheritFdsNeeded.map((fd) => [fd, "fd:0"])) }
+      : {}),
   };
   return { images: images.map((i) => i.process), opts };
 }
