@@ -516,9 +516,10 @@ export const PROTECT_SCAN_REGIONS = 512;
 /**
  * Write-protects the process's own data pages of registered [start, end),
  * reporting them. The zero page is neither protected nor reported (a hole,
- * not copied): its pte, never write-protected, reads PAGE_IS_WRITTEN at the
- * dump's freeze, so a page written since (a new page) is read then, and one
- * still the zero page is left out of the plan by the freeze's own walk.
+ * not copied): a page written since (a new page, never protected: it reads
+ * PAGE_IS_WRITTEN) lies in no pre-copied run, so the dump's freeze reads it,
+ * and one still the zero page is left out of the plan by the freeze's own
+ * walk. A chain's parent has no data there to reference either.
  */
 export function protectData(
   scanner: PagemapScanner,
