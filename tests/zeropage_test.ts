@@ -6,15 +6,18 @@
  * Rss (its smaps entry) is no more than before (the written pages), its
  * contents exact. Through every path that plans pages: a dump that kills
  * (private anonymous, private /dev/zero, the huge zero page), a dump left
- * running with pre-copy and one through a fork snapshot, and a pre-dump
- * chain whose final dump finds pages written since the pre-dump where the
- * zero page was (they must be saved then).
+ * running with pre-copy and one through a fork snapshot, a pre-dump chain
+ * whose final dump finds pages written since the pre-dump where the zero
+ * page was (they must be saved then), and a forked child restored by
+ * inheritance whose zero pages lie over its parent's pages (discarded, not
+ * stored).
  */
 
 import assert from "node:assert/strict";
 import { checkpoint, type CheckpointResult } from "../engine/dump/mod.ts";
 import { forkSnapshotStats } from "../engine/dump/fork_snapshot.ts";
 import { restore } from "../engine/restore/mod.ts";
+import { readImage } from "../engine/inspect.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
 import { adoptPid, type Target, withTargets } from "./helpers/targets.ts";
@@ -110,5 +113,35 @@ Deno.test(
     a.t.resetAfterRestore();
     for (const pid of tree.pids) if (pid !== a.t.pid) adoptPid(pid);
     await finish(a, "pre-dump chain");
+  }),
+);
+
+Deno.test(
+  "zero page: a child's zero pages over its parent's pages are discarded, not stored (inheritance)",
+  withTargets(async () => {
+    const a = await startTriggered("rt_zeropage", READY, { extra: ["fork"] });
+    const { dir } = await dumpKillRestore(a.t);
+    const model = await readImage(dir);
+    const kid = model.processes.find((p) => p.pid !== a.t.pid);
+    assert.ok(kid, "the child is in the image");
+    const m = kid.mappings.find((m) => BigInt(m.end) - BigInt(m.start) === BigInt(AREA));
+    assert.ok(m?.inherited, "the child's area is inherited");
+    const stored = m.pages.reduce((n, r) => n + r.length, 0);
+    assert.equal(
+      stored,
+      4096,
+      `the child stores its written page alone: ${JSON.stringify(m.pages)}`,
+    );
+    const start = BigInt(m.start);
+    const dropped = (m.discard ?? []).map((d) => [Number(BigInt(d.addr) - start) / 4096, d.length]);
+    assert.deepEqual(dropped, [[0, 4096], [64, 4096]], "the parent's pages 0 and 64 discarded");
+    await Deno.writeTextFile(a.trigger, "");
+    const status = await a.t.wait();
+    console.log(a.t.output().match(/^info .*$/gm)?.join("\n"));
+    assertChecksPassed(a.t, CHECKS, status, { what: "rt_zeropage fork (child)", run: 1 });
+    assertChecksPassed(a.t, [...CHECKS, "child-exit"], status, {
+      what: "rt_zeropage fork (parent)",
+      run: 2,
+    });
   }),
 );

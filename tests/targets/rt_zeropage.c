@@ -10,7 +10,13 @@
  *   thp:     MAP_PRIVATE|MAP_ANONYMOUS, 2 MiB aligned, MADV_HUGEPAGE (the
  *            huge zero page where THP allows it; a written 2 MiB piece
  *            becomes a huge page, in the original and in the restored one:
- *            only every 4th piece is written).
+ *            only every 4th piece is written);
+ *   fork:    anon, then a forked child drops pages 0 to 127 of its copy
+ *            (MADV_DONTNEED) and reads them again (the zero page where its
+ *            parent has pages 0 and 64) and writes page 96: restored by
+ *            inheritance, its image stores page 96 alone and discards 0
+ *            and 64. The child checks itself first (contents, Rss at most
+ *            its Rss before plus 2 MiB), then the parent (and the child's exit).
  *
  * usage: rt_zeropage <trigger-path> <mode>
  * Prints "ready pid=N rss=KB" (the area's Rss after the setup), then waits
@@ -27,6 +33,7 @@
 #include <fcntl.h>
 #include <stdint.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 
 #define PAGE 4096UL
 #define AREA (64UL << 20)
@@ -35,7 +42,8 @@
 #define SLACK_KB 2048L
 
 static char *area;
-static int more, thp;
+static int more, thp, child;
+static pid_t kid = -1;
 static char text[1 << 20];
 
 static unsigned char pattern(size_t page, size_t j) { return (unsigned char)(page * 13 + j * 7 + 1); }
@@ -47,6 +55,7 @@ static void write_page(size_t page) {
 /* Whether page `page` is written: every 64th (and with "more" every 64th from 32); in
  * thp mode only in every 4th 2 MiB piece (each written piece is a huge page). */
 static int written(size_t page) {
+  if (child && page < 128) return page == 96;
   if (thp && (page / (HUGE / PAGE)) % 4 != 0) return 0;
   return page % STRIDE == 0 || (more && page % STRIDE == 32);
 }
@@ -75,7 +84,7 @@ static long area_rss_kb(void) {
 }
 
 int main(int argc, char **argv) {
-  need_args(argc, 2, "rt_zeropage <trigger-path> anon|devzero|thp");
+  need_args(argc, 2, "rt_zeropage <trigger-path> anon|devzero|thp|fork");
   const char *trigger = argv[1], *mode = argv[2];
   char more_path[4096];
   thp = !strcmp(mode, "thp");
@@ -92,7 +101,7 @@ int main(int argc, char **argv) {
     if (fd < 0) die("open /dev/zero");
     area = mmap(at, AREA, prot, MAP_PRIVATE | MAP_FIXED, fd, 0);
     close(fd);
-  } else if (!strcmp(mode, "anon") || !strcmp(mode, "thp")) {
+  } else if (!strcmp(mode, "anon") || !strcmp(mode, "thp") || !strcmp(mode, "fork")) {
     area = mmap(at, AREA, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
   } else {
     fprintf(stderr, "unknown mode %s\n", mode);
@@ -105,8 +114,32 @@ int main(int argc, char **argv) {
   for (size_t i = 0; i < AREA; i += PAGE) sum += *(volatile char *)(area + i);
   if (sum != 0) die_err("read-touch: not zeros", EINVAL);
   for (size_t p = 0; p < AREA / PAGE; p++) if (written(p)) write_page(p);
+  if (!strcmp(mode, "fork")) {
+    kid = fork();
+    if (kid < 0) die("fork");
+    if (kid == 0) {
+      child = 1;
+      if (madvise(area, 128 * PAGE, MADV_DONTNEED)) die("madvise DONTNEED");
+      for (size_t i = 0; i < 128 * PAGE; i += PAGE) sum += *(volatile char *)(area + i);
+      write_page(96);
+    } else {
+      /* The child is set up before the test is told it is ready. */
+      char path[4096];
+      snprintf(path, sizeof path, "%s.child", trigger);
+      struct timespec ts = {0, 10 * 1000 * 1000};
+      while (access(path, F_OK) != 0) nanosleep(&ts, NULL);
+    }
+  }
   long before = area_rss_kb();
-  print_ready("pid=%d rss=%ld", getpid(), before);
+  if (child) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s.child", trigger);
+    int fd = open(path, O_WRONLY | O_CREAT, 0600);
+    if (fd < 0) die("create the child's file");
+    close(fd);
+  } else {
+    print_ready("pid=%d rss=%ld", getpid(), before);
+  }
 
   struct timespec ts = {0, 20 * 1000 * 1000};
   for (int rounds = 0; access(trigger, F_OK) != 0; rounds++) {
@@ -122,6 +155,11 @@ int main(int argc, char **argv) {
   }
 
   long after = area_rss_kb();
+  if (kid > 0) {
+    int st = 0;
+    pid_t w = waitpid(kid, &st, 0);
+    check("child-exit", w == kid && WIFEXITED(st) && WEXITSTATUS(st) == 0, "wait status %#x", st);
+  }
   long pages = 0, pieces = 0;
   for (size_t p = 0; p < AREA / PAGE; p++) pages += written(p);
   for (size_t h = 0; h < AREA / HUGE; h++) {
@@ -130,8 +168,8 @@ int main(int argc, char **argv) {
     pieces += any;
   }
   long bound = thp ? pieces * (long)(HUGE >> 10) : pages * (long)(PAGE >> 10);
-  printf("info mode=%s rss before=%ld after=%ld kB, written %ld pages\n", mode, before, after,
-         pages);
+  printf("info %s mode=%s rss before=%ld after=%ld kB, written %ld pages\n", child ? "child" : "parent",
+         mode, before, after, pages);
   check("rss-before", before >= 0 && before <= bound + SLACK_KB, "%ld kB, bound %ld", before,
         bound);
   check("rss-after", after >= 0 && after <= before + SLACK_KB && after <= bound + SLACK_KB,
