@@ -5,7 +5,8 @@
  * image holds only the written pages, and after the restore the area's
  * Rss (its smaps entry) is no more than before (the written pages), its
  * contents exact. Through every path that plans pages: a dump that kills
- * (private anonymous, private /dev/zero, the huge zero page), a dump left
+ * (private anonymous, private /dev/zero, the huge zero page; a lazy
+ * restore of the first), a dump left
  * running with pre-copy and one through a fork snapshot, a pre-dump chain
  * whose final dump finds pages written since the pre-dump where the zero
  * page was (they must be saved then), and a forked child restored by
@@ -66,6 +67,23 @@ for (const mode of ["anon", "devzero", "thp"]) {
     }),
   );
 }
+
+Deno.test(
+  "zero page: a lazy restore leaves the holes unpopulated too",
+  withTargets(async () => {
+    const a = await startTriggered("rt_zeropage", READY, { extra: ["anon"] });
+    const dir = await tempImageDir();
+    assertSmallImage(await checkpoint(a.t.pid, { dir }), WRITTEN, "lazy");
+    await a.t.wait();
+    const tree = await restore(dir, { lazy: true });
+    a.t.resetAfterRestore();
+    for (const pid of tree.pids) if (pid !== a.t.pid) adoptPid(pid);
+    assert.ok(tree.lazy, "the restore is lazy");
+    tree.lazy.serve();
+    await finish(a, "lazy");
+    assert.equal(tree.lazy.failure, undefined);
+  }),
+);
 
 Deno.test(
   "zero page: a dump left running with pre-copy, then through a fork snapshot: not saved",
