@@ -5,13 +5,12 @@
  * image holds only the written pages, and after the restore the area's
  * Rss (its smaps entry) is no more than before (the written pages), its
  * contents exact. Through every path that plans pages: a dump that kills
- * (private anonymous, private /dev/zero, the huge zero page; a lazy
- * restore of the first), a dump left
- * running with pre-copy and one through a fork snapshot, a pre-dump chain
- * whose final dump finds pages written since the pre-dump where the zero
- * page was (they must be saved then), and a forked child restored by
- * inheritance whose zero pages lie over its parent's pages (discarded, not
- * stored).
+ * (private anonymous, private /dev/zero, the huge zero page; a lazy restore
+ * of the first), a dump left running with pre-copy and one through a fork
+ * snapshot, a pre-dump chain whose final dump finds pages written since the
+ * pre-dump where the zero page was (they must be saved then), and a forked
+ * child restored by inheritance whose zero pages lie over its parent's
+ * pages (discarded, not stored).
  */
 
 import assert from "node:assert/strict";
