@@ -10,9 +10,10 @@
  * 2 GiB"). In a private mapping without a file (maps path "", [heap],
  * [stack] or [anon:name], no inode) every mapped page is the process's own:
  * an anonymous (or KSM) page, or the zero page, which the kernel never
- * reports as a file page either (and which every walk leaves out: a hole). Those mappings are therefore walked
- * without the test and their pages reported `anon`; every other mapping
- * (files, shared memory, special mappings) is walked with it, as before.
+ * reports as a file page either (and which every walk leaves out: a hole).
+ * Those mappings are therefore walked without the test and their pages
+ * reported `anon`; every other mapping (files, shared memory, special
+ * mappings) is walked with it, as before.
  *
  * @module
  */
