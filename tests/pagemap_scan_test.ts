@@ -56,13 +56,16 @@ for (
     ["rt_memflags", /^ready pid=(\d+)/m, []],
     ["rt_memory", /^ready pid=(\d+)/m, []],
     ["rt_cow", /^ready pid=(\d+)/m, []],
+    ["rt_zeropage", /^ready pid=(\d+)/m, ["anon"]],
+    ["rt_zeropage", /^ready pid=(\d+)/m, ["thp"]],
+    ["rt_zeropage", /^ready pid=(\d+)/m, ["devzero"]],
   ] as const
 ) {
   Deno.test(
     `PAGEMAP_SCAN selects what the pagemap bits select: ${name} ${extra.join(" ")}`,
     withTargets(async () => {
       const { t } = await startTriggered(name, ready, {
-        passWork: name !== "rt_memflags",
+        passWork: name !== "rt_memflags" && name !== "rt_zeropage",
         extra: [...extra],
       });
       assert.ok(compare(t.pid, name) > 5, "mappings with pages");

@@ -37,7 +37,7 @@ const ROUND_TRIPS: [string, string[]][] = [
   ["mlockallnow", ["mlockall-new-mapping", "mlockall-vmlck", "mlockall-contents"]],
   ["growsdown", ["growsdown-grows"]],
   ["noreserve", ["noreserve-contents"]],
-  ["zeropage", ["zeropage-contents"]],
+  ["zeropage", ["zeropage-contents", "zeropage-rss"]],
   ["madvfree", ["madvfree-contents"]],
   ["protnone", ["protnone-contents", "protnone-faults", "protnone-reserved", "protnone-usable"]],
   ["bigreserve", ["bigreserve-contents", "bigreserve-rss"]],

@@ -10,9 +10,10 @@
  * 2 GiB"). In a private mapping without a file (maps path "", [heap],
  * [stack] or [anon:name], no inode) every mapped page is the process's own:
  * an anonymous (or KSM) page, or the zero page, which the kernel never
- * reports as a file page either. Those mappings are therefore walked
- * without the test and their pages reported `anon`; every other mapping
- * (files, shared memory, special mappings) is walked with it, as before.
+ * reports as a file page either (and which every walk leaves out: a hole).
+ * Those mappings are therefore walked without the test and their pages
+ * reported `anon`; every other mapping (files, shared memory, special
+ * mappings) is walked with it, as before.
  *
  * @module
  */
@@ -20,7 +21,12 @@
 import { PAGE_IS } from "../../ffi/probe.ts";
 import type { ScanTest } from "../../ffi/pagemap_scan.ts";
 import type { MapEntry } from "../proc/maps.ts";
-import { type DataAndWritten, PagemapScanner, type ScanRegion } from "../proc/pagemap_scan.ts";
+import {
+  type DataAndWritten,
+  NOT_ZERO_PAGE,
+  PagemapScanner,
+  type ScanRegion,
+} from "../proc/pagemap_scan.ts";
 
 /** A stretch of the address space walked with one test. */
 export interface ScanSegment {
@@ -63,9 +69,13 @@ export function scanSegments(
 /** Pages with data: present or swapped. */
 const DATA = PAGE_IS.PRESENT | PAGE_IS.SWAPPED;
 
-/** The test of a segment: with or without PAGE_IS_FILE; `written` adds PAGE_IS_WRITTEN. */
+/**
+ * The test of a segment: with or without PAGE_IS_FILE; `written` adds
+ * PAGE_IS_WRITTEN. The zero page is left out (a hole: engine/proc/pagemap_scan.ts).
+ */
 function testOf(segment: ScanSegment, written: boolean): ScanTest {
   return {
+    ...NOT_ZERO_PAGE,
     anyOf: DATA,
     returnMask: (segment.plainAnon ? 0n : PAGE_IS.FILE) | PAGE_IS.GUARD |
       (written ? PAGE_IS.WRITTEN : 0n),

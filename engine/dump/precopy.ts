@@ -513,7 +513,14 @@ export function register(uffd: number, vmas: Vma[]): Vma[][] {
  */
 export const PROTECT_SCAN_REGIONS = 512;
 
-/** Write-protects the process's own data pages of registered [start, end), reporting them. */
+/**
+ * Write-protects the process's own data pages of registered [start, end),
+ * reporting them. The zero page is neither protected nor reported (a hole,
+ * not copied): a page written since (a new page, never protected: it reads
+ * PAGE_IS_WRITTEN) lies in no pre-copied run, so the dump's freeze reads it,
+ * and one still the zero page is left out of the plan by the freeze's own
+ * walk. A chain's parent has no data there to reference either.
+ */
 export function protectData(
   scanner: PagemapScanner,
   start: number,
@@ -522,8 +529,8 @@ export function protectData(
 ): void {
   scanner.scan(start, end, {
     flags: PM_SCAN_WP_MATCHING,
-    inverted: PAGE_IS.FILE | PAGE_IS.GUARD,
-    mask: PAGE_IS.FILE | PAGE_IS.GUARD,
+    inverted: PAGE_IS.FILE | PAGE_IS.GUARD | PAGE_IS.PFNZERO,
+    mask: PAGE_IS.FILE | PAGE_IS.GUARD | PAGE_IS.PFNZERO,
     anyOf: PAGE_IS.PRESENT | PAGE_IS.SWAPPED,
     returnMask: PAGE_IS.PRESENT,
   }, onRun);

@@ -28,7 +28,13 @@
 import type { Mapping, ProcessImage } from "../model.ts";
 import type { Refusals } from "../support.ts";
 import { bootstrapSizeFor, chooseBootstrap, type Vma } from "../dump/vmas.ts";
-import { openPagemap, type PagemapEntries, type PagemapReader, PM } from "../proc/pagemap.ts";
+import {
+  openPagemap,
+  type PagemapEntries,
+  type PagemapReader,
+  PM,
+  ZeroFrames,
+} from "../proc/pagemap.ts";
 import { NOT_INHERITED_FLAGS } from "./flags.ts";
 import { rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
@@ -143,28 +149,36 @@ export const inheritShortcut = { exclusive: true, taken: 0 };
  * mm only (pagemap bit 56: the kernel sets it only for a page no other mm
  * maps), so that none can be a frame of the parent's.
  */
-function onlyExclusive(e: PagemapEntries): boolean {
+function onlyExclusive(e: PagemapEntries, zero: ZeroFrames): boolean {
   const need = PM.PRESENT | PM.EXCLUSIVE;
   for (let i = 0; i < e.length; i++) {
     const hi = e.hi(i);
     if ((hi & DATA) === 0 || (hi & (PM.FILE | PM.GUARD)) !== 0) continue; // not stored
-    if ((hi & need) !== need) return false;
+    if ((hi & need) !== need && !e.zeroPage(i, zero)) return false; // (the zero page: a hole)
   }
   return true;
 }
 
-/** Compares a private mapping page by page: what the child must store and drop. */
+/**
+ * Compares a private mapping page by page: what the child must store and
+ * drop. The zero page (a hole in every image, engine/proc/pagemap_scan.ts)
+ * is neither stored nor dropped: a child's zero page over a page of the
+ * parent's is dropped (the inherited page discarded reads zeros again), a
+ * parent's zero page is no page to drop. `zero` is asked only about frames
+ * that are not the same in both (a shared frame is the same content).
+ */
 function comparePages(
   child: PagemapReader,
   parent: PagemapReader,
   start: bigint,
   end: bigint,
+  zero: ZeroFrames,
 ): { shared: number; runs: PageSpan[]; discard: PageSpan[] } {
   const c = child.read(start, end);
   // No stored page of the child is mapped by another mm: none is shared, the
   // loop below would count 0, and the parent's entries need not be read (a
   // 512 MiB mapping: ~8 ms of pagemap read and the loop, in the freeze).
-  if (inheritShortcut.exclusive && onlyExclusive(c)) {
+  if (inheritShortcut.exclusive && onlyExclusive(c, zero)) {
     inheritShortcut.taken++;
     return { shared: 0, runs: [], discard: [] };
   }
@@ -176,8 +190,8 @@ function comparePages(
     const inChild = stored(c, i);
     const inParent = stored(p, i);
     if (inChild && inParent && samePage(c, p, i)) shared++;
-    else if (inChild) addPage(runs, start, i);
-    else if (inParent) addPage(discard, start, i);
+    else if (inChild && !c.zeroPage(i, zero)) addPage(runs, start, i);
+    else if (inParent && !p.zeroPage(i, zero)) addPage(discard, start, i);
   }
   return { shared, runs, discard };
 }
@@ -227,6 +241,7 @@ export function planInheritance(
     const kept = new Map<number, { runs: PageSpan[]; discard: PageSpan[] }>();
     using cr = openPagemap(child.image.pid);
     using pr = openPagemap(parent.image.pid);
+    using zero = new ZeroFrames();
     child.image.mappings.forEach((m, k) => {
       if (m.kind !== "anon" && m.kind !== "anon-shared" && m.kind !== "file-private") return;
       const j = containing(parent.image.mappings, BigInt(m.start));
@@ -236,7 +251,7 @@ export function planInheritance(
         kept.set(k, { runs: [], discard: [] });
         return;
       }
-      const cmp = comparePages(cr, pr, BigInt(m.start), BigInt(m.end));
+      const cmp = comparePages(cr, pr, BigInt(m.start), BigInt(m.end), zero);
       if (cmp.shared === 0) return;
       sharedBytes += cmp.shared * PAGE;
       kept.set(k, cmp);

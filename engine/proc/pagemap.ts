@@ -46,31 +46,100 @@ export const PM = {
 
 /**
  * A declarative page test on the high word: every bit of `all` set, at
- * least one bit of `any` set (if given), no bit of `none` set.
+ * least one bit of `any` set (if given), no bit of `none` set; with
+ * `notZeroPage`, not a zero page ({@link ZeroFrames}).
  */
 export interface PageMask {
   all?: number;
   any?: number;
   none?: number;
+  /**
+   * Leave out the zero page (the shared zero page or the huge zero page,
+   * mapped by a read fault in private anonymous memory: a hole, as
+   * PAGEMAP_SCAN's PAGE_IS_PFNZERO tells engine/proc/pagemap_scan.ts).
+   * Known only from frames (CAP_SYS_ADMIN): without them nothing is left out.
+   */
+  notZeroPage?: boolean;
 }
 
 /** A page test: a {@link PageMask} (fast path) or a function of the two 32-bit halves. */
 export type PageMatch = PageMask | ((hi: number, lo: number) => boolean);
 
 /**
- * Pages with data in them: present or swapped (any backing). Guard regions
- * read as swapped entries with bit 58 set: they hold no data.
+ * Pages with data in them: present or swapped (any backing), not the zero
+ * page. Guard regions read as swapped entries with bit 58 set: they hold no data.
  */
-export const PRESENT_OR_SWAPPED: PageMask = { any: PM.PRESENT | PM.SWAPPED, none: PM.GUARD };
+export const PRESENT_OR_SWAPPED: PageMask = {
+  any: PM.PRESENT | PM.SWAPPED,
+  none: PM.GUARD,
+  notZeroPage: true,
+};
 
 /**
  * Pages whose content belongs to the process: present or swapped and not a
- * file/shmem page. In a private file mapping these are the COW'd pages.
+ * file/shmem page, nor the zero page. In a private file mapping these are the COW'd pages.
  */
 export const ANON_PRESENT_OR_SWAPPED: PageMask = {
   any: PM.PRESENT | PM.SWAPPED,
   none: PM.FILE | PM.GUARD,
+  notZeroPage: true,
 };
+
+/** KPF_ZERO_PAGE: bit 24 of a /proc/kpageflags entry (low word). */
+const KPF_ZERO_PAGE = 1 << 24;
+
+/**
+ * Which page frames are a zero page: the shared zero page, or a frame of
+ * the huge zero page (KPF_ZERO_PAGE of /proc/kpageflags, root only), one
+ * read per frame asked about, cached. A zero page entry is present and not
+ * exclusive ({@link ZeroFrames.candidate}; the shared zero page reads as
+ * no file page, the huge zero page as a file page, bit 61, on 6.18): only
+ * those frames are asked about, so a walk of private anonymous memory
+ * reads a handful (the zero page, the huge one's 512 frames at most).
+ * Short-lived (one walk, one dump): the huge zero page can be freed once
+ * no process maps it and made again at other frames.
+ */
+export class ZeroFrames implements Disposable {
+  readonly #known = new Map<number, boolean>();
+  #file: Deno.FsFile | null | undefined;
+
+  /** Whether an entry with high word `hi` can be a zero page (before its frame is looked at). */
+  static candidate(hi: number): boolean {
+    return (hi & (PM.PRESENT | PM.EXCLUSIVE)) === PM.PRESENT;
+  }
+
+  /** Whether frame `pfn` is a zero page (false for frame 0: frames hidden, and when kpageflags cannot be read). */
+  is(pfn: number): boolean {
+    if (pfn === 0) return false;
+    const k = this.#known.get(pfn);
+    if (k !== undefined) return k;
+    if (this.#file === undefined) {
+      try {
+        this.#file = Deno.openSync("/proc/kpageflags", { read: true });
+      } catch {
+        this.#file = null;
+      }
+    }
+    let zero = false;
+    if (this.#file) {
+      const b = new Uint8Array(8);
+      try {
+        this.#file.seekSync(pfn * 8, Deno.SeekMode.Start);
+        if (this.#file.readSync(b) === 8) {
+          zero = (new DataView(b.buffer).getUint32(0, true) & KPF_ZERO_PAGE) !== 0;
+        }
+      } catch { /* not a frame the kernel knows: not the zero page */ }
+    }
+    this.#known.set(pfn, zero);
+    return zero;
+  }
+
+  /** Closes /proc/kpageflags. */
+  [Symbol.dispose](): void {
+    this.#file?.close();
+    this.#file = null;
+  }
+}
 
 /** A run of consecutive matching pages: [start address, length in bytes]. */
 export type PageRunTuple = [addr: bigint, length: number];
@@ -131,6 +200,10 @@ export class PagemapEntries {
   /** Bits 0-54 as a number (exact: PFNs stay far below 2^53). */
   pfn(i: number): number {
     return (this.words[2 * i + 1] & 0x7fffff) * 0x100000000 + this.words[2 * i];
+  }
+  /** Whether entry i maps a zero page (known from frames only: {@link ZeroFrames}). */
+  zeroPage(i: number, frames: ZeroFrames): boolean {
+    return ZeroFrames.candidate(this.#hi[2 * i + 1]) && frames.is(this.pfn(i));
   }
   /** Swap type (bits 0-4) of a swapped entry. */
   swapType(i: number): number {
@@ -226,6 +299,8 @@ export class PagemapReader implements Disposable {
     const all = (mask.all ?? 0) | 0;
     const any = (mask.any ?? 0) | 0;
     const none = (mask.none ?? 0) | 0;
+    using zero = new ZeroFrames();
+    const notZero = mask.notZeroPage === true;
     let runStart = -1; // page index of the open run, -1 when none
     for (let base = first; base < last; base += PAGEMAP_CHUNK_ENTRIES) {
       const n = Math.min(PAGEMAP_CHUNK_ENTRIES, last - base);
@@ -234,7 +309,9 @@ export class PagemapReader implements Disposable {
         const hi = hiWords[2 * i + 1];
         const ok = fn
           ? fn(hi, loWords[2 * i])
-          : (hi & all) === all && (any === 0 || (hi & any) !== 0) && (hi & none) === 0;
+          : (hi & all) === all && (any === 0 || (hi & any) !== 0) && (hi & none) === 0 &&
+            !(notZero && ZeroFrames.candidate(hi) &&
+              zero.is((hi & 0x7fffff) * 0x100000000 + loWords[2 * i]));
         if (ok) {
           if (runStart < 0) runStart = base + i;
         } else if (runStart >= 0) {

@@ -5,10 +5,17 @@
  * instead of one 8-byte pagemap entry per page and one read per mapping.
  *
  * The selection is the one of engine/proc/pagemap.ts: a page holds data
- * when it is present or swapped and not a guard region
- * ({@link PRESENT_OR_SWAPPED}); it belongs to the process when, besides,
- * it is not a file or shmem page ({@link ANON_PRESENT_OR_SWAPPED}).
+ * when it is present or swapped, not a guard region and not the shared
+ * zero page ({@link PRESENT_OR_SWAPPED}); it belongs to the process when,
+ * besides, it is not a file or shmem page ({@link ANON_PRESENT_OR_SWAPPED}).
  * tests/pagemap_scan_test.ts checks both agree on every mapping kind.
+ *
+ * The zero page (PAGE_IS_PFNZERO: the shared zero page, or the huge zero
+ * page, that a read fault maps in private anonymous memory, or KSM with
+ * use_zero_pages) is a hole: it holds zeros and is not counted in Rss, and
+ * an area restored without it maps it again at its first read. Every walk
+ * that decides which pages to save leaves it out in the kernel's test
+ * ({@link NOT_ZERO_PAGE}): no region is returned for it.
  *
  * @module
  */
@@ -32,8 +39,19 @@ export interface ScanRegion {
 /** Pages with data: present or swapped. */
 const DATA = PAGE_IS.PRESENT | PAGE_IS.SWAPPED;
 
+/**
+ * The part of a {@link ScanTest} that leaves out the zero page: PAGE_IS_PFNZERO
+ * inverted and required (spread into every test of pages to save; a test
+ * with other inverted or required categories ORs its own in).
+ */
+export const NOT_ZERO_PAGE = { inverted: PAGE_IS.PFNZERO, mask: PAGE_IS.PFNZERO } as const;
+
 /** The test of {@link PagemapScanner.dataRegions}. */
-const DATA_REGIONS: ScanTest = { anyOf: DATA, returnMask: PAGE_IS.FILE | PAGE_IS.GUARD };
+const DATA_REGIONS: ScanTest = {
+  ...NOT_ZERO_PAGE,
+  anyOf: DATA,
+  returnMask: PAGE_IS.FILE | PAGE_IS.GUARD,
+};
 
 /** An open /proc/<pid>/pagemap for PAGEMAP_SCAN. Close it, or use `using`. */
 export class PagemapScanner implements Disposable {
@@ -129,8 +147,8 @@ export class PagemapScanner implements Disposable {
   }
 
   /**
-   * The data pages of [start, end) (present or swapped, not guard regions)
-   * as regions in address order, split where `anon` changes.
+   * The data pages of [start, end) (present or swapped, not guard regions,
+   * not the zero page) as regions in address order, split where `anon` changes.
    */
   dataRegions(start: number, end: number, first?: { n: number; walkEnd: bigint }): ScanRegion[] {
     const out: ScanRegion[] = [];
@@ -262,6 +280,7 @@ export interface DataAndWritten {
 
 /** The test of {@link PagemapScanner.dataAndWritten}. */
 const DATA_AND_WRITTEN: ScanTest = {
+  ...NOT_ZERO_PAGE,
   anyOf: DATA,
   returnMask: PAGE_IS.FILE | PAGE_IS.GUARD | PAGE_IS.WRITTEN,
 };
