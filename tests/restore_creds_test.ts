@@ -261,18 +261,13 @@ Deno.test(
     // (engine/restore/status_reads.ts); a thread's record is changed after the compile.
     let tid = 0;
     let used = false;
-    const { pid, error } = await failingRestore(
-      "threads",
-      (p) => {
-        const t = p.threads.find((t) => t.tid !== p.pid)!;
-        tid = t.tid;
-        t.creds = { ...t.creds!, groups: [4242] };
-      },
-      false,
-      (u) => {
-        used = u.compiled.statusReads !== undefined;
-      },
-    );
+    const { pid, error } = await failingRestore("threads", (p) => {
+      const t = p.threads.find((t) => t.tid !== p.pid)!;
+      tid = t.tid;
+      t.creds = { ...t.creds!, groups: [4242] };
+    }, false, (u) => {
+      used = u.compiled.statusReads !== undefined;
+    });
     assert.ok(used, "the plan did not have the threads read their own statuses");
     assert.match(
       error.message,

@@ -45,7 +45,12 @@ import type { InjectionSession } from "../dump/injected.ts";
 import { type ProcStatus, readStatus } from "../proc/status.ts";
 import { UnsupportedError } from "../errors.ts";
 import { setgroupsDenied } from "./userns.ts";
-import { RUN_DONE_SLOT, STATUS_BUF_SLOT, STATUS_FD_SLOT, STATUS_LEN_SLOT } from "./sched_run.ts";
+import {
+  RUN_DONE_SLOT,
+  STATUS_BUF_SLOT,
+  STATUS_FD_SLOT,
+  STATUS_LEN_SLOT,
+} from "./sched_run.ts";
 import { type ProgramBuilder, slot } from "../program/builder.ts";
 
 /** prctl options used here. */

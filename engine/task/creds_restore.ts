@@ -35,7 +35,11 @@ import { CredsLines, statusHoldsCreds } from "./creds_text.ts";
 import { processVmReadFully } from "../../ffi/process_vm.ts";
 import type { RunAreas } from "../restore/thread_state.ts";
 import { RUN_AREA_BYTES, RUN_DONE_SLOT } from "./sched_run.ts";
-import { readStatusTexts, statusLengthOf, type StatusReads } from "../restore/status_reads.ts";
+import {
+  readStatusTexts,
+  type StatusReads,
+  statusLengthOf,
+} from "../restore/status_reads.ts";
 
 const SIGTRAP = 5;
 const NO_SYSCALL = 0xffffffffffffffffn;
