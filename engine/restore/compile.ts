@@ -85,12 +85,6 @@ import { emitPlaceholderBranches, emitPlaceholders, placeholdersOf } from "../ta
 import { SIGTRAP } from "../task/sigtrap.ts";
 import { emitThreadClones } from "./thread_clone.ts";
 import { chainedCreds, emitThreadSections, type ThreadSections } from "./thread_state.ts";
-import {
-  emitMainRunArea,
-  STATUS_READ_BYTES,
-  type StatusReads,
-  statusReadsWanted,
-} from "./status_reads.ts";
 import { hexMinus, hexNum } from "../image/hexnum.ts";
 import { emitSharedAnon, inSharedAnonGroup } from "../memory/shmem_restore.ts";
 import { emitMbind, emitSetMempolicy } from "../memory/mempolicy.ts";
@@ -179,8 +173,6 @@ export interface CompiledProcess {
   lazy?: LazyRegion[];
   /** The own-state section of each thread but the main one (thread_state.ts), run with `creds`. */
   threadSections: ThreadSections;
-  /** Where the threads read their own statuses for the credentials' read-back (status_reads.ts). */
-  statusReads?: StatusReads;
 }
 
 const PROT = (perms: string) =>
@@ -230,32 +222,17 @@ export function compileProcess(proc: ProcessImage, opts: CompileOptions): Compil
   const deferred: DeferredSyscall[] = [];
   emitProgram(p, proc, opts, fds, boot.slotsAddress, deferred);
   deferSeals(proc, deferred); // after everything else (engine/memory/flags.ts)
-  const limit = base + BigInt(proc.bootstrap.size) - BigInt(VDSO_SCRATCH_BYTES);
-  // The threads read their own statuses for the credentials' read-back into the scratch range
-  // (status_reads.ts), the main thread's buffer first.
-  const statusReads = statusReadsWanted(proc, VDSO_SCRATCH_BYTES)
-    ? {
-      buffers: limit,
-      tids: [proc.pid, ...proc.threads.filter((t) => t.tid !== proc.pid).map((t) => t.tid)],
-      mainSlots: emitMainRunArea(p, limit),
-    }
-    : undefined;
-  const sections = emitCredsSections(
-    p,
-    proc,
-    undefined,
-    statusReads ? STATUS_READ_BYTES : undefined,
-  );
+  const sections = emitCredsSections(p, proc);
   // Each thread's own state, then on into its credentials: one run per thread at finalize.
   const threadSections = emitThreadSections(
     p,
     proc,
     new Map(sections.threads.map((t) => [t.tid, t.op])),
-    statusReads?.buffers,
   );
   const creds = chainedCreds(sections, threadSections);
   const restore = p.build();
   const bootstrap = boot.finish({ restore, standalone });
+  const limit = base + BigInt(proc.bootstrap.size) - BigInt(VDSO_SCRATCH_BYTES);
   if (base + BigInt(bootstrap.blob.length) > limit) {
     // The userfaultfd loads' ops are what made it too large: without them, as before.
     if (opts.uffdLoads !== false) return compileProcess(proc, { ...opts, uffdLoads: false });
@@ -276,7 +253,6 @@ export function compileProcess(proc: ProcessImage, opts: CompileOptions): Compil
     deferred,
     lazy: opts.lazy ? lazyRegions(proc, opts.images) : undefined,
     threadSections,
-    statusReads,
   };
 }
 

@@ -35,7 +35,6 @@ import type { ProgramBuilder } from "../program/builder.ts";
 import type { CredsSections } from "../task/creds.ts";
 import { emitSchedReads, RUN_AREA_BYTES, schedReadInRun } from "../task/sched_run.ts";
 import { emitSetMempolicy, samePolicy } from "../memory/mempolicy.ts";
-import { setStatusBuffer, STATUS_READ_BYTES } from "./status_reads.ts";
 
 const PR_SET_NAME = 15;
 const PR_GET_TIMERSLACK = 30;
@@ -101,31 +100,20 @@ function threadNames(p: ProgramBuilder, threads: readonly ThreadState[]): (bigin
  * `then`: the op each thread goes on at when its section is done (its
  * credentials section, engine/task/creds.ts: one resume of the thread
  * sets both, its own state first, see {@link chainedCreds}); a thread
- * without one stops at its section's END. `statusBuffers`: the address of
- * the threads' status buffers (status_reads.ts, the main thread's first),
- * written into each area's buffer slot.
+ * without one stops at its section's END.
  */
 export function emitThreadSections(
   p: ProgramBuilder,
   proc: ProcessImage,
   then?: ReadonlyMap<number, number>,
-  statusBuffers?: bigint,
 ): ThreadSections {
   const out: ThreadSections = [];
   const others = proc.threads.filter((t) => t.tid !== proc.pid);
   // All ones until a run stores its slack: no record equals it (a thread that did not run is
   // never taken for one that read its recorded slack).
-  const areas = new Uint8Array(RUN_AREA_BYTES * others.length).fill(0xff);
-  if (statusBuffers !== undefined) {
-    others.forEach((_, i) =>
-      setStatusBuffer(
-        areas,
-        RUN_AREA_BYTES * i,
-        statusBuffers + BigInt(STATUS_READ_BYTES * (i + 1)),
-      )
-    );
-  }
-  const area = others.length ? p.data(areas) : 0n;
+  const area = others.length
+    ? p.data(new Uint8Array(RUN_AREA_BYTES * others.length).fill(0xff))
+    : 0n;
   const names = threadNames(p, others);
   // A thread is cloned with the main thread's NUMA policy (set by the program first).
   const mainPolicy = proc.threads.find((t) => t.tid === proc.pid)?.mempolicy;

@@ -45,13 +45,8 @@ import type { InjectionSession } from "../dump/injected.ts";
 import { type ProcStatus, readStatus } from "../proc/status.ts";
 import { UnsupportedError } from "../errors.ts";
 import { setgroupsDenied } from "./userns.ts";
-import {
-  RUN_DONE_SLOT,
-  STATUS_BUF_SLOT,
-  STATUS_FD_SLOT,
-  STATUS_LEN_SLOT,
-} from "./sched_run.ts";
-import { type ProgramBuilder, slot } from "../program/builder.ts";
+import { RUN_DONE_SLOT } from "./sched_run.ts";
+import type { ProgramBuilder } from "../program/builder.ts";
 
 /** prctl options used here. */
 export const PR = {
@@ -175,16 +170,12 @@ export interface CredsSections {
  * the main program never reaches them; the engine points each thread at
  * its own; threads with equal credentials share one). `lastCap` is this
  * kernel's highest capability number: every capability up to it that the
- * recorded bounding set lacks is dropped. With `statusBytes`, each section
- * ends by reading its thread's `/proc/thread-self/status` into the buffer
- * its run's slots name (engine/restore/status_reads.ts): every thread that
- * runs a section must then have slots of its own.
+ * recorded bounding set lacks is dropped.
  */
 export function emitCredsSections(
   p: ProgramBuilder,
   proc: ProcessImage,
   lastCap: number = capLastCap(),
-  statusBytes?: number,
 ): CredsSections {
   const missing = proc.threads.filter((t) => !t.creds).map((t) => t.tid);
   if (missing.length) {
@@ -201,7 +192,7 @@ export function emitCredsSections(
     const key = JSON.stringify(t.creds);
     let op = sections.get(key);
     if (op === undefined) {
-      op = emitThreadCreds(p, t.tid, t.creds!, header, lastCap, statusBytes);
+      op = emitThreadCreds(p, t.tid, t.creds!, header, lastCap);
       sections.set(key, op);
     }
     return { tid: t.tid, op };
@@ -215,7 +206,6 @@ function emitThreadCreds(
   c: ThreadCredentials,
   header: bigint,
   lastCap: number,
-  statusBytes?: number,
 ): number {
   const first = p.opCount;
   const say = (what: string) => ({ comment: `credentials: ${what}` });
@@ -269,35 +259,12 @@ function emitThreadCreds(
   p.op(SYS.capset, [header, p.data(final)], say(`capabilities eff ${hex(eff)} prm ${hex(prm)}`));
   if (c.noNewPrivs) p.op(SYS.prctl, [PR.SET_NO_NEW_PRIVS, 1, 0, 0, 0], say("no_new_privs"));
   if (c.securebits === 0) emitNoSecurebitsCheck(p, first);
-  if (statusBytes !== undefined) emitStatusRead(p, statusBytes);
   // The run's done mark: its tid, after every op that can fail (creds_restore.ts reads it from
   // the run's area instead of the registers at its stop; sched_run.ts RUN_DONE_SLOT).
   p.op(SYS.gettid, [], { store: RUN_DONE_SLOT, comment: "credentials: the run's done mark" });
   p.end(`credentials restored (first used by thread ${tid})`);
   return first;
 }
-
-/**
- * The thread's own status read into its buffer, for the engine's read-back
- * (creds_restore.ts): open, read, close, none of them stopping the run when
- * it fails (the engine then reads the status file itself: a result that is
- * not a length below the buffer's size).
- */
-function emitStatusRead(p: ProgramBuilder, bytes: number): void {
-  const say = (what: string) => ({ allowFail: true, comment: `credentials: ${what}` });
-  p.op(SYS.open, [p.cstring("/proc/thread-self/status"), O_RDONLY_CLOEXEC], {
-    store: STATUS_FD_SLOT,
-    ...say("status opened for the read-back"),
-  });
-  p.op(SYS.read, [slot(STATUS_FD_SLOT), slot(STATUS_BUF_SLOT), bytes], {
-    store: STATUS_LEN_SLOT,
-    ...say("status read"),
-  });
-  p.op(SYS.close, [slot(STATUS_FD_SLOT)], say("status closed"));
-}
-
-/** O_RDONLY | O_CLOEXEC. */
-const O_RDONLY_CLOEXEC = 0o2000000;
 
 /** An option no prctl knows: the call fails (EINVAL) and stops the thread at the stub's FAIL. */
 const PR_NONE = -1;

@@ -35,11 +35,6 @@ import { CredsLines, statusHoldsCreds } from "./creds_text.ts";
 import { processVmReadFully } from "../../ffi/process_vm.ts";
 import type { RunAreas } from "../restore/thread_state.ts";
 import { RUN_AREA_BYTES, RUN_DONE_SLOT } from "./sched_run.ts";
-import {
-  readStatusTexts,
-  type StatusReads,
-  statusLengthOf,
-} from "../restore/status_reads.ts";
 
 const SIGTRAP = 5;
 const NO_SYSCALL = 0xffffffffffffffffn;
@@ -57,11 +52,6 @@ export interface CompiledCreds {
    * slot 0 receives its timer slack. Without them every run uses the program's slots.
    */
   threadSections?: readonly { tid: number; slots: bigint }[];
-  /**
-   * Where the threads read their own statuses in their runs (engine/restore/status_reads.ts);
-   * the main thread then runs with slots of its own. Without it cryo reads every status file.
-   */
-  statusReads?: StatusReads;
 }
 
 /** A stopped thread to continue from other registers, and where it must stop again. */
@@ -182,9 +172,8 @@ export function restoreCreds(
   // The threads but the main one are all parked at their birth in the stub, after the same
   // clone3: one's registers serve as the start of every run (one PTRACE_GETREGS, not one each).
   let parked: UserRegs | undefined;
-  const reads = compiled.statusReads;
   const runs = compiled.creds.threads.map(({ tid, op }) => {
-    if (tid === pid) return sectionRun(tid, boot, op, reads?.mainSlots ?? slotsOf.get(tid));
+    if (tid === pid) return sectionRun(tid, boot, op, slotsOf.get(tid));
     parked ??= getRegs(tid);
     return sectionRun(tid, boot, op, slotsOf.get(tid), parked);
   });
@@ -196,11 +185,10 @@ export function restoreCreds(
   // Each run's area, read once every run stopped: a run that stopped with SIGTRAP and left its
   // tid as its done mark is at its section's END; any other stop is explained from its registers.
   const areas = readRunAreas(pid, own);
-  const mainArea = reads ? readMainArea(pid, reads.mainSlots) : undefined;
   let problem: string | undefined;
   runs.forEach((r, i) => {
     const st = stops[i];
-    const area = r.tid === pid && mainArea ? mainArea : areas.get(r.tid);
+    const area = areas.get(r.tid);
     if (st.signal === SIGTRAP && area && doneMarkOf(area) === BigInt(r.tid)) return;
     const why = r.check(st, getRegs(r.tid));
     // A thread but the main one runs its own-state section first (engine/restore/thread_state.ts).
@@ -223,19 +211,11 @@ export function restoreCreds(
   // A status whose lines are the record's own text holds the record (creds_text.ts): no parse;
   // any other is parsed like the first one parsed (lines whose text is the same give the same
   // values) and compared field by field.
-  // The statuses the threads read in their runs (engine/restore/status_reads.ts); a thread
-  // whose read did not give a whole text has its file read here, as before.
-  const texts = reads
-    ? readStatusTexts(pid, reads, (tid) => {
-      const area = tid === pid ? mainArea : areas.get(tid);
-      return area ? statusLengthOf(area) : undefined;
-    })
-    : undefined;
   let like: ProcStatus | undefined;
   const lines = new CredsLines();
   image.threads.forEach((t, i) => {
     const want = t.creds!;
-    const text = texts?.get(t.tid) ?? readProcText(pid, "status", t.tid);
+    const text = readProcText(pid, "status", t.tid);
     const keepCaps = (bits[i] & SECBIT_KEEP_CAPS) !== 0;
     if (
       bits[i] === want.securebits && keepCaps === want.keepCaps &&
@@ -259,13 +239,6 @@ export function restoreCreds(
 /** The done mark a run left in its area (sched_run.ts RUN_DONE_SLOT): its tid, or all ones. */
 function doneMarkOf(area: DataView): bigint {
   return area.getBigUint64(RUN_DONE_SLOT * 8, true);
-}
-
-/** The main thread's run area (status_reads.ts `emitMainRunArea`). */
-function readMainArea(pid: number, slots: bigint): DataView {
-  const buf = new Uint8Array(RUN_AREA_BYTES);
-  processVmReadFully(pid, slots, buf);
-  return new DataView(buf.buffer);
 }
 
 /** Each run's own area (one read: {@link RUN_AREA_BYTES} each, one after the other). */

@@ -52,23 +52,8 @@ const MASK_AT = ATTR_AT + 64;
  * no registers for it). Just after the CPU mask.
  */
 export const RUN_DONE_SLOT = (MASK_AT + CPU_MASK_BYTES + 7) >> 3;
-/**
- * Slots of the credentials' read-back by the thread itself (engine/task/creds.ts
- * `emitThreadCreds` with a status read, engine/restore/status_reads.ts): the fd of its
- * `/proc/thread-self/status`, the read's result (its length, or -errno; all ones when it
- * did not run), and the address of the thread's buffer (written by the compile; all ones,
- * an address every read refuses, when the thread has none).
- */
-export const STATUS_FD_SLOT = RUN_DONE_SLOT + 1;
-/** See {@link STATUS_FD_SLOT}. */
-export const STATUS_LEN_SLOT = RUN_DONE_SLOT + 2;
-/** See {@link STATUS_FD_SLOT}. */
-export const STATUS_BUF_SLOT = RUN_DONE_SLOT + 3;
-/**
- * Bytes of each thread's run area (slots, sched_attr, CPU mask, the done mark, the
- * status read's slots), 8-aligned.
- */
-export const RUN_AREA_BYTES = STATUS_BUF_SLOT * 8 + 8;
+/** Bytes of each thread's run area (slots, sched_attr, CPU mask, the done mark), 8-aligned. */
+export const RUN_AREA_BYTES = RUN_DONE_SLOT * 8 + 8;
 
 /** Whether thread `t`'s section reads its scheduling in its run. */
 export function schedReadInRun(t: Pick<ThreadState, "sched">): boolean {
