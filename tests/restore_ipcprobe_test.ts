@@ -1,0 +1,100 @@
+/**
+ * Inter-process communication and state shared between the processes of a
+ * tree (tests/targets/rt_ipcprobe.c, one mode per case): the tree is
+ * dumped (killed) and restored with the CLI (`restore --detach`: the
+ * restored root comes back to this process, a child subreaper), then the
+ * root checks the state, releases its children and reports. A case cryo
+ * refuses must fail the dump with one line naming it, leave no image and
+ * the tree running untraced; the tree then checks itself all the same.
+ */
+
+import assert from "node:assert/strict";
+import { rawSyscall } from "../ffi/libc.ts";
+import { SYS } from "../ffi/sysno.ts";
+import { waitPid, WNOHANG } from "../ffi/wait.ts";
+import { assertChecksPassed } from "./helpers/checks.ts";
+import { assertCliOk, assertOneLineError, runCli } from "./helpers/commands.ts";
+import { pathExists } from "./helpers/fs.ts";
+import { statusField } from "./helpers/proc.ts";
+import { startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
+import { adoptPid, withTargets } from "./helpers/targets.ts";
+import { waitUntil } from "./helpers/wait.ts";
+
+const READY = /^ready pid=(\d+) pids=([\d,]*) ipc=(\S*)$/m;
+const IPC_RMID = 0;
+
+/** Mode, and what the dump does with it: restore it, or refuse it (the one line's pattern). */
+const CASES: [string, "restored" | RegExp][] = [
+  ["semwait", "restored"],
+  ["msgwait", "restored"],
+  ["shmalone", "restored"],
+  ["mqwait", /POSIX message queue descriptors/],
+  ["pmutex", "restored"],
+  ["robust", "restored"],
+  ["memfdscm", "restored"],
+  ["filemap", "restored"],
+  ["eventfd", "restored"],
+  ["posixshm", "restored"],
+];
+
+/** Waits until `pid` is gone, reaping it if it came back to this process (a subreaper). */
+async function awaitGone(pid: number): Promise<void> {
+  await waitUntil(`process ${pid} gone`, () => {
+    try {
+      waitPid(pid, WNOHANG);
+    } catch { /* not our child (yet) */ }
+    return !pathExists(`/proc/${pid}`);
+  });
+}
+
+/** Removes the System V objects and POSIX queues a target named (`sem:3,msg:4,shm:5,mq:name`). */
+function removeIpc(list: string): void {
+  for (const item of list.split(",").filter((s) => s !== "")) {
+    const [kind, id] = item.split(":");
+    if (kind === "sem") rawSyscall(SYS.semctl, Number(id), 0, IPC_RMID, 0);
+    else if (kind === "msg") rawSyscall(SYS.msgctl, Number(id), IPC_RMID, 0);
+    else if (kind === "shm") rawSyscall(SYS.shmctl, Number(id), IPC_RMID, 0);
+    else if (kind === "mq") {
+      try {
+        Deno.removeSync(`/dev/mqueue/${id}`);
+      } catch { /* gone, or no mqueue mount */ }
+    }
+  }
+}
+
+for (const [mode, expect] of CASES) {
+  const what = expect === "restored"
+    ? "comes back as it was (dump and restore with the CLI)"
+    : "the dump refuses it by name; the tree runs on untouched";
+  Deno.test(
+    `ipc probe ${mode}: ${what}`,
+    withTargets(async () => {
+      const a = await startTriggered("rt_ipcprobe", READY, { passWork: true, extra: [mode] });
+      const others = a.ready[2] ? a.ready[2].split(",").map(Number) : [];
+      for (const pid of others) adoptPid(pid);
+      try {
+        const dir = await tempImageDir();
+        const dump = await runCli(["dump", String(a.t.pid), "--dir", dir]);
+        if (expect === "restored") {
+          assertCliOk(dump, `dump of ${mode}`);
+          await a.t.wait();
+          for (const pid of others) await awaitGone(pid);
+          const r = await runCli(["restore", dir, "--detach"]);
+          assertCliOk(r, `restore of ${mode}`);
+          a.t.resetAfterRestore();
+          for (const pid of others) adoptPid(pid);
+        } else {
+          assertOneLineError(dump, 1, expect, `dump of ${mode}`);
+          assert.equal(pathExists(dir), false, "the refused dump left an image");
+          for (const pid of [a.t.pid, ...others]) {
+            assert.equal(statusField(pid, "TracerPid"), "0", `process ${pid} left traced`);
+          }
+        }
+        await Deno.writeTextFile(a.trigger, "");
+        assertChecksPassed(a.t, [], await a.t.wait(), { what: mode });
+      } finally {
+        removeIpc(a.ready[3]);
+      }
+    }),
+  );
+}
