@@ -14,12 +14,17 @@ import type { Refusals } from "../support.ts";
 
 const MQUEUE_MAGIC = 0x19800202;
 
+/** Whether fd `fd` of process `pid` is a POSIX message queue (the statfs magic of its file). */
+export function isMqueueFd(pid: number, fd: number): boolean {
+  return fsMagic(`/proc/${pid}/fd/${fd}`) === MQUEUE_MAGIC;
+}
+
 /** Dump (tree frozen): refuses every fd of the tree that is a POSIX message queue. */
 export function refuseMqueueFds(images: readonly ProcessImage[], refusals: Refusals): void {
   for (const p of images) {
     for (const f of p.fds) {
       if (f.excluded || (f.kind !== "file" && f.kind !== "unknown")) continue;
-      if (fsMagic(`/proc/${p.pid}/fd/${f.fd}`) === MQUEUE_MAGIC) {
+      if (isMqueueFd(p.pid, f.fd)) {
         refusals.use("fd.mqueue", `process ${p.pid} fd ${f.fd} (${f.target})`);
       }
     }
