@@ -26,6 +26,7 @@ const IPC_RMID = 0;
 /** Mode, and what the dump does with it: restore it, or refuse it (the one line's pattern). */
 const CASES: [string, "restored" | RegExp][] = [
   ["semwait", "restored"],
+  ["semrefused", /POSIX message queue descriptors/],
   ["msgwait", "restored"],
   ["shmalone", "restored"],
   ["mqwait", /POSIX message queue descriptors/],

@@ -16,6 +16,7 @@
  */
 
 import { signed } from "../../ffi/regs.ts";
+import { getRegs, setRegs } from "../../ffi/ptrace.ts";
 import { Errno } from "../../ffi/errno.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import type { SigInfoRecord, ThreadState } from "../model.ts";
@@ -43,4 +44,46 @@ export function reissueSemopEintr(
     if (deliverable(t.pending, mask) || deliverable(sharedPending, mask)) continue;
     t.syscall = { nr, restart: "restart" };
   }
+}
+
+/** Signal bits of `line` ("SigPnd:\t<hex>") of a status text, 0 when absent. */
+function statusMask(status: string, field: string): bigint {
+  const m = status.match(new RegExp(`^${field}:\\s*([0-9a-f]+)$`, "m"));
+  return m ? BigInt(`0x${m[1]}`) : 0n;
+}
+
+/**
+ * Before a frozen thread of a live tree is let go (thaw): when the freeze
+ * made its semop/semtimedop fail with EINTR (no signal it does not block
+ * pending), its registers are set back to issue the call again, so the
+ * program never sees the freeze. One register read per thread; the
+ * status is read only for a thread found there. False when it was not.
+ */
+export function rewindSemopEintr(pid: number, tid: number): boolean {
+  let regs;
+  try {
+    regs = getRegs(tid);
+  } catch {
+    return false; // gone, or not stopped: let go as it is
+  }
+  const nr = Number(signed(regs.orig_rax));
+  if (nr !== SYS.semop && nr !== SYS.semtimedop) return false;
+  if (Number(signed(regs.rax)) !== -Errno.EINTR) return false;
+  let status;
+  try {
+    status = Deno.readTextFileSync(`/proc/${pid}/task/${tid}/status`);
+  } catch {
+    return false;
+  }
+  const pending = statusMask(status, "SigPnd") | statusMask(status, "ShdPnd");
+  if ((pending & ~statusMask(status, "SigBlk")) !== 0n) return false;
+  regs.rax = regs.orig_rax;
+  regs.rip -= 2n;
+  regs.orig_rax = 0xffffffffffffffffn; // -1: no syscall for the kernel to restart besides
+  try {
+    setRegs(tid, regs);
+  } catch {
+    return false;
+  }
+  return true;
 }

@@ -15,11 +15,16 @@
  *               waiting for #0 to be zero (semzcnt 1). After the trigger:
  *               the values, both counts, then #1 is posted and #0 taken to
  *               zero: both children's semop return 0.
+ *               A third child waits in semtimedop (60 s) for 8 of #2.
+ *   semrefused  semwait with a descriptor cryo refuses (a POSIX message
+ *               queue): the dump's freeze must not make the waits fail.
  *   msgwait     a System V message queue (msg_qbytes 4000, mode 0620)
  *               holding 3 messages (types 1 2 3, 10 100 1000 bytes); a
- *               child blocked in msgrcv(type 9). After the trigger: qnum,
+ *               child blocked in msgrcv(type 9), another in msgsnd (3000
+ *               bytes of type 7: the queue is too full). After the trigger: qnum,
  *               cbytes, qbytes; a type-9 message reaches the child; the 3
- *               are read back by type, contents checked.
+ *               are read back by type, contents checked; then the sender's
+ *               message is in.
  *   shmalone    a keyed System V shm segment (2 pages, content written)
  *               that no process attaches any more; after the trigger it is
  *               still there with its key, size, mode and content.
@@ -127,6 +132,7 @@ static int sem_taker(void *arg) {
   struct sembuf op = {1, -1, 0};
   int r = semop(semid, &op, 1);
   if (r != 0) printf("taker semop: %s\n", strerror(errno));
+  fflush(stdout);
   return r == 0 ? 0 : 1;
 }
 
@@ -135,7 +141,29 @@ static int sem_zero_waiter(void *arg) {
   struct sembuf op = {0, 0, 0};
   int r = semop(semid, &op, 1);
   if (r != 0) printf("zero waiter semop: %s\n", strerror(errno));
+  fflush(stdout);
   return r == 0 ? 0 : 1;
+}
+
+static int sem_timed_waiter(void *arg) {
+  (void)arg;
+  struct sembuf op = {2, -8, 0};
+  struct timespec ts = {60, 0};
+  int r = semtimedop(semid, &op, 1, &ts);
+  if (r != 0) printf("timed waiter semtimedop: %s\n", strerror(errno));
+  fflush(stdout);
+  return r == 0 ? 0 : 1;
+}
+
+static int sem_ncnt2(long want) { return semctl(semid, 2, GETNCNT) == want; }
+
+/* An fd cryo refuses (a POSIX message queue), for the refused variants. */
+static void hold_refused_fd(void) {
+  char name[64];
+  snprintf(name, sizeof name, "/cryo-ipcprobe-%d-r", getpid());
+  struct mq_attr attr = {.mq_maxmsg = 2, .mq_msgsize = 8};
+  if (mq_open(name, O_RDWR | O_CREAT | O_EXCL, 0600, &attr) == (mqd_t)-1) die("mq_open");
+  mq_unlink(name);
 }
 
 static void mode_semwait(void) {
@@ -146,7 +174,8 @@ static void mode_semwait(void) {
   snprintf(ipc, sizeof ipc, "sem:%d", semid);
   pid_t a = spawn(sem_taker, NULL);
   pid_t b = spawn(sem_zero_waiter, NULL);
-  if (!await(sem_ncnt1, 1) || !await(sem_zcnt0, 1)) die("waiters");
+  pid_t c = spawn(sem_timed_waiter, NULL);
+  if (!await(sem_ncnt1, 1) || !await(sem_zcnt0, 1) || !await(sem_ncnt2, 1)) die("waiters");
   ready();
   wait_trigger(trigger);
   unsigned short now[3] = {0, 0, 0};
@@ -165,8 +194,13 @@ static void mode_semwait(void) {
   struct sembuf take = {0, -5, 0};
   if (semop(semid, &take, 1) != 0) die("take");
   check_exit0("sem-zero-waiter", b);
-  check("sem-after", semctl(semid, 1, GETVAL) == 0 && semctl(semid, 0, GETVAL) == 0, "%d %d",
-        semctl(semid, 0, GETVAL), semctl(semid, 1, GETVAL));
+  check("sem-ncnt2", await(sem_ncnt2, 1), "semncnt %d", semctl(semid, 2, GETNCNT));
+  struct sembuf one = {2, 1, 0};
+  if (semop(semid, &one, 1) != 0) die("post 2");
+  check_exit0("sem-timed-waiter", c);
+  check("sem-after", semctl(semid, 1, GETVAL) == 0 && semctl(semid, 0, GETVAL) == 0 &&
+                         semctl(semid, 2, GETVAL) == 0,
+        "%d %d %d", semctl(semid, 0, GETVAL), semctl(semid, 1, GETVAL), semctl(semid, 2, GETVAL));
 }
 
 /* ---- msgwait ---- */
@@ -193,7 +227,23 @@ static int msg_receiver(void *arg) {
   struct msg m;
   ssize_t n = msgrcv(msqid, &m, sizeof m.text, 9, 0);
   if (n < 0) printf("msgrcv: %s\n", strerror(errno));
+  fflush(stdout);
   return n == 20 && msg_ok(&m, 9, 20) ? 0 : 1;
+}
+
+static int msg_sender(void *arg) {
+  (void)arg;
+  static struct msg big;
+  big.type = 7;
+  for (int i = 0; i < 1000; i++) big.text[i] = (char)(i * 13 + 7);
+  /* 3000 bytes: the first 1000 of the pattern three times over. */
+  static char buf[sizeof(long) + 3000];
+  memcpy(buf, &big.type, sizeof(long));
+  for (int k = 0; k < 3; k++) memcpy(buf + sizeof(long) + 1000 * k, big.text, 1000);
+  int r = msgsnd(msqid, buf, 3000, 0);
+  if (r != 0) printf("msgsnd: %s\n", strerror(errno));
+  fflush(stdout);
+  return r == 0 ? 0 : 1;
 }
 
 static int msg_qnum(long want) {
@@ -216,7 +266,8 @@ static void mode_msgwait(void) {
     if (msgsnd(msqid, &m, sizes[i], 0) != 0) die("msgsnd");
   }
   pid_t c = spawn(msg_receiver, NULL);
-  sleep_ms(100); /* the receiver is in msgrcv (no count shows it) */
+  pid_t d = spawn(msg_sender, NULL); /* 1110 + 3000 > 4000: blocked in msgsnd */
+  sleep_ms(100); /* both are in their calls (no count shows them) */
   ready();
   wait_trigger(trigger);
   if (msgctl(msqid, IPC_STAT, &ds) != 0) die("IPC_STAT");
@@ -233,6 +284,14 @@ static void mode_msgwait(void) {
     snprintf(name, sizeof name, "msg-type%d", i + 1);
     check(name, n == (ssize_t)sizes[i] && msg_ok(&m, i + 1, sizes[i]), "n %zd", n);
   }
+  check_exit0("msg-sender", d);
+  static char big[sizeof(long) + 3000];
+  ssize_t n = msgrcv(msqid, big, 3000, 7, IPC_NOWAIT);
+  long type;
+  memcpy(&type, big, sizeof type);
+  int same = n == 3000 && type == 7;
+  for (int i = 0; same && i < 3000; i++) same = big[sizeof(long) + i] == (char)((i % 1000) * 13 + 7);
+  check("msg-type7", same, "n %zd type %ld", n, type);
   check("msg-empty", msg_qnum(0), "messages left");
 }
 
@@ -597,6 +656,7 @@ int main(int argc, char **argv) {
   work = argv[2];
   const char *mode = argv[3];
   if (strcmp(mode, "semwait") == 0) mode_semwait();
+  else if (strcmp(mode, "semrefused") == 0) hold_refused_fd(), mode_semwait();
   else if (strcmp(mode, "msgwait") == 0) mode_msgwait();
   else if (strcmp(mode, "shmalone") == 0) mode_shmalone();
   else if (strcmp(mode, "mqwait") == 0) mode_mqwait();
