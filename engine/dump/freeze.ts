@@ -505,7 +505,7 @@ function freezeOnce(
  */
 export function thawTree(tree: FrozenTree): void {
   for (const p of tree.processes) {
-    for (const tid of p.threads) rewindSemopEintr(p.pid, tid); // engine/ipc/semop.ts
+    rewindSemopEintr(p.pid, p.threads); // engine/ipc/semop.ts
     // One table run for the threads of a process (ffi/thread_reads.ts `ptraceEach`).
     if (p.threads.length >= 2 && threadReadsAvailable()) {
       ptraceEach(PTRACE.DETACH, p.threads); // a failure: gone, as below

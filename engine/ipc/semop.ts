@@ -17,6 +17,7 @@
 
 import { signed } from "../../ffi/regs.ts";
 import { getRegs, setRegs } from "../../ffi/ptrace.ts";
+import { syscallRegsEach } from "../../ffi/thread_reads.ts";
 import { Errno } from "../../ffi/errno.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import type { SigInfoRecord, ThreadState } from "../model.ts";
@@ -53,37 +54,37 @@ function statusMask(status: string, field: string): bigint {
 }
 
 /**
- * Before a frozen thread of a live tree is let go (thaw): when the freeze
- * made its semop/semtimedop fail with EINTR (no signal it does not block
- * pending), its registers are set back to issue the call again, so the
- * program never sees the freeze. One register read per thread; the
- * status is read only for a thread found there. False when it was not.
+ * Before the frozen threads `tids` of process `pid` of a live tree are let
+ * go (thaw): a thread the freeze made fail its semop/semtimedop with EINTR
+ * (no signal it does not block pending) has its registers set back to
+ * issue the call again, so the program never sees the freeze. One register
+ * read per thread (one table run for many, ffi/thread_reads.ts); the status
+ * is read only for a thread found there. Returns how many were set back.
  */
-export function rewindSemopEintr(pid: number, tid: number): boolean {
-  let regs;
-  try {
-    regs = getRegs(tid);
-  } catch {
-    return false; // gone, or not stopped: let go as it is
-  }
-  const nr = Number(signed(regs.orig_rax));
-  if (nr !== SYS.semop && nr !== SYS.semtimedop) return false;
-  if (Number(signed(regs.rax)) !== -Errno.EINTR) return false;
-  let status;
-  try {
-    status = Deno.readTextFileSync(`/proc/${pid}/task/${tid}/status`);
-  } catch {
-    return false;
-  }
-  const pending = statusMask(status, "SigPnd") | statusMask(status, "ShdPnd");
-  if ((pending & ~statusMask(status, "SigBlk")) !== 0n) return false;
-  regs.rax = regs.orig_rax;
-  regs.rip -= 2n;
-  regs.orig_rax = 0xffffffffffffffffn; // -1: no syscall for the kernel to restart besides
-  try {
-    setRegs(tid, regs);
-  } catch {
-    return false;
-  }
-  return true;
+export function rewindSemopEintr(pid: number, tids: readonly number[]): number {
+  const all = syscallRegsEach(tids);
+  let n = 0;
+  tids.forEach((tid, i) => {
+    const sc = all[i];
+    if (sc === undefined) return; // gone, or not stopped: let go as it is
+    if (sc.origRax !== BigInt(SYS.semop) && sc.origRax !== BigInt(SYS.semtimedop)) return;
+    if (sc.rax !== BigInt(-Errno.EINTR)) return;
+    let status;
+    try {
+      status = Deno.readTextFileSync(`/proc/${pid}/task/${tid}/status`);
+    } catch {
+      return;
+    }
+    const pending = statusMask(status, "SigPnd") | statusMask(status, "ShdPnd");
+    if ((pending & ~statusMask(status, "SigBlk")) !== 0n) return;
+    try {
+      const regs = getRegs(tid);
+      regs.rax = regs.orig_rax;
+      regs.rip -= 2n;
+      regs.orig_rax = 0xffffffffffffffffn; // -1: nothing else for the kernel to restart
+      setRegs(tid, regs);
+      n++;
+    } catch { /* gone */ }
+  });
+  return n;
 }
