@@ -136,6 +136,7 @@ import { listTids } from "../proc/tasks.ts";
 import { ownNamespaceRoot } from "../pidns/detect.ts";
 import type { NamespaceExtrasRequest } from "../pidns/extras.ts";
 import { refuseMqueueFds } from "../fds/mqueue.ts";
+import { collectSysvUsed } from "../ipc/sysv_used.ts";
 import { refuseOtherProcFds } from "../fds/procfs.ts";
 import type { ParentPages } from "./parent.ts";
 import { ChainDump } from "./chain_dump.ts";
@@ -792,6 +793,10 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     pausePoint("ghosts");
     await awaitVmFlags(described); // read beside the collect (engine/dump/vm_flags.ts)
     const sysvShm = collectSysvShm(described.map((d) => d.image), tmp, refusals);
+    // Objects of the host's IPC namespace it uses (a namespace of its own is saved whole).
+    const sysvUsed = opts.namespaceExtras?.ipc
+      ? []
+      : collectSysvUsed(described.map((d) => d.image), new Set(sysvShm.map((s) => s.shmid)));
     refuseMqueueFds(described.map((d) => d.image), refusals);
     refuseOtherProcFds(described.map((d) => d.image), refusals);
     refuseTreeSocketPaths(described.map((d) => d.image), refusals);
@@ -1066,6 +1071,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       ...(refusals.usedOptIns.length ? { optIns: refusals.usedOptIns } : {}),
       ...(ghosts.length ? { ghosts } : {}),
       ...(sysvShm.length ? { sysvShm } : {}),
+      ...(sysvUsed.length ? { sysvUsed } : {}),
       ...(opts.pidNamespace ? { pidNamespace: opts.pidNamespace } : {}),
       ...(namespaces ? { namespaces } : {}),
       ...chain.manifestFields(parent, tree),
