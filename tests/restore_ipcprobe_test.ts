@@ -147,3 +147,31 @@ for (const [mode, expect] of GONE) {
     }),
   );
 }
+
+for (const extra of [[], ["--precopy"]]) {
+  Deno.test(
+    `ipc probe semwait: dump --leave-running${
+      extra.map((e) => ` ${e}`).join("")
+    }: the waits go on, no EINTR`,
+    withTargets(async () => {
+      const a = await startTriggered("rt_ipcprobe", READY, { passWork: true, extra: ["semwait"] });
+      for (const pid of a.ready[2].split(",").map(Number)) adoptPid(pid);
+      try {
+        const dir = await tempImageDir();
+        const dump = await runCli([
+          "dump",
+          String(a.t.pid),
+          "--dir",
+          dir,
+          "--leave-running",
+          ...extra,
+        ]);
+        assertCliOk(dump, "dump --leave-running");
+        await Deno.writeTextFile(a.trigger, "");
+        assertChecksPassed(a.t, [], await a.t.wait(), { what: "semwait left running" });
+      } finally {
+        removeIpc(a.ready[3]);
+      }
+    }),
+  );
+}
