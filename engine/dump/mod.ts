@@ -794,9 +794,11 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     await awaitVmFlags(described); // read beside the collect (engine/dump/vm_flags.ts)
     const sysvShm = collectSysvShm(described.map((d) => d.image), tmp, refusals);
     // Objects of the host's IPC namespace it uses (a namespace of its own is saved whole).
-    const sysvUsed = opts.namespaceExtras?.ipc
-      ? []
-      : collectSysvUsed(described.map((d) => d.image), new Set(sysvShm.map((s) => s.shmid)));
+    const sysvUsed = opts.namespaceExtras?.ipc ? [] : collectSysvUsed(
+      described.map((d) => d.image),
+      new Set(sysvShm.map((s) => s.shmid)),
+      refusals,
+    );
     refuseMqueueFds(described.map((d) => d.image), refusals);
     refuseOtherProcFds(described.map((d) => d.image), refusals);
     refuseTreeSocketPaths(described.map((d) => d.image), refusals);

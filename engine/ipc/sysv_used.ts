@@ -27,6 +27,7 @@ import { SYS } from "../../ffi/sysno.ts";
 import { RestoreError } from "../errors.ts";
 import type { ProcessImage, SysvUsed } from "../model.ts";
 import { readSysvShm } from "../memory/sysvshm.ts";
+import type { Refusals } from "../support.ts";
 
 const WAITS: ReadonlyMap<number, SysvUsed["kind"]> = new Map([
   [SYS.semop, "sem"],
@@ -81,6 +82,7 @@ function identity(kind: SysvUsed["kind"], id: number): Omit<SysvUsed, "why"> | u
 export function collectSysvUsed(
   images: readonly ProcessImage[],
   attached: ReadonlySet<number>,
+  refusals: Refusals,
 ): SysvUsed[] {
   const pids = new Set(images.map((p) => p.pid));
   const found = new Map<string, { kind: SysvUsed["kind"]; id: number; why: string }>();
@@ -128,7 +130,9 @@ export function collectSysvUsed(
   const out: SysvUsed[] = [];
   for (const f of found.values()) {
     const now = identity(f.kind, f.id);
-    if (now) out.push({ ...now, why: f.why }); // gone meanwhile: nothing to find again
+    if (now === undefined) continue; // gone meanwhile: nothing to find again
+    out.push({ ...now, why: f.why });
+    refusals.use("task.sysv-host-used", `System V ${NAMES[f.kind]} ${f.id}`);
   }
   return out;
 }
