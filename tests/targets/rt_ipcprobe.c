@@ -57,6 +57,13 @@
  *   posixshm    a /dev/shm file (shm_open) mapped by the root and a child,
  *               then unlinked; after the trigger writes are shared, the
  *               name is still gone, the mapping is the same file in both.
+ *   posixsem    a named POSIX semaphore (sem_open, value 2), a second one
+ *               (value 0) a child waits on, and an unnamed process-shared
+ *               one in a shared area another child waits on; after the
+ *               trigger the value, and both waiters get through a post.
+ *   shmhuge     a System V shm segment of huge pages (SHM_HUGETLB, 2 MiB)
+ *               attached by the root and a child: after the trigger still
+ *               huge pages (smaps), writes shared both ways.
  */
 #define _GNU_SOURCE
 #include "common.h"
@@ -64,6 +71,7 @@
 #include <fcntl.h>
 #include <mqueue.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <sys/eventfd.h>
 #include <sys/ipc.h>
 #include <sys/mman.h>
@@ -84,7 +92,7 @@ static const char *trigger;
 static const char *work;
 static pid_t pids[8];
 static int npids;
-static char ipc[128];
+static char ipc[256];
 
 static void add_pid(pid_t p) { pids[npids++] = p; }
 
@@ -650,6 +658,105 @@ static void mode_posixshm(void) {
   check_exit0("posixshm-child", c);
 }
 
+/* ---- posixsem ---- */
+struct psem {
+  sem_t unnamed;
+};
+static sem_t *named_a, *named_b;
+static struct psem *ps;
+
+static int psem_named_waiter(void *arg) {
+  (void)arg;
+  int r = sem_wait(named_b);
+  if (r != 0) printf("sem_wait named: %s\n", strerror(errno));
+  fflush(stdout);
+  return r == 0 ? 0 : 1;
+}
+
+static int psem_unnamed_waiter(void *arg) {
+  (void)arg;
+  int r = sem_wait(&ps->unnamed);
+  if (r != 0) printf("sem_wait unnamed: %s\n", strerror(errno));
+  fflush(stdout);
+  return r == 0 ? 0 : 1;
+}
+
+static void mode_posixsem(void) {
+  char a[64], b[64];
+  snprintf(a, sizeof a, "/cryo-ipcprobe-%d-a", getpid());
+  snprintf(b, sizeof b, "/cryo-ipcprobe-%d-b", getpid());
+  named_a = sem_open(a, O_CREAT | O_EXCL, 0600, 2);
+  named_b = sem_open(b, O_CREAT | O_EXCL, 0600, 0);
+  if (named_a == SEM_FAILED || named_b == SEM_FAILED) die("sem_open");
+  snprintf(ipc, sizeof ipc, "shmfile:sem.%s,shmfile:sem.%s", a + 1, b + 1);
+  ps = shared_area(sizeof *ps);
+  if (sem_init(&ps->unnamed, 1, 0) != 0) die("sem_init");
+  pid_t c1 = spawn(psem_named_waiter, NULL);
+  pid_t c2 = spawn(psem_unnamed_waiter, NULL);
+  sleep_ms(100);
+  ready();
+  wait_trigger(trigger);
+  int v = -1;
+  sem_getvalue(named_a, &v);
+  check("psem-named-value", v == 2, "%d", v);
+  if (sem_post(named_b) != 0 || sem_post(&ps->unnamed) != 0) die("sem_post");
+  check_exit0("psem-named-waiter", c1);
+  check_exit0("psem-unnamed-waiter", c2);
+  sem_unlink(a);
+  sem_unlink(b);
+}
+
+/* ---- shmhuge ---- */
+#define HUGE_SIZE (2 << 20)
+static int huge_child(void *arg) {
+  volatile char *p = arg;
+  p[4096] = 22;
+  wait_trigger(trigger);
+  int ok = p[0] == 11;
+  p[8192] = 33;
+  while (p[12288] != 44) sleep_ms(5);
+  return ok ? 0 : 4;
+}
+
+/* The kernel page size of the mapping at `addr` (smaps), in kB. */
+static long page_kb(const void *addr) {
+  FILE *f = fopen("/proc/self/smaps", "r");
+  char line[256];
+  int in = 0;
+  long kb = -1;
+  while (f && fgets(line, sizeof line, f)) {
+    unsigned long lo, hi;
+    if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+      in = lo <= (unsigned long)addr && (unsigned long)addr < hi;
+    } else if (in && sscanf(line, "KernelPageSize: %ld kB", &kb) == 1) {
+      break;
+    }
+  }
+  if (f) fclose(f);
+  return kb;
+}
+
+static void mode_shmhuge(void) {
+  int id = shmget(IPC_PRIVATE, HUGE_SIZE, IPC_CREAT | SHM_HUGETLB | 0600);
+  if (id < 0) die("shmget SHM_HUGETLB");
+  snprintf(ipc, sizeof ipc, "shm:%d", id);
+  volatile char *p = shmat(id, NULL, 0);
+  if (p == (void *)-1) die("shmat");
+  p[0] = 11;
+  pid_t c = spawn(huge_child, (void *)p);
+  for (int i = 0; i < 300 && p[4096] != 22; i++) sleep_ms(10);
+  ready();
+  wait_trigger(trigger);
+  check("huge-before", p[4096] == 22, "%d", p[4096]);
+  check("huge-pages", page_kb((const void *)p) == 2048, "KernelPageSize %ld kB",
+        page_kb((const void *)p));
+  int i;
+  for (i = 0; i < 300 && p[8192] != 33; i++) sleep_ms(10);
+  check("huge-after", p[8192] == 33, "the child's write is not seen");
+  p[12288] = 44;
+  check_exit0("huge-child", c);
+}
+
 int main(int argc, char **argv) {
   need_args(argc, 3, "rt_ipcprobe <trigger> <work-dir> <mode>");
   trigger = argv[1];
@@ -666,6 +773,8 @@ int main(int argc, char **argv) {
   else if (strcmp(mode, "filemap") == 0) mode_filemap();
   else if (strcmp(mode, "eventfd") == 0) mode_eventfd();
   else if (strcmp(mode, "posixshm") == 0) mode_posixshm();
+  else if (strcmp(mode, "posixsem") == 0) mode_posixsem();
+  else if (strcmp(mode, "shmhuge") == 0) mode_shmhuge();
   else {
     fprintf(stderr, "unknown mode %s\n", mode);
     return 2;
