@@ -652,6 +652,8 @@ export type FdKind =
   | "inotify"
   | "fanotify"
   | "pidfd"
+  /** A POSIX message queue descriptor of a named queue (engine/fds/mqueue.ts). */
+  | "mqueue"
   | "memfd"
   | "tty"
   | "anon"
@@ -696,6 +698,11 @@ export interface FdInfo {
   socket?: SocketImage;
   /** inotify watches, by wd, with the paths found at dump (engine/fds/inotify.ts). */
   inotify?: InotifyWatchImage[];
+  /**
+   * A POSIX message queue (kind "mqueue", engine/fds/mqueue.ts): its name
+   * ("/name") and the queue's inode, which the restore opens by name again.
+   */
+  mqueue?: { name: string; dev: number; ino: number };
 }
 
 /** An IPv4 or IPv6 socket address. */

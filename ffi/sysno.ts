@@ -176,6 +176,8 @@ export const SYS = {
   semop: 65,
   semctl: 66,
   semtimedop: 220,
+  mq_open: 240,
+  mq_unlink: 241,
   msgget: 68,
   msgsnd: 69,
   msgrcv: 70,

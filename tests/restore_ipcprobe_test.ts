@@ -26,10 +26,18 @@ const IPC_RMID = 0;
 /** Mode, and what the dump does with it: restore it, or refuse it (the one line's pattern). */
 const CASES: [string, "restored" | RegExp][] = [
   ["semwait", "restored"],
-  ["semrefused", /POSIX message queue descriptors/],
+  ["semrefused", /POSIX message queues unlinked while open/],
   ["msgwait", "restored"],
   ["shmalone", "restored"],
-  ["mqwait", /POSIX message queue descriptors/],
+  ["mqwait", "restored"],
+  [
+    "mqgone",
+    /process \d+ fd \d+ \(\/cryo-ipcprobe-\d+-a \(deleted\)\): POSIX message queues unlinked while open/,
+  ],
+  [
+    "mqnotify",
+    /process \d+ fd \d+ \(\/cryo-ipcprobe-\d+-a\): POSIX message queues with a notification .*: process \d+ is registered for it/,
+  ],
   ["pmutex", "restored"],
   ["robust", "restored"],
   ["memfdscm", "restored"],
@@ -69,9 +77,7 @@ function removeIpc(list: string): void {
         Deno.removeSync(`/dev/shm/${id}`);
       } catch { /* gone */ }
     } else if (kind === "mq") {
-      try {
-        Deno.removeSync(`/dev/mqueue/${id}`);
-      } catch { /* gone, or no mqueue mount */ }
+      rawSyscall(SYS.mq_unlink, new TextEncoder().encode(`${id}\0`));
     }
   }
 }
@@ -114,7 +120,7 @@ for (const [mode, expect] of CASES) {
   });
 }
 
-/** Mode, and the restore's one line once its System V object was removed after the dump. */
+/** Mode, and the restore's one line once its IPC object was removed after the dump. */
 const GONE: [string, RegExp][] = [
   [
     "semwait",
@@ -128,11 +134,12 @@ const GONE: [string, RegExp][] = [
     "shmalone",
     /System V shm segment \d+ \(key 0x5d[0-9a-f]+\), which the tree uses \(process \d+ created it\), is gone/,
   ],
+  ["mqwait", /fd \d+ of process \d+: POSIX message queue \/cryo-ipcprobe-\d+-[ab] is gone/],
 ];
 
 for (const [mode, expect] of GONE) {
   Deno.test(
-    `ipc probe ${mode}: its System V object removed after the dump, the restore is refused by name`,
+    `ipc probe ${mode}: its IPC object removed after the dump, the restore is refused by name`,
     withTargets(async () => {
       const a = await startTriggered("rt_ipcprobe", READY, { passWork: true, extra: [mode] });
       const others = a.ready[2] ? a.ready[2].split(",").map(Number) : [];

@@ -135,7 +135,7 @@ import {
 import { listTids } from "../proc/tasks.ts";
 import { ownNamespaceRoot } from "../pidns/detect.ts";
 import type { NamespaceExtrasRequest } from "../pidns/extras.ts";
-import { refuseMqueueFds } from "../fds/mqueue.ts";
+import { collectMqueueFds } from "../fds/mqueue.ts";
 import { collectSysvUsed } from "../ipc/sysv_used.ts";
 import { refuseOtherProcFds } from "../fds/procfs.ts";
 import type { ParentPages } from "./parent.ts";
@@ -799,7 +799,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       new Set(sysvShm.map((s) => s.shmid)),
       refusals,
     );
-    refuseMqueueFds(described.map((d) => d.image), refusals);
+    collectMqueueFds(described.map((d) => d.image), refusals);
     refuseOtherProcFds(described.map((d) => d.image), refusals);
     refuseTreeSocketPaths(described.map((d) => d.image), refusals);
     refuseStatefulDevices(described.map((d) => d.image), refusals);

@@ -11,6 +11,7 @@
  * @module
  */
 
+import { checkMqueues } from "../fds/mqueue.ts";
 import { checkSysvUsed } from "../ipc/sysv_used.ts";
 import { checkPolicyNodes } from "../memory/mempolicy.ts";
 import { resolve } from "../path.ts";
@@ -300,6 +301,7 @@ export async function preflight(
   for (const proc of processes) checkPolicyNodes(proc); // engine/memory/mempolicy.ts
   checkSysvShmFree(plan.manifest.sysvShm ?? []);
   checkSysvUsed(plan.manifest.sysvUsed ?? []); // engine/ipc/sysv_used.ts
+  checkMqueues(processes); // engine/fds/mqueue.ts
 }
 
 /**

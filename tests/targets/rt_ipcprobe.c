@@ -28,12 +28,15 @@
  *   shmalone    a keyed System V shm segment (2 pages, content written)
  *               that no process attaches any more; after the trigger it is
  *               still there with its key, size, mode and content.
- *   mqwait      a POSIX message queue (maxmsg 5, msgsize 64) holding 2
- *               messages of priorities 3 and 9, opened O_NONBLOCK by the
- *               root and unlinked; a child blocked in mq_receive on a
- *               second, empty queue.
+ *   mqwait      a named POSIX message queue (maxmsg 5, msgsize 64) holding
+ *               2 messages of priorities 3 and 9, opened O_NONBLOCK by the
+ *               root; a child blocked in mq_receive on a second, empty
+ *               named queue.
  *               After the trigger: attributes, the child gets a message
  *               sent then, and the 2 come back highest priority first.
+ *   mqgone      mqwait with the root's queue unlinked while open.
+ *   mqnotify    mqwait with the root registered for the notification of
+ *               its queue (SIGEV_SIGNAL): still registered after (EBUSY).
  *   pmutex      a MAP_SHARED|MAP_ANONYMOUS area inherited by 3 children
  *               holds a process-shared mutex the root holds (child 1
  *               blocked locking it), a condvar child 2 waits on, a barrier
@@ -340,18 +343,27 @@ static int mq_receiver(void *arg) {
   return n == 5 && memcmp(buf, "later", 5) == 0 && prio == 1 ? 0 : 1;
 }
 
-static void mode_mqwait(void) {
+static void on_usr2(int sig) { (void)sig; }
+
+/* how: 0 named queues, 1 the root's queue unlinked while open, 2 the root
+ * registered for its notification (SIGUSR2). */
+static void mode_mqwait(int how) {
   char name_a[64];
   snprintf(name_a, sizeof name_a, "/cryo-ipcprobe-%d-a", getpid());
   snprintf(mqname, sizeof mqname, "/cryo-ipcprobe-%d-b", getpid());
   struct mq_attr attr = {.mq_maxmsg = 5, .mq_msgsize = 64};
   mqd_t q = mq_open(name_a, O_RDWR | O_CREAT | O_EXCL | O_NONBLOCK, 0600, &attr);
   if (q == (mqd_t)-1) die("mq_open a");
-  mq_unlink(name_a); /* open, no longer named */
+  if (how == 1) mq_unlink(name_a); /* open, no longer named */
   if (mq_send(q, "three", 5, 3) != 0 || mq_send(q, "nine!", 5, 9) != 0) die("mq_send");
+  if (how == 2) { /* registered once not empty: nothing sends the signal yet */
+    signal(SIGUSR2, on_usr2);
+    struct sigevent ev = {.sigev_notify = SIGEV_SIGNAL, .sigev_signo = SIGUSR2};
+    if (mq_notify(q, &ev) != 0) die("mq_notify");
+  }
   mqd_t q2 = mq_open(mqname, O_RDWR | O_CREAT | O_EXCL, 0600, &attr);
   if (q2 == (mqd_t)-1) die("mq_open b");
-  snprintf(ipc, sizeof ipc, "mq:%s", mqname + 1);
+  snprintf(ipc, sizeof ipc, "mq:%s,mq:%s", mqname + 1, name_a + 1);
   pid_t c = spawn(mq_receiver, NULL); /* blocks on the empty queue b */
   sleep_ms(100);
   ready();
@@ -373,7 +385,18 @@ static void mode_mqwait(void) {
         prio);
   n = mq_receive(q, buf, sizeof buf, &prio);
   check("mq-nonblock", n < 0 && errno == EAGAIN, "n %zd errno %d", n, errno);
+  struct mq_attr a2;
+  check("mq-access", mq_getattr(q2, &a2) == 0 && mq_send(q2, "x", 1, 0) == 0 &&
+                         mq_receive(q2, buf, sizeof buf, NULL) == 1,
+        "errno %d", errno);
+  if (how == 2) {
+    /* Registered still: a message into the empty queue signals the root. */
+    check("mq-notify-busy", mq_notify(q, &(struct sigevent){.sigev_notify = SIGEV_NONE}) != 0 &&
+                                errno == EBUSY,
+          "errno %d", errno);
+  }
   mq_unlink(mqname);
+  if (how != 1) mq_unlink(name_a);
 }
 
 /* ---- pmutex ---- */
@@ -766,7 +789,9 @@ int main(int argc, char **argv) {
   else if (strcmp(mode, "semrefused") == 0) hold_refused_fd(), mode_semwait();
   else if (strcmp(mode, "msgwait") == 0) mode_msgwait();
   else if (strcmp(mode, "shmalone") == 0) mode_shmalone();
-  else if (strcmp(mode, "mqwait") == 0) mode_mqwait();
+  else if (strcmp(mode, "mqwait") == 0) mode_mqwait(0);
+  else if (strcmp(mode, "mqgone") == 0) mode_mqwait(1);
+  else if (strcmp(mode, "mqnotify") == 0) mode_mqwait(2);
   else if (strcmp(mode, "pmutex") == 0) mode_pmutex();
   else if (strcmp(mode, "robust") == 0) mode_robust();
   else if (strcmp(mode, "memfdscm") == 0) mode_memfdscm();
