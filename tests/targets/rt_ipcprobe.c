@@ -31,9 +31,11 @@
  *   mqwait      a named POSIX message queue (maxmsg 5, msgsize 64) holding
  *               2 messages of priorities 3 and 9, opened O_NONBLOCK by the
  *               root; a child blocked in mq_receive on a second, empty
- *               named queue.
+ *               named queue (opened itself), whose root's descriptor it
+ *               also inherited.
  *               After the trigger: attributes, the child gets a message
- *               sent then, and the 2 come back highest priority first.
+ *               sent then and one more through the inherited descriptor,
+ *               and the 2 come back highest priority first.
  *   mqgone      mqwait with the root's queue unlinked while open.
  *   mqnotify    mqwait with the root registered for the notification of
  *               its queue (SIGEV_SIGNAL): still registered after (EBUSY).
@@ -332,6 +334,7 @@ static void mode_shmalone(void) {
 
 /* ---- mqwait ---- */
 static char mqname[64];
+static mqd_t mq_inherited;
 static int mq_receiver(void *arg) {
   (void)arg;
   mqd_t q = mq_open(mqname, O_RDONLY);
@@ -340,7 +343,12 @@ static int mq_receiver(void *arg) {
   unsigned prio = 0;
   ssize_t n = mq_receive(q, buf, sizeof buf, &prio);
   if (n < 0) printf("mq_receive: %s\n", strerror(errno));
-  return n == 5 && memcmp(buf, "later", 5) == 0 && prio == 1 ? 0 : 1;
+  if (n != 5 || memcmp(buf, "later", 5) != 0 || prio != 1) return 1;
+  /* The root's descriptor of the same queue, inherited: one description. */
+  n = mq_receive(mq_inherited, buf, sizeof buf, &prio);
+  if (n < 0) printf("mq_receive inherited: %s\n", strerror(errno));
+  fflush(stdout);
+  return n == 4 && memcmp(buf, "more", 4) == 0 ? 0 : 3;
 }
 
 static void on_usr2(int sig) { (void)sig; }
@@ -364,6 +372,7 @@ static void mode_mqwait(int how) {
   mqd_t q2 = mq_open(mqname, O_RDWR | O_CREAT | O_EXCL, 0600, &attr);
   if (q2 == (mqd_t)-1) die("mq_open b");
   snprintf(ipc, sizeof ipc, "mq:%s,mq:%s", mqname + 1, name_a + 1);
+  mq_inherited = q2;
   pid_t c = spawn(mq_receiver, NULL); /* blocks on the empty queue b */
   sleep_ms(100);
   ready();
@@ -375,6 +384,8 @@ static void mode_mqwait(int how) {
         "maxmsg %ld msgsize %ld curmsgs %ld flags 0x%lx", now.mq_maxmsg, now.mq_msgsize,
         now.mq_curmsgs, now.mq_flags);
   if (mq_send(q2, "later", 5, 1) != 0) die("mq_send later");
+  sleep_ms(50);
+  if (mq_send(q2, "more", 4, 0) != 0) die("mq_send more");
   check_exit0("mq-receiver", c);
   char buf[64];
   unsigned prio = 0;
