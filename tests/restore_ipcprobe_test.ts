@@ -196,3 +196,57 @@ for (const extra of [[], ["--precopy"]]) {
     }),
   );
 }
+
+Deno.test(
+  "ipc probe semwait and mqwait: their objects replaced by others of the same id or name, the restore is refused by name",
+  withTargets(async () => {
+    const IPC_CREAT = 0o1000, O_CREAT = 0o100, O_RDWR = 2;
+    for (const mode of ["semwait", "mqwait"]) {
+      const a = await startTriggered("rt_ipcprobe", READY, { passWork: true, extra: [mode] });
+      const others = a.ready[2] ? a.ready[2].split(",").map(Number) : [];
+      for (const pid of others) adoptPid(pid);
+      const made: string[] = [];
+      try {
+        const dir = await tempImageDir();
+        assertCliOk(await runCli(["dump", String(a.t.pid), "--dir", dir]), `dump of ${mode}`);
+        await a.t.wait();
+        for (const pid of others) await awaitGone(pid);
+        removeIpc(a.ready[3]);
+        let expect: RegExp;
+        if (mode === "semwait") {
+          // Another set (1 semaphore, another key) given the same id through sem_next_id.
+          const id = Number(a.ready[3].split(":")[1]);
+          Deno.writeTextFileSync("/proc/sys/kernel/sem_next_id", `${id}\n`);
+          const got = Number(rawSyscall(SYS.semget, 0x5e000000 | a.t.pid, 1, IPC_CREAT | 0o600));
+          // (The kernel sets sem_next_id back to -1 once used.)
+          assert.equal(got, id, "the new set did not get the id");
+          made.push(`sem:${got}`);
+          expect = new RegExp(
+            `System V semaphore set ${id} \\(key 0x0\\), .*, is another one now \\(key 0x5e[0-9a-f]+, 1 semaphores\\)`,
+          );
+        } else {
+          // The same names made again: other queues.
+          for (const item of a.ready[3].split(",")) {
+            const name = new TextEncoder().encode(`${item.split(":")[1]}\0`);
+            const fd = Number(rawSyscall(SYS.mq_open, name, O_RDWR | O_CREAT, 0o600, 0));
+            assert.ok(fd >= 0, `mq_open: ${fd}`);
+            rawSyscall(SYS.close, fd);
+            made.push(item);
+          }
+          expect = /POSIX message queue \/cryo-ipcprobe-\d+-[ab] was replaced by another queue/;
+        }
+        const r = await runCli(["restore", dir, "--detach"]);
+        if (r.code === 0) {
+          a.t.resetAfterRestore();
+          for (const pid of others) adoptPid(pid);
+          await Deno.writeTextFile(a.trigger, "");
+          await a.t.wait();
+        }
+        assertOneLineError(r, 1, expect, `restore of ${mode}`);
+      } finally {
+        removeIpc(a.ready[3]);
+        removeIpc(made.join(","));
+      }
+    }
+  }),
+);
