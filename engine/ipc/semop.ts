@@ -10,7 +10,10 @@
  * waits again, with its own arguments (a relative timeout starts again in
  * full). When a signal the thread does not block is pending, the EINTR may
  * be that signal's, and the call is left failing as the program would see
- * it after the handler.
+ * it after the handler. A live tree let go after a freeze (a refused dump,
+ * `--leave-running`, a pre-copy's first freeze) has such a thread's
+ * registers set back to issue the call again before the thaw
+ * ({@link rewindSemopEintr}, called by engine/dump/freeze.ts `thawTree`).
  *
  * @module
  */
@@ -47,7 +50,7 @@ export function reissueSemopEintr(
   }
 }
 
-/** Signal bits of `line` ("SigPnd:\t<hex>") of a status text, 0 when absent. */
+/** The signal bits of field `field` ("SigPnd:\t<hex>") of a status text, 0 when absent. */
 function statusMask(status: string, field: string): bigint {
   const m = status.match(new RegExp(`^${field}:\\s*([0-9a-f]+)$`, "m"));
   return m ? BigInt(`0x${m[1]}`) : 0n;
