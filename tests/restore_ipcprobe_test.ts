@@ -38,6 +38,10 @@ const CASES: [string, "restored" | RegExp][] = [
     "mqnotify",
     /process \d+ fd \d+ \(\/cryo-ipcprobe-\d+-a\): POSIX message queues with a notification .*: process \d+ is registered for it/,
   ],
+  [
+    "mqinflight",
+    /message 1 of its queue, passed fd 1: a POSIX message queue \(\/cryo-ipcprobe-\d+-f\) no process of the tree holds cannot be saved in flight/,
+  ],
   ["pmutex", "restored"],
   ["robust", "restored"],
   ["memfdscm", "restored"],

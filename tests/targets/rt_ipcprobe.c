@@ -37,6 +37,9 @@
  *               sent then and one more through the inherited descriptor,
  *               and the 2 come back highest priority first.
  *   mqgone      mqwait with the root's queue unlinked while open.
+ *   mqinflight  a named queue's descriptor (a message queued in it) in flight
+ *               in a unix datagram socket, its sender's fd closed: after
+ *               the trigger it is received and reads the message.
  *   mqnotify    mqwait with the root registered for the notification of
  *               its queue (SIGEV_SIGNAL): still registered after (EBUSY).
  *   pmutex      a MAP_SHARED|MAP_ANONYMOUS area inherited by 3 children
@@ -791,6 +794,46 @@ static void mode_shmhuge(void) {
   check_exit0("huge-child", c);
 }
 
+/* ---- mqinflight ---- */
+static void mode_mqinflight(void) {
+  snprintf(mqname, sizeof mqname, "/cryo-ipcprobe-%d-f", getpid());
+  struct mq_attr attr = {.mq_maxmsg = 5, .mq_msgsize = 64};
+  mqd_t q = mq_open(mqname, O_RDWR | O_CREAT | O_EXCL, 0600, &attr);
+  if (q == (mqd_t)-1) die("mq_open");
+  snprintf(ipc, sizeof ipc, "mq:%s", mqname + 1);
+  if (mq_send(q, "held", 4, 2) != 0) die("mq_send");
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_DGRAM, 0, sv) != 0) die("socketpair");
+  char cbuf[CMSG_SPACE(sizeof(int))];
+  char byte = 'q';
+  struct iovec iov = {&byte, 1};
+  struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+                      .msg_controllen = sizeof cbuf};
+  struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+  cm->cmsg_level = SOL_SOCKET;
+  cm->cmsg_type = SCM_RIGHTS;
+  cm->cmsg_len = CMSG_LEN(sizeof(int));
+  int qfd = (int)q;
+  memcpy(CMSG_DATA(cm), &qfd, sizeof qfd);
+  if (sendmsg(sv[0], &mh, 0) != 1) die("sendmsg");
+  close(qfd); /* only the message holds the queue's description */
+  ready();
+  wait_trigger(trigger);
+  char c;
+  struct msghdr rh = {.msg_iov = &(struct iovec){&c, 1}, .msg_iovlen = 1, .msg_control = cbuf,
+                      .msg_controllen = sizeof cbuf};
+  int got = recvmsg(sv[1], &rh, 0) == 1 && CMSG_FIRSTHDR(&rh) != NULL;
+  int fd = -1;
+  if (got) memcpy(&fd, CMSG_DATA(CMSG_FIRSTHDR(&rh)), sizeof fd);
+  check("mqinflight-received", got, "");
+  char buf[64];
+  unsigned prio = 0;
+  ssize_t n = got ? mq_receive((mqd_t)fd, buf, sizeof buf, &prio) : -1;
+  check("mqinflight-queue", n == 4 && memcmp(buf, "held", 4) == 0 && prio == 2, "n %zd errno %d",
+        n, errno);
+  mq_unlink(mqname);
+}
+
 int main(int argc, char **argv) {
   need_args(argc, 3, "rt_ipcprobe <trigger> <work-dir> <mode>");
   trigger = argv[1];
@@ -803,6 +846,7 @@ int main(int argc, char **argv) {
   else if (strcmp(mode, "mqwait") == 0) mode_mqwait(0);
   else if (strcmp(mode, "mqgone") == 0) mode_mqwait(1);
   else if (strcmp(mode, "mqnotify") == 0) mode_mqwait(2);
+  else if (strcmp(mode, "mqinflight") == 0) mode_mqinflight();
   else if (strcmp(mode, "pmutex") == 0) mode_pmutex();
   else if (strcmp(mode, "robust") == 0) mode_robust();
   else if (strcmp(mode, "memfdscm") == 0) mode_memfdscm();
