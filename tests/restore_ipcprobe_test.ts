@@ -42,6 +42,7 @@ const CASES: [string, "restored" | RegExp][] = [
     "mqinflight",
     /message 1 of its queue, passed fd 1: a POSIX message queue \(\/cryo-ipcprobe-\d+-f\) no process of the tree holds cannot be saved in flight/,
   ],
+  ["mqinflightref", "restored"],
   ["pmutex", "restored"],
   ["robust", "restored"],
   ["memfdscm", "restored"],

@@ -40,6 +40,8 @@
  *   mqinflight  a named queue's descriptor (a message queued in it) in flight
  *               in a unix datagram socket, its sender's fd closed: after
  *               the trigger it is received and reads the message.
+ *   mqinflightref  the same, the sender's fd kept: one description (a flag
+ *               set through one is seen through the other).
  *   mqnotify    mqwait with the root registered for the notification of
  *               its queue (SIGEV_SIGNAL): still registered after (EBUSY).
  *   pmutex      a MAP_SHARED|MAP_ANONYMOUS area inherited by 3 children
@@ -795,7 +797,7 @@ static void mode_shmhuge(void) {
 }
 
 /* ---- mqinflight ---- */
-static void mode_mqinflight(void) {
+static void mode_mqinflight(int keep) {
   snprintf(mqname, sizeof mqname, "/cryo-ipcprobe-%d-f", getpid());
   struct mq_attr attr = {.mq_maxmsg = 5, .mq_msgsize = 64};
   mqd_t q = mq_open(mqname, O_RDWR | O_CREAT | O_EXCL, 0600, &attr);
@@ -816,7 +818,7 @@ static void mode_mqinflight(void) {
   int qfd = (int)q;
   memcpy(CMSG_DATA(cm), &qfd, sizeof qfd);
   if (sendmsg(sv[0], &mh, 0) != 1) die("sendmsg");
-  close(qfd); /* only the message holds the queue's description */
+  if (!keep) close(qfd); /* only the message holds the queue's description */
   ready();
   wait_trigger(trigger);
   char c;
@@ -831,6 +833,13 @@ static void mode_mqinflight(void) {
   ssize_t n = got ? mq_receive((mqd_t)fd, buf, sizeof buf, &prio) : -1;
   check("mqinflight-queue", n == 4 && memcmp(buf, "held", 4) == 0 && prio == 2, "n %zd errno %d",
         n, errno);
+  if (keep) { /* one description: O_NONBLOCK set through one is seen through the other */
+    struct mq_attr na = {.mq_flags = O_NONBLOCK}, got_attr;
+    mq_setattr(q, &na, NULL);
+    check("mqinflight-same", mq_getattr((mqd_t)fd, &got_attr) == 0 &&
+                                 (got_attr.mq_flags & O_NONBLOCK) != 0,
+          "flags 0x%lx", got_attr.mq_flags);
+  }
   mq_unlink(mqname);
 }
 
@@ -846,7 +855,8 @@ int main(int argc, char **argv) {
   else if (strcmp(mode, "mqwait") == 0) mode_mqwait(0);
   else if (strcmp(mode, "mqgone") == 0) mode_mqwait(1);
   else if (strcmp(mode, "mqnotify") == 0) mode_mqwait(2);
-  else if (strcmp(mode, "mqinflight") == 0) mode_mqinflight();
+  else if (strcmp(mode, "mqinflight") == 0) mode_mqinflight(0);
+  else if (strcmp(mode, "mqinflightref") == 0) mode_mqinflight(1);
   else if (strcmp(mode, "pmutex") == 0) mode_pmutex();
   else if (strcmp(mode, "robust") == 0) mode_robust();
   else if (strcmp(mode, "memfdscm") == 0) mode_memfdscm();
