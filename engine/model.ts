@@ -61,6 +61,12 @@ export interface Manifest {
   /** System V shared memory segments attached by the tree (engine/memory/sysvshm.ts). */
   sysvShm?: SysvShmSegment[];
   /**
+   * System V objects of the host's IPC namespace the tree was seen using
+   * without holding them (engine/ipc/sysv_used.ts): the restore requires
+   * each to be still there, the same one.
+   */
+  sysvUsed?: SysvUsed[];
+  /**
    * "own": the tree was dumped in a pid and mount namespace of its own made
    * by `cryo launch` (its root is pid 1 there; pids are the inner ones);
    * restore re-creates such namespaces (engine/pidns/).
@@ -95,6 +101,21 @@ export interface NamespaceExtras {
   };
   /** tmpfs mounts made in its mount namespace, in mount order. */
   mounts?: TmpfsMount[];
+}
+
+/** A System V object the tree used in the host's IPC namespace (engine/ipc/sysv_used.ts). */
+export interface SysvUsed {
+  kind: "sem" | "msg" | "shm";
+  id: number;
+  /** 0 = IPC_PRIVATE. */
+  key: number;
+  /** Its creator's uid and gid. */
+  cuid: number;
+  cgid: number;
+  /** Semaphores of a set, bytes of a segment, 0 for a queue. */
+  size: number;
+  /** How the dump saw the tree use it (for the restore's error). */
+  why: string;
 }
 
 /** Owner, mode, key and id of a System V IPC object. */
@@ -631,6 +652,8 @@ export type FdKind =
   | "inotify"
   | "fanotify"
   | "pidfd"
+  /** A POSIX message queue descriptor of a named queue (engine/fds/mqueue.ts). */
+  | "mqueue"
   | "memfd"
   | "tty"
   | "anon"
@@ -675,6 +698,11 @@ export interface FdInfo {
   socket?: SocketImage;
   /** inotify watches, by wd, with the paths found at dump (engine/fds/inotify.ts). */
   inotify?: InotifyWatchImage[];
+  /**
+   * A POSIX message queue (kind "mqueue", engine/fds/mqueue.ts): its name
+   * ("/name") and the queue's inode, which the restore opens by name again.
+   */
+  mqueue?: { name: string; dev: number; ino: number };
 }
 
 /** An IPv4 or IPv6 socket address. */

@@ -148,3 +148,10 @@ export function semSet(semid: number, uid: number, gid: number, mode: number): v
   setPerm(new DataView(b.buffer), uid, gid, mode);
   syscall(SYS.semctl, semid, 0, IPC_SET, b);
 }
+
+const GETPID = 11;
+
+/** semctl(GETPID): the pid of the last semop on semaphore `num` of set `semid`, or -errno. */
+export function semGetPid(semid: number, num: number): number {
+  return Number(rawSyscall(SYS.semctl, semid, num, GETPID, 0));
+}

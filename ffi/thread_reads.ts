@@ -15,8 +15,8 @@
  */
 
 import { addressOf } from "./libc.ts";
-import { getRseqConfig, NT, PTRACE, type RseqConfig, SIGINFO_SIZE } from "./ptrace.ts";
-import { decodeUserRegs, USER_REGS_SIZE, type UserRegs } from "./regs.ts";
+import { getRegs, getRseqConfig, NT, PTRACE, type RseqConfig, SIGINFO_SIZE } from "./ptrace.ts";
+import { decodeUserRegs, USER_REGS_FIELDS, USER_REGS_SIZE, type UserRegs } from "./regs.ts";
 import { CPU_MASK_BYTES, cpusOfMask, IOPRIO_WHO_PROCESS } from "./sched.ts";
 import { type SchedAttr, schedAttr } from "./structs.ts";
 import { SYS } from "./sysno.ts";
@@ -248,4 +248,47 @@ export function rseqAreasEach(
     if (table.result(i) < 0n || addr === 0n) return undefined;
     return { addr, sig: view.getUint32(32 * i + 12, true) };
   });
+}
+
+/** A thread's syscall registers: orig_rax (the syscall, -1 for none) and rax (its result). */
+export interface SyscallRegs {
+  origRax: bigint;
+  rax: bigint;
+}
+
+const RAX = USER_REGS_FIELDS.indexOf("rax") * 8;
+const ORIG_RAX = USER_REGS_FIELDS.indexOf("orig_rax") * 8;
+
+/**
+ * PTRACE_GETREGS of every thread of `tids` (each in a ptrace stop of this
+ * thread), keeping orig_rax and rax (signed); undefined for a thread whose
+ * read failed. One table run on this thread for {@link RSEQ_TABLE_FROM}
+ * threads or more where {@link threadReadsAvailable}, else one call each.
+ */
+export function syscallRegsEach(tids: readonly number[]): (SyscallRegs | undefined)[] {
+  if (tids.length < RSEQ_TABLE_FROM || !tablesRunHere()) {
+    return tids.map((tid) => {
+      try {
+        const r = getRegs(tid);
+        return { origRax: BigInt.asIntN(64, r.orig_rax), rax: BigInt.asIntN(64, r.rax) };
+      } catch {
+        return undefined;
+      }
+    });
+  }
+  const buf = new Uint8Array(USER_REGS_SIZE * tids.length);
+  const base = addressOf(buf);
+  const table = new SyscallTable(tids.length);
+  table.keep(buf);
+  tids.forEach((tid, i) => {
+    table.syscall(SYS.ptrace, PTRACE.GETREGS, tid, 0, base + BigInt(USER_REGS_SIZE * i));
+  });
+  table.runHere();
+  const view = new DataView(buf.buffer);
+  return tids.map((_, i) =>
+    table.result(i) < 0n ? undefined : {
+      origRax: view.getBigInt64(USER_REGS_SIZE * i + ORIG_RAX, true),
+      rax: view.getBigInt64(USER_REGS_SIZE * i + RAX, true),
+    }
+  );
 }

@@ -178,7 +178,7 @@ Deno.test(
         mqRefused,
         /POSIX message queues in a launched tree's own IPC namespace: POSIX message queues nsx-queue/,
       );
-      assert.match(mqRefused, /fd 3 \(\/nsx-queue\): POSIX message queue descriptors/);
+      // (Its descriptor alone would be opened again by name: the queue dies with the namespace.)
       // An image directory under one of the tree's own mounts (the engine inside would not reach it).
       const covered = launch("/bin/sh", [
         "-c",

@@ -136,7 +136,8 @@ import {
 import { listTids } from "../proc/tasks.ts";
 import { ownNamespaceRoot } from "../pidns/detect.ts";
 import type { NamespaceExtrasRequest } from "../pidns/extras.ts";
-import { refuseMqueueFds } from "../fds/mqueue.ts";
+import { collectMqueueFds } from "../fds/mqueue.ts";
+import { collectSysvUsed } from "../ipc/sysv_used.ts";
 import { refuseOtherProcFds } from "../fds/procfs.ts";
 import type { ParentPages } from "./parent.ts";
 import { ChainDump } from "./chain_dump.ts";
@@ -798,7 +799,13 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     pausePoint("ghosts");
     await awaitVmFlags(described); // read beside the collect (engine/dump/vm_flags.ts)
     const sysvShm = collectSysvShm(described.map((d) => d.image), tmp, refusals);
-    refuseMqueueFds(described.map((d) => d.image), refusals);
+    // Objects of the host's IPC namespace it uses (a namespace of its own is saved whole).
+    const sysvUsed = opts.namespaceExtras?.ipc ? [] : collectSysvUsed(
+      described.map((d) => d.image),
+      new Set(sysvShm.map((s) => s.shmid)),
+      refusals,
+    );
+    collectMqueueFds(described.map((d) => d.image), refusals);
     refuseOtherProcFds(described.map((d) => d.image), refusals);
     refuseTreeSocketPaths(described.map((d) => d.image), refusals);
     refuseStatefulDevices(described.map((d) => d.image), refusals);
@@ -1072,6 +1079,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       ...(refusals.usedOptIns.length ? { optIns: refusals.usedOptIns } : {}),
       ...(ghosts.length ? { ghosts } : {}),
       ...(sysvShm.length ? { sysvShm } : {}),
+      ...(sysvUsed.length ? { sysvUsed } : {}),
       ...(opts.pidNamespace ? { pidNamespace: opts.pidNamespace } : {}),
       ...(namespaces ? { namespaces } : {}),
       ...chain.manifestFields(parent, tree),

@@ -17,6 +17,7 @@ import { emitAsOwner } from "../task/creds.ts";
 import { emitEpoll } from "./epoll.ts";
 import { emitInotify } from "./inotify.ts";
 import { emitPidfd } from "./pidfd.ts";
+import { mqSyscallName } from "./mqueue.ts";
 import { emitInet } from "./inet_plan.ts";
 import { emitNetlink } from "./netlink.ts";
 import { emitSocketAsOwner } from "./socket_owner.ts";
@@ -128,6 +129,13 @@ export function emitCreate(cx: CreateContext, f: PlannedFd, batch: readonly Plan
       cx.keep(`fd:${f.fd}`, `${what} FIFO ${s.path}`);
       break;
     }
+    case "mqueue":
+      p.op(SYS.mq_open, [p.cstring(mqSyscallName(s.name)), s.flags | O_CLOEXEC, 0, 0], {
+        store: scratchSlot,
+        comment: `POSIX message queue ${s.name}`,
+      });
+      cx.keep(`fd:${f.fd}`, `${what} POSIX message queue ${s.name}`);
+      break;
     case "eventfd":
       p.op(SYS.eventfd2, [0, O_CLOEXEC | nonblock(s.flags) | (s.semaphore ? EFD_SEMAPHORE : 0)], {
         store: scratchSlot,

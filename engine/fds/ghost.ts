@@ -23,6 +23,7 @@
  * @module
  */
 
+import { isMqueueFd } from "./mqueue.ts";
 import { basename, dirname } from "../path.ts";
 import { crc32 } from "../image/crc32.ts";
 import { rawSyscall, syscallNum } from "../../ffi/libc.ts";
@@ -163,6 +164,8 @@ export async function collectGhosts(
   for (const p of images) {
     for (const f of p.fds) {
       if (f.excluded || (f.kind !== "memfd" && f.kind !== "file") || !ghostKind(f.target)) continue;
+      // A queue unlinked while open shows as a deleted file: refused by name (fds/mqueue.ts).
+      if (isMqueueFd(p.pid, f.fd)) continue;
       const where = `process ${p.pid} fd ${f.fd} (${f.target})`;
       if (isSecretMem(f.target)) {
         refusals.use("memory.secretmem", where);

@@ -18,6 +18,7 @@
  * @module
  */
 
+import { planMqueue } from "./mqueue.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { UnsupportedError } from "../errors.ts";
 import { type SupportId, supportOf } from "../support.ts";
@@ -109,6 +110,8 @@ function planOne(
       return planInotify(f);
     case "pidfd":
       return planPidfd(f);
+    case "mqueue":
+      return planMqueue(f);
     default:
       return refusedBecause(refusedKind(f));
   }

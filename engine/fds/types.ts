@@ -27,6 +27,8 @@ export type FdSource =
     owner?: string;
   }
   | { kind: "eventfd"; count: string; semaphore: boolean; flags: number }
+  /** A named POSIX message queue opened again by name (engine/fds/mqueue.ts). */
+  | { kind: "mqueue"; name: string; flags: number }
   | {
     kind: "timerfd";
     clockid: number;

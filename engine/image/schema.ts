@@ -291,6 +291,15 @@ export const manifestSchema = z.lazy(() =>
       file: z.string(),
       checksum: z.string(),
     })).optional(),
+    sysvUsed: z.array(z.looseObject({
+      kind: z.enum(["sem", "msg", "shm"]),
+      id: nat,
+      key: int,
+      cuid: nat,
+      cgid: nat,
+      size: nat,
+      why: z.string(),
+    })).optional(),
   })
 );
 

@@ -11,6 +11,8 @@
  * @module
  */
 
+import { checkMqueues } from "../fds/mqueue.ts";
+import { checkSysvUsed } from "../ipc/sysv_used.ts";
 import { checkPolicyNodes } from "../memory/mempolicy.ts";
 import { resolve } from "../path.ts";
 import { rawSyscall } from "../../ffi/libc.ts";
@@ -298,6 +300,8 @@ export async function preflight(
   checkCredentials(processes);
   for (const proc of processes) checkPolicyNodes(proc); // engine/memory/mempolicy.ts
   checkSysvShmFree(plan.manifest.sysvShm ?? []);
+  checkSysvUsed(plan.manifest.sysvUsed ?? []); // engine/ipc/sysv_used.ts
+  checkMqueues(processes); // engine/fds/mqueue.ts
 }
 
 /**
