@@ -171,6 +171,7 @@ export const SYS = {
   pselect6: 270,
   epoll_wait: 232,
   epoll_pwait: 281,
+  epoll_pwait2: 441,
   mknod: 133,
   semget: 64,
   semop: 65,

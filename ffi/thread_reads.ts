@@ -250,14 +250,19 @@ export function rseqAreasEach(
   });
 }
 
-/** A thread's syscall registers: orig_rax (the syscall, -1 for none) and rax (its result). */
+/**
+ * A thread's syscall registers: orig_rax (the syscall, -1 for none), rax
+ * (its result) and r8 (its fifth argument).
+ */
 export interface SyscallRegs {
   origRax: bigint;
   rax: bigint;
+  r8: bigint;
 }
 
 const RAX = USER_REGS_FIELDS.indexOf("rax") * 8;
 const ORIG_RAX = USER_REGS_FIELDS.indexOf("orig_rax") * 8;
+const R8 = USER_REGS_FIELDS.indexOf("r8") * 8;
 
 /**
  * PTRACE_GETREGS of every thread of `tids` (each in a ptrace stop of this
@@ -270,7 +275,11 @@ export function syscallRegsEach(tids: readonly number[]): (SyscallRegs | undefin
     return tids.map((tid) => {
       try {
         const r = getRegs(tid);
-        return { origRax: BigInt.asIntN(64, r.orig_rax), rax: BigInt.asIntN(64, r.rax) };
+        return {
+          origRax: BigInt.asIntN(64, r.orig_rax),
+          rax: BigInt.asIntN(64, r.rax),
+          r8: r.r8,
+        };
       } catch {
         return undefined;
       }
@@ -289,6 +298,7 @@ export function syscallRegsEach(tids: readonly number[]): (SyscallRegs | undefin
     table.result(i) < 0n ? undefined : {
       origRax: view.getBigInt64(USER_REGS_SIZE * i + ORIG_RAX, true),
       rax: view.getBigInt64(USER_REGS_SIZE * i + RAX, true),
+      r8: view.getBigUint64(USER_REGS_SIZE * i + R8, true),
     }
   );
 }

@@ -34,7 +34,7 @@ import {
 import { abortRseqSections } from "../task/rseq.ts";
 import { forgetStray, releaseWhenStopped, settleStrays, tracerTid } from "./strays.ts";
 import { sleepSync } from "../sleep_sync.ts";
-import { rewindSemopEintr } from "../ipc/semop.ts";
+import { rewindStopEintr } from "../task/eintr.ts";
 import { childrenByIterator, childrenIteratorServes, forgetFrozenRecords } from "./thread_state.ts";
 
 /** A frozen tree: every thread of every process is in a ptrace stop. */
@@ -505,7 +505,7 @@ function freezeOnce(
  */
 export function thawTree(tree: FrozenTree): void {
   for (const p of tree.processes) {
-    rewindSemopEintr(p.pid, p.threads); // engine/ipc/semop.ts
+    rewindStopEintr(p.pid, p.threads); // engine/task/eintr.ts
     // One table run for the threads of a process (ffi/thread_reads.ts `ptraceEach`).
     if (p.threads.length >= 2 && threadReadsAvailable()) {
       ptraceEach(PTRACE.DETACH, p.threads); // a failure: gone, as below

@@ -38,7 +38,7 @@ import {
 import { startScanAhead } from "./scan_ahead.ts";
 import { pumpCopyAhead } from "./copy_ahead.ts";
 import { collectThread, sharedPending } from "./threads.ts";
-import { reissueSemopEintr } from "../ipc/semop.ts";
+import { reissueStopEintr } from "../task/eintr.ts";
 import { bpfThreadStates, takeMlockFuture } from "./thread_state.ts";
 import { threadStatuses } from "./thread_facts.ts";
 import { taskFlagsOf } from "./task_flags.ts";
@@ -406,7 +406,7 @@ export function collectProcess(
   // The main thread first.
   threads.sort((a, b) => (a.tid === pid ? -1 : b.tid === pid ? 1 : a.tid - b.tid));
   const shared = sharedPending(pid);
-  reissueSemopEintr(threads, shared); // engine/ipc/semop.ts
+  reissueStopEintr(threads, shared); // engine/task/eintr.ts
   takeTimerSignals(posixTimers, [shared, ...threads.map((t) => t.pending)]);
   for (const t of threads) t.creds = credentials.threads.get(t.tid);
   refusals.use("task.creds", `process ${pid}`);

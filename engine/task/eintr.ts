@@ -1,19 +1,24 @@
 /**
- * A thread blocked in `semop`/`semtimedop` when the freeze stopped it.
+ * A thread stopped by the freeze at the exit of a call the kernel ends
+ * with EINTR, never an ERESTART* code, when a stop interrupts it: System V
+ * semaphore waits (`semop`, `semtimedop`), epoll waits (`epoll_wait`, and
+ * `epoll_pwait`/`epoll_pwait2` without a signal mask of their own).
  *
- * System V semaphore waits are never restarted by the kernel: the freeze's
- * interrupt (like any stop) makes them return EINTR, not an ERESTART*
- * code, so the thread is found at the syscall's exit with rax = -EINTR.
- * Restored as it was, the program would see its wait fail with EINTR, an
- * error no signal caused. The dump marks such a call to be re-issued (as
- * the restarting ones are, engine/task/syscalls.ts): the restored thread
- * waits again, with its own arguments (a relative timeout starts again in
- * full). When a signal the thread does not block is pending, the EINTR may
- * be that signal's, and the call is left failing as the program would see
- * it after the handler. A live tree let go after a freeze (a refused dump,
- * `--leave-running`, a pre-copy's first freeze) has such a thread's
- * registers set back to issue the call again before the thaw
- * ({@link rewindSemopEintr}, called by engine/dump/freeze.ts `thawTree`).
+ * The thread is found at the syscall's exit with rax = -EINTR. Restored as
+ * it was, or let go so after a `--leave-running` dump, the program would
+ * see its wait fail with EINTR, an error no signal caused (an event loop's
+ * `epoll_wait` after every freeze). The dump marks such a call to be
+ * re-issued (as the restarting ones are, engine/task/syscalls.ts): the
+ * restored thread waits again, with its own arguments (a relative timeout
+ * starts again in full). When a signal the thread does not block is
+ * pending, the EINTR may be that signal's, and the call is left failing as
+ * the program would see it after the handler. A live tree let go after a
+ * freeze (a refused dump, `--leave-running`, a pre-copy's first freeze)
+ * has such a thread's registers set back to issue the call again before
+ * the thaw ({@link rewindStopEintr}, called by engine/dump/freeze.ts
+ * `thawTree`). A call with a mask of its own is left as it is: the mask
+ * in force at the stop is the call's, and which signal ended it is not
+ * told apart here.
  *
  * @module
  */
@@ -25,23 +30,38 @@ import { Errno } from "../../ffi/errno.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import type { SigInfoRecord, ThreadState } from "../model.ts";
 
+/** Calls a stop ends with EINTR, by number; true where argument 5 (r8) is a signal mask of their own. */
+const EINTR_AT_STOP = new Map<number, boolean>([
+  [SYS.semop, false],
+  [SYS.semtimedop, false],
+  [SYS.epoll_wait, false],
+  [SYS.epoll_pwait, true],
+  [SYS.epoll_pwait2, true],
+]);
+
+/** Whether syscall `nr` with fifth argument `r8` is ended by a stop with EINTR and can be issued again. */
+function endedByStop(nr: number, r8: bigint): boolean {
+  const masked = EINTR_AT_STOP.get(nr);
+  return masked !== undefined && (!masked || r8 === 0n);
+}
+
 /** Whether a signal of `pending` is not blocked by `mask` (hex). */
 function deliverable(pending: readonly SigInfoRecord[], mask: bigint): boolean {
   return pending.some((s) => (mask & (1n << BigInt(s.signo - 1))) === 0n);
 }
 
 /**
- * Marks the threads of a process stopped at the EINTR exit of a semop or
- * semtimedop the freeze interrupted to re-issue it at restore
+ * Marks the threads of a process stopped at the EINTR exit of a call the
+ * freeze interrupted (see the module doc) to re-issue it at restore
  * (`syscall.restart = "restart"`), unless a signal may have caused it.
  */
-export function reissueSemopEintr(
+export function reissueStopEintr(
   threads: readonly ThreadState[],
   sharedPending: readonly SigInfoRecord[],
 ): void {
   for (const t of threads) {
     const nr = t.syscall.nr;
-    if (nr !== SYS.semop && nr !== SYS.semtimedop) continue;
+    if (!endedByStop(nr, BigInt(t.regs.r8))) continue;
     if (t.syscall.restart !== "none") continue;
     if (Number(signed(BigInt(t.regs.rax))) !== -Errno.EINTR) continue;
     const mask = BigInt(t.sigmask);
@@ -58,19 +78,19 @@ function statusMask(status: string, field: string): bigint {
 
 /**
  * Before the frozen threads `tids` of process `pid` of a live tree are let
- * go (thaw): a thread the freeze made fail its semop/semtimedop with EINTR
+ * go (thaw): a thread the freeze made fail such a call with EINTR
  * (no signal it does not block pending) has its registers set back to
  * issue the call again, so the program never sees the freeze. One register
  * read per thread (one table run for many, ffi/thread_reads.ts); the status
  * is read only for a thread found there. Returns how many were set back.
  */
-export function rewindSemopEintr(pid: number, tids: readonly number[]): number {
+export function rewindStopEintr(pid: number, tids: readonly number[]): number {
   const all = syscallRegsEach(tids);
   let n = 0;
   tids.forEach((tid, i) => {
     const sc = all[i];
     if (sc === undefined) return; // gone, or not stopped: let go as it is
-    if (sc.origRax !== BigInt(SYS.semop) && sc.origRax !== BigInt(SYS.semtimedop)) return;
+    if (!endedByStop(Number(sc.origRax), sc.r8)) return;
     if (sc.rax !== BigInt(-Errno.EINTR)) return;
     let status;
     try {
