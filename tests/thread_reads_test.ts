@@ -8,7 +8,8 @@
  * signals than the table reads (left to the usual path), the records
  * `collectThread` and `collectSched` make from them, the table built ahead
  * and one built in place; the children of a process through the files
- * opened ahead, a thread forgotten read the usual way.
+ * opened ahead, a thread forgotten read the usual way; the syscall user
+ * dispatch modes of many threads in one table run.
  */
 
 import assert from "node:assert/strict";
@@ -28,15 +29,21 @@ import {
   getSigmask,
   getXstate,
   peekSiginfo,
+  syscallUserDispatchMode,
   xsaveSize,
 } from "../ffi/ptrace.ts";
 import { getAffinity, getIoprio, schedGetattr } from "../ffi/sched.ts";
-import { rawSyscall } from "../ffi/libc.ts";
+import { rawSyscall, SyscallError } from "../ffi/libc.ts";
+import { refuseSyscallUserDispatch } from "../engine/task/syscall_dispatch.ts";
+import { UnsupportedError } from "../engine/errors.ts";
+import { assertChecksPassed } from "./helpers/checks.ts";
 import { SYS } from "../ffi/sysno.ts";
 import {
+  DISPATCH_TABLE_FROM,
   PEEK_BATCH,
   prepareThreadReads,
   readThreadsHere,
+  syscallUserDispatchModesEach,
   type ThreadReads,
   threadReadsAvailable,
 } from "../ffi/thread_reads.ts";
@@ -184,4 +191,53 @@ Deno.test({
       await sh.status;
     }
   },
+});
+
+Deno.test({
+  name:
+    "syscall user dispatch modes in one table run: the same as one call each; the refusal names the thread",
+  ignore: !threadReadsAvailable(),
+  fn: withTargets(async () => {
+    // rt_probe's main thread has syscall user dispatch on; a sleep has it off.
+    const a = await startTriggered("rt_probe", /^ready pid=(\d+)$/m, { extra: ["sud"] });
+    const child = new Deno.Command("sleep", { args: ["60"] }).spawn();
+    try {
+      await sleep(50);
+      const on = freezeTree(a.t.pid), off = freezeTree(child.pid);
+      try {
+        const sud = a.t.pid, plain = child.pid;
+        const tids = [sud, plain, sud, plain, sud, sud, plain, plain];
+        assert.ok(tids.length >= DISPATCH_TABLE_FROM, "the table path");
+        const modes = syscallUserDispatchModesEach(tids);
+        assert.deepEqual(modes, tids.map((tid) => syscallUserDispatchMode(tid)));
+        if (syscallUserDispatchMode(sud) !== undefined) {
+          assert.deepEqual(modes, [1, 0, 1, 0, 1, 1, 0, 0]);
+          assert.throws(
+            () => refuseSyscallUserDispatch(sud, new Array(DISPATCH_TABLE_FROM).fill(sud)),
+            (e: unknown) =>
+              e instanceof UnsupportedError &&
+              new RegExp(`process ${sud} thread ${sud}: syscall user dispatch`).test(e.message),
+          );
+        }
+        refuseSyscallUserDispatch(plain, new Array(DISPATCH_TABLE_FROM).fill(plain));
+        // A thread that is not there: the one-call path's error (ESRCH), from the table too.
+        const gone = plain + 1_000_000;
+        assert.throws(
+          () =>
+            syscallUserDispatchModesEach([...new Array(DISPATCH_TABLE_FROM - 1).fill(plain), gone]),
+          (e: unknown) => e instanceof SyscallError && e.code === "ESRCH",
+        );
+      } finally {
+        thawTree(off);
+        thawTree(on);
+      }
+    } finally {
+      try {
+        child.kill("SIGKILL");
+      } catch { /* gone */ }
+      await child.status;
+    }
+    await Deno.writeTextFile(a.trigger, "");
+    assertChecksPassed(a.t, ["sud"], await a.t.wait());
+  }),
 });

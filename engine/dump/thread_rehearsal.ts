@@ -27,6 +27,7 @@ import { credKeyOf, credsAreStatus, statusNeeded } from "./thread_state.ts";
 import { threadIteratorLayout } from "../proc/thread_state_bpf.ts";
 import { CRED_BYTES } from "../../ffi/bpf_task.ts";
 import { abortRseqSections } from "../task/rseq.ts";
+import { refuseSyscallUserDispatch } from "../task/syscall_dispatch.ts";
 
 /**
  * At most this many rounds (each reads the helper's thread once per
@@ -74,6 +75,8 @@ export function rehearseThreads(helper: number, target: number, rounds: number):
     // The rseq check the freeze makes once its threads are stopped (task/rseq.ts): the helper's
     // rseq_cs is 0 (cat is in read), so nothing is moved; its table run and read run compiled.
     abortRseqSections(helper, tids);
+    // The syscall user dispatch check's table run (task/syscall_dispatch.ts): the helper has none.
+    refuseSyscallUserDispatch(helper, tids);
     // The reads of every thread in one table run, as the freeze makes them (process.ts).
     const reads = threadReadsAvailable() ? readThreadsHere(tids, xsaveSize(helper)) : undefined;
     const task = collectTaskState(
