@@ -28,6 +28,7 @@ import { CPU_MASK_BYTES, cpusOfMask, IOPRIO_WHO_PROCESS } from "./sched.ts";
 import { type SchedAttr, schedAttr } from "./structs.ts";
 import { SYS } from "./sysno.ts";
 import { SyscallTable, tablesRunHere } from "./syscall_table.ts";
+import { __WALL, decodeWaitStatus, type WaitStatus, WNOHANG } from "./wait.ts";
 
 /** Signals of a private queue read by the table (more: the thread is read the usual way). */
 export const PEEK_BATCH = 8;
@@ -295,5 +296,31 @@ export function syscallUserDispatchModesEach(tids: readonly number[]): (number |
       throw new SyscallError("ptrace(PTRACE_GET_SYSCALL_USER_DISPATCH_CONFIG)", [tid], Number(-r));
     }
     return Number(buf[4 * i]);
+  });
+}
+
+/**
+ * wait4(tid, status, __WALL | WNOHANG) of every thread of `tids` (this
+ * thread's tracees) in one table run on this thread: each one's status as
+ * ffi/wait.ts `waitPid` decodes it, `{ kind: "none" }` when nothing is
+ * ready (or the call was interrupted: the caller polls again), or the
+ * errno of a failure (ECHILD: not a tracee of this thread any more). For a
+ * poll of many threads' stops (engine/dump/freeze.ts), one FFI call a pass
+ * instead of one per thread. Only where {@link threadReadsAvailable}.
+ */
+export function waitEachNoHang(tids: readonly number[]): (WaitStatus | number)[] {
+  const status = new Int32Array(tids.length);
+  const base = addressOf(status);
+  const table = new SyscallTable(tids.length);
+  table.keep(status);
+  tids.forEach((tid, i) => {
+    table.syscall(SYS.wait4, tid, base + BigInt(4 * i), __WALL | WNOHANG, 0);
+  });
+  table.runHere();
+  return tids.map((_, i) => {
+    const r = table.resultNumber(i);
+    if (r === 0 || r === -4 /* EINTR */) return { kind: "none" };
+    if (r < 0) return -r;
+    return decodeWaitStatus(r, status[i]);
   });
 }

@@ -9,7 +9,8 @@
  * `collectThread` and `collectSched` make from them, the table built ahead
  * and one built in place; the children of a process through the files
  * opened ahead, a thread forgotten read the usual way; the syscall user
- * dispatch modes of many threads in one table run.
+ * dispatch modes of many threads in one table run; the freeze's poll of
+ * many threads' stops in one table run.
  */
 
 import assert from "node:assert/strict";
@@ -24,11 +25,14 @@ import { readThreadStatuses } from "../engine/proc/status.ts";
 import { readChildrenOfThreads } from "../engine/proc/tasks.ts";
 import { childrenAheadStats, ChildrenFiles } from "../engine/proc/children_ahead.ts";
 import {
+  detach,
   getRegs,
   getRseqConfig,
   getSigmask,
   getXstate,
+  interrupt,
   peekSiginfo,
+  seize,
   syscallUserDispatchMode,
   xsaveSize,
 } from "../ffi/ptrace.ts";
@@ -46,7 +50,9 @@ import {
   syscallUserDispatchModesEach,
   type ThreadReads,
   threadReadsAvailable,
+  waitEachNoHang,
 } from "../ffi/thread_reads.ts";
+import { PTRACE_EVENT } from "../ffi/wait.ts";
 
 const PENDING_READY = /^ready pid=(\d+) worker=(\d+)$/m;
 
@@ -240,4 +246,45 @@ Deno.test({
     await Deno.writeTextFile(a.trigger, "");
     assertChecksPassed(a.t, ["sud"], await a.t.wait());
   }),
+});
+
+Deno.test({
+  name: "the stops' poll in one table run: a stop reported once, nothing ready, ECHILD",
+  ignore: !threadReadsAvailable(),
+  async fn() {
+    const child = new Deno.Command("sleep", { args: ["60"] }).spawn();
+    try {
+      await sleep(50);
+      const none = { kind: "none" } as const;
+      seize(child.pid);
+      try {
+        assert.deepEqual(waitEachNoHang([child.pid, child.pid]), [none, none], "not stopped yet");
+        interrupt(child.pid);
+        // The same thread twice: the first wait takes the report, the second finds none.
+        let got = waitEachNoHang([child.pid, child.pid, 1]);
+        for (let i = 0; i < 200 && typeof got[0] === "object" && got[0].kind === "none"; i++) {
+          await sleep(5);
+          got = waitEachNoHang([child.pid, child.pid, 1]);
+        }
+        assert.deepEqual(got, [
+          {
+            kind: "stopped",
+            pid: child.pid,
+            signal: 5,
+            event: PTRACE_EVENT.STOP,
+            groupStop: false,
+          },
+          none,
+          10, // pid 1 is not this process's child: ECHILD
+        ]);
+      } finally {
+        detach(child.pid);
+      }
+    } finally {
+      try {
+        child.kill("SIGKILL");
+      } catch { /* gone */ }
+      await child.status;
+    }
+  },
 });

@@ -19,7 +19,7 @@ import { collectThread, sharedPending } from "./threads.ts";
 import type { InjectedThreadState } from "./injected.ts";
 import { collectTaskState } from "../task/mod.ts";
 import { readThreadCreds } from "../task/creds.ts";
-import { readThreadsHere, threadReadsAvailable } from "../../ffi/thread_reads.ts";
+import { readThreadsHere, threadReadsAvailable, waitEachNoHang } from "../../ffi/thread_reads.ts";
 import { xsaveSize } from "../../ffi/ptrace.ts";
 import { ChildrenFiles } from "../proc/children_ahead.ts";
 import { factsDiffer, statusFromFacts } from "./thread_facts.ts";
@@ -77,6 +77,9 @@ export function rehearseThreads(helper: number, target: number, rounds: number):
     abortRseqSections(helper, tids);
     // The syscall user dispatch check's table run (task/syscall_dispatch.ts): the helper has none.
     refuseSyscallUserDispatch(helper, tids);
+    // The freeze's poll of many threads' stops (freeze.ts `awaitStops`), its table run: asked of
+    // pid 1, never this process's child (ECHILD each), so that no status is taken from anyone.
+    if (threadReadsAvailable()) waitEachNoHang(new Array<number>(n).fill(1));
     // The reads of every thread in one table run, as the freeze makes them (process.ts).
     const reads = threadReadsAvailable() ? readThreadsHere(tids, xsaveSize(helper)) : undefined;
     const task = collectTaskState(
