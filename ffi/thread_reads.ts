@@ -14,13 +14,22 @@
  * @module
  */
 
-import { addressOf } from "./libc.ts";
-import { getRegs, getRseqConfig, NT, PTRACE, type RseqConfig, SIGINFO_SIZE } from "./ptrace.ts";
+import { addressOf, SyscallError } from "./libc.ts";
+import {
+  getRegs,
+  getRseqConfig,
+  NT,
+  PTRACE,
+  type RseqConfig,
+  SIGINFO_SIZE,
+  syscallUserDispatchMode,
+} from "./ptrace.ts";
 import { decodeUserRegs, USER_REGS_FIELDS, USER_REGS_SIZE, type UserRegs } from "./regs.ts";
 import { CPU_MASK_BYTES, cpusOfMask, IOPRIO_WHO_PROCESS } from "./sched.ts";
 import { type SchedAttr, schedAttr } from "./structs.ts";
 import { SYS } from "./sysno.ts";
 import { SyscallTable, tablesRunHere } from "./syscall_table.ts";
+import { __WALL, decodeWaitStatus, type WaitStatus, WNOHANG } from "./wait.ts";
 
 /** Signals of a private queue read by the table (more: the thread is read the usual way). */
 export const PEEK_BATCH = 8;
@@ -301,4 +310,71 @@ export function syscallRegsEach(tids: readonly number[]): (SyscallRegs | undefin
       r8: view.getBigUint64(USER_REGS_SIZE * i + R8, true),
     }
   );
+}
+
+/** From how many threads {@link syscallUserDispatchModesEach} uses one table run. */
+export const DISPATCH_TABLE_FROM = 8;
+
+/**
+ * PTRACE_GET_SYSCALL_USER_DISPATCH_CONFIG of every thread of `tids` (each
+ * in a ptrace stop of this thread): each one's mode as ffi/ptrace.ts
+ * `syscallUserDispatchMode` gives it (undefined where the kernel cannot
+ * tell), and a failure thrown as it throws it. One table run on this thread
+ * for {@link DISPATCH_TABLE_FROM} threads or more where
+ * {@link threadReadsAvailable} (64 FFI calls, each with its buffer, took
+ * ~0.19 ms of a 64-thread freeze), else one call each.
+ */
+export function syscallUserDispatchModesEach(tids: readonly number[]): (number | undefined)[] {
+  if (tids.length < DISPATCH_TABLE_FROM || !tablesRunHere()) {
+    return tids.map((tid) => syscallUserDispatchMode(tid));
+  }
+  // struct ptrace_sud_config per thread: mode, selector, offset, len.
+  const buf = new BigUint64Array(4 * tids.length);
+  const base = addressOf(buf);
+  const table = new SyscallTable(tids.length);
+  table.keep(buf);
+  tids.forEach((tid, i) => {
+    table.syscall(
+      SYS.ptrace,
+      PTRACE.GET_SYSCALL_USER_DISPATCH_CONFIG,
+      tid,
+      32,
+      base + BigInt(32 * i),
+    );
+  });
+  table.runHere();
+  return tids.map((tid, i) => {
+    const r = table.result(i);
+    if (r === -5n /* EIO: unknown request */ || r === -22n /* EINVAL */) return undefined;
+    if (r < 0n) {
+      throw new SyscallError("ptrace(PTRACE_GET_SYSCALL_USER_DISPATCH_CONFIG)", [tid], Number(-r));
+    }
+    return Number(buf[4 * i]);
+  });
+}
+
+/**
+ * wait4(tid, status, __WALL | WNOHANG) of every thread of `tids` (this
+ * thread's tracees) in one table run on this thread: each one's status as
+ * ffi/wait.ts `waitPid` decodes it, `{ kind: "none" }` when nothing is
+ * ready (or the call was interrupted: the caller polls again), or the
+ * errno of a failure (ECHILD: not a tracee of this thread any more). For a
+ * poll of many threads' stops (engine/dump/freeze.ts), one FFI call a pass
+ * instead of one per thread. Only where {@link threadReadsAvailable}.
+ */
+export function waitEachNoHang(tids: readonly number[]): (WaitStatus | number)[] {
+  const status = new Int32Array(tids.length);
+  const base = addressOf(status);
+  const table = new SyscallTable(tids.length);
+  table.keep(status);
+  tids.forEach((tid, i) => {
+    table.syscall(SYS.wait4, tid, base + BigInt(4 * i), __WALL | WNOHANG, 0);
+  });
+  table.runHere();
+  return tids.map((_, i) => {
+    const r = table.resultNumber(i);
+    if (r === 0 || r === -4 /* EINTR */) return { kind: "none" };
+    if (r < 0) return -r;
+    return decodeWaitStatus(r, status[i]);
+  });
 }

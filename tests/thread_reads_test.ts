@@ -8,7 +8,9 @@
  * signals than the table reads (left to the usual path), the records
  * `collectThread` and `collectSched` make from them, the table built ahead
  * and one built in place; the children of a process through the files
- * opened ahead, a thread forgotten read the usual way.
+ * opened ahead, a thread forgotten read the usual way; the syscall user
+ * dispatch modes of many threads in one table run; the freeze's poll of
+ * many threads' stops in one table run.
  */
 
 import assert from "node:assert/strict";
@@ -23,23 +25,34 @@ import { readThreadStatuses } from "../engine/proc/status.ts";
 import { readChildrenOfThreads } from "../engine/proc/tasks.ts";
 import { childrenAheadStats, ChildrenFiles } from "../engine/proc/children_ahead.ts";
 import {
+  detach,
   getRegs,
   getRseqConfig,
   getSigmask,
   getXstate,
+  interrupt,
   peekSiginfo,
+  seize,
+  syscallUserDispatchMode,
   xsaveSize,
 } from "../ffi/ptrace.ts";
 import { getAffinity, getIoprio, schedGetattr } from "../ffi/sched.ts";
-import { rawSyscall } from "../ffi/libc.ts";
+import { rawSyscall, SyscallError } from "../ffi/libc.ts";
+import { refuseSyscallUserDispatch } from "../engine/task/syscall_dispatch.ts";
+import { UnsupportedError } from "../engine/errors.ts";
+import { assertChecksPassed } from "./helpers/checks.ts";
 import { SYS } from "../ffi/sysno.ts";
 import {
+  DISPATCH_TABLE_FROM,
   PEEK_BATCH,
   prepareThreadReads,
   readThreadsHere,
+  syscallUserDispatchModesEach,
   type ThreadReads,
   threadReadsAvailable,
+  waitEachNoHang,
 } from "../ffi/thread_reads.ts";
+import { PTRACE_EVENT } from "../ffi/wait.ts";
 
 const PENDING_READY = /^ready pid=(\d+) worker=(\d+)$/m;
 
@@ -182,6 +195,96 @@ Deno.test({
         sh.kill("SIGKILL");
       } catch { /* gone */ }
       await sh.status;
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "syscall user dispatch modes in one table run: the same as one call each; the refusal names the thread",
+  ignore: !threadReadsAvailable(),
+  fn: withTargets(async () => {
+    // rt_probe's main thread has syscall user dispatch on; a sleep has it off.
+    const a = await startTriggered("rt_probe", /^ready pid=(\d+)$/m, { extra: ["sud"] });
+    const child = new Deno.Command("sleep", { args: ["60"] }).spawn();
+    try {
+      await sleep(50);
+      const on = freezeTree(a.t.pid), off = freezeTree(child.pid);
+      try {
+        const sud = a.t.pid, plain = child.pid;
+        const tids = [sud, plain, sud, plain, sud, sud, plain, plain];
+        assert.ok(tids.length >= DISPATCH_TABLE_FROM, "the table path");
+        const modes = syscallUserDispatchModesEach(tids);
+        assert.deepEqual(modes, tids.map((tid) => syscallUserDispatchMode(tid)));
+        if (syscallUserDispatchMode(sud) !== undefined) {
+          assert.deepEqual(modes, [1, 0, 1, 0, 1, 1, 0, 0]);
+          assert.throws(
+            () => refuseSyscallUserDispatch(sud, new Array(DISPATCH_TABLE_FROM).fill(sud)),
+            (e: unknown) =>
+              e instanceof UnsupportedError &&
+              new RegExp(`process ${sud} thread ${sud}: syscall user dispatch`).test(e.message),
+          );
+        }
+        refuseSyscallUserDispatch(plain, new Array(DISPATCH_TABLE_FROM).fill(plain));
+        // A thread that is not there: the one-call path's error (ESRCH), from the table too.
+        const gone = plain + 1_000_000;
+        assert.throws(
+          () =>
+            syscallUserDispatchModesEach([...new Array(DISPATCH_TABLE_FROM - 1).fill(plain), gone]),
+          (e: unknown) => e instanceof SyscallError && e.code === "ESRCH",
+        );
+      } finally {
+        thawTree(off);
+        thawTree(on);
+      }
+    } finally {
+      try {
+        child.kill("SIGKILL");
+      } catch { /* gone */ }
+      await child.status;
+    }
+    await Deno.writeTextFile(a.trigger, "");
+    assertChecksPassed(a.t, ["sud"], await a.t.wait());
+  }),
+});
+
+Deno.test({
+  name: "the stops' poll in one table run: a stop reported once, nothing ready, ECHILD",
+  ignore: !threadReadsAvailable(),
+  async fn() {
+    const child = new Deno.Command("sleep", { args: ["60"] }).spawn();
+    try {
+      await sleep(50);
+      const none = { kind: "none" } as const;
+      seize(child.pid);
+      try {
+        assert.deepEqual(waitEachNoHang([child.pid, child.pid]), [none, none], "not stopped yet");
+        interrupt(child.pid);
+        // The same thread twice: the first wait takes the report, the second finds none.
+        let got = waitEachNoHang([child.pid, child.pid, 1]);
+        for (let i = 0; i < 200 && typeof got[0] === "object" && got[0].kind === "none"; i++) {
+          await sleep(5);
+          got = waitEachNoHang([child.pid, child.pid, 1]);
+        }
+        assert.deepEqual(got, [
+          {
+            kind: "stopped",
+            pid: child.pid,
+            signal: 5,
+            event: PTRACE_EVENT.STOP,
+            groupStop: false,
+          },
+          none,
+          10, // pid 1 is not this process's child: ECHILD
+        ]);
+      } finally {
+        detach(child.pid);
+      }
+    } finally {
+      try {
+        child.kill("SIGKILL");
+      } catch { /* gone */ }
+      await child.status;
     }
   },
 });

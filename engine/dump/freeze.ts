@@ -17,7 +17,7 @@ import {
   seize,
   TraceeGoneError,
 } from "../../ffi/ptrace.ts";
-import { ptraceEach, threadReadsAvailable } from "../../ffi/thread_reads.ts";
+import { ptraceEach, threadReadsAvailable, waitEachNoHang } from "../../ffi/thread_reads.ts";
 import { __WALL, waitPid, WNOHANG } from "../../ffi/wait.ts";
 import { SyscallError } from "../../ffi/libc.ts";
 import { TargetError, UnsupportedError } from "../errors.ts";
@@ -203,6 +203,9 @@ const FIRST_NAP_MS = 0.05;
 /** After how long the threads not stopped yet are looked at for an exit in progress. */
 const EXITING_CHECK_MS = 100;
 
+/** From how many threads a pass of {@link awaitStops} waits in one table run. */
+const WAIT_TABLE_FROM = 8;
+
 /** How long a thread may take to stop after PTRACE_INTERRUPT. */
 const STOP_TIMEOUT_MS = 10_000;
 
@@ -232,10 +235,17 @@ function awaitStops(
   let nap = FIRST_NAP_MS;
   while (waiting.length) {
     const left: number[] = [];
-    for (const tid of waiting) {
+    // Many threads: every wait of the pass in one table run (one FFI call, not one each).
+    const polled = waiting.length >= WAIT_TABLE_FROM && threadReadsAvailable()
+      ? waitEachNoHang(waiting)
+      : undefined;
+    for (let k = 0; k < waiting.length; k++) {
+      const tid = waiting[k];
       let st;
       try {
-        st = waitPid(tid, __WALL | WNOHANG);
+        const p = polled?.[k];
+        if (typeof p === "number") throw new SyscallError("wait4", [tid, __WALL | WNOHANG], p);
+        st = p ?? waitPid(tid, __WALL | WNOHANG);
       } catch (e) {
         // A seized thread gone without an exit report: it exec'd (its tid is its main thread's now).
         if (e instanceof SyscallError && e.code === "ECHILD") retryForExec(pid);

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { syscallUserDispatchMode } from "../../ffi/ptrace.ts";
+import { syscallUserDispatchModesEach } from "../../ffi/thread_reads.ts";
 import { Refusals } from "../support.ts";
 
 /**
@@ -18,10 +18,10 @@ import { Refusals } from "../support.ts";
  */
 export function refuseSyscallUserDispatch(pid: number, tids: readonly number[]): void {
   const refusals = new Refusals();
-  for (const tid of tids) {
-    if (syscallUserDispatchMode(tid)) {
-      refusals.use("task.syscall-dispatch", `process ${pid} thread ${tid}`);
-    }
-  }
+  // Every thread's mode in one table run (ffi/thread_reads.ts), from 8 threads.
+  const modes = syscallUserDispatchModesEach(tids);
+  tids.forEach((tid, i) => {
+    if (modes[i]) refusals.use("task.syscall-dispatch", `process ${pid} thread ${tid}`);
+  });
   refusals.throwIfAny("the tree cannot be checkpointed");
 }
