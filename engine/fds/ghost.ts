@@ -46,6 +46,7 @@ import { closeFd, nameToHandle, openByHandle, openDirFd } from "../../ffi/fhandl
 import { readMountInfo } from "../proc/mountinfo.ts";
 import type { Refusals, SupportId } from "../support.ts";
 import { isSecretMem } from "../memory/secretmem.ts";
+import { fsMagic } from "../../ffi/mounts.ts";
 
 const DELETED = " (deleted)";
 const O_RDONLY = 0;
@@ -60,6 +61,8 @@ const S_IFREG = 0o100000;
 const CHUNK = 16 << 20;
 
 const F_SEAL_FUTURE_WRITE = 0x10;
+/** statfs magic of hugetlbfs (MFD_HUGETLB memfds, files on a hugetlbfs mount). */
+const HUGETLBFS_MAGIC = 0x958458f6;
 const F_GET_RW_HINT = 1035;
 const F_SET_RW_HINT = 1036;
 
@@ -118,6 +121,11 @@ export async function collectGhosts(
     }
     const id = `${st.dev}:${st.ino}`;
     if (ghosts.has(id)) return id;
+    if (fsMagic(source) === HUGETLBFS_MAGIC) {
+      // A memfd would come back on tmpfs, its pages 4 KiB (and hugetlbfs takes no write()).
+      refusals.use("fd.memfd-hugetlb", where);
+      return null;
+    }
     if (kind === "deleted" && (st.nlink ?? 0) > 0) {
       // Its name was removed, not the file: another name links it.
       const linked = linkedGhost(id, source, ghostName(path, kind), st);

@@ -76,6 +76,12 @@ export function compileTree(
     refusals,
     shared,
   );
+  const transferTop = Math.max(
+    firstFreeFd(images) + ptys.length + ghosts.size,
+    aboveShared(shared),
+    unixSockets.maxFd + 1,
+  );
+  checkNofileRoom(images, transferTop, refusals);
   const out = new Map<number, CompiledProcess>();
   for (const image of images) {
     try {
@@ -104,6 +110,36 @@ export function compileTree(
   }
   refusals.throwIfAny("the tree cannot be restored");
   return { processes: out, ptys, ghosts };
+}
+
+/**
+ * Refuses a process whose fds leave no room under its hard RLIMIT_NOFILE
+ * for the restore's own numbers: its fd phase makes each fd at a temporary
+ * number above its highest fd (and above the tree's transfer numbers, up to
+ * `transferTop`) before moving it down, and a number at or past the hard
+ * limit is EMFILE/EINVAL at restore (an fd at 19999 under a limit of 20000).
+ * The bound counts one temporary per fd: dups need none, so it may refuse a
+ * few processes that would just fit.
+ */
+function checkNofileRoom(
+  images: readonly ProcessImage[],
+  transferTop: number,
+  refusals: Refusals,
+): void {
+  for (const p of images) {
+    const hard = p.rlimits.find((r) => r.resource === 7)?.hard;
+    if (hard === undefined || hard === "inf" || p.fds.length === 0) continue;
+    const own = Math.max(...p.fds.map((f) => f.fd)) + 1;
+    const needed = Math.max(own, transferTop) + p.fds.length;
+    if (needed > hard) {
+      refusals.use(
+        "fd.nofile-room",
+        `process ${p.pid}: its highest fd is ${own - 1}, the restore needs fd numbers up to ${
+          needed - 1
+        } and its hard RLIMIT_NOFILE is ${hard}`,
+      );
+    }
+  }
 }
 
 /** The lowest fd number above every transfer fd of the shared objects. */

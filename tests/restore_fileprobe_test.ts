@@ -1,0 +1,111 @@
+/**
+ * A third probe of file and fd state (tests/targets/rt_fileprobe.c, one
+ * mode per case): POSIX record locks with a waiter, OFD and flock locks
+ * across fork, hugetlb memfds, open flags (O_DIRECT, O_TRUNC, O_EXCL,
+ * O_APPEND, O_NOFOLLOW, O_TMPFILE|O_EXCL), files changed since their open,
+ * directory fds and a moved cwd, POSIX shm, /proc/self/mem and /sys
+ * positions, a sparse fd table, pipe sizes, sparse and fallocated deleted
+ * files, an inotify watch on a moved directory. Each mode is dumped
+ * (killed), restored, and checks itself; what cannot come back exactly is
+ * refused by name and the target runs on.
+ */
+
+import assert from "node:assert/strict";
+import { assertChecksPassed } from "./helpers/checks.ts";
+import { checkpoint } from "../engine/dump/mod.ts";
+import { UnsupportedError } from "../engine/errors.ts";
+import { pathExists } from "./helpers/fs.ts";
+import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
+import { withTargets } from "./helpers/targets.ts";
+
+const READY = /^ready pid=(\d+)$/m;
+
+/** Modes that come back exactly, with the checks each must pass. */
+const ROUND_TRIPS: Record<string, string[]> = {
+  "lock-wait": [
+    "lock-wait-held",
+    "lock-wait-parent",
+    "lock-wait-child-gets",
+    "lock-wait-child-holds",
+  ],
+  "lock-ranges": ["lock-ranges-rd", "lock-ranges-wr", "lock-ranges-split", "lock-ranges-readonly"],
+  "ofd-fork": [
+    "ofd-fork-held",
+    "flock-sh-two",
+    "ofd-fork-child",
+    "ofd-fork-still",
+    "flock-sh-one",
+    "flock-sh-none",
+  ],
+  "open-flags": [
+    "o-direct",
+    "o-direct-read",
+    "o-trunc-kept",
+    "o-excl",
+    "o-append-pos",
+    "o-append-write",
+    "o-nofollow",
+    "beyond-eof",
+  ],
+  "tmpfile-excl": ["tmpfile-linkable", "tmpfile-content"],
+  "file-moved": ["mode-000", "moved-dir", "hard-link"],
+  "dir-fds": ["dirfd-openat", "dirfd-create", "cwd-moved"],
+  shm: ["shm-content", "shm-same-object"],
+  "proc-mem": ["proc-mem", "proc-pagemap", "sys-pos"],
+  "fifo-size": ["fifo-pipe-sz", "pipe-sz"],
+  "ghost-sparse": [
+    "ghost-empty",
+    "ghost-sparse-size",
+    "ghost-sparse-data",
+    "ghost-sparse-blocks",
+    "ghost-falloc",
+  ],
+  "inotify-moved": ["inotify-moved"],
+};
+
+for (const [mode, checks] of Object.entries(ROUND_TRIPS)) {
+  Deno.test(
+    `file state comes back: ${mode}`,
+    withTargets(async () => {
+      const rt = await startTriggered("rt_fileprobe", READY, { passWork: true, extra: [mode] });
+      await dumpKillRestore(rt.t);
+      await Deno.writeTextFile(rt.trigger, "");
+      assertChecksPassed(rt.t, checks, await rt.t.wait(), { what: mode });
+    }),
+  );
+}
+
+/** Modes the dump refuses: the line it must print, and the checks of the target running on. */
+const REFUSED: Record<string, { line: RegExp; checks: string[] }> = {
+  "memfd-huge": {
+    line: /process \d+ fd 3 \(\/memfd:huge \(deleted\)\): memfds made with MFD_HUGETLB/,
+    checks: ["memfd-huge"],
+  },
+  "sparse-fds": {
+    line:
+      /process \d+: its highest fd is \d+, the restore needs fd numbers up to \d+ and its hard RLIMIT_NOFILE is \d+: fds so close to the process's hard RLIMIT_NOFILE/,
+    checks: ["fd-far", "fd-gaps", "fd-rlimit"],
+  },
+};
+
+for (const [mode, { line, checks }] of Object.entries(REFUSED)) {
+  Deno.test(
+    `file state refused by name: ${mode}`,
+    withTargets(async () => {
+      const rt = await startTriggered("rt_fileprobe", READY, { passWork: true, extra: [mode] });
+      const dir = await tempImageDir();
+      await assert.rejects(
+        () => checkpoint(rt.t.pid, { dir }),
+        (e: Error) => {
+          assert.ok(e instanceof UnsupportedError, String(e));
+          assert.match(e.message, line);
+          return true;
+        },
+      );
+      assert.equal(rt.t.poll(), undefined, "the target died");
+      assert.equal(pathExists(dir), false, "an image was left");
+      await Deno.writeTextFile(rt.trigger, "");
+      assertChecksPassed(rt.t, checks, await rt.t.wait(), { what: mode });
+    }),
+  );
+}
