@@ -435,9 +435,9 @@ int main(int argc, char **argv) {
     int fd = open(path, O_RDWR | O_CREAT, 0644);
     put(fd, "far");
     if (dup2(fd, far) != far) die("dup2");
-    close(fd);
     if (fd != 3) {
-      if (dup2(far, 3) != 3) die("dup2 3");
+      if (dup2(fd, 3) != 3) die("dup2 3");
+      close(fd);
     }
     int p[2];
     if (pipe(p)) die("pipe"); /* 4 and 5: then closed, and the fd table gapped */
