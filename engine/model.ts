@@ -835,6 +835,12 @@ export interface GhostFile {
   writeHint?: number;
   /** Data extents [offset, length]; the rest are holes. */
   extents: [number, number][];
+  /**
+   * Unwritten extents [offset, length] (fallocated, never written; also past
+   * `size` with FALLOC_FL_KEEP_SIZE), reserved again at restore. Absent when
+   * none (or the file system shows none: tmpfs has no FIEMAP).
+   */
+  unwritten?: [number, number][];
   /** File in the image directory holding the extents' bytes, one after the other. */
   file: string;
   /** CRC-32 of that file, "crc32:<hex>". */

@@ -93,3 +93,52 @@ export function dataExtents(fd: number, size: number): [number, number][] {
   }
   return out;
 }
+
+const FS_IOC_FIEMAP = 0xc020660b;
+const FIEMAP_EXTENT_LAST = 0x1;
+const FIEMAP_EXTENT_UNWRITTEN = 0x800;
+const FIEMAP_HEAD = 32;
+const FIEMAP_EXTENT = 56;
+const FIEMAP_BATCH = 64;
+
+/**
+ * The unwritten extents [offset, length] of the open file `fd`: blocks
+ * fallocate reserved that were never written (they read as zeros and
+ * SEEK_DATA skips them), also those past the file's size
+ * (FALLOC_FL_KEEP_SIZE). Empty where the file system has no FIEMAP
+ * (tmpfs) or nothing is unwritten.
+ */
+export function unwrittenExtents(fd: number): [number, number][] {
+  const out: [number, number][] = [];
+  const buf = new Uint8Array(FIEMAP_HEAD + FIEMAP_BATCH * FIEMAP_EXTENT);
+  const v = new DataView(buf.buffer);
+  let start = 0n;
+  for (;;) {
+    buf.fill(0);
+    v.setBigUint64(0, start, true); // fm_start
+    v.setBigUint64(8, 0xffffffffffffffffn - start, true); // fm_length: to the end
+    v.setUint32(24, FIEMAP_BATCH, true); // fm_extent_count
+    if (rawSyscall(SYS.ioctl, fd, FS_IOC_FIEMAP, buf) < 0n) return out;
+    const n = v.getUint32(20, true); // fm_mapped_extents
+    if (n === 0) return out;
+    for (let i = 0; i < n; i++) {
+      const e = FIEMAP_HEAD + i * FIEMAP_EXTENT;
+      const logical = v.getBigUint64(e, true), length = v.getBigUint64(e + 16, true);
+      const flags = v.getUint32(e + 40, true);
+      if (flags & FIEMAP_EXTENT_UNWRITTEN) {
+        const last = out[out.length - 1];
+        if (last && last[0] + last[1] === Number(logical)) last[1] += Number(length);
+        else out.push([Number(logical), Number(length)]);
+      }
+      if (flags & FIEMAP_EXTENT_LAST) return out;
+      start = logical + length;
+    }
+  }
+}
+
+const FALLOC_FL_KEEP_SIZE = 1;
+
+/** Reserves [offset, offset + length) of `fd` with fallocate, the size kept; a negative errno on failure. */
+export function reserveRange(fd: number, offset: number, length: number): number {
+  return Number(rawSyscall(SYS.fallocate, fd, FALLOC_FL_KEEP_SIZE, offset, length));
+}

@@ -59,6 +59,7 @@ const ROUND_TRIPS: Record<string, string[]> = {
     "ghost-sparse-data",
     "ghost-sparse-blocks",
     "ghost-falloc",
+    "ghost-falloc-blocks",
   ],
   "inotify-moved": ["inotify-moved"],
 };
@@ -80,6 +81,11 @@ const REFUSED: Record<string, { line: RegExp; checks: string[] }> = {
   "memfd-huge": {
     line: /process \d+ fd 3 \(\/memfd:huge \(deleted\)\): memfds made with MFD_HUGETLB/,
     checks: ["memfd-huge"],
+  },
+  "memfd-falloc": {
+    line:
+      /process \d+ fd 3 \(\/memfd:falloc \(deleted\)\): 2093056 bytes allocated beyond its 4096 bytes of data pages: a deleted file or memfd on tmpfs holding pages fallocate reserved/,
+    checks: ["memfd-falloc-blocks"],
   },
   "sparse-fds": {
     line:

@@ -36,7 +36,9 @@ import {
   getSeals,
   memfdCreate,
   openTmpfile,
+  reserveRange,
   truncateFd,
+  unwrittenExtents,
 } from "../../ffi/files.ts";
 import type { FdInfo, GhostFile, Mapping, ProcessImage } from "../model.ts";
 import { formatChecksum } from "../image/checksum.ts";
@@ -63,6 +65,8 @@ const CHUNK = 16 << 20;
 const F_SEAL_FUTURE_WRITE = 0x10;
 /** statfs magic of hugetlbfs (MFD_HUGETLB memfds, files on a hugetlbfs mount). */
 const HUGETLBFS_MAGIC = 0x958458f6;
+/** statfs magic of tmpfs (and memfds). */
+const TMPFS_MAGIC = 0x01021994;
 const F_GET_RW_HINT = 1035;
 const F_SET_RW_HINT = 1036;
 
@@ -93,6 +97,26 @@ function preadFully(fd: number, buf: Uint8Array, offset: number): void {
     if (n <= 0) throw new Error(`short read of a ghost file at ${offset + done}`);
     done += n;
   }
+}
+
+const PAGE = 4096;
+
+/**
+ * Why a ghost file on a file system without FIEMAP (tmpfs, memfds) cannot be
+ * copied faithfully, or null: it holds more blocks than the pages of its
+ * data extents, i.e. pages fallocate reserved and nothing wrote (SEEK_DATA
+ * skips them, and mincore does not show them: they are not up to date), in
+ * its size or past it (FALLOC_FL_KEEP_SIZE).
+ */
+function reservedPages(st: Deno.FileInfo, extents: readonly [number, number][]): string | null {
+  const allocated = (st.blocks ?? 0) * 512;
+  let pages = 0;
+  for (const [offset, length] of extents) {
+    pages += Math.ceil((offset + length) / PAGE) - Math.floor(offset / PAGE);
+  }
+  return allocated > pages * PAGE
+    ? `${allocated - pages * PAGE} bytes allocated beyond its ${pages * PAGE} bytes of data pages`
+    : null;
 }
 
 /**
@@ -139,6 +163,14 @@ export async function collectGhosts(
     const fd = syscallNum(SYS.open, new TextEncoder().encode(source + "\0"), O_RDONLY | O_CLOEXEC);
     try {
       const extents = dataExtents(fd, st.size);
+      const unwritten = unwrittenExtents(fd);
+      const reserved = unwritten.length === 0 && fsMagic(source) === TMPFS_MAGIC
+        ? reservedPages(st, extents)
+        : null;
+      if (reserved) {
+        refusals.use("fd.ghost-reserved", `${where}: ${reserved}`);
+        return null;
+      }
       const file = `ghost-${st.dev}-${st.ino}.data`;
       using out = await Deno.open(`${dir}/${file}`, { write: true, createNew: true, mode: 0o600 });
       let crc = 0;
@@ -161,6 +193,7 @@ export async function collectGhosts(
         seals: kind === "memfd" ? getSeals(fd) : 0,
         ...writeHintOf(fd),
         extents,
+        ...(unwritten.length ? { unwritten } : {}),
         file,
         checksum: formatChecksum(crc),
       });
@@ -340,6 +373,17 @@ export async function createGhost(g: GhostFile, dir: string): Promise<number> {
     }
   }
   try {
+    // Blocks reserved and never written come back reserved (first: the data writes convert theirs).
+    for (const [offset, length] of g.unwritten ?? []) {
+      const r = reserveRange(fd, offset, length);
+      if (r < 0) {
+        throw new RestoreError(
+          `cannot restore: deleted file ${g.name}: cannot reserve its ${length} fallocated bytes at ${offset} (${
+            errnoName(-r)
+          })`,
+        );
+      }
+    }
     using src = await Deno.open(`${dir}/${g.file}`, { read: true }).catch((e) => {
       throw new RestoreError(`cannot restore: ${g.file}: ${(e as Error).message}`);
     });

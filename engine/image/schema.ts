@@ -238,6 +238,7 @@ const ghost = z.lazy(() =>
     seals: nat,
     writeHint: nat.optional(),
     extents: z.array(z.tuple([nat, nat])),
+    unwritten: z.array(z.tuple([nat, nat])).optional(),
     file: z.string(),
     checksum: z.string(),
   })
