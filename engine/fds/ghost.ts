@@ -145,11 +145,6 @@ export async function collectGhosts(
     }
     const id = `${st.dev}:${st.ino}`;
     if (ghosts.has(id)) return id;
-    if (fsMagic(source) === HUGETLBFS_MAGIC) {
-      // A memfd would come back on tmpfs, its pages 4 KiB (and hugetlbfs takes no write()).
-      refusals.use("fd.memfd-hugetlb", where);
-      return null;
-    }
     if (kind === "deleted" && (st.nlink ?? 0) > 0) {
       // Its name was removed, not the file: another name links it.
       const linked = linkedGhost(id, source, ghostName(path, kind), st);
@@ -210,6 +205,12 @@ export async function collectGhosts(
       const where = `process ${p.pid} fd ${f.fd} (${f.target})`;
       if (isSecretMem(f.target)) {
         refusals.use("memory.secretmem", where);
+        continue;
+      }
+      if (fsMagic(`/proc/${p.pid}/fd/${f.fd}`) === HUGETLBFS_MAGIC) {
+        // A memfd would come back on tmpfs, its pages 4 KiB (and hugetlbfs takes no write()).
+        // (A hugetlb mapping is refused by its VmFlags: engine/memory/flags.ts.)
+        refusals.use("fd.memfd-hugetlb", where);
         continue;
       }
       const id = await save(`/proc/${p.pid}/fd/${f.fd}`, f.target, where, "fd.deleted");
