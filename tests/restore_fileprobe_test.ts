@@ -52,6 +52,8 @@ const ROUND_TRIPS: Record<string, string[]> = {
   "dir-fds": ["dirfd-openat", "dirfd-create", "cwd-moved"],
   shm: ["shm-content", "shm-same-object"],
   "proc-mem": ["proc-mem", "proc-pagemap", "sys-pos"],
+  "far-fd": ["far-fd", "far-fd-gaps"],
+  "root-moved": ["root-moved"],
   "fifo-size": ["fifo-pipe-sz", "pipe-sz"],
   "ghost-sparse": [
     "ghost-empty",

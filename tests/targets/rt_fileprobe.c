@@ -29,6 +29,8 @@
  *                 a /sys file read part-way
  *   sparse-fds    (refused) fds 3 and RLIMIT_NOFILE's hard limit - 1 only (a sparse
  *                 fd table; 19999 here, the hard limit cannot be raised)
+ *   far-fd        fds 3 and 15000 only (under a hard limit of 20000)
+ *   root-moved    a chroot into a directory renamed since
  *   fifo-size     a FIFO and a pipe grown with F_SETPIPE_SZ
  *   ghost-sparse  deleted files: 0 bytes; 1 GiB sparse with 4 KiB of data
  *                 at 512 MiB; fallocated (unwritten) ranges, one beyond EOF
@@ -510,6 +512,38 @@ int main(int argc, char **argv) {
           "size %lld", (long long)st.st_size);
     check("ghost-falloc-blocks", st.st_blocks == ffs0.st_blocks, "%lld blocks, were %lld", (long long)st.st_blocks,
           (long long)ffs0.st_blocks);
+  } else if (!strcmp(mode, "far-fd")) {
+    snprintf(path, sizeof path, "%s/far", work);
+    int fd = open(path, O_RDWR | O_CREAT, 0644);
+    put(fd, "far");
+    if (fd < 0 || dup2(fd, 15000) != 15000 || (fd != 3 && (dup2(fd, 3) != 3 || close(fd)))) die("dup2");
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    print_ready("pid=%d", getpid());
+    wait_trigger(trigger);
+    struct stat a, b;
+    check("far-fd", !fstat(15000, &a) && !fstat(3, &b) && a.st_ino == b.st_ino && pos(15000) == 3, "");
+    int open_fds = 0;
+    for (int i = 4; i < (int)rl.rlim_max; i++)
+      if (i != 15000 && fcntl(i, F_GETFD) != -1) open_fds++;
+    check("far-fd-gaps", open_fds == 0, "%d more fds open above 3", open_fds);
+  } else if (!strcmp(mode, "root-moved")) {
+    /* the work dir is reached through an fd: the chroot hides it */
+    int wfd = open(work, O_RDONLY | O_DIRECTORY);
+    if (wfd < 0 || mkdirat(wfd, "root", 0755)) die("mkdir");
+    int m = openat(wfd, "root/marker", O_CREAT | O_RDWR, 0644);
+    close(m);
+    struct stat r0;
+    if (fstatat(wfd, "root", &r0, 0) || chroot(work) || chdir("/root") || chroot(".") || chdir("/")) die("chroot");
+    if (renameat(wfd, "root", wfd, "root-renamed")) die("rename");
+    print_ready("pid=%d", getpid());
+    for (int i = 0; faccessat(wfd, "go", F_OK, 0); i++) {
+      if (i > 6000) die("trigger");
+      usleep(20000);
+    }
+    struct stat r1;
+    check("root-moved", !stat("/", &r1) && r1.st_ino == r0.st_ino && !access("/marker", F_OK), "ino %lu/%lu",
+          r1.st_ino, r0.st_ino);
   } else if (!strcmp(mode, "memfd-falloc")) {
     int mf = memfd_create("falloc", 0);
     if (mf < 0 || fallocate(mf, 0, 0, 1 << 20) || fallocate(mf, FALLOC_FL_KEEP_SIZE, 1 << 20, 1 << 20))
