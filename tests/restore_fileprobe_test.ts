@@ -54,6 +54,8 @@ const ROUND_TRIPS: Record<string, string[]> = {
   "proc-mem": ["proc-mem", "proc-pagemap", "sys-pos"],
   "far-fd": ["far-fd", "far-fd-gaps"],
   "root-moved": ["root-moved"],
+  "odd-names": ["name-deleted-suffix", "name-newline", "cwd-newline"],
+  "ofd-wait": ["waiters-blocked", "ofd-waiter-gets", "flock-waiter-gets"],
   "fifo-size": ["fifo-pipe-sz", "pipe-sz"],
   "ghost-sparse": [
     "ghost-empty",
@@ -83,6 +85,10 @@ const REFUSED: Record<string, { line: RegExp; checks: string[] }> = {
   "memfd-huge": {
     line: /process \d+ fd 3 \(\/memfd:huge \(deleted\)\): memfds made with MFD_HUGETLB/,
     checks: ["memfd-huge"],
+  },
+  "cwd-deleted": {
+    line: /cwd \(\S+\/gone \(deleted\)\): cwd or root directory deleted/,
+    checks: ["cwd-deleted"],
   },
   "memfd-falloc": {
     line:

@@ -31,6 +31,11 @@
  *                 fd table; 19999 here, the hard limit cannot be raised)
  *   far-fd        fds 3 and 15000 only (under a hard limit of 20000)
  *   root-moved    a chroot into a directory renamed since
+ *   cwd-deleted   a cwd whose directory was removed since (refused)
+ *   odd-names     files named "x (deleted)" (not deleted) and with a newline,
+ *                 a cwd with a space and a newline in its name
+ *   ofd-wait      children blocked in F_OFD_SETLKW and in flock(LOCK_SH) on
+ *                 the parent's locks
  *   fifo-size     a FIFO and a pipe grown with F_SETPIPE_SZ
  *   ghost-sparse  deleted files: 0 bytes; 1 GiB sparse with 4 KiB of data
  *                 at 512 MiB; fallocated (unwritten) ranges, one beyond EOF
@@ -544,6 +549,95 @@ int main(int argc, char **argv) {
     struct stat r1;
     check("root-moved", !stat("/", &r1) && r1.st_ino == r0.st_ino && !access("/marker", F_OK), "ino %lu/%lu",
           r1.st_ino, r0.st_ino);
+  } else if (!strcmp(mode, "cwd-deleted")) {
+    snprintf(path, sizeof path, "%s/gone", work);
+    if (mkdir(path, 0755) || chdir(path) || rmdir(path)) die("cwd");
+    print_ready("pid=%d", getpid());
+    wait_trigger(trigger);
+    struct stat st;
+    char here[4096] = "";
+    int r = getcwd(here, sizeof here) ? 0 : errno;
+    check("cwd-deleted", !stat(".", &st) && st.st_nlink == 0 && r == ENOENT, "nlink %lu getcwd %s (%s)",
+          (unsigned long)st.st_nlink, here, strerror(r));
+  } else if (!strcmp(mode, "odd-names")) {
+    char a[4096], b[4096], d[4096];
+    snprintf(a, sizeof a, "%s/x (deleted)", work);
+    snprintf(b, sizeof b, "%s/new\nline", work);
+    snprintf(d, sizeof d, "%s/sp ace\nnl", work);
+    int fa = open(a, O_RDWR | O_CREAT, 0644), fb = open(b, O_RDWR | O_CREAT, 0644);
+    if (fa < 0 || fb < 0 || mkdir(d, 0755) || chdir(d)) die("open");
+    put(fa, "a");
+    put(fb, "bb");
+    struct stat sa0, sb0, sd0;
+    fstat(fa, &sa0);
+    fstat(fb, &sb0);
+    stat(".", &sd0);
+    print_ready("pid=%d", getpid());
+    wait_trigger(trigger);
+    struct stat sa, sb, sd, sn;
+    check("name-deleted-suffix", !fstat(fa, &sa) && sa.st_ino == sa0.st_ino && sa.st_nlink == 1 && !stat(a, &sn) &&
+                                     sn.st_ino == sa.st_ino && pos(fa) == 1,
+          "ino %lu/%lu nlink %lu", sa.st_ino, sa0.st_ino, (unsigned long)sa.st_nlink);
+    check("name-newline", !fstat(fb, &sb) && sb.st_ino == sb0.st_ino && pos(fb) == 2, "ino %lu/%lu", sb.st_ino,
+          sb0.st_ino);
+    check("cwd-newline", !stat(".", &sd) && sd.st_ino == sd0.st_ino, "ino %lu/%lu", sd.st_ino, sd0.st_ino);
+  } else if (!strcmp(mode, "ofd-wait")) {
+    snprintf(path, sizeof path, "%s/ofdwait", work);
+    snprintf(p2, sizeof p2, "%s/flockwait", work);
+    int fd = open(path, O_RDWR | O_CREAT, 0644), ff = open(p2, O_RDWR | O_CREAT, 0644);
+    if (fd < 0 || ff < 0) die("open");
+    lk(fd, F_OFD_SETLK, F_WRLCK, 0, 10);
+    if (flock(ff, LOCK_EX)) die("flock");
+    int got[2];
+    if (pipe(got)) die("pipe");
+    pid_t c1 = fork();
+    if (c1 == 0) {
+      int cfd = open(path, O_RDWR);
+      struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 5, .l_len = 1};
+      while (fcntl(cfd, F_OFD_SETLKW, &fl) && errno == EINTR) {
+      }
+      put(got[1], "O");
+      pause();
+      _exit(0);
+    }
+    pid_t c2 = fork();
+    if (c2 == 0) {
+      int cf = open(p2, O_RDONLY);
+      while (flock(cf, LOCK_SH) && errno == EINTR) {
+      }
+      put(got[1], "F");
+      pause();
+      _exit(0);
+    }
+    close(got[1]);
+    for (int i = 0; i < 200; i++) {
+      FILE *f = fopen("/proc/locks", "r");
+      char line[256];
+      int seen = 0;
+      while (f && fgets(line, sizeof line, f))
+        if (strstr(line, "->")) seen++;
+      if (f) fclose(f);
+      if (seen >= 2) break;
+      usleep(10000);
+    }
+    print_ready("pid=%d", getpid());
+    wait_trigger(trigger);
+    usleep(200000);
+    fcntl(got[0], F_SETFL, O_NONBLOCK);
+    char b[4] = {0};
+    ssize_t r = read(got[0], b, sizeof b);
+    check("waiters-blocked", r == -1 && errno == EAGAIN, "%zd '%.2s': a waiter got its lock while it is held", r, b);
+    lk(fd, F_OFD_SETLK, F_UNLCK, 0, 0);
+    fcntl(got[0], F_SETFL, 0);
+    r = read(got[0], b, 1);
+    check("ofd-waiter-gets", r == 1 && b[0] == 'O', "%zd '%c'", r, b[0]);
+    flock(ff, LOCK_UN);
+    r = read(got[0], b, 1);
+    check("flock-waiter-gets", r == 1 && b[0] == 'F', "%zd '%c'", r, b[0]);
+    kill(c1, SIGKILL);
+    kill(c2, SIGKILL);
+    waitpid(c1, NULL, 0);
+    waitpid(c2, NULL, 0);
   } else if (!strcmp(mode, "memfd-falloc")) {
     int mf = memfd_create("falloc", 0);
     if (mf < 0 || fallocate(mf, 0, 0, 1 << 20) || fallocate(mf, FALLOC_FL_KEEP_SIZE, 1 << 20, 1 << 20))
