@@ -56,6 +56,8 @@ const ROUND_TRIPS: Record<string, string[]> = {
   "root-moved": ["root-moved"],
   "odd-names": ["name-deleted-suffix", "name-newline", "cwd-newline"],
   "ofd-wait": ["waiters-blocked", "ofd-waiter-gets", "flock-waiter-gets"],
+  "ghost-dir-gone": ["ghost-dir-gone", "ghost-dir-gone-link", "ghost-dir-gone-dir"],
+  "opath-deleted": ["opath-deleted"],
   "fifo-size": ["fifo-pipe-sz", "pipe-sz"],
   "ghost-sparse": [
     "ghost-empty",

@@ -351,6 +351,38 @@ export function ghostPath(
 }
 
 /**
+ * Makes the directories of `dir` that do not exist (mode 0700, as root's
+ * private scratch), outermost first; returns those it made, in that order.
+ * Nothing when `dir` exists; a path component that is not a directory is
+ * left for the create to fail on.
+ */
+function makeMissingDirs(dir: string): string[] {
+  const missing: string[] = [];
+  for (let d = dir; d !== "/" && d !== "" && !pathExistsLstat(d); d = dirname(d)) {
+    missing.unshift(d);
+  }
+  const made: string[] = [];
+  for (const d of missing) {
+    try {
+      Deno.mkdirSync(d, { mode: 0o700 });
+      made.push(d);
+    } catch {
+      break;
+    }
+  }
+  return made;
+}
+
+function pathExistsLstat(p: string): boolean {
+  try {
+    Deno.lstatSync(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
  * Restore (in cryo): re-creates ghost `g` from the image directory `dir`
  * and returns its fd (close-on-exec). The content's checksum is verified
  * on the way; a missing original directory or a damaged file is a
@@ -361,6 +393,9 @@ export async function createGhost(g: GhostFile, dir: string): Promise<number> {
   let fd: number;
   if (g.kind === "memfd") fd = memfdCreate(g.name);
   else {
+    // Its directory removed too (a temporary directory deleted with the file open): made
+    // again for the moment of the create, then removed, so the /proc link reads the same.
+    const made = makeMissingDirs(dirname(g.name));
     try {
       // A named file gets its name back while its path is free (an O_TMPFILE one never had one).
       const named = !/^#\d+$/.test(basename(g.name));
@@ -371,6 +406,12 @@ export async function createGhost(g: GhostFile, dir: string): Promise<number> {
           (e as Error).message
         }`,
       );
+    } finally {
+      for (const d of made.reverse()) {
+        try {
+          Deno.removeSync(d); // only while empty
+        } catch { /* something else was put there meanwhile: left */ }
+      }
     }
   }
   try {

@@ -36,6 +36,8 @@
  *                 a cwd with a space and a newline in its name
  *   ofd-wait      children blocked in F_OFD_SETLKW and in flock(LOCK_SH) on
  *                 the parent's locks
+ *   ghost-dir-gone  a deleted file whose directory was removed too
+ *   opath-deleted an O_PATH fd of a deleted file (also open read-write)
  *   fifo-size     a FIFO and a pipe grown with F_SETPIPE_SZ
  *   ghost-sparse  deleted files: 0 bytes; 1 GiB sparse with 4 KiB of data
  *                 at 512 MiB; fallocated (unwritten) ranges, one beyond EOF
@@ -638,6 +640,39 @@ int main(int argc, char **argv) {
     kill(c2, SIGKILL);
     waitpid(c1, NULL, 0);
     waitpid(c2, NULL, 0);
+  } else if (!strcmp(mode, "ghost-dir-gone")) {
+    char d[4096];
+    snprintf(d, sizeof d, "%s/dir", work);
+    snprintf(path, sizeof path, "%s/dir/file", work);
+    if (mkdir(d, 0755)) die("mkdir");
+    int fd = open(path, O_RDWR | O_CREAT, 0644);
+    put(fd, "ghost");
+    if (unlink(path) || rmdir(d)) die("rmdir");
+    print_ready("pid=%d", getpid());
+    wait_trigger(trigger);
+    char b[8] = {0};
+    check("ghost-dir-gone", pread(fd, b, 5, 0) == 5 && !strcmp(b, "ghost") && pos(fd) == 5, "'%s'", b);
+    char link[4096] = {0}, want[4200], proc[64];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(proc, link, sizeof link - 1);
+    snprintf(want, sizeof want, "%s (deleted)", path);
+    check("ghost-dir-gone-link", n > 0 && !strcmp(link, want), "'%s'", link);
+    check("ghost-dir-gone-dir", access(d, F_OK) == -1 && errno == ENOENT, "the directory is there again");
+  } else if (!strcmp(mode, "opath-deleted")) {
+    snprintf(path, sizeof path, "%s/opath", work);
+    int w = open(path, O_RDWR | O_CREAT, 0644);
+    put(w, "content");
+    int fd = open(path, O_PATH);
+    struct stat s0;
+    fstat(fd, &s0);
+    unlink(path);
+    print_ready("pid=%d", getpid());
+    wait_trigger(trigger);
+    struct stat s1, s2;
+    int fl = fcntl(fd, F_GETFL);
+    check("opath-deleted", (fl & O_PATH) && !fstat(fd, &s1) && !fstat(w, &s2) && s1.st_ino == s2.st_ino &&
+                               s1.st_size == 7 && s1.st_nlink == 0,
+          "flags %x ino %lu/%lu size %lld", fl, s1.st_ino, s2.st_ino, (long long)s1.st_size);
   } else if (!strcmp(mode, "memfd-falloc")) {
     int mf = memfd_create("falloc", 0);
     if (mf < 0 || fallocate(mf, 0, 0, 1 << 20) || fallocate(mf, FALLOC_FL_KEEP_SIZE, 1 << 20, 1 << 20))
