@@ -125,3 +125,18 @@ for (const [mode, { line, checks }] of Object.entries(REFUSED)) {
     }),
   );
 }
+
+Deno.test(
+  "a file whose directory got a mount over it since the open",
+  withTargets(async () => {
+    const rt = await startTriggered("rt_fileprobe", READY, { passWork: true, extra: ["shadowed"] });
+    try {
+      await dumpKillRestore(rt.t);
+      await Deno.writeTextFile(rt.trigger, "");
+      assertChecksPassed(rt.t, ["shadowed"], await rt.t.wait(), { what: "shadowed" });
+    } finally {
+      // The target unmounts it at its end; a target that failed first leaves it to us.
+      await new Deno.Command("umount", { args: ["-l", `${rt.work}/dir`], stderr: "null" }).output();
+    }
+  }),
+);

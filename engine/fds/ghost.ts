@@ -197,8 +197,17 @@ export async function collectGhosts(
       rawSyscall(SYS.close, fd);
     }
   };
+  const ownMntNs = statIno("/proc/self/ns/mnt");
   for (const p of images) {
+    const sameView = p.root === "/" && statIno(`/proc/${p.pid}/ns/mnt`) === ownMntNs;
     for (const f of p.fds) {
+      if (
+        sameView && !f.excluded && f.kind === "file" && f.file && !ghostKind(f.target) &&
+        !f.target.startsWith("/proc/")
+      ) {
+        shadowedFile(p.pid, f, ghosts, refusals);
+        continue;
+      }
       if (f.excluded || (f.kind !== "memfd" && f.kind !== "file") || !ghostKind(f.target)) continue;
       // A queue unlinked while open shows as a deleted file: refused by name (fds/mqueue.ts).
       if (isMqueueFd(p.pid, f.fd)) continue;
@@ -241,6 +250,54 @@ export async function collectGhosts(
     }
   }
   return [...ghosts.values()];
+}
+
+/** The inode number of `path`, or -1. */
+function statIno(path: string): number {
+  try {
+    return Deno.statSync(path).ino ?? -1;
+  } catch {
+    return -1;
+  }
+}
+
+/**
+ * A regular file fd whose path no longer leads to its file though the file
+ * keeps a name (nlink > 0): a mount was made over its directory since the
+ * open (the path is missing, or names the mount's file). Reopening by path
+ * would fail or take the other file, so it is recorded like a file whose
+ * name was removed while a hard link keeps it: by its file handle, marked
+ * as a ghost of kind "linked" (`f.ghost`).
+ */
+function shadowedFile(
+  pid: number,
+  f: FdInfo,
+  ghosts: Map<string, GhostFile>,
+  refusals: Refusals,
+): void {
+  let named: Deno.FileInfo | undefined;
+  try {
+    named = Deno.statSync(f.target);
+  } catch { /* missing: shadowed (or removed and re-made, which stat of the fd tells) */ }
+  if (named && named.dev === f.file!.dev && named.ino === f.file!.ino) return;
+  const source = `/proc/${pid}/fd/${f.fd}`;
+  let st: Deno.FileInfo;
+  try {
+    st = Deno.statSync(source);
+  } catch {
+    return;
+  }
+  if (!st.isFile || (st.nlink ?? 0) === 0) return;
+  const id = `${st.dev}:${st.ino}`;
+  if (!ghosts.has(id)) {
+    const linked = linkedGhost(id, source, f.target, st);
+    if (typeof linked === "string") {
+      refusals.use("fd.path-shadowed", `process ${pid} fd ${f.fd} (${f.target}): ${linked}`);
+      return;
+    }
+    ghosts.set(id, linked);
+  }
+  f.ghost = id;
 }
 
 /**

@@ -38,6 +38,9 @@
  *                 the parent's locks
  *   ghost-dir-gone  a deleted file whose directory was removed too
  *   opath-deleted an O_PATH fd of a deleted file (also open read-write)
+ *   shadowed      a file whose directory got a tmpfs mounted over it (with
+ *                 a file of the same name) since the open; the target
+ *                 unmounts it at its end
  *   fifo-size     a FIFO and a pipe grown with F_SETPIPE_SZ
  *   ghost-sparse  deleted files: 0 bytes; 1 GiB sparse with 4 KiB of data
  *                 at 512 MiB; fallocated (unwritten) ranges, one beyond EOF
@@ -55,6 +58,7 @@
 #include <sys/file.h>
 #include <sys/inotify.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -673,6 +677,27 @@ int main(int argc, char **argv) {
     check("opath-deleted", (fl & O_PATH) && !fstat(fd, &s1) && !fstat(w, &s2) && s1.st_ino == s2.st_ino &&
                                s1.st_size == 7 && s1.st_nlink == 0,
           "flags %x ino %lu/%lu size %lld", fl, s1.st_ino, s2.st_ino, (long long)s1.st_size);
+  } else if (!strcmp(mode, "shadowed")) {
+    char d[4096];
+    snprintf(d, sizeof d, "%s/dir", work);
+    snprintf(path, sizeof path, "%s/dir/file", work);
+    if (mkdir(d, 0755)) die("mkdir");
+    int fd = open(path, O_RDWR | O_CREAT, 0644);
+    put(fd, "under");
+    struct stat s0;
+    fstat(fd, &s0);
+    if (mount("none", d, "tmpfs", 0, "size=1m")) die("mount");
+    int over = open(path, O_RDWR | O_CREAT, 0644);
+    put(over, "over!");
+    close(over);
+    print_ready("pid=%d", getpid());
+    wait_trigger(trigger);
+    struct stat s1;
+    char b[8] = {0};
+    check("shadowed", !fstat(fd, &s1) && s1.st_ino == s0.st_ino && s1.st_dev == s0.st_dev &&
+                          pread(fd, b, 5, 0) == 5 && !strcmp(b, "under"),
+          "dev %lx/%lx ino %lu/%lu '%s'", (unsigned long)s1.st_dev, (unsigned long)s0.st_dev, s1.st_ino, s0.st_ino, b);
+    umount2(d, MNT_DETACH);
   } else if (!strcmp(mode, "memfd-falloc")) {
     int mf = memfd_create("falloc", 0);
     if (mf < 0 || fallocate(mf, 0, 0, 1 << 20) || fallocate(mf, FALLOC_FL_KEEP_SIZE, 1 << 20, 1 << 20))
