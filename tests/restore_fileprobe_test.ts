@@ -16,7 +16,9 @@ import { checkpoint } from "../engine/dump/mod.ts";
 import { UnsupportedError } from "../engine/errors.ts";
 import { pathExists } from "./helpers/fs.ts";
 import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
-import { withTargets } from "./helpers/targets.ts";
+import { adoptPid, withTargets } from "./helpers/targets.ts";
+import { restore } from "../engine/restore/mod.ts";
+import { RestoreError } from "../engine/errors.ts";
 
 const READY = /^ready pid=(\d+)$/m;
 
@@ -145,6 +147,49 @@ Deno.test(
     } finally {
       // The target unmounts it at its end; a target that failed first leaves it to us.
       await new Deno.Command("umount", { args: ["-l", `${rt.work}/dir`], stderr: "null" }).output();
+    }
+  }),
+);
+
+Deno.test(
+  "a lock taken by another process between the dump and the restore: the restore refuses it",
+  withTargets(async () => {
+    const rt = await startTriggered("rt_fileprobe", READY, {
+      passWork: true,
+      extra: ["lock-ranges"],
+    });
+    const dir = await tempImageDir();
+    await checkpoint(rt.t.pid, { dir });
+    await rt.t.wait();
+    // Another process takes the write-locked range [20, 30) once the dumped process is gone.
+    const holder = new Deno.Command("python3", {
+      args: [
+        "-c",
+        "import fcntl,os,sys,time\nf=open(sys.argv[1],'r+')\nfcntl.lockf(f,fcntl.LOCK_EX|fcntl.LOCK_NB,10,20)\nprint('held',flush=True)\ntime.sleep(60)",
+        `${rt.work}/ranges`,
+      ],
+      stdout: "piped",
+    }).spawn();
+    try {
+      const reader = holder.stdout.getReader();
+      const { value } = await reader.read();
+      assert.match(new TextDecoder().decode(value), /held/);
+      reader.releaseLock();
+      await assert.rejects(async () => {
+        const tree = await restore(dir);
+        for (const pid of tree.pids) adoptPid(pid); // cleaned up by withTargets
+      }, (e: Error) => {
+        assert.ok(e instanceof RestoreError, String(e));
+        assert.match(
+          e.message,
+          /^cannot restore: process \d+ held a write POSIX lock 20-29 on \S+\/ranges \(fd 3\), which a POSIX lock of process \d+ now conflicts with$/,
+        );
+        return true;
+      });
+    } finally {
+      holder.kill("SIGKILL");
+      await holder.status;
+      await holder.stdout.cancel().catch(() => {});
     }
   }),
 );

@@ -11,6 +11,7 @@
  */
 
 import { SYS } from "../../ffi/sysno.ts";
+import { cstr, rawSyscall } from "../../ffi/libc.ts";
 import { flockStruct } from "../../ffi/structs.ts";
 import type { FdInfo, ProcessImage } from "../model.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
@@ -97,5 +98,38 @@ export function emitPosixLocks(p: ProgramBuilder, proc: ProcessImage, fds: Plann
         comment: `POSIX lock ${l.type} ${l.start}-${l.end} on fd ${f.fd}`,
       });
     }
+  }
+}
+
+const O_RDONLY_CLOEXEC = 0o2000000;
+const F_OFD_GETLK = 36;
+const F_UNLCK = 2;
+const EWOULDBLOCK = 11;
+
+/**
+ * Restore's pre-flight: who holds, on the file at `path`, a lock that
+ * conflicts with `l` (one the tree held at the dump), or undefined when it
+ * is free (or the file cannot be opened to ask). A POSIX or OFD range is
+ * asked with F_OFD_GETLK on a new description; a flock by taking it
+ * without waiting on one (dropped again at its close). Nothing of the
+ * tree exists yet, so a conflict is another process's lock, which would
+ * make the restored process's own F_SETLK/flock fail.
+ */
+export function lockConflict(path: string, l: FileLock): string | undefined {
+  const fd = Number(rawSyscall(SYS.open, cstr(path), O_RDONLY_CLOEXEC));
+  if (fd < 0) return undefined;
+  try {
+    if (l.class === "FLOCK") {
+      const r = rawSyscall(SYS.flock, fd, (l.type === "WRITE" ? LOCK_EX : LOCK_SH) | LOCK_NB);
+      return r === -BigInt(EWOULDBLOCK) ? "a conflicting flock" : undefined;
+    }
+    const arg = flockArg(l);
+    if (rawSyscall(SYS.fcntl, fd, F_OFD_GETLK, arg) < 0n) return undefined;
+    const v = new DataView(arg.buffer, arg.byteOffset, arg.byteLength);
+    if (v.getInt16(0, true) === F_UNLCK) return undefined;
+    const pid = v.getInt32(24, true);
+    return pid > 0 ? `a POSIX lock of process ${pid}` : "an OFD lock";
+  } finally {
+    rawSyscall(SYS.close, fd);
   }
 }

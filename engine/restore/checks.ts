@@ -11,6 +11,7 @@ import { vdsoFacts } from "../vdso.ts";
 import { recallOwnVdso, rememberOwnVdso } from "../proc/vm_flags_memo.ts";
 import { readStatus } from "../proc/status.ts";
 import type { FdInfo, FileIdentity, Manifest, ProcessImage } from "../model.ts";
+import { lockConflict, locksOf } from "../fds/locks.ts";
 import { RestoreError } from "../errors.ts";
 import { deletedFifoProblem } from "../fds/fifo.ts";
 import { isOwnProcPath } from "../fds/procfs.ts";
@@ -333,6 +334,16 @@ export function checkFdFiles(
       throw new RestoreError(
         `cannot restore: fd ${fd} of process ${image.pid}: ${source.path} ${why} (--inherit-fd ${fd}=${source.path} takes it as it is now)`,
       );
+    }
+    for (const l of info && source.kind === "open" ? locksOf(info) : []) {
+      if (l.class === "other") continue;
+      const held = lockConflict(source.path, l);
+      if (held) {
+        const range = l.class === "FLOCK" ? "" : ` ${l.start}-${l.end}`;
+        throw new RestoreError(
+          `cannot restore: process ${image.pid} held a ${l.type.toLowerCase()} ${l.class} lock${range} on ${source.path} (fd ${fd}), which ${held} now conflicts with`,
+        );
+      }
     }
   }
 }
