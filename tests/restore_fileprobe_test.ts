@@ -55,7 +55,7 @@ const ROUND_TRIPS: Record<string, string[]> = {
   shm: ["shm-content", "shm-same-object"],
   "proc-mem": ["proc-mem", "proc-pagemap", "sys-pos"],
   "far-fd": ["far-fd", "far-fd-gaps"],
-  "root-moved": ["root-moved"],
+  "root-moved": ["root-moved", "root-outside-fd"],
   "odd-names": ["name-deleted-suffix", "name-newline", "cwd-newline"],
   "ofd-wait": ["waiters-blocked", "ofd-waiter-gets", "flock-waiter-gets"],
   "ghost-dir-gone": ["ghost-dir-gone", "ghost-dir-gone-link", "ghost-dir-gone-dir"],

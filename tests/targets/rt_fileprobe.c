@@ -30,7 +30,8 @@
  *   sparse-fds    (refused) fds 3 and RLIMIT_NOFILE's hard limit - 1 only (a sparse
  *                 fd table; 19999 here, the hard limit cannot be raised)
  *   far-fd        fds 3 and 15000 only (under a hard limit of 20000)
- *   root-moved    a chroot into a directory renamed since
+ *   root-moved    a chroot into a directory renamed since, an fd of a file
+ *                 outside that root
  *   cwd-deleted   a cwd whose directory was removed since (refused)
  *   odd-names     files named "x (deleted)" (not deleted) and with a newline,
  *                 a cwd with a space and a newline in its name
@@ -545,6 +546,10 @@ int main(int argc, char **argv) {
     int m = openat(wfd, "root/marker", O_CREAT | O_RDWR, 0644);
     close(m);
     struct stat r0;
+    int outside = openat(wfd, "outside", O_RDWR | O_CREAT, 0644); /* a file outside the new root */
+    put(outside, "out");
+    struct stat o0;
+    fstat(outside, &o0);
     if (fstatat(wfd, "root", &r0, 0) || chroot(work) || chdir("/root") || chroot(".") || chdir("/")) die("chroot");
     if (renameat(wfd, "root", wfd, "root-renamed")) die("rename");
     print_ready("pid=%d", getpid());
@@ -555,6 +560,9 @@ int main(int argc, char **argv) {
     struct stat r1;
     check("root-moved", !stat("/", &r1) && r1.st_ino == r0.st_ino && !access("/marker", F_OK), "ino %lu/%lu",
           r1.st_ino, r0.st_ino);
+    struct stat o1;
+    check("root-outside-fd", !fstat(outside, &o1) && o1.st_ino == o0.st_ino && pos(outside) == 3, "ino %lu/%lu",
+          o1.st_ino, o0.st_ino);
   } else if (!strcmp(mode, "cwd-deleted")) {
     snprintf(path, sizeof path, "%s/gone", work);
     if (mkdir(path, 0755) || chdir(path) || rmdir(path)) die("cwd");
