@@ -15,7 +15,12 @@ import { assertChecksPassed } from "./helpers/checks.ts";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { UnsupportedError } from "../engine/errors.ts";
 import { pathExists } from "./helpers/fs.ts";
-import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
+import {
+  assertDumpRefused,
+  dumpKillRestore,
+  startTriggered,
+  tempImageDir,
+} from "./helpers/roundtrip.ts";
 import { adoptPid, withTargets } from "./helpers/targets.ts";
 import { restore } from "../engine/restore/mod.ts";
 import { RestoreError } from "../engine/errors.ts";
@@ -190,6 +195,38 @@ Deno.test(
       holder.kill("SIGKILL");
       await holder.status;
       await holder.stdout.cancel().catch(() => {});
+    }
+  }),
+);
+
+Deno.test(
+  "file state refused by name: an fd open for writing on a file made immutable or append-only",
+  withTargets(async () => {
+    const rt = await startTriggered("rt_fileprobe", READY, {
+      passWork: true,
+      extra: ["immutable"],
+    });
+    try {
+      await assertDumpRefused(rt.t.pid, (_items, message) => {
+        assert.match(
+          message,
+          /process \d+ fd 3 \(\S+\/immutable\): immutable \(chattr \+i\): an fd open for writing/,
+        );
+        assert.match(
+          message,
+          /process \d+ fd 4 \(\S+\/appendonly\): append-only \(chattr \+a\) and the fd is not O_APPEND/,
+        );
+      });
+      assert.equal(rt.t.poll(), undefined, "the target died");
+      await Deno.writeTextFile(rt.trigger, "");
+      const checks = ["immutable-fd", "immutable-write", "appendonly-fd"];
+      assertChecksPassed(rt.t, checks, await rt.t.wait(), { what: "immutable" });
+    } finally {
+      // The target clears the flags at its end; one that failed first leaves them to us.
+      await new Deno.Command("chattr", {
+        args: ["-i", "-a", `${rt.work}/immutable`, `${rt.work}/appendonly`],
+        stderr: "null",
+      }).output();
     }
   }),
 );

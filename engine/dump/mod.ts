@@ -39,6 +39,7 @@ import { CryoError, TargetError, UnsupportedError } from "../errors.ts";
 import { Refusals } from "../support.ts";
 import { compileTree } from "../restore/restorable.ts";
 import { inheritFdsNeeded } from "../fds/outside.ts";
+import { checkInodeFlags } from "../fds/inode_flags.ts";
 import { collectGhosts } from "../fds/ghost.ts";
 import { dumpClocks } from "../task/clocks.ts";
 import { refuseTreeSocketPaths } from "../fds/opath.ts";
@@ -796,6 +797,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     refuseSharedAcrossTree(described.map((d) => d.image), refusals);
     sockets.finish(refusals);
     const ghosts = await collectGhosts(described.map((d) => d.image), tmp, refusals);
+    checkInodeFlags(described.map((d) => d.image), refusals);
     pausePoint("ghosts");
     await awaitVmFlags(described); // read beside the collect (engine/dump/vm_flags.ts)
     const sysvShm = collectSysvShm(described.map((d) => d.image), tmp, refusals);

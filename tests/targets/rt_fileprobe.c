@@ -42,6 +42,8 @@
  *   shadowed      a file whose directory got a tmpfs mounted over it (with
  *                 a file of the same name) since the open; the target
  *                 unmounts it at its end
+ *   immutable     an fd open read-write on a file made immutable since (chattr
+ *                 +i), one open write-only on a file made append-only (+a)
  *   fifo-size     a FIFO and a pipe grown with F_SETPIPE_SZ
  *   ghost-sparse  deleted files: 0 bytes; 1 GiB sparse with 4 KiB of data
  *                 at 512 MiB; fallocated (unwritten) ranges, one beyond EOF
@@ -60,6 +62,8 @@
 #include <sys/inotify.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -706,6 +710,25 @@ int main(int argc, char **argv) {
                           pread(fd, b, 5, 0) == 5 && !strcmp(b, "under"),
           "dev %lx/%lx ino %lu/%lu '%s'", (unsigned long)s1.st_dev, (unsigned long)s0.st_dev, s1.st_ino, s0.st_ino, b);
     umount2(d, MNT_DETACH);
+  } else if (!strcmp(mode, "immutable")) {
+    char ap[4096];
+    snprintf(path, sizeof path, "%s/immutable", work);
+    snprintf(ap, sizeof ap, "%s/appendonly", work);
+    int fd = open(path, O_RDWR | O_CREAT, 0644), fa = open(ap, O_WRONLY | O_CREAT, 0644);
+    if (fd < 0 || fa < 0) die("open");
+    put(fd, "imm");
+    int fl = 0;
+    if (ioctl(fd, FS_IOC_GETFLAGS, &fl)) die("getflags");
+    int fi = fl | FS_IMMUTABLE_FL, fap = fl | FS_APPEND_FL;
+    if (ioctl(fd, FS_IOC_SETFLAGS, &fi) || ioctl(fa, FS_IOC_SETFLAGS, &fap)) die("setflags");
+    print_ready("pid=%d", getpid());
+    wait_trigger(trigger);
+    int ffl = fcntl(fd, F_GETFL);
+    check("immutable-fd", (ffl & O_ACCMODE) == O_RDWR && pos(fd) == 3, "flags %x", ffl);
+    ssize_t w = write(fd, "x", 1);
+    check("immutable-write", w == -1 && errno == EPERM, "%zd", w);
+    check("appendonly-fd", (fcntl(fa, F_GETFL) & O_ACCMODE) == O_WRONLY, "flags %x", fcntl(fa, F_GETFL));
+    if (ioctl(fd, FS_IOC_SETFLAGS, &fl) || ioctl(fa, FS_IOC_SETFLAGS, &fl)) printf("could not clear the flags\n");
   } else if (!strcmp(mode, "memfd-falloc")) {
     int mf = memfd_create("falloc", 0);
     if (mf < 0 || fallocate(mf, 0, 0, 1 << 20) || fallocate(mf, FALLOC_FL_KEEP_SIZE, 1 << 20, 1 << 20))
