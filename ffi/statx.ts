@@ -28,3 +28,21 @@ export function changeTimeNs(path: string): string | number {
   const sec = view.getUint32(CTIME_AT, true) + view.getInt32(CTIME_AT + 4, true) * 2 ** 32;
   return `${sec}${String(view.getUint32(CTIME_AT + 8, true)).padStart(9, "0")}`;
 }
+
+/** Offsets in struct statx of stx_attributes and stx_attributes_mask (both u64). */
+const ATTRIBUTES_AT = 0x08;
+const ATTRIBUTES_MASK_AT = 0x38;
+
+/**
+ * The file attributes statx reports for `path` (symlinks followed), only
+ * those its file system supports (stx_attributes & stx_attributes_mask:
+ * STATX_ATTR_IMMUTABLE 0x10, STATX_ATTR_APPEND 0x20, ...), or 0 when it
+ * cannot be asked.
+ */
+export function fileAttributes(path: string): number {
+  const r = rawSyscall(SYS.statx, AT_FDCWD, cstr(path), 0, 0, buf);
+  if (r < 0n) return 0;
+  const attrs = view.getBigUint64(ATTRIBUTES_AT, true) &
+    view.getBigUint64(ATTRIBUTES_MASK_AT, true);
+  return Number(attrs & 0xffffffffn);
+}
