@@ -53,6 +53,9 @@ function threadCount(pid: number): number {
   }
 }
 
+/** What ran beside the syscall table's copy in this process so far: the light warm-up or the helper's rehearsal (tests). */
+export const besideStats = { light: 0, helper: 0 };
+
 /** The `CRYO_COPY_LANES` override: 1, 2, "native", or undefined. */
 export function lanesOverride(): 1 | 2 | "native" | undefined {
   let v: string | undefined;
@@ -74,17 +77,27 @@ export interface PrecopyRehearsal {
   /**
    * Before the first freeze when the rehearsal is in the barrier (the
    * parsers the freezes use compiled first); beside the copy the helper's
-   * rehearsal warms them, and the first freeze reads little.
+   * rehearsal (or {@link besideLight}) warms them, and the first freeze
+   * reads little.
    */
   warmUp?: () => void;
   /**
    * On cryo's thread while a syscall table copies (the tree running, on a
-   * process of cryo's own), or before the first freeze when no table copies
-   * a root of {@link HELPER_FIRST_MIN_THREADS} threads or more (and the
-   * lanes are not forced): the barrier's freeze then rehearses nothing.
-   * Never throws.
+   * process of cryo's own) a root of {@link HELPER_FIRST_MIN_THREADS}
+   * threads or more, or before the first freeze when no table copies such
+   * a root (and the lanes are not forced): the barrier's freeze then
+   * rehearses nothing. Never throws.
    */
   beside?: () => unknown;
+  /**
+   * Instead of {@link beside} while a syscall table copies a root of fewer
+   * threads: a warm-up of cryo's own code only (no helper). The first
+   * freeze has run most of the collect's code by then, and on two CPUs the
+   * helper's rehearsal took the CPU the copy's second lane needs: ~20 ms
+   * of cryo's thread to save 1 to 3 ms of the final freeze
+   * (docs/PERFORMANCE.md, "Small dumps, fifteenth pass"). Never throws.
+   */
+  besideLight?: () => unknown;
 }
 
 /**
@@ -129,6 +142,10 @@ export async function precopyTree(
   let keepLanes = false;
   try {
     const beside = native && rehearsal?.beside !== undefined;
+    // A root of few threads gets the light warm-up beside the table (besideLight's doc).
+    const light = beside && rehearsal?.besideLight !== undefined &&
+      threadCount(root) < HELPER_FIRST_MIN_THREADS;
+    if (beside) besideStats[light ? "light" : "helper"]++;
     // Without a table lane, a root of many threads is rehearsed on the helper first: in
     // the barrier the per-thread code would run cold for each of its threads with the tree
     // frozen, the dump's longest freeze (docs/PERFORMANCE.md, "The threads-64 freeze,
@@ -145,7 +162,7 @@ export async function precopyTree(
       if (native) {
         const results = await copyOnNativeLane(procs.map((p) => p.job), {
           preallocate: noSync,
-          ...(beside ? { beside: rehearsal!.beside } : {}),
+          ...(beside ? { beside: light ? rehearsal!.besideLight : rehearsal!.beside } : {}),
         });
         procs.forEach((p, i) => p.copied(results[i]));
       } else if (!lanes) await precopy.copy();
