@@ -16,7 +16,7 @@
  */
 
 import { Precopy } from "./precopy.ts";
-import { CopyLanes, LANE_MIN_BYTES, lanesAvailable } from "./copy_lanes.ts";
+import { CopyLanes, LANE_MIN_BYTES } from "./copy_lanes.ts";
 import { copyOnNativeLane, NATIVE_LANE_MIN_BYTES, nativeLaneAvailable } from "./native_lane.ts";
 import type { FrozenTree } from "./freeze.ts";
 import { laneDeathAt } from "./lane_claims.ts";
@@ -55,6 +55,21 @@ function threadCount(pid: number): number {
 
 /** What ran beside the syscall table's copy in this process so far: the light warm-up or the helper's rehearsal (tests). */
 export const besideStats = { light: 0, helper: 0 };
+
+/**
+ * Whether a syscall table copies beside cryo's thread (from
+ * {@link NATIVE_LANE_MIN_BYTES}): with two CPUs or more, whatever their
+ * load. A table copies a MiB for about half the CPU of cryo's own lane,
+ * and cryo's thread, after a short warm-up, only waits while tables copy;
+ * with one lane it copied in JavaScript and rehearsed the collect in the
+ * barrier's freeze: on a busy machine (CPU pressure 50 to 65%) that cost
+ * 20 to 60 ms more wall and 16 to 47 ms more CPU at 64 to 256 MiB
+ * (docs/PERFORMANCE.md, "Small dumps, fifteenth pass"; the copy lanes'
+ * load rule, copy_lanes.ts `lanesAvailable`, still decides for a worker).
+ */
+export function tableLaneWanted(): boolean {
+  return (navigator.hardwareConcurrency ?? 1) >= 2;
+}
 
 /** The `CRYO_COPY_LANES` override: 1, 2, "native", or undefined. */
 export function lanesOverride(): 1 | 2 | "native" | undefined {
@@ -102,8 +117,9 @@ export interface PrecopyRehearsal {
 
 /**
  * {@link Precopy.start} (`afterBarrier` is its own) then the copy of every process's pages, with
- * a syscall table as the second lane from {@link NATIVE_LANE_MIN_BYTES} when a CPU is idle
- * (where tables cannot run: a worker lane from {@link LANE_MIN_BYTES}, two CPUs and one idle).
+ * a syscall table as the second lane from {@link NATIVE_LANE_MIN_BYTES} on two CPUs or more
+ * ({@link tableLaneWanted}; where tables cannot run: a worker lane from {@link LANE_MIN_BYTES},
+ * two CPUs and one idle).
  * A failed copy closes the pre-copy's tracking and throws.
  */
 export async function precopyTree(
@@ -138,7 +154,7 @@ export async function precopyTree(
     : undefined;
   const native = !lanes && tables &&
     (force === "native" ||
-      (force === undefined && resident >= NATIVE_LANE_MIN_BYTES && lanesAvailable()));
+      (force === undefined && resident >= NATIVE_LANE_MIN_BYTES && tableLaneWanted()));
   let keepLanes = false;
   try {
     const beside = native && rehearsal?.beside !== undefined;
