@@ -616,6 +616,11 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
                 warmLocksRead();
                 warmUpCompile(images);
               },
+              besideLight: async () => {
+                warmLocksRead(); // (as in the rehearsal: the freeze's read waits for no grace period)
+                warmUpProcReaders();
+                await warmUpFinalFreeze().then(() => warmed = true, () => {});
+              },
             }
             : {}),
         },
