@@ -97,6 +97,7 @@ export const SUPPORT_TABLE = [
   { id: "task.pdeath-thread", area: "task", what: "children with a parent-death signal (PR_SET_PDEATHSIG) forked by a thread other than their parent's main thread", support: "refused", note: "the signal fires when that thread exits; a restored child is forked by the main thread" },
   { id: "task.exiting", area: "task", what: "processes exiting (an exit that waits: a close a FUSE server has not answered, a large memory torn down)", support: "refused", note: "they run no more code, so they cannot stop; there is nothing left to restore" },
   { id: "task.fuse-wait", area: "task", what: "threads waiting for a FUSE request whose server neither answers nor lets it be interrupted", support: "refused", note: "they cannot stop until the server answers: retry then (the thread is let go once it stops)" },
+  { id: "task.restart-syscall", area: "task", what: "a thread inside restart_syscall (a sleep, poll or futex wait resumed after a stop) whose original call cannot be told", support: "refused", note: "the original call is read from the kernel's restart block (BPF task iterator, /proc/kallsyms) and re-issued; refused where that cannot be read, or its arguments disagree" },
   { id: "task.vfork", area: "task", what: "parents waiting in vfork() for their child", support: "refused", note: "the child runs on the parent's memory, which cryo cannot share again" },
   // Memory.
   { id: "memory.anon", area: "memory", what: "private and shared anonymous memory", support: "saved" },

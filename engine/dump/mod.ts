@@ -82,6 +82,7 @@ import { readLocksOffThread, warmLocksRead } from "../proc/locks.ts";
 import { readStat } from "../proc/stat.ts";
 import { readFds } from "../proc/fds.ts";
 import { collectCgroups, refuseFrozenCgroup } from "../task/placement.ts";
+import { resolveRestartSyscalls } from "../task/restart_block.ts";
 import { freezeTree, type FrozenTree, thawTree } from "./freeze.ts";
 import { collectProcess, describeFd, pipeTopology } from "./process.ts";
 import { prepareThreadReadsOf } from "./threads.ts";
@@ -737,6 +738,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       )
     );
     for (const c of collectedAll) precopy?.fixRestarts(c.image);
+    // Threads still in restart_syscall: their original call, from the restart block.
+    for (const c of collectedAll) resolveRestartSyscalls(c.image, refusals);
     // Queued socket bytes are sent again by whichever process creates the socket.
     const socketData = collectedAll.reduce((n, c) => n + fdQueueBytes(c.image.fds), 0) +
       sockets.sharedQueueBytes();

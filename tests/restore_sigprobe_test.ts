@@ -1,0 +1,115 @@
+/**
+ * Signals, timers and calls interrupted by the freeze
+ * (tests/targets/rt_sigprobe.c): signal actions, interval timers, signals
+ * pending while ignored or with handlers, queued values and senders, a
+ * full RLIMIT_SIGPENDING, SS_AUTODISARM altstacks (also with a handler
+ * running on one), and waits with relative timeouts dumped inside the call
+ * (also after a SIGSTOP/SIGCONT or a `--leave-running` dump, which leave
+ * the thread in the kernel's restart_syscall). Each is dumped (killed),
+ * restored and checks itself; the state modes also after a dump that
+ * leaves the process running.
+ */
+
+import { assertChecksPassed } from "./helpers/checks.ts";
+import { checkpoint } from "../engine/dump/mod.ts";
+import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
+import { withTargets } from "./helpers/targets.ts";
+import { waitUntil } from "./helpers/wait.ts";
+import { SYS } from "../ffi/sysno.ts";
+
+const READY = /^ready pid=(\d+)/m;
+const SIGSTOP = 19;
+const SIGCONT = 18;
+
+/** The syscall number each thread of `pid` waits in (from /proc/<pid>/task/<tid>/syscall). */
+function syscallsOf(pid: number): number[] {
+  const out: number[] = [];
+  try {
+    for (const e of Deno.readDirSync(`/proc/${pid}/task`)) {
+      const text = Deno.readTextFileSync(`/proc/${pid}/task/${e.name}/syscall`);
+      out.push(Number(text.split(" ")[0]));
+    }
+  } catch { /* gone meanwhile */ }
+  return out;
+}
+
+/** Whether `pid` is stopped (state T in /proc/<pid>/stat). */
+function stopped(pid: number): boolean {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    return stat.slice(stat.lastIndexOf(")") + 2).startsWith("T");
+  } catch {
+    return false;
+  }
+}
+
+const STATE: [string, string[]][] = [
+  ["actions", ["actions", "nocldwait"]],
+  ["itimers", ["real", "virtual", "prof"]],
+  ["ignpending", ["pending", "ignored-usr1", "ignored-rt", "tstp", "ttin"]],
+  ["queue", ["rt30", "usr2-once", "child-sender"]],
+  ["rlimit", ["rlimit-queue", "rlimit"]],
+  ["autodisarm", ["autodisarm"]],
+  ["adhandler", ["on-altstack", "disarmed-inside", "rearmed", "local"]],
+];
+
+for (const [mode, checks] of STATE) {
+  Deno.test(
+    `sigprobe ${mode}: dumped, restored, comes back as it was`,
+    withTargets(async () => {
+      const a = await startTriggered("rt_sigprobe", READY, { extra: [mode] });
+      await dumpKillRestore(a.t);
+      await Deno.writeTextFile(a.trigger, "");
+      assertChecksPassed(a.t, checks, await a.t.wait());
+    }),
+  );
+  Deno.test(
+    `sigprobe ${mode}: dumped with --leave-running, runs on as it was`,
+    withTargets(async () => {
+      const a = await startTriggered("rt_sigprobe", READY, { extra: [mode] });
+      await checkpoint(a.t.pid, { dir: await tempImageDir(), leaveRunning: true });
+      await Deno.writeTextFile(a.trigger, "");
+      assertChecksPassed(a.t, checks, await a.t.wait());
+    }),
+  );
+}
+
+// The last element: whether the kernel restarts the call through its
+// restart block (the others end in EINTR at a stop, as after SIGSTOP/SIGCONT).
+const WAITS: [string, number, boolean][] = [
+  ["nanosleep", SYS.nanosleep, true],
+  ["clocknano", SYS.clock_nanosleep, true],
+  ["poll", SYS.poll, true],
+  ["futexto", SYS.futex, true],
+  ["sigtimedwait", SYS.rt_sigtimedwait, false],
+  ["epollwait", SYS.epoll_wait, false],
+  ["rcvtimeo", SYS.recvfrom, false],
+];
+
+// How the thread is in the call when the dump comes: as it entered it; or
+// resumed by the kernel's restart_syscall after a stop (SIGSTOP/SIGCONT, or
+// a first dump that left it running).
+const BEFORE = ["entered", "after SIGSTOP/SIGCONT", "after --leave-running"] as const;
+
+for (const [mode, nr, restartBlock] of WAITS) {
+  for (const before of restartBlock ? BEFORE : BEFORE.slice(0, 1)) {
+    Deno.test(
+      `sigprobe ${mode} (${before}): dumped inside the call, it ends as it would have`,
+      withTargets(async () => {
+        const a = await startTriggered("rt_sigprobe", READY, { extra: [mode] });
+        const pid = a.t.pid;
+        await waitUntil(`${mode} entered`, () => syscallsOf(pid).includes(nr));
+        if (before === "after SIGSTOP/SIGCONT") {
+          a.t.signal(SIGSTOP);
+          await waitUntil("stopped", () => stopped(pid));
+          a.t.signal(SIGCONT);
+          await waitUntil("running again", () => !stopped(pid));
+        } else if (before === "after --leave-running") {
+          await checkpoint(pid, { dir: await tempImageDir(), leaveRunning: true });
+        }
+        await dumpKillRestore(a.t);
+        assertChecksPassed(a.t, [mode, `${mode}-elapsed`], await a.t.wait());
+      }),
+    );
+  }
+}
