@@ -10,16 +10,32 @@
  * leaves the process running.
  */
 
+import assert from "node:assert/strict";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { checkpoint } from "../engine/dump/mod.ts";
+import { restore } from "../engine/restore/mod.ts";
+import { startPaused } from "./helpers/kill_anywhere.ts";
 import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
 import { withTargets } from "./helpers/targets.ts";
+import { pathExists } from "./helpers/fs.ts";
 import { waitUntil } from "./helpers/wait.ts";
 import { SYS } from "../ffi/sysno.ts";
 
 const READY = /^ready pid=(\d+)/m;
 const SIGSTOP = 19;
 const SIGCONT = 18;
+const SIGUSR1 = 10;
+
+/** Whether SIGUSR1 is pending for `pid` (its process-wide pending set). */
+function pendingUsr1(pid: number): boolean {
+  try {
+    const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+    const m = status.match(/^ShdPnd:\s*([0-9a-f]+)$/m);
+    return m !== null && (BigInt(`0x${m[1]}`) & (1n << BigInt(SIGUSR1 - 1))) !== 0n;
+  } catch {
+    return false;
+  }
+}
 
 /** The syscall number each thread of `pid` waits in (from /proc/<pid>/task/<tid>/syscall). */
 function syscallsOf(pid: number): number[] {
@@ -113,3 +129,67 @@ for (const [mode, nr, restartBlock] of WAITS) {
     );
   }
 }
+
+// A signal with a handler sent while cryo holds the tree frozen (the dump
+// stopped at its "frozen" phase): the interrupted call and the pending
+// signal are in the image together. After the restore the handler runs
+// and the call must end as the kernel would have ended it: pause and a
+// nanosleep in EINTR, a read in EINTR without SA_RESTART and restarted
+// with it.
+const SIGNALLED: [string, number][] = [
+  ["pausesig", SYS.pause],
+  ["sleepsig", SYS.nanosleep],
+  ["readsig", SYS.read],
+  ["readrestart", SYS.read],
+  // SIGUSR1 blocked but for sigsuspend's own mask: the re-issued call takes it.
+  ["suspendblocked", SYS.rt_sigsuspend],
+];
+
+for (const [mode, nr] of SIGNALLED) {
+  Deno.test(
+    `sigprobe ${mode}: a signal sent during the dump interrupts the call after the restore`,
+    withTargets(async () => {
+      const a = await startTriggered("rt_sigprobe", READY, { extra: [mode] });
+      const pid = a.t.pid;
+      await waitUntil(`${mode} entered`, () => syscallsOf(pid).includes(nr));
+      const dir = await tempImageDir();
+      const cli = await startPaused(["dump", String(pid), "--dir", dir], "frozen");
+      try {
+        a.t.signal(SIGUSR1);
+        await waitUntil("SIGUSR1 pending", () => pendingUsr1(pid));
+      } finally {
+        Deno.kill(cli.child.pid, "SIGCONT");
+      }
+      const out = await cli.output;
+      assert.equal(out.code, 0, out.stderr);
+      await a.t.wait();
+      const tree = await restore(dir);
+      a.t.resetAfterRestore();
+      assert.equal(tree.rootPid, pid);
+      assertChecksPassed(a.t, [mode], await a.t.wait());
+    }),
+  );
+}
+
+Deno.test(
+  "sigprobe suspendsig: a signal to handle sent during the dump of a sigsuspend is refused by name, the process runs on",
+  withTargets(async () => {
+    const a = await startTriggered("rt_sigprobe", READY, { extra: ["suspendsig"] });
+    const pid = a.t.pid;
+    await waitUntil("sigsuspend entered", () => syscallsOf(pid).includes(SYS.rt_sigsuspend));
+    const dir = await tempImageDir();
+    const cli = await startPaused(["dump", String(pid), "--dir", dir], "frozen");
+    try {
+      a.t.signal(SIGUSR1);
+      await waitUntil("SIGUSR1 pending", () => pendingUsr1(pid));
+    } finally {
+      Deno.kill(cli.child.pid, "SIGCONT");
+    }
+    const out = await cli.output;
+    assert.notEqual(out.code, 0);
+    assert.match(out.stderr, /thread \d+: .*signal 10 is pending with a handler/, out.stderr);
+    assert.equal(pathExists(dir) && [...Deno.readDirSync(dir)].length > 0, false, "no image left");
+    // Left running: the kernel delivers the signal and ends the call.
+    assertChecksPassed(a.t, ["suspendsig"], await a.t.wait());
+  }),
+);

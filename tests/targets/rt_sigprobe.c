@@ -368,7 +368,7 @@ static int autodisarm(void) {
   wait_trigger(trigger);
   stack_t now;
   sigaltstack(NULL, &now);
-  check("autodisarm", now.ss_sp == altmem && now.ss_size == ALT_SIZE && now.ss_flags == SS_AUTODISARM,
+  check("autodisarm", now.ss_sp == altmem && now.ss_size == ALT_SIZE && (unsigned)now.ss_flags == SS_AUTODISARM,
         "sp %p size %zu flags %#x (want %p %d %#x)", now.ss_sp, now.ss_size, now.ss_flags,
         (void *)altmem, ALT_SIZE, SS_AUTODISARM);
   return verdict();
@@ -403,7 +403,7 @@ static int adhandler(void) {
         inside_flags, SS_DISABLE);
   stack_t now;
   sigaltstack(NULL, &now);
-  check("rearmed", now.ss_sp == altmem && now.ss_size == ALT_SIZE && now.ss_flags == SS_AUTODISARM,
+  check("rearmed", now.ss_sp == altmem && now.ss_size == ALT_SIZE && (unsigned)now.ss_flags == SS_AUTODISARM,
         "after the handler: sp %p size %zu flags %#x (want %p %d %#x)", now.ss_sp, now.ss_size,
         now.ss_flags, (void *)altmem, ALT_SIZE, SS_AUTODISARM);
   check("local", local == 4242, "local %d", local);
@@ -492,6 +492,94 @@ static int waits(const char *mode) {
   return verdict();
 }
 
+/* ---- a signal that arrives while the tree is frozen ------------------------ */
+
+static volatile sig_atomic_t usr1_count;
+static void h_usr1(int sig) {
+  (void)sig;
+  usr1_count++;
+}
+static volatile sig_atomic_t alarms;
+static void h_alarm(int sig) {
+  (void)sig;
+  alarms++;
+}
+
+/* The call runs with SIGUSR1 handled (no SA_RESTART, or SA_RESTART for
+ * "readrestart"); the test sends SIGUSR1 while cryo holds the tree frozen,
+ * so the dump records it pending with the call interrupted. */
+static int sigwhile(const char *mode) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = h_usr1;
+  sa.sa_flags = !strcmp(mode, "readrestart") ? SA_RESTART : 0;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGUSR1, &sa, NULL);
+  int p[2];
+  if (pipe(p)) die("pipe");
+  if (!strcmp(mode, "readrestart")) {
+    sa.sa_handler = h_alarm;
+    sa.sa_flags = 0;
+    sigaction(SIGALRM, &sa, NULL);
+    alarm(WAIT_S);
+  }
+  print_ready("pid=%d", getpid());
+  long long t0 = mono_ns();
+  long rc;
+  int err;
+  if (!strcmp(mode, "pausesig")) {
+    rc = syscall(SYS_pause);
+    err = rc ? errno : 0;
+    check("pausesig", rc == -1 && err == EINTR && usr1_count == 1,
+          "rc %ld errno %d, handler ran %d times (want -1 EINTR, 1)", rc, err, (int)usr1_count);
+  } else if (!strcmp(mode, "sleepsig")) {
+    struct timespec ts = {WAIT_S, 0}, rem = {0, 0};
+    rc = syscall(SYS_nanosleep, &ts, &rem);
+    err = rc ? errno : 0;
+    long long ms = (mono_ns() - t0) / 1000000;
+    check("sleepsig", rc == -1 && err == EINTR && usr1_count == 1 && rem.tv_sec > 0,
+          "rc %ld errno %d after %lld ms, remaining %ld s, handler ran %d times (want -1 EINTR "
+          "early, 1)",
+          rc, err, ms, (long)rem.tv_sec, (int)usr1_count);
+  } else if (!strcmp(mode, "readsig") || !strcmp(mode, "readrestart")) {
+    char b;
+    rc = read(p[0], &b, 1);
+    err = rc < 0 ? errno : 0;
+    long long ms = (mono_ns() - t0) / 1000000;
+    if (!strcmp(mode, "readsig"))
+      check("readsig", rc == -1 && err == EINTR && usr1_count == 1,
+            "rc %ld errno %d, handler ran %d times (want -1 EINTR, 1)", rc, err, (int)usr1_count);
+    else /* SIGUSR1's handler has SA_RESTART: only the alarm ends the read */
+      check("readrestart", rc == -1 && err == EINTR && usr1_count == 1 && alarms == 1 &&
+                               ms >= WAIT_S * 1000 - 5,
+            "rc %ld errno %d after %lld ms, USR1 handler %d times, SIGALRM %d times (want EINTR "
+            "by the alarm after %d s, 1, 1)",
+            rc, err, ms, (int)usr1_count, (int)alarms, WAIT_S);
+  } else if (!strcmp(mode, "suspendsig") || !strcmp(mode, "suspendblocked")) {
+    /* outer mask: {} or {SIGUSR1}; sigsuspend's own: {SIGUSR2} */
+    sigset_t outer, temp, after;
+    sigemptyset(&outer);
+    if (!strcmp(mode, "suspendblocked")) sigaddset(&outer, SIGUSR1);
+    sigprocmask(SIG_SETMASK, &outer, NULL);
+    sigemptyset(&temp);
+    sigaddset(&temp, SIGUSR2);
+    rc = syscall(SYS_rt_sigsuspend, &temp, 8);
+    err = rc ? errno : 0;
+    sigprocmask(SIG_SETMASK, NULL, &after);
+    check(mode, rc == -1 && err == EINTR && usr1_count == 1 &&
+                    sigismember(&after, SIGUSR1) == sigismember(&outer, SIGUSR1) &&
+                    !sigismember(&after, SIGUSR2),
+          "rc %ld errno %d, handler ran %d times, mask after: USR1 %d USR2 %d (want -1 EINTR, 1, "
+          "USR1 %d USR2 0)",
+          rc, err, (int)usr1_count, sigismember(&after, SIGUSR1), sigismember(&after, SIGUSR2),
+          sigismember(&outer, SIGUSR1));
+  } else {
+    fprintf(stderr, "unknown mode %s\n", mode);
+    return 2;
+  }
+  return verdict();
+}
+
 int main(int argc, char **argv) {
   need_args(argc, 2, "rt_sigprobe <trigger-path> <mode>");
   trigger = argv[1];
@@ -503,5 +591,8 @@ int main(int argc, char **argv) {
   if (!strcmp(mode, "rlimit")) return rlimit_sigpending();
   if (!strcmp(mode, "autodisarm")) return autodisarm();
   if (!strcmp(mode, "adhandler")) return adhandler();
+  if (!strcmp(mode, "pausesig") || !strcmp(mode, "sleepsig") || !strcmp(mode, "readsig") ||
+      !strcmp(mode, "readrestart") || !strcmp(mode, "suspendsig") || !strcmp(mode, "suspendblocked"))
+    return sigwhile(mode);
   return waits(mode);
 }
