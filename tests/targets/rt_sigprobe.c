@@ -499,6 +499,12 @@ static void h_usr1(int sig) {
   (void)sig;
   usr1_count++;
 }
+static volatile sig_atomic_t order_n;
+static volatile int order[4];
+static void h_order(int sig) {
+  if (order_n < 4) order[order_n] = sig;
+  order_n++;
+}
 static volatile sig_atomic_t alarms;
 static void h_alarm(int sig) {
   (void)sig;
@@ -573,6 +579,24 @@ static int sigwhile(const char *mode) {
           "USR1 %d USR2 0)",
           rc, err, (int)usr1_count, sigismember(&after, SIGUSR1), sigismember(&after, SIGUSR2),
           sigismember(&outer, SIGUSR1));
+  } else if (!strcmp(mode, "suspendpend")) {
+    /* outer mask {}; sigsuspend's own {SIGUSR2}; the test sends SIGUSR2 once
+     * the call waits (pending: the call's mask blocks it), stops the process
+     * (dump, or SIGSTOP/SIGCONT), then sends SIGUSR1. A call resumed after a
+     * stop runs with the thread's mask before it is re-issued: SIGUSR2's
+     * handler runs then, SIGUSR1's ends the re-issued call. */
+    sa.sa_handler = h_order;
+    sa.sa_flags = 0;
+    sigaction(SIGUSR1, &sa, NULL);
+    sigaction(SIGUSR2, &sa, NULL);
+    sigset_t temp;
+    sigemptyset(&temp);
+    sigaddset(&temp, SIGUSR2);
+    rc = syscall(SYS_rt_sigsuspend, &temp, 8);
+    err = rc ? errno : 0;
+    check(mode, rc == -1 && err == EINTR && order_n == 2 && order[0] == SIGUSR2 && order[1] == SIGUSR1,
+          "rc %ld errno %d, handlers ran for %d then %d (%d in all; want -1 EINTR, %d then %d)", rc,
+          err, order[0], order[1], (int)order_n, SIGUSR2, SIGUSR1);
   } else {
     fprintf(stderr, "unknown mode %s\n", mode);
     return 2;
@@ -592,7 +616,8 @@ int main(int argc, char **argv) {
   if (!strcmp(mode, "autodisarm")) return autodisarm();
   if (!strcmp(mode, "adhandler")) return adhandler();
   if (!strcmp(mode, "pausesig") || !strcmp(mode, "sleepsig") || !strcmp(mode, "readsig") ||
-      !strcmp(mode, "readrestart") || !strcmp(mode, "suspendsig") || !strcmp(mode, "suspendblocked"))
+      !strcmp(mode, "readrestart") || !strcmp(mode, "suspendsig") || !strcmp(mode, "suspendblocked") ||
+      !strcmp(mode, "suspendpend"))
     return sigwhile(mode);
   return waits(mode);
 }
