@@ -35,6 +35,7 @@ import { signed } from "../../ffi/regs.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import type { ProcessImage, ThreadState } from "../model.ts";
 import type { Refusals } from "../support.ts";
+import { recallRestartBlock, rememberRestartBlock } from "../proc/vm_flags_memo.ts";
 
 /** The restart functions understood, by their kernel symbol. */
 const FUNCTIONS = [
@@ -68,8 +69,59 @@ interface Reader {
 
 let reader: Reader | { unavailable: string } | undefined;
 
-/** The layout and symbols, read once per cryo process (throws when something is missing). */
+/** The layout and symbols: remembered for the boot, else read (throws when something is missing). */
 function makeReader(): Reader {
+  const memo = recallRestartBlock();
+  if (memo) {
+    const symbols = new Map<bigint, RestartFn>();
+    for (const [name, addr] of Object.entries(memo.symbols)) {
+      if ((FUNCTIONS as readonly string[]).includes(name)) {
+        symbols.set(BigInt(addr), name as RestartFn);
+      }
+    }
+    const layout = memo.layout as unknown as RestartBlockLayout;
+    const fields = memo.fields as unknown as BlockFields;
+    if (LAYOUT_KEYS.every((k) => k in layout) && FIELD_KEYS.every((k) => k in fields)) {
+      return { layout, fields, symbols };
+    }
+  }
+  const read = readReader();
+  rememberRestartBlock({
+    layout: { ...read.layout },
+    fields: { ...read.fields },
+    symbols: Object.fromEntries([...read.symbols].map(([a, n]) => [n, `0x${a.toString(16)}`])),
+  });
+  return read;
+}
+
+const LAYOUT_KEYS: readonly (keyof RestartBlockLayout)[] = [
+  "attachBtfId",
+  "seqWriteHelper",
+  "probeReadHelper",
+  "ctxMeta",
+  "ctxTask",
+  "metaSeq",
+  "pid",
+  "tgid",
+  "restartBlock",
+  "restartSize",
+];
+const FIELD_KEYS: readonly (keyof BlockFields)[] = [
+  "fn",
+  "futexUaddr",
+  "futexVal",
+  "nsClockid",
+  "nsType",
+  "nsRmtp",
+  "pollUfds",
+  "pollNfds",
+  "pollHasTimeout",
+  "pollSec",
+  "pollNsec",
+];
+
+/** The layout from BTF and the symbols from /proc/kallsyms (throws when something is missing). */
+function readReader(): Reader {
   const btf = Btf.vmlinux();
   const need = <T>(v: T | undefined, what: string): T => {
     if (v === undefined) throw new Error(`BTF has no ${what}`);
@@ -120,13 +172,15 @@ function makeReader(): Reader {
 /** The addresses of {@link FUNCTIONS} in /proc/kallsyms (throws when they are hidden). */
 function kallsyms(): Map<bigint, RestartFn> {
   const out = new Map<bigint, RestartFn>();
-  const wanted = new Set<string>(FUNCTIONS);
-  for (const line of Deno.readTextFileSync("/proc/kallsyms").split("\n")) {
-    const name = line.slice(line.lastIndexOf(" ") + 1);
-    if (!wanted.has(name)) continue;
+  const text = Deno.readTextFileSync("/proc/kallsyms");
+  for (const name of FUNCTIONS) {
+    // "<address> <type> <name>\n": a function of the kernel itself (no module after it).
+    const at = text.indexOf(` ${name}\n`);
+    if (at < 0) continue;
+    const line = text.slice(text.lastIndexOf("\n", at) + 1, at);
     const addr = BigInt(`0x${line.slice(0, line.indexOf(" "))}`);
     if (addr === 0n) throw new Error("/proc/kallsyms hides the kernel's addresses");
-    out.set(addr, name as RestartFn);
+    out.set(addr, name);
   }
   return out;
 }
