@@ -23,7 +23,7 @@ import {
 } from "./helpers/roundtrip.ts";
 import { withTargets } from "./helpers/targets.ts";
 import { pathExists } from "./helpers/fs.ts";
-import { waitUntil } from "./helpers/wait.ts";
+import { sleep, waitUntil } from "./helpers/wait.ts";
 import { SYS } from "../ffi/sysno.ts";
 
 const READY = /^ready pid=(\d+)/m;
@@ -124,6 +124,8 @@ for (const [mode, nr, restartBlock] of WAITS) {
         const a = await startTriggered("rt_sigprobe", READY, { extra: [mode] });
         const pid = a.t.pid;
         await waitUntil(`${mode} entered`, () => syscallsOf(pid).includes(nr));
+        // Waited 1.5 s before the stop: a call restarted in full would end 1.5 s late.
+        if (before !== "entered") await sleep(1500);
         if (before === "after SIGSTOP/SIGCONT") {
           a.t.signal(SIGSTOP);
           await waitUntil("stopped", () => stopped(pid));
@@ -134,6 +136,15 @@ for (const [mode, nr, restartBlock] of WAITS) {
         }
         await dumpKillRestore(a.t);
         assertChecksPassed(a.t, [mode, `${mode}-elapsed`], await a.t.wait());
+        // A remaining time the kernel kept (clock_nanosleep's remaining-time
+        // pointer, poll's restart block) is what the restored call waits.
+        if (before !== "entered" && (mode === "clocknano" || mode === "poll")) {
+          const ms = Number(a.t.output().match(/elapsed_ms=(\d+)/)?.[1]);
+          assert.ok(
+            ms < 4000 + 1200,
+            `${mode} ended after ${ms} ms (4000 wanted, 5500 restarted in full)`,
+          );
+        }
       }),
     );
   }

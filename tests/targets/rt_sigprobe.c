@@ -488,7 +488,7 @@ static int waits(const char *mode) {
     fprintf(stderr, "unknown mode %s\n", mode);
     return 2;
   }
-  printf("result rc=%ld errno=%d\n", rc, err);
+  printf("result rc=%ld errno=%d elapsed_ms=%lld\n", rc, err, (mono_ns() - t0) / 1000000);
   return verdict();
 }
 
