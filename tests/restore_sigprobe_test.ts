@@ -76,6 +76,7 @@ const STATE: [string, string[]][] = [
   ["rlimit", ["rlimit-queue", "rlimit"]],
   ["autodisarm", ["autodisarm"]],
   ["adhandler", ["on-altstack", "disarmed-inside", "rearmed", "local"]],
+  ["manytimers", ["manytimers"]],
 ];
 
 for (const [mode, checks] of STATE) {

@@ -32,6 +32,10 @@
  *               must read disarmed and the handler run on the old one;
  *               after it returns the altstack must be armed again with
  *               SS_AUTODISARM (restored by rt_sigreturn from the frame).
+ *   manytimers: 300 POSIX timers on MONOTONIC, BOOTTIME and REALTIME (some
+ *               TIMER_ABSTIME), SIGEV_SIGNAL and SIGEV_NONE, every third
+ *               deleted: the same ids must be there with their intervals and
+ *               no more time left, the deleted ones gone;
  * Wait modes (the call starts after the ready line; the result is checked
  * when it returns by itself): 
  *   nanosleep (no remaining-time pointer), clocknano (relative, with one),
@@ -410,6 +414,59 @@ static int adhandler(void) {
   return verdict();
 }
 
+/* ---- many POSIX timers ------------------------------------------------------ */
+
+#define NTIMERS 300
+
+static int manytimers(void) {
+  static timer_t ids[NTIMERS];
+  static int alive[NTIMERS];
+  static struct itimerspec was[NTIMERS];
+  for (int i = 0; i < NTIMERS; i++) {
+    struct sigevent ev;
+    memset(&ev, 0, sizeof ev);
+    ev.sigev_notify = i % 2 ? SIGEV_NONE : SIGEV_SIGNAL;
+    ev.sigev_signo = SIGRTMIN + 7;
+    ev.sigev_value.sival_int = i * 3;
+    clockid_t clk = i % 3 == 0 ? CLOCK_MONOTONIC : i % 3 == 1 ? CLOCK_BOOTTIME : CLOCK_REALTIME;
+    if (timer_create(clk, &ev, &ids[i])) die("timer_create");
+    struct itimerspec its = {{i % 5, 0}, {1000 + i, 0}};
+    int flags = 0;
+    if (clk == CLOCK_REALTIME && i % 4 == 0) { /* some absolute */
+      struct timespec now;
+      clock_gettime(CLOCK_REALTIME, &now);
+      its.it_value.tv_sec += now.tv_sec;
+      flags = TIMER_ABSTIME;
+    }
+    if (timer_settime(ids[i], flags, &its, NULL)) die("timer_settime");
+    alive[i] = 1;
+  }
+  for (int i = 0; i < NTIMERS; i += 3) { /* gaps */
+    timer_delete(ids[i]);
+    alive[i] = 0;
+  }
+  for (int i = 0; i < NTIMERS; i++)
+    if (alive[i]) timer_gettime(ids[i], &was[i]);
+  print_ready("pid=%d", getpid());
+  wait_trigger(trigger);
+  int bad = 0;
+  char detail[256] = "";
+  for (int i = 0; i < NTIMERS; i++) {
+    struct itimerspec now;
+    int rc = timer_gettime(ids[i], &now);
+    int ok = alive[i] ? rc == 0 && now.it_interval.tv_sec == was[i].it_interval.tv_sec &&
+                            now.it_value.tv_sec <= was[i].it_value.tv_sec &&
+                            now.it_value.tv_sec > was[i].it_value.tv_sec - 60
+                      : rc == -1 && errno == EINVAL;
+    if (!ok && !bad++)
+      snprintf(detail, sizeof detail, "timer #%d (alive %d): rc %d, value %ld s interval %ld s (was %ld, %ld)",
+               i, alive[i], rc, (long)now.it_value.tv_sec, (long)now.it_interval.tv_sec,
+               (long)was[i].it_value.tv_sec, (long)was[i].it_interval.tv_sec);
+  }
+  check("manytimers", bad == 0, "%d wrong; first %s", bad, detail);
+  return verdict();
+}
+
 /* ---- interrupted waits ---------------------------------------------------- */
 
 #define WAIT_S 4
@@ -615,6 +672,7 @@ int main(int argc, char **argv) {
   if (!strcmp(mode, "rlimit")) return rlimit_sigpending();
   if (!strcmp(mode, "autodisarm")) return autodisarm();
   if (!strcmp(mode, "adhandler")) return adhandler();
+  if (!strcmp(mode, "manytimers")) return manytimers();
   if (!strcmp(mode, "pausesig") || !strcmp(mode, "sleepsig") || !strcmp(mode, "readsig") ||
       !strcmp(mode, "readrestart") || !strcmp(mode, "suspendsig") || !strcmp(mode, "suspendblocked") ||
       !strcmp(mode, "suspendpend"))
