@@ -39,7 +39,7 @@ export const SUPPORT_TABLE = [
   { id: "task.regs", area: "task", what: "registers, XSAVE state, fs/gs base", support: "saved" },
   { id: "task.threads", area: "task", what: "threads, TLS, clear_child_tid, robust lists, rseq", support: "saved" },
   { id: "task.signals", area: "task", what: "signal actions, masks, pending signals, sigaltstack", support: "saved" },
-  { id: "task.syscalls", area: "task", what: "syscalls interrupted by the freeze (waits, sleeps, futexes)", support: "saved", note: "re-issued; a relative futex or poll timeout starts again in full" },
+  { id: "task.syscalls", area: "task", what: "syscalls interrupted by the freeze (waits, sleeps, futexes)", support: "saved", note: "re-issued (one resumed through restart_syscall as its original call, from the kernel's restart block); a relative futex or poll timeout starts again in full; a call a pending signal would interrupt ends in EINTR, as the kernel would end it" },
   { id: "task.itimers", area: "task", what: "interval timers (setitimer)", support: "saved" },
   { id: "task.posix-timers", area: "task", what: "POSIX timers: ids, clocks, notification, signal and value, time left, interval", support: "saved", note: "time stops while in the image; a pending timer signal is re-queued by the timer" },
   { id: "task.posix-timer-overrun", area: "task", what: "POSIX timer overrun counts (timer_getoverrun) above zero", support: "refused", note: "the kernel has no call that sets them" },
