@@ -15,12 +15,7 @@ import { assertChecksPassed } from "./helpers/checks.ts";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { restore } from "../engine/restore/mod.ts";
 import { startPaused } from "./helpers/kill_anywhere.ts";
-import {
-  assertDumpRefused,
-  dumpKillRestore,
-  startTriggered,
-  tempImageDir,
-} from "./helpers/roundtrip.ts";
+import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
 import { withTargets } from "./helpers/targets.ts";
 import { pathExists } from "./helpers/fs.ts";
 import { sleep, waitUntil } from "./helpers/wait.ts";
