@@ -20,6 +20,9 @@ import { withTargets } from "./helpers/targets.ts";
 import { pathExists } from "./helpers/fs.ts";
 import { sleep, waitUntil } from "./helpers/wait.ts";
 import { SYS } from "../ffi/sysno.ts";
+import { resolveRestartSyscalls } from "../engine/task/restart_block.ts";
+import { Refusals } from "../engine/support.ts";
+import type { ThreadState } from "../engine/model.ts";
 
 const READY = /^ready pid=(\d+)/m;
 const SIGSTOP = 19;
@@ -244,3 +247,20 @@ for (const how of ["SIGSTOP/SIGCONT, no dump", "dumped and restored"]) {
     }),
   );
 }
+
+Deno.test(
+  "sigprobe: a thread in restart_syscall whose restart block runs no known function is refused by name",
+  () => {
+    // This process's own thread: its restart block holds do_no_restart_syscall.
+    const thread = {
+      tid: Deno.pid,
+      syscall: { nr: SYS.restart_syscall, restart: "restart" },
+      regs: { orig_rax: "0xdb", rax: "0x0", rdi: "0x0", rsi: "0x0", rdx: "0x0", r10: "0x0" },
+    } as unknown as ThreadState;
+    const refusals = new Refusals();
+    resolveRestartSyscalls({ pid: Deno.pid, threads: [thread] }, refusals);
+    assert.equal(refusals.problems.length, 1, refusals.problems.join("\n"));
+    assert.match(refusals.problems[0], /thread \d+: a thread inside restart_syscall .*: /);
+    assert.equal(thread.regs.orig_rax, "0xdb", "left as it was");
+  },
+);
