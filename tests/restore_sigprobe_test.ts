@@ -105,6 +105,7 @@ const WAITS: [string, number, boolean][] = [
   ["clocknano", SYS.clock_nanosleep, true],
   ["poll", SYS.poll, true],
   ["futexto", SYS.futex, true],
+  ["cpunano", SYS.clock_nanosleep, true],
   ["sigtimedwait", SYS.rt_sigtimedwait, false],
   ["epollwait", SYS.epoll_wait, false],
   ["rcvtimeo", SYS.recvfrom, false],

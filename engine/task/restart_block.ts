@@ -215,7 +215,11 @@ function originalCall(
     case "posix_cpu_nsleep_restart": {
       const rmtp = b.getUint32(f.nsType, true) === 0 ? 0n : b.getBigUint64(f.nsRmtp, true);
       const clock = b.getInt32(f.nsClockid, true);
-      return Number(BigInt.asIntN(32, rdi)) === clock && r10 === rmtp
+      // CLOCK_PROCESS_CPUTIME_ID and CLOCK_THREAD_CPUTIME_ID are kept as the
+      // kernel's own CPU clock ids of "this process" and "this thread".
+      const arg = Number(BigInt.asIntN(32, rdi));
+      const asKept = arg === 2 ? -6 : arg === 3 ? -2 : arg;
+      return asKept === clock && r10 === rmtp
         ? SYS.clock_nanosleep
         : "a CPU-clock clock_nanosleep whose arguments changed";
     }

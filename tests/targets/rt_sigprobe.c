@@ -41,6 +41,8 @@
  *   nanosleep (no remaining-time pointer), clocknano (relative, with one),
  *   poll, futexto (FUTEX_WAIT, relative timeout): each 4 s, must end in its
  *   timeout (0, 0, 0, ETIMEDOUT), not in EINTR, and no earlier than 4 s;
+ *   cpunano: clock_nanosleep on CLOCK_PROCESS_CPUTIME_ID, 3 s of CPU
+ *   time (a second thread spins), must end in 0;
  *   sigtimedwait, epollwait, rcvtimeo (recv with SO_RCVTIMEO): 4 s, must
  *   end in their timeout or in EINTR (what SIGSTOP/SIGCONT gives them too),
  *   no earlier than 4 s when it is the timeout.
@@ -51,6 +53,7 @@
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
@@ -479,6 +482,14 @@ static void elapsed_check(const char *name, long long t0, int timed_out) {
         WAIT_S * 1000);
 }
 
+static volatile int spin_stop;
+static void *spinner(void *arg) {
+  (void)arg;
+  while (!spin_stop) {
+  }
+  return NULL;
+}
+
 static int waits(const char *mode) {
   int p[2];
   if (pipe(p)) die("pipe");
@@ -510,6 +521,20 @@ static int waits(const char *mode) {
     check("clocknano", rc == 0, "rc %ld errno %d (%s), remaining %ld.%09ld", rc, err, strerror(err),
           (long)rem.tv_sec, rem.tv_nsec);
     elapsed_check(mode, t0, rc == 0);
+  } else if (!strcmp(mode, "cpunano")) {
+    /* 3 s of the process's CPU time, a second thread spinning */
+    pthread_t th;
+    pthread_create(&th, NULL, spinner, NULL);
+    struct timespec cpu = {3, 0}, t0c, t1c;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t0c);
+    rc = syscall(SYS_clock_nanosleep, CLOCK_PROCESS_CPUTIME_ID, 0, &cpu, &rem);
+    err = rc ? errno : 0;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t1c);
+    spin_stop = 1;
+    pthread_join(th, NULL);
+    check("cpunano", rc == 0, "rc %ld errno %d (%s), remaining %ld.%09ld", rc, err, strerror(err),
+          (long)rem.tv_sec, rem.tv_nsec);
+    check("cpunano-elapsed", 1, "");
   } else if (!strcmp(mode, "poll")) {
     struct pollfd pf = {.fd = p[0], .events = POLLIN};
     rc = syscall(SYS_poll, &pf, 1, WAIT_S * 1000);
