@@ -163,6 +163,8 @@ const SIGNALLED: [string, number][] = [
   ["readrestart", SYS.read],
   // SIGUSR1 blocked but for sigsuspend's own mask: the re-issued call takes it.
   ["suspendblocked", SYS.rt_sigsuspend],
+  // ppoll without a mask of its own: as any call.
+  ["ppollnull", SYS.ppoll],
 ];
 
 for (const [mode, nr] of SIGNALLED) {
@@ -191,32 +193,43 @@ for (const [mode, nr] of SIGNALLED) {
   );
 }
 
-Deno.test(
-  "sigprobe suspendsig: a signal to handle sent during the dump of a sigsuspend is refused by name, the process runs on",
-  withTargets(async () => {
-    const a = await startTriggered("rt_sigprobe", READY, { extra: ["suspendsig"] });
-    const pid = a.t.pid;
-    await waitUntil("sigsuspend entered", () => syscallsOf(pid).includes(SYS.rt_sigsuspend));
-    const dir = await tempImageDir();
-    const cli = await startPaused(["dump", String(pid), "--dir", dir], "frozen");
-    try {
-      a.t.signal(SIGUSR1);
-      await waitUntil("SIGUSR1 pending", () => pendingUsr1(pid));
-    } finally {
-      Deno.kill(cli.child.pid, "SIGCONT");
-    }
-    const out = await cli.output;
-    assert.notEqual(out.code, 0);
-    assert.match(
-      out.stderr,
-      /thread \d+: .*signal 10 is pending with a handler while it waits in sigsuspend/,
-      out.stderr,
-    );
-    assert.equal(pathExists(dir) && [...Deno.readDirSync(dir)].length > 0, false, "no image left");
-    // Left running: the kernel delivers the signal and ends the call.
-    assertChecksPassed(a.t, ["suspendsig"], await a.t.wait());
-  }),
-);
+for (
+  const [mode, nr, name] of [
+    ["suspendsig", SYS.rt_sigsuspend, "sigsuspend"],
+    ["ppollsig", SYS.ppoll, "ppoll"],
+  ] as const
+) {
+  Deno.test(
+    `sigprobe ${mode}: a signal to handle sent during the dump of a ${name} with its own mask is refused by name, the process runs on`,
+    withTargets(async () => {
+      const a = await startTriggered("rt_sigprobe", READY, { extra: [mode] });
+      const pid = a.t.pid;
+      await waitUntil(`${name} entered`, () => syscallsOf(pid).includes(nr));
+      const dir = await tempImageDir();
+      const cli = await startPaused(["dump", String(pid), "--dir", dir], "frozen");
+      try {
+        a.t.signal(SIGUSR1);
+        await waitUntil("SIGUSR1 pending", () => pendingUsr1(pid));
+      } finally {
+        Deno.kill(cli.child.pid, "SIGCONT");
+      }
+      const out = await cli.output;
+      assert.notEqual(out.code, 0);
+      assert.match(
+        out.stderr,
+        new RegExp(`thread \\d+: .*signal 10 is pending with a handler while it waits in ${name}`),
+        out.stderr,
+      );
+      assert.equal(
+        pathExists(dir) && [...Deno.readDirSync(dir)].length > 0,
+        false,
+        "no image left",
+      );
+      // Left running: the kernel delivers the signal and ends the call.
+      assertChecksPassed(a.t, [mode], await a.t.wait());
+    }),
+  );
+}
 
 // SIGUSR2 pending, blocked only by sigsuspend's own mask: the kernel
 // delivers it as the call resumes after any stop (the thread's mask is back

@@ -661,6 +661,16 @@ static int sigwhile(const char *mode) {
           "USR1 %d USR2 0)",
           rc, err, (int)usr1_count, sigismember(&after, SIGUSR1), sigismember(&after, SIGUSR2),
           sigismember(&outer, SIGUSR1));
+  } else if (!strcmp(mode, "ppollsig") || !strcmp(mode, "ppollnull")) {
+    /* ppoll on a pipe no one writes, no timeout; its own mask {SIGUSR2}, or none */
+    sigset_t temp;
+    sigemptyset(&temp);
+    sigaddset(&temp, SIGUSR2);
+    struct pollfd pf = {.fd = p[0], .events = POLLIN};
+    rc = syscall(SYS_ppoll, &pf, 1, NULL, !strcmp(mode, "ppollsig") ? &temp : NULL, 8);
+    err = rc < 0 ? errno : 0;
+    check(mode, rc == -1 && err == EINTR && usr1_count == 1,
+          "rc %ld errno %d, handler ran %d times (want -1 EINTR, 1)", rc, err, (int)usr1_count);
   } else if (!strcmp(mode, "suspendpend")) {
     /* outer mask {}; sigsuspend's own {SIGUSR2}; the test sends SIGUSR2 once
      * the call waits (pending: the call's mask blocks it), stops the process
@@ -700,7 +710,7 @@ int main(int argc, char **argv) {
   if (!strcmp(mode, "manytimers")) return manytimers();
   if (!strcmp(mode, "pausesig") || !strcmp(mode, "sleepsig") || !strcmp(mode, "readsig") ||
       !strcmp(mode, "readrestart") || !strcmp(mode, "suspendsig") || !strcmp(mode, "suspendblocked") ||
-      !strcmp(mode, "suspendpend"))
+      !strcmp(mode, "suspendpend") || !strcmp(mode, "ppollsig") || !strcmp(mode, "ppollnull"))
     return sigwhile(mode);
   return waits(mode);
 }
