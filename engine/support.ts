@@ -39,7 +39,7 @@ export const SUPPORT_TABLE = [
   { id: "task.regs", area: "task", what: "registers, XSAVE state, fs/gs base", support: "saved" },
   { id: "task.threads", area: "task", what: "threads, TLS, clear_child_tid, robust lists, rseq", support: "saved" },
   { id: "task.signals", area: "task", what: "signal actions, masks, pending signals, sigaltstack", support: "saved" },
-  { id: "task.syscalls", area: "task", what: "syscalls interrupted by the freeze (waits, sleeps, futexes)", support: "saved", note: "re-issued; a relative futex or poll timeout starts again in full" },
+  { id: "task.syscalls", area: "task", what: "syscalls interrupted by the freeze (waits, sleeps, futexes)", support: "saved", note: "re-issued (one resumed through restart_syscall as its original call, from the kernel's restart block); a relative futex or poll timeout starts again in full; a call a pending signal would interrupt ends in EINTR, as the kernel would end it" },
   { id: "task.itimers", area: "task", what: "interval timers (setitimer)", support: "saved" },
   { id: "task.posix-timers", area: "task", what: "POSIX timers: ids, clocks, notification, signal and value, time left, interval", support: "saved", note: "time stops while in the image; a pending timer signal is re-queued by the timer" },
   { id: "task.posix-timer-overrun", area: "task", what: "POSIX timer overrun counts (timer_getoverrun) above zero", support: "refused", note: "the kernel has no call that sets them" },
@@ -99,6 +99,8 @@ export const SUPPORT_TABLE = [
   { id: "task.pdeath-thread", area: "task", what: "children with a parent-death signal (PR_SET_PDEATHSIG) forked by a thread other than their parent's main thread", support: "refused", note: "the signal fires when that thread exits; a restored child is forked by the main thread" },
   { id: "task.exiting", area: "task", what: "processes exiting (an exit that waits: a close a FUSE server has not answered, a large memory torn down)", support: "refused", note: "they run no more code, so they cannot stop; there is nothing left to restore" },
   { id: "task.fuse-wait", area: "task", what: "threads waiting for a FUSE request whose server neither answers nor lets it be interrupted", support: "refused", note: "they cannot stop until the server answers: retry then (the thread is let go once it stops)" },
+  { id: "task.restart-syscall", area: "task", what: "a thread inside restart_syscall (a sleep, poll or futex wait resumed after a stop) whose original call cannot be told", support: "refused", note: "the original call is read from the kernel's restart block (BPF task iterator, /proc/kallsyms) and re-issued; refused where that cannot be read, or its arguments disagree" },
+  { id: "task.signal-interrupt", area: "task", what: "a signal with a handler pending at the dump that neither the thread's mask nor the mask of the call it waits in (sigsuspend, ppoll, pselect6, epoll_pwait with a mask) blocks", support: "refused", note: "the handler would run with the thread's mask, not the call's; in other calls such a signal ends the call as the kernel would (EINTR, or restarted with SA_RESTART)" },
   { id: "task.vfork", area: "task", what: "parents waiting in vfork() for their child", support: "refused", note: "the child runs on the parent's memory, which cryo cannot share again" },
   // Memory.
   { id: "memory.anon", area: "memory", what: "private and shared anonymous memory", support: "saved" },

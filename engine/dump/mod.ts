@@ -83,6 +83,8 @@ import { readLocksOffThread, warmLocksRead } from "../proc/locks.ts";
 import { readStat } from "../proc/stat.ts";
 import { readFds } from "../proc/fds.ts";
 import { collectCgroups, refuseFrozenCgroup } from "../task/placement.ts";
+import { resolveRestartSyscalls } from "../task/restart_block.ts";
+import { settleSignalledCalls } from "../task/syscalls.ts";
 import { freezeTree, type FrozenTree, thawTree } from "./freeze.ts";
 import { collectProcess, describeFd, pipeTopology } from "./process.ts";
 import { prepareThreadReadsOf } from "./threads.ts";
@@ -749,6 +751,12 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       )
     );
     for (const c of collectedAll) precopy?.fixRestarts(c.image);
+    for (const c of collectedAll) {
+      // A signal to handle ends the call as the kernel would (EINTR or restarted).
+      settleSignalledCalls(c.image, refusals);
+      // Threads still in restart_syscall: their original call, from the restart block.
+      resolveRestartSyscalls(c.image, refusals);
+    }
     // Queued socket bytes are sent again by whichever process creates the socket.
     const socketData = collectedAll.reduce((n, c) => n + fdQueueBytes(c.image.fds), 0) +
       sockets.sharedQueueBytes();
