@@ -10,6 +10,7 @@
  * leaves the process running.
  */
 
+import { THREAD_BPF_HERE } from "./helpers/thread_bpf.ts";
 import assert from "node:assert/strict";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { checkpoint } from "../engine/dump/mod.ts";
@@ -118,9 +119,12 @@ const BEFORE = ["entered", "after SIGSTOP/SIGCONT", "after --leave-running"] as 
 
 for (const [mode, nr, restartBlock] of WAITS) {
   for (const before of restartBlock ? BEFORE : BEFORE.slice(0, 1)) {
-    Deno.test(
-      `sigprobe ${mode} (${before}): dumped inside the call, it ends as it would have`,
-      withTargets(async () => {
+    Deno.test({
+      name: `sigprobe ${mode} (${before}): dumped inside the call, it ends as it would have`,
+      // A thread in restart_syscall is read by a BPF task iterator (engine/task/restart_block.ts),
+      // which needs the initial pid namespace: elsewhere the dump refuses it by name.
+      ignore: before !== "entered" && !THREAD_BPF_HERE,
+      fn: withTargets(async () => {
         const a = await startTriggered("rt_sigprobe", READY, { extra: [mode] });
         const pid = a.t.pid;
         await waitUntil(`${mode} entered`, () => syscallsOf(pid).includes(nr));
@@ -146,7 +150,7 @@ for (const [mode, nr, restartBlock] of WAITS) {
           );
         }
       }),
-    );
+    });
   }
 }
 
