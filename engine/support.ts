@@ -124,8 +124,8 @@ export const SUPPORT_TABLE = [
   { id: "memory.anon-shared-tree", area: "memory", what: "shared anonymous memory shared other than by inheritance at the same address", support: "refused", note: "not restored yet" },
   // Fds.
   { id: "fd.file", area: "fd", what: "regular files, directories, devices", support: "saved" },
-  { id: "fd.proc-own", area: "fd", what: "files of the process's own /proc/<pid> directory (its main thread's), with their offsets", support: "saved", note: "reopened by path once the process exists again" },
-  { id: "fd.proc-other", area: "fd", what: "files of another process's or thread's /proc/<pid> directory", support: "refused", note: "outside the tree the pid may name another process (or none) at restore time; inside it, that process may not exist yet when the fd is opened" },
+  { id: "fd.proc-own", area: "fd", what: "files of the process's own /proc/<pid> directory, or of an ancestor's in the tree (their main thread's), with their offsets", support: "saved", note: "reopened by path once the process exists again (an ancestor exists before its descendants make their fds)" },
+  { id: "fd.proc-other", area: "fd", what: "files of another process's or thread's /proc/<pid> directory (not the holder's own nor an ancestor's)", support: "refused", note: "outside the tree the pid may name another process (or none) at restore time; inside it, that process (a descendant, a sibling, a thread) may not exist yet when the fd is opened" },
   { id: "fd.mqueue", area: "fd", what: "POSIX message queue descriptors (mq_open)", support: "refused", note: "not saved yet (/proc shows them as regular files; their statfs magic tells)" },
   { id: "fd.ghost", area: "fd", what: "files deleted while open, O_TMPFILE files, memfds (content, holes, size, mode, owner, seals, write-life hint; restored unlinked)", support: "saved" },
   { id: "fd.memfd-future-write-mapped", area: "fd", what: "a memfd sealed with F_SEAL_FUTURE_WRITE that a shared writable mapping (made before the seal) maps", support: "refused", note: "the seal forbids mapping it writable again at restore" },

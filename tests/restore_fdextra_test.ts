@@ -109,3 +109,39 @@ Deno.test(
     );
   }),
 );
+
+Deno.test(
+  "a child holding its parent's /proc file (an fd leaked across fork) keeps it; a parent's on its child's is refused",
+  withTargets(async () => {
+    const ready = /^ready pid=(\d+) child=(\d+)$/m;
+    const rt = await startTriggered("rt_proc_parent", ready);
+    const child = Number(rt.ready[2]);
+    const rtd = await dumpKillRestore(rt.t);
+    assert.deepEqual(rtd.tree.pids.toSorted(), [rt.t.pid, child].toSorted());
+    await Deno.writeTextFile(rt.trigger, "");
+    const status = await rt.t.wait();
+    assertChecksPassed(
+      rt.t,
+      ["proc-parent-offset", "proc-parent-names-parent", "proc-parent-flags"],
+      status,
+    );
+    assertChecksPassed(rt.t, ["proc-parent-child"], status, { run: 2 });
+
+    const other = await startTriggered("rt_proc_parent", ready, { extra: ["descendant"] });
+    const dir = await tempImageDir();
+    await assert.rejects(() => checkpoint(other.t.pid, { dir }), (e: Error) => {
+      assert.ok(e instanceof UnsupportedError, String(e));
+      assert.match(
+        e.message,
+        new RegExp(
+          `process ${other.t.pid} fd \\d+ \\(/proc/${other.ready[2]}/status\\): ` +
+            `files of another process's .*: process ${other.ready[2]} of the tree`,
+        ),
+      );
+      return true;
+    });
+    assert.equal(other.t.poll(), undefined, "the target died");
+    await Deno.writeTextFile(other.trigger, "");
+    assertChecksPassed(other.t, ["proc-parent-child"], await other.t.wait(), { run: 2 });
+  }),
+);

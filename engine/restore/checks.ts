@@ -13,7 +13,7 @@ import { readStatus } from "../proc/status.ts";
 import type { FdInfo, FileIdentity, Manifest, ProcessImage } from "../model.ts";
 import { RestoreError } from "../errors.ts";
 import { deletedFifoProblem } from "../fds/fifo.ts";
-import { isOwnProcPath } from "../fds/procfs.ts";
+import { isAncestorProcPath } from "../fds/procfs.ts";
 import { credsProblems } from "../task/creds_check.ts";
 import { rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
@@ -295,6 +295,11 @@ export function checkFdFiles(
       image: units.find((u) => u.image.pid === f.pid)?.image ?? image,
     })),
   ]);
+  const byPid = new Map(units.map((u) => [u.image.pid, u.image]));
+  const ppidOf = (pid: number) => {
+    const ppid = byPid.get(pid)?.ppid;
+    return ppid !== undefined && byPid.has(ppid) ? ppid : undefined;
+  };
   for (const { image, fd, source } of opened) {
     if ((source.kind !== "open" && source.kind !== "fifo") || !source.path) continue;
     const info = image.fds.find((f) => f.fd === fd);
@@ -302,8 +307,8 @@ export function checkFdFiles(
     if (info?.extra["tty-role"] === "slave") continue;
     // Deleted files and memfds are re-created by the engine from the image.
     if (info?.ghost !== undefined) continue;
-    // A file of the process's own /proc directory appears with the process.
-    if (source.kind === "open" && isOwnProcPath(source.path, image.pid)) continue;
+    // A file of the process's own /proc directory, or of an ancestor's, appears with the process.
+    if (source.kind === "open" && isAncestorProcPath(source.path, image.pid, ppidOf)) continue;
     // A FIFO whose path was removed is made again there.
     if (source.kind === "fifo" && source.deleted) {
       const why = deletedFifoProblem(source.path);
