@@ -18,7 +18,7 @@ import { checkpoint } from "../engine/dump/mod.ts";
 import { UnsupportedError } from "../engine/errors.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
-import { withTargets } from "./helpers/targets.ts";
+import { adoptPid, withTargets } from "./helpers/targets.ts";
 
 const READY = /^ready pid=(\d+) dirpos=(\d+)$/m;
 
@@ -116,6 +116,7 @@ Deno.test(
     const ready = /^ready pid=(\d+) child=(\d+)$/m;
     const rt = await startTriggered("rt_proc_parent", ready);
     const child = Number(rt.ready[2]);
+    adoptPid(child); // killed with the target if the test fails before it ends
     const rtd = await dumpKillRestore(rt.t);
     assert.deepEqual(rtd.tree.pids.toSorted(), [rt.t.pid, child].toSorted());
     await Deno.writeTextFile(rt.trigger, "");
@@ -128,6 +129,7 @@ Deno.test(
     assertChecksPassed(rt.t, ["proc-parent-child"], status, { run: 2 });
 
     const other = await startTriggered("rt_proc_parent", ready, { extra: ["descendant"] });
+    adoptPid(Number(other.ready[2]));
     const dir = await tempImageDir();
     await assert.rejects(() => checkpoint(other.t.pid, { dir }), (e: Error) => {
       assert.ok(e instanceof UnsupportedError, String(e));

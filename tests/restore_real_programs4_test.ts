@@ -1,0 +1,289 @@
+/**
+ * A fourth round of real programs across dump, kill and restore, each
+ * checked from outside (skipped, with a message, when not installed):
+ *
+ * - Deno itself: `Deno.serve` with a keep-alive client and a streaming
+ *   response, a Web Worker, setInterval, Deno.watchFs and a `cat` child
+ *   (Deno.Command) on pipes;
+ * - node: worker_threads, fs.watch, a child_process on pipes and a pending
+ *   setTimeout, behind an http server with a keep-alive client;
+ * - python3 asyncio: a TCP server, a subprocess on pipes, a
+ *   ThreadPoolExecutor and a ticking task;
+ * - python3 sqlite3 in WAL mode with mmap, writing while another process
+ *   reads the database;
+ * - bash with a coproc (bc) and a process substitution;
+ * - `make -j2` halfway through a build (its jobserver pipe, two recipes
+ *   running);
+ * - `xargs -P2` halfway through its list;
+ * - lua and tclsh loops (tclsh: an event loop serving a socket);
+ * - git daemon: a clone after the restore;
+ * - netcat (OpenBSD) and ncat (`--chat`, two clients) with connections open;
+ * - Apache httpd with mpm_event (a master, its children with threads, a
+ *   scoreboard in shared memory), a keep-alive client, a graceful restart
+ *   after the restore.
+ */
+
+import assert from "node:assert/strict";
+import { dumpKillRestore } from "./helpers/roundtrip.ts";
+import { adoptPid, startTarget, type Target, withTargets } from "./helpers/targets.ts";
+import { tempDir } from "./helpers/fs.ts";
+import { findProgram, freePort, needProgram, readUntil, waitListening } from "./helpers/servers.ts";
+import { runCommand } from "./helpers/commands.ts";
+import { sleep, waitUntil } from "./helpers/wait.ts";
+
+const OPT_IN = { optIns: ["tcp-established"] };
+
+/** The path of program `name` (a line on stderr when the tests needing it skip). */
+const need = (name: string, pkg: string) => needProgram("restore_real_programs4_test", name, pkg);
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+/** Text of a file, "" while it does not exist. */
+function readOr(path: string): string {
+  try {
+    return Deno.readTextFileSync(path);
+  } catch {
+    return "";
+  }
+}
+
+/** One GET on a keep-alive connection (HTTP/1.1, a Content-Length reply); returns the body. */
+async function keepAliveGet(conn: Deno.Conn, path: string): Promise<string> {
+  await conn.write(enc.encode(`GET ${path} HTTP/1.1\r\nHost: localhost\r\n\r\n`));
+  const text = await readUntil(conn, (t) => {
+    const head = t.indexOf("\r\n\r\n");
+    if (head < 0) return false;
+    const len = t.slice(0, head).match(/\r\ncontent-length: *(\d+)/i);
+    return len !== null && t.length - head - 4 >= Number(len[1]);
+  });
+  assert.match(text, /^HTTP\/1\.1 200 /, `reply: ${JSON.stringify(text)}`);
+  assert.doesNotMatch(text, /\r\nconnection: *close/i, "the server closes the connection");
+  return text.slice(text.indexOf("\r\n\r\n") + 4);
+}
+
+/** Parses "k=v k=v" into a record. */
+function fields(line: string): Record<string, string> {
+  return Object.fromEntries(line.trim().split(/\s+/).map((kv) => kv.split("=", 2)));
+}
+
+/** Reads all of `conn` into `sink.text` in the background (a streaming reply). */
+function collect(conn: Deno.Conn): { text: string } {
+  const sink = { text: "" };
+  (async () => {
+    const buf = new Uint8Array(4096);
+    for (;;) {
+      const n = await conn.read(buf).catch(() => null);
+      if (n === null) return;
+      sink.text += dec.decode(buf.subarray(0, n));
+    }
+  })();
+  return sink;
+}
+
+/** The numbers of the "chunkN" lines in `text`, in order. */
+function chunkNumbers(text: string): number[] {
+  return [...text.matchAll(/chunk(\d+)\n/g)].map((m) => Number(m[1]));
+}
+
+/** The pids of the children of `pid` (its main thread's). */
+function childrenOf(pid: number): number[] {
+  try {
+    return Deno.readTextFileSync(`/proc/${pid}/task/${pid}/children`).trim().split(/\s+/)
+      .filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+/** The command names of `pids` (those that still exist). */
+function commsOf(pids: number[]): string[] {
+  return pids.flatMap((p) => {
+    try {
+      return [Deno.readTextFileSync(`/proc/${p}/comm`).trim()];
+    } catch {
+      return [];
+    }
+  });
+}
+
+/** Asserts that the restored `t` still runs. */
+function assertRunning(t: Target, what: string): void {
+  assert.equal(t.poll(), undefined, `the restored ${what} exited:\n${t.output()}`);
+}
+
+const deno = Deno.execPath();
+
+Deno.test({
+  name:
+    "Deno (Deno.serve keep-alive and streaming, a Worker, setInterval, watchFs, a piped child) goes on after restore",
+  fn: withTargets(async () => {
+    const work = await tempDir("cryo-deno-");
+    const port = freePort();
+    await Deno.mkdir(`${work}/watched`);
+    await Deno.writeTextFile(
+      `${work}/worker.js`,
+      `let n = 0;\nself.onmessage = (e) => { n++; self.postMessage("w" + n + ":" + e.data); };\n`,
+    );
+    await Deno.writeTextFile(
+      `${work}/server.ts`,
+      `const port = Number(Deno.args[0]);
+const dir = Deno.args[1];
+let ticks = 0;
+setInterval(() => ticks++, 20);
+const worker = new Worker(new URL("./worker.js", import.meta.url).href, { type: "module" });
+const pending: ((s: string) => void)[] = [];
+worker.onmessage = (e) => pending.shift()!(e.data);
+const ask = (s: string) => new Promise<string>((r) => { pending.push(r); worker.postMessage(s); });
+const events = new Set<string>();
+(async () => {
+  for await (const ev of Deno.watchFs(dir)) for (const p of ev.paths) events.add(p.split("/").pop()!);
+})();
+const child = new Deno.Command("cat", { stdin: "piped", stdout: "piped" }).spawn();
+const cw = child.stdin.getWriter();
+const cr = child.stdout.getReader();
+const viaCat = async (s: string) => {
+  await cw.write(new TextEncoder().encode(s + "\\n"));
+  const { value } = await cr.read();
+  return new TextDecoder().decode(value).trim();
+};
+let reqs = 0;
+Deno.serve({ port, hostname: "127.0.0.1", onListen() { console.log("ready", Deno.pid); } }, async (req) => {
+  reqs++;
+  if (new URL(req.url).pathname === "/stream") {
+    let i = 0;
+    return new Response(new ReadableStream({
+      async pull(c) {
+        await new Promise((r) => setTimeout(r, 50));
+        c.enqueue(new TextEncoder().encode("chunk" + i++ + "\\n"));
+      },
+    }));
+  }
+  const w = await ask("x");
+  const c = await viaCat("c" + reqs);
+  return new Response("reqs=" + reqs + " ticks=" + ticks + " worker=" + w + " cat=" + c +
+    " events=" + [...events].sort().join(",") + "\\n");
+});
+`,
+    );
+    const t = await startTarget(deno, [
+      "run",
+      "--allow-all",
+      "--no-config",
+      `${work}/server.ts`,
+      String(port),
+      `${work}/watched`,
+    ], { cwd: work });
+    await waitListening(t, port);
+    await Deno.writeTextFile(`${work}/watched/before`, "1");
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    const streaming = await Deno.connect({ hostname: "127.0.0.1", port });
+    try {
+      await waitUntil(
+        "the watch event",
+        async () => fields(await keepAliveGet(conn, "/")).events === "before",
+      );
+      const one = fields(await keepAliveGet(conn, "/"));
+      await streaming.write(enc.encode("GET /stream HTTP/1.1\r\nHost: localhost\r\n\r\n"));
+      const stream = collect(streaming);
+      await waitUntil("3 chunks", () => chunkNumbers(stream.text).length >= 3);
+      const rt = await dumpKillRestore(t, OPT_IN, OPT_IN);
+      assert.equal(rt.tree.pids.length, 2, `restored pids ${rt.tree.pids}`); // deno, cat
+      const atRestore = chunkNumbers(stream.text).length;
+      await Deno.writeTextFile(`${work}/watched/after`, "2");
+      await waitUntil(
+        "the watch event after restore",
+        async () => fields(await keepAliveGet(conn, "/")).events === "after,before",
+      );
+      const two = fields(await keepAliveGet(conn, "/"));
+      assert.ok(Number(two.reqs) > Number(one.reqs), `${one.reqs} then ${two.reqs}`);
+      assert.ok(Number(two.ticks) > Number(one.ticks), `${one.ticks} then ${two.ticks}`);
+      const n1 = Number(one.worker.match(/^w(\d+):x$/)![1]);
+      const n2 = Number(two.worker.match(/^w(\d+):x$/)![1]);
+      assert.ok(n2 > n1, `the worker's count: ${one.worker} then ${two.worker}`);
+      assert.equal(two.cat, `c${two.reqs}`);
+      // The streaming response goes on over its connection, no chunk lost or repeated.
+      await waitUntil("more chunks", () => chunkNumbers(stream.text).length >= atRestore + 3);
+      const nums = chunkNumbers(stream.text);
+      assert.deepEqual(nums, nums.map((_, i) => i), `chunks ${nums}`);
+      // A new client.
+      const fresh = await Deno.connect({ hostname: "127.0.0.1", port });
+      try {
+        assert.equal(fields(await keepAliveGet(fresh, "/")).cat, `c${Number(two.reqs) + 1}`);
+      } finally {
+        fresh.close();
+      }
+      assertRunning(t, "deno");
+    } finally {
+      conn.close();
+      streaming.close();
+    }
+  }),
+});
+
+const node = need("node", "nodejs");
+
+Deno.test({
+  name:
+    "node (worker_threads, fs.watch, a piped child_process, a pending setTimeout) goes on after restore",
+  ignore: !node,
+  fn: withTargets(async () => {
+    const work = await tempDir("cryo-node-");
+    const port = freePort();
+    await Deno.mkdir(`${work}/watched`);
+    await Deno.writeTextFile(
+      `${work}/server.js`,
+      `const { Worker } = require("worker_threads");
+const fs = require("fs"), cp = require("child_process"), http = require("http");
+const [port, dir] = [Number(process.argv[2]), process.argv[3]];
+const w = new Worker('const {parentPort}=require("worker_threads"); let n=0;' +
+  'parentPort.on("message", (m) => parentPort.postMessage("w" + (++n) + ":" + m));', { eval: true });
+const pend = [];
+w.on("message", (m) => pend.shift()(m));
+const ask = (s) => new Promise((r) => { pend.push(r); w.postMessage(s); });
+const events = new Set();
+fs.watch(dir, (_, name) => events.add(name));
+const child = cp.spawn("cat", [], { stdio: ["pipe", "pipe", "inherit"] });
+const cpend = [];
+child.stdout.on("data", (d) => cpend.shift()(d.toString().trim()));
+const viaCat = (s) => new Promise((r) => { cpend.push(r); child.stdin.write(s + "\\n"); });
+const started = Date.now();
+let fired = 0;
+setTimeout(() => { fired = Date.now() - started; }, Number(process.argv[4]));
+let reqs = 0;
+const server = http.createServer(async (req, res) => {
+  reqs++;
+  const body = "reqs=" + reqs + " fired=" + fired + " worker=" + (await ask("x")) +
+    " cat=" + (await viaCat("c" + reqs)) + " events=" + [...events].sort().join(",") + "\\n";
+  res.setHeader("Content-Length", Buffer.byteLength(body));
+  res.end(body);
+});
+server.keepAliveTimeout = 60000;
+server.listen(port, "127.0.0.1");
+`,
+    );
+    // The timer fires 1.5 s after the start: pending at the dump, due after the restore.
+    const t = await startTarget(node!, [`${work}/server.js`, String(port), `${work}/watched`, "1500"]);
+    await waitListening(t, port);
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    try {
+      const one = fields(await keepAliveGet(conn, "/"));
+      assert.equal(one.fired, "0", "the timer fired before the dump");
+      await dumpKillRestore(t, OPT_IN, OPT_IN);
+      await Deno.writeTextFile(`${work}/watched/after`, "2");
+      await waitUntil("the watch event after restore", async () => {
+        const f = fields(await keepAliveGet(conn, "/"));
+        return f.events === "after";
+      });
+      await waitUntil("the timer", async () => fields(await keepAliveGet(conn, "/")).fired !== "0");
+      const two = fields(await keepAliveGet(conn, "/"));
+      assert.ok(Number(two.fired) >= 1500, `fired after ${two.fired} ms`);
+      assert.ok(Number(two.reqs) > Number(one.reqs));
+      assert.equal(two.worker, `w${two.reqs}:x`);
+      assert.equal(two.cat, `c${two.reqs}`);
+      assertRunning(t, "node");
+    } finally {
+      conn.close();
+    }
+  }),
+});
