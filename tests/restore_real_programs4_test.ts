@@ -287,3 +287,277 @@ server.listen(port, "127.0.0.1");
     }
   }),
 });
+
+const python3 = need("python3", "python3");
+
+Deno.test({
+  name:
+    "python3 asyncio (a TCP server, a piped subprocess, a ThreadPoolExecutor, a ticking task) goes on after restore",
+  ignore: !python3,
+  fn: withTargets(async () => {
+    const work = await tempDir("cryo-asyncio-");
+    const port = freePort();
+    await Deno.writeTextFile(
+      `${work}/server.py`,
+      `import asyncio, sys, threading
+from concurrent.futures import ThreadPoolExecutor
+
+port = int(sys.argv[1])
+pool = ThreadPoolExecutor(max_workers=2)
+done = 0
+lock = threading.Lock()
+ticks = 0
+
+def work(n):
+    global done
+    with lock:
+        done += 1
+    return n * n
+
+async def tick():
+    global ticks
+    while True:
+        await asyncio.sleep(0.02)
+        ticks += 1
+
+async def main():
+    loop = asyncio.get_running_loop()
+    cat = await asyncio.create_subprocess_exec("cat", stdin=asyncio.subprocess.PIPE,
+                                               stdout=asyncio.subprocess.PIPE)
+    asyncio.ensure_future(tick())
+    reqs = 0
+
+    async def client(reader, writer):
+        nonlocal reqs
+        while True:
+            line = await reader.readline()
+            if not line:
+                break
+            reqs += 1
+            sq = await loop.run_in_executor(pool, work, reqs)
+            cat.stdin.write(b"c%d\\n" % reqs)
+            await cat.stdin.drain()
+            echoed = (await cat.stdout.readline()).decode().strip()
+            writer.write(f"reqs={reqs} sq={sq} done={done} cat={echoed} ticks={ticks}\\n".encode())
+            await writer.drain()
+
+    server = await asyncio.start_server(client, "127.0.0.1", port)
+    await asyncio.gather(*[loop.run_in_executor(pool, work, 0) for _ in range(4)])
+    print("ready", flush=True)
+    async with server:
+        await server.serve_forever()
+
+asyncio.run(main())
+`,
+    );
+    const t = await startTarget(python3!, [`${work}/server.py`, String(port)]);
+    await waitListening(t, port);
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    const ask = async () => fields(await readUntilLine(conn, "x\n"));
+    try {
+      const one = await ask();
+      assert.deepEqual([one.reqs, one.sq, one.cat], ["1", "1", "c1"]);
+      const rt = await dumpKillRestore(t, OPT_IN, OPT_IN);
+      assert.equal(rt.tree.pids.length, 2, `restored pids ${rt.tree.pids}`); // python, cat
+      await sleep(100);
+      const two = await ask();
+      assert.deepEqual([two.reqs, two.sq, two.cat], ["2", "4", "c2"]);
+      assert.equal(Number(two.done), Number(one.done) + 1, "the pool's count");
+      assert.ok(Number(two.ticks) > Number(one.ticks), `ticks ${one.ticks} then ${two.ticks}`);
+      const fresh = await Deno.connect({ hostname: "127.0.0.1", port });
+      try {
+        assert.equal(fields(await readUntilLine(fresh, "y\n")).cat, "c3");
+      } finally {
+        fresh.close();
+      }
+      assertRunning(t, "python");
+    } finally {
+      conn.close();
+    }
+  }),
+});
+
+/** Sends `text` on `conn` and reads one line back. */
+async function readUntilLine(conn: Deno.Conn, text: string): Promise<string> {
+  await conn.write(enc.encode(text));
+  return await readUntil(conn, (s) => s.endsWith("\n"));
+}
+
+Deno.test({
+  name:
+    "python3 sqlite3 in WAL mode with mmap goes on writing after restore while another process reads",
+  ignore: !python3,
+  fn: withTargets(async () => {
+    const work = await tempDir("cryo-sqlite-");
+    const db = `${work}/t.db`;
+    // The writer inserts a row every 20 ms, each in its own transaction, and keeps a read
+    // transaction's snapshot open on a second connection; the WAL index (t.db-shm) is mapped
+    // shared and the database file mapped for reads (mmap_size).
+    await Deno.writeTextFile(
+      `${work}/writer.py`,
+      `import sqlite3, sys, time
+db = sys.argv[1]
+w = sqlite3.connect(db, isolation_level=None)
+w.execute("PRAGMA journal_mode=WAL")
+w.execute("PRAGMA mmap_size=1048576")
+w.execute("PRAGMA wal_autocheckpoint=0")
+w.execute("CREATE TABLE t (n INTEGER PRIMARY KEY, v TEXT)")
+n = 0
+for n in range(1, 6):
+    w.execute("INSERT INTO t VALUES (?, ?)", (n, "x" * 100))
+r = sqlite3.connect(db, isolation_level=None)
+r.execute("PRAGMA mmap_size=1048576")
+r.execute("BEGIN")
+snap = r.execute("SELECT count(*) FROM t").fetchone()[0]
+print("ready", flush=True)
+while True:
+    n += 1
+    w.execute("INSERT INTO t VALUES (?, ?)", (n, "x" * 100))
+    if n % 10 == 0:
+        with open(db + ".progress", "w") as f:
+            f.write(f"{n} {r.execute('SELECT count(*) FROM t').fetchone()[0]} {snap}\\n")
+    time.sleep(0.02)
+`,
+    );
+    const t = await startTarget(python3!, [`${work}/writer.py`, db]);
+    await t.waitFor(/^ready$/m);
+    const count = async () => {
+      const r = await runCommand([
+        python3!,
+        "-c",
+        "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); " +
+        "print(c.execute('SELECT count(*), max(n) FROM t').fetchone()[0], " +
+        "c.execute('PRAGMA integrity_check').fetchone()[0])",
+        db,
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      const [n, check] = r.stdout.trim().split(" ");
+      assert.equal(check, "ok");
+      return Number(n);
+    };
+    await waitUntil("20 rows", async () => (await count()) >= 20);
+    const before = await count();
+    await dumpKillRestore(t);
+    await waitUntil("20 more rows", async () => (await count()) >= before + 20);
+    // The writer's second connection still reads through its old snapshot: 5 rows.
+    const [n, seen, snap] = readOr(`${db}.progress`).trim().split(" ").map(Number);
+    assert.ok(n >= before + 10, `progress ${n}`);
+    assert.equal(seen, 5, "the read transaction's snapshot");
+    assert.equal(snap, 5);
+    assertRunning(t, "writer");
+  }),
+});
+
+const bash = need("bash", "bash");
+const bc = findProgram("bc");
+
+Deno.test({
+  name: "bash with a coproc (bc) and a process substitution goes on after restore",
+  ignore: !bash || !bc,
+  fn: withTargets(async () => {
+    const work = await tempDir("cryo-coproc-");
+    const out = `${work}/out`;
+    await Deno.writeTextFile(
+      `${work}/co.sh`,
+      `coproc BC { bc -l; }
+exec 3< <(i=0; while :; do i=$((i+1)); echo "tick$i"; sleep 0.05; done)
+n=0
+while :; do
+  n=$((n+1))
+  echo "$n*2" >&\${BC[1]}; read -r r <&\${BC[0]}
+  read -r t <&3
+  echo "n=$n r=$r t=$t" > ${out}.new; mv ${out}.new ${out}
+  sleep 0.05
+done
+`,
+    );
+    const t = await startTarget(bash!, [`${work}/co.sh`]);
+    const now = () => fields(readOr(out) || "n=0");
+    await waitUntil("5 rounds", () => Number(now().n) >= 5);
+    const rt = await dumpKillRestore(t);
+    assert.ok(rt.tree.pids.length >= 4, `restored pids ${rt.tree.pids}`);
+    const one = now();
+    await waitUntil("10 more rounds", () => Number(now().n) >= Number(one.n) + 10);
+    const two = now();
+    assert.equal(Number(two.r), 2 * Number(two.n), `bc: ${JSON.stringify(two)}`);
+    // The substitution's counter goes on with the loop's, one line each round.
+    assert.equal(
+      Number(two.t.slice(4)) - Number(two.n),
+      Number(one.t.slice(4)) - Number(one.n),
+      `${JSON.stringify(one)} then ${JSON.stringify(two)}`,
+    );
+    assertRunning(t, "bash");
+  }),
+});
+
+const make = need("make", "make");
+const cc = findProgram("cc");
+
+Deno.test({
+  name: "make -j2 halfway through a build finishes it after restore",
+  ignore: !make || !cc,
+  fn: withTargets(async () => {
+    const work = await tempDir("cryo-make-");
+    for (let i = 1; i <= 8; i++) {
+      await Deno.writeTextFile(`${work}/f${i}.c`, `int f${i}(void) { return ${i}; }\n`);
+    }
+    await Deno.writeTextFile(
+      `${work}/main.c`,
+      `int f1(void), f8(void);\nint main(void) { return f1() + f8() == 9 ? 0 : 1; }\n`,
+    );
+    await Deno.writeTextFile(
+      `${work}/Makefile`,
+      `OBJS = $(patsubst %.c,%.o,$(wildcard f*.c))
+prog: $(OBJS) main.c
+\tcc -o $@ $^
+%.o: %.c
+\tsleep 0.2; cc -c -o $@ $<
+`,
+    );
+    const t = await startTarget(make!, ["-C", work, "-j2"]);
+    const objects = () => [...Deno.readDirSync(work)].filter((e) => e.name.endsWith(".o")).length;
+    // Two recipes at a time: dump while two run, with some objects built and some not.
+    await waitUntil("two objects and two recipes running", () => {
+      const shells = childrenOf(t.pid);
+      return objects() >= 2 && shells.length === 2 && commsOf(shells).every((c) => c === "sh");
+    });
+    const rt = await dumpKillRestore(t);
+    assert.ok(objects() < 8, "the build had ended");
+    assert.ok(rt.tree.pids.length >= 3, `restored pids ${rt.tree.pids}`);
+    const st = await t.wait();
+    assert.deepEqual(st.kind === "exited" ? st.code : st, 0, t.output());
+    assert.equal(objects(), 8);
+    const run = await runCommand([`${work}/prog`]);
+    assert.equal(run.code, 0);
+    // Each object compiled once.
+    assert.equal(t.output().match(/cc -c -o/g)?.length, 8, t.output());
+  }),
+});
+
+const xargs = need("xargs", "findutils");
+
+Deno.test({
+  name: "xargs -P2 halfway through its list runs each item once after restore",
+  ignore: !xargs,
+  fn: withTargets(async () => {
+    const work = await tempDir("cryo-xargs-");
+    await Deno.writeTextFile(`${work}/list`, Array.from({ length: 30 }, (_, i) => i + 1).join("\n"));
+    const out = `${work}/out`;
+    const t = await startTarget(xargs!, [
+      "-a",
+      `${work}/list`,
+      "-P2",
+      "-n1",
+      "sh",
+      "-c",
+      `sleep 0.05; echo "$0" >> ${out}`,
+    ]);
+    const done = () => readOr(out).split("\n").filter(Boolean).map(Number);
+    await waitUntil("5 items", () => done().length >= 5);
+    await dumpKillRestore(t);
+    assert.ok(done().length < 30, "xargs had ended");
+    const st = await t.wait();
+    assert.deepEqual(st.kind === "exited" ? st.code : st, 0, t.output());
+    assert.deepEqual(done().toSorted((a, b) => a - b), Array.from({ length: 30 }, (_, i) => i + 1));
+  }),
+});
