@@ -263,7 +263,12 @@ server.listen(port, "127.0.0.1");
 `,
     );
     // The timer fires 1.5 s after the start: pending at the dump, due after the restore.
-    const t = await startTarget(node!, [`${work}/server.js`, String(port), `${work}/watched`, "1500"]);
+    const t = await startTarget(node!, [
+      `${work}/server.js`,
+      String(port),
+      `${work}/watched`,
+      "1500",
+    ]);
     await waitListening(t, port);
     const conn = await Deno.connect({ hostname: "127.0.0.1", port });
     try {
@@ -541,7 +546,10 @@ Deno.test({
   ignore: !xargs,
   fn: withTargets(async () => {
     const work = await tempDir("cryo-xargs-");
-    await Deno.writeTextFile(`${work}/list`, Array.from({ length: 30 }, (_, i) => i + 1).join("\n"));
+    await Deno.writeTextFile(
+      `${work}/list`,
+      Array.from({ length: 30 }, (_, i) => i + 1).join("\n"),
+    );
     const out = `${work}/out`;
     const t = await startTarget(xargs!, [
       "-a",
@@ -559,5 +567,298 @@ Deno.test({
     const st = await t.wait();
     assert.deepEqual(st.kind === "exited" ? st.code : st, 0, t.output());
     assert.deepEqual(done().toSorted((a, b) => a - b), Array.from({ length: 30 }, (_, i) => i + 1));
+  }),
+});
+
+const lua = need("lua5.4", "lua5.4");
+
+Deno.test({
+  name: "lua (a coroutine, a table, os.execute children) counts on after restore",
+  ignore: !lua,
+  fn: withTargets(async () => {
+    const work = await tempDir("cryo-lua-");
+    const out = `${work}/out`;
+    await Deno.writeTextFile(
+      `${work}/loop.lua`,
+      `local seen, sum = {}, 0
+local gen = coroutine.wrap(function() local i = 0 while true do i = i + 1 coroutine.yield(i) end end)
+while true do
+  local n = gen()
+  seen[#seen + 1] = n
+  sum = sum + n
+  local f = io.open("${out}.new", "w")
+  f:write(string.format("n=%d len=%d sum=%d\\n", n, #seen, sum))
+  f:close()
+  os.rename("${out}.new", "${out}")
+  os.execute("sleep 0.03")
+end
+`,
+    );
+    const t = await startTarget(lua!, [`${work}/loop.lua`]);
+    const now = () => fields(readOr(out) || "n=0");
+    await waitUntil("5 rounds", () => Number(now().n) >= 5);
+    await dumpKillRestore(t);
+    const one = now();
+    await waitUntil("10 more rounds", () => Number(now().n) >= Number(one.n) + 10);
+    const two = now();
+    const n = Number(two.n);
+    assert.deepEqual([Number(two.len), Number(two.sum)], [n, (n * (n + 1)) / 2], readOr(out));
+    assertRunning(t, "lua");
+  }),
+});
+
+const tclsh = need("tclsh", "tcl");
+
+Deno.test({
+  name: "tclsh (an event loop: a socket server, an after ticker) goes on after restore",
+  ignore: !tclsh,
+  fn: withTargets(async () => {
+    const work = await tempDir("cryo-tcl-");
+    const port = freePort();
+    await Deno.writeTextFile(
+      `${work}/server.tcl`,
+      `set ticks 0
+set reqs 0
+proc tick {} { global ticks; incr ticks; after 20 tick }
+proc serve {chan addr port} {
+  fconfigure $chan -buffering line
+  fileevent $chan readable [list answer $chan]
+}
+proc answer {chan} {
+  global ticks reqs
+  if {[gets $chan line] < 0} { if {[eof $chan]} { close $chan }; return }
+  incr reqs
+  puts $chan "reqs=$reqs ticks=$ticks line=$line"
+}
+socket -server serve -myaddr 127.0.0.1 ${port}
+after 20 tick
+vwait forever
+`,
+    );
+    const t = await startTarget(tclsh!, [`${work}/server.tcl`]);
+    await waitListening(t, port);
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    try {
+      const one = fields(await readUntilLine(conn, "a\n"));
+      await sleep(100);
+      await dumpKillRestore(t, OPT_IN, OPT_IN);
+      await sleep(100);
+      const two = fields(await readUntilLine(conn, "b\n"));
+      assert.deepEqual([one.reqs, two.reqs, two.line], ["1", "2", "b"]);
+      assert.ok(Number(two.ticks) > Number(one.ticks), `ticks ${one.ticks} then ${two.ticks}`);
+      const fresh = await Deno.connect({ hostname: "127.0.0.1", port });
+      try {
+        assert.equal(fields(await readUntilLine(fresh, "c\n")).reqs, "3");
+      } finally {
+        fresh.close();
+      }
+      assertRunning(t, "tclsh");
+    } finally {
+      conn.close();
+    }
+  }),
+});
+
+const git = need("git", "git");
+
+Deno.test({
+  name: "git daemon serves a clone after restore",
+  ignore: !git,
+  fn: withTargets(async () => {
+    const work = await tempDir("cryo-git-");
+    const port = freePort();
+    const env = {
+      GIT_AUTHOR_NAME: "cryo",
+      GIT_AUTHOR_EMAIL: "cryo@localhost",
+      GIT_COMMITTER_NAME: "cryo",
+      GIT_COMMITTER_EMAIL: "cryo@localhost",
+      HOME: work,
+    };
+    const g = async (args: string[]) => {
+      const r = await runCommand([git!, ...args], { env });
+      assert.equal(r.code, 0, `git ${args.join(" ")}: ${r.stderr}`);
+      return r.stdout;
+    };
+    await g(["init", "-q", "-b", "main", `${work}/src`]);
+    await Deno.writeTextFile(`${work}/src/a`, "one\n");
+    await g(["-C", `${work}/src`, "add", "a"]);
+    await g(["-C", `${work}/src`, "commit", "-q", "-m", "first"]);
+    await g(["clone", "-q", "--bare", `${work}/src`, `${work}/repo.git`]);
+    const head = (await g(["-C", `${work}/src`, "rev-parse", "HEAD"])).trim();
+    const t = await startTarget(git!, [
+      "daemon",
+      "--reuseaddr",
+      "--export-all",
+      `--base-path=${work}`,
+      "--listen=127.0.0.1",
+      `--port=${port}`,
+      `${work}`,
+    ]);
+    await waitListening(t, port);
+    await g(["clone", "-q", `git://127.0.0.1:${port}/repo.git`, `${work}/before`]);
+    await dumpKillRestore(t);
+    // A new commit in the served repository, fetched by a clone after the restore.
+    await Deno.writeTextFile(`${work}/src/a`, "two\n");
+    await g(["-C", `${work}/src`, "commit", "-q", "-am", "second"]);
+    await g(["-C", `${work}/src`, "push", "-q", `${work}/repo.git`, "main"]);
+    await g(["clone", "-q", `git://127.0.0.1:${port}/repo.git`, `${work}/after`]);
+    assert.equal(Deno.readTextFileSync(`${work}/after/a`), "two\n");
+    assert.equal((await g(["-C", `${work}/after`, "rev-parse", "HEAD~1"])).trim(), head);
+    await g(["-C", `${work}/before`, "pull", "-q", "--ff-only"]);
+    assert.equal(Deno.readTextFileSync(`${work}/before/a`), "two\n");
+    assertRunning(t, "git daemon");
+  }),
+});
+
+const nc = need("nc.openbsd", "netcat-openbsd");
+
+Deno.test({
+  name: "netcat (OpenBSD) listening with a client connected goes on receiving after restore",
+  ignore: !nc,
+  fn: withTargets(async () => {
+    const port = freePort();
+    const t = await startTarget(nc!, ["-d", "-l", "127.0.0.1", String(port)]);
+    await waitListening(t, port);
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    try {
+      await conn.write(enc.encode("one\n"));
+      await waitUntil("the first line", () => t.output() === "one\n");
+      await dumpKillRestore(t, OPT_IN, OPT_IN);
+      await conn.write(enc.encode("two\n"));
+      await waitUntil("the line after restore", () => t.output() === "one\ntwo\n");
+      conn.close();
+      const st = await t.wait();
+      assert.deepEqual(st.kind === "exited" ? st.code : st, 0, "nc's exit at the client's close");
+    } finally {
+      try {
+        conn.close();
+      } catch { /* closed */ }
+    }
+  }),
+});
+
+const ncat = need("ncat", "ncat");
+
+Deno.test({
+  name: "ncat --chat with two clients relays between them after restore",
+  ignore: !ncat,
+  fn: withTargets(async () => {
+    const port = freePort();
+    const t = await startTarget(ncat!, ["-l", "127.0.0.1", String(port), "--chat"]);
+    await waitListening(t, port);
+    const a = await Deno.connect({ hostname: "127.0.0.1", port });
+    const b = await Deno.connect({ hostname: "127.0.0.1", port });
+    const c: Deno.Conn[] = [];
+    try {
+      const fromA = collect(a);
+      const fromB = collect(b);
+      await a.write(enc.encode("one\n"));
+      await waitUntil("the first message", () => /> one\n/.test(fromB.text));
+      await dumpKillRestore(t, OPT_IN, OPT_IN);
+      await b.write(enc.encode("two\n"));
+      await waitUntil("a message after restore", () => /> two\n/.test(fromA.text));
+      c.push(await Deno.connect({ hostname: "127.0.0.1", port }));
+      const fromC = collect(c[0]);
+      // ncat announces each arrival to the others.
+      await waitUntil(
+        "the third client's arrival",
+        () => /<announce> .* connected/.test(fromA.text.split("two")[1] ?? ""),
+      );
+      await a.write(enc.encode("three\n"));
+      await waitUntil(
+        "to the old and the new client",
+        () => /> three\n/.test(fromB.text) && /> three\n/.test(fromC.text),
+      );
+      assertRunning(t, "ncat");
+    } finally {
+      a.close();
+      b.close();
+      for (const x of c) x.close();
+    }
+  }),
+});
+
+const apache2 = need("apache2", "apache2");
+
+Deno.test({
+  name:
+    "Apache httpd (mpm_event: a master, children with threads) serves a keep-alive client after restore, and reloads",
+  ignore: !apache2,
+  fn: withTargets(async () => {
+    const work = await tempDir("cryo-apache-");
+    const port = freePort();
+    const mods = "/usr/lib/apache2/modules";
+    await Deno.mkdir(`${work}/htdocs`);
+    await Deno.writeTextFile(`${work}/htdocs/index.html`, "hello\n");
+    await Deno.chmod(work, 0o755); // the children run as www-data
+    await Deno.writeTextFile(
+      `${work}/httpd.conf`,
+      `ServerRoot ${work}
+ServerName localhost
+Listen 127.0.0.1:${port}
+LoadModule mpm_event_module ${mods}/mod_mpm_event.so
+LoadModule authz_core_module ${mods}/mod_authz_core.so
+LoadModule status_module ${mods}/mod_status.so
+User www-data
+Group www-data
+PidFile ${work}/httpd.pid
+ErrorLog ${work}/error.log
+Mutex file:${work} default
+DocumentRoot ${work}/htdocs
+StartServers 2
+ServerLimit 4
+ThreadsPerChild 4
+MaxRequestWorkers 16
+KeepAliveTimeout 60
+<Location /status>
+SetHandler server-status
+</Location>
+`,
+    );
+    const t = await startTarget(apache2!, ["-f", `${work}/httpd.conf`, "-DFOREGROUND"]);
+    await waitListening(t, port);
+    const accesses = async () => {
+      const fresh = await Deno.connect({ hostname: "127.0.0.1", port });
+      try {
+        const s = await keepAliveGet(fresh, "/status?auto");
+        return Number(s.match(/^Total Accesses: (\d+)$/m)![1]);
+      } finally {
+        fresh.close();
+      }
+    };
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    try {
+      await waitUntil("two children", () => childrenOf(t.pid).length >= 2);
+      assert.equal(await keepAliveGet(conn, "/index.html"), "hello\n");
+      const before = await accesses();
+      const rt = await dumpKillRestore(t, OPT_IN, OPT_IN);
+      assert.ok(rt.tree.pids.length >= 3, `restored pids ${rt.tree.pids}`);
+      // The same connection, then the counters in the scoreboard (shared memory) go on.
+      assert.equal(await keepAliveGet(conn, "/index.html"), "hello\n");
+      assert.equal(await accesses(), before + 2);
+      // A graceful restart: the master (the same pid) starts new children.
+      const old = childrenOf(t.pid);
+      t.signal(10); // SIGUSR1
+      await waitUntil("new children", () => {
+        const now = childrenOf(t.pid);
+        return now.length >= 2 && now.some((p) => !old.includes(p));
+      });
+      // (The old children close their idle keep-alive connections, as without a restore.)
+      await waitUntil("served after the reload", async () => {
+        try {
+          return (await accesses()) > 0;
+        } catch {
+          return false;
+        }
+      });
+      assertRunning(t, "apache2");
+      t.signal(15);
+      const st = await t.wait();
+      assert.deepEqual(st.kind === "exited" ? st.code : st, 0, readOr(`${work}/error.log`));
+    } finally {
+      conn.close();
+      // Children forked by the reload, killed with the rest if the test fails before the end.
+      for (const p of childrenOf(t.pid)) adoptPid(p);
+    }
   }),
 });
