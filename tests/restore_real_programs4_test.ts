@@ -24,8 +24,16 @@
  */
 
 import assert from "node:assert/strict";
+import { checkpoint } from "../engine/dump/mod.ts";
+import { restore } from "../engine/restore/mod.ts";
 import { dumpKillRestore } from "./helpers/roundtrip.ts";
-import { adoptPid, startTarget, type Target, withTargets } from "./helpers/targets.ts";
+import {
+  adoptPid,
+  becomeSubreaper,
+  startTarget,
+  type Target,
+  withTargets,
+} from "./helpers/targets.ts";
 import { tempDir } from "./helpers/fs.ts";
 import { findProgram, freePort, needProgram, readUntil, waitListening } from "./helpers/servers.ts";
 import { runCommand } from "./helpers/commands.ts";
@@ -859,6 +867,79 @@ SetHandler server-status
       conn.close();
       // Children forked by the reload, killed with the rest if the test fails before the end.
       for (const p of childrenOf(t.pid)) adoptPid(p);
+    }
+  }),
+});
+
+const tmuxPath = need("tmux", "tmux");
+
+Deno.test({
+  name:
+    "the node REPL in tmux (raw-mode terminal, a variable, a running setInterval) goes on after restore",
+  ignore: !node || !tmuxPath,
+  fn: withTargets(async () => {
+    becomeSubreaper(); // the tmux server daemonizes: it becomes our child when its parent exits
+    const work = await tempDir("cryo-node-repl-");
+    const sock = `${work}/sock`;
+    const tmux = (...args: string[]) =>
+      runCommand([tmuxPath!, "-S", sock, "-f", "/dev/null", ...args]);
+    const pane = async () => (await tmux("capture-pane", "-p", "-t", "t")).stdout;
+    const started = await tmux(
+      "new-session",
+      "-d",
+      "-s",
+      "t",
+      "-x",
+      "100",
+      "-y",
+      "30",
+      `env -i TERM=screen HOME=${work} NODE_REPL_HISTORY= ${node} --interactive`,
+    );
+    assert.equal(started.code, 0, started.stderr);
+    const server = Number((await tmux("display", "-p", "#{pid}")).stdout.trim());
+    const srv = adoptPid(server);
+    const repl = Number((await tmux("display", "-p", "-t", "t", "#{pane_pid}")).stdout.trim());
+    adoptPid(repl);
+    try {
+      await waitUntil("the prompt", async () => /^>/m.test(await pane()));
+      await tmux(
+        "send-keys",
+        "-t",
+        "t",
+        "let a = 40 + 1; globalThis.n = 0; setInterval(() => n++, 10); 'set-' + a",
+        "Enter",
+      );
+      await waitUntil("the REPL answered", async () => (await pane()).includes("'set-41'"));
+      // The tmux client above has exited: wait until the server has closed its connection
+      // (until then its accepted socket names the client in SO_PEERCRED: refused).
+      let dir = "";
+      for (let tries = 0;; tries++) {
+        dir = `${work}/image${tries}`;
+        try {
+          await checkpoint(server, { dir });
+          break;
+        } catch (e) {
+          if (tries >= 50 || !/SO_PEERCRED/.test(String(e))) throw e;
+          await sleep(100);
+        }
+      }
+      await waitUntil(
+        "the server is gone",
+        () => srv.poll() !== undefined || !readOr(`/proc/${server}/stat`),
+      );
+      const tree = await restore(dir);
+      srv.resetAfterRestore();
+      assert.deepEqual([...tree.pids].sort(), [server, repl].sort());
+      await tmux("send-keys", "-t", "t", "const m = n; 'got-' + (a + 1)", "Enter");
+      await waitUntil(
+        "the restored REPL answered",
+        async () => (await pane()).includes("'got-42'"),
+      );
+      await sleep(200);
+      await tmux("send-keys", "-t", "t", "'later-' + (n > m)", "Enter");
+      await waitUntil("the interval ran on", async () => (await pane()).includes("'later-true'"));
+    } finally {
+      await tmux("kill-server");
     }
   }),
 });
