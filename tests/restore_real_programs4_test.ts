@@ -26,7 +26,7 @@
 import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { restore } from "../engine/restore/mod.ts";
-import { dumpKillRestore } from "./helpers/roundtrip.ts";
+import { assertDumpRefused, dumpKillRestore } from "./helpers/roundtrip.ts";
 import {
   adoptPid,
   becomeSubreaper,
@@ -941,5 +941,95 @@ Deno.test({
     } finally {
       await tmux("kill-server");
     }
+  }),
+});
+
+Deno.test({
+  name:
+    "python3 multiprocessing: a Pool halfway through imap finishes after restore; a Manager is refused by name",
+  ignore: !python3,
+  fn: withTargets(async () => {
+    const work = await tempDir("cryo-mp-");
+    const out = `${work}/out`;
+    await Deno.writeTextFile(
+      `${work}/mp.py`,
+      `import multiprocessing as mp, os, sys, time
+def slow(x):
+    time.sleep(0.01)
+    return x * x
+if __name__ == "__main__":
+    if sys.argv[1] == "pool":
+        with mp.Pool(2) as p:
+            got = []
+            for r in p.imap(slow, range(100)):
+                got.append(r)
+                with open("${out}.new", "w") as f:
+                    f.write(f"{len(got)} {sum(got)}\\n")
+                os.rename("${out}.new", "${out}")
+    else:
+        m = mp.Manager()
+        d = m.dict()
+        d["x"] = 1
+        print("ready", flush=True)
+        time.sleep(1000)
+`,
+    );
+    const pool = await startTarget(python3!, [`${work}/mp.py`, "pool"]);
+    const now = () => (readOr(out) || "0 0").trim().split(" ").map(Number);
+    await waitUntil("10 results", () => now()[0] >= 10);
+    const rt = await dumpKillRestore(pool);
+    assert.equal(rt.tree.pids.length, 3, `restored pids ${rt.tree.pids}`); // the pool, 2 workers
+    assert.ok(now()[0] < 100, "the pool had ended");
+    const st = await pool.wait();
+    assert.deepEqual(st.kind === "exited" ? st.code : st, 0, pool.output());
+    assert.deepEqual(now(), [100, (99 * 100 * 199) / 6]);
+
+    // The manager's server process made the listener the parent's client is connected to:
+    // both ends' peer credentials name the other process (see docs/COMPATIBILITY.md).
+    const manager = await startTarget(python3!, [`${work}/mp.py`, "manager"]);
+    await manager.waitFor(/^ready$/m);
+    for (const p of childrenOf(manager.pid)) adoptPid(p);
+    await assertDumpRefused(manager.pid, (_items, message) => {
+      assert.match(
+        message,
+        /its peer credentials \(SO_PEERCRED\) name process \d+, but process \d+ would re-create it/,
+      );
+    });
+    assertRunning(manager, "manager");
+  }),
+});
+
+Deno.test({
+  name: "node with libuv's io_uring (UV_USE_IO_URING=1) is refused by name and runs on",
+  ignore: !node,
+  fn: withTargets(async () => {
+    const work = await tempDir("cryo-node-uring-");
+    await Deno.writeTextFile(
+      `${work}/fs.js`,
+      `const fs = require("fs");\nsetInterval(() => fs.readFile("/etc/hostname", () => {}), 20);\n`,
+    );
+    const t = await startTarget("/usr/bin/env", ["UV_USE_IO_URING=1", node!, `${work}/fs.js`]);
+    const rings = () => {
+      try {
+        return [...Deno.readDirSync(`/proc/${t.pid}/fd`)].filter((e) =>
+          Deno.readLinkSync(`/proc/${t.pid}/fd/${e.name}`) === "anon_inode:[io_uring]"
+        ).length;
+      } catch {
+        return 0;
+      }
+    };
+    // libuv sets its rings up at the first file operation (node starts in ~0.1 s).
+    for (let i = 0; i < 100 && rings() === 0 && t.poll() === undefined; i++) await sleep(50);
+    if (t.poll() !== undefined || rings() === 0) {
+      console.error("restore_real_programs4_test: this node does not use io_uring; skipping");
+      return;
+    }
+    await assertDumpRefused(t.pid, (_items, message) => {
+      assert.match(
+        message,
+        /anon_inode:\[io_uring\]\): io_uring: its rings and in-flight requests/,
+      );
+    });
+    assertRunning(t, "node");
   }),
 });
