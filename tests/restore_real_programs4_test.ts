@@ -139,6 +139,8 @@ Deno.test({
 const dir = Deno.args[1];
 let ticks = 0;
 setInterval(() => ticks++, 20);
+let sigs = 0;
+Deno.addSignalListener("SIGUSR1", () => sigs++);
 const worker = new Worker(new URL("./worker.js", import.meta.url).href, { type: "module" });
 const pending: ((s: string) => void)[] = [];
 worker.onmessage = (e) => pending.shift()!(e.data);
@@ -170,7 +172,7 @@ Deno.serve({ port, hostname: "127.0.0.1", onListen() { console.log("ready", Deno
   const w = await ask("x");
   const c = await viaCat("c" + reqs);
   return new Response("reqs=" + reqs + " ticks=" + ticks + " worker=" + w + " cat=" + c +
-    " events=" + [...events].sort().join(",") + "\\n");
+    " events=" + [...events].sort().join(",") + " sigs=" + sigs + "\\n");
 });
 `,
     );
@@ -210,6 +212,13 @@ Deno.serve({ port, hostname: "127.0.0.1", onListen() { console.log("ready", Deno
       const n2 = Number(two.worker.match(/^w(\d+):x$/)![1]);
       assert.ok(n2 > n1, `the worker's count: ${one.worker} then ${two.worker}`);
       assert.equal(two.cat, `c${two.reqs}`);
+      // The signal listener (tokio's: a handler writing to a pipe its event loop polls).
+      assert.equal(two.sigs, "0");
+      t.signal(10); // SIGUSR1
+      await waitUntil(
+        "the signal listener",
+        async () => fields(await keepAliveGet(conn, "/")).sigs === "1",
+      );
       // The streaming response goes on over its connection, no chunk lost or repeated.
       await waitUntil("more chunks", () => chunkNumbers(stream.text).length >= atRestore + 3);
       const nums = chunkNumbers(stream.text);
@@ -217,7 +226,9 @@ Deno.serve({ port, hostname: "127.0.0.1", onListen() { console.log("ready", Deno
       // A new client.
       const fresh = await Deno.connect({ hostname: "127.0.0.1", port });
       try {
-        assert.equal(fields(await keepAliveGet(fresh, "/")).cat, `c${Number(two.reqs) + 1}`);
+        const three = fields(await keepAliveGet(fresh, "/"));
+        assert.ok(Number(three.reqs) > Number(two.reqs) + 1, `${two.reqs} then ${three.reqs}`);
+        assert.equal(three.cat, `c${three.reqs}`);
       } finally {
         fresh.close();
       }
@@ -312,7 +323,7 @@ Deno.test({
     const port = freePort();
     await Deno.writeTextFile(
       `${work}/server.py`,
-      `import asyncio, sys, threading
+      `import asyncio, signal, sys, threading
 from concurrent.futures import ThreadPoolExecutor
 
 port = int(sys.argv[1])
@@ -338,6 +349,11 @@ async def main():
     cat = await asyncio.create_subprocess_exec("cat", stdin=asyncio.subprocess.PIPE,
                                                stdout=asyncio.subprocess.PIPE)
     asyncio.ensure_future(tick())
+    sigs = 0
+    def on_usr1():
+        nonlocal sigs
+        sigs += 1
+    loop.add_signal_handler(signal.SIGUSR1, on_usr1)
     reqs = 0
 
     async def client(reader, writer):
@@ -351,7 +367,7 @@ async def main():
             cat.stdin.write(b"c%d\\n" % reqs)
             await cat.stdin.drain()
             echoed = (await cat.stdout.readline()).decode().strip()
-            writer.write(f"reqs={reqs} sq={sq} done={done} cat={echoed} ticks={ticks}\\n".encode())
+            writer.write(f"reqs={reqs} sq={sq} done={done} cat={echoed} ticks={ticks} sigs={sigs}\\n".encode())
             await writer.drain()
 
     server = await asyncio.start_server(client, "127.0.0.1", port)
@@ -377,9 +393,15 @@ asyncio.run(main())
       assert.deepEqual([two.reqs, two.sq, two.cat], ["2", "4", "c2"]);
       assert.equal(Number(two.done), Number(one.done) + 1, "the pool's count");
       assert.ok(Number(two.ticks) > Number(one.ticks), `ticks ${one.ticks} then ${two.ticks}`);
+      // loop.add_signal_handler: the C handler writes to the loop's wakeup socket.
+      t.signal(10); // SIGUSR1
+      await waitUntil(
+        "the signal handler",
+        async () => fields(await readUntilLine(conn, "z\n")).sigs === "1",
+      );
       const fresh = await Deno.connect({ hostname: "127.0.0.1", port });
       try {
-        assert.equal(fields(await readUntilLine(fresh, "y\n")).cat, "c3");
+        assert.equal(fields(await readUntilLine(fresh, "y\n")).sigs, "1");
       } finally {
         fresh.close();
       }
@@ -1031,5 +1053,24 @@ Deno.test({
       );
     });
     assertRunning(t, "node");
+  }),
+});
+
+const timeoutCmd = need("timeout", "coreutils");
+
+Deno.test({
+  name: "coreutils timeout (a POSIX timer, a child) still kills its child on time after restore",
+  ignore: !timeoutCmd,
+  fn: withTargets(async () => {
+    const start = Date.now();
+    const t = await startTarget(timeoutCmd!, ["2", "sleep", "100"]);
+    await waitUntil("the child", () => commsOf(childrenOf(t.pid)).includes("sleep"));
+    const rt = await dumpKillRestore(t);
+    assert.equal(rt.tree.pids.length, 2);
+    assert.ok(Date.now() - start < 2000, "the timer expired before the restore");
+    const st = await t.wait();
+    const elapsed = Date.now() - start;
+    assert.deepEqual(st.kind === "exited" ? st.code : st, 124, t.output());
+    assert.ok(elapsed >= 2000, `exited after ${elapsed} ms`);
   }),
 });
