@@ -1074,3 +1074,37 @@ Deno.test({
     assert.ok(elapsed >= 2000, `exited after ${elapsed} ms`);
   }),
 });
+
+const scriptCmd = need("script", "bsdutils");
+
+Deno.test({
+  name: "script (a pty, a signalfd) records on after restore and exits with its child",
+  ignore: !scriptCmd,
+  fn: withTargets(async () => {
+    const work = await tempDir("cryo-script-");
+    const log = `${work}/typescript`;
+    const t = await startTarget(scriptCmd!, [
+      "-q",
+      "-f",
+      "-c",
+      'i=0; while :; do i=$((i+1)); echo "line$i"; sleep 0.05; done',
+      log,
+    ]);
+    const lines = () => [...readOr(log).matchAll(/^line(\d+)\r?$/gm)].map((m) => Number(m[1]));
+    await waitUntil("5 lines", () => lines().length >= 5);
+    const rt = await dumpKillRestore(t);
+    assert.ok(rt.tree.pids.length >= 2, `restored pids ${rt.tree.pids}`);
+    const at = lines().length;
+    await waitUntil("10 more lines", () => lines().length >= at + 10);
+    const got = lines();
+    assert.deepEqual(got, got.map((_, i) => i + 1), "the lines through the pty");
+    // The shell's exit reaches script through its signalfd (SIGCHLD).
+    const shell = childrenOf(t.pid).find((p) =>
+      commsOf([p])[0] === "bash" || commsOf([p])[0] === "sh"
+    );
+    assert.ok(shell, `script's children ${childrenOf(t.pid)}`);
+    Deno.kill(shell!, "SIGTERM");
+    const st = await t.wait();
+    assert.equal(st.kind, "exited", JSON.stringify(st));
+  }),
+});
