@@ -1108,3 +1108,106 @@ Deno.test({
     assert.equal(st.kind, "exited", JSON.stringify(st));
   }),
 });
+
+const openssl = findProgram("openssl");
+
+Deno.test({
+  name:
+    "python3 ForkingTCPServer with TLS (ssl): a forked child's TLS session goes on after restore",
+  ignore: !python3 || !openssl,
+  fn: withTargets(async () => {
+    const work = await tempDir("cryo-pytls-");
+    const port = freePort();
+    // A CA and a certificate it signed for localhost (rustls takes no self-signed leaf).
+    const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    await Deno.writeTextFile(`${work}/ext`, "subjectAltName=DNS:localhost,IP:127.0.0.1\n");
+    for (
+      const args of [
+        [
+          "req",
+          "-x509",
+          ...ec,
+          "-days",
+          "2",
+          "-subj",
+          "/CN=cryo-ca",
+          "-keyout",
+          "ca.key",
+          "-out",
+          "ca.pem",
+        ],
+        ["req", ...ec, "-subj", "/CN=localhost", "-keyout", "key.pem", "-out", "req.csr"],
+        [
+          "x509",
+          "-req",
+          "-in",
+          "req.csr",
+          "-CA",
+          "ca.pem",
+          "-CAkey",
+          "ca.key",
+          "-CAcreateserial",
+          "-days",
+          "2",
+          "-extfile",
+          "ext",
+          "-out",
+          "cert.pem",
+        ],
+      ]
+    ) {
+      const made = await runCommand([openssl!, ...args], { cwd: work });
+      assert.equal(made.code, 0, made.stderr);
+    }
+    await Deno.writeTextFile(
+      `${work}/server.py`,
+      `import os, socketserver, ssl, sys
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+class Handler(socketserver.StreamRequestHandler):
+    def setup(self):
+        self.request = ctx.wrap_socket(self.request, server_side=True)
+        super().setup()
+    def handle(self):
+        n = 0
+        for line in self.rfile:
+            n += 1
+            self.wfile.write(f"n={n} pid={os.getpid()} line={line.decode().strip()}\\n".encode())
+            self.wfile.flush()
+class Server(socketserver.ForkingTCPServer):
+    allow_reuse_address = True
+Server(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+`,
+    );
+    const t = await startTarget(python3!, [
+      `${work}/server.py`,
+      String(port),
+      `${work}/cert.pem`,
+      `${work}/key.pem`,
+    ]);
+    await waitListening(t, port);
+    const caCerts = [Deno.readTextFileSync(`${work}/ca.pem`)];
+    const conn = await Deno.connectTls({ hostname: "127.0.0.1", port, caCerts });
+    try {
+      const one = fields(await readUntilLine(conn, "a\n"));
+      await readUntilLine(conn, "b\n");
+      assert.equal(one.n, "1");
+      const rt = await dumpKillRestore(t, OPT_IN, OPT_IN);
+      assert.ok(rt.tree.pids.includes(Number(one.pid)), `restored pids ${rt.tree.pids}`);
+      const two = fields(await readUntilLine(conn, "c\n"));
+      assert.deepEqual([two.n, two.pid, two.line], ["3", one.pid, "c"]);
+      const fresh = await Deno.connectTls({ hostname: "127.0.0.1", port, caCerts });
+      try {
+        const f = fields(await readUntilLine(fresh, "d\n"));
+        assert.equal(f.n, "1");
+        assert.notEqual(f.pid, one.pid);
+      } finally {
+        fresh.close();
+      }
+      assertRunning(t, "server");
+    } finally {
+      conn.close();
+      for (const p of childrenOf(t.pid)) adoptPid(p);
+    }
+  }),
+});
