@@ -147,3 +147,33 @@ Deno.test(
     assertChecksPassed(other.t, ["proc-parent-child"], await other.t.wait(), { run: 2 });
   }),
 );
+
+Deno.test(
+  "fds just under the NOFILE hard limit (valgrind's) come back: the temporaries go below them",
+  withTargets(async () => {
+    const rt = await startTriggered("rt_fd_limit_vdso", /^ready pid=(\d+)$/m, {
+      passWork: true,
+      extra: ["fds"],
+    });
+    await dumpKillRestore(rt.t);
+    await Deno.writeTextFile(rt.trigger, "");
+    assertChecksPassed(
+      rt.t,
+      ["fd-60", "fd-61", "fd-62", "fd-63", "nofile", "no-other-fds"],
+      await rt.t.wait(),
+    );
+  }),
+);
+
+Deno.test(
+  "a process that unmapped its [vdso] (valgrind's does) is restored without one",
+  withTargets(async () => {
+    const rt = await startTriggered("rt_fd_limit_vdso", /^ready pid=(\d+)$/m, {
+      passWork: true,
+      extra: ["vdso"],
+    });
+    await dumpKillRestore(rt.t);
+    await Deno.writeTextFile(rt.trigger, "");
+    assertChecksPassed(rt.t, ["no-vdso", "vvar", "clock"], await rt.t.wait());
+  }),
+);
