@@ -1211,3 +1211,47 @@ Server(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
     }
   }),
 });
+
+const valgrind = need("valgrind", "valgrind");
+const gcc = findProgram("gcc");
+
+Deno.test({
+  name:
+    "valgrind (its fds just under the NOFILE hard limit, no [vdso]) runs its program on after restore",
+  ignore: !valgrind || !gcc,
+  fn: withTargets(async () => {
+    const work = await tempDir("cryo-valgrind-");
+    const out = `${work}/out`;
+    await Deno.writeTextFile(
+      `${work}/loop.c`,
+      `#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+  long *a = malloc(1000 * sizeof *a), sum = 0;
+  for (long n = 1;; n++) {
+    a[n % 1000] = n;
+    sum += a[n % 1000];
+    FILE *f = fopen(argv[1], "w");
+    fprintf(f, "n=%ld sum=%ld\\n", n, sum);
+    fclose(f);
+    usleep(10000);
+  }
+}
+`,
+    );
+    const built = await runCommand([gcc!, "-O1", "-o", `${work}/loop`, `${work}/loop.c`]);
+    assert.equal(built.code, 0, built.stderr);
+    const t = await startTarget(valgrind!, ["-q", "--error-exitcode=3", `${work}/loop`, out]);
+    const now = () => fields(readOr(out) || "n=0 sum=0");
+    await waitUntil("10 rounds", () => Number(now().n) >= 10);
+    await dumpKillRestore(t);
+    const one = now();
+    await waitUntil("10 more rounds", () => Number(now().n) >= Number(one.n) + 10);
+    const two = now();
+    const n = Number(two.n);
+    assert.equal(Number(two.sum), (n * (n + 1)) / 2, JSON.stringify(two));
+    assertRunning(t, "valgrind");
+    assert.equal(t.output(), "", "valgrind reported errors");
+  }),
+});
