@@ -13,7 +13,11 @@
  *    added (epoll watches) and status flags set.
  *
  * Temporaries are allocated in order from `high` with F_DUPFD_CLOEXEC, so
- * their numbers are known when the program is compiled.
+ * their numbers are known when the program is compiled. When the numbers
+ * above the highest fd would pass the process's NOFILE hard limit (valgrind
+ * keeps its own fds just under it; raising the limit needs
+ * CAP_SYS_RESOURCE), they go into the lowest gap between the fds that
+ * holds them all, and everything outside the gap is closed instead.
  *
  * @module
  */
