@@ -1255,3 +1255,40 @@ int main(int argc, char **argv) {
     assert.equal(t.output(), "", "valgrind reported errors");
   }),
 });
+
+const gpgAgent = need("gpg-agent", "gpg-agent");
+const gpgConnect = findProgram("gpg-connect-agent");
+
+Deno.test({
+  name:
+    "gpg-agent --daemon (listeners made by the process that forked it and exited) is refused by name and runs on",
+  ignore: !gpgAgent || !gpgConnect,
+  fn: withTargets(async () => {
+    const home = await tempDir("cryo-gpg-");
+    const launcher = await startTarget(gpgAgent!, [
+      "--homedir",
+      home,
+      "--daemon",
+      "--no-detach",
+    ]);
+    const ask = () =>
+      runCommand([gpgConnect!, "--homedir", home, "--no-autostart", "GETINFO pid", "/bye"]);
+    await waitUntil("the agent", async () => (await ask()).code === 0);
+    const agent = Number((await ask()).stdout.match(/^D (\d+)$/m)![1]);
+    const t = adoptPid(agent); // our child once the launcher exited (we are a subreaper)
+    assert.notEqual(agent, launcher.pid);
+    await launcher.wait();
+    // Each listener's peer credentials (what a client's SO_PEERCRED will show) name the
+    // launcher, which called listen() and is gone.
+    await assertDumpRefused(agent, (_items, message) => {
+      assert.match(
+        message,
+        new RegExp(
+          `its peer credentials \\(SO_PEERCRED\\) name process ${launcher.pid}, but process ${agent} would re-create it`,
+        ),
+      );
+    });
+    assert.equal((await ask()).code, 0, "the agent no longer answers");
+    await t.kill();
+  }),
+});
