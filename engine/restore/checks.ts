@@ -7,6 +7,7 @@
 
 import { zombiePids } from "../task/zombies.ts";
 import { placeholderPids } from "../task/groups.ts";
+import { unixCredHelperPids } from "../fds/unix.ts";
 import { vdsoFacts } from "../vdso.ts";
 import { recallOwnVdso, rememberOwnVdso } from "../proc/vm_flags_memo.ts";
 import { readStatus } from "../proc/status.ts";
@@ -66,7 +67,11 @@ function groupHolder(ids: Set<number>): { id: number; pid: number; what: string 
  */
 export function checkPidsFree(processes: readonly ProcessImage[], groups = true): void {
   // Placeholders of groups whose leader is gone take the leaders' pids (engine/task/groups.ts).
-  const placeholders = placeholderPids(processes).map((x) => x.pid);
+  // And listeners' credential helpers take the pids their credentials name (engine/fds/unix.ts).
+  const placeholders = [
+    ...placeholderPids(processes).map((x) => x.pid),
+    ...unixCredHelperPids(processes),
+  ];
   for (const [i, p] of processes.entries()) {
     const more = i === 0 ? placeholders : [];
     for (const id of [p.pid, ...p.threads.map((t) => t.tid), ...zombiePids([p]), ...more]) {

@@ -66,6 +66,7 @@ import type { Mapping, ProcessImage } from "../model.ts";
 import { type HexNum, hexNum, hexPlus } from "../image/hexnum.ts";
 import { zombiePids } from "../task/zombies.ts";
 import { placeholderPids } from "../task/groups.ts";
+import { unixCredHelperPids } from "../fds/unix.ts";
 import { UFFD_API } from "../../ffi/probe.ts";
 import { UFFD_USER_MODE_ONLY, UFFDIO, UFFDIO_REGISTER_MODE_MISSING } from "../../ffi/uffd.ts";
 
@@ -184,7 +185,11 @@ export function pageHelperTid(
   free: (tid: number) => boolean = tidFree,
 ): number {
   const all = images ? [...images.values()] : [proc];
-  const taken = new Set<number>([...zombiePids(all), ...placeholderPids(all).map((x) => x.pid)]);
+  const taken = new Set<number>([
+    ...zombiePids(all),
+    ...placeholderPids(all).map((x) => x.pid),
+    ...unixCredHelperPids(all),
+  ]);
   for (const i of all) {
     taken.add(i.pid);
     for (const t of i.threads) taken.add(t.tid);
