@@ -125,6 +125,7 @@ export const SUPPORT_TABLE = [
   // Fds.
   { id: "fd.file", area: "fd", what: "regular files, directories, devices", support: "saved" },
   { id: "fd.proc-own", area: "fd", what: "files of the process's own /proc/<pid> directory, or of an ancestor's in the tree (their main thread's), with their offsets", support: "saved", note: "reopened by path once the process exists again (an ancestor exists before its descendants make their fds)" },
+  { id: "fd.transfer-limit", area: "fd", what: "objects handed between processes at restore (shared descriptions, pipes, unix sockets, ptys, deleted files) in a tree whose fds reach its NOFILE hard limit", support: "refused", note: "they are handed over at fd numbers above every fd of the tree, which the limit forbids (valgrind keeps its fds just under it)" },
   { id: "fd.proc-other", area: "fd", what: "files of another process's or thread's /proc/<pid> directory (not the holder's own nor an ancestor's)", support: "refused", note: "outside the tree the pid may name another process (or none) at restore time; inside it, that process (a descendant, a sibling, a thread) may not exist yet when the fd is opened" },
   { id: "fd.mqueue", area: "fd", what: "POSIX message queue descriptors (mq_open)", support: "refused", note: "not saved yet (/proc shows them as regular files; their statfs magic tells)" },
   { id: "fd.ghost", area: "fd", what: "files deleted while open, O_TMPFILE files, memfds (content, holes, size, mode, owner, seals, write-life hint; restored unlinked)", support: "saved" },

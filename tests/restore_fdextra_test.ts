@@ -177,3 +177,33 @@ Deno.test(
     assertChecksPassed(rt.t, ["no-vdso", "vvar", "clock"], await rt.t.wait());
   }),
 );
+
+Deno.test(
+  "a tree whose fds reach its NOFILE hard limit and that shares a pipe is refused by name and runs on",
+  withTargets(async () => {
+    const rt = await startTriggered("rt_fd_limit_vdso", /^ready pid=(\d+)$/m, {
+      passWork: true,
+      extra: ["tree"],
+    });
+    for (const p of childrenOf(rt.t.pid)) adoptPid(p);
+    const dir = await tempImageDir();
+    await assert.rejects(() => checkpoint(rt.t.pid, { dir }), (e: Error) => {
+      assert.ok(e instanceof UnsupportedError, String(e));
+      assert.match(
+        e.message,
+        new RegExp(
+          `process ${rt.t.pid}: objects handed between processes .*: its fds reach 63, the transfer fds \\d+, over its NOFILE hard limit 64`,
+        ),
+      );
+      return true;
+    });
+    await Deno.writeTextFile(rt.trigger, "");
+    assertChecksPassed(rt.t, ["fd-60", "fd-63", "nofile", "child"], await rt.t.wait());
+  }),
+);
+
+/** The pids of the children of `pid` (its main thread's). */
+function childrenOf(pid: number): number[] {
+  return Deno.readTextFileSync(`/proc/${pid}/task/${pid}/children`).trim().split(/\s+/)
+    .filter(Boolean).map(Number);
+}

@@ -5,14 +5,17 @@
  * room above them for the restore's temporaries. Mode "vdso": the [vdso]
  * is unmapped ([vvar] stays). After the restore each checks its state; the
  * checks use no vdso call (glibc's clock_gettime would jump into it).
+ * Mode "tree": as "fds", then a child forked with a pipe to the parent (an
+ * object the restore hands over above every fd: no room, refused).
  *
- * usage: rt_fd_limit_vdso <trigger> <work dir> fds|vdso
+ * usage: rt_fd_limit_vdso <trigger> <work dir> fds|vdso|tree
  */
 #include "common.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 
 static int mapped(const char *name, unsigned long *start, unsigned long *end) {
   FILE *f = fopen("/proc/self/maps", "r");
@@ -29,9 +32,10 @@ static int mapped(const char *name, unsigned long *start, unsigned long *end) {
 }
 
 int main(int argc, char **argv) {
-  need_args(argc, 3, "rt_fd_limit_vdso <trigger> <work dir> fds|vdso");
+  need_args(argc, 3, "rt_fd_limit_vdso <trigger> <work dir> fds|vdso|tree");
   setvbuf(stdout, NULL, _IONBF, 0);
-  int fds = strcmp(argv[3], "fds") == 0;
+  int tree = strcmp(argv[3], "tree") == 0;
+  int fds = tree || strcmp(argv[3], "fds") == 0;
   if (fds) {
     struct rlimit rl = {64, 64};
     if (setrlimit(RLIMIT_NOFILE, &rl) != 0) die("setrlimit");
@@ -50,8 +54,26 @@ int main(int argc, char **argv) {
     if (!mapped("[vdso]", &start, &end)) die("no [vdso]");
     if (munmap((void *)start, end - start) != 0) die("munmap");
   }
+  pid_t child = 0;
+  int pipefd[2];
+  if (tree) {
+    if (pipe(pipefd) != 0) die("pipe");
+    child = fork();
+    if (child < 0) die("fork");
+    if (child == 0) {
+      wait_trigger(argv[1]);
+      char c;
+      _exit(read(pipefd[0], &c, 1) == 1 && c == 'x' ? 0 : 1);
+    }
+    if (write(pipefd[1], "x", 1) != 1) die("write");
+  }
   print_ready("pid=%d", (int)getpid());
   wait_trigger(argv[1]);
+  if (tree) {
+    int st;
+    check("child", waitpid(child, &st, 0) == child && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+          "%#x", st);
+  }
   if (fds) {
     for (int n = 60; n < 64; n++) {
       char text[8] = {0};
@@ -66,7 +88,7 @@ int main(int argc, char **argv) {
     getrlimit(RLIMIT_NOFILE, &rl);
     check("nofile", rl.rlim_cur == 64 && rl.rlim_max == 64, "%llu/%llu",
           (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max);
-    check("no-other-fds", fcntl(3, F_GETFD) < 0 && fcntl(59, F_GETFD) < 0, "");
+    if (!tree) check("no-other-fds", fcntl(3, F_GETFD) < 0 && fcntl(59, F_GETFD) < 0, "");
   } else {
     check("no-vdso", !mapped("[vdso]", NULL, NULL), "");
     check("vvar", mapped("[vvar]", NULL, NULL), "");
