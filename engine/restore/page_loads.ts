@@ -171,10 +171,24 @@ function tidFree(tid: number): boolean {
   return rawSyscall(SYS.kill, tid, 0) === -BigInt(Errno.ESRCH);
 }
 
+/** The listeners' credential helper pids of each tree (one walk of its fds per tree, not per process). */
+const credHelperMemo = new WeakMap<ReadonlyMap<number, ProcessImage>, number[]>();
+
+function credHelpersOf(
+  images: ReadonlyMap<number, ProcessImage> | undefined,
+  all: readonly ProcessImage[],
+): number[] {
+  if (!images) return unixCredHelperPids(all);
+  let pids = credHelperMemo.get(images);
+  if (!pids) credHelperMemo.set(images, pids = unixCredHelperPids(all));
+  return pids;
+}
+
 /**
  * The tid of `proc`'s page helper: counted down from the top of the pid
  * range, one per process of the tree (in pid order), skipping every pid,
- * tid and zombie of the tree's images, and the ids in use now (`free`).
+ * tid and zombie of the tree's images, the pids of its helpers (placeholders,
+ * listeners' credential helpers), and the ids in use now (`free`).
  * Never a pid the restore creates. Taken by the time the helper starts,
  * the main thread loads its pages (see the module doc).
  */
@@ -188,7 +202,7 @@ export function pageHelperTid(
   const taken = new Set<number>([
     ...zombiePids(all),
     ...placeholderPids(all).map((x) => x.pid),
-    ...unixCredHelperPids(all),
+    ...credHelpersOf(images, all),
   ]);
   for (const i of all) {
     taken.add(i.pid);
