@@ -798,7 +798,8 @@ export function unixCredHelperPids(processes: readonly ProcessImage[]): number[]
   const treeIds = new Set(processes.flatMap((p) => [p.pid, ...p.threads.map((t) => t.tid)]));
   const pids = new Set<number>();
   for (const p of processes) {
-    for (const f of p.fds) {
+    // (Partial images, as some callers' tests build them, may have no fds.)
+    for (const f of p.fds ?? []) {
       const u = f.socket?.unix;
       if (u?.listen && u.peerCredPid && !treeIds.has(u.peerCredPid)) pids.add(u.peerCredPid);
     }
