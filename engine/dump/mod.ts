@@ -980,7 +980,10 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         `process ${died.join(", ")} died while being checkpointed; nothing was written`,
       );
     }
-    const vdsoCopy = readVdso(pid, described.find((d) => d.p.pid === pid)?.collected.vmas);
+    // The kernel's vdso, as the root maps it; a root that unmapped its [vdso] (valgrind does)
+    // says nothing of the kernel's code: cryo's own, the same kernel's, does.
+    const rootVdso = readVdso(pid, described.find((d) => d.p.pid === pid)?.collected.vmas);
+    const vdsoCopy = rootVdso.code.length ? rootVdso : readVdso(Deno.pid);
     const xsaveBytes = xsaveSize(pid);
     let thawed = false;
     let freezeSeconds = 0;

@@ -318,7 +318,14 @@ function emitProgram(
 
   emitMm(p, proc, slotsAddress);
   emitNofileForFds(p, proc);
-  emitFds(p, fds, slotsAddress, SLOTS.scratch);
+  const nofile = proc.rlimits.find((r) => r.resource === 7);
+  emitFds(
+    p,
+    fds,
+    slotsAddress,
+    SLOTS.scratch,
+    nofile && nofile.hard !== "inf" ? nofile.hard : Infinity,
+  );
   emitRlimits(p, proc);
   emitProcessState(p, proc, fds);
   emitZombies(p, proc);
