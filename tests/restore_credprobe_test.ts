@@ -6,19 +6,22 @@
  * and dumpable set after them, privileged scheduling, nice, I/O class,
  * oom_score_adj and RLIMIT_NICE set as root before dropping to a user,
  * every rlimit, an fs uid changed in one thread only, 65536 groups with a
- * thread's own groups, personality flags, dumpable 0, RLIMIT_CPU with CPU
- * time already used.
+ * thread's own groups, personality flags, dumpable 0. Refused at dump:
+ * RLIMIT_CPU with CPU time already used. Asserted as a known gap: equal
+ * seccomp filters installed by two threads on their own come back shared.
  */
 
+import assert from "node:assert/strict";
 import { assertChecksPassed } from "./helpers/checks.ts";
-import { dumpKillRestore, startTriggered } from "./helpers/roundtrip.ts";
+import { statusField } from "./helpers/proc.ts";
+import { assertDumpRefused, dumpKillRestore, startTriggered } from "./helpers/roundtrip.ts";
 import { withTargets } from "./helpers/targets.ts";
 
 const READY = /^ready pid=(\d+) worker=\d+$/m;
 
 const ROUND_TRIPS: [string, string[]][] = [
   ["seccompstack", []],
-  ["seccompsame", ["seccompsame-tsync"]],
+  ["seccompsame", []],
   ["credpdeath", []],
   ["privsched", []],
   ["rlimits", []],
@@ -26,7 +29,6 @@ const ROUND_TRIPS: [string, string[]][] = [
   ["groups", []],
   ["personality", ["personality-read-implies-exec"]],
   ["dumpable0", []],
-  ["cputime", ["cputime-clock"]],
 ];
 
 for (const [item, extra] of ROUND_TRIPS) {
@@ -40,6 +42,38 @@ for (const [item, extra] of ROUND_TRIPS) {
       await Deno.writeTextFile(a.trigger, "");
       const status = await a.t.wait();
       assertChecksPassed(a.t, [`${item}-main`, `${item}-worker`, ...extra], status);
+      if (item === "seccompsame") {
+        // Known gap (docs/ARCHITECTURE.md, "Known gaps"): the two threads'
+        // equal filters were two filters, a TSYNC could not reach the worker;
+        // the restore installs one filter shared by both, and it can.
+        const m = a.t.output().match(
+          /^info seccompsame-tsync before=(-?\d+) after=(-?\d+) worker=(\d+)$/m,
+        );
+        assert.ok(m, a.t.output());
+        assert.equal(m[1], m[3], "before the dump, TSYNC named the worker");
+        assert.equal(m[2], "0", "known gap: after the restore TSYNC reached the worker");
+      }
     }),
   );
 }
+
+Deno.test(
+  "credprobe cputime: dump refuses a finite RLIMIT_CPU with CPU time used; the target runs on untouched",
+  withTargets(async () => {
+    const a = await startTriggered("rt_credprobe", READY, { extra: ["cputime"] });
+    await assertDumpRefused(a.t.pid, (items) => {
+      assert.equal(items.length, 1, items.join("\n"));
+      assert.match(
+        items[0],
+        new RegExp(
+          `^process ${a.t.pid}: a finite RLIMIT_CPU in a process that used CPU time: ` +
+            `RLIMIT_CPU soft 20 s, hard 30 s, with \\d+\\.\\d\\d s of CPU time used, ` +
+            `which a restored process would get again$`,
+        ),
+      );
+    });
+    assert.equal(statusField(a.t.pid, "TracerPid"), "0");
+    await Deno.writeTextFile(a.trigger, "");
+    assertChecksPassed(a.t, ["cputime-main", "cputime-worker", "cputime-clock"], await a.t.wait());
+  }),
+);
