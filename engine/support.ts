@@ -88,6 +88,7 @@ export const SUPPORT_TABLE = [
   { id: "task.continued-handled", area: "task", what: "such children that catch or block SIGCONT", support: "refused", note: "the SIGCONT that makes the report again would reach the handler or stay pending" },
   { id: "task.stopped-handled", area: "task", what: "processes stopped by a signal they now catch or block", support: "refused", note: "the stop could not be re-created with its signal" },
   { id: "task.leader-exited", area: "task", what: "processes whose main thread exited before the others", support: "refused", note: "a zombie main thread cannot be re-created" },
+  { id: "task.rlimit-cpu-used", area: "task", what: "a finite RLIMIT_CPU in a process that used CPU time", support: "refused", note: "the kernel counts the limit against the CPU time used, which starts afresh in a restored process: it would get that time again" },
   { id: "task.exit-signal", area: "task", what: "children cloned with an exit signal other than SIGCHLD (or none)", support: "refused", note: "restore forks every child with SIGCHLD" },
   { id: "task.tracer", area: "task", what: "processes tracing (ptrace) a process outside the tree", support: "refused", note: "the tracee is not dumped; a restored tracer would trace nothing (a tracee inside the tree cannot be seized: refused as already traced)" },
   { id: "task.frozen-cgroup", area: "task", what: "processes in a frozen cgroup (cgroup v2 cgroup.freeze, v1 freezer)", support: "refused", note: "injected syscalls would wait for the thaw; cryo neither thaws nor re-freezes: thaw it first" },

@@ -9,6 +9,7 @@ import { readThreadsHere, threadReadsAvailable } from "../../ffi/thread_reads.ts
 import { xsaveSize } from "../../ffi/ptrace.ts";
 import { readCmdline, readDirIds } from "../proc/misc.ts";
 import { readLimits } from "../proc/limits.ts";
+import { refuseCpuLimitUsed } from "../task/cpu_limit.ts";
 import type { FdInfo, Mapping, ProcessImage } from "../model.ts";
 import { Refusals } from "../support.ts";
 import { mmFieldsOf, readStat } from "../proc/stat.ts";
@@ -411,6 +412,8 @@ export function collectProcess(
   for (const t of threads) t.creds = credentials.threads.get(t.tid);
   refusals.use("task.creds", `process ${pid}`);
   refusals.use("task.caps", `process ${pid}`);
+  const rlimits = readLimits(pid);
+  refuseCpuLimitUsed(pid, rlimits, stat.utime + stat.stime, refusals); // engine/task/cpu_limit.ts
 
   return {
     vmas,
@@ -435,7 +438,7 @@ export function collectProcess(
       },
       mm: mmFieldsOf(stat, injected.brk),
       auxv: auxvToModel(readAuxv(pid)),
-      rlimits: readLimits(pid),
+      rlimits,
       mappings,
       threads,
       sigactions: injected.sigactions,
