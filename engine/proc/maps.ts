@@ -364,7 +364,7 @@ export function scanMapsBytes(bytes: Uint8Array): MapEntry[] | undefined {
   if (bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf) return undefined;
   const out: MapEntry[] = [];
   let at = 0;
-  const lines = countByte(bytes, 10) + 1;
+  const lines = countLines(bytes) + 1;
   const starts = new Float64Array(lines), ends = new Float64Array(lines);
   const bad = findIndexBelow(lines, () => {
     let end = bytes.indexOf(10, at);
@@ -739,8 +739,23 @@ function mapsLineOf(a: MapEntry): string {
  */
 export function countMappings(pid: number): number {
   const bytes = readProcBytes(pid, "maps");
-  const n = countByte(bytes, 10);
+  const n = countLines(bytes);
   if (n) lastCounted = { pid, bytes, at: performance.now() };
+  return n;
+}
+
+/** The newlines of each maps text counted by {@link countLines}. */
+const linesOf = new WeakMap<Uint8Array, number>();
+
+/**
+ * The newlines in maps bytes `bytes`, counted once per read: the dump's
+ * policies count the same read (engine/dump/precopy_policy.ts,
+ * engine/dump/vm_flags.ts) that the parse then scans. The bytes of a read
+ * are never written.
+ */
+export function countLines(bytes: Uint8Array): number {
+  let n = linesOf.get(bytes);
+  if (n === undefined) linesOf.set(bytes, n = countByte(bytes, 10));
   return n;
 }
 
