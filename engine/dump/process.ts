@@ -43,7 +43,7 @@ import { bpfThreadStates, takeMlockFuture } from "./thread_state.ts";
 import { threadStatuses } from "./thread_facts.ts";
 import { taskFlagsOf } from "./task_flags.ts";
 import { classifyVma, refusedMapping, type Vma } from "./vmas.ts";
-import { mappingRecord, takeMappingDrafts } from "./mapping_drafts.ts";
+import { mappingRecord, takeDraftTexts, takeMappingDrafts } from "./mapping_drafts.ts";
 import { setMappingColumns } from "../image/mapping_columns.ts";
 import { collectPipe, pipeWidowed } from "../fds/pipe.ts";
 import { collectUnixSockets } from "../fds/unix.ts";
@@ -337,13 +337,17 @@ export function collectProcess(
   // The parse's numbers of each area's start and end (index for index, as the drafts),
   // kept beside the texts made of them: the note's encoder and the compile check read
   // them instead of parsing 20,000 texts again (engine/image/mapping_columns.ts).
+  // Every area's texts were made with the drafts, before the freeze; a parse made at the
+  // freeze has its texts made here.
   const numbers = areaNumbers(maps);
-  const startTexts: string[] = numbers ? new Array(maps.length) : [];
-  const endTexts: string[] = numbers ? new Array(maps.length) : [];
+  const made = drafts && numbers ? takeDraftTexts(maps) : undefined;
+  const startTexts: string[] = made?.start ?? (numbers ? new Array(maps.length) : []);
+  const endTexts: string[] = made?.end ?? (numbers ? new Array(maps.length) : []);
+  const fill = numbers !== undefined && made === undefined;
   // By forEach: no loop of 10,000 rounds for V8 to compile (engine/find_from.ts).
   maps.forEach((m, i) => {
     const draft = drafts?.[i];
-    if (numbers) {
+    if (fill) {
       startTexts[i] = draft ? draft.start : m.start === lastEnd ? lastEndHex : hex(m.start);
       endTexts[i] = draft ? draft.end : hex(m.end);
     }
