@@ -8,6 +8,9 @@ import type { Command } from "npm:@commander-js/extra-typings@15.1.0";
 import { readImage } from "../engine/inspect.ts";
 import { restorePlan } from "../engine/restore/plan.ts";
 import { describeSource, planFds } from "../engine/fds/mod.ts";
+import { parseInheritFds } from "./restore.ts";
+import type { OutsideContext } from "../engine/fds/outside.ts";
+import { UnsupportedError } from "../engine/errors.ts";
 import { describeUnixSocket } from "../engine/fds/unix.ts";
 import { OPT_IN_FLAGS } from "./dump.ts";
 import type { Mapping, ProcessImage } from "../engine/model.ts";
@@ -75,7 +78,7 @@ function saved(m: Mapping): number {
   return m.pages.reduce((n, r) => n + r.length, 0);
 }
 
-function describeProcess(p: ProcessImage): string {
+function describeProcess(p: ProcessImage, outside?: OutsideContext): string {
   const out: string[] = [];
   out.push(`process ${p.pid} (${p.comm})  parent ${p.ppid}  pgid ${p.pgid}  sid ${p.sid}`);
   out.push(`  exe ${p.exe?.path ?? "-"}`);
@@ -109,13 +112,31 @@ function describeProcess(p: ProcessImage): string {
   let fdPlan: Map<number, string>;
   try {
     fdPlan = new Map(
-      planFds(p).map((f) => [f.fd, describeSource(f).replace(/^fd \d+ = /, "")]),
+      planFds(p, undefined, undefined, undefined, undefined, undefined, false, outside).map((
+        f,
+      ) => [f.fd, describeSource(f).replace(/^fd \d+ = /, "")]),
     );
-  } catch {
+  } catch (e) {
+    // One line per fd the restore needs more for ("fd N (target): why"), the rest generic.
+    const why = new Map(
+      (e instanceof UnsupportedError ? e.items : []).flatMap((item) => {
+        const m = item.match(/^fd (\d+) \([^)]*\): (.*)$/);
+        return m ? [[Number(m[1]), m[2]] as const] : [];
+      }),
+    );
+    let rest: Map<number, string> | undefined;
+    try {
+      const others = { ...p, fds: p.fds.filter((f) => !why.has(f.fd)) };
+      rest = new Map(
+        planFds(others, undefined, undefined, undefined, undefined, undefined, false, outside)
+          .map((f) => [f.fd, describeSource(f).replace(/^fd \d+ = /, "")]),
+      );
+    } catch { /* generic below */ }
     fdPlan = new Map(
       p.fds.map((f) => [
         f.fd,
-        f.kind === "unknown" ? "unsupported" : f.socket?.unix ? "re-created" : "see restore",
+        why.get(f.fd) ?? rest?.get(f.fd) ??
+          (f.kind === "unknown" ? "unsupported" : f.socket?.unix ? "re-created" : "see restore"),
       ]),
     );
   }
@@ -164,6 +185,10 @@ export function register(program: Command): void {
     .argument("<image>", "image directory, or one process's .elf file")
     .option("--json", "print the typed model (the same as readImage()) as JSON")
     .option("--plan", "print the restore program, one syscall per line like strace")
+    .option(
+      "--inherit-fd <spec...>",
+      "with --plan: the restore's fd replacements (<fd>=<path> or <fd>=fd:<n>), as restore takes them",
+    )
     .addHelpText(
       "after",
       `
@@ -175,7 +200,10 @@ Examples:
     .action(async (image, opts) => {
       if (opts.plan) {
         // The plan of the restore the image asks for: with the opt-ins it records.
-        const plans = await restorePlan(image, { optIns: [...OPT_IN_FLAGS] });
+        const plans = await restorePlan(image, {
+          optIns: [...OPT_IN_FLAGS],
+          inheritFds: parseInheritFds(opts.inheritFd),
+        });
         if (opts.json) return printJson(plans);
         for (const p of plans) {
           console.log(`# process ${p.pid} (${p.comm})`);
@@ -247,8 +275,16 @@ Examples:
         tree(m.rootPid, 0);
         console.log("");
       }
+      // Fds leading out of the tree: what stands for them at restore (engine/fds/outside.ts).
+      const outside: OutsideContext | undefined = model.manifest
+        ? {
+          tree: new Map(model.processes.map((p) => [p.pid, p])),
+          rootPid: model.manifest.rootPid,
+          check: false,
+        }
+        : undefined;
       for (const p of model.processes) {
-        console.log(describeProcess(p));
+        console.log(describeProcess(p, outside));
         console.log("");
       }
     });

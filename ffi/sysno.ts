@@ -165,6 +165,7 @@ export const SYS = {
   mlockall: 151,
   mlock2: 325,
   rt_sigtimedwait: 128,
+  rt_sigsuspend: 130,
   waitid: 247,
   select: 23,
   ppoll: 271,

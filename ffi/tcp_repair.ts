@@ -206,6 +206,28 @@ function readReceiveQueue(fd: number): { rcvSeq: number; recvQueue: Uint8Array }
   }
 }
 
+/**
+ * Reads write_seq, the send queue and how much of it is unsent of a socket
+ * in repair mode as one state. The peer's ACKs are still taken: they free
+ * the queue's head, and one that opens the window lets the kernel mark
+ * unsent bytes sent (in repair mode with the send queue selected it skips
+ * the wire, the retransmission timer sends them later). So the sizes are
+ * read before and after the peek and the whole read again until they hold
+ * still; the unsent bytes are never more than the queue read.
+ */
+function readSendQueue(fd: number): { sndSeq: number; sendQueue: Uint8Array; unsent: number } {
+  for (let attempt = 1;; attempt++) {
+    const outq = outqBytes(fd);
+    const unsent = unsentBytes(fd);
+    const sndSeq = queueSeq(fd, REPAIR_QUEUE.SEND);
+    const sendQueue = peekSendQueue(fd, outq);
+    const still = outqBytes(fd) === outq && unsentBytes(fd) === unsent &&
+      queueSeq(fd, REPAIR_QUEUE.SEND) === sndSeq;
+    if (still && sendQueue.length === outq && unsent <= outq) return { sndSeq, sendQueue, unsent };
+    if (attempt === 8) throw new Error("send queue: the peer kept acknowledging while it was read");
+  }
+}
+
 /** Reads the rcv_nxt of a socket in repair mode (to see if data arrived meanwhile). */
 export function receiveSequence(fd: number): number {
   return queueSeq(fd, REPAIR_QUEUE.RECV);
@@ -217,10 +239,7 @@ export function receiveSequence(fd: number): number {
  */
 export function readRepairedConnection(fd: number): RepairedConnection {
   const info = tcpInfo(fd);
-  const outq = outqBytes(fd);
-  const unsent = unsentBytes(fd);
-  const sndSeq = queueSeq(fd, REPAIR_QUEUE.SEND);
-  const sendQueue = peekSendQueue(fd, outq);
+  const { sndSeq, sendQueue, unsent } = readSendQueue(fd);
   const { rcvSeq, recvQueue } = readReceiveQueue(fd);
   setsockoptInt(fd, SOL.TCP, TCP.REPAIR_QUEUE, REPAIR_QUEUE.NONE);
   const w = getsockoptBytes(fd, SOL.TCP, TCP.REPAIR_WINDOW, tcpRepairWindow.size);

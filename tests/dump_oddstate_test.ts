@@ -80,10 +80,12 @@ for (
         console.log(`no ${label} hierarchy mounted: not checked`);
         return;
       }
-      const group = `${mount}/cryo-test-frozen-${Deno.pid}`;
+      // Unique (Deno.pid repeats across pid namespaces); removed even when the target fails.
+      const group = `${mount}/cryo-test-frozen-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
       Deno.mkdirSync(group);
-      const a = await startTriggered("rt_oddstate", READY, { extra: ["rtqueue"] });
+      let a: Awaited<ReturnType<typeof startTriggered>> | undefined;
       try {
+        a = await startTriggered("rt_oddstate", READY, { extra: ["rtqueue"] });
         Deno.writeTextFileSync(`${group}/cgroup.procs`, String(a.t.pid));
         Deno.writeTextFileSync(`${group}/${file}`, frozen);
         const dir = await tempImageDir();
@@ -101,7 +103,7 @@ for (
         assertChecksPassed(a.t, ["queued-11", "queued-22", "queued-33"], await a.t.wait());
       } finally {
         Deno.writeTextFileSync(`${group}/${file}`, thawed);
-        await a.t.kill();
+        await a?.t.kill();
         for (let i = 0; i < 100; i++) {
           try {
             Deno.removeSync(group);

@@ -299,6 +299,44 @@ Deno.test(
   }),
 );
 
+Deno.test(
+  "migrate of a root holding a pipe leading out of the tree above fd 2: refused before the switch, the source runs on",
+  withTargets(async () => {
+    const work = await tempDir("cryo-migrate-test-");
+    const outer = await startTarget("rt_outpipe", [`${work}/go`, "root"]);
+    const root = Number((await outer.waitFor(/^ready outer=\d+ root=(\d+)$/m))[1]);
+    const key = await keyFile(work, "key", "the receiver's secret 0123456789\n");
+    const rx = new Receiver(["--listen", "127.0.0.1:0", "--dir", `${work}/in`, "--key-file", key]);
+    try {
+      const port = await rx.port();
+      const tx = await runCli([
+        "migrate",
+        String(root),
+        "--to",
+        `127.0.0.1:${port}`,
+        "--key-file",
+        key,
+      ]);
+      assertOneLineError(
+        tx,
+        1,
+        /fd 3 of \d+ is a pipe or terminal leading out of the tree: .*--inherit-fd.*the source runs on/,
+        "migrate with an outside pipe",
+      );
+      assert.equal(
+        statusField(root, "State")?.[0] === "S" || statusField(root, "State")?.[0] === "R",
+        true,
+      );
+      assert.equal(statusField(root, "TracerPid"), "0", "let go");
+    } finally {
+      rx.stop();
+      try {
+        Deno.kill(root, "SIGKILL");
+      } catch { /* gone */ }
+    }
+  }),
+);
+
 /** The fds of `pid` and whether any mapping is registered with a userfaultfd. */
 function traces(pid: number): { fds: string[]; uffd: boolean } {
   const fds = [...Deno.readDirSync(`/proc/${pid}/fd`)].map((e) =>

@@ -21,6 +21,7 @@
 
 import assert from "node:assert/strict";
 import { CopyLanes } from "../engine/dump/copy_lanes.ts";
+import { besideStats } from "../engine/dump/precopy_lanes.ts";
 import { NativeCopy, nativeLaneAvailable } from "../engine/dump/native_lane.ts";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { restore } from "../engine/restore/mod.ts";
@@ -220,6 +221,7 @@ for (
     // The same with a syscall table copying on another thread (engine/dump/native_lane.ts).
     // The table copies it all; cryo's thread rehearses the collect on a helper meanwhile.
     ["precopy-pages", "during a pre-copy's page copy by a syscall table's lane", "native"],
+    // (A root of many threads: one of fewer gets a warm-up of cryo's own code there instead.)
     ["rehearsal-helper", "with the collect's rehearsal's helper frozen beside the copy", "native"],
     ["precopy-release", "after the dump's thaw, before releasing the tracking"],
     // engine/dump/uffd_release.ts: the first chunk lifted and unregistered, not the rest.
@@ -237,8 +239,9 @@ for (
     withTargets(async () => {
       // Beside the copy only with a syscall table's lane (else the rehearsal is in the barrier).
       if (phase === "rehearsal-helper" && !nativeLaneAvailable()) return;
+      const threads = phase === "rehearsal-helper";
       const { t, trigger, ready } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
-        extra: ["64"],
+        extra: threads ? ["64", "threads"] : ["64"],
       });
       const region = BigInt(`0x${ready[2]}`), pages = Number(ready[3]);
       const before = trackingTraces(t.pid, region, pages);
@@ -283,9 +286,38 @@ for (
       assert.equal(after.maps, before.maps, "the same mappings");
       assertNoTracking(after);
       await Deno.writeTextFile(trigger, "");
-      assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), {
-        what: "original after the killed dump",
-      });
+      assertChecksPassed(
+        t,
+        threads ? [...RT_PRECOPY_CHECKS, "threads"] : RT_PRECOPY_CHECKS,
+        await t.wait(30000),
+        { what: "original after the killed dump" },
+      );
     }),
   );
 }
+
+Deno.test(
+  "a pre-copy of a one-thread root copied by a syscall table: no helper beside the copy, exact",
+  withTargets(async () => {
+    if (!nativeLaneAvailable()) return;
+    const { t, trigger, ready } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
+      extra: ["64"],
+    });
+    const dir = await tempImageDir();
+    const before = { ...besideStats };
+    Deno.env.set("CRYO_COPY_LANES", "native");
+    try {
+      await checkpoint(t.pid, { dir, leaveRunning: true, precopy: true, sync: false });
+    } finally {
+      Deno.env.delete("CRYO_COPY_LANES");
+    }
+    assert.deepEqual(besideStats, { light: before.light + 1, helper: before.helper });
+    assertNoTracking(trackingTraces(t.pid, BigInt(`0x${ready[2]}`), Number(ready[3])));
+    await Deno.writeTextFile(trigger, "");
+    assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), { what: "original" });
+    const tree = await restore(dir);
+    t.resetAfterRestore();
+    for (const pid of tree.pids) if (pid !== t.pid) adoptPid(pid);
+    assertChecksPassed(t, RT_PRECOPY_CHECKS, await t.wait(30000), { run: 2, what: "restored" });
+  }),
+);

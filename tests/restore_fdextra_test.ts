@@ -18,7 +18,7 @@ import { checkpoint } from "../engine/dump/mod.ts";
 import { UnsupportedError } from "../engine/errors.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
-import { withTargets } from "./helpers/targets.ts";
+import { adoptPid, withTargets } from "./helpers/targets.ts";
 
 const READY = /^ready pid=(\d+) dirpos=(\d+)$/m;
 
@@ -109,3 +109,101 @@ Deno.test(
     );
   }),
 );
+
+Deno.test(
+  "a child holding its parent's /proc file (an fd leaked across fork) keeps it; a parent's on its child's is refused",
+  withTargets(async () => {
+    const ready = /^ready pid=(\d+) child=(\d+)$/m;
+    const rt = await startTriggered("rt_proc_parent", ready);
+    const child = Number(rt.ready[2]);
+    adoptPid(child); // killed with the target if the test fails before it ends
+    const rtd = await dumpKillRestore(rt.t);
+    assert.deepEqual(rtd.tree.pids.toSorted(), [rt.t.pid, child].toSorted());
+    await Deno.writeTextFile(rt.trigger, "");
+    const status = await rt.t.wait();
+    assertChecksPassed(
+      rt.t,
+      ["proc-parent-offset", "proc-parent-names-parent", "proc-parent-flags"],
+      status,
+    );
+    assertChecksPassed(rt.t, ["proc-parent-child"], status, { run: 2 });
+
+    const other = await startTriggered("rt_proc_parent", ready, { extra: ["descendant"] });
+    adoptPid(Number(other.ready[2]));
+    const dir = await tempImageDir();
+    await assert.rejects(() => checkpoint(other.t.pid, { dir }), (e: Error) => {
+      assert.ok(e instanceof UnsupportedError, String(e));
+      assert.match(
+        e.message,
+        new RegExp(
+          `process ${other.t.pid} fd \\d+ \\(/proc/${other.ready[2]}/status\\): ` +
+            `files of another process's .*: process ${other.ready[2]} of the tree`,
+        ),
+      );
+      return true;
+    });
+    assert.equal(other.t.poll(), undefined, "the target died");
+    await Deno.writeTextFile(other.trigger, "");
+    assertChecksPassed(other.t, ["proc-parent-child"], await other.t.wait(), { run: 2 });
+  }),
+);
+
+Deno.test(
+  "fds just under the NOFILE hard limit (valgrind's) come back: the temporaries go below them",
+  withTargets(async () => {
+    const rt = await startTriggered("rt_fd_limit_vdso", /^ready pid=(\d+)$/m, {
+      passWork: true,
+      extra: ["fds"],
+    });
+    await dumpKillRestore(rt.t);
+    await Deno.writeTextFile(rt.trigger, "");
+    assertChecksPassed(
+      rt.t,
+      ["fd-60", "fd-61", "fd-62", "fd-63", "nofile", "no-other-fds"],
+      await rt.t.wait(),
+    );
+  }),
+);
+
+Deno.test(
+  "a process that unmapped its [vdso] (valgrind's does) is restored without one",
+  withTargets(async () => {
+    const rt = await startTriggered("rt_fd_limit_vdso", /^ready pid=(\d+)$/m, {
+      passWork: true,
+      extra: ["vdso"],
+    });
+    await dumpKillRestore(rt.t);
+    await Deno.writeTextFile(rt.trigger, "");
+    assertChecksPassed(rt.t, ["no-vdso", "vvar", "clock"], await rt.t.wait());
+  }),
+);
+
+Deno.test(
+  "a tree whose fds reach its NOFILE hard limit and that shares a pipe is refused by name and runs on",
+  withTargets(async () => {
+    const rt = await startTriggered("rt_fd_limit_vdso", /^ready pid=(\d+)$/m, {
+      passWork: true,
+      extra: ["tree"],
+    });
+    for (const p of childrenOf(rt.t.pid)) adoptPid(p);
+    const dir = await tempImageDir();
+    await assert.rejects(() => checkpoint(rt.t.pid, { dir }), (e: Error) => {
+      assert.ok(e instanceof UnsupportedError, String(e));
+      assert.match(
+        e.message,
+        new RegExp(
+          `process ${rt.t.pid}: objects handed between processes .*: its fds reach 63, the transfer fds \\d+, over its NOFILE hard limit 64`,
+        ),
+      );
+      return true;
+    });
+    await Deno.writeTextFile(rt.trigger, "");
+    assertChecksPassed(rt.t, ["fd-60", "fd-63", "nofile", "child"], await rt.t.wait());
+  }),
+);
+
+/** The pids of the children of `pid` (its main thread's). */
+function childrenOf(pid: number): number[] {
+  return Deno.readTextFileSync(`/proc/${pid}/task/${pid}/children`).trim().split(/\s+/)
+    .filter(Boolean).map(Number);
+}

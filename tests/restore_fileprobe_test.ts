@@ -60,6 +60,7 @@ const ROUND_TRIPS: Record<string, string[]> = {
   shm: ["shm-content", "shm-same-object"],
   "proc-mem": ["proc-mem", "proc-pagemap", "sys-pos"],
   "far-fd": ["far-fd", "far-fd-gaps"],
+  "sparse-fds": ["fd-far", "fd-gaps", "fd-rlimit"],
   "root-moved": ["root-moved", "root-outside-fd"],
   "odd-names": ["name-deleted-suffix", "name-newline", "cwd-newline"],
   "ofd-wait": ["waiters-blocked", "ofd-waiter-gets", "flock-waiter-gets"],
@@ -111,11 +112,6 @@ const REFUSED: Record<string, { line: RegExp; checks: string[] }> = {
     line:
       /process \d+ fd 3 \(\/memfd:falloc \(deleted\)\): 2093056 bytes allocated beyond its 4096 bytes of data pages: a deleted file or memfd on tmpfs holding pages fallocate reserved/,
     checks: ["memfd-falloc-blocks"],
-  },
-  "sparse-fds": {
-    line:
-      /process \d+: its highest fd is \d+, the restore needs fd numbers up to \d+ and its hard RLIMIT_NOFILE is \d+: fds so close to the process's hard RLIMIT_NOFILE/,
-    checks: ["fd-far", "fd-gaps", "fd-rlimit"],
   },
 };
 

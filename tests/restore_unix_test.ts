@@ -560,3 +560,36 @@ Deno.test(
     assert.match(t.output(), /^PASS$/m, t.output());
   }),
 );
+
+Deno.test(
+  "a listener made by a parent that forked the daemon and exited keeps the parent's pid in its peer credentials",
+  withTargets(async () => {
+    const ready = /^ready pid=(\d+) child=(\d+)$/m;
+    const rt = await startTriggered("rt_unix_listen_parent", ready, {
+      passWork: true,
+      extra: ["exit"],
+    });
+    await rt.t.wait(); // the parent exits (reaped: its pid is free again)
+    const daemon = adoptPid(Number(rt.ready[2]), rt.t.outputPath);
+    await dumpKillRestore(daemon);
+    await Deno.writeTextFile(rt.trigger, "");
+    assertChecksPassed(daemon, ["listener-cred", "client-cred", "accepted"], await daemon.wait());
+
+    // A parent still alive outside the tree: its pid cannot be taken at restore.
+    const stay = await startTriggered("rt_unix_listen_parent", ready, {
+      passWork: true,
+      extra: ["stay"],
+    });
+    const child = Number(stay.ready[2]);
+    adoptPid(child);
+    const dir = await tempImageDir();
+    await assert.rejects(() => checkpoint(child, { dir }), (e: Error) => {
+      assert.ok(e instanceof UnsupportedError, String(e));
+      assert.match(
+        e.message,
+        new RegExp(`SO_PEERCRED\\) name process ${stay.t.pid}, but process ${child} would`),
+      );
+      return true;
+    });
+  }),
+);

@@ -55,24 +55,41 @@ const drafts = new WeakMap<readonly Vma[], (Mapping | undefined)[]>();
  */
 export function draftMappings(areas: readonly Vma[]): void {
   const out: (Mapping | undefined)[] = new Array(areas.length);
+  const starts: string[] = new Array(areas.length), ends: string[] = new Array(areas.length);
   let lastEnd = -1n, lastEndHex = "";
   // By forEach: no loop of 10,000 rounds for V8 to compile (engine/find_from.ts).
   areas.forEach((m, i) => {
     const kind = classifyVma(m);
+    const start = m.start === lastEnd ? lastEndHex : hex(m.start);
     const end = hex(m.end);
+    starts[i] = start;
+    ends[i] = end;
     if (kind === "anon" || kind === "anon-shared" || kind === "sysv-shm") {
-      out[i] = mappingRecord(
-        m,
-        kind,
-        m.start === lastEnd ? lastEndHex : hex(m.start),
-        end,
-        NO_FLAGS,
-      );
+      out[i] = mappingRecord(m, kind, start, end, NO_FLAGS);
     }
     lastEnd = m.end;
     lastEndHex = end;
   });
   drafts.set(areas, out);
+  texts.set(areas, { start: starts, end: ends });
+}
+
+/** The address texts of every area of a drafted parse, by that parse. */
+const texts = new WeakMap<readonly Vma[], { start: string[]; end: string[] }>();
+
+/**
+ * The hex texts of every area's start and end made by {@link draftMappings}
+ * from `areas` (index for index; the drafted records hold these very
+ * strings), once; undefined for a parse not drafted. The collect makes its
+ * other records with them and keeps them as the list's columns' texts
+ * (engine/image/mapping_columns.ts): nothing per mapping in the freeze.
+ */
+export function takeDraftTexts(
+  areas: readonly Vma[],
+): { start: string[]; end: string[] } | undefined {
+  const t = texts.get(areas);
+  texts.delete(areas);
+  return t;
 }
 
 /**

@@ -84,6 +84,8 @@ import { readLocksOffThread, warmLocksRead } from "../proc/locks.ts";
 import { readStat } from "../proc/stat.ts";
 import { readFds } from "../proc/fds.ts";
 import { collectCgroups, refuseFrozenCgroup } from "../task/placement.ts";
+import { resolveRestartSyscalls } from "../task/restart_block.ts";
+import { settleSignalledCalls } from "../task/syscalls.ts";
 import { freezeTree, type FrozenTree, thawTree } from "./freeze.ts";
 import { collectProcess, describeFd, pipeTopology } from "./process.ts";
 import { prepareThreadReadsOf } from "./threads.ts";
@@ -617,6 +619,11 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
                 warmLocksRead();
                 warmUpCompile(images);
               },
+              besideLight: async () => {
+                warmLocksRead(); // (as in the rehearsal: the freeze's read waits for no grace period)
+                warmUpProcReaders();
+                await warmUpFinalFreeze().then(() => warmed = true, () => {});
+              },
             }
             : {}),
         },
@@ -745,6 +752,12 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       )
     );
     for (const c of collectedAll) precopy?.fixRestarts(c.image);
+    for (const c of collectedAll) {
+      // A signal to handle ends the call as the kernel would (EINTR or restarted).
+      settleSignalledCalls(c.image, refusals);
+      // Threads still in restart_syscall: their original call, from the restart block.
+      resolveRestartSyscalls(c.image, refusals);
+    }
     // Queued socket bytes are sent again by whichever process creates the socket.
     const socketData = collectedAll.reduce((n, c) => n + fdQueueBytes(c.image.fds), 0) +
       sockets.sharedQueueBytes();
@@ -969,7 +982,10 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         `process ${died.join(", ")} died while being checkpointed; nothing was written`,
       );
     }
-    const vdsoCopy = readVdso(pid, described.find((d) => d.p.pid === pid)?.collected.vmas);
+    // The kernel's vdso, as the root maps it; a root that unmapped its [vdso] (valgrind does)
+    // says nothing of the kernel's code: cryo's own, the same kernel's, does.
+    const rootVdso = readVdso(pid, described.find((d) => d.p.pid === pid)?.collected.vmas);
+    const vdsoCopy = rootVdso.code.length ? rootVdso : readVdso(Deno.pid);
     const xsaveBytes = xsaveSize(pid);
     let thawed = false;
     let freezeSeconds = 0;

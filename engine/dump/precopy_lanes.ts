@@ -16,7 +16,7 @@
  */
 
 import { Precopy } from "./precopy.ts";
-import { CopyLanes, LANE_MIN_BYTES, lanesAvailable } from "./copy_lanes.ts";
+import { CopyLanes, LANE_MIN_BYTES } from "./copy_lanes.ts";
 import { copyOnNativeLane, NATIVE_LANE_MIN_BYTES, nativeLaneAvailable } from "./native_lane.ts";
 import type { FrozenTree } from "./freeze.ts";
 import { laneDeathAt } from "./lane_claims.ts";
@@ -53,6 +53,24 @@ function threadCount(pid: number): number {
   }
 }
 
+/** What ran beside the syscall table's copy in this process so far: the light warm-up or the helper's rehearsal (tests). */
+export const besideStats = { light: 0, helper: 0 };
+
+/**
+ * Whether a syscall table copies beside cryo's thread (from
+ * {@link NATIVE_LANE_MIN_BYTES}): with two CPUs or more, whatever their
+ * load. A table copies a MiB for about half the CPU of cryo's own lane,
+ * and cryo's thread, after a short warm-up, only waits while tables copy;
+ * with one lane it copied in JavaScript and rehearsed the collect in the
+ * barrier's freeze: on a busy machine (CPU pressure 50 to 65%) that cost
+ * 20 to 60 ms more wall and 16 to 47 ms more CPU at 64 to 256 MiB
+ * (docs/PERFORMANCE.md, "Small dumps, fifteenth pass"; the copy lanes'
+ * load rule, copy_lanes.ts `lanesAvailable`, still decides for a worker).
+ */
+export function tableLaneWanted(): boolean {
+  return (navigator.hardwareConcurrency ?? 1) >= 2;
+}
+
 /** The `CRYO_COPY_LANES` override: 1, 2, "native", or undefined. */
 export function lanesOverride(): 1 | 2 | "native" | undefined {
   let v: string | undefined;
@@ -74,23 +92,34 @@ export interface PrecopyRehearsal {
   /**
    * Before the first freeze when the rehearsal is in the barrier (the
    * parsers the freezes use compiled first); beside the copy the helper's
-   * rehearsal warms them, and the first freeze reads little.
+   * rehearsal (or {@link besideLight}) warms them, and the first freeze
+   * reads little.
    */
   warmUp?: () => void;
   /**
    * On cryo's thread while a syscall table copies (the tree running, on a
-   * process of cryo's own), or before the first freeze when no table copies
-   * a root of {@link HELPER_FIRST_MIN_THREADS} threads or more (and the
-   * lanes are not forced): the barrier's freeze then rehearses nothing.
-   * Never throws.
+   * process of cryo's own) a root of {@link HELPER_FIRST_MIN_THREADS}
+   * threads or more, or before the first freeze when no table copies such
+   * a root (and the lanes are not forced): the barrier's freeze then
+   * rehearses nothing. Never throws.
    */
   beside?: () => unknown;
+  /**
+   * Instead of {@link beside} while a syscall table copies a root of fewer
+   * threads: a warm-up of cryo's own code only (no helper). The first
+   * freeze has run most of the collect's code by then, and on two CPUs the
+   * helper's rehearsal took the CPU the copy's second lane needs: ~20 ms
+   * of cryo's thread to save 1 to 3 ms of the final freeze
+   * (docs/PERFORMANCE.md, "Small dumps, fifteenth pass"). Never throws.
+   */
+  besideLight?: () => unknown;
 }
 
 /**
  * {@link Precopy.start} (`afterBarrier` is its own) then the copy of every process's pages, with
- * a syscall table as the second lane from {@link NATIVE_LANE_MIN_BYTES} when a CPU is idle
- * (where tables cannot run: a worker lane from {@link LANE_MIN_BYTES}, two CPUs and one idle).
+ * a syscall table as the second lane from {@link NATIVE_LANE_MIN_BYTES} on two CPUs or more
+ * ({@link tableLaneWanted}; where tables cannot run: a worker lane from {@link LANE_MIN_BYTES},
+ * two CPUs and one idle).
  * A failed copy closes the pre-copy's tracking and throws.
  */
 export async function precopyTree(
@@ -125,10 +154,14 @@ export async function precopyTree(
     : undefined;
   const native = !lanes && tables &&
     (force === "native" ||
-      (force === undefined && resident >= NATIVE_LANE_MIN_BYTES && lanesAvailable()));
+      (force === undefined && resident >= NATIVE_LANE_MIN_BYTES && tableLaneWanted()));
   let keepLanes = false;
   try {
     const beside = native && rehearsal?.beside !== undefined;
+    // A root of few threads gets the light warm-up beside the table (besideLight's doc).
+    const light = beside && rehearsal?.besideLight !== undefined &&
+      threadCount(root) < HELPER_FIRST_MIN_THREADS;
+    if (beside) besideStats[light ? "light" : "helper"]++;
     // Without a table lane, a root of many threads is rehearsed on the helper first: in
     // the barrier the per-thread code would run cold for each of its threads with the tree
     // frozen, the dump's longest freeze (docs/PERFORMANCE.md, "The threads-64 freeze,
@@ -145,7 +178,7 @@ export async function precopyTree(
       if (native) {
         const results = await copyOnNativeLane(procs.map((p) => p.job), {
           preallocate: noSync,
-          ...(beside ? { beside: rehearsal!.beside } : {}),
+          ...(beside ? { beside: light ? rehearsal!.besideLight : rehearsal!.beside } : {}),
         });
         procs.forEach((p, i) => p.copied(results[i]));
       } else if (!lanes) await precopy.copy();

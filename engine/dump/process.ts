@@ -9,6 +9,7 @@ import { readThreadsHere, threadReadsAvailable } from "../../ffi/thread_reads.ts
 import { xsaveSize } from "../../ffi/ptrace.ts";
 import { readCmdline, readDirIds } from "../proc/misc.ts";
 import { readLimits } from "../proc/limits.ts";
+import { refuseCpuLimitUsed } from "../task/cpu_limit.ts";
 import type { FdInfo, Mapping, ProcessImage } from "../model.ts";
 import { Refusals } from "../support.ts";
 import { mmFieldsOf, readStat } from "../proc/stat.ts";
@@ -16,7 +17,7 @@ import { readStatus } from "../proc/status.ts";
 import { refuseSyscallUserDispatch } from "../task/syscall_dispatch.ts";
 import { auxvToModel, readAuxv } from "../proc/auxv.ts";
 import { devMajor, devMinor, type ProcFd, readFds } from "../proc/fds.ts";
-import { readMapFileIdentity } from "../proc/maps.ts";
+import { areaNumbers, readMapFileIdentity } from "../proc/maps.ts";
 import { readSmapsFlags, readSmapsFlagsOffThread, type SmapsArea } from "../proc/smaps_flags.ts";
 import {
   completeFlagsOffThread,
@@ -43,7 +44,8 @@ import { bpfThreadStates, takeMlockFuture } from "./thread_state.ts";
 import { threadStatuses } from "./thread_facts.ts";
 import { taskFlagsOf } from "./task_flags.ts";
 import { classifyVma, refusedMapping, type Vma } from "./vmas.ts";
-import { mappingRecord, takeMappingDrafts } from "./mapping_drafts.ts";
+import { mappingRecord, takeDraftTexts, takeMappingDrafts } from "./mapping_drafts.ts";
+import { setMappingColumns } from "../image/mapping_columns.ts";
 import { collectPipe, pipeWidowed } from "../fds/pipe.ts";
 import { collectUnixSockets } from "../fds/unix.ts";
 import { queryFdOwners } from "../fds/owner.ts";
@@ -333,9 +335,23 @@ export function collectProcess(
   const drafts = takeMappingDrafts(maps);
   // One statx per file for its change time, however many times it is mapped.
   const ctimes = new Map<string, string | undefined>();
+  // The parse's numbers of each area's start and end (index for index, as the drafts),
+  // kept beside the texts made of them: the note's encoder and the compile check read
+  // them instead of parsing 20,000 texts again (engine/image/mapping_columns.ts).
+  // Every area's texts were made with the drafts, before the freeze; a parse made at the
+  // freeze has its texts made here.
+  const numbers = areaNumbers(maps);
+  const made = drafts && numbers ? takeDraftTexts(maps) : undefined;
+  const startTexts: string[] = made?.start ?? (numbers ? new Array(maps.length) : []);
+  const endTexts: string[] = made?.end ?? (numbers ? new Array(maps.length) : []);
+  const fill = numbers !== undefined && made === undefined;
   // By forEach: no loop of 10,000 rounds for V8 to compile (engine/find_from.ts).
   maps.forEach((m, i) => {
     const draft = drafts?.[i];
+    if (fill) {
+      startTexts[i] = draft ? draft.start : m.start === lastEnd ? lastEndHex : hex(m.start);
+      endTexts[i] = draft ? draft.end : hex(m.end);
+    }
     if (draft) {
       const refused = refusedMapping(m);
       if (refused) {
@@ -358,8 +374,8 @@ export function collectProcess(
     if (refused) {
       refusals.use(refused, `process ${pid} mapping ${hex(m.start)}-${hex(m.end)} (${m.path})`);
     }
-    const start = m.start === lastEnd ? lastEndHex : hex(m.start);
-    const end = hex(m.end);
+    const start = numbers ? startTexts[i] : m.start === lastEnd ? lastEndHex : hex(m.start);
+    const end = numbers ? endTexts[i] : hex(m.end);
     lastEnd = m.end;
     lastEndHex = end;
     const mapping = mappingRecord(m, kind, start, end, m.vmFlags, file);
@@ -367,6 +383,14 @@ export function collectProcess(
     if (ring) mapping.aio = ring;
     mappings[i] = mapping;
   });
+  if (numbers) {
+    setMappingColumns(mappings, {
+      start: numbers.start,
+      startText: startTexts,
+      end: numbers.end,
+      endText: endTexts,
+    });
+  }
 
   if (mempolicies.size) recordMappingPolicies(pid, mappings, mempolicies, refusals);
   pumpCopyAhead();
@@ -411,6 +435,8 @@ export function collectProcess(
   for (const t of threads) t.creds = credentials.threads.get(t.tid);
   refusals.use("task.creds", `process ${pid}`);
   refusals.use("task.caps", `process ${pid}`);
+  const rlimits = readLimits(pid);
+  refuseCpuLimitUsed(pid, rlimits, stat.utime + stat.stime, refusals); // engine/task/cpu_limit.ts
 
   return {
     vmas,
@@ -435,7 +461,7 @@ export function collectProcess(
       },
       mm: mmFieldsOf(stat, injected.brk),
       auxv: auxvToModel(readAuxv(pid)),
-      rlimits: readLimits(pid),
+      rlimits,
       mappings,
       threads,
       sigactions: injected.sigactions,

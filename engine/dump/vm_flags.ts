@@ -30,6 +30,7 @@ import type { Mapping, ProcessImage } from "../model.ts";
 import { CryoError } from "../errors.ts";
 import type { MemoryProcessFlags } from "../memory/flags.ts";
 import {
+  countLines,
   parseMapsBytes,
   prepareAreaAnswers,
   readMaps,
@@ -70,7 +71,7 @@ import { inAddressOrder } from "./vmas.ts";
 import { ReadAhead } from "../../ffi/read_ahead.ts";
 import { closeRawFd, openRawFd, tablesAvailable } from "../../ffi/syscall_table.ts";
 import { sleepSync } from "../sleep_sync.ts";
-import { countByte, findFrom, findIndexBelow } from "../find_from.ts";
+import { findFrom, findIndexBelow } from "../find_from.ts";
 
 /**
  * From which resident set the smaps read overlaps the collect. Below it the
@@ -177,7 +178,7 @@ function bpfPays(pid: number, maps: Map<number, Uint8Array>): boolean {
   // One line per area; reading maps does not walk pages. The policy's count just read it.
   const bytes = takeCountedMaps(pid, 1000) ?? readMapsBytes(pid);
   maps.set(pid, bytes);
-  return countByte(bytes, 10) >= bpfFlagsPay.minAreas;
+  return countLines(bytes) >= bpfFlagsPay.minAreas;
 }
 
 /**

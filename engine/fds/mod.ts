@@ -13,7 +13,11 @@
  *    added (epoll watches) and status flags set.
  *
  * Temporaries are allocated in order from `high` with F_DUPFD_CLOEXEC, so
- * their numbers are known when the program is compiled.
+ * their numbers are known when the program is compiled. When the numbers
+ * above the highest fd would pass the process's NOFILE hard limit (valgrind
+ * keeps its own fds just under it; raising the limit needs
+ * CAP_SYS_RESOURCE), they go into the lowest gap between the fds that
+ * holds them all, and everything outside the gap is closed instead.
  *
  * @module
  */
@@ -269,25 +273,67 @@ function keptFrom(f: PlannedFd): number | undefined {
   return s.kind === "open" && s.via !== undefined ? s.via : takenFrom(f);
 }
 
+/** The first temporary number of the fd phase: above every target and every kept fd. */
+function firstTemporary(fds: readonly PlannedFd[]): number {
+  return Math.max(
+    3,
+    ...fds.map((f) => f.fd + 1),
+    ...fds.map((f) => (keptFrom(f) ?? -1) + 1),
+  );
+}
+
+/** How many temporaries the fd phase of `fds` may hold at once, at most (with room to spare). */
+function temporariesBound(fds: readonly PlannedFd[]): number {
+  // One per kept fd and one per created description, a pipe's second end, a helper.
+  return 4 * fds.length + 8;
+}
+
+/**
+ * The lowest number from which `count` numbers hold no target and no kept
+ * fd of `fds` (the fd phase's temporaries can go there when there is no
+ * room above them under the NOFILE hard limit), or undefined.
+ */
+function gapBelow(fds: readonly PlannedFd[], count: number, limit: number): number | undefined {
+  const taken = [...new Set(fds.flatMap((f) => [f.fd, keptFrom(f) ?? -1]))]
+    .filter((n) => n >= 3).sort((a, b) => a - b);
+  let lo = 3;
+  for (const n of taken) {
+    if (n - lo >= count) break;
+    lo = Math.max(lo, n + 1);
+  }
+  return lo + count <= limit ? lo : undefined;
+}
+
 /** Emits the ops re-creating `fds` (see the module doc for the phases). */
 export function emitFds(
   p: ProgramBuilder,
   fds: PlannedFd[],
   slotsAddress: bigint,
   scratchSlot: number,
+  /** The process's NOFILE hard limit (the temporaries must stay under it). */
+  nofileHard = Infinity,
 ): void {
   if (fds.length === 0) {
     p.op(SYS.close_range, [0, 0xffffffff, 0], { comment: "the process had no fds" });
     return;
   }
-  const high = Math.max(
-    3,
-    ...fds.map((f) => f.fd + 1),
-    ...fds.map((f) => (keptFrom(f) ?? -1) + 1),
-  );
+  // The temporaries go above every target and kept fd; when that passes the hard limit (valgrind
+  // keeps its own fds just under it), into the lowest gap between them that is big enough.
+  const room = temporariesBound(fds);
+  let high = firstTemporary(fds);
+  let gapEnd: number | undefined;
+  if (high + room > nofileHard) {
+    const lo = gapBelow(fds, room, nofileHard);
+    if (lo !== undefined) [high, gapEnd] = [lo, lo + room];
+  }
+  const temporaries = gapEnd === undefined ? [high, 0xffffffff] : [high, gapEnd - 1];
   let next = high;
   const temp = new Map<string, number>();
-  p.op(SYS.close_range, [high, 0xffffffff, 0], { comment: "fds from here up are temporaries" });
+  p.op(SYS.close_range, [...temporaries, 0], {
+    comment: gapEnd === undefined
+      ? "fds from here up are temporaries"
+      : `fds ${high}-${gapEnd - 1} are temporaries`,
+  });
   const stdio = [...new Set(fds.flatMap((f) => keptFrom(f) ?? []))];
   for (const n of stdio.sort((a, b) => a - b)) {
     const what = n <= 2 ? `the restorer's fd ${n}` : `inherited fd ${n}`;
@@ -295,6 +341,9 @@ export function emitFds(
     temp.set(`stdio:${n}`, next++);
   }
   p.op(SYS.close_range, [0, high - 1, 0], { comment: "nothing below the temporaries stays open" });
+  if (gapEnd !== undefined) {
+    p.op(SYS.close_range, [gapEnd, 0xffffffff, 0], { comment: "nor above them" });
+  }
   const cx: CreateContext = {
     p,
     scratchSlot,
@@ -319,8 +368,11 @@ export function emitFds(
     if (f.source.kind === "same") return tempOf(byFd.get(f.source.as)!);
     return temp.get(createKey(f))!;
   };
+  if (gapEnd !== undefined && next > gapEnd) {
+    throw new Error(`the fd phase needs ${next - high} temporaries, more than the ${room} planned`);
+  }
   for (const f of fds) p.op(SYS.dup3, [tempOf(f), f.fd, 0], { comment: describeSource(f) });
-  p.op(SYS.close_range, [high, 0xffffffff, 0], { comment: "drop the temporaries" });
+  p.op(SYS.close_range, [...temporaries, 0], { comment: "drop the temporaries" });
   for (const f of fds) {
     const s = f.source;
     if (f.state) emitDescriptionState(p, f.fd, f.state);

@@ -26,6 +26,9 @@
  */
 
 import { SYS } from "../../ffi/sysno.ts";
+import { rawSyscall } from "../../ffi/libc.ts";
+import { Errno } from "../../ffi/errno.ts";
+import { cloneArgs } from "../../ffi/structs.ts";
 import { dumpUnixSockets, type UnixDiag } from "../../ffi/sock_diag.ts";
 import { withTargetFd } from "../../ffi/pidfd.ts";
 import { hasPendingError } from "../../ffi/socket.ts";
@@ -381,6 +384,12 @@ interface Sock {
   u: UnixSocketImage;
   holders: Set<number>;
   where: string;
+  /**
+   * A listener whose peer credentials name a process that is gone (it
+   * called listen(), forked the daemon holding the socket and exited): the
+   * pid of the short-lived helper that calls listen() again at restore.
+   */
+  credHelper?: number;
   /** How the socket is made (decided by the planner). */
   role?:
     | "plain"
@@ -638,8 +647,23 @@ export function planUnixSockets(
   }
   const parent = treeParents(processes);
   let next = Math.max(firstFd, transferBase(processes, 8));
+  const treeIds = new Set(processes.flatMap((p) => [p.pid, ...p.threads.map((t) => t.tid)]));
   for (const members of groups.values()) {
     const creator = creatorOf(members.flatMap((s) => [...s.holders]), parent);
+    // A listener whose credentials name a process that is gone gets them back from a helper
+    // with that pid; its clients in the tree copy them at connect, as they did.
+    for (const s of members) {
+      const cred = s.u.peerCredPid;
+      if (s.role === "listener" && cred && cred !== creator && credHelperFree(cred, treeIds)) {
+        s.credHelper = cred;
+      }
+    }
+    const listenerOf = (s: Sock): Sock | undefined => {
+      const accepted = s.role === "client" && s.u.peer !== undefined
+        ? byIno.get(s.u.peer)
+        : undefined;
+      return accepted?.u.name !== undefined ? listenerByName.get(accepted.u.name) : undefined;
+    };
     for (const s of members) {
       if (plan.refused.has(s.ino)) continue;
       // Ids the group's owner cannot give (socket_owner.ts).
@@ -653,7 +677,8 @@ export function planUnixSockets(
       }
       // An outside peer gives its own credentials again when reconnected.
       const cred = s.role === "external" ? undefined : s.u.peerCredPid;
-      if (cred && cred !== creator) {
+      const helped = s.credHelper ?? listenerOf(s)?.credHelper;
+      if (cred && cred !== creator && cred !== helped) {
         refuse(
           s,
           "socket.unix-other",
@@ -759,6 +784,74 @@ function sockaddr(name: string): Uint8Array {
 }
 
 /** Emits the creation of one group of sockets (see the module doc for the order). */
+/** True when pid `cred` can be a listener's credential helper: not in the tree and free now. */
+function credHelperFree(cred: number, treeIds: ReadonlySet<number>): boolean {
+  return !treeIds.has(cred) && rawSyscall(SYS.kill, cred, 0) === -BigInt(Errno.ESRCH);
+}
+
+/**
+ * The pids the restore of `processes` gives a listener's credential helper
+ * for a moment (their listeners' peer credentials name a process outside
+ * the tree): they must be free, like the tree's own.
+ */
+export function unixCredHelperPids(processes: readonly ProcessImage[]): number[] {
+  const treeIds = new Set(processes.flatMap((p) => [p.pid, ...p.threads.map((t) => t.tid)]));
+  const pids = new Set<number>();
+  for (const p of processes) {
+    // (Partial images, as some callers' tests build them, may have no fds.)
+    for (const f of p.fds ?? []) {
+      const u = f.socket?.unix;
+      if (u?.listen && u.peerCredPid && !treeIds.has(u.peerCredPid)) pids.add(u.peerCredPid);
+    }
+  }
+  return [...pids];
+}
+
+const CLONE_UNTRACED = 0x00800000n;
+const WALL = 0x40000000;
+
+/**
+ * Emits a helper child with pid `pid` (clone3 set_tid; CLONE_UNTRACED: the
+ * restore session never sees it; exit_signal 0: no SIGCHLD) that calls
+ * listen() on the listener at `fd` again, which gives it the helper's pid
+ * (and the group owner's ids) as its peer credentials, as the process that
+ * made it had; the helper exits and is reaped at once.
+ */
+function emitCredHelper(
+  p: ProgramBuilder,
+  scratch: number,
+  fd: number,
+  backlog: number,
+  pid: number,
+): void {
+  const child = `unix-cred-helper-${p.opCount}`;
+  const after = `unix-cred-helper-done-${p.opCount}`;
+  const args = p.data(cloneArgs.encode({
+    flags: CLONE_UNTRACED,
+    pidfd: 0n,
+    childTid: 0n,
+    parentTid: 0n,
+    exitSignal: 0n,
+    stack: 0n,
+    stackSize: 0n,
+    tls: 0n,
+    cgroup: 0n,
+    setTid: p.u64s([pid]),
+    setTidSize: 1n,
+  }));
+  p.op(SYS.clone3, [args, cloneArgs.size], {
+    store: scratch,
+    jumpIfZeroTo: child,
+    comment: `a helper with pid ${pid}, the listener's peer credentials`,
+  });
+  p.op(SYS.wait4, [slot(scratch), 0, WALL, 0], { comment: "reap it" });
+  p.op(SYS.sched_yield, [], { jumpIfZeroTo: after });
+  p.label(child);
+  p.op(SYS.listen, [fd, backlog], { comment: `listen again as pid ${pid}` });
+  p.op(SYS.exit_group, [0], { comment: "the helper ends" });
+  p.label(after);
+}
+
 function emitGroup(
   p: ProgramBuilder,
   scratch: number,
@@ -851,6 +944,7 @@ function emitGroup(
     if (s.u.name) bind(s);
     if (s.u.listen) {
       p.op(SYS.listen, [s.fd!, s.u.listen.backlog], { comment: `backlog ${s.u.listen.backlog}` });
+      if (s.credHelper) emitCredHelper(p, scratch, s.fd!, s.u.listen.backlog, s.credHelper);
     }
   }
   // 2. Socketpairs (and pairs whose other end was closed: made, refilled, closed below).

@@ -14,9 +14,17 @@
  * only makes its texts be parsed again, never a stale number used
  * ({@link columnAt}).
  *
- * The columns belong to the list object the reader made (a `WeakMap` by
- * that array): a list made any other way (the dump's records, a test's, a
- * copy) has none and takes the texts' path.
+ * The dump's collect (engine/dump/process.ts) gives its list columns too:
+ * the numbers the maps parse read beside each area's bigints
+ * (engine/proc/maps.ts `areaNumbers`), each beside the text made of that
+ * area's bigint; the note's encoder (mapping_note.ts) then parses no
+ * address text of those rows. Every column's text is canonical ("0x",
+ * lowercase digits, no leading zero: the reader's `hexAt`, the dump's
+ * `toString(16)`), as the encoder requires of the texts it puts in rows.
+ *
+ * The columns belong to the list object the reader or the collect made (a
+ * `WeakMap` by that array): a list made any other way (a test's, a copy)
+ * has none and takes the texts' path.
  *
  * @module
  */

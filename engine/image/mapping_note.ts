@@ -34,7 +34,7 @@ import type { Mapping, PageRun } from "../model.ts";
 import { isNat, MAPPING_KINDS } from "./mapping_fast.ts";
 import { PERMS_TEXT, permsBits } from "../perms.ts";
 import { sharedFlagList } from "./flag_lists.ts";
-import type { MappingColumns } from "./mapping_columns.ts";
+import { columnAt, type MappingColumns, mappingColumns } from "./mapping_columns.ts";
 
 /** "CMAP" as a little-endian u32: the first word of the note. */
 export const MAPPING_NOTE_MAGIC = 0x50414d43;
@@ -51,6 +51,8 @@ const TWO32 = 4294967296;
 const PAGE = 4096;
 /** Largest value a column holds as an exact number for a record: 13 hex digits (2^52). */
 const MAX_HEX_DIGITS = 13;
+/** Values a column gives a row: below 16^13, as {@link canonicalHex} takes them. */
+const MAX_COLUMN = 2 ** 52;
 
 /** What the process note holds in place of its mapping list when the rows are in the note. */
 export interface MappingsInNote {
@@ -127,7 +129,11 @@ class Rows {
   readonly textIndex = new Map<string, number>();
   readonly flagIndex = new Map<readonly string[], number>();
 
-  constructor(readonly rows: number) {
+  constructor(
+    readonly rows: number,
+    /** The values of the list's texts, when known (mapping_columns.ts): no parse of those. */
+    readonly cols?: MappingColumns,
+  ) {
     this.bytes = new Uint8Array(rowBytes(rows));
     this.words = new Uint32Array(this.bytes.buffer);
     this.runs = new Uint32Array(6 * Math.min(rows + 16, 1 << 20));
@@ -173,11 +179,17 @@ class Rows {
   lastEndText = "";
   lastEnd = -1;
 
-  /** Adds `m` as a row; false (nothing added) when it must stay a JSON record. */
-  row(m: Mapping): boolean {
-    const startText = m.start;
-    const start = startText === this.lastEndText ? this.lastEnd : canonicalHex(startText);
-    const end = canonicalHex(m.end);
+  /** Adds `m`, record `at` of the list, as a row; false (nothing added) when it must stay a JSON record. */
+  row(m: Mapping, at: number): boolean {
+    const startText = m.start, endText = m.end, cols = this.cols;
+    // A column's value stands for the record's text when the record still holds the very
+    // text it was made with (columnAt); those texts are canonical (mapping_columns.ts).
+    let start = startText === this.lastEndText
+      ? this.lastEnd
+      : columnAt(cols?.start, cols?.startText, at, startText);
+    if (!(start >= 0 && start < MAX_COLUMN)) start = canonicalHex(startText);
+    let end = columnAt(cols?.end, cols?.endText, at, endText);
+    if (!(end >= 0 && end < MAX_COLUMN)) end = canonicalHex(endText);
     const offset = m.offset === "0x0" ? 0 : canonicalHex(m.offset);
     if (start < 0 || end < 0 || offset < 0) return false;
     const perms = permsBits(m.perms);
@@ -201,7 +213,7 @@ class Rows {
     this.bytes[37 * n + i] = kind;
     this.r += pages.length;
     this.n++;
-    this.lastEndText = m.end;
+    this.lastEndText = endText;
     this.lastEnd = end;
     return true;
   }
@@ -241,10 +253,10 @@ const utf8 = new TextEncoder();
  * on-stack replacement on V8's worker threads (engine/find_from.ts).
  */
 export function encodeMappingNote(mappings: readonly Mapping[]): EncodedMappings {
-  const rows = new Rows(mappings.length);
+  const rows = new Rows(mappings.length, mappingColumns(mappings));
   const whole: Mapping[] = [];
-  mappings.findIndex((m) => {
-    if (typeof m !== "object" || m === null || !rows.row(m)) {
+  mappings.findIndex((m, i) => {
+    if (typeof m !== "object" || m === null || !rows.row(m, i)) {
       whole.push(m);
       rows.wholeRow();
     }

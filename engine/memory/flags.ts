@@ -453,13 +453,22 @@ interface Deferred {
  * it in its own finalize.
  */
 export function deferSeals(proc: ProcessImage, deferred: Deferred[]): void {
-  for (const m of proc.mappings) {
-    if (m.kind === "vdso" || m.kind === "vsyscall" || !m.vmFlags.includes(SEALED)) continue;
+  // VmFlags lists are mostly shared (engine/image/flag_lists.ts): one `includes` per list in a
+  // row, not per mapping; by forEach: no loop of 10,000 rounds for V8 to compile
+  // (engine/find_from.ts).
+  let list: readonly string[] | undefined, sealed = false;
+  proc.mappings.forEach((m) => {
+    const flags = m.vmFlags;
+    if (flags !== list) {
+      list = flags;
+      sealed = flags.includes(SEALED);
+    }
+    if (!sealed || m.kind === "vdso" || m.kind === "vsyscall") return;
     const start = BigInt(m.start);
     deferred.push({
       nr: SYS_MSEAL,
       args: [start, BigInt(m.end) - start, 0n],
       what: `mseal(${m.start}-${m.end})`,
     });
-  }
+  });
 }

@@ -103,6 +103,24 @@ function signalAll(pids: number[], sig: Deno.Signal): void {
 }
 
 /**
+ * A migrated tree's restore cannot be given an fd (no `--inherit-fd` on
+ * the receiver): a root holding a pipe or terminal leading out of the tree
+ * above fd 2 (engine/fds/outside.ts) is refused before the switch.
+ */
+function refuseInheritFds(pid: number, r: CheckpointResult): void {
+  const fds = r.inheritFdsNeeded ?? [];
+  if (!fds.length) return;
+  throw new CryoError(
+    `fd ${fds.join(", fd ")} of ${pid} ${
+      fds.length === 1 ? "is a pipe or terminal" : "are pipes or terminals"
+    } ` +
+      `leading out of the tree: a migrated tree's restore cannot be given ${
+        fds.length === 1 ? "it" : "them"
+      } (--inherit-fd)`,
+  );
+}
+
+/**
  * Migrates the tree of `pid` to the receiver at `host`:`port`. On success
  * the source tree is killed; on any failure it runs on (and the error is
  * thrown).
@@ -134,6 +152,7 @@ export async function migrate(pid: number, opts: MigrateOptions): Promise<Migrat
       const dir = `${tmp}/r${round}`;
       tracking = true;
       const r = await checkpoint(pid, { dir, preDump: true, parent, sync: false });
+      refuseInheritFds(pid, r);
       const sent = await sendRound(ch, dir, round, false);
       sentBytes += sent;
       opts.onEvent?.({ type: "round", round, final: false, bytes: r.stats.pagesBytes, sentBytes });
@@ -166,6 +185,7 @@ export async function migrate(pid: number, opts: MigrateOptions): Promise<Migrat
     stopped = fin.manifest.processes.map((p) => p.pid);
     guard.stopped(stopped);
     signalAll(stopped, "SIGSTOP");
+    refuseInheritFds(pid, fin); // (opened since the first round)
     pausePoint("migrate-stopped");
     sentBytes += await sendRound(ch, dir, round, true);
     opts.onEvent?.({ type: "round", round, final: true, bytes: fin.stats.pagesBytes, sentBytes });

@@ -263,7 +263,7 @@ const pathDecoder = new TextDecoder("utf-8", { ignoreBOM: true });
  * Where the byte scan of a maps line stands (as {@link cursor} for a line's
  * string): the end of the last field read, and its value.
  */
-const byteCursor = { at: 0, value: 0n };
+const byteCursor = { at: 0, value: 0n, num: -1 };
 
 /**
  * Reads the hex field of `bytes` from `at` up to `stop` (a byte) before
@@ -280,9 +280,13 @@ function hexBytesUntil(bytes: Uint8Array, at: number, end: number, stop: number)
     n = n * 16 + d;
   }
   if (i === at || i >= end) return false;
-  byteCursor.value = i - at <= 13
-    ? bigOf(n)
-    : BigInt(`0x${String.fromCharCode(...bytes.subarray(at, i))}`);
+  if (i - at <= 13) {
+    byteCursor.value = bigOf(n);
+    byteCursor.num = n;
+  } else {
+    byteCursor.value = BigInt(`0x${String.fromCharCode(...bytes.subarray(at, i))}`);
+    byteCursor.num = -1;
+  }
   byteCursor.at = i + 1;
   return true;
 }
@@ -302,8 +306,10 @@ function parseMapsLineBytes(bytes: Uint8Array, at: number, end: number): MapEntr
   const SP = 32;
   if (!hexBytesUntil(bytes, at, end, 45 /* - */)) return null;
   const start = byteCursor.value;
+  lineNumbers.start = byteCursor.num;
   if (!hexBytesUntil(bytes, byteCursor.at, end, SP)) return null;
   const stop = byteCursor.value;
+  lineNumbers.end = byteCursor.num;
   at = byteCursor.at;
   if (at + 5 > end || bytes[at + 4] !== SP) return null;
   const perms = permsOfChars(bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]);
@@ -358,7 +364,9 @@ export function scanMapsBytes(bytes: Uint8Array): MapEntry[] | undefined {
   if (bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf) return undefined;
   const out: MapEntry[] = [];
   let at = 0;
-  const bad = findIndexBelow(countByte(bytes, 10) + 1, () => {
+  const lines = countLines(bytes) + 1;
+  const starts = new Float64Array(lines), ends = new Float64Array(lines);
+  const bad = findIndexBelow(lines, () => {
     let end = bytes.indexOf(10, at);
     if (end < 0) end = bytes.length;
     const from = at;
@@ -366,10 +374,36 @@ export function scanMapsBytes(bytes: Uint8Array): MapEntry[] | undefined {
     if (end === from) return false; // an empty line, as the text's split gives it
     const e = parseMapsLineBytes(bytes, from, end);
     if (!e) return true;
+    starts[out.length] = lineNumbers.start;
+    ends[out.length] = lineNumbers.end;
     out.push(e);
     return false;
   });
-  return bad >= 0 ? undefined : out;
+  if (bad >= 0) return undefined;
+  numbersByList.set(out, { start: starts, end: ends });
+  return out;
+}
+
+/** The start and end of the line {@link parseMapsLineBytes} read last, as numbers (-1: 2^52 or more). */
+const lineNumbers = { start: -1, end: -1 };
+
+/** Each area's start and end as numbers (-1 where 2^52 or more), by the list {@link scanMapsBytes} made. */
+const numbersByList = new WeakMap<
+  readonly MapEntry[],
+  { start: Float64Array; end: Float64Array }
+>();
+
+/**
+ * The start and end of each area of `areas` as numbers, read with the
+ * bigints when {@link parseMapsBytes} scanned the bytes (index for index;
+ * -1 where 2^52 or more), else undefined. The list is the parse's own
+ * array: the caller must not have reordered it (the dump's collect keeps
+ * it as read, engine/dump/process.ts).
+ */
+export function areaNumbers(
+  areas: readonly MapEntry[],
+): { start: Float64Array; end: Float64Array } | undefined {
+  return numbersByList.get(areas);
 }
 
 /**
@@ -705,8 +739,23 @@ function mapsLineOf(a: MapEntry): string {
  */
 export function countMappings(pid: number): number {
   const bytes = readProcBytes(pid, "maps");
-  const n = countByte(bytes, 10);
+  const n = countLines(bytes);
   if (n) lastCounted = { pid, bytes, at: performance.now() };
+  return n;
+}
+
+/** The newlines of each maps text counted by {@link countLines}. */
+const linesOf = new WeakMap<Uint8Array, number>();
+
+/**
+ * The newlines in maps bytes `bytes`, counted once per read: the dump's
+ * policies count the same read (engine/dump/precopy_policy.ts,
+ * engine/dump/vm_flags.ts) that the parse then scans. The bytes of a read
+ * are never written.
+ */
+export function countLines(bytes: Uint8Array): number {
+  let n = linesOf.get(bytes);
+  if (n === undefined) linesOf.set(bytes, n = countByte(bytes, 10));
   return n;
 }
 

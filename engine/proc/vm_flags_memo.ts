@@ -20,7 +20,9 @@
  * vvar/vdso layout and [vdso] hash (engine/restore/checks.ts
  * `startOwnVdso`: the same for every 64-bit process of the boot), and where
  * in the mapped files the dumps found the safe injection sites
- * (engine/dump/site_memo.ts: hints, read back before use).
+ * (engine/dump/site_memo.ts: hints, read back before use); and the restart
+ * block reader's layout and kernel symbol addresses
+ * (engine/task/restart_block.ts).
  *
  * @module
  */
@@ -54,6 +56,19 @@ interface MemoFile {
   threadState?: ThreadStateMemo;
   ownVdso?: OwnVdsoMemo;
   safeSites?: SitesMemo[];
+  restartBlock?: RestartBlockMemo;
+}
+
+/**
+ * What engine/task/restart_block.ts reads of the kernel for a thread in
+ * restart_syscall: its BPF program's layout, the offsets in struct
+ * restart_block it decodes (numbers, by name) and the addresses of the
+ * restart functions it knows (hex, by name).
+ */
+export interface RestartBlockMemo {
+  layout: Record<string, number>;
+  fields: Record<string, number>;
+  symbols: Record<string, string>;
 }
 
 /**
@@ -435,4 +450,25 @@ export function rememberSafeSites(pair: SitesMemo): void {
     ...others,
   ].slice(0, SITES_KEPT);
   writeMemo(read.path, { ...read.memo, boot: read.boot, safeSites });
+}
+
+/** The restart block reader's facts of this boot, or undefined (none, or not well formed). */
+export function recallRestartBlock(): RestartBlockMemo | undefined {
+  const m = readMemo()?.memo?.restartBlock;
+  if (!m || typeof m !== "object") return undefined;
+  const numbers = (o: unknown) =>
+    !!o && typeof o === "object" &&
+    Object.values(o).every((v) => Number.isSafeInteger(v) && v >= 0);
+  const hexes = (o: unknown) =>
+    !!o && typeof o === "object" &&
+    Object.values(o).every((v) => typeof v === "string" && /^0x[0-9a-f]{1,16}$/.test(v));
+  if (!numbers(m.layout) || !numbers(m.fields) || !hexes(m.symbols)) return undefined;
+  return { layout: { ...m.layout }, fields: { ...m.fields }, symbols: { ...m.symbols } };
+}
+
+/** Remembers the restart block reader's facts for the rest of this boot. Never throws. */
+export function rememberRestartBlock(memo: RestartBlockMemo): void {
+  const read = readMemo();
+  if (!read) return;
+  writeMemo(read.path, { ...read.memo, boot: read.boot, restartBlock: memo });
 }

@@ -7,6 +7,7 @@
 
 import { zombiePids } from "../task/zombies.ts";
 import { placeholderPids } from "../task/groups.ts";
+import { unixCredHelperPids } from "../fds/unix.ts";
 import { vdsoFacts } from "../vdso.ts";
 import { recallOwnVdso, rememberOwnVdso } from "../proc/vm_flags_memo.ts";
 import { readStatus } from "../proc/status.ts";
@@ -14,7 +15,7 @@ import type { FdInfo, FileIdentity, Manifest, ProcessImage } from "../model.ts";
 import { lockConflict, locksOf } from "../fds/locks.ts";
 import { RestoreError } from "../errors.ts";
 import { deletedFifoProblem } from "../fds/fifo.ts";
-import { isOwnProcPath } from "../fds/procfs.ts";
+import { isAncestorProcPath } from "../fds/procfs.ts";
 import { credsProblems } from "../task/creds_check.ts";
 import { rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
@@ -67,7 +68,11 @@ function groupHolder(ids: Set<number>): { id: number; pid: number; what: string 
  */
 export function checkPidsFree(processes: readonly ProcessImage[], groups = true): void {
   // Placeholders of groups whose leader is gone take the leaders' pids (engine/task/groups.ts).
-  const placeholders = placeholderPids(processes).map((x) => x.pid);
+  // And listeners' credential helpers take the pids their credentials name (engine/fds/unix.ts).
+  const placeholders = [
+    ...placeholderPids(processes).map((x) => x.pid),
+    ...unixCredHelperPids(processes),
+  ];
   for (const [i, p] of processes.entries()) {
     const more = i === 0 ? placeholders : [];
     for (const id of [p.pid, ...p.threads.map((t) => t.tid), ...zombiePids([p]), ...more]) {
@@ -296,6 +301,11 @@ export function checkFdFiles(
       image: units.find((u) => u.image.pid === f.pid)?.image ?? image,
     })),
   ]);
+  const byPid = new Map(units.map((u) => [u.image.pid, u.image]));
+  const ppidOf = (pid: number) => {
+    const ppid = byPid.get(pid)?.ppid;
+    return ppid !== undefined && byPid.has(ppid) ? ppid : undefined;
+  };
   for (const { image, fd, source } of opened) {
     if ((source.kind !== "open" && source.kind !== "fifo") || !source.path) continue;
     const info = image.fds.find((f) => f.fd === fd);
@@ -303,8 +313,8 @@ export function checkFdFiles(
     if (info?.extra["tty-role"] === "slave") continue;
     // Deleted files and memfds are re-created by the engine from the image.
     if (info?.ghost !== undefined) continue;
-    // A file of the process's own /proc directory appears with the process.
-    if (source.kind === "open" && isOwnProcPath(source.path, image.pid)) continue;
+    // A file of the process's own /proc directory, or of an ancestor's, appears with the process.
+    if (source.kind === "open" && isAncestorProcPath(source.path, image.pid, ppidOf)) continue;
     // A FIFO whose path was removed is made again there.
     if (source.kind === "fifo" && source.deleted) {
       const why = deletedFifoProblem(source.path);

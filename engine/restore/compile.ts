@@ -29,6 +29,7 @@
  * @module
  */
 
+import { cpuTimerTickUs } from "../../ffi/clock.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import {
   type CloneArgs,
@@ -317,7 +318,14 @@ function emitProgram(
 
   emitMm(p, proc, slotsAddress);
   emitNofileForFds(p, proc);
-  emitFds(p, fds, slotsAddress, SLOTS.scratch);
+  const nofile = proc.rlimits.find((r) => r.resource === 7);
+  emitFds(
+    p,
+    fds,
+    slotsAddress,
+    SLOTS.scratch,
+    nofile && nofile.hard !== "inf" ? nofile.hard : Infinity,
+  );
   emitRlimits(p, proc);
   emitProcessState(p, proc, fds);
   emitZombies(p, proc);
@@ -648,7 +656,11 @@ function emitSignalsAndTimers(p: ProgramBuilder, proc: ProcessImage): void {
     // An expired timer whose signal is still pending reads as value 0 with
     // its interval; setitimer with value 0 would disarm it: fire it at once
     // instead (the new signal merges with the restored pending one).
-    const valueUs = t.valueUs === 0 ? 1 : t.valueUs;
+    let valueUs = t.valueUs === 0 ? 1 : t.valueUs;
+    // setitimer adds a tick to a CPU-time timer's value (a getitimer right
+    // after it reads one tick more): take it off, or each restore adds one.
+    const tick = which === 0 ? 0 : cpuTimerTickUs();
+    if (valueUs > tick) valueUs -= tick;
     const v = itimerval.encode({
       intervalSec: BigInt(Math.floor(t.intervalUs / 1e6)),
       intervalUsec: BigInt(t.intervalUs % 1e6),

@@ -66,6 +66,7 @@ import type { Mapping, ProcessImage } from "../model.ts";
 import { type HexNum, hexNum, hexPlus } from "../image/hexnum.ts";
 import { zombiePids } from "../task/zombies.ts";
 import { placeholderPids } from "../task/groups.ts";
+import { unixCredHelperPids } from "../fds/unix.ts";
 import { UFFD_API } from "../../ffi/probe.ts";
 import { UFFD_USER_MODE_ONLY, UFFDIO, UFFDIO_REGISTER_MODE_MISSING } from "../../ffi/uffd.ts";
 
@@ -170,10 +171,24 @@ function tidFree(tid: number): boolean {
   return rawSyscall(SYS.kill, tid, 0) === -BigInt(Errno.ESRCH);
 }
 
+/** The listeners' credential helper pids of each tree (one walk of its fds per tree, not per process). */
+const credHelperMemo = new WeakMap<ReadonlyMap<number, ProcessImage>, number[]>();
+
+function credHelpersOf(
+  images: ReadonlyMap<number, ProcessImage> | undefined,
+  all: readonly ProcessImage[],
+): number[] {
+  if (!images) return unixCredHelperPids(all);
+  let pids = credHelperMemo.get(images);
+  if (!pids) credHelperMemo.set(images, pids = unixCredHelperPids(all));
+  return pids;
+}
+
 /**
  * The tid of `proc`'s page helper: counted down from the top of the pid
  * range, one per process of the tree (in pid order), skipping every pid,
- * tid and zombie of the tree's images, and the ids in use now (`free`).
+ * tid and zombie of the tree's images, the pids of its helpers (placeholders,
+ * listeners' credential helpers), and the ids in use now (`free`).
  * Never a pid the restore creates. Taken by the time the helper starts,
  * the main thread loads its pages (see the module doc).
  */
@@ -184,7 +199,11 @@ export function pageHelperTid(
   free: (tid: number) => boolean = tidFree,
 ): number {
   const all = images ? [...images.values()] : [proc];
-  const taken = new Set<number>([...zombiePids(all), ...placeholderPids(all).map((x) => x.pid)]);
+  const taken = new Set<number>([
+    ...zombiePids(all),
+    ...placeholderPids(all).map((x) => x.pid),
+    ...credHelpersOf(images, all),
+  ]);
   for (const i of all) {
     taken.add(i.pid);
     for (const t of i.threads) taken.add(t.tid);

@@ -14,7 +14,7 @@ import { UnsupportedError } from "../errors.ts";
 import { Refusals } from "../support.ts";
 import { planSharedObjects, type SharedPlan } from "../fds/mod.ts";
 import { checkTtys, type PlannedPty, planPtys } from "../fds/tty.ts";
-import { planUnixSockets } from "../fds/unix.ts";
+import { planUnixSockets, type UnixTreePlan } from "../fds/unix.ts";
 import { checkPidfds } from "../fds/pidfd.ts";
 import { checkGroupsAndSessions } from "../task/groups.ts";
 import { checkContinued } from "../task/continued.ts";
@@ -76,12 +76,7 @@ export function compileTree(
     refusals,
     shared,
   );
-  const transferTop = Math.max(
-    firstFreeFd(images) + ptys.length + ghosts.size,
-    aboveShared(shared),
-    unixSockets.maxFd + 1,
-  );
-  checkNofileRoom(images, transferTop, refusals);
+  checkTransferLimit(images, ptys.length + ghosts.size, shared, unixSockets, refusals);
   const out = new Map<number, CompiledProcess>();
   for (const image of images) {
     try {
@@ -113,32 +108,55 @@ export function compileTree(
 }
 
 /**
- * Refuses a process whose fds leave no room under its hard RLIMIT_NOFILE
- * for the restore's own numbers: its fd phase makes each fd at a temporary
- * number above its highest fd (and above the tree's transfer numbers, up to
- * `transferTop`) before moving it down, and a number at or past the hard
- * limit is EMFILE/EINVAL at restore (an fd at 19999 under a limit of 20000).
- * The bound counts one temporary per fd: dups need none, so it may refuse a
- * few processes that would just fit.
+ * Refuses a tree whose transfer fds (above every fd of the tree) would
+ * pass a NOFILE hard limit: a process's, or cryo's own for the ptys and
+ * deleted files it hands over.
  */
-function checkNofileRoom(
+function checkTransferLimit(
   images: readonly ProcessImage[],
-  transferTop: number,
+  provided: number,
+  shared: SharedPlan,
+  unix: UnixTreePlan,
   refusals: Refusals,
 ): void {
-  for (const p of images) {
-    const hard = p.rlimits.find((r) => r.resource === 7)?.hard;
-    if (hard === undefined || hard === "inf" || p.fds.length === 0) continue;
-    const own = Math.max(...p.fds.map((f) => f.fd)) + 1;
-    const needed = Math.max(own, transferTop) + p.fds.length;
-    if (needed > hard) {
-      refusals.use(
-        "fd.nofile-room",
-        `process ${p.pid}: its highest fd is ${own - 1}, the restore needs fd numbers up to ${
-          needed - 1
-        } and its hard RLIMIT_NOFILE is ${hard}`,
-      );
-    }
+  const first = firstFreeFd(images);
+  const top = Math.max(first + provided, aboveShared(shared), unix.maxFd + 1);
+  if (top <= first) return; // nothing handed over
+  const hardOf = (i: ProcessImage) => {
+    const hard = i.rlimits.find((r) => r.resource === 7)?.hard;
+    return hard === undefined || hard === "inf" ? Infinity : hard;
+  };
+  const tight = images.filter((i) => hardOf(i) < top);
+  const own = provided ? ownNofileHard() : Infinity;
+  for (const i of tight) {
+    refusals.use(
+      "fd.transfer-limit",
+      `process ${i.pid}`,
+      `its fds reach ${first - 1}, the transfer fds ${top - 1}, over its NOFILE hard limit ${
+        hardOf(i)
+      }`,
+    );
+  }
+  if (!tight.length && own < top + provided) {
+    refusals.use(
+      "fd.transfer-limit",
+      "cryo",
+      `the tree's fds reach ${first - 1}, the ptys and deleted files it hands over ${
+        top - 1
+      }, over cryo's own NOFILE hard limit ${own}`,
+    );
+  }
+}
+
+/** cryo's own NOFILE hard limit (from /proc/self/limits; Infinity when unlimited or unreadable). */
+function ownNofileHard(): number {
+  try {
+    const line = Deno.readTextFileSync("/proc/self/limits").split("\n")
+      .find((l) => l.startsWith("Max open files"));
+    const hard = line?.split(/\s{2,}/)[2];
+    return hard && /^\d+$/.test(hard) ? Number(hard) : Infinity;
+  } catch {
+    return Infinity;
   }
 }
 

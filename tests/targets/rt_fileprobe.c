@@ -27,7 +27,7 @@
  *   shm           a POSIX shm object (/dev/shm) opened and mapped
  *   proc-mem      /proc/self/mem and /proc/self/pagemap fds with positions,
  *                 a /sys file read part-way
- *   sparse-fds    (refused) fds 3 and RLIMIT_NOFILE's hard limit - 1 only (a sparse
+ *   sparse-fds    fds 3 and RLIMIT_NOFILE's hard limit - 1 only (a sparse
  *                 fd table; 19999 here, the hard limit cannot be raised)
  *   far-fd        fds 3 and 15000 only (under a hard limit of 20000)
  *   root-moved    a chroot into a directory renamed since, an fd of a file
