@@ -12,9 +12,11 @@ import {
   encodeInetAddr,
   getsockoptBytes,
   getsockoptInt,
+  getsockoptLength,
   type InetAddr,
   intBytes,
   newSocket,
+  outqBytes,
   peerName,
   SO,
   SOCK,
@@ -64,14 +66,15 @@ const OPTIONS: OptionSpec[] = [
   { level: SOL.SOCKET, name: SO.BROADCAST, label: "SO_BROADCAST", size: 4 },
   { level: SOL.SOCKET, name: SO.OOBINLINE, label: "SO_OOBINLINE", size: 4 },
   { level: SOL.SOCKET, name: SO.DONTROUTE, label: "SO_DONTROUTE", size: 4 },
+  // IP_TOS sets the priority from the TOS (rt_tos2priority) when it changes it: before SO_PRIORITY.
+  { level: SOL.IP, name: 1, label: "IP_TOS", size: 4, family: "ipv4" },
+  { level: SOL.IPV6, name: 67, label: "IPV6_TCLASS", size: 4, family: "ipv6" },
   { level: SOL.SOCKET, name: SO.PRIORITY, label: "SO_PRIORITY", size: 4 },
   { level: SOL.SOCKET, name: SO.RCVLOWAT, label: "SO_RCVLOWAT", size: 4 },
   { level: SOL.SOCKET, name: SO.LINGER, label: "SO_LINGER", size: 8 },
   { level: SOL.SOCKET, name: SO.RCVTIMEO, label: "SO_RCVTIMEO", size: 16 },
   { level: SOL.SOCKET, name: SO.SNDTIMEO, label: "SO_SNDTIMEO", size: 16 },
   { level: SOL.SOCKET, name: 42, label: "SO_PEEK_OFF", size: 4, only: "udp" },
-  { level: SOL.IP, name: 1, label: "IP_TOS", size: 4, family: "ipv4" },
-  { level: SOL.IPV6, name: 67, label: "IPV6_TCLASS", size: 4, family: "ipv6" },
   { level: SOL.IPV6, name: 11, label: "IPV6_FLOWINFO", size: 4, family: "ipv6", only: "udp" },
   { level: SOL.TCP, name: TCP.NODELAY, label: "TCP_NODELAY", size: 4, only: "tcp" },
   { level: SOL.TCP, name: TCP.CORK, label: "TCP_CORK", size: 4, only: "tcp" },
@@ -150,6 +153,48 @@ const OPTIONS: OptionSpec[] = [
   { level: SOL.TCP, name: 8, label: "TCP_LINGER2", size: 4, only: "tcp" },
   { level: SOL.TCP, name: 10, label: "TCP_WINDOW_CLAMP", size: 4, only: "tcp", unconnected: true },
   { level: SOL.TCP, name: 16, label: "TCP_THIN_LINEAR_TIMEOUTS", size: 4, only: "tcp" },
+  // Branch sockprobe2: options found lost by tests/targets/rt_sockprobe2.c.
+  { level: SOL.SOCKET, name: 41, label: "SO_WIFI_STATUS", size: 4 },
+  { level: SOL.SOCKET, name: 45, label: "SO_SELECT_ERR_QUEUE", size: 4 },
+  { level: SOL.SOCKET, name: 46, label: "SO_BUSY_POLL", size: 4 },
+  { level: SOL.SOCKET, name: 47, label: "SO_MAX_PACING_RATE", size: 8 },
+  { level: SOL.SOCKET, name: 60, label: "SO_ZEROCOPY", size: 4 },
+  { level: SOL.SOCKET, name: 61, label: "SO_TXTIME", size: 8 },
+  { level: SOL.SOCKET, name: 69, label: "SO_PREFER_BUSY_POLL", size: 4 },
+  { level: SOL.SOCKET, name: 74, label: "SO_TXREHASH", size: 4 },
+  { level: SOL.SOCKET, name: 75, label: "SO_RCVMARK", size: 4 },
+  { level: SOL.IP, name: 18, label: "IP_PASSSEC", size: 4, family: "ipv4" },
+  { level: SOL.IP, name: 23, label: "IP_CHECKSUM", size: 4, family: "ipv4" },
+  { level: SOL.IP, name: 26, label: "IP_RECVERR_RFC4884", size: 4, family: "ipv4" },
+  { level: SOL.IP, name: 32, label: "IP_MULTICAST_IF", size: 4, family: "ipv4", only: "udp" },
+  { level: SOL.IP, name: 50, label: "IP_UNICAST_IF", size: 4, family: "ipv4" },
+  { level: SOL.IP, name: 51, label: "IP_LOCAL_PORT_RANGE", size: 4, family: "ipv4" },
+  { level: SOL.IPV6, name: 17, label: "IPV6_MULTICAST_IF", size: 4, family: "ipv6", only: "udp" },
+  { level: SOL.IPV6, name: 29, label: "IPV6_MULTICAST_ALL", size: 4, family: "ipv6", only: "udp" },
+  { level: SOL.IPV6, name: 31, label: "IPV6_RECVERR_RFC4884", size: 4, family: "ipv6" },
+  { level: SOL.IPV6, name: 33, label: "IPV6_FLOWINFO_SEND", size: 4, family: "ipv6" },
+  { level: SOL.IPV6, name: 70, label: "IPV6_AUTOFLOWLABEL", size: 4, family: "ipv6" },
+  { level: SOL.IPV6, name: 72, label: "IPV6_ADDR_PREFERENCES", size: 4, family: "ipv6" },
+  { level: SOL.IPV6, name: 73, label: "IPV6_MINHOPCOUNT", size: 4, family: "ipv6" },
+  { level: SOL.IPV6, name: 76, label: "IPV6_UNICAST_IF", size: 4, family: "ipv6" },
+  { level: SOL.TCP, name: 27, label: "TCP_SAVE_SYN", size: 4, only: "tcp" },
+  {
+    level: SOL.TCP,
+    name: 30,
+    label: "TCP_FASTOPEN_CONNECT",
+    size: 4,
+    only: "tcp",
+    unconnected: true,
+  },
+  { level: SOL.TCP, name: 34, label: "TCP_FASTOPEN_NO_COOKIE", size: 4, only: "tcp" },
+  { level: SOL.TCP, name: 36, label: "TCP_INQ", size: 4, only: "tcp" },
+  { level: SOL.TCP, name: 37, label: "TCP_TX_DELAY", size: 4, only: "tcp" },
+  { level: SOL.TCP, name: 45, label: "TCP_RTO_MIN_US", size: 4, only: "tcp" },
+  { level: SOL.TCP, name: 46, label: "TCP_DELACK_MAX_US", size: 4, only: "tcp" },
+  { level: SOL.UDP, name: 1, label: "UDP_CORK", size: 4, only: "udp" },
+  { level: SOL.UDP, name: 101, label: "UDP_NO_CHECK6_TX", size: 4, family: "ipv6", only: "udp" },
+  { level: SOL.UDP, name: 102, label: "UDP_NO_CHECK6_RX", size: 4, family: "ipv6", only: "udp" },
+  { level: SOL.UDP, name: 103, label: "UDP_SEGMENT", size: 4, only: "udp" },
 ];
 
 /** SOF_TIMESTAMPING_OPT_ID: timestamps carry a counter setsockopt restarts. */
@@ -166,6 +211,28 @@ export function optionProblem(fd: number): string | null {
     return `SO_TIMESTAMPING 0x${flags.toString(16)} with SOF_TIMESTAMPING_OPT_ID (its counter)`;
   }
   return ulpProblem(getsockoptBytes(fd, SOL.TCP, TCP.ULP, 16));
+}
+
+/** TCP_SAVED_SYN: the SYN a TCP_SAVE_SYN listener kept for the connection (read once). */
+const TCP_SAVED_SYN = 28;
+
+/**
+ * Why socket `fd` (`proto`) holds data no setsockopt can give back (the
+ * `socket.inet-pending` row), or null: a UDP datagram being built (UDP_CORK
+ * or MSG_MORE: its bytes count in SIOCOUTQ until it is sent), or a
+ * connection's SYN saved by TCP_SAVE_SYN and not read yet (TCP_SAVED_SYN
+ * with no room fails with EINVAL only then, and does not consume it).
+ */
+export function pendingProblem(fd: number, proto: "tcp" | "udp"): string | null {
+  if (proto === "udp") {
+    const queued = outqBytes(fd);
+    return queued > 0
+      ? `a datagram being built, not sent yet (UDP_CORK or MSG_MORE; ${queued} bytes charged to its send buffer)`
+      : null;
+  }
+  return getsockoptLength(fd, SOL.TCP, TCP_SAVED_SYN) === -22
+    ? "the connection's SYN saved by TCP_SAVE_SYN and not read yet (TCP_SAVED_SYN)"
+    : null;
 }
 
 /**
