@@ -20,6 +20,7 @@ const READY = /^ready pid=(\d+)$/m;
 /** Modes that come back exactly, with the checks each must pass. */
 const ROUND_TRIPS: Record<string, string[]> = {
   "tos-priority": ["tos-priority-tcp", "tos-priority-udp"],
+  "tcp-peekoff": ["tcp-peekoff", "tcp-peekoff-peek", "tcp-peekoff-read"],
   reuseport: ["reuseport-same-port", "reuseport-join", "reuseport-spread"],
 };
 
@@ -76,6 +77,9 @@ const OPTION_CHECKS: Record<string, string[]> = {
   ],
   "tcp6-listen": ["TCP_SAVE_SYN", "IPV6_MINHOPCOUNT", "IPV6_ADDR_PREFERENCES"],
   udp4: [
+    "SO_INCOMING_CPU",
+    "SO_RCVBUFFORCE",
+    "SO_SNDBUFFORCE",
     "SO_TXTIME",
     "SO_BROADCAST",
     "UDP_SEGMENT",

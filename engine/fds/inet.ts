@@ -74,7 +74,8 @@ const OPTIONS: OptionSpec[] = [
   { level: SOL.SOCKET, name: SO.LINGER, label: "SO_LINGER", size: 8 },
   { level: SOL.SOCKET, name: SO.RCVTIMEO, label: "SO_RCVTIMEO", size: 16 },
   { level: SOL.SOCKET, name: SO.SNDTIMEO, label: "SO_SNDTIMEO", size: 16 },
-  { level: SOL.SOCKET, name: 42, label: "SO_PEEK_OFF", size: 4, only: "udp" },
+  // TCP: set after the receive queue is back (tcp.ts sets the options last).
+  { level: SOL.SOCKET, name: 42, label: "SO_PEEK_OFF", size: 4 },
   { level: SOL.IPV6, name: 11, label: "IPV6_FLOWINFO", size: 4, family: "ipv6", only: "udp" },
   { level: SOL.TCP, name: TCP.NODELAY, label: "TCP_NODELAY", size: 4, only: "tcp" },
   { level: SOL.TCP, name: TCP.CORK, label: "TCP_CORK", size: 4, only: "tcp" },
@@ -163,6 +164,7 @@ const OPTIONS: OptionSpec[] = [
   { level: SOL.SOCKET, name: 69, label: "SO_PREFER_BUSY_POLL", size: 4 },
   { level: SOL.SOCKET, name: 74, label: "SO_TXREHASH", size: 4 },
   { level: SOL.SOCKET, name: 75, label: "SO_RCVMARK", size: 4 },
+  { level: SOL.SOCKET, name: 49, label: "SO_INCOMING_CPU", size: 4 },
   { level: SOL.IP, name: 18, label: "IP_PASSSEC", size: 4, family: "ipv4" },
   { level: SOL.IP, name: 23, label: "IP_CHECKSUM", size: 4, family: "ipv4" },
   { level: SOL.IP, name: 26, label: "IP_RECVERR_RFC4884", size: 4, family: "ipv4" },
@@ -369,10 +371,34 @@ export function emitOption(p: ProgramBuilder, fdSlot: number, o: SockOption): vo
   });
 }
 
-/** Emits SO_SNDBUF / SO_RCVBUF (setsockopt doubles the value given; getsockopt showed the double). */
+/** This host's net.core.<name> (wmem_max, rmem_max), or 0 when it cannot be read. */
+function coreSysctl(name: string): number {
+  try {
+    return Number(Deno.readTextFileSync(`/proc/sys/net/core/${name}`).trim()) || 0;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * Emits SO_SNDBUF / SO_RCVBUF (setsockopt doubles the value given; getsockopt
+ * showed the double). A size above what they can give (net.core.wmem_max /
+ * rmem_max cap them: the program used SO_SNDBUFFORCE / SO_RCVBUFFORCE) is set
+ * with the FORCE option (CAP_NET_ADMIN; without it the restore fails rather
+ * than come back with a smaller buffer).
+ */
 export function emitBuffers(p: ProgramBuilder, fdSlot: number, b: InetSocket["buffers"]): void {
-  if (b?.snd) emitSetInt(p, fdSlot, SOL.SOCKET, SO.SNDBUF, b.snd >> 1, `SO_SNDBUF ${b.snd}`);
-  if (b?.rcv) emitSetInt(p, fdSlot, SOL.SOCKET, SO.RCVBUF, b.rcv >> 1, `SO_RCVBUF ${b.rcv}`);
+  for (
+    const [size, cap, plain, force, label] of [
+      [b?.snd, "wmem_max", SO.SNDBUF, SO.SNDBUFFORCE, "SO_SNDBUF"],
+      [b?.rcv, "rmem_max", SO.RCVBUF, SO.RCVBUFFORCE, "SO_RCVBUF"],
+    ] as const
+  ) {
+    if (!size) continue;
+    const forced = (size >> 1) > coreSysctl(cap);
+    const name = forced ? force : plain;
+    emitSetInt(p, fdSlot, SOL.SOCKET, name, size >> 1, `${label}${forced ? "FORCE" : ""} ${size}`);
+  }
 }
 
 /** The saved SO_REUSEADDR value (0 when not recorded). */

@@ -16,6 +16,7 @@
  *   udp-cork      UDP_CORK with a datagram corked (not sent yet): refused
  *   udp-more      a datagram begun with MSG_MORE (no UDP_CORK): refused
  *   tos-priority  IP_TOS, then SO_PRIORITY (which IP_TOS would reset), TCP and UDP
+ *   tcp-peekoff   SO_PEEK_OFF on a connection with bytes queued, moved by a peek
  *   reuseport     two listeners of one SO_REUSEPORT group
  *   saved-syn     a connection accepted from a TCP_SAVE_SYN listener, its SYN not read: refused
  */
@@ -58,6 +59,7 @@ struct opt {
 
 static const int txtime[2] = {CLOCK_TAI, 2 /* SOF_TXTIME_REPORT_ERRORS */};
 static const unsigned long long pacing = 1000000;
+static const int linger0[2] = {1, 0};
 static const unsigned int port_range = (40000u << 16) | 30000u; /* hi << 16 | lo */
 
 static const struct opt OPTS[] = {
@@ -73,6 +75,11 @@ static const struct opt OPTS[] = {
     {"SO_TXREHASH", SOL_SOCKET, 74, 0, NULL, 4, K_ALL},
     {"SO_PASSCRED", SOL_SOCKET, 16, 1, NULL, 4, K_ALL},
     {"SO_PASSSEC", SOL_SOCKET, 34, 1, NULL, 4, K_ALL},
+    {"SO_LINGER", SOL_SOCKET, SO_LINGER, 0, linger0, 8, K_ALL},
+    {"SO_INCOMING_CPU", SOL_SOCKET, 49, 0, NULL, 4, K_LISTEN | K_UDP},
+    {"SO_RESERVE_MEM", SOL_SOCKET, 73, 65536, NULL, 4, K_ALL},
+    {"SO_RCVBUFFORCE", SOL_SOCKET, SO_RCVBUFFORCE, 5000000, NULL, 4, K_LISTEN | K_UDP},
+    {"SO_SNDBUFFORCE", SOL_SOCKET, SO_SNDBUFFORCE, 6000000, NULL, 4, K_LISTEN | K_UDP},
     {"SO_RCVLOWAT", SOL_SOCKET, 18, 7, NULL, 4, K_ALL},
     {"SO_PRIORITY", SOL_SOCKET, 12, 5, NULL, 4, K_ALL},
     {"SO_KEEPALIVE", SOL_SOCKET, 9, 1, NULL, 4, K_TCP},
@@ -124,6 +131,13 @@ static const struct opt OPTS[] = {
 static unsigned char before[NOPTS][64];
 static socklen_t before_len[NOPTS];
 
+/* The option to read back: the FORCE forms are read as the plain ones. */
+static int read_name(size_t i) {
+  if (OPTS[i].level == SOL_SOCKET && OPTS[i].opt == SO_RCVBUFFORCE) return SO_RCVBUF;
+  if (OPTS[i].level == SOL_SOCKET && OPTS[i].opt == SO_SNDBUFFORCE) return SO_SNDBUF;
+  return OPTS[i].opt;
+}
+
 static void set_opts(int fd, int kind, int v6) {
   for (size_t i = 0; i < NOPTS; i++) {
     const struct opt *o = &OPTS[i];
@@ -152,7 +166,7 @@ static void set_opts(int fd, int kind, int v6) {
     if (!before_len[i]) continue;
     socklen_t l = sizeof before[i];
     before_len[i] = 0;
-    if (getsockopt(fd, OPTS[i].level, OPTS[i].opt, before[i], &l)) {
+    if (getsockopt(fd, OPTS[i].level, read_name(i), before[i], &l)) {
       printf("skip %s: get: %s\n", OPTS[i].name, strerror(errno));
       continue;
     }
@@ -166,7 +180,7 @@ static void check_opts(int fd) {
     if (!before_len[i]) continue;
     unsigned char now[64];
     socklen_t l = sizeof now;
-    int r = getsockopt(fd, OPTS[i].level, OPTS[i].opt, now, &l);
+    int r = getsockopt(fd, OPTS[i].level, read_name(i), now, &l);
     char name[64];
     snprintf(name, sizeof name, "opt-%s", OPTS[i].name);
     int same = r == 0 && l == before_len[i] && !memcmp(now, before[i], l);
@@ -276,9 +290,16 @@ int main(int argc, char **argv) {
     int v6 = mode[3] == '6';
     int l = listener(v6, 0, 0);
     set_opts(l, K_LISTEN, v6);
+    struct tcp_info ti;
+    socklen_t tl = sizeof ti;
+    if (getsockopt(l, SOL_TCP, TCP_INFO, &ti, &tl)) die("TCP_INFO");
+    unsigned backlog = ti.tcpi_sacked; /* a listener's: its backlog */
     print_ready("pid=%d", getpid());
     wait_trigger(trigger);
     check_opts(l);
+    tl = sizeof ti;
+    getsockopt(l, SOL_TCP, TCP_INFO, &ti, &tl);
+    check("listen-backlog", ti.tcpi_sacked == backlog && backlog == 7, "%u (was %u)", ti.tcpi_sacked, backlog);
     int c = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM, 0);
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
@@ -337,6 +358,32 @@ int main(int argc, char **argv) {
       getsockopt(fds[i], SOL_SOCKET, SO_PRIORITY, &p, &len);
       check(names[i], (t & ~3) == 0x28 && p == 5, "tos 0x%x priority %d", t, p);
     }
+  } else if (!strcmp(mode, "tcp-peekoff")) {
+    /* SO_PEEK_OFF on a connection (TCP has it since Linux 6.10), moved by a peek. */
+    int l = listener(0, 0, 0), acc, zero = 0;
+    int c = connect_to(l, &acc);
+    put(c, "abcdefgh");
+    char b[16] = {0};
+    struct pollfd p = {acc, POLLIN, 0};
+    poll(&p, 1, 2000);
+    if (setsockopt(acc, SOL_SOCKET, SO_PEEK_OFF, &zero, sizeof zero)) die("SO_PEEK_OFF");
+    if (recv(acc, b, 3, MSG_PEEK) != 3) die("peek");
+    int off = -2;
+    socklen_t len = sizeof off;
+    getsockopt(acc, SOL_SOCKET, SO_PEEK_OFF, &off, &len);
+    if (off != 3) die_err("the peek did not move the offset", EINVAL);
+    print_ready("pid=%d", getpid());
+    wait_trigger(trigger);
+    off = -2;
+    len = sizeof off;
+    getsockopt(acc, SOL_SOCKET, SO_PEEK_OFF, &off, &len);
+    check("tcp-peekoff", off == 3, "%d", off);
+    memset(b, 0, sizeof b);
+    ssize_t n = recv(acc, b, 3, MSG_PEEK | MSG_DONTWAIT);
+    check("tcp-peekoff-peek", n == 3 && !memcmp(b, "def", 3), "%zd '%.*s'", n, (int)(n > 0 ? n : 0), b);
+    memset(b, 0, sizeof b);
+    n = recv(acc, b, sizeof b, MSG_DONTWAIT);
+    check("tcp-peekoff-read", n == 8 && !memcmp(b, "abcdefgh", 8), "%zd '%.*s'", n, (int)(n > 0 ? n : 0), b);
   } else if (!strcmp(mode, "reuseport")) {
     int a = listener(0, 1, 0);
     int b = listener(0, 1, port_of(a));
