@@ -70,6 +70,7 @@ const OPTION_CHECKS: Record<string, string[]> = {
   "tcp4-listen": [
     "TCP_SAVE_SYN",
     "TCP_FASTOPEN_NO_COOKIE",
+    "TCP_FASTOPEN_KEY",
     "TCP_DEFER_ACCEPT",
     "TCP_FASTOPEN",
     "SO_ZEROCOPY",

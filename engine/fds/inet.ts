@@ -189,6 +189,8 @@ const OPTIONS: OptionSpec[] = [
     unconnected: true,
   },
   { level: SOL.TCP, name: 34, label: "TCP_FASTOPEN_NO_COOKIE", size: 4, only: "tcp" },
+  // A listener's own key (getsockopt shows the namespace's when it has none): 16 or 32 bytes.
+  { level: SOL.TCP, name: 33, label: "TCP_FASTOPEN_KEY", size: 32, only: "tcp" },
   { level: SOL.TCP, name: 36, label: "TCP_INQ", size: 4, only: "tcp" },
   { level: SOL.TCP, name: 37, label: "TCP_TX_DELAY", size: 4, only: "tcp" },
   { level: SOL.TCP, name: 45, label: "TCP_RTO_MIN_US", size: 4, only: "tcp" },

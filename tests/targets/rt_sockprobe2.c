@@ -60,6 +60,7 @@ struct opt {
 static const int txtime[2] = {CLOCK_TAI, 2 /* SOF_TXTIME_REPORT_ERRORS */};
 static const unsigned long long pacing = 1000000;
 static const int linger0[2] = {1, 0};
+static const unsigned char tfo_key[16] = "cryo-tfo-key-016";
 static const unsigned int port_range = (40000u << 16) | 30000u; /* hi << 16 | lo */
 
 static const struct opt OPTS[] = {
@@ -100,6 +101,7 @@ static const struct opt OPTS[] = {
     {"TCP_KEEPINTVL", SOL_TCP, 5, 7, NULL, 4, K_TCP},
     {"TCP_DEFER_ACCEPT", SOL_TCP, 9, 5, NULL, 4, K_LISTEN},
     {"TCP_FASTOPEN", SOL_TCP, 23, 8, NULL, 4, K_LISTEN},
+    {"TCP_FASTOPEN_KEY", SOL_TCP, 33, 0, tfo_key, 16, K_LISTEN},
     {"TCP_CONGESTION", SOL_TCP, 13, 0, "reno", 16, K_TCP},
     {"TCP_LINGER2", SOL_TCP, 8, 7, NULL, 4, K_TCP},
     {"UDP_CORK", SOL_UDP, 1, 0, NULL, 4, K_UDP}, /* set 1 only in udp-cork */
