@@ -221,7 +221,7 @@ export const SUPPORT_TABLE = [
   { id: "socket.netlink-queued", area: "socket", what: "netlink messages waiting to be read, or a dump in progress", support: "refused", note: "the kernel's replies cannot be queued again" },
   { id: "socket.netlink", area: "socket", what: "other netlink sockets (generic, audit, uevent, ...)", support: "refused", note: "not saved yet" },
   { id: "socket.inet-option", area: "socket", what: "TCP and UDP sockets with SO_TIMESTAMPING's SOF_TIMESTAMPING_OPT_ID, or an upper layer protocol on TCP (TCP_ULP: kernel TLS)", support: "refused", note: "the counter cannot be set (setsockopt restarts it); kernel TLS keys and record state cannot be read, and the socket would come back sending in the clear" },
-  { id: "socket.inet-pending", area: "socket", what: "UDP sockets with a datagram being built (UDP_CORK, MSG_MORE), TCP connections whose SYN was saved (TCP_SAVE_SYN) and not read", support: "refused", note: "no setsockopt puts the bytes back (branch sockprobe2)" },
+  { id: "socket.inet-pending", area: "socket", what: "TCP and UDP sockets with an error pending (SO_ERROR) or queued (IP_RECVERR), UDP sockets with a datagram being built (UDP_CORK, MSG_MORE), TCP connections whose SYN was saved (TCP_SAVE_SYN) and not read", support: "refused", note: "no setsockopt puts them back" },
   { id: "socket.filter", area: "socket", what: "sockets with a packet filter attached (SO_ATTACH_FILTER, SO_ATTACH_BPF)", support: "refused", note: "not saved yet" },
   { id: "socket.other", area: "socket", what: "other sockets", support: "refused", note: "not saved yet" },
 ] as const satisfies readonly SupportRow[];

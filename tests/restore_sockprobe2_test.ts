@@ -127,6 +127,14 @@ const REFUSED: Record<string, { line: RegExp; checks: string[] }> = {
     line: /a datagram being built, not sent yet \(UDP_CORK or MSG_MORE; \d+ bytes/,
     checks: ["udp-cork-held", "udp-cork-datagram"],
   },
+  "udp-err": {
+    line: /an error pending on it \(SO_ERROR\) or on its error queue \(IP_RECVERR, MSG_ERRQUEUE\)/,
+    checks: ["udp-err"],
+  },
+  "udp-errqueue": {
+    line: /an error pending on it \(SO_ERROR\) or on its error queue \(IP_RECVERR, MSG_ERRQUEUE\)/,
+    checks: ["udp-errqueue"],
+  },
   "saved-syn": {
     line: /the connection's SYN saved by TCP_SAVE_SYN and not read yet/,
     checks: ["saved-syn"],

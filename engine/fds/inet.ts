@@ -23,6 +23,7 @@ import {
   SOL,
 } from "../../ffi/net.ts";
 import { TCP } from "../../ffi/tcp_repair.ts";
+import { hasPendingError } from "../../ffi/socket.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { CryoError } from "../errors.ts";
 import { decodeBase64, encodeBase64 } from "../base64.ts";
@@ -225,9 +226,15 @@ const TCP_SAVED_SYN = 28;
  * `socket.inet-pending` row), or null: a UDP datagram being built (UDP_CORK
  * or MSG_MORE: its bytes count in SIOCOUTQ until it is sent), or a
  * connection's SYN saved by TCP_SAVE_SYN and not read yet (TCP_SAVED_SYN
- * with no room fails with EINVAL only then, and does not consume it).
+ * with no room fails with EINVAL only then, and does not consume it), or an
+ * error waiting for the program: an ICMP error in sk_err (what SO_ERROR
+ * returns) or on the error queue (IP_RECVERR, MSG_ZEROCOPY completions,
+ * timestamps), seen as POLLERR by a poll that consumes nothing.
  */
 export function pendingProblem(fd: number, proto: "tcp" | "udp"): string | null {
+  if (hasPendingError(fd)) {
+    return "an error pending on it (SO_ERROR) or on its error queue (IP_RECVERR, MSG_ERRQUEUE)";
+  }
   if (proto === "udp") {
     const queued = outqBytes(fd);
     return queued > 0

@@ -16,6 +16,8 @@
  *   udp-cork      UDP_CORK with a datagram corked (not sent yet): refused
  *   udp-more      a datagram begun with MSG_MORE (no UDP_CORK): refused
  *   tos-priority  IP_TOS, then SO_PRIORITY (which IP_TOS would reset), TCP and UDP
+ *   udp-err       an ICMP port unreachable pending on a connected UDP socket (SO_ERROR): refused
+ *   udp-errqueue  the same queued on its error queue (IP_RECVERR): refused
  *   tcp-peekoff   SO_PEEK_OFF on a connection with bytes queued, moved by a peek
  *   reuseport     two listeners of one SO_REUSEPORT group
  *   saved-syn     a connection accepted from a TCP_SAVE_SYN listener, its SYN not read: refused
@@ -25,6 +27,7 @@
 #include <fcntl.h>
 #include <linux/udp.h>
 #include <netinet/in.h>
+#include <linux/errqueue.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -359,6 +362,38 @@ int main(int argc, char **argv) {
       len = sizeof p;
       getsockopt(fds[i], SOL_SOCKET, SO_PRIORITY, &p, &len);
       check(names[i], (t & ~3) == 0x28 && p == 5, "tos 0x%x priority %d", t, p);
+    }
+  } else if (!strcmp(mode, "udp-err") || !strcmp(mode, "udp-errqueue")) {
+    /* A datagram to a closed port: the ICMP error is pending (SO_ERROR), or
+     * with IP_RECVERR queued on the error queue. */
+    int gone = udp_bound(0), u = udp_bound(0), one = 1;
+    struct sockaddr_in a;
+    socklen_t len = sizeof a;
+    getsockname(gone, (void *)&a, &len);
+    close(gone);
+    if (connect(u, (void *)&a, len)) die("connect");
+    int eq = mode[7] == 'q';
+    if (eq && setsockopt(u, SOL_IP, IP_RECVERR, &one, sizeof one)) die("IP_RECVERR");
+    put(u, "x");
+    struct pollfd p = {u, 0, 0};
+    poll(&p, 1, 2000);
+    if (!(p.revents & POLLERR)) die_err("no ICMP error came back", EINVAL);
+    print_ready("pid=%d", getpid());
+    wait_trigger(trigger);
+    char b[256];
+    if (!eq) {
+      ssize_t n = recv(u, b, sizeof b, MSG_DONTWAIT);
+      check("udp-err", n < 0 && errno == ECONNREFUSED, "%zd %s", n, strerror(errno));
+    } else {
+      struct msghdr m = {0};
+      char ctl[256];
+      struct iovec iov = {b, sizeof b};
+      m.msg_iov = &iov;
+      m.msg_iovlen = 1;
+      m.msg_control = ctl;
+      m.msg_controllen = sizeof ctl;
+      ssize_t n = recvmsg(u, &m, MSG_ERRQUEUE | MSG_DONTWAIT);
+      check("udp-errqueue", n == 1 && m.msg_controllen > 0, "%zd %s", n, n < 0 ? strerror(errno) : "");
     }
   } else if (!strcmp(mode, "tcp-peekoff")) {
     /* SO_PEEK_OFF on a connection (TCP has it since Linux 6.10), moved by a peek. */
