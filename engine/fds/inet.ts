@@ -22,7 +22,7 @@ import {
   SOCK,
   SOL,
 } from "../../ffi/net.ts";
-import { TCP } from "../../ffi/tcp_repair.ts";
+import { TCP, TCP_STATE, tcpInfo } from "../../ffi/tcp_repair.ts";
 import { hasPendingError } from "../../ffi/socket.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { CryoError } from "../errors.ts";
@@ -232,7 +232,12 @@ const TCP_SAVED_SYN = 28;
  * timestamps), seen as POLLERR by a poll that consumes nothing.
  */
 export function pendingProblem(fd: number, proto: "tcp" | "udp"): string | null {
-  if (hasPendingError(fd)) {
+  // A TCP socket in another state is refused by its state, with a better reason (a failed
+  // connect leaves its error pending).
+  const tcpState = proto === "tcp" ? tcpInfo(fd).state : 0;
+  const checked = proto === "udp" || tcpState === TCP_STATE.ESTABLISHED ||
+    tcpState === TCP_STATE.LISTEN;
+  if (checked && hasPendingError(fd)) {
     return "an error pending on it (SO_ERROR) or on its error queue (IP_RECVERR, MSG_ERRQUEUE)";
   }
   if (proto === "udp") {
