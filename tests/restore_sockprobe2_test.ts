@@ -84,6 +84,7 @@ const OPTION_CHECKS: Record<string, string[]> = {
     "SO_TXTIME",
     "SO_BROADCAST",
     "UDP_SEGMENT",
+    "UDP_ENCAP",
     "IP_PASSSEC",
     "IP_CHECKSUM",
     "IP_UNICAST_IF",
@@ -134,6 +135,10 @@ const REFUSED: Record<string, { line: RegExp; checks: string[] }> = {
   "udp-errqueue": {
     line: /an error pending on it \(SO_ERROR\) or on its error queue \(IP_RECVERR, MSG_ERRQUEUE\)/,
     checks: ["udp-errqueue"],
+  },
+  "udp-l2tp": {
+    line: /UDP_ENCAP type 3 \(a kernel tunnel/,
+    checks: ["udp-l2tp"],
   },
   "saved-syn": {
     line: /the connection's SYN saved by TCP_SAVE_SYN and not read yet/,

@@ -200,6 +200,8 @@ const OPTIONS: OptionSpec[] = [
   { level: SOL.UDP, name: 101, label: "UDP_NO_CHECK6_TX", size: 4, family: "ipv6", only: "udp" },
   { level: SOL.UDP, name: 102, label: "UDP_NO_CHECK6_RX", size: 4, family: "ipv6", only: "udp" },
   { level: SOL.UDP, name: 103, label: "UDP_SEGMENT", size: 4, only: "udp" },
+  // ESP in UDP (IKE's NAT-T socket) only: optionProblem refuses the other types.
+  { level: SOL.UDP, name: 100, label: "UDP_ENCAP", size: 4, only: "udp" },
 ];
 
 /** SOF_TIMESTAMPING_OPT_ID: timestamps carry a counter setsockopt restarts. */
@@ -208,15 +210,25 @@ const SOF_TIMESTAMPING_OPT_ID = 1 << 7;
 /**
  * Why socket `fd` holds option state cryo cannot set again (the
  * `socket.inet-option` row), or null: SO_TIMESTAMPING with
- * SOF_TIMESTAMPING_OPT_ID, whose per-socket counter setsockopt restarts.
+ * SOF_TIMESTAMPING_OPT_ID, whose per-socket counter setsockopt restarts, a
+ * UDP socket a kernel tunnel took over (UDP_ENCAP other than ESP in UDP),
+ * an upper layer protocol on TCP.
  */
 export function optionProblem(fd: number): string | null {
   const flags = getsockoptInt(fd, SOL.SOCKET, SO_TIMESTAMPING) ?? 0;
   if (flags & SOF_TIMESTAMPING_OPT_ID) {
     return `SO_TIMESTAMPING 0x${flags.toString(16)} with SOF_TIMESTAMPING_OPT_ID (its counter)`;
   }
+  const encap = getsockoptInt(fd, SOL.UDP, UDP_ENCAP) ?? 0;
+  if (encap > UDP_ENCAP_ESPINUDP) {
+    return `UDP_ENCAP type ${encap} (a kernel tunnel: L2TP, GTP, RxRPC, ...; its state is the module's)`;
+  }
   return ulpProblem(getsockoptBytes(fd, SOL.TCP, TCP.ULP, 16));
 }
+
+/** UDP_ENCAP, and its ESP-in-UDP type: what setsockopt alone sets up. */
+const UDP_ENCAP = 100;
+const UDP_ENCAP_ESPINUDP = 2;
 
 /** TCP_SAVED_SYN: the SYN a TCP_SAVE_SYN listener kept for the connection (read once). */
 const TCP_SAVED_SYN = 28;

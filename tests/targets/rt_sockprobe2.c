@@ -18,6 +18,7 @@
  *   tos-priority  IP_TOS, then SO_PRIORITY (which IP_TOS would reset), TCP and UDP
  *   udp-err       an ICMP port unreachable pending on a connected UDP socket (SO_ERROR): refused
  *   udp-errqueue  the same queued on its error queue (IP_RECVERR): refused
+ *   udp-l2tp      UDP_ENCAP of a kernel tunnel (L2TP): refused
  *   tcp-peekoff   SO_PEEK_OFF on a connection with bytes queued, moved by a peek
  *   reuseport     two listeners of one SO_REUSEPORT group
  *   saved-syn     a connection accepted from a TCP_SAVE_SYN listener, its SYN not read: refused
@@ -109,6 +110,7 @@ static const struct opt OPTS[] = {
     {"TCP_LINGER2", SOL_TCP, 8, 7, NULL, 4, K_TCP},
     {"UDP_CORK", SOL_UDP, 1, 0, NULL, 4, K_UDP}, /* set 1 only in udp-cork */
     {"UDP_SEGMENT", SOL_UDP, 103, 1000, NULL, 4, K_UDP},
+    {"UDP_ENCAP", SOL_UDP, 100, 2 /* UDP_ENCAP_ESPINUDP */, NULL, 4, K_UDP},
     {"UDP_NO_CHECK6_TX", SOL_UDP, 101, 1, NULL, 4, K_UDP | V6},
     {"UDP_NO_CHECK6_RX", SOL_UDP, 102, 1, NULL, 4, K_UDP | V6},
     {"IP_TOS", SOL_IP, 1, 0x20, NULL, 4, K_ALL | V4},
@@ -395,6 +397,16 @@ int main(int argc, char **argv) {
       ssize_t n = recvmsg(u, &m, MSG_ERRQUEUE | MSG_DONTWAIT);
       check("udp-errqueue", n == 1 && m.msg_controllen > 0, "%zd %s", n, n < 0 ? strerror(errno) : "");
     }
+  } else if (!strcmp(mode, "udp-l2tp")) {
+    /* UDP_ENCAP_L2TPINUDP set by hand: the type a kernel L2TP tunnel gives its socket. */
+    int u = udp_bound(0), t = 3;
+    if (setsockopt(u, SOL_UDP, 100, &t, sizeof t)) die("UDP_ENCAP");
+    print_ready("pid=%d", getpid());
+    wait_trigger(trigger);
+    socklen_t len = sizeof t;
+    t = 0;
+    getsockopt(u, SOL_UDP, 100, &t, &len);
+    check("udp-l2tp", t == 3, "%d", t);
   } else if (!strcmp(mode, "tcp-peekoff")) {
     /* SO_PEEK_OFF on a connection (TCP has it since Linux 6.10), moved by a peek. */
     int l = listener(0, 0, 0), acc, zero = 0;
