@@ -285,6 +285,32 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
+/** A fresh socket's value of each option of {@link OPTIONS}, per protocol and family. */
+const defaultsCache = new Map<string, (Uint8Array | number)[]>();
+
+/**
+ * The values of {@link OPTIONS} on fresh socket `fresh` (read once per
+ * protocol and family in a cryo process: the defaults follow sysctls, which
+ * a dump does not change; unix sockets cache theirs the same way).
+ */
+function freshDefaults(
+  fresh: number,
+  proto: "tcp" | "udp",
+  family: "ipv4" | "ipv6",
+): (Uint8Array | number)[] {
+  const key = `${proto}/${family}`;
+  let out = defaultsCache.get(key);
+  if (!out) {
+    out = OPTIONS.map((o) =>
+      (o.only && o.only !== proto) || (o.family && o.family !== family)
+        ? -22
+        : getsockoptBytes(fresh, o.level, o.name, o.size)
+    );
+    defaultsCache.set(key, out);
+  }
+  return out;
+}
+
 /**
  * The options of socket `fd` worth saving: SO_REUSEADDR, IPV6_V6ONLY (v6),
  * and every option of {@link OPTIONS} whose value differs from `fresh`'s.
@@ -303,11 +329,12 @@ export function readOptions(
     out.push({ ...V6ONLY, int: getsockoptInt(fd, SOL.IPV6, V6ONLY.name) ?? 0 });
   }
   const connected = peerName(fd) !== null;
-  for (const o of OPTIONS) {
+  const defaults = freshDefaults(fresh, proto, family);
+  for (const [i, o] of OPTIONS.entries()) {
     if ((o.only && o.only !== proto) || (o.family && o.family !== family)) continue;
     if (o.unconnected && connected) continue;
     const mine = getsockoptBytes(fd, o.level, o.name, o.size);
-    const theirs = getsockoptBytes(fresh, o.level, o.name, o.size);
+    const theirs = defaults[i];
     if (typeof mine === "number") continue; // not applicable to this socket
     if (typeof theirs !== "number" && sameBytes(mine, theirs)) continue;
     out.push(
