@@ -20,6 +20,8 @@ const READY = /^ready pid=(\d+)$/m;
 /** Modes that come back exactly, with the checks each must pass. */
 const ROUND_TRIPS: Record<string, string[]> = {
   "tos-priority": ["tos-priority-tcp", "tos-priority-udp"],
+  "tcp-mapped": ["mapped-queued", "mapped-reply", "mapped-udp"],
+  "tcp-bound": ["bound-port", "bound-connect", "bound-source"],
   "tcp-peekoff": ["tcp-peekoff", "tcp-peekoff-peek", "tcp-peekoff-read"],
   reuseport: ["reuseport-same-port", "reuseport-join", "reuseport-spread"],
 };
@@ -39,6 +41,10 @@ for (const [mode, checks] of Object.entries(ROUND_TRIPS)) {
 /** Options each option mode must have set and found again (the kernel took them all here). */
 const OPTION_CHECKS: Record<string, string[]> = {
   "tcp4-conn": [
+    "SO_RCVTIMEO",
+    "SO_SNDTIMEO",
+    "SO_LINGER",
+    "IP_TRANSPARENT",
     "SO_BUSY_POLL",
     "SO_PREFER_BUSY_POLL",
     "SO_MAX_PACING_RATE",
@@ -92,6 +98,8 @@ const OPTION_CHECKS: Record<string, string[]> = {
     "IP_LOCAL_PORT_RANGE",
   ],
   udp6: [
+    "SO_RCVTIMEO",
+    "IPV6_TRANSPARENT",
     "UDP_NO_CHECK6_TX",
     "UDP_NO_CHECK6_RX",
     "IPV6_MULTICAST_IF",

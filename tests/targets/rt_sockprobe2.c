@@ -19,6 +19,8 @@
  *   udp-err       an ICMP port unreachable pending on a connected UDP socket (SO_ERROR): refused
  *   udp-errqueue  the same queued on its error queue (IP_RECVERR): refused
  *   udp-l2tp      UDP_ENCAP of a kernel tunnel (L2TP): refused
+ *   tcp-mapped    IPv4-mapped IPv6: a dual-stack listener's connection from IPv4, a UDP peer
+ *   tcp-bound     a TCP socket bound, neither listening nor connected
  *   tcp-peekoff   SO_PEEK_OFF on a connection with bytes queued, moved by a peek
  *   reuseport     two listeners of one SO_REUSEPORT group
  *   saved-syn     a connection accepted from a TCP_SAVE_SYN listener, its SYN not read: refused
@@ -64,6 +66,7 @@ struct opt {
 static const int txtime[2] = {CLOCK_TAI, 2 /* SOF_TXTIME_REPORT_ERRORS */};
 static const unsigned long long pacing = 1000000;
 static const int linger0[2] = {1, 0};
+static const long tv[2] = {3, 500000};
 static const unsigned char tfo_key[16] = "cryo-tfo-key-016";
 static const unsigned int port_range = (40000u << 16) | 30000u; /* hi << 16 | lo */
 
@@ -85,6 +88,10 @@ static const struct opt OPTS[] = {
     {"SO_RESERVE_MEM", SOL_SOCKET, 73, 65536, NULL, 4, K_ALL},
     {"SO_RCVBUFFORCE", SOL_SOCKET, SO_RCVBUFFORCE, 5000000, NULL, 4, K_LISTEN | K_UDP},
     {"SO_SNDBUFFORCE", SOL_SOCKET, SO_SNDBUFFORCE, 6000000, NULL, 4, K_LISTEN | K_UDP},
+    {"SO_RCVTIMEO", SOL_SOCKET, SO_RCVTIMEO, 0, tv, 16, K_ALL},
+    {"SO_SNDTIMEO", SOL_SOCKET, SO_SNDTIMEO, 0, tv, 16, K_ALL},
+    {"IP_TRANSPARENT", SOL_IP, 19, 1, NULL, 4, K_ALL | V4},
+    {"IPV6_TRANSPARENT", SOL_IPV6, 75, 1, NULL, 4, K_ALL | V6},
     {"SO_RCVLOWAT", SOL_SOCKET, 18, 7, NULL, 4, K_ALL},
     {"SO_PRIORITY", SOL_SOCKET, 12, 5, NULL, 4, K_ALL},
     {"SO_KEEPALIVE", SOL_SOCKET, 9, 1, NULL, 4, K_TCP},
@@ -407,6 +414,57 @@ int main(int argc, char **argv) {
     t = 0;
     getsockopt(u, SOL_UDP, 100, &t, &len);
     check("udp-l2tp", t == 3, "%d", t);
+  } else if (!strcmp(mode, "tcp-mapped")) {
+    /* A dual-stack IPv6 listener, an IPv4 client: the accepted socket is IPv6 with
+     * IPv4-mapped addresses; a dual-stack UDP socket connected to a mapped peer. */
+    int l = socket(AF_INET6, SOCK_STREAM, 0), zero = 0;
+    if (setsockopt(l, SOL_IPV6, IPV6_V6ONLY, &zero, sizeof zero)) die("V6ONLY");
+    struct sockaddr_in6 a6 = {.sin6_family = AF_INET6, .sin6_addr = in6addr_any};
+    if (bind(l, (void *)&a6, sizeof a6) || listen(l, 4)) die("bind/listen");
+    struct sockaddr_in a4 = {.sin_family = AF_INET, .sin_port = htons(port_of(l))};
+    a4.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int c = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(c, (void *)&a4, sizeof a4)) die("connect");
+    int acc = accept(l, NULL, NULL);
+    if (acc < 0) die("accept");
+    put(c, "to6");
+    int r4 = udp_bound(0), u6 = socket(AF_INET6, SOCK_DGRAM, 0);
+    struct sockaddr_in ra;
+    socklen_t len = sizeof ra;
+    getsockname(r4, (void *)&ra, &len);
+    struct sockaddr_in6 m = {.sin6_family = AF_INET6, .sin6_port = ra.sin_port};
+    m.sin6_addr.s6_addr[10] = m.sin6_addr.s6_addr[11] = 0xff;
+    memcpy(&m.sin6_addr.s6_addr[12], &ra.sin_addr, 4);
+    if (connect(u6, (void *)&m, sizeof m)) die("udp connect mapped");
+    print_ready("pid=%d", getpid());
+    wait_trigger(trigger);
+    char b[8] = {0};
+    ssize_t n = read_within(acc, b, sizeof b, 1000);
+    check("mapped-queued", n == 3 && !memcmp(b, "to6", 3), "%zd", n);
+    put(acc, "back");
+    n = read_within(c, b, sizeof b, 2000);
+    check("mapped-reply", n == 4 && !memcmp(b, "back", 4), "%zd", n);
+    put(u6, "dg");
+    n = read_within(r4, b, sizeof b, 2000);
+    check("mapped-udp", n == 2 && !memcmp(b, "dg", 2), "%zd", n);
+  } else if (!strcmp(mode, "tcp-bound")) {
+    /* A TCP socket bound (port chosen by the kernel), neither listening nor connected. */
+    int t = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(t, (void *)&a, sizeof a)) die("bind");
+    int port = port_of(t);
+    int l = listener(0, 0, 0);
+    print_ready("pid=%d", getpid());
+    wait_trigger(trigger);
+    check("bound-port", port_of(t) == port, "%d (was %d)", port_of(t), port);
+    struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(port_of(l))};
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    check("bound-connect", connect(t, (void *)&to, sizeof to) == 0, "%s", strerror(errno));
+    struct sockaddr_in me;
+    socklen_t len = sizeof me;
+    getsockname(t, (void *)&me, &len);
+    check("bound-source", ntohs(me.sin_port) == port, "%d", ntohs(me.sin_port));
   } else if (!strcmp(mode, "tcp-peekoff")) {
     /* SO_PEEK_OFF on a connection (TCP has it since Linux 6.10), moved by a peek. */
     int l = listener(0, 0, 0), acc, zero = 0;
