@@ -38,6 +38,18 @@ for (const [mode, checks] of Object.entries(ROUND_TRIPS)) {
   );
 }
 
+/** SOL_SOCKET options a unix socket must have set and found again. */
+const UNIX_OPTIONS = [
+  "SO_PRIORITY",
+  "SO_RCVTIMEO",
+  "SO_BUSY_POLL",
+  "SO_MAX_PACING_RATE",
+  "SO_INCOMING_CPU",
+  "SO_TXTIME",
+  "SO_RCVMARK",
+  "SO_SELECT_ERR_QUEUE",
+];
+
 /** Options each option mode must have set and found again (the kernel took them all here). */
 const OPTION_CHECKS: Record<string, string[]> = {
   "tcp4-conn": [
@@ -97,6 +109,8 @@ const OPTION_CHECKS: Record<string, string[]> = {
     "IP_MULTICAST_IF",
     "IP_LOCAL_PORT_RANGE",
   ],
+  "unix-stream": UNIX_OPTIONS,
+  "unix-dgram": UNIX_OPTIONS,
   udp6: [
     "SO_RCVTIMEO",
     "IPV6_TRANSPARENT",

@@ -13,6 +13,7 @@
  *   tcp6-conn     options on an established IPv6 connection
  *   udp4          options on an IPv4 UDP socket (bound)
  *   udp6          options on an IPv6 UDP socket (bound)
+ *   unix-stream   the table's SOL_SOCKET options on a unix stream socket (unix-dgram: datagram)
  *   udp-cork      UDP_CORK with a datagram corked (not sent yet): refused
  *   udp-more      a datagram begun with MSG_MORE (no UDP_CORK): refused
  *   tos-priority  IP_TOS, then SO_PRIORITY (which IP_TOS would reset), TCP and UDP
@@ -62,6 +63,7 @@ struct opt {
 #define K_ALL (K_TCP | K_UDP)
 #define V4 8
 #define V6 16
+#define K_UNIX 32 /* every SOL_SOCKET option of the table the kernel takes on a unix socket */
 
 static const int txtime[2] = {CLOCK_TAI, 2 /* SOF_TXTIME_REPORT_ERRORS */};
 static const unsigned long long pacing = 1000000;
@@ -156,7 +158,7 @@ static void set_opts(int fd, int kind, int v6) {
   for (size_t i = 0; i < NOPTS; i++) {
     const struct opt *o = &OPTS[i];
     before_len[i] = 0;
-    if (!(o->kinds & kind)) continue;
+    if (kind == K_UNIX ? o->level != SOL_SOCKET : !(o->kinds & kind)) continue;
     if ((o->kinds & V4) && v6) continue;
     if ((o->kinds & V6) && !v6) continue;
     int r;
@@ -414,6 +416,13 @@ int main(int argc, char **argv) {
     t = 0;
     getsockopt(u, SOL_UDP, 100, &t, &len);
     check("udp-l2tp", t == 3, "%d", t);
+  } else if (!strcmp(mode, "unix-stream") || !strcmp(mode, "unix-dgram")) {
+    int sv[2];
+    if (socketpair(AF_UNIX, mode[5] == 's' ? SOCK_STREAM : SOCK_DGRAM, 0, sv)) die("socketpair");
+    set_opts(sv[0], K_UNIX, 0);
+    print_ready("pid=%d", getpid());
+    wait_trigger(trigger);
+    check_opts(sv[0]);
   } else if (!strcmp(mode, "tcp-mapped")) {
     /* A dual-stack IPv6 listener, an IPv4 client: the accepted socket is IPv6 with
      * IPv4-mapped addresses; a dual-stack UDP socket connected to a mapped peer. */
