@@ -21,6 +21,7 @@ const READY = /^ready pid=(\d+)$/m;
 const ROUND_TRIPS: Record<string, string[]> = {
   "tos-priority": ["tos-priority-tcp", "tos-priority-udp"],
   "tcp-mapped": ["mapped-queued", "mapped-reply", "mapped-udp"],
+  "udp-mapped-queue": ["udp-mapped-queue"],
   "tcp-bound": ["bound-port", "bound-connect", "bound-source"],
   "tcp-peekoff": ["tcp-peekoff", "tcp-peekoff-peek", "tcp-peekoff-read"],
   reuseport: ["reuseport-same-port", "reuseport-join", "reuseport-spread"],

@@ -21,6 +21,7 @@
  *   udp-errqueue  the same queued on its error queue (IP_RECVERR): refused
  *   udp-l2tp      UDP_ENCAP of a kernel tunnel (L2TP): refused
  *   tcp-mapped    IPv4-mapped IPv6: a dual-stack listener's connection from IPv4, a UDP peer
+ *   udp-mapped-queue  a dual-stack UDP socket with a datagram from an IPv4 sender queued
  *   tcp-bound     a TCP socket bound, neither listening nor connected
  *   tcp-peekoff   SO_PEEK_OFF on a connection with bytes queued, moved by a peek
  *   reuseport     two listeners of one SO_REUSEPORT group
@@ -456,6 +457,29 @@ int main(int argc, char **argv) {
     put(u6, "dg");
     n = read_within(r4, b, sizeof b, 2000);
     check("mapped-udp", n == 2 && !memcmp(b, "dg", 2), "%zd", n);
+  } else if (!strcmp(mode, "udp-mapped-queue")) {
+    /* A dual-stack UDP socket with a datagram from an IPv4 sender queued (a mapped source). */
+    int u6 = socket(AF_INET6, SOCK_DGRAM, 0), zero = 0;
+    if (setsockopt(u6, SOL_IPV6, IPV6_V6ONLY, &zero, sizeof zero)) die("V6ONLY");
+    struct sockaddr_in6 a6 = {.sin6_family = AF_INET6, .sin6_addr = in6addr_any};
+    if (bind(u6, (void *)&a6, sizeof a6)) die("bind");
+    int s4 = udp_bound(0);
+    struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(port_of(u6))};
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (sendto(s4, "hi", 2, 0, (void *)&to, sizeof to) != 2) die("sendto");
+    struct pollfd p = {u6, POLLIN, 0};
+    poll(&p, 1, 2000);
+    int sport = port_of(s4);
+    print_ready("pid=%d", getpid());
+    wait_trigger(trigger);
+    char b[8] = {0};
+    struct sockaddr_in6 from = {0};
+    socklen_t len = sizeof from;
+    ssize_t n = recvfrom(u6, b, sizeof b, MSG_DONTWAIT, (void *)&from, &len);
+    int mapped = IN6_IS_ADDR_V4MAPPED(&from.sin6_addr) && from.sin6_addr.s6_addr[12] == 127 &&
+                 from.sin6_addr.s6_addr[15] == 1;
+    check("udp-mapped-queue", n == 2 && !memcmp(b, "hi", 2) && mapped && ntohs(from.sin6_port) == sport,
+          "%zd mapped=%d port %d (sender %d)", n, mapped, ntohs(from.sin6_port), sport);
   } else if (!strcmp(mode, "tcp-bound")) {
     /* A TCP socket bound (port chosen by the kernel), neither listening nor connected. */
     int t = socket(AF_INET, SOCK_STREAM, 0);
