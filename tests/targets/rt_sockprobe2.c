@@ -22,6 +22,7 @@
  *   udp-l2tp      UDP_ENCAP of a kernel tunnel (L2TP): refused
  *   tcp-mapped    IPv4-mapped IPv6: a dual-stack listener's connection from IPv4, a UDP peer
  *   udp-mapped-queue  a dual-stack UDP socket with a datagram from an IPv4 sender queued
+ *   tcp-autotune  a connection whose receive buffer autotuning grew: does it grow on? (by hand)
  *   tcp-bound     a TCP socket bound, neither listening nor connected
  *   tcp-peekoff   SO_PEEK_OFF on a connection with bytes queued, moved by a peek
  *   reuseport     two listeners of one SO_REUSEPORT group
@@ -480,6 +481,38 @@ int main(int argc, char **argv) {
                  from.sin6_addr.s6_addr[15] == 1;
     check("udp-mapped-queue", n == 2 && !memcmp(b, "hi", 2) && mapped && ntohs(from.sin6_port) == sport,
           "%zd mapped=%d port %d (sender %d)", n, mapped, ntohs(from.sin6_port), sport);
+  } else if (!strcmp(mode, "tcp-autotune")) {
+    /* Receive buffer autotuning, grown once before the dump: does it still grow after the
+     * restore (which sets the recorded size with SO_RCVBUFFORCE, locking it)? A hand probe,
+     * not in the test: a known gap (docs/COMPATIBILITY.md, sockprobe2). */
+    int l = listener(0, 0, 0), acc;
+    int c = connect_to(l, &acc);
+    static char buf[1 << 16];
+    int total = 0, rb = 0;
+    socklen_t len = sizeof rb;
+    fcntl(c, F_SETFL, O_NONBLOCK);
+    for (int i = 0; i < 4; i++) {
+      ssize_t w = write(c, buf, sizeof buf);
+      if (w > 0) total += w;
+      ssize_t r;
+      while ((r = read_within(acc, buf, sizeof buf, 50)) > 0) {}
+    }
+    getsockopt(acc, SOL_SOCKET, SO_RCVBUF, &rb, &len);
+    printf("before: %d bytes sent, rcvbuf %d\n", total, rb);
+    print_ready("pid=%d", getpid());
+    wait_trigger(trigger);
+    int rb0 = rb;
+    len = sizeof rb;
+    getsockopt(acc, SOL_SOCKET, SO_RCVBUF, &rb, &len);
+    printf("after: rcvbuf %d\n", rb);
+    for (int i = 0; i < 2000; i++) {
+      ssize_t w = write(c, buf, sizeof buf);
+      (void)w;
+      while (read_within(acc, buf, sizeof buf, 0) > 0) {}
+    }
+    len = sizeof rb;
+    getsockopt(acc, SOL_SOCKET, SO_RCVBUF, &rb, &len);
+    check("autotune-grows", rb > rb0, "rcvbuf %d (was %d)", rb, rb0);
   } else if (!strcmp(mode, "tcp-bound")) {
     /* A TCP socket bound (port chosen by the kernel), neither listening nor connected. */
     int t = socket(AF_INET, SOCK_STREAM, 0);
