@@ -24,6 +24,7 @@ import {
 } from "../../ffi/net.ts";
 import { TCP, TCP_STATE, tcpInfo } from "../../ffi/tcp_repair.ts";
 import { hasPendingError } from "../../ffi/socket.ts";
+import { sleepMs } from "../../ffi/udp_queue.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { CryoError } from "../errors.ts";
 import { decodeBase64, encodeBase64 } from "../base64.ts";
@@ -236,7 +237,8 @@ const TCP_SAVED_SYN = 28;
 /**
  * Why socket `fd` (`proto`) holds data no setsockopt can give back (the
  * `socket.inet-pending` row), or null: a UDP datagram being built (UDP_CORK
- * or MSG_MORE: its bytes count in SIOCOUTQ until it is sent), or a
+ * or MSG_MORE: its bytes count in SIOCOUTQ until it is sent; still there
+ * after 60 ms, as one in a device's queue would not be), or a
  * connection's SYN saved by TCP_SAVE_SYN and not read yet (TCP_SAVED_SYN
  * with no room fails with EINVAL only then, and does not consume it), or an
  * error waiting for the program: an ICMP error in sk_err (what SO_ERROR
@@ -253,7 +255,13 @@ export function pendingProblem(fd: number, proto: "tcp" | "udp"): string | null 
     return "an error pending on it (SO_ERROR) or on its error queue (IP_RECVERR, MSG_ERRQUEUE)";
   }
   if (proto === "udp") {
-    const queued = outqBytes(fd);
+    // A datagram sent but still in a device's queue is charged too, for a moment: looked at
+    // again a few times before it is taken for one being built.
+    let queued = outqBytes(fd);
+    for (let i = 0; i < 3 && queued > 0; i++) {
+      sleepMs(20);
+      queued = outqBytes(fd);
+    }
     return queued > 0
       ? `a datagram being built, not sent yet (UDP_CORK or MSG_MORE; ${queued} bytes charged to its send buffer)`
       : null;
