@@ -22,6 +22,7 @@ const ROUND_TRIPS: Record<string, string[]> = {
   "tos-priority": ["tos-priority-tcp", "tos-priority-udp"],
   "tcp-mapped": ["mapped-queued", "mapped-reply", "mapped-udp"],
   "udp-mapped-queue": ["udp-mapped-queue"],
+  "udp-reuseport": ["udp-reuseport-port", "udp-reuseport-spread"],
   "tcp-bound": ["bound-port", "bound-connect", "bound-source"],
   "tcp-peekoff": ["tcp-peekoff", "tcp-peekoff-peek", "tcp-peekoff-read"],
   reuseport: ["reuseport-same-port", "reuseport-join", "reuseport-spread"],

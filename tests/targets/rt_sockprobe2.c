@@ -26,6 +26,7 @@
  *   tcp-bound     a TCP socket bound, neither listening nor connected
  *   tcp-peekoff   SO_PEEK_OFF on a connection with bytes queued, moved by a peek
  *   reuseport     two listeners of one SO_REUSEPORT group
+ *   udp-reuseport two UDP sockets of one SO_REUSEPORT group
  *   saved-syn     a connection accepted from a TCP_SAVE_SYN listener, its SYN not read: refused
  */
 #define _GNU_SOURCE
@@ -581,6 +582,29 @@ int main(int argc, char **argv) {
       close(k);
     }
     check("reuseport-spread", got_a > 0 && got_b > 0 && got_a + got_b == 32, "%d %d", got_a, got_b);
+  } else if (!strcmp(mode, "udp-reuseport")) {
+    /* Two UDP sockets of one SO_REUSEPORT group. */
+    int one = 1, u[2];
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    for (int i = 0; i < 2; i++) {
+      u[i] = socket(AF_INET, SOCK_DGRAM, 0);
+      if (setsockopt(u[i], SOL_SOCKET, SO_REUSEPORT, &one, sizeof one)) die("reuseport");
+      if (bind(u[i], (void *)&a, sizeof a)) die("bind");
+      a.sin_port = htons(port_of(u[0]));
+    }
+    print_ready("pid=%d", getpid());
+    wait_trigger(trigger);
+    check("udp-reuseport-port", port_of(u[0]) == port_of(u[1]), "%d %d", port_of(u[0]), port_of(u[1]));
+    int got[2] = {0, 0};
+    for (int i = 0; i < 64; i++) {
+      int s = socket(AF_INET, SOCK_DGRAM, 0);
+      sendto(s, "x", 1, 0, (void *)&a, sizeof a);
+      close(s);
+      char b;
+      for (int k = 0; k < 2; k++) got[k] += read_within(u[k], &b, 1, k ? 0 : 20) == 1;
+    }
+    check("udp-reuseport-spread", got[0] > 0 && got[1] > 0 && got[0] + got[1] == 64, "%d %d", got[0], got[1]);
   } else if (!strcmp(mode, "saved-syn")) {
     int l = listener(0, 0, 0), one = 1, acc;
     if (setsockopt(l, SOL_TCP, TCP_SAVE_SYN, &one, sizeof one)) die("TCP_SAVE_SYN");
