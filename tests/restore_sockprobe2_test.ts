@@ -113,6 +113,14 @@ const OPTION_CHECKS: Record<string, string[]> = {
   ],
   "unix-stream": UNIX_OPTIONS,
   "unix-dgram": UNIX_OPTIONS,
+  netlink: [
+    ...UNIX_OPTIONS,
+    "SO_PASSCRED",
+    "SO_PASSSEC",
+    "SO_LINGER",
+    "SO_SNDTIMEO",
+    "SO_RCVLOWAT",
+  ],
   udp6: [
     "SO_RCVTIMEO",
     "IPV6_TRANSPARENT",

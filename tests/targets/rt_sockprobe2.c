@@ -14,6 +14,7 @@
  *   udp4          options on an IPv4 UDP socket (bound)
  *   udp6          options on an IPv6 UDP socket (bound)
  *   unix-stream   the table's SOL_SOCKET options on a unix stream socket (unix-dgram: datagram)
+ *   netlink       the same on a bound NETLINK_ROUTE socket
  *   udp-cork      UDP_CORK with a datagram corked (not sent yet): refused
  *   udp-more      a datagram begun with MSG_MORE (no UDP_CORK): refused
  *   tos-priority  IP_TOS, then SO_PRIORITY (which IP_TOS would reset), TCP and UDP
@@ -32,6 +33,7 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <linux/netlink.h>
 #include <linux/udp.h>
 #include <netinet/in.h>
 #include <linux/errqueue.h>
@@ -426,6 +428,15 @@ int main(int argc, char **argv) {
     print_ready("pid=%d", getpid());
     wait_trigger(trigger);
     check_opts(sv[0]);
+  } else if (!strcmp(mode, "netlink")) {
+    int n = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
+    if (n < 0) die("socket");
+    struct sockaddr_nl a = {.nl_family = AF_NETLINK, .nl_groups = 1 /* RTMGRP_LINK */};
+    if (bind(n, (void *)&a, sizeof a)) die("bind");
+    set_opts(n, K_UNIX, 0);
+    print_ready("pid=%d", getpid());
+    wait_trigger(trigger);
+    check_opts(n);
   } else if (!strcmp(mode, "tcp-mapped")) {
     /* A dual-stack IPv6 listener, an IPv4 client: the accepted socket is IPv6 with
      * IPv4-mapped addresses; a dual-stack UDP socket connected to a mapped peer. */
