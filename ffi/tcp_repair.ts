@@ -10,6 +10,7 @@
 import { tcpRepairWindow } from "./structs.ts";
 import {
   getsockoptBytes,
+  getsockoptInt,
   getsockoptIntChecked,
   inqBytes,
   outqBytes,
@@ -238,6 +239,21 @@ export function receiveSequence(fd: number): number {
  * of a connected socket that is already in repair mode.
  */
 export function readRepairedConnection(fd: number): RepairedConnection {
+  // A peek starts at the socket's SO_PEEK_OFF (TCP has one since Linux 6.10) and moves it:
+  // off while the queues are read, then put back.
+  const peekOff = getsockoptInt(fd, SOL.SOCKET, SO_PEEK_OFF);
+  if (peekOff !== null && peekOff >= 0) setsockoptInt(fd, SOL.SOCKET, SO_PEEK_OFF, -1);
+  try {
+    return readQueues(fd);
+  } finally {
+    if (peekOff !== null && peekOff >= 0) setsockoptInt(fd, SOL.SOCKET, SO_PEEK_OFF, peekOff);
+  }
+}
+
+/** SO_PEEK_OFF. */
+const SO_PEEK_OFF = 42;
+
+function readQueues(fd: number): RepairedConnection {
   const info = tcpInfo(fd);
   const { sndSeq, sendQueue, unsent } = readSendQueue(fd);
   const { rcvSeq, recvQueue } = readReceiveQueue(fd);

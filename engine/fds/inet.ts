@@ -12,15 +12,19 @@ import {
   encodeInetAddr,
   getsockoptBytes,
   getsockoptInt,
+  getsockoptLength,
   type InetAddr,
   intBytes,
   newSocket,
+  outqBytes,
   peerName,
   SO,
   SOCK,
   SOL,
 } from "../../ffi/net.ts";
-import { TCP } from "../../ffi/tcp_repair.ts";
+import { TCP, TCP_STATE, tcpInfo } from "../../ffi/tcp_repair.ts";
+import { hasPendingError } from "../../ffi/socket.ts";
+import { sleepMs } from "../../ffi/udp_queue.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { CryoError } from "../errors.ts";
 import { decodeBase64, encodeBase64 } from "../base64.ts";
@@ -64,14 +68,16 @@ const OPTIONS: OptionSpec[] = [
   { level: SOL.SOCKET, name: SO.BROADCAST, label: "SO_BROADCAST", size: 4 },
   { level: SOL.SOCKET, name: SO.OOBINLINE, label: "SO_OOBINLINE", size: 4 },
   { level: SOL.SOCKET, name: SO.DONTROUTE, label: "SO_DONTROUTE", size: 4 },
+  // IP_TOS sets the priority from the TOS (rt_tos2priority) when it changes it: before SO_PRIORITY.
+  { level: SOL.IP, name: 1, label: "IP_TOS", size: 4, family: "ipv4" },
+  { level: SOL.IPV6, name: 67, label: "IPV6_TCLASS", size: 4, family: "ipv6" },
   { level: SOL.SOCKET, name: SO.PRIORITY, label: "SO_PRIORITY", size: 4 },
   { level: SOL.SOCKET, name: SO.RCVLOWAT, label: "SO_RCVLOWAT", size: 4 },
   { level: SOL.SOCKET, name: SO.LINGER, label: "SO_LINGER", size: 8 },
   { level: SOL.SOCKET, name: SO.RCVTIMEO, label: "SO_RCVTIMEO", size: 16 },
   { level: SOL.SOCKET, name: SO.SNDTIMEO, label: "SO_SNDTIMEO", size: 16 },
-  { level: SOL.SOCKET, name: 42, label: "SO_PEEK_OFF", size: 4, only: "udp" },
-  { level: SOL.IP, name: 1, label: "IP_TOS", size: 4, family: "ipv4" },
-  { level: SOL.IPV6, name: 67, label: "IPV6_TCLASS", size: 4, family: "ipv6" },
+  // TCP: set after the receive queue is back (tcp.ts sets the options last).
+  { level: SOL.SOCKET, name: 42, label: "SO_PEEK_OFF", size: 4 },
   { level: SOL.IPV6, name: 11, label: "IPV6_FLOWINFO", size: 4, family: "ipv6", only: "udp" },
   { level: SOL.TCP, name: TCP.NODELAY, label: "TCP_NODELAY", size: 4, only: "tcp" },
   { level: SOL.TCP, name: TCP.CORK, label: "TCP_CORK", size: 4, only: "tcp" },
@@ -150,6 +156,53 @@ const OPTIONS: OptionSpec[] = [
   { level: SOL.TCP, name: 8, label: "TCP_LINGER2", size: 4, only: "tcp" },
   { level: SOL.TCP, name: 10, label: "TCP_WINDOW_CLAMP", size: 4, only: "tcp", unconnected: true },
   { level: SOL.TCP, name: 16, label: "TCP_THIN_LINEAR_TIMEOUTS", size: 4, only: "tcp" },
+  // Branch sockprobe2: options found lost by tests/targets/rt_sockprobe2.c.
+  { level: SOL.SOCKET, name: 41, label: "SO_WIFI_STATUS", size: 4 },
+  { level: SOL.SOCKET, name: 45, label: "SO_SELECT_ERR_QUEUE", size: 4 },
+  { level: SOL.SOCKET, name: 46, label: "SO_BUSY_POLL", size: 4 },
+  { level: SOL.SOCKET, name: 47, label: "SO_MAX_PACING_RATE", size: 8 },
+  { level: SOL.SOCKET, name: 60, label: "SO_ZEROCOPY", size: 4 },
+  { level: SOL.SOCKET, name: 61, label: "SO_TXTIME", size: 8 },
+  { level: SOL.SOCKET, name: 69, label: "SO_PREFER_BUSY_POLL", size: 4 },
+  { level: SOL.SOCKET, name: 74, label: "SO_TXREHASH", size: 4 },
+  { level: SOL.SOCKET, name: 75, label: "SO_RCVMARK", size: 4 },
+  { level: SOL.SOCKET, name: 49, label: "SO_INCOMING_CPU", size: 4 },
+  { level: SOL.IP, name: 18, label: "IP_PASSSEC", size: 4, family: "ipv4" },
+  { level: SOL.IP, name: 23, label: "IP_CHECKSUM", size: 4, family: "ipv4" },
+  { level: SOL.IP, name: 26, label: "IP_RECVERR_RFC4884", size: 4, family: "ipv4" },
+  { level: SOL.IP, name: 32, label: "IP_MULTICAST_IF", size: 4, family: "ipv4", only: "udp" },
+  { level: SOL.IP, name: 50, label: "IP_UNICAST_IF", size: 4, family: "ipv4" },
+  { level: SOL.IP, name: 51, label: "IP_LOCAL_PORT_RANGE", size: 4, family: "ipv4" },
+  { level: SOL.IPV6, name: 17, label: "IPV6_MULTICAST_IF", size: 4, family: "ipv6", only: "udp" },
+  { level: SOL.IPV6, name: 29, label: "IPV6_MULTICAST_ALL", size: 4, family: "ipv6", only: "udp" },
+  { level: SOL.IPV6, name: 31, label: "IPV6_RECVERR_RFC4884", size: 4, family: "ipv6" },
+  { level: SOL.IPV6, name: 33, label: "IPV6_FLOWINFO_SEND", size: 4, family: "ipv6" },
+  { level: SOL.IPV6, name: 70, label: "IPV6_AUTOFLOWLABEL", size: 4, family: "ipv6" },
+  { level: SOL.IPV6, name: 72, label: "IPV6_ADDR_PREFERENCES", size: 4, family: "ipv6" },
+  { level: SOL.IPV6, name: 73, label: "IPV6_MINHOPCOUNT", size: 4, family: "ipv6" },
+  { level: SOL.IPV6, name: 76, label: "IPV6_UNICAST_IF", size: 4, family: "ipv6" },
+  { level: SOL.TCP, name: 27, label: "TCP_SAVE_SYN", size: 4, only: "tcp" },
+  {
+    level: SOL.TCP,
+    name: 30,
+    label: "TCP_FASTOPEN_CONNECT",
+    size: 4,
+    only: "tcp",
+    unconnected: true,
+  },
+  { level: SOL.TCP, name: 34, label: "TCP_FASTOPEN_NO_COOKIE", size: 4, only: "tcp" },
+  // A listener's own key (getsockopt shows the namespace's when it has none): 16 or 32 bytes.
+  { level: SOL.TCP, name: 33, label: "TCP_FASTOPEN_KEY", size: 32, only: "tcp" },
+  { level: SOL.TCP, name: 36, label: "TCP_INQ", size: 4, only: "tcp" },
+  { level: SOL.TCP, name: 37, label: "TCP_TX_DELAY", size: 4, only: "tcp" },
+  { level: SOL.TCP, name: 45, label: "TCP_RTO_MIN_US", size: 4, only: "tcp" },
+  { level: SOL.TCP, name: 46, label: "TCP_DELACK_MAX_US", size: 4, only: "tcp" },
+  { level: SOL.UDP, name: 1, label: "UDP_CORK", size: 4, only: "udp" },
+  { level: SOL.UDP, name: 101, label: "UDP_NO_CHECK6_TX", size: 4, family: "ipv6", only: "udp" },
+  { level: SOL.UDP, name: 102, label: "UDP_NO_CHECK6_RX", size: 4, family: "ipv6", only: "udp" },
+  { level: SOL.UDP, name: 103, label: "UDP_SEGMENT", size: 4, only: "udp" },
+  // ESP in UDP (IKE's NAT-T socket) only: optionProblem refuses the other types.
+  { level: SOL.UDP, name: 100, label: "UDP_ENCAP", size: 4, only: "udp" },
 ];
 
 /** SOF_TIMESTAMPING_OPT_ID: timestamps carry a counter setsockopt restarts. */
@@ -158,14 +211,64 @@ const SOF_TIMESTAMPING_OPT_ID = 1 << 7;
 /**
  * Why socket `fd` holds option state cryo cannot set again (the
  * `socket.inet-option` row), or null: SO_TIMESTAMPING with
- * SOF_TIMESTAMPING_OPT_ID, whose per-socket counter setsockopt restarts.
+ * SOF_TIMESTAMPING_OPT_ID, whose per-socket counter setsockopt restarts, a
+ * UDP socket a kernel tunnel took over (UDP_ENCAP other than ESP in UDP),
+ * an upper layer protocol on TCP.
  */
 export function optionProblem(fd: number): string | null {
   const flags = getsockoptInt(fd, SOL.SOCKET, SO_TIMESTAMPING) ?? 0;
   if (flags & SOF_TIMESTAMPING_OPT_ID) {
     return `SO_TIMESTAMPING 0x${flags.toString(16)} with SOF_TIMESTAMPING_OPT_ID (its counter)`;
   }
+  const encap = getsockoptInt(fd, SOL.UDP, UDP_ENCAP) ?? 0;
+  if (encap > UDP_ENCAP_ESPINUDP) {
+    return `UDP_ENCAP type ${encap} (a kernel tunnel: L2TP, GTP, RxRPC, ...; its state is the module's)`;
+  }
   return ulpProblem(getsockoptBytes(fd, SOL.TCP, TCP.ULP, 16));
+}
+
+/** UDP_ENCAP, and its ESP-in-UDP type: what setsockopt alone sets up. */
+const UDP_ENCAP = 100;
+const UDP_ENCAP_ESPINUDP = 2;
+
+/** TCP_SAVED_SYN: the SYN a TCP_SAVE_SYN listener kept for the connection (read once). */
+const TCP_SAVED_SYN = 28;
+
+/**
+ * Why socket `fd` (`proto`) holds data no setsockopt can give back (the
+ * `socket.inet-pending` row), or null: a UDP datagram being built (UDP_CORK
+ * or MSG_MORE: its bytes count in SIOCOUTQ until it is sent; still there
+ * after 60 ms, as one in a device's queue would not be), or a
+ * connection's SYN saved by TCP_SAVE_SYN and not read yet (TCP_SAVED_SYN
+ * with no room fails with EINVAL only then, and does not consume it), or an
+ * error waiting for the program: an ICMP error in sk_err (what SO_ERROR
+ * returns) or on the error queue (IP_RECVERR, MSG_ZEROCOPY completions,
+ * timestamps), seen as POLLERR by a poll that consumes nothing.
+ */
+export function pendingProblem(fd: number, proto: "tcp" | "udp"): string | null {
+  // A TCP socket in another state is refused by its state, with a better reason (a failed
+  // connect leaves its error pending).
+  const tcpState = proto === "tcp" ? tcpInfo(fd).state : 0;
+  const checked = proto === "udp" || tcpState === TCP_STATE.ESTABLISHED ||
+    tcpState === TCP_STATE.LISTEN;
+  if (checked && hasPendingError(fd)) {
+    return "an error pending on it (SO_ERROR) or on its error queue (IP_RECVERR, MSG_ERRQUEUE)";
+  }
+  if (proto === "udp") {
+    // A datagram sent but still in a device's queue is charged too, for a moment: looked at
+    // again a few times before it is taken for one being built.
+    let queued = outqBytes(fd);
+    for (let i = 0; i < 3 && queued > 0; i++) {
+      sleepMs(20);
+      queued = outqBytes(fd);
+    }
+    return queued > 0
+      ? `a datagram being built, not sent yet (UDP_CORK or MSG_MORE; ${queued} bytes charged to its send buffer)`
+      : null;
+  }
+  return getsockoptLength(fd, SOL.TCP, TCP_SAVED_SYN) === -22
+    ? "the connection's SYN saved by TCP_SAVE_SYN and not read yet (TCP_SAVED_SYN)"
+    : null;
 }
 
 /**
@@ -190,6 +293,32 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
+/** A fresh socket's value of each option of {@link OPTIONS}, per protocol and family. */
+const defaultsCache = new Map<string, (Uint8Array | number)[]>();
+
+/**
+ * The values of {@link OPTIONS} on fresh socket `fresh` (read once per
+ * protocol and family in a cryo process: the defaults follow sysctls, which
+ * a dump does not change; unix sockets cache theirs the same way).
+ */
+function freshDefaults(
+  fresh: number,
+  proto: "tcp" | "udp",
+  family: "ipv4" | "ipv6",
+): (Uint8Array | number)[] {
+  const key = `${proto}/${family}`;
+  let out = defaultsCache.get(key);
+  if (!out) {
+    out = OPTIONS.map((o) =>
+      (o.only && o.only !== proto) || (o.family && o.family !== family)
+        ? -22
+        : getsockoptBytes(fresh, o.level, o.name, o.size)
+    );
+    defaultsCache.set(key, out);
+  }
+  return out;
+}
+
 /**
  * The options of socket `fd` worth saving: SO_REUSEADDR, IPV6_V6ONLY (v6),
  * and every option of {@link OPTIONS} whose value differs from `fresh`'s.
@@ -208,11 +337,12 @@ export function readOptions(
     out.push({ ...V6ONLY, int: getsockoptInt(fd, SOL.IPV6, V6ONLY.name) ?? 0 });
   }
   const connected = peerName(fd) !== null;
-  for (const o of OPTIONS) {
+  const defaults = freshDefaults(fresh, proto, family);
+  for (const [i, o] of OPTIONS.entries()) {
     if ((o.only && o.only !== proto) || (o.family && o.family !== family)) continue;
     if (o.unconnected && connected) continue;
     const mine = getsockoptBytes(fd, o.level, o.name, o.size);
-    const theirs = getsockoptBytes(fresh, o.level, o.name, o.size);
+    const theirs = defaults[i];
     if (typeof mine === "number") continue; // not applicable to this socket
     if (typeof theirs !== "number" && sameBytes(mine, theirs)) continue;
     out.push(
@@ -302,10 +432,34 @@ export function emitOption(p: ProgramBuilder, fdSlot: number, o: SockOption): vo
   });
 }
 
-/** Emits SO_SNDBUF / SO_RCVBUF (setsockopt doubles the value given; getsockopt showed the double). */
+/** This host's net.core.<name> (wmem_max, rmem_max), or 0 when it cannot be read. */
+function coreSysctl(name: string): number {
+  try {
+    return Number(Deno.readTextFileSync(`/proc/sys/net/core/${name}`).trim()) || 0;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * Emits SO_SNDBUF / SO_RCVBUF (setsockopt doubles the value given; getsockopt
+ * showed the double). A size above what they can give (net.core.wmem_max /
+ * rmem_max cap them: the program used SO_SNDBUFFORCE / SO_RCVBUFFORCE) is set
+ * with the FORCE option (CAP_NET_ADMIN; without it the restore fails rather
+ * than come back with a smaller buffer).
+ */
 export function emitBuffers(p: ProgramBuilder, fdSlot: number, b: InetSocket["buffers"]): void {
-  if (b?.snd) emitSetInt(p, fdSlot, SOL.SOCKET, SO.SNDBUF, b.snd >> 1, `SO_SNDBUF ${b.snd}`);
-  if (b?.rcv) emitSetInt(p, fdSlot, SOL.SOCKET, SO.RCVBUF, b.rcv >> 1, `SO_RCVBUF ${b.rcv}`);
+  for (
+    const [size, cap, plain, force, label] of [
+      [b?.snd, "wmem_max", SO.SNDBUF, SO.SNDBUFFORCE, "SO_SNDBUF"],
+      [b?.rcv, "rmem_max", SO.RCVBUF, SO.RCVBUFFORCE, "SO_RCVBUF"],
+    ] as const
+  ) {
+    if (!size) continue;
+    const forced = (size >> 1) > coreSysctl(cap);
+    const name = forced ? force : plain;
+    emitSetInt(p, fdSlot, SOL.SOCKET, name, size >> 1, `${label}${forced ? "FORCE" : ""} ${size}`);
+  }
 }
 
 /** The saved SO_REUSEADDR value (0 when not recorded). */

@@ -48,6 +48,7 @@ import {
   IPPROTO_TCP,
   IPPROTO_UDP,
   optionProblem,
+  pendingProblem,
   REFUSED_PREFIX,
 } from "./inet.ts";
 import { filterProblem } from "./socket_common.ts";
@@ -205,6 +206,11 @@ export class InetSocketSession {
       if (groups.length) return this.#refuse(f, "socket.inet-multicast", groups.join(", "));
       const unsaved = optionProblem(copy);
       if (unsaved) return this.#refuse(f, "socket.inet-option", unsaved);
+      const isTcp = type === SOCK.STREAM && protocol === IPPROTO_TCP;
+      if (isTcp || (type === SOCK.DGRAM && protocol === IPPROTO_UDP)) {
+        const pending = pendingProblem(copy, isTcp ? "tcp" : "udp");
+        if (pending) return this.#refuse(f, "socket.inet-pending", pending);
+      }
       let got: Collected;
       if (type === SOCK.STREAM && protocol === IPPROTO_TCP) {
         // Signature keys: the kernel shows that they exist to CAP_NET_ADMIN only.

@@ -29,6 +29,8 @@ import type { NetlinkRow } from "../proc/netlink.ts";
 import { type ProgramBuilder, slot } from "../program/builder.ts";
 import type { SupportId } from "../support.ts";
 import { emitBuffers, emitOption, readBuffers } from "./inet.ts";
+import { SOCKET_OPTIONS } from "./socket_common.ts";
+import { encodeBase64 } from "../base64.ts";
 
 const NETLINK_ROUTE = 0;
 
@@ -45,6 +47,38 @@ const OPTIONS: [number, string][] = [
 function readInt(fd: number, name: number): number | null {
   const b = getsockoptBytes(fd, NETLINK.SOL, name, 4);
   return typeof b === "number" || b.length < 4 ? null : new DataView(b.buffer).getInt32(0, true);
+}
+
+/**
+ * The SOL_SOCKET options of `copy` (SO_PASSCRED, SO_RCVTIMEO, SO_PRIORITY,
+ * ...: `SOCKET_OPTIONS`, which unix sockets save too) that differ from
+ * those of `fresh`. Before branch sockprobe2 none was saved: a netlink
+ * socket came back with no receive timeout and no credentials passed.
+ */
+function socketLevelOptions(copy: number, fresh: number): SockOption[] {
+  const out: SockOption[] = [];
+  for (const o of SOCKET_OPTIONS) {
+    const mine = getsockoptBytes(copy, o.level, o.optname, o.size);
+    if (typeof mine === "number") continue;
+    const theirs = getsockoptBytes(fresh, o.level, o.optname, o.size);
+    if (
+      typeof theirs !== "number" && theirs.length === mine.length &&
+      theirs.every((x, i) => x === mine[i])
+    ) {
+      continue;
+    }
+    out.push(
+      o.size === 4 && mine.length === 4
+        ? {
+          level: o.level,
+          name: o.optname,
+          label: o.name,
+          int: new DataView(mine.buffer, mine.byteOffset, 4).getInt32(0, true),
+        }
+        : { level: o.level, name: o.optname, label: o.name, bytes: encodeBase64(mine) },
+    );
+  }
+  return out;
 }
 
 /**
@@ -78,6 +112,7 @@ export function collectNetlink(
         options.push({ level: NETLINK.SOL, name, label, int: v });
       }
     }
+    options.push(...socketLevelOptions(copy, fresh));
     buffers = readBuffers(copy, fresh);
   } finally {
     closeFd(fresh);

@@ -88,6 +88,15 @@ export const SOCKET_OPTIONS: readonly OptionSpec[] = [
   opt("SO_RXQ_OVFL", 40),
   opt("SO_PEEK_OFF", 42),
   opt("SO_PASSPIDFD", 76),
+  // Branch sockprobe2 (tests/targets/rt_sockprobe2.c unix-stream, unix-dgram).
+  opt("SO_WIFI_STATUS", 41),
+  opt("SO_SELECT_ERR_QUEUE", 45),
+  opt("SO_BUSY_POLL", 46),
+  opt("SO_MAX_PACING_RATE", 47, 8),
+  opt("SO_INCOMING_CPU", 49),
+  opt("SO_TXTIME", 61, 8),
+  opt("SO_PREFER_BUSY_POLL", 69),
+  opt("SO_RCVMARK", 75),
 ];
 
 const defaultsCache = new Map<string, Map<string, string>>();

@@ -23,6 +23,7 @@
  */
 
 import { Btf, BTF_KIND } from "../../ffi/btf.ts";
+import { inInitialPidNamespace } from "../proc/thread_state_bpf.ts";
 import {
   loadRestartBlockProgram,
   readRestartBlocks,
@@ -103,8 +104,13 @@ const LAYOUT_KEYS: readonly (keyof RestartBlockLayout)[] = [
   "metaSeq",
   "pid",
   "tgid",
+  "threadPid",
   "restartBlock",
   "restartSize",
+  "pidLevel",
+  "pidNumbers",
+  "upidNr",
+  "upidSize",
 ];
 const FIELD_KEYS: readonly (keyof BlockFields)[] = [
   "fn",
@@ -163,8 +169,13 @@ function readReader(): Reader {
     metaSeq: member(struct("bpf_iter_meta"), "seq").offset,
     pid: member(task, "pid").offset,
     tgid: member(task, "tgid").offset,
+    threadPid: member(task, "thread_pid").offset,
     restartBlock: member(task, "restart_block").offset,
     restartSize: size,
+    pidLevel: member(struct("pid"), "level").offset,
+    pidNumbers: member(struct("pid"), "numbers").offset,
+    upidNr: member(struct("upid"), "nr").offset,
+    upidSize: btf.sizeOrType(struct("upid")),
   };
   return { layout, fields, symbols: kallsyms() };
 }
@@ -281,7 +292,7 @@ export function resolveRestartSyscalls(
   try {
     const fd = loadRestartBlockProgram(reader.layout);
     try {
-      blocks = readRestartBlocks(fd, image.pid);
+      blocks = readRestartBlocks(fd, image.pid, !inInitialPidNamespace());
     } finally {
       rawSyscall(SYS.close, fd);
     }
