@@ -24,7 +24,11 @@ async function start(mode: string) {
   const m = await outer.waitFor(READY);
   assert.equal(Number(m[1]), outer.pid);
   const root = Number(m[2]);
-  return { work, outer, root, child: m[3] ? Number(m[3]) : undefined };
+  const child = m[3] ? Number(m[3]) : undefined;
+  // Killed by pid after the test, whatever happened to them (not our children).
+  adoptPid(root);
+  if (child !== undefined) adoptPid(child);
+  return { work, outer, root, child };
 }
 
 /** Waits until `pid` is gone (it was the outer target's child: the outer one does not reap it). */

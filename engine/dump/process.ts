@@ -5,6 +5,7 @@
  * @module
  */
 
+import { refuseIoWorkers } from "../task/io_workers.ts";
 import { readThreadsHere, threadReadsAvailable } from "../../ffi/thread_reads.ts";
 import { xsaveSize } from "../../ffi/ptrace.ts";
 import { readCmdline, readDirIds } from "../proc/misc.ts";
@@ -223,6 +224,8 @@ export function collectProcess(
   prepareTaskCollection(pid, tids, statuses);
   // Before any injected syscall, which the dispatch could turn into a SIGSYS.
   refuseSyscallUserDispatch(pid, tids);
+  // Before any injected syscall: one in an io_uring kernel thread never returns (task/io_workers.ts).
+  refuseIoWorkers(pid, tids, statuses);
   // smaps (its area headers are the maps lines) walks every page table entry:
   // for a large resident set the areas come from maps (no page walk) and the
   // VmFlags from smaps read on another thread after the injected calls,
