@@ -29,6 +29,7 @@ import { SYS } from "../../ffi/sysno.ts";
 import { rawSyscall } from "../../ffi/libc.ts";
 import { Errno } from "../../ffi/errno.ts";
 import { cloneArgs } from "../../ffi/structs.ts";
+import { cloneWithTid } from "../program/clone.ts";
 import { dumpUnixSockets, type UnixDiag } from "../../ffi/sock_diag.ts";
 import { withTargetFd } from "../../ffi/pidfd.ts";
 import { hasPendingError } from "../../ffi/socket.ts";
@@ -826,19 +827,7 @@ function emitCredHelper(
 ): void {
   const child = `unix-cred-helper-${p.opCount}`;
   const after = `unix-cred-helper-done-${p.opCount}`;
-  const args = p.data(cloneArgs.encode({
-    flags: CLONE_UNTRACED,
-    pidfd: 0n,
-    childTid: 0n,
-    parentTid: 0n,
-    exitSignal: 0n,
-    stack: 0n,
-    stackSize: 0n,
-    tls: 0n,
-    cgroup: 0n,
-    setTid: p.u64s([pid]),
-    setTidSize: 1n,
-  }));
+  const args = cloneWithTid(p, pid, { flags: CLONE_UNTRACED });
   p.op(SYS.clone3, [args, cloneArgs.size], {
     store: scratch,
     jumpIfZeroTo: child,

@@ -18,7 +18,7 @@ import { SYS } from "../../ffi/sysno.ts";
 import { cloneArgs } from "../../ffi/structs.ts";
 import type { Mapping, ProcessImage } from "../model.ts";
 import { type ProgramBuilder, slot } from "../program/builder.ts";
-import { cloneWithTid } from "../restore/compile.ts";
+import { cloneWithTid } from "../program/clone.ts";
 import { emitVmFlags } from "./flags.ts";
 
 const MADV_DONTNEED = 4;

@@ -29,10 +29,10 @@
  * @module
  */
 
+import { cloneWithTid } from "../program/clone.ts";
 import { cpuTimerTickUs } from "../../ffi/clock.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import {
-  type CloneArgs,
   cloneArgs,
   itimerval,
   kernelSigaction,
@@ -612,24 +612,6 @@ function emitMainThread(p: ProgramBuilder, proc: ProcessImage): void {
     });
     p.op(SYS.sigaltstack, [p.data(ss), 0], { comment: "sigaltstack" });
   }
-}
-
-/** clone_args asking for `tid` (set_tid), in the program's data; returns their address. */
-export function cloneWithTid(p: ProgramBuilder, tid: number, fields: Partial<CloneArgs>): bigint {
-  return p.data(cloneArgs.encode({
-    flags: 0n,
-    pidfd: 0n,
-    childTid: 0n,
-    parentTid: 0n,
-    exitSignal: 0n,
-    stack: 0n,
-    stackSize: 0n,
-    tls: 0n,
-    cgroup: 0n,
-    ...fields,
-    setTid: p.u64s([tid]),
-    setTidSize: 1n,
-  }));
 }
 
 function emitSignalsAndTimers(p: ProgramBuilder, proc: ProcessImage): void {

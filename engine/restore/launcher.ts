@@ -10,7 +10,7 @@
 
 import { SYS } from "../../ffi/sysno.ts";
 import { CLONE, cloneArgs } from "../../ffi/structs.ts";
-import { cloneWithTid } from "./compile.ts";
+import { cloneWithTid } from "../program/clone.ts";
 import { posixSpawn } from "../../ffi/spawn.ts";
 import { type Bootstrap, BootstrapBuilder } from "./stub.ts";
 import { buildExecutable } from "./launcher_elf.ts";

@@ -44,7 +44,7 @@ import { CLONE, cloneArgs } from "../../ffi/structs.ts";
 import type { ProcessImage } from "../model.ts";
 import type { Refusals } from "../support.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
-import { cloneWithTid } from "../restore/compile.ts";
+import { cloneWithTid } from "../program/clone.ts";
 
 const SIGCHLD = 17n;
 const SIGKILL = 9;

@@ -29,7 +29,7 @@ import type { ProgramBuilder } from "../program/builder.ts";
 import { listTids } from "../proc/tasks.ts";
 import { readStat } from "../proc/stat.ts";
 import { readStatus } from "../proc/status.ts";
-import { cloneWithTid } from "../restore/compile.ts";
+import { cloneWithTid } from "../program/clone.ts";
 import { __WALL, P_PID, waitPid, WEXITED, WNOHANG, WNOWAIT } from "../../ffi/wait.ts";
 
 const SIGKILL = 9;
