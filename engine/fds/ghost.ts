@@ -280,6 +280,8 @@ function shadowedFile(
     named = Deno.statSync(f.target);
   } catch { /* missing: shadowed (or removed and re-made, which stat of the fd tells) */ }
   if (named && named.dev === f.file!.dev && named.ino === f.file!.ino) return;
+  // A POSIX message queue's fd shows "/name", a path of its own file system (fds/mqueue.ts).
+  if (isMqueueFd(pid, f.fd)) return;
   const source = `/proc/${pid}/fd/${f.fd}`;
   let st: Deno.FileInfo;
   try {
