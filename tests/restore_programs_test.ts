@@ -263,7 +263,8 @@ Deno.test(
     try {
       const t = await startTarget("/usr/bin/python3", [
         "-c",
-        `import multiprocessing as mp, sys
+        `import multiprocessing as mp, sys, tempfile
+tempfile.tempdir = ${JSON.stringify(work)}  # its pymp-* directory in the test's own
 def square(x):
     return x * x
 if __name__ == "__main__":

@@ -984,7 +984,9 @@ Deno.test({
     const out = `${work}/out`;
     await Deno.writeTextFile(
       `${work}/mp.py`,
-      `import multiprocessing as mp, os, sys, time
+      // multiprocessing's pymp-* directory in the test's own (a killed Manager leaves it).
+      `import multiprocessing as mp, os, sys, time, tempfile
+tempfile.tempdir = ${JSON.stringify(work)}
 def slow(x):
     time.sleep(0.01)
     return x * x
@@ -1251,7 +1253,14 @@ int main(int argc, char **argv) {
     );
     const built = await runCommand([gcc!, "-O1", "-o", `${work}/loop`, `${work}/loop.c`]);
     assert.equal(built.code, 0, built.stderr);
-    const t = await startTarget(valgrind!, ["-q", "--error-exitcode=3", `${work}/loop`, out]);
+    // No gdbserver: its pipes in /tmp outlive a killed valgrind.
+    const t = await startTarget(valgrind!, [
+      "-q",
+      "--vgdb=no",
+      "--error-exitcode=3",
+      `${work}/loop`,
+      out,
+    ]);
     const now = () => fields(readOr(out) || "n=0 sum=0");
     await waitUntil("10 rounds", () => Number(now().n) >= 10);
     await dumpKillRestore(t);
