@@ -18,6 +18,7 @@ import { restore } from "../engine/restore/mod.ts";
 import { rawSyscall } from "../ffi/libc.ts";
 import { SYS } from "../ffi/sysno.ts";
 import { tempImageDir } from "./helpers/roundtrip.ts";
+import { withTargets } from "./helpers/targets.ts";
 import type { ProcessImage } from "../engine/model.ts";
 import { RestoreError } from "../engine/errors.ts";
 
@@ -99,37 +100,40 @@ Deno.test("preflight: a pid still used as a session id is refused, naming its me
   });
 });
 
-Deno.test("restore: a pid still used as a process group id fails its creation, naming its member; nothing is left", async () => {
-  // The leader (setsid's pid) runs `sleep 300` once a subshell left `sleep 60` in its group.
-  const child = new Deno.Command("setsid", {
-    args: ["sh", "-c", "(sleep 60 </dev/null >/dev/null 2>&1 &); exec sleep 300"],
-    stdin: "null",
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
-  const leader = child.pid;
-  let sleeper = 0;
-  for (let i = 0; i < 400 && !sleeper; i++) {
-    const comm = Deno.readTextFileSync(`/proc/${leader}/comm`).trim();
-    for (const e of Deno.readDirSync("/proc")) {
-      const pid = Number(e.name);
-      if (!pid || pid === leader || comm !== "sleep") continue;
-      if (Number(rawSyscall(SYS.getpgid, pid)) === leader) sleeper = pid;
+Deno.test(
+  "restore: a pid still used as a process group id fails its creation, naming its member; nothing is left",
+  withTargets(async () => {
+    // The leader (setsid's pid) runs `sleep 300` once a subshell left `sleep 60` in its group.
+    const child = new Deno.Command("setsid", {
+      args: ["sh", "-c", "(sleep 60 </dev/null >/dev/null 2>&1 &); exec sleep 300"],
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    const leader = child.pid;
+    let sleeper = 0;
+    for (let i = 0; i < 400 && !sleeper; i++) {
+      const comm = Deno.readTextFileSync(`/proc/${leader}/comm`).trim();
+      for (const e of Deno.readDirSync("/proc")) {
+        const pid = Number(e.name);
+        if (!pid || pid === leader || comm !== "sleep") continue;
+        if (Number(rawSyscall(SYS.getpgid, pid)) === leader) sleeper = pid;
+      }
+      if (!sleeper) await new Promise((r) => setTimeout(r, 25));
     }
-    if (!sleeper) await new Promise((r) => setTimeout(r, 25));
-  }
-  assert.ok(sleeper > 0, "the sleep in the leader's group");
-  await withSleeper(sleeper, async () => {
-    const dir = await tempImageDir();
-    await checkpoint(leader, { dir, precopy: false });
-    await child.status.catch(() => {}); // killed by the dump (which may have reaped it)
-    await assert.rejects(
-      restore(dir),
-      (e: unknown) =>
-        e instanceof RestoreError &&
-        e.message ===
-          `cannot restore: pid ${leader} is still in use as the process group id of process ${sleeper}`,
-    );
-    assert.equal(rawSyscall(SYS.kill, leader, 0), -3n, "no task has the pid");
-  });
-});
+    assert.ok(sleeper > 0, "the sleep in the leader's group");
+    await withSleeper(sleeper, async () => {
+      const dir = await tempImageDir();
+      await checkpoint(leader, { dir, precopy: false });
+      await child.status.catch(() => {}); // killed by the dump (which may have reaped it)
+      await assert.rejects(
+        restore(dir),
+        (e: unknown) =>
+          e instanceof RestoreError &&
+          e.message ===
+            `cannot restore: pid ${leader} is still in use as the process group id of process ${sleeper}`,
+      );
+      assert.equal(rawSyscall(SYS.kill, leader, 0), -3n, "no task has the pid");
+    });
+  }),
+);
