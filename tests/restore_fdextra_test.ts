@@ -13,6 +13,7 @@
  * bytes then a packet are refused by name, and the target runs on.
  */
 
+import { childrenOf } from "./helpers/proc.ts";
 import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { UnsupportedError } from "../engine/errors.ts";
@@ -201,9 +202,3 @@ Deno.test(
     assertChecksPassed(rt.t, ["fd-60", "fd-63", "nofile", "child"], await rt.t.wait());
   }),
 );
-
-/** The pids of the children of `pid` (its main thread's). */
-function childrenOf(pid: number): number[] {
-  return Deno.readTextFileSync(`/proc/${pid}/task/${pid}/children`).trim().split(/\s+/)
-    .filter(Boolean).map(Number);
-}

@@ -41,6 +41,7 @@
  *   client inside the tree is refused, see docs/COMPATIBILITY.md).
  */
 
+import { childrenOf, commsOf } from "./helpers/proc.ts";
 import assert from "node:assert/strict";
 import { dumpKillRestore } from "./helpers/roundtrip.ts";
 import { startTarget, type Target, withTargets } from "./helpers/targets.ts";
@@ -83,23 +84,6 @@ async function httpGet10(port: number, path: string): Promise<string> {
   } finally {
     conn.close();
   }
-}
-
-/** The pids of the children of `pid` (its main thread's). */
-function childrenOf(pid: number): number[] {
-  return Deno.readTextFileSync(`/proc/${pid}/task/${pid}/children`).trim().split(/\s+/)
-    .filter(Boolean).map(Number);
-}
-
-/** The command names of `pids` (those that still exist). */
-function commsOf(pids: number[]): string[] {
-  return pids.flatMap((p) => {
-    try {
-      return [Deno.readTextFileSync(`/proc/${p}/comm`).trim()];
-    } catch {
-      return [];
-    }
-  });
 }
 
 const sshd = need("sshd", "openssh-server");

@@ -23,6 +23,7 @@
  *   after the restore.
  */
 
+import { childrenOf, commsOf } from "./helpers/proc.ts";
 import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { restore } from "../engine/restore/mod.ts";
@@ -92,27 +93,6 @@ function collect(conn: Deno.Conn): { text: string } {
 /** The numbers of the "chunkN" lines in `text`, in order. */
 function chunkNumbers(text: string): number[] {
   return [...text.matchAll(/chunk(\d+)\n/g)].map((m) => Number(m[1]));
-}
-
-/** The pids of the children of `pid` (its main thread's). */
-function childrenOf(pid: number): number[] {
-  try {
-    return Deno.readTextFileSync(`/proc/${pid}/task/${pid}/children`).trim().split(/\s+/)
-      .filter(Boolean).map(Number);
-  } catch {
-    return [];
-  }
-}
-
-/** The command names of `pids` (those that still exist). */
-function commsOf(pids: number[]): string[] {
-  return pids.flatMap((p) => {
-    try {
-      return [Deno.readTextFileSync(`/proc/${p}/comm`).trim()];
-    } catch {
-      return [];
-    }
-  });
 }
 
 /** Asserts that the restored `t` still runs. */

@@ -44,3 +44,24 @@ export function freePid(): number {
   }
   throw new Error("no free pid");
 }
+
+/** The pids of the children of `pid` (its main thread's); none once it is gone. */
+export function childrenOf(pid: number): number[] {
+  try {
+    return Deno.readTextFileSync(`/proc/${pid}/task/${pid}/children`).trim().split(/\s+/)
+      .filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+/** The command names of `pids` (those that still exist). */
+export function commsOf(pids: number[]): string[] {
+  return pids.flatMap((p) => {
+    try {
+      return [Deno.readTextFileSync(`/proc/${p}/comm`).trim()];
+    } catch {
+      return [];
+    }
+  });
+}
