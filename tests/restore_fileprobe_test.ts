@@ -13,10 +13,9 @@
 import assert from "node:assert/strict";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { checkpoint } from "../engine/dump/mod.ts";
-import { UnsupportedError } from "../engine/errors.ts";
-import { pathExists } from "./helpers/fs.ts";
 import {
   assertDumpRefused,
+  assertRefusedLeavesRunning,
   dumpKillRestore,
   startTriggered,
   tempImageDir,
@@ -118,22 +117,11 @@ const REFUSED: Record<string, { line: RegExp; checks: string[] }> = {
 for (const [mode, { line, checks }] of Object.entries(REFUSED)) {
   Deno.test(
     `file state refused by name: ${mode}`,
-    withTargets(async () => {
-      const rt = await startTriggered("rt_fileprobe", READY, { passWork: true, extra: [mode] });
-      const dir = await tempImageDir();
-      await assert.rejects(
-        () => checkpoint(rt.t.pid, { dir }),
-        (e: Error) => {
-          assert.ok(e instanceof UnsupportedError, String(e));
-          assert.match(e.message, line);
-          return true;
-        },
-      );
-      assert.equal(rt.t.poll(), undefined, "the target died");
-      assert.equal(pathExists(dir), false, "an image was left");
-      await Deno.writeTextFile(rt.trigger, "");
-      assertChecksPassed(rt.t, checks, await rt.t.wait(), { what: mode });
-    }),
+    withTargets(() =>
+      assertRefusedLeavesRunning("rt_fileprobe", READY, mode, (e) => {
+        assert.match(e.message, line);
+      }, checks)
+    ),
   );
 }
 

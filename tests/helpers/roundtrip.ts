@@ -12,6 +12,7 @@ import {
 } from "../../engine/dump/mod.ts";
 import { restore, type RestoredTree, type RestoreOptions } from "../../engine/restore/mod.ts";
 import { UnsupportedError } from "../../engine/errors.ts";
+import { assertChecksPassed } from "./checks.ts";
 import { pathExists, tempDir } from "./fs.ts";
 import { adoptPid, startTarget, type Target } from "./targets.ts";
 
@@ -89,4 +90,31 @@ export async function startTriggered(
   const m = await t.waitFor(ready, opts.timeoutMs);
   assert.equal(Number(m[1]), t.pid, "the pid in the ready line");
   return { t, work, trigger, ready: m };
+}
+
+/**
+ * Starts tests/targets/<name>.c in `mode` (see {@link startTriggered}, with
+ * its work directory), asserts that a dump of it is refused by name
+ * (`refusal` asserts on the UnsupportedError), that the target still runs
+ * and no image directory is left; then triggers it and asserts that it
+ * passes its own `checks`: the refused dump left it as it was.
+ */
+export async function assertRefusedLeavesRunning(
+  name: string,
+  ready: RegExp,
+  mode: string,
+  refusal: (e: UnsupportedError) => void,
+  checks: readonly string[],
+): Promise<void> {
+  const rt = await startTriggered(name, ready, { passWork: true, extra: [mode] });
+  const dir = await tempImageDir();
+  await assert.rejects(() => checkpoint(rt.t.pid, { dir }), (e: Error) => {
+    assert.ok(e instanceof UnsupportedError, String(e));
+    refusal(e);
+    return true;
+  });
+  assert.equal(rt.t.poll(), undefined, "the target died");
+  assert.equal(pathExists(dir), false, "an image was left");
+  await Deno.writeTextFile(rt.trigger, "");
+  assertChecksPassed(rt.t, checks, await rt.t.wait(), { what: mode });
 }
