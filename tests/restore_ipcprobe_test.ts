@@ -11,14 +11,12 @@
 import assert from "node:assert/strict";
 import { rawSyscall } from "../ffi/libc.ts";
 import { SYS } from "../ffi/sysno.ts";
-import { waitPid, WNOHANG } from "../ffi/wait.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { assertCliOk, assertOneLineError, runCli } from "./helpers/commands.ts";
 import { pathExists } from "./helpers/fs.ts";
-import { statusField } from "./helpers/proc.ts";
 import { startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
+import { awaitGone, cliDumpRestoreOrRefused } from "./helpers/cli_tree.ts";
 import { adoptPid, withTargets } from "./helpers/targets.ts";
-import { waitUntil } from "./helpers/wait.ts";
 
 const READY = /^ready pid=(\d+) pids=([\d,]*) ipc=(\S*)$/m;
 const IPC_RMID = 0;
@@ -60,16 +58,6 @@ function hugePagesFree(): number {
   return m ? Number(m[1]) : 0;
 }
 
-/** Waits until `pid` is gone, reaping it if it came back to this process (a subreaper). */
-async function awaitGone(pid: number): Promise<void> {
-  await waitUntil(`process ${pid} gone`, () => {
-    try {
-      waitPid(pid, WNOHANG);
-    } catch { /* not our child (yet) */ }
-    return !pathExists(`/proc/${pid}`);
-  });
-}
-
 /** Removes the System V objects and POSIX queues a target named (`sem:3,msg:4,shm:5,mq:name`). */
 function removeIpc(list: string): void {
   for (const item of list.split(",").filter((s) => s !== "")) {
@@ -99,23 +87,7 @@ for (const [mode, expect] of CASES) {
       const others = a.ready[2] ? a.ready[2].split(",").map(Number) : [];
       for (const pid of others) adoptPid(pid);
       try {
-        const dir = await tempImageDir();
-        const dump = await runCli(["dump", String(a.t.pid), "--dir", dir]);
-        if (expect === "restored") {
-          assertCliOk(dump, `dump of ${mode}`);
-          await a.t.wait();
-          for (const pid of others) await awaitGone(pid);
-          const r = await runCli(["restore", dir, "--detach"]);
-          assertCliOk(r, `restore of ${mode}`);
-          a.t.resetAfterRestore();
-          for (const pid of others) adoptPid(pid);
-        } else {
-          assertOneLineError(dump, 1, expect, `dump of ${mode}`);
-          assert.equal(pathExists(dir), false, "the refused dump left an image");
-          for (const pid of [a.t.pid, ...others]) {
-            assert.equal(statusField(pid, "TracerPid"), "0", `process ${pid} left traced`);
-          }
-        }
+        await cliDumpRestoreOrRefused(a, others, mode, expect);
         await Deno.writeTextFile(a.trigger, "");
         assertChecksPassed(a.t, [], await a.t.wait(), { what: mode });
       } finally {

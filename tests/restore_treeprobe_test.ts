@@ -8,17 +8,12 @@
  * running untraced; the tree then checks itself all the same.
  */
 
-import assert from "node:assert/strict";
 import { rawSyscall } from "../ffi/libc.ts";
 import { SYS } from "../ffi/sysno.ts";
-import { waitPid, WNOHANG } from "../ffi/wait.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
-import { assertCliOk, assertOneLineError, runCli } from "./helpers/commands.ts";
-import { pathExists } from "./helpers/fs.ts";
-import { statusField } from "./helpers/proc.ts";
-import { startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
+import { startTriggered } from "./helpers/roundtrip.ts";
+import { cliDumpRestoreOrRefused } from "./helpers/cli_tree.ts";
 import { adoptPid, withTargets } from "./helpers/targets.ts";
-import { waitUntil } from "./helpers/wait.ts";
 
 const READY = /^ready pid=(\d+) pids=([\d,]*)(?: semid=(\d+))?$/m;
 const IPC_RMID = 0;
@@ -68,16 +63,6 @@ const CASES: [string, "restored" | RegExp][] = [
   ["orphanpg", "restored"],
 ];
 
-/** Waits until `pid` is gone, reaping it if it came back to this process (a subreaper). */
-async function awaitGone(pid: number): Promise<void> {
-  await waitUntil(`process ${pid} gone`, () => {
-    try {
-      waitPid(pid, WNOHANG);
-    } catch { /* not our child (yet) */ }
-    return !pathExists(`/proc/${pid}`);
-  });
-}
-
 for (const [mode, expect] of CASES) {
   const what = expect === "restored"
     ? "comes back as it was (dump and restore with the CLI)"
@@ -90,29 +75,7 @@ for (const [mode, expect] of CASES) {
       for (const pid of others) adoptPid(pid);
       const semid = a.ready[3] ? Number(a.ready[3]) : -1;
       try {
-        const dir = await tempImageDir();
-        const dump = await runCli(["dump", String(a.t.pid), "--dir", dir]);
-        if (expect === "restored") {
-          assertCliOk(dump, `dump of ${mode}`);
-          await a.t.wait();
-          for (const pid of others) await awaitGone(pid);
-          const r = await runCli(["restore", dir, "--detach"]);
-          assertCliOk(r, `restore of ${mode}`);
-          a.t.resetAfterRestore();
-          for (const pid of others) adoptPid(pid);
-        } else {
-          assertOneLineError(dump, 1, expect, `dump of ${mode}`);
-          assert.equal(pathExists(dir), false, "the refused dump left an image");
-          // Untraced, or traced by the tree itself as before (mode ptrace).
-          const tree = [a.t.pid, ...others];
-          for (const pid of tree) {
-            const tracer = Number(statusField(pid, "TracerPid"));
-            assert.ok(
-              tracer === 0 || tree.includes(tracer),
-              `process ${pid} left traced by ${tracer}`,
-            );
-          }
-        }
+        await cliDumpRestoreOrRefused(a, others, mode, expect);
         await Deno.writeTextFile(a.trigger, "");
         assertChecksPassed(a.t, [], await a.t.wait(), { what: mode });
       } finally {
