@@ -156,6 +156,24 @@ ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 });
 
 const redis = findProgram("redis-server", "/usr/bin/redis-server");
+
+/**
+ * Starts redis-server on a free loopback port, persistence off, its
+ * directory a new temporary one (`prefix`), with `extra` options; returns
+ * it with a client connection.
+ */
+async function startRedis(prefix: string, extra: string[] = []) {
+  const work = await tempDir(prefix);
+  const port = freePort();
+  const t = await startTarget(redis!, [
+    ...["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+    ...extra,
+    ...["--dir", work],
+  ]);
+  await waitListening(t, port);
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  return { t, work, port, conn };
+}
 if (!redis) {
   console.error(
     "restore_servers_test: redis-server not found (apt-get install -y redis-server); skipping",
@@ -181,22 +199,7 @@ Deno.test({
   name: "redis-server keeps a client connection across the checkpoint (SET before, GET after)",
   ignore: !redis,
   fn: withTargets(async () => {
-    const work = await tempDir("cryo-redis-");
-    const port = freePort();
-    const t = await startTarget(redis!, [
-      "--port",
-      String(port),
-      "--bind",
-      "127.0.0.1",
-      "--save",
-      "",
-      "--appendonly",
-      "no",
-      "--dir",
-      work,
-    ]);
-    await waitListening(t, port);
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    const { t, port, conn } = await startRedis("cryo-redis-");
     try {
       assert.equal(await command(conn, "SET", "cryo:key", "frozen value"), "+OK\r\n");
       await dumpKillRestore(t, OPT_IN, OPT_IN);
@@ -358,24 +361,7 @@ Deno.test({
     "redis-server in the middle of a BGSAVE (its forked child writing) finishes the save after restore",
   ignore: !redis,
   fn: withTargets(async () => {
-    const work = await tempDir("cryo-redis-bgsave-");
-    const port = freePort();
-    const t = await startTarget(redis!, [
-      "--port",
-      String(port),
-      "--bind",
-      "127.0.0.1",
-      "--save",
-      "",
-      "--appendonly",
-      "no",
-      "--rdbcompression",
-      "no",
-      "--dir",
-      work,
-    ]);
-    await waitListening(t, port);
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    const { t, work, conn } = await startRedis("cryo-redis-bgsave-", ["--rdbcompression", "no"]);
     try {
       const keys = 3000;
       const batch = [];
