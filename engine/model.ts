@@ -737,8 +737,12 @@ export interface InetSocket {
   peer: SockAddr | null;
   /** Options put back after the socket is re-created. */
   options: SockOption[];
-  /** SO_SNDBUF / SO_RCVBUF as getsockopt reports them, when not the kernel default. */
-  buffers?: { snd?: number; rcv?: number };
+  /**
+   * SO_SNDBUF / SO_RCVBUF as getsockopt reports them, when not the kernel
+   * default; `lock`: SO_BUF_LOCK (which sizes are fixed), when not 0 or
+   * when a size is recorded.
+   */
+  buffers?: { snd?: number; rcv?: number; lock?: number };
   /** listen() backlog. */
   backlog?: number;
   /** An established connection's state, read in TCP repair mode. */
@@ -797,8 +801,8 @@ export interface NetlinkSocket {
   peer: { portid: number; groups: number } | null;
   /** SOL_NETLINK and SOL_SOCKET options that differ from a fresh socket's. */
   options: SockOption[];
-  /** SO_SNDBUF / SO_RCVBUF when not the kernel default. */
-  buffers?: { snd?: number; rcv?: number };
+  /** SO_SNDBUF / SO_RCVBUF when not the kernel default; SO_BUF_LOCK as for {@link InetSocket}. */
+  buffers?: { snd?: number; rcv?: number; lock?: number };
   /** Its owner (sk_uid, the socket inode's owner) when not root: restore creates it with these fs ids. */
   owner?: { uid: number; gid: number };
 }

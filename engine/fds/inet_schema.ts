@@ -49,7 +49,8 @@ const sockOption = z.lazy(() =>
 );
 
 const buffers = z.lazy(() =>
-  z.looseObject({ snd: nat.optional(), rcv: nat.optional() }).optional()
+  z.looseObject({ snd: nat.optional(), rcv: nat.optional(), lock: nat.max(3).optional() })
+    .optional()
 );
 
 /** A socket's owner: ids the restore program switches to (u32, not the -1 "unchanged"). */

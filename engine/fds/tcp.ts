@@ -360,6 +360,9 @@ export function finishTcp(pid: number, fd: number, s: InetSocket): void {
     // The send buffer as saved, once the queue is back (emitQueueBuffer raised it).
     const saved = sendBufferAfter(s);
     if (saved !== undefined) setsockoptInt(copy, SOL.SOCKET, SO.SNDBUFFORCE, saved >> 1);
+    // Which sizes are fixed, as saved: the sizes set above and in the program locked them.
+    const lock = s.buffers?.lock;
+    if (lock !== undefined) setsockoptInt(copy, SOL.SOCKET, SO.BUF_LOCK, lock);
   } finally {
     closeFd(copy);
   }
