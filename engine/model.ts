@@ -743,6 +743,13 @@ export interface InetSocket {
    * when a size is recorded.
    */
   buffers?: { snd?: number; rcv?: number; lock?: number };
+  /**
+   * A TCP listener of a SO_REUSEPORT group whose SO_REUSEPORT was cleared
+   * after its bind: bound with it on again, cleared after listen().
+   */
+  reuseportGroup?: boolean;
+  /** UDP: sk_shutdown (1 receive side, 2 send side, 3 both) when not 0. */
+  shutdown?: number;
   /** listen() backlog. */
   backlog?: number;
   /** An established connection's state, read in TCP repair mode. */

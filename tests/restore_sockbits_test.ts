@@ -1,8 +1,11 @@
 /**
  * Socket state bits that no buffer size or option value shows
  * (tests/targets/rt_sockbits.c): SO_BUF_LOCK (which buffer sizes the
- * program fixed; setting a size at restore locks it) and SO_NO_CHECK. Found
- * by CRIU's zdtm tests sock_opts02 and sock_opts00 (docs/COMPATIBILITY.md).
+ * program fixed; setting a size at restore locks it), SO_NO_CHECK, and a
+ * listener of a SO_REUSEPORT group that cleared the option after its bind,
+ * UDP sockets shut down. Found by CRIU's zdtm tests sock_opts02,
+ * sock_opts00, socket-tcp-reuseport and socket_udp_shutdown
+ * (docs/COMPATIBILITY.md).
  * Each mode is dumped (killed), restored, and checks itself.
  */
 
@@ -25,6 +28,18 @@ const MODES: Record<string, string[]> = {
     "lock-conn-works",
   ],
   "no-check": ["no-check-udp", "no-check-tcp"],
+  "reuseport-cleared": [
+    "reuseport-options",
+    "reuseport-same-port",
+    "reuseport-third",
+    "reuseport-spread",
+  ],
+  "udp-shutdown": [
+    "udp-shut-wr",
+    "udp-shut-rd",
+    "udp-shut-other-way",
+    "udp-shut-unconnected",
+  ],
 };
 
 for (const [mode, checks] of Object.entries(MODES)) {

@@ -88,6 +88,8 @@ const inet = z.lazy(() =>
     options: z.array(sockOption).max(64),
     buffers,
     backlog: nat.max(1 << 20).optional(),
+    reuseportGroup: z.boolean().optional(),
+    shutdown: z.number().int().min(1).max(3).optional(),
     tcp: tcp.optional(),
     owner,
     datagrams: z.array(z.looseObject({ from: sockAddr, data: base64.max(87400) })).max(1 << 16)
