@@ -737,8 +737,19 @@ export interface InetSocket {
   peer: SockAddr | null;
   /** Options put back after the socket is re-created. */
   options: SockOption[];
-  /** SO_SNDBUF / SO_RCVBUF as getsockopt reports them, when not the kernel default. */
-  buffers?: { snd?: number; rcv?: number };
+  /**
+   * SO_SNDBUF / SO_RCVBUF as getsockopt reports them, when not the kernel
+   * default; `lock`: SO_BUF_LOCK (which sizes are fixed), when not 0 or
+   * when a size is recorded.
+   */
+  buffers?: { snd?: number; rcv?: number; lock?: number };
+  /**
+   * A TCP listener of a SO_REUSEPORT group whose SO_REUSEPORT was cleared
+   * after its bind: bound with it on again, cleared after listen().
+   */
+  reuseportGroup?: boolean;
+  /** UDP: sk_shutdown (1 receive side, 2 send side, 3 both) when not 0. */
+  shutdown?: number;
   /** listen() backlog. */
   backlog?: number;
   /** An established connection's state, read in TCP repair mode. */
@@ -797,8 +808,8 @@ export interface NetlinkSocket {
   peer: { portid: number; groups: number } | null;
   /** SOL_NETLINK and SOL_SOCKET options that differ from a fresh socket's. */
   options: SockOption[];
-  /** SO_SNDBUF / SO_RCVBUF when not the kernel default. */
-  buffers?: { snd?: number; rcv?: number };
+  /** SO_SNDBUF / SO_RCVBUF when not the kernel default; SO_BUF_LOCK as for {@link InetSocket}. */
+  buffers?: { snd?: number; rcv?: number; lock?: number };
   /** Its owner (sk_uid, the socket inode's owner) when not root: restore creates it with these fs ids. */
   owner?: { uid: number; gid: number };
 }

@@ -27,8 +27,16 @@ export const SO = {
   SNDBUFFORCE: 32,
   /** SO_RCVBUF without the net.core.rmem_max cap (CAP_NET_ADMIN). */
   RCVBUFFORCE: 33,
+  /**
+   * Which of the two buffer sizes the program fixed (SOCK_SNDBUF_LOCK 1,
+   * SOCK_RCVBUF_LOCK 2: the kernel no longer autotunes them); readable and
+   * settable since Linux 5.14.
+   */
+  BUF_LOCK: 72,
   KEEPALIVE: 9,
   OOBINLINE: 10,
+  /** UDP: send without checksums (sk_no_check_tx). */
+  NO_CHECK: 11,
   PRIORITY: 12,
   LINGER: 13,
   REUSEPORT: 15,

@@ -1,6 +1,7 @@
 /**
  * Where a process lives: a process moved into another cgroup comes back in
- * it; a process in namespaces other than cryo's is refused by name.
+ * it; a process in namespaces other than cryo's, or that unshared a pid or
+ * time namespace for its children to come, is refused by name.
  */
 
 import assert from "node:assert/strict";
@@ -102,3 +103,22 @@ Deno.test(
     assert.equal(t.poll(), undefined, "still running");
   }),
 );
+
+for (const kind of ["pid", "time"]) {
+  Deno.test(
+    `placement: a process that unshared a ${kind} namespace for its children is refused by name and runs on`,
+    withTargets(async () => {
+      const t = await startTarget("rt_nschildren", [kind]);
+      await t.waitFor(/^ready pid=(\d+)$/m);
+      const dir = await tempImageDir();
+      await assert.rejects(
+        () => checkpoint(t.pid, { dir }),
+        (e: unknown) =>
+          e instanceof UnsupportedError &&
+          new RegExp(`its children's ${kind} namespace`).test(e.message),
+      );
+      assert.equal(pathExists(dir), false, "no image");
+      assert.equal(t.poll(), undefined, "still running");
+    }),
+  );
+}

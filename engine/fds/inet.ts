@@ -68,6 +68,7 @@ const OPTIONS: OptionSpec[] = [
   { level: SOL.SOCKET, name: SO.BROADCAST, label: "SO_BROADCAST", size: 4 },
   { level: SOL.SOCKET, name: SO.OOBINLINE, label: "SO_OOBINLINE", size: 4 },
   { level: SOL.SOCKET, name: SO.DONTROUTE, label: "SO_DONTROUTE", size: 4 },
+  { level: SOL.SOCKET, name: SO.NO_CHECK, label: "SO_NO_CHECK", size: 4 },
   // IP_TOS sets the priority from the TOS (rt_tos2priority) when it changes it: before SO_PRIORITY.
   { level: SOL.IP, name: 1, label: "IP_TOS", size: 4, family: "ipv4" },
   { level: SOL.IPV6, name: 67, label: "IPV6_TCLASS", size: 4, family: "ipv6" },
@@ -359,13 +360,19 @@ export function readOptions(
   return out;
 }
 
-/** SO_SNDBUF / SO_RCVBUF of `fd` where they differ from `fresh`'s. */
+/**
+ * SO_SNDBUF / SO_RCVBUF of `fd` where they differ from `fresh`'s, and its
+ * SO_BUF_LOCK when it is not 0 or a size is recorded (setting a size locks
+ * it: the restore sets the lock as saved afterwards, {@link emitBufferLock}).
+ */
 export function readBuffers(fd: number, fresh: number): InetSocket["buffers"] {
   const out: NonNullable<InetSocket["buffers"]> = {};
   for (const [key, name] of [["snd", SO.SNDBUF], ["rcv", SO.RCVBUF]] as const) {
     const v = getsockoptInt(fd, SOL.SOCKET, name);
     if (v !== null && v !== getsockoptInt(fresh, SOL.SOCKET, name)) out[key] = v;
   }
+  const lock = getsockoptInt(fd, SOL.SOCKET, SO.BUF_LOCK);
+  if (lock !== null && (lock !== 0 || Object.keys(out).length)) out.lock = lock;
   return Object.keys(out).length ? out : undefined;
 }
 
@@ -460,6 +467,17 @@ export function emitBuffers(p: ProgramBuilder, fdSlot: number, b: InetSocket["bu
     const name = forced ? force : plain;
     emitSetInt(p, fdSlot, SOL.SOCKET, name, size >> 1, `${label}${forced ? "FORCE" : ""} ${size}`);
   }
+  emitBufferLock(p, fdSlot, b);
+}
+
+/**
+ * Emits SO_BUF_LOCK as saved, after the sizes (setting one locks it: a
+ * buffer the kernel autotuned would stop growing; a lock the program set
+ * without changing the size would be lost). Nothing for an image without it.
+ */
+export function emitBufferLock(p: ProgramBuilder, fdSlot: number, b: InetSocket["buffers"]): void {
+  if (b?.lock === undefined) return;
+  emitSetInt(p, fdSlot, SOL.SOCKET, SO.BUF_LOCK, b.lock, `SO_BUF_LOCK = ${b.lock}`);
 }
 
 /** The saved SO_REUSEADDR value (0 when not recorded). */

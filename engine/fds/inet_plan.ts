@@ -13,7 +13,16 @@ import type { ProgramBuilder } from "../program/builder.ts";
 import type { FdSource, PlannedFd } from "./types.ts";
 import { socketRecordProblem } from "./inet_schema.ts";
 import { familyNumber, formatAddr, REFUSED_PREFIX, reuseaddrOf, V6ONLY } from "./inet.ts";
-import { closeFd, encodeInetAddr, newSocket, setsockoptInt, SO, SOCK, SOL } from "../../ffi/net.ts";
+import {
+  closeFd,
+  encodeInetAddr,
+  newSocket,
+  pidfdGetfd,
+  setsockoptInt,
+  SO,
+  SOCK,
+  SOL,
+} from "../../ffi/net.ts";
 import { rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { errnoName } from "../../ffi/errno.ts";
@@ -89,12 +98,15 @@ export function reportInetUses(images: readonly ProcessImage[], refusals: Refusa
  * After every restore program ran (all processes of the tree exist, every
  * socket is re-created): checks the owners of sockets of another user than
  * root (socket_owner.ts), puts back the datagrams queued on UDP sockets,
+ * turns SO_REUSEPORT off on the listeners of a group that had it off
+ * (markReuseportGroups: bound with it on, so that the group forms again),
  * then ends repair mode of each restored connection
  * (see finishTcp). Throws naming the connection when that fails.
  */
 export function finishInetSockets(images: readonly ProcessImage[]): void {
   checkSocketOwners(images);
   finishUdpQueues(images); // queued datagrams sent again (udp_queue.ts)
+  clearGroupReuseport(images);
   const seen = new Set<string>();
   for (const image of images) {
     for (const f of image.fds) {
@@ -116,9 +128,36 @@ export function finishInetSockets(images: readonly ProcessImage[]): void {
   }
 }
 
+/** The listeners of `image` bound with SO_REUSEPORT on only to join their group. */
+function groupListeners(image: ProcessImage): FdInfo[] {
+  return image.fds.filter((f) =>
+    !f.excluded && f.sameAs === undefined && f.inet?.reuseportGroup &&
+    (f.description === undefined || f.description === `${image.pid}:${f.fd}`)
+  );
+}
+
+function clearGroupReuseport(images: readonly ProcessImage[]): void {
+  for (const image of images) {
+    for (const f of groupListeners(image)) {
+      const copy = pidfdGetfd(image.pid, f.fd);
+      try {
+        setsockoptInt(copy, SOL.SOCKET, SO.REUSEPORT, 0);
+      } finally {
+        closeFd(copy);
+      }
+    }
+  }
+}
+
 /** What {@link finishInetSockets} does for `image`, for `show --plan`. */
 export function finishInetPlan(image: ProcessImage): string[] {
-  return [...finishUdpQueuesPlan(image), ...finishInetPlanTcp(image)];
+  return [
+    ...finishUdpQueuesPlan(image),
+    ...groupListeners(image).map((f) =>
+      `fd ${f.fd}: SO_REUSEPORT off through a pidfd_getfd copy (its group listens again)`
+    ),
+    ...finishInetPlanTcp(image),
+  ];
 }
 
 function finishInetPlanTcp(image: ProcessImage): string[] {
@@ -176,7 +215,7 @@ function probeBind(s: InetSocket): string | undefined {
       s.options.find((o) => o.level === level && o.name === name)?.int;
     const reuse = s.proto === "tcp" ? 1 : reuseaddrOf(s);
     setsockoptInt(fd, SOL.SOCKET, SO.REUSEADDR, reuse);
-    const reusePort = saved(SOL.SOCKET, SO.REUSEPORT);
+    const reusePort = s.reuseportGroup ? 1 : saved(SOL.SOCKET, SO.REUSEPORT);
     if (reusePort) setsockoptInt(fd, SOL.SOCKET, SO.REUSEPORT, reusePort);
     const v6only = saved(SOL.IPV6, V6ONLY.name);
     if (s.family === "ipv6" && v6only !== undefined) {

@@ -49,7 +49,8 @@ const sockOption = z.lazy(() =>
 );
 
 const buffers = z.lazy(() =>
-  z.looseObject({ snd: nat.optional(), rcv: nat.optional() }).optional()
+  z.looseObject({ snd: nat.optional(), rcv: nat.optional(), lock: nat.max(3).optional() })
+    .optional()
 );
 
 /** A socket's owner: ids the restore program switches to (u32, not the -1 "unchanged"). */
@@ -87,6 +88,8 @@ const inet = z.lazy(() =>
     options: z.array(sockOption).max(64),
     buffers,
     backlog: nat.max(1 << 20).optional(),
+    reuseportGroup: z.boolean().optional(),
+    shutdown: z.number().int().min(1).max(3).optional(),
     tcp: tcp.optional(),
     owner,
     datagrams: z.array(z.looseObject({ from: sockAddr, data: base64.max(87400) })).max(1 << 16)

@@ -38,9 +38,9 @@ import {
   SOL,
 } from "../../ffi/net.ts";
 import { receiveSequence, setRepair, TCP_STATE, tcpInfo } from "../../ffi/tcp_repair.ts";
-import { type TcpDiagState, tcpDiagStates } from "../../ffi/inet_diag.ts";
+import { type TcpDiagState, tcpDiagStates, udpDiagStates } from "../../ffi/inet_diag.ts";
 import { CryoError } from "../errors.ts";
-import type { FdInfo, SockAddr } from "../model.ts";
+import type { FdInfo, InetSocket, SockAddr } from "../model.ts";
 import type { Refusals, SupportId } from "../support.ts";
 import {
   type Collected,
@@ -79,6 +79,30 @@ function canonical(a: SockAddr): string {
   return `${hi >> 8}.${hi & 0xff}.${lo >> 8}.${lo & 0xff}:${a.port}`;
 }
 
+/**
+ * Marks `reuseportGroup` on the TCP listeners that share their address and
+ * port with another listener of the tree but have SO_REUSEPORT off now: two
+ * listeners hold one port only in a SO_REUSEPORT group, so this one had it
+ * on when it was bound and cleared it since (the group stays). The restore
+ * binds it with the option on and clears it after listen(); bound without
+ * it, the second listener's bind failed with EADDRINUSE.
+ */
+export function markReuseportGroups(sockets: InetSocket[]): void {
+  const byAddress = new Map<string, InetSocket[]>();
+  for (const s of sockets) {
+    if (s.proto !== "tcp" || s.state !== "listen" || !s.local) continue;
+    const key = `${s.family}|${s.local.address}|${s.local.port}`;
+    byAddress.set(key, [...byAddress.get(key) ?? [], s]);
+  }
+  for (const group of byAddress.values()) {
+    if (group.length < 2) continue;
+    for (const s of group) {
+      const on = s.options.find((o) => o.level === SOL.SOCKET && o.name === SO.REUSEPORT)?.int;
+      if (!on) s.reuseportGroup = true;
+    }
+  }
+}
+
 /** Dump-time handling of every IPv4/IPv6 and netlink socket of a frozen tree. */
 export class InetSocketSession {
   readonly #entries: Entry[] = [];
@@ -103,6 +127,15 @@ export class InetSocketSession {
       this.#diags.set(family, table);
     }
     return table.get(Number(target.match(/\[(\d+)\]/)?.[1]));
+  }
+
+  /** Address family -> (inode -> diag state) of UDP sockets, read once. */
+  readonly #udpDiags = new Map<number, Map<number, TcpDiagState>>();
+
+  #udpShutdownOf(family: number, target: string): number | undefined {
+    let table = this.#udpDiags.get(family);
+    if (!table) this.#udpDiags.set(family, table = udpDiagStates(family));
+    return table.get(Number(target.match(/\[(\d+)\]/)?.[1]))?.shutdown;
   }
 
   /**
@@ -219,7 +252,7 @@ export class InetSocketSession {
         }
         got = collectTcp(copy, family, () => this.#diagOf(domain, f.target)?.shutdown, guard);
       } else if (type === SOCK.DGRAM && protocol === IPPROTO_UDP) {
-        got = collectUdp(copy, family);
+        got = collectUdp(copy, family, () => this.#udpShutdownOf(domain, f.target));
       } else {
         got = { refused: "socket.inet-other", detail: `type ${type} protocol ${protocol}` };
       }
@@ -271,6 +304,7 @@ export class InetSocketSession {
       const s = e.fd.inet!;
       if (s.tcp && s.local && s.peer) ends.add(`${canonical(s.local)}|${canonical(s.peer)}`);
     }
+    markReuseportGroups(this.#entries.map((e) => e.fd.inet!));
     for (const e of this.#netlinks) {
       refusals.use("socket.netlink-route", e.where);
       if (e.fd.netlink?.owner) refusals.use("socket.inet-owner", e.where);

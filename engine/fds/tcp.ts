@@ -262,11 +262,23 @@ export function emitTcp(p: ProgramBuilder, fdSlot: number, s: InetSocket, label:
     if (s.local) {
       // The old socket is gone, but its port may still have TIME_WAIT connections.
       emitSetInt(p, fdSlot, SOL.SOCKET, SO.REUSEADDR, 1, "SO_REUSEADDR for bind");
+      if (s.reuseportGroup) {
+        emitSetInt(
+          p,
+          fdSlot,
+          SOL.SOCKET,
+          SO.REUSEPORT,
+          1,
+          "SO_REUSEPORT for bind: joins its group",
+        );
+      }
       emitBind(p, fdSlot, s);
     }
     if (s.state === "listen") {
       p.op(SYS.listen, [slot(fdSlot), s.backlog ?? 128], { comment: `backlog ${s.backlog}` });
     }
+    // SO_REUSEPORT off again once the whole group listens (finishInetSockets): a listener
+    // joins only a group whose members have it on.
     emitSetInt(p, fdSlot, SOL.SOCKET, SO.REUSEADDR, reuseaddrOf(s), "SO_REUSEADDR as saved");
     return;
   }
@@ -360,6 +372,9 @@ export function finishTcp(pid: number, fd: number, s: InetSocket): void {
     // The send buffer as saved, once the queue is back (emitQueueBuffer raised it).
     const saved = sendBufferAfter(s);
     if (saved !== undefined) setsockoptInt(copy, SOL.SOCKET, SO.SNDBUFFORCE, saved >> 1);
+    // Which sizes are fixed, as saved: the sizes set above and in the program locked them.
+    const lock = s.buffers?.lock;
+    if (lock !== undefined) setsockoptInt(copy, SOL.SOCKET, SO.BUF_LOCK, lock);
   } finally {
     closeFd(copy);
   }

@@ -11,7 +11,7 @@ import { closeFd, peerName, SO, SOCK, sockName, SOL } from "../../ffi/net.ts";
 import { readDatagramQueue } from "./udp_queue.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import type { InetSocket } from "../model.ts";
-import type { ProgramBuilder } from "../program/builder.ts";
+import { type ProgramBuilder, slot } from "../program/builder.ts";
 import {
   boundOrNull,
   type Collected,
@@ -32,8 +32,15 @@ import {
   sockAddrOf,
 } from "./inet.ts";
 
-/** Reads UDP socket `copy` (cryo's copy of the target's fd). */
-export function collectUdp(copy: number, family: InetSocket["family"]): Collected {
+/**
+ * Reads UDP socket `copy` (cryo's copy of the target's fd); `shutdownOf`
+ * gives its sk_shutdown as sock_diag reports it.
+ */
+export function collectUdp(
+  copy: number,
+  family: InetSocket["family"],
+  shutdownOf: () => number | undefined = () => undefined,
+): Collected {
   const local = boundOrNull(sockAddrOf(sockName(copy)));
   const peer = sockAddrOf(peerName(copy));
   const queue = readDatagramQueue(copy, { family, local, peer });
@@ -46,6 +53,7 @@ export function collectUdp(copy: number, family: InetSocket["family"]): Collecte
   } finally {
     closeFd(fresh);
   }
+  const shutdown = shutdownOf() ?? 0;
   return {
     inet: {
       family,
@@ -55,6 +63,7 @@ export function collectUdp(copy: number, family: InetSocket["family"]): Collecte
       peer,
       options,
       ...(buffers ? { buffers } : {}),
+      ...(shutdown ? { shutdown } : {}),
       ...(queue.datagrams.length ? { datagrams: queue.datagrams } : {}),
     },
   };
@@ -72,4 +81,12 @@ export function emitUdp(p: ProgramBuilder, fdSlot: number, s: InetSocket, label:
   emitSetInt(p, fdSlot, SOL.SOCKET, SO.REUSEADDR, reuseaddrOf(s), "SO_REUSEADDR as saved");
   if (s.local) emitBind(p, fdSlot, s);
   if (s.peer) emitConnect(p, fdSlot, s);
+  if (s.shutdown) {
+    // how = sk_shutdown - 1 (SHUT_RD 0, SHUT_WR 1, SHUT_RDWR 2). Unconnected, the kernel
+    // sets the bits and still says ENOTCONN.
+    p.op(SYS.shutdown, [slot(fdSlot), s.shutdown - 1], {
+      comment: `shutdown ${["", "SHUT_RD", "SHUT_WR", "SHUT_RDWR"][s.shutdown]}`,
+      ...(s.peer ? {} : { allowFail: true }),
+    });
+  }
 }

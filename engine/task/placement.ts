@@ -5,7 +5,9 @@
  *
  * - namespaces (mnt, pid, net, ipc, uts, user, cgroup, time): a process
  *   whose namespace differs from cryo's own is refused by name (the tree
- *   would come back in other namespaces than it had);
+ *   would come back in other namespaces than it had), and so is one whose
+ *   children's pid or time namespace is not its own (an unshare waiting
+ *   for its first child);
  * - cgroups (each line of /proc/<pid>/cgroup): at restore, before the tree
  *   runs, the engine moves every process whose cgroup differs from the
  *   recorded one back into it (cgroup.procs of that hierarchy); a cgroup
@@ -38,6 +40,32 @@ export function checkNamespaces(pid: number, refusals: Refusals): void {
         "task.namespaces",
         `process ${pid}`,
         `its ${ns} namespace (${theirs}) is not cryo's (${ours})`,
+      );
+    }
+  }
+  // unshare(CLONE_NEWPID / CLONE_NEWTIME) moves only the children to come: a restored process
+  // would fork them into its own namespace instead.
+  for (const ns of ["pid", "time"] as const) {
+    let own: string;
+    let children: string;
+    try {
+      own = readProcLink(pid, `ns/${ns}`);
+      Deno.lstatSync(`/proc/${pid}/ns/${ns}_for_children`); // a kernel that has it
+    } catch {
+      continue;
+    }
+    try {
+      children = readProcLink(pid, `ns/${ns}_for_children`);
+    } catch {
+      // A pid namespace whose init is not forked yet cannot be opened (no child reaper).
+      children = "a new namespace";
+    }
+    if (own !== children) {
+      refusals.use(
+        "task.namespaces",
+        `process ${pid}`,
+        `its children's ${ns} namespace (${children}, unshared for the children it forks next) ` +
+          `is not its own (${own})`,
       );
     }
   }
