@@ -39,7 +39,7 @@ import { planRegular, replacementFlags } from "./regular.ts";
 import { planShared, type SharedPlan } from "./shared.ts";
 import { descriptionState, emitDescriptionState } from "./state.ts";
 import { type PlannedPty, planTty } from "./tty.ts";
-import { ghostOpenFlags, ghostPath, type PlannedGhosts } from "./ghost.ts";
+import { ghostDescriptionKey, ghostOpenFlags, ghostPath, type PlannedGhosts } from "./ghost.ts";
 import { planInotify } from "./inotify.ts";
 import { planPidfd } from "./pidfd.ts";
 import type { FdSource, PlannedFd } from "./types.ts";
@@ -76,7 +76,15 @@ function planOne(
 ): FdSource | string | null {
   if (f.ghost !== undefined) {
     const { path, transferFd } = ghostPath(ghosts, f.ghost);
-    return { kind: "open", path, flags: ghostOpenFlags(f), via: transferFd };
+    // A memfd's own description is taken by one of its descriptions (see planGhosts).
+    const own = ghosts.get(f.ghost)?.own === ghostDescriptionKey(proc.pid, f);
+    return {
+      kind: "open",
+      path,
+      flags: ghostOpenFlags(f),
+      via: transferFd,
+      ...(own ? { own } : {}),
+    };
   }
   // An O_PATH fd names a path, whatever is there (a symlink, a FIFO, a socket's file): reopened so.
   if (f.flags & O_PATH && f.target.startsWith("/") && !f.target.endsWith(" (deleted)")) {

@@ -10,8 +10,11 @@ import type { EpollWatch } from "./epoll.ts";
 
 /** How one fd of a restored process is re-created. */
 export type FdSource =
-  /** `via`: the path reopens this transfer fd (/proc/self/fd/<via>), which must stay open until then. */
-  | { kind: "open"; path: string; flags: number; via?: number }
+  /**
+   * `via`: the path reopens this transfer fd (/proc/self/fd/<via>), which must stay open until then;
+   * `own`: the transfer fd's description itself is taken (dup), not a reopen (a memfd's own).
+   */
+  | { kind: "open"; path: string; flags: number; via?: number; own?: boolean }
   | { kind: "inherit"; from: number }
   | { kind: "same"; as: number }
   | {

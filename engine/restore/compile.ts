@@ -189,6 +189,7 @@ const MAP_ANONYMOUS = 0x20;
 const MAP_GROWSDOWN = 0x100;
 const MAP_NORESERVE = 0x4000;
 const O_CLOEXEC = 0o2000000;
+const F_DUPFD_CLOEXEC = 1030;
 const PR_SET_NAME = 15;
 const PR_SET_MM = 35;
 const PR_SET_MM_MAP = 14;
@@ -460,19 +461,29 @@ function emitMemory(
       if (m.kind === "anon") emitAnonMmap(p, proc, i, [start, len, mapProt, flags], zeroByte);
       else emitSharedAnon(p, proc.mappings, i, start, mapProt, flags, mappingLabel(m));
     } else {
-      const path = m.ghost !== undefined
-        ? ghostPath(opts.ghosts ?? new Map(), m.ghost).path
-        : m.file?.path ?? m.name;
+      const ghost = m.ghost !== undefined
+        ? ghostPath(opts.ghosts ?? new Map(), m.ghost)
+        : undefined;
+      const path = ghost?.path ?? m.file?.path ?? m.name;
       const shared = m.kind === "file-shared";
       // A shared mapping that may become writable (VM_MAYWRITE, "mw") needs the file read-write;
       // so does one of a write-sealed memfd ("sh" without "mw"): read-only, VM_SHARED is dropped.
       const readWrite = shared &&
         (m.perms[1] === "w" || m.vmFlags.includes("mw") || m.vmFlags.includes("sh"));
+      // A memfd's is mapped from its own description, which counts as no writer of the inode
+      // (a read-write reopen kept by the mapping would make execveat of the memfd fail: ETXTBSY).
+      const own = readWrite && ghost !== undefined &&
+        opts.ghosts?.get(m.ghost!)?.ghost.kind === "memfd";
       const oflags = (readWrite ? 2 : 0) | O_CLOEXEC;
-      const opened = `${oflags} ${path}`;
+      const opened = `${own ? "own" : oflags} ${path}`;
       if (openPath !== opened) {
         if (openPath !== undefined) p.op(SYS.close, [slot(SLOTS.file)]);
-        p.op(SYS.open, [p.cstring(path), oflags, 0], { store: SLOTS.file });
+        if (own) {
+          p.op(SYS.fcntl, [ghost!.transferFd, F_DUPFD_CLOEXEC, 0], {
+            store: SLOTS.file,
+            comment: "the memfd's own description",
+          });
+        } else p.op(SYS.open, [p.cstring(path), oflags, 0], { store: SLOTS.file });
         openPath = opened;
       }
       const flags = (m.kind === "file-shared" ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED | growsDown;

@@ -1,0 +1,23 @@
+/**
+ * Cases found by running CRIU's zdtm tests (g..o) against cryo
+ * (docs/COMPATIBILITY.md, "CRIU's zdtm tests as a probe, g to o"), each
+ * with a target of cryo's own.
+ */
+
+import assert from "node:assert/strict";
+import { dumpKillRestore } from "./helpers/roundtrip.ts";
+import { SIGUSR1 } from "./helpers/signals.ts";
+import { startTarget, withTargets } from "./helpers/targets.ts";
+
+Deno.test(
+  "memfd: a script in a memfd still runs by execveat after the restore; one reopened read-write still does not",
+  withTargets(async () => {
+    const t = await startTarget("rt_memfd_exec", []);
+    await t.waitFor(/^ready pid=\d+$/m);
+    await dumpKillRestore(t);
+    t.signal(SIGUSR1);
+    const st = await t.wait();
+    assert.equal(st.kind, "exited", t.output());
+    assert.match(t.output(), /^PASS$/m, t.output());
+  }),
+);
