@@ -118,7 +118,7 @@ export const SUPPORT_TABLE = [
   { id: "memory.aio-other", area: "memory", what: "AIO rings cryo cannot re-create as they were (partly unmapped, re-protected, a header the kernel did not write)", support: "refused", note: "see the detail" },
   { id: "memory.deleted-special", area: "memory", what: "mappings of deleted device or special files", support: "refused", note: "they cannot be re-created unlinked" },
   { id: "memory.flags", area: "memory", what: "madvise and mlock flags, mlockall, guard regions, KSM merge-any, sealed mappings (mseal)", support: "saved", note: "sealed again by the engine once the restore program has run" },
-  { id: "memory.vmflags", area: "memory", what: "hugetlb, userfaultfd, shadow-stack and droppable mappings", support: "refused", note: "not re-created yet" },
+  { id: "memory.vmflags", area: "memory", what: "hugetlb, userfaultfd and shadow-stack mappings", support: "refused", note: "not re-created yet" },
   { id: "memory.secretmem", area: "memory", what: "memfd_secret areas and fds", support: "refused", note: "no other process can read their pages (not even through /proc/<pid>/mem)" },
   { id: "memory.pkey", area: "memory", what: "mappings given a memory protection key (pkey_mprotect; smaps ProtectionKey, CPUs with PKU)", support: "refused", note: "not re-created yet: the restored mapping would have key 0, open to every access the key denied" },
   { id: "memory.mempolicy", area: "memory", what: "NUMA memory policies: each thread's (set_mempolicy, numactl) and each private mapping's own (mbind): mode, mode flags, nodes", support: "saved", note: "refused at restore when a node they name is not online on the host" },

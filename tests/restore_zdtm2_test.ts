@@ -21,3 +21,24 @@ Deno.test(
     assert.match(t.output(), /^PASS$/m, t.output());
   }),
 );
+
+for (const lazy of [false, true]) {
+  Deno.test(
+    `droppable memory (MAP_DROPPABLE) comes back droppable with its data${
+      lazy ? " (restore --lazy)" : ""
+    }`,
+    withTargets(async () => {
+      const t = await startTarget("rt_droppable", []);
+      await t.waitFor(/^ready pid=\d+ flags=.* dp\b/m);
+      const { tree } = await dumpKillRestore(t, { lazy });
+      if (lazy) {
+        assert.ok(tree.lazy, "the restore is lazy");
+        tree.lazy.serve();
+      }
+      t.signal(SIGUSR1);
+      const st = await t.wait();
+      assert.equal(st.kind, "exited", t.output());
+      assert.match(t.output(), /^PASS$/m, t.output());
+    }),
+  );
+}

@@ -184,6 +184,7 @@ const PROT = (perms: string) =>
   (perms[0] === "r" ? 1 : 0) | (perms[1] === "w" ? 2 : 0) | (perms[2] === "x" ? 4 : 0);
 const MAP_SHARED = 0x01;
 const MAP_PRIVATE = 0x02;
+const MAP_DROPPABLE = 0x08;
 const MAP_FIXED = 0x10;
 const MAP_ANONYMOUS = 0x20;
 const MAP_GROWSDOWN = 0x100;
@@ -455,8 +456,13 @@ function emitMemory(
     const growsDown = (m.vmFlags.includes("gd") ? MAP_GROWSDOWN : 0) |
       (m.vmFlags.includes("nr") ? MAP_NORESERVE : 0);
     if (m.kind === "anon" || m.kind === "anon-shared") {
-      const flags = (m.kind === "anon" ? MAP_PRIVATE : MAP_SHARED) | MAP_FIXED | MAP_ANONYMOUS |
-        growsDown;
+      // A droppable area (VmFlag dp, which brings wf dd nr) is of its own map type.
+      const type = m.kind === "anon-shared"
+        ? MAP_SHARED
+        : m.vmFlags.includes("dp")
+        ? MAP_DROPPABLE
+        : MAP_PRIVATE;
+      const flags = type | MAP_FIXED | MAP_ANONYMOUS | growsDown;
       // (An area the kernel kept apart from the one before is made apart again.)
       if (m.kind === "anon") emitAnonMmap(p, proc, i, [start, len, mapProt, flags], zeroByte);
       else emitSharedAnon(p, proc.mappings, i, start, mapProt, flags, mappingLabel(m));
