@@ -5,7 +5,8 @@
  */
 
 import assert from "node:assert/strict";
-import { dumpKillRestore } from "./helpers/roundtrip.ts";
+import { checkpoint } from "../engine/dump/mod.ts";
+import { dumpKillRestore, tempImageDir } from "./helpers/roundtrip.ts";
 import { SIGUSR1 } from "./helpers/signals.ts";
 import { startTarget, withTargets } from "./helpers/targets.ts";
 
@@ -24,7 +25,7 @@ Deno.test(
 
 for (const lazy of [false, true]) {
   Deno.test(
-    `droppable memory (MAP_DROPPABLE) comes back droppable with its data${
+    `droppable memory (MAP_DROPPABLE) comes back droppable and empty, as in a fork's child${
       lazy ? " (restore --lazy)" : ""
     }`,
     withTargets(async () => {
@@ -35,6 +36,23 @@ for (const lazy of [false, true]) {
         assert.ok(tree.lazy, "the restore is lazy");
         tree.lazy.serve();
       }
+      t.signal(SIGUSR1);
+      const st = await t.wait();
+      assert.equal(st.kind, "exited", t.output());
+      assert.match(t.output(), /^PASS$/m, t.output());
+    }),
+  );
+}
+
+for (const opts of [{ leaveRunning: true, precopy: true }, { leaveRunning: true }]) {
+  Deno.test(
+    `droppable memory is left as it was by a dump that leaves the process running (${
+      opts.precopy ? "pre-copy" : "frozen copy"
+    })`,
+    withTargets(async () => {
+      const t = await startTarget("rt_droppable", ["running"]);
+      await t.waitFor(/^ready pid=\d+ flags=.* dp\b/m);
+      await checkpoint(t.pid, { dir: await tempImageDir(), ...opts });
       t.signal(SIGUSR1);
       const st = await t.wait();
       assert.equal(st.kind, "exited", t.output());
