@@ -168,7 +168,7 @@ export const SUPPORT_TABLE = [
   { id: "fd.epoll", area: "fd", what: "epoll", support: "saved", note: "a watch whose fd number was since closed or reused (its file kept by a dup) is added again under that number" },
   { id: "fd.inotify", area: "fd", what: "inotify instances and their watches (same watch descriptors, masks, flags)", support: "saved", note: "watches re-added by path; a watch added after restore is numbered after the highest restored one" },
   { id: "fd.inotify-queued", area: "fd", what: "inotify events not yet read", support: "refused", note: "they cannot be put back; retry when the instance is idle" },
-  { id: "fd.inotify-unresolved", area: "fd", what: "inotify watches on an inode without a path (deleted, or on a filesystem without file handles)", support: "refused", note: "a watch can only be re-added by path" },
+  { id: "fd.inotify-unresolved", area: "fd", what: "inotify watches on an inode without a path (deleted and held open only outside the tree, or on a filesystem without file handles)", support: "refused", note: "a watch can only be re-added by path, or on a deleted file the tree holds" },
   { id: "fd.inotify-shared", area: "fd", what: "inotify instances shared by several processes of the tree", support: "refused", note: "each process would get an instance of its own, and every event would reach each one" },
   { id: "fd.inotify-wd-gap", area: "fd", what: "inotify watch descriptors more than 2048 numbers past the ones below them", support: "refused", note: "the restore program reaches each number one watch at a time" },
   { id: "fd.fanotify", area: "fd", what: "fanotify", support: "refused", note: "needs a global view of the filesystem" },

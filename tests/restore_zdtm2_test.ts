@@ -6,7 +6,8 @@
 
 import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
-import { dumpKillRestore, tempImageDir } from "./helpers/roundtrip.ts";
+import { assertDumpRefused, dumpKillRestore, tempImageDir } from "./helpers/roundtrip.ts";
+import { tempDir } from "./helpers/fs.ts";
 import { SIGUSR1 } from "./helpers/signals.ts";
 import { startTarget, withTargets } from "./helpers/targets.ts";
 
@@ -60,3 +61,32 @@ for (const opts of [{ leaveRunning: true, precopy: true }, { leaveRunning: true 
     }),
   );
 }
+
+Deno.test(
+  "inotify: a watch on a deleted file the process holds open comes back on the re-created file",
+  withTargets(async () => {
+    const work = await tempDir("cryo-inotify-deleted-");
+    const t = await startTarget("rt_inotify_deleted", [work]);
+    await t.waitFor(/^ready pid=\d+$/m);
+    await dumpKillRestore(t);
+    t.signal(SIGUSR1);
+    const st = await t.wait();
+    assert.equal(st.kind, "exited", t.output());
+    assert.match(t.output(), /^PASS$/m, t.output());
+  }),
+);
+
+Deno.test(
+  "inotify: a watch on a deleted file only a process outside the tree holds is refused by name; the target runs on",
+  withTargets(async () => {
+    const work = await tempDir("cryo-inotify-deleted-");
+    // The test holds the file open: the inode outlives the target's close.
+    using _held = await Deno.open(`${work}/watched.log`, { write: true, create: true });
+    const t = await startTarget("rt_inotify_deleted", [work, "closed"]);
+    await t.waitFor(/^ready pid=\d+$/m);
+    await assertDumpRefused(t.pid, (_, message) => {
+      assert.match(message, /watched\.log was deleted and no process of the tree holds it/);
+    });
+    assert.equal(t.poll(), undefined, "still running");
+  }),
+);

@@ -169,7 +169,7 @@ export function emitCreate(cx: CreateContext, f: PlannedFd, batch: readonly Plan
       cx.keep(`fd:${f.fd}`, `${what} epoll`);
       break;
     case "inotify":
-      emitInotify(p, s, scratchSlot);
+      emitInotify(p, s, scratchSlot, cx.current);
       cx.keep(`fd:${f.fd}`, `${what} inotify`);
       break;
     case "pidfd":

@@ -79,7 +79,12 @@ export type FdSource =
     setfl?: number;
   }
   /** An inotify instance and its watches, by wd (engine/fds/inotify.ts). */
-  | { kind: "inotify"; flags: number; watches: { wd: number; mask: number; path: string }[] }
+  /** `via`: a deleted inode's watch is added through this ghost transfer fd (/proc/self/fd/<via>). */
+  | {
+    kind: "inotify";
+    flags: number;
+    watches: { wd: number; mask: number; path: string; via?: number }[];
+  }
   /**
    * A pidfd of process (or thread) `pid` of the tree, or (pid -1, with the
    * wait status `exit`) of a process that exited and was reaped
