@@ -34,7 +34,6 @@ Deno.test("support: docs/ARCHITECTURE.md shows the restorability table as the co
 const REFUSED: Record<string, RegExp> = {
   socket: /other netlink sockets/,
   "inotify-queued": /inotify events not yet read: \d+ bytes/,
-  "inotify-deleted": /inotify watches on an inode without a path.*entry was deleted/,
   "inotify-gap": /inotify watch descriptors more than 2048 numbers.*: 2100 unused watch numbers/,
   "inotify-shared": /inotify instances shared by several processes.*: shared with process \d+ fd/,
   "pidfd-shared": /pidfds shared by several processes.*: shared with process \d+ fd/,

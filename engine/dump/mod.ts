@@ -453,6 +453,18 @@ function killTree(tree: FrozenTree): void {
   }
 }
 
+/**
+ * Whether `m` is droppable (MAP_DROPPABLE, VmFlag "dp"): its pages are not
+ * saved and it comes back empty, as a fork's child gets it (droppable
+ * implies wipe-on-fork). The kernel may drop its pages at any time, and
+ * what programs keep there must not be copied: glibc keeps its vDSO
+ * getrandom state in one, and a restored copy of that state would repeat
+ * the same random bytes in every restore of one image.
+ */
+function isDroppable(m: Mapping): boolean {
+  return m.vmFlags.includes("dp");
+}
+
 function applyIncludes(image: ProcessImage, include: CheckpointOptions["include"]): void {
   if (include?.mapping) {
     for (const m of image.mappings) {
@@ -884,7 +896,10 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         ...(pre ? { pages: { start: pre.pagesStart, end: pre.pagesEnd } } : {}),
       });
       writers.push(writer);
-      const policies = image.mappings.map((m) => m.excluded ? "none" : pagePolicy(m.kind));
+      // A droppable area's pages are not saved (isDroppable).
+      const policies = image.mappings.map((m) =>
+        m.excluded || isDroppable(m) ? "none" : pagePolicy(m.kind)
+      );
       const source = pre ?? parent?.processes.get(p.pid);
       // The plan of the copy made ahead when it is this one (copy_ahead.ts), else made here.
       // The core notes need no page records: encoded in the copy's first wait for the reads

@@ -26,6 +26,7 @@ import { O_CLOEXEC, O_NONBLOCK, type PlannedFd } from "./types.ts";
 const O_RDWR = 2;
 const F_SETPIPE_SZ = 1031;
 const F_SETFL = 4;
+const F_DUPFD_CLOEXEC = 1030;
 const EFD_SEMAPHORE = 1;
 const POLLIN = 1;
 const S_IFIFO = 0o10000;
@@ -72,7 +73,13 @@ export function emitCreate(cx: CreateContext, f: PlannedFd, batch: readonly Plan
     case "open": {
       // A transfer fd reopened through /proc/self/fd (ghost files) may have moved.
       const path = s.via !== undefined ? `/proc/self/fd/${cx.current(s.via)}` : s.path;
-      p.op(SYS.open, [p.cstring(path), s.flags | O_CLOEXEC, 0], { store: scratchSlot });
+      if (s.own && s.via !== undefined) {
+        // The description itself (its status flags and offset are set after, as a reopen's).
+        p.op(SYS.fcntl, [cx.current(s.via), F_DUPFD_CLOEXEC, 0], {
+          store: scratchSlot,
+          comment: `${s.path}: its own description`,
+        });
+      } else p.op(SYS.open, [p.cstring(path), s.flags | O_CLOEXEC, 0], { store: scratchSlot });
       cx.keep(`fd:${f.fd}`, `${what} ${s.path}`);
       break;
     }
@@ -162,7 +169,7 @@ export function emitCreate(cx: CreateContext, f: PlannedFd, batch: readonly Plan
       cx.keep(`fd:${f.fd}`, `${what} epoll`);
       break;
     case "inotify":
-      emitInotify(p, s, scratchSlot);
+      emitInotify(p, s, scratchSlot, cx.current);
       cx.keep(`fd:${f.fd}`, `${what} inotify`);
       break;
     case "pidfd":

@@ -378,12 +378,48 @@ function maybeGhostMapping(m: Mapping): boolean {
     ghostKind(m.name) !== null && !isSecretMem(m.name); // (refused: engine/memory/flags.ts)
 }
 
-/** Ghost files with the transfer fd number each is handed to the tree at. */
-export type PlannedGhosts = Map<string, { ghost: GhostFile; transferFd: number }>;
+/**
+ * Ghost files with the transfer fd number each is handed to the tree at.
+ * `own`: for a memfd, the key ({@link ghostDescriptionKey}) of the one
+ * read-write description of the tree that takes the memfd's own
+ * description (the transfer fd's, from memfd_create) instead of a reopen.
+ */
+export type PlannedGhosts = Map<string, { ghost: GhostFile; transferFd: number; own?: string }>;
 
-/** Assigns transfer fd numbers from `firstTransferFd` on. */
-export function planGhosts(ghosts: readonly GhostFile[], firstTransferFd: number): PlannedGhosts {
-  return new Map(ghosts.map((g, i) => [g.id, { ghost: g, transferFd: firstTransferFd + i }]));
+const O_ACCMODE = 3;
+const O_RDWR = 2;
+
+/** The key of the open file description of fd `f` of process `pid` (one per description in the tree). */
+export function ghostDescriptionKey(pid: number, f: FdInfo): string {
+  return f.description ?? `${pid}:${f.sameAs ?? f.fd}`;
+}
+
+/**
+ * Assigns transfer fd numbers from `firstTransferFd` on, and gives each
+ * memfd's own description to the first read-write description of it in
+ * `images` (process order, then fd order). The description memfd_create
+ * returns is not counted as a writer of the inode (execveat of it works
+ * while it is open read-write); a read-write reopen through /proc is
+ * counted, and exec of the memfd then fails with ETXTBSY. The tree's
+ * other read-write descriptions of a memfd were reopens, as they are
+ * again.
+ */
+export function planGhosts(
+  ghosts: readonly GhostFile[],
+  firstTransferFd: number,
+  images: readonly ProcessImage[] = [],
+): PlannedGhosts {
+  const own = new Map<string, string>();
+  for (const p of images) {
+    for (const f of p.fds) {
+      if (f.ghost === undefined || f.excluded || own.has(f.ghost)) continue;
+      if ((f.flags & O_ACCMODE) === O_RDWR) own.set(f.ghost, ghostDescriptionKey(p.pid, f));
+    }
+  }
+  return new Map(ghosts.map((g, i) => {
+    const key = g.kind === "memfd" ? own.get(g.id) : undefined;
+    return [g.id, { ghost: g, transferFd: firstTransferFd + i, ...(key ? { own: key } : {}) }];
+  }));
 }
 
 /**

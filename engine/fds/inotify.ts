@@ -11,9 +11,13 @@
  * O_PATH), and opening a directory is an open event: a mount point, or
  * else a directory above the process's cwd or open files, that neither the
  * process watches for open events (nor its parent) is used, so the dump
- * queues nothing in the process's own instances. A watch whose inode has no path (deleted, or its filesystem
- * cannot decode file handles) is refused, and so are events queued in the
- * instance (FIONREAD on a copy of the fd): they cannot be put back.
+ * queues nothing in the process's own instances. A watch on a deleted
+ * inode the tree holds open or mapped (a ghost file, engine/fds/ghost.ts)
+ * is recorded with that ghost and re-added on the re-created file
+ * (through its transfer fd's /proc/self/fd link); a watch whose inode has
+ * no path otherwise (deleted and not held, or its filesystem cannot decode
+ * file handles) is refused, and so are events queued in the instance
+ * (FIONREAD on a copy of the fd): they cannot be put back.
  *
  * **Restore.** The kernel numbers the watches of an instance cyclically
  * (idr_alloc_cyclic from 1: each new watch gets the number after the last
@@ -43,6 +47,7 @@ import { type Refusals, supportOf } from "../support.ts";
 import { RestoreError } from "../errors.ts";
 import { type ProgramBuilder, slot } from "../program/builder.ts";
 import { type FdSource, O_CLOEXEC, O_NONBLOCK, SETFL_MASK } from "./types.ts";
+import type { PlannedGhosts } from "./ghost.ts";
 
 /** One inotify watch as the image keeps it. */
 export interface InotifyWatchImage {
@@ -55,6 +60,8 @@ export interface InotifyWatchImage {
   /** st_dev (user-space encoding) and inode number of the watched object. */
   dev: number;
   ino: number;
+  /** The inode was deleted: the id of the ghost file the tree holds it by ("<dev>:<ino>"). */
+  ghost?: string;
 }
 
 /** Most watch numbers the restore program may take and give back for one instance. */
@@ -177,12 +184,19 @@ function resolveWatch(
       continue;
     }
     let path: string;
+    let gone: Deno.FileInfo | undefined;
     try {
       path = Deno.readLinkSync(`/proc/self/fd/${fd}`);
+      // A deleted inode: kept with its ghost's id (the plan refuses it if the tree holds none).
+      if (path.endsWith(DELETED)) gone = Deno.statSync(`/proc/self/fd/${fd}`);
     } finally {
       closeFd(fd);
     }
-    if (path.endsWith(DELETED)) return `${what}: ${path.slice(0, -DELETED.length)} was deleted`;
+    if (gone) {
+      const dev = gone.dev;
+      path = path.slice(0, -DELETED.length);
+      return { wd: w.wd, mask: w.mask, path, dev, ino: w.ino, ghost: `${dev}:${w.ino}` };
+    }
     let st: Deno.FileInfo;
     try {
       st = Deno.lstatSync(path);
@@ -276,8 +290,11 @@ function watchesProblem(watches: unknown): string | undefined {
   return undefined;
 }
 
-/** Restore plan of an inotify fd. */
-export function planInotify(f: FdInfo): FdSource | string {
+/**
+ * Restore plan of an inotify fd; `ghosts` are the tree's ghost files (a
+ * watch on a deleted inode is re-added through its ghost's transfer fd).
+ */
+export function planInotify(f: FdInfo, ghosts: PlannedGhosts = new Map()): FdSource | string {
   const problem = watchesProblem(f.inotify);
   if (problem || !f.inotify) return problem ?? "inotify watches not recorded in the image";
   const fillers = wdFillers(f.inotify.map((w) => w.wd));
@@ -285,11 +302,20 @@ export function planInotify(f: FdInfo): FdSource | string {
     const row = supportOf("fd.inotify-wd-gap");
     return `${row.what}: ${row.note}`;
   }
-  return {
-    kind: "inotify",
-    flags: f.flags,
-    watches: f.inotify.map((w) => ({ wd: w.wd, mask: w.mask, path: w.path })),
-  };
+  const watches = [];
+  for (const w of f.inotify) {
+    if (w.ghost === undefined) {
+      watches.push({ wd: w.wd, mask: w.mask, path: w.path });
+      continue;
+    }
+    const g = ghosts.get(w.ghost);
+    if (!g) {
+      const row = supportOf("fd.inotify-unresolved");
+      return `${row.what}: watch ${w.wd} (inode ${w.ino}): ${w.path} was deleted and no process of the tree holds it open or mapped`;
+    }
+    watches.push({ wd: w.wd, mask: w.mask, path: w.path, via: g.transferFd });
+  }
+  return { kind: "inotify", flags: f.flags, watches };
 }
 
 /**
@@ -300,6 +326,8 @@ export function emitInotify(
   p: ProgramBuilder,
   s: Extract<FdSource, { kind: "inotify" }>,
   scratchSlot: number,
+  /** The number transfer fd `fd` has by now (the fd phase may have moved it). */
+  current: (fd: number) => number = (fd) => fd,
 ): void {
   const fd = slot(scratchSlot);
   // Non-blocking while the IN_IGNORED events of the given-back numbers are read away.
@@ -307,16 +335,20 @@ export function emitInotify(
   let next = 1;
   let fillers = 0;
   for (const w of [...s.watches].sort((a, b) => a.wd - b.wd)) {
-    const path = p.cstring(w.path);
+    // A deleted inode's ghost is reached through the magic link, which must be followed.
+    const path = p.cstring(w.via !== undefined ? `/proc/self/fd/${current(w.via)}` : w.path);
+    const follow = w.via !== undefined ? 0 : IN_DONT_FOLLOW;
     for (; next < w.wd; next++, fillers++) {
-      p.op(SYS.inotify_add_watch, [fd, path, IN_ATTRIB | IN_MASK_CREATE | IN_DONT_FOLLOW], {
+      p.op(SYS.inotify_add_watch, [fd, path, IN_ATTRIB | IN_MASK_CREATE | follow], {
         comment: `inotify: take watch number ${next}`,
       });
       // A constant wd: fails (and so fails the restore) unless the add got exactly `next`.
       p.op(SYS.inotify_rm_watch, [fd, next], { comment: `inotify: give ${next} back` });
     }
-    p.op(SYS.inotify_add_watch, [fd, path, w.mask | IN_MASK_CREATE | IN_DONT_FOLLOW], {
-      comment: `inotify: watch ${w.wd} on ${w.path} mask 0x${w.mask.toString(16)}`,
+    p.op(SYS.inotify_add_watch, [fd, path, w.mask | IN_MASK_CREATE | follow], {
+      comment: `inotify: watch ${w.wd} on ${w.path}${
+        w.via !== undefined ? " (deleted)" : ""
+      } mask 0x${w.mask.toString(16)}`,
     });
     next = w.wd + 1;
   }
@@ -344,6 +376,7 @@ export function checkInotifyPaths(processes: readonly ProcessImage[]): void {
     for (const f of image.fds) {
       if (f.kind !== "inotify" || f.excluded || f.sameAs !== undefined) continue;
       for (const w of f.inotify ?? []) {
+        if (w.ghost !== undefined) continue; // (re-created with the ghost files)
         const what = `fd ${f.fd} of process ${image.pid} watched ${w.path} (inotify watch ${w.wd})`;
         let st: Deno.FileInfo;
         try {

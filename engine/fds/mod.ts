@@ -39,7 +39,7 @@ import { planRegular, replacementFlags } from "./regular.ts";
 import { planShared, type SharedPlan } from "./shared.ts";
 import { descriptionState, emitDescriptionState } from "./state.ts";
 import { type PlannedPty, planTty } from "./tty.ts";
-import { ghostOpenFlags, ghostPath, type PlannedGhosts } from "./ghost.ts";
+import { ghostDescriptionKey, ghostOpenFlags, ghostPath, type PlannedGhosts } from "./ghost.ts";
 import { planInotify } from "./inotify.ts";
 import { planPidfd } from "./pidfd.ts";
 import type { FdSource, PlannedFd } from "./types.ts";
@@ -76,7 +76,15 @@ function planOne(
 ): FdSource | string | null {
   if (f.ghost !== undefined) {
     const { path, transferFd } = ghostPath(ghosts, f.ghost);
-    return { kind: "open", path, flags: ghostOpenFlags(f), via: transferFd };
+    // A memfd's own description is taken by one of its descriptions (see planGhosts).
+    const own = ghosts.get(f.ghost)?.own === ghostDescriptionKey(proc.pid, f);
+    return {
+      kind: "open",
+      path,
+      flags: ghostOpenFlags(f),
+      via: transferFd,
+      ...(own ? { own } : {}),
+    };
   }
   // An O_PATH fd names a path, whatever is there (a symlink, a FIFO, a socket's file): reopened so.
   if (f.flags & O_PATH && f.target.startsWith("/") && !f.target.endsWith(" (deleted)")) {
@@ -111,7 +119,7 @@ function planOne(
     case "epoll":
       return planEpoll(f, proc.fds);
     case "inotify":
-      return planInotify(f);
+      return planInotify(f, ghosts);
     case "pidfd":
       return planPidfd(f);
     case "mqueue":
@@ -267,10 +275,13 @@ function takenFrom(f: PlannedFd): number | undefined {
   return s.kind === "inherit" || s.kind === "transfer" ? s.from : undefined;
 }
 
-/** An fd the fd phase keeps while it creates: one taken from, or one reopened through /proc. */
-function keptFrom(f: PlannedFd): number | undefined {
+/** The fds the fd phase keeps while it creates `f`: one taken from, or reached through /proc. */
+function keptFrom(f: PlannedFd): number[] {
   const s = f.source;
-  return s.kind === "open" && s.via !== undefined ? s.via : takenFrom(f);
+  if (s.kind === "open" && s.via !== undefined) return [s.via];
+  if (s.kind === "inotify") return s.watches.flatMap((w) => w.via !== undefined ? [w.via] : []);
+  const from = takenFrom(f);
+  return from !== undefined ? [from] : [];
 }
 
 /** The first temporary number of the fd phase: above every target and every kept fd. */
@@ -278,7 +289,7 @@ function firstTemporary(fds: readonly PlannedFd[]): number {
   return Math.max(
     3,
     ...fds.map((f) => f.fd + 1),
-    ...fds.map((f) => (keptFrom(f) ?? -1) + 1),
+    ...fds.flatMap((f) => keptFrom(f).map((n) => n + 1)),
   );
 }
 
@@ -294,7 +305,7 @@ function temporariesBound(fds: readonly PlannedFd[]): number {
  * room above them under the NOFILE hard limit), or undefined.
  */
 function gapBelow(fds: readonly PlannedFd[], count: number, limit: number): number | undefined {
-  const taken = [...new Set(fds.flatMap((f) => [f.fd, keptFrom(f) ?? -1]))]
+  const taken = [...new Set(fds.flatMap((f) => [f.fd, ...keptFrom(f)]))]
     .filter((n) => n >= 3).sort((a, b) => a - b);
   let lo = 3;
   for (const n of taken) {
@@ -334,7 +345,7 @@ export function emitFds(
       ? "fds from here up are temporaries"
       : `fds ${high}-${gapEnd - 1} are temporaries`,
   });
-  const stdio = [...new Set(fds.flatMap((f) => keptFrom(f) ?? []))];
+  const stdio = [...new Set(fds.flatMap((f) => keptFrom(f)))];
   for (const n of stdio.sort((a, b) => a - b)) {
     const what = n <= 2 ? `the restorer's fd ${n}` : `inherited fd ${n}`;
     p.op(SYS.fcntl, [n, F_DUPFD_CLOEXEC, high], { comment: `keep ${what} as ${next}` });

@@ -10,8 +10,11 @@ import type { EpollWatch } from "./epoll.ts";
 
 /** How one fd of a restored process is re-created. */
 export type FdSource =
-  /** `via`: the path reopens this transfer fd (/proc/self/fd/<via>), which must stay open until then. */
-  | { kind: "open"; path: string; flags: number; via?: number }
+  /**
+   * `via`: the path reopens this transfer fd (/proc/self/fd/<via>), which must stay open until then;
+   * `own`: the transfer fd's description itself is taken (dup), not a reopen (a memfd's own).
+   */
+  | { kind: "open"; path: string; flags: number; via?: number; own?: boolean }
   | { kind: "inherit"; from: number }
   | { kind: "same"; as: number }
   | {
@@ -76,7 +79,12 @@ export type FdSource =
     setfl?: number;
   }
   /** An inotify instance and its watches, by wd (engine/fds/inotify.ts). */
-  | { kind: "inotify"; flags: number; watches: { wd: number; mask: number; path: string }[] }
+  /** `via`: a deleted inode's watch is added through this ghost transfer fd (/proc/self/fd/<via>). */
+  | {
+    kind: "inotify";
+    flags: number;
+    watches: { wd: number; mask: number; path: string; via?: number }[];
+  }
   /**
    * A pidfd of process (or thread) `pid` of the tree, or (pid -1, with the
    * wait status `exit`) of a process that exited and was reaped

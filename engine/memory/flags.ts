@@ -58,6 +58,7 @@ const FROM_MMAP = new Set([
   "ar",
   "sf",
   "gu", // VM_MAYBE_GUARD: comes back with the guard regions
+  "dp", // VM_DROPPABLE: mapped MAP_DROPPABLE (engine/restore/compile.ts)
 ]);
 
 /** VmFlags set by madvise, with the advice that sets each. */

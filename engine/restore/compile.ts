@@ -184,11 +184,13 @@ const PROT = (perms: string) =>
   (perms[0] === "r" ? 1 : 0) | (perms[1] === "w" ? 2 : 0) | (perms[2] === "x" ? 4 : 0);
 const MAP_SHARED = 0x01;
 const MAP_PRIVATE = 0x02;
+const MAP_DROPPABLE = 0x08;
 const MAP_FIXED = 0x10;
 const MAP_ANONYMOUS = 0x20;
 const MAP_GROWSDOWN = 0x100;
 const MAP_NORESERVE = 0x4000;
 const O_CLOEXEC = 0o2000000;
+const F_DUPFD_CLOEXEC = 1030;
 const PR_SET_NAME = 15;
 const PR_SET_MM = 35;
 const PR_SET_MM_MAP = 14;
@@ -454,25 +456,40 @@ function emitMemory(
     const growsDown = (m.vmFlags.includes("gd") ? MAP_GROWSDOWN : 0) |
       (m.vmFlags.includes("nr") ? MAP_NORESERVE : 0);
     if (m.kind === "anon" || m.kind === "anon-shared") {
-      const flags = (m.kind === "anon" ? MAP_PRIVATE : MAP_SHARED) | MAP_FIXED | MAP_ANONYMOUS |
-        growsDown;
+      // A droppable area (VmFlag dp, which brings wf dd nr) is of its own map type.
+      const type = m.kind === "anon-shared"
+        ? MAP_SHARED
+        : m.vmFlags.includes("dp")
+        ? MAP_DROPPABLE
+        : MAP_PRIVATE;
+      const flags = type | MAP_FIXED | MAP_ANONYMOUS | growsDown;
       // (An area the kernel kept apart from the one before is made apart again.)
       if (m.kind === "anon") emitAnonMmap(p, proc, i, [start, len, mapProt, flags], zeroByte);
       else emitSharedAnon(p, proc.mappings, i, start, mapProt, flags, mappingLabel(m));
     } else {
-      const path = m.ghost !== undefined
-        ? ghostPath(opts.ghosts ?? new Map(), m.ghost).path
-        : m.file?.path ?? m.name;
+      const ghost = m.ghost !== undefined
+        ? ghostPath(opts.ghosts ?? new Map(), m.ghost)
+        : undefined;
+      const path = ghost?.path ?? m.file?.path ?? m.name;
       const shared = m.kind === "file-shared";
       // A shared mapping that may become writable (VM_MAYWRITE, "mw") needs the file read-write;
       // so does one of a write-sealed memfd ("sh" without "mw"): read-only, VM_SHARED is dropped.
       const readWrite = shared &&
         (m.perms[1] === "w" || m.vmFlags.includes("mw") || m.vmFlags.includes("sh"));
+      // A memfd's is mapped from its own description, which counts as no writer of the inode
+      // (a read-write reopen kept by the mapping would make execveat of the memfd fail: ETXTBSY).
+      const own = readWrite && ghost !== undefined &&
+        opts.ghosts?.get(m.ghost!)?.ghost.kind === "memfd";
       const oflags = (readWrite ? 2 : 0) | O_CLOEXEC;
-      const opened = `${oflags} ${path}`;
+      const opened = `${own ? "own" : oflags} ${path}`;
       if (openPath !== opened) {
         if (openPath !== undefined) p.op(SYS.close, [slot(SLOTS.file)]);
-        p.op(SYS.open, [p.cstring(path), oflags, 0], { store: SLOTS.file });
+        if (own) {
+          p.op(SYS.fcntl, [ghost!.transferFd, F_DUPFD_CLOEXEC, 0], {
+            store: SLOTS.file,
+            comment: "the memfd's own description",
+          });
+        } else p.op(SYS.open, [p.cstring(path), oflags, 0], { store: SLOTS.file });
         openPath = opened;
       }
       const flags = (m.kind === "file-shared" ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED | growsDown;

@@ -61,7 +61,7 @@ export function compileTree(
   // Pty masters and ghost files come from the engine at transfer fds above
   // every fd of the tree; descriptions shared in the tree get theirs above those.
   const ptys = planPtys(images, firstFreeFd(images));
-  const ghosts = planGhosts(opts.ghosts ?? [], firstFreeFd(images) + ptys.length);
+  const ghosts = planGhosts(opts.ghosts ?? [], firstFreeFd(images) + ptys.length, images);
   checkTtys(images, refusals);
   const shared = planSharedObjects(images, ptys, ghosts);
   for (const line of shared.problems) refusals.add(line);

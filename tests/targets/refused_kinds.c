@@ -1,7 +1,6 @@
 /* Holds one resource cryo refuses (argv[1]: "socket" for a generic
  * netlink socket (route netlink sockets are saved, unix sockets may be),
  * "inotify-queued" for an inotify instance with an event not yet read,
- * "inotify-deleted" for a watch on a file deleted while open,
  * "inotify-gap" for a watch numbered 2101 (the ones below given back),
  * "inotify-shared" and "pidfd-shared" for an instance, or a pidfd of
  * itself, that a child it forked holds too,
@@ -60,19 +59,13 @@ int main(int argc, char **argv) {
       }
     }
     if (inotify_add_watch(fd, argv[2], IN_CREATE) != 2101) die("inotify_add_watch");
-  } else if (is(kind, "inotify-queued") || is(kind, "inotify-deleted")) {
+  } else if (is(kind, "inotify-queued")) {
     need_args(argc, 2, "refused_kinds inotify-* <work dir>");
     snprintf(path, sizeof path, "%s/entry", argv[2]);
     fd = inotify_init1(IN_NONBLOCK);
     if (fd < 0) die("inotify_init1");
-    if (is(kind, "inotify-queued")) {
-      if (inotify_add_watch(fd, argv[2], IN_CREATE) != 1) die("inotify_add_watch");
-      keep = open(path, O_CREAT | O_WRONLY, 0644); /* queues IN_CREATE "entry" */
-    } else {
-      keep = open(path, O_CREAT | O_WRONLY, 0644);
-      if (inotify_add_watch(fd, path, IN_MODIFY) != 1) die("inotify_add_watch");
-      if (unlink(path) != 0) die("unlink");
-    }
+    if (inotify_add_watch(fd, argv[2], IN_CREATE) != 1) die("inotify_add_watch");
+    keep = open(path, O_CREAT | O_WRONLY, 0644); /* queues IN_CREATE "entry" */
     if (keep < 0) die("open");
   } else if (is(kind, "inotify-shared") || is(kind, "pidfd-shared")) {
     fd = is(kind, "pidfd-shared") ? (int)syscall(SYS_pidfd_open, getpid(), 0) : inotify_init1(0);
