@@ -50,8 +50,14 @@ export function getAffinity(tid: number): number[] {
 
 /** The CPUs of the first `n` bytes of a CPU mask (what sched_getaffinity returned), in order. */
 export function cpusOfMask(mask: Uint8Array, n: number): number[] {
+  // A byte at a time, its bits only when it has any: a restore reads one mask a thread (64
+  // threads: 4,096 rounds of a loop over bits had V8 compile it on-stack, ~2.5 ms on its workers).
   const cpus: number[] = [];
-  for (let i = 0; i < n * 8; i++) if (mask[i >> 3] & (1 << (i & 7))) cpus.push(i);
+  for (let b = 0; b < n; b++) {
+    const byte = mask[b];
+    if (!byte) continue;
+    for (let bit = 0; bit < 8; bit++) if (byte & (1 << bit)) cpus.push(b * 8 + bit);
+  }
   return cpus;
 }
 
