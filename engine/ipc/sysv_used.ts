@@ -22,7 +22,7 @@
  * @module
  */
 
-import { msgStat, semGetPid, semStat } from "../../ffi/sysvipc.ts";
+import { ipcObjectCounts, msgStat, semGetPid, semStat } from "../../ffi/sysvipc.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { RestoreError } from "../errors.ts";
 import type { ProcessImage, SysvUsed } from "../model.ts";
@@ -97,7 +97,10 @@ export function collectSysvUsed(
       if (id >= 0) add(kind, id, `thread ${t.tid} of process ${p.pid} waits on it`);
     }
   }
-  for (const row of table("sem")) {
+  // A table of a kind the namespace holds none of now is not read (most hosts: none at all).
+  const counts = ipcObjectCounts();
+  const rows = (kind: SysvUsed["kind"]) => counts?.[kind] === 0 ? [] : table(kind);
+  for (const row of rows("sem")) {
     const id = Number(row.semid), nsems = Number(row.nsems);
     for (let i = 0; i < nsems; i++) {
       const pid = semGetPid(id, i);
@@ -107,7 +110,7 @@ export function collectSysvUsed(
       }
     }
   }
-  for (const row of table("msg")) {
+  for (const row of rows("msg")) {
     for (const col of ["lspid", "lrpid"]) {
       const pid = Number(row[col]);
       if (pids.has(pid)) {
@@ -116,7 +119,7 @@ export function collectSysvUsed(
       }
     }
   }
-  for (const row of table("shm")) {
+  for (const row of rows("shm")) {
     const id = Number(row.shmid);
     if (attached.has(id)) continue;
     for (const col of ["cpid", "lpid"]) {
