@@ -14,7 +14,9 @@
  * (cpid, lpid). The restore refuses, naming the object, when one of them
  * is gone or is another object now (key, creator, size or number of
  * semaphores changed): the program would otherwise go on with an id that
- * means nothing, or something else (a restore on another host). Its
+ * means nothing, or something else (a restore on another host). A
+ * /proc/sysvipc table is read only when the namespace holds objects of its
+ * kind (three *_INFO calls tell, in the freeze: most hosts hold none). Its
  * content is not recorded: like a file on disk it is shared with the rest
  * of the host, which may change it meanwhile. An id the tree keeps in its
  * memory and used in no way the kernel shows is not found.
