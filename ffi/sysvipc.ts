@@ -155,3 +155,32 @@ const GETPID = 11;
 export function semGetPid(semid: number, num: number): number {
   return Number(rawSyscall(SYS.semctl, semid, num, GETPID, 0));
 }
+
+/** How many objects of each kind cryo's IPC namespace holds now. */
+export interface IpcObjectCounts {
+  sem: number;
+  msg: number;
+  shm: number;
+}
+
+const SEM_INFO = 19;
+const MSG_INFO = 12;
+const SHM_INFO = 14;
+
+/**
+ * The semaphore sets, message queues and shm segments that exist in cryo's
+ * IPC namespace (semctl SEM_INFO's semusz, msgctl MSG_INFO's msgpool,
+ * shmctl SHM_INFO's used_ids: three syscalls, no /proc table read);
+ * undefined when one of them fails (a kernel without System V IPC).
+ */
+export function ipcObjectCounts(): IpcObjectCounts | undefined {
+  const b = new Uint8Array(64); // struct seminfo (40 bytes), msginfo (32), shm_info (48)
+  const v = new DataView(b.buffer);
+  if (rawSyscall(SYS.semctl, 0, 0, SEM_INFO, b) < 0n) return undefined;
+  const sem = v.getInt32(28, true); // semusz
+  if (rawSyscall(SYS.msgctl, 0, MSG_INFO, b) < 0n) return undefined;
+  const msg = v.getInt32(0, true); // msgpool
+  if (rawSyscall(SYS.shmctl, 0, SHM_INFO, b) < 0n) return undefined;
+  const shm = v.getInt32(0, true); // used_ids
+  return { sem, msg, shm };
+}

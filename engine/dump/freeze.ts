@@ -50,6 +50,12 @@ export interface FrozenTree {
     zombies?: number[];
     /** The stop signal when the process was in a group stop. */
     groupStop?: number;
+    /**
+     * Its threads the collect found stopped at the EINTR exit of a call a
+     * stop ends so (engine/task/eintr.ts `stoppedAtEintr`): the thaw looks
+     * at these alone; undefined (not collected): at every thread.
+     */
+    eintrStops?: number[];
   }[];
   /** When the first thread was stopped (performance.now()). */
   frozenAt: number;
@@ -515,7 +521,7 @@ function freezeOnce(
  */
 export function thawTree(tree: FrozenTree): void {
   for (const p of tree.processes) {
-    rewindStopEintr(p.pid, p.threads); // engine/task/eintr.ts
+    rewindStopEintr(p.pid, p.eintrStops ?? p.threads); // engine/task/eintr.ts
     // One table run for the threads of a process (ffi/thread_reads.ts `ptraceEach`).
     if (p.threads.length >= 2 && threadReadsAvailable()) {
       ptraceEach(PTRACE.DETACH, p.threads); // a failure: gone, as below

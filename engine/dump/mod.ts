@@ -763,6 +763,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
           : undefined,
       )
     );
+    // The thaw sets back only the threads the collect found at an EINTR exit (engine/task/eintr.ts).
+    collectedAll.forEach((c, i) => tree!.processes[i].eintrStops = c.eintrStops);
     for (const c of collectedAll) precopy?.fixRestarts(c.image);
     for (const c of collectedAll) {
       // A signal to handle ends the call as the kernel would (EINTR or restarted).

@@ -40,7 +40,7 @@ import {
 import { startScanAhead } from "./scan_ahead.ts";
 import { pumpCopyAhead } from "./copy_ahead.ts";
 import { collectThread, sharedPending } from "./threads.ts";
-import { reissueStopEintr } from "../task/eintr.ts";
+import { reissueStopEintr, stoppedAtEintr } from "../task/eintr.ts";
 import { bpfThreadStates, takeMlockFuture } from "./thread_state.ts";
 import { threadStatuses } from "./thread_facts.ts";
 import { taskFlagsOf } from "./task_flags.ts";
@@ -88,6 +88,12 @@ export interface CollectedProcess {
    * Awaited before anything reads the flags (engine/dump/vm_flags.ts).
    */
   vmFlags?: Promise<MemoryProcessFlags>;
+  /**
+   * Its threads stopped at the EINTR exit of a call a stop ends so
+   * (engine/task/eintr.ts `stoppedAtEintr`): the freeze's thaw sets back
+   * these alone (engine/dump/freeze.ts `FrozenTree`).
+   */
+  eintrStops: number[];
 }
 
 /** The image of fd `f` of process `pid` (kind, flags, offset, kind extras). */
@@ -433,6 +439,7 @@ export function collectProcess(
   // The main thread first.
   threads.sort((a, b) => (a.tid === pid ? -1 : b.tid === pid ? 1 : a.tid - b.tid));
   const shared = sharedPending(pid);
+  const eintrStops = stoppedAtEintr(threads); // (before reissueStopEintr marks them)
   reissueStopEintr(threads, shared); // engine/task/eintr.ts
   takeTimerSignals(posixTimers, [shared, ...threads.map((t) => t.pending)]);
   for (const t of threads) t.creds = credentials.threads.get(t.tid);
@@ -482,6 +489,7 @@ export function collectProcess(
     },
     ...(smaps ? { vmFlags: completeVmFlags(pid, maps, mappings, smaps, details) } : {}),
     ...(bpf ? { vmFlags: completeFlagsOffThread(bpf, mappings, details) } : {}),
+    eintrStops,
   };
 }
 

@@ -24,6 +24,8 @@
  */
 
 import { isMqueueFd } from "./mqueue.ts";
+import { noteFileAttributes } from "./inode_flags.ts";
+import { type PathFacts, pathFacts } from "../../ffi/statx.ts";
 import { basename, dirname } from "../path.ts";
 import { crc32 } from "../image/crc32.ts";
 import { rawSyscall, syscallNum } from "../../ffi/libc.ts";
@@ -197,15 +199,20 @@ export async function collectGhosts(
       rawSyscall(SYS.close, fd);
     }
   };
-  const ownMntNs = statIno("/proc/self/ns/mnt");
+  // The mount namespaces' inodes, read for a process with a file fd to look at only.
+  let ownMntNs: number | undefined;
+  // One statx per path however many fds name it (a process's stdout and stderr).
+  const named = new Map<string, PathFacts | undefined>();
   for (const p of images) {
-    const sameView = p.root === "/" && statIno(`/proc/${p.pid}/ns/mnt`) === ownMntNs;
+    let sameView: boolean | undefined;
     for (const f of p.fds) {
       if (
-        sameView && !f.excluded && f.kind === "file" && f.file && !ghostKind(f.target) &&
-        !f.target.startsWith("/proc/")
+        !f.excluded && f.kind === "file" && f.file && !ghostKind(f.target) &&
+        !f.target.startsWith("/proc/") &&
+        (sameView ??= p.root === "/" &&
+          statIno(`/proc/${p.pid}/ns/mnt`) === (ownMntNs ??= statIno("/proc/self/ns/mnt")))
       ) {
-        shadowedFile(p.pid, f, ghosts, refusals);
+        shadowedFile(p.pid, f, ghosts, refusals, named);
         continue;
       }
       if (f.excluded || (f.kind !== "memfd" && f.kind !== "file") || !ghostKind(f.target)) continue;
@@ -254,11 +261,7 @@ export async function collectGhosts(
 
 /** The inode number of `path`, or -1. */
 function statIno(path: string): number {
-  try {
-    return Deno.statSync(path).ino ?? -1;
-  } catch {
-    return -1;
-  }
+  return pathFacts(path)?.ino ?? -1;
 }
 
 /**
@@ -274,12 +277,17 @@ function shadowedFile(
   f: FdInfo,
   ghosts: Map<string, GhostFile>,
   refusals: Refusals,
+  /** The paths stat'ed so far (undefined: missing), shared by the dump's fds. */
+  named: Map<string, PathFacts | undefined>,
 ): void {
-  let named: Deno.FileInfo | undefined;
-  try {
-    named = Deno.statSync(f.target);
-  } catch { /* missing: shadowed (or removed and re-made, which stat of the fd tells) */ }
-  if (named && named.dev === f.file!.dev && named.ino === f.file!.ino) return;
+  if (!named.has(f.target)) named.set(f.target, pathFacts(f.target));
+  // Missing: shadowed (or removed and re-made, which stat of the fd tells).
+  const at = named.get(f.target);
+  if (at && at.dev === f.file!.dev && at.ino === f.file!.ino) {
+    // The path's inode is the fd's: its attributes are the open file's (fds/inode_flags.ts).
+    noteFileAttributes(f, at.attributes);
+    return;
+  }
   // A POSIX message queue's fd shows "/name", a path of its own file system (fds/mqueue.ts).
   if (isMqueueFd(pid, f.fd)) return;
   const source = `/proc/${pid}/fd/${f.fd}`;

@@ -14,7 +14,9 @@
  * (cpid, lpid). The restore refuses, naming the object, when one of them
  * is gone or is another object now (key, creator, size or number of
  * semaphores changed): the program would otherwise go on with an id that
- * means nothing, or something else (a restore on another host). Its
+ * means nothing, or something else (a restore on another host). A
+ * /proc/sysvipc table is read only when the namespace holds objects of its
+ * kind (three *_INFO calls tell, in the freeze: most hosts hold none). Its
  * content is not recorded: like a file on disk it is shared with the rest
  * of the host, which may change it meanwhile. An id the tree keeps in its
  * memory and used in no way the kernel shows is not found.
@@ -22,7 +24,7 @@
  * @module
  */
 
-import { msgStat, semGetPid, semStat } from "../../ffi/sysvipc.ts";
+import { ipcObjectCounts, msgStat, semGetPid, semStat } from "../../ffi/sysvipc.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { RestoreError } from "../errors.ts";
 import type { ProcessImage, SysvUsed } from "../model.ts";
@@ -97,7 +99,10 @@ export function collectSysvUsed(
       if (id >= 0) add(kind, id, `thread ${t.tid} of process ${p.pid} waits on it`);
     }
   }
-  for (const row of table("sem")) {
+  // A table of a kind the namespace holds none of now is not read (most hosts: none at all).
+  const counts = ipcObjectCounts();
+  const rows = (kind: SysvUsed["kind"]) => counts?.[kind] === 0 ? [] : table(kind);
+  for (const row of rows("sem")) {
     const id = Number(row.semid), nsems = Number(row.nsems);
     for (let i = 0; i < nsems; i++) {
       const pid = semGetPid(id, i);
@@ -107,7 +112,7 @@ export function collectSysvUsed(
       }
     }
   }
-  for (const row of table("msg")) {
+  for (const row of rows("msg")) {
     for (const col of ["lspid", "lrpid"]) {
       const pid = Number(row[col]);
       if (pids.has(pid)) {
@@ -116,7 +121,7 @@ export function collectSysvUsed(
       }
     }
   }
-  for (const row of table("shm")) {
+  for (const row of rows("shm")) {
     const id = Number(row.shmid);
     if (attached.has(id)) continue;
     for (const col of ["cpid", "lpid"]) {

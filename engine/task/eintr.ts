@@ -70,6 +70,19 @@ export function reissueStopEintr(
   }
 }
 
+/**
+ * The threads of `threads` (a frozen process's collected states, before the
+ * dump changed any) stopped at the EINTR exit of a call a stop ends so,
+ * whatever is pending: the only ones {@link rewindStopEintr} can set back
+ * at the thaw of that freeze (their registers do not change while it lasts).
+ */
+export function stoppedAtEintr(threads: readonly ThreadState[]): number[] {
+  return threads.filter((t) =>
+    endedByStop(t.syscall.nr, BigInt(t.regs.r8)) &&
+    Number(signed(BigInt(t.regs.rax))) === -Errno.EINTR
+  ).map((t) => t.tid);
+}
+
 /** The signal bits of field `field` ("SigPnd:\t<hex>") of a status text, 0 when absent. */
 function statusMask(status: string, field: string): bigint {
   const m = status.match(new RegExp(`^${field}:\\s*([0-9a-f]+)$`, "m"));
@@ -85,6 +98,7 @@ function statusMask(status: string, field: string): bigint {
  * is read only for a thread found there. Returns how many were set back.
  */
 export function rewindStopEintr(pid: number, tids: readonly number[]): number {
+  if (!tids.length) return 0;
   const all = syscallRegsEach(tids);
   let n = 0;
   tids.forEach((tid, i) => {

@@ -159,6 +159,12 @@ function callMask(pid: number, t: ThreadState, nr: number): bigint | null | unde
   return read(at, 8)?.getBigUint64(0, true);
 }
 
+/** Whether any signal is pending in `image`: for a thread, for the process, or from a timer. */
+function signalPending(image: SignalState): boolean {
+  return image.sharedPending.length > 0 || image.threads.some((t) => t.pending.length > 0) ||
+    (image.posixTimers?.some((x) => x.signalPending) ?? false);
+}
+
 /**
  * For each thread of the frozen `image` interrupted in a syscall while a
  * signal with a handler is pending for it (see the module doc): records
@@ -168,6 +174,9 @@ function callMask(pid: number, t: ThreadState, nr: number): bigint | null | unde
  * `refusals`.
  */
 export function settleSignalledCalls(image: SignalState, refusals: Refusals): void {
+  // No signal pending anywhere in the process: no call can end otherwise than re-issued
+  // (firstDelivered finds nothing for any thread), so nothing is read or changed.
+  if (!signalPending(image)) return;
   for (const t of image.threads) {
     if (t.syscall.restart !== "restart") continue;
     const nr = Number(signed(BigInt(t.regs.orig_rax)));
