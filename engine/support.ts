@@ -178,6 +178,7 @@ export const SUPPORT_TABLE = [
   { id: "fd.pidfd-zombie", area: "fd", what: "pidfds of children that exited and were not reaped (zombies)", support: "refused", note: "a zombie is made again after its parent's fds" },
   { id: "fd.pidfd-shared", area: "fd", what: "pidfds shared by several processes of the tree", support: "refused", note: "each process would get a pidfd of its own, no longer sharing status flags" },
   { id: "fd.pidfd-dead", area: "fd", what: "pidfds of processes that have exited and were reaped (exit status kept)", support: "saved", note: "from a child cloned with CLONE_PIDFD that ends the same way at once and is reaped" },
+  { id: "fd.pidfd-dead-shared", area: "fd", what: "pidfds of one exited and reaped process held by several processes of the tree (each its own description)", support: "refused", note: "each process's program would make a reaped process of its own: they would no longer name one process" },
   { id: "fd.pidfd-dead-other", area: "fd", what: "pidfds of exited processes that dumped core, of exited threads, or without an exit status", support: "refused", note: "a child cannot end that way without a core dump, or the status is unknown" },
   { id: "fd.io_uring", area: "fd", what: "io_uring", support: "refused", note: "its rings and in-flight requests live in the kernel" },
   { id: "fd.perf", area: "fd", what: "perf events", support: "refused", note: "counters cannot be re-created as they were" },

@@ -165,10 +165,29 @@ export function emitCreate(cx: CreateContext, f: PlannedFd, batch: readonly Plan
       emitInotify(p, s, scratchSlot);
       cx.keep(`fd:${f.fd}`, `${what} inotify`);
       break;
-    case "pidfd":
-      emitPidfd(p, s, scratchSlot, cx.scratchAddr);
+    case "pidfd": {
+      if (s.sameAs === undefined) {
+        emitPidfd(p, s, scratchSlot, cx.scratchAddr);
+        cx.keep(`fd:${f.fd}`, `${what} pidfd`);
+        break;
+      }
+      // Several descriptions of one reaped process: one made, each reopened from it.
+      const key = `pidfd-dead:${s.sameAs}`;
+      if (!cx.has(key)) {
+        emitPidfd(p, s, scratchSlot, cx.scratchAddr);
+        cx.keep(key, "pidfd of a reaped process, to reopen");
+      }
+      p.op(SYS.open, [
+        p.cstring(`/proc/self/fd/${cx.numberOf(key)}`),
+        O_RDWR | O_CLOEXEC | nonblock(s.flags),
+        0,
+      ], {
+        store: scratchSlot,
+        comment: "another description of that pidfd",
+      });
       cx.keep(`fd:${f.fd}`, `${what} pidfd`);
       break;
+    }
     case "inet":
       // Created with its owner's fs ids: they give the socket its owner (sk_uid).
       emitSocketAsOwner(p, s.socket.owner, () => emitInet(p, scratchSlot, s.socket, what));

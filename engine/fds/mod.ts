@@ -113,7 +113,7 @@ function planOne(
     case "inotify":
       return planInotify(f);
     case "pidfd":
-      return planPidfd(f);
+      return planPidfd(f, proc.fds);
     case "mqueue":
       return planMqueue(f);
     default:

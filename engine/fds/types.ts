@@ -79,10 +79,11 @@ export type FdSource =
   | { kind: "inotify"; flags: number; watches: { wd: number; mask: number; path: string }[] }
   /**
    * A pidfd of process (or thread) `pid` of the tree, or (pid -1, with the
-   * wait status `exit`) of a process that exited and was reaped
-   * (engine/fds/pidfd.ts).
+   * wait status `exit`) of a process that exited and was reaped; `sameAs`:
+   * the dump's pidfs inode of such a process when the holder has several
+   * descriptions of it (engine/fds/pidfd.ts).
    */
-  | { kind: "pidfd"; pid: number; flags: number; exit?: number }
+  | { kind: "pidfd"; pid: number; flags: number; exit?: number; sameAs?: number }
   | { kind: "inet"; socket: InetSocket; flags: number }
   | { kind: "netlink"; socket: NetlinkSocket; flags: number };
 
