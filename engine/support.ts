@@ -199,7 +199,8 @@ export const SUPPORT_TABLE = [
   { id: "tty.fg-group-gone", area: "tty", what: "a pty of the tree whose foreground process group has no process in the tree (its members exited, or live outside)", support: "refused", note: "the restore could not make it the foreground group again (tcsetpgrp fails)" },
   { id: "tty.devtty", area: "tty", what: "/dev/tty open, its terminal the holder's controlling terminal, a pty of the tree", support: "saved", note: "reopened as /dev/tty once the controlling terminal is back" },
   { id: "tty.devtty-other", area: "tty", what: "/dev/tty open on a pty of the tree that is not its holder's controlling terminal as restored", support: "refused", note: "reopening /dev/tty would give another terminal" },
-  { id: "tty.hung-up", area: "tty", what: "a terminal fd hung up (vhangup, TIOCVHANGUP)", support: "refused", note: "a terminal reopened by the restore would not be hung up" },
+  { id: "tty.hung-up-gone", area: "tty", what: "a pty slave fd hung up when its master was closed (the pty gone: a daemon whose ssh session ended)", support: "saved", note: "the slave of a new pty, hung up (TIOCVHANGUP), its master closed: only the pty index differs" },
+  { id: "tty.hung-up", area: "tty", what: "a terminal fd hung up (vhangup, TIOCVHANGUP) while its terminal exists, or in a user namespace", support: "refused", note: "a terminal reopened by the restore would not be hung up" },
   { id: "tty.ldisc", area: "tty", what: "a pty whose line discipline is not N_TTY (TIOCSETD)", support: "refused", note: "the discipline's state cannot be read; the restore would give N_TTY" },
   // Sockets.
   { id: "socket.stdio", area: "socket", what: "unix sockets on fds 0-2 leading out of the tree", support: "saved", note: "re-attached to the restorer's stdio; a TCP, UDP or netlink socket on fds 0-2 (an inetd-style service's connection) is saved and restored like any other" },

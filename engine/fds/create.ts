@@ -17,6 +17,7 @@ import { emitAsOwner } from "../task/creds.ts";
 import { emitEpoll } from "./epoll.ts";
 import { emitInotify } from "./inotify.ts";
 import { emitPidfd } from "./pidfd.ts";
+import { emitHungUpTty } from "./tty.ts";
 import { mqSyscallName } from "./mqueue.ts";
 import { emitInet } from "./inet_plan.ts";
 import { emitNetlink } from "./netlink.ts";
@@ -164,6 +165,10 @@ export function emitCreate(cx: CreateContext, f: PlannedFd, batch: readonly Plan
     case "inotify":
       emitInotify(p, s, scratchSlot);
       cx.keep(`fd:${f.fd}`, `${what} inotify`);
+      break;
+    case "hungup-tty":
+      emitHungUpTty(p, s.flags, scratchSlot, () => cx.keep(`pty:${f.fd}`, "its master"));
+      cx.keep(`fd:${f.fd}`, `${what} hung-up terminal`);
       break;
     case "pidfd": {
       if (s.sameAs === undefined) {

@@ -256,6 +256,8 @@ export function describeSource(f: PlannedFd): string {
     case "inet":
     case "netlink":
       return `fd ${f.fd} = ${describeSocket(s)}`;
+    case "hungup-tty":
+      return `fd ${f.fd} = a hung-up terminal`;
     default:
       return `fd ${f.fd} = new ${s.kind}`;
   }

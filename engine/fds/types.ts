@@ -78,6 +78,12 @@ export type FdSource =
   /** An inotify instance and its watches, by wd (engine/fds/inotify.ts). */
   | { kind: "inotify"; flags: number; watches: { wd: number; mask: number; path: string }[] }
   /**
+   * A pty slave fd hung up with its pty gone (its master closed): a slave of
+   * a new pty, hung up (TIOCVHANGUP) before its master is closed
+   * (engine/fds/tty.ts).
+   */
+  | { kind: "hungup-tty"; flags: number }
+  /**
    * A pidfd of process (or thread) `pid` of the tree, or (pid -1, with the
    * wait status `exit`) of a process that exited and was reaped; `sameAs`:
    * the dump's pidfs inode of such a process when the holder has several
