@@ -761,6 +761,12 @@ export interface InetSocket {
   datagrams?: QueuedDatagram[];
   /** Its owner (sk_uid, the socket inode's owner) when not root: restore creates it with these fs ids. */
   owner?: { uid: number; gid: number };
+  /**
+   * Bound to an address this host did not have at dump, with IP_FREEBIND and
+   * IP_TRANSPARENT off (turned off after the bind): restore binds it with
+   * IP_FREEBIND on for the bind only.
+   */
+  nonLocal?: true;
 }
 
 /** A UDP datagram waiting in a socket's receive queue. */

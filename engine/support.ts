@@ -178,6 +178,7 @@ export const SUPPORT_TABLE = [
   { id: "fd.pidfd-zombie", area: "fd", what: "pidfds of children that exited and were not reaped (zombies)", support: "refused", note: "a zombie is made again after its parent's fds" },
   { id: "fd.pidfd-shared", area: "fd", what: "pidfds shared by several processes of the tree", support: "refused", note: "each process would get a pidfd of its own, no longer sharing status flags" },
   { id: "fd.pidfd-dead", area: "fd", what: "pidfds of processes that have exited and were reaped (exit status kept)", support: "saved", note: "from a child cloned with CLONE_PIDFD that ends the same way at once and is reaped" },
+  { id: "fd.pidfd-dead-shared", area: "fd", what: "pidfds of one exited and reaped process held by several processes of the tree (each its own description)", support: "refused", note: "each process's program would make a reaped process of its own: they would no longer name one process" },
   { id: "fd.pidfd-dead-other", area: "fd", what: "pidfds of exited processes that dumped core, of exited threads, or without an exit status", support: "refused", note: "a child cannot end that way without a core dump, or the status is unknown" },
   { id: "fd.io_uring", area: "fd", what: "io_uring", support: "refused", note: "its rings and in-flight requests live in the kernel" },
   { id: "fd.perf", area: "fd", what: "perf events", support: "refused", note: "counters cannot be re-created as they were" },
@@ -198,7 +199,8 @@ export const SUPPORT_TABLE = [
   { id: "tty.fg-group-gone", area: "tty", what: "a pty of the tree whose foreground process group has no process in the tree (its members exited, or live outside)", support: "refused", note: "the restore could not make it the foreground group again (tcsetpgrp fails)" },
   { id: "tty.devtty", area: "tty", what: "/dev/tty open, its terminal the holder's controlling terminal, a pty of the tree", support: "saved", note: "reopened as /dev/tty once the controlling terminal is back" },
   { id: "tty.devtty-other", area: "tty", what: "/dev/tty open on a pty of the tree that is not its holder's controlling terminal as restored", support: "refused", note: "reopening /dev/tty would give another terminal" },
-  { id: "tty.hung-up", area: "tty", what: "a terminal fd hung up (vhangup, TIOCVHANGUP)", support: "refused", note: "a terminal reopened by the restore would not be hung up" },
+  { id: "tty.hung-up-gone", area: "tty", what: "a pty slave fd hung up when its master was closed (the pty gone: a daemon whose ssh session ended)", support: "saved", note: "the slave of a new pty, hung up (TIOCVHANGUP), its master closed: only the pty index differs" },
+  { id: "tty.hung-up", area: "tty", what: "a terminal fd hung up (vhangup, TIOCVHANGUP) while its terminal exists, or in a user namespace", support: "refused", note: "a terminal reopened by the restore would not be hung up" },
   { id: "tty.ldisc", area: "tty", what: "a pty whose line discipline is not N_TTY (TIOCSETD)", support: "refused", note: "the discipline's state cannot be read; the restore would give N_TTY" },
   // Sockets.
   { id: "socket.stdio", area: "socket", what: "unix sockets on fds 0-2 leading out of the tree", support: "saved", note: "re-attached to the restorer's stdio; a TCP, UDP or netlink socket on fds 0-2 (an inetd-style service's connection) is saved and restored like any other" },

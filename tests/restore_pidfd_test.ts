@@ -6,7 +6,8 @@
  * The ordering rule (self, children and ancestors only) is checked on
  * made-up trees. tests/targets/rt_pidfd_dead.c holds pidfds of two reaped
  * children (one exited with 7, one killed by SIGTERM): after restore they
- * are pidfds of no process with the same exit status and flags.
+ * are pidfds of no process with the same exit status and flags, and its two
+ * pidfds of one of them (two descriptions) still name one process.
  */
 
 import assert from "node:assert/strict";
@@ -96,11 +97,48 @@ Deno.test(
     await Deno.writeTextFile(trigger, "");
     assertChecksPassed(
       t,
-      ["pidfd", "pid", "exit-status", "flags", "send-signal", "poll", "no-child", "no-sigchld"],
+      [
+        "pidfd",
+        "pid",
+        "exit-status",
+        "flags",
+        "send-signal",
+        "poll",
+        "same-process",
+        "two-descriptions",
+        "no-child",
+        "no-sigchld",
+      ],
       await t.wait(),
     );
   }),
 );
+
+Deno.test("pidfd: one reaped process named from two processes of the tree is refused", () => {
+  const dead = (image: ProcessImage, ino: number) => {
+    image.fds[0].extra = { Pid: "-1", "pidfd-exit": "0", "pidfd-ino": String(ino) };
+    return image;
+  };
+  const tree = (a: number, b: number) => [
+    dead(proc(10, 1, [11], [-1]), a),
+    dead(proc(11, 10, [], [-1]), b),
+  ];
+  assert.deepEqual(problems(tree(500, 501)), []);
+  const shared = problems(tree(500, 500));
+  assert.equal(shared.length, 1);
+  assert.match(shared[0], /^process 11 fd 3 .*several processes.*process 10 fd 3 names the same/);
+  // Held twice by one process: one made, the other reopened from it.
+  const two = proc(10, 1, [], [-1, -1]);
+  for (const f of two.fds) f.extra = { Pid: "-1", "pidfd-exit": "0", "pidfd-ino": "500" };
+  assert.deepEqual(problems([two]), []);
+  assert.deepEqual(planPidfd(two.fds[1], two.fds), {
+    kind: "pidfd",
+    pid: -1,
+    flags: 0,
+    exit: 0,
+    sameAs: 500,
+  });
+});
 
 Deno.test("pidfd: a reaped process that dumped core, or a thread's, is refused", () => {
   const fd = (flags: number, extra: Record<string, string>) =>

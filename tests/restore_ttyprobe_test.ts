@@ -8,7 +8,8 @@
  * after a TAB typed at a prompt), the slave lock, exclusive mode set through either side, a STOP
  * byte of TCIOFF, the master's output stopped (tcflow on the master), a slave closed again (the master reads EIO), /dev/tty
  * open on the controlling terminal, O_NONBLOCK on both sides, a background
- * session leader. Refused by name at dump, the target running on
+ * session leader, two slave fds hung up when the master was closed (still
+ * hung up, their pty gone, no controlling terminal). Refused by name at dump, the target running on
  * untouched, no image: a line discipline other than N_TTY, a hung-up
  * slave fd, stopped output, a foreground group whose processes are gone; and a process whose session leader (and
  * controlling terminal) is outside the tree needs `--shell-job`.
@@ -78,6 +79,17 @@ const RESTORED: [mode: string, checks: string[]][] = [
   ["devttyonly", ["devtty-output", "devtty-sid"]],
   ["nonblock", ["master-nonblock", "slave-nonblock", "slave-eagain"]],
   ["fgbg", ["sid", "fg"]],
+  [
+    "hanggone",
+    [
+      "hung-up-both",
+      "hung-up-read-eof",
+      "hung-up-write-eio",
+      "hung-up-flags",
+      "hung-up-gone",
+      "hung-up-no-ctty",
+    ],
+  ],
 ];
 
 for (const [mode, checks] of RESTORED) {

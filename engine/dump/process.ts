@@ -126,7 +126,7 @@ export function toFdInfo(pid: number, f: ProcFd, topology: PipeTopology): FdInfo
     Object.assign(extra, collectDeletedFifo(pid, f.fd));
   }
   if (kind === "pidfd" && extra["Pid"]?.trim() === "-1") {
-    Object.assign(extra, collectDeadPidfd(pid, f.fd));
+    Object.assign(extra, collectDeadPidfd(pid, f.fd), { "pidfd-ino": String(f.stat.ino) });
   }
   if (kind === "tty") {
     Object.assign(extra, collectTty(pid, f.fd, devMajor(f.stat.rdev), devMinor(f.stat.rdev)));

@@ -17,6 +17,7 @@ import { emitAsOwner } from "../task/creds.ts";
 import { emitEpoll } from "./epoll.ts";
 import { emitInotify } from "./inotify.ts";
 import { emitPidfd } from "./pidfd.ts";
+import { emitHungUpTty } from "./tty.ts";
 import { mqSyscallName } from "./mqueue.ts";
 import { emitInet } from "./inet_plan.ts";
 import { emitNetlink } from "./netlink.ts";
@@ -172,10 +173,33 @@ export function emitCreate(cx: CreateContext, f: PlannedFd, batch: readonly Plan
       emitInotify(p, s, scratchSlot, cx.current);
       cx.keep(`fd:${f.fd}`, `${what} inotify`);
       break;
-    case "pidfd":
-      emitPidfd(p, s, scratchSlot, cx.scratchAddr);
+    case "hungup-tty":
+      emitHungUpTty(p, s.flags, scratchSlot, () => cx.keep(`pty:${f.fd}`, "its master"));
+      cx.keep(`fd:${f.fd}`, `${what} hung-up terminal`);
+      break;
+    case "pidfd": {
+      if (s.sameAs === undefined) {
+        emitPidfd(p, s, scratchSlot, cx.scratchAddr);
+        cx.keep(`fd:${f.fd}`, `${what} pidfd`);
+        break;
+      }
+      // Several descriptions of one reaped process: one made, each reopened from it.
+      const key = `pidfd-dead:${s.sameAs}`;
+      if (!cx.has(key)) {
+        emitPidfd(p, s, scratchSlot, cx.scratchAddr);
+        cx.keep(key, "pidfd of a reaped process, to reopen");
+      }
+      p.op(SYS.open, [
+        p.cstring(`/proc/self/fd/${cx.numberOf(key)}`),
+        O_RDWR | O_CLOEXEC | nonblock(s.flags),
+        0,
+      ], {
+        store: scratchSlot,
+        comment: "another description of that pidfd",
+      });
       cx.keep(`fd:${f.fd}`, `${what} pidfd`);
       break;
+    }
     case "inet":
       // Created with its owner's fs ids: they give the socket its owner (sk_uid).
       emitSocketAsOwner(p, s.socket.owner, () => emitInet(p, scratchSlot, s.socket, what));

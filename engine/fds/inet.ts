@@ -501,12 +501,46 @@ export function emitV6only(p: ProgramBuilder, fdSlot: number, s: InetSocket): vo
   }
 }
 
-/** Emits bind() to the saved local address. */
+/**
+ * The saved options that let a socket bind an address this host does not
+ * have (IP_FREEBIND, IP_TRANSPARENT and their IPv6 names) and were on: they
+ * must be set before bind, or the bind fails with EADDRNOTAVAIL.
+ */
+export function nonLocalBindOptions(s: Pick<InetSocket, "options">): SockOption[] {
+  return s.options.filter((o) =>
+    o.int && NON_LOCAL_BIND.some(([level, name]) => o.level === level && o.name === name)
+  );
+}
+
+/** IP_FREEBIND, IP_TRANSPARENT, IPV6_TRANSPARENT, IPV6_FREEBIND. */
+const NON_LOCAL_BIND: readonly (readonly [number, number])[] = [
+  [SOL.IP, 15],
+  [SOL.IP, 19],
+  [SOL.IPV6, 75],
+  [SOL.IPV6, 78],
+];
+
+/** IP_FREEBIND or IPV6_FREEBIND (one flag of the socket) for a socket of `family`. */
+export function freebindOption(family: InetSocket["family"]): [number, number] {
+  return family === "ipv4" ? [SOL.IP, 15] : [SOL.IPV6, 78];
+}
+
+/**
+ * Emits bind() to the saved local address, after the options that allow a
+ * non-local one; a socket bound to a non-local address with them off
+ * (`nonLocal`) gets IP_FREEBIND for the bind only.
+ */
 export function emitBind(p: ProgramBuilder, fdSlot: number, s: InetSocket): void {
+  for (const o of nonLocalBindOptions(s)) {
+    emitSetInt(p, fdSlot, o.level, o.name, o.int!, `${o.label} = ${o.int} (before bind)`);
+  }
+  const [level, name] = freebindOption(s.family);
+  if (s.nonLocal) emitSetInt(p, fdSlot, level, name, 1, "IP_FREEBIND for a non-local bind");
   const addr = encodeInetAddr(familyNumber(s.family), s.local!);
   p.op(SYS.bind, [slot(fdSlot), p.data(addr, 8), addr.length], {
     comment: `bind ${formatAddr(s.local)}`,
   });
+  if (s.nonLocal) emitSetInt(p, fdSlot, level, name, 0, "IP_FREEBIND off again");
 }
 
 /** Emits connect() to the saved peer. */

@@ -12,7 +12,15 @@ import { CryoError, RestoreError } from "../errors.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
 import type { FdSource, PlannedFd } from "./types.ts";
 import { socketRecordProblem } from "./inet_schema.ts";
-import { familyNumber, formatAddr, REFUSED_PREFIX, reuseaddrOf, V6ONLY } from "./inet.ts";
+import {
+  familyNumber,
+  formatAddr,
+  freebindOption,
+  nonLocalBindOptions,
+  REFUSED_PREFIX,
+  reuseaddrOf,
+  V6ONLY,
+} from "./inet.ts";
 import {
   closeFd,
   encodeInetAddr,
@@ -200,10 +208,33 @@ export function checkInetPorts(images: readonly ProcessImage[]): void {
       if (err) {
         throw new RestoreError(
           `cannot restore: process ${image.pid} fd ${f.fd} (${s.proto} ${s.state} ` +
-            `${formatAddr(s.local)}): its address is in use (${err})`,
+            `${formatAddr(s.local)}): its address ${
+              err === "EADDRNOTAVAIL" ? "is not one of this host's" : "is in use"
+            } (${err})`,
         );
       }
     }
+  }
+}
+
+/**
+ * Dump: whether a socket bound to `s.local` without IP_FREEBIND or
+ * IP_TRANSPARENT holds an address this host does not have (it was bound
+ * with them on, then they were turned off): a fresh socket binding that
+ * address, any port, fails with EADDRNOTAVAIL. Wildcards are local.
+ */
+export function boundNonLocal(s: InetSocket): boolean {
+  const a = s.local;
+  if (!a || a.address === "0.0.0.0" || a.address === "::" || nonLocalBindOptions(s).length) {
+    return false;
+  }
+  const fd = newSocket(familyNumber(s.family), s.proto === "tcp" ? SOCK.STREAM : SOCK.DGRAM);
+  if (fd < 0) return false;
+  try {
+    const addr = encodeInetAddr(familyNumber(s.family), { ...a, port: 0 });
+    return rawSyscall(SYS.bind, fd, addr, addr.length) === -99n; // EADDRNOTAVAIL
+  } finally {
+    closeFd(fd);
   }
 }
 
@@ -221,6 +252,8 @@ function probeBind(s: InetSocket): string | undefined {
     if (s.family === "ipv6" && v6only !== undefined) {
       setsockoptInt(fd, SOL.IPV6, V6ONLY.name, v6only);
     }
+    for (const o of nonLocalBindOptions(s)) setsockoptInt(fd, o.level, o.name, o.int!);
+    if (s.nonLocal) setsockoptInt(fd, ...freebindOption(s.family), 1);
     const addr = encodeInetAddr(familyNumber(s.family), s.local!);
     const r = rawSyscall(SYS.bind, fd, addr, addr.length);
     return r < 0n ? errnoName(Number(-r)) : undefined;

@@ -55,7 +55,7 @@ import { filterProblem } from "./socket_common.ts";
 import { multicastGroups, type NamespaceGroups, namespaceGroups } from "./inet_multicast.ts";
 import { collectTcp, type RepairGuard } from "./tcp.ts";
 import type { OutsideConnection } from "./tcp_lock.ts";
-import { inetQueueBytes } from "./inet_plan.ts";
+import { boundNonLocal, inetQueueBytes } from "./inet_plan.ts";
 import { collectUdp } from "./udp.ts";
 import { collectNetlink } from "./netlink.ts";
 import { type NetlinkRow, readNetlinkTable } from "../proc/netlink.ts";
@@ -258,6 +258,7 @@ export class InetSocketSession {
       }
       if ("refused" in got) return this.#refuse(f, got.refused, got.detail);
       f.inet = { ...got.inet, ...(owner ? { owner } : {}) };
+      if (!got.repairCopy && boundNonLocal(f.inet)) f.inet.nonLocal = true;
       f.restore = got.inet.proto;
       const entry: Entry = { pid, fd: f, where };
       if (got.repairCopy) {

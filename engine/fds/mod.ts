@@ -121,7 +121,7 @@ function planOne(
     case "inotify":
       return planInotify(f, ghosts);
     case "pidfd":
-      return planPidfd(f);
+      return planPidfd(f, proc.fds);
     case "mqueue":
       return planMqueue(f);
     default:
@@ -264,6 +264,8 @@ export function describeSource(f: PlannedFd): string {
     case "inet":
     case "netlink":
       return `fd ${f.fd} = ${describeSocket(s)}`;
+    case "hungup-tty":
+      return `fd ${f.fd} = a hung-up terminal`;
     default:
       return `fd ${f.fd} = new ${s.kind}`;
   }

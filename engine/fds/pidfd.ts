@@ -20,7 +20,12 @@
  * (exit_group with the code, or its signal with default action, unblocked,
  * and no core dump), and that the holder reaps at once (wait4 __WALL).
  * One that dumped core, of a thread (PIDFD_THREAD), or with no exit status
- * to read is refused.
+ * to read is refused. Two descriptions of one reaped process (pidfd_open
+ * twice: the same pidfs inode) held by one process come back as one such
+ * child's pidfd, each description reopened from it through /proc/self/fd
+ * (which gives a new description of the same inode); held by two processes
+ * of the tree they are refused by name, since each process's program would
+ * make a process of its own.
  *
  * @module
  */
@@ -53,8 +58,20 @@ export function collectDeadPidfd(pid: number, fd: number): Record<string, string
   return { "pidfd-exit": String(exit.exitCode), "pidfd-coredump": String(exit.coredumpMask) };
 }
 
-/** Restore plan of a pidfd (where its process stands in the tree is checked by {@link checkPidfds}). */
-export function planPidfd(f: FdInfo): FdSource | string {
+/** The dump's pidfs inode of a pidfd of a reaped process, or undefined. */
+function deadInode(f: FdInfo): number | undefined {
+  const ino = f.extra["pidfd-ino"];
+  return f.kind === "pidfd" && pidfdTarget(f) === -1 && ino !== undefined && /^\d+$/.test(ino)
+    ? Number(ino)
+    : undefined;
+}
+
+/**
+ * Restore plan of a pidfd (where its process stands in the tree is checked
+ * by {@link checkPidfds}); `fds` are the holder's fds, to find other
+ * descriptions of the same reaped process.
+ */
+export function planPidfd(f: FdInfo, fds: readonly FdInfo[] = [f]): FdSource | string {
   const pid = pidfdTarget(f);
   if (pid === undefined) return "pidfd without a readable pid";
   if (pid <= 0) {
@@ -63,11 +80,18 @@ export function planPidfd(f: FdInfo): FdSource | string {
       const row = supportOf("fd.pidfd-dead-other");
       return `${row.what} (${why}): ${row.note}`;
     }
+    const ino = deadInode(f);
+    const others = ino === undefined
+      ? []
+      : fds.filter((o) =>
+        o !== f && o.fd !== f.fd && o.sameAs === undefined && !o.excluded && deadInode(o) === ino
+      );
     return {
       kind: "pidfd",
       pid: -1,
       flags: f.flags & O_NONBLOCK,
       exit: Number(f.extra["pidfd-exit"]),
+      ...(others.length > 0 ? { sameAs: ino } : {}),
     };
   }
   return { kind: "pidfd", pid, flags: f.flags & (O_NONBLOCK | PIDFD_THREAD) };
@@ -184,6 +208,7 @@ export function checkPidfds(images: readonly ProcessImage[], refusals: Refusals)
   };
   const refuse = (id: SupportId, where: string, detail: string) =>
     refusals.use(id, where, `${detail}; ${supportOf(id).note}`);
+  const deadHolder = new Map<number, { pid: number; fd: number }>();
   for (const image of images) {
     for (const f of image.fds) {
       if (f.kind !== "pidfd" || f.excluded || f.sameAs !== undefined) continue;
@@ -191,7 +216,16 @@ export function checkPidfds(images: readonly ProcessImage[], refusals: Refusals)
       if (pid === undefined) continue;
       const where = `process ${image.pid} fd ${f.fd} (${f.target})`;
       if (pid <= 0) {
-        refusals.use("fd.pidfd-dead", where);
+        const ino = deadInode(f);
+        const first = ino === undefined ? undefined : deadHolder.get(ino);
+        if (ino !== undefined && !first) deadHolder.set(ino, { pid: image.pid, fd: f.fd });
+        if (first && first.pid !== image.pid) {
+          refuse(
+            "fd.pidfd-dead-shared",
+            where,
+            `process ${first.pid} fd ${first.fd} names the same reaped process`,
+          );
+        } else refusals.use("fd.pidfd-dead", where);
         continue;
       }
       const owner = ownerOf.get(pid);

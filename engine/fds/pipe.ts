@@ -44,6 +44,15 @@ export function collectPipe(pid: number, fd: number, flags: number): Record<stri
   }
 }
 
+/**
+ * Bytes buffered in the pipes and FIFOs of `fds` that a restore program
+ * writes back (its data area must hold them: see dump/vmas.ts's
+ * bootstrapSizeFor).
+ */
+export function pipeQueueBytes(fds: readonly FdInfo[]): number {
+  return fds.reduce((n, f) => n + Math.ceil((f.extra["pipe-data"]?.length ?? 0) * 3 / 4), 0);
+}
+
 const POLLERR = 0x8;
 const POLLHUP = 0x10;
 

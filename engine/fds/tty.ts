@@ -11,8 +11,13 @@
  * terminal (the user's own, a pty whose master is outside the tree), and a
  * controlling terminal that would not come back, is outside the tree: it
  * needs the opt-in `--shell-job`, and restore attaches such fds to the
- * restorer's stdio. Hung-up terminal fds and line disciplines other than
- * N_TTY are refused.
+ * restorer's stdio. A pty slave fd hung up when its master was closed (a
+ * daemon whose ssh session ended) comes back as the slave of a new pty,
+ * hung up with TIOCVHANGUP, whose master is then closed: it reads end of
+ * file and fails every write and ioctl with EIO as before; only the pty's
+ * index (st_rdev, the link's /dev/pts/N) differs, a pty that no longer
+ * exists. Other hung-up terminal fds and line disciplines other than N_TTY
+ * are refused.
  *
  * Dump reads a pty's state through a copy of its master (pidfd_getfd): on
  * a master, the termios and window-size ioctls act on the slave. Restore
@@ -53,6 +58,38 @@ const O_RDWR = 2;
 const O_NOCTTY = 0o400;
 const O_CLOEXEC = 0o2000000;
 const TIOCSCTTY = 0x540e;
+const TIOCSPTLCK = 0x40045431;
+const TIOCGPTPEER = 0x5441;
+const TIOCVHANGUP = 0x5437;
+const O_ACCMODE = 3;
+const O_NONBLOCK = 0o4000;
+const O_LARGEFILE = 0o100000;
+
+/**
+ * Emits the creation of a hung-up pty slave fd into `scratchSlot`: a new
+ * pty, its slave opened through the master (TIOCGPTPEER) with `flags`,
+ * hung up; the master (kept by `keepMaster`, which must leave it open) is
+ * closed with the fd phase's temporaries, which removes its /dev/pts node.
+ */
+export function emitHungUpTty(
+  p: ProgramBuilder,
+  flags: number,
+  scratchSlot: number,
+  keepMaster: () => number,
+): void {
+  p.op(SYS.open, [p.cstring("/dev/ptmx"), O_RDWR | O_NOCTTY | O_CLOEXEC, 0], {
+    store: scratchSlot,
+    comment: "a new pty, to hang up",
+  });
+  const master = keepMaster();
+  p.op(SYS.ioctl, [master, TIOCSPTLCK, p.u64s([0n])], { comment: "unlockpt" });
+  // Without O_CLOEXEC, which would show in its status flags (keep sets FD_CLOEXEC).
+  p.op(SYS.ioctl, [master, TIOCGPTPEER, flags | O_NOCTTY], {
+    store: scratchSlot,
+    comment: "its slave",
+  });
+  p.op(SYS.ioctl, [{ slot: scratchSlot }, TIOCVHANGUP, 0], { comment: "hung up (TIOCVHANGUP)" });
+}
 
 /** What a terminal fd is, from its device number. */
 export type TtyRole =
@@ -219,6 +256,16 @@ export function planPtys(images: readonly ProcessImage[], firstTransferFd: numbe
   return [...out.values()];
 }
 
+/**
+ * A pty slave fd hung up whose pty is gone (its /dev/pts node removed: the
+ * master was closed), in the initial user namespace (TIOCVHANGUP needs
+ * CAP_SYS_ADMIN there): restored hung up (see the module comment).
+ */
+function hungUpGone(f: FdInfo): boolean {
+  return f.extra["tty-hung-up"] === "1" && f.extra["tty-role"] === "slave" &&
+    f.target.startsWith("/dev/pts/") && f.target.endsWith(" (deleted)") && inInitialUserNs();
+}
+
 /** A terminal fd hung up, or on a line discipline other than N_TTY: refused. */
 function unusable(f: FdInfo): boolean {
   return f.extra["tty-hung-up"] === "1" || f.extra["tty-ldisc"] !== undefined;
@@ -267,6 +314,10 @@ export function checkTtys(images: readonly ProcessImage[], refusals: Refusals): 
       const index = indexOf(f);
       const role = f.extra["tty-role"];
       if (role === undefined) continue; // an image from before terminals were described
+      if (hungUpGone(f)) {
+        refusals.use("tty.hung-up-gone", where);
+        continue;
+      }
       if (f.extra["tty-hung-up"] === "1") {
         refusals.use("tty.hung-up", where);
         continue;
@@ -358,6 +409,9 @@ export function planTty(
   ptys: readonly PlannedPty[],
   outside: FdSource | string = { kind: "inherit", from: stdio },
 ): FdSource | string {
+  if (hungUpGone(f)) {
+    return { kind: "hungup-tty", flags: f.flags & (O_ACCMODE | O_NONBLOCK | O_LARGEFILE) };
+  }
   if (f.extra["tty-role"] === "devtty") {
     // checkTtys let it through: its holder's controlling terminal by the time fds are opened.
     const real = Number(f.extra["devtty-index"]);

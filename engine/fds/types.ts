@@ -86,11 +86,18 @@ export type FdSource =
     watches: { wd: number; mask: number; path: string; via?: number }[];
   }
   /**
-   * A pidfd of process (or thread) `pid` of the tree, or (pid -1, with the
-   * wait status `exit`) of a process that exited and was reaped
-   * (engine/fds/pidfd.ts).
+   * A pty slave fd hung up with its pty gone (its master closed): a slave of
+   * a new pty, hung up (TIOCVHANGUP) before its master is closed
+   * (engine/fds/tty.ts).
    */
-  | { kind: "pidfd"; pid: number; flags: number; exit?: number }
+  | { kind: "hungup-tty"; flags: number }
+  /**
+   * A pidfd of process (or thread) `pid` of the tree, or (pid -1, with the
+   * wait status `exit`) of a process that exited and was reaped; `sameAs`:
+   * the dump's pidfs inode of such a process when the holder has several
+   * descriptions of it (engine/fds/pidfd.ts).
+   */
+  | { kind: "pidfd"; pid: number; flags: number; exit?: number; sameAs?: number }
   | { kind: "inet"; socket: InetSocket; flags: number }
   | { kind: "netlink"; socket: NetlinkSocket; flags: number };
 

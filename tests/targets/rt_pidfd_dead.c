@@ -1,11 +1,15 @@
 /* Round-trip target for pidfds of processes that exited and were reaped
  * (fdinfo "Pid: -1"): one child exits with 7 (its pidfd non-blocking), one
- * is killed by SIGTERM; both are reaped before the dump.
+ * is killed by SIGTERM; both are reaped before the dump. A second pidfd of
+ * the first child, opened on its own (another open file description,
+ * blocking), is held beside it.
  *
  * After the restore each fd is still a pidfd naming no process, with its
  * status flags, PIDFD_GET_INFO gives the same exit status, sending a
  * signal through it fails with ESRCH, poll says it exited, and the process
- * has no child left and no SIGCHLD pending.
+ * has no child left and no SIGCHLD pending. The two pidfds of the first
+ * child still name one process (the same pidfs inode, not the second
+ * child's) through two descriptions (their status flags apart).
  *
  * usage: rt_pidfd_dead <trigger>
  * prints: ready pid=<pid>
@@ -14,6 +18,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #define GET_INFO 0xc048ff0bUL /* PIDFD_GET_INFO, 72-byte struct pidfd_info */
@@ -63,7 +68,8 @@ int main(int argc, char **argv) {
   }
   int fa = (int)syscall(SYS_pidfd_open, a, O_NONBLOCK);
   int fb = (int)syscall(SYS_pidfd_open, b, 0);
-  if (fa < 0 || fb < 0) die("pidfd_open");
+  int fa2 = (int)syscall(SYS_pidfd_open, a, 0);
+  if (fa < 0 || fb < 0 || fa2 < 0) die("pidfd_open");
   kill(b, SIGTERM);
   int st;
   if (waitpid(a, &st, 0) != a || waitpid(b, &st, 0) != b) die("waitpid");
@@ -92,6 +98,17 @@ int main(int argc, char **argv) {
   int polled = poll(p, 2, 0);
   check("poll", polled == 2 && (p[0].revents & POLLIN) && (p[1].revents & POLLIN),
         "poll %d revents %x %x", polled, p[0].revents, p[1].revents);
+  struct stat s1, s2, s3;
+  fstat(fa, &s1), fstat(fa2, &s2), fstat(fb, &s3);
+  check("same-process", is_pidfd(fa2) && exit_status(fa2) == sa && s1.st_ino == s2.st_ino &&
+                            s1.st_ino != s3.st_ino,
+        "inodes %lu %lu %lu", (unsigned long)s1.st_ino, (unsigned long)s2.st_ino,
+        (unsigned long)s3.st_ino);
+  int fl2 = fcntl(fa2, F_GETFL);
+  fcntl(fa2, F_SETFL, fl2 | O_NONBLOCK);
+  check("two-descriptions", !(fl2 & O_NONBLOCK) && (fcntl(fa, F_GETFL) & O_NONBLOCK) &&
+                                fcntl(fa, F_SETFL, 0) == 0 && (fcntl(fa2, F_GETFL) & O_NONBLOCK),
+        "fl %o", fl2);
   errno = 0;
   r = waitpid(-1, &st, WNOHANG | __WALL);
   e = errno;

@@ -31,6 +31,9 @@
  * devttyonly the same with the slave's fd closed: /dev/tty holds it open
  * nonblock  master and slave opened O_NONBLOCK
  * hangup    session leader on the slave, vhangup(): its slave fd is hung up
+ * hanggone  session leader on the slave (two fds of it, one O_NONBLOCK), the
+ *           master closed: both slave fds hung up, the pty gone (a daemon
+ *           whose ssh session ended)
  * fgbg      session leader on the slave, a child in its own group is the
  *           foreground group, the leader in the background
  * fggone    session leader on the slave, its foreground group a child's
@@ -440,6 +443,44 @@ static int mode_hangup(void) {
   return verdict();
 }
 
+/* Whether fd's /proc/self/fd link names a pty slave whose node is gone. */
+static int gone_pts(int fd) {
+  char link[64], target[128];
+  snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+  ssize_t n = readlink(link, target, sizeof target - 1);
+  if (n < 0) return 0;
+  target[n] = 0;
+  return !strncmp(target, "/dev/pts/", 9) && strstr(target, " (deleted)") != NULL;
+}
+
+static int mode_hanggone(void) {
+  if (setsid() < 0) die("setsid");
+  signal(SIGHUP, SIG_IGN);
+  signal(SIGCONT, SIG_IGN);
+  open_pair(0, 0);
+  int s2 = open(path, O_RDWR | O_NOCTTY | O_NONBLOCK);
+  if (s2 < 0 || ioctl(s, TIOCSCTTY, 0) != 0) die("slave");
+  close(m);
+  struct termios t;
+  if (tcgetattr(s, &t) == 0 || errno != EIO || !gone_pts(s)) die("not hung up");
+  int fl = fcntl(s, F_GETFL), fl2 = fcntl(s2, F_GETFL);
+  wait_go();
+  int e1 = tcgetattr(s, &t) == 0 ? 0 : errno, e2 = tcgetattr(s2, &t) == 0 ? 0 : errno;
+  check("hung-up-both", e1 == EIO && e2 == EIO, "tcgetattr errno %d %d", e1, e2);
+  char b[4];
+  ssize_t n = read(s, b, sizeof b), n2 = read(s2, b, sizeof b);
+  check("hung-up-read-eof", n == 0 && n2 == 0, "read %zd %zd", n, n2);
+  errno = 0;
+  n = write(s, "x", 1);
+  check("hung-up-write-eio", n < 0 && errno == EIO, "write %zd errno %d", n, errno);
+  check("hung-up-flags", fcntl(s, F_GETFL) == fl && fcntl(s2, F_GETFL) == fl2, "fl %o %o, was %o %o",
+        fcntl(s, F_GETFL), fcntl(s2, F_GETFL), fl, fl2);
+  check("hung-up-gone", gone_pts(s) && gone_pts(s2), "not a removed /dev/pts node");
+  int dt = open("/dev/tty", O_RDWR);
+  check("hung-up-no-ctty", dt < 0, "/dev/tty opened");
+  return verdict();
+}
+
 static int mode_fgbg(void) {
   if (setsid() < 0) die("setsid");
   open_pair(0, 0);
@@ -537,6 +578,7 @@ int main(int argc, char **argv) {
   if (!strcmp(mo, "devttyonly")) return mode_devtty(1);
   if (!strcmp(mo, "nonblock")) return mode_nonblock();
   if (!strcmp(mo, "hangup")) return mode_hangup();
+  if (!strcmp(mo, "hanggone")) return mode_hanggone();
   if (!strcmp(mo, "fgbg")) return mode_fgbg();
   if (!strcmp(mo, "fggone")) return mode_fggone();
   if (!strcmp(mo, "extctty")) return mode_extctty(1);
