@@ -237,6 +237,10 @@ const ghost = z.lazy(() =>
     gid: nat,
     seals: nat,
     writeHint: nat.optional(),
+    times: z.looseObject({
+      atime: z.tuple([int, nat]),
+      mtime: z.tuple([int, nat]),
+    }).optional(),
     extents: z.array(z.tuple([nat, nat])),
     unwritten: z.array(z.tuple([nat, nat])).optional(),
     file: z.string(),
