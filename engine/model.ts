@@ -331,6 +331,12 @@ export interface ProcessImage {
   ctty?: { ttyNr: number; fgPgrp: number };
   /** Lines of /proc/<pid>/cgroup ("<id>:<controllers>:<path>"); restore moves it back there. */
   cgroups?: string[];
+  /**
+   * The threads whose cgroups differ from the process's (a v1 hierarchy's
+   * `tasks`, a v2 threaded subtree's `cgroup.threads`): the lines that
+   * differ, by tid; restore moves each thread back there. Absent when none.
+   */
+  threadCgroups?: { tid: number; cgroups: string[] }[];
   /** oom_score_adj, dumpable, subreaper, THP disable, membarrier, login ids (engine/task/). */
   attrs?: ProcessAttrs;
   /**

@@ -72,7 +72,7 @@ export const SUPPORT_TABLE = [
   { id: "task.launched-tmpfs", area: "task", what: "tmpfs mounts in a launched tree's own mount namespace: options, directories, files, symlinks, modes, owners, times", support: "saved", note: "mounted and filled in the fresh mount namespace; no inode numbers, change times, propagation" },
   { id: "task.launched-tmpfs-entry", area: "task", what: "hard links, special files (devices, fifos, sockets), extended attributes, non-UTF-8 names in a launched tree's tmpfs", support: "refused", note: "not saved yet" },
   { id: "task.launched-mount-other", area: "task", what: "other mounts in a launched tree's mount namespace (other file systems, bind mounts, a tmpfs also mounted outside)", support: "refused", note: "their content lives outside the tree" },
-  { id: "task.cgroups", area: "task", what: "control group membership (every hierarchy)", support: "saved", note: "restore moves each process back; the cgroups must exist" },
+  { id: "task.cgroups", area: "task", what: "control group membership (every hierarchy; threads placed apart from their process: v1 tasks, v2 threaded)", support: "saved", note: "restore moves each process back, then each such thread; the cgroups must exist" },
   { id: "task.counters", area: "task", what: "start time, CPU time, I/O and page-fault counters", support: "not-applicable", note: "kernel accounting; it starts afresh" },
   { id: "task.creds", area: "task", what: "credentials per thread: uids, gids, groups", support: "saved", note: "restored last" },
   { id: "task.caps", area: "task", what: "capabilities (all five sets), securebits, keep-caps", support: "saved", note: "the restorer must hold every capability used" },
