@@ -331,6 +331,12 @@ export interface ProcessImage {
   ctty?: { ttyNr: number; fgPgrp: number };
   /** Lines of /proc/<pid>/cgroup ("<id>:<controllers>:<path>"); restore moves it back there. */
   cgroups?: string[];
+  /**
+   * The threads whose cgroups differ from the process's (a v1 hierarchy's
+   * `tasks`, a v2 threaded subtree's `cgroup.threads`): the lines that
+   * differ, by tid; restore moves each thread back there. Absent when none.
+   */
+  threadCgroups?: { tid: number; cgroups: string[] }[];
   /** oom_score_adj, dumpable, subreaper, THP disable, membarrier, login ids (engine/task/). */
   attrs?: ProcessAttrs;
   /**
@@ -850,6 +856,15 @@ export interface GhostFile {
   seals: number;
   /** The inode's write-life hint (F_SET_RW_HINT, RWH_WRITE_LIFE_*), when set. */
   writeHint?: number;
+  /**
+   * Access and modification times, (seconds, nanoseconds), read before the
+   * content (which a read would touch) and set back last at restore (a
+   * mapping of it the restore makes then moves the access time, as any
+   * mmap does).
+   * Absent for a "linked" file (the same inode comes back) and in images
+   * of cryo before 2026-12-03 (the re-created file then has the restore's times).
+   */
+  times?: { atime: [number, number]; mtime: [number, number] };
   /** Data extents [offset, length]; the rest are holes. */
   extents: [number, number][];
   /**

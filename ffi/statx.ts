@@ -2,7 +2,9 @@
  * statx(2) for the change time of a file in nanoseconds: Deno's
  * `FileInfo.ctime` keeps whole seconds only, and the change time is what
  * tells a rewritten file whose modification time was set back (utimes
- * cannot set it) from the file a dump saw.
+ * cannot set it) from the file a dump saw. Also the access and
+ * modification times of an open file, to the nanosecond, and their
+ * setting back (utimensat on the fd).
  *
  * @module
  */
@@ -79,4 +81,41 @@ export function pathFacts(path: string): PathFacts | undefined {
     ino: Number(view.getBigUint64(INO_AT, true)),
     attributes: Number(attrs & 0xffffffffn),
   };
+}
+
+const AT_EMPTY_PATH = 0x1000;
+const STATX_ATIME = 0x20;
+const STATX_MTIME = 0x40;
+/** Offsets in struct statx of stx_atime and stx_mtime. */
+const ATIME_AT = 0x40;
+const MTIME_AT = 0x70;
+
+/** A file time as (seconds, nanoseconds) since the epoch. */
+export type FileTime = [number, number];
+
+function timeAt(at: number): FileTime {
+  return [Number(view.getBigInt64(at, true)), view.getUint32(at + 8, true)];
+}
+
+/**
+ * The access and modification times of the open file `fd`, or null when
+ * statx cannot tell them.
+ */
+export function fileTimes(fd: number): { atime: FileTime; mtime: FileTime } | null {
+  const r = rawSyscall(SYS.statx, fd, cstr(""), AT_EMPTY_PATH, STATX_ATIME | STATX_MTIME, buf);
+  if (r < 0n) return null;
+  const mask = view.getUint32(0, true);
+  if ((mask & (STATX_ATIME | STATX_MTIME)) !== (STATX_ATIME | STATX_MTIME)) return null;
+  return { atime: timeAt(ATIME_AT), mtime: timeAt(MTIME_AT) };
+}
+
+/** Sets the access and modification times of the open file `fd` (utimensat on the fd); -errno or 0. */
+export function setFileTimes(fd: number, atime: FileTime, mtime: FileTime): number {
+  const ts = new BigInt64Array([
+    BigInt(atime[0]),
+    BigInt(atime[1]),
+    BigInt(mtime[0]),
+    BigInt(mtime[1]),
+  ]);
+  return Number(rawSyscall(SYS.utimensat, fd, 0, ts, 0));
 }

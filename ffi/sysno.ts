@@ -188,6 +188,7 @@ export const SYS = {
   setdomainname: 171,
   umount2: 166,
   statx: 332,
+  utimensat: 280,
 } as const;
 
 /** Name of a syscall by number, for plan printing and error messages. */

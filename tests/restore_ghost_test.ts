@@ -2,7 +2,7 @@
  * Files with no name to reopen (tests/targets/rt_ghost.c): files deleted
  * while open or mapped, O_TMPFILE files, sealed memfds and removed POSIX
  * shared memory come back unlinked with their content, holes, size, mode,
- * seals, offsets and access modes, and fds and mappings of one file stay
+ * access and modification times (to the nanosecond), seals, offsets and access modes, and fds and mappings of one file stay
  * one file (also a deleted mkstemp file, opened with O_NOFOLLOW). SHM_LOCKed System V shared memory is refused by name
  * (tests/restore_sysvshm_test.ts restores the rest).
  */
@@ -26,6 +26,7 @@ Deno.test(
     assert.deepEqual(ghosts.map((g) => g.kind).sort(), ["deleted", "deleted", "deleted", "memfd"]);
     const sparse = ghosts.find((g) => g.name.endsWith("/deleted.bin"))!;
     assert.equal(sparse.size, 64 << 20);
+    assert.deepEqual(sparse.times, { atime: [1000, 250000000], mtime: [123456, 789] });
     assert.ok(
       sparse.extents.reduce((n, [, len]) => n + len, 0) < 1 << 20,
       "holes are not stored",

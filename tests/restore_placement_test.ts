@@ -1,7 +1,8 @@
 /**
  * Where a process lives: a process moved into another cgroup comes back in
- * it; a process in namespaces other than cryo's, or that unshared a pid or
- * time namespace for its children to come, is refused by name.
+ * it, and a thread in another cgroup than its process (v1) in its own; a
+ * process in namespaces other than cryo's, or that unshared a pid or time
+ * namespace for its children to come, is refused by name.
  */
 
 import assert from "node:assert/strict";
@@ -13,6 +14,7 @@ import { pathExists } from "./helpers/fs.ts";
 import { dumpKillRestore, tempImageDir } from "./helpers/roundtrip.ts";
 import { startTarget, withTargets } from "./helpers/targets.ts";
 import { waitUntil } from "./helpers/wait.ts";
+import { SIGUSR1 } from "./helpers/signals.ts";
 
 /** A writable cgroup directory of its own: pids (v1) if mounted, else the v2 root. */
 function makeCgroup(): string | null {
@@ -59,6 +61,47 @@ Deno.test({
     }
   }),
 });
+
+Deno.test(
+  "placement: a thread in another v1 cgroup than its process is restored into it",
+  withTargets(async () => {
+    // A v1 named hierarchy of its own (no controller): threads are placed one by one there.
+    const name = `cryothr${crypto.randomUUID().slice(0, 8)}`;
+    const hier = Deno.makeTempDirSync({ prefix: "cryo-thread-cgroup-" });
+    const mount = new Deno.Command("mount", {
+      args: ["-t", "cgroup", "-o", `none,name=${name}`, "none", hier],
+      stderr: "piped",
+    }).outputSync();
+    if (!mount.success) {
+      Deno.removeSync(hier);
+      console.log(`skipped: no v1 cgroup mount here (${new TextDecoder().decode(mount.stderr)})`);
+      return;
+    }
+    let t: Awaited<ReturnType<typeof startTarget>> | undefined;
+    try {
+      Deno.mkdirSync(`${hier}/sub`);
+      t = await startTarget("rt_thread_cgroup", [hier, name]);
+      await t.waitFor(/^ready pid=\d+$/m);
+      await dumpKillRestore(t);
+      t.signal(SIGUSR1);
+      const st = await t.wait();
+      assert.equal(st.kind, "exited", t.output());
+      assert.match(t.output(), /^PASS$/m, t.output());
+    } finally {
+      await t?.kill();
+      for (let i = 0; i < 300; i++) { // an exiting task keeps the cgroup busy
+        try {
+          Deno.removeSync(`${hier}/sub`);
+          break;
+        } catch {
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      }
+      new Deno.Command("umount", { args: [hier] }).outputSync();
+      Deno.removeSync(hier);
+    }
+  }),
+);
 
 Deno.test(
   "placement: a restore into a cgroup that no longer exists is refused before anything runs",

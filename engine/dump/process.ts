@@ -60,7 +60,12 @@ import { collectInotify } from "../fds/inotify.ts";
 import { collectEpoll } from "../fds/epoll.ts";
 import { refuseOutsideTracees, WAITABLE_STEP } from "../task/tracees.ts";
 import { queryContinuedChildren } from "../task/continued.ts";
-import { checkNamespaces, collectCgroups, refuseFrozenCgroup } from "../task/placement.ts";
+import {
+  checkNamespaces,
+  collectCgroups,
+  collectThreadCgroups,
+  refuseFrozenCgroup,
+} from "../task/placement.ts";
 import { collectTaskState, prepareTaskCollection, queryTaskState } from "../task/mod.ts";
 import { collectCreds } from "../task/creds.ts";
 import {
@@ -218,6 +223,7 @@ export function collectProcess(
 ): CollectedProcess {
   checkNamespaces(pid, refusals);
   const cgroups = collectCgroups(pid);
+  const threadCgroups = collectThreadCgroups(pid, tids, cgroups);
   // Before any injection, which a frozen cgroup would hold until its thaw.
   refuseFrozenCgroup(pid, cgroups);
   const stat = readStat(pid);
@@ -483,6 +489,7 @@ export function collectProcess(
       ...(posixTimers.length ? { posixTimers } : {}),
       ctty: { ttyNr: stat.ttyNr, fgPgrp: stat.tpgid },
       cgroups,
+      ...(threadCgroups.length ? { threadCgroups } : {}),
       attrs: task.attrs,
       ...(Object.keys(memoryFlags).length ? { memoryFlags } : {}),
       ...(continuedChildren.length ? { continuedChildren } : {}),

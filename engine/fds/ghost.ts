@@ -3,7 +3,8 @@
  * open or mapped, made with O_TMPFILE, or memfds (also /dev/shm files that
  * were removed). Their content is saved in the image directory (data
  * extents only: holes stay holes, the size is exact) with mode, owner,
- * memfd seals and the inode's write-life hint (F_SET_RW_HINT).
+ * access and modification times, memfd seals and the inode's write-life
+ * hint (F_SET_RW_HINT).
  *
  * A file whose name was removed but which has another (a hard link: its
  * link count is not 0) is not one: its content is not copied (the restored
@@ -51,6 +52,7 @@ import { readMountInfo } from "../proc/mountinfo.ts";
 import type { Refusals, SupportId } from "../support.ts";
 import { isSecretMem } from "../memory/secretmem.ts";
 import { fsMagic } from "../../ffi/mounts.ts";
+import { fileTimes, setFileTimes } from "../../ffi/statx.ts";
 
 const DELETED = " (deleted)";
 const O_RDONLY = 0;
@@ -159,6 +161,8 @@ export async function collectGhosts(
     }
     const fd = syscallNum(SYS.open, new TextEncoder().encode(source + "\0"), O_RDONLY | O_CLOEXEC);
     try {
+      // Before the content is read: the read may move the access time.
+      const times = fileTimes(fd);
       const extents = dataExtents(fd, st.size);
       const unwritten = unwrittenExtents(fd);
       const reserved = unwritten.length === 0 && fsMagic(source) === TMPFS_MAGIC
@@ -189,6 +193,7 @@ export async function collectGhosts(
         gid: st.gid ?? 0,
         seals: kind === "memfd" ? getSeals(fd) : 0,
         ...writeHintOf(fd),
+        ...(times ? { times } : {}),
         extents,
         ...(unwritten.length ? { unwritten } : {}),
         file,
@@ -562,6 +567,15 @@ export async function createGhost(g: GhostFile, dir: string): Promise<number> {
     chownChmodFd(fd, g.uid, g.gid, g.mode);
     if (g.writeHint) {
       rawSyscall(SYS.fcntl, fd, F_SET_RW_HINT, new BigUint64Array([BigInt(g.writeHint)]));
+    }
+    // Last of what writes to it: the writes and the truncate moved its modification time.
+    if (g.times) {
+      const r = setFileTimes(fd, g.times.atime, g.times.mtime);
+      if (r < 0) {
+        throw new RestoreError(
+          `cannot restore: deleted file ${g.name}: cannot set its times back (${errnoName(-r)})`,
+        );
+      }
     }
     addSeals(fd, g.seals);
     return fd;

@@ -204,6 +204,7 @@ export const processImageSchema = z.lazy(() =>
     excluded: z.array(z.looseObject({ what: z.string(), reason: z.string() })),
     ctty: z.looseObject({ ttyNr: int, fgPgrp: int }).optional(),
     cgroups: z.array(z.string()).optional(),
+    threadCgroups: z.array(z.looseObject({ tid: int, cgroups: z.array(z.string()) })).optional(),
     zombies: z.array(z.looseObject({
       pid: int.min(2),
       pgid: nat,
@@ -237,6 +238,10 @@ const ghost = z.lazy(() =>
     gid: nat,
     seals: nat,
     writeHint: nat.optional(),
+    times: z.looseObject({
+      atime: z.tuple([int, nat]),
+      mtime: z.tuple([int, nat]),
+    }).optional(),
     extents: z.array(z.tuple([nat, nat])),
     unwritten: z.array(z.tuple([nat, nat])).optional(),
     file: z.string(),

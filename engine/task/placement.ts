@@ -10,8 +10,10 @@
  *   for its first child);
  * - cgroups (each line of /proc/<pid>/cgroup): at restore, before the tree
  *   runs, the engine moves every process whose cgroup differs from the
- *   recorded one back into it (cgroup.procs of that hierarchy); a cgroup
- *   that no longer exists makes the restore fail before anything is created.
+ *   recorded one back into it (cgroup.procs of that hierarchy), then each
+ *   thread recorded in another cgroup than its process (a v1 hierarchy's
+ *   `tasks`, a v2 threaded subtree's `cgroup.threads`); a cgroup that no
+ *   longer exists makes the restore fail before anything is created.
  *
  * @module
  */
@@ -20,6 +22,8 @@ import { readProcLink, readProcText } from "../proc/io.ts";
 import type { ProcessImage } from "../model.ts";
 import { Refusals } from "../support.ts";
 import { RestoreError } from "../errors.ts";
+import { cstr, rawSyscall } from "../../ffi/libc.ts";
+import { SYS } from "../../ffi/sysno.ts";
 
 /** The namespaces compared with cryo's own. */
 const NAMESPACES = ["mnt", "pid", "net", "ipc", "uts", "user", "cgroup", "time"] as const;
@@ -74,6 +78,58 @@ export function checkNamespaces(pid: number, refusals: Refusals): void {
 /** Dump: the cgroup lines of a process ("<id>:<controllers>:<path>"). */
 export function collectCgroups(pid: number): string[] {
   return readProcText(pid, "cgroup").split("\n").filter((l) => l !== "");
+}
+
+/** Buffer of the per-thread cgroup reads (a /proc/<pid>/task/<tid>/cgroup is a few lines). */
+const threadCgroupBuf = new Uint8Array(16384);
+const O_RDONLY_CLOEXEC = 0o2000000;
+
+/**
+ * Dump: the threads of process `pid` (`tids`, its own included) whose
+ * cgroup lines differ from the process's `lines`, with the lines that
+ * differ. One raw open, read and close per other thread (threads-64: 63
+ * files; no text is decoded unless its bytes differ from the process's).
+ */
+export function collectThreadCgroups(
+  pid: number,
+  tids: readonly number[],
+  lines: readonly string[],
+): { tid: number; cgroups: string[] }[] {
+  const out: { tid: number; cgroups: string[] }[] = [];
+  if (tids.length < 2) return out;
+  const ownText = lines.map((l) => `${l}\n`).join("");
+  const own = new TextEncoder().encode(ownText);
+  const ownSet = new Set(lines);
+  const buf = threadCgroupBuf;
+  for (const tid of tids) {
+    if (tid === pid) continue;
+    const fd = Number(
+      rawSyscall(SYS.open, cstr(`/proc/${pid}/task/${tid}/cgroup`), O_RDONLY_CLOEXEC),
+    );
+    if (fd < 0) continue; // exited while frozen: not restored either
+    let n: number;
+    try {
+      n = Number(rawSyscall(SYS.read, fd, buf, buf.length));
+    } finally {
+      rawSyscall(SYS.close, fd);
+    }
+    if (n < 0) continue;
+    if (n === own.length && n < buf.length && sameBytes(buf, own)) continue;
+    // Differs (or did not fit: read again whole).
+    const theirs = (n < buf.length
+      ? new TextDecoder().decode(buf.subarray(0, n))
+      : readProcText(pid, `task/${tid}/cgroup`)).split("\n").filter((l) =>
+        l !== ""
+      );
+    const differ = theirs.filter((l) => !ownSet.has(l));
+    if (differ.length) out.push({ tid, cgroups: differ });
+  }
+  return out;
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  for (let i = 0; i < b.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 /**
@@ -161,13 +217,18 @@ export function cgroupDirOf(
   return v2;
 }
 
-/** The cgroup.procs file of one /proc/<pid>/cgroup line, or null when that hierarchy is not mounted. */
-function procsFile(line: string, mounts: Map<string, string>): string | null {
+/**
+ * The file that moves a process (cgroup.procs) or, with `thread`, one
+ * thread (v1: tasks; v2: cgroup.threads) into the cgroup of one
+ * /proc/<pid>/cgroup line; null when that hierarchy is not mounted.
+ */
+function procsFile(line: string, mounts: Map<string, string>, thread = false): string | null {
   const m = line.match(/^(\d+):([^:]*):(.*)$/);
   if (!m) return null;
   const key = m[2].split(",").filter((c) => c !== "").sort().join(",");
   const mount = mounts.get(key);
-  return mount === undefined ? null : `${mount}${m[3] === "/" ? "" : m[3]}/cgroup.procs`;
+  const file = !thread ? "cgroup.procs" : key === "" ? "cgroup.threads" : "tasks";
+  return mount === undefined ? null : `${mount}${m[3] === "/" ? "" : m[3]}/${file}`;
 }
 
 /** Restore pre-flight: every recorded cgroup that differs from cryo's must exist. */
@@ -176,7 +237,8 @@ export function checkCgroups(processes: readonly ProcessImage[]): void {
   let mounts: Map<string, string> | undefined;
   const ours = new Set(collectCgroups(Deno.pid));
   for (const p of processes) {
-    for (const line of p.cgroups ?? []) {
+    const lines = [...p.cgroups ?? [], ...(p.threadCgroups ?? []).flatMap((t) => t.cgroups)];
+    for (const line of lines) {
       if (ours.has(line)) continue;
       mounts ??= cgroupMounts();
       const file = procsFile(line, mounts);
@@ -206,26 +268,30 @@ export function checkCgroups(processes: readonly ProcessImage[]): void {
 }
 
 /**
- * Restore (engine, before the tree runs): moves process `image.pid` into
- * each recorded cgroup it is not in.
+ * Restore (engine, before the tree runs, its threads made): moves process
+ * `image.pid` into each recorded cgroup it is not in, then each thread
+ * recorded elsewhere into its own.
  */
 export function restoreCgroups(image: ProcessImage): void {
   if (!image.cgroups) return;
   const now = new Set(collectCgroups(image.pid));
   let mounts: Map<string, string> | undefined; // read only when a cgroup differs
-  for (const line of image.cgroups) {
-    if (now.has(line)) continue;
+  const move = (id: number, line: string, thread: boolean) => {
     mounts ??= cgroupMounts();
-    const file = procsFile(line, mounts);
+    const file = procsFile(line, mounts, thread);
     try {
       if (file === null) throw new Error("hierarchy not mounted");
-      Deno.writeTextFileSync(file, `${image.pid}\n`, { append: true });
+      Deno.writeTextFileSync(file, `${id}\n`, { append: true });
     } catch (e) {
       throw new RestoreError(
-        `restore of process ${image.pid} failed: cannot move it into cgroup ${line}: ${
-          (e as Error).message
-        }`,
+        `restore of process ${image.pid} failed: cannot move ${
+          thread ? `its thread ${id}` : "it"
+        } into cgroup ${line}: ${(e as Error).message}`,
       );
     }
+  };
+  for (const line of image.cgroups) if (!now.has(line)) move(image.pid, line, false);
+  for (const t of image.threadCgroups ?? []) {
+    for (const line of t.cgroups) move(t.tid, line, true);
   }
 }

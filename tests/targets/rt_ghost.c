@@ -1,5 +1,6 @@
 /* Files with no name to reopen: a file deleted while open (two fds with
- * their own offsets and access modes, a shared mapping and a sparse size),
+ * their own offsets and access modes, a shared mapping, a sparse size and
+ * its access and modification times set back),
  * an O_TMPFILE file, a sealed memfd mapped shared and private, and a POSIX
  * shared memory object removed while mapped. Args: <work dir>. Prints
  * "ready pid=<pid>", waits for SIGUSR1 (sent after the restore), checks
@@ -38,6 +39,9 @@ int main(int argc, char **argv) {
   if (ro < 0) die("open ro");
   char *map = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, rw, 0);
   if (map == MAP_FAILED) die("mmap");
+  /* Times set back (an extracted archive's file). */
+  struct timespec times[2] = {{1000, 250000000}, {123456, 789}};
+  if (futimens(rw, times) != 0) die("futimens");
   if (unlink(path) != 0) die("unlink");
   lseek(rw, 3, SEEK_SET);
   lseek(ro, 7, SEEK_SET);
@@ -45,6 +49,10 @@ int main(int argc, char **argv) {
   int tmpf = open(argv[1], O_TMPFILE | O_RDWR, 0600);
   if (tmpf < 0) die("O_TMPFILE");
   if (write(tmpf, "unnamed", 7) != 7) die("write tmpfile");
+  /* Not mapped: its access time too, older than the modification time, which a
+   * read of the content would move (relatime). */
+  struct timespec tmp_times[2] = {{2000, 5}, {3000, 6}};
+  if (futimens(tmpf, tmp_times) != 0) die("futimens tmpfile");
   /* 3. A sealed memfd, mapped shared and private (one private page written). */
   int mfd = memfd_create("cryo-test", MFD_ALLOW_SEALING);
   if (mfd < 0) die("memfd_create");
@@ -72,6 +80,18 @@ int main(int argc, char **argv) {
   print_ready("pid=%d", getpid());
   wait_usr1(&old);
 
+  /* First: the reads below move the access times. The mapped file's access time is
+   * moved by the restore's mmap (as any mmap does), its modification time is not. */
+  struct stat ts;
+  fstat(rw, &ts);
+  check("deleted-mtime", ts.st_mtim.tv_sec == 123456 && ts.st_mtim.tv_nsec == 789,
+        "mtime %ld.%09ld", (long)ts.st_mtim.tv_sec, ts.st_mtim.tv_nsec);
+  fstat(tmpf, &ts);
+  check("tmpfile-times",
+        ts.st_mtim.tv_sec == 3000 && ts.st_mtim.tv_nsec == 6 && ts.st_atim.tv_sec == 2000 &&
+            ts.st_atim.tv_nsec == 5,
+        "mtime %ld.%09ld atime %ld.%09ld", (long)ts.st_mtim.tv_sec, ts.st_mtim.tv_nsec,
+        (long)ts.st_atim.tv_sec, ts.st_atim.tv_nsec);
   snprintf(want, sizeof want, "%s (deleted)", path);
   check("deleted-name", same_link(rw, want) && same_link(ro, want), "");
   check("deleted-offsets", lseek(rw, 0, SEEK_CUR) == 3 && lseek(ro, 0, SEEK_CUR) == 7, "%ld %ld",
