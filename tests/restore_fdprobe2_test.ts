@@ -129,7 +129,7 @@ const REFUSED: Record<string, { line: RegExp; checks: string[] }> = {
   },
   "refused-kinds": {
     line:
-      /^(?=[^]*fanotify: needs a global view)(?=[^]*file leases and delegations)(?=[^]*inotify events not yet read)/,
+      /^(?=[^]*fanotify: needs a global view)(?=[^]*file leases being broken)(?=[^]*inotify events not yet read)/,
     checks: ["refused-fanotify", "refused-lease", "refused-inotify-queued"],
   },
   "unix-backlog-gone": {

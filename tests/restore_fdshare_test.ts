@@ -149,7 +149,7 @@ for (
       "cwd",
     ]],
     ["dir-deleted", /fd \d+ \(.*gonedir \(deleted\)\): deleted directories/, ["fd-open"]],
-    ["lease", /fd \d+ \(.*leased\): file leases and delegations: .*LEASE/, ["lease"]],
+    ["lease", /fd \d+ \(.*leased\): file leases being broken .*: .*LEASE +BREAKING/, ["lease"]],
     ["pipe-reopen", /fd \d+ \(pipe:\[\d+\]\): a pipe end open through several descriptions/, [
       "fd-open",
     ]],

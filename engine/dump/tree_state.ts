@@ -165,7 +165,7 @@ export function checkPdeathForkers(images: readonly ProcessImage[], refusals: Re
   }
 }
 
-/** Refuses a deleted cwd or root, and fds holding leases. */
+/** Refuses a deleted cwd or root, and fds holding a lease being broken or a delegation. */
 export function checkProcessPaths(image: ProcessImage, refusals: Refusals): void {
   for (const [what, path] of [["cwd", image.cwd], ["root", image.root]]) {
     if (path.endsWith(" (deleted)")) {

@@ -5,7 +5,11 @@
  * (which belong to the process). Restore takes them again: flock and OFD
  * locks once on the re-created description, POSIX locks by the restored
  * process itself at the end of its program (after its fd phase, whose
- * closes would drop them). Leases and delegations are refused.
+ * closes would drop them). An active lease (F_SETLEASE) belongs to the
+ * description too and is taken again on it, by the restored process (its
+ * owner: lease break signals go to the fd's F_SETOWN owner, restored with
+ * the fd); a lease being broken (a conflicting open is waiting) and
+ * delegations are refused.
  *
  * @module
  */
@@ -22,18 +26,23 @@ const LOCK_EX = 2;
 const LOCK_NB = 4;
 const F_SETLK = 6;
 const F_OFD_SETLK = 37;
+const F_SETLEASE = 1024;
 const F_RDLCK = 0;
 const F_WRLCK = 1;
 
-/** A lock line of fdinfo, parsed; `other` for leases, delegations and unknown classes. */
+/** A lock line of fdinfo, parsed; `other` for leases being broken, delegations and unknown classes. */
 export type ParsedLock = FileLock | { class: "other"; text: string };
 
-/** Parses one fdinfo "lock:" value, e.g. "1: POSIX  ADVISORY  WRITE 123 00:2a:99 0 EOF". */
+/**
+ * Parses one fdinfo "lock:" value, e.g. "1: POSIX  ADVISORY  WRITE 123 00:2a:99 0 EOF",
+ * "1: LEASE  ACTIVE    READ 123 fe:00:1446842 0 EOF".
+ */
 export function parseLockLine(text: string): ParsedLock {
   const m = text.trim().match(
     /^\d+:\s+(\S+)\s+(\S+)\s+(READ|WRITE|RW|UNLCK|NONE)\s+\S+\s+\S+\s+(\d+)\s+(\d+|EOF)$/,
   );
-  if (!m || !["FLOCK", "POSIX", "OFDLCK"].includes(m[1]) || m[2] !== "ADVISORY") {
+  const lease = m?.[1] === "LEASE" && m[2] === "ACTIVE";
+  if (!m || !(lease || (["FLOCK", "POSIX", "OFDLCK"].includes(m[1]) && m[2] === "ADVISORY"))) {
     return { class: "other", text: text.trim() };
   }
   if (m[3] !== "READ" && m[3] !== "WRITE") return { class: "other", text: text.trim() };
@@ -51,9 +60,11 @@ export function locksOf(f: FdInfo): ParsedLock[] {
   return text ? text.split("\n").filter((l) => l.trim()).map(parseLockLine) : [];
 }
 
-/** The flock and OFD locks of a description (its state). */
+/** The flock and OFD locks and the lease of a description (its state). */
 export function descriptionLocks(f: FdInfo): FileLock[] {
-  return locksOf(f).filter((l): l is FileLock => l.class === "FLOCK" || l.class === "OFDLCK");
+  return locksOf(f).filter((l): l is FileLock =>
+    l.class === "FLOCK" || l.class === "OFDLCK" || l.class === "LEASE"
+  );
 }
 
 function flockArg(l: FileLock): Uint8Array {
@@ -65,12 +76,16 @@ function flockArg(l: FileLock): Uint8Array {
   });
 }
 
-/** Ops taking `locks` (flock / OFD) through `fd` (a description that just came back). */
+/** Ops taking `locks` (flock / OFD / lease) through `fd` (a description that just came back). */
 export function emitDescriptionLocks(p: ProgramBuilder, fd: number, locks: readonly FileLock[]) {
   for (const l of locks) {
     if (l.class === "FLOCK") {
       p.op(SYS.flock, [fd, (l.type === "WRITE" ? LOCK_EX : LOCK_SH) | LOCK_NB], {
         comment: `fd ${fd} flock ${l.type}`,
+      });
+    } else if (l.class === "LEASE") {
+      p.op(SYS.fcntl, [fd, F_SETLEASE, l.type === "WRITE" ? F_WRLCK : F_RDLCK], {
+        comment: `fd ${fd} lease ${l.type}`,
       });
     } else if (l.class === "OFDLCK") {
       p.op(SYS.fcntl, [fd, F_OFD_SETLK, p.data(flockArg(l))], {

@@ -130,8 +130,11 @@ export interface DescriptionState {
 
 /** One file lock as /proc shows it (fdinfo "lock:" lines). */
 export interface FileLock {
-  /** FLOCK, POSIX, OFDLCK (LEASE and DELEG are refused). */
-  class: "FLOCK" | "POSIX" | "OFDLCK";
+  /**
+   * FLOCK, POSIX, OFDLCK, or LEASE (an active lease: fcntl F_SETLEASE; one
+   * being broken, and delegations, are refused).
+   */
+  class: "FLOCK" | "POSIX" | "OFDLCK" | "LEASE";
   /** READ or WRITE. */
   type: "READ" | "WRITE";
   /** First byte. */

@@ -346,7 +346,8 @@ export function checkFdFiles(
       );
     }
     for (const l of info && source.kind === "open" ? locksOf(info) : []) {
-      if (l.class === "other") continue;
+      // A lease's conflicts (an open for writing elsewhere) fail its F_SETLEASE, named by the op.
+      if (l.class === "other" || l.class === "LEASE") continue;
       const held = lockConflict(source.path, l);
       if (held) {
         const range = l.class === "FLOCK" ? "" : ` ${l.start}-${l.end}`;

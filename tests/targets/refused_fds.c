@@ -6,7 +6,8 @@
  *                (after SIGUSR1: an fd the child opens is visible here)
  *   cwd-deleted  the cwd was removed
  *   dir-deleted  a directory fd whose directory was removed
- *   lease        a read lease (F_SETLEASE) on a file
+ *   lease        a read lease (F_SETLEASE) on a file, being broken (a
+ *                non-blocking open for writing started its break)
  *   pipe-reopen  a pipe's read end opened again through /proc/self/fd
  *   lock-mapped  a flock held through a description only a mapping keeps
  *   owner-outside  an fd owned (F_SETOWN) by the parent, outside the tree
@@ -42,6 +43,8 @@ static int sharer(void *arg) {
   return 0;
 }
 
+static int lease_before = -1;
+
 int main(int argc, char **argv) {
   need_args(argc, 2, "refused_fds <workdir> clone-files|cwd-deleted|dir-deleted|lease|pipe-reopen|lock-mapped|owner-outside");
   work = argv[1];
@@ -67,6 +70,14 @@ int main(int argc, char **argv) {
     close(w);
     fd = open(path, O_RDONLY);
     if (fd < 0 || fcntl(fd, F_SETLEASE, F_RDLCK) != 0) die("lease");
+    /* A child's non-blocking open for writing starts the break (lease-break-time, 45 s by
+     * default, before the lease is removed). */
+    signal(SIGIO, SIG_IGN); /* the break's signal (F_SETLEASE made this process the owner) */
+    pid_t c = fork();
+    if (c == 0) _exit(open(path, O_WRONLY | O_NONBLOCK) < 0 && errno == EWOULDBLOCK ? 0 : 1);
+    int st;
+    if (c < 0 || waitpid(c, &st, 0) != c || st != 0) die("lease break");
+    lease_before = fcntl(fd, F_GETLEASE);
   } else if (!strcmp(mode, "pipe-reopen")) {
     int p[2];
     if (pipe(p) != 0) die("pipe");
@@ -105,7 +116,8 @@ int main(int argc, char **argv) {
     int other = open(path, O_RDONLY);
     check("still-locked", flock(other, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK, "errno %d", errno);
   } else if (!strcmp(mode, "lease")) {
-    check("lease", fcntl(fd, F_GETLEASE) == F_RDLCK, "lease %d", fcntl(fd, F_GETLEASE));
+    check("lease", fcntl(fd, F_GETLEASE) == lease_before, "lease %d, was %d", fcntl(fd, F_GETLEASE),
+          lease_before);
   } else {
     check("fd-open", fcntl(fd, F_GETFD) >= 0, "errno %d", errno);
   }

@@ -46,7 +46,7 @@
  *                 one and an autobound one
  *   unix-sender-gone  the same, one named sender closed since (refused)
  *   opath-kinds   O_PATH fds on a symlink (O_NOFOLLOW), a FIFO, a socket file
- *   refused-kinds a fanotify group, a read lease, an inotify event queued (refused)
+ *   refused-kinds a fanotify group, a read lease being broken, an inotify event queued (refused)
  *   unix-backlog  a listener with two connections not accepted yet
  *   unix-backlog-gone  the same, the second client closed since
  *   unix-oob      a byte sent MSG_OOB on a unix stream, not read yet
@@ -782,6 +782,13 @@ int main(int argc, char **argv) {
     snprintf(path, sizeof path, "%s/leased", work);
     int f = open(path, O_CREAT | O_RDONLY, 0644);
     if (fan < 0 || f < 0 || fcntl(f, F_SETLEASE, F_RDLCK)) die("fanotify/lease");
+    /* A child's non-blocking open for writing starts the lease's break (an active lease is saved). */
+    signal(SIGIO, SIG_IGN); /* the break's signal (F_SETLEASE made this process the owner) */
+    pid_t c = fork();
+    if (c == 0) _exit(open(path, O_WRONLY | O_NONBLOCK) < 0 && errno == EWOULDBLOCK ? 0 : 1);
+    int st;
+    if (c < 0 || waitpid(c, &st, 0) != c || st != 0) die("lease break");
+    int lease = fcntl(f, F_GETLEASE);
     int in = inotify_init1(IN_NONBLOCK);
     if (in < 0 || inotify_add_watch(in, work, IN_CREATE) < 0) die("inotify");
     char name[4200];
@@ -790,7 +797,7 @@ int main(int argc, char **argv) {
     print_ready("pid=%d", getpid());
     wait_trigger(trigger);
     check("refused-fanotify", fcntl(fan, F_GETFD) >= 0, "");
-    check("refused-lease", fcntl(f, F_GETLEASE) == F_RDLCK, "%d", fcntl(f, F_GETLEASE));
+    check("refused-lease", fcntl(f, F_GETLEASE) == lease, "%d, was %d", fcntl(f, F_GETLEASE), lease);
     char buf[4096];
     check("refused-inotify-queued", read(in, buf, sizeof buf) > 0, "the queued event is gone");
   } else if (!strcmp(mode, "unix-backlog") || !strcmp(mode, "unix-backlog-gone")) {
