@@ -120,6 +120,9 @@ for (const [mode, { line, checks }] of Object.entries(REFUSED)) {
     withTargets(() =>
       assertRefusedLeavesRunning("rt_fileprobe", READY, mode, (e) => {
         assert.match(e.message, line);
+        // Named once: not refused again by the fd plan as a deleted file of no known kind.
+        const fd3 = e.items.filter((l) => / fd 3 \(/.test(l));
+        assert.equal(fd3.length, mode === "cwd-deleted" ? 0 : 1, fd3.join("\n"));
       }, checks)
     ),
   );

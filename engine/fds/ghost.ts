@@ -226,19 +226,21 @@ export async function collectGhosts(
       const where = `process ${p.pid} fd ${f.fd} (${f.target})`;
       if (isSecretMem(f.target)) {
         refusals.use("memory.secretmem", where);
+        refusedGhostFds.add(f);
         continue;
       }
       if (fsMagic(`/proc/${p.pid}/fd/${f.fd}`) === HUGETLBFS_MAGIC) {
         // A memfd would come back on tmpfs, its pages 4 KiB (and hugetlbfs takes no write()).
         // (A hugetlb mapping is refused by its VmFlags: engine/memory/flags.ts.)
         refusals.use("fd.memfd-hugetlb", where);
+        refusedGhostFds.add(f);
         continue;
       }
       const id = await save(`/proc/${p.pid}/fd/${f.fd}`, f.target, where, "fd.deleted");
       if (id) {
         f.ghost = id;
         refusals.use("fd.ghost", `process ${p.pid} fd ${f.fd}`);
-      }
+      } else refusedGhostFds.add(f);
     }
     // Filtered first: no loop of 10,000 rounds for V8 to compile (engine/find_from.ts).
     for (const m of p.mappings.filter(maybeGhostMapping)) {
@@ -389,6 +391,18 @@ function openLinked(g: GhostFile): number {
 function maybeGhostMapping(m: Mapping): boolean {
   return !m.excluded && (m.kind === "file-private" || m.kind === "file-shared") &&
     ghostKind(m.name) !== null && !isSecretMem(m.name); // (refused: engine/memory/flags.ts)
+}
+
+/**
+ * The fds of the dump being made whose file the ghost collection refused
+ * (and named): the fd plan of the dump's check leaves them out instead of
+ * refusing them a second time, as deleted files of no kind it knows.
+ */
+const refusedGhostFds = new WeakSet<FdInfo>();
+
+/** Whether the ghost collection refused (and named) the file of fd `f`. */
+export function ghostRefused(f: FdInfo): boolean {
+  return refusedGhostFds.has(f);
 }
 
 /**

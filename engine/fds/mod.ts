@@ -39,7 +39,13 @@ import { planRegular, replacementFlags } from "./regular.ts";
 import { planShared, type SharedPlan } from "./shared.ts";
 import { descriptionState, emitDescriptionState } from "./state.ts";
 import { type PlannedPty, planTty } from "./tty.ts";
-import { ghostDescriptionKey, ghostOpenFlags, ghostPath, type PlannedGhosts } from "./ghost.ts";
+import {
+  ghostDescriptionKey,
+  ghostOpenFlags,
+  ghostPath,
+  ghostRefused,
+  type PlannedGhosts,
+} from "./ghost.ts";
 import { planInotify } from "./inotify.ts";
 import { planPidfd } from "./pidfd.ts";
 import type { FdSource, PlannedFd } from "./types.ts";
@@ -74,6 +80,7 @@ function planOne(
   unix?: UnixTreePlan,
   outside?: OutsideContext,
 ): FdSource | string | null {
+  if (ghostRefused(f)) return null; // (named by the dump's ghost collection)
   if (f.ghost !== undefined) {
     const { path, transferFd } = ghostPath(ghosts, f.ghost);
     // A memfd's own description is taken by one of its descriptions (see planGhosts).
@@ -219,7 +226,7 @@ export function planFds(
       continue;
     }
     const src = planOne(f, proc, ptys, ghosts, unix, outside);
-    if (src === null) continue; // refused by the tree's unix plan, which named it
+    if (src === null) continue; // refused by the tree's unix plan or the ghost collection, which named it
     if (typeof src === "string") {
       const hint = root && !src.includes("--inherit-fd") ? ` (use --inherit-fd ${f.fd}=PATH)` : "";
       problems.push(`fd ${f.fd} (${f.target}): ${src}${hint}`);
