@@ -7,7 +7,8 @@
  *   cwd-deleted  the cwd was removed
  *   dir-deleted  a directory fd whose directory was removed
  *   lease        a read lease (F_SETLEASE) on a file
- *   pipe-reopen  a pipe's read end opened again through /proc/self/fd
+ *   pipe-reopen  a pipe's read end opened again through /proc/self/fd, the
+ *                pipe also held by a child (killed when this process dies)
  *   lock-mapped  a flock held through a description only a mapping keeps
  *   owner-outside  an fd owned (F_SETOWN) by the parent, outside the tree
  *
@@ -19,6 +20,7 @@
 #include <sched.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -73,6 +75,13 @@ int main(int argc, char **argv) {
     snprintf(path, sizeof path, "/proc/self/fd/%d", p[0]);
     fd = open(path, O_RDONLY | O_NONBLOCK);
     if (fd < 0) die("reopen");
+    pid_t child = fork();
+    if (child < 0) die("fork");
+    if (child == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (getppid() == 1) _exit(0);
+      for (;;) pause();
+    }
   } else if (!strcmp(mode, "owner-outside")) {
     fd = open("/dev/null", O_RDONLY);
     if (fd < 0 || fcntl(fd, F_SETOWN, getppid()) != 0) die("owner");
