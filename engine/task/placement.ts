@@ -142,14 +142,33 @@ function procsFile(line: string, mounts: Map<string, string>): string | null {
   return mount === undefined ? null : `${mount}${m[3] === "/" ? "" : m[3]}/cgroup.procs`;
 }
 
+/** The hierarchy of a /proc/<pid>/cgroup line: its controllers and name, sorted ("" for v2). */
+function hierarchyOf(line: string): string | undefined {
+  const m = line.match(/^\d+:([^:]*):/);
+  return m ? m[1].split(",").filter((c) => c !== "").sort().join(",") : undefined;
+}
+
+/**
+ * Whether `line` names the root of a hierarchy that no longer exists here
+ * (none of the lines `now`, a live process's, is of it): a v1 hierarchy
+ * mounted at dump and gone since. Nothing is to be restored: every process
+ * is in the root of a hierarchy when it is made.
+ */
+export function rootOfGoneHierarchy(line: string, now: readonly string[]): boolean {
+  if (!line.endsWith(":/")) return false;
+  const h = hierarchyOf(line);
+  return h !== undefined && !now.some((l) => hierarchyOf(l) === h);
+}
+
 /** Restore pre-flight: every recorded cgroup that differs from cryo's must exist. */
 export function checkCgroups(processes: readonly ProcessImage[]): void {
   // The mount table only when a cgroup differs from cryo's (the usual restore needs none).
   let mounts: Map<string, string> | undefined;
-  const ours = new Set(collectCgroups(Deno.pid));
+  const oursLines = collectCgroups(Deno.pid);
+  const ours = new Set(oursLines);
   for (const p of processes) {
     for (const line of p.cgroups ?? []) {
-      if (ours.has(line)) continue;
+      if (ours.has(line) || rootOfGoneHierarchy(line, oursLines)) continue;
       mounts ??= cgroupMounts();
       const file = procsFile(line, mounts);
       if (file === null) {
@@ -183,10 +202,11 @@ export function checkCgroups(processes: readonly ProcessImage[]): void {
  */
 export function restoreCgroups(image: ProcessImage): void {
   if (!image.cgroups) return;
-  const now = new Set(collectCgroups(image.pid));
+  const nowLines = collectCgroups(image.pid);
+  const now = new Set(nowLines);
   let mounts: Map<string, string> | undefined; // read only when a cgroup differs
   for (const line of image.cgroups) {
-    if (now.has(line)) continue;
+    if (now.has(line) || rootOfGoneHierarchy(line, nowLines)) continue;
     mounts ??= cgroupMounts();
     const file = procsFile(line, mounts);
     try {
