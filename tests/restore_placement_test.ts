@@ -1,6 +1,7 @@
 /**
  * Where a process lives: a process moved into another cgroup comes back in
- * it, and a thread in another cgroup than its process (v1) in its own; a
+ * it, and a thread in another cgroup than its process (v1) in its own; the
+ * root of a cgroup v1 hierarchy gone since the dump is nothing to restore; a
  * process in namespaces other than cryo's, or that unshared a pid or time
  * namespace for its children to come, is refused by name.
  */
@@ -10,6 +11,8 @@ import { checkpoint } from "../engine/dump/mod.ts";
 import { UnsupportedError } from "../engine/errors.ts";
 import { RestoreError } from "../engine/errors.ts";
 import { restore } from "../engine/restore/mod.ts";
+import type { ProcessImage } from "../engine/model.ts";
+import { checkCgroups, restoreCgroups } from "../engine/task/placement.ts";
 import { pathExists } from "./helpers/fs.ts";
 import { dumpKillRestore, tempImageDir } from "./helpers/roundtrip.ts";
 import { startTarget, withTargets } from "./helpers/targets.ts";
@@ -125,6 +128,25 @@ Deno.test(
       (e: unknown) => e instanceof RestoreError && /cgroup .* does not exist/.test(String(e)),
     );
     assert.equal(pathExists(`/proc/${t.pid}`), false, "nothing was created");
+  }),
+);
+
+Deno.test(
+  "placement: the root of a cgroup hierarchy gone since the dump is passed over, not refused",
+  withTargets(async () => {
+    // A named v1 hierarchy another program had mounted while the tree was dumped, gone since:
+    // the process was in its root, as every process is. (Not mounted here: it would show in
+    // the cgroups of every process of the machine while it exists.)
+    const t = await startTarget("/bin/sleep", ["30"]);
+    const gone = `99:name=cryo-gone-${crypto.randomUUID().slice(0, 8)}:/`;
+    const image = { pid: t.pid, cgroups: [...cgroupLines(t.pid), gone] } as ProcessImage;
+    checkCgroups([image]);
+    restoreCgroups(image);
+    // Not its root, or a hierarchy that exists: still refused.
+    const sub = { pid: t.pid, cgroups: [`99:name=cryo-gone-x:/sub`] } as ProcessImage;
+    assert.throws(() => checkCgroups([sub]), /whose hierarchy is not mounted here/);
+    assert.throws(() => restoreCgroups(sub), /cannot move it into cgroup/);
+    await t.kill();
   }),
 );
 

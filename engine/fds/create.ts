@@ -56,7 +56,9 @@ export interface CreateContext {
 /** The key the description of `f` is kept under after {@link emitCreate}. */
 export function createKey(f: PlannedFd): string {
   const s = f.source;
-  if (s.kind === "pipe") return `pipe:${s.id}:${s.end}`;
+  if (s.kind === "pipe") {
+    return s.reopen ? `pipe:${s.id}:reopen:${s.reopen}` : `pipe:${s.id}:${s.end}`;
+  }
   return `fd:${f.fd}`;
 }
 
@@ -85,7 +87,19 @@ export function emitCreate(cx: CreateContext, f: PlannedFd, batch: readonly Plan
       break;
     }
     case "pipe": {
-      if (cx.has(`pipe:${s.id}:read`) || cx.has(`pipe:${s.id}:write`)) break;
+      const made = cx.has(`pipe:${s.id}:read`) || cx.has(`pipe:${s.id}:write`);
+      if (s.reopen) {
+        // Another description of a pipe this process holds: opened through /proc from its read end.
+        if (!made) emitCreate(cx, { ...f, source: { ...s, reopen: undefined } }, batch);
+        const path = `/proc/self/fd/${cx.numberOf(`pipe:${s.id}:read`)}`;
+        p.op(SYS.open, [p.cstring(path), (s.flags & ~O_CLOEXEC) | O_CLOEXEC, 0], {
+          store: scratchSlot,
+          comment: `another description of ${s.id}`,
+        });
+        cx.keep(createKey(f), `${what} ${s.id} reopened`);
+        break;
+      }
+      if (made) break;
       const pair = p.reserve(8);
       // Created with the pipe owner's fs ids (the inode keeps them), see task/creds.ts.
       emitAsOwner(p, s.owner, () => p.op(SYS.pipe2, [pair, O_CLOEXEC], { comment: `${s.id}` }));

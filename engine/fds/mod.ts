@@ -108,7 +108,7 @@ function planOne(
     case "tty":
       return planTty(f, stdioFor(f), ptys, leadingOut(f, outside));
     case "pipe":
-      return planPipe(f, leadingOut(f, outside));
+      return planPipe(f, leadingOut(f, outside), proc.fds);
     case "fifo":
       return planFifo(f);
     case "socket":

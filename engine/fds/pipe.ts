@@ -88,12 +88,17 @@ export function pipePackets(f: FdInfo): { packets?: number[] } | string {
  * Restore plan of a pipe end; `outside` is where one leading out of the
  * tree comes from (outside.ts `outsideSource`).
  */
-export function planPipe(f: FdInfo, outside: FdSource | string): FdSource | string {
+export function planPipe(
+  f: FdInfo,
+  outside: FdSource | string,
+  fds: readonly FdInfo[] = [f],
+): FdSource | string {
   if (f.restore === "inherit") return outside;
   if (f.restore !== "process" && f.restore !== "tree") {
     return `a pipe end of unknown kind "${f.restore}"`;
   }
   const end = (f.flags & O_ACCMODE) === 0 ? "read" : "write";
+  const rank = f.restore === "process" ? reopenRank(f, fds) : 0;
   const packets = pipePackets(f);
   if (typeof packets === "string") return packets;
   return {
@@ -105,5 +110,22 @@ export function planPipe(f: FdInfo, outside: FdSource | string): FdSource | stri
     ...(f.extra["pipe-size"] ? { size: Number(f.extra["pipe-size"]) } : {}),
     ...packets,
     ...(f.extra["pipe-owner"] ? { owner: f.extra["pipe-owner"] } : {}),
+    ...(rank ? { reopen: rank } : {}),
   };
+}
+
+/**
+ * 0 for the first description of each end of `f`'s pipe among the
+ * holder's `fds` (the ends pipe2 makes); for the others (opened through
+ * /proc/self/fd, read-write ones included), their rank from 1, by fd.
+ */
+function reopenRank(f: FdInfo, fds: readonly FdInfo[]): number {
+  const descriptions = fds.filter((o) =>
+    o.kind === "pipe" && o.target === f.target && o.sameAs === undefined && !o.excluded
+  ).sort((a, b) => a.fd - b.fd);
+  const firsts = new Set(
+    [0, 1].map((mode) => descriptions.find((o) => (o.flags & O_ACCMODE) === mode)),
+  );
+  const others = descriptions.filter((o) => !firsts.has(o));
+  return others.findIndex((o) => o.fd === f.fd) + 1;
 }

@@ -167,12 +167,13 @@ export function planShared(
   const shared: [string, Map<string, Holder[]>][] = [];
   for (const [g, descs] of groups) {
     const all = [...descs.values()].flat();
-    if (g.startsWith("pipe:")) {
-      // Both ends come from one pipe2(): one description per end.
-      for (const end of [0, 1]) {
+    if (g.startsWith("pipe:") && new Set(all.map((h) => h.proc.pid)).size > 1) {
+      // Shared by the tree, both ends come from one pipe2(): one description per end (a process's
+      // own pipe reopens the others, pipe.ts).
+      for (const end of [0, 1, 2]) {
         const ends = [...descs.values()].filter((hs) => (hs[0].f.flags & O_ACCMODE) === end);
-        if (ends.length > 1) {
-          const h = ends[1][0];
+        if (ends.length > (end === 2 ? 0 : 1)) {
+          const h = ends[end === 2 ? 0 : 1][0];
           problems.push(
             `process ${h.proc.pid} fd ${h.f.fd} (${h.f.target}): ${refused("fd.pipe-reopened")}`,
           );

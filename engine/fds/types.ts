@@ -28,6 +28,12 @@ export type FdSource =
     packets?: number[];
     /** "uid:gid" the pipe is created with, when not root's. */
     owner?: string;
+    /**
+     * Another description of this pipe held by the same process (opened
+     * through /proc/self/fd: its access mode is in `flags`, O_RDWR too):
+     * its rank among them, from 1, reopened from the pipe's read end.
+     */
+    reopen?: number;
   }
   | { kind: "eventfd"; count: string; semaphore: boolean; flags: number }
   /** A named POSIX message queue opened again by name (engine/fds/mqueue.ts). */

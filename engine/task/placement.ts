@@ -231,15 +231,34 @@ function procsFile(line: string, mounts: Map<string, string>, thread = false): s
   return mount === undefined ? null : `${mount}${m[3] === "/" ? "" : m[3]}/${file}`;
 }
 
+/** The hierarchy of a /proc/<pid>/cgroup line: its controllers and name, sorted ("" for v2). */
+function hierarchyOf(line: string): string | undefined {
+  const m = line.match(/^\d+:([^:]*):/);
+  return m ? m[1].split(",").filter((c) => c !== "").sort().join(",") : undefined;
+}
+
+/**
+ * Whether `line` names the root of a hierarchy that no longer exists here
+ * (none of the lines `now`, a live process's, is of it): a v1 hierarchy
+ * mounted at dump and gone since. Nothing is to be restored: every process
+ * is in the root of a hierarchy when it is made.
+ */
+export function rootOfGoneHierarchy(line: string, now: readonly string[]): boolean {
+  if (!line.endsWith(":/")) return false;
+  const h = hierarchyOf(line);
+  return h !== undefined && !now.some((l) => hierarchyOf(l) === h);
+}
+
 /** Restore pre-flight: every recorded cgroup that differs from cryo's must exist. */
 export function checkCgroups(processes: readonly ProcessImage[]): void {
   // The mount table only when a cgroup differs from cryo's (the usual restore needs none).
   let mounts: Map<string, string> | undefined;
-  const ours = new Set(collectCgroups(Deno.pid));
+  const oursLines = collectCgroups(Deno.pid);
+  const ours = new Set(oursLines);
   for (const p of processes) {
     const lines = [...p.cgroups ?? [], ...(p.threadCgroups ?? []).flatMap((t) => t.cgroups)];
     for (const line of lines) {
-      if (ours.has(line)) continue;
+      if (ours.has(line) || rootOfGoneHierarchy(line, oursLines)) continue;
       mounts ??= cgroupMounts();
       const file = procsFile(line, mounts);
       if (file === null) {
@@ -274,7 +293,8 @@ export function checkCgroups(processes: readonly ProcessImage[]): void {
  */
 export function restoreCgroups(image: ProcessImage): void {
   if (!image.cgroups) return;
-  const now = new Set(collectCgroups(image.pid));
+  const nowLines = collectCgroups(image.pid);
+  const now = new Set(nowLines);
   let mounts: Map<string, string> | undefined; // read only when a cgroup differs
   const move = (id: number, line: string, thread: boolean) => {
     mounts ??= cgroupMounts();
@@ -290,8 +310,9 @@ export function restoreCgroups(image: ProcessImage): void {
       );
     }
   };
-  for (const line of image.cgroups) if (!now.has(line)) move(image.pid, line, false);
+  const gone = (line: string) => rootOfGoneHierarchy(line, nowLines);
+  for (const line of image.cgroups) if (!now.has(line) && !gone(line)) move(image.pid, line, false);
   for (const t of image.threadCgroups ?? []) {
-    for (const line of t.cgroups) move(t.tid, line, true);
+    for (const line of t.cgroups) if (!gone(line)) move(t.tid, line, true);
   }
 }

@@ -8,7 +8,8 @@
  *   dir-deleted  a directory fd whose directory was removed
  *   lease        a read lease (F_SETLEASE) on a file, being broken (a
  *                non-blocking open for writing started its break)
- *   pipe-reopen  a pipe's read end opened again through /proc/self/fd
+ *   pipe-reopen  a pipe's read end opened again through /proc/self/fd, the
+ *                pipe also held by a child (killed when this process dies)
  *   lock-mapped  a flock held through a description only a mapping keeps
  *   owner-outside  an fd owned (F_SETOWN) by the parent, outside the tree
  *
@@ -20,6 +21,7 @@
 #include <sched.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -84,6 +86,13 @@ int main(int argc, char **argv) {
     snprintf(path, sizeof path, "/proc/self/fd/%d", p[0]);
     fd = open(path, O_RDONLY | O_NONBLOCK);
     if (fd < 0) die("reopen");
+    pid_t child = fork();
+    if (child < 0) die("fork");
+    if (child == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (getppid() == 1) _exit(0);
+      for (;;) pause();
+    }
   } else if (!strcmp(mode, "owner-outside")) {
     fd = open("/dev/null", O_RDONLY);
     if (fd < 0 || fcntl(fd, F_SETOWN, getppid()) != 0) die("owner");
