@@ -117,6 +117,7 @@ import { TOOL_VERSION } from "../version.ts";
 import { pausePoint } from "../pause.ts";
 import { makePrivateDir, removeStalePartials } from "./partial.ts";
 import { fdQueueBytes } from "../fds/socket_common.ts";
+import { pipeDataBytes } from "../fds/pipe.ts";
 import { InetSocketSession } from "../fds/inet_session.ts";
 import {
   lockConnections,
@@ -758,9 +759,12 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       // Threads still in restart_syscall: their original call, from the restart block.
       resolveRestartSyscalls(c.image, refusals);
     }
-    // Queued socket bytes are sent again by whichever process creates the socket.
-    const socketData = collectedAll.reduce((n, c) => n + fdQueueBytes(c.image.fds), 0) +
-      sockets.sharedQueueBytes();
+    // Queued socket bytes are sent again, and buffered pipe bytes written again, by whichever
+    // process creates the socket or pipe.
+    const socketData = collectedAll.reduce(
+      (n, c) => n + fdQueueBytes(c.image.fds) + pipeDataBytes(c.image.fds),
+      0,
+    ) + sockets.sharedQueueBytes();
     // A mapping policy may look at the flags.
     if (opts.include?.mapping) {
       await awaitVmFlags(collectedAll.map((c) => ({ collected: c, image: c.image })));

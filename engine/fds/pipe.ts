@@ -44,6 +44,15 @@ export function collectPipe(pid: number, fd: number, flags: number): Record<stri
   }
 }
 
+/**
+ * Bytes of buffered pipe and FIFO data recorded on `fds` (each holder of a
+ * read end records it): the restore program of whichever process creates
+ * the pipe carries them, for sizing its bootstrap range.
+ */
+export function pipeDataBytes(fds: readonly FdInfo[]): number {
+  return fds.reduce((n, f) => n + Math.ceil((f.extra["pipe-data"]?.length ?? 0) * 3 / 4), 0);
+}
+
 const POLLERR = 0x8;
 const POLLHUP = 0x10;
 
