@@ -756,6 +756,11 @@ export interface InetSocket {
   reuseportGroup?: boolean;
   /** UDP: sk_shutdown (1 receive side, 2 send side, 3 both) when not 0. */
   shutdown?: number;
+  /**
+   * Its classic BPF filter (SO_ATTACH_FILTER): `code`, the instructions
+   * (base64 of `struct sock_filter`s) and `locked`, SO_LOCK_FILTER.
+   */
+  filter?: { code?: string; locked?: boolean };
   /** listen() backlog. */
   backlog?: number;
   /** An established connection's state, read in TCP repair mode. */

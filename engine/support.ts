@@ -232,7 +232,8 @@ export const SUPPORT_TABLE = [
   { id: "socket.netlink", area: "socket", what: "other netlink sockets (generic, audit, uevent, ...)", support: "refused", note: "not saved yet" },
   { id: "socket.inet-option", area: "socket", what: "TCP and UDP sockets with SO_TIMESTAMPING's SOF_TIMESTAMPING_OPT_ID, an upper layer protocol on TCP (TCP_ULP: kernel TLS), or a UDP socket of a kernel tunnel (UDP_ENCAP other than ESP in UDP: L2TP, GTP, ...)", support: "refused", note: "the counter cannot be set (setsockopt restarts it); kernel TLS keys and record state cannot be read, and the socket would come back sending in the clear; a tunnel's state belongs to its module" },
   { id: "socket.inet-pending", area: "socket", what: "TCP and UDP sockets with an error pending (SO_ERROR) or queued (IP_RECVERR), UDP sockets with a datagram being built (UDP_CORK, MSG_MORE), TCP connections whose SYN was saved (TCP_SAVE_SYN) and not read", support: "refused", note: "no setsockopt puts them back" },
-  { id: "socket.filter", area: "socket", what: "sockets with a packet filter attached (SO_ATTACH_FILTER, SO_ATTACH_BPF)", support: "refused", note: "not saved yet" },
+  { id: "socket.inet-filter", area: "socket", what: "TCP and UDP sockets with a classic BPF filter (SO_ATTACH_FILTER, SO_LOCK_FILTER)", support: "saved", note: "attached again once the socket's queued datagrams are back; a datagram arriving during the restore is queued unfiltered" },
+  { id: "socket.filter", area: "socket", what: "sockets with an eBPF filter (SO_ATTACH_BPF), unix and netlink sockets with a classic one (SO_ATTACH_FILTER)", support: "refused", note: "an eBPF program cannot be read back; classic filters are saved for TCP and UDP only" },
   { id: "socket.other", area: "socket", what: "other sockets", support: "refused", note: "not saved yet" },
 ] as const satisfies readonly SupportRow[];
 

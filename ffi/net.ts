@@ -142,6 +142,19 @@ export function setsockoptInt(fd: number, level: number, name: number, value: nu
   setsockoptBytes(fd, level, name, intBytes(value));
 }
 
+/**
+ * setsockopt(SO_ATTACH_FILTER) of the classic BPF program `code` (its
+ * `struct sock_filter` instructions, 8 bytes each) on `fd`: builds the
+ * `struct sock_fprog` pointing at them. Throws a SyscallError.
+ */
+export function attachClassicFilter(fd: number, code: Uint8Array<ArrayBuffer>): void {
+  const fprog = new Uint8Array(16); // u16 len, padding, then the pointer at offset 8
+  const dv = new DataView(fprog.buffer);
+  dv.setUint16(0, code.length / 8, true);
+  dv.setBigUint64(8, BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(code))), true);
+  setsockoptBytes(fd, 1, 26, fprog); // SOL_SOCKET, SO_ATTACH_FILTER
+}
+
 /** A 4-byte little-endian int, as setsockopt wants it. */
 export function intBytes(value: number): Uint8Array<ArrayBuffer> {
   const b = new Uint8Array(4);

@@ -3,9 +3,9 @@
  * (tests/targets/rt_sockbits.c): SO_BUF_LOCK (which buffer sizes the
  * program fixed; setting a size at restore locks it), SO_NO_CHECK, and a
  * listener of a SO_REUSEPORT group that cleared the option after its bind,
- * UDP sockets shut down. Found by CRIU's zdtm tests sock_opts02,
- * sock_opts00, socket-tcp-reuseport and socket_udp_shutdown
- * (docs/COMPATIBILITY.md).
+ * UDP sockets shut down, classic BPF filters on TCP and UDP sockets. Found
+ * by CRIU's zdtm tests sock_opts02, sock_opts00, socket-tcp-reuseport,
+ * socket_udp_shutdown and sock_filter00/01 (docs/COMPATIBILITY.md).
  * Each mode is dumped (killed), restored, and checks itself.
  */
 
@@ -39,6 +39,15 @@ const MODES: Record<string, string[]> = {
     "udp-shut-rd",
     "udp-shut-other-way",
     "udp-shut-unconnected",
+  ],
+  filter: [
+    "filter-udp-code",
+    "filter-udp-locked",
+    "filter-tcp-code",
+    "filter-tcp-unlocked",
+    "filter-queued-kept",
+    "filter-acts",
+    "filter-lock-holds",
   ],
 };
 

@@ -36,6 +36,8 @@ import { SYS } from "../../ffi/sysno.ts";
 import { errnoName } from "../../ffi/errno.ts";
 import { emitTcp, finishTcp, sendBufferAfter } from "./tcp.ts";
 import { emitUdp } from "./udp.ts";
+import { attachFilter } from "./socket_filter.ts";
+import { decodeBase64 } from "../base64.ts";
 import { checkSocketOwners } from "./socket_owner.ts";
 import { finishUdpQueues, finishUdpQueuesPlan } from "./udp_queue.ts";
 
@@ -106,7 +108,8 @@ export function reportInetUses(images: readonly ProcessImage[], refusals: Refusa
  * After every restore program ran (all processes of the tree exist, every
  * socket is re-created): checks the owners of sockets of another user than
  * root (socket_owner.ts), puts back the datagrams queued on UDP sockets,
- * turns SO_REUSEPORT off on the listeners of a group that had it off
+ * attaches their classic BPF filters (before repair mode ends), turns
+ * SO_REUSEPORT off on the listeners of a group that had it off
  * (markReuseportGroups: bound with it on, so that the group forms again),
  * then ends repair mode of each restored connection
  * (see finishTcp). Throws naming the connection when that fails.
@@ -114,6 +117,7 @@ export function reportInetUses(images: readonly ProcessImage[], refusals: Refusa
 export function finishInetSockets(images: readonly ProcessImage[]): void {
   checkSocketOwners(images);
   finishUdpQueues(images); // queued datagrams sent again (udp_queue.ts)
+  attachFilters(images); // after the queued datagrams, which had passed them (socket_filter.ts)
   clearGroupReuseport(images);
   const seen = new Set<string>();
   for (const image of images) {
@@ -144,6 +148,29 @@ function groupListeners(image: ProcessImage): FdInfo[] {
   );
 }
 
+/** The sockets of `image` with a classic filter or SO_LOCK_FILTER to set again. */
+function filtered(image: ProcessImage): FdInfo[] {
+  return image.fds.filter((f) =>
+    !f.excluded && f.sameAs === undefined && f.inet?.filter &&
+    (f.description === undefined || f.description === `${image.pid}:${f.fd}`)
+  );
+}
+
+function attachFilters(images: readonly ProcessImage[]): void {
+  for (const image of images) {
+    for (const f of filtered(image)) {
+      try {
+        attachFilter(image.pid, f.fd, f.inet!);
+      } catch (e) {
+        throw new CryoError(
+          `process ${image.pid} fd ${f.fd} (${f.inet!.proto} ${formatAddr(f.inet!.local)}): ` +
+            `attaching its socket filter failed: ${(e as Error).message}`,
+        );
+      }
+    }
+  }
+}
+
 function clearGroupReuseport(images: readonly ProcessImage[]): void {
   for (const image of images) {
     for (const f of groupListeners(image)) {
@@ -161,6 +188,13 @@ function clearGroupReuseport(images: readonly ProcessImage[]): void {
 export function finishInetPlan(image: ProcessImage): string[] {
   return [
     ...finishUdpQueuesPlan(image),
+    ...filtered(image).map((f) =>
+      `fd ${f.fd}: ${
+        f.inet!.filter!.code
+          ? `its classic BPF filter (${decodeBase64(f.inet!.filter!.code).length / 8} instructions)`
+          : "no filter"
+      }${f.inet!.filter!.locked ? ", then SO_LOCK_FILTER" : ""}, through a pidfd_getfd copy`
+    ),
     ...groupListeners(image).map((f) =>
       `fd ${f.fd}: SO_REUSEPORT off through a pidfd_getfd copy (its group listens again)`
     ),

@@ -90,6 +90,9 @@ const inet = z.lazy(() =>
     backlog: nat.max(1 << 20).optional(),
     reuseportGroup: z.boolean().optional(),
     shutdown: z.number().int().min(1).max(3).optional(),
+    // BPF_MAXINSNS (4096) instructions of 8 bytes, in base64.
+    filter: z.looseObject({ code: base64.max(43692).optional(), locked: z.boolean().optional() })
+      .optional(),
     tcp: tcp.optional(),
     owner,
     datagrams: z.array(z.looseObject({ from: sockAddr, data: base64.max(87400) })).max(1 << 16)

@@ -52,6 +52,7 @@ import {
   REFUSED_PREFIX,
 } from "./inet.ts";
 import { filterProblem } from "./socket_common.ts";
+import { readFilter } from "./socket_filter.ts";
 import { multicastGroups, type NamespaceGroups, namespaceGroups } from "./inet_multicast.ts";
 import { collectTcp, type RepairGuard } from "./tcp.ts";
 import type { OutsideConnection } from "./tcp_lock.ts";
@@ -220,9 +221,14 @@ export class InetSocketSession {
           );
         }
       }
-      if (domain === AF.NETLINK || domain === AF.INET || domain === AF.INET6) {
-        const filter = filterProblem(copy);
-        if (filter) return this.#refuse(f, "socket.filter", filter);
+      let filter: InetSocket["filter"];
+      if (domain === AF.NETLINK) {
+        const problem = filterProblem(copy);
+        if (problem) return this.#refuse(f, "socket.filter", problem);
+      } else if (domain === AF.INET || domain === AF.INET6) {
+        const read = readFilter(copy);
+        if ("problem" in read) return this.#refuse(f, "socket.filter", read.problem);
+        filter = read.filter;
       }
       if (domain === AF.NETLINK) {
         const row = this.#netlinkRow(pid, f.target);
@@ -257,7 +263,7 @@ export class InetSocketSession {
         got = { refused: "socket.inet-other", detail: `type ${type} protocol ${protocol}` };
       }
       if ("refused" in got) return this.#refuse(f, got.refused, got.detail);
-      f.inet = { ...got.inet, ...(owner ? { owner } : {}) };
+      f.inet = { ...got.inet, ...(owner ? { owner } : {}), ...(filter ? { filter } : {}) };
       if (!got.repairCopy && boundNonLocal(f.inet)) f.inet.nonLocal = true;
       f.restore = got.inet.proto;
       const entry: Entry = { pid, fd: f, where };
@@ -326,6 +332,7 @@ export class InetSocketSession {
         else if (s.state === "closed") refusals.use("socket.tcp-closed", e.where);
       } else refusals.use("socket.udp", e.where);
       if (s.datagrams?.length) refusals.use("socket.udp-queued", e.where);
+      if (s.filter) refusals.use("socket.inet-filter", e.where);
       if (!s.tcp || !s.local || !s.peer) continue;
       s.tcp.peerInTree = ends.has(`${canonical(s.peer)}|${canonical(s.local)}`);
       const where = InetSocketSession.describe(e.pid, e.fd);

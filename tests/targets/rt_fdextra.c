@@ -16,7 +16,8 @@
  * With "refuse": an IPv4 UDP socket and a unix datagram socket with a
  * classic BPF filter attached, IPv4 and IPv6 UDP sockets that joined
  * multicast groups on lo, /proc/1/stat held open, and a pipe holding a page of plain bytes
- * then a packet (one read returns both): the dump refuses them all, the target runs on.
+ * then a packet (one read returns both): the dump refuses them all but the UDP socket's
+ * filter (saved since), the target runs on.
  *
  * Prints "ready pid=<pid> dirpos=<offset>", waits for the trigger file,
  * then checks each item (check lines, then PASS or FAIL).
