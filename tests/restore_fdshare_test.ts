@@ -7,8 +7,9 @@
  * across the pids, the shared offset), fd owner / signal / O_ASYNC, paths
  * through a symlink; FIFOs (tests/targets/rt_fifo.c). And what is refused
  * by name (tests/targets/refused_fds.c): fd tables shared by processes
- * (CLONE_FILES), a deleted cwd, a directory fd whose directory was removed,
- * a lease.
+ * (CLONE_FILES), a deleted root, a directory fd whose directory was removed,
+ * a lease being broken. A deleted cwd comes back deleted
+ * (tests/targets/rt_cwd_deleted.c).
  */
 
 import assert from "node:assert/strict";
@@ -145,8 +146,8 @@ async function assertRefused(t: Target, line: RegExp, checks: string[]): Promise
 for (
   const [mode, line, checks] of [
     ["clone-files", /processes \d+ and \d+ share one fd table: fd table shared/, ["shared-table"]],
-    ["cwd-deleted", /process \d+ cwd \(.*gone \(deleted\)\): cwd or root directory deleted/, [
-      "cwd",
+    ["root-deleted", /process \d+ root \(.*gone \(deleted\)\): root directory deleted/, [
+      "root",
     ]],
     ["dir-deleted", /fd \d+ \(.*gonedir \(deleted\)\): deleted directories/, ["fd-open"]],
     ["lease", /fd \d+ \(.*leased\): file leases being broken .*: .*LEASE +BREAKING/, ["lease"]],
@@ -229,5 +230,42 @@ Deno.test(
         /fd \d+ of process \d+ was .*\/f, which is missing/.test(e.message),
     );
     for (const pid of pids) assert.equal(pathExists(`/proc/${pid}`), false, `pid ${pid} exists`);
+  }),
+);
+
+Deno.test(
+  "a deleted cwd comes back deleted: the same path, no links, nothing created, the path free",
+  withTargets(async () => {
+    const work = await tempDir("cryo-cwd-deleted-");
+    const t = await startTarget("rt_cwd_deleted", [work]);
+    await t.waitFor(/^ready pid=\d+$/m);
+    await dumpKillRestore(t);
+    assert.equal(pathExists(`${work}/gone`), false, "the directory made for the restore is gone");
+    t.signal(SIGUSR1);
+    assertChecksPassed(
+      t,
+      ["cwd-link", "cwd-unlinked", "cwd-no-create", "path-free"],
+      await t.wait(),
+    );
+  }),
+);
+
+Deno.test(
+  "a deleted cwd whose path is taken again is refused at restore before anything runs",
+  withTargets(async () => {
+    const work = await tempDir("cryo-cwd-taken-");
+    const t = await startTarget("rt_cwd_deleted", [work]);
+    await t.waitFor(/^ready pid=\d+$/m);
+    const image = await tempImageDir();
+    await checkpoint(t.pid, { dir: image });
+    await t.wait();
+    Deno.mkdirSync(`${work}/gone`);
+    await assert.rejects(
+      () => restore(image),
+      (e: unknown) =>
+        e instanceof RestoreError &&
+        /was deleted before the dump and its path is taken now/.test(e.message),
+    );
+    assert.equal(pathExists(`/proc/${t.pid}`), false, "nothing was created");
   }),
 );

@@ -165,12 +165,14 @@ export function checkPdeathForkers(images: readonly ProcessImage[], refusals: Re
   }
 }
 
-/** Refuses a deleted cwd or root, and fds holding a lease being broken or a delegation. */
+/**
+ * Refuses a deleted root (a deleted cwd is made again for the restore:
+ * engine/restore/deleted_cwd.ts), and fds holding a lease being broken or
+ * a delegation.
+ */
 export function checkProcessPaths(image: ProcessImage, refusals: Refusals): void {
-  for (const [what, path] of [["cwd", image.cwd], ["root", image.root]]) {
-    if (path.endsWith(" (deleted)")) {
-      refusals.use("task.cwd-deleted", `process ${image.pid} ${what} (${path})`);
-    }
+  if (image.root.endsWith(" (deleted)")) {
+    refusals.use("task.cwd-deleted", `process ${image.pid} root (${image.root})`);
   }
   for (const f of image.fds) {
     if (f.excluded) continue;

@@ -478,7 +478,7 @@ export function ghostPath(
  * Nothing when `dir` exists; a path component that is not a directory is
  * left for the create to fail on.
  */
-function makeMissingDirs(dir: string): string[] {
+export function makeMissingDirs(dir: string): string[] {
   const missing: string[] = [];
   for (let d = dir; d !== "/" && d !== "" && !pathExistsLstat(d); d = dirname(d)) {
     missing.unshift(d);

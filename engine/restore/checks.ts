@@ -5,6 +5,7 @@
  * @module
  */
 
+import { isDeletedCwd } from "./deleted_cwd.ts";
 import { zombiePids } from "../task/zombies.ts";
 import { placeholderPids } from "../task/groups.ts";
 import { unixCredHelperPids } from "../fds/unix.ts";
@@ -197,7 +198,8 @@ export function checkProcessDirs(
   for (const p of processes) {
     for (const which of ["cwd", "root"] as const) {
       const path = p[which];
-      if (under(path)) continue;
+      // A deleted cwd: its path must be free (engine/restore/deleted_cwd.ts checks that).
+      if (under(path) || (which === "cwd" && isDeletedCwd(path))) continue;
       let st: Deno.FileInfo;
       try {
         st = Deno.statSync(path);

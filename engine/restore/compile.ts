@@ -29,6 +29,7 @@
  * @module
  */
 
+import { cwdPath } from "./deleted_cwd.ts";
 import { cloneWithTid } from "../program/clone.ts";
 import { cpuTimerTickUs } from "../../ffi/clock.ts";
 import { SYS } from "../../ffi/sysno.ts";
@@ -588,7 +589,8 @@ function emitRlimits(p: ProgramBuilder, proc: ProcessImage): void {
 
 function emitProcessState(p: ProgramBuilder, proc: ProcessImage, fds: PlannedFd[]): void {
   emitCloexec(p, proc, fds);
-  p.op(SYS.chdir, [p.cstring(proc.cwd)]);
+  // A deleted cwd is made again for this chdir and removed before the tree runs (deleted_cwd.ts).
+  p.op(SYS.chdir, [p.cstring(cwdPath(proc.cwd))]);
   if (proc.root !== "/") p.op(SYS.chroot, [p.cstring(proc.root)], { comment: "root directory" });
   p.op(SYS.umask, [proc.umask]);
   p.op(SYS.personality, [proc.personality], { allowFail: true });

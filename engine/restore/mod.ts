@@ -11,6 +11,7 @@
  * @module
  */
 
+import { DeletedCwds } from "./deleted_cwd.ts";
 import { checkMqueues } from "../fds/mqueue.ts";
 import { checkSysvUsed } from "../ipc/sysv_used.ts";
 import { checkPolicyNodes } from "../memory/mempolicy.ts";
@@ -436,10 +437,18 @@ async function runPlanned(
   // The pre-flight once more, just before: the leftovers of the dumped tree are taken as they are now.
   const segments = plan.manifest.sysvShm ?? [];
   const shm = CreatedSysvShm.create(segments, plan.dir, checkSysvShmFree(segments));
+  let cwds: DeletedCwds;
+  try {
+    cwds = DeletedCwds.create(plan.units.map((u) => u.image));
+  } catch (e) {
+    shm.discard();
+    throw e;
+  }
   let provided: ProvidedFds;
   try {
     provided = await ProvidedFds.open(plan.ptys, plan.ghosts, plan.dir);
   } catch (e) {
+    cwds.finish();
     shm.discard();
     throw e;
   }
@@ -454,6 +463,7 @@ async function runPlanned(
   try {
     session.prepare();
   } catch (e) {
+    cwds.finish();
     shm.discard();
     // Every task it made is gone: a pid still used as a group or session id is why, if one is.
     if (!opts.existingRoot) checkGroupIdsFree(plan.units.map((u) => u.image));
@@ -461,6 +471,8 @@ async function runPlanned(
   }
   let problem = verifier.finish();
   problem ??= shrunkImage(plan.dir, plan.manifest);
+  // Every process has entered its cwd: a deleted one is deleted again before anything runs.
+  cwds.finish();
   if (problem) {
     session.abort();
     shm.discard();

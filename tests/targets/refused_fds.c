@@ -4,7 +4,7 @@
  *
  *   clone-files  a child made with clone(CLONE_FILES) shares the fd table
  *                (after SIGUSR1: an fd the child opens is visible here)
- *   cwd-deleted  the cwd was removed
+ *   root-deleted the root directory (chroot) was removed
  *   dir-deleted  a directory fd whose directory was removed
  *   lease        a read lease (F_SETLEASE) on a file, being broken (a
  *                non-blocking open for writing started its break)
@@ -13,7 +13,7 @@
  *   lock-mapped  a flock held through a description only a mapping keeps
  *   owner-outside  an fd owned (F_SETOWN) by the parent, outside the tree
  *
- * usage: refused_fds <workdir> clone-files|cwd-deleted|dir-deleted|lease|pipe-reopen|lock-mapped|owner-outside
+ * usage: refused_fds <workdir> clone-files|root-deleted|dir-deleted|lease|pipe-reopen|lock-mapped|owner-outside
  */
 #define _GNU_SOURCE
 #include "common.h"
@@ -48,7 +48,7 @@ static int sharer(void *arg) {
 static int lease_before = -1;
 
 int main(int argc, char **argv) {
-  need_args(argc, 2, "refused_fds <workdir> clone-files|cwd-deleted|dir-deleted|lease|pipe-reopen|lock-mapped|owner-outside");
+  need_args(argc, 2, "refused_fds <workdir> clone-files|root-deleted|dir-deleted|lease|pipe-reopen|lock-mapped|owner-outside");
   work = argv[1];
   const char *mode = argv[2];
   char path[512];
@@ -57,9 +57,11 @@ int main(int argc, char **argv) {
   if (!strcmp(mode, "clone-files")) {
     child = clone(sharer, child_stack + sizeof child_stack, CLONE_FILES | SIGCHLD, NULL);
     if (child < 0) die("clone");
-  } else if (!strcmp(mode, "cwd-deleted")) {
-    snprintf(path, sizeof path, "%s/gone", work);
-    if (mkdir(path, 0755) != 0 || chdir(path) != 0 || rmdir(path) != 0) die("cwd");
+  } else if (!strcmp(mode, "root-deleted")) {
+    /* Relative to the cwd (work, outside the new root): absolute paths now resolve in it. */
+    if (chdir(work) != 0 || mkdir("gone", 0755) != 0 || chroot("gone") != 0 || rmdir("gone") != 0) {
+      die("root");
+    }
   } else if (!strcmp(mode, "dir-deleted")) {
     snprintf(path, sizeof path, "%s/gonedir", work);
     if (mkdir(path, 0755) != 0) die("mkdir");
@@ -116,9 +118,9 @@ int main(int argc, char **argv) {
     check("shared-table", fcntl(CHILD_FD, F_GETFD) >= 0, "fd %d not visible", CHILD_FD);
     kill(child, SIGKILL);
     waitpid(child, NULL, __WALL);
-  } else if (!strcmp(mode, "cwd-deleted")) {
+  } else if (!strcmp(mode, "root-deleted")) {
     struct stat st;
-    check("cwd", stat(".", &st) == 0 && st.st_nlink == 0, "nlink %lu", (unsigned long)st.st_nlink);
+    check("root", stat("/", &st) == 0 && st.st_nlink == 0, "nlink %lu", (unsigned long)st.st_nlink);
   } else if (!strcmp(mode, "owner-outside")) {
     check("owner", fcntl(fd, F_GETOWN) == getppid(), "owner %d", fcntl(fd, F_GETOWN));
   } else if (!strcmp(mode, "lock-mapped")) {

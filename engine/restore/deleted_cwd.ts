@@ -1,0 +1,76 @@
+/**
+ * A cwd deleted while in use (a shell left in a directory another process
+ * removed): /proc/<pid>/cwd reads "<path> (deleted)". The process can
+ * still stat it, and read it (empty), but create nothing in it. Restore
+ * makes the directory again at its path (and its missing parents, mode
+ * 0700) before the restore programs run, lets each process chdir into it,
+ * and removes what it made before the tree runs: the restored process is
+ * left in a deleted, empty directory, as it was. The directory is a new
+ * inode, owned by the restorer. The path must be free: a directory made
+ * there since the dump is refused before anything is created (the process
+ * would come back in a live directory).
+ *
+ * @module
+ */
+
+import { makeMissingDirs } from "../fds/ghost.ts";
+import type { ProcessImage } from "../model.ts";
+import { RestoreError } from "../errors.ts";
+
+const DELETED = " (deleted)";
+
+/** True when the recorded cwd `cwd` was deleted at the dump. */
+export function isDeletedCwd(cwd: string): boolean {
+  return cwd.endsWith(DELETED);
+}
+
+/** The path a process with the recorded cwd `cwd` enters at restore. */
+export function cwdPath(cwd: string): string {
+  return isDeletedCwd(cwd) ? cwd.slice(0, -DELETED.length) : cwd;
+}
+
+/** The directories made for the deleted cwds of a restore, removed by {@link finish}. */
+export class DeletedCwds {
+  #made: string[];
+
+  private constructor(made: string[]) {
+    this.#made = made;
+  }
+
+  /**
+   * Makes the deleted cwd of each process of `processes` (and its missing
+   * parents); throws a RestoreError, making nothing, when one's path is
+   * taken.
+   */
+  static create(processes: readonly ProcessImage[]): DeletedCwds {
+    const paths = [...new Set(processes.filter((p) => isDeletedCwd(p.cwd)).map((p) => p.cwd))];
+    for (const cwd of paths) {
+      const path = cwdPath(cwd);
+      let taken = true;
+      try {
+        Deno.lstatSync(path);
+      } catch {
+        taken = false;
+      }
+      if (taken) {
+        const pid = processes.find((p) => p.cwd === cwd)!.pid;
+        throw new RestoreError(
+          `cannot restore: the cwd of process ${pid}, ${path}, was deleted before the dump and its path is taken now`,
+        );
+      }
+    }
+    const made: string[] = [];
+    for (const cwd of paths) made.push(...makeMissingDirs(cwdPath(cwd)));
+    return new DeletedCwds(made);
+  }
+
+  /** Removes the directories made, deepest first (once the processes are in them; idempotent). */
+  finish(): void {
+    for (const d of this.#made.reverse()) {
+      try {
+        Deno.removeSync(d); // only while empty
+      } catch { /* something was put there meanwhile: left */ }
+    }
+    this.#made = [];
+  }
+}
