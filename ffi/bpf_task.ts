@@ -5,8 +5,8 @@
  * pdeath_signal, timer_slack_ns, cred->securebits, mm->def_flags, the
  * real_cred pointer, atomic_flags, seccomp.mode, comm, the task's own
  * address with its children list's first link, the low word of
- * thread_info.flags, personality, the mempolicy, nsproxy, fs and files
- * pointers, cred->thread_keyring, whether cred->session_keyring is set,
+ * thread_info.flags, personality, the mempolicy, nsproxy, fs, files and
+ * cgroups (css_set) pointers, cred->thread_keyring, whether cred->session_keyring is set,
  * task->flags and *real_cred's ids,
  * capabilities and groups, with the thread's tid and tgid. Hand-assembled
  * like the task_vma program (ffi/bpf.ts); the
@@ -112,6 +112,8 @@ export interface TaskStateLayout {
   /** fs and files (pointers: threads with the same ones share cwd, root, umask and the fd table). */
   fs: number;
   files: number;
+  /** cgroups (a pointer to the css_set: threads with the same one are in the same cgroups); -1 without cgroups: 0 is written. */
+  cgroups: number;
   /** Offset of thread_keyring in struct cred (a pointer); -1 without keys (CONFIG_KEYS): 0 is written. */
   threadKeyring: number;
   /**
@@ -124,7 +126,7 @@ export interface TaskStateLayout {
 }
 
 /** Bytes the program writes per thread (see {@link decodeTaskRecords}). */
-export const TASK_RECORD_SIZE = 288;
+export const TASK_RECORD_SIZE = 296;
 
 /** At most this many bytes of a struct cred are copied, from its first id to its last capability set. */
 export const CRED_BYTES = 96;
@@ -202,6 +204,8 @@ export interface TaskRecord {
   /** task->fs and task->files, as numbers. */
   fs: bigint;
   files: bigint;
+  /** task->cgroups (its css_set), as a number; 0 when the kernel has no cgroups. */
+  cgroups: bigint;
 }
 
 const R0 = 0, R1 = 1, R2 = 2, R3 = 3, R6 = 6, R7 = 7, R10 = 10;
@@ -216,7 +220,7 @@ const jneImm = (dst: number, imm: number, off: number) => insn(0x55, dst, 0, off
 /**
  * The program, one instruction per line. It runs once per thread of the
  * process and once more at the end with `task` NULL; each call writes one
- * {@link TASK_RECORD_SIZE}-byte record at fp - 128:
+ * {@link TASK_RECORD_SIZE}-byte record at fp - TASK_RECORD_SIZE:
  * tid u32 @0, tgid u32 @4, sas_ss_sp u64 @8, sas_ss_size u64 @16,
  * sas_ss_flags u32 @24, pdeath_signal u32 @28, clear_child_tid u64 @32,
  * timer_slack_ns u64 @40, securebits u32 @48, cred read (1) u32 @52,
@@ -229,7 +233,7 @@ const jneImm = (dst: number, imm: number, off: number) => insn(0x55, dst, 0, off
  * 3: and its groups), from *real_cred the {@link credRange} bytes @176
  * (96, zeros after), real_cred->group_info u64 @272,
  * group_info->ngroups u32 @280, cred->session_keyring u32 @284 (0: not
- * read, 1: NULL, 2: set).
+ * read, 1: NULL, 2: set), task->cgroups u64 @288.
  *
  * The members that are pointers to structs (cred, mm, real_cred,
  * children.next) are read with bpf_probe_read_kernel, not loaded: the
@@ -323,10 +327,13 @@ export function taskStateProgram(l: TaskStateLayout): Uint8Array<ArrayBuffer> {
     ...probe(R + 160, 8, l.files), // 116-121: record.files = task->files
     ...credPart(l, R, probe), //  122-166: task->flags, the cred's ids, capabilities and groups
     ...sessionKeyringPart(l, R, TMP, probe), // record.session_keyring (0 without keys)
+    ...(l.cgroups >= 0 //                  record.cgroups = task->cgroups (0 without cgroups)
+      ? probe(R + 288, 8, l.cgroups)
+      : [mov64Imm(R2, 0), stx64(R10, R + 288, R2)]),
     ldx64(R1, R6, l.metaSeq), //         167: r1 = meta->seq
     mov64(R2, R10), //                   168: r2 = fp
-    add64Imm(R2, R), //                  169: r2 = fp - 288 (the record)
-    mov64Imm(R3, TASK_RECORD_SIZE), //   170: r3 = 288
+    add64Imm(R2, R), //                  169: r2 = fp - 296 (the record)
+    mov64Imm(R3, TASK_RECORD_SIZE), //   170: r3 = 296
     call(l.seqWriteHelper), //           171: bpf_seq_write(r1, r2, r3)
   ];
   return encodeInsns([
@@ -354,10 +361,10 @@ function credPart(
 ): number[][] {
   const { start, length } = credRange(l);
   const zeros = [];
-  for (let at = 168; at < TASK_RECORD_SIZE; at += 8) zeros.push(stx64(R10, R + at, R2));
+  for (let at = 168; at < 288; at += 8) zeros.push(stx64(R10, R + at, R2));
   const out = [
     mov64Imm(R2, 0), //                      r2 = 0
-    ...zeros, //                             record @168 to the end = 0 (15 stores)
+    ...zeros, //                             record @168 to @288 = 0 (15 stores; @288 is written after)
     ldx32(R2, R7, l.flags), //               r2 = task->flags
     stx32(R10, R + 168, R2), //              record.flags = r2
     ldx64(R3, R10, R + 72), //               0: r3 = real_cred
@@ -568,6 +575,7 @@ export function decodeTaskRecords(bytes: Uint8Array): TaskRecord[] {
       ...sessionKeyringOf(dv.getUint32(at + 284, true)),
       fs: dv.getBigUint64(at + 152, true),
       files: dv.getBigUint64(at + 160, true),
+      cgroups: dv.getBigUint64(at + 288, true),
     });
   }
   return out;

@@ -65,46 +65,52 @@ Deno.test({
   }),
 });
 
-Deno.test(
-  "placement: a thread in another v1 cgroup than its process is restored into it",
-  withTargets(async () => {
-    // A v1 named hierarchy of its own (no controller): threads are placed one by one there.
-    const name = `cryothr${crypto.randomUUID().slice(0, 8)}`;
-    const hier = Deno.makeTempDirSync({ prefix: "cryo-thread-cgroup-" });
-    const mount = new Deno.Command("mount", {
-      args: ["-t", "cgroup", "-o", `none,name=${name}`, "none", hier],
-      stderr: "piped",
-    }).outputSync();
-    if (!mount.success) {
-      Deno.removeSync(hier);
-      console.log(`skipped: no v1 cgroup mount here (${new TextDecoder().decode(mount.stderr)})`);
-      return;
-    }
-    let t: Awaited<ReturnType<typeof startTarget>> | undefined;
-    try {
-      Deno.mkdirSync(`${hier}/sub`);
-      t = await startTarget("rt_thread_cgroup", [hier, name]);
-      await t.waitFor(/^ready pid=\d+$/m);
-      await dumpKillRestore(t);
-      t.signal(SIGUSR1);
-      const st = await t.wait();
-      assert.equal(st.kind, "exited", t.output());
-      assert.match(t.output(), /^PASS$/m, t.output());
-    } finally {
-      await t?.kill();
-      for (let i = 0; i < 300; i++) { // an exiting task keeps the cgroup busy
-        try {
-          Deno.removeSync(`${hier}/sub`);
-          break;
-        } catch {
-          await new Promise((r) => setTimeout(r, 100));
-        }
+for (const mode of ["", "bpf"]) {
+  Deno.test(
+    `placement: a thread in another v1 cgroup than its process is restored into it${
+      mode ? ` (threads read by the ${mode} task iterator: css_set pointers compared)` : ""
+    }`,
+    withTargets(async () => {
+      if (mode) Deno.env.set("CRYO_THREADSTATE", mode);
+      // A v1 named hierarchy of its own (no controller): threads are placed one by one there.
+      const name = `cryothr${crypto.randomUUID().slice(0, 8)}`;
+      const hier = Deno.makeTempDirSync({ prefix: "cryo-thread-cgroup-" });
+      const mount = new Deno.Command("mount", {
+        args: ["-t", "cgroup", "-o", `none,name=${name}`, "none", hier],
+        stderr: "piped",
+      }).outputSync();
+      if (!mount.success) {
+        Deno.removeSync(hier);
+        console.log(`skipped: no v1 cgroup mount here (${new TextDecoder().decode(mount.stderr)})`);
+        return;
       }
-      new Deno.Command("umount", { args: [hier] }).outputSync();
-      Deno.removeSync(hier);
-    }
-  }),
-);
+      let t: Awaited<ReturnType<typeof startTarget>> | undefined;
+      try {
+        Deno.mkdirSync(`${hier}/sub`);
+        t = await startTarget("rt_thread_cgroup", [hier, name]);
+        await t.waitFor(/^ready pid=\d+$/m);
+        await dumpKillRestore(t);
+        t.signal(SIGUSR1);
+        const st = await t.wait();
+        assert.equal(st.kind, "exited", t.output());
+        assert.match(t.output(), /^PASS$/m, t.output());
+      } finally {
+        await t?.kill();
+        for (let i = 0; i < 300; i++) { // an exiting task keeps the cgroup busy
+          try {
+            Deno.removeSync(`${hier}/sub`);
+            break;
+          } catch {
+            await new Promise((r) => setTimeout(r, 100));
+          }
+        }
+        new Deno.Command("umount", { args: [hier] }).outputSync();
+        Deno.removeSync(hier);
+        if (mode) Deno.env.delete("CRYO_THREADSTATE");
+      }
+    }),
+  );
+}
 
 Deno.test(
   "placement: a restore into a cgroup that no longer exists is refused before anything runs",

@@ -363,6 +363,7 @@ Deno.test("thread facts: a fact other than the status's is refuted for the boot;
       nsproxy: new Map<number, bigint>(),
       fs: new Map<number, bigint>(),
       files: new Map<number, bigint>(),
+      cssSets: new Map<number, bigint>(),
       specFlags: new Map<number, number>(),
       threadKeyring: new Map<number, bigint>(),
     });
@@ -411,6 +412,7 @@ Deno.test("thread facts: the task flags are checked against the stat files, and 
       nsproxy: new Map(),
       fs: new Map(),
       files: new Map(),
+      cssSets: new Map(),
       specFlags: new Map(),
       threadKeyring: new Map(),
       flagsTrusted,

@@ -305,6 +305,7 @@ Deno.test("thread state bpf: sigaltstack's flags derived as the kernel reports t
     threadKeyring: 0n,
     fs: 0n,
     files: 0n,
+    cgroups: 0n,
   });
   const AUTODISARM = 0x80000000 | 0;
   // No size: SS_DISABLE whatever the stored flags (a disabled stack keeps its SS_DISABLE).
@@ -352,6 +353,7 @@ Deno.test("thread state bpf: a main thread whose injected values differ sends th
       nsproxy: new Map<number, bigint>(),
       fs: new Map<number, bigint>(),
       files: new Map<number, bigint>(),
+      cssSets: new Map<number, bigint>(),
       specFlags: new Map<number, number>(),
       threadKeyring: new Map<number, bigint>(),
     };

@@ -223,12 +223,17 @@ export function collectProcess(
 ): CollectedProcess {
   checkNamespaces(pid, refusals);
   const cgroups = collectCgroups(pid);
-  const threadCgroups = collectThreadCgroups(pid, tids, cgroups);
+  // The other threads' state from the BPF task iterator, when it serves (thread_state.ts).
+  const bpfStates = tids.length > 1 ? bpfThreadStates(pid, tids) : undefined;
+  // Threads in other cgroups than their process's: none to look for where every thread has
+  // the main thread's css_set (the iterator's task->cgroups), else one read per thread.
+  const mainCss = bpfStates?.cssSets.get(pid);
+  const sameCgroups = mainCss !== undefined && mainCss !== 0n &&
+    [...bpfStates!.cssSets.values()].every((c) => c === mainCss);
+  const threadCgroups = sameCgroups ? [] : collectThreadCgroups(pid, tids, cgroups);
   // Before any injection, which a frozen cgroup would hold until its thaw.
   refuseFrozenCgroup(pid, cgroups);
   const stat = readStat(pid);
-  // The other threads' state from the BPF task iterator, when it serves (thread_state.ts).
-  const bpfStates = tids.length > 1 ? bpfThreadStates(pid, tids) : undefined;
   // Each thread's status once (credentials, seccomp, masks, comm...): they hold while it is frozen.
   // Most threads' stand in from the iterator's records when trusted (thread_facts.ts).
   const statuses = threadStatuses(pid, tids, bpfStates);

@@ -210,6 +210,11 @@ export interface BpfThreadStates {
   nsproxy: Map<number, bigint>;
   fs: Map<number, bigint>;
   files: Map<number, bigint>;
+  /**
+   * Each thread's task->cgroups (its css_set; 0 without cgroups): threads
+   * with the main thread's are in its cgroups in every hierarchy (exact).
+   */
+  cssSets: Map<number, bigint>;
   /** Each thread's speculation bits of task->atomic_flags (engine/task/attrs.ts `checkThreadSpeculation`). */
   specFlags: Map<number, number>;
   /** Each thread's cred->thread_keyring (exact; engine/task/keyrings.ts `checkThreadKeyrings`). */
@@ -422,6 +427,7 @@ export function bpfThreadStates(pid: number, tids: readonly number[]): BpfThread
     const specFlags = new Map<number, number>();
     const threadKeyring = new Map<number, bigint>();
     const fs = new Map<number, bigint>(), files = new Map<number, bigint>();
+    const cssSets = new Map<number, bigint>();
     for (const r of records) {
       const f = factsOf(r);
       facts.set(r.tid, f);
@@ -430,6 +436,7 @@ export function bpfThreadStates(pid: number, tids: readonly number[]): BpfThread
       threadKeyring.set(r.tid, r.threadKeyring);
       fs.set(r.tid, r.fs);
       files.set(r.tid, r.files);
+      cssSets.set(r.tid, r.cgroups);
       if (f.noNewPrivs) factsSet.add("no_new_privs");
       if (f.seccomp !== 0) factsSet.add("seccomp_mode");
       let rsp: bigint | undefined;
@@ -458,6 +465,7 @@ export function bpfThreadStates(pid: number, tids: readonly number[]): BpfThread
       nsproxy,
       fs,
       files,
+      cssSets,
       specFlags,
       threadKeyring,
       flagsTrusted: memo !== undefined && memo.confirmed.has(TASK_FLAGS) &&

@@ -84,6 +84,8 @@ export function taskStateLayout(btf: Btf): TaskStateLayout {
     nsproxy: member(task, "nsproxy", "ptr"),
     fs: member(task, "fs", "ptr"),
     files: member(task, "files", "ptr"),
+    // Absent without CONFIG_CGROUPS: every thread is in the same (no) cgroups.
+    cgroups: btf.member(task, "cgroups") ? member(task, "cgroups", "ptr") : -1,
     // Absent without CONFIG_KEYS: no task has a thread keyring.
     threadKeyring: btf.member(struct("cred"), "thread_keyring")
       ? member(struct("cred"), "thread_keyring", "ptr")

@@ -243,7 +243,7 @@ export function rememberLayout(layout: TaskVmaLayout): void {
 
 const THREAD_LAYOUT_FIELDS: readonly Exclude<
   keyof TaskStateLayout,
-  "noTscBit" | "mempolicy" | "threadKeyring" | "sessionKeyring"
+  "noTscBit" | "mempolicy" | "threadKeyring" | "sessionKeyring" | "cgroups"
 >[] = [
   "attachBtfId",
   "seqWriteHelper",
@@ -311,7 +311,7 @@ export function recallThreadState(): RecalledThreadState | undefined {
   if (
     !layout || typeof layout !== "object" ||
     THREAD_LAYOUT_FIELDS.some((f) => !Number.isSafeInteger(layout![f]) || layout![f] < 0) ||
-    [layout.mempolicy, layout.threadKeyring, layout.sessionKeyring].some((v) =>
+    [layout.mempolicy, layout.threadKeyring, layout.sessionKeyring, layout.cgroups].some((v) =>
       !Number.isSafeInteger(v) || v < -1
     )
   ) layout = undefined;
