@@ -184,6 +184,8 @@ export const SUPPORT_TABLE = [
   { id: "fd.perf", area: "fd", what: "perf events", support: "refused", note: "counters cannot be re-created as they were" },
   { id: "fd.bpf", area: "fd", what: "bpf maps and programs", support: "refused", note: "kernel objects cryo cannot re-create" },
   { id: "fd.userfaultfd", area: "fd", what: "userfaultfd", support: "refused", note: "its registered ranges and pending faults live in the kernel" },
+  { id: "fd.nsfs", area: "fd", what: "fds of the process's own namespaces (/proc/self/ns/<type>)", support: "saved", note: "opened again from /proc/self/ns/<type> by the restored process, which is in the same namespaces" },
+  { id: "fd.nsfs-other", area: "fd", what: "fds of namespaces the process is not in", support: "refused", note: "the namespace may no longer exist at restore time" },
   { id: "fd.anon-other", area: "fd", what: "other anonymous inodes", support: "refused", note: "unknown kind" },
   // Terminals.
   { id: "tty.pty", area: "tty", what: "pseudo-terminals whose master is in the tree (same index, termios, window size, packet mode, lock, exclusive mode of either side, the master's output stopped (tcflow), a slave closed again (EIO), output column modulo 8, controlling terminal, foreground group)", support: "saved" },

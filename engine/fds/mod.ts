@@ -42,6 +42,7 @@ import { type PlannedPty, planTty } from "./tty.ts";
 import { ghostOpenFlags, ghostPath, type PlannedGhosts } from "./ghost.ts";
 import { planInotify } from "./inotify.ts";
 import { planPidfd } from "./pidfd.ts";
+import { NSFS_LINK, planNsfd } from "./nsfd.ts";
 import type { FdSource, PlannedFd } from "./types.ts";
 import { planUnixFd, type UnixTreePlan } from "./unix.ts";
 import { carriedDescriptions } from "./unix_scm.ts";
@@ -117,7 +118,7 @@ function planOne(
     case "mqueue":
       return planMqueue(f);
     default:
-      return refusedBecause(refusedKind(f));
+      return planNsfd(f) ?? refusedBecause(refusedKind(f));
   }
 }
 
@@ -132,6 +133,7 @@ function refusedKind(f: FdInfo): SupportId {
   if (anon.startsWith("bpf")) return "fd.bpf";
   if (anon === "userfaultfd") return "fd.userfaultfd";
   if (f.target.endsWith(" (deleted)")) return "fd.deleted";
+  if (NSFS_LINK.test(f.target)) return "fd.nsfs-other";
   return "fd.anon-other";
 }
 
