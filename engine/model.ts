@@ -813,7 +813,7 @@ export interface TcpConnection {
 
 /** A netlink socket (NETLINK_ROUTE) with nothing queued. */
 export interface NetlinkSocket {
-  /** Netlink protocol (0 = NETLINK_ROUTE). */
+  /** Netlink protocol (0 = NETLINK_ROUTE, 15 = NETLINK_KOBJECT_UEVENT). */
   protocol: number;
   /** SOCK_RAW or SOCK_DGRAM (the same for netlink). */
   type: number;

@@ -55,6 +55,7 @@ import type { InetSocketSession } from "../fds/inet_session.ts";
 import { collectTimers, takeTimerSignals } from "../task/timers.ts";
 import { collectTty } from "../fds/tty.ts";
 import { collectDeadPidfd } from "../fds/pidfd.ts";
+import { NSFS_LINK, ownNamespaceLink } from "../fds/nsfd.ts";
 import { collectDeletedFifo } from "../fds/fifo.ts";
 import { collectInotify } from "../fds/inotify.ts";
 import { collectEpoll } from "../fds/epoll.ts";
@@ -129,6 +130,10 @@ export function toFdInfo(pid: number, f: ProcFd, topology: PipeTopology): FdInfo
   }
   if (kind === "fifo" && f.target.endsWith(" (deleted)")) {
     Object.assign(extra, collectDeletedFifo(pid, f.fd));
+  }
+  if (kind === "unknown" && NSFS_LINK.test(f.target)) {
+    const own = ownNamespaceLink(pid, f.target);
+    if (own) extra["ns-own"] = own;
   }
   if (kind === "pidfd" && extra["Pid"]?.trim() === "-1") {
     Object.assign(extra, collectDeadPidfd(pid, f.fd), { "pidfd-ino": String(f.stat.ino) });

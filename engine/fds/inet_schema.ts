@@ -139,7 +139,7 @@ const inet = z.lazy(() =>
 
 const netlink = z.lazy(() =>
   z.looseObject({
-    protocol: z.literal(0),
+    protocol: z.union([z.literal(0), z.literal(15)]),
     type: z.union([z.literal(2), z.literal(3)]),
     portid: u32,
     groups: z.array(int.min(1).max(1024)).max(1024),

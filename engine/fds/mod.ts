@@ -48,6 +48,7 @@ import {
 } from "./ghost.ts";
 import { planInotify } from "./inotify.ts";
 import { planPidfd } from "./pidfd.ts";
+import { NSFS_LINK, planNsfd } from "./nsfd.ts";
 import type { FdSource, PlannedFd } from "./types.ts";
 import { planUnixFd, type UnixTreePlan } from "./unix.ts";
 import { carriedDescriptions } from "./unix_scm.ts";
@@ -132,7 +133,7 @@ function planOne(
     case "mqueue":
       return planMqueue(f);
     default:
-      return refusedBecause(refusedKind(f));
+      return planNsfd(f) ?? refusedBecause(refusedKind(f));
   }
 }
 
@@ -147,6 +148,7 @@ function refusedKind(f: FdInfo): SupportId {
   if (anon.startsWith("bpf")) return "fd.bpf";
   if (anon === "userfaultfd") return "fd.userfaultfd";
   if (f.target.endsWith(" (deleted)")) return "fd.deleted";
+  if (NSFS_LINK.test(f.target)) return "fd.nsfs-other";
   return "fd.anon-other";
 }
 

@@ -1,5 +1,6 @@
 /**
- * Netlink route sockets (NETLINK_ROUTE): re-created with the same port id,
+ * Netlink route and uevent sockets (NETLINK_ROUTE, NETLINK_KOBJECT_UEVENT):
+ * re-created with the same port id,
  * multicast groups, peer and options. A socket with messages waiting to be
  * read, or with a dump in progress (the kernel produces the next part of a
  * dump when it is read), is refused: the kernel's replies cannot be queued
@@ -33,6 +34,10 @@ import { SOCKET_OPTIONS } from "./socket_common.ts";
 import { encodeBase64 } from "../base64.ts";
 
 const NETLINK_ROUTE = 0;
+/** Kernel uevents (udev, mdev, hotplug daemons): multicast group 1, nothing kept per socket. */
+const NETLINK_KOBJECT_UEVENT = 15;
+/** The protocols saved: their sockets hold no state beyond what is read here. */
+const SAVED_PROTOCOLS = new Set([NETLINK_ROUTE, NETLINK_KOBJECT_UEVENT]);
 
 const OPTIONS: [number, string][] = [
   [NETLINK.PKTINFO, "NETLINK_PKTINFO"],
@@ -91,15 +96,18 @@ export function collectNetlink(
   protocol: number,
   row: NetlinkRow | undefined,
 ): { netlink: NetlinkSocket } | { refused: SupportId; detail?: string } {
-  if (protocol !== NETLINK_ROUTE) {
+  if (!SAVED_PROTOCOLS.has(protocol)) {
     return { refused: "socket.netlink", detail: `protocol ${protocol}` };
   }
-  if (!row) return { refused: "socket.netlink", detail: "not in the process's /proc/net/netlink" };
-  if (row.rmem > 0 || datagramQueued(copy)) {
-    return { refused: "socket.netlink-queued", detail: `${row.rmem} bytes queued` };
-  }
-  if (row.dumpRunning) return { refused: "socket.netlink-queued", detail: "a dump in progress" };
   const local = decodeNetlinkAddr(sockName(copy));
+  // A socket never bound (no port id: nothing can reach it) has no /proc/net/netlink line.
+  if (!row && local?.portid) {
+    return { refused: "socket.netlink", detail: "not in the process's /proc/net/netlink" };
+  }
+  if ((row?.rmem ?? 0) > 0 || datagramQueued(copy)) {
+    return { refused: "socket.netlink-queued", detail: `${row?.rmem ?? 0} bytes queued` };
+  }
+  if (row?.dumpRunning) return { refused: "socket.netlink-queued", detail: "a dump in progress" };
   const peer = decodeNetlinkAddr(peerName(copy));
   const fresh = newSocket(AF.NETLINK, type, protocol);
   if (fresh < 0) throw new CryoError("cannot create a netlink socket");
