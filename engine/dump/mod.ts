@@ -1045,6 +1045,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         writer.pagesStart,
         writer.pagesStart + summary.pagesBytes,
         pagesCrc,
+        summary.tail, // the notes' CRC from the writer: not read back
       );
       writers = writers.filter((w) => w !== writer);
       pausePoint("written");
