@@ -98,7 +98,7 @@ import {
   startVmFlagsCheck,
   type VmFlagsCheck,
 } from "./vm_flags.ts";
-import { statusNeeded, warmUpThreadStates } from "./thread_state.ts";
+import { childrenOfRunning, statusNeeded, warmUpThreadStates } from "./thread_state.ts";
 import { markSharedDescriptions } from "../fds/descriptions.ts";
 import { resolveInFlightFds } from "../fds/unix_scm.ts";
 import {
@@ -577,7 +577,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
   try {
     parent = await chain.begin();
     const estimate = opts.leaveRunning && opts.precopy === undefined && !opts.preDump && !parent
-      ? precopyPays(pid)
+      ? precopyPays(pid, childrenOfRunning) // (a process of many threads: from the task records)
       : undefined;
     if (
       opts.leaveRunning && opts.precopy !== false && !parent &&
