@@ -577,7 +577,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
   try {
     parent = await chain.begin();
     const estimate = opts.leaveRunning && opts.precopy === undefined && !opts.preDump && !parent
-      ? precopyPays(pid, childrenOfRunning) // (a process of many threads: from the task records)
+      // (A process of many threads: from the task records; the root's kept for their warm-up.)
+      ? precopyPays(pid, (p) => childrenOfRunning(p, p === pid))
       : undefined;
     if (
       opts.leaveRunning && opts.precopy !== false && !parent &&

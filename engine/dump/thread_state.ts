@@ -107,9 +107,15 @@ let runningRecords: { pid: number; records: TaskRecord[] } | undefined;
  * instead of 64 files. Every thread's file otherwise, or when the records
  * are not the threads listed. Of a running tree this is a guess, as a read
  * of every file is: a child made meanwhile is the freeze's to find.
- * ProcessGoneError if `pid` is gone.
+ * ProcessGoneError if `pid` is gone. Give it `pid === root` as `keep` for
+ * a walk of a tree (engine/proc/tasks.ts `listDescendants`).
  */
-export function childrenOfRunning(pid: number): number[] {
+export function childrenOfRunning(
+  pid: number,
+  /** Whether its records are kept for the warm-up (the root's; a child's are not). */
+  keep = true,
+): number[] {
+  if (keep) runningRecords = undefined; // (none of an earlier dump's)
   const tids = listTids(pid);
   const mode = override();
   if (
@@ -122,7 +128,7 @@ export function childrenOfRunning(pid: number): number[] {
       if (
         records.length === listed.size && records.every((r) => r.tgid === pid && listed.has(r.tid))
       ) {
-        runningRecords = { pid, records };
+        if (keep) runningRecords = { pid, records };
         childrenIteratorStats.running++;
         const parents = records.filter(recordHasChildren).map((r) => r.tid);
         return parents.length ? readChildrenOfThreads(pid, parents) : [];
