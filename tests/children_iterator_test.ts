@@ -10,7 +10,8 @@
  * record's children flag is its children file's emptiness, thread by
  * thread, on a process whose second thread has a child; the thread states
  * take the records the freeze read (the same values as a read of their
- * own), and a later freeze reads its own.
+ * own), and a later freeze reads its own; the dump's estimate lists a
+ * running process's children from the records as its files list them.
  */
 
 import assert from "node:assert/strict";
@@ -19,7 +20,11 @@ import { sleep } from "./helpers/wait.ts";
 import { freezeTree, type FrozenTree, thawTree } from "../engine/dump/freeze.ts";
 import { listTids, readChildren } from "../engine/proc/tasks.ts";
 import { readThreadRecords, recordHasChildren } from "../engine/proc/thread_state_bpf.ts";
-import { bpfThreadStates, childrenIteratorStats } from "../engine/dump/thread_state.ts";
+import {
+  bpfThreadStates,
+  childrenIteratorStats,
+  childrenOfRunning,
+} from "../engine/dump/thread_state.ts";
 import { startTriggered } from "./helpers/roundtrip.ts";
 import { THREAD_BPF_HERE } from "./helpers/thread_bpf.ts";
 
@@ -119,4 +124,32 @@ Deno.test({
       Deno.env.delete("CRYO_THREADSTATE");
     }
   }),
+});
+
+Deno.test({
+  name:
+    "children iterator: a running process's children for the dump's estimate, from the records, are those its threads' files list",
+  ignore: !THREAD_BPF_HERE,
+  fn: async () => {
+    // This process: its threads, one of them (whichever spawned it) with two children now.
+    const children = [1, 2].map(() => new Deno.Command("sleep", { args: ["5"] }).spawn());
+    Deno.env.set("CRYO_THREADSTATE", "bpf");
+    try {
+      const before = childrenIteratorStats.running;
+      const got = childrenOfRunning(Deno.pid);
+      assert.equal(childrenIteratorStats.running, before + 1, "the records were not used");
+      assert.deepEqual(got, readChildren(Deno.pid));
+      for (const c of children) assert.ok(got.includes(c.pid), `child ${c.pid} missing: ${got}`);
+      // Without the iterator: every thread's file, the same children.
+      Deno.env.set("CRYO_THREADSTATE", "inject");
+      assert.deepEqual(childrenOfRunning(Deno.pid), got);
+      assert.equal(childrenIteratorStats.running, before + 1);
+    } finally {
+      Deno.env.delete("CRYO_THREADSTATE");
+      for (const c of children) {
+        c.kill("SIGKILL");
+        await c.status;
+      }
+    }
+  },
 });

@@ -13,6 +13,8 @@ import { readelf, runCommand } from "./helpers/commands.ts";
 import { withTempDir } from "./helpers/fs.ts";
 import { startTarget, withTargets } from "./helpers/targets.ts";
 import { processProblem } from "../engine/image/validate.ts";
+import { checksumAround } from "../engine/image/checksum.ts";
+import { crc32 } from "../engine/image/crc32.ts";
 import {
   cryoNoteSpecs,
   encodeCryoNotes,
@@ -370,6 +372,39 @@ Deno.test("round trip: the reader returns what the writer wrote", () =>
     const xs = info.notes.filter((n) => n.name === "NT_X86_XSTATE")[0].desc;
     assert.deepEqual(xs, fakeXsave(PID & 0xff));
     assert.deepEqual(fp, xs.subarray(0, 512));
+  }));
+
+Deno.test("writer's tail: its CRC and length are the file's past the page data, so the checksum needs no read back", () =>
+  withTempDir(TMP, async (dir) => {
+    const pagesOf = async (w: ImageWriter) => {
+      const a = w.reservePages(PAGE);
+      await w.writePagesAt(a, pattern(0xa1, PAGE));
+      const b = w.pagesPosition();
+      await w.appendPages(pattern(0xb2, 2 * PAGE));
+      const c = w.reservePages(PAGE);
+      w.writePagesAtSync(c, pattern(0xc3, PAGE));
+      const exe = w.reservePages(PAGE);
+      await w.writePagesAt(exe, pattern(0xe4, PAGE));
+      return syntheticProcess({ a, b, c, exe });
+    };
+    const w = await ImageWriter.create(`${dir}/${PID}.elf`, writerOptions());
+    const proc = await pagesOf(w);
+    const summary = await w.finish(proc, { checksum: false });
+    const path = `${dir}/${PID}.elf`;
+    const bytes = await Deno.readFile(path);
+    const pagesEnd = w.pagesStart + summary.pagesBytes;
+    assert.ok(summary.tail, "a tail for a dump's checksum");
+    assert.equal(summary.tail.length, bytes.length - pagesEnd);
+    assert.equal(summary.tail.crc, crc32(bytes.subarray(pagesEnd)));
+    const middle = crc32(bytes.subarray(w.pagesStart, pagesEnd));
+    const whole = await checksumFile(path);
+    assert.equal(await checksumAround(path, w.pagesStart, pagesEnd, middle, summary.tail), whole);
+    // The tail's CRC is taken, not read: a wrong one gives another checksum.
+    const wrong = { ...summary.tail, crc: summary.tail.crc ^ 1 };
+    assert.notEqual(await checksumAround(path, w.pagesStart, pagesEnd, middle, wrong), whole);
+    // With a checksum of its own, the writer gives none.
+    const w2 = await ImageWriter.create(`${dir}/again.elf`, writerOptions());
+    assert.equal((await w2.finish(await pagesOf(w2))).tail, undefined);
   }));
 
 Deno.test("XSAVE areas: bytes in the threads' NT_X86_XSTATE notes, not in the JSON; base64 records read as before", () =>

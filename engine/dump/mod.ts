@@ -98,7 +98,7 @@ import {
   startVmFlagsCheck,
   type VmFlagsCheck,
 } from "./vm_flags.ts";
-import { statusNeeded, warmUpThreadStates } from "./thread_state.ts";
+import { childrenOfRunning, statusNeeded, warmUpThreadStates } from "./thread_state.ts";
 import { markSharedDescriptions } from "../fds/descriptions.ts";
 import { resolveInFlightFds } from "../fds/unix_scm.ts";
 import {
@@ -590,7 +590,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
   try {
     parent = await chain.begin();
     const estimate = opts.leaveRunning && opts.precopy === undefined && !opts.preDump && !parent
-      ? precopyPays(pid)
+      // (A process of many threads: from the task records; the root's kept for their warm-up.)
+      ? precopyPays(pid, (p) => childrenOfRunning(p, p === pid))
       : undefined;
     if (
       opts.leaveRunning && opts.precopy !== false && !parent &&
@@ -1065,6 +1066,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         writer.pagesStart,
         writer.pagesStart + summary.pagesBytes,
         pagesCrc,
+        summary.tail, // the notes' CRC from the writer: not read back
       );
       writers = writers.filter((w) => w !== writer);
       pausePoint("written");

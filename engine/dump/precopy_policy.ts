@@ -41,10 +41,14 @@ export interface PrecopyEstimate {
  * its freeze (see the module doc). A process that cannot be read counts as
  * nothing (the dump itself will tell).
  */
-export function precopyPays(root: number): PrecopyEstimate {
+export function precopyPays(
+  root: number,
+  /** How a process's children are read (engine/proc/tasks.ts `readChildren` unless given). */
+  readKids?: (pid: number) => number[],
+): PrecopyEstimate {
   let bytes = 0;
   let mappings = 0;
-  const pids = treePidsOrRoot(root);
+  const pids = treePidsOrRoot(root, readKids);
   for (const pid of pids) {
     try {
       const f = readStatus(pid).fields;

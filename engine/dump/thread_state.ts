@@ -57,6 +57,7 @@ import {
   rememberThreadRefuted,
 } from "../proc/vm_flags_memo.ts";
 import { readStat } from "../proc/stat.ts";
+import { listTids, readChildrenOfThreads } from "../proc/tasks.ts";
 import { isIoFlusher } from "../task/attrs.ts";
 import type { InjectedThreadState } from "./injected.ts";
 
@@ -78,6 +79,8 @@ let recalled: RecalledThreadState | undefined | null = null;
 export function warmUpThreadStates(root: number): void {
   recalled = null;
   predicted = undefined;
+  const early = runningRecords?.pid === root ? runningRecords.records : undefined;
+  runningRecords = undefined; // (taken by this dump's warm-up or by none)
   const mode = override();
   if (mode === "inject") return;
   try {
@@ -87,7 +90,52 @@ export function warmUpThreadStates(root: number): void {
   }
   if (!loadThreadIterator()) return;
   recalled = recallThreadState();
-  warmUpRecords(root);
+  warmUpRecords(root, early);
+}
+
+/** The records {@link childrenOfRunning} read, for {@link warmUpRecords} (read once before the freeze). */
+let runningRecords: { pid: number; records: TaskRecord[] } | undefined;
+
+/**
+ * engine/proc/tasks.ts `readChildren` of running process `pid`, for the
+ * dump's estimate of its tree: for a process whose threads' records the
+ * dump reads ({@link warmUpThreadStates}'s rule; the task program loaded
+ * now, as it would be a moment later), only the children files of the
+ * threads whose record says they have children (their task->children list
+ * not empty, as {@link childrenByIterator} reads them in the freeze): 64
+ * threads, one iterator read, which {@link warmUpRecords} then takes,
+ * instead of 64 files. Every thread's file otherwise, or when the records
+ * are not the threads listed. Of a running tree this is a guess, as a read
+ * of every file is: a child made meanwhile is the freeze's to find.
+ * ProcessGoneError if `pid` is gone. Give it `pid === root` as `keep` for
+ * a walk of a tree (engine/proc/tasks.ts `listDescendants`).
+ */
+export function childrenOfRunning(
+  pid: number,
+  /** Whether its records are kept for the warm-up (the root's; a child's are not). */
+  keep = true,
+): number[] {
+  if (keep) runningRecords = undefined; // (none of an earlier dump's)
+  const tids = listTids(pid);
+  const mode = override();
+  if (
+    mode !== "inject" && (mode === "bpf" || tids.length >= threadStateBpf.minThreads) &&
+    inInitialPidNamespace() && loadThreadIterator()
+  ) {
+    try {
+      const records = readThreadRecords(pid);
+      const listed = new Set(tids);
+      if (
+        records.length === listed.size && records.every((r) => r.tgid === pid && listed.has(r.tid))
+      ) {
+        if (keep) runningRecords = { pid, records };
+        childrenIteratorStats.running++;
+        const parents = records.filter(recordHasChildren).map((r) => r.tid);
+        return parents.length ? readChildrenOfThreads(pid, parents) : [];
+      }
+    } catch { /* every thread's file, as below */ }
+  }
+  return readChildrenOfThreads(pid, tids);
 }
 
 /** The threads whose statuses the next freeze of `pid` will read, as the warm-up predicted them. */
@@ -131,8 +179,8 @@ export function forgetFrozenRecords(): void {
   epoch++;
 }
 
-/** Freezes whose children came from the iterator, in this process (tests). */
-export const childrenIteratorStats = { used: 0, recordsTaken: 0 };
+/** Freezes whose children came from the iterator (`running`: estimates of a running tree), in this process (tests). */
+export const childrenIteratorStats = { used: 0, recordsTaken: 0, running: 0 };
 
 /**
  * Whether the freeze of a process of `threads` threads takes its children
@@ -516,12 +564,16 @@ function valuesOf(r: TaskRecord, rsp: bigint | undefined): ThreadValues {
  * of a process of many threads then runs compiled code. Nothing is decided
  * from them. Never throws.
  */
-function warmUpRecords(pid: number): void {
+function warmUpRecords(
+  pid: number,
+  /** Its records as the estimate's tree listing read them ({@link childrenOfRunning}), if it did. */
+  early?: TaskRecord[],
+): void {
   predicted = undefined;
   try {
     const set = new Set<string>();
     const factsSet = new Set<string>();
-    const records = readThreadRecords(pid);
+    const records = early ?? readThreadRecords(pid);
     const main = records.find((r) => r.tid === pid);
     for (const r of records) {
       if (!flagsNeedStackPointer(r)) valuesOf(r, undefined);

@@ -93,11 +93,17 @@ export async function checksumAround(
   pagesStart: number,
   pagesEnd: number,
   pagesCrc: number,
+  /**
+   * The CRC-32 and length of everything after `pagesEnd`, when the caller
+   * knows them (the image writer's `tail`: engine/image/writer.ts): then
+   * not read back.
+   */
+  known?: { crc: number; length: number },
 ): Promise<string> {
   using f = Deno.openSync(path, { read: true });
-  const size = f.statSync().size;
+  const size = known ? pagesEnd + known.length : f.statSync().size;
   const head = crcOfRange(f, 0, pagesStart);
-  const tail = crcOfRange(f, pagesEnd, size);
+  const tail = known ? known.crc >>> 0 : crcOfRange(f, pagesEnd, size);
   const withPages = crc32Combine(head, pagesCrc, pagesEnd - pagesStart);
   return formatChecksum(crc32Combine(withPages, tail, size - pagesEnd));
 }

@@ -108,6 +108,14 @@ export interface ImageSummary {
   checksum: string;
   /** Bytes of the page-data region (.cryo.pages). */
   pagesBytes: number;
+  /**
+   * Everything after the page data (notes, string table, section headers),
+   * as {@link ImageWriter.finish} wrote it in one piece up to the file's
+   * end: its CRC-32 (engine/image/crc32.ts) and length, so that the dump's
+   * checksum need not read it back (engine/image/checksum.ts
+   * `checksumAround`). Only with `checksum: false`.
+   */
+  tail?: { crc: number; length: number };
 }
 
 /** Streaming writer of one process image; see the module doc for the layout. */
@@ -381,7 +389,14 @@ export class ImageWriter {
     const checksum = opts.checksum === false ? "" : await checksumFile(this.partialPath);
     Deno.renameSync(this.partialPath, this.path);
     if (opts.sync !== false) await syncDirectoryOf(this.path);
-    return { path: this.path, size, checksum, pagesBytes: pagesEnd - this.pagesStart };
+    return {
+      path: this.path,
+      size,
+      checksum,
+      pagesBytes: pagesEnd - this.pagesStart,
+      // (The file ends with `tail`: truncated to its end above.)
+      ...(opts.checksum === false ? { tail: { crc: crc32(tail), length: tail.length } } : {}),
+    };
   }
 
   #validate(proc: ProcessImage): void {

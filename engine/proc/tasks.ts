@@ -92,9 +92,13 @@ export function readChildrenOfThreads(pid: number, tids: readonly number[]): num
  * The pids of the tree below `root`, `root` first; just `[root]` when the
  * walk fails (the root gone or unreadable). Never throws.
  */
-export function treePidsOrRoot(root: number): number[] {
+export function treePidsOrRoot(
+  root: number,
+  /** How a process's children are read ({@link readChildren} unless given). */
+  readKids: (pid: number) => number[] = readChildren,
+): number[] {
   try {
-    return [...listDescendants(root).keys()];
+    return [...listDescendants(root, readKids).keys()];
   } catch {
     return [root];
   }
@@ -105,9 +109,13 @@ export function treePidsOrRoot(root: number): number[] {
  * process of the tree, parents before children. Descendants that vanish
  * while walking are left out; ProcessGoneError if `pid` itself is gone.
  */
-export function listDescendants(pid: number): Map<number, number[]> {
+export function listDescendants(
+  pid: number,
+  /** How a process's children are read ({@link readChildren} unless given). */
+  readKids: (pid: number) => number[] = readChildren,
+): Map<number, number[]> {
   const tree = new Map<number, number[]>();
-  tree.set(pid, readChildren(pid));
+  tree.set(pid, readKids(pid));
   const queue = [pid];
   while (queue.length > 0) {
     const parent = queue.shift()!;
@@ -115,7 +123,7 @@ export function listDescendants(pid: number): Map<number, number[]> {
     for (const child of tree.get(parent)!) {
       if (tree.has(child)) continue;
       try {
-        tree.set(child, readChildren(child));
+        tree.set(child, readKids(child));
       } catch (err) {
         if (err instanceof ProcessGoneError) continue;
         throw err;
