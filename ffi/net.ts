@@ -173,7 +173,8 @@ export interface InetAddr {
   scopeId?: number;
 }
 
-function ipv6Text(b: Uint8Array): string {
+/** The text form of 16 IPv6 address bytes ("::1", "fe80::1"). */
+export function ipv6Text(b: Uint8Array): string {
   const groups: number[] = [];
   for (let i = 0; i < 16; i += 2) groups.push((b[i] << 8) | b[i + 1]);
   // The longest run of zero groups (length >= 2) becomes "::".
