@@ -29,7 +29,6 @@ import {
   pidfdGetfd,
   setsockoptInt,
   SO,
-  SOCK,
   SOL,
 } from "../../ffi/net.ts";
 import { rawSyscall } from "../../ffi/libc.ts";

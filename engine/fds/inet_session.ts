@@ -27,16 +27,7 @@
  * @module
  */
 
-import {
-  AF,
-  closeFd,
-  getsockoptInt,
-  pidfdGetfd,
-  setsockoptInt,
-  SO,
-  SOCK,
-  SOL,
-} from "../../ffi/net.ts";
+import { AF, closeFd, getsockoptInt, pidfdGetfd, setsockoptInt, SO, SOL } from "../../ffi/net.ts";
 import { receiveSequence, setRepair, TCP_STATE, tcpInfo } from "../../ffi/tcp_repair.ts";
 import { type TcpDiagState, tcpDiagStates, udpDiagStates } from "../../ffi/inet_diag.ts";
 import { CryoError } from "../errors.ts";
