@@ -82,7 +82,8 @@ const inet = z.lazy(() =>
   z.looseObject({
     family: z.enum(["ipv4", "ipv6"]),
     proto: z.enum(["tcp", "udp", "udplite", "ping", "raw"]),
-    protocol: z.number().int().min(0).max(255).optional(),
+    // Below IPPROTO_MAX (263, since IPPROTO_MPTCP 262), as socket() checks.
+    protocol: z.number().int().min(0).max(262).optional(),
     state: z.enum(["listen", "established", "closed"]),
     local: sockAddr.nullable(),
     peer: sockAddr.nullable(),
