@@ -131,9 +131,10 @@ const inet = z.lazy(() =>
       }
     });
     if (s.proto !== "tcp" && s.state !== "closed") {
+      const kind = { udp: "UDP", udplite: "UDP-Lite", ping: "ping", raw: "raw" }[s.proto];
       ctx.addIssue({
         code: "custom",
-        message: `a ${s.proto} socket is never listening or established`,
+        message: `a ${kind} socket is never listening or established`,
       });
     }
     if ((s.proto === "raw") !== (s.protocol !== undefined)) {
