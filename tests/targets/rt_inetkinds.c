@@ -17,6 +17,9 @@
  *            (IP_OPTIONS), bound to 127.0.0.9; IPPROTO_ICMP with an ICMP_FILTER;
  *            IPv6 ICMPV6 with an ICMPV6_FILTER; protocol 253 bound to and
  *            connected to 127.0.0.11 (port 0), which sends to itself after
+ *   queued   an IPv4 ping socket (fd 3) with an echo reply not read yet and a
+ *            UDP-Lite socket (fd 4) with a datagram queued: the dump refuses them;
+ *            both are still there after
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -205,6 +208,29 @@ static int mode_raw(const char *trigger) {
   return verdict();
 }
 
+static int mode_queued(const char *trigger) {
+  int p = socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP);
+  int u = socket(AF_INET, SOCK_DGRAM, IPPROTO_UDPLITE);
+  if (p != 3 || u != 4) die("sockets not on fds 3 and 4");
+  struct sockaddr_in lo = v4("127.0.0.1", 0), su = lo;
+  socklen_t len = sizeof su;
+  if (bind(u, (void *)&su, sizeof su) || getsockname(u, (void *)&su, &len)) die("bind");
+  unsigned char pkt[16] = {ICMP_ECHO};
+  if (sendto(p, pkt, sizeof pkt, 0, (void *)&lo, sizeof lo) != sizeof pkt) die("ping");
+  if (sendto(u, "kept", 4, 0, (void *)&su, sizeof su) != 4) die("udplite send");
+  struct pollfd w[2] = {{p, POLLIN, 0}, {u, POLLIN, 0}};
+  for (int i = 0; i < 20 && !(w[0].revents && w[1].revents); i++) poll(w, 2, 100);
+  if (!w[0].revents || !w[1].revents) die("nothing queued");
+  print_ready("pid=%d", getpid());
+  wait_trigger(trigger);
+  unsigned char got[64];
+  ssize_t n = recv(p, got, sizeof got, MSG_DONTWAIT);
+  check("queued-ping-kept", n == sizeof pkt && got[0] == ICMP_ECHOREPLY, "got %zd", n);
+  n = recv(u, got, sizeof got, MSG_DONTWAIT);
+  check("queued-udplite-kept", n == 4 && !memcmp(got, "kept", 4), "got %zd", n);
+  return verdict();
+}
+
 int main(int argc, char **argv) {
   need_args(argc, 2, "rt_inetkinds <trigger-file> <mode>");
   const char *trigger = argv[1], *mode = argv[2];
@@ -212,5 +238,6 @@ int main(int argc, char **argv) {
   if (!strcmp(mode, "ping")) return mode_ping(trigger);
   if (!strcmp(mode, "udplite")) return mode_udplite(trigger);
   if (!strcmp(mode, "raw")) return mode_raw(trigger);
+  if (!strcmp(mode, "queued")) return mode_queued(trigger);
   die("unknown mode");
 }
