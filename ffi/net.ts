@@ -310,6 +310,16 @@ export function datagramQueued(fd: number): boolean {
   return r >= 0n;
 }
 
+/**
+ * The length of the first datagram queued on `fd` (MSG_PEEK|MSG_TRUNC of
+ * zero bytes, nothing consumed), or -1 when none is (EAGAIN). 0 is an empty
+ * datagram, or a socket shut down for receiving with an empty queue.
+ */
+export function firstDatagramLength(fd: number): number {
+  const r = rawSyscall(SYS.recvfrom, fd, 0, 0, MSG_PEEK | MSG_DONTWAIT | MSG_TRUNC, 0, 0);
+  return r >= 0n ? Number(r) : -1;
+}
+
 /** Creates a socket in this process (for reading kernel defaults); -errno on failure. */
 export function newSocket(family: number, type: number, protocol = 0): number {
   return Number(rawSyscall(SYS.socket, family, type | O_CLOEXEC, protocol));

@@ -17,7 +17,15 @@ const READY = /^ready pid=(\d+)$/m;
 
 /** Each mode with the checks it must pass. */
 const MODES: Record<string, string[]> = {
-  ping: ["ping-ident", "ping6-ident", "ping-ttl", "ping-rcvtimeo", "ping-works", "ping6-connected"],
+  ping: [
+    "ping-ident",
+    "ping6-ident",
+    "ping-ttl",
+    "ping-rcvtimeo",
+    "ping-works",
+    "ping6-connected",
+    "ping-shut-rd",
+  ],
   udplite: [
     "udplite-cscov",
     "udplite-bound",
@@ -33,6 +41,7 @@ const MODES: Record<string, string[]> = {
     "raw-icmp6-filter",
     "raw-protocol",
     "raw-connected",
+    "raw-shut-rdwr",
   ],
 };
 

@@ -11,7 +11,8 @@
  * @module
  */
 
-import { closeFd, datagramQueued, peerName, sockName } from "../../ffi/net.ts";
+import { closeFd, firstDatagramLength, peerName, sockName } from "../../ffi/net.ts";
+import { polledShutdown } from "../../ffi/socket.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import type { InetSocket } from "../model.ts";
 import { type ProgramBuilder, slot } from "../program/builder.ts";
@@ -62,7 +63,13 @@ export function collectOther(
   shutdownOf: () => number | undefined = () => undefined,
   row?: DatagramRow,
 ): Collected {
-  if (datagramQueued(copy)) {
+  // Ping and raw sockets: no sock_diag tells their sk_shutdown (raw_diag is seldom there); a
+  // poll shows a receive side shut down. A send side shut down alone is not seen (lost).
+  const polled = proto === "udplite" ? 0 : polledShutdown(copy);
+  const first = firstDatagramLength(copy);
+  // Shut down for receiving with an empty queue, a peek gives 0 (a ping or IPv4 raw datagram
+  // holds at least its ICMP or IP header).
+  if (first > 0 || (first === 0 && !(polled & 1))) {
     return {
       refused: "socket.inet-queued-other",
       detail: `${proto} socket with datagrams waiting to be read`,
@@ -84,7 +91,7 @@ export function collectOther(
   } finally {
     closeFd(fresh);
   }
-  const shutdown = shutdownOf() ?? 0;
+  const shutdown = shutdownOf() ?? polled;
   return {
     inet: {
       ...kind,

@@ -9,14 +9,16 @@
  *            iputils ping uses them): an IPv4 one that pinged 127.0.0.1 (its
  *            echo identifier chosen then) with IP_TTL and SO_RCVTIMEO set, an
  *            IPv6 one bound to ::1 with an identifier of its own and connected
- *            to ::1 (port 0: getpeername says ENOTCONN); each pings again after
+ *            to ::1 (port 0: getpeername says ENOTCONN); each pings again after;
+ *            a third one shut down for receiving
  *   udplite  UDP-Lite sockets: two bound to 127.0.0.1, one connected to the
  *            other, with the checksum coverage options (UDPLITE_SEND_CSCOV,
  *            UDPLITE_RECV_CSCOV), one shut down for writing; datagrams both ways
  *   raw      raw sockets: IPPROTO_UDP with IP_HDRINCL and IP options
  *            (IP_OPTIONS), bound to 127.0.0.9; IPPROTO_ICMP with an ICMP_FILTER;
  *            IPv6 ICMPV6 with an ICMPV6_FILTER; protocol 253 bound to and
- *            connected to 127.0.0.11 (port 0), which sends to itself after
+ *            connected to 127.0.0.11 (port 0), which sends to itself after; one
+ *            shut down both ways
  *   queued   an IPv4 ping socket (fd 3) with an echo reply not read yet and a
  *            UDP-Lite socket (fd 4) with a datagram queued: the dump refuses them;
  *            both are still there after
@@ -94,6 +96,10 @@ static int mode_ping(const char *trigger) {
   if (connect(b, (void *)&b6, sizeof b6)) die("connect ping6");
   if (!ping_once(b, 1, NULL, 0, 1)) die("first ping6");
   int ident_a = local_port(a), ident_b = local_port(b);
+  int d = socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP);
+  shutdown(d, SHUT_RD); /* ENOTCONN, and shut down anyway */
+  struct pollfd pd = {d, POLLRDHUP, 0};
+  if (poll(&pd, 1, 0) != 1 || !(pd.revents & POLLRDHUP)) die("SHUT_RD not taken");
   print_ready("pid=%d", getpid());
   wait_trigger(trigger);
   int ia = local_port(a), ib = local_port(b);
@@ -107,6 +113,16 @@ static int mode_ping(const char *trigger) {
   check("ping-rcvtimeo", now.tv_sec == 7, "SO_RCVTIMEO %ld s", (long)now.tv_sec);
   check("ping-works", ping_once(a, 0, &lo, sizeof lo, 2), "no echo reply");
   check("ping6-connected", ping_once(b, 1, NULL, 0, 2), "no echo reply without an address");
+  /* Shut down for receiving, a blocking recv returns 0 at once (SO_RCVTIMEO bounds a miss). */
+  struct timeval bound = {2, 0};
+  setsockopt(d, SOL_SOCKET, SO_RCVTIMEO, &bound, sizeof bound);
+  char c;
+  errno = 0;
+  ssize_t n = recv(d, &c, 1, 0);
+  pd.revents = 0;
+  poll(&pd, 1, 0);
+  check("ping-shut-rd", n == 0 && (pd.revents & POLLRDHUP), "recv gave %zd (%s), revents 0x%x", n,
+        strerror(errno), pd.revents);
   return verdict();
 }
 
@@ -170,6 +186,8 @@ static int mode_raw(const char *trigger) {
   if (setsockopt(i6, IPPROTO_ICMPV6, ICMP6_FILTER, &f6, sizeof f6)) die("ICMP6_FILTER");
   struct sockaddr_in sx = v4("127.0.0.11", 0);
   if (bind(x, (void *)&sx, sizeof sx) || connect(x, (void *)&sx, sizeof sx)) die("raw 253");
+  int h = socket(AF_INET6, SOCK_RAW, IPPROTO_ICMPV6);
+  shutdown(h, SHUT_RDWR);
   unsigned char opts_was[40];
   socklen_t olen_was = sizeof opts_was;
   getsockopt(u, IPPROTO_IP, IP_OPTIONS, opts_was, &olen_was);
@@ -203,6 +221,9 @@ static int mode_raw(const char *trigger) {
   struct pollfd p = {x, POLLIN, 0};
   ssize_t n = sent && poll(&p, 1, 2000) == 1 ? recv(x, buf, sizeof buf, 0) : -1;
   /* A raw IPv4 socket receives the IP header (20 bytes) too. */
+  struct pollfd ph = {h, 0, 0};
+  poll(&ph, 1, 0);
+  check("raw-shut-rdwr", ph.revents & POLLHUP, "poll revents 0x%x", ph.revents);
   check("raw-connected", n == 28 && !memcmp(buf + 20, "raw-self", 8), "got %zd (%s)", n,
         sent ? "" : strerror(errno));
   return verdict();
