@@ -1,5 +1,6 @@
 /**
- * What TCP (tcp.ts) and UDP (udp.ts) sockets share: the options cryo
+ * What TCP (tcp.ts), UDP (udp.ts), UDP-Lite, ping and raw (inet_other.ts)
+ * sockets share: their kinds, the options cryo
  * saves, addresses, and the restore ops creating a socket, setting options
  * and binding it.
  *

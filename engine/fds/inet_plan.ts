@@ -1,7 +1,8 @@
 /**
- * Restore side of TCP, UDP and netlink sockets: the plan of one socket fd
- * (or why it cannot come back), the order sockets are created in, the
- * dispatch to tcp.ts / udp.ts for their ops, and the end of repair mode.
+ * Restore side of TCP, UDP (and UDP-Lite, ping, raw) and netlink sockets:
+ * the plan of one socket fd (or why it cannot come back), the order
+ * sockets are created in, the dispatch to tcp.ts / udp.ts / inet_other.ts
+ * for their ops, and the end of repair mode.
  *
  * @module
  */

@@ -1,6 +1,7 @@
 /**
  * IPv4/IPv6 and netlink sockets at dump time: the per-tree session that
- * reads each TCP, UDP or netlink socket through a copy of its fd
+ * reads each TCP, UDP, UDP-Lite, ping, raw or netlink socket through a
+ * copy of its fd
  * (pidfd_getfd), decides which established connections have their peer
  * inside the tree, and keeps a copy of each established connection until
  * the dump's outcome is known.
@@ -173,7 +174,7 @@ export class InetSocketSession {
 
   /**
    * Reads every socket fd of process `pid` (skipping duplicates of an fd
-   * already read): fills `inet` of TCP and UDP sockets and `netlink` of
+   * already read): fills `inet` of TCP, UDP, UDP-Lite, ping and raw sockets and `netlink` of
    * route netlink sockets, and marks what is refused (`restore` = "inet-refused:<row id>", with the reason in `extra`).
    */
   collect(
