@@ -731,11 +731,16 @@ export interface SockOption {
   bytes?: string;
 }
 
-/** A TCP or UDP socket (IPv4 or IPv6). */
+/**
+ * A TCP, UDP, UDP-Lite, ICMP echo ("ping": SOCK_DGRAM IPPROTO_ICMP or
+ * IPPROTO_ICMPV6) or raw socket (IPv4 or IPv6).
+ */
 export interface InetSocket {
   family: "ipv4" | "ipv6";
-  proto: "tcp" | "udp";
-  /** TCP: listen, established or closed (never connected); UDP: closed. */
+  proto: "tcp" | "udp" | "udplite" | "ping" | "raw";
+  /** A raw socket's IP protocol (SO_PROTOCOL: 255 = IPPROTO_RAW, 1 = ICMP, ...). */
+  protocol?: number;
+  /** TCP: listen, established or closed (never connected); the others: closed. */
   state: "listen" | "established" | "closed";
   /** Bound address, or null for an unbound socket. */
   local: SockAddr | null;

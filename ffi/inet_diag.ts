@@ -60,9 +60,12 @@ export function tcpDiagStates(family: number, states: number): Map<number, TcpDi
   return diagStates(family, states, IPPROTO_TCP);
 }
 
-/** The diag state of every UDP socket of address family `family`, by inode (`md5` is false). */
-export function udpDiagStates(family: number): Map<number, TcpDiagState> {
-  return diagStates(family, 0xffffffff, IPPROTO_UDP);
+/** The diag state of every UDP (or `protocol`: UDP-Lite) socket of `family`, by inode (`md5` is false). */
+export function udpDiagStates(
+  family: number,
+  protocol = IPPROTO_UDP,
+): Map<number, TcpDiagState> {
+  return diagStates(family, 0xffffffff, protocol);
 }
 
 function diagStates(family: number, states: number, protocol: number): Map<number, TcpDiagState> {

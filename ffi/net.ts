@@ -173,7 +173,8 @@ export interface InetAddr {
   scopeId?: number;
 }
 
-function ipv6Text(b: Uint8Array): string {
+/** The text form of 16 IPv6 address bytes ("::1", "fe80::1"). */
+export function ipv6Text(b: Uint8Array): string {
   const groups: number[] = [];
   for (let i = 0; i < 16; i += 2) groups.push((b[i] << 8) | b[i + 1]);
   // The longest run of zero groups (length >= 2) becomes "::".
@@ -307,6 +308,16 @@ export function peekBytes(fd: number, length: number): Uint8Array | null {
 export function datagramQueued(fd: number): boolean {
   const r = rawSyscall(SYS.recvfrom, fd, 0, 0, MSG_PEEK | MSG_DONTWAIT | MSG_TRUNC, 0, 0);
   return r >= 0n;
+}
+
+/**
+ * The length of the first datagram queued on `fd` (MSG_PEEK|MSG_TRUNC of
+ * zero bytes, nothing consumed), or -1 when none is (EAGAIN). 0 is an empty
+ * datagram, or a socket shut down for receiving with an empty queue.
+ */
+export function firstDatagramLength(fd: number): number {
+  const r = rawSyscall(SYS.recvfrom, fd, 0, 0, MSG_PEEK | MSG_DONTWAIT | MSG_TRUNC, 0, 0);
+  return r >= 0n ? Number(r) : -1;
 }
 
 /** Creates a socket in this process (for reading kernel defaults); -errno on failure. */

@@ -43,6 +43,18 @@ export function hasPendingError(fd: number): boolean {
   return ((pfd[1] >>> 16) & 0x8) !== 0; // revents & POLLERR
 }
 
+/**
+ * The shut-down state of a datagram socket as a zero-timeout poll shows it
+ * (it clears nothing): 3 (both ways: POLLHUP), 1 (receiving: POLLRDHUP) or
+ * 0. A socket shut down for sending only shows nothing (0).
+ */
+export function polledShutdown(fd: number): number {
+  const pfd = new Int32Array([fd, 0x2000]); // events POLLRDHUP
+  if (rawSyscall(SYS.poll, pfd, 1, 0) < 0n) return 0;
+  const revents = pfd[1] >>> 16;
+  return revents & 0x10 ? 3 : revents & 0x2000 ? 1 : 0; // POLLHUP, POLLRDHUP
+}
+
 /** One message (or, for a stream, one chunk) seen in a receive queue. */
 export interface PeekedMessage {
   /** Its bytes. */

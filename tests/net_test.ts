@@ -5,6 +5,7 @@
  * back from real sockets; the check of socket records read from an image.
  */
 
+import { remoteAddress } from "../engine/proc/net_owners.ts";
 import assert from "node:assert/strict";
 import {
   AF,
@@ -110,6 +111,22 @@ Deno.test("net: damaged socket records in an image are refused naming the field"
     [{ ...listener, local: { address: "::1", port: 70000 } }, /inet\.local\.port/],
     [{ ...listener, state: "established" }, /established connection needs tcp/],
     [{ ...listener, proto: "udp" }, /UDP socket is never listening/],
+    [{ ...listener, proto: "ping" }, /ping socket is never listening/],
+    [
+      { ...listener, proto: "raw", state: "closed" },
+      /a raw socket, and only one, has its protocol/,
+    ],
+    [{ ...listener, proto: "udplite", state: "closed", protocol: 1 }, /and only one, has its/],
+    [{ ...listener, proto: "raw", state: "closed", protocol: 263 }, /inet\.protocol/],
+    [
+      {
+        ...listener,
+        proto: "udplite",
+        state: "closed",
+        datagrams: [{ from: { address: "::1", port: 5 }, data: "" }],
+      },
+      /only a bound UDP socket has queued datagrams/,
+    ],
     [
       { ...listener, datagrams: [{ from: { address: "::1", port: 5 }, data: "" }] },
       /only a bound UDP socket has queued datagrams/,
@@ -158,4 +175,11 @@ Deno.test("net: damaged socket records in an image are refused naming the field"
   for (const [inet, re] of cases) {
     assert.match(socketRecordProblem({ ...base, inet }) ?? "accepted", re);
   }
+});
+
+Deno.test("net: /proc/net remote addresses of ping and raw sockets decode", () => {
+  assert.equal(remoteAddress("0100007F"), "127.0.0.1");
+  assert.equal(remoteAddress("0B00007F"), "127.0.0.11");
+  assert.equal(remoteAddress("00000000000000000000000001000000"), "::1");
+  assert.equal(remoteAddress("000080FE000000000000000001000000"), "fe80::1");
 });

@@ -1,5 +1,6 @@
 /**
- * What TCP (tcp.ts) and UDP (udp.ts) sockets share: the options cryo
+ * What TCP (tcp.ts), UDP (udp.ts), UDP-Lite, ping and raw (inet_other.ts)
+ * sockets share: their kinds, the options cryo
  * saves, addresses, and the restore ops creating a socket, setting options
  * and binding it.
  *
@@ -36,6 +37,51 @@ import { type ProgramBuilder, slot } from "../program/builder.ts";
 export const IPPROTO_TCP = 6;
 /** IPPROTO_UDP. */
 export const IPPROTO_UDP = 17;
+/** IPPROTO_UDPLITE. */
+export const IPPROTO_UDPLITE = 136;
+/** IPPROTO_ICMP (an IPv4 ping socket's protocol). */
+export const IPPROTO_ICMP = 1;
+/** IPPROTO_ICMPV6 (an IPv6 ping socket's protocol). */
+export const IPPROTO_ICMPV6 = 58;
+
+/** The kinds of IPv4/IPv6 sockets cryo saves (model `InetSocket.proto`). */
+export type InetProto = InetSocket["proto"];
+
+/**
+ * The kind of a socket of `family` with SO_TYPE `type` and SO_PROTOCOL
+ * `protocol`, or null for one cryo does not save (SCTP, DCCP, ...): TCP,
+ * UDP, UDP-Lite, ICMP echo ("ping": SOCK_DGRAM with IPPROTO_ICMP or
+ * IPPROTO_ICMPV6) and raw sockets of any protocol.
+ */
+export function inetProtoOf(
+  family: InetSocket["family"],
+  type: number | null,
+  protocol: number | null,
+): InetProto | null {
+  if (type === SOCK.STREAM && protocol === IPPROTO_TCP) return "tcp";
+  if (type === SOCK.RAW) return "raw";
+  if (type !== SOCK.DGRAM) return null;
+  if (protocol === IPPROTO_UDP) return "udp";
+  if (protocol === IPPROTO_UDPLITE) return "udplite";
+  if (protocol === (family === "ipv4" ? IPPROTO_ICMP : IPPROTO_ICMPV6)) return "ping";
+  return null;
+}
+
+/** socket()'s type and protocol re-creating socket `s` of its kind. */
+export function socketArgs(s: Pick<InetSocket, "family" | "proto" | "protocol">): [number, number] {
+  switch (s.proto) {
+    case "tcp":
+      return [SOCK.STREAM, IPPROTO_TCP];
+    case "udp":
+      return [SOCK.DGRAM, IPPROTO_UDP];
+    case "udplite":
+      return [SOCK.DGRAM, IPPROTO_UDPLITE];
+    case "ping":
+      return [SOCK.DGRAM, s.family === "ipv4" ? IPPROTO_ICMP : IPPROTO_ICMPV6];
+    case "raw":
+      return [SOCK.RAW, s.protocol ?? 0];
+  }
+}
 
 /** An option cryo saves: level, name, label and its size (4 = int). */
 interface OptionSpec {
@@ -43,8 +89,8 @@ interface OptionSpec {
   name: number;
   label: string;
   size: number;
-  /** Only for these protocols. */
-  only?: "tcp" | "udp";
+  /** Only for this kind ("udp": every kind but TCP: UDP-Lite, ping and raw sockets too). */
+  only?: InetProto;
   /** Only for this family. */
   family?: "ipv4" | "ipv6";
   /**
@@ -204,7 +250,22 @@ const OPTIONS: OptionSpec[] = [
   { level: SOL.UDP, name: 103, label: "UDP_SEGMENT", size: 4, only: "udp" },
   // ESP in UDP (IKE's NAT-T socket) only: optionProblem refuses the other types.
   { level: SOL.UDP, name: 100, label: "UDP_ENCAP", size: 4, only: "udp" },
+  // UDP-Lite's checksum coverage (SOL_UDPLITE).
+  { level: 136, name: 10, label: "UDPLITE_SEND_CSCOV", size: 4, only: "udplite" },
+  { level: 136, name: 11, label: "UDPLITE_RECV_CSCOV", size: 4, only: "udplite" },
+  // Raw sockets: the program writes the IP header; which ICMP types it receives; IPv6 checksum.
+  { level: SOL.IP, name: 3, label: "IP_HDRINCL", size: 4, family: "ipv4", only: "raw" },
+  { level: SOL.IPV6, name: 36, label: "IPV6_HDRINCL", size: 4, family: "ipv6", only: "raw" },
+  { level: 255, name: 1, label: "ICMP_FILTER", size: 4, family: "ipv4", only: "raw" },
+  { level: 58, name: 1, label: "ICMPV6_FILTER", size: 32, family: "ipv6", only: "raw" },
+  { level: SOL.IPV6, name: 7, label: "IPV6_CHECKSUM", size: 4, family: "ipv6", only: "raw" },
 ];
+
+/** Whether option `o` applies to sockets of kind `proto` and `family`. */
+function applies(o: OptionSpec, proto: InetProto, family: "ipv4" | "ipv6"): boolean {
+  if (o.family && o.family !== family) return false;
+  return !o.only || o.only === proto || (o.only === "udp" && proto !== "tcp");
+}
 
 /** SOF_TIMESTAMPING_OPT_ID: timestamps carry a counter setsockopt restarts. */
 const SOF_TIMESTAMPING_OPT_ID = 1 << 7;
@@ -246,16 +307,18 @@ const TCP_SAVED_SYN = 28;
  * returns) or on the error queue (IP_RECVERR, MSG_ZEROCOPY completions,
  * timestamps), seen as POLLERR by a poll that consumes nothing.
  */
-export function pendingProblem(fd: number, proto: "tcp" | "udp"): string | null {
+export function pendingProblem(fd: number, proto: InetProto): string | null {
   // A TCP socket in another state is refused by its state, with a better reason (a failed
   // connect leaves its error pending).
   const tcpState = proto === "tcp" ? tcpInfo(fd).state : 0;
-  const checked = proto === "udp" || tcpState === TCP_STATE.ESTABLISHED ||
+  const checked = proto !== "tcp" || tcpState === TCP_STATE.ESTABLISHED ||
     tcpState === TCP_STATE.LISTEN;
   if (checked && hasPendingError(fd)) {
     return "an error pending on it (SO_ERROR) or on its error queue (IP_RECVERR, MSG_ERRQUEUE)";
   }
-  if (proto === "udp") {
+  // Ping and raw sockets send each datagram at once (no corking).
+  if (proto === "ping" || proto === "raw") return null;
+  if (proto === "udp" || proto === "udplite") {
     // A datagram sent but still in a device's queue is charged too, for a moment: looked at
     // again a few times before it is taken for one being built.
     let queued = outqBytes(fd);
@@ -304,16 +367,16 @@ const defaultsCache = new Map<string, (Uint8Array | number)[]>();
  */
 function freshDefaults(
   fresh: number,
-  proto: "tcp" | "udp",
+  proto: InetProto,
   family: "ipv4" | "ipv6",
+  protocol: number,
 ): (Uint8Array | number)[] {
-  const key = `${proto}/${family}`;
+  // A raw socket's defaults depend on its protocol (IPPROTO_RAW has IP_HDRINCL on).
+  const key = `${proto}/${family}/${proto === "raw" ? protocol : ""}`;
   let out = defaultsCache.get(key);
   if (!out) {
     out = OPTIONS.map((o) =>
-      (o.only && o.only !== proto) || (o.family && o.family !== family)
-        ? -22
-        : getsockoptBytes(fresh, o.level, o.name, o.size)
+      applies(o, proto, family) ? getsockoptBytes(fresh, o.level, o.name, o.size) : -22
     );
     defaultsCache.set(key, out);
   }
@@ -327,8 +390,9 @@ function freshDefaults(
 export function readOptions(
   fd: number,
   fresh: number,
-  proto: "tcp" | "udp",
+  proto: InetProto,
   family: "ipv4" | "ipv6",
+  protocol = 0,
 ): SockOption[] {
   const out: SockOption[] = [{
     ...REUSEADDR,
@@ -338,9 +402,9 @@ export function readOptions(
     out.push({ ...V6ONLY, int: getsockoptInt(fd, SOL.IPV6, V6ONLY.name) ?? 0 });
   }
   const connected = peerName(fd) !== null;
-  const defaults = freshDefaults(fresh, proto, family);
+  const defaults = freshDefaults(fresh, proto, family, protocol);
   for (const [i, o] of OPTIONS.entries()) {
-    if ((o.only && o.only !== proto) || (o.family && o.family !== family)) continue;
+    if (!applies(o, proto, family)) continue;
     if (o.unconnected && connected) continue;
     const mine = getsockoptBytes(fd, o.level, o.name, o.size);
     const theirs = defaults[i];
@@ -406,7 +470,11 @@ export type Collected =
 /** A fresh socket of the same kind in this process, for reading kernel defaults. */
 export function freshSocket(family: number, type: number, protocol: number): number {
   const fd = newSocket(family, type, protocol);
-  if (fd < 0) throw new CryoError(`cannot create a ${type === SOCK.STREAM ? "TCP" : "UDP"} socket`);
+  if (fd < 0) {
+    throw new CryoError(
+      `cannot create a socket of type ${type} protocol ${protocol} to read its defaults (errno ${-fd})`,
+    );
+  }
   return fd;
 }
 

@@ -1,7 +1,8 @@
 /**
- * Restore side of TCP, UDP and netlink sockets: the plan of one socket fd
- * (or why it cannot come back), the order sockets are created in, the
- * dispatch to tcp.ts / udp.ts for their ops, and the end of repair mode.
+ * Restore side of TCP, UDP (and UDP-Lite, ping, raw) and netlink sockets:
+ * the plan of one socket fd (or why it cannot come back), the order
+ * sockets are created in, the dispatch to tcp.ts / udp.ts / inet_other.ts
+ * for their ops, and the end of repair mode.
  *
  * @module
  */
@@ -19,6 +20,7 @@ import {
   nonLocalBindOptions,
   REFUSED_PREFIX,
   reuseaddrOf,
+  socketArgs,
   V6ONLY,
 } from "./inet.ts";
 import {
@@ -28,7 +30,6 @@ import {
   pidfdGetfd,
   setsockoptInt,
   SO,
-  SOCK,
   SOL,
 } from "../../ffi/net.ts";
 import { rawSyscall } from "../../ffi/libc.ts";
@@ -36,6 +37,7 @@ import { SYS } from "../../ffi/sysno.ts";
 import { errnoName } from "../../ffi/errno.ts";
 import { emitTcp, finishTcp, sendBufferAfter } from "./tcp.ts";
 import { emitUdp } from "./udp.ts";
+import { emitOther } from "./inet_other.ts";
 import { attachFilter } from "./socket_filter.ts";
 import { decodeBase64 } from "../base64.ts";
 import { checkSocketOwners } from "./socket_owner.ts";
@@ -63,7 +65,8 @@ export function planInet(f: FdInfo): FdSource | string | undefined {
 /** Emits the ops re-creating a planned TCP/UDP socket into `fdSlot`. */
 export function emitInet(p: ProgramBuilder, fdSlot: number, s: InetSocket, label: string): void {
   if (s.proto === "tcp") emitTcp(p, fdSlot, s, label);
-  else emitUdp(p, fdSlot, s, label);
+  else if (s.proto === "udp") emitUdp(p, fdSlot, s, label);
+  else emitOther(p, fdSlot, s, label);
 }
 
 /**
@@ -220,7 +223,7 @@ export function describeSocket(s: Extract<FdSource, { kind: "inet" | "netlink" }
   if (s.kind === "netlink") return `netlink route socket, port id ${s.socket.portid}`;
   const k = s.socket;
   const peer = k.peer ? ` -> ${formatAddr(k.peer)}` : "";
-  const what = k.proto === "udp" ? "udp" : `tcp ${k.state}`;
+  const what = k.proto === "tcp" ? `tcp ${k.state}` : k.proto;
   const queued = k.datagrams?.length ? `, ${k.datagrams.length} datagrams queued` : "";
   return `${what} ${formatAddr(k.local)}${peer}${k.tcp ? " (repair mode)" : ""}${queued}`;
 }
@@ -262,7 +265,7 @@ export function boundNonLocal(s: InetSocket): boolean {
   if (!a || a.address === "0.0.0.0" || a.address === "::" || nonLocalBindOptions(s).length) {
     return false;
   }
-  const fd = newSocket(familyNumber(s.family), s.proto === "tcp" ? SOCK.STREAM : SOCK.DGRAM);
+  const fd = newSocket(familyNumber(s.family), ...socketArgs(s));
   if (fd < 0) return false;
   try {
     const addr = encodeInetAddr(familyNumber(s.family), { ...a, port: 0 });
@@ -273,7 +276,7 @@ export function boundNonLocal(s: InetSocket): boolean {
 }
 
 function probeBind(s: InetSocket): string | undefined {
-  const fd = newSocket(familyNumber(s.family), s.proto === "tcp" ? SOCK.STREAM : SOCK.DGRAM);
+  const fd = newSocket(familyNumber(s.family), ...socketArgs(s));
   if (fd < 0) return undefined; // the restore itself will say what is wrong
   try {
     const saved = (level: number, name: number) =>

@@ -81,7 +81,9 @@ const tcp = z.lazy(() =>
 const inet = z.lazy(() =>
   z.looseObject({
     family: z.enum(["ipv4", "ipv6"]),
-    proto: z.enum(["tcp", "udp"]),
+    proto: z.enum(["tcp", "udp", "udplite", "ping", "raw"]),
+    // Below IPPROTO_MAX (263, since IPPROTO_MPTCP 262), as socket() checks.
+    protocol: z.number().int().min(0).max(262).optional(),
     state: z.enum(["listen", "established", "closed"]),
     local: sockAddr.nullable(),
     peer: sockAddr.nullable(),
@@ -128,8 +130,15 @@ const inet = z.lazy(() =>
         });
       }
     });
-    if (s.proto === "udp" && s.state !== "closed") {
-      ctx.addIssue({ code: "custom", message: "a UDP socket is never listening or established" });
+    if (s.proto !== "tcp" && s.state !== "closed") {
+      const kind = { udp: "UDP", udplite: "UDP-Lite", ping: "ping", raw: "raw" }[s.proto];
+      ctx.addIssue({
+        code: "custom",
+        message: `a ${kind} socket is never listening or established`,
+      });
+    }
+    if ((s.proto === "raw") !== (s.protocol !== undefined)) {
+      ctx.addIssue({ code: "custom", message: "a raw socket, and only one, has its protocol" });
     }
     if (s.state === "listen" && (!s.local || s.peer)) {
       ctx.addIssue({ code: "custom", message: "a listener is bound and has no peer" });

@@ -1,6 +1,7 @@
 /**
  * IPv4/IPv6 and netlink sockets at dump time: the per-tree session that
- * reads each TCP, UDP or netlink socket through a copy of its fd
+ * reads each TCP, UDP, UDP-Lite, ping, raw or netlink socket through a
+ * copy of its fd
  * (pidfd_getfd), decides which established connections have their peer
  * inside the tree, and keeps a copy of each established connection until
  * the dump's outcome is known.
@@ -27,16 +28,7 @@
  * @module
  */
 
-import {
-  AF,
-  closeFd,
-  getsockoptInt,
-  pidfdGetfd,
-  setsockoptInt,
-  SO,
-  SOCK,
-  SOL,
-} from "../../ffi/net.ts";
+import { AF, closeFd, getsockoptInt, pidfdGetfd, setsockoptInt, SO, SOL } from "../../ffi/net.ts";
 import { receiveSequence, setRepair, TCP_STATE, tcpInfo } from "../../ffi/tcp_repair.ts";
 import { type TcpDiagState, tcpDiagStates, udpDiagStates } from "../../ffi/inet_diag.ts";
 import { CryoError } from "../errors.ts";
@@ -45,8 +37,8 @@ import type { Refusals, SupportId } from "../support.ts";
 import {
   type Collected,
   formatAddr,
-  IPPROTO_TCP,
-  IPPROTO_UDP,
+  inetProtoOf,
+  IPPROTO_UDPLITE,
   optionProblem,
   pendingProblem,
   REFUSED_PREFIX,
@@ -58,6 +50,8 @@ import { collectTcp, type RepairGuard } from "./tcp.ts";
 import type { OutsideConnection } from "./tcp_lock.ts";
 import { boundNonLocal, inetQueueBytes } from "./inet_plan.ts";
 import { collectUdp } from "./udp.ts";
+import { collectOther } from "./inet_other.ts";
+import { type DatagramRow, readDatagramRows } from "../proc/net_owners.ts";
 import { collectNetlink } from "./netlink.ts";
 import { type NetlinkRow, readNetlinkTable } from "../proc/netlink.ts";
 import { readSocketOwners } from "../proc/net_owners.ts";
@@ -133,10 +127,21 @@ export class InetSocketSession {
   /** Address family -> (inode -> diag state) of UDP sockets, read once. */
   readonly #udpDiags = new Map<number, Map<number, TcpDiagState>>();
 
-  #udpShutdownOf(family: number, target: string): number | undefined {
-    let table = this.#udpDiags.get(family);
-    if (!table) this.#udpDiags.set(family, table = udpDiagStates(family));
+  #udpShutdownOf(family: number, target: string, protocol?: number): number | undefined {
+    const key = family + (protocol ?? 0) * 256;
+    let table = this.#udpDiags.get(key);
+    if (!table) this.#udpDiags.set(key, table = udpDiagStates(family, protocol));
     return table.get(Number(target.match(/\[(\d+)\]/)?.[1]))?.shutdown;
+  }
+
+  /** Pid and kind -> the state and remote address of its ping or raw sockets, by inode, read once. */
+  readonly #datagramRows = new Map<string, Map<number, DatagramRow>>();
+
+  #datagramRow(pid: number, kind: "icmp" | "raw", target: string): DatagramRow | undefined {
+    const key = `${pid}/${kind}`;
+    let table = this.#datagramRows.get(key);
+    if (!table) this.#datagramRows.set(key, table = readDatagramRows(pid, kind));
+    return table.get(Number(target.match(/\[(\d+)\]/)?.[1]));
   }
 
   /**
@@ -169,7 +174,7 @@ export class InetSocketSession {
 
   /**
    * Reads every socket fd of process `pid` (skipping duplicates of an fd
-   * already read): fills `inet` of TCP and UDP sockets and `netlink` of
+   * already read): fills `inet` of TCP, UDP, UDP-Lite, ping and raw sockets and `netlink` of
    * route netlink sockets, and marks what is refused (`restore` = "inet-refused:<row id>", with the reason in `extra`).
    */
   collect(
@@ -245,22 +250,28 @@ export class InetSocketSession {
       if (groups.length) return this.#refuse(f, "socket.inet-multicast", groups.join(", "));
       const unsaved = optionProblem(copy);
       if (unsaved) return this.#refuse(f, "socket.inet-option", unsaved);
-      const isTcp = type === SOCK.STREAM && protocol === IPPROTO_TCP;
-      if (isTcp || (type === SOCK.DGRAM && protocol === IPPROTO_UDP)) {
-        const pending = pendingProblem(copy, isTcp ? "tcp" : "udp");
-        if (pending) return this.#refuse(f, "socket.inet-pending", pending);
+      const proto = inetProtoOf(family, type, protocol);
+      if (proto === null) {
+        return this.#refuse(f, "socket.inet-other", `type ${type} protocol ${protocol}`);
       }
+      const pending = pendingProblem(copy, proto);
+      if (pending) return this.#refuse(f, "socket.inet-pending", pending);
       let got: Collected;
-      if (type === SOCK.STREAM && protocol === IPPROTO_TCP) {
+      if (proto === "tcp") {
         // Signature keys: the kernel shows that they exist to CAP_NET_ADMIN only.
         if (this.#diagOf(domain, f.target)?.md5) {
           return this.#refuse(f, "socket.tcp-md5", "it has TCP MD5 signature keys (TCP_MD5SIG)");
         }
         got = collectTcp(copy, family, () => this.#diagOf(domain, f.target)?.shutdown, guard);
-      } else if (type === SOCK.DGRAM && protocol === IPPROTO_UDP) {
+      } else if (proto === "udp") {
         got = collectUdp(copy, family, () => this.#udpShutdownOf(domain, f.target));
       } else {
-        got = { refused: "socket.inet-other", detail: `type ${type} protocol ${protocol}` };
+        const shutdownOf = () =>
+          proto === "udplite" ? this.#udpShutdownOf(domain, f.target, IPPROTO_UDPLITE) : undefined;
+        const row = proto === "udplite"
+          ? undefined
+          : this.#datagramRow(pid, proto === "ping" ? "icmp" : "raw", f.target);
+        got = collectOther(copy, family, proto, protocol ?? 0, shutdownOf, row);
       }
       if ("refused" in got) return this.#refuse(f, got.refused, got.detail);
       f.inet = { ...got.inet, ...(owner ? { owner } : {}), ...(filter ? { filter } : {}) };
@@ -330,7 +341,16 @@ export class InetSocketSession {
       if (s.proto === "tcp") {
         if (s.state === "listen") refusals.use("socket.tcp-listen", e.where);
         else if (s.state === "closed") refusals.use("socket.tcp-closed", e.where);
-      } else refusals.use("socket.udp", e.where);
+      } else {
+        refusals.use(
+          s.proto === "udp"
+            ? "socket.udp"
+            : s.proto === "ping"
+            ? "socket.ping"
+            : `socket.${s.proto}`,
+          e.where,
+        );
+      }
       if (s.datagrams?.length) refusals.use("socket.udp-queued", e.where);
       if (s.filter) refusals.use("socket.inet-filter", e.where);
       if (!s.tcp || !s.local || !s.peer) continue;
