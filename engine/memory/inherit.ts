@@ -303,8 +303,7 @@ function moveBootstrap(child: InheritanceInput, parent: InheritanceInput): void 
 
 /**
  * Refuses shared anonymous memory (one shmem inode) held by several
- * processes unless all but one inherit it from their parent, or mapped
- * twice over the same offsets in one process.
+ * processes unless all but one inherit it from their parent.
  */
 function refuseSeparatedShmem(procs: readonly InheritanceInput[], refusals: Refusals): void {
   const holders = new Map<string, { pid: number; m: Mapping; v: Vma }[]>();
@@ -331,22 +330,8 @@ function refuseSeparatedShmem(procs: readonly InheritanceInput[], refusals: Refu
           `shared with process ${pids[0]} but not inherited from its parent at the same address`,
         );
       }
-      continue;
     }
-    // Two views of the same pages in one process would become two objects.
-    const spans = roots.map((h) => ({
-      h,
-      from: h.v.offset,
-      to: h.v.offset + (h.v.end - h.v.start),
-    })).sort((a, b) => (a.from < b.from ? -1 : 1));
-    for (let i = 1; i < spans.length; i++) {
-      if (spans[i].from < spans[i - 1].to) {
-        refusals.use(
-          "memory.anon-shared-tree",
-          where(spans[i].h),
-          `maps the same shared pages as ${spans[i - 1].h.m.start}-${spans[i - 1].h.m.end}`,
-        );
-      }
-    }
+    // Several pieces in one process (even over the same pages) are one object again at restore
+    // (Mapping.shmemObject, engine/memory/shmem_restore.ts).
   }
 }

@@ -9,22 +9,41 @@
  * - a mapping grown past its object (`Mapping.shmemSize`) gets an object
  *   only as long as the part it covered, then is grown over the rest with
  *   mremap (which does not grow the object), so an access past the object
- *   raises SIGBUS as it did.
+ *   raises SIGBUS as it did;
+ * - pieces of one object mapped in several places not side by side
+ *   (`Mapping.shmemObject`: a piece moved by mremap, the object mapped again
+ *   through map_files) are all mapped from one object, made once at the
+ *   object's size at a free scratch address, by `mremap` with an old size
+ *   of 0 (which maps the same pages of a shared mapping again, at its page
+ *   offset) from the piece's offset in it to the piece's address; the
+ *   scratch mapping is then unmapped. The pieces keep their maps offsets
+ *   and are one object again (a write through one is seen through the
+ *   others, and their map_files entries are one inode).
  *
  * @module
  */
 
 import { SYS } from "../../ffi/sysno.ts";
 import { hexMinus, type HexNum, hexNum, hexPlus } from "../image/hexnum.ts";
-import type { Mapping } from "../model.ts";
+import type { Mapping, ProcessImage } from "../model.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
+import { chooseBootstrap, type Vma } from "../dump/vmas.ts";
 
 /** Whether mapping `i` is mapped with the one before it, as one object ({@link emitSharedAnon}). */
 function joinsPrevious(mappings: readonly Mapping[], i: number): boolean {
   const m = mappings[i];
-  if (!m.shmemJoin || m.inherited || i === 0) return false;
+  if (!m.shmemJoin || m.inherited || m.shmemObject || i === 0) return false;
   const prev = mappings[i - 1];
-  return prev.kind === "anon-shared" && !prev.inherited && prev.end === m.start;
+  return prev.kind === "anon-shared" && !prev.inherited && !prev.shmemObject &&
+    prev.end === m.start;
+}
+
+/** A piece of a shared anonymous object mapped in several places. */
+type Piece = Mapping & { shmemObject: { id: number; size: number } };
+
+/** Whether mapping `m` is a piece of an object mapped in several places, made by this process. */
+function objectPiece(m: Mapping): m is Piece {
+  return m.kind === "anon-shared" && m.shmemObject !== undefined && !m.inherited && !m.excluded;
 }
 
 /**
@@ -33,24 +52,36 @@ function joinsPrevious(mappings: readonly Mapping[], i: number): boolean {
  * protection after its pages are in.
  */
 export function inSharedAnonGroup(mappings: readonly Mapping[], i: number): boolean {
-  return joinsPrevious(mappings, i) || (i + 1 < mappings.length && joinsPrevious(mappings, i + 1));
+  return objectPiece(mappings[i]) || joinsPrevious(mappings, i) ||
+    (i + 1 < mappings.length && joinsPrevious(mappings, i + 1));
 }
 
 /**
  * Emits the mmap of shared anonymous mapping `i` (at `start`, `prot`, mmap
  * `flags` with MAP_SHARED|MAP_ANONYMOUS|MAP_FIXED): nothing for a piece
  * joined to the one before it (mapped with it), else one object for it and
- * the pieces that follow it, as long as the object was.
+ * the pieces that follow it, as long as the object was. A piece of an
+ * object mapped in several places: the first one (by address) maps them
+ * all ({@link emitObjectPieces}), the others nothing.
  */
 export function emitSharedAnon(
   p: ProgramBuilder,
-  mappings: readonly Mapping[],
+  proc: Pick<ProcessImage, "mappings" | "bootstrap">,
   i: number,
   start: HexNum,
   prot: number,
   flags: number,
   label: string,
 ): void {
+  const mappings = proc.mappings;
+  const m = mappings[i];
+  if (objectPiece(m)) {
+    const pieces = mappings.filter((x): x is Piece =>
+      objectPiece(x) && x.shmemObject.id === m.shmemObject.id
+    );
+    if (pieces[0] === m) emitObjectPieces(p, proc, pieces, flags);
+    return;
+  }
   if (joinsPrevious(mappings, i)) return; // mapped with the piece before it
   let last = i;
   while (last + 1 < mappings.length && joinsPrevious(mappings, last + 1)) last++;
@@ -89,4 +120,70 @@ function emitShortShmem(
   p.op(SYS.mremap, [start, covered, len, 0, 0], {
     comment: "grown past the object (SIGBUS there)",
   });
+}
+
+const MAP_FIXED = 0x10;
+/** MAP_FIXED_NOREPLACE: the scratch range must be free, or the restore fails there. */
+const MAP_FIXED_NOREPLACE = 0x100000;
+const MREMAP_MAYMOVE_FIXED = 1 | 2;
+const PROT_RW = 3;
+
+/**
+ * Emits the object of `pieces` (all of one `shmemObject`, in address
+ * order) once, at a free scratch address and its whole size, maps each
+ * piece from it at its offset (mremap with an old size of 0: the same
+ * pages again), read-write (each gets its protection after its pages),
+ * and unmaps the scratch mapping. A piece reaching past the object's end
+ * keeps the rest past it (SIGBUS there, as before the dump).
+ */
+function emitObjectPieces(
+  p: ProgramBuilder,
+  proc: Pick<ProcessImage, "mappings" | "bootstrap">,
+  pieces: readonly Piece[],
+  flags: number,
+): void {
+  const size = pieces[0].shmemObject.size;
+  const len = (size + 4095) & ~4095;
+  const scratch = objectScratch(proc, len);
+  p.op(SYS.mmap, [scratch, len, PROT_RW, (flags & ~MAP_FIXED) | MAP_FIXED_NOREPLACE, -1, 0], {
+    comment: `shared anonymous object ${
+      pieces[0].shmemObject.id
+    } (${size} bytes), ${pieces.length} pieces`,
+  });
+  for (const m of pieces) {
+    const start = hexNum(m.start);
+    p.op(SYS.mremap, [
+      hexPlus(scratch, Number(BigInt(m.offset))),
+      0,
+      hexMinus(hexNum(m.end), start),
+      MREMAP_MAYMOVE_FIXED,
+      start,
+    ], {
+      comment: `${m.start}-${m.end} at offset ${m.offset} of the object`,
+    });
+  }
+  p.op(SYS.munmap, [scratch, len], { comment: "the object's scratch mapping" });
+}
+
+/**
+ * A free address for `len` bytes while the restore program of `proc` runs:
+ * clear of every mapping of its image and of its bootstrap (what an
+ * inheriting child holds once it dropped what it does not keep).
+ */
+function objectScratch(proc: Pick<ProcessImage, "mappings" | "bootstrap">, len: number): bigint {
+  const area = (start: bigint, end: bigint): Vma => ({
+    start,
+    end,
+    perms: "",
+    offset: 0n,
+    dev: "",
+    inode: 0,
+    path: "",
+    vmFlags: [],
+  });
+  const areas = proc.mappings.map((m) => area(BigInt(m.start), BigInt(m.end)));
+  const boot = BigInt(proc.bootstrap.start);
+  areas.push(area(boot, boot + BigInt(proc.bootstrap.size)));
+  areas.sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
+  return chooseBootstrap(areas, len);
 }

@@ -465,7 +465,7 @@ function emitMemory(
       const flags = type | MAP_FIXED | MAP_ANONYMOUS | growsDown;
       // (An area the kernel kept apart from the one before is made apart again.)
       if (m.kind === "anon") emitAnonMmap(p, proc, i, [start, len, mapProt, flags], zeroByte);
-      else emitSharedAnon(p, proc.mappings, i, start, mapProt, flags, mappingLabel(m));
+      else emitSharedAnon(p, proc, i, start, mapProt, flags, mappingLabel(m));
     } else {
       const ghost = m.ghost !== undefined
         ? ghostPath(opts.ghosts ?? new Map(), m.ghost)

@@ -1,0 +1,58 @@
+/**
+ * One shared anonymous object mapped in several places not side by side
+ * (a piece moved by mremap, the object mapped again through map_files) is
+ * restored as one object (engine/memory/shmem_restore.ts), in one process
+ * and in a child that inherits the pieces.
+ */
+
+import assert from "node:assert/strict";
+import { checkpoint } from "../engine/dump/mod.ts";
+import { dumpKillRestore, tempImageDir } from "./helpers/roundtrip.ts";
+import { SIGUSR1 } from "./helpers/signals.ts";
+import { startTarget, withTargets } from "./helpers/targets.ts";
+
+for (const forked of [false, true]) {
+  for (const lazy of [false, true]) {
+    Deno.test(
+      `shared anonymous object with a piece moved by mremap and a second view comes back as one object${
+        forked ? ", in a child that inherits it too" : ""
+      }${lazy ? " (restore --lazy)" : ""}`,
+      withTargets(async () => {
+        const t = await startTarget("rt_shanon", forked ? ["forked"] : []);
+        await t.waitFor(/^ready pid=\d+$/m);
+        const { tree } = await dumpKillRestore(t, { lazy });
+        tree.lazy?.serve();
+        t.signal(SIGUSR1);
+        const st = await t.wait();
+        assert.equal(st.kind, "exited", t.output());
+        assert.match(t.output(), /^PASS$/m, t.output());
+      }),
+    );
+  }
+}
+
+Deno.test(
+  "shared anonymous object in several pieces: a pre-copy dump, then the restore, keeps it one object",
+  withTargets(async () => {
+    const t = await startTarget("rt_shanon", ["forked"]);
+    await t.waitFor(/^ready pid=\d+$/m);
+    await dumpKillRestore(t, {}, { precopy: true });
+    t.signal(SIGUSR1);
+    const st = await t.wait();
+    assert.equal(st.kind, "exited", t.output());
+    assert.match(t.output(), /^PASS$/m, t.output());
+  }),
+);
+
+Deno.test(
+  "shared anonymous object in several pieces: a dump that leaves it running leaves it one object",
+  withTargets(async () => {
+    const t = await startTarget("rt_shanon", []);
+    await t.waitFor(/^ready pid=\d+$/m);
+    await checkpoint(t.pid, { dir: await tempImageDir(), leaveRunning: true });
+    t.signal(SIGUSR1);
+    const st = await t.wait();
+    assert.equal(st.kind, "exited", t.output());
+    assert.match(t.output(), /^PASS$/m, t.output());
+  }),
+);
