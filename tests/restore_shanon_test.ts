@@ -1,8 +1,9 @@
 /**
  * One shared anonymous object mapped in several places not side by side
  * (a piece moved by mremap, the object mapped again through map_files) is
- * restored as one object (engine/memory/shmem_restore.ts), in one process
- * and in a child that inherits the pieces.
+ * restored as one object (engine/memory/shmem_restore.ts), in one process,
+ * in a child that inherits the pieces, and in a parent and a child that
+ * hold pieces at different addresses.
  */
 
 import assert from "node:assert/strict";
@@ -10,6 +11,19 @@ import { checkpoint } from "../engine/dump/mod.ts";
 import { dumpKillRestore, tempImageDir } from "./helpers/roundtrip.ts";
 import { SIGUSR1 } from "./helpers/signals.ts";
 import { startTarget, withTargets } from "./helpers/targets.ts";
+
+Deno.test(
+  "shared anonymous object with its last page moved by mremap comes back as one object (not two at offset 0)",
+  withTargets(async () => {
+    const t = await startTarget("rt_shanon", ["noview"]);
+    await t.waitFor(/^ready pid=\d+$/m);
+    await dumpKillRestore(t);
+    t.signal(SIGUSR1);
+    const st = await t.wait();
+    assert.equal(st.kind, "exited", t.output());
+    assert.match(t.output(), /^PASS$/m, t.output());
+  }),
+);
 
 for (const forked of [false, true]) {
   for (const lazy of [false, true]) {
@@ -29,6 +43,24 @@ for (const forked of [false, true]) {
       }),
     );
   }
+}
+
+for (const lazy of [false, true]) {
+  Deno.test(
+    `shared anonymous object held by a parent and a child at different addresses and offsets comes back as one object${
+      lazy ? " (restore --lazy)" : ""
+    }`,
+    withTargets(async () => {
+      const t = await startTarget("rt_shanon", ["apart"]);
+      await t.waitFor(/^ready pid=\d+$/m);
+      const { tree } = await dumpKillRestore(t, { lazy });
+      tree.lazy?.serve();
+      t.signal(SIGUSR1);
+      const st = await t.wait();
+      assert.equal(st.kind, "exited", t.output());
+      assert.match(t.output(), /^PASS$/m, t.output());
+    }),
+  );
 }
 
 Deno.test(

@@ -28,6 +28,7 @@ import { hexMinus, type HexNum, hexNum, hexPlus } from "../image/hexnum.ts";
 import type { Mapping, ProcessImage } from "../model.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
 import { chooseBootstrap, type Vma } from "../dump/vmas.ts";
+import { anonScratchRange } from "../restore/anon_runs.ts";
 
 /** Whether mapping `i` is mapped with the one before it, as one object ({@link emitSharedAnon}). */
 function joinsPrevious(mappings: readonly Mapping[], i: number): boolean {
@@ -39,7 +40,7 @@ function joinsPrevious(mappings: readonly Mapping[], i: number): boolean {
 }
 
 /** A piece of a shared anonymous object mapped in several places. */
-type Piece = Mapping & { shmemObject: { id: number; size: number } };
+type Piece = Mapping & { shmemObject: NonNullable<Mapping["shmemObject"]> };
 
 /** Whether mapping `m` is a piece of an object mapped in several places, made by this process. */
 function objectPiece(m: Mapping): m is Piece {
@@ -66,7 +67,8 @@ export function inSharedAnonGroup(mappings: readonly Mapping[], i: number): bool
  */
 export function emitSharedAnon(
   p: ProgramBuilder,
-  proc: Pick<ProcessImage, "mappings" | "bootstrap">,
+  proc: ProcessImage,
+  images: ReadonlyMap<number, ProcessImage> | undefined,
   i: number,
   start: HexNum,
   prot: number,
@@ -79,7 +81,7 @@ export function emitSharedAnon(
     const pieces = mappings.filter((x): x is Piece =>
       objectPiece(x) && x.shmemObject.id === m.shmemObject.id
     );
-    if (pieces[0] === m) emitObjectPieces(p, proc, pieces, flags);
+    if (pieces[0] === m) emitObjectPieces(p, proc, images, pieces, flags);
     return;
   }
   if (joinsPrevious(mappings, i)) return; // mapped with the piece before it
@@ -127,50 +129,109 @@ const MAP_FIXED = 0x10;
 const MAP_FIXED_NOREPLACE = 0x100000;
 const MREMAP_MAYMOVE_FIXED = 1 | 2;
 const PROT_RW = 3;
+const PAGE = 4096;
+
+/** Bytes of the scratch mapping of an object of `size` bytes. */
+function pagesOf(size: number): number {
+  return (size + PAGE - 1) & ~(PAGE - 1);
+}
 
 /**
  * Emits the object of `pieces` (all of one `shmemObject`, in address
- * order) once, at a free scratch address and its whole size, maps each
- * piece from it at its offset (mremap with an old size of 0: the same
- * pages again), read-write (each gets its protection after its pages),
- * and unmaps the scratch mapping. A piece reaching past the object's end
+ * order) once, at its scratch address and whole size (or, `inParent`, takes
+ * the parent's scratch mapping of it, inherited at fork), maps each piece
+ * from it at its offset (mremap with an old size of 0: the same pages
+ * again), read-write (each gets its protection after its pages), and
+ * unmaps the scratch mapping, unless inheriting children still need it
+ * ({@link emitObjectScratchUnmaps}). A piece reaching past the object's end
  * keeps the rest past it (SIGBUS there, as before the dump).
  */
 function emitObjectPieces(
   p: ProgramBuilder,
-  proc: Pick<ProcessImage, "mappings" | "bootstrap">,
+  proc: ProcessImage,
+  images: ReadonlyMap<number, ProcessImage> | undefined,
   pieces: readonly Piece[],
   flags: number,
 ): void {
-  const size = pieces[0].shmemObject.size;
-  const len = (size + 4095) & ~4095;
-  const scratch = objectScratch(proc, len);
-  p.op(SYS.mmap, [scratch, len, PROT_RW, (flags & ~MAP_FIXED) | MAP_FIXED_NOREPLACE, -1, 0], {
-    comment: `shared anonymous object ${
-      pieces[0].shmemObject.id
-    } (${size} bytes), ${pieces.length} pieces`,
-  });
+  const object = pieces[0].shmemObject;
+  const len = pagesOf(object.size);
+  let maker = proc;
+  if (object.inParent) {
+    const parent = images?.get(proc.ppid);
+    if (!parent) {
+      throw new Error(`process ${proc.pid} maps its parent's object but its parent is missing`);
+    }
+    maker = parent;
+  }
+  const scratch = objectScratch(maker, images).get(object.id);
+  if (scratch === undefined) {
+    throw new Error(`no scratch address for shared anonymous object ${object.id}`);
+  }
+  if (!object.inParent) {
+    p.op(SYS.mmap, [scratch, len, PROT_RW, (flags & ~MAP_FIXED) | MAP_FIXED_NOREPLACE, -1, 0], {
+      comment:
+        `shared anonymous object ${object.id} (${object.size} bytes), ${pieces.length} pieces here`,
+    });
+  }
   for (const m of pieces) {
     const start = hexNum(m.start);
-    p.op(SYS.mremap, [
-      hexPlus(scratch, Number(BigInt(m.offset))),
-      0,
-      hexMinus(hexNum(m.end), start),
-      MREMAP_MAYMOVE_FIXED,
-      start,
-    ], {
+    const from = hexPlus(scratch, Number(BigInt(m.offset)));
+    p.op(SYS.mremap, [from, 0, hexMinus(hexNum(m.end), start), MREMAP_MAYMOVE_FIXED, start], {
       comment: `${m.start}-${m.end} at offset ${m.offset} of the object`,
     });
   }
-  p.op(SYS.munmap, [scratch, len], { comment: "the object's scratch mapping" });
+  if (object.forChildren) return; // unmapped once the children are forked
+  p.op(SYS.munmap, [scratch, len], {
+    comment: object.inParent
+      ? "the parent's mapping of the object"
+      : "the object's scratch mapping",
+  });
 }
 
 /**
- * A free address for `len` bytes while the restore program of `proc` runs:
- * clear of every mapping of its image and of its bootstrap (what an
- * inheriting child holds once it dropped what it does not keep).
+ * In a process that made objects its inheriting children map at other
+ * addresses (`shmemObject.forChildren`): unmaps their scratch mappings,
+ * once the children are forked.
  */
-function objectScratch(proc: Pick<ProcessImage, "mappings" | "bootstrap">, len: number): bigint {
+export function emitObjectScratchUnmaps(
+  p: ProgramBuilder,
+  proc: ProcessImage,
+  images: ReadonlyMap<number, ProcessImage> | undefined,
+): void {
+  const done = new Set<number>();
+  for (const m of proc.mappings) {
+    if (!objectPiece(m) || !m.shmemObject.forChildren || done.has(m.shmemObject.id)) continue;
+    done.add(m.shmemObject.id);
+    const at = objectScratch(proc, images).get(m.shmemObject.id)!;
+    p.op(SYS.munmap, [at, pagesOf(m.shmemObject.size)], {
+      comment: `shared anonymous object ${m.shmemObject.id}: its scratch mapping, children forked`,
+    });
+  }
+}
+
+/** The scratch addresses chosen for each maker's objects (see {@link objectScratch}). */
+const scratchOf = new WeakMap<readonly Mapping[], Map<number, bigint>>();
+
+/**
+ * The scratch address of every object `maker` makes (its pieces marked
+ * `shmemObject`, not `inParent`), side by side in one range free while the
+ * restore programs of `maker` and of its inheriting children run: clear of
+ * every mapping of their images and of their bootstraps (what an inheriting
+ * child holds once it dropped what it does not keep). The same for the
+ * maker's program and its children's, which map from it.
+ */
+function objectScratch(
+  maker: ProcessImage,
+  images: ReadonlyMap<number, ProcessImage> | undefined,
+): Map<number, bigint> {
+  const known = scratchOf.get(maker.mappings);
+  if (known) return known;
+  const sizes = new Map<number, number>();
+  for (const m of maker.mappings) {
+    if (objectPiece(m) && !m.shmemObject.inParent) {
+      sizes.set(m.shmemObject.id, pagesOf(m.shmemObject.size));
+    }
+  }
   const area = (start: bigint, end: bigint): Vma => ({
     start,
     end,
@@ -181,9 +242,28 @@ function objectScratch(proc: Pick<ProcessImage, "mappings" | "bootstrap">, len: 
     path: "",
     vmFlags: [],
   });
-  const areas = proc.mappings.map((m) => area(BigInt(m.start), BigInt(m.end)));
-  const boot = BigInt(proc.bootstrap.start);
-  areas.push(area(boot, boot + BigInt(proc.bootstrap.size)));
+  const areas: Vma[] = [];
+  const holders = [
+    maker,
+    ...maker.children.map((c) => images?.get(c)).filter((c) => c?.inheritsMemory),
+  ];
+  for (const x of holders) {
+    for (const m of x!.mappings) areas.push(area(BigInt(m.start), BigInt(m.end)));
+    const boot = BigInt(x!.bootstrap.start);
+    areas.push(area(boot, boot + BigInt(x!.bootstrap.size)));
+    // (Its scratch for private areas kept apart is used while this object is mapped.)
+    const anon = anonScratchRange(x!);
+    if (anon) areas.push(area(anon.start, anon.end));
+  }
   areas.sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
-  return chooseBootstrap(areas, len);
+  let total = 0;
+  for (const len of sizes.values()) total += len;
+  let at = chooseBootstrap(areas, total);
+  const out = new Map<number, bigint>();
+  for (const [id, len] of [...sizes].sort((a, b) => a[0] - b[0])) {
+    out.set(id, at);
+    at += BigInt(len);
+  }
+  scratchOf.set(maker.mappings, out);
+  return out;
 }

@@ -1,8 +1,9 @@
 /* One shared anonymous object (MAP_SHARED|MAP_ANONYMOUS, 4 pages) mapped
  * in three places not side by side: its first 3 pages where it was made,
  * its last page moved elsewhere by mremap, and its second page mapped once
- * more through /proc/self/map_files (an overlapping view). Argument
- * "forked": a child forked after that holds the same three pieces.
+ * more through /proc/self/map_files (an overlapping view; not with
+ * argument "noview"). Argument "forked": a child forked after that holds
+ * the same three pieces.
  * Prints "ready pid=<pid>", waits for SIGUSR1 (sent after the restore),
  * then checks that the pieces are still one object: the maps offsets and
  * the object's size are as before, every piece's map_files entry is one
@@ -10,7 +11,9 @@
  * others (and through the object itself, read by pread), a child forked
  * now writes into it, the moved page moved back merges with the first
  * piece; "forked": the old child writes through its moved piece and the
- * parent sees it. Prints check lines and PASS/FAIL. */
+ * parent sees it. Argument "apart": a parent and a child hold pieces of one
+ * object at different addresses and offsets (see apart()); both check
+ * them, and each sees the other's write. Prints check lines and PASS/FAIL. */
 #define _GNU_SOURCE
 #include "common.h"
 #include <fcntl.h>
@@ -60,7 +63,7 @@ static void record(struct piece *p) {
 }
 
 /* The checks both processes make of their pieces `now` against `was`. */
-static void check_pieces(const char *who, struct piece *was, int n) {
+static void check_pieces(const char *who, struct piece *was, int n, long size) {
   struct piece now[3];
   for (int i = 0; i < n; i++) {
     now[i].addr = was[i].addr;
@@ -85,11 +88,72 @@ static void check_pieces(const char *who, struct piece *was, int n) {
   check(name, same, "inodes %lu %lu %lu", (unsigned long)st[0].st_ino,
         (unsigned long)st[1].st_ino, (unsigned long)st[n - 1].st_ino);
   snprintf(name, sizeof name, "%s-size", who);
-  check(name, st[0].st_size == (off_t)(4 * PAGE), "size %ld", (long)st[0].st_size);
+  check(name, st[0].st_size == size, "size %ld", (long)st[0].st_size);
+}
+
+/* Whether the `n` pieces' data is as written: page i of the object holds 'a' + i. */
+static int data_ok(struct piece *ps, int n) {
+  int ok = 1;
+  for (int i = 0; i < n; i++)
+    for (unsigned long a = (unsigned long)ps[i].addr; a < ps[i].end; a += 64)
+      ok &= *(char *)a == 'a' + (int)((ps[i].offset + a - (unsigned long)ps[i].addr) / PAGE);
+  return ok;
+}
+
+/* "apart": the parent and a child hold pieces of one object at different
+ * addresses and offsets, each moved by mremap after the fork. */
+static int apart(void) {
+  char *obj = mmap(NULL, 4 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (obj == MAP_FAILED) die("mmap");
+  for (int i = 0; i < 4; i++) memset(obj + i * PAGE, 'a' + i, PAGE);
+  sigset_t old;
+  arm_usr1(&old);
+  int ready[2];
+  if (pipe(ready) != 0) die("pipe");
+  pid_t child = fork();
+  if (child < 0) die("fork");
+  if (child == 0) {
+    /* The child: the first 3 pages where they were, the last one moved. */
+    char *hole = mmap(NULL, 5 * PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *moved = mremap(obj + 3 * PAGE, PAGE, PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, hole + 2 * PAGE);
+    if (hole == MAP_FAILED || moved == MAP_FAILED) die("child mremap");
+    struct piece was[2] = {{.addr = obj}, {.addr = moved}};
+    for (int i = 0; i < 2; i++) record(&was[i]);
+    if (write(ready[1], "r", 1) != 1) die("write");
+    wait_usr1(&old);
+    check_pieces("child", was, 2, 4 * PAGE);
+    check("child-data", data_ok(was, 1) && moved[0] == 'd', "%c %c", obj[0], moved[0]);
+    check("parent-write-seen", obj[PAGE + 5] == 'P', "read %c", obj[PAGE + 5]);
+    moved[7] = 'K';
+    _exit(verdict());
+  }
+  char c;
+  if (read(ready[0], &c, 1) != 1) die("read");
+  /* The parent: page 0 unmapped, page 2 moved elsewhere. */
+  char *hole = mmap(NULL, 7 * PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  char *moved = mremap(obj + 2 * PAGE, PAGE, PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, hole + 3 * PAGE);
+  if (hole == MAP_FAILED || moved == MAP_FAILED) die("mremap");
+  munmap(obj, PAGE);
+  struct piece was[3] = {{.addr = obj + PAGE}, {.addr = moved}, {.addr = obj + 3 * PAGE}};
+  for (int i = 0; i < 3; i++) record(&was[i]);
+  print_ready("pid=%d", getpid());
+  wait_usr1(&old);
+  check_pieces("parent", was, 3, 4 * PAGE);
+  check("parent-data", data_ok(was, 3), "%c %c %c", obj[PAGE], moved[0], obj[3 * PAGE]);
+  obj[PAGE + 5] = 'P';
+  kill(child, SIGUSR1);
+  int status = 0;
+  waitpid(child, &status, 0);
+  check("child", WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %x", status);
+  check("child-write-seen", obj[3 * PAGE + 7] == 'K', "read %c", obj[3 * PAGE + 7]);
+  return verdict();
 }
 
 int main(int argc, char **argv) {
+  if (argc > 1 && strcmp(argv[1], "apart") == 0) return apart();
   int forked = argc > 1 && strcmp(argv[1], "forked") == 0;
+  int noview = argc > 1 && strcmp(argv[1], "noview") == 0;
+  int n = noview ? 2 : 3;
   char *obj = mmap(NULL, 4 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (obj == MAP_FAILED) die("mmap");
   for (int i = 0; i < 4; i++) memset(obj + i * PAGE, 'a' + i, PAGE);
@@ -100,11 +164,11 @@ int main(int argc, char **argv) {
   if (moved == MAP_FAILED) die("mremap");
   int fd = open_object(obj, (unsigned long)obj + 3 * PAGE);
   if (fd < 0) die("map_files");
-  char *view = mmap(NULL, PAGE, PROT_READ, MAP_SHARED, fd, PAGE);
+  char *view = noview ? obj + PAGE : mmap(NULL, PAGE, PROT_READ, MAP_SHARED, fd, PAGE);
   if (view == MAP_FAILED) die("mmap view");
   close(fd);
   struct piece was[3] = {{.addr = obj}, {.addr = moved}, {.addr = view}};
-  for (int i = 0; i < 3; i++) record(&was[i]);
+  for (int i = 0; i < n; i++) record(&was[i]);
   sigset_t old;
   arm_usr1(&old);
   pid_t child = -1;
@@ -113,14 +177,14 @@ int main(int argc, char **argv) {
     if (child < 0) die("fork");
     if (child == 0) {
       wait_usr1(&old);
-      check_pieces("child", was, 3);
+      check_pieces("child", was, n, 4 * PAGE);
       moved[7] = 'K';
       _exit(verdict());
     }
   }
   print_ready("pid=%d", getpid());
   wait_usr1(&old);
-  check_pieces("parent", was, 3);
+  check_pieces("parent", was, n, 4 * PAGE);
   int ok = 1;
   for (int i = 0; i < 3; i++)
     for (size_t k = 0; k < PAGE; k++) ok &= obj[i * PAGE + k] == 'a' + i;
