@@ -321,8 +321,8 @@ function makerOf(pids: readonly number[], procs: readonly InheritanceInput[]): n
  * inheriting children map themselves (`roots`; `all` with the inherited
  * ones) as a piece of one object (`Mapping.shmemObject`): the maker's
  * `forChildren`, the children's `inParent`. Its size: the object's
- * (markShmemObjects) where one process read it, else the largest offset
- * and length of any piece.
+ * (markShmemObjects) where a process read it, else the largest offset and
+ * length of any piece.
  */
 function markTreeObject(
   roots: readonly { pid: number; m: Mapping; v: Vma }[],
@@ -331,6 +331,10 @@ function markTreeObject(
 ): void {
   let size = 0;
   for (const h of all) size = Math.max(size, h.m.shmemObject?.size ?? 0);
+  // A piece grown past the object tells its size exactly.
+  for (const h of all) {
+    if (h.m.shmemSize !== undefined) size = Number(h.v.offset) + h.m.shmemSize;
+  }
   if (size === 0) {
     for (const h of all) size = Math.max(size, Number(h.v.offset + h.v.end - h.v.start));
   }
