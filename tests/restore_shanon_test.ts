@@ -10,13 +10,19 @@ import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { dumpKillRestore, tempImageDir } from "./helpers/roundtrip.ts";
 import { SIGUSR1 } from "./helpers/signals.ts";
-import { startTarget, withTargets } from "./helpers/targets.ts";
+import { adoptPid, startTarget, type Target, withTargets } from "./helpers/targets.ts";
+
+/** Waits for the target's ready line; its child, when it has one, is cleaned up with it. */
+async function ready(t: Target): Promise<void> {
+  const m = await t.waitFor(/^ready pid=\d+ child=(-?\d+)$/m);
+  if (Number(m[1]) > 0) adoptPid(Number(m[1]));
+}
 
 Deno.test(
   "shared anonymous object with its last page moved by mremap comes back as one object (not two at offset 0)",
   withTargets(async () => {
     const t = await startTarget("rt_shanon", ["noview"]);
-    await t.waitFor(/^ready pid=\d+$/m);
+    await ready(t);
     await dumpKillRestore(t);
     t.signal(SIGUSR1);
     const st = await t.wait();
@@ -33,7 +39,7 @@ for (const forked of [false, true]) {
       }${lazy ? " (restore --lazy)" : ""}`,
       withTargets(async () => {
         const t = await startTarget("rt_shanon", forked ? ["forked"] : []);
-        await t.waitFor(/^ready pid=\d+$/m);
+        await ready(t);
         const { tree } = await dumpKillRestore(t, { lazy });
         tree.lazy?.serve();
         t.signal(SIGUSR1);
@@ -52,7 +58,7 @@ for (const lazy of [false, true]) {
     }`,
     withTargets(async () => {
       const t = await startTarget("rt_shanon", ["apart"]);
-      await t.waitFor(/^ready pid=\d+$/m);
+      await ready(t);
       const { tree } = await dumpKillRestore(t, { lazy });
       tree.lazy?.serve();
       t.signal(SIGUSR1);
@@ -67,7 +73,7 @@ Deno.test(
   "shared anonymous object in several pieces: a pre-copy dump, then the restore, keeps it one object",
   withTargets(async () => {
     const t = await startTarget("rt_shanon", ["forked"]);
-    await t.waitFor(/^ready pid=\d+$/m);
+    await ready(t);
     await dumpKillRestore(t, {}, { precopy: true });
     t.signal(SIGUSR1);
     const st = await t.wait();
@@ -80,7 +86,7 @@ Deno.test(
   "shared anonymous object in several pieces: a dump that leaves it running leaves it one object",
   withTargets(async () => {
     const t = await startTarget("rt_shanon", []);
-    await t.waitFor(/^ready pid=\d+$/m);
+    await ready(t);
     await checkpoint(t.pid, { dir: await tempImageDir(), leaveRunning: true });
     t.signal(SIGUSR1);
     const st = await t.wait();

@@ -4,8 +4,8 @@
  * more through /proc/self/map_files (an overlapping view; not with
  * argument "noview"). Argument "forked": a child forked after that holds
  * the same three pieces.
- * Prints "ready pid=<pid>", waits for SIGUSR1 (sent after the restore),
- * then checks that the pieces are still one object: the maps offsets and
+ * Prints "ready pid=<pid> child=<its child, or -1>", waits for SIGUSR1
+ * (sent after the restore), then checks that the pieces are still one object: the maps offsets and
  * the object's size are as before, every piece's map_files entry is one
  * inode, the data is intact, a write through one piece is seen through the
  * others (and through the object itself, read by pread), a child forked
@@ -136,7 +136,7 @@ static int apart(void) {
   munmap(obj, PAGE);
   struct piece was[3] = {{.addr = obj + PAGE}, {.addr = moved}, {.addr = obj + 3 * PAGE}};
   for (int i = 0; i < 3; i++) record(&was[i]);
-  print_ready("pid=%d", getpid());
+  print_ready("pid=%d child=%d", getpid(), (int)child);
   wait_usr1(&old);
   check_pieces("parent", was, 3, 4 * PAGE);
   check("parent-data", data_ok(was, 3), "%c %c %c", obj[PAGE], moved[0], obj[3 * PAGE]);
@@ -182,7 +182,7 @@ int main(int argc, char **argv) {
       _exit(verdict());
     }
   }
-  print_ready("pid=%d", getpid());
+  print_ready("pid=%d child=%d", getpid(), (int)child);
   wait_usr1(&old);
   check_pieces("parent", was, n, 4 * PAGE);
   int ok = 1;
