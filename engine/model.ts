@@ -510,6 +510,18 @@ export interface Mapping {
    * part of one object with it (engine/memory/shmem_restore.ts).
    */
   shmemJoin?: true;
+  /**
+   * A piece of a shared anonymous object that this process maps in several
+   * places not side by side (a piece moved by mremap): the object's inode
+   * (its identity within the dump) and size in bytes. The restore makes the
+   * object once, that long, and maps each piece from it at its offset
+   * (engine/memory/shmem_restore.ts). `forChildren`: the object is also
+   * mapped by inheriting children at other addresses (this process makes
+   * it and keeps it mapped until they are forked); `inParent`: the parent
+   * made it, and this inheriting child maps its pieces from the parent's
+   * mapping of it (engine/memory/inherit.ts).
+   */
+  shmemObject?: { id: number; size: number; forChildren?: true; inParent?: true };
 }
 
 /** A native AIO context (io_setup), known by its ring mapping; its address is the context id. */

@@ -70,7 +70,10 @@ export function plainMappingFits(x: unknown): boolean {
   if (!KINDS.has(x.kind) || typeof x.name !== "string") return false;
   if (x.file !== undefined || x.sysvShm !== undefined || x.aio !== undefined) return false;
   // Checked by the schema:
-  if (x.mempolicy !== undefined || x.shmemSize !== undefined || x.shmemJoin !== undefined) {
+  if (
+    x.mempolicy !== undefined || x.shmemSize !== undefined || x.shmemJoin !== undefined ||
+    x.shmemObject !== undefined
+  ) {
     return false;
   }
   if (x.excluded !== undefined && typeof x.excluded !== "boolean") return false;

@@ -56,6 +56,12 @@ export const mappingChecks = z.lazy(() =>
     mempolicy: mempolicy.optional(),
     shmemSize: int.min(1).optional(),
     shmemJoin: z.literal(true).optional(),
+    shmemObject: z.looseObject({
+      id: nat,
+      size: int.min(1),
+      forChildren: z.literal(true).optional(),
+      inParent: z.literal(true).optional(),
+    }).optional(),
     aio: z.looseObject({
       id: nat,
       nr: nat,

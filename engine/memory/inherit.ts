@@ -302,9 +302,56 @@ function moveBootstrap(child: InheritanceInput, parent: InheritanceInput): void 
 }
 
 /**
+ * The process among `pids` of which every other is a child restored by
+ * inheritance (it can make the object and keep it mapped when it forks
+ * them), or undefined.
+ */
+function makerOf(pids: readonly number[], procs: readonly InheritanceInput[]): number | undefined {
+  const image = (pid: number) => procs.find((x) => x.image.pid === pid)?.image;
+  return pids.find((maker) =>
+    pids.every((pid) =>
+      pid === maker ||
+      (image(maker)?.children.includes(pid) === true && image(pid)?.inheritsMemory === true)
+    )
+  );
+}
+
+/**
+ * Marks every piece of one shared anonymous object that `maker` and its
+ * inheriting children map themselves (`roots`; `all` with the inherited
+ * ones) as a piece of one object (`Mapping.shmemObject`): the maker's
+ * `forChildren`, the children's `inParent`. Its size: the object's
+ * (markShmemObjects) where a process read it, else the largest offset and
+ * length of any piece.
+ */
+function markTreeObject(
+  roots: readonly { pid: number; m: Mapping; v: Vma }[],
+  all: readonly { pid: number; m: Mapping; v: Vma }[],
+  maker: number,
+): void {
+  let size = 0;
+  for (const h of all) size = Math.max(size, h.m.shmemObject?.size ?? 0);
+  // A piece grown past the object tells its size exactly.
+  for (const h of all) {
+    if (h.m.shmemSize !== undefined) size = Number(h.v.offset) + h.m.shmemSize;
+  }
+  if (size === 0) {
+    for (const h of all) size = Math.max(size, Number(h.v.offset + h.v.end - h.v.start));
+  }
+  const id = roots[0].v.inode;
+  for (const h of roots) {
+    h.m.shmemObject = h.pid === maker
+      ? { id, size, forChildren: true }
+      : { id, size, inParent: true };
+  }
+}
+
+/**
  * Refuses shared anonymous memory (one shmem inode) held by several
- * processes unless all but one inherit it from their parent, or mapped
- * twice over the same offsets in one process.
+ * processes unless all but one inherit it from their parent, or all but
+ * one are children of it that it forks with its memory (restored by
+ * inheritance) and map it elsewhere themselves: then one object is made
+ * in it and mapped by all (engine/memory/shmem_restore.ts).
  */
 function refuseSeparatedShmem(procs: readonly InheritanceInput[], refusals: Refusals): void {
   const holders = new Map<string, { pid: number; m: Mapping; v: Vma }[]>();
@@ -324,6 +371,11 @@ function refuseSeparatedShmem(procs: readonly InheritanceInput[], refusals: Refu
     const where = (h: { pid: number; m: Mapping }) =>
       `process ${h.pid} mapping ${h.m.start}-${h.m.end} (${h.m.name})`;
     if (pids.length > 1) {
+      const maker = makerOf(pids, procs);
+      if (maker !== undefined) {
+        markTreeObject(roots, list, maker);
+        continue;
+      }
       for (const h of roots.filter((r) => r.pid !== pids[0])) {
         refusals.use(
           "memory.anon-shared-tree",
@@ -331,22 +383,8 @@ function refuseSeparatedShmem(procs: readonly InheritanceInput[], refusals: Refu
           `shared with process ${pids[0]} but not inherited from its parent at the same address`,
         );
       }
-      continue;
     }
-    // Two views of the same pages in one process would become two objects.
-    const spans = roots.map((h) => ({
-      h,
-      from: h.v.offset,
-      to: h.v.offset + (h.v.end - h.v.start),
-    })).sort((a, b) => (a.from < b.from ? -1 : 1));
-    for (let i = 1; i < spans.length; i++) {
-      if (spans[i].from < spans[i - 1].to) {
-        refusals.use(
-          "memory.anon-shared-tree",
-          where(spans[i].h),
-          `maps the same shared pages as ${spans[i - 1].h.m.start}-${spans[i - 1].h.m.end}`,
-        );
-      }
-    }
+    // Several pieces in one process (even over the same pages) are one object again at restore
+    // (Mapping.shmemObject, engine/memory/shmem_restore.ts).
   }
 }

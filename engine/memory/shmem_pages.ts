@@ -26,6 +26,10 @@
  * madvise is several mappings of one object: each one that continues the
  * object of the one before (adjacent, same inode, offset following on) is
  * marked (`Mapping.shmemJoin`), and the restore maps the run as one object.
+ * Pieces of one object that are not side by side (one moved by mremap, the
+ * object mapped again through its map_files entry) are each marked with the
+ * object's inode and size (`Mapping.shmemObject`): the restore makes the
+ * object once and maps every piece from it at its offset.
  *
  * @module
  */
@@ -63,6 +67,13 @@ export interface ShmemFaults {
    * following on), by start.
    */
   joined?: Set<bigint>;
+  /**
+   * Mappings that are pieces of an object this process maps in several
+   * places not side by side (a piece moved by mremap, the object mapped
+   * again through map_files), by start: the object's identity (its inode)
+   * and size ({@link markShmemObjects}).
+   */
+  objects?: Map<bigint, { id: number; size: number }>;
 }
 
 /**
@@ -82,14 +93,20 @@ export function mapShmemPages(pid: number, frozenMaps?: readonly MapEntry[]): Sh
   let mem: Deno.FsFile | undefined;
   let buf: Uint8Array | undefined;
   let prev: MapEntry | undefined;
+  // Per object (inode): its pieces here, and its size where map_files told it.
+  const byObject = new Map<string, { pieces: MapEntry[]; runs: number; size: number }>();
   try {
     for (const v of areas) {
+      const key = `${v.dev}:${v.inode}`;
+      const held = byObject.get(key) ?? { pieces: [], runs: 0, size: -1 };
+      byObject.set(key, held);
+      held.pieces.push(v);
       if (
         prev && prev.end === v.start && prev.inode === v.inode && prev.dev === v.dev &&
         v.offset === prev.offset + (prev.end - prev.start)
       ) {
         (out.joined ??= new Set()).add(v.start);
-      }
+      } else held.runs++;
       prev = v;
       let obj: number;
       try {
@@ -113,6 +130,7 @@ export function mapShmemPages(pid: number, frozenMaps?: readonly MapEntry[]): Sh
       let extents: [number, number][];
       try {
         const size = fileSize(obj);
+        if (size >= 0) held.size = size;
         if (size >= 0 && size < Number(v.offset + v.end - v.start)) {
           (out.short ??= new Map()).set(v.start, size - Number(v.offset));
         }
@@ -151,6 +169,14 @@ export function mapShmemPages(pid: number, frozenMaps?: readonly MapEntry[]): Sh
   } finally {
     mem?.close();
   }
+  for (const [, o] of byObject) {
+    if (o.runs < 2) continue; // one area, or one run of adjacent pieces (shmemJoin)
+    let size = o.size;
+    if (size < 0) {
+      for (const v of o.pieces) size = Math.max(size, Number(v.offset + v.end - v.start));
+    }
+    for (const v of o.pieces) (out.objects ??= new Map()).set(v.start, { id: v.inode, size });
+  }
   return out;
 }
 
@@ -168,8 +194,10 @@ export function refuseUnreachableShmem(pid: number, faults: ShmemFaults, refusal
 /**
  * Records in the shared anonymous mappings of process `pid` that reach past
  * their object how much of each the object covers (`Mapping.shmemSize`,
- * from {@link mapShmemPages}), and which continue the object of the mapping
- * before them (`Mapping.shmemJoin`); refuses one wholly past its object.
+ * from {@link mapShmemPages}), which continue the object of the mapping
+ * before them (`Mapping.shmemJoin`), and which are pieces of an object
+ * mapped in several places (`Mapping.shmemObject`); refuses one wholly past
+ * its object.
  */
 export function markShmemObjects(
   pid: number,
@@ -177,10 +205,12 @@ export function markShmemObjects(
   faults: ShmemFaults,
   refusals: Refusals,
 ): void {
-  if (!faults.short && !faults.joined) return;
+  if (!faults.short && !faults.joined && !faults.objects) return;
   for (const m of mappings) {
     if (m.kind !== "anon-shared") continue;
     if (faults.joined?.has(BigInt(m.start))) m.shmemJoin = true;
+    const object = faults.objects?.get(BigInt(m.start));
+    if (object) m.shmemObject = { ...object };
     const covered = faults.short?.get(BigInt(m.start));
     if (covered === undefined) continue;
     if (covered > 0) m.shmemSize = covered;

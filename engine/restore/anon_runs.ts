@@ -331,6 +331,25 @@ function scratchFor(proc: Pick<ProcessImage, "mappings" | "bootstrap">): bigint 
   return at;
 }
 
+/**
+ * The range {@link emitAnonMmap} uses as scratch in the restore program of
+ * `proc`, when it uses one (engine/memory/shmem_restore.ts keeps clear).
+ */
+export function anonScratchRange(
+  proc: Pick<ProcessImage, "mappings" | "bootstrap">,
+): { start: bigint; end: bigint } | undefined {
+  const mappings = proc.mappings;
+  let longest = 0;
+  for (let k = 1; k < mappings.length; k++) {
+    if (keptApart(mappings[k - 1], mappings[k])) {
+      longest = Math.max(longest, Number(BigInt(mappings[k].end) - BigInt(mappings[k].start)));
+    }
+  }
+  if (longest === 0) return undefined;
+  const start = scratchFor(proc);
+  return { start, end: start + BigInt(longest) };
+}
+
 /** The scratch address chosen for each image's mappings (see {@link scratchFor}). */
 const scratchOf = new WeakMap<readonly Mapping[], { key: string; at: bigint }>();
 

@@ -88,7 +88,11 @@ import { SIGTRAP } from "../task/sigtrap.ts";
 import { emitThreadClones } from "./thread_clone.ts";
 import { chainedCreds, emitThreadSections, type ThreadSections } from "./thread_state.ts";
 import { hexMinus, hexNum } from "../image/hexnum.ts";
-import { emitSharedAnon, inSharedAnonGroup } from "../memory/shmem_restore.ts";
+import {
+  emitObjectScratchUnmaps,
+  emitSharedAnon,
+  inSharedAnonGroup,
+} from "../memory/shmem_restore.ts";
 import { emitMbind, emitSetMempolicy } from "../memory/mempolicy.ts";
 import {
   anonRunLength,
@@ -318,6 +322,7 @@ function emitProgram(
   emitMemoryFlagsAfter(p, proc, examine);
   emitInheritForks(p, inheriting.filter((c) => !cloned.has(c)));
   emitPlaceholders(p, placeholders.filter((x) => x.session)); // with this memory
+  emitObjectScratchUnmaps(p, proc, opts.images); // (shared with the children forked above)
 
   emitMm(p, proc, slotsAddress);
   emitNofileForFds(p, proc);
@@ -466,7 +471,7 @@ function emitMemory(
       const flags = type | MAP_FIXED | MAP_ANONYMOUS | growsDown;
       // (An area the kernel kept apart from the one before is made apart again.)
       if (m.kind === "anon") emitAnonMmap(p, proc, i, [start, len, mapProt, flags], zeroByte);
-      else emitSharedAnon(p, proc.mappings, i, start, mapProt, flags, mappingLabel(m));
+      else emitSharedAnon(p, proc, opts.images, i, start, mapProt, flags, mappingLabel(m));
     } else {
       const ghost = m.ghost !== undefined
         ? ghostPath(opts.ghosts ?? new Map(), m.ghost)

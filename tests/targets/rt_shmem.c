@@ -5,7 +5,8 @@
  * parent writes, the child must see it and write, the grandchild must see
  * that and write, and the parent must see the grandchild's write.
  * With "moved" the child first moves the region to another address
- * (mremap), which the dump must refuse.
+ * (mremap), so that parent and child hold the object at different
+ * addresses: it must stay one object for the three.
  *
  * usage: rt_shmem <trigger-file> [moved]
  * Prints "ready pid=P child=C grandchild=G shm=0x..." and waits for the
