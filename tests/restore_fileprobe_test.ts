@@ -65,6 +65,8 @@ const ROUND_TRIPS: Record<string, string[]> = {
   "ofd-wait": ["waiters-blocked", "ofd-waiter-gets", "flock-waiter-gets"],
   "ghost-dir-gone": ["ghost-dir-gone", "ghost-dir-gone-link", "ghost-dir-gone-dir"],
   "opath-deleted": ["opath-deleted"],
+  // Its directory made again for the restore and removed before the tree runs (branch zdtm1).
+  "cwd-deleted": ["cwd-deleted"],
   "fifo-size": ["fifo-pipe-sz", "pipe-sz"],
   "ghost-sparse": [
     "ghost-empty",
@@ -103,10 +105,6 @@ const REFUSED: Record<string, { line: RegExp; checks: string[] }> = {
     line: /process \d+ fd 3 \(\/memfd:huge \(deleted\)\): memfds made with MFD_HUGETLB/,
     checks: ["memfd-huge"],
   },
-  "cwd-deleted": {
-    line: /cwd \(\S+\/gone \(deleted\)\): cwd or root directory deleted/,
-    checks: ["cwd-deleted"],
-  },
   "memfd-falloc": {
     line:
       /process \d+ fd 3 \(\/memfd:falloc \(deleted\)\): 2093056 bytes allocated beyond its 4096 bytes of data pages: a deleted file or memfd on tmpfs holding pages fallocate reserved/,
@@ -122,7 +120,7 @@ for (const [mode, { line, checks }] of Object.entries(REFUSED)) {
         assert.match(e.message, line);
         // Named once: not refused again by the fd plan as a deleted file of no known kind.
         const fd3 = e.items.filter((l) => / fd 3 \(/.test(l));
-        assert.equal(fd3.length, mode === "cwd-deleted" ? 0 : 1, fd3.join("\n"));
+        assert.equal(fd3.length, 1, fd3.join("\n"));
       }, checks)
     ),
   );

@@ -32,7 +32,7 @@
  *   far-fd        fds 3 and 15000 only (under a hard limit of 20000)
  *   root-moved    a chroot into a directory renamed since, an fd of a file
  *                 outside that root
- *   cwd-deleted   a cwd whose directory was removed since (refused)
+ *   cwd-deleted   a cwd whose directory was removed since (made again at restore)
  *   odd-names     files named "x (deleted)" (not deleted) and with a newline,
  *                 a cwd with a space and a newline in its name
  *   ofd-wait      children blocked in F_OFD_SETLKW and in flock(LOCK_SH) on
