@@ -120,9 +120,13 @@ import { fdQueueBytes } from "../fds/socket_common.ts";
 import { pipeQueueBytes } from "../fds/pipe.ts";
 import { InetSocketSession } from "../fds/inet_session.ts";
 import {
+  asLocked,
   lockConnections,
   type LockOutcome,
+  lockSegments,
   netNamespaceOf,
+  outsideSegments,
+  segmentKey,
   unlockConnections,
 } from "../fds/tcp_lock.ts";
 import { inetQueueBytes } from "../fds/inet_plan.ts";
@@ -157,6 +161,44 @@ import {
   takeSnapshot,
 } from "./fork_snapshot.ts";
 
+/** The network lock taken before the sockets are read: its outcome, and the connections it drops. */
+interface EarlyLock {
+  outcome: LockOutcome;
+  /** {@link segmentKey} of each connection locked. */
+  keys: Set<string>;
+}
+
+/**
+ * Locks the connections of the frozen tree (its fds `fdLists`) to peers
+ * outside it before any socket is read (engine/fds/tcp_lock.ts); undefined
+ * when there is nothing to lock or no lock is wanted: without the
+ * tcp-established opt-in (such a connection is refused), with
+ * `networkLock` false, or in a pid namespace of its own.
+ */
+function lockOutsideFirst(
+  pid: number,
+  dumpId: string,
+  fdLists: readonly { kind: string; target: string }[][],
+  opts: CheckpointOptions,
+): EarlyLock | undefined {
+  if (!opts.optIns?.includes("tcp-established") || opts.networkLock === false) return undefined;
+  if (opts.pidNamespace) return undefined;
+  const inodes = new Set<number>();
+  for (const fds of fdLists) {
+    for (const f of fds) {
+      const m = f.kind === "socket" ? f.target.match(/^socket:\[(\d+)\]$/) : null;
+      if (m) inodes.add(Number(m[1]));
+    }
+  }
+  if (!inodes.size) return undefined;
+  const conns = outsideSegments(inodes);
+  if (!conns.length) return undefined;
+  return {
+    outcome: lockSegments(netNamespaceOf(pid), dumpId, conns),
+    keys: new Set(conns.map(segmentKey)),
+  };
+}
+
 /** Progress events of a dump. */
 export type DumpEvent =
   | { type: "frozen"; processes: number; threads: number }
@@ -164,6 +206,8 @@ export type DumpEvent =
   | { type: "precopied"; bytes: number; frozenSeconds: number }
   /** The tree runs again (`leaveRunning`); the images are completed after this. */
   | { type: "thawed"; freezeSeconds: number }
+  /** The connections to peers outside the tree are locked, before their sockets are read. */
+  | { type: "network-locked"; connections: number; dir: string }
   | { type: "process"; pid: number; mappings: number; bytesToSave: number }
   | { type: "pages"; pid: number; bytes: number; totalBytes: number }
   | { type: "written"; pid: number; path: string; size: number }
@@ -581,6 +625,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
   const sockets = new InetSocketSession();
   let precopy: Precopy | undefined;
   let releasing: Promise<void> | undefined; // the pre-copy's release (precopy_lanes.ts)
+  /** The network lock taken in the freeze, before the sockets were read (lockOutsideFirst). */
+  let earlyLock: EarlyLock | undefined;
   /** Whether the VmFlags may come from the BPF iterator (engine/dump/vm_flags.ts). */
   let vmFlagsCheck: Promise<VmFlagsCheck | undefined> | undefined;
   let parent: ParentPages | undefined;
@@ -713,6 +759,13 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       readFds(p.pid).filter((f) => !isTrackingFd(p.pid, f.fd)) // cryo's own (engine/dump/tracking.ts)
     );
     const topology = pipeTopology(tree.processes.map((p, i) => ({ pid: p.pid, fds: fdLists[i] })));
+    // The connections to peers outside the tree are locked before any of them is read: data
+    // the peer sends during the dump is dropped (sent again), not taken after the queue's read.
+    earlyLock = lockOutsideFirst(pid, dumpId, fdLists, opts);
+    if (earlyLock && "connections" in earlyLock.outcome) {
+      const { connections, dir } = earlyLock.outcome;
+      opts.onEvent?.({ type: "network-locked", connections, dir });
+    }
     const images: ProcessImage[] = [];
     const pending: {
       writer: ImageWriter;
@@ -1017,6 +1070,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       thawTree(tree);
 
       freezeSeconds = (performance.now() - tree.frozenAt) / 1000;
+      // The tree runs on: its connections take their segments again.
+      if (earlyLock && "connections" in earlyLock.outcome) unlockConnections(dumpId);
       if (precopy) pausePoint("precopy-release");
       // Lifts the tracking's protections with the tree running (on the copy lane's thread
       // when there is one: the notes are written meanwhile; the manifest waits for it).
@@ -1142,9 +1197,18 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     if (!thawed) {
       const outside = sockets.outsideConnections();
       const netns = outside.length ? netNamespaceOf(pid) : undefined; // read while it lives
+      // Locked before the sockets were read, if every connection kept was (else locked anew).
+      const earlyLocked = earlyLock !== undefined && "connections" in earlyLock.outcome;
+      const early = earlyLocked && outside.length &&
+          outside.every((c) => earlyLock!.keys.has(segmentKey(asLocked(c))))
+        ? earlyLock!.outcome
+        : undefined;
+      if (earlyLocked && !early) unlockConnections(dumpId);
       const lock = (): LockOutcome | undefined =>
         !outside.length
           ? undefined
+          : early
+          ? early
           : opts.networkLock === false
           ? { skipped: "not asked for" }
           : opts.pidNamespace

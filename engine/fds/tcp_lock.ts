@@ -19,6 +19,7 @@
  */
 
 import { AF, closeFd, inetAddressBytes } from "../../ffi/net.ts";
+import { tcpDiagEndpoints } from "../../ffi/inet_diag.ts";
 import { fsMagic, mount } from "../../ffi/mounts.ts";
 import {
   attachIngress,
@@ -51,7 +52,7 @@ export function lockDir(dumpId: string): string {
 }
 
 /** A connection as its incoming segments carry it (an IPv4-mapped IPv6 address as IPv4). */
-function asLocked(c: OutsideConnection): LockedConnection {
+export function asLocked(c: OutsideConnection): LockedConnection {
   const bytes = (a: SockAddr) => {
     if (c.family === "ipv4") return inetAddressBytes(AF.INET, a.address);
     const b = inetAddressBytes(AF.INET6, a.address);
@@ -109,6 +110,15 @@ export function lockConnections(
   dumpId: string,
   conns: readonly OutsideConnection[],
 ): LockOutcome {
+  return lockSegments(netns, dumpId, conns.map(asLocked));
+}
+
+/** {@link lockConnections} of connections given as their segments carry them. */
+export function lockSegments(
+  netns: number | undefined,
+  dumpId: string,
+  conns: readonly LockedConnection[],
+): LockOutcome {
   if (!conns.length) return { skipped: "no connection to lock" };
   const own = inode("/proc/self/ns/net");
   if (own === undefined || own !== netns) {
@@ -118,7 +128,7 @@ export function lockConnections(
   if (noFs) return { skipped: noFs };
   let prog: number;
   try {
-    prog = loadLockProgram(conns.map(asLocked));
+    prog = loadLockProgram(conns);
   } catch (e) {
     return { skipped: `the BPF program was refused (${(e as Error).message.split("\n")[0]})` };
   }
@@ -140,6 +150,53 @@ export function lockConnections(
   } finally {
     closeFd(prog);
   }
+}
+
+/** A key of a connection as its segments carry it: the same for the same four values. */
+export function segmentKey(c: LockedConnection): string {
+  return `${c.peer.join(".")}:${c.peerPort}>${c.local.join(".")}:${c.localPort}`;
+}
+
+/** An IPv4-mapped IPv6 address as its 4 IPv4 bytes, any other unchanged. */
+function unmapped(b: Uint8Array): Uint8Array {
+  const mapped = b.length === 16 && b.subarray(0, 10).every((x) => x === 0) &&
+    b[10] === 0xff && b[11] === 0xff;
+  return mapped ? b.slice(12) : b;
+}
+
+/** TCP_ESTABLISHED as a bit of inet_diag's state bitmap: the only state a dump keeps. */
+const ESTABLISHED_BIT = 1 << 1;
+
+/**
+ * The established TCP connections of the sockets `inodes` (of cryo's
+ * network namespace: a socket of another one is not seen) whose peer is
+ * not one of them either, as their segments carry them: read from the
+ * kernel's socket table (inet_diag) before any socket is read, so that the
+ * dump can lock them first (engine/dump/mod.ts).
+ */
+export function outsideSegments(inodes: ReadonlySet<number>): LockedConnection[] {
+  const mine: LockedConnection[] = [];
+  for (const family of [AF.INET, AF.INET6]) {
+    for (const [ino, e] of tcpDiagEndpoints(family, ESTABLISHED_BIT)) {
+      if (!inodes.has(ino)) continue;
+      mine.push({
+        peer: unmapped(e.peer),
+        peerPort: e.peerPort,
+        local: unmapped(e.local),
+        localPort: e.localPort,
+      });
+    }
+  }
+  // A peer in the tree: its socket is this connection seen from the other end.
+  const keys = new Set(mine.map(segmentKey));
+  return mine.filter((c) =>
+    !keys.has(segmentKey({
+      peer: c.local,
+      peerPort: c.localPort,
+      local: c.peer,
+      localPort: c.peerPort,
+    }))
+  );
 }
 
 function removeLock(dir: string): boolean {
