@@ -65,39 +65,6 @@ export function udpDiagStates(family: number): Map<number, TcpDiagState> {
   return diagStates(family, 0xffffffff, IPPROTO_UDP);
 }
 
-/** One TCP connection as the dump shows it: addresses as the segments carry them (network order). */
-export interface TcpDiagEndpoints {
-  /** This side's address (4 bytes for AF_INET, 16 for AF_INET6) and port. */
-  local: Uint8Array;
-  localPort: number;
-  /** The peer's address (the same length) and port. */
-  peer: Uint8Array;
-  peerPort: number;
-}
-
-/** Offsets in `struct inet_diag_msg` of the ports and addresses (`struct inet_diag_sockid`). */
-const MSG_SPORT = 4, MSG_DPORT = 6, MSG_SRC = 8, MSG_DST = 24;
-
-/**
- * The endpoints of every TCP socket of address family `family` in one of
- * the TCP states of the bitmap `states`, by inode (AF_INET addresses are 4
- * bytes, AF_INET6 ones 16).
- */
-export function tcpDiagEndpoints(family: number, states: number): Map<number, TcpDiagEndpoints> {
-  const out = new Map<number, TcpDiagEndpoints>();
-  const len = family === 2 ? 4 : 16; // AF_INET
-  sockDiagDump(request(family, states, IPPROTO_TCP), (body) => {
-    const dv = new DataView(body.buffer, body.byteOffset, body.length);
-    out.set(dv.getUint32(MSG_INODE, true), {
-      local: body.slice(MSG_SRC, MSG_SRC + len),
-      localPort: dv.getUint16(MSG_SPORT, false),
-      peer: body.slice(MSG_DST, MSG_DST + len),
-      peerPort: dv.getUint16(MSG_DPORT, false),
-    });
-  });
-  return out;
-}
-
 function diagStates(family: number, states: number, protocol: number): Map<number, TcpDiagState> {
   const out = new Map<number, TcpDiagState>();
   sockDiagDump(request(family, states, protocol), (body) => {

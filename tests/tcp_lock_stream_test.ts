@@ -10,7 +10,8 @@
 import assert from "node:assert/strict";
 import { checkpoint, type DumpEvent } from "../engine/dump/mod.ts";
 import { restore } from "../engine/restore/mod.ts";
-import { isLocked, unlockConnections } from "../engine/fds/tcp_lock.ts";
+import { isLocked, LOCK_ROOT, staleLocks, unlockConnections } from "../engine/fds/tcp_lock.ts";
+import { repoRoot, runCli } from "./helpers/commands.ts";
 import { tempImageDir } from "./helpers/roundtrip.ts";
 import { adoptPid, startTarget, type Target, withTargets } from "./helpers/targets.ts";
 
@@ -109,16 +110,70 @@ Deno.test(
     );
     const locked = events.find((e) => e.type === "network-locked");
     assert.ok(locked && locked.type === "network-locked", "the lock was taken");
-    const exists = (() => {
-      try {
-        Deno.statSync(locked.dir);
-        return true;
-      } catch {
-        return false;
-      }
-    })();
-    assert.equal(exists, false, `${locked.dir} is left`);
+    const dumpId = locked.dir.split("cryo-tcp-lock-")[1];
+    const left = isLocked(dumpId);
+    unlockConnections(dumpId); // (should the test fail)
+    assert.equal(left, false, `${locked.dir} is left`);
     // Segments dropped while locked come back at the peer's next retransmission (200 ms on).
     await endOfStream(peer, t, 3000);
+  }),
+);
+
+Deno.test(
+  "network lock first: a cryo killed while locked leaves a lock marked as its, which `image unlock --stale` lifts",
+  withTargets(async () => {
+    const { peer, t } = await streaming();
+    const dir = await tempImageDir();
+    const cryo = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        `${repoRoot}/cli.ts`,
+        "dump",
+        String(t.pid),
+        "--dir",
+        dir,
+        "--tcp-established",
+      ],
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+      env: { NO_COLOR: "1", CRYO_TEST_PAUSE_AT: "collect" },
+    }).spawn();
+    let id: string | undefined;
+    try {
+      // Stopped at the collect (after the lock): killed there.
+      const deadline = Date.now() + 30000;
+      while (!/^T/.test(Deno.readTextFileSync(`/proc/${cryo.pid}/stat`).replace(/^.*\) /s, ""))) {
+        assert.ok(Date.now() < deadline, "cryo did not reach the collect");
+        await sleep(10);
+      }
+      id = [...Deno.readDirSync(LOCK_ROOT)].map((e) => e.name)
+        .find((n) => {
+          try {
+            return Deno.statSync(`${LOCK_ROOT}/${n}/dumping-${cryo.pid}`).isDirectory;
+          } catch {
+            return false;
+          }
+        })?.slice("cryo-tcp-lock-".length);
+      assert.ok(id, "a lock marked dumping-<cryo's pid>");
+      assert.equal(staleLocks().includes(id), false, "not stale while its cryo lives");
+      cryo.kill("SIGKILL");
+      await cryo.status;
+      assert.ok(staleLocks().includes(id), "stale once its cryo is gone");
+      const out = await runCli(["image", "unlock", "--stale"]);
+      assert.equal(out.code, 0, out.stderr);
+      assert.match(out.stdout, new RegExp(`lifted the network lock of dump ${id}`));
+      assert.equal(isLocked(id), false);
+      // The tree ran on (its tracer gone): the whole stream reaches it.
+      await endOfStream(peer, t, 3000);
+    } finally {
+      try {
+        cryo.kill("SIGKILL");
+      } catch { /* exited */ }
+      await cryo.status;
+      if (id) unlockConnections(id);
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
   }),
 );

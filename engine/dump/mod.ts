@@ -121,6 +121,7 @@ import { pipeQueueBytes } from "../fds/pipe.ts";
 import { InetSocketSession } from "../fds/inet_session.ts";
 import {
   asLocked,
+  keepForImage,
   lockConnections,
   type LockOutcome,
   lockSegments,
@@ -169,7 +170,8 @@ interface EarlyLock {
 }
 
 /**
- * Locks the connections of the frozen tree (its fds `fdLists`) to peers
+ * Locks the connections of the frozen tree (the fds `fdLists` of its
+ * processes `pids`) to peers
  * outside it before any socket is read (engine/fds/tcp_lock.ts); undefined
  * when there is nothing to lock or no lock is wanted: without the
  * tcp-established opt-in (such a connection is refused), with
@@ -178,23 +180,24 @@ interface EarlyLock {
 function lockOutsideFirst(
   pid: number,
   dumpId: string,
-  fdLists: readonly { kind: string; target: string }[][],
+  pids: readonly number[],
+  fdLists: readonly { kind: string; fd: number; target: string }[][],
   opts: CheckpointOptions,
 ): EarlyLock | undefined {
   if (!opts.optIns?.includes("tcp-established") || opts.networkLock === false) return undefined;
   if (opts.pidNamespace) return undefined;
-  const inodes = new Set<number>();
-  for (const fds of fdLists) {
-    for (const f of fds) {
-      const m = f.kind === "socket" ? f.target.match(/^socket:\[(\d+)\]$/) : null;
-      if (m) inodes.add(Number(m[1]));
-    }
-  }
-  if (!inodes.size) return undefined;
-  const conns = outsideSegments(inodes);
+  const sockets = fdLists.flatMap((fds, i) =>
+    fds.filter((f) => f.kind === "socket").map((f) => ({
+      pid: pids[i],
+      fd: f.fd,
+      target: f.target,
+    }))
+  );
+  if (!sockets.length) return undefined;
+  const conns = outsideSegments(sockets);
   if (!conns.length) return undefined;
   return {
-    outcome: lockSegments(netNamespaceOf(pid), dumpId, conns),
+    outcome: lockSegments(netNamespaceOf(pid), dumpId, conns, true),
     keys: new Set(conns.map(segmentKey)),
   };
 }
@@ -761,7 +764,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     const topology = pipeTopology(tree.processes.map((p, i) => ({ pid: p.pid, fds: fdLists[i] })));
     // The connections to peers outside the tree are locked before any of them is read: data
     // the peer sends during the dump is dropped (sent again), not taken after the queue's read.
-    earlyLock = lockOutsideFirst(pid, dumpId, fdLists, opts);
+    earlyLock = lockOutsideFirst(pid, dumpId, tree.processes.map((p) => p.pid), fdLists, opts);
     if (earlyLock && "connections" in earlyLock.outcome) {
       const { connections, dir } = earlyLock.outcome;
       opts.onEvent?.({ type: "network-locked", connections, dir });
@@ -1229,6 +1232,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       killTree(tree);
       thawed = true;
       tree = undefined;
+      if (early) keepForImage(dumpId); // (no longer the lock of a tree that runs on)
       // The tree is gone, its connections held by cryo's copies until released: locked now, so
       // that a cryo killed before this point leaves no lock on a tree that runs on (data that
       // arrives meanwhile is seen below and fails the dump).

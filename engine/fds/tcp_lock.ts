@@ -18,8 +18,19 @@
  * @module
  */
 
-import { AF, closeFd, inetAddressBytes } from "../../ffi/net.ts";
-import { tcpDiagEndpoints } from "../../ffi/inet_diag.ts";
+import {
+  AF,
+  closeFd,
+  getsockoptInt,
+  inetAddressBytes,
+  peerName,
+  pidfdGetfd,
+  SO,
+  SOCK,
+  sockName,
+  SOL,
+} from "../../ffi/net.ts";
+import { TCP_STATE, tcpInfo } from "../../ffi/tcp_repair.ts";
 import { fsMagic, mount } from "../../ffi/mounts.ts";
 import {
   attachIngress,
@@ -34,6 +45,8 @@ export const LOCK_ROOT = "/sys/fs/bpf";
 /** statfs magic of a BPF file system. */
 const BPF_FS_MAGIC = 0xcafe4a11;
 const LOCK_PREFIX = "cryo-tcp-lock-";
+/** The lock of a dump under way: `dumping-<pid of its cryo>` (a directory) in the lock's. */
+const DUMPING = "dumping-";
 
 /** One connection of the tree to a peer outside it. */
 export interface OutsideConnection {
@@ -45,6 +58,8 @@ export interface OutsideConnection {
 
 /** What {@link lockConnections} did: the connections locked and where, or why not. */
 export type LockOutcome = { connections: number; dir: string } | { skipped: string };
+
+const IPPROTO_TCP = 6;
 
 /** The directory of the lock of dump `dumpId`. */
 export function lockDir(dumpId: string): string {
@@ -113,11 +128,18 @@ export function lockConnections(
   return lockSegments(netns, dumpId, conns.map(asLocked));
 }
 
-/** {@link lockConnections} of connections given as their segments carry them. */
+/**
+ * {@link lockConnections} of connections given as their segments carry
+ * them. `whileDumping`: taken before the image exists; the lock directory
+ * then holds an empty directory `dumping-<cryo's pid>` until
+ * {@link keepForImage}, by which {@link staleLocks} tells the lock of a
+ * dump whose cryo died (its tree runs on) from one an image waits for.
+ */
 export function lockSegments(
   netns: number | undefined,
   dumpId: string,
   conns: readonly LockedConnection[],
+  whileDumping = false,
 ): LockOutcome {
   if (!conns.length) return { skipped: "no connection to lock" };
   const own = inode("/proc/self/ns/net");
@@ -135,6 +157,7 @@ export function lockSegments(
   const dir = lockDir(dumpId);
   try {
     Deno.mkdirSync(dir, { mode: 0o700 });
+    if (whileDumping) Deno.mkdirSync(`${dir}/${DUMPING}${Deno.pid}`, { mode: 0o700 });
     for (const d of devices()) {
       const link = attachIngress(prog, d.ifindex);
       try {
@@ -164,27 +187,56 @@ function unmapped(b: Uint8Array): Uint8Array {
   return mapped ? b.slice(12) : b;
 }
 
-/** TCP_ESTABLISHED as a bit of inet_diag's state bitmap: the only state a dump keeps. */
-const ESTABLISHED_BIT = 1 << 1;
+/** A sockaddr_in or sockaddr_in6's address (unmapped) and port. */
+function endpoint(sa: Uint8Array | null): { address: Uint8Array; port: number } | undefined {
+  if (!sa || sa.length < 8) return undefined;
+  const family = sa[0] | (sa[1] << 8);
+  const port = (sa[2] << 8) | sa[3];
+  if (family === AF.INET) return { address: sa.slice(4, 8), port };
+  if (family === AF.INET6 && sa.length >= 24) return { address: unmapped(sa.slice(8, 24)), port };
+  return undefined;
+}
+
+/** The connection of the TCP socket `fd`, when it is an established one. */
+function establishedConnection(fd: number): LockedConnection | undefined {
+  const domain = getsockoptInt(fd, SOL.SOCKET, SO.DOMAIN);
+  if (domain !== AF.INET && domain !== AF.INET6) return undefined;
+  if (getsockoptInt(fd, SOL.SOCKET, SO.TYPE) !== SOCK.STREAM) return undefined;
+  if (getsockoptInt(fd, SOL.SOCKET, SO.PROTOCOL) !== IPPROTO_TCP) return undefined;
+  if (tcpInfo(fd).state !== TCP_STATE.ESTABLISHED) return undefined;
+  const local = endpoint(sockName(fd)), peer = endpoint(peerName(fd));
+  if (!local || !peer) return undefined;
+  return { peer: peer.address, peerPort: peer.port, local: local.address, localPort: local.port };
+}
 
 /**
- * The established TCP connections of the sockets `inodes` (of cryo's
- * network namespace: a socket of another one is not seen) whose peer is
- * not one of them either, as their segments carry them: read from the
- * kernel's socket table (inet_diag) before any socket is read, so that the
- * dump can lock them first (engine/dump/mod.ts).
+ * The established TCP connections among the socket fds `fds` of a frozen
+ * tree (`target` "socket:[inode]") whose peer is not in the tree either,
+ * as their segments carry them: read through a copy of each socket before
+ * the dump reads any (so that it can lock them first, engine/dump/mod.ts).
+ * A socket that cannot be read is left out (the dump reads it later).
  */
-export function outsideSegments(inodes: ReadonlySet<number>): LockedConnection[] {
+export function outsideSegments(
+  fds: readonly { pid: number; fd: number; target: string }[],
+): LockedConnection[] {
   const mine: LockedConnection[] = [];
-  for (const family of [AF.INET, AF.INET6]) {
-    for (const [ino, e] of tcpDiagEndpoints(family, ESTABLISHED_BIT)) {
-      if (!inodes.has(ino)) continue;
-      mine.push({
-        peer: unmapped(e.peer),
-        peerPort: e.peerPort,
-        local: unmapped(e.local),
-        localPort: e.localPort,
-      });
+  const seen = new Set<string>();
+  for (const { pid, fd, target } of fds) {
+    if (seen.has(target)) continue;
+    seen.add(target);
+    let copy: number;
+    try {
+      copy = pidfdGetfd(pid, fd);
+    } catch {
+      continue;
+    }
+    try {
+      const c = establishedConnection(copy);
+      if (c) mine.push(c);
+    } catch {
+      /* read again by the dump */
+    } finally {
+      closeFd(copy);
     }
   }
   // A peer in the tree: its socket is this connection seen from the other end.
@@ -242,6 +294,41 @@ export function probeNetworkLock(): string | undefined {
   } finally {
     closeFd(prog);
   }
+}
+
+/** The lock of dump `dumpId`, taken while dumping, now belongs to its image (the tree is killed). */
+export function keepForImage(dumpId: string): void {
+  try {
+    Deno.removeSync(`${lockDir(dumpId)}/${DUMPING}${Deno.pid}`);
+  } catch { /* taken after the image was complete: no mark */ }
+}
+
+/**
+ * The dump ids of the locks left by a cryo that died while dumping (killed
+ * with SIGKILL between the lock and the end of the dump): their tree runs
+ * on, its connections dropping every segment until {@link unlockConnections}.
+ */
+export function staleLocks(): string[] {
+  const out: string[] = [];
+  let names: string[];
+  try {
+    names = [...Deno.readDirSync(LOCK_ROOT)].map((e) => e.name);
+  } catch {
+    return out;
+  }
+  for (const name of names) {
+    if (!name.startsWith(LOCK_PREFIX)) continue;
+    let marks: string[];
+    try {
+      marks = [...Deno.readDirSync(`${LOCK_ROOT}/${name}`)].map((e) => e.name)
+        .filter((n) => n.startsWith(DUMPING));
+    } catch {
+      continue;
+    }
+    const gone = marks.some((m) => inode(`/proc/${m.slice(DUMPING.length)}`) === undefined);
+    if (gone) out.push(name.slice(LOCK_PREFIX.length));
+  }
+  return out;
 }
 
 /** Whether dump `dumpId` has a lock in place. */
