@@ -171,8 +171,9 @@ interface EarlyLock {
 
 /**
  * Locks the connections of the frozen tree (the fds `fdLists` of its
- * processes `pids`) to peers
- * outside it before any socket is read (engine/fds/tcp_lock.ts); undefined
+ * processes `pids`) to peers outside it before any socket is read
+ * (engine/fds/tcp_lock.ts), so that data they send during the dump is
+ * dropped and sent again rather than taken after the read; undefined
  * when there is nothing to lock or no lock is wanted: without the
  * tcp-established opt-in (such a connection is refused), with
  * `networkLock` false, or in a pid namespace of its own.
@@ -1233,9 +1234,10 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       thawed = true;
       tree = undefined;
       if (early) keepForImage(dumpId); // (no longer the lock of a tree that runs on)
-      // The tree is gone, its connections held by cryo's copies until released: locked now, so
-      // that a cryo killed before this point leaves no lock on a tree that runs on (data that
-      // arrives meanwhile is seen below and fails the dump).
+      // The tree is gone, its connections held by cryo's copies until released. Not locked
+      // before the read (see above): locked now, so that a cryo killed before this point leaves
+      // no lock on a tree that runs on (data that arrives meanwhile is seen below and fails the
+      // dump).
       networkLock ??= lock();
       // Connections are closed in repair mode: the peers see nothing.
       const late = sockets.releaseAfterKill();

@@ -1,15 +1,20 @@
 /**
  * The network lock of a dump's TCP connections to peers outside the tree:
- * between the kill at the end of the dump and the restore there is no
- * socket for such a connection, and a segment its peer sends meanwhile
- * would be answered with a reset, losing the connection. A dump that kills
- * the tree therefore drops those connections' incoming segments
- * (ffi/tcp_lock.ts: a BPF program on the tcx ingress of every network
- * device, pinned under {@link LOCK_ROOT}); the peer sends them again, and
- * the restore lifts the lock once the connections are back
- * ({@link unlockConnections}). A restore that fails leaves the lock (the
- * image is intact and can be restored again); `cryo image unlock <dir>`
- * lifts it for an image that will not be.
+ * a segment that reaches such a connection after the dump read its receive
+ * queue would be missing from the image, and between the kill at the end
+ * of the dump and the restore there is no socket for the connection, so a
+ * segment its peer sends then would be answered with a reset, losing the
+ * connection. The dump therefore drops those connections' incoming
+ * segments from before it reads them ({@link outsideSegments},
+ * {@link lockSegments}: a BPF program on the tcx ingress of every network
+ * device, ffi/tcp_lock.ts, pinned under {@link LOCK_ROOT}); the peer sends
+ * them again. A dump that kills the tree keeps the lock until the restore
+ * lifts it once the connections are back ({@link unlockConnections}); a
+ * tree that resumes (`leaveRunning`, a failed dump) has it lifted at once.
+ * A restore that fails leaves the lock (the image is intact and can be
+ * restored again); `cryo image unlock <dir>` lifts it for an image that
+ * will not be, `cryo image unlock --stale` those of dumps whose cryo died
+ * while dumping ({@link staleLocks}).
  *
  * The lock needs CAP_BPF and CAP_NET_ADMIN, tcx (Linux 6.6) and a BPF file
  * system at /sys/fs/bpf (mounted there when none is); without them the
