@@ -64,11 +64,13 @@ merges it). Each --pre-dump --parent continues the chain; a dump without
 removes the tracking of an abandoned chain.
 --ext-unix-sk reconnects such a unix socket to its peer's address at
 restore (a datagram socket stays unconnected if nothing is bound there).
-With --tcp-established, a dump that kills the tree drops the incoming
-segments of those connections until they are restored (a BPF program on
-each network device's ingress), so a peer sending meanwhile is not reset
+With --tcp-established, the dump drops the incoming segments of those
+connections from before it reads them (a BPF program on each network
+device's ingress) until they are restored, or until the tree resumes
+(--leave-running, a failed dump), so a peer sending meanwhile is not reset
 but sends again; "cryo image unlock <dir>" lifts the lock of an image that
-will not be restored.
+will not be restored, "cryo image unlock --stale" those of dumps whose cryo
+was killed.
 
 Examples:
   cryo dump 1234 --dir /var/lib/cryo/app-1

@@ -217,7 +217,7 @@ export const SUPPORT_TABLE = [
   { id: "socket.tcp-listen", area: "socket", what: "listening TCP sockets (IPv4, IPv6)", support: "saved" },
   { id: "socket.tcp-closed", area: "socket", what: "TCP sockets never connected (bound or not)", support: "saved" },
   { id: "socket.tcp-tree", area: "socket", what: "established TCP connections inside the tree", support: "saved", note: "TCP repair mode" },
-  { id: "socket.tcp-established", area: "socket", what: "established TCP connections to peers outside the tree", support: "opt-in", optIn: "tcp-established", note: "a dump that kills the tree drops their incoming segments until the restore (a BPF network lock), so a peer sending meanwhile sends again" },
+  { id: "socket.tcp-established", area: "socket", what: "established TCP connections to peers outside the tree", support: "opt-in", optIn: "tcp-established", note: "the dump drops their incoming segments from before it reads them (a BPF network lock) until the restore, or until the tree resumes (--leave-running, a failed dump), so a peer sending meanwhile sends again" },
   { id: "socket.tcp-accept-queue", area: "socket", what: "listening TCP sockets with connections not accepted yet", support: "refused", note: "those connections cannot be carried over" },
   { id: "socket.tcp-other", area: "socket", what: "TCP sockets connecting or closing (SYN_SENT, FIN_WAIT, CLOSE_WAIT, ...)", support: "refused", note: "not saved yet" },
   { id: "socket.tcp-urgent", area: "socket", what: "TCP urgent (out-of-band) data not read yet", support: "refused", note: "not saved yet" },

@@ -120,9 +120,14 @@ import { fdQueueBytes } from "../fds/socket_common.ts";
 import { pipeQueueBytes } from "../fds/pipe.ts";
 import { InetSocketSession } from "../fds/inet_session.ts";
 import {
+  asLocked,
+  keepForImage,
   lockConnections,
   type LockOutcome,
+  lockSegments,
   netNamespaceOf,
+  outsideSegments,
+  segmentKey,
   unlockConnections,
 } from "../fds/tcp_lock.ts";
 import { inetQueueBytes } from "../fds/inet_plan.ts";
@@ -157,6 +162,47 @@ import {
   takeSnapshot,
 } from "./fork_snapshot.ts";
 
+/** The network lock taken before the sockets are read: its outcome, and the connections it drops. */
+interface EarlyLock {
+  outcome: LockOutcome;
+  /** {@link segmentKey} of each connection locked. */
+  keys: Set<string>;
+}
+
+/**
+ * Locks the connections of the frozen tree (the fds `fdLists` of its
+ * processes `pids`) to peers outside it before any socket is read
+ * (engine/fds/tcp_lock.ts), so that data they send during the dump is
+ * dropped and sent again rather than taken after the read; undefined
+ * when there is nothing to lock or no lock is wanted: without the
+ * tcp-established opt-in (such a connection is refused), with
+ * `networkLock` false, or in a pid namespace of its own.
+ */
+function lockOutsideFirst(
+  pid: number,
+  dumpId: string,
+  pids: readonly number[],
+  fdLists: readonly { kind: string; fd: number; target: string }[][],
+  opts: CheckpointOptions,
+): EarlyLock | undefined {
+  if (!opts.optIns?.includes("tcp-established") || opts.networkLock === false) return undefined;
+  if (opts.pidNamespace) return undefined;
+  const sockets = fdLists.flatMap((fds, i) =>
+    fds.filter((f) => f.kind === "socket").map((f) => ({
+      pid: pids[i],
+      fd: f.fd,
+      target: f.target,
+    }))
+  );
+  if (!sockets.length) return undefined;
+  const conns = outsideSegments(sockets);
+  if (!conns.length) return undefined;
+  return {
+    outcome: lockSegments(netNamespaceOf(pid), dumpId, conns, true),
+    keys: new Set(conns.map(segmentKey)),
+  };
+}
+
 /** Progress events of a dump. */
 export type DumpEvent =
   | { type: "frozen"; processes: number; threads: number }
@@ -164,6 +210,8 @@ export type DumpEvent =
   | { type: "precopied"; bytes: number; frozenSeconds: number }
   /** The tree runs again (`leaveRunning`); the images are completed after this. */
   | { type: "thawed"; freezeSeconds: number }
+  /** The connections to peers outside the tree are locked, before their sockets are read. */
+  | { type: "network-locked"; connections: number; dir: string }
   | { type: "process"; pid: number; mappings: number; bytesToSave: number }
   | { type: "pages"; pid: number; bytes: number; totalBytes: number }
   | { type: "written"; pid: number; path: string; size: number }
@@ -581,6 +629,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
   const sockets = new InetSocketSession();
   let precopy: Precopy | undefined;
   let releasing: Promise<void> | undefined; // the pre-copy's release (precopy_lanes.ts)
+  /** The network lock taken in the freeze, before the sockets were read (lockOutsideFirst). */
+  let earlyLock: EarlyLock | undefined;
   /** Whether the VmFlags may come from the BPF iterator (engine/dump/vm_flags.ts). */
   let vmFlagsCheck: Promise<VmFlagsCheck | undefined> | undefined;
   let parent: ParentPages | undefined;
@@ -714,6 +764,13 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       readFds(p.pid).filter((f) => !isTrackingFd(p.pid, f.fd)) // cryo's own (engine/dump/tracking.ts)
     );
     const topology = pipeTopology(tree.processes.map((p, i) => ({ pid: p.pid, fds: fdLists[i] })));
+    // The connections to peers outside the tree are locked before any of them is read: data
+    // the peer sends during the dump is dropped (sent again), not taken after the queue's read.
+    earlyLock = lockOutsideFirst(pid, dumpId, tree.processes.map((p) => p.pid), fdLists, opts);
+    if (earlyLock && "connections" in earlyLock.outcome) {
+      const { connections, dir } = earlyLock.outcome;
+      opts.onEvent?.({ type: "network-locked", connections, dir });
+    }
     const images: ProcessImage[] = [];
     const pending: {
       writer: ImageWriter;
@@ -1018,6 +1075,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       thawTree(tree);
 
       freezeSeconds = (performance.now() - tree.frozenAt) / 1000;
+      // The tree runs on: its connections take their segments again.
+      if (earlyLock && "connections" in earlyLock.outcome) unlockConnections(dumpId);
       if (precopy) pausePoint("precopy-release");
       // Lifts the tracking's protections with the tree running (on the copy lane's thread
       // when there is one: the notes are written meanwhile; the manifest waits for it).
@@ -1144,9 +1203,18 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     if (!thawed) {
       const outside = sockets.outsideConnections();
       const netns = outside.length ? netNamespaceOf(pid) : undefined; // read while it lives
+      // Locked before the sockets were read, if every connection kept was (else locked anew).
+      const earlyLocked = earlyLock !== undefined && "connections" in earlyLock.outcome;
+      const early = earlyLocked && outside.length &&
+          outside.every((c) => earlyLock!.keys.has(segmentKey(asLocked(c))))
+        ? earlyLock!.outcome
+        : undefined;
+      if (earlyLocked && !early) unlockConnections(dumpId);
       const lock = (): LockOutcome | undefined =>
         !outside.length
           ? undefined
+          : early
+          ? early
           : opts.networkLock === false
           ? { skipped: "not asked for" }
           : opts.pidNamespace
@@ -1167,9 +1235,11 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       killTree(tree);
       thawed = true;
       tree = undefined;
-      // The tree is gone, its connections held by cryo's copies until released: locked now, so
-      // that a cryo killed before this point leaves no lock on a tree that runs on (data that
-      // arrives meanwhile is seen below and fails the dump).
+      if (early) keepForImage(dumpId); // (no longer the lock of a tree that runs on)
+      // The tree is gone, its connections held by cryo's copies until released. Not locked
+      // before the read (see above): locked now, so that a cryo killed before this point leaves
+      // no lock on a tree that runs on (data that arrives meanwhile is seen below and fails the
+      // dump).
       networkLock ??= lock();
       // Connections are closed in repair mode: the peers see nothing.
       const late = sockets.releaseAfterKill();
