@@ -12,8 +12,8 @@ import { checkpoint } from "../engine/dump/mod.ts";
 import { UnsupportedError } from "../engine/errors.ts";
 import { tempDir } from "./helpers/fs.ts";
 import { dumpKillRestore, tempImageDir } from "./helpers/roundtrip.ts";
-import { SIGUSR1 } from "./helpers/signals.ts";
 import { startTarget, withTargets } from "./helpers/targets.ts";
+import { signalThenPass } from "./helpers/checks.ts";
 
 Deno.test(
   "ghost files: deleted files, O_TMPFILE, memfd and removed shm come back whole and shared",
@@ -31,10 +31,7 @@ Deno.test(
       sparse.extents.reduce((n, [, len]) => n + len, 0) < 1 << 20,
       "holes are not stored",
     );
-    t.signal(SIGUSR1);
-    const st = await t.wait();
-    assert.equal(st.kind, "exited", t.output());
-    assert.match(t.output(), /^PASS$/m, t.output());
+    await signalThenPass(t);
   }),
 );
 
@@ -47,10 +44,7 @@ Deno.test(
     const { dump, tree } = await dumpKillRestore(t);
     assert.equal(tree.pids.length, 2, `restored pids ${tree.pids}`);
     assert.deepEqual((dump.manifest.ghosts ?? []).map((g) => g.kind), ["deleted"]);
-    t.signal(SIGUSR1);
-    const st = await t.wait();
-    assert.equal(st.kind, "exited", t.output());
-    assert.match(t.output(), /^PASS$/m, t.output());
+    await signalThenPass(t);
   }),
 );
 

@@ -18,6 +18,7 @@ import { dumpKillRestore, tempImageDir } from "./helpers/roundtrip.ts";
 import { startTarget, withTargets } from "./helpers/targets.ts";
 import { waitUntil } from "./helpers/wait.ts";
 import { SIGUSR1 } from "./helpers/signals.ts";
+import { signalThenPass } from "./helpers/checks.ts";
 
 /** A writable cgroup directory of its own: pids (v1) if mounted, else the v2 root. */
 function makeCgroup(): string | null {
@@ -90,10 +91,7 @@ for (const mode of ["", "bpf"]) {
         t = await startTarget("rt_thread_cgroup", [hier, name]);
         await t.waitFor(/^ready pid=\d+$/m);
         await dumpKillRestore(t);
-        t.signal(SIGUSR1);
-        const st = await t.wait();
-        assert.equal(st.kind, "exited", t.output());
-        assert.match(t.output(), /^PASS$/m, t.output());
+        await signalThenPass(t);
       } finally {
         await t?.kill();
         for (let i = 0; i < 300; i++) { // an exiting task keeps the cgroup busy

@@ -6,11 +6,10 @@
  * hold pieces at different addresses.
  */
 
-import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { dumpKillRestore, tempImageDir } from "./helpers/roundtrip.ts";
-import { SIGUSR1 } from "./helpers/signals.ts";
 import { adoptPid, startTarget, type Target, withTargets } from "./helpers/targets.ts";
+import { signalThenPass } from "./helpers/checks.ts";
 
 /** Waits for the target's ready line; its child, when it has one, is cleaned up with it. */
 async function ready(t: Target): Promise<void> {
@@ -24,10 +23,7 @@ Deno.test(
     const t = await startTarget("rt_shanon", ["noview"]);
     await ready(t);
     await dumpKillRestore(t);
-    t.signal(SIGUSR1);
-    const st = await t.wait();
-    assert.equal(st.kind, "exited", t.output());
-    assert.match(t.output(), /^PASS$/m, t.output());
+    await signalThenPass(t);
   }),
 );
 
@@ -42,10 +38,7 @@ for (const forked of [false, true]) {
         await ready(t);
         const { tree } = await dumpKillRestore(t, { lazy });
         tree.lazy?.serve();
-        t.signal(SIGUSR1);
-        const st = await t.wait();
-        assert.equal(st.kind, "exited", t.output());
-        assert.match(t.output(), /^PASS$/m, t.output());
+        await signalThenPass(t);
       }),
     );
   }
@@ -61,10 +54,7 @@ for (const lazy of [false, true]) {
       await ready(t);
       const { tree } = await dumpKillRestore(t, { lazy });
       tree.lazy?.serve();
-      t.signal(SIGUSR1);
-      const st = await t.wait();
-      assert.equal(st.kind, "exited", t.output());
-      assert.match(t.output(), /^PASS$/m, t.output());
+      await signalThenPass(t);
     }),
   );
 }
@@ -75,10 +65,7 @@ Deno.test(
     const t = await startTarget("rt_shanon", ["forked"]);
     await ready(t);
     await dumpKillRestore(t, {}, { precopy: true });
-    t.signal(SIGUSR1);
-    const st = await t.wait();
-    assert.equal(st.kind, "exited", t.output());
-    assert.match(t.output(), /^PASS$/m, t.output());
+    await signalThenPass(t);
   }),
 );
 
@@ -88,9 +75,6 @@ Deno.test(
     const t = await startTarget("rt_shanon", []);
     await ready(t);
     await checkpoint(t.pid, { dir: await tempImageDir(), leaveRunning: true });
-    t.signal(SIGUSR1);
-    const st = await t.wait();
-    assert.equal(st.kind, "exited", t.output());
-    assert.match(t.output(), /^PASS$/m, t.output());
+    await signalThenPass(t);
   }),
 );

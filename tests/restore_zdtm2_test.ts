@@ -8,8 +8,8 @@ import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { assertDumpRefused, dumpKillRestore, tempImageDir } from "./helpers/roundtrip.ts";
 import { tempDir } from "./helpers/fs.ts";
-import { SIGUSR1 } from "./helpers/signals.ts";
 import { startTarget, withTargets } from "./helpers/targets.ts";
+import { signalThenPass } from "./helpers/checks.ts";
 
 Deno.test(
   "memfd: a script in a memfd still runs by execveat after the restore; one reopened read-write still does not",
@@ -17,10 +17,7 @@ Deno.test(
     const t = await startTarget("rt_memfd_exec", []);
     await t.waitFor(/^ready pid=\d+$/m);
     await dumpKillRestore(t);
-    t.signal(SIGUSR1);
-    const st = await t.wait();
-    assert.equal(st.kind, "exited", t.output());
-    assert.match(t.output(), /^PASS$/m, t.output());
+    await signalThenPass(t);
   }),
 );
 
@@ -37,10 +34,7 @@ for (const lazy of [false, true]) {
         assert.ok(tree.lazy, "the restore is lazy");
         tree.lazy.serve();
       }
-      t.signal(SIGUSR1);
-      const st = await t.wait();
-      assert.equal(st.kind, "exited", t.output());
-      assert.match(t.output(), /^PASS$/m, t.output());
+      await signalThenPass(t);
     }),
   );
 }
@@ -54,10 +48,7 @@ for (const opts of [{ leaveRunning: true, precopy: true }, { leaveRunning: true 
       const t = await startTarget("rt_droppable", ["running"]);
       await t.waitFor(/^ready pid=\d+ flags=.* dp\b/m);
       await checkpoint(t.pid, { dir: await tempImageDir(), ...opts });
-      t.signal(SIGUSR1);
-      const st = await t.wait();
-      assert.equal(st.kind, "exited", t.output());
-      assert.match(t.output(), /^PASS$/m, t.output());
+      await signalThenPass(t);
     }),
   );
 }
@@ -69,10 +60,7 @@ Deno.test(
     const t = await startTarget("rt_inotify_deleted", [work]);
     await t.waitFor(/^ready pid=\d+$/m);
     await dumpKillRestore(t);
-    t.signal(SIGUSR1);
-    const st = await t.wait();
-    assert.equal(st.kind, "exited", t.output());
-    assert.match(t.output(), /^PASS$/m, t.output());
+    await signalThenPass(t);
   }),
 );
 

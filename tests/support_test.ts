@@ -12,9 +12,9 @@ import { supportTableMarkdown } from "../engine/support.ts";
 import { pathExists, tempDir } from "./helpers/fs.ts";
 import { statusField } from "./helpers/proc.ts";
 import { tempImageDir } from "./helpers/roundtrip.ts";
-import { SIGUSR1 } from "./helpers/signals.ts";
 import { startTarget, withTargets } from "./helpers/targets.ts";
 import { waitUntil } from "./helpers/wait.ts";
+import { signalThenPass } from "./helpers/checks.ts";
 
 /** The cells of a Markdown table, whatever its column padding. */
 function tableCells(markdown: string): string[][] {
@@ -65,10 +65,7 @@ for (const [kind, line] of Object.entries(REFUSED)) {
       assert.equal(statusField(t.pid, "TracerPid"), "0");
       // Just detached, it may still be on its way back into sigsuspend.
       await waitUntil("the target to sleep again", () => /^S/.test(statusField(t.pid, "State")));
-      t.signal(SIGUSR1);
-      const st = await t.wait();
-      assert.equal(st.kind, "exited", t.output());
-      assert.match(t.output(), /^PASS$/m, t.output());
+      await signalThenPass(t);
     }),
   );
 }

@@ -9,6 +9,7 @@
 import assert from "node:assert/strict";
 import type { WaitStatus } from "../../ffi/wait.ts";
 import type { Target } from "./targets.ts";
+import { SIGUSR1 } from "./signals.ts";
 
 /** The exit code of a process that exited, undefined if it was killed by a signal. */
 function exitCode(status: WaitStatus): number | undefined {
@@ -122,3 +123,14 @@ export const RT_COW_CHECKS: readonly string[] = [
   "child-file",
   "child",
 ];
+
+/**
+ * Sends SIGUSR1 (a restored target's "check yourself now"), waits for the
+ * target, and asserts that it exited after printing PASS.
+ */
+export async function signalThenPass(t: Target): Promise<void> {
+  t.signal(SIGUSR1);
+  const st = await t.wait();
+  assert.equal(st.kind, "exited", t.output());
+  assert.match(t.output(), /^PASS$/m, t.output());
+}
