@@ -38,6 +38,7 @@ import { type PagePlan, planPages } from "./plan.ts";
 import { classifyVma, type PagePolicy, pagePolicy, type Vma } from "./vmas.ts";
 import { beforeInjection } from "./injected.ts";
 import { scanAheadDone } from "./scan_ahead.ts";
+import { PagemapReader, PM } from "../proc/pagemap.ts";
 
 /**
  * Most bytes copied ahead: the buffers made ready before the freeze first,
@@ -62,7 +63,7 @@ interface Ahead {
 let current: Ahead | undefined;
 
 /** A copy ahead asked for, waiting for the page walk started ahead ({@link pumpCopyAhead}). */
-let pending: { pid: number; vmas: readonly Vma[] } | undefined;
+let pending: { pid: number; vmas: readonly Vma[]; runsOn: boolean } | undefined;
 
 /** What the copies ahead did in this process (tests). */
 export const copyAheadStats = {
@@ -108,9 +109,9 @@ function policiesOf(vmas: readonly Vma[]): PagePolicy[] {
  * for the walk's thread). Nothing when the plan is empty or has no
  * buffers. Never throws: a failure leaves the copy to the streamer.
  */
-export function startCopyAhead(pid: number, vmas: readonly Vma[]): void {
+export function startCopyAhead(pid: number, vmas: readonly Vma[], runsOn = false): void {
   dropCopyAhead();
-  pending = { pid, vmas };
+  pending = { pid, vmas, runsOn };
   pumpCopyAhead();
 }
 
@@ -121,15 +122,22 @@ export function startCopyAhead(pid: number, vmas: readonly Vma[]): void {
  */
 export function pumpCopyAhead(): void {
   if (pending && (copyAheadHooks.waitWalk || scanAheadDone(pending.pid))) {
-    const { pid, vmas } = pending;
+    const { pid, vmas, runsOn } = pending;
     pending = undefined;
-    begin(pid, vmas);
+    begin(pid, vmas, runsOn);
   }
 }
 
-/** {@link startCopyAhead} once the walk is over. */
-function begin(pid: number, vmas: readonly Vma[]): void {
+/**
+ * {@link startCopyAhead} once the walk is over. With `runsOn` (the process
+ * runs on after the dump) a readable run is read with process_vm_readv only
+ * where its pages are present and mapped by the process alone (pagemap bits
+ * 63 and 56), with a pread of /proc/<pid>/mem elsewhere: a pin of a page
+ * shared copy-on-write would leave the process a copy of it.
+ */
+function begin(pid: number, vmas: readonly Vma[], runsOn: boolean): void {
   let ahead: Ahead | undefined;
+  using pagemap = runsOn ? new PagemapReader(pid) : undefined;
   try {
     const policies = policiesOf(vmas);
     const plan = planPages(pid, vmas, policies, () => undefined);
@@ -154,9 +162,12 @@ function begin(pid: number, vmas: readonly Vma[]): void {
     for (let i = 0; i < reads.length && k < count; i += 3) {
       const readable = vmas[reads[i]].perms[0] === "r";
       let addr = reads[i + 1], left = reads[i + 2];
+      const pinnable = readable && pagemap ? exclusiveRuns(pagemap, addr, left) : undefined;
       while (left > 0 && k < count) {
-        const n = Math.min(left, size - fill);
-        pieces.push(addr, n, readable);
+        let n = Math.min(left, size - fill);
+        let pin = readable;
+        if (pinnable) [n, pin] = pinnable(addr, n);
+        pieces.push(addr, n, pin);
         addr += n;
         left -= n;
         fill += n;
@@ -311,4 +322,27 @@ export function dropCopyAhead(): void {
   if (a.given.size === 0) copyAheadStats.dropped++;
   const back = a.buffers.slice(0, a.fromPool).filter((_, i) => !a.given.has(i));
   a.reads.finishLater(() => giveBackReady(back));
+}
+
+/**
+ * For the run of `length` bytes at `addr`: a function giving, for a piece
+ * starting at `at` of at most `n` bytes, the length of its first part all
+ * present and mapped by the process alone or all not, and which it is.
+ */
+function exclusiveRuns(
+  pagemap: PagemapReader,
+  addr: number,
+  length: number,
+): (at: number, n: number) => [number, boolean] {
+  const runs: number[] = [];
+  pagemap.forEachRun(addr, addr + length, { all: PM.PRESENT | PM.EXCLUSIVE }, (a, l) => {
+    runs.push(a, a + l);
+  });
+  return (at, n) => {
+    for (let i = 0; i < runs.length; i += 2) {
+      if (at < runs[i]) return [Math.min(n, runs[i] - at), false];
+      if (at < runs[i + 1]) return [Math.min(n, runs[i + 1] - at), true];
+    }
+    return [n, false];
+  };
 }

@@ -63,6 +63,34 @@ export function scanSegments(
       out.push({ start, end, plainAnon });
     }
   }
+  return out.length > MAX_SCAN_SEGMENTS ? fewerSegments(out) : out;
+}
+
+/**
+ * Most segments walked at once: each has a pagemap fd, a buffer and a walk
+ * of its own on another thread. Thousands of file mappings alternating with
+ * anonymous ones (zdtm's maps06) made as many and ran out of fds.
+ */
+export const MAX_SCAN_SEGMENTS = 32;
+
+/**
+ * `segments` cut down to at most {@link MAX_SCAN_SEGMENTS}: only the largest
+ * plain anonymous segments keep their cheaper walk, the others are walked
+ * with the test of PAGE_IS_FILE (always right) and merge with their
+ * neighbours.
+ */
+function fewerSegments(segments: ScanSegment[]): ScanSegment[] {
+  const keep = new Set(
+    segments.filter((g) => g.plainAnon).sort((a, b) => (b.end - b.start) - (a.end - a.start))
+      .slice(0, Math.floor(MAX_SCAN_SEGMENTS / 2) - 1),
+  );
+  const out: ScanSegment[] = [];
+  for (const g of segments) {
+    const plainAnon = keep.has(g);
+    const last = out[out.length - 1];
+    if (last && last.plainAnon === plainAnon) last.end = g.end;
+    else out.push({ start: g.start, end: g.end, plainAnon });
+  }
   return out;
 }
 

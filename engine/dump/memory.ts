@@ -21,6 +21,7 @@ import type { PageRun } from "../model.ts";
 import { crc32Combine } from "../image/checksum.ts";
 import type { Vma } from "./vmas.ts";
 import { PAGE_BUFFER_BYTES, type PageWriter } from "./page_writer.ts";
+import { type PagemapReader, PM } from "../proc/pagemap.ts";
 
 /**
  * Size of the page buffer (engine/dump/page_writer.ts) for streaming
@@ -86,6 +87,16 @@ export class MemoryStreamer {
    */
   viaMemFile = false;
   /**
+   * The process's pagemap, for a process that runs on after the dump: each
+   * run is then read with process_vm_readv only where its pages are present
+   * and mapped by this process alone (pagemap bits 63 and 56), through
+   * /proc/<pid>/mem elsewhere, so that the read never unshares a page the
+   * process shares copy-on-write with another (a pin of such a page gives
+   * the pinning process a copy of it: zdtm's cow00). Runs with a `pin` of
+   * their own are not looked up.
+   */
+  pinCheck?: PagemapReader;
+  /**
    * When set, also the CRC-32 of each {@link CRC_BLOCK} of the data written
    * (in file order; the last one may be shorter), so that a part written
    * over later costs only its blocks to checksum again. Blocks end where
@@ -146,14 +157,18 @@ export class MemoryStreamer {
   ): PageRun[] {
     const out: PageRun[] = [];
     for (const run of runs) {
-      // `pin`: this run may be read with process_vm_readv even with viaMemFile.
-      const readable = vma.perms[0] === "r" && (!this.viaMemFile || run.pin === true);
       const addr = run.addr;
       out.push({
         addr: `0x${addr.toString(16)}`,
         length: run.length,
         fileOffset: this.#offset,
       });
+      if (this.pinCheck && run.pin === undefined && vma.perms[0] === "r") {
+        this.#saveChecked(Number(addr), run.length, onBytes);
+        continue;
+      }
+      // `pin`: this run may be read with process_vm_readv even with viaMemFile.
+      const readable = vma.perms[0] === "r" && (!this.viaMemFile || run.pin === true);
       this.#save(addr, run.length, readable, onBytes);
     }
     return out;
@@ -166,8 +181,23 @@ export class MemoryStreamer {
    */
   saveRun(vma: Vma, addr: number, length: number, onBytes?: (n: number) => void): number {
     const at = this.#offset;
-    this.#save(addr, length, vma.perms[0] === "r" && !this.viaMemFile, onBytes);
+    if (this.pinCheck && vma.perms[0] === "r") this.#saveChecked(addr, length, onBytes);
+    else this.#save(addr, length, vma.perms[0] === "r" && !this.viaMemFile, onBytes);
     return at;
+  }
+
+  /** {@link #save} of a readable run split by {@link pinCheck}: process_vm_readv only where it cannot unshare. */
+  #saveChecked(addr: number, length: number, onBytes: ((n: number) => void) | undefined): void {
+    let at = addr;
+    const end = addr + length;
+    this.pinCheck!.forEachRun(addr, end, { all: PM.PRESENT | PM.EXCLUSIVE }, (a, l) => {
+      const from = Math.max(a, at), to = Math.min(a + l, end);
+      if (to <= from) return;
+      if (from > at) this.#save(at, from - at, false, onBytes);
+      this.#save(from, to - from, true, onBytes);
+      at = to;
+    });
+    if (at < end) this.#save(at, end - at, false, onBytes);
   }
 
   /** Queues (or reads) `length` bytes at `addr` into the buffers, flushing each full one. */

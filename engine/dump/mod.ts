@@ -111,6 +111,7 @@ import {
   checkUnattachedLocks,
 } from "./tree_state.ts";
 import { MemoryStreamer, pageBufferBytes } from "./memory.ts";
+import { PagemapReader } from "../proc/pagemap.ts";
 import { BufferPageWriter } from "./page_writer.ts";
 import { bootstrapSizeFor, chooseBootstrap, pagePolicy, pendingSignalBytes } from "./vmas.ts";
 import { TOOL_VERSION } from "../version.ts";
@@ -816,7 +817,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         // (at 2 GiB a second walk of ~50 ms of CPU beside the collect, never used).
         !precopy?.processes.get(p.pid)?.scans && !parent?.scanningPids.has(p.pid),
         copyAhead
-          ? (maps) => startCopyAhead(p.pid, maps)
+          ? (maps) => startCopyAhead(p.pid, maps, opts.leaveRunning === true)
           : precopy
           ? () => precopy!.startValidation(p.pid) // its walk, once no injected call waits for it
           : undefined,
@@ -1040,6 +1041,17 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       else if (ahead && deferred && opts.leaveRunning && ahead.readAll()) {
         streamer.noReads = true;
         copyAfterThaw = copy;
+      } else if (opts.leaveRunning) {
+        // The process runs on: no pinning read of a page it shares copy-on-write (memory.ts
+        // `pinCheck`), which would leave it a copy of that page.
+        streamer.viaMemFile = true;
+        using pagemap = new PagemapReader(p.pid);
+        streamer.pinCheck = pagemap;
+        try {
+          await copy();
+        } finally {
+          streamer.pinCheck = undefined;
+        }
       } else await copy();
       pending.push({
         writer,
