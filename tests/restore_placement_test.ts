@@ -17,7 +17,6 @@ import { pathExists } from "./helpers/fs.ts";
 import { dumpKillRestore, tempImageDir } from "./helpers/roundtrip.ts";
 import { startTarget, withTargets } from "./helpers/targets.ts";
 import { waitUntil } from "./helpers/wait.ts";
-import { SIGUSR1 } from "./helpers/signals.ts";
 import { signalThenPass } from "./helpers/checks.ts";
 
 /** A writable cgroup directory of its own: pids (v1) if mounted, else the v2 root. */
