@@ -101,7 +101,8 @@ Deno.test(
 Deno.test(
   "network lock first: a dump refused after the lock lifts it; the stream flows again at once",
   withTargets(async () => {
-    const { peer, t } = await streaming(["cwd-deleted"]);
+    // A deleted root (chroot into a directory removed since): refused after the lock is taken.
+    const { peer, t } = await streaming(["root-deleted"]);
     const events: DumpEvent[] = [];
     const dir = await tempImageDir();
     await assert.rejects(

@@ -2,7 +2,7 @@
  * the network lock taken before the dump reads the connection.
  *
  * usage: rt_tcp_stream serve
- *        rt_tcp_stream recv <port> [cwd-deleted]
+ *        rt_tcp_stream recv <port> [root-deleted]
  *
  * serve (the peer, not dumped): listens on 127.0.0.1, prints "port=<n>",
  * accepts one connection and writes the stream (byte i is byte i % 4 of
@@ -13,7 +13,7 @@
  * recv (the target): connects to 127.0.0.1:<port>, prints "ready pid=<pid>",
  * then reads and checks every byte against the stream until the end of
  * file; prints "received=<n>" and PASS (exit 0), or FAIL at the first byte
- * lost, duplicated or changed (exit 1). With cwd-deleted its cwd is a
+ * lost, duplicated or changed (exit 1). With root-deleted its root is a
  * removed directory (a dump refuses it: task.cwd-deleted).
  */
 #define _GNU_SOURCE
@@ -69,10 +69,11 @@ static int serve(void) {
   return 0;
 }
 
-static int recv_stream(const char *port, int cwd_deleted) {
-  if (cwd_deleted) {
-    char dir[] = "/tmp/rt_tcp_stream.XXXXXX";
-    if (!mkdtemp(dir) || chdir(dir) != 0 || rmdir(dir) != 0) die("cwd");
+static int recv_stream(const char *port, int root_deleted) {
+  if (root_deleted) {
+    /* Relative to the cwd (outside the new root): absolute paths resolve in it after the chroot. */
+    char dir[] = "rt_tcp_stream.XXXXXX";
+    if (chdir("/tmp") != 0 || !mkdtemp(dir) || chroot(dir) != 0 || rmdir(dir) != 0) die("root");
   }
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) die("socket");
@@ -105,8 +106,8 @@ static int recv_stream(const char *port, int cwd_deleted) {
 }
 
 int main(int argc, char **argv) {
-  need_args(argc, 1, "rt_tcp_stream serve | recv <port> [cwd-deleted]");
+  need_args(argc, 1, "rt_tcp_stream serve | recv <port> [root-deleted]");
   if (strcmp(argv[1], "serve") == 0) return serve();
-  need_args(argc, 2, "rt_tcp_stream recv <port> [cwd-deleted]");
-  return recv_stream(argv[2], argc > 3 && strcmp(argv[3], "cwd-deleted") == 0);
+  need_args(argc, 2, "rt_tcp_stream recv <port> [root-deleted]");
+  return recv_stream(argv[2], argc > 3 && strcmp(argv[3], "root-deleted") == 0);
 }
