@@ -28,7 +28,7 @@ import { hexMinus, type HexNum, hexNum, hexPlus } from "../image/hexnum.ts";
 import type { Mapping, ProcessImage } from "../model.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
 import { chooseBootstrap, type Vma } from "../dump/vmas.ts";
-import { anonScratchRange } from "../restore/anon_runs.ts";
+import { anonScratchRange, takenArea } from "../restore/anon_runs.ts";
 
 /** Whether mapping `i` is mapped with the one before it, as one object ({@link emitSharedAnon}). */
 function joinsPrevious(mappings: readonly Mapping[], i: number): boolean {
@@ -232,28 +232,18 @@ function objectScratch(
       sizes.set(m.shmemObject.id, pagesOf(m.shmemObject.size));
     }
   }
-  const area = (start: bigint, end: bigint): Vma => ({
-    start,
-    end,
-    perms: "",
-    offset: 0n,
-    dev: "",
-    inode: 0,
-    path: "",
-    vmFlags: [],
-  });
   const areas: Vma[] = [];
   const holders = [
     maker,
     ...maker.children.map((c) => images?.get(c)).filter((c) => c?.inheritsMemory),
   ];
   for (const x of holders) {
-    for (const m of x!.mappings) areas.push(area(BigInt(m.start), BigInt(m.end)));
+    for (const m of x!.mappings) areas.push(takenArea(BigInt(m.start), BigInt(m.end)));
     const boot = BigInt(x!.bootstrap.start);
-    areas.push(area(boot, boot + BigInt(x!.bootstrap.size)));
+    areas.push(takenArea(boot, boot + BigInt(x!.bootstrap.size)));
     // (Its scratch for private areas kept apart is used while this object is mapped.)
     const anon = anonScratchRange(x!);
-    if (anon) areas.push(area(anon.start, anon.end));
+    if (anon) areas.push(takenArea(anon.start, anon.end));
   }
   areas.sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
   let total = 0;

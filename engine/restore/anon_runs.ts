@@ -295,6 +295,15 @@ export function keptApart(prev: Mapping, m: Mapping): boolean {
 }
 
 /**
+ * An address range taken in a restored process, as a Vma for
+ * engine/dump/vmas.ts's `chooseBootstrap` (which looks only at the range
+ * and the path).
+ */
+export function takenArea(start: bigint, end: bigint, path = ""): Vma {
+  return { start, end, perms: "", offset: 0n, dev: "", inode: 0, path, vmFlags: [] };
+}
+
+/**
  * A free address for mapping any area of `proc` kept apart before moving it
  * into place: a range as long as the longest of them that no mapping of the
  * image nor the bootstrap uses (so free while the restore program runs),
@@ -312,19 +321,9 @@ function scratchFor(proc: Pick<ProcessImage, "mappings" | "bootstrap">): bigint 
       longest = Math.max(longest, Number(BigInt(mappings[k].end) - BigInt(mappings[k].start)));
     }
   }
-  const area = (start: bigint, end: bigint, path: string): Vma => ({
-    start,
-    end,
-    perms: "",
-    offset: 0n,
-    dev: "",
-    inode: 0,
-    path,
-    vmFlags: [],
-  });
-  const areas = mappings.map((m) => area(BigInt(m.start), BigInt(m.end), m.name));
+  const areas = mappings.map((m) => takenArea(BigInt(m.start), BigInt(m.end), m.name));
   const boot = BigInt(proc.bootstrap.start);
-  areas.push(area(boot, boot + BigInt(proc.bootstrap.size), ""));
+  areas.push(takenArea(boot, boot + BigInt(proc.bootstrap.size)));
   areas.sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
   const at = chooseBootstrap(areas, longest);
   scratchOf.set(proc.mappings, { key, at });
