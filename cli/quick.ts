@@ -69,6 +69,7 @@ const SPECS: Readonly<Record<string, QuickSpec>> = {
       "--lazy": ["lazy", true],
       "--json": ["json", true],
       "--allow-clock-backwards": ["allowClockBackwards", true],
+      "--new-audit-session": ["newAuditSession", true],
       ...OPT_INS,
     },
     defaults: { verify: true },

@@ -86,6 +86,10 @@ export function register(program: Command): void {
       "--allow-clock-backwards",
       "restore even where CLOCK_MONOTONIC/BOOTTIME is behind the image's (another boot or host)",
     )
+    .option(
+      "--new-audit-session",
+      "give back a login uid other than the restorer's, with a new audit session id",
+    )
     .addHelpText(
       "after",
       `
@@ -107,6 +111,11 @@ re-attached to cryo's own stdin/stdout/stderr ("cryo show" says which).
 An image dumped on another boot or host whose monotonic clock was ahead of
 this host's is refused: the tree would see its clocks go back
 (--allow-clock-backwards restores it anyway).
+A tree dumped from another login session (pam_loginuid's login uid and
+audit session id) than the restorer's is refused: the kernel gives a new
+session id to a process that sets its login uid. --new-audit-session
+restores it with its login uid and a new session id. An unset login uid
+is given back exactly.
 
 Examples:
   cryo restore /var/lib/cryo/app-1
@@ -139,6 +148,8 @@ export interface RestoreCliOptions {
   shellJob?: boolean;
   /** --allow-clock-backwards */
   allowClockBackwards?: boolean;
+  /** --new-audit-session */
+  newAuditSession?: boolean;
 }
 
 /** Runs `restore` once its command line is parsed. */
@@ -148,6 +159,7 @@ export async function run(dir: string, opts: RestoreCliOptions): Promise<void> {
     verifyChecksums: opts.verify,
     trustImageOwner: opts.trustImageOwner,
     allowClockBackwards: opts.allowClockBackwards,
+    newAuditSession: opts.newAuditSession,
     optIns: optInsOf(opts),
     newPidNs: opts.newPidNs,
     lazy: opts.lazy,

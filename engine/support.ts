@@ -57,7 +57,7 @@ export const SUPPORT_TABLE = [
   { id: "task.seccomp", area: "task", what: "seccomp strict mode and filters", support: "saved", note: "installed last; they act from detach on" },
   { id: "task.keyrings", area: "task", what: "thread and process keyrings (keyctl)", support: "refused", note: "not saved yet (looked for in every thread)" },
   { id: "task.session-keyring", area: "task", what: "a session keyring joined (keyctl) that holds keys, other than the user's fallback", support: "saved", note: "cannot be given: restore refuses unless it is the restorer's; an empty one (a login's, a service's) is not recorded and the restored process has the restorer's" },
-  { id: "task.login", area: "task", what: "login uid and session id", support: "saved", note: "cannot be set: restore refuses unless the restorer's match" },
+  { id: "task.login", area: "task", what: "login uid and session id", support: "saved", note: "a session id cannot be set: the restorer's, or unset (written by the launcher); another login session's only with --new-audit-session (a new session id)" },
   { id: "task.dumpable-root", area: "task", what: "dumpable 2 (suid_dumpable after a set-id exec)", support: "refused", note: "prctl cannot set it" },
   { id: "task.membarrier-unknown", area: "task", what: "membarrier registrations before Linux 6.3", support: "refused", note: "cannot be read" },
   { id: "task.syscall-dispatch", area: "task", what: "syscall user dispatch (PR_SET_SYSCALL_USER_DISPATCH)", support: "refused", note: "not saved yet" },

@@ -97,13 +97,48 @@ Deno.test(
       assert.match(
         e.message,
         new RegExp(
-          `^cannot restore: process ${a.t.pid} had login uid 4242 and session id \\d+, ` +
-            `restored processes get the restorer's \\(login uid ${self("loginuid")}, ` +
-            `session id ${self("sessionid")}\\)$`,
+          `^cannot restore: process ${a.t.pid} had login uid 4242 and session id \\d+; ` +
+            `restored processes get the restorer's session id \\(${self("sessionid")}\\): ` +
+            `--new-audit-session gives them login uid 4242 with a new session id$`,
         ),
       );
       return true;
     });
     assert.equal(pathExists(`/proc/${a.t.pid}`), false, "the refused restore created the process");
+  }),
+);
+
+Deno.test(
+  "restore with newAuditSession gives back the login uid, with a new session id",
+  withTargets(async () => {
+    const a = await startTriggered("rt_attrs", READY, { extra: ["loginuid-new"] });
+    await dumpKillRestore(a.t, { newAuditSession: true });
+    assert.equal(Deno.readTextFileSync(`/proc/${a.t.pid}/loginuid`), "4242");
+    await Deno.writeTextFile(a.trigger, "");
+    assertChecksPassed(a.t, CHECKS, await a.t.wait());
+  }),
+);
+
+Deno.test(
+  "an unset login uid and session id come back unset from a restorer that has them set",
+  withTargets(async () => {
+    const a = await startTriggered("rt_attrs", READY);
+    const dir = await tempImageDir();
+    await checkpoint(a.t.pid, { dir });
+    await a.t.wait();
+    // The restorer's own, for this test alone: per thread, of the thread that runs JavaScript
+    // (it creates the launcher; the process's first thread may be another).
+    const own = "/proc/thread-self/loginuid";
+    assert.equal(Deno.readTextFileSync(own), "4294967295", "the test runner has no login uid");
+    Deno.writeTextFileSync(own, "4343");
+    try {
+      const tree = await restore(dir);
+      a.t.resetAfterRestore();
+      for (const pid of tree.pids) assert.equal(pid, a.t.pid);
+    } finally {
+      Deno.writeTextFileSync(own, "4294967295"); // root may unset it (CAP_AUDIT_CONTROL)
+    }
+    await Deno.writeTextFile(a.trigger, "");
+    assertChecksPassed(a.t, CHECKS, await a.t.wait());
   }),
 );

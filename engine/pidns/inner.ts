@@ -68,6 +68,7 @@ async function main(): Promise<void> {
         optIns: req.optIns,
         trustImageOwner: req.trustImageOwner,
         allowClockBackwards: req.allowClockBackwards,
+        newAuditSession: req.newAuditSession,
         inheritFds: new Map(req.inheritFds),
         ...(req.adopt ? { existingRoot: { pid: 1, go } } : {}),
       });

@@ -359,6 +359,7 @@ export function restoreInNamespace(dir: string, opts: RestoreOptions): RestoredT
         optIns: opts.optIns ?? [],
         trustImageOwner: !!opts.trustImageOwner,
         allowClockBackwards: !!opts.allowClockBackwards,
+        newAuditSession: !!opts.newAuditSession,
         inheritFds: [...(opts.inheritFds ?? new Map())],
       }),
     );

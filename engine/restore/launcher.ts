@@ -1,7 +1,7 @@
 /**
  * The launcher: a tiny executable emitted from TypeScript that stops
- * itself (so the engine can seize it before it does anything), then
- * clone3()s the root of the tree with its original pid as a sibling of
+ * itself (so the engine can seize it before it does anything), writes the
+ * tree's login uid where the restore gives one, then clone3()s the root of the tree with its original pid as a sibling of
  * itself (CLONE_PARENT: the restored root becomes cryo's child) and exits.
  * The root child execs the root image.
  *
@@ -24,10 +24,16 @@ export interface Launcher {
   path: string;
 }
 
-/** Writes the launcher executable for `rootPid` / `rootImage`; returns its path and program. */
+/**
+ * Writes the launcher executable for `rootPid` / `rootImage`; returns its
+ * path and program. `loginuid`: written to its own /proc/self/loginuid
+ * first (every process of the tree inherits it, and the session id the
+ * kernel gives with it).
+ */
 export function writeLauncher(
   rootPid: number,
   rootImage: string,
+  loginuid?: number,
 ): { path: string; bootstrap: Bootstrap } {
   const boot = new BootstrapBuilder(LAUNCHER_BASE);
   const p = boot.program();
@@ -35,6 +41,15 @@ export function writeLauncher(
   p.op(SYS.prctl, [1, /* PR_SET_PDEATHSIG */ 9], { comment: "die with cryo" });
   p.op(SYS.getpid, [], { store: 1 });
   p.op(SYS.kill, [{ slot: 1 }, 19 /* SIGSTOP */], { comment: "wait for the tracer" });
+  if (loginuid !== undefined) {
+    const file = p.cstring("/proc/self/loginuid");
+    const text = new TextEncoder().encode(String(loginuid));
+    p.op(SYS.open, [file, 1 /* O_WRONLY */], { store: 2, comment: "open /proc/self/loginuid" });
+    p.op(SYS.write, [{ slot: 2 }, p.data(text, 1), text.length], {
+      comment: `login uid ${loginuid} (with the session id the kernel gives)`,
+    });
+    p.op(SYS.close, [{ slot: 2 }]);
+  }
   // With CLONE_PARENT the exit signal is the launcher's own (SIGCHLD); clone3 wants 0 here.
   // CLONE_PTRACE: traced from birth (the session traces without PTRACE_O_TRACECLONE).
   const args = cloneWithTid(p, rootPid, { flags: CLONE.PARENT | CLONE.PTRACE });

@@ -52,7 +52,7 @@ import { checkInotifyPaths } from "../fds/inotify.ts";
 import { type RestoreEvent, RestoreSession, type RestoreUnit } from "./session.ts";
 import { type ImageToVerify, ImageVerifier } from "./verify_inline.ts";
 import { LazyImageVerifier } from "./verify_blocks.ts";
-import { checkTaskState } from "../task/mod.ts";
+import { checkTaskState, loginuidToWrite } from "../task/mod.ts";
 import { checkImageDirTrust, checkOwnCredentials } from "./trust.ts";
 import { pausePoint } from "../pause.ts";
 import { shrunkImage } from "./intact.ts";
@@ -109,6 +109,13 @@ export interface RestoreOptions {
    * (engine/task/clocks.ts). Default false: such a restore is refused.
    */
   allowClockBackwards?: boolean;
+  /**
+   * A tree dumped with a set login uid and session id other than the
+   * restorer's comes back with its login uid and a new audit session id
+   * (the kernel gives one whenever a login uid is written;
+   * `--new-audit-session`). Default false: such a restore is refused.
+   */
+  newAuditSession?: boolean;
 }
 
 /** How a restored root ended. */
@@ -271,11 +278,13 @@ function pageBlocksOf(plan: RestorePlan, pid: number) {
  * present, pids free, the task state this host can give, listening and
  * bound socket addresses free. Throws a
  * one-line RestoreError. `tick` is called between the checks (as in
- * {@link planRestore}).
+ * {@link planRestore}); `existingRoot`: the root's process exists already;
+ * `newAuditSession`: as in {@link RestoreOptions}.
  */
 export async function preflight(
   plan: RestorePlan,
-  existingRoot?: number,
+  { existingRoot, newAuditSession = false }: { existingRoot?: number; newAuditSession?: boolean } =
+    {},
   tick?: () => void,
   /** cryo's own vdso facts, started before the plan (checks.ts `startOwnVdso`). */
   ownVdso?: Promise<OwnVdso>,
@@ -296,7 +305,7 @@ export async function preflight(
   // not by a walk of every process here (inside a pid namespace, here as before).
   checkPidsFree(processes.filter((p) => p.pid !== existingRoot), existingRoot !== undefined);
   tick?.();
-  checkTaskState(processes);
+  checkTaskState(processes, newAuditSession, existingRoot !== undefined);
   checkInetPorts(processes);
   checkCredentials(processes);
   for (const proc of processes) checkPolicyNodes(proc); // engine/memory/mempolicy.ts
@@ -388,7 +397,12 @@ export async function restore(dir: string, opts: RestoreOptions = {}): Promise<R
       throw e;
     }
     tick();
-    await preflight(plan, opts.existingRoot?.pid, tick, ownVdso);
+    await preflight(
+      plan,
+      { existingRoot: opts.existingRoot?.pid, newAuditSession: opts.newAuditSession },
+      tick,
+      ownVdso,
+    );
     tick();
     const processes = plan.units.map((u) => u.image);
     becomeSubreaper();
@@ -459,6 +473,7 @@ async function runPlanned(
     provided,
     () => verifier.step(),
     opts.existingRoot,
+    loginuidToWrite(plan.units.map((u) => u.image)),
   );
   try {
     session.prepare();

@@ -158,6 +158,8 @@ export class RestoreSession {
   readonly #provided: ProvidedFds | undefined;
   /** Work done while no task needs the engine (returns false when it has none left). */
   readonly #idle: (() => boolean) | undefined;
+  /** The login uid the launcher writes before it creates the root (attrs.ts `loginuidToWrite`). */
+  readonly #loginuid: number | undefined;
 
   /**
    * `timeoutMs` bounds the time until every restore program has finished;
@@ -165,6 +167,7 @@ export class RestoreSession {
    * files), handed over through the launcher; the session closes them.
    * `idle` is called instead of sleeping while every task is busy (the
    * restore's checksum pass); it returns false when it has nothing left.
+   * `loginuid`: written by the launcher, so that the whole tree inherits it.
    */
   constructor(
     units: RestoreUnit[],
@@ -173,8 +176,10 @@ export class RestoreSession {
     provided?: ProvidedFds,
     idle?: () => boolean,
     existingRoot?: ExistingRoot,
+    loginuid?: number,
   ) {
     this.#existingRoot = existingRoot;
+    this.#loginuid = loginuid;
     this.#timeoutMs = timeoutMs;
     this.#provided = provided;
     this.#idle = idle;
@@ -244,7 +249,7 @@ export class RestoreSession {
   #launch(): void {
     if (this.#existingRoot) return this.#adoptRoot(this.#existingRoot);
     const root = this.#units.get(this.#rootPid)!;
-    const { path, bootstrap } = writeLauncher(this.#rootPid, root.path);
+    const { path, bootstrap } = writeLauncher(this.#rootPid, root.path, this.#loginuid);
     let launcher: ReturnType<typeof spawnLauncher>;
     try {
       launcher = spawnLauncher(path, this.#provided?.fds);

@@ -7,10 +7,11 @@
  * NoNewPrivs) from outside and the rest by injected prctl/membarrier calls.
  * Restore sets subreaper, THP disable and membarrier in the restore program
  * (process-wide, no privilege needed); oom_score_adj from cryo and the
- * per-thread values by injection in the engine's finalize. Login uid and
- * session id cannot be given to a process (a new login uid gets a new
- * session id): restored processes inherit the restorer's, so the restore
- * pre-flight refuses an image whose values differ.
+ * per-thread values by injection in the engine's finalize. A session id
+ * cannot be given to a process (writing a login uid gets a new one):
+ * restored processes inherit the restorer's login ids, or the launcher
+ * writes the image's login uid (the unset value exactly; a set one only
+ * with `--new-audit-session`, as it comes with a new session id).
  *
  * @module
  */
@@ -659,23 +660,96 @@ export function restoreAttrsAfterCredentials(image: ProcessImage, inj: TaskInjec
   prctlIn(inj, pid, pid, `prctl(PR_SET_DUMPABLE, ${dumpable})`, PR_SET_DUMPABLE, dumpable);
 }
 
+/** The value /proc shows for a login uid or session id never set. */
+export const LOGIN_ID_UNSET = 4294967295;
+
+/** A login uid and session id (/proc/<pid>/loginuid, /proc/<pid>/sessionid). */
+export interface LoginIds {
+  loginuid: number;
+  sessionid: number;
+}
+
 /**
- * Restore pre-flight: login uid and session id are inherited from the
- * restorer and cannot be set to given values; refuses images whose values
- * differ from the restorer's.
+ * The restorer's own login ids: what every process it creates inherits.
+ * They are per thread, and a child inherits its creator thread's: read for
+ * the thread that runs cryo's JavaScript, which spawns the launcher.
  */
-export function checkLoginIds(processes: readonly ProcessImage[]): void {
-  const self = {
-    loginuid: procNumber(Deno.pid, "loginuid"),
-    sessionid: procNumber(Deno.pid, "sessionid"),
-  };
+export function ownLoginIds(): LoginIds {
+  const read = (name: string) => Number(Deno.readTextFileSync(`/proc/thread-self/${name}`).trim());
+  return { loginuid: read("loginuid"), sessionid: read("sessionid") };
+}
+
+/** The one login id pair of the images, or the pids of two processes whose pairs differ. */
+function imageLoginIds(
+  processes: readonly ProcessImage[],
+): LoginIds | undefined | { differ: [number, number] } {
+  let first: ProcessImage | undefined;
   for (const p of processes) {
     if (!p.attrs) continue;
-    if (p.attrs.loginuid !== self.loginuid || p.attrs.sessionid !== self.sessionid) {
-      throw new RestoreError(
-        `cannot restore: process ${p.pid} had login uid ${p.attrs.loginuid} and session id ${p.attrs.sessionid}, ` +
-          `restored processes get the restorer's (login uid ${self.loginuid}, session id ${self.sessionid})`,
-      );
-    }
+    if (!first) first = p;
+    else if (
+      p.attrs.loginuid !== first.attrs!.loginuid || p.attrs.sessionid !== first.attrs!.sessionid
+    ) return { differ: [first.pid, p.pid] };
   }
+  return first && { loginuid: first.attrs!.loginuid, sessionid: first.attrs!.sessionid };
+}
+
+/**
+ * The login uid the restore writes (in the launcher, before the root is
+ * created, so that the whole tree inherits it) where the images' login ids
+ * are not the restorer's; undefined where they are. Writing the unset
+ * value gives back an unset login uid and session id exactly; writing a
+ * set one makes the kernel give a new audit session id, which only
+ * `newAuditSession` accepts. Assumes {@link checkLoginIds} passed.
+ */
+export function loginuidToWrite(
+  processes: readonly ProcessImage[],
+  self: LoginIds = ownLoginIds(),
+): number | undefined {
+  const ids = imageLoginIds(processes);
+  if (!ids || "differ" in ids) return undefined;
+  if (ids.loginuid === self.loginuid && ids.sessionid === self.sessionid) return undefined;
+  return ids.loginuid;
+}
+
+/**
+ * Restore pre-flight: login uid and session id are inherited from the
+ * restorer, and a process can only set its own login uid (the kernel then
+ * gives it a new session id, or none for the unset value). Refuses images
+ * whose processes had different login ids, and a set login uid and session
+ * id other than the restorer's unless `newAuditSession` (the tree then gets
+ * its login uid back with a new session id). `launcherless`: the root
+ * exists already (a cryo launch namespace), no launcher writes anything.
+ */
+export function checkLoginIds(
+  processes: readonly ProcessImage[],
+  newAuditSession: boolean,
+  launcherless = false,
+  self: LoginIds = ownLoginIds(),
+): void {
+  const ids = imageLoginIds(processes);
+  if (!ids) return;
+  if ("differ" in ids) {
+    const [a, b] = ids.differ;
+    throw new RestoreError(
+      `cannot restore: processes ${a} and ${b} had different login uids or session ids ` +
+        `(a restore gives every process of the tree the same)`,
+    );
+  }
+  if (ids.loginuid === self.loginuid && ids.sessionid === self.sessionid) return;
+  const pid = processes.find((p) => p.attrs)!.pid;
+  const had = `process ${pid} had login uid ${ids.loginuid} and session id ${ids.sessionid}`;
+  if (launcherless) {
+    throw new RestoreError(
+      `cannot restore: ${had}, and a restore into its own pid namespace gives the tree ` +
+        `the restorer's (login uid ${self.loginuid}, session id ${self.sessionid})`,
+    );
+  }
+  const unset = ids.loginuid === LOGIN_ID_UNSET && ids.sessionid === LOGIN_ID_UNSET;
+  if (unset || newAuditSession) return;
+  throw new RestoreError(
+    `cannot restore: ${had}; restored processes get the restorer's session id ` +
+      `(${self.sessionid}): --new-audit-session gives them login uid ${ids.loginuid} ` +
+      `with a new session id`,
+  );
 }

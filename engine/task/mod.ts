@@ -13,7 +13,8 @@
  *   scheduling of every thread (from cryo), oom_score_adj (from cryo),
  *   no_new_privs, seccomp (injected; suspended until detach), then
  *   pdeathsig and dumpable (injected; a credential change resets them);
- * - restore pre-flight: login uid and session id must equal the restorer's;
+ * - restore pre-flight: login uid and session id the restore can give
+ *   (the restorer's, or written by the launcher: attrs.ts `checkLoginIds`);
  *   scheduling this host cannot give is refused before anything is created.
  *
  * @module
@@ -49,6 +50,7 @@ import { collectSeccomp, restoreSeccomp, suspendSeccomp, type TaskInjector } fro
 import { checkThreadSharing } from "./thread_sharing.ts";
 
 export type { TaskInjector } from "./seccomp.ts";
+export { loginuidToWrite } from "./attrs.ts";
 
 /** The task state of one process: process-wide and per thread. */
 export interface CollectedTaskState {
@@ -178,12 +180,17 @@ export function restoreTaskStateAfterCredentials(image: ProcessImage, inj: TaskI
 }
 
 /**
- * Restore pre-flight, before anything is created: login ids equal to the
- * restorer's, and scheduling this host can give (CPUs, CAP_SYS_NICE, RT
- * runtime).
+ * Restore pre-flight, before anything is created: login ids the restore
+ * can give (`newAuditSession`: a set login uid may come back with a new
+ * session id; `launcherless`: the root exists already), and scheduling this
+ * host can give (CPUs, CAP_SYS_NICE, RT runtime).
  */
-export function checkTaskState(processes: readonly ProcessImage[]): void {
-  checkLoginIds(processes);
+export function checkTaskState(
+  processes: readonly ProcessImage[],
+  newAuditSession = false,
+  launcherless = false,
+): void {
+  checkLoginIds(processes, newAuditSession, launcherless);
   checkSessionKeyrings(processes);
   checkSchedulable(processes);
 }

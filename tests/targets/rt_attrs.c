@@ -8,8 +8,9 @@
  * exists, then checks every value again and prints one
  * "check <name> ok|FAIL <detail>" line per item, then PASS or FAIL.
  *
- * usage: rt_attrs <trigger-path> [loginuid|notify|tsync]
+ * usage: rt_attrs <trigger-path> [loginuid|loginuid-new|notify|tsync]
  *   loginuid: also set its own login uid (so it differs from the restorer's);
+ *   loginuid-new: the same, and expect the same login uid with another session id;
  *   notify: thread "attr-extra" also has a filter handing acct() to a
  *           user-space listener (SECCOMP_RET_USER_NOTIF; the listener fd stays open);
  *   tsync: no strict thread and no filter of "attr-extra"'s own: both threads share
@@ -163,7 +164,7 @@ static void *strict_main(void *arg) {
 }
 
 int main(int argc, char **argv) {
-  need_args(argc, 1, "rt_attrs <trigger> [loginuid|notify]");
+  need_args(argc, 1, "rt_attrs <trigger> [loginuid|loginuid-new|notify|tsync]");
   notify_mode = argc > 2 && !strcmp(argv[2], "notify");
   tsync_mode = argc > 2 && !strcmp(argv[2], "tsync");
   prctl(PR_SET_NAME, "rt-attrs", 0, 0, 0);
@@ -171,7 +172,10 @@ int main(int argc, char **argv) {
   pthread_t extra, strict;
   if (pipe(strict_in) || pipe(strict_out)) die("pipe");
   if (!tsync_mode && pthread_create(&strict, NULL, strict_main, NULL)) die("pthread_create");
-  if (argc > 2 && !strcmp(argv[2], "loginuid") && write_text("/proc/self/loginuid", "4242"))
+  /* loginuid-new: restored with --new-audit-session, the same login uid in a new session. */
+  int new_session = argc > 2 && !strcmp(argv[2], "loginuid-new");
+  if (argc > 2 && (new_session || !strcmp(argv[2], "loginuid")) &&
+      write_text("/proc/self/loginuid", "4242"))
     die("write loginuid");
   char text[16];
   snprintf(text, sizeof text, "%d", OOM_ADJ);
@@ -217,7 +221,10 @@ int main(int argc, char **argv) {
   long r = syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
   check("membarrier-private-expedited", r == 0, "%s", strerror(errno));
   long login = read_long("/proc/self/loginuid"), session = read_long("/proc/self/sessionid");
-  check("login-ids", login == loginuid_before && session == sessionid_before,
+  check("login-ids",
+        login == loginuid_before &&
+            (new_session ? session != sessionid_before && session != 4294967295L
+                         : session == sessionid_before),
         "loginuid %ld sessionid %ld, were %ld %ld", login, session, loginuid_before,
         sessionid_before);
 
