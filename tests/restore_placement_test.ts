@@ -73,7 +73,9 @@ for (const mode of ["", "bpf"]) {
     withTargets(async () => {
       if (mode) Deno.env.set("CRYO_THREADSTATE", mode);
       // A v1 named hierarchy of its own (no controller): threads are placed one by one there.
-      const name = `cryothr${crypto.randomUUID().slice(0, 8)}`;
+      // One fixed name: the kernel keeps such a hierarchy after its unmount (it shows in every
+      // process's /proc/<pid>/cgroup), and mounting the name again reuses it.
+      const name = "cryothr-test";
       const hier = Deno.makeTempDirSync({ prefix: "cryo-thread-cgroup-" });
       const mount = new Deno.Command("mount", {
         args: ["-t", "cgroup", "-o", `none,name=${name}`, "none", hier],
@@ -86,7 +88,7 @@ for (const mode of ["", "bpf"]) {
       }
       let t: Awaited<ReturnType<typeof startTarget>> | undefined;
       try {
-        Deno.mkdirSync(`${hier}/sub`);
+        Deno.mkdirSync(`${hier}/sub`, { recursive: true }); // left by a killed run, maybe
         t = await startTarget("rt_thread_cgroup", [hier, name]);
         await t.waitFor(/^ready pid=\d+$/m);
         await dumpKillRestore(t);
