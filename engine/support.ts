@@ -52,6 +52,7 @@ export const SUPPORT_TABLE = [
   { id: "task.mempolicy", area: "task", what: "a NUMA memory policy of a thread that get_mempolicy could not read", support: "refused", note: "policies that are read are saved (memory.mempolicy)" },
   { id: "task.thread-fs", area: "task", what: "a thread with cwd, root and umask of its own (unshare(CLONE_FS) in a thread)", support: "refused", note: "restored threads share the process's" },
   { id: "task.thread-files", area: "task", what: "a thread with an fd table of its own (unshare(CLONE_FILES) in a thread)", support: "refused", note: "restored threads share the process's" },
+  { id: "task.thread-login", area: "task", what: "a thread with a login uid or session id other than its main thread's (written in that thread, or in the main thread after the thread started)", support: "refused", note: "restored threads inherit the main thread's" },
   { id: "task.thread-speculation", area: "task", what: "a thread with speculation controls other than its main thread's (PR_SET_SPECULATION_CTRL in a thread)", support: "refused", note: "not saved per thread yet" },
   { id: "task.thread-namespaces", area: "task", what: "a thread in namespaces other than its main thread's (unshare or setns in a thread)", support: "refused", note: "restored threads share the process's" },
   { id: "task.seccomp", area: "task", what: "seccomp strict mode and filters", support: "saved", note: "installed last; they act from detach on" },

@@ -114,6 +114,12 @@ export interface TaskStateLayout {
   files: number;
   /** cgroups (a pointer to the css_set: threads with the same one are in the same cgroups); -1 without cgroups: 0 is written. */
   cgroups: number;
+  /**
+   * loginuid and sessionid (4 bytes each; a thread's own, inherited at its
+   * creation); -1 without audit (CONFIG_AUDIT): the unset value is written.
+   */
+  loginuid: number;
+  sessionid: number;
   /** Offset of thread_keyring in struct cred (a pointer); -1 without keys (CONFIG_KEYS): 0 is written. */
   threadKeyring: number;
   /**
@@ -126,7 +132,7 @@ export interface TaskStateLayout {
 }
 
 /** Bytes the program writes per thread (see {@link decodeTaskRecords}). */
-export const TASK_RECORD_SIZE = 296;
+export const TASK_RECORD_SIZE = 304;
 
 /** At most this many bytes of a struct cred are copied, from its first id to its last capability set. */
 export const CRED_BYTES = 96;
@@ -206,6 +212,9 @@ export interface TaskRecord {
   files: bigint;
   /** task->cgroups (its css_set), as a number; 0 when the kernel has no cgroups. */
   cgroups: bigint;
+  /** task->loginuid and task->sessionid (4294967295: unset, or a kernel without audit). */
+  loginuid: number;
+  sessionid: number;
 }
 
 const R0 = 0, R1 = 1, R2 = 2, R3 = 3, R6 = 6, R7 = 7, R10 = 10;
@@ -233,7 +242,8 @@ const jneImm = (dst: number, imm: number, off: number) => insn(0x55, dst, 0, off
  * 3: and its groups), from *real_cred the {@link credRange} bytes @176
  * (96, zeros after), real_cred->group_info u64 @272,
  * group_info->ngroups u32 @280, cred->session_keyring u32 @284 (0: not
- * read, 1: NULL, 2: set), task->cgroups u64 @288.
+ * read, 1: NULL, 2: set), task->cgroups u64 @288, task->loginuid u32
+ * @296, task->sessionid u32 @300.
  *
  * The members that are pointers to structs (cred, mm, real_cred,
  * children.next) are read with bpf_probe_read_kernel, not loaded: the
@@ -330,10 +340,18 @@ export function taskStateProgram(l: TaskStateLayout): Uint8Array<ArrayBuffer> {
     ...(l.cgroups >= 0 //                  record.cgroups = task->cgroups (0 without cgroups)
       ? probe(R + 288, 8, l.cgroups)
       : [mov64Imm(R2, 0), stx64(R10, R + 288, R2)]),
+    ...(l.loginuid >= 0 && l.sessionid >= 0 // record.loginuid, .sessionid (unset without audit)
+      ? [
+        ldx32(R2, R7, l.loginuid),
+        stx32(R10, R + 296, R2),
+        ldx32(R2, R7, l.sessionid),
+        stx32(R10, R + 300, R2),
+      ]
+      : [mov64Imm(R2, -1), stx32(R10, R + 296, R2), stx32(R10, R + 300, R2)]),
     ldx64(R1, R6, l.metaSeq), //         167: r1 = meta->seq
     mov64(R2, R10), //                   168: r2 = fp
-    add64Imm(R2, R), //                  169: r2 = fp - 296 (the record)
-    mov64Imm(R3, TASK_RECORD_SIZE), //   170: r3 = 296
+    add64Imm(R2, R), //                  169: r2 = fp - 304 (the record)
+    mov64Imm(R3, TASK_RECORD_SIZE), //   170: r3 = 304
     call(l.seqWriteHelper), //           171: bpf_seq_write(r1, r2, r3)
   ];
   return encodeInsns([
@@ -576,6 +594,8 @@ export function decodeTaskRecords(bytes: Uint8Array): TaskRecord[] {
       fs: dv.getBigUint64(at + 152, true),
       files: dv.getBigUint64(at + 160, true),
       cgroups: dv.getBigUint64(at + 288, true),
+      loginuid: dv.getUint32(at + 296, true),
+      sessionid: dv.getUint32(at + 300, true),
     });
   }
   return out;

@@ -17,6 +17,7 @@ import { pathExists } from "./helpers/fs.ts";
 import { statusField } from "./helpers/proc.ts";
 import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
 import { withTargets } from "./helpers/targets.ts";
+import { threadBpfTest, withMemoEnv } from "./helpers/thread_bpf.ts";
 
 const READY = /^ready pid=(\d+)$/m;
 const CHECKS = [
@@ -82,6 +83,38 @@ Deno.test(
     await Deno.writeTextFile(a.trigger, "");
     assertChecksPassed(a.t, CHECKS, await a.t.wait());
   }),
+);
+
+/** Dump refuses rt_attrs's strict thread, started before its main thread set its login uid. */
+async function threadLoginRefused(): Promise<void> {
+  const a = await startTriggered("rt_attrs", READY, { extra: ["thread-login"] });
+  const dir = await tempImageDir();
+  await assert.rejects(checkpoint(a.t.pid, { dir }), (e: unknown) => {
+    assert.ok(e instanceof UnsupportedError, `expected UnsupportedError, got ${e}`);
+    assert.match(
+      e.message,
+      new RegExp(
+        `process ${a.t.pid} thread \\d+: a thread with a login uid or session id other than ` +
+          `its main thread's .*its login uid 4294967295 and session id 4294967295 are not its ` +
+          `main thread's \\(4242, \\d+\\)`,
+      ),
+    );
+    return true;
+  });
+  assert.equal(pathExists(dir), false, "the refused dump left an image");
+  assert.equal(statusField(a.t.pid, "TracerPid"), "0");
+  await Deno.writeTextFile(a.trigger, "");
+  assertChecksPassed(a.t, CHECKS, await a.t.wait());
+}
+
+Deno.test(
+  "dump refuses a thread whose login uid is not its main thread's; the target runs on untouched",
+  withTargets(threadLoginRefused),
+);
+
+threadBpfTest(
+  "dump refuses a thread whose login uid is not its main thread's (task iterator's records)",
+  withTargets(() => withMemoEnv({ CRYO_THREADSTATE: "bpf" }, threadLoginRefused)),
 );
 
 Deno.test(

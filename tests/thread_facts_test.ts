@@ -364,6 +364,7 @@ Deno.test("thread facts: a fact other than the status's is refuted for the boot;
       fs: new Map<number, bigint>(),
       files: new Map<number, bigint>(),
       cssSets: new Map<number, bigint>(),
+      loginIds: new Map(),
       specFlags: new Map<number, number>(),
       threadKeyring: new Map<number, bigint>(),
     });
@@ -413,6 +414,7 @@ Deno.test("thread facts: the task flags are checked against the stat files, and 
       fs: new Map(),
       files: new Map(),
       cssSets: new Map(),
+      loginIds: new Map(),
       specFlags: new Map(),
       threadKeyring: new Map(),
       flagsTrusted,

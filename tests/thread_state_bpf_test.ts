@@ -306,6 +306,8 @@ Deno.test("thread state bpf: sigaltstack's flags derived as the kernel reports t
     fs: 0n,
     files: 0n,
     cgroups: 0n,
+    loginuid: 4294967295,
+    sessionid: 4294967295,
   });
   const AUTODISARM = 0x80000000 | 0;
   // No size: SS_DISABLE whatever the stored flags (a disabled stack keeps its SS_DISABLE).
@@ -354,6 +356,7 @@ Deno.test("thread state bpf: a main thread whose injected values differ sends th
       fs: new Map<number, bigint>(),
       files: new Map<number, bigint>(),
       cssSets: new Map<number, bigint>(),
+      loginIds: new Map(),
       specFlags: new Map<number, number>(),
       threadKeyring: new Map<number, bigint>(),
     };

@@ -59,6 +59,7 @@ import {
 import { readStat } from "../proc/stat.ts";
 import { listTids, readChildrenOfThreads } from "../proc/tasks.ts";
 import { isIoFlusher } from "../task/attrs.ts";
+import type { LoginIdsOfThread } from "../task/thread_sharing.ts";
 import type { InjectedThreadState } from "./injected.ts";
 
 /** From how many threads the iterator is used (tests may change it). */
@@ -263,6 +264,8 @@ export interface BpfThreadStates {
    * with the main thread's are in its cgroups in every hierarchy (exact).
    */
   cssSets: Map<number, bigint>;
+  /** Each thread's login uid and session id (engine/task/thread_sharing.ts). */
+  loginIds: Map<number, LoginIdsOfThread>;
   /** Each thread's speculation bits of task->atomic_flags (engine/task/attrs.ts `checkThreadSpeculation`). */
   specFlags: Map<number, number>;
   /** Each thread's cred->thread_keyring (exact; engine/task/keyrings.ts `checkThreadKeyrings`). */
@@ -476,6 +479,7 @@ export function bpfThreadStates(pid: number, tids: readonly number[]): BpfThread
     const threadKeyring = new Map<number, bigint>();
     const fs = new Map<number, bigint>(), files = new Map<number, bigint>();
     const cssSets = new Map<number, bigint>();
+    const loginIds = new Map<number, LoginIdsOfThread>();
     for (const r of records) {
       const f = factsOf(r);
       facts.set(r.tid, f);
@@ -485,6 +489,7 @@ export function bpfThreadStates(pid: number, tids: readonly number[]): BpfThread
       fs.set(r.tid, r.fs);
       files.set(r.tid, r.files);
       cssSets.set(r.tid, r.cgroups);
+      loginIds.set(r.tid, { loginuid: r.loginuid, sessionid: r.sessionid });
       if (f.noNewPrivs) factsSet.add("no_new_privs");
       if (f.seccomp !== 0) factsSet.add("seccomp_mode");
       let rsp: bigint | undefined;
@@ -514,6 +519,7 @@ export function bpfThreadStates(pid: number, tids: readonly number[]): BpfThread
       fs,
       files,
       cssSets,
+      loginIds,
       specFlags,
       threadKeyring,
       flagsTrusted: memo !== undefined && memo.confirmed.has(TASK_FLAGS) &&

@@ -86,6 +86,9 @@ export function taskStateLayout(btf: Btf): TaskStateLayout {
     files: member(task, "files", "ptr"),
     // Absent without CONFIG_CGROUPS: every thread is in the same (no) cgroups.
     cgroups: btf.member(task, "cgroups") ? member(task, "cgroups", "ptr") : -1,
+    // Absent without CONFIG_AUDIT: every task's are unset. (kuid_t is a one-member struct.)
+    loginuid: btf.member(task, "loginuid") ? sizedMember(btf, task, "loginuid", 4) : -1,
+    sessionid: btf.member(task, "sessionid") ? member(task, "sessionid", 4) : -1,
     // Absent without CONFIG_KEYS: no task has a thread keyring.
     threadKeyring: btf.member(struct("cred"), "thread_keyring")
       ? member(struct("cred"), "thread_keyring", "ptr")
@@ -276,4 +279,13 @@ export function flagsNeedStackPointer(r: TaskRecord): boolean {
  */
 export function nearAltStack(r: TaskRecord, rsp: bigint, margin: bigint): boolean {
   return rsp > r.sasSsSp && rsp - r.sasSsSp <= r.sasSsSize + margin;
+}
+
+/** Offset of member `name` of `s` whose type is `size` bytes (a one-member struct or an integer). */
+function sizedMember(btf: Btf, s: number, name: string, size: number): number {
+  const m = btf.member(s, name);
+  if (!m || btf.sizeOrType(btf.resolve(m.type)) !== size) {
+    throw new Error(`BTF has no ${size}-byte member ${name} of ${btf.name(s)}`);
+  }
+  return m.offset;
 }

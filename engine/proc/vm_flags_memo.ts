@@ -243,7 +243,13 @@ export function rememberLayout(layout: TaskVmaLayout): void {
 
 const THREAD_LAYOUT_FIELDS: readonly Exclude<
   keyof TaskStateLayout,
-  "noTscBit" | "mempolicy" | "threadKeyring" | "sessionKeyring" | "cgroups"
+  | "noTscBit"
+  | "mempolicy"
+  | "threadKeyring"
+  | "sessionKeyring"
+  | "cgroups"
+  | "loginuid"
+  | "sessionid"
 >[] = [
   "attachBtfId",
   "seqWriteHelper",
@@ -311,9 +317,14 @@ export function recallThreadState(): RecalledThreadState | undefined {
   if (
     !layout || typeof layout !== "object" ||
     THREAD_LAYOUT_FIELDS.some((f) => !Number.isSafeInteger(layout![f]) || layout![f] < 0) ||
-    [layout.mempolicy, layout.threadKeyring, layout.sessionKeyring, layout.cgroups].some((v) =>
-      !Number.isSafeInteger(v) || v < -1
-    )
+    [
+      layout.mempolicy,
+      layout.threadKeyring,
+      layout.sessionKeyring,
+      layout.cgroups,
+      layout.loginuid,
+      layout.sessionid,
+    ].some((v) => !Number.isSafeInteger(v) || v < -1)
   ) layout = undefined;
   else if (
     layout.noTscBit !== undefined &&

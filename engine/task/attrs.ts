@@ -30,6 +30,7 @@ import { speculationCtrl } from "../../ffi/probe.ts";
 import { RestoreError } from "../errors.ts";
 import type { Refusals } from "../support.ts";
 import type { TaskInjector } from "./seccomp.ts";
+import type { LoginIdsOfThread } from "./thread_sharing.ts";
 import {
   collectKeyrings,
   type KeyringIds,
@@ -124,6 +125,8 @@ export interface ThreadRecordValues {
   specFlags: ReadonlyMap<number, number>;
   /** cred->thread_keyring (0: none). */
   threadKeyring: ReadonlyMap<number, bigint>;
+  /** task->loginuid and task->sessionid (engine/task/thread_sharing.ts). */
+  loginIds?: ReadonlyMap<number, LoginIdsOfThread>;
 }
 
 /**

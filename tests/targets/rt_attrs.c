@@ -8,9 +8,10 @@
  * exists, then checks every value again and prints one
  * "check <name> ok|FAIL <detail>" line per item, then PASS or FAIL.
  *
- * usage: rt_attrs <trigger-path> [loginuid|loginuid-new|notify|tsync]
+ * usage: rt_attrs <trigger-path> [loginuid|loginuid-new|thread-login|notify|tsync]
  *   loginuid: also set its own login uid (so it differs from the restorer's);
  *   loginuid-new: the same, and expect the same login uid with another session id;
+ *   thread-login: set its login uid after the strict thread started (which keeps its own);
  *   notify: thread "attr-extra" also has a filter handing acct() to a
  *           user-space listener (SECCOMP_RET_USER_NOTIF; the listener fd stays open);
  *   tsync: no strict thread and no filter of "attr-extra"'s own: both threads share
@@ -164,18 +165,22 @@ static void *strict_main(void *arg) {
 }
 
 int main(int argc, char **argv) {
-  need_args(argc, 1, "rt_attrs <trigger> [loginuid|loginuid-new|notify|tsync]");
+  need_args(argc, 1, "rt_attrs <trigger> [loginuid|loginuid-new|thread-login|notify|tsync]");
   notify_mode = argc > 2 && !strcmp(argv[2], "notify");
   tsync_mode = argc > 2 && !strcmp(argv[2], "tsync");
   prctl(PR_SET_NAME, "rt-attrs", 0, 0, 0);
+  /* Before any thread starts: every thread has it. loginuid-new: restored with
+   * --new-audit-session, the same login uid in a new session. */
+  int new_session = argc > 2 && !strcmp(argv[2], "loginuid-new");
+  if (argc > 2 && (new_session || !strcmp(argv[2], "loginuid")) &&
+      write_text("/proc/self/loginuid", "4242"))
+    die("write loginuid");
   /* Strict mode cannot follow filters: this thread starts before any filter. */
   pthread_t extra, strict;
   if (pipe(strict_in) || pipe(strict_out)) die("pipe");
   if (!tsync_mode && pthread_create(&strict, NULL, strict_main, NULL)) die("pthread_create");
-  /* loginuid-new: restored with --new-audit-session, the same login uid in a new session. */
-  int new_session = argc > 2 && !strcmp(argv[2], "loginuid-new");
-  if (argc > 2 && (new_session || !strcmp(argv[2], "loginuid")) &&
-      write_text("/proc/self/loginuid", "4242"))
+  /* thread-login: written after the strict thread started, which keeps the unset one. */
+  if (argc > 2 && !strcmp(argv[2], "thread-login") && write_text("/proc/self/loginuid", "4242"))
     die("write loginuid");
   char text[16];
   snprintf(text, sizeof text, "%d", OOM_ADJ);
