@@ -11,7 +11,7 @@
 import type { Command } from "npm:@commander-js/extra-typings@15.1.0";
 import { type PendingImage, receive } from "../engine/migrate/receive.ts";
 import { readKeyFile } from "../engine/migrate/wire.ts";
-import { restore, type RestoredTree } from "../engine/restore/mod.ts";
+import { restore, type RestoredTree, type RestoreOptions } from "../engine/restore/mod.ts";
 import { CryoError } from "../engine/errors.ts";
 import { humanBytes } from "./format.ts";
 
@@ -51,8 +51,8 @@ export function pidStillHeld(message: string): boolean {
 async function restoreWhenFree(
   dir: string,
   lazy: boolean,
-  pending?: PendingImage,
-  allowClockBackwards = false,
+  pending: PendingImage | undefined,
+  accept: Pick<RestoreOptions, "allowClockBackwards" | "newAuditSession">,
 ): Promise<RestoredTree> {
   const until = Date.now() + 30_000;
   for (;;) {
@@ -60,8 +60,8 @@ async function restoreWhenFree(
       return await restore(
         dir,
         pending
-          ? { lazy, verifyChecksums: false, lazyEnsure: pending.ensure, allowClockBackwards }
-          : { lazy, allowClockBackwards },
+          ? { lazy, verifyChecksums: false, lazyEnsure: pending.ensure, ...accept }
+          : { lazy, ...accept },
       );
     } catch (e) {
       if (!pidStillHeld((e as Error).message) || Date.now() > until) throw e;
@@ -83,6 +83,10 @@ export function register(program: Command): void {
     .option(
       "--allow-clock-backwards",
       "restore even where CLOCK_MONOTONIC/BOOTTIME is behind the sender's",
+    )
+    .option(
+      "--new-audit-session",
+      "give back a login uid other than the receiver's, with a new audit session id",
     )
     .addHelpText(
       "after",
@@ -131,14 +135,13 @@ Examples:
           `(${humanBytes(got.bytes)}) into ${got.dir}`,
       );
       if (!opts.restore) return;
+      const accept = {
+        allowClockBackwards: !!opts.allowClockBackwards,
+        newAuditSession: !!opts.newAuditSession,
+      };
       const pending = got.pending;
       if (!pending) {
-        const tree = await restoreWhenFree(
-          got.dir,
-          !!opts.lazy,
-          undefined,
-          !!opts.allowClockBackwards,
-        );
+        const tree = await restoreWhenFree(got.dir, !!opts.lazy, undefined, accept);
         if (tree.lazy) tree.lazy.handOff();
         console.log(tree.rootPid);
         return;
@@ -147,7 +150,7 @@ Examples:
       // while the lazy server serves (each page copied in before it is served).
       let tree: RestoredTree;
       try {
-        tree = await restoreWhenFree(pending.dir, true, pending, !!opts.allowClockBackwards);
+        tree = await restoreWhenFree(pending.dir, true, pending, accept);
       } catch (e) {
         await pending.complete();
         throw new CryoError(`${(e as Error).message} (the image is kept in ${got.dir})`);
