@@ -4,8 +4,11 @@
  * --leave-running` between another cryo tree (A, e.g. `git archive main` unpacked in /tmp) and
  * this one (B), on the bench workloads. Every round dumps the same running workload with A and B,
  * in alternating order; it reports per variant the medians of the command's wall time, CPU
- * (user + system, from wait4), peak RSS and the freeze the workload saw (its heartbeat).
- * With `--restore`: A and B each dump each workload once (each its own image: the two trees
+ * (user + system, from wait4), peak RSS, the freeze the workload saw (its heartbeat's longest
+ * gap during the command) and cryo's own frozen time (`freezeSeconds`: every freeze of the tree,
+ * a pre-copy's included; a seen freeze well above it is a stall outside the freezes, e.g. while a
+ * pre-copy's tracking is armed or released). `--flag-b=--no-precopy` (with `=`: a value that
+ * starts with a dash) passes a flag to one variant. With `--restore`: A and B each dump each workload once (each its own image: the two trees
  * may write formats the other does not read), then every round kills the workload and
  * restores them, each variant its own (`restore --detach --json`, alternating order), and the
  * table has the restore's wall, CPU, peak RSS and the time until the restored process's first
@@ -57,7 +60,7 @@ try {
     const w = await startWorkload(spec, work);
     const got = new Map<
       string,
-      { wall: number; cpu: number; rss: number; seen: number; kids?: number }[]
+      { wall: number; cpu: number; rss: number; seen: number; frozen?: number; kids?: number }[]
     >();
     try {
       const imageOf = (v: { name: string }) => `${work}/${spec.name}-image-${v.name}`;
@@ -92,6 +95,9 @@ try {
             cpu: d.process.userSeconds + d.process.systemSeconds,
             rss: d.process.maxRssBytes / 2 ** 20,
             seen: d.observedFreezeSeconds ?? 0,
+            // cryo's own count: every freeze of the tree (a pre-copy's too), not the stalls
+            // the process may see outside them (docs/PERFORMANCE.md, seventeenth pass, bigfreeze).
+            frozen: d.stats.freezeSeconds,
             kids,
           };
           console.error(`${spec.name} ${v.name} #${i + 1}: ${JSON.stringify(r)}`);
@@ -104,12 +110,12 @@ try {
     }
     for (const v of variants) {
       const l = got.get(v.name) ?? [];
-      const f = (k: "wall" | "cpu" | "rss" | "seen" | "kids", d = 3) =>
+      const f = (k: "wall" | "cpu" | "rss" | "seen" | "frozen" | "kids", d = 3) =>
         median(l.map((x) => x[k] ?? NaN)).toFixed(d);
       rows.push(
-        `| ${spec.name} | ${v.name} | ${f("wall")} | ${f("cpu")} | ${f("seen")} | ${f("rss", 0)} |${
-          opts.restore ? "" : ` ${f("kids", 2)} |`
-        }`,
+        `| ${spec.name} | ${v.name} | ${f("wall")} | ${f("cpu")} | ${f("seen")} |${
+          opts.restore ? "" : ` ${f("frozen")} |`
+        } ${f("rss", 0)} |${opts.restore ? "" : ` ${f("kids", 2)} |`}`,
       );
     }
   }
@@ -119,9 +125,9 @@ try {
 console.log(
   opts.restore
     ? "| workload | variant | restore wall s | restore CPU s | until running s | peak RSS MiB |"
-    : "| workload | variant | dump wall s | dump CPU s | seen freeze s | peak RSS MiB | workload's children CPU s |",
+    : "| workload | variant | dump wall s | dump CPU s | seen freeze s | cryo's frozen s | peak RSS MiB | workload's children CPU s |",
 );
-console.log(`| --- | --- | --- | --- | --- | --- |${opts.restore ? "" : " --- |"}`);
+console.log(`| --- | --- | --- | --- | --- | --- |${opts.restore ? "" : " --- | --- |"}`);
 for (const r of rows) console.log(r);
 
 /**
