@@ -95,7 +95,7 @@ async function threadLoginRefused(): Promise<void> {
       e.message,
       new RegExp(
         `process ${a.t.pid} thread \\d+: a thread with a login uid or session id other than ` +
-          `its main thread's .*its login uid 4294967295 and session id 4294967295 are not its ` +
+          `its main thread's .*its login uid \\d+ and session id \\d+ are not its ` +
           `main thread's \\(4242, \\d+\\)`,
       ),
     );
@@ -124,7 +124,7 @@ Deno.test(
     const dir = await tempImageDir();
     await checkpoint(a.t.pid, { dir });
     await a.t.wait();
-    const self = (name: string) => Deno.readTextFileSync(`/proc/self/${name}`).trim();
+    const self = (name: string) => Deno.readTextFileSync(`/proc/thread-self/${name}`).trim();
     await assert.rejects(restore(dir), (e: unknown) => {
       assert.ok(e instanceof RestoreError, `expected RestoreError, got ${e}`);
       assert.match(
@@ -152,9 +152,11 @@ Deno.test(
   }),
 );
 
-Deno.test(
-  "an unset login uid and session id come back unset from a restorer that has them set",
-  withTargets(async () => {
+Deno.test({
+  name: "an unset login uid and session id come back unset from a restorer that has them set",
+  // A runner started from a login session has one: its targets would have it too.
+  ignore: Deno.readTextFileSync("/proc/thread-self/loginuid") !== "4294967295",
+  fn: withTargets(async () => {
     const a = await startTriggered("rt_attrs", READY);
     const dir = await tempImageDir();
     await checkpoint(a.t.pid, { dir });
@@ -162,7 +164,6 @@ Deno.test(
     // The restorer's own, for this test alone: per thread, of the thread that runs JavaScript
     // (it creates the launcher; the process's first thread may be another).
     const own = "/proc/thread-self/loginuid";
-    assert.equal(Deno.readTextFileSync(own), "4294967295", "the test runner has no login uid");
     Deno.writeTextFileSync(own, "4343");
     try {
       const tree = await restore(dir);
@@ -174,4 +175,4 @@ Deno.test(
     await Deno.writeTextFile(a.trigger, "");
     assertChecksPassed(a.t, CHECKS, await a.t.wait());
   }),
-);
+});
