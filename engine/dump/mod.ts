@@ -133,7 +133,12 @@ import {
 } from "../fds/tcp_lock.ts";
 import { inetQueueBytes } from "../fds/inet_plan.ts";
 import { planInheritance } from "../memory/inherit.ts";
-import { mapShmemPages, markShmemObjects, refuseUnreachableShmem } from "../memory/shmem_pages.ts";
+import {
+  mapShmemPages,
+  markShmemObjects,
+  refuseUnreachableShmem,
+  type ShmemFaults,
+} from "../memory/shmem_pages.ts";
 import { collectLifecycle } from "../task/lifecycle.ts";
 import { reapOrphanedZombies } from "../task/zombies.ts";
 import {
@@ -755,10 +760,14 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     chain.touched ||= parent !== undefined;
     parent?.attach(tree, opts.preDump === true, !opts.leaveRunning);
     pausePoint("frozen");
-    // Shared anonymous pages written by another holder are mapped in before any page is planned.
-    const shmemFaults = tree.processes.map((p) =>
-      mapShmemPages(p.pid, peekFrozenMaps(p.pid, flagsCheck))
-    );
+    // Shared anonymous pages written by another holder are mapped in before any page is
+    // planned: by the collect, once it has the frozen maps (their text read on another thread
+    // since the freeze: vm_flags.ts `startFrozenMapsAhead`), before its injected calls and
+    // page walks; here, from a maps read on cryo's thread, where walks start at the freeze
+    // (a pre-copy's validation, a parent's scans).
+    const shmemFaults: ShmemFaults[] = precopy || parent
+      ? tree.processes.map((p) => mapShmemPages(p.pid, peekFrozenMaps(p.pid, flagsCheck)))
+      : [];
     const threadCount = tree.processes.reduce((n, p) => n + p.threads.length, 0);
     opts.onEvent?.({ type: "frozen", processes: tree.processes.length, threads: threadCount });
     const fdLists = tree.processes.map((p) =>
@@ -821,6 +830,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
           : precopy
           ? () => precopy!.startValidation(p.pid) // its walk, once no injected call waits for it
           : undefined,
+        shmemFaults[i] ? undefined : (maps) => shmemFaults[i] = mapShmemPages(p.pid, maps),
       )
     );
     // The thaw sets back only the threads the collect found at an EINTR exit (engine/task/eintr.ts).
