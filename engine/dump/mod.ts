@@ -87,6 +87,7 @@ import { collectCgroups, refuseFrozenCgroup } from "../task/placement.ts";
 import { resolveRestartSyscalls } from "../task/restart_block.ts";
 import { settleSignalledCalls } from "../task/syscalls.ts";
 import { freezeTree, type FrozenTree, thawTree } from "./freeze.ts";
+import { scavengeBeforeFreeze } from "./young_gc.ts";
 import { collectProcess, describeFd, pipeTopology } from "./process.ts";
 import { prepareThreadReadsOf } from "./threads.ts";
 import {
@@ -748,6 +749,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     if (!helper) warmUpThreadStates(pid); // (above, beside the helper's exec)
     openStatusesAhead(pid, undefined, statusNeeded(pid)); // read in the freeze beside the fds (status_ahead.ts)
     prepareThreadReadsOf(pid); // the per-thread reads' table, run in the freeze (threads.ts)
+    // The young generation collected now, not in the freeze (young_gc.ts).
+    scavengeBeforeFreeze(estimate?.mappings);
     // The statuses' reads start as soon as the root's threads are stopped.
     tree = freezeTree(pid, (tids) => startStatusReads(pid, tids));
     if (!precopy) startFrozenMapsAhead(flagsCheck); // beside the fds and statuses (vm_flags.ts)
