@@ -87,6 +87,7 @@ import { collectCgroups, refuseFrozenCgroup } from "../task/placement.ts";
 import { resolveRestartSyscalls } from "../task/restart_block.ts";
 import { settleSignalledCalls } from "../task/syscalls.ts";
 import { freezeTree, type FrozenTree, thawTree } from "./freeze.ts";
+import { scavengeBeforeFreeze } from "./young_gc.ts";
 import { collectProcess, describeFd, pipeTopology } from "./process.ts";
 import { prepareThreadReadsOf } from "./threads.ts";
 import {
@@ -133,7 +134,12 @@ import {
 } from "../fds/tcp_lock.ts";
 import { inetQueueBytes } from "../fds/inet_plan.ts";
 import { planInheritance } from "../memory/inherit.ts";
-import { mapShmemPages, markShmemObjects, refuseUnreachableShmem } from "../memory/shmem_pages.ts";
+import {
+  mapShmemPages,
+  markShmemObjects,
+  refuseUnreachableShmem,
+  type ShmemFaults,
+} from "../memory/shmem_pages.ts";
 import { collectLifecycle } from "../task/lifecycle.ts";
 import { reapOrphanedZombies } from "../task/zombies.ts";
 import {
@@ -743,6 +749,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     if (!helper) warmUpThreadStates(pid); // (above, beside the helper's exec)
     openStatusesAhead(pid, undefined, statusNeeded(pid)); // read in the freeze beside the fds (status_ahead.ts)
     prepareThreadReadsOf(pid); // the per-thread reads' table, run in the freeze (threads.ts)
+    // The young generation collected now, not in the freeze (young_gc.ts).
+    scavengeBeforeFreeze(estimate?.mappings);
     // The statuses' reads start as soon as the root's threads are stopped.
     tree = freezeTree(pid, (tids) => startStatusReads(pid, tids));
     if (!precopy) startFrozenMapsAhead(flagsCheck); // beside the fds and statuses (vm_flags.ts)
@@ -755,10 +763,14 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     chain.touched ||= parent !== undefined;
     parent?.attach(tree, opts.preDump === true, !opts.leaveRunning);
     pausePoint("frozen");
-    // Shared anonymous pages written by another holder are mapped in before any page is planned.
-    const shmemFaults = tree.processes.map((p) =>
-      mapShmemPages(p.pid, peekFrozenMaps(p.pid, flagsCheck))
-    );
+    // Shared anonymous pages written by another holder are mapped in before any page is
+    // planned: by the collect, once it has the frozen maps (their text read on another thread
+    // since the freeze: vm_flags.ts `startFrozenMapsAhead`), before its injected calls and
+    // page walks; here, from a maps read on cryo's thread, where walks start at the freeze
+    // (a pre-copy's validation, a parent's scans).
+    const shmemFaults: ShmemFaults[] = precopy || parent
+      ? tree.processes.map((p) => mapShmemPages(p.pid, peekFrozenMaps(p.pid, flagsCheck)))
+      : [];
     const threadCount = tree.processes.reduce((n, p) => n + p.threads.length, 0);
     opts.onEvent?.({ type: "frozen", processes: tree.processes.length, threads: threadCount });
     const fdLists = tree.processes.map((p) =>
@@ -821,6 +833,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
           : precopy
           ? () => precopy!.startValidation(p.pid) // its walk, once no injected call waits for it
           : undefined,
+        shmemFaults[i] ? undefined : (maps) => shmemFaults[i] = mapShmemPages(p.pid, maps),
       )
     );
     // The thaw sets back only the threads the collect found at an EINTR exit (engine/task/eintr.ts).

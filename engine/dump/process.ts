@@ -225,6 +225,12 @@ export function collectProcess(
    * copy then; a pre-copy's validation its walk: engine/dump/precopy.ts).
    */
   onInjected?: (maps: SmapsArea[]) => void,
+  /**
+   * Called with the frozen process's areas as soon as the collect has them,
+   * before any injected call and before any page walk starts (engine/dump/mod.ts
+   * maps shared anonymous pages in then: engine/memory/shmem_pages.ts).
+   */
+  onMaps?: (maps: readonly SmapsArea[]) => void,
 ): CollectedProcess {
   checkNamespaces(pid, refusals);
   const cgroups = collectCgroups(pid);
@@ -259,6 +265,7 @@ export function collectProcess(
   const overlap = !areas && !bpf && smapsOverlaps(stat.rss);
   const maps: SmapsArea[] = areas ?? bpf?.maps ??
     (overlap ? mapsWithoutFlags(pid) : readSmapsFlags(pid));
+  onMaps?.(maps);
   // The areas with a NUMA policy of their own, when the iterator tells (else every one is asked).
   const policyAreas = bpf ? policyAreasOf(bpf) : undefined;
   // Everything read by injected syscalls, in one session (one scratch page).

@@ -263,6 +263,7 @@ function frozenMaps(pid: number, before?: MapsBeforeFreeze, readAhead?: Uint8Arr
     mapsReuse.reused++;
     return areas;
   }
+  if (readAhead) mapsReuse.ahead++;
   const bytes = readAhead ?? readMapsBytes(pid);
   if (sameBytes(bytes, before.bytes)) {
     mapsReuse.reused++;
@@ -366,10 +367,11 @@ export function peekFrozenMaps(
 
 /**
  * How often the freeze took the areas parsed before it (`reused`) or found
- * maps changed and parsed it again (`parsed`), since the process started
- * (tests read it).
+ * maps changed and parsed it again (`parsed`), and how often it compared a
+ * text read on another thread since the freeze began (`ahead`:
+ * {@link startFrozenMapsAhead}), since the process started (tests read it).
  */
-export const mapsReuse = { reused: 0, parsed: 0 };
+export const mapsReuse = { reused: 0, parsed: 0, ahead: 0 };
 
 /**
  * What an smaps read made before the freeze confirmed of the BPF decoding
