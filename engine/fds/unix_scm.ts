@@ -32,10 +32,11 @@ import { peekQueue } from "../../ffi/socket.ts";
 import { withTargetFd } from "../../ffi/pidfd.ts";
 import { closeFd } from "../../ffi/net.ts";
 import { decodeBase64 } from "../base64.ts";
-import type { FdInfo, InFlightFd, ProcessImage, QueuedMessage } from "../model.ts";
+import type { FdInfo, InFlightFd, ProcessImage, QueuedMessage, UnixSocketImage } from "../model.ts";
+import { statProc } from "../proc/io.ts";
 import { type ProcFd, readFd } from "../proc/fds.ts";
 import { compareFiles } from "./descriptions.ts";
-import { collectPipe } from "./pipe.ts";
+import { collectPipe, pipeEndAlone } from "./pipe.ts";
 import type { CarriedDescription, SharedPlan } from "./shared.ts";
 
 const SOCK_STREAM = 1;
@@ -56,40 +57,66 @@ export type FdDescriber = (pid: number, f: ProcFd) => FdInfo;
 /** Kinds a description only a message holds can be saved as. */
 const STANDALONE = new Set(["file", "directory", "pipe", "eventfd"]);
 
+/** A description only messages hold (its first copy), and the messages' entries for it. */
+interface Standalone {
+  /** cryo's copy (closed at the end of the pass). */
+  copy: number;
+  file: FdInfo;
+  /** The entries naming it (one per message slot it fills). */
+  entries: InFlightFd[];
+  /** Where its first entry is (for a refusal), and the socket that holds it. */
+  where: string;
+  u: UnixSocketImage;
+}
+
 /**
  * Identifies the fds in flight in the queues of the tree's unix sockets
  * (see the module doc). A socket whose fds cannot all be saved gets
  * `refused` (the tree plan refuses it by name). `describe` describes a
- * standalone one.
+ * standalone one. Every socket's copies stay open until the end, so one
+ * description sent in several messages is saved once (kcmp), and the two
+ * ends of a pipe no process holds are found in any queues.
  */
 export function resolveInFlightFds(
   procs: readonly InFlightProcess[],
   describe: FdDescriber,
 ): void {
-  for (const { pid, fds } of procs) {
-    for (const f of fds) {
-      const u = f.socket?.unix;
-      if (!u || u.refused || f.excluded || !u.queue.some((m) => m.fds?.length)) continue;
-      const problem = withTargetFd(pid, f.fd, (copy) => {
-        const type = f.socket!.type;
-        const bytes = u.queue.reduce((n, m) => n + decodeBase64(m.data).length, 0);
-        const peeked = peekQueue(
-          copy,
-          type === SOCK_STREAM,
-          type === SOCK_DGRAM ? undefined : bytes,
-          (u.shutdown & 1) !== 0,
-          u.queue.length,
-          true,
-        );
-        try {
-          return streamAmbiguity(type === SOCK_STREAM, u.queue) ??
-            identifyQueue(u.queue, peeked.map((m) => m.fds ?? []), procs, describe);
-        } finally {
-          for (const m of peeked) for (const passed of m.fds ?? []) closeFd(passed);
-        }
-      });
+  const copies: number[] = [];
+  try {
+    const peeked: { u: UnixSocketImage; passed: number[][] }[] = [];
+    for (const { pid, fds } of procs) {
+      for (const f of fds) {
+        const u = f.socket?.unix;
+        if (!u || u.refused || f.excluded || !u.queue.some((m) => m.fds?.length)) continue;
+        const problem = withTargetFd(pid, f.fd, (copy) => {
+          const type = f.socket!.type;
+          const bytes = u.queue.reduce((n, m) => n + decodeBase64(m.data).length, 0);
+          const messages = peekQueue(
+            copy,
+            type === SOCK_STREAM,
+            type === SOCK_DGRAM ? undefined : bytes,
+            (u.shutdown & 1) !== 0,
+            u.queue.length,
+            true,
+          );
+          const passed = messages.map((m) => m.fds ?? []);
+          copies.push(...passed.flat());
+          peeked.push({ u, passed });
+          return streamAmbiguity(type === SOCK_STREAM, u.queue);
+        });
+        if (problem) u.refused = { id: "socket.unix-scm", detail: problem };
+      }
+    }
+    const standalone: Standalone[] = [];
+    for (const { u, passed } of peeked) {
+      if (u.refused) continue;
+      const problem = identifyQueue(u, passed, procs, describe, standalone);
       if (problem) u.refused = { id: "socket.unix-scm", detail: problem };
     }
+    settlePipes(standalone, procs);
+    numberStandalone(procs, standalone);
+  } finally {
+    for (const fd of copies) closeFd(fd);
   }
 }
 
@@ -110,26 +137,117 @@ function streamAmbiguity(stream: boolean, queue: readonly QueuedMessage[]): stri
     "which may include bytes sent before it without fds (where its fds begin cannot be seen)";
 }
 
-/** Fills in the fds of `queue` from `passed` (cryo's copies, per message); or says why not. */
+/** Fills in the fds of `u`'s queue from `passed` (cryo's copies, per message); or says why not. */
 function identifyQueue(
-  queue: QueuedMessage[],
+  u: UnixSocketImage,
   passed: number[][],
   procs: readonly InFlightProcess[],
   describe: FdDescriber,
+  standalone: Standalone[],
 ): string | undefined {
+  const queue = u.queue;
   const shape = (n: number[]) => n.join(",");
   if (shape(queue.map((m) => m.fds?.length ?? 0)) !== shape(passed.map((p) => p.length))) {
     return "its queue looked different when peeked again";
   }
   for (const [i, m] of queue.entries()) {
     for (const [j, fd] of passed[i].entries()) {
-      const found = identify(fd, procs, describe);
       const where = `message ${i + 1} of its queue, passed fd ${j + 1}`;
+      const again = standalone.find((s) => sameDescription(s.copy, fd));
+      if (again) {
+        const entry: InFlightFd = { file: again.file };
+        again.entries.push(entry);
+        m.fds![j] = entry;
+        continue;
+      }
+      const found = identify(fd, procs, describe);
       if (typeof found === "string") return `${where}: ${found}`;
       m.fds![j] = found;
+      if (found.file && found.file.kind !== "socket") {
+        standalone.push({ copy: fd, file: found.file, entries: [found], where, u });
+      }
     }
   }
   return undefined;
+}
+
+/** Whether cryo's copies `a` and `b` are one open file description. */
+function sameDescription(a: number, b: number): boolean {
+  const x = statProc(Deno.pid, `fd/${a}`);
+  const y = statProc(Deno.pid, `fd/${b}`);
+  return x.dev === y.dev && x.ino === y.ino && compareFiles(Deno.pid, a, Deno.pid, b) === 0;
+}
+
+/**
+ * A pipe end only messages hold is made again with its pipe when the
+ * pipe's other end is in the tree or in flight too, or is gone (no writer
+ * left for a read end, no reader for a write end: the pipe is made and that
+ * end closed). One whose other end a process outside the tree may hold, or
+ * a second description of one end, refuses its socket.
+ */
+function settlePipes(standalone: readonly Standalone[], procs: readonly InFlightProcess[]): void {
+  const pipes = standalone.filter((s) => s.file.kind === "pipe" && !s.u.refused);
+  for (const s of pipes) {
+    const target = s.file.target;
+    const tree = procs.flatMap((p) =>
+      p.fds.filter((x) => x.target === target && !x.excluded).map((x) => ({ pid: p.pid, x }))
+    );
+    const flying = pipes.filter((o) => o.file.target === target);
+    const mine = s.file.flags & O_ACCMODE;
+    const kind = `a pipe (${target})`;
+    const twin = flying.find((o) => o !== s && (o.file.flags & O_ACCMODE) === mine);
+    if (twin || mine === 2) {
+      const what = mine === 2 ? "opened read-write" : "with another description of that end";
+      s.u.refused = { id: "socket.unix-scm", detail: `${s.where}: ${kind} ${what} in flight` };
+      continue;
+    }
+    const modes = [...tree.map((t) => t.x.flags), ...flying.map((o) => o.file.flags)]
+      .reduce((n, f) => n | (1 << (f & O_ACCMODE)), 0);
+    if (modes !== 0b11 && !pipeEndAlone(s.copy, mine)) {
+      s.u.refused = {
+        id: "socket.unix-scm",
+        detail:
+          `${s.where}: ${kind} whose other end is not in the tree (a process outside may hold it)`,
+      };
+      continue;
+    }
+    s.file.restore = "tree";
+    if (mine === 0) Object.assign(s.file.extra, collectPipe(Deno.pid, s.copy, 0));
+    for (const { pid, x } of tree) {
+      if (x.restore === "tree") continue;
+      x.restore = "tree";
+      Object.assign(x.extra, collectPipe(pid, x.fd, x.flags));
+    }
+  }
+}
+
+/**
+ * Numbers the descriptions only messages hold, in the order the restore
+ * reads the queues: the first entry of each keeps its `file` with an `id`,
+ * the others name that id (`again`), so it is made once.
+ */
+function numberStandalone(
+  procs: readonly InFlightProcess[],
+  standalone: readonly Standalone[],
+): void {
+  const of = new Map<InFlightFd, Standalone>();
+  for (const s of standalone) for (const e of s.entries) of.set(e, s);
+  const ids = new Map<Standalone, number>();
+  for (const m of queuedWithFds(procs)) {
+    for (const c of m.fds!) {
+      const s = of.get(c);
+      if (!s) continue;
+      const id = ids.get(s);
+      if (id === undefined) {
+        ids.set(s, ids.size);
+        c.file = s.file;
+        if (s.entries.length > 1) c.id = ids.size - 1;
+      } else {
+        delete c.file;
+        c.again = id;
+      }
+    }
+  }
 }
 
 /** What cryo's copy `fd` of a passed fd is: a tree fd's description, a standalone one, or why not. */
@@ -158,21 +276,6 @@ function identify(
   }
   const file = describe(Deno.pid, mine);
   file.fd = -1;
-  if (mine.kind === "pipe") {
-    // Its other end must be in the tree: the pipe is then made again with both ends.
-    const ends = procs.flatMap((p) => p.fds.filter((x) => x.target === mine.target && !x.excluded));
-    const modes = ends.reduce((n, x) => n | (1 << (x.flags & O_ACCMODE)), 1 << (file.flags & 3));
-    if (modes !== 0b11) return `${kind} whose other end is not in the tree`;
-    file.restore = "tree";
-    if ((file.flags & O_ACCMODE) === 0) Object.assign(file.extra, collectPipe(Deno.pid, fd, 0));
-    for (const p of procs) {
-      for (const x of p.fds) {
-        if (x.target !== mine.target || x.restore === "tree") continue;
-        x.restore = "tree";
-        Object.assign(x.extra, collectPipe(p.pid, x.fd, x.flags));
-      }
-    }
-  }
   return { file };
 }
 
@@ -222,7 +325,8 @@ function isSocket(images: readonly ProcessImage[], c: InFlightFd): boolean {
   return carriedSocket(images, c) !== undefined;
 }
 
-function queuedWithFds(images: readonly ProcessImage[]): QueuedMessage[] {
+/** The queued messages with fds, in image, fd and queue order (dump and restore alike). */
+function queuedWithFds(images: readonly { fds: readonly FdInfo[] }[]): QueuedMessage[] {
   return images.flatMap((p) =>
     p.fds.flatMap((f) => f.excluded || f.sameAs !== undefined ? [] : (f.socket?.unix?.queue ?? []))
   ).filter((m) => m.fds?.length);
@@ -241,6 +345,16 @@ export function carriedFdNumbers(
   shared: SharedPlan | undefined,
 ): Map<QueuedMessage, CarriedFd[] | string> {
   const out = new Map<QueuedMessage, CarriedFd[] | string>();
+  // The standalone number of each description carried several times (by its id).
+  const byId = new Map<number, number>();
+  let count = 0;
+  for (const m of queuedWithFds(images)) {
+    for (const c of m.fds!) {
+      if (!c.file || isSocket(images, c)) continue;
+      if (c.id !== undefined) byId.set(c.id, count);
+      count++;
+    }
+  }
   let standalone = 0;
   for (const m of queuedWithFds(images)) {
     const numbers: CarriedFd[] = [];
@@ -251,10 +365,13 @@ export function carriedFdNumbers(
         numbers.push({ ino });
         continue;
       }
+      const again = c.again !== undefined ? byId.get(c.again) : undefined;
       const source = c.ref
         ? shared?.holders.get(c.ref.pid)?.get(c.ref.fd)
         : c.file
         ? shared?.holders.get(CARRIED_PID)?.get(carriedFd(standalone++))
+        : again !== undefined
+        ? shared?.holders.get(CARRIED_PID)?.get(carriedFd(again))
         : undefined;
       if (source?.kind === "transfer") numbers.push(source.from);
       else {
