@@ -67,6 +67,8 @@ interface Standalone {
   /** Where its first entry is (for a refusal), and the socket that holds it. */
   where: string;
   u: UnixSocketImage;
+  /** Refused (its socket names why): its entries stay unidentified. */
+  dropped?: boolean;
 }
 
 /**
@@ -196,19 +198,19 @@ function settlePipes(standalone: readonly Standalone[], procs: readonly InFlight
     const mine = s.file.flags & O_ACCMODE;
     const kind = `a pipe (${target})`;
     const twin = flying.find((o) => o !== s && (o.file.flags & O_ACCMODE) === mine);
+    const refuse = (detail: string) => {
+      s.u.refused = { id: "socket.unix-scm", detail: `${s.where}: ${kind} ${detail}` };
+      s.dropped = true;
+      for (const e of s.entries) delete e.file;
+    };
     if (twin || mine === 2) {
-      const what = mine === 2 ? "opened read-write" : "with another description of that end";
-      s.u.refused = { id: "socket.unix-scm", detail: `${s.where}: ${kind} ${what} in flight` };
+      refuse(mine === 2 ? "opened read-write" : "with another description of that end in flight");
       continue;
     }
     const modes = [...tree.map((t) => t.x.flags), ...flying.map((o) => o.file.flags)]
       .reduce((n, f) => n | (1 << (f & O_ACCMODE)), 0);
     if (modes !== 0b11 && !pipeEndAlone(s.copy, mine)) {
-      s.u.refused = {
-        id: "socket.unix-scm",
-        detail:
-          `${s.where}: ${kind} whose other end is not in the tree (a process outside may hold it)`,
-      };
+      refuse("whose other end is not in the tree (a process outside may hold it)");
       continue;
     }
     s.file.restore = "tree";
@@ -231,7 +233,7 @@ function numberStandalone(
   standalone: readonly Standalone[],
 ): void {
   const of = new Map<InFlightFd, Standalone>();
-  for (const s of standalone) for (const e of s.entries) of.set(e, s);
+  for (const s of standalone) if (!s.dropped) { for (const e of s.entries) of.set(e, s); }
   const ids = new Map<Standalone, number>();
   for (const m of queuedWithFds(procs)) {
     for (const c of m.fds!) {
