@@ -204,9 +204,10 @@ function collectOne(
     const peer = diag.get(d.peer);
     if (!peer) u.peerClosed = true;
     else if (peer.name) u.peerName = encodeBase64(peer.name);
-  } else if (d.state === TCP_ESTABLISHED) {
+  } else if (d.state === TCP_ESTABLISHED && type !== SOCK_DGRAM) {
     // No peer inode: the peer waits in a listener's queue (it has no inode
-    // yet), or it was closed (its inode is gone).
+    // yet), or it was closed (its inode is gone). (A datagram socket others
+    // connected to shows as established too, without a peer of its own.)
     const listener = [...diag.values()].find((l) => l.icons?.includes(ino));
     if (!listener) u.peerClosed = true;
     else if (listener.name) u.peerName = encodeBase64(listener.name);

@@ -27,7 +27,7 @@
  * @module
  */
 
-import { isMqueueFd } from "./mqueue.ts";
+import { isMqueueFd, mqueueInFlight } from "./mqueue.ts";
 import { peekQueue } from "../../ffi/socket.ts";
 import { withTargetFd } from "../../ffi/pidfd.ts";
 import { closeFd } from "../../ffi/net.ts";
@@ -271,10 +271,14 @@ function identify(
     }
   }
   if (mine.kind === "socket") return inFlightSocket(describe(Deno.pid, mine), kind);
-  // A POSIX message queue shows as a file named after it (fds/mqueue.ts): not reopened by path.
-  if (!STANDALONE.has(mine.kind) || mine.deleted || isMqueueFd(Deno.pid, fd)) {
-    const what = isMqueueFd(Deno.pid, fd) ? `a POSIX message queue (${mine.target})` : kind;
-    return `${what} no process of the tree holds cannot be saved in flight`;
+  // A POSIX message queue shows as a file named after it (fds/mqueue.ts): opened by its name.
+  if (isMqueueFd(Deno.pid, fd)) {
+    const mqueue = mqueueInFlight(fd, mine.target, new Set(procs.map((p) => p.pid)));
+    if (typeof mqueue === "string") return mqueue;
+    return { file: { ...describe(Deno.pid, mine), fd: -1, kind: "mqueue", mqueue } };
+  }
+  if (!STANDALONE.has(mine.kind) || mine.deleted) {
+    return `${kind} no process of the tree holds cannot be saved in flight`;
   }
   const file = describe(Deno.pid, mine);
   file.fd = -1;
