@@ -34,6 +34,8 @@ import { closeFd } from "../../ffi/net.ts";
 import { decodeBase64 } from "../base64.ts";
 import type { FdInfo, InFlightFd, ProcessImage, QueuedMessage, UnixSocketImage } from "../model.ts";
 import { statProc } from "../proc/io.ts";
+import { REFUSED_PREFIX } from "./inet.ts";
+import { type SupportId, supportOf } from "../support.ts";
 import { type ProcFd, readFd } from "../proc/fds.ts";
 import { compareFiles } from "./descriptions.ts";
 import { collectPipe, pipeEndAlone } from "./pipe.ts";
@@ -51,7 +53,10 @@ export interface InFlightProcess {
   proc: readonly ProcFd[];
 }
 
-/** Describes fd `f` of process `pid` like an fd of the tree (the dump's own fd reader). */
+/**
+ * Describes fd `f` of process `pid` like an fd of the tree (the dump's own
+ * fd reader; an IPv4/IPv6 socket's state too, engine/fds/inet_session.ts).
+ */
 export type FdDescriber = (pid: number, f: ProcFd) => FdInfo;
 
 /** Kinds a description only a message holds can be saved as. */
@@ -266,7 +271,9 @@ function identify(
       const info = fds.find((x) => x.fd === pf.fd);
       if (!info || info.excluded || compareFiles(Deno.pid, fd, pid, pf.fd) !== 0) continue;
       // Sockets are made by the unix plan (unix.ts); other families are not carried.
-      if (info.kind === "socket" && !info.socket?.unix) return `${kind} cannot be saved in flight`;
+      if (info.kind === "socket" && !info.socket?.unix && !info.inet) {
+        return `${kind} cannot be saved in flight`;
+      }
       return { ref: { pid, fd: info.sameAs ?? info.fd } };
     }
   }
@@ -288,7 +295,21 @@ function identify(
 /** A unix socket only a message holds, described (with its state) by the dump; or why not. */
 function inFlightSocket(file: FdInfo, kind: string): InFlightFd | string {
   const u = file.socket?.unix;
-  if (!u) return `${kind} cannot be saved in flight (not a unix socket cryo knows)`;
+  if (file.inet) {
+    // A connection's repair-mode copy is not carried over to a message: refused, not risked.
+    if (file.inet.tcp) {
+      return `${kind}, a TCP connection only a message holds, cannot be saved in flight`;
+    }
+    file.fd = -1;
+    return { file };
+  }
+  if (file.restore.startsWith(REFUSED_PREFIX)) {
+    const why = supportOf(file.restore.slice(REFUSED_PREFIX.length) as SupportId);
+    return `${kind} cannot be saved in flight: ${why.what}${
+      file.extra["refused"] ? ` (${file.extra["refused"]})` : ""
+    }`;
+  }
+  if (!u) return `${kind} cannot be saved in flight (not a socket cryo knows)`;
   if (u.refused) return `${kind}: ${u.refused.detail}`;
   if (u.queue.some((m) => m.fds?.length)) {
     return `${kind} that has fds in flight itself cannot be saved in flight`;

@@ -1,0 +1,67 @@
+/**
+ * TCP and UDP sockets in flight (SCM_RIGHTS) in a unix socket queue
+ * (engine/fds/unix_scm.ts) with tests/targets/rt_scm_inet.c: a listener
+ * the process holds (one description with the received fd) and a bound
+ * UDP socket only the message holds come back bound, listening and
+ * receiving; a listener only the message holds; and a TCP connection only
+ * a message holds, refused by name.
+ */
+
+import assert from "node:assert/strict";
+import { assertChecksPassed } from "./helpers/checks.ts";
+import {
+  assertRefusedLeavesRunning,
+  dumpKillRestore,
+  startTriggered,
+} from "./helpers/roundtrip.ts";
+import { withTargets } from "./helpers/targets.ts";
+
+const READY = /^ready pid=(\d+)/m;
+
+Deno.test(
+  "a TCP listener held and in flight and a UDP socket only in flight come back with their messages",
+  withTargets(async () => {
+    const m = await startTriggered("rt_scm_inet", READY, { passWork: true });
+    await dumpKillRestore(m.t);
+    await Deno.writeTextFile(m.trigger, "");
+    assertChecksPassed(
+      m.t,
+      [
+        "listener",
+        "listener-bound",
+        "listener-one-description",
+        "listener-accepts",
+        "udp",
+        "udp-bound",
+        "udp-receives",
+      ],
+      await m.t.wait(),
+    );
+  }),
+);
+
+Deno.test(
+  "a TCP listener only a message holds comes back listening on its port",
+  withTargets(async () => {
+    const m = await startTriggered("rt_scm_inet", READY, { passWork: true, extra: ["gone"] });
+    await dumpKillRestore(m.t);
+    await Deno.writeTextFile(m.trigger, "");
+    assertChecksPassed(
+      m.t,
+      ["listener", "listener-bound", "listener-accepts", "udp", "udp-bound", "udp-receives"],
+      await m.t.wait(),
+    );
+  }),
+);
+
+Deno.test(
+  "a TCP connection only a message holds is refused by name",
+  withTargets(() =>
+    assertRefusedLeavesRunning("rt_scm_inet", READY, "conn", (e) => {
+      assert.match(
+        e.message,
+        /fd \d+ \(socket:\[\d+\]\): unix sockets with file descriptors in flight.*: message 1 of its queue, passed fd 1: a socket \(socket:\[\d+\]\), a TCP connection only a message holds, cannot be saved in flight/,
+      );
+    }, ["conn-still-queued", "conn-peer"])
+  ),
+);
