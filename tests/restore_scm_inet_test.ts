@@ -8,11 +8,13 @@
  */
 
 import assert from "node:assert/strict";
+import { checkpoint } from "../engine/dump/mod.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import {
   assertRefusedLeavesRunning,
   dumpKillRestore,
   startTriggered,
+  tempImageDir,
 } from "./helpers/roundtrip.ts";
 import { withTargets } from "./helpers/targets.ts";
 
@@ -64,4 +66,19 @@ Deno.test(
       );
     }, ["conn-still-queued", "conn-peer"])
   ),
+);
+
+Deno.test(
+  "a --leave-running dump leaves the TCP and UDP sockets in flight as they were",
+  withTargets(async () => {
+    const m = await startTriggered("rt_scm_inet", READY, { passWork: true, extra: ["gone"] });
+    await checkpoint(m.t.pid, { dir: await tempImageDir(), leaveRunning: true });
+    assert.equal(m.t.poll(), undefined, "the target died");
+    await Deno.writeTextFile(m.trigger, "");
+    assertChecksPassed(
+      m.t,
+      ["listener", "listener-bound", "listener-accepts", "udp", "udp-bound", "udp-receives"],
+      await m.t.wait(),
+    );
+  }),
 );
