@@ -36,6 +36,8 @@ Deno.test(
         "udp",
         "udp-bound",
         "udp-receives",
+        "udp-again",
+        "udp-one-description",
       ],
       await m.t.wait(),
     );
@@ -50,7 +52,16 @@ Deno.test(
     await Deno.writeTextFile(m.trigger, "");
     assertChecksPassed(
       m.t,
-      ["listener", "listener-bound", "listener-accepts", "udp", "udp-bound", "udp-receives"],
+      [
+        "listener",
+        "listener-bound",
+        "listener-accepts",
+        "udp",
+        "udp-bound",
+        "udp-receives",
+        "udp-again",
+        "udp-one-description",
+      ],
       await m.t.wait(),
     );
   }),
@@ -77,7 +88,16 @@ Deno.test(
     await Deno.writeTextFile(m.trigger, "");
     assertChecksPassed(
       m.t,
-      ["listener", "listener-bound", "listener-accepts", "udp", "udp-bound", "udp-receives"],
+      [
+        "listener",
+        "listener-bound",
+        "listener-accepts",
+        "udp",
+        "udp-bound",
+        "udp-receives",
+        "udp-again",
+        "udp-one-description",
+      ],
       await m.t.wait(),
     );
   }),

@@ -170,7 +170,8 @@ function identifyQueue(
       const found = identify(fd, procs, describe);
       if (typeof found === "string") return `${where}: ${found}`;
       m.fds![j] = found;
-      if (found.file && found.file.kind !== "socket") {
+      // Unix sockets are one by their inode (unix.ts); every other description by kcmp.
+      if (found.file && !found.file.socket?.unix) {
         standalone.push({ copy: fd, file: found.file, entries: [found], where, u });
       }
     }

@@ -1,7 +1,8 @@
 /* TCP and UDP sockets in flight (SCM_RIGHTS) on a unix socket
  * (engine/fds/unix_scm.ts), as a master passes listeners to its workers:
  * a TCP listener the process still holds (one description with the
- * received fd), then a UDP socket bound to a port. After a restore each
+ * received fd), then a UDP socket bound to a port, sent twice (one
+ * description). After a restore each
  * message gives back a socket of the same type, bound to the same address
  * (the listener still listening: a client connects and is accepted through
  * the received fd; the UDP socket receives a datagram sent to its port).
@@ -117,6 +118,7 @@ int main(int argc, char **argv) {
   if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) != 0) die("socketpair");
   send_fd(sp[0], 'l', l);
   send_fd(sp[0], 'u', u);
+  send_fd(sp[0], 'v', u); /* the same socket again: one description */
   close(u);
   if (gone) close(l);
 
@@ -146,5 +148,8 @@ int main(int argc, char **argv) {
     ssize_t n = recv(ru, buf, sizeof buf, 0);
     check("udp-receives", sent && n == 5 && !memcmp(buf, "dgram", 5), "recv %zd", n);
   }
+  int rv = recv_fd("udp-again", sp[1], 'v');
+  check("udp-one-description",
+        rv >= 0 && ru >= 0 && syscall(SYS_kcmp, getpid(), getpid(), KCMP_FILE, ru, rv) == 0, "");
   return verdict();
 }
