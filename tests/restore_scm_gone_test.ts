@@ -76,6 +76,20 @@ Deno.test(
 );
 
 Deno.test(
+  "a signalfd and an armed timerfd only messages hold come back with their mask and timer",
+  withTargets(async () => {
+    const m = await startTriggered("rt_scm_gone", READY, { passWork: true, extra: ["timers"] });
+    await dumpKillRestore(m.t);
+    await Deno.writeTextFile(m.trigger, "");
+    assertChecksPassed(
+      m.t,
+      ["signalfd", "signalfd-flags", "signalfd-mask", "timerfd", "timerfd-armed", "timerfd-flags"],
+      await m.t.wait(),
+    );
+  }),
+);
+
+Deno.test(
   "a pipe end in flight whose other end a process outside the tree holds is refused by name",
   withTargets(async () => {
     const m = await startTriggered("rt_scm_gone", READY, { passWork: true, extra: ["outside"] });

@@ -60,7 +60,7 @@ export interface InFlightProcess {
 export type FdDescriber = (pid: number, f: ProcFd) => FdInfo;
 
 /** Kinds a description only a message holds can be saved as. */
-const STANDALONE = new Set(["file", "directory", "pipe", "eventfd"]);
+const STANDALONE = new Set(["file", "directory", "pipe", "eventfd", "signalfd", "timerfd"]);
 
 /** A description only messages hold (its first copy), and the messages' entries for it. */
 interface Standalone {

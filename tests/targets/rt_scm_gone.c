@@ -14,8 +14,9 @@
  *   orphan                datagrams with fds queued on a socketpair end whose
  *                         peer (the sender) was closed
  *
- * usage: rt_scm_gone <trigger> <workdir> [outside|twice]
+ * usage: rt_scm_gone <trigger> <workdir> [outside|twice|timers]
  *   twice    only the eventfd sent in two messages
+ *   timers   a signalfd and an armed timerfd only messages hold
  *   outside  a pipe read end in flight whose write end a process outside the
  *            tree holds (refused); checks it is still queued. The outsider's
  *            pid is printed (outsider=N); it exits on SIGTERM or after 60 s.
@@ -24,7 +25,10 @@
 #include "common.h"
 #include <fcntl.h>
 #include <linux/kcmp.h>
+#include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/timerfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -114,6 +118,51 @@ static int twice_only(const char *trigger) {
   return verdict();
 }
 
+/* A signalfd (SIGUSR1, SIGUSR2) and a timerfd (CLOCK_MONOTONIC, 1000 s, every 500 s) only
+ * messages hold. */
+static int timers(const char *trigger) {
+  int st[2];
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGUSR1);
+  sigaddset(&mask, SIGUSR2);
+  sigprocmask(SIG_BLOCK, &mask, NULL);
+  int sfd = signalfd(-1, &mask, SFD_NONBLOCK);
+  int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK);
+  struct itimerspec its = {.it_interval = {500, 0}, .it_value = {1000, 0}};
+  if (sfd < 0 || tfd < 0 || timerfd_settime(tfd, 0, &its, NULL) != 0) die("signalfd/timerfd");
+  if (socketpair(AF_UNIX, SOCK_STREAM, 0, st) != 0) die("socketpair");
+  send_fds(st[0], "s", 1, &sfd, 1);
+  send_fds(st[0], "t", 1, &tfd, 1);
+  close(sfd);
+  close(tfd);
+  print_ready("pid=%d", getpid());
+  wait_trigger(trigger);
+  int fds[4];
+  if (expect("signalfd", st[1], "s", fds, 1)) {
+    struct signalfd_siginfo si;
+    ssize_t none = read(fds[0], &si, sizeof si);
+    check("signalfd-flags", (fcntl(fds[0], F_GETFL) & O_NONBLOCK) && none < 0 && errno == EAGAIN,
+          "");
+    raise(SIGUSR2);
+    ssize_t n = read(fds[0], &si, sizeof si);
+    check("signalfd-mask", n == sizeof si && si.ssi_signo == SIGUSR2, "read %zd signo %u", n,
+          n > 0 ? si.ssi_signo : 0);
+  }
+  if (expect("timerfd", st[1], "t", fds, 1)) {
+    struct itimerspec now;
+    int ok = timerfd_gettime(fds[0], &now) == 0;
+    check("timerfd-armed", ok && now.it_interval.tv_sec == 500 && now.it_value.tv_sec > 0 &&
+                               now.it_value.tv_sec <= 1000,
+          "interval %ld value %ld", (long)now.it_interval.tv_sec, (long)now.it_value.tv_sec);
+    uint64_t ticks;
+    check("timerfd-flags", (fcntl(fds[0], F_GETFL) & O_NONBLOCK) && read(fds[0], &ticks, 8) < 0 &&
+                               errno == EAGAIN,
+          "");
+  }
+  return verdict();
+}
+
 static int outside(const char *trigger) {
   int sp[2], p[2], ready[2];
   if (socketpair(AF_UNIX, SOCK_DGRAM, 0, sp) != 0 || pipe(p) != 0 || pipe(ready) != 0) die("pipe");
@@ -147,6 +196,7 @@ int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
   if (argc > 3 && !strcmp(argv[3], "outside")) return outside(argv[1]);
   if (argc > 3 && !strcmp(argv[3], "twice")) return twice_only(argv[1]);
+  if (argc > 3 && !strcmp(argv[3], "timers")) return timers(argv[1]);
 
   int dg[2], sq[2], st[2], orphan[2];
   if (socketpair(AF_UNIX, SOCK_DGRAM, 0, dg) != 0 ||
