@@ -9,6 +9,8 @@
 
 import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
+import { restore } from "../engine/restore/mod.ts";
+import { pathExists } from "./helpers/fs.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import {
   assertRefusedLeavesRunning,
@@ -16,9 +18,9 @@ import {
   startTriggered,
   tempImageDir,
 } from "./helpers/roundtrip.ts";
-import { withTargets } from "./helpers/targets.ts";
+import { adoptPid, withTargets } from "./helpers/targets.ts";
 
-const READY = /^ready pid=(\d+)/m;
+const READY = /^ready pid=(\d+)(?: port=(\d+))?/m;
 
 Deno.test(
   "a TCP listener held and in flight and a UDP socket only in flight come back with their messages",
@@ -100,5 +102,33 @@ Deno.test(
       ],
       await m.t.wait(),
     );
+  }),
+);
+
+Deno.test(
+  "a restore whose port of a listener in flight is taken fails before creating anything, naming it",
+  withTargets(async () => {
+    const m = await startTriggered("rt_scm_inet", READY, { passWork: true, extra: ["gone"] });
+    const port = Number(m.ready[2]);
+    const dir = await tempImageDir();
+    await checkpoint(m.t.pid, { dir });
+    await m.t.wait();
+    const squatter = Deno.listen({ hostname: "127.0.0.1", port });
+    try {
+      await assert.rejects(
+        () => restore(dir),
+        new RegExp(
+          `a socket in flight on a socket of process \\d+ \\(tcp listen 127\\.0\\.0\\.1:${port}\\): its address is in use \\(EADDRINUSE\\)`,
+        ),
+      );
+      assert.equal(pathExists(`/proc/${m.t.pid}`), false, "a process was created");
+    } finally {
+      squatter.close();
+    }
+    const tree = await restore(dir);
+    m.t.resetAfterRestore();
+    for (const pid of tree.pids) if (pid !== m.t.pid) adoptPid(pid);
+    await Deno.writeTextFile(m.trigger, "");
+    assertChecksPassed(m.t, ["listener", "listener-bound", "listener-accepts"], await m.t.wait());
   }),
 );

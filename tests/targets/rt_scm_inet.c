@@ -122,7 +122,7 @@ int main(int argc, char **argv) {
   close(u);
   if (gone) close(l);
 
-  print_ready("pid=%d", getpid());
+  print_ready("pid=%d port=%u", getpid(), lport);
   wait_trigger(argv[1]);
 
   int rl = recv_fd("listener", sp[1], 'l');
