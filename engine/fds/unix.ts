@@ -17,7 +17,9 @@
  * listeners first (a stale socket file is unlinked, the new one gets the
  * old mode and owner), socketpairs, accepted connections (the client
  * connects, the listener accepts), connections not accepted yet (the
- * client connects, in queue order), datagrams sent again by their senders,
+ * client connects, in queue order), datagrams sent again by their senders
+ * (on a datagram socket whose peer was closed: by the other end of a
+ * socketpair, closed afterwards),
  * datagram connects, stream and seqpacket queues sent again by the peer,
  * shutdown, options. Whatever cannot be re-created exactly is refused by
  * name (the `socket.unix-*` rows of engine/support.ts).

@@ -5,14 +5,19 @@
  * **Dump** (`resolveInFlightFds`, a tree pass once every process's fds are
  * known): the queue of each socket whose peek (socket_common.ts) counted
  * passed fds is peeked again with the fds kept (ffi/socket.ts; nothing is
- * consumed). Each fd cryo receives so is either the open file description
- * of a tree fd (same inode, then kcmp(KCMP_FILE)): a `ref` to that fd; or a
- * description only the message holds, saved like a tree fd when it is a
- * kind that can stand alone (a regular file or directory by path with
- * offset and flags, an eventfd, a pipe end whose other end is in the
- * tree, a unix socket described like the tree's, without fds in flight
- * itself); anything else refuses the socket (`socket.unix-scm`), naming
- * the kind, the socket and the message. cryo's copies are closed.
+ * consumed); cryo's copies of every queue's fds stay open until the pass
+ * ends. Each is either the open file description of a tree fd (same
+ * inode, then kcmp(KCMP_FILE)): a `ref` to that fd; or a description only
+ * messages hold, saved like a tree fd when it is a kind that can stand
+ * alone (a regular file or directory by path with offset and flags, an
+ * eventfd, signalfd or timerfd, a named POSIX message queue, a pipe end
+ * whose other end is in the tree, in flight too, or gone, a unix socket
+ * described like the tree's without fds in flight itself, a TCP listener
+ * or unconnected TCP/UDP socket read by the dump's inet session); anything
+ * else refuses the socket (`socket.unix-scm`), naming the kind, the socket
+ * and the message. One description several messages carry (kcmp between
+ * cryo's copies) is saved once: its first entry in the restore's reading
+ * order keeps the `file` with an `id`, the others name it (`again`).
  *
  * **Restore**: every carried description becomes an object of the shared
  * plan (shared.ts), created before the tree's unix sockets by an ancestor
