@@ -957,14 +957,18 @@ export interface QueuedMessage {
 /**
  * An fd in flight in a queued message: the open file description of a
  * tree fd (`ref`), or one no process of the tree holds (`file`, described
- * like an fd of the tree, its `fd` number meaningless). Neither: not
- * identified yet (the tree pass of engine/fds/unix_scm.ts fills it in).
+ * like an fd of the tree, its `fd` number meaningless; `again` when another
+ * message carries it first). None: not identified yet (the tree pass of engine/fds/unix_scm.ts fills it in).
  */
 export interface InFlightFd {
   /** The tree fd whose description it is (its first fd in that process). */
   ref?: { pid: number; fd: number };
   /** A description only the message holds. */
   file?: FdInfo;
+  /** With `file`: its number, when other messages carry it too (`again`). */
+  id?: number;
+  /** The description with this `id`, carried by an earlier message too (one description). */
+  again?: number;
 }
 
 /** State of a socket (all families). */

@@ -880,7 +880,12 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     // Fds in flight in unix socket queues: a standalone one is described like a tree fd.
     resolveInFlightFds(
       described.map((d, i) => ({ pid: d.p.pid, fds: d.image.fds, proc: fdLists[i] })),
-      describeFd,
+      (pid, f) => {
+        const file = describeFd(pid, f);
+        // An IPv4/IPv6 socket only a message holds is read like the tree's (kept until the end).
+        if (file.kind === "socket" && !file.socket?.unix) sockets.collect(pid, [file]);
+        return file;
+      },
     );
     checkSharedTables(described.map((d) => d.p.pid), refusals);
     checkSharedSemUndo(

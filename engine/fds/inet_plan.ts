@@ -238,13 +238,21 @@ export function describeSocket(s: Extract<FdSource, { kind: "inet" | "netlink" }
  */
 export function checkInetPorts(images: readonly ProcessImage[]): void {
   for (const image of images) {
-    for (const f of image.fds) {
+    // With the sockets only a queued message holds (engine/fds/unix_scm.ts; fd -1).
+    const carried = image.fds.flatMap((f) =>
+      (f.socket?.unix?.queue ?? []).flatMap((m) => m.fds ?? []).flatMap((c) => c.file ?? [])
+    );
+    for (const f of [...image.fds, ...carried]) {
       const s = f.inet;
       if (f.excluded || f.sameAs !== undefined || !s?.local || s.tcp) continue;
       const err = probeBind(s);
       if (err) {
         throw new RestoreError(
-          `cannot restore: process ${image.pid} fd ${f.fd} (${s.proto} ${s.state} ` +
+          `cannot restore: ${
+            f.fd < 0
+              ? `a socket in flight on a socket of process ${image.pid}`
+              : `process ${image.pid} fd ${f.fd}`
+          } (${s.proto} ${s.state} ` +
             `${formatAddr(s.local)}): its address ${
               err === "EADDRNOTAVAIL" ? "is not one of this host's" : "is in use"
             } (${err})`,

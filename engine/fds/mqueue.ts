@@ -86,14 +86,41 @@ export function mqSyscallName(name: string): string {
 }
 
 /**
- * Restore pre-flight: each named queue of the image is there and is the
- * same queue (device and inode); else a RestoreError naming the fd.
+ * A queue descriptor only a queued message holds (engine/fds/unix_scm.ts),
+ * cryo's copy `fd` (its /proc link `target`): its name and inode, to be
+ * opened again by name like a tree fd's; or why not (unlinked, or a
+ * notification a process of `pids` registered).
+ */
+export function mqueueInFlight(
+  fd: number,
+  target: string,
+  pids: ReadonlySet<number>,
+): FdInfo["mqueue"] | string {
+  const what = `a POSIX message queue (${target}) no process of the tree holds`;
+  if (target.endsWith(DELETED)) return `${what}, unlinked while open, cannot be saved in flight`;
+  const notify = notifyPid(Deno.pid, fd);
+  if (pids.has(notify)) {
+    return `${what} cannot be saved in flight: process ${notify} is registered for its notification`;
+  }
+  const st = Deno.statSync(`/proc/${Deno.pid}/fd/${fd}`);
+  return { name: target, dev: st.dev, ino: st.ino ?? 0 };
+}
+
+/**
+ * Restore pre-flight: each named queue of the image (held by a process, or
+ * in flight in a queued message) is there and is the same queue (device and
+ * inode); else a RestoreError naming the fd.
  */
 export function checkMqueues(processes: readonly ProcessImage[]): void {
   for (const p of processes) {
-    for (const f of p.fds) {
+    const carried = p.fds.flatMap((f) =>
+      (f.socket?.unix?.queue ?? []).flatMap((m) => m.fds ?? []).flatMap((c) => c.file ?? [])
+    );
+    for (const f of [...p.fds, ...carried]) {
       if (f.kind !== "mqueue" || !f.mqueue || f.excluded) continue;
-      const what = `fd ${f.fd} of process ${p.pid}: POSIX message queue ${f.mqueue.name}`;
+      const what = f.fd < 0
+        ? `a message queued on a socket of process ${p.pid}: POSIX message queue ${f.mqueue.name}`
+        : `fd ${f.fd} of process ${p.pid}: POSIX message queue ${f.mqueue.name}`;
       const name = new TextEncoder().encode(`${mqSyscallName(f.mqueue.name)}\0`);
       const fd = Number(rawSyscall(SYS.mq_open, name, O_CLOEXEC, 0, 0));
       if (fd < 0) throw new RestoreError(`cannot restore: ${what} is gone (errno ${-fd})`);

@@ -63,11 +63,19 @@ const POLLHUP = 0x10;
  */
 export function pipeWidowed(pid: number, fd: number, flags: number): boolean {
   try {
-    const lone = (flags & O_ACCMODE) === 1 ? POLLERR : POLLHUP;
-    return withTargetFd(pid, fd, (copy) => (pollFd(copy, 0) & lone) !== 0);
+    return withTargetFd(pid, fd, (copy) => pipeEndAlone(copy, flags));
   } catch {
     return false;
   }
+}
+
+/**
+ * Whether cryo's own pipe end `fd` (status flags `flags`) has no other end
+ * anywhere (see {@link pipeWidowed}). One poll.
+ */
+export function pipeEndAlone(fd: number, flags: number): boolean {
+  const lone = (flags & O_ACCMODE) === 1 ? POLLERR : POLLHUP;
+  return (pollFd(fd, 0) & lone) !== 0;
 }
 
 /**

@@ -17,7 +17,9 @@
  * listeners first (a stale socket file is unlinked, the new one gets the
  * old mode and owner), socketpairs, accepted connections (the client
  * connects, the listener accepts), connections not accepted yet (the
- * client connects, in queue order), datagrams sent again by their senders,
+ * client connects, in queue order), datagrams sent again by their senders
+ * (on a datagram socket whose peer was closed: by the other end of a
+ * socketpair, closed afterwards),
  * datagram connects, stream and seqpacket queues sent again by the peer,
  * shutdown, options. Whatever cannot be re-created exactly is refused by
  * name (the `socket.unix-*` rows of engine/support.ts).
@@ -204,9 +206,10 @@ function collectOne(
     const peer = diag.get(d.peer);
     if (!peer) u.peerClosed = true;
     else if (peer.name) u.peerName = encodeBase64(peer.name);
-  } else if (d.state === TCP_ESTABLISHED) {
+  } else if (d.state === TCP_ESTABLISHED && type !== SOCK_DGRAM) {
     // No peer inode: the peer waits in a listener's queue (it has no inode
-    // yet), or it was closed (its inode is gone).
+    // yet), or it was closed (its inode is gone). (A datagram socket others
+    // connected to shows as established too, without a peer of its own.)
     const listener = [...diag.values()].find((l) => l.icons?.includes(ino));
     if (!listener) u.peerClosed = true;
     else if (listener.name) u.peerName = encodeBase64(listener.name);
@@ -216,6 +219,10 @@ function collectOne(
         `${d.rqlen!.wqueue} bytes of buffers sent to ${unixNameText(u.peerName)}`,
       );
     }
+  } else if (type === SOCK_DGRAM && peerName(copy) !== null) {
+    // Connected (getpeername answers) to a peer sock_diag no longer names: one that was
+    // closed (a datagram socketpair's state stays "unconnected").
+    u.peerClosed = true;
   }
   const filter = filterProblem(copy);
   if (filter) refuse("socket.filter", filter);
@@ -610,17 +617,33 @@ export function planUnixSockets(
         } else s.role = "external";
       }
     } else {
-      if (!u.peer) s.role = "plain";
+      if (!u.peer && !peerGone(u)) s.role = "plain";
       else if (peer) {
         union(s.ino, peer.ino);
         if (peer.u.peer === s.ino && !u.name && !peer.u.name) s.role = "pair";
         else if (peer.u.name) s.role = "dgram-connect";
         else refuse(s, "socket.unix-other", "a datagram socket connected to an unnamed socket");
       } else if (peerGone(u)) {
-        refuse(s, "socket.unix-other", "a datagram socket connected to a socket that was closed");
+        // Made as a socketpair whose other end sends its datagrams again, then is closed.
+        if (u.peerName) {
+          refuse(
+            s,
+            "socket.unix-other",
+            `a datagram socket connected to a socket that was closed, whose address ${
+              unixNameText(u.peerName)
+            } getpeername() still returns`,
+          );
+        } else if (u.queue.some((m) => m.from)) {
+          refuse(
+            s,
+            "socket.unix-other",
+            "datagrams from a named socket queued before it was connected to a socket since closed",
+          );
+        } else s.role = "peer-closed";
       } else if (!refuse(s, "socket.unix-external")) s.role = "external";
       // Datagrams come back from their senders.
       for (const m of u.queue) {
+        if (s.role === "peer-closed") break; // all from its closed peer (above)
         const sender = m.from ? byName.get(m.from) : peer?.u.peer === s.ino ? peer : undefined;
         if (m.from && !sender) {
           refuse(
@@ -998,12 +1021,17 @@ function emitGroup(
     for (const m of s.u.queue) {
       credsFor(s, m);
       const sender = m.from ? byName.get(m.from) : undefined;
-      if (sender || (!m.from && s.role === "pair")) {
-        const from = sender ?? byIno.get(s.u.peer!)!;
-        emitRefillBuffer(p, from.fd!, label(from));
+      const pairedFd = s.role === "pair"
+        ? byIno.get(s.u.peer!)!.fd!
+        : s.role === "peer-closed"
+        ? closedPeers.get(s.ino)
+        : undefined;
+      if (sender || (!m.from && pairedFd !== undefined)) {
+        const from = sender?.fd ?? pairedFd!;
+        emitRefillBuffer(p, from, sender ? label(sender) : `the peer of ${label(s)}`);
         emitRefill(
           p,
-          from.fd!,
+          from,
           [m],
           label(s),
           sender && s.u.name ? sockaddr(s.u.name) : undefined,
@@ -1067,7 +1095,8 @@ function emitGroup(
   // 8. Shutdown state, then 9. options (buffer sizes last set here).
   for (const s of members) {
     const how = [undefined, 0, 1, 2][s.u.shutdown & 3];
-    if (how === undefined || closedPeers.has(s.ino)) continue;
+    // A closed stream peer shut the socket down already; a datagram one does not.
+    if (how === undefined || (closedPeers.has(s.ino) && s.s.type !== SOCK_DGRAM)) continue;
     p.op(SYS.shutdown, [s.fd!, how], {
       comment: `${label(s)}: ${["SHUT_RD", "SHUT_WR", "SHUT_RDWR"][how]}`,
     });

@@ -5,14 +5,19 @@
  * **Dump** (`resolveInFlightFds`, a tree pass once every process's fds are
  * known): the queue of each socket whose peek (socket_common.ts) counted
  * passed fds is peeked again with the fds kept (ffi/socket.ts; nothing is
- * consumed). Each fd cryo receives so is either the open file description
- * of a tree fd (same inode, then kcmp(KCMP_FILE)): a `ref` to that fd; or a
- * description only the message holds, saved like a tree fd when it is a
- * kind that can stand alone (a regular file or directory by path with
- * offset and flags, an eventfd, a pipe end whose other end is in the
- * tree, a unix socket described like the tree's, without fds in flight
- * itself); anything else refuses the socket (`socket.unix-scm`), naming
- * the kind, the socket and the message. cryo's copies are closed.
+ * consumed); cryo's copies of every queue's fds stay open until the pass
+ * ends. Each is either the open file description of a tree fd (same
+ * inode, then kcmp(KCMP_FILE)): a `ref` to that fd; or a description only
+ * messages hold, saved like a tree fd when it is a kind that can stand
+ * alone (a regular file or directory by path with offset and flags, an
+ * eventfd, signalfd or timerfd, a named POSIX message queue, a pipe end
+ * whose other end is in the tree, in flight too, or gone, a unix socket
+ * described like the tree's without fds in flight itself, a TCP listener
+ * or unconnected TCP/UDP socket read by the dump's inet session); anything
+ * else refuses the socket (`socket.unix-scm`), naming the kind, the socket
+ * and the message. One description several messages carry (kcmp between
+ * cryo's copies) is saved once: its first entry in the restore's reading
+ * order keeps the `file` with an `id`, the others name it (`again`).
  *
  * **Restore**: every carried description becomes an object of the shared
  * plan (shared.ts), created before the tree's unix sockets by an ancestor
@@ -27,15 +32,18 @@
  * @module
  */
 
-import { isMqueueFd } from "./mqueue.ts";
+import { isMqueueFd, mqueueInFlight } from "./mqueue.ts";
 import { peekQueue } from "../../ffi/socket.ts";
 import { withTargetFd } from "../../ffi/pidfd.ts";
 import { closeFd } from "../../ffi/net.ts";
 import { decodeBase64 } from "../base64.ts";
-import type { FdInfo, InFlightFd, ProcessImage, QueuedMessage } from "../model.ts";
+import type { FdInfo, InFlightFd, ProcessImage, QueuedMessage, UnixSocketImage } from "../model.ts";
+import { statProc } from "../proc/io.ts";
+import { REFUSED_PREFIX } from "./inet.ts";
+import { type SupportId, supportOf } from "../support.ts";
 import { type ProcFd, readFd } from "../proc/fds.ts";
 import { compareFiles } from "./descriptions.ts";
-import { collectPipe } from "./pipe.ts";
+import { collectPipe, pipeEndAlone } from "./pipe.ts";
 import type { CarriedDescription, SharedPlan } from "./shared.ts";
 
 const SOCK_STREAM = 1;
@@ -50,46 +58,77 @@ export interface InFlightProcess {
   proc: readonly ProcFd[];
 }
 
-/** Describes fd `f` of process `pid` like an fd of the tree (the dump's own fd reader). */
+/**
+ * Describes fd `f` of process `pid` like an fd of the tree (the dump's own
+ * fd reader; an IPv4/IPv6 socket's state too, engine/fds/inet_session.ts).
+ */
 export type FdDescriber = (pid: number, f: ProcFd) => FdInfo;
 
 /** Kinds a description only a message holds can be saved as. */
-const STANDALONE = new Set(["file", "directory", "pipe", "eventfd"]);
+const STANDALONE = new Set(["file", "directory", "pipe", "eventfd", "signalfd", "timerfd"]);
+
+/** A description only messages hold (its first copy), and the messages' entries for it. */
+interface Standalone {
+  /** cryo's copy (closed at the end of the pass). */
+  copy: number;
+  file: FdInfo;
+  /** The entries naming it (one per message slot it fills). */
+  entries: InFlightFd[];
+  /** Where its first entry is (for a refusal), and the socket that holds it. */
+  where: string;
+  u: UnixSocketImage;
+  /** Refused (its socket names why): its entries stay unidentified. */
+  dropped?: boolean;
+}
 
 /**
  * Identifies the fds in flight in the queues of the tree's unix sockets
  * (see the module doc). A socket whose fds cannot all be saved gets
  * `refused` (the tree plan refuses it by name). `describe` describes a
- * standalone one.
+ * standalone one. Every socket's copies stay open until the end, so one
+ * description sent in several messages is saved once (kcmp), and the two
+ * ends of a pipe no process holds are found in any queues.
  */
 export function resolveInFlightFds(
   procs: readonly InFlightProcess[],
   describe: FdDescriber,
 ): void {
-  for (const { pid, fds } of procs) {
-    for (const f of fds) {
-      const u = f.socket?.unix;
-      if (!u || u.refused || f.excluded || !u.queue.some((m) => m.fds?.length)) continue;
-      const problem = withTargetFd(pid, f.fd, (copy) => {
-        const type = f.socket!.type;
-        const bytes = u.queue.reduce((n, m) => n + decodeBase64(m.data).length, 0);
-        const peeked = peekQueue(
-          copy,
-          type === SOCK_STREAM,
-          type === SOCK_DGRAM ? undefined : bytes,
-          (u.shutdown & 1) !== 0,
-          u.queue.length,
-          true,
-        );
-        try {
-          return streamAmbiguity(type === SOCK_STREAM, u.queue) ??
-            identifyQueue(u.queue, peeked.map((m) => m.fds ?? []), procs, describe);
-        } finally {
-          for (const m of peeked) for (const passed of m.fds ?? []) closeFd(passed);
-        }
-      });
+  const copies: number[] = [];
+  try {
+    const peeked: { u: UnixSocketImage; passed: number[][] }[] = [];
+    for (const { pid, fds } of procs) {
+      for (const f of fds) {
+        const u = f.socket?.unix;
+        if (!u || u.refused || f.excluded || !u.queue.some((m) => m.fds?.length)) continue;
+        const problem = withTargetFd(pid, f.fd, (copy) => {
+          const type = f.socket!.type;
+          const bytes = u.queue.reduce((n, m) => n + decodeBase64(m.data).length, 0);
+          const messages = peekQueue(
+            copy,
+            type === SOCK_STREAM,
+            type === SOCK_DGRAM ? undefined : bytes,
+            (u.shutdown & 1) !== 0,
+            u.queue.length,
+            true,
+          );
+          const passed = messages.map((m) => m.fds ?? []);
+          copies.push(...passed.flat());
+          peeked.push({ u, passed });
+          return streamAmbiguity(type === SOCK_STREAM, u.queue);
+        });
+        if (problem) u.refused = { id: "socket.unix-scm", detail: problem };
+      }
+    }
+    const standalone: Standalone[] = [];
+    for (const { u, passed } of peeked) {
+      if (u.refused) continue;
+      const problem = identifyQueue(u, passed, procs, describe, standalone);
       if (problem) u.refused = { id: "socket.unix-scm", detail: problem };
     }
+    settlePipes(standalone, procs);
+    numberStandalone(procs, standalone);
+  } finally {
+    for (const fd of copies) closeFd(fd);
   }
 }
 
@@ -110,26 +149,118 @@ function streamAmbiguity(stream: boolean, queue: readonly QueuedMessage[]): stri
     "which may include bytes sent before it without fds (where its fds begin cannot be seen)";
 }
 
-/** Fills in the fds of `queue` from `passed` (cryo's copies, per message); or says why not. */
+/** Fills in the fds of `u`'s queue from `passed` (cryo's copies, per message); or says why not. */
 function identifyQueue(
-  queue: QueuedMessage[],
+  u: UnixSocketImage,
   passed: number[][],
   procs: readonly InFlightProcess[],
   describe: FdDescriber,
+  standalone: Standalone[],
 ): string | undefined {
+  const queue = u.queue;
   const shape = (n: number[]) => n.join(",");
   if (shape(queue.map((m) => m.fds?.length ?? 0)) !== shape(passed.map((p) => p.length))) {
     return "its queue looked different when peeked again";
   }
   for (const [i, m] of queue.entries()) {
     for (const [j, fd] of passed[i].entries()) {
-      const found = identify(fd, procs, describe);
       const where = `message ${i + 1} of its queue, passed fd ${j + 1}`;
+      const again = standalone.find((s) => sameDescription(s.copy, fd));
+      if (again) {
+        const entry: InFlightFd = { file: again.file };
+        again.entries.push(entry);
+        m.fds![j] = entry;
+        continue;
+      }
+      const found = identify(fd, procs, describe);
       if (typeof found === "string") return `${where}: ${found}`;
       m.fds![j] = found;
+      // Unix sockets are one by their inode (unix.ts); every other description by kcmp.
+      if (found.file && !found.file.socket?.unix) {
+        standalone.push({ copy: fd, file: found.file, entries: [found], where, u });
+      }
     }
   }
   return undefined;
+}
+
+/** Whether cryo's copies `a` and `b` are one open file description. */
+function sameDescription(a: number, b: number): boolean {
+  const x = statProc(Deno.pid, `fd/${a}`);
+  const y = statProc(Deno.pid, `fd/${b}`);
+  return x.dev === y.dev && x.ino === y.ino && compareFiles(Deno.pid, a, Deno.pid, b) === 0;
+}
+
+/**
+ * A pipe end only messages hold is made again with its pipe when the
+ * pipe's other end is in the tree or in flight too, or is gone (no writer
+ * left for a read end, no reader for a write end: the pipe is made and that
+ * end closed). One whose other end a process outside the tree may hold, or
+ * a second description of one end, refuses its socket.
+ */
+function settlePipes(standalone: readonly Standalone[], procs: readonly InFlightProcess[]): void {
+  const pipes = standalone.filter((s) => s.file.kind === "pipe" && !s.u.refused);
+  for (const s of pipes) {
+    const target = s.file.target;
+    const tree = procs.flatMap((p) =>
+      p.fds.filter((x) => x.target === target && !x.excluded).map((x) => ({ pid: p.pid, x }))
+    );
+    const flying = pipes.filter((o) => o.file.target === target);
+    const mine = s.file.flags & O_ACCMODE;
+    const kind = `a pipe (${target})`;
+    const twin = flying.find((o) => o !== s && (o.file.flags & O_ACCMODE) === mine);
+    const refuse = (detail: string) => {
+      s.u.refused = { id: "socket.unix-scm", detail: `${s.where}: ${kind} ${detail}` };
+      s.dropped = true;
+      for (const e of s.entries) delete e.file;
+    };
+    if (twin || mine === 2) {
+      refuse(mine === 2 ? "opened read-write" : "with another description of that end in flight");
+      continue;
+    }
+    const modes = [...tree.map((t) => t.x.flags), ...flying.map((o) => o.file.flags)]
+      .reduce((n, f) => n | (1 << (f & O_ACCMODE)), 0);
+    if (modes !== 0b11 && !pipeEndAlone(s.copy, mine)) {
+      refuse("whose other end is not in the tree (a process outside may hold it)");
+      continue;
+    }
+    s.file.restore = "tree";
+    if (mine === 0) Object.assign(s.file.extra, collectPipe(Deno.pid, s.copy, 0));
+    for (const { pid, x } of tree) {
+      if (x.restore === "tree") continue;
+      x.restore = "tree";
+      Object.assign(x.extra, collectPipe(pid, x.fd, x.flags));
+    }
+  }
+}
+
+/**
+ * Numbers the descriptions only messages hold, in the order the restore
+ * reads the queues: the first entry of each keeps its `file` with an `id`,
+ * the others name that id (`again`), so it is made once.
+ */
+function numberStandalone(
+  procs: readonly InFlightProcess[],
+  standalone: readonly Standalone[],
+): void {
+  const of = new Map<InFlightFd, Standalone>();
+  for (const s of standalone) if (!s.dropped) { for (const e of s.entries) of.set(e, s); }
+  const ids = new Map<Standalone, number>();
+  for (const m of queuedWithFds(procs)) {
+    for (const c of m.fds!) {
+      const s = of.get(c);
+      if (!s) continue;
+      const id = ids.get(s);
+      if (id === undefined) {
+        ids.set(s, ids.size);
+        c.file = s.file;
+        if (s.entries.length > 1) c.id = ids.size - 1;
+      } else {
+        delete c.file;
+        c.again = id;
+      }
+    }
+  }
 }
 
 /** What cryo's copy `fd` of a passed fd is: a tree fd's description, a standalone one, or why not. */
@@ -146,40 +277,45 @@ function identify(
       const info = fds.find((x) => x.fd === pf.fd);
       if (!info || info.excluded || compareFiles(Deno.pid, fd, pid, pf.fd) !== 0) continue;
       // Sockets are made by the unix plan (unix.ts); other families are not carried.
-      if (info.kind === "socket" && !info.socket?.unix) return `${kind} cannot be saved in flight`;
+      if (info.kind === "socket" && !info.socket?.unix && !info.inet) {
+        return `${kind} cannot be saved in flight`;
+      }
       return { ref: { pid, fd: info.sameAs ?? info.fd } };
     }
   }
   if (mine.kind === "socket") return inFlightSocket(describe(Deno.pid, mine), kind);
-  // A POSIX message queue shows as a file named after it (fds/mqueue.ts): not reopened by path.
-  if (!STANDALONE.has(mine.kind) || mine.deleted || isMqueueFd(Deno.pid, fd)) {
-    const what = isMqueueFd(Deno.pid, fd) ? `a POSIX message queue (${mine.target})` : kind;
-    return `${what} no process of the tree holds cannot be saved in flight`;
+  // A POSIX message queue shows as a file named after it (fds/mqueue.ts): opened by its name.
+  if (isMqueueFd(Deno.pid, fd)) {
+    const mqueue = mqueueInFlight(fd, mine.target, new Set(procs.map((p) => p.pid)));
+    if (typeof mqueue === "string") return mqueue;
+    return { file: { ...describe(Deno.pid, mine), fd: -1, kind: "mqueue", mqueue } };
+  }
+  if (!STANDALONE.has(mine.kind) || mine.deleted) {
+    return `${kind} no process of the tree holds cannot be saved in flight`;
   }
   const file = describe(Deno.pid, mine);
   file.fd = -1;
-  if (mine.kind === "pipe") {
-    // Its other end must be in the tree: the pipe is then made again with both ends.
-    const ends = procs.flatMap((p) => p.fds.filter((x) => x.target === mine.target && !x.excluded));
-    const modes = ends.reduce((n, x) => n | (1 << (x.flags & O_ACCMODE)), 1 << (file.flags & 3));
-    if (modes !== 0b11) return `${kind} whose other end is not in the tree`;
-    file.restore = "tree";
-    if ((file.flags & O_ACCMODE) === 0) Object.assign(file.extra, collectPipe(Deno.pid, fd, 0));
-    for (const p of procs) {
-      for (const x of p.fds) {
-        if (x.target !== mine.target || x.restore === "tree") continue;
-        x.restore = "tree";
-        Object.assign(x.extra, collectPipe(p.pid, x.fd, x.flags));
-      }
-    }
-  }
   return { file };
 }
 
 /** A unix socket only a message holds, described (with its state) by the dump; or why not. */
 function inFlightSocket(file: FdInfo, kind: string): InFlightFd | string {
   const u = file.socket?.unix;
-  if (!u) return `${kind} cannot be saved in flight (not a unix socket cryo knows)`;
+  if (file.inet) {
+    // A connection's repair-mode copy is not carried over to a message: refused, not risked.
+    if (file.inet.tcp) {
+      return `${kind}, a TCP connection only a message holds, cannot be saved in flight`;
+    }
+    file.fd = -1;
+    return { file };
+  }
+  if (file.restore.startsWith(REFUSED_PREFIX)) {
+    const why = supportOf(file.restore.slice(REFUSED_PREFIX.length) as SupportId);
+    return `${kind} cannot be saved in flight: ${why.what}${
+      file.extra["refused"] ? ` (${file.extra["refused"]})` : ""
+    }`;
+  }
+  if (!u) return `${kind} cannot be saved in flight (not a socket cryo knows)`;
   if (u.refused) return `${kind}: ${u.refused.detail}`;
   if (u.queue.some((m) => m.fds?.length)) {
     return `${kind} that has fds in flight itself cannot be saved in flight`;
@@ -222,7 +358,8 @@ function isSocket(images: readonly ProcessImage[], c: InFlightFd): boolean {
   return carriedSocket(images, c) !== undefined;
 }
 
-function queuedWithFds(images: readonly ProcessImage[]): QueuedMessage[] {
+/** The queued messages with fds, in image, fd and queue order (dump and restore alike). */
+function queuedWithFds(images: readonly { fds: readonly FdInfo[] }[]): QueuedMessage[] {
   return images.flatMap((p) =>
     p.fds.flatMap((f) => f.excluded || f.sameAs !== undefined ? [] : (f.socket?.unix?.queue ?? []))
   ).filter((m) => m.fds?.length);
@@ -241,6 +378,16 @@ export function carriedFdNumbers(
   shared: SharedPlan | undefined,
 ): Map<QueuedMessage, CarriedFd[] | string> {
   const out = new Map<QueuedMessage, CarriedFd[] | string>();
+  // The standalone number of each description carried several times (by its id).
+  const byId = new Map<number, number>();
+  let count = 0;
+  for (const m of queuedWithFds(images)) {
+    for (const c of m.fds!) {
+      if (!c.file || isSocket(images, c)) continue;
+      if (c.id !== undefined) byId.set(c.id, count);
+      count++;
+    }
+  }
   let standalone = 0;
   for (const m of queuedWithFds(images)) {
     const numbers: CarriedFd[] = [];
@@ -251,10 +398,13 @@ export function carriedFdNumbers(
         numbers.push({ ino });
         continue;
       }
+      const again = c.again !== undefined ? byId.get(c.again) : undefined;
       const source = c.ref
         ? shared?.holders.get(c.ref.pid)?.get(c.ref.fd)
         : c.file
         ? shared?.holders.get(CARRIED_PID)?.get(carriedFd(standalone++))
+        : again !== undefined
+        ? shared?.holders.get(CARRIED_PID)?.get(carriedFd(again))
         : undefined;
       if (source?.kind === "transfer") numbers.push(source.from);
       else {
