@@ -10,6 +10,32 @@
 import { rawSyscall, syscallNum } from "./libc.ts";
 import { SYS } from "./sysno.ts";
 
+/**
+ * Runs `fn` with a copy (in cryo) of each of `fds` of process `pid` in turn,
+ * through one pidfd (two system calls less per fd than {@link withTargetFd}
+ * each); closes each copy after its call. Throws as withTargetFd does.
+ */
+export function eachTargetFd<T>(
+  pid: number,
+  fds: readonly number[],
+  fn: (copy: number, fd: number) => T,
+): T[] {
+  if (fds.length === 0) return [];
+  const pidfd = syscallNum(SYS.pidfd_open, pid, 0);
+  try {
+    return fds.map((fd) => {
+      const copy = syscallNum(SYS.pidfd_getfd, pidfd, fd, 0);
+      try {
+        return fn(copy, fd);
+      } finally {
+        rawSyscall(SYS.close, copy);
+      }
+    });
+  } finally {
+    rawSyscall(SYS.close, pidfd);
+  }
+}
+
 /** Runs `fn` with a copy (in cryo) of fd `fd` of process `pid`; closes the copy afterwards. */
 export function withTargetFd<T>(pid: number, fd: number, fn: (copy: number) => T): T {
   const pidfd = syscallNum(SYS.pidfd_open, pid, 0);

@@ -25,6 +25,7 @@ export const SYS = {
   ioctl: 16,
   pread64: 17,
   pwrite64: 18,
+  mincore: 27,
   madvise: 28,
   dup: 32,
   dup2: 33,

@@ -19,8 +19,9 @@ import {
 
 /**
  * Dump points: every phase boundary, injected syscalls (before, inside: the
- * injected registers set, and while a thread gets its own state back), the
- * mlockall probe page mapped, inside and at the end of a syscall batch, each
+ * injected registers set, and while a thread gets its own state back), inside
+ * and at the end of a syscall batch (the mlockall probe's page is mapped and
+ * unmapped by the main thread's batch: engine/memory/flags.ts), each
  * TCP connection in repair mode, page chunks, and time offsets (from the
  * freeze: they fall among the injected syscalls).
  */
@@ -28,7 +29,6 @@ export const DUMP_POINTS: KillPoint[] = [
   ...["frozen", "collect", "scratch", "ghosts", "notes", "written", "manifest", "fsync", "rename"]
     .map((phase) => ({ phase })),
   { phase: "killed" },
-  { phase: "probe" },
   // The target's ~11 injected syscalls and batches (the per-thread queries are one batch).
   ...Array.from({ length: 11 }, (_, i) => ({ phase: `inject:${i + 1}` })),
   ...[1, 2, 3, 4, 5, 8, 10].map((n) => ({ phase: `inject-mid:${n}` })),

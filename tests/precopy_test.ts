@@ -211,7 +211,8 @@ for (
     // injected syscalls, so the third is the rehearsal's first.
     ["inject-mid:3", "in the collect's rehearsal, an injected syscall's registers set", "1"],
     ["batch-mid", "in the collect's rehearsal, inside its syscall batch", "1"],
-    ["probe", "in the collect's rehearsal, the mlockall probe page mapped", "1"],
+    // (The mlockall probe page is mapped and unmapped by that batch's own steps, which a
+    // thread let go runs to their end: engine/memory/flags.ts `mlockProbeSteps`.)
     // The second piece: the copy is under way, the tree runs, its pages are write-protected
     // (one lane: with a table's lane, which an idle machine picks, cryo's thread may copy no
     // second piece, the tables taking them all: below).

@@ -140,6 +140,13 @@ bpfTest(
     // By default a small process is not worth the iterator's check.
     assert.equal(await startVmFlagsCheck(t.pid), undefined);
     assert.equal(vmFlagsPaths.get(t.pid), "smaps: small");
+    // A pre-copied one is (its load runs beside the copy, the freeze reads no smaps).
+    const precopied = await startVmFlagsCheck(t.pid, [t.pid], false, true);
+    assert.ok(precopied?.processes.has(t.pid), `pre-copied: ${vmFlagsPaths.get(t.pid)}`);
+    frozen(t.pid, () => {
+      assert.deepEqual(frozenVmFlags(t.pid, precopied), readSmapsFlags(t.pid));
+      assert.equal(vmFlagsPaths.get(t.pid), "bpf");
+    });
     const check = await withVmFlagsMode("bpf", () => startVmFlagsCheck(t.pid));
     assert.ok(check?.processes.has(t.pid), `checked: ${vmFlagsPaths.get(t.pid)}`);
     frozen(t.pid, () => {

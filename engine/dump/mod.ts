@@ -665,7 +665,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         (frozen) => {
           // Once the barrier's freeze is over, with its list of the tree's processes: the
           // iterator's load is not frozen time; its smaps read runs beside the copy (vm_flags.ts).
-          vmFlagsCheck = startVmFlagsCheck(pid, frozen.processes.map((p) => p.pid));
+          vmFlagsCheck = startVmFlagsCheck(pid, frozen.processes.map((p) => p.pid), false, true);
         },
         !sync,
         // In the barrier's freeze, or on a helper while a syscall table copies (few mappings).

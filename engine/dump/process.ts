@@ -69,9 +69,12 @@ import {
 } from "../task/placement.ts";
 import { collectTaskState, prepareTaskCollection, queryTaskState } from "../task/mod.ts";
 import { collectCreds } from "../task/creds.ts";
+import { processVmReadFully } from "../../ffi/process_vm.ts";
 import {
   collectMemoryDetails,
   type MemoryProcessFlags,
+  mlockProbeOutcome,
+  mlockProbeSteps,
   probeMlockFuture,
 } from "../memory/flags.ts";
 import { collectAioRings } from "../memory/aio.ts";
@@ -199,6 +202,9 @@ function pipeRestore(target: string, topology: PipeTopology): string {
   return t.pids.size === 1 ? "process" : "tree";
 }
 
+/** Bytes at the end of the extra scratch for the mlockall probe's mincore (one byte used). */
+const MLOCK_VEC_BYTES = 8;
+
 /** Collects one frozen process. `fds` were read beforehand (tree-wide pipe analysis). */
 export function collectProcess(
   pid: number,
@@ -279,13 +285,32 @@ export function collectProcess(
         s.scratch,
         EXTRA_SCRATCH.at,
         // (At most 128: 8 KiB more of the batch's table on the main thread's stack.)
-        Math.min(128, EXTRA_SCRATCH.bytes >> 2),
+        Math.min(128, (EXTRA_SCRATCH.bytes - MLOCK_VEC_BYTES) >> 2),
       );
-      // Last in the batch: whether any thread has a child or a tracee (engine/task/tracees.ts).
-      const extra = [...policyQuery.first, WAITABLE_STEP];
+      // Without the iterator's records, mlockall(MCL_FUTURE) is probed in the batch too
+      // (mincore's byte in the extra scratch's last bytes: engine/memory/flags.ts).
+      const mlockProbe = bpfStates ? undefined : mlockProbeSteps(
+        pid,
+        maps,
+        s.scratch + BigInt(EXTRA_SCRATCH.at + EXTRA_SCRATCH.bytes - MLOCK_VEC_BYTES),
+      );
+      // Then whether any thread has a child or a tracee (engine/task/tracees.ts), then the probe.
+      const extra = [...policyQuery.first, WAITABLE_STEP, ...mlockProbe?.steps ?? []];
       const state = queryInjectedState(s, tids, { bpf: bpfStates }, extra);
       const waitable = state.extraResults?.[policyQuery.first.length];
       refuseOutsideTracees(pid, tids, children, waitable, refusals);
+      // (Its byte read before any other query writes the scratch page.)
+      const probed = mlockProbe && state.extraResults
+        ? mlockProbeOutcome(
+          mlockProbe,
+          state.extraResults.slice(policyQuery.first.length + 1),
+          () => {
+            const b = new Uint8Array(1);
+            processVmReadFully(pid, mlockProbe.vec, b);
+            return b[0];
+          },
+        )
+        : "failed";
       // Read before any other query writes the scratch page.
       const mempolicies = finishMappingPolicies(
         s,
@@ -316,7 +341,11 @@ export function collectProcess(
             ),
           ),
           // From the BPF task iterator when trusted, else probed (and compared: thread_state.ts).
-          mlockFuture: takeMlockFuture(pid, state.mlockFuture, () => probeMlockFuture(s)),
+          mlockFuture: takeMlockFuture(
+            pid,
+            state.mlockFuture,
+            () => probed !== "failed" ? probed : probeMlockFuture(s),
+          ),
         },
         posixTimers: collectTimers(s, tids, fds, refusals),
         credentials: collectCreds(s, tids, perThread((t) => t.securebits)),

@@ -83,18 +83,35 @@ export function rehearseCollect(
   } catch { /* the dump will tell */ }
 }
 
+/** Threads of the blocking pool made ready before the final freeze (a small process's segments). */
+export const POOL_THREADS_WARMED = 8;
+
+/** How long each of the warm-up's pool calls sleeps: long enough for all to hold a thread at once. */
+const POOL_WARM_SLEEP = new BigInt64Array([0n, 1_000_000n]);
+
 /**
  * Warms, with the tree running, code that the final freeze would otherwise
- * run for the first time: the library of off-thread syscalls (its dlopen),
- * which the pre-copy's validation scan starts with, the builder of the
- * bootstrap blob (pure code), and the page copy's CRC combine operators.
+ * run for the first time: the library of off-thread syscalls (its dlopen)
+ * and {@link POOL_THREADS_WARMED} threads of Deno's blocking pool, which the
+ * pre-copy's validation scan and the page plan's walks start with (one
+ * segment each, engine/dump/data_scan.ts; a thread the pool lacks is made
+ * then, on cryo's thread: a 2 MiB stack mapped and a clone3), the builder of
+ * the bootstrap blob (pure code), and the page copy's CRC combine operators.
  */
 export async function warmUpFinalFreeze(): Promise<void> {
-  await rawSyscallOffThread(SYS.getpid);
+  // Sleeping together (1 ms), each call holds a thread of its own: the pool makes them now
+  // (idle ones live 10 s), while the code below is warmed.
+  const pool = Promise.all(
+    Array.from(
+      { length: POOL_THREADS_WARMED },
+      () => rawSyscallOffThread(SYS.nanosleep, POOL_WARM_SLEEP, 0),
+    ),
+  );
   // The page copy's CRC combine builds its operators for 2^k zero bytes on first use (cold: 1 to 3 ms).
   crc32Combine(0, 0, 2 ** 30);
   const boot = new BootstrapBuilder(0x10000n);
   boot.finish({ restore: messageProgram(boot.program(), "cryo warm-up\n", 1) });
+  await pool;
 }
 
 /**

@@ -12,7 +12,7 @@
 import { SYS } from "../../ffi/sysno.ts";
 import { fOwnerEx } from "../../ffi/structs.ts";
 import { fdOwnerOf } from "../../ffi/fcntl.ts";
-import { withTargetFd } from "../../ffi/pidfd.ts";
+import { eachTargetFd } from "../../ffi/pidfd.ts";
 import type { FdInfo, ProcessImage } from "../model.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
 import type { PlannedFd } from "./types.ts";
@@ -26,10 +26,11 @@ export function queryFdOwners(
   fds: readonly number[],
 ): Map<number, NonNullable<FdInfo["owner"]>> {
   const out = new Map<number, NonNullable<FdInfo["owner"]>>();
-  for (const fd of fds) {
-    const o = withTargetFd(pid, fd, fdOwnerOf);
+  // One pidfd for them all (in the freeze: pidfd_getfd, two fcntl and a close per fd).
+  eachTargetFd(pid, fds, (copy, fd) => {
+    const o = fdOwnerOf(copy);
     if (o.pid !== 0 || o.sig > 0) out.set(fd, o);
-  }
+  });
   return out;
 }
 

@@ -24,6 +24,7 @@ import type { Mapping, ProcessImage } from "../model.ts";
 import type { Refusals } from "../support.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
 import type { InjectionSession } from "../dump/injected.ts";
+import type { BatchStep } from "../../ffi/syscall_batch.ts";
 import { readStatus } from "../proc/status.ts";
 import { largestGap, type MapArea } from "../proc/maps.ts";
 import { PKEY_CODE } from "../proc/smaps_flags.ts";
@@ -130,6 +131,74 @@ export function probeMlockFuture(s: InjectionSession): MemoryProcessFlags["mlock
 }
 
 const MAP_FIXED_NOREPLACE = 0x100000;
+const MADV_DONTNEED = 4;
+const EINVAL = 22n;
+
+/**
+ * {@link probeMlockFuture} as four steps of the main thread's injected batch
+ * (no round trip of its own, no /proc read): an mmap of one read-only page at
+ * `at`, mincore of it (its residency byte written at `vec`), madvise
+ * MADV_DONTNEED (EINVAL on a VM_LOCKED mapping, which mlockall(MCL_FUTURE)
+ * makes every new mapping, with or without MCL_ONFAULT) and its munmap.
+ */
+export interface MlockProbeSteps {
+  /** The probe page. */
+  at: bigint;
+  /** The byte mincore writes (in the session's scratch page). */
+  vec: bigint;
+  steps: BatchStep[];
+}
+
+/**
+ * The batch steps of the mlockall(MCL_FUTURE) probe of frozen process `pid`
+ * (`known`: its areas read at this freeze), with mincore's byte at `vec`; or
+ * undefined (no gap of 16 free pages: {@link probeMlockFuture} then). The
+ * page is a quarter into the largest gap, which PROCMAP_QUERY confirms free
+ * now, a quarter of it away from the batch's own code page (its middle): its
+ * munmap, run whatever the mmap returned, unmaps nothing of the process's.
+ */
+export function mlockProbeSteps(
+  pid: number,
+  known: readonly MapArea[] | undefined,
+  vec: bigint,
+): MlockProbeSteps | undefined {
+  let gap;
+  try {
+    gap = largestGap(pid, known);
+  } catch {
+    return undefined;
+  }
+  if (gap.size < BigInt(16 * PAGE)) return undefined;
+  const at = (gap.start + gap.size / 4n) & ~BigInt(PAGE - 1);
+  return {
+    at,
+    vec,
+    steps: [
+      { nr: SYS.mmap, args: [at, PAGE, 1, /* PROT_READ */ 0x22 | MAP_FIXED_NOREPLACE, -1, 0] },
+      { nr: SYS.mincore, args: [at, PAGE, vec] },
+      { nr: SYS.madvise, args: [at, PAGE, MADV_DONTNEED] },
+      { nr: SYS.munmap, args: [at, PAGE] },
+    ],
+  };
+}
+
+/**
+ * What the batch's probe ({@link mlockProbeSteps}) found, from its steps'
+ * `results` and `residency` (reads mincore's byte); "failed" when a step did
+ * not go as planned ({@link probeMlockFuture} then says why).
+ */
+export function mlockProbeOutcome(
+  probe: MlockProbeSteps,
+  results: readonly bigint[],
+  residency: () => number,
+): MemoryProcessFlags["mlockFuture"] | "failed" {
+  const [mapped, resident, advised, unmapped] = results;
+  if (mapped !== probe.at || resident !== 0n || unmapped !== 0n) return "failed";
+  if (advised === 0n) return undefined; // not VM_LOCKED: no mlockall(MCL_FUTURE)
+  if (advised !== -EINVAL) return "failed";
+  // Locked: populated at the mmap unless MCL_ONFAULT.
+  return residency() & 1 ? "locked" : "onfault";
+}
 
 /** A page-aligned address in the middle of the largest gap between two mappings of `pid`. */
 function freeProbePage(pid: number, known?: readonly MapArea[]): bigint {
