@@ -32,6 +32,7 @@ const OPT_INS = {
   "--ext-unix-sk": ["extUnixSk", true],
   "--tcp-established": ["tcpEstablished", true],
   "--shell-job": ["shellJob", true],
+  "--tcp-close": ["tcpClose", true],
 } as const;
 
 /** As cli/format.ts's `positiveInt` accepts. */

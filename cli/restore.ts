@@ -83,6 +83,10 @@ export function register(program: Command): void {
     .option("--tcp-established", "restore TCP connections to peers outside the tree")
     .option("--shell-job", "the image is a job of a shell outside the tree")
     .option(
+      "--tcp-close",
+      "restore the image's TCP connections as closed sockets (instead of --tcp-established)",
+    )
+    .option(
       "--allow-clock-backwards",
       "restore even where CLOCK_MONOTONIC/BOOTTIME is behind the image's (another boot or host)",
     )
@@ -107,6 +111,10 @@ re-attached to cryo's own stdin/stdout/stderr ("cryo show" says which).
 An image dumped on another boot or host whose monotonic clock was ahead of
 this host's is refused: the tree would see its clocks go back
 (--allow-clock-backwards restores it anyway).
+With --tcp-close, the image's TCP connections (dumped with --tcp-established)
+come back as closed sockets shut down both ways: reads give 0, writes EPIPE;
+the dump's network lock is lifted, so their peers get a reset on their next
+segment.
 
 Examples:
   cryo restore /var/lib/cryo/app-1
@@ -137,6 +145,8 @@ export interface RestoreCliOptions {
   tcpEstablished?: boolean;
   /** --shell-job */
   shellJob?: boolean;
+  /** --tcp-close */
+  tcpClose?: boolean;
   /** --allow-clock-backwards */
   allowClockBackwards?: boolean;
 }
@@ -151,6 +161,7 @@ export async function run(dir: string, opts: RestoreCliOptions): Promise<void> {
     optIns: optInsOf(opts),
     newPidNs: opts.newPidNs,
     lazy: opts.lazy,
+    tcpClose: opts.tcpClose,
   });
   // --lazy: cryo serves the pages until all are in; with --detach a background process does.
   if (tree.lazy && opts.detach) tree.lazy.handOff();
