@@ -8,7 +8,8 @@
  * finish as they would have; the test sees its connections go on. With
  * `--tcp-close` (at dump, or at restore of an image dumped with
  * `--tcp-established`), every connection comes back closed: TCP_CLOSE,
- * recv 0, POLLHUP, EPIPE.
+ * recv 0, POLLHUP, EPIPE; a connection that ended (both FINs, fds still
+ * open) comes back so without it too.
  */
 
 import assert from "node:assert/strict";
@@ -24,6 +25,8 @@ const TCP_OPT_IN = ["tcp-established"];
 
 const EXACT_CHECKS = [
   "setup-states",
+  "closed-e1",
+  "closed-e2",
   "states",
   "fw2-epipe",
   "cw-data-eof",
@@ -49,9 +52,9 @@ const EXACT_CHECKS = [
 
 const CLOSED_CHECKS = [
   "setup-states",
-  ...["fw2", "cw", "fw1", "r1", "f3", "la", "cl", "f4", "rd", "w5", "ocw", "ofw"].map((n) =>
-    `closed-${n}`
-  ),
+  ...["fw2", "cw", "fw1", "r1", "f3", "la", "cl", "f4", "rd", "w5", "ocw", "ofw", "e1", "e2"].map((
+    n,
+  ) => `closed-${n}`),
 ];
 
 /** The target with the test's two connections: `ocw` (its write side shut), `ofw`. */

@@ -31,6 +31,7 @@ import { tcpRepairWindow } from "../../ffi/structs.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import {
   closeFd,
+  inqBytes,
   outqBytes,
   peerName,
   pidfdGetfd,
@@ -45,6 +46,7 @@ import {
   writeAll,
 } from "../../ffi/net.ts";
 import { injectSegment, TCP_FLAG } from "../../ffi/tcp_inject.ts";
+import { hasPendingError, receiveShutDown } from "../../ffi/socket.ts";
 import { sleepMs } from "../../ffi/udp_queue.ts";
 import { decodeBase64, encodeBase64 } from "../base64.ts";
 import type { InetSocket, TcpClosing, TcpConnection } from "../model.ts";
@@ -122,8 +124,8 @@ export function collectTcp(
     case TCP_STATE.CLOSE:
       // A socket whose connection ended (or whose connect failed) may hold an
       // error for the process to read; only one that never tried is re-created.
-      if ((info.segsOut || info.segsIn) && closeConnections && sockAddrOf(peerName(copy))) {
-        return { inet: closedConnection(base) }; // a connection that ended (reset)
+      if ((info.segsOut || info.segsIn) && endedConnection(copy, closeConnections)) {
+        return { inet: closedConnection(base) };
       }
       if (info.segsOut || info.segsIn) {
         return {
@@ -227,7 +229,12 @@ export function finReceived(c: TcpClosing | undefined): boolean {
 export function closedConnection(
   base: Pick<InetSocket, "family" | "proto" | "options" | "buffers">,
 ): InetSocket {
-  const { family, proto, options, buffers } = base;
+  const { family, proto, buffers } = base;
+  // The segment size and window clamp of a socket that was connected are its connection's
+  // (a loopback MSS above what setsockopt takes): a fresh socket's are kept.
+  const options = base.options.filter((o) =>
+    o.level !== SOL.TCP || (o.name !== TCP.MAXSEG && o.name !== TCP.WINDOW_CLAMP)
+  );
   return {
     family,
     proto,
@@ -238,6 +245,20 @@ export function closedConnection(
     peer: null,
     shutdown: 3,
   };
+}
+
+/**
+ * Whether TCP socket `copy`, in TCP_CLOSE after traffic, is a connection
+ * that ended (both FINs, or a reset whose error was read: the kernel shut
+ * it down both ways, which poll shows as POLLRDHUP) with nothing left to
+ * read and no error pending: the program sees exactly a closed socket shut
+ * down both ways ({@link closedConnection}). With `--tcp-close`
+ * (`dropQueued`) bytes still queued are dropped. A socket disconnected
+ * with connect(AF_UNSPEC), which may connect again, is not shut down.
+ */
+function endedConnection(copy: number, dropQueued: boolean): boolean {
+  if (hasPendingError(copy) || !receiveShutDown(copy)) return false;
+  return dropQueued || inqBytes(copy) === 0;
 }
 
 /** write_seq of the restored socket before its FIN is put back (`sndSeq` less the FIN). */

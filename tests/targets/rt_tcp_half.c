@@ -18,6 +18,8 @@
  *           shut down writing: cl got its FIN (CLOSING), f4's FIN was
  *           acknowledged (FIN_WAIT2, cl's bytes unread);
  *   rd/w5   rd shut its receive side (shutdown SHUT_RD), still ESTABLISHED;
+ *   e1/e2   both shut down writing, each read the other's EOF: the connection
+ *           ended, both sockets in TCP_CLOSE, fds still open;
  * and two connections from the test (outside the tree), accepted:
  *   ocw     the test sent "from-test" and shut down writing (CLOSE_WAIT);
  *   ofw     this side sent "bye" and shut down writing (FIN_WAIT2; the
@@ -229,6 +231,13 @@ int main(int argc, char **argv) {
 
   pair(&rd, &w5, 0);
   shutdown(rd, SHUT_RD);
+
+  int e1, e2;
+  char eb;
+  pair(&e1, &e2, 0);
+  shutdown(e1, SHUT_WR);
+  shutdown(e2, SHUT_WR);
+  if (read(e1, &eb, 1) != 0 || read(e2, &eb, 1) != 0) die("ended pair: EOF");
   sleep_ms(100);
 
   print_ready("pid=%d port=%d", getpid(), ntohs(laddr.sin_port));
@@ -246,7 +255,8 @@ int main(int argc, char **argv) {
   int fds[] = {fw2, cw, fw1, r1, f3, la, cl, f4, rd, w5};
   const char *names[] = {"fw2", "cw", "fw1", "r1", "f3", "la", "cl", "f4", "rd", "w5"};
   char detail[512] = "";
-  int ok = s_ocw == TCP_CLOSE_WAIT && s_ofw == TCP_FIN_WAIT2;
+  int ok = s_ocw == TCP_CLOSE_WAIT && s_ofw == TCP_FIN_WAIT2 && tcp_state(e1) == TCP_CLOSE &&
+           tcp_state(e2) == TCP_CLOSE;
   for (int i = 0; i < 10; i++) {
     int s = tcp_state(fds[i]);
     if (s != want[i]) {
@@ -265,8 +275,13 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 10; i++) check_closed(names[i], fds[i]);
     check_closed("ocw", ocw);
     check_closed("ofw", ofw);
+    check_closed("e1", e1);
+    check_closed("e2", e2);
     return verdict();
   }
+  /* The ended connection: closed sockets shut down both ways, as before. */
+  check_closed("e1", e1);
+  check_closed("e2", e2);
 
   /* States right after the restore, before anything is read. */
   detail[0] = 0;
