@@ -40,6 +40,10 @@ export function register(program: Command): void {
     .option("--tcp-established", "save TCP connections to peers outside the tree (repair mode)")
     .option("--shell-job", "allow a job of a shell outside the tree (session, terminal)")
     .option(
+      "--skip-in-flight",
+      "leave out connections a listener has not accepted yet (their peers get a reset)",
+    )
+    .option(
       "--tcp-close",
       "save TCP connections as closed sockets (no repair mode, no lock; reads give 0 after restore)",
     )
@@ -112,6 +116,8 @@ export interface DumpCliOptions {
   shellJob?: boolean;
   /** --tcp-close */
   tcpClose?: boolean;
+  /** --skip-in-flight */
+  skipInFlight?: boolean;
   /** false with --no-network-lock */
   networkLock?: boolean;
 }
@@ -135,6 +141,7 @@ export async function run(pid: number, opts: DumpCliOptions): Promise<void> {
       parent: opts.parent,
       networkLock: opts.networkLock,
       tcpClose: opts.tcpClose,
+      skipInFlight: opts.skipInFlight,
     });
   } finally {
     progress.stop();

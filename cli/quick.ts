@@ -53,6 +53,7 @@ const SPECS: Readonly<Record<string, QuickSpec>> = {
       "--no-precopy": ["precopy", false],
       "--pre-dump": ["preDump", true],
       "--no-network-lock": ["networkLock", false],
+      "--skip-in-flight": ["skipInFlight", true],
       ...OPT_INS,
     },
     defaults: { sync: true, networkLock: true },

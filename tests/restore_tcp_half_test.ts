@@ -149,3 +149,18 @@ Deno.test(
     }
   }),
 );
+
+Deno.test(
+  "dump --skip-in-flight leaves out a connection not accepted yet: the listener comes back empty",
+  withTargets(async () => {
+    const rt = await startTriggered("rt_tcp_inflight", /^ready pid=(\d+)$/m);
+    // Its client's peer is in no fd: the client needs --tcp-established.
+    await dumpKillRestore(rt.t, { optIns: TCP_OPT_IN }, {
+      optIns: TCP_OPT_IN,
+      skipInFlight: true,
+    });
+    await Deno.writeTextFile(rt.trigger, "");
+    const status = await rt.t.wait();
+    assertChecksPassed(rt.t, ["queue-empty", "client-reset", "new-client"], status);
+  }),
+);

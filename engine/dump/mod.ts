@@ -251,6 +251,12 @@ export interface CheckpointOptions {
    */
   tcpClose?: boolean;
   /**
+   * `--skip-in-flight`: connections a listener has not accepted yet are
+   * left out instead of refused (the kernel resets them when the tree is
+   * killed; the listener comes back with an empty queue).
+   */
+  skipInFlight?: boolean;
+  /**
    * fsync the images, the manifest and the directories before returning
    * (default true). false is for throw-away images: faster, but a crash of
    * the host may leave a directory that does not restore.
@@ -634,7 +640,10 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
   const streamers: MemoryStreamer[] = [];
   let writers: ImageWriter[] = [];
   // TCP/UDP sockets; copies of established connections are kept until the outcome is known.
-  const sockets = new InetSocketSession({ closeConnections: opts.tcpClose });
+  const sockets = new InetSocketSession({
+    closeConnections: opts.tcpClose,
+    skipInFlight: opts.skipInFlight,
+  });
   let precopy: Precopy | undefined;
   let releasing: Promise<void> | undefined; // the pre-copy's release (precopy_lanes.ts)
   /** The network lock taken in the freeze, before the sockets were read (lockOutsideFirst). */

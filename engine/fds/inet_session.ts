@@ -46,7 +46,7 @@ import {
 import { filterProblem } from "./socket_common.ts";
 import { readFilter } from "./socket_filter.ts";
 import { multicastGroups, type NamespaceGroups, namespaceGroups } from "./inet_multicast.ts";
-import { collectTcp, type RepairGuard } from "./tcp.ts";
+import { collectTcp, type RepairGuard, type TcpDumpChoices } from "./tcp.ts";
 import type { OutsideConnection } from "./tcp_lock.ts";
 import { boundNonLocal, inetQueueBytes } from "./inet_plan.ts";
 import { collectUdp } from "./udp.ts";
@@ -100,11 +100,11 @@ export function markReuseportGroups(sockets: InetSocket[]): void {
 
 /** Dump-time handling of every IPv4/IPv6 and netlink socket of a frozen tree. */
 export class InetSocketSession {
-  /** `--tcp-close`: connections are recorded closed, never read in repair mode (engine/fds/tcp.ts). */
-  readonly #closeConnections: boolean;
+  /** `--tcp-close`, `--skip-in-flight` (engine/fds/tcp.ts). */
+  readonly #tcpChoices: TcpDumpChoices;
 
-  constructor(opts: { closeConnections?: boolean } = {}) {
-    this.#closeConnections = opts.closeConnections ?? false;
+  constructor(tcpChoices: TcpDumpChoices = {}) {
+    this.#tcpChoices = tcpChoices;
   }
 
   readonly #entries: Entry[] = [];
@@ -283,7 +283,7 @@ export class InetSocketSession {
           family,
           () => this.#diagOf(domain, f.target)?.shutdown,
           guard,
-          this.#closeConnections,
+          this.#tcpChoices,
         );
       } else if (proto === "udp") {
         got = collectUdp(copy, family, () => this.#udpShutdownOf(domain, f.target));

@@ -84,6 +84,17 @@ const MAX_USER_MSS = 32767;
 /** Queued bytes are written back in pieces of this size. */
 const WRITE_CHUNK = 64 << 10;
 
+/** The dump's choices for TCP sockets (CLI flags). */
+export interface TcpDumpChoices {
+  /** `--tcp-close`: connections are recorded closed, not read ({@link closedConnection}). */
+  closeConnections?: boolean;
+  /**
+   * `--skip-in-flight`: a listener's connections not accepted yet are left
+   * out (its peers see a reset once the tree is killed, and connect again).
+   */
+  skipInFlight?: boolean;
+}
+
 /**
  * Reads TCP socket `copy` (cryo's copy of the target's fd). An established
  * connection is in repair mode only while it is read, and left as it was
@@ -98,9 +109,9 @@ export function collectTcp(
   shutdownOf: () => number | undefined,
   /** Runs the connection's time in repair mode ({@link RepairGuard}); by default as is. */
   guard: RepairGuard = (fn) => fn(),
-  /** `--tcp-close`: connections are recorded closed, not read ({@link closedConnection}). */
-  closeConnections = false,
+  how: TcpDumpChoices = {},
 ): Collected {
+  const { closeConnections = false, skipInFlight = false } = how;
   const info = tcpInfo(copy);
   const fresh = freshSocket(familyNumber(family), SOCK.STREAM, IPPROTO_TCP);
   let options, buffers;
@@ -114,7 +125,9 @@ export function collectTcp(
   const base = { family, proto: "tcp" as const, local, options, ...(buffers ? { buffers } : {}) };
   switch (info.state) {
     case TCP_STATE.LISTEN:
-      if (info.unacked > 0) {
+      // Connections the kernel completed that the program has not accepted: with
+      // --skip-in-flight left out (the kernel resets them when the tree is killed).
+      if (info.unacked > 0 && !skipInFlight) {
         return {
           refused: "socket.tcp-accept-queue",
           detail: `${info.unacked} waiting on ${formatAddr(local)}`,
