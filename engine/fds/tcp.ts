@@ -146,7 +146,17 @@ export function collectTcp(
           detail: `closed after a connection or a failed connect (${formatAddr(local)})`,
         };
       }
-      return { inet: { ...base, state: "closed", peer: null } };
+      // Never connected, maybe shut down (an ended connection cryo restored is such a socket):
+      // poll shows the receive side; the send side of a closed socket shows nowhere (send
+      // says EPIPE either way), taken as shut down with it.
+      return {
+        inet: {
+          ...base,
+          state: "closed",
+          peer: null,
+          ...(receiveShutDown(copy) ? { shutdown: 3 } : {}),
+        },
+      };
     case TCP_STATE.ESTABLISHED:
     case TCP_STATE.FIN_WAIT1:
     case TCP_STATE.FIN_WAIT2:
