@@ -113,6 +113,27 @@ Deno.test(
 );
 
 Deno.test(
+  "a --leave-running dump of half-closed connections leaves them as they were",
+  withTargets(async () => {
+    const s = await start("exact");
+    try {
+      const dir = await tempImageDir();
+      await checkpoint(s.rt.t.pid, { dir, leaveRunning: true, optIns: TCP_OPT_IN });
+      await Deno.writeTextFile(s.rt.trigger, "");
+      await s.rt.t.waitFor(/^check states /m);
+      await s.ofw.write(new TextEncoder().encode("after"));
+      await s.ofw.closeWrite();
+      assert.equal(await readAll(s.ocw), "reply", s.rt.t.output());
+      const status = await s.rt.t.wait();
+      assertChecksPassed(s.rt.t, EXACT_CHECKS, status);
+    } finally {
+      s.ocw.close();
+      s.ofw.close();
+    }
+  }),
+);
+
+Deno.test(
   "restore --tcp-close brings an image's connections (dumped with --tcp-established) back closed",
   withTargets(async () => {
     const s = await start("closed");

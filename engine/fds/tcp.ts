@@ -378,7 +378,7 @@ function emitWrites(p: ProgramBuilder, fdSlot: number, bytes: Uint8Array, what: 
 export function emitTcp(p: ProgramBuilder, fdSlot: number, s: InetSocket, label: string): void {
   p.op(SYS.socket, [familyNumber(s.family), SOCK.STREAM, IPPROTO_TCP], {
     store: fdSlot,
-    comment: `${label}: tcp ${s.state} ${formatAddr(s.local)}${
+    comment: `${label}: tcp ${s.tcp?.closing ?? s.state} ${formatAddr(s.local)}${
       s.peer ? ` -> ${formatAddr(s.peer)}` : ""
     }`,
   });
