@@ -31,6 +31,7 @@ import { tcpRepairWindow } from "../../ffi/structs.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import {
   closeFd,
+  getsockoptInt,
   inqBytes,
   outqBytes,
   peerName,
@@ -513,17 +514,35 @@ export function finishTcp(pid: number, fd: number, s: InetSocket): void {
     }
     setRepair(copy, false);
     setsockoptInt(copy, SOL.SOCKET, SO.REUSEADDR, reuseaddrOf(s));
+    if (unsent.length) roomForUnsent(copy, unsent.length);
     writeAll(copy, unsent, `process ${pid} fd ${fd}: unsent data`);
     restoreFins(copy, s);
-    // The send buffer as saved, once the queue is back (emitQueueBuffer raised it).
-    const saved = sendBufferAfter(s);
+    // The send buffer as saved, once the queue is back (emitQueueBuffer or roomForUnsent
+    // raised it).
+    const saved = unsent.length ? s.buffers?.snd : sendBufferAfter(s);
     if (saved !== undefined) setsockoptInt(copy, SOL.SOCKET, SO.SNDBUFFORCE, saved >> 1);
     // Which sizes are fixed, as saved: the sizes set above and in the program locked them.
-    const lock = s.buffers?.lock;
+    const lock = s.buffers?.lock ?? (unsent.length ? 0 : undefined);
     if (lock !== undefined) setsockoptInt(copy, SOL.SOCKET, SO.BUF_LOCK, lock);
   } finally {
     closeFd(copy);
   }
+}
+
+/**
+ * Raises the send buffer of `copy` for `unsent` bytes about to be written
+ * as ordinary data: they are cut into skbs at the restored socket's segment
+ * size (524 bytes for a loopback clamp above 32767, see emitTcp), whose
+ * truesize can be several times their length, more than the buffer sized
+ * for the queue; a write that fills the buffer waits for ACKs that a peer
+ * whose window is closed never sends, and the restore failed after its
+ * wait (3 MB unsent, FIN_WAIT1 or LAST_ACK behind a full receiver). Four
+ * times the bytes on top of what the buffer holds; {@link finishTcp} sets
+ * the recorded size (or the autotuned default, unlocked) again after.
+ */
+function roomForUnsent(copy: number, unsent: number): void {
+  const now = getsockoptInt(copy, SOL.SOCKET, SO.SNDBUF) ?? 0; // doubled, as the kernel keeps it
+  setsockoptInt(copy, SOL.SOCKET, SO.SNDBUFFORCE, Math.min((now >> 1) + unsent * 4, 0x3fffffff));
 }
 
 /**
