@@ -21,6 +21,7 @@ import {
   encodeRepairOptions,
   readRepairedConnection,
   REPAIR_QUEUE,
+  repairableState,
   setRepair,
   TCP,
   TCP_STATE,
@@ -186,6 +187,13 @@ export function collectTcp(
           setsockoptInt(copy, SOL.SOCKET, SO.REUSEADDR, reuseaddrOf(base));
         }
       });
+      if (!repairableState(c.state)) {
+        // Its last ACK came while it was read (LAST_ACK -> CLOSE): no connection left to save.
+        return {
+          refused: "socket.tcp-other",
+          detail: `${where} became ${tcpStateName(c.state)} while it was read; try again`,
+        };
+      }
       const closing = CLOSING_STATES.get(c.state);
       // sk_shutdown beyond what the state says: the program's own shutdown(SHUT_RD).
       const extra = shutdown & ~((finReceived(closing) ? 1 : 0) | (finSent(closing) ? 2 : 0));
