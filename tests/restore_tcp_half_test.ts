@@ -13,12 +13,12 @@
  */
 
 import assert from "node:assert/strict";
-import { checkpoint } from "../engine/dump/mod.ts";
-import { restore } from "../engine/restore/mod.ts";
+import { checkpoint, type CheckpointOptions } from "../engine/dump/mod.ts";
+import { restore, type RestoreOptions } from "../engine/restore/mod.ts";
+import { unlockConnections } from "../engine/fds/tcp_lock.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
-import { dumpKillRestore, startTriggered, type TriggeredTarget } from "./helpers/roundtrip.ts";
-import { adoptPid, withTargets } from "./helpers/targets.ts";
-import { tempImageDir } from "./helpers/roundtrip.ts";
+import { startTriggered, tempImageDir, type TriggeredTarget } from "./helpers/roundtrip.ts";
+import { adoptPid, type Target, withTargets } from "./helpers/targets.ts";
 
 const READY = /^ready pid=(\d+) port=(\d+)$/m;
 const TCP_OPT_IN = ["tcp-established"];
@@ -62,6 +62,30 @@ interface Setup {
   rt: TriggeredTarget;
   ocw: Deno.TcpConn;
   ofw: Deno.TcpConn;
+}
+
+/**
+ * Dumps `t` (killing it) and restores it, as helpers/roundtrip.ts
+ * `dumpKillRestore` does, and lifts the dump's network lock whatever
+ * happens: a failed restore leaves it (by design), and it would go on
+ * dropping the test's loopback segments of these connections.
+ */
+async function dumpKillRestore(
+  t: Target,
+  opts: RestoreOptions,
+  dumpOpts: Omit<CheckpointOptions, "dir">,
+): Promise<void> {
+  const dir = await tempImageDir();
+  const dump = await checkpoint(t.pid, { ...dumpOpts, dir });
+  try {
+    await t.wait();
+    const tree = await restore(dir, opts);
+    t.resetAfterRestore();
+    for (const pid of tree.pids) if (pid !== t.pid) adoptPid(pid);
+    assert.equal(tree.rootPid, t.pid, "restored with another pid");
+  } finally {
+    if (dump.manifest.dumpId) unlockConnections(dump.manifest.dumpId);
+  }
 }
 
 async function readAll(conn: Deno.Conn): Promise<string> {
