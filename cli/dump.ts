@@ -40,6 +40,14 @@ export function register(program: Command): void {
     .option("--tcp-established", "save TCP connections to peers outside the tree (repair mode)")
     .option("--shell-job", "allow a job of a shell outside the tree (session, terminal)")
     .option(
+      "--skip-in-flight",
+      "leave out connections a listener has not accepted yet (their peers get a reset)",
+    )
+    .option(
+      "--tcp-close",
+      "save TCP connections as closed sockets (no repair mode, no lock; reads give 0 after restore)",
+    )
+    .option(
       "--no-network-lock",
       "with --tcp-established, do not drop the connections' segments until the restore",
     )
@@ -70,7 +78,10 @@ device's ingress) until they are restored, or until the tree resumes
 (--leave-running, a failed dump), so a peer sending meanwhile is not reset
 but sends again; "cryo image unlock <dir>" lifts the lock of an image that
 will not be restored, "cryo image unlock --stale" those of dumps whose cryo
-was killed.
+was killed. With --tcp-close, TCP connections (established, half-closed, or
+reset) are saved as closed sockets instead: no repair mode and no lock (the
+peer sees the connection end when the tree is killed); the restore gives
+each back shut down both ways (reads give 0, writes EPIPE).
 
 Examples:
   cryo dump 1234 --dir /var/lib/cryo/app-1
@@ -103,6 +114,10 @@ export interface DumpCliOptions {
   tcpEstablished?: boolean;
   /** --shell-job */
   shellJob?: boolean;
+  /** --tcp-close */
+  tcpClose?: boolean;
+  /** --skip-in-flight */
+  skipInFlight?: boolean;
   /** false with --no-network-lock */
   networkLock?: boolean;
 }
@@ -125,6 +140,8 @@ export async function run(pid: number, opts: DumpCliOptions): Promise<void> {
       preDump: opts.preDump,
       parent: opts.parent,
       networkLock: opts.networkLock,
+      tcpClose: opts.tcpClose,
+      skipInFlight: opts.skipInFlight,
     });
   } finally {
     progress.stop();

@@ -32,6 +32,7 @@ const OPT_INS = {
   "--ext-unix-sk": ["extUnixSk", true],
   "--tcp-established": ["tcpEstablished", true],
   "--shell-job": ["shellJob", true],
+  "--tcp-close": ["tcpClose", true],
 } as const;
 
 /** As cli/format.ts's `positiveInt` accepts. */
@@ -52,6 +53,7 @@ const SPECS: Readonly<Record<string, QuickSpec>> = {
       "--no-precopy": ["precopy", false],
       "--pre-dump": ["preDump", true],
       "--no-network-lock": ["networkLock", false],
+      "--skip-in-flight": ["skipInFlight", true],
       ...OPT_INS,
     },
     defaults: { sync: true, networkLock: true },

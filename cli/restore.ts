@@ -83,6 +83,10 @@ export function register(program: Command): void {
     .option("--tcp-established", "restore TCP connections to peers outside the tree")
     .option("--shell-job", "the image is a job of a shell outside the tree")
     .option(
+      "--tcp-close",
+      "restore the image's TCP connections as closed sockets (instead of --tcp-established)",
+    )
+    .option(
       "--allow-clock-backwards",
       "restore even where CLOCK_MONOTONIC/BOOTTIME is behind the image's (another boot or host)",
     )
@@ -116,6 +120,10 @@ audit session id) than the restorer's is refused: the kernel gives a new
 session id to a process that sets its login uid. --new-audit-session
 restores it with its login uid and a new session id. An unset login uid
 is given back exactly.
+With --tcp-close, the image's TCP connections (dumped with --tcp-established)
+come back as closed sockets shut down both ways: reads give 0, writes EPIPE;
+the dump's network lock is lifted, so their peers get a reset on their next
+segment.
 
 Examples:
   cryo restore /var/lib/cryo/app-1
@@ -146,6 +154,8 @@ export interface RestoreCliOptions {
   tcpEstablished?: boolean;
   /** --shell-job */
   shellJob?: boolean;
+  /** --tcp-close */
+  tcpClose?: boolean;
   /** --allow-clock-backwards */
   allowClockBackwards?: boolean;
   /** --new-audit-session */
@@ -163,6 +173,7 @@ export async function run(dir: string, opts: RestoreCliOptions): Promise<void> {
     optIns: optInsOf(opts),
     newPidNs: opts.newPidNs,
     lazy: opts.lazy,
+    tcpClose: opts.tcpClose,
   });
   // --lazy: cryo serves the pages until all are in; with --detach a background process does.
   if (tree.lazy && opts.detach) tree.lazy.handOff();

@@ -771,7 +771,11 @@ export interface InetSocket {
    * after its bind: bound with it on again, cleared after listen().
    */
   reuseportGroup?: boolean;
-  /** UDP: sk_shutdown (1 receive side, 2 send side, 3 both) when not 0. */
+  /**
+   * UDP: sk_shutdown (1 receive side, 2 send side, 3 both) when not 0. TCP
+   * (closed, 3): a connection dumped or restored with `--tcp-close`, back
+   * as a socket shut down both ways (reads give 0, writes EPIPE).
+   */
   shutdown?: number;
   /**
    * Its classic BPF filter (SO_ATTACH_FILTER): `code`, the instructions
@@ -826,7 +830,22 @@ export interface TcpConnection {
   /** TCP timestamp clock of the connection. */
   timestamp: number;
   window: { sndWl1: number; sndWnd: number; maxWindow: number; rcvWnd: number; rcvWup: number };
+  /**
+   * A connection shut down one way or both, by its TCP state: "fin-wait1"
+   * (this side's FIN queued or sent, not acknowledged), "fin-wait2" (its
+   * FIN acknowledged), "close-wait" (the peer's FIN received), "last-ack"
+   * (the peer's FIN received, then this side's sent, not acknowledged),
+   * "closing" (this side's FIN sent, then the peer's received, this side's
+   * not acknowledged). `sndSeq` counts this side's FIN, `rcvSeq` the
+   * peer's; the queues and `unsent` hold bytes only. Absent: established.
+   */
+  closing?: TcpClosing;
+  /** The receive side shut down by the program (shutdown SHUT_RD), not by the peer's FIN. */
+  readShut?: true;
 }
+
+/** The states of a connection shut down one way or both ({@link TcpConnection.closing}). */
+export type TcpClosing = "fin-wait1" | "fin-wait2" | "close-wait" | "last-ack" | "closing";
 
 /** A netlink socket (NETLINK_ROUTE) with nothing queued. */
 export interface NetlinkSocket {

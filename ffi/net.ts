@@ -320,6 +320,15 @@ export function firstDatagramLength(fd: number): number {
   return r >= 0n ? Number(r) : -1;
 }
 
+/** shutdown(2)'s `how`. */
+export const SHUT = { RD: 0, WR: 1, RDWR: 2 } as const;
+
+/** shutdown(2) of socket `fd` ({@link SHUT}); throws a SyscallError. */
+export function shutdownSocket(fd: number, how: number): void {
+  const r = rawSyscall(SYS.shutdown, fd, how);
+  if (r < 0n) throw new SyscallError("shutdown", [fd, how], Number(-r));
+}
+
 /** Creates a socket in this process (for reading kernel defaults); -errno on failure. */
 export function newSocket(family: number, type: number, protocol = 0): number {
   return Number(rawSyscall(SYS.socket, family, type | O_CLOEXEC, protocol));

@@ -55,6 +55,16 @@ export function polledShutdown(fd: number): number {
   return revents & 0x10 ? 3 : revents & 0x2000 ? 1 : 0; // POLLHUP, POLLRDHUP
 }
 
+/**
+ * Whether socket `fd`'s receive side is shut down (RCV_SHUTDOWN), as a
+ * zero-timeout poll shows it (POLLRDHUP); it clears nothing.
+ */
+export function receiveShutDown(fd: number): boolean {
+  const pfd = new Int32Array([fd, 0x2000]); // events POLLRDHUP
+  if (rawSyscall(SYS.poll, pfd, 1, 0) < 0n) return false;
+  return ((pfd[1] >>> 16) & 0x2000) !== 0;
+}
+
 /** One message (or, for a stream, one chunk) seen in a receive queue. */
 export interface PeekedMessage {
   /** Its bytes. */

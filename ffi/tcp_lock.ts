@@ -13,7 +13,8 @@
  * layer), takes IPv4 and IPv6 TCP segments (IPv6 extension headers are
  * not followed: such a segment passes), and compares source address,
  * destination address and both ports with each connection's, as
- * immediates. A match returns TCX_DROP, anything else TCX_NEXT. The UAPI
+ * immediates. A match returns TCX_DROP, anything else TCX_NEXT; a segment
+ * marked INJECT_MARK (the restore's own, ffi/tcp_inject.ts) passes. The UAPI
  * numbers below are the kernel's stable ones (include/uapi/linux/bpf.h);
  * tests/tcp_lock_test.ts checks them against the running kernel's BTF.
  *
@@ -21,6 +22,7 @@
  */
 
 import { addressOf, cstr } from "./libc.ts";
+import { INJECT_MARK } from "./tcp_inject.ts";
 import {
   BPF_CMD,
   BpfError,
@@ -45,6 +47,8 @@ export const SKB_LOAD_BYTES_RELATIVE = 68;
 const HDR_START_NET = 1;
 /** enum tcx_action_base. */
 export const TCX = { NEXT: -1, DROP: 2 } as const;
+/** Offset of `mark` in struct __sk_buff. */
+const SKB_MARK = 8;
 /** Offset of `protocol` (__be16 in a u32) in struct __sk_buff. */
 const SKB_PROTOCOL = 16;
 /** ETH_P_IP and ETH_P_IPV6 as `protocol` holds them (network order, read little-endian). */
@@ -123,6 +127,9 @@ export function lockProgram(conns: readonly LockedConnection[]): Uint8Array<Arra
   const v6 = conns.filter((c) => c.peer.length === 16);
   const items: Item[] = [
     mov64(R6, R1),
+    // A segment the restore itself injects (a half-closed connection's FIN) passes.
+    ldx32(R2, R6, SKB_MARK),
+    jeq(R2, INJECT_MARK, "next"),
     ldx32(R2, R6, SKB_PROTOCOL),
     jeq(R2, PROTO_IPV4, "v4"),
     jeq(R2, PROTO_IPV6, "v6"),

@@ -65,6 +65,27 @@ export const TCP_STATE = {
   CLOSING: 11,
 } as const;
 
+/**
+ * Whether `state` is one of a connection that TCP repair can carry over:
+ * established, or shut down one way or both (FIN_WAIT1, FIN_WAIT2,
+ * CLOSE_WAIT, LAST_ACK, CLOSING).
+ */
+export function repairableState(state: number): boolean {
+  return state === TCP_STATE.ESTABLISHED || state === TCP_STATE.FIN_WAIT1 ||
+    state === TCP_STATE.FIN_WAIT2 || state === TCP_STATE.CLOSE_WAIT ||
+    state === TCP_STATE.LAST_ACK || state === TCP_STATE.CLOSING;
+}
+
+/**
+ * The states in which this side's FIN is queued and not acknowledged yet
+ * (it counts one in write_seq, SIOCOUTQ and, not sent yet, SIOCOUTQNSD,
+ * but has no byte in the queue).
+ */
+export function finQueued(state: number): boolean {
+  return state === TCP_STATE.FIN_WAIT1 || state === TCP_STATE.CLOSING ||
+    state === TCP_STATE.LAST_ACK;
+}
+
 /** Name of a TCP state number. */
 export function tcpStateName(state: number): string {
   for (const [k, v] of Object.entries(TCP_STATE)) if (v === state) return k.toLowerCase();
@@ -147,13 +168,15 @@ export function encodeRepairOptions(o: RepairOptions): Uint8Array<ArrayBuffer> {
 
 /** What a connection in repair mode tells about itself. */
 export interface RepairedConnection {
-  /** Sequence number after the last byte queued for sending (write_seq). */
+  /** The TCP state the queues were read in (the same before and after). */
+  state: number;
+  /** Sequence number after the last byte queued for sending (write_seq; after this side's FIN). */
   sndSeq: number;
-  /** Sequence number of the next byte expected from the peer (rcv_nxt). */
+  /** Sequence number of the next byte expected from the peer (rcv_nxt; after its FIN). */
   rcvSeq: number;
-  /** The whole send queue: sent but unacknowledged, then unsent bytes. */
+  /** The whole send queue: sent but unacknowledged, then unsent bytes (no FIN). */
   sendQueue: Uint8Array;
-  /** How many bytes at the end of the send queue were never sent. */
+  /** How many bytes at the end of the send queue were never sent (no FIN). */
   unsent: number;
   /** Bytes received and not read yet by the process. */
   recvQueue: Uint8Array;
@@ -216,15 +239,22 @@ function readReceiveQueue(fd: number): { rcvSeq: number; recvQueue: Uint8Array }
  * read before and after the peek and the whole read again until they hold
  * still; the unsent bytes are never more than the queue read.
  */
-function readSendQueue(fd: number): { sndSeq: number; sendQueue: Uint8Array; unsent: number } {
+function readSendQueue(
+  fd: number,
+  fin: boolean,
+): { sndSeq: number; sendQueue: Uint8Array; unsent: number } {
+  // A FIN queued counts one in the sizes, after the last byte (unsent if any byte is).
+  const data = (n: number) => fin ? Math.max(0, n - 1) : n;
   for (let attempt = 1;; attempt++) {
     const outq = outqBytes(fd);
     const unsent = unsentBytes(fd);
     const sndSeq = queueSeq(fd, REPAIR_QUEUE.SEND);
-    const sendQueue = peekSendQueue(fd, outq);
+    const sendQueue = peekSendQueue(fd, data(outq));
     const still = outqBytes(fd) === outq && unsentBytes(fd) === unsent &&
       queueSeq(fd, REPAIR_QUEUE.SEND) === sndSeq;
-    if (still && sendQueue.length === outq && unsent <= outq) return { sndSeq, sendQueue, unsent };
+    if (still && sendQueue.length === data(outq) && unsent <= outq) {
+      return { sndSeq, sendQueue, unsent: data(unsent) };
+    }
     if (attempt === 8) throw new Error("send queue: the peer kept acknowledging while it was read");
   }
 }
@@ -253,15 +283,29 @@ export function readRepairedConnection(fd: number): RepairedConnection {
 /** SO_PEEK_OFF. */
 const SO_PEEK_OFF = 42;
 
+/**
+ * The queues with the state they were read in: a FIN (or its ACK) that
+ * arrives meanwhile changes the state, and everything is read again.
+ */
 function readQueues(fd: number): RepairedConnection {
+  for (let attempt = 1;; attempt++) {
+    const state = tcpInfo(fd).state;
+    const q = readQueuesIn(fd, state);
+    if (tcpInfo(fd).state === state) return q;
+    if (attempt === 8) throw new Error("the connection kept changing state while it was read");
+  }
+}
+
+function readQueuesIn(fd: number, state: number): RepairedConnection {
   const info = tcpInfo(fd);
-  const { sndSeq, sendQueue, unsent } = readSendQueue(fd);
+  const { sndSeq, sendQueue, unsent } = readSendQueue(fd, finQueued(state));
   const { rcvSeq, recvQueue } = readReceiveQueue(fd);
   setsockoptInt(fd, SOL.TCP, TCP.REPAIR_QUEUE, REPAIR_QUEUE.NONE);
   const w = getsockoptBytes(fd, SOL.TCP, TCP.REPAIR_WINDOW, tcpRepairWindow.size);
   if (typeof w === "number") throw new SyscallError("getsockopt(TCP_REPAIR_WINDOW)", [fd], -w);
   const win = tcpRepairWindow.decode(w);
   return {
+    state,
     sndSeq,
     rcvSeq,
     sendQueue,

@@ -39,6 +39,8 @@ const DUMP = [
   ["dump", "7", "--leave-running", "--dir", "d", "--no-precopy"],
   ["dump", "7", "--dir", "d", "--pre-dump", "--parent", "p"],
   ["dump", "7", "--dir", "d", "--ext-unix-sk", "--tcp-established", "--shell-job"],
+  ["dump", "7", "--dir", "d", "--tcp-close", "--skip-in-flight"],
+  ["dump", "7", "--dir", "d", "--tcp-established", "--skip-in-flight"],
   ["dump", "7", "--dir", "d", "--precopy", "--no-precopy"],
   ["dump", "7", "--dir", "d", "--leave-running", "--leave-running"],
   ["dump", "7", "--dir", "d", "--dir", "e"],
@@ -72,6 +74,7 @@ const RESTORE = [
   ["restore", "--detach", "/tmp/x", "--json", "--no-verify"],
   ["restore", "d", "--new-pid-ns", "--trust-image-owner", "--lazy"],
   ["restore", "d", "--ext-unix-sk", "--tcp-established", "--shell-job"],
+  ["restore", "d", "--tcp-close", "--detach"],
   ["restore", "d", "--detach", "--detach"],
   ["restore", "d", "--inherit-fd", "1=fd:1"],
   ["restore", "d", "--inherit-fd", "1=fd:1", "2=/tmp/log"],
@@ -98,14 +101,14 @@ Deno.test("cli quick: what it accepts, commander parses the same; the rest goes 
     assert.deepEqual(quick.argument, want.argument, argv.join(" "));
     assert.deepEqual(quick.opts, want.opts, argv.join(" "));
   }
-  assert.equal(accepted, 13);
+  assert.equal(accepted, 16);
 });
 
 Deno.test("cli quick: the plain forms are taken, help, errors and unusual forms are not", () => {
   for (const argv of [DUMP[0], DUMP[2], DUMP[6], RESTORE[0], RESTORE[2]]) {
     assert.ok(quickParse(argv), argv.join(" "));
   }
-  for (const argv of [...DUMP.slice(8), ...RESTORE.slice(5)]) {
+  for (const argv of [...DUMP.slice(10), ...RESTORE.slice(6)]) {
     assert.equal(quickParse(argv), undefined, argv.join(" "));
   }
   assert.equal(quickParse(["show", "d"]), undefined);

@@ -5,8 +5,9 @@
  * in its receive queue (TCP repair mode), a connection to this test process
  * (outside the tree: the opt-in "tcp-established") that carries on, and UDP
  * sockets and a route netlink socket. Also the refusals: an outside connection without the opt-in, a
- * queued datagram on a socket peeking with SO_PEEK_OFF, a connection waiting in a listener's accept queue, one
- * in CLOSE_WAIT, one shut down for reading, urgent data, a netlink reply waiting to be read —
+ * queued datagram on a socket peeking with SO_PEEK_OFF, a connection waiting in a listener's accept queue,
+ * urgent data, a netlink reply waiting to be read (a connection in CLOSE_WAIT and one shut down
+ * for reading, there too, are saved) —
  * each dump fails naming the socket and the target goes on untouched (its
  * connections out of repair mode), as it does after a `leaveRunning` dump.
  */
@@ -145,7 +146,7 @@ Deno.test(
 );
 
 Deno.test(
-  "a queued datagram or netlink reply, an unaccepted or closing connection and a shared socket are refused by name",
+  "a queued datagram or netlink reply, an unaccepted connection and urgent data are refused by name, a closing connection is not",
   withTargets(async () => {
     const s = await start(["refuse"]);
     const waiting = await Deno.connect({ hostname: "127.0.0.1", port: s.port4 });
@@ -163,11 +164,9 @@ Deno.test(
             e.message,
             new RegExp(`not accepted yet: 1 waiting on 127\\.0\\.0\\.1:${s.port4}`),
           );
-          const closing = Number(s.rt.t.output().match(/^closewait=(\d+)/m)?.[1]);
-          assert.match(
-            e.message,
-            new RegExp(`connecting or closing .*: close_wait \\(127\\.0\\.0\\.1:${closing}\\)`),
-          );
+          // A connection in CLOSE_WAIT and one shut down for reading are saved
+          // (tests/restore_tcp_half_test.ts): not among the refusals.
+          assert.doesNotMatch(e.message, /close_wait|shut down for reading/);
           assert.match(
             e.message,
             /fd (\d+) \(socket:\[\d+\]\): netlink messages waiting to be read, or a dump in progress: \d+ bytes queued$/m,
@@ -175,14 +174,7 @@ Deno.test(
           // `--inherit-fd` is a restore option: a refused dump does not suggest it.
           assert.doesNotMatch(e.message, /--inherit-fd/);
           const facts = s.rt.t.output();
-          const shutrd = Number(facts.match(/shutrd=(\d+)/)?.[1]);
           const urgent = Number(facts.match(/urgent=(\d+)/)?.[1]);
-          assert.match(
-            e.message,
-            new RegExp(
-              `closing .*: 127\\.0\\.0\\.1:${s.port4} -> 127\\.0\\.0\\.1:${shutrd} shut down for reading`,
-            ),
-          );
           assert.match(
             e.message,
             new RegExp(

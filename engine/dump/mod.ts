@@ -193,6 +193,7 @@ function lockOutsideFirst(
   opts: CheckpointOptions,
 ): EarlyLock | undefined {
   if (!opts.optIns?.includes("tcp-established") || opts.networkLock === false) return undefined;
+  if (opts.tcpClose) return undefined; // connections are not kept: nothing to lock
   if (opts.pidNamespace) return undefined;
   const sockets = fdLists.flatMap((fds, i) =>
     fds.filter((f) => f.kind === "socket").map((f) => ({
@@ -249,6 +250,18 @@ export interface CheckpointOptions {
    * CLI names ("tcp-established", "ext-unix-sk", "shell-job"); see engine/support.ts.
    */
   optIns?: string[];
+  /**
+   * `--tcp-close`: TCP connections (established, half-closed, or reset and
+   * still open) are recorded as closed sockets, without repair mode or a
+   * network lock; the restore gives them back shut down both ways.
+   */
+  tcpClose?: boolean;
+  /**
+   * `--skip-in-flight`: connections a listener has not accepted yet are
+   * left out instead of refused (the kernel resets them when the tree is
+   * killed; the listener comes back with an empty queue).
+   */
+  skipInFlight?: boolean;
   /**
    * fsync the images, the manifest and the directories before returning
    * (default true). false is for throw-away images: faster, but a crash of
@@ -633,7 +646,10 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
   const streamers: MemoryStreamer[] = [];
   let writers: ImageWriter[] = [];
   // TCP/UDP sockets; copies of established connections are kept until the outcome is known.
-  const sockets = new InetSocketSession();
+  const sockets = new InetSocketSession({
+    closeConnections: opts.tcpClose,
+    skipInFlight: opts.skipInFlight,
+  });
   let precopy: Precopy | undefined;
   let releasing: Promise<void> | undefined; // the pre-copy's release (precopy_lanes.ts)
   /** The network lock taken in the freeze, before the sockets were read (lockOutsideFirst). */

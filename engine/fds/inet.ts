@@ -23,7 +23,7 @@ import {
   SOCK,
   SOL,
 } from "../../ffi/net.ts";
-import { TCP, TCP_STATE, tcpInfo } from "../../ffi/tcp_repair.ts";
+import { repairableState, TCP, TCP_STATE, tcpInfo } from "../../ffi/tcp_repair.ts";
 import { hasPendingError } from "../../ffi/socket.ts";
 import { sleepMs } from "../../ffi/udp_queue.ts";
 import { SYS } from "../../ffi/sysno.ts";
@@ -311,8 +311,7 @@ export function pendingProblem(fd: number, proto: InetProto): string | null {
   // A TCP socket in another state is refused by its state, with a better reason (a failed
   // connect leaves its error pending).
   const tcpState = proto === "tcp" ? tcpInfo(fd).state : 0;
-  const checked = proto !== "tcp" || tcpState === TCP_STATE.ESTABLISHED ||
-    tcpState === TCP_STATE.LISTEN;
+  const checked = proto !== "tcp" || repairableState(tcpState) || tcpState === TCP_STATE.LISTEN;
   if (checked && hasPendingError(fd)) {
     return "an error pending on it (SO_ERROR) or on its error queue (IP_RECVERR, MSG_ERRQUEUE)";
   }

@@ -35,7 +35,7 @@ import {
 import { rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { errnoName } from "../../ffi/errno.ts";
-import { emitTcp, finishTcp, sendBufferAfter } from "./tcp.ts";
+import { closedConnection, emitTcp, finishTcp, sendBufferAfter } from "./tcp.ts";
 import { emitUdp } from "./udp.ts";
 import { emitOther } from "./inet_other.ts";
 import { attachFilter } from "./socket_filter.ts";
@@ -78,6 +78,17 @@ export function creationOrder(fds: PlannedFd[]): PlannedFd[] {
   const late = (f: PlannedFd) =>
     f.source.kind === "inet" && f.source.socket.state === "established";
   return [...fds.filter((f) => !late(f)), ...fds.filter(late)];
+}
+
+/**
+ * `restore --tcp-close`: every TCP connection of `images` (established or
+ * half-closed) comes back as a closed socket, shut down both ways
+ * (engine/fds/tcp.ts `closedConnection`); its queues are dropped.
+ */
+export function closeConnections(images: readonly ProcessImage[]): void {
+  for (const image of images) {
+    for (const f of image.fds) if (f.inet?.tcp) f.inet = closedConnection(f.inet);
+  }
 }
 
 /** Bytes of queued data an image's restore program will carry for `fds`. */

@@ -72,6 +72,8 @@ const tcp = z.lazy(() =>
     timestamps: z.boolean(),
     timestamp: u32,
     window: z.looseObject({ sndWl1: u32, sndWnd: u32, maxWindow: u32, rcvWnd: u32, rcvWup: u32 }),
+    closing: z.enum(["fin-wait1", "fin-wait2", "close-wait", "last-ack", "closing"]).optional(),
+    readShut: z.literal(true).optional(),
   }).refine((t) => t.unsent <= decodeBase64(t.sendQueue).length, {
     message: "more unsent bytes than the send queue holds",
     path: ["unsent"],

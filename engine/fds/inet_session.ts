@@ -46,7 +46,7 @@ import {
 import { filterProblem } from "./socket_common.ts";
 import { readFilter } from "./socket_filter.ts";
 import { multicastGroups, type NamespaceGroups, namespaceGroups } from "./inet_multicast.ts";
-import { collectTcp, type RepairGuard } from "./tcp.ts";
+import { collectTcp, type RepairGuard, type TcpDumpChoices } from "./tcp.ts";
 import type { OutsideConnection } from "./tcp_lock.ts";
 import { boundNonLocal, inetQueueBytes } from "./inet_plan.ts";
 import { collectUdp } from "./udp.ts";
@@ -100,6 +100,13 @@ export function markReuseportGroups(sockets: InetSocket[]): void {
 
 /** Dump-time handling of every IPv4/IPv6 and netlink socket of a frozen tree. */
 export class InetSocketSession {
+  /** `--tcp-close`, `--skip-in-flight` (engine/fds/tcp.ts). */
+  readonly #tcpChoices: TcpDumpChoices;
+
+  constructor(tcpChoices: TcpDumpChoices = {}) {
+    this.#tcpChoices = tcpChoices;
+  }
+
   readonly #entries: Entry[] = [];
   /** Socket inode -> the fd it was read through (a socket is one open file description). */
   readonly #first = new Map<string, FdInfo>();
@@ -118,7 +125,16 @@ export class InetSocketSession {
   #diagOf(family: number, target: string): TcpDiagState | undefined {
     let table = this.#diags.get(family);
     if (!table) {
-      table = tcpDiagStates(family, (1 << TCP_STATE.ESTABLISHED) | (1 << TCP_STATE.LISTEN));
+      const states = [
+        TCP_STATE.ESTABLISHED,
+        TCP_STATE.LISTEN,
+        TCP_STATE.FIN_WAIT1,
+        TCP_STATE.FIN_WAIT2,
+        TCP_STATE.CLOSE_WAIT,
+        TCP_STATE.LAST_ACK,
+        TCP_STATE.CLOSING,
+      ];
+      table = tcpDiagStates(family, states.reduce((m, s) => m | (1 << s), 0));
       this.#diags.set(family, table);
     }
     return table.get(Number(target.match(/\[(\d+)\]/)?.[1]));
@@ -262,7 +278,13 @@ export class InetSocketSession {
         if (this.#diagOf(domain, f.target)?.md5) {
           return this.#refuse(f, "socket.tcp-md5", "it has TCP MD5 signature keys (TCP_MD5SIG)");
         }
-        got = collectTcp(copy, family, () => this.#diagOf(domain, f.target)?.shutdown, guard);
+        got = collectTcp(
+          copy,
+          family,
+          () => this.#diagOf(domain, f.target)?.shutdown,
+          guard,
+          this.#tcpChoices,
+        );
       } else if (proto === "udp") {
         got = collectUdp(copy, family, () => this.#udpShutdownOf(domain, f.target));
       } else {

@@ -21,6 +21,7 @@ import {
   encodeRepairOptions,
   readRepairedConnection,
   REPAIR_QUEUE,
+  repairableState,
   setRepair,
   TCP,
   TCP_STATE,
@@ -31,9 +32,14 @@ import { tcpRepairWindow } from "../../ffi/structs.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import {
   closeFd,
+  getsockoptInt,
+  inqBytes,
+  outqBytes,
   peerName,
   pidfdGetfd,
   setsockoptInt,
+  SHUT,
+  shutdownSocket,
   SO,
   SOCK,
   sockName,
@@ -41,8 +47,11 @@ import {
   urgentPending,
   writeAll,
 } from "../../ffi/net.ts";
+import { injectSegment, TCP_FLAG } from "../../ffi/tcp_inject.ts";
+import { hasPendingError, receiveShutDown } from "../../ffi/socket.ts";
+import { sleepMs } from "../../ffi/udp_queue.ts";
 import { decodeBase64, encodeBase64 } from "../base64.ts";
-import type { InetSocket } from "../model.ts";
+import type { InetSocket, TcpClosing, TcpConnection } from "../model.ts";
 import { type ProgramBuilder, slot } from "../program/builder.ts";
 import {
   boundOrNull,
@@ -77,6 +86,17 @@ const MAX_USER_MSS = 32767;
 /** Queued bytes are written back in pieces of this size. */
 const WRITE_CHUNK = 64 << 10;
 
+/** The dump's choices for TCP sockets (CLI flags). */
+export interface TcpDumpChoices {
+  /** `--tcp-close`: connections are recorded closed, not read ({@link closedConnection}). */
+  closeConnections?: boolean;
+  /**
+   * `--skip-in-flight`: a listener's connections not accepted yet are left
+   * out (its peers see a reset once the tree is killed, and connect again).
+   */
+  skipInFlight?: boolean;
+}
+
 /**
  * Reads TCP socket `copy` (cryo's copy of the target's fd). An established
  * connection is in repair mode only while it is read, and left as it was
@@ -91,7 +111,9 @@ export function collectTcp(
   shutdownOf: () => number | undefined,
   /** Runs the connection's time in repair mode ({@link RepairGuard}); by default as is. */
   guard: RepairGuard = (fn) => fn(),
+  how: TcpDumpChoices = {},
 ): Collected {
+  const { closeConnections = false, skipInFlight = false } = how;
   const info = tcpInfo(copy);
   const fresh = freshSocket(familyNumber(family), SOCK.STREAM, IPPROTO_TCP);
   let options, buffers;
@@ -105,7 +127,9 @@ export function collectTcp(
   const base = { family, proto: "tcp" as const, local, options, ...(buffers ? { buffers } : {}) };
   switch (info.state) {
     case TCP_STATE.LISTEN:
-      if (info.unacked > 0) {
+      // Connections the kernel completed that the program has not accepted: with
+      // --skip-in-flight left out (the kernel resets them when the tree is killed).
+      if (info.unacked > 0 && !skipInFlight) {
         return {
           refused: "socket.tcp-accept-queue",
           detail: `${info.unacked} waiting on ${formatAddr(local)}`,
@@ -115,23 +139,38 @@ export function collectTcp(
     case TCP_STATE.CLOSE:
       // A socket whose connection ended (or whose connect failed) may hold an
       // error for the process to read; only one that never tried is re-created.
+      if ((info.segsOut || info.segsIn) && endedConnection(copy, closeConnections)) {
+        return { inet: closedConnection(base) };
+      }
       if (info.segsOut || info.segsIn) {
         return {
           refused: "socket.tcp-other",
           detail: `closed after a connection or a failed connect (${formatAddr(local)})`,
         };
       }
-      return { inet: { ...base, state: "closed", peer: null } };
-    case TCP_STATE.ESTABLISHED: {
+      // Never connected, maybe shut down (an ended connection cryo restored is such a socket):
+      // poll shows the receive side; the send side of a closed socket shows nowhere (send
+      // says EPIPE either way), taken as shut down with it.
+      return {
+        inet: {
+          ...base,
+          state: "closed",
+          peer: null,
+          ...(receiveShutDown(copy) ? { shutdown: 3 } : {}),
+        },
+      };
+    case TCP_STATE.ESTABLISHED:
+    case TCP_STATE.FIN_WAIT1:
+    case TCP_STATE.FIN_WAIT2:
+    case TCP_STATE.CLOSE_WAIT:
+    case TCP_STATE.LAST_ACK:
+    case TCP_STATE.CLOSING: {
+      if (closeConnections) return { inet: closedConnection(base) };
       const peer = sockAddrOf(peerName(copy));
       const where = `${formatAddr(local)} -> ${formatAddr(peer)}`;
       const shutdown = shutdownOf();
       if (shutdown === undefined) {
         return { refused: "socket.tcp-other", detail: `${where} not found by sock_diag` };
-      }
-      if (shutdown !== 0) {
-        const how = ["", "for reading", "for writing", "both ways"][shutdown & 3];
-        return { refused: "socket.tcp-other", detail: `${where} shut down ${how}` };
       }
       if (urgentPending(copy)) return { refused: "socket.tcp-urgent", detail: where };
       if (!inInitialUserNs()) return { refused: "socket.tcp-rootless", detail: where };
@@ -148,6 +187,19 @@ export function collectTcp(
           setsockoptInt(copy, SOL.SOCKET, SO.REUSEADDR, reuseaddrOf(base));
         }
       });
+      if (!repairableState(c.state)) {
+        // Its last ACK came while it was read (LAST_ACK -> CLOSE): no connection left to save.
+        return {
+          refused: "socket.tcp-other",
+          detail: `${where} became ${tcpStateName(c.state)} while it was read; try again`,
+        };
+      }
+      const closing = CLOSING_STATES.get(c.state);
+      // sk_shutdown beyond what the state says: the program's own shutdown(SHUT_RD).
+      const extra = shutdown & ~((finReceived(closing) ? 1 : 0) | (finSent(closing) ? 2 : 0));
+      if (extra & 2) {
+        return { refused: "socket.tcp-other", detail: `${where} shut down for writing, no FIN` };
+      }
       return {
         repairCopy: true,
         bytesReceived,
@@ -168,6 +220,8 @@ export function collectTcp(
             timestamps: c.options.timestamps,
             timestamp: c.timestamp,
             window: c.window,
+            ...(closing ? { closing } : {}),
+            ...(extra & 1 ? { readShut: true as const } : {}),
           },
         },
       };
@@ -178,6 +232,88 @@ export function collectTcp(
         detail: `${tcpStateName(info.state)} (${formatAddr(local)})`,
       };
   }
+}
+
+/** The connection states other than established, by tcp_info state. */
+const CLOSING_STATES = new Map<number, TcpClosing>([
+  [TCP_STATE.FIN_WAIT1, "fin-wait1"],
+  [TCP_STATE.FIN_WAIT2, "fin-wait2"],
+  [TCP_STATE.CLOSE_WAIT, "close-wait"],
+  [TCP_STATE.LAST_ACK, "last-ack"],
+  [TCP_STATE.CLOSING, "closing"],
+]);
+
+/** Whether this side's FIN is part of a connection in state `c` (queued, sent or acknowledged). */
+export function finSent(c: TcpClosing | undefined): boolean {
+  return c === "fin-wait1" || c === "fin-wait2" || c === "last-ack" || c === "closing";
+}
+
+/** Whether a connection in state `c` received its peer's FIN. */
+export function finReceived(c: TcpClosing | undefined): boolean {
+  return c === "close-wait" || c === "last-ack" || c === "closing";
+}
+
+/**
+ * A connection as `--tcp-close` records it: a TCP socket that is not
+ * connected, shut down both ways (reads give 0, writes EPIPE, poll says
+ * POLLHUP), unbound (its port belonged to the connection), with its options.
+ */
+export function closedConnection(
+  base: Pick<InetSocket, "family" | "proto" | "options" | "buffers">,
+): InetSocket {
+  const { family, proto, buffers } = base;
+  // The segment size and window clamp of a socket that was connected are its connection's
+  // (a loopback MSS above what setsockopt takes): a fresh socket's are kept.
+  const options = base.options.filter((o) =>
+    o.level !== SOL.TCP || (o.name !== TCP.MAXSEG && o.name !== TCP.WINDOW_CLAMP)
+  );
+  return {
+    family,
+    proto,
+    options,
+    ...(buffers ? { buffers } : {}),
+    state: "closed",
+    local: null,
+    peer: null,
+    shutdown: 3,
+  };
+}
+
+/**
+ * Whether TCP socket `copy`, in TCP_CLOSE after traffic, is a connection
+ * that ended (both FINs, or a reset whose error was read: the kernel shut
+ * it down both ways, which poll shows as POLLRDHUP) with nothing left to
+ * read and no error pending: the program sees exactly a closed socket shut
+ * down both ways ({@link closedConnection}). With `--tcp-close`
+ * (`dropQueued`) bytes still queued are dropped. A socket disconnected
+ * with connect(AF_UNSPEC), which may connect again, is not shut down.
+ */
+function endedConnection(copy: number, dropQueued: boolean): boolean {
+  if (hasPendingError(copy) || !receiveShutDown(copy)) return false;
+  return dropQueued || inqBytes(copy) === 0;
+}
+
+/** write_seq of the restored socket before its FIN is put back (`sndSeq` less the FIN). */
+export function sendSeqBeforeFin(t: TcpConnection): number {
+  return (t.sndSeq - (finSent(t.closing) ? 1 : 0)) >>> 0;
+}
+
+/** rcv_nxt of the restored socket before the peer's FIN is put back. */
+export function receiveSeqBeforeFin(t: TcpConnection): number {
+  return (t.rcvSeq - (finReceived(t.closing) ? 1 : 0)) >>> 0;
+}
+
+/**
+ * The receive window to set: the kernel refuses a rcv_wup after rcv_nxt,
+ * and the recorded one may count the peer's FIN, which the restored socket
+ * has not received yet; it then starts at rcv_nxt, the window one longer
+ * (the same right edge).
+ */
+export function windowBeforeFin(t: TcpConnection): TcpConnection["window"] {
+  const rcvNxt = receiveSeqBeforeFin(t);
+  const ahead = (t.window.rcvWup - rcvNxt) | 0;
+  if (ahead <= 0) return t.window;
+  return { ...t.window, rcvWup: rcvNxt, rcvWnd: t.window.rcvWnd + ahead };
 }
 
 /** A queue this small fits a default buffer again (tcp_wmem[1] is 16 KiB, tcp_rmem[1] 128 KiB). */
@@ -251,7 +387,7 @@ function emitWrites(p: ProgramBuilder, fdSlot: number, bytes: Uint8Array, what: 
 export function emitTcp(p: ProgramBuilder, fdSlot: number, s: InetSocket, label: string): void {
   p.op(SYS.socket, [familyNumber(s.family), SOCK.STREAM, IPPROTO_TCP], {
     store: fdSlot,
-    comment: `${label}: tcp ${s.state} ${formatAddr(s.local)}${
+    comment: `${label}: tcp ${s.tcp?.closing ?? s.state} ${formatAddr(s.local)}${
       s.peer ? ` -> ${formatAddr(s.peer)}` : ""
     }`,
   });
@@ -280,6 +416,14 @@ export function emitTcp(p: ProgramBuilder, fdSlot: number, s: InetSocket, label:
     // SO_REUSEPORT off again once the whole group listens (finishInetSockets): a listener
     // joins only a group whose members have it on.
     emitSetInt(p, fdSlot, SOL.SOCKET, SO.REUSEADDR, reuseaddrOf(s), "SO_REUSEADDR as saved");
+    if (s.shutdown) {
+      // A connection closed by --tcp-close: not connected, the kernel sets the bits and
+      // still says ENOTCONN.
+      p.op(SYS.shutdown, [slot(fdSlot), s.shutdown - 1], {
+        comment: `shutdown ${["", "SHUT_RD", "SHUT_WR", "SHUT_RDWR"][s.shutdown]} (--tcp-close)`,
+        allowFail: true,
+      });
+    }
     return;
   }
   const t = s.tcp;
@@ -289,9 +433,11 @@ export function emitTcp(p: ProgramBuilder, fdSlot: number, s: InetSocket, label:
   emitSetInt(p, fdSlot, SOL.TCP, TCP.REPAIR, 1, "TCP_REPAIR on");
   emitV6only(p, fdSlot, s);
   emitSetInt(p, fdSlot, SOL.TCP, TCP.REPAIR_QUEUE, REPAIR_QUEUE.SEND, "send queue");
-  emitSetInt(p, fdSlot, SOL.TCP, TCP.QUEUE_SEQ, (t.sndSeq - send.length) >>> 0 | 0, "snd_una");
+  // A FIN either way is put back in finishTcp(): the sequence numbers without it.
+  const sndSeq = sendSeqBeforeFin(t), rcvSeq = receiveSeqBeforeFin(t);
+  emitSetInt(p, fdSlot, SOL.TCP, TCP.QUEUE_SEQ, (sndSeq - send.length) >>> 0 | 0, "snd_una");
   emitSetInt(p, fdSlot, SOL.TCP, TCP.REPAIR_QUEUE, REPAIR_QUEUE.RECV, "receive queue");
-  emitSetInt(p, fdSlot, SOL.TCP, TCP.QUEUE_SEQ, (t.rcvSeq - recv.length) >>> 0 | 0, "rcv_nxt");
+  emitSetInt(p, fdSlot, SOL.TCP, TCP.QUEUE_SEQ, (rcvSeq - recv.length) >>> 0 | 0, "rcv_nxt");
   // Buffers big enough for the queues put back below (and the unsent bytes, finishTcp).
   emitQueueBuffer(p, fdSlot, SO.SNDBUFFORCE, s.buffers?.snd, send.length, "send");
   emitQueueBuffer(p, fdSlot, SO.RCVBUFFORCE, s.buffers?.rcv, recv.length, "receive");
@@ -329,9 +475,10 @@ export function emitTcp(p: ProgramBuilder, fdSlot: number, s: InetSocket, label:
     emitSetInt(p, fdSlot, SOL.TCP, TCP.REPAIR_QUEUE, REPAIR_QUEUE.SEND, "send queue");
     emitWrites(p, fdSlot, sent, "the send queue (sent, not acknowledged)");
   }
-  const win = tcpRepairWindow.encode(t.window);
+  const window = windowBeforeFin(t);
+  const win = tcpRepairWindow.encode(window);
   p.op(SYS.setsockopt, [slot(fdSlot), SOL.TCP, TCP.REPAIR_WINDOW, p.data(win, 4), win.length], {
-    comment: `window: snd ${t.window.sndWnd}, rcv ${t.window.rcvWnd}`,
+    comment: `window: snd ${window.sndWnd}, rcv ${window.rcvWnd}`,
   });
   emitSetInt(p, fdSlot, SOL.TCP, TCP.REPAIR_QUEUE, REPAIR_QUEUE.NONE, "no queue");
   for (const o of plainOptions(s)) emitOption(p, fdSlot, o);
@@ -358,7 +505,8 @@ export function sendBufferAfter(s: InetSocket): number | undefined {
  * ACK), SO_REUSEADDR as saved (repair mode overrode it), then the bytes
  * that were never sent, written as ordinary data (never blocking: a send
  * buffer still full after a bounded wait fails the restore), and the send
- * buffer's recorded size if it was raised for the queue.
+ * buffer's recorded size if it was raised for the queue. A connection shut
+ * down one way or both gets its FINs back here ({@link restoreFins}).
  */
 export function finishTcp(pid: number, fd: number, s: InetSocket): void {
   const t = s.tcp!;
@@ -366,16 +514,94 @@ export function finishTcp(pid: number, fd: number, s: InetSocket): void {
   const unsent = send.subarray(send.length - t.unsent);
   const copy = pidfdGetfd(pid, fd);
   try {
+    if (t.closing === "fin-wait2") {
+      // Its FIN was sent and acknowledged: queued as sent (repair mode, the send queue
+      // selected: nothing goes out), the peer's ACK of it comes in restoreFins.
+      setsockoptInt(copy, SOL.TCP, TCP.REPAIR_QUEUE, REPAIR_QUEUE.SEND);
+      shutdownSocket(copy, SHUT.WR);
+    }
     setRepair(copy, false);
     setsockoptInt(copy, SOL.SOCKET, SO.REUSEADDR, reuseaddrOf(s));
+    if (unsent.length) roomForUnsent(copy, unsent.length);
     writeAll(copy, unsent, `process ${pid} fd ${fd}: unsent data`);
-    // The send buffer as saved, once the queue is back (emitQueueBuffer raised it).
-    const saved = sendBufferAfter(s);
+    restoreFins(copy, s);
+    // The send buffer as saved, once the queue is back (emitQueueBuffer or roomForUnsent
+    // raised it).
+    const saved = unsent.length ? s.buffers?.snd : sendBufferAfter(s);
     if (saved !== undefined) setsockoptInt(copy, SOL.SOCKET, SO.SNDBUFFORCE, saved >> 1);
     // Which sizes are fixed, as saved: the sizes set above and in the program locked them.
-    const lock = s.buffers?.lock;
+    const lock = s.buffers?.lock ?? (unsent.length ? 0 : undefined);
     if (lock !== undefined) setsockoptInt(copy, SOL.SOCKET, SO.BUF_LOCK, lock);
   } finally {
     closeFd(copy);
+  }
+}
+
+/**
+ * Raises the send buffer of `copy` for `unsent` bytes about to be written
+ * as ordinary data: they are cut into skbs at the restored socket's segment
+ * size (524 bytes for a loopback clamp above 32767, see emitTcp), whose
+ * truesize can be several times their length, more than the buffer sized
+ * for the queue; a write that fills the buffer waits for ACKs that a peer
+ * whose window is closed never sends, and the restore failed after its
+ * wait (3 MB unsent, FIN_WAIT1 or LAST_ACK behind a full receiver). Four
+ * times the bytes on top of what the buffer holds; {@link finishTcp} sets
+ * the recorded size (or the autotuned default, unlocked) again after.
+ */
+function roomForUnsent(copy: number, unsent: number): void {
+  const now = getsockoptInt(copy, SOL.SOCKET, SO.SNDBUF) ?? 0; // doubled, as the kernel keeps it
+  setsockoptInt(copy, SOL.SOCKET, SO.SNDBUFFORCE, Math.min((now >> 1) + unsent * 4, 0x3fffffff));
+}
+
+/**
+ * Puts back the FINs of a connection shut down one way or both (`copy`, out
+ * of repair mode, every byte queued). This side's FIN: shutdown(SHUT_WR),
+ * which queues it after the bytes and sends it (again, for the peer, which
+ * may have it: a duplicate, acknowledged again), FIN_WAIT1; or was queued
+ * as sent already (FIN_WAIT2, {@link finishTcp}). The peer's FIN, and its
+ * ACK of this side's FIN (FIN_WAIT2): segments written as the peer's
+ * (ffi/tcp_inject.ts; TCP repair mode cannot queue a FIN), which the
+ * kernel takes in as it took the originals, moving the state on. The
+ * order gives the recorded state: CLOSING is FIN_WAIT1 then the peer's
+ * FIN, LAST_ACK the peer's FIN then this side's. Then shutdown(SHUT_RD)
+ * where the program had shut its receive side itself.
+ */
+export function restoreFins(copy: number, s: InetSocket): void {
+  const t = s.tcp!;
+  const c = t.closing;
+  if (c) {
+    const segment = (flags: number, ack: number) =>
+      injectSegment({
+        family: s.family,
+        from: s.peer!,
+        to: s.local!,
+        seq: receiveSeqBeforeFin(t),
+        ack,
+        flags,
+        window: t.window.sndWnd >>> (t.wscale?.snd ?? 0),
+      });
+    // snd_una now: write_seq (without the FIN, plus the unsent bytes written) less SIOCOUTQ.
+    const writeSeq = (withFin: boolean) => (sendSeqBeforeFin(t) + (withFin ? 1 : 0)) >>> 0;
+    const sndUna = (withFin: boolean) => (writeSeq(withFin) - outqBytes(copy)) >>> 0;
+    if (c === "fin-wait1" || c === "closing") shutdownSocket(copy, SHUT.WR);
+    if (finReceived(c)) segment(TCP_FLAG.FIN | TCP_FLAG.ACK, sndUna(c === "closing"));
+    if (c === "last-ack") shutdownSocket(copy, SHUT.WR);
+    if (c === "fin-wait2") segment(TCP_FLAG.ACK, writeSeq(true));
+    const want = TCP_STATE[c.toUpperCase().replace("-", "_") as keyof typeof TCP_STATE];
+    const got = waitState(copy, want);
+    if (got !== want) {
+      throw new Error(`its state after the FINs is ${tcpStateName(got)}, not ${c}`);
+    }
+  }
+  if (t.readShut) shutdownSocket(copy, SHUT.RD);
+}
+
+/** The state of `fd` once it is `want`, or after 1 s (a segment taken in by softirq). */
+function waitState(fd: number, want: number): number {
+  const until = performance.now() + 1000;
+  for (;;) {
+    const state = tcpInfo(fd).state;
+    if (state === want || performance.now() > until) return state;
+    sleepMs(1);
   }
 }

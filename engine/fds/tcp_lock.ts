@@ -35,7 +35,7 @@ import {
   sockName,
   SOL,
 } from "../../ffi/net.ts";
-import { TCP_STATE, tcpInfo } from "../../ffi/tcp_repair.ts";
+import { repairableState, tcpInfo } from "../../ffi/tcp_repair.ts";
 import { fsMagic, mount } from "../../ffi/mounts.ts";
 import {
   attachIngress,
@@ -208,7 +208,7 @@ function establishedConnection(fd: number): LockedConnection | undefined {
   if (domain !== AF.INET && domain !== AF.INET6) return undefined;
   if (getsockoptInt(fd, SOL.SOCKET, SO.TYPE) !== SOCK.STREAM) return undefined;
   if (getsockoptInt(fd, SOL.SOCKET, SO.PROTOCOL) !== IPPROTO_TCP) return undefined;
-  if (tcpInfo(fd).state !== TCP_STATE.ESTABLISHED) return undefined;
+  if (!repairableState(tcpInfo(fd).state)) return undefined;
   const local = endpoint(sockName(fd)), peer = endpoint(peerName(fd));
   if (!local || !peer) return undefined;
   return { peer: peer.address, peerPort: peer.port, local: local.address, localPort: local.port };

@@ -59,6 +59,7 @@ import { shrunkImage } from "./intact.ts";
 import type { ExistingRoot } from "./session.ts";
 import { manifestPidNamespace } from "../pidns/detect.ts";
 import { unlockConnections } from "../fds/tcp_lock.ts";
+import { closeConnections } from "../fds/inet_plan.ts";
 import { checkClocks } from "../task/clocks.ts";
 import { importModule } from "../modules.ts";
 
@@ -70,6 +71,12 @@ export interface RestoreOptions {
   verifyChecksums?: boolean;
   /** Progress callback. */
   onEvent?: (e: RestoreEvent) => void;
+  /**
+   * `--tcp-close`: the image's TCP connections come back as closed sockets,
+   * shut down both ways (an image dumped with `--tcp-established` restores
+   * without it then); the network lock of the dump is lifted.
+   */
+  tcpClose?: boolean;
   /**
    * Opt-ins given on the command line (CLI names: "ext-unix-sk",
    * "tcp-established", "shell-job"); an image that needed one at dump
@@ -170,7 +177,9 @@ export async function planRestore(
       `cannot restore: image format version ${manifest.formatVersion}, this cryo reads ${IMAGE_FORMAT_VERSION}`,
     );
   }
-  const missing = (manifest.optIns ?? []).filter((o) => !(opts.optIns ?? []).includes(o));
+  // --tcp-close stands for --tcp-established: the connections come back closed.
+  const given = [...opts.optIns ?? [], ...opts.tcpClose ? ["tcp-established"] : []];
+  const missing = (manifest.optIns ?? []).filter((o) => !given.includes(o));
   if (missing.length) {
     throw new RestoreError(
       `cannot restore: the image needs ${
@@ -180,6 +189,7 @@ export async function planRestore(
   }
   validateImage(abs, manifest, images.map((i) => i.process));
   checkSameDump(manifest, images.map((i) => i.process));
+  if (opts.tcpClose) closeConnections(images.map((i) => i.process));
   checkClocks(manifest, opts.allowClockBackwards);
   tick?.();
   const byPid = new Map<number, ProcessImage>(images.map((i) => [i.process.pid, i.process]));

@@ -21,7 +21,8 @@
  *
  * With "refuse": additionally a datagram waits in U1, the test makes a
  * second connection that is never accepted, a connection whose peer closed
- * sits in CLOSE_WAIT, one is shut down for reading, one has urgent data,
+ * sits in CLOSE_WAIT and one is shut down for reading (both saved: the
+ * refusal is for the others), one has urgent data,
  * a non-blocking connect() failed on another,
  * unread, a route netlink socket has a reply waiting, and a child process
  * shares a third UDP socket; prints "closewait=<port> shared=<port>" and
