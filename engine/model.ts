@@ -282,6 +282,17 @@ export interface DumpStats {
   parentReusedBytes?: number;
 }
 
+/** Permission bits, owner and times of a directory. */
+export interface DirAttrs {
+  /** Permission bits (mode & 0o7777). */
+  mode: number;
+  uid: number;
+  gid: number;
+  /** Access and modification times as [seconds, nanoseconds], when statx told them. */
+  atime?: [number, number];
+  mtime?: [number, number];
+}
+
 /** Everything cryo knows about one process. */
 export interface ProcessImage {
   pid: number;
@@ -298,6 +309,12 @@ export interface ProcessImage {
    * cryo versions.
    */
   dirIds?: { cwd: DirId; root: DirId };
+  /**
+   * Mode, owner and times of the cwd when it was deleted at dump (the
+   * directory a restore makes again gets them back). Absent otherwise and
+   * in images of older cryo versions.
+   */
+  cwdAttrs?: DirAttrs;
   umask: number;
   personality: number;
   cmdline: string[];

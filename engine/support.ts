@@ -78,7 +78,7 @@ export const SUPPORT_TABLE = [
   { id: "task.caps", area: "task", what: "capabilities (all five sets), securebits, keep-caps", support: "saved", note: "the restorer must hold every capability used" },
   { id: "task.root", area: "task", what: "root directory (chroot)", support: "saved" },
   { id: "task.cwd-deleted", area: "task", what: "root directory deleted", support: "refused", note: "it has no path to enter again" },
-  { id: "task.cwd-deleted-saved", area: "task", what: "a cwd deleted while in use", support: "saved", note: "made again (empty, mode 0700, the restorer's) at its path for the restored process to enter, removed before the tree runs; the path must be free" },
+  { id: "task.cwd-deleted-saved", area: "task", what: "a cwd deleted while in use", support: "saved", note: "made again (empty) at its path for the restored process to enter, given back the mode, owner and times recorded at dump, removed before the tree runs; the path must be free" },
   { id: "task.shared-files", area: "task", what: "fd table shared by processes (CLONE_FILES)", support: "refused", note: "each restored process execs its image, which unshares its fd table" },
   { id: "task.shared-fs", area: "task", what: "cwd, root and umask shared by processes (CLONE_FS)", support: "refused", note: "not restored yet" },
   { id: "task.shared-vm", area: "task", what: "memory shared by processes (CLONE_VM without CLONE_THREAD, vfork)", support: "refused", note: "not restored yet" },

@@ -234,7 +234,7 @@ Deno.test(
 );
 
 Deno.test(
-  "a deleted cwd comes back deleted: the same path, no links, nothing created, the path free",
+  "a deleted cwd comes back deleted: the same path, no links, nothing created, the path free, its mode, owner and times",
   withTargets(async () => {
     const work = await tempDir("cryo-cwd-deleted-");
     const t = await startTarget("rt_cwd_deleted", [work]);
@@ -244,7 +244,15 @@ Deno.test(
     t.signal(SIGUSR1);
     assertChecksPassed(
       t,
-      ["cwd-link", "cwd-unlinked", "cwd-no-create", "path-free"],
+      [
+        "cwd-link",
+        "cwd-unlinked",
+        "cwd-no-create",
+        "path-free",
+        "cwd-mode",
+        "cwd-owner",
+        "cwd-times",
+      ],
       await t.wait(),
     );
   }),

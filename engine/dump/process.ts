@@ -8,7 +8,7 @@
 import { refuseIoWorkers } from "../task/io_workers.ts";
 import { readThreadsHere, threadReadsAvailable } from "../../ffi/thread_reads.ts";
 import { xsaveSize } from "../../ffi/ptrace.ts";
-import { readCmdline, readDirIds } from "../proc/misc.ts";
+import { readCmdline, readDeletedCwdAttrs, readDirIds } from "../proc/misc.ts";
 import { readLimits } from "../proc/limits.ts";
 import { refuseCpuLimitUsed } from "../task/cpu_limit.ts";
 import type { FdInfo, Mapping, ProcessImage } from "../model.ts";
@@ -464,6 +464,7 @@ export function collectProcess(
   const rlimits = readLimits(pid);
   refuseCpuLimitUsed(pid, rlimits, stat.utime + stat.stime, refusals); // engine/task/cpu_limit.ts
 
+  const cwd = readProcLink(pid, "cwd");
   return {
     vmas,
     image: {
@@ -473,9 +474,10 @@ export function collectProcess(
       sid: stat.session,
       comm: stat.comm,
       exe,
-      cwd: readProcLink(pid, "cwd"),
+      cwd,
       root: readProcLink(pid, "root"),
       dirIds: readDirIds(pid),
+      cwdAttrs: readDeletedCwdAttrs(pid, cwd),
       umask: status.umask ?? 0o022,
       personality: parseInt(readProcText(pid, "personality").trim(), 16),
       cmdline: readCmdline(pid),

@@ -175,6 +175,13 @@ export const processImageSchema = z.lazy(() =>
       cwd: z.looseObject({ dev: nat, ino: nat }),
       root: z.looseObject({ dev: nat, ino: nat }),
     }).optional(),
+    cwdAttrs: z.looseObject({
+      mode: nat,
+      uid: nat,
+      gid: nat,
+      atime: z.tuple([int, nat]).optional(),
+      mtime: z.tuple([int, nat]).optional(),
+    }).optional(),
     umask: nat,
     personality: nat,
     cmdline: z.array(z.string()),
