@@ -368,6 +368,20 @@ export interface ProcessImage {
    */
   inheritsMemory?: true;
   /**
+   * Its fd table is its parent's (clone with CLONE_FILES, no exec since):
+   * `fds` is empty, the parent restores the table once, and this process,
+   * restored by inheritance (`inheritsMemory`, never exec'ed), is forked
+   * into it with CLONE_FILES and runs its program while the parent waits
+   * at that fork (engine/task/shared_tables.ts).
+   */
+  sharesParentFiles?: true;
+  /**
+   * Its cwd, root and umask are its parent's (clone with CLONE_FS): the
+   * parent forks it with CLONE_FS, so both set the same ones into one
+   * fs_struct (engine/task/shared_tables.ts).
+   */
+  sharesParentFs?: true;
+  /**
    * Children of this process that had exited and were not reaped yet
    * (zombies): re-created at restore, exited as they were, for this
    * process to reap. Absent in images without any.

@@ -6,10 +6,10 @@
  * an eventfd and an epoll shared by parent and child after fork (kcmp
  * across the pids, the shared offset), fd owner / signal / O_ASYNC, paths
  * through a symlink; FIFOs (tests/targets/rt_fifo.c). And what is refused
- * by name (tests/targets/refused_fds.c): fd tables shared by processes
- * (CLONE_FILES), a deleted root, a directory fd whose directory was removed,
+ * by name (tests/targets/refused_fds.c): a deleted root, a directory fd whose directory was removed,
  * a lease being broken. A deleted cwd comes back deleted
- * (tests/targets/rt_cwd_deleted.c).
+ * (tests/targets/rt_cwd_deleted.c). Processes sharing one fd table and
+ * fs info come back sharing them (tests/targets/rt_files_shared.c).
  */
 
 import assert from "node:assert/strict";
@@ -145,7 +145,6 @@ async function assertRefused(t: Target, line: RegExp, checks: string[]): Promise
 
 for (
   const [mode, line, checks] of [
-    ["clone-files", /processes \d+ and \d+ share one fd table: fd table shared/, ["shared-table"]],
     ["root-deleted", /process \d+ root \(.*gone \(deleted\)\): root directory deleted/, [
       "root",
     ]],
@@ -230,6 +229,38 @@ Deno.test(
         /fd \d+ of process \d+ was .*\/f, which is missing/.test(e.message),
     );
     for (const pid of pids) assert.equal(pathExists(`/proc/${pid}`), false, `pid ${pid} exists`);
+  }),
+);
+
+Deno.test(
+  "processes sharing one fd table (CLONE_FILES) and fs info (CLONE_FS) come back sharing them",
+  withTargets(async () => {
+    const { t, trigger, ready } = await startTriggered(
+      "rt_files_shared",
+      /^ready pid=(\d+) pids=(\d+),(\d+),(\d+),(\d+)$/m,
+      { passWork: true },
+    );
+    for (const pid of ready.slice(2, 6).map(Number)) adoptPid(pid);
+    const { dump } = await dumpKillRestore(t);
+    assert.equal(dump.manifest.processes.length, 5, "the whole tree was dumped");
+    await Deno.writeTextFile(trigger, "");
+    assertChecksPassed(
+      t,
+      [
+        "kcmp-files",
+        "kcmp-files-grand",
+        "kcmp-fs-grand",
+        "kcmp-fs",
+        "own-table",
+        "fs-own-table",
+        "files-own-fs",
+        "root-memory",
+        "files-sees-fd",
+        "close-seen",
+        "fs-sees-cwd-umask",
+      ],
+      await t.wait(),
+    );
   }),
 );
 
