@@ -306,6 +306,12 @@ function emitProgram(
   const execChildren = proc.children.filter((c) => !inheriting.includes(c));
   // A session's placeholder clones its members for this process (engine/task/groups.ts).
   const cloned = new Set(placeholders.flatMap((x) => x.members));
+  for (const c of cloned) {
+    if (shareFlags(c) === 0n) continue;
+    throw new UnsupportedError(`process ${c}`, [
+      "it shares its parent's fd table or fs info, and a session placeholder forks it",
+    ]);
+  }
   for (const child of execChildren) {
     const path = opts.childImages.get(child);
     if (!path) throw new Error(`no image for child ${child} of ${proc.pid}`);
