@@ -893,8 +893,11 @@ export interface GhostFile {
    * "linked": a file whose name in the fd or mapping was removed but which
    * has another (a hard link): not copied, reopened by its file handle
    * (`handle`; `file`, `checksum` and `extents` are empty).
+   * "dir": a removed directory an fd holds: made again at `name`, opened
+   * and removed again at restore (empty: `file`, `checksum` and `extents`
+   * are empty).
    */
-  kind: "memfd" | "deleted" | "linked";
+  kind: "memfd" | "deleted" | "linked" | "dir";
   /** The memfd's name, or the deleted file's path. */
   name: string;
   /** How a "linked" file is found again: its kernel file handle on the mount at `mount`. */

@@ -6,10 +6,11 @@
  * an eventfd and an epoll shared by parent and child after fork (kcmp
  * across the pids, the shared offset), fd owner / signal / O_ASYNC, paths
  * through a symlink; FIFOs (tests/targets/rt_fifo.c). And what is refused
- * by name (tests/targets/refused_fds.c): a deleted root, a directory fd whose directory was removed,
+ * by name (tests/targets/refused_fds.c): a deleted root,
  * a lease being broken. A deleted cwd comes back deleted
  * (tests/targets/rt_cwd_deleted.c). Processes sharing one fd table and
- * fs info come back sharing them (tests/targets/rt_files_shared.c).
+ * fs info come back sharing them (tests/targets/rt_files_shared.c); fds of
+ * a removed directory hold a removed directory (tests/targets/rt_dir_removed.c).
  */
 
 import assert from "node:assert/strict";
@@ -148,7 +149,6 @@ for (
     ["root-deleted", /process \d+ root \(.*gone \(deleted\)\): root directory deleted/, [
       "root",
     ]],
-    ["dir-deleted", /fd \d+ \(.*gonedir \(deleted\)\): deleted directories/, ["fd-open"]],
     ["lease", /fd \d+ \(.*leased\): file leases being broken .*: .*LEASE +BREAKING/, ["lease"]],
     ["pipe-reopen", /fd \d+ \(pipe:\[\d+\]\): a pipe end open through several descriptions/, [
       "fd-open",
@@ -258,6 +258,38 @@ Deno.test(
         "files-sees-fd",
         "close-seen",
         "fs-sees-cwd-umask",
+      ],
+      await t.wait(),
+    );
+  }),
+);
+
+Deno.test(
+  "fds of a removed directory (O_DIRECTORY, O_PATH) come back on one removed directory, its mode, owner and times",
+  withTargets(async () => {
+    const work = await tempDir("cryo-dir-removed-");
+    const t = await startTarget("rt_dir_removed", [work]);
+    await t.waitFor(/^ready pid=\d+$/m);
+    await dumpKillRestore(t);
+    assert.equal(
+      pathExists(`${work}/outer`),
+      false,
+      "the directories made for the restore are gone",
+    );
+    t.signal(SIGUSR1);
+    assertChecksPassed(
+      t,
+      [
+        "fstat",
+        "dir-unlinked",
+        "same-inode",
+        "link",
+        "mode",
+        "owner",
+        "times",
+        "flags",
+        "no-create",
+        "paths-free",
       ],
       await t.wait(),
     );

@@ -109,7 +109,7 @@ export function toFdInfo(pid: number, f: ProcFd, topology: PipeTopology): FdInfo
   const O_PATH = 0o10000000;
   let restore = "open";
   let kind = f.kind;
-  if (f.deleted && kind === "directory") kind = "unknown";
+  // (A removed directory stays a directory: a ghost of kind "dir", engine/fds/ghost.ts.)
   // An O_PATH fd of a FIFO holds no pipe: reopened by its path like a link's or a socket file's.
   if (kind === "fifo" && flags & O_PATH) kind = "path";
   if (kind === "tty") restore = "inherit";

@@ -242,7 +242,7 @@ export const processImageSchema = z.lazy(() =>
 const ghost = z.lazy(() =>
   z.looseObject({
     id: z.string(),
-    kind: z.enum(["memfd", "deleted", "linked"]),
+    kind: z.enum(["memfd", "deleted", "linked", "dir"]),
     name: z.string(),
     handle: z.looseObject({ type: int, hex: z.string(), mount: z.string() }).optional(),
     size: nat,

@@ -3,7 +3,6 @@
  * on untouched (a refused dump must not disturb it).
  *
  *   root-deleted the root directory (chroot) was removed
- *   dir-deleted  a directory fd whose directory was removed
  *   lease        a read lease (F_SETLEASE) on a file, being broken (a
  *                non-blocking open for writing started its break)
  *   pipe-reopen  a pipe's read end opened again through /proc/self/fd, the
@@ -11,7 +10,7 @@
  *   lock-mapped  a flock held through a description only a mapping keeps
  *   owner-outside  an fd owned (F_SETOWN) by the parent, outside the tree
  *
- * usage: refused_fds <workdir> root-deleted|dir-deleted|lease|pipe-reopen|lock-mapped|owner-outside
+ * usage: refused_fds <workdir> root-deleted|lease|pipe-reopen|lock-mapped|owner-outside
  */
 #define _GNU_SOURCE
 #include "common.h"
@@ -27,7 +26,7 @@ static const char *work;
 static int lease_before = -1;
 
 int main(int argc, char **argv) {
-  need_args(argc, 2, "refused_fds <workdir> root-deleted|dir-deleted|lease|pipe-reopen|lock-mapped|owner-outside");
+  need_args(argc, 2, "refused_fds <workdir> root-deleted|lease|pipe-reopen|lock-mapped|owner-outside");
   work = argv[1];
   const char *mode = argv[2];
   char path[512];
@@ -37,11 +36,6 @@ int main(int argc, char **argv) {
     if (chdir(work) != 0 || mkdir("gone", 0755) != 0 || chroot("gone") != 0 || rmdir("gone") != 0) {
       die("root");
     }
-  } else if (!strcmp(mode, "dir-deleted")) {
-    snprintf(path, sizeof path, "%s/gonedir", work);
-    if (mkdir(path, 0755) != 0) die("mkdir");
-    fd = open(path, O_RDONLY | O_DIRECTORY);
-    if (fd < 0 || rmdir(path) != 0) die("dir");
   } else if (!strcmp(mode, "lease")) {
     snprintf(path, sizeof path, "%s/leased", work);
     int w = open(path, O_WRONLY | O_CREAT, 0600);
