@@ -312,6 +312,7 @@ Deno.test(
         "cwd-unlinked",
         "cwd-no-create",
         "path-free",
+        "fd-is-cwd",
         "cwd-mode",
         "cwd-owner",
         "cwd-times",

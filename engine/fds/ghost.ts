@@ -555,9 +555,14 @@ function pathExistsLstat(p: string): boolean {
  * on the way; a missing original directory or a damaged file is a
  * RestoreError.
  */
-export async function createGhost(g: GhostFile, dir: string): Promise<number> {
+export async function createGhost(
+  g: GhostFile,
+  dir: string,
+  /** Deleted cwds made for the restore: path -> "<dev>:<ino>" at dump (engine/restore/deleted_cwd.ts). */
+  madeCwds: ReadonlyMap<string, string> = new Map(),
+): Promise<number> {
   if (g.kind === "linked") return openLinked(g);
-  if (g.kind === "dir") return createDeletedDir(g);
+  if (g.kind === "dir") return createDeletedDir(g, madeCwds.get(g.name) === g.id);
   let fd: number;
   if (g.kind === "memfd") fd = memfdCreate(g.name);
   else {
@@ -649,9 +654,13 @@ export async function createGhost(g: GhostFile, dir: string): Promise<number> {
  * Restore: a removed directory made again at its path (and its missing
  * parents), given its mode, owner and times, opened, and removed again with
  * the parents made: its fd (close-on-exec) holds an empty, removed
- * directory whose /proc link reads as before. The path must be free.
+ * directory whose /proc link reads as before. The path must be free, unless
+ * the directory is also a deleted cwd, made for the restore already
+ * (`madeAsCwd`: the same directory at dump), which is opened.
  */
-function createDeletedDir(g: GhostFile): number {
+function createDeletedDir(g: GhostFile, madeAsCwd: boolean): number {
+  // Also some process's deleted cwd: the directory made for that one (removed with it).
+  if (madeAsCwd) return openDeletedDir(g);
   if (pathExistsLstat(g.name)) {
     throw new RestoreError(
       `cannot restore: the removed directory ${g.name} some fd holds cannot be made again: its path is taken now`,
@@ -669,15 +678,7 @@ function createDeletedDir(g: GhostFile): number {
       );
     }
     try {
-      const fd = openDirFd(g.name);
-      if (fd < 0) {
-        throw new RestoreError(
-          `cannot restore: the removed directory ${g.name} cannot be opened (${errnoName(-fd)})`,
-        );
-      }
-      chownChmodFd(fd, g.uid, g.gid, g.mode);
-      if (g.times) setFileTimes(fd, g.times.atime, g.times.mtime);
-      return fd;
+      return openDeletedDir(g);
     } finally {
       Deno.removeSync(g.name);
     }
@@ -688,4 +689,17 @@ function createDeletedDir(g: GhostFile): number {
       } catch { /* something else was put there meanwhile: left */ }
     }
   }
+}
+
+/** Opens the directory made at `g.name` and gives it `g`'s owner, mode and times; its fd. */
+function openDeletedDir(g: GhostFile): number {
+  const fd = openDirFd(g.name);
+  if (fd < 0) {
+    throw new RestoreError(
+      `cannot restore: the removed directory ${g.name} cannot be opened (${errnoName(-fd)})`,
+    );
+  }
+  chownChmodFd(fd, g.uid, g.gid, g.mode);
+  if (g.times) setFileTimes(fd, g.times.atime, g.times.mtime);
+  return fd;
 }

@@ -37,10 +37,16 @@ export function cwdPath(cwd: string): string {
 export class DeletedCwds {
   #made: string[];
   #attrs: Map<string, DirAttrs>;
+  /**
+   * Each deleted cwd made, by path: "<dev>:<ino>" of the directory at dump
+   * (an fd of the same removed directory opens the one made: engine/fds/ghost.ts).
+   */
+  readonly made: ReadonlyMap<string, string>;
 
-  private constructor(made: string[], attrs: Map<string, DirAttrs>) {
+  private constructor(made: string[], attrs: Map<string, DirAttrs>, ids: Map<string, string>) {
     this.#made = made;
     this.#attrs = attrs;
+    this.made = ids;
   }
 
   /**
@@ -67,12 +73,15 @@ export class DeletedCwds {
     }
     const made: string[] = [];
     const attrs = new Map<string, DirAttrs>();
+    const ids = new Map<string, string>();
     for (const cwd of paths) {
       made.push(...makeMissingDirs(cwdPath(cwd)));
       const recorded = processes.find((p) => p.cwd === cwd && p.cwdAttrs)?.cwdAttrs;
       if (recorded) attrs.set(cwdPath(cwd), recorded);
+      const id = processes.find((p) => p.cwd === cwd && p.dirIds)?.dirIds?.cwd;
+      if (id) ids.set(cwdPath(cwd), `${id.dev}:${id.ino}`);
     }
-    return new DeletedCwds(made, attrs);
+    return new DeletedCwds(made, attrs, ids);
   }
 
   /**

@@ -4,8 +4,9 @@
  * waits for SIGUSR1 (sent after the restore) and checks that the cwd is
  * still that deleted directory: /proc/self/cwd reads "<work>/gone
  * (deleted)", it has no links, nothing can be created in it, the path is
- * free, and its mode, owner and times are those set; prints check lines
- * and PASS/FAIL. */
+ * free, and its mode, owner and times are those set; fd 30, opened on the
+ * directory before, holds that same directory; prints check lines and
+ * PASS/FAIL. */
 #define _GNU_SOURCE
 #include "common.h"
 #include <fcntl.h>
@@ -21,6 +22,8 @@ int main(int argc, char **argv) {
   if (mkdir(path, 0700) != 0 || chown(path, uid, gid) != 0 || chmod(path, 0751) != 0 ||
       utimensat(AT_FDCWD, path, times, 0) != 0)
     die("gone");
+  int dfd = open(path, O_RDONLY | O_DIRECTORY);
+  if (dfd < 0 || dup2(dfd, 30) != 30 || close(dfd) != 0) die("dir fd");
   if (chdir(path) != 0 || rmdir(path) != 0) die("cwd");
   sigset_t old;
   arm_usr1(&old);
@@ -38,6 +41,9 @@ int main(int argc, char **argv) {
   check("cwd-no-create", fd < 0 && errno == ENOENT, "fd %d errno %d", fd, errno);
   check("path-free", access(path, F_OK) != 0 && errno == ENOENT, "errno %d", errno);
   stat(".", &st);
+  struct stat fst;
+  check("fd-is-cwd", fstat(30, &fst) == 0 && fst.st_ino == st.st_ino && fst.st_dev == st.st_dev,
+        "fd 30: inode %ld, cwd %ld", (long)fst.st_ino, (long)st.st_ino);
   check("cwd-mode", (st.st_mode & 07777) == 0751, "mode %o", st.st_mode & 07777);
   check("cwd-owner", st.st_uid == uid && st.st_gid == gid, "owner %d:%d", st.st_uid, st.st_gid);
   check("cwd-times",
