@@ -895,9 +895,12 @@ export interface GhostFile {
    * (`handle`; `file`, `checksum` and `extents` are empty).
    * "dir": a removed directory an fd holds: made again at `name`, opened
    * and removed again at restore (empty: `file`, `checksum` and `extents`
-   * are empty).
+   * are empty). "symlink": a removed symlink an O_PATH fd holds, made
+   * again likewise with its content (`linkTarget`).
    */
-  kind: "memfd" | "deleted" | "linked" | "dir";
+  kind: "memfd" | "deleted" | "linked" | "dir" | "symlink";
+  /** A removed symlink an O_PATH fd holds ("symlink"): its content. */
+  linkTarget?: string;
   /** The memfd's name, or the deleted file's path. */
   name: string;
   /** How a "linked" file is found again: its kernel file handle on the mount at `mount`. */

@@ -10,7 +10,7 @@
  * a lease being broken. A deleted cwd comes back deleted
  * (tests/targets/rt_cwd_deleted.c). Processes sharing one fd table and
  * fs info come back sharing them (tests/targets/rt_files_shared.c); fds of
- * a removed directory hold a removed directory (tests/targets/rt_dir_removed.c).
+ * a removed directory or symlink hold one (tests/targets/rt_dir_removed.c).
  */
 
 import assert from "node:assert/strict";
@@ -265,7 +265,7 @@ Deno.test(
 );
 
 Deno.test(
-  "fds of a removed directory (O_DIRECTORY, O_PATH) come back on one removed directory, its mode, owner and times",
+  "fds of a removed directory (O_DIRECTORY, O_PATH) come back on one removed directory, its mode, owner and times; an O_PATH fd of a removed symlink on a removed symlink",
   withTargets(async () => {
     const work = await tempDir("cryo-dir-removed-");
     const t = await startTarget("rt_dir_removed", [work]);
@@ -290,6 +290,10 @@ Deno.test(
         "flags",
         "no-create",
         "paths-free",
+        "link-removed",
+        "link-content",
+        "link-owner",
+        "link-path",
       ],
       await t.wait(),
     );

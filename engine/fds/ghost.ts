@@ -37,9 +37,12 @@ import {
   createUnlinked,
   dataExtents,
   getSeals,
+  lchown,
   memfdCreate,
+  openSymlinkItself,
   openTmpfile,
   reserveRange,
+  symlinkContentThrough,
   truncateFd,
   unwrittenExtents,
 } from "../../ffi/files.ts";
@@ -225,6 +228,11 @@ export async function collectGhosts(
         if (id) f.ghost = id; // else refused by the fd plan (`fd.deleted`)
         continue;
       }
+      if (!f.excluded && f.kind === "path" && f.target.endsWith(DELETED)) {
+        const id = deletedSymlink(`/proc/${p.pid}/fd/${f.fd}`, f.target, ghosts);
+        if (id) f.ghost = id; // else refused by the fd plan
+        continue;
+      }
       if (f.excluded || (f.kind !== "memfd" && f.kind !== "file") || !ghostKind(f.target)) continue;
       // A queue unlinked while open shows as a deleted file: refused by name (fds/mqueue.ts).
       if (isMqueueFd(p.pid, f.fd)) continue;
@@ -302,6 +310,44 @@ function deletedDir(
     gid: st.gid ?? 0,
     seals: 0,
     ...(times ? { times } : {}),
+    extents: [],
+    file: "",
+    checksum: "",
+  });
+  return id;
+}
+
+/**
+ * Records the removed symlink an O_PATH fd holds (`source`: its /proc
+ * link) as a ghost of kind "symlink": its path, content and owner. Returns
+ * its id, or undefined when it is no symlink or cannot be read.
+ */
+function deletedSymlink(
+  source: string,
+  target: string,
+  ghosts: Map<string, GhostFile>,
+): string | undefined {
+  let st: Deno.FileInfo;
+  try {
+    st = Deno.statSync(source);
+  } catch {
+    return undefined;
+  }
+  if (!st.isSymlink) return undefined;
+  const id = `${st.dev}:${st.ino}`;
+  if (ghosts.has(id)) return id;
+  const content = symlinkContentThrough(source);
+  if (typeof content !== "string") return undefined;
+  ghosts.set(id, {
+    id,
+    kind: "symlink",
+    name: ghostName(target, "deleted"),
+    linkTarget: content,
+    size: 0,
+    mode: 0o777,
+    uid: st.uid ?? 0,
+    gid: st.gid ?? 0,
+    seals: 0,
     extents: [],
     file: "",
     checksum: "",
@@ -563,6 +609,7 @@ export async function createGhost(
 ): Promise<number> {
   if (g.kind === "linked") return openLinked(g);
   if (g.kind === "dir") return createDeletedDir(g, madeCwds.get(g.name) === g.id);
+  if (g.kind === "symlink") return createDeletedSymlink(g);
   let fd: number;
   if (g.kind === "memfd") fd = memfdCreate(g.name);
   else {
@@ -702,4 +749,48 @@ function openDeletedDir(g: GhostFile): number {
   chownChmodFd(fd, g.uid, g.gid, g.mode);
   if (g.times) setFileTimes(fd, g.times.atime, g.times.mtime);
   return fd;
+}
+
+/**
+ * Restore: a removed symlink made again at its path (and its missing
+ * parents) with its content and owner, opened itself (O_PATH|O_NOFOLLOW)
+ * and removed again with the parents made: its fd (close-on-exec). The
+ * path must be free.
+ */
+function createDeletedSymlink(g: GhostFile): number {
+  if (pathExistsLstat(g.name)) {
+    throw new RestoreError(
+      `cannot restore: the removed symlink ${g.name} an O_PATH fd holds cannot be made again: its path is taken now`,
+    );
+  }
+  const made = makeMissingDirs(dirname(g.name));
+  try {
+    try {
+      Deno.symlinkSync(g.linkTarget ?? "", g.name);
+    } catch (e) {
+      throw new RestoreError(
+        `cannot restore: the removed symlink ${g.name} cannot be made again: ${
+          (e as Error).message
+        }`,
+      );
+    }
+    try {
+      lchown(g.name, g.uid, g.gid);
+      const fd = openSymlinkItself(g.name);
+      if (fd < 0) {
+        throw new RestoreError(
+          `cannot restore: the removed symlink ${g.name} cannot be opened (${errnoName(-fd)})`,
+        );
+      }
+      return fd;
+    } finally {
+      Deno.removeSync(g.name);
+    }
+  } finally {
+    for (const d of made.reverse()) {
+      try {
+        Deno.removeSync(d); // only while empty
+      } catch { /* something else was put there meanwhile: left */ }
+    }
+  }
 }

@@ -242,7 +242,8 @@ export const processImageSchema = z.lazy(() =>
 const ghost = z.lazy(() =>
   z.looseObject({
     id: z.string(),
-    kind: z.enum(["memfd", "deleted", "linked", "dir"]),
+    kind: z.enum(["memfd", "deleted", "linked", "dir", "symlink"]),
+    linkTarget: z.string().optional(),
     name: z.string(),
     handle: z.looseObject({ type: int, hex: z.string(), mount: z.string() }).optional(),
     size: nat,

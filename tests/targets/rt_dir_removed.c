@@ -1,12 +1,17 @@
-/* Fds of a removed directory. Args: <work dir>. Makes <work>/outer/gone
- * (mode 0751, owner 1234:2345 when run as root, set access and
- * modification times), opens it O_RDONLY|O_DIRECTORY (fd 20) and O_PATH
- * (fd 21), and removes it and outer; prints "ready pid=<pid>", waits for
+/* Fds of a removed directory and of a removed symlink. Args: <work dir>.
+ * Makes <work>/outer/gone (mode 0751, owner 1234:2345 when run as root,
+ * set access and modification times), opens it O_RDONLY|O_DIRECTORY (fd
+ * 20) and O_PATH (fd 21); makes the symlink <work>/outer/link ->
+ * "some/target" (owner 1234:2345 as root) and opens it itself
+ * (O_PATH|O_NOFOLLOW, fd 22); removes them and outer; prints "ready
+ * pid=<pid>", waits for
  * SIGUSR1 (sent after the restore) and checks that both fds hold one
  * removed, empty directory: a directory with no links, the same inode for
  * both, /proc/self/fd/20 reading "<work>/outer/gone (deleted)", its mode,
  * owner and times, O_DIRECTORY and O_PATH kept, nothing creatable in it,
- * and the paths free; prints check lines and PASS/FAIL. */
+ * and the paths free; and that fd 22 holds a removed symlink of that
+ * content and owner, its /proc link reading "<work>/outer/link (deleted)";
+ * prints check lines and PASS/FAIL. */
 #define _GNU_SOURCE
 #include "common.h"
 #include <fcntl.h>
@@ -25,6 +30,11 @@ int main(int argc, char **argv) {
     die("gone");
   int d = open(path, O_RDONLY | O_DIRECTORY), o = open(path, O_PATH);
   if (d < 0 || o < 0 || dup2(d, 20) != 20 || dup2(o, 21) != 21 || close(d) || close(o)) die("open");
+  char lpath[600];
+  snprintf(lpath, sizeof lpath, "%s/link", outer);
+  if (symlink("some/target", lpath) != 0 || lchown(lpath, uid, gid) != 0) die("symlink");
+  int l = open(lpath, O_PATH | O_NOFOLLOW);
+  if (l < 0 || dup2(l, 22) != 22 || close(l) != 0 || unlink(lpath) != 0) die("link");
   if (rmdir(path) != 0 || rmdir(outer) != 0) die("rmdir");
   sigset_t old;
   arm_usr1(&old);
@@ -53,5 +63,17 @@ int main(int argc, char **argv) {
   int fd = openat(20, "new", O_CREAT | O_WRONLY, 0600);
   check("no-create", fd < 0 && errno == ENOENT, "fd %d errno %d", fd, errno);
   check("paths-free", access(path, F_OK) != 0 && access(outer, F_OK) != 0, "a path exists");
+  struct stat ls;
+  char content[64] = {0};
+  check("link-removed",
+        fstatat(22, "", &ls, AT_EMPTY_PATH) == 0 && S_ISLNK(ls.st_mode) && ls.st_nlink == 0,
+        "mode %o nlink %ld", ls.st_mode, (long)ls.st_nlink);
+  check("link-content", readlinkat(22, "", content, sizeof content - 1) == 11 &&
+                            strcmp(content, "some/target") == 0, "%s", content);
+  check("link-owner", ls.st_uid == uid && ls.st_gid == gid, "owner %d:%d", ls.st_uid, ls.st_gid);
+  snprintf(want, sizeof want, "%s (deleted)", lpath);
+  n = readlink("/proc/self/fd/22", link, sizeof link - 1);
+  link[n > 0 ? n : 0] = 0;
+  check("link-path", strcmp(link, want) == 0 && (fcntl(22, F_GETFL) & O_PATH), "%s", link);
   return verdict();
 }
