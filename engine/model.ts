@@ -282,6 +282,17 @@ export interface DumpStats {
   parentReusedBytes?: number;
 }
 
+/** Permission bits, owner and times of a directory. */
+export interface DirAttrs {
+  /** Permission bits (mode & 0o7777). */
+  mode: number;
+  uid: number;
+  gid: number;
+  /** Access and modification times as [seconds, nanoseconds], when statx told them. */
+  atime?: [number, number];
+  mtime?: [number, number];
+}
+
 /** Everything cryo knows about one process. */
 export interface ProcessImage {
   pid: number;
@@ -298,6 +309,12 @@ export interface ProcessImage {
    * cryo versions.
    */
   dirIds?: { cwd: DirId; root: DirId };
+  /**
+   * Mode, owner and times of the cwd when it was deleted at dump (the
+   * directory a restore makes again gets them back). Absent otherwise and
+   * in images of older cryo versions.
+   */
+  cwdAttrs?: DirAttrs;
   umask: number;
   personality: number;
   cmdline: string[];
@@ -350,6 +367,20 @@ export interface ProcessImage {
    * its image (it shared pages or shared anonymous memory with the parent).
    */
   inheritsMemory?: true;
+  /**
+   * Its fd table is its parent's (clone with CLONE_FILES, no exec since):
+   * `fds` is empty, the parent restores the table once, and this process,
+   * restored by inheritance (`inheritsMemory`, never exec'ed), is forked
+   * into it with CLONE_FILES and runs its program while the parent waits
+   * at that fork (engine/task/shared_tables.ts).
+   */
+  sharesParentFiles?: true;
+  /**
+   * Its cwd, root and umask are its parent's (clone with CLONE_FS): the
+   * parent forks it with CLONE_FS, so both set the same ones into one
+   * fs_struct (engine/task/shared_tables.ts).
+   */
+  sharesParentFs?: true;
   /**
    * Children of this process that had exited and were not reaped yet
    * (zombies): re-created at restore, exited as they were, for this
@@ -881,8 +912,14 @@ export interface GhostFile {
    * "linked": a file whose name in the fd or mapping was removed but which
    * has another (a hard link): not copied, reopened by its file handle
    * (`handle`; `file`, `checksum` and `extents` are empty).
+   * "dir": a removed directory an fd holds: made again at `name`, opened
+   * and removed again at restore (empty: `file`, `checksum` and `extents`
+   * are empty). "symlink": a removed symlink an O_PATH fd holds, made
+   * again likewise with its content (`linkTarget`).
    */
-  kind: "memfd" | "deleted" | "linked";
+  kind: "memfd" | "deleted" | "linked" | "dir" | "symlink";
+  /** A removed symlink an O_PATH fd holds ("symlink"): its content. */
+  linkTarget?: string;
   /** The memfd's name, or the deleted file's path. */
   name: string;
   /** How a "linked" file is found again: its kernel file handle on the mount at `mount`. */

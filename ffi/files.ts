@@ -142,3 +142,33 @@ const FALLOC_FL_KEEP_SIZE = 1;
 export function reserveRange(fd: number, offset: number, length: number): number {
   return Number(rawSyscall(SYS.fallocate, fd, FALLOC_FL_KEEP_SIZE, offset, length));
 }
+
+const O_PATH = 0o10000000;
+const O_NOFOLLOW = 0o400000;
+
+/**
+ * The content of the symlink `path` leads to (a /proc/<pid>/fd/<n> link of
+ * an O_PATH fd of a symlink: the jump lands on the symlink itself, read
+ * with readlinkat(fd, "")), or -errno.
+ */
+export function symlinkContentThrough(path: string): string | number {
+  const fd = Number(rawSyscall(SYS.open, cstr(path), O_PATH | O_CLOEXEC, 0));
+  if (fd < 0) return fd;
+  try {
+    const buf = new Uint8Array(4096);
+    const n = Number(rawSyscall(SYS.readlinkat, fd, cstr(""), buf, buf.length));
+    return n < 0 ? n : new TextDecoder().decode(buf.subarray(0, n));
+  } finally {
+    rawSyscall(SYS.close, fd);
+  }
+}
+
+/** An O_PATH fd (close-on-exec) of the symlink `path` itself (O_NOFOLLOW), or -errno. */
+export function openSymlinkItself(path: string): number {
+  return Number(rawSyscall(SYS.open, cstr(path), O_PATH | O_NOFOLLOW | O_CLOEXEC, 0));
+}
+
+/** lchown(2): the owner of the symlink `path` itself; -errno or 0. */
+export function lchown(path: string, uid: number, gid: number): number {
+  return Number(rawSyscall(SYS.lchown, cstr(path), uid, gid));
+}

@@ -119,3 +119,27 @@ export function setFileTimes(fd: number, atime: FileTime, mtime: FileTime): numb
   ]);
   return Number(rawSyscall(SYS.utimensat, fd, 0, ts, 0));
 }
+
+/**
+ * The access and modification times of `path` (symlinks followed, so a
+ * /proc/<pid>/cwd link reaches a deleted directory), or null when statx
+ * cannot tell them.
+ */
+export function pathTimes(path: string): { atime: FileTime; mtime: FileTime } | null {
+  const r = rawSyscall(SYS.statx, AT_FDCWD, cstr(path), 0, STATX_ATIME | STATX_MTIME, buf);
+  if (r < 0n) return null;
+  const mask = view.getUint32(0, true);
+  if ((mask & (STATX_ATIME | STATX_MTIME)) !== (STATX_ATIME | STATX_MTIME)) return null;
+  return { atime: timeAt(ATIME_AT), mtime: timeAt(MTIME_AT) };
+}
+
+/** Sets the access and modification times of `path` (utimensat, symlinks followed); -errno or 0. */
+export function setPathTimes(path: string, atime: FileTime, mtime: FileTime): number {
+  const ts = new BigInt64Array([
+    BigInt(atime[0]),
+    BigInt(atime[1]),
+    BigInt(mtime[0]),
+    BigInt(mtime[1]),
+  ]);
+  return Number(rawSyscall(SYS.utimensat, AT_FDCWD, cstr(path), ts, 0));
+}

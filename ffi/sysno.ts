@@ -136,6 +136,7 @@ export const SYS = {
   socketpair: 53,
   chmod: 90,
   lchown: 94,
+  readlinkat: 267,
   accept4: 288,
   getpriority: 140,
   setpriority: 141,

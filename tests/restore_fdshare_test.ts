@@ -6,10 +6,11 @@
  * an eventfd and an epoll shared by parent and child after fork (kcmp
  * across the pids, the shared offset), fd owner / signal / O_ASYNC, paths
  * through a symlink; FIFOs (tests/targets/rt_fifo.c). And what is refused
- * by name (tests/targets/refused_fds.c): fd tables shared by processes
- * (CLONE_FILES), a deleted root, a directory fd whose directory was removed,
+ * by name (tests/targets/refused_fds.c): a deleted root,
  * a lease being broken. A deleted cwd comes back deleted
- * (tests/targets/rt_cwd_deleted.c).
+ * (tests/targets/rt_cwd_deleted.c). Processes sharing one fd table and
+ * fs info come back sharing them (tests/targets/rt_files_shared.c); fds of
+ * a removed directory or symlink hold one (tests/targets/rt_dir_removed.c).
  */
 
 import assert from "node:assert/strict";
@@ -145,11 +146,9 @@ async function assertRefused(t: Target, line: RegExp, checks: string[]): Promise
 
 for (
   const [mode, line, checks] of [
-    ["clone-files", /processes \d+ and \d+ share one fd table: fd table shared/, ["shared-table"]],
     ["root-deleted", /process \d+ root \(.*gone \(deleted\)\): root directory deleted/, [
       "root",
     ]],
-    ["dir-deleted", /fd \d+ \(.*gonedir \(deleted\)\): deleted directories/, ["fd-open"]],
     ["lease", /fd \d+ \(.*leased\): file leases being broken .*: .*LEASE +BREAKING/, ["lease"]],
     ["pipe-reopen", /fd \d+ \(pipe:\[\d+\]\): a pipe end open through several descriptions/, [
       "fd-open",
@@ -233,8 +232,83 @@ Deno.test(
   }),
 );
 
+for (const lazy of [false, true]) {
+  Deno.test(
+    `processes sharing one fd table (CLONE_FILES) and fs info (CLONE_FS) come back sharing them${
+      lazy ? " (--lazy)" : ""
+    }`,
+    withTargets(async () => {
+      const { t, trigger, ready } = await startTriggered(
+        "rt_files_shared",
+        /^ready pid=(\d+) pids=(\d+),(\d+),(\d+),(\d+)$/m,
+        { passWork: true },
+      );
+      for (const pid of ready.slice(2, 6).map(Number)) adoptPid(pid);
+      const { dump, tree } = await dumpKillRestore(t, { lazy });
+      assert.equal(dump.manifest.processes.length, 5, "the whole tree was dumped");
+      // (A process in its parent's table is restored eagerly: the parent's fd phase comes after it.)
+      const serving = tree.lazy?.serve();
+      await Deno.writeTextFile(trigger, "");
+      assertChecksPassed(
+        t,
+        [
+          "kcmp-files",
+          "kcmp-files-grand",
+          "kcmp-fs-grand",
+          "kcmp-fs",
+          "own-table",
+          "fs-own-table",
+          "files-own-fs",
+          "root-memory",
+          "files-sees-fd",
+          "close-seen",
+          "fs-sees-cwd-umask",
+        ],
+        await t.wait(),
+      );
+      await serving;
+    }),
+  );
+}
+
 Deno.test(
-  "a deleted cwd comes back deleted: the same path, no links, nothing created, the path free",
+  "fds of a removed directory (O_DIRECTORY, O_PATH) come back on one removed directory, its mode, owner and times; an O_PATH fd of a removed symlink on a removed symlink",
+  withTargets(async () => {
+    const work = await tempDir("cryo-dir-removed-");
+    const t = await startTarget("rt_dir_removed", [work]);
+    await t.waitFor(/^ready pid=\d+$/m);
+    await dumpKillRestore(t);
+    assert.equal(
+      pathExists(`${work}/outer`),
+      false,
+      "the directories made for the restore are gone",
+    );
+    t.signal(SIGUSR1);
+    assertChecksPassed(
+      t,
+      [
+        "fstat",
+        "dir-unlinked",
+        "same-inode",
+        "link",
+        "mode",
+        "owner",
+        "times",
+        "flags",
+        "no-create",
+        "paths-free",
+        "link-removed",
+        "link-content",
+        "link-owner",
+        "link-path",
+      ],
+      await t.wait(),
+    );
+  }),
+);
+
+Deno.test(
+  "a deleted cwd comes back deleted: the same path, no links, nothing created, the path free, its mode, owner and times",
   withTargets(async () => {
     const work = await tempDir("cryo-cwd-deleted-");
     const t = await startTarget("rt_cwd_deleted", [work]);
@@ -244,7 +318,16 @@ Deno.test(
     t.signal(SIGUSR1);
     assertChecksPassed(
       t,
-      ["cwd-link", "cwd-unlinked", "cwd-no-create", "path-free"],
+      [
+        "cwd-link",
+        "cwd-unlinked",
+        "cwd-no-create",
+        "path-free",
+        "fd-is-cwd",
+        "cwd-mode",
+        "cwd-owner",
+        "cwd-times",
+      ],
       await t.wait(),
     );
   }),

@@ -22,8 +22,8 @@ const IPC_RMID = 0;
 const CASES: [string, "restored" | RegExp][] = [
   ["clonevm", /share one address space/],
   ["clonesighand", /share one address space/],
-  ["clonefiles", /share one fd table/],
-  ["clonefs", /share cwd, root and umask/],
+  ["clonefiles", "restored"],
+  ["clonefs", "restored"],
   [
     "clonesysvsem",
     /processes \d+ and \d+: System V semaphore undo lists .*: they share one undo list/,

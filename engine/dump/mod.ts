@@ -134,6 +134,7 @@ import {
 } from "../fds/tcp_lock.ts";
 import { inetQueueBytes } from "../fds/inet_plan.ts";
 import { planInheritance } from "../memory/inherit.ts";
+import { planSharedTables } from "../task/shared_tables.ts";
 import {
   mapShmemPages,
   markShmemObjects,
@@ -890,6 +891,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       pausePoint("collect");
       return { p, collected, image, start, size };
     });
+    // A child in its parent's fd table holds no fds of its own: first (engine/task/shared_tables.ts).
+    planSharedTables(described.map((d) => d.image), refusals);
     markSharedDescriptions(
       described.map((d, i) => ({ pid: d.p.pid, fds: d.image.fds, proc: fdLists[i] })),
     );

@@ -8,7 +8,7 @@
 import { refuseIoWorkers } from "../task/io_workers.ts";
 import { readThreadsHere, threadReadsAvailable } from "../../ffi/thread_reads.ts";
 import { xsaveSize } from "../../ffi/ptrace.ts";
-import { readCmdline, readDirIds } from "../proc/misc.ts";
+import { readCmdline, readDeletedCwdAttrs, readDirIds } from "../proc/misc.ts";
 import { readLimits } from "../proc/limits.ts";
 import { refuseCpuLimitUsed } from "../task/cpu_limit.ts";
 import type { FdInfo, Mapping, ProcessImage } from "../model.ts";
@@ -112,7 +112,7 @@ export function toFdInfo(pid: number, f: ProcFd, topology: PipeTopology): FdInfo
   const O_PATH = 0o10000000;
   let restore = "open";
   let kind = f.kind;
-  if (f.deleted && kind === "directory") kind = "unknown";
+  // (A removed directory stays a directory: a ghost of kind "dir", engine/fds/ghost.ts.)
   // An O_PATH fd of a FIFO holds no pipe: reopened by its path like a link's or a socket file's.
   if (kind === "fifo" && flags & O_PATH) kind = "path";
   if (kind === "tty") restore = "inherit";
@@ -500,6 +500,7 @@ export function collectProcess(
   const rlimits = readLimits(pid);
   refuseCpuLimitUsed(pid, rlimits, stat.utime + stat.stime, refusals); // engine/task/cpu_limit.ts
 
+  const cwd = readProcLink(pid, "cwd");
   return {
     vmas,
     image: {
@@ -509,9 +510,10 @@ export function collectProcess(
       sid: stat.session,
       comm: stat.comm,
       exe,
-      cwd: readProcLink(pid, "cwd"),
+      cwd,
       root: readProcLink(pid, "root"),
       dirIds: readDirIds(pid),
+      cwdAttrs: readDeletedCwdAttrs(pid, cwd),
       umask: status.umask ?? 0o022,
       personality: parseInt(readProcText(pid, "personality").trim(), 16),
       cmdline: readCmdline(pid),

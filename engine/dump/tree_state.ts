@@ -1,7 +1,7 @@
 /**
  * Dump-time checks of state that processes of the tree share with each
- * other or that has no path any more: fd tables, fs info or memory shared
- * by processes (not threads), System V semaphore undo lists, a deleted cwd or root, file leases, locks
+ * other or that has no path any more: memory shared by processes (not
+ * threads; fd tables and fs info: engine/task/shared_tables.ts), System V semaphore undo lists, a deleted cwd or root, file leases, locks
  * /proc/locks shows for the tree that no fd of it carries, children
  * cloned with an exit signal other than SIGCHLD, and children with a
  * parent-death signal forked by a thread other than their parent's main one.
@@ -22,17 +22,14 @@ import { lockFileId, parseLockLine, type ProcLock, readLocks } from "../proc/loc
 import { readStat } from "../proc/stat.ts";
 
 const KCMP_VM = 1;
-const KCMP_FILES = 2;
-const KCMP_FS = 3;
 const KCMP_SYSVSEM = 6;
 
+/** (Fd tables and fs info shared by processes: engine/task/shared_tables.ts.) */
 const SHARED: [number, SupportId, string][] = [
-  [KCMP_FILES, "task.shared-files", "share one fd table"],
-  [KCMP_FS, "task.shared-fs", "share cwd, root and umask"],
   [KCMP_VM, "task.shared-vm", "share one address space"],
 ];
 
-/** Refuses processes of the tree that share an fd table, fs info or memory (kcmp). */
+/** Refuses processes of the tree that share memory (kcmp). */
 export function checkSharedTables(pids: readonly number[], refusals: Refusals): void {
   for (let i = 0; i < pids.length; i++) {
     for (let j = 0; j < i; j++) {

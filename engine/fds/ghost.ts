@@ -37,9 +37,12 @@ import {
   createUnlinked,
   dataExtents,
   getSeals,
+  lchown,
   memfdCreate,
+  openSymlinkItself,
   openTmpfile,
   reserveRange,
+  symlinkContentThrough,
   truncateFd,
   unwrittenExtents,
 } from "../../ffi/files.ts";
@@ -52,7 +55,7 @@ import { readMountInfo } from "../proc/mountinfo.ts";
 import type { Refusals, SupportId } from "../support.ts";
 import { isSecretMem } from "../memory/secretmem.ts";
 import { fsMagic } from "../../ffi/mounts.ts";
-import { fileTimes, setFileTimes } from "../../ffi/statx.ts";
+import { fileTimes, pathTimes, setFileTimes } from "../../ffi/statx.ts";
 
 const DELETED = " (deleted)";
 const O_RDONLY = 0;
@@ -220,6 +223,16 @@ export async function collectGhosts(
         shadowedFile(p.pid, f, ghosts, refusals, named);
         continue;
       }
+      if (!f.excluded && f.kind === "directory" && f.target.endsWith(DELETED)) {
+        const id = deletedDir(`/proc/${p.pid}/fd/${f.fd}`, f.target, ghosts);
+        if (id) f.ghost = id; // else refused by the fd plan (`fd.deleted`)
+        continue;
+      }
+      if (!f.excluded && f.kind === "path" && f.target.endsWith(DELETED)) {
+        const id = deletedSymlink(`/proc/${p.pid}/fd/${f.fd}`, f.target, ghosts);
+        if (id) f.ghost = id; // else refused by the fd plan
+        continue;
+      }
       if (f.excluded || (f.kind !== "memfd" && f.kind !== "file") || !ghostKind(f.target)) continue;
       // A queue unlinked while open shows as a deleted file: refused by name (fds/mqueue.ts).
       if (isMqueueFd(p.pid, f.fd)) continue;
@@ -264,6 +277,82 @@ export async function collectGhosts(
     }
   }
   return [...ghosts.values()];
+}
+
+/**
+ * Records the removed directory an fd holds (`source`: its /proc link,
+ * `target` what the link reads) as a ghost of kind "dir": its path, mode,
+ * owner and times; nothing to copy (a removed directory is empty and takes
+ * no new entry). Returns its id, or undefined when it cannot be stat'ed.
+ */
+function deletedDir(
+  source: string,
+  target: string,
+  ghosts: Map<string, GhostFile>,
+): string | undefined {
+  let st: Deno.FileInfo;
+  try {
+    st = Deno.statSync(source);
+  } catch {
+    return undefined;
+  }
+  if (!st.isDirectory) return undefined;
+  const id = `${st.dev}:${st.ino}`;
+  if (ghosts.has(id)) return id;
+  const times = pathTimes(source);
+  ghosts.set(id, {
+    id,
+    kind: "dir",
+    name: ghostName(target, "deleted"),
+    size: 0,
+    mode: (st.mode ?? 0o700) & 0o7777,
+    uid: st.uid ?? 0,
+    gid: st.gid ?? 0,
+    seals: 0,
+    ...(times ? { times } : {}),
+    extents: [],
+    file: "",
+    checksum: "",
+  });
+  return id;
+}
+
+/**
+ * Records the removed symlink an O_PATH fd holds (`source`: its /proc
+ * link) as a ghost of kind "symlink": its path, content and owner. Returns
+ * its id, or undefined when it is no symlink or cannot be read.
+ */
+function deletedSymlink(
+  source: string,
+  target: string,
+  ghosts: Map<string, GhostFile>,
+): string | undefined {
+  let st: Deno.FileInfo;
+  try {
+    st = Deno.statSync(source);
+  } catch {
+    return undefined;
+  }
+  if (!st.isSymlink) return undefined;
+  const id = `${st.dev}:${st.ino}`;
+  if (ghosts.has(id)) return id;
+  const content = symlinkContentThrough(source);
+  if (typeof content !== "string") return undefined;
+  ghosts.set(id, {
+    id,
+    kind: "symlink",
+    name: ghostName(target, "deleted"),
+    linkTarget: content,
+    size: 0,
+    mode: 0o777,
+    uid: st.uid ?? 0,
+    gid: st.gid ?? 0,
+    seals: 0,
+    extents: [],
+    file: "",
+    checksum: "",
+  });
+  return id;
 }
 
 /** The inode number of `path`, or -1. */
@@ -459,7 +548,9 @@ export function planGhosts(
  * F_GETFL and fdinfo no longer show it).
  */
 export function ghostOpenFlags(f: FdInfo): number {
-  return f.flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_TMPFILE | O_NOFOLLOW);
+  // O_TMPFILE is O_DIRECTORY and a bit of its own: a removed directory's fd keeps O_DIRECTORY.
+  const tmpfile = (f.flags & O_TMPFILE) === O_TMPFILE ? O_TMPFILE : 0;
+  return f.flags & ~(O_CREAT | O_EXCL | O_TRUNC | tmpfile | O_NOFOLLOW);
 }
 
 /** The path a restored process reopens ghost `id` by, and the transfer fd it names. */
@@ -510,8 +601,15 @@ function pathExistsLstat(p: string): boolean {
  * on the way; a missing original directory or a damaged file is a
  * RestoreError.
  */
-export async function createGhost(g: GhostFile, dir: string): Promise<number> {
+export async function createGhost(
+  g: GhostFile,
+  dir: string,
+  /** Deleted cwds made for the restore: path -> "<dev>:<ino>" at dump (engine/restore/deleted_cwd.ts). */
+  madeCwds: ReadonlyMap<string, string> = new Map(),
+): Promise<number> {
   if (g.kind === "linked") return openLinked(g);
+  if (g.kind === "dir") return createDeletedDir(g, madeCwds.get(g.name) === g.id);
+  if (g.kind === "symlink") return createDeletedSymlink(g);
   let fd: number;
   if (g.kind === "memfd") fd = memfdCreate(g.name);
   else {
@@ -596,5 +694,103 @@ export async function createGhost(g: GhostFile, dir: string): Promise<number> {
   } catch (e) {
     rawSyscall(SYS.close, fd);
     throw e;
+  }
+}
+
+/**
+ * Restore: a removed directory made again at its path (and its missing
+ * parents), given its mode, owner and times, opened, and removed again with
+ * the parents made: its fd (close-on-exec) holds an empty, removed
+ * directory whose /proc link reads as before. The path must be free, unless
+ * the directory is also a deleted cwd, made for the restore already
+ * (`madeAsCwd`: the same directory at dump), which is opened.
+ */
+function createDeletedDir(g: GhostFile, madeAsCwd: boolean): number {
+  // Also some process's deleted cwd: the directory made for that one (removed with it).
+  if (madeAsCwd) return openDeletedDir(g);
+  if (pathExistsLstat(g.name)) {
+    throw new RestoreError(
+      `cannot restore: the removed directory ${g.name} some fd holds cannot be made again: its path is taken now`,
+    );
+  }
+  const made = makeMissingDirs(dirname(g.name));
+  try {
+    try {
+      Deno.mkdirSync(g.name, { mode: 0o700 });
+    } catch (e) {
+      throw new RestoreError(
+        `cannot restore: the removed directory ${g.name} cannot be made again: ${
+          (e as Error).message
+        }`,
+      );
+    }
+    try {
+      return openDeletedDir(g);
+    } finally {
+      Deno.removeSync(g.name);
+    }
+  } finally {
+    for (const d of made.reverse()) {
+      try {
+        Deno.removeSync(d); // only while empty
+      } catch { /* something else was put there meanwhile: left */ }
+    }
+  }
+}
+
+/** Opens the directory made at `g.name` and gives it `g`'s owner, mode and times; its fd. */
+function openDeletedDir(g: GhostFile): number {
+  const fd = openDirFd(g.name);
+  if (fd < 0) {
+    throw new RestoreError(
+      `cannot restore: the removed directory ${g.name} cannot be opened (${errnoName(-fd)})`,
+    );
+  }
+  chownChmodFd(fd, g.uid, g.gid, g.mode);
+  if (g.times) setFileTimes(fd, g.times.atime, g.times.mtime);
+  return fd;
+}
+
+/**
+ * Restore: a removed symlink made again at its path (and its missing
+ * parents) with its content and owner, opened itself (O_PATH|O_NOFOLLOW)
+ * and removed again with the parents made: its fd (close-on-exec). The
+ * path must be free.
+ */
+function createDeletedSymlink(g: GhostFile): number {
+  if (pathExistsLstat(g.name)) {
+    throw new RestoreError(
+      `cannot restore: the removed symlink ${g.name} an O_PATH fd holds cannot be made again: its path is taken now`,
+    );
+  }
+  const made = makeMissingDirs(dirname(g.name));
+  try {
+    try {
+      Deno.symlinkSync(g.linkTarget ?? "", g.name);
+    } catch (e) {
+      throw new RestoreError(
+        `cannot restore: the removed symlink ${g.name} cannot be made again: ${
+          (e as Error).message
+        }`,
+      );
+    }
+    try {
+      lchown(g.name, g.uid, g.gid);
+      const fd = openSymlinkItself(g.name);
+      if (fd < 0) {
+        throw new RestoreError(
+          `cannot restore: the removed symlink ${g.name} cannot be opened (${errnoName(-fd)})`,
+        );
+      }
+      return fd;
+    } finally {
+      Deno.removeSync(g.name);
+    }
+  } finally {
+    for (const d of made.reverse()) {
+      try {
+        Deno.removeSync(d); // only while empty
+      } catch { /* something else was put there meanwhile: left */ }
+    }
   }
 }

@@ -175,6 +175,13 @@ export const processImageSchema = z.lazy(() =>
       cwd: z.looseObject({ dev: nat, ino: nat }),
       root: z.looseObject({ dev: nat, ino: nat }),
     }).optional(),
+    cwdAttrs: z.looseObject({
+      mode: nat,
+      uid: nat,
+      gid: nat,
+      atime: z.tuple([int, nat]).optional(),
+      mtime: z.tuple([int, nat]).optional(),
+    }).optional(),
     umask: nat,
     personality: nat,
     cmdline: z.array(z.string()),
@@ -235,7 +242,8 @@ export const processImageSchema = z.lazy(() =>
 const ghost = z.lazy(() =>
   z.looseObject({
     id: z.string(),
-    kind: z.enum(["memfd", "deleted", "linked"]),
+    kind: z.enum(["memfd", "deleted", "linked", "dir", "symlink"]),
+    linkTarget: z.string().optional(),
     name: z.string(),
     handle: z.looseObject({ type: int, hex: z.string(), mount: z.string() }).optional(),
     size: nat,

@@ -187,6 +187,12 @@ export function processProblem(p: ProcessImage, pidOne = false): string | undefi
 }
 
 function ghostProblem(g: GhostFile): string | undefined {
+  if (g.kind === "dir" || g.kind === "symlink") {
+    if (g.kind === "symlink" && typeof g.linkTarget !== "string") {
+      return `ghost ${g.id}: a symlink without its content`;
+    }
+    return pathProblem(`ghost ${g.id} name`, g.name, true);
+  }
   if (g.kind === "linked") {
     const h = g.handle;
     if (!h || !/^([0-9a-f]{2}){1,128}$/.test(h.hex) || !Number.isSafeInteger(h.type)) {

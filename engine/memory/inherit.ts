@@ -18,6 +18,9 @@
  * (shared memory). Same page frame while the tree is frozen means
  * same content, so this never depends on how the sharing came about.
  *
+ * A child sharing its parent's fd table (`sharesParentFiles`) is restored
+ * this way even when it keeps no mapping: exec would unshare the table.
+ *
  * Shared anonymous memory held by several processes that do not all
  * inherit it this way is refused: restoring it as separate copies would
  * silently stop writes from propagating.
@@ -237,7 +240,18 @@ export function planInheritance(
     if (!parent) continue;
     // One address space for both (CLONE_VM): refused as task.shared-vm (dump/tree_state.ts).
     if (sameMm(parent.image.pid, child.image.pid)) continue;
-    if (vdsoLayout(parent.image) !== vdsoLayout(child.image)) continue;
+    // In its parent's fd table (engine/task/shared_tables.ts): never exec'ed, even with nothing kept.
+    const sharer = child.image.sharesParentFiles === true;
+    if (vdsoLayout(parent.image) !== vdsoLayout(child.image)) {
+      if (sharer) {
+        refusals.use(
+          "task.shared-files",
+          `processes ${parent.image.pid} and ${child.image.pid}`,
+          "they share one fd table and their vdso moved apart",
+        );
+      }
+      continue;
+    }
     const kept = new Map<number, { runs: PageSpan[]; discard: PageSpan[] }>();
     using cr = openPagemap(child.image.pid);
     using pr = openPagemap(parent.image.pid);
@@ -256,7 +270,7 @@ export function planInheritance(
       sharedBytes += cmp.shared * PAGE;
       kept.set(k, cmp);
     });
-    if (kept.size === 0) continue;
+    if (kept.size === 0 && !sharer) continue;
     child.image.inheritsMemory = true;
     const runs = new Map<number, PageSpan[]>();
     for (const [k, { runs: r, discard }] of kept) {

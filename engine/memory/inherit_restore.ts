@@ -134,10 +134,18 @@ function emitInheritedProcessFlags(p: ProgramBuilder, proc: ProcessImage): void 
   });
 }
 
-/** In a parent, once its memory is in: forks the children that inherit it. */
-export function emitInheritForks(p: ProgramBuilder, children: readonly number[]): void {
+/**
+ * In a parent, once its memory is in: forks the children that inherit it
+ * (into its fd table or fs info where they shared them).
+ */
+export function emitInheritForks(
+  p: ProgramBuilder,
+  children: readonly number[],
+  /** Clone flags of a child (CLONE_FILES, CLONE_FS: engine/task/shared_tables.ts). */
+  flagsOf: (child: number) => bigint = () => 0n,
+): void {
   for (const child of children) {
-    const args = cloneWithTid(p, child, { exitSignal: 17n });
+    const args = cloneWithTid(p, child, { flags: flagsOf(child), exitSignal: 17n });
     p.op(SYS.clone3, [args, cloneArgs.size], {
       jumpIfZeroTo: `inherit-${child}`,
       comment: `fork child ${child}, which inherits this memory`,

@@ -4,8 +4,10 @@
  * userfaultfd instead of reading their pages.
  *
  * Lazy: private anonymous mappings with saved pages ([heap], stacks,
- * malloc arenas), of a process that has no child inheriting its memory
- * and no mlockall(MCL_FUTURE), unless locked (mlock would fault every page
+ * malloc arenas), of a process that has no child inheriting its memory,
+ * is not in its parent's fd table (engine/task/shared_tables.ts: the
+ * parent's fd phase runs after its program) and has no mlockall(MCL_FUTURE),
+ * unless locked (mlock would fault every page
  * in while the program still runs). Eager as before: shared anonymous
  * memory, file mappings (private ones too: their unsaved pages come from
  * the file), System V shm, AIO rings, memory shared with children
@@ -52,6 +54,8 @@ export function lazyProcessEligible(
   images?: ReadonlyMap<number, ProcessImage>,
 ): boolean {
   if (proc.memoryFlags?.mlockFuture) return false;
+  // In its parent's fd table: the parent's fd phase, after its program, would close its userfaultfd.
+  if (proc.sharesParentFiles) return false;
   for (const other of images?.values() ?? []) {
     if (other.inheritsMemory && other.ppid === proc.pid) return false;
   }

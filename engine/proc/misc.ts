@@ -5,7 +5,8 @@
  * @module
  */
 
-import type { FileIdentity, ProcessImage } from "../model.ts";
+import type { DirAttrs, FileIdentity, ProcessImage } from "../model.ts";
+import { pathTimes } from "../../ffi/statx.ts";
 import { assertAlive } from "./errors.ts";
 import {
   fileIdentityOf,
@@ -26,6 +27,26 @@ export function readDirIds(pid: number): ProcessImage["dirIds"] {
       return { dev: st.dev, ino: st.ino ?? 0 };
     };
     return { cwd: id("cwd"), root: id("root") };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Mode, owner and times of the cwd of `pid` when `cwd` (its readlink)
+ * says it was deleted; undefined otherwise or when it cannot be stat'ed.
+ */
+export function readDeletedCwdAttrs(pid: number, cwd: string): DirAttrs | undefined {
+  if (!cwd.endsWith(DELETED)) return undefined;
+  try {
+    const st = statProc(pid, "cwd");
+    const times = pathTimes(procPath(pid, "cwd"));
+    return {
+      mode: (st.mode ?? 0o700) & 0o7777,
+      uid: st.uid ?? 0,
+      gid: st.gid ?? 0,
+      ...(times ? { atime: times.atime, mtime: times.mtime } : {}),
+    };
   } catch {
     return undefined;
   }

@@ -30,6 +30,7 @@
  */
 
 import { cwdPath } from "./deleted_cwd.ts";
+import { CLONE_FILES, CLONE_FS } from "../task/shared_tables.ts";
 import { cloneWithTid } from "../program/clone.ts";
 import { cpuTimerTickUs } from "../../ffi/clock.ts";
 import { SYS } from "../../ffi/sysno.ts";
@@ -298,16 +299,24 @@ function emitProgram(
   const placeholders = opts.images ? placeholdersOf(proc.pid, opts.images) : [];
   emitPlaceholders(p, placeholders.filter((x) => !x.session));
 
+  // CLONE_FILES / CLONE_FS for a child that shared this fd table / fs info (task/shared_tables.ts).
+  const shareFlags = (child: number) => tableFlags(opts.images?.get(child));
   // Children first: they exec their own image and leave this memory behind.
   const inheriting = inheritingChildren(proc, opts.images);
   const execChildren = proc.children.filter((c) => !inheriting.includes(c));
   // A session's placeholder clones its members for this process (engine/task/groups.ts).
   const cloned = new Set(placeholders.flatMap((x) => x.members));
+  for (const c of cloned) {
+    if (shareFlags(c) === 0n) continue;
+    throw new UnsupportedError(`process ${c}`, [
+      "it shares its parent's fd table or fs info, and a session placeholder forks it",
+    ]);
+  }
   for (const child of execChildren) {
     const path = opts.childImages.get(child);
     if (!path) throw new Error(`no image for child ${child} of ${proc.pid}`);
     if (cloned.has(child)) continue;
-    const args = cloneWithTid(p, child, { exitSignal: 17n });
+    const args = cloneWithTid(p, child, { flags: shareFlags(child), exitSignal: 17n });
     p.op(SYS.clone3, [args, cloneArgs.size], {
       jumpIfZeroTo: `child-${child}`,
       comment: `fork child ${child}`,
@@ -320,20 +329,23 @@ function emitProgram(
   const examine = emitMemory(p, proc, opts, slotsAddress);
   emitAioRings(p, proc, slotsAddress, SLOTS.scratch, examine);
   emitMemoryFlagsAfter(p, proc, examine);
-  emitInheritForks(p, inheriting.filter((c) => !cloned.has(c)));
+  emitInheritForks(p, inheriting.filter((c) => !cloned.has(c)), shareFlags);
   emitPlaceholders(p, placeholders.filter((x) => x.session)); // with this memory
   emitObjectScratchUnmaps(p, proc, opts.images); // (shared with the children forked above)
 
   emitMm(p, proc, slotsAddress);
-  emitNofileForFds(p, proc);
-  const nofile = proc.rlimits.find((r) => r.resource === 7);
-  emitFds(
-    p,
-    fds,
-    slotsAddress,
-    SLOTS.scratch,
-    nofile && nofile.hard !== "inf" ? nofile.hard : Infinity,
-  );
+  // In its parent's fd table: the parent put the fds in, before this program started.
+  if (!proc.sharesParentFiles) {
+    emitNofileForFds(p, proc);
+    const nofile = proc.rlimits.find((r) => r.resource === 7);
+    emitFds(
+      p,
+      fds,
+      slotsAddress,
+      SLOTS.scratch,
+      nofile && nofile.hard !== "inf" ? nofile.hard : Infinity,
+    );
+  }
   emitRlimits(p, proc);
   emitProcessState(p, proc, fds);
   emitZombies(p, proc);
@@ -612,6 +624,11 @@ function emitProcessState(p: ProgramBuilder, proc: ProcessImage, fds: PlannedFd[
     p.op(SYS.rt_sigaction, [sig, p.data(act), 0, 8], { comment: `signal ${sig}` });
   });
   p.op(SYS.prctl, [PR_SET_NAME, p.cstring(proc.threads[0]?.comm ?? proc.comm), 0, 0, 0]);
+}
+
+/** The clone flags that put `child` into its parent's fd table or fs info again. */
+function tableFlags(child: ProcessImage | undefined): bigint {
+  return (child?.sharesParentFiles ? CLONE_FILES : 0n) | (child?.sharesParentFs ? CLONE_FS : 0n);
 }
 
 /** The record of `proc`'s main thread (its first when none has its pid). */

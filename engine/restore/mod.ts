@@ -470,7 +470,7 @@ async function runPlanned(
   }
   let provided: ProvidedFds;
   try {
-    provided = await ProvidedFds.open(plan.ptys, plan.ghosts, plan.dir);
+    provided = await ProvidedFds.open(plan.ptys, plan.ghosts, plan.dir, cwds.made);
   } catch (e) {
     cwds.finish();
     shm.discard();

@@ -52,6 +52,8 @@ export class ProvidedFds {
     ptys: readonly PlannedPty[],
     ghosts: PlannedGhosts,
     dir: string,
+    /** Deleted cwds made for the restore: path -> "<dev>:<ino>" of the directory at dump. */
+    madeCwds: ReadonlyMap<string, string> = new Map(),
   ): Promise<ProvidedFds> {
     const out = new ProvidedFds(ptys);
     const transfer = [
@@ -103,7 +105,7 @@ export class ProvidedFds {
         keep(p.transferFd, fd);
       }
       for (const { ghost, transferFd } of ghosts.values()) {
-        keep(transferFd, await createGhost(ghost, dir));
+        keep(transferFd, await createGhost(ghost, dir, madeCwds));
       }
     } catch (e) {
       out.close();

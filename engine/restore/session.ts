@@ -148,6 +148,13 @@ export class RestoreSession {
   readonly #placeholdersBorn = new Set<number>();
   /** Processes whose birth stop was seen. */
   readonly #born = new Set<number>();
+  /**
+   * Children forked into their parent's fd table (engine/task/shared_tables.ts)
+   * whose program is not done, with the parent held at that fork's event stop:
+   * the two programs never work on the one table at once, and the transfer fds
+   * the child's own children take are still there when it forks them.
+   */
+  readonly #heldForParent = new Map<number, number>();
   /** Each thread's final registers, XSAVE area and mask, decoded while the stubs run. */
   readonly #final: FinalStates;
 
@@ -365,7 +372,13 @@ export class RestoreSession {
         st.event === PTRACE_EVENT.FORK || st.event === PTRACE_EVENT.CLONE ||
         st.event === PTRACE_EVENT.VFORK
       ) {
-        this.#tasks.add(Number(getEventMsg(tid)));
+        const child = Number(getEventMsg(tid));
+        this.#tasks.add(child);
+        // A child in this process's fd table runs its program first (#heldForParent).
+        if (this.#units.get(child)?.image.sharesParentFiles && !this.#done.has(child)) {
+          this.#heldForParent.set(child, tid);
+          continue;
+        }
         cont(tid, 0);
         continue;
       }
@@ -433,6 +446,12 @@ export class RestoreSession {
     const boot = unit.compiled.bootstrap;
     if (regs.rip === boot.doneRip) {
       this.#done.add(tid);
+      // Its parent, held at the fork that put it into the parent's fd table, goes on.
+      const held = this.#heldForParent.get(tid);
+      if (held !== undefined) {
+        this.#heldForParent.delete(tid);
+        cont(held, 0);
+      }
       this.#onEvent?.({ type: "program-done", pid: tid });
       pausePoint("program-done");
       return;

@@ -2,10 +2,7 @@
  * "ready pid=<pid> fd=<fd>", and waits for SIGUSR1; then checks that it ran
  * on untouched (a refused dump must not disturb it).
  *
- *   clone-files  a child made with clone(CLONE_FILES) shares the fd table
- *                (after SIGUSR1: an fd the child opens is visible here)
  *   root-deleted the root directory (chroot) was removed
- *   dir-deleted  a directory fd whose directory was removed
  *   lease        a read lease (F_SETLEASE) on a file, being broken (a
  *                non-blocking open for writing started its break)
  *   pipe-reopen  a pipe's read end opened again through /proc/self/fd, the
@@ -13,60 +10,32 @@
  *   lock-mapped  a flock held through a description only a mapping keeps
  *   owner-outside  an fd owned (F_SETOWN) by the parent, outside the tree
  *
- * usage: refused_fds <workdir> clone-files|root-deleted|dir-deleted|lease|pipe-reopen|lock-mapped|owner-outside
+ * usage: refused_fds <workdir> root-deleted|lease|pipe-reopen|lock-mapped|owner-outside
  */
 #define _GNU_SOURCE
 #include "common.h"
 #include <fcntl.h>
-#include <sched.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
-#define CHILD_FD 77
-static char child_stack[64 * 1024] __attribute__((aligned(16)));
 static const char *work;
-
-static int sharer(void *arg) {
-  (void)arg;
-  sigset_t all;
-  sigfillset(&all);
-  sigprocmask(SIG_BLOCK, &all, NULL);
-  int go;
-  sigset_t usr2;
-  sigemptyset(&usr2);
-  sigaddset(&usr2, SIGUSR2);
-  sigwait(&usr2, &go); /* the parent asks for an fd after the refused dump */
-  int fd = open("/dev/null", O_RDONLY);
-  if (fd < 0 || dup2(fd, CHILD_FD) != CHILD_FD) _exit(1);
-  for (;;) pause();
-  return 0;
-}
 
 static int lease_before = -1;
 
 int main(int argc, char **argv) {
-  need_args(argc, 2, "refused_fds <workdir> clone-files|root-deleted|dir-deleted|lease|pipe-reopen|lock-mapped|owner-outside");
+  need_args(argc, 2, "refused_fds <workdir> root-deleted|lease|pipe-reopen|lock-mapped|owner-outside");
   work = argv[1];
   const char *mode = argv[2];
   char path[512];
   int fd = -1;
-  pid_t child = 0;
-  if (!strcmp(mode, "clone-files")) {
-    child = clone(sharer, child_stack + sizeof child_stack, CLONE_FILES | SIGCHLD, NULL);
-    if (child < 0) die("clone");
-  } else if (!strcmp(mode, "root-deleted")) {
+  if (!strcmp(mode, "root-deleted")) {
     /* Relative to the cwd (work, outside the new root): absolute paths now resolve in it. */
     if (chdir(work) != 0 || mkdir("gone", 0755) != 0 || chroot("gone") != 0 || rmdir("gone") != 0) {
       die("root");
     }
-  } else if (!strcmp(mode, "dir-deleted")) {
-    snprintf(path, sizeof path, "%s/gonedir", work);
-    if (mkdir(path, 0755) != 0) die("mkdir");
-    fd = open(path, O_RDONLY | O_DIRECTORY);
-    if (fd < 0 || rmdir(path) != 0) die("dir");
   } else if (!strcmp(mode, "lease")) {
     snprintf(path, sizeof path, "%s/leased", work);
     int w = open(path, O_WRONLY | O_CREAT, 0600);
@@ -112,13 +81,7 @@ int main(int argc, char **argv) {
   arm_usr1(&old);
   print_ready("pid=%d fd=%d", getpid(), fd);
   wait_usr1(&old);
-  if (child) {
-    kill(child, SIGUSR2);
-    for (int i = 0; i < 250 && fcntl(CHILD_FD, F_GETFD) < 0; i++) sleep_ms(20);
-    check("shared-table", fcntl(CHILD_FD, F_GETFD) >= 0, "fd %d not visible", CHILD_FD);
-    kill(child, SIGKILL);
-    waitpid(child, NULL, __WALL);
-  } else if (!strcmp(mode, "root-deleted")) {
+  if (!strcmp(mode, "root-deleted")) {
     struct stat st;
     check("root", stat("/", &st) == 0 && st.st_nlink == 0, "nlink %lu", (unsigned long)st.st_nlink);
   } else if (!strcmp(mode, "owner-outside")) {
