@@ -7,8 +7,9 @@
  * boundaries, two files) both ways and compares the files byte for byte,
  * the block CRCs (also against a CRC of each block read back), the ends
  * and the runs copied; with the worker alone, and with both lanes taking
- * segments. A segment that fails in the worker fails the copy (and the
- * lanes stay usable). A tree pre-copied on two lanes (`CRYO_COPY_LANES=2`)
+ * segments. A segment that fails in the worker (its file full) fails the
+ * copy (and the lanes stay usable); one of a process gone copies nothing
+ * and reports its bytes lost. A tree pre-copied on two lanes (`CRYO_COPY_LANES=2`)
  * records block CRCs that match its files and restores with every
  * process's memory; cryo killed during a two-lane pre-copy leaves no image
  * and no tracking.
@@ -126,17 +127,22 @@ Deno.test("two copy lanes write the same files and block CRCs as one", async () 
   }
 });
 
-Deno.test("a segment that fails in the worker lane fails the copy; the lanes stay usable", async () => {
+Deno.test("a segment that fails in the worker lane fails the copy, one of a process gone is lost; the lanes stay usable", async () => {
   const { addr } = patterned(4);
   const dir = await Deno.makeTempDir({ prefix: "cryo-lanes-" });
   const lanes = CopyLanes.start(true)!;
   try {
-    const gone = { ...jobOf(addr, `${dir}/gone`, 4096, 0), pid: 0x3ffffff0 }; // no such process
+    const full = jobOf(addr, "/dev/full", 4096, 0); // its writes fail (ENOSPC)
     await assert.rejects(
-      () => lanes.copy([gone], { minBytes: 0, segmentBytes: MiB, mainLane: false }),
+      () => lanes.copy([full], { minBytes: 0, segmentBytes: MiB, mainLane: false }),
       /copy lane/,
     );
-    await assert.rejects(() => lanes.copy([gone], { minBytes: 0, segmentBytes: MiB }));
+    await assert.rejects(() => lanes.copy([full], { minBytes: 0, segmentBytes: MiB }));
+    // A process gone is no failure: nothing copied, every byte lost (the pre-copy drops it).
+    const gone = { ...jobOf(addr, `${dir}/gone`, 4096, 0), pid: 0x3ffffff0 };
+    const lost = await lanes.copy([gone], { minBytes: 0, segmentBytes: MiB, mainLane: false });
+    assert.deepEqual(lost[0].copied, []);
+    assert.equal(lost[0].lostBytes, gone.planned[0].runs.reduce((n, r) => n + r.length, 0));
     const ok = jobOf(addr, `${dir}/ok`, 4096, 0);
     ok.planned[0].runs = ok.planned[0].runs.slice(0, 3);
     const got = await lanes.copy([ok], { minBytes: 0, segmentBytes: MiB, mainLane: false });

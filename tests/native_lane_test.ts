@@ -12,8 +12,10 @@
  * - a segment the table cannot read whole (part of its memory unmapped)
  *   is copied again on cryo's thread: zeros and the unreadable part
  *   reported, as the one-lane copy does;
- * - a job of a process that does not exist fails the copy (its memory
- *   cannot be opened), and the next copy works;
+ * - a job of a process that does not exist (gone meanwhile) copies
+ *   nothing and reports all its bytes lost (the pre-copy then drops it);
+ *   a job whose file cannot be written (/dev/full) fails the copy; either
+ *   way nothing is left open and the next copy works;
  * - cryo's thread claims the table's last segments back while the table
  *   copies the first ones, for other tables (the last half of what the
  *   table has not reached, again and again) or one by one for itself
@@ -255,17 +257,24 @@ Deno.test("a segment the table cannot read whole is copied again here: zeros, re
   }
 });
 
-Deno.test("a job of a process that does not exist fails the copy, leaving nothing open", async () => {
+Deno.test("a job of a process gone copies nothing, all lost; a file that cannot be written fails the copy; nothing left open", async () => {
   if (!nativeLaneAvailable()) return;
   const { addr } = patterned(4);
   const dir = await Deno.makeTempDir({ prefix: "cryo-native-" });
+  const fdsBefore = [...Deno.readDirSync("/proc/self/fd")].length;
   try {
     const gone = { ...jobOf(addr, `${dir}/gone`, 4096, 0), pid: 0x3ffffff0 };
-    await assert.rejects(() => copyOnNativeLane([gone], { segmentBytes: MiB, share: 0.5 }));
-    // Nothing of the failed copy is left open: a new copy works.
+    const lost = await copyOnNativeLane([gone], { segmentBytes: MiB, share: 0.5 });
+    assert.equal(lost[0].lostBytes, gone.planned[0].runs.reduce((n, r) => n + r.length, 0));
+    assert.deepEqual(lost[0].copied, []);
+    const full = jobOf(addr, "/dev/full", 4096, 0);
+    await assert.rejects(() => copyOnNativeLane([full], { segmentBytes: MiB, share: 0.5 }));
+    // Nothing of the failed copies is left open: a new copy works.
+    assert.equal([...Deno.readDirSync("/proc/self/fd")].length, fdsBefore, "fds left open");
     const ok = jobOf(addr, `${dir}/ok`, 4096, 0);
     const got = await copyOnNativeLane([ok], { segmentBytes: MiB, share: 0.5 });
     assert.equal(got[0].bytes, ok.planned[0].runs.reduce((n, r) => n + r.length, 0));
+    assert.equal(got[0].lostBytes, 0);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

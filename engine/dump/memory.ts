@@ -411,7 +411,15 @@ export class MemoryStreamer {
 
   #readMem(addr: bigint, buf: Uint8Array): void {
     this.#mayRead();
-    this.#memFile ??= Deno.openSync(`/proc/${this.#pid}/mem`, { read: true });
+    try {
+      this.#memFile ??= Deno.openSync(`/proc/${this.#pid}/mem`, { read: true });
+    } catch (e) {
+      // A running process reaped meanwhile: nothing of it can be read.
+      if (!this.onUnreadable) throw e;
+      buf.fill(0);
+      this.onUnreadable(addr, buf.length);
+      return;
+    }
     let done = 0;
     while (done < buf.length) {
       this.#memFile.seekSync(addr + BigInt(done), Deno.SeekMode.Start);

@@ -158,7 +158,7 @@ import { collectSysvUsed } from "../ipc/sysv_used.ts";
 import { refuseOtherProcFds } from "../fds/procfs.ts";
 import type { ParentPages } from "./parent.ts";
 import { ChainDump } from "./chain_dump.ts";
-import { isTrackingFd } from "./tracking.ts";
+import { isTrackingFd, markInheritedTracking } from "./tracking.ts";
 import { importModule } from "../modules.ts";
 import {
   endSnapshot,
@@ -790,8 +790,11 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       : [];
     const threadCount = tree.processes.reduce((n, p) => n + p.threads.length, 0);
     opts.onEvent?.({ type: "frozen", processes: tree.processes.length, threads: threadCount });
-    const fdLists = tree.processes.map((p) =>
-      readFds(p.pid).filter((f) => !isTrackingFd(p.pid, f.fd)) // cryo's own (engine/dump/tracking.ts)
+    const fdsRead = tree.processes.map((p) => readFds(p.pid));
+    // Copies of the tracking that children forked since inherited are cryo's too.
+    markInheritedTracking(tree.processes.map((p, i) => ({ pid: p.pid, fds: fdsRead[i] })));
+    const fdLists = tree.processes.map((p, i) =>
+      fdsRead[i].filter((f) => !isTrackingFd(p.pid, f.fd)) // cryo's own (engine/dump/tracking.ts)
     );
     const topology = pipeTopology(tree.processes.map((p, i) => ({ pid: p.pid, fds: fdLists[i] })));
     // The connections to peers outside the tree are locked before any of them is read: data

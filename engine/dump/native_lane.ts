@@ -280,6 +280,16 @@ export class NativeCopy {
         return -1;
       }
     };
+    // A process reaped meanwhile has no /proc/<pid>/mem: -1 as well, its reads fail and
+    // cryo's thread copies its segments again (`copySegment` records them lost).
+    const memOf = (pid: number) => {
+      try {
+        return fdOf(mems, pid, `/proc/${pid}/mem`, false);
+      } catch {
+        mems.set(pid, -1);
+        return -1;
+      }
+    };
     const table = new SyscallTable(32 * segments.length + 8);
     const buffer = pageAlignedBuffer(CRC_BLOCK); // one block at a time
     table.keep(buffer);
@@ -305,7 +315,7 @@ export class NativeCopy {
         let fill = 0;
         const flush = () => {
           if (fill === 0) return;
-          const mem = fdOf(mems, seg.pid, `/proc/${seg.pid}/mem`, false);
+          const mem = memOf(seg.pid);
           const pm = check ? pagemapOf(seg.pid) : -1;
           blocks.push({ p, chunk, fill, fds: { mem, pm, file: fd, pid: seg.pid }, at: fileAt });
           fileAt += fill;

@@ -68,8 +68,10 @@ import { type CopiedRun, type CopyJob, copyPlanned, type CopyResult } from "./pr
 import { splitAtWritten } from "./written_ranges.ts";
 import { dataAndWrittenOffThread, scanSegments } from "./data_scan.ts";
 import { BOOTSTRAP_FILE_OFFSET } from "../image/writer.ts";
+import { liveness } from "../proc/errors.ts";
 import {
   beginLifting,
+  clearTracking,
   closeInTarget,
   endLifting,
   setTrackingFd,
@@ -204,10 +206,14 @@ export class PrecopyProcess {
     return { pid: this.pid, path: this.path, pagesStart: this.pagesStart, planned: this.#planned };
   }
 
+  /** Bytes the copy could not read (unmapped meanwhile, or the process gone). */
+  lostBytes = 0;
+
   /** Takes the result of copying {@link job}. */
   copied(r: CopyResult): void {
     this.pagesEnd = r.pagesEnd;
     this.bytes = r.bytes;
+    this.lostBytes = r.lostBytes;
     this.#blockCrcs = r.blockCrcs;
     this.#copied = r.copied;
   }
@@ -672,42 +678,15 @@ export class Precopy {
     const tree = freezeTree(root);
     try {
       for (const p of tree.processes) {
-        for (const tid of p.threads) {
-          try {
-            const regs = getRegs(tid);
-            if (signed(regs.orig_rax) >= 0n) pc.#calls.set(tid, regs);
-          } catch { /* gone: the dump will tell */ }
-        }
-        let maps;
         try {
-          maps = frozenMapsOf(p.pid, before.get(p.pid));
-        } catch {
-          continue;
+          pc.#setUp(p, before.get(p.pid), dir, keep, toArm);
+        } catch (e) {
+          // A process exiting while frozen (it was on its way out when seized) has no
+          // memory left to track: it is not pre-copied, and the dump will not find it.
+          if (liveness(p.pid) === "alive") throw e;
+          pc.drop(p.pid);
+          clearTracking(p.pid);
         }
-        // The kernel writes into pages pinned before the protection (an AIO read in
-        // flight) without a fault that the tracking would see: such a process is copied frozen.
-        if (maps.some((m) => m.path.startsWith("/[aio]"))) continue;
-        // A seccomp filter (or strict mode) may kill the process for the injected
-        // userfaultfd(): only processes without one are pre-copied.
-        if (readStatus(p.pid).seccomp !== 0) continue;
-        const vmas: Vma[] = maps.map((m) => ({ ...m, vmFlags: [] }));
-        if (!vmas.some(trackable)) continue;
-        const kept = { targetFd: -1 };
-        const uffd = takeUffd(p.pid, keep ? kept : undefined);
-        if (uffd < 0) continue;
-        if (keep) setTrackingFd(p.pid, kept.targetFd);
-        // Room for the bootstrap blob; a larger blob at the dump drops the pre-copy.
-        const proc = new PrecopyProcess(
-          p.pid,
-          `${dir}/${p.pid}.elf.partial`,
-          BOOTSTRAP_FILE_OFFSET + PRECOPY_BLOB_ROOM,
-          uffd,
-        );
-        proc.keep = keep;
-        pc.processes.set(p.pid, proc);
-        // A pre-dump's tracking outlives cryo: it is armed whole before anyone sees it.
-        if (keep) armProcess(proc, vmas);
-        else toArm.push({ proc, vmas });
       }
     } catch (e) {
       pc.close();
@@ -732,6 +711,55 @@ export class Precopy {
     }
     if (toArm.length) pc.#settlePins(root, inBarrier, afterBarrier);
     return pc;
+  }
+
+  /**
+   * With the tree frozen: sets up the tracking of process `p` (see
+   * {@link start}), or leaves it out of the pre-copy.
+   */
+  #setUp(
+    p: FrozenTree["processes"][number],
+    before: { bytes: Uint8Array; maps: MapEntry[] } | undefined,
+    dir: string,
+    keep: boolean,
+    toArm: { proc: PrecopyProcess; vmas: Vma[] }[],
+  ): void {
+    for (const tid of p.threads) {
+      try {
+        const regs = getRegs(tid);
+        if (signed(regs.orig_rax) >= 0n) this.#calls.set(tid, regs);
+      } catch { /* gone: the dump will tell */ }
+    }
+    let maps;
+    try {
+      maps = frozenMapsOf(p.pid, before);
+    } catch {
+      return;
+    }
+    // The kernel writes into pages pinned before the protection (an AIO read in
+    // flight) without a fault that the tracking would see: such a process is copied frozen.
+    if (maps.some((m) => m.path.startsWith("/[aio]"))) return;
+    // A seccomp filter (or strict mode) may kill the process for the injected
+    // userfaultfd(): only processes without one are pre-copied.
+    if (readStatus(p.pid).seccomp !== 0) return;
+    const vmas: Vma[] = maps.map((m) => ({ ...m, vmFlags: [] }));
+    if (!vmas.some(trackable)) return;
+    const kept = { targetFd: -1 };
+    const uffd = takeUffd(p.pid, keep ? kept : undefined);
+    if (uffd < 0) return;
+    if (keep) setTrackingFd(p.pid, kept.targetFd);
+    // Room for the bootstrap blob; a larger blob at the dump drops the pre-copy.
+    const proc = new PrecopyProcess(
+      p.pid,
+      `${dir}/${p.pid}.elf.partial`,
+      BOOTSTRAP_FILE_OFFSET + PRECOPY_BLOB_ROOM,
+      uffd,
+    );
+    proc.keep = keep;
+    this.processes.set(p.pid, proc);
+    // A pre-dump's tracking outlives cryo: it is armed whole before anyone sees it.
+    if (keep) armProcess(proc, vmas);
+    else toArm.push({ proc, vmas });
   }
 
   /**
@@ -845,5 +873,24 @@ export class Precopy {
   drop(pid: number): void {
     this.processes.get(pid)?.close();
     this.processes.delete(pid);
+  }
+
+  /**
+   * Drops the processes that exited during the copy (a tree that forks and
+   * reaps all the time): their partial files are removed and their
+   * tracking forgotten. Only a process whose copy lost bytes is looked at
+   * (a process gone loses everything not read yet); one that exits after
+   * its copy is dropped by the dump, which no longer finds it in the tree.
+   */
+  async dropGone(): Promise<number[]> {
+    const gone: number[] = [];
+    for (const p of [...this.processes.values()]) {
+      if (p.lostBytes === 0 || liveness(p.pid) === "alive") continue;
+      this.drop(p.pid);
+      clearTracking(p.pid);
+      await Deno.remove(p.path).catch(() => {});
+      gone.push(p.pid);
+    }
+    return gone;
   }
 }

@@ -17,6 +17,7 @@ import { pausePoint } from "../pause.ts";
 import { LaneFiles, LanePageWriter, PAGE_BUFFER_BYTES } from "./page_writer.ts";
 import { pageAlignedBuffer } from "../../ffi/page_file.ts";
 import type { Vma } from "./vmas.ts";
+import { ProcessGoneError } from "../proc/errors.ts";
 
 /** A pre-copied run: `length` bytes from `addr` are in the image file at `fileOffset`. */
 export interface CopiedRun {
@@ -48,6 +49,8 @@ export interface CopyResult {
   blockCrcs: number[];
   /** The copied runs, by address, without what could not be read. */
   copied: CopiedRun[];
+  /** Bytes that could not be read (unmapped meanwhile, or the process gone: stored as zeros). */
+  lostBytes: number;
 }
 
 /**
@@ -151,9 +154,13 @@ export async function copySegment(
   streamer.blockCrcs = [];
   const copied: CopiedRun[] = [];
   try {
-    const pagemap = lane.files.pagemap(seg.pid); // the lane's, kept for its next segments
+    // The lane's, kept for its next segments; none for a process gone meanwhile (its
+    // pages are then lost: the pre-copy drops it, engine/dump/precopy_lanes.ts).
+    const pagemap = lanePagemap(lane, seg.pid);
     for (const { vma, runs } of seg.planned) {
-      const pieces = pinnableRuns(pagemap, runs);
+      const pieces = pagemap
+        ? pinnableRuns(pagemap, runs)
+        : runs.map((r) => ({ ...r, pin: false }));
       for (const r of streamer.saveRuns(vma, pieces, onBytes)) {
         copied.push({ addr: Number(BigInt(r.addr)), length: r.length, fileOffset: r.fileOffset });
       }
@@ -164,6 +171,16 @@ export async function copySegment(
     throw e;
   }
   return { blockCrcs: streamer.blockCrcs, copied, lost };
+}
+
+/** The lane's pagemap of `pid`, or undefined when the process is gone (a zombie, or reaped). */
+function lanePagemap(lane: Lane, pid: number): PagemapReader | undefined {
+  try {
+    return lane.files.pagemap(pid);
+  } catch (e) {
+    if (e instanceof ProcessGoneError) return undefined;
+    throw e;
+  }
 }
 
 /** Creates (or truncates) the file of each job with something to copy. */
@@ -193,6 +210,7 @@ export function mergeSegments(
     bytes: 0,
     blockCrcs: [],
     copied: [],
+    lostBytes: 0,
   }));
   const lost: { addr: number; length: number }[][] = jobs.map(() => []);
   segments.forEach((seg, i) => {
@@ -203,6 +221,7 @@ export function mergeSegments(
     r.blockCrcs.push(...results[i].blockCrcs);
     r.copied.push(...results[i].copied);
     lost[seg.job].push(...results[i].lost);
+    for (const l of results[i].lost) r.lostBytes += l.length;
   });
   out.forEach((r, j) => r.copied = subtract(r.copied.sort((a, b) => a.addr - b.addr), lost[j]));
   return out;

@@ -192,6 +192,7 @@ export async function precopyTree(
         );
         procs.forEach((p, i) => p.copied(results[i]));
       }
+      await precopy.dropGone(); // exited during the copy: not pre-copied
     } catch (e) {
       precopy.close();
       throw e;

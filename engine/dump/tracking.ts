@@ -41,14 +41,58 @@ export function setTrackingFd(pid: number, fd: number): void {
   owned.set(pid, s);
 }
 
+/**
+ * Copies of cryo's tracking fds that processes forked since the tracking
+ * was armed inherited, by pid ({@link markInheritedTracking}): left out of
+ * the image like the tracking itself, but these processes are not tracked
+ * (a fork does not inherit the registration: their writes are not seen).
+ */
+const inherited = new Map<number, Set<number>>();
+
 /** Forgets the tracking fds of `pid` (closed, or the process is gone). */
 export function clearTracking(pid: number): void {
   owned.delete(pid);
+  inherited.delete(pid);
 }
 
-/** Whether fd `fd` of `pid` is cryo's tracking userfaultfd (left out of the image). */
+/** Whether fd `fd` of `pid` is cryo's tracking userfaultfd, or a copy of it (left out of the image). */
 export function isTrackingFd(pid: number, fd: number): boolean {
-  return owned.get(pid)?.has(fd) ?? false;
+  return (owned.get(pid)?.has(fd) || inherited.get(pid)?.has(fd)) ?? false;
+}
+
+/** kcmp's type comparing two fds' open file descriptions. */
+const KCMP_FILE = 0;
+
+/**
+ * With the tree frozen: finds, among the fds `procs` listed, the
+ * userfaultfds that are copies of a tracking fd of cryo's own (the same
+ * open file description, kcmp KCMP_FILE): a child forked while a pre-copy
+ * ran inherits the one its parent keeps. Each is recorded as cryo's
+ * ({@link isTrackingFd}: left out of the image, closed with the tracking
+ * by the chain's final dump, which closes every userfaultfd at a tracking
+ * fd number), without making its process tracked ({@link hasOwnTracking},
+ * {@link trackingFdsOf}). Returns how many were found.
+ */
+export function markInheritedTracking(
+  procs: readonly { pid: number; fds: readonly { fd: number; target: string }[] }[],
+): number {
+  const known = [...owned].flatMap(([pid, fds]) => [...fds].map((fd) => ({ pid, fd })));
+  if (known.length === 0) return 0;
+  let n = 0;
+  for (const { pid, fds } of procs) {
+    for (const f of fds) {
+      if (f.target !== UFFD_TARGET || isTrackingFd(pid, f.fd)) continue;
+      const copy = known.some((k) =>
+        rawSyscall(SYS.kcmp, k.pid, pid, KCMP_FILE, k.fd, f.fd) === 0n
+      );
+      if (!copy) continue;
+      const s = inherited.get(pid) ?? new Set<number>();
+      s.add(f.fd);
+      inherited.set(pid, s);
+      n++;
+    }
+  }
+  return n;
 }
 
 /** Whether `pid` holds cryo's tracking (its "uw" VmFlags are cryo's, not the program's). */

@@ -305,12 +305,13 @@ function moveBootstrap(child: InheritanceInput, parent: InheritanceInput): void 
     path: "",
     vmFlags: [],
   };
-  // Its program also unmaps what it inherited and does not keep: room for the parent's mappings too.
-  const size = bootstrapSizeFor(
-    child.image.mappings.length + parent.image.mappings.length,
-    child.image.fds.length,
-    child.image.threads.length,
-  );
+  // Its program also unmaps what it inherited and does not keep: room for the parent's mappings
+  // too. What its own size held beyond its mappings, fds and threads (the data its program
+  // carries: queued socket and pipe bytes, pending signals; engine/dump/mod.ts) stays.
+  const own = (mappings: number) =>
+    bootstrapSizeFor(mappings, child.image.fds.length, child.image.threads.length);
+  const data = Math.max(0, child.image.bootstrap.size - own(child.image.mappings.length));
+  const size = own(child.image.mappings.length + parent.image.mappings.length) + data;
   const start = chooseBootstrap([...child.vmas, ...parent.vmas, parentBoot], size);
   child.image.bootstrap = { start: `0x${start.toString(16)}`, size };
 }
