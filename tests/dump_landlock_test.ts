@@ -4,7 +4,8 @@
  * cannot be read back, and the restored process would run unrestricted.
  * tests/targets/landlock.c checks itself that a read its domain denies is
  * still denied after the refused dump. A process with no_new_privs and no
- * domain still dumps.
+ * domain still dumps; where domains cannot be read (`CRYO_LANDLOCK=unread`),
+ * a process with no_new_privs is refused by name (task.landlock-unchecked).
  */
 
 import assert from "node:assert/strict";
@@ -83,3 +84,31 @@ landlockTest(
     );
   }),
 );
+
+for (const mode of ["nnp", "restrict"]) {
+  landlockTest(
+    `landlock: where domains cannot be read, a process with no_new_privs (${mode}) is refused by name`,
+    withTargets(async () => {
+      Deno.env.set("CRYO_LANDLOCK", "unread");
+      try {
+        await assertRefusedLeavesRunning(
+          "landlock",
+          READY,
+          mode,
+          (e) => {
+            assert.equal(e.items.length, 1, e.items.join("\n"));
+            assert.match(
+              e.items[0],
+              /process \d+: no_new_privs in a thread, on a host with Landlock enabled .*: it may be in a Landlock domain, which cannot be read here \(CRYO_LANDLOCK=unread\)/,
+            );
+          },
+          mode === "nnp"
+            ? ["readable_first", "readable_before", "readable_after"]
+            : ["readable_first", "denied_before", "denied_after"],
+        );
+      } finally {
+        Deno.env.delete("CRYO_LANDLOCK");
+      }
+    }),
+  );
+}
