@@ -8,7 +8,8 @@
  * thread_info.flags, personality, the mempolicy, nsproxy, fs, files and
  * cgroups (css_set) pointers, cred->thread_keyring, whether cred->session_keyring is set,
  * task->flags and *real_cred's ids,
- * capabilities and groups, with the thread's tid and tgid. Hand-assembled
+ * capabilities and groups, a window on cred->security's LSM blob (the
+ * Landlock domain pointer), with the thread's tid and tgid. Hand-assembled
  * like the task_vma program (ffi/bpf.ts); the
  * struct offsets come from the caller, who reads them from the running
  * kernel's BTF (engine/proc/thread_state_bpf.ts).

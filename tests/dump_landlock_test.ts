@@ -12,6 +12,7 @@ import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { landlockAbi } from "../engine/task/landlock_probe.ts";
 import {
+  inInitialPidNamespace,
   loadThreadIterator,
   threadIteratorLayout,
   threadIteratorUnavailable,
@@ -49,7 +50,10 @@ for (
     [
       "thread",
       ["readable_first", "thread_denied_before", "thread_denied_after", "main_free"],
-      /process (\d+) thread (\d+): a Landlock/,
+      // Named by thread where the records' tids are cryo's (the initial pid namespace).
+      inInitialPidNamespace()
+        ? /process (\d+) thread (\d+): a Landlock/
+        : /process \d+: a Landlock/,
     ],
   ] as const
 ) {

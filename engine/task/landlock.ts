@@ -36,15 +36,20 @@ function domainsOf(
   records: readonly TaskRecord[],
 ): Map<number, bigint> | string {
   const want = new Set(tids);
-  // The records' tids are the initial pid namespace's: matched by count when cryo is not there.
   if (records.length !== want.size) return `the iterator lists ${records.length} threads`;
-  const out = new Map<number, bigint>();
-  for (const [i, r] of records.entries()) {
+  const domains: bigint[] = [];
+  for (const r of records) {
     const d = landlockDomain(r);
     if (d === undefined) return `thread ${r.tid}'s credentials could not be read`;
-    out.set(want.has(r.tid) ? r.tid : tids[i], d);
+    domains.push(d);
   }
-  return out;
+  if (records.every((r) => want.has(r.tid))) {
+    return new Map(records.map((r, i) => [r.tid, domains[i]]));
+  }
+  // The records' tids are the initial pid namespace's, cryo is not there: the threads are
+  // matched by count, and a domain in any of them is the whole process's (named as the process).
+  const any = domains.find((d) => d !== 0n) ?? 0n;
+  return new Map(tids.map((tid) => [tid, any]));
 }
 
 /**
