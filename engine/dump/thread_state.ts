@@ -73,11 +73,12 @@ export const threadStatePaths = new Map<number, string>();
 let recalled: RecalledThreadState | undefined | null = null;
 
 /**
- * Before the freeze: on a host with Landlock, or when root process `root`
- * has threads enough, loads
- * the task program (the verifier: ~0.5 ms, or the BTF read too: ~30 ms, once
- * per boot) and reads the memo, so that the freeze does neither, and reads
- * the root's records once (compiled in the freeze). Never throws.
+ * Before the freeze: on a host with Landlock enabled (every process's
+ * domains are read in the freeze: engine/task/landlock.ts), or when root
+ * process `root` has threads enough, loads the task program (the verifier:
+ * ~0.5 ms, or the BTF read too: ~30 ms, once per boot); with threads
+ * enough reads the memo, so that the freeze does neither, and the root's
+ * records once (compiled in the freeze). Never throws.
  */
 export function warmUpThreadStates(root: number): void {
   recalled = null;
