@@ -62,6 +62,8 @@ export const SUPPORT_TABLE = [
   { id: "task.dumpable-root", area: "task", what: "dumpable 2 (suid_dumpable after a set-id exec)", support: "refused", note: "prctl cannot set it" },
   { id: "task.membarrier-unknown", area: "task", what: "membarrier registrations before Linux 6.3", support: "refused", note: "cannot be read" },
   { id: "task.syscall-dispatch", area: "task", what: "syscall user dispatch (PR_SET_SYSCALL_USER_DISPATCH)", support: "refused", note: "not saved yet" },
+  { id: "task.landlock", area: "task", what: "a Landlock domain (landlock_restrict_self)", support: "refused", note: "cannot be read back: the restored process would run unrestricted" },
+  { id: "task.landlock-unchecked", area: "task", what: "no_new_privs in a thread, on a host with Landlock enabled where cryo cannot read Landlock domains (no BPF task iterator or BTF)", support: "refused", note: "it may be in a Landlock domain, which the restored process would not have" },
   { id: "task.seccomp-notify", area: "task", what: "seccomp filters handing syscalls to a user-space listener", support: "refused", note: "the listener's fd cannot be re-connected" },
   { id: "task.namespaces", area: "task", what: "namespaces other than cryo's own (mnt, pid, net, ipc, uts, user, cgroup, time)", support: "refused", note: "not re-created yet (except those of a launched tree: task.launched-*); also a process whose children's pid or time namespace is not its own (an unshare waiting for its first child)" },
   { id: "task.launched-pidns", area: "task", what: "the pid and mount namespaces of a tree started by `cryo launch` (root is pid 1; mounts are cryo's plus its /proc)", support: "saved", note: "dumped from inside; restored into fresh namespaces with the same inner pids (engine/pidns/)" },

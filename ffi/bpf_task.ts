@@ -8,7 +8,8 @@
  * thread_info.flags, personality, the mempolicy, nsproxy, fs, files and
  * cgroups (css_set) pointers, cred->thread_keyring, whether cred->session_keyring is set,
  * task->flags and *real_cred's ids,
- * capabilities and groups, with the thread's tid and tgid. Hand-assembled
+ * capabilities and groups, a window on cred->security's LSM blob (the
+ * Landlock domain pointer), with the thread's tid and tgid. Hand-assembled
  * like the task_vma program (ffi/bpf.ts); the
  * struct offsets come from the caller, who reads them from the running
  * kernel's BTF (engine/proc/thread_state_bpf.ts).
@@ -129,10 +130,38 @@ export interface TaskStateLayout {
   sessionKeyring: number;
   /** The TIF_NOTSC bit of thread_info.flags when found ({@link findNoTscBit}; not read by the program). */
   noTscBit?: number;
+  /**
+   * Offset of `security` in struct cred (a pointer to the LSMs' blob); -1
+   * without CONFIG_SECURITY (no record then reads the blob).
+   */
+  credSecurity: number;
+  /**
+   * Offset of Landlock's part (struct landlock_cred_security, whose first
+   * member is the domain pointer) in that blob, assigned at boot: found by
+   * experiment (engine/proc/landlock_probe.ts). When set, the program reads
+   * its first word into the record ({@link TaskRecord.landlockDomain}).
+   */
+  landlockOffset?: number;
+}
+
+/** What of cred->security's blob a program copies into the record (at most {@link LSM_WINDOW_BYTES}). */
+export interface LsmWindow {
+  offset: number;
+  bytes: number;
+}
+
+/** The most bytes of the LSM blob a record holds. */
+export const LSM_WINDOW_BYTES = 64;
+
+/** The window of the regular program: the Landlock domain pointer, when its offset is known. */
+export function landlockWindow(l: TaskStateLayout): LsmWindow | undefined {
+  return l.credSecurity >= 0 && l.landlockOffset !== undefined
+    ? { offset: l.landlockOffset, bytes: 8 }
+    : undefined;
 }
 
 /** Bytes the program writes per thread (see {@link decodeTaskRecords}). */
-export const TASK_RECORD_SIZE = 304;
+export const TASK_RECORD_SIZE = 376;
 
 /** At most this many bytes of a struct cred are copied, from its first id to its last capability set. */
 export const CRED_BYTES = 96;
@@ -215,6 +244,22 @@ export interface TaskRecord {
   /** task->loginuid and task->sessionid (4294967295: unset, or a kernel without audit). */
   loginuid: number;
   sessionid: number;
+  /**
+   * The bytes of task->cred->security's blob the program's window copied
+   * (from the window's offset; zeros after it), when `lsmRead`.
+   */
+  lsmBytes: Uint8Array;
+  lsmRead: boolean;
+}
+
+/**
+ * The Landlock domain pointer of record `r` of the regular program
+ * ({@link landlockWindow}): 0n for none, undefined when not read (no
+ * window, no cred, a failed read).
+ */
+export function landlockDomain(r: TaskRecord): bigint | undefined {
+  if (!r.lsmRead) return undefined;
+  return new DataView(r.lsmBytes.buffer, r.lsmBytes.byteOffset, 8).getBigUint64(0, true);
 }
 
 const R0 = 0, R1 = 1, R2 = 2, R3 = 3, R6 = 6, R7 = 7, R10 = 10;
@@ -243,7 +288,8 @@ const jneImm = (dst: number, imm: number, off: number) => insn(0x55, dst, 0, off
  * (96, zeros after), real_cred->group_info u64 @272,
  * group_info->ngroups u32 @280, cred->session_keyring u32 @284 (0: not
  * read, 1: NULL, 2: set), task->cgroups u64 @288, task->loginuid u32
- * @296, task->sessionid u32 @300.
+ * @296, task->sessionid u32 @300, the LSM window's bytes of
+ * task->cred->security @304 (64, zeros after), the window read (1) u32 @368.
  *
  * The members that are pointers to structs (cred, mm, real_cred,
  * children.next) are read with bpf_probe_read_kernel, not loaded: the
@@ -254,7 +300,11 @@ const jneImm = (dst: number, imm: number, off: number) => insn(0x55, dst, 0, off
  * instruction numbers in the comments are those of a kernel with NUMA and
  * keys (without them, fewer instructions write zeros).
  */
-export function taskStateProgram(l: TaskStateLayout): Uint8Array<ArrayBuffer> {
+export function taskStateProgram(
+  l: TaskStateLayout,
+  /** What of the LSM blob to copy (none: zeros). */
+  window: LsmWindow | undefined = landlockWindow(l),
+): Uint8Array<ArrayBuffer> {
   const R = -TASK_RECORD_SIZE;
   const TMP = R - 8; // a pointer read from the task, below the record
   /** r1 = fp + dst, r2 = size, r3 = r7 + off (or r3 + off): bpf_probe_read_kernel(r1, r2, r3). */
@@ -348,10 +398,11 @@ export function taskStateProgram(l: TaskStateLayout): Uint8Array<ArrayBuffer> {
         stx32(R10, R + 300, R2),
       ]
       : [mov64Imm(R2, -1), stx32(R10, R + 296, R2), stx32(R10, R + 300, R2)]),
+    ...lsmPart(l, window, R, TMP, probe), // record.lsm bytes @304, read mark @368
     ldx64(R1, R6, l.metaSeq), //         167: r1 = meta->seq
     mov64(R2, R10), //                   168: r2 = fp
-    add64Imm(R2, R), //                  169: r2 = fp - 304 (the record)
-    mov64Imm(R3, TASK_RECORD_SIZE), //   170: r3 = 304
+    add64Imm(R2, R), //                  169: r2 = fp - 376 (the record)
+    mov64Imm(R3, TASK_RECORD_SIZE), //   170: r3 = 376
     call(l.seqWriteHelper), //           171: bpf_seq_write(r1, r2, r3)
   ];
   return encodeInsns([
@@ -431,9 +482,46 @@ function sessionKeyringPart(
   ];
 }
 
+/**
+ * Instructions writing the LSM window @304 (zeros first, as the mark @368
+ * and the pad @372), then, when there is a window, the bytes of
+ * task->cred->security from its offset and the mark 1 once read.
+ */
+function lsmPart(
+  l: TaskStateLayout,
+  window: LsmWindow | undefined,
+  R: number,
+  TMP: number,
+  probe: (dst: number, size: number, off: number, fromTask?: boolean) => number[][],
+): number[][] {
+  const zeros = [mov64Imm(R2, 0)];
+  for (let at = 304; at < TASK_RECORD_SIZE; at += 8) zeros.push(stx64(R10, R + at, R2));
+  if (!window || l.credSecurity < 0) return zeros;
+  if (window.bytes <= 0 || window.bytes > LSM_WINDOW_BYTES || window.offset < 0) {
+    throw new Error(`internal: LSM window ${window.offset}+${window.bytes}`);
+  }
+  return [
+    ...zeros,
+    ...probe(TMP, 8, l.cred), //                        0-5: tmp = task->cred
+    ldx64(R3, R10, TMP), //                               6: r3 = tmp
+    jeqImm(R3, 0, 16), //                                 7: if NULL goto the end
+    ...probe(TMP, 8, l.credSecurity, false), //        8-12: tmp = cred->security
+    jneImm(R0, 0, 10), //                                13: if the read failed goto the end
+    ldx64(R3, R10, TMP), //                              14: r3 = tmp
+    jeqImm(R3, 0, 8), //                                 15: if NULL goto the end
+    ...probe(R + 304, window.bytes, window.offset, false), // 16-20: the window's bytes
+    jneImm(R0, 0, 2), //                                 21: if the read failed goto the end
+    mov64Imm(R2, 1), //                                  22
+    stx32(R10, R + 368, R2), //                          23: record.lsm_read = 1
+  ];
+}
+
 /** Loads the task program; returns its fd. Throws {@link BpfError} (with the verifier's log). */
-export function loadTaskStateProgram(l: TaskStateLayout): number {
-  return loadIterProgram(taskStateProgram(l), "cryo_threads", l.attachBtfId);
+export function loadTaskStateProgram(
+  l: TaskStateLayout,
+  window: LsmWindow | undefined = landlockWindow(l),
+): number {
+  return loadIterProgram(taskStateProgram(l, window), "cryo_threads", l.attachBtfId);
 }
 
 /** Offset of `pid` in union bpf_iter_link_info's `task` member (after `tid`). */
@@ -596,6 +684,8 @@ export function decodeTaskRecords(bytes: Uint8Array): TaskRecord[] {
       cgroups: dv.getBigUint64(at + 288, true),
       loginuid: dv.getUint32(at + 296, true),
       sessionid: dv.getUint32(at + 300, true),
+      lsmBytes: bytes.slice(at + 304, at + 304 + LSM_WINDOW_BYTES),
+      lsmRead: dv.getUint32(at + 368, true) === 1,
     });
   }
   return out;

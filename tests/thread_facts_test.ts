@@ -367,6 +367,7 @@ Deno.test("thread facts: a fact other than the status's is refuted for the boot;
       loginIds: new Map(),
       specFlags: new Map<number, number>(),
       threadKeyring: new Map<number, bigint>(),
+      records: [],
     });
     // Equal: the check passes and is remembered.
     assert.equal(checkStatusFacts(bpf(false, false), real), undefined);
@@ -417,6 +418,7 @@ Deno.test("thread facts: the task flags are checked against the stat files, and 
       loginIds: new Map(),
       specFlags: new Map(),
       threadKeyring: new Map(),
+      records: [],
       flagsTrusted,
     });
     const fromStat = (m: Map<number, number>) => {

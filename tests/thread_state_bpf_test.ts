@@ -308,6 +308,8 @@ Deno.test("thread state bpf: sigaltstack's flags derived as the kernel reports t
     cgroups: 0n,
     loginuid: 4294967295,
     sessionid: 4294967295,
+    lsmBytes: new Uint8Array(64),
+    lsmRead: false,
   });
   const AUTODISARM = 0x80000000 | 0;
   // No size: SS_DISABLE whatever the stored flags (a disabled stack keeps its SS_DISABLE).
@@ -359,6 +361,7 @@ Deno.test("thread state bpf: a main thread whose injected values differ sends th
       loginIds: new Map(),
       specFlags: new Map<number, number>(),
       threadKeyring: new Map<number, bigint>(),
+      records: [],
     };
     const threads = new Map([[10, v(1)]]);
     assert.equal(takeThreadStates(bpf, threads), false);

@@ -16,6 +16,7 @@ import { Refusals } from "../support.ts";
 import { mmFieldsOf, readStat } from "../proc/stat.ts";
 import { readStatus } from "../proc/status.ts";
 import { refuseSyscallUserDispatch } from "../task/syscall_dispatch.ts";
+import { checkLandlock } from "../task/landlock.ts";
 import { auxvToModel, readAuxv } from "../proc/auxv.ts";
 import { devMajor, devMinor, type ProcFd, readFds } from "../proc/fds.ts";
 import { areaNumbers, readMapFileIdentity } from "../proc/maps.ts";
@@ -256,6 +257,8 @@ export function collectProcess(
   const statuses = threadStatuses(pid, tids, bpfStates);
   const status = statuses.get(pid) ?? readStatus(pid);
   prepareTaskCollection(pid, tids, statuses);
+  // Landlock domains: from the iterator's records of this freeze, else read now (task/landlock.ts).
+  checkLandlock(pid, tids, refusals, statuses, bpfStates?.records);
   // Before any injected syscall, which the dispatch could turn into a SIGSYS.
   refuseSyscallUserDispatch(pid, tids);
   // Before any injected syscall: one in an io_uring kernel thread never returns (task/io_workers.ts).

@@ -61,6 +61,7 @@ import { listTids, readChildrenOfThreads } from "../proc/tasks.ts";
 import { isIoFlusher } from "../task/attrs.ts";
 import type { LoginIdsOfThread } from "../task/thread_sharing.ts";
 import type { InjectedThreadState } from "./injected.ts";
+import { landlockAbi } from "../task/landlock_probe.ts";
 
 /** From how many threads the iterator is used (tests may change it). */
 export const threadStateBpf = { minThreads: 8 };
@@ -72,16 +73,20 @@ export const threadStatePaths = new Map<number, string>();
 let recalled: RecalledThreadState | undefined | null = null;
 
 /**
- * Before the freeze: when root process `root` has threads enough, loads
- * the task program (the verifier: ~0.5 ms, or the BTF read too: ~30 ms, once
- * per boot) and reads the memo, so that the freeze does neither, and reads
- * the root's records once (compiled in the freeze). Never throws.
+ * Before the freeze: on a host with Landlock enabled (every process's
+ * domains are read in the freeze: engine/task/landlock.ts), or when root
+ * process `root` has threads enough, loads the task program (the verifier:
+ * ~0.5 ms, or the BTF read too: ~30 ms, once per boot); with threads
+ * enough reads the memo, so that the freeze does neither, and the root's
+ * records once (compiled in the freeze). Never throws.
  */
 export function warmUpThreadStates(root: number): void {
   recalled = null;
   predicted = undefined;
   const early = runningRecords?.pid === root ? runningRecords.records : undefined;
   runningRecords = undefined; // (taken by this dump's warm-up or by none)
+  // Every process's Landlock domains are read in the freeze (engine/task/landlock.ts).
+  if (landlockAbi() > 0) loadThreadIterator();
   const mode = override();
   if (mode === "inject") return;
   try {
@@ -270,6 +275,8 @@ export interface BpfThreadStates {
   specFlags: Map<number, number>;
   /** Each thread's cred->thread_keyring (exact; engine/task/keyrings.ts `checkThreadKeyrings`). */
   threadKeyring: Map<number, bigint>;
+  /** The records themselves (engine/task/landlock.ts reads each thread's Landlock domain from them). */
+  records: TaskRecord[];
   /**
    * Whether the facts' task flags may stand in for the threads' stat files
    * (a check on this boot found them equal, with every flag the process
@@ -522,6 +529,7 @@ export function bpfThreadStates(pid: number, tids: readonly number[]): BpfThread
       loginIds,
       specFlags,
       threadKeyring,
+      records,
       flagsTrusted: memo !== undefined && memo.confirmed.has(TASK_FLAGS) &&
         (![...facts.values()].some((f) => f.ioFlusher) || memo.confirmed.has(IO_FLUSHER_FACT)),
       withPolicy: new Set(records.filter((r) => r.mempolicy !== 0n).map((r) => r.tid)),

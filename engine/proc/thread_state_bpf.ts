@@ -20,6 +20,7 @@ import {
   type TaskStateLayout,
 } from "../../ffi/bpf_task.ts";
 import { recallThreadState, rememberThreadLayout } from "./vm_flags_memo.ts";
+import { findLandlockOffset } from "../task/landlock_probe.ts";
 
 /** The program's kernel layout, from the running kernel's BTF (throws when something is missing or unexpected). */
 export function taskStateLayout(btf: Btf): TaskStateLayout {
@@ -97,6 +98,10 @@ export function taskStateLayout(btf: Btf): TaskStateLayout {
     sessionKeyring: btf.member(struct("cred"), "session_keyring")
       ? member(struct("cred"), "session_keyring", "ptr")
       : -1,
+    // Absent without CONFIG_SECURITY: no LSM blob (and no Landlock).
+    credSecurity: btf.member(struct("cred"), "security")
+      ? member(struct("cred"), "security", "ptr")
+      : -1,
   };
 }
 
@@ -170,12 +175,17 @@ export function loadThreadIterator(): boolean {
   if (!loaded) {
     try {
       const remembered = recallThreadState()?.layout;
-      const layout = remembered ?? taskStateLayout(Btf.vmlinux());
+      let layout = remembered ?? taskStateLayout(Btf.vmlinux());
+      // Found once per boot, remembered with the layout (a probe process: landlock_probe.ts).
+      const landlockOffset = layout.landlockOffset ?? findLandlockOffset(layout);
+      if (landlockOffset !== undefined) layout = { ...layout, landlockOffset };
       const fd = loadTaskStateProgram(layout);
-      // Found once per boot, remembered with the layout.
       const noTscBit = layout.noTscBit ?? findNoTscBit(fd);
       loaded = { fd, layout, noTscBit };
-      if (!remembered || (noTscBit !== undefined && layout.noTscBit === undefined)) {
+      if (
+        !remembered || (noTscBit !== undefined && layout.noTscBit === undefined) ||
+        landlockOffset !== remembered.landlockOffset
+      ) {
         rememberThreadLayout({ ...layout, ...(noTscBit !== undefined ? { noTscBit } : {}) });
       }
     } catch (e) {

@@ -244,6 +244,8 @@ export function rememberLayout(layout: TaskVmaLayout): void {
 const THREAD_LAYOUT_FIELDS: readonly Exclude<
   keyof TaskStateLayout,
   | "noTscBit"
+  | "landlockOffset"
+  | "credSecurity"
   | "mempolicy"
   | "threadKeyring"
   | "sessionKeyring"
@@ -324,12 +326,18 @@ export function recallThreadState(): RecalledThreadState | undefined {
       layout.cgroups,
       layout.loginuid,
       layout.sessionid,
+      layout.credSecurity,
     ].some((v) => !Number.isSafeInteger(v) || v < -1)
   ) layout = undefined;
   else if (
     layout.noTscBit !== undefined &&
     !(Number.isSafeInteger(layout.noTscBit) && layout.noTscBit >= 0 && layout.noTscBit < 32)
   ) layout = { ...layout, noTscBit: undefined };
+  if (
+    layout?.landlockOffset !== undefined &&
+    !(Number.isSafeInteger(layout.landlockOffset) && layout.landlockOffset >= 0 &&
+      layout.landlockOffset % 8 === 0)
+  ) layout = { ...layout, landlockOffset: undefined };
   const confirmed = Array.isArray(t.confirmed) && t.confirmed.every((f) => typeof f === "string")
     ? new Set(t.confirmed)
     : new Set<string>();

@@ -60,7 +60,8 @@ const ENOKEY = 126;
  * Whether the main thread `pid` (stopped) has a session keyring: from the
  * iterator's records already read for this freeze (`known`), else from its
  * record read now when the task program is loaded (~0.1 ms; the dump loads
- * it only for processes with many threads), else undefined.
+ * it for processes with many threads, and for every process on a host with
+ * Landlock enabled: engine/task/landlock.ts), else undefined.
  */
 export function mainSessionKeyring(
   pid: number,
