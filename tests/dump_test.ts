@@ -633,11 +633,14 @@ Deno.test(
 );
 
 Deno.test(
-  "errors: an fd cryo cannot restore (a removed directory) is listed; nothing written; the target runs on",
+  "errors: an fd cryo cannot restore (a removed device node) is listed; nothing written; the target runs on",
   withTargets(async () => {
     const parent = await freshParent();
     const input = `${parent}/input`;
-    await Deno.mkdir(input);
+    // A device node of its own (/dev/null's numbers), removed once opened: it cannot be made
+    // again unlinked. (A removed directory was this test's case until cryo restored those.)
+    const made = await new Deno.Command("mknod", { args: [input, "c", "1", "3"] }).output();
+    assert.ok(made.success, "mknod");
     const t = await startTarget("/bin/sleep", ["30"], { stdin: input });
     await waitUntil("sleep started", () => pathExists(`/proc/${t.pid}/fd/0`));
     await waitUntil(
@@ -649,8 +652,10 @@ Deno.test(
     assertOneLineError(
       r,
       1,
-      new RegExp(`process ${t.pid} fd 0 \\(${input} \\(deleted\\)\\): deleted directories`),
-      "removed directory",
+      new RegExp(
+        `process ${t.pid} fd 0 \\(${input} \\(deleted\\)\\): deleted special files \\(device nodes`,
+      ),
+      "removed device node",
     );
     assertDirHolds(parent, [], "after the failed dump");
     assertNotHeld(t.pid, "unsupported fd");

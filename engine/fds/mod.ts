@@ -105,7 +105,9 @@ function planOne(
     case "path": // (an O_PATH fd: planned above)
       return planRegular(f);
     case "chardev":
-      return f.restore === "inherit" ? { kind: "inherit", from: stdioFor(f) } : planRegular(f);
+      if (f.restore === "inherit") return { kind: "inherit", from: stdioFor(f) };
+      // A device node removed while open: nothing can make it again unlinked.
+      return f.target.endsWith(" (deleted)") ? refusedBecause("fd.deleted") : planRegular(f);
     case "tty":
       return planTty(f, stdioFor(f), ptys, leadingOut(f, outside));
     case "pipe":
