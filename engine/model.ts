@@ -741,6 +741,8 @@ export interface FdInfo {
   inet?: InetSocket;
   /** A netlink socket: its state (engine/fds/netlink.ts). */
   netlink?: NetlinkSocket;
+  /** An AF_PACKET socket: its state (engine/fds/packet.ts). */
+  packet?: PacketSocket;
   /** A deleted file or memfd saved by content: the id of its {@link GhostFile}. */
   ghost?: string;
   /** Socket state (unix sockets, on fds 0-2 too; see engine/fds/unix.ts and socket_common.ts). */
@@ -895,6 +897,30 @@ export interface NetlinkSocket {
   /** SO_SNDBUF / SO_RCVBUF when not the kernel default; SO_BUF_LOCK as for {@link InetSocket}. */
   buffers?: { snd?: number; rcv?: number; lock?: number };
   /** Its owner (sk_uid, the socket inode's owner) when not root: restore creates it with these fs ids. */
+  owner?: { uid: number; gid: number };
+}
+
+/** An AF_PACKET socket (SOCK_RAW or SOCK_DGRAM) with nothing queued and no ring. */
+export interface PacketSocket {
+  /** SOCK_DGRAM (2) or SOCK_RAW (3). */
+  type: number;
+  /** Its protocol (an ethertype, host order; 0: receives nothing). */
+  protocol: number;
+  /** Bound interface's index (0: every interface). */
+  ifindex: number;
+  /** That interface's name at dump (restore refuses when the index names another). */
+  ifname?: string;
+  /** SOL_PACKET and SOL_SOCKET options that differ from a fresh socket's. */
+  options: SockOption[];
+  /** SO_SNDBUF / SO_RCVBUF as for {@link InetSocket}. */
+  buffers?: { snd?: number; rcv?: number; lock?: number };
+  /** PACKET_ADD_MEMBERSHIP entries (type: 0 multicast, 1 promiscuous, 2 all-multicast, 3 unicast). */
+  memberships: { ifindex: number; ifname?: string; type: number; address: string; count: number }[];
+  /** PACKET_FANOUT's value (group id | mode << 16 | flags << 24), when in a group. */
+  fanout?: number;
+  /** Its classic BPF filter, as for {@link InetSocket}. */
+  filter?: InetSocket["filter"];
+  /** Its owner when not root, as for {@link NetlinkSocket}. */
   owner?: { uid: number; gid: number };
 }
 

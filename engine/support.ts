@@ -250,6 +250,11 @@ export const SUPPORT_TABLE = [
   { id: "socket.inet-pending", area: "socket", what: "TCP and UDP sockets with an error pending (SO_ERROR) or queued (IP_RECVERR), UDP sockets with a datagram being built (UDP_CORK, MSG_MORE), TCP connections whose SYN was saved (TCP_SAVE_SYN) and not read", support: "refused", note: "no setsockopt puts them back" },
   { id: "socket.inet-filter", area: "socket", what: "TCP and UDP sockets with a classic BPF filter (SO_ATTACH_FILTER, SO_LOCK_FILTER)", support: "saved", note: "attached again once the socket's queued datagrams are back; a datagram arriving during the restore is queued unfiltered" },
   { id: "socket.filter", area: "socket", what: "sockets with an eBPF filter (SO_ATTACH_BPF), unix and netlink sockets with a classic one (SO_ATTACH_FILTER)", support: "refused", note: "an eBPF program cannot be read back; classic filters are saved for TCP and UDP only" },
+  { id: "socket.packet", area: "socket", what: "AF_PACKET sockets (SOCK_RAW, SOCK_DGRAM): protocol, bound interface (by index, checked by name at restore), PACKET_* and SO_* options, classic filter, memberships (multicast, promiscuous, all-multicast), fanout group", support: "saved" },
+  { id: "socket.packet-queued", area: "socket", what: "AF_PACKET sockets with packets waiting to be read", support: "refused", note: "a packet socket's queue cannot be filled again; retry when the program has read them" },
+  { id: "socket.packet-ring", area: "socket", what: "AF_PACKET sockets with an mmapped rx or tx ring (PACKET_RX_RING, PACKET_TX_RING)", support: "refused", note: "the ring's frames and their status cannot be set up again as they were" },
+  { id: "socket.packet-interface", area: "socket", what: "AF_PACKET sockets bound to (or members on) an interface whose index names another interface at restore, or none", support: "refused", note: "checked at restore" },
+  { id: "socket.packet-other", area: "socket", what: "SOCK_PACKET sockets, fanout groups steered by a BPF program", support: "refused", note: "not saved" },
   { id: "socket.other", area: "socket", what: "other sockets", support: "refused", note: "not saved yet" },
 ] as const satisfies readonly SupportRow[];
 

@@ -21,6 +21,7 @@ import { emitHungUpTty } from "./tty.ts";
 import { mqSyscallName } from "./mqueue.ts";
 import { emitInet } from "./inet_plan.ts";
 import { emitNetlink } from "./netlink.ts";
+import { emitPacket } from "./packet.ts";
 import { emitSocketAsOwner } from "./socket_owner.ts";
 import { O_CLOEXEC, O_NONBLOCK, type PlannedFd } from "./types.ts";
 
@@ -222,6 +223,10 @@ export function emitCreate(cx: CreateContext, f: PlannedFd, batch: readonly Plan
     case "netlink":
       emitSocketAsOwner(p, s.socket.owner, () => emitNetlink(p, scratchSlot, s.socket, what));
       cx.keep(`fd:${f.fd}`, `${what} netlink socket`);
+      break;
+    case "packet":
+      emitSocketAsOwner(p, s.socket.owner, () => emitPacket(p, scratchSlot, s.socket, what));
+      cx.keep(`fd:${f.fd}`, `${what} packet socket`);
       break;
   }
 }

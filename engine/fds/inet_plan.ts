@@ -39,6 +39,7 @@ import { closedConnection, emitTcp, finishTcp, sendBufferAfter } from "./tcp.ts"
 import { emitUdp } from "./udp.ts";
 import { emitOther } from "./inet_other.ts";
 import { attachFilter } from "./socket_filter.ts";
+import { packetProblem } from "./packet.ts";
 import { decodeBase64 } from "../base64.ts";
 import { checkSocketOwners } from "./socket_owner.ts";
 import { finishUdpQueues, finishUdpQueuesPlan } from "./udp_queue.ts";
@@ -59,6 +60,9 @@ export function planInet(f: FdInfo): FdSource | string | undefined {
   if (problem) return problem;
   if (f.inet) return { kind: "inet", socket: f.inet, flags: f.flags };
   if (f.netlink) return { kind: "netlink", socket: f.netlink, flags: f.flags };
+  if (f.packet) {
+    return packetProblem(f.packet) ?? { kind: "packet", socket: f.packet, flags: f.flags };
+  }
   return undefined;
 }
 
@@ -230,8 +234,15 @@ function finishInetPlanTcp(image: ProcessImage): string[] {
 }
 
 /** A socket source for people: "tcp listen 127.0.0.1:80", "netlink route, port id 12". */
-export function describeSocket(s: Extract<FdSource, { kind: "inet" | "netlink" }>): string {
+export function describeSocket(
+  s: Extract<FdSource, { kind: "inet" | "netlink" | "packet" }>,
+): string {
   if (s.kind === "netlink") return `netlink route socket, port id ${s.socket.portid}`;
+  if (s.kind === "packet") {
+    const k = s.socket;
+    return `packet socket, protocol 0x${k.protocol.toString(16)} on ` +
+      (k.ifindex ? `${k.ifname} (${k.ifindex})` : "every interface");
+  }
   const k = s.socket;
   const peer = k.peer ? ` -> ${formatAddr(k.peer)}` : "";
   const what = k.proto === "tcp" ? `tcp ${k.state}` : k.proto;

@@ -161,11 +161,36 @@ const netlink = z.lazy(() =>
   })
 );
 
+const packet = z.lazy(() =>
+  z.looseObject({
+    type: z.union([z.literal(2), z.literal(3)]),
+    protocol: nat.max(0xffff),
+    ifindex: nat.max(0x7fffffff),
+    ifname: z.string().max(16).optional(),
+    options: z.array(sockOption).max(64),
+    buffers,
+    memberships: z.array(
+      z.looseObject({
+        ifindex: nat.max(0x7fffffff),
+        ifname: z.string().max(16).optional(),
+        type: nat.max(3),
+        address: z.string().regex(/^([0-9a-f]{2}){0,32}$/),
+        count: nat.max(1 << 16),
+      }),
+    ).max(1024),
+    fanout: u32.optional(),
+    filter: z.looseObject({ code: base64.max(43692).optional(), locked: z.boolean().optional() })
+      .optional(),
+    owner,
+  })
+);
+
 /** Why the socket record of `f` cannot be used, or undefined when it is sound. */
 export function socketRecordProblem(f: FdInfo): string | undefined {
   const checks: [string, z.ZodType, unknown][] = [];
   if (f.inet !== undefined) checks.push(["inet", inet, f.inet]);
   if (f.netlink !== undefined) checks.push(["netlink", netlink, f.netlink]);
+  if (f.packet !== undefined) checks.push(["packet", packet, f.packet]);
   for (const [name, schema, value] of checks) {
     const r = schema.safeParse(value);
     if (!r.success) {

@@ -53,9 +53,16 @@ import { collectUdp } from "./udp.ts";
 import { collectOther } from "./inet_other.ts";
 import { type DatagramRow, readDatagramRows } from "../proc/net_owners.ts";
 import { collectNetlink } from "./netlink.ts";
+import { AF_PACKET, collectPacket } from "./packet.ts";
+import { type PacketDiag, packetDiags } from "../../ffi/packet_diag.ts";
 import { type NetlinkRow, readNetlinkTable } from "../proc/netlink.ts";
 import { readSocketOwners } from "../proc/net_owners.ts";
 import { type SocketOwner, socketOwner } from "./socket_owner.ts";
+
+/** The inode number of a "socket:[N]" fd target. */
+function inodeOf(target: string): number {
+  return Number(target.match(/\[(\d+)\]/)?.[1]);
+}
 
 /** How one socket was read: its fd record, where, and the copy kept of a connection. */
 interface Entry {
@@ -113,6 +120,9 @@ export class InetSocketSession {
   /** Fds of other processes holding a socket already read: they get its record in finish(). */
   readonly #followers: FdInfo[] = [];
   readonly #netlinks: Entry[] = [];
+  readonly #packets: Entry[] = [];
+  /** Every packet socket of the namespace as packet_diag shows it, by inode, read once. */
+  #packetDiags?: Map<number, PacketDiag>;
   /** The multicast groups of the tree's network namespace, read at the first socket. */
   #groups?: NamespaceGroups;
   /** Address family -> (inode -> diag state) of established and listening TCP sockets, read once. */
@@ -230,7 +240,9 @@ export class InetSocketSession {
       const domain = getsockoptInt(copy, SOL.SOCKET, SO.DOMAIN);
       const type = getsockoptInt(copy, SOL.SOCKET, SO.TYPE);
       const protocol = getsockoptInt(copy, SOL.SOCKET, SO.PROTOCOL);
-      if (domain === AF.NETLINK || domain === AF.INET || domain === AF.INET6) {
+      if (
+        domain === AF.NETLINK || domain === AF.INET || domain === AF.INET6 || domain === AF_PACKET
+      ) {
         // The socket's owner (sk_uid, its inode's owner): from its creator's fs ids.
         owner = socketOwner(pid, f.fd);
         const skUid = domain === AF.NETLINK ? undefined : this.#ownerRow(pid, f.target);
@@ -246,7 +258,7 @@ export class InetSocketSession {
       if (domain === AF.NETLINK) {
         const problem = filterProblem(copy);
         if (problem) return this.#refuse(f, "socket.filter", problem);
-      } else if (domain === AF.INET || domain === AF.INET6) {
+      } else if (domain === AF.INET || domain === AF.INET6 || domain === AF_PACKET) {
         const read = readFilter(copy);
         if ("problem" in read) return this.#refuse(f, "socket.filter", read.problem);
         filter = read.filter;
@@ -258,6 +270,15 @@ export class InetSocketSession {
         f.netlink = { ...got.netlink, ...(owner ? { owner } : {}) };
         f.restore = "netlink";
         this.#netlinks.push({ pid, fd: f, where });
+        return;
+      }
+      if (domain === AF_PACKET) {
+        const diag = (this.#packetDiags ??= packetDiags()).get(inodeOf(f.target));
+        const got = collectPacket(copy, type ?? 0, diag);
+        if ("refused" in got) return this.#refuse(f, got.refused, got.detail);
+        f.packet = { ...got.packet, ...(owner ? { owner } : {}), ...(filter ? { filter } : {}) };
+        f.restore = "packet";
+        this.#packets.push({ pid, fd: f, where });
         return;
       }
       if (domain !== AF.INET && domain !== AF.INET6) return; // another module's kind
@@ -337,6 +358,7 @@ export class InetSocketSession {
       if (first.extra["refused"] !== undefined) f.extra["refused"] = first.extra["refused"];
       if (first.inet) f.inet = first.inet;
       if (first.netlink) f.netlink = first.netlink;
+      if (first.packet) f.packet = first.packet;
     }
     const holders = (f: FdInfo) => [f, ...this.#followers.filter((x) => x.target === f.target)];
     const ends = new Set<string>();
@@ -345,6 +367,11 @@ export class InetSocketSession {
       if (s.tcp && s.local && s.peer) ends.add(`${canonical(s.local)}|${canonical(s.peer)}`);
     }
     markReuseportGroups(this.#entries.map((e) => e.fd.inet!));
+    for (const e of this.#packets) {
+      refusals.use("socket.packet", e.where);
+      if (e.fd.packet?.owner) refusals.use("socket.inet-owner", e.where);
+      if (holders(e.fd).length > 1) refusals.use("socket.inet-shared", e.where);
+    }
     for (const e of this.#netlinks) {
       refusals.use("socket.netlink-route", e.where);
       if (e.fd.netlink?.owner) refusals.use("socket.inet-owner", e.where);

@@ -274,6 +274,7 @@ export function describeSource(f: PlannedFd): string {
         : `fd ${f.fd} = pidfd of a process that exited`;
     case "inet":
     case "netlink":
+    case "packet":
       return `fd ${f.fd} = ${describeSocket(s)}`;
     case "hungup-tty":
       return `fd ${f.fd} = a hung-up terminal`;

@@ -60,7 +60,7 @@ function readInt(fd: number, name: number): number | null {
  * those of `fresh`. Before branch sockprobe2 none was saved: a netlink
  * socket came back with no receive timeout and no credentials passed.
  */
-function socketLevelOptions(copy: number, fresh: number): SockOption[] {
+export function socketLevelOptions(copy: number, fresh: number): SockOption[] {
   const out: SockOption[] = [];
   for (const o of SOCKET_OPTIONS) {
     const mine = getsockoptBytes(copy, o.level, o.optname, o.size);

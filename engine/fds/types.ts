@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { InetSocket, NetlinkSocket } from "../model.ts";
+import type { InetSocket, NetlinkSocket, PacketSocket } from "../model.ts";
 import type { EpollWatch } from "./epoll.ts";
 
 /** How one fd of a restored process is re-created. */
@@ -105,7 +105,8 @@ export type FdSource =
    */
   | { kind: "pidfd"; pid: number; flags: number; exit?: number; sameAs?: number }
   | { kind: "inet"; socket: InetSocket; flags: number }
-  | { kind: "netlink"; socket: NetlinkSocket; flags: number };
+  | { kind: "netlink"; socket: NetlinkSocket; flags: number }
+  | { kind: "packet"; socket: PacketSocket; flags: number };
 
 /** A planned fd: its number and source. */
 export interface PlannedFd {

@@ -1,0 +1,59 @@
+/**
+ * AF_PACKET sockets (tests/targets/rt_packet.c; CRIU's zdtm packet_sock,
+ * packet_sock_mmap, packet_sock_spkt): raw and datagram packet sockets on
+ * the loopback interface come back with their protocol, interface, options,
+ * memberships, filter and fanout group, and receive again; packets queued,
+ * an mmapped ring and SOCK_PACKET are refused by name, the program left
+ * running as it was.
+ */
+
+import assert from "node:assert/strict";
+import { assertChecksPassed } from "./helpers/checks.ts";
+import {
+  assertRefusedLeavesRunning,
+  dumpKillRestore,
+  startTriggered,
+} from "./helpers/roundtrip.ts";
+import { withTargets } from "./helpers/targets.ts";
+
+const READY = /^ready pid=(\d+)$/m;
+
+Deno.test(
+  "packet: raw and datagram packet sockets come back bound, with options, memberships, filter and fanout",
+  withTargets(async () => {
+    const rt = await startTriggered("rt_packet", READY, { passWork: true, extra: ["ok"] });
+    await dumpKillRestore(rt.t);
+    await Deno.writeTextFile(rt.trigger, "");
+    assertChecksPassed(
+      rt.t,
+      [
+        "packet-names",
+        "packet-options",
+        "packet-memberships",
+        "packet-filter-kept",
+        "packet-fanout",
+        "packet-receives",
+        "packet-filter",
+        "packet-fanout-one",
+      ],
+      await rt.t.wait(),
+    );
+  }),
+);
+
+for (
+  const [mode, id, check] of [
+    ["queued", "packets waiting to be read", "packet-queued-kept"],
+    ["ring", "mmapped rx or tx ring", "packet-ring-kept"],
+    ["spkt", "SOCK_PACKET", "packet-spkt-alive"],
+  ] as const
+) {
+  Deno.test(
+    `packet: ${mode} is refused by name, the program left running`,
+    withTargets(async () => {
+      await assertRefusedLeavesRunning("rt_packet", READY, mode, (e) => {
+        assert.ok(e.items.some((i) => i.includes(id)), e.items.join("\n"));
+      }, [check]);
+    }),
+  );
+}
