@@ -19,7 +19,7 @@ import { withTargets } from "./helpers/targets.ts";
 const READY = /^ready pid=(\d+)$/m;
 
 Deno.test(
-  "packet: raw and datagram packet sockets come back bound, with options, memberships, filter and fanout",
+  "packet: raw and datagram packet sockets come back bound, with options, memberships, filter and a fanout group across two processes",
   withTargets(async () => {
     const rt = await startTriggered("rt_packet", READY, { passWork: true, extra: ["ok"] });
     await dumpKillRestore(rt.t);
@@ -34,6 +34,7 @@ Deno.test(
         "packet-fanout",
         "packet-receives",
         "packet-filter",
+        "packet-fanout-child",
         "packet-fanout-one",
       ],
       await rt.t.wait(),

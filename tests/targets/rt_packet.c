@@ -7,15 +7,16 @@
  *           multicast membership on lo;
  * - dgram:  SOCK_DGRAM, ethertype 0x88b5, bound to lo, a classic BPF filter
  *           that passes only payloads starting with 'A', PACKET_IGNORE_OUTGOING;
- * - fan1, fan2: SOCK_RAW, ethertype 0x88b6, bound to lo, one fanout group
- *           (hash mode): a packet reaches one of them, not both;
+ * - fan1, fan2 and a child's fan3: SOCK_RAW, ethertype 0x88b6, bound to lo,
+ *           one fanout group (hash mode) across two processes: a packet reaches
+ *           one of them only;
  * - idle:   SOCK_RAW, protocol 0, never bound (receives nothing).
  *
  * After the restore each has the same sockaddr_ll (getsockname), options and
  * fanout value; lo is promiscuous and has the multicast address (the
  * memberships: /sys/class/net/lo/flags, /proc/net/dev_mcast); packets sent
  * on lo after the restore reach raw and dgram (the 'B' one filtered out of
- * dgram) and one of fan1/fan2.
+ * dgram) and one of fan1/fan2/fan3.
  *
  * Modes: "ok" (the round trip), "queued" (a packet left unread: refused),
  * "ring" (raw gets a PACKET_RX_RING: refused), "spkt" (a SOCK_PACKET socket:
@@ -35,6 +36,7 @@
 #include <net/if.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 
 #define ETH_A 0x88b5
 #define ETH_F 0x88b6
@@ -203,6 +205,23 @@ int main(int argc, char **argv) {
   set_int(fan1, SOL_PACKET, PACKET_FANOUT, fanout, "FANOUT 1");
   set_int(fan2, SOL_PACKET, PACKET_FANOUT, fanout, "FANOUT 2");
   int idle = packet_socket(SOCK_RAW, 0, 0);
+  /* A child with a third socket of the group (the group spans processes) and the parent's
+   * sockets inherited (shared): told by a pipe when the frames are sent, it exits with how
+   * many its socket received (+ 100 when its fanout value changed). */
+  int go[2];
+  if (pipe(go) != 0) die("pipe");
+  pid_t child = fork();
+  if (child < 0) die("fork");
+  if (child == 0) {
+    int fan3 = packet_socket(SOCK_RAW, ETH_F, 1);
+    set_int(fan3, SOL_PACKET, PACKET_FANOUT, fanout, "FANOUT 3");
+    close(go[1]);
+    char c;
+    if (read(go[0], &c, 1) != 1) _exit(99);
+    int n = drain(fan3, 0, 0, 0);
+    _exit(n + (get_int(fan3, SOL_PACKET, PACKET_FANOUT) == fanout ? 0 : 100));
+  }
+  close(go[0]);
 
   char names[5][64];
   int socks[5] = {raw, dgram, fan1, fan2, idle};
@@ -254,7 +273,11 @@ int main(int argc, char **argv) {
   char first_raw[64] = "", first_dgram[64] = "";
   int n_raw = drain(raw, first_raw, sizeof first_raw, 14);
   int n_dgram = drain(dgram, first_dgram, sizeof first_dgram, 0);
-  int n_fan = drain(fan1, 0, 0, 0) + drain(fan2, 0, 0, 0);
+  if (write(go[1], "g", 1) != 1) die("write");
+  int n_fan = drain(fan1, 0, 0, 0) + drain(fan2, 0, 0, 0), status = 0;
+  if (waitpid(child, &status, 0) != child || !WIFEXITED(status)) die("waitpid");
+  check("packet-fanout-child", WEXITSTATUS(status) < 100, "child's fanout value changed");
+  n_fan += WEXITSTATUS(status) % 100;
   check("packet-receives", n_raw >= 2 && !strcmp(first_raw, "Bdropped"), "raw: %d, first %s",
         n_raw, first_raw);
   check("packet-filter", n_dgram == 1 && !strcmp(first_dgram, "Apassed"), "dgram: %d, first %s",
