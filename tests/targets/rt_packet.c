@@ -10,7 +10,7 @@
  * - fan1, fan2 and a child's fan3: SOCK_RAW, ethertype 0x88b6, bound to lo,
  *           one fanout group (hash mode) across two processes: a packet reaches
  *           one of them only;
- * - idle:   SOCK_RAW, protocol 0, never bound (receives nothing).
+ * - idle:   SOCK_RAW, protocol 0, never bound (receives nothing), PACKET_VNET_HDR.
  *
  * After the restore each has the same sockaddr_ll (getsockname), options and
  * fanout value; lo is promiscuous and has the multicast address (the
@@ -205,6 +205,7 @@ int main(int argc, char **argv) {
   set_int(fan1, SOL_PACKET, PACKET_FANOUT, fanout, "FANOUT 1");
   set_int(fan2, SOL_PACKET, PACKET_FANOUT, fanout, "FANOUT 2");
   int idle = packet_socket(SOCK_RAW, 0, 0);
+  set_int(idle, SOL_PACKET, PACKET_VNET_HDR, 1, "VNET_HDR");
   /* A child with a third socket of the group (the group spans processes) and the parent's
    * sockets inherited (shared): told by a pipe when the frames are sent, it exits with how
    * many its socket received (+ 100 when its fanout value changed). */
@@ -245,15 +246,16 @@ int main(int argc, char **argv) {
             get_int(raw, SOL_SOCKET, SO_RCVBUF) == rcvbuf &&
             get_int(raw, SOL_SOCKET, SO_PRIORITY) == 5 &&
             get_int(dgram, SOL_PACKET, PACKET_IGNORE_OUTGOING) == 1 &&
-            get_int(idle, SOL_PACKET, PACKET_AUXDATA) == 0,
+            get_int(idle, SOL_PACKET, PACKET_AUXDATA) == 0 &&
+            get_int(idle, SOL_PACKET, PACKET_VNET_HDR) == 1,
         "auxdata %d origdev %d version %d reserve %d tstamp %d bypass %d rcvbuf %d/%d prio %d "
-        "ignore %d idle auxdata %d",
+        "ignore %d idle auxdata %d vnet_hdr %d",
         get_int(raw, SOL_PACKET, PACKET_AUXDATA), get_int(raw, SOL_PACKET, PACKET_ORIGDEV),
         get_int(raw, SOL_PACKET, PACKET_VERSION), get_int(raw, SOL_PACKET, PACKET_RESERVE),
         get_int(raw, SOL_PACKET, PACKET_TIMESTAMP), get_int(raw, SOL_PACKET, PACKET_QDISC_BYPASS),
         get_int(raw, SOL_SOCKET, SO_RCVBUF), rcvbuf, get_int(raw, SOL_SOCKET, SO_PRIORITY),
         get_int(dgram, SOL_PACKET, PACKET_IGNORE_OUTGOING),
-        get_int(idle, SOL_PACKET, PACKET_AUXDATA));
+        get_int(idle, SOL_PACKET, PACKET_AUXDATA), get_int(idle, SOL_PACKET, PACKET_VNET_HDR));
   check("packet-memberships", lo_promisc() && has_mcast(), "lo promiscuous %d, multicast %d",
         lo_promisc(), has_mcast());
   struct sock_filter back[8];
