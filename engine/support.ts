@@ -253,7 +253,7 @@ export const SUPPORT_TABLE = [
   { id: "socket.packet", area: "socket", what: "AF_PACKET sockets (SOCK_RAW, SOCK_DGRAM): protocol, bound interface (by index, checked by name at restore), PACKET_* and SO_* options, classic filter, memberships (multicast, promiscuous, all-multicast), fanout group", support: "saved" },
   { id: "socket.packet-queued", area: "socket", what: "AF_PACKET sockets with packets waiting to be read", support: "refused", note: "a packet socket's queue cannot be filled again; retry when the program has read them" },
   { id: "socket.packet-ring", area: "socket", what: "AF_PACKET sockets with an mmapped rx or tx ring (PACKET_RX_RING, PACKET_TX_RING)", support: "refused", note: "the ring's frames and their status cannot be set up again as they were" },
-  { id: "socket.packet-interface", area: "socket", what: "AF_PACKET sockets bound to (or members on) an interface whose index names another interface at restore, or none", support: "refused", note: "checked at restore" },
+  { id: "socket.packet-interface", area: "socket", what: "AF_PACKET sockets bound to (or members on) an interface removed since, or whose index names another interface at restore, or none", support: "refused", note: "checked at dump and at restore" },
   { id: "socket.packet-other", area: "socket", what: "SOCK_PACKET sockets, fanout groups steered by a BPF program", support: "refused", note: "not saved" },
   { id: "socket.other", area: "socket", what: "other sockets", support: "refused", note: "not saved yet" },
 ] as const satisfies readonly SupportRow[];

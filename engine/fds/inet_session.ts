@@ -64,6 +64,15 @@ function inodeOf(target: string): number {
   return Number(target.match(/\[(\d+)\]/)?.[1]);
 }
 
+/** packet_diag's view of the namespace, or nothing when it cannot be read (each socket is refused then). */
+function packetDiagsOrNone(): Map<number, PacketDiag> {
+  try {
+    return packetDiags();
+  } catch {
+    return new Map(); // (no packet_diag module: every packet socket refused, "not shown by packet_diag")
+  }
+}
+
 /** How one socket was read: its fd record, where, and the copy kept of a connection. */
 interface Entry {
   pid: number;
@@ -273,7 +282,7 @@ export class InetSocketSession {
         return;
       }
       if (domain === AF_PACKET) {
-        const diag = (this.#packetDiags ??= packetDiags()).get(inodeOf(f.target));
+        const diag = (this.#packetDiags ??= packetDiagsOrNone()).get(inodeOf(f.target));
         const got = collectPacket(copy, type ?? 0, diag);
         if ("refused" in got) return this.#refuse(f, got.refused, got.detail);
         f.packet = { ...got.packet, ...(owner ? { owner } : {}), ...(filter ? { filter } : {}) };

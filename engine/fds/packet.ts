@@ -111,6 +111,10 @@ export function collectPacket(
   const dv = new DataView(name.buffer, name.byteOffset, name.length);
   const protocol = dv.getUint16(2, false);
   const ifindex = dv.getInt32(4, true);
+  if (ifindex < 0) {
+    // The kernel unhooks a socket whose interface is unregistered and marks its index -1.
+    return { refused: "socket.packet-interface", detail: "its interface was removed" };
+  }
   const fresh = newSocket(AF_PACKET, type, 0);
   if (fresh < 0) throw new CryoError("cannot create a packet socket to compare options");
   const options: SockOption[] = [];
