@@ -7,6 +7,8 @@
  * @module
  */
 
+import { rawSyscall } from "./libc.ts";
+import { SYS } from "./sysno.ts";
 import {
   NLM_F_REQUEST_DUMP,
   NLMSG_HDR,
@@ -89,4 +91,28 @@ export function packetDiags(): Map<number, PacketDiag> {
     out.set(ino, d);
   });
   return out;
+}
+
+const SIOCGIFNAME = 0x8910;
+
+/**
+ * The name of the interface with index `ifindex` in cryo's network
+ * namespace (SIOCGIFNAME; /sys/class/net may show another namespace's), or
+ * undefined when there is none.
+ */
+export function interfaceNameOf(ifindex: number): string | undefined {
+  // Any socket of the namespace answers: a UDP one needs no capability.
+  const fd = Number(rawSyscall(SYS.socket, 2, /* AF_INET */ 2 | 0o2000000, 0));
+  if (fd < 0) return undefined;
+  const ifr = new Uint8Array(40);
+  new DataView(ifr.buffer).setInt32(16, ifindex, true);
+  let r;
+  try {
+    r = rawSyscall(SYS.ioctl, fd, SIOCGIFNAME, ifr);
+  } finally {
+    rawSyscall(SYS.close, fd);
+  }
+  if (r < 0n) return undefined;
+  const end = ifr.indexOf(0);
+  return new TextDecoder().decode(ifr.subarray(0, end < 0 || end > 16 ? 16 : end));
 }

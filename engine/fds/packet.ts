@@ -20,7 +20,7 @@
  */
 
 import { closeFd, firstDatagramLength, getsockoptInt, newSocket, sockName } from "../../ffi/net.ts";
-import type { PacketDiag } from "../../ffi/packet_diag.ts";
+import { interfaceNameOf, type PacketDiag } from "../../ffi/packet_diag.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { CryoError } from "../errors.ts";
 import type { PacketSocket, SockOption } from "../model.ts";
@@ -58,17 +58,9 @@ const OPTIONS: [number, string][] = [
   [19, "PACKET_TX_HAS_OFF"],
 ];
 
-/** The interface with index `ifindex` in this network namespace (/sys/class/net), if any. */
+/** The interface with index `ifindex` in cryo's network namespace, if any. */
 export function interfaceName(ifindex: number): string | undefined {
-  try {
-    for (const e of Deno.readDirSync("/sys/class/net")) {
-      try {
-        const n = Number(Deno.readTextFileSync(`/sys/class/net/${e.name}/ifindex`).trim());
-        if (n === ifindex) return e.name;
-      } catch { /* gone meanwhile */ }
-    }
-  } catch { /* no sysfs */ }
-  return undefined;
+  return interfaceNameOf(ifindex);
 }
 
 /** Why interface `name` (index `ifindex` at dump) cannot be used at restore, or undefined. */
