@@ -197,15 +197,16 @@ export function emitPacket(
     });
   }
   for (const m of s.memberships) {
-    const mreq = new Uint8Array(16);
+    // struct packet_mreq_max: room for addresses longer than packet_mreq's 8 bytes.
+    const mreq = new Uint8Array(40);
     const dv = new DataView(mreq.buffer);
-    const addr = hexBytes(m.address).subarray(0, 8);
+    const addr = hexBytes(m.address).subarray(0, 32);
     dv.setInt32(0, m.ifindex, true);
     dv.setUint16(4, m.type, true);
     dv.setUint16(6, addr.length, true);
     mreq.set(addr, 8);
     for (let i = 0; i < m.count; i++) {
-      p.op(SYS.setsockopt, [slot(fdSlot), SOL_PACKET, PACKET_ADD_MEMBERSHIP, p.data(mreq, 4), 16], {
+      p.op(SYS.setsockopt, [slot(fdSlot), SOL_PACKET, PACKET_ADD_MEMBERSHIP, p.data(mreq, 4), 40], {
         comment: `PACKET_ADD_MEMBERSHIP type ${m.type} on ${m.ifname} (${m.ifindex})`,
       });
     }
