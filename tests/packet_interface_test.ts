@@ -40,5 +40,5 @@ Deno.test("packet interface: an index now naming another interface, or none, is 
   const gone = packetProblem(socket(0x7ffffff0, "eth9"));
   assert.match(gone ?? "", /eth9 .*no interface has index/);
   const member = packetProblem(socket(0, undefined, [lo, "cryo-gone0"]));
-  assert.match(member ?? "", /cryo-gone0/);
+  assert.match(member ?? "", /membership on interface cryo-gone0/);
 });

@@ -64,11 +64,15 @@ export function interfaceName(ifindex: number): string | undefined {
 }
 
 /** Why interface `name` (index `ifindex` at dump) cannot be used at restore, or undefined. */
-export function interfaceProblem(name: string | undefined, ifindex: number): string | undefined {
+export function interfaceProblem(
+  name: string | undefined,
+  ifindex: number,
+  what = "it was bound to",
+): string | undefined {
   if (ifindex === 0) return undefined;
   const now = interfaceName(ifindex);
   if (name !== undefined && now === name) return undefined;
-  return `it was bound to interface ${name ?? "?"} (index ${ifindex}), ` +
+  return `${what} interface ${name ?? "?"} (index ${ifindex}), ` +
     (now ? `index ${ifindex} is now ${now}` : `no interface has index ${ifindex} now`);
 }
 
@@ -149,7 +153,8 @@ export function collectPacket(
 /** Why packet socket `s` cannot be re-created here (an interface gone or renumbered), or undefined. */
 export function packetProblem(s: PacketSocket): string | undefined {
   const why = interfaceProblem(s.ifname, s.ifindex) ??
-    s.memberships.map((m) => interfaceProblem(m.ifname, m.ifindex)).find((x) => x);
+    s.memberships.map((m) => interfaceProblem(m.ifname, m.ifindex, "it had a membership on"))
+      .find((x) => x);
   return why && `${supportOf("socket.packet-interface").what}: ${why}`;
 }
 
