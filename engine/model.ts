@@ -553,6 +553,12 @@ export interface Mapping {
    * mapping of it (engine/memory/inherit.ts).
    */
   shmemObject?: { id: number; size: number; forChildren?: true; inParent?: true };
+  /**
+   * An anonymous hugetlb mapping (MAP_HUGETLB, VmFlags "ht"): its huge page
+   * size in bytes (smaps KernelPageSize), mapped again with it
+   * (engine/memory/hugetlb.ts).
+   */
+  hugePageSize?: number;
 }
 
 /** A native AIO context (io_setup), known by its ring mapping; its address is the context id. */

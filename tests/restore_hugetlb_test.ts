@@ -1,0 +1,107 @@
+/**
+ * Round trips of huge page (hugetlb) memory (engine/memory/hugetlb.ts) with
+ * tests/targets/rt_hugetlb.c: private and shared anonymous MAP_HUGETLB
+ * areas come back at their addresses, still hugetlb (2 MiB pages), with
+ * their contents; a shared one is one object of the parent and its child
+ * again. A restore host with too few free huge pages is refused before any
+ * process is made, by name with the count.
+ *
+ * The test reserves the huge pages it needs (/proc/sys/vm/nr_hugepages,
+ * the old count put back after); a kernel that gives none makes the target
+ * say so, and the case is not checked.
+ */
+
+import assert from "node:assert/strict";
+import { checkpoint } from "../engine/dump/mod.ts";
+import { restore } from "../engine/restore/mod.ts";
+import { RestoreError } from "../engine/errors.ts";
+import { assertChecksPassed } from "./helpers/checks.ts";
+import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
+import { adoptPid, withTargets } from "./helpers/targets.ts";
+import { readImageFile } from "../engine/image/reader.ts";
+
+const READY = /^ready pid=(\d+)$/m;
+const NR_HUGEPAGES = "/proc/sys/vm/nr_hugepages";
+
+/**
+ * Runs `fn` with the host's pool of 2 MiB huge pages set to `n` (the old
+ * count put back after); false when it cannot be set so.
+ */
+async function withHugePages<T>(n: number, fn: (reserved: boolean) => Promise<T>): Promise<T> {
+  let old: string | undefined;
+  try {
+    old = Deno.readTextFileSync(NR_HUGEPAGES);
+    Deno.writeTextFileSync(NR_HUGEPAGES, String(n));
+  } catch (e) {
+    console.log(`hugetlb: cannot reserve huge pages (${e})`);
+    old = undefined;
+  }
+  try {
+    return await fn(old !== undefined);
+  } finally {
+    if (old !== undefined) Deno.writeTextFileSync(NR_HUGEPAGES, old);
+  }
+}
+
+/** Each mode, the huge pages it needs (dump and restore) and the checks it reports. */
+const MODES: [string, number, string[]][] = [
+  ["private", 3, ["private-contents", "private-hugetlb", "private-untouched"]],
+  ["shared", 2, [
+    "shared-contents",
+    "shared-hugetlb",
+    "shared-child-sees",
+    "shared-parent-sees",
+    "shared-child-exit",
+  ]],
+];
+
+for (const [mode, pages, checks] of MODES) {
+  Deno.test(
+    `hugetlb ${mode}: MAP_HUGETLB memory restored at its address, hugetlb, with its contents`,
+    withTargets(() =>
+      withHugePages(pages, async () => {
+        const a = await startTriggered("rt_hugetlb", READY, { extra: [mode] });
+        if (/^info hugetlb=unavailable/m.test(a.t.output())) {
+          console.log(`hugetlb ${mode}: no huge pages on this machine, not checked`);
+          await Deno.writeTextFile(a.trigger, "");
+          return assertChecksPassed(a.t, [], await a.t.wait());
+        }
+        const { dir, tree } = await dumpKillRestore(a.t);
+        for (const pid of tree.pids) adoptPid(pid);
+        const { process } = await readImageFile(`${dir}/${a.t.pid}.elf`);
+        const huge = process.mappings.filter((m) => m.hugePageSize);
+        assert.ok(huge.length >= 1, "no mapping recorded with its huge page size");
+        assert.equal(huge[0].hugePageSize, 2 << 20);
+        await Deno.writeTextFile(a.trigger, "");
+        assertChecksPassed(a.t, checks, await a.t.wait(), { what: `rt_hugetlb ${mode}` });
+      })
+    ),
+  );
+}
+
+Deno.test(
+  "hugetlb: a restore host with too few free huge pages is refused by name before any process is made",
+  withTargets(() =>
+    withHugePages(3, async (reserved) => {
+      const a = await startTriggered("rt_hugetlb", READY, { extra: ["private"] });
+      if (!reserved || /^info hugetlb=unavailable/m.test(a.t.output())) {
+        console.log("hugetlb refusal: no huge pages on this machine, not checked");
+        await Deno.writeTextFile(a.trigger, "");
+        return assertChecksPassed(a.t, [], await a.t.wait());
+      }
+      const dir = await tempImageDir();
+      await checkpoint(a.t.pid, { dir });
+      await a.t.wait();
+      Deno.writeTextFileSync(NR_HUGEPAGES, "1");
+      await assert.rejects(restore(dir), (e: unknown) => {
+        assert.ok(e instanceof RestoreError, `expected RestoreError, got ${e}`);
+        assert.match(
+          e.message,
+          /hugetlb memory: the images map 3 huge page\(s\) of 2 MiB, this host has 1 free/,
+        );
+        return true;
+      });
+      assert.throws(() => Deno.readTextFileSync(`/proc/${a.t.pid}/stat`), "a process was made");
+    })
+  ),
+);

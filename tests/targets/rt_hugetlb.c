@@ -1,0 +1,129 @@
+/* Huge page (hugetlb) memory round trip (tests/restore_hugetlb_test.ts).
+ *
+ * usage: rt_hugetlb <trigger-file> <mode>
+ *   private: a private anonymous MAP_HUGETLB area of three 2 MiB pages, two
+ *            of them written with a pattern (the third never touched);
+ *   shared:  a shared anonymous MAP_HUGETLB area of two 2 MiB pages,
+ *            written, shared with a forked child: after the restore each
+ *            writes a byte the other must see (one object again).
+ *
+ * Prints "info hugetlb=unavailable <error>" when the kernel gives no huge
+ * page (then checks nothing), else "ready pid=N", waits for the trigger
+ * file (dumped, killed and restored meanwhile), then checks the pattern,
+ * that each area is still hugetlb (KernelPageSize 2048 kB in smaps) at the
+ * same address, and prints PASS or FAIL.
+ */
+#define _GNU_SOURCE
+#include "common.h"
+
+#include <sys/mman.h>
+#include <stdint.h>
+#include <sys/wait.h>
+
+#define HUGE (2UL << 20)
+
+static void fill(unsigned char *p, size_t len, int seed) {
+  for (size_t i = 0; i < len; i += 512) p[i] = (unsigned char)(i / 512 * 7 + seed);
+}
+
+static int same(const unsigned char *p, size_t len, int seed) {
+  for (size_t i = 0; i < len; i += 512) {
+    if (p[i] != (unsigned char)(i / 512 * 7 + seed)) return 0;
+  }
+  return 1;
+}
+
+/* The KernelPageSize (kB) of the area at `at`, from /proc/self/smaps; -1 if not found. */
+static long kernel_page_kb(const void *at) {
+  FILE *f = fopen("/proc/self/smaps", "r");
+  if (!f) return -1;
+  char line[512];
+  int in = 0;
+  long kb = -1;
+  while (fgets(line, sizeof line, f)) {
+    unsigned long s, e;
+    if (sscanf(line, "%lx-%lx ", &s, &e) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+      in = (uintptr_t)at >= s && (uintptr_t)at < e;
+      continue;
+    }
+    if (in && sscanf(line, "KernelPageSize: %ld kB", &kb) == 1) break;
+  }
+  fclose(f);
+  return kb;
+}
+
+static unsigned char *map_huge(size_t len, int flags) {
+  void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, flags | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
+  if (p == MAP_FAILED) {
+    printf("info hugetlb=unavailable mmap: %s\n", strerror(errno));
+    print_ready("pid=%d", getpid());
+    return NULL;
+  }
+  return p;
+}
+
+static int run_private(const char *trigger) {
+  unsigned char *a = map_huge(3 * HUGE, MAP_PRIVATE);
+  if (!a) {
+    wait_trigger(trigger);
+    return verdict();
+  }
+  fill(a, HUGE, 11);
+  fill(a + 2 * HUGE, HUGE, 29);
+  print_ready("pid=%d", getpid());
+  wait_trigger(trigger);
+  check("private-contents", same(a, HUGE, 11) && same(a + 2 * HUGE, HUGE, 29), "pattern differs");
+  long kb = kernel_page_kb(a);
+  check("private-hugetlb", kb == 2048, "KernelPageSize %ld kB", kb);
+  check("private-untouched", a[HUGE] == 0 && a[2 * HUGE - 1] == 0, "the untouched page is not zero");
+  return verdict();
+}
+
+static int run_shared(const char *trigger) {
+  unsigned char *a = map_huge(2 * HUGE, MAP_SHARED);
+  if (!a) {
+    wait_trigger(trigger);
+    return verdict();
+  }
+  fill(a, 2 * HUGE, 5);
+  int toChild[2], toParent[2];
+  if (pipe(toChild) || pipe(toParent)) die_err("pipe", errno);
+  pid_t child = fork();
+  if (child < 0) die_err("fork", errno);
+  if (child == 0) {
+    char c;
+    if (read(toChild[0], &c, 1) != 1) _exit(2);
+    /* 'y', or which check failed: 'c' contents, 's' not shared, 'h' not hugetlb. */
+    unsigned char first = a[0];
+    a[0] = 5; /* the pattern's first byte, so that the whole area can be compared */
+    char ok = !same(a, 2 * HUGE, 5) ? 'c'
+              : first != 0xa1                     ? 's'
+              : kernel_page_kb(a) != 2048         ? 'h'
+                                                  : 'y';
+    a[1] = 0xb2;
+    if (write(toParent[1], &ok, 1) != 1) _exit(2);
+    _exit(ok == 'y' ? 0 : 1);
+  }
+  print_ready("pid=%d", getpid());
+  wait_trigger(trigger);
+  check("shared-contents", same(a, 2 * HUGE, 5), "pattern differs");
+  long kb = kernel_page_kb(a);
+  check("shared-hugetlb", kb == 2048, "KernelPageSize %ld kB", kb);
+  a[0] = 0xa1;
+  char answer = 0;
+  if (write(toChild[1], "g", 1) != 1 || read(toParent[0], &answer, 1) != 1) answer = '?';
+  check("shared-child-sees", answer == 'y', "child answered %c", answer);
+  check("shared-parent-sees", a[1] == 0xb2, "byte 1 is %#x", a[1]);
+  int status = 0;
+  waitpid(child, &status, 0);
+  check("shared-child-exit", WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %#x", status);
+  return verdict();
+}
+
+int main(int argc, char **argv) {
+  need_args(argc, 2, "rt_hugetlb <trigger-file> <private|shared>");
+  if (!strcmp(argv[2], "private")) return run_private(argv[1]);
+  if (!strcmp(argv[2], "shared")) return run_shared(argv[1]);
+  fprintf(stderr, "unknown mode %s\n", argv[2]);
+  return 2;
+}
