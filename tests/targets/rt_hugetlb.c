@@ -3,9 +3,11 @@
  * usage: rt_hugetlb <trigger-file> <mode>
  *   private: a private anonymous MAP_HUGETLB area of three 2 MiB pages, two
  *            of them written with a pattern (the third never touched);
- *   shared:  a shared anonymous MAP_HUGETLB area of two 2 MiB pages,
- *            written, shared with a forked child: after the restore each
- *            writes a byte the other must see (one object again).
+ *   shared:  a shared anonymous MAP_HUGETLB area of two 2 MiB pages shared
+ *            with a forked child: the parent writes the first page, the
+ *            child the second (which the parent never maps in before the
+ *            dump); after the restore both see both, and each writes a
+ *            byte the other must see (one object again).
  *
  * Prints "info hugetlb=unavailable <error>" when the kernel gives no huge
  * page (then checks nothing), else "ready pid=N", waits for the trigger
@@ -85,13 +87,15 @@ static int run_shared(const char *trigger) {
     wait_trigger(trigger);
     return verdict();
   }
-  fill(a, 2 * HUGE, 5);
+  fill(a, HUGE, 5);
   int toChild[2], toParent[2];
   if (pipe(toChild) || pipe(toParent)) die_err("pipe", errno);
   pid_t child = fork();
   if (child < 0) die_err("fork", errno);
   if (child == 0) {
     char c;
+    fill(a + HUGE, HUGE, 5 + HUGE / 512 * 7);
+    if (write(toParent[1], "w", 1) != 1) _exit(2);
     if (read(toChild[0], &c, 1) != 1) _exit(2);
     /* 'y', or which check failed: 'c' contents, 's' not shared, 'h' not hugetlb. */
     unsigned char first = a[0];
@@ -104,6 +108,8 @@ static int run_shared(const char *trigger) {
     if (write(toParent[1], &ok, 1) != 1) _exit(2);
     _exit(ok == 'y' ? 0 : 1);
   }
+  char written = 0;
+  if (read(toParent[0], &written, 1) != 1) die_err("read", errno);
   print_ready("pid=%d", getpid());
   wait_trigger(trigger);
   check("shared-contents", same(a, 2 * HUGE, 5), "pattern differs");
