@@ -957,6 +957,13 @@ export interface GhostFile {
    * none (or the file system shows none: tmpfs has no FIEMAP).
    */
   unwritten?: [number, number][];
+  /**
+   * A memfd made with MFD_HUGETLB (hugetlbfs): its huge page size in bytes;
+   * `extents` are its huge pages that hold data (all-zero ones are left
+   * holes). Re-created with MFD_HUGETLB and filled through a mapping
+   * (engine/fds/ghost.ts).
+   */
+  hugePageSize?: number;
   /** File in the image directory holding the extents' bytes, one after the other. */
   file: string;
   /** CRC-32 of that file, "crc32:<hex>". */

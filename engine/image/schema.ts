@@ -259,6 +259,7 @@ const ghost = z.lazy(() =>
     }).optional(),
     extents: z.array(z.tuple([nat, nat])),
     unwritten: z.array(z.tuple([nat, nat])).optional(),
+    hugePageSize: int.min(8192).optional(),
     file: z.string(),
     checksum: z.string(),
   })

@@ -18,7 +18,7 @@
  * @module
  */
 
-import type { Mapping, ProcessImage } from "../model.ts";
+import type { GhostFile, Mapping, ProcessImage } from "../model.ts";
 import { readSmaps } from "../proc/smaps.ts";
 import { RestoreError } from "../errors.ts";
 
@@ -37,11 +37,21 @@ export function isAnonHugetlb(m: Mapping): boolean {
 }
 
 /**
+ * Whether `m` is a mapping of a MFD_HUGETLB memfd (saved as a ghost with its
+ * huge page size: engine/fds/ghost.ts); mapping the re-created memfd gives
+ * it its huge pages again.
+ */
+function isHugeMemfdMapping(m: Mapping): boolean {
+  return (m.kind === "file-shared" || m.kind === "file-private") && m.vmFlags.includes("ht") &&
+    m.name.startsWith("/memfd:");
+}
+
+/**
  * Sets `hugePageSize` of each anonymous hugetlb mapping of `pid` from smaps'
  * KernelPageSize (smaps read once, only when there is one).
  */
 export function recordHugePageSizes(pid: number, mappings: readonly Mapping[]): void {
-  const huge = mappings.filter(isAnonHugetlb);
+  const huge = mappings.filter((m) => isAnonHugetlb(m) || isHugeMemfdMapping(m));
   if (huge.length === 0) return;
   const sizes = new Map<bigint, number>();
   for (const e of readSmaps(pid)) {
@@ -80,19 +90,34 @@ function sizeText(size: number): string {
 }
 
 /**
- * Huge pages of each size the restore of `processes` maps: each mapping's
- * length in pages, but a shared mapping inherited from a parent (the same
- * pages) and pieces of one shared object counted once.
+ * Huge pages of each size the restore of `processes` and `ghosts` takes:
+ * each anonymous mapping's length in pages, but a shared mapping inherited
+ * from a parent (the same pages) and pieces of one shared object counted
+ * once; a MFD_HUGETLB memfd's pages that hold data, and the copied pages
+ * of a private mapping of one.
  */
-export function hugePagesNeeded(processes: readonly ProcessImage[]): Map<number, number> {
+export function hugePagesNeeded(
+  processes: readonly ProcessImage[],
+  ghosts: readonly GhostFile[] = [],
+): Map<number, number> {
   const need = new Map<number, number>();
+  for (const g of ghosts) {
+    const size = g.hugePageSize;
+    if (!size) continue;
+    const bytes = g.extents.reduce((n, [, len]) => n + len, 0);
+    need.set(size, (need.get(size) ?? 0) + Math.ceil(bytes / size));
+  }
   const objects = new Set<string>();
   for (const p of processes) {
     for (const m of p.mappings) {
       const size = m.hugePageSize;
       if (!size || m.excluded) continue;
       if (m.kind === "anon-shared" && m.inherited) continue;
-      let pages = (Number(BigInt(m.end) - BigInt(m.start))) / size;
+      // A memfd's own pages are the ghost's (below); a private mapping of it, its copied pages.
+      if (m.kind === "file-shared") continue;
+      let pages = m.kind === "file-private"
+        ? m.pages.reduce((n, r) => n + r.length, 0) / size
+        : (Number(BigInt(m.end) - BigInt(m.start))) / size;
       if (m.shmemObject) {
         const key = `${p.pid}:${m.shmemObject.id}`;
         if (m.shmemObject.inParent || objects.has(key)) continue;
@@ -110,8 +135,11 @@ export function hugePagesNeeded(processes: readonly ProcessImage[]): Map<number,
  * has fewer free huge pages of a size than the images' hugetlb mappings
  * take.
  */
-export function checkHugePagesFree(processes: readonly ProcessImage[]): void {
-  for (const [size, pages] of hugePagesNeeded(processes)) {
+export function checkHugePagesFree(
+  processes: readonly ProcessImage[],
+  ghosts: readonly GhostFile[] = [],
+): void {
+  for (const [size, pages] of hugePagesNeeded(processes, ghosts)) {
     const free = freeHugePages(size);
     if (free < pages) {
       throw new RestoreError(

@@ -321,7 +321,7 @@ export async function preflight(
   checkCredentials(processes);
   for (const proc of processes) checkPolicyNodes(proc); // engine/memory/mempolicy.ts
   checkSysvShmFree(plan.manifest.sysvShm ?? []);
-  checkHugePagesFree(processes); // engine/memory/hugetlb.ts
+  checkHugePagesFree(processes, plan.manifest.ghosts); // engine/memory/hugetlb.ts
   checkSysvUsed(plan.manifest.sysvUsed ?? []); // engine/ipc/sysv_used.ts
   checkMqueues(processes); // engine/fds/mqueue.ts
 }

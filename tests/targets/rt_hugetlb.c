@@ -7,7 +7,13 @@
  *            with a forked child: the parent writes the first page, the
  *            child the second (which the parent never maps in before the
  *            dump); after the restore both see both, and each writes a
- *            byte the other must see (one object again).
+ *            byte the other must see (one object again);
+ *   memfd:   two MFD_HUGETLB memfds of two 2 MiB pages, the first page of
+ *            each written through a mapping: one stays mapped shared (its
+ *            fd kept too), the other is held by its fd alone. After the
+ *            restore both read the pattern (pread on the fd), are still
+ *            hugetlbfs (st_blksize 2 MiB), the mapping is hugetlb and
+ *            shows the fd's pages (a write through it is read by pread).
  *
  * Prints "info hugetlb=unavailable <error>" when the kernel gives no huge
  * page (then checks nothing), else "ready pid=N", waits for the trigger
@@ -20,6 +26,7 @@
 
 #include <sys/mman.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #define HUGE (2UL << 20)
@@ -126,10 +133,57 @@ static int run_shared(const char *trigger) {
   return verdict();
 }
 
+static int huge_memfd(const char *name, int seed, unsigned char **mapped) {
+  int fd = memfd_create(name, MFD_HUGETLB);
+  if (fd < 0 || ftruncate(fd, 2 * HUGE)) return -1;
+  unsigned char *m = mmap(NULL, 2 * HUGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (m == MAP_FAILED) return -1;
+  fill(m, HUGE, seed);
+  if (mapped) *mapped = m;
+  else munmap(m, 2 * HUGE);
+  return fd;
+}
+
+/* Whether the first huge page of `fd` holds the pattern of `seed` and the second zeros (pread). */
+static int memfd_same(int fd, int seed) {
+  static unsigned char buf[HUGE];
+  if (pread(fd, buf, HUGE, 0) != (ssize_t)HUGE || !same(buf, HUGE, seed)) return 0;
+  if (pread(fd, buf, HUGE, HUGE) != (ssize_t)HUGE) return 0;
+  for (size_t i = 0; i < HUGE; i++) if (buf[i]) return 0;
+  return 1;
+}
+
+static int run_memfd(const char *trigger) {
+  unsigned char *m = NULL;
+  int a = huge_memfd("huge-mapped", 3, &m);
+  int b = a < 0 ? -1 : huge_memfd("huge-fd", 17, NULL);
+  if (a < 0 || b < 0) {
+    printf("info hugetlb=unavailable memfd: %s\n", strerror(errno));
+    print_ready("pid=%d", getpid());
+    wait_trigger(trigger);
+    return verdict();
+  }
+  print_ready("pid=%d", getpid());
+  wait_trigger(trigger);
+  check("memfd-mapped-contents", same(m, HUGE, 3) && memfd_same(a, 3), "pattern differs");
+  check("memfd-fd-contents", memfd_same(b, 17), "pattern differs");
+  struct stat sa, sb;
+  int st = fstat(a, &sa) == 0 && fstat(b, &sb) == 0;
+  check("memfd-hugetlbfs", st && sa.st_blksize == (long)HUGE && sb.st_blksize == (long)HUGE,
+        "st_blksize %ld %ld", (long)sa.st_blksize, (long)sb.st_blksize);
+  long kb = kernel_page_kb(m);
+  check("memfd-mapping-hugetlb", kb == 2048, "KernelPageSize %ld kB", kb);
+  m[HUGE + 1] = 0x5a;
+  unsigned char c = 0;
+  check("memfd-mapping-shared", pread(a, &c, 1, HUGE + 1) == 1 && c == 0x5a, "read %#x", c);
+  return verdict();
+}
+
 int main(int argc, char **argv) {
   need_args(argc, 2, "rt_hugetlb <trigger-file> <private|shared>");
   if (!strcmp(argv[2], "private")) return run_private(argv[1]);
   if (!strcmp(argv[2], "shared")) return run_shared(argv[1]);
+  if (!strcmp(argv[2], "memfd")) return run_memfd(argv[1]);
   fprintf(stderr, "unknown mode %s\n", argv[2]);
   return 2;
 }
