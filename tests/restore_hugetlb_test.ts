@@ -70,6 +70,8 @@ for (const [mode, pages, checks] of MODES) {
     withTargets(() =>
       withHugePages(pages, async () => {
         const a = await startTriggered("rt_hugetlb", READY, { extra: [mode] });
+        const child = a.t.output().match(/^info child=(\d+)$/m);
+        if (child) adoptPid(Number(child[1]));
         if (/^info hugetlb=unavailable/m.test(a.t.output())) {
           console.log(`hugetlb ${mode}: no huge pages on this machine, not checked`);
           await Deno.writeTextFile(a.trigger, "");

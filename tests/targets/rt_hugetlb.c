@@ -117,6 +117,7 @@ static int run_shared(const char *trigger) {
   }
   char written = 0;
   if (read(toParent[0], &written, 1) != 1) die_err("read", errno);
+  printf("info child=%d\n", child); /* the test ends it too, whatever happens */
   print_ready("pid=%d", getpid());
   wait_trigger(trigger);
   check("shared-contents", same(a, 2 * HUGE, 5), "pattern differs");
