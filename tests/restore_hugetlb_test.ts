@@ -122,3 +122,32 @@ Deno.test(
     })
   ),
 );
+
+Deno.test(
+  "hugetlb private after a pre-dump: the final dump of the chain saves the huge pages, restored exactly",
+  withTargets(() =>
+    withHugePages(3, async () => {
+      const a = await startTriggered("rt_hugetlb", READY, { extra: ["private"] });
+      if (/^info hugetlb=unavailable/m.test(a.t.output())) {
+        console.log("hugetlb pre-dump: no huge pages on this machine, not checked");
+        await Deno.writeTextFile(a.trigger, "");
+        return assertChecksPassed(a.t, [], await a.t.wait());
+      }
+      const pre = await tempImageDir();
+      await checkpoint(a.t.pid, { dir: pre, preDump: true });
+      const dir = await tempImageDir();
+      await checkpoint(a.t.pid, { dir, parent: pre });
+      await a.t.wait();
+      const tree = await restore(dir);
+      a.t.resetAfterRestore();
+      for (const pid of tree.pids) adoptPid(pid);
+      await Deno.writeTextFile(a.trigger, "");
+      assertChecksPassed(
+        a.t,
+        ["private-contents", "private-hugetlb", "private-untouched"],
+        await a.t.wait(),
+        { what: "rt_hugetlb private after a pre-dump" },
+      );
+    })
+  ),
+);
