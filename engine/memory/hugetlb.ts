@@ -93,8 +93,9 @@ function sizeText(size: number): string {
  * Huge pages of each size the restore of `processes` and `ghosts` takes:
  * each anonymous mapping's length in pages, but a shared mapping inherited
  * from a parent (the same pages) and pieces of one shared object counted
- * once; a MFD_HUGETLB memfd's pages that hold data, and the copied pages
- * of a private mapping of one.
+ * once; a MFD_HUGETLB memfd's pages that hold data or that a shared
+ * mapping of it covers (an mmap reserves them), and the copied pages of a
+ * private mapping of one.
  */
 export function hugePagesNeeded(
   processes: readonly ProcessImage[],
@@ -104,8 +105,19 @@ export function hugePagesNeeded(
   for (const g of ghosts) {
     const size = g.hugePageSize;
     if (!size) continue;
-    const bytes = g.extents.reduce((n, [, len]) => n + len, 0);
-    need.set(size, (need.get(size) ?? 0) + Math.ceil(bytes / size));
+    // Its pages holding data, and those its shared mappings reserve (each page once).
+    const pages = new Set<number>();
+    const add = (offset: number, length: number) => {
+      for (let at = offset - offset % size; at < offset + length; at += size) pages.add(at / size);
+    };
+    for (const [offset, length] of g.extents) add(offset, length);
+    for (const p of processes) {
+      for (const m of p.mappings) {
+        if (m.ghost !== g.id || m.kind !== "file-shared") continue;
+        add(Number(BigInt(m.offset)), Number(BigInt(m.end) - BigInt(m.start)));
+      }
+    }
+    need.set(size, (need.get(size) ?? 0) + pages.size);
   }
   const objects = new Set<string>();
   for (const p of processes) {
