@@ -155,7 +155,9 @@ export function checkHugePagesFree(
     const free = freeHugePages(size);
     if (free < pages) {
       throw new RestoreError(
-        `hugetlb memory: the images map ${pages} huge page(s) of ${sizeText(size)}, ` +
+        `cannot restore: hugetlb memory: the images map ${pages} huge page(s) of ${
+          sizeText(size)
+        }, ` +
           `this host has ${free} free (/proc/sys/vm/nr_hugepages or ` +
           `/sys/kernel/mm/hugepages/hugepages-${size / 1024}kB/nr_hugepages)`,
       );
