@@ -38,12 +38,13 @@ export function isAnonHugetlb(m: Mapping): boolean {
 
 /**
  * Whether `m` is a mapping of a MFD_HUGETLB memfd (saved as a ghost with its
- * huge page size: engine/fds/ghost.ts); mapping the re-created memfd gives
- * it its huge pages again.
+ * huge page size: engine/fds/ghost.ts) or of a file of a hugetlbfs mount
+ * (not deleted: the file keeps its pages); mapping the re-created memfd or
+ * the file again gives it its huge pages again.
  */
-function isHugeMemfdMapping(m: Mapping): boolean {
+function isHugeFileMapping(m: Mapping): boolean {
   return (m.kind === "file-shared" || m.kind === "file-private") && m.vmFlags.includes("ht") &&
-    m.name.startsWith("/memfd:");
+    (m.name.startsWith("/memfd:") || (m.file !== undefined && !m.name.endsWith(" (deleted)")));
 }
 
 /**
@@ -51,7 +52,7 @@ function isHugeMemfdMapping(m: Mapping): boolean {
  * KernelPageSize (smaps read once, only when there is one).
  */
 export function recordHugePageSizes(pid: number, mappings: readonly Mapping[]): void {
-  const huge = mappings.filter((m) => isAnonHugetlb(m) || isHugeMemfdMapping(m));
+  const huge = mappings.filter((m) => isAnonHugetlb(m) || isHugeFileMapping(m));
   if (huge.length === 0) return;
   const sizes = new Map<bigint, number>();
   for (const e of readSmaps(pid)) {

@@ -13,7 +13,12 @@
  *            fd kept too), the other is held by its fd alone. After the
  *            restore both read the pattern (pread on the fd), are still
  *            hugetlbfs (st_blksize 2 MiB), the mapping is hugetlb and
- *            shows the fd's pages (a write through it is read by pread).
+ *            shows the fd's pages (a write through it is read by pread);
+ *   file <dir>: a file of two 2 MiB pages on the hugetlbfs mount <dir>, its
+ *            first page written through a shared mapping; a private mapping
+ *            of it whose first page is written too (copy on write). After
+ *            the restore the shared mapping shows the file, the private
+ *            one its own copy, both hugetlb.
  *
  * Prints "info hugetlb=unavailable <error>" when the kernel gives no huge
  * page (then checks nothing), else "ready pid=N", waits for the trigger
@@ -24,6 +29,7 @@
 #define _GNU_SOURCE
 #include "common.h"
 
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <stdint.h>
 #include <sys/stat.h>
@@ -180,11 +186,42 @@ static int run_memfd(const char *trigger) {
   return verdict();
 }
 
+static int run_file(const char *trigger, const char *dir) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/huge", dir);
+  int fd = open(path, O_RDWR | O_CREAT, 0600);
+  unsigned char *sh = MAP_FAILED, *pr = MAP_FAILED;
+  if (fd >= 0 && !ftruncate(fd, 2 * HUGE)) {
+    sh = mmap(NULL, 2 * HUGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    pr = mmap(NULL, 2 * HUGE, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+  }
+  if (sh == MAP_FAILED || pr == MAP_FAILED) {
+    printf("info hugetlb=unavailable file: %s\n", strerror(errno));
+    print_ready("pid=%d", getpid());
+    wait_trigger(trigger);
+    return verdict();
+  }
+  fill(sh, HUGE, 9);
+  fill(pr, HUGE, 41); /* its own copy: the file keeps seed 9 */
+  print_ready("pid=%d", getpid());
+  wait_trigger(trigger);
+  check("file-shared-contents", same(sh, HUGE, 9) && memfd_same(fd, 9), "pattern differs");
+  check("file-private-contents", same(pr, HUGE, 41), "pattern differs");
+  long ks = kernel_page_kb(sh), kp = kernel_page_kb(pr);
+  check("file-hugetlb", ks == 2048 && kp == 2048, "KernelPageSize %ld %ld kB", ks, kp);
+  sh[HUGE + 1] = 0x6b;
+  unsigned char c = 0;
+  check("file-shared-follows", pread(fd, &c, 1, HUGE + 1) == 1 && c == 0x6b, "read %#x", c);
+  unlink(path);
+  return verdict();
+}
+
 int main(int argc, char **argv) {
   need_args(argc, 2, "rt_hugetlb <trigger-file> <private|shared>");
   if (!strcmp(argv[2], "private")) return run_private(argv[1]);
   if (!strcmp(argv[2], "shared")) return run_shared(argv[1]);
   if (!strcmp(argv[2], "memfd")) return run_memfd(argv[1]);
+  if (!strcmp(argv[2], "file") && argc > 3) return run_file(argv[1], argv[3]);
   fprintf(stderr, "unknown mode %s\n", argv[2]);
   return 2;
 }
