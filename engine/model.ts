@@ -553,6 +553,12 @@ export interface Mapping {
    * mapping of it (engine/memory/inherit.ts).
    */
   shmemObject?: { id: number; size: number; forChildren?: true; inParent?: true };
+  /**
+   * An anonymous hugetlb mapping (MAP_HUGETLB, VmFlags "ht"): its huge page
+   * size in bytes (smaps KernelPageSize), mapped again with it
+   * (engine/memory/hugetlb.ts).
+   */
+  hugePageSize?: number;
 }
 
 /** A native AIO context (io_setup), known by its ring mapping; its address is the context id. */
@@ -977,6 +983,13 @@ export interface GhostFile {
    * none (or the file system shows none: tmpfs has no FIEMAP).
    */
   unwritten?: [number, number][];
+  /**
+   * A memfd made with MFD_HUGETLB (hugetlbfs): its huge page size in bytes;
+   * `extents` are its huge pages that hold data (all-zero ones are left
+   * holes). Re-created with MFD_HUGETLB and filled through a mapping
+   * (engine/fds/ghost.ts).
+   */
+  hugePageSize?: number;
   /** File in the image directory holding the extents' bytes, one after the other. */
   file: string;
   /** CRC-32 of that file, "crc32:<hex>". */

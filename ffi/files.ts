@@ -172,3 +172,42 @@ export function openSymlinkItself(path: string): number {
 export function lchown(path: string, uid: number, gid: number): number {
   return Number(rawSyscall(SYS.lchown, cstr(path), uid, gid));
 }
+
+const MFD_HUGETLB = 4;
+const MFD_HUGE_SHIFT = 26;
+
+/**
+ * A new hugetlbfs memfd (MFD_HUGETLB, close-on-exec, sealable) named `name`
+ * with pages of `pageSize` bytes; `-errno` on failure.
+ */
+export function memfdCreateHuge(name: string, pageSize: number): number {
+  const flags = MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_HUGETLB |
+    (Math.log2(pageSize) << MFD_HUGE_SHIFT);
+  return Number(rawSyscall(SYS.memfd_create, cstr(name), flags));
+}
+
+/**
+ * Runs `fill` with a writable view of `length` bytes of file `fd` from
+ * `offset` on, mapped shared (hugetlbfs takes no write(): its pages are
+ * filled through a mapping); unmapped after. `offset` and `length` must be
+ * multiples of the file's page size, inside its size. Returns `-errno` when
+ * the mmap fails (0 else).
+ */
+export async function withSharedMapping(
+  fd: number,
+  offset: number,
+  length: number,
+  fill: (bytes: Uint8Array) => Promise<void>,
+): Promise<number> {
+  if (length === 0) return 0;
+  const PROT_RW = 3, MAP_SHARED = 1;
+  const addr = rawSyscall(SYS.mmap, 0, length, PROT_RW, MAP_SHARED, fd, offset);
+  if (addr < 0n && addr > -4096n) return Number(addr);
+  try {
+    const view = new Deno.UnsafePointerView(Deno.UnsafePointer.create(addr)!);
+    await fill(new Uint8Array(view.getArrayBuffer(length)));
+  } finally {
+    syscall(SYS.munmap, addr, length);
+  }
+  return 0;
+}

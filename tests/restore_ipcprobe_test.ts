@@ -46,7 +46,7 @@ const CASES: [string, "restored" | RegExp][] = [
   ["posixshm", "restored"],
   ["posixsem", "restored"],
   // Needs free huge pages (vm.nr_hugepages): ignored without.
-  ["shmhuge", /\/SYSV00000000 \(deleted\)\): hugetlb, .*VmFlags ht not re-created/],
+  ["shmhuge", /\/SYSV00000000 \(deleted\)\): hugetlb .*VmFlags ht not re-created/],
 ];
 
 /** Free huge pages of the default size (/proc/meminfo). */

@@ -37,6 +37,7 @@
  * @module
  */
 
+import { isAnonHugePath } from "../memory/hugetlb.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { rawSyscall } from "../../ffi/libc.ts";
 import { PAGE_IS, UFFD_FEATURE } from "../../ffi/probe.ts";
@@ -424,8 +425,9 @@ function markValid(runs: CopiedRun[], written: [number, number][]): CopiedRun[] 
 
 /** Whether a mapping's pages can be tracked and pre-copied. */
 export function trackable(v: Vma): boolean {
+  // (hugetlb memory is not tracked: its pages are saved whole by every dump of a chain.)
   return v.perms[0] === "r" && pagePolicy(classifyVma(v)) === "anon-present" &&
-    refusedMapping(v) === null;
+    refusedMapping(v) === null && !isAnonHugePath(v.path);
 }
 
 /** The lowest fd number free in process `pid` (what the next open there returns). */

@@ -9,6 +9,7 @@ import type { MappingKind } from "../model.ts";
 import type { SupportId } from "../support.ts";
 import type { MappingRecord } from "../proc/smaps.ts";
 import { findFrom } from "../find_from.ts";
+import { ANON_HUGEPAGE } from "../memory/hugetlb.ts";
 
 /** A mapping as the dumper sees it: the maps line plus smaps VmFlags. */
 export type Vma = Pick<
@@ -30,7 +31,8 @@ export function classifyVma(v: Vma): MappingKind {
   const shared = v.perms[3] === "s";
   // Shared anonymous memory is shmem: maps shows it as "/dev/zero (deleted)" with an inode.
   const path = v.path.endsWith(DELETED) ? v.path.slice(0, -DELETED.length) : v.path;
-  const fileBacked = v.inode !== 0 && path !== "/dev/zero";
+  // (An anonymous MAP_HUGETLB area is a hugetlbfs inode: engine/memory/hugetlb.ts.)
+  const fileBacked = v.inode !== 0 && path !== "/dev/zero" && path !== ANON_HUGEPAGE;
   if (!fileBacked) return shared ? "anon-shared" : "anon";
   return shared ? "file-shared" : "file-private";
 }

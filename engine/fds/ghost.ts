@@ -39,12 +39,14 @@ import {
   getSeals,
   lchown,
   memfdCreate,
+  memfdCreateHuge,
   openSymlinkItself,
   openTmpfile,
   reserveRange,
   symlinkContentThrough,
   truncateFd,
   unwrittenExtents,
+  withSharedMapping,
 } from "../../ffi/files.ts";
 import type { FdInfo, GhostFile, Mapping, ProcessImage } from "../model.ts";
 import { formatChecksum } from "../image/checksum.ts";
@@ -108,6 +110,33 @@ function preadFully(fd: number, buf: Uint8Array, offset: number): void {
 
 const PAGE = 4096;
 
+/** Whether every byte of `b` (a multiple of 4 bytes long, 4-aligned) is 0. */
+function allZero(b: Uint8Array): boolean {
+  const words = new Uint32Array(b.buffer, b.byteOffset, b.length >> 2);
+  for (let i = 0; i < words.length; i++) if (words[i] !== 0) return false;
+  return true;
+}
+
+/**
+ * The data extents of a hugetlbfs file: its huge pages of `pageSize` bytes
+ * that hold a non-zero byte, adjacent ones merged (SEEK_DATA there shows
+ * the whole file as data; a page never written reads as zeros, and is left
+ * a hole at restore).
+ */
+function hugeDataExtents(fd: number, size: number, pageSize: number): [number, number][] {
+  const out: [number, number][] = [];
+  const buf = new Uint8Array(pageSize);
+  for (let at = 0; at < size; at += pageSize) {
+    const len = Math.min(pageSize, size - at);
+    preadFully(fd, buf.subarray(0, len), at);
+    if (allZero(buf.subarray(0, len))) continue;
+    const last = out[out.length - 1];
+    if (last && last[0] + last[1] === at) last[1] += len;
+    else out.push([at, len]);
+  }
+  return out;
+}
+
 /**
  * Why a ghost file on a file system without FIEMAP (tmpfs, memfds) cannot be
  * copied faithfully, or null: it holds more blocks than the pages of its
@@ -166,8 +195,10 @@ export async function collectGhosts(
     try {
       // Before the content is read: the read may move the access time.
       const times = fileTimes(fd);
-      const extents = dataExtents(fd, st.size);
-      const unwritten = unwrittenExtents(fd);
+      // hugetlbfs: its stat's block size is its huge page size; its pages that hold data.
+      const huge = kind === "memfd" && fsMagic(source) === HUGETLBFS_MAGIC ? (st.blksize ?? 0) : 0;
+      const extents = huge ? hugeDataExtents(fd, st.size, huge) : dataExtents(fd, st.size);
+      const unwritten = huge ? [] : unwrittenExtents(fd);
       const reserved = unwritten.length === 0 && fsMagic(source) === TMPFS_MAGIC
         ? reservedPages(st, extents)
         : null;
@@ -197,6 +228,7 @@ export async function collectGhosts(
         seals: kind === "memfd" ? getSeals(fd) : 0,
         ...writeHintOf(fd),
         ...(times ? { times } : {}),
+        ...(huge ? { hugePageSize: huge } : {}),
         extents,
         ...(unwritten.length ? { unwritten } : {}),
         file,
@@ -242,9 +274,9 @@ export async function collectGhosts(
         refusedGhostFds.add(f);
         continue;
       }
-      if (fsMagic(`/proc/${p.pid}/fd/${f.fd}`) === HUGETLBFS_MAGIC) {
-        // A memfd would come back on tmpfs, its pages 4 KiB (and hugetlbfs takes no write()).
-        // (A hugetlb mapping is refused by its VmFlags: engine/memory/flags.ts.)
+      if (fsMagic(`/proc/${p.pid}/fd/${f.fd}`) === HUGETLBFS_MAGIC && f.kind !== "memfd") {
+        // A deleted file of a hugetlbfs mount: made again there is not done yet. (A MFD_HUGETLB
+        // memfd is saved with its huge page size: `save`.)
         refusals.use("fd.memfd-hugetlb", where);
         refusedGhostFds.add(f);
         continue;
@@ -611,7 +643,16 @@ export async function createGhost(
   if (g.kind === "dir") return createDeletedDir(g, madeCwds.get(g.name) === g.id);
   if (g.kind === "symlink") return createDeletedSymlink(g);
   let fd: number;
-  if (g.kind === "memfd") fd = memfdCreate(g.name);
+  if (g.kind === "memfd" && g.hugePageSize) {
+    fd = memfdCreateHuge(g.name, g.hugePageSize);
+    if (fd < 0) {
+      throw new RestoreError(
+        `cannot restore: memfd ${g.name}: memfd_create with MFD_HUGETLB of ${g.hugePageSize} bytes failed (${
+          errnoName(-fd)
+        })`,
+      );
+    }
+  } else if (g.kind === "memfd") fd = memfdCreate(g.name);
   else {
     // Its directory removed too (a temporary directory deleted with the file open): made
     // again for the moment of the create, then removed, so the /proc link reads the same.
@@ -650,7 +691,26 @@ export async function createGhost(
       throw new RestoreError(`cannot restore: ${g.file}: ${(e as Error).message}`);
     });
     let crc = 0;
-    for (const [offset, length] of g.extents) {
+    if (g.hugePageSize) {
+      // hugetlbfs takes no write(): sized first, each extent filled through a mapping of it.
+      truncateFd(fd, g.size);
+      for (const [offset, length] of g.extents) {
+        const r = await withSharedMapping(fd, offset, length, async (view) => {
+          for (let r = 0; r < length;) {
+            const n = await src.read(view.subarray(r));
+            if (n === null) throw new RestoreError(`cannot restore: ${g.file} is truncated`);
+            r += n;
+          }
+          crc = crc32(view, crc);
+        });
+        if (r < 0) {
+          throw new RestoreError(
+            `cannot restore: memfd ${g.name}: cannot map its huge pages (${errnoName(-r)})`,
+          );
+        }
+      }
+    }
+    for (const [offset, length] of g.hugePageSize ? [] : g.extents) {
       for (let done = 0; done < length; done += CHUNK) {
         const buf = new Uint8Array(Math.min(CHUNK, length - done));
         for (let r = 0; r < buf.length;) {

@@ -72,7 +72,7 @@ export function plainMappingFits(x: unknown): boolean {
   // Checked by the schema:
   if (
     x.mempolicy !== undefined || x.shmemSize !== undefined || x.shmemJoin !== undefined ||
-    x.shmemObject !== undefined
+    x.shmemObject !== undefined || x.hugePageSize !== undefined
   ) {
     return false;
   }

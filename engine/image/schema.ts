@@ -56,6 +56,7 @@ export const mappingChecks = z.lazy(() =>
     mempolicy: mempolicy.optional(),
     shmemSize: int.min(1).optional(),
     shmemJoin: z.literal(true).optional(),
+    hugePageSize: int.min(8192).optional(),
     shmemObject: z.looseObject({
       id: nat,
       size: int.min(1),
@@ -258,6 +259,7 @@ const ghost = z.lazy(() =>
     }).optional(),
     extents: z.array(z.tuple([nat, nat])),
     unwritten: z.array(z.tuple([nat, nat])).optional(),
+    hugePageSize: int.min(8192).optional(),
     file: z.string(),
     checksum: z.string(),
   })

@@ -19,6 +19,7 @@
 
 import { isOwnTrackingFlag } from "./own_tracking.ts";
 import { isSecretMem } from "./secretmem.ts";
+import { recordHugePageSizes } from "./hugetlb.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import type { Mapping, ProcessImage } from "../model.ts";
 import type { Refusals } from "../support.ts";
@@ -232,6 +233,7 @@ export function collectMemoryDetails(
   let pagemap: PagemapReader | undefined;
   const judged = new Map<readonly string[], FlagsVerdict>();
   const reader = () => pagemap ??= openPagemap(pid);
+  recordHugePageSizes(pid, mappings);
   try {
     // By forEach: no loop of 10,000 rounds for V8 to compile (engine/find_from.ts).
     mappings.forEach((m) => collectMappingDetails(pid, m, refusals, reader, judged));
@@ -313,7 +315,8 @@ function collectMappingDetails(
     m.vmFlags = withoutUw(m.vmFlags);
     v = verdictOf(m.vmFlags, judged);
   }
-  const odd = v.odd;
+  // An anonymous hugetlb mapping whose page size is known comes back with it (hugetlb.ts).
+  const odd = m.hugePageSize ? v.odd.filter((f) => f !== "ht") : v.odd;
   if (odd.length) {
     const where = `process ${pid} mapping ${m.start}-${m.end} (${m.name || "anonymous"})`;
     const others = odd.filter((f) => f !== PKEY_CODE);

@@ -66,8 +66,8 @@ export function lazyProcessEligible(
 export function lazyMappingEligible(m: Mapping): boolean {
   return m.kind === "anon" && !m.inherited && m.sysvShm === undefined && !m.aio &&
     !m.excluded && m.pages.length > 0 && !m.vmFlags.includes("lo") && !m.vmFlags.includes("lf") &&
-    // (userfaultfd does not register droppable areas.)
-    !m.vmFlags.includes("dp") &&
+    // (userfaultfd does not register droppable areas; hugetlb ones take huge pages only.)
+    !m.vmFlags.includes("dp") && !m.hugePageSize &&
     // Served from this process's own image file only (a chain is flattened before a restore).
     m.pages.every((r) => r.parent === undefined);
 }

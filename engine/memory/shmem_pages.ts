@@ -43,6 +43,10 @@ import type { Refusals } from "../support.ts";
 
 /** How maps names shared anonymous memory (a shmem object). */
 const SHMEM_PATH = "/dev/zero (deleted)";
+/** How maps names shared anonymous hugetlb memory (a hugetlbfs object: engine/memory/hugetlb.ts). */
+const HUGE_SHMEM_PATH = "/anon_hugepage (deleted)";
+/** Whether a maps path names a shared anonymous object of either kind. */
+const isShmemPath = (path: string) => path === SHMEM_PATH || path === HUGE_SHMEM_PATH;
 
 /** What {@link mapShmemPages} did for one process. */
 export interface ShmemFaults {
@@ -85,9 +89,10 @@ export interface ShmemFaults {
 export function mapShmemPages(pid: number, frozenMaps?: readonly MapEntry[]): ShmemFaults {
   const out: ShmemFaults = { pages: 0, unopened: 0, unreachable: [] };
   const areas =
-    (frozenMaps
-      ? frozenMaps.filter((v) => v.path === SHMEM_PATH)
-      : readMapsMatching(pid, SHMEM_PATH)).filter((v) => v.perms[3] === "s");
+    // (Both names end in " (deleted)": one read of maps, only those lines parsed.)
+    (frozenMaps ?? readMapsMatching(pid, " (deleted)")).filter((v) =>
+      isShmemPath(v.path) && v.perms[3] === "s"
+    );
   if (areas.length === 0) return out;
   using pagemap = openPagemap(pid);
   let mem: Deno.FsFile | undefined;

@@ -289,7 +289,8 @@ function sameFlags(a: readonly string[], b: readonly string[]): boolean {
  * maps does not show, and would merge them if `m` were mapped in place.
  */
 export function keptApart(prev: Mapping, m: Mapping): boolean {
-  return prev.end === m.start && prev.kind === "anon" && m.kind === "anon" &&
+  // (hugetlb areas never merge: each MAP_HUGETLB mmap is an inode of its own.)
+  return prev.end === m.start && prev.kind === "anon" && m.kind === "anon" && !m.hugePageSize &&
     prev.perms === m.perms && m.perms[3] === "p" && prev.name === m.name &&
     !prev.inherited && !m.inherited && sameFlags(prev.vmFlags, m.vmFlags);
 }

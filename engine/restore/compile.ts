@@ -65,6 +65,7 @@ import {
   emitVmFlags,
 } from "../memory/flags.ts";
 import { emitSysvShmAttach } from "../memory/sysvshm.ts";
+import { hugeMmapFlags } from "../memory/hugetlb.ts";
 import { emitAioRings } from "../memory/aio.ts";
 import {
   emitHotPages,
@@ -480,7 +481,7 @@ function emitMemory(
         : m.vmFlags.includes("dp")
         ? MAP_DROPPABLE
         : MAP_PRIVATE;
-      const flags = type | MAP_FIXED | MAP_ANONYMOUS | growsDown;
+      const flags = type | MAP_FIXED | MAP_ANONYMOUS | growsDown | hugeMmapFlags(m);
       // (An area the kernel kept apart from the one before is made apart again.)
       if (m.kind === "anon") emitAnonMmap(p, proc, i, [start, len, mapProt, flags], zeroByte);
       else emitSharedAnon(p, proc, opts.images, i, start, mapProt, flags, mappingLabel(m));
@@ -519,7 +520,9 @@ function emitMemory(
     if (m.mempolicy) emitMbind(p, start, len, m.mempolicy, mappingLabel(m));
     // (A lazily served area gets its pages after: as good as never faulted here.)
     const servedLater = lazy && lazyMappingEligible(m);
-    if (accounted && (m.pages.length === 0 || servedLater) && m.kind === "anon") {
+    if (
+      accounted && (m.pages.length === 0 || servedLater) && m.kind === "anon" && !m.hugePageSize
+    ) {
       // The kernel drops VM_ACCOUNT when write is removed from a never-faulted
       // anonymous area: fault one page in (and drop it again) first.
       p.copy(start, zeroByte, 1, { comment: "give the area an anon_vma" });

@@ -29,6 +29,7 @@ import { compileTree } from "./restorable.ts";
 import type { LazyEnsure, LazyServer } from "../memory/lazy_serve.ts";
 import { ProvidedFds } from "./provided.ts";
 import { checkSysvShmFree, CreatedSysvShm } from "../memory/sysvshm.ts";
+import { checkHugePagesFree } from "../memory/hugetlb.ts";
 import { checkCgroups } from "../task/placement.ts";
 import { Refusals } from "../support.ts";
 import { checkInetPorts, reportInetUses } from "../fds/inet_plan.ts";
@@ -320,6 +321,7 @@ export async function preflight(
   checkCredentials(processes);
   for (const proc of processes) checkPolicyNodes(proc); // engine/memory/mempolicy.ts
   checkSysvShmFree(plan.manifest.sysvShm ?? []);
+  checkHugePagesFree(processes, plan.manifest.ghosts); // engine/memory/hugetlb.ts
   checkSysvUsed(plan.manifest.sysvUsed ?? []); // engine/ipc/sysv_used.ts
   checkMqueues(processes); // engine/fds/mqueue.ts
 }

@@ -14,7 +14,7 @@
  *                 opened read-only; probed by a fresh child with F_GETLK
  *   ofd-fork      an OFD lock on a description shared with a child, and a
  *                 flock LOCK_SH held by two processes (two descriptions)
- *   memfd-huge    a memfd made with MFD_HUGETLB (refused)
+ *   memfd-huge    a memfd made with MFD_HUGETLB (still on hugetlbfs after)
  *   open-flags    O_DIRECT, O_TRUNC (written after: must not be truncated
  *                 again), O_CREAT|O_EXCL (the file exists now), O_APPEND
  *                 after writes, O_NOFOLLOW, a position beyond EOF
