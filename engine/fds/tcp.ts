@@ -83,6 +83,27 @@ export type RepairGuard = <T>(fn: () => T) => T;
 /** The largest TCP_MAXSEG the kernel takes (MAX_TCP_WINDOW). */
 const MAX_USER_MSS = 32767;
 
+/**
+ * The clamp a restored connection's connect() is given through TCP_MAXSEG
+ * (connect() sizes the segments from it), or null to leave connect()'s
+ * default of 536. A clamp TCP_MAXSEG takes (up to 32767) is given as is.
+ * A bigger one (loopback's 65495) is given as 32767 when the peer offered
+ * windows of at least twice that (the recorded max_window; the kernel keeps
+ * a live connection's segments under half of it): left at 536, such a
+ * connection restarted with 524-byte segments, below the window scale's
+ * unit (1024 at wscale 10), and hung when its receiver dropped one for lack
+ * of memory (its window then shrank under the sender's snd_nxt, and the
+ * sender's ACKs, stamped with snd_nxt by tcp_acceptable_seq, fell outside
+ * it and were discarded with their window updates, until a backed-off
+ * retransmission). With smaller windows it stays at 536: segments larger
+ * than what the restored receiver opens (its rcv_mss starts at 536 or
+ * less) wait for zero-window probes to go out piecemeal.
+ */
+export function connectSegmentSize(t: TcpConnection): number | null {
+  if (t.mss <= MAX_USER_MSS) return t.mss;
+  return t.window.maxWindow >= 2 * MAX_USER_MSS ? MAX_USER_MSS : null;
+}
+
 /** Queued bytes are written back in pieces of this size. */
 const WRITE_CHUNK = 64 << 10;
 
@@ -447,10 +468,9 @@ export function emitTcp(p: ProgramBuilder, fdSlot: number, s: InetSocket, label:
   }
   // connect() sizes the segments (mss_cache, what TCP_MAXSEG reads) from the clamp it sees,
   // 536 by default: TCP_REPAIR_OPTIONS sets the negotiated clamp only after it. TCP_MAXSEG
-  // (user_mss) gives connect() the clamp, and is cleared after it. Not above 32767 (its limit:
-  // loopback's 65495), where it would also lower advmss; those stay at 524 (docs).
-  const userMss = t.mss <= MAX_USER_MSS;
-  if (userMss) emitSetInt(p, fdSlot, SOL.TCP, TCP.MAXSEG, t.mss, "the clamp for connect");
+  // (user_mss) gives connect() the clamp, and is cleared after it ({@link connectSegmentSize}).
+  const userMss = connectSegmentSize(t);
+  if (userMss) emitSetInt(p, fdSlot, SOL.TCP, TCP.MAXSEG, userMss, "the clamp for connect");
   emitConnect(p, fdSlot, s, " (repair mode: no handshake)");
   if (userMss) emitSetInt(p, fdSlot, SOL.TCP, TCP.MAXSEG, 0, "no user mss");
   const opts = encodeRepairOptions({
