@@ -62,49 +62,46 @@ Deno.test(
   }),
 );
 
-Deno.test(
-  "dump refuses a seccomp filter with a user-space listener; the target runs on untouched",
-  withTargets(async () => {
-    const a = await startTriggered("rt_attrs", READY, { extra: ["notify"] });
-    const dir = await tempImageDir();
-    await assert.rejects(checkpoint(a.t.pid, { dir }), (e: unknown) => {
-      assert.ok(e instanceof UnsupportedError, `expected UnsupportedError, got ${e}`);
-      assert.match(
-        e.message,
-        new RegExp(
-          `process ${a.t.pid} thread \\d+ seccomp filter 2: seccomp filters handing syscalls ` +
-            "to a user-space listener: the listener's fd cannot be re-connected",
-        ),
-      );
-      return true;
-    });
-    assert.equal(pathExists(dir), false, "the refused dump left an image");
-    assert.equal(statusField(a.t.pid, "TracerPid"), "0");
-    await Deno.writeTextFile(a.trigger, "");
-    assertChecksPassed(a.t, CHECKS, await a.t.wait());
-  }),
-);
-
-/** Dump refuses rt_attrs's strict thread, started before its main thread set its login uid. */
-async function threadLoginRefused(): Promise<void> {
-  const a = await startTriggered("rt_attrs", READY, { extra: ["thread-login"] });
+/**
+ * Dumps rt_attrs in `mode`, which the dump must refuse with a message
+ * matching `pattern` (given the target's pid); then the target, untouched
+ * and no longer traced, passes its checks.
+ */
+async function assertAttrsRefused(mode: string, pattern: (pid: number) => string): Promise<void> {
+  const a = await startTriggered("rt_attrs", READY, { extra: [mode] });
   const dir = await tempImageDir();
   await assert.rejects(checkpoint(a.t.pid, { dir }), (e: unknown) => {
     assert.ok(e instanceof UnsupportedError, `expected UnsupportedError, got ${e}`);
-    assert.match(
-      e.message,
-      new RegExp(
-        `process ${a.t.pid} thread \\d+: a thread with a login uid or session id other than ` +
-          `its main thread's .*its login uid \\d+ and session id \\d+ are not its ` +
-          `main thread's \\(4242, \\d+\\)`,
-      ),
-    );
+    assert.match(e.message, new RegExp(pattern(a.t.pid)));
     return true;
   });
   assert.equal(pathExists(dir), false, "the refused dump left an image");
   assert.equal(statusField(a.t.pid, "TracerPid"), "0");
   await Deno.writeTextFile(a.trigger, "");
   assertChecksPassed(a.t, CHECKS, await a.t.wait());
+}
+
+Deno.test(
+  "dump refuses a seccomp filter with a user-space listener; the target runs on untouched",
+  withTargets(() =>
+    assertAttrsRefused(
+      "notify",
+      (pid) =>
+        `process ${pid} thread \\d+ seccomp filter 2: seccomp filters handing syscalls ` +
+        "to a user-space listener: the listener's fd cannot be re-connected",
+    )
+  ),
+);
+
+/** Dump refuses rt_attrs's strict thread, started before its main thread set its login uid. */
+function threadLoginRefused(): Promise<void> {
+  return assertAttrsRefused(
+    "thread-login",
+    (pid) =>
+      `process ${pid} thread \\d+: a thread with a login uid or session id other than ` +
+      `its main thread's .*its login uid \\d+ and session id \\d+ are not its ` +
+      `main thread's \\(4242, \\d+\\)`,
+  );
 }
 
 Deno.test(

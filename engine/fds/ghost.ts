@@ -322,31 +322,11 @@ function deletedDir(
   target: string,
   ghosts: Map<string, GhostFile>,
 ): string | undefined {
-  let st: Deno.FileInfo;
-  try {
-    st = Deno.statSync(source);
-  } catch {
-    return undefined;
-  }
-  if (!st.isDirectory) return undefined;
-  const id = `${st.dev}:${st.ino}`;
-  if (ghosts.has(id)) return id;
-  const times = pathTimes(source);
-  ghosts.set(id, {
-    id,
-    kind: "dir",
-    name: ghostName(target, "deleted"),
-    size: 0,
-    mode: (st.mode ?? 0o700) & 0o7777,
-    uid: st.uid ?? 0,
-    gid: st.gid ?? 0,
-    seals: 0,
-    ...(times ? { times } : {}),
-    extents: [],
-    file: "",
-    checksum: "",
+  return contentlessGhost(source, target, ghosts, "dir", (st) => {
+    if (!st.isDirectory) return undefined;
+    const times = pathTimes(source);
+    return { mode: (st.mode ?? 0o700) & 0o7777, ...(times ? { times } : {}) };
   });
-  return id;
 }
 
 /**
@@ -359,27 +339,45 @@ function deletedSymlink(
   target: string,
   ghosts: Map<string, GhostFile>,
 ): string | undefined {
+  return contentlessGhost(source, target, ghosts, "symlink", (st) => {
+    if (!st.isSymlink) return undefined;
+    const content = symlinkContentThrough(source);
+    return typeof content === "string" ? { mode: 0o777, linkTarget: content } : undefined;
+  });
+}
+
+/**
+ * Records a ghost with nothing to copy (a removed directory or symlink)
+ * for `source`, with its owner and the fields `fields` gives from its stat
+ * (undefined: not of this kind, nothing recorded). Returns its id (one per
+ * inode), or undefined.
+ */
+function contentlessGhost(
+  source: string,
+  target: string,
+  ghosts: Map<string, GhostFile>,
+  kind: "dir" | "symlink",
+  fields: (st: Deno.FileInfo) => Pick<GhostFile, "mode" | "times" | "linkTarget"> | undefined,
+): string | undefined {
   let st: Deno.FileInfo;
   try {
     st = Deno.statSync(source);
   } catch {
     return undefined;
   }
-  if (!st.isSymlink) return undefined;
   const id = `${st.dev}:${st.ino}`;
-  if (ghosts.has(id)) return id;
-  const content = symlinkContentThrough(source);
-  if (typeof content !== "string") return undefined;
+  if (ghosts.has(id)) return ghosts.get(id)!.kind === kind ? id : undefined;
+  const own = fields(st);
+  if (!own) return undefined;
   ghosts.set(id, {
     id,
-    kind: "symlink",
+    kind,
     name: ghostName(target, "deleted"),
-    linkTarget: content,
     size: 0,
-    mode: 0o777,
     uid: st.uid ?? 0,
     gid: st.gid ?? 0,
     seals: 0,
+    ...own,
     extents: [],
     file: "",
     checksum: "",
