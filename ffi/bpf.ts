@@ -122,6 +122,12 @@ export const add64Imm = (dst: number, imm: number) => insn(0x07, dst, 0, 0, imm)
 export const call = (helper: number) => insn(0x85, 0, 0, 0, helper);
 /** BPF_JMP | BPF_EXIT: return r0. */
 export const exit = () => insn(0x95, 0, 0, 0, 0);
+/** BPF_LDX | BPF_MEM | BPF_W: dst = *(u32 *)(src + off). */
+export const ldx32 = (dst: number, src: number, off: number) => insn(0x61, dst, src, off, 0);
+/** BPF_STX | BPF_MEM | BPF_W: *(u32 *)(dst + off) = src. */
+export const stx32 = (dst: number, off: number, src: number) => insn(0x63, dst, src, off, 0);
+/** BPF_JMP | BPF_JNE | BPF_K: if dst != imm goto pc + 1 + off. */
+export const jneImm = (dst: number, imm: number, off: number) => insn(0x55, dst, 0, off, imm);
 
 /**
  * The program, one instruction per line (as a disassembly would show it).

@@ -18,20 +18,17 @@ import {
   call,
   encodeInsns,
   exit,
-  insn,
-  ITER_LINK_INFO_SIZE,
   jeqImm,
+  jneImm,
+  ldx32,
   ldx64,
   loadIterProgram,
   mov64,
   mov64Imm,
+  stx32,
   stx64,
-  withIterator,
 } from "./bpf.ts";
-import { BpfError } from "./bpf.ts";
-import { ITER_TASK_PID_OFFSET, type TaskStateLayout } from "./bpf_task.ts";
-import { rawSyscall } from "./libc.ts";
-import { SYS } from "./sysno.ts";
+import { readTaskIterRecords, type TaskStateLayout } from "./bpf_task.ts";
 
 /** Bytes the program writes per thread (see {@link landlockProgram}). */
 export const CRED_RECORD_SIZE = 24;
@@ -48,13 +45,6 @@ export interface CredRecord {
 }
 
 const R0 = 0, R1 = 1, R2 = 2, R3 = 3, R6 = 6, R7 = 7, R10 = 10;
-/** BPF_LDX | BPF_MEM | BPF_W: dst = *(u32 *)(src + off). */
-const ldx32 = (dst: number, src: number, off: number) => insn(0x61, dst, src, off, 0);
-/** BPF_STX | BPF_MEM | BPF_W: *(u32 *)(dst + off) = src. */
-const stx32 = (dst: number, off: number, src: number) => insn(0x63, dst, src, off, 0);
-/** BPF_JMP | BPF_JNE | BPF_K: if dst != imm goto pc + 1 + off. */
-const jneImm = (dst: number, imm: number, off: number) => insn(0x55, dst, 0, off, imm);
-
 /**
  * The program: per thread a record of tid u32 @0, tgid u32 @4, the domain
  * pointer u64 @8, the domain read (1) u32 @16, the session keyring u32 @20
@@ -156,37 +146,9 @@ export function decodeCredRecords(bytes: Uint8Array): CredRecord[] {
 
 /**
  * The records of program `progFd` for the threads of process `pid` (read
- * in the caller's pid namespace), to their end: the first read that
- * returns nothing, or the first record of a thread already seen.
+ * in the caller's pid namespace), as ffi/bpf_task.ts `readTaskStates`
+ * reads its own.
  */
 export function readCredRecords(progFd: number, pid: number): CredRecord[] {
-  const info = new Uint8Array(ITER_LINK_INFO_SIZE);
-  new DataView(info.buffer).setUint32(ITER_TASK_PID_OFFSET, pid, true);
-  return withIterator(progFd, info, (fd) => {
-    const out: CredRecord[] = [];
-    const seen = new Set<number>();
-    let buf = new Uint8Array(16 * CRED_RECORD_SIZE * 64), n = 0;
-    for (;;) {
-      if (n === buf.length) {
-        const bigger = new Uint8Array(buf.length * 2);
-        bigger.set(buf);
-        buf = bigger;
-      }
-      const r = rawSyscall(SYS.read, fd, buf.subarray(n), buf.length - n);
-      if (r === -4n) continue; // EINTR
-      if (r < 0n) throw new BpfError("read of the task iterator", Number(-r));
-      if (r === 0n) break;
-      const from = n - (n % CRED_RECORD_SIZE);
-      n += Number(r);
-      for (const rec of decodeCredRecords(buf.subarray(from, n - (n % CRED_RECORD_SIZE)))) {
-        if (seen.has(rec.tid)) return out; // it started over
-        seen.add(rec.tid);
-        out.push(rec);
-      }
-    }
-    if (n % CRED_RECORD_SIZE !== 0) {
-      throw new Error(`the task iterator gave ${n} bytes, not whole records`);
-    }
-    return out;
-  });
+  return readTaskIterRecords(progFd, pid, CRED_RECORD_SIZE, decodeCredRecords);
 }

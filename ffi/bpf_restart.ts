@@ -18,10 +18,12 @@ import {
   insn,
   ITER_LINK_INFO_SIZE,
   jeqImm,
+  ldx32,
   ldx64,
   loadIterProgram,
   mov64,
   mov64Imm,
+  stx32,
   withIterator,
 } from "./bpf.ts";
 import { BpfError } from "./bpf.ts";
@@ -61,10 +63,6 @@ export const RESTART_RECORD_SIZE = 8 + RESTART_BYTES;
 const R0 = 0, R1 = 1, R2 = 2, R3 = 3, R6 = 6, R7 = 7, R8 = 8, R9 = 9, R10 = 10;
 const mul64Imm = (dst: number, imm: number) => insn(0x27, dst, 0, 0, imm);
 const add64 = (dst: number, src: number) => insn(0x0f, dst, src, 0, 0);
-/** BPF_LDX | BPF_MEM | BPF_W: dst = *(u32 *)(src + off). */
-const ldx32 = (dst: number, src: number, off: number) => insn(0x61, dst, src, off, 0);
-/** BPF_STX | BPF_MEM | BPF_W: *(u32 *)(dst + off) = src. */
-const stx32 = (dst: number, off: number, src: number) => insn(0x63, dst, src, off, 0);
 /** BPF_STX | BPF_MEM | BPF_DW: *(u64 *)(dst + off) = src. */
 const stx64 = (dst: number, off: number, src: number) => insn(0x7b, dst, src, off, 0);
 
