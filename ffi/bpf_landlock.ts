@@ -16,8 +16,6 @@
 import {
   add64Imm,
   call,
-  encodeInsns,
-  exit,
   jeqImm,
   jneImm,
   ldx32,
@@ -27,6 +25,7 @@ import {
   mov64Imm,
   stx32,
   stx64,
+  taskIterProgram,
 } from "./bpf.ts";
 import { readTaskIterRecords, type TaskStateLayout } from "./bpf_task.ts";
 
@@ -44,7 +43,7 @@ export interface CredRecord {
   sessionKeyring?: "none" | "set";
 }
 
-const R0 = 0, R1 = 1, R2 = 2, R3 = 3, R6 = 6, R7 = 7, R10 = 10;
+const R0 = 0, R1 = 1, R2 = 2, R3 = 3, R7 = 7, R10 = 10;
 /**
  * The program: per thread a record of tid u32 @0, tgid u32 @4, the domain
  * pointer u64 @8, the domain read (1) u32 @16, the session keyring u32 @20
@@ -103,20 +102,8 @@ export function landlockProgram(l: TaskStateLayout): Uint8Array<ArrayBuffer> {
     ldx64(R3, R10, CRED), //                    r3 = cred
     jeqImm(R3, 0, withCred.length), //          if NULL goto the write
     ...withCred,
-    ldx64(R1, R6, l.metaSeq), //                r1 = meta->seq
-    mov64(R2, R10), //                          r2 = fp
-    add64Imm(R2, R), //                         r2 = the record
-    mov64Imm(R3, CRED_RECORD_SIZE), //          r3 = its size
-    call(l.seqWriteHelper), //                  bpf_seq_write(r1, r2, r3)
   ];
-  return encodeInsns([
-    ldx64(R6, R1, l.ctxMeta), //                r6 = ctx->meta
-    ldx64(R7, R1, l.ctxTask), //                r7 = ctx->task
-    jeqImm(R7, 0, body.length), //              if r7 == NULL goto the end
-    ...body,
-    mov64Imm(R0, 0), //                         r0 = 0
-    exit(), //                                  return r0
-  ]);
+  return taskIterProgram(l, body, CRED_RECORD_SIZE);
 }
 
 /** Loads {@link landlockProgram}; returns its fd. Throws {@link BpfError} (with the verifier's log). */

@@ -100,30 +100,15 @@ int main(int argc, char **argv) {
   struct sockaddr_in a;
   int l = loopback_listener(&a); /* big buffers, inherited by the accepted socket */
   int up[2], down[2];
-  if (pipe(up) != 0 || pipe(down) != 0) die("pipe");
-  pid_t c = fork();
-  if (c < 0) die("fork");
+  struct end e;
+  pid_t c = fork_ends(l, &a, up, down, 1, &e);
   if (c == 0) {
-    close(l);
-    close(up[0]);
-    close(down[1]);
-    struct end e = {.s = socket(AF_INET, SOCK_STREAM, 0), .me = 2, .other = 1};
-    if (e.s < 0) _exit(20);
-    big_buffers(e.s);
-    if (connect(e.s, (struct sockaddr *)&a, sizeof a) != 0) _exit(21);
-    printf("child pid=%d\n", getpid());
-    fflush(stdout);
     fill(&e);
     uint64_t peer_written = 0;
     int rc = run(&e, slow, argv[1], up[1], down[0], &peer_written);
     if (rc) _exit(rc);
     _exit(e.bad ? 1 : e.got != peer_written ? 2 : 0);
   }
-  close(up[1]);
-  close(down[0]);
-  struct end e = {.s = accept(l, NULL, NULL), .me = 1, .other = 2};
-  if (e.s < 0) die("accept");
-  close(l);
   fill(&e);
   int in = 0, out = 0;
   queued(e.s, &in, &out);

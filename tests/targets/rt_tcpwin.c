@@ -134,18 +134,9 @@ int main(int argc, char **argv) {
   struct sockaddr_in a;
   int l = loopback_listener(&a); /* big buffers, inherited by the accepted socket */
   int up[2], down[2];
-  if (pipe(up) != 0 || pipe(down) != 0) die("pipe");
-  pid_t c = fork();
-  if (c < 0) die("fork");
+  struct end e;
+  pid_t c = fork_ends(l, &a, up, down, 0, &e);
   if (c == 0) {
-    close(l);
-    close(up[0]);
-    close(down[1]);
-    struct end e = {.s = socket(AF_INET, SOCK_STREAM, 0), .me = 2, .other = 1};
-    if (e.s < 0) _exit(20);
-    if (connect(e.s, (struct sockaddr *)&a, sizeof a) != 0) _exit(21);
-    printf("child pid=%d\n", getpid());
-    fflush(stdout);
     fill(&e);
     int mss_before = seg_size(e.s);
     char go = 'w';
@@ -163,11 +154,6 @@ int main(int argc, char **argv) {
     fflush(stdout);
     _exit(e.bad ? 1 : e.got != peer_written ? 2 : mss_after < mss_floor(mss_before) ? 4 : 0);
   }
-  close(up[1]);
-  close(down[0]);
-  struct end e = {.s = accept(l, NULL, NULL), .me = 1, .other = 2};
-  if (e.s < 0) die("accept");
-  close(l);
   fill(&e);
   char go;
   if (read(up[0], &go, 1) != 1) die("read the child's word");

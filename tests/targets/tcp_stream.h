@@ -67,4 +67,34 @@ static int loopback_listener(struct sockaddr_in *a) {
   return l;
 }
 
+/* Makes the pipes `up` (child to parent) and `down` and forks the connection's two ends. In
+ * the child (0 returned), `e` is its end (2) connected to `a` (with big buffers first when
+ * `big`), "child pid=N" printed, the listener and the pipes' ends it does not use closed (exit
+ * 20 or 21 when the connection fails); in the parent (the child's pid returned), `e` is the
+ * accepted end (1), the listener and the child's pipe ends closed. */
+static pid_t fork_ends(int l, const struct sockaddr_in *a, int up[2], int down[2], int big,
+                       struct end *e) {
+  if (pipe(up) != 0 || pipe(down) != 0) die("pipe");
+  pid_t c = fork();
+  if (c < 0) die("fork");
+  if (c == 0) {
+    close(l);
+    close(up[0]);
+    close(down[1]);
+    *e = (struct end){.s = socket(AF_INET, SOCK_STREAM, 0), .me = 2, .other = 1};
+    if (e->s < 0) _exit(20);
+    if (big) big_buffers(e->s);
+    if (connect(e->s, (const struct sockaddr *)a, sizeof *a) != 0) _exit(21);
+    printf("child pid=%d\n", getpid());
+    fflush(stdout);
+    return 0;
+  }
+  close(up[1]);
+  close(down[0]);
+  *e = (struct end){.s = accept(l, NULL, NULL), .me = 1, .other = 2};
+  if (e->s < 0) die("accept");
+  close(l);
+  return c;
+}
+
 #endif
