@@ -19,6 +19,7 @@ import { landlockAbi } from "../engine/task/landlock_probe.ts";
 import {
   inInitialPidNamespace,
   loadThreadIterator,
+  readThreadRecords,
   threadIteratorLayout,
   threadIteratorUnavailable,
 } from "../engine/proc/thread_state_bpf.ts";
@@ -137,17 +138,20 @@ for (const mode of ["nnp", "restrict"]) {
  * Dumps `pid` (leaving it running) in a fresh cryo process, as the CLI
  * would: which reader its Landlock check took (engine/task/landlock.ts
  * `landlockReadStats`), whether it loaded the regular task program, and
- * the refusal's items if the dump was refused.
+ * the refusal's items if the dump was refused, and the main thread's
+ * session keyring as the small program's record says after the dump.
  */
 async function dumpInFreshCryo(pid: number): Promise<{
   stats: Record<string, number>;
   taskProgramLoaded: boolean;
   refused?: string[];
+  /** Its main thread's session keyring as the small program's record says. */
+  sessionKeyring: string | null;
 }> {
   const root = new URL("..", import.meta.url).href;
   const script = `
     import { checkpoint } from "${root}engine/dump/mod.ts";
-    import { landlockReadStats } from "${root}engine/task/landlock.ts";
+    import { credRecordsIfLoaded, landlockReadStats } from "${root}engine/task/landlock.ts";
     import { threadIteratorLoaded } from "${root}engine/proc/thread_state_bpf.ts";
     import { UnsupportedError } from "${root}engine/errors.ts";
     let refused;
@@ -157,10 +161,12 @@ async function dumpInFreshCryo(pid: number): Promise<{
       if (!(e instanceof UnsupportedError)) throw e;
       refused = e.items;
     }
+    const main = credRecordsIfLoaded(${pid})?.find((r) => r.tid === ${pid});
     console.log(JSON.stringify({
       stats: landlockReadStats,
       taskProgramLoaded: threadIteratorLoaded(),
       refused,
+      sessionKeyring: main?.sessionKeyring ?? null,
     }));
   `;
   const out = await new Deno.Command(Deno.execPath(), {
@@ -196,6 +202,11 @@ for (
         JSON.stringify(got.stats),
       );
       assert.ok(got.stats.credProgram >= 1, JSON.stringify(got.stats));
+      // The small program's session keyring field (engine/task/keyrings.ts takes it) is the task
+      // program's (loaded in this test process).
+      const main = readThreadRecords(a.t.pid).find((r) => r.tid === a.t.pid);
+      assert.ok(main?.sessionKeyring, "the task program read no session keyring");
+      assert.equal(got.sessionKeyring, main.sessionKeyring);
       if (mode === "nnp") assert.equal(got.refused, undefined, "a process in no domain refused");
       else {
         assert.equal(got.refused?.length, 1, String(got.refused));
