@@ -8,13 +8,7 @@
  */
 
 import assert from "node:assert/strict";
-import { assertChecksPassed } from "./helpers/checks.ts";
-import {
-  assertRefusedLeavesRunning,
-  assertTriggeredRoundTrip,
-  dumpKillRestore,
-  startTriggered,
-} from "./helpers/roundtrip.ts";
+import { assertRefusedLeavesRunning, assertTriggeredRoundTrip } from "./helpers/roundtrip.ts";
 import { withTargets } from "./helpers/targets.ts";
 
 const READY = /^ready pid=(\d+)$/m;
