@@ -161,7 +161,9 @@ async function dumpInFreshCryo(pid: number): Promise<{
       if (!(e instanceof UnsupportedError)) throw e;
       refused = e.items;
     }
-    const main = credRecordsIfLoaded(${pid})?.find((r) => r.tid === ${pid});
+    // The target's one thread (its tid is the initial pid namespace's, maybe not cryo's).
+    const records = credRecordsIfLoaded(${pid});
+    const main = records?.length === 1 ? records[0] : undefined;
     console.log(JSON.stringify({
       stats: landlockReadStats,
       taskProgramLoaded: threadIteratorLoaded(),
@@ -204,9 +206,10 @@ for (
       assert.ok(got.stats.credProgram >= 1, JSON.stringify(got.stats));
       // The small program's session keyring field (engine/task/keyrings.ts takes it) is the task
       // program's (loaded in this test process).
-      const main = readThreadRecords(a.t.pid).find((r) => r.tid === a.t.pid);
-      assert.ok(main?.sessionKeyring, "the task program read no session keyring");
-      assert.equal(got.sessionKeyring, main.sessionKeyring);
+      const records = readThreadRecords(a.t.pid); // one thread
+      assert.equal(records.length, 1);
+      assert.ok(records[0].sessionKeyring, "the task program read no session keyring");
+      assert.equal(got.sessionKeyring, records[0].sessionKeyring);
       if (mode === "nnp") assert.equal(got.refused, undefined, "a process in no domain refused");
       else {
         assert.equal(got.refused?.length, 1, String(got.refused));
