@@ -122,6 +122,49 @@ export const add64Imm = (dst: number, imm: number) => insn(0x07, dst, 0, 0, imm)
 export const call = (helper: number) => insn(0x85, 0, 0, 0, helper);
 /** BPF_JMP | BPF_EXIT: return r0. */
 export const exit = () => insn(0x95, 0, 0, 0, 0);
+/** BPF_LDX | BPF_MEM | BPF_W: dst = *(u32 *)(src + off). */
+export const ldx32 = (dst: number, src: number, off: number) => insn(0x61, dst, src, off, 0);
+/** BPF_STX | BPF_MEM | BPF_W: *(u32 *)(dst + off) = src. */
+export const stx32 = (dst: number, off: number, src: number) => insn(0x63, dst, src, off, 0);
+/** BPF_JMP | BPF_JNE | BPF_K: if dst != imm goto pc + 1 + off. */
+export const jneImm = (dst: number, imm: number, off: number) => insn(0x55, dst, 0, off, imm);
+
+/** What {@link taskIterProgram} needs of a task iterator program's layout (offsets and helpers from BTF). */
+export interface TaskIterFrame {
+  ctxMeta: number;
+  ctxTask: number;
+  metaSeq: number;
+  seqWriteHelper: number;
+}
+
+/**
+ * A task iterator program around `body`: r6 = ctx->meta, r7 = ctx->task
+ * (the end when NULL: the iterator's last call), `body`, which fills the
+ * `recordSize`-byte record at fp - recordSize, then bpf_seq_write of the
+ * record and return 0.
+ */
+export function taskIterProgram(
+  l: TaskIterFrame,
+  body: readonly number[][],
+  recordSize: number,
+): Uint8Array<ArrayBuffer> {
+  const write = [
+    ldx64(1, 6, l.metaSeq), //         r1 = meta->seq
+    mov64(2, 10), //                   r2 = fp
+    add64Imm(2, -recordSize), //       r2 = the record
+    mov64Imm(3, recordSize), //        r3 = its size
+    call(l.seqWriteHelper), //         bpf_seq_write(r1, r2, r3)
+  ];
+  return encodeInsns([
+    ldx64(6, 1, l.ctxMeta), //         r6 = ctx->meta
+    ldx64(7, 1, l.ctxTask), //         r7 = ctx->task
+    jeqImm(7, 0, body.length + write.length), // if r7 == NULL goto the end
+    ...body,
+    ...write,
+    mov64Imm(0, 0), //                 r0 = 0
+    exit(), //                         return r0
+  ]);
+}
 
 /**
  * The program, one instruction per line (as a disassembly would show it).

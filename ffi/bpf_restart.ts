@@ -13,15 +13,16 @@
 import {
   add64Imm,
   call,
-  encodeInsns,
-  exit,
   insn,
   ITER_LINK_INFO_SIZE,
   jeqImm,
+  ldx32,
   ldx64,
   loadIterProgram,
   mov64,
   mov64Imm,
+  stx32,
+  taskIterProgram,
   withIterator,
 } from "./bpf.ts";
 import { BpfError } from "./bpf.ts";
@@ -58,13 +59,9 @@ export const RESTART_BYTES = 64;
 /** One record: tid u32 @0, tgid u32 @4, restart_block's bytes @8 (zeros past its size). */
 export const RESTART_RECORD_SIZE = 8 + RESTART_BYTES;
 
-const R0 = 0, R1 = 1, R2 = 2, R3 = 3, R6 = 6, R7 = 7, R8 = 8, R9 = 9, R10 = 10;
+const R1 = 1, R2 = 2, R3 = 3, R7 = 7, R8 = 8, R9 = 9, R10 = 10;
 const mul64Imm = (dst: number, imm: number) => insn(0x27, dst, 0, 0, imm);
 const add64 = (dst: number, src: number) => insn(0x0f, dst, src, 0, 0);
-/** BPF_LDX | BPF_MEM | BPF_W: dst = *(u32 *)(src + off). */
-const ldx32 = (dst: number, src: number, off: number) => insn(0x61, dst, src, off, 0);
-/** BPF_STX | BPF_MEM | BPF_W: *(u32 *)(dst + off) = src. */
-const stx32 = (dst: number, off: number, src: number) => insn(0x63, dst, src, off, 0);
 /** BPF_STX | BPF_MEM | BPF_DW: *(u64 *)(dst + off) = src. */
 const stx64 = (dst: number, off: number, src: number) => insn(0x7b, dst, src, off, 0);
 
@@ -109,20 +106,8 @@ export function restartBlockProgram(l: RestartBlockLayout): Uint8Array<ArrayBuff
     mov64Imm(R2, 4), //                      r2 = 4
     mov64(R3, R8), //                        r3 = &numbers[level].nr
     call(l.probeReadHelper), //              record.vtid = the tid in its own pid namespace
-    ldx64(R1, R6, l.metaSeq), //             r1 = meta->seq
-    mov64(R2, R10), //                       r2 = fp
-    add64Imm(R2, R), //                      r2 = the record
-    mov64Imm(R3, RESTART_RECORD_SIZE), //    r3 = its size
-    call(l.seqWriteHelper), //               bpf_seq_write(r1, r2, r3)
   ];
-  return encodeInsns([
-    ldx64(R6, R1, l.ctxMeta), //             r6 = ctx->meta
-    ldx64(R7, R1, l.ctxTask), //             r7 = ctx->task
-    jeqImm(R7, 0, body.length), //           if r7 == NULL goto the end
-    ...body,
-    mov64Imm(R0, 0),
-    exit(),
-  ]);
+  return taskIterProgram(l, body, RESTART_RECORD_SIZE);
 }
 
 /** Loads the program; returns its fd. Throws {@link BpfError} (with the verifier's log). */

@@ -23,13 +23,15 @@ import {
   call,
   encodeInsns,
   exit,
-  insn,
   ITER_LINK_INFO_SIZE,
   jeqImm,
+  jneImm,
+  ldx32,
   ldx64,
   loadIterProgram,
   mov64,
   mov64Imm,
+  stx32,
   stx64,
   withIterator,
 } from "./bpf.ts";
@@ -263,13 +265,6 @@ export function landlockDomain(r: TaskRecord): bigint | undefined {
 }
 
 const R0 = 0, R1 = 1, R2 = 2, R3 = 3, R6 = 6, R7 = 7, R10 = 10;
-/** BPF_LDX | BPF_MEM | BPF_W: dst = *(u32 *)(src + off). */
-const ldx32 = (dst: number, src: number, off: number) => insn(0x61, dst, src, off, 0);
-/** BPF_STX | BPF_MEM | BPF_W: *(u32 *)(dst + off) = src. */
-const stx32 = (dst: number, off: number, src: number) => insn(0x63, dst, src, off, 0);
-
-/** BPF_JMP | BPF_JNE | BPF_K: if dst != imm goto pc + 1 + off. */
-const jneImm = (dst: number, imm: number, off: number) => insn(0x55, dst, 0, off, imm);
 
 /**
  * The program, one instruction per line. It runs once per thread of the
@@ -536,12 +531,26 @@ export const ITER_TASK_PID_OFFSET = 4;
  * on this kernel; this one is read the same careful way).
  */
 export function readTaskStates(progFd: number, pid: number): TaskRecord[] {
+  return readTaskIterRecords(progFd, pid, TASK_RECORD_SIZE, decodeTaskRecords);
+}
+
+/**
+ * The records of `size` bytes (each starting with the thread's tid, decoded
+ * by `decode`) that a task iterator program `progFd` writes per thread of
+ * process `pid`, read as {@link readTaskStates} reads them.
+ */
+export function readTaskIterRecords<T extends { tid: number }>(
+  progFd: number,
+  pid: number,
+  size: number,
+  decode: (whole: Uint8Array) => T[],
+): T[] {
   const info = new Uint8Array(ITER_LINK_INFO_SIZE);
   new DataView(info.buffer).setUint32(ITER_TASK_PID_OFFSET, pid, true);
   return withIterator(progFd, info, (fd) => {
-    const out: TaskRecord[] = [];
+    const out: T[] = [];
     const seen = new Set<number>();
-    let buf = new Uint8Array(64 * 1024), n = 0;
+    let buf = new Uint8Array(Math.max(64 * 1024, size * 64)), n = 0;
     for (;;) {
       if (n === buf.length) {
         const bigger = new Uint8Array(buf.length * 2);
@@ -552,17 +561,15 @@ export function readTaskStates(progFd: number, pid: number): TaskRecord[] {
       if (r === -4n) continue; // EINTR
       if (r < 0n) throw new BpfError("read of the task iterator", Number(-r));
       if (r === 0n) break;
-      const from = n - (n % TASK_RECORD_SIZE);
+      const from = n - (n % size);
       n += Number(r);
-      for (const rec of decodeTaskRecords(buf.subarray(from, n - (n % TASK_RECORD_SIZE)))) {
+      for (const rec of decode(buf.subarray(from, n - (n % size)))) {
         if (seen.has(rec.tid)) return out; // it started over
         seen.add(rec.tid);
         out.push(rec);
       }
     }
-    if (n % TASK_RECORD_SIZE !== 0) {
-      throw new Error(`the task iterator gave ${n} bytes, not whole records`);
-    }
+    if (n % size !== 0) throw new Error(`the task iterator gave ${n} bytes, not whole records`);
     return out;
   });
 }

@@ -6,6 +6,11 @@
  * still denied after the refused dump. A process with no_new_privs and no
  * domain still dumps; where domains cannot be read (`CRYO_LANDLOCK=unread`),
  * a process with no_new_privs is refused by name (task.landlock-unchecked).
+ * A process that restricted itself with CAP_SYS_ADMIN and dropped it
+ * (cap-drop: neither no_new_privs nor a capability in its status) is
+ * refused too: no credential /proc shows rules a domain out. A dump by a
+ * fresh cryo process of a process of few threads reads the domains with
+ * the small Landlock program, never loading the regular task program.
  */
 
 import assert from "node:assert/strict";
@@ -14,6 +19,7 @@ import { landlockAbi } from "../engine/task/landlock_probe.ts";
 import {
   inInitialPidNamespace,
   loadThreadIterator,
+  readThreadRecords,
   threadIteratorLayout,
   threadIteratorUnavailable,
 } from "../engine/proc/thread_state_bpf.ts";
@@ -39,12 +45,22 @@ landlockTest(
   },
 );
 
+const DENIED = ["readable_first", "denied_before", "denied_after"] as const;
+/** cap-drop's checks: restricted without no_new_privs, then every capability dropped. */
+const CAP_DROP = [...DENIED, "caps_dropped", "nnp_clear"] as const;
+/** cap-drop restricts itself with CAP_SYS_ADMIN: the test runs as root. */
+const ROOT = Deno.uid() === 0;
+/** The refusal of a process in a domain, named as the process. */
+const REFUSED =
+  /process \d+: a Landlock domain \(landlock_restrict_self\): cannot be read back: the restored process would run unrestricted/;
+
 for (
   const [mode, checks, who] of [
-    ["restrict", ["readable_first", "denied_before", "denied_after"], /process \d+: a Landlock/],
+    ["restrict", DENIED, /process \d+: a Landlock/],
+    ["cap-drop", CAP_DROP, /process \d+: a Landlock/],
     [
       "restrict-threads",
-      ["readable_first", "denied_before", "denied_after"],
+      DENIED,
       /process \d+: a Landlock/, // every thread is in the domain: named as the process
     ],
     [
@@ -57,6 +73,7 @@ for (
     ],
   ] as const
 ) {
+  if (mode === "cap-drop" && !ROOT) continue;
   landlockTest(
     `landlock: a dump of a process in a Landlock domain (${mode}) is refused by name, the target still restricted`,
     withTargets(() =>
@@ -116,3 +133,166 @@ for (const mode of ["nnp", "restrict"]) {
     }),
   );
 }
+
+/**
+ * Dumps `pid` (leaving it running) in a fresh cryo process, as the CLI
+ * would: which reader its Landlock check took (engine/task/landlock.ts
+ * `landlockReadStats`), whether it loaded the regular task program, and
+ * the refusal's items if the dump was refused, and the main thread's
+ * session keyring as the small program's record says after the dump.
+ */
+async function dumpInFreshCryo(pid: number): Promise<{
+  stats: Record<string, number>;
+  taskProgramLoaded: boolean;
+  refused?: string[];
+  /** Its main thread's session keyring as the small program's record says. */
+  sessionKeyring: string | null;
+}> {
+  const root = new URL("..", import.meta.url).href;
+  const script = `
+    import { checkpoint } from "${root}engine/dump/mod.ts";
+    import { credRecordsIfLoaded, landlockReadStats } from "${root}engine/task/landlock.ts";
+    import { threadIteratorLoaded } from "${root}engine/proc/thread_state_bpf.ts";
+    import { UnsupportedError } from "${root}engine/errors.ts";
+    let refused;
+    try {
+      await checkpoint(${pid}, { dir: Deno.args[0], leaveRunning: true });
+    } catch (e) {
+      if (!(e instanceof UnsupportedError)) throw e;
+      refused = e.items;
+    }
+    // The target's one thread (its tid is the initial pid namespace's, maybe not cryo's).
+    const records = credRecordsIfLoaded(${pid});
+    const main = records?.length === 1 ? records[0] : undefined;
+    console.log(JSON.stringify({
+      stats: landlockReadStats,
+      taskProgramLoaded: threadIteratorLoaded(),
+      refused,
+      sessionKeyring: main?.sessionKeyring ?? null,
+    }));
+  `;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", script, "--", await tempImageDir()],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout);
+  assert.ok(out.success, `the dump's process failed: ${new TextDecoder().decode(out.stderr)}`);
+  return JSON.parse(text.trim().split("\n").at(-1)!);
+}
+
+for (
+  const [mode, checks] of [
+    ["nnp", ["readable_first", "readable_before", "readable_after"]],
+    ["restrict", DENIED],
+    ["cap-drop", CAP_DROP],
+  ] as const
+) {
+  if (mode === "cap-drop" && !ROOT) continue;
+  landlockTest(
+    `landlock: a fresh cryo reads a one-thread process's domains with the small program, not the task program (${mode})`,
+    withTargets(async () => {
+      // The layout and offset remembered on this boot (as a first dump leaves them).
+      assert.ok(loadThreadIterator(), threadIteratorUnavailable());
+      const a = await startTriggered("landlock", READY, { passWork: true, extra: [mode] });
+      const got = await dumpInFreshCryo(a.t.pid);
+      assert.equal(got.taskProgramLoaded, false, "the regular task program was loaded");
+      // Loaded once; read in the freeze (and in the rehearsal's, of its helper).
+      assert.deepEqual(
+        [got.stats.credLoads, got.stats.taskProgram, got.stats.taskLoads],
+        [1, 0, 0],
+        JSON.stringify(got.stats),
+      );
+      assert.ok(got.stats.credProgram >= 1, JSON.stringify(got.stats));
+      // The small program's session keyring field (engine/task/keyrings.ts takes it) is the task
+      // program's (loaded in this test process).
+      const records = readThreadRecords(a.t.pid); // one thread
+      assert.equal(records.length, 1);
+      assert.ok(records[0].sessionKeyring, "the task program read no session keyring");
+      assert.equal(got.sessionKeyring, records[0].sessionKeyring);
+      if (mode === "nnp") assert.equal(got.refused, undefined, "a process in no domain refused");
+      else {
+        assert.equal(got.refused?.length, 1, String(got.refused));
+        assert.match(got.refused![0], REFUSED);
+      }
+      await Deno.writeTextFile(a.trigger, "");
+      assertChecksPassed(a.t, checks, await a.t.wait(), { what: mode });
+    }),
+  );
+}
+
+/**
+ * Runs `loadThreadIterator` in a fresh cryo process with cache directory
+ * `cache` (and `env`; under `noexec`, with TMPDIR on a noexec tmpfs of a
+ * mount namespace of its own): the Landlock offset it found or why not, and
+ * how many probes it tried.
+ */
+async function probeInFreshCryo(
+  cache: string,
+  noexec?: string,
+): Promise<{ offset: number | null; unfound: string | null; tried: number }> {
+  const root = new URL("..", import.meta.url).href;
+  const script = `
+    import {
+      landlockOffsetUnfound, loadThreadIterator, threadIteratorLayout,
+    } from "${root}engine/proc/thread_state_bpf.ts";
+    import { landlockProbeStats } from "${root}engine/task/landlock_probe.ts";
+    loadThreadIterator();
+    console.log(JSON.stringify({
+      offset: threadIteratorLayout()?.landlockOffset ?? null,
+      unfound: landlockOffsetUnfound() ?? null,
+      tried: landlockProbeStats.tried,
+    }));
+  `;
+  const [cmd, args] = noexec
+    ? [
+      "unshare",
+      [
+        "-m",
+        "--",
+        "sh",
+        "-c",
+        'mount -t tmpfs -o noexec cryo-noexec "$1" && exec "$2" eval "$3"',
+        "sh",
+        noexec,
+        Deno.execPath(),
+        script,
+      ],
+    ]
+    : [Deno.execPath(), ["eval", script]];
+  const out = await new Deno.Command(cmd, {
+    args,
+    env: { CRYO_CACHE_DIR: cache, ...(noexec ? { TMPDIR: noexec } : {}) },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const err = new TextDecoder().decode(out.stderr);
+  assert.ok(out.success, `the probe's process failed: ${err}`);
+  return JSON.parse(new TextDecoder().decode(out.stdout).trim().split("\n").at(-1)!);
+}
+
+Deno.test({
+  name:
+    "landlock: a failed offset probe (the probe's file on a noexec mount) is remembered for the boot, not run again",
+  ignore: !LANDLOCK_HERE || !ROOT,
+  fn: async () => {
+    const cache = await Deno.makeTempDir({ prefix: "cryo-landlock-cache-" });
+    const noexec = await Deno.makeTempDir({ prefix: "cryo-landlock-noexec-" });
+    const fresh = await Deno.makeTempDir({ prefix: "cryo-landlock-cache-" });
+    try {
+      const failed = await probeInFreshCryo(cache, noexec);
+      assert.equal(failed.offset, null, "found on a noexec mount");
+      assert.equal(failed.tried, 1);
+      assert.match(failed.unfound ?? "", /the probe failed|no domain pointer/);
+      // The next dump of the boot (a usable TMPDIR now) does not probe again.
+      const next = await probeInFreshCryo(cache);
+      assert.deepEqual(next, { offset: null, unfound: failed.unfound, tried: 0 });
+      // With no failure remembered, the same dump would have found it.
+      const control = await probeInFreshCryo(fresh);
+      assert.equal(control.tried, 1);
+      assert.ok(control.offset !== null && control.offset >= 0, JSON.stringify(control));
+    } finally {
+      for (const dir of [cache, noexec, fresh]) await Deno.remove(dir, { recursive: true });
+    }
+  },
+});

@@ -18,7 +18,12 @@ import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { UnsupportedError } from "../engine/errors.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
-import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
+import {
+  assertTriggeredRoundTrip,
+  dumpKillRestore,
+  startTriggered,
+  tempImageDir,
+} from "./helpers/roundtrip.ts";
 import { adoptPid, withTargets } from "./helpers/targets.ts";
 
 const READY = /^ready pid=(\d+) dirpos=(\d+)$/m;
@@ -66,10 +71,7 @@ const CHECKS = [
 Deno.test(
   "pipe packets, a directory's far offset, O_PATH and per-socket options come back",
   withTargets(async () => {
-    const rt = await startTriggered("rt_fdextra", READY, { passWork: true });
-    await dumpKillRestore(rt.t);
-    await Deno.writeTextFile(rt.trigger, "");
-    assertChecksPassed(rt.t, CHECKS, await rt.t.wait());
+    await assertTriggeredRoundTrip("rt_fdextra", READY, [], CHECKS);
   }),
 );
 

@@ -8,12 +8,7 @@
  */
 
 import assert from "node:assert/strict";
-import { assertChecksPassed } from "./helpers/checks.ts";
-import {
-  assertRefusedLeavesRunning,
-  dumpKillRestore,
-  startTriggered,
-} from "./helpers/roundtrip.ts";
+import { assertRefusedLeavesRunning, assertTriggeredRoundTrip } from "./helpers/roundtrip.ts";
 import { withTargets } from "./helpers/targets.ts";
 
 const READY = /^ready pid=(\d+)$/m;
@@ -21,24 +16,17 @@ const READY = /^ready pid=(\d+)$/m;
 Deno.test(
   "packet: raw and datagram packet sockets come back bound, with options, memberships, filter and a fanout group across two processes",
   withTargets(async () => {
-    const rt = await startTriggered("rt_packet", READY, { passWork: true, extra: ["ok"] });
-    await dumpKillRestore(rt.t);
-    await Deno.writeTextFile(rt.trigger, "");
-    assertChecksPassed(
-      rt.t,
-      [
-        "packet-names",
-        "packet-options",
-        "packet-memberships",
-        "packet-filter-kept",
-        "packet-fanout",
-        "packet-receives",
-        "packet-filter",
-        "packet-fanout-child",
-        "packet-fanout-one",
-      ],
-      await rt.t.wait(),
-    );
+    await assertTriggeredRoundTrip("rt_packet", READY, ["ok"], [
+      "packet-names",
+      "packet-options",
+      "packet-memberships",
+      "packet-filter-kept",
+      "packet-fanout",
+      "packet-receives",
+      "packet-filter",
+      "packet-fanout-child",
+      "packet-fanout-one",
+    ]);
   }),
 );
 

@@ -13,7 +13,7 @@ import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { UnsupportedError } from "../engine/errors.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
-import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
+import { assertTriggeredRoundTrip, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
 import { withTargets } from "./helpers/targets.ts";
 
 const READY = /^ready pid=(\d+)(?: outsider=(\d+))?/m;
@@ -21,71 +21,63 @@ const READY = /^ready pid=(\d+)(?: outsider=(\d+))?/m;
 Deno.test(
   "fds in flight no process holds come back: pipes by both ends or widowed, shared descriptions, an orphaned datagram queue",
   withTargets(async () => {
-    const m = await startTriggered("rt_scm_gone", READY, { passWork: true });
-    await dumpKillRestore(m.t);
-    await Deno.writeTextFile(m.trigger, "");
-    assertChecksPassed(
-      m.t,
-      [
-        "pair-read",
-        "pair-write",
-        "pair-read-end",
-        "pair-write-end",
-        "pair-bytes",
-        "pair-one-pipe",
-        "both",
-        "both-ends",
-        "both-bytes",
-        "eof",
-        "eof-end",
-        "eof-bytes-then-eof",
-        "epipe",
-        "epipe-end",
-        "epipe-no-reader",
-        "twice-1",
-        "twice-2",
-        "twice-one-description",
-        "twice-count",
-        "twice-drained",
-        "read-twice-1",
-        "read-twice-2",
-        "read-twice-one-description",
-        "read-twice-bytes",
-        "orphan-first",
-        "orphan-eventfd",
-        "orphan-second",
-        "orphan-peer-gone",
-      ],
-      await m.t.wait(),
-    );
+    await assertTriggeredRoundTrip("rt_scm_gone", READY, [], [
+      "pair-read",
+      "pair-write",
+      "pair-read-end",
+      "pair-write-end",
+      "pair-bytes",
+      "pair-one-pipe",
+      "both",
+      "both-ends",
+      "both-bytes",
+      "eof",
+      "eof-end",
+      "eof-bytes-then-eof",
+      "epipe",
+      "epipe-end",
+      "epipe-no-reader",
+      "twice-1",
+      "twice-2",
+      "twice-one-description",
+      "twice-count",
+      "twice-drained",
+      "read-twice-1",
+      "read-twice-2",
+      "read-twice-one-description",
+      "read-twice-bytes",
+      "orphan-first",
+      "orphan-eventfd",
+      "orphan-second",
+      "orphan-peer-gone",
+    ]);
   }),
 );
 
 Deno.test(
   "an eventfd no process holds, sent in two messages, comes back one description",
   withTargets(async () => {
-    const m = await startTriggered("rt_scm_gone", READY, { passWork: true, extra: ["twice"] });
-    await dumpKillRestore(m.t);
-    await Deno.writeTextFile(m.trigger, "");
-    assertChecksPassed(
-      m.t,
-      ["twice-1", "twice-2", "twice-one-description", "twice-count", "twice-drained"],
-      await m.t.wait(),
-    );
+    await assertTriggeredRoundTrip("rt_scm_gone", READY, ["twice"], [
+      "twice-1",
+      "twice-2",
+      "twice-one-description",
+      "twice-count",
+      "twice-drained",
+    ]);
   }),
 );
 
 Deno.test(
   "a signalfd and an armed timerfd only messages hold come back with their mask and timer",
   withTargets(async () => {
-    const m = await startTriggered("rt_scm_gone", READY, { passWork: true, extra: ["timers"] });
-    await dumpKillRestore(m.t);
-    await Deno.writeTextFile(m.trigger, "");
-    assertChecksPassed(
-      m.t,
-      ["signalfd", "signalfd-flags", "signalfd-mask", "timerfd", "timerfd-armed", "timerfd-flags"],
-      await m.t.wait(),
-    );
+    await assertTriggeredRoundTrip("rt_scm_gone", READY, ["timers"], [
+      "signalfd",
+      "signalfd-flags",
+      "signalfd-mask",
+      "timerfd",
+      "timerfd-armed",
+      "timerfd-flags",
+    ]);
   }),
 );
 

@@ -14,7 +14,7 @@ import { pathExists } from "./helpers/fs.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import {
   assertRefusedLeavesRunning,
-  dumpKillRestore,
+  assertTriggeredRoundTrip,
   startTriggered,
   tempImageDir,
 } from "./helpers/roundtrip.ts";
@@ -22,50 +22,28 @@ import { adoptPid, withTargets } from "./helpers/targets.ts";
 
 const READY = /^ready pid=(\d+)(?: port=(\d+))?/m;
 
+/** What the target checks of its UDP socket in flight (every mode but conn). */
+const UDP_CHECKS = ["udp", "udp-bound", "udp-receives", "udp-again", "udp-one-description"];
+/** What it checks in mode gone: the listener only a message holds, the UDP socket. */
+const GONE_CHECKS = ["listener", "listener-bound", "listener-accepts", ...UDP_CHECKS];
+
 Deno.test(
   "a TCP listener held and in flight and a UDP socket only in flight come back with their messages",
   withTargets(async () => {
-    const m = await startTriggered("rt_scm_inet", READY, { passWork: true });
-    await dumpKillRestore(m.t);
-    await Deno.writeTextFile(m.trigger, "");
-    assertChecksPassed(
-      m.t,
-      [
-        "listener",
-        "listener-bound",
-        "listener-one-description",
-        "listener-accepts",
-        "udp",
-        "udp-bound",
-        "udp-receives",
-        "udp-again",
-        "udp-one-description",
-      ],
-      await m.t.wait(),
-    );
+    await assertTriggeredRoundTrip("rt_scm_inet", READY, [], [
+      "listener",
+      "listener-bound",
+      "listener-one-description",
+      "listener-accepts",
+      ...UDP_CHECKS,
+    ]);
   }),
 );
 
 Deno.test(
   "a TCP listener only a message holds comes back listening on its port",
   withTargets(async () => {
-    const m = await startTriggered("rt_scm_inet", READY, { passWork: true, extra: ["gone"] });
-    await dumpKillRestore(m.t);
-    await Deno.writeTextFile(m.trigger, "");
-    assertChecksPassed(
-      m.t,
-      [
-        "listener",
-        "listener-bound",
-        "listener-accepts",
-        "udp",
-        "udp-bound",
-        "udp-receives",
-        "udp-again",
-        "udp-one-description",
-      ],
-      await m.t.wait(),
-    );
+    await assertTriggeredRoundTrip("rt_scm_inet", READY, ["gone"], GONE_CHECKS);
   }),
 );
 
@@ -84,24 +62,9 @@ Deno.test(
 Deno.test(
   "a --leave-running dump leaves the TCP and UDP sockets in flight as they were",
   withTargets(async () => {
-    const m = await startTriggered("rt_scm_inet", READY, { passWork: true, extra: ["gone"] });
-    await checkpoint(m.t.pid, { dir: await tempImageDir(), leaveRunning: true });
-    assert.equal(m.t.poll(), undefined, "the target died");
-    await Deno.writeTextFile(m.trigger, "");
-    assertChecksPassed(
-      m.t,
-      [
-        "listener",
-        "listener-bound",
-        "listener-accepts",
-        "udp",
-        "udp-bound",
-        "udp-receives",
-        "udp-again",
-        "udp-one-description",
-      ],
-      await m.t.wait(),
-    );
+    await assertTriggeredRoundTrip("rt_scm_inet", READY, ["gone"], GONE_CHECKS, {
+      leaveRunning: true,
+    });
   }),
 );
 

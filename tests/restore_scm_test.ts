@@ -14,7 +14,7 @@ import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { UnsupportedError } from "../engine/errors.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
-import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
+import { assertTriggeredRoundTrip, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
 import { withTargets } from "./helpers/targets.ts";
 
 const READY = /^ready pid=(\d+)/m;
@@ -49,24 +49,19 @@ const CHECKS = [
 Deno.test(
   "fds in flight in unix socket queues come back with their messages",
   withTargets(async () => {
-    const m = await startTriggered("rt_scm", READY, { passWork: true });
-    await dumpKillRestore(m.t);
-    await Deno.writeTextFile(m.trigger, "");
-    assertChecksPassed(m.t, CHECKS, await m.t.wait());
+    await assertTriggeredRoundTrip("rt_scm", READY, [], CHECKS);
   }),
 );
 
 Deno.test(
   "a child's fd in flight to its parent shares its description with the child after the restore",
   withTargets(async () => {
-    const m = await startTriggered("rt_scm", READY, { passWork: true, extra: ["tree"] });
-    await dumpKillRestore(m.t);
-    await Deno.writeTextFile(m.trigger, "");
-    assertChecksPassed(
-      m.t,
-      ["tree-message", "tree-offset", "tree-same-file", "tree-child-shares"],
-      await m.t.wait(),
-    );
+    await assertTriggeredRoundTrip("rt_scm", READY, ["tree"], [
+      "tree-message",
+      "tree-offset",
+      "tree-same-file",
+      "tree-child-shares",
+    ]);
   }),
 );
 

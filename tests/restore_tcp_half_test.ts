@@ -111,104 +111,88 @@ async function start(mode: "exact" | "closed"): Promise<Setup> {
   return { rt, ocw, ofw };
 }
 
-Deno.test(
-  "half-closed and closing TCP connections (inside the tree and to the outside) come back exactly, twice",
-  withTargets(async () => {
-    const s = await start("exact");
-    try {
-      // Twice: a restored half-closed connection dumps again.
-      for (let round = 0; round < 2; round++) {
-        await dumpKillRestore(s.rt.t, { optIns: TCP_OPT_IN }, { optIns: TCP_OPT_IN });
+/** A test of the target in `mode`: `body` with its connections, closed after it whatever happens. */
+function halfTest(name: string, mode: "exact" | "closed", body: (s: Setup) => Promise<void>) {
+  Deno.test(
+    name,
+    withTargets(async () => {
+      const s = await start(mode);
+      try {
+        await body(s);
+      } finally {
+        s.ocw.close();
+        s.ofw.close();
       }
-      await Deno.writeTextFile(s.rt.trigger, "");
-      await s.rt.t.waitFor(/^check states /m); // read before our FIN changes ofw's state
-      // ofw: the target still reads (its peer, this test, had not shut down).
-      await s.ofw.write(new TextEncoder().encode("after"));
-      await s.ofw.closeWrite();
-      // ocw: the target reads our bytes and EOF, then replies and closes.
-      assert.equal(await readAll(s.ocw), "reply", s.rt.t.output());
-      const status = await s.rt.t.wait();
-      assertChecksPassed(s.rt.t, EXACT_CHECKS, status);
-    } finally {
-      s.ocw.close();
-      s.ofw.close();
+    }),
+  );
+}
+
+/**
+ * The exact mode's end: the trigger, then (after the target read the
+ * states, before our FIN changes ofw's) our bytes and EOF on ofw, where the
+ * target still reads (its peer had not shut down); on ocw the target reads
+ * our bytes and EOF, replies and closes; its own checks pass.
+ */
+async function finishExact(s: Setup): Promise<void> {
+  await Deno.writeTextFile(s.rt.trigger, "");
+  await s.rt.t.waitFor(/^check states /m);
+  await s.ofw.write(new TextEncoder().encode("after"));
+  await s.ofw.closeWrite();
+  assert.equal(await readAll(s.ocw), "reply", s.rt.t.output());
+  assertChecksPassed(s.rt.t, EXACT_CHECKS, await s.rt.t.wait());
+}
+
+/** The closed mode's end: the trigger; the target's own checks pass. */
+async function finishClosed(s: Setup): Promise<void> {
+  await Deno.writeTextFile(s.rt.trigger, "");
+  assertChecksPassed(s.rt.t, CLOSED_CHECKS, await s.rt.t.wait());
+}
+
+halfTest(
+  "half-closed and closing TCP connections (inside the tree and to the outside) come back exactly, twice",
+  "exact",
+  async (s) => {
+    // Twice: a restored half-closed connection dumps again.
+    for (let round = 0; round < 2; round++) {
+      await dumpKillRestore(s.rt.t, { optIns: TCP_OPT_IN }, { optIns: TCP_OPT_IN });
     }
-  }),
+    await finishExact(s);
+  },
 );
 
-Deno.test(
+halfTest(
   "a --leave-running dump of half-closed connections leaves them as they were",
-  withTargets(async () => {
-    const s = await start("exact");
-    try {
-      const dir = await tempImageDir();
-      await checkpoint(s.rt.t.pid, { dir, leaveRunning: true, optIns: TCP_OPT_IN });
-      await Deno.writeTextFile(s.rt.trigger, "");
-      await s.rt.t.waitFor(/^check states /m);
-      await s.ofw.write(new TextEncoder().encode("after"));
-      await s.ofw.closeWrite();
-      assert.equal(await readAll(s.ocw), "reply", s.rt.t.output());
-      const status = await s.rt.t.wait();
-      assertChecksPassed(s.rt.t, EXACT_CHECKS, status);
-    } finally {
-      s.ocw.close();
-      s.ofw.close();
-    }
-  }),
+  "exact",
+  async (s) => {
+    const dir = await tempImageDir();
+    await checkpoint(s.rt.t.pid, { dir, leaveRunning: true, optIns: TCP_OPT_IN });
+    await finishExact(s);
+  },
 );
 
-Deno.test(
+halfTest(
   "restore --tcp-close brings an image's connections (dumped with --tcp-established) back closed",
-  withTargets(async () => {
-    const s = await start("closed");
-    try {
-      await dumpKillRestore(s.rt.t, { tcpClose: true }, { optIns: TCP_OPT_IN });
-      await Deno.writeTextFile(s.rt.trigger, "");
-      const status = await s.rt.t.wait();
-      assertChecksPassed(s.rt.t, CLOSED_CHECKS, status);
-    } finally {
-      s.ocw.close();
-      s.ofw.close();
-    }
-  }),
+  "closed",
+  async (s) => {
+    await dumpKillRestore(s.rt.t, { tcpClose: true }, { optIns: TCP_OPT_IN });
+    await finishClosed(s);
+  },
 );
 
-Deno.test(
+halfTest(
   "dump --tcp-close records connections closed: no opt-in, the restore gives them back closed",
-  withTargets(async () => {
-    const s = await start("closed");
-    try {
-      const dir = await tempImageDir();
-      const dump = await checkpoint(s.rt.t.pid, { dir, tcpClose: true });
-      assert.deepEqual(dump.manifest.optIns ?? [], []);
-      await s.rt.t.wait();
-      // The original sockets were closed with the tree, as by the kernel: ocw had our bytes
-      // unread, the test's end gets a reset (not repair mode's silence).
-      await assert.rejects(() => readAll(s.ocw), Deno.errors.ConnectionReset);
-      const tree = await restore(dir);
-      s.rt.t.resetAfterRestore();
-      for (const pid of tree.pids) if (pid !== s.rt.t.pid) adoptPid(pid);
-      await Deno.writeTextFile(s.rt.trigger, "");
-      const status = await s.rt.t.wait();
-      assertChecksPassed(s.rt.t, CLOSED_CHECKS, status);
-    } finally {
-      s.ocw.close();
-      s.ofw.close();
-    }
-  }),
-);
-
-Deno.test(
-  "dump --skip-in-flight leaves out a connection not accepted yet: the listener comes back empty",
-  withTargets(async () => {
-    const rt = await startTriggered("rt_tcp_inflight", /^ready pid=(\d+)$/m);
-    // Its client's peer is in no fd: the client needs --tcp-established.
-    await dumpKillRestore(rt.t, { optIns: TCP_OPT_IN }, {
-      optIns: TCP_OPT_IN,
-      skipInFlight: true,
-    });
-    await Deno.writeTextFile(rt.trigger, "");
-    const status = await rt.t.wait();
-    assertChecksPassed(rt.t, ["queue-empty", "client-reset", "new-client"], status);
-  }),
+  "closed",
+  async (s) => {
+    const dir = await tempImageDir();
+    const dump = await checkpoint(s.rt.t.pid, { dir, tcpClose: true });
+    assert.deepEqual(dump.manifest.optIns ?? [], []);
+    await s.rt.t.wait();
+    // The original sockets were closed with the tree, as by the kernel: ocw had our bytes
+    // unread, the test's end gets a reset (not repair mode's silence).
+    await assert.rejects(() => readAll(s.ocw), Deno.errors.ConnectionReset);
+    const tree = await restore(dir);
+    s.rt.t.resetAfterRestore();
+    for (const pid of tree.pids) if (pid !== s.rt.t.pid) adoptPid(pid);
+    await finishClosed(s);
+  },
 );

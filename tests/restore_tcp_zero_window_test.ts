@@ -16,10 +16,9 @@
  * a zero window").
  */
 
-import { checkpoint, type CheckpointOptions } from "../engine/dump/mod.ts";
 import { restore } from "../engine/restore/mod.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
-import { startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
+import { checkpointRetrying, startFullQueues, tempImageDir } from "./helpers/roundtrip.ts";
 import { adoptPid, withTargets } from "./helpers/targets.ts";
 
 const READY = /^ready pid=(\d+) inq=(\d+) outq=(\d+)$/m;
@@ -28,36 +27,18 @@ const optIns = ["tcp-established"];
 /** Bytes the child writes blocking once the queues are full. */
 const MORE = 16 << 20;
 
-/**
- * A dump, tried again (at most 4 times) when refused because bytes reached
- * a queue after it was read (loopback segments in flight at the freeze).
- */
-async function dumpRetrying(pid: number, opts: CheckpointOptions): Promise<void> {
-  for (let i = 1;; i++) {
-    try {
-      await checkpoint(pid, opts);
-      return;
-    } catch (e) {
-      if (i >= 4 || !/received data while the tree was being checkpointed/.test(String(e))) throw e;
-      await Deno.remove(opts.dir, { recursive: true }).catch(() => {});
-    }
-  }
-}
-
 Deno.test(
   "a TCP connection inside the tree dumped at a zero window, one end blocked in a write: both streams exact in time after restore, its segment size kept (loopback: up to 32767)",
   withTargets(async () => {
-    const { t, trigger, ready } = await startTriggered("rt_tcpwin", READY, {
-      extra: [String(MORE)],
-      timeoutMs: 30000,
-    });
-    adoptPid(Number((await t.waitFor(/^child pid=(\d+)$/m))[1]));
-    const inq = Number(ready[2]), outq = Number(ready[3]);
-    if (inq < 64 << 10 || outq < 1 << 20) {
-      throw new Error(`queues not full: ${inq} received, ${outq} to send`);
-    }
+    const { t, trigger } = await startFullQueues(
+      "rt_tcpwin",
+      READY,
+      String(MORE),
+      64 << 10,
+      1 << 20,
+    );
     const dir = await tempImageDir();
-    await dumpRetrying(t.pid, { dir, optIns });
+    await checkpointRetrying(t.pid, { dir, optIns });
     await t.wait(30000);
     const tree = await restore(dir, { optIns });
     t.resetAfterRestore();

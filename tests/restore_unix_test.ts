@@ -23,6 +23,7 @@ import { assertChecksPassed } from "./helpers/checks.ts";
 import { assertCliOk, assertOneLineError, runCli, runCommand } from "./helpers/commands.ts";
 import { tempDir } from "./helpers/fs.ts";
 import {
+  assertTriggeredRoundTrip,
   dumpKillRestore,
   startTriggered,
   tempImageDir,
@@ -155,10 +156,7 @@ async function assertDumpRefused(
 Deno.test(
   "an fd in flight (SCM_RIGHTS) in a unix socket's queue comes back with its message (more in tests/restore_scm_test.ts)",
   withTargets(async () => {
-    const m = await startTriggered("rt_unix", READY, { passWork: true, extra: ["scm"] });
-    await dumpKillRestore(m.t);
-    await Deno.writeTextFile(m.trigger, "");
-    assertChecksPassed(m.t, ["scm-still-queued"], await m.t.wait());
+    await assertTriggeredRoundTrip("rt_unix", READY, ["scm"], ["scm-still-queued"]);
   }),
 );
 

@@ -61,7 +61,7 @@ import { listTids, readChildrenOfThreads } from "../proc/tasks.ts";
 import { isIoFlusher } from "../task/attrs.ts";
 import type { LoginIdsOfThread } from "../task/thread_sharing.ts";
 import type { InjectedThreadState } from "./injected.ts";
-import { landlockAbi } from "../task/landlock_probe.ts";
+import { warmUpLandlock } from "../task/landlock.ts";
 
 /** From how many threads the iterator is used (tests may change it). */
 export const threadStateBpf = { minThreads: 8 };
@@ -73,20 +73,27 @@ export const threadStatePaths = new Map<number, string>();
 let recalled: RecalledThreadState | undefined | null = null;
 
 /**
- * Before the freeze: on a host with Landlock enabled (every process's
- * domains are read in the freeze: engine/task/landlock.ts), or when root
- * process `root` has threads enough, loads the task program (the verifier:
- * ~0.5 ms, or the BTF read too: ~30 ms, once per boot); with threads
- * enough reads the memo, so that the freeze does neither, and the root's
- * records once (compiled in the freeze). Never throws.
+ * Before the freeze: when root process `root` has threads enough, loads
+ * the task program (the verifier: ~0.5 ms, or the BTF read too: ~30 ms,
+ * once per boot), reads the memo, so that the freeze does neither, and the
+ * root's records once (compiled in the freeze); on a host with Landlock
+ * enabled (every process's domains are read in the freeze), the small
+ * Landlock program when the task program is not loaded
+ * (engine/task/landlock.ts `warmUpLandlock`). Never throws.
  */
 export function warmUpThreadStates(root: number): void {
   recalled = null;
   predicted = undefined;
   const early = runningRecords?.pid === root ? runningRecords.records : undefined;
   runningRecords = undefined; // (taken by this dump's warm-up or by none)
-  // Every process's Landlock domains are read in the freeze (engine/task/landlock.ts).
-  if (landlockAbi() > 0) loadThreadIterator();
+  warmUpIterator(root, early);
+  // Every process's Landlock domains are read in the freeze: the program loaded above serves,
+  // else a small one is loaded now (engine/task/landlock.ts).
+  warmUpLandlock();
+}
+
+/** {@link warmUpThreadStates}'s load of the task program and read of `root`'s records, when it has threads enough. */
+function warmUpIterator(root: number, early: TaskRecord[] | undefined): void {
   const mode = override();
   if (mode === "inject") return;
   try {

@@ -19,7 +19,11 @@ import {
   type TaskRecord,
   type TaskStateLayout,
 } from "../../ffi/bpf_task.ts";
-import { recallThreadState, rememberThreadLayout } from "./vm_flags_memo.ts";
+import {
+  recallThreadState,
+  rememberLandlockUnfound,
+  rememberThreadLayout,
+} from "./vm_flags_memo.ts";
 import { findLandlockOffset } from "../task/landlock_probe.ts";
 
 /** The program's kernel layout, from the running kernel's BTF (throws when something is missing or unexpected). */
@@ -166,6 +170,14 @@ let loaded:
   | { unavailable: string }
   | undefined;
 
+/** Why the Landlock offset was not found (by this process's probe or one earlier on this boot). */
+let unfound: string | undefined;
+
+/** Why the Landlock offset probe failed on this boot, when {@link loadThreadIterator} found it had. */
+export function landlockOffsetUnfound(): string | undefined {
+  return unfound;
+}
+
 /**
  * Loads the task program once (its layout from BTF, or as read earlier on
  * this boot); true when it is there, else false with
@@ -174,10 +186,18 @@ let loaded:
 export function loadThreadIterator(): boolean {
   if (!loaded) {
     try {
-      const remembered = recallThreadState()?.layout;
+      const recalled = recallThreadState();
+      const remembered = recalled?.layout;
       let layout = remembered ?? taskStateLayout(Btf.vmlinux());
-      // Found once per boot, remembered with the layout (a probe process: landlock_probe.ts).
-      const landlockOffset = layout.landlockOffset ?? findLandlockOffset(layout);
+      // Found once per boot, remembered with the layout (a probe process: landlock_probe.ts);
+      // a failed probe is remembered too, not run again on this boot.
+      let landlockOffset = layout.landlockOffset;
+      unfound = landlockOffset === undefined ? recalled?.landlockUnfound : undefined;
+      if (landlockOffset === undefined && unfound === undefined) {
+        const found = findLandlockOffset(layout);
+        if (typeof found === "string") rememberLandlockUnfound(unfound = found);
+        else landlockOffset = found;
+      }
       if (landlockOffset !== undefined) layout = { ...layout, landlockOffset };
       const fd = loadTaskStateProgram(layout);
       const noTscBit = layout.noTscBit ?? findNoTscBit(fd);

@@ -107,6 +107,8 @@ interface ThreadStateMemo {
   confirmed?: string[];
   /** Set once a check found a difference: the iterator is not used again on this boot. */
   refuted?: string;
+  /** Why the Landlock offset probe failed on this boot (engine/task/landlock_probe.ts): not run again. */
+  landlockUnfound?: string;
 }
 
 function memoDir(): string | undefined {
@@ -309,6 +311,8 @@ export interface RecalledThreadState {
   confirmed: ReadonlySet<string>;
   /** The difference a check on this boot found, if one did (the iterator is then not used). */
   refuted?: string;
+  /** Why the Landlock offset probe failed on this boot, if it did (it is not run again). */
+  landlockUnfound?: string;
 }
 
 /** The per-thread state's iterator as remembered on this boot, or undefined (nothing to trust). */
@@ -342,7 +346,14 @@ export function recallThreadState(): RecalledThreadState | undefined {
     ? new Set(t.confirmed)
     : new Set<string>();
   const refuted = typeof t.refuted === "string" ? t.refuted : undefined;
-  return { layout, checked: t.checked === true, confirmed, ...(refuted ? { refuted } : {}) };
+  const unfound = typeof t.landlockUnfound === "string" ? t.landlockUnfound : undefined;
+  return {
+    layout,
+    checked: t.checked === true,
+    confirmed,
+    ...(refuted ? { refuted } : {}),
+    ...(unfound ? { landlockUnfound: unfound } : {}),
+  };
 }
 
 /** Remembers the per-thread state iterator's kernel layout for this boot. Never throws. */
@@ -385,6 +396,18 @@ function rememberThreadNames(confirmed: Iterable<string>, checked: boolean): voi
     ...(checked ? { checked: true } : {}),
     confirmed: [...all].sort(),
   };
+  writeMemo(read.path, { ...read.memo, boot: read.boot, threadState });
+}
+
+/**
+ * Remembers that the Landlock offset probe failed on this boot (`why`), as
+ * its success is remembered with the layout: later dumps start no probe.
+ * Never throws.
+ */
+export function rememberLandlockUnfound(why: string): void {
+  const read = readMemo();
+  if (!read) return;
+  const threadState = { ...read.memo?.threadState, landlockUnfound: why };
   writeMemo(read.path, { ...read.memo, boot: read.boot, threadState });
 }
 

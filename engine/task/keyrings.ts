@@ -37,6 +37,7 @@ import {
   readThreadRecords,
   threadIteratorLoaded,
 } from "../proc/thread_state_bpf.ts";
+import { credRecordsIfLoaded } from "./landlock.ts";
 
 const KEYCTL_GET_KEYRING_ID = 0;
 const KEYCTL_READ = 11;
@@ -60,15 +61,20 @@ const ENOKEY = 126;
  * Whether the main thread `pid` (stopped) has a session keyring: from the
  * iterator's records already read for this freeze (`known`), else from its
  * record read now when the task program is loaded (~0.1 ms; the dump loads
- * it for processes with many threads, and for every process on a host with
- * Landlock enabled: engine/task/landlock.ts), else undefined.
+ * it for processes with many threads) or the small Landlock program (loaded
+ * for the others on a host with Landlock enabled: engine/task/landlock.ts),
+ * else undefined.
  */
 export function mainSessionKeyring(
   pid: number,
   known?: { sessionKeyring?: "none" | "set" },
 ): SessionKeyringKnown {
   if (known?.sessionKeyring) return known.sessionKeyring;
-  if (!threadIteratorLoaded() || !inInitialPidNamespace()) return undefined;
+  if (!inInitialPidNamespace()) return undefined;
+  if (!threadIteratorLoaded()) {
+    // The small Landlock program's record, when that is the one loaded.
+    return credRecordsIfLoaded(pid)?.find((r) => r.tid === pid && r.tgid === pid)?.sessionKeyring;
+  }
   try {
     const main = readThreadRecords(pid).find((r) => r.tid === pid && r.tgid === pid);
     return main?.credRead ? main.sessionKeyring : undefined;

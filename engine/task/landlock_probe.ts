@@ -43,6 +43,9 @@ const KERNEL_SPACE = 0xffff800000000000n;
 
 let abi: number | undefined;
 
+/** Probes tried ({@link findLandlockOffset} calls that got past the kernel's checks) and processes run, in this cryo process (tests). */
+export const landlockProbeStats = { tried: 0, runs: 0 };
+
 /**
  * The Landlock ABI version of the running kernel
  * (landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION)); 0
@@ -94,10 +97,13 @@ function waitStopped(pid: number): boolean {
  * first {@link LSM_WINDOW_BYTES} bytes that is NULL before the restriction
  * and a kernel pointer after; a read past a blob smaller than the window
  * sees other memory, never below Landlock's own word). Undefined when the
- * kernel has no Landlock or it cannot be told (up to 2 tries). Never throws.
+ * kernel has no Landlock (nothing is tried); a string saying why when it
+ * could not be told (up to 2 probe runs), which the caller remembers for
+ * the boot as it does an offset. Never throws.
  */
-export function findLandlockOffset(layout: TaskStateLayout): number | undefined {
+export function findLandlockOffset(layout: TaskStateLayout): number | string | undefined {
   if (layout.credSecurity < 0 || landlockAbi() <= 0) return undefined;
+  landlockProbeStats.tried++;
   let progFd = -1;
   let file: string | undefined;
   try {
@@ -106,11 +112,13 @@ export function findLandlockOffset(layout: TaskStateLayout): number | undefined 
     Deno.writeFileSync(file, landlockProbeExecutable(), { mode: 0o700 });
     Deno.chmodSync(file, 0o700);
     for (let round = 0; round < 2; round++) {
+      landlockProbeStats.runs++;
       const found = probeOnce(progFd, file);
       if (found !== undefined) return found;
     }
-  } catch {
-    /* cannot tell */
+    return "the probe process saw no domain pointer appear";
+  } catch (e) {
+    return `the probe failed: ${e instanceof Error ? e.message.split("\n")[0] : String(e)}`;
   } finally {
     if (progFd >= 0) rawSyscall(SYS.close, progFd);
     if (file) {
@@ -119,7 +127,6 @@ export function findLandlockOffset(layout: TaskStateLayout): number | undefined 
       } catch { /* gone */ }
     }
   }
-  return undefined;
 }
 
 /** One probe run: its two records' window compared (see {@link findLandlockOffset}). */

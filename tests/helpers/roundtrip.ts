@@ -118,3 +118,75 @@ export async function assertRefusedLeavesRunning(
   await Deno.writeTextFile(rt.trigger, "");
   assertChecksPassed(rt.t, checks, await rt.t.wait(), { what: mode });
 }
+
+/**
+ * Starts tests/targets/<name>.c (see {@link startTriggered}, with its work
+ * directory unless `passWork` is false) with arguments `extra`, dumps it
+ * (killed and restored: {@link dumpKillRestore}; with `leaveRunning` left
+ * running, asserted still running), triggers it and asserts that it passes
+ * its own `checks`. Returns the target for more assertions.
+ */
+export async function assertTriggeredRoundTrip(
+  name: string,
+  ready: RegExp,
+  extra: readonly string[],
+  checks: readonly string[],
+  opts: { leaveRunning?: boolean; passWork?: boolean } = {},
+): Promise<TriggeredTarget> {
+  const rt = await startTriggered(name, ready, {
+    passWork: opts.passWork ?? true,
+    extra: [...extra],
+  });
+  if (opts.leaveRunning) {
+    await checkpoint(rt.t.pid, { dir: await tempImageDir(), leaveRunning: true });
+    assert.equal(rt.t.poll(), undefined, "the target died");
+  } else await dumpKillRestore(rt.t);
+  await Deno.writeTextFile(rt.trigger, "");
+  assertChecksPassed(rt.t, checks, await rt.t.wait());
+  return rt;
+}
+
+/**
+ * A dump, tried again (at most `tries` times) when refused because bytes
+ * reached a queue after it was read (loopback segments in flight at the
+ * freeze: "try again", the tree left running); the partial image removed
+ * before each new try. Any other refusal, or the last, is thrown.
+ */
+export async function checkpointRetrying(
+  pid: number,
+  opts: CheckpointOptions,
+  tries = 4,
+): Promise<CheckpointResult> {
+  for (let i = 1;; i++) {
+    try {
+      return await checkpoint(pid, opts);
+    } catch (e) {
+      if (i >= tries || !/received data while the tree was being checkpointed/.test(String(e))) {
+        throw e;
+      }
+      await Deno.remove(opts.dir, { recursive: true }).catch(() => {});
+    }
+  }
+}
+
+/**
+ * Starts tests/targets/<name>.c (rt_tcpbuf, rt_tcpwin: a connection
+ * between it and its child, `arg` its size argument), adopts the child it
+ * prints, and checks that its queues are full: at least `minIn` bytes
+ * received and `minOut` to send (the ready line's inq= and outq=).
+ */
+export async function startFullQueues(
+  name: string,
+  ready: RegExp,
+  arg: string,
+  minIn: number,
+  minOut: number,
+): Promise<TriggeredTarget> {
+  const rt = await startTriggered(name, ready, { extra: [arg], timeoutMs: 30000 });
+  adoptPid(Number((await rt.t.waitFor(/^child pid=(\d+)$/m))[1]));
+  const inq = Number(rt.ready[2]), outq = Number(rt.ready[3]);
+  if (inq < minIn || outq < minOut) {
+    throw new Error(`queues not full: ${inq} received, ${outq} to send`);
+  }
+  return rt;
+}

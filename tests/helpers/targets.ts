@@ -31,19 +31,22 @@ closeInheritedOnExec();
 
 const root = new URL("../../", import.meta.url).pathname;
 const targetsDir = `${root}tests/targets`;
-/** The header every target may include; part of every target's cache key. */
-const commonHeader = `${targetsDir}/common.h`;
+/** The headers a target may include (common.h, tcp_stream.h, ...): part of every target's cache key. */
+const headers = [...Deno.readDirSync(targetsDir)]
+  .filter((e) => e.isFile && e.name.endsWith(".h"))
+  .map((e) => `${targetsDir}/${e.name}`)
+  .sort();
 
 /**
  * Compiles tests/targets/<name>.c once per content hash (of the source,
- * tests/targets/common.h and the flags); returns the binary path.
+ * the headers of tests/targets and the flags); returns the binary path.
  */
 export function buildTarget(name: string, extraFlags: string[] = []): Promise<string> {
   return compileCached(
     `${targetsDir}/${name}.c`,
     ["-O1", "-g", "-pthread", `-I${targetsDir}`, ...extraFlags],
     name,
-    [commonHeader],
+    headers,
   );
 }
 

@@ -12,6 +12,11 @@
  *                    itself and checks its own reads
  *   nnp              no_new_privs only, no domain: reading works after the
  *                    trigger (the dump must not be refused)
+ *   cap-drop         the process restricts itself without no_new_privs (with
+ *                    CAP_SYS_ADMIN: run as root), then drops every
+ *                    capability: its status then shows neither no_new_privs
+ *                    nor CAP_SYS_ADMIN, as a child of such a process would,
+ *                    and it is still in its domain (must be refused)
  *
  * usage: landlock <trigger-path> <work-dir> <mode>
  * Prints "ready pid=N".
@@ -19,6 +24,7 @@
 #define _GNU_SOURCE
 #include "common.h"
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <linux/landlock.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -37,9 +43,9 @@ static int read_error(void) {
   return 0;
 }
 
-/* no_new_privs, and with `domain` a Landlock domain denying every file read, in this thread. */
-static void restrict_self(int domain) {
-  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) die("PR_SET_NO_NEW_PRIVS");
+/* With `nnp` no_new_privs, with `domain` a Landlock domain denying every file read, in this thread. */
+static void restrict_self(int domain, int nnp) {
+  if (nnp && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) die("PR_SET_NO_NEW_PRIVS");
   if (!domain) return;
   struct landlock_ruleset_attr attr = {.handled_access_fs = LANDLOCK_ACCESS_FS_READ_FILE};
   int rs = (int)syscall(SYS_landlock_create_ruleset, &attr, sizeof attr, 0);
@@ -54,7 +60,7 @@ static volatile int thread_ready;
 /* Mode "thread": restricts itself, checks, waits for the trigger (stat: not a read), checks again. */
 static void *restricted_thread(void *arg) {
   (void)arg;
-  restrict_self(1);
+  restrict_self(1, 1);
   thread_denied_before = read_error() == EACCES;
   thread_ready = 1;
   wait_trigger(trigger_path);
@@ -93,7 +99,19 @@ int main(int argc, char **argv) {
     return verdict();
   }
   int domain = strcmp(mode, "nnp") != 0;
-  restrict_self(domain);
+  int cap_drop = strcmp(mode, "cap-drop") == 0;
+  restrict_self(domain, !cap_drop);
+  if (cap_drop) {
+    /* Every capability dropped from every set (this thread: the only one). */
+    struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+    struct __user_cap_data_struct caps[2];
+    memset(caps, 0, sizeof caps);
+    if (syscall(SYS_capset, &hdr, caps) != 0) die("capset");
+    if (syscall(SYS_capget, &hdr, caps) != 0) die("capget");
+    check("caps_dropped", (caps[0].effective | caps[1].effective | caps[0].permitted |
+                           caps[1].permitted) == 0, "capabilities left");
+    check("nnp_clear", prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) == 0, "no_new_privs is set");
+  }
   int before = read_error();
   if (strcmp(mode, "restrict-threads") == 0) {
     for (int i = 0; i < 7; i++) {

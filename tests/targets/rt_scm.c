@@ -20,6 +20,7 @@
  */
 #define _GNU_SOURCE
 #include "common.h"
+#include "scm_fds.h"
 #include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -27,24 +28,6 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
-
-/* Sends `len` bytes of `data` on `sock` with the `n` fds of `fds`. */
-static void send_fds(int sock, const char *data, size_t len, const int *fds, int n) {
-  struct iovec iov = {(void *)data, len};
-  union { struct cmsghdr h; char buf[CMSG_SPACE(4 * sizeof(int))]; } c;
-  memset(&c, 0, sizeof c);
-  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
-  if (n > 0) {
-    msg.msg_control = c.buf;
-    msg.msg_controllen = CMSG_SPACE(n * sizeof(int));
-    struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(n * sizeof(int));
-    memcpy(CMSG_DATA(cm), fds, n * sizeof(int));
-  }
-  if (sendmsg(sock, &msg, 0) != (ssize_t)len) die("sendmsg");
-}
 
 /* Receives up to `cap` bytes into `buf` and the fds that came with them
  * (at most 4, into `fds`); returns the byte count, -1 on error; *nfds gets

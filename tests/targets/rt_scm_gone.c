@@ -23,6 +23,7 @@
  */
 #define _GNU_SOURCE
 #include "common.h"
+#include "scm_fds.h"
 #include <fcntl.h>
 #include <linux/kcmp.h>
 #include <signal.h>
@@ -32,24 +33,6 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-
-/* Sends `len` bytes of `data` on `sock` with the `n` fds of `fds`. */
-static void send_fds(int sock, const char *data, size_t len, const int *fds, int n) {
-  struct iovec iov = {(void *)data, len};
-  union { struct cmsghdr h; char buf[CMSG_SPACE(4 * sizeof(int))]; } c;
-  memset(&c, 0, sizeof c);
-  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
-  if (n > 0) {
-    msg.msg_control = c.buf;
-    msg.msg_controllen = CMSG_SPACE(n * sizeof(int));
-    struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(n * sizeof(int));
-    memcpy(CMSG_DATA(cm), fds, n * sizeof(int));
-  }
-  if (sendmsg(sock, &msg, 0) != (ssize_t)len) die("sendmsg");
-}
 
 /* Receives one message of exactly `want` (its bytes) with `wantFds` fds into `fds`;
  * returns whether it came so (reported as check `name`). */
@@ -97,6 +80,20 @@ static ssize_t drain(int fd, char *buf, size_t cap) {
   return r;
 }
 
+/* The "twice" checks: messages "1" and "2" on `sock`, each with the same eventfd (count 5);
+ * returns the fd the first came with (-1: none). */
+static int check_twice(int sock) {
+  int e1[4] = {-1, -1, -1, -1}, e2[4];
+  if (expect("twice-1", sock, "1", e1, 1) & expect("twice-2", sock, "2", e2, 1)) {
+    uint64_t count = 0;
+    check("twice-one-description", same_description(e1[0], e2[0]), "");
+    check("twice-count", read(e1[0], &count, 8) == 8 && count == 5, "count %llu",
+          (unsigned long long)count);
+    check("twice-drained", read(e2[0], &count, 8) < 0 && errno == EAGAIN, "");
+  }
+  return e1[0];
+}
+
 /* Only the eventfd sent in two messages (the round trip's "twice" part). */
 static int twice_only(const char *trigger) {
   int st[2];
@@ -107,14 +104,7 @@ static int twice_only(const char *trigger) {
   close(ev);
   print_ready("pid=%d", getpid());
   wait_trigger(trigger);
-  int e1[4], e2[4];
-  if (expect("twice-1", st[1], "1", e1, 1) & expect("twice-2", st[1], "2", e2, 1)) {
-    uint64_t count = 0;
-    check("twice-one-description", same_description(e1[0], e2[0]), "");
-    check("twice-count", read(e1[0], &count, 8) == 8 && count == 5, "count %llu",
-          (unsigned long long)count);
-    check("twice-drained", read(e2[0], &count, 8) < 0 && errno == EAGAIN, "");
-  }
+  check_twice(st[1]);
   return verdict();
 }
 
@@ -274,14 +264,7 @@ int main(int argc, char **argv) {
     ssize_t n = write(fds[0], "z", 1);
     check("epipe-no-reader", n < 0 && errno == EPIPE, "write %zd errno %d", n, errno);
   }
-  int e1[4], e2[4];
-  if (expect("twice-1", st[1], "1", e1, 1) & expect("twice-2", st[1], "2", e2, 1)) {
-    uint64_t count = 0;
-    check("twice-one-description", same_description(e1[0], e2[0]), "");
-    check("twice-count", read(e1[0], &count, 8) == 8 && count == 5, "count %llu",
-          (unsigned long long)count);
-    check("twice-drained", read(e2[0], &count, 8) < 0 && errno == EAGAIN, "");
-  }
+  int twice_fd = check_twice(st[1]);
   int t1[4], t2[4];
   if (expect("read-twice-1", dg[1], "t1", t1, 1) & expect("read-twice-2", dg[1], "t2", t2, 1)) {
     check("read-twice-one-description", same_description(t1[0], t2[0]), "");
@@ -293,7 +276,7 @@ int main(int argc, char **argv) {
   int o[4];
   if (expect("orphan-first", orphan[1], "first", o, 1)) {
     uint64_t count = 0;
-    check("orphan-eventfd", same_description(o[0], e1[0]) && read(o[0], &count, 8) < 0, "");
+    check("orphan-eventfd", same_description(o[0], twice_fd) && read(o[0], &count, 8) < 0, "");
   }
   expect("orphan-second", orphan[1], "second", o, 0);
   errno = 0;

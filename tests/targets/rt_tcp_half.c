@@ -186,6 +186,22 @@ static void check_closed(const char *name, int fd) {
         r < 0 ? strerror(rerr) : "-", p.revents, epipe);
 }
 
+/* Whether each of the `n` sockets `fds` is in its state `want`; `detail` names each that is not. */
+static int states_as(const int *fds, const int *want, const char *const *names, int n, char *detail,
+                     size_t size) {
+  int ok = 1;
+  detail[0] = 0;
+  for (int i = 0; i < n; i++) {
+    int s = tcp_state(fds[i]);
+    if (s != want[i]) {
+      ok = 0;
+      size_t at = strlen(detail);
+      snprintf(detail + at, size - at, "%s %s ", names[i], state_name(s));
+    }
+  }
+  return ok;
+}
+
 int main(int argc, char **argv) {
   need_args(argc, 2, "rt_tcp_half <trigger-file> exact|closed");
   int closed = strcmp(argv[2], "closed") == 0;
@@ -252,17 +268,9 @@ int main(int argc, char **argv) {
                 TCP_LAST_ACK,  TCP_CLOSING,    TCP_FIN_WAIT2, TCP_ESTABLISHED, TCP_ESTABLISHED};
   int fds[] = {fw2, cw, fw1, r1, f3, la, cl, f4, rd, w5};
   const char *names[] = {"fw2", "cw", "fw1", "r1", "f3", "la", "cl", "f4", "rd", "w5"};
-  char detail[512] = "";
-  int ok = s_ocw == TCP_CLOSE_WAIT && s_ofw == TCP_FIN_WAIT2 && tcp_state(e1) == TCP_CLOSE &&
-           tcp_state(e2) == TCP_CLOSE;
-  for (int i = 0; i < 10; i++) {
-    int s = tcp_state(fds[i]);
-    if (s != want[i]) {
-      ok = 0;
-      size_t at = strlen(detail);
-      snprintf(detail + at, sizeof detail - at, "%s %s ", names[i], state_name(s));
-    }
-  }
+  char detail[512];
+  int ok = states_as(fds, want, names, 10, detail, sizeof detail) && s_ocw == TCP_CLOSE_WAIT &&
+           s_ofw == TCP_FIN_WAIT2 && tcp_state(e1) == TCP_CLOSE && tcp_state(e2) == TCP_CLOSE;
   check("setup-states", ok, "%socw %s ofw %s", detail, state_name(s_ocw), state_name(s_ofw));
   printf("armed fw1=%zu la=%zu cl=%zu\n", n_fw1, n_la, n_cl);
   fflush(stdout);
@@ -282,16 +290,7 @@ int main(int argc, char **argv) {
   check_closed("e2", e2);
 
   /* States right after the restore, before anything is read. */
-  detail[0] = 0;
-  ok = 1;
-  for (int i = 0; i < 10; i++) {
-    int s = tcp_state(fds[i]);
-    if (s != want[i]) {
-      ok = 0;
-      size_t at = strlen(detail);
-      snprintf(detail + at, sizeof detail - at, "%s %s ", names[i], state_name(s));
-    }
-  }
+  ok = states_as(fds, want, names, 10, detail, sizeof detail);
   int now_ocw = tcp_state(ocw), now_ofw = tcp_state(ofw);
   check("states", ok && now_ocw == TCP_CLOSE_WAIT && now_ofw == TCP_FIN_WAIT2, "%socw %s ofw %s",
         detail, state_name(now_ocw), state_name(now_ofw));

@@ -24,40 +24,17 @@
  * usage: rt_tcpbuf <trigger> <slow>
  */
 #define _GNU_SOURCE
-#include <arpa/inet.h>
-#include <linux/sockios.h>
-#include <netinet/in.h>
 #include <poll.h>
-#include <stdint.h>
-#include <sys/ioctl.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 
 #include "common.h"
-
-#define CHUNK 65536
-
-/* Byte `i` of the stream `who` sends: no period a lost or repeated piece could hide in. */
-static uint8_t stream_byte(unsigned who, uint64_t i) {
-  uint64_t x = ((i >> 3) + ((uint64_t)who << 56)) * 0x9e3779b97f4a7c15ull;
-  x ^= x >> 29;
-  x *= 0xbf58476d1ce4e5b9ull;
-  x ^= x >> 32;
-  return (uint8_t)(x >> ((i & 7) * 8));
-}
+#include "tcp_stream.h"
 
 static double now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
-
-/* One end of the connection: its stream's state and what it read of the other's. */
-struct end {
-  int s;
-  unsigned me, other;
-  uint64_t written, got, bad, first_bad;
-};
 
 /* Sends as much of its stream as the connection takes now; <0 on an error. */
 static int send_some(struct end *e) {
@@ -79,11 +56,7 @@ static ssize_t recv_some(struct end *e, size_t max, int flags) {
   static uint8_t buf[CHUNK];
   ssize_t n = recv(e->s, buf, max < CHUNK ? max : CHUNK, flags);
   if (n < 0) return errno == EAGAIN || errno == EINTR ? 1 : -1;
-  for (ssize_t k = 0; k < n; k++) {
-    if (buf[k] != stream_byte(e->other, e->got + (uint64_t)k) && e->bad++ == 0)
-      e->first_bad = e->got + (uint64_t)k;
-  }
-  e->got += (uint64_t)n;
+  check_read(e, buf, n);
   return n;
 }
 
@@ -117,56 +90,28 @@ static void fill(struct end *e) {
     last_out = out;
     if (send_some(e) < 0) die("send");
     sleep_ms(20);
-    if (ioctl(e->s, SIOCINQ, &in) != 0 || ioctl(e->s, SIOCOUTQ, &out) != 0) die("SIOCINQ");
+    queued(e->s, &in, &out);
   }
-}
-
-static void big_buffers(int s) {
-  int size = 4 << 20;
-  if (setsockopt(s, SOL_SOCKET, SO_SNDBUF, &size, sizeof size) != 0 ||
-      setsockopt(s, SOL_SOCKET, SO_RCVBUF, &size, sizeof size) != 0)
-    die("SO_SNDBUF");
 }
 
 int main(int argc, char **argv) {
   need_args(argc, 2, "rt_tcpbuf <trigger> <slow>");
   size_t slow = (size_t)atol(argv[2]);
-  int l = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  socklen_t alen = sizeof a;
-  if (l < 0) die("socket");
-  big_buffers(l); /* inherited by the accepted socket, before the window is set */
-  if (bind(l, (struct sockaddr *)&a, sizeof a) != 0 || listen(l, 1) != 0 ||
-      getsockname(l, (struct sockaddr *)&a, &alen) != 0)
-    die("listen");
+  struct sockaddr_in a;
+  int l = loopback_listener(&a); /* big buffers, inherited by the accepted socket */
   int up[2], down[2];
-  if (pipe(up) != 0 || pipe(down) != 0) die("pipe");
-  pid_t c = fork();
-  if (c < 0) die("fork");
+  struct end e;
+  pid_t c = fork_ends(l, &a, up, down, 1, &e);
   if (c == 0) {
-    close(l);
-    close(up[0]);
-    close(down[1]);
-    struct end e = {.s = socket(AF_INET, SOCK_STREAM, 0), .me = 2, .other = 1};
-    if (e.s < 0) _exit(20);
-    big_buffers(e.s);
-    if (connect(e.s, (struct sockaddr *)&a, sizeof a) != 0) _exit(21);
-    printf("child pid=%d\n", getpid());
-    fflush(stdout);
     fill(&e);
     uint64_t peer_written = 0;
     int rc = run(&e, slow, argv[1], up[1], down[0], &peer_written);
     if (rc) _exit(rc);
     _exit(e.bad ? 1 : e.got != peer_written ? 2 : 0);
   }
-  close(up[1]);
-  close(down[0]);
-  struct end e = {.s = accept(l, NULL, NULL), .me = 1, .other = 2};
-  if (e.s < 0) die("accept");
-  close(l);
   fill(&e);
   int in = 0, out = 0;
-  if (ioctl(e.s, SIOCINQ, &in) != 0 || ioctl(e.s, SIOCOUTQ, &out) != 0) die("SIOCINQ");
+  queued(e.s, &in, &out);
   print_ready("pid=%d inq=%d outq=%d", getpid(), in, out);
   uint64_t peer_written = 0;
   int rc = run(&e, slow, argv[1], down[1], up[0], &peer_written);

@@ -36,35 +36,13 @@
  * usage: rt_tcpwin <trigger> <more>
  */
 #define _GNU_SOURCE
-#include <arpa/inet.h>
-#include <linux/sockios.h>
-#include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <stdint.h>
-#include <sys/ioctl.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 
 #include "common.h"
+#include "tcp_stream.h"
 
-#define CHUNK 65536
 #define LIMIT_S 20
-
-/* Byte `i` of the stream `who` sends: no period a lost or repeated piece could hide in. */
-static uint8_t stream_byte(unsigned who, uint64_t i) {
-  uint64_t x = ((i >> 3) + ((uint64_t)who << 56)) * 0x9e3779b97f4a7c15ull;
-  x ^= x >> 29;
-  x *= 0xbf58476d1ce4e5b9ull;
-  x ^= x >> 32;
-  return (uint8_t)(x >> ((i & 7) * 8));
-}
-
-/* One end of the connection: its stream's state and what it read of the other's. */
-struct end {
-  int s;
-  unsigned me, other;
-  uint64_t written, got, bad, first_bad;
-};
 
 static volatile sig_atomic_t timed_out;
 
@@ -103,11 +81,7 @@ static int recv_stream(struct end *e) {
       if (errno == EINTR && !timed_out) continue;
       return -1;
     }
-    for (ssize_t k = 0; k < n; k++) {
-      if (buf[k] != stream_byte(e->other, e->got + (uint64_t)k) && e->bad++ == 0)
-        e->first_bad = e->got + (uint64_t)k;
-    }
-    e->got += (uint64_t)n;
+    check_read(e, buf, n);
   }
 }
 
@@ -117,11 +91,7 @@ static int recv_count(struct end *e, uint64_t n) {
   while (n > 0) {
     ssize_t r = recv(e->s, buf, n < CHUNK ? (size_t)n : CHUNK, 0);
     if (r <= 0) return -1;
-    for (ssize_t k = 0; k < r; k++) {
-      if (buf[k] != stream_byte(e->other, e->got + (uint64_t)k) && e->bad++ == 0)
-        e->first_bad = e->got + (uint64_t)k;
-    }
-    e->got += (uint64_t)r;
+    check_read(e, buf, r);
     n -= (uint64_t)r;
   }
   return 0;
@@ -135,7 +105,7 @@ static void fill(struct end *e) {
     last_out = out;
     if (send_stream(e, 1ull << 40, MSG_DONTWAIT) < 0) die("send");
     sleep_ms(50);
-    if (ioctl(e->s, SIOCINQ, &in) != 0 || ioctl(e->s, SIOCOUTQ, &out) != 0) die("SIOCINQ");
+    queued(e->s, &in, &out);
   }
 }
 
@@ -151,13 +121,6 @@ static int seg_size(int s) {
  * takes at most 32767, so a bigger one (loopback's) may come back as that, less its options. */
 static int mss_floor(int before) { return (before < 32767 ? before : 32767) - 40; }
 
-static void big_buffers(int s) {
-  int size = 4 << 20;
-  if (setsockopt(s, SOL_SOCKET, SO_SNDBUF, &size, sizeof size) != 0 ||
-      setsockopt(s, SOL_SOCKET, SO_RCVBUF, &size, sizeof size) != 0)
-    die("SO_SNDBUF");
-}
-
 /* Arms the time limit: SIGALRM interrupts a blocked read or write (no SA_RESTART). */
 static void arm_limit(void) {
   struct sigaction sa = {.sa_handler = on_alarm};
@@ -168,27 +131,12 @@ static void arm_limit(void) {
 int main(int argc, char **argv) {
   need_args(argc, 2, "rt_tcpwin <trigger> <more>");
   uint64_t more = (uint64_t)atoll(argv[2]);
-  int l = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  socklen_t alen = sizeof a;
-  if (l < 0) die("socket");
-  big_buffers(l); /* inherited by the accepted socket, before the window is set */
-  if (bind(l, (struct sockaddr *)&a, sizeof a) != 0 || listen(l, 1) != 0 ||
-      getsockname(l, (struct sockaddr *)&a, &alen) != 0)
-    die("listen");
+  struct sockaddr_in a;
+  int l = loopback_listener(&a); /* big buffers, inherited by the accepted socket */
   int up[2], down[2];
-  if (pipe(up) != 0 || pipe(down) != 0) die("pipe");
-  pid_t c = fork();
-  if (c < 0) die("fork");
+  struct end e;
+  pid_t c = fork_ends(l, &a, up, down, 0, &e);
   if (c == 0) {
-    close(l);
-    close(up[0]);
-    close(down[1]);
-    struct end e = {.s = socket(AF_INET, SOCK_STREAM, 0), .me = 2, .other = 1};
-    if (e.s < 0) _exit(20);
-    if (connect(e.s, (struct sockaddr *)&a, sizeof a) != 0) _exit(21);
-    printf("child pid=%d\n", getpid());
-    fflush(stdout);
     fill(&e);
     int mss_before = seg_size(e.s);
     char go = 'w';
@@ -206,11 +154,6 @@ int main(int argc, char **argv) {
     fflush(stdout);
     _exit(e.bad ? 1 : e.got != peer_written ? 2 : mss_after < mss_floor(mss_before) ? 4 : 0);
   }
-  close(up[1]);
-  close(down[0]);
-  struct end e = {.s = accept(l, NULL, NULL), .me = 1, .other = 2};
-  if (e.s < 0) die("accept");
-  close(l);
   fill(&e);
   char go;
   if (read(up[0], &go, 1) != 1) die("read the child's word");
@@ -219,7 +162,7 @@ int main(int argc, char **argv) {
     last_in = in;
     last_out = out;
     sleep_ms(100);
-    if (ioctl(e.s, SIOCINQ, &in) != 0 || ioctl(e.s, SIOCOUTQ, &out) != 0) die("SIOCINQ");
+    queued(e.s, &in, &out);
   }
   int mss_before = seg_size(e.s);
   print_ready("pid=%d inq=%d outq=%d", getpid(), in, out);

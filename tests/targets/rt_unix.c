@@ -27,6 +27,7 @@
  */
 #define _GNU_SOURCE
 #include "common.h"
+#include "scm_fds.h"
 #include <fcntl.h>
 #include <stddef.h>
 #include <sys/socket.h>
@@ -103,18 +104,8 @@ int main(int argc, char **argv) {
   if (!strcmp(mode, "scm")) {
     int sp[2];
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) != 0) die("socketpair");
-    char byte = 'x';
-    struct iovec iov = {&byte, 1};
-    union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(int))]; } c;
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = c.buf,
-                         .msg_controllen = sizeof c.buf};
-    struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(sizeof(int));
     int passed = 1;
-    memcpy(CMSG_DATA(cm), &passed, sizeof passed);
-    if (sendmsg(sp[0], &msg, 0) != 1) die("sendmsg");
+    send_fds(sp[0], "x", 1, &passed, 1);
     print_ready("pid=%d", getpid());
     wait_trigger(argv[1]);
     char got = 0;
