@@ -536,12 +536,20 @@ export const ITER_TASK_PID_OFFSET = 4;
  * on this kernel; this one is read the same careful way).
  */
 export function readTaskStates(progFd: number, pid: number): TaskRecord[] {
+  return decodeTaskRecords(readTaskStateBytes(progFd, pid));
+}
+
+/**
+ * The records {@link readTaskStates} decodes, as the iterator gave them:
+ * whole records, each thread once (a walk that started over is cut where
+ * a thread comes again). For a caller that compares two reads byte for byte.
+ */
+export function readTaskStateBytes(progFd: number, pid: number): Uint8Array<ArrayBuffer> {
   const info = new Uint8Array(ITER_LINK_INFO_SIZE);
   new DataView(info.buffer).setUint32(ITER_TASK_PID_OFFSET, pid, true);
   return withIterator(progFd, info, (fd) => {
-    const out: TaskRecord[] = [];
     const seen = new Set<number>();
-    let buf = new Uint8Array(64 * 1024), n = 0;
+    let buf = new Uint8Array(64 * 1024), n = 0, whole = 0;
     for (;;) {
       if (n === buf.length) {
         const bigger = new Uint8Array(buf.length * 2);
@@ -552,20 +560,23 @@ export function readTaskStates(progFd: number, pid: number): TaskRecord[] {
       if (r === -4n) continue; // EINTR
       if (r < 0n) throw new BpfError("read of the task iterator", Number(-r));
       if (r === 0n) break;
-      const from = n - (n % TASK_RECORD_SIZE);
       n += Number(r);
-      for (const rec of decodeTaskRecords(buf.subarray(from, n - (n % TASK_RECORD_SIZE)))) {
-        if (seen.has(rec.tid)) return out; // it started over
-        seen.add(rec.tid);
-        out.push(rec);
+      const dv = new DataView(buf.buffer);
+      for (; whole + TASK_RECORD_SIZE <= n; whole += TASK_RECORD_SIZE) {
+        const tid = dv.getUint32(whole, true);
+        if (seen.has(tid)) return buf.slice(0, whole); // it started over
+        seen.add(tid);
       }
     }
     if (n % TASK_RECORD_SIZE !== 0) {
       throw new Error(`the task iterator gave ${n} bytes, not whole records`);
     }
-    return out;
+    return buf.slice(0, n);
   });
 }
+
+/** Offset of a record's `tifFlags` (thread_info.flags) in its bytes. */
+export const TIF_FLAGS_AT = 68;
 
 const PR_GET_TSC = 25;
 const PR_SET_TSC = 26;
