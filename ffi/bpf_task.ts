@@ -531,7 +531,16 @@ export const ITER_TASK_PID_OFFSET = 4;
  * on this kernel; this one is read the same careful way).
  */
 export function readTaskStates(progFd: number, pid: number): TaskRecord[] {
-  return readTaskIterRecords(progFd, pid, TASK_RECORD_SIZE, decodeTaskRecords);
+  return decodeTaskRecords(readTaskStateBytes(progFd, pid));
+}
+
+/**
+ * The records {@link readTaskStates} decodes, as the iterator gave them:
+ * whole records, each thread once (a walk that started over is cut where
+ * a thread comes again). For a caller that compares two reads byte for byte.
+ */
+export function readTaskStateBytes(progFd: number, pid: number): Uint8Array<ArrayBuffer> {
+  return readTaskIterBytes(progFd, pid, TASK_RECORD_SIZE);
 }
 
 /**
@@ -539,18 +548,32 @@ export function readTaskStates(progFd: number, pid: number): TaskRecord[] {
  * by `decode`) that a task iterator program `progFd` writes per thread of
  * process `pid`, read as {@link readTaskStates} reads them.
  */
-export function readTaskIterRecords<T extends { tid: number }>(
+export function readTaskIterRecords<T>(
   progFd: number,
   pid: number,
   size: number,
   decode: (whole: Uint8Array) => T[],
 ): T[] {
+  return decode(readTaskIterBytes(progFd, pid, size));
+}
+
+/**
+ * The bytes of the records of `size` bytes (each starting with the
+ * thread's tid) that a task iterator program `progFd` writes per thread of
+ * process `pid`: whole records, each thread once, read to their end (the
+ * first read that returns nothing, or the first record of a thread already
+ * seen: the iterator restricted to one task may start over).
+ */
+export function readTaskIterBytes(
+  progFd: number,
+  pid: number,
+  size: number,
+): Uint8Array<ArrayBuffer> {
   const info = new Uint8Array(ITER_LINK_INFO_SIZE);
   new DataView(info.buffer).setUint32(ITER_TASK_PID_OFFSET, pid, true);
   return withIterator(progFd, info, (fd) => {
-    const out: T[] = [];
     const seen = new Set<number>();
-    let buf = new Uint8Array(Math.max(64 * 1024, size * 64)), n = 0;
+    let buf = new Uint8Array(Math.max(64 * 1024, size * 64)), n = 0, whole = 0;
     for (;;) {
       if (n === buf.length) {
         const bigger = new Uint8Array(buf.length * 2);
@@ -561,18 +584,21 @@ export function readTaskIterRecords<T extends { tid: number }>(
       if (r === -4n) continue; // EINTR
       if (r < 0n) throw new BpfError("read of the task iterator", Number(-r));
       if (r === 0n) break;
-      const from = n - (n % size);
       n += Number(r);
-      for (const rec of decode(buf.subarray(from, n - (n % size)))) {
-        if (seen.has(rec.tid)) return out; // it started over
-        seen.add(rec.tid);
-        out.push(rec);
+      const dv = new DataView(buf.buffer);
+      for (; whole + size <= n; whole += size) {
+        const tid = dv.getUint32(whole, true);
+        if (seen.has(tid)) return buf.slice(0, whole); // it started over
+        seen.add(tid);
       }
     }
     if (n % size !== 0) throw new Error(`the task iterator gave ${n} bytes, not whole records`);
-    return out;
+    return buf.slice(0, n);
   });
 }
+
+/** Offset of a record's `tifFlags` (thread_info.flags) in its bytes. */
+export const TIF_FLAGS_AT = 68;
 
 const PR_GET_TSC = 25;
 const PR_SET_TSC = 26;

@@ -138,10 +138,12 @@ export function findSafeSites(
       return { start: s, end: e, perms: f[1], name: f.slice(5).join(" ") };
     })
     .filter((m) => m.perms[0] === "r" && m.perms[2] === "x" && m.name !== "[vsyscall]");
+  const inside = (a: bigint, n: number) =>
+    ranges.some((m) => a >= m.start && a + BigInt(n) <= m.end);
   const known = foundSites.get(pid);
-  if (known && stillThere(pid, known, ranges)) return known;
+  if (known && stillThere(pid, known, inside)) return known;
   foundSites.delete(pid);
-  if (hint && stillThere(pid, hint, ranges)) {
+  if (hint && stillThere(pid, hint, inside)) {
     const sites = { call: hint.call, restorer: hint.restorer };
     foundSites.set(pid, sites);
     return sites;
@@ -190,16 +192,30 @@ export function findSafeSites(
 const foundSites = new Map<number, SafeSites>();
 
 /**
+ * The sites {@link findSafeSites} last found in `pid`, if they still lie
+ * in readable executable areas (`inside(addr, bytes)`: whether those bytes
+ * lie in one such area, [vsyscall] aside; a caller with the frozen areas
+ * looks one up instead of listing the executable ones) and still hold
+ * their code sequences (read back); else undefined (then
+ * {@link findSafeSites} searches).
+ */
+export function rememberedSites(
+  pid: number,
+  inside: (addr: bigint, bytes: number) => boolean,
+): SafeSites | undefined {
+  const known = foundSites.get(pid);
+  return known && stillThere(pid, known, inside) ? known : undefined;
+}
+
+/**
  * Whether both remembered sites of `pid` still lie in readable executable
- * `ranges` and still hold their code sequences (read back).
+ * areas (`inside`) and still hold their code sequences (read back).
  */
 function stillThere(
   pid: number,
   sites: SafeSites,
-  ranges: readonly { start: bigint; end: bigint }[],
+  inside: (addr: bigint, bytes: number) => boolean,
 ): boolean {
-  const inside = (a: bigint, n: number) =>
-    ranges.some((m) => a >= m.start && a + BigInt(n) <= m.end);
   const longest = Math.max(...RESTORERS.map((r) => r.length));
   if (!inside(sites.call, CALL.length)) return false;
   const call = new Uint8Array(CALL.length);

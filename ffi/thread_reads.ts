@@ -4,8 +4,9 @@
  * tracer: ptrace requests must come from it), no JavaScript per request.
  * Per thread: PTRACE_GETREGS, PTRACE_GETREGSET (NT_X86_XSTATE),
  * PTRACE_GETSIGMASK, PTRACE_PEEKSIGINFO (its private queue, the first
- * {@link PEEK_BATCH}), PTRACE_GET_RSEQ_CONFIGURATION, get_robust_list,
- * sched_getattr, sched_getaffinity and ioprio_get; the same requests, with
+ * {@link PEEK_BATCH}), get_robust_list, sched_getattr, sched_getaffinity
+ * and ioprio_get (the rseq registration is the one the freeze's rseq check
+ * read, passed in: engine/task/rseq.ts); the same requests, with
  * the same arguments, as ffi/ptrace.ts and ffi/sched.ts make one FFI call
  * each. A thread whose reads did not all succeed (gone, not stopped) or
  * whose private queue may hold more signals than were read is left out:
@@ -44,8 +45,12 @@ export interface ThreadReads {
   sigmask: bigint;
   /** The private pending signals' raw siginfo (PTRACE_PEEKSIGINFO), in queue order. */
   pending: Uint8Array[];
-  /** PTRACE_GET_RSEQ_CONFIGURATION. */
-  rseq: RseqConfig;
+  /**
+   * PTRACE_GET_RSEQ_CONFIGURATION as the caller read it in this freeze
+   * (not read again: a stopped thread's registration cannot change);
+   * undefined when it was not (the caller reads it then).
+   */
+  rseq?: RseqConfig;
   /** get_robust_list, or undefined when it failed (the caller's default then). */
   robustList?: { head: bigint; len: number };
   /** sched_getattr, sched_getaffinity's CPUs, ioprio_get. */
@@ -57,14 +62,13 @@ const REGS = 0;
 const IOV = REGS + USER_REGS_SIZE; // 216
 const MASK = IOV + 16;
 const PEEK_ARGS = MASK + 8;
-const RSEQ = PEEK_ARGS + 16;
-const ROBUST = RSEQ + 32; // head, then len
+const ROBUST = PEEK_ARGS + 16; // head, then len
 const ATTR = ROBUST + 16;
 const CPUS = ATTR + 64;
 const SIGINFO = CPUS + CPU_MASK_BYTES;
 const XSTATE = SIGINFO + PEEK_BATCH * SIGINFO_SIZE; // 64-byte aligned below
 /** Entries per thread. */
-const ENTRIES = 9;
+const ENTRIES = 8;
 
 /** Whether {@link readThreadsHere} can run here. */
 export function threadReadsAvailable(): boolean {
@@ -110,7 +114,6 @@ function build(tids: readonly number[], xsaveBytes: number): Built {
     table.syscall(SYS.ptrace, PTRACE.GETREGSET, tid, NT.X86_XSTATE, a + BigInt(IOV));
     table.syscall(SYS.ptrace, PTRACE.GETSIGMASK, tid, 8, a + BigInt(MASK));
     table.syscall(SYS.ptrace, PTRACE.PEEKSIGINFO, tid, a + BigInt(PEEK_ARGS), a + BigInt(SIGINFO));
-    table.syscall(SYS.ptrace, PTRACE.GET_RSEQ_CONFIGURATION, tid, 24, a + BigInt(RSEQ));
     table.syscall(SYS.get_robust_list, tid, a + BigInt(ROBUST), a + BigInt(ROBUST + 8));
     table.syscall(SYS.sched_getattr, tid, a + BigInt(ATTR), schedAttr.size, 0);
     table.syscall(SYS.sched_getaffinity, tid, CPU_MASK_BYTES, a + BigInt(CPUS));
@@ -144,11 +147,14 @@ function sameList(a: readonly number[], b: readonly number[]): boolean {
  * (ffi/ptrace.ts `xsaveSize`). Returns what was read of each thread whose
  * reads all succeeded (see the module comment for the ones left out). The
  * table built ahead for these threads ({@link prepareThreadReads}) is run
- * if there is one (once), else one is built now.
+ * if there is one (once), else one is built now. `rseq`: each thread's
+ * registration read already in this freeze (engine/task/rseq.ts
+ * `frozenRseqConfigs`), handed out as its `rseq`.
  */
 export function readThreadsHere(
   tids: readonly number[],
   xsaveBytes: number,
+  rseq?: ReadonlyMap<number, RseqConfig>,
 ): Map<number, ThreadReads> {
   const out = new Map<number, ThreadReads>();
   const ahead = prepared;
@@ -162,12 +168,12 @@ export function readThreadsHere(
   for (let i = 0; i < tids.length; i++) {
     const e = i * ENTRIES, at = i * stride;
     const r = (k: number) => table.result(e + k);
-    // Every ptrace request, the scheduling reads: 0 (the rseq configuration: its size, the
-    // affinity: its mask's size, the I/O priority: the value); a queue of PEEK_BATCH may have more.
-    const peeked = r(3), mask = r(7);
+    // Every ptrace request, the scheduling reads: 0 (the affinity: its mask's size, the
+    // I/O priority: the value); a queue of PEEK_BATCH may have more.
+    const peeked = r(3), mask = r(6);
     if (
       r(0) !== 0n || r(1) !== 0n || r(2) !== 0n || peeked < 0n || peeked >= BigInt(PEEK_BATCH) ||
-      r(4) < 0n || r(6) !== 0n || mask <= 0n || mask > BigInt(CPU_MASK_BYTES) || r(8) < 0n
+      r(5) !== 0n || mask <= 0n || mask > BigInt(CPU_MASK_BYTES) || r(7) < 0n
     ) continue;
     const xlen = Number(view.getBigUint64(at + IOV + 8, true));
     if (xlen > xsaveBytes) continue;
@@ -176,19 +182,14 @@ export function readThreadsHere(
       const from = at + SIGINFO + k * SIGINFO_SIZE;
       pending.push(bytes.slice(from, from + SIGINFO_SIZE));
     }
-    const robust = r(5) >= 0n;
+    const robust = r(4) >= 0n;
     out.set(tids[i], {
       regs: decodeUserRegs(bytes.subarray(at + REGS, at + REGS + USER_REGS_SIZE)),
       // The slots are this call's alone (a table is run once): views, not copies.
       xstate: bytes.subarray(at + xstateAt, at + xstateAt + xlen),
       sigmask: view.getBigUint64(at + MASK, true),
       pending,
-      rseq: {
-        addr: view.getBigUint64(at + RSEQ, true),
-        len: view.getUint32(at + RSEQ + 8, true),
-        sig: view.getUint32(at + RSEQ + 12, true),
-        flags: view.getUint32(at + RSEQ + 16, true),
-      },
+      rseq: rseq?.get(tids[i]),
       robustList: robust
         ? {
           head: view.getBigUint64(at + ROBUST, true),
@@ -198,7 +199,7 @@ export function readThreadsHere(
       sched: {
         attr: schedAttr.decode(bytes.subarray(at + ATTR)),
         cpus: cpusOfMask(bytes.subarray(at + CPUS, at + CPUS + CPU_MASK_BYTES), Number(mask)),
-        ioprio: Number(r(8)),
+        ioprio: Number(r(7)),
       },
     });
   }
@@ -219,25 +220,22 @@ export function ptraceEach(request: number, tids: readonly number[]): bigint[] {
   return tids.map((_, i) => table.result(i));
 }
 
-/** From how many threads {@link rseqAreasEach} uses one table run. */
+/** From how many threads {@link rseqConfigsEach} uses one table run. */
 export const RSEQ_TABLE_FROM = 8;
 
 /**
  * PTRACE_GET_RSEQ_CONFIGURATION of every thread of `tids` (each in a ptrace
- * stop of this thread): the address and signature of each one's rseq area,
- * undefined for a thread without one or whose read failed. One table run
- * on this thread for {@link RSEQ_TABLE_FROM} threads or more where
+ * stop of this thread): each one's registration (all zero without one),
+ * undefined for a thread whose read failed. One table run on this thread
+ * for {@link RSEQ_TABLE_FROM} threads or more where
  * {@link threadReadsAvailable}, else one call each.
  */
-export function rseqAreasEach(
-  tids: readonly number[],
-): ({ addr: bigint; sig: number } | undefined)[] {
+export function rseqConfigsEach(tids: readonly number[]): (RseqConfig | undefined)[] {
   // A table run costs ~30 us more than one request (measured): for fewer threads, one each.
   if (tids.length < RSEQ_TABLE_FROM || !tablesRunHere()) {
     return tids.map((tid) => {
       try {
-        const c = getRseqConfig(tid);
-        return c.addr === 0n ? undefined : { addr: c.addr, sig: c.sig };
+        return getRseqConfig(tid);
       } catch {
         return undefined;
       }
@@ -252,11 +250,14 @@ export function rseqAreasEach(
   });
   table.runHere();
   const view = new DataView(buf.buffer);
-  return tids.map((_, i) => {
-    const addr = view.getBigUint64(32 * i, true);
-    if (table.result(i) < 0n || addr === 0n) return undefined;
-    return { addr, sig: view.getUint32(32 * i + 12, true) };
-  });
+  return tids.map((_, i) =>
+    table.result(i) < 0n ? undefined : {
+      addr: view.getBigUint64(32 * i, true),
+      len: view.getUint32(32 * i + 8, true),
+      sig: view.getUint32(32 * i + 12, true),
+      flags: view.getUint32(32 * i + 16, true),
+    }
+  );
 }
 
 /**

@@ -10,8 +10,11 @@
  * record's children flag is its children file's emptiness, thread by
  * thread, on a process whose second thread has a child; the thread states
  * take the records the freeze read (the same values as a read of their
- * own), and a later freeze reads its own; the dump's estimate lists a
- * running process's children from the records as its files list them.
+ * own), and a later freeze reads its own; the records and their values
+ * made by the warm-up before the freeze are taken when the freeze reads the
+ * same bytes (the same values as the freeze's own, the frozen TIF flags),
+ * not when the threads changed; the dump's estimate lists a running
+ * process's children from the records as its files list them.
  */
 
 import assert from "node:assert/strict";
@@ -24,6 +27,8 @@ import {
   bpfThreadStates,
   childrenIteratorStats,
   childrenOfRunning,
+  speculatedRecordsStats,
+  warmUpThreadStates,
 } from "../engine/dump/thread_state.ts";
 import { startTriggered } from "./helpers/roundtrip.ts";
 import { THREAD_BPF_HERE } from "./helpers/thread_bpf.ts";
@@ -120,6 +125,73 @@ Deno.test({
       bpfThreadStates(t.pid, listTids(t.pid));
       assert.equal(childrenIteratorStats.recordsTaken, after);
       await t.kill();
+    } finally {
+      Deno.env.delete("CRYO_THREADSTATE");
+    }
+  }),
+});
+
+Deno.test({
+  name:
+    "children iterator: the warm-up's records and values are the freeze's when it reads the same bytes, and only then",
+  ignore: !THREAD_BPF_HERE,
+  fn: withTargets(async () => {
+    Deno.env.set("CRYO_THREADSTATE", "bpf");
+    try {
+      const { t } = await startTriggered("rt_threadstate", /^ready pid=(\d+)$/m);
+      const { taken, missed } = speculatedRecordsStats;
+      warmUpThreadStates(t.pid);
+      const tree = freezeTree(t.pid);
+      try {
+        assert.equal(speculatedRecordsStats.taken, taken + 1, "the warm-up's records taken");
+        const tids = tree.processes[0].threads;
+        const first = bpfThreadStates(t.pid, tids); // the warm-up's values
+        const second = bpfThreadStates(t.pid, tids); // read and made now
+        assert.ok(first && second);
+        for (const k of ["states", "facts", "set", "factsSet", "nsproxy", "fs", "files"] as const) {
+          assert.deepEqual(first[k], second[k], k);
+        }
+        // The frozen threads' TIF flags (TIF_SIGPENDING set), not the running ones'.
+        assert.deepEqual(
+          first.records.map((r) => r.tifFlags),
+          second.records.map((r) => r.tifFlags),
+        );
+        assert.deepEqual(first.records, second.records);
+      } finally {
+        thawTree(tree);
+      }
+      assert.equal(speculatedRecordsStats.missed, missed);
+      // A record changed between the warm-up and the freeze (the main thread's timer slack,
+      // set from outside): not taken, and the freeze's value is the new one.
+      warmUpThreadStates(t.pid);
+      Deno.writeTextFileSync(`/proc/${t.pid}/timerslack_ns`, "123456");
+      const changed = freezeTree(t.pid);
+      try {
+        assert.equal(speculatedRecordsStats.missed, missed + 1, "the changed records not taken");
+        const states = bpfThreadStates(t.pid, changed.processes[0].threads);
+        assert.equal(states?.states.get(t.pid)?.timerSlackNs, 123456);
+      } finally {
+        thawTree(changed);
+      }
+      await t.kill();
+      // Threads that come and go between the warm-up and the freeze: not taken.
+      const c = await startTarget("freeze_churn", []);
+      await c.waitFor(/^ready pid=(\d+)$/m);
+      let miss = 0;
+      for (let i = 0; i < 5 && miss === 0; i++) {
+        const before = speculatedRecordsStats.missed;
+        warmUpThreadStates(c.pid);
+        await sleep(20);
+        const churned = freezeTree(c.pid);
+        try {
+          assertWhole(churned);
+        } finally {
+          thawTree(churned);
+        }
+        miss += speculatedRecordsStats.missed - before;
+      }
+      assert.ok(miss > 0, "a churning process's records were taken from the warm-up");
+      await c.kill();
     } finally {
       Deno.env.delete("CRYO_THREADSTATE");
     }

@@ -3,11 +3,15 @@
  * found from their places in the per-boot memo. A place found in one process
  * gives the very sites a search finds in another process mapping the same
  * files; a wrong place is never used (the search runs and its pair is
- * remembered instead).
+ * remembered instead). An injection session given the frozen areas takes
+ * the pair found before (looked up in the areas: engine/dump/injected.ts),
+ * the same as a search; a pair no longer in an executable area is not taken.
  */
 
 import assert from "node:assert/strict";
-import { findSafeSites } from "../ffi/safe_inject.ts";
+import { findSafeSites, rememberedSites } from "../ffi/safe_inject.ts";
+import { InjectionSession } from "../engine/dump/injected.ts";
+import { readMaps } from "../engine/proc/maps.ts";
 import {
   addressIn,
   execAreas,
@@ -87,4 +91,23 @@ Deno.test(
       assert.equal(recallSafeSites().length, 2);
     })
   ),
+);
+
+Deno.test(
+  "site memo: a session given the areas takes the pair found before, looked up in them; a pair out of them is not taken",
+  withTargets(async () => {
+    const t = await startTarget("sleeper", ["600"]);
+    await t.waitFor(/^ready pid=/m);
+    const found = findSafeSites(t.pid); // (remembered for this pid)
+    assert.ok(found);
+    const areas = readMaps(t.pid);
+    assert.deepEqual(new InjectionSession(t.pid, undefined, areas).safeSites, found);
+    assert.deepEqual(rememberedSites(t.pid, () => true), found);
+    assert.equal(rememberedSites(t.pid, () => false), undefined, "out of every area: searched");
+    // The areas with the call site's area made not executable: the lookup refuses the pair
+    // (the session then searches the areas left, and finds another pair or none).
+    const at = areas.findIndex((a) => a.start <= found.call && found.call < a.end);
+    const changed = areas.map((a, i) => i === at ? { ...a, perms: "rw-p" } : a);
+    assert.notDeepEqual(new InjectionSession(t.pid, undefined, changed).safeSites, found);
+  }),
 );

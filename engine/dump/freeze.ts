@@ -31,7 +31,7 @@ import {
   refuseVforkChild,
   refuseZombieLeader,
 } from "../task/refusals.ts";
-import { abortRseqSections } from "../task/rseq.ts";
+import { abortRseqSections, forgetRseqConfigs } from "../task/rseq.ts";
 import { forgetStray, releaseWhenStopped, settleStrays, tracerTid } from "./strays.ts";
 import { sleepSync } from "../sleep_sync.ts";
 import { rewindStopEintr } from "../task/eintr.ts";
@@ -365,6 +365,7 @@ function freezeOnce(
   let frozenAt = 0;
   closeChildrenFilesLeft(); // by a freeze not thawed (a tree killed)
   forgetFrozenRecords(); // (an earlier freeze's)
+  forgetRseqConfigs(); // (the same)
   refuseVforkChild(root);
   try {
     for (let round = 0;; round++) {
@@ -535,4 +536,5 @@ export function thawTree(tree: FrozenTree): void {
   }
   closeChildrenFilesLeft();
   forgetFrozenRecords();
+  forgetRseqConfigs();
 }

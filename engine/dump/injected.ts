@@ -42,7 +42,12 @@ import {
 import { mainSessionKeyring } from "../task/keyrings.ts";
 import { getRegs, xsaveSize } from "../../ffi/ptrace.ts";
 import type { UserRegs } from "../../ffi/regs.ts";
-import { CrashSafeThread, findSafeSites, type SafeSites } from "../../ffi/safe_inject.ts";
+import {
+  CrashSafeThread,
+  findSafeSites,
+  rememberedSites,
+  type SafeSites,
+} from "../../ffi/safe_inject.ts";
 import {
   batchResults,
   type BatchStep,
@@ -194,8 +199,11 @@ export class InjectionSession {
   ) {
     this.pid = pid;
     this.statuses = statuses;
-    // From the areas read at this freeze when given (the same lines, no maps text to read).
-    this.safeSites = findSafeSites(pid, (areas && executableMapsText(areas)) || undefined);
+    // From the areas read at this freeze when given: the sites found before the freeze (the
+    // warm-up's) looked up in them (no list of the executable ones of 10,000 areas), else the
+    // search from their executable lines (no maps text to read).
+    this.safeSites = (areas && rememberedSites(pid, (a, n) => inExecArea(areas, a, n))) ??
+      findSafeSites(pid, (areas && executableMapsText(areas)) || undefined);
   }
 
   /**
@@ -863,6 +871,17 @@ function lastBelow(
     else hi = mid;
   }
   return lo > 0 ? maps[lo - 1] : undefined;
+}
+
+/**
+ * Whether the `bytes` at `addr` lie in one readable executable area of
+ * `maps` (sorted by start), [vsyscall] aside: ffi/safe_inject.ts
+ * `findSafeSites`'s areas, found by binary search.
+ */
+function inExecArea(maps: readonly MapEntry[], addr: bigint, bytes: number): boolean {
+  const m = holding(maps, addr);
+  return m !== undefined && m.perms[0] === "r" && m.perms[2] === "x" &&
+    m.path !== "[vsyscall]" && addr + BigInt(bytes) <= m.end;
 }
 
 /** The one of `maps` (sorted by start) that holds `addr`, by binary search. */

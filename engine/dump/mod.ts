@@ -665,7 +665,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     parent = await chain.begin();
     const estimate = opts.leaveRunning && opts.precopy === undefined && !opts.preDump && !parent
       // (A process of many threads: from the task records; the root's kept for their warm-up.)
-      ? precopyPays(pid, (p) => childrenOfRunning(p, p === pid))
+      ? precopyPays(pid, childrenOfRunning)
       : undefined;
     if (
       opts.leaveRunning && opts.precopy !== false && !parent &&

@@ -17,6 +17,7 @@ import { mmFieldsOf, readStat } from "../proc/stat.ts";
 import { readStatus } from "../proc/status.ts";
 import { refuseSyscallUserDispatch } from "../task/syscall_dispatch.ts";
 import { checkLandlock } from "../task/landlock.ts";
+import { frozenRseqConfigs } from "../task/rseq.ts";
 import { auxvToModel, readAuxv } from "../proc/auxv.ts";
 import { devMajor, devMinor, type ProcFd, readFds } from "../proc/fds.ts";
 import { areaNumbers, readMapFileIdentity } from "../proc/maps.ts";
@@ -376,7 +377,9 @@ export function collectProcess(
   const owners = queryFdOwners(pid, fds.map((f) => f.fd));
   pumpCopyAhead(); // (begun once the walk ahead is over: copy_ahead.ts)
   // Every thread's ptrace and scheduling reads in one call on this (the tracer's) thread.
-  const reads = threadReadsAvailable() ? readThreadsHere(tids, xsaveSize(pid)) : undefined;
+  const reads = threadReadsAvailable()
+    ? readThreadsHere(tids, xsaveSize(pid), frozenRseqConfigs()) // (the freeze's rseq check's)
+    : undefined;
   pumpCopyAhead();
   const task = collectTaskState(
     pid,

@@ -26,7 +26,7 @@ import { factsDiffer, statusFromFacts } from "./thread_facts.ts";
 import { credKeyOf, credsAreStatus, statusNeeded } from "./thread_state.ts";
 import { threadIteratorLayout } from "../proc/thread_state_bpf.ts";
 import { CRED_BYTES } from "../../ffi/bpf_task.ts";
-import { abortRseqSections } from "../task/rseq.ts";
+import { abortRseqSections, frozenRseqConfigs } from "../task/rseq.ts";
 import { refuseSyscallUserDispatch } from "../task/syscall_dispatch.ts";
 
 /**
@@ -81,7 +81,9 @@ export function rehearseThreads(helper: number, target: number, rounds: number):
     // pid 1, never this process's child (ECHILD each), so that no status is taken from anyone.
     if (threadReadsAvailable()) waitEachNoHang(new Array<number>(n).fill(1));
     // The reads of every thread in one table run, as the freeze makes them (process.ts).
-    const reads = threadReadsAvailable() ? readThreadsHere(tids, xsaveSize(helper)) : undefined;
+    const reads = threadReadsAvailable()
+      ? readThreadsHere(tids, xsaveSize(helper), frozenRseqConfigs())
+      : undefined;
     const task = collectTaskState(
       helper,
       tids,

@@ -36,7 +36,15 @@
  */
 
 import { getRegs } from "../../ffi/ptrace.ts";
-import { credRange, type TaskRecord, type TaskStateLayout } from "../../ffi/bpf_task.ts";
+import {
+  credRange,
+  decodeTaskRecords,
+  TASK_RECORD_SIZE,
+  type TaskRecord,
+  type TaskStateLayout,
+  TIF_FLAGS_AT,
+} from "../../ffi/bpf_task.ts";
+import { bytesEqual } from "../../ffi/libc.ts";
 import type { ProcStatus } from "../proc/status.ts";
 import {
   flagsNeedStackPointer,
@@ -44,6 +52,7 @@ import {
   loadThreadIterator,
   nearAltStack,
   noTscBit,
+  readThreadRecordBytes,
   readThreadRecords,
   recordHasChildren,
   sigaltstackFlags,
@@ -84,16 +93,14 @@ let recalled: RecalledThreadState | undefined | null = null;
 export function warmUpThreadStates(root: number): void {
   recalled = null;
   predicted = undefined;
-  const early = runningRecords?.pid === root ? runningRecords.records : undefined;
-  runningRecords = undefined; // (taken by this dump's warm-up or by none)
-  warmUpIterator(root, early);
+  warmUpIterator(root);
   // Every process's Landlock domains are read in the freeze: the program loaded above serves,
   // else a small one is loaded now (engine/task/landlock.ts).
   warmUpLandlock();
 }
 
 /** {@link warmUpThreadStates}'s load of the task program and read of `root`'s records, when it has threads enough. */
-function warmUpIterator(root: number, early: TaskRecord[] | undefined): void {
+function warmUpIterator(root: number): void {
   const mode = override();
   if (mode === "inject") return;
   try {
@@ -103,11 +110,8 @@ function warmUpIterator(root: number, early: TaskRecord[] | undefined): void {
   }
   if (!loadThreadIterator()) return;
   recalled = recallThreadState();
-  warmUpRecords(root, early);
+  warmUpRecords(root);
 }
-
-/** The records {@link childrenOfRunning} read, for {@link warmUpRecords} (read once before the freeze). */
-let runningRecords: { pid: number; records: TaskRecord[] } | undefined;
 
 /**
  * engine/proc/tasks.ts `readChildren` of running process `pid`, for the
@@ -116,19 +120,12 @@ let runningRecords: { pid: number; records: TaskRecord[] } | undefined;
  * now, as it would be a moment later), only the children files of the
  * threads whose record says they have children (their task->children list
  * not empty, as {@link childrenByIterator} reads them in the freeze): 64
- * threads, one iterator read, which {@link warmUpRecords} then takes,
- * instead of 64 files. Every thread's file otherwise, or when the records
- * are not the threads listed. Of a running tree this is a guess, as a read
- * of every file is: a child made meanwhile is the freeze's to find.
- * ProcessGoneError if `pid` is gone. Give it `pid === root` as `keep` for
- * a walk of a tree (engine/proc/tasks.ts `listDescendants`).
+ * threads, one iterator read, instead of 64 files. Every thread's file
+ * otherwise, or when the records are not the threads listed. Of a running
+ * tree this is a guess, as a read of every file is: a child made meanwhile
+ * is the freeze's to find. ProcessGoneError if `pid` is gone.
  */
-export function childrenOfRunning(
-  pid: number,
-  /** Whether its records are kept for the warm-up (the root's; a child's are not). */
-  keep = true,
-): number[] {
-  if (keep) runningRecords = undefined; // (none of an earlier dump's)
+export function childrenOfRunning(pid: number): number[] {
   const tids = listTids(pid);
   const mode = override();
   if (
@@ -141,7 +138,6 @@ export function childrenOfRunning(
       if (
         records.length === listed.size && records.every((r) => r.tgid === pid && listed.has(r.tid))
       ) {
-        if (keep) runningRecords = { pid, records };
         childrenIteratorStats.running++;
         const parents = records.filter(recordHasChildren).map((r) => r.tid);
         return parents.length ? readChildrenOfThreads(pid, parents) : [];
@@ -172,7 +168,61 @@ export function statusNeeded(pid: number): (tid: number) => boolean {
  * reading again. Forgotten at each freeze's start and thaw
  * ({@link forgetFrozenRecords}).
  */
-let frozenRecords: { pid: number; records: TaskRecord[] } | undefined;
+let frozenRecords: { pid: number; records: TaskRecord[]; converted?: Converted } | undefined;
+
+/**
+ * The records of the running process read by the warm-up just before the
+ * freeze ({@link warmUpRecords}), their bytes, and what
+ * {@link bpfThreadStates} makes of them when that needs no frozen thread's
+ * register: in the freeze, records read again that are the same bytes
+ * (but for the thread_info flags' bits other than the TSC mode's: a
+ * stopped thread has TIF_SIGPENDING set) are these, and so is what is made
+ * of them ({@link frozenRecordsOf}). Taken once.
+ */
+let speculated:
+  | { pid: number; bytes: Uint8Array<ArrayBuffer>; records: TaskRecord[]; converted?: Converted }
+  | undefined;
+
+/** Freezes whose records were the warm-up's (every record the same but for its other TIF bits), in this process (tests). */
+export const speculatedRecordsStats = { taken: 0, missed: 0 };
+
+/**
+ * The records of the threads of frozen process `pid` read now, and what
+ * {@link bpfThreadStates} makes of them if the warm-up made it already:
+ * when the bytes read are the warm-up's ({@link speculated}) but for TIF
+ * bits other than the TSC mode's, the warm-up's records (their `tifFlags`
+ * set to the ones read now) and conversion, else the records decoded.
+ */
+function frozenRecordsOf(pid: number): { records: TaskRecord[]; converted?: Converted } {
+  const bytes = readThreadRecordBytes(pid);
+  const spec = speculated?.pid === pid ? speculated : undefined;
+  if (spec) speculated = undefined; // (a rehearsal's helper's read leaves it be)
+  const bit = noTscBit();
+  if (spec && bit !== undefined && spec.bytes.length === bytes.length) {
+    const n = bytes.length / TASK_RECORD_SIZE;
+    const now = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const then = new DataView(spec.bytes.buffer, spec.bytes.byteOffset, spec.bytes.byteLength);
+    const tif: number[] = new Array(n);
+    let same = true;
+    for (let i = 0; i < n && same; i++) {
+      const at = i * TASK_RECORD_SIZE + TIF_FLAGS_AT;
+      const a = now.getUint32(at, true), b = then.getUint32(at, true);
+      tif[i] = a;
+      same = ((a ^ b) >>> bit & 1) === 0;
+      now.setUint32(at, b, true); // compared below without it
+    }
+    if (same && bytesEqual(bytes, spec.bytes)) {
+      speculatedRecordsStats.taken++;
+      spec.records.forEach((r, i) => r.tifFlags = tif[i]);
+      return { records: spec.records, converted: spec.converted };
+    }
+    for (let i = 0; i < n; i++) {
+      if (tif[i] !== undefined) now.setUint32(i * TASK_RECORD_SIZE + TIF_FLAGS_AT, tif[i], true);
+    }
+  }
+  if (spec) speculatedRecordsStats.missed++;
+  return { records: decodeTaskRecords(bytes) };
+}
 
 /** Freezes started or thawed so far in this process (see {@link freezeEpoch}). */
 let epoch = 0;
@@ -226,14 +276,14 @@ export function childrenByIterator(
   read: (tids: readonly number[]) => number[],
 ): number[] | undefined {
   try {
-    const records = readThreadRecords(pid);
+    const { records, converted } = frozenRecordsOf(pid);
     const want = new Set(tids);
     if (records.length !== want.size || records.some((r) => r.tgid !== pid || !want.has(r.tid))) {
       return undefined;
     }
     const parents = records.filter(recordHasChildren).map((r) => r.tid);
     childrenIteratorStats.used++;
-    frozenRecords = { pid, records }; // read with every thread stopped: the collect's too
+    frozenRecords = { pid, records, converted }; // read with every thread stopped: the collect's too
 
     return parents.length ? read(parents) : [];
   } catch {
@@ -448,6 +498,80 @@ function fieldsSet(r: TaskRecord): string[] {
   return out;
 }
 
+/** What {@link bpfThreadStates} makes of a process's records, thread by thread. */
+type Converted = Pick<
+  BpfThreadStates,
+  | "states"
+  | "set"
+  | "facts"
+  | "factsSet"
+  | "nsproxy"
+  | "specFlags"
+  | "threadKeyring"
+  | "fs"
+  | "files"
+  | "cssSets"
+  | "loginIds"
+>;
+
+/**
+ * {@link Converted} of `records`, or why they are not used (a string);
+ * `rspOf`: a thread's stack pointer, asked only for a record whose
+ * sigaltstack flags depend on it (undefined: none may, the records are
+ * converted before the freeze: a string then).
+ */
+function convertRecords(
+  records: readonly TaskRecord[],
+  rspOf?: (tid: number) => bigint,
+): Converted | string {
+  const states = new Map<number, ThreadValues>();
+  const set = new Set<string>();
+  const facts = new Map<number, ThreadFacts>();
+  const factsSet = new Set<string>();
+  const nsproxy = new Map<number, bigint>();
+  const specFlags = new Map<number, number>();
+  const threadKeyring = new Map<number, bigint>();
+  const fs = new Map<number, bigint>(), files = new Map<number, bigint>();
+  const cssSets = new Map<number, bigint>();
+  const loginIds = new Map<number, LoginIdsOfThread>();
+  for (const r of records) {
+    const f = factsOf(r);
+    facts.set(r.tid, f);
+    nsproxy.set(r.tid, r.nsproxy);
+    specFlags.set(r.tid, Number(r.atomicFlags & PFA_SPEC_BITS));
+    threadKeyring.set(r.tid, r.threadKeyring);
+    fs.set(r.tid, r.fs);
+    files.set(r.tid, r.files);
+    cssSets.set(r.tid, r.cgroups);
+    loginIds.set(r.tid, { loginuid: r.loginuid, sessionid: r.sessionid });
+    if (f.noNewPrivs) factsSet.add("no_new_privs");
+    if (f.seccomp !== 0) factsSet.add("seccomp_mode");
+    let rsp: bigint | undefined;
+    if (flagsNeedStackPointer(r)) {
+      if (!rspOf) return "a stack pointer is needed";
+      rsp = rspOf(r.tid);
+      if (nearAltStack(r, rsp, ALTSTACK_MARGIN)) {
+        return `thread ${r.tid}'s stack pointer is on or near its sigaltstack`;
+      }
+    }
+    states.set(r.tid, valuesOf(r, rsp));
+    for (const f of fieldsSet(r)) set.add(f);
+  }
+  return {
+    states,
+    set,
+    facts,
+    factsSet,
+    nsproxy,
+    specFlags,
+    threadKeyring,
+    fs,
+    files,
+    cssSets,
+    loginIds,
+  };
+}
+
 /**
  * The iterator's values for the threads `tids` of frozen process `pid`,
  * or undefined when they are not to be read or used (the reason in
@@ -473,10 +597,10 @@ export function bpfThreadStates(pid: number, tids: readonly number[]): BpfThread
   if (memo?.refuted) return no(`a check on this boot found a difference: ${memo.refuted}`);
   try {
     // Those read for the children in this freeze, if they were (all its threads stopped then).
-    const taken = frozenRecords?.pid === pid ? frozenRecords.records : undefined;
+    const taken = frozenRecords?.pid === pid ? frozenRecords : undefined;
     frozenRecords = undefined;
     if (taken) childrenIteratorStats.recordsTaken++;
-    const records = taken ?? readThreadRecords(pid);
+    const records = taken?.records ?? readThreadRecords(pid);
     const want = new Set(tids);
     if (
       records.length !== want.size ||
@@ -484,38 +608,21 @@ export function bpfThreadStates(pid: number, tids: readonly number[]): BpfThread
     ) {
       return no(`the iterator lists other threads (${records.map((r) => r.tid).join(",")})`);
     }
-    const states = new Map<number, ThreadValues>();
-    const set = new Set<string>();
-    const facts = new Map<number, ThreadFacts>();
-    const factsSet = new Set<string>();
-    const nsproxy = new Map<number, bigint>();
-    const specFlags = new Map<number, number>();
-    const threadKeyring = new Map<number, bigint>();
-    const fs = new Map<number, bigint>(), files = new Map<number, bigint>();
-    const cssSets = new Map<number, bigint>();
-    const loginIds = new Map<number, LoginIdsOfThread>();
-    for (const r of records) {
-      const f = factsOf(r);
-      facts.set(r.tid, f);
-      nsproxy.set(r.tid, r.nsproxy);
-      specFlags.set(r.tid, Number(r.atomicFlags & PFA_SPEC_BITS));
-      threadKeyring.set(r.tid, r.threadKeyring);
-      fs.set(r.tid, r.fs);
-      files.set(r.tid, r.files);
-      cssSets.set(r.tid, r.cgroups);
-      loginIds.set(r.tid, { loginuid: r.loginuid, sessionid: r.sessionid });
-      if (f.noNewPrivs) factsSet.add("no_new_privs");
-      if (f.seccomp !== 0) factsSet.add("seccomp_mode");
-      let rsp: bigint | undefined;
-      if (flagsNeedStackPointer(r)) {
-        rsp = getRegs(r.tid).rsp;
-        if (nearAltStack(r, rsp, ALTSTACK_MARGIN)) {
-          return no(`thread ${r.tid}'s stack pointer is on or near its sigaltstack`);
-        }
-      }
-      states.set(r.tid, valuesOf(r, rsp));
-      for (const f of fieldsSet(r)) set.add(f);
-    }
+    const converted = taken?.converted ?? convertRecords(records, (tid) => getRegs(tid).rsp);
+    if (typeof converted === "string") return no(converted);
+    const {
+      states,
+      set,
+      facts,
+      factsSet,
+      nsproxy,
+      specFlags,
+      threadKeyring,
+      fs,
+      files,
+      cssSets,
+      loginIds,
+    } = converted;
     const trusted = memo !== undefined && memo.checked &&
       [...set].every((f) => memo.confirmed.has(f));
     const main = records.find((r) => r.tid === pid);
@@ -581,28 +688,29 @@ function valuesOf(r: TaskRecord, rsp: bigint | undefined): ThreadValues {
 
 /**
  * Reads the records of running process `pid` once and converts them as
- * {@link bpfThreadStates} does, the values thrown away: the freeze's read
- * of a process of many threads then runs compiled code. Nothing is decided
- * from them. Never throws.
+ * {@link bpfThreadStates} does: kept with their bytes ({@link speculated})
+ * for the freeze, which takes them when it reads the same bytes, else
+ * decodes and converts what it reads (then with compiled code). Nothing is
+ * decided from them before the freeze. Never throws.
  */
-function warmUpRecords(
-  pid: number,
-  /** Its records as the estimate's tree listing read them ({@link childrenOfRunning}), if it did. */
-  early?: TaskRecord[],
-): void {
+function warmUpRecords(pid: number): void {
   predicted = undefined;
+  speculated = undefined;
   try {
-    const set = new Set<string>();
-    const factsSet = new Set<string>();
-    const records = early ?? readThreadRecords(pid);
-    const main = records.find((r) => r.tid === pid);
-    for (const r of records) {
-      if (!flagsNeedStackPointer(r)) valuesOf(r, undefined);
-      const f = factsOf(r);
-      if (f.noNewPrivs) factsSet.add("no_new_privs");
-      if (f.seccomp !== 0) factsSet.add("seccomp_mode");
-      for (const f of fieldsSet(r)) set.add(f);
+    // Read again here (not the estimate's): the nearer the freeze, the likelier the same bytes.
+    const bytes = readThreadRecordBytes(pid);
+    const records = decodeTaskRecords(bytes);
+    const converted = convertRecords(records);
+    speculated = { pid, bytes, records, ...(typeof converted === "string" ? {} : { converted }) };
+    const factsSet = typeof converted === "string" ? new Set<string>() : converted.factsSet;
+    if (typeof converted === "string") {
+      for (const r of records) {
+        const f = factsOf(r);
+        if (f.noNewPrivs) factsSet.add("no_new_privs");
+        if (f.seccomp !== 0) factsSet.add("seccomp_mode");
+      }
     }
+    const main = records.find((r) => r.tid === pid);
     const memo = recalled;
     if (
       main && memo && !memo.refuted && memo.checked && memo.confirmed.has(STATUS_FACTS) &&

@@ -15,6 +15,7 @@ import { Btf, BTF_KIND } from "../../ffi/btf.ts";
 import {
   findNoTscBit,
   loadTaskStateProgram,
+  readTaskStateBytes,
   readTaskStates,
   type TaskRecord,
   type TaskStateLayout,
@@ -244,6 +245,12 @@ export function threadIteratorUnavailable(): string | undefined {
 export function readThreadRecords(pid: number): TaskRecord[] {
   if (!loaded || !("fd" in loaded)) throw new Error("the task iterator is not loaded");
   return readTaskStates(loaded.fd, pid);
+}
+
+/** The records of {@link readThreadRecords} undecoded (ffi/bpf_task.ts `readTaskStateBytes`). */
+export function readThreadRecordBytes(pid: number): Uint8Array<ArrayBuffer> {
+  if (!loaded || !("fd" in loaded)) throw new Error("the task iterator is not loaded");
+  return readTaskStateBytes(loaded.fd, pid);
 }
 
 /**

@@ -12,10 +12,29 @@
  * @module
  */
 
-import { getRegs, setRegs } from "../../ffi/ptrace.ts";
+import { getRegs, type RseqConfig, setRegs } from "../../ffi/ptrace.ts";
 import { processVmRead, processVmReadMany } from "../../ffi/process_vm.ts";
 import { signed } from "../../ffi/regs.ts";
-import { rseqAreasEach } from "../../ffi/thread_reads.ts";
+import { rseqConfigsEach } from "../../ffi/thread_reads.ts";
+
+/**
+ * Each thread's rseq registration as {@link abortRseqSections} read it in
+ * the current freeze: a stopped thread cannot change it, so the collect
+ * takes it from here (ffi/thread_reads.ts `readThreadsHere`) instead of
+ * asking again. Forgotten at each freeze's start and thaw
+ * ({@link forgetRseqConfigs}).
+ */
+const configs = new Map<number, RseqConfig>();
+
+/** The registrations read by {@link abortRseqSections} since the freeze began (by thread). */
+export function frozenRseqConfigs(): ReadonlyMap<number, RseqConfig> {
+  return configs;
+}
+
+/** Forgets the registrations read (engine/dump/freeze.ts: at each freeze's start and thaw). */
+export function forgetRseqConfigs(): void {
+  configs.clear();
+}
 
 /** Offset of rseq_cs in struct rseq. */
 const RSEQ_CS = 8n;
@@ -51,11 +70,14 @@ function abortTarget(pid: number, cs: bigint, rip: bigint, sig: number): bigint 
  * PTRACE_GET_RSEQ_CONFIGURATION and one process_vm_readv for the threads'
  * rseq_cs words; registers are read only for a thread whose rseq_cs is set.
  * A section the kernel would find invalid is left to it (it fails the
- * thread alike after a restore). Never throws.
+ * thread alike after a restore). Each registration read is kept for the
+ * collect ({@link frozenRseqConfigs}). Never throws.
  */
 export function abortRseqSections(pid: number, tids: readonly number[]): void {
   try {
-    const areas = rseqAreasEach(tids);
+    const registered = rseqConfigsEach(tids);
+    registered.forEach((c, i) => c && configs.set(tids[i], c));
+    const areas = registered.map((c) => c && c.addr !== 0n ? c : undefined);
     const at: number[] = [];
     areas.forEach((a, i) => a && at.push(i));
     if (at.length === 0) return;
