@@ -8,8 +8,6 @@
 import type { FileIdentity } from "../model.ts";
 import { translateProcError } from "./errors.ts";
 import { changeTimeNs } from "../../ffi/statx.ts";
-import { cstr, rawSyscall } from "../../ffi/libc.ts";
-import { SYS } from "../../ffi/sysno.ts";
 
 /** Path of `/proc/<pid>/<rel>`, or `/proc/<pid>/task/<tid>/<rel>` when `tid` is given. */
 export function procPath(pid: number, rel: string, tid?: number): string {
@@ -29,40 +27,6 @@ export function procRead<T>(pid: number, path: string, read: () => T, tid?: numb
 export function readProcText(pid: number, rel: string, tid?: number): string {
   const path = procPath(pid, rel, tid);
   return procRead(pid, path, () => Deno.readTextFileSync(path), tid);
-}
-
-/** The buffer of {@link readProcTextOnce} (a thread's status is ~1.5 KB). */
-const ONCE_BYTES = 16384;
-let onceBuf: Uint8Array<ArrayBuffer> | undefined;
-const onceDecoder = new TextDecoder();
-const O_RDONLY_CLOEXEC = 0o2000000;
-
-/**
- * Reads `/proc/<pid>/<rel>` (or the thread's) as text, as
- * {@link readProcText} does, in four system calls: open, one `read` of up
- * to 16 KiB, a second `read` that returns 0 (the end: nothing was cut) and
- * close. `Deno.readTextFileSync` takes eleven for a /proc file (a stat,
- * whose size reads as 0, then reads of growing size: a threads-64
- * restore's 64 status read-backs were 700 calls). Any failure, or a text
- * that does not end within the buffer, is read again by
- * {@link readProcText} (its typed errors, any length).
- */
-export function readProcTextOnce(pid: number, rel: string, tid?: number): string {
-  const path = procPath(pid, rel, tid);
-  const fd = Number(rawSyscall(SYS.open, cstr(path), O_RDONLY_CLOEXEC, 0));
-  if (fd >= 0) {
-    try {
-      onceBuf ??= new Uint8Array(ONCE_BYTES);
-      const n = Number(rawSyscall(SYS.read, fd, onceBuf, ONCE_BYTES));
-      if (n >= 0 && n < ONCE_BYTES) {
-        const text = onceDecoder.decode(onceBuf.subarray(0, n));
-        if (rawSyscall(SYS.read, fd, onceBuf, ONCE_BYTES) === 0n) return text;
-      }
-    } finally {
-      rawSyscall(SYS.close, fd);
-    }
-  }
-  return readProcText(pid, rel, tid);
 }
 
 /** Reads `/proc/<pid>/<rel>` as bytes. */

@@ -30,7 +30,7 @@ import type { Bootstrap } from "../restore/stub.ts";
 import { type CredsSections, PR, readThreadCreds, SECBIT_KEEP_CAPS } from "./creds.ts";
 import { credsDifferences } from "./creds_check.ts";
 import { parseStatus, type ProcStatus } from "../proc/status.ts";
-import { procPath, readProcTextOnce } from "../proc/io.ts";
+import { procPath, readProcText } from "../proc/io.ts";
 import { CredsLines, statusHoldsCreds } from "./creds_text.ts";
 import { processVmReadFully } from "../../ffi/process_vm.ts";
 import type { RunAreas } from "../restore/thread_state.ts";
@@ -215,7 +215,7 @@ export function restoreCreds(
   const lines = new CredsLines();
   image.threads.forEach((t, i) => {
     const want = t.creds!;
-    const text = readProcTextOnce(pid, "status", t.tid);
+    const text = readProcText(pid, "status", t.tid);
     const keepCaps = (bits[i] & SECBIT_KEEP_CAPS) !== 0;
     if (
       bits[i] === want.securebits && keepCaps === want.keepCaps &&
