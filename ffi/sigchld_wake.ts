@@ -45,6 +45,18 @@ function handlerPage(): bigint | null {
 }
 
 /**
+ * Whether SIGCHLD's disposition is a handler (this module's or anyone's),
+ * so that a `nanosleep` of the thread it is delivered to ends at the next
+ * SIGCHLD; false at SIG_DFL or SIG_IGN (the signal is discarded: a nap
+ * runs its whole time), or when it cannot be read.
+ */
+export function sigchldWakes(): boolean {
+  const now = new Uint8Array(kernelSigaction.size);
+  if (rawSyscall(SYS.rt_sigaction, SIGCHLD, 0, now, 8) !== 0n) return false;
+  return kernelSigaction.decode(now).handler > 1n; // SIG_DFL 0, SIG_IGN 1
+}
+
+/**
  * Installs the do-nothing SIGCHLD handler while SIGCHLD is at SIG_DFL (any
  * other disposition is someone's and is left as it is: a handler of theirs
  * already ends the nap). Returns the function that puts SIG_DFL back.

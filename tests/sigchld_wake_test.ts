@@ -13,7 +13,7 @@ import { SYS } from "../ffi/sysno.ts";
 import { kernelSigaction } from "../ffi/structs.ts";
 import { posixSpawn } from "../ffi/spawn.ts";
 import { napUntilSignal, waitPid } from "../ffi/wait.ts";
-import { wakeOnSigchld } from "../ffi/sigchld_wake.ts";
+import { sigchldWakes, wakeOnSigchld } from "../ffi/sigchld_wake.ts";
 
 /** SIGCHLD's handler address now (0: SIG_DFL). */
 function sigchldHandler(): bigint {
@@ -38,6 +38,28 @@ Deno.test("wakeOnSigchld: put in over SIG_DFL only, and taken back", () => {
     unwake();
   }
   assert.equal(sigchldHandler(), before);
+});
+
+Deno.test("sigchldWakes: true with a handler in, false at SIG_DFL and SIG_IGN", () => {
+  const before = sigchldHandler();
+  const unwake = wakeOnSigchld();
+  try {
+    assert.equal(sigchldWakes(), sigchldHandler() > 1n);
+    if (before === 0n) assert.equal(sigchldWakes(), true, "the do-nothing handler wakes");
+  } finally {
+    unwake();
+  }
+  if (before !== 0n) return; // someone else's disposition: not changed here
+  assert.equal(sigchldWakes(), false, "SIG_DFL: the signal is discarded, a nap runs its time");
+  const old = new Uint8Array(kernelSigaction.size);
+  const ign = kernelSigaction.encode({ handler: 1n, flags: 0n, restorer: 0n, mask: 0n });
+  assert.equal(rawSyscall(SYS.rt_sigaction, 17, ign, old, 8), 0n);
+  try {
+    assert.equal(sigchldWakes(), false, "SIG_IGN");
+  } finally {
+    assert.equal(rawSyscall(SYS.rt_sigaction, 17, old, 0, 8), 0n);
+  }
+  assert.equal(sigchldHandler(), 0n);
 });
 
 Deno.test("napUntilSignal: a child's exit ends the nap once wakeOnSigchld is on", () => {

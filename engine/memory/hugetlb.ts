@@ -113,16 +113,18 @@ export function hugePagesNeeded(
     };
     for (const [offset, length] of g.extents) add(offset, length);
     for (const p of processes) {
-      for (const m of p.mappings) {
-        if (m.ghost !== g.id || m.kind !== "file-shared") continue;
+      p.mappings.forEach((m) => {
+        if (m.ghost !== g.id || m.kind !== "file-shared") return;
         add(Number(BigInt(m.offset)), Number(BigInt(m.end) - BigInt(m.start)));
-      }
+      });
     }
     need.set(size, (need.get(size) ?? 0) + pages.size);
   }
   const objects = new Set<string>();
   for (const p of processes) {
-    for (const m of p.mappings) {
+    // The hugetlb mappings found by `filter` (V8's own loop: a `for` over 10,000 mappings is
+    // compiled for on-stack replacement on V8's workers, engine/find_from.ts), then the few walked.
+    for (const m of p.mappings.filter((m) => m.hugePageSize)) {
       const size = m.hugePageSize;
       if (!size || m.excluded) continue;
       if (m.kind === "anon-shared" && m.inherited) continue;

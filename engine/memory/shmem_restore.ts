@@ -199,8 +199,10 @@ export function emitObjectScratchUnmaps(
   images: ReadonlyMap<number, ProcessImage> | undefined,
 ): void {
   const done = new Set<number>();
-  for (const m of proc.mappings) {
-    if (!objectPiece(m) || !m.shmemObject.forChildren || done.has(m.shmemObject.id)) continue;
+  // The pieces found by `filter` (V8's own loop: engine/find_from.ts), then the few walked.
+  const pieces = proc.mappings.filter((m) => objectPiece(m) && m.shmemObject.forChildren);
+  for (const m of pieces) {
+    if (!objectPiece(m) || done.has(m.shmemObject.id)) continue;
     done.add(m.shmemObject.id);
     const at = objectScratch(proc, images).get(m.shmemObject.id)!;
     p.op(SYS.munmap, [at, pagesOf(m.shmemObject.size)], {

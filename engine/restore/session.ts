@@ -84,7 +84,7 @@ import { handOverFds } from "../pidns/handover.ts";
 import { execSetupProgram, runExecSetup } from "./exec_setup.ts";
 import { syscallOutside } from "./unmap_gadget.ts";
 import { FinalStates } from "./final_state.ts";
-import { wakeOnSigchld } from "../../ffi/sigchld_wake.ts";
+import { sigchldWakes, wakeOnSigchld } from "../../ffi/sigchld_wake.ts";
 
 /** One process to restore: its description, image path and compiled program. */
 export interface RestoreUnit {
@@ -114,6 +114,16 @@ const PROT_RWX = 7;
 const MAP_PRIVATE_FIXED_ANON = 0x02 | 0x10 | 0x20;
 const SIGTRAP = 5;
 const SIGSTOP = 19;
+/**
+ * The longest nap of the session's poll while nothing is left to do but
+ * wait: each empty poll doubles the nap from 1 ms up to this, and an event
+ * starts again from 1 ms. A tracee's stop ends a nap at once (its SIGCHLD,
+ * ffi/sigchld_wake.ts); the nap's length only bounds how late a stop whose
+ * SIGCHLD went to another thread of cryo's is seen. A 1 ms poll cost cryo's
+ * thread ~70 to 100 us a round on this VM, 70 rounds and more while a
+ * maps-10000 program ran (docs/PERFORMANCE.md, eighteenth pass, restore64).
+ */
+const MAX_NAP_MS = 4;
 /** The PTRACE_O_* options every restored task is traced with. */
 const TRACE_OPTIONS = PTRACE_O.TRACEFORK | PTRACE_O.TRACEEXEC | PTRACE_O.EXITKILL;
 
@@ -221,7 +231,7 @@ export class RestoreSession {
     const unwake = wakeOnSigchld();
     try {
       this.#launch();
-      this.#drive();
+      this.#drive(sigchldWakes() ? MAX_NAP_MS : 1);
     } catch (e) {
       this.#killAll();
       this.#provided?.close();
@@ -317,11 +327,14 @@ export class RestoreSession {
       this.#placeholdersBorn.size === this.#placeholders.size;
   }
 
-  #drive(): void {
+  /** Runs every program to its end; `maxNapMs`: the longest nap between polls. */
+  #drive(maxNapMs: number): void {
     // A stub that never reaches its end must not hang cryo: poll with a deadline.
     const deadline = performance.now() + this.#timeoutMs;
+    let nap = 1;
     while (!this.#allDone()) {
       const st = waitPid(-1, __WALL | WNOHANG);
+      if (st.kind !== "none") nap = 1; // the next events may follow closely
       if (st.kind === "none") {
         if (performance.now() > deadline) {
           throw new RestoreError(
@@ -332,7 +345,10 @@ export class RestoreSession {
         }
         // While the stubs run: the checksum pass, then the threads' final states, else sleep.
         // Woken early by the SIGCHLD of the next event (ffi/wait.ts napUntilSignal).
-        if (!this.#idle?.() && !this.#final.prepare(8)) napUntilSignal(1); // 1 ms
+        if (!this.#idle?.() && !this.#final.prepare(8)) {
+          napUntilSignal(nap);
+          nap = Math.min(nap * 2, maxNapMs);
+        }
         continue;
       }
       if (st.kind === "continued") continue;
