@@ -283,7 +283,7 @@ export class InetSocketSession {
       }
       if (domain === AF_PACKET) {
         const diag = (this.#packetDiags ??= packetDiagsOrNone()).get(inodeOf(f.target));
-        const got = collectPacket(copy, type ?? 0, diag);
+        const got = collectPacket(copy, type ?? 0, diag, { pid, ino: inodeOf(f.target) });
         if ("refused" in got) return this.#refuse(f, got.refused, got.detail);
         f.packet = { ...got.packet, ...(owner ? { owner } : {}), ...(filter ? { filter } : {}) };
         f.restore = "packet";

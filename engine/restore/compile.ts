@@ -419,6 +419,8 @@ function emitMemory(
       examine.push(i);
       continue;
     }
+    // Mapped with its socket, in the fd phase (engine/fds/packet_ring.ts).
+    if (m.kind === "packet-ring") continue;
     // Adjacent private anonymous mappings: one mmap and pread for the run (anon_runs.ts).
     const run = lazy ? 0 : anonRunLength(proc.mappings, i);
     if (run) {
