@@ -21,9 +21,9 @@
  * What comes back: frames and blocks the program owns (every byte), the
  * headers of the others (what the next dump reads the position from), the
  * geometry, the mapping at its address with its permissions. Lost: the
- * packets in a V3 block the kernel is still filling (the dump waits up to
- * twice the block timeout for the kernel to hand it over first), as
- * packets on the wire may be. Refused (`socket.packet-ring`): a V1/V2
+ * packets the kernel puts in a V3 block after the block it was filling when
+ * the process was frozen (the dump waits for that one to be handed over, up
+ * to twice the block timeout), as packets on the wire may be. Refused (`socket.packet-ring`): a V1/V2
  * position inside a block (blocks of several frames: only whole blocks can
  * be moved), timestamps that do not tell the position, a V3 ring whose
  * kernel waits for the program to free a block (full: retry), a tx ring
@@ -284,7 +284,9 @@ export function collectRing(
     // A block the kernel is filling is handed over at its timeout: wait for that, as long as twice it.
     const deadline = Date.now() + 2 * rx.retireTmo + 100;
     let open = openBlock(userView(kernel, rxBytes, rx.blockSize, turn), rx);
-    while ((open.busy || open.full) && Date.now() < deadline) {
+    const filling = open.block;
+    // Until that block is handed over (what comes after it, while frozen, is lost as on the wire).
+    while (((open.busy && open.block === filling) || open.full) && Date.now() < deadline) {
       sleepSync(10);
       kernel = readPacketRings(copy, total);
       open = openBlock(userView(kernel, rxBytes, rx.blockSize, turn), rx);
