@@ -6,8 +6,13 @@
  * frame (block) the program reads next, round the ring.
  */
 
+import assert from "node:assert/strict";
 import { assertChecksPassed } from "./helpers/checks.ts";
-import { dumpKillRestore, startTriggered } from "./helpers/roundtrip.ts";
+import {
+  assertRefusedLeavesRunning,
+  dumpKillRestore,
+  startTriggered,
+} from "./helpers/roundtrip.ts";
 import { withTargets } from "./helpers/targets.ts";
 
 const READY = /^ready pid=(\d+) ring=\S+$/m;
@@ -35,3 +40,12 @@ for (const mode of ["v1", "v2", "v3"]) {
     }),
   );
 }
+
+Deno.test(
+  "packet ring: a ring mapping a forked child inherited is refused by name, the program left running",
+  withTargets(async () => {
+    await assertRefusedLeavesRunning("rt_packet_ring", READY, "fork", (e) => {
+      assert.ok(e.items.some((i) => i.includes("not this process's own")), e.items.join("\n"));
+    }, ["ring-mapping", "ring-options", "ring-given-back", "ring-owned-kept", "ring-continues"]);
+  }),
+);

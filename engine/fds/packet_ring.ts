@@ -412,3 +412,26 @@ export function emitRing(p: ProgramBuilder, fdSlot: number, ring: PacketRing): v
     p.op(SYS.mprotect, [start, total, prot], { comment: `the rings' mapping ${perms}` });
   }
 }
+
+/**
+ * The first mapping of a packet socket's rings in `mappings` that no
+ * socket `sockets` re-creates maps again (one inherited across fork, or
+ * whose socket another process makes), or undefined.
+ */
+export function unclaimedRingMapping(
+  mappings: readonly { kind: string; start: Hex; end: Hex }[],
+  sockets: readonly (PacketRing | undefined)[],
+): string | undefined {
+  const claimed: [bigint, bigint][] = [];
+  for (const r of sockets) {
+    if (!r?.mapping) continue;
+    const start = BigInt(r.mapping.start);
+    claimed.push([start, start + BigInt(bytesOf(r.rx) + bytesOf(r.tx))]);
+  }
+  for (const m of mappings) {
+    if (m.kind !== "packet-ring") continue;
+    const s = BigInt(m.start), e = BigInt(m.end);
+    if (!claimed.some(([a, b]) => a <= s && e <= b)) return `${m.start}-${m.end}`;
+  }
+  return undefined;
+}

@@ -20,6 +20,8 @@
  * the kernel's; frames sent after the restore land, in order, where the
  * program reads next, round the end of the ring and back to its start (v3:
  * the late frame first).
+ * - fork: v2 with a child holding the socket and the ring's mapping
+ *   (inherited): refused by name, the target left as it was.
  *
  * usage: rt_packet_ring <trigger> <work> <mode>
  * prints: ready pid=<pid> ring=<address>
@@ -31,7 +33,9 @@
 #include <net/ethernet.h>
 #include <net/if.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 
 #define ETH_R 0x88b7
@@ -176,10 +180,21 @@ static int v12(const char *mode) {
     if (!next_frame(got, sizeof got) || strcmp(got, (snprintf(name, sizeof name, "f%d", i), name)))
       die("frames before the dump");
   if (!wait_user(4)) die("frame 4");
+  pid_t child = 0;
+  if (!strcmp(mode, "fork")) {
+    /* A child that inherits the socket and its ring's mapping: refused. */
+    child = fork();
+    if (child < 0) die("fork");
+    if (child == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      for (;;) pause();
+    }
+  }
   char before[128];
   mapping_of(ring, before, sizeof before);
   print_ready("pid=%d ring=%p", getpid(), (void *)ring);
   wait_trigger(argv_trigger);
+  if (child > 0) kill(child, SIGKILL);
   char after[128];
   mapping_of(ring, after, sizeof after);
   check("ring-mapping", !strcmp(before, after), "before %s, after %s", before, after);
