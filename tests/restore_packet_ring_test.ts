@@ -41,11 +41,27 @@ for (const mode of ["v1", "v2", "v3"]) {
   );
 }
 
-Deno.test(
-  "packet ring: a ring mapping a forked child inherited is refused by name, the program left running",
-  withTargets(async () => {
-    await assertRefusedLeavesRunning("rt_packet_ring", READY, "fork", (e) => {
-      assert.ok(e.items.some((i) => i.includes("not this process's own")), e.items.join("\n"));
-    }, ["ring-mapping", "ring-options", "ring-given-back", "ring-owned-kept", "ring-continues"]);
-  }),
-);
+const V2_CHECKS = [
+  "ring-mapping",
+  "ring-options",
+  "ring-given-back",
+  "ring-owned-kept",
+  "ring-continues",
+];
+
+for (
+  const [mode, what, detail, checks] of [
+    ["fork", "a ring mapping a forked child inherited", "not this process's own", V2_CHECKS],
+    ["txused", "a tx ring written into", "its tx ring was used", V2_CHECKS],
+    ["v3full", "a full V3 ring", "the ring is full", ["ring-full-kept"]],
+  ] as const
+) {
+  Deno.test(
+    `packet ring: ${what} is refused by name, the program left running`,
+    withTargets(async () => {
+      await assertRefusedLeavesRunning("rt_packet_ring", READY, mode, (e) => {
+        assert.ok(e.items.some((i) => i.includes(detail)), e.items.join("\n"));
+      }, checks);
+    }),
+  );
+}

@@ -378,6 +378,7 @@ export class InetSocketSession {
     markReuseportGroups(this.#entries.map((e) => e.fd.inet!));
     for (const e of this.#packets) {
       refusals.use("socket.packet", e.where);
+      if (e.fd.packet?.ring) refusals.use("socket.packet-ring-mapped", e.where);
       if (e.fd.packet?.owner) refusals.use("socket.inet-owner", e.where);
       if (holders(e.fd).length > 1) refusals.use("socket.inet-shared", e.where);
     }

@@ -20,6 +20,9 @@
  * the kernel's; frames sent after the restore land, in order, where the
  * program reads next, round the end of the ring and back to its start (v3:
  * the late frame first).
+ * - txused: v2 with a frame written into the tx ring (not sent): refused.
+ * - v3full: v3 with every block handed over and none read (the kernel
+ *   waits for the program to free one): refused, retry.
  * - fork: v2 with a child holding the socket and the ring's mapping
  *   (inherited): refused by name, the target left as it was.
  *
@@ -50,8 +53,8 @@ static const char *argv_trigger;
 static unsigned char *ring;
 static unsigned pos; /* the program's next frame (v1/v2) or block (v3) */
 
-static void send_frame(const char *text) {
-  unsigned char frame[64] = {0};
+static void send_frame_sized(const char *text, size_t size) {
+  unsigned char frame[1500] = {0};
   memset(frame, 0xff, 6);
   frame[6] = 0x02;
   frame[12] = ETH_R >> 8;
@@ -60,9 +63,10 @@ static void send_frame(const char *text) {
   struct sockaddr_ll to = {.sll_family = AF_PACKET, .sll_protocol = htons(ETH_R),
                            .sll_ifindex = lo, .sll_halen = 6};
   memset(to.sll_addr, 0xff, 6);
-  if (sendto(tx, frame, sizeof frame, 0, (struct sockaddr *)&to, sizeof to) != sizeof frame)
-    die("sendto");
+  if (sendto(tx, frame, size, 0, (struct sockaddr *)&to, sizeof to) != (ssize_t)size) die("sendto");
 }
+
+static void send_frame(const char *text) { send_frame_sized(text, 64); }
 
 static volatile unsigned *status_of(unsigned i) {
   return (volatile unsigned *)(ring + (size_t)i * FRAME);
@@ -180,6 +184,12 @@ static int v12(const char *mode) {
     if (!next_frame(got, sizeof got) || strcmp(got, (snprintf(name, sizeof name, "f%d", i), name)))
       die("frames before the dump");
   if (!wait_user(4)) die("frame 4");
+  if (!strcmp(mode, "txused")) {
+    /* A frame written into the tx ring (not sent): the kernel's tx position shows nowhere. */
+    unsigned char *txf = ring + (size_t)FRAMES * FRAME;
+    memcpy(txf + TPACKET2_HDRLEN, "unsent", 6);
+    ((struct tpacket2_hdr *)txf)->tp_len = 6;
+  }
   pid_t child = 0;
   if (!strcmp(mode, "fork")) {
     /* A child that inherits the socket and its ring's mapping: refused. */
@@ -226,7 +236,7 @@ static int v12(const char *mode) {
   return verdict();
 }
 
-static int v3(void) {
+static int v3(int full) {
   version = TPACKET_V3;
   if (setsockopt(sock, SOL_PACKET, PACKET_VERSION, &version, sizeof version) != 0) die("VERSION");
   struct tpacket_req3 rx = {.tp_block_size = V3_BLOCK, .tp_block_nr = V3_BLOCKS,
@@ -239,6 +249,34 @@ static int v3(void) {
   struct sockaddr_ll a = {.sll_family = AF_PACKET, .sll_protocol = htons(ETH_R), .sll_ifindex = lo};
   if (bind(sock, (struct sockaddr *)&a, sizeof a) != 0) die("bind");
   char got[256];
+  if (full) {
+    /* Frames of 1400 bytes until every block is handed over (each closed by the frame that did
+     * not fit) and none read: the kernel waits for the program. */
+    int sent = 0;
+    while (sent < 64) {
+      int all = 1;
+      for (int b = 0; b < V3_BLOCKS; b++)
+        all &= (((struct tpacket_block_desc *)(ring + (size_t)b * V3_BLOCK))->hdr.bh1.block_status &
+                TP_STATUS_USER) != 0;
+      if (all) break;
+      send_frame_sized("x", 1400);
+      sent++;
+      usleep(1000);
+    }
+    if (sent == 64) die("the ring never filled");
+    print_ready("pid=%d ring=%p", getpid(), (void *)ring);
+    wait_trigger(argv_trigger);
+    int read = 0;
+    for (int b = 0; b < V3_BLOCKS; b++) {
+      struct tpacket_block_desc *d = (struct tpacket_block_desc *)(ring + (size_t)pos * V3_BLOCK);
+      if (!(d->hdr.bh1.block_status & TP_STATUS_USER)) break;
+      read += d->hdr.bh1.num_pkts;
+      next_block(got, sizeof got);
+    }
+    check("ring-full-kept", read > 0 && read < sent, "%d of %d frames read (the last ones dropped)",
+          read, sent);
+    return verdict();
+  }
   send_frame("a");
   send_frame("b");
   if (!next_block(got, sizeof got) || strcmp(got, "a,b")) die("block 0");
@@ -285,6 +323,6 @@ int main(int argc, char **argv) {
   tx = socket(AF_PACKET, SOCK_RAW, 0);
   sock = socket(AF_PACKET, SOCK_RAW, htons(ETH_R));
   if (tx < 0 || sock < 0) die("socket(AF_PACKET)");
-  if (!strcmp(argv[3], "v3")) return v3();
+  if (!strcmp(argv[3], "v3") || !strcmp(argv[3], "v3full")) return v3(!strcmp(argv[3], "v3full"));
   return v12(argv[3]);
 }
