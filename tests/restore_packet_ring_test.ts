@@ -17,12 +17,16 @@ import { withTargets } from "./helpers/targets.ts";
 
 const READY = /^ready pid=(\d+) ring=\S+$/m;
 
-for (const mode of ["v1", "v2", "v3"]) {
+for (const [mode, rounds] of [["v1", 1], ["v2", 1], ["v3", 1], ["v2", 2], ["v3", 2]] as const) {
   Deno.test(
-    `packet ring: a ${mode} rx ring read part way comes back where the program reads next`,
+    `packet ring: a ${mode} rx ring read part way comes back where the program reads next${
+      rounds > 1
+        ? `, ${rounds} dumps and restores in a row (the restored mapping is in pieces)`
+        : ""
+    }`,
     withTargets(async () => {
       const rt = await startTriggered("rt_packet_ring", READY, { passWork: true, extra: [mode] });
-      await dumpKillRestore(rt.t);
+      for (let i = 0; i < rounds; i++) await dumpKillRestore(rt.t);
       await Deno.writeTextFile(rt.trigger, "");
       assertChecksPassed(
         rt.t,
