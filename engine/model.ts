@@ -191,6 +191,8 @@ export interface SysvShmSegment {
   cgid: number;
   /** Marked for removal (IPC_RMID, SHM_DEST): removed again once the tree has attached it. */
   removed: boolean;
+  /** A SHM_HUGETLB segment's huge page size in bytes (made again with it). */
+  hugePageSize?: number;
   /** Content file in the image directory, and its CRC-32. */
   file: string;
   checksum: string;

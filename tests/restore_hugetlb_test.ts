@@ -152,38 +152,48 @@ Deno.test(
   ),
 );
 
-Deno.test(
-  "hugetlb file of a hugetlbfs mount: its shared and private mappings restored hugetlb, with their contents",
-  withTargets(() =>
-    withHugePages(8, async () => {
-      const mnt = await Deno.makeTempDir({ prefix: "cryo-hugetlbfs-" });
-      const mount = await new Deno.Command("mount", { args: ["-t", "hugetlbfs", "none", mnt] })
-        .output();
-      let a: Awaited<ReturnType<typeof startTriggered>> | undefined;
-      try {
-        if (!mount.success) {
-          console.log("hugetlb file: cannot mount hugetlbfs here, not checked");
-          return;
-        }
-        a = await startTriggered("rt_hugetlb", READY, { extra: ["file", mnt] });
-        if (/^info hugetlb=unavailable/m.test(a.t.output())) {
-          console.log("hugetlb file: no huge pages on this machine, not checked");
+for (const mode of ["file", "deleted"]) {
+  Deno.test(
+    mode === "file"
+      ? "hugetlb file of a hugetlbfs mount: its shared and private mappings restored hugetlb, with their contents"
+      : "hugetlb file of a hugetlbfs mount removed before the dump: made again there (removed), its fd and mappings hugetlb with their contents",
+    withTargets(() =>
+      withHugePages(8, async () => {
+        const mnt = await Deno.makeTempDir({ prefix: "cryo-hugetlbfs-" });
+        const mount = await new Deno.Command("mount", { args: ["-t", "hugetlbfs", "none", mnt] })
+          .output();
+        let a: Awaited<ReturnType<typeof startTriggered>> | undefined;
+        try {
+          if (!mount.success) {
+            console.log("hugetlb file: cannot mount hugetlbfs here, not checked");
+            return;
+          }
+          a = await startTriggered("rt_hugetlb", READY, { extra: [mode, mnt] });
+          if (/^info hugetlb=unavailable/m.test(a.t.output())) {
+            console.log("hugetlb file: no huge pages on this machine, not checked");
+            await Deno.writeTextFile(a.trigger, "");
+            return assertChecksPassed(a.t, [], await a.t.wait());
+          }
+          await dumpKillRestore(a.t);
           await Deno.writeTextFile(a.trigger, "");
-          return assertChecksPassed(a.t, [], await a.t.wait());
+          assertChecksPassed(
+            a.t,
+            [
+              "file-shared-contents",
+              "file-private-contents",
+              "file-hugetlb",
+              "file-shared-follows",
+              ...(mode === "deleted" ? ["file-deleted"] : []),
+            ],
+            await a.t.wait(),
+            { what: `rt_hugetlb ${mode}` },
+          );
+        } finally {
+          await a?.t.kill(); // (it holds the mount busy)
+          if (mount.success) await new Deno.Command("umount", { args: [mnt] }).output();
+          await Deno.remove(mnt, { recursive: true }).catch(() => {});
         }
-        await dumpKillRestore(a.t);
-        await Deno.writeTextFile(a.trigger, "");
-        assertChecksPassed(
-          a.t,
-          ["file-shared-contents", "file-private-contents", "file-hugetlb", "file-shared-follows"],
-          await a.t.wait(),
-          { what: "rt_hugetlb file" },
-        );
-      } finally {
-        await a?.t.kill(); // (it holds the mount busy)
-        if (mount.success) await new Deno.Command("umount", { args: [mnt] }).output();
-        await Deno.remove(mnt, { recursive: true }).catch(() => {});
-      }
-    })
-  ),
-);
+      })
+    ),
+  );
+}
