@@ -120,3 +120,35 @@ Deno.test({
     }
   }),
 });
+
+Deno.test({
+  name:
+    "tcpdump -w on lo (a TPACKET_V3 ring, the file buffered), packets in the block being filled at the dump: every one written in order at its exit after restore",
+  ignore: !tcpdump,
+  fn: withTargets(async () => {
+    const port = freePort();
+    const work = await tempDir("cryo-tcpdump-");
+    const file = `${work}/cap.pcap`;
+    const pair = await loopbackPair(port);
+    try {
+      const t = await startTarget(tcpdump!, ["-i", "lo", "-n", "-w", file, `tcp dst port ${port}`]);
+      await t.waitFor(/listening on lo/);
+      await sleep(300);
+      for (let i = 0; i < 10; i++) await pair.send(`mark0${i}`);
+      // In the block the kernel is filling at the freeze: the dump waits for it to be handed over.
+      await dumpKillRestore(t);
+      for (let i = 10; i < 20; i++) await pair.send(`mark${i}`);
+      await sleep(1500);
+      t.signal(2);
+      const st = await t.wait();
+      assert.ok(st.kind === "exited" && st.code === 0, `tcpdump's exit: ${JSON.stringify(st)}`);
+      const text = (await runCommand([tcpdump!, "-r", file, "-A", "-n"])).stdout;
+      assert.deepEqual(
+        marks(text),
+        Array.from({ length: 20 }, (_, i) => String(i).padStart(2, "0")),
+      );
+    } finally {
+      pair.close();
+    }
+  }),
+});
