@@ -194,7 +194,7 @@ function rxFrames(view: Uint8Array, g: PacketRingShape, version: number): RxStat
 function openBlock(
   view: Uint8Array,
   g: PacketRingShape,
-): { block?: number; busy: boolean; full: boolean } {
+): { block?: number; busy: boolean; full: boolean; closed: boolean } {
   const dv = new DataView(view.buffer, view.byteOffset, view.byteLength);
   const opened: bigint[] = [];
   for (let b = 0; b < g.blockNr; b++) opened.push(stamp(dv, b * g.blockSize + 32, 1n));
@@ -202,13 +202,17 @@ function openBlock(
   for (let b = 0; b < g.blockNr; b++) {
     if (opened[b] !== 0n && (block === undefined || opened[b] > opened[block])) block = b;
   }
-  if (block === undefined) return { block: 0, busy: false, full: false };
+  if (block === undefined) return { block: 0, busy: false, full: false, closed: false };
   const status = dv.getUint32(block * g.blockSize + 8, true);
   const packets = dv.getUint32(block * g.blockSize + 12, true);
+  // A block the kernel closed has the time of its last packet, at or after its open time; the
+  // one it fills keeps that of its previous round (or none).
+  const last = stamp(dv, block * g.blockSize + 40, 1n);
   return {
     block,
     busy: !(status & TP_STATUS_USER) && packets > 0,
     full: !!(status & TP_STATUS_USER),
+    closed: packets > 0 && last !== 0n && last >= opened[block],
   };
 }
 
@@ -294,6 +298,12 @@ export function collectRing(
     if (open.full) {
       return {
         problem: "the ring is full: the kernel waits for the program to free a block (retry)",
+      };
+    }
+    if (open.closed) {
+      // Read and given back, and no block opened after it: the kernel waits to open the next.
+      return {
+        problem: "the kernel has not opened its next block since the ring was full (retry)",
       };
     }
     state = rxBlocks(userView(kernel, rxBytes, rx.blockSize, turn), rx, open.block ?? 0);
