@@ -12,8 +12,11 @@ import {
   assertRefusedLeavesRunning,
   dumpKillRestore,
   startTriggered,
+  tempImageDir,
 } from "./helpers/roundtrip.ts";
-import { withTargets } from "./helpers/targets.ts";
+import { adoptPid, withTargets } from "./helpers/targets.ts";
+import { checkpoint } from "../engine/dump/mod.ts";
+import { restore } from "../engine/restore/mod.ts";
 
 const READY = /^ready pid=(\d+) ring=\S+$/m;
 
@@ -69,3 +72,32 @@ for (
     }),
   );
 }
+
+Deno.test(
+  "packet ring: a v3 rx ring after a pre-dump (the chain's final dump reads the ring again)",
+  withTargets(async () => {
+    const rt = await startTriggered("rt_packet_ring", READY, { passWork: true, extra: ["v3"] });
+    const pre = await tempImageDir();
+    await checkpoint(rt.t.pid, { dir: pre, preDump: true });
+    const dir = await tempImageDir();
+    await checkpoint(rt.t.pid, { dir, parent: pre });
+    await rt.t.wait();
+    const tree = await restore(dir);
+    rt.t.resetAfterRestore();
+    for (const pid of tree.pids) adoptPid(pid);
+    await Deno.writeTextFile(rt.trigger, "");
+    assertChecksPassed(
+      rt.t,
+      [
+        "ring-mapping",
+        "ring-options",
+        "ring-given-back",
+        "ring-owned-kept",
+        "ring-continues",
+        "ring-position",
+      ],
+      await rt.t.wait(),
+      { what: "v3 after a pre-dump" },
+    );
+  }),
+);
