@@ -191,6 +191,8 @@ export interface SysvShmSegment {
   cgid: number;
   /** Marked for removal (IPC_RMID, SHM_DEST): removed again once the tree has attached it. */
   removed: boolean;
+  /** A SHM_HUGETLB segment's huge page size in bytes (made again with it). */
+  hugePageSize?: number;
   /** Content file in the image directory, and its CRC-32. */
   file: string;
   checksum: string;
@@ -490,7 +492,8 @@ export type MappingKind =
   | "vdso" // [vdso], [vvar], [vvar_vclock]
   | "vsyscall"
   | "sysv-shm" // a System V shm attachment ({@link Mapping.sysvShm}), its pages not saved here
-  | "aio"; // the ring of a native AIO context ({@link Mapping.aio}), re-created by io_setup
+  | "aio" // the ring of a native AIO context ({@link Mapping.aio}), re-created by io_setup
+  | "packet-ring"; // a packet socket's mmapped rings ({@link PacketRing}), mapped when the socket is made
 
 /** One virtual memory area and where its saved pages are in the image. */
 export interface Mapping {
@@ -928,6 +931,43 @@ export interface PacketSocket {
   filter?: InetSocket["filter"];
   /** Its owner when not root, as for {@link NetlinkSocket}. */
   owner?: { uid: number; gid: number };
+  /** Its mmapped rx/tx rings (PACKET_RX_RING, PACKET_TX_RING: engine/fds/packet_ring.ts). */
+  ring?: PacketRing;
+}
+
+/** One ring's geometry, as PACKET_RX_RING / PACKET_TX_RING take it (`struct tpacket_req3`). */
+export interface PacketRingShape {
+  blockSize: number;
+  blockNr: number;
+  frameSize: number;
+  frameNr: number;
+  /** TPACKET_V3: the block retire timeout, ms. */
+  retireTmo: number;
+  /** TPACKET_V3: the private area of each block, bytes. */
+  sizeofPriv: number;
+  /** TPACKET_V3: feature_req_word. */
+  features: number;
+}
+
+/**
+ * The rings of a packet socket and the program's view of them
+ * (engine/fds/packet_ring.ts). The restored kernel fills its rx block 0
+ * first: that block is mapped where the program's next block is
+ * (`rxStart`), the rest following it round the ring.
+ */
+export interface PacketRing {
+  /** PACKET_VERSION: 0 TPACKET_V1, 1 TPACKET_V2, 2 TPACKET_V3. */
+  version: number;
+  rx?: PacketRingShape;
+  tx?: PacketRingShape;
+  /** The program's mapping of both rings (one range), if it has one. */
+  mapping?: { start: Hex; perms: string };
+  /** The rx block, in the program's order, that the kernel fills next. */
+  rxStart: number;
+  /** Bytes put back into the program's view: offset from the mapping's start, base64. */
+  saved: { at: number; data: string }[];
+  /** A free range the restore maps the rings at before moving their blocks into place. */
+  scratch?: Hex;
 }
 
 /**

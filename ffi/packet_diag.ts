@@ -32,6 +32,20 @@ export interface PacketMembership {
   count: number;
 }
 
+/** `struct packet_diag_ring`: a ring's geometry as PACKET_RX_RING / PACKET_TX_RING were given it. */
+export interface PacketRingGeometry {
+  blockSize: number;
+  blockNr: number;
+  frameSize: number;
+  frameNr: number;
+  /** TPACKET_V3's block retire timeout, ms (0 for V1/V2). */
+  retireTmo: number;
+  /** TPACKET_V3's per-block private area, bytes. */
+  sizeofPriv: number;
+  /** TPACKET_V3's feature_req_word. */
+  features: number;
+}
+
 /** What packet_diag shows of one packet socket. */
 export interface PacketDiag {
   /** `struct packet_diag_info`'s pdi_flags (1 running, 2 auxdata, 4 origdev, 8 vnet_hdr, 16 loss, 32 filter). */
@@ -41,6 +55,10 @@ export interface PacketDiag {
   memberships: PacketMembership[];
   /** An rx or tx ring is set up (PACKET_RX_RING, PACKET_TX_RING). */
   ring: boolean;
+  /** The rx ring's geometry (PACKET_DIAG_RX_RING), when it has one. */
+  rx?: PacketRingGeometry;
+  /** The tx ring's geometry (PACKET_DIAG_TX_RING), when it has one. */
+  tx?: PacketRingGeometry;
   /** PACKET_FANOUT's value (id | mode << 16 | flags), when in a group. */
   fanout?: number;
 }
@@ -83,6 +101,19 @@ export function packetDiags(): Map<number, PacketDiag> {
         }
       } else if (type === ATTR_RX_RING || type === ATTR_TX_RING) {
         d.ring = true;
+        if (len >= 4 + 28) {
+          const g: PacketRingGeometry = {
+            blockSize: b.getUint32(p, true),
+            blockNr: b.getUint32(p + 4, true),
+            frameSize: b.getUint32(p + 8, true),
+            frameNr: b.getUint32(p + 12, true),
+            retireTmo: b.getUint32(p + 16, true),
+            sizeofPriv: b.getUint32(p + 20, true),
+            features: b.getUint32(p + 24, true),
+          };
+          if (type === ATTR_RX_RING) d.rx = g;
+          else d.tx = g;
+        }
       } else if (type === ATTR_FANOUT && len >= 8) {
         d.fanout = b.getUint32(p, true);
       }

@@ -41,20 +41,21 @@ export function shmSetOwner(shmid: number, uid: number, gid: number, mode: numbe
 
 /**
  * Attaches `shmid` in cryo (read-only or read-write), gives `fn` its
- * first `size` bytes as a view, and detaches it again whatever happens.
+ * first `size` bytes as a view (and the attach address), and detaches it
+ * again whatever happens.
  */
 export function withShmAttached<T>(
   shmid: number,
   size: number,
   writable: boolean,
-  fn: (view: Uint8Array) => T,
+  fn: (view: Uint8Array, addr: bigint) => T,
 ): T {
   const addr = syscall(SYS.shmat, shmid, 0, writable ? 0 : SHM_RDONLY);
   try {
     const ptr = Deno.UnsafePointer.create(addr);
-    if (ptr === null || size === 0) return fn(new Uint8Array(0));
+    if (ptr === null || size === 0) return fn(new Uint8Array(0), addr);
     const buf = new Deno.UnsafePointerView(ptr).getArrayBuffer(size);
-    return fn(new Uint8Array(buf));
+    return fn(new Uint8Array(buf), addr);
   } finally {
     rawSyscall(SYS.shmdt, addr);
   }

@@ -152,36 +152,86 @@ Deno.test(
   ),
 );
 
+for (const mode of ["file", "deleted"]) {
+  Deno.test(
+    mode === "file"
+      ? "hugetlb file of a hugetlbfs mount: its shared and private mappings restored hugetlb, with their contents"
+      : "hugetlb file of a hugetlbfs mount removed before the dump: made again there (removed), its fd and mappings hugetlb with their contents",
+    withTargets(() =>
+      withHugePages(8, async () => {
+        const mnt = await Deno.makeTempDir({ prefix: "cryo-hugetlbfs-" });
+        const mount = await new Deno.Command("mount", { args: ["-t", "hugetlbfs", "none", mnt] })
+          .output();
+        let a: Awaited<ReturnType<typeof startTriggered>> | undefined;
+        try {
+          if (!mount.success) {
+            console.log("hugetlb file: cannot mount hugetlbfs here, not checked");
+            return;
+          }
+          a = await startTriggered("rt_hugetlb", READY, { extra: [mode, mnt] });
+          if (/^info hugetlb=unavailable/m.test(a.t.output())) {
+            console.log("hugetlb file: no huge pages on this machine, not checked");
+            await Deno.writeTextFile(a.trigger, "");
+            return assertChecksPassed(a.t, [], await a.t.wait());
+          }
+          await dumpKillRestore(a.t);
+          await Deno.writeTextFile(a.trigger, "");
+          assertChecksPassed(
+            a.t,
+            [
+              "file-shared-contents",
+              "file-private-contents",
+              "file-hugetlb",
+              "file-shared-follows",
+              ...(mode === "deleted" ? ["file-deleted"] : []),
+            ],
+            await a.t.wait(),
+            { what: `rt_hugetlb ${mode}` },
+          );
+        } finally {
+          await a?.t.kill(); // (it holds the mount busy)
+          if (mount.success) await new Deno.Command("umount", { args: [mnt] }).output();
+          await Deno.remove(mnt, { recursive: true }).catch(() => {});
+        }
+      })
+    ),
+  );
+}
+
 Deno.test(
-  "hugetlb file of a hugetlbfs mount: its shared and private mappings restored hugetlb, with their contents",
+  "hugetlb deleted file: a restore whose directory is no hugetlbfs mount any more is refused in one line",
   withTargets(() =>
     withHugePages(8, async () => {
       const mnt = await Deno.makeTempDir({ prefix: "cryo-hugetlbfs-" });
       const mount = await new Deno.Command("mount", { args: ["-t", "hugetlbfs", "none", mnt] })
         .output();
+      let mounted = mount.success;
       let a: Awaited<ReturnType<typeof startTriggered>> | undefined;
       try {
-        if (!mount.success) {
-          console.log("hugetlb file: cannot mount hugetlbfs here, not checked");
+        if (!mounted) {
+          console.log("hugetlb deleted: cannot mount hugetlbfs here, not checked");
           return;
         }
-        a = await startTriggered("rt_hugetlb", READY, { extra: ["file", mnt] });
+        a = await startTriggered("rt_hugetlb", READY, { extra: ["deleted", mnt] });
         if (/^info hugetlb=unavailable/m.test(a.t.output())) {
-          console.log("hugetlb file: no huge pages on this machine, not checked");
+          console.log("hugetlb deleted: no huge pages on this machine, not checked");
           await Deno.writeTextFile(a.trigger, "");
           return assertChecksPassed(a.t, [], await a.t.wait());
         }
-        await dumpKillRestore(a.t);
-        await Deno.writeTextFile(a.trigger, "");
-        assertChecksPassed(
-          a.t,
-          ["file-shared-contents", "file-private-contents", "file-hugetlb", "file-shared-follows"],
-          await a.t.wait(),
-          { what: "rt_hugetlb file" },
-        );
+        const dir = await tempImageDir();
+        await checkpoint(a.t.pid, { dir });
+        await a.t.wait();
+        // The directory is a plain one of the host's file system now.
+        await new Deno.Command("umount", { args: [mnt] }).output();
+        mounted = false;
+        await assert.rejects(() => restore(dir), (e: Error) => {
+          assert.ok(e instanceof RestoreError, String(e));
+          assert.match(e.message, /2097152-byte huge pages: the file made there has pages of 4096/);
+          return true;
+        });
       } finally {
-        await a?.t.kill(); // (it holds the mount busy)
-        if (mount.success) await new Deno.Command("umount", { args: [mnt] }).output();
+        await a?.t.kill();
+        if (mounted) await new Deno.Command("umount", { args: [mnt] }).output();
         await Deno.remove(mnt, { recursive: true }).catch(() => {});
       }
     })

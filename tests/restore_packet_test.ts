@@ -3,7 +3,8 @@
  * packet_sock_mmap, packet_sock_spkt): raw and datagram packet sockets on
  * the loopback interface come back with their protocol, interface, options,
  * memberships, filter and fanout group, and receive again; packets queued,
- * an mmapped ring and SOCK_PACKET are refused by name, the program left
+ * a ring whose kernel position is inside a block (rings:
+ * restore_packet_ring_test.ts) and SOCK_PACKET are refused by name, the program left
  * running as it was.
  */
 
@@ -33,7 +34,7 @@ Deno.test(
 for (
   const [mode, id, check] of [
     ["queued", "packets waiting to be read", "packet-queued-kept"],
-    ["ring", "mmapped rx or tx ring", "packet-ring-kept"],
+    ["ring", "inside a block of 2 frames", "packet-ring-kept"],
     ["spkt", "SOCK_PACKET", "packet-spkt-alive"],
   ] as const
 ) {

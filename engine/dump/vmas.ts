@@ -28,6 +28,8 @@ export function classifyVma(v: Vma): MappingKind {
   if (v.path === "[vsyscall]") return "vsyscall";
   if (v.path.startsWith("/SYSV")) return "sysv-shm";
   if (v.path.startsWith("/[aio]")) return "aio";
+  // Only a packet socket can be mapped (its rings): engine/fds/packet_ring.ts.
+  if (v.path.startsWith("socket:[")) return "packet-ring";
   const shared = v.perms[3] === "s";
   // Shared anonymous memory is shmem: maps shows it as "/dev/zero (deleted)" with an inode.
   const path = v.path.endsWith(DELETED) ? v.path.slice(0, -DELETED.length) : v.path;

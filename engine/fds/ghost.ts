@@ -196,7 +196,8 @@ export async function collectGhosts(
       // Before the content is read: the read may move the access time.
       const times = fileTimes(fd);
       // hugetlbfs: its stat's block size is its huge page size; its pages that hold data.
-      const huge = kind === "memfd" && fsMagic(source) === HUGETLBFS_MAGIC ? (st.blksize ?? 0) : 0;
+      // (A MFD_HUGETLB memfd, or a deleted file of a hugetlbfs mount.)
+      const huge = fsMagic(source) === HUGETLBFS_MAGIC ? (st.blksize ?? 0) : 0;
       const extents = huge ? hugeDataExtents(fd, st.size, huge) : dataExtents(fd, st.size);
       const unwritten = huge ? [] : unwrittenExtents(fd);
       const reserved = unwritten.length === 0 && fsMagic(source) === TMPFS_MAGIC
@@ -271,13 +272,6 @@ export async function collectGhosts(
       const where = `process ${p.pid} fd ${f.fd} (${f.target})`;
       if (isSecretMem(f.target)) {
         refusals.use("memory.secretmem", where);
-        refusedGhostFds.add(f);
-        continue;
-      }
-      if (fsMagic(`/proc/${p.pid}/fd/${f.fd}`) === HUGETLBFS_MAGIC && f.kind !== "memfd") {
-        // A deleted file of a hugetlbfs mount: made again there is not done yet. (A MFD_HUGETLB
-        // memfd is saved with its huge page size: `save`.)
-        refusals.use("fd.memfd-hugetlb", where);
         refusedGhostFds.add(f);
         continue;
       }
@@ -659,6 +653,14 @@ export async function createGhost(
       // A named file gets its name back while its path is free (an O_TMPFILE one never had one).
       const named = !/^#\d+$/.test(basename(g.name));
       fd = (named ? createUnlinked(g.name, g.mode) : null) ?? openTmpfile(dirname(g.name), g.mode);
+      // A deleted file of a hugetlbfs mount: made again on a mount of the same huge page size.
+      const blksize = g.hugePageSize ? Deno.statSync(`/proc/self/fd/${fd}`).blksize : undefined;
+      if (g.hugePageSize && blksize !== g.hugePageSize) {
+        rawSyscall(SYS.close, fd);
+        throw new Error(
+          `its ${g.hugePageSize}-byte huge pages: the file made there has pages of ${blksize} bytes (not a hugetlbfs mount of that size now)`,
+        );
+      }
     } catch (e) {
       throw new RestoreError(
         `cannot restore: deleted file ${g.name} cannot be re-created in ${dirname(g.name)}: ${

@@ -40,6 +40,7 @@ import { emitUdp } from "./udp.ts";
 import { emitOther } from "./inet_other.ts";
 import { attachFilter } from "./socket_filter.ts";
 import { packetProblem } from "./packet.ts";
+import { ringDataBytes } from "./packet_ring.ts";
 import { decodeBase64 } from "../base64.ts";
 import { checkSocketOwners } from "./socket_owner.ts";
 import { finishUdpQueues, finishUdpQueuesPlan } from "./udp_queue.ts";
@@ -101,6 +102,7 @@ export function inetQueueBytes(fds: FdInfo[]): number {
   for (const f of fds) {
     const t = f.inet?.tcp;
     if (t) n += Math.ceil((t.sendQueue.length + t.recvQueue.length) * 3 / 4);
+    n += ringDataBytes(f.packet?.ring);
   }
   return n;
 }

@@ -283,7 +283,7 @@ export class InetSocketSession {
       }
       if (domain === AF_PACKET) {
         const diag = (this.#packetDiags ??= packetDiagsOrNone()).get(inodeOf(f.target));
-        const got = collectPacket(copy, type ?? 0, diag);
+        const got = collectPacket(copy, type ?? 0, diag, { pid, ino: inodeOf(f.target) });
         if ("refused" in got) return this.#refuse(f, got.refused, got.detail);
         f.packet = { ...got.packet, ...(owner ? { owner } : {}), ...(filter ? { filter } : {}) };
         f.restore = "packet";
@@ -378,6 +378,7 @@ export class InetSocketSession {
     markReuseportGroups(this.#entries.map((e) => e.fd.inet!));
     for (const e of this.#packets) {
       refusals.use("socket.packet", e.where);
+      if (e.fd.packet?.ring) refusals.use("socket.packet-ring-mapped", e.where);
       if (e.fd.packet?.owner) refusals.use("socket.inet-owner", e.where);
       if (holders(e.fd).length > 1) refusals.use("socket.inet-shared", e.where);
     }

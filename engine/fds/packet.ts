@@ -11,9 +11,11 @@
  * then), sets its options and filter, and only then binds it to its
  * protocol and interface: no packet reaches it unfiltered.
  *
+ * Rx/tx rings come back with their mapping (engine/fds/packet_ring.ts).
+ *
  * Refused by name: packets waiting to be read (no way to queue them again;
- * `socket.packet-queued`, transient: retry), rx/tx rings
- * (`socket.packet-ring`), SOCK_PACKET and fanout groups steered by a BPF
+ * `socket.packet-queued`, transient: retry), rings whose state cannot be
+ * set up again (`socket.packet-ring`), SOCK_PACKET and fanout groups steered by a BPF
  * program (`socket.packet-other`).
  *
  * @module
@@ -23,7 +25,8 @@ import { closeFd, firstDatagramLength, getsockoptInt, newSocket, sockName } from
 import { interfaceNameOf, type PacketDiag } from "../../ffi/packet_diag.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { CryoError } from "../errors.ts";
-import type { PacketSocket, SockOption } from "../model.ts";
+import type { PacketRing, PacketSocket, SockOption } from "../model.ts";
+import { collectRing, emitRing } from "./packet_ring.ts";
 import { type ProgramBuilder, slot } from "../program/builder.ts";
 import { type SupportId, supportOf } from "../support.ts";
 import { decodeBase64 } from "../base64.ts";
@@ -37,6 +40,7 @@ const SOCK_PACKET = 10;
 const PACKET_ADD_MEMBERSHIP = 1;
 const PACKET_COPY_THRESH = 7;
 const PACKET_FANOUT = 18;
+const PACKET_VERSION = 10;
 /** Fanout modes steered by a BPF program (PACKET_FANOUT_DATA): the program cannot be read back. */
 const FANOUT_CBPF = 6, FANOUT_EBPF = 7;
 /** PACKET_FANOUT_FLAG_UNIQUEID as getsockopt shows it: asks the kernel for an id (the saved one is asked for again). */
@@ -84,10 +88,22 @@ export function collectPacket(
   copy: number,
   type: number,
   diag: PacketDiag | undefined,
+  /** The process holding it and its inode (its rings' mapping is found by it). */
+  owner?: { pid: number; ino: number },
 ): { packet: PacketSocket } | { refused: SupportId; detail?: string } {
   if (type === SOCK_PACKET) return { refused: "socket.packet-other", detail: "SOCK_PACKET" };
   if (!diag) return { refused: "socket.packet-other", detail: "not shown by packet_diag" };
-  if (diag.ring) return { refused: "socket.packet-ring", detail: "an mmapped rx or tx ring" };
+  let ring: PacketRing | undefined;
+  if (diag.ring) {
+    const version = getsockoptInt(copy, SOL_PACKET, PACKET_VERSION) ?? 0;
+    const got = owner && (diag.rx || diag.tx)
+      ? collectRing(owner.pid, owner.ino, copy, version, diag.rx, diag.tx)
+      : { problem: "its ring's geometry is not shown by packet_diag" };
+    if ("problem" in got) {
+      return { refused: "socket.packet-ring", detail: `an mmapped rx or tx ring: ${got.problem}` };
+    }
+    ring = got.ring;
+  }
   // getsockopt tells the fanout flags too (packet_diag does not); a kernel-chosen id is kept.
   const fanoutValue = getsockoptInt(copy, SOL_PACKET, PACKET_FANOUT) ?? 0;
   const fanout = fanoutValue ? (fanoutValue & ~FANOUT_FLAG_UNIQUEID) >>> 0 : undefined;
@@ -146,6 +162,7 @@ export function collectPacket(
       ...(buffers ? { buffers } : {}),
       memberships: diag.memberships.map((m) => ({ ...m, ifname: interfaceName(m.ifindex) })),
       ...(fanout !== undefined ? { fanout } : {}),
+      ...(ring ? { ring } : {}),
     },
   };
 }
@@ -191,6 +208,8 @@ export function emitPacket(
       comment: "SO_LOCK_FILTER",
     });
   }
+  // The rings before the bind: nothing is filled before they are where the program looks.
+  if (s.ring) emitRing(p, fdSlot, s.ring);
   if (s.protocol !== 0 || s.ifindex !== 0) {
     const ll = new Uint8Array(20);
     const dv = new DataView(ll.buffer);

@@ -23,6 +23,7 @@ export const MAPPING_KINDS = [
   "vsyscall",
   "sysv-shm",
   "aio",
+  "packet-ring",
 ] as const;
 
 const KINDS: ReadonlySet<unknown> = new Set(MAPPING_KINDS);

@@ -315,8 +315,9 @@ function collectMappingDetails(
     m.vmFlags = withoutUw(m.vmFlags);
     v = verdictOf(m.vmFlags, judged);
   }
-  // An anonymous hugetlb mapping whose page size is known comes back with it (hugetlb.ts).
-  const odd = m.hugePageSize ? v.odd.filter((f) => f !== "ht") : v.odd;
+  // An anonymous hugetlb mapping whose page size is known comes back with it (hugetlb.ts), a
+  // SHM_HUGETLB attachment with its segment (sysvshm.ts: the segment's page size is read then).
+  const odd = m.hugePageSize || m.kind === "sysv-shm" ? v.odd.filter((f) => f !== "ht") : v.odd;
   if (odd.length) {
     const where = `process ${pid} mapping ${m.start}-${m.end} (${m.name || "anonymous"})`;
     const others = odd.filter((f) => f !== PKEY_CODE);

@@ -37,14 +37,14 @@ export function isAnonHugetlb(m: Mapping): boolean {
 }
 
 /**
- * Whether `m` is a mapping of a MFD_HUGETLB memfd (saved as a ghost with its
- * huge page size: engine/fds/ghost.ts) or of a file of a hugetlbfs mount
- * (not deleted: the file keeps its pages); mapping the re-created memfd or
- * the file again gives it its huge pages again.
+ * Whether `m` is a mapping of a MFD_HUGETLB memfd or a deleted file of a
+ * hugetlbfs mount (saved as a ghost with its huge page size:
+ * engine/fds/ghost.ts) or of a file of a hugetlbfs mount (the file keeps
+ * its pages); mapping the re-created memfd or file, or the file again,
+ * gives it its huge pages again.
  */
 function isHugeFileMapping(m: Mapping): boolean {
-  return (m.kind === "file-shared" || m.kind === "file-private") && m.vmFlags.includes("ht") &&
-    (m.name.startsWith("/memfd:") || (m.file !== undefined && !m.name.endsWith(" (deleted)")));
+  return (m.kind === "file-shared" || m.kind === "file-private") && m.vmFlags.includes("ht");
 }
 
 /**
@@ -153,8 +153,19 @@ export function hugePagesNeeded(
 export function checkHugePagesFree(
   processes: readonly ProcessImage[],
   ghosts: readonly GhostFile[] = [],
+  /** System V segments the restore makes (a SHM_HUGETLB one takes its whole size at shmget). */
+  segments: readonly { size: number; hugePageSize?: number }[] = [],
 ): void {
-  for (const [size, pages] of hugePagesNeeded(processes, ghosts)) {
+  const need = hugePagesNeeded(processes, ghosts);
+  for (const s of segments) {
+    if (s.hugePageSize) {
+      need.set(
+        s.hugePageSize,
+        (need.get(s.hugePageSize) ?? 0) + Math.ceil(s.size / s.hugePageSize),
+      );
+    }
+  }
+  for (const [size, pages] of need) {
     const free = freeHugePages(size);
     if (free < pages) {
       throw new RestoreError(

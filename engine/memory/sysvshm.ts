@@ -7,6 +7,8 @@
  * then reads as IPC_PRIVATE) and its content, read through cryo's own
  * read-only shmat, is written into the image directory as
  * `sysvshm-<shmid>.data`. The pages are not saved in the process images.
+ * A SHM_HUGETLB segment (its huge page size read from cryo's own attach:
+ * smaps KernelPageSize) is made again with SHM_HUGETLB and that size.
  *
  * Restore: before the launch the engine re-creates each segment with its
  * id (the id written to /proc/sys/kernel/shm_next_id is used by the next
@@ -33,6 +35,7 @@ import { RestoreError } from "../errors.ts";
 import type { Refusals } from "../support.ts";
 import type { ProgramBuilder } from "../program/builder.ts";
 import { SYS } from "../../ffi/sysno.ts";
+import { readSmaps } from "../proc/smaps.ts";
 
 const PAGE = 4096;
 const SHM_DEST = 0o1000;
@@ -149,17 +152,28 @@ function shmIdsSettable(): boolean {
   }
 }
 
-/** Copies a segment's content into `path` in chunks; returns its CRC-32. */
-function saveContent(seg: SysvShmEntry, path: string): number {
+/** The kernel page size of cryo's own mapping at `addr` (smaps KernelPageSize), bytes. */
+function ownPageSize(addr: bigint): number {
+  const e = readSmaps(Deno.pid).find((x) => x.start === addr);
+  return e?.sizes["KernelPageSize"] ?? PAGE;
+}
+
+/**
+ * Copies a segment's content into `path` in chunks; returns its CRC-32 and
+ * its page size (a SHM_HUGETLB segment's huge page size: nothing else shows
+ * it, so it is read from cryo's own attach).
+ */
+function saveContent(seg: SysvShmEntry, path: string): { crc: number; pageSize: number } {
   using out = Deno.openSync(path, { write: true, createNew: true, mode: 0o600 });
-  return withShmAttached(seg.shmid, seg.size, false, (v) => {
+  return withShmAttached(seg.shmid, seg.size, false, (v, addr) => {
+    const pageSize = ownPageSize(addr);
     let crc = 0;
     for (let at = 0; at < v.length; at += CHUNK) {
       const chunk = v.subarray(at, Math.min(v.length, at + CHUNK));
       crc = crc32(chunk, crc);
       for (let w = 0; w < chunk.length;) w += out.writeSync(chunk.subarray(w));
     }
-    return crc;
+    return { crc, pageSize };
   });
 }
 
@@ -340,7 +354,7 @@ export class CreatedSysvShm {
     }
     Deno.writeTextFileSync(NEXT_ID, `${s.shmid}\n`);
     const key = s.removed ? 0 : s.key;
-    const id = shmGet(key, s.size, IPC_CREAT | IPC_EXCL | (s.mode & 0o777));
+    const id = shmGet(key, s.size, IPC_CREAT | IPC_EXCL | (s.mode & 0o777) | hugeShmFlags(s));
     if (id < 0) {
       try {
         Deno.writeTextFileSync(NEXT_ID, "-1\n");
@@ -424,8 +438,9 @@ export function emitSysvShmAttach(p: ProgramBuilder, m: Mapping): void {
  */
 export function saveSysvShmSegment(seg: SysvShmEntry, dir: string): SysvShmSegment {
   const file = `sysvshm-${seg.shmid}.data`;
-  const crc = saveContent(seg, `${dir}/${file}`);
+  const { crc, pageSize } = saveContent(seg, `${dir}/${file}`);
   return {
+    ...(pageSize > PAGE ? { hugePageSize: pageSize } : {}),
     shmid: seg.shmid,
     key: seg.key,
     size: seg.size,
@@ -438,6 +453,14 @@ export function saveSysvShmSegment(seg: SysvShmEntry, dir: string): SysvShmSegme
     file,
     checksum: formatChecksum(crc),
   };
+}
+
+const SHM_HUGETLB = 0o4000;
+const SHM_HUGE_SHIFT = 26;
+
+/** The shmget flags that make segment `s` of huge pages again (0 for others). */
+export function hugeShmFlags(s: SysvShmSegment): number {
+  return s.hugePageSize ? SHM_HUGETLB | (Math.log2(s.hugePageSize) << SHM_HUGE_SHIFT) : 0;
 }
 
 /** Whether a segment is SHM_LOCKed (refused). */

@@ -53,6 +53,8 @@ import { emitUnixCreation, type UnixTreePlan } from "../fds/unix.ts";
 import { emitControllingTty, type PlannedPty } from "../fds/tty.ts";
 import { ghostPath, type PlannedGhosts } from "../fds/ghost.ts";
 import { UnsupportedError } from "../errors.ts";
+import { unclaimedRingMapping } from "../fds/packet_ring.ts";
+import { supportOf } from "../support.ts";
 import { type Bootstrap, BootstrapBuilder, messageProgram } from "./stub.ts";
 import { type ProgramBuilder, slot } from "../program/builder.ts";
 import { type DeferredSyscall, emitPosixTimers } from "../task/timers.ts";
@@ -230,6 +232,18 @@ export function compileProcess(proc: ProcessImage, opts: CompileOptions): Compil
       }
       : undefined,
   );
+  // A packet socket's rings are mapped by the process that makes the socket, in the fd phase.
+  const unclaimed = unclaimedRingMapping(
+    proc.mappings,
+    fds.map((f) => f.source.kind === "packet" ? f.source.socket.ring : undefined),
+  );
+  if (unclaimed) {
+    throw new UnsupportedError(`process ${proc.pid}`, [
+      `${
+        supportOf("socket.packet-ring").what
+      }: the mapping ${unclaimed} of a packet socket's rings is not this process's own (inherited across fork, or its socket made by another process)`,
+    ]);
+  }
   const base = hexBig(proc.bootstrap.start);
   const boot = new BootstrapBuilder(base, opts.checkOnly === true);
   const standalone = messageProgram(
@@ -419,6 +433,8 @@ function emitMemory(
       examine.push(i);
       continue;
     }
+    // Mapped with its socket, in the fd phase (engine/fds/packet_ring.ts).
+    if (m.kind === "packet-ring") continue;
     // Adjacent private anonymous mappings: one mmap and pread for the run (anon_runs.ts).
     const run = lazy ? 0 : anonRunLength(proc.mappings, i);
     if (run) {

@@ -320,8 +320,12 @@ export async function preflight(
   checkInetPorts(processes);
   checkCredentials(processes);
   for (const proc of processes) checkPolicyNodes(proc); // engine/memory/mempolicy.ts
-  checkSysvShmFree(plan.manifest.sysvShm ?? []);
-  checkHugePagesFree(processes, plan.manifest.ghosts); // engine/memory/hugetlb.ts
+  const leftovers = checkSysvShmFree(plan.manifest.sysvShm ?? []);
+  checkHugePagesFree(
+    processes,
+    plan.manifest.ghosts,
+    (plan.manifest.sysvShm ?? []).filter((s) => !leftovers.has(s.shmid)),
+  ); // engine/memory/hugetlb.ts
   checkSysvUsed(plan.manifest.sysvUsed ?? []); // engine/ipc/sysv_used.ts
   checkMqueues(processes); // engine/fds/mqueue.ts
 }

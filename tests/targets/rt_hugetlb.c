@@ -14,6 +14,8 @@
  *            restore both read the pattern (pread on the fd), are still
  *            hugetlbfs (st_blksize 2 MiB), the mapping is hugetlb and
  *            shows the fd's pages (a write through it is read by pread);
+ *   deleted <dir>: the same file removed before the dump (held by its fd
+ *            and mappings): made again there, removed, of huge pages;
  *   file <dir>: a file of two 2 MiB pages on the hugetlbfs mount <dir>, its
  *            first page written through a shared mapping; a private mapping
  *            of it whose first page is written too (copy on write). After
@@ -186,7 +188,7 @@ static int run_memfd(const char *trigger) {
   return verdict();
 }
 
-static int run_file(const char *trigger, const char *dir) {
+static int run_file(const char *trigger, const char *dir, int deleted) {
   char path[4096];
   snprintf(path, sizeof path, "%s/huge", dir);
   int fd = open(path, O_RDWR | O_CREAT, 0600);
@@ -203,8 +205,20 @@ static int run_file(const char *trigger, const char *dir) {
   }
   fill(sh, HUGE, 9);
   fill(pr, HUGE, 41); /* its own copy: the file keeps seed 9 */
+  if (deleted) unlink(path);
   print_ready("pid=%d", getpid());
   wait_trigger(trigger);
+  if (deleted) {
+    char fdpath[64], link[4200] = "", want[4200];
+    snprintf(fdpath, sizeof fdpath, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(fdpath, link, sizeof link - 1);
+    if (n > 0) link[n] = 0;
+    snprintf(want, sizeof want, "%s (deleted)", path);
+    struct stat st;
+    check("file-deleted", !strcmp(link, want) && fstat(fd, &st) == 0 && st.st_nlink == 0 &&
+                              st.st_blksize == HUGE && st.st_size == 2 * HUGE,
+          "fd %s, nlink %lu", link, (unsigned long)st.st_nlink);
+  }
   check("file-shared-contents", same(sh, HUGE, 9) && memfd_same(fd, 9), "pattern differs");
   check("file-private-contents", same(pr, HUGE, 41), "pattern differs");
   long ks = kernel_page_kb(sh), kp = kernel_page_kb(pr);
@@ -221,7 +235,8 @@ int main(int argc, char **argv) {
   if (!strcmp(argv[2], "private")) return run_private(argv[1]);
   if (!strcmp(argv[2], "shared")) return run_shared(argv[1]);
   if (!strcmp(argv[2], "memfd")) return run_memfd(argv[1]);
-  if (!strcmp(argv[2], "file") && argc > 3) return run_file(argv[1], argv[3]);
+  if (!strcmp(argv[2], "file") && argc > 3) return run_file(argv[1], argv[3], 0);
+  if (!strcmp(argv[2], "deleted") && argc > 3) return run_file(argv[1], argv[3], 1);
   fprintf(stderr, "unknown mode %s\n", argv[2]);
   return 2;
 }

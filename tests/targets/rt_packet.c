@@ -19,7 +19,8 @@
  * dgram) and one of fan1/fan2/fan3.
  *
  * Modes: "ok" (the round trip), "queued" (a packet left unread: refused),
- * "ring" (raw gets a PACKET_RX_RING: refused), "spkt" (a SOCK_PACKET socket:
+ * "ring" (raw gets a PACKET_RX_RING of two frames a block, mapped, and one
+ * frame lands in it: the kernel's next frame is inside a block, refused), "spkt" (a SOCK_PACKET socket:
  * refused). In the refused modes the target checks, when triggered, that its
  * socket still works.
  *
@@ -159,6 +160,8 @@ int main(int argc, char **argv) {
                                 .tp_frame_nr = 4};
       if (setsockopt(raw, SOL_PACKET, PACKET_RX_RING, &req, sizeof req) != 0) die("RX_RING");
       if (mmap(0, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, raw, 0) == MAP_FAILED) die("mmap");
+      send_frame(tx, ETH_A, "ring");
+      usleep(20000);
     }
     print_ready("pid=%d", getpid());
     wait_trigger(argv[1]);
