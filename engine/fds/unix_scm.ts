@@ -302,10 +302,8 @@ function identify(
 function inFlightSocket(file: FdInfo, kind: string): InFlightFd | string {
   const u = file.socket?.unix;
   if (file.inet) {
-    // A connection's repair-mode copy is not carried over to a message: refused, not risked.
-    if (file.inet.tcp) {
-      return `${kind}, a TCP connection only a message holds, cannot be saved in flight`;
-    }
+    // A connection's repair-mode copy is kept by the dump's inet session like a tree fd's; the
+    // restore ends its repair mode through a peeked copy (inet_plan.ts finishInetSockets).
     file.fd = -1;
     return { file };
   }
@@ -426,4 +424,70 @@ export const CARRIED_PID = -1;
 /** The pseudo fd number of the `i`th standalone carried description. */
 export function carriedFd(i: number): number {
   return -1 - i;
+}
+
+/**
+ * The descriptions only the messages queued on `image`'s unix sockets
+ * hold (their records, at fd -1), each once.
+ */
+export function carriedFiles(image: ProcessImage): FdInfo[] {
+  return image.fds.flatMap((f) =>
+    f.excluded || f.sameAs !== undefined ? [] : (f.socket?.unix?.queue ?? [])
+  ).flatMap((m) => m.fds ?? []).flatMap((c) => c.file ?? []);
+}
+
+/**
+ * Restore, once every restore program ran and before the tree goes on: runs
+ * `fn` on a copy of each TCP connection only a queued message holds, taken
+ * by peeking (nothing consumed) the queue of the unix socket that carries
+ * it (`where` names the message). Its record is `file`. Throws when a
+ * queue does not hold the messages it was refilled with.
+ */
+export function withCarriedConnections(
+  images: readonly ProcessImage[],
+  fn: (copy: number, file: FdInfo, where: string) => void,
+): void {
+  const done = new Set<number>();
+  for (const image of images) {
+    for (const f of image.fds) {
+      const u = f.socket?.unix;
+      if (f.excluded || f.sameAs !== undefined || !u || done.has(u.ino)) continue;
+      const wanted = u.queue.map((m) => (m.fds ?? []).map((c) => c.file?.inet?.tcp && c.file));
+      if (!wanted.flat().some(Boolean)) continue;
+      done.add(u.ino);
+      withTargetFd(image.pid, f.fd, (copy) => {
+        const type = f.socket!.type;
+        const bytes = u.queue.reduce((n, m) => n + decodeBase64(m.data).length, 0);
+        const peeked = peekQueue(
+          copy,
+          type === SOCK_STREAM,
+          type === SOCK_DGRAM ? undefined : bytes,
+          (u.shutdown & 1) !== 0,
+          u.queue.length,
+          true,
+        );
+        try {
+          const shape = (n: number[]) => n.join(",");
+          if (shape(wanted.map((w) => w.length)) !== shape(peeked.map((m) => m.fds?.length ?? 0))) {
+            throw new Error(
+              `process ${image.pid} fd ${f.fd}: its queue does not hold the messages it was refilled with`,
+            );
+          }
+          for (const [i, w] of wanted.entries()) {
+            for (const [j, file] of w.entries()) {
+              if (file) {
+                fn(
+                  peeked[i].fds![j],
+                  file,
+                  `a connection in flight on process ${image.pid} fd ${f.fd}`,
+                );
+              }
+            }
+          }
+        } finally {
+          for (const m of peeked) for (const fd of m.fds ?? []) closeFd(fd);
+        }
+      });
+    }
+  }
 }
