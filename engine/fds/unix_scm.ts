@@ -33,6 +33,7 @@
  */
 
 import { isMqueueFd, mqueueInFlight } from "./mqueue.ts";
+import { inFlightEpollWatcher } from "./epoll.ts";
 import { peekQueue } from "../../ffi/socket.ts";
 import { withTargetFd } from "../../ffi/pidfd.ts";
 import { closeFd } from "../../ffi/net.ts";
@@ -290,6 +291,17 @@ function identify(
     if (typeof mqueue === "string") return mqueue;
     return { file: { ...describe(Deno.pid, mine), fd: -1, kind: "mqueue", mqueue } };
   }
+  if (mine.kind === "epoll") {
+    // Made empty by the shared plan; one process holding every watched file at its number adds
+    // the watches back (shared.ts `watchers`).
+    const file = describe(Deno.pid, mine);
+    const problem = inFlightEpollWatcher(fd, file, procs);
+    if (problem) {
+      return `${kind} no process of the tree holds cannot be saved in flight: ${problem}`;
+    }
+    file.fd = -1;
+    return { file };
+  }
   if (!STANDALONE.has(mine.kind) || mine.deleted) {
     return `${kind} no process of the tree holds cannot be saved in flight`;
   }
@@ -338,7 +350,11 @@ export function carriedDescriptions(images: readonly ProcessImage[]): CarriedDes
     for (const c of m.fds!) {
       if (isSocket(images, c)) continue; // made by the unix plan
       if (c.ref) out.push({ ref: c.ref, pids: holders });
-      else if (c.file) out.push({ file: c.file, pids: holders });
+      else if (c.file) {
+        // An epoll's watches are added back by its watcher (epoll.ts inFlightEpollWatcher).
+        const watcher = c.file.extra["epoll-watcher"];
+        out.push({ file: c.file, pids: watcher ? [...holders, Number(watcher)] : holders });
+      }
     }
   }
   return out;
