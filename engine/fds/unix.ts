@@ -303,6 +303,10 @@ function socketFile(pid: number, d: UnixDiag, name: string): UnixSocketImage["fi
     // Renamed in its directory after the bind (the file is bound again at the name, then
     // renamed), or removed (bound again, then removed again).
     const renamed = d.vfs ? renamedSocketFile(dirname(full), d.vfs.ino) : undefined;
+    if (!renamed && !exists(dirname(full))) {
+      // Bound again there, the restore's bind failed with ENOENT after the dump had killed the tree.
+      return `its socket file ${full} was removed with its directory ${dirname(full)}`;
+    }
     if (!renamed) return { dir };
     return { dir, ...fileOwner(renamed.st), renamed: renamed.path };
   }
@@ -310,6 +314,16 @@ function socketFile(pid: number, d: UnixDiag, name: string): UnixSocketImage["fi
     return `its socket file ${full} was replaced by another file`;
   }
   return { dir, ...fileOwner(st) };
+}
+
+/** Whether `path` names anything (a symbolic link counts). */
+function exists(path: string): boolean {
+  try {
+    Deno.lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function fileOwner(st: Deno.FileInfo): { mode: number; uid: number; gid: number } {
