@@ -676,6 +676,35 @@ export function planUnixSockets(
     }
   }
 
+  // Sockets of one group bound in turn at one path name (each file removed before the next bind,
+  // a datagram socketpair's two ends): made together, the second bind took the first one's file
+  // and the restore failed removing it again; refused by name. (Groups are made one after another,
+  // each removing its files at its end.)
+  const boundAt = new Map<string, Sock[]>();
+  for (const s of socks) {
+    const name = s.u.name;
+    if (plan.refused.has(s.ino) || s.role === "accepted" || !isPathName(name) || !s.u.file) {
+      continue;
+    }
+    const path = unixNameText(name);
+    const key = `${find(s.ino)}|${path.startsWith("/") ? path : `${s.u.file.dir}/${path}`}`;
+    boundAt.set(key, [...boundAt.get(key) ?? [], s]);
+  }
+  for (const [key, same] of boundAt) {
+    if (same.length < 2) continue;
+    const path = key.slice(key.indexOf("|") + 1);
+    for (const s of same) {
+      const others = same.filter((o) => o !== s).map((o) => `socket:[${o.ino}]`).join(", ");
+      refuse(
+        s,
+        "socket.unix-other",
+        `bound at ${path}, where ${others} of the tree ${
+          same.length > 2 ? "were" : "was"
+        } bound too (in turn, each file removed before the next bind)`,
+      );
+    }
+  }
+
   // Groups, their creators, the checks that need the creator, transfer fds.
   const groups = new Map<number, Sock[]>();
   for (const s of socks) {

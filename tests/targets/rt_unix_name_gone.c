@@ -1,0 +1,65 @@
+/* Unix socket names whose files are gone, as zdtm's sk-unix01 leaves them;
+ * cryo refuses both cases by name at dump (the target, left running, then
+ * checks that its sockets still work as they did).
+ *
+ * usage: rt_unix_name_gone <trigger> <workdir> dir|pair
+ *   dir   a datagram socket bound to <workdir>/d/s, a client connected to
+ *         it, then the socket file removed and its directory too (the
+ *         restore would have to make the directory again to bind there);
+ *         checks a datagram from the client arrives and the directory is
+ *         still gone
+ *   pair  the two ends of a datagram socketpair bound in turn to
+ *         <workdir>/p.sock, the file removed after each bind (bound again
+ *         together, the second bind would take the first one's file);
+ *         checks datagrams go both ways
+ */
+#define _GNU_SOURCE
+#include "common.h"
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+static int dir_gone(const char *trigger, const char *work) {
+  char dir[256];
+  snprintf(dir, sizeof dir, "%s/d", work);
+  struct sockaddr_un a = {.sun_family = AF_UNIX};
+  snprintf(a.sun_path, sizeof a.sun_path, "%s/s", dir);
+  int s = socket(AF_UNIX, SOCK_DGRAM, 0), c = socket(AF_UNIX, SOCK_DGRAM, 0);
+  if (mkdir(dir, 0755) != 0) die("mkdir");
+  if (s < 0 || c < 0 || bind(s, (void *)&a, sizeof a) != 0) die("bind");
+  if (connect(c, (void *)&a, sizeof a) != 0) die("connect");
+  if (unlink(a.sun_path) != 0 || rmdir(dir) != 0) die("rmdir");
+  print_ready("pid=%d", getpid());
+  wait_trigger(trigger);
+  int v = 7, w = 0;
+  check("datagram", write(c, &v, sizeof v) == sizeof v && read(s, &w, sizeof w) == sizeof w &&
+                        w == 7, "got %d", w);
+  struct stat st;
+  check("dir-gone", stat(dir, &st) != 0 && errno == ENOENT, "");
+  return verdict();
+}
+
+static int pair_in_turn(const char *trigger, const char *work) {
+  struct sockaddr_un a = {.sun_family = AF_UNIX};
+  snprintf(a.sun_path, sizeof a.sun_path, "%s/p.sock", work);
+  int sp[2];
+  if (socketpair(AF_UNIX, SOCK_DGRAM, 0, sp) != 0) die("socketpair");
+  if (bind(sp[0], (void *)&a, sizeof a) != 0 || unlink(a.sun_path) != 0) die("bind 0");
+  if (bind(sp[1], (void *)&a, sizeof a) != 0 || unlink(a.sun_path) != 0) die("bind 1");
+  print_ready("pid=%d", getpid());
+  wait_trigger(trigger);
+  int v = 7, w = 0, x = 9, y = 0;
+  check("one-to-zero", write(sp[1], &v, sizeof v) == sizeof v &&
+                           recv(sp[0], &w, sizeof w, MSG_DONTWAIT) == sizeof w && w == 7,
+        "got %d", w);
+  check("zero-to-one", write(sp[0], &x, sizeof x) == sizeof x &&
+                           recv(sp[1], &y, sizeof y, MSG_DONTWAIT) == sizeof y && y == 9,
+        "got %d", y);
+  return verdict();
+}
+
+int main(int argc, char **argv) {
+  need_args(argc, 3, "rt_unix_name_gone <trigger> <workdir> dir|pair");
+  if (!strcmp(argv[3], "pair")) return pair_in_turn(argv[1], argv[2]);
+  return dir_gone(argv[1], argv[2]);
+}
