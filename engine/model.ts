@@ -1101,6 +1101,11 @@ export interface UnixSocketImage {
      * renames it to `<path>`). The restore binds at the name, then renames.
      */
     renamed?: string;
+    /**
+     * Directories removed with the socket file (absolute, outermost first):
+     * made again (mode 0700) around the bind, removed again with the file.
+     */
+    removedDirs?: string[];
   };
   /** Inode of the peer (connected sockets). */
   peer?: number;

@@ -124,6 +124,9 @@ function malformed(u: UnixSocketImage): string | undefined {
     return "a socket file directory that is not an absolute path";
   }
   if (isPathName(u.name) && !u.file) return "a path name without its socket file";
+  if (u.file?.removedDirs?.some((d) => !d.startsWith("/") || d.includes("\0"))) {
+    return "a removed directory that is not an absolute path";
+  }
   if (u.listen && (u.listen.backlog < 0 || u.listen.backlog > 1 << 20)) return "a bad backlog";
   return undefined;
 }
@@ -304,8 +307,16 @@ function socketFile(pid: number, d: UnixDiag, name: string): UnixSocketImage["fi
     // renamed), or removed (bound again, then removed again).
     const renamed = d.vfs ? renamedSocketFile(dirname(full), d.vfs.ino) : undefined;
     if (!renamed && !exists(dirname(full))) {
-      // Bound again there, the restore's bind failed with ENOENT after the dump had killed the tree.
-      return `its socket file ${full} was removed with its directory ${dirname(full)}`;
+      // Removed with its directory (and maybe more of its parents): made again around the bind.
+      const removedDirs: string[] = [];
+      for (let at = dirname(full); at !== "/" && !exists(at); at = dirname(at)) {
+        removedDirs.unshift(at);
+      }
+      if (!exists(dir) || !Deno.lstatSync(dirname(removedDirs[0])).isDirectory) {
+        return `its socket file ${full} was removed with its directory ${dirname(full)}, ` +
+          "which is not under a directory that exists";
+      }
+      return { dir, removedDirs };
     }
     if (!renamed) return { dir };
     return { dir, ...fileOwner(renamed.st), renamed: renamed.path };
@@ -372,6 +383,12 @@ export function checkUnixNamesFree(processes: readonly ProcessImage[]): void {
   const seen = new Set<string>();
   for (const p of processes) {
     for (const f of p.fds) {
+      const removed = f.excluded ? undefined : f.socket?.unix?.file?.removedDirs?.[0];
+      if (removed !== undefined && exists(removed)) {
+        throw new RestoreError(
+          `cannot restore: ${removed}, removed with the socket file of process ${p.pid} fd ${f.fd}, exists again (its socket is bound there for a moment)`,
+        );
+      }
       for (const path of socketFilePaths(f)) {
         if (seen.has(path)) continue;
         seen.add(path);
@@ -948,6 +965,10 @@ function emitGroup(
     const addr = sockaddr(name);
     const path = isPathName(name) ? unixNameText(name) : undefined;
     chdirFor(name, s);
+    for (const d of s.u.file?.removedDirs ?? []) {
+      // Another socket of the group may have made it already.
+      p.op(SYS.mkdir, [p.cstring(d), 0o700], { allowFail: true, comment: `${d}, removed since` });
+    }
     if (path) {
       p.op(SYS.unlink, [p.cstring(path)], { allowFail: true, comment: "stale socket file" });
     }
@@ -1129,6 +1150,10 @@ function emitGroup(
       p.op(SYS.unlink, [p.cstring(unixNameText(s.u.name))], {
         comment: `${label(s)}: its file had been removed`,
       });
+      for (const d of [...s.u.file?.removedDirs ?? []].reverse()) {
+        // Not empty while another socket of the group still has its file there: removed with it.
+        p.op(SYS.rmdir, [p.cstring(d)], { allowFail: true, comment: `${d} had been removed` });
+      }
     }
   }
   // SO_PASSCRED turned on for a refill goes off again (the options below set it if it was on).

@@ -1,13 +1,15 @@
-/* Unix socket names whose files are gone, as zdtm's sk-unix01 leaves them;
- * cryo refuses both cases by name at dump (the target, left running, then
- * checks that its sockets still work as they did).
+/* Unix socket names whose files are gone, as zdtm's sk-unix01 leaves them:
+ * after a restore (or a refused dump, which leaves the target running) the
+ * target checks that its sockets still work as they did.
  *
  * usage: rt_unix_name_gone <trigger> <workdir> dir|pair
- *   dir   a datagram socket bound to <workdir>/d/s, a client connected to
- *         it, then the socket file removed and its directory too (the
- *         restore would have to make the directory again to bind there);
- *         checks a datagram from the client arrives and the directory is
- *         still gone
+ *   dir   a datagram socket bound to <workdir>/t/d/s with a client
+ *         connected to it, a stream listener at <workdir>/t/d/l with an
+ *         accepted connection, then both files removed and the two
+ *         directories too (restored: the directories are made again around
+ *         the binds and removed); checks a datagram from the client
+ *         arrives, the bound names, bytes both ways on the connection, and
+ *         that the directories are still gone
  *   pair  the two ends of a datagram socketpair bound in turn to
  *         <workdir>/p.sock, the file removed after each bind (bound again
  *         together, the second bind would take the first one's file);
@@ -19,23 +21,43 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 
+/* Whether the bound name of `fd` is `path`. */
+static int named(int fd, const char *path) {
+  struct sockaddr_un got = {0};
+  socklen_t len = sizeof got;
+  return getsockname(fd, (void *)&got, &len) == 0 && !strcmp(got.sun_path, path);
+}
+
 static int dir_gone(const char *trigger, const char *work) {
-  char dir[256];
-  snprintf(dir, sizeof dir, "%s/d", work);
-  struct sockaddr_un a = {.sun_family = AF_UNIX};
+  char top[256], dir[256];
+  snprintf(top, sizeof top, "%s/t", work);
+  snprintf(dir, sizeof dir, "%s/t/d", work);
+  struct sockaddr_un a = {.sun_family = AF_UNIX}, b = {.sun_family = AF_UNIX};
   snprintf(a.sun_path, sizeof a.sun_path, "%s/s", dir);
+  snprintf(b.sun_path, sizeof b.sun_path, "%s/l", dir);
   int s = socket(AF_UNIX, SOCK_DGRAM, 0), c = socket(AF_UNIX, SOCK_DGRAM, 0);
-  if (mkdir(dir, 0755) != 0) die("mkdir");
+  int l = socket(AF_UNIX, SOCK_STREAM, 0), cl = socket(AF_UNIX, SOCK_STREAM, 0);
+  if (mkdir(top, 0755) != 0 || mkdir(dir, 0755) != 0) die("mkdir");
   if (s < 0 || c < 0 || bind(s, (void *)&a, sizeof a) != 0) die("bind");
   if (connect(c, (void *)&a, sizeof a) != 0) die("connect");
-  if (unlink(a.sun_path) != 0 || rmdir(dir) != 0) die("rmdir");
+  if (l < 0 || cl < 0 || bind(l, (void *)&b, sizeof b) != 0 || listen(l, 4) != 0) die("listen");
+  if (connect(cl, (void *)&b, sizeof b) != 0) die("connect stream");
+  int acc = accept(l, NULL, NULL);
+  if (acc < 0) die("accept");
+  if (unlink(a.sun_path) != 0 || unlink(b.sun_path) != 0 || rmdir(dir) != 0 || rmdir(top) != 0) {
+    die("rmdir");
+  }
   print_ready("pid=%d", getpid());
   wait_trigger(trigger);
   int v = 7, w = 0;
   check("datagram", write(c, &v, sizeof v) == sizeof v && read(s, &w, sizeof w) == sizeof w &&
                         w == 7, "got %d", w);
+  check("names", named(s, a.sun_path) && named(l, b.sun_path) && named(acc, b.sun_path), "");
+  char x = 0, y = 0;
+  check("stream", write(cl, "q", 1) == 1 && read(acc, &x, 1) == 1 && x == 'q' &&
+                      write(acc, "r", 1) == 1 && read(cl, &y, 1) == 1 && y == 'r', "");
   struct stat st;
-  check("dir-gone", stat(dir, &st) != 0 && errno == ENOENT, "");
+  check("dir-gone", stat(top, &st) != 0 && errno == ENOENT, "");
   return verdict();
 }
 
