@@ -4,10 +4,12 @@
  * their directories come back bound there (the directories made again
  * around the binds and removed), and a restore where such a directory
  * exists again is refused before anything is created; a datagram socketpair
- * whose ends were bound in turn at one name is refused by name at dump, the
- * target left running. Before, both dumps succeeded and killed the tree, and
- * the restores failed: "op #5 (bind) failed: ENOENT", "op #15 (unlink)
- * failed: ENOENT".
+ * whose ends were bound in turn at one name comes back (socketpair(), then
+ * bound in turn); a socket whose file a later socket of the tree replaced is
+ * bound and its file removed before that one binds; one whose file a regular
+ * file replaced stays refused by name. Before, the first two dumps succeeded
+ * and killed the tree, and the restores failed: "op #5 (bind) failed:
+ * ENOENT", "op #15 (unlink) failed: ENOENT"; the third was refused.
  */
 
 import assert from "node:assert/strict";
@@ -60,13 +62,44 @@ Deno.test(
 );
 
 Deno.test(
-  "a datagram socketpair whose ends were bound in turn at one name is refused by name at dump",
+  "a datagram socketpair whose ends were bound in turn at one name comes back: one pair, both names, no file",
+  withTargets(async () => {
+    const m = await startTriggered("rt_unix_name_gone", READY, { passWork: true, extra: ["pair"] });
+    await dumpKillRestore(m.t);
+    await Deno.writeTextFile(m.trigger, "");
+    assertChecksPassed(
+      m.t,
+      ["one-to-zero", "zero-to-one", "pair-names", "pair-peercred", "pair-file-gone"],
+      await m.t.wait(),
+    );
+  }),
+);
+
+Deno.test(
+  "a socket whose file a later socket of the tree replaced comes back bound first, the file the later one's",
+  withTargets(async () => {
+    const m = await startTriggered("rt_unix_name_gone", READY, {
+      passWork: true,
+      extra: ["replaced"],
+    });
+    await dumpKillRestore(m.t);
+    await Deno.writeTextFile(m.trigger, "");
+    assertChecksPassed(
+      m.t,
+      ["first-client", "first-name", "second-client", "file-is-second"],
+      await m.t.wait(),
+    );
+  }),
+);
+
+Deno.test(
+  "a socket whose file was replaced by a regular file is refused by name",
   withTargets(() =>
-    assertRefusedLeavesRunning("rt_unix_name_gone", READY, "pair", (e) => {
+    assertRefusedLeavesRunning("rt_unix_name_gone", READY, "replaced-file", (e) => {
       assert.match(
         e.message,
-        /fd \d+ \(socket:\[\d+\]\): unix sockets in a state cryo cannot re-create exactly: bound at \/.*\/p\.sock, where socket:\[\d+\] of the tree was bound too \(in turn, each file removed before the next bind\)/,
+        /fd \d+ \(socket:\[\d+\]\): unix sockets in a state cryo cannot re-create exactly: its socket file \/.*\/r\.sock was replaced by another file/,
       );
-    }, ["one-to-zero", "zero-to-one"])
+    }, ["first-client", "first-name"])
   ),
 );

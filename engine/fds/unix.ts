@@ -197,7 +197,7 @@ function collectOne(
   if (d.name) {
     u.name = encodeBase64(d.name);
     if (isPathName(u.name)) {
-      const file = socketFile(pid, d, u.name);
+      const file = socketFile(pid, d, u.name, diag);
       if (typeof file === "string") refuse("socket.unix-other", file);
       else u.file = file;
     }
@@ -295,7 +295,12 @@ function collectOne(
 }
 
 /** Where a path-bound socket's file is, with its mode and owner; or why it cannot be re-created. */
-function socketFile(pid: number, d: UnixDiag, name: string): UnixSocketImage["file"] | string {
+function socketFile(
+  pid: number,
+  d: UnixDiag,
+  name: string,
+  diag: ReadonlyMap<number, UnixDiag>,
+): UnixSocketImage["file"] | string {
   const path = unixNameText(name);
   const dir = path.startsWith("/") ? "/" : readProcLink(pid, "cwd");
   const full = path.startsWith("/") ? path : `${dir}/${path}`;
@@ -322,6 +327,11 @@ function socketFile(pid: number, d: UnixDiag, name: string): UnixSocketImage["fi
     return { dir, ...fileOwner(renamed.st), renamed: renamed.path };
   }
   if (!d.vfs || low32(st.ino ?? 0) !== d.vfs.ino) {
+    // Another socket bound there since (its file removed first): the planner orders the two.
+    const now = st.isSocket
+      ? [...diag.entries()].find(([, o]) => o.vfs?.ino === low32(st.ino ?? 0))?.[0]
+      : undefined;
+    if (d.vfs && now !== undefined) return { dir, replacedBy: now };
     return `its socket file ${full} was replaced by another file`;
   }
   return { dir, ...fileOwner(st) };
@@ -651,7 +661,9 @@ export function planUnixSockets(
       if (!u.peer && !peerGone(u)) s.role = "plain";
       else if (peer) {
         union(s.ino, peer.ino);
-        if (peer.u.peer === s.ino && !u.name && !peer.u.name) s.role = "pair";
+        // Peer credentials on both ends: made by socketpair() (a connect() sets none), then bound.
+        const socketpair = !!u.peerCredPid && !!peer.u.peerCredPid;
+        if (peer.u.peer === s.ino && ((!u.name && !peer.u.name) || socketpair)) s.role = "pair";
         else if (peer.u.name) s.role = "dgram-connect";
         else refuse(s, "socket.unix-other", "a datagram socket connected to an unnamed socket");
       } else if (peerGone(u)) {
@@ -693,22 +705,36 @@ export function planUnixSockets(
     }
   }
 
-  // Sockets of one group bound in turn at one path name (each file removed before the next bind,
-  // a datagram socketpair's two ends): made together, the second bind took the first one's file
-  // and the restore failed removing it again; refused by name. (Groups are made one after another,
-  // each removing its files at its end.)
+  // Sockets of one group bound in turn at one path name (each file removed before the next bind)
+  // are refused by name: made together, the second bind took the first one's file and the
+  // restore failed removing it again. Only the two ends of a socketpair whose files are both gone
+  // and whose name no other socket sends from come back (bound in turn, the first file removed by
+  // the second bind). Groups are made one after another, each removing its files at its end.
+  const pathKey = (s: Sock) => {
+    const path = unixNameText(s.u.name);
+    return path.startsWith("/") ? path : `${s.u.file!.dir}/${path}`;
+  };
+  const sentFrom = new Set(socks.flatMap((s) => s.u.queue.flatMap((m) => m.from ? [m.from] : [])));
+  const gone = (s: Sock) =>
+    s.u.file?.mode === undefined && !s.u.file?.renamed && s.u.file?.replacedBy === undefined;
   const boundAt = new Map<string, Sock[]>();
   for (const s of socks) {
     const name = s.u.name;
     if (plan.refused.has(s.ino) || s.role === "accepted" || !isPathName(name) || !s.u.file) {
       continue;
     }
-    const path = unixNameText(name);
-    const key = `${find(s.ino)}|${path.startsWith("/") ? path : `${s.u.file.dir}/${path}`}`;
+    const key = `${find(s.ino)}|${pathKey(s)}`;
     boundAt.set(key, [...boundAt.get(key) ?? [], s]);
   }
   for (const [key, same] of boundAt) {
     if (same.length < 2) continue;
+    const [a, b] = same;
+    if (
+      same.length === 2 && a.role === "pair" && b.role === "pair" && a.u.peer === b.ino &&
+      gone(a) && gone(b) && !sentFrom.has(a.u.name!)
+    ) {
+      continue;
+    }
     const path = key.slice(key.indexOf("|") + 1);
     for (const s of same) {
       const others = same.filter((o) => o !== s).map((o) => `socket:[${o.ino}]`).join(", ");
@@ -723,13 +749,38 @@ export function planUnixSockets(
   }
 
   // Groups, their creators, the checks that need the creator, transfer fds.
-  const groups = new Map<number, Sock[]>();
+  const unsorted = new Map<number, Sock[]>();
   for (const s of socks) {
-    const g = groups.get(find(s.ino)) ?? [];
+    const g = unsorted.get(find(s.ino)) ?? [];
     g.push(s);
-    groups.set(find(s.ino), g);
+    unsorted.set(find(s.ino), g);
   }
   const parent = treeParents(processes);
+  // A socket whose file a later socket of the tree replaced (bound at its name once the first
+  // file was removed) is bound and its file removed before that socket's group binds: its group
+  // comes first, made by the same process.
+  const replaced = (g: Sock[]) => g.some((s) => s.u.file?.replacedBy !== undefined);
+  const groupCreator = (root: number) =>
+    creatorOf(unsorted.get(root)!.flatMap((x) => [...x.holders]), parent);
+  for (const s of socks) {
+    const by = s.u.file?.replacedBy;
+    if (by === undefined || plan.refused.has(s.ino)) continue;
+    const r = byIno.get(by);
+    const why = !r || r.u.file?.mode === undefined || r.u.file.replacedBy !== undefined ||
+        pathKey(r) !== pathKey(s)
+      ? `socket:[${by}], bound there now, is not a socket of the tree bound at that name`
+      : replaced(unsorted.get(find(r.ino))!)
+      ? `the group of socket:[${by}], bound there now, has a replaced socket file too`
+      : groupCreator(find(r.ino)) !== groupCreator(find(s.ino))
+      ? `socket:[${by}], bound there now, is made by another process`
+      : undefined;
+    if (why) {
+      refuse(s, "socket.unix-other", `its socket file ${pathKey(s)} was replaced: ${why}`);
+    }
+  }
+  const groups = new Map(
+    [...unsorted].sort(([, a], [, b]) => Number(!replaced(a)) - Number(!replaced(b))),
+  );
   let next = Math.max(firstFd, transferBase(processes, 8));
   const treeIds = new Set(processes.flatMap((p) => [p.pid, ...p.threads.map((t) => t.tid)]));
   for (const members of groups.values()) {
@@ -965,6 +1016,13 @@ function emitGroup(
     const addr = sockaddr(name);
     const path = isPathName(name) ? unixNameText(name) : undefined;
     chdirFor(name, s);
+    if (path) {
+      // The other end of a socketpair bound there first: its file goes with the unlink below.
+      const first = removeLater.findIndex((o) =>
+        o.u.name === name && o.u.file?.dir === s.u.file?.dir
+      );
+      if (first >= 0) removeLater.splice(first, 1);
+    }
     for (const d of s.u.file?.removedDirs ?? []) {
       // Another socket of the group may have made it already.
       p.op(SYS.mkdir, [p.cstring(d), 0o700], { allowFail: true, comment: `${d}, removed since` });

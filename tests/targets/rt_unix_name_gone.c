@@ -11,9 +11,16 @@
  *         arrives, the bound names, bytes both ways on the connection, and
  *         that the directories are still gone
  *   pair  the two ends of a datagram socketpair bound in turn to
- *         <workdir>/p.sock, the file removed after each bind (bound again
- *         together, the second bind would take the first one's file);
- *         checks datagrams go both ways
+ *         <workdir>/p.sock, the file removed after each bind (restored:
+ *         made by socketpair(), bound in turn); checks datagrams go both
+ *         ways, both names, the peer credentials, no file left
+ *   replaced  two datagram sockets bound in turn at <workdir>/r.sock, each
+ *         with a client, the first one's file removed before the second
+ *         bind (restored: the first bound and its file removed before the
+ *         second binds); checks each client reaches its socket, the names,
+ *         and that a new client reaches the second
+ *   replaced-file  the first of those, its file replaced by a regular file
+ *         (refused by name)
  */
 #define _GNU_SOURCE
 #include "common.h"
@@ -61,6 +68,13 @@ static int dir_gone(const char *trigger, const char *work) {
   return verdict();
 }
 
+/* Whether SO_PEERCRED of `fd` names this process. */
+static int peer_is_me(int fd) {
+  struct ucred cr;
+  socklen_t len = sizeof cr;
+  return getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) == 0 && cr.pid == getpid();
+}
+
 static int pair_in_turn(const char *trigger, const char *work) {
   struct sockaddr_un a = {.sun_family = AF_UNIX};
   snprintf(a.sun_path, sizeof a.sun_path, "%s/p.sock", work);
@@ -77,11 +91,58 @@ static int pair_in_turn(const char *trigger, const char *work) {
   check("zero-to-one", write(sp[0], &x, sizeof x) == sizeof x &&
                            recv(sp[1], &y, sizeof y, MSG_DONTWAIT) == sizeof y && y == 9,
         "got %d", y);
+  check("pair-names", named(sp[0], a.sun_path) && named(sp[1], a.sun_path), "");
+  check("pair-peercred", peer_is_me(sp[0]) && peer_is_me(sp[1]), "");
+  check("pair-file-gone", access(a.sun_path, F_OK) != 0 && errno == ENOENT, "");
+  return verdict();
+}
+
+/* Two datagram sockets bound in turn at <workdir>/r.sock, each with a client connected; the
+ * first one's file removed before the second bind, the second's kept (or, with `file`, replaced
+ * by a regular file). */
+static int replaced(const char *trigger, const char *work, int file) {
+  struct sockaddr_un a = {.sun_family = AF_UNIX};
+  snprintf(a.sun_path, sizeof a.sun_path, "%s/r.sock", work);
+  int s1 = socket(AF_UNIX, SOCK_DGRAM, 0), c1 = socket(AF_UNIX, SOCK_DGRAM, 0);
+  if (s1 < 0 || c1 < 0 || bind(s1, (void *)&a, sizeof a) != 0) die("bind 1");
+  if (connect(c1, (void *)&a, sizeof a) != 0 || unlink(a.sun_path) != 0) die("connect 1");
+  int s2 = -1, c2 = -1;
+  if (file) {
+    FILE *f = fopen(a.sun_path, "w");
+    if (!f) die("fopen");
+    fclose(f);
+  } else {
+    s2 = socket(AF_UNIX, SOCK_DGRAM, 0);
+    c2 = socket(AF_UNIX, SOCK_DGRAM, 0);
+    if (s2 < 0 || c2 < 0 || bind(s2, (void *)&a, sizeof a) != 0) die("bind 2");
+    if (connect(c2, (void *)&a, sizeof a) != 0) die("connect 2");
+  }
+  print_ready("pid=%d", getpid());
+  wait_trigger(trigger);
+  int v = 1, w = 0;
+  check("first-client", write(c1, &v, sizeof v) == sizeof v &&
+                            recv(s1, &w, sizeof w, MSG_DONTWAIT) == sizeof w && w == 1,
+        "got %d", w);
+  check("first-name", named(s1, a.sun_path), "");
+  if (file) return verdict();
+  v = 2;
+  check("second-client", write(c2, &v, sizeof v) == sizeof v &&
+                             recv(s2, &w, sizeof w, MSG_DONTWAIT) == sizeof w && w == 2,
+        "got %d", w);
+  /* The file at the name is the second socket's: a new client reaches it, not the first. */
+  int n = socket(AF_UNIX, SOCK_DGRAM, 0);
+  v = 3;
+  int sent = sendto(n, &v, sizeof v, 0, (void *)&a, sizeof a) == sizeof v;
+  check("file-is-second", sent && recv(s2, &w, sizeof w, MSG_DONTWAIT) == sizeof w && w == 3 &&
+                              recv(s1, &w, sizeof w, MSG_DONTWAIT) < 0,
+        "sent %d", sent);
   return verdict();
 }
 
 int main(int argc, char **argv) {
-  need_args(argc, 3, "rt_unix_name_gone <trigger> <workdir> dir|pair");
+  need_args(argc, 3, "rt_unix_name_gone <trigger> <workdir> dir|pair|replaced|replaced-file");
   if (!strcmp(argv[3], "pair")) return pair_in_turn(argv[1], argv[2]);
+  if (!strcmp(argv[3], "replaced")) return replaced(argv[1], argv[2], 0);
+  if (!strcmp(argv[3], "replaced-file")) return replaced(argv[1], argv[2], 1);
   return dir_gone(argv[1], argv[2]);
 }
