@@ -111,3 +111,19 @@ Deno.test(
     );
   }),
 );
+
+Deno.test(
+  "restore --tcp-close gives back a connection in flight closed, like the tree's",
+  withTargets(async () => {
+    const m = await startTriggered("rt_scm_tcp", READY, { passWork: true, extra: ["inner"] });
+    await dumpKillRestore(m.t, { tcpClose: true });
+    await Deno.writeTextFile(m.trigger, "");
+    await m.t.wait();
+    const out = m.t.output();
+    assert.match(out, /^check received ok$/m, out);
+    assert.match(out, /^check kind ok$/m, out);
+    // TCP_CLOSE is 7: no longer a connection, its queues dropped.
+    assert.match(out, /^check established FAIL state 7$/m, out);
+    assert.match(out, /^check queued-bytes FAIL/m, out);
+  }),
+);

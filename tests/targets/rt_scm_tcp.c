@@ -96,9 +96,8 @@ static void check_connection(int rc, unsigned short port, const struct sockaddr_
   struct tcp_info ti;
   socklen_t tl = sizeof ti;
   memset(&ti, 0, sizeof ti);
-  check("established", getsockopt(rc, IPPROTO_TCP, TCP_INFO, &ti, &tl) == 0 &&
-                           ti.tcpi_state == TCP_ESTABLISHED,
-        "state %d", ti.tcpi_state);
+  int info = getsockopt(rc, IPPROTO_TCP, TCP_INFO, &ti, &tl) == 0;
+  check("established", info && ti.tcpi_state == TCP_ESTABLISHED, "state %d", ti.tcpi_state);
   struct sockaddr_in local, peer;
   socklen_t ll = sizeof local, pl = sizeof peer;
   int named = getsockname(rc, (void *)&local, &ll) == 0 && getpeername(rc, (void *)&peer, &pl) == 0;
