@@ -232,7 +232,10 @@ export class InetSocketSession {
   }
 
   #collectOne(pid: number, f: FdInfo, guard?: RepairGuard): void {
-    const where = `process ${pid} fd ${f.fd} (${f.target})`;
+    // A socket only a queued message holds is read through cryo's own copy (unix_scm.ts).
+    const where = pid === Deno.pid
+      ? `a socket in flight in a unix socket's queue (${f.target})`
+      : `process ${pid} fd ${f.fd} (${f.target})`;
     try {
       this.#read(pid, f, where, guard);
     } catch (e) {
