@@ -1141,6 +1141,17 @@ export interface UnixSocketImage {
      * renames it to `<path>`). The restore binds at the name, then renames.
      */
     renamed?: string;
+    /**
+     * Directories removed with the socket file (absolute, outermost first):
+     * made again (mode 0700) around the bind, removed again with the file.
+     */
+    removedDirs?: string[];
+    /**
+     * The tree's socket (inode) bound later at the same name, whose file is
+     * there now: this one is bound first and its file removed, before that
+     * one's group binds.
+     */
+    replacedBy?: number;
   };
   /** Inode of the peer (connected sockets). */
   peer?: number;

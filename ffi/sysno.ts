@@ -55,6 +55,8 @@ export const SYS = {
   chdir: 80,
   fchdir: 81,
   rename: 82,
+  mkdir: 83,
+  rmdir: 84,
   umask: 95,
   ptrace: 101,
   getuid: 102,

@@ -163,6 +163,50 @@ export function collectEpoll(pid: number, procFds: readonly ProcFd[], fdInfos: F
   }
 }
 
+/**
+ * Dump, for an epoll only a queued message holds (engine/fds/unix_scm.ts):
+ * which process of the tree holds, at each watch's fd number, the watched
+ * file (kcmp(KCMP_EPOLL_TFD) between that number in the candidate and
+ * cryo's copy `copy` of the epoll); every watch must be held so by one
+ * process, which adds them back at restore. Records it in `f.extra`
+ * (`epoll-watcher`), with the busy-poll parameters; or says why not.
+ */
+export function inFlightEpollWatcher(
+  copy: number,
+  f: FdInfo,
+  tree: readonly { pid: number; fds: readonly FdInfo[] }[],
+): string | undefined {
+  const params = busyPollParams(Deno.pid, copy);
+  if (params) f.extra["epoll-params"] = params;
+  let lines;
+  try {
+    lines = parseLines(f.extra["tfd"]);
+  } catch (e) {
+    return (e as Error).message;
+  }
+  const seen = new Map<number, number>();
+  let watcher: number | undefined;
+  for (const l of lines) {
+    const toff = seen.get(l.fd) ?? 0;
+    seen.set(l.fd, toff + 1);
+    const slot = new Uint32Array([copy, l.fd, toff]); // struct kcmp_epoll_slot
+    const holders = tree.filter((p) =>
+      p.fds.some((x) => x.fd === l.fd && !x.excluded) &&
+      rawSyscall(SYS.kcmp, p.pid, Deno.pid, KCMP_EPOLL_TFD, l.fd, slot) === 0n
+    ).map((p) => p.pid);
+    const at = watcher !== undefined && holders.includes(watcher) ? watcher : holders[0];
+    if (at === undefined) {
+      return `its watch of fd ${l.fd} (data ${l.data}) is of a file no process of the tree holds at that number`;
+    }
+    if (watcher !== undefined && at !== watcher) {
+      return `its watches are of files no one process of the tree holds at their numbers`;
+    }
+    watcher = at;
+  }
+  if (watcher !== undefined) f.extra["epoll-watcher"] = String(watcher);
+  return undefined;
+}
+
 /** EPIOCGPARAMS and EPIOCSPARAMS (_IOR/_IOW(0x8A, 2/1, struct epoll_params), 8 bytes). */
 const EPIOCGPARAMS = 0x80088a02;
 const EPIOCSPARAMS = 0x40088a01;

@@ -35,7 +35,8 @@ import {
 import { rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { errnoName } from "../../ffi/errno.ts";
-import { closedConnection, emitTcp, finishTcp, sendBufferAfter } from "./tcp.ts";
+import { closedConnection, emitTcp, finishTcp, finishTcpCopy, sendBufferAfter } from "./tcp.ts";
+import { carriedFiles, withCarriedConnections } from "./unix_scm.ts";
 import { emitUdp } from "./udp.ts";
 import { emitOther } from "./inet_other.ts";
 import { attachFilter } from "./socket_filter.ts";
@@ -92,7 +93,10 @@ export function creationOrder(fds: PlannedFd[]): PlannedFd[] {
  */
 export function closeConnections(images: readonly ProcessImage[]): void {
   for (const image of images) {
-    for (const f of image.fds) if (f.inet?.tcp) f.inet = closedConnection(f.inet);
+    // With the connections only a queued message holds (engine/fds/unix_scm.ts).
+    for (const f of [...image.fds, ...carriedFiles(image)]) {
+      if (f.inet?.tcp) f.inet = closedConnection(f.inet);
+    }
   }
 }
 
@@ -113,12 +117,16 @@ export function inetQueueBytes(fds: FdInfo[]): number {
  */
 export function reportInetUses(images: readonly ProcessImage[], refusals: Refusals): void {
   for (const image of images) {
-    for (const f of image.fds) {
+    for (const f of [...image.fds, ...carriedFiles(image)]) {
       const s = f.inet;
       if (f.excluded || !s?.tcp || s.tcp.peerInTree) continue;
       refusals.use(
         "socket.tcp-established",
-        `process ${image.pid} fd ${f.fd} (tcp ${formatAddr(s.local)} -> ${formatAddr(s.peer)})`,
+        `${
+          f.fd < 0
+            ? `a connection in flight on a socket of process ${image.pid}`
+            : `process ${image.pid} fd ${f.fd}`
+        } (tcp ${formatAddr(s.local)} -> ${formatAddr(s.peer)})`,
       );
     }
   }
@@ -158,6 +166,17 @@ export function finishInetSockets(images: readonly ProcessImage[]): void {
       }
     }
   }
+  // A connection only a queued message holds: through a copy peeked from its queue.
+  withCarriedConnections(images, (copy, f, where) => {
+    try {
+      finishTcpCopy(copy, f.inet!, where);
+    } catch (e) {
+      throw new CryoError(
+        `${where}: a connection in flight (tcp ${formatAddr(f.inet!.local)} -> ` +
+          `${formatAddr(f.inet!.peer)}): ending repair mode failed: ${(e as Error).message}`,
+      );
+    }
+  });
 }
 
 /** The listeners of `image` bound with SO_REUSEPORT on only to join their group. */
@@ -219,6 +238,11 @@ export function finishInetPlan(image: ProcessImage): string[] {
       `fd ${f.fd}: SO_REUSEPORT off through a pidfd_getfd copy (its group listens again)`
     ),
     ...finishInetPlanTcp(image),
+    ...carriedFiles(image).filter((f) => f.inet?.tcp).map((f) =>
+      `a connection in flight (tcp ${formatAddr(f.inet!.local)} -> ${
+        formatAddr(f.inet!.peer)
+      }): TCP_REPAIR off through a copy peeked from its queue`
+    ),
   ];
 }
 
@@ -263,10 +287,7 @@ export function describeSocket(
 export function checkInetPorts(images: readonly ProcessImage[]): void {
   for (const image of images) {
     // With the sockets only a queued message holds (engine/fds/unix_scm.ts; fd -1).
-    const carried = image.fds.flatMap((f) =>
-      (f.socket?.unix?.queue ?? []).flatMap((m) => m.fds ?? []).flatMap((c) => c.file ?? [])
-    );
-    for (const f of [...image.fds, ...carried]) {
+    for (const f of [...image.fds, ...carriedFiles(image)]) {
       const s = f.inet;
       if (f.excluded || f.sameAs !== undefined || !s?.local || s.tcp) continue;
       const err = probeBind(s);

@@ -232,7 +232,10 @@ export class InetSocketSession {
   }
 
   #collectOne(pid: number, f: FdInfo, guard?: RepairGuard): void {
-    const where = `process ${pid} fd ${f.fd} (${f.target})`;
+    // A socket only a queued message holds is read through cryo's own copy (unix_scm.ts).
+    const where = pid === Deno.pid
+      ? `a socket in flight in a unix socket's queue (${f.target})`
+      : `process ${pid} fd ${f.fd} (${f.target})`;
     try {
       this.#read(pid, f, where, guard);
     } catch (e) {
@@ -351,7 +354,11 @@ export class InetSocketSession {
   /** Where a connection is, for messages: "process P fd N (tcp A -> B)". */
   static describe(pid: number, f: FdInfo): string {
     const s = f.inet!;
-    return `process ${pid} fd ${f.fd} (${s.proto} ${formatAddr(s.local)} -> ${formatAddr(s.peer)})`;
+    // A socket only a queued message holds (engine/fds/unix_scm.ts) was read through cryo's copy.
+    const where = f.fd < 0
+      ? "a socket in flight in a unix socket's queue"
+      : `process ${pid} fd ${f.fd}`;
+    return `${where} (${s.proto} ${formatAddr(s.local)} -> ${formatAddr(s.peer)})`;
   }
 
   /**

@@ -51,7 +51,7 @@ import { planPidfd } from "./pidfd.ts";
 import { NSFS_LINK, planNsfd } from "./nsfd.ts";
 import type { FdSource, PlannedFd } from "./types.ts";
 import { planUnixFd, type UnixTreePlan } from "./unix.ts";
-import { carriedDescriptions } from "./unix_scm.ts";
+import { CARRIED_PID, carriedDescriptions } from "./unix_scm.ts";
 
 const O_PATH = 0o10000000;
 
@@ -179,10 +179,26 @@ export function planSharedObjects(
   // Unix sockets are created by the unix plan (unix.ts): each holder takes its own.
   return planShared(
     images,
-    (f, proc) => f.socket?.unix ? UNIX_BY_HOLDER : planOne(f, proc, ptys, ghosts) ?? "refused",
+    (f, proc) =>
+      f.socket?.unix
+        ? UNIX_BY_HOLDER
+        : proc.pid === CARRIED_PID && f.kind === "epoll"
+        ? carriedEpoll(f, images)
+        : planOne(f, proc, ptys, ghosts) ?? "refused",
     above,
     carriedDescriptions(images),
   );
+}
+
+/**
+ * An epoll only a queued message holds: checked against its watcher's fds
+ * (epoll.ts), made without its watches, which the watcher adds.
+ */
+function carriedEpoll(f: FdInfo, images: readonly ProcessImage[]): FdSource | string {
+  const watcher = images.find((p) => String(p.pid) === f.extra["epoll-watcher"]);
+  const source = planEpoll(f, watcher?.fds ?? []);
+  if (typeof source === "string" || source.kind !== "epoll") return source;
+  return { ...source, targets: [] };
 }
 
 /**
@@ -241,6 +257,10 @@ export function planFds(
   }
   if (problems.length) {
     throw new UnsupportedError(`process ${proc.pid} cannot be restored`, problems);
+  }
+  // Epolls only a queued message holds whose watches this process adds: at their own numbers.
+  for (const w of shared?.watchers.get(proc.pid) ?? []) {
+    out.push({ fd: w.from, source: w, closeAfter: true });
   }
   return out;
 }
@@ -424,6 +444,7 @@ export function emitFds(
         p.op(SYS.close, [high]);
       } else if (moved) p.op(SYS.close, [t.fd], { comment: `fd ${t.fd} was closed` });
     }
+    if (f.closeAfter) p.op(SYS.close, [f.fd], { comment: `fd ${f.fd} was only taken for this` });
   }
 }
 

@@ -63,6 +63,12 @@ export interface SharedPlan {
   holders: Map<number, Map<number, FdSource>>;
   /** What cannot be shared as it was ("process P fd N (target): why"). */
   problems: string[];
+  /**
+   * pid -> epolls only a queued message holds whose watches that process
+   * adds in its fd phase (it holds every watched file at its number),
+   * through their transfer numbers, which it closes then.
+   */
+  watchers: Map<number, Extract<FdSource, { kind: "transfer" }>[]>;
 }
 
 /**
@@ -194,6 +200,7 @@ export function planShared(
   let next = Math.max(maxFd + 1, 3 + transferCount + 4, firstTransferFd);
   const objects: SharedObject[] = [];
   const holders = new Map<number, Map<number, FdSource>>();
+  const watchers: SharedPlan["watchers"] = new Map();
   for (const [key, descs] of shared) {
     const pids = [
       ...new Set([
@@ -223,6 +230,15 @@ export function planShared(
       if (state && asyncFlags) state.setfl &= ~O_ASYNC;
       obj.members.push({ fd, source, ...(state ? { state } : {}) });
       obj.origins.push({ pid: base.proc.pid, fd: base.f.fd });
+      const epollWatcher = base.proc === carrier ? base.f.extra["epoll-watcher"] : undefined;
+      if (epollWatcher !== undefined && source.kind === "epoll") {
+        // Made empty (the planner left its targets out); its watcher adds them.
+        const pid = Number(epollWatcher);
+        watchers.set(pid, [
+          ...watchers.get(pid) ?? [],
+          { kind: "transfer", from: fd, key, watches: epollTargets(base.f) },
+        ]);
+      }
       let watcher: Holder | undefined;
       if (source.kind === "epoll" && source.targets.length) {
         // Watches are (file, fd number) pairs: one holder that has every
@@ -257,7 +273,7 @@ export function planShared(
     }
     objects.push(obj);
   }
-  return { objects, holders, problems };
+  return { objects, holders, problems, watchers };
 }
 
 /** Established TCP connections last, after the listeners of their ports (as in mod.ts). */

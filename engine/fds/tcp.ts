@@ -529,32 +529,41 @@ export function sendBufferAfter(s: InetSocket): number | undefined {
  * down one way or both gets its FINs back here ({@link restoreFins}).
  */
 export function finishTcp(pid: number, fd: number, s: InetSocket): void {
-  const t = s.tcp!;
-  const send = decodeBase64(t.sendQueue);
-  const unsent = send.subarray(send.length - t.unsent);
   const copy = pidfdGetfd(pid, fd);
   try {
-    if (t.closing === "fin-wait2") {
-      // Its FIN was sent and acknowledged: queued as sent (repair mode, the send queue
-      // selected: nothing goes out), the peer's ACK of it comes in restoreFins.
-      setsockoptInt(copy, SOL.TCP, TCP.REPAIR_QUEUE, REPAIR_QUEUE.SEND);
-      shutdownSocket(copy, SHUT.WR);
-    }
-    setRepair(copy, false);
-    setsockoptInt(copy, SOL.SOCKET, SO.REUSEADDR, reuseaddrOf(s));
-    if (unsent.length) roomForUnsent(copy, unsent.length);
-    writeAll(copy, unsent, `process ${pid} fd ${fd}: unsent data`);
-    restoreFins(copy, s);
-    // The send buffer as saved, once the queue is back (emitQueueBuffer or roomForUnsent
-    // raised it).
-    const saved = unsent.length ? s.buffers?.snd : sendBufferAfter(s);
-    if (saved !== undefined) setsockoptInt(copy, SOL.SOCKET, SO.SNDBUFFORCE, saved >> 1);
-    // Which sizes are fixed, as saved: the sizes set above and in the program locked them.
-    const lock = s.buffers?.lock ?? (unsent.length ? 0 : undefined);
-    if (lock !== undefined) setsockoptInt(copy, SOL.SOCKET, SO.BUF_LOCK, lock);
+    finishTcpCopy(copy, s, `process ${pid} fd ${fd}`);
   } finally {
     closeFd(copy);
   }
+}
+
+/**
+ * {@link finishTcp} through `copy`, an fd of cryo's own on the restored
+ * connection (a tree fd's pidfd_getfd copy, or one peeked from the queue of
+ * a message that carries it, engine/fds/unix_scm.ts); `where` names it.
+ */
+export function finishTcpCopy(copy: number, s: InetSocket, where: string): void {
+  const t = s.tcp!;
+  const send = decodeBase64(t.sendQueue);
+  const unsent = send.subarray(send.length - t.unsent);
+  if (t.closing === "fin-wait2") {
+    // Its FIN was sent and acknowledged: queued as sent (repair mode, the send queue
+    // selected: nothing goes out), the peer's ACK of it comes in restoreFins.
+    setsockoptInt(copy, SOL.TCP, TCP.REPAIR_QUEUE, REPAIR_QUEUE.SEND);
+    shutdownSocket(copy, SHUT.WR);
+  }
+  setRepair(copy, false);
+  setsockoptInt(copy, SOL.SOCKET, SO.REUSEADDR, reuseaddrOf(s));
+  if (unsent.length) roomForUnsent(copy, unsent.length);
+  writeAll(copy, unsent, `${where}: unsent data`);
+  restoreFins(copy, s);
+  // The send buffer as saved, once the queue is back (emitQueueBuffer or roomForUnsent
+  // raised it).
+  const saved = unsent.length ? s.buffers?.snd : sendBufferAfter(s);
+  if (saved !== undefined) setsockoptInt(copy, SOL.SOCKET, SO.SNDBUFFORCE, saved >> 1);
+  // Which sizes are fixed, as saved: the sizes set above and in the program locked them.
+  const lock = s.buffers?.lock ?? (unsent.length ? 0 : undefined);
+  if (lock !== undefined) setsockoptInt(copy, SOL.SOCKET, SO.BUF_LOCK, lock);
 }
 
 /**

@@ -118,6 +118,11 @@ export interface PlannedFd {
    * creator of a shared description) sets it.
    */
   state?: DescriptionState;
+  /**
+   * Taken only for the fd phase's work on it (the watches of an epoll only a
+   * queued message holds, shared.ts `watchers`), then closed.
+   */
+  closeAfter?: boolean;
 }
 
 /** State that belongs to an open file description rather than to an fd. */

@@ -124,6 +124,9 @@ function malformed(u: UnixSocketImage): string | undefined {
     return "a socket file directory that is not an absolute path";
   }
   if (isPathName(u.name) && !u.file) return "a path name without its socket file";
+  if (u.file?.removedDirs?.some((d) => !d.startsWith("/") || d.includes("\0"))) {
+    return "a removed directory that is not an absolute path";
+  }
   if (u.listen && (u.listen.backlog < 0 || u.listen.backlog > 1 << 20)) return "a bad backlog";
   return undefined;
 }
@@ -194,7 +197,7 @@ function collectOne(
   if (d.name) {
     u.name = encodeBase64(d.name);
     if (isPathName(u.name)) {
-      const file = socketFile(pid, d, u.name);
+      const file = socketFile(pid, d, u.name, diag);
       if (typeof file === "string") refuse("socket.unix-other", file);
       else u.file = file;
     }
@@ -292,7 +295,12 @@ function collectOne(
 }
 
 /** Where a path-bound socket's file is, with its mode and owner; or why it cannot be re-created. */
-function socketFile(pid: number, d: UnixDiag, name: string): UnixSocketImage["file"] | string {
+function socketFile(
+  pid: number,
+  d: UnixDiag,
+  name: string,
+  diag: ReadonlyMap<number, UnixDiag>,
+): UnixSocketImage["file"] | string {
   const path = unixNameText(name);
   const dir = path.startsWith("/") ? "/" : readProcLink(pid, "cwd");
   const full = path.startsWith("/") ? path : `${dir}/${path}`;
@@ -303,13 +311,40 @@ function socketFile(pid: number, d: UnixDiag, name: string): UnixSocketImage["fi
     // Renamed in its directory after the bind (the file is bound again at the name, then
     // renamed), or removed (bound again, then removed again).
     const renamed = d.vfs ? renamedSocketFile(dirname(full), d.vfs.ino) : undefined;
+    if (!renamed && !exists(dirname(full))) {
+      // Removed with its directory (and maybe more of its parents): made again around the bind.
+      const removedDirs: string[] = [];
+      for (let at = dirname(full); at !== "/" && !exists(at); at = dirname(at)) {
+        removedDirs.unshift(at);
+      }
+      if (!exists(dir) || !Deno.lstatSync(dirname(removedDirs[0])).isDirectory) {
+        return `its socket file ${full} was removed with its directory ${dirname(full)}, ` +
+          "which is not under a directory that exists";
+      }
+      return { dir, removedDirs };
+    }
     if (!renamed) return { dir };
     return { dir, ...fileOwner(renamed.st), renamed: renamed.path };
   }
   if (!d.vfs || low32(st.ino ?? 0) !== d.vfs.ino) {
+    // Another socket bound there since (its file removed first): the planner orders the two.
+    const now = st.isSocket
+      ? [...diag.entries()].find(([, o]) => o.vfs?.ino === low32(st.ino ?? 0))?.[0]
+      : undefined;
+    if (d.vfs && now !== undefined) return { dir, replacedBy: now };
     return `its socket file ${full} was replaced by another file`;
   }
   return { dir, ...fileOwner(st) };
+}
+
+/** Whether `path` names anything (a symbolic link counts). */
+function exists(path: string): boolean {
+  try {
+    Deno.lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function fileOwner(st: Deno.FileInfo): { mode: number; uid: number; gid: number } {
@@ -358,6 +393,12 @@ export function checkUnixNamesFree(processes: readonly ProcessImage[]): void {
   const seen = new Set<string>();
   for (const p of processes) {
     for (const f of p.fds) {
+      const removed = f.excluded ? undefined : f.socket?.unix?.file?.removedDirs?.[0];
+      if (removed !== undefined && exists(removed)) {
+        throw new RestoreError(
+          `cannot restore: ${removed}, removed with the socket file of process ${p.pid} fd ${f.fd}, exists again (its socket is bound there for a moment)`,
+        );
+      }
       for (const path of socketFilePaths(f)) {
         if (seen.has(path)) continue;
         seen.add(path);
@@ -620,7 +661,9 @@ export function planUnixSockets(
       if (!u.peer && !peerGone(u)) s.role = "plain";
       else if (peer) {
         union(s.ino, peer.ino);
-        if (peer.u.peer === s.ino && !u.name && !peer.u.name) s.role = "pair";
+        // Peer credentials on both ends: made by socketpair() (a connect() sets none), then bound.
+        const socketpair = !!u.peerCredPid && !!peer.u.peerCredPid;
+        if (peer.u.peer === s.ino && ((!u.name && !peer.u.name) || socketpair)) s.role = "pair";
         else if (peer.u.name) s.role = "dgram-connect";
         else refuse(s, "socket.unix-other", "a datagram socket connected to an unnamed socket");
       } else if (peerGone(u)) {
@@ -662,14 +705,82 @@ export function planUnixSockets(
     }
   }
 
-  // Groups, their creators, the checks that need the creator, transfer fds.
-  const groups = new Map<number, Sock[]>();
+  // Sockets of one group bound in turn at one path name (each file removed before the next bind)
+  // are refused by name: made together, the second bind took the first one's file and the
+  // restore failed removing it again. Only the two ends of a socketpair whose files are both gone
+  // and whose name no other socket sends from come back (bound in turn, the first file removed by
+  // the second bind). Groups are made one after another, each removing its files at its end.
+  const pathKey = (s: Sock) => {
+    const path = unixNameText(s.u.name);
+    return path.startsWith("/") ? path : `${s.u.file!.dir}/${path}`;
+  };
+  const sentFrom = new Set(socks.flatMap((s) => s.u.queue.flatMap((m) => m.from ? [m.from] : [])));
+  const gone = (s: Sock) =>
+    s.u.file?.mode === undefined && !s.u.file?.renamed && s.u.file?.replacedBy === undefined;
+  const boundAt = new Map<string, Sock[]>();
   for (const s of socks) {
-    const g = groups.get(find(s.ino)) ?? [];
+    const name = s.u.name;
+    if (plan.refused.has(s.ino) || s.role === "accepted" || !isPathName(name) || !s.u.file) {
+      continue;
+    }
+    const key = `${find(s.ino)}|${pathKey(s)}`;
+    boundAt.set(key, [...boundAt.get(key) ?? [], s]);
+  }
+  for (const [key, same] of boundAt) {
+    if (same.length < 2) continue;
+    const [a, b] = same;
+    if (
+      same.length === 2 && a.role === "pair" && b.role === "pair" && a.u.peer === b.ino &&
+      gone(a) && gone(b) && !sentFrom.has(a.u.name!)
+    ) {
+      continue;
+    }
+    const path = key.slice(key.indexOf("|") + 1);
+    for (const s of same) {
+      const others = same.filter((o) => o !== s).map((o) => `socket:[${o.ino}]`).join(", ");
+      refuse(
+        s,
+        "socket.unix-other",
+        `bound at ${path}, where ${others} of the tree ${
+          same.length > 2 ? "were" : "was"
+        } bound too (in turn, each file removed before the next bind)`,
+      );
+    }
+  }
+
+  // Groups, their creators, the checks that need the creator, transfer fds.
+  const unsorted = new Map<number, Sock[]>();
+  for (const s of socks) {
+    const g = unsorted.get(find(s.ino)) ?? [];
     g.push(s);
-    groups.set(find(s.ino), g);
+    unsorted.set(find(s.ino), g);
   }
   const parent = treeParents(processes);
+  // A socket whose file a later socket of the tree replaced (bound at its name once the first
+  // file was removed) is bound and its file removed before that socket's group binds: its group
+  // comes first, made by the same process.
+  const replaced = (g: Sock[]) => g.some((s) => s.u.file?.replacedBy !== undefined);
+  const groupCreator = (root: number) =>
+    creatorOf(unsorted.get(root)!.flatMap((x) => [...x.holders]), parent);
+  for (const s of socks) {
+    const by = s.u.file?.replacedBy;
+    if (by === undefined || plan.refused.has(s.ino)) continue;
+    const r = byIno.get(by);
+    const why = !r || r.u.file?.mode === undefined || r.u.file.replacedBy !== undefined ||
+        pathKey(r) !== pathKey(s)
+      ? `socket:[${by}], bound there now, is not a socket of the tree bound at that name`
+      : replaced(unsorted.get(find(r.ino))!)
+      ? `the group of socket:[${by}], bound there now, has a replaced socket file too`
+      : groupCreator(find(r.ino)) !== groupCreator(find(s.ino))
+      ? `socket:[${by}], bound there now, is made by another process`
+      : undefined;
+    if (why) {
+      refuse(s, "socket.unix-other", `its socket file ${pathKey(s)} was replaced: ${why}`);
+    }
+  }
+  const groups = new Map(
+    [...unsorted].sort(([, a], [, b]) => Number(!replaced(a)) - Number(!replaced(b))),
+  );
   let next = Math.max(firstFd, transferBase(processes, 8));
   const treeIds = new Set(processes.flatMap((p) => [p.pid, ...p.threads.map((t) => t.tid)]));
   for (const members of groups.values()) {
@@ -906,6 +1017,17 @@ function emitGroup(
     const path = isPathName(name) ? unixNameText(name) : undefined;
     chdirFor(name, s);
     if (path) {
+      // The other end of a socketpair bound there first: its file goes with the unlink below.
+      const first = removeLater.findIndex((o) =>
+        o.u.name === name && o.u.file?.dir === s.u.file?.dir
+      );
+      if (first >= 0) removeLater.splice(first, 1);
+    }
+    for (const d of s.u.file?.removedDirs ?? []) {
+      // Another socket of the group may have made it already.
+      p.op(SYS.mkdir, [p.cstring(d), 0o700], { allowFail: true, comment: `${d}, removed since` });
+    }
+    if (path) {
       p.op(SYS.unlink, [p.cstring(path)], { allowFail: true, comment: "stale socket file" });
     }
     p.op(SYS.bind, [s.fd!, p.data(addr, 8), addr.length], {
@@ -1086,6 +1208,10 @@ function emitGroup(
       p.op(SYS.unlink, [p.cstring(unixNameText(s.u.name))], {
         comment: `${label(s)}: its file had been removed`,
       });
+      for (const d of [...s.u.file?.removedDirs ?? []].reverse()) {
+        // Not empty while another socket of the group still has its file there: removed with it.
+        p.op(SYS.rmdir, [p.cstring(d)], { allowFail: true, comment: `${d} had been removed` });
+      }
     }
   }
   // SO_PASSCRED turned on for a refill goes off again (the options below set it if it was on).

@@ -33,6 +33,7 @@
  */
 
 import { isMqueueFd, mqueueInFlight } from "./mqueue.ts";
+import { inFlightEpollWatcher } from "./epoll.ts";
 import { peekQueue } from "../../ffi/socket.ts";
 import { withTargetFd } from "../../ffi/pidfd.ts";
 import { closeFd } from "../../ffi/net.ts";
@@ -290,6 +291,17 @@ function identify(
     if (typeof mqueue === "string") return mqueue;
     return { file: { ...describe(Deno.pid, mine), fd: -1, kind: "mqueue", mqueue } };
   }
+  if (mine.kind === "epoll") {
+    // Made empty by the shared plan; one process holding every watched file at its number adds
+    // the watches back (shared.ts `watchers`).
+    const file = describe(Deno.pid, mine);
+    const problem = inFlightEpollWatcher(fd, file, procs);
+    if (problem) {
+      return `${kind} no process of the tree holds cannot be saved in flight: ${problem}`;
+    }
+    file.fd = -1;
+    return { file };
+  }
   if (!STANDALONE.has(mine.kind) || mine.deleted) {
     return `${kind} no process of the tree holds cannot be saved in flight`;
   }
@@ -302,10 +314,8 @@ function identify(
 function inFlightSocket(file: FdInfo, kind: string): InFlightFd | string {
   const u = file.socket?.unix;
   if (file.inet) {
-    // A connection's repair-mode copy is not carried over to a message: refused, not risked.
-    if (file.inet.tcp) {
-      return `${kind}, a TCP connection only a message holds, cannot be saved in flight`;
-    }
+    // A connection's repair-mode copy is kept by the dump's inet session like a tree fd's; the
+    // restore ends its repair mode through a peeked copy (inet_plan.ts finishInetSockets).
     file.fd = -1;
     return { file };
   }
@@ -340,7 +350,11 @@ export function carriedDescriptions(images: readonly ProcessImage[]): CarriedDes
     for (const c of m.fds!) {
       if (isSocket(images, c)) continue; // made by the unix plan
       if (c.ref) out.push({ ref: c.ref, pids: holders });
-      else if (c.file) out.push({ file: c.file, pids: holders });
+      else if (c.file) {
+        // An epoll's watches are added back by its watcher (epoll.ts inFlightEpollWatcher).
+        const watcher = c.file.extra["epoll-watcher"];
+        out.push({ file: c.file, pids: watcher ? [...holders, Number(watcher)] : holders });
+      }
     }
   }
   return out;
@@ -426,4 +440,70 @@ export const CARRIED_PID = -1;
 /** The pseudo fd number of the `i`th standalone carried description. */
 export function carriedFd(i: number): number {
   return -1 - i;
+}
+
+/**
+ * The descriptions only the messages queued on `image`'s unix sockets
+ * hold (their records, at fd -1), each once.
+ */
+export function carriedFiles(image: ProcessImage): FdInfo[] {
+  return image.fds.flatMap((f) =>
+    f.excluded || f.sameAs !== undefined ? [] : (f.socket?.unix?.queue ?? [])
+  ).flatMap((m) => m.fds ?? []).flatMap((c) => c.file ?? []);
+}
+
+/**
+ * Restore, once every restore program ran and before the tree goes on: runs
+ * `fn` on a copy of each TCP connection only a queued message holds, taken
+ * by peeking (nothing consumed) the queue of the unix socket that carries
+ * it (`where` names the message). Its record is `file`. Throws when a
+ * queue does not hold the messages it was refilled with.
+ */
+export function withCarriedConnections(
+  images: readonly ProcessImage[],
+  fn: (copy: number, file: FdInfo, where: string) => void,
+): void {
+  const done = new Set<number>();
+  for (const image of images) {
+    for (const f of image.fds) {
+      const u = f.socket?.unix;
+      if (f.excluded || f.sameAs !== undefined || !u || done.has(u.ino)) continue;
+      const wanted = u.queue.map((m) => (m.fds ?? []).map((c) => c.file?.inet?.tcp && c.file));
+      if (!wanted.flat().some(Boolean)) continue;
+      done.add(u.ino);
+      withTargetFd(image.pid, f.fd, (copy) => {
+        const type = f.socket!.type;
+        const bytes = u.queue.reduce((n, m) => n + decodeBase64(m.data).length, 0);
+        const peeked = peekQueue(
+          copy,
+          type === SOCK_STREAM,
+          type === SOCK_DGRAM ? undefined : bytes,
+          (u.shutdown & 1) !== 0,
+          u.queue.length,
+          true,
+        );
+        try {
+          const shape = (n: number[]) => n.join(",");
+          if (shape(wanted.map((w) => w.length)) !== shape(peeked.map((m) => m.fds?.length ?? 0))) {
+            throw new Error(
+              `process ${image.pid} fd ${f.fd}: its queue does not hold the messages it was refilled with`,
+            );
+          }
+          for (const [i, w] of wanted.entries()) {
+            for (const [j, file] of w.entries()) {
+              if (file) {
+                fn(
+                  peeked[i].fds![j],
+                  file,
+                  `a connection in flight on process ${image.pid} fd ${f.fd}`,
+                );
+              }
+            }
+          }
+        } finally {
+          for (const m of peeked) for (const fd of m.fds ?? []) closeFd(fd);
+        }
+      });
+    }
+  }
 }

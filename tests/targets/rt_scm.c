@@ -13,7 +13,8 @@
  * boundaries and fds are checked.
  *
  * usage: rt_scm <trigger> <workdir> [epoll|socket|tree]
- *   epoll   an epoll fd no process holds in flight (refused); checks it is still queued
+ *   epoll   an epoll fd no process holds in flight; checks it is still queued
+ *           (rt_scm_epoll.c checks such an epoll's watches)
  *   socket  the same with a unix socket in flight that has an fd in flight itself
  *   tree    a child sends its parent the fd of a file it holds (one description
  *           in two processes after the restore too)

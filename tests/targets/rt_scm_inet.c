@@ -9,8 +9,9 @@
  *
  * usage: rt_scm_inet <trigger> <workdir> [gone|conn]
  *   gone  a TCP listener only the message holds (the process closed it)
- *   conn  an accepted TCP connection only the message holds (refused);
- *         checks it is still queued and connected to its client
+ *   conn  an accepted TCP connection only the message holds; checks it
+ *         is still queued and connected to its client (rt_scm_tcp.c
+ *         checks such a connection further)
  */
 #define _GNU_SOURCE
 #include "common.h"
@@ -75,7 +76,7 @@ static int accepts(int l, unsigned short port) {
   return acc >= 0;
 }
 
-/* An accepted TCP connection in flight, closed by the process (its client held): refused. */
+/* An accepted TCP connection in flight, closed by the process (its client held). */
 static int conn(const char *trigger) {
   unsigned short port;
   int l = bound(SOCK_STREAM, &port);
