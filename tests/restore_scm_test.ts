@@ -15,7 +15,12 @@ import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { UnsupportedError } from "../engine/errors.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
-import { assertTriggeredRoundTrip, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
+import {
+  assertTriggeredRoundTrip,
+  dumpKillRestore,
+  startTriggered,
+  tempImageDir,
+} from "./helpers/roundtrip.ts";
 import { withTargets } from "./helpers/targets.ts";
 
 const READY = /^ready pid=(\d+)/m;
