@@ -169,6 +169,7 @@ import {
   snapshotFits,
   takeSnapshot,
 } from "./fork_snapshot.ts";
+import { snapshotInsteadOfPrecopy } from "./snapshot_choice.ts";
 
 /** The network lock taken before the sockets are read: its outcome, and the connections it drops. */
 interface EarlyLock {
@@ -667,9 +668,11 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       // (A process of many threads: from the task records; the root's kept for their warm-up.)
       ? precopyPays(pid, (p) => childrenOfRunning(p, p === pid))
       : undefined;
+    // Where page table entry changes are costly, a fork snapshot instead (snapshot_choice.ts).
+    const precopyPaysHere = estimate?.pays === true && !snapshotInsteadOfPrecopy(pid, estimate);
     if (
       opts.leaveRunning && opts.precopy !== false && !parent &&
-      (opts.precopy === true || opts.preDump === true || estimate?.pays)
+      (opts.precopy === true || opts.preDump === true || precopyPaysHere)
     ) {
       chain.touched = opts.preDump === true;
       let warmed = false; // warmUpFinalFreeze, beside the copy
