@@ -1019,44 +1019,60 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         !image.inheritsMemory && !source,
         () => coreNotes = encodeCoreNotes(image),
       );
-      const plan = ahead?.plan ?? planPages(
-        p.pid,
-        collected.vmas,
-        policies,
-        // (No lookup per mapping for a process that inherits nothing: engine/memory/inherit.ts.)
-        image.inheritsMemory ? (k) => inheritance.runs(p.pid, k) : () => undefined,
-        source,
-      );
-      const total = plan.readBytes;
-      reused += plan.reusedBytes;
-      parentBytes += plan.parentBytes;
-      const deferred = deferWrites
-        ? new DeferredPageWriter(pageBufferBytes(total), writer.partialPath, total, true)
-        : undefined;
-      const out = deferred ?? new BufferPageWriter(pageBufferBytes(total), writer.partialPath);
       // Frozen once and left running, its pages not read ahead in the freeze (copy_ahead.ts):
-      // they may be read from a fork after the thaw (fork_snapshot.ts).
-      const snap =
-        !ahead && snapshots && forkSnapshotWanted(total, image.mappings.length) && !pre &&
+      // they may be read from a fork after the thaw (fork_snapshot.ts), and planned then from
+      // the fork's page tables (the target's entries as of the freeze), out of the freeze.
+      // Taken for the process's resident memory (planned bytes are at most that).
+      const resident = !ahead && snapshots && !pre && !source && !image.inheritsMemory
+        ? residentBytes(p.pid)
+        : 0;
+      const snap = resident > 0 && forkSnapshotWanted(resident, image.mappings.length) &&
           !image.threads.some((t) => t.seccomp?.mode) &&
-          total <= snapshotRoom && snapshotFits(image.mappings, policies)
-          ? takeSnapshot(p.pid)
-          : undefined;
+          resident <= snapshotRoom && snapshotFits(image.mappings, policies)
+        ? takeSnapshot(p.pid)
+        : undefined;
       if (snap) snapshot = snap;
-      const streamer = new MemoryStreamer(snap?.pid ?? p.pid, out, (n) => writer.reservePages(n));
-      if (ahead) streamer.ahead = ahead.buffer;
-      // A pinning read (process_vm_readv) of a page shared with the fork would copy it first.
-      if (snap) streamer.viaMemFile = true;
-      // The manifest's pageBlocks (engine/image/page_blocks.ts): blocks aligned to the page data's start.
-      streamer.blockCrcs = [];
-      if (pre) streamer.blockPhase = pre.pagesEnd - writer.pagesStart;
-      streamers.push(streamer);
-      opts.onEvent?.({
-        type: "process",
-        pid: p.pid,
-        mappings: collected.vmas.length,
-        bytesToSave: total,
-      });
+      const planOf = (from: number) =>
+        ahead?.plan ?? planPages(
+          from,
+          collected.vmas,
+          policies,
+          // (No lookup per mapping for a process that inherits nothing: engine/memory/inherit.ts.)
+          image.inheritsMemory ? (k) => inheritance.runs(p.pid, k) : () => undefined,
+          source,
+        );
+      let plan!: ReturnType<typeof planPages>;
+      let total = 0;
+      let streamer!: MemoryStreamer;
+      let deferred: DeferredPageWriter | undefined;
+      let entry: (typeof pending)[number] | undefined;
+      /** The copy's plan, writer and streamer (in the freeze, or after the thaw from a snapshot). */
+      const prepare = (made: ReturnType<typeof planPages>) => {
+        plan = made;
+        total = plan.readBytes;
+        reused += plan.reusedBytes;
+        parentBytes += plan.parentBytes;
+        deferred = deferWrites
+          ? new DeferredPageWriter(pageBufferBytes(total), writer.partialPath, total, true)
+          : undefined;
+        const out = deferred ?? new BufferPageWriter(pageBufferBytes(total), writer.partialPath);
+        streamer = new MemoryStreamer(snap?.pid ?? p.pid, out, (n) => writer.reservePages(n));
+        if (ahead) streamer.ahead = ahead.buffer;
+        // A pinning read (process_vm_readv) of a page shared with the fork would copy it first.
+        if (snap) streamer.viaMemFile = true;
+        // The manifest's pageBlocks (engine/image/page_blocks.ts): blocks aligned to the page data's start.
+        streamer.blockCrcs = [];
+        if (pre) streamer.blockPhase = pre.pagesEnd - writer.pagesStart;
+        streamers.push(streamer);
+        if (entry) Object.assign(entry, { streamer, deferred });
+        opts.onEvent?.({
+          type: "process",
+          pid: p.pid,
+          mappings: collected.vmas.length,
+          bytesToSave: total,
+        });
+      };
+      if (!snap) prepare(planOf(p.pid));
       let done = 0, told = -1;
       let runsToPages = () => {};
       const copy = async () => {
@@ -1080,8 +1096,12 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       };
       // Every page read ahead, in the freeze (copy_ahead.ts `readAll`: nothing left for the
       // streamer to read from the process): their writes, sums and records after the thaw.
-      if (snap) copyAfterThaw = copy;
-      else if (ahead && deferred && opts.leaveRunning && ahead.readAll()) {
+      if (snap) {
+        copyAfterThaw = async () => {
+          prepare(planOf(snap.pid)); // the fork's page tables: the target's as of the freeze
+          await copy();
+        };
+      } else if (ahead && deferred && opts.leaveRunning && ahead.readAll()) {
         streamer.noReads = true;
         copyAfterThaw = copy;
       } else if (opts.leaveRunning) {
@@ -1096,16 +1116,17 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
           streamer.pinCheck = undefined;
         }
       } else await copy();
-      pending.push({
+      entry = {
         writer,
         image,
-        streamer,
+        streamer, // (from a snapshot: set by prepare after the thaw)
         pre,
         overwritten: pre ? plan.pieces.flat().filter((x) => x.source === "overwrite") : [],
         deferred,
         coreNotes,
         runsToPages: () => runsToPages(),
-      });
+      };
+      pending.push(entry);
       images.push(image);
     }
     // Pages taken from a pre-copy read nothing now: make sure no process died meanwhile.
