@@ -1045,7 +1045,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       let total = 0;
       let streamer!: MemoryStreamer;
       let deferred: DeferredPageWriter | undefined;
-      let entry: (typeof pending)[number] | undefined;
+      const held: { entry?: (typeof pending)[number] } = {}; // its entry, once made
       /** The copy's plan, writer and streamer (in the freeze, or after the thaw from a snapshot). */
       const prepare = (made: ReturnType<typeof planPages>) => {
         plan = made;
@@ -1064,7 +1064,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         streamer.blockCrcs = [];
         if (pre) streamer.blockPhase = pre.pagesEnd - writer.pagesStart;
         streamers.push(streamer);
-        if (entry) Object.assign(entry, { streamer, deferred });
+        if (held.entry) Object.assign(held.entry, { streamer, deferred });
         opts.onEvent?.({
           type: "process",
           pid: p.pid,
@@ -1116,7 +1116,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
           streamer.pinCheck = undefined;
         }
       } else await copy();
-      entry = {
+      held.entry = {
         writer,
         image,
         streamer, // (from a snapshot: set by prepare after the thaw)
@@ -1126,7 +1126,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         coreNotes,
         runsToPages: () => runsToPages(),
       };
-      pending.push(entry);
+      pending.push(held.entry);
       images.push(image);
     }
     // Pages taken from a pre-copy read nothing now: make sure no process died meanwhile.
