@@ -836,6 +836,11 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       !opts.include?.mapping &&
       !(opts.leaveRunning && estimate!.bytes > COPY_AHEAD_MAX_BYTES &&
         forkSnapshotWanted(estimate!.bytes, estimate!.mappings));
+    // A fork snapshot expected (fork_snapshot.ts): its pages are planned after the thaw from the
+    // fork, and no page walk is started ahead (its mmap lock held would delay the fork's).
+    const snapshotLikely = opts.leaveRunning === true && !precopy && !parent && !copyAhead &&
+      tree.processes.length === 1 &&
+      forkSnapshotWanted(estimate?.bytes ?? residentBytes(pid), estimate?.mappings ?? 0);
     const collectedAll = tree.processes.map((p, i) =>
       collectProcess(
         p.pid,
@@ -850,7 +855,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         // Planned below (the walks not taken dropped at the thaw or on failure); no walk
         // ahead where the pre-copy's or the parent's walk of this freeze finds the pages
         // (at 2 GiB a second walk of ~50 ms of CPU beside the collect, never used).
-        !precopy?.processes.get(p.pid)?.scans && !parent?.scanningPids.has(p.pid),
+        !precopy?.processes.get(p.pid)?.scans && !parent?.scanningPids.has(p.pid) &&
+          !snapshotLikely,
         copyAhead
           ? (maps) => startCopyAhead(p.pid, maps, opts.leaveRunning === true)
           : precopy
