@@ -222,6 +222,10 @@ export type DumpEvent =
   | { type: "thawed"; freezeSeconds: number }
   /** The connections to peers outside the tree are locked, before their sockets are read. */
   | { type: "network-locked"; connections: number; dir: string }
+  /**
+   * A process described, in the freeze; `bytesToSave` its planned pages (from a fork snapshot,
+   * planned after the thaw: an estimate, the process's resident anonymous and shared memory).
+   */
   | { type: "process"; pid: number; mappings: number; bytesToSave: number }
   | { type: "pages"; pid: number; bytes: number; totalBytes: number }
   | { type: "written"; pid: number; path: string; size: number }
@@ -1028,7 +1032,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       // Frozen once and left running, its pages not read ahead in the freeze (copy_ahead.ts):
       // they may be read from a fork after the thaw (fork_snapshot.ts), and planned then from
       // the fork's page tables (the target's entries as of the freeze), out of the freeze.
-      // Taken for the process's resident memory (planned bytes are at most that).
+      // Taken for the process's resident anonymous and shared memory (RssAnon + RssShmem).
       const resident = !ahead && snapshots && !pre && !source && !image.inheritsMemory
         ? residentBytes(p.pid)
         : 0;
@@ -1071,14 +1075,14 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         if (pre) streamer.blockPhase = pre.pagesEnd - writer.pagesStart;
         streamers.push(streamer);
         if (held.entry) Object.assign(held.entry, { streamer, deferred });
-        opts.onEvent?.({
-          type: "process",
-          pid: p.pid,
-          mappings: collected.vmas.length,
-          bytesToSave: total,
-        });
       };
       if (!snap) prepare(planOf(p.pid));
+      opts.onEvent?.({
+        type: "process",
+        pid: p.pid,
+        mappings: collected.vmas.length,
+        bytesToSave: snap ? resident : total,
+      });
       let done = 0, told = -1;
       let runsToPages = () => {};
       const copy = async () => {
