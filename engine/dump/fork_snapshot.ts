@@ -1,7 +1,7 @@
 /**
  * The fork snapshot of `dump --leave-running` frozen once: once the
- * collect and the page plan have read all they need from the frozen
- * process, its main thread is made to run a `clone` (crash-safe injection,
+ * collect has read all it needs from the frozen process, its main
+ * thread is made to run a `clone` (crash-safe injection,
  * engine/dump/injected.ts) whose child shares every private page with it
  * copy-on-write; the tree is thawed at once and the planned pages are read
  * from the child instead, which never runs.
@@ -31,7 +31,8 @@
  * main thread with room on its stack. Any failure of the clone (RLIMIT_NPROC,
  * a pids cgroup, ENOMEM) leaves the dump to copy frozen as before.
  *
- * Taken from {@link SNAPSHOT_MIN_BYTES} of planned pages; `CRYO_FORK_SNAPSHOT=1` at any
+ * Taken from {@link SNAPSHOT_MIN_BYTES} of resident memory (the pages are
+ * planned after the thaw, from the child's page tables: engine/dump/mod.ts); `CRYO_FORK_SNAPSHOT=1` at any
  * size, `=0` never (docs/PERFORMANCE.md, ninth pass, branch forksnap).
  *
  * @module

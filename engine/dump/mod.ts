@@ -169,6 +169,7 @@ import {
   snapshotFits,
   takeSnapshot,
 } from "./fork_snapshot.ts";
+import { snapshotInsteadOfPrecopy } from "./snapshot_choice.ts";
 
 /** The network lock taken before the sockets are read: its outcome, and the connections it drops. */
 interface EarlyLock {
@@ -221,6 +222,10 @@ export type DumpEvent =
   | { type: "thawed"; freezeSeconds: number }
   /** The connections to peers outside the tree are locked, before their sockets are read. */
   | { type: "network-locked"; connections: number; dir: string }
+  /**
+   * A process described, in the freeze; `bytesToSave` its planned pages (from a fork snapshot,
+   * planned after the thaw: an estimate, the process's resident anonymous and shared memory).
+   */
   | { type: "process"; pid: number; mappings: number; bytesToSave: number }
   | { type: "pages"; pid: number; bytes: number; totalBytes: number }
   | { type: "written"; pid: number; path: string; size: number }
@@ -667,9 +672,11 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       // (A process of many threads: from the task records; the root's kept for their warm-up.)
       ? precopyPays(pid, childrenOfRunning)
       : undefined;
+    // Where page table entry changes are costly, a fork snapshot instead (snapshot_choice.ts).
+    const precopyPaysHere = estimate?.pays === true && !snapshotInsteadOfPrecopy(pid, estimate);
     if (
       opts.leaveRunning && opts.precopy !== false && !parent &&
-      (opts.precopy === true || opts.preDump === true || estimate?.pays)
+      (opts.precopy === true || opts.preDump === true || precopyPaysHere)
     ) {
       chain.touched = opts.preDump === true;
       let warmed = false; // warmUpFinalFreeze, beside the copy
@@ -833,6 +840,11 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       !opts.include?.mapping &&
       !(opts.leaveRunning && estimate!.bytes > COPY_AHEAD_MAX_BYTES &&
         forkSnapshotWanted(estimate!.bytes, estimate!.mappings));
+    // A fork snapshot expected (fork_snapshot.ts): its pages are planned after the thaw from the
+    // fork, and no page walk is started ahead (its mmap lock held would delay the fork's).
+    const snapshotLikely = opts.leaveRunning === true && !precopy && !parent && !copyAhead &&
+      tree.processes.length === 1 &&
+      forkSnapshotWanted(estimate?.bytes ?? residentBytes(pid), estimate?.mappings ?? 0);
     const collectedAll = tree.processes.map((p, i) =>
       collectProcess(
         p.pid,
@@ -847,7 +859,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         // Planned below (the walks not taken dropped at the thaw or on failure); no walk
         // ahead where the pre-copy's or the parent's walk of this freeze finds the pages
         // (at 2 GiB a second walk of ~50 ms of CPU beside the collect, never used).
-        !precopy?.processes.get(p.pid)?.scans && !parent?.scanningPids.has(p.pid),
+        !precopy?.processes.get(p.pid)?.scans && !parent?.scanningPids.has(p.pid) &&
+          !snapshotLikely,
         copyAhead
           ? (maps) => startCopyAhead(p.pid, maps, opts.leaveRunning === true)
           : precopy
@@ -1016,43 +1029,59 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         !image.inheritsMemory && !source,
         () => coreNotes = encodeCoreNotes(image),
       );
-      const plan = ahead?.plan ?? planPages(
-        p.pid,
-        collected.vmas,
-        policies,
-        // (No lookup per mapping for a process that inherits nothing: engine/memory/inherit.ts.)
-        image.inheritsMemory ? (k) => inheritance.runs(p.pid, k) : () => undefined,
-        source,
-      );
-      const total = plan.readBytes;
-      reused += plan.reusedBytes;
-      parentBytes += plan.parentBytes;
-      const deferred = deferWrites
-        ? new DeferredPageWriter(pageBufferBytes(total), writer.partialPath, total, true)
-        : undefined;
-      const out = deferred ?? new BufferPageWriter(pageBufferBytes(total), writer.partialPath);
       // Frozen once and left running, its pages not read ahead in the freeze (copy_ahead.ts):
-      // they may be read from a fork after the thaw (fork_snapshot.ts).
-      const snap =
-        !ahead && snapshots && forkSnapshotWanted(total, image.mappings.length) && !pre &&
+      // they may be read from a fork after the thaw (fork_snapshot.ts), and planned then from
+      // the fork's page tables (the target's entries as of the freeze), out of the freeze.
+      // Taken for the process's resident anonymous and shared memory (RssAnon + RssShmem).
+      const resident = !ahead && snapshots && !pre && !source && !image.inheritsMemory
+        ? residentBytes(p.pid)
+        : 0;
+      const snap = resident > 0 && forkSnapshotWanted(resident, image.mappings.length) &&
           !image.threads.some((t) => t.seccomp?.mode) &&
-          total <= snapshotRoom && snapshotFits(image.mappings, policies)
-          ? takeSnapshot(p.pid)
-          : undefined;
+          resident <= snapshotRoom && snapshotFits(image.mappings, policies)
+        ? takeSnapshot(p.pid)
+        : undefined;
       if (snap) snapshot = snap;
-      const streamer = new MemoryStreamer(snap?.pid ?? p.pid, out, (n) => writer.reservePages(n));
-      if (ahead) streamer.ahead = ahead.buffer;
-      // A pinning read (process_vm_readv) of a page shared with the fork would copy it first.
-      if (snap) streamer.viaMemFile = true;
-      // The manifest's pageBlocks (engine/image/page_blocks.ts): blocks aligned to the page data's start.
-      streamer.blockCrcs = [];
-      if (pre) streamer.blockPhase = pre.pagesEnd - writer.pagesStart;
-      streamers.push(streamer);
+      const planOf = (from: number) =>
+        ahead?.plan ?? planPages(
+          from,
+          collected.vmas,
+          policies,
+          // (No lookup per mapping for a process that inherits nothing: engine/memory/inherit.ts.)
+          image.inheritsMemory ? (k) => inheritance.runs(p.pid, k) : () => undefined,
+          source,
+        );
+      let plan!: ReturnType<typeof planPages>;
+      let total = 0;
+      let streamer!: MemoryStreamer;
+      let deferred: DeferredPageWriter | undefined;
+      const held: { entry?: (typeof pending)[number] } = {}; // its entry, once made
+      /** The copy's plan, writer and streamer (in the freeze, or after the thaw from a snapshot). */
+      const prepare = (made: ReturnType<typeof planPages>) => {
+        plan = made;
+        total = plan.readBytes;
+        reused += plan.reusedBytes;
+        parentBytes += plan.parentBytes;
+        deferred = deferWrites
+          ? new DeferredPageWriter(pageBufferBytes(total), writer.partialPath, total, true)
+          : undefined;
+        const out = deferred ?? new BufferPageWriter(pageBufferBytes(total), writer.partialPath);
+        streamer = new MemoryStreamer(snap?.pid ?? p.pid, out, (n) => writer.reservePages(n));
+        if (ahead) streamer.ahead = ahead.buffer;
+        // A pinning read (process_vm_readv) of a page shared with the fork would copy it first.
+        if (snap) streamer.viaMemFile = true;
+        // The manifest's pageBlocks (engine/image/page_blocks.ts): blocks aligned to the page data's start.
+        streamer.blockCrcs = [];
+        if (pre) streamer.blockPhase = pre.pagesEnd - writer.pagesStart;
+        streamers.push(streamer);
+        if (held.entry) Object.assign(held.entry, { streamer, deferred });
+      };
+      if (!snap) prepare(planOf(p.pid));
       opts.onEvent?.({
         type: "process",
         pid: p.pid,
         mappings: collected.vmas.length,
-        bytesToSave: total,
+        bytesToSave: snap ? resident : total,
       });
       let done = 0, told = -1;
       let runsToPages = () => {};
@@ -1077,8 +1106,12 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       };
       // Every page read ahead, in the freeze (copy_ahead.ts `readAll`: nothing left for the
       // streamer to read from the process): their writes, sums and records after the thaw.
-      if (snap) copyAfterThaw = copy;
-      else if (ahead && deferred && opts.leaveRunning && ahead.readAll()) {
+      if (snap) {
+        copyAfterThaw = async () => {
+          prepare(planOf(snap.pid)); // the fork's page tables: the target's as of the freeze
+          await copy();
+        };
+      } else if (ahead && deferred && opts.leaveRunning && ahead.readAll()) {
         streamer.noReads = true;
         copyAfterThaw = copy;
       } else if (opts.leaveRunning) {
@@ -1093,16 +1126,17 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
           streamer.pinCheck = undefined;
         }
       } else await copy();
-      pending.push({
+      held.entry = {
         writer,
         image,
-        streamer,
+        streamer, // (from a snapshot: set by prepare after the thaw)
         pre,
         overwritten: pre ? plan.pieces.flat().filter((x) => x.source === "overwrite") : [],
         deferred,
         coreNotes,
         runsToPages: () => runsToPages(),
-      });
+      };
+      pending.push(held.entry);
       images.push(image);
     }
     // Pages taken from a pre-copy read nothing now: make sure no process died meanwhile.

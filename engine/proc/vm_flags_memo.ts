@@ -22,7 +22,8 @@
  * in the mapped files the dumps found the safe injection sites
  * (engine/dump/site_memo.ts: hints, read back before use); and the restart
  * block reader's layout and kernel symbol addresses
- * (engine/task/restart_block.ts).
+ * (engine/task/restart_block.ts); and what one page table entry change
+ * costs on this host (ffi/pte_probe.ts, engine/dump/snapshot_choice.ts).
  *
  * @module
  */
@@ -57,6 +58,7 @@ interface MemoFile {
   ownVdso?: OwnVdsoMemo;
   safeSites?: SitesMemo[];
   restartBlock?: RestartBlockMemo;
+  pteChangeNs?: number;
 }
 
 /**
@@ -513,4 +515,17 @@ export function rememberRestartBlock(memo: RestartBlockMemo): void {
   const read = readMemo();
   if (!read) return;
   writeMemo(read.path, { ...read.memo, boot: read.boot, restartBlock: memo });
+}
+
+/** The cost of one page table entry change measured on this boot, in ns (ffi/pte_probe.ts), or undefined. */
+export function recallPteChangeNs(): number | undefined {
+  const ns = readMemo()?.memo?.pteChangeNs;
+  return typeof ns === "number" && Number.isFinite(ns) && ns > 0 ? ns : undefined;
+}
+
+/** Remembers the cost of one page table entry change for the rest of this boot. Never throws. */
+export function rememberPteChangeNs(ns: number): void {
+  const read = readMemo();
+  if (!read) return;
+  writeMemo(read.path, { ...read.memo, boot: read.boot, pteChangeNs: ns });
 }
