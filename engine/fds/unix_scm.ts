@@ -102,20 +102,11 @@ export function resolveInFlightFds(
         const u = f.socket?.unix;
         if (!u || u.refused || f.excluded || !u.queue.some((m) => m.fds?.length)) continue;
         const problem = withTargetFd(pid, f.fd, (copy) => {
-          const type = f.socket!.type;
-          const bytes = u.queue.reduce((n, m) => n + decodeBase64(m.data).length, 0);
-          const messages = peekQueue(
-            copy,
-            type === SOCK_STREAM,
-            type === SOCK_DGRAM ? undefined : bytes,
-            (u.shutdown & 1) !== 0,
-            u.queue.length,
-            true,
-          );
+          const messages = peekRecordedQueue(copy, f.socket!.type, u);
           const passed = messages.map((m) => m.fds ?? []);
           copies.push(...passed.flat());
           peeked.push({ u, passed });
-          return streamAmbiguity(type === SOCK_STREAM, u.queue);
+          return streamAmbiguity(f.socket!.type === SOCK_STREAM, u.queue);
         });
         if (problem) u.refused = { id: "socket.unix-scm", detail: problem };
       }
@@ -472,16 +463,7 @@ export function withCarriedConnections(
       if (!wanted.flat().some(Boolean)) continue;
       done.add(u.ino);
       withTargetFd(image.pid, f.fd, (copy) => {
-        const type = f.socket!.type;
-        const bytes = u.queue.reduce((n, m) => n + decodeBase64(m.data).length, 0);
-        const peeked = peekQueue(
-          copy,
-          type === SOCK_STREAM,
-          type === SOCK_DGRAM ? undefined : bytes,
-          (u.shutdown & 1) !== 0,
-          u.queue.length,
-          true,
-        );
+        const peeked = peekRecordedQueue(copy, f.socket!.type, u);
         try {
           const shape = (n: number[]) => n.join(",");
           if (shape(wanted.map((w) => w.length)) !== shape(peeked.map((m) => m.fds?.length ?? 0))) {
@@ -506,4 +488,22 @@ export function withCarriedConnections(
       });
     }
   }
+}
+
+/**
+ * The messages (with their rights kept) that socket `copy` of type `type`
+ * holds, peeked as far as the queue image `u` recorded them: its bytes for
+ * a stream or sequenced-packet socket, its message count, the end at a
+ * shut-down read side.
+ */
+function peekRecordedQueue(copy: number, type: number, u: UnixSocketImage) {
+  const bytes = u.queue.reduce((n, m) => n + decodeBase64(m.data).length, 0);
+  return peekQueue(
+    copy,
+    type === SOCK_STREAM,
+    type === SOCK_DGRAM ? undefined : bytes,
+    (u.shutdown & 1) !== 0,
+    u.queue.length,
+    true,
+  );
 }
