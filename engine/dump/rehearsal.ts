@@ -31,11 +31,12 @@ import { readProcLink } from "../proc/io.ts";
 import { closePipe, type PipeChild, spawnPipeReader } from "../../ffi/pipe_child.ts";
 import { __WALL, waitPid } from "../../ffi/wait.ts";
 import { pausePoint, withoutPausePoints } from "../pause.ts";
-import { rawSyscall, rawSyscallOffThread } from "../../ffi/libc.ts";
+import { rawSyscall } from "../../ffi/libc.ts";
 import { findSafeSitesRemembered } from "./site_memo.ts";
 import { treePidsOrRoot } from "../proc/tasks.ts";
 import { sleepSync } from "../sleep_sync.ts";
 import { crc32Combine } from "../image/checksum.ts";
+import { holdPoolThreads } from "../../ffi/blocking_pool.ts";
 import { rehearseThreads } from "./thread_rehearsal.ts";
 import { rehearseCopyAhead } from "./copy_ahead.ts";
 import { rehearseSnapshot } from "./fork_snapshot.ts";
@@ -86,9 +87,6 @@ export function rehearseCollect(
 /** Threads of the blocking pool made ready before the final freeze (a small process's segments). */
 export const POOL_THREADS_WARMED = 8;
 
-/** How long each of the warm-up's pool calls sleeps: long enough for all to hold a thread at once. */
-const POOL_WARM_SLEEP = new BigInt64Array([0n, 1_000_000n]);
-
 /**
  * Warms, with the tree running, code that the final freeze would otherwise
  * run for the first time: the library of off-thread syscalls (its dlopen)
@@ -99,14 +97,9 @@ const POOL_WARM_SLEEP = new BigInt64Array([0n, 1_000_000n]);
  * the bootstrap blob (pure code), and the page copy's CRC combine operators.
  */
 export async function warmUpFinalFreeze(): Promise<void> {
-  // Sleeping together (1 ms), each call holds a thread of its own: the pool makes them now
-  // (idle ones live 10 s), while the code below is warmed.
-  const pool = Promise.all(
-    Array.from(
-      { length: POOL_THREADS_WARMED },
-      () => rawSyscallOffThread(SYS.nanosleep, POOL_WARM_SLEEP, 0),
-    ),
-  );
+  // Each call holds a thread of its own until all are submitted: the pool makes them now (idle
+  // ones live 10 s), while the code below is warmed.
+  const pool = holdPoolThreads(POOL_THREADS_WARMED);
   // The page copy's CRC combine builds its operators for 2^k zero bytes on first use (cold: 1 to 3 ms).
   crc32Combine(0, 0, 2 ** 30);
   const boot = new BootstrapBuilder(0x10000n);
