@@ -10,7 +10,15 @@ import { POOL_THREADS_WARMED, warmUpFinalFreeze } from "../engine/dump/rehearsal
 import { rawSyscallOffThread } from "../ffi/libc.ts";
 import { SYS } from "../ffi/sysno.ts";
 
-const threadCount = () => [...Deno.readDirSync("/proc/self/task")].length;
+/** The blocking pool's threads (named by tokio; V8's own workers, which it may start any time, are not). */
+const threadCount = () =>
+  [...Deno.readDirSync("/proc/self/task")].filter((e) => {
+    try {
+      return Deno.readTextFileSync(`/proc/self/task/${e.name}/comm`).startsWith("tokio-runtime");
+    } catch {
+      return false; // a thread that ended meanwhile
+    }
+  }).length;
 
 Deno.test("the final freeze's warm-up leaves the blocking pool threads its walks take", async () => {
   await warmUpFinalFreeze();
