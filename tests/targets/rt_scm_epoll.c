@@ -18,25 +18,15 @@
  */
 #define _GNU_SOURCE
 #include "common.h"
+#include "scm_fds.h"
 #include <fcntl.h>
 #include <linux/kcmp.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 
-static void send_fd(int sock, char tag, int fd) {
-  struct iovec iov = {&tag, 1};
-  union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(int))]; } c;
-  memset(&c, 0, sizeof c);
-  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = c.buf,
-                       .msg_controllen = sizeof c.buf};
-  struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
-  cm->cmsg_level = SOL_SOCKET;
-  cm->cmsg_type = SCM_RIGHTS;
-  cm->cmsg_len = CMSG_LEN(sizeof(int));
-  memcpy(CMSG_DATA(cm), &fd, sizeof fd);
-  if (sendmsg(sock, &msg, 0) != 1) die("sendmsg");
-}
+/* Sends `fd` in flight on `sock` with the one byte `tag`. */
+static void send_fd(int sock, char tag, int fd) { send_fds(sock, &tag, 1, &fd, 1); }
 
 /* Receives one byte with one fd (reported as check `name`); returns the fd or -1. */
 static int recv_fd(const char *name, int sock, char tag) {

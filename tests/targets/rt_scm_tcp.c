@@ -22,6 +22,7 @@
  */
 #define _GNU_SOURCE
 #include "common.h"
+#include "scm_fds.h"
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -29,19 +30,8 @@
 #include <sys/wait.h>
 
 /* Sends one byte `tag` on `sock` with fd `fd`. */
-static void send_fd(int sock, char tag, int fd) {
-  struct iovec iov = {&tag, 1};
-  union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(int))]; } c;
-  memset(&c, 0, sizeof c);
-  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = c.buf,
-                       .msg_controllen = sizeof c.buf};
-  struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
-  cm->cmsg_level = SOL_SOCKET;
-  cm->cmsg_type = SCM_RIGHTS;
-  cm->cmsg_len = CMSG_LEN(sizeof(int));
-  memcpy(CMSG_DATA(cm), &fd, sizeof fd);
-  if (sendmsg(sock, &msg, 0) != 1) die("sendmsg");
-}
+/* Sends `fd` in flight on `sock` with the one byte `tag`. */
+static void send_fd(int sock, char tag, int fd) { send_fds(sock, &tag, 1, &fd, 1); }
 
 /* Receives one byte with one fd (check "received"); returns the fd or -1. */
 static int recv_fd(int sock, char tag) {

@@ -1,5 +1,6 @@
 /* Sending fds in flight (SCM_RIGHTS) on a unix socket, for the targets that
- * leave them queued (rt_scm.c, rt_scm_gone.c, rt_scm_inet.c, rt_unix.c).
+ * leave them queued (rt_scm.c, rt_scm_gone.c, rt_scm_inet.c, rt_unix.c, rt_scm_epoll.c,
+ * rt_scm_tcp.c).
  * Include after common.h. */
 #ifndef CRYO_SCM_FDS_H
 #define CRYO_SCM_FDS_H
