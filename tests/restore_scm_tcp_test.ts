@@ -14,6 +14,9 @@ import { assertChecksPassed } from "./helpers/checks.ts";
 import { pathExists } from "./helpers/fs.ts";
 import { dumpKillRestore, startTriggered, tempImageDir } from "./helpers/roundtrip.ts";
 import { withTargets } from "./helpers/targets.ts";
+import { startPaused } from "./helpers/kill_anywhere.ts";
+import { childrenOf, commsOf, statusField } from "./helpers/proc.ts";
+import { waitPid, WNOHANG } from "../ffi/wait.ts";
 
 const READY = /^ready pid=(\d+) port=(\d+)$/m;
 const TCP_OPT_IN = ["tcp-established"];
@@ -125,5 +128,59 @@ Deno.test(
     // TCP_CLOSE is 7: no longer a connection, its queues dropped.
     assert.match(out, /^check established FAIL state 7$/m, out);
     assert.match(out, /^check queued-bytes FAIL/m, out);
+  }),
+);
+
+/** Waits until `pid` is gone or a zombie (reaped if it is this process's child). */
+async function waitGone(pid: number, what: string): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    let state: string | undefined;
+    try {
+      state = statusField(pid, "State")[0];
+    } catch { /* gone */ }
+    if (state === undefined) return;
+    if (state === "Z") {
+      try {
+        waitPid(pid, WNOHANG);
+      } catch { /* another process's child */ }
+      return;
+    }
+    assert.ok(Date.now() < deadline, `${what} is still there (state ${state})`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+Deno.test(
+  "cryo dump killed while it reads the connection in flight in repair mode: the worker's connection still carries on",
+  withTargets(async () => {
+    const m = await startTriggered("rt_scm_tcp", READY, { passWork: true, extra: ["inner"] });
+    const dir = await tempImageDir();
+    // The first connection read in repair mode is the worker's client (a tree fd, its undo
+    // injected), the second the accepted connection only the message holds.
+    const paused = await startPaused(
+      ["dump", String(m.t.pid), "--dir", dir, "--no-sync"],
+      "tcp-repair:2",
+    );
+    const helpers = childrenOf(paused.child.pid);
+    const comms = commsOf(helpers);
+    paused.child.kill("SIGKILL");
+    await paused.output;
+    assert.equal(pathExists(dir), false, "an image was left");
+    for (const h of helpers) await waitGone(h, `cryo's child ${h}`);
+    // The tree goes on once its tracer is gone.
+    const deadline = Date.now() + 10_000;
+    while (!/^TracerPid:\s+0$/m.test(Deno.readTextFileSync(`/proc/${m.t.pid}/status`))) {
+      assert.ok(Date.now() < deadline, "the target is still traced");
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    await Deno.writeTextFile(m.trigger, "");
+    assertChecksPassed(
+      m.t,
+      [...CHECKS, "client-reads-reply", "client-sends", "second-bytes"],
+      await m.t.wait(),
+    );
+    // The helper that stood by for the read (engine/fds/tcp_repair_helper.ts) ended by itself.
+    assert.deepEqual(comms, ["cryo-repair-und"], "cryo's children: the repair-mode helper");
   }),
 );

@@ -121,6 +121,7 @@ import { makePrivateDir, removeStalePartials } from "./partial.ts";
 import { fdQueueBytes } from "../fds/socket_common.ts";
 import { pipeQueueBytes } from "../fds/pipe.ts";
 import { InetSocketSession } from "../fds/inet_session.ts";
+import { helperRepairGuard } from "../fds/tcp_repair_helper.ts";
 import {
   asLocked,
   keepForImage,
@@ -917,8 +918,11 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       described.map((d, i) => ({ pid: d.p.pid, fds: d.image.fds, proc: fdLists[i] })),
       (pid, f) => {
         const file = describeFd(pid, f);
-        // An IPv4/IPv6 socket only a message holds is read like the tree's (kept until the end).
-        if (file.kind === "socket" && !file.socket?.unix) sockets.collect(pid, [file]);
+        // An IPv4/IPv6 socket only a message holds is read like the tree's (kept until the end);
+        // a connection's repair-mode read has a helper process stand by to undo it.
+        if (file.kind === "socket" && !file.socket?.unix) {
+          sockets.collect(pid, [file], helperRepairGuard);
+        }
         return file;
       },
     );
