@@ -15,7 +15,8 @@
 
 import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
-import { landlockAbi } from "../engine/task/landlock_probe.ts";
+import { landlockAbi, lastingProbeError } from "../engine/task/landlock_probe.ts";
+import { BpfError } from "../ffi/bpf.ts";
 import {
   inInitialPidNamespace,
   loadThreadIterator,
@@ -271,9 +272,15 @@ async function probeInFreshCryo(
   return JSON.parse(new TextDecoder().decode(out.stdout).trim().split("\n").at(-1)!);
 }
 
+/** The memo file of this boot in cache directory `cache` (engine/proc/vm_flags_memo.ts). */
+function memoFileOf(cache: string): string {
+  const boot = Deno.readTextFileSync("/proc/sys/kernel/random/boot_id").trim();
+  return `${cache}/vmflags/${boot}.json`;
+}
+
 Deno.test({
   name:
-    "landlock: a failed offset probe (the probe's file on a noexec mount) is remembered for the boot, not run again",
+    "landlock: a failed offset probe (the probe's file on a noexec mount) is remembered for a minute, not run again, then tried again",
   ignore: !LANDLOCK_HERE || !ROOT,
   fn: async () => {
     const cache = await Deno.makeTempDir({ prefix: "cryo-landlock-cache-" });
@@ -284,9 +291,23 @@ Deno.test({
       assert.equal(failed.offset, null, "found on a noexec mount");
       assert.equal(failed.tried, 1);
       assert.match(failed.unfound ?? "", /the probe failed|no domain pointer/);
-      // The next dump of the boot (a usable TMPDIR now) does not probe again.
+      // The next dump of the minute (a usable TMPDIR now) does not probe again.
       const next = await probeInFreshCryo(cache);
       assert.deepEqual(next, { offset: null, unfound: failed.unfound, tried: 0 });
+      // A failure that may pass is remembered for a minute only: once it is over (its time set
+      // back in the memo), the next dump probes again and finds the offset.
+      const memo = memoFileOf(cache);
+      const before = JSON.parse(Deno.readTextFileSync(memo));
+      const until = before.threadState.landlockUnfoundUntil;
+      assert.ok(
+        typeof until === "number" && until > Date.now() && until <= Date.now() + 60_000,
+        `remembered for a minute: ${JSON.stringify(before.threadState)}`,
+      );
+      before.threadState.landlockUnfoundUntil = Date.now() - 1;
+      Deno.writeTextFileSync(memo, JSON.stringify(before));
+      const again = await probeInFreshCryo(cache);
+      assert.equal(again.tried, 1, JSON.stringify(again));
+      assert.ok(again.offset !== null && again.offset >= 0, JSON.stringify(again));
       // With no failure remembered, the same dump would have found it.
       const control = await probeInFreshCryo(fresh);
       assert.equal(control.tried, 1);
@@ -295,4 +316,18 @@ Deno.test({
       for (const dir of [cache, noexec, fresh]) await Deno.remove(dir, { recursive: true });
     }
   },
+});
+
+Deno.test("landlock: only the verifier's rejection of the probe's program is a lasting failure", () => {
+  // Made as ffi/bpf.ts's loader makes them (the log is read again after a refused load).
+  assert.equal(lastingProbeError(new BpfError("BPF_PROG_LOAD", 13, "R1 invalid mem access")), true);
+  assert.equal(lastingProbeError(new BpfError("BPF_PROG_LOAD", 22, "unknown func")), true);
+  // No memory (the verifier's or a memlock limit), a signal, the caller's rights: may pass.
+  assert.equal(lastingProbeError(new BpfError("BPF_PROG_LOAD", 12, "")), false);
+  assert.equal(lastingProbeError(new BpfError("BPF_PROG_LOAD", 12, "processed 9 insns")), false);
+  assert.equal(lastingProbeError(new BpfError("BPF_PROG_LOAD", 11, "")), false);
+  assert.equal(lastingProbeError(new BpfError("BPF_PROG_LOAD", 1, "")), false);
+  assert.equal(lastingProbeError(new BpfError("BPF_PROG_LOAD", 13, "")), false);
+  // A temporary file or a spawn that failed.
+  assert.equal(lastingProbeError(new Error("No space left on device (os error 28)")), false);
 });

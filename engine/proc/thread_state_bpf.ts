@@ -191,13 +191,15 @@ export function loadThreadIterator(): boolean {
       const remembered = recalled?.layout;
       let layout = remembered ?? taskStateLayout(Btf.vmlinux());
       // Found once per boot, remembered with the layout (a probe process: landlock_probe.ts);
-      // a failed probe is remembered too, not run again on this boot.
+      // a failed probe is remembered too: not run again on this boot when the failure will
+      // repeat, for a minute otherwise.
       let landlockOffset = layout.landlockOffset;
       unfound = landlockOffset === undefined ? recalled?.landlockUnfound : undefined;
       if (landlockOffset === undefined && unfound === undefined) {
         const found = findLandlockOffset(layout);
-        if (typeof found === "string") rememberLandlockUnfound(unfound = found);
-        else landlockOffset = found;
+        if (typeof found === "object") {
+          rememberLandlockUnfound(unfound = found.why, found.lasting);
+        } else landlockOffset = found;
       }
       if (landlockOffset !== undefined) layout = { ...layout, landlockOffset };
       const fd = loadTaskStateProgram(layout);

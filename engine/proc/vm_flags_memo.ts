@@ -111,6 +111,8 @@ interface ThreadStateMemo {
   refuted?: string;
   /** Why the Landlock offset probe failed on this boot (engine/task/landlock_probe.ts): not run again. */
   landlockUnfound?: string;
+  /** For a failure that may pass: until when (ms since the epoch) it is remembered. */
+  landlockUnfoundUntil?: number;
 }
 
 function memoDir(): string | undefined {
@@ -313,7 +315,10 @@ export interface RecalledThreadState {
   confirmed: ReadonlySet<string>;
   /** The difference a check on this boot found, if one did (the iterator is then not used). */
   refuted?: string;
-  /** Why the Landlock offset probe failed on this boot, if it did (it is not run again). */
+  /**
+   * Why the Landlock offset probe failed on this boot, if it did (it is not
+   * run again: for the boot, or a minute for a failure that may pass).
+   */
   landlockUnfound?: string;
 }
 
@@ -348,7 +353,9 @@ export function recallThreadState(): RecalledThreadState | undefined {
     ? new Set(t.confirmed)
     : new Set<string>();
   const refuted = typeof t.refuted === "string" ? t.refuted : undefined;
-  const unfound = typeof t.landlockUnfound === "string" ? t.landlockUnfound : undefined;
+  const unfound = typeof t.landlockUnfound === "string" && !unfoundExpired(t.landlockUnfoundUntil)
+    ? t.landlockUnfound
+    : undefined;
   return {
     layout,
     checked: t.checked === true,
@@ -402,14 +409,39 @@ function rememberThreadNames(confirmed: Iterable<string>, checked: boolean): voi
 }
 
 /**
- * Remembers that the Landlock offset probe failed on this boot (`why`), as
- * its success is remembered with the layout: later dumps start no probe.
- * Never throws.
+ * How long a failure of the Landlock offset probe that may pass (no memory,
+ * a full TMPDIR: engine/task/landlock_probe.ts `ProbeFailure`) is remembered:
+ * dumps in a burst do not each start a probe that fails, and one a minute
+ * later tries again.
  */
-export function rememberLandlockUnfound(why: string): void {
+export const LANDLOCK_UNFOUND_RETRY_MS = 60_000;
+
+/**
+ * Whether a passing probe failure remembered until `until` (ms since the
+ * epoch; absent: a lasting one, kept for the boot) is over: its time passed,
+ * or it lies further ahead than it could (the clock was set back), or it
+ * is not a number.
+ */
+function unfoundExpired(until: unknown, now = Date.now()): boolean {
+  if (until === undefined) return false;
+  return typeof until !== "number" || !(until > now && until - now <= LANDLOCK_UNFOUND_RETRY_MS);
+}
+
+/**
+ * Remembers that the Landlock offset probe failed on this boot (`why`): a
+ * `lasting` failure for the boot, as its success is remembered with the
+ * layout (later dumps start no probe), another for
+ * {@link LANDLOCK_UNFOUND_RETRY_MS}. Never throws.
+ */
+export function rememberLandlockUnfound(why: string, lasting: boolean): void {
   const read = readMemo();
   if (!read) return;
-  const threadState = { ...read.memo?.threadState, landlockUnfound: why };
+  const { landlockUnfoundUntil: _, ...before } = read.memo?.threadState ?? {};
+  const threadState = {
+    ...before,
+    landlockUnfound: why,
+    ...(lasting ? {} : { landlockUnfoundUntil: Date.now() + LANDLOCK_UNFOUND_RETRY_MS }),
+  };
   writeMemo(read.path, { ...read.memo, boot: read.boot, threadState });
 }
 

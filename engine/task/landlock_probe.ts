@@ -16,6 +16,7 @@
 
 import { SYS } from "../../ffi/sysno.ts";
 import { rawSyscall } from "../../ffi/libc.ts";
+import { BpfError } from "../../ffi/bpf.ts";
 import { posixSpawn } from "../../ffi/spawn.ts";
 import {
   loadTaskStateProgram,
@@ -97,11 +98,13 @@ function waitStopped(pid: number): boolean {
  * first {@link LSM_WINDOW_BYTES} bytes that is NULL before the restriction
  * and a kernel pointer after; a read past a blob smaller than the window
  * sees other memory, never below Landlock's own word). Undefined when the
- * kernel has no Landlock (nothing is tried); a string saying why when it
- * could not be told (up to 2 probe runs), which the caller remembers for
- * the boot as it does an offset. Never throws.
+ * kernel has no Landlock (nothing is tried); why when it could not be told
+ * (up to 2 probe runs), and whether that will repeat on this boot
+ * ({@link ProbeFailure}: the caller remembers a lasting failure for the
+ * boot, as it does an offset, and a passing one for a short while). Never
+ * throws.
  */
-export function findLandlockOffset(layout: TaskStateLayout): number | string | undefined {
+export function findLandlockOffset(layout: TaskStateLayout): number | ProbeFailure | undefined {
   if (layout.credSecurity < 0 || landlockAbi() <= 0) return undefined;
   landlockProbeStats.tried++;
   let progFd = -1;
@@ -111,14 +114,22 @@ export function findLandlockOffset(layout: TaskStateLayout): number | string | u
     file = Deno.makeTempFileSync({ prefix: "cryo-landlock-probe-" });
     Deno.writeFileSync(file, landlockProbeExecutable(), { mode: 0o700 });
     Deno.chmodSync(file, 0o700);
+    let ended = false;
     for (let round = 0; round < 2; round++) {
       landlockProbeStats.runs++;
       const found = probeOnce(progFd, file);
-      if (found !== undefined) return found;
+      if (typeof found === "number") return found;
+      if (found === "ended") ended = true;
     }
-    return "the probe process saw no domain pointer appear";
+    // Two runs that stopped where they should and showed no pointer: so on every run.
+    return ended
+      ? { why: "the probe process ended before it was read", lasting: false }
+      : { why: "the probe process saw no domain pointer appear", lasting: true };
   } catch (e) {
-    return `the probe failed: ${e instanceof Error ? e.message.split("\n")[0] : String(e)}`;
+    return {
+      why: `the probe failed: ${e instanceof Error ? e.message.split("\n")[0] : String(e)}`,
+      lasting: lastingProbeError(e),
+    };
   } finally {
     if (progFd >= 0) rawSyscall(SYS.close, progFd);
     if (file) {
@@ -129,8 +140,37 @@ export function findLandlockOffset(layout: TaskStateLayout): number | string | u
   }
 }
 
-/** One probe run: its two records' window compared (see {@link findLandlockOffset}). */
-function probeOnce(progFd: number, file: string): number | undefined {
+/** Why the offset probe failed, and whether it will fail so again on this boot. */
+export interface ProbeFailure {
+  why: string;
+  /**
+   * The verifier's rejection of the probe's program, or two runs that saw no
+   * pointer: the same kernel says the same until it boots again. Otherwise
+   * (no memory, no BPF right for this caller, a full or noexec TMPDIR, a
+   * probe process killed) another try may succeed.
+   */
+  lasting: boolean;
+}
+
+const EACCES = 13;
+const EINVAL = 22;
+
+/**
+ * Whether error `e` of the probe's set-up will repeat on this boot: only the
+ * verifier's rejection of the program (EACCES or EINVAL with its log). A
+ * load that failed for lack of memory, of the caller's rights or to a signal
+ * (EAGAIN, after the loader's own retries), or a temporary file or a spawn
+ * that failed, may not.
+ */
+export function lastingProbeError(e: unknown): boolean {
+  return e instanceof BpfError && e.log !== "" && (e.errno === EACCES || e.errno === EINVAL);
+}
+
+/**
+ * One probe run: its two records' window compared (see {@link findLandlockOffset});
+ * "ended" when the process ended before its second stop (killed).
+ */
+function probeOnce(progFd: number, file: string): number | undefined | "ended" {
   const pid = posixSpawn(file, ["cryo-landlock-probe"], { env: [] });
   let reaped = false;
   try {
@@ -138,10 +178,10 @@ function probeOnce(progFd: number, file: string): number | undefined {
       const rs = readTaskStates(progFd, pid);
       return rs.length === 1 && rs[0].lsmRead ? rs[0] : undefined;
     };
-    if (!waitStopped(pid)) return (reaped = true, undefined);
+    if (!waitStopped(pid)) return (reaped = true, "ended");
     const before = record();
     rawSyscall(SYS.kill, pid, SIGCONT);
-    if (!waitStopped(pid)) return (reaped = true, undefined);
+    if (!waitStopped(pid)) return (reaped = true, "ended");
     const after = record();
     if (!before || !after) return undefined;
     const b = new DataView(before.lsmBytes.buffer, before.lsmBytes.byteOffset);
