@@ -148,5 +148,24 @@ export async function loadBundle(argv: readonly string[]): Promise<BundledProgra
   } catch {
     return undefined;
   }
-  return path ? await import(`file://${encodeURI(path)}`) : undefined;
+  return path ? await importBundle(path) : undefined;
+}
+
+/**
+ * Imports the bundle `path`; undefined when its file is gone: another cryo's
+ * build removed it (cli/bundle_build.ts `pruneOthers`) after this start
+ * checked it, and the caller runs the source files. (Nothing of a module
+ * that was not found ran; once imported, a bundle is not read again.)
+ */
+export async function importBundle(path: string): Promise<BundledProgram | undefined> {
+  try {
+    return await import(`file://${encodeURI(path)}`);
+  } catch (e) {
+    try {
+      Deno.lstatSync(path);
+    } catch {
+      return undefined;
+    }
+    throw e;
+  }
 }

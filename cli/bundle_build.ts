@@ -268,6 +268,7 @@ export async function build(
     for (const e of Deno.readDirSync(dir)) {
       if (e.name.startsWith(`${key}-`) && e.name !== name) Deno.removeSync(`${dir}/${e.name}`);
     }
+    pruneOthers(dir, command, key);
     return `${dir}/${name}`;
   } finally {
     for (const f of [entry, out, `${tmp}.json`, lock]) {
@@ -276,4 +277,103 @@ export async function build(
       } catch { /* gone already */ }
     }
   }
+}
+
+/**
+ * Bundles of one command kept besides the one just built: its other keys
+ * (other source roots, such as other git worktrees, or other Deno versions)
+ * beyond these, the least recently built first, are removed by the next build.
+ */
+export const KEEP_OTHERS = 5;
+
+/** A cache entry of another key of the command: its files and when it was last built. */
+interface Entry {
+  key: string;
+  files: string[];
+  /** Newest mtime of its files (ms). */
+  built: number;
+  /** The source root its manifest names, if it has a readable one. */
+  root?: string;
+}
+
+/**
+ * After a build of `key`: removes the command's bundles and manifests of
+ * other keys beyond the newest {@link KEEP_OTHERS}, and those whose source
+ * root is gone (no start can use them again), and the leftovers of builds
+ * that died (their temporary files, older than two build time-outs).
+ * Only regular files of this user that nobody else may write are
+ * touched, by name (lstat: a symbolic link is left alone, never followed);
+ * lock files are left to their builders. A manifest goes before its bundle
+ * (a start that reads the manifest then finds the bundle gone builds it
+ * again). A start that checked a bundle and has not imported it yet when
+ * it goes runs from source (cli/bundle.ts `importBundle`); once imported,
+ * a bundle's file is not read again. Never throws.
+ */
+export function pruneOthers(dir: string, command: string, key: string, now = Date.now()): void {
+  const manifest = new RegExp(`^(${command}-[0-9a-f]{8})\\.json$`);
+  const bundle = new RegExp(`^(${command}-[0-9a-f]{8})-[0-9a-f]{16}\\.js$`);
+  const leftover = new RegExp(
+    `^${command}-[0-9a-f]{8}\\.\\d+\\.\\d+(\\.json|\\.js|\\.entry\\.ts)$`,
+  );
+  const ours = (name: string): Deno.FileInfo | undefined => {
+    try {
+      const st = Deno.lstatSync(`${dir}/${name}`);
+      const mode = st.mode ?? 0o777;
+      return st.isFile && st.uid === Deno.uid() && (mode & 0o022) === 0 ? st : undefined;
+    } catch {
+      return undefined;
+    }
+  };
+  const remove = (name: string) => {
+    try {
+      Deno.removeSync(`${dir}/${name}`);
+    } catch { /* gone already (another build pruned it) */ }
+  };
+  const entries = new Map<string, Entry>();
+  let names: string[];
+  try {
+    names = [...Deno.readDirSync(dir)].map((e) => e.name);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const k = manifest.exec(name)?.[1] ?? bundle.exec(name)?.[1];
+    if (k === undefined) {
+      if (leftover.test(name)) {
+        const st = ours(name);
+        if (st && now - (st.mtime?.getTime() ?? now) > 2 * BUILD_TIMEOUT_MS) remove(name);
+      }
+      continue;
+    }
+    if (k === key) continue;
+    const st = ours(name);
+    if (!st) continue;
+    const e = entries.get(k) ?? { key: k, files: [], built: 0 };
+    e.files.push(name);
+    e.built = Math.max(e.built, st.mtime?.getTime() ?? 0);
+    if (name.endsWith(".json")) {
+      try {
+        const root = JSON.parse(Deno.readTextFileSync(`${dir}/${name}`))?.root;
+        if (typeof root === "string") e.root = root;
+      } catch { /* unreadable: counted, kept while among the newest */ }
+    }
+    entries.set(k, e);
+  }
+  const rootGone = (root: string | undefined): boolean => {
+    if (root === undefined || !root.startsWith("file:///")) return false;
+    try {
+      Deno.statSync(new URL(root));
+      return false;
+    } catch (e) {
+      return e instanceof Deno.errors.NotFound;
+    }
+  };
+  const drop = (e: Entry) => {
+    // The manifest first: a start that reads it after finds no bundle, builds its own.
+    e.files.sort((a, b) => (a.endsWith(".json") ? -1 : b.endsWith(".json") ? 1 : 0));
+    for (const f of e.files) remove(f);
+  };
+  const live: Entry[] = [];
+  for (const e of entries.values()) rootGone(e.root) ? drop(e) : live.push(e);
+  live.sort((a, b) => b.built - a.built).slice(KEEP_OTHERS).forEach(drop);
 }

@@ -10,15 +10,17 @@
 
 import assert from "node:assert/strict";
 import { repoRoot, runCommand } from "./helpers/commands.ts";
-import { withTempDir } from "./helpers/fs.ts";
+import { pathExists, withTempDir } from "./helpers/fs.ts";
 import {
   codeFiles,
   FROM_SOURCE,
+  KEEP_OTHERS,
   ON_DEMAND,
   ON_DEMAND_OF,
   selfContained,
   SETTLE_MS,
 } from "../cli/bundle_build.ts";
+import { importBundle } from "../cli/bundle.ts";
 import { eagerFunctions } from "../cli/bundle_eager.ts";
 import { functionsRun } from "../scripts/bundle_hot.ts";
 
@@ -462,4 +464,148 @@ Deno.test("cli bundle: the keys of a bundle are the files reached through import
   const outside = [...modules, { specifier: `${root}only_b.ts`, dependencies: [] }];
   outside[2] = { specifier: `${root}b.ts`, dependencies: [code("file:///elsewhere/x.ts")] };
   assert.equal(codeFiles(outside, entry, root), undefined);
+});
+
+/** Copies what cryo runs from (cli.ts and its directories) into `src`. */
+async function copySources(src: string): Promise<void> {
+  Deno.mkdirSync(src);
+  for (const f of ["cli.ts", "deno.json", "deno.lock", "cli", "engine", "ffi"]) {
+    const r = await runCommand(["cp", "-r", `${repoRoot}${f}`, `${src}/`]);
+    assert.equal(r.code, 0, r.stderr);
+  }
+}
+
+/** Sets the access and modification times of `path` to `minutes` ago. */
+function age(path: string, minutes: number): void {
+  const t = new Date(Date.now() - minutes * 60_000);
+  Deno.utimeSync(path, t, t);
+}
+
+Deno.test("cli bundle: a build keeps the command's newest few other bundles; a start that imported a removed one goes on", async () => {
+  await withTempDir("cryo-bundle-prune-", async (dir) => {
+    const cache = `${dir}/cache`;
+    const env = { NO_COLOR: "1", CRYO_DEBUG: "0", CRYO_CACHE_DIR: cache };
+    const dump = (src: string) =>
+      runCommand(
+        [Deno.execPath(), "run", "-A", `${src}/cli.ts`, "dump", "999999", "--dir", `${dir}/img`],
+        { env },
+      );
+    const NO_PID = "cryo: no process with pid 999999\n";
+    // The first root builds its bundle.
+    const src1 = `${dir}/src1`, src2 = `${dir}/src2`;
+    await copySources(src1);
+    await copySources(src2);
+    await new Promise((r) => setTimeout(r, SETTLE_MS + 200));
+    let r = await dump(src1);
+    assert.equal(r.stderr, NO_PID);
+    const first = cached(cache, "dump");
+    assert.equal(first.json.length, 1);
+    const firstJs = `${cache}/${first.js[0]}`;
+
+    // Other roots' bundles, as other worktrees leave them: built 10 to 10 + n minutes ago (the
+    // oldest last), each root there; one more recent whose root is gone; src1's the oldest.
+    const others = KEEP_OTHERS + 3;
+    const keys: string[] = [];
+    for (let i = 0; i < others; i++) {
+      const key = `dump-${(0xa0000000 + i).toString(16)}`;
+      const root = `${dir}/root${i}`;
+      Deno.mkdirSync(root);
+      const bundle = `${key}-${"0123456789abcdef"}.js`;
+      Deno.writeTextFileSync(`${cache}/${bundle}`, "export const main = 1;\n", { mode: 0o644 });
+      Deno.writeTextFileSync(
+        `${cache}/${key}.json`,
+        JSON.stringify({
+          format: 3,
+          deno: Deno.version.deno,
+          root: `file://${root}/`,
+          bundle,
+          files: [],
+        }),
+        { mode: 0o644 },
+      );
+      for (const f of [bundle, `${key}.json`]) age(`${cache}/${f}`, 10 + i);
+      keys.push(key);
+    }
+    const goneKey = "dump-b0000000";
+    Deno.writeTextFileSync(`${cache}/${goneKey}-0123456789abcdef.js`, "", { mode: 0o644 });
+    Deno.writeTextFileSync(
+      `${cache}/${goneKey}.json`,
+      JSON.stringify({ root: `file://${dir}/gone/`, bundle: `${goneKey}-0123456789abcdef.js` }),
+      { mode: 0o644 },
+    );
+    for (const f of first.js.concat(first.json)) age(`${cache}/${f}`, 60);
+    // Not cryo's to remove: a link named as a manifest (to a file outside), a file others may write.
+    Deno.writeTextFileSync(`${dir}/outside.json`, "{}");
+    Deno.symlinkSync(`${dir}/outside.json`, `${cache}/dump-c0000000.json`);
+    Deno.writeTextFileSync(`${cache}/dump-c0000001.json`, "{}");
+    Deno.chmodSync(`${cache}/dump-c0000001.json`, 0o666);
+    age(`${cache}/dump-c0000001.json`, 120);
+    // A dead builder's temporary files (an hour old) go; a running one's stay.
+    Deno.writeTextFileSync(`${cache}/dump-c0000002.4242.1700000000000.js`, "", { mode: 0o644 });
+    age(`${cache}/dump-c0000002.4242.1700000000000.js`, 60);
+    Deno.writeTextFileSync(`${cache}/dump-c0000003.4243.1700000000001.js`, "", { mode: 0o644 });
+    Deno.writeTextFileSync(`${cache}/dump-c0000003.lock`, "4243\n", { mode: 0o600 });
+    age(`${cache}/dump-c0000003.lock`, 60);
+    // The restore's bundles are another command's: untouched.
+    Deno.writeTextFileSync(`${cache}/restore-a0000000.json`, "{}", { mode: 0o644 });
+    age(`${cache}/restore-a0000000.json`, 600);
+
+    // A cryo that imported src1's bundle before it is removed (it runs it after).
+    const holder = new Deno.Command(Deno.execPath(), {
+      args: [
+        "eval",
+        `const p = await import(${JSON.stringify(`file://${firstJs}`)});
+console.log("imported");
+await new Response(Deno.stdin.readable).text();
+Deno.exit(await p.main(["dump", "999999", "--dir", ${JSON.stringify(`${dir}/img`)}]));`,
+      ],
+      env,
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const stderr = new Response(holder.stderr).text();
+    const lines = holder.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    try {
+      assert.equal((await lines.read()).value?.trim(), "imported");
+      // The second root's build prunes.
+      r = await dump(src2);
+      assert.equal(r.stderr, NO_PID);
+      assert.ok(!pathExists(firstJs), "src1's bundle removed while the holder runs");
+    } finally {
+      await holder.stdin.close();
+      await lines.cancel();
+    }
+    assert.equal((await holder.status).code, 1);
+    assert.equal(await stderr, NO_PID, "the holder ran the removed bundle's code");
+
+    const now = cached(cache, "dump");
+    const kept = now.json.filter((n) => /^dump-[0-9a-f]{8}\.json$/.test(n)).sort();
+    // Its own and the newest KEEP_OTHERS others (the gone root's removed though newer).
+    const newest = keys.slice(0, KEEP_OTHERS).map((k) => `${k}.json`);
+    const own = now.json.filter((n) => !keys.includes(n.slice(0, -5)) && !n.startsWith("dump-c"));
+    assert.equal(own.length, 1, JSON.stringify(now));
+    assert.deepEqual(kept, [...newest, ...own, "dump-c0000000.json", "dump-c0000001.json"].sort());
+    for (const k of keys.slice(KEEP_OTHERS)) {
+      assert.ok(!now.js.some((n) => n.startsWith(`${k}-`)), `${k}'s bundle removed`);
+    }
+    for (const k of keys.slice(0, KEEP_OTHERS)) {
+      assert.ok(now.js.includes(`${k}-0123456789abcdef.js`), `${k}'s bundle kept`);
+    }
+    assert.ok(!now.js.some((n) => n.startsWith(goneKey)), "the gone root's bundle removed");
+    assert.ok(!now.js.includes(first.js[0]), "src1's bundle removed (the oldest)");
+    assert.ok(!now.json.includes(first.json[0]), "src1's manifest removed");
+    assert.equal(Deno.readTextFileSync(`${dir}/outside.json`), "{}");
+    assert.ok(Deno.lstatSync(`${cache}/dump-c0000000.json`).isSymlink);
+    assert.ok(!now.js.includes("dump-c0000002.4242.1700000000000.js"), "a dead build's file");
+    assert.ok(now.js.includes("dump-c0000003.4243.1700000000001.js"), "a running build's file");
+    assert.ok(Deno.statSync(`${cache}/dump-c0000003.lock`).isFile, "a build's lock");
+    assert.ok(Deno.statSync(`${cache}/restore-a0000000.json`).isFile, "the restore's manifest");
+
+    // A start that checked a bundle removed before it imported it runs from source.
+    assert.equal(await importBundle(firstJs), undefined);
+    // src1 starts again: from source, then builds again.
+    r = await dump(src1);
+    assert.equal(r.stderr, NO_PID);
+  });
 });
