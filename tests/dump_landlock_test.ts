@@ -17,6 +17,7 @@ import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { landlockAbi, lastingProbeError } from "../engine/task/landlock_probe.ts";
 import { BpfError } from "../ffi/bpf.ts";
+import { LANDLOCK_UNFOUND_RETRY_MS } from "../engine/proc/vm_flags_memo.ts";
 import {
   inInitialPidNamespace,
   loadThreadIterator,
@@ -300,7 +301,8 @@ Deno.test({
       const before = JSON.parse(Deno.readTextFileSync(memo));
       const until = before.threadState.landlockUnfoundUntil;
       assert.ok(
-        typeof until === "number" && until > Date.now() && until <= Date.now() + 60_000,
+        typeof until === "number" && until > Date.now() &&
+          until <= Date.now() + LANDLOCK_UNFOUND_RETRY_MS,
         `remembered for a minute: ${JSON.stringify(before.threadState)}`,
       );
       before.threadState.landlockUnfoundUntil = Date.now() - 1;
