@@ -10,7 +10,9 @@
  * and the children's images hold only what differs from the root's. A
  * process whose snapshot a fork would not hold (MADV_WIPEONFORK) is copied
  * frozen in the same freeze while the others are read from their
- * snapshots; with it the choice keeps the tree's pre-copy.
+ * snapshots; with it the choice keeps the tree's pre-copy. A cryo killed
+ * once the third snapshot is taken leaves the tree running and every
+ * snapshot dead.
  *
  * @module
  */
@@ -25,6 +27,8 @@ import { restore } from "../engine/restore/mod.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { startTriggered, tempImageDir, type TriggeredTarget } from "./helpers/roundtrip.ts";
 import { adoptPid, withTargets } from "./helpers/targets.ts";
+import { repoRoot } from "./helpers/commands.ts";
+import { sleep, waitUntil } from "./helpers/wait.ts";
 
 const MiB = 1024 * 1024;
 const PAGE = 4096;
@@ -183,5 +187,67 @@ Deno.test(
     assert.equal(snapshotChoiceStats.chosen, chosen, "no snapshot chosen");
     assert.equal(forkSnapshotStats.made, made, "no snapshot taken");
     await originalThenRestored(rt, dir, checksOf(true));
+  }),
+);
+
+/** The state letter of `pid` ("" when gone). */
+function stateOf(pid: number): string {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+  } catch {
+    return "";
+  }
+}
+
+Deno.test(
+  "tree snapshot: cryo killed once every process has its snapshot leaves the tree running and every snapshot dead",
+  withTargets(async () => {
+    const rt = await startTree();
+    const { t, children } = rt;
+    const tree = [t.pid, ...children];
+    const dir = await tempImageDir();
+    const cryo = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        `${repoRoot}cli.ts`,
+        "dump",
+        String(t.pid),
+        "--dir",
+        dir,
+        "--leave-running",
+        "--no-precopy",
+        "--no-sync",
+      ],
+      cwd: repoRoot,
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+      env: { NO_COLOR: "1", CRYO_TEST_PAUSE_AT: "snapshot:3" },
+    }).spawn();
+    let done = false;
+    const output = cryo.output().then((o) => {
+      done = true;
+      return o;
+    });
+    await waitUntil("cryo at its third snapshot", () => done || stateOf(cryo.pid) === "T", 60000);
+    if (done) {
+      throw new Error(`cryo exited first: ${new TextDecoder().decode((await output).stderr)}`);
+    }
+    const snaps = tree.flatMap((pid) => childrenOf(pid).filter((c) => !tree.includes(c)));
+    assert.equal(snaps.length, 3, `one snapshot per process: ${snaps}`);
+    cryo.kill("SIGKILL");
+    await output;
+    // Each was told to die with cryo: killed, a zombie of its target (exit signal 0) or gone.
+    await waitUntil("the snapshots' end", () => snaps.every((s) => ["Z", ""].includes(stateOf(s))));
+    await sleep(50);
+    for (const s of snaps) {
+      assert.ok(["Z", ""].includes(stateOf(s)), `snapshot ${s}: ${stateOf(s)}`);
+    }
+    await Deno.writeTextFile(rt.trigger, "");
+    assertChecksPassed(t, checksOf(false), await t.wait(30000), {
+      what: "the tree after a killed dump",
+    });
   }),
 );
