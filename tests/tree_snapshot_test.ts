@@ -20,7 +20,7 @@
 import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
 import { forkSnapshotStats } from "../engine/dump/fork_snapshot.ts";
-import { snapshotChoiceStats } from "../engine/dump/snapshot_choice.ts";
+import { snapshotChoiceStats, treeSnapshotRule } from "../engine/dump/snapshot_choice.ts";
 import { readImageFile } from "../engine/image/reader.ts";
 import { readPagemap } from "../engine/proc/pagemap.ts";
 import { restore } from "../engine/restore/mod.ts";
@@ -49,12 +49,18 @@ function checksOf(wipe: boolean): string[] {
   ];
 }
 
-/** Runs `fn` with CRYO_PTE_COST=costly. */
-async function costly<T>(fn: () => Promise<T>): Promise<T> {
+/**
+ * Runs `fn` with CRYO_PTE_COST=costly and trees chosen from `largest` bytes
+ * in their largest process (the target's 32 MiB ones, not 256 MiB).
+ */
+async function costly<T>(fn: () => Promise<T>, largest = 0): Promise<T> {
   Deno.env.set("CRYO_PTE_COST", "costly");
+  const was = treeSnapshotRule.largestBytes;
+  treeSnapshotRule.largestBytes = largest;
   try {
     return await fn();
   } finally {
+    treeSnapshotRule.largestBytes = was;
     Deno.env.delete("CRYO_PTE_COST");
   }
 }
@@ -134,6 +140,12 @@ Deno.test(
     const half = pages / 2;
     const second = region + BigInt(half * PAGE);
     for (const c of children) assert.equal(sameFrames(t.pid, c, second, half), half);
+    // Its processes are small: by default the tree keeps its pre-copy.
+    const small = await costly(
+      async () => checkpoint(t.pid, { dir: await tempImageDir(), leaveRunning: true, sync: false }),
+      treeSnapshotRule.largestBytes,
+    );
+    assert.ok(small.stats.precopy, "below treeSnapshotRule: pre-copied");
     const { made, reapFailed } = forkSnapshotStats;
     const { chosen, trees } = snapshotChoiceStats;
     const dir = await tempImageDir();

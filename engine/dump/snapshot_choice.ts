@@ -26,8 +26,9 @@
  * answer (tests, benchmarks).
  *
  * A tree of several processes is decided as a whole (one pre-copy for all,
- * or one freeze for all): it is frozen once when every process's snapshot
- * is expected, the room for their copies counted together, but for at most
+ * or one freeze for all): it is frozen once when one of its processes is
+ * large enough for the pre-copy's stall to outlast the tree's freeze
+ * ({@link treeSnapshotRule}) and every process's snapshot is expected, the room for their copies counted together, but for at most
  * {@link FROZEN_REMAINDER_MAX_BYTES} of processes copied frozen (too small
  * for a snapshot to pay, or one refused: shared anonymous memory, seccomp,
  * an area a fork does not copy). In the freeze each process then takes
@@ -69,6 +70,19 @@ export const COSTLY_PTE_CHANGE_NS = 200;
  * snapshot would not shorten the freeze either.
  */
 export const FROZEN_REMAINDER_MAX_BYTES = SNAPSHOT_MIN_BYTES;
+
+/**
+ * A tree of several processes is frozen once instead of pre-copied only
+ * when its largest process (as the estimate listed it) has at least
+ * `largestBytes` (tests lower it): the pre-copy stalls each process for its
+ * own entries, while the freeze holds every process through the whole
+ * tree's collect and forks. On the bench VM three processes of 512 MiB
+ * saw 0.249 -> 0.141 s, of 256 MiB 0.113 -> 0.110 s, of 128 MiB 0.100 ->
+ * 0.130 s, of 64 MiB 0.058 -> 0.071 s (docs/PERFORMANCE.md, nineteenth
+ * pass, branch treesnap): below that the pre-copy's stall hides under its
+ * own final freeze.
+ */
+export const treeSnapshotRule = { largestBytes: 256 * 1024 * 1024 };
 
 /**
  * Counts for tests: dumps that took snapshots instead of a pre-copy
@@ -151,8 +165,9 @@ export function snapshotExpected(
  * from fork snapshots instead (see the module doc): only where entry
  * changes are costly and, for each process of the tree as the estimate
  * listed it (`each`: its own bytes and mappings), its snapshot is
- * expected, but for at most {@link FROZEN_REMAINDER_MAX_BYTES} of them.
- * Counts the choice in {@link snapshotChoiceStats}.
+ * expected, but for at most {@link FROZEN_REMAINDER_MAX_BYTES} of them,
+ * and a tree of several processes has one of {@link treeSnapshotRule}'s
+ * size. Counts the choice in {@link snapshotChoiceStats}.
  */
 export function snapshotInsteadOfPrecopy(
   pid: number,
@@ -163,10 +178,11 @@ export function snapshotInsteadOfPrecopy(
     each?: readonly { bytes: number; mappings: number }[];
   },
 ): boolean {
-  if (!pteChangesCostly()) return false;
   const { pids } = estimate;
   const each = estimate.each ?? (pids.length === 1 ? [estimate] : undefined);
   if (!each || each.length !== pids.length || pids[0] !== pid) return false;
+  if (pids.length > 1 && !each.some((e) => e.bytes >= treeSnapshotRule.largestBytes)) return false;
+  if (!pteChangesCostly()) return false;
   let reserved = 0, frozen = 0;
   for (let i = 0; i < pids.length; i++) {
     if (snapshotExpected(pids[i], each[i].bytes, each[i].mappings, reserved)) {
