@@ -664,8 +664,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
   /** Whether the VmFlags may come from the BPF iterator (engine/dump/vm_flags.ts). */
   let vmFlagsCheck: Promise<VmFlagsCheck | undefined> | undefined;
   let parent: ParentPages | undefined;
-  /** The fork the pages are read from after the thaw, while it lives (fork_snapshot.ts). */
-  let snapshot: ForkSnapshot | undefined;
+  /** The forks the pages are read from after the thaw, while they live (fork_snapshot.ts). */
+  const forks: ForkSnapshot[] = [];
   const chain = new ChainDump(pid, opts);
   try {
     parent = await chain.begin();
@@ -766,8 +766,12 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       await warmUpFinalFreeze();
     }
     if (helper) warmLocksRead();
-    // Memory for the copies a fork snapshot may cause (fork_snapshot.ts), read before the freeze.
-    const snapshotRoom = opts.leaveRunning && !precopy && !parent ? memoryRoom(pid) : 0;
+    // Memory for the copies fork snapshots may cause (fork_snapshot.ts), read before the freeze:
+    // each listed process's room (its memory cgroup's and the system's), shared by the tree's forks.
+    const snapshotRooms = new Map<number, number>();
+    if (opts.leaveRunning && !precopy && !parent) {
+      for (const p of listed ?? [pid]) snapshotRooms.set(p, memoryRoom(p));
+    }
     // Before the freeze: the check's smaps walk must not hold a frozen mm's lock.
     const flagsCheck = await (vmFlagsCheck ?? startVmFlagsCheck(pid, listed, true));
     prepareFrozenMaps(flagsCheck); // parsed with the tree running; the freeze compares bytes
@@ -841,11 +845,15 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       !opts.include?.mapping &&
       !(opts.leaveRunning && estimate!.bytes > COPY_AHEAD_MAX_BYTES &&
         forkSnapshotWanted(estimate!.bytes, estimate!.mappings));
-    // A fork snapshot expected (fork_snapshot.ts): its pages are planned after the thaw from the
-    // fork, and no page walk is started ahead (its mmap lock held would delay the fork's).
-    const snapshotLikely = opts.leaveRunning === true && !precopy && !parent && !copyAhead &&
-      tree.processes.length === 1 &&
-      forkSnapshotWanted(estimate?.bytes ?? residentBytes(pid), estimate?.mappings ?? 0);
+    // A fork snapshot of the process expected (fork_snapshot.ts): its pages are planned after the
+    // thaw from the fork, and no page walk is started ahead (its mmap lock held would delay the
+    // fork's). Its size as the estimate listed it, else its resident memory now.
+    const snapshotLikely = (p: number) => {
+      if (opts.leaveRunning !== true || precopy || parent || copyAhead) return false;
+      const k = listed?.indexOf(p) ?? -1;
+      const own = k >= 0 ? estimate?.each[k] : undefined;
+      return forkSnapshotWanted(own?.bytes ?? residentBytes(p), own?.mappings ?? 0);
+    };
     const collectedAll = tree.processes.map((p, i) =>
       collectProcess(
         p.pid,
@@ -861,7 +869,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         // ahead where the pre-copy's or the parent's walk of this freeze finds the pages
         // (at 2 GiB a second walk of ~50 ms of CPU beside the collect, never used).
         !precopy?.processes.get(p.pid)?.scans && !parent?.scanningPids.has(p.pid) &&
-          !snapshotLikely,
+          !snapshotLikely(p.pid),
         copyAhead
           ? (maps) => startCopyAhead(p.pid, maps, opts.leaveRunning === true)
           : precopy
@@ -987,10 +995,12 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     await parent?.scanned(); // the final dump's page table walks (engine/dump/parent.ts)
     await precopy?.validated(); // the same for a pre-copy (engine/dump/precopy.ts)
     let reused = 0, parentBytes = 0;
-    // One process frozen once and left running: its pages may come from a fork (fork_snapshot.ts).
-    const snapshots = opts.leaveRunning === true && !precopy && !parent && described.length === 1;
-    /** The copy run after the thaw: from a fork, or of buffers all read ahead in the freeze. */
-    let copyAfterThaw: (() => Promise<void>) | undefined;
+    // A tree frozen once and left running: each process's pages may come from a fork of its own
+    // (fork_snapshot.ts), the room for their copies shared (`forkedBytes` taken so far).
+    const snapshots = opts.leaveRunning === true && !precopy && !parent;
+    let forkedBytes = 0;
+    /** The copies run after the thaw: from forks, or of buffers all read ahead in the freeze. */
+    const copiesAfterThaw: (() => Promise<void>)[] = [];
     for (const { p, collected, image } of described) {
       // planInheritance may have moved (and grown) the bootstrap.
       const start = BigInt(image.bootstrap.start);
@@ -1036,16 +1046,25 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       // Frozen once and left running, its pages not read ahead in the freeze (copy_ahead.ts):
       // they may be read from a fork after the thaw (fork_snapshot.ts), and planned then from
       // the fork's page tables (the target's entries as of the freeze), out of the freeze.
-      // Taken for the process's resident anonymous and shared memory (RssAnon + RssShmem).
-      const resident = !ahead && snapshots && !pre && !source && !image.inheritsMemory
-        ? residentBytes(p.pid)
+      // Taken for the process's resident anonymous and shared memory (RssAnon + RssShmem), less
+      // the pages a child shares copy-on-write with its parent (stored in the parent's image).
+      const resident = !ahead && snapshots && !pre && !source
+        ? residentBytes(p.pid) - inheritance.sharedBytesOf(p.pid)
         : 0;
+      // An inherited mapping is read only where it differs from the parent's (none: not read).
+      const readPolicies = image.inheritsMemory
+        ? policies.map((x, k) => inheritance.runs(p.pid, k)?.length === 0 ? "none" : x)
+        : policies;
+      const room = (snapshotRooms.get(p.pid) ?? snapshotRooms.get(pid) ?? 0) - forkedBytes;
       const snap = resident > 0 && forkSnapshotWanted(resident, image.mappings.length) &&
           !image.threads.some((t) => t.seccomp?.mode) &&
-          resident <= snapshotRoom && snapshotFits(image.mappings, policies)
+          resident <= room && snapshotFits(image.mappings, readPolicies)
         ? takeSnapshot(p.pid)
         : undefined;
-      if (snap) snapshot = snap;
+      if (snap) {
+        forks.push(snap);
+        forkedBytes += resident;
+      }
       const planOf = (from: number) =>
         ahead?.plan ?? planPages(
           from,
@@ -1111,13 +1130,17 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       // Every page read ahead, in the freeze (copy_ahead.ts `readAll`: nothing left for the
       // streamer to read from the process): their writes, sums and records after the thaw.
       if (snap) {
-        copyAfterThaw = async () => {
-          prepare(planOf(snap.pid)); // the fork's page tables: the target's as of the freeze
-          await copy();
-        };
+        copiesAfterThaw.push(async () => {
+          try {
+            prepare(planOf(snap.pid)); // the fork's page tables: the target's as of the freeze
+            await copy();
+          } finally {
+            killSnapshot(snap); // (its exit runs beside the next copy and the notes)
+          }
+        });
       } else if (ahead && deferred && opts.leaveRunning && ahead.readAll()) {
         streamer.noReads = true;
-        copyAfterThaw = copy;
+        copiesAfterThaw.push(copy);
       } else if (opts.leaveRunning) {
         // The process runs on: no pinning read of a page it shares copy-on-write (memory.ts
         // `pinCheck`), which would leave it a copy of that page.
@@ -1175,16 +1198,10 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       chain.frozen = false;
       opts.onEvent?.({ type: "thawed", freezeSeconds });
     }
-    if (copyAfterThaw) {
-      // The pages from the fork, the tree running; then the fork is killed (its exit runs
-      // beside the notes) and reaped at the end, in its parent too (fork_snapshot.ts).
-      // Or the buffers read ahead in the freeze, streamed now.
-      try {
-        await copyAfterThaw();
-      } finally {
-        if (snapshot) killSnapshot(snapshot);
-      }
-    }
+    // The pages from each fork, the tree running; each fork is killed after its copy and
+    // reaped at the end, in its parent too (fork_snapshot.ts). Or the buffers read ahead in
+    // the freeze, streamed now.
+    for (const copy of copiesAfterThaw) await copy();
     closeStatusesAhead(); // (each status was taken by the collect: the fds are closed after the thaw)
     for (const p of pending) p.runsToPages(); // the page records, once the tree runs again
     dropScansAhead(); // page walks started ahead and not planned (engine/dump/scan_ahead.ts)
@@ -1344,8 +1361,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       pausePoint("killed");
     }
     tree = undefined;
-    if (snapshot) endSnapshot(snapshot);
-    snapshot = undefined;
+    for (const snap of forks.splice(0)) endSnapshot(snap);
     opts.onEvent?.({ type: "done", stats });
     const needed = inheritFdsNeeded(described.map((d) => d.image), pid);
     return {
@@ -1376,7 +1392,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     sockets.releaseRunning();
     if (tree) unlockConnections(dumpId); // the tree goes on: its connections take segments again
     if (tree) thawTree(tree); // detaching an already resumed task is a harmless ESRCH
-    if (snapshot) endSnapshot(snapshot); // (reaped in the target once it is thawed)
+    for (const snap of forks.splice(0)) endSnapshot(snap); // (reaped in the targets once thawed)
     await Deno.remove(tmp, { recursive: true }).catch(() => {});
     if (gone.length && !(e instanceof TargetError || e instanceof UnsupportedError)) {
       throw new TargetError(

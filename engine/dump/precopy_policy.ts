@@ -34,6 +34,8 @@ export interface PrecopyEstimate {
    * reads every thread's children file); the freeze lists them itself.
    */
   pids: number[];
+  /** Each listed process's own figures, index for index with `pids` (engine/dump/snapshot_choice.ts). */
+  each: { bytes: number; mappings: number }[];
 }
 
 /**
@@ -49,14 +51,21 @@ export function precopyPays(
   let bytes = 0;
   let mappings = 0;
   const pids = treePidsOrRoot(root, readKids);
-  for (const pid of pids) {
+  const each = pids.map((pid) => {
     try {
       const f = readStatus(pid).fields;
-      bytes += (parseInt(f.RssAnon ?? "0", 10) + parseInt(f.RssShmem ?? "0", 10)) * 1024;
-      mappings += countMappings(pid);
-    } catch { /* gone */ }
-  }
+      const own = {
+        bytes: (parseInt(f.RssAnon ?? "0", 10) + parseInt(f.RssShmem ?? "0", 10)) * 1024,
+        mappings: countMappings(pid),
+      };
+      bytes += own.bytes;
+      mappings += own.mappings;
+      return own;
+    } catch {
+      return { bytes: 0, mappings: 0 }; // gone
+    }
+  });
   const pays = bytes >= PRECOPY_MIN_BYTES &&
     bytes >= PRECOPY_MIN_BYTES_PER_MAPPING * Math.max(mappings, 1);
-  return { bytes, mappings, pays, pids };
+  return { bytes, mappings, pays, pids, each };
 }

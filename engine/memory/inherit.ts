@@ -64,6 +64,8 @@ export interface InheritancePlan {
   runs(pid: number, index: number): PageSpan[] | undefined;
   /** Bytes of page data not stored in a child because its parent's image has them. */
   sharedBytes: number;
+  /** Of those, the bytes of child `pid` (0 for a process that inherits nothing). */
+  sharedBytesOf(pid: number): number;
 }
 
 const PAGE = 4096;
@@ -233,6 +235,7 @@ export function planInheritance(
     depthOf(a.image.pid, parentOf) - depthOf(b.image.pid, parentOf)
   );
   const overrides = new Map<number, Map<number, PageSpan[]>>();
+  const sharedOf = new Map<number, number>();
   let sharedBytes = 0;
   for (const child of order) {
     const ppid = parentOf.get(child.image.pid);
@@ -268,6 +271,7 @@ export function planInheritance(
       const cmp = comparePages(cr, pr, BigInt(m.start), BigInt(m.end), zero);
       if (cmp.shared === 0) return;
       sharedBytes += cmp.shared * PAGE;
+      sharedOf.set(child.image.pid, (sharedOf.get(child.image.pid) ?? 0) + cmp.shared * PAGE);
       kept.set(k, cmp);
     });
     if (kept.size === 0 && !sharer) continue;
@@ -285,7 +289,11 @@ export function planInheritance(
     moveBootstrap(child, parent);
   }
   refuseSeparatedShmem(procs, refusals);
-  return { runs: (pid, index) => overrides.get(pid)?.get(index), sharedBytes };
+  return {
+    runs: (pid, index) => overrides.get(pid)?.get(index),
+    sharedBytes,
+    sharedBytesOf: (pid) => sharedOf.get(pid) ?? 0,
+  };
 }
 
 /**

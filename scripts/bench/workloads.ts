@@ -80,6 +80,15 @@ export function workloads(quick: boolean): WorkloadSpec[] {
       processes: 3,
     },
     {
+      name: "tree3x64MiB",
+      description: "a tree of 3 processes with 64 MiB each, a pipe from the root to a child",
+      program: "c",
+      args: ["tree", "3", "64"],
+      touchedBytes: 3 * 64 * MiB,
+      quick: false,
+      processes: 3,
+    },
+    {
       name: quick ? "python-128MiB" : "python-512MiB",
       description: "python3 with a dict of small str objects and a list of 4 KiB bytes",
       program: "python",
