@@ -123,18 +123,38 @@ const NOT_PRIVATE = new Set(["sh", "ms", "ht", "io", "pf", "ss"]);
 /**
  * Whether a snapshot child holds every planned page of a process with
  * these `mappings` (and their page `policies`) as the target had it.
+ * Checked in the freeze: each distinct VmFlags array is looked at once
+ * (neighbours share theirs, engine/dump/vm_flags.ts; 10,000 mappings
+ * looked at flag by flag took 4.5 to 6 ms).
  */
 export function snapshotFits(
   mappings: readonly Mapping[],
   policies: readonly PagePolicy[],
 ): boolean {
+  const verdicts = new Map<readonly string[], number>();
+  let last: readonly string[] | undefined, lastBits = 0;
   return mappings.every((m, i) => {
-    if (m.vmFlags.some((f) => NOT_COPIED.has(f))) return false;
+    let bits = lastBits;
+    if (m.vmFlags !== last) {
+      bits = verdicts.get(m.vmFlags) ?? flagBits(m.vmFlags);
+      verdicts.set(m.vmFlags, bits);
+      last = m.vmFlags;
+      lastBits = bits;
+    }
+    if (bits & NOT_COPIED_BIT) return false;
     if (m.excluded || policies[i] === "none") return true;
     if (m.kind !== "anon" && m.kind !== "file-private") return false;
     if (m.aio || m.sysvShm !== undefined) return false;
-    return !m.vmFlags.some((f) => NOT_PRIVATE.has(f));
+    return (bits & NOT_PRIVATE_BIT) === 0;
   });
+}
+
+const NOT_COPIED_BIT = 1, NOT_PRIVATE_BIT = 2;
+
+/** Which of {@link NOT_COPIED} and {@link NOT_PRIVATE} the flags hold, as bits. */
+function flagBits(flags: readonly string[]): number {
+  return (flags.some((f) => NOT_COPIED.has(f)) ? NOT_COPIED_BIT : 0) |
+    (flags.some((f) => NOT_PRIVATE.has(f)) ? NOT_PRIVATE_BIT : 0);
 }
 
 /**

@@ -1039,7 +1039,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       const snap = resident > 0 && forkSnapshotWanted(resident, image.mappings.length) &&
           !image.threads.some((t) => t.seccomp?.mode) &&
           resident <= snapshotRoom && snapshotFits(image.mappings, policies)
-        ? takeSnapshot(p.pid)
+        ? takeSnapshot(p.pid, collected.vmas) // (the areas: no maps text read for the sites)
         : undefined;
       if (snap) snapshot = snap;
       const planOf = (from: number) =>
