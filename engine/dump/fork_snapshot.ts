@@ -56,7 +56,7 @@ import { SYS } from "../../ffi/sysno.ts";
 import { __WALL, P_PID, PTRACE_EVENT, waitPid, WEXITED, WNOHANG } from "../../ffi/wait.ts";
 import type { Mapping } from "../model.ts";
 import { pausePoint } from "../pause.ts";
-import { type MapEntry, readMaps } from "../proc/maps.ts";
+import { type MapEntry, readMaps, withExecAreaQuery } from "../proc/maps.ts";
 import { readStat } from "../proc/stat.ts";
 import { cgroupDirOf } from "../task/placement.ts";
 import { sleepSync } from "../sleep_sync.ts";
@@ -328,11 +328,15 @@ function reapInTarget(pid: number, child: number, frozen: boolean): boolean {
   } catch {
     return false; // gone
   }
+  // Where PROCMAP_QUERY answers, the injection looks up the few areas it needs (its sites',
+  // its stack's) in the stop; else the maps are read running: the stop is for the waitid alone.
   let areas;
-  try {
-    areas = readMaps(pid); // read running: the stop is for the waitid alone
-  } catch {
-    return false;
+  if (withExecAreaQuery(pid, () => true) === undefined) {
+    try {
+      areas = readMaps(pid);
+    } catch {
+      return false;
+    }
   }
   try {
     seize(pid, PTRACE_O.TRACESYSGOOD);

@@ -56,7 +56,13 @@ import {
   encodeBatchTable,
   installBatchCode,
 } from "../../ffi/syscall_batch.ts";
-import { executableMapsText, largestGap, type MapEntry, mappingAt } from "../proc/maps.ts";
+import {
+  executableMapsText,
+  largestGap,
+  type MapEntry,
+  mappingAt,
+  withExecAreaQuery,
+} from "../proc/maps.ts";
 import { type ProcStatus, readStatus, usesShadowStack } from "../proc/status.ts";
 import { pausePoint } from "../pause.ts";
 import {
@@ -201,9 +207,13 @@ export class InjectionSession {
     this.statuses = statuses;
     // From the areas read at this freeze when given: the sites found before the freeze (the
     // warm-up's) looked up in them (no list of the executable ones of 10,000 areas), else the
-    // search from their executable lines (no maps text to read).
-    this.safeSites = (areas && rememberedSites(pid, (a, n) => inExecArea(areas, a, n))) ??
-      findSafeSites(pid, (areas && executableMapsText(areas)) || undefined);
+    // search from their executable lines (no maps text to read). Without them, the sites
+    // found before looked up by PROCMAP_QUERY (no maps text of 10,000 lines read).
+    this.safeSites =
+      (areas
+        ? rememberedSites(pid, (a, n) => inExecArea(areas, a, n))
+        : withExecAreaQuery(pid, (inExec) => rememberedSites(pid, inExec))) ??
+        findSafeSites(pid, (areas && executableMapsText(areas)) || undefined);
   }
 
   /**
