@@ -87,13 +87,12 @@ export const SNAPSHOT_MIN_BYTES = 12 * 1024 * 1024;
 
 /**
  * Planned bytes per mapping (on average) below which a snapshot lengthens
- * the freeze: the clone copies each mapping (~2.2 us each on the bench VM:
- * 10,000 one-page mappings 28 to 32 ms, 20,000 45 to 49 ms) where the
- * frozen copy takes ~1.1 us a mapping (its page plan and reads) and ~0.5 ms
- * a MiB, so the break-even is ~2.3 KiB a mapping (docs/PERFORMANCE.md,
- * nineteenth pass, branch mapsnap: 4 KiB a mapping froze 3 to 29 ms
- * shorter with a snapshot, 2 to 2.7 KiB as long). The snapshot's pages are
- * planned after the thaw; in the ninth pass, when they were planned frozen,
+ * the freeze: the clone copies every mapping (10,000 one-page mappings 11
+ * to 22 ms on the bench VM) where the frozen copy spends ~1.1 us a mapping
+ * and ~0.5 ms a MiB; in paired dumps the snapshot froze shorter from 4 KiB
+ * a mapping, as long at 2 to 2.7 KiB, longer at 1.3 KiB under load
+ * (docs/PERFORMANCE.md, nineteenth pass, branch mapsnap). Its pages are
+ * planned after the thaw; when they were planned frozen (the ninth pass)
  * the rule asked 16 KiB.
  */
 export const SNAPSHOT_MIN_BYTES_PER_MAPPING = 2 * 1024;
