@@ -24,6 +24,7 @@ import {
   snapshotFits,
 } from "../engine/dump/fork_snapshot.ts";
 import type { Mapping } from "../engine/model.ts";
+import { sessionSites } from "../engine/dump/injected.ts";
 import { restore } from "../engine/restore/mod.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { repoRoot } from "./helpers/commands.ts";
@@ -411,7 +412,7 @@ Deno.test("fork snapshot: not for mappings of too few pages on average, whose cl
 });
 
 Deno.test(
-  "fork snapshot: by default for many mappings of a few pages (4,500 of 8 KiB), read exactly",
+  "fork snapshot: by default for many mappings of a few pages (4,500 of 8 KiB), read exactly, the safe sites found before the freeze",
   withTargets(async () => {
     // 36 MiB: beyond the copy ahead's 32 MiB (engine/dump/copy_ahead.ts), which would read
     // the pages in the freeze instead; 8 KiB a mapping, below the pre-copy's 64 KiB.
@@ -420,9 +421,14 @@ Deno.test(
     });
     const dir = await tempImageDir();
     const { made, reapFailed } = forkSnapshotStats;
+    const { remembered, searched } = sessionSites;
     const dump = await checkpoint(t.pid, { dir, leaveRunning: true });
     assert.equal(forkSnapshotStats.made, made + 1, "the pages came from a snapshot");
     assert.equal(forkSnapshotStats.reapFailed, reapFailed, "reaped in the target");
+    // More mappings than the helper's rehearsal takes: the safe sites found before the freeze
+    // all the same; the collect's, the snapshot's and the reap's sessions only check them.
+    assert.equal(sessionSites.searched, searched, "no session searched for its safe sites");
+    assert.ok(sessionSites.remembered >= remembered + 3, "three sessions with remembered sites");
     assert.ok(dump.stats.mappings >= 4500, `${dump.stats.mappings} mappings`);
     assert.ok(dump.stats.pagesBytes >= 4500 * 8192, `${dump.stats.pagesBytes} bytes saved`);
     assert.ok(

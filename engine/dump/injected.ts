@@ -209,11 +209,13 @@ export class InjectionSession {
     // warm-up's) looked up in them (no list of the executable ones of 10,000 areas), else the
     // search from their executable lines (no maps text to read). Without them, the sites
     // found before looked up by PROCMAP_QUERY (no maps text of 10,000 lines read).
-    this.safeSites =
-      (areas
-        ? rememberedSites(pid, (a, n) => inExecArea(areas, a, n))
-        : withExecAreaQuery(pid, (inExec) => rememberedSites(pid, inExec))) ??
-        findSafeSites(pid, (areas && executableMapsText(areas)) || undefined);
+    const remembered = areas
+      ? rememberedSites(pid, (a, n) => inExecArea(areas, a, n))
+      : withExecAreaQuery(pid, (inExec) => rememberedSites(pid, inExec));
+    if (remembered) sessionSites.remembered++;
+    else sessionSites.searched++;
+    this.safeSites = remembered ??
+      findSafeSites(pid, (areas && executableMapsText(areas)) || undefined);
   }
 
   /**
@@ -769,6 +771,13 @@ export class InjectionSession {
  * for its reads there, before the session writes the process's memory.
  */
 export const beforeInjection: { hook?: (pid: number) => void } = {};
+
+/**
+ * Injection sessions opened since cryo started whose safe sites were found
+ * before (`remembered`: their bytes checked again) or searched for then
+ * (`searched`: the executable areas' lines listed and read; tests).
+ */
+export const sessionSites = { remembered: 0, searched: 0 };
 
 /**
  * Opens an injection session on the stopped process `pid`, runs `fn`, and
