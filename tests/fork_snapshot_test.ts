@@ -24,6 +24,7 @@ import {
   snapshotFits,
 } from "../engine/dump/fork_snapshot.ts";
 import type { Mapping } from "../engine/model.ts";
+import { sessionSites } from "../engine/dump/injected.ts";
 import { restore } from "../engine/restore/mod.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { repoRoot } from "./helpers/commands.ts";
@@ -393,18 +394,48 @@ Deno.test(
   }),
 );
 
-Deno.test("fork snapshot: not for many small mappings, whose clone would take longer than their copy", () => {
+Deno.test("fork snapshot: not for mappings of too few pages on average, whose clone would take longer than their copy", () => {
   const MiB = 2 ** 20;
   assert.equal(forkSnapshotWanted(16 * MiB, 151), true, "threads-64's shape");
-  assert.equal(forkSnapshotWanted(40 * MiB, 10_024), false, "maps-10000's shape");
+  assert.equal(forkSnapshotWanted(40 * MiB, 10_024), true, "maps-10000's shape (4 KiB a mapping)");
+  assert.equal(forkSnapshotWanted(40 * MiB, 30_000), false, "1.4 KiB a mapping");
   assert.equal(forkSnapshotWanted(4 * MiB, 10), false, "below SNAPSHOT_MIN_BYTES");
-  const n = 2000;
+  const n = 20_000;
   assert.equal(forkSnapshotWanted(n * SNAPSHOT_MIN_BYTES_PER_MAPPING, n), true);
   assert.equal(forkSnapshotWanted(n * SNAPSHOT_MIN_BYTES_PER_MAPPING - 1, n), false);
   Deno.env.set("CRYO_FORK_SNAPSHOT", "1");
   try {
-    assert.equal(forkSnapshotWanted(40 * MiB, 10_024), true, "=1 at any shape");
+    assert.equal(forkSnapshotWanted(40 * MiB, 30_000), true, "=1 at any shape");
   } finally {
     Deno.env.delete("CRYO_FORK_SNAPSHOT");
   }
 });
+
+Deno.test(
+  "fork snapshot: by default for many mappings of a few pages (4,500 of 8 KiB), read exactly, the safe sites found before the freeze",
+  withTargets(async () => {
+    // 36 MiB: beyond the copy ahead's 32 MiB (engine/dump/copy_ahead.ts), which would read
+    // the pages in the freeze instead; 8 KiB a mapping, below the pre-copy's 64 KiB.
+    const { t, trigger } = await startTriggered("rt_manymaps", /^ready pid=(\d+)$/m, {
+      extra: ["4500", "2"],
+    });
+    const dir = await tempImageDir();
+    const { made, reapFailed } = forkSnapshotStats;
+    const { remembered, searched } = sessionSites;
+    const dump = await checkpoint(t.pid, { dir, leaveRunning: true });
+    assert.equal(forkSnapshotStats.made, made + 1, "the pages came from a snapshot");
+    assert.equal(forkSnapshotStats.reapFailed, reapFailed, "reaped in the target");
+    // More mappings than the helper's rehearsal takes: the safe sites found before the freeze
+    // all the same; the collect's, the snapshot's and the reap's sessions only check them.
+    assert.equal(sessionSites.searched, searched, "no session searched for its safe sites");
+    assert.ok(sessionSites.remembered >= remembered + 3, "three sessions with remembered sites");
+    assert.ok(dump.stats.mappings >= 4500, `${dump.stats.mappings} mappings`);
+    assert.ok(dump.stats.pagesBytes >= 4500 * 8192, `${dump.stats.pagesBytes} bytes saved`);
+    assert.ok(
+      dump.stats.pagesBytes < 16 * 1024 * dump.stats.mappings,
+      "a shape the ninth pass's rule (16 KiB a mapping) refused",
+    );
+    assert.deepEqual(childrenOf(t.pid), [], "no child or zombie left in the target");
+    await assertOriginalThenRestored(t, trigger, dir, ["pages", "mappings"]);
+  }),
+);

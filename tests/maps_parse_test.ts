@@ -3,7 +3,8 @@
  * exactly what the regular expression gives: on every line of live maps
  * files, on hand-made edge cases, and on random mutations of real lines.
  * The lookups that avoid parsing the whole maps text (PROCMAP_QUERY per
- * address, the largest gap, lines matching a name) agree with the full
+ * address, whether bytes lie in an executable area, the largest gap, lines
+ * matching a name) agree with the full
  * parse on a target with thousands of mappings (tests/targets/rt_maps.c).
  */
 
@@ -16,6 +17,7 @@ import {
   parseMapsLineRegex,
   readMaps,
   readMapsMatching,
+  withExecAreaQuery,
 } from "../engine/proc/maps.ts";
 import { executableMapsLines } from "../ffi/inject.ts";
 import { startRtMaps } from "./helpers/vmflags_mode.ts";
@@ -140,6 +142,28 @@ Deno.test(
         perms: "rw-p",
       }];
       assert.deepEqual(largestGap(t.pid, fake), best);
+      // Whether bytes lie in one readable executable area, by PROCMAP_QUERY (the safe sites'
+      // check without the maps text), as the parse says: each area's first bytes, its last
+      // byte, and bytes across its end.
+      const inExecParsed = (a: bigint, n: number) =>
+        maps.some((m) =>
+          m.perms[0] === "r" && m.perms[2] === "x" && m.path !== "[vsyscall]" && m.start <= a &&
+          a + BigInt(n) <= m.end
+        );
+      const asked = withExecAreaQuery(
+        t.pid,
+        (inExec) =>
+          below.flatMap((m) =>
+            [[m.start, 8], [m.end - 1n, 1], [m.end - 4n, 8]].map(([a, n]) => {
+              assert.equal(
+                inExec(a as bigint, n as number),
+                inExecParsed(a as bigint, n as number),
+              );
+              return inExecParsed(a as bigint, n as number);
+            })
+          ),
+      );
+      assert.ok(asked?.includes(true) && asked.includes(false), "both answers asked");
       // The executable lines made from the areas parse as the maps text's own (the safe sites).
       const text = Deno.readTextFileSync(`/proc/${t.pid}/maps`);
       const made = executableMapsText(maps);

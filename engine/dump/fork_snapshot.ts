@@ -56,7 +56,7 @@ import { SYS } from "../../ffi/sysno.ts";
 import { __WALL, P_PID, PTRACE_EVENT, waitPid, WEXITED, WNOHANG } from "../../ffi/wait.ts";
 import type { Mapping } from "../model.ts";
 import { pausePoint } from "../pause.ts";
-import { type MapEntry, readMaps } from "../proc/maps.ts";
+import { type MapEntry, readMaps, withExecAreaQuery } from "../proc/maps.ts";
 import { readStat } from "../proc/stat.ts";
 import { cgroupDirOf } from "../task/placement.ts";
 import { sleepSync } from "../sleep_sync.ts";
@@ -87,12 +87,15 @@ export const SNAPSHOT_MIN_BYTES = 12 * 1024 * 1024;
 
 /**
  * Planned bytes per mapping (on average) below which a snapshot lengthens
- * the freeze: the clone copies each mapping (~2.3 us each on the bench VM,
- * 22 ms for 10,000) where the frozen copy takes ~0.5 ms per MiB, so the
- * break-even is ~5 KiB a mapping (docs/PERFORMANCE.md, ninth pass: the
- * maps-10000 workload froze 0.043 -> 0.072 s with a snapshot).
+ * the freeze: the clone copies every mapping (10,000 one-page mappings 11
+ * to 22 ms on the bench VM) where the frozen copy spends ~1.1 us a mapping
+ * and ~0.5 ms a MiB; in paired dumps the snapshot froze shorter from 4 KiB
+ * a mapping, as long at 2 to 2.7 KiB, longer at 1.3 KiB under load
+ * (docs/PERFORMANCE.md, nineteenth pass, branch mapsnap). Its pages are
+ * planned after the thaw; when they were planned frozen (the ninth pass)
+ * the rule asked 16 KiB.
  */
-export const SNAPSHOT_MIN_BYTES_PER_MAPPING = 16 * 1024;
+export const SNAPSHOT_MIN_BYTES_PER_MAPPING = 2 * 1024;
 
 /**
  * Whether to read `bytes` of planned pages of a process of `mappings`
@@ -119,18 +122,38 @@ const NOT_PRIVATE = new Set(["sh", "ms", "ht", "io", "pf", "ss"]);
 /**
  * Whether a snapshot child holds every planned page of a process with
  * these `mappings` (and their page `policies`) as the target had it.
+ * Checked in the freeze: each distinct VmFlags array is looked at once
+ * (neighbours share theirs, engine/dump/vm_flags.ts; 10,000 mappings
+ * looked at flag by flag took 4.5 to 6 ms).
  */
 export function snapshotFits(
   mappings: readonly Mapping[],
   policies: readonly PagePolicy[],
 ): boolean {
+  const verdicts = new Map<readonly string[], number>();
+  let last: readonly string[] | undefined, lastBits = 0;
   return mappings.every((m, i) => {
-    if (m.vmFlags.some((f) => NOT_COPIED.has(f))) return false;
+    let bits = lastBits;
+    if (m.vmFlags !== last) {
+      bits = verdicts.get(m.vmFlags) ?? flagBits(m.vmFlags);
+      verdicts.set(m.vmFlags, bits);
+      last = m.vmFlags;
+      lastBits = bits;
+    }
+    if (bits & NOT_COPIED_BIT) return false;
     if (m.excluded || policies[i] === "none") return true;
     if (m.kind !== "anon" && m.kind !== "file-private") return false;
     if (m.aio || m.sysvShm !== undefined) return false;
-    return !m.vmFlags.some((f) => NOT_PRIVATE.has(f));
+    return (bits & NOT_PRIVATE_BIT) === 0;
   });
+}
+
+const NOT_COPIED_BIT = 1, NOT_PRIVATE_BIT = 2;
+
+/** Which of {@link NOT_COPIED} and {@link NOT_PRIVATE} the flags hold, as bits. */
+function flagBits(flags: readonly string[]): number {
+  return (flags.some((f) => NOT_COPIED.has(f)) ? NOT_COPIED_BIT : 0) |
+    (flags.some((f) => NOT_PRIVATE.has(f)) ? NOT_PRIVATE_BIT : 0);
 }
 
 /**
@@ -304,11 +327,15 @@ function reapInTarget(pid: number, child: number, frozen: boolean): boolean {
   } catch {
     return false; // gone
   }
+  // Where PROCMAP_QUERY answers, the injection looks up the few areas it needs (its sites',
+  // its stack's) in the stop; else the maps are read running: the stop is for the waitid alone.
   let areas;
-  try {
-    areas = readMaps(pid); // read running: the stop is for the waitid alone
-  } catch {
-    return false;
+  if (withExecAreaQuery(pid, () => true) === undefined) {
+    try {
+      areas = readMaps(pid);
+    } catch {
+      return false;
+    }
   }
   try {
     seize(pid, PTRACE_O.TRACESYSGOOD);

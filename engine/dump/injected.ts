@@ -56,7 +56,13 @@ import {
   encodeBatchTable,
   installBatchCode,
 } from "../../ffi/syscall_batch.ts";
-import { executableMapsText, largestGap, type MapEntry, mappingAt } from "../proc/maps.ts";
+import {
+  executableMapsText,
+  largestGap,
+  type MapEntry,
+  mappingAt,
+  withExecAreaQuery,
+} from "../proc/maps.ts";
 import { type ProcStatus, readStatus, usesShadowStack } from "../proc/status.ts";
 import { pausePoint } from "../pause.ts";
 import {
@@ -201,8 +207,14 @@ export class InjectionSession {
     this.statuses = statuses;
     // From the areas read at this freeze when given: the sites found before the freeze (the
     // warm-up's) looked up in them (no list of the executable ones of 10,000 areas), else the
-    // search from their executable lines (no maps text to read).
-    this.safeSites = (areas && rememberedSites(pid, (a, n) => inExecArea(areas, a, n))) ??
+    // search from their executable lines (no maps text to read). Without them, the sites
+    // found before looked up by PROCMAP_QUERY (no maps text of 10,000 lines read).
+    const remembered = areas
+      ? rememberedSites(pid, (a, n) => inExecArea(areas, a, n))
+      : withExecAreaQuery(pid, (inExec) => rememberedSites(pid, inExec));
+    if (remembered) sessionSites.remembered++;
+    else sessionSites.searched++;
+    this.safeSites = remembered ??
       findSafeSites(pid, (areas && executableMapsText(areas)) || undefined);
   }
 
@@ -759,6 +771,13 @@ export class InjectionSession {
  * for its reads there, before the session writes the process's memory.
  */
 export const beforeInjection: { hook?: (pid: number) => void } = {};
+
+/**
+ * Injection sessions opened since cryo started whose safe sites were found
+ * before (`remembered`: their bytes checked again) or searched for then
+ * (`searched`: the executable areas' lines listed and read; tests).
+ */
+export const sessionSites = { remembered: 0, searched: 0 };
 
 /**
  * Opens an injection session on the stopped process `pid`, runs `fn`, and

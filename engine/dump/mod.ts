@@ -750,6 +750,11 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     }
     warmUpThreadStates(pid); // the per-thread state's BPF program (engine/dump/thread_state.ts)
     const listed = estimate?.pids; // the tree as the estimate listed it (not listed again)
+    // Frozen once without the helper's rehearsal (which finds them; a root of more than its
+    // 1,000 mappings): the tree's safe sites found now, with the tree running (read-only), so
+    // that the freeze's sessions only check their bytes (maps-10000: the search in the frozen
+    // areas' executable lines took 2 to 3.3 ms of the freeze).
+    if (!precopy && !helper) warmUpInjection(pid, listed);
     if (
       helper &&
       rehearseOnHelper(
@@ -1002,31 +1007,38 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     /** The copies run after the thaw: from forks, or of buffers all read ahead in the freeze. */
     const copiesAfterThaw: (() => Promise<void>)[] = [];
     for (const { p, collected, image } of described) {
-      // planInheritance may have moved (and grown) the bootstrap.
-      const start = BigInt(image.bootstrap.start);
-      const size = image.bootstrap.size;
-      const boot = new BootstrapBuilder(start);
-      const standalone = messageProgram(
-        boot.program(),
-        `this is a cryo checkpoint image of process ${p.pid} (${image.comm}); restore it with:\n` +
-          `  deno run -A cli.ts restore ${finalDir}\n`,
-        1,
-      );
-      const blob = boot.finish({ restore: standalone });
       const path = `${tmp}/${p.pid}.elf`;
       let pre = precopy?.processes.get(p.pid);
-      if (pre && BOOTSTRAP_FILE_OFFSET + blob.blob.length > pre.pagesStart) {
-        precopy!.drop(p.pid); // the blob grew past the room left for it: copy everything now
-        pre = undefined;
-      }
-      const writer = await ImageWriter.create(path, {
-        bootstrapStart: start,
-        bootstrapSize: size,
-        blob: blob.blob,
-        entry: blob.entryStandalone,
-        ...(pre ? { pages: { start: pre.pagesStart, end: pre.pagesEnd } } : {}),
-      });
-      writers.push(writer);
+      /** Its bootstrap blob and image writer (the blob may drop the pre-copy: see `pre`). */
+      const makeWriter = async () => {
+        // planInheritance may have moved (and grown) the bootstrap.
+        const start = BigInt(image.bootstrap.start);
+        const size = image.bootstrap.size;
+        const boot = new BootstrapBuilder(start);
+        const standalone = messageProgram(
+          boot.program(),
+          `this is a cryo checkpoint image of process ${p.pid} (${image.comm}); restore it with:\n` +
+            `  deno run -A cli.ts restore ${finalDir}\n`,
+          1,
+        );
+        const blob = boot.finish({ restore: standalone });
+        if (pre && BOOTSTRAP_FILE_OFFSET + blob.blob.length > pre.pagesStart) {
+          precopy!.drop(p.pid); // the blob grew past the room left for it: copy everything now
+          pre = undefined;
+        }
+        const made = await ImageWriter.create(path, {
+          bootstrapStart: start,
+          bootstrapSize: size,
+          blob: blob.blob,
+          entry: blob.entryStandalone,
+          ...(pre ? { pages: { start: pre.pagesStart, end: pre.pagesEnd } } : {}),
+        });
+        writers.push(made);
+        return made;
+      };
+      // Where a fork snapshot may be taken (no pre-copy, so no `pre`), after the choice: made
+      // after the thaw when one is (for 10,000 mappings 1 to 3 ms out of the freeze).
+      let writer = snapshots ? undefined : await makeWriter();
       // A droppable area's pages are not saved (isDroppable).
       const policies = image.mappings.map((m) =>
         m.excluded || isDroppable(m) ? "none" : pagePolicy(m.kind)
@@ -1059,12 +1071,12 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       const snap = resident > 0 && forkSnapshotWanted(resident, image.mappings.length) &&
           !image.threads.some((t) => t.seccomp?.mode) &&
           resident <= room && snapshotFits(image.mappings, readPolicies)
-        ? takeSnapshot(p.pid)
+        ? takeSnapshot(p.pid, collected.vmas) // (the areas: no maps text read for the sites)
         : undefined;
       if (snap) {
         forks.push(snap);
         forkedBytes += resident;
-      }
+      } else writer ??= await makeWriter();
       const planOf = (from: number) =>
         ahead?.plan ?? planPages(
           from,
@@ -1085,19 +1097,20 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         total = plan.readBytes;
         reused += plan.reusedBytes;
         parentBytes += plan.parentBytes;
+        const w = writer!; // (made by then: before the snapshot's choice, or after the thaw)
         deferred = deferWrites
-          ? new DeferredPageWriter(pageBufferBytes(total), writer.partialPath, total, true)
+          ? new DeferredPageWriter(pageBufferBytes(total), w.partialPath, total, true)
           : undefined;
-        const out = deferred ?? new BufferPageWriter(pageBufferBytes(total), writer.partialPath);
-        streamer = new MemoryStreamer(snap?.pid ?? p.pid, out, (n) => writer.reservePages(n));
+        const out = deferred ?? new BufferPageWriter(pageBufferBytes(total), w.partialPath);
+        streamer = new MemoryStreamer(snap?.pid ?? p.pid, out, (n) => w.reservePages(n));
         if (ahead) streamer.ahead = ahead.buffer;
         // A pinning read (process_vm_readv) of a page shared with the fork would copy it first.
         if (snap) streamer.viaMemFile = true;
         // The manifest's pageBlocks (engine/image/page_blocks.ts): blocks aligned to the page data's start.
         streamer.blockCrcs = [];
-        if (pre) streamer.blockPhase = pre.pagesEnd - writer.pagesStart;
+        if (pre) streamer.blockPhase = pre.pagesEnd - w.pagesStart;
         streamers.push(streamer);
-        if (held.entry) Object.assign(held.entry, { streamer, deferred });
+        if (held.entry) Object.assign(held.entry, { writer: w, streamer, deferred });
       };
       if (!snap) prepare(planOf(p.pid));
       opts.onEvent?.({
@@ -1115,7 +1128,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
           collected.vmas,
           image.mappings,
           streamer,
-          writer,
+          writer!,
           (n) => {
             done += n;
             pausePoint("pages");
@@ -1132,6 +1145,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       if (snap) {
         copiesAfterThaw.push(async () => {
           try {
+            writer = await makeWriter();
             prepare(planOf(snap.pid)); // the fork's page tables: the target's as of the freeze
             await copy();
           } finally {
@@ -1154,7 +1168,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         }
       } else await copy();
       held.entry = {
-        writer,
+        writer: writer!, // (from a snapshot: made after the thaw, set by prepare)
         image,
         streamer, // (from a snapshot: set by prepare after the thaw)
         pre,

@@ -46,7 +46,7 @@ import { reissueStopEintr, stoppedAtEintr } from "../task/eintr.ts";
 import { bpfThreadStates, takeMlockFuture } from "./thread_state.ts";
 import { threadStatuses } from "./thread_facts.ts";
 import { taskFlagsOf } from "./task_flags.ts";
-import { classifyVma, refusedMapping, type Vma } from "./vmas.ts";
+import { classifyVma, refusedMapping } from "./vmas.ts";
 import { mappingRecord, takeDraftTexts, takeMappingDrafts } from "./mapping_drafts.ts";
 import { setMappingColumns } from "../image/mapping_columns.ts";
 import { collectPipe, pipeWidowed } from "../fds/pipe.ts";
@@ -91,7 +91,8 @@ const hex = (v: bigint) => `0x${v.toString(16)}`;
 /** The description of a process before its pages are saved. */
 export interface CollectedProcess {
   image: Omit<ProcessImage, "bootstrap">;
-  vmas: Vma[];
+  /** Its areas as read at the freeze (maps lines), each with its VmFlags once they are read. */
+  vmas: SmapsArea[];
   /**
    * Set when the VmFlags are still being read on another thread: settles
    * once they are in `vmas` and the image's mappings, with the process's
@@ -393,7 +394,7 @@ export function collectProcess(
     taskFlagsOf(bpfStates),
   );
   // The smaps records are the dump's mappings as they are (no copy per mapping).
-  const vmas: Vma[] = maps;
+  const vmas = maps;
   // One object per mapping, built without spreads (10,000 mappings: this runs frozen).
   const mappings: Mapping[] = new Array(maps.length);
   // The hex text of the last end (the next area's start, when they touch) and of offset 0.

@@ -560,6 +560,38 @@ export function mappingsAt(
   }
 }
 
+/**
+ * Whether `bytes` at `addr` lie in one readable executable area of `pid`
+ * (ffi/safe_inject.ts's sites; [vsyscall], no area of the mm, never does),
+ * asked by PROCMAP_QUERY of each address instead of a maps text of
+ * thousands of lines; undefined when the ioctl is missing (before Linux
+ * 6.11) or the file cannot be opened. `use` gets the question while the
+ * file is open.
+ */
+export function withExecAreaQuery<T>(
+  pid: number,
+  use: (inExec: (addr: bigint, bytes: number) => boolean) => T,
+): T | undefined {
+  let q: ProcmapQuery;
+  try {
+    q = new ProcmapQuery(pid);
+  } catch {
+    return undefined;
+  }
+  try {
+    const probe = q.query(0n, PROCMAP_QUERY_COVERING_OR_NEXT_VMA);
+    if (typeof probe === "number") return undefined; // no PROCMAP_QUERY here
+    const rx = PROCMAP_QUERY_VMA_READABLE | PROCMAP_QUERY_VMA_EXECUTABLE;
+    return use((addr, bytes) => {
+      const r = q.query(addr);
+      return typeof r === "object" && r !== null && (r.flags & rx) === rx &&
+        addr + BigInt(bytes) <= r.end;
+    });
+  } finally {
+    q.close();
+  }
+}
+
 /** The area of `pid` (or its thread `tid`) covering `addr`, or null ({@link mappingsAt}). */
 export function mappingAt(pid: number, addr: bigint, tid?: number): MapArea | null {
   return mappingsAt(pid, [addr], tid)[0];

@@ -1,15 +1,18 @@
 /**
  * `deno run -A scripts/bench/ab.ts --base <other tree>/cli.ts [--only a,b] [--rounds n]
- * [--flag-a <flag>] [--flag-b <flag>] [--quick] [--restore]`: an interleaved A/B of `cryo dump
- * --leave-running` between another cryo tree (A, e.g. `git archive main` unpacked in /tmp) and
- * this one (B), on the bench workloads. Every round dumps the same running workload with A and B,
- * in alternating order; it reports per variant the medians of the command's wall time, CPU
- * (user + system, from wait4), peak RSS, the freeze the workload saw (its heartbeat's longest
- * gap during the command) and cryo's own frozen time (`freezeSeconds`: every freeze of the tree,
- * a pre-copy's included; a seen freeze well above it is a stall outside the freezes, e.g. while a
- * pre-copy's tracking is armed or released). `--flag-b=--no-precopy` (with `=`: a value that
- * starts with a dash) passes a flag to one variant. With `--restore`: A and B each dump each workload once (each its own image: the two trees
- * may write formats the other does not read), then every round kills the workload and
+ * [--flag-a <flag>] [--flag-b <flag>] [--env-a KEY=VAL] [--env-b KEY=VAL] [--quick] [--restore]`:
+ * an interleaved A/B of `cryo dump --leave-running` between another cryo tree (A, e.g. `git
+ * archive main` unpacked in /tmp) and this one (B), on the bench workloads. Every round dumps the
+ * same running workload with A and B, in alternating order; it reports per variant the medians of
+ * the command's wall time, CPU (user + system, from wait4), peak RSS, the freeze the workload saw
+ * (its heartbeat's longest gap during the command) and cryo's own frozen time (`freezeSeconds`:
+ * every freeze of the tree, a pre-copy's included; a seen freeze well above it is a stall outside
+ * the freezes, e.g. while a pre-copy's tracking is armed or released). `--flag-b=--no-precopy`
+ * (with `=`: a value that starts with a dash) passes a flag to one variant; `--env-b
+ * CRYO_FORK_SNAPSHOT=1` sets an environment variable for every cryo command of one variant (both
+ * repeatable; without `--base` both variants run this tree, so flags and variables make the
+ * difference). With `--restore`: A and B each dump each workload once (each its own image: the two
+ * trees may write formats the other does not read), then every round kills the workload and
  * restores them, each variant its own (`restore --detach --json`, alternating order), and the
  * table has the restore's wall, CPU, peak RSS and the time until the restored process's first
  * heartbeat; the workload checks its memory at the end.
@@ -34,8 +37,18 @@ const { values: opts } = parseArgs({
     rounds: { type: "string", default: "5" },
     "flag-a": { type: "string", multiple: true, default: [] },
     "flag-b": { type: "string", multiple: true, default: [] },
+    "env-a": { type: "string", multiple: true, default: [] },
+    "env-b": { type: "string", multiple: true, default: [] },
   },
 });
+
+/** `KEY=VAL` options as an environment (the value may hold `=`). */
+const envOf = (pairs: string[] | undefined): Record<string, string> =>
+  Object.fromEntries((pairs ?? []).map((p) => {
+    const at = p.indexOf("=");
+    if (at <= 0) throw new Error(`--env-a/--env-b takes KEY=VAL, not ${JSON.stringify(p)}`);
+    return [p.slice(0, at), p.slice(at + 1)];
+  }));
 
 const median = (xs: number[]) => {
   const s = xs.filter(Number.isFinite).sort((a, b) => a - b);
@@ -51,8 +64,12 @@ const only = opts.only?.split(",");
 const specs = workloads(opts.quick).filter((w) => !only || only.includes(w.name));
 const work = await Deno.makeTempDir({ prefix: "cryo-ab-" });
 const variants: { name: string; rt: CryoRuntime; flags: string[] }[] = [
-  { name: "A", rt: { denoFlags: [], cliPath: opts.base }, flags: opts["flag-a"] ?? [] },
-  { name: "B", rt: { denoFlags: [] }, flags: opts["flag-b"] ?? [] },
+  {
+    name: "A",
+    rt: { denoFlags: [], cliPath: opts.base, env: envOf(opts["env-a"]) },
+    flags: opts["flag-a"] ?? [],
+  },
+  { name: "B", rt: { denoFlags: [], env: envOf(opts["env-b"]) }, flags: opts["flag-b"] ?? [] },
 ];
 const rows: string[] = [];
 try {

@@ -149,6 +149,8 @@ export interface CryoRuntime {
   denoFlags: string[];
   /** cli.ts to run (default: this tree's; another tree's for an A/B, scripts/bench/ab.ts). */
   cliPath?: string;
+  /** Environment variables set for each cryo process (beside the bench's own). */
+  env?: Readonly<Record<string, string>>;
 }
 
 /** Runs `cryo dump <pid> --dir <dir> --leave-running --json` and reads its figures. */
@@ -173,7 +175,7 @@ export async function cryoDump(
     "--json",
     ...extraArgs,
   ];
-  const child = spawnChild(argv, `${logBase}.json`, `${logBase}.err`);
+  const child = spawnChild(argv, `${logBase}.json`, `${logBase}.err`, rt.env);
   const r = await waitChild(child);
   const endMs = child.spawnedAtEpochMs + r.wallSeconds * 1000;
   if (r.status.kind !== "exited" || r.status.code !== 0) {
@@ -225,7 +227,7 @@ export async function cryoRestore(
     "--json",
     ...(verify ? [] : ["--no-verify"]),
   ];
-  const child = spawnChild(argv, `${logBase}.json`, `${logBase}.err`);
+  const child = spawnChild(argv, `${logBase}.json`, `${logBase}.err`, rt.env);
   let r: ChildResult;
   try {
     r = await waitChild(child);

@@ -52,8 +52,16 @@ export function epochMs(): number {
   return performance.timeOrigin + performance.now();
 }
 
-/** Spawns `argv` (argv[0] is the path) with stdin /dev/null and output to the given files. */
-export function spawnChild(argv: string[], stdoutPath: string, stderrPath = stdoutPath): Child {
+/**
+ * Spawns `argv` (argv[0] is the path) with stdin /dev/null and output to the given files;
+ * `env`: variables set (or replaced) in the child's environment, the bench's own otherwise.
+ */
+export function spawnChild(
+  argv: string[],
+  stdoutPath: string,
+  stderrPath = stdoutPath,
+  env?: Readonly<Record<string, string>>,
+): Child {
   const O_WRONLY_CREAT_APPEND = 0o1 | 0o100 | 0o2000;
   const fileActions = [
     { kind: "open" as const, fd: 0, path: "/dev/null", flags: 0 },
@@ -64,7 +72,14 @@ export function spawnChild(argv: string[], stdoutPath: string, stderrPath = stdo
   ];
   const spawnedAtEpochMs = epochMs();
   const spawnedAt = performance.now();
-  const pid = posixSpawn(argv[0], argv, { fileActions });
+  const pid = posixSpawn(argv[0], argv, {
+    fileActions,
+    ...(env
+      ? {
+        env: Object.entries({ ...Deno.env.toObject(), ...env }).map(([k, v]) => `${k}=${v}`),
+      }
+      : {}),
+  });
   live.add(pid);
   return { pid, spawnedAt, spawnedAtEpochMs, stdoutPath, stderrPath };
 }

@@ -9,7 +9,8 @@
  *
  * usage: workload anon <MiB>
  *        workload sparse <reserve-MiB> <touch-MiB>
- *        workload maps <count>
+ *        workload maps <count> [pages] [empty]  (count mappings of pages each, default 1;
+ *                                               then empty one-page mappings never touched)
  *        workload threads <count> [MiB]   (count threads in all, MiB touched, default 16)
  *        workload tree <count> <MiB>       (count processes, each with MiB touched; the root
  *                                           writes to a pipe read by its first child; SIGUSR1 to
@@ -144,14 +145,23 @@ int main(int argc, char **argv) {
     }
     touched = m * MiB;
   } else if (strcmp(kind, "maps") == 0) {
-    /* n one-page mappings: a touched region whose odd pages are made
-     * read-only, so no two neighbours merge into one mapping. */
-    size_t len = n * PAGE;
+    /* n mappings of k pages (default 1): a touched region whose odd
+     * mappings are made read-only, so no two neighbours merge into one. */
+    unsigned long k = argc > 3 ? strtoul(argv[3], NULL, 10) : 1;
+    size_t len = n * k * PAGE;
     uint8_t *p = map_anon(len, 0);
     fill(p, len, 3);
     add_range(p, len, 3);
     for (unsigned long i = 1; i < n; i += 2) {
-      if (mprotect(p + i * PAGE, PAGE, PROT_READ) != 0) {
+      if (mprotect(p + i * k * PAGE, k * PAGE, PROT_READ) != 0) {
+        perror("mprotect");
+        return 2;
+      }
+    }
+    unsigned long e = argc > 4 ? strtoul(argv[4], NULL, 10) : 0;
+    uint8_t *q = e ? map_anon(e * PAGE, 0) : NULL;
+    for (unsigned long i = 1; i < e; i += 2) {
+      if (mprotect(q + i * PAGE, PAGE, PROT_READ) != 0) {
         perror("mprotect");
         return 2;
       }
