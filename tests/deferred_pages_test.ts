@@ -12,12 +12,6 @@
  *   (4 MiB rewritten all the time) with the writes deferred
  *   (`CRYO_COPY_LANES=native`) restores the memory of its freeze, and the
  *   original runs on and checks itself;
- * - the buffers made ready before the freeze are handed out (to a copy
- *   ahead, to a writer) only once the run that readies them (it writes
- *   them) is over, and a process_vm_readv into them runs at the pace of
- *   memory the kernel wrote before (on this VM ~8x faster than into
- *   memory only faulted in: checked where the machine shows the
- *   difference);
  * - cryo SIGKILLed at its first page write, its queue's thread waiting
  *   (`pages`: in the freeze, or after the thaw when every page was read
  *   ahead in it), and after the thaw, its writes perhaps in flight
@@ -25,18 +19,7 @@
  */
 
 import assert from "node:assert/strict";
-import {
-  DeferredPageWriter,
-  deferredStats,
-  giveBackReady,
-  prepareDeferredBuffers,
-  takeReadyBuffers,
-} from "../engine/dump/deferred_pages.ts";
-import { pageAlignedBuffer } from "../ffi/page_file.ts";
-import { addressOf } from "../ffi/libc.ts";
-import { processVmReadFully } from "../ffi/process_vm.ts";
-import { SyscallTable } from "../ffi/syscall_table.ts";
-import { SYS } from "../ffi/sysno.ts";
+import { DeferredPageWriter, deferredStats } from "../engine/dump/deferred_pages.ts";
 import { EBADF, WriteQueue } from "../ffi/write_queue.ts";
 import { crc32 } from "../engine/image/crc32.ts";
 import { closeRawFd, openRawFd, tablesAvailable } from "../ffi/syscall_table.ts";
@@ -83,89 +66,6 @@ for (const queued of [false, true]) {
     },
   });
 }
-
-/** A pattern no read of /dev/zero leaves: word i is i * 2654435761 + seed. */
-function pattern(b: Uint8Array, seed: number): void {
-  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
-  for (let i = 0; i + 4 <= b.length; i += 4) v.setUint32(i, (i * 2654435761 + seed) >>> 0);
-}
-
-/** The offset of the first byte of `b` not {@link pattern}'s with `seed`, or -1. */
-function firstDifference(b: Uint8Array, seed: number): number {
-  const want = new Uint8Array(b.length);
-  pattern(want, seed);
-  return b.findIndex((x, i) => x !== want[i]);
-}
-
-Deno.test({
-  name: "buffers made ready before a freeze: handed out only once their readying run is over",
-  ignore,
-  async fn() {
-    // Right after the preparation its run (~25 ms here) still writes the buffers.
-    prepareDeferredBuffers(16 * MiB, MiB);
-    const taken = takeReadyBuffers(16, MiB);
-    assert.equal(taken.length, 16);
-    taken.forEach((b, i) => pattern(b, i));
-    const path = `${await tempDir("cryo-ready-")}/pages`;
-    Deno.writeFileSync(path, new Uint8Array());
-    prepareDeferredBuffers(16 * MiB, MiB); // the writer's acquire takes them from the pool
-    const w = new DeferredPageWriter(MiB, path, undefined, false);
-    const acquired = w.acquire(0);
-    pattern(acquired, 99);
-    await new Promise((r) => setTimeout(r, 300)); // any run still writing is over by now
-    taken.forEach((b, i) => {
-      assert.equal(firstDifference(b, i), -1, `buffer ${i} taken ahead kept its bytes`);
-    });
-    assert.equal(firstDifference(acquired, 99), -1, "the writer's buffer kept its bytes");
-    await w.abort();
-    giveBackReady(taken);
-  },
-});
-
-Deno.test({
-  name: "buffers made ready before a freeze: a process_vm_readv into them at warm memory's pace",
-  ignore,
-  async fn() {
-    const size = 16 * MiB;
-    const source = new Uint8Array(size);
-    pattern(source, 7);
-    const readInto = (b: Uint8Array) => {
-      const t = performance.now();
-      for (let at = 0; at < size; at += MiB) {
-        processVmReadFully(Deno.pid, addressOf(source) + BigInt(at), b.subarray(at, at + MiB));
-      }
-      return performance.now() - t;
-    };
-    readInto(pageAlignedBuffer(size)); // (the source and the code warm)
-    let populated = Infinity, ready = Infinity;
-    for (let round = 0; round < 3; round++) {
-      // Faulted in only, as the buffers were before.
-      const plain = pageAlignedBuffer(size);
-      const table = new SyscallTable(1);
-      table.syscall(SYS.madvise, plain, size, 23 /* MADV_POPULATE_WRITE */);
-      await table.run().finished;
-      populated = Math.min(populated, readInto(plain));
-      prepareDeferredBuffers(size, MiB);
-      const taken = takeReadyBuffers(16, MiB); // (waits for their run)
-      assert.equal(taken.length, 16);
-      const t = performance.now();
-      for (let k = 0; k < 16; k++) {
-        processVmReadFully(Deno.pid, addressOf(source) + BigInt(k * MiB), taken[k]);
-      }
-      ready = Math.min(ready, performance.now() - t);
-      const last = taken[15].findIndex((x, i) => x !== source[15 * MiB + i]);
-      assert.equal(last, -1, "the bytes read");
-      // (Not given back: the next round's are fresh.)
-    }
-    console.log(
-      `16 MiB read into populated buffers ${populated.toFixed(1)} ms, into ready ones ${
-        ready.toFixed(1)
-      } ms`,
-    );
-    // Where the kernel's first write of a page costs nothing more, there is nothing to check.
-    if (populated > 8) assert.ok(ready < populated / 2, `${ready} ms against ${populated} ms`);
-  },
-});
 
 Deno.test({
   name: "write queue: writes in order, EBADF for a write run unposted, the rest released at close",

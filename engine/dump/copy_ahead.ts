@@ -62,9 +62,6 @@ interface Ahead {
 
 let current: Ahead | undefined;
 
-/** A rehearsal's copy ahead: it takes no buffers still being made ready (deferred_pages.ts). */
-let rehearsing = false;
-
 /** A copy ahead asked for, waiting for the page walk started ahead ({@link pumpCopyAhead}). */
 let pending: { pid: number; vmas: readonly Vma[]; runsOn: boolean } | undefined;
 
@@ -148,7 +145,7 @@ function begin(pid: number, vmas: readonly Vma[], runsOn: boolean): void {
     if (!reads || plan.readBytes === 0) return;
     const size = pageBufferBytes(plan.readBytes);
     const count = Math.ceil(Math.min(plan.readBytes, COPY_AHEAD_MAX_BYTES) / size);
-    const buffers = takeReadyBuffers(count, size, !rehearsing);
+    const buffers = takeReadyBuffers(count, size);
     const fromPool = buffers.length;
     if (fromPool < count) {
       const fresh = pageAlignedBuffer((count - fromPool) * size);
@@ -293,7 +290,6 @@ export function takeCopyAhead(
  */
 export function rehearseCopyAhead(pid: number, vmas: readonly Vma[]): void {
   const stats = { ...copyAheadStats };
-  rehearsing = true;
   try {
     startCopyAhead(pid, vmas);
     const a = current;
@@ -302,7 +298,6 @@ export function rehearseCopyAhead(pid: number, vmas: readonly Vma[]): void {
     if (taken) { for (let k = 0; taken.buffer(k); k++); }
     a?.given.clear(); // every buffer back to the pool
   } catch { /* only a rehearsal */ }
-  rehearsing = false;
   dropCopyAhead();
   Object.assign(copyAheadStats, stats);
 }

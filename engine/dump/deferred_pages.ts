@@ -59,22 +59,6 @@ const MADV_POPULATE_WRITE = 23;
 /** Buffers made ready before the freeze ({@link prepareDeferredBuffers}). */
 const ready: Uint8Array<ArrayBuffer>[] = [];
 
-/** The run that makes the {@link ready} buffers ready, while it may still write them. */
-let readying: TableRun | undefined;
-
-/**
- * Waits until the buffers made ready before the freeze are (their run
- * writes them: nothing else may until it is over). Nearly always over by
- * the time a frozen copy takes one.
- */
-function awaitReady(): void {
-  if (readying && !readying.done()) {
-    const cell = new Int32Array(new SharedArrayBuffer(4));
-    while (!readying.done()) Atomics.wait(cell, 0, 0, 0.02);
-  }
-  readying = undefined;
-}
-
 /**
  * Whether a dump frozen once of about `bytes` of resident memory defers
  * its page writes: syscall tables run here, at most
@@ -94,27 +78,16 @@ export function prepareDeferredWrites(bytes: number): boolean {
 /**
  * Allocates buffers for `bytes` of page data (at most
  * {@link DEFERRED_READY_BYTES}) and has another thread fault them in
- * (MADV_POPULATE_WRITE), then write them once from the kernel (a read of
- * /dev/zero): first touches of fresh memory cost as much as the page
- * cache's, and on this VM the kernel's first write of each page through
- * cryo's own mapping costs as much again (a process_vm_readv of 16 MiB
- * into populated buffers ~22 ms, ~2.8 ms into buffers the kernel wrote
- * once); neither must fall in the freeze. The buffers are handed out only
- * once that run is over ({@link awaitReady}).
+ * (MADV_POPULATE_WRITE): first touches of fresh memory cost as much as the
+ * page cache's, and must not fall in the freeze.
  */
 export function prepareDeferredBuffers(bytes: number, size: number): void {
   const n = Math.min(Math.ceil(bytes / size), DEFERRED_READY_BYTES / size) - ready.length;
   if (n <= 0) return;
-  awaitReady(); // (an earlier run's: one at a time)
   const all = pageAlignedBuffer(n * size);
-  const table = new SyscallTable(3);
+  const table = new SyscallTable(1);
   table.syscall(SYS.madvise, all, n * size, MADV_POPULATE_WRITE);
-  const zero = openRawFd("/dev/zero", false);
-  if (zero >= 0) {
-    table.syscall(SYS.read, zero, all, n * size); // (a short read: those pages not written)
-    table.syscall(SYS.close, zero);
-  }
-  readying = table.run();
+  table.run();
   for (let i = 0; i < n; i++) ready.push(all.subarray(i * size, (i + 1) * size));
 }
 
@@ -125,14 +98,7 @@ export function prepareDeferredBuffers(bytes: number, size: number): void {
  * to a writer ({@link DeferredPageWriter.acquireFilled}) or gives them back
  * ({@link giveBackReady}).
  */
-export function takeReadyBuffers(
-  n: number,
-  size: number,
-  /** False: none while their run still writes them (a rehearsal's, not worth a wait). */
-  wait = true,
-): Uint8Array<ArrayBuffer>[] {
-  if (!wait && readying && !readying.done()) return [];
-  awaitReady();
+export function takeReadyBuffers(n: number, size: number): Uint8Array<ArrayBuffer>[] {
   const out: Uint8Array<ArrayBuffer>[] = [];
   while (out.length < n && ready.length && ready[ready.length - 1].length === size) {
     out.push(ready.pop()!);
@@ -222,9 +188,7 @@ export class DeferredPageWriter implements PageWriter {
       (this.#pending.length && this.#ran(this.#pending[0])
         ? this.#retire(this.#pending.shift()!, false)
         : undefined) ??
-      (ready.length && ready[ready.length - 1].length >= this.size
-        ? (awaitReady(), ready.pop())
-        : undefined);
+      (ready.length && ready[ready.length - 1].length >= this.size ? ready.pop() : undefined);
     if (!buffer && (this.#buffers + 1) * this.size > DEFERRED_MAX_BYTES && this.#pending.length) {
       buffer = this.#retire(this.#pending.shift()!, true);
     }
