@@ -10,14 +10,15 @@
  * running and the snapshot dead (at worst a zombie of the target's); with
  * the writes deferred, a snapshot expected to be taken is taken rather
  * than the copy ahead (below its 32 MiB too), which stays the way where
- * the memory cgroup has no room for the snapshot's copies.
+ * the memory cgroup has no room for the snapshot's copies or shared
+ * memory is resident.
  *
  * @module
  */
 
 import assert from "node:assert/strict";
 import { checkpoint, snapshotRehearsalStats } from "../engine/dump/mod.ts";
-import { copyAheadStats } from "../engine/dump/copy_ahead.ts";
+import { copyAheadHooks, copyAheadStats } from "../engine/dump/copy_ahead.ts";
 import {
   forkSnapshotStats,
   forkSnapshotWanted,
@@ -427,7 +428,12 @@ Deno.test({
       const dir = await tempImageDir();
       const { made } = forkSnapshotStats;
       const { started } = copyAheadStats;
-      await withDeferredWrites(() => checkpoint(t.pid, { dir, leaveRunning: true }));
+      copyAheadHooks.waitWalk = true; // (begun whatever the machine's load)
+      try {
+        await withDeferredWrites(() => checkpoint(t.pid, { dir, leaveRunning: true }));
+      } finally {
+        copyAheadHooks.waitWalk = false;
+      }
       assert.equal(forkSnapshotStats.made, made, "no snapshot: its copies would not fit");
       assert.equal(copyAheadStats.started, started + 1, "the pages copied ahead instead");
       Deno.writeTextFileSync(`${root}/cgroup.procs`, String(t.pid));
@@ -440,6 +446,25 @@ Deno.test({
     }
   }),
 });
+
+Deno.test(
+  "fork snapshot: shared memory resident, the copy ahead instead (the writes deferred); exact",
+  withTargets(async () => {
+    const { t, trigger } = await startTriggered("rt_forksnap", /^ready pid=(\d+)$/m);
+    const dir = await tempImageDir();
+    const { made } = forkSnapshotStats;
+    const { started } = copyAheadStats;
+    copyAheadHooks.waitWalk = true; // (begun whatever the machine's load)
+    try {
+      await withDeferredWrites(() => checkpoint(t.pid, { dir, leaveRunning: true }));
+    } finally {
+      copyAheadHooks.waitWalk = false;
+    }
+    assert.equal(forkSnapshotStats.made, made, "no snapshot: its MAP_SHARED area");
+    assert.equal(copyAheadStats.started, started + 1, "the pages copied ahead");
+    await assertOriginalThenRestored(t, trigger, dir, ["private", "shared"]);
+  }),
+);
 
 Deno.test(
   "fork snapshot: a MAP_SHARED area makes the dump copy frozen, exactly",

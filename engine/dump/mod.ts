@@ -634,7 +634,8 @@ function snapshotRehearsed(
  * copying them ahead in the freeze (copy_ahead.ts): where a snapshot is
  * wanted (fork_snapshot.ts `forkSnapshotWanted`) and, below the copy
  * ahead's {@link COPY_AHEAD_MAX_BYTES}, expected to be taken: the main
- * thread under no seccomp filter (a snapshot is refused then), the memory
+ * thread under no seccomp filter (a snapshot is refused then), no shared
+ * memory resident (a shared area is not held by a snapshot), the memory
  * cgroup with `room` for its copies. The snapshot's fork costs less of the
  * freeze than the copy ahead's plan, pagemap look-ups and table
  * (docs/PERFORMANCE.md, nineteenth pass, branch thr64: threads-64's seen
@@ -649,7 +650,9 @@ function snapshotFirst(
   if (estimate.bytes > COPY_AHEAD_MAX_BYTES) return true;
   if (estimate.bytes > room) return false;
   try {
-    return readStatus(pid).seccomp === 0;
+    const status = readStatus(pid);
+    // Shared memory resident: a shared area, which the snapshot would not hold (snapshotFits).
+    return status.seccomp === 0 && parseInt(status.fields.RssShmem ?? "0", 10) === 0;
   } catch {
     return false; // gone: the freeze finds out
   }
