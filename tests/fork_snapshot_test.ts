@@ -7,14 +7,18 @@
  * with no child or zombie; mappings a fork does not copy faithfully
  * (shared memory, MADV_DONTFORK, MADV_WIPEONFORK) make the dump copy frozen
  * as before; a cryo killed while the snapshot exists leaves the target
- * running and the snapshot dead (at worst a zombie of the target's).
+ * running and the snapshot dead (at worst a zombie of the target's); with
+ * the writes deferred, a snapshot expected to be taken is taken rather
+ * than the copy ahead (below its 32 MiB too), which stays the way where
+ * the memory cgroup has no room for the snapshot's copies or shared
+ * memory is resident.
  *
  * @module
  */
 
 import assert from "node:assert/strict";
 import { checkpoint, snapshotRehearsalStats } from "../engine/dump/mod.ts";
-import { copyAheadStats } from "../engine/dump/copy_ahead.ts";
+import { copyAheadHooks, copyAheadStats } from "../engine/dump/copy_ahead.ts";
 import {
   forkSnapshotStats,
   forkSnapshotWanted,
@@ -283,6 +287,34 @@ Deno.test(
   }),
 );
 
+/** Runs `fn` with `CRYO_COPY_LANES=native`: the page writes deferred, a copy ahead possible. */
+async function withDeferredWrites<T>(fn: () => Promise<T>): Promise<T> {
+  Deno.env.set("CRYO_COPY_LANES", "native");
+  try {
+    return await fn();
+  } finally {
+    Deno.env.delete("CRYO_COPY_LANES");
+  }
+}
+
+Deno.test(
+  "fork snapshot: taken rather than the copy ahead below its 32 MiB (16 MiB, the writes deferred); exact",
+  withTargets(async () => {
+    const { t, trigger } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
+      extra: ["16"],
+    });
+    const dir = await tempImageDir();
+    const { made } = forkSnapshotStats;
+    const { started } = copyAheadStats;
+    // Frozen once (below the pre-copy's threshold), the collect rehearsed on a helper first.
+    await withDeferredWrites(() => checkpoint(t.pid, { dir, leaveRunning: true }));
+    assert.equal(forkSnapshotStats.made, made + 1, "the pages came from a snapshot");
+    assert.equal(copyAheadStats.started, started, "no copy ahead in the freeze");
+    assert.deepEqual(childrenOf(t.pid), [], "no child or zombie left in the target");
+    await assertOriginalThenRestored(t, trigger, dir);
+  }),
+);
+
 Deno.test(
   "fork snapshot: the target killed while its pages are read from the snapshot: the image is complete and exact",
   withTargets(async () => {
@@ -378,6 +410,62 @@ Deno.test({
     }
   }),
 });
+
+Deno.test({
+  name:
+    "fork snapshot: no room for its copies, the copy ahead instead (the writes deferred); exact",
+  ignore: !MEMORY_CGROUP?.v1, // (as above)
+  fn: withTargets(async () => {
+    const { t, trigger } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
+      extra: ["16"],
+    });
+    const root = MEMORY_CGROUP!.root;
+    const group = `${root}/cryo-forksnap-ahead-${t.pid}`;
+    Deno.mkdirSync(group);
+    try {
+      Deno.writeTextFileSync(`${group}/memory.limit_in_bytes`, String(8 << 20));
+      Deno.writeTextFileSync(`${group}/cgroup.procs`, String(t.pid));
+      assert.ok(memoryRoom(t.pid) < 16 << 20, `${memoryRoom(t.pid)} bytes of room`);
+      const dir = await tempImageDir();
+      const { made } = forkSnapshotStats;
+      const { started } = copyAheadStats;
+      copyAheadHooks.waitWalk = true; // (begun whatever the machine's load)
+      try {
+        await withDeferredWrites(() => checkpoint(t.pid, { dir, leaveRunning: true }));
+      } finally {
+        copyAheadHooks.waitWalk = false;
+      }
+      assert.equal(forkSnapshotStats.made, made, "no snapshot: its copies would not fit");
+      assert.equal(copyAheadStats.started, started + 1, "the pages copied ahead instead");
+      Deno.writeTextFileSync(`${root}/cgroup.procs`, String(t.pid));
+      await assertOriginalThenRestored(t, trigger, dir);
+    } finally {
+      try {
+        Deno.writeTextFileSync(`${root}/cgroup.procs`, String(t.pid));
+      } catch { /* gone */ }
+      Deno.removeSync(group);
+    }
+  }),
+});
+
+Deno.test(
+  "fork snapshot: shared memory resident, the copy ahead instead (the writes deferred); exact",
+  withTargets(async () => {
+    const { t, trigger } = await startTriggered("rt_forksnap", /^ready pid=(\d+)$/m);
+    const dir = await tempImageDir();
+    const { made } = forkSnapshotStats;
+    const { started } = copyAheadStats;
+    copyAheadHooks.waitWalk = true; // (begun whatever the machine's load)
+    try {
+      await withDeferredWrites(() => checkpoint(t.pid, { dir, leaveRunning: true }));
+    } finally {
+      copyAheadHooks.waitWalk = false;
+    }
+    assert.equal(forkSnapshotStats.made, made, "no snapshot: its MAP_SHARED area");
+    assert.equal(copyAheadStats.started, started + 1, "the pages copied ahead");
+    await assertOriginalThenRestored(t, trigger, dir, ["private", "shared"]);
+  }),
+);
 
 Deno.test(
   "fork snapshot: a MAP_SHARED area makes the dump copy frozen, exactly",

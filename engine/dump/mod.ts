@@ -618,14 +618,45 @@ function snapshotRehearsed(
   pids: readonly number[] | undefined,
   estimate: { bytes: number; mappings: number } | undefined,
   mappingPredicate: boolean,
+  snapshotFirst: boolean,
 ): boolean {
   if (!forkSnapshotWanted(estimate?.bytes ?? residentBytes(pid), estimate?.mappings ?? 0)) {
     return false;
   }
   const aheadExpected = deferWrites === true && pids?.length === 1 && !mappingPredicate &&
-    estimate !== undefined && estimate.bytes <= COPY_AHEAD_MAX_BYTES;
+    estimate !== undefined && estimate.bytes <= COPY_AHEAD_MAX_BYTES && !snapshotFirst;
   if (aheadExpected) snapshotRehearsalStats.skipped++;
   return !aheadExpected;
+}
+
+/**
+ * Whether a dump frozen once and left running, of a process the estimate
+ * found `estimate` of, reads its pages from a fork snapshot rather than
+ * copying them ahead in the freeze (copy_ahead.ts): where a snapshot is
+ * wanted (fork_snapshot.ts `forkSnapshotWanted`) and, below the copy
+ * ahead's {@link COPY_AHEAD_MAX_BYTES}, expected to be taken: the main
+ * thread under no seccomp filter (a snapshot is refused then), no shared
+ * memory resident (a shared area is not held by a snapshot), the memory
+ * cgroup with `room` for its copies. The snapshot's fork costs less of the
+ * freeze than the copy ahead's plan, pagemap look-ups and table
+ * (docs/PERFORMANCE.md, nineteenth pass, branch thr64: threads-64's seen
+ * freeze 0.049 -> 0.021 s with its writes deferred, load ~2).
+ */
+function snapshotFirst(
+  pid: number,
+  estimate: { bytes: number; mappings: number } | undefined,
+  room: number,
+): boolean {
+  if (!estimate || !forkSnapshotWanted(estimate.bytes, estimate.mappings)) return false;
+  if (estimate.bytes > COPY_AHEAD_MAX_BYTES) return true;
+  if (estimate.bytes > room) return false;
+  try {
+    const status = readStatus(pid);
+    // Shared memory resident: a shared area, which the snapshot would not hold (snapshotFits).
+    return status.seccomp === 0 && parseInt(status.fields.RssShmem ?? "0", 10) === 0;
+  } catch {
+    return false; // gone: the freeze finds out
+  }
 }
 
 /** Checkpoints process `pid` and its descendants into `opts.dir`. */
@@ -755,6 +786,16 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     // that the freeze's sessions only check their bytes (maps-10000: the search in the frozen
     // areas' executable lines took 2 to 3.3 ms of the freeze).
     if (!precopy && !helper) warmUpInjection(pid, listed);
+    // Memory for the copies fork snapshots may cause (fork_snapshot.ts), read before the freeze
+    // (and the rehearsal): each listed process's room (its memory cgroup's and the system's),
+    // shared by the tree's forks.
+    const snapshotRooms = new Map<number, number>();
+    if (opts.leaveRunning && !precopy && !parent) {
+      for (const p of listed ?? [pid]) snapshotRooms.set(p, memoryRoom(p));
+    }
+    // A fork snapshot rather than a copy ahead (snapshotFirst), decided before the rehearsal.
+    const preferSnapshot = opts.leaveRunning === true && !precopy && !parent &&
+      snapshotFirst(pid, estimate, snapshotRooms.get(pid) ?? 0);
     if (
       helper &&
       rehearseOnHelper(
@@ -764,19 +805,20 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         undefined,
         helper,
         listed,
-        snapshotRehearsed(pid, deferWrites, listed, estimate, opts.include?.mapping !== undefined),
-        deferWrites, // the copy ahead is made only with deferred writes
+        snapshotRehearsed(
+          pid,
+          deferWrites,
+          listed,
+          estimate,
+          opts.include?.mapping !== undefined,
+          preferSnapshot,
+        ),
+        deferWrites && !preferSnapshot, // the copy ahead is made only with deferred writes
       )
     ) {
       await warmUpFinalFreeze();
     }
     if (helper) warmLocksRead();
-    // Memory for the copies fork snapshots may cause (fork_snapshot.ts), read before the freeze:
-    // each listed process's room (its memory cgroup's and the system's), shared by the tree's forks.
-    const snapshotRooms = new Map<number, number>();
-    if (opts.leaveRunning && !precopy && !parent) {
-      for (const p of listed ?? [pid]) snapshotRooms.set(p, memoryRoom(p));
-    }
     // Before the freeze: the check's smaps walk must not hold a frozen mm's lock.
     const flagsCheck = await (vmFlagsCheck ?? startVmFlagsCheck(pid, listed, true));
     prepareFrozenMaps(flagsCheck); // parsed with the tree running; the freeze compares bytes
@@ -844,12 +886,11 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     const refusals = new Refusals(opts.optIns);
     // One process frozen once, its writes deferred: its page copy starts once its injected
     // calls are done, beside the rest of the collect (engine/dump/copy_ahead.ts).
-    // Beyond what the copy ahead reads (COPY_AHEAD_MAX_BYTES), a fork snapshot where one
-    // can be taken (fork_snapshot.ts) keeps the rest of the copy out of the freeze too.
+    // Where a fork snapshot is wanted and expected to be taken (snapshotFirst: beyond what
+    // the copy ahead reads, COPY_AHEAD_MAX_BYTES, or below it), it keeps the copy out of the
+    // freeze instead (fork_snapshot.ts).
     const copyAhead = deferWrites && !precopy && !parent && tree.processes.length === 1 &&
-      !opts.include?.mapping &&
-      !(opts.leaveRunning && estimate!.bytes > COPY_AHEAD_MAX_BYTES &&
-        forkSnapshotWanted(estimate!.bytes, estimate!.mappings));
+      !opts.include?.mapping && !preferSnapshot;
     // A fork snapshot of the process expected (fork_snapshot.ts): its pages are planned after the
     // thaw from the fork, and no page walk is started ahead (its mmap lock held would delay the
     // fork's). Its size as the estimate listed it, else its resident memory now.
