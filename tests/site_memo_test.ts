@@ -6,17 +6,21 @@
  * remembered instead). An injection session given the frozen areas takes
  * the pair found before (looked up in the areas: engine/dump/injected.ts),
  * the same as a search; a pair no longer in an executable area is not taken.
+ * The search before a dump's freeze takes the maps the dump's estimate has
+ * just counted (no read of its own; the count's bytes left for the VmFlags'
+ * check), and finds what it finds from a read of its own.
  */
 
 import assert from "node:assert/strict";
 import { findSafeSites, rememberedSites } from "../ffi/safe_inject.ts";
 import { InjectionSession } from "../engine/dump/injected.ts";
-import { readMaps } from "../engine/proc/maps.ts";
+import { countMappings, readMaps, takeCountedMaps } from "../engine/proc/maps.ts";
 import {
   addressIn,
   execAreas,
   findSafeSitesRemembered,
   placeOf,
+  siteMapsReads,
 } from "../engine/dump/site_memo.ts";
 import { recallSafeSites, rememberSafeSites } from "../engine/proc/vm_flags_memo.ts";
 import { startTarget, withTargets } from "./helpers/targets.ts";
@@ -110,4 +114,29 @@ Deno.test(
     const changed = areas.map((a, i) => i === at ? { ...a, perms: "rw-p" } : a);
     assert.notDeepEqual(new InjectionSession(t.pid, undefined, changed).safeSites, found);
   }),
+);
+
+Deno.test(
+  "site memo: the search takes the maps the estimate just counted, and finds the same sites",
+  withTargets(() =>
+    withFreshMemo(async () => {
+      const t = await startTarget("sleeper", ["600"]);
+      await t.waitFor(/^ready pid=/m);
+      const read = siteMapsReads.count;
+      const own = findSafeSitesRemembered(t.pid); // (no count: read by the search)
+      assert.ok(own);
+      assert.equal(siteMapsReads.count, read + 1);
+      assert.ok(countMappings(t.pid) > 0); // as the dump's estimate does (precopy_policy.ts)
+      const counted = findSafeSitesRemembered(t.pid);
+      assert.equal(siteMapsReads.count, read + 1, "no read of its own after a count");
+      assert.deepEqual(counted, own);
+      // The count is still there for the VmFlags' check (vm_flags.ts `bpfPays` takes it).
+      assert.ok(takeCountedMaps(t.pid, 60_000));
+      // Another process's count is not taken.
+      assert.ok(countMappings(Deno.pid) > 0);
+      assert.deepEqual(findSafeSitesRemembered(t.pid), own);
+      assert.equal(siteMapsReads.count, read + 2);
+      takeCountedMaps(Deno.pid, 60_000);
+    })
+  ),
 );

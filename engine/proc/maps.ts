@@ -802,7 +802,17 @@ let lastCounted: { pid: number; bytes: Uint8Array; at: number } | undefined;
  * 10,000 lines fewer.
  */
 export function takeCountedMaps(pid: number, maxAgeMs: number): Uint8Array | undefined {
-  const c = lastCounted;
+  const c = peekCountedMaps(pid, maxAgeMs);
   lastCounted = undefined;
+  return c;
+}
+
+/**
+ * {@link takeCountedMaps} without clearing them: for a reader that only
+ * looks (the dump's search for its injection sites before the freeze,
+ * engine/dump/site_memo.ts, whose finds are checked again at the freeze).
+ */
+export function peekCountedMaps(pid: number, maxAgeMs: number): Uint8Array | undefined {
+  const c = lastCounted;
   return c && c.pid === pid && performance.now() - c.at <= maxAgeMs ? c.bytes : undefined;
 }
