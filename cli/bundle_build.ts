@@ -284,7 +284,7 @@ export async function build(
  * (other source roots, such as other git worktrees, or other Deno versions)
  * beyond these, the least recently built first, are removed by the next build.
  */
-export const KEEP_OTHERS = 5;
+export const KEEP_OTHERS = 16;
 
 /** A cache entry of another key of the command: its files and when it was last built. */
 interface Entry {

@@ -462,7 +462,11 @@ backend b
       // A reload: the master re-executes itself and forks a new worker; the
       // old one keeps serving the open connection.
       Deno.kill(t.pid, "SIGUSR2");
-      await waitUntil("a new worker", () => childrenOf(t.pid).some((p) => p !== worker));
+      await waitUntil("a new worker", () => childrenOf(t.pid).some((p) => p !== worker))
+        .catch((e) => {
+          // What haproxy said (a failed re-execution or bind) makes a time-out explainable.
+          throw new Error(`${e.message}; children ${childrenOf(t.pid)}; haproxy:\n${t.output()}`);
+        });
       const next = childrenOf(t.pid).find((p) => p !== worker)!;
       const after = await Deno.connect({ hostname: "127.0.0.1", port });
       try {
