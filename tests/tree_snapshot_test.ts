@@ -10,7 +10,9 @@
  * and the children's images hold only what differs from the root's. A
  * process whose snapshot a fork would not hold (MADV_WIPEONFORK) is copied
  * frozen in the same freeze while the others are read from their
- * snapshots; with it the choice keeps the tree's pre-copy. A cryo killed
+ * snapshots; so is one whose fork failed. The forks are taken at once (all
+ * three in flight together). With a process a fork would not hold the
+ * choice keeps the tree's pre-copy. A cryo killed
  * once the third snapshot is taken leaves the tree running and every
  * snapshot dead.
  *
@@ -19,7 +21,7 @@
 
 import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
-import { forkSnapshotStats } from "../engine/dump/fork_snapshot.ts";
+import { forkSnapshotStats, snapshotsInFlight } from "../engine/dump/fork_snapshot.ts";
 import { snapshotChoiceStats, treeSnapshotRule } from "../engine/dump/snapshot_choice.ts";
 import { readImageFile } from "../engine/image/reader.ts";
 import { inheritShortcut } from "../engine/memory/inherit.ts";
@@ -153,8 +155,10 @@ Deno.test(
     const { made, reapFailed } = forkSnapshotStats;
     const { chosen, trees } = snapshotChoiceStats;
     const dir = await tempImageDir();
+    snapshotsInFlight.most = 0;
     const dump = await costly(() => checkpoint(t.pid, { dir, leaveRunning: true }));
     assert.equal(dump.stats.precopy, undefined, "no pre-copy");
+    assert.equal(snapshotsInFlight.most, 3, "the three forks run at once");
     assert.equal(snapshotChoiceStats.chosen, chosen + 1, "the snapshots chosen");
     assert.equal(snapshotChoiceStats.trees, trees + 1, "for a tree of several processes");
     assert.equal(forkSnapshotStats.made, made + 3, "one snapshot per process");
@@ -188,6 +192,26 @@ Deno.test(
     assert.equal(forkSnapshotStats.made, made + 2, "the root's and the first child's snapshots");
     for (const c of rt.children) assert.deepEqual(childrenOf(c), [], `child ${c}: no child left`);
     await originalThenRestored(rt, dir, checksOf(true));
+  }),
+);
+
+Deno.test(
+  "tree snapshot: a process whose fork fails while the others' run is copied frozen, exactly",
+  withTargets(async () => {
+    const rt = await startTree();
+    const { made } = forkSnapshotStats;
+    const dir = await tempImageDir();
+    snapshotsInFlight.refuse = rt.children[0];
+    let dump;
+    try {
+      dump = await checkpoint(rt.t.pid, { dir, leaveRunning: true, precopy: false });
+    } finally {
+      snapshotsInFlight.refuse = 0;
+    }
+    assert.equal(dump.stats.precopy, undefined);
+    assert.equal(forkSnapshotStats.made, made + 2, "the root's and the second child's snapshots");
+    for (const c of rt.children) assert.deepEqual(childrenOf(c), [], `child ${c}: no child left`);
+    await originalThenRestored(rt, dir, checksOf(false));
   }),
 );
 
