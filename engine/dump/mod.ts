@@ -134,7 +134,7 @@ import {
   unlockConnections,
 } from "../fds/tcp_lock.ts";
 import { inetQueueBytes } from "../fds/inet_plan.ts";
-import { planInheritance } from "../memory/inherit.ts";
+import { planInheritance, smapsAheadWorth, startSmapsReads } from "../memory/inherit.ts";
 import { planSharedTables } from "../task/shared_tables.ts";
 import {
   mapShmemPages,
@@ -832,6 +832,14 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     if (!precopy) startFrozenMapsAhead(flagsCheck); // beside the fds and statuses (vm_flags.ts)
     startStatusReads(pid, tree.processes[0].threads); // (nothing when started above)
     const locks = readLocksOffThread(); // its grace period passes while the tree is collected
+    // The large children's smaps for the inheritance check, read beside the collect (inherit.ts).
+    const smapsAhead = startSmapsReads(
+      tree.processes.slice(1).map((p) => p.pid).filter((p) => {
+        const own = estimate?.each[listed?.indexOf(p) ?? -1];
+        return own !== undefined && smapsAheadWorth(own.bytes, own.mappings);
+      }),
+    );
+    smapsAhead.catch(() => {}); // (never rejects: a failed read is left to the check)
     chain.onFrozen();
     // Keeps the pre-copied pages not written since, and removes the tracking (the walk
     // started by the collect once its injected calls are done).
@@ -1019,6 +1027,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     const inheritance = planInheritance(
       described.map((d) => ({ image: d.image, vmas: d.collected.vmas })),
       refusals,
+      await smapsAhead,
     );
     const checkRestorable = () =>
       compileTree(described.map((d) => d.image), {

@@ -38,7 +38,7 @@ import {
   PM,
   ZeroFrames,
 } from "../proc/pagemap.ts";
-import { readSmaps } from "../proc/smaps.ts";
+import { parseSmaps, readSmaps, type SmapsEntry } from "../proc/smaps.ts";
 import { NOT_INHERITED_FLAGS } from "./flags.ts";
 import { rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
@@ -150,7 +150,8 @@ function addPage(runs: PageSpan[], start: bigint, i: number): void {
  * ({@link comparePages}), `bySmaps` those settled from the child's smaps
  * ({@link unsharedBySmaps}), `smaps` false turns the latter off,
  * `smapsMinBytes` is its threshold; `pagemapPages` counts the pagemap
- * entries the check read (tests).
+ * entries the check read, `smapsAhead` the smaps texts it took from
+ * {@link startSmapsReads} (tests).
  */
 export const inheritShortcut = {
   exclusive: true,
@@ -159,7 +160,35 @@ export const inheritShortcut = {
   bySmaps: 0,
   smapsMinBytes: 32 * 1024 * 1024,
   pagemapPages: 0,
+  smapsAhead: 0,
 };
+
+/**
+ * Starts reading the smaps of each of `pids` (children of the frozen tree
+ * whose candidates may pass {@link unsharedBySmaps}'s threshold) on
+ * Deno's blocking threads, beside the rest of the collect; the texts (as
+ * of the freeze: the tree is frozen; an area the collect's injected calls
+ * split or merged meanwhile matches no candidate and is compared page by
+ * page) are handed to {@link planInheritance}. Undefined for a read that
+ * failed.
+ */
+export function startSmapsReads(pids: readonly number[]): Promise<Map<number, string>> {
+  if (!inheritShortcut.exclusive || !inheritShortcut.smaps || pids.length === 0) {
+    return Promise.resolve(new Map());
+  }
+  return Promise.all(
+    pids.map((pid) => Deno.readTextFile(`/proc/${pid}/smaps`).catch(() => undefined)),
+  ).then((texts) => {
+    const out = new Map<number, string>();
+    texts.forEach((t, i) => t && out.set(pids[i], t));
+    return out;
+  });
+}
+
+/** Whether a child of `bytes` resident and `mappings` mappings is worth {@link startSmapsReads}. */
+export function smapsAheadWorth(bytes: number, mappings: number): boolean {
+  return bytes >= inheritShortcut.smapsMinBytes && mappings <= SMAPS_MAX_MAPPINGS;
+}
 
 /**
  * Mappings beyond which a child's smaps is not read (its text grows with
@@ -180,7 +209,12 @@ const SMAPS_MAX_MAPPINGS = 512;
  * pass); empty when not read. Whatever smaps says, the images stay exact: a
  * mapping not kept is stored whole in the child.
  */
-function unsharedBySmaps(pid: number, areas: readonly Vma[], mappings: number): Set<bigint> {
+function unsharedBySmaps(
+  pid: number,
+  areas: readonly Vma[],
+  mappings: number,
+  ahead: string | undefined,
+): Set<bigint> {
   const out = new Set<bigint>();
   if (!inheritShortcut.exclusive || !inheritShortcut.smaps || mappings > SMAPS_MAX_MAPPINGS) {
     return out;
@@ -188,9 +222,10 @@ function unsharedBySmaps(pid: number, areas: readonly Vma[], mappings: number): 
   let bytes = 0;
   for (const a of areas) bytes += Number(a.end - a.start);
   if (bytes < inheritShortcut.smapsMinBytes) return out;
-  let smaps;
+  let smaps: SmapsEntry[];
   try {
-    smaps = readSmaps(pid);
+    if (ahead) inheritShortcut.smapsAhead++;
+    smaps = ahead ? parseSmaps(ahead, pid) : readSmaps(pid);
   } catch {
     return out; // the pagemap decides
   }
@@ -285,6 +320,8 @@ function vdsoLayout(image: ProcessImage): string {
 export function planInheritance(
   procs: readonly InheritanceInput[],
   refusals: Refusals,
+  /** Children's smaps texts read in this freeze ({@link startSmapsReads}), by pid. */
+  smapsAhead?: ReadonlyMap<number, string>,
 ): InheritancePlan {
   const byPid = new Map(procs.map((x) => [x.image.pid, x]));
   const parentOf = new Map<number, number>();
@@ -333,6 +370,7 @@ export function planInheritance(
       child.image.pid,
       candidates.map((k) => child.vmas[k]),
       child.image.mappings.length,
+      smapsAhead?.get(child.image.pid),
     );
     for (const k of candidates) {
       const m = child.image.mappings[k];
