@@ -169,8 +169,8 @@ export const inheritShortcut = {
  * Deno's blocking threads, beside the rest of the collect; the texts (as
  * of the freeze: the tree is frozen; an area the collect's injected calls
  * split or merged meanwhile matches no candidate and is compared page by
- * page) are handed to {@link planInheritance}. Undefined for a read that
- * failed.
+ * page) are handed to {@link planInheritance}, by pid (none for a read
+ * that failed: the check reads it itself).
  */
 export function startSmapsReads(pids: readonly number[]): Promise<Map<number, string>> {
   if (!inheritShortcut.exclusive || !inheritShortcut.smaps || pids.length === 0) {
