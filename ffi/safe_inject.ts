@@ -362,39 +362,70 @@ export class CrashSafeThread {
 
   /** Runs syscall `nr` in the thread; returns the raw result (-errno on failure). */
   call(nr: number, ...args: (number | bigint)[]): bigint {
+    this.begin(nr, ...args);
+    return this.finish();
+  }
+
+  /** The syscall {@link begin} started and the stops it took so far. */
+  #pending = { nr: -1, stops: 0 };
+
+  /**
+   * Starts syscall `nr` in the thread and returns once it entered it (let
+   * go past its entry stop: it runs meanwhile); {@link finish} awaits its
+   * result. Nothing else may be done with the thread in between.
+   */
+  begin(nr: number, ...args: (number | bigint)[]): void {
     setRegs(this.tid, syscallRegs(this.#orig, nr, args, this.#sites.call, this.#home));
     if (!this.#injected) setSigmask(this.tid, ALL_SIGNALS);
     this.#injected = true;
     this.#hook("inject-mid");
     this.#inSignalStop = false;
-    let entered = false;
-    for (let i = 0; i < MAX_STOPS; i++) {
+    const p = this.#pending = { nr, stops: 0 };
+    while (p.stops < MAX_STOPS) {
       resumeToSyscall(this.tid, 0);
-      const st = waitStop(this.tid);
-      if (st.event === 0 && st.signal === SYSGOOD_TRAP) {
-        if (!entered) {
-          entered = true;
-          continue;
-        }
+      p.stops++;
+      if (this.#syscallStop(waitStop(this.tid))) {
+        resumeToSyscall(this.tid, 0); // (its entry stop: the syscall runs)
+        return;
+      }
+    }
+    throw new InjectionError(`thread ${this.tid}: injected syscall ${nr} did not complete`);
+  }
+
+  /** The raw result (-errno on failure) of the syscall {@link begin} started. */
+  finish(): bigint {
+    const p = this.#pending;
+    while (p.stops < MAX_STOPS) {
+      p.stops++;
+      if (this.#syscallStop(waitStop(this.tid))) {
         const info = getSyscallInfo(this.tid);
         if (info.op !== 2 || info.ip !== this.#sites.call + 2n) {
           throw new InjectionError(
-            `thread ${this.tid}: injected syscall ${nr} stopped at 0x${
+            `thread ${this.tid}: injected syscall ${p.nr} stopped at 0x${
               info.ip.toString(16)
             } (op ${info.op})`,
           );
         }
         return info.rval;
       }
-      if (st.event === 0 && st.signal === 5) {
-        // A syscall stop without PTRACE_O_TRACESYSGOOD: a dead tracer would leave a SIGTRAP.
-        throw new InjectionError(`thread ${this.tid}: traced without PTRACE_O_TRACESYSGOOD`);
-      }
-      // Only SIGSTOP gets through the mask: taken now, sent again on close.
-      if (st.event === 0) this.stolen.push(st.signal);
-      // PTRACE_EVENT_STOP (a group stop, an interrupt): go on.
+      resumeToSyscall(this.tid, 0);
     }
-    throw new InjectionError(`thread ${this.tid}: injected syscall ${nr} did not complete`);
+    throw new InjectionError(`thread ${this.tid}: injected syscall ${p.nr} did not complete`);
+  }
+
+  /**
+   * Whether stop `st` is a syscall stop (entry or exit); other stops are
+   * noted (only SIGSTOP gets through the mask: taken now, sent again on
+   * close; PTRACE_EVENT_STOP, a group stop or an interrupt: nothing).
+   */
+  #syscallStop(st: ReturnType<typeof waitStop>): boolean {
+    if (st.event === 0 && st.signal === SYSGOOD_TRAP) return true;
+    if (st.event === 0 && st.signal === 5) {
+      // A syscall stop without PTRACE_O_TRACESYSGOOD: a dead tracer would leave a SIGTRAP.
+      throw new InjectionError(`thread ${this.tid}: traced without PTRACE_O_TRACESYSGOOD`);
+    }
+    if (st.event === 0) this.stolen.push(st.signal);
+    return false;
   }
 
   /** The `syscall; ret` its injected syscalls run at (a batch issues its stop's tgkill there). */

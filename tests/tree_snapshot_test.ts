@@ -10,7 +10,9 @@
  * and the children's images hold only what differs from the root's. A
  * process whose snapshot a fork would not hold (MADV_WIPEONFORK) is copied
  * frozen in the same freeze while the others are read from their
- * snapshots; with it the choice keeps the tree's pre-copy. A cryo killed
+ * snapshots; so is one whose fork failed. The forks are taken at once (all
+ * three in flight together). With a process a fork would not hold the
+ * choice keeps the tree's pre-copy. A cryo killed
  * once the third snapshot is taken leaves the tree running and every
  * snapshot dead.
  *
@@ -19,9 +21,10 @@
 
 import assert from "node:assert/strict";
 import { checkpoint } from "../engine/dump/mod.ts";
-import { forkSnapshotStats } from "../engine/dump/fork_snapshot.ts";
+import { forkSnapshotStats, snapshotsInFlight } from "../engine/dump/fork_snapshot.ts";
 import { snapshotChoiceStats, treeSnapshotRule } from "../engine/dump/snapshot_choice.ts";
 import { readImageFile } from "../engine/image/reader.ts";
+import { inheritShortcut } from "../engine/memory/inherit.ts";
 import { readPagemap } from "../engine/proc/pagemap.ts";
 import { restore } from "../engine/restore/mod.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
@@ -65,10 +68,13 @@ async function costly<T>(fn: () => Promise<T>, largest = 0): Promise<T> {
   }
 }
 
-/** rt_treesnap started with two children (adopted: killed at the end whatever happens). */
-async function startTree(wipe = false) {
+/**
+ * rt_treesnap started with two children (adopted: killed at the end whatever happens), in
+ * `mode` when given ("wipe", "own": see the target).
+ */
+async function startTree(mode?: "wipe" | "own") {
   const rt = await startTriggered("rt_treesnap", READY, {
-    extra: [String(REGION_MIB), "2", ...(wipe ? ["wipe"] : [])],
+    extra: [String(REGION_MIB), "2", ...(mode ? [mode] : [])],
     timeoutMs: 30000,
   });
   const children = rt.ready[2].split(",").map(Number);
@@ -149,8 +155,10 @@ Deno.test(
     const { made, reapFailed } = forkSnapshotStats;
     const { chosen, trees } = snapshotChoiceStats;
     const dir = await tempImageDir();
+    snapshotsInFlight.most = 0;
     const dump = await costly(() => checkpoint(t.pid, { dir, leaveRunning: true }));
     assert.equal(dump.stats.precopy, undefined, "no pre-copy");
+    assert.equal(snapshotsInFlight.most, 3, "the three forks run at once");
     assert.equal(snapshotChoiceStats.chosen, chosen + 1, "the snapshots chosen");
     assert.equal(snapshotChoiceStats.trees, trees + 1, "for a tree of several processes");
     assert.equal(forkSnapshotStats.made, made + 3, "one snapshot per process");
@@ -176,7 +184,7 @@ Deno.test(
 Deno.test(
   "tree snapshot: a process a fork would not hold (MADV_WIPEONFORK) is copied frozen beside the others' snapshots, exactly",
   withTargets(async () => {
-    const rt = await startTree(true);
+    const rt = await startTree("wipe");
     const { made } = forkSnapshotStats;
     const dir = await tempImageDir();
     const dump = await checkpoint(rt.t.pid, { dir, leaveRunning: true, precopy: false });
@@ -188,9 +196,29 @@ Deno.test(
 );
 
 Deno.test(
+  "tree snapshot: a process whose fork fails while the others' run is copied frozen, exactly",
+  withTargets(async () => {
+    const rt = await startTree();
+    const { made } = forkSnapshotStats;
+    const dir = await tempImageDir();
+    snapshotsInFlight.refuse = rt.children[0];
+    let dump;
+    try {
+      dump = await checkpoint(rt.t.pid, { dir, leaveRunning: true, precopy: false });
+    } finally {
+      snapshotsInFlight.refuse = 0;
+    }
+    assert.equal(dump.stats.precopy, undefined);
+    assert.equal(forkSnapshotStats.made, made + 2, "the root's and the second child's snapshots");
+    for (const c of rt.children) assert.deepEqual(childrenOf(c), [], `child ${c}: no child left`);
+    await originalThenRestored(rt, dir, checksOf(false));
+  }),
+);
+
+Deno.test(
   "tree snapshot: costly entry changes: a tree with a process whose snapshot is not expected keeps its pre-copy",
   withTargets(async () => {
-    const rt = await startTree(true);
+    const rt = await startTree("wipe");
     const { chosen } = snapshotChoiceStats;
     const { made } = forkSnapshotStats;
     const dir = await tempImageDir();
@@ -199,6 +227,71 @@ Deno.test(
     assert.equal(snapshotChoiceStats.chosen, chosen, "no snapshot chosen");
     assert.equal(forkSnapshotStats.made, made, "no snapshot taken");
     await originalThenRestored(rt, dir, checksOf(true));
+  }),
+);
+
+/** What inheritance decided in the images of `pids` in `dir`: inherited mappings and their pages. */
+async function inheritedIn(dir: string, pids: readonly number[]) {
+  const out = [];
+  for (const pid of pids) {
+    const p = (await readImageFile(`${dir}/${pid}.elf`)).process;
+    out.push({
+      pid,
+      inheritsMemory: p.inheritsMemory ?? false,
+      // Not the stack (the first dump's injected calls may touch a page below its red zone).
+      inherited: p.mappings.filter((m) => m.inherited && m.name !== "[stack]")
+        .map((m) => `${m.start}-${m.end} ${m.pages.length} ${m.discard?.length ?? 0}`),
+    });
+  }
+  return out;
+}
+
+Deno.test(
+  "tree snapshot: a child's region of its own at its parent's address is settled from its smaps (no pagemap read), the images those of the page comparison",
+  withTargets(async () => {
+    const rt = await startTree("own");
+    const { t, children, pages } = rt;
+    const pids = [t.pid, ...children];
+    const dump = async (smaps: boolean) => {
+      const dir = await tempImageDir();
+      const before = { ...inheritShortcut };
+      inheritShortcut.smaps = smaps;
+      try {
+        // Frozen once as the bench's tree is (the estimate lists each child's size).
+        const d = await costly(() => checkpoint(t.pid, { dir, leaveRunning: true, sync: false }));
+        assert.equal(d.stats.precopy, undefined);
+      } finally {
+        inheritShortcut.smaps = true;
+      }
+      return {
+        dir,
+        bySmaps: inheritShortcut.bySmaps - before.bySmaps,
+        smapsAhead: inheritShortcut.smapsAhead - before.smapsAhead,
+        pagemapPages: inheritShortcut.pagemapPages - before.pagemapPages,
+      };
+    };
+    const fast = await dump(true);
+    const full = await dump(false);
+    // The premise: without the shortcut each child's region is read from its pagemap.
+    assert.equal(full.bySmaps, 0);
+    assert.ok(full.pagemapPages >= 2 * pages, `${full.pagemapPages} pagemap entries read`);
+    assert.ok(fast.bySmaps >= 2, `${fast.bySmaps} mappings settled from smaps`);
+    assert.ok(fast.pagemapPages < pages / 4, `${fast.pagemapPages} pagemap entries read`);
+    assert.equal(fast.smapsAhead, 2, "each child's smaps read beside the collect");
+    assert.deepEqual(await inheritedIn(fast.dir, pids), await inheritedIn(full.dir, pids));
+    for (const c of children) {
+      const bytes = await savedBytes(fast.dir, c);
+      assert.ok(bytes >= pages * PAGE, `child ${c}: its region stored (${bytes} bytes)`);
+    }
+    await Deno.writeTextFile(rt.trigger, "");
+    assertChecksPassed(t, checksOf(false), await t.wait(30000), { what: "original" });
+    await Deno.remove(rt.trigger);
+    const tree = await restore(fast.dir);
+    t.resetAfterRestore();
+    for (const pid of tree.pids) if (pid !== t.pid) adoptPid(pid);
+    await Deno.writeTextFile(rt.trigger, "");
+    assertChecksPassed(t, checksOf(false), await t.wait(30000), { run: 2, what: "restored" });
+    await Deno.remove(full.dir, { recursive: true });
   }),
 );
 

@@ -289,6 +289,33 @@ export class InjectionSession {
   }
 
   /**
+   * Starts syscall `nr` in thread `tid` and returns while it runs (past
+   * its entry): {@link callFinish} gives its result, and must be called
+   * before any other use of the session. False, nothing started, where the
+   * thread is not open to crash-safe injection (then {@link call} it):
+   * several processes' sessions run their calls at once this way
+   * (fork_snapshot.ts `takeSnapshots`).
+   */
+  callBegin(tid: number, nr: number, ...args: (number | bigint)[]): boolean {
+    if (this.#batchPage && this.#batchPage.owner.tid !== tid) this.endBatches();
+    pausePoint("inject");
+    const t = this.#thread(tid);
+    if (!t) return false;
+    this.#guard(tid, [{ nr, args }]);
+    if (this.#current !== t) {
+      this.#current?.close();
+      this.#current = t;
+    }
+    t.begin(nr, ...args);
+    return true;
+  }
+
+  /** The raw result (-errno on failure) of the call {@link callBegin} started in `tid`. */
+  callFinish(tid: number): bigint {
+    return this.#threads.get(tid)!.finish();
+  }
+
+  /**
    * Runs `fn` (injected syscalls in thread `tid` that make a change) such
    * that a cryo killed meanwhile leaves the thread to run syscall `undo`
    * (`args`) first when it goes on; then runs `undo` itself. `undo` must be

@@ -134,7 +134,7 @@ import {
   unlockConnections,
 } from "../fds/tcp_lock.ts";
 import { inetQueueBytes } from "../fds/inet_plan.ts";
-import { planInheritance } from "../memory/inherit.ts";
+import { planInheritance, smapsAheadWorth, startSmapsReads } from "../memory/inherit.ts";
 import { planSharedTables } from "../task/shared_tables.ts";
 import {
   mapShmemPages,
@@ -168,7 +168,7 @@ import {
   killSnapshot,
   memoryRoom,
   snapshotFits,
-  takeSnapshot,
+  takeSnapshots,
 } from "./fork_snapshot.ts";
 import { snapshotInsteadOfPrecopy } from "./snapshot_choice.ts";
 
@@ -832,6 +832,14 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     if (!precopy) startFrozenMapsAhead(flagsCheck); // beside the fds and statuses (vm_flags.ts)
     startStatusReads(pid, tree.processes[0].threads); // (nothing when started above)
     const locks = readLocksOffThread(); // its grace period passes while the tree is collected
+    // The large children's smaps for the inheritance check, read beside the collect (inherit.ts).
+    const smapsAhead = startSmapsReads(
+      tree.processes.slice(1).map((p) => p.pid).filter((p) => {
+        const own = estimate?.each[listed?.indexOf(p) ?? -1];
+        return own !== undefined && smapsAheadWorth(own.bytes, own.mappings);
+      }),
+    );
+    smapsAhead.catch(() => {}); // (never rejects: a failed read is left to the check)
     chain.onFrozen();
     // Keeps the pre-copied pages not written since, and removes the tracking (the walk
     // started by the collect once its injected calls are done).
@@ -1019,6 +1027,7 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     const inheritance = planInheritance(
       described.map((d) => ({ image: d.image, vmas: d.collected.vmas })),
       refusals,
+      await smapsAhead,
     );
     const checkRestorable = () =>
       compileTree(described.map((d) => d.image), {
@@ -1047,6 +1056,13 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
     let forkedBytes = 0;
     /** The copies run after the thaw: from forks, or of buffers all read ahead in the freeze. */
     const copiesAfterThaw: (() => Promise<void>)[] = [];
+    /** The processes to fork, all at once after the loop (fork_snapshot.ts `takeSnapshots`). */
+    const forking: {
+      pid: number;
+      areas: Parameters<typeof takeSnapshots>[0][number]["areas"];
+      took: (snap: ForkSnapshot) => void;
+      frozenCopy: () => Promise<void>;
+    }[] = [];
     for (const { p, collected, image } of described) {
       const path = `${tmp}/${p.pid}.elf`;
       let pre = precopy?.processes.get(p.pid);
@@ -1109,15 +1125,14 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         ? policies.map((x, k) => inheritance.runs(p.pid, k)?.length === 0 ? "none" : x)
         : policies;
       const room = (snapshotRooms.get(p.pid) ?? snapshotRooms.get(pid) ?? 0) - forkedBytes;
-      const snap = resident > 0 && forkSnapshotWanted(resident, image.mappings.length) &&
-          !image.threads.some((t) => t.seccomp?.mode) &&
-          resident <= room && snapshotFits(image.mappings, readPolicies)
-        ? takeSnapshot(p.pid, collected.vmas) // (the areas: no maps text read for the sites)
-        : undefined;
-      if (snap) {
-        forks.push(snap);
-        forkedBytes += resident;
-      } else writer ??= await makeWriter();
+      // Its fork is taken after this loop, with the other processes' (`forking`): until then
+      // `snap` is unknown; a fork that could not be taken is copied frozen there.
+      const forked = resident > 0 && forkSnapshotWanted(resident, image.mappings.length) &&
+        !image.threads.some((t) => t.seccomp?.mode) &&
+        resident <= room && snapshotFits(image.mappings, readPolicies);
+      let snap: ForkSnapshot | undefined;
+      if (forked) forkedBytes += resident; // (its room counted taken even if the fork fails)
+      else writer ??= await makeWriter();
       const planOf = (from: number) =>
         ahead?.plan ?? planPages(
           from,
@@ -1153,12 +1168,12 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         streamers.push(streamer);
         if (held.entry) Object.assign(held.entry, { writer: w, streamer, deferred });
       };
-      if (!snap) prepare(planOf(p.pid));
+      if (!forked) prepare(planOf(p.pid));
       opts.onEvent?.({
         type: "process",
         pid: p.pid,
         mappings: collected.vmas.length,
-        bytesToSave: snap ? resident : total,
+        bytesToSave: forked ? resident : total,
       });
       let done = 0, told = -1;
       let runsToPages = () => {};
@@ -1183,15 +1198,35 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       };
       // Every page read ahead, in the freeze (copy_ahead.ts `readAll`: nothing left for the
       // streamer to read from the process): their writes, sums and records after the thaw.
-      if (snap) {
-        copiesAfterThaw.push(async () => {
-          try {
+      if (forked) {
+        forking.push({
+          pid: p.pid,
+          areas: collected.vmas, // (the areas: no maps text read for the sites)
+          took: (s) => {
+            snap = s;
+            copiesAfterThaw.push(async () => {
+              try {
+                writer = await makeWriter();
+                prepare(planOf(s.pid)); // the fork's page tables: the target's as of the freeze
+                await copy();
+              } finally {
+                killSnapshot(s); // (its exit runs beside the next copy and the notes)
+              }
+            });
+          },
+          // No fork: copied frozen, as the `leaveRunning` branch below.
+          frozenCopy: async () => {
             writer = await makeWriter();
-            prepare(planOf(snap.pid)); // the fork's page tables: the target's as of the freeze
-            await copy();
-          } finally {
-            killSnapshot(snap); // (its exit runs beside the next copy and the notes)
-          }
+            prepare(planOf(p.pid));
+            streamer.viaMemFile = true;
+            using pagemap = new PagemapReader(p.pid);
+            streamer.pinCheck = pagemap;
+            try {
+              await copy();
+            } finally {
+              streamer.pinCheck = undefined;
+            }
+          },
         });
       } else if (ahead && deferred && opts.leaveRunning && ahead.readAll()) {
         streamer.noReads = true;
@@ -1220,6 +1255,15 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       };
       pending.push(held.entry);
       images.push(image);
+    }
+    // The tree's forks together: each one's page table copy overlaps the others'.
+    const taken = takeSnapshots(forking);
+    for (const [i, f] of forking.entries()) {
+      const snap = taken[i];
+      if (snap) {
+        forks.push(snap);
+        f.took(snap);
+      } else await f.frozenCopy();
     }
     // Pages taken from a pre-copy read nothing now: make sure no process died meanwhile.
     const died = await goneProcesses(tree, undefined);

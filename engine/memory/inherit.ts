@@ -38,6 +38,7 @@ import {
   PM,
   ZeroFrames,
 } from "../proc/pagemap.ts";
+import { parseSmaps, readSmaps, type SmapsEntry } from "../proc/smaps.ts";
 import { NOT_INHERITED_FLAGS } from "./flags.ts";
 import { rawSyscall } from "../../ffi/libc.ts";
 import { SYS } from "../../ffi/sysno.ts";
@@ -143,11 +144,101 @@ function addPage(runs: PageSpan[], start: bigint, i: number): void {
 }
 
 /**
- * The page comparison's shortcut ({@link comparePages}): `exclusive` false
- * reads and compares every page (tests compare both); `taken` counts the
- * mappings it settled.
+ * The page comparison's shortcuts: `exclusive` false reads and compares
+ * every page (tests compare both; the smaps shortcut is off then too);
+ * `taken` counts the mappings the exclusive-page shortcut settled
+ * ({@link comparePages}), `bySmaps` those settled from the child's smaps
+ * ({@link unsharedBySmaps}), `smaps` false turns the latter off,
+ * `smapsMinBytes` is its threshold; `pagemapPages` counts the pagemap
+ * entries the check read, `smapsAhead` the smaps texts it took from
+ * {@link startSmapsReads} (tests).
  */
-export const inheritShortcut = { exclusive: true, taken: 0 };
+export const inheritShortcut = {
+  exclusive: true,
+  taken: 0,
+  smaps: true,
+  bySmaps: 0,
+  smapsMinBytes: 32 * 1024 * 1024,
+  pagemapPages: 0,
+  smapsAhead: 0,
+};
+
+/**
+ * Starts reading the smaps of each of `pids` (children of the frozen tree
+ * whose candidates may pass {@link unsharedBySmaps}'s threshold) on
+ * Deno's blocking threads, beside the rest of the collect; the texts (as
+ * of the freeze: the tree is frozen; an area the collect's injected calls
+ * split or merged meanwhile matches no candidate and is compared page by
+ * page) are handed to {@link planInheritance}, by pid (none for a read
+ * that failed: the check reads it itself).
+ */
+export function startSmapsReads(pids: readonly number[]): Promise<Map<number, string>> {
+  if (!inheritShortcut.exclusive || !inheritShortcut.smaps || pids.length === 0) {
+    return Promise.resolve(new Map());
+  }
+  return Promise.all(
+    pids.map((pid) => Deno.readTextFile(`/proc/${pid}/smaps`).catch(() => undefined)),
+  ).then((texts) => {
+    const out = new Map<number, string>();
+    texts.forEach((t, i) => t && out.set(pids[i], t));
+    return out;
+  });
+}
+
+/** Whether a child of `bytes` resident and `mappings` mappings is worth {@link startSmapsReads}. */
+export function smapsAheadWorth(bytes: number, mappings: number): boolean {
+  return bytes >= inheritShortcut.smapsMinBytes && mappings <= SMAPS_MAX_MAPPINGS;
+}
+
+/**
+ * Mappings beyond which a child's smaps is not read (its text grows with
+ * every mapping; the pagemap read only with the candidates' pages).
+ */
+const SMAPS_MAX_MAPPINGS = 512;
+
+/**
+ * The start addresses of the child's mappings (among `areas`, its
+ * candidate private ones) of which smaps counts no page mapped by another
+ * mm (Shared_Clean, Shared_Dirty, Shared_Hugetlb 0) and none swapped (Swap
+ * 0): none of their frames can be the parent's (the parent mapping one
+ * makes its map count 2), so the page comparison would count 0 shared and
+ * keep none of them. Read when the candidates hold at least
+ * `inheritShortcut.smapsMinBytes` (one smaps read of the whole process
+ * against their pagemap: 512 MiB's pagemap 15 to 22 ms read and 2 to 8 ms
+ * looped, the process's smaps 7 to 10 ms, docs/PERFORMANCE.md nineteenth
+ * pass); empty when not read. Whatever smaps says, the images stay exact: a
+ * mapping not kept is stored whole in the child.
+ */
+function unsharedBySmaps(
+  pid: number,
+  areas: readonly Vma[],
+  mappings: number,
+  ahead: string | undefined,
+): Set<bigint> {
+  const out = new Set<bigint>();
+  if (!inheritShortcut.exclusive || !inheritShortcut.smaps || mappings > SMAPS_MAX_MAPPINGS) {
+    return out;
+  }
+  let bytes = 0;
+  for (const a of areas) bytes += Number(a.end - a.start);
+  if (bytes < inheritShortcut.smapsMinBytes) return out;
+  let smaps: SmapsEntry[];
+  try {
+    if (ahead) inheritShortcut.smapsAhead++;
+    smaps = ahead ? parseSmaps(ahead, pid) : readSmaps(pid);
+  } catch {
+    return out; // the pagemap decides
+  }
+  const wanted = new Map(areas.map((a) => [a.start, a.end]));
+  for (const e of smaps) {
+    if (wanted.get(e.start) !== e.end) continue;
+    const z = e.sizes;
+    if (
+      (z.Shared_Clean ?? 1) + (z.Shared_Dirty ?? 1) + (z.Shared_Hugetlb ?? 0) + (z.Swap ?? 1) === 0
+    ) out.add(e.start);
+  }
+  return out;
+}
 
 /**
  * Whether every page entry `e` holds data for is present and mapped by this
@@ -180,6 +271,7 @@ function comparePages(
   zero: ZeroFrames,
 ): { shared: number; runs: PageSpan[]; discard: PageSpan[] } {
   const c = child.read(start, end);
+  inheritShortcut.pagemapPages += c.length;
   // No stored page of the child is mapped by another mm: none is shared, the
   // loop below would count 0, and the parent's entries need not be read (a
   // 512 MiB mapping: ~8 ms of pagemap read and the loop, in the freeze).
@@ -188,6 +280,7 @@ function comparePages(
     return { shared: 0, runs: [], discard: [] };
   }
   const p = parent.read(start, end);
+  inheritShortcut.pagemapPages += p.length;
   const runs: PageSpan[] = [];
   const discard: PageSpan[] = [];
   let shared = 0;
@@ -227,6 +320,8 @@ function vdsoLayout(image: ProcessImage): string {
 export function planInheritance(
   procs: readonly InheritanceInput[],
   refusals: Refusals,
+  /** Children's smaps texts read in this freeze ({@link startSmapsReads}), by pid. */
+  smapsAhead?: ReadonlyMap<number, string>,
 ): InheritancePlan {
   const byPid = new Map(procs.map((x) => [x.image.pid, x]));
   const parentOf = new Map<number, number>();
@@ -259,6 +354,7 @@ export function planInheritance(
     using cr = openPagemap(child.image.pid);
     using pr = openPagemap(parent.image.pid);
     using zero = new ZeroFrames();
+    const candidates: number[] = [];
     child.image.mappings.forEach((m, k) => {
       if (m.kind !== "anon" && m.kind !== "anon-shared" && m.kind !== "file-private") return;
       const j = containing(parent.image.mappings, BigInt(m.start));
@@ -268,12 +364,26 @@ export function planInheritance(
         kept.set(k, { runs: [], discard: [] });
         return;
       }
+      candidates.push(k);
+    });
+    const unshared = unsharedBySmaps(
+      child.image.pid,
+      candidates.map((k) => child.vmas[k]),
+      child.image.mappings.length,
+      smapsAhead?.get(child.image.pid),
+    );
+    for (const k of candidates) {
+      const m = child.image.mappings[k];
+      if (unshared.has(child.vmas[k].start)) {
+        inheritShortcut.bySmaps++;
+        continue;
+      }
       const cmp = comparePages(cr, pr, BigInt(m.start), BigInt(m.end), zero);
-      if (cmp.shared === 0) return;
+      if (cmp.shared === 0) continue;
       sharedBytes += cmp.shared * PAGE;
       sharedOf.set(child.image.pid, (sharedOf.get(child.image.pid) ?? 0) + cmp.shared * PAGE);
       kept.set(k, cmp);
-    });
+    }
     if (kept.size === 0 && !sharer) continue;
     child.image.inheritsMemory = true;
     const runs = new Map<number, PageSpan[]>();

@@ -14,6 +14,9 @@
  *
  * With "wipe", the last child also maps 1 MiB with MADV_WIPEONFORK (a fork
  * would not copy it: that child's snapshot is refused), written once.
+ * With "own", each child maps a region of its own over its copy right after
+ * the fork (the same address as the root's, as the bench's tree: nothing
+ * shared) and writes every page (generation 1); no "shared" check.
  *
  * Once the trigger file exists (checked every 64 writes), each process
  * checks (the children's names start with "child<i>-"):
@@ -26,7 +29,7 @@
  * A child exits with its failure count; the root reports each child's exit
  * ("children"), then PASS or FAIL.
  *
- * usage: rt_treesnap <trigger> <mib> <children> [wipe]
+ * usage: rt_treesnap <trigger> <mib> <children> [wipe|own]
  * Prints "ready pid=P children=C1,C2,... region=0x... pages=N".
  */
 #define _GNU_SOURCE
@@ -66,11 +69,12 @@ static char prefix[32];
   } while (0)
 
 int main(int argc, char **argv) {
-  need_args(argc, 3, "rt_treesnap <trigger> <mib> <children> [wipe]");
+  need_args(argc, 3, "rt_treesnap <trigger> <mib> <children> [wipe|own]");
   const char *trigger = argv[1];
   size_t pages = (size_t)atol(argv[2]) * 256u, half = pages / 2;
   int nchildren = atoi(argv[3]);
   int wipe_mode = argc > 4 && strcmp(argv[4], "wipe") == 0;
+  int own_mode = argc > 4 && strcmp(argv[4], "own") == 0;
   if (nchildren < 1 || nchildren > MAX_CHILDREN) die_err("children", EINVAL);
   uint64_t *base = mmap(NULL, pages * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
                         -1, 0);
@@ -97,6 +101,17 @@ int main(int argc, char **argv) {
     kids[i - 1] = c;
   }
   if (me) snprintf(prefix, sizeof prefix, "child%d-", me);
+  if (own_mode && me) {
+    if (mmap(base, pages * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
+             -1, 0) != base) {
+      die("mmap own");
+    }
+    if (madvise(base, pages * PAGE, MADV_NOHUGEPAGE) != 0) die("madvise own");
+    for (size_t p = 0; p < pages; p++) {
+      gen[p] = 1;
+      fill(base + p * WORDS, p, 1, 0);
+    }
+  }
   uint64_t salt = (uint64_t)me * 0x5851f42d4c957f2dull + 7;
   for (size_t p = 0; p < half; p++) fill(base + p * WORDS, p, ++gen[p], salt);
   uint8_t *wipe = NULL;
@@ -161,6 +176,7 @@ int main(int argc, char **argv) {
   for (size_t i = 0; i < pages - half; i++) {
     if ((entries[i] & PM_PRESENT) == 0 || (entries[i] & PM_EXCLUSIVE) != 0) own++;
   }
+  if (own_mode) own = 0; /* nothing shared on purpose */
   CHECK("shared", own == 0, "%ld of %zu pages of the second half not shared", own, pages - half);
   CHECK("writes", writes > 0, "no page written");
   for (size_t p = 0; p < half; p++) fill(base + p * WORDS, p, ++gen[p], salt);
