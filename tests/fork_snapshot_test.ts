@@ -44,6 +44,7 @@ import { pathExists } from "./helpers/fs.ts";
 import { SIGKILL } from "./helpers/signals.ts";
 import { MEMFLAGS_CHECKS, MEMFLAGS_READY } from "./helpers/memflags.ts";
 import { cgroupDirOf } from "../engine/task/placement.ts";
+import { withEnv } from "./helpers/env.ts";
 
 /** The children of every thread of `pid` (/proc/<pid>/task/<tid>/children). */
 function childrenOf(pid: number): number[] {
@@ -71,13 +72,8 @@ function exitCodeOf(pid: number): string {
 }
 
 /** Runs `fn` with CRYO_FORK_SNAPSHOT=1. */
-async function withSnapshots<T>(fn: () => Promise<T>): Promise<T> {
-  Deno.env.set("CRYO_FORK_SNAPSHOT", "1");
-  try {
-    return await fn();
-  } finally {
-    Deno.env.delete("CRYO_FORK_SNAPSHOT");
-  }
+function withSnapshots<T>(fn: () => Promise<T>): Promise<T> {
+  return withEnv("CRYO_FORK_SNAPSHOT", "1", fn);
 }
 
 Deno.test(
@@ -288,13 +284,8 @@ Deno.test(
 );
 
 /** Runs `fn` with `CRYO_COPY_LANES=native`: the page writes deferred, a copy ahead possible. */
-async function withDeferredWrites<T>(fn: () => Promise<T>): Promise<T> {
-  Deno.env.set("CRYO_COPY_LANES", "native");
-  try {
-    return await fn();
-  } finally {
-    Deno.env.delete("CRYO_COPY_LANES");
-  }
+function withDeferredWrites<T>(fn: () => Promise<T>): Promise<T> {
+  return withEnv("CRYO_COPY_LANES", "native", fn);
 }
 
 Deno.test(

@@ -1196,6 +1196,20 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         await streamer.finish();
         dropCopyAhead(); // (its buffers not taken back to the pool)
       };
+      /**
+       * The copy in the freeze of a process that runs on after it: no pinning read of a page
+       * it shares copy-on-write (memory.ts `pinCheck`), which would leave it a copy of that page.
+       */
+      const copyLeftRunning = async () => {
+        streamer.viaMemFile = true;
+        using pagemap = new PagemapReader(p.pid);
+        streamer.pinCheck = pagemap;
+        try {
+          await copy();
+        } finally {
+          streamer.pinCheck = undefined;
+        }
+      };
       // Every page read ahead, in the freeze (copy_ahead.ts `readAll`: nothing left for the
       // streamer to read from the process): their writes, sums and records after the thaw.
       if (forked) {
@@ -1218,31 +1232,14 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
           frozenCopy: async () => {
             writer = await makeWriter();
             prepare(planOf(p.pid));
-            streamer.viaMemFile = true;
-            using pagemap = new PagemapReader(p.pid);
-            streamer.pinCheck = pagemap;
-            try {
-              await copy();
-            } finally {
-              streamer.pinCheck = undefined;
-            }
+            await copyLeftRunning();
           },
         });
       } else if (ahead && deferred && opts.leaveRunning && ahead.readAll()) {
         streamer.noReads = true;
         copiesAfterThaw.push(copy);
-      } else if (opts.leaveRunning) {
-        // The process runs on: no pinning read of a page it shares copy-on-write (memory.ts
-        // `pinCheck`), which would leave it a copy of that page.
-        streamer.viaMemFile = true;
-        using pagemap = new PagemapReader(p.pid);
-        streamer.pinCheck = pagemap;
-        try {
-          await copy();
-        } finally {
-          streamer.pinCheck = undefined;
-        }
-      } else await copy();
+      } else if (opts.leaveRunning) await copyLeftRunning();
+      else await copy();
       held.entry = {
         writer: writer!, // (from a snapshot: made after the thaw, set by prepare)
         image,
