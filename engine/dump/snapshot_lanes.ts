@@ -36,8 +36,13 @@ export function snapshotLanesWanted(bytes: number, minBytes = SNAPSHOT_LANES_MIN
   return nativeLaneAvailable();
 }
 
-/** Below this many bytes a snapshot is copied by cryo's thread (the tables' set-up, ~1 ms). */
-export const SNAPSHOT_LANES_MIN_BYTES = 16 << 20;
+/**
+ * Below this many bytes a snapshot is copied by cryo's thread: at 16 to
+ * 40 MiB (threads-64, maps-10000, anon-64MiB) the tables gained nothing
+ * measurable and cost 0.01 to 0.02 s of CPU and 3 MiB of RSS
+ * (docs/PERFORMANCE.md, nineteenth pass, branch big512).
+ */
+export const SNAPSHOT_LANES_MIN_BYTES = 256 << 20;
 
 /**
  * A {@link PageWriter} that reads nothing: the streamer's pieces are
