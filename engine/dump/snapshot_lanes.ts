@@ -18,6 +18,7 @@
 import { CRC_BLOCK } from "./memory.ts";
 import { PAGE_BUFFER_BYTES, type PageWriter } from "./page_writer.ts";
 import { nativeLaneAvailable, NativeLaneCopy } from "./native_lane.ts";
+import { lanesAvailable } from "./copy_lanes.ts";
 import type { CopyJob } from "./precopy_copy.ts";
 import type { Vma } from "./vmas.ts";
 
@@ -25,15 +26,17 @@ import type { Vma } from "./vmas.ts";
 export const snapshotLaneStats = { copies: 0 };
 
 /**
- * Whether a snapshot's copy of `bytes` runs on the tables: they run here
- * and it is at least `minBytes` (`CRYO_SNAPSHOT_LANES=0` never, `=1` from
- * any size).
+ * Whether a snapshot's copy of `bytes` runs on the tables: they run here,
+ * it is at least `minBytes` and a second CPU is likely idle
+ * (copy_lanes.ts `lanesAvailable`: on a busy machine the second table only
+ * adds its share of CPU to what the other processes wait for)
+ * (`CRYO_SNAPSHOT_LANES=0` never, `=1` at any size and load).
  */
 export function snapshotLanesWanted(bytes: number, minBytes = SNAPSHOT_LANES_MIN_BYTES): boolean {
   const env = Deno.env.get("CRYO_SNAPSHOT_LANES");
-  if (env === "0") return false;
-  if (env !== "1" && bytes < minBytes) return false;
-  return nativeLaneAvailable();
+  if (env === "0" || !nativeLaneAvailable()) return false;
+  if (env === "1") return true;
+  return bytes >= minBytes && lanesAvailable();
 }
 
 /**
