@@ -28,6 +28,7 @@ import {
   snapshotFits,
 } from "../engine/dump/fork_snapshot.ts";
 import type { Mapping } from "../engine/model.ts";
+import { snapshotLaneStats } from "../engine/dump/snapshot_lanes.ts";
 import { sessionSites } from "../engine/dump/injected.ts";
 import { restore } from "../engine/restore/mod.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
@@ -77,23 +78,53 @@ function withSnapshots<T>(fn: () => Promise<T>): Promise<T> {
 }
 
 Deno.test(
-  "fork snapshot: a process writing its memory is saved as of the freeze, and left with no child",
+  "fork snapshot: a process writing its memory is saved as of the freeze (copied by syscall tables on two threads), and left with no child",
   withTargets(async () => {
     const { t, trigger } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
       extra: ["16"],
     });
     const dir = await tempImageDir();
     const { made, reapFailed } = forkSnapshotStats;
-    const dump = await withSnapshots(() =>
-      checkpoint(t.pid, { dir, leaveRunning: true, precopy: false })
-    );
+    const { copies } = snapshotLaneStats;
+    // The syscall tables' copy (snapshot_lanes.ts) at this size too (by default from 256 MiB).
+    Deno.env.set("CRYO_SNAPSHOT_LANES", "1");
+    let dump;
+    try {
+      dump = await withSnapshots(() =>
+        checkpoint(t.pid, { dir, leaveRunning: true, precopy: false })
+      );
+    } finally {
+      Deno.env.delete("CRYO_SNAPSHOT_LANES");
+    }
     assert.equal(forkSnapshotStats.made, made + 1, "the pages came from a snapshot");
     assert.equal(forkSnapshotStats.reapFailed, reapFailed, "reaped in the target");
     assert.ok(dump.stats.pagesBytes >= 16 << 20, `${dump.stats.pagesBytes} bytes saved`);
+    assert.equal(snapshotLaneStats.copies, copies + 1, "copied by the syscall tables");
     assert.deepEqual(childrenOf(t.pid), [], "no child or zombie left in the target");
     const status = Deno.readTextFileSync(`/proc/${t.pid}/status`);
     assert.match(status, /^SigPnd:\s+0+$/m, "no signal left pending in the target");
     assert.match(status, /^ShdPnd:\s+0+$/m, "no signal left pending in the target");
+    await assertOriginalThenRestored(t, trigger, dir);
+  }),
+);
+
+Deno.test(
+  "fork snapshot: with CRYO_SNAPSHOT_LANES=0 the pages are copied by cryo's thread, exactly",
+  withTargets(async () => {
+    const { t, trigger } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
+      extra: ["24"],
+    });
+    const dir = await tempImageDir();
+    const { made } = forkSnapshotStats;
+    const { copies } = snapshotLaneStats;
+    Deno.env.set("CRYO_SNAPSHOT_LANES", "0");
+    try {
+      await withSnapshots(() => checkpoint(t.pid, { dir, leaveRunning: true, precopy: false }));
+    } finally {
+      Deno.env.delete("CRYO_SNAPSHOT_LANES");
+    }
+    assert.equal(forkSnapshotStats.made, made + 1, "the pages came from a snapshot");
+    assert.equal(snapshotLaneStats.copies, copies, "not copied by the tables");
     await assertOriginalThenRestored(t, trigger, dir);
   }),
 );

@@ -87,6 +87,16 @@ export class MemoryStreamer {
    */
   viaMemFile = false;
   /**
+   * When set, no run is read here: each piece is handed to this function
+   * with the file offset its bytes go to (in file order, back to back), and
+   * the writer reads and writes them later (engine/dump/snapshot_lanes.ts:
+   * a fork snapshot's pages copied by syscall tables on two threads). The
+   * writer must then sum its submits (`sumsSubmits`).
+   */
+  deferReads?: (vma: Vma, addr: number, length: number, fileOffset: number) => void;
+  /** The mapping of the run being saved (for {@link deferReads}). */
+  #vma: Vma | undefined;
+  /**
    * The process's pagemap, for a process that runs on after the dump: each
    * run is then read with process_vm_readv only where its pages are present
    * and mapped by this process alone (pagemap bits 63 and 56), through
@@ -156,6 +166,7 @@ export class MemoryStreamer {
     onBytes?: (n: number) => void,
   ): PageRun[] {
     const out: PageRun[] = [];
+    this.#vma = vma;
     for (const run of runs) {
       const addr = run.addr;
       out.push({
@@ -181,6 +192,7 @@ export class MemoryStreamer {
    */
   saveRun(vma: Vma, addr: number, length: number, onBytes?: (n: number) => void): number {
     const at = this.#offset;
+    this.#vma = vma;
     if (this.pinCheck && vma.perms[0] === "r") this.#saveChecked(addr, length, onBytes);
     else this.#save(addr, length, vma.perms[0] === "r" && !this.viaMemFile, onBytes);
     return at;
@@ -210,7 +222,8 @@ export class MemoryStreamer {
     for (let done = 0; done < length;) {
       this.#buffer ??= this.#acquire();
       const n = Math.min(this.#out.size - this.#fill, length - done);
-      if (readable) {
+      if (this.deferReads) this.deferReads(this.#vma!, Number(addr) + done, n, this.#offset);
+      else if (readable) {
         if (typeof addr === "number") this.#queueNumber(addr + done, n);
         else this.#queue(addr + BigInt(done), n);
       } else if (!this.#filled) {

@@ -171,6 +171,7 @@ import {
   takeSnapshots,
 } from "./fork_snapshot.ts";
 import { snapshotInsteadOfPrecopy } from "./snapshot_choice.ts";
+import { snapshotLanesWanted, SnapshotLaneWriter } from "./snapshot_lanes.ts";
 
 /** The network lock taken before the sockets are read: its outcome, and the connections it drops. */
 interface EarlyLock {
@@ -1157,8 +1158,14 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
         deferred = deferWrites
           ? new DeferredPageWriter(pageBufferBytes(total), w.partialPath, total, true)
           : undefined;
-        const out = deferred ?? new BufferPageWriter(pageBufferBytes(total), w.partialPath);
+        // A snapshot's pages copied by syscall tables on two threads (snapshot_lanes.ts).
+        const lanes = snap && !deferred && snapshotLanesWanted(total)
+          ? new SnapshotLaneWriter(snap.pid, w.partialPath, !sync)
+          : undefined;
+        const out = deferred ?? lanes ??
+          new BufferPageWriter(pageBufferBytes(total), w.partialPath);
         streamer = new MemoryStreamer(snap?.pid ?? p.pid, out, (n) => w.reservePages(n));
+        if (lanes) streamer.deferReads = (v, a, n, at) => lanes.record(v, a, n, at);
         if (ahead) streamer.ahead = ahead.buffer;
         // A pinning read (process_vm_readv) of a page shared with the fork would copy it first.
         if (snap) streamer.viaMemFile = true;

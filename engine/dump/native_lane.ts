@@ -480,6 +480,12 @@ export interface NativeLaneOptions {
    */
   preallocate?: boolean;
   /**
+   * The jobs' files exist and hold data before `pagesStart` (an image
+   * writer's header: engine/dump/snapshot_lanes.ts): not created or
+   * truncated.
+   */
+  existingFiles?: boolean;
+  /**
    * false: every piece read from /proc/<pid>/mem, no pagemap read (default:
    * the tables check pieces of {@link PIN_MIN_BYTES} or more and read those
    * mapped by the process alone with process_vm_readv).
@@ -550,7 +556,10 @@ export class NativeLaneCopy {
     this.#size = opts.segmentBytes ?? NATIVE_SEGMENT_BYTES;
     const share = opts.share ?? NATIVE_SHARE;
     for (const job of jobs) {
-      Deno.openSync(job.path, { write: true, create: true, truncate: true, mode: 0o700 }).close();
+      if (!opts.existingFiles) {
+        Deno.openSync(job.path, { write: true, create: true, truncate: true, mode: 0o700 })
+          .close();
+      }
       // Both lanes' pwrites then hold the inode's lock for less (docs/PERFORMANCE.md).
       if (opts.preallocate) preallocate(job.path, job.pagesStart, jobBytes(job));
     }
