@@ -93,6 +93,8 @@ Deno.test(
     );
     assert.equal(forkSnapshotStats.made, made + 1, "the pages came from a snapshot");
     assert.equal(forkSnapshotStats.reapFailed, reapFailed, "reaped in the target");
+    // Opened with no syscall of its own and no status read (the collect's taken): the clone alone.
+    assert.deepEqual(forkSnapshotStats.lastTake, { calls: 1, statusReads: 0 });
     assert.ok(dump.stats.pagesBytes >= 16 << 20, `${dump.stats.pagesBytes} bytes saved`);
     assert.deepEqual(childrenOf(t.pid), [], "no child or zombie left in the target");
     const status = Deno.readTextFileSync(`/proc/${t.pid}/status`);

@@ -51,10 +51,11 @@ import {
   waitStop,
   xsaveSize,
 } from "../../ffi/ptrace.ts";
-import { CrashSafeThread } from "../../ffi/safe_inject.ts";
+import { CrashSafeThread, safeInjectStats } from "../../ffi/safe_inject.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { __WALL, P_PID, PTRACE_EVENT, waitPid, WEXITED, WNOHANG } from "../../ffi/wait.ts";
 import type { Mapping } from "../model.ts";
+import type { ProcStatus } from "../proc/status.ts";
 import { pausePoint } from "../pause.ts";
 import { type MapEntry, readMaps, withExecAreaQuery } from "../proc/maps.ts";
 import { readStat } from "../proc/stat.ts";
@@ -74,8 +75,16 @@ export interface ForkSnapshot {
   target: number;
 }
 
-/** Counts for tests: snapshots made, the reaps in the target that failed, rehearsals made. */
-export const forkSnapshotStats = { made: 0, reapFailed: 0, rehearsed: 0 };
+/**
+ * Counts for tests: snapshots made, the reaps in the target that failed, rehearsals made; the
+ * last take's syscalls injected one by one and status files read to open the main thread.
+ */
+export const forkSnapshotStats = {
+  made: 0,
+  reapFailed: 0,
+  rehearsed: 0,
+  lastTake: { calls: 0, statusReads: 0 },
+};
 
 /**
  * Planned bytes from which a snapshot shortens the freeze: it costs ~1.5 ms
@@ -217,28 +226,38 @@ export function takeSnapshot(
   areas?: readonly MapEntry[],
   /** Counted in {@link forkSnapshotStats} (not a rehearsal's). */
   count = true,
+  /** The main thread's status read in this freeze, if the caller has it (not read again). */
+  statuses?: ReadonlyMap<number, ProcStatus>,
 ): ForkSnapshot | undefined {
   if (!samePidNamespace(pid)) return undefined;
   let child = -1;
   let lo = 0n, hi = 0n;
+  const statusReads = safeInjectStats.statusReads;
   try {
     withInjection(
       pid,
       (s) => {
         const sites = s.safeSites;
         if (!sites || s.mainArea === undefined) return;
-        // Opens the main thread for crash-safe injection (or finds it cannot be).
-        s.call(pid, SYS.getpid);
+        // Opens the main thread for crash-safe injection (or finds it cannot be): the clone
+        // is the first syscall run in it (no round trip of its own to open it).
+        if (!s.open(pid)) return;
         const own = s.ownState(pid);
         if (!own) return;
         s.write(0, snapshotExitFrame(s.scratch, own.regs, sites.call, sites.restorer));
         const r = s.call(pid, SYS.clone, SNAPSHOT_CLONE_FLAGS, s.scratch, 0, 0, 0);
+        if (count) {
+          forkSnapshotStats.lastTake = {
+            calls: s.callsMade,
+            statusReads: safeInjectStats.statusReads - statusReads,
+          };
+        }
         if (r <= 0n) return;
         child = Number(r);
         lo = s.scratch;
         hi = s.mainArea + BigInt(CrashSafeThread.bytesFor(xsaveSize(pid)));
       },
-      undefined,
+      statuses,
       areas,
       () => undefined, // no room on the stack: no page mapped for it (the child would have it)
     );

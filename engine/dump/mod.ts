@@ -1112,7 +1112,8 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       const snap = resident > 0 && forkSnapshotWanted(resident, image.mappings.length) &&
           !image.threads.some((t) => t.seccomp?.mode) &&
           resident <= room && snapshotFits(image.mappings, readPolicies)
-        ? takeSnapshot(p.pid, collected.vmas) // (the areas: no maps text read for the sites)
+        // (The areas: no maps text read for the sites; the statuses: no status read to open.)
+        ? takeSnapshot(p.pid, collected.vmas, true, collected.statuses)
         : undefined;
       if (snap) {
         forks.push(snap);
