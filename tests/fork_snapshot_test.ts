@@ -28,7 +28,7 @@ import {
   snapshotFits,
 } from "../engine/dump/fork_snapshot.ts";
 import type { Mapping } from "../engine/model.ts";
-import { sessionSites } from "../engine/dump/injected.ts";
+import { beforeInjection, sessionSites } from "../engine/dump/injected.ts";
 import { restore } from "../engine/restore/mod.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { repoRoot } from "./helpers/commands.ts";
@@ -100,6 +100,48 @@ Deno.test(
     const status = Deno.readTextFileSync(`/proc/${t.pid}/status`);
     assert.match(status, /^SigPnd:\s+0+$/m, "no signal left pending in the target");
     assert.match(status, /^ShdPnd:\s+0+$/m, "no signal left pending in the target");
+    await assertOriginalThenRestored(t, trigger, dir);
+  }),
+);
+
+Deno.test(
+  "fork snapshot: no turn of the microtask queue between the snapshot's take and the thaw",
+  withTargets(async () => {
+    const { t, trigger } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
+      extra: ["16"],
+    });
+    const dir = await tempImageDir();
+    const { made } = forkSnapshotStats;
+    // A microtask queued as each injection session into the target opens in the freeze: the
+    // snapshot's (the last) runs only after the thaw when nothing awaits in between.
+    let thawed = false;
+    const sessions: { ranBeforeThaw?: boolean }[] = [];
+    const before = beforeInjection.hook;
+    beforeInjection.hook = (pid) => {
+      before?.(pid);
+      if (pid !== t.pid || thawed) return;
+      const s: { ranBeforeThaw?: boolean } = {};
+      sessions.push(s);
+      queueMicrotask(() => s.ranBeforeThaw = !thawed);
+    };
+    try {
+      await withSnapshots(() =>
+        checkpoint(t.pid, {
+          dir,
+          leaveRunning: true,
+          precopy: false,
+          onEvent: (e) => {
+            if (e.type === "thawed") thawed = true;
+          },
+        })
+      );
+    } finally {
+      beforeInjection.hook = before;
+    }
+    assert.equal(forkSnapshotStats.made, made + 1, "the pages came from a snapshot");
+    assert.ok(sessions.length >= 2, `${sessions.length} sessions in the freeze`);
+    assert.equal(sessions[0].ranBeforeThaw, true, "the collect's: at its awaits");
+    assert.equal(sessions.at(-1)!.ranBeforeThaw, false, "the snapshot's: after the thaw");
     await assertOriginalThenRestored(t, trigger, dir);
   }),
 );
