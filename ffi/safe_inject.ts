@@ -230,8 +230,12 @@ function stillThere(
   }
 }
 
+/** Status files read by {@link CrashSafeThread.open} (no status given for the thread), for tests. */
+export const safeInjectStats = { statusReads: 0 };
+
 /** Whether thread `tid` uses a user shadow stack (rt_sigreturn would want a token on it). */
 function usesShadowStack(tid: number): boolean {
+  safeInjectStats.statusReads++;
   try {
     const m = Deno.readTextFileSync(`/proc/${tid}/status`).match(/^x86_Thread_features:\s*(.*)$/m);
     return m !== null && /\bshstk\b/.test(m[1]);

@@ -29,7 +29,7 @@ import {
 } from "../engine/dump/fork_snapshot.ts";
 import type { Mapping } from "../engine/model.ts";
 import { snapshotLaneStats } from "../engine/dump/snapshot_lanes.ts";
-import { sessionSites } from "../engine/dump/injected.ts";
+import { beforeInjection, sessionSites } from "../engine/dump/injected.ts";
 import { restore } from "../engine/restore/mod.ts";
 import { assertChecksPassed } from "./helpers/checks.ts";
 import { repoRoot } from "./helpers/commands.ts";
@@ -98,6 +98,8 @@ Deno.test(
     }
     assert.equal(forkSnapshotStats.made, made + 1, "the pages came from a snapshot");
     assert.equal(forkSnapshotStats.reapFailed, reapFailed, "reaped in the target");
+    // Opened with no syscall of its own and no status read (the collect's taken): the clone alone.
+    assert.deepEqual(forkSnapshotStats.lastTake, { calls: 1, statusReads: 0 });
     assert.ok(dump.stats.pagesBytes >= 16 << 20, `${dump.stats.pagesBytes} bytes saved`);
     assert.equal(snapshotLaneStats.copies, copies + 1, "copied by the syscall tables");
     assert.deepEqual(childrenOf(t.pid), [], "no child or zombie left in the target");
@@ -125,6 +127,48 @@ Deno.test(
     }
     assert.equal(forkSnapshotStats.made, made + 1, "the pages came from a snapshot");
     assert.equal(snapshotLaneStats.copies, copies, "not copied by the tables");
+    await assertOriginalThenRestored(t, trigger, dir);
+  }),
+);
+
+Deno.test(
+  "fork snapshot: no turn of the microtask queue between the snapshot's take and the thaw",
+  withTargets(async () => {
+    const { t, trigger } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
+      extra: ["16"],
+    });
+    const dir = await tempImageDir();
+    const { made } = forkSnapshotStats;
+    // A microtask queued as each injection session into the target opens in the freeze: the
+    // snapshot's (the last) runs only after the thaw when nothing awaits in between.
+    let thawed = false;
+    const sessions: { ranBeforeThaw?: boolean }[] = [];
+    const before = beforeInjection.hook;
+    beforeInjection.hook = (pid) => {
+      before?.(pid);
+      if (pid !== t.pid || thawed) return;
+      const s: { ranBeforeThaw?: boolean } = {};
+      sessions.push(s);
+      queueMicrotask(() => s.ranBeforeThaw = !thawed);
+    };
+    try {
+      await withSnapshots(() =>
+        checkpoint(t.pid, {
+          dir,
+          leaveRunning: true,
+          precopy: false,
+          onEvent: (e) => {
+            if (e.type === "thawed") thawed = true;
+          },
+        })
+      );
+    } finally {
+      beforeInjection.hook = before;
+    }
+    assert.equal(forkSnapshotStats.made, made + 1, "the pages came from a snapshot");
+    assert.ok(sessions.length >= 2, `${sessions.length} sessions in the freeze`);
+    assert.equal(sessions[0].ranBeforeThaw, true, "the collect's: at its awaits");
+    assert.equal(sessions.at(-1)!.ranBeforeThaw, false, "the snapshot's: after the thaw");
     await assertOriginalThenRestored(t, trigger, dir);
   }),
 );

@@ -51,10 +51,11 @@ import {
   waitStop,
   xsaveSize,
 } from "../../ffi/ptrace.ts";
-import { CrashSafeThread } from "../../ffi/safe_inject.ts";
+import { CrashSafeThread, safeInjectStats } from "../../ffi/safe_inject.ts";
 import { SYS } from "../../ffi/sysno.ts";
 import { __WALL, P_PID, PTRACE_EVENT, waitPid, WEXITED, WNOHANG } from "../../ffi/wait.ts";
 import type { Mapping } from "../model.ts";
+import type { ProcStatus } from "../proc/status.ts";
 import { pausePoint } from "../pause.ts";
 import { type MapEntry, readMaps, withExecAreaQuery } from "../proc/maps.ts";
 import { readStat } from "../proc/stat.ts";
@@ -74,8 +75,16 @@ export interface ForkSnapshot {
   target: number;
 }
 
-/** Counts for tests: snapshots made, the reaps in the target that failed, rehearsals made. */
-export const forkSnapshotStats = { made: 0, reapFailed: 0, rehearsed: 0 };
+/**
+ * Counts for tests: snapshots made, the reaps in the target that failed, rehearsals made; the
+ * last take's syscalls injected one by one and status files read to open the main thread.
+ */
+export const forkSnapshotStats = {
+  made: 0,
+  reapFailed: 0,
+  rehearsed: 0,
+  lastTake: { calls: 0, statusReads: 0 },
+};
 
 /**
  * Planned bytes from which a snapshot shortens the freeze: it costs ~1.5 ms
@@ -217,8 +226,10 @@ export function takeSnapshot(
   areas?: readonly MapEntry[],
   /** Counted in {@link forkSnapshotStats} (not a rehearsal's). */
   count = true,
+  /** The main thread's status read in this freeze, if the caller has it (not read again). */
+  statuses?: ReadonlyMap<number, ProcStatus>,
 ): ForkSnapshot | undefined {
-  return takeSnapshots([{ pid, areas }], count)[0];
+  return takeSnapshots([{ pid, areas, statuses }], count)[0];
 }
 
 /**
@@ -238,7 +249,12 @@ export const snapshotsInFlight = { most: 0, refuse: 0 };
  * left behind; the others are not affected).
  */
 export function takeSnapshots(
-  targets: readonly { pid: number; areas?: readonly MapEntry[] }[],
+  targets: readonly {
+    pid: number;
+    areas?: readonly MapEntry[];
+    /** Its main thread's status read in this freeze, if the caller has it (not read again). */
+    statuses?: ReadonlyMap<number, ProcStatus>;
+  }[],
   /** Counted in {@link forkSnapshotStats} (not a rehearsal's). */
   count = true,
 ): (ForkSnapshot | undefined)[] {
@@ -249,7 +265,8 @@ export function takeSnapshots(
   /** Forks from targets[i] on; never throws. */
   const forkFrom = (i: number): void => {
     if (i >= targets.length) return;
-    const { pid, areas } = targets[i];
+    const { pid, areas, statuses } = targets[i];
+    const statusReads = safeInjectStats.statusReads;
     let next = false;
     const goOn = () => {
       next = true;
@@ -263,8 +280,9 @@ export function takeSnapshots(
         (s) => {
           const sites = s.safeSites;
           if (!sites || s.mainArea === undefined) return;
-          // Opens the main thread for crash-safe injection (or finds it cannot be).
-          s.call(pid, SYS.getpid);
+          // Opens the main thread for crash-safe injection (or finds it cannot be): the clone
+          // is the first syscall run in it (no round trip of its own to open it).
+          if (!s.open(pid)) return;
           const own = s.ownState(pid);
           if (!own) return;
           s.write(0, snapshotExitFrame(s.scratch, own.regs, sites.call, sites.restorer));
@@ -279,6 +297,12 @@ export function takeSnapshots(
               r = s.callFinish(pid);
             }
           } else r = s.call(pid, SYS.clone, ...args);
+          if (count) {
+            forkSnapshotStats.lastTake = { // (with the nested sessions' reads, for a tree)
+              calls: s.callsMade,
+              statusReads: safeInjectStats.statusReads - statusReads,
+            };
+          }
           if (r <= 0n) return;
           child = Number(r);
           born[i] = {
@@ -287,7 +311,7 @@ export function takeSnapshots(
             hi: s.mainArea + BigInt(CrashSafeThread.bytesFor(xsaveSize(pid))),
           };
         },
-        undefined,
+        statuses,
         areas,
         () => undefined, // no room on the stack: no page mapped for it (the child would have it)
       );

@@ -180,6 +180,8 @@ export class InjectionSession {
   scratch = 0n;
   /** Batch runs made by {@link calls} (each one resume of its thread), for tests. */
   batchRuns = 0;
+  /** Syscalls injected one at a time by {@link call} or {@link callBegin} (two stops each), for tests. */
+  callsMade = 0;
   /** Code sequences for crash-safe injection, if the target has them. */
   readonly safeSites: SafeSites | undefined;
   /** Threads opened for crash-safe injection (undefined: plain protocol). */
@@ -248,6 +250,23 @@ export class InjectionSession {
     return t;
   }
 
+  /**
+   * Opens thread `tid` for crash-safe injection and makes it the one whose
+   * registers are injected next, without a syscall run in it (the caller's
+   * first {@link call} is the first); false when it cannot be opened so
+   * (nothing was changed in it then).
+   */
+  open(tid: number): boolean {
+    this.endBatches();
+    const t = this.#thread(tid);
+    if (!t) return false;
+    if (this.#current !== t) {
+      this.#current?.close();
+      this.#current = t;
+    }
+    return true;
+  }
+
   /** Thread `tid`'s own registers, mask and XSAVE area, if it is open for crash-safe injection. */
   ownState(tid: number): InjectedThreadState["own"] {
     const t = this.#threads.get(tid);
@@ -265,6 +284,7 @@ export class InjectionSession {
     pausePoint("inject");
     const t = this.#thread(tid);
     this.#guard(tid, [{ nr, args }]);
+    this.callsMade++;
     if (t) {
       if (this.#current !== t) {
         this.#current?.close();
@@ -302,6 +322,7 @@ export class InjectionSession {
     const t = this.#thread(tid);
     if (!t) return false;
     this.#guard(tid, [{ nr, args }]);
+    this.callsMade++;
     if (this.#current !== t) {
       this.#current?.close();
       this.#current = t;

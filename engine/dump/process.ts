@@ -14,7 +14,7 @@ import { refuseCpuLimitUsed } from "../task/cpu_limit.ts";
 import type { FdInfo, Mapping, ProcessImage } from "../model.ts";
 import { Refusals } from "../support.ts";
 import { mmFieldsOf, readStat } from "../proc/stat.ts";
-import { readStatus } from "../proc/status.ts";
+import { type ProcStatus, readStatus } from "../proc/status.ts";
 import { refuseSyscallUserDispatch } from "../task/syscall_dispatch.ts";
 import { checkLandlock } from "../task/landlock.ts";
 import { frozenRseqConfigs } from "../task/rseq.ts";
@@ -106,6 +106,8 @@ export interface CollectedProcess {
    * these alone (engine/dump/freeze.ts `FrozenTree`).
    */
   eintrStops: number[];
+  /** Each thread's status as the collect took it in this freeze (the fork snapshot's opener reads the main thread's). */
+  statuses: ReadonlyMap<number, ProcStatus>;
 }
 
 /** The image of fd `f` of process `pid` (kind, flags, offset, kind extras). */
@@ -552,6 +554,7 @@ export function collectProcess(
     ...(smaps ? { vmFlags: completeVmFlags(pid, maps, mappings, smaps, details) } : {}),
     ...(bpf ? { vmFlags: completeFlagsOffThread(bpf, mappings, details) } : {}),
     eintrStops,
+    statuses,
   };
 }
 

@@ -28,16 +28,49 @@ import { SYS } from "../../ffi/sysno.ts";
 /** The namespaces compared with cryo's own. */
 const NAMESPACES = ["mnt", "pid", "net", "ipc", "uts", "user", "cgroup", "time"] as const;
 
+/** Reads of cryo's own namespace links made so far (tests). */
+export const ownNamespaceStats = { reads: 0 };
+
+/**
+ * cryo's own namespace links (undefined: a kind this kernel does not have)
+ * and whether the kernel has the `*_for_children` links, read once: cryo
+ * never changes its namespaces, and a freeze need not read them again
+ * (10 syscalls of threads-64's freeze).
+ */
+let ownNs: { links: Map<string, string | undefined>; forChildren: Set<string> } | undefined;
+
+function ownNamespaces(): NonNullable<typeof ownNs> {
+  if (ownNs) return ownNs;
+  const links = new Map<string, string | undefined>();
+  for (const ns of NAMESPACES) {
+    ownNamespaceStats.reads++;
+    try {
+      links.set(ns, Deno.readLinkSync(`/proc/self/ns/${ns}`));
+    } catch {
+      links.set(ns, undefined);
+    }
+  }
+  const forChildren = new Set<string>();
+  for (const ns of ["pid", "time"]) {
+    try {
+      Deno.lstatSync(`/proc/self/ns/${ns}_for_children`);
+      forChildren.add(ns);
+    } catch { /* a kernel without it */ }
+  }
+  return ownNs = { links, forChildren };
+}
+
 /** Dump: refuses a process whose namespaces differ from cryo's. */
 export function checkNamespaces(pid: number, refusals: Refusals): void {
+  const mine = ownNamespaces();
   for (const ns of NAMESPACES) {
     let theirs: string;
-    let ours: string;
+    const ours = mine.links.get(ns);
+    if (ours === undefined) continue; // a namespace kind this kernel does not have
     try {
       theirs = readProcLink(pid, `ns/${ns}`);
-      ours = Deno.readLinkSync(`/proc/self/ns/${ns}`);
     } catch {
-      continue; // a namespace kind this kernel does not have
+      continue; // (as above, or gone: the freeze finds out)
     }
     if (theirs !== ours) {
       refusals.use(
@@ -50,11 +83,11 @@ export function checkNamespaces(pid: number, refusals: Refusals): void {
   // unshare(CLONE_NEWPID / CLONE_NEWTIME) moves only the children to come: a restored process
   // would fork them into its own namespace instead.
   for (const ns of ["pid", "time"] as const) {
-    let own: string;
+    let theirs: string;
     let children: string;
+    if (!mine.forChildren.has(ns)) continue; // a kernel without it
     try {
-      own = readProcLink(pid, `ns/${ns}`);
-      Deno.lstatSync(`/proc/${pid}/ns/${ns}_for_children`); // a kernel that has it
+      theirs = readProcLink(pid, `ns/${ns}`);
     } catch {
       continue;
     }
@@ -64,12 +97,12 @@ export function checkNamespaces(pid: number, refusals: Refusals): void {
       // A pid namespace whose init is not forked yet cannot be opened (no child reaper).
       children = "a new namespace";
     }
-    if (own !== children) {
+    if (theirs !== children) {
       refusals.use(
         "task.namespaces",
         `process ${pid}`,
         `its children's ${ns} namespace (${children}, unshared for the children it forks next) ` +
-          `is not its own (${own})`,
+          `is not its own (${theirs})`,
       );
     }
   }
