@@ -368,7 +368,15 @@ Deno.test({
     const input = await Deno.open(fifo, { read: true, write: true });
     try {
       await waitListening(t, port);
-      const psqlArgs = ["-h", "127.0.0.1", "-p", String(port), "-U", "postgres", "-X", "-A", "-t"];
+      // Listening is not ready: until its startup process is done the postmaster refuses
+      // clients ("the database system is starting up"), seconds on a loaded machine.
+      const hostPort = ["-h", "127.0.0.1", "-p", String(port)];
+      await waitUntil(
+        "postgres accepting connections",
+        async () => (await runCommand([`${bin}/pg_isready`, ...hostPort, "-q"])).code === 0,
+        60000,
+      );
+      const psqlArgs = [...hostPort, "-U", "postgres", "-X", "-A", "-t"];
       const client = await startTarget(`${bin}/psql`, [...psqlArgs, "-q"], { stdin: fifo });
       const say = (sql: string) => input.write(new TextEncoder().encode(sql + "\n"));
       await say(

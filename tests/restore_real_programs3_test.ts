@@ -465,7 +465,13 @@ backend b
       await waitUntil("a new worker", () => childrenOf(t.pid).some((p) => p !== worker))
         .catch((e) => {
           // What haproxy said (a failed re-execution or bind) makes a time-out explainable.
-          throw new Error(`${e.message}; children ${childrenOf(t.pid)}; haproxy:\n${t.output()}`);
+          const status = Deno.readTextFileSync(`/proc/${t.pid}/status`).split("\n")
+            .filter((l) => /^(State|Sig|ShdPnd)/.test(l)).join("; ");
+          throw new Error(
+            `${e.message}; children ${
+              childrenOf(t.pid)
+            }; master ${status}; haproxy:\n${t.output()}`,
+          );
         });
       const next = childrenOf(t.pid).find((p) => p !== worker)!;
       const after = await Deno.connect({ hostname: "127.0.0.1", port });
