@@ -466,7 +466,8 @@ backend b
         .catch((e) => {
           // What haproxy said (a failed re-execution or bind) makes a time-out explainable.
           const status = Deno.readTextFileSync(`/proc/${t.pid}/status`).split("\n")
-            .filter((l) => /^(State|Sig|ShdPnd)/.test(l)).join("; ");
+            .filter((l) => /^(State|Sig|ShdPnd)/.test(l)).join("; ") +
+            `; syscall ${Deno.readTextFileSync(`/proc/${t.pid}/syscall`).trim()}`;
           throw new Error(
             `${e.message}; children ${
               childrenOf(t.pid)
