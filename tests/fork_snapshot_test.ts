@@ -72,6 +72,14 @@ function exitCodeOf(pid: number): string {
   return Deno.readTextFileSync(`/proc/${pid}/stat`).trim().split(" ").at(-1)!;
 }
 
+/** Starts rt_precopy over `mib` MiB (waiting for its ready line) and makes an image directory. */
+async function startPrecopyTarget(mib: number) {
+  const { t, trigger } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
+    extra: [String(mib)],
+  });
+  return { t, trigger, dir: await tempImageDir() };
+}
+
 /** Runs `fn` with CRYO_FORK_SNAPSHOT=1. */
 function withSnapshots<T>(fn: () => Promise<T>): Promise<T> {
   return withEnv("CRYO_FORK_SNAPSHOT", "1", fn);
@@ -80,10 +88,7 @@ function withSnapshots<T>(fn: () => Promise<T>): Promise<T> {
 Deno.test(
   "fork snapshot: a process writing its memory is saved as of the freeze (copied by syscall tables on two threads), and left with no child",
   withTargets(async () => {
-    const { t, trigger } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
-      extra: ["16"],
-    });
-    const dir = await tempImageDir();
+    const { t, trigger, dir } = await startPrecopyTarget(16);
     const { made, reapFailed } = forkSnapshotStats;
     const { copies } = snapshotLaneStats;
     // The syscall tables' copy (snapshot_lanes.ts) at this size too (by default from 256 MiB).
@@ -113,10 +118,7 @@ Deno.test(
 Deno.test(
   "fork snapshot: with CRYO_SNAPSHOT_LANES=0 the pages are copied by cryo's thread, exactly",
   withTargets(async () => {
-    const { t, trigger } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
-      extra: ["24"],
-    });
-    const dir = await tempImageDir();
+    const { t, trigger, dir } = await startPrecopyTarget(24);
     const { made } = forkSnapshotStats;
     const { copies } = snapshotLaneStats;
     Deno.env.set("CRYO_SNAPSHOT_LANES", "0");
@@ -134,10 +136,7 @@ Deno.test(
 Deno.test(
   "fork snapshot: no turn of the microtask queue between the snapshot's take and the thaw",
   withTargets(async () => {
-    const { t, trigger } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
-      extra: ["16"],
-    });
-    const dir = await tempImageDir();
+    const { t, trigger, dir } = await startPrecopyTarget(16);
     const { made } = forkSnapshotStats;
     // A microtask queued as each injection session into the target opens in the freeze: the
     // snapshot's (the last) runs only after the thaw when nothing awaits in between.
@@ -366,10 +365,7 @@ function withDeferredWrites<T>(fn: () => Promise<T>): Promise<T> {
 Deno.test(
   "fork snapshot: taken rather than the copy ahead below its 32 MiB (16 MiB, the writes deferred); exact",
   withTargets(async () => {
-    const { t, trigger } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
-      extra: ["16"],
-    });
-    const dir = await tempImageDir();
+    const { t, trigger, dir } = await startPrecopyTarget(16);
     const { made } = forkSnapshotStats;
     const { started } = copyAheadStats;
     // Frozen once (below the pre-copy's threshold), the collect rehearsed on a helper first.
@@ -384,10 +380,7 @@ Deno.test(
 Deno.test(
   "fork snapshot: the target killed while its pages are read from the snapshot: the image is complete and exact",
   withTargets(async () => {
-    const { t, trigger } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
-      extra: ["16"],
-    });
-    const dir = await tempImageDir();
+    const { t, trigger, dir } = await startPrecopyTarget(16);
     const { made, reapFailed } = forkSnapshotStats;
     let killed = false;
     await withSnapshots(() =>
