@@ -72,6 +72,23 @@ function exitCodeOf(pid: number): string {
   return Deno.readTextFileSync(`/proc/${pid}/stat`).trim().split(" ").at(-1)!;
 }
 
+/**
+ * Dumps `pid` left running with its writes deferred (the copy ahead's walk begun whatever the
+ * load) and asserts that no snapshot was taken (`why`) and its pages were copied ahead instead.
+ */
+async function dumpCopiedAhead(pid: number, dir: string, why: string): Promise<void> {
+  const { made } = forkSnapshotStats;
+  const { started } = copyAheadStats;
+  copyAheadHooks.waitWalk = true;
+  try {
+    await withDeferredWrites(() => checkpoint(pid, { dir, leaveRunning: true }));
+  } finally {
+    copyAheadHooks.waitWalk = false;
+  }
+  assert.equal(forkSnapshotStats.made, made, `no snapshot: ${why}`);
+  assert.equal(copyAheadStats.started, started + 1, "the pages copied ahead instead");
+}
+
 /** Starts rt_precopy over `mib` MiB (waiting for its ready line) and makes an image directory. */
 async function startPrecopyTarget(mib: number) {
   const { t, trigger } = await startTriggered("rt_precopy", RT_PRECOPY_READY, {
@@ -486,16 +503,7 @@ Deno.test({
       Deno.writeTextFileSync(`${group}/cgroup.procs`, String(t.pid));
       assert.ok(memoryRoom(t.pid) < 16 << 20, `${memoryRoom(t.pid)} bytes of room`);
       const dir = await tempImageDir();
-      const { made } = forkSnapshotStats;
-      const { started } = copyAheadStats;
-      copyAheadHooks.waitWalk = true; // (begun whatever the machine's load)
-      try {
-        await withDeferredWrites(() => checkpoint(t.pid, { dir, leaveRunning: true }));
-      } finally {
-        copyAheadHooks.waitWalk = false;
-      }
-      assert.equal(forkSnapshotStats.made, made, "no snapshot: its copies would not fit");
-      assert.equal(copyAheadStats.started, started + 1, "the pages copied ahead instead");
+      await dumpCopiedAhead(t.pid, dir, "its copies would not fit");
       Deno.writeTextFileSync(`${root}/cgroup.procs`, String(t.pid));
       await assertOriginalThenRestored(t, trigger, dir);
     } finally {
@@ -512,16 +520,7 @@ Deno.test(
   withTargets(async () => {
     const { t, trigger } = await startTriggered("rt_forksnap", /^ready pid=(\d+)$/m);
     const dir = await tempImageDir();
-    const { made } = forkSnapshotStats;
-    const { started } = copyAheadStats;
-    copyAheadHooks.waitWalk = true; // (begun whatever the machine's load)
-    try {
-      await withDeferredWrites(() => checkpoint(t.pid, { dir, leaveRunning: true }));
-    } finally {
-      copyAheadHooks.waitWalk = false;
-    }
-    assert.equal(forkSnapshotStats.made, made, "no snapshot: its MAP_SHARED area");
-    assert.equal(copyAheadStats.started, started + 1, "the pages copied ahead");
+    await dumpCopiedAhead(t.pid, dir, "its MAP_SHARED area");
     await assertOriginalThenRestored(t, trigger, dir, ["private", "shared"]);
   }),
 );

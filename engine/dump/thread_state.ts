@@ -610,19 +610,7 @@ export function bpfThreadStates(pid: number, tids: readonly number[]): BpfThread
     }
     const converted = taken?.converted ?? convertRecords(records, (tid) => getRegs(tid).rsp);
     if (typeof converted === "string") return no(converted);
-    const {
-      states,
-      set,
-      facts,
-      factsSet,
-      nsproxy,
-      specFlags,
-      threadKeyring,
-      fs,
-      files,
-      cssSets,
-      loginIds,
-    } = converted;
+    const { set, facts, factsSet } = converted;
     const trusted = memo !== undefined && memo.checked &&
       [...set].every((f) => memo.confirmed.has(f));
     const main = records.find((r) => r.tid === pid);
@@ -630,19 +618,9 @@ export function bpfThreadStates(pid: number, tids: readonly number[]): BpfThread
       memo.confirmed.has(STATUS_FACTS) && [...factsSet].every((f) => memo.confirmed.has(f));
     return {
       pid,
-      states,
-      set,
+      ...converted, // (exactly its fields: convertRecords makes it)
       trusted,
-      facts,
-      factsSet,
       factsTrusted,
-      nsproxy,
-      fs,
-      files,
-      cssSets,
-      loginIds,
-      specFlags,
-      threadKeyring,
       records,
       flagsTrusted: memo !== undefined && memo.confirmed.has(TASK_FLAGS) &&
         (![...facts.values()].some((f) => f.ioFlusher) || memo.confirmed.has(IO_FLUSHER_FACT)),
