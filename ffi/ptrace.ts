@@ -8,7 +8,8 @@
 import { rawSyscall, SyscallError } from "./libc.ts";
 import { SYS } from "./sysno.ts";
 import { decodeUserRegs, encodeUserRegs, USER_REGS_SIZE, type UserRegs } from "./regs.ts";
-import { __WALL, waitPid, type WaitStatus } from "./wait.ts";
+import { __WALL, PTRACE_EVENT, waitPid, type WaitStatus } from "./wait.ts";
+import { Errno } from "./errno.ts";
 
 /** ptrace request numbers. */
 export const PTRACE = {
@@ -264,6 +265,35 @@ export function getSiginfo(tid: number): Uint8Array {
   ptrace(PTRACE.GETSIGINFO, tid, 0, buf);
   return buf;
 }
+
+/**
+ * Whether stopped thread `tid`'s ptrace stop lies inside the kernel's
+ * signal handling (a signal-delivery stop, a group stop, a
+ * PTRACE_EVENT_STOP), whose way out restarts a syscall its registers say
+ * was interrupted (orig_rax the call, rax an ERESTART* code) or ends it in
+ * EINTR for a signal with a handler; false at a syscall stop or a
+ * PTRACE_EVENT stop of a syscall (fork, clone, exec...), left straight for
+ * user space. A stop with no siginfo (a group stop of a thread attached
+ * without PTRACE_SEIZE) is inside signal handling too.
+ */
+export function stopInSignalHandling(tid: number): boolean {
+  const buf = new Uint8Array(SIGINFO_SIZE);
+  try {
+    ptrace(PTRACE.GETSIGINFO, tid, 0, buf);
+  } catch (e) {
+    if (e instanceof SyscallError && e.errno === Errno.EINVAL) return true;
+    throw e;
+  }
+  const view = new DataView(buf.buffer);
+  const signo = view.getInt32(0, true);
+  const code = view.getInt32(8, true);
+  if (signo !== SIGTRAP_NUMBER) return true;
+  if (code === SIGTRAP_NUMBER || code === (SIGTRAP_NUMBER | 0x80)) return false; // a syscall stop
+  const event = code >> 8;
+  return (code & 0xff) !== SIGTRAP_NUMBER || event === 0 || event === PTRACE_EVENT.STOP;
+}
+
+const SIGTRAP_NUMBER = 5;
 
 /** What PTRACE_GET_SYSCALL_INFO reports at a syscall stop. */
 export interface SyscallInfo {

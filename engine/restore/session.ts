@@ -51,6 +51,7 @@ import {
   seize,
   setFinalState,
   setRegs,
+  stopInSignalHandling,
   waitStop,
 } from "../../ffi/ptrace.ts";
 import { findSyscallInstruction, injectSyscall } from "../../ffi/inject.ts";
@@ -207,7 +208,7 @@ export class RestoreSession {
       }
     }
     this.#rootPid = units[0].image.pid;
-    this.#final = new FinalStates(units.flatMap((u) => u.image.threads));
+    this.#final = new FinalStates(units.map((u) => u.image));
     for (const z of zombiePids(units.map((u) => u.image))) this.#zombies.add(z);
     for (const { pid, host } of placeholderPids(units.map((u) => u.image))) {
       this.#placeholders.set(pid, host);
@@ -567,7 +568,9 @@ export class RestoreSession {
         injectSyscall(pid, outside, SYS.munmap, compiled.bootstrap.base, size),
       );
       // XSAVE area, registers and mask, from buffers made while the stubs ran (final_state.ts).
-      for (const t of image.threads) setFinalState(t.tid, this.#final.take(t).requests);
+      for (const t of image.threads) {
+        setFinalState(t.tid, this.#final.release(t, stopInSignalHandling).requests);
+      }
     }
     // Every group is joined: the placeholders go (engine/task/groups.ts).
     for (const [pid, host] of this.#placeholders) {

@@ -14,9 +14,11 @@
  * pending, the EINTR may be that signal's, and the call is left failing as
  * the program would see it after the handler. A live tree let go after a
  * freeze (a refused dump, `--leave-running`, a pre-copy's first freeze)
- * has such a thread's registers set back to issue the call again before
- * the thaw ({@link rewindStopEintr}, called by engine/dump/freeze.ts
- * `thawTree`). A call with a mask of its own is left as it is: the mask
+ * has such a thread's registers set to issue the call again before the
+ * thaw ({@link rewindStopEintr}, called by engine/dump/freeze.ts
+ * `thawTree`): ERESTARTNOHAND in rax, for the kernel to restart it on the
+ * way out of the stop, or end it in EINTR for a signal with a handler sent
+ * in between (engine/task/syscalls.ts). A call with a mask of its own is left as it is: the mask
  * in force at the stop is the call's, and which signal ended it is not
  * told apart here.
  *
@@ -24,7 +26,7 @@
  */
 
 import { signed } from "../../ffi/regs.ts";
-import { getRegs, setRegs } from "../../ffi/ptrace.ts";
+import { getRegs, setRegs, stopInSignalHandling } from "../../ffi/ptrace.ts";
 import { syscallRegsEach } from "../../ffi/thread_reads.ts";
 import { Errno } from "../../ffi/errno.ts";
 import { SYS } from "../../ffi/sysno.ts";
@@ -116,9 +118,15 @@ export function rewindStopEintr(pid: number, tids: readonly number[]): number {
     if ((pending & ~statusMask(status, "SigBlk")) !== 0n) return;
     try {
       const regs = getRegs(tid);
-      regs.rax = regs.orig_rax;
-      regs.rip -= 2n;
-      regs.orig_rax = 0xffffffffffffffffn; // -1: nothing else for the kernel to restart
+      if (stopInSignalHandling(tid)) {
+        // The kernel issues it again on the way out of the stop, or ends it in EINTR for a
+        // signal with a handler sent in between, as it would have (engine/task/syscalls.ts).
+        regs.rax = BigInt.asUintN(64, -BigInt(Errno.ERESTARTNOHAND));
+      } else {
+        regs.rax = regs.orig_rax;
+        regs.rip -= 2n;
+        regs.orig_rax = 0xffffffffffffffffn; // -1: nothing else for the kernel to restart
+      }
       setRegs(tid, regs);
       n++;
     } catch { /* gone */ }

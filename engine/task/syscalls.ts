@@ -5,8 +5,7 @@
  * the kernel would have restarted it on resumption. A restored thread has
  * no kernel restart block (the state behind restart_syscall, which
  * ERESTART_RESTARTBLOCK relies on), so every interrupted syscall is
- * re-issued itself, with its own arguments (rax = orig_rax, rip back over
- * the `syscall` instruction):
+ * re-issued itself, with its own arguments:
  *
  * - waits without a timeout (futex FUTEX_WAIT, pthread_join, read, ...)
  *   and absolute deadlines (FUTEX_WAIT_BITSET as used by
@@ -38,6 +37,23 @@
  * (`task.signal-interrupt`): the handler would run with the thread's mask,
  * not the call's, which is not in the image.
  *
+ * How the call is issued again ({@link reissueInterrupted}): by the kernel,
+ * as for the live thread. The thread keeps orig_rax = the call and rip past
+ * its `syscall` instruction, with an ERESTART* code in rax (ERESTARTNOHAND
+ * where the kernel had ERESTART_RESTARTBLOCK, or EINTR at a stop:
+ * engine/task/eintr.ts). Every stop a restored thread is released from lies
+ * inside the kernel's signal handling, whose way out restarts the call (rip
+ * back over the instruction, rax = orig_rax) when no signal with a handler
+ * is taken there, and else ends it in EINTR, or restarts it after the
+ * handler (SA_RESTART, ERESTARTNOINTR), as the live thread's would have. A
+ * signal sent between the release and the thread's next run is thus one
+ * that interrupts the call: set back in user space instead, the thread ran
+ * its handler *before* the re-issued call, which then slept on, the
+ * handler's flag never looked at (a restored haproxy master missed its
+ * reload signal so). Only a thread that can take a signal with a handler
+ * pending in the image itself is set back in user space (rax = orig_rax,
+ * rip - 2, orig_rax -1), the order {@link settleSignalledCalls} decided on.
+ *
  * @module
  */
 
@@ -49,16 +65,63 @@ import type { Refusals } from "../support.ts";
 import { SIGEV } from "../proc/timers.ts";
 import { processVmRead } from "../../ffi/process_vm.ts";
 
-/** Sets `regs` (of thread `t`) to re-issue the syscall the freeze interrupted, if any. */
-export function reissueInterrupted(t: ThreadState, regs: UserRegs): void {
-  if (t.syscall.restart !== "restart") return;
+/** orig_rax for "no syscall": nothing for the kernel to restart. */
+const NO_SYSCALL = 0xffffffffffffffffn;
+
+/**
+ * Sets `regs` (of thread `t`, as released) to issue the syscall the freeze
+ * interrupted again, if any (see the module doc): by the kernel on the way
+ * out of the release stop, or, when `handledPending` (a signal with a
+ * handler pending in the image that the thread can take at once:
+ * {@link takesHandledSignal}), set back in user space. A thread with no
+ * call to re-issue gets orig_rax -1.
+ */
+export function reissueInterrupted(t: ThreadState, regs: UserRegs, handledPending: boolean): void {
+  if (t.syscall.restart !== "restart") {
+    regs.orig_rax = NO_SYSCALL;
+    return;
+  }
   const error = -Number(signed(regs.rax));
-  regs.rax = regs.orig_rax;
-  regs.rip -= 2n;
-  if (error !== Errno.ERESTART_RESTARTBLOCK) return;
   const nr = Number(regs.orig_rax);
-  if (nr === SYS.nanosleep && regs.rsi !== 0n) regs.rdi = regs.rsi;
-  else if (nr === SYS.clock_nanosleep && regs.r10 !== 0n) regs.rdx = regs.r10;
+  if (error === Errno.ERESTART_RESTARTBLOCK) {
+    // The remaining time the kernel wrote back becomes the request.
+    if (nr === SYS.nanosleep && regs.rsi !== 0n) regs.rdi = regs.rsi;
+    else if (nr === SYS.clock_nanosleep && regs.r10 !== 0n) regs.rdx = regs.r10;
+  }
+  if (handledPending) {
+    regs.rax = regs.orig_rax;
+    regs.rip -= 2n;
+    regs.orig_rax = NO_SYSCALL;
+    return;
+  }
+  // ERESTARTSYS, ERESTARTNOINTR and ERESTARTNOHAND as the kernel left them; a call with no
+  // restart block to resume, or one a stop ended in EINTR, as ERESTARTNOHAND: issued again,
+  // or ended in EINTR by a signal with a handler, as the kernel would have ended it.
+  if (error === Errno.ERESTART_RESTARTBLOCK || error === Errno.EINTR) {
+    regs.rax = BigInt.asUintN(64, -BigInt(Errno.ERESTARTNOHAND));
+  }
+}
+
+/**
+ * Whether thread `t` of `image` can take, as soon as it is released, a
+ * signal with a handler pending in the image (its own, its process's, a
+ * timer's) that its mask does not block: then its interrupted call is set
+ * back in user space, in the order {@link settleSignalledCalls} decided on.
+ */
+export function takesHandledSignal(image: SignalState, t: ThreadState): boolean {
+  if (!signalPending(image)) return false;
+  const mask = BigInt(t.sigmask);
+  const timers = image.posixTimers?.filter((x) => x.signalPending) ?? [];
+  const signals = [
+    ...t.pending.map((r) => r.signo),
+    ...image.sharedPending.map((r) => r.signo),
+    ...timers.filter((x) => !(x.notify & SIGEV.THREAD_ID) || x.tid === t.tid).map((x) => x.signo),
+  ];
+  return signals.some((sig) => {
+    if (((mask >> BigInt(sig - 1)) & 1n) === 1n) return false;
+    const handler = BigInt(image.sigactions[sig - 1]?.handler ?? "0x0");
+    return handler > 1n; // neither SIG_DFL nor SIG_IGN
+  });
 }
 
 /** What {@link settleSignalledCalls} reads of a process image. */
