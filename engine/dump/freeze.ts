@@ -522,7 +522,8 @@ function freezeOnce(
  */
 export function thawTree(tree: FrozenTree): void {
   for (const p of tree.processes) {
-    rewindStopEintr(p.pid, p.eintrStops ?? p.threads); // engine/task/eintr.ts
+    // (Not in a process stopped before the freeze: that EINTR is its own stop's.)
+    if (p.groupStop === undefined) rewindStopEintr(p.pid, p.eintrStops ?? p.threads); // eintr.ts
     // One table run for the threads of a process (ffi/thread_reads.ts `ptraceEach`).
     if (p.threads.length >= 2 && threadReadsAvailable()) {
       ptraceEach(PTRACE.DETACH, p.threads); // a failure: gone, as below

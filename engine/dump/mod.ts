@@ -86,6 +86,7 @@ import { readFds } from "../proc/fds.ts";
 import { collectCgroups, refuseFrozenCgroup } from "../task/placement.ts";
 import { resolveRestartSyscalls } from "../task/restart_block.ts";
 import { settleSignalledCalls } from "../task/syscalls.ts";
+import { keepGroupStopEintr } from "../task/eintr.ts";
 import { freezeTree, type FrozenTree, thawTree } from "./freeze.ts";
 import { scavengeBeforeFreeze } from "./young_gc.ts";
 import { collectProcess, describeFd, pipeTopology } from "./process.ts";
@@ -942,7 +943,12 @@ export async function checkpoint(pid: number, opts: CheckpointOptions): Promise<
       )
     );
     // The thaw sets back only the threads the collect found at an EINTR exit (engine/task/eintr.ts).
-    collectedAll.forEach((c, i) => tree!.processes[i].eintrStops = c.eintrStops);
+    collectedAll.forEach((c, i) => {
+      const p = tree!.processes[i];
+      p.eintrStops = c.eintrStops;
+      // A process stopped before the freeze keeps the EINTR its own stop made.
+      if (p.groupStop !== undefined) keepGroupStopEintr(c.image.threads, c.eintrStops);
+    });
     for (const c of collectedAll) precopy?.fixRestarts(c.image);
     for (const c of collectedAll) {
       // A signal to handle ends the call as the kernel would (EINTR or restarted).

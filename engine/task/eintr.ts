@@ -18,7 +18,10 @@
  * thaw ({@link rewindStopEintr}, called by engine/dump/freeze.ts
  * `thawTree`): ERESTARTNOHAND in rax, for the kernel to restart it on the
  * way out of the stop, or end it in EINTR for a signal with a handler sent
- * in between (engine/task/syscalls.ts). A call with a mask of its own is left as it is: the mask
+ * in between (engine/task/syscalls.ts). In a process that was in a group
+ * stop before the freeze, the EINTR is that stop's, seen by the live
+ * program when continued: kept ({@link keepGroupStopEintr}; the thaw
+ * leaves it too). A call with a mask of its own is left as it is: the mask
  * in force at the stop is the call's, and which signal ended it is not
  * told apart here.
  *
@@ -70,6 +73,26 @@ export function reissueStopEintr(
     if (deliverable(t.pending, mask) || deliverable(sharedPending, mask)) continue;
     t.syscall = { nr, restart: "restart" };
   }
+}
+
+/**
+ * For a process that was in a group stop before the freeze (its own
+ * SIGSTOP, SIGTSTP...): the EINTR its threads in such a call were found
+ * with is that stop's, which the live program sees when it is continued:
+ * the calls {@link reissueStopEintr} marked among `eintrStops` (the tids
+ * {@link stoppedAtEintr} found) are left ending in EINTR. Returns the tids
+ * the thaw of a live tree should still set back: none.
+ */
+export function keepGroupStopEintr(
+  threads: ThreadState[],
+  eintrStops: readonly number[],
+): number[] {
+  for (const t of threads) {
+    if (eintrStops.includes(t.tid) && t.syscall.restart === "restart") {
+      t.syscall = { nr: t.syscall.nr, restart: "none" };
+    }
+  }
+  return [];
 }
 
 /**
