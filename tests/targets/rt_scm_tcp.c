@@ -143,7 +143,10 @@ int main(int argc, char **argv) {
     close(l);
     char ready[8];
     if (read_within(sp[1], ready, 1) != 1) die("ready byte");
-    /* The connection is queued for it now; the master has closed its copy. */
+    /* Read before the connection is queued: on a stream socket a byte left
+     * before the message would join it (a dump refuses such a queue). */
+    if (write(sp[1], "a", 1) != 1) die("ack byte");
+    /* The connection is queued for it once the master says ready; it has closed its copy. */
     wait_trigger(argv[1]);
     int rc = recv_fd(sp[1], 'c');
     if (rc >= 0) check_connection(rc, port, &from, client);
@@ -151,6 +154,8 @@ int main(int argc, char **argv) {
   }
   if (client >= 0) close(client);
   if (write(sp[0], "r", 1) != 1) die("ready byte");
+  char ack;
+  if (read_within(sp[0], &ack, 1) != 1) die("ack byte");
   send_fd(sp[0], 'c', acc);
   close(acc);
   close(sp[1]);
