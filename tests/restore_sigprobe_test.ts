@@ -141,6 +141,14 @@ for (const [mode, nr, restartBlock] of WAITS) {
         } else if (before === "after --leave-running") {
           await checkpoint(pid, { dir: await tempImageDir(), leaveRunning: true });
         }
+        if (before !== "entered") {
+          // Dumped once the kernel resumed it (restart_syscall): a thread not yet run again is
+          // still at the original call's exit, which is re-issued as entered (in full).
+          await waitUntil(
+            "back in its wait",
+            () => syscallsOf(pid).includes(SYS.restart_syscall),
+          );
+        }
         await dumpKillRestore(a.t);
         assertChecksPassed(a.t, [mode, `${mode}-elapsed`], await a.t.wait());
         // A remaining time the kernel kept (clock_nanosleep's remaining-time

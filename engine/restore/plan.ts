@@ -74,7 +74,7 @@ export async function restorePlan(dir: string, opts: RestoreOptions = {}): Promi
     finalize.push(`munmap(${hex(boot.base)}, ${size})  # the bootstrap, via a syscall outside it`);
     for (const t of image.threads) {
       const restart = t.syscall.restart === "restart"
-        ? ` (re-issues interrupted syscall ${t.syscall.nr})`
+        ? ` (interrupted syscall ${t.syscall.nr}: issued again at the release, by the kernel's restart)`
         : "";
       finalize.push(
         `thread ${t.tid}: PTRACE_SETREGSET(NT_X86_XSTATE), PTRACE_SETREGS rip=${t.regs.rip}${restart}, PTRACE_SETSIGMASK ${t.sigmask}`,
