@@ -15,7 +15,7 @@ import { becomeSubreaper, startTarget, withTargets } from "./helpers/targets.ts"
 import { restore } from "../engine/restore/mod.ts";
 import { rawSyscall } from "../ffi/libc.ts";
 import { SYS } from "../ffi/sysno.ts";
-import { pathExists } from "./helpers/fs.ts";
+import { pathExists, tempDir } from "./helpers/fs.ts";
 import { statusField } from "./helpers/proc.ts";
 import { sleep, waitUntil } from "./helpers/wait.ts";
 import { collectGroupStop } from "../engine/task/stopped.ts";
@@ -237,6 +237,22 @@ Deno.test(
     const st = await t.wait();
     assert.deepEqual(st, { kind: "exited", pid: t.pid, code: 0 });
     assert.match(t.output(), /^parent resumed$/m);
+  }),
+);
+
+Deno.test(
+  "a dump that meets a spawn's brief vfork wait tries again and succeeds; the restored parent spawns on",
+  withTargets(async () => {
+    const trigger = `${await tempDir("cryo-vfork-")}/go`;
+    const t = await startTarget("rt_vfork", ["spawn", trigger]);
+    await t.waitFor(/^ready pid=\d+$/m);
+    // Started as a child prints (it exits 60 ms later): the first freeze meets the vfork wait.
+    await t.waitFor(/^spawned 1$/m);
+    const rt = await dumpKillRestore(t);
+    assert.deepEqual(rt.tree.pids, [t.pid]);
+    await t.waitFor(/^spawned 3$/m);
+    await Deno.writeTextFile(trigger, "");
+    assert.deepEqual(await t.wait(), { kind: "exited", pid: t.pid, code: 0 }, t.output());
   }),
 );
 

@@ -30,6 +30,7 @@ import {
   refuseUnstoppable,
   refuseVforkChild,
   refuseZombieLeader,
+  vforkWaiting,
 } from "../task/refusals.ts";
 import { abortRseqSections, forgetRseqConfigs } from "../task/rseq.ts";
 import { forgetStray, releaseWhenStopped, settleStrays, tracerTid } from "./strays.ts";
@@ -86,7 +87,14 @@ function retryForExec(pid: number): void {
 }
 
 /** Freezes tried before a process exec'ing meanwhile is given up on. */
-const EXEC_ATTEMPTS = 8;
+const EXEC_ATTEMPTS = 12;
+/**
+ * Up to how many ms times the attempt number a try waits before the next:
+ * a random pause, so that tries do not keep meeting an exec that comes at
+ * a steady pace (8 immediate tries all met one under load, 1 in 12 runs of
+ * an exec every 3 ms).
+ */
+const EXEC_BACKOFF_MS = 4;
 /** How long a freeze given up for an exec waits for the threads it let go. */
 const EXEC_SETTLE_MS = 2000;
 
@@ -349,6 +357,7 @@ export function freezeTree(
       // Everything was let go; the threads seized and not stopped are reaped
       // (the exec's killed ones) or let go (the exec'ing one, once it stops).
       settleStrays(EXEC_SETTLE_MS);
+      sleepSync(Math.random() * EXEC_BACKOFF_MS * attempt);
     }
   }
 }
@@ -393,7 +402,11 @@ function freezeOnce(
         // A thread waiting in vfork() never reports a stop: refused before any is awaited
         // (threads already stopped cannot have vforked since).
         if (threads.some((t) => !seizedSet.has(t))) {
-          refuseSharedMemoryChildren(pid, childrenOfThreads(pid, threads));
+          const kids = childrenOfThreads(pid, threads);
+          // Usually a spawn's moment (its child execs or exits soon): tried again, as for an
+          // exec, and refused on the last try.
+          if (!lastTry && vforkWaiting(pid, kids)) retryForExec(pid);
+          refuseSharedMemoryChildren(pid, kids);
         }
         // Every new thread is seized and interrupted first, then all stops are awaited
         // together; the threads are listed again until a listing holds only stopped

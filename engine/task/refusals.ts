@@ -36,13 +36,26 @@ function inVforkWait(pid: number): boolean {
   return false;
 }
 
+/** The children of `children` that run on the memory of `pid` while it waits in vfork(). */
+function vforkChildren(pid: number, children: readonly number[]): number[] {
+  const sharing = children.filter((c) => rawSyscall(SYS.kcmp, pid, c, KCMP_VM, 0, 0) === 0n);
+  return sharing.length && inVforkWait(pid) ? sharing : [];
+}
+
+/**
+ * Whether `pid` waits in vfork() for a child of `children` that runs on its
+ * memory: usually for a moment (posix_spawn, a shell's fork and exec), until
+ * the child execs or exits; engine/dump/freeze.ts tries again before it refuses.
+ */
+export function vforkWaiting(pid: number, children: readonly number[]): boolean {
+  return vforkChildren(pid, children).length > 0;
+}
+
 /** Throws when `pid` waits in vfork() for a child of it that runs on its memory. */
 export function refuseSharedMemoryChildren(pid: number, children: readonly number[]): void {
   const refusals = new Refusals();
-  for (const child of children) {
-    if (rawSyscall(SYS.kcmp, pid, child, KCMP_VM, 0, 0) === 0n && inVforkWait(pid)) {
-      refusals.use("task.vfork", `process ${pid}`, `its child ${child} runs on its memory (vfork)`);
-    }
+  for (const child of vforkChildren(pid, children)) {
+    refusals.use("task.vfork", `process ${pid}`, `its child ${child} runs on its memory (vfork)`);
   }
   refusals.throwIfAny("the tree cannot be checkpointed");
 }
