@@ -201,8 +201,20 @@ function argRaw(a: SysArg | undefined): number | bigint {
   return Deno.UnsafePointer.value(a as Deno.PointerObject);
 }
 
-/** Raw syscall: returns the result, or `-errno` on failure (never throws). */
+/** kill(2)'s number, for the guard in {@link rawSyscall}. */
+const SYS_KILL = 62;
+
+/**
+ * Raw syscall: returns the result, or `-errno` on failure (never throws).
+ * kill(0, sig) and kill(-1, sig) fail with EINVAL without being made: they
+ * would signal cryo's own process group, or every process it may signal
+ * (its caller's included), never what cryo means (a pid it failed to learn
+ * reaching a kill).
+ */
 export function rawSyscall(nr: number, ...args: SysArg[]): bigint {
+  if (nr === SYS_KILL && (args[0] === 0 || args[0] === 0n || args[0] === -1 || args[0] === -1n)) {
+    return -22n; // EINVAL
+  }
   // The i64 parameters take numbers as well as bigints (Deno converts them).
   const call = libc().syscall as (...a: (number | bigint)[]) => bigint | number;
   const r = BigInt(

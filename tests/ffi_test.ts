@@ -190,6 +190,12 @@ const TRAP_CHECK = "trap_action";
 // ---------------------------------------------------------------------------
 // libc
 
+Deno.test("libc: kill of pid 0 or -1 (cryo's own group, everyone) is refused without being made", () => {
+  // Signal 0 only checks: the kernel would answer 0 for both.
+  for (const pid of [0, -1, 0n, -1n]) assert.equal(rawSyscall(SYS.kill, pid, 0), -22n);
+  assert.equal(rawSyscall(SYS.kill, Deno.pid, 0), 0n);
+});
+
 Deno.test("libc: syscall returns results, failures throw SyscallError naming call, args, errno", () => {
   assert.equal(syscall(SYS.getpid), BigInt(Deno.pid));
   assert.equal(syscallNum(SYS.getpid), Deno.pid);
