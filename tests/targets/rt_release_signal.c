@@ -10,7 +10,7 @@
  *   nanosleep     an 8 s nanosleep (glibc: clock_nanosleep; ERESTART_RESTARTBLOCK at a stop)
  *   futex         FUTEX_WAIT with no timeout (ERESTARTSYS at a stop)
  *
- * A second thread, SIGUSR1 blocked, writes a byte into the pipe (and wakes
+ * A second thread, SIGUSR1 blocked from its birth, writes a byte into the pipe (and wakes
  * the futex) once the trigger file appears.
  *
  * The test stops the process (SIGSTOP), dumps and restores it stopped (or
@@ -42,10 +42,6 @@ static void on_usr1(int sig) {
 
 static void *waker(void *arg) {
   (void)arg;
-  sigset_t usr1;
-  sigemptyset(&usr1);
-  sigaddset(&usr1, SIGUSR1);
-  pthread_sigmask(SIG_BLOCK, &usr1, NULL);
   wait_trigger(trigger);
   if (write(pipefd[1], "x", 1) != 1) die("write");
   __atomic_store_n(&futex_word, 1, __ATOMIC_SEQ_CST);
@@ -65,8 +61,16 @@ int main(int argc, char **argv) {
   int ep = epoll_create1(0);
   struct epoll_event e = {.events = EPOLLIN}, out;
   if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, pipefd[0], &e) != 0) die("epoll");
+  /* The waker is born with SIGUSR1 blocked (created with it blocked, so
+   * that it never takes the signal, even before it first runs); then the
+   * main thread unblocks it for itself. */
+  sigset_t usr1;
+  sigemptyset(&usr1);
+  sigaddset(&usr1, SIGUSR1);
+  pthread_sigmask(SIG_BLOCK, &usr1, NULL);
   pthread_t t;
   if (pthread_create(&t, NULL, waker, NULL) != 0) die("pthread_create");
+  pthread_sigmask(SIG_UNBLOCK, &usr1, NULL);
   print_ready("pid=%d", getpid());
   long r;
   char byte = 0;
